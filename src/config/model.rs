@@ -1,0 +1,387 @@
+//! The typed configuration model: what `activemq.xml` means, with units in the names.
+//!
+//! Built by `config::compile` from the loaded tree; consumed by the broker runtime, security and
+//! store. Nothing here opens a socket or a file. Every item that came from the file keeps its
+//! [`Span`] so that runtime errors (a port already in use) can point back at the line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::diagnostic::Span;
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// The main file this configuration was loaded from (`<string>` for in-memory XML).
+    pub source: PathBuf,
+    /// Every file read to build this configuration: the main file, imports, properties files,
+    /// login.config and the files it names, TLS material. The reload watcher watches these.
+    pub files: Vec<PathBuf>,
+    pub broker: BrokerSettings,
+    pub listeners: Vec<Listener>,
+    pub ssl: Option<SslContextConfig>,
+    pub authentication: Authentication,
+    /// `None`: no authorizationPlugin, everything is allowed (ActiveMQ's rule).
+    pub authorization: Option<AuthorizationConfig>,
+    pub persistence: Persistence,
+    pub limits: Limits,
+    pub policies: Vec<PolicyEntry>,
+    /// `Some` when a `runtimeConfigurationPlugin` is declared.
+    pub reload: Option<ReloadSettings>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerSettings {
+    /// `brokerName`, default `localhost`.
+    pub broker_name: String,
+    /// `dataDirectory`, default `activemq-data` relative to the working directory.
+    pub data_directory: PathBuf,
+    /// `persistent`, default true; false keeps everything in memory.
+    pub persistent: bool,
+    /// `start`, default true; false: `run` builds the graph and exits.
+    pub start: bool,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            broker_name: "localhost".into(),
+            data_directory: PathBuf::from("activemq-data"),
+            persistent: true,
+            start: true,
+        }
+    }
+}
+
+/// The transport scheme of a connector that ferromq serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Scheme {
+    /// `mqtt://`
+    Mqtt,
+    /// `mqtt+nio://` (served by the same code as `mqtt://`)
+    MqttNio,
+    /// `mqtt+ssl://`
+    MqttSsl,
+    /// `mqtt+nio+ssl://`
+    MqttNioSsl,
+    /// `ws://`
+    Ws,
+    /// `wss://`
+    Wss,
+}
+
+impl Scheme {
+    pub fn parse(s: &str) -> Option<Scheme> {
+        Some(match s {
+            "mqtt" => Scheme::Mqtt,
+            "mqtt+nio" => Scheme::MqttNio,
+            "mqtt+ssl" => Scheme::MqttSsl,
+            "mqtt+nio+ssl" => Scheme::MqttNioSsl,
+            "ws" => Scheme::Ws,
+            "wss" => Scheme::Wss,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Mqtt => "mqtt",
+            Scheme::MqttNio => "mqtt+nio",
+            Scheme::MqttSsl => "mqtt+ssl",
+            Scheme::MqttNioSsl => "mqtt+nio+ssl",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        }
+    }
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::MqttSsl | Scheme::MqttNioSsl | Scheme::Wss)
+    }
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `<transportConnector>` that ferromq serves.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    /// `name` attribute (unique); defaults to the URI when absent.
+    pub name: String,
+    pub scheme: Scheme,
+    /// Host as written (`0.0.0.0`, `localhost`, `::`), without IPv6 brackets.
+    pub host: String,
+    /// 0 means "any free port" (tests).
+    pub port: u16,
+    pub options: ListenerOptions,
+    /// The `uri` attribute as written (placeholders resolved).
+    pub uri: String,
+    pub span: Span,
+}
+
+/// Connector URI options, with ActiveMQ's names, units and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerOptions {
+    /// `transport.defaultKeepAlive` (ms): used when the client sends keep-alive 0. 0 = off.
+    pub default_keep_alive_ms: u64,
+    /// `transport.connectAttemptTimeout` (ms): close sockets that send no CONNECT in time.
+    /// `None` when <= 0 (off). Default 30000.
+    pub connect_attempt_timeout_ms: Option<u64>,
+    /// `wireFormat.maxFrameSize` / `transport.maxFrameSize` (bytes). Default 268435456.
+    pub max_frame_size_bytes: u64,
+    /// `maximumConnections`; `None` = unlimited.
+    pub maximum_connections: Option<u32>,
+    /// `transport.publishDollarTopics`, default false: publishes to `$...` are acked and dropped.
+    pub publish_dollar_topics: bool,
+    /// `transport.useInactivityMonitor`, default true; false disables keep-alive and connect
+    /// timeout enforcement.
+    pub use_inactivity_monitor: bool,
+    /// `allowLinkStealing`, default true on MQTT connectors.
+    pub allow_link_stealing: bool,
+    /// `needClientAuth` / `transport.needClientAuth`.
+    pub need_client_auth: bool,
+    /// `wantClientAuth` / `transport.wantClientAuth`.
+    pub want_client_auth: bool,
+    /// `transport.subscriptionStrategy`.
+    pub subscription_strategy: SubscriptionStrategy,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            default_keep_alive_ms: 0,
+            connect_attempt_timeout_ms: Some(30_000),
+            max_frame_size_bytes: 268_435_456,
+            maximum_connections: None,
+            publish_dollar_topics: false,
+            use_inactivity_monitor: true,
+            allow_link_stealing: true,
+            need_client_auth: false,
+            want_client_auth: false,
+            subscription_strategy: SubscriptionStrategy::Default,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SubscriptionStrategy {
+    /// `mqtt-default-subscriptions`
+    Default,
+    /// `mqtt-virtual-topic-subscriptions` (accepted; served like the default strategy)
+    VirtualTopic,
+}
+
+/// A secret value from the config (password). Never printed: `Debug`/`Display`/serde show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// `<sslContext><sslContext .../></sslContext>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SslContextConfig {
+    /// Server certificate + key: PEM file(s) or a PKCS#12 store.
+    pub key_store: Option<KeyMaterial>,
+    /// CA certificates used to verify client certificates.
+    pub trust_store: Option<KeyMaterial>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyMaterial {
+    pub path: PathBuf,
+    pub password: Option<Secret>,
+    pub kind: StoreKind,
+    /// ferromq extension (`ferromq:keyFile`): private key in a separate PEM file.
+    pub key_file: Option<PathBuf>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StoreKind {
+    Pem,
+    Pkcs12,
+    /// Java KeyStore: recognised so that the error can name the conversion command.
+    Jks,
+}
+
+/// Which authentication plugin is configured (at most one; ActiveMQ chains them but MQTT users
+/// configure one).
+#[derive(Debug, Clone, Default, Serialize)]
+pub enum Authentication {
+    /// No authentication plugin: everyone connects.
+    #[default]
+    None,
+    Simple(SimpleAuth),
+    /// `jaasAuthenticationPlugin`
+    Jaas(JaasAuth),
+    /// `jaasCertificateAuthenticationPlugin`
+    JaasCertificate(JaasAuth),
+    /// `jaasDualAuthenticationPlugin`: certificate domain on TLS connectors, password elsewhere.
+    JaasDual {
+        password: JaasAuth,
+        certificate: JaasAuth,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimpleAuth {
+    pub users: Vec<SimpleUser>,
+    /// `anonymousAccessAllowed`, default false.
+    pub anonymous_access_allowed: bool,
+    /// `anonymousUser`, default `anonymous`.
+    pub anonymous_user: String,
+    /// `anonymousGroup`, default `anonymous`.
+    pub anonymous_group: String,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SimpleUser {
+    pub username: String,
+    /// Plaintext (ActiveMQ's way) or a hash with a recognisable prefix (`$2b$`, `$argon2id$`).
+    pub password: Secret,
+    pub groups: Vec<String>,
+    pub span: Span,
+}
+
+/// A JAAS plugin: the named entry of `login.config`, already parsed.
+#[derive(Debug, Clone, Serialize)]
+pub struct JaasAuth {
+    /// `configuration` attribute: the entry name in login.config (default `activemq`).
+    pub configuration: String,
+    pub login_config: PathBuf,
+    pub modules: Vec<LoginModule>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginModule {
+    /// Fully qualified class name as written.
+    pub class: String,
+    /// `required`, `requisite`, `sufficient`, `optional`.
+    pub flag: String,
+    pub options: BTreeMap<String, String>,
+    pub kind: LoginModuleKind,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub enum LoginModuleKind {
+    /// `org.apache.activemq.jaas.PropertiesLoginModule`: users.properties (`user=password`) and
+    /// groups.properties (`group=user1,user2`), paths resolved against login.config's directory.
+    Properties {
+        users_file: PathBuf,
+        groups_file: PathBuf,
+        reload: bool,
+    },
+    /// `org.apache.activemq.jaas.GuestLoginModule`.
+    Guest {
+        user: String,
+        group: String,
+        /// `credentialsInvalidate`: guests only when no credentials were given.
+        credentials_invalidate: bool,
+    },
+    /// `org.apache.activemq.jaas.TextFileCertificateLoginModule`: `user=DN` and `group=users`.
+    TextFileCertificate {
+        users_file: PathBuf,
+        groups_file: PathBuf,
+        reload: bool,
+    },
+    /// Any other module: reported as a warning, ignored.
+    Unsupported,
+}
+
+/// `authorizationPlugin/map/authorizationMap`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AuthorizationConfig {
+    pub entries: Vec<AuthzEntry>,
+    pub default_entry: Option<AuthzEntry>,
+    pub temp_entry: Option<AuthzEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum DestinationKind {
+    Topic,
+    Queue,
+    TempTopic,
+    TempQueue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum PrincipalKind {
+    /// `org.apache.activemq.jaas.GroupPrincipal` (default): names are groups.
+    Group,
+    /// `org.apache.activemq.jaas.UserPrincipal`: names are user names.
+    User,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthzEntry {
+    pub kind: DestinationKind,
+    /// ActiveMQ destination patterns (`sensors.>`, `USERS.*`); a composite `a,b` is split here.
+    pub patterns: Vec<String>,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub admin: Vec<String>,
+    pub principal_kind: PrincipalKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Persistence {
+    /// `kahaDB` (or the default store): a durable store in `directory`.
+    Durable {
+        directory: PathBuf,
+        /// `journalMaxFileLength` in bytes, when given.
+        journal_max_file_length_bytes: Option<u64>,
+    },
+    /// `memoryPersistenceAdapter` or `persistent="false"`.
+    Memory,
+}
+
+/// `systemUsage`: limits in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub memory_limit_bytes: Option<u64>,
+    pub store_limit_bytes: Option<u64>,
+    pub temp_limit_bytes: Option<u64>,
+}
+
+/// `destinationPolicy/policyMap/policyEntries/policyEntry`: one best-matching entry applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyEntry {
+    pub kind: DestinationKind,
+    pub pattern: String,
+    /// `constantPendingMessageLimitStrategy@limit`: messages a slow subscriber may have pending.
+    pub pending_message_limit: Option<u32>,
+    pub span: Span,
+}
+
+/// `runtimeConfigurationPlugin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadSettings {
+    /// `checkPeriod` (ms); 0 = polling off (events and SIGHUP still reload).
+    pub check_period_ms: u64,
+}

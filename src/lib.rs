@@ -1,0 +1,13 @@
+//! ferromq: an MQTT broker that reads Apache ActiveMQ's `activemq.xml`.
+//!
+//! Layout (see ARCHITECTURE.md for the flow):
+//! - [`config`]: XML -> typed [`config::Config`]; never opens a socket.
+//! - [`protocol`]: IO-free MQTT codec (3.1, 3.1.1, 5.0).
+//! - [`security`]: authentication and casbin-backed authorization.
+//! - [`broker`]: the runtime graph (listeners, connections, sessions, router).
+
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod security;

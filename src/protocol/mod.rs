@@ -1,0 +1,8 @@
+//! IO-free MQTT codec: bytes in, [`Packet`]s out, and back. No sockets, no tasks.
+
+pub mod codec;
+pub mod packet;
+pub mod topic;
+
+pub use codec::{decode, encode, DecodeError, EncodeError};
+pub use packet::*;
