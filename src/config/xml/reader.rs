@@ -152,7 +152,8 @@ impl<'a> DocumentParser<'a> {
             self.error(
                 event_start + 1,
                 format!("`{qname}` is not a valid element name"),
-                "a name is `local` or `prefix:local`, with one colon at most",
+                "a name starts with a letter or `_` and has one `:` at most; a literal `<` in \
+                 text is written `&lt;`",
             )
         })?;
         let ns = self
@@ -526,8 +527,12 @@ impl<'a> DocumentParser<'a> {
     }
 }
 
-/// `prefix:local` -> (Some(prefix), local); `None` for an empty part or a second colon.
+/// `prefix:local` -> (Some(prefix), local); `None` for a name that is not an XML name, an
+/// empty part or a second colon.
 fn split_qname(qname: &str) -> Option<(Option<&str>, &str)> {
+    if !is_xml_name(qname) {
+        return None;
+    }
     match qname.split_once(':') {
         None if !qname.is_empty() => Some((None, qname)),
         Some((prefix, local))
@@ -537,6 +542,17 @@ fn split_qname(qname: &str) -> Option<(Option<&str>, &str)> {
         }
         _ => None,
     }
+}
+
+/// XML's name rule, simplified to "letters, digits, `_ - . :`, any non-ASCII character; not
+/// starting with a digit, `-` or `.`". Catches a stray `<` (`<</beans>`) read as a tag.
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':' || !c.is_ascii());
+    starts_well
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') || !c.is_ascii())
 }
 
 fn is_namespace_declaration(qname: &str) -> bool {
