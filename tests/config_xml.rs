@@ -315,3 +315,54 @@ fn a_byte_order_mark_does_not_shift_columns() {
     let root = doc.expect("document").root;
     assert_eq!((root.span.col, root.attrs[0].span.col), (1, 8));
 }
+
+// ---- a whole file -----------------------------------------------------------------------
+
+#[test]
+fn upstream_style_configuration_loads_without_diagnostics() {
+    let conf = fixtures().join("upstream/conf");
+    let (doc, diagnostics) = load(&conf.join("activemq.xml"), &no_env());
+    assert!(diagnostics.0.is_empty(), "{diagnostics}");
+    let doc = doc.expect("document");
+    let base = fixtures().join("upstream");
+    let broker = find(&doc.root, "broker");
+    assert!(broker.is_activemq());
+    assert_eq!(
+        value(broker, "dataDirectory"),
+        base.join("data").display().to_string()
+    );
+    let connectors: Vec<&str> = find(broker, "transportConnectors")
+        .children
+        .iter()
+        .map(|c| value(c, "name"))
+        .collect();
+    assert_eq!(connectors, vec!["openwire", "amqp", "stomp", "mqtt", "ws"]);
+    // The hook bean inside <broker> switches back to the beans namespace.
+    assert_eq!(find(broker, "bean").ns, Namespace::Beans);
+    // jetty.xml's beans replace the <import>, at the end, with their placeholders resolved.
+    let last = doc.root.children.last().expect("children");
+    assert_eq!(last.attr_value("id"), Some("jettyPort"));
+    let realm = &doc.root.children[doc.root.children.len() - 2];
+    assert_eq!(realm.attr_value("id"), Some("securityLoginService"));
+    assert_eq!(
+        realm.children[1].attr_value("value"),
+        Some(
+            conf.join("jetty-realm.properties")
+                .display()
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_eq!(
+        doc.files,
+        vec![
+            conf.join("activemq.xml"),
+            conf.join("jetty.xml"),
+            conf.join("credentials.properties"),
+        ]
+    );
+    assert_eq!(
+        doc.properties.get("activemq.password").map(String::as_str),
+        Some("manager")
+    );
+}
