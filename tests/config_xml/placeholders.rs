@@ -250,3 +250,63 @@ fn circular_property_references_are_errors() {
         "circular placeholder reference: a -> b -> a"
     );
 }
+
+#[test]
+fn system_properties_mode_override_puts_overrides_first() {
+    let xml = with_configurer(
+        "    <property name=\"systemPropertiesModeName\" value=\"SYSTEM_PROPERTIES_MODE_OVERRIDE\"/>\n",
+        "<x u=\"${activemq.username}\"/>",
+    );
+    let mut options = no_env();
+    options
+        .overrides
+        .insert("activemq.username".into(), "cli-user".into());
+    let (doc, diagnostics) = load_in(&placeholder_conf(), &xml, &options);
+    assert!(diagnostics.0.is_empty(), "{diagnostics}");
+    let x = find(&doc.expect("document").root, "x").clone();
+    assert_eq!(value(&x, "u"), "cli-user");
+}
+
+#[test]
+fn inline_props_are_overridden_by_files() {
+    let xml = with_configurer(
+        "    <property name=\"properties\"><props>\n\
+               <prop key=\"activemq.username\">inline</prop><prop key=\"only.inline\">yes</prop>\n\
+             </props></property>\n",
+        "<x u=\"${activemq.username}\" o=\"${only.inline}\"/>",
+    );
+    let (doc, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
+    assert!(diagnostics.0.is_empty(), "{diagnostics}");
+    let x = find(&doc.expect("document").root, "x").clone();
+    assert_eq!((value(&x, "u"), value(&x, "o")), ("system", "yes"));
+}
+
+#[test]
+fn context_property_placeholder_element_is_a_configurer() {
+    let xml = "<beans xmlns=\"http://www.springframework.org/schema/beans\"\n\
+         xmlns:context=\"http://www.springframework.org/schema/context\">\n\
+      <context:property-placeholder location=\"credentials.properties, tuning.properties\"\n\
+          ignore-unresolvable=\"true\"/>\n\
+      <x u=\"${activemq.username}\" h=\"${mqtt.host}\" n=\"${nope}\"/>\n</beans>";
+    let (doc, diagnostics) = load_in(&placeholder_conf(), xml, &no_env());
+    assert!(diagnostics.0.is_empty(), "{diagnostics}");
+    let doc = doc.expect("document");
+    let x = find(&doc.root, "x");
+    assert_eq!(
+        (value(x, "u"), value(x, "h"), value(x, "n")),
+        ("system", "127.0.0.1", "${nope}")
+    );
+    assert_eq!(doc.files.len(), 2);
+}
+
+#[test]
+fn a_bad_boolean_setting_on_the_configurer_is_an_error_at_its_value() {
+    let xml = with_configurer(
+        "    <property name=\"ignoreResourceNotFound\" value=\"yes\"/>\n",
+        "<x/>",
+    );
+    let (_, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
+    let error = only_error(&diagnostics);
+    assert_eq!(error.message, "`yes` is not a boolean");
+    assert_eq!(position(error).1, 4);
+}
