@@ -10,6 +10,7 @@ pub mod model;
 pub mod properties;
 pub mod report;
 pub mod tree;
+pub mod values;
 pub mod xml;
 
 use std::collections::BTreeMap;
