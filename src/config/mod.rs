@@ -13,6 +13,7 @@ pub mod properties;
 pub mod report;
 pub mod tree;
 pub mod uri;
+pub mod values;
 pub mod xml;
 
 use std::collections::BTreeMap;
