@@ -383,7 +383,7 @@ fn render_summary(out: &mut String, s: &Summary) {
             .map_or("unlimited".to_owned(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "    {} {}://{}  default keep-alive {keep_alive}, connect timeout {timeout}, max frame {} bytes, max connections {max_conn}{}",
+            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {} bytes, max connections {max_conn}{})",
             l.name,
             l.scheme,
             l.address,

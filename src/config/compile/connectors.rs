@@ -54,6 +54,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
             continue; // reported by the names pass
         }
         ctx.mark(connector);
+        let name_attr = ctx.attr(connector, "name");
         let Some(uri_attr) = ctx.attr(connector, "uri") else {
             ctx.push(
                 Diagnostic::error(connector.span.clone(), "<transportConnector> has no `uri`")
@@ -61,7 +62,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
             );
             continue;
         };
-        let name = match ctx.attr(connector, "name") {
+        let name = match name_attr {
             Some(a) if !a.value.trim().is_empty() => a.value.trim().to_owned(),
             _ => uri_attr.value.trim().to_owned(),
         };

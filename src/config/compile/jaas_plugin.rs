@@ -65,6 +65,9 @@ fn login_config_path(ctx: &Ctx<'_>) -> PathBuf {
 
 fn load(ctx: &mut Ctx<'_>, plugin: &Element) -> Option<LoginConfigFile> {
     ctx.mark(plugin);
+    // Read now, so that they count as read even when login.config turns out unusable.
+    ctx.attr(plugin, "configuration");
+    ctx.attr(plugin, "sslConfiguration");
     let path = login_config_path(ctx);
     ctx.read_file(&path);
     let text = match std::fs::read_to_string(&path) {

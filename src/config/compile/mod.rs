@@ -28,11 +28,8 @@ use super::xml::LoadedDocument;
 /// otherwise a config even when errors were found (the caller drops it when
 /// `diagnostics.has_errors()`), so that every section is checked in the same pass.
 pub fn compile(doc: &LoadedDocument, diagnostics: &mut Diagnostics) -> Option<Config> {
-    let mut ctx = Ctx::new(doc);
-    let config = match find_broker(&mut ctx, &doc.root) {
-        Some(broker_element) => Some(build(&mut ctx, doc, broker_element)),
-        None => None,
-    };
+    let mut ctx = Ctx::new(doc, diagnostics);
+    let config = find_broker(&mut ctx, &doc.root).map(|broker| build(&mut ctx, doc, broker));
     names::check_document(&mut ctx, &doc.root);
     let Ctx {
         found, mut files, ..
@@ -139,6 +136,9 @@ fn sorted(mut found: Vec<Diagnostic>, files: &[PathBuf]) -> Vec<Diagnostic> {
 /// [`names`]), and the extra files read (login.config, properties files, TLS material).
 pub(super) struct Ctx<'d> {
     found: Vec<Diagnostic>,
+    /// Where the loader already reported errors (an unresolved placeholder, say): a compile
+    /// error later on the same line is almost always a consequence, so it is not repeated.
+    loader_errors: Vec<Span>,
     used: HashSet<Span>,
     files: Vec<PathBuf>,
     pub properties: &'d BTreeMap<String, String>,
@@ -147,9 +147,10 @@ pub(super) struct Ctx<'d> {
 }
 
 impl<'d> Ctx<'d> {
-    fn new(doc: &'d LoadedDocument) -> Self {
+    fn new(doc: &'d LoadedDocument, loader: &Diagnostics) -> Self {
         Ctx {
             found: Vec::new(),
+            loader_errors: loader.errors().filter_map(|d| d.span.clone()).collect(),
             used: HashSet::new(),
             files: Vec::new(),
             properties: &doc.properties,
@@ -162,7 +163,14 @@ impl<'d> Ctx<'d> {
     }
 
     pub fn push(&mut self, diagnostic: Diagnostic) {
-        self.found.push(diagnostic);
+        let follows_loader_error = diagnostic.span.as_ref().is_some_and(|new| {
+            self.loader_errors
+                .iter()
+                .any(|e| e.file == new.file && e.line == new.line && e.col <= new.col)
+        });
+        if !follows_loader_error {
+            self.found.push(diagnostic);
+        }
     }
 
     /// Record a file that was read, for `Config.files` (the reload watcher watches these).

@@ -114,7 +114,7 @@ fn check_type(ctx: &mut Ctx<'_>, element: &Element, quiet: bool) {
         }
         if names.properties.contains(child.name.as_str()) {
             check_property(ctx, element, child, quiet);
-        } else {
+        } else if !ctx.is_used(&child.span) {
             misplaced_or_unknown(ctx, element, names, child);
         }
     }

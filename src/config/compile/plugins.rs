@@ -296,6 +296,15 @@ fn entry(
             ));
         }
     }
+    let list = |ctx: &mut Ctx<'_>, name: &str| {
+        ctx.attr(element, name)
+            .map(|a| values::parse_comma_list(&a.value))
+            .unwrap_or_default()
+    };
+    let read = list(ctx, "read");
+    let write = list(ctx, "write");
+    let admin = list(ctx, "admin");
+    let principal_kind = principal_kind(ctx, element, inherited);
     if let Some((_, _, span)) = destinations.get(1) {
         ctx.push(
             Diagnostic::error(
@@ -321,21 +330,13 @@ fn entry(
             return None;
         }
     };
-    let list = |ctx: &mut Ctx<'_>, name: &str| {
-        ctx.attr(element, name)
-            .map(|a| values::parse_comma_list(&a.value))
-            .unwrap_or_default()
-    };
-    let read = list(ctx, "read");
-    let write = list(ctx, "write");
-    let admin = list(ctx, "admin");
     Some(AuthzEntry {
         kind,
         patterns,
         read,
         write,
         admin,
-        principal_kind: principal_kind(ctx, element, inherited),
+        principal_kind,
         span: element.span.clone(),
     })
 }
