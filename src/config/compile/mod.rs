@@ -300,3 +300,6 @@ impl<'d> Ctx<'d> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
