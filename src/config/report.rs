@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::diagnostic::Severity;
 use super::model::{
     Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
-    Persistence, PrincipalKind,
+    Persistence, PrincipalKind, StoreKind,
 };
 use super::{properties, Loaded};
 
@@ -233,7 +233,11 @@ fn listener(l: &Listener) -> ListenerSummary {
 }
 
 fn material(m: &KeyMaterial) -> String {
-    let kind = format!("{:?}", m.kind).to_uppercase();
+    let kind = match m.kind {
+        StoreKind::Pem => "PEM",
+        StoreKind::Pkcs12 => "PKCS#12",
+        StoreKind::Jks => "JKS",
+    };
     match &m.key_file {
         Some(key) => format!("{} ({kind}, key {})", m.path.display(), key.display()),
         None => format!("{} ({kind})", m.path.display()),

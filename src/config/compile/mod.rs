@@ -302,4 +302,6 @@ impl<'d> Ctx<'d> {
 }
 
 #[cfg(test)]
+mod security_tests;
+#[cfg(test)]
 mod tests;
