@@ -77,7 +77,8 @@ fn find_broker<'d>(ctx: &mut Ctx<'_>, root: &'d Element) -> Option<&'d Element> 
         .iter()
         .filter(|c| c.is_activemq() && c.name == "broker")
         .collect();
-    if let Some(extra) = brokers.get(1) {
+    for extra in brokers.iter().skip(1) {
+        ctx.mark_subtree(extra);
         ctx.push(
             Diagnostic::error(
                 extra.span.clone(),
