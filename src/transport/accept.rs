@@ -19,7 +19,9 @@ use super::reload::SharedTls;
 use super::ws;
 use crate::config::{ListenerOptions, Scheme};
 
-/// A byte stream an MQTT connection can run over.
+/// A byte stream an MQTT connection can run over. Writes reach the peer without a flush while
+/// the socket has room; under back-pressure the rest goes out on the next write or flush, so a
+/// writer should flush after each batch, as with any buffered stream.
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}

@@ -7,8 +7,9 @@
 //! body saying why, where ActiveMQ would have spoken STOMP to it. Any request path is accepted.
 //!
 //! MQTT packets may span several binary messages or share one; the adapter concatenates them.
-//! Each write becomes one binary message. Pings are answered by tungstenite, a close frame ends
-//! the stream, a text frame is an error (MQTT over WebSocket is binary only).
+//! Each write becomes one binary message, sent at once (no flush needed, as on TCP). Pings are
+//! answered by tungstenite, a close frame ends the stream, a text frame is an error (MQTT over
+//! WebSocket is binary only).
 
 use std::io;
 use std::pin::Pin;
@@ -25,9 +26,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::error::TransportError;
 
-/// Read and write buffer size per WebSocket connection. tungstenite's default (128 KiB, eagerly
+/// Read buffer size per WebSocket connection. tungstenite's default (128 KiB, eagerly
 /// allocated) costs too much memory with thousands of mostly idle MQTT clients.
-const WS_BUFFER_BYTES: usize = 16 * 1024;
+const WS_READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// The largest MQTT fixed header (1 type byte + 4 remaining-length bytes): a WebSocket message
 /// holding one maximal packet is this much longer than `maxFrameSize`.
@@ -62,8 +63,10 @@ pub fn websocket_config(max_frame_size_bytes: u64) -> WebSocketConfig {
     let limit = max_frame_size_bytes.saturating_add(MQTT_FIXED_HEADER_MAX_BYTES);
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
     WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        // 0: each message goes to the socket when written, so that a write reaches the client
+        // without a flush, as it does on TCP and TLS streams
+        .write_buffer_size(0)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit))
 }

@@ -232,9 +232,9 @@ pub enum ServerEvent {
 /// How the echo server writes back.
 #[derive(Debug, Clone, Copy)]
 pub enum EchoMode {
-    /// Whatever was read, as read.
+    /// Whatever was read, as read, without flushing.
     Bytes,
-    /// One write per MQTT packet (fixed header + remaining length + body).
+    /// One write and flush per MQTT packet (fixed header + remaining length + body).
     MqttPackets,
 }
 
@@ -309,8 +309,8 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
                 if n == 0 {
                     return Ok(());
                 }
+                // no flush: a write must reach the peer on every transport, as on plain TCP
                 stream.write_all(&buf[..n]).await?;
-                stream.flush().await?;
             }
         }
         EchoMode::MqttPackets => loop {
