@@ -156,6 +156,15 @@ impl SharedTls {
     }
 }
 
+impl std::fmt::Debug for SharedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedTls")
+            .field("files", &self.files())
+            .field("client_auth", &self.client_auth())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running watch of TLS files; dropping it stops the watch.
 pub struct TlsWatcher {
     _watcher: notify::RecommendedWatcher,
