@@ -2,6 +2,8 @@
 //! exact wire bytes, and generated), byte-by-byte feeding, the size limit, zero-copy payloads,
 //! encoder mappings to v3, and (in `codec/malformed.rs`) every malformation class.
 
+#[path = "codec/malformed.rs"]
+mod malformed;
 #[path = "codec/strategies.rs"]
 mod strategies;
 
