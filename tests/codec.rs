@@ -1,6 +1,7 @@
 //! Codec tests: round trips of every packet type in MQTT 3.1, 3.1.1 and 5.0 (hand-written with
 //! exact wire bytes, and generated), byte-by-byte feeding, the size limit, zero-copy payloads,
-//! encoder mappings to v3, and (in `codec/malformed.rs`) every malformation class.
+//! MQTT 5 specifics (`codec/v5.rs`), encoder mappings to v3 (`codec/encoding.rs`) and every
+//! malformation class (`codec/malformed*.rs`).
 
 #[macro_use]
 #[path = "codec/frames.rs"]

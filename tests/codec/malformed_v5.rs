@@ -326,13 +326,13 @@ fn errors_name_the_packet_and_the_problem() {
     let error = decode_bytes(Some(V311), &subscribe(V311, b"a", 0x04)).expect_err("reserved");
     assert_eq!(
         error.to_string(),
-        "malformed SUBSCRIBE packet: reserved bits (7-2) of the requested QoS are set"
+        "malformed SUBSCRIBE: reserved bits (7-2) of the requested QoS are set"
     );
     let error = decode_bytes(Some(V311), &frame(0x30, &s(b"a/+"))).expect_err("wildcard");
     assert!(
         error
             .to_string()
-            .starts_with("invalid topic name in PUBLISH packet: "),
+            .starts_with("invalid topic name in PUBLISH: "),
         "{error}"
     );
     let error = decode_bytes(None, &connect(b"MQTT", 7, 2, &s(b"c"))).expect_err("level 7");
@@ -343,6 +343,6 @@ fn errors_name_the_packet_and_the_problem() {
     let error = decode_bytes(Some(V311), &[0x30, 0x80, 0x80, 0x80, 0x80, 0x01]).expect_err("len");
     assert_eq!(
         error.to_string(),
-        "malformed fixed header packet: the remaining length is longer than 4 bytes"
+        "malformed fixed header: the remaining length is longer than 4 bytes"
     );
 }
