@@ -283,6 +283,8 @@ fn reason_and_return_codes() {
         }
     );
     rejects!(Some(V5), [0xE0, 1, 0x05], DecodeError::ProtocolError { .. });
+    let error = decode_bytes(Some(V5), &[0xE0, 1, 0x05]).expect_err("reason 0x05");
+    assert_eq!(error.reason_code(), 0x82);
     rejects!(
         Some(V5),
         [0xF0, 2, 0x01, 0],
