@@ -42,13 +42,29 @@ fn tree_of(subscriptions: u64) -> SubscriptionTree<u64, u8> {
     tree
 }
 
+/// Resident memory of this process in bytes (Linux; `None` elsewhere), to report tree size.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 fn matching(c: &mut Criterion) {
     let mut group = c.benchmark_group("match");
     group
         .sample_size(30)
         .measurement_time(Duration::from_secs(4));
     for subscriptions in [10_000u64, 1_000_000] {
+        let before = resident_bytes();
+        let built = std::time::Instant::now();
         let tree = tree_of(subscriptions);
+        let build_time = built.elapsed();
+        if let (Some(before), Some(after)) = (before, resident_bytes()) {
+            eprintln!(
+                "{subscriptions} subscriptions: built in {build_time:?}, ~{} bytes each",
+                after.saturating_sub(before) / subscriptions
+            );
+        }
         let topics: Vec<String> = (0..1024).map(|i| topic(i, subscriptions)).collect();
         let mut total = 0usize;
         for topic in &topics {
