@@ -109,7 +109,7 @@ impl<M> RetainedStore<M> {
                     }
                 }
                 Level::Plus => {
-                    for (name, child) in &node.literal {
+                    for (name, child) in node.literal.iter() {
                         if wildcard_may_enter(name) {
                             pending.push((child, rest.clone(), false));
                         }

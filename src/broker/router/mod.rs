@@ -17,28 +17,30 @@
 //! The read path (`for_each_match`, `matches_dedup`) takes `&self` and does not allocate per level,
 //! so the broker can hold the tree behind a `parking_lot::RwLock` with many publishers reading.
 
+mod small_map;
 pub(crate) mod trie;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 use smallvec::SmallVec;
 
+use small_map::SmallMap;
 use trie::{filter_levels, LevelMap, Node, Slot};
 
 /// Everything subscribed on one exact filter.
 struct Subscribers<K, V> {
-    direct: LevelMap<K, V>,
+    direct: SmallMap<K, V>,
     shared: Vec<SharedGroup<K, V>>,
 }
 
 impl<K, V> Default for Subscribers<K, V> {
     fn default() -> Self {
         Self {
-            direct: LevelMap::default(),
+            direct: SmallMap::default(),
             shared: Vec::new(),
         }
     }
@@ -54,7 +56,7 @@ impl<K, V> Slot for Subscribers<K, V> {
 /// matching message (MQTT 5.0, 4.8.2).
 pub struct SharedGroup<K, V> {
     name: Box<str>,
-    members: LevelMap<K, V>,
+    members: SmallMap<K, V>,
 }
 
 impl<K, V> SharedGroup<K, V> {
@@ -120,7 +122,7 @@ type PendingBranch<'n, 't, K, V> = (&'n Node<Subscribers<K, V>>, std::str::Split
 pub struct SubscriptionTree<K, V> {
     root: Node<Subscribers<K, V>>,
     /// Each key's filters as subscribed (with any `$share/` prefix), so `remove_all` needs no scan.
-    filters_by_key: LevelMap<K, HashSet<Box<str>, trie::LevelHasher>>,
+    filters_by_key: LevelMap<K, SmallMap<Box<str>, ()>>,
     len: usize,
 }
 
@@ -155,7 +157,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
                     None => {
                         groups.push(SharedGroup {
                             name: group.into(),
-                            members: LevelMap::default(),
+                            members: SmallMap::default(),
                         });
                         groups.len() - 1
                     }
@@ -171,7 +173,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
             self.filters_by_key
                 .entry(key)
                 .or_default()
-                .insert(filter.into());
+                .insert(filter.into(), ());
         }
         previous
     }
@@ -213,7 +215,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         };
         filters
             .iter()
-            .filter(|filter| self.remove(filter, key).is_some())
+            .filter(|(filter, ())| self.remove(filter, key).is_some())
             .count()
     }
 
@@ -230,7 +232,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
     /// subscribed through several matching filters is visited once per filter.
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&K, &V)) {
         self.for_each_matching_slot(topic, |subscribers| {
-            for (key, value) in &subscribers.direct {
+            for (key, value) in subscribers.direct.iter() {
                 f(key, value);
             }
         });

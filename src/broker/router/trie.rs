@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
+use super::small_map::SmallMap;
+
 /// Hashes topic levels with aHash keyed once per process.
 ///
 /// A zero-sized builder instead of `ahash::RandomState` saves 32 bytes in every map of every node,
@@ -75,7 +77,7 @@ pub(crate) fn topic_levels(topic: &str) -> impl Iterator<Item = Level<'_>> + Clo
 #[derive(Default)]
 pub(crate) struct Node<T> {
     pub(crate) slot: T,
-    pub(crate) literal: LevelMap<Box<str>, Node<T>>,
+    pub(crate) literal: SmallMap<Box<str>, Node<T>>,
     pub(crate) plus: Option<Box<Node<T>>>,
     pub(crate) hash: Option<Box<Node<T>>>,
 }
@@ -99,7 +101,10 @@ impl<T: Slot> Node<T> {
 
     fn child_or_insert(&mut self, level: Level<'_>) -> &mut Node<T> {
         match level {
-            Level::Literal(name) => self.literal.entry(Box::from(name)).or_default(),
+            Level::Literal(name) => {
+                self.literal
+                    .get_or_insert_with(name, |name| Box::from(name), Node::default)
+            }
             Level::Plus => self.plus.get_or_insert_with(Box::default),
             Level::Hash => self.hash.get_or_insert_with(Box::default),
         }
@@ -184,7 +189,7 @@ impl<T> Node<T> {
 
     /// Moves every child out of this node, leaving it a leaf.
     fn take_children(&mut self) -> impl Iterator<Item = Node<T>> {
-        let literal = std::mem::take(&mut self.literal).into_values();
+        let literal = self.literal.take_values();
         let plus = self.plus.take().map(|node| *node);
         let hash = self.hash.take().map(|node| *node);
         literal.chain(plus).chain(hash)
