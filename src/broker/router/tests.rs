@@ -424,3 +424,32 @@ proptest! {
         prop_assert_eq!(tree.root.node_count(), 1, "empty tree pruned to its root");
     }
 }
+
+#[test]
+fn tree_and_store_can_be_shared_behind_a_lock() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let tree = parking_lot::RwLock::new(SubscriptionTree::<std::sync::Arc<str>, u8>::new());
+    let store =
+        parking_lot::RwLock::new(crate::broker::retained::RetainedStore::<bytes::Bytes>::new());
+    shareable(&tree);
+    shareable(&store);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for index in 0..200u32 {
+                let filter = format!("t/{}", index % 20);
+                tree.write().insert(&filter, "writer".into(), 1);
+                tree.write().remove(&filter, &"writer".into());
+            }
+        });
+        for _ in 0..2 {
+            scope.spawn(|| {
+                for _ in 0..200 {
+                    let mut count = 0;
+                    tree.read().for_each_match("t/3", |_, _| count += 1);
+                    assert!(count <= 1);
+                }
+            });
+        }
+    });
+    assert!(tree.read().is_empty());
+}
