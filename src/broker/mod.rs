@@ -1,5 +1,8 @@
 //! The runtime graph: listeners, connections, sessions, router. (Being written: issue 3.)
 
+pub mod retained;
+pub mod router;
+
 use std::net::SocketAddr;
 
 use crate::config::Config;
