@@ -10,11 +10,14 @@ use std::hash::{DefaultHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// Size and modification time of a file, or `None` in [`stamp`] when it cannot be read.
+/// Size, modification time and (on Unix) inode of a file, or `None` in [`stamp`] when it cannot
+/// be read. The inode catches a replacement (rename over, symlink swap) of the same size within
+/// one tick of the file system's coarse clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     pub len_bytes: u64,
     pub modified: Option<SystemTime>,
+    pub inode: u64,
 }
 
 /// The stamp of `path`, following symlinks (a Kubernetes ConfigMap swaps the link target).
@@ -23,7 +26,18 @@ pub fn stamp(path: &Path) -> Option<FileStamp> {
     Some(FileStamp {
         len_bytes: meta.len(),
         modified: meta.modified().ok(),
+        inode: inode(&meta),
     })
+}
+
+#[cfg(unix)]
+fn inode(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+#[cfg(not(unix))]
+fn inode(_meta: &std::fs::Metadata) -> u64 {
+    0
 }
 
 /// Content hash of each file of a configuration; `None` for a file that could not be read.
