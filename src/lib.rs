@@ -12,3 +12,4 @@ pub mod config;
 pub mod protocol;
 pub mod reload;
 pub mod security;
+pub mod transport;
