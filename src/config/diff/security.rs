@@ -53,7 +53,7 @@ const TRUST_STORE_NAMES: StoreNames = [
     "trustStore",
     "trustStorePassword",
     "trustStoreType",
-    "trustStore key file",
+    "trustStore",
 ];
 
 fn diff_key_material(
