@@ -73,17 +73,16 @@ fn diff_key_material(
                 key_file: old_key_file,
                 span: _,
             } = old;
-            if *old_path != new.path {
-                out.push(path);
-            }
-            if *old_password != new.password {
-                out.push(password);
-            }
-            if *old_kind != new.kind {
-                out.push(kind);
-            }
-            if *old_key_file != new.key_file {
-                out.push(key_file);
+            let differing = [
+                (*old_path != new.path, path),
+                (*old_password != new.password, password),
+                (*old_kind != new.kind, kind),
+                (*old_key_file != new.key_file, key_file),
+            ];
+            for (differs, name) in differing {
+                if differs && !out.contains(&name) {
+                    out.push(name);
+                }
             }
         }
     }
