@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod diff;
 pub mod jaas;
 pub mod known_names;
 pub mod model;
