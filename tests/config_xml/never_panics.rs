@@ -27,7 +27,7 @@ fn run(text: &str) {
     assert!(doc.is_some() || diagnostics.has_errors());
     for d in &diagnostics.0 {
         let span = d.span.as_ref();
-        assert!(span.map_or(true, |s| s.line >= 1 && s.col >= 1), "{d}");
+        assert!(span.is_none_or(|s| s.line >= 1 && s.col >= 1), "{d}");
     }
 }
 
