@@ -155,6 +155,11 @@ impl SessionRegistry {
         }
     }
 
+    /// The session of `client_id`, online or offline.
+    pub fn by_client_id(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.by_client_id.lock().get(client_id).cloned()
+    }
+
     /// Every persistent session (for the store at shutdown).
     pub fn persistent_sessions(&self) -> Vec<Arc<Session>> {
         self.by_client_id

@@ -1,0 +1,102 @@
+//! Resource limits: maximumConnections, slow consumers (bounded queues, other clients and the
+//! publisher unaffected), bind errors that name the connector.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config_with, topic_policy, Client, RawClient, TestBroker, STEP};
+use ferromq::config::ListenerOptions;
+use ferromq::protocol::QoS;
+use rumqttc::QoS as Q;
+
+#[tokio::test]
+async fn maximum_connections_closes_extra_sockets_at_accept() {
+    let broker = TestBroker::with_options(|o| o.maximum_connections = Some(2)).await;
+    let (_a, _) = RawClient::connected(broker.addr, "a", true).await;
+    let (b, _) = RawClient::connected(broker.addr, "b", true).await;
+    let mut extra = RawClient::tcp(broker.addr).await;
+    assert!(extra.closed_within(Duration::from_secs(2)).await.is_some());
+    assert_eq!(broker.handle.counters().connections_refused_limit, 1);
+    // A slot frees when a connection ends.
+    drop(b);
+    let deadline = tokio::time::Instant::now() + STEP;
+    while broker.handle.counters().connections_current > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_c, _) = RawClient::connected(broker.addr, "c", true).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_consumers_are_bounded_and_do_not_stall_others() {
+    const LIMIT: usize = 20;
+    const MESSAGES: usize = 200;
+    let mut config = config_with(ListenerOptions::default());
+    config.policies.push(topic_policy("slow.>", LIMIT as u32));
+    let broker = TestBroker::start(config).await;
+
+    // Two subscribers that never read their sockets (so never acknowledge either).
+    let (mut stuck_qos1, _) = RawClient::connected(broker.addr, "stuck1", true).await;
+    stuck_qos1
+        .subscribe(1, &[("slow/#", QoS::AtLeastOnce)])
+        .await;
+    let (mut stuck_qos0, _) = RawClient::connected(broker.addr, "stuck0", true).await;
+    stuck_qos0
+        .subscribe(1, &[("slow/#", QoS::AtMostOnce)])
+        .await;
+    let mut fast = Client::connect(broker.addr, "fast").await;
+    fast.subscribe("slow/#", Q::AtLeastOnce).await;
+
+    let mut publ = Client::connect(broker.addr, "pub").await;
+    let payload = vec![0x5a; 64 * 1024];
+    let start = Instant::now();
+    for i in 0..MESSAGES {
+        publ.publish(&format!("slow/{i}"), Q::AtLeastOnce, false, &payload)
+            .await;
+        assert_eq!(fast.next_publish().await.topic, format!("slow/{i}"));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "publisher was slowed down"
+    );
+
+    // Memory stays bounded: nothing beyond the window and the queue limit is held.
+    let core = broker.handle.core().clone();
+    for id in ["stuck1", "stuck0"] {
+        let state = core.registry.by_client_id(id).expect("session").snapshot();
+        assert!(
+            state.pending.len() <= LIMIT,
+            "{id}: {} queued",
+            state.pending.len()
+        );
+        assert!(state.inflight.len() <= core.inflight_window, "{id}");
+    }
+    let counters = broker.handle.counters();
+    // stuck1: 32 in flight + LIMIT queued, the rest dropped.
+    let must_drop = (MESSAGES - 32 - LIMIT) as u64;
+    assert!(
+        counters.dropped_queue_full >= must_drop,
+        "dropped {} < {must_drop}",
+        counters.dropped_queue_full
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bind_error_names_the_connector_and_its_line() {
+    let first = TestBroker::default().await;
+    let mut options = ListenerOptions::default();
+    options.maximum_connections = None;
+    let mut config = config_with(options);
+    config.listeners[0].port = first.addr.port();
+    config.listeners[0].name = "busy-connector".into();
+    let err = match ferromq::broker::start(config).await {
+        Ok(_) => panic!("binding a port in use must fail"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("busy-connector"), "{err}");
+    assert!(err.contains("<test>.xml:1:1"), "{err}");
+    first.shutdown().await;
+}
