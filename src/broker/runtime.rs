@@ -20,7 +20,6 @@ use crate::protocol::QoS;
 use crate::security::Security;
 
 /// Everything the connection tasks of one broker share.
-#[derive(Debug)]
 pub struct BrokerCore {
     pub registry: SessionRegistry,
     /// filter -> (session id -> granted QoS).
@@ -32,6 +31,17 @@ pub struct BrokerCore {
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
     store: Arc<dyn SessionStore>,
+}
+
+impl std::fmt::Debug for BrokerCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerCore")
+            .field("sessions", &self.registry.len())
+            .field("subscriptions", &self.subscriptions.read().len())
+            .field("retained", &self.retained.read().len())
+            .field("counters", &self.counters.snapshot())
+            .finish_non_exhaustive()
+    }
 }
 
 impl BrokerCore {

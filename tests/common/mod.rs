@@ -304,6 +304,7 @@ pub struct Client {
 pub fn options(addr: SocketAddr, client_id: &str) -> rumqttc::MqttOptions {
     let mut o = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(1 << 20, 1 << 20);
     o
 }
 
