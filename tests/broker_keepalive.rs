@@ -52,7 +52,7 @@ async fn any_inbound_byte_resets_the_deadline() {
 
 #[tokio::test]
 async fn default_keep_alive_applies_when_the_client_sends_zero() {
-    let broker = TestBroker::with_options(|o| o.default_keep_alive_ms = 600).await;
+    let broker = TestBroker::with_uri_options(&["transport.defaultKeepAlive=600"]).await;
     let (mut c, _) = RawClient::connect(broker.addr, connect_packet("ka0", true, 0)).await;
     assert_close_time(
         c.closed_within(Duration::from_secs(3)).await,
@@ -63,10 +63,10 @@ async fn default_keep_alive_applies_when_the_client_sends_zero() {
 
 #[tokio::test]
 async fn inactivity_monitor_off_disables_keep_alive_and_connect_timeout() {
-    let broker = TestBroker::with_options(|o| {
-        o.use_inactivity_monitor = false;
-        o.connect_attempt_timeout_ms = Some(200);
-    })
+    let broker = TestBroker::with_uri_options(&[
+        "transport.useInactivityMonitor=false",
+        "transport.connectAttemptTimeout=200",
+    ])
     .await;
     let (mut c, _) = RawClient::connect(broker.addr, connect_packet("quiet", true, 1)).await;
     let mut silent = RawClient::tcp(broker.addr).await;
@@ -79,7 +79,7 @@ async fn inactivity_monitor_off_disables_keep_alive_and_connect_timeout() {
 
 #[tokio::test]
 async fn connect_attempt_timeout_closes_silent_sockets() {
-    let broker = TestBroker::with_options(|o| o.connect_attempt_timeout_ms = Some(300)).await;
+    let broker = TestBroker::with_uri_options(&["transport.connectAttemptTimeout=300"]).await;
     let mut silent = RawClient::tcp(broker.addr).await;
     assert_close_time(
         silent.closed_within(Duration::from_secs(2)).await,

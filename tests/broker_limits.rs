@@ -5,14 +5,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config_with, topic_policy, Client, RawClient, TestBroker, STEP};
-use ferromq::config::ListenerOptions;
+use common::{activemq_xml, load_xml, Client, RawClient, TestBroker, STEP};
 use ferromq::protocol::QoS;
 use rumqttc::QoS as Q;
 
 #[tokio::test]
 async fn maximum_connections_closes_extra_sockets_at_accept() {
-    let broker = TestBroker::with_options(|o| o.maximum_connections = Some(2)).await;
+    let broker = TestBroker::with_uri_options(&["maximumConnections=2"]).await;
     let (_a, _) = RawClient::connected(broker.addr, "a", true).await;
     let (b, _) = RawClient::connected(broker.addr, "b", true).await;
     let mut extra = RawClient::tcp(broker.addr).await;
@@ -33,9 +32,16 @@ async fn maximum_connections_closes_extra_sockets_at_accept() {
 async fn slow_consumers_are_bounded_and_do_not_stall_others() {
     const LIMIT: usize = 20;
     const MESSAGES: usize = 200;
-    let mut config = config_with(ListenerOptions::default());
-    config.policies.push(topic_policy("slow.>", LIMIT as u32));
-    let broker = TestBroker::start(config).await;
+    let policy = format!(
+        r#"<destinationPolicy><policyMap><policyEntries>
+             <policyEntry topic="slow.>">
+               <pendingMessageLimitStrategy>
+                 <constantPendingMessageLimitStrategy limit="{LIMIT}"/>
+               </pendingMessageLimitStrategy>
+             </policyEntry>
+           </policyEntries></policyMap></destinationPolicy>"#
+    );
+    let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
 
     // Two subscribers that never read their sockets (so never acknowledge either).
     let (mut stuck_qos1, _) = RawClient::connected(broker.addr, "stuck1", true).await;
@@ -87,16 +93,19 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
 #[tokio::test]
 async fn bind_error_names_the_connector_and_its_line() {
     let first = TestBroker::default().await;
-    let mut options = ListenerOptions::default();
-    options.maximum_connections = None;
-    let mut config = config_with(options);
-    config.listeners[0].port = first.addr.port();
-    config.listeners[0].name = "busy-connector".into();
+    let xml = activemq_xml(&[], "").replace(
+        r#"name="mqtt" uri="mqtt://127.0.0.1:0"#,
+        &format!(
+            r#"name="busy-connector" uri="mqtt://127.0.0.1:{}"#,
+            first.addr.port()
+        ),
+    );
+    let config = load_xml(&xml);
     let err = match ferromq::broker::start(config).await {
         Ok(_) => panic!("binding a port in use must fail"),
         Err(e) => format!("{e:#}"),
     };
     assert!(err.contains("busy-connector"), "{err}");
-    assert!(err.contains("<test>.xml:1:1"), "{err}");
+    assert!(err.contains("<memory>.xml:5:"), "{err}");
     first.shutdown().await;
 }

@@ -160,7 +160,7 @@ async fn mqtt5_and_unknown_levels_get_connack_1_in_v3_format() {
 
 #[tokio::test]
 async fn frames_over_max_frame_size_close_the_connection() {
-    let broker = TestBroker::with_options(|o| o.max_frame_size_bytes = 64).await;
+    let broker = TestBroker::with_uri_options(&["wireFormat.maxFrameSize=64"]).await;
     let (mut small, _) = RawClient::connected(broker.addr, "small", true).await;
     small
         .send(common::publish_packet(

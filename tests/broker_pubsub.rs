@@ -115,7 +115,7 @@ async fn dollar_topics_are_dropped_unless_publish_dollar_topics() {
     broker.shutdown().await;
 
     // publishDollarTopics=true: delivered to `$` filters, but never to a leading wildcard.
-    let broker = TestBroker::with_options(|o| o.publish_dollar_topics = true).await;
+    let broker = TestBroker::with_uri_options(&["transport.publishDollarTopics=true"]).await;
     let mut dollar = Client::connect(broker.addr, "dollar").await;
     let mut all = Client::connect(broker.addr, "all").await;
     let mut publ = Client::connect(broker.addr, "pub").await;

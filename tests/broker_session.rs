@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{connect_packet, publish_packet, Client, RawClient, TestBroker, STEP};
 use ferromq::broker::MemorySessionStore;
-use ferromq::config::ListenerOptions;
 use ferromq::protocol::{Ack, ConnectReason, Packet, QoS};
 use rumqttc::QoS as Q;
 
@@ -96,8 +95,7 @@ async fn takeover_closes_the_old_connection_without_its_will() {
 
 #[tokio::test]
 async fn takeover_refused_when_link_stealing_is_off() {
-    let broker =
-        TestBroker::with_options(|o: &mut ListenerOptions| o.allow_link_stealing = false).await;
+    let broker = TestBroker::with_uri_options(&["allowLinkStealing=false"]).await;
     let (mut first, _) = RawClient::connected(broker.addr, "solo", true).await;
     let (mut second, ack) = RawClient::connect(broker.addr, connect_packet("solo", true, 0)).await;
     assert_eq!(ack.reason, ConnectReason::ClientIdentifierNotValid);
@@ -219,7 +217,7 @@ async fn inbound_qos2_resend_before_pubrel_is_not_delivered_twice() {
 async fn persistent_sessions_survive_a_restart_through_the_store() {
     let store = Arc::new(MemorySessionStore::default());
     let broker = TestBroker::start_with_store(
-        common::config_with(ListenerOptions::default()),
+        common::load_xml(&common::activemq_xml(&[], "")),
         store.clone(),
     )
     .await;
@@ -239,7 +237,7 @@ async fn persistent_sessions_survive_a_restart_through_the_store() {
     broker.shutdown().await;
 
     let broker =
-        TestBroker::start_with_store(common::config_with(ListenerOptions::default()), store).await;
+        TestBroker::start_with_store(common::load_xml(&common::activemq_xml(&[], "")), store).await;
     let (mut back, ack) = RawClient::connected(broker.addr, "keeper", false).await;
     assert!(ack.session_present);
     let p = back.recv_publish().await;

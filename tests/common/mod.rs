@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use ferromq::broker::{self, BrokerHandle, SessionStore};
-use ferromq::config::{
-    Authentication, BrokerSettings, Config, DestinationKind, Limits, Listener, ListenerOptions,
-    Persistence, PolicyEntry, Scheme, Span,
-};
+use ferromq::config::Config;
 use ferromq::protocol::{
     decode, encode, Ack, ConnAck, Connect, LastWill, Packet, ProtocolVersion, Publish, QoS,
     RetainHandling, Subscribe, SubscriptionOptions,
@@ -26,43 +22,41 @@ use ferromq::protocol::{
 /// Upper bound for any single wait in a test; nothing may hang longer.
 pub const STEP: Duration = Duration::from_secs(5);
 
-fn test_span() -> Span {
-    Span::new(Arc::new(PathBuf::from("<test>.xml")), 1, 1)
+/// An `activemq.xml` with one connector `mqtt://127.0.0.1:0?<uri_options joined by &amp;>` and
+/// `broker_children` (e.g. a `<destinationPolicy>`) inside `<broker>`.
+pub fn activemq_xml(uri_options: &[&str], broker_children: &str) -> String {
+    let query = if uri_options.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", uri_options.join("&amp;"))
+    };
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test" persistent="false">
+    {broker_children}
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0{query}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#
+    )
 }
 
-/// A configuration with one `mqtt://127.0.0.1:0` connector using `options`.
-pub fn config_with(options: ListenerOptions) -> Config {
-    Config {
-        source: PathBuf::from("<test>.xml"),
-        files: Vec::new(),
-        broker: BrokerSettings::default(),
-        listeners: vec![Listener {
-            name: "mqtt".into(),
-            scheme: Scheme::Mqtt,
-            host: "127.0.0.1".into(),
-            port: 0,
-            options,
-            uri: "mqtt://127.0.0.1:0".into(),
-            span: test_span(),
-        }],
-        ssl: None,
-        authentication: Authentication::None,
-        authorization: None,
-        persistence: Persistence::Memory,
-        limits: Limits::default(),
-        policies: Vec::new(),
-        reload: None,
-    }
-}
-
-/// A topic policy entry (`<policyEntry topic=pattern>` with a pending message limit).
-pub fn topic_policy(pattern: &str, pending_message_limit: u32) -> PolicyEntry {
-    PolicyEntry {
-        kind: DestinationKind::Topic,
-        pattern: pattern.into(),
-        pending_message_limit: Some(pending_message_limit),
-        span: test_span(),
-    }
+/// Load a configuration from XML text the way `ferromq run` does (no environment lookups).
+pub fn load_xml(xml: &str) -> Config {
+    let loaded = ferromq::config::load_str(
+        xml,
+        &std::env::temp_dir(),
+        &ferromq::config::LoadOptions {
+            use_env: false,
+            ..Default::default()
+        },
+    );
+    let diagnostics = loaded.diagnostics.to_string();
+    loaded
+        .into_result()
+        .unwrap_or_else(|_| panic!("test XML is invalid:\n{diagnostics}"))
 }
 
 pub struct TestBroker {
@@ -85,14 +79,18 @@ impl TestBroker {
         TestBroker { handle, addr }
     }
 
-    pub async fn default() -> TestBroker {
-        TestBroker::start(config_with(ListenerOptions::default())).await
+    /// A broker started from `activemq.xml` text.
+    pub async fn from_xml(xml: &str) -> TestBroker {
+        TestBroker::start(load_xml(xml)).await
     }
 
-    pub async fn with_options(f: impl FnOnce(&mut ListenerOptions)) -> TestBroker {
-        let mut options = ListenerOptions::default();
-        f(&mut options);
-        TestBroker::start(config_with(options)).await
+    /// A broker with one MQTT connector with the given URI options (`name=value`).
+    pub async fn with_uri_options(uri_options: &[&str]) -> TestBroker {
+        TestBroker::from_xml(&activemq_xml(uri_options, "")).await
+    }
+
+    pub async fn default() -> TestBroker {
+        TestBroker::with_uri_options(&[]).await
     }
 
     pub async fn shutdown(self) {
