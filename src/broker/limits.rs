@@ -12,7 +12,7 @@ pub const DEFAULT_INFLIGHT_WINDOW: usize = 32;
 /// The topic policy entries, ready for per-publish lookup.
 #[derive(Debug, Clone, Default)]
 pub struct PendingLimits {
-    /// (ActiveMQ pattern levels, limit), in declaration order.
+    /// (pattern levels in MQTT spelling, limit), in declaration order.
     entries: Vec<(Vec<String>, Option<usize>)>,
 }
 
@@ -23,7 +23,7 @@ impl PendingLimits {
             .filter(|p| p.kind == DestinationKind::Topic)
             .map(|p| {
                 (
-                    p.pattern.split('.').map(str::to_owned).collect(),
+                    p.pattern.split('.').map(activemq_level_to_mqtt).collect(),
                     p.pending_message_limit.map(|l| l as usize),
                 )
             })
@@ -41,11 +41,9 @@ impl PendingLimits {
         if self.entries.is_empty() {
             return DEFAULT_PENDING_MESSAGE_LIMIT;
         }
-        let name = mqtt_to_activemq_name(topic);
-        let levels: Vec<&str> = name.split('.').collect();
         let mut best: Option<(usize, Option<usize>)> = None;
         for (pattern, limit) in &self.entries {
-            if !pattern_matches(pattern, &levels) {
+            if !pattern_matches(pattern, topic) {
                 continue;
             }
             let literal = pattern.iter().filter(|l| *l != "*" && *l != ">").count();
@@ -64,29 +62,26 @@ impl PendingLimits {
     }
 }
 
-/// MQTT topic -> ActiveMQ destination name: `/` and `.` swap places (lossless, as ActiveMQ's
-/// MQTT transport does).
-fn mqtt_to_activemq_name(topic: &str) -> String {
-    topic
-        .chars()
-        .map(|c| match c {
-            '/' => '.',
-            '.' => '/',
-            other => other,
-        })
-        .collect()
+/// One level of an ActiveMQ name in MQTT spelling. ActiveMQ's MQTT transport swaps `/` and
+/// `.` (lossless), so an ActiveMQ level `a/b` is the MQTT level `a.b`.
+fn activemq_level_to_mqtt(level: &str) -> String {
+    level.replace('/', ".")
 }
 
-/// ActiveMQ wildcards: `*` one level, `>` the rest including no level at all (`A.>` matches `A`).
-fn pattern_matches(pattern: &[String], name: &[&str]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (Some((p, _)), _) if p == ">" => true,
-        (None, None) => true,
-        (Some((p, prest)), Some((n, nrest))) => {
-            (p == "*" || p == n) && pattern_matches(prest, nrest)
+/// ActiveMQ wildcards over MQTT topic levels: `*` one level, `>` the rest including no level
+/// at all (`A.>` matches `A`). No allocation: this runs for every publish.
+fn pattern_matches(pattern: &[String], topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    for p in pattern {
+        if p == ">" {
+            return true;
         }
-        _ => false,
+        match levels.next() {
+            Some(level) if p == "*" || p == level => {}
+            _ => return false,
+        }
     }
+    levels.next().is_none()
 }
 
 #[cfg(test)]
