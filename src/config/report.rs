@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::diagnostic::Severity;
 use super::model::{
     Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
-    Persistence, PrincipalKind,
+    Persistence, PrincipalKind, StoreKind,
 };
 use super::{properties, Loaded};
 
@@ -233,7 +233,11 @@ fn listener(l: &Listener) -> ListenerSummary {
 }
 
 fn material(m: &KeyMaterial) -> String {
-    let kind = format!("{:?}", m.kind).to_uppercase();
+    let kind = match m.kind {
+        StoreKind::Pem => "PEM",
+        StoreKind::Pkcs12 => "PKCS#12",
+        StoreKind::Jks => "JKS",
+    };
     match &m.key_file {
         Some(key) => format!("{} ({kind}, key {})", m.path.display(), key.display()),
         None => format!("{} ({kind})", m.path.display()),
@@ -383,11 +387,11 @@ fn render_summary(out: &mut String, s: &Summary) {
             .map_or("unlimited".to_owned(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {} bytes, max connections {max_conn}{})",
+            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {}, max connections {max_conn}{})",
             l.name,
             l.scheme,
             l.address,
-            l.max_frame_size_bytes,
+            human_bytes(l.max_frame_size_bytes),
             if l.client_certificates == "n/a" {
                 String::new()
             } else {
@@ -451,7 +455,11 @@ fn render_summary(out: &mut String, s: &Summary) {
         }
     }
     if !s.limits.is_empty() {
-        let limits: Vec<String> = s.limits.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let limits: Vec<String> = s
+            .limits
+            .iter()
+            .map(|(k, v)| format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)))
+            .collect();
         let _ = writeln!(out, "  limits: {}", limits.join(", "));
     }
     for policy in &s.policies {
@@ -469,5 +477,30 @@ fn list_or_none(items: &[String]) -> String {
         "-".to_owned()
     } else {
         items.join(",")
+    }
+}
+
+/// `67108864` -> `64 MiB`; exact values only, so the text never rounds a limit.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["TiB", "GiB", "MiB", "KiB"];
+    for (i, unit) in UNITS.iter().enumerate() {
+        let size = 1u64 << (10 * (4 - i));
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_is_exact() {
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(100 << 30), "100 GiB");
+        assert_eq!(human_bytes(1536), "1536 bytes");
+        assert_eq!(human_bytes(1025), "1025 bytes");
     }
 }

@@ -49,6 +49,8 @@ const SERVED_SCHEMES: &[&str] = &["mqtt", "mqtt+nio", "mqtt+ssl", "mqtt+nio+ssl"
 pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
     let mut listeners: Vec<Listener> = Vec::new();
     let mut names: BTreeMap<String, Span> = BTreeMap::new();
+    // Connectors dropped for an error: then "no MQTT connector" would only repeat the error.
+    let mut broken = 0;
     for connector in ctx.items(broker, "transportConnectors") {
         if connector.name != "transportConnector" {
             continue; // reported by the names pass
@@ -60,6 +62,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
                 Diagnostic::error(connector.span.clone(), "<transportConnector> has no `uri`")
                     .with_hint("e.g. uri=\"mqtt://0.0.0.0:1883\""),
             );
+            broken += 1;
             continue;
         };
         let name = match name_attr {
@@ -76,11 +79,14 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
                     d = d.with_hint(h);
                 }
                 ctx.push(d);
+                broken += 1;
                 continue;
             }
         };
         let Some(scheme) = Scheme::parse(&parsed.scheme) else {
-            not_served(ctx, connector, uri_attr, &name, &parsed.scheme);
+            if !not_served(ctx, connector, uri_attr, &name, &parsed.scheme) {
+                broken += 1;
+            }
             continue;
         };
         let Some(port) = parsed.port else {
@@ -94,6 +100,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
                     display_host(&parsed.host)
                 )),
             );
+            broken += 1;
             continue;
         };
         let options = listener_options(ctx, connector, uri_attr, &parsed, scheme);
@@ -108,6 +115,12 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
         };
         check_clash(ctx, &listeners, &listener);
         listeners.push(listener);
+    }
+    if listeners.is_empty() && broken == 0 {
+        ctx.push(
+            Diagnostic::warning(broker.span.clone(), "no MQTT connector: clients cannot connect")
+                .with_hint("add <transportConnectors><transportConnector name=\"mqtt\" uri=\"mqtt://0.0.0.0:1883\"/></transportConnectors>"),
+        );
     }
     listeners
 }
@@ -134,9 +147,17 @@ fn check_unique_name(
     }
 }
 
-fn not_served(ctx: &mut Ctx<'_>, connector: &Element, uri_attr: &Attr, name: &str, scheme: &str) {
+/// Report a connector ferromq does not serve; `false` when its scheme is unknown (an error).
+fn not_served(
+    ctx: &mut Ctx<'_>,
+    connector: &Element,
+    uri_attr: &Attr,
+    name: &str,
+    scheme: &str,
+) -> bool {
     ctx.mark_subtree(connector);
-    if OTHER_SCHEMES.contains(&scheme) {
+    let known = OTHER_SCHEMES.contains(&scheme);
+    if known {
         let hint = if scheme.starts_with("auto") {
             "ActiveMQ's auto:// also detects MQTT, but ferromq serves MQTT only on mqtt://, \
              mqtt+nio://, mqtt+ssl://, mqtt+nio+ssl://, ws:// and wss:// connectors"
@@ -165,6 +186,7 @@ fn not_served(ctx: &mut Ctx<'_>, connector: &Element, uri_attr: &Attr, name: &st
             .with_hint(hint),
         );
     }
+    known
 }
 
 /// Which field an option sets.

@@ -1,7 +1,7 @@
 //! Loaded tree -> typed [`Config`], collecting every diagnostic in one pass.
 //!
-//! Each section of `<broker>` has its own submodule that reads what it acts on through [`Ctx`],
-//! which records every element and attribute read. Afterwards [`names`] walks the whole tree and
+//! Each section of `<broker>` has its own submodule that reads what it acts on through `Ctx`,
+//! which records every element and attribute read. Afterwards `names` walks the whole tree and
 //! reports what nobody read: names ActiveMQ 5.17 knows become warnings ("not acted on"), names
 //! nobody knows become errors with a "did you mean" suggestion. So a section never has to list
 //! what it ignores, and nothing is silently dropped.
@@ -77,7 +77,8 @@ fn find_broker<'d>(ctx: &mut Ctx<'_>, root: &'d Element) -> Option<&'d Element> 
         .iter()
         .filter(|c| c.is_activemq() && c.name == "broker")
         .collect();
-    if let Some(extra) = brokers.get(1) {
+    for extra in brokers.iter().skip(1) {
+        ctx.mark_subtree(extra);
         ctx.push(
             Diagnostic::error(
                 extra.span.clone(),
@@ -95,10 +96,17 @@ fn find_broker<'d>(ctx: &mut Ctx<'_>, root: &'d Element) -> Option<&'d Element> 
             "<broker> must be in ActiveMQ's namespace: write <broker xmlns=\"{}\">",
             super::tree::NS_ACTIVEMQ_CORE
         ),
-        Some(other) => format!(
-            "<broker> is in namespace {other:?}; ActiveMQ's is {}",
-            super::tree::NS_ACTIVEMQ_CORE
-        ),
+        Some(other) => {
+            let uri = match other {
+                Namespace::Other(uri) => uri.as_str(),
+                Namespace::Ferromq => super::tree::NS_FERROMQ,
+                _ => "",
+            };
+            format!(
+                "<broker> is in namespace `{uri}`; ActiveMQ's is {}",
+                super::tree::NS_ACTIVEMQ_CORE
+            )
+        }
         None => format!(
             "add <broker xmlns=\"{}\"> with at least one <transportConnector>",
             super::tree::NS_ACTIVEMQ_CORE
@@ -301,5 +309,7 @@ impl<'d> Ctx<'d> {
     }
 }
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

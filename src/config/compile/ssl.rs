@@ -176,6 +176,14 @@ fn keytool_hint(path: &Path) -> String {
     )
 }
 
+fn kind_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Pem => "PEM",
+        StoreKind::Pkcs12 => "PKCS#12",
+        StoreKind::Jks => "JKS",
+    }
+}
+
 fn kind_from_content(bytes: &[u8]) -> Option<StoreKind> {
     if bytes.starts_with(&JKS_MAGIC) {
         return Some(StoreKind::Jks);
@@ -238,8 +246,11 @@ fn store_kind(
             ctx.push(Diagnostic::warning(
                 a.value_span.clone(),
                 format!(
-                    "the type says {declared:?} but {} is {detected:?}; ferromq reads it as {detected:?}",
-                    path.display()
+                    "the type says {} but {} is {}; ferromq reads it as {}",
+                    kind_name(declared),
+                    path.display(),
+                    kind_name(detected),
+                    kind_name(detected)
                 ),
             ));
         }

@@ -10,6 +10,7 @@ mod imports;
 mod placeholders;
 mod position;
 mod reader;
+mod syntax_errors;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -29,6 +29,11 @@ use resolver::{PlaceholderError, Resolver};
 
 /// Resolve every placeholder under `root` when a configurer is declared; return every known
 /// property (the effective value of each key of the files, overrides and `activemq.*` defaults).
+///
+/// Several configurers are merged into one lookup: their files in declaration order (the first
+/// to define a key wins), the first configurer's lookup order, and "unresolved is an error"
+/// unless every one of them ignores unresolvable placeholders. Spring would run them one after
+/// the other; the outcome differs only for files that rely on that sequence.
 pub(super) fn resolve(
     root: &mut Element,
     environment: &Environment,

@@ -9,13 +9,12 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use quick_xml::errors::{IllFormedError, SyntaxError};
-use quick_xml::escape::{unescape, EscapeError};
-use quick_xml::events::attributes::AttrError;
+use quick_xml::escape::unescape;
 use quick_xml::events::{BytesStart, BytesText, Event};
 use quick_xml::Reader;
 
 use super::position::{offset_within, LineIndex};
+use super::syntax_errors::{self, Problem};
 use crate::config::diagnostic::{Diagnostic, Span};
 use crate::config::tree::{
     Attr, Element, Namespace, NS_ACTIVEMQ_CORE, NS_FERROMQ, NS_SPRING_BEANS,
@@ -23,10 +22,6 @@ use crate::config::tree::{
 
 /// The namespace bound to the `xml:` prefix by the XML specification itself.
 const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
-
-const ENTITY_HINT: &str = "XML knows only `&lt;` `&gt;` `&amp;` `&quot;` `&apos;` and character \
-     references such as `&#38;`; write a literal `&` as `&amp;` (transport URIs separate their \
-     options with `&amp;`)";
 
 /// Parse one document. The text must not start with a byte-order mark (the caller strips it so
 /// that columns on line 1 are not shifted by an invisible character).
@@ -89,7 +84,10 @@ impl<'a> DocumentParser<'a> {
             let event = match reader.read_event() {
                 Ok(event) => event,
                 Err(err) => {
-                    return Err(self.tokenizer_error(&err, to_usize(reader.error_position())))
+                    return Err(self.problem(syntax_errors::tokenizer(
+                        &err,
+                        to_usize(reader.error_position()),
+                    )))
                 }
             };
             match event {
@@ -126,6 +124,16 @@ impl<'a> DocumentParser<'a> {
         Box::new(Diagnostic::error(self.index.span(offset), message).with_hint(hint))
     }
 
+    fn problem(&self, problem: Problem) -> Box<Diagnostic> {
+        self.error(problem.offset, problem.message, problem.hint)
+    }
+
+    /// `line:col` of a byte offset, for hints that point at a second place.
+    fn position_text(&self, offset: usize) -> String {
+        let (line, col) = self.index.line_col(offset);
+        format!("{line}:{col}")
+    }
+
     fn span_text(&self, span: &Span) -> String {
         format!("{}:{}", span.line, span.col)
     }
@@ -152,7 +160,8 @@ impl<'a> DocumentParser<'a> {
             self.error(
                 event_start + 1,
                 format!("`{qname}` is not a valid element name"),
-                "a name is `local` or `prefix:local`, with one colon at most",
+                "a name starts with a letter or `_` and has one `:` at most; a literal `<` in \
+                 text is written `&lt;`",
             )
         })?;
         let ns = self
@@ -211,7 +220,11 @@ impl<'a> DocumentParser<'a> {
         let buf_offset = offset_within(self.text.as_bytes(), buf).unwrap_or(event_start + 1);
         let mut out: Vec<RawAttr> = Vec::new();
         for attr in tag.attributes() {
-            let attr = attr.map_err(|err| self.attribute_error(&err, buf, buf_offset))?;
+            let attr = attr.map_err(|err| {
+                self.problem(syntax_errors::attribute(&err, buf, buf_offset, |o| {
+                    self.position_text(o)
+                }))
+            })?;
             let key: &[u8] = attr.key.as_ref();
             let value: &[u8] = &attr.value;
             let name_offset = buf_offset + offset_within(buf, key).unwrap_or(0);
@@ -247,7 +260,7 @@ impl<'a> DocumentParser<'a> {
             Cow::Borrowed(raw)
         };
         if let Err(err) = unescape(&spaced) {
-            return Err(self.entity_error(&err, value_offset));
+            return Err(self.problem(syntax_errors::entity(&err, value_offset)));
         }
         let spaced_collapsed: String = collapsed
             .chars()
@@ -261,7 +274,7 @@ impl<'a> DocumentParser<'a> {
             .collect();
         unescape(&spaced_collapsed)
             .map(Cow::into_owned)
-            .map_err(|err| self.entity_error(&err, value_offset))
+            .map_err(|err| self.problem(syntax_errors::entity(&err, value_offset)))
     }
 
     fn push_bindings(&mut self, attrs: &[RawAttr]) -> usize {
@@ -363,10 +376,10 @@ impl<'a> DocumentParser<'a> {
             return self.reject_text_outside_root(&raw, event_start);
         }
         if let Err(err) = unescape(&raw) {
-            return Err(self.entity_error(&err, event_start));
+            return Err(self.problem(syntax_errors::entity(&err, event_start)));
         }
         let decoded = unescape(&normalize_line_ends(&raw))
-            .map_err(|err| self.entity_error(&err, event_start))?
+            .map_err(|err| self.problem(syntax_errors::entity(&err, event_start)))?
             .into_owned();
         if let Some(open) = self.stack.last_mut() {
             open.text.push_str(&decoded);
@@ -429,105 +442,14 @@ impl<'a> DocumentParser<'a> {
             )),
         }
     }
-
-    fn tokenizer_error(&self, err: &quick_xml::Error, offset: usize) -> Box<Diagnostic> {
-        use quick_xml::Error as E;
-        let (message, hint): (String, &str) = match err {
-            E::Syntax(SyntaxError::UnclosedTag) => (
-                "tag is never closed with `>`".into(),
-                "check for a missing `>` or an attribute value whose closing quote is missing",
-            ),
-            E::Syntax(SyntaxError::UnclosedComment) => (
-                "comment is never closed with `-->`".into(),
-                "a comment runs from `<!--` to the next `-->`",
-            ),
-            E::Syntax(SyntaxError::UnclosedCData) => (
-                "CDATA section is never closed with `]]>`".into(),
-                "a CDATA section runs from `<![CDATA[` to the next `]]>`",
-            ),
-            E::Syntax(SyntaxError::UnclosedDoctype) => (
-                "`<!DOCTYPE` is never closed with `>`".into(),
-                "remove the DOCTYPE; ActiveMQ configurations use XML schemas",
-            ),
-            E::Syntax(SyntaxError::UnclosedPIOrXmlDecl) => (
-                "`<?` is never closed with `?>`".into(),
-                "the XML declaration is written `<?xml version=\"1.0\" encoding=\"UTF-8\"?>`",
-            ),
-            E::Syntax(SyntaxError::InvalidBangMarkup) => (
-                "`<!` starts neither a comment, a CDATA section nor a DOCTYPE".into(),
-                "comments are written `<!-- ... -->`",
-            ),
-            E::IllFormed(IllFormedError::MissingDeclVersion(_)) => (
-                "the XML declaration has no `version`".into(),
-                "write `<?xml version=\"1.0\" encoding=\"UTF-8\"?>`",
-            ),
-            other => (
-                format!("malformed XML: {other}"),
-                "fix the XML syntax at this position",
-            ),
-        };
-        self.error(offset, message, hint)
-    }
-
-    fn attribute_error(&self, err: &AttrError, buf: &[u8], buf_offset: usize) -> Box<Diagnostic> {
-        const QUOTE_HINT: &str = "write attributes as name=\"value\"";
-        match *err {
-            AttrError::ExpectedEq(pos) => self.error(
-                buf_offset + pos,
-                "expected `=` after an attribute name",
-                QUOTE_HINT,
-            ),
-            AttrError::ExpectedValue(pos) => self.error(
-                buf_offset + pos,
-                "expected a quoted attribute value after `=`",
-                QUOTE_HINT,
-            ),
-            AttrError::UnquotedValue(pos) => self.error(
-                buf_offset + pos,
-                "attribute value is not quoted",
-                QUOTE_HINT,
-            ),
-            AttrError::ExpectedQuote(pos, quote) => self.error(
-                buf_offset + pos,
-                format!("attribute value is not closed with `{}`", char::from(quote)),
-                "add the closing quote",
-            ),
-            AttrError::Duplicated(pos, previous) => {
-                let name = name_at(buf, pos);
-                let first = self.index.span(buf_offset + previous);
-                let first = self.span_text(&first);
-                self.error(
-                    buf_offset + pos,
-                    format!("attribute `{name}` is given twice"),
-                    format!("first given at {first}; keep one of them"),
-                )
-            }
-        }
-    }
-
-    fn entity_error(&self, err: &EscapeError, text_offset: usize) -> Box<Diagnostic> {
-        match err {
-            EscapeError::UnrecognizedEntity(range, name) => self.error(
-                text_offset + range.start.saturating_sub(1),
-                format!("unknown entity `&{name};`"),
-                ENTITY_HINT,
-            ),
-            EscapeError::UnterminatedEntity(range) => self.error(
-                text_offset + range.start,
-                "`&` does not start an entity (no `;` follows)",
-                ENTITY_HINT,
-            ),
-            EscapeError::InvalidCharRef(inner) => self.error(
-                text_offset,
-                format!("invalid character reference: {inner}"),
-                ENTITY_HINT,
-            ),
-        }
-    }
 }
 
-/// `prefix:local` -> (Some(prefix), local); `None` for an empty part or a second colon.
+/// `prefix:local` -> (Some(prefix), local); `None` for a name that is not an XML name, an
+/// empty part or a second colon.
 fn split_qname(qname: &str) -> Option<(Option<&str>, &str)> {
+    if !is_xml_name(qname) {
+        return None;
+    }
     match qname.split_once(':') {
         None if !qname.is_empty() => Some((None, qname)),
         Some((prefix, local))
@@ -537,6 +459,17 @@ fn split_qname(qname: &str) -> Option<(Option<&str>, &str)> {
         }
         _ => None,
     }
+}
+
+/// XML's name rule, simplified to "letters, digits, `_ - . :`, any non-ASCII character; not
+/// starting with a digit, `-` or `.`". Catches a stray `<` (`<</beans>`) read as a tag.
+fn is_xml_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':' || !c.is_ascii());
+    starts_well
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') || !c.is_ascii())
 }
 
 fn is_namespace_declaration(qname: &str) -> bool {
@@ -550,16 +483,6 @@ pub(super) fn namespace_of(uri: &str) -> Namespace {
         NS_FERROMQ => Namespace::Ferromq,
         other => Namespace::Other(other.to_owned()),
     }
-}
-
-/// The attribute name starting at `pos` in a tag buffer (for messages).
-fn name_at(buf: &[u8], pos: usize) -> String {
-    let rest = buf.get(pos..).unwrap_or_default();
-    let end = rest
-        .iter()
-        .position(|&b| b == b'=' || b.is_ascii_whitespace())
-        .unwrap_or(rest.len());
-    String::from_utf8_lossy(&rest[..end]).into_owned()
 }
 
 fn normalize_line_ends(text: &str) -> Cow<'_, str> {
