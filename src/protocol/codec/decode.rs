@@ -52,6 +52,12 @@ fn header_error(reason: &'static str) -> DecodeError {
 /// CONNECT is refused. `max_size` bounds the remaining length and is checked as soon as the fixed
 /// header is complete, before the body arrives. The first byte is checked as soon as it arrives,
 /// so a peer speaking another protocol is refused at once.
+///
+/// The decoder reads packets of both directions (a broker's tests and clients need CONNACK,
+/// SUBACK, ...). Rules that depend on who sent the packet are the caller's: a broker must treat
+/// CONNACK, SUBACK, UNSUBACK and PINGRESP from a client as a protocol error, and a client's
+/// PUBLISH carrying a subscription identifier (MQTT-3.3.4-6) or a topic alias above the
+/// announced maximum likewise.
 pub fn decode(
     buf: &mut BytesMut,
     version: Option<ProtocolVersion>,
@@ -158,10 +164,21 @@ fn decode_body(kind: Kind, body: &Bytes, version: ProtocolVersion) -> Result<Pac
         Kind::Publish { dup, qos, retain } => {
             Packet::Publish(decode_publish(body, v5, dup, qos, retain)?)
         }
-        Kind::PubAck => Packet::PubAck(decode_ack(body, v5, "PUBACK")?),
-        Kind::PubRec => Packet::PubRec(decode_ack(body, v5, "PUBREC")?),
-        Kind::PubRel => Packet::PubRel(decode_ack(body, v5, "PUBREL")?),
-        Kind::PubComp => Packet::PubComp(decode_ack(body, v5, "PUBCOMP")?),
+        Kind::PubAck => {
+            Packet::PubAck(decode_ack(body, v5, "PUBACK", reason::valid_puback_reason)?)
+        }
+        Kind::PubRec => {
+            Packet::PubRec(decode_ack(body, v5, "PUBREC", reason::valid_puback_reason)?)
+        }
+        Kind::PubRel => {
+            Packet::PubRel(decode_ack(body, v5, "PUBREL", reason::valid_pubrel_reason)?)
+        }
+        Kind::PubComp => Packet::PubComp(decode_ack(
+            body,
+            v5,
+            "PUBCOMP",
+            reason::valid_pubrel_reason,
+        )?),
         Kind::Subscribe => Packet::Subscribe(decode_subscribe(body, v5)?),
         Kind::SubAck => Packet::SubAck(decode_suback(body, v5)?),
         Kind::Unsubscribe => Packet::Unsubscribe(decode_unsubscribe(body, v5)?),
@@ -330,17 +347,19 @@ fn decode_publish(
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP. In MQTT 5 the reason code and the properties may be left
 /// out (remaining length 2 or 3) when they are "success" and empty.
-fn decode_ack(body: &Bytes, v5: bool, packet: &'static str) -> Result<Ack, DecodeError> {
+/// `valid_reason` tells the reason codes this packet type may carry.
+fn decode_ack(
+    body: &Bytes,
+    v5: bool,
+    packet: &'static str,
+    valid_reason: fn(u8) -> bool,
+) -> Result<Ack, DecodeError> {
     let mut r = Reader::new(body, packet);
     let packet_id = r.packet_id()?;
     let mut ack = Ack::new(packet_id);
     if v5 && !r.is_empty() {
         ack.reason = r.u8("reason code")?;
-        let valid = match packet {
-            "PUBACK" | "PUBREC" => reason::valid_puback_reason(ack.reason),
-            _ => reason::valid_pubrel_reason(ack.reason),
-        };
-        if !valid {
+        if !valid_reason(ack.reason) {
             return Err(r.protocol_error("the reason code is not one this packet may carry"));
         }
         if !r.is_empty() {

@@ -8,41 +8,42 @@ use crate::protocol::topic::TopicError;
 /// Why bytes from a peer are not an acceptable packet. After any of these the connection must be
 /// closed; what is left in the buffer is unspecified.
 ///
-/// `packet` fields name the packet type being decoded ("PUBLISH", ...) or "fixed header".
+/// `packet` fields name the packet type being decoded ("PUBLISH", ...) or "fixed header", so
+/// the message reads e.g. "malformed PUBLISH: the packet identifier is 0 ...".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The bytes cannot be read as the packet they claim to be (MQTT 5 reason 0x81).
-    #[error("malformed {packet} packet: {reason}")]
+    #[error("malformed {packet}: {reason}")]
     Malformed {
         packet: &'static str,
         reason: &'static str,
     },
     /// A field runs past the end of the packet (MQTT 5 reason 0x81).
-    #[error("malformed {packet} packet: the {field} runs past the end of the packet")]
+    #[error("malformed {packet}: the {field} runs past the end of the packet")]
     Truncated {
         packet: &'static str,
         field: &'static str,
     },
     /// A string is not well-formed UTF-8 or contains U+0000 (MQTT-1.5.3-1/2; reason 0x81).
-    #[error("malformed {packet} packet: the {field} is not well-formed UTF-8 or contains U+0000")]
+    #[error("malformed {packet}: the {field} is not well-formed UTF-8 or contains U+0000")]
     InvalidUtf8 {
         packet: &'static str,
         field: &'static str,
     },
     /// The packet can be read but breaks a protocol rule (MQTT 5 reason 0x82).
-    #[error("protocol error in {packet} packet: {reason}")]
+    #[error("protocol error in {packet}: {reason}")]
     ProtocolError {
         packet: &'static str,
         reason: &'static str,
     },
     /// A PUBLISH topic, will topic or response topic is not a valid topic name (reason 0x90).
-    #[error("invalid topic name in {packet} packet: {error}")]
+    #[error("invalid topic name in {packet}: {error}")]
     InvalidTopicName {
         packet: &'static str,
         error: TopicError,
     },
     /// A SUBSCRIBE or UNSUBSCRIBE filter is not a valid topic filter (reason 0x8F).
-    #[error("invalid topic filter in {packet} packet: {error}")]
+    #[error("invalid topic filter in {packet}: {error}")]
     InvalidTopicFilter {
         packet: &'static str,
         error: TopicError,
