@@ -32,7 +32,11 @@ pub fn decode(
 }
 
 /// Append the encoding of `packet` for protocol `version` to `buf`.
-pub fn encode(packet: &Packet, version: ProtocolVersion, buf: &mut BytesMut) -> Result<(), EncodeError> {
+pub fn encode(
+    packet: &Packet,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
     let _ = (packet, version, buf);
     Err(EncodeError::TooLarge)
 }
