@@ -359,6 +359,8 @@ fn explain_lists_every_matching_entry_with_file_and_line() {
     let sec = security_example();
     let user = who("user", "users");
     let text = ferromq::security::explain::explain_principal(&sec, &user, "GUEST/board", Write);
+    assert!(text.allowed);
+    let text = text.text;
     assert!(text.starts_with("ALLOWED"), "{text}");
     assert!(
         text.contains("conf/activemq.xml:13  topic GUEST.>"),
@@ -374,6 +376,8 @@ fn explain_lists_every_matching_entry_with_file_and_line() {
     assert!(text.contains("casbin enforce agrees"), "{text}");
 
     let denied = ferromq::security::explain::explain_principal(&sec, &user, "private/x", Read);
+    assert!(!denied.allowed);
+    let denied = denied.text;
     assert!(denied.starts_with("DENIED"), "{denied}");
     assert!(denied.contains("conf/activemq.xml:11"), "{denied}");
 }
@@ -441,4 +445,52 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn explain_looks_groups_up_in_the_authentication_plugin() {
+    use ferromq::config::{Config, Persistence, Secret, SimpleAuth, SimpleUser};
+    let user = |name: &str, groups: &str| SimpleUser {
+        username: name.into(),
+        password: Secret("pw".into()),
+        groups: list(groups),
+        span: span(1),
+    };
+    let config = Config {
+        source: PathBuf::from("conf/activemq.xml"),
+        files: Vec::new(),
+        broker: Default::default(),
+        listeners: Vec::new(),
+        ssl: None,
+        authentication: Authentication::Simple(SimpleAuth {
+            users: vec![user("user", "users"), user("guest", "guests")],
+            anonymous_access_allowed: false,
+            anonymous_user: "anonymous".into(),
+            anonymous_group: "anonymous".into(),
+            span: span(1),
+        }),
+        authorization: Some(AuthorizationConfig {
+            entries: vec![topic(20, "USERS.>", ["users", "users", ""])],
+            default_entry: None,
+            temp_entry: None,
+        }),
+        persistence: Persistence::Memory,
+        limits: Default::default(),
+        policies: Vec::new(),
+        reload: None,
+    };
+    let explain = ferromq::security::explain::explain;
+    let e = explain(&config, "user", None, "USERS/x", Write).expect("explains");
+    assert!(e.allowed, "{e}");
+    assert!(e.text.contains("(groups: users)"), "{e}");
+    let e = explain(&config, "guest", None, "USERS/x", Write).expect("explains");
+    assert!(!e.allowed, "{e}");
+    let groups = ["users".to_owned()];
+    let e = explain(&config, "guest", Some(&groups), "USERS/x", Write).expect("explains");
+    assert!(e.allowed, "--group overrides the lookup: {e}");
+    let e = explain(&config, "stranger", None, "USERS/x", Read).expect("explains");
+    assert!(!e.allowed);
+    assert!(e
+        .text
+        .starts_with("note: the authentication plugin does not know user `stranger`"));
 }

@@ -14,6 +14,19 @@ use super::destination::mqtt_to_activemq;
 use super::{Action, Principal, Security};
 use crate::config::{Config, DestinationKind};
 
+/// A decision and the text that explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub allowed: bool,
+    pub text: String,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 /// Explain the decision for `user` on `mqtt_topic` (a topic name, or a filter for subscribe).
 /// `groups`: the groups to assume; `None` looks them up in the authentication plugin.
 pub fn explain(
@@ -22,7 +35,7 @@ pub fn explain(
     groups: Option<&[String]>,
     mqtt_topic: &str,
     action: Action,
-) -> Result<String, String> {
+) -> Result<Explanation, String> {
     let security = Security::from_config(config)?;
     let mut out = String::new();
     let groups: Vec<Arc<str>> = match groups {
@@ -44,10 +57,12 @@ pub fn explain(
         groups,
         anonymous: false,
     };
-    out.push_str(&explain_principal(
-        &security, &principal, mqtt_topic, action,
-    ));
-    Ok(out)
+    let explained = explain_principal(&security, &principal, mqtt_topic, action);
+    out.push_str(&explained.text);
+    Ok(Explanation {
+        allowed: explained.allowed,
+        text: out,
+    })
 }
 
 /// Explain the decision for an already known principal (e.g. after a real login).
@@ -56,7 +71,7 @@ pub fn explain_principal(
     principal: &Principal,
     mqtt_topic: &str,
     action: Action,
-) -> String {
+) -> Explanation {
     let mut out = String::new();
     let verb = match action {
         Action::Read => "subscribe to",
@@ -79,7 +94,10 @@ pub fn explain_principal(
             out,
             "  no authorizationPlugin is configured: everything is allowed"
         );
-        return out;
+        return Explanation {
+            allowed: true,
+            text: out,
+        };
     };
     let activemq_name = mqtt_to_activemq(mqtt_topic);
     let kind = DestinationKind::Topic;
@@ -166,7 +184,10 @@ pub fn explain_principal(
             );
         }
     }
-    out
+    Explanation {
+        allowed: decision,
+        text: out,
+    }
 }
 
 fn kind_label(kind: DestinationKind) -> &'static str {
