@@ -71,8 +71,9 @@ impl BrokerCore {
         let count = states.len();
         for state in states {
             let session = self.registry.restore(state);
-            let mut tree = self.subscriptions.write();
+            // Lock order: session, then tree (as everywhere else).
             session.with_state_unchecked(|s| {
+                let mut tree = self.subscriptions.write();
                 for (filter, sub) in &s.subscriptions {
                     tree.insert(filter, session.id(), sub.qos);
                 }
