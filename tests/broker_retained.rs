@@ -74,3 +74,29 @@ async fn retained_is_resent_on_every_subscribe_at_min_qos() {
     assert_eq!(again.qos, Q::AtMostOnce);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn wide_subscription_gets_every_retained_message_beyond_the_queue_limit() {
+    const TOPICS: usize = 1500; // more than the default pending limit of 1000
+    let broker = TestBroker::default().await;
+    let mut publ = Client::connect(broker.addr, "pub").await;
+    for i in 0..TOPICS {
+        publ.publish(&format!("many/{i}"), Q::AtMostOnce, true, b"r")
+            .await;
+    }
+    let deadline = tokio::time::Instant::now() + common::STEP;
+    while broker.handle.core().retained.read().len() < TOPICS {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retained messages not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sub = Client::connect(broker.addr, "sub").await;
+    sub.subscribe("many/#", Q::AtLeastOnce).await;
+    for _ in 0..TOPICS {
+        assert!(sub.next_publish().await.retain);
+    }
+    assert_eq!(broker.handle.counters().dropped_queue_full, 0);
+    broker.shutdown().await;
+}

@@ -10,6 +10,9 @@
 //!   or offline. Delaying the publisher's PUBACK instead was rejected: it would stall that
 //!   publisher's traffic to every other subscriber because of one slow one.
 //!
+//! Retained messages queued because of a SUBSCRIBE are exempt (see
+//! [`super::runtime::BrokerCore::deliver_retained`]).
+//!
 //! Every drop is counted (`dropped_queue_full`) and logged at warn by the caller.
 
 use std::collections::VecDeque;

@@ -170,18 +170,19 @@ impl BrokerCore {
         found
     }
 
-    /// Queue `message` for delivery to `session` at `qos` with the session's limit for the topic.
-    pub fn deliver(&self, session: &Session, message: Message, qos: QoS, retain: bool) {
-        let limit = self.pending_limits.limit_for(&message.topic);
-        let outcome = session.deliver(
-            QueuedMessage {
-                message,
-                qos,
-                retain,
-            },
-            limit,
-        );
-        self.count_delivery(session, outcome, limit);
+    /// Queue a retained message for `session` because it subscribed (retain=1, at `qos`).
+    ///
+    /// Not subject to the pending limit: the payload is shared with the retained store, so a
+    /// queue entry costs a few references, and the retained set is already bounded by what the
+    /// store holds. Capping it would silently lose retained messages for a wide subscription.
+    pub fn deliver_retained(&self, session: &Session, message: Message, qos: QoS) {
+        let item = QueuedMessage {
+            message,
+            qos,
+            retain: true,
+        };
+        let outcome = session.deliver(item, usize::MAX);
+        self.count_delivery(session, outcome, usize::MAX);
     }
 
     fn count_delivery(&self, session: &Session, outcome: DeliverOutcome, limit: usize) {

@@ -179,7 +179,7 @@ impl Conn {
         for (filter, granted_qos) in granted {
             for message in self.core.retained_matching(&filter) {
                 let qos = min_qos(message.qos, granted_qos);
-                self.core.deliver(&self.session, message, qos, true);
+                self.core.deliver_retained(&self.session, message, qos);
             }
         }
         Ok(())
