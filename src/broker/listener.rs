@@ -1,4 +1,4 @@
-//! Listeners: bind each served connector, then accept. The accept loop only accepts (and
+//! Listeners: bind each connector, then accept. The accept loop only accepts (and
 //! enforces `maximumConnections` by closing the extra socket at once); everything else,
 //! including any TLS or WebSocket handshake, runs in the connection's own task.
 
@@ -14,16 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection::{self, ConnectionParams, ListenerSettings};
 use super::runtime::BrokerCore;
-use crate::config::{Listener, Scheme};
+use crate::config::Listener;
+use crate::transport::{self, UpgradeLimits};
 
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Whether this build serves connectors of `scheme` (TLS and WebSocket streams come from the
-/// transport module, wired separately).
-pub fn is_served(scheme: Scheme) -> bool {
-    matches!(scheme, Scheme::Mqtt | Scheme::MqttNio)
-}
 
 /// Bind a connector's socket. Errors name the connector and where it is configured.
 pub async fn bind(listener: &Listener) -> anyhow::Result<(TcpListener, SocketAddr)> {
@@ -126,10 +121,35 @@ pub async fn accept_loop(
     }
 }
 
-/// Turn an accepted socket into an MQTT byte stream for the connector's scheme and serve it.
-/// TLS/WebSocket connectors are never bound by this build ([`is_served`]); their upgrade goes
-/// here, before [`connection::serve`].
-async fn serve_socket(stream: TcpStream, params: ConnectionParams) {
+/// Turn an accepted socket into an MQTT byte stream for the connector's scheme (TLS and/or
+/// WebSocket handshakes, bounded by the connect-attempt timeout) and serve it. Runs in the
+/// connection's own task, never in the accept loop.
+async fn serve_socket(stream: TcpStream, mut params: ConnectionParams) {
     let _ = stream.set_nodelay(true);
-    connection::serve(stream, params).await;
+    let settings = params.listener.clone();
+    if !settings.scheme.is_tls() && !settings.scheme.is_websocket() {
+        connection::serve(stream, params).await;
+        return;
+    }
+    let upgrade = transport::upgrade(
+        stream,
+        params.peer,
+        settings.scheme,
+        settings.tls.as_deref(),
+        UpgradeLimits::from_options(&settings.options),
+    );
+    let accepted = tokio::select! {
+        _ = params.shutdown.cancelled() => return,
+        accepted = upgrade => accepted,
+    };
+    match accepted {
+        Ok(accepted) => {
+            params.tls = settings.scheme.is_tls();
+            params.peer_cert_subject = accepted.peer_cert_subject;
+            connection::serve(accepted.stream, params).await;
+        }
+        Err(e) => {
+            tracing::info!(listener = %settings.name, peer = %params.peer, "transport handshake failed: {e}");
+        }
+    }
 }

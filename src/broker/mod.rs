@@ -1,6 +1,7 @@
 //! The runtime graph: listeners, connections, sessions, router.
 //!
-//! [`start`] builds a [`runtime::BrokerCore`] from a [`Config`], binds every MQTT connector and
+//! [`start`] builds a [`runtime::BrokerCore`] from a [`Config`], binds every connector (plain
+//! MQTT, TLS and WebSocket; the handshakes run per connection through [`crate::transport`]) and
 //! spawns one accept loop per connector; each accepted socket gets its own task
 //! ([`connection::serve`]). [`BrokerHandle::shutdown`] stops accepting, closes every client
 //! (flushing what was queued for it and publishing wills, since a server-side close is not a
@@ -28,12 +29,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, Listener};
+use crate::transport::{SharedTls, TlsWatcher};
 pub use connection::{ConnectionParams, ListenerSettings};
 pub use counters::CountersSnapshot;
 pub use runtime::BrokerCore;
 pub use store::{MemorySessionStore, SessionStore};
 
+/// Changes to TLS files within this window are applied as one reload.
+const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
 /// How long [`BrokerHandle::shutdown`] waits for connection tasks before giving up on them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -45,6 +49,8 @@ pub struct BrokerHandle {
     /// Every task holds a clone of the sender; the receiver sees `None` once all have ended.
     task_alive: mpsc::Sender<()>,
     tasks_done: mpsc::Receiver<()>,
+    /// Keep renewing TLS material from disk while the broker runs.
+    _tls_watchers: Vec<TlsWatcher>,
 }
 
 impl BrokerHandle {
@@ -102,23 +108,30 @@ pub async fn start_with_store(
     if restored > 0 {
         tracing::info!(sessions = restored, "persistent sessions restored");
     }
-    // Bind everything before spawning anything, so a port in use fails the start cleanly.
+    // Load TLS material and bind everything before spawning anything, so a bad store or a
+    // port in use fails the start cleanly.
     let mut bound = Vec::new();
+    let mut tls_watchers = Vec::new();
     for listener in &config.listeners {
-        if !listener::is_served(listener.scheme) {
-            tracing::warn!(
-                listener = %listener.name,
-                scheme = %listener.scheme,
-                at = %listener.span,
-                "TLS and WebSocket connectors are not served by this build yet: skipped"
-            );
-            continue;
-        }
+        let tls = if listener.scheme.is_tls() {
+            let shared = load_tls(&config, listener)?;
+            match shared.watch(TLS_RENEWAL_DEBOUNCE) {
+                Ok(watcher) => tls_watchers.push(watcher),
+                Err(e) => tracing::warn!(
+                    listener = %listener.name,
+                    "TLS files will not be watched for renewal: {e}"
+                ),
+            }
+            Some(shared)
+        } else {
+            None
+        };
         let (tcp, addr) = listener::bind(listener).await?;
         let settings = Arc::new(ListenerSettings {
             name: listener.name.clone(),
             scheme: listener.scheme,
             options: listener.options.clone(),
+            tls,
         });
         bound.push((tcp, addr, settings));
     }
@@ -141,6 +154,26 @@ pub async fn start_with_store(
         shutdown,
         task_alive,
         tasks_done,
+        _tls_watchers: tls_watchers,
+    })
+}
+
+/// The TLS material of a TLS connector, from the broker's `<sslContext>`.
+fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<Arc<SharedTls>> {
+    let ssl = config.ssl.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "connector `{}` ({}) at {} needs TLS but the broker has no <sslContext>",
+            listener.name,
+            listener.uri,
+            listener.span
+        )
+    })?;
+    SharedTls::load(ssl, &listener.options).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot set up TLS for connector `{}` at {}: {e}",
+            listener.name,
+            listener.span
+        )
     })
 }
 

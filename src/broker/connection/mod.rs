@@ -29,6 +29,7 @@ use super::session::{AttachToken, Session};
 use crate::config::{ListenerOptions, Scheme};
 use crate::protocol::{decode, DecodeError, LastWill, ProtocolVersion};
 use crate::security::{AuthzCache, Principal, Security};
+use crate::transport::SharedTls;
 
 /// Stop reading and stop pulling deliveries while this much output waits for the socket.
 pub const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
@@ -43,6 +44,8 @@ pub struct ListenerSettings {
     pub name: String,
     pub scheme: Scheme,
     pub options: ListenerOptions,
+    /// The TLS material of a TLS connector (renewed in place when the files change).
+    pub tls: Option<Arc<SharedTls>>,
 }
 
 impl ListenerSettings {
