@@ -664,3 +664,15 @@ async fn failed_logins_are_logged_with_client_user_and_peer_but_never_the_passwo
     assert!(!logs.contains("Sup3rSecretGuess"), "{logs}");
     assert!(!logs.contains("right-one"), "{logs}");
 }
+
+#[test]
+fn security_is_shareable_and_its_futures_can_be_spawned() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let sec = simple(vec![simple_user("alice", "pw", "g")], false);
+    send_sync(&sec);
+    let request = req(Some("alice"), Some("pw"));
+    let login = sec.authenticate(&request);
+    send(&login);
+    send_sync(&ferromq::security::AuthzCache::default());
+}
