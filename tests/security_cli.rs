@@ -100,7 +100,6 @@ const SECURITY_EXAMPLE: &str = r#"<beans xmlns="http://www.springframework.org/s
 "#;
 
 #[test]
-#[ignore = "needs the XML loader and config compiler (issue 2) on this branch"]
 fn explain_on_the_security_example() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("activemq.xml");

@@ -199,7 +199,6 @@ impl Client {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn anonymous_allowed_and_denied() {
     let (closed, port) = start(config(simple(vec![], false), None)).await;
     assert_eq!(
@@ -213,7 +212,6 @@ async fn anonymous_allowed_and_denied() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn simple_users_get_connack_0_or_5() {
     let (b, port) = start(config(simple(vec![user("alice", "pw", "g")], false), None)).await;
     assert!(connect(port, "a", Some(("alice", "pw"))).await.is_ok());
@@ -251,7 +249,6 @@ fn security_example() -> Config {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn activemq_security_example_over_mqtt() {
     let (b, port) = start(security_example()).await;
     let mut system = connect(port, "system", Some(("system", "manager")))
@@ -292,7 +289,6 @@ async fn activemq_security_example_over_mqtt() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn union_star_user_principals_and_no_match() {
     let mut by_user = topic_entry("home.alice.>", ["alice", "alice", "alice"]);
     by_user.principal_kind = PrincipalKind::User;
@@ -333,7 +329,6 @@ async fn union_star_user_principals_and_no_match() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn wildcard_subscription_and_retained_messages_are_filtered_per_topic() {
     let cfg = config(
         simple(
@@ -373,7 +368,6 @@ async fn wildcard_subscription_and_retained_messages_are_filtered_per_topic() {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn wills_are_authorized_as_publishes_of_their_owner() {
     let cfg = config(
         simple(
@@ -414,7 +408,6 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 #[tokio::test]
-#[ignore = "needs the broker (issue 3) on this branch"]
 async fn jaas_properties_users_groups_and_reload() {
     let dir = tempfile::tempdir().expect("tempdir");
     let users = write(dir.path(), "users.properties", "alice=old\n");

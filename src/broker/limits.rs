@@ -52,7 +52,7 @@ impl PendingLimits {
             } else {
                 literal
             };
-            if best.map_or(true, |(s, _)| score >= s) {
+            if best.is_none_or(|(s, _)| score >= s) {
                 best = Some((score, *limit));
             }
         }

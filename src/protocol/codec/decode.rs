@@ -325,7 +325,7 @@ fn decode_publish(
     };
     if topic.is_empty() && v5 {
         // MQTT 5 3.3.2.1: an empty topic is how a known topic alias is used.
-        if !properties.as_ref().is_some_and(|p| p.topic_alias.is_some()) {
+        if properties.as_ref().is_none_or(|p| p.topic_alias.is_none()) {
             return Err(r.protocol_error("an empty topic name without a topic alias"));
         }
     } else {
