@@ -5,9 +5,11 @@
 //! - [`protocol`]: IO-free MQTT codec (3.1, 3.1.1, 5.0).
 //! - [`security`]: authentication and casbin-backed authorization.
 //! - [`broker`]: the runtime graph (listeners, connections, sessions, router).
+//! - [`store`]: durable sessions, queued and retained messages (redb, group commit).
 
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod protocol;
 pub mod security;
+pub mod store;
