@@ -16,7 +16,48 @@
 //!
 //! # Why redb (engine choice, measured)
 //!
-//! MEASUREMENTS_GO_HERE
+//! The workload is many small writes (store + enqueue a message, later dequeue it), each of
+//! which must be durable before the broker acknowledges it, from many connections at once.
+//! Its cost is fsyncs, so what matters is how many messages one fsync carries.
+//!
+//! Measured with `cargo bench --bench store` (release, ext4 on a virtio disk, 2 shared cores;
+//! 64-byte payloads; one message = two commits, enqueue then dequeue):
+//!
+//! | committers | msgs/s | fsyncs/s | msgs per fsync |
+//! |-----------:|-------:|---------:|---------------:|
+//! |          1 |    268 |      535 |            0.5 |
+//! |         16 |  2 032 |      393 |            5.2 |
+//! |        256 | 27 676 |      358 |           77.4 |
+//!
+//! The same disk in the same run does 3 917 append+fdatasync per second. So an own append-only
+//! journal would win with ONE committer (redb's commit writes several B-tree pages: ~1.9 ms
+//! against ~0.26 ms), but the broker's persistent load is fan-in from many connections, where
+//! group commit carries 77 messages per fsync and the engine's per-commit cost is spread over
+//! all of them. To match redb's guarantees a journal needs checksummed records, torn-tail
+//! detection, an index rebuilt on start, and a compactor for a workload that deletes almost
+//! everything it writes; redb has all of it, is actively maintained, and its crash safety is
+//! what `tests/store_crash.rs` checks with 20 kill -9s. The API exposes no redb type, so a
+//! journal can replace it later behind [`Store::commit`] if single-publisher latency matters.
+//! fjall (LSM) was not measured: its strength is write amplification on large data sets, while
+//! this store stays small (messages are deleted soon after their acknowledgement).
+//!
+//! # Using it from the broker
+//!
+//! - Startup: [`Store::open`] on `persistenceAdapter/kahaDB@directory` (else `dataDirectory`),
+//!   or [`Store::memory`] for `persistent="false"`; then [`Store::recover`] (in
+//!   `spawn_blocking`), log `stats` at info and each of `stats.problems` at warn; rebuild the
+//!   retained index and every session: `Queued` entries become pending messages, `Sent` ones
+//!   in-flight (re-sent with DUP=1), `Released` ones awaiting PUBCOMP (re-sent as PUBREL).
+//!   The broker keeps each entry's `seq` next to it to name it in later ops.
+//! - QoS 1/2 PUBLISH: one batch = [`Op::PutMessage`] + one [`Op::Enqueue`] per persistent
+//!   session it is routed to (+ [`Op::SetRetained`] / [`Op::ClearRetained`] when retain is set,
+//!   + [`Op::AddInboundQos2`] for QoS 2); PUBACK / PUBREC only after `commit` returned Ok. On
+//!   [`StoreError::Full`]: refuse (no ack; a log line and a counter).
+//! - Delivery: [`Op::SetQueueState`] `Sent` when a PUBLISH goes out, `Released` on PUBREC;
+//!   [`Op::Dequeue`] on PUBACK / PUBCOMP. PUBREL in: [`Op::RemoveInboundQos2`], then PUBCOMP.
+//! - SUBSCRIBE / UNSUBSCRIBE / connect / disconnect: [`Op::PutSession`] (with `last_seen_ms`);
+//!   clean-session connect: [`Op::DeleteSession`]. Periodically:
+//!   [`Store::expire_sessions`] with the ids of connected clients.
 
 mod apply;
 mod codec;
