@@ -50,9 +50,9 @@
 //!   in-flight (re-sent with DUP=1), `Released` ones awaiting PUBCOMP (re-sent as PUBREL).
 //!   The broker keeps each entry's `seq` next to it to name it in later ops.
 //! - QoS 1/2 PUBLISH: one batch = [`Op::PutMessage`] + one [`Op::Enqueue`] per persistent
-//!   session it is routed to (+ [`Op::SetRetained`] / [`Op::ClearRetained`] when retain is set,
-//!   + [`Op::AddInboundQos2`] for QoS 2); PUBACK / PUBREC only after `commit` returned Ok. On
-//!   [`StoreError::Full`]: refuse (no ack; a log line and a counter).
+//!   session it is routed to, plus [`Op::SetRetained`] / [`Op::ClearRetained`] when retain is
+//!   set and [`Op::AddInboundQos2`] for QoS 2; PUBACK / PUBREC only after `commit` returned
+//!   Ok. On [`StoreError::Full`]: refuse (no ack; a log line and a counter).
 //! - Delivery: [`Op::SetQueueState`] `Sent` when a PUBLISH goes out, `Released` on PUBREC;
 //!   [`Op::Dequeue`] on PUBACK / PUBCOMP. PUBREL in: [`Op::RemoveInboundQos2`], then PUBCOMP.
 //! - SUBSCRIBE / UNSUBSCRIBE / connect / disconnect: [`Op::PutSession`] (with `last_seen_ms`);
