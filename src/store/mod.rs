@@ -3,7 +3,7 @@
 //!
 //! # Design
 //!
-//! - One directory, owned exclusively ([`lock`]: flock on `ferromq.lock`, holder pid named in
+//! - One directory, owned exclusively (flock on `ferromq.lock`, holder pid named in
 //!   the error), holding one redb database file `ferromq.redb`.
 //! - Message bodies are stored once ([`Op::PutMessage`]) and referenced by id from every queue
 //!   entry and retained slot; a reference count per body frees it when the last reference
@@ -12,7 +12,7 @@
 //!   returns once it is durable. One writer thread takes every batch waiting, applies them in one
 //!   transaction and fsyncs once (group commit): throughput comes from many messages per fsync.
 //! - [`Store::recover`] reads everything back at startup and checks the store's own invariants
-//!   (see [`recover`](self::recover)).
+//!   (every reference points to a stored body, counts match, queues belong to sessions).
 //!
 //! # Why redb (engine choice, measured)
 //!
