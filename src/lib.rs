@@ -5,6 +5,7 @@
 //! - [`protocol`]: IO-free MQTT codec (3.1, 3.1.1, 5.0).
 //! - [`security`]: authentication and casbin-backed authorization.
 //! - [`broker`]: the runtime graph (listeners, connections, sessions, router).
+//! - [`store`]: durable sessions, queued and retained messages (redb, group commit).
 
 pub mod broker;
 pub mod cli;
@@ -12,4 +13,5 @@ pub mod config;
 pub mod protocol;
 pub mod reload;
 pub mod security;
+pub mod store;
 pub mod transport;

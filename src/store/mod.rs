@@ -1,0 +1,356 @@
+//! Durable state: persistent sessions, their queued and in-flight messages, inbound QoS 2 ids
+//! and retained messages, kept so that nothing acknowledged is lost, even on kill -9.
+//!
+//! # Design
+//!
+//! - One directory, owned exclusively (flock on `ferromq.lock`, holder pid named in
+//!   the error), holding one redb database file `ferromq.redb`.
+//! - Message bodies are stored once ([`Op::PutMessage`]) and referenced by id from every queue
+//!   entry and retained slot; a reference count per body frees it when the last reference
+//!   goes, at the end of the commit that dropped it.
+//! - All writes go through [`Store::commit`]: a batch of [`Op`]s, applied all-or-nothing, that
+//!   returns once it is durable. One writer thread takes every batch waiting, applies them in one
+//!   transaction and fsyncs once (group commit): throughput comes from many messages per fsync.
+//! - [`Store::recover`] reads everything back at startup and checks the store's own invariants
+//!   (every reference points to a stored body, counts match, queues belong to sessions).
+//!
+//! # Why redb (engine choice, measured)
+//!
+//! The workload is many small writes (store + enqueue a message, later dequeue it), each of
+//! which must be durable before the broker acknowledges it, from many connections at once.
+//! Its cost is fsyncs, so what matters is how many messages one fsync carries.
+//!
+//! Measured with `cargo bench --bench store` (release, ext4 on a virtio disk, 2 shared cores;
+//! 64-byte payloads; one message = two commits, enqueue then dequeue):
+//!
+//! | committers | msgs/s | fsyncs/s | msgs per fsync |
+//! |-----------:|-------:|---------:|---------------:|
+//! |          1 |    268 |      535 |            0.5 |
+//! |         16 |  2 032 |      393 |            5.2 |
+//! |        256 | 27 676 |      358 |           77.4 |
+//!
+//! The same disk in the same run does 3 917 append+fdatasync per second. So an own append-only
+//! journal would win with ONE committer (redb's commit writes several B-tree pages: ~1.9 ms
+//! against ~0.26 ms), but the broker's persistent load is fan-in from many connections, where
+//! group commit carries 77 messages per fsync and the engine's per-commit cost is spread over
+//! all of them. To match redb's guarantees a journal needs checksummed records, torn-tail
+//! detection, an index rebuilt on start, and a compactor for a workload that deletes almost
+//! everything it writes; redb has all of it, is actively maintained, and its crash safety is
+//! what `tests/store_crash.rs` checks with 20 kill -9s. The API exposes no redb type, so a
+//! journal can replace it later behind [`Store::commit`] if single-publisher latency matters.
+//! fjall (LSM) was not measured: its strength is write amplification on large data sets, while
+//! this store stays small (messages are deleted soon after their acknowledgement).
+//!
+//! # Using it from the broker
+//!
+//! - Startup: [`Store::open`] on `persistenceAdapter/kahaDB@directory` (else `dataDirectory`),
+//!   or [`Store::memory`] for `persistent="false"`; then [`Store::recover`] (in
+//!   `spawn_blocking`), log `stats` at info and each of `stats.problems` at warn; rebuild the
+//!   retained index and every session: `Queued` entries become pending messages, `Sent` ones
+//!   in-flight (re-sent with DUP=1), `Released` ones awaiting PUBCOMP (re-sent as PUBREL).
+//!   The broker keeps each entry's `seq` next to it to name it in later ops.
+//! - QoS 1/2 PUBLISH: one batch = [`Op::PutMessage`] + one [`Op::Enqueue`] per persistent
+//!   session it is routed to, plus [`Op::SetRetained`] / [`Op::ClearRetained`] when retain is
+//!   set and [`Op::AddInboundQos2`] for QoS 2; PUBACK / PUBREC only after `commit` returned
+//!   Ok. On [`StoreError::Full`]: refuse (no ack; a log line and a counter).
+//! - Delivery: [`Op::SetQueueState`] `Sent` when a PUBLISH goes out, `Released` on PUBREC;
+//!   [`Op::Dequeue`] on PUBACK / PUBCOMP. PUBREL in: [`Op::RemoveInboundQos2`], then PUBCOMP.
+//! - SUBSCRIBE / UNSUBSCRIBE / connect / disconnect: [`Op::PutSession`] (with `last_seen_ms`);
+//!   clean-session connect: [`Op::DeleteSession`]. Periodically:
+//!   [`Store::expire_sessions`] with the ids of connected clients.
+
+mod apply;
+mod codec;
+mod error;
+mod lock;
+mod recover;
+mod tables;
+mod types;
+mod writer;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::StoreError;
+pub use recover::RecoveryStats;
+pub use types::{
+    MessageId, Op, QueueEntry, QueueSeq, QueueState, Recovered, RecoveredEntry, RecoveredMessage,
+    RecoveredSession, SessionRecord, StoredMessage, SubscriptionRecord, WillRecord,
+};
+
+use lock::DirLock;
+use tables::{storage, MESSAGES, META, NEXT_ID_KEY};
+use writer::{Request, Writer};
+
+/// File name of the database inside the store directory.
+pub const DATABASE_FILE_NAME: &str = "ferromq.redb";
+
+/// Batches waiting for the writer before [`Store::commit`] callers wait to enqueue
+/// (back-pressure instead of unbounded memory).
+const REQUEST_QUEUE_CAPACITY: usize = 8192;
+
+/// Page cache of the database: the working set is recent messages, not the whole store.
+const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Limits from `systemUsage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreLimits {
+    /// `storeUsage limit`: most bytes of message bodies (topic + payload + properties) the
+    /// store holds. When a batch would pass it, the batch is refused with
+    /// [`StoreError::Full`] if it stores a new body; batches that only remove or update
+    /// records always go through, so a full store drains.
+    pub store_limit_bytes: Option<u64>,
+}
+
+/// Counters since open, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed, each with one fsync (for a file-backed store).
+    pub group_commits: u64,
+    pub batches_committed: u64,
+    pub ops_committed: u64,
+    /// Batches refused because of the storeUsage limit.
+    pub batches_refused_full: u64,
+    /// Bytes of message bodies stored now (what the storeUsage limit counts).
+    pub message_bytes: u64,
+    /// Damaged records met while writing (logged at warn when met).
+    pub damaged_records: u64,
+}
+
+/// Shared between the handles and the writer thread.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    group_commits: AtomicU64,
+    batches_committed: AtomicU64,
+    ops_committed: AtomicU64,
+    batches_refused_full: AtomicU64,
+    message_bytes: AtomicU64,
+    damaged_records: AtomicU64,
+}
+
+/// A handle on an open store; clones share it. The writer stops and the directory is released
+/// when the last handle is dropped (the drop waits for the batch being written, if any).
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// `None` only while dropping.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    db: Arc<Database>,
+    counters: Arc<Counters>,
+    next_id: AtomicU64,
+    engine_repaired: bool,
+    dir: Option<PathBuf>,
+    /// Declared after `db` so that the database is closed before the directory is released.
+    _lock: Option<DirLock>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has answered what it holds.
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            if writer.join().is_err() {
+                tracing::error!("store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, exclusively: a second open of the same
+    /// directory, from this process or another, fails with [`StoreError::Locked`].
+    ///
+    /// After a crash the storage engine rolls back a torn last commit here; call
+    /// [`Store::recover`] next to read the state back.
+    pub fn open(dir: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        let lock = DirLock::acquire(dir)?;
+        let path = dir.join(DATABASE_FILE_NAME);
+        let repaired = Arc::new(AtomicBool::new(false));
+        let repaired_flag = repaired.clone();
+        let db = Database::builder()
+            .set_cache_size(CACHE_SIZE_BYTES)
+            .set_repair_callback(move |_| repaired_flag.store(true, Ordering::Relaxed))
+            .create(&path)
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                detail: format!(
+                    "{e} (if the file is damaged beyond repair, move it aside to start empty)"
+                ),
+            })?;
+        let engine_repaired = repaired.load(Ordering::Relaxed);
+        Store::start(
+            db,
+            limits,
+            engine_repaired,
+            Some(dir.to_path_buf()),
+            Some(lock),
+        )
+    }
+
+    /// A store that keeps everything in memory (`persistent="false"`,
+    /// `memoryPersistenceAdapter`): same behaviour, nothing on disk, nothing survives.
+    pub fn memory(limits: StoreLimits) -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(CACHE_SIZE_BYTES)
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::storage("creating the in-memory store", e))?;
+        Store::start(db, limits, false, None, None)
+    }
+
+    fn start(
+        db: Database,
+        limits: StoreLimits,
+        engine_repaired: bool,
+        dir: Option<PathBuf>,
+        lock: Option<DirLock>,
+    ) -> Result<Store, StoreError> {
+        let db = Arc::new(db);
+        let (next_id, message_bytes) = read_counters(&db)?;
+        let counters = Arc::new(Counters {
+            message_bytes: AtomicU64::new(message_bytes),
+            ..Counters::default()
+        });
+        let (requests, receiver) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
+        let writer = Writer {
+            db: db.clone(),
+            counters: counters.clone(),
+            limit_bytes: limits.store_limit_bytes,
+            persisted_next_id: next_id,
+        };
+        let writer = std::thread::Builder::new()
+            .name("ferromq-store".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| StoreError::storage("starting the store writer thread", e))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                requests: Some(requests),
+                writer: Some(writer),
+                db,
+                counters,
+                next_id: AtomicU64::new(next_id),
+                engine_repaired,
+                dir,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The directory of a file-backed store.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+
+    /// A new id for a message body or a queue entry: unique, and greater than every id
+    /// committed before (also across restarts).
+    pub fn allocate_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Applies `ops` all-or-nothing and returns once they are durable (fsync'd): only then may
+    /// the broker acknowledge what they record. Batches from concurrent callers share one
+    /// transaction and one fsync.
+    ///
+    /// A batch that refers to a missing session or message fails with
+    /// [`StoreError::InvalidOp`], one that would pass the storeUsage limit with
+    /// [`StoreError::Full`]; either leaves no trace and the other batches of the group go on.
+    /// If the caller stops waiting, the batch is still committed.
+    pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Commit { ops, reply }).await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes every persistent session that is not in `online` and was last seen more than
+    /// its expiry (its own `expiry_ms`, else `default_expiry_ms`) before `now_ms`, with its
+    /// queue; returns their client ids.
+    pub async fn expire_sessions(
+        &self,
+        now_ms: u64,
+        default_expiry_ms: u64,
+        online: HashSet<Arc<str>>,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::ExpireSessions {
+            now_ms,
+            default_expiry_ms,
+            online,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn send(&self, request: Request) -> Result<(), StoreError> {
+        let requests = self.inner.requests.as_ref().ok_or(StoreError::Closed)?;
+        requests.send(request).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Reads everything back (call once, at startup, before serving; it blocks, so from async
+    /// code run it in `spawn_blocking`). Repairs the store's invariants and reports, in
+    /// [`Recovered::stats`], what it found, repaired and could not keep.
+    pub fn recover(&self) -> Result<Recovered, StoreError> {
+        let recovered = recover::recover(&self.inner.db, self.inner.engine_repaired)?;
+        self.inner
+            .counters
+            .message_bytes
+            .store(recovered.stats.message_bytes, Ordering::Relaxed);
+        Ok(recovered)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            group_commits: c.group_commits.load(Ordering::Relaxed),
+            batches_committed: c.batches_committed.load(Ordering::Relaxed),
+            ops_committed: c.ops_committed.load(Ordering::Relaxed),
+            batches_refused_full: c.batches_refused_full.load(Ordering::Relaxed),
+            message_bytes: c.message_bytes.load(Ordering::Relaxed),
+            damaged_records: c.damaged_records.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The persisted next id, and the bytes of stored bodies.
+fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
+    let txn = db.begin_read().map_err(storage)?;
+    let next_id = match txn.open_table(META) {
+        Ok(meta) => meta
+            .get(NEXT_ID_KEY)
+            .map_err(storage)?
+            .map(|v| v.value())
+            .unwrap_or(1),
+        Err(redb::TableError::TableDoesNotExist(_)) => 1,
+        Err(e) => return Err(storage(e)),
+    };
+    let message_bytes = match txn.open_table(MESSAGES) {
+        Ok(messages) => {
+            let mut total = 0u64;
+            for item in messages.iter().map_err(storage)? {
+                let (_, body) = item.map_err(storage)?;
+                total += body.value().len() as u64;
+            }
+            total
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(storage(e)),
+    };
+    Ok((next_id.max(1), message_bytes))
+}

@@ -1,0 +1,374 @@
+//! Reading everything back at startup, with a consistency check that repairs what it can and
+//! reports everything it could not keep.
+//!
+//! redb itself guarantees that a crash (kill -9, power loss) leaves the last committed
+//! transaction intact: a torn commit is rolled back on open using its checksums. What is
+//! checked here is this store's own invariants: every reference points to a stored body,
+//! every body's reference count matches the references, every queue belongs to a session.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable};
+
+use super::codec;
+use super::tables::{storage, Tables};
+use super::types::{
+    MessageId, QueueState, Recovered, RecoveredEntry, RecoveredMessage, RecoveredSession,
+    StoredMessage,
+};
+use super::StoreError;
+
+/// What recovery found, for the startup log line (its `Display` is that line).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecoveryStats {
+    pub sessions: u64,
+    /// Queue entries not yet sent.
+    pub queued: u64,
+    /// Sent, awaiting PUBACK / PUBREC (re-sent with DUP=1).
+    pub inflight: u64,
+    /// PUBREC received, awaiting PUBCOMP (re-sent as PUBREL).
+    pub released: u64,
+    pub inbound_qos2: u64,
+    pub retained: u64,
+    /// Distinct message bodies, and their encoded size.
+    pub messages: u64,
+    pub message_bytes: u64,
+    /// The storage engine rolled back a torn last commit or rebuilt its allocator on open
+    /// (normal after a crash; nothing acknowledged is lost).
+    pub engine_repaired: bool,
+    /// Reference counts that did not match the references, corrected.
+    pub refcounts_repaired: u64,
+    /// Bodies nothing referenced any more, freed.
+    pub orphan_messages_freed: u64,
+    /// What could not be kept or read, one line each (empty when all is well). Logged at warn.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for RecoveryStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "recovered {} sessions ({} queued, {} in flight, {} awaiting PUBCOMP, {} inbound \
+             QoS 2 ids), {} retained messages, {} message bodies ({} bytes)",
+            self.sessions,
+            self.queued,
+            self.inflight,
+            self.released,
+            self.inbound_qos2,
+            self.retained,
+            self.messages,
+            self.message_bytes
+        )?;
+        if self.engine_repaired {
+            write!(f, "; storage engine repaired after an unclean shutdown")?;
+        }
+        if self.refcounts_repaired > 0 {
+            write!(
+                f,
+                "; {} reference counts corrected",
+                self.refcounts_repaired
+            )?;
+        }
+        if self.orphan_messages_freed > 0 {
+            write!(f, "; {} orphan bodies freed", self.orphan_messages_freed)?;
+        }
+        if !self.problems.is_empty() {
+            write!(
+                f,
+                "; {} problems: {}",
+                self.problems.len(),
+                self.problems.join("; ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads everything and repairs the store's invariants, in one write transaction (so no commit
+/// runs in between). Commits only when something was repaired.
+pub(crate) fn recover(db: &Database, engine_repaired: bool) -> Result<Recovered, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let (recovered, changed) = {
+        let mut t = Tables::open(&txn)?;
+        let mut scan = Scan {
+            stats: RecoveryStats {
+                engine_repaired,
+                ..RecoveryStats::default()
+            },
+            ..Scan::default()
+        };
+        scan.messages(&t)?;
+        scan.retained(&mut t)?;
+        scan.sessions(&t)?;
+        scan.queues(&mut t)?;
+        scan.inbound(&mut t)?;
+        scan.refcounts(&mut t)?;
+        scan.finish()
+    };
+    if changed {
+        txn.commit().map_err(storage)?;
+    } else {
+        txn.abort().map_err(storage)?;
+    }
+    Ok(recovered)
+}
+
+#[derive(Default)]
+struct Scan {
+    stats: RecoveryStats,
+    bodies: HashMap<MessageId, StoredMessage>,
+    /// Ids of stored bodies that could not be decoded: kept, never freed here.
+    undecodable_bodies: BTreeSet<MessageId>,
+    references: HashMap<MessageId, u64>,
+    retained: Vec<(Arc<str>, RecoveredMessage)>,
+    sessions: BTreeMap<Arc<str>, RecoveredSession>,
+    /// A queue entry could not be decoded, so references are unknown: freeing is unsafe.
+    references_uncertain: bool,
+    changed: bool,
+}
+
+impl Scan {
+    fn problem(&mut self, text: String) {
+        self.stats.problems.push(text);
+    }
+
+    fn messages(&mut self, t: &Tables<'_>) -> Result<(), StoreError> {
+        for item in t.messages.iter().map_err(storage)? {
+            let (id, value) = item.map_err(storage)?;
+            let id = id.value();
+            let raw = Bytes::copy_from_slice(value.value());
+            self.stats.message_bytes += raw.len() as u64;
+            match codec::decode_message(&raw) {
+                Ok(message) => {
+                    self.bodies.insert(id, message);
+                }
+                Err(e) => {
+                    self.undecodable_bodies.insert(id);
+                    self.problem(format!("message {id} kept but unreadable: {e}"));
+                }
+            }
+        }
+        self.stats.messages = (self.bodies.len() + self.undecodable_bodies.len()) as u64;
+        Ok(())
+    }
+
+    /// Whether `id` names a readable body; records the reference either way it exists.
+    fn reference(&mut self, id: MessageId) -> Option<StoredMessage> {
+        if self.undecodable_bodies.contains(&id) {
+            *self.references.entry(id).or_default() += 1;
+            return None;
+        }
+        let message = self.bodies.get(&id)?.clone();
+        *self.references.entry(id).or_default() += 1;
+        Some(message)
+    }
+
+    fn retained(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        let mut lost = Vec::new();
+        for item in t.retained.iter().map_err(storage)? {
+            let (topic, id) = item.map_err(storage)?;
+            let (topic, id): (Arc<str>, MessageId) = (Arc::from(topic.value()), id.value());
+            match self.reference(id) {
+                Some(message) => self
+                    .retained
+                    .push((topic, RecoveredMessage { id, message })),
+                None if self.undecodable_bodies.contains(&id) => {}
+                None => lost.push((topic, id)),
+            }
+        }
+        for (topic, id) in lost {
+            t.retained.remove(&*topic).map_err(storage)?;
+            self.changed = true;
+            self.problem(format!(
+                "retained message of {topic:?} lost: its body {id} is missing"
+            ));
+        }
+        self.stats.retained = self.retained.len() as u64;
+        Ok(())
+    }
+
+    fn sessions(&mut self, t: &Tables<'_>) -> Result<(), StoreError> {
+        let mut unreadable = Vec::new();
+        for item in t.sessions.iter().map_err(storage)? {
+            let (key, value) = item.map_err(storage)?;
+            let client_id: Arc<str> = Arc::from(key.value());
+            match codec::decode_session(&Bytes::copy_from_slice(value.value())) {
+                Ok(record) => {
+                    self.sessions.insert(
+                        client_id.clone(),
+                        RecoveredSession {
+                            client_id,
+                            record,
+                            queue: Vec::new(),
+                            inbound_qos2: BTreeSet::new(),
+                        },
+                    );
+                }
+                Err(e) => unreadable.push(format!(
+                    "session {client_id:?} kept but unreadable (not restored): {e}"
+                )),
+            }
+        }
+        for text in unreadable {
+            self.problem(text);
+        }
+        self.stats.sessions = self.sessions.len() as u64;
+        Ok(())
+    }
+
+    fn queues(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        let mut entries = Vec::new();
+        for item in t.queues.iter().map_err(storage)? {
+            let (key, value) = item.map_err(storage)?;
+            let (client_id, seq) = key.value();
+            entries.push((
+                Arc::<str>::from(client_id),
+                seq,
+                Bytes::copy_from_slice(value.value()),
+            ));
+        }
+        let mut drop_keys = Vec::new();
+        for (client_id, seq, raw) in entries {
+            let entry = match codec::decode_queue_entry(&raw) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.references_uncertain = true;
+                    self.problem(format!(
+                        "queue entry {seq} of {client_id:?} kept but unreadable: {e}"
+                    ));
+                    continue;
+                }
+            };
+            if !self.sessions.contains_key(&client_id) {
+                // A session record that failed to decode still owns its queue: keep it.
+                let session_stored = t.sessions.get(&*client_id).map_err(storage)?.is_some();
+                if session_stored {
+                    *self.references.entry(entry.message_id).or_default() += 1;
+                } else {
+                    drop_keys.push((client_id.clone(), seq));
+                    self.problem(format!(
+                        "queue entry {seq} of unknown session {client_id:?} removed"
+                    ));
+                }
+                continue;
+            }
+            let Some(message) = self.reference(entry.message_id) else {
+                if !self.undecodable_bodies.contains(&entry.message_id) {
+                    drop_keys.push((client_id.clone(), seq));
+                    self.problem(format!(
+                        "queued message {seq} of {client_id:?} lost: its body {} is missing",
+                        entry.message_id
+                    ));
+                }
+                continue;
+            };
+            match entry.state {
+                QueueState::Queued => self.stats.queued += 1,
+                QueueState::Sent { .. } => self.stats.inflight += 1,
+                QueueState::Released { .. } => self.stats.released += 1,
+            }
+            if let Some(session) = self.sessions.get_mut(&client_id) {
+                session.queue.push(RecoveredEntry {
+                    seq,
+                    entry,
+                    message,
+                });
+            }
+        }
+        for (client_id, seq) in drop_keys {
+            t.queues.remove((&*client_id, seq)).map_err(storage)?;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    fn inbound(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        let mut orphans = Vec::new();
+        for item in t.inbound_qos2.iter().map_err(storage)? {
+            let (key, _) = item.map_err(storage)?;
+            let (client_id, packet_id) = key.value();
+            match self.sessions.get_mut(client_id) {
+                Some(session) => {
+                    session.inbound_qos2.insert(packet_id);
+                    self.stats.inbound_qos2 += 1;
+                }
+                None if t.sessions.get(client_id).map_err(storage)?.is_some() => {}
+                None => orphans.push((Arc::<str>::from(client_id), packet_id)),
+            }
+        }
+        if !orphans.is_empty() {
+            self.problem(format!(
+                "{} inbound QoS 2 ids of unknown sessions removed",
+                orphans.len()
+            ));
+        }
+        for (client_id, packet_id) in orphans {
+            t.inbound_qos2
+                .remove((&*client_id, packet_id))
+                .map_err(storage)?;
+            self.changed = true;
+        }
+        Ok(())
+    }
+
+    /// Makes every stored count equal the references found; frees unreferenced bodies.
+    fn refcounts(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        let mut stored = HashMap::new();
+        for item in t.refs.iter().map_err(storage)? {
+            let (id, count) = item.map_err(storage)?;
+            stored.insert(id.value(), count.value());
+        }
+        let ids: BTreeSet<MessageId> = self
+            .bodies
+            .keys()
+            .chain(&self.undecodable_bodies)
+            .chain(stored.keys())
+            .copied()
+            .collect();
+        for id in ids {
+            let found = self.references.get(&id).copied().unwrap_or(0);
+            let recorded = stored.get(&id).copied().unwrap_or(0);
+            let has_body = self.bodies.contains_key(&id) || self.undecodable_bodies.contains(&id);
+            if found == 0 && (self.references_uncertain || !has_body) {
+                if !has_body && recorded > 0 {
+                    t.refs.remove(id).map_err(storage)?;
+                    self.changed = true;
+                }
+                continue;
+            }
+            if found == 0 {
+                t.refs.remove(id).map_err(storage)?;
+                let freed = t
+                    .messages
+                    .remove(id)
+                    .map_err(storage)?
+                    .map(|v| v.value().len());
+                self.stats.message_bytes = self
+                    .stats
+                    .message_bytes
+                    .saturating_sub(freed.unwrap_or(0) as u64);
+                self.stats.messages = self.stats.messages.saturating_sub(1);
+                self.bodies.remove(&id);
+                self.stats.orphan_messages_freed += 1;
+                self.changed = true;
+            } else if found != recorded {
+                t.refs.insert(id, found).map_err(storage)?;
+                self.stats.refcounts_repaired += 1;
+                self.changed = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> (Recovered, bool) {
+        let recovered = Recovered {
+            retained: self.retained,
+            sessions: self.sessions.into_values().collect(),
+            stats: self.stats,
+        };
+        (recovered, self.changed)
+    }
+}

@@ -1,0 +1,56 @@
+//! The redb tables and the handle that opens all of them in one write transaction.
+
+use redb::{Table, TableDefinition, WriteTransaction};
+
+use super::StoreError;
+
+/// Message id -> encoded [`super::StoredMessage`] (written once per publish).
+pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Message id -> how many queue entries and retained slots reference it.
+pub(crate) const REFS: TableDefinition<u64, u64> = TableDefinition::new("message_refs");
+/// Topic -> id of the message retained on it.
+pub(crate) const RETAINED: TableDefinition<&str, u64> = TableDefinition::new("retained");
+/// Client id -> encoded [`super::SessionRecord`].
+pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// (client id, seq) -> encoded [`super::QueueEntry`]; a session's queue is one key range.
+pub(crate) const QUEUES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queues");
+/// (client id, packet id) of inbound QoS 2 messages awaiting PUBREL.
+pub(crate) const INBOUND_QOS2: TableDefinition<(&str, u16), ()> =
+    TableDefinition::new("inbound_qos2");
+/// Counters that must survive restarts (see [`NEXT_ID_KEY`]).
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Above every message id and queue seq ever committed, so ids keep growing across restarts
+/// (a queue's order is its seq order).
+pub(crate) const NEXT_ID_KEY: &str = "next_id";
+
+/// Every table, open in one write transaction.
+pub(crate) struct Tables<'txn> {
+    pub messages: Table<'txn, u64, &'static [u8]>,
+    pub refs: Table<'txn, u64, u64>,
+    pub retained: Table<'txn, &'static str, u64>,
+    pub sessions: Table<'txn, &'static str, &'static [u8]>,
+    pub queues: Table<'txn, (&'static str, u64), &'static [u8]>,
+    pub inbound_qos2: Table<'txn, (&'static str, u16), ()>,
+    pub meta: Table<'txn, &'static str, u64>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let err = |e| StoreError::storage("opening tables", e);
+        Ok(Tables {
+            messages: txn.open_table(MESSAGES).map_err(err)?,
+            refs: txn.open_table(REFS).map_err(err)?,
+            retained: txn.open_table(RETAINED).map_err(err)?,
+            sessions: txn.open_table(SESSIONS).map_err(err)?,
+            queues: txn.open_table(QUEUES).map_err(err)?,
+            inbound_qos2: txn.open_table(INBOUND_QOS2).map_err(err)?,
+            meta: txn.open_table(META).map_err(err)?,
+        })
+    }
+}
+
+/// Maps a redb error inside a transaction to [`StoreError::Storage`].
+pub(crate) fn storage(e: impl std::fmt::Display) -> StoreError {
+    StoreError::storage("transaction", e)
+}

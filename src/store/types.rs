@@ -1,0 +1,172 @@
+//! The records the store keeps, as plain data, and the operations that change them.
+//!
+//! Shapes follow the broker's session state (`src/broker/session.rs`): subscriptions with QoS,
+//! a queue of messages per session where each entry is queued, in flight with a packet id, or
+//! released (PUBREC received), inbound QoS 2 packet ids, the will. Message bodies live apart
+//! from queues and are referenced by [`MessageId`], so one publish fanned out to many
+//! persistent sessions is written once.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::protocol::{QoS, SubscriptionOptions};
+
+/// Identifies a stored message body. Allocated by [`super::Store::allocate_id`].
+pub type MessageId = u64;
+
+/// Orders entries inside one session's queue (ascending = delivery order). Allocated by
+/// [`super::Store::allocate_id`] like message ids, so it keeps growing across restarts.
+pub type QueueSeq = u64;
+
+/// An application message as stored: written once, shared by every queue entry and retained
+/// slot that references it. Cloning is cheap (reference counts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    /// The QoS it was published with.
+    pub qos: QoS,
+    /// The publisher's retain flag.
+    pub retain: bool,
+    /// MQTT 5 PUBLISH properties, encoded by the codec; empty for 3.1/3.1.1.
+    pub properties: Bytes,
+}
+
+/// One subscription of a persistent session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    pub filter: Arc<str>,
+    /// Granted QoS and the MQTT 5 options (no local, retain as published, retain handling).
+    pub options: SubscriptionOptions,
+    /// MQTT 5 subscription identifier, if the client gave one.
+    pub subscription_id: Option<u32>,
+}
+
+/// The will of a persistent session (kept so that a will delayed past a broker restart, or
+/// pending when the broker crashed, is still published).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillRecord {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+    /// MQTT 5 will properties (including the will delay interval), encoded; empty for 3.1.1.
+    pub properties: Bytes,
+}
+
+/// A persistent session's own data (its queue and inbound QoS 2 ids are separate records, so
+/// that queue traffic never rewrites this one).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SessionRecord {
+    pub subscriptions: Vec<SubscriptionRecord>,
+    pub will: Option<WillRecord>,
+    /// How long the session outlives its last connection; `None` = the broker's default
+    /// (see [`super::Store::expire_sessions`]).
+    pub expiry_ms: Option<u64>,
+    /// When a client last connected or disconnected, in ms since the Unix epoch.
+    pub last_seen_ms: u64,
+}
+
+/// Where one queued message stands in its exchange with the subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueState {
+    /// Routed to the session, not yet sent.
+    Queued,
+    /// PUBLISH sent with `packet_id`, awaiting PUBACK (QoS 1) or PUBREC (QoS 2). Re-sent with
+    /// DUP=1 after a reconnect or restart.
+    Sent { packet_id: u16 },
+    /// QoS 2: PUBREC received and PUBREL sent, awaiting PUBCOMP. Re-sent as PUBREL.
+    Released { packet_id: u16 },
+}
+
+/// One entry of a session's queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub message_id: MessageId,
+    /// The QoS it is delivered with: min(published QoS, subscription QoS).
+    pub qos: QoS,
+    /// Retain flag to send (true only for retained messages sent because of a SUBSCRIBE).
+    pub retain: bool,
+    pub state: QueueState,
+}
+
+/// One change to the store. A batch of these passed to [`super::Store::commit`] is applied
+/// all-or-nothing, in order, after the batches committed before it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store a message body. It starts unreferenced: reference it in the same batch
+    /// ([`Op::Enqueue`], [`Op::SetRetained`]) or it is collected at the end of the commit.
+    /// Refused with [`super::StoreError::Full`] when the storeUsage limit would be passed.
+    PutMessage {
+        id: MessageId,
+        message: StoredMessage,
+    },
+    /// Retain `message_id` on `topic`, replacing (and un-referencing) the previous one.
+    SetRetained {
+        topic: Arc<str>,
+        message_id: MessageId,
+    },
+    /// Forget the message retained on `topic` (no error when there is none).
+    ClearRetained { topic: Arc<str> },
+    /// Insert or replace a session's own record.
+    PutSession {
+        client_id: Arc<str>,
+        session: SessionRecord,
+    },
+    /// Forget a session with its queue and inbound QoS 2 ids (no error when absent).
+    DeleteSession { client_id: Arc<str> },
+    /// Add (or replace) entry `seq` of a session's queue. The session and the message must exist.
+    Enqueue {
+        client_id: Arc<str>,
+        seq: QueueSeq,
+        entry: QueueEntry,
+    },
+    /// Move a queue entry to `state` (no error when the entry is gone).
+    SetQueueState {
+        client_id: Arc<str>,
+        seq: QueueSeq,
+        state: QueueState,
+    },
+    /// Remove a queue entry (acknowledged or dropped); no error when it is gone.
+    Dequeue { client_id: Arc<str>, seq: QueueSeq },
+    /// Inbound QoS 2 PUBLISH `packet_id` received and PUBREC sent.
+    AddInboundQos2 { client_id: Arc<str>, packet_id: u16 },
+    /// PUBREL for `packet_id` received (no error when absent).
+    RemoveInboundQos2 { client_id: Arc<str>, packet_id: u16 },
+}
+
+/// A stored message with its id (to reference it in later ops).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredMessage {
+    pub id: MessageId,
+    pub message: StoredMessage,
+}
+
+/// One queue entry as recovered, in queue order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredEntry {
+    pub seq: QueueSeq,
+    pub entry: QueueEntry,
+    pub message: StoredMessage,
+}
+
+/// A persistent session as recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredSession {
+    pub client_id: Arc<str>,
+    pub record: SessionRecord,
+    /// Ascending by `seq`: queued, in-flight and released entries together.
+    pub queue: Vec<RecoveredEntry>,
+    pub inbound_qos2: BTreeSet<u16>,
+}
+
+/// Everything the store holds, read at startup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovered {
+    /// Topic -> retained message, ascending by topic.
+    pub retained: Vec<(Arc<str>, RecoveredMessage)>,
+    pub sessions: Vec<RecoveredSession>,
+    pub stats: super::RecoveryStats,
+}
