@@ -10,8 +10,11 @@
 //! socket drains; the session queue's limit then bounds memory (see [`super::queue`]).
 
 mod connect;
+mod durable_acks;
 mod inbound;
 mod outbound;
+
+pub(crate) use durable_acks::PendingAcks;
 
 use std::io;
 use std::net::SocketAddr;
@@ -141,6 +144,8 @@ pub(crate) struct Conn {
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.
     pump_wanted: bool,
+    /// Acknowledgements waiting for the durable store, in the order the packets arrived.
+    pending_acks: PendingAcks,
 }
 
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
@@ -215,7 +220,7 @@ where
                 return reason;
             }
         }
-        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES;
+        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES && conn.pending_acks.has_room();
         if read_buf.capacity() - read_buf.len() < READ_CHUNK_BYTES {
             read_buf.reserve(READ_CHUNK_BYTES);
         }
@@ -251,6 +256,13 @@ where
             },
             _ = &mut expiry, if keep_alive.is_enabled() => {
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
+            }
+            ack = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
+                if let Some(packet) = ack {
+                    if let Err(reason) = conn.send(packet) {
+                        return reason;
+                    }
+                }
             }
             _ = wake.notified() => conn.pump_wanted = true,
         }
