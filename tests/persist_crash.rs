@@ -1,0 +1,286 @@
+//! Crash safety of acknowledged messages: the `ferromq` binary is killed with SIGKILL at random
+//! moments while a QoS 1 publisher streams numbered messages to a persistent subscriber's
+//! (offline) session, then restarted. At the end every message the broker PUBACKed must reach
+//! the subscriber (duplicates allowed at QoS 1).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use ferromq::protocol::{
+    decode, encode, Ack, Connect, Packet, ProtocolVersion, Publish, QoS, RetainHandling, Subscribe,
+    SubscriptionOptions,
+};
+
+const MESSAGES: u32 = 3000;
+const KILLS: u32 = 10;
+/// QoS 1 PUBLISHes the publisher keeps unacknowledged (pipelining, so kills hit mid-batch).
+const WINDOW: usize = 64;
+const TOPIC: &str = "crash/t";
+/// Bounds the whole test (it normally takes a few seconds).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("activemq.xml");
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="crash">
+    <destinationPolicy><policyMap><policyEntries>
+      <policyEntry topic="crash.>">
+        <pendingMessageLimitStrategy>
+          <constantPendingMessageLimitStrategy limit="{queue_limit}"/>
+        </pendingMessageLimitStrategy>
+      </policyEntry>
+    </policyEntries></policyMap></destinationPolicy>
+    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+        dir.join("kahadb").display(),
+        // The offline subscriber holds every message: its queue limit must not drop any (the
+        // slow-consumer rule is not what this test is about).
+        queue_limit = MESSAGES * 2,
+    );
+    std::fs::write(&path, xml).expect("write config");
+    path
+}
+
+fn spawn_broker(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferromq")
+}
+
+/// A minimal error-tolerant MQTT 3.1.1 client (the broker may vanish at any byte).
+struct Wire {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Wire {
+    /// Connect and CONNECT, retrying while the broker (re)starts.
+    async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> Wire {
+        let give_up = Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(Instant::now() < give_up, "broker did not come back");
+            if let Ok(mut wire) = Wire::try_connect(addr, client_id, clean).await {
+                if let Ok(Some(Packet::ConnAck(_))) = wire.recv(Duration::from_secs(2)).await {
+                    return wire;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn try_connect(addr: SocketAddr, client_id: &str, clean: bool) -> std::io::Result<Wire> {
+        let stream = TcpStream::connect(addr).await?;
+        let mut wire = Wire {
+            stream,
+            buf: BytesMut::new(),
+        };
+        wire.send(&Packet::Connect(Box::new(Connect {
+            protocol: ProtocolVersion::V311,
+            client_id: client_id.into(),
+            clean_start: clean,
+            keep_alive_secs: 0,
+            username: None,
+            password: None,
+            will: None,
+            properties: None,
+        })))
+        .await?;
+        Ok(wire)
+    }
+
+    async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        encode(packet, ProtocolVersion::V311, &mut out)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.stream.write_all(&out).await
+    }
+
+    /// The next packet; `Ok(None)` on timeout; `Err` when the connection is gone.
+    async fn recv(&mut self, within: Duration) -> std::io::Result<Option<Packet>> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match decode(&mut self.buf, Some(ProtocolVersion::V311), usize::MAX) {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+fn numbered_publish(number: u32, packet_id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: TOPIC.into(),
+        packet_id: Some(packet_id),
+        payload: Bytes::from(number.to_be_bytes().to_vec()),
+        properties: None,
+    })
+}
+
+/// One publisher connection's run: sends not-yet-acknowledged numbers with a window; records
+/// PUBACKs in `acked`. Returns when all are acknowledged or the connection dies.
+async fn publish_some(wire: &mut Wire, acked: &mut BTreeSet<u32>) -> std::io::Result<()> {
+    let todo: Vec<u32> = (0..MESSAGES).filter(|n| !acked.contains(n)).collect();
+    let mut todo = todo.into_iter();
+    let mut in_flight: std::collections::HashMap<u16, u32> = Default::default();
+    let mut next_id: u16 = 1;
+    loop {
+        while in_flight.len() < WINDOW {
+            let Some(number) = todo.next() else { break };
+            let id = next_id;
+            next_id = next_id.checked_add(1).unwrap_or(1);
+            wire.send(&numbered_publish(number, id)).await?;
+            in_flight.insert(id, number);
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        match wire.recv(Duration::from_secs(5)).await? {
+            Some(Packet::PubAck(a)) => {
+                if let Some(number) = in_flight.remove(&a.packet_id) {
+                    acked.insert(number);
+                }
+            }
+            Some(other) => panic!("unexpected packet to the publisher: {other:?}"),
+            None => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_message_survives_random_sigkills() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_config(dir.path(), port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let broker = Arc::new(Mutex::new(spawn_broker(&config)));
+
+    // The persistent subscriber's session, then offline for the whole run.
+    let mut sub = Wire::connect(addr, "crash-sub", false).await;
+    sub.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            TOPIC.into(),
+            SubscriptionOptions {
+                qos: QoS::AtLeastOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::SendAtSubscribe,
+            },
+        )],
+        properties: None,
+    }))
+    .await
+    .expect("subscribe");
+    assert!(matches!(
+        sub.recv(Duration::from_secs(5)).await,
+        Ok(Some(Packet::SubAck(_)))
+    ));
+    drop(sub);
+
+    let killer = {
+        let broker = broker.clone();
+        let config = config.clone();
+        tokio::spawn(async move {
+            for _ in 0..KILLS {
+                let pause_ms = rand::rng().random_range(150..600);
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                let mut child = broker.lock();
+                child.kill().expect("SIGKILL");
+                child.wait().expect("reap");
+                *child = spawn_broker(&config);
+            }
+        })
+    };
+
+    let mut acked = BTreeSet::new();
+    let mut connections = 0;
+    while acked.len() < MESSAGES as usize || !killer.is_finished() {
+        assert!(started.elapsed() < DEADLINE, "crash test took too long");
+        let mut wire = Wire::connect(addr, "crash-pub", true).await;
+        connections += 1;
+        if publish_some(&mut wire, &mut acked).await.is_ok() && acked.len() == MESSAGES as usize {
+            // Everything acknowledged; keep the (idle) loop going until the kills are done.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    killer.await.expect("killer task");
+
+    // Read the subscriber's session back after the last restart.
+    let mut sub = Wire::connect(addr, "crash-sub", false).await;
+    let mut received = BTreeSet::new();
+    let mut deliveries = 0u64;
+    while !acked.is_subset(&received) {
+        assert!(started.elapsed() < DEADLINE, "draining took too long");
+        match sub
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("subscriber connection")
+        {
+            Some(Packet::Publish(p)) => {
+                deliveries += 1;
+                let number = <[u8; 4]>::try_from(&p.payload[..]).map(u32::from_be_bytes);
+                received.insert(number.expect("4-byte payload"));
+                if let Some(id) = p.packet_id {
+                    sub.send(&Packet::PubAck(Ack::new(id)))
+                        .await
+                        .expect("puback");
+                }
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let losses = acked.difference(&received).count();
+    println!(
+        "crash test: N={MESSAGES} kills={KILLS} publisher connections={connections} \
+         acked={} delivered={} (with duplicates {deliveries}) losses={losses} in {:?}",
+        acked.len(),
+        received.len(),
+        started.elapsed()
+    );
+    let mut child = broker.lock();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(losses, 0, "acknowledged messages lost");
+    assert_eq!(acked.len(), MESSAGES as usize);
+}
