@@ -10,16 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use ferromq::protocol::{
-    decode, encode, Ack, Connect, Packet, ProtocolVersion, Publish, QoS, RetainHandling, Subscribe,
-    SubscriptionOptions,
-};
+use ferromq::protocol::{Ack, Packet, QoS, RetainHandling, Subscribe, SubscriptionOptions};
+
+mod persist_support;
+use persist_support::{numbered_publish, Wire};
 
 const MESSAGES: u32 = 3000;
 const KILLS: u32 = 10;
@@ -76,85 +73,6 @@ fn spawn_broker(config: &Path) -> Child {
         .expect("spawn ferromq")
 }
 
-/// A minimal error-tolerant MQTT 3.1.1 client (the broker may vanish at any byte).
-struct Wire {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl Wire {
-    /// Connect and CONNECT, retrying while the broker (re)starts.
-    async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> Wire {
-        let give_up = Instant::now() + Duration::from_secs(15);
-        loop {
-            assert!(Instant::now() < give_up, "broker did not come back");
-            if let Ok(mut wire) = Wire::try_connect(addr, client_id, clean).await {
-                if let Ok(Some(Packet::ConnAck(_))) = wire.recv(Duration::from_secs(2)).await {
-                    return wire;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn try_connect(addr: SocketAddr, client_id: &str, clean: bool) -> std::io::Result<Wire> {
-        let stream = TcpStream::connect(addr).await?;
-        let mut wire = Wire {
-            stream,
-            buf: BytesMut::new(),
-        };
-        wire.send(&Packet::Connect(Box::new(Connect {
-            protocol: ProtocolVersion::V311,
-            client_id: client_id.into(),
-            clean_start: clean,
-            keep_alive_secs: 0,
-            username: None,
-            password: None,
-            will: None,
-            properties: None,
-        })))
-        .await?;
-        Ok(wire)
-    }
-
-    async fn send(&mut self, packet: &Packet) -> std::io::Result<()> {
-        let mut out = BytesMut::new();
-        encode(packet, ProtocolVersion::V311, &mut out)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        self.stream.write_all(&out).await
-    }
-
-    /// The next packet; `Ok(None)` on timeout; `Err` when the connection is gone.
-    async fn recv(&mut self, within: Duration) -> std::io::Result<Option<Packet>> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match decode(&mut self.buf, Some(ProtocolVersion::V311), usize::MAX) {
-                Ok(Some(p)) => return Ok(Some(p)),
-                Ok(None) => {}
-                Err(e) => return Err(std::io::Error::other(e.to_string())),
-            }
-            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
-                Err(_) => return Ok(None),
-                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(_)) => {}
-            }
-        }
-    }
-}
-
-fn numbered_publish(number: u32, packet_id: u16) -> Packet {
-    Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: TOPIC.into(),
-        packet_id: Some(packet_id),
-        payload: Bytes::from(number.to_be_bytes().to_vec()),
-        properties: None,
-    })
-}
-
 /// One publisher connection's run: sends not-yet-acknowledged numbers with a window; records
 /// PUBACKs in `acked`. Returns when all are acknowledged or the connection dies.
 async fn publish_some(wire: &mut Wire, acked: &mut BTreeSet<u32>) -> std::io::Result<()> {
@@ -167,7 +85,7 @@ async fn publish_some(wire: &mut Wire, acked: &mut BTreeSet<u32>) -> std::io::Re
             let Some(number) = todo.next() else { break };
             let id = next_id;
             next_id = next_id.checked_add(1).unwrap_or(1);
-            wire.send(&numbered_publish(number, id)).await?;
+            wire.send(&numbered_publish(TOPIC, number, id)).await?;
             in_flight.insert(id, number);
         }
         if in_flight.is_empty() {
