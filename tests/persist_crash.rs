@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use ferromq::protocol::{Ack, Packet, QoS, RetainHandling, Subscribe, Subscriptio
 mod persist_support;
 use persist_support::{numbered_publish, Wire};
 
-const MESSAGES: u32 = 3000;
+const MESSAGES: u32 = 10_000;
 const KILLS: u32 = 10;
 /// QoS 1 PUBLISHes the publisher keeps unacknowledged (pipelining, so kills hit mid-batch).
 const WINDOW: usize = 64;
@@ -75,7 +76,11 @@ fn spawn_broker(config: &Path) -> Child {
 
 /// One publisher connection's run: sends not-yet-acknowledged numbers with a window; records
 /// PUBACKs in `acked`. Returns when all are acknowledged or the connection dies.
-async fn publish_some(wire: &mut Wire, acked: &mut BTreeSet<u32>) -> std::io::Result<()> {
+async fn publish_some(
+    wire: &mut Wire,
+    acked: &mut BTreeSet<u32>,
+    progress: &AtomicUsize,
+) -> std::io::Result<()> {
     let todo: Vec<u32> = (0..MESSAGES).filter(|n| !acked.contains(n)).collect();
     let mut todo = todo.into_iter();
     let mut in_flight: std::collections::HashMap<u16, u32> = Default::default();
@@ -95,6 +100,7 @@ async fn publish_some(wire: &mut Wire, acked: &mut BTreeSet<u32>) -> std::io::Re
             Some(Packet::PubAck(a)) => {
                 if let Some(number) = in_flight.remove(&a.packet_id) {
                     acked.insert(number);
+                    progress.store(acked.len(), Ordering::Relaxed);
                 }
             }
             Some(other) => panic!("unexpected packet to the publisher: {other:?}"),
@@ -135,33 +141,44 @@ async fn every_acknowledged_message_survives_random_sigkills() {
     ));
     drop(sub);
 
+    // Kill points: random numbers of acknowledged messages, so every kill lands mid-stream
+    // (plus a random few ms, so it hits anywhere in a group commit).
+    let progress = Arc::new(AtomicUsize::new(0));
+    let mut kill_points: Vec<usize> = (0..KILLS)
+        .map(|_| rand::rng().random_range(1..MESSAGES as usize))
+        .collect();
+    kill_points.sort_unstable();
     let killer = {
-        let broker = broker.clone();
-        let config = config.clone();
+        let (broker, config, progress) = (broker.clone(), config.clone(), progress.clone());
+        let kill_points = kill_points.clone();
         tokio::spawn(async move {
-            for _ in 0..KILLS {
-                let pause_ms = rand::rng().random_range(150..600);
-                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            let mut acked_at_kill = Vec::new();
+            for point in kill_points {
+                while progress.load(Ordering::Relaxed) < point {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let delay_us = rand::rng().random_range(0..3000);
+                tokio::time::sleep(Duration::from_micros(delay_us)).await;
+                acked_at_kill.push(progress.load(Ordering::Relaxed));
                 let mut child = broker.lock();
                 child.kill().expect("SIGKILL");
                 child.wait().expect("reap");
                 *child = spawn_broker(&config);
             }
+            acked_at_kill
         })
     };
 
     let mut acked = BTreeSet::new();
     let mut connections = 0;
-    while acked.len() < MESSAGES as usize || !killer.is_finished() {
+    while acked.len() < MESSAGES as usize {
         assert!(started.elapsed() < DEADLINE, "crash test took too long");
         let mut wire = Wire::connect(addr, "crash-pub", true).await;
         connections += 1;
-        if publish_some(&mut wire, &mut acked).await.is_ok() && acked.len() == MESSAGES as usize {
-            // Everything acknowledged; keep the (idle) loop going until the kills are done.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // A connection ends when the broker is killed; the next one sends what is unacked.
+        let _ = publish_some(&mut wire, &mut acked, &progress).await;
     }
-    killer.await.expect("killer task");
+    let acked_at_kill = killer.await.expect("killer task");
 
     // Read the subscriber's session back after the last restart.
     let mut sub = Wire::connect(addr, "crash-sub", false).await;
@@ -190,8 +207,9 @@ async fn every_acknowledged_message_survives_random_sigkills() {
     }
     let losses = acked.difference(&received).count();
     println!(
-        "crash test: N={MESSAGES} kills={KILLS} publisher connections={connections} \
-         acked={} delivered={} (with duplicates {deliveries}) losses={losses} in {:?}",
+        "crash test: N={MESSAGES} kills={KILLS} (acked count at each kill: {acked_at_kill:?}) \
+         publisher connections={connections} acked={} delivered={} \
+         (with duplicates {deliveries}) losses={losses} in {:?}",
         acked.len(),
         received.len(),
         started.elapsed()
