@@ -262,3 +262,38 @@ async fn a_memory_broker_keeps_nothing_across_a_restart() {
     assert!(sub.recv_within(Duration::from_millis(300)).await.is_none());
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn pipelined_publishes_are_acknowledged_and_delivered_in_order() {
+    const COUNT: u16 = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_durable(dir.path()).await;
+    let (mut sub, _) = RawClient::connected(broker.addr, "sub", false).await;
+    sub.subscribe(1, &[("order", QoS::AtLeastOnce)]).await;
+    let (mut publisher, _) = RawClient::connected(broker.addr, "pub", true).await;
+    // Every other message is QoS 0: it must not overtake the QoS 1 ones waiting for the store.
+    for n in 0..COUNT {
+        let (qos, id) = if n % 2 == 0 {
+            (QoS::AtLeastOnce, Some(n + 1))
+        } else {
+            (QoS::AtMostOnce, None)
+        };
+        publisher
+            .send(publish_packet("order", &n.to_be_bytes(), qos, id, false))
+            .await;
+    }
+    for n in (0..COUNT).step_by(2) {
+        match publisher.recv().await {
+            Packet::PubAck(a) => assert_eq!(a.packet_id, n + 1, "PUBACKs in PUBLISH order"),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    for n in 0..COUNT {
+        let p = sub.recv_publish().await;
+        assert_eq!(&p.payload[..], &n.to_be_bytes()[..], "delivery order");
+        if let Some(id) = p.packet_id {
+            sub.send(Packet::PubAck(ack(id))).await;
+        }
+    }
+    broker.shutdown().await;
+}

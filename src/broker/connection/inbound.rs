@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{CloseReason, Conn};
+use super::{CloseReason, Conn, Ready};
 use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message};
 use crate::broker::session::SessionState;
@@ -106,7 +106,17 @@ impl Conn {
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.publish(message);
+                if self.pending_acks.is_empty() {
+                    self.publish(message);
+                } else if self.authorize(&message) {
+                    // Behind messages waiting for the store: delivered in turn.
+                    let (plan, ops) = self.core.plan_route(message);
+                    self.core.persist_background(ops);
+                    self.pending_acks.push(std::future::ready(Ready {
+                        route: Some(plan),
+                        ack: None,
+                    }));
+                }
             }
             (QoS::AtLeastOnce, Some(id)) => {
                 self.publish_acked(message, None, Packet::PubAck(Ack::new(id)))?;
@@ -145,7 +155,10 @@ impl Conn {
         if self.pending_acks.is_empty() {
             self.send(ack)
         } else {
-            self.pending_acks.push(std::future::ready(Some(ack)));
+            self.pending_acks.push(std::future::ready(Ready {
+                route: None,
+                ack: Some(ack),
+            }));
             Ok(())
         }
     }
@@ -174,9 +187,16 @@ impl Conn {
         };
         let durable = match self.core.durable() {
             Some(d) if !ops.is_empty() || qos2_op.is_some() => d.clone(),
-            _ => {
+            _ if self.pending_acks.is_empty() => {
                 self.core.complete_route(plan);
-                return self.ack(ack);
+                return self.send(ack);
+            }
+            _ => {
+                self.pending_acks.push(std::future::ready(Ready {
+                    route: Some(plan),
+                    ack: Some(ack),
+                }));
+                return Ok(());
             }
         };
         let (core, session) = (self.core.clone(), self.session.clone());
@@ -200,16 +220,16 @@ impl Conn {
                 };
             }
             match result {
-                Ok(()) => {
-                    core.complete_route(plan);
-                    Some(ack)
-                }
+                Ok(()) => Ready {
+                    route: Some(plan),
+                    ack: Some(ack),
+                },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
                     core.publish_refused(&plan.into_message().topic, &e);
-                    None
+                    Ready::default()
                 }
             }
         });
@@ -235,10 +255,13 @@ impl Conn {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => Some(ack),
+                Ok(()) => Ready {
+                    route: None,
+                    ack: Some(ack),
+                },
                 Err(e) => {
                     tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");
-                    None
+                    Ready::default()
                 }
             }
         });
