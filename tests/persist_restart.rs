@@ -297,3 +297,40 @@ async fn pipelined_publishes_are_acknowledged_and_delivered_in_order() {
     }
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn abandoned_sessions_expire_from_the_store_and_from_memory() {
+    use ferromq::broker::persist::{now_ms, DEFAULT_SESSION_EXPIRY_MS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start_durable(dir.path()).await;
+    offline_subscriber(&broker, "gone", "e", QoS::AtLeastOnce).await;
+    let (_online, _) = RawClient::connected(broker.addr, "here", false).await;
+    let core = broker.handle.core().clone();
+    let store = core.durable().expect("durable broker").store().clone();
+    // What the periodic sweep does, as if the default expiry had passed.
+    let expired = store
+        .expire_sessions(
+            now_ms() + DEFAULT_SESSION_EXPIRY_MS + 1,
+            DEFAULT_SESSION_EXPIRY_MS,
+            core.registry.attached_client_ids(),
+        )
+        .await
+        .expect("expiry");
+    assert_eq!(expired, vec![std::sync::Arc::<str>::from("gone")]);
+    core.drop_expired(&expired);
+    drop((store, core));
+    let (_gone, connack) = RawClient::connected(broker.addr, "gone", false).await;
+    assert!(
+        !connack.session_present,
+        "the expired session is gone from memory"
+    );
+    broker.shutdown().await;
+
+    let broker = start_durable(dir.path()).await;
+    let (_here, connack) = RawClient::connected(broker.addr, "here", false).await;
+    assert!(
+        connack.session_present,
+        "the connected client's session was spared"
+    );
+    broker.shutdown().await;
+}
