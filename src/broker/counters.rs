@@ -17,6 +17,7 @@ pub struct Counters {
     dropped_not_authorized: AtomicU64,
     protocol_errors: AtomicU64,
     wills_published: AtomicU64,
+    refused_store_full: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -44,6 +45,9 @@ pub struct CountersSnapshot {
     pub protocol_errors: u64,
     /// Will messages published.
     pub wills_published: u64,
+    /// QoS 1/2 publishes refused (dropped, not acknowledged) because the durable store
+    /// reached its `storeUsage` limit.
+    pub refused_store_full: u64,
 }
 
 macro_rules! bump {
@@ -69,6 +73,7 @@ impl Counters {
         dropped_not_authorized,
         protocol_errors,
         wills_published,
+        refused_store_full,
     );
 
     pub(crate) fn add_messages_out(&self, n: u64) {
@@ -97,6 +102,7 @@ impl Counters {
             dropped_not_authorized: get(&self.dropped_not_authorized),
             protocol_errors: get(&self.protocol_errors),
             wills_published: get(&self.wills_published),
+            refused_store_full: get(&self.refused_store_full),
         }
     }
 }

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::message::{qos_serde, Message};
 use crate::protocol::QoS;
+use crate::store::QueueSeq;
 
 /// Where an outbound QoS 1/2 exchange stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,13 +30,18 @@ pub struct InflightEntry {
     pub qos: QoS,
     pub retain: bool,
     pub stage: InflightStage,
+    /// The durable store's queue entry for this message (persistent session, durable broker,
+    /// QoS 1/2), named in the store ops that acknowledgements cause.
+    #[serde(default)]
+    pub seq: Option<QueueSeq>,
 }
 
 /// What an acknowledgement from the client did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
-    /// The exchange advanced or completed; a window slot may be free.
-    Accepted,
+    /// The exchange advanced or completed; a window slot may be free. `seq`: the entry's
+    /// durable queue entry, if it has one.
+    Accepted { seq: Option<QueueSeq> },
     /// No exchange with this id is at the stage this ack belongs to (late duplicate): ignored.
     Unknown,
 }
@@ -71,7 +77,13 @@ impl Inflight {
 
     /// Record a QoS 1/2 PUBLISH about to be sent; returns its packet id, or `None` when all
     /// 65535 ids are in use (the caller's window is far smaller, so this is only a guard).
-    pub fn insert(&mut self, message: Message, qos: QoS, retain: bool) -> Option<u16> {
+    pub fn insert(
+        &mut self,
+        message: Message,
+        qos: QoS,
+        retain: bool,
+        seq: Option<QueueSeq>,
+    ) -> Option<u16> {
         let packet_id = self.allocate_packet_id()?;
         let stage = if qos == QoS::ExactlyOnce {
             InflightStage::AwaitingPubRec
@@ -84,8 +96,20 @@ impl Inflight {
             qos,
             retain,
             stage,
+            seq,
         });
         Some(packet_id)
+    }
+
+    /// Put back an exchange recovered from the durable store, with its packet id and stage
+    /// (entries arrive in send order). An id already in use is refused (returns false).
+    pub fn restore(&mut self, entry: InflightEntry) -> bool {
+        if self.entries.iter().any(|e| e.packet_id == entry.packet_id) {
+            return false;
+        }
+        self.next_packet_id = entry.packet_id.checked_add(1).unwrap_or(1);
+        self.entries.push_back(entry);
+        true
     }
 
     fn allocate_packet_id(&mut self) -> Option<u16> {
@@ -111,7 +135,7 @@ impl Inflight {
         match self.entries.iter_mut().find(|e| e.packet_id == packet_id) {
             Some(e) if e.stage != InflightStage::AwaitingPubAck => {
                 e.stage = InflightStage::AwaitingPubComp;
-                AckOutcome::Accepted
+                AckOutcome::Accepted { seq: e.seq }
             }
             _ => AckOutcome::Unknown,
         }
@@ -127,10 +151,10 @@ impl Inflight {
             .iter()
             .position(|e| e.packet_id == packet_id && e.stage == stage)
         {
-            Some(pos) => {
-                self.entries.remove(pos);
-                AckOutcome::Accepted
-            }
+            Some(pos) => match self.entries.remove(pos) {
+                Some(e) => AckOutcome::Accepted { seq: e.seq },
+                None => AckOutcome::Unknown,
+            },
             None => AckOutcome::Unknown,
         }
     }
@@ -156,19 +180,23 @@ mod tests {
     #[test]
     fn qos1_and_qos2_flows_complete() {
         let mut w = Inflight::default();
-        let a = w.insert(msg(), QoS::AtLeastOnce, false).expect("id");
-        let b = w.insert(msg(), QoS::ExactlyOnce, false).expect("id");
+        let a = w.insert(msg(), QoS::AtLeastOnce, false, None).expect("id");
+        let b = w.insert(msg(), QoS::ExactlyOnce, false, None).expect("id");
         assert_ne!(a, b);
         assert_eq!(
             w.on_pubcomp(b),
             AckOutcome::Unknown,
             "PUBCOMP before PUBREC"
         );
-        assert_eq!(w.on_pubrec(b), AckOutcome::Accepted);
-        assert_eq!(w.on_pubrec(b), AckOutcome::Accepted, "re-sent PUBREC");
+        assert_eq!(w.on_pubrec(b), AckOutcome::Accepted { seq: None });
+        assert_eq!(
+            w.on_pubrec(b),
+            AckOutcome::Accepted { seq: None },
+            "re-sent PUBREC"
+        );
         assert_eq!(w.on_puback(b), AckOutcome::Unknown, "PUBACK for a QoS 2 id");
-        assert_eq!(w.on_pubcomp(b), AckOutcome::Accepted);
-        assert_eq!(w.on_puback(a), AckOutcome::Accepted);
+        assert_eq!(w.on_pubcomp(b), AckOutcome::Accepted { seq: None });
+        assert_eq!(w.on_puback(a), AckOutcome::Accepted { seq: None });
         assert_eq!(w.on_puback(a), AckOutcome::Unknown);
         assert!(w.is_empty());
     }
@@ -179,17 +207,20 @@ mod tests {
             entries: VecDeque::new(),
             next_packet_id: u16::MAX,
         };
-        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(u16::MAX));
-        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(1));
+        assert_eq!(
+            w.insert(msg(), QoS::AtLeastOnce, false, None),
+            Some(u16::MAX)
+        );
+        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false, None), Some(1));
         w.next_packet_id = u16::MAX;
-        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(2));
+        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false, None), Some(2));
     }
 
     #[test]
     fn order_is_kept_for_retransmission() {
         let mut w = Inflight::default();
         let ids: Vec<u16> = (0..5)
-            .filter_map(|_| w.insert(msg(), QoS::AtLeastOnce, false))
+            .filter_map(|_| w.insert(msg(), QoS::AtLeastOnce, false, None))
             .collect();
         w.on_puback(ids[2]);
         let left: Vec<u16> = w.iter().map(|e| e.packet_id).collect();

@@ -14,6 +14,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod message;
+pub mod persist;
 pub mod queue;
 pub mod registry;
 pub mod retained;
@@ -93,12 +94,36 @@ impl BrokerHandle {
     }
 }
 
-/// Build the runtime graph from `config` and start serving.
+/// Build the runtime graph from `config` and start serving. A durable broker (kahaDB, the
+/// default) opens its store exclusively and recovers it first; `persistent="false"` or
+/// `memoryPersistenceAdapter` keep everything in memory.
 pub async fn start(config: Config) -> anyhow::Result<BrokerHandle> {
-    start_with_store(config, Arc::new(MemorySessionStore::default())).await
+    match persist::Durable::open(&config).await? {
+        Some((durable, recovered)) => {
+            let dir = durable.store().dir().map(|d| d.display().to_string());
+            let problems = recovered.stats.problems.clone();
+            let core = Arc::new(BrokerCore::new_durable(&config, durable)?);
+            let counts = core.restore_durable(recovered);
+            tracing::info!(
+                store = dir.as_deref().unwrap_or("memory"),
+                sessions = counts.sessions,
+                retained = counts.retained,
+                queued = counts.queued,
+                inflight = counts.inflight,
+                inbound_qos2 = counts.inbound_qos2,
+                "durable store recovered"
+            );
+            for problem in problems {
+                tracing::warn!("durable store recovery: {problem}");
+            }
+            start_core(config, core).await
+        }
+        None => start_with_store(config, Arc::new(MemorySessionStore::default())).await,
+    }
 }
 
-/// [`start`] with the store that persistent sessions are loaded from and saved to.
+/// [`start`] without a durable store, with the store that persistent sessions are loaded
+/// from and saved to as snapshots (tests reuse one across two brokers).
 pub async fn start_with_store(
     config: Config,
     store: Arc<dyn SessionStore>,
@@ -108,6 +133,10 @@ pub async fn start_with_store(
     if restored > 0 {
         tracing::info!(sessions = restored, "persistent sessions restored");
     }
+    start_core(config, core).await
+}
+
+async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<BrokerHandle> {
     // Load TLS material and bind everything before spawning anything, so a bad store or a
     // port in use fails the start cleanly.
     let mut bound = Vec::new();
@@ -137,6 +166,13 @@ pub async fn start_with_store(
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
+    if core.durable().is_some() {
+        tokio::spawn(persist::expire_sessions_periodically(
+            core.clone(),
+            shutdown.clone(),
+            task_alive.clone(),
+        ));
+    }
     let mut listeners = Vec::with_capacity(bound.len());
     for (tcp, addr, settings) in bound {
         listeners.push((settings.name.clone(), addr));

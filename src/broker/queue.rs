@@ -31,6 +31,10 @@ pub struct QueuedMessage {
     pub qos: QoS,
     /// true only for retained messages sent because of a SUBSCRIBE.
     pub retain: bool,
+    /// The durable store's queue entry for this message (persistent session, durable broker,
+    /// QoS 1/2): the store already holds it, and delivery and acks update it by this number.
+    #[serde(default)]
+    pub seq: Option<crate::store::QueueSeq>,
 }
 
 /// What [`PendingQueue::push`] did.
@@ -114,6 +118,7 @@ mod tests {
             },
             qos,
             retain: false,
+            seq: None,
         }
     }
 

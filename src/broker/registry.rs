@@ -170,6 +170,32 @@ impl SessionRegistry {
             .collect()
     }
 
+    /// Client ids of the sessions a connection holds now (the durable store's session expiry
+    /// spares them).
+    pub fn attached_client_ids(&self) -> std::collections::HashSet<Arc<str>> {
+        self.by_client_id
+            .lock()
+            .iter()
+            .filter(|(_, s)| s.is_attached())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Remove the session of `client_id` if no connection holds it (expired in the durable
+    /// store); returns it so the caller can drop its subscriptions. An attached session is
+    /// kept and returned as `Err` (its client came back meanwhile).
+    pub fn remove_offline(&self, client_id: &str) -> Option<Result<Arc<Session>, Arc<Session>>> {
+        let mut by_client_id = self.by_client_id.lock();
+        let session = by_client_id.get(client_id).cloned()?;
+        if session.is_attached() {
+            return Some(Err(session));
+        }
+        by_client_id.remove(client_id);
+        session.end();
+        self.by_id.write().remove(&session.id());
+        Some(Ok(session))
+    }
+
     pub fn len(&self) -> usize {
         self.by_client_id.lock().len()
     }

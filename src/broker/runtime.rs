@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 use super::counters::Counters;
 use super::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use super::message::{min_qos, Message};
+use super::persist::{self, Durable, RecoveredCounts};
 use super::queue::QueuedMessage;
 use super::registry::{AttachError, Attached, Detached, SessionRegistry};
 use super::retained::RetainedStore;
@@ -16,8 +17,9 @@ use super::router::SubscriptionTree;
 use super::session::{DeliverOutcome, Session, SessionId, Subscription};
 use super::store::SessionStore;
 use crate::config::Config;
-use crate::protocol::QoS;
+use crate::protocol::{LastWill, QoS};
 use crate::security::Security;
+use crate::store::{Op, QueueEntry, QueueSeq, QueueState, Recovered};
 
 /// Everything the connection tasks of one broker share.
 pub struct BrokerCore {
@@ -30,7 +32,26 @@ pub struct BrokerCore {
     pub pending_limits: PendingLimits,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
-    store: Arc<dyn SessionStore>,
+    /// Persistent sessions of a non-durable broker: snapshots saved when they go offline.
+    snapshots: Option<Arc<dyn SessionStore>>,
+    /// The durable store: the single source of truth for persistent sessions and retained
+    /// messages when set (then `snapshots` is `None`).
+    durable: Option<Arc<Durable>>,
+}
+
+/// Where a published message goes, computed before it is made durable and applied after.
+#[derive(Debug)]
+pub struct RoutePlan {
+    message: Message,
+    /// Session, QoS it is delivered with, and its durable queue entry (if any).
+    targets: Vec<(Arc<Session>, QoS, Option<QueueSeq>)>,
+    limit: usize,
+}
+
+impl RoutePlan {
+    pub fn into_message(self) -> Message {
+        self.message
+    }
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -46,6 +67,19 @@ impl std::fmt::Debug for BrokerCore {
 
 impl BrokerCore {
     pub fn new(config: &Config, store: Arc<dyn SessionStore>) -> anyhow::Result<Self> {
+        Self::build(config, Some(store), None)
+    }
+
+    /// A broker whose persistent state lives in `durable` (see [`super::persist`]).
+    pub fn new_durable(config: &Config, durable: Durable) -> anyhow::Result<Self> {
+        Self::build(config, None, Some(Arc::new(durable)))
+    }
+
+    fn build(
+        config: &Config,
+        snapshots: Option<Arc<dyn SessionStore>>,
+        durable: Option<Arc<Durable>>,
+    ) -> anyhow::Result<Self> {
         let security = Security::from_config(config)
             .map_err(|e| anyhow::anyhow!("cannot set up security: {e}"))?;
         Ok(BrokerCore {
@@ -56,8 +90,90 @@ impl BrokerCore {
             counters: Counters::default(),
             pending_limits: PendingLimits::from_policies(&config.policies),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
-            store,
+            snapshots,
+            durable,
         })
+    }
+
+    /// The durable store, when this broker has one.
+    pub fn durable(&self) -> Option<&Arc<Durable>> {
+        self.durable.as_ref()
+    }
+
+    /// Submit bookkeeping ops to the durable store (no-op without one).
+    pub(crate) fn persist_background(&self, ops: Vec<Op>) {
+        if let Some(durable) = &self.durable {
+            durable.submit_background(ops);
+        }
+    }
+
+    /// Sessions the durable store expired: drop them from memory too. One whose client came
+    /// back in the meantime is written back to the store (it is live again).
+    pub fn drop_expired(&self, client_ids: &[Arc<str>]) {
+        for client_id in client_ids {
+            match self.registry.remove_offline(client_id) {
+                None => {}
+                Some(Ok(session)) => session.with_state_unchecked(|s| {
+                    let mut tree = self.subscriptions.write();
+                    for filter in s.subscriptions.keys() {
+                        tree.remove(filter, &session.id());
+                    }
+                }),
+                Some(Err(back)) => {
+                    let op = back.with_state_unchecked(|s| persist::put_session_op(s));
+                    self.persist_background(vec![op]);
+                }
+            }
+        }
+    }
+
+    /// A QoS 1/2 publish the store did not take: counted and logged (rate-limited).
+    pub fn publish_refused(&self, topic: &str, error: &crate::store::StoreError) {
+        if let crate::store::StoreError::Full { .. } = error {
+            let total = self.counters.refused_store_full();
+            if persist::should_log_refusal(total) {
+                tracing::warn!(%topic, refused_total = total, "publish refused: {error}");
+            }
+        } else {
+            tracing::warn!(%topic, "publish refused, not acknowledged: {error}");
+        }
+    }
+
+    /// Rebuild retained messages and persistent sessions from what the durable store held.
+    pub fn restore_durable(&self, recovered: Recovered) -> RecoveredCounts {
+        let counts = RecoveredCounts::of(&recovered);
+        {
+            let mut retained = self.retained.write();
+            for message in persist::restore_retained(recovered.retained) {
+                let topic = message.topic.clone();
+                retained.set(&topic, message);
+            }
+        }
+        let mut forget_wills = Vec::new();
+        for recovered_session in recovered.sessions {
+            let (state, will) = persist::restore_session(recovered_session);
+            if let Some(will) = will {
+                // The client was connected when the broker stopped. Its will is not published
+                // (the authorization context of the connection is gone); it is dropped.
+                tracing::info!(client_id = %state.client_id, topic = %will.topic,
+                    "will of a client connected at the last stop is not published");
+                forget_wills.push(persist::put_session_op(&state));
+            }
+            self.index_restored(state);
+        }
+        self.persist_background(forget_wills);
+        counts
+    }
+
+    fn index_restored(&self, state: super::session::SessionState) {
+        let session = self.registry.restore(state);
+        // Lock order: session, then tree (as everywhere else).
+        session.with_state_unchecked(|s| {
+            let mut tree = self.subscriptions.write();
+            for (filter, sub) in &s.subscriptions {
+                tree.insert(filter, session.id(), sub.qos);
+            }
+        });
     }
 
     /// The current security snapshot; a connection keeps the one it authenticated with.
@@ -67,33 +183,38 @@ impl BrokerCore {
 
     /// Bring back the persistent sessions of the store (offline until their clients return).
     pub fn restore_sessions(&self) -> anyhow::Result<usize> {
-        let states = self.store.load_all()?;
+        let Some(snapshots) = &self.snapshots else {
+            return Ok(0);
+        };
+        let states = snapshots.load_all()?;
         let count = states.len();
         for state in states {
-            let session = self.registry.restore(state);
-            // Lock order: session, then tree (as everywhere else).
-            session.with_state_unchecked(|s| {
-                let mut tree = self.subscriptions.write();
-                for (filter, sub) in &s.subscriptions {
-                    tree.insert(filter, session.id(), sub.qos);
-                }
-            });
+            self.index_restored(state);
         }
         Ok(count)
     }
 
     /// Give a CONNECTing client its session (see [`SessionRegistry::attach`]).
+    /// A persistent session's record in the durable store carries `will`.
     pub fn attach(
         &self,
         client_id: &str,
         clean_session: bool,
         allow_link_stealing: bool,
+        will: Option<&LastWill>,
     ) -> Result<Attached, AttachError> {
         let attached = self
             .registry
             .attach(client_id, clean_session, allow_link_stealing)?;
         if let Some(old) = &attached.discarded {
             self.forget(old);
+        }
+        if self.durable.is_some() && attached.session.is_persistent() {
+            let op = attached.session.with_state_unchecked(|s| {
+                s.stored_will = will.map(persist::will_record);
+                persist::put_session_op(s)
+            });
+            self.persist_background(vec![op]);
         }
         Ok(attached)
     }
@@ -117,21 +238,41 @@ impl BrokerCore {
                 tree.remove(filter, &session.id());
             }
         });
-        if session.is_persistent() {
-            if let Err(e) = self.store.remove(session.client_id()) {
+        if !session.is_persistent() {
+            return;
+        }
+        if self.durable.is_some() {
+            self.persist_background(vec![Op::DeleteSession {
+                client_id: session.client_id().clone(),
+            }]);
+        } else if let Some(snapshots) = &self.snapshots {
+            if let Err(e) = snapshots.remove(session.client_id()) {
                 tracing::warn!(client_id = %session.client_id(), "{e}");
             }
         }
     }
 
+    /// A persistent session went offline: its will is gone (published or discarded) and its
+    /// last-seen time (session expiry) is now.
     fn save(&self, session: &Session) {
-        if let Err(e) = self.store.save(&session.snapshot()) {
-            tracing::warn!(client_id = %session.client_id(), "{e}");
+        if self.durable.is_some() {
+            let op = session.with_state_unchecked(|s| {
+                s.stored_will = None;
+                persist::put_session_op(s)
+            });
+            self.persist_background(vec![op]);
+        } else if let Some(snapshots) = &self.snapshots {
+            if let Err(e) = snapshots.save(&session.snapshot()) {
+                tracing::warn!(client_id = %session.client_id(), "{e}");
+            }
         }
     }
 
-    /// Save every persistent session (graceful shutdown).
+    /// Save every persistent session (graceful shutdown; the durable store is always current).
     pub fn save_all(&self) {
+        if self.snapshots.is_none() {
+            return;
+        }
         for session in self.registry.persistent_sessions() {
             self.save(&session);
         }
@@ -145,6 +286,11 @@ impl BrokerCore {
             .with_state(generation, |s| {
                 s.subscriptions
                     .insert(filter.to_owned(), Subscription { qos });
+                // Submitted before the tree entry exists: no publish can enqueue for a
+                // session the store does not have yet.
+                if session.is_persistent() {
+                    self.persist_background(vec![persist::put_session_op(s)]);
+                }
                 self.subscriptions.write().insert(filter, session.id(), qos);
             })
             .is_some()
@@ -156,6 +302,9 @@ impl BrokerCore {
             let existed = s.subscriptions.remove(filter).is_some();
             if existed {
                 self.subscriptions.write().remove(filter, &session.id());
+                if session.is_persistent() {
+                    self.persist_background(vec![persist::put_session_op(s)]);
+                }
             }
             existed
         })
@@ -176,13 +325,56 @@ impl BrokerCore {
     /// queue entry costs a few references, and the retained set is already bounded by what the
     /// store holds. Capping it would silently lose retained messages for a wide subscription.
     pub fn deliver_retained(&self, session: &Session, message: Message, qos: QoS) {
+        let mut seq = None;
+        if let Some(durable) = &self.durable {
+            if session.is_persistent() && qos != QoS::AtMostOnce {
+                // A copy of the body for the queue (the retained slot's copy may be replaced).
+                let (id, entry_seq) = (durable.allocate_id(), durable.allocate_id());
+                durable.submit_background(vec![
+                    Op::PutMessage {
+                        id,
+                        message: persist::stored_message(&message),
+                    },
+                    Op::Enqueue {
+                        client_id: session.client_id().clone(),
+                        seq: entry_seq,
+                        entry: QueueEntry {
+                            message_id: id,
+                            qos,
+                            retain: true,
+                            state: QueueState::Queued,
+                        },
+                    },
+                ]);
+                seq = Some(entry_seq);
+            }
+        }
         let item = QueuedMessage {
             message,
             qos,
             retain: true,
+            seq,
         };
         let outcome = session.deliver(item, usize::MAX);
         self.count_delivery(session, outcome, usize::MAX);
+        self.dequeue_if_dropped(session, outcome, seq);
+    }
+
+    /// A durable queue entry whose message was not queued in memory is removed from the store.
+    fn dequeue_if_dropped(
+        &self,
+        session: &Session,
+        outcome: DeliverOutcome,
+        seq: Option<QueueSeq>,
+    ) {
+        if let (Some(seq), DeliverOutcome::DroppedFull | DeliverOutcome::DroppedEnded) =
+            (seq, outcome)
+        {
+            self.persist_background(vec![Op::Dequeue {
+                client_id: session.client_id().clone(),
+                seq,
+            }]);
+        }
     }
 
     fn count_delivery(&self, session: &Session, outcome: DeliverOutcome, limit: usize) {
@@ -206,10 +398,95 @@ impl BrokerCore {
         }
     }
 
-    /// Route a published message: update the retained store, then queue one copy per matching
-    /// session at min(publish QoS, highest matching subscription QoS). Never blocks on a
-    /// subscriber. Returns the number of sessions the message was offered to.
+    /// Route a published message now: update the retained store, then queue one copy per
+    /// matching session at min(publish QoS, highest matching subscription QoS). Never blocks on
+    /// a subscriber. With a durable store its changes are submitted but not awaited (QoS 0
+    /// publishes, wills). Returns the number of sessions the message was offered to.
     pub fn route(&self, message: Message) -> usize {
+        let (plan, ops) = self.plan_route(message);
+        self.persist_background(ops);
+        self.complete_route(plan)
+    }
+
+    /// The first half of routing: the sessions `message` goes to and, for a durable broker,
+    /// the store ops that make it durable (its body, its retained slot, one queue entry per
+    /// persistent session receiving it at QoS 1/2). Nothing is changed until
+    /// [`Self::complete_route`].
+    pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Op>) {
+        let mut matches: Vec<(SessionId, QoS)> = Vec::new();
+        self.subscriptions
+            .read()
+            .for_each_match(&message.topic, |id, qos| matches.push((*id, *qos)));
+        // One copy per session at its highest matching QoS (overlapping subscriptions).
+        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        matches.dedup_by_key(|m| m.0);
+        let limit = self.pending_limits.limit_for(&message.topic);
+        let mut targets = Vec::with_capacity(matches.len());
+        self.registry.for_each_of(&matches, |session, sub_qos| {
+            targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
+        });
+        let mut ops = Vec::new();
+        if let Some(durable) = &self.durable {
+            let message_id = durable.allocate_id();
+            let mut body_needed = false;
+            if message.retain {
+                if message.payload.is_empty() {
+                    ops.push(Op::ClearRetained {
+                        topic: message.topic.clone(),
+                    });
+                } else {
+                    body_needed = true;
+                    ops.push(Op::SetRetained {
+                        topic: message.topic.clone(),
+                        message_id,
+                    });
+                }
+            }
+            for (session, qos, seq) in &mut targets {
+                if session.is_persistent() && *qos != QoS::AtMostOnce {
+                    let entry_seq = durable.allocate_id();
+                    *seq = Some(entry_seq);
+                    body_needed = true;
+                    ops.push(Op::Enqueue {
+                        client_id: session.client_id().clone(),
+                        seq: entry_seq,
+                        entry: QueueEntry {
+                            message_id,
+                            qos: *qos,
+                            retain: false,
+                            state: QueueState::Queued,
+                        },
+                    });
+                }
+            }
+            if body_needed {
+                ops.insert(
+                    0,
+                    Op::PutMessage {
+                        id: message_id,
+                        message: persist::stored_message(&message),
+                    },
+                );
+            }
+        }
+        (
+            RoutePlan {
+                message,
+                targets,
+                limit,
+            },
+            ops,
+        )
+    }
+
+    /// The second half of routing (after the plan's ops are durable): retained store, then
+    /// the deliveries. Returns the number of sessions the message was offered to.
+    pub fn complete_route(&self, plan: RoutePlan) -> usize {
+        let RoutePlan {
+            message,
+            targets,
+            limit,
+        } = plan;
         if message.retain {
             if message.payload.is_empty() {
                 self.retained.write().clear(&message.topic);
@@ -217,30 +494,22 @@ impl BrokerCore {
                 self.retained.write().set(&message.topic, message.clone());
             }
         }
-        let mut matches: Vec<(SessionId, QoS)> = Vec::new();
-        self.subscriptions
-            .read()
-            .for_each_match(&message.topic, |id, qos| matches.push((*id, *qos)));
-        if matches.is_empty() {
-            return 0;
-        }
-        // One copy per session at its highest matching QoS (overlapping subscriptions).
-        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        matches.dedup_by_key(|m| m.0);
-        let limit = self.pending_limits.limit_for(&message.topic);
         let live = Message {
             retain: false,
             ..message
         };
-        self.registry.for_each_of(&matches, |session, sub_qos| {
+        let offered = targets.len();
+        for (session, qos, seq) in targets {
             let item = QueuedMessage {
                 message: live.clone(),
-                qos: min_qos(live.qos, sub_qos),
+                qos,
                 retain: false,
+                seq,
             };
             let outcome = session.deliver(item, limit);
-            self.count_delivery(session, outcome, limit);
-        });
-        matches.len()
+            self.count_delivery(&session, outcome, limit);
+            self.dequeue_if_dropped(&session, outcome, seq);
+        }
+        offered
     }
 }

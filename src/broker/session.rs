@@ -47,6 +47,10 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released by PUBREL: a PUBLISH
     /// re-sent with one of these ids is acknowledged but not routed again.
     pub inbound_qos2: BTreeSet<u16>,
+    /// The will of the connected client, as kept in the durable store's session record (the
+    /// store's record is rewritten whole on SUBSCRIBE, so the will travels with the state).
+    #[serde(skip)]
+    pub stored_will: Option<crate::store::WillRecord>,
 }
 
 impl SessionState {
@@ -246,6 +250,7 @@ mod tests {
             },
             qos,
             retain: false,
+            seq: None,
         }
     }
 

@@ -1,10 +1,13 @@
-//! Where persistent (clean session 0) session state goes between broker runs.
+//! Where persistent (clean session 0) session state goes between broker runs of a NON-durable
+//! broker (`persistent="false"`, `memoryPersistenceAdapter`).
 //!
 //! The runtime keeps live sessions in its registry; a [`SessionStore`] only sees snapshots:
 //! every persistent session is loaded at start, saved when its client goes offline and when
 //! the broker shuts down, and removed when a clean-session connect discards it. The in-memory
 //! store keeps snapshots for the life of the process (tests reuse one store across two broker
-//! instances to check a restart); the durable store of issue 7 implements the same trait.
+//! instances to check a restart). A durable broker does not use it: there the durable store
+//! ([`crate::store`], wired in by [`super::persist`]) is the single source of truth, updated
+//! change by change rather than by snapshots.
 
 use std::collections::HashMap;
 

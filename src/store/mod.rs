@@ -91,10 +91,6 @@ use writer::{Request, Writer};
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE_NAME: &str = "ferromq.redb";
 
-/// Batches waiting for the writer before [`Store::commit`] callers wait to enqueue
-/// (back-pressure instead of unbounded memory).
-const REQUEST_QUEUE_CAPACITY: usize = 8192;
-
 /// Page cache of the database: the working set is recent messages, not the whole store.
 const CACHE_SIZE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -144,7 +140,10 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     /// `None` only while dropping.
-    requests: Option<mpsc::Sender<Request>>,
+    /// Unbounded so that [`Store::submit`] can queue a batch synchronously (submission order is
+    /// apply order, which the broker relies on); callers bound what they have outstanding
+    /// (the broker: a window of unacknowledged publishes per connection).
+    requests: Option<mpsc::UnboundedSender<Request>>,
     writer: Option<JoinHandle<()>>,
     db: Arc<Database>,
     counters: Arc<Counters>,
@@ -225,7 +224,7 @@ impl Store {
             message_bytes: AtomicU64::new(message_bytes),
             ..Counters::default()
         });
-        let (requests, receiver) = mpsc::channel(REQUEST_QUEUE_CAPACITY);
+        let (requests, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             db: db.clone(),
             counters: counters.clone(),
@@ -270,12 +269,33 @@ impl Store {
     /// [`StoreError::Full`]; either leaves no trace and the other batches of the group go on.
     /// If the caller stops waiting, the batch is still committed.
     pub async fn commit(&self, ops: Vec<Op>) -> Result<(), StoreError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.send(Request::Commit { ops, reply }).await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.submit(ops)?.await
+    }
+
+    /// Queues `ops` for the writer now (so batches submitted one after the other are applied
+    /// in that order, even when nobody awaits them yet) and returns a future that resolves
+    /// once they are durable, like [`Store::commit`]. Dropping the future does not cancel the
+    /// batch: fire-and-forget updates (acknowledgement bookkeeping) just drop it.
+    pub fn submit(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+        StoreError,
+    > {
+        let answer = if ops.is_empty() {
+            None
+        } else {
+            let (reply, answer) = oneshot::channel();
+            self.send(Request::Commit { ops, reply })?;
+            Some(answer)
+        };
+        Ok(async move {
+            match answer {
+                None => Ok(()),
+                Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
+            }
+        })
     }
 
     /// Deletes every persistent session that is not in `online` and was last seen more than
@@ -293,14 +313,13 @@ impl Store {
             default_expiry_ms,
             online,
             reply,
-        })
-        .await?;
+        })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn send(&self, request: Request) -> Result<(), StoreError> {
+    fn send(&self, request: Request) -> Result<(), StoreError> {
         let requests = self.inner.requests.as_ref().ok_or(StoreError::Closed)?;
-        requests.send(request).await.map_err(|_| StoreError::Closed)
+        requests.send(request).map_err(|_| StoreError::Closed)
     }
 
     /// Reads everything back (call once, at startup, before serving; it blocks, so from async

@@ -62,7 +62,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Serves requests until every [`super::Store`] handle is gone.
-    pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+    pub(crate) fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
         while let Some(first) = requests.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP_REQUESTS {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Conn, ConnectionParams, CLOSE_GRACE, READ_CHUNK_BYTES};
+use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, READ_CHUNK_BYTES};
 use crate::broker::keepalive;
 use crate::broker::registry::AttachError;
 use crate::broker::runtime::BrokerCore;
@@ -147,6 +147,7 @@ where
         &client_id,
         connect.clean_start,
         params.listener.options.allow_link_stealing,
+        connect.will.as_ref(),
     ) {
         Ok(a) => a,
         Err(AttachError::ClientIdInUse) => {
@@ -177,6 +178,7 @@ where
         keep_alive_limit,
         out: BytesMut::with_capacity(READ_CHUNK_BYTES),
         pump_wanted: true,
+        pending_acks: PendingAcks::default(),
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).
     let connack = Packet::ConnAck(ConnAck {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{CloseReason, Conn};
+use super::{CloseReason, Conn, Ready};
 use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message};
 use crate::broker::session::SessionState;
@@ -11,6 +11,7 @@ use crate::protocol::{
     Ack, LastWill, Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
+use crate::store::{Op, QueueState, StoreError};
 
 /// SUBACK return code: subscription refused.
 const SUBACK_FAILURE: u8 = 0x80;
@@ -29,17 +30,14 @@ impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
         match packet {
             Packet::Publish(p) => self.on_publish(p)?,
-            Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id))?,
+            Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id), None)?,
             Packet::PubRec(a) => {
-                self.on_delivery_ack(|w| w.on_pubrec(a.packet_id))?;
+                self.on_delivery_ack(|w| w.on_pubrec(a.packet_id), Some(a.packet_id))?;
                 // Also for an unknown id: the client waits for PUBREL either way.
                 self.send(Packet::PubRel(Ack::new(a.packet_id)))?;
             }
-            Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id))?,
-            Packet::PubRel(a) => {
-                self.with_session(|s| s.inbound_qos2.remove(&a.packet_id))?;
-                self.send(Packet::PubComp(Ack::new(a.packet_id)))?;
-            }
+            Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id), None)?,
+            Packet::PubRel(a) => self.on_pubrel(a.packet_id)?,
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
             Packet::PingReq => self.send(Packet::PingResp)?,
@@ -68,12 +66,29 @@ impl Conn {
             .ok_or(CloseReason::TakenOver)
     }
 
+    /// PUBACK / PUBCOMP (`released` = None: the durable entry is removed) or PUBREC
+    /// (`released` = its packet id: the durable entry now awaits PUBCOMP).
     fn on_delivery_ack(
         &mut self,
         f: impl FnOnce(&mut Inflight) -> AckOutcome,
+        released: Option<u16>,
     ) -> Result<(), CloseReason> {
         match self.with_session(|s| f(&mut s.inflight))? {
-            AckOutcome::Accepted => self.pump_wanted = true,
+            AckOutcome::Accepted { seq } => {
+                self.pump_wanted = true;
+                if let Some(seq) = seq {
+                    let client_id = self.session.client_id().clone();
+                    let op = match released {
+                        Some(packet_id) => Op::SetQueueState {
+                            client_id,
+                            seq,
+                            state: QueueState::Released { packet_id },
+                        },
+                        None => Op::Dequeue { client_id, seq },
+                    };
+                    self.core.persist_background(vec![op]);
+                }
+            }
             AckOutcome::Unknown => {
                 tracing::debug!("acknowledgement for an unknown packet id ignored")
             }
@@ -91,19 +106,30 @@ impl Conn {
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                self.publish(message);
+                if self.pending_acks.is_empty() {
+                    self.publish(message);
+                } else if self.authorize(&message) {
+                    // Behind messages waiting for the store: delivered in turn.
+                    let (plan, ops) = self.core.plan_route(message);
+                    self.core.persist_background(ops);
+                    self.pending_acks.push(std::future::ready(Ready {
+                        route: Some(plan),
+                        ack: None,
+                    }));
+                }
             }
             (QoS::AtLeastOnce, Some(id)) => {
-                self.publish(message);
-                self.send(Packet::PubAck(Ack::new(id)))?;
+                self.publish_acked(message, None, Packet::PubAck(Ack::new(id)))?;
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Exactly once: route on first receipt, remember the id until PUBREL; a
                 // re-sent PUBLISH with that id is acknowledged again but not routed.
+                let ack = Packet::PubRec(Ack::new(id));
                 if self.with_session(|s| s.inbound_qos2.insert(id))? {
-                    self.publish(message);
+                    self.publish_acked(message, Some(id), ack)?;
+                } else {
+                    self.ack(ack)?;
                 }
-                self.send(Packet::PubRec(Ack::new(id)))?;
             }
             (_, None) => {
                 return Err(CloseReason::ProtocolViolation(
@@ -114,9 +140,136 @@ impl Conn {
         Ok(())
     }
 
-    /// The `$` rule, write authorization, then routing (PUBLISH and will alike). A refused
+    /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike). A refused
     /// message is still acknowledged by the caller (3.1.1 cannot say no), as ActiveMQ does.
     fn publish(&mut self, message: Message) -> bool {
+        if !self.authorize(&message) {
+            return false;
+        }
+        self.core.route(message);
+        true
+    }
+
+    /// Send `ack` after every acknowledgement already waiting for the store (order is kept).
+    pub(super) fn ack(&mut self, ack: Packet) -> Result<(), CloseReason> {
+        if self.pending_acks.is_empty() {
+            self.send(ack)
+        } else {
+            self.pending_acks.push(std::future::ready(Ready {
+                route: None,
+                ack: Some(ack),
+            }));
+            Ok(())
+        }
+    }
+
+    /// A QoS 1/2 PUBLISH: routed and acknowledged with `ack` once what it changes in the
+    /// durable store is durable (at once without a store, or when it changes nothing there).
+    /// `inbound_qos2`: the QoS 2 packet id to record with it. Refused by a full store: not
+    /// acknowledged and not routed (3.1.1 has no negative PUBACK; MQTT 5 would send 0x97 quota
+    /// exceeded), counted in `refused_store_full` and logged; the connection stays.
+    fn publish_acked(
+        &mut self,
+        message: Message,
+        inbound_qos2: Option<u16>,
+        ack: Packet,
+    ) -> Result<(), CloseReason> {
+        if !self.authorize(&message) {
+            return self.ack(ack);
+        }
+        let (plan, ops) = self.core.plan_route(message);
+        let qos2_op = match inbound_qos2 {
+            Some(packet_id) if self.session.is_persistent() => Some(Op::AddInboundQos2 {
+                client_id: self.session.client_id().clone(),
+                packet_id,
+            }),
+            _ => None,
+        };
+        let durable = match self.core.durable() {
+            Some(d) if !ops.is_empty() || qos2_op.is_some() => d.clone(),
+            _ if self.pending_acks.is_empty() => {
+                self.core.complete_route(plan);
+                return self.send(ack);
+            }
+            _ => {
+                self.pending_acks.push(std::future::ready(Ready {
+                    route: Some(plan),
+                    ack: Some(ack),
+                }));
+                return Ok(());
+            }
+        };
+        let (core, session) = (self.core.clone(), self.session.clone());
+        let mut batch = ops;
+        batch.extend(qos2_op.clone());
+        let first = durable.store().submit(batch);
+        self.pending_acks.push(async move {
+            let mut result = match first {
+                Ok(done) => done.await,
+                Err(e) => Err(e),
+            };
+            let mut plan = plan;
+            if let Err(StoreError::InvalidOp(_)) = result {
+                // A receiving session was deleted after routing was planned: plan again.
+                let (replanned, mut ops) = core.plan_route(plan.into_message());
+                ops.extend(qos2_op);
+                plan = replanned;
+                result = match durable.store().submit(ops) {
+                    Ok(done) => done.await,
+                    Err(e) => Err(e),
+                };
+            }
+            match result {
+                Ok(()) => Ready {
+                    route: Some(plan),
+                    ack: Some(ack),
+                },
+                Err(e) => {
+                    if let Some(id) = inbound_qos2 {
+                        session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
+                    }
+                    core.publish_refused(&plan.into_message().topic, &e);
+                    Ready::default()
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// PUBREL: forget the inbound QoS 2 id, then PUBCOMP once that is durable (else a crash
+    /// could bring the id back and swallow the client's next message that reuses it).
+    fn on_pubrel(&mut self, packet_id: u16) -> Result<(), CloseReason> {
+        self.with_session(|s| s.inbound_qos2.remove(&packet_id))?;
+        let ack = Packet::PubComp(Ack::new(packet_id));
+        let durable = match self.core.durable() {
+            Some(d) if self.session.is_persistent() => d.clone(),
+            _ => return self.ack(ack),
+        };
+        let submitted = durable.store().submit(vec![Op::RemoveInboundQos2 {
+            client_id: self.session.client_id().clone(),
+            packet_id,
+        }]);
+        self.pending_acks.push(async move {
+            let result = match submitted {
+                Ok(done) => done.await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => Ready {
+                    route: None,
+                    ack: Some(ack),
+                },
+                Err(e) => {
+                    tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");
+                    Ready::default()
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// The `$` rule and write authorization; counts and logs a refusal.
+    fn authorize(&mut self, message: &Message) -> bool {
         if message.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
@@ -132,7 +285,6 @@ impl Conn {
             tracing::info!(topic = %message.topic, user = %self.principal.user, "publish not authorized: dropped");
             return false;
         }
-        self.core.route(message);
         true
     }
 

@@ -10,8 +10,11 @@
 //! socket drains; the session queue's limit then bounds memory (see [`super::queue`]).
 
 mod connect;
+mod durable_acks;
 mod inbound;
 mod outbound;
+
+pub(crate) use durable_acks::{PendingAcks, Ready};
 
 use std::io;
 use std::net::SocketAddr;
@@ -35,6 +38,8 @@ use crate::transport::SharedTls;
 pub const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
 /// Read at least this much free space per socket read.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
+/// How long closing waits for the store to answer the connection's pending publishes.
+const PENDING_ACKS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long closing may spend flushing output and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -141,6 +146,8 @@ pub(crate) struct Conn {
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.
     pump_wanted: bool,
+    /// Acknowledgements waiting for the durable store, in the order the packets arrived.
+    pending_acks: PendingAcks,
 }
 
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
@@ -215,7 +222,7 @@ where
                 return reason;
             }
         }
-        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES;
+        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES && conn.pending_acks.has_room();
         if read_buf.capacity() - read_buf.len() < READ_CHUNK_BYTES {
             read_buf.reserve(READ_CHUNK_BYTES);
         }
@@ -252,6 +259,18 @@ where
             _ = &mut expiry, if keep_alive.is_enabled() => {
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
+            ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
+                if let Some(ready) = ready {
+                    if let Some(plan) = ready.route {
+                        conn.core.complete_route(plan);
+                    }
+                    if let Some(packet) = ready.ack {
+                        if let Err(reason) = conn.send(packet) {
+                            return reason;
+                        }
+                    }
+                }
+            }
             _ = wake.notified() => conn.pump_wanted = true,
         }
     }
@@ -279,6 +298,34 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 }
 
 impl Conn {
+    /// Finish what waits for the store before the session is released: a message the store
+    /// already queued for persistent sessions must reach their in-memory queues too (else the
+    /// two disagree until the next restart). Acknowledgements go out if the socket still works.
+    async fn drain_pending_acks(&mut self) {
+        let deadline = tokio::time::Instant::now() + PENDING_ACKS_DRAIN_LIMIT;
+        while !self.pending_acks.is_empty() {
+            match tokio::time::timeout_at(deadline, self.pending_acks.next_ready()).await {
+                Ok(Some(ready)) => {
+                    if let Some(plan) = ready.route {
+                        self.core.complete_route(plan);
+                    }
+                    if let Some(packet) = ready.ack {
+                        let _ = self.send(packet);
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        "durable store did not answer within {} ms; pending publishes of this \
+                         connection are delivered after the next restart",
+                        PENDING_ACKS_DRAIN_LIMIT.as_millis()
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
     /// End the connection: flush what is pending (bounded), publish the will when `reason`
     /// calls for it, release the session, close the socket.
     async fn close<W: AsyncWrite + Unpin>(mut self, reason: CloseReason, writer: &mut W) {
@@ -289,6 +336,7 @@ impl Conn {
             tracing::debug!("closing: {reason}");
         }
         let socket_usable = !matches!(reason, CloseReason::Io(_) | CloseReason::TakenOver);
+        self.drain_pending_acks().await;
         if socket_usable && !self.out.is_empty() {
             let mut out = std::mem::take(&mut self.out);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {

@@ -7,6 +7,7 @@ use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
 use crate::protocol::{encode, Ack, Packet, Publish, QoS};
 use crate::security::Action;
+use crate::store::{Op, QueueState};
 
 /// Deliveries moved from the queue per session-lock acquisition.
 const PUMP_BATCH: usize = 64;
@@ -70,6 +71,8 @@ impl Conn {
         let window = self.core.inflight_window;
         loop {
             let mut denied = 0u64;
+            let mut store_ops = Vec::new();
+            let client_id = self.session.client_id().clone();
             let (security, principal, authz) = (&self.security, &self.principal, &mut self.authz);
             let batch: Vec<(Option<u16>, QueuedMessage)> = self
                 .session
@@ -88,22 +91,36 @@ impl Conn {
                         };
                         if !authz.allowed(security, principal, Action::Read, &item.message.topic) {
                             denied += 1;
+                            if let Some(seq) = item.seq {
+                                store_ops.push(Op::Dequeue {
+                                    client_id: client_id.clone(),
+                                    seq,
+                                });
+                            }
                             continue;
                         }
                         let packet_id = if head_needs_window {
                             s.inflight
-                                .insert(item.message.clone(), item.qos, item.retain)
+                                .insert(item.message.clone(), item.qos, item.retain, item.seq)
                         } else {
                             None
                         };
                         if head_needs_window && packet_id.is_none() {
                             break;
                         }
+                        if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
+                            store_ops.push(Op::SetQueueState {
+                                client_id: client_id.clone(),
+                                seq,
+                                state: QueueState::Sent { packet_id },
+                            });
+                        }
                         batch.push((packet_id, item));
                     }
                     batch
                 })
                 .ok_or(CloseReason::TakenOver)?;
+            self.core.persist_background(store_ops);
             for _ in 0..denied {
                 self.core.counters.dropped_not_authorized();
             }

@@ -1,0 +1,56 @@
+//! Acknowledgements that wait for the durable store (pipelined group commit).
+//!
+//! A QoS 1/2 PUBLISH to a durable broker is acknowledged only once its store batch is durable.
+//! The connection does not wait for that: it keeps reading, and each PUBLISH adds its pending
+//! acknowledgement here, so one client with many messages in flight gets many of them into one
+//! fsync. Acknowledgements leave in arrival order (MQTT 3.1.1 4.6: PUBACK/PUBREC in the order
+//! the PUBLISHes came), so once one is pending, even acknowledgements that need no store wait
+//! behind it. Routing happens as each one leaves (not when its commit completes), so a
+//! publisher's messages reach subscribers in the order it sent them, QoS 0 included.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::{FuturesOrdered, StreamExt};
+
+use crate::broker::runtime::RoutePlan;
+use crate::protocol::Packet;
+
+/// Most acknowledgements waiting for the store per connection; the connection stops reading
+/// when it is reached (bounds memory; far above any client's in-flight window).
+pub(crate) const MAX_PENDING_ACKS: usize = 4096;
+
+/// What the connection does, in arrival order, once a pending entry is ready.
+#[derive(Debug, Default)]
+pub(crate) struct Ready {
+    /// Deliver this message (its store ops are durable).
+    pub route: Option<RoutePlan>,
+    /// Send this acknowledgement (`None`: refused, send nothing).
+    pub ack: Option<Packet>,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
+
+#[derive(Default)]
+pub(crate) struct PendingAcks {
+    queue: FuturesOrdered<AckFuture>,
+}
+
+impl PendingAcks {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub(crate) fn has_room(&self) -> bool {
+        self.queue.len() < MAX_PENDING_ACKS
+    }
+
+    pub(crate) fn push(&mut self, ack: impl Future<Output = Ready> + Send + 'static) {
+        self.queue.push_back(Box::pin(ack));
+    }
+
+    /// The next entry in arrival order, once ready. Cancel-safe.
+    pub(crate) async fn next_ready(&mut self) -> Option<Ready> {
+        self.queue.next().await
+    }
+}
