@@ -485,7 +485,7 @@ fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["TiB", "GiB", "MiB", "KiB"];
     for (i, unit) in UNITS.iter().enumerate() {
         let size = 1u64 << (10 * (4 - i));
-        if bytes >= size && bytes % size == 0 {
+        if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }

@@ -141,7 +141,7 @@ fn decode_string(tag: u8, body: &[u8]) -> Option<String> {
         0x14 | 0x1b => Some(body.iter().map(|b| char::from(*b)).collect()),
         // BMPString: UTF-16BE
         0x1e => {
-            if body.len() % 2 != 0 {
+            if !body.len().is_multiple_of(2) {
                 return None;
             }
             let units: Vec<u16> = body
@@ -152,7 +152,7 @@ fn decode_string(tag: u8, body: &[u8]) -> Option<String> {
         }
         // UniversalString: UTF-32BE
         0x1c => {
-            if body.len() % 4 != 0 {
+            if !body.len().is_multiple_of(4) {
                 return None;
             }
             body.chunks_exact(4)
@@ -337,7 +337,7 @@ fn push_char(bytes: &mut Vec<u8>, c: char) {
 
 /// The text of a `#hex` DER value when it is a string type (how Java writes EMAILADDRESS).
 fn hex_string_value(hex_digits: &str) -> Option<String> {
-    if hex_digits.len() % 2 != 0 || !hex_digits.is_ascii() {
+    if !hex_digits.len().is_multiple_of(2) || !hex_digits.is_ascii() {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..hex_digits.len())
