@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, LoadOptions};
-pub use reloader::{ApplyConfig, ApplyOutcome, ReloadResult, ReloadStats, Reloader};
+pub use reloader::{ApplyConfig, ApplyFuture, ApplyOutcome, ReloadResult, ReloadStats, Reloader};
 pub use watcher::{WatchSettings, Watcher};
 
 /// Requests waiting at most; more are merged into the waiting ones (a reload reads everything).

@@ -70,7 +70,8 @@ impl Conn {
         let window = self.core.inflight_window;
         loop {
             let mut denied = 0u64;
-            let (security, principal, authz) = (&self.security, &self.principal, &mut self.authz);
+            let security = self.core.current_security();
+            let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
             let batch: Vec<(Option<u16>, QueuedMessage)> = self
                 .session
                 .with_state(self.token.generation, |s| {
