@@ -3,6 +3,7 @@
 
 mod common;
 mod reload_live;
+mod reload_support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use bytes::Bytes;
 use common::{connect_packet, options, Client, RawClient, STEP};
 use ferromq::protocol::ConnectReason;
 use reload_live::{broker_xml, closed_within, LiveBroker};
+use reload_support::Logs;
 use rumqttc::{QoS as Q, SubscribeReasonCode};
 use tokio::net::TcpStream;
 
@@ -254,6 +256,7 @@ async fn users_and_permissions_follow_the_file_on_live_connections() {
 
 #[tokio::test]
 async fn invalid_edits_change_nothing_and_a_port_clash_is_retried() {
+    let (logs, _guard) = Logs::capture();
     let mut live = LiveBroker::start(&broker_xml("", &[("mqtt", ANY)]), true).await;
     let addr = live.addr("mqtt").await.expect("listening");
     let mut sub = Client::connect(addr, "sub").await;
@@ -268,6 +271,19 @@ async fn invalid_edits_change_nothing_and_a_port_clash_is_retried() {
         "{stats:?}"
     );
     assert_eq!(live.addr("extra").await, None, "nothing applied");
+    let at = format!("{}:", live.file().display());
+    let text = logs.text();
+    let logged = text
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains(&at))
+        .unwrap_or_else(|| panic!("the XML error at {at}line:col in the log:\n{text}"));
+    let mut position = logged.split(&at).nth(1).unwrap_or_default().split(':');
+    let (line, col) = (position.next(), position.next());
+    assert!(
+        line.is_some_and(|l| l.parse::<u32>().is_ok())
+            && col.is_some_and(|c| c.parse::<u32>().is_ok()),
+        "{logged}"
+    );
 
     // A port taken by another socket: that connector fails, the rest of the broker is as it was.
     let blocker = std::net::TcpListener::bind("127.0.0.1:0").expect("blocker");
@@ -282,6 +298,17 @@ async fn invalid_edits_change_nothing_and_a_port_clash_is_retried() {
         "{stats:?}"
     );
     assert_eq!(live.addr("clash").await, None);
+    // The second connector is on line 6 of the file.
+    let clash_at = format!(
+        "connector `clash` ({clash}) at {}:6:",
+        live.file().display()
+    );
+    let text = logs.text();
+    assert!(
+        text.lines()
+            .any(|l| l.contains("cannot listen on") && l.contains(&clash_at)),
+        "the bind failure with {clash_at}col in the log:\n{text}"
+    );
     publish_via(addr, "p1", "t/1", b"1").await;
     assert_eq!(sub.next_publish().await.topic, "t/1");
 
