@@ -9,7 +9,8 @@
 //!   [`crate::config::diff`], which also documents what needs a restart) and hand the new
 //!   configuration to the broker's [`ApplyConfig`].
 //!
-//! [`spawn`] wires the three together for the broker.
+//! [`spawn`] wires the three together; the broker's side is `crate::broker::apply` (started by
+//! `BrokerHandle::enable_reload`, which `ferromq run` calls, with `--watch` or not).
 
 mod fingerprint;
 mod reloader;
