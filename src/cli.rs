@@ -239,8 +239,9 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let _ = args.watch; // wired by the reload issue
-    match runtime.block_on(crate::broker::run_until_signal(config)) {
+    let serve =
+        crate::broker::run_until_signal_with_reload(config, args.props.load_options(), args.watch);
+    match runtime.block_on(serve) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferromq: {e:#}");

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -66,10 +67,12 @@ impl Drop for ConnectionSlot {
 }
 
 /// Accept until `shutdown`; each socket gets its own task. `task_alive` is cloned into every
-/// task so the broker can wait for all of them to end.
+/// task so the broker can wait for all of them to end. `live_settings` may be swapped by a reload
+/// (new options, new TLS material): each connection takes the settings current when it is
+/// accepted and keeps them.
 pub async fn accept_loop(
     tcp: TcpListener,
-    settings: Arc<ListenerSettings>,
+    live_settings: Arc<ArcSwap<ListenerSettings>>,
     core: Arc<BrokerCore>,
     shutdown: CancellationToken,
     task_alive: mpsc::Sender<()>,
@@ -81,6 +84,7 @@ pub async fn accept_loop(
             _ = shutdown.cancelled() => break,
             accepted = tcp.accept() => accepted,
         };
+        let settings = live_settings.load_full();
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {

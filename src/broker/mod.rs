@@ -6,13 +6,19 @@
 //! ([`connection::serve`]). [`BrokerHandle::shutdown`] stops accepting, closes every client
 //! (flushing what was queued for it and publishing wills, since a server-side close is not a
 //! DISCONNECT), saves persistent sessions and waits for every task to end.
+//!
+//! Hot reload (issue 6): [`BrokerHandle::enable_reload`] starts [`crate::reload`] with
+//! [`apply::BrokerApply`], which swaps the security snapshot and reconciles the listeners
+//! ([`listener_set`]) with each valid new configuration.
 
+pub mod apply;
 pub mod connection;
 pub mod counters;
 pub mod inflight;
 pub mod keepalive;
 pub mod limits;
 pub mod listener;
+pub mod listener_set;
 pub mod message;
 pub mod persist;
 pub mod queue;
@@ -27,18 +33,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Listener};
-use crate::transport::{SharedTls, TlsWatcher};
+use crate::config::{Config, LoadOptions};
+use crate::reload::{self, ApplyConfig, ReloadHandle};
+pub use apply::BrokerApply;
 pub use connection::{ConnectionParams, ListenerSettings};
 pub use counters::CountersSnapshot;
+use listener_set::{BoundListener, ListenerSet};
 pub use runtime::BrokerCore;
 pub use store::{MemorySessionStore, SessionStore};
-
-/// Changes to TLS files within this window are applied as one reload.
-const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
 /// How long [`BrokerHandle::shutdown`] waits for connection tasks before giving up on them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -50,14 +55,45 @@ pub struct BrokerHandle {
     /// Every task holds a clone of the sender; the receiver sees `None` once all have ended.
     task_alive: mpsc::Sender<()>,
     tasks_done: mpsc::Receiver<()>,
-    /// Keep renewing TLS material from disk while the broker runs.
-    _tls_watchers: Vec<TlsWatcher>,
+    /// The listeners as they run now (reloads add, remove and rebind them).
+    listener_set: Arc<Mutex<ListenerSet>>,
+    reload: Option<ReloadHandle>,
 }
 
 impl BrokerHandle {
-    /// Bound address of each listener, by connector name (port 0 in the config is resolved here).
+    /// Bound address of each listener at start, by connector name (port 0 in the config is
+    /// resolved here). After reloads, see [`BrokerHandle::current_listener_addrs`].
     pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
         &self.listeners
+    }
+
+    /// Bound address of each listener running now, by connector name, in configuration order.
+    pub async fn current_listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listener_set.lock().await.addrs()
+    }
+
+    /// What applies a reloaded configuration to this broker (for [`reload::spawn`]).
+    pub fn applier(&self) -> Arc<dyn ApplyConfig> {
+        Arc::new(BrokerApply::new(
+            self.core.clone(),
+            self.listener_set.clone(),
+        ))
+    }
+
+    /// Start hot reload: `running` is the configuration the broker was started with, loaded
+    /// with `options` (reused for every reload). Files are watched when `watch` (`ferromq run
+    /// --watch`) or when the configuration has a runtimeConfigurationPlugin; SIGHUP reloads in
+    /// every case. Replaces (and stops) a reload started before.
+    pub async fn enable_reload(&mut self, running: Config, options: LoadOptions, watch: bool) {
+        let handle = reload::spawn(running, options, watch, self.applier());
+        if let Some(previous) = self.reload.replace(handle) {
+            previous.shutdown().await;
+        }
+    }
+
+    /// The hot reload started by [`BrokerHandle::enable_reload`] (counters, manual requests).
+    pub fn reload(&self) -> Option<&ReloadHandle> {
+        self.reload.as_ref()
     }
 
     /// The shared runtime state (sessions, subscriptions, retained messages, counters).
@@ -77,8 +113,15 @@ impl BrokerHandle {
             shutdown,
             task_alive,
             mut tasks_done,
+            listener_set,
+            reload,
             ..
         } = self;
+        // No reload may start a listener from here on.
+        if let Some(reload) = reload {
+            reload.shutdown().await;
+        }
+        listener_set.lock().await.close();
         shutdown.cancel();
         drop(task_alive);
         if tokio::time::timeout(SHUTDOWN_WAIT, tasks_done.recv())
@@ -139,30 +182,9 @@ pub async fn start_with_store(
 async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<BrokerHandle> {
     // Load TLS material and bind everything before spawning anything, so a bad store or a
     // port in use fails the start cleanly.
-    let mut bound = Vec::new();
-    let mut tls_watchers = Vec::new();
+    let mut bound = Vec::with_capacity(config.listeners.len());
     for listener in &config.listeners {
-        let tls = if listener.scheme.is_tls() {
-            let shared = load_tls(&config, listener)?;
-            match shared.watch(TLS_RENEWAL_DEBOUNCE) {
-                Ok(watcher) => tls_watchers.push(watcher),
-                Err(e) => tracing::warn!(
-                    listener = %listener.name,
-                    "TLS files will not be watched for renewal: {e}"
-                ),
-            }
-            Some(shared)
-        } else {
-            None
-        };
-        let (tcp, addr) = listener::bind(listener).await?;
-        let settings = Arc::new(ListenerSettings {
-            name: listener.name.clone(),
-            scheme: listener.scheme,
-            options: listener.options.clone(),
-            tls,
-        });
-        bound.push((tcp, addr, settings));
+        bound.push(BoundListener::bind(&config, listener).await?);
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
@@ -173,57 +195,49 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
             task_alive.clone(),
         ));
     }
-    let mut listeners = Vec::with_capacity(bound.len());
-    for (tcp, addr, settings) in bound {
-        listeners.push((settings.name.clone(), addr));
-        tokio::spawn(listener::accept_loop(
-            tcp,
-            settings,
-            core.clone(),
-            shutdown.clone(),
-            task_alive.clone(),
-        ));
+    let mut set = ListenerSet::new(core.clone(), shutdown.clone(), task_alive.clone());
+    for listener in bound {
+        set.spawn(listener)?;
     }
     Ok(BrokerHandle {
-        listeners,
+        listeners: set.addrs(),
         core,
         shutdown,
         task_alive,
         tasks_done,
-        _tls_watchers: tls_watchers,
-    })
-}
-
-/// The TLS material of a TLS connector, from the broker's `<sslContext>`.
-fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<Arc<SharedTls>> {
-    let ssl = config.ssl.as_ref().ok_or_else(|| {
-        anyhow::anyhow!(
-            "connector `{}` ({}) at {} needs TLS but the broker has no <sslContext>",
-            listener.name,
-            listener.uri,
-            listener.span
-        )
-    })?;
-    SharedTls::load(ssl, &listener.options).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot set up TLS for connector `{}` at {}: {e}",
-            listener.name,
-            listener.span
-        )
+        listener_set: Arc::new(Mutex::new(set)),
+        reload: None,
     })
 }
 
 /// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully.
 /// `<broker start="false">` builds the graph (validating security) and returns at once.
+/// Hot reload as [`run_until_signal_with_reload`] without `--watch`, reloading with the default
+/// [`LoadOptions`].
 pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    run_until_signal_with_reload(config, LoadOptions::default(), false).await
+}
+
+/// [`run_until_signal`] with hot reload: `config` was loaded with `options`, which every reload
+/// reuses; files are watched when `watch` (`ferromq run --watch`) or when the configuration has
+/// a runtimeConfigurationPlugin; SIGHUP always reloads.
+pub async fn run_until_signal_with_reload(
+    config: Config,
+    options: LoadOptions,
+    watch: bool,
+) -> anyhow::Result<()> {
     if !config.broker.start {
         BrokerCore::new(&config, Arc::new(MemorySessionStore::default()))?;
         tracing::info!("broker start=\"false\": configuration built, not serving");
         return Ok(());
     }
-    let handle = start(config).await?;
+    let mut handle = start(config.clone()).await?;
     for (name, addr) in handle.listener_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
+    }
+    handle.enable_reload(config, options, watch).await;
+    if handle.reload().is_some_and(ReloadHandle::is_watching) {
+        tracing::info!("watching the configuration files: edits are applied live");
     }
     wait_for_signal().await?;
     tracing::info!("shutting down");

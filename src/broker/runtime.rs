@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use super::counters::Counters;
 use super::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
@@ -28,6 +29,9 @@ pub struct BrokerCore {
     pub subscriptions: RwLock<SubscriptionTree<SessionId, QoS>>,
     pub retained: RwLock<RetainedStore<Message>>,
     security: ArcSwap<Security>,
+    /// Generation of the current snapshot: connections watch it to drop the subscriptions a
+    /// reloaded policy denies as soon as it is swapped in.
+    security_generation: watch::Sender<u64>,
     pub counters: Counters,
     pub pending_limits: PendingLimits,
     /// QoS 1/2 messages in flight per client.
@@ -82,11 +86,13 @@ impl BrokerCore {
     ) -> anyhow::Result<Self> {
         let security = Security::from_config(config)
             .map_err(|e| anyhow::anyhow!("cannot set up security: {e}"))?;
+        let security_generation = watch::Sender::new(security.generation());
         Ok(BrokerCore {
             registry: SessionRegistry::default(),
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::default()),
             security: ArcSwap::from_pointee(security),
+            security_generation,
             counters: Counters::default(),
             pending_limits: PendingLimits::from_policies(&config.policies),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
@@ -176,9 +182,30 @@ impl BrokerCore {
         });
     }
 
-    /// The current security snapshot; a connection keeps the one it authenticated with.
+    /// The current security snapshot (CONNECT authenticates against it).
     pub fn security(&self) -> Arc<Security> {
         self.security.load_full()
+    }
+
+    /// The current security snapshot without touching its reference count (which every
+    /// connection would otherwise contend on): for per-packet decisions, so a reloaded policy
+    /// applies from the next packet. Do not hold it across an await.
+    pub fn current_security(&self) -> arc_swap::Guard<Arc<Security>> {
+        self.security.load()
+    }
+
+    /// Swap in a reloaded snapshot (build it with [`Security::rebuild`]). New CONNECTs
+    /// authenticate against it, every decision after this call uses it, and connections are
+    /// told (see [`BrokerCore::watch_security`]) so they drop subscriptions it denies.
+    pub fn replace_security(&self, security: Security) {
+        let generation = security.generation();
+        self.security.store(Arc::new(security));
+        self.security_generation.send_replace(generation);
+    }
+
+    /// Changes as from now of the security snapshot's generation.
+    pub fn watch_security(&self) -> watch::Receiver<u64> {
+        self.security_generation.subscribe()
     }
 
     /// Bring back the persistent sessions of the store (offline until their clients return).

@@ -9,7 +9,8 @@
 //!   [`crate::config::diff`], which also documents what needs a restart) and hand the new
 //!   configuration to the broker's [`ApplyConfig`].
 //!
-//! [`spawn`] wires the three together for the broker.
+//! [`spawn`] wires the three together; the broker's side is `crate::broker::apply` (started by
+//! `BrokerHandle::enable_reload`, which `ferromq run` calls, with `--watch` or not).
 
 mod fingerprint;
 mod reloader;
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, LoadOptions};
-pub use reloader::{ApplyConfig, ApplyOutcome, ReloadResult, ReloadStats, Reloader};
+pub use reloader::{ApplyConfig, ApplyFuture, ApplyOutcome, ReloadResult, ReloadStats, Reloader};
 pub use watcher::{WatchSettings, Watcher};
 
 /// Requests waiting at most; more are merged into the waiting ones (a reload reads everything).

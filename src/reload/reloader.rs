@@ -1,7 +1,9 @@
 //! The reload loop: load + compile exactly as `ferromq check` does, keep the running
 //! configuration on errors, diff and hand the rest to the broker.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,12 +16,16 @@ use super::{ReloadReason, ReloadRequest};
 use crate::config::diff::{diff_with_changed_files, keep_running_values, ConfigDiff};
 use crate::config::{self, Config, Diagnostics, LoadOptions, Severity};
 
+/// What [`ApplyConfig::apply`] returns: applying binds and closes sockets, which is async.
+/// Boxed so that the trait stays usable as `Arc<dyn ApplyConfig>`.
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = ApplyOutcome> + Send + 'a>>;
+
 /// What the broker implements to follow a reload.
 pub trait ApplyConfig: Send + Sync {
     /// Make `new` the running configuration; `diff` says what differs from the running one
     /// (settings that need a restart already carry their running values in `new`). Called only
     /// when [`ConfigDiff::has_runtime_changes`], from the reload task, one call at a time.
-    fn apply(&self, new: Config, diff: &ConfigDiff) -> ApplyOutcome;
+    fn apply<'a>(&'a self, new: Config, diff: &'a ConfigDiff) -> ApplyFuture<'a>;
 }
 
 /// How an [`ApplyConfig::apply`] went.
@@ -149,7 +155,7 @@ impl Reloader {
         let (Ok(new), Some(hashes)) = (loaded.into_result(), hashes) else {
             return self.invalid(&diagnostics);
         };
-        self.valid(new, hashes)
+        self.valid(new, hashes).await
     }
 
     fn invalid(&mut self, diagnostics: &Diagnostics) -> ReloadResult {
@@ -176,7 +182,7 @@ impl Reloader {
         ReloadResult::Invalid { errors }
     }
 
-    fn valid(&mut self, mut new: Config, hashes: ContentHashes) -> ReloadResult {
+    async fn valid(&mut self, mut new: Config, hashes: ContentHashes) -> ReloadResult {
         let changed_files = hashes.changed_since(&self.hashes);
         let diff = diff_with_changed_files(&self.running, &new, &changed_files);
         for setting in &diff.restart_needed {
@@ -190,7 +196,7 @@ impl Reloader {
             self.record_success(&summary);
             return ReloadResult::NoRuntimeChange { summary };
         }
-        let outcome = self.apply.apply(new.clone(), &diff);
+        let outcome = self.apply.apply(new.clone(), &diff).await;
         match &outcome {
             ApplyOutcome::Applied => {
                 tracing::info!("configuration reloaded: {summary}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ferromq::config::diff::ConfigDiff;
 use ferromq::config::{load_file, Config, LoadOptions};
-use ferromq::reload::{ApplyConfig, ApplyOutcome, ReloadStats};
+use ferromq::reload::{ApplyConfig, ApplyFuture, ApplyOutcome, ReloadStats};
 use tokio::sync::{mpsc, watch};
 
 /// Long enough for a loaded CI machine, short enough to fail fast.
@@ -123,14 +123,15 @@ impl Recorder {
 }
 
 impl ApplyConfig for Recorder {
-    fn apply(&self, new: Config, diff: &ConfigDiff) -> ApplyOutcome {
+    fn apply<'a>(&'a self, new: Config, diff: &'a ConfigDiff) -> ApplyFuture<'a> {
         let _ = self.applied.send((new, diff.clone()));
         let mut answers = self.answers.lock().expect("lock");
-        if answers.is_empty() {
+        let outcome = if answers.is_empty() {
             ApplyOutcome::Applied
         } else {
             answers.remove(0)
-        }
+        };
+        Box::pin(std::future::ready(outcome))
     }
 }
 

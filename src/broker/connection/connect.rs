@@ -171,7 +171,6 @@ where
         client_id,
         session: attached.session,
         token: attached.token,
-        security,
         principal,
         authz: AuthzCache::default(),
         will: connect.will,

@@ -276,7 +276,7 @@ impl Conn {
             return false;
         }
         if !self.authz.allowed(
-            &self.security,
+            &self.core.current_security(),
             &self.principal,
             Action::Write,
             &message.topic,
@@ -304,10 +304,11 @@ impl Conn {
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), CloseReason> {
         let mut return_codes = Vec::with_capacity(sub.filters.len());
         let mut granted = Vec::with_capacity(sub.filters.len());
+        let security = self.core.security();
         for (filter, options) in sub.filters {
             if !self
                 .authz
-                .allowed(&self.security, &self.principal, Action::Read, &filter)
+                .allowed(&security, &self.principal, Action::Read, &filter)
             {
                 tracing::info!(%filter, user = %self.principal.user, "subscription not authorized");
                 return_codes.push(SUBACK_FAILURE);
@@ -334,6 +335,30 @@ impl Conn {
                 self.core.deliver_retained(&self.session, message, qos);
             }
         }
+        Ok(())
+    }
+
+    /// The security snapshot was swapped (a reload): remove the subscriptions the new policy no
+    /// longer lets this client read, so they stop delivering at once. (ActiveMQ keeps them until
+    /// the client reconnects; issue 6 asks for the new policy to bite on live connections.)
+    /// Messages already queued are checked again when delivered (see `pump`).
+    pub(super) fn drop_denied_subscriptions(&mut self) -> Result<(), CloseReason> {
+        let security = self.core.security();
+        let filters: Vec<String> =
+            self.with_session(|s| s.subscriptions.keys().cloned().collect())?;
+        for filter in filters {
+            if self
+                .authz
+                .allowed(&security, &self.principal, Action::Read, &filter)
+            {
+                continue;
+            }
+            self.core
+                .unsubscribe(&self.session, self.token.generation, &filter)
+                .ok_or(CloseReason::TakenOver)?;
+            tracing::info!(%filter, user = %self.principal.user, "subscription removed: the reloaded policy denies reading it");
+        }
+        self.pump_wanted = true;
         Ok(())
     }
 

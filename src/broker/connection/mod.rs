@@ -31,7 +31,7 @@ use super::runtime::BrokerCore;
 use super::session::{AttachToken, Session};
 use crate::config::{ListenerOptions, Scheme};
 use crate::protocol::{decode, DecodeError, LastWill, ProtocolVersion};
-use crate::security::{AuthzCache, Principal, Security};
+use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
 
 /// Stop reading and stop pulling deliveries while this much output waits for the socket.
@@ -137,7 +137,6 @@ pub(crate) struct Conn {
     client_id: Arc<str>,
     session: Arc<Session>,
     token: AttachToken,
-    security: Arc<Security>,
     principal: Principal,
     authz: AuthzCache,
     will: Option<LastWill>,
@@ -214,6 +213,7 @@ where
     tokio::pin!(expiry);
     let wake = conn.token.wake.clone();
     let kick = conn.token.kick.clone();
+    let mut security_changes = conn.core.watch_security();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
     loop {
@@ -272,6 +272,11 @@ where
                 }
             }
             _ = wake.notified() => conn.pump_wanted = true,
+            Ok(()) = security_changes.changed() => {
+                if let Err(reason) = conn.drop_denied_subscriptions() {
+                    return reason;
+                }
+            }
         }
     }
 }

@@ -73,7 +73,8 @@ impl Conn {
             let mut denied = 0u64;
             let mut store_ops = Vec::new();
             let client_id = self.session.client_id().clone();
-            let (security, principal, authz) = (&self.security, &self.principal, &mut self.authz);
+            let security = self.core.current_security();
+            let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
             let batch: Vec<(Option<u16>, QueuedMessage)> = self
                 .session
                 .with_state(self.token.generation, |s| {

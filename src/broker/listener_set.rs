@@ -1,0 +1,315 @@
+//! The broker's running listeners, by connector name: bound at start, reconciled with the
+//! configuration on every reload (issue 6).
+//!
+//! Each listener has its own stop token, a child of the broker's shutdown token, shared by its
+//! accept loop and every connection it accepted: stopping a listener closes exactly its own
+//! clients, gracefully (queued output flushed, wills published, sessions saved), and leaves
+//! every other connector's clients alone.
+//!
+//! Reconciling compares the configuration with what actually runs rather than trusting the
+//! diff alone, so a part that failed on an earlier reload (a port in use) is retried on the
+//! next one:
+//! - a connector no longer configured is stopped;
+//! - a connector not running is started;
+//! - a connector whose address or scheme changed is bound again and its clients are
+//!   disconnected (the connector they came through is gone). A new address is bound before the
+//!   old socket closes, so a failure keeps the old one serving; the same port with another
+//!   scheme has to close the old socket first;
+//! - a connector whose options (or, for TLS, whose `<sslContext>`) changed keeps its socket and
+//!   its clients: the new settings apply to connections accepted from then on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::ListenerSettings;
+use super::listener;
+use super::runtime::BrokerCore;
+use crate::config::{Config, Listener};
+use crate::transport::{SharedTls, TlsWatcher};
+
+/// Changes to TLS files within this window are applied as one reload.
+const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// A connector's socket, bound and ready for its accept loop.
+pub struct BoundListener {
+    config: Listener,
+    tcp: TcpListener,
+    addr: SocketAddr,
+    settings: ListenerSettings,
+    tls_watcher: Option<TlsWatcher>,
+}
+
+impl BoundListener {
+    /// Load the connector's TLS material (TLS schemes) and bind its socket. Errors name the
+    /// connector and where it is configured.
+    pub async fn bind(config: &Config, listener: &Listener) -> anyhow::Result<BoundListener> {
+        let (tls, tls_watcher) = tls_for(config, listener)?;
+        let (tcp, addr) = listener::bind(listener).await?;
+        Ok(BoundListener {
+            config: listener.clone(),
+            tcp,
+            addr,
+            settings: ListenerSettings {
+                name: listener.name.clone(),
+                scheme: listener.scheme,
+                options: listener.options.clone(),
+                tls,
+            },
+            tls_watcher,
+        })
+    }
+}
+
+/// One connector being served.
+struct RunningListener {
+    /// As configured, to tell on reload what changed.
+    config: Listener,
+    addr: SocketAddr,
+    settings: Arc<ArcSwap<ListenerSettings>>,
+    /// Stops the accept loop and every connection it accepted.
+    stop: CancellationToken,
+    accept_task: JoinHandle<()>,
+    /// Keeps renewing the TLS material from disk while the listener runs.
+    _tls_watcher: Option<TlsWatcher>,
+}
+
+/// Every running listener of one broker.
+pub struct ListenerSet {
+    core: Arc<BrokerCore>,
+    shutdown: CancellationToken,
+    /// Cloned into every task; `None` once the broker is shutting down (nothing starts then).
+    task_alive: Option<mpsc::Sender<()>>,
+    /// In configuration order.
+    running: Vec<RunningListener>,
+}
+
+impl ListenerSet {
+    pub fn new(
+        core: Arc<BrokerCore>,
+        shutdown: CancellationToken,
+        task_alive: mpsc::Sender<()>,
+    ) -> ListenerSet {
+        ListenerSet {
+            core,
+            shutdown,
+            task_alive: Some(task_alive),
+            running: Vec::new(),
+        }
+    }
+
+    /// Name and bound address of every running listener, in configuration order.
+    pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.running
+            .iter()
+            .map(|r| (r.config.name.clone(), r.addr))
+            .collect()
+    }
+
+    /// Start serving `bound` (appended at the end of the order).
+    pub fn spawn(&mut self, bound: BoundListener) -> anyhow::Result<SocketAddr> {
+        let Some(task_alive) = self.task_alive.clone() else {
+            anyhow::bail!(
+                "connector `{}` not started: the broker is shutting down",
+                bound.config.name
+            );
+        };
+        let stop = self.shutdown.child_token();
+        let settings = Arc::new(ArcSwap::from_pointee(bound.settings));
+        let accept_task = tokio::spawn(listener::accept_loop(
+            bound.tcp,
+            settings.clone(),
+            self.core.clone(),
+            stop.clone(),
+            task_alive,
+        ));
+        self.running.push(RunningListener {
+            config: bound.config,
+            addr: bound.addr,
+            settings,
+            stop,
+            accept_task,
+            _tls_watcher: bound.tls_watcher,
+        });
+        Ok(bound.addr)
+    }
+
+    /// Start nothing more; the listeners already running stop with the broker's shutdown token.
+    pub fn close(&mut self) {
+        self.task_alive = None;
+    }
+
+    /// Make the running listeners match `config` (see the module docs). `tls_changed`: the
+    /// `<sslContext>` or its files changed, so TLS connectors get freshly loaded material.
+    /// Returns one message per part that failed; everything else is in effect.
+    pub async fn reconcile(&mut self, config: &Config, tls_changed: bool) -> Vec<String> {
+        let mut failures = Vec::new();
+        let mut index = 0;
+        while index < self.running.len() {
+            let name = &self.running[index].config.name;
+            if config.listeners.iter().any(|l| &l.name == name) {
+                index += 1;
+                continue;
+            }
+            let removed = self.running.remove(index);
+            let (name, addr) = (removed.config.name.clone(), removed.addr);
+            stop(removed).await;
+            tracing::info!(listener = %name, %addr, "connector removed: stopped listening, its clients were disconnected");
+        }
+        for wanted in &config.listeners {
+            let result = match self.position(&wanted.name) {
+                None => self.start(config, wanted).await,
+                Some(i) if same_socket(&self.running[i].config, wanted) => {
+                    self.update_settings(i, config, wanted, tls_changed)
+                }
+                Some(i) => self.rebind(i, config, wanted).await,
+            };
+            if let Err(e) = result {
+                failures.push(format!("{e:#}"));
+            }
+        }
+        // Keep configuration order (a rebound or new listener was appended).
+        let order = |name: &str| config.listeners.iter().position(|l| l.name == name);
+        self.running.sort_by_key(|r| order(&r.config.name));
+        failures
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.running.iter().position(|r| r.config.name == name)
+    }
+
+    async fn start(&mut self, config: &Config, wanted: &Listener) -> anyhow::Result<()> {
+        let bound = BoundListener::bind(config, wanted).await?;
+        let addr = self.spawn(bound)?;
+        tracing::info!(listener = %wanted.name, %addr, "connector added: listening");
+        Ok(())
+    }
+
+    /// Same socket, new options and/or TLS material: swap the settings new connections get.
+    fn update_settings(
+        &mut self,
+        index: usize,
+        config: &Config,
+        wanted: &Listener,
+        tls_changed: bool,
+    ) -> anyhow::Result<()> {
+        let running = &mut self.running[index];
+        let options_changed = running.config.options != wanted.options;
+        let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
+        if !options_changed && !reload_tls {
+            running.config = wanted.clone();
+            return Ok(());
+        }
+        let current = running.settings.load_full();
+        let tls = if reload_tls {
+            let (tls, watcher) = tls_for(config, wanted)?;
+            running._tls_watcher = watcher;
+            tls
+        } else {
+            current.tls.clone()
+        };
+        running.settings.store(Arc::new(ListenerSettings {
+            name: wanted.name.clone(),
+            scheme: wanted.scheme,
+            options: wanted.options.clone(),
+            tls,
+        }));
+        running.config = wanted.clone();
+        tracing::info!(
+            listener = %wanted.name,
+            tls_reloaded = reload_tls,
+            "connector settings changed: they apply to new connections, existing clients keep theirs"
+        );
+        Ok(())
+    }
+
+    /// New address or scheme: bind again; the old socket's clients are disconnected.
+    async fn rebind(
+        &mut self,
+        index: usize,
+        config: &Config,
+        wanted: &Listener,
+    ) -> anyhow::Result<()> {
+        let old = &self.running[index].config;
+        let same_port = old.host == wanted.host && old.port == wanted.port && wanted.port != 0;
+        let old_addr = self.running[index].addr;
+        let bound = if same_port {
+            // Only the scheme changed: the port must be free before it can be bound again.
+            // A failure here leaves the connector stopped; the next reload tries again.
+            stop(self.running.remove(index)).await;
+            BoundListener::bind(config, wanted).await?
+        } else {
+            // Bind first: when that fails the old socket keeps serving.
+            let bound = BoundListener::bind(config, wanted).await?;
+            stop(self.running.remove(index)).await;
+            bound
+        };
+        let addr = self.spawn(bound)?;
+        tracing::info!(
+            listener = %wanted.name,
+            from = %old_addr,
+            to = %addr,
+            scheme = ?wanted.scheme,
+            "connector changed: listening again, clients of the old socket were disconnected"
+        );
+        Ok(())
+    }
+}
+
+/// Stop a listener's accept loop (closing its socket) and close its connections.
+async fn stop(listener: RunningListener) {
+    listener.stop.cancel();
+    let _ = listener.accept_task.await;
+}
+
+/// The running socket can stay: same host, port and scheme.
+fn same_socket(running: &Listener, wanted: &Listener) -> bool {
+    running.host == wanted.host && running.port == wanted.port && running.scheme == wanted.scheme
+}
+
+/// TLS material (and its renewal watcher) for a TLS connector; nothing otherwise.
+fn tls_for(
+    config: &Config,
+    listener: &Listener,
+) -> anyhow::Result<(Option<Arc<SharedTls>>, Option<TlsWatcher>)> {
+    if !listener.scheme.is_tls() {
+        return Ok((None, None));
+    }
+    let shared = load_tls(config, listener)?;
+    let watcher = match shared.watch(TLS_RENEWAL_DEBOUNCE) {
+        Ok(watcher) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(
+                listener = %listener.name,
+                "TLS files will not be watched for renewal: {e}"
+            );
+            None
+        }
+    };
+    Ok((Some(shared), watcher))
+}
+
+/// The TLS material of a TLS connector, from the broker's `<sslContext>`.
+fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<Arc<SharedTls>> {
+    let ssl = config.ssl.as_ref().ok_or_else(|| {
+        anyhow::anyhow!(
+            "connector `{}` ({}) at {} needs TLS but the broker has no <sslContext>",
+            listener.name,
+            listener.uri,
+            listener.span
+        )
+    })?;
+    SharedTls::load(ssl, &listener.options).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot set up TLS for connector `{}` at {}: {e}",
+            listener.name,
+            listener.span
+        )
+    })
+}

@@ -1,0 +1,141 @@
+//! A real broker started from a real `activemq.xml` in a tempdir, with hot reload on: the
+//! tests edit the file and wait for the reload to finish.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferromq::broker::{self, BrokerHandle};
+use ferromq::config::{load_file, LoadOptions};
+use ferromq::reload::ReloadStats;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Upper bound for one reload to be seen and applied.
+pub const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
+pub fn options() -> LoadOptions {
+    LoadOptions {
+        use_env: false,
+        ..Default::default()
+    }
+}
+
+/// `<broker>` with `plugins` and one `<transportConnector>` per (name, uri).
+pub fn broker_xml(plugins: &str, connectors: &[(&str, &str)]) -> String {
+    let connectors: String = connectors
+        .iter()
+        .map(|(name, uri)| format!("\n      <transportConnector name=\"{name}\" uri=\"{uri}\"/>"))
+        .collect();
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="live" persistent="false">
+    <plugins>{plugins}</plugins>
+    <transportConnectors>{connectors}
+    </transportConnectors>
+  </broker>
+</beans>
+"#
+    )
+}
+
+pub struct LiveBroker {
+    pub dir: tempfile::TempDir,
+    pub handle: BrokerHandle,
+    stats: watch::Receiver<ReloadStats>,
+}
+
+impl LiveBroker {
+    /// Start from `xml` written to `activemq.xml`; files are watched when `watch`.
+    pub async fn start(xml: &str, watch: bool) -> LiveBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("activemq.xml");
+        std::fs::write(&file, xml).expect("write");
+        let loaded = load_file(&file, &options());
+        let text = loaded.diagnostics.to_string();
+        let config = loaded
+            .into_result()
+            .unwrap_or_else(|_| panic!("valid test config:\n{text}"));
+        let mut handle = broker::start(config.clone()).await.expect("broker starts");
+        handle.enable_reload(config, options(), watch).await;
+        let stats = handle.reload().expect("reload on").subscribe();
+        // Let the watcher set up its directory watch.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        LiveBroker { dir, handle, stats }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("activemq.xml")
+    }
+
+    pub fn stats(&self) -> ReloadStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Bound address of the connector `name` now.
+    pub async fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.handle
+            .current_listener_addrs()
+            .await
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a)
+    }
+
+    /// Write the file in place and wait until a reload has finished (ok or failed).
+    pub async fn edit(&mut self, xml: &str) -> ReloadStats {
+        let before = self.finished();
+        std::fs::write(self.file(), xml).expect("write");
+        self.wait_reload_after(before).await
+    }
+
+    /// Save the way many editors do (write a temporary file, rename it over the original).
+    pub async fn edit_by_rename(&mut self, xml: &str) -> ReloadStats {
+        let before = self.finished();
+        let tmp = self.dir.path().join(".activemq.xml.swp");
+        std::fs::write(&tmp, xml).expect("write tmp");
+        std::fs::rename(&tmp, self.file()).expect("rename");
+        self.wait_reload_after(before).await
+    }
+
+    /// Reloads finished so far.
+    pub fn finished(&self) -> u64 {
+        let s = self.stats.borrow();
+        s.reloads_ok + s.reloads_failed
+    }
+
+    pub async fn wait_reload_after(&mut self, before: u64) -> ReloadStats {
+        let waited = tokio::time::timeout(
+            RELOAD_WAIT,
+            self.stats
+                .wait_for(|s| s.reloads_ok + s.reloads_failed > before),
+        )
+        .await;
+        waited
+            .expect("the reload within the bounded wait")
+            .expect("reloader alive")
+            .clone()
+    }
+
+    pub async fn shutdown(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.handle.shutdown())
+            .await
+            .expect("shutdown completes");
+    }
+}
+
+/// Whether the peer closes `stream` within `within` (data read meanwhile is discarded).
+pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
