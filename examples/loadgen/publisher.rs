@@ -44,6 +44,8 @@ pub struct PublisherOutcome {
     pub acked: u64,
     /// Acknowledgements that did not come in publish order (MQTT 3.1.1 section 4.6 requires it).
     pub acks_out_of_order: u64,
+    /// True when publishing ended at `stop_at` (not at `max_messages` or on an error).
+    pub ran_full_window: bool,
     pub error: Option<String>,
 }
 
@@ -81,6 +83,7 @@ pub async fn run(mut conn: Conn, plan: PublisherPlan) -> PublisherOutcome {
         sent: st.sent,
         acked: st.acked,
         acks_out_of_order: st.acks_out_of_order,
+        ran_full_window: result.is_ok() && st.sent < plan.max_messages.min(u64::from(u32::MAX)),
         error: result
             .err()
             .map(|e| format!("publisher {}: {e}", plan.index)),

@@ -38,12 +38,18 @@ pub struct TrafficReport {
     pub expected: u64,
     /// Distinct messages received; duplicates are counted apart.
     pub received: u64,
+    /// Distinct messages received while publishers were still publishing.
+    pub received_in_window: u64,
     pub duplicates: u64,
     pub foreign: u64,
+    /// Expected messages not received by the end of the drain window (10 s after publishing
+    /// stopped, or 2 s without progress). At QoS 0 that includes a backlog still queued.
     pub lost: u64,
     pub loss_percent: f64,
     pub sent_per_sec: f64,
-    /// Delivered throughput: distinct messages received per second of `elapsed_secs`.
+    /// Delivered throughput: `received_in_window` / duration, the rate subscribers get while
+    /// publishers push as hard as the broker lets them (a backlog the broker builds up does not
+    /// count). When publishers stopped early at `--messages`: received / `elapsed_secs`.
     pub msgs_per_sec: f64,
     /// Publish-to-receive time over every received message (under load this is queueing time).
     pub latency_us: Option<Latency>,
@@ -123,8 +129,8 @@ impl Report {
         );
         if let Some(t) = &self.traffic {
             s += &format!(
-                "  sent {} ({:.0}/s), received {} of {} expected in {:.2}s: {:.0} msgs/s\n",
-                t.sent, t.sent_per_sec, t.received, t.expected, t.elapsed_secs, t.msgs_per_sec
+                "  sent {} ({:.0}/s), received {} of {} expected ({} while publishing) in {:.2}s\n  delivered {:.0} msgs/s\n",
+                t.sent, t.sent_per_sec, t.received, t.expected, t.received_in_window, t.elapsed_secs, t.msgs_per_sec
             );
             s += &format!(
                 "  lost {} ({:.3}%), duplicates {}, unacked {}, acks out of order {}\n",

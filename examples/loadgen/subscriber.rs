@@ -45,12 +45,18 @@ pub struct SubscriberPlan {
     pub clock_origin: Instant,
     /// Once the expected count is known, give up after this long without a new message.
     pub quiet: Duration,
-    pub hard_deadline: Instant,
+    /// Messages received up to this instant (the end of publishing) count as `in_window`.
+    pub window_end: Instant,
+    /// Stop receiving here even if messages are still missing (they are reported as lost). A
+    /// broker that queues a large backlog at QoS 0 would otherwise stretch the run unboundedly.
+    pub drain_deadline: Instant,
     pub keep_alive: Duration,
 }
 
 pub struct SubscriberOutcome {
     pub unique: u64,
+    /// Distinct messages received before `window_end`: the steady-state delivery rate.
+    pub in_window: u64,
     pub duplicates: u64,
     /// Payloads that do not carry this run's header (shorter, or an unknown publisher).
     pub foreign: u64,
@@ -106,6 +112,7 @@ pub async fn run(
         seen: vec![Vec::new(); plan.publishers],
         out: SubscriberOutcome {
             unique: 0,
+            in_window: 0,
             duplicates: 0,
             foreign: 0,
             latency_ns,
@@ -139,8 +146,8 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
                 return Ok(()); // the rest is lost; the report says how many
             }
         }
-        if Instant::now() >= plan.hard_deadline {
-            return Err("hard deadline reached while still receiving".to_owned());
+        if Instant::now() >= plan.drain_deadline {
+            return Ok(());
         }
         conn.rbuf.reserve(64 * 1024);
         tokio::select! {
@@ -192,6 +199,9 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
         if tally.out.unique > unique_before {
             last_progress = now;
             tally.out.last_receive = Some(now);
+            if now <= plan.window_end {
+                tally.out.in_window += tally.out.unique - unique_before;
+            }
         }
         if !out.is_empty() {
             conn.write(&out).await?;

@@ -113,7 +113,8 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             expected,
             clock_origin,
             quiet: QUIET,
-            hard_deadline: drain_until + QUIET + Duration::from_secs(5),
+            window_end: stop_at,
+            drain_deadline: drain_until + QUIET,
             keep_alive,
         };
         sub_tasks.push(tokio::spawn(subscriber::run(
@@ -229,6 +230,8 @@ fn summarize(
         last_receive = last_receive.max(sub.last_receive);
     }
     let received: u64 = subs.iter().map(|o| o.unique).sum();
+    let received_in_window: u64 = subs.iter().map(|o| o.in_window).sum();
+    let full_window = !pubs.is_empty() && pubs.iter().all(|p| p.ran_full_window);
     let elapsed_secs = last_receive
         .map(|t| t.duration_since(start))
         .unwrap_or(duration)
@@ -247,6 +250,7 @@ fn summarize(
         acks_out_of_order: pubs.iter().map(|p| p.acks_out_of_order).sum(),
         expected,
         received,
+        received_in_window,
         duplicates: subs.iter().map(|o| o.duplicates).sum(),
         foreign: subs.iter().map(|o| o.foreign).sum(),
         lost,
@@ -256,7 +260,11 @@ fn summarize(
             lost as f64 * 100.0 / expected as f64
         },
         sent_per_sec: sent as f64 / duration.as_secs_f64().max(1e-9),
-        msgs_per_sec: received as f64 / elapsed_secs,
+        msgs_per_sec: if full_window {
+            received_in_window as f64 / duration.as_secs_f64().max(1e-9)
+        } else {
+            received as f64 / elapsed_secs
+        },
         latency_us: Latency::from_ns(&latency),
     })
 }
