@@ -11,6 +11,9 @@
 #   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
 #                     limit minus a margin are skipped)
 #   IDLE_HOLD_SECS    how long idle connections are held (default 5)
+#   WARMUP_SECS       unrecorded warm-up before each traffic scenario, same load, at most 5000
+#                     messages per publisher (default 2; 0 disables). It matters for ActiveMQ,
+#                     whose JIT compiler otherwise makes the first seconds several times slower.
 #   OUT_DIR           output folder (default benches/results/<UTC date>)
 #   SKIP_INSTALL=1    do not apt-get anything; SKIP_BUILD=1 use the existing release binaries
 set -euo pipefail
@@ -21,6 +24,7 @@ brokers=(${BROKERS:-ferromq mosquitto mosquitto-tuned activemq})
 duration="${DURATION_SECS:-10}"
 idle_counts=(${IDLE_CONNECTIONS:-10000 19000})
 idle_hold="${IDLE_HOLD_SECS:-5}"
+warmup="${WARMUP_SECS:-2}"
 out_dir="${OUT_DIR:-benches/results/$(date -u +%Y-%m-%d)}"
 activemq_jar=/usr/share/activemq/bin/activemq.jar
 mqtt_client_jar=/usr/share/java/mqtt-client.jar
@@ -141,6 +145,10 @@ start_broker() {
       ;;
     activemq)
       write_activemq_xml "$dir" "$port"
+      # Broker warnings (slow consumers, closed connections) go to its log.
+      printf '%s\n' 'log4j.rootLogger=WARN, out' 'log4j.appender.out=org.apache.log4j.ConsoleAppender' \
+        'log4j.appender.out.layout=org.apache.log4j.PatternLayout' \
+        'log4j.appender.out.layout.ConversionPattern=%d %-5p [%c{1}] %m%n' >"$dir/log4j.properties"
       java -Xms1g -Xmx1g -Dactivemq.home=/usr/share/activemq -Dactivemq.base="$dir" \
         -Dactivemq.conf="$dir" -Dactivemq.data="$dir/data" \
         -Dactivemq.classpath="$dir:$mqtt_client_jar" \
@@ -218,6 +226,11 @@ for broker in "${brokers[@]}"; do
       continue
     fi
     set +e
+    if [[ "$scenario" != idle-* && "$warmup" != 0 ]]; then
+      # shellcheck disable=SC2086
+      timeout $((warmup * 2 + 120)) "$loadgen_bin" --port "$port" $args --duration-secs "$warmup" \
+        --messages 5000 >/dev/null 2>&1
+    fi
     # shellcheck disable=SC2086 # scenario arguments are deliberately word-split
     report="$(timeout $((run_secs * 2 + 180)) "$loadgen_bin" --port "$port" $args \
       --duration-secs "$run_secs" --broker-pid "$broker_pid" --json --label "$broker $scenario" \
@@ -228,6 +241,11 @@ for broker in "${brokers[@]}"; do
       log "$broker died during $scenario"
     fi
     stop_broker
+    if [[ $rc -ne 0 ]]; then
+      mkdir -p "$out_dir/logs"
+      cp "$work/$broker/broker.log" "$out_dir/logs/$broker-$scenario.log" 2>/dev/null || true
+      cp "$work/loadgen.err" "$out_dir/logs/$broker-$scenario.loadgen.err" 2>/dev/null || true
+    fi
     if [[ "$report" == \{* ]]; then
       record "$broker" "$scenario" "$report" "$([[ $rc -eq 0 ]] || echo "loadgen exit status $rc")"
     else
@@ -261,5 +279,5 @@ versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquit
 "$plot_bin" --input "$runs" --out-dir "$out_dir" \
   --meta "date=$started_at" --meta "machine=$machine" --meta "load average before the run=$load_before" \
   --meta "versions=$versions" --meta "duration per traffic scenario=${duration} s" \
-  --meta "idle hold=${idle_hold} s" --meta "open-file limit=$fd_limit"
+  --meta "idle hold=${idle_hold} s" --meta "warm-up per traffic scenario=${warmup} s" --meta "open-file limit=$fd_limit"
 log "wrote $out_dir/results.md, results.json, results.svg"

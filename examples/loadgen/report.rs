@@ -42,7 +42,7 @@ pub struct TrafficReport {
     pub received_in_window: u64,
     pub duplicates: u64,
     pub foreign: u64,
-    /// Expected messages not received by the end of the drain window (10 s after publishing
+    /// Expected messages not received by the end of the drain window (5 s after publishing
     /// stopped, or 2 s without progress). At QoS 0 that includes a backlog still queued.
     pub lost: u64,
     pub loss_percent: f64,

@@ -13,7 +13,7 @@ use crate::report::{BrokerReport, Latency, TrafficReport};
 use crate::subscriber::{self, Expected, SubscriberOutcome, SubscriberPlan};
 
 /// How long publishers wait for outstanding acknowledgements after the publishing window.
-const DRAIN_GRACE: Duration = Duration::from_secs(10);
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Once publishers are done, a subscriber that sees nothing new for this long stops waiting.
 const QUIET: Duration = Duration::from_secs(2);
 

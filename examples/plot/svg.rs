@@ -44,7 +44,9 @@ fn escape(s: &str) -> String {
 /// Short human form: 1234567 -> 1.23M, 45600 -> 45.6k, 0.25 -> 0.25.
 pub fn short(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e6 {
+    if a == 0.0 {
+        "0".to_owned()
+    } else if a >= 1e6 {
         format!("{:.2}M", v / 1e6)
     } else if a >= 1e4 {
         format!("{:.1}k", v / 1e3)
@@ -155,7 +157,9 @@ fn render_panel(out: &mut String, panel: &Panel, y0: f64) {
     let groups = panel.groups.len().max(1) as f64;
     let group_w = plot_w / groups;
     let bars = panel.series.len().max(1) as f64;
-    let bar_w = group_w * 0.8 / bars;
+    // Bars are capped in width so that a panel with few groups does not draw slabs.
+    let bar_w = (group_w * 0.8 / bars).min(56.0);
+    let bars_w = bar_w * bars;
     for (g, group) in panel.groups.iter().enumerate() {
         let gx = LEFT + group_w * g as f64;
         *out += &format!(
@@ -165,7 +169,7 @@ fn render_panel(out: &mut String, panel: &Panel, y0: f64) {
             escape(group)
         );
         for (i, series) in panel.series.iter().enumerate() {
-            let x = gx + group_w * 0.1 + bar_w * i as f64;
+            let x = gx + (group_w - bars_w) / 2.0 + bar_w * i as f64;
             let cx = x + bar_w / 2.0;
             match series.values.get(g).copied().flatten() {
                 Some(v) => {
@@ -282,5 +286,6 @@ mod tests {
         assert_eq!(short(45_600.0), "45.6k");
         assert_eq!(short(250.0), "250");
         assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(0.0), "0");
     }
 }
