@@ -7,10 +7,10 @@
 # Environment (all optional):
 #   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq")
 #   SCENARIOS         scenario names to run (default: all; see the list below)
-#   DURATION_SECS     publishing time of each traffic scenario (default 10)
+#   DURATION_SECS     publishing time of each traffic scenario (default 8)
 #   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
 #                     limit minus a margin are skipped)
-#   IDLE_HOLD_SECS    how long idle connections are held (default 5)
+#   IDLE_HOLD_SECS    how long idle connections are held (default 3)
 #   WARMUP_SECS       unrecorded warm-up before each traffic scenario, same load, at most 5000
 #                     messages per publisher (default 1; 0 disables). It matters for ActiveMQ,
 #                     whose JIT compiler otherwise makes the first seconds several times slower.
@@ -21,9 +21,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 brokers=(${BROKERS:-ferromq mosquitto mosquitto-tuned activemq})
-duration="${DURATION_SECS:-10}"
+duration="${DURATION_SECS:-8}"
 idle_counts=(${IDLE_CONNECTIONS:-10000 19000})
-idle_hold="${IDLE_HOLD_SECS:-5}"
+idle_hold="${IDLE_HOLD_SECS:-3}"
 warmup="${WARMUP_SECS:-1}"
 out_dir="${OUT_DIR:-benches/results/$(date -u +%Y-%m-%d)}"
 activemq_jar=/usr/share/activemq/bin/activemq.jar

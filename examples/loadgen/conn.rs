@@ -2,7 +2,7 @@
 //! timeout so that a broker that never answers cannot hang a benchmark run.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,7 +61,7 @@ impl Conn {
             true,
             params.keep_alive_secs,
         );
-        conn.write(&out).await?;
+        conn.write(&out, Instant::now() + params.timeout).await?;
         let (kind_seen, body) = conn.next_packet().await?;
         if kind_seen != kind::CONNACK {
             return Err(format!(
@@ -87,7 +87,7 @@ impl Conn {
     ) -> Result<u8, String> {
         let mut out = BytesMut::new();
         wire::subscribe(&mut out, self.version, 1, filter, qos);
-        self.write(&out).await?;
+        self.write(&out, Instant::now() + timeout).await?;
         let (kind_seen, body) = tokio::time::timeout(timeout, self.next_packet())
             .await
             .map_err(|_| format!("no SUBACK for {filter} within {timeout:?}"))??;
@@ -106,11 +106,15 @@ impl Conn {
         }
     }
 
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| format!("write to broker: {e}"))
+    /// Writes all of `bytes`, giving up at `deadline`: a broker that stops reading (ActiveMQ's
+    /// producer flow control does) must not hang the run.
+    pub async fn write(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), String> {
+        match tokio::time::timeout_at(deadline.into(), self.stream.write_all(bytes)).await {
+            Ok(result) => result.map_err(|e| format!("write to broker: {e}")),
+            Err(_) => Err(
+                "the broker stopped reading: a write was still blocked at the deadline".to_owned(),
+            ),
+        }
     }
 
     /// Reads until one whole packet is buffered; returns its type and an owned copy of its body.

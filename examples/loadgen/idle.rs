@@ -149,7 +149,7 @@ async fn hold(
             _ = ping.tick() => {
                 out.clear();
                 wire::pingreq(&mut out);
-                conn.write(&out).await?;
+                conn.write(&out, Instant::now() + keep_alive).await?;
             }
             read = conn.stream.read_buf(&mut conn.rbuf) => {
                 match read {
@@ -162,5 +162,5 @@ async fn hold(
     }
     out.clear();
     wire::disconnect(&mut out);
-    conn.write(&out).await
+    conn.write(&out, Instant::now() + keep_alive).await
 }

@@ -76,7 +76,9 @@ pub async fn run(mut conn: Conn, plan: PublisherPlan) -> PublisherOutcome {
     if result.is_ok() {
         let mut out = BytesMut::new();
         wire::disconnect(&mut out);
-        let _ = conn.write(&out).await;
+        let _ = conn
+            .write(&out, Instant::now() + Duration::from_secs(1))
+            .await;
     }
     PublisherOutcome {
         index: plan.index,
@@ -146,7 +148,7 @@ async fn publish(conn: &mut Conn, plan: &PublisherPlan, st: &mut State) -> Resul
             wire::publish(&mut out, conn.version, &plan.topic, plan.qos, id, &payload);
             st.sent += 1;
         }
-        conn.write(&out).await?;
+        conn.write(&out, plan.drain_until).await?;
         out.clear();
         last_write = Instant::now();
     }
@@ -159,7 +161,7 @@ async fn drain(conn: &mut Conn, plan: &PublisherPlan, st: &mut State) -> Result<
         harvest(conn, plan.qos, st)?;
         queue_pubrels(&mut out, st);
         if !out.is_empty() {
-            conn.write(&out).await?;
+            conn.write(&out, plan.drain_until).await?;
             out.clear();
         }
         if st.acked >= st.sent || Instant::now() >= plan.drain_until {

@@ -125,7 +125,9 @@ pub async fn run(
     }
     let mut out = BytesMut::new();
     wire::disconnect(&mut out);
-    let _ = conn.write(&out).await;
+    let _ = conn
+        .write(&out, Instant::now() + Duration::from_secs(1))
+        .await;
     tally.out
 }
 
@@ -161,7 +163,7 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
             _ = tick.tick() => {
                 if last_write.elapsed() >= plan.keep_alive / 2 {
                     wire::pingreq(&mut out);
-                    conn.write(&out).await?;
+                    conn.write(&out, plan.drain_deadline).await?;
                     out.clear();
                     last_write = Instant::now();
                 }
@@ -204,7 +206,7 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
             }
         }
         if !out.is_empty() {
-            conn.write(&out).await?;
+            conn.write(&out, plan.drain_deadline).await?;
             out.clear();
             last_write = Instant::now();
         }
