@@ -1,5 +1,6 @@
-//! Command line: `ferromq run`, `ferromq check`. Parses arguments, sets up logging, dispatches,
-//! and maps outcomes to exit codes (0 ok, 1 invalid config or runtime failure, 2 usage error).
+//! Command line: `ferromq run`, `ferromq check`, `ferromq explain`, `ferromq passwd`. Parses
+//! arguments, sets up logging, dispatches, and maps outcomes to exit codes (0 ok, 1 invalid config
+//! or runtime failure, 2 usage error, 3 `explain` decided "denied").
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,6 +42,20 @@ pub enum Command {
     /// summary of listeners, TLS, users, authorization and storage. Binds no port and starts
     /// nothing. Exit 0 when valid (warnings allowed), 1 on errors, 2 on usage errors.
     Check(CheckArgs),
+    /// Explain whether a user may publish or subscribe to a topic, and which entries decide it.
+    ///
+    /// Prints ALLOWED or DENIED, the ActiveMQ destination the MQTT topic maps to, and every
+    /// authorization entry that applies (file:line, pattern, the groups it grants). The user's
+    /// groups come from the authentication plugin (a real login when --password is given) or
+    /// from --group. Exit 0 when allowed, 3 when denied, 1 on errors.
+    Explain(ExplainArgs),
+    /// Hash a password for activemq.xml or users.properties.
+    ///
+    /// Reads one line from standard input (no prompt, so scripts can pipe it) and prints the
+    /// hash, e.g. `echo -n secret | ferromq passwd`. Use the output as
+    /// `<authenticationUser password="..."/>` or as the value in users.properties; ferromq
+    /// recognises `$argon2id$` and `$2b$` hashes (ActiveMQ itself would not).
+    Passwd(PasswdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +109,54 @@ pub struct CheckArgs {
     pub props: PropertyArgs,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExplainAction {
+    /// Publish: needs `write`.
+    Publish,
+    /// Subscribe (the topic may be a filter with + and #): needs `read`.
+    Subscribe,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// The user name.
+    #[arg(long, short)]
+    pub user: String,
+    /// Log in with this password first and use the groups the login yields (visible to other
+    /// local users in the process list: prefer --group on shared machines).
+    #[arg(long, conflicts_with = "groups")]
+    pub password: Option<String>,
+    /// Assume these groups instead of looking them up (repeatable).
+    #[arg(long = "group", short, value_name = "GROUP")]
+    pub groups: Vec<String>,
+    /// MQTT topic name, or filter for subscribe (`sensors/+/temp`, `sensors/#`).
+    #[arg(long, short)]
+    pub topic: String,
+    /// What the user wants to do.
+    #[arg(long, short, value_enum)]
+    pub action: ExplainAction,
+    #[command(flatten)]
+    pub props: PropertyArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PasswdAlgorithm {
+    /// Argon2id (19 MiB, 2 passes): the recommended choice.
+    Argon2id,
+    /// bcrypt, cost 12 (at most 72 bytes of password).
+    Bcrypt,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswdArgs {
+    /// Hash algorithm.
+    #[arg(long, value_enum, default_value = "argon2id")]
+    pub algorithm: PasswdAlgorithm,
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -118,6 +181,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Explain(args) => explain(args),
+        Command::Passwd(args) => passwd(args),
     }
 }
 
@@ -177,6 +242,99 @@ fn run(args: RunArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ferromq: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn explain(args: ExplainArgs) -> ExitCode {
+    use crate::security::{explain, Action, AuthRequest, Security};
+
+    let loaded = config::load_file(&args.config, &args.props.load_options());
+    let config = match loaded.into_result() {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            eprintln!("ferromq: {} has errors", args.config.display());
+            return ExitCode::from(1);
+        }
+    };
+    let action = match args.action {
+        ExplainAction::Publish => Action::Write,
+        ExplainAction::Subscribe => Action::Read,
+    };
+    let explained = match &args.password {
+        None => {
+            let groups = (!args.groups.is_empty()).then_some(args.groups.as_slice());
+            explain::explain(&config, &args.user, groups, &args.topic, action)
+        }
+        Some(password) => Security::from_config(&config).and_then(|security| {
+            let request = AuthRequest {
+                client_id: "ferromq-explain",
+                username: Some(&args.user),
+                password: Some(password.as_bytes()),
+                peer: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                tls: false,
+                peer_cert_subject: None,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            let principal = runtime
+                .block_on(security.authenticate(&request))
+                .map_err(|e| format!("login as `{}` failed: {e}", args.user))?;
+            Ok(explain::explain_principal(
+                &security,
+                &principal,
+                &args.topic,
+                action,
+            ))
+        }),
+    };
+    match explained {
+        Ok(explanation) => {
+            print!("{explanation}");
+            if explanation.allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            }
+        }
+        Err(e) => {
+            eprintln!("ferromq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn passwd(args: PasswdArgs) -> ExitCode {
+    use crate::security::password::{hash, HashAlgorithm};
+
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("ferromq: cannot read the password from standard input: {e}");
+        return ExitCode::from(1);
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        eprintln!(
+            "ferromq: no password on standard input (example: echo -n secret | ferromq passwd)"
+        );
+        return ExitCode::from(1);
+    }
+    let algorithm = match args.algorithm {
+        PasswdAlgorithm::Argon2id => HashAlgorithm::Argon2id,
+        PasswdAlgorithm::Bcrypt => HashAlgorithm::Bcrypt,
+    };
+    match hash(password.as_bytes(), algorithm) {
+        Ok(hashed) => {
+            println!("{hashed}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferromq: {e}");
             ExitCode::from(1)
         }
     }

@@ -10,4 +10,6 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod protocol;
+pub mod reload;
 pub mod security;
+pub mod transport;

@@ -6,10 +6,15 @@
 
 pub mod compile;
 pub mod diagnostic;
+pub mod diff;
+pub mod jaas;
+pub mod known_names;
 pub mod model;
 pub mod properties;
 pub mod report;
 pub mod tree;
+pub mod uri;
+pub mod values;
 pub mod xml;
 
 use std::collections::BTreeMap;

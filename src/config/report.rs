@@ -1,18 +1,506 @@
-//! `ferromq check` output: diagnostics, then a summary of the runtime graph. (Being written.)
+//! `ferromq check` output: every diagnostic, then a summary of the runtime graph the broker
+//! would build, then `N error(s), M warning(s)`.
+//!
+//! Text and JSON render the same [`Summary`], so what a person reads and what a pipeline parses
+//! cannot drift apart. Passwords never appear: only user names and groups.
 
-use super::Loaded;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
 
-/// Human-readable report: every diagnostic (`file:line:col: severity: message` + hint), then a
-/// summary of what the broker would build.
+use serde::Serialize;
+
+use super::diagnostic::Severity;
+use super::model::{
+    Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
+    Persistence, PrincipalKind, StoreKind,
+};
+use super::{properties, Loaded};
+
+/// Human-readable report.
 pub fn text(loaded: &Loaded) -> String {
-    loaded.diagnostics.to_string()
+    let mut out = loaded.diagnostics.to_string();
+    match &loaded.config {
+        Some(config) => render_summary(&mut out, &Summary::of(config)),
+        None if loaded.diagnostics.has_errors() => {}
+        None => out.push_str("nothing to summarise\n"),
+    }
+    let (errors, warnings) = counts(loaded);
+    let _ = writeln!(out, "{errors} error(s), {warnings} warning(s)");
+    out
 }
 
-/// The same as JSON: `{"valid": bool, "diagnostics": [...], "summary": {...}}`.
+/// `{"valid": bool, "diagnostics": [...], "summary": {...} | null}`.
 pub fn json(loaded: &Loaded) -> String {
-    serde_json::json!({
+    let diagnostics: Vec<JsonDiagnostic<'_>> = loaded
+        .diagnostics
+        .0
+        .iter()
+        .map(|d| JsonDiagnostic {
+            severity: d.severity,
+            file: d.span.as_ref().map(|s| s.file.display().to_string()),
+            line: d.span.as_ref().map(|s| s.line),
+            column: d.span.as_ref().map(|s| s.col),
+            message: &d.message,
+            hint: d.hint.as_deref(),
+        })
+        .collect();
+    let (errors, warnings) = counts(loaded);
+    let value = serde_json::json!({
         "valid": !loaded.diagnostics.has_errors(),
-        "diagnostics": loaded.diagnostics.0,
-    })
-    .to_string()
+        "errors": errors,
+        "warnings": warnings,
+        "diagnostics": diagnostics,
+        "summary": loaded.config.as_ref().map(Summary::of),
+    });
+    let mut text = value.to_string();
+    text.push('\n');
+    text
+}
+
+fn counts(loaded: &Loaded) -> (usize, usize) {
+    (
+        loaded.diagnostics.errors().count(),
+        loaded.diagnostics.warnings().count(),
+    )
+}
+
+#[derive(Serialize)]
+struct JsonDiagnostic<'a> {
+    severity: Severity,
+    file: Option<String>,
+    line: Option<u32>,
+    column: Option<u32>,
+    message: &'a str,
+    hint: Option<&'a str>,
+}
+
+/// What the broker would build from a configuration.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub broker_name: String,
+    pub listeners: Vec<ListenerSummary>,
+    pub tls: Option<TlsSummary>,
+    pub authentication: AuthenticationSummary,
+    /// `None`: no authorization plugin, every user may do everything.
+    pub authorization: Option<Vec<EntrySummary>>,
+    pub store: StoreSummary,
+    pub limits: BTreeMap<&'static str, u64>,
+    pub policies: Vec<String>,
+    /// Polling period when runtime reload is on.
+    pub reload_check_period_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListenerSummary {
+    pub name: String,
+    pub scheme: String,
+    pub address: String,
+    /// Keep-alive applied to clients that send 0; 0 = none.
+    pub default_keep_alive_ms: u64,
+    /// `None`: no timeout (or the inactivity monitor is off).
+    pub connect_attempt_timeout_ms: Option<u64>,
+    pub max_frame_size_bytes: u64,
+    /// `None`: unlimited.
+    pub maximum_connections: Option<u32>,
+    pub inactivity_monitor: bool,
+    pub client_certificates: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TlsSummary {
+    pub key_store: Option<String>,
+    pub trust_store: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuthenticationSummary {
+    /// `none`, `simple`, `jaas`, `jaas-certificate`, `jaas-dual`.
+    pub kind: &'static str,
+    pub detail: Vec<String>,
+    /// User name -> groups (never passwords).
+    pub users: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EntrySummary {
+    pub destination: String,
+    pub read: Vec<String>,
+    pub write: Vec<String>,
+    pub admin: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StoreSummary {
+    /// `durable` or `memory`.
+    pub kind: &'static str,
+    pub directory: Option<String>,
+}
+
+impl Summary {
+    pub fn of(config: &Config) -> Summary {
+        let mut limits = BTreeMap::new();
+        let l = &config.limits;
+        for (name, value) in [
+            ("memory_limit_bytes", l.memory_limit_bytes),
+            ("store_limit_bytes", l.store_limit_bytes),
+            ("temp_limit_bytes", l.temp_limit_bytes),
+        ] {
+            if let Some(v) = value {
+                limits.insert(name, v);
+            }
+        }
+        Summary {
+            broker_name: config.broker.broker_name.clone(),
+            listeners: config.listeners.iter().map(listener).collect(),
+            tls: config.ssl.as_ref().map(|s| TlsSummary {
+                key_store: s.key_store.as_ref().map(material),
+                trust_store: s.trust_store.as_ref().map(material),
+            }),
+            authentication: authentication(&config.authentication),
+            authorization: config.authorization.as_ref().map(|a| {
+                let mut entries: Vec<EntrySummary> =
+                    a.entries.iter().map(|e| entry(e, "")).collect();
+                entries.extend(
+                    a.default_entry
+                        .as_ref()
+                        .map(|e| entry(e, "default entry: ")),
+                );
+                entries.extend(
+                    a.temp_entry
+                        .as_ref()
+                        .map(|e| entry(e, "temporary destinations: ")),
+                );
+                entries
+            }),
+            store: match &config.persistence {
+                Persistence::Durable { directory, .. } => StoreSummary {
+                    kind: "durable",
+                    directory: Some(directory.display().to_string()),
+                },
+                Persistence::Memory => StoreSummary {
+                    kind: "memory",
+                    directory: None,
+                },
+            },
+            limits,
+            policies: config
+                .policies
+                .iter()
+                .map(|p| {
+                    let limit = p
+                        .pending_message_limit
+                        .map_or("no pending limit".to_owned(), |n| {
+                            format!("pending limit {n}")
+                        });
+                    format!("{:?} {}: {limit}", p.kind, p.pattern).to_lowercase()
+                })
+                .collect(),
+            reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
+        }
+    }
+}
+
+fn listener(l: &Listener) -> ListenerSummary {
+    let host = if l.host.contains(':') {
+        format!("[{}]", l.host)
+    } else {
+        l.host.clone()
+    };
+    let o = &l.options;
+    ListenerSummary {
+        name: l.name.clone(),
+        scheme: l.scheme.to_string(),
+        address: format!("{host}:{}", l.port),
+        default_keep_alive_ms: if o.use_inactivity_monitor {
+            o.default_keep_alive_ms
+        } else {
+            0
+        },
+        connect_attempt_timeout_ms: o
+            .connect_attempt_timeout_ms
+            .filter(|_| o.use_inactivity_monitor),
+        max_frame_size_bytes: o.max_frame_size_bytes,
+        maximum_connections: o.maximum_connections,
+        inactivity_monitor: o.use_inactivity_monitor,
+        client_certificates: match (l.scheme.is_tls(), o.need_client_auth, o.want_client_auth) {
+            (false, _, _) => "n/a",
+            (true, true, _) => "required",
+            (true, false, true) => "requested",
+            (true, false, false) => "not requested",
+        },
+    }
+}
+
+fn material(m: &KeyMaterial) -> String {
+    let kind = match m.kind {
+        StoreKind::Pem => "PEM",
+        StoreKind::Pkcs12 => "PKCS#12",
+        StoreKind::Jks => "JKS",
+    };
+    match &m.key_file {
+        Some(key) => format!("{} ({kind}, key {})", m.path.display(), key.display()),
+        None => format!("{} ({kind})", m.path.display()),
+    }
+}
+
+fn entry(e: &AuthzEntry, prefix: &str) -> EntrySummary {
+    let principals = match e.principal_kind {
+        PrincipalKind::Group => "",
+        PrincipalKind::User => " (names are users)",
+    };
+    EntrySummary {
+        destination: format!(
+            "{prefix}{} {}{principals}",
+            format!("{:?}", e.kind).to_lowercase(),
+            e.patterns.join(",")
+        ),
+        read: e.read.clone(),
+        write: e.write.clone(),
+        admin: e.admin.clone(),
+    }
+}
+
+fn authentication(auth: &Authentication) -> AuthenticationSummary {
+    let mut summary = AuthenticationSummary {
+        kind: "none",
+        detail: Vec::new(),
+        users: BTreeMap::new(),
+    };
+    match auth {
+        Authentication::None => {
+            summary
+                .detail
+                .push("no authentication plugin: every client may connect".into());
+        }
+        Authentication::Simple(simple) => {
+            summary.kind = "simple";
+            for user in &simple.users {
+                summary
+                    .users
+                    .insert(user.username.clone(), user.groups.clone());
+            }
+            summary.detail.push(if simple.anonymous_access_allowed {
+                format!(
+                    "anonymous clients allowed as user `{}` in group `{}`",
+                    simple.anonymous_user, simple.anonymous_group
+                )
+            } else {
+                "anonymous clients refused".into()
+            });
+        }
+        Authentication::Jaas(jaas) => {
+            summary.kind = "jaas";
+            describe_jaas(&mut summary, jaas, "");
+        }
+        Authentication::JaasCertificate(jaas) => {
+            summary.kind = "jaas-certificate";
+            describe_jaas(&mut summary, jaas, "");
+        }
+        Authentication::JaasDual {
+            password,
+            certificate,
+        } => {
+            summary.kind = "jaas-dual";
+            describe_jaas(&mut summary, password, "password (non-TLS connectors): ");
+            describe_jaas(&mut summary, certificate, "certificate (TLS connectors): ");
+        }
+    }
+    summary
+}
+
+fn describe_jaas(summary: &mut AuthenticationSummary, jaas: &JaasAuth, prefix: &str) {
+    summary.detail.push(format!(
+        "{prefix}entry `{}` of {}",
+        jaas.configuration,
+        jaas.login_config.display()
+    ));
+    for module in &jaas.modules {
+        let class = module.class.rsplit('.').next().unwrap_or(&module.class);
+        let what = match &module.kind {
+            LoginModuleKind::Properties {
+                users_file,
+                groups_file,
+                reload,
+            }
+            | LoginModuleKind::TextFileCertificate {
+                users_file,
+                groups_file,
+                reload,
+            } => {
+                add_file_users(summary, users_file, groups_file);
+                format!(
+                    "users {}, groups {}{}",
+                    users_file.display(),
+                    groups_file.display(),
+                    if *reload { ", re-read on change" } else { "" }
+                )
+            }
+            LoginModuleKind::Guest { user, group, .. } => {
+                format!("guests log in as `{user}` in group `{group}`")
+            }
+            LoginModuleKind::Unsupported => "not supported, ignored".to_owned(),
+        };
+        summary
+            .detail
+            .push(format!("{prefix}{class} {}: {what}", module.flag));
+    }
+}
+
+/// User names and their groups from a login module's files (re-read here; the compiler already
+/// checked that they exist and parse).
+fn add_file_users(summary: &mut AuthenticationSummary, users_file: &Path, groups_file: &Path) {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|t| properties::to_map(&t).ok())
+            .unwrap_or_default()
+    };
+    let users = read(users_file);
+    let groups = read(groups_file);
+    for user in users.keys() {
+        let member_of: Vec<String> = groups
+            .iter()
+            .filter(|(_, members)| super::values::parse_comma_list(members).contains(user))
+            .map(|(group, _)| group.clone())
+            .collect();
+        summary.users.insert(user.clone(), member_of);
+    }
+}
+
+fn render_summary(out: &mut String, s: &Summary) {
+    let _ = writeln!(out, "broker `{}` would build:", s.broker_name);
+    let _ = writeln!(out, "  listeners:");
+    if s.listeners.is_empty() {
+        let _ = writeln!(out, "    none: no MQTT connector, clients cannot connect");
+    }
+    for l in &s.listeners {
+        let keep_alive = match l.default_keep_alive_ms {
+            0 => "none".to_owned(),
+            ms => format!("{ms} ms"),
+        };
+        let timeout = l
+            .connect_attempt_timeout_ms
+            .map_or("off".to_owned(), |ms| format!("{ms} ms"));
+        let max_conn = l
+            .maximum_connections
+            .map_or("unlimited".to_owned(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {}, max connections {max_conn}{})",
+            l.name,
+            l.scheme,
+            l.address,
+            human_bytes(l.max_frame_size_bytes),
+            if l.client_certificates == "n/a" {
+                String::new()
+            } else {
+                format!(", client certificates {}", l.client_certificates)
+            }
+        );
+    }
+    match &s.tls {
+        None => {
+            let _ = writeln!(out, "  TLS: none");
+        }
+        Some(tls) => {
+            let none = || "none".to_owned();
+            let _ = writeln!(
+                out,
+                "  TLS: key store {}; trust store {}",
+                tls.key_store.clone().unwrap_or_else(none),
+                tls.trust_store.clone().unwrap_or_else(none)
+            );
+        }
+    }
+    let _ = writeln!(out, "  authentication: {}", s.authentication.kind);
+    for line in &s.authentication.detail {
+        let _ = writeln!(out, "    {line}");
+    }
+    for (user, groups) in &s.authentication.users {
+        let _ = writeln!(out, "    user {user}: groups {}", list_or_none(groups));
+    }
+    match &s.authorization {
+        None => {
+            let _ = writeln!(
+                out,
+                "  authorization: none (every client may publish and subscribe anywhere)"
+            );
+        }
+        Some(entries) => {
+            let _ = writeln!(
+                out,
+                "  authorization: {} entr{}",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            );
+            for e in entries {
+                let _ = writeln!(
+                    out,
+                    "    {}  read: {}  write: {}  admin: {}",
+                    e.destination,
+                    list_or_none(&e.read),
+                    list_or_none(&e.write),
+                    list_or_none(&e.admin)
+                );
+            }
+        }
+    }
+    match &s.store.directory {
+        Some(dir) => {
+            let _ = writeln!(out, "  store: durable, in {dir}");
+        }
+        None => {
+            let _ = writeln!(out, "  store: memory only (nothing survives a restart)");
+        }
+    }
+    if !s.limits.is_empty() {
+        let limits: Vec<String> = s
+            .limits
+            .iter()
+            .map(|(k, v)| format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)))
+            .collect();
+        let _ = writeln!(out, "  limits: {}", limits.join(", "));
+    }
+    for policy in &s.policies {
+        let _ = writeln!(out, "  policy: {policy}");
+    }
+    let _ = match s.reload_check_period_ms {
+        None => writeln!(out, "  reload: off"),
+        Some(0) => writeln!(out, "  reload: on (file events and SIGHUP; no polling)"),
+        Some(ms) => writeln!(out, "  reload: on, checking every {ms} ms"),
+    };
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "-".to_owned()
+    } else {
+        items.join(",")
+    }
+}
+
+/// `67108864` -> `64 MiB`; exact values only, so the text never rounds a limit.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["TiB", "GiB", "MiB", "KiB"];
+    for (i, unit) in UNITS.iter().enumerate() {
+        let size = 1u64 << (10 * (4 - i));
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_is_exact() {
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(100 << 30), "100 GiB");
+        assert_eq!(human_bytes(1536), "1536 bytes");
+        assert_eq!(human_bytes(1025), "1025 bytes");
+    }
 }

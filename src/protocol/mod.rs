@@ -6,3 +6,4 @@ pub mod topic;
 
 pub use codec::{decode, encode, DecodeError, EncodeError};
 pub use packet::*;
+pub use topic::TopicError;

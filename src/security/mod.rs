@@ -1,14 +1,46 @@
 //! Authentication (simple, JAAS properties/guest/certificate) and casbin-backed destination
-//! authorization with ActiveMQ's semantics. (Being written: issue 4.)
+//! authorization with ActiveMQ's semantics (issue 4).
 //!
 //! The broker sees only this API: build a [`Security`] from a [`Config`], call
 //! [`Security::authenticate`] on CONNECT and [`Security::authorize`] (through a per-connection
-//! [`AuthzCache`]) on SUBSCRIBE, PUBLISH and delivery.
+//! [`AuthzCache`]) on SUBSCRIBE, PUBLISH and delivery. On reload, build the new snapshot with
+//! [`Security::rebuild`] (keeps the failed-login table) and swap it in; caches notice the new
+//! [`Security::generation`] by themselves.
+//!
+//! - [`authn`]: plugin dispatch; [`simple`], [`jaas`] (control flags), [`cert`] (DN matching),
+//!   [`tables`] (users/groups files, `reload=true`), [`password`] (plaintext, bcrypt, argon2).
+//! - [`throttle`]: per-address slowdown of failed logins.
+//! - [`authz`]: the casbin model/policy and the precompiled evaluator; [`destination`]: ActiveMQ
+//!   wildcards and the MQTT name conversion; [`explain`]: `ferromq explain`.
+//!
+//! Principals without an authentication plugin: everyone connects as [`Principal::anonymous`]
+//! (user `anonymous`, no groups). ActiveMQ would refuse every destination to such connections when
+//! an authorization plugin is configured ("User is not authenticated"); ferromq instead lets the
+//! entries decide, so only `*` entries (or entries naming user `anonymous`) grant them anything.
+
+pub mod authn;
+pub mod authz;
+pub mod cache;
+pub mod cert;
+pub mod destination;
+pub mod explain;
+pub mod jaas;
+pub mod password;
+pub mod simple;
+pub mod tables;
+pub mod throttle;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Authentication, AuthorizationConfig, Config, DestinationKind};
+
+use authn::Authenticator;
+use authz::Authorizer;
+pub use cache::AuthzCache;
+use throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
 /// Who a connection is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,42 +91,188 @@ pub enum Action {
 }
 
 /// An immutable snapshot of the security configuration; rebuilt (and swapped) on reload.
-#[derive(Debug, Default)]
-pub struct Security {}
+pub struct Security {
+    /// Unique per snapshot: caches filled under another generation are stale.
+    generation: u64,
+    authenticator: Authenticator,
+    /// `None`: no authorizationPlugin, everything is allowed.
+    authorizer: Option<Authorizer>,
+    /// Shared with the snapshots that replace this one.
+    throttle: Arc<LoginThrottle>,
+}
+
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Security")
+            .field("generation", &self.generation)
+            .field("authenticator", &self.authenticator)
+            .field("authorizer", &self.authorizer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// No authentication, no authorization: everyone connects and may do everything.
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            generation: next_generation(),
+            authenticator: Authenticator::None,
+            authorizer: None,
+            throttle: Arc::new(LoginThrottle::default()),
+        }
+    }
+}
 
 impl Security {
+    /// Build from `config.authentication` and `config.authorization`, reading the users, groups
+    /// and DN files JAAS modules name. Errors name the file (and line) at fault.
     pub fn from_config(config: &Config) -> Result<Security, String> {
-        let _ = config;
-        Ok(Security {})
+        Security::from_parts(&config.authentication, config.authorization.as_ref())
+    }
+
+    /// [`Security::from_config`] from the two parts of the model that matter.
+    pub fn from_parts(
+        authentication: &Authentication,
+        authorization: Option<&AuthorizationConfig>,
+    ) -> Result<Security, String> {
+        Ok(Security {
+            generation: next_generation(),
+            authenticator: Authenticator::new(authentication)?,
+            authorizer: authorization.map(Authorizer::new).transpose()?,
+            throttle: Arc::new(LoginThrottle::default()),
+        })
+    }
+
+    /// The snapshot for a reloaded configuration. Failed-login counts carry over, so a reload
+    /// does not give a password guesser a fresh start.
+    pub fn rebuild(&self, config: &Config) -> Result<Security, String> {
+        let mut next = Security::from_config(config)?;
+        next.throttle = self.throttle.clone();
+        Ok(next)
+    }
+
+    /// Replace the login throttle's tuning (and forget its failures).
+    pub fn with_throttle_policy(mut self, policy: ThrottlePolicy) -> Security {
+        self.throttle = Arc::new(LoginThrottle::new(policy));
+        self
+    }
+
+    /// Identifies this snapshot; every build gets a new one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// False when there is no authorizationPlugin (everything is allowed): the broker may skip
+    /// authorization entirely.
+    pub fn authorization_enabled(&self) -> bool {
+        self.authorizer.is_some()
+    }
+
+    pub fn login_throttle(&self) -> &LoginThrottle {
+        &self.throttle
     }
 
     /// Authenticate a CONNECT. Failed attempts are logged (never with the password) and slowed
-    /// down per client address.
+    /// down per client address (see [`throttle`]).
     pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthFailure> {
-        let _ = req;
-        Ok(Principal::anonymous())
+        if self.authenticator.is_none() {
+            return Ok(Principal::anonymous());
+        }
+        let ip = req.peer.ip();
+        match self.throttle.admit(ip, Instant::now()) {
+            Admission::Now => {}
+            Admission::After(delay) => tokio::time::sleep(delay).await,
+            Admission::Refused => {
+                tracing::warn!(
+                    client_id = ?req.client_id,
+                    user = ?req.username,
+                    peer = %req.peer,
+                    "login refused: too many failed logins from this address"
+                );
+                return Err(AuthFailure::NotAuthorized);
+            }
+        }
+        match self.authenticator.login(req).await {
+            Ok(principal) => {
+                tracing::debug!(
+                    client_id = ?req.client_id,
+                    user = %principal.user,
+                    groups = ?principal.groups,
+                    "authenticated"
+                );
+                Ok(principal)
+            }
+            Err(refusal) => {
+                self.throttle.record_failure(ip, Instant::now());
+                tracing::warn!(
+                    client_id = ?req.client_id,
+                    user = ?req.username,
+                    peer = %req.peer,
+                    reason = refusal.reason,
+                    domain = refusal.domain.as_deref().unwrap_or("-"),
+                    failures = self.throttle.failures(ip, Instant::now()),
+                    "login refused"
+                );
+                Err(refusal.failure)
+            }
+        }
     }
 
     /// May `principal` do `action` on the MQTT topic name or filter (converted to an ActiveMQ
     /// destination name internally)? Uncached; use [`AuthzCache`] on hot paths.
     pub fn authorize(&self, principal: &Principal, action: Action, mqtt_topic: &str) -> bool {
-        let _ = (principal, action, mqtt_topic);
-        true
+        match &self.authorizer {
+            None => true,
+            Some(a) => a.decide_mqtt(principal, action, DestinationKind::Topic, mqtt_topic),
+        }
     }
-}
 
-/// Per-connection cache of authorization decisions, valid for one [`Security`] snapshot.
-#[derive(Debug, Default)]
-pub struct AuthzCache {}
-
-impl AuthzCache {
-    pub fn allowed(
-        &mut self,
-        security: &Security,
+    /// [`Security::authorize`] for any destination kind, by ActiveMQ name (`USERS.>`,
+    /// `queue` entries, temporary destinations).
+    pub fn authorize_destination(
+        &self,
         principal: &Principal,
         action: Action,
-        mqtt_topic: &str,
+        kind: DestinationKind,
+        activemq_name: &str,
     ) -> bool {
-        security.authorize(principal, action, mqtt_topic)
+        match &self.authorizer {
+            None => true,
+            Some(a) => {
+                let mqtt_name = destination::swap_chars(activemq_name);
+                a.decide_mqtt(principal, action, kind, &mqtt_name)
+            }
+        }
+    }
+
+    /// The same decision made by casbin's enforcer itself: slow, for `explain` and for checking
+    /// that the precompiled evaluator agrees with casbin.
+    pub fn authorize_with_casbin(
+        &self,
+        principal: &Principal,
+        action: Action,
+        kind: DestinationKind,
+        activemq_name: &str,
+    ) -> Result<bool, String> {
+        match &self.authorizer {
+            None => Ok(true),
+            Some(a) => a.decide_with_casbin(principal, action, kind, activemq_name),
+        }
+    }
+
+    /// The groups `user` would get from the authentication plugin, without a password check;
+    /// `None` when the plugin does not know the user. For `ferromq explain`.
+    pub fn groups_of(&self, user: &str) -> Option<Vec<Arc<str>>> {
+        self.authenticator.groups_of(user)
+    }
+
+    pub(crate) fn authorizer(&self) -> Option<&Authorizer> {
+        self.authorizer.as_ref()
     }
 }

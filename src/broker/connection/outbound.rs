@@ -1,0 +1,125 @@
+//! Packets to the client: encoding into the batch buffer, moving deliveries from the session
+//! queue through the in-flight window, and retransmission on session resume.
+
+use super::{CloseReason, Conn, OUT_HIGH_WATER_BYTES};
+use crate::broker::inflight::InflightStage;
+use crate::broker::message::Message;
+use crate::broker::queue::QueuedMessage;
+use crate::protocol::{encode, Ack, Packet, Publish, QoS};
+use crate::security::Action;
+
+/// Deliveries moved from the queue per session-lock acquisition.
+const PUMP_BATCH: usize = 64;
+
+impl Conn {
+    /// Append `packet` to the output buffer.
+    pub(super) fn send(&mut self, packet: Packet) -> Result<(), CloseReason> {
+        encode(&packet, self.version, &mut self.out)
+            .map_err(|e| CloseReason::Internal(format!("cannot encode {packet:?}: {e}")))
+    }
+
+    fn send_publish(
+        &mut self,
+        message: &Message,
+        qos: QoS,
+        retain: bool,
+        packet_id: Option<u16>,
+        dup: bool,
+    ) -> Result<(), CloseReason> {
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos,
+            retain,
+            topic: message.topic.to_string(),
+            packet_id,
+            payload: message.payload.clone(),
+            properties: None,
+        });
+        encode(&packet, self.version, &mut self.out).map_err(|e| {
+            CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic))
+        })
+    }
+
+    /// After CONNACK: re-send every unfinished outbound exchange of a resumed session, in the
+    /// original order and with the original packet ids: PUBLISH with DUP=1, or PUBREL for
+    /// exchanges the client already PUBREC'd (MQTT 3.1.1 4.4).
+    pub(super) fn resend_inflight(&mut self) -> Result<(), CloseReason> {
+        let entries = self.with_session(|s| s.inflight.iter().cloned().collect::<Vec<_>>())?;
+        let mut publishes = 0;
+        for e in entries {
+            match e.stage {
+                InflightStage::AwaitingPubComp => {
+                    self.send(Packet::PubRel(Ack::new(e.packet_id)))?;
+                }
+                InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec => {
+                    self.send_publish(&e.message, e.qos, e.retain, Some(e.packet_id), true)?;
+                    publishes += 1;
+                }
+            }
+        }
+        self.core.counters.add_messages_out(publishes);
+        Ok(())
+    }
+
+    /// Move deliveries from the session queue into the output buffer: QoS 0 always, QoS 1/2
+    /// while the in-flight window has room (order is kept: a QoS 1/2 message at the head waits
+    /// for room rather than letting later messages overtake it). Each delivery is authorized
+    /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them.
+    /// Stops at the output high-water mark.
+    pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
+        let window = self.core.inflight_window;
+        loop {
+            let mut denied = 0u64;
+            let (security, principal, authz) = (&self.security, &self.principal, &mut self.authz);
+            let batch: Vec<(Option<u16>, QueuedMessage)> = self
+                .session
+                .with_state(self.token.generation, |s| {
+                    let mut batch = Vec::new();
+                    while batch.len() < PUMP_BATCH {
+                        let head_needs_window = match s.pending.front() {
+                            None => break,
+                            Some(head) => head.qos != QoS::AtMostOnce,
+                        };
+                        if head_needs_window && s.inflight.len() >= window {
+                            break;
+                        }
+                        let Some(item) = s.pending.pop_front() else {
+                            break;
+                        };
+                        if !authz.allowed(security, principal, Action::Read, &item.message.topic) {
+                            denied += 1;
+                            continue;
+                        }
+                        let packet_id = if head_needs_window {
+                            s.inflight
+                                .insert(item.message.clone(), item.qos, item.retain)
+                        } else {
+                            None
+                        };
+                        if head_needs_window && packet_id.is_none() {
+                            break;
+                        }
+                        batch.push((packet_id, item));
+                    }
+                    batch
+                })
+                .ok_or(CloseReason::TakenOver)?;
+            for _ in 0..denied {
+                self.core.counters.dropped_not_authorized();
+            }
+            let moved = batch.len();
+            for (packet_id, item) in batch {
+                self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
+            }
+            self.core.counters.add_messages_out(moved as u64);
+            if self.out.len() >= OUT_HIGH_WATER_BYTES {
+                self.pump_wanted = true;
+                return Ok(());
+            }
+            if moved + (denied as usize) < PUMP_BATCH {
+                self.pump_wanted = false;
+                return Ok(());
+            }
+        }
+    }
+}

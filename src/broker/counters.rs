@@ -1,0 +1,102 @@
+//! Broker-wide counters: cheap relaxed atomics bumped on the hot path, read as a snapshot by
+//! tests, benchmarks and (later) a metrics endpoint.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters shared by every task of one broker.
+#[derive(Debug, Default)]
+pub struct Counters {
+    connections_accepted: AtomicU64,
+    connections_refused_limit: AtomicU64,
+    connections_current: AtomicU64,
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_offline_qos0: AtomicU64,
+    dropped_dollar_topic: AtomicU64,
+    dropped_not_authorized: AtomicU64,
+    protocol_errors: AtomicU64,
+    wills_published: AtomicU64,
+}
+
+/// A point-in-time copy of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    /// Sockets accepted and handed to a connection task.
+    pub connections_accepted: u64,
+    /// Sockets closed at accept because `maximumConnections` was reached.
+    pub connections_refused_limit: u64,
+    /// Connection tasks currently running.
+    pub connections_current: u64,
+    /// PUBLISH packets received from clients (including re-sent duplicates).
+    pub messages_in: u64,
+    /// PUBLISH packets written to clients (including retransmissions).
+    pub messages_out: u64,
+    /// Messages not queued because a session's pending queue was full (slow consumer).
+    pub dropped_queue_full: u64,
+    /// QoS 0 messages for sessions that were offline.
+    pub dropped_offline_qos0: u64,
+    /// Publishes to `$` topics dropped because `transport.publishDollarTopics` is false.
+    pub dropped_dollar_topic: u64,
+    /// Publishes or deliveries refused by authorization (acknowledged, then dropped).
+    pub dropped_not_authorized: u64,
+    /// Connections closed for a malformed packet or a protocol violation.
+    pub protocol_errors: u64,
+    /// Will messages published.
+    pub wills_published: u64,
+}
+
+macro_rules! bump {
+    ($($name:ident),* $(,)?) => {
+        $(
+            /// Add one; returns the new total.
+            #[inline]
+            pub(crate) fn $name(&self) -> u64 {
+                self.$name.fetch_add(1, Ordering::Relaxed) + 1
+            }
+        )*
+    };
+}
+
+impl Counters {
+    bump!(
+        connections_accepted,
+        connections_refused_limit,
+        messages_in,
+        dropped_queue_full,
+        dropped_offline_qos0,
+        dropped_dollar_topic,
+        dropped_not_authorized,
+        protocol_errors,
+        wills_published,
+    );
+
+    pub(crate) fn add_messages_out(&self, n: u64) {
+        self.messages_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_current.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CountersSnapshot {
+            connections_accepted: get(&self.connections_accepted),
+            connections_refused_limit: get(&self.connections_refused_limit),
+            connections_current: get(&self.connections_current),
+            messages_in: get(&self.messages_in),
+            messages_out: get(&self.messages_out),
+            dropped_queue_full: get(&self.dropped_queue_full),
+            dropped_offline_qos0: get(&self.dropped_offline_qos0),
+            dropped_dollar_topic: get(&self.dropped_dollar_topic),
+            dropped_not_authorized: get(&self.dropped_not_authorized),
+            protocol_errors: get(&self.protocol_errors),
+            wills_published: get(&self.wills_published),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Outbound QoS 1/2 messages sent to a client and not yet fully acknowledged, with packet-id
+//! allocation. Kept in session state (not the connection) so that a reconnecting clean-session-0
+//! client gets them again: PUBLISH with DUP=1, or PUBREL for those already PUBREC'd (MQTT 3.1.1
+//! 4.4: retransmission happens on reconnect only, never on a timer).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::message::{qos_serde, Message};
+use crate::protocol::QoS;
+
+/// Where an outbound QoS 1/2 exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InflightStage {
+    /// QoS 1 PUBLISH sent.
+    AwaitingPubAck,
+    /// QoS 2 PUBLISH sent.
+    AwaitingPubRec,
+    /// PUBREC received, PUBREL sent.
+    AwaitingPubComp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightEntry {
+    pub packet_id: u16,
+    pub message: Message,
+    #[serde(with = "qos_serde")]
+    pub qos: QoS,
+    pub retain: bool,
+    pub stage: InflightStage,
+}
+
+/// What an acknowledgement from the client did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// The exchange advanced or completed; a window slot may be free.
+    Accepted,
+    /// No exchange with this id is at the stage this ack belongs to (late duplicate): ignored.
+    Unknown,
+}
+
+/// In-flight window in send order (retransmission keeps the original order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inflight {
+    entries: VecDeque<InflightEntry>,
+    next_packet_id: u16,
+}
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight {
+            entries: VecDeque::new(),
+            next_packet_id: 1,
+        }
+    }
+}
+
+impl Inflight {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &InflightEntry> {
+        self.entries.iter()
+    }
+
+    /// Record a QoS 1/2 PUBLISH about to be sent; returns its packet id, or `None` when all
+    /// 65535 ids are in use (the caller's window is far smaller, so this is only a guard).
+    pub fn insert(&mut self, message: Message, qos: QoS, retain: bool) -> Option<u16> {
+        let packet_id = self.allocate_packet_id()?;
+        let stage = if qos == QoS::ExactlyOnce {
+            InflightStage::AwaitingPubRec
+        } else {
+            InflightStage::AwaitingPubAck
+        };
+        self.entries.push_back(InflightEntry {
+            packet_id,
+            message,
+            qos,
+            retain,
+            stage,
+        });
+        Some(packet_id)
+    }
+
+    fn allocate_packet_id(&mut self) -> Option<u16> {
+        if self.entries.len() >= usize::from(u16::MAX) {
+            return None;
+        }
+        loop {
+            let candidate = self.next_packet_id;
+            self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
+            if !self.entries.iter().any(|e| e.packet_id == candidate) {
+                return Some(candidate);
+            }
+        }
+    }
+
+    pub fn on_puback(&mut self, packet_id: u16) -> AckOutcome {
+        self.remove_at_stage(packet_id, InflightStage::AwaitingPubAck)
+    }
+
+    /// PUBREC: the caller answers with PUBREL (also for ids it already moved on, since a
+    /// re-sent PUBREC means the client did not get our PUBREL).
+    pub fn on_pubrec(&mut self, packet_id: u16) -> AckOutcome {
+        match self.entries.iter_mut().find(|e| e.packet_id == packet_id) {
+            Some(e) if e.stage != InflightStage::AwaitingPubAck => {
+                e.stage = InflightStage::AwaitingPubComp;
+                AckOutcome::Accepted
+            }
+            _ => AckOutcome::Unknown,
+        }
+    }
+
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> AckOutcome {
+        self.remove_at_stage(packet_id, InflightStage::AwaitingPubComp)
+    }
+
+    fn remove_at_stage(&mut self, packet_id: u16, stage: InflightStage) -> AckOutcome {
+        match self
+            .entries
+            .iter()
+            .position(|e| e.packet_id == packet_id && e.stage == stage)
+        {
+            Some(pos) => {
+                self.entries.remove(pos);
+                AckOutcome::Accepted
+            }
+            None => AckOutcome::Unknown,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn msg() -> Message {
+        Message {
+            topic: Arc::from("t"),
+            payload: Bytes::new(),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn qos1_and_qos2_flows_complete() {
+        let mut w = Inflight::default();
+        let a = w.insert(msg(), QoS::AtLeastOnce, false).expect("id");
+        let b = w.insert(msg(), QoS::ExactlyOnce, false).expect("id");
+        assert_ne!(a, b);
+        assert_eq!(
+            w.on_pubcomp(b),
+            AckOutcome::Unknown,
+            "PUBCOMP before PUBREC"
+        );
+        assert_eq!(w.on_pubrec(b), AckOutcome::Accepted);
+        assert_eq!(w.on_pubrec(b), AckOutcome::Accepted, "re-sent PUBREC");
+        assert_eq!(w.on_puback(b), AckOutcome::Unknown, "PUBACK for a QoS 2 id");
+        assert_eq!(w.on_pubcomp(b), AckOutcome::Accepted);
+        assert_eq!(w.on_puback(a), AckOutcome::Accepted);
+        assert_eq!(w.on_puback(a), AckOutcome::Unknown);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn packet_ids_wrap_and_skip_ids_in_use() {
+        let mut w = Inflight {
+            entries: VecDeque::new(),
+            next_packet_id: u16::MAX,
+        };
+        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(u16::MAX));
+        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(1));
+        w.next_packet_id = u16::MAX;
+        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false), Some(2));
+    }
+
+    #[test]
+    fn order_is_kept_for_retransmission() {
+        let mut w = Inflight::default();
+        let ids: Vec<u16> = (0..5)
+            .filter_map(|_| w.insert(msg(), QoS::AtLeastOnce, false))
+            .collect();
+        w.on_puback(ids[2]);
+        let left: Vec<u16> = w.iter().map(|e| e.packet_id).collect();
+        assert_eq!(left, vec![ids[0], ids[1], ids[3], ids[4]]);
+    }
+}

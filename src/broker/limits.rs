@@ -1,0 +1,135 @@
+//! Per-session limits: the in-flight window and the pending-queue limit, the latter taken from
+//! the best-matching `<policyEntry topic="...">` (ActiveMQ applies one entry per destination,
+//! unlike authorization which unions them).
+
+use crate::config::{DestinationKind, PolicyEntry};
+
+/// Pending messages a session may hold when no policy entry gives a limit.
+pub const DEFAULT_PENDING_MESSAGE_LIMIT: usize = 1000;
+/// QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait in the queue.
+pub const DEFAULT_INFLIGHT_WINDOW: usize = 32;
+
+/// The topic policy entries, ready for per-publish lookup.
+#[derive(Debug, Clone, Default)]
+pub struct PendingLimits {
+    /// (pattern levels in MQTT spelling, limit), in declaration order.
+    entries: Vec<(Vec<String>, Option<usize>)>,
+}
+
+impl PendingLimits {
+    pub fn from_policies(policies: &[PolicyEntry]) -> Self {
+        let entries = policies
+            .iter()
+            .filter(|p| p.kind == DestinationKind::Topic)
+            .map(|p| {
+                (
+                    p.pattern.split('.').map(activemq_level_to_mqtt).collect(),
+                    p.pending_message_limit.map(|l| l as usize),
+                )
+            })
+            .collect();
+        PendingLimits { entries }
+    }
+
+    /// The pending-queue limit for messages on MQTT `topic`.
+    ///
+    /// Best match, approximating ActiveMQ's `DestinationMap.chooseValue`: an entry without
+    /// wildcards beats any pattern; among patterns the one with the most literal levels wins,
+    /// and on a tie the later declaration. An entry that matches but sets no limit gives the
+    /// default.
+    pub fn limit_for(&self, topic: &str) -> usize {
+        if self.entries.is_empty() {
+            return DEFAULT_PENDING_MESSAGE_LIMIT;
+        }
+        let mut best: Option<(usize, Option<usize>)> = None;
+        for (pattern, limit) in &self.entries {
+            if !pattern_matches(pattern, topic) {
+                continue;
+            }
+            let literal = pattern.iter().filter(|l| *l != "*" && *l != ">").count();
+            let score = if literal == pattern.len() {
+                usize::MAX
+            } else {
+                literal
+            };
+            if best.is_none_or(|(s, _)| score >= s) {
+                best = Some((score, *limit));
+            }
+        }
+        best.and_then(|(_, l)| l)
+            .unwrap_or(DEFAULT_PENDING_MESSAGE_LIMIT)
+            .max(1)
+    }
+}
+
+/// One level of an ActiveMQ name in MQTT spelling. ActiveMQ's MQTT transport swaps `/` and
+/// `.` (lossless), so an ActiveMQ level `a/b` is the MQTT level `a.b`.
+fn activemq_level_to_mqtt(level: &str) -> String {
+    level.replace('/', ".")
+}
+
+/// ActiveMQ wildcards over MQTT topic levels: `*` one level, `>` the rest including no level
+/// at all (`A.>` matches `A`). No allocation: this runs for every publish.
+fn pattern_matches(pattern: &[String], topic: &str) -> bool {
+    let mut levels = topic.split('/');
+    for p in pattern {
+        if p == ">" {
+            return true;
+        }
+        match levels.next() {
+            Some(level) if p == "*" || p == level => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Span;
+
+    fn entry(pattern: &str, limit: Option<u32>) -> PolicyEntry {
+        PolicyEntry {
+            kind: DestinationKind::Topic,
+            pattern: pattern.into(),
+            pending_message_limit: limit,
+            span: Span::new(Arc::new(PathBuf::from("t.xml")), 1, 1),
+        }
+    }
+
+    #[test]
+    fn best_matching_entry_gives_the_limit() {
+        let limits = PendingLimits::from_policies(&[
+            entry(">", Some(100)),
+            entry("sensors.>", Some(10)),
+            entry("sensors.*.temp", Some(5)),
+            entry("sensors.a.temp", None),
+        ]);
+        assert_eq!(limits.limit_for("other"), 100);
+        assert_eq!(limits.limit_for("sensors"), 10);
+        assert_eq!(limits.limit_for("sensors/b/temp"), 5);
+        assert_eq!(
+            limits.limit_for("sensors/a/temp"),
+            DEFAULT_PENDING_MESSAGE_LIMIT
+        );
+    }
+
+    #[test]
+    fn mqtt_dots_are_not_level_separators() {
+        let limits = PendingLimits::from_policies(&[entry("a.b", Some(7))]);
+        assert_eq!(limits.limit_for("a/b"), 7);
+        assert_eq!(limits.limit_for("a.b"), DEFAULT_PENDING_MESSAGE_LIMIT);
+    }
+
+    #[test]
+    fn no_policies_means_the_default() {
+        assert_eq!(
+            PendingLimits::default().limit_for("x"),
+            DEFAULT_PENDING_MESSAGE_LIMIT
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Listeners: bind each connector, then accept. The accept loop only accepts (and
+//! enforces `maximumConnections` by closing the extra socket at once); everything else,
+//! including any TLS or WebSocket handshake, runs in the connection's own task.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::connection::{self, ConnectionParams, ListenerSettings};
+use super::runtime::BrokerCore;
+use crate::config::Listener;
+use crate::transport::{self, UpgradeLimits};
+
+/// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Bind a connector's socket. Errors name the connector and where it is configured.
+pub async fn bind(listener: &Listener) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let where_ = format!(
+        "connector `{}` ({}) at {}",
+        listener.name, listener.uri, listener.span
+    );
+    let candidates: Vec<SocketAddr> =
+        tokio::net::lookup_host((listener.host.as_str(), listener.port))
+            .await
+            .with_context(|| format!("cannot resolve host `{}` of {where_}", listener.host))?
+            .collect();
+    let mut last_error = None;
+    for addr in candidates {
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => {
+                let local = tcp
+                    .local_addr()
+                    .with_context(|| format!("{where_}: no local address"))?;
+                return Ok((tcp, local));
+            }
+            Err(e) => last_error = Some((addr, e)),
+        }
+    }
+    match last_error {
+        Some((addr, e)) => Err(anyhow::anyhow!("cannot listen on {addr} for {where_}: {e}")),
+        None => Err(anyhow::anyhow!(
+            "host `{}` of {where_} resolves to no address",
+            listener.host
+        )),
+    }
+}
+
+/// Counts a listener's open connections; the slot is released when the task ends.
+struct ConnectionSlot {
+    active: Arc<AtomicU32>,
+    core: Arc<BrokerCore>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.core.counters.connection_closed();
+    }
+}
+
+/// Accept until `shutdown`; each socket gets its own task. `task_alive` is cloned into every
+/// task so the broker can wait for all of them to end.
+pub async fn accept_loop(
+    tcp: TcpListener,
+    settings: Arc<ListenerSettings>,
+    core: Arc<BrokerCore>,
+    shutdown: CancellationToken,
+    task_alive: mpsc::Sender<()>,
+) {
+    let active = Arc::new(AtomicU32::new(0));
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = tcp.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(listener = %settings.name, "accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        if let Some(max) = settings.options.maximum_connections {
+            if active.load(Ordering::Relaxed) >= max {
+                core.counters.connections_refused_limit();
+                tracing::warn!(listener = %settings.name, %peer, max, "maximumConnections reached: connection closed");
+                drop(stream);
+                continue;
+            }
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        core.counters.connections_accepted();
+        core.counters.connection_opened();
+        let slot = ConnectionSlot {
+            active: active.clone(),
+            core: core.clone(),
+        };
+        let params = ConnectionParams {
+            core: core.clone(),
+            listener: settings.clone(),
+            peer,
+            tls: false,
+            peer_cert_subject: None,
+            shutdown: shutdown.clone(),
+        };
+        let alive = task_alive.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _alive = alive;
+            serve_socket(stream, params).await;
+        });
+    }
+}
+
+/// Turn an accepted socket into an MQTT byte stream for the connector's scheme (TLS and/or
+/// WebSocket handshakes, bounded by the connect-attempt timeout) and serve it. Runs in the
+/// connection's own task, never in the accept loop.
+async fn serve_socket(stream: TcpStream, mut params: ConnectionParams) {
+    let _ = stream.set_nodelay(true);
+    let settings = params.listener.clone();
+    if !settings.scheme.is_tls() && !settings.scheme.is_websocket() {
+        connection::serve(stream, params).await;
+        return;
+    }
+    let upgrade = transport::upgrade(
+        stream,
+        params.peer,
+        settings.scheme,
+        settings.tls.as_deref(),
+        UpgradeLimits::from_options(&settings.options),
+    );
+    let accepted = tokio::select! {
+        _ = params.shutdown.cancelled() => return,
+        accepted = upgrade => accepted,
+    };
+    match accepted {
+        Ok(accepted) => {
+            params.tls = settings.scheme.is_tls();
+            params.peer_cert_subject = accepted.peer_cert_subject;
+            connection::serve(accepted.stream, params).await;
+        }
+        Err(e) => {
+            tracing::info!(listener = %settings.name, peer = %params.peer, "transport handshake failed: {e}");
+        }
+    }
+}

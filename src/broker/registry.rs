@@ -1,0 +1,230 @@
+//! The session registry: client id -> session (used at CONNECT and close) and session id ->
+//! session (used by publishers on every delivery, behind a read lock).
+//!
+//! Lock order, everywhere: registry client-id map -> a session's mutex -> subscription tree.
+//! Publishers take only the id map (read) and then one session mutex at a time.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::session::{AttachToken, Session, SessionId, SessionState};
+
+/// Why a CONNECT could not get its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("client id already connected and allowLinkStealing is false")]
+    ClientIdInUse,
+}
+
+/// A connection's session after CONNECT.
+#[derive(Debug)]
+pub struct Attached {
+    pub session: Arc<Session>,
+    pub token: AttachToken,
+    /// The CONNACK session-present flag.
+    pub session_present: bool,
+    /// A previous session of this client id that was discarded: the caller removes its
+    /// subscriptions from the tree (and from the store when it was persistent).
+    pub discarded: Option<Arc<Session>>,
+}
+
+/// What closing a connection did to its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detached {
+    /// Another connection took the session over: nothing to do.
+    TakenOver,
+    /// Persistent session, now offline.
+    KeptOffline,
+    /// Clean session: removed; the caller removes its subscriptions.
+    Ended,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionRegistry {
+    by_client_id: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    by_id: RwLock<HashMap<SessionId, Arc<Session>>>,
+    next_session_id: AtomicU64,
+    next_generation: AtomicU64,
+}
+
+impl SessionRegistry {
+    /// Attach a new connection of `client_id` (non-empty) to its session, creating, resuming or
+    /// replacing it per MQTT 3.1.1 3.1.2.4 and `allowLinkStealing`.
+    pub fn attach(
+        &self,
+        client_id: &str,
+        clean_session: bool,
+        allow_link_stealing: bool,
+    ) -> Result<Attached, AttachError> {
+        let mut by_client_id = self.by_client_id.lock();
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let existing = by_client_id.get(client_id).cloned();
+        if let Some(old) = &existing {
+            if old.is_attached() && !allow_link_stealing {
+                return Err(AttachError::ClientIdInUse);
+            }
+            // A clean-session connect discards the old state; so does a persistent connect
+            // that finds a clean session (its lifetime was the old connection).
+            if !clean_session && old.is_persistent() {
+                let token = old.attach(generation);
+                return Ok(Attached {
+                    session: old.clone(),
+                    token,
+                    session_present: true,
+                    discarded: None,
+                });
+            }
+            old.end();
+            self.by_id.write().remove(&old.id());
+        }
+        let session = self.insert_locked(
+            &mut by_client_id,
+            SessionState::new(client_id, !clean_session),
+        );
+        let token = session.attach(generation);
+        Ok(Attached {
+            session,
+            token,
+            session_present: false,
+            discarded: existing,
+        })
+    }
+
+    /// Add an offline persistent session loaded from a store; returns it so the caller can
+    /// index its subscriptions.
+    pub fn restore(&self, state: SessionState) -> Arc<Session> {
+        let mut by_client_id = self.by_client_id.lock();
+        if let Some(old) = by_client_id.get(state.client_id.as_str()).cloned() {
+            old.end();
+            self.by_id.write().remove(&old.id());
+        }
+        self.insert_locked(&mut by_client_id, state)
+    }
+
+    fn insert_locked(
+        &self,
+        by_client_id: &mut HashMap<Arc<str>, Arc<Session>>,
+        state: SessionState,
+    ) -> Arc<Session> {
+        let id = self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let session = Arc::new(Session::new(id, state));
+        by_client_id.insert(session.client_id().clone(), session.clone());
+        self.by_id.write().insert(id, session.clone());
+        session
+    }
+
+    /// The connection `generation` of `session` closed.
+    pub fn detach(&self, session: &Arc<Session>, generation: u64) -> Detached {
+        let mut by_client_id = self.by_client_id.lock();
+        if !session.detach(generation) {
+            return Detached::TakenOver;
+        }
+        if session.is_persistent() {
+            return Detached::KeptOffline;
+        }
+        session.end();
+        if by_client_id
+            .get(session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            by_client_id.remove(session.client_id());
+        }
+        self.by_id.write().remove(&session.id());
+        Detached::Ended
+    }
+
+    /// The session with `id`, if it still exists (publishers' hot path).
+    pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
+        self.by_id.read().get(&id).cloned()
+    }
+
+    /// Run `f` for each listed session that still exists, holding the read lock once.
+    pub fn for_each_of<T: Copy>(
+        &self,
+        items: &[(SessionId, T)],
+        mut f: impl FnMut(&Arc<Session>, T),
+    ) {
+        let by_id = self.by_id.read();
+        for (id, extra) in items {
+            if let Some(s) = by_id.get(id) {
+                f(s, *extra);
+            }
+        }
+    }
+
+    /// The session of `client_id`, online or offline.
+    pub fn by_client_id(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.by_client_id.lock().get(client_id).cloned()
+    }
+
+    /// Every persistent session (for the store at shutdown).
+    pub fn persistent_sessions(&self) -> Vec<Arc<Session>> {
+        self.by_client_id
+            .lock()
+            .values()
+            .filter(|s| s.is_persistent())
+            .cloned()
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_client_id.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_session_is_resumed_with_session_present() {
+        let r = SessionRegistry::default();
+        let a = r.attach("c", false, true).expect("attach");
+        assert!(!a.session_present);
+        assert_eq!(
+            r.detach(&a.session, a.token.generation),
+            Detached::KeptOffline
+        );
+        let b = r.attach("c", false, true).expect("attach");
+        assert!(b.session_present);
+        assert!(Arc::ptr_eq(&a.session, &b.session));
+    }
+
+    #[test]
+    fn clean_session_discards_the_old_one() {
+        let r = SessionRegistry::default();
+        let a = r.attach("c", false, true).expect("attach");
+        r.detach(&a.session, a.token.generation);
+        let b = r.attach("c", true, true).expect("attach");
+        assert!(!b.session_present);
+        assert!(b.discarded.is_some_and(|d| Arc::ptr_eq(&d, &a.session)));
+        assert!(r.get(a.session.id()).is_none());
+        assert_eq!(r.detach(&b.session, b.token.generation), Detached::Ended);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn takeover_respects_allow_link_stealing() {
+        let r = SessionRegistry::default();
+        let a = r.attach("c", true, true).expect("attach");
+        assert_eq!(
+            r.attach("c", true, false).err(),
+            Some(AttachError::ClientIdInUse)
+        );
+        let b = r.attach("c", true, true).expect("steal");
+        assert!(a.token.kick.is_cancelled());
+        assert_eq!(
+            r.detach(&a.session, a.token.generation),
+            Detached::TakenOver
+        );
+        assert_eq!(r.detach(&b.session, b.token.generation), Detached::Ended);
+        assert!(r.is_empty());
+    }
+}

@@ -1,0 +1,303 @@
+//! Sessions: the MQTT state that outlives a network connection when clean session is 0.
+//!
+//! [`SessionState`] is plain, serializable data (subscriptions, pending queue, outbound
+//! in-flight window, inbound QoS 2 packet ids) so that a durable [`super::store::SessionStore`]
+//! can persist it unchanged. [`Session`] wraps it for the runtime: a short-held mutex, plus the
+//! current connection's attachment (generation number, kick token, wake-up signal).
+//!
+//! Delivery into a session never blocks: it pushes under the mutex and pokes the attached
+//! connection's [`Notify`]; the connection task does all socket work.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::inflight::Inflight;
+use super::message::qos_serde;
+use super::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
+use crate::protocol::QoS;
+
+/// Process-unique session number: the subscription tree's key (a client id can be reused by a
+/// new session while the old one's subscriptions are still being removed).
+pub type SessionId = u64;
+
+/// One subscription of a session, by filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    #[serde(with = "qos_serde")]
+    pub qos: QoS,
+}
+
+/// Everything a session is, as data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub client_id: String,
+    /// Clean session 0: the state is kept while the client is offline.
+    pub persistent: bool,
+    /// Topic filter -> granted subscription.
+    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Routed here, not yet sent.
+    pub pending: PendingQueue,
+    /// Sent at QoS 1/2, not yet acknowledged.
+    pub inflight: Inflight,
+    /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released by PUBREL: a PUBLISH
+    /// re-sent with one of these ids is acknowledged but not routed again.
+    pub inbound_qos2: BTreeSet<u16>,
+}
+
+impl SessionState {
+    pub fn new(client_id: &str, persistent: bool) -> Self {
+        SessionState {
+            client_id: client_id.to_owned(),
+            persistent,
+            ..SessionState::default()
+        }
+    }
+}
+
+/// The connection currently serving a session.
+#[derive(Debug)]
+struct Attachment {
+    generation: u64,
+    kick: CancellationToken,
+    wake: Arc<Notify>,
+}
+
+#[derive(Debug)]
+struct SessionInner {
+    state: SessionState,
+    attachment: Option<Attachment>,
+    /// Discarded (clean session ended or replaced): late deliveries are dropped.
+    ended: bool,
+}
+
+/// What [`Session::deliver`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    Queued,
+    /// Queued after evicting the oldest queued QoS 0 message (slow consumer).
+    QueuedEvictedQos0,
+    /// Pending queue full of QoS 1/2 messages: dropped (slow consumer).
+    DroppedFull,
+    /// QoS 0 to an offline session: dropped (the spec allows it).
+    DroppedOffline,
+    /// The session ended while the message was being routed.
+    DroppedEnded,
+}
+
+/// A live session shared by the registry, the router's publishers and its connection task.
+#[derive(Debug)]
+pub struct Session {
+    id: SessionId,
+    client_id: Arc<str>,
+    persistent: bool,
+    inner: Mutex<SessionInner>,
+}
+
+/// A connection's claim on a session, returned by [`Session::attach`].
+#[derive(Debug, Clone)]
+pub struct AttachToken {
+    pub generation: u64,
+    /// Cancelled when another connection takes the session over.
+    pub kick: CancellationToken,
+    /// Notified when messages are queued for this connection.
+    pub wake: Arc<Notify>,
+}
+
+impl Session {
+    pub fn new(id: SessionId, state: SessionState) -> Self {
+        Session {
+            id,
+            client_id: Arc::from(state.client_id.as_str()),
+            persistent: state.persistent,
+            inner: Mutex::new(SessionInner {
+                state,
+                attachment: None,
+                ended: false,
+            }),
+        }
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    pub fn client_id(&self) -> &Arc<str> {
+        &self.client_id
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.persistent
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.inner.lock().attachment.is_some()
+    }
+
+    /// Attach a connection with `generation`, kicking out the current one (whose token is
+    /// cancelled). Called by the registry under its lock.
+    pub(crate) fn attach(&self, generation: u64) -> AttachToken {
+        let mut inner = self.inner.lock();
+        if let Some(old) = inner.attachment.take() {
+            old.kick.cancel();
+        }
+        let token = AttachToken {
+            generation,
+            kick: CancellationToken::new(),
+            wake: Arc::new(Notify::new()),
+        };
+        inner.attachment = Some(Attachment {
+            generation,
+            kick: token.kick.clone(),
+            wake: token.wake.clone(),
+        });
+        token
+    }
+
+    /// Detach the connection `generation`; false when another connection holds the session.
+    pub(crate) fn detach(&self, generation: u64) -> bool {
+        let mut inner = self.inner.lock();
+        match &inner.attachment {
+            Some(a) if a.generation == generation => {
+                inner.attachment = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Mark the session discarded and kick any connection still attached.
+    pub(crate) fn end(&self) {
+        let mut inner = self.inner.lock();
+        inner.ended = true;
+        if let Some(old) = inner.attachment.take() {
+            old.kick.cancel();
+        }
+    }
+
+    /// Queue a message for this session under the slow-consumer rule of [`super::queue`].
+    pub fn deliver(&self, item: QueuedMessage, limit: usize) -> DeliverOutcome {
+        let mut inner = self.inner.lock();
+        if inner.ended {
+            return DeliverOutcome::DroppedEnded;
+        }
+        let wake = match &inner.attachment {
+            Some(a) => Some(a.wake.clone()),
+            None if item.qos == QoS::AtMostOnce => return DeliverOutcome::DroppedOffline,
+            None => None,
+        };
+        let outcome = inner.state.pending.push(item, limit);
+        drop(inner);
+        if let Some(wake) = wake {
+            if outcome != EnqueueOutcome::DroppedFull {
+                wake.notify_one();
+            }
+        }
+        match outcome {
+            EnqueueOutcome::Queued => DeliverOutcome::Queued,
+            EnqueueOutcome::QueuedEvictedOldestQos0 => DeliverOutcome::QueuedEvictedQos0,
+            EnqueueOutcome::DroppedFull => DeliverOutcome::DroppedFull,
+        }
+    }
+
+    /// Run `f` on the state if connection `generation` still holds the session; `None` when it
+    /// was taken over (the caller must stop touching the session).
+    pub fn with_state<R>(
+        &self,
+        generation: u64,
+        f: impl FnOnce(&mut SessionState) -> R,
+    ) -> Option<R> {
+        let mut inner = self.inner.lock();
+        match &inner.attachment {
+            Some(a) if a.generation == generation => Some(f(&mut inner.state)),
+            _ => None,
+        }
+    }
+
+    /// Run `f` on the state whoever holds it (registry bookkeeping, snapshots).
+    pub fn with_state_unchecked<R>(&self, f: impl FnOnce(&mut SessionState) -> R) -> R {
+        f(&mut self.inner.lock().state)
+    }
+
+    /// A copy of the state for a [`super::store::SessionStore`].
+    pub fn snapshot(&self) -> SessionState {
+        self.inner.lock().state.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::message::Message;
+
+    fn item(qos: QoS) -> QueuedMessage {
+        QueuedMessage {
+            message: Message {
+                topic: Arc::from("t"),
+                payload: Bytes::from_static(b"x"),
+                qos,
+                retain: false,
+            },
+            qos,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn offline_session_keeps_qos1_and_drops_qos0() {
+        let s = Session::new(1, SessionState::new("c", true));
+        assert_eq!(
+            s.deliver(item(QoS::AtMostOnce), 10),
+            DeliverOutcome::DroppedOffline
+        );
+        assert_eq!(
+            s.deliver(item(QoS::AtLeastOnce), 10),
+            DeliverOutcome::Queued
+        );
+        assert_eq!(s.snapshot().pending.len(), 1);
+    }
+
+    #[test]
+    fn takeover_kicks_the_old_connection_and_fences_its_state_access() {
+        let s = Session::new(1, SessionState::new("c", true));
+        let first = s.attach(1);
+        let second = s.attach(2);
+        assert!(first.kick.is_cancelled());
+        assert!(!second.kick.is_cancelled());
+        assert_eq!(s.with_state(1, |_| ()), None);
+        assert_eq!(s.with_state(2, |_| ()), Some(()));
+        assert!(
+            !s.detach(1),
+            "the old connection must not detach the new one"
+        );
+        assert!(s.detach(2));
+    }
+
+    #[tokio::test]
+    async fn delivery_wakes_the_attached_connection() {
+        let s = Session::new(1, SessionState::new("c", false));
+        let token = s.attach(7);
+        assert_eq!(s.deliver(item(QoS::AtMostOnce), 10), DeliverOutcome::Queued);
+        tokio::time::timeout(std::time::Duration::from_secs(1), token.wake.notified())
+            .await
+            .expect("woken");
+    }
+
+    #[test]
+    fn ended_session_drops_late_deliveries() {
+        let s = Session::new(1, SessionState::new("c", false));
+        let token = s.attach(1);
+        s.end();
+        assert!(token.kick.is_cancelled());
+        assert_eq!(
+            s.deliver(item(QoS::AtLeastOnce), 10),
+            DeliverOutcome::DroppedEnded
+        );
+    }
+}

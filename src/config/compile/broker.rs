@@ -1,0 +1,151 @@
+//! `<broker>` attributes and `<persistenceAdapter>`.
+
+use std::path::PathBuf;
+
+use super::Ctx;
+use crate::config::diagnostic::Diagnostic;
+use crate::config::model::{BrokerSettings, Persistence};
+use crate::config::tree::Element;
+
+pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> BrokerSettings {
+    let defaults = BrokerSettings::default();
+    ctx.mark(broker);
+    let broker_name = match ctx.attr(broker, "brokerName") {
+        Some(a) if a.value.trim().is_empty() => {
+            ctx.value_error(
+                a,
+                "brokerName is empty",
+                "remove the attribute to use `localhost`",
+            );
+            defaults.broker_name
+        }
+        Some(a) => a.value.trim().to_owned(),
+        None => defaults.broker_name,
+    };
+    let data_directory = match ctx.attr(broker, "dataDirectory") {
+        Some(a) if a.value.trim().is_empty() => {
+            ctx.value_error(
+                a,
+                "dataDirectory is empty",
+                "remove the attribute to use `activemq-data`, or write `${activemq.data}`",
+            );
+            defaults.data_directory
+        }
+        // As in ActiveMQ, a relative data directory is relative to the working directory.
+        Some(a) => PathBuf::from(strip_file_prefix(a.value.trim())),
+        None => defaults.data_directory,
+    };
+    BrokerSettings {
+        broker_name,
+        data_directory,
+        persistent: ctx
+            .bool_attr(broker, "persistent")
+            .unwrap_or(defaults.persistent),
+        start: ctx.bool_attr(broker, "start").unwrap_or(defaults.start),
+    }
+}
+
+fn strip_file_prefix(value: &str) -> &str {
+    value.strip_prefix("file:").unwrap_or(value)
+}
+
+/// Elements of `<persistenceAdapter>` that ferromq replaces by its own durable store, with a
+/// warning. (levelDB was removed in ActiveMQ 5.17 but is still found in older files.)
+const REPLACED_ADAPTERS: &[&str] = &[
+    "jdbcPersistenceAdapter",
+    "journalPersistenceAdapter",
+    "journaledJDBC",
+    "mKahaDB",
+    "levelDB",
+    "replicatedLevelDB",
+    "amqPersistenceAdapter",
+];
+
+/// ActiveMQ's default store location when no adapter is declared:
+/// `<dataDirectory>/<brokerName>/KahaDB`.
+fn default_store(broker: &BrokerSettings) -> PathBuf {
+    broker
+        .data_directory
+        .join(&broker.broker_name)
+        .join("KahaDB")
+}
+
+pub(super) fn persistence(
+    ctx: &mut Ctx<'_>,
+    broker_element: &Element,
+    broker: &BrokerSettings,
+) -> Persistence {
+    let adapters = ctx.items(broker_element, "persistenceAdapter");
+    if !broker.persistent {
+        if let Some(first) = adapters.first() {
+            ctx.push(
+                Diagnostic::warning(
+                    first.span.clone(),
+                    format!(
+                        "<{}> is ignored because the broker has persistent=\"false\"",
+                        first.name
+                    ),
+                )
+                .with_hint("messages and sessions are kept in memory only"),
+            );
+            for adapter in &adapters {
+                ctx.mark_subtree(adapter);
+            }
+        }
+        return Persistence::Memory;
+    }
+    if let Some(extra) = adapters.get(1) {
+        ctx.push(Diagnostic::error(
+            extra.span.clone(),
+            "more than one persistence adapter; a broker has exactly one store",
+        ));
+    }
+    let Some(adapter) = adapters.first() else {
+        return Persistence::Durable {
+            directory: default_store(broker),
+            journal_max_file_length_bytes: None,
+        };
+    };
+    match adapter.name.as_str() {
+        "kahaDB" => {
+            ctx.mark(adapter);
+            let directory = match ctx.attr(adapter, "directory") {
+                Some(a) if !a.value.trim().is_empty() => {
+                    PathBuf::from(strip_file_prefix(a.value.trim()))
+                }
+                _ => default_store(broker),
+            };
+            Persistence::Durable {
+                directory,
+                journal_max_file_length_bytes: ctx.size_attr(adapter, "journalMaxFileLength"),
+            }
+        }
+        "memoryPersistenceAdapter" => {
+            ctx.mark(adapter);
+            Persistence::Memory
+        }
+        name if REPLACED_ADAPTERS.contains(&name) => {
+            ctx.mark_subtree(adapter);
+            let directory = default_store(broker);
+            ctx.push(
+                Diagnostic::warning(
+                    adapter.span.clone(),
+                    format!(
+                        "<{name}> is not supported; ferromq keeps durable sessions and messages in its own store in {}",
+                        directory.display()
+                    ),
+                )
+                .with_hint("replace it with <kahaDB directory=\"...\"/> to choose the directory"),
+            );
+            Persistence::Durable {
+                directory,
+                journal_max_file_length_bytes: None,
+            }
+        }
+        // Unknown elements are reported by the names pass; keep the default store meanwhile.
+        _ => Persistence::Durable {
+            directory: default_store(broker),
+            journal_max_file_length_bytes: None,
+        },
+    }
+}

@@ -1,0 +1,532 @@
+//! `<transportConnectors>` -> [`Listener`]s, and `<networkConnectors>` (warned, not supported).
+//!
+//! URI options follow ActiveMQ's split: `transport.*` options go to each accepted connection,
+//! bare ones to the listening socket, `wireFormat.*` to the codec. An option written in the form
+//! ActiveMQ ignores (`defaultKeepAlive` without `transport.`) is ignored here too, with a warning
+//! naming the form that works, so a file means the same to both brokers.
+
+use std::collections::BTreeMap;
+
+use super::Ctx;
+use crate::config::diagnostic::{Diagnostic, Span};
+use crate::config::known_names;
+use crate::config::model::{Listener, ListenerOptions, Scheme, SubscriptionStrategy};
+use crate::config::tree::{Attr, Element};
+use crate::config::uri::{self, TransportUri};
+use crate::config::values;
+
+/// Schemes ActiveMQ knows that are not MQTT: accepted with a "not served" warning.
+const OTHER_SCHEMES: &[&str] = &[
+    "tcp",
+    "nio",
+    "ssl",
+    "nio+ssl",
+    "amqp",
+    "amqp+nio",
+    "amqp+ssl",
+    "amqp+nio+ssl",
+    "amqp+ws",
+    "amqp+wss",
+    "stomp",
+    "stomp+nio",
+    "stomp+ssl",
+    "stomp+nio+ssl",
+    "stomp+ws",
+    "stomp+wss",
+    "auto",
+    "auto+nio",
+    "auto+ssl",
+    "auto+nio+ssl",
+    "vm",
+    "udp",
+    "http",
+    "https",
+    "multicast",
+];
+
+const SERVED_SCHEMES: &[&str] = &["mqtt", "mqtt+nio", "mqtt+ssl", "mqtt+nio+ssl", "ws", "wss"];
+
+pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
+    let mut listeners: Vec<Listener> = Vec::new();
+    let mut names: BTreeMap<String, Span> = BTreeMap::new();
+    // Connectors dropped for an error: then "no MQTT connector" would only repeat the error.
+    let mut broken = 0;
+    for connector in ctx.items(broker, "transportConnectors") {
+        if connector.name != "transportConnector" {
+            continue; // reported by the names pass
+        }
+        ctx.mark(connector);
+        let name_attr = ctx.attr(connector, "name");
+        let Some(uri_attr) = ctx.attr(connector, "uri") else {
+            ctx.push(
+                Diagnostic::error(connector.span.clone(), "<transportConnector> has no `uri`")
+                    .with_hint("e.g. uri=\"mqtt://0.0.0.0:1883\""),
+            );
+            broken += 1;
+            continue;
+        };
+        let name = match name_attr {
+            Some(a) if !a.value.trim().is_empty() => a.value.trim().to_owned(),
+            _ => uri_attr.value.trim().to_owned(),
+        };
+        check_unique_name(ctx, &mut names, &name, connector);
+        let parsed = match uri::parse(&uri_attr.value) {
+            Ok(p) => p,
+            Err(e) => {
+                let span = span_in_value(uri_attr, e.offset);
+                let mut d = Diagnostic::error(span, format!("bad connector URI: {}", e.message));
+                if let Some(h) = e.hint {
+                    d = d.with_hint(h);
+                }
+                ctx.push(d);
+                broken += 1;
+                continue;
+            }
+        };
+        let Some(scheme) = Scheme::parse(&parsed.scheme) else {
+            if !not_served(ctx, connector, uri_attr, &name, &parsed.scheme) {
+                broken += 1;
+            }
+            continue;
+        };
+        let Some(port) = parsed.port else {
+            ctx.push(
+                Diagnostic::error(
+                    uri_attr.value_span.clone(),
+                    format!("connector `{name}` has no port"),
+                )
+                .with_hint(format!(
+                    "write {scheme}://{}:PORT (1883 is MQTT's usual port, 8883 with TLS)",
+                    display_host(&parsed.host)
+                )),
+            );
+            broken += 1;
+            continue;
+        };
+        let options = listener_options(ctx, connector, uri_attr, &parsed, scheme);
+        let listener = Listener {
+            name,
+            scheme,
+            host: parsed.host,
+            port,
+            options,
+            uri: uri_attr.value.clone(),
+            span: connector.span.clone(),
+        };
+        check_clash(ctx, &listeners, &listener);
+        listeners.push(listener);
+    }
+    if listeners.is_empty() && broken == 0 {
+        ctx.push(
+            Diagnostic::warning(broker.span.clone(), "no MQTT connector: clients cannot connect")
+                .with_hint("add <transportConnectors><transportConnector name=\"mqtt\" uri=\"mqtt://0.0.0.0:1883\"/></transportConnectors>"),
+        );
+    }
+    listeners
+}
+
+fn check_unique_name(
+    ctx: &mut Ctx<'_>,
+    names: &mut BTreeMap<String, Span>,
+    name: &str,
+    connector: &Element,
+) {
+    if let Some(first) = names.get(name) {
+        ctx.push(
+            Diagnostic::error(
+                connector.span.clone(),
+                format!(
+                    "a second connector named `{name}` (the first is at line {})",
+                    first.line
+                ),
+            )
+            .with_hint("connector names must be unique; rename one of them"),
+        );
+    } else {
+        names.insert(name.to_owned(), connector.span.clone());
+    }
+}
+
+/// Report a connector ferromq does not serve; `false` when its scheme is unknown (an error).
+fn not_served(
+    ctx: &mut Ctx<'_>,
+    connector: &Element,
+    uri_attr: &Attr,
+    name: &str,
+    scheme: &str,
+) -> bool {
+    ctx.mark_subtree(connector);
+    let known = OTHER_SCHEMES.contains(&scheme);
+    if known {
+        let hint = if scheme.starts_with("auto") {
+            "ActiveMQ's auto:// also detects MQTT, but ferromq serves MQTT only on mqtt://, \
+             mqtt+nio://, mqtt+ssl://, mqtt+nio+ssl://, ws:// and wss:// connectors"
+        } else {
+            "ferromq speaks MQTT only; keep the connector for ActiveMQ or remove it"
+        };
+        ctx.push(
+            Diagnostic::warning(
+                connector.span.clone(),
+                format!(
+                    "connector `{name}` ({scheme}://) is not served: it is not an MQTT transport"
+                ),
+            )
+            .with_hint(hint),
+        );
+    } else {
+        let all = SERVED_SCHEMES.iter().chain(OTHER_SCHEMES).copied();
+        let hint = known_names::did_you_mean(scheme, all).unwrap_or_else(|| {
+            "MQTT schemes are mqtt, mqtt+nio, mqtt+ssl, mqtt+nio+ssl, ws and wss".into()
+        });
+        ctx.push(
+            Diagnostic::error(
+                uri_attr.value_span.clone(),
+                format!("unknown transport scheme `{scheme}://` (ActiveMQ would refuse to start)"),
+            )
+            .with_hint(hint),
+        );
+    }
+    known
+}
+
+/// Which field an option sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    DefaultKeepAlive,
+    ConnectAttemptTimeout,
+    MaxFrameSize,
+    MaximumConnections,
+    SubscriptionStrategy,
+    PublishDollarTopics,
+    UseInactivityMonitor,
+    AllowLinkStealing,
+    NeedClientAuth,
+    WantClientAuth,
+}
+
+/// The option names ActiveMQ acts on for MQTT connectors, in the form(s) it accepts.
+const ACTED: &[(&str, Opt)] = &[
+    ("transport.defaultKeepAlive", Opt::DefaultKeepAlive),
+    (
+        "transport.connectAttemptTimeout",
+        Opt::ConnectAttemptTimeout,
+    ),
+    ("wireFormat.maxFrameSize", Opt::MaxFrameSize),
+    ("transport.maxFrameSize", Opt::MaxFrameSize),
+    ("maximumConnections", Opt::MaximumConnections),
+    ("transport.subscriptionStrategy", Opt::SubscriptionStrategy),
+    ("transport.publishDollarTopics", Opt::PublishDollarTopics),
+    ("transport.useInactivityMonitor", Opt::UseInactivityMonitor),
+    ("allowLinkStealing", Opt::AllowLinkStealing),
+    ("needClientAuth", Opt::NeedClientAuth),
+    ("transport.needClientAuth", Opt::NeedClientAuth),
+    ("wantClientAuth", Opt::WantClientAuth),
+    ("transport.wantClientAuth", Opt::WantClientAuth),
+];
+
+/// Forms ActiveMQ silently ignores (the option lands on the wrong object), with the form that
+/// works.
+const MISPLACED: &[(&str, &str)] = &[
+    ("defaultKeepAlive", "transport.defaultKeepAlive"),
+    ("connectAttemptTimeout", "transport.connectAttemptTimeout"),
+    ("maxFrameSize", "wireFormat.maxFrameSize"),
+    ("subscriptionStrategy", "transport.subscriptionStrategy"),
+    ("publishDollarTopics", "transport.publishDollarTopics"),
+    ("useInactivityMonitor", "transport.useInactivityMonitor"),
+    ("transport.maximumConnections", "maximumConnections"),
+    ("transport.allowLinkStealing", "allowLinkStealing"),
+];
+
+fn listener_options(
+    ctx: &mut Ctx<'_>,
+    connector: &Element,
+    uri_attr: &Attr,
+    parsed: &TransportUri,
+    scheme: Scheme,
+) -> ListenerOptions {
+    let mut options = ListenerOptions::default();
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for option in &parsed.options {
+        let key = option.key.as_str();
+        let span = span_in_value(uri_attr, option_offset(&uri_attr.value, key));
+        if let Some(previous) = seen.insert(key, option.value.as_str()) {
+            ctx.push(
+                Diagnostic::warning(span.clone(), format!("option `{key}` is given twice"))
+                    .with_hint(format!(
+                        "the last value wins: `{}` replaces `{previous}`",
+                        option.value
+                    )),
+            );
+        }
+        match ACTED.iter().find(|(name, _)| *name == key) {
+            Some((_, opt)) => apply(ctx, &mut options, *opt, key, &option.value, span),
+            None => ignored_option(ctx, key, span),
+        }
+    }
+    if seen.contains_key("wireFormat.maxFrameSize") && seen.contains_key("transport.maxFrameSize") {
+        let span = span_in_value(
+            uri_attr,
+            option_offset(&uri_attr.value, "transport.maxFrameSize"),
+        );
+        ctx.push(
+            Diagnostic::warning(
+                span,
+                "both wireFormat.maxFrameSize and transport.maxFrameSize are set",
+            )
+            .with_hint("the one written last wins; keep only wireFormat.maxFrameSize"),
+        );
+    }
+    if let Some(b) = ctx.bool_attr(connector, "allowLinkStealing") {
+        options.allow_link_stealing = b;
+    }
+    if (options.need_client_auth || options.want_client_auth) && !scheme.is_tls() {
+        let key = if options.need_client_auth {
+            "needClientAuth"
+        } else {
+            "wantClientAuth"
+        };
+        ctx.push(
+            Diagnostic::warning(
+                span_in_value(uri_attr, option_offset(&uri_attr.value, key)),
+                format!("{key} has no effect on a {scheme}:// connector without TLS"),
+            )
+            .with_hint("use mqtt+ssl://, mqtt+nio+ssl:// or wss:// for client certificates"),
+        );
+    }
+    options
+}
+
+fn ignored_option(ctx: &mut Ctx<'_>, key: &str, span: Span) {
+    if let Some(key) = key.strip_prefix("amp;") {
+        ctx.push(
+            Diagnostic::warning(span, format!("option `amp;{key}` is ignored"))
+                .with_hint("`&` is written `&amp;` once in XML; this URI has `&amp;amp;`"),
+        );
+        return;
+    }
+    if let Some((_, right)) = MISPLACED.iter().find(|(wrong, _)| *wrong == key) {
+        ctx.push(
+            Diagnostic::warning(
+                span,
+                format!("ActiveMQ ignores option `{key}` written this way"),
+            )
+            .with_hint(format!("write `{right}`")),
+        );
+        return;
+    }
+    let acted = ACTED.iter().map(|(name, _)| *name);
+    let message = format!("option `{key}` is not acted on by ferromq");
+    let diagnostic = match known_names::suggest(key, acted) {
+        Some(s) => Diagnostic::warning(
+            span,
+            format!("{message} (and ActiveMQ ignores unknown options)"),
+        )
+        .with_hint(format!("did you mean `{s}`?")),
+        None => Diagnostic::warning(span, message),
+    };
+    ctx.push(diagnostic);
+}
+
+fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value: &str, span: Span) {
+    let bad = |ctx: &mut Ctx<'_>, what: &str, hint: &str| {
+        ctx.push(
+            Diagnostic::error(span.clone(), format!("option `{key}={value}`: {what}"))
+                .with_hint(hint.to_owned()),
+        );
+    };
+    let number = value.trim().parse::<i64>();
+    match opt {
+        Opt::DefaultKeepAlive => match number {
+            Ok(ms) if ms >= 0 => o.default_keep_alive_ms = ms as u64,
+            _ => bad(
+                ctx,
+                "expected milliseconds (0 or more)",
+                "e.g. transport.defaultKeepAlive=60000 for one minute",
+            ),
+        },
+        Opt::ConnectAttemptTimeout => match number {
+            Ok(ms) => o.connect_attempt_timeout_ms = (ms > 0).then_some(ms as u64),
+            Err(_) => bad(
+                ctx,
+                "expected milliseconds",
+                "e.g. 30000; 0 or less turns the timeout off",
+            ),
+        },
+        Opt::MaxFrameSize => match number {
+            Ok(bytes) if bytes > 0 => o.max_frame_size_bytes = bytes as u64,
+            _ => {
+                let hint = match values::parse_size_bytes(value) {
+                    Ok(bytes) => {
+                        format!("ActiveMQ reads a plain number of bytes here: write {bytes}")
+                    }
+                    Err(_) => "a number of bytes, e.g. 104857600 for 100 MiB".to_owned(),
+                };
+                bad(ctx, "expected a positive number of bytes", &hint)
+            }
+        },
+        Opt::MaximumConnections => match number {
+            Ok(n) if n >= 1 => o.maximum_connections = Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            _ => bad(
+                ctx,
+                "expected a count of 1 or more",
+                "remove the option for no limit",
+            ),
+        },
+        Opt::SubscriptionStrategy => match value.trim() {
+            "mqtt-default-subscriptions" => o.subscription_strategy = SubscriptionStrategy::Default,
+            "mqtt-virtual-topic-subscriptions" => {
+                o.subscription_strategy = SubscriptionStrategy::VirtualTopic
+            }
+            _ => bad(
+                ctx,
+                "unknown subscription strategy",
+                "use mqtt-default-subscriptions or mqtt-virtual-topic-subscriptions",
+            ),
+        },
+        Opt::PublishDollarTopics
+        | Opt::UseInactivityMonitor
+        | Opt::AllowLinkStealing
+        | Opt::NeedClientAuth
+        | Opt::WantClientAuth => match values::parse_bool(value) {
+            Ok(b) => match opt {
+                Opt::PublishDollarTopics => o.publish_dollar_topics = b,
+                Opt::UseInactivityMonitor => o.use_inactivity_monitor = b,
+                Opt::AllowLinkStealing => o.allow_link_stealing = b,
+                Opt::NeedClientAuth => o.need_client_auth = b,
+                _ => o.want_client_auth = b,
+            },
+            Err(_) => bad(ctx, "expected true or false", "write `true` or `false`"),
+        },
+    }
+}
+
+/// Character offset of `key=` (or a bare `key`) in the URI's query, for pointing at it.
+fn option_offset(uri: &str, key: &str) -> usize {
+    let Some(query_start) = uri.find('?') else {
+        return 0;
+    };
+    let mut offset = query_start + 1;
+    for part in uri[query_start + 1..].split('&') {
+        if part.split('=').next() == Some(key) {
+            return uri[..offset].chars().count();
+        }
+        offset += part.len() + 1;
+    }
+    0
+}
+
+/// The position of character `offset` of an attribute value. Exact when the value was written
+/// without placeholders on one line; `&` and `<` are assumed written as `&amp;` and `&lt;` (XML
+/// requires it). Falls back to the start of the value.
+fn span_in_value(attr: &Attr, offset: usize) -> Span {
+    let mut span = attr.value_span.clone();
+    if attr.raw != attr.value || attr.value.contains('\n') {
+        return span;
+    }
+    let extra: usize = attr
+        .value
+        .chars()
+        .take(offset)
+        .map(|c| match c {
+            '&' => 4,
+            '<' => 3,
+            _ => 0,
+        })
+        .sum();
+    let shift = u32::try_from(offset + extra).unwrap_or(0);
+    span.col = span.col.saturating_add(shift);
+    span
+}
+
+fn display_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Hosts that mean "every address" when binding.
+fn is_wildcard(host: &str) -> bool {
+    matches!(host, "0.0.0.0" | "::" | "[::]" | "")
+}
+
+/// `localhost` binds the loopback address, so it clashes with 127.0.0.1 and ::1.
+fn same_address(a: &str, b: &str) -> bool {
+    let canon = |h: &str| match h.to_ascii_lowercase().as_str() {
+        "localhost" | "127.0.0.1" | "::1" => "loopback".to_owned(),
+        other => other.to_owned(),
+    };
+    canon(a) == canon(b)
+}
+
+fn check_clash(ctx: &mut Ctx<'_>, existing: &[Listener], new: &Listener) {
+    if new.port == 0 {
+        return;
+    }
+    let clash = existing.iter().find(|l| {
+        l.port == new.port
+            && (is_wildcard(&l.host) || is_wildcard(&new.host) || same_address(&l.host, &new.host))
+    });
+    if let Some(other) = clash {
+        ctx.push(
+            Diagnostic::error(
+                new.span.clone(),
+                format!(
+                    "connector `{}` listens on {}:{}, which clashes with connector `{}` on {}:{} (line {})",
+                    new.name,
+                    display_host(&new.host),
+                    new.port,
+                    other.name,
+                    display_host(&other.host),
+                    other.port,
+                    other.span.line
+                ),
+            )
+            .with_hint("give each connector its own port; 0.0.0.0 and [::] cover every address of the machine"),
+        );
+    }
+}
+
+/// `<networkConnectors>`: parsed only to say that bridging brokers is not supported yet.
+pub(super) fn network_connectors(ctx: &mut Ctx<'_>, broker: &Element) {
+    for connector in ctx.items(broker, "networkConnectors") {
+        let label = connector
+            .attr_value("name")
+            .or_else(|| connector.attr_value("uri"))
+            .unwrap_or("")
+            .to_owned();
+        ctx.mark_subtree(connector);
+        ctx.push(
+            Diagnostic::warning(
+                connector.span.clone(),
+                format!(
+                    "<{}> `{label}` is not supported yet: ferromq does not bridge brokers",
+                    connector.name
+                ),
+            )
+            .with_hint("clients of this broker will not see messages of the other broker"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_offsets_count_characters() {
+        let uri = "mqtt://h:1?a=1&transport.defaultKeepAlive=5";
+        assert_eq!(option_offset(uri, "a"), 11);
+        assert_eq!(option_offset(uri, "transport.defaultKeepAlive"), 15);
+        assert_eq!(option_offset(uri, "missing"), 0);
+    }
+
+    #[test]
+    fn clash_rules() {
+        assert!(is_wildcard("0.0.0.0") && is_wildcard("::"));
+        assert!(!is_wildcard("127.0.0.1"));
+        assert!(same_address("localhost", "127.0.0.1"));
+        assert!(!same_address("10.0.0.1", "127.0.0.1"));
+    }
+}

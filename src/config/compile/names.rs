@@ -1,0 +1,257 @@
+//! The names pass: after the sections have read what they act on, walk the whole document and
+//! report the rest. A name ActiveMQ 5.17 knows is a warning (reported once, at the outermost
+//! ignored element); a name nobody knows is an error with a suggestion, wherever it is, because
+//! ActiveMQ itself would refuse such a file.
+
+use super::Ctx;
+use crate::config::diagnostic::Diagnostic;
+use crate::config::known_names::{self, ElementNames};
+use crate::config::tree::{Element, Namespace};
+
+/// Extension attributes ferromq reads (namespace `urn:ferromq`).
+const FERROMQ_ATTRIBUTES: &[&str] = &["keyFile"];
+
+/// Why some common names are ignored, for the warning's hint.
+const WHY_IGNORED: &[(&str, &str)] = &[
+    (
+        "managementContext",
+        "ferromq has no JMX; `ferromq check` shows what it builds",
+    ),
+    ("useJmx", "ferromq has no JMX"),
+    (
+        "shutdownHooks",
+        "ferromq shuts down cleanly on SIGINT/SIGTERM by itself",
+    ),
+    (
+        "advisorySupport",
+        "ferromq publishes no ActiveMQ advisory messages",
+    ),
+    ("schedulerSupport", "ferromq has no JMS scheduler"),
+    (
+        "producerFlowControl",
+        "ferromq applies the systemUsage limits instead",
+    ),
+    (
+        "memoryLimit",
+        "ferromq applies the systemUsage limits instead",
+    ),
+    (
+        "percentOfJvmHeap",
+        "there is no JVM heap; set <memoryUsage limit=\"...\"/> for a memory limit",
+    ),
+];
+
+const GENERIC_WHY: &str = "ActiveMQ 5.17 knows this name; ferromq ignores it";
+
+fn why(name: &str) -> &'static str {
+    WHY_IGNORED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(GENERIC_WHY, |(_, why)| why)
+}
+
+pub(super) fn check_document(ctx: &mut Ctx<'_>, root: &Element) {
+    if root.is_activemq() {
+        check_type(ctx, root, false);
+        return;
+    }
+    for child in &root.children {
+        match &child.ns {
+            Namespace::ActiveMq => check_type(ctx, child, false),
+            Namespace::Other(uri) => ctx.push(Diagnostic::note(
+                child.span.clone(),
+                format!(
+                    "<{}> ({uri}) is skipped: ferromq reads the ActiveMQ broker only",
+                    child.name
+                ),
+            )),
+            Namespace::Beans | Namespace::Ferromq => {}
+        }
+    }
+}
+
+/// A type element (`<broker>`, `<kahaDB>`): its attributes and property elements.
+fn check_type(ctx: &mut Ctx<'_>, element: &Element, quiet: bool) {
+    let Some(names) = known_names::element(&element.name) else {
+        let hint = known_names::did_you_mean(&element.name, known_names::element_names());
+        let mut d = Diagnostic::error(
+            element.span.clone(),
+            format!("unknown element <{}>", element.name),
+        );
+        if let Some(h) = hint {
+            d = d.with_hint(h);
+        }
+        ctx.push(d);
+        return;
+    };
+    let used = ctx.is_used(&element.span);
+    if known_names::is_removed_element(&element.name) {
+        if !used && !quiet {
+            ctx.push(Diagnostic::warning(
+                element.span.clone(),
+                format!(
+                    "<{}> was removed in ActiveMQ 5.17 and is ignored",
+                    element.name
+                ),
+            ));
+        }
+        return;
+    }
+    if !used && !quiet {
+        ctx.push(
+            Diagnostic::warning(
+                element.span.clone(),
+                format!("<{}> is not acted on by ferromq", element.name),
+            )
+            .with_hint(why(&element.name)),
+        );
+    }
+    let quiet = quiet || !used;
+    check_attributes(ctx, element, names, quiet);
+    for child in &element.children {
+        if !child.is_activemq() {
+            continue; // Spring beans and other namespaces: not ActiveMQ's names
+        }
+        if names.properties.contains(child.name.as_str()) {
+            check_property(ctx, element, child, quiet);
+        } else if !ctx.is_used(&child.span) {
+            misplaced_or_unknown(ctx, element, names, child);
+        }
+    }
+}
+
+fn check_attributes(ctx: &mut Ctx<'_>, element: &Element, names: &ElementNames, quiet: bool) {
+    for attr in &element.attrs {
+        if ctx.is_used(&attr.span) {
+            continue;
+        }
+        match &attr.ns {
+            None | Some(Namespace::ActiveMq) => {}
+            Some(Namespace::Ferromq) => {
+                let mut d = Diagnostic::error(
+                    attr.span.clone(),
+                    format!(
+                        "unknown ferromq attribute `ferromq:{}` on <{}>",
+                        attr.name, element.name
+                    ),
+                );
+                d = d.with_hint(
+                    known_names::did_you_mean(&attr.name, FERROMQ_ATTRIBUTES.iter().copied())
+                        .unwrap_or_else(|| {
+                            "ferromq:keyFile on <sslContext> is the only one".into()
+                        }),
+                );
+                ctx.push(d);
+                continue;
+            }
+            Some(_) => continue,
+        }
+        if names.attributes.contains(attr.name.as_str()) {
+            if !quiet && attr.name != "id" {
+                ctx.push(
+                    Diagnostic::warning(
+                        attr.span.clone(),
+                        format!(
+                            "attribute `{}` of <{}> is not acted on by ferromq",
+                            attr.name, element.name
+                        ),
+                    )
+                    .with_hint(why(&attr.name)),
+                );
+            }
+        } else {
+            let mut d = Diagnostic::error(
+                attr.span.clone(),
+                format!("unknown attribute `{}` on <{}>", attr.name, element.name),
+            );
+            if let Some(h) = known_names::did_you_mean(&attr.name, names.attributes.iter().copied())
+            {
+                d = d.with_hint(h);
+            }
+            ctx.push(d);
+        }
+    }
+}
+
+/// A property element (`<transportConnectors>`): holds type elements.
+fn check_property(ctx: &mut Ctx<'_>, parent: &Element, property: &Element, quiet: bool) {
+    let used = ctx.is_used(&property.span);
+    if !used && !quiet {
+        ctx.push(
+            Diagnostic::warning(
+                property.span.clone(),
+                format!(
+                    "<{}> of <{}> is not acted on by ferromq",
+                    property.name, parent.name
+                ),
+            )
+            .with_hint(why(&property.name)),
+        );
+    }
+    let quiet = quiet || !used;
+    for attr in property.attrs.iter().filter(|a| a.ns.is_none()) {
+        if !ctx.is_used(&attr.span) {
+            ctx.push(
+                Diagnostic::error(
+                    attr.span.clone(),
+                    format!("<{}> holds elements and takes no attributes", property.name),
+                )
+                .with_hint(format!(
+                    "put `{}` on the element inside <{}>",
+                    attr.name, property.name
+                )),
+            );
+        }
+    }
+    for item in property.children.iter().filter(|c| c.is_activemq()) {
+        check_type(ctx, item, quiet);
+    }
+}
+
+/// A child of a type element that is not one of its properties: either a type element placed
+/// without its property wrapper, or a typo.
+fn misplaced_or_unknown(
+    ctx: &mut Ctx<'_>,
+    parent: &Element,
+    names: &ElementNames,
+    child: &Element,
+) {
+    let properties = names.properties.iter().copied();
+    if known_names::element(&child.name).is_some() {
+        let plural = format!("{}s", child.name);
+        let wrapper = names
+            .properties
+            .iter()
+            .find(|p| **p == plural.as_str())
+            .map(|p| format!("wrap it in <{p}>...</{p}>"))
+            .unwrap_or_else(|| {
+                let some: Vec<&str> = names.properties.iter().take(6).copied().collect();
+                format!(
+                    "<{}> holds property elements such as <{}>",
+                    parent.name,
+                    some.join(">, <")
+                )
+            });
+        ctx.push(
+            Diagnostic::error(
+                child.span.clone(),
+                format!(
+                    "<{}> cannot be placed directly in <{}>",
+                    child.name, parent.name
+                ),
+            )
+            .with_hint(wrapper),
+        );
+        return;
+    }
+    let mut d = Diagnostic::error(
+        child.span.clone(),
+        format!("unknown element <{}> in <{}>", child.name, parent.name),
+    );
+    let hint = known_names::did_you_mean(&child.name, properties)
+        .or_else(|| known_names::did_you_mean(&child.name, known_names::element_names()));
+    if let Some(h) = hint {
+        d = d.with_hint(h);
+    }
+    ctx.push(d);
+}

@@ -1,0 +1,84 @@
+//! `<destinationPolicy><policyMap><policyEntries><policyEntry .../>`: per-destination policies.
+//! ferromq acts on the pending message limit of slow subscribers
+//! (`<pendingMessageLimitStrategy><constantPendingMessageLimitStrategy limit="1000"/>`).
+
+use super::Ctx;
+use crate::config::diagnostic::Diagnostic;
+use crate::config::model::{DestinationKind, PolicyEntry};
+use crate::config::tree::Element;
+use crate::config::values;
+
+pub(super) fn entries(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<PolicyEntry> {
+    let mut out = Vec::new();
+    for map in ctx.items(broker, "destinationPolicy") {
+        if map.name != "policyMap" {
+            continue;
+        }
+        ctx.mark(map);
+        let mut elements = ctx.items(map, "policyEntries");
+        elements.extend(ctx.items(map, "entries"));
+        for element in elements.into_iter().filter(|e| e.name == "policyEntry") {
+            out.extend(entry(ctx, element, false));
+        }
+        // The default entry applies when nothing else matches: the least specific pattern.
+        for element in ctx
+            .items(map, "defaultEntry")
+            .into_iter()
+            .filter(|e| e.name == "policyEntry")
+        {
+            out.extend(entry(ctx, element, true));
+        }
+    }
+    out
+}
+
+fn entry(ctx: &mut Ctx<'_>, element: &Element, is_default: bool) -> Vec<PolicyEntry> {
+    ctx.mark(element);
+    let mut destinations = Vec::new();
+    for (name, kind) in [
+        ("topic", DestinationKind::Topic),
+        ("queue", DestinationKind::Queue),
+        ("tempTopic", DestinationKind::TempTopic),
+        ("tempQueue", DestinationKind::TempQueue),
+    ] {
+        if let Some(attr) = ctx.attr(element, name) {
+            destinations.extend(
+                values::parse_comma_list(&attr.value)
+                    .into_iter()
+                    .map(|p| (kind, p)),
+            );
+        }
+    }
+    if destinations.is_empty() {
+        if is_default {
+            destinations.push((DestinationKind::Topic, ">".to_owned()));
+        } else {
+            ctx.push(
+                Diagnostic::error(element.span.clone(), "policyEntry without a destination")
+                    .with_hint(
+                        "add topic=\">\" (every topic) or a pattern such as topic=\"sensors.>\"",
+                    ),
+            );
+            return Vec::new();
+        }
+    }
+    let mut pending_message_limit = None;
+    for strategy in ctx.items(element, "pendingMessageLimitStrategy") {
+        if strategy.name == "constantPendingMessageLimitStrategy" {
+            ctx.mark(strategy);
+            // ActiveMQ treats a negative limit as "no limit".
+            pending_message_limit = ctx
+                .int_attr(strategy, "limit")
+                .and_then(|n| u32::try_from(n).ok().or((n > 0).then_some(u32::MAX)));
+        }
+    }
+    destinations
+        .into_iter()
+        .map(|(kind, pattern)| PolicyEntry {
+            kind,
+            pattern,
+            pending_message_limit,
+            span: element.span.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,345 @@
+//! `<sslContext><sslContext keyStore=... trustStore=.../></sslContext>` -> [`SslContextConfig`].
+//!
+//! ActiveMQ reads Java key stores; ferromq reads PEM files and PKCS#12 stores (what modern Java
+//! writes by default). A JKS store is recognised, by type or by its magic bytes, so that the error
+//! can give the one `keytool` command that converts it. The kind is taken from the file's content
+//! when it can be read, else from `keyStoreType`, else from the file extension.
+
+use std::path::Path;
+
+use super::Ctx;
+use crate::config::diagnostic::Diagnostic;
+use crate::config::model::{KeyMaterial, Listener, Secret, SslContextConfig, StoreKind};
+use crate::config::tree::{Attr, Element};
+
+const JKS_MAGIC: [u8; 4] = [0xFE, 0xED, 0xFE, 0xED];
+
+pub(super) fn context(ctx: &mut Ctx<'_>, broker: &Element) -> Option<SslContextConfig> {
+    let contexts: Vec<&Element> = ctx
+        .items(broker, "sslContext")
+        .into_iter()
+        .filter(|e| e.name == "sslContext")
+        .collect();
+    if let Some(extra) = contexts.get(1) {
+        ctx.push(Diagnostic::error(
+            extra.span.clone(),
+            "a second <sslContext>: a broker has one TLS context",
+        ));
+    }
+    let element = contexts.first()?;
+    ctx.mark(element);
+    let key_file = ctx.ext_attr(element, "keyFile");
+    let key_store = store(ctx, element, Role::Key, key_file);
+    let trust_store = store(ctx, element, Role::Trust, None);
+    Some(SslContextConfig {
+        key_store,
+        trust_store,
+        span: element.span.clone(),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Key,
+    Trust,
+}
+
+impl Role {
+    fn attr(self, suffix: &str) -> String {
+        match self {
+            Role::Key => format!("keyStore{suffix}"),
+            Role::Trust => format!("trustStore{suffix}"),
+        }
+    }
+}
+
+fn store(
+    ctx: &mut Ctx<'_>,
+    element: &Element,
+    role: Role,
+    key_file_attr: Option<&Attr>,
+) -> Option<KeyMaterial> {
+    let path_attr = ctx.attr(element, &role.attr(""));
+    let password = ctx
+        .attr(element, &role.attr("Password"))
+        .map(|a| Secret(a.value.clone()));
+    let type_attr = ctx.attr(element, &role.attr("Type"));
+    let Some(path_attr) = path_attr else {
+        if let Some(k) = key_file_attr {
+            ctx.push(
+                Diagnostic::error(k.span.clone(), "ferromq:keyFile without a keyStore").with_hint(
+                    "keyStore names the PEM certificate chain, ferromq:keyFile its private key",
+                ),
+            );
+        }
+        return None;
+    };
+    let path = ctx.resource_path(path_attr.value.trim());
+    ctx.read_file(&path);
+    let content = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            ctx.push(
+                Diagnostic::error(
+                    path_attr.value_span.clone(),
+                    format!("cannot read {} {}: {e}", role.attr(""), path.display()),
+                )
+                .with_hint("check the path; relative paths are relative to the configuration file's directory"),
+            );
+            None
+        }
+    };
+    let kind = store_kind(ctx, &path, content.as_deref(), type_attr, path_attr)?;
+    if kind == StoreKind::Jks {
+        ctx.push(
+            Diagnostic::error(
+                path_attr.value_span.clone(),
+                format!(
+                    "{} is a Java KeyStore (JKS), which ferromq does not read",
+                    path.display()
+                ),
+            )
+            .with_hint(keytool_hint(&path)),
+        );
+    }
+    let key_file = match (role, kind, key_file_attr) {
+        (Role::Key, StoreKind::Pem, Some(attr)) => {
+            let key_path = ctx.resource_path(attr.value.trim());
+            check_pem_file(ctx, &key_path, attr, "PRIVATE KEY", "a private key");
+            Some(key_path)
+        }
+        (_, _, Some(attr)) => {
+            ctx.push(
+                Diagnostic::error(
+                    attr.span.clone(),
+                    "ferromq:keyFile applies to a PEM keyStore only",
+                )
+                .with_hint("a PKCS#12 store holds its private key itself"),
+            );
+            None
+        }
+        _ => None,
+    };
+    if let (StoreKind::Pem, Some(bytes)) = (kind, content.as_deref()) {
+        let text = String::from_utf8_lossy(bytes);
+        if !text.contains("CERTIFICATE-----") {
+            ctx.push(Diagnostic::error(
+                path_attr.value_span.clone(),
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        if role == Role::Key && key_file.is_none() && !text.contains("PRIVATE KEY-----") {
+            ctx.push(
+                Diagnostic::error(
+                    path_attr.value_span.clone(),
+                    format!("{} holds no private key", path.display()),
+                )
+                .with_hint("append the key to the file, or name it with ferromq:keyFile=\"broker-key.pem\" (declare xmlns:ferromq=\"urn:ferromq\")"),
+            );
+        }
+    }
+    Some(KeyMaterial {
+        path,
+        password,
+        kind,
+        key_file,
+        span: path_attr.value_span.clone(),
+    })
+}
+
+fn check_pem_file(ctx: &mut Ctx<'_>, path: &Path, attr: &Attr, marker: &str, what: &str) {
+    ctx.read_file(path);
+    match std::fs::read(path) {
+        Ok(bytes) if String::from_utf8_lossy(&bytes).contains(&format!("{marker}-----")) => {}
+        Ok(_) => ctx.push(Diagnostic::error(
+            attr.value_span.clone(),
+            format!("{} holds no PEM {what}", path.display()),
+        )),
+        Err(e) => ctx.push(Diagnostic::error(
+            attr.value_span.clone(),
+            format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+fn keytool_hint(path: &Path) -> String {
+    let src = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "broker.ks".into());
+    let stem = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "broker".into());
+    format!(
+        "convert it to PKCS#12: keytool -importkeystore -srckeystore {src} -destkeystore {stem}.p12 -deststoretype pkcs12, then set keyStoreType=\"pkcs12\" and point the attribute at {stem}.p12"
+    )
+}
+
+fn kind_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::Pem => "PEM",
+        StoreKind::Pkcs12 => "PKCS#12",
+        StoreKind::Jks => "JKS",
+    }
+}
+
+fn kind_from_content(bytes: &[u8]) -> Option<StoreKind> {
+    if bytes.starts_with(&JKS_MAGIC) {
+        return Some(StoreKind::Jks);
+    }
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = bytes.get(start..)?;
+    if rest.starts_with(b"-----BEGIN") {
+        Some(StoreKind::Pem)
+    } else if rest.first() == Some(&0x30) {
+        // DER SEQUENCE: the outer structure of a PKCS#12 file.
+        Some(StoreKind::Pkcs12)
+    } else {
+        None
+    }
+}
+
+fn kind_from_type(value: &str) -> Option<StoreKind> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "jks" | "jceks" => Some(StoreKind::Jks),
+        "pkcs12" | "p12" | "pfx" => Some(StoreKind::Pkcs12),
+        "pem" => Some(StoreKind::Pem),
+        _ => None,
+    }
+}
+
+fn kind_from_extension(path: &Path) -> Option<StoreKind> {
+    let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
+    match ext.as_str() {
+        "jks" | "ks" | "ts" | "keystore" | "truststore" => Some(StoreKind::Jks),
+        "p12" | "pfx" | "pkcs12" => Some(StoreKind::Pkcs12),
+        "pem" | "crt" | "cer" | "key" => Some(StoreKind::Pem),
+        _ => None,
+    }
+}
+
+fn store_kind(
+    ctx: &mut Ctx<'_>,
+    path: &Path,
+    content: Option<&[u8]>,
+    type_attr: Option<&Attr>,
+    path_attr: &Attr,
+) -> Option<StoreKind> {
+    let declared = match type_attr {
+        Some(a) => match kind_from_type(&a.value) {
+            Some(k) => Some(k),
+            None => {
+                ctx.value_error(
+                    a,
+                    format!("unknown store type `{}`", a.value),
+                    "use pkcs12 or pem (jks must be converted to pkcs12)",
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let detected = content.and_then(kind_from_content);
+    if let (Some(declared), Some(detected), Some(a)) = (declared, detected, type_attr) {
+        if declared != detected {
+            ctx.push(Diagnostic::warning(
+                a.value_span.clone(),
+                format!(
+                    "the type says {} but {} is {}; ferromq reads it as {}",
+                    kind_name(declared),
+                    path.display(),
+                    kind_name(detected),
+                    kind_name(detected)
+                ),
+            ));
+        }
+    }
+    if let Some(kind) = detected.or(declared).or_else(|| kind_from_extension(path)) {
+        return Some(kind);
+    }
+    if content.is_some() {
+        ctx.push(
+            Diagnostic::error(
+                path_attr.value_span.clone(),
+                format!("{} is neither PEM nor PKCS#12", path.display()),
+            )
+            .with_hint("ferromq reads PEM (-----BEGIN CERTIFICATE-----) and PKCS#12 (.p12) files"),
+        );
+    }
+    None
+}
+
+/// TLS listeners need a key store; client authentication needs a trust store.
+pub(super) fn check_listeners(
+    ctx: &mut Ctx<'_>,
+    listeners: &[Listener],
+    ssl: Option<&SslContextConfig>,
+) {
+    for listener in listeners.iter().filter(|l| l.scheme.is_tls()) {
+        if ssl.and_then(|s| s.key_store.as_ref()).is_none() {
+            ctx.push(
+                Diagnostic::error(
+                    listener.span.clone(),
+                    format!(
+                        "TLS connector `{}` needs a server certificate, but there is no <sslContext keyStore=...>",
+                        listener.name
+                    ),
+                )
+                .with_hint("add <sslContext><sslContext keyStore=\"broker.p12\" keyStorePassword=\"...\"/></sslContext> inside <broker> (see examples/tls.xml)"),
+            );
+        }
+        let wants_clients = listener.options.need_client_auth || listener.options.want_client_auth;
+        if wants_clients && ssl.and_then(|s| s.trust_store.as_ref()).is_none() {
+            ctx.push(
+                Diagnostic::error(
+                    listener.span.clone(),
+                    format!(
+                        "connector `{}` asks for client certificates but <sslContext> has no trustStore to verify them",
+                        listener.name
+                    ),
+                )
+                .with_hint("set trustStore to a PEM file of the CA certificates that sign client certificates"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_from_content_type_and_extension() {
+        assert_eq!(
+            kind_from_content(&[0xFE, 0xED, 0xFE, 0xED, 0, 0]),
+            Some(StoreKind::Jks)
+        );
+        assert_eq!(
+            kind_from_content(b"\n-----BEGIN CERTIFICATE-----"),
+            Some(StoreKind::Pem)
+        );
+        assert_eq!(
+            kind_from_content(&[0x30, 0x82, 0x01]),
+            Some(StoreKind::Pkcs12)
+        );
+        assert_eq!(kind_from_content(b"hello"), None);
+        assert_eq!(kind_from_type("PKCS12"), Some(StoreKind::Pkcs12));
+        assert_eq!(kind_from_type("bks"), None);
+        assert_eq!(
+            kind_from_extension(Path::new("a/broker.ks")),
+            Some(StoreKind::Jks)
+        );
+        assert_eq!(
+            kind_from_extension(Path::new("x.pem")),
+            Some(StoreKind::Pem)
+        );
+    }
+
+    #[test]
+    fn keytool_hint_names_the_files() {
+        assert!(keytool_hint(Path::new("/etc/amq/broker.ks")).contains(
+            "keytool -importkeystore -srckeystore broker.ks -destkeystore broker.p12 -deststoretype pkcs12"
+        ));
+    }
+}

@@ -1,0 +1,336 @@
+//! What each section of the compiler builds, through the real loader (`load_str`) on files in
+//! temporary directories.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::model::*;
+use crate::config::{load_str, Diagnostics, LoadOptions, Loaded};
+
+pub(super) const BEANS: &str =
+    "<beans xmlns=\"http://www.springframework.org/schema/beans\" xmlns:ferromq=\"urn:ferromq\">";
+const BROKER: &str = "<broker xmlns=\"http://activemq.apache.org/schema/core\"";
+
+pub(super) fn options() -> LoadOptions {
+    LoadOptions {
+        overrides: BTreeMap::new(),
+        use_env: false,
+    }
+}
+
+/// `<beans><broker {broker_attrs}>{inner}</broker></beans>` loaded with `dir` as base.
+pub(super) fn load_in(dir: &Path, broker_attrs: &str, inner: &str, opts: &LoadOptions) -> Loaded {
+    let xml = format!("{BEANS}{BROKER} {broker_attrs}>{inner}</broker></beans>");
+    load_str(&xml, dir, opts)
+}
+
+pub(super) fn load(inner: &str) -> Loaded {
+    let dir = tempfile::tempdir().expect("tempdir");
+    load_in(dir.path(), "", inner, &options())
+}
+
+pub(super) fn valid(loaded: Loaded) -> Config {
+    let text = loaded.diagnostics.to_string();
+    loaded
+        .into_result()
+        .unwrap_or_else(|_| panic!("expected a valid config, got:\n{text}"))
+}
+
+pub(super) fn messages(diagnostics: &Diagnostics) -> Vec<String> {
+    diagnostics
+        .0
+        .iter()
+        .map(|d| format!("{}: {}", d.severity, d.message))
+        .collect()
+}
+
+pub(super) fn has(diagnostics: &Diagnostics, needle: &str) -> bool {
+    diagnostics.0.iter().any(|d| d.message.contains(needle))
+}
+
+pub(super) fn connectors(uris: &[&str]) -> String {
+    let items: String = uris
+        .iter()
+        .enumerate()
+        .map(|(i, uri)| format!("<transportConnector name=\"c{i}\" uri=\"{uri}\"/>"))
+        .collect();
+    format!("<transportConnectors>{items}</transportConnectors>")
+}
+
+#[test]
+fn minimal_broker_gets_activemq_defaults() {
+    let config = valid(load(&connectors(&["mqtt://0.0.0.0:1883"])));
+    assert_eq!(config.broker.broker_name, "localhost");
+    assert!(config.broker.persistent && config.broker.start);
+    let listener = &config.listeners[0];
+    assert_eq!(
+        (listener.scheme, listener.host.as_str(), listener.port),
+        (Scheme::Mqtt, "0.0.0.0", 1883)
+    );
+    assert_eq!(listener.options, ListenerOptions::default());
+    assert_eq!(
+        config.persistence,
+        Persistence::Durable {
+            directory: Path::new("activemq-data").join("localhost").join("KahaDB"),
+            journal_max_file_length_bytes: None,
+        }
+    );
+    assert!(matches!(config.authentication, Authentication::None));
+    assert!(config.authorization.is_none() && config.reload.is_none() && config.ssl.is_none());
+}
+
+#[test]
+fn every_connector_option_with_its_unit() {
+    let uri =
+        "mqtt+nio://[::]:0?transport.defaultKeepAlive=60000&amp;transport.connectAttemptTimeout=0\
+               &amp;transport.maxFrameSize=1024&amp;maximumConnections=10\
+               &amp;transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions\
+               &amp;transport.publishDollarTopics=TRUE&amp;transport.useInactivityMonitor=false\
+               &amp;allowLinkStealing=false";
+    let inner = format!(
+        "<transportConnectors><transportConnector name=\"n\" uri=\"{uri}\" allowLinkStealing=\"true\"/></transportConnectors>"
+    );
+    let config = valid(load(&inner));
+    let l = &config.listeners[0];
+    assert_eq!(
+        (l.scheme, l.host.as_str(), l.port),
+        (Scheme::MqttNio, "::", 0)
+    );
+    assert_eq!(
+        l.options,
+        ListenerOptions {
+            default_keep_alive_ms: 60_000,
+            connect_attempt_timeout_ms: None,
+            max_frame_size_bytes: 1024,
+            maximum_connections: Some(10),
+            publish_dollar_topics: true,
+            use_inactivity_monitor: false,
+            // the attribute wins over the URI option
+            allow_link_stealing: true,
+            need_client_auth: false,
+            want_client_auth: false,
+            subscription_strategy: SubscriptionStrategy::VirtualTopic,
+        }
+    );
+}
+
+#[test]
+fn ignored_options_warn_and_keep_defaults() {
+    let loaded = load(&connectors(&[
+        "ws://0.0.0.0:61614?defaultKeepAlive=5&amp;transport.trace=true&amp;wireFormat.maxFrameSize=10&amp;wireFormat.maxFrameSize=20",
+    ]));
+    let d = &loaded.diagnostics;
+    assert!(!d.has_errors(), "{d}");
+    assert!(has(d, "ActiveMQ ignores option `defaultKeepAlive`"));
+    assert!(has(d, "option `transport.trace` is not acted on"));
+    assert!(has(d, "given twice"));
+    let config = valid(loaded);
+    assert_eq!(config.listeners[0].options.default_keep_alive_ms, 0);
+    assert_eq!(config.listeners[0].options.max_frame_size_bytes, 20);
+}
+
+#[test]
+fn ports_clash_unless_zero_or_different_hosts() {
+    let ok = load(&connectors(&[
+        "mqtt://127.0.0.1:0",
+        "mqtt://127.0.0.1:0",
+        "mqtt://10.0.0.1:1883",
+        "mqtt://10.0.0.2:1883",
+    ]));
+    assert!(!ok.diagnostics.has_errors(), "{}", ok.diagnostics);
+    for (a, b) in [
+        ("[::]", "10.0.0.1"),
+        ("10.0.0.1", "0.0.0.0"),
+        ("localhost", "127.0.0.1"),
+    ] {
+        let a_uri = format!("mqtt://{a}:1883");
+        let b_uri = format!("ws://{b}:1883");
+        let clash = load(&connectors(&[&a_uri, &b_uri]));
+        assert!(
+            has(&clash.diagnostics, "clashes with connector `c0`"),
+            "{a} vs {b}"
+        );
+    }
+}
+
+#[test]
+fn other_protocols_are_not_served() {
+    let loaded = load(&connectors(&[
+        "tcp://0.0.0.0:61616",
+        "stomp://0.0.0.0:61613",
+        "auto+nio://0.0.0.0:5671",
+        "mqtt://0.0.0.0:1883",
+    ]));
+    assert_eq!(
+        loaded
+            .diagnostics
+            .warnings()
+            .filter(|d| d.message.contains("not served"))
+            .count(),
+        3
+    );
+    let config = valid(loaded);
+    assert_eq!(config.listeners.len(), 1);
+}
+
+#[test]
+fn persistence_variants() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kaha = valid(load_in(
+        dir.path(),
+        "brokerName=\"b\" dataDirectory=\"/var/lib/amq\"",
+        "<persistenceAdapter><kahaDB directory=\"/srv/kaha\" journalMaxFileLength=\"32mb\"/></persistenceAdapter>",
+        &options(),
+    ));
+    assert_eq!(
+        kaha.persistence,
+        Persistence::Durable {
+            directory: "/srv/kaha".into(),
+            journal_max_file_length_bytes: Some(32 << 20)
+        }
+    );
+    let memory = valid(load(
+        "<persistenceAdapter><memoryPersistenceAdapter/></persistenceAdapter>",
+    ));
+    assert_eq!(memory.persistence, Persistence::Memory);
+    let off = load_in(
+        dir.path(),
+        "persistent=\"false\"",
+        "<persistenceAdapter><kahaDB/></persistenceAdapter>",
+        &options(),
+    );
+    assert!(has(
+        &off.diagnostics,
+        "ignored because the broker has persistent=\"false\""
+    ));
+    assert_eq!(valid(off).persistence, Persistence::Memory);
+    let leveldb = load_in(
+        dir.path(),
+        "dataDirectory=\"/d\"",
+        "<persistenceAdapter><levelDB directory=\"x\"/></persistenceAdapter>",
+        &options(),
+    );
+    assert!(has(&leveldb.diagnostics, "<levelDB> is not supported"));
+    assert_eq!(
+        valid(leveldb).persistence,
+        Persistence::Durable {
+            directory: Path::new("/d").join("localhost").join("KahaDB"),
+            journal_max_file_length_bytes: None
+        }
+    );
+}
+
+#[test]
+fn limits_policies_and_reload() {
+    let inner = r#"<systemUsage><systemUsage>
+            <memoryUsage><memoryUsage limit="64 mb"/></memoryUsage>
+            <storeUsage><storeUsage limit="100 gb"/></storeUsage>
+            <tempUsage><tempUsage limit="1024"/></tempUsage>
+        </systemUsage></systemUsage>
+        <destinationPolicy><policyMap>
+            <policyEntries>
+                <policyEntry topic="sensors.>,alerts.>"><pendingMessageLimitStrategy><constantPendingMessageLimitStrategy limit="1000"/></pendingMessageLimitStrategy></policyEntry>
+                <policyEntry queue=">"><pendingMessageLimitStrategy><constantPendingMessageLimitStrategy limit="-1"/></pendingMessageLimitStrategy></policyEntry>
+            </policyEntries>
+            <defaultEntry><policyEntry/></defaultEntry>
+        </policyMap></destinationPolicy>
+        <plugins><runtimeConfigurationPlugin checkPeriod="1000"/></plugins>"#;
+    let config = valid(load(inner));
+    assert_eq!(
+        config.limits,
+        Limits {
+            memory_limit_bytes: Some(64 << 20),
+            store_limit_bytes: Some(100 << 30),
+            temp_limit_bytes: Some(1024)
+        }
+    );
+    let policies: Vec<(DestinationKind, &str, Option<u32>)> = config
+        .policies
+        .iter()
+        .map(|p| (p.kind, p.pattern.as_str(), p.pending_message_limit))
+        .collect();
+    assert_eq!(
+        policies,
+        vec![
+            (DestinationKind::Topic, "sensors.>", Some(1000)),
+            (DestinationKind::Topic, "alerts.>", Some(1000)),
+            (DestinationKind::Queue, ">", None),
+            (DestinationKind::Topic, ">", None),
+        ]
+    );
+    assert_eq!(
+        config.reload,
+        Some(ReloadSettings {
+            check_period_ms: 1000
+        })
+    );
+}
+
+#[test]
+fn names_known_unknown_and_foreign() {
+    let inner = r#"<managementContext><managementContext createConnector="false"/></managementContext>
+        <plugins><timeStampingBrokerPlugin zeroExpirationOverride="1000"/></plugins>
+        <transportConnectors><transportConnector uri="mqtt://0.0.0.0:1883" updateClusterClients="true"/></transportConnectors>
+        <camel:camelContext xmlns:camel="http://camel.apache.org/schema/spring"/>"#;
+    let loaded = load(inner);
+    let found = messages(&loaded.diagnostics);
+    assert!(!loaded.diagnostics.has_errors(), "{found:?}");
+    assert!(
+        found.contains(
+            &"warning: <managementContext> of <broker> is not acted on by ferromq".to_owned()
+        ),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .contains(&"warning: <timeStampingBrokerPlugin> is not acted on by ferromq".to_owned()),
+        "{found:?}"
+    );
+    assert!(found.contains(&"warning: attribute `updateClusterClients` of <transportConnector> is not acted on by ferromq".to_owned()), "{found:?}");
+    assert!(
+        !found.iter().any(|m| m.contains("createConnector")),
+        "only the outermost ignored element is reported"
+    );
+    let config = valid(loaded);
+    assert_eq!(
+        config.listeners[0].name, "mqtt://0.0.0.0:1883",
+        "the URI names an unnamed connector"
+    );
+}
+
+#[test]
+fn prefixed_core_namespace_is_the_same_broker() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:amq="http://activemq.apache.org/schema/core">
+        <amq:broker brokerName="prefixed"><amq:transportConnectors>
+            <amq:transportConnector name="m" uri="mqtt://0.0.0.0:1883"/>
+        </amq:transportConnectors></amq:broker></beans>"#;
+    let config = valid(load_str(xml, dir.path(), &options()));
+    assert_eq!(
+        (config.broker.broker_name.as_str(), config.listeners.len()),
+        ("prefixed", 1)
+    );
+}
+
+#[test]
+fn no_broker_or_two_brokers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let none = load_str(&format!("{BEANS}<broker/></beans>"), dir.path(), &options());
+    let d = none
+        .diagnostics
+        .0
+        .iter()
+        .find(|d| d.is_error())
+        .expect("error");
+    assert_eq!(
+        d.message,
+        "no ActiveMQ <broker> element in this configuration"
+    );
+    assert!(d.hint.as_deref().is_some_and(|h| h.contains("xmlns=")));
+    let two = load_str(
+        &format!("{BEANS}{BROKER}/>{BROKER}/></beans>"),
+        dir.path(),
+        &options(),
+    );
+    assert!(has(&two.diagnostics, "a second <broker>"));
+}

@@ -1,0 +1,319 @@
+//! Transport connector URIs as ActiveMQ writes them: `mqtt+nio+ssl://0.0.0.0:8883?opt=val&...`.
+//!
+//! Only the shape is parsed here (scheme, host, port, path, query options); what the options mean
+//! is the compiler's business. The XML loader has already decoded `&amp;`, so `&` separates
+//! options. Option values are percent-decoded as Java's `URLDecoder` would (ActiveMQ's
+//! `URISupport.parseQuery`), and `+` stays a plus.
+
+use std::fmt;
+
+/// A parsed transport URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportUri {
+    /// Lower-cased scheme, e.g. `mqtt+nio`.
+    pub scheme: String,
+    /// Host without IPv6 brackets (`0.0.0.0`, `localhost`, `::`).
+    pub host: String,
+    /// `None` when the URI has no port (`vm://localhost`).
+    pub port: Option<u16>,
+    /// Path after the authority, e.g. `/mqtt` for WebSocket URIs; empty when absent.
+    pub path: String,
+    /// Query options in the order written (duplicates kept so the compiler can warn).
+    pub options: Vec<UriOption>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriOption {
+    pub key: String,
+    pub value: String,
+}
+
+/// Why a URI could not be parsed; `offset` is the character index in the URI where the problem
+/// starts, so a diagnostic can point inside the attribute value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriError {
+    pub offset: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UriError {}
+
+fn error(offset: usize, message: impl Into<String>, hint: Option<&str>) -> UriError {
+    UriError {
+        offset,
+        message: message.into(),
+        hint: hint.map(str::to_owned),
+    }
+}
+
+const EXAMPLE: &str =
+    "a transport URI looks like `mqtt://0.0.0.0:1883?transport.defaultKeepAlive=60000`";
+
+/// Parse `scheme://host[:port][/path][?k=v&k=v]`.
+pub fn parse(uri: &str) -> Result<TransportUri, UriError> {
+    let uri_trimmed = uri.trim_start();
+    let lead = char_count(&uri[..uri.len() - uri_trimmed.len()]);
+    let uri = uri_trimmed.trim_end();
+    let Some(scheme_end) = uri.find("://") else {
+        return Err(error(
+            lead,
+            format!("`{uri}` has no `scheme://`"),
+            Some(EXAMPLE),
+        ));
+    };
+    let scheme = &uri[..scheme_end];
+    let scheme_ok = scheme
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !scheme_ok {
+        return Err(error(
+            lead,
+            format!("`{scheme}` is not a valid URI scheme"),
+            Some(EXAMPLE),
+        ));
+    }
+    let after_scheme = scheme_end + 3;
+    let rest = &uri[after_scheme..];
+    // A fragment is meaningless for a listener; ignore it like java.net.URI's query does.
+    let rest = rest.split('#').next().unwrap_or("");
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => (&before_query[..i], &before_query[i..]),
+        None => (before_query, ""),
+    };
+    let authority_offset = lead + char_count(&uri[..after_scheme]);
+    let (host, port) = parse_authority(authority, authority_offset)?;
+    let query_offset = authority_offset + char_count(before_query) + 1;
+    let options = match query {
+        Some(q) => parse_query(q, query_offset)?,
+        None => Vec::new(),
+    };
+    Ok(TransportUri {
+        scheme: scheme.to_ascii_lowercase(),
+        host,
+        port,
+        path: path.to_owned(),
+        options,
+    })
+}
+
+fn char_count(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn parse_authority(authority: &str, offset: usize) -> Result<(String, Option<u16>), UriError> {
+    if authority.is_empty() {
+        return Err(error(
+            offset,
+            "the URI has no host",
+            Some("use `0.0.0.0` to listen on every IPv4 address, `[::]` for every address, or `127.0.0.1` for this machine only"),
+        ));
+    }
+    if authority.contains('@') {
+        return Err(error(
+            offset,
+            "user information (`user@`) is not allowed in a listener URI",
+            Some("configure users with an authentication plugin instead"),
+        ));
+    }
+    let (host, port_text, port_offset) = if let Some(inner) = authority.strip_prefix('[') {
+        let Some(close) = inner.find(']') else {
+            return Err(error(
+                offset,
+                "`[` of an IPv6 address is never closed",
+                Some("write IPv6 hosts as `[::1]:1883`"),
+            ));
+        };
+        let host = &inner[..close];
+        let after = &inner[close + 1..];
+        let port_offset = offset + char_count(host) + 2;
+        match after.strip_prefix(':') {
+            Some(p) => (host, Some(p), port_offset + 1),
+            None if after.is_empty() => (host, None, port_offset),
+            None => {
+                return Err(error(
+                    port_offset,
+                    format!("unexpected `{after}` after the IPv6 address"),
+                    Some("write IPv6 hosts as `[::1]:1883`"),
+                ))
+            }
+        }
+    } else {
+        if authority.matches(':').count() > 1 {
+            return Err(error(
+                offset,
+                format!("`{authority}` looks like an IPv6 address without brackets"),
+                Some("write IPv6 hosts in brackets: `[::]:1883`"),
+            ));
+        }
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p), offset + char_count(h) + 1),
+            None => (authority, None, offset),
+        }
+    };
+    if host.is_empty() {
+        return Err(error(
+            offset,
+            "the URI has no host",
+            Some("use `0.0.0.0` to listen on every IPv4 address or `127.0.0.1` for this machine only"),
+        ));
+    }
+    if let Some(bad) = host
+        .chars()
+        .position(|c| !(c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '%')))
+    {
+        return Err(error(
+            offset + bad,
+            format!("`{host}` is not a valid host name or address"),
+            None,
+        ));
+    }
+    let port = match port_text {
+        None => None,
+        Some(p) => Some(parse_port(p, port_offset)?),
+    };
+    Ok((host.to_owned(), port))
+}
+
+fn parse_port(text: &str, offset: usize) -> Result<u16, UriError> {
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(error(
+            offset,
+            format!("port `{text}` is not a number"),
+            Some("ports are 0-65535; 0 picks any free port"),
+        ));
+    }
+    text.parse::<u16>().map_err(|_| {
+        error(
+            offset,
+            format!("port {text} is out of range"),
+            Some("ports are 0-65535; 0 picks any free port"),
+        )
+    })
+}
+
+fn parse_query(query: &str, offset: usize) -> Result<Vec<UriOption>, UriError> {
+    let mut options = Vec::new();
+    let mut position = offset;
+    for part in query.split('&') {
+        let part_offset = position;
+        position += char_count(part) + 1;
+        if part.is_empty() {
+            continue;
+        }
+        let (raw_key, raw_value) = part.split_once('=').unwrap_or((part, ""));
+        let key = percent_decode(raw_key, part_offset)?;
+        let value = percent_decode(raw_value, part_offset + char_count(raw_key) + 1)?;
+        options.push(UriOption { key, value });
+    }
+    Ok(options)
+}
+
+/// Decode `%XX` escapes (UTF-8). A `%` not followed by two hex digits is an error, as in Java.
+fn percent_decode(text: &str, offset: usize) -> Result<String, UriError> {
+    if !text.contains('%') {
+        return Ok(text.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3);
+            match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                Some(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+                None => {
+                    return Err(error(
+                        offset + char_count(&text[..i]),
+                        format!("bad percent escape in `{text}`"),
+                        Some("write `%` as `%25`"),
+                    ))
+                }
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| {
+        error(
+            offset,
+            format!("`{text}` does not decode to UTF-8 text"),
+            None,
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(uri: &TransportUri) -> Vec<(&str, &str)> {
+        uri.options
+            .iter()
+            .map(|o| (o.key.as_str(), o.value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn full_uri_with_options() {
+        let uri = parse(
+            "mqtt+nio+ssl://0.0.0.0:8883?transport.defaultKeepAlive=60000&maximumConnections=1000",
+        )
+        .expect("valid");
+        assert_eq!(uri.scheme, "mqtt+nio+ssl");
+        assert_eq!(uri.host, "0.0.0.0");
+        assert_eq!(uri.port, Some(8883));
+        assert_eq!(
+            opts(&uri),
+            vec![
+                ("transport.defaultKeepAlive", "60000"),
+                ("maximumConnections", "1000")
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_path_no_port_and_decoding() {
+        let uri = parse("ws://[::]:61614/mqtt?a=%2Fx&flag").expect("valid");
+        assert_eq!((uri.host.as_str(), uri.port), ("::", Some(61614)));
+        assert_eq!(uri.path, "/mqtt");
+        assert_eq!(opts(&uri), vec![("a", "/x"), ("flag", "")]);
+        let vm = parse("VM://localhost").expect("valid");
+        assert_eq!((vm.scheme.as_str(), vm.port), ("vm", None));
+    }
+
+    #[test]
+    fn errors_point_at_the_problem() {
+        let e = parse("mqtt://0.0.0.0:99999").expect_err("out of range");
+        assert_eq!(e.offset, 15);
+        assert!(e.message.contains("out of range"));
+        assert_eq!(parse("0.0.0.0:1883").expect_err("no scheme").offset, 0);
+        assert!(parse("mqtt://:::1883")
+            .expect_err("brackets")
+            .message
+            .contains("IPv6"));
+        assert!(parse("mqtt://:1883").is_err());
+        assert!(parse("mqtt://host:12ab").is_err());
+        assert!(parse("mqtt://[::1:1883").is_err());
+        let bad_escape = parse("mqtt://h:1?k=%zz").expect_err("escape");
+        assert_eq!(bad_escape.offset, 13);
+    }
+}

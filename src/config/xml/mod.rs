@@ -1,0 +1,175 @@
+//! `activemq.xml` -> [`LoadedDocument`]: the element tree with file:line:column for every element
+//! and attribute, `<import resource=...>` spliced in and `${...}` placeholders resolved.
+//!
+//! - [`reader`]: one XML text -> one tree (quick-xml tokens, namespaces, entities, positions);
+//! - [`imports`]: Spring `<import>`, relative to the including file, cycles detected;
+//! - [`placeholders`]: Spring's placeholder configurer beans, their `.properties` files and the
+//!   lookup order Spring uses.
+
+mod imports;
+mod placeholders;
+mod position;
+mod reader;
+mod syntax_errors;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::diagnostic::{Diagnostic, Diagnostics, Span};
+use super::tree::Element;
+use super::LoadOptions;
+
+/// A loaded document: the `<beans>` (or bare `<broker>`) root with imports spliced in.
+#[derive(Debug, Clone)]
+pub struct LoadedDocument {
+    pub root: Element,
+    /// Every file read: the main file, imports and properties files.
+    pub files: Vec<PathBuf>,
+    /// The main file's path (for relative paths in the compiled model).
+    pub main_file: PathBuf,
+    /// Every resolved property (properties files, overrides, `activemq.*` defaults).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Read, parse and expand the configuration file at `path`. `None` when the main file cannot
+/// be read or is not well-formed XML; otherwise the document, even when `diagnostics` gained
+/// errors (a missing import, an unresolved placeholder), so that later stages can report more.
+pub fn load_document(
+    path: &Path,
+    options: &LoadOptions,
+    diagnostics: &mut Diagnostics,
+) -> Option<LoadedDocument> {
+    let text = match read_text(path) {
+        Ok(text) => text,
+        Err(err) => {
+            diagnostics.push(err.into_diagnostic(path, None).with_hint(
+                "give the path of an activemq.xml file (`ferromq check FILE`, `ferromq run --config FILE`)",
+            ));
+            return None;
+        }
+    };
+    let mut files = vec![path.to_path_buf()];
+    load_text(&text, path, options, &mut files, diagnostics)
+}
+
+/// Like [`load_document`] for XML held in memory; `name` is the path diagnostics show and
+/// relative paths (imports, properties files) resolve against its directory. `name` itself is
+/// not listed in [`LoadedDocument::files`] since it is not read from disk.
+pub fn load_document_from_str(
+    text: &str,
+    name: &Path,
+    options: &LoadOptions,
+    diagnostics: &mut Diagnostics,
+) -> Option<LoadedDocument> {
+    let mut files = Vec::new();
+    load_text(text, name, options, &mut files, diagnostics)
+}
+
+fn load_text(
+    text: &str,
+    name: &Path,
+    options: &LoadOptions,
+    files: &mut Vec<PathBuf>,
+    diagnostics: &mut Diagnostics,
+) -> Option<LoadedDocument> {
+    let mut root = match parse_text(text, name) {
+        Ok(root) => root,
+        Err(diagnostic) => {
+            diagnostics.push(*diagnostic);
+            return None;
+        }
+    };
+    let environment = placeholders::Environment::new(name, options);
+    imports::expand(&mut root, name, &environment, files, diagnostics);
+    let properties = placeholders::resolve(&mut root, &environment, files, diagnostics);
+    Some(LoadedDocument {
+        root,
+        files: std::mem::take(files),
+        main_file: name.to_path_buf(),
+        properties,
+    })
+}
+
+/// Parse one file's text, reporting positions against `name`.
+fn parse_text(text: &str, name: &Path) -> Result<Element, Box<Diagnostic>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    reader::parse_document(text, Arc::new(name.to_path_buf()))
+}
+
+/// Why a file could not be read as text.
+enum ReadError {
+    Io(std::io::Error),
+    /// Position of the first byte that is not UTF-8.
+    NotUtf8 {
+        line: u32,
+        col: u32,
+    },
+}
+
+impl ReadError {
+    /// `named_at`: where the file is named (an `<import>`, a bean property); I/O errors are
+    /// reported there, encoding errors inside the file itself.
+    fn into_diagnostic(self, path: &Path, named_at: Option<Span>) -> Diagnostic {
+        match self {
+            ReadError::Io(err) => {
+                Diagnostic::error(named_at, format!("cannot read `{}`: {err}", path.display()))
+            }
+            ReadError::NotUtf8 { line, col } => Diagnostic::error(
+                Span::new(Arc::new(path.to_path_buf()), line, col),
+                format!("`{}` is not valid UTF-8", path.display()),
+            )
+            .with_hint("save the file as UTF-8"),
+        }
+    }
+}
+
+/// A configuration file's text (configuration files are UTF-8, as their
+/// `<?xml encoding="UTF-8"?>` says).
+fn read_text(path: &Path) -> Result<String, ReadError> {
+    let bytes = std::fs::read(path).map_err(ReadError::Io)?;
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = err.utf8_error().valid_up_to();
+        let before = String::from_utf8_lossy(err.as_bytes().get(..valid).unwrap_or_default());
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ReadError::NotUtf8 {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: u32::try_from(col).unwrap_or(u32::MAX),
+        }
+    })
+}
+
+/// A Spring resource location (`file:`, `classpath:` or a plain path) -> a file path; relative
+/// paths are relative to `base_dir`, the directory of the file that names them. `classpath:`
+/// means that same directory: ActiveMQ puts its `conf` directory on the class path.
+fn resource_path(location: &str, base_dir: &Path) -> Result<PathBuf, String> {
+    let location = location.trim();
+    let path = if let Some(rest) = location
+        .strip_prefix("classpath*:")
+        .or_else(|| location.strip_prefix("classpath:"))
+    {
+        rest.trim_start_matches('/')
+    } else if let Some(rest) = location.strip_prefix("file:") {
+        // file:///abs, file:/abs and file:relative
+        rest.strip_prefix("//").unwrap_or(rest)
+    } else if location.contains("://") {
+        return Err(format!(
+            "`{location}` is not a local file; only plain paths, `file:` and `classpath:` are supported"
+        ));
+    } else {
+        location
+    };
+    if path.is_empty() {
+        return Err("the location is empty".to_owned());
+    }
+    Ok(base_dir.join(path))
+}
+
+/// The directory relative paths in `file` resolve against.
+fn directory_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

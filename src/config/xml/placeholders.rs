@@ -1,0 +1,227 @@
+//! `${name}` and `${name:default}` placeholders, resolved the way Spring does in ActiveMQ.
+//!
+//! ActiveMQ resolves placeholders only when the file declares a placeholder configurer bean
+//! (see [`configurer`]); without one `${...}` stays literal. Where a value is looked up depends
+//! on the configurer's class, following Spring:
+//! - `PropertyPlaceholderConfigurer` (mode FALLBACK, the default): its properties files, then
+//!   system properties (`--set`/`-D`), then environment variables. Mode OVERRIDE puts system
+//!   properties and the environment first; mode NEVER consults the files only.
+//! - `PropertySourcesPlaceholderConfigurer` and `<context:property-placeholder>`: the Spring
+//!   environment (system properties, then environment variables) first, then the files, unless
+//!   `localOverride` is true.
+//!
+//! The launcher's `activemq.base`/`.home`/`.conf`/`.data` system properties are defaults derived
+//! from the configuration file's location, consulted last so that `--set` and the environment
+//! (`activemq.base` or `ACTIVEMQ_BASE`, as ActiveMQ's start script reads it) override them.
+
+mod configurer;
+mod resolver;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::directory_of;
+use crate::config::diagnostic::{Diagnostic, Diagnostics, Span};
+use crate::config::tree::Element;
+use crate::config::LoadOptions;
+pub(super) use resolver::Environment;
+use resolver::{PlaceholderError, Resolver};
+
+/// Resolve every placeholder under `root` when a configurer is declared; return every known
+/// property (the effective value of each key of the files, overrides and `activemq.*` defaults).
+///
+/// Several configurers are merged into one lookup: their files in declaration order (the first
+/// to define a key wins), the first configurer's lookup order, and "unresolved is an error"
+/// unless every one of them ignores unresolvable placeholders. Spring would run them one after
+/// the other; the outcome differs only for files that rely on that sequence.
+pub(super) fn resolve(
+    root: &mut Element,
+    environment: &Environment,
+    files: &mut Vec<PathBuf>,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, String> {
+    let configurers = configurer::find(root, environment, diagnostics);
+    let Some(first) = configurers.first() else {
+        note_literal_placeholders(root, diagnostics);
+        return environment.resolver_without_files().effective_properties();
+    };
+    let mut file_properties = BTreeMap::new();
+    let mut property_files = Vec::new();
+    for found in &configurers {
+        let loaded = found.load_properties(environment, files, diagnostics);
+        property_files.extend(loaded.files);
+        // Spring runs configurers in declaration order; the first one to know a key wins.
+        for (key, value) in loaded.properties {
+            file_properties.entry(key).or_insert(value);
+        }
+    }
+    let resolver = Resolver {
+        environment,
+        files: file_properties,
+        file_names: property_files,
+        order: first.lookup_order(),
+        ignore_unresolvable: configurers.iter().all(|c| c.ignore_unresolvable),
+    };
+    let skip: Vec<&[usize]> = configurers.iter().map(|c| c.path.as_slice()).collect();
+    let mut walker = Substitution {
+        resolver: &resolver,
+        environment_only: environment.resolver_without_files(),
+        skip: &skip,
+        diagnostics,
+    };
+    walker.element(root, &mut Vec::new());
+    resolver.effective_properties()
+}
+
+/// Walks the tree replacing placeholders in attribute values and text.
+struct Substitution<'r, 'd> {
+    resolver: &'r Resolver<'r>,
+    /// For the configurer beans themselves, which Spring resolves against its environment only
+    /// (their files are not loaded yet when their own properties are set).
+    environment_only: Resolver<'r>,
+    /// Tree paths (child indexes from the root) of the configurer beans.
+    skip: &'r [&'r [usize]],
+    diagnostics: &'d mut Diagnostics,
+}
+
+impl Substitution<'_, '_> {
+    fn element(&mut self, element: &mut Element, path: &mut Vec<usize>) {
+        if self.skip.contains(&path.as_slice()) {
+            resolve_quietly(element, &self.environment_only);
+            return;
+        }
+        for attr in &mut element.attrs {
+            match self.resolver.resolve(&attr.raw) {
+                Ok(value) => attr.value = value,
+                Err(err) => self.report(&err, &attr.value_span),
+            }
+        }
+        if element.text.contains("${") {
+            match self.resolver.resolve(&element.text) {
+                Ok(text) => element.text = text,
+                Err(err) => self.report(&err, &element.span),
+            }
+        }
+        for (index, child) in element.children.iter_mut().enumerate() {
+            path.push(index);
+            self.element(child, path);
+            path.pop();
+        }
+    }
+
+    fn report(&mut self, err: &PlaceholderError, span: &Span) {
+        let diagnostic = Diagnostic::error(span.clone(), err.to_string());
+        let hint = match err {
+            PlaceholderError::Unresolved(name) => format!(
+                "looked in {}; define `{name}` there, or write `${{{name}:default}}`",
+                self.resolver.sources_description()
+            ),
+            PlaceholderError::Circular(_) => {
+                "a property's value refers back to itself; break the loop".to_owned()
+            }
+            PlaceholderError::TooDeep(_) => "simplify the nesting of ${...}".to_owned(),
+            PlaceholderError::Encrypted(name) => format!(
+                "put the plain value of `{name}` in the properties file (readable only by the \
+                 broker's user) or pass it with --set {name}=... or an environment variable"
+            ),
+        };
+        self.diagnostics.push(diagnostic.with_hint(hint));
+    }
+}
+
+/// Resolve what can be resolved and leave the rest literal (errors in a configurer's own
+/// locations are reported when its files are loaded).
+fn resolve_quietly(element: &mut Element, resolver: &Resolver<'_>) {
+    for attr in &mut element.attrs {
+        if let Ok(value) = resolver.resolve(&attr.raw) {
+            attr.value = value;
+        }
+    }
+    if let Ok(text) = resolver.resolve(&element.text) {
+        element.text = text;
+    }
+    for child in &mut element.children {
+        resolve_quietly(child, resolver);
+    }
+}
+
+/// Without a configurer `${...}` is kept as written (ActiveMQ's behaviour); say so once, since
+/// a literal `${activemq.data}` directory is rarely what the author meant.
+fn note_literal_placeholders(root: &Element, diagnostics: &mut Diagnostics) {
+    if let Some((span, raw)) = first_placeholder(root) {
+        diagnostics.push(
+            Diagnostic::note(
+                span,
+                format!("`{raw}` is used literally: no placeholder configurer bean is declared"),
+            )
+            .with_hint(
+                "declare <bean class=\"org.springframework.beans.factory.config.\
+                 PropertyPlaceholderConfigurer\"/> to resolve ${...} placeholders",
+            ),
+        );
+    }
+}
+
+fn first_placeholder(element: &Element) -> Option<(Span, String)> {
+    if let Some(attr) = element.attrs.iter().find(|a| a.raw.contains("${")) {
+        return Some((attr.value_span.clone(), attr.raw.clone()));
+    }
+    if element.text.contains("${") {
+        return Some((element.span.clone(), element.text.clone()));
+    }
+    element.children.iter().find_map(first_placeholder)
+}
+
+/// The directory relative locations in the file that declared `span` resolve against.
+fn directory_of_span(span: &Span) -> PathBuf {
+    directory_of(Path::new(span.file.as_path()))
+}
+
+/// The configuration file's directory (`activemq.conf`) and the default `activemq.base`: the
+/// parent of that directory when it is named `conf` (ActiveMQ's layout), else the directory.
+fn launcher_locations(config_file: &Path) -> (PathBuf, PathBuf) {
+    let config_dir = std::path::absolute(directory_of(config_file))
+        .unwrap_or_else(|_| directory_of(config_file));
+    let base = match (config_dir.file_name(), config_dir.parent()) {
+        (Some(name), Some(parent)) if name == "conf" => parent.to_path_buf(),
+        _ => config_dir.clone(),
+    };
+    (config_dir, base)
+}
+
+impl Environment {
+    pub(in crate::config::xml) fn new(config_file: &Path, options: &LoadOptions) -> Self {
+        let mut environment = Environment {
+            overrides: options.overrides.clone(),
+            use_env: options.use_env,
+            defaults: BTreeMap::new(),
+        };
+        let (config_dir, default_base) = launcher_locations(config_file);
+        let base = environment.launcher_value("activemq.base", default_base);
+        // `activemq.home` and `activemq.data` follow an overridden `activemq.base`.
+        let home = environment.launcher_value("activemq.home", PathBuf::from(&base));
+        let conf = environment.launcher_value("activemq.conf", config_dir);
+        let data = environment.launcher_value("activemq.data", Path::new(&base).join("data"));
+        for (name, value) in [
+            ("activemq.base", base),
+            ("activemq.home", home),
+            ("activemq.conf", conf),
+            ("activemq.data", data),
+        ] {
+            environment.defaults.insert(name.to_owned(), value);
+        }
+        environment
+    }
+
+    /// `activemq.base`: `--set activemq.base=...`, else the variable `activemq.base` or
+    /// `ACTIVEMQ_BASE` (what ActiveMQ's start script reads), else `default`.
+    fn launcher_value(&self, name: &str, default: PathBuf) -> String {
+        if let Some(value) = self.overrides.get(name) {
+            return value.clone();
+        }
+        let script_variable = name.replace('.', "_").to_ascii_uppercase();
+        self.env_var(name)
+            .or_else(|| self.env_var(&script_variable))
+            .unwrap_or_else(|| default.to_string_lossy().into_owned())
+    }
+}

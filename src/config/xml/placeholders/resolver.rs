@@ -1,0 +1,335 @@
+//! Placeholder syntax (`${name}`, `${name:default}`, nested `${${name}}`, values that contain
+//! placeholders) and the lookup of names in an ordered list of sources.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Where placeholders can be looked up besides the properties files: the command line, the
+/// process environment and the launcher's `activemq.*` defaults.
+pub(in crate::config::xml) struct Environment {
+    /// `--set name=value` / `-Dname=value`: Java system properties.
+    pub(super) overrides: BTreeMap<String, String>,
+    pub(super) use_env: bool,
+    /// `activemq.base`, `activemq.home`, `activemq.conf`, `activemq.data`.
+    pub(super) defaults: BTreeMap<String, String>,
+}
+
+impl Environment {
+    pub(super) fn env_var(&self, name: &str) -> Option<String> {
+        if !self.use_env || name.is_empty() || name.contains(['=', '\0']) {
+            return None;
+        }
+        std::env::var(name).ok()
+    }
+
+    /// Spring's environment lookup: the name, then with `.` and `-` as `_`, then that in upper
+    /// case (`activemq.data` -> `ACTIVEMQ_DATA`).
+    fn env_var_relaxed(&self, name: &str) -> Option<String> {
+        let underscored = name.replace(['.', '-'], "_");
+        self.env_var(name)
+            .or_else(|| self.env_var(&underscored))
+            .or_else(|| self.env_var(&underscored.to_ascii_uppercase()))
+    }
+
+    /// Resolve placeholders the way Spring resolves resource locations (`<import resource>`,
+    /// a configurer's `location`): against system properties and the environment only.
+    pub(in crate::config::xml) fn resolve_location(
+        &self,
+        text: &str,
+    ) -> Result<String, PlaceholderError> {
+        self.resolver_without_files().resolve(text)
+    }
+
+    pub(super) fn resolver_without_files(&self) -> Resolver<'_> {
+        Resolver {
+            environment: self,
+            files: BTreeMap::new(),
+            file_names: Vec::new(),
+            order: vec![
+                Source::Overrides,
+                Source::Env { relaxed: true },
+                Source::Defaults,
+            ],
+            ignore_unresolvable: false,
+        }
+    }
+}
+
+/// One place a placeholder's value can come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The configurers' properties files (and inline properties).
+    Files,
+    /// `--set` / `-D`.
+    Overrides,
+    /// Environment variables; `relaxed` also tries `ACTIVEMQ_DATA` for `activemq.data`.
+    Env { relaxed: bool },
+    /// The `activemq.*` launcher defaults.
+    Defaults,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(in crate::config::xml) enum PlaceholderError {
+    #[error("unresolved placeholder `${{{0}}}`")]
+    Unresolved(String),
+    #[error("circular placeholder reference: {0}")]
+    Circular(String),
+    #[error("placeholders nested more than {MAX_DEPTH} deep in `{0}`")]
+    TooDeep(String),
+    #[error("`${{{0}}}` is a jasypt-encrypted value (ENC(...)): jasypt-encrypted values are not supported yet")]
+    Encrypted(String),
+}
+
+/// Bounds the recursion of nested placeholders and of values that refer to other values, so
+/// that no input can exhaust the stack.
+const MAX_DEPTH: usize = 64;
+
+pub(super) struct Resolver<'e> {
+    pub(super) environment: &'e Environment,
+    /// Every file property (later files already merged over earlier ones).
+    pub(super) files: BTreeMap<String, String>,
+    /// The properties files read, for messages.
+    pub(super) file_names: Vec<PathBuf>,
+    pub(super) order: Vec<Source>,
+    /// Spring's `ignoreUnresolvablePlaceholders`: keep an unknown `${name}` as written.
+    pub(super) ignore_unresolvable: bool,
+}
+
+impl Resolver<'_> {
+    /// `text` with every placeholder replaced.
+    pub(super) fn resolve(&self, text: &str) -> Result<String, PlaceholderError> {
+        if !text.contains("${") {
+            return Ok(text.to_owned());
+        }
+        self.parse(text, &mut Vec::new(), 0)
+    }
+
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.order.iter().find_map(|source| match source {
+            Source::Files => self.files.get(name).cloned(),
+            Source::Overrides => self.environment.overrides.get(name).cloned(),
+            Source::Env { relaxed: true } => self.environment.env_var_relaxed(name),
+            Source::Env { relaxed: false } => self.environment.env_var(name),
+            Source::Defaults => self.environment.defaults.get(name).cloned(),
+        })
+    }
+
+    /// Spring's `PropertyPlaceholderHelper.parseStringValue`: placeholders in a placeholder's
+    /// name are resolved first, then the name is looked up (falling back to the text after the
+    /// first `:`), then placeholders in the value found are resolved in turn.
+    fn parse(
+        &self,
+        text: &str,
+        visiting: &mut Vec<String>,
+        depth: usize,
+    ) -> Result<String, PlaceholderError> {
+        if depth > MAX_DEPTH {
+            return Err(PlaceholderError::TooDeep(text.chars().take(60).collect()));
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after_prefix = &rest[start + 2..];
+            let Some(end) = placeholder_end(after_prefix) else {
+                // No closing brace: Spring leaves the text as it is.
+                out.push_str(&rest[start..]);
+                return Ok(out);
+            };
+            let inner = &after_prefix[..end];
+            let name = self.parse(inner, visiting, depth + 1)?;
+            if visiting.contains(&name) {
+                let mut chain = visiting.clone();
+                chain.push(name);
+                return Err(PlaceholderError::Circular(chain.join(" -> ")));
+            }
+            match self.lookup_with_default(&name)? {
+                Some(value) => {
+                    visiting.push(name);
+                    let resolved = self.parse(&value, visiting, depth + 1);
+                    visiting.pop();
+                    out.push_str(&resolved?);
+                }
+                None if self.ignore_unresolvable => {
+                    out.push_str("${");
+                    out.push_str(inner);
+                    out.push('}');
+                }
+                None => return Err(PlaceholderError::Unresolved(name)),
+            }
+            rest = &after_prefix[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn lookup_with_default(&self, name: &str) -> Result<Option<String>, PlaceholderError> {
+        let (found_under, value) = match self.lookup(name) {
+            Some(value) => (name, Some(value)),
+            None => match name.split_once(':') {
+                Some((key, default)) => (
+                    key,
+                    Some(self.lookup(key).unwrap_or_else(|| default.to_owned())),
+                ),
+                None => (name, None),
+            },
+        };
+        match value {
+            Some(value) if is_jasypt_encrypted(&value) => {
+                Err(PlaceholderError::Encrypted(found_under.to_owned()))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Where lookups go, in order, for an "unresolved placeholder" hint.
+    pub(super) fn sources_description(&self) -> String {
+        let names: Vec<String> = self
+            .order
+            .iter()
+            .filter_map(|source| match source {
+                Source::Files if self.file_names.is_empty() => {
+                    Some("the configurer's properties (no file was loaded)".to_owned())
+                }
+                Source::Files => {
+                    let files: Vec<String> = self
+                        .file_names
+                        .iter()
+                        .map(|f| format!("`{}`", f.display()))
+                        .collect();
+                    Some(format!("the properties files {}", files.join(", ")))
+                }
+                Source::Overrides => Some("--set/-D values".to_owned()),
+                Source::Env { .. } if !self.environment.use_env => None,
+                Source::Env { .. } => Some("environment variables".to_owned()),
+                Source::Defaults => Some("the activemq.base/home/conf/data defaults".to_owned()),
+            })
+            .collect();
+        names.join(", then ")
+    }
+
+    /// The value each known key (files, overrides, defaults) resolves to; a value that does not
+    /// resolve is given as written.
+    pub(super) fn effective_properties(&self) -> BTreeMap<String, String> {
+        let keys: BTreeSet<&String> = self
+            .files
+            .keys()
+            .chain(self.environment.overrides.keys())
+            .chain(self.environment.defaults.keys())
+            .collect();
+        keys.into_iter()
+            .filter_map(|key| {
+                let value = self.lookup(key)?;
+                let resolved = self
+                    .parse(&value, &mut vec![key.clone()], 0)
+                    .unwrap_or(value);
+                Some((key.clone(), resolved))
+            })
+            .collect()
+    }
+}
+
+/// Index of the `}` that closes a placeholder whose `${` was just consumed, counting nested
+/// braces as Spring does.
+fn placeholder_end(text: &str) -> Option<usize> {
+    let mut nesting = 0usize;
+    for (index, byte) in text.bytes().enumerate() {
+        match byte {
+            b'{' => nesting += 1,
+            b'}' if nesting == 0 => return Some(index),
+            b'}' => nesting -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// jasypt's marker for an encrypted property value: `ENC(...)`.
+fn is_jasypt_encrypted(value: &str) -> bool {
+    let value = value.trim();
+    value.starts_with("ENC(") && value.ends_with(')')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(overrides: &[(&str, &str)]) -> Environment {
+        Environment {
+            overrides: overrides
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            use_env: false,
+            defaults: BTreeMap::from([("activemq.conf".to_owned(), "/etc/amq".to_owned())]),
+        }
+    }
+
+    fn resolver<'e>(env: &'e Environment, files: &[(&str, &str)]) -> Resolver<'e> {
+        Resolver {
+            environment: env,
+            files: files
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            file_names: Vec::new(),
+            order: vec![Source::Files, Source::Overrides, Source::Defaults],
+            ignore_unresolvable: false,
+        }
+    }
+
+    #[test]
+    fn nested_names_values_and_defaults() {
+        let env = environment(&[("which", "b")]);
+        let r = resolver(
+            &env,
+            &[("a", "x${b}"), ("b", "${activemq.conf}/y"), ("key.b", "kb")],
+        );
+        assert_eq!(r.resolve("1${a}2").as_deref(), Ok("1x/etc/amq/y2"));
+        assert_eq!(r.resolve("${key.${which}}").as_deref(), Ok("kb"));
+        assert_eq!(r.resolve("${missing:d${b}}").as_deref(), Ok("d/etc/amq/y"));
+        assert_eq!(r.resolve("${missing:}").as_deref(), Ok(""));
+        assert_eq!(r.resolve("${a:unused}").as_deref(), Ok("x/etc/amq/y"));
+        assert_eq!(r.resolve("no ${ closing").as_deref(), Ok("no ${ closing"));
+    }
+
+    #[test]
+    fn files_win_over_overrides_in_fallback_order() {
+        let env = environment(&[("k", "override")]);
+        let mut r = resolver(&env, &[("k", "file")]);
+        assert_eq!(r.resolve("${k}").as_deref(), Ok("file"));
+        r.order = vec![Source::Overrides, Source::Files];
+        assert_eq!(r.resolve("${k}").as_deref(), Ok("override"));
+    }
+
+    #[test]
+    fn errors_name_the_placeholder() {
+        let env = environment(&[]);
+        let mut r = resolver(&env, &[("a", "${b}"), ("b", "${a}"), ("pw", "ENC(xyz)")]);
+        assert_eq!(
+            r.resolve("${nope}"),
+            Err(PlaceholderError::Unresolved("nope".into()))
+        );
+        assert_eq!(
+            r.resolve("${a}"),
+            Err(PlaceholderError::Circular("a -> b -> a".into()))
+        );
+        assert_eq!(
+            r.resolve("${pw}"),
+            Err(PlaceholderError::Encrypted("pw".into()))
+        );
+        r.ignore_unresolvable = true;
+        assert_eq!(r.resolve("x${nope}y").as_deref(), Ok("x${nope}y"));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let env = environment(&[]);
+        let r = resolver(&env, &[]);
+        let deep = format!("{}x{}", "${".repeat(10_000), "}".repeat(10_000));
+        assert!(matches!(
+            r.resolve(&deep),
+            Err(PlaceholderError::TooDeep(_))
+        ));
+    }
+}

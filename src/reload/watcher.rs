@@ -1,0 +1,381 @@
+//! Watch the files of a configuration and turn their changes into reload requests.
+//!
+//! Why directories: editors and deployment tools often save by writing a temporary file and
+//! renaming it over the original (vim, `sed -i`, Ansible, Kubernetes ConfigMaps swapping a
+//! symlink). A watch on the file itself follows the old inode and goes deaf after the first
+//! save; a watch on its directory sees every replacement. Events are filtered by file name, and
+//! an event on any other name in a watched directory re-checks the stamps of the watched files
+//! there, which catches a swapped symlink target.
+//!
+//! Bursts (one save is often several events, a deployment touches several files) are merged
+//! into one request once no event arrived for the debounce time, or after ten debounce periods
+//! at most so that a file written continuously still reloads.
+//!
+//! Polling compares size and modification time every period: always when the
+//! runtimeConfigurationPlugin has a checkPeriod (ActiveMQ's behaviour, and the only thing that
+//! works on file systems without events such as NFS), and as a fallback every
+//! [`FALLBACK_POLL_MS`] when filesystem events cannot be set up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::fingerprint::{stamp, FileStamp};
+use super::{ReloadReason, ReloadRequest};
+use crate::config::Config;
+
+/// Quiet time that ends a burst of events, unless configured otherwise.
+pub const DEFAULT_DEBOUNCE_MS: u64 = 200;
+/// Polling period when filesystem events are unavailable and no checkPeriod is configured.
+pub const FALLBACK_POLL_MS: u64 = 1000;
+/// A burst is cut after this many debounce periods even if events keep coming.
+const MAX_BURST_PERIODS: u32 = 10;
+
+/// How to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// A burst of events ends after this long without one.
+    pub debounce_ms: u64,
+    /// Compare stamps every this many ms (runtimeConfigurationPlugin checkPeriod); `None`: only
+    /// when events are unavailable (then every [`FALLBACK_POLL_MS`]).
+    pub poll_period_ms: Option<u64>,
+    /// Use filesystem events (inotify, FSEvents, ...). `false`: poll only, for file systems that
+    /// do not deliver events.
+    pub use_events: bool,
+}
+
+impl WatchSettings {
+    /// Settings for `config`: poll at its checkPeriod when it has one > 0, events always.
+    pub fn for_config(config: &Config) -> WatchSettings {
+        WatchSettings {
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
+            poll_period_ms: poll_period_of(config),
+            use_events: true,
+        }
+    }
+}
+
+/// The checkPeriod of `config` when polling is on (> 0).
+pub fn poll_period_of(config: &Config) -> Option<u64> {
+    config
+        .reload
+        .as_ref()
+        .map(|r| r.check_period_ms)
+        .filter(|ms| *ms > 0)
+}
+
+/// A running watch. Dropping it stops watching.
+pub struct Watcher {
+    commands: mpsc::UnboundedSender<Command>,
+    events_active: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+enum Command {
+    Files(Vec<PathBuf>),
+    PollPeriod(Option<u64>),
+}
+
+impl Watcher {
+    /// Start watching `files`; each change (after debouncing) sends a [`ReloadRequest`] on
+    /// `requests`. When a request is already waiting there, another is not queued: the pending
+    /// one reloads everything anyway. Must be called inside a tokio runtime.
+    pub fn start(
+        files: &[PathBuf],
+        settings: WatchSettings,
+        requests: mpsc::Sender<ReloadRequest>,
+    ) -> Watcher {
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let events_active = Arc::new(AtomicBool::new(false));
+        let notify = if settings.use_events {
+            let handler = move |event: notify::Result<Event>| {
+                // The receiver is gone only when the watch is being dropped.
+                let _ = events_tx.send(event);
+            };
+            match notify::recommended_watcher(handler) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot watch configuration files for changes ({e}); polling every {FALLBACK_POLL_MS} ms instead"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut task = WatchTask {
+            notify,
+            events_failed: false,
+            events_active: events_active.clone(),
+            dirs: BTreeSet::new(),
+            stamps: BTreeMap::new(),
+            debounce: Duration::from_millis(settings.debounce_ms),
+            poll_period_ms: settings.poll_period_ms,
+            interval: None,
+            pending: BTreeSet::new(),
+            burst: None,
+            requests,
+        };
+        task.set_files(files);
+        let handle = tokio::spawn(task.run(events, commands));
+        Watcher {
+            commands: commands_tx,
+            events_active,
+            task: handle,
+        }
+    }
+
+    /// Replace the watched set (after a reload: the new configuration may name new files).
+    /// Files already watched keep their stamps, so a change made during the reload is still seen.
+    pub fn watch_files(&self, files: &[PathBuf]) {
+        let _ = self.commands.send(Command::Files(files.to_vec()));
+    }
+
+    /// Change the polling period (a reload changed checkPeriod); `None`: events only.
+    pub fn set_poll_period_ms(&self, period_ms: Option<u64>) {
+        let _ = self.commands.send(Command::PollPeriod(period_ms));
+    }
+
+    /// Whether filesystem events are being received for every watched directory (otherwise
+    /// the watch polls).
+    pub fn uses_events(&self) -> bool {
+        self.events_active.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct WatchTask {
+    notify: Option<RecommendedWatcher>,
+    /// A directory could not be watched: poll to cover it.
+    events_failed: bool,
+    events_active: Arc<AtomicBool>,
+    dirs: BTreeSet<PathBuf>,
+    /// Watched files (normalized) and their last seen stamps.
+    stamps: BTreeMap<PathBuf, Option<FileStamp>>,
+    debounce: Duration,
+    poll_period_ms: Option<u64>,
+    interval: Option<Interval>,
+    /// Changed files of the current burst.
+    pending: BTreeSet<PathBuf>,
+    /// (first event, last event) of the current burst.
+    burst: Option<(Instant, Instant)>,
+    requests: mpsc::Sender<ReloadRequest>,
+}
+
+impl WatchTask {
+    async fn run(
+        mut self,
+        mut events: mpsc::UnboundedReceiver<notify::Result<Event>>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut events_open = self.notify.is_some();
+        loop {
+            let deadline = self.burst.map(|(first, last)| {
+                (last + self.debounce).min(first + self.debounce * MAX_BURST_PERIODS)
+            });
+            tokio::select! {
+                event = events.recv(), if events_open => match event {
+                    Some(event) => self.on_event(event),
+                    None => events_open = false,
+                },
+                command = commands.recv() => match command {
+                    Some(Command::Files(files)) => self.set_files(&files),
+                    Some(Command::PollPeriod(period)) => {
+                        self.poll_period_ms = period;
+                        self.reset_interval();
+                    }
+                    None => return,
+                },
+                () = tick(&mut self.interval) => self.check_stamps(None),
+                () = sleep_until(deadline) => {
+                    if !self.flush() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_files(&mut self, files: &[PathBuf]) {
+        let files: BTreeSet<PathBuf> = files.iter().map(|f| normalize(f)).collect();
+        self.stamps.retain(|f, _| files.contains(f));
+        for file in &files {
+            self.stamps
+                .entry(file.clone())
+                .or_insert_with(|| stamp(file));
+        }
+        let dirs: BTreeSet<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        if let Some(notify) = &mut self.notify {
+            for gone in self.dirs.difference(&dirs) {
+                let _ = notify.unwatch(gone);
+            }
+            for dir in dirs.difference(&self.dirs) {
+                if let Err(e) = notify.watch(dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "cannot watch directory for changes ({e}); polling instead"
+                    );
+                    self.events_failed = true;
+                }
+            }
+        }
+        self.dirs = dirs;
+        self.events_active.store(
+            self.notify.is_some() && !self.events_failed,
+            Ordering::Relaxed,
+        );
+        self.reset_interval();
+    }
+
+    /// Poll when configured, or when events do not cover every directory.
+    fn reset_interval(&mut self) {
+        let events_ok = self.notify.is_some() && !self.events_failed;
+        let period_ms = match self.poll_period_ms {
+            Some(ms) => Some(ms),
+            None if !events_ok => Some(FALLBACK_POLL_MS),
+            None => None,
+        };
+        let current = self.interval.as_ref().map(Interval::period);
+        let wanted = period_ms.map(|ms| Duration::from_millis(ms.max(1)));
+        if current != wanted {
+            self.interval = wanted.map(|period| {
+                let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                interval
+            });
+        }
+    }
+
+    fn on_event(&mut self, event: notify::Result<Event>) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!("file watch error ({e}); checking every watched file");
+                self.check_stamps(None);
+                return;
+            }
+        };
+        if event.need_rescan() {
+            self.check_stamps(None);
+            return;
+        }
+        if is_read_only(&event.kind) {
+            // Our own loads open and read these files: reacting would loop.
+            return;
+        }
+        for path in &event.paths {
+            if self.stamps.contains_key(path) {
+                let now = stamp(path);
+                self.stamps.insert(path.clone(), now);
+                self.mark(path.clone());
+            } else if let Some(dir) = path.parent().filter(|d| self.dirs.contains(*d)) {
+                // Another name in a watched directory: a symlink swap or a rename chain may
+                // have replaced one of our files without naming it.
+                self.check_stamps(Some(&dir.to_path_buf()));
+            }
+        }
+    }
+
+    /// Compare stamps of the watched files (of one directory, or all) and mark the changed ones.
+    fn check_stamps(&mut self, dir: Option<&PathBuf>) {
+        let mut changed = Vec::new();
+        for (file, last) in self.stamps.iter_mut() {
+            if dir.is_some_and(|d| file.parent() != Some(d.as_path())) {
+                continue;
+            }
+            let now = stamp(file);
+            if now != *last {
+                *last = now;
+                changed.push(file.clone());
+            }
+        }
+        for file in changed {
+            self.mark(file);
+        }
+    }
+
+    fn mark(&mut self, file: PathBuf) {
+        tracing::debug!(file = %file.display(), "configuration file changed");
+        self.pending.insert(file);
+        let now = Instant::now();
+        self.burst = Some(match self.burst {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    /// Send the burst as one request. Returns false when nobody listens any more.
+    fn flush(&mut self) -> bool {
+        self.burst = None;
+        let files: Vec<PathBuf> = std::mem::take(&mut self.pending).into_iter().collect();
+        let request = ReloadRequest {
+            reason: ReloadReason::FilesChanged(files),
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => true,
+            // A request is already waiting; it will reload everything.
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// Opening, reading and closing without writing change nothing.
+fn is_read_only(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => false,
+        EventKind::Access(_) => true,
+        _ => false,
+    }
+}
+
+/// The file in its directory's canonical form: events name files under the canonical
+/// directory that was watched, so both sides must be spelled the same way.
+fn normalize(file: &Path) -> PathBuf {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name()) else {
+        return file.to_path_buf();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    match dir.canonicalize() {
+        Ok(dir) => dir.join(name),
+        Err(_) => file.to_path_buf(),
+    }
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

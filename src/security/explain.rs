@@ -1,0 +1,200 @@
+//! `ferromq explain`: why a user may or may not publish or subscribe to a topic.
+//!
+//! Prints the decision, the ActiveMQ destination the MQTT name maps to, the principal's policy
+//! names, and every authorization entry that applies (file:line, its patterns, the names it
+//! grants the action to and which of them the principal holds). The decision is casbin's own
+//! enforce; the precompiled evaluator the broker uses is run too and a disagreement is reported
+//! as a bug.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::authz::{action_name, principal_names, EntryOrigin};
+use super::destination::mqtt_to_activemq;
+use super::{Action, Principal, Security};
+use crate::config::{Config, DestinationKind};
+
+/// A decision and the text that explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub allowed: bool,
+    pub text: String,
+}
+
+impl std::fmt::Display for Explanation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Explain the decision for `user` on `mqtt_topic` (a topic name, or a filter for subscribe).
+/// `groups`: the groups to assume; `None` looks them up in the authentication plugin.
+pub fn explain(
+    config: &Config,
+    user: &str,
+    groups: Option<&[String]>,
+    mqtt_topic: &str,
+    action: Action,
+) -> Result<Explanation, String> {
+    let security = Security::from_config(config)?;
+    let mut out = String::new();
+    let groups: Vec<Arc<str>> = match groups {
+        Some(given) => given.iter().map(|g| Arc::from(g.as_str())).collect(),
+        None => match security.groups_of(user) {
+            Some(found) => found,
+            None => {
+                let _ = writeln!(
+                    out,
+                    "note: the authentication plugin does not know user `{user}`; assuming no \
+                     groups (pass --group to choose them)"
+                );
+                Vec::new()
+            }
+        },
+    };
+    let principal = Principal {
+        user: Arc::from(user),
+        groups,
+        anonymous: false,
+    };
+    let explained = explain_principal(&security, &principal, mqtt_topic, action);
+    out.push_str(&explained.text);
+    Ok(Explanation {
+        allowed: explained.allowed,
+        text: out,
+    })
+}
+
+/// Explain the decision for an already known principal (e.g. after a real login).
+pub fn explain_principal(
+    security: &Security,
+    principal: &Principal,
+    mqtt_topic: &str,
+    action: Action,
+) -> Explanation {
+    let mut out = String::new();
+    let verb = match action {
+        Action::Read => "subscribe to",
+        Action::Write => "publish to",
+        Action::Admin => "create",
+    };
+    let groups: Vec<&str> = principal.groups.iter().map(|g| &**g).collect();
+    let who = format!(
+        "user `{}` (groups: {})",
+        principal.user,
+        if groups.is_empty() {
+            "none".to_owned()
+        } else {
+            groups.join(", ")
+        }
+    );
+    let Some(authorizer) = security.authorizer() else {
+        let _ = writeln!(out, "ALLOWED: {who} may {verb} `{mqtt_topic}`");
+        let _ = writeln!(
+            out,
+            "  no authorizationPlugin is configured: everything is allowed"
+        );
+        return Explanation {
+            allowed: true,
+            text: out,
+        };
+    };
+    let activemq_name = mqtt_to_activemq(mqtt_topic);
+    let kind = DestinationKind::Topic;
+    let fast = security.authorize(principal, action, mqtt_topic);
+    let casbin = security.authorize_with_casbin(principal, action, kind, &activemq_name);
+    let decision = casbin.as_ref().copied().unwrap_or(fast);
+    let _ = writeln!(
+        out,
+        "{}: {who} may {}{verb} `{mqtt_topic}`",
+        if decision { "ALLOWED" } else { "DENIED" },
+        if decision { "" } else { "not " },
+    );
+    let wildcard = activemq_name.split('.').any(|l| l == "*" || l == ">");
+    let _ = writeln!(
+        out,
+        "  destination: topic `{activemq_name}`, needs `{}`{}",
+        action_name(action),
+        if wildcard {
+            "; a wildcard filter: every entry whose pattern overlaps it applies"
+        } else {
+            ""
+        }
+    );
+    let names = principal_names(principal);
+    let _ = writeln!(out, "  principal names: {}", names.join(", "));
+
+    let matches = authorizer.matching_entries(action, kind, &activemq_name);
+    if matches.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no entry applies: denied (nothing matches, nothing granted)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  entries that apply (union rule: one grant is enough):"
+        );
+    }
+    for m in &matches {
+        let label = match m.origin {
+            EntryOrigin::Entry => format!("{} {}", kind_label(m.entry.kind), m.patterns.join(",")),
+            EntryOrigin::Default => "defaultEntry".to_owned(),
+            EntryOrigin::TempDestination => "tempDestinationAuthorizationEntry".to_owned(),
+        };
+        let listed = match action {
+            Action::Read => &m.entry.read,
+            Action::Write => &m.entry.write,
+            Action::Admin => &m.entry.admin,
+        };
+        let held: Vec<&str> = m
+            .granted_to
+            .iter()
+            .filter(|s| names.contains(s))
+            .map(String::as_str)
+            .collect();
+        let _ = writeln!(
+            out,
+            "    {}:{}  {label}  {}=\"{}\"  -> {}",
+            m.entry.span.file.display(),
+            m.entry.span.line,
+            action_name(action),
+            listed.join(","),
+            if held.is_empty() {
+                "grants nothing to this principal".to_owned()
+            } else {
+                format!("GRANTS via {}", held.join(", "))
+            }
+        );
+    }
+    match casbin {
+        Ok(c) if c == fast => {
+            let _ = writeln!(out, "  casbin enforce agrees with the broker's evaluator");
+        }
+        Ok(c) => {
+            let _ = writeln!(
+                out,
+                "  BUG: casbin says {c} but the broker's evaluator says {fast}; please report"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "  casbin could not decide ({e}); shown: the broker's decision"
+            );
+        }
+    }
+    Explanation {
+        allowed: decision,
+        text: out,
+    }
+}
+
+fn kind_label(kind: DestinationKind) -> &'static str {
+    match kind {
+        DestinationKind::Topic => "topic",
+        DestinationKind::Queue => "queue",
+        DestinationKind::TempTopic => "temp-topic",
+        DestinationKind::TempQueue => "temp-queue",
+    }
+}

@@ -1,0 +1,301 @@
+//! JAAS login domains: the module list of one `login.config` entry, evaluated with the control
+//! flags exactly as `javax.security.auth.login.LoginContext` does.
+//!
+//! Each module's login either succeeds, is ignored (returns false) or fails:
+//! - `required`: a failure fails the whole login, but the remaining modules still run;
+//! - `requisite`: a failure fails the whole login at once;
+//! - `sufficient`: a success ends the login successfully, unless a `required` module has already
+//!   failed; a failure is remembered only in case nothing else succeeds;
+//! - `optional`: like `sufficient` without the early exit.
+//!
+//! The login succeeds when no required/requisite module failed and at least one module succeeded
+//! ("all modules ignored" is a failure). The principals are those of every module that succeeded
+//! (each module's `commit`): the user is the first such module's user, the groups their union.
+
+use std::sync::Arc;
+
+use super::authn::{Credentials, Refusal};
+use super::cert::DistinguishedName;
+use super::tables::{DnTable, GroupsTable, UsersTable, WatchedFile};
+use super::{AuthFailure, Principal};
+use crate::config::{JaasAuth, LoginModuleKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlFlag {
+    Required,
+    Requisite,
+    Sufficient,
+    Optional,
+}
+
+impl ControlFlag {
+    pub fn parse(flag: &str) -> Option<ControlFlag> {
+        Some(match flag.to_ascii_lowercase().as_str() {
+            "required" => ControlFlag::Required,
+            "requisite" => ControlFlag::Requisite,
+            "sufficient" => ControlFlag::Sufficient,
+            "optional" => ControlFlag::Optional,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum Module {
+    Properties {
+        users: WatchedFile<UsersTable>,
+        groups: WatchedFile<GroupsTable>,
+    },
+    Guest {
+        user: Arc<str>,
+        group: Arc<str>,
+        credentials_invalidate: bool,
+    },
+    Certificate {
+        users: WatchedFile<DnTable>,
+        groups: WatchedFile<GroupsTable>,
+    },
+    /// A class ferromq does not implement: it takes no part in the login (ignored), and the
+    /// configuration check has already warned about it.
+    Unsupported,
+}
+
+/// What one module's login produced.
+enum Outcome {
+    Succeeded {
+        user: Arc<str>,
+        groups: Vec<Arc<str>>,
+        guest: bool,
+    },
+    Ignored,
+    Failed(&'static str),
+}
+
+/// One JAAS login configuration entry, ready to log users in.
+#[derive(Debug)]
+pub struct JaasDomain {
+    name: String,
+    modules: Vec<(ControlFlag, Module)>,
+}
+
+impl JaasDomain {
+    pub fn new(config: &JaasAuth) -> Result<JaasDomain, String> {
+        let mut modules = Vec::new();
+        for m in &config.modules {
+            let flag = ControlFlag::parse(&m.flag).ok_or_else(|| {
+                format!(
+                    "{}: login module {} has flag `{}`; expected required, requisite, \
+                     sufficient or optional",
+                    config.login_config.display(),
+                    m.class,
+                    m.flag
+                )
+            })?;
+            let module = match &m.kind {
+                LoginModuleKind::Properties {
+                    users_file,
+                    groups_file,
+                    reload,
+                } => Module::Properties {
+                    users: WatchedFile::open(users_file, *reload, UsersTable::parse)?,
+                    groups: WatchedFile::open(groups_file, *reload, GroupsTable::parse)?,
+                },
+                LoginModuleKind::Guest {
+                    user,
+                    group,
+                    credentials_invalidate,
+                } => Module::Guest {
+                    user: Arc::from(user.as_str()),
+                    group: Arc::from(group.as_str()),
+                    credentials_invalidate: *credentials_invalidate,
+                },
+                LoginModuleKind::TextFileCertificate {
+                    users_file,
+                    groups_file,
+                    reload,
+                } => Module::Certificate {
+                    users: WatchedFile::open(users_file, *reload, DnTable::parse)?,
+                    groups: WatchedFile::open(groups_file, *reload, GroupsTable::parse)?,
+                },
+                LoginModuleKind::Unsupported => Module::Unsupported,
+            };
+            modules.push((flag, module));
+        }
+        Ok(JaasDomain {
+            name: config.configuration.clone(),
+            modules,
+        })
+    }
+
+    /// Run the module list for `creds`.
+    pub async fn login(&self, creds: &Credentials<'_>) -> Result<Principal, Refusal> {
+        let mut first_required_error: Option<&'static str> = None;
+        let mut first_error: Option<&'static str> = None;
+        let mut committed: Vec<(Arc<str>, Vec<Arc<str>>, bool)> = Vec::new();
+        let mut success = false;
+        for (flag, module) in &self.modules {
+            match module.login(creds).await {
+                Outcome::Succeeded {
+                    user,
+                    groups,
+                    guest,
+                } => {
+                    committed.push((user, groups, guest));
+                    success = true;
+                    if *flag == ControlFlag::Sufficient && first_required_error.is_none() {
+                        break;
+                    }
+                }
+                Outcome::Ignored => {}
+                Outcome::Failed(reason) => match flag {
+                    ControlFlag::Requisite => {
+                        return Err(self.refusal(creds, first_required_error.unwrap_or(reason)))
+                    }
+                    ControlFlag::Required => {
+                        first_required_error.get_or_insert(reason);
+                    }
+                    ControlFlag::Sufficient | ControlFlag::Optional => {
+                        first_error.get_or_insert(reason);
+                    }
+                },
+            }
+        }
+        if let Some(reason) = first_required_error {
+            return Err(self.refusal(creds, reason));
+        }
+        if !success {
+            return Err(self.refusal(creds, first_error.unwrap_or("all login modules ignored")));
+        }
+        let mut committed = committed.into_iter();
+        let Some((user, mut groups, mut anonymous)) = committed.next() else {
+            return Err(self.refusal(creds, "no principal"));
+        };
+        for (_, more_groups, guest) in committed {
+            anonymous &= guest;
+            for g in more_groups {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
+            }
+        }
+        Ok(Principal {
+            user,
+            groups,
+            anonymous,
+        })
+    }
+
+    fn refusal(&self, creds: &Credentials<'_>, reason: &'static str) -> Refusal {
+        let failure = if creds.username.is_some() || creds.password.is_some() {
+            AuthFailure::BadCredentials
+        } else {
+            AuthFailure::NotAuthorized
+        };
+        Refusal::new(failure, reason).in_domain(&self.name)
+    }
+
+    /// The groups a user would have after logging in (for `ferromq explain`): from every
+    /// properties or certificate module's groups file, plus the guest group for the guest user.
+    pub fn groups_of(&self, user: &str) -> Option<Vec<Arc<str>>> {
+        let mut known = false;
+        let mut groups: Vec<Arc<str>> = Vec::new();
+        let mut add = |more: &[Arc<str>]| {
+            for g in more {
+                if !groups.contains(g) {
+                    groups.push(g.clone());
+                }
+            }
+        };
+        for (_, module) in &self.modules {
+            match module {
+                Module::Properties {
+                    users,
+                    groups: group_file,
+                } => {
+                    if users.current().password(user).is_some() {
+                        known = true;
+                        add(group_file.current().groups_of(user));
+                    }
+                }
+                Module::Certificate {
+                    groups: group_file, ..
+                } => {
+                    let table = group_file.current();
+                    if !table.groups_of(user).is_empty() {
+                        known = true;
+                        add(table.groups_of(user));
+                    }
+                }
+                Module::Guest {
+                    user: guest, group, ..
+                } if &**guest == user => {
+                    known = true;
+                    add(std::slice::from_ref(group));
+                }
+                Module::Guest { .. } | Module::Unsupported => {}
+            }
+        }
+        known.then_some(groups)
+    }
+}
+
+impl Module {
+    async fn login(&self, creds: &Credentials<'_>) -> Outcome {
+        match self {
+            // PropertiesLoginModule: a missing password counts as the empty one.
+            Module::Properties { users, groups } => {
+                let Some(username) = creds.username else {
+                    return Outcome::Failed("no user name");
+                };
+                let Some(stored) = users.current().password(username).cloned() else {
+                    return Outcome::Failed("unknown user");
+                };
+                if !stored
+                    .verify_off_thread(creds.password.unwrap_or_default())
+                    .await
+                {
+                    return Outcome::Failed("wrong password");
+                }
+                Outcome::Succeeded {
+                    user: Arc::from(username),
+                    groups: groups.current().groups_of(username).to_vec(),
+                    guest: false,
+                }
+            }
+            // GuestLoginModule: with credentialsInvalidate, a connection that presents a
+            // password is not a guest (the module is ignored, not failed).
+            Module::Guest {
+                user,
+                group,
+                credentials_invalidate,
+            } => {
+                if *credentials_invalidate && creds.password.is_some() {
+                    return Outcome::Ignored;
+                }
+                Outcome::Succeeded {
+                    user: user.clone(),
+                    groups: vec![group.clone()],
+                    guest: true,
+                }
+            }
+            Module::Certificate { users, groups } => {
+                let Some(subject) = creds.cert_subject else {
+                    return Outcome::Failed("no client certificate");
+                };
+                let Ok(dn) = DistinguishedName::parse(subject) else {
+                    return Outcome::Failed("client certificate subject is not a valid DN");
+                };
+                let Some(user) = users.current().user_for(&dn).cloned() else {
+                    return Outcome::Failed("no user for the client certificate's DN");
+                };
+                let groups = groups.current().groups_of(&user).to_vec();
+                Outcome::Succeeded {
+                    user,
+                    groups,
+                    guest: false,
+                }
+            }
+            Module::Unsupported => Outcome::Ignored,
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The files JAAS login modules read (users.properties, groups.properties, certificate DN maps),
+//! parsed into lookup tables, and re-read on change when the module says `reload=true`.
+//!
+//! Reload strategy: on every login that consults the file, one `stat` compares the modification
+//! time and length with what was loaded; only a change re-reads the file. A stat costs about a
+//! microsecond, far below a CONNECT's own cost, so no watcher task is needed and an edit takes
+//! effect on the very next CONNECT. A file that became unreadable or invalid is logged once per
+//! change and the last good contents stay in force. Without `reload=true` the file is read once,
+//! when the security configuration is built (ferromq's own config reload rebuilds it).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::RwLock;
+
+use super::cert::DistinguishedName;
+use super::password::StoredPassword;
+use crate::config::properties;
+
+/// users.properties: `user=password` (plaintext or a recognised hash).
+#[derive(Debug, Default)]
+pub struct UsersTable {
+    passwords: HashMap<String, StoredPassword>,
+}
+
+impl UsersTable {
+    pub fn parse(text: &str) -> Result<UsersTable, String> {
+        let mut passwords = HashMap::new();
+        for p in properties::parse(text).map_err(|e| e.to_string())? {
+            let stored = StoredPassword::parse(&p.value)
+                .map_err(|e| format!("line {}: password of `{}` {e}", p.line, p.key))?;
+            passwords.insert(p.key, stored);
+        }
+        Ok(UsersTable { passwords })
+    }
+
+    pub fn password(&self, user: &str) -> Option<&StoredPassword> {
+        self.passwords.get(user)
+    }
+}
+
+/// groups.properties: `group=user1,user2`, inverted to user -> groups.
+#[derive(Debug, Default)]
+pub struct GroupsTable {
+    groups_by_user: HashMap<String, Vec<Arc<str>>>,
+}
+
+impl GroupsTable {
+    pub fn parse(text: &str) -> Result<GroupsTable, String> {
+        let mut groups_by_user: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+        for p in properties::parse(text).map_err(|e| e.to_string())? {
+            let group: Arc<str> = Arc::from(p.key.as_str());
+            for user in p.value.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                let groups = groups_by_user.entry(user.to_owned()).or_default();
+                if !groups.contains(&group) {
+                    groups.push(group.clone());
+                }
+            }
+        }
+        Ok(GroupsTable { groups_by_user })
+    }
+
+    pub fn groups_of(&self, user: &str) -> &[Arc<str>] {
+        self.groups_by_user.get(user).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// TextFileCertificateLoginModule's users file: `user=CN=...,O=...`, looked up by subject DN.
+#[derive(Debug, Default)]
+pub struct DnTable {
+    user_by_dn: HashMap<DistinguishedName, Arc<str>>,
+}
+
+impl DnTable {
+    pub fn parse(text: &str) -> Result<DnTable, String> {
+        let mut user_by_dn = HashMap::new();
+        for p in properties::parse(text).map_err(|e| e.to_string())? {
+            let dn = DistinguishedName::parse(&p.value)
+                .map_err(|e| format!("line {}: DN of `{}`: {e}", p.line, p.key))?;
+            user_by_dn.insert(dn, Arc::from(p.key.as_str()));
+        }
+        Ok(DnTable { user_by_dn })
+    }
+
+    pub fn user_for(&self, dn: &DistinguishedName) -> Option<&Arc<str>> {
+        self.user_by_dn.get(dn)
+    }
+}
+
+/// Identity of a file's contents as far as `stat` can tell.
+type Stamp = (Option<SystemTime>, u64);
+
+struct Loaded<T> {
+    stamp: Stamp,
+    value: Arc<T>,
+    /// The last reload problem, so that it is logged once rather than on every CONNECT.
+    last_error: Option<String>,
+}
+
+/// A parsed file, optionally re-read when it changes.
+pub struct WatchedFile<T> {
+    path: PathBuf,
+    reload: bool,
+    parse: fn(&str) -> Result<T, String>,
+    state: RwLock<Loaded<T>>,
+}
+
+impl<T> std::fmt::Debug for WatchedFile<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedFile")
+            .field("path", &self.path)
+            .field("reload", &self.reload)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> WatchedFile<T> {
+    /// Read and parse `path` now; an unreadable or invalid file is an error naming it.
+    pub fn open(
+        path: &Path,
+        reload: bool,
+        parse: fn(&str) -> Result<T, String>,
+    ) -> Result<WatchedFile<T>, String> {
+        let (stamp, value) = read(path, parse)?;
+        Ok(WatchedFile {
+            path: path.to_owned(),
+            reload,
+            parse,
+            state: RwLock::new(Loaded {
+                stamp,
+                value: Arc::new(value),
+                last_error: None,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The current contents, re-read first if `reload` is on and the file changed.
+    pub fn current(&self) -> Arc<T> {
+        if self.reload {
+            let stamp = stamp_of(&self.path);
+            if self.state.read().stamp != stamp {
+                self.reread(stamp);
+            }
+        }
+        self.state.read().value.clone()
+    }
+
+    fn reread(&self, stamp: Stamp) {
+        let mut state = self.state.write();
+        if state.stamp == stamp {
+            return; // another connection re-read it meanwhile
+        }
+        state.stamp = stamp;
+        match read(&self.path, self.parse) {
+            Ok((fresh_stamp, value)) => {
+                state.stamp = fresh_stamp;
+                state.value = Arc::new(value);
+                state.last_error = None;
+                tracing::info!(file = %self.path.display(), "reloaded");
+            }
+            Err(e) => {
+                if state.last_error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(error = %e, "keeping the previous contents");
+                }
+                state.last_error = Some(e);
+            }
+        }
+    }
+}
+
+fn stamp_of(path: &Path) -> Stamp {
+    match std::fs::metadata(path) {
+        Ok(meta) => (meta.modified().ok(), meta.len()),
+        Err(_) => (None, 0),
+    }
+}
+
+fn read<T>(path: &Path, parse: fn(&str) -> Result<T, String>) -> Result<(Stamp, T), String> {
+    // Stat before reading: a write racing with the read then shows up as a change next time.
+    let stamp = stamp_of(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((stamp, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_inverted_and_deduplicated() {
+        let table = GroupsTable::parse("admins=alice\nusers=alice, bob,,alice\n").expect("ok");
+        let names =
+            |u: &str| -> Vec<String> { table.groups_of(u).iter().map(|g| g.to_string()).collect() };
+        assert_eq!(names("alice"), vec!["admins", "users"]);
+        assert_eq!(names("bob"), vec!["users"]);
+        assert!(names("carol").is_empty());
+    }
+
+    #[test]
+    fn users_with_malformed_hashes_are_rejected_with_the_line() {
+        let err = UsersTable::parse("a=x\nb=$2b$bad\n").expect_err("bad hash");
+        assert!(err.contains("line 2") && err.contains("`b`"), "{err}");
+    }
+}

@@ -1,0 +1,203 @@
+//! Errors of the transport layer: loading TLS material ([`TlsError`], a configuration problem
+//! reported at startup or reload) and upgrading one accepted socket ([`TransportError`], a
+//! per-connection problem: the caller logs it and only that connection dies).
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use tokio_rustls::rustls;
+
+use crate::config::{Diagnostic, Scheme, SslContextConfig};
+
+/// Which store of `<sslContext>` an error is about (so that it can point at the right attribute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreRole {
+    /// `keyStore`: the broker's own certificate chain and private key.
+    KeyStore,
+    /// `trustStore`: CA certificates that client certificates are verified against.
+    TrustStore,
+}
+
+impl fmt::Display for StoreRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreRole::KeyStore => "keyStore",
+            StoreRole::TrustStore => "trustStore",
+        })
+    }
+}
+
+/// Why TLS material could not be loaded. Every message names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("a TLS connector needs <sslContext keyStore=\"...\"/>: no keyStore is configured")]
+    NoKeyStore,
+
+    #[error(
+        "needClientAuth/wantClientAuth is set but <sslContext> has no trustStore to verify \
+         client certificates against; add trustStore=\"file:...\" (a PEM CA bundle or a PKCS#12 \
+         store)"
+    )]
+    NoTrustStore,
+
+    #[error("cannot read {role} {}: {source}", path.display())]
+    Read {
+        role: StoreRole,
+        path: PathBuf,
+        source: io::Error,
+    },
+
+    #[error(
+        "{role} {} is a Java {format} store, which ferromq cannot read; convert it to PKCS#12 \
+         with `keytool -importkeystore -srckeystore {} -destkeystore {}.p12 -deststoretype \
+         pkcs12` and point {role} at the .p12 file (keyStoreType=\"pkcs12\")",
+        path.display(), path.display(), path.display()
+    )]
+    JavaKeyStore {
+        role: StoreRole,
+        path: PathBuf,
+        /// `JKS` or `JCEKS`.
+        format: &'static str,
+    },
+
+    #[error("{role} {} is not a PKCS#12 store or is damaged: {reason}", path.display())]
+    Pkcs12 {
+        role: StoreRole,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error(
+        "{role} {}: wrong password (the PKCS#12 integrity check failed); check {role}Password",
+        path.display()
+    )]
+    WrongPassword { role: StoreRole, path: PathBuf },
+
+    #[error("{role} {} holds no certificate{hint}", path.display())]
+    NoCertificate {
+        role: StoreRole,
+        path: PathBuf,
+        /// Extra advice, starting with "; " when not empty.
+        hint: String,
+    },
+
+    #[error(
+        "{} holds no private key; put the key in the same PEM file as the certificate chain, \
+         or name a separate key file with ferromq:keyFile=\"...\"",
+        path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+
+    #[error(
+        "{} holds an encrypted PEM private key, which ferromq cannot decrypt; decrypt it with \
+         `openssl pkey -in {} -out key.pem` (keep it readable by the broker only) or use a \
+         PKCS#12 key store with keyStorePassword",
+        path.display(), path.display()
+    )]
+    EncryptedPemKey { path: PathBuf },
+
+    #[error("{role} {}: {reason}", path.display())]
+    BadPem {
+        role: StoreRole,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("{role} {}: unrecognised format ({reason})", path.display())]
+    UnknownFormat {
+        role: StoreRole,
+        path: PathBuf,
+        reason: String,
+    },
+
+    #[error("keyStore {}: the certificate and private key cannot be used: {source}", path.display())]
+    BadCertifiedKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+
+    #[error("trustStore {}: cannot build the client certificate verifier: {reason}", path.display())]
+    BadTrustStore { path: PathBuf, reason: String },
+
+    #[error("cannot watch TLS files for changes: {0}")]
+    Watch(String),
+}
+
+impl TlsError {
+    /// Which store the error is about, when it is about one.
+    pub fn role(&self) -> Option<StoreRole> {
+        match self {
+            TlsError::NoKeyStore | TlsError::NoPrivateKey { .. } => Some(StoreRole::KeyStore),
+            TlsError::BadCertifiedKey { .. } => Some(StoreRole::KeyStore),
+            TlsError::NoTrustStore | TlsError::BadTrustStore { .. } => Some(StoreRole::TrustStore),
+            TlsError::EncryptedPemKey { .. } => Some(StoreRole::KeyStore),
+            TlsError::Read { role, .. }
+            | TlsError::JavaKeyStore { role, .. }
+            | TlsError::Pkcs12 { role, .. }
+            | TlsError::WrongPassword { role, .. }
+            | TlsError::NoCertificate { role, .. }
+            | TlsError::BadPem { role, .. }
+            | TlsError::UnknownFormat { role, .. } => Some(*role),
+            TlsError::Watch(_) => None,
+        }
+    }
+
+    /// The error as a configuration diagnostic pointing at the `<sslContext>` store it is about,
+    /// for `ferromq check` and reload reports.
+    pub fn to_diagnostic(&self, ssl: Option<&SslContextConfig>) -> Diagnostic {
+        let span = ssl.map(|ssl| {
+            let store = match self.role() {
+                Some(StoreRole::KeyStore) => ssl.key_store.as_ref(),
+                Some(StoreRole::TrustStore) => ssl.trust_store.as_ref(),
+                None => None,
+            };
+            store.map_or_else(|| ssl.span.clone(), |s| s.span.clone())
+        });
+        Diagnostic::error(span, self.to_string())
+    }
+}
+
+/// Why an accepted socket could not be turned into an MQTT byte stream. Each one ends only the
+/// connection it happened on.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(
+        "{scheme} handshake did not finish within {timeout_ms} ms (stalled or very slow client)"
+    )]
+    HandshakeTimeout { scheme: Scheme, timeout_ms: u64 },
+
+    #[error("{scheme} connector has no TLS material (internal error: listener started without sslContext)")]
+    TlsNotConfigured { scheme: Scheme },
+
+    #[error("client closed the connection before the {scheme} handshake")]
+    ClosedBeforeHandshake { scheme: Scheme },
+
+    #[error(
+        "client did not start a TLS handshake on a {scheme} port: first byte 0x{first_byte:02x} \
+         ({looks_like}); is the client configured for TLS?"
+    )]
+    NotTls {
+        scheme: Scheme,
+        first_byte: u8,
+        looks_like: &'static str,
+    },
+
+    #[error("client certificate refused: {reason}")]
+    ClientCertificate { reason: String },
+
+    #[error("TLS handshake failed: {reason}")]
+    TlsHandshake { reason: String },
+
+    #[error("client certificate subject cannot be read: {reason}")]
+    CertificateSubject { reason: String },
+
+    #[error("WebSocket upgrade refused: {reason}")]
+    WebSocketRefused { reason: String },
+
+    #[error("WebSocket handshake failed: {reason}")]
+    WebSocketHandshake { reason: String },
+
+    #[error("I/O error during the {scheme} handshake: {source}")]
+    Io { scheme: Scheme, source: io::Error },
+}

@@ -1,0 +1,187 @@
+//! `<sslContext>` + connector options -> a rustls [`ServerConfig`].
+//!
+//! ActiveMQ semantics: `needClientAuth` makes a client certificate mandatory, `wantClientAuth`
+//! asks for one but admits clients without (the certificate login module then has no DN to map),
+//! neither means no certificate is requested. Client certificates are verified against the
+//! `trustStore` (chain, validity dates, key usage) by rustls' WebPKI verifier.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_rustls::rustls::{
+    self, crypto::CryptoProvider, server::WebPkiClientVerifier, RootCertStore, ServerConfig,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::error::TlsError;
+use super::material::{self, FileSnapshot, Identity};
+use crate::config::{ListenerOptions, SslContextConfig};
+
+/// Whether the TLS handshake asks the client for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Neither `needClientAuth` nor `wantClientAuth`.
+    None,
+    /// `wantClientAuth=true`: requested, verified when sent, not required.
+    Optional,
+    /// `needClientAuth=true` (wins over `wantClientAuth`).
+    Required,
+}
+
+impl ClientAuth {
+    pub fn from_options(options: &ListenerOptions) -> ClientAuth {
+        if options.need_client_auth {
+            ClientAuth::Required
+        } else if options.want_client_auth {
+            ClientAuth::Optional
+        } else {
+            ClientAuth::None
+        }
+    }
+}
+
+/// The recipe for one TLS listener's [`ServerConfig`]: which stores to read and whether to ask
+/// for client certificates. Building twice from unchanged files gives the same configuration.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    ssl: SslContextConfig,
+    client_auth: ClientAuth,
+}
+
+impl TlsMaterial {
+    pub fn new(ssl: &SslContextConfig, options: &ListenerOptions) -> TlsMaterial {
+        TlsMaterial {
+            ssl: ssl.clone(),
+            client_auth: ClientAuth::from_options(options),
+        }
+    }
+
+    /// Read the stores and build the server configuration, in one step.
+    pub fn load(
+        ssl: &SslContextConfig,
+        options: &ListenerOptions,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
+        let material = TlsMaterial::new(ssl, options);
+        let snapshot = material.read_files()?;
+        material.build(&snapshot)
+    }
+
+    pub fn client_auth(&self) -> ClientAuth {
+        self.client_auth
+    }
+
+    /// The files this configuration is built from (what a watcher must watch).
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        if let Some(ks) = &self.ssl.key_store {
+            files.push(ks.path.clone());
+            files.extend(ks.key_file.clone());
+        }
+        if self.client_auth != ClientAuth::None {
+            if let Some(ts) = &self.ssl.trust_store {
+                files.push(ts.path.clone());
+            }
+        }
+        files
+    }
+
+    /// Read every file the configuration needs (the trust store only when client certificates
+    /// are requested: otherwise it is never used).
+    pub(crate) fn read_files(&self) -> Result<FileSnapshot, TlsError> {
+        let mut snapshot = FileSnapshot::default();
+        let key_store = self.ssl.key_store.as_ref().ok_or(TlsError::NoKeyStore)?;
+        material::read_key_store(key_store, &mut snapshot)?;
+        if self.client_auth != ClientAuth::None {
+            let trust_store = self
+                .ssl
+                .trust_store
+                .as_ref()
+                .ok_or(TlsError::NoTrustStore)?;
+            material::read_trust_store(trust_store, &mut snapshot)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Parse the files of `snapshot` into a server configuration.
+    pub(crate) fn build(&self, snapshot: &FileSnapshot) -> Result<Arc<ServerConfig>, TlsError> {
+        let key_store = self.ssl.key_store.as_ref().ok_or(TlsError::NoKeyStore)?;
+        let Identity { chain, key } = material::parse_identity(key_store, snapshot)?;
+        warn_if_expired(&key_store.path, chain.first().map(|c| c.as_ref()));
+
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsError::BadCertifiedKey {
+                path: key_store.path.clone(),
+                source,
+            })?;
+        let builder = match self.client_auth {
+            ClientAuth::None => builder.with_no_client_auth(),
+            auth => {
+                builder.with_client_cert_verifier(self.client_verifier(snapshot, provider, auth)?)
+            }
+        };
+        let config =
+            builder
+                .with_single_cert(chain, key)
+                .map_err(|source| TlsError::BadCertifiedKey {
+                    path: key_store.path.clone(),
+                    source,
+                })?;
+        Ok(Arc::new(config))
+    }
+
+    fn client_verifier(
+        &self,
+        snapshot: &FileSnapshot,
+        provider: Arc<CryptoProvider>,
+        auth: ClientAuth,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        let trust_store = self
+            .ssl
+            .trust_store
+            .as_ref()
+            .ok_or(TlsError::NoTrustStore)?;
+        let certs = material::parse_trust_roots(trust_store, snapshot)?;
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(TlsError::BadTrustStore {
+                path: trust_store.path.clone(),
+                reason: "none of its certificates can be used as a trust anchor".into(),
+            });
+        }
+        if ignored > 0 {
+            tracing::warn!(
+                trust_store = %trust_store.path.display(),
+                ignored,
+                "some trust store certificates cannot be parsed and are ignored"
+            );
+        }
+        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let builder = match auth {
+            ClientAuth::Optional => builder.allow_unauthenticated(),
+            _ => builder,
+        };
+        builder.build().map_err(|e| TlsError::BadTrustStore {
+            path: trust_store.path.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// rustls serves an expired server certificate without complaint and every client then fails;
+/// say so at load time, where the operator looks.
+fn warn_if_expired(path: &std::path::Path, leaf_der: Option<&[u8]>) {
+    let Some(Ok((_, cert))) = leaf_der.map(X509Certificate::from_der) else {
+        return;
+    };
+    if !cert.validity().is_valid() {
+        tracing::warn!(
+            key_store = %path.display(),
+            not_before = %cert.validity().not_before,
+            not_after = %cert.validity().not_after,
+            "the server certificate is outside its validity period; clients will refuse it"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! `ferromq passwd` and `ferromq explain`, run as the real binary.
+
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
+
+use ferromq::security::password::StoredPassword;
+
+fn ferromq(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferromq");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("ferromq runs")
+}
+
+fn printed_hash(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout.clone()).expect("utf8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stdout}");
+    lines[0].to_owned()
+}
+
+#[test]
+fn passwd_prints_an_argon2id_hash_that_verifies() {
+    let hashed = printed_hash(&ferromq(&["passwd"], "correct horse\n"));
+    assert!(hashed.starts_with("$argon2id$"), "{hashed}");
+    let stored = StoredPassword::parse(&hashed).expect("recognised hash");
+    assert!(stored.verify(b"correct horse"));
+    assert!(!stored.verify(b"correct horse\n"));
+    // Salted: the same password hashes differently each time.
+    let again = printed_hash(&ferromq(&["passwd"], "correct horse"));
+    assert_ne!(hashed, again);
+    assert!(StoredPassword::parse(&again)
+        .expect("hash")
+        .verify(b"correct horse"));
+}
+
+#[test]
+fn passwd_bcrypt() {
+    let hashed = printed_hash(&ferromq(&["passwd", "--algorithm", "bcrypt"], "s3cret\r\n"));
+    assert!(hashed.starts_with("$2b$12$"), "{hashed}");
+    assert!(StoredPassword::parse(&hashed)
+        .expect("hash")
+        .verify(b"s3cret"));
+}
+
+#[test]
+fn passwd_refuses_empty_input_and_overlong_bcrypt() {
+    let empty = ferromq(&["passwd"], "");
+    assert_eq!(empty.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no password"));
+    let long = "x".repeat(100);
+    let too_long = ferromq(&["passwd", "--algorithm", "bcrypt"], &long);
+    assert_eq!(too_long.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_long.stderr).contains("72 bytes"));
+}
+
+const SECURITY_EXAMPLE: &str = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="localhost">
+    <plugins>
+      <simpleAuthenticationPlugin>
+        <users>
+          <authenticationUser username="system" password="manager" groups="users,admins"/>
+          <authenticationUser username="user" password="password" groups="users"/>
+          <authenticationUser username="guest" password="password" groups="guests"/>
+        </users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin>
+        <map>
+          <authorizationMap>
+            <authorizationEntries>
+              <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
+              <authorizationEntry topic="USERS.>" read="users" write="users" admin="users"/>
+              <authorizationEntry topic="GUEST.>" read="guests" write="guests,users" admin="guests,users"/>
+              <authorizationEntry topic="ActiveMQ.Advisory.>" read="guests,users" write="guests,users" admin="guests,users"/>
+            </authorizationEntries>
+          </authorizationMap>
+        </map>
+      </authorizationPlugin>
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#;
+
+#[test]
+fn explain_on_the_security_example() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    std::fs::write(&file, SECURITY_EXAMPLE).expect("write config");
+    let file = file.to_str().expect("utf8 path");
+
+    let allowed = ferromq(
+        &[
+            "explain",
+            "--config",
+            file,
+            "--user",
+            "user",
+            "--password",
+            "password",
+            "--topic",
+            "GUEST/board",
+            "--action",
+            "publish",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&allowed.stdout);
+    assert_eq!(allowed.status.code(), Some(0), "{text}");
+    assert!(text.starts_with("ALLOWED"), "{text}");
+    assert!(
+        text.contains("activemq.xml:17"),
+        "GUEST.> entry line: {text}"
+    );
+    assert!(text.contains("GRANTS via g:users"), "{text}");
+
+    let denied = ferromq(
+        &[
+            "explain",
+            "--config",
+            file,
+            "--user",
+            "guest",
+            "--topic",
+            "USERS/#",
+            "--action",
+            "subscribe",
+        ],
+        "",
+    );
+    let text = String::from_utf8_lossy(&denied.stdout);
+    assert_eq!(denied.status.code(), Some(3), "{text}");
+    assert!(text.starts_with("DENIED"), "{text}");
+
+    let bad_login = ferromq(
+        &[
+            "explain",
+            "--config",
+            file,
+            "--user",
+            "user",
+            "--password",
+            "wrong",
+            "--topic",
+            "x",
+            "--action",
+            "publish",
+        ],
+        "",
+    );
+    assert_eq!(bad_login.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_login.stderr).contains("login as `user` failed"));
+}
