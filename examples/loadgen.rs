@@ -152,9 +152,10 @@ fn main() -> ExitCode {
 /// 0 when the run went through, 1 when a client failed, 3 when QoS 1/2 messages were lost or a
 /// QoS 2 message arrived twice.
 fn exit_code(report: &Report) -> ExitCode {
-    let qos_loss = report.traffic.as_ref().is_some_and(|t| {
-        (report.qos > 0 && t.lost > 0) || (report.qos == 2 && t.duplicates > 0)
-    });
+    let qos_loss = report
+        .traffic
+        .as_ref()
+        .is_some_and(|t| (report.qos > 0 && t.lost > 0) || (report.qos == 2 && t.duplicates > 0));
     let idle_failed = report
         .idle
         .as_ref()
