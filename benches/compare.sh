@@ -244,8 +244,8 @@ for broker in "${brokers[@]}"; do
     stop_broker
     if [[ $rc -ne 0 ]]; then
       mkdir -p "$out_dir/logs"
-      cp "$work/$broker/broker.log" "$out_dir/logs/$broker-$scenario.log" 2>/dev/null || true
-      cp "$work/loadgen.err" "$out_dir/logs/$broker-$scenario.loadgen.err" 2>/dev/null || true
+      if [[ -s "$work/$broker/broker.log" ]]; then cp "$work/$broker/broker.log" "$out_dir/logs/$broker-$scenario.log"; fi
+      if [[ -s "$work/loadgen.err" ]]; then cp "$work/loadgen.err" "$out_dir/logs/$broker-$scenario.loadgen.err"; fi
     fi
     if [[ "$report" == \{* ]]; then
       record "$broker" "$scenario" "$report" "$([[ $rc -eq 0 ]] || echo "loadgen exit status $rc")"

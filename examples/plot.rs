@@ -406,7 +406,7 @@ fn targets(runs: &Runs) -> Vec<Target> {
                 let detail = format!(
                     "{r:.2}× {best}{}",
                     if qos1 {
-                        format!(", {lost} lost")
+                        format!(", {} lost", fmt_num(lost))
                     } else {
                         String::new()
                     }
@@ -509,6 +509,10 @@ fn charts(runs: &Runs) -> String {
                     .iter()
                     .map(|s| runs.value(s, b, &pointer(s)))
                     .collect(),
+                warn: scenarios
+                    .iter()
+                    .map(|s| runs.value(s, b, "/traffic/lost").is_some_and(|l| l > 0.0))
+                    .collect(),
             })
             .collect()
     };
@@ -523,11 +527,14 @@ fn charts(runs: &Runs) -> String {
                 .iter()
                 .map(|k| runs.value(LATENCY, b, &format!("/traffic/latency_us/{k}")))
                 .collect(),
+            warn: Vec::new(),
         })
         .collect();
     let panels = vec![
         svg::Panel {
-            title: "Throughput, messages delivered per second (higher is better)".to_owned(),
+            title:
+                "Throughput, messages delivered per second (higher is better; ⚠ = messages lost)"
+                    .to_owned(),
             groups: THROUGHPUT.iter().map(|(_, t)| (*t).to_owned()).collect(),
             series: series(&throughput, &|_| "/traffic/msgs_per_sec".to_owned()),
             log_scale: false,

@@ -5,6 +5,8 @@ pub struct Series {
     pub name: String,
     /// One value per group; None draws "n/a".
     pub values: Vec<Option<f64>>,
+    /// Groups whose bar gets a ⚠ after its value (messages were lost); may be shorter than values.
+    pub warn: Vec<bool>,
 }
 
 pub struct Panel {
@@ -174,16 +176,22 @@ fn render_panel(out: &mut String, panel: &Panel, y0: f64) {
             match series.values.get(g).copied().flatten() {
                 Some(v) => {
                     let h = scale.fraction(v) * plot_h;
+                    let warn = if series.warn.get(g).copied().unwrap_or(false) {
+                        " ⚠"
+                    } else {
+                        ""
+                    };
                     *out += &format!(
                         "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\">\
                          <title>{}: {}</title></rect>\
-                         <text x=\"{cx:.1}\" y=\"{:.1}\" class=\"value\" text-anchor=\"middle\">{}</text>\n",
+                         <text x=\"{cx:.1}\" y=\"{:.1}\" class=\"value\" text-anchor=\"middle\">{}{warn}</text>\n",
                         base - h,
                         (bar_w - 2.0).max(1.0),
                         colour(&series.name, i),
                         escape(&series.name),
                         short(v),
-                        base - h - 3.0,
+                        // Every other label sits higher so that neighbours do not overlap.
+                        base - h - 3.0 - 10.0 * (i % 2) as f64,
                         short(v)
                     );
                 }
@@ -263,10 +271,12 @@ mod tests {
                 Series {
                     name: "ferromq".to_owned(),
                     values: vec![Some(10.0), Some(20.0)],
+                    warn: vec![false, true],
                 },
                 Series {
                     name: "mosquitto".to_owned(),
                     values: vec![Some(5.0), None],
+                    warn: vec![],
                 },
             ],
             log_scale: false,
@@ -278,6 +288,7 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 6);
         assert_eq!(svg.matches(">n/a<").count(), 1);
         assert!(svg.contains("T &lt;1&gt;"));
+        assert_eq!(svg.matches(" ⚠<").count(), 1);
     }
 
     #[test]
