@@ -133,7 +133,7 @@ start_broker() {
   case "$name" in
     ferromq)
       write_activemq_xml "$dir" "$port"
-      "$ferromq_bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
+      NO_COLOR=1 "$ferromq_bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
       ;;
     mosquitto|mosquitto-tuned)
       { echo "listener $port 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"

@@ -88,7 +88,8 @@ XML
   *) echo "run.sh: unknown broker $broker (ferromq or mosquitto)" >&2; exit 2 ;;
 esac
 
-"${broker_cmd[@]}" >"$work/broker.log" 2>&1 &
+# NO_COLOR: plain text in the broker log that is shown on failure.
+NO_COLOR=1 "${broker_cmd[@]}" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 for _ in $(seq 1 100); do
   port_open "$port" && break
