@@ -20,9 +20,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-brokers=(${BROKERS:-ferromq mosquitto mosquitto-tuned activemq})
+read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq}"
 duration="${DURATION_SECS:-8}"
-idle_counts=(${IDLE_CONNECTIONS:-10000 19000})
+read -r -a idle_counts <<<"${IDLE_CONNECTIONS:-10000 19000}"
 idle_hold="${IDLE_HOLD_SECS:-3}"
 warmup="${WARMUP_SECS:-1}"
 out_dir="${OUT_DIR:-benches/results/$(date -u +%Y-%m-%d)}"
