@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned) and Apache ActiveMQ,
+# one after the other on loopback, the same load generator scenarios against each, each broker
+# started fresh for every scenario. Writes benches/results/<date>/{results.md,results.json,
+# results.svg,runs.jsonl}. See benches/README.md.
+#
+# Environment (all optional):
+#   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq")
+#   SCENARIOS         scenario names to run (default: all; see the list below)
+#   DURATION_SECS     publishing time of each traffic scenario (default 8)
+#   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
+#                     limit minus a margin are skipped)
+#   IDLE_HOLD_SECS    how long idle connections are held (default 3)
+#   WARMUP_SECS       unrecorded warm-up before each traffic scenario, same load, at most 5000
+#                     messages per publisher (default 1; 0 disables). It matters for ActiveMQ,
+#                     whose JIT compiler otherwise makes the first seconds several times slower.
+#   OUT_DIR           output folder (default benches/results/<UTC date>)
+#   SKIP_INSTALL=1    do not apt-get anything; SKIP_BUILD=1 use the existing release binaries
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq}"
+duration="${DURATION_SECS:-8}"
+read -r -a idle_counts <<<"${IDLE_CONNECTIONS:-10000 19000}"
+idle_hold="${IDLE_HOLD_SECS:-3}"
+warmup="${WARMUP_SECS:-1}"
+out_dir="${OUT_DIR:-benches/results/$(date -u +%Y-%m-%d)}"
+activemq_jar=/usr/share/activemq/bin/activemq.jar
+mqtt_client_jar=/usr/share/java/mqtt-client.jar
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+# Install what is missing.
+if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
+  apt_missing=()
+  command -v mosquitto >/dev/null 2>&1 || apt_missing+=(mosquitto)
+  command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
+  if [[ " ${brokers[*]} " == *" activemq "* && ! ( -f "$activemq_jar" && -f "$mqtt_client_jar" ) ]]; then
+    apt-get update -qq
+    updated=1
+    if apt-cache policy activemq libmqtt-client-java 2>/dev/null | grep -q 'Candidate: (none)' \
+       || [[ -z "$(apt-cache policy activemq libmqtt-client-java 2>/dev/null)" ]]; then
+      log "ActiveMQ: apt has no activemq or libmqtt-client-java package here; ActiveMQ is skipped"
+    else
+      apt_missing+=(activemq libmqtt-client-java)
+    fi
+  fi
+  if [[ ${#apt_missing[@]} -gt 0 ]]; then
+    log "installing ${apt_missing[*]}"
+    [[ "${updated:-0}" == 1 ]] || apt-get update -qq
+    # Package scripts may start system daemons (mosquitto on 1883); every broker here gets its
+    # own free port, so they do not interfere.
+    apt-get install -y -qq "${apt_missing[@]}" >/dev/null
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Build.
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+  log "building ferromq, loadgen and plot (release)"
+  cargo build --release --quiet --bin ferromq --example loadgen --example plot
+fi
+ferromq_bin=target/release/ferromq
+loadgen_bin=target/release/examples/loadgen
+plot_bin=target/release/examples/plot
+for bin in "$ferromq_bin" "$loadgen_bin" "$plot_bin"; do
+  [[ -x "$bin" ]] || { echo "compare.sh: $bin is missing (run without SKIP_BUILD)" >&2; exit 2; }
+done
+
+# Idle connections need one descriptor each in the broker and in the load generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fd_limit="$(ulimit -n)"
+
+# ---------------------------------------------------------------------------------------------
+# Brokers.
+work="$(mktemp -d -t ferromq-bench.XXXXXX)"
+broker_pid=""
+stop_broker() {
+  [[ -n "$broker_pid" ]] || return 0
+  kill -TERM "$broker_pid" 2>/dev/null || true
+  # Nothing is persisted (in-memory stores), so a broker slow to stop (the JVM) is not waited for.
+  for _ in $(seq 1 30); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$broker_pid" 2>/dev/null || true
+  wait "$broker_pid" 2>/dev/null || true
+  broker_pid=""
+}
+cleanup() { stop_broker; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+broker_available() {
+  case "$1" in
+    ferromq) return 0 ;;
+    mosquitto|mosquitto-tuned) command -v mosquitto >/dev/null 2>&1 ;;
+    activemq) [[ -f "$activemq_jar" && -f "$mqtt_client_jar" ]] && command -v java >/dev/null 2>&1 ;;
+    *) return 1 ;;
+  esac
+}
+
+# The same activemq.xml serves ferromq and ActiveMQ: in-memory store (mosquitto keeps nothing on
+# disk either), one MQTT connector on loopback, no connection cap.
+write_activemq_xml() {
+  local dir="$1" port="$2"
+  mkdir -p "$dir/data"
+  cat >"$dir/activemq.xml" <<XML
+<beans xmlns="http://www.springframework.org/schema/beans"
+       xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+       xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
+                           http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench"
+          dataDirectory="${dir}/data" persistent="false" useJmx="false">
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt+nio://127.0.0.1:${port}?maximumConnections=1000000"/>
+    </transportConnectors>
+  </broker>
+</beans>
+XML
+}
+
+# Starts broker $1 on a fresh free port; sets broker_pid and port. Returns 1 if it did not listen.
+start_broker() {
+  local name="$1" dir="$work/$1"
+  rm -rf "$dir"; mkdir -p "$dir"
+  port="$(free_port)"
+  local wait_tenths=100
+  case "$name" in
+    ferromq)
+      write_activemq_xml "$dir" "$port"
+      NO_COLOR=1 "$ferromq_bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
+      ;;
+    mosquitto|mosquitto-tuned)
+      { echo "listener $port 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"
+        echo "log_dest none"
+        if [[ "$name" == mosquitto-tuned ]]; then
+          echo "max_queued_messages 100000"; echo "set_tcp_nodelay true"
+        fi
+      } >"$dir/mosquitto.conf"
+      mosquitto -c "$dir/mosquitto.conf" >"$dir/broker.log" 2>&1 &
+      ;;
+    activemq)
+      write_activemq_xml "$dir" "$port"
+      # Broker warnings (slow consumers, closed connections) go to its log.
+      printf '%s\n' 'log4j.rootLogger=WARN, out' 'log4j.appender.out=org.apache.log4j.ConsoleAppender' \
+        'log4j.appender.out.layout=org.apache.log4j.PatternLayout' \
+        'log4j.appender.out.layout.ConversionPattern=%d %-5p [%c{1}] %m%n' >"$dir/log4j.properties"
+      java -Xms1g -Xmx1g -Dactivemq.home=/usr/share/activemq -Dactivemq.base="$dir" \
+        -Dactivemq.conf="$dir" -Dactivemq.data="$dir/data" \
+        -Dactivemq.classpath="$dir:$mqtt_client_jar" \
+        -jar "$activemq_jar" start "xbean:file:$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
+      wait_tenths=1200
+      ;;
+  esac
+  broker_pid=$!
+  for _ in $(seq 1 "$wait_tenths"); do
+    port_open "$port" && return 0
+    kill -0 "$broker_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "$name did not listen on 127.0.0.1:$port; its log:"
+  tail -n 20 "$dir/broker.log" | sed 's/^/  | /'
+  stop_broker
+  return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios: name and load generator arguments (64-byte payloads throughout).
+scenario_names=(fanin-q0 fanin-q1 fanout-q0 fanout-q1 pairs-q0 pairs-q1 latency-q1)
+declare -A scenario_args=(
+  [fanin-q0]="--mode fan-in --publishers 10 --subscribers 1 --qos 0"
+  [fanin-q1]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
+  [fanout-q0]="--mode fan-out --publishers 1 --subscribers 10 --qos 0"
+  [fanout-q1]="--mode fan-out --publishers 1 --subscribers 10 --qos 1"
+  [pairs-q0]="--mode pairs --publishers 10 --qos 0"
+  [pairs-q1]="--mode pairs --publishers 10 --qos 1"
+  [latency-q1]="--mode latency --rate 1000 --qos 1"
+)
+for n in "${idle_counts[@]}"; do
+  scenario_names+=("idle-$n")
+  scenario_args[idle-$n]="--mode idle --connections $n"
+done
+if [[ -n "${SCENARIOS:-}" ]]; then
+  read -r -a scenario_names <<<"$SCENARIOS"
+fi
+
+mkdir -p "$out_dir"
+runs="$out_dir/runs.jsonl"
+: >"$runs"
+json_string() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+record() { # broker scenario report-json-or-empty error
+  local report="${3:-null}" error="null"
+  [[ -n "$4" ]] && error="$(json_string "$4")"
+  printf '{"broker":"%s","scenario":"%s","report":%s,"error":%s}\n' "$1" "$2" "$report" "$error" >>"$runs"
+}
+
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+log "results go to $out_dir; brokers: ${brokers[*]}; scenarios: ${scenario_names[*]}"
+for broker in "${brokers[@]}"; do
+  if ! broker_available "$broker"; then
+    log "$broker: not installed, skipped"
+    record "$broker" "-" "" "not installed"
+    continue
+  fi
+  for scenario in "${scenario_names[@]}"; do
+    args="${scenario_args[$scenario]:-}"
+    [[ -n "$args" ]] || { log "unknown scenario $scenario"; continue; }
+    if [[ "$scenario" == idle-* ]]; then
+      n="${scenario#idle-}"
+      if (( n + 1000 > fd_limit )); then
+        log "$broker $scenario: skipped, the open-file limit is $fd_limit"
+        record "$broker" "$scenario" "" "skipped: open-file limit $fd_limit"
+        continue
+      fi
+      run_secs="$idle_hold"
+    else
+      run_secs="$duration"
+    fi
+    if ! start_broker "$broker"; then
+      record "$broker" "$scenario" "" "broker did not start"
+      continue
+    fi
+    set +e
+    if [[ "$scenario" != idle-* && "$warmup" != 0 ]]; then
+      # shellcheck disable=SC2086
+      timeout $((warmup * 2 + 120)) "$loadgen_bin" --port "$port" $args --duration-secs "$warmup" \
+        --messages 5000 >/dev/null 2>&1
+    fi
+    # shellcheck disable=SC2086 # scenario arguments are deliberately word-split
+    report="$(timeout $((run_secs * 2 + 180)) "$loadgen_bin" --port "$port" $args \
+      --duration-secs "$run_secs" --broker-pid "$broker_pid" --json --label "$broker $scenario" \
+      2>"$work/loadgen.err")"
+    rc=$?
+    set -e
+    if ! kill -0 "$broker_pid" 2>/dev/null; then
+      log "$broker died during $scenario"
+    fi
+    stop_broker
+    if [[ $rc -ne 0 ]]; then
+      mkdir -p "$out_dir/logs"
+      if [[ -s "$work/$broker/broker.log" ]]; then cp "$work/$broker/broker.log" "$out_dir/logs/$broker-$scenario.log"; fi
+      if [[ -s "$work/loadgen.err" ]]; then cp "$work/loadgen.err" "$out_dir/logs/$broker-$scenario.loadgen.err"; fi
+    fi
+    if [[ "$report" == \{* ]]; then
+      record "$broker" "$scenario" "$report" "$([[ $rc -eq 0 ]] || echo "loadgen exit status $rc")"
+    else
+      record "$broker" "$scenario" "" "loadgen exit status $rc: $(tail -n 3 "$work/loadgen.err" | tr '\n' ' ')"
+    fi
+    log "$broker $scenario: $(python3 - "$report" <<'PY'
+import json, sys
+try:
+    r = json.loads(sys.argv[1])
+except ValueError:
+    print("no report"); sys.exit()
+t, i, b = r.get("traffic"), r.get("idle"), r.get("broker") or {}
+if t:
+    lat = t.get("latency_us") or {}
+    print("%.0f msgs/s, lost %d of %d, p99 %.0f us, broker %.2f s/M msgs, loadgen %.0f%% CPU" % (
+        t["msgs_per_sec"], t["lost"], t["expected"], lat.get("p99", 0),
+        b.get("cpu_secs_per_million_msgs") or 0, r["loadgen_cpu_percent"]))
+elif i:
+    print("%d of %d connected, %s KiB/conn, %.0f conn/s" % (
+        i["connected"], i["requested"], i.get("kib_per_connection"), i["connects_per_sec"]))
+print("; ".join(r.get("errors") or []))
+PY
+)"
+  done
+done
+
+# ---------------------------------------------------------------------------------------------
+# Report.
+machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
+versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed')"
+"$plot_bin" --input "$runs" --out-dir "$out_dir" \
+  --meta "date=$started_at" --meta "machine=$machine" --meta "load average before the run=$load_before" \
+  --meta "versions=$versions" --meta "duration per traffic scenario=${duration} s" \
+  --meta "idle hold=${idle_hold} s" --meta "warm-up per traffic scenario=${warmup} s" --meta "open-file limit=$fd_limit"
+log "wrote $out_dir/results.md, results.json, results.svg"

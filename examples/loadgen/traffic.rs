@@ -1,0 +1,270 @@
+//! Message-flow scenarios: fan-in, fan-out, pairs and fixed-rate latency. Connects every client
+//! first, then starts the clock, publishes for the configured time, waits for the subscribers to
+//! drain, and turns the outcomes into a report.
+
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::conn::{Conn, ConnectParams};
+use crate::proc_stats::{self, CpuSample, Target};
+use crate::publisher::{self, PublisherOutcome, PublisherPlan};
+use crate::report::{BrokerReport, Latency, TrafficReport};
+use crate::subscriber::{self, Expected, SubscriberOutcome, SubscriberPlan};
+
+/// How long publishers wait for outstanding acknowledgements after the publishing window.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// Once publishers are done, a subscriber that sees nothing new for this long stops waiting.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// Who publishes where and who subscribes to what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// N publishers on their own topics, subscribers on a `+` wildcard covering all of them.
+    FanIn,
+    /// Every publisher on one topic, every subscriber on that topic.
+    FanOut,
+    /// Publisher i and subscriber i share topic i.
+    Pairs,
+}
+
+pub struct TrafficSettings {
+    pub params: ConnectParams,
+    pub topology: Topology,
+    pub qos: u8,
+    pub payload_bytes: usize,
+    pub publishers: usize,
+    pub subscribers: usize,
+    pub max_messages: u64,
+    pub duration: Duration,
+    pub rate_per_sec: Option<f64>,
+    pub batch: usize,
+    pub inflight: usize,
+    pub broker_pid: Option<u32>,
+    pub run_id: String,
+}
+
+impl TrafficSettings {
+    fn publish_topic(&self, publisher: usize) -> String {
+        let run = &self.run_id;
+        match self.topology {
+            Topology::FanIn => format!("lg/{run}/in/{publisher}"),
+            Topology::FanOut => format!("lg/{run}/out"),
+            Topology::Pairs => format!("lg/{run}/pair/{publisher}"),
+        }
+    }
+
+    fn subscribe_filter(&self, subscriber: usize) -> String {
+        let run = &self.run_id;
+        match self.topology {
+            Topology::FanIn => format!("lg/{run}/in/+"),
+            Topology::FanOut => format!("lg/{run}/out"),
+            Topology::Pairs => format!("lg/{run}/pair/{subscriber}"),
+        }
+    }
+
+    /// Distinct messages subscriber `s` should receive given what each publisher sent.
+    fn expected_for(&self, subscriber: usize, sent: &[u64]) -> u64 {
+        match self.topology {
+            Topology::FanIn | Topology::FanOut => sent.iter().sum(),
+            Topology::Pairs => sent.get(subscriber).copied().unwrap_or(0),
+        }
+    }
+}
+
+pub struct TrafficResult {
+    pub traffic: TrafficReport,
+    pub broker: Option<BrokerReport>,
+    pub own_cpu_secs: f64,
+    pub own_wall_secs: f64,
+    pub errors: Vec<String>,
+}
+
+pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
+    let clock_origin = Instant::now();
+    let keep_alive = Duration::from_secs(u64::from(s.params.keep_alive_secs.max(1)));
+    let mut sub_conns = Vec::with_capacity(s.subscribers);
+    for i in 0..s.subscribers {
+        let mut conn = Conn::open(&s.params, &format!("lg{}-s{i}", s.run_id)).await?;
+        conn.subscribe(&s.subscribe_filter(i), s.qos, s.params.timeout)
+            .await?;
+        sub_conns.push(conn);
+    }
+    let mut pub_conns = Vec::with_capacity(s.publishers);
+    for i in 0..s.publishers {
+        pub_conns.push(Conn::open(&s.params, &format!("lg{}-p{i}", s.run_id)).await?);
+    }
+
+    let broker = s.broker_pid.map(Target::Pid);
+    let broker_before = broker.map(CpuSample::take).transpose()?;
+    let own_before = CpuSample::take(Target::Current)?;
+    let start = Instant::now();
+    let stop_at = start + s.duration;
+    let drain_until = stop_at + DRAIN_GRACE;
+
+    let mut expectations = Vec::with_capacity(s.subscribers);
+    let mut sub_tasks: Vec<JoinHandle<SubscriberOutcome>> = Vec::with_capacity(s.subscribers);
+    for (index, conn) in sub_conns.into_iter().enumerate() {
+        let expected = Expected::unknown();
+        expectations.push(expected.clone());
+        let plan = SubscriberPlan {
+            index,
+            publishers: s.publishers,
+            expected,
+            clock_origin,
+            quiet: QUIET,
+            window_end: stop_at,
+            drain_deadline: drain_until + QUIET,
+            keep_alive,
+        };
+        sub_tasks.push(tokio::spawn(subscriber::run(
+            conn,
+            plan,
+            subscriber::new_histogram()?,
+        )));
+    }
+    let rate_each = s.rate_per_sec.map(|r| r / s.publishers as f64);
+    let mut pub_tasks: Vec<JoinHandle<PublisherOutcome>> = Vec::with_capacity(s.publishers);
+    for (index, conn) in pub_conns.into_iter().enumerate() {
+        let plan = PublisherPlan {
+            index: index as u32,
+            topic: s.publish_topic(index).into_bytes(),
+            qos: s.qos,
+            payload_bytes: s.payload_bytes,
+            max_messages: s.max_messages,
+            stop_at,
+            drain_until,
+            rate_per_sec: rate_each,
+            batch: s.batch,
+            inflight: s.inflight,
+            keep_alive,
+            clock_origin,
+        };
+        pub_tasks.push(tokio::spawn(publisher::run(conn, plan)));
+    }
+
+    let mut errors = Vec::new();
+    let mut pubs = Vec::with_capacity(s.publishers);
+    for task in pub_tasks {
+        match task.await {
+            Ok(outcome) => pubs.push(outcome),
+            Err(e) => errors.push(format!("publisher task failed: {e}")),
+        }
+    }
+    let mut sent_by_publisher = vec![0u64; s.publishers];
+    for p in &pubs {
+        if let Some(slot) = sent_by_publisher.get_mut(p.index as usize) {
+            *slot = p.sent;
+        }
+        errors.extend(p.error.clone());
+    }
+    let mut expected_total = 0;
+    for (i, expected) in expectations.iter().enumerate() {
+        let n = s.expected_for(i, &sent_by_publisher);
+        expected.set(n);
+        expected_total += n;
+    }
+    let mut subs = Vec::with_capacity(s.subscribers);
+    for task in sub_tasks {
+        match task.await {
+            Ok(outcome) => subs.push(outcome),
+            Err(e) => errors.push(format!("subscriber task failed: {e}")),
+        }
+    }
+    let (own_cpu_secs, own_wall_secs) = own_before.since(Target::Current)?;
+    let broker_report = match (s.broker_pid, broker, broker_before) {
+        (Some(pid), Some(target), Some(before)) => {
+            let received: u64 = subs.iter().map(|o| o.unique).sum();
+            let cpu = before.since(target).map(|(cpu, _)| cpu);
+            if let Err(e) = &cpu {
+                errors.push(format!("broker CPU: {e}"));
+            }
+            let cpu = cpu.ok();
+            Some(BrokerReport {
+                pid,
+                cpu_secs: cpu,
+                cpu_secs_per_million_msgs: cpu
+                    .filter(|_| received > 0)
+                    .map(|c| c / received as f64 * 1e6),
+                rss_kib: proc_stats::rss_kib(target).ok(),
+            })
+        }
+        _ => None,
+    };
+    let traffic = summarize(
+        start,
+        s.duration,
+        s.qos,
+        &pubs,
+        &mut subs,
+        expected_total,
+        &mut errors,
+    )?;
+    Ok(TrafficResult {
+        traffic,
+        broker: broker_report,
+        own_cpu_secs,
+        own_wall_secs,
+        errors,
+    })
+}
+
+fn summarize(
+    start: Instant,
+    duration: Duration,
+    qos: u8,
+    pubs: &[PublisherOutcome],
+    subs: &mut [SubscriberOutcome],
+    expected: u64,
+    errors: &mut Vec<String>,
+) -> Result<TrafficReport, String> {
+    let sent: u64 = pubs.iter().map(|p| p.sent).sum();
+    let acked: u64 = pubs.iter().map(|p| p.acked).sum();
+    let mut latency = subscriber::new_histogram()?;
+    let mut last_receive = None;
+    for sub in subs.iter_mut() {
+        errors.extend(sub.error.take());
+        if latency.add(&sub.latency_ns).is_err() {
+            errors.push("latency histogram merge overflowed".to_owned());
+        }
+        last_receive = last_receive.max(sub.last_receive);
+    }
+    let received: u64 = subs.iter().map(|o| o.unique).sum();
+    let received_in_window: u64 = subs.iter().map(|o| o.in_window).sum();
+    let full_window = !pubs.is_empty() && pubs.iter().all(|p| p.ran_full_window);
+    let elapsed_secs = last_receive
+        .map(|t| t.duration_since(start))
+        .unwrap_or(duration)
+        .as_secs_f64()
+        .max(1e-9);
+    let lost = expected.saturating_sub(received);
+    Ok(TrafficReport {
+        elapsed_secs,
+        sent,
+        acked,
+        unacked: if qos == 0 {
+            0
+        } else {
+            sent.saturating_sub(acked)
+        },
+        acks_out_of_order: pubs.iter().map(|p| p.acks_out_of_order).sum(),
+        expected,
+        received,
+        received_in_window,
+        duplicates: subs.iter().map(|o| o.duplicates).sum(),
+        foreign: subs.iter().map(|o| o.foreign).sum(),
+        lost,
+        loss_percent: if expected == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / expected as f64
+        },
+        sent_per_sec: sent as f64 / duration.as_secs_f64().max(1e-9),
+        msgs_per_sec: if full_window {
+            received_in_window as f64 / duration.as_secs_f64().max(1e-9)
+        } else {
+            received as f64 / elapsed_secs
+        },
+        latency_us: Latency::from_ns(&latency),
+    })
+}
