@@ -382,3 +382,60 @@ async fn no_qos1_loss_on_an_unaffected_connector_across_ten_reloads() {
     counter.disconnect().await;
     live.shutdown().await;
 }
+
+/// `broker_xml` with a `destinationPolicy` whose pending-message limit is `limit`.
+fn with_pending_limit(limit: u32) -> String {
+    broker_xml("", &[("mqtt", ANY)]).replace(
+        "<transportConnectors>",
+        &format!(
+            "<destinationPolicy><policyMap><policyEntries><policyEntry topic=\">\">\
+             <pendingMessageLimitStrategy><constantPendingMessageLimitStrategy limit=\"{limit}\"/>\
+             </pendingMessageLimitStrategy></policyEntry></policyEntries></policyMap>\
+             </destinationPolicy>\n    <transportConnectors>"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_changed_pending_message_limit_applies_to_the_next_publishes() {
+    let mut live = LiveBroker::start(&with_pending_limit(3), true).await;
+    let mqtt = live.addr("mqtt").await.expect("mqtt listening");
+    // An offline persistent session: everything routed to it waits in its queue.
+    let (mut slow, _) = RawClient::connected(mqtt, "slow", false).await;
+    slow.subscribe(1, &[("p/#", ferromq::protocol::QoS::AtLeastOnce)])
+        .await;
+    slow.send(ferromq::protocol::Packet::Disconnect(
+        ferromq::protocol::Disconnect {
+            reason: 0,
+            properties: None,
+        },
+    ))
+    .await;
+    common::settle().await;
+
+    let mut publisher = Client::connect(mqtt, "pub").await;
+    for i in 0..10u8 {
+        publisher.publish("p/x", Q::AtLeastOnce, false, &[i]).await;
+    }
+    common::settle().await;
+    let dropped = live.handle.counters().dropped_queue_full;
+    assert_eq!(dropped, 7, "limit 3: 7 of 10 dropped");
+
+    let stats = live.edit(&with_pending_limit(100)).await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    for i in 10..20u8 {
+        publisher.publish("p/x", Q::AtLeastOnce, false, &[i]).await;
+    }
+    common::settle().await;
+    assert_eq!(
+        live.handle.counters().dropped_queue_full,
+        dropped,
+        "limit 100 after the reload: nothing more dropped"
+    );
+    publisher.disconnect().await;
+    live.shutdown().await;
+}

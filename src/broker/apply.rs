@@ -8,13 +8,16 @@
 //!   user's open connection stays, with whatever the new entries grant that user.
 //! - Connectors: see [`super::listener_set`] (start, stop, rebind, new options for new
 //!   connections, new TLS material for new handshakes).
-//! - Not yet live: policy entries (pending-message limits) keep their running values until a
-//!   restart, and `systemUsage` limits are not enforced by the broker at all; both are logged.
+//! - Policy entries: the pending-message limits are swapped whole and apply to every message
+//!   routed from then on (messages already queued stay queued).
+//! - `systemUsage` limits: the store limit is fixed when the store opens (restart to change it);
+//!   memory limits are not enforced by the broker (logged).
 
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use super::limits::PendingLimits;
 use super::listener_set::ListenerSet;
 use super::runtime::BrokerCore;
 use crate::config::diff::ConfigDiff;
@@ -52,9 +55,11 @@ impl BrokerApply {
             .await;
         failures.extend(reconciled);
         if diff.policies.is_some() {
-            tracing::warn!(
-                "policy entries changed: pending-message limits keep their running values until a restart"
-            );
+            // Applies to messages routed from now on; what is already queued stays queued.
+            self.core
+                .pending_limits
+                .store(Arc::new(PendingLimits::from_policies(&new.policies)));
+            tracing::info!("policy entries applied: new pending-message limits");
         }
         if !diff.limits.is_empty() {
             tracing::info!(

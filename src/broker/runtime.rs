@@ -33,7 +33,8 @@ pub struct BrokerCore {
     /// reloaded policy denies as soon as it is swapped in.
     security_generation: watch::Sender<u64>,
     pub counters: Counters,
-    pub pending_limits: PendingLimits,
+    /// Swapped whole on reload, so a changed `policyEntry` applies from the next publish.
+    pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
     /// Persistent sessions of a non-durable broker: snapshots saved when they go offline.
@@ -94,7 +95,9 @@ impl BrokerCore {
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),
-            pending_limits: PendingLimits::from_policies(&config.policies),
+            pending_limits: arc_swap::ArcSwap::from_pointee(PendingLimits::from_policies(
+                &config.policies,
+            )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
             snapshots,
             durable,
@@ -447,7 +450,7 @@ impl BrokerCore {
         // One copy per session at its highest matching QoS (overlapping subscriptions).
         matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         matches.dedup_by_key(|m| m.0);
-        let limit = self.pending_limits.limit_for(&message.topic);
+        let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets = Vec::with_capacity(matches.len());
         self.registry.for_each_of(&matches, |session, sub_qos| {
             targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
