@@ -124,6 +124,12 @@ XML
   mosquitto)
     { echo "listener ${port} 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"
       if [[ -n "$ws_port" ]]; then echo "listener ${ws_port} 127.0.0.1"; echo "protocol websockets"; fi
+      if [[ -n "$tls_port" ]]; then
+        # mosquitto started as root reads its files as the user `mosquitto`: let it read the
+        # throw-away certificate and key.
+        chmod a+rx "$work"
+        chmod a+r "$work/server-cert.pem" "$work/server-key.pem"
+      fi
       for tls_listener in $tls_port $wss_port; do
         echo "listener ${tls_listener} 127.0.0.1"
         [[ $tls_listener == "$wss_port" ]] && echo "protocol websockets"
