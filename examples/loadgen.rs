@@ -20,6 +20,8 @@ mod proc_stats;
 mod publisher;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/stream.rs"]
+mod stream;
 #[path = "loadgen/subscriber.rs"]
 mod subscriber;
 #[path = "loadgen/traffic.rs"]
@@ -28,6 +30,7 @@ mod traffic;
 mod wire;
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -115,6 +118,13 @@ struct Args {
     /// Seconds to wait for a TCP connect + CONNACK or a SUBACK.
     #[arg(long, default_value_t = 10)]
     connect_timeout_secs: u64,
+    /// Connect with TLS (to an mqtt+ssl connector); needs --cafile.
+    #[arg(long, requires = "cafile")]
+    tls: bool,
+    /// PEM file with the CA certificate(s) that the broker's TLS certificate must chain to. The
+    /// certificate must also name --host (an IP subject alternative name for 127.0.0.1).
+    #[arg(long, requires = "tls")]
+    cafile: Option<PathBuf>,
     /// Load generator worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -233,6 +243,10 @@ fn real_main(args: &Args) -> Result<Report, String> {
             64
         } else {
             256 * 1024
+        },
+        tls: match &args.cafile {
+            Some(cafile) if args.tls => Some(stream::TlsParams::new(cafile, &args.host)?),
+            _ => None,
         },
     };
     let duration = Duration::from_secs_f64(args.duration_secs);

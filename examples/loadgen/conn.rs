@@ -1,25 +1,26 @@
-//! Opening MQTT connections: TCP connect, CONNECT/CONNACK, SUBSCRIBE/SUBACK, each bounded by a
+//! Opening MQTT connections: TCP connect (and TLS handshake with `--tls`), CONNECT/CONNACK, SUBSCRIBE/SUBACK, each bounded by a
 //! timeout so that a broker that never answers cannot hang a benchmark run.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::stream::{Stream, TlsParams};
 use crate::wire::{self, kind, Version};
 
 /// An established MQTT session: the socket plus bytes already read past the last handled packet.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub rbuf: BytesMut,
     pub version: Version,
     pub session_present: bool,
 }
 
 /// Connection parameters shared by every client of a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectParams {
     pub addr: SocketAddr,
     pub version: Version,
@@ -28,10 +29,12 @@ pub struct ConnectParams {
     /// Initial read buffer per connection: large for traffic (one read drains many packets),
     /// small for idle connections (thousands of them).
     pub read_buf_bytes: usize,
+    /// `Some` with `--tls`: every connection starts with a TLS handshake.
+    pub tls: Option<TlsParams>,
 }
 
 impl Conn {
-    /// TCP connect, send CONNECT (clean session), wait for CONNACK 0.
+    /// TCP connect (plus TLS handshake), send CONNECT (clean session), wait for CONNACK 0.
     pub async fn open(params: &ConnectParams, client_id: &str) -> Result<Conn, String> {
         let fut = Self::open_unbounded(params, client_id);
         tokio::time::timeout(params.timeout, fut)
@@ -47,6 +50,13 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| format!("{client_id}: set_nodelay: {e}"))?;
+        let stream = match &params.tls {
+            Some(tls) => tls
+                .handshake(stream)
+                .await
+                .map_err(|e| format!("{client_id}: {e}"))?,
+            None => Stream::Plain(stream),
+        };
         let mut conn = Conn {
             stream,
             rbuf: BytesMut::with_capacity(params.read_buf_bytes),
@@ -109,7 +119,7 @@ impl Conn {
     /// Writes all of `bytes`, giving up at `deadline`: a broker that stops reading (ActiveMQ's
     /// producer flow control does) must not hang the run.
     pub async fn write(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), String> {
-        match tokio::time::timeout_at(deadline.into(), self.stream.write_all(bytes)).await {
+        match tokio::time::timeout_at(deadline.into(), self.stream.send_all(bytes)).await {
             Ok(result) => result.map_err(|e| format!("write to broker: {e}")),
             Err(_) => Err(
                 "the broker stopped reading: a write was still blocked at the deadline".to_owned(),

@@ -49,7 +49,7 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(s.connections);
     for i in 0..s.connections {
-        let params = s.params;
+        let params = s.params.clone();
         let client_id = format!("lg{}-i{i}", s.run_id);
         let gate = gate.clone();
         let dropped = dropped.clone();

@@ -2,7 +2,7 @@
 """Interop tests with Eclipse paho-mqtt (2.x callback API) against a broker on 127.0.0.1.
 
 Prints one PASS/FAIL/SKIP line per test; exits 1 when any test failed. Every wait is bounded.
-Usage: paho_test.py --port N [--ws-port N] [--run-id ID]
+Usage: paho_test.py --port N [--ws-port N] [--wss-port N --cafile CA.pem] [--run-id ID]
 """
 
 import argparse
@@ -32,7 +32,7 @@ class Client:
     """A paho client with its events turned into waitable queues."""
 
     def __init__(self, port, client_id="", clean_session=True, protocol=mqtt.MQTTv311,
-                 transport="tcp"):
+                 transport="tcp", cafile=None):
         self.port = port
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
@@ -41,6 +41,9 @@ class Client:
             protocol=protocol,
             transport=transport,
         )
+        if cafile:
+            # Verifies the broker's certificate (chain to cafile, and host name 127.0.0.1).
+            self.client.tls_set(ca_certs=cafile)
         self.lock = threading.Condition()
         self.connack = None  # (session_present, reason_code)
         self.messages = []
@@ -124,10 +127,10 @@ class Client:
             self.client.loop_stop()
 
 
-def test_roundtrip(port, run_id, qos, transport="tcp"):
-    topic = "interop/%s/paho/%s/%d" % (run_id, transport, qos)
-    sub = Client(port, transport=transport)
-    pub = Client(port, transport=transport)
+def test_roundtrip(port, run_id, qos, transport="tcp", cafile=None):
+    topic = "interop/%s/paho/%s/%s/%d" % (run_id, transport, "tls" if cafile else "plain", qos)
+    sub = Client(port, transport=transport, cafile=cafile)
+    pub = Client(port, transport=transport, cafile=cafile)
     try:
         sub.connect()
         granted = sub.subscribe(topic, 2)
@@ -209,6 +212,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ws-port", type=int)
+    parser.add_argument("--wss-port", type=int, help="secure WebSocket port (needs --cafile)")
+    parser.add_argument("--cafile", help="CA that signed the broker's TLS certificate")
     parser.add_argument("--run-id", default=str(int(time.time())))
     args = parser.parse_args()
 
@@ -220,6 +225,11 @@ def main():
     if args.ws_port:
         tests.append(("paho over websockets QoS 1 round trip",
                       lambda: test_roundtrip(args.ws_port, args.run_id, 1, transport="websockets")))
+
+    if args.wss_port and args.cafile:
+        tests.append(("paho over wss:// (tls_set with the test CA) QoS 1 round trip",
+                      lambda: test_roundtrip(args.wss_port, args.run_id, 1, transport="websockets",
+                                             cafile=args.cafile)))
 
     failed = 0
     for name, test in tests:
@@ -235,6 +245,8 @@ def main():
             traceback.print_exc(limit=3, file=sys.stdout)
     if not args.ws_port:
         print("SKIP paho over websockets: the broker's config has no ws:// connector", flush=True)
+    if not (args.wss_port and args.cafile):
+        print("SKIP paho over wss: no wss:// connector or no --cafile", flush=True)
     return 1 if failed else 0
 
 

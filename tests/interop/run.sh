@@ -8,6 +8,8 @@
 #   --bin      ferromq binary (default target/debug/ferromq; env FERROMQ_BIN)
 #   --loadgen  load generator binary; adds a short QoS 1 no-loss test (env LOADGEN_BIN)
 #   --no-ws    write no WebSocket connector (the WebSocket test then reports SKIP)
+#   --no-tls   write no TLS connectors (mqtt+ssl, wss); the TLS tests then report SKIP. TLS needs
+#              `openssl`, which makes a throw-away CA and a 127.0.0.1/localhost certificate.
 # Prints one PASS/FAIL/SKIP line per test and ends with `interop: N passed, N failed`.
 # Exits non-zero when any test failed. The broker is always killed on exit.
 set -euo pipefail
@@ -17,13 +19,15 @@ broker="${INTEROP_BROKER:-ferromq}"
 ferromq_bin="${FERROMQ_BIN:-target/debug/ferromq}"
 loadgen_bin="${LOADGEN_BIN:-}"
 with_ws=1
+with_tls=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --broker) broker="$2"; shift 2 ;;
     --bin) ferromq_bin="$2"; shift 2 ;;
     --loadgen) loadgen_bin="$2"; shift 2 ;;
     --no-ws) with_ws=0; shift ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --no-tls) with_tls=0; shift ;;
+    -h|--help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -58,21 +62,59 @@ ws_port=""
 [[ $with_ws == 1 ]] && ws_port="$(free_port)"
 run_id="$$-$RANDOM"
 
+# TLS: a throw-away CA and a server certificate for 127.0.0.1 and localhost, made at test time
+# (nothing secret is committed); the key is in its own file, which ferromq:keyFile names.
+tls_port=""
+wss_port=""
+if [[ $with_tls == 1 ]] && ! command -v openssl >/dev/null; then
+  echo "# openssl is not installed: no TLS connectors"
+  with_tls=0
+fi
+if [[ $with_tls == 1 ]]; then
+  tls_port="$(free_port)"
+  [[ $with_ws == 1 ]] && wss_port="$(free_port)"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferromq interop CA" \
+      -keyout "$work/ca-key.pem" -out "$work/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$work/server-key.pem" -out "$work/server.csr"
+    printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >"$work/san.ext"
+    openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$work/san.ext" -out "$work/server-cert.pem"
+    # An unrelated CA, for the test that a client trusting only it is refused.
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=unrelated CA" \
+      -keyout "$work/other-ca-key.pem" -out "$work/other-ca.pem"
+  } >"$work/openssl.log" 2>&1 || {
+    echo "run.sh: openssl could not make the test certificates:" >&2
+    cat "$work/openssl.log" >&2
+    exit 2
+  }
+fi
+
 case "$broker" in
   ferromq)
     [[ -x "$ferromq_bin" ]] || { echo "run.sh: no ferromq binary at $ferromq_bin (cargo build first)" >&2; exit 2; }
     ws_connector=""
     [[ -n "$ws_port" ]] && ws_connector="<transportConnector name=\"ws\" uri=\"ws://127.0.0.1:${ws_port}\"/>"
+    tls_connectors=""
+    ssl_context=""
+    if [[ -n "$tls_port" ]]; then
+      tls_connectors="<transportConnector name=\"mqtt+ssl\" uri=\"mqtt+ssl://127.0.0.1:${tls_port}\"/>"
+      [[ -n "$wss_port" ]] && tls_connectors+="<transportConnector name=\"wss\" uri=\"wss://127.0.0.1:${wss_port}\"/>"
+      ssl_context="<sslContext><sslContext keyStore=\"${work}/server-cert.pem\" ferromq:keyFile=\"${work}/server-key.pem\"/></sslContext>"
+    fi
     cat >"$work/activemq.xml" <<XML
-<beans xmlns="http://www.springframework.org/schema/beans"
+<beans xmlns="http://www.springframework.org/schema/beans" xmlns:ferromq="urn:ferromq"
        xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
        xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
                            http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="interop"
           dataDirectory="${work}/data" persistent="false" useJmx="false">
+    ${ssl_context}
     <transportConnectors>
       <transportConnector name="mqtt" uri="mqtt://127.0.0.1:${port}"/>
       ${ws_connector}
+      ${tls_connectors}
     </transportConnectors>
   </broker>
 </beans>
@@ -82,6 +124,17 @@ XML
   mosquitto)
     { echo "listener ${port} 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"
       if [[ -n "$ws_port" ]]; then echo "listener ${ws_port} 127.0.0.1"; echo "protocol websockets"; fi
+      if [[ -n "$tls_port" ]]; then
+        # mosquitto started as root reads its files as the user `mosquitto`: let it read the
+        # throw-away certificate and key.
+        chmod a+rx "$work"
+        chmod a+r "$work/server-cert.pem" "$work/server-key.pem"
+      fi
+      for tls_listener in $tls_port $wss_port; do
+        echo "listener ${tls_listener} 127.0.0.1"
+        [[ $tls_listener == "$wss_port" ]] && echo "protocol websockets"
+        echo "certfile $work/server-cert.pem"; echo "keyfile $work/server-key.pem"
+      done
     } >"$work/mosquitto.conf"
     broker_cmd=(mosquitto -c "$work/mosquitto.conf")
     ;;
@@ -102,7 +155,7 @@ if ! port_open "$port"; then
   echo "interop: 0 passed, 1 failed"
   exit 1
 fi
-echo "# $broker (pid $broker_pid) on mqtt port $port${ws_port:+, ws port $ws_port}"
+echo "# $broker (pid $broker_pid) on mqtt port $port${ws_port:+, ws port $ws_port}${tls_port:+, mqtt+ssl port $tls_port}${wss_port:+, wss port $wss_port}"
 
 passed=0
 failed=0
@@ -150,6 +203,41 @@ roundtrip() {
 for version in mqttv31 mqttv311; do
   for qos in 0 1 2; do roundtrip "$version" "$qos"; done
 done
+
+# mosquitto_pub/sub over mqtt+ssl, verifying the broker's certificate against the test CA (by
+# its 127.0.0.1 IP SAN). A client that trusts another CA must be refused.
+name="mosquitto_pub/sub over mqtt+ssl (--cafile) QoS 1 round trip"
+if [[ -n "$tls_port" ]]; then
+  topic="interop/$run_id/tls" payload="tls-$run_id"
+  tls_common=(-h 127.0.0.1 -p "$tls_port" --cafile "$work/ca.pem")
+  stdbuf -oL mosquitto_sub "${tls_common[@]}" -d -q 1 -t "$topic" -C 1 -W 10 -F '%q %p' \
+    >"$work/tls.out" 2>&1 &
+  sub_pid=$!
+  background_pids+=("$sub_pid")
+  for _ in $(seq 1 50); do
+    kill -0 "$sub_pid" 2>/dev/null || break
+    grep -q "received SUBACK" "$work/tls.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  if ! grep -q "received SUBACK" "$work/tls.out"; then
+    fail "$name" "no SUBACK: $(tr '\n' ' ' <"$work/tls.out")"
+  elif ! timeout 10 mosquitto_pub "${tls_common[@]}" -q 1 -t "$topic" -m "$payload" 2>"$work/pub.err"; then
+    fail "$name" "mosquitto_pub failed: $(cat "$work/pub.err")"
+  else
+    wait "$sub_pid" || true
+    got="$(messages_of "$work/tls.out")"
+    if [[ "$got" == "1 $payload" ]]; then pass "$name"; else fail "$name" "expected '1 $payload', got '$got'"; fi
+  fi
+  name="mqtt+ssl refuses a client that does not trust the broker's CA"
+  if timeout 10 mosquitto_pub -h 127.0.0.1 -p "$tls_port" --cafile "$work/other-ca.pem" \
+       -t "interop/$run_id/untrusted" -m x 2>/dev/null; then
+    fail "$name" "mosquitto_pub succeeded without trusting the test CA"
+  else
+    pass "$name"
+  fi
+else
+  echo "SKIP $name: no TLS connector (--no-tls or no openssl)"
+fi
 
 # QoS is downgraded to the subscription's: publish at 2, subscribed at 1 -> delivered at 1.
 name="QoS downgrade to the subscription's QoS"
@@ -212,6 +300,7 @@ fi
 # Python paho-mqtt (2.x API).
 paho_args=(--port "$port" --run-id "$run_id")
 [[ -n "$ws_port" ]] && paho_args+=(--ws-port "$ws_port")
+[[ -n "$wss_port" ]] && paho_args+=(--wss-port "$wss_port" --cafile "$work/ca.pem")
 set +e
 timeout 120 python3 "$here/paho_test.py" "${paho_args[@]}" >"$work/paho.out" 2>&1
 paho_rc=$?
