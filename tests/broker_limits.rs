@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{activemq_xml, load_xml, Client, RawClient, TestBroker, STEP};
+use ferromq::broker::limits::pending_hard_cap;
 use ferromq::protocol::QoS;
 use rumqttc::QoS as Q;
 
@@ -69,19 +70,20 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
     );
 
     // Memory stays bounded: nothing beyond the window and the queue limit is held.
+    // QoS 1 to an online session may queue up to the hard cap (back-pressure, see queue.rs).
     let core = broker.handle.core().clone();
-    for id in ["stuck1", "stuck0"] {
+    for (id, cap) in [("stuck1", pending_hard_cap(LIMIT)), ("stuck0", LIMIT)] {
         let state = core.registry.by_client_id(id).expect("session").snapshot();
         assert!(
-            state.pending.len() <= LIMIT,
+            state.pending.len() <= cap,
             "{id}: {} queued",
             state.pending.len()
         );
         assert!(state.inflight.len() <= core.inflight_window, "{id}");
     }
     let counters = broker.handle.counters();
-    // stuck1: 32 in flight + LIMIT queued, the rest dropped.
-    let must_drop = (MESSAGES - 32 - LIMIT) as u64;
+    // stuck0 (QoS 0): LIMIT queued plus what the socket buffers hold; the rest evicted.
+    let must_drop = (MESSAGES / 4) as u64;
     assert!(
         counters.dropped_queue_full >= must_drop,
         "dropped {} < {must_drop}",

@@ -6,6 +6,17 @@ use crate::config::{DestinationKind, PolicyEntry};
 
 /// Pending messages a session may hold when no policy entry gives a limit.
 pub const DEFAULT_PENDING_MESSAGE_LIMIT: usize = 1000;
+/// An online session's queue may exceed its (soft) pending limit by this factor for QoS 1/2
+/// messages while their publishers are paused (see [`super::queue`]); past it they are dropped.
+pub const PENDING_HARD_CAP_FACTOR: usize = 16;
+/// How long a publisher that overfilled a session waits for it to drain before reading on (a
+/// dead subscriber is cut by its keep-alive; it must not stall the publisher forever).
+pub const OVERFILL_PAUSE_LIMIT_MS: u64 = 2000;
+
+/// The hard cap of a queue whose soft pending limit is `soft_limit`.
+pub fn pending_hard_cap(soft_limit: usize) -> usize {
+    soft_limit.max(1).saturating_mul(PENDING_HARD_CAP_FACTOR)
+}
 /// QoS 1/2 messages sent to one client and not yet acknowledged; the rest wait in the queue.
 pub const DEFAULT_INFLIGHT_WINDOW: usize = 32;
 

@@ -1,14 +1,19 @@
 //! A session's pending queue: messages routed to it but not yet written to its socket.
 //!
-//! The slow-consumer rule (memory stays bounded, the router never waits):
-//! - Every session's queue holds at most `limit` messages (the best-matching `policyEntry`'s
+//! The slow-consumer rule (memory stays bounded, acknowledged QoS 1/2 messages are not lost to
+//! an online subscriber):
+//! - Every session has a soft limit (the best-matching `policyEntry`'s
 //!   `constantPendingMessageLimitStrategy` limit for the message's topic, else
 //!   [`super::limits::DEFAULT_PENDING_MESSAGE_LIMIT`]).
-//! - When full, the oldest queued QoS 0 message is evicted to make room for the new one (QoS 0
-//!   data is "latest wins" telemetry; fresher is better).
-//! - When full and nothing in it is QoS 0, the NEW message is dropped, whatever its QoS, online
-//!   or offline. Delaying the publisher's PUBACK instead was rejected: it would stall that
-//!   publisher's traffic to every other subscriber because of one slow one.
+//! - QoS 0 messages (and every message to an offline session) are pushed against the soft
+//!   limit: when full, the oldest queued QoS 0 message is evicted to make room (QoS 0 data is
+//!   "latest wins" telemetry); with none to evict the NEW message is dropped.
+//! - QoS 1/2 messages to an ONLINE session are pushed against the hard cap
+//!   ([`super::limits::pending_hard_cap`], 16x the soft limit) instead, under the same rule.
+//!   The router reports the session as overfilled when it is above its soft limit, and the
+//!   publisher's connection stops reading until the session drains below it (back-pressure
+//!   through TCP; bounded in time, see [`super::runtime::BrokerCore::complete_route`]). Other
+//!   publishers and subscribers go on.
 //!
 //! Retained messages queued because of a SUBSCRIBE are exempt (see
 //! [`super::runtime::BrokerCore::deliver_retained`]).

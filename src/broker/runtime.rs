@@ -1,14 +1,17 @@
 //! The shared runtime state of one broker: session registry, subscription tree, retained
 //! messages, security snapshot, limits and counters, and the routing of a published message.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::counters::Counters;
-use super::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
+use super::limits::{pending_hard_cap, PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use super::message::{min_qos, Message};
 use super::persist::{self, Durable, RecoveredCounts};
 use super::queue::QueuedMessage;
@@ -42,6 +45,49 @@ pub struct BrokerCore {
     /// The durable store: the single source of truth for persistent sessions and retained
     /// messages when set (then `snapshots` is `None`).
     durable: Option<Arc<Durable>>,
+    /// Signalled when a connection moved messages out of its session queue while some
+    /// publisher is paused on an overfilled session (see [`BrokerCore::wait_drained`]).
+    queue_progress: Notify,
+    /// Publishers currently waiting in [`BrokerCore::wait_drained`]: writers skip the signal
+    /// when there are none.
+    paused_publishers: AtomicUsize,
+}
+
+/// How often a paused publisher re-checks its overfilled sessions without a signal (a session
+/// going offline does not signal).
+const OVERFILL_RECHECK: Duration = Duration::from_millis(50);
+
+/// A session an online QoS 1/2 delivery pushed above its soft pending limit.
+#[derive(Debug, Clone)]
+pub struct Overfilled {
+    pub session: Arc<Session>,
+    pub soft_limit: usize,
+}
+
+impl Overfilled {
+    /// Still online and still above its soft limit: its publisher keeps waiting.
+    pub fn still_over(&self) -> bool {
+        self.session.is_attached()
+            && self.session.with_state_unchecked(|s| s.pending.len()) > self.soft_limit
+    }
+}
+
+/// What routing a message did.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions the message was offered to.
+    pub offered: usize,
+    /// Sessions it pushed above their soft limit: the publisher should pause.
+    pub overfilled: Vec<Overfilled>,
+}
+
+/// Counts a paused publisher for as long as it waits.
+struct PausedGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PausedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Where a published message goes, computed before it is made durable and applied after.
@@ -101,6 +147,8 @@ impl BrokerCore {
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
             snapshots,
             durable,
+            queue_progress: Notify::new(),
+            paused_publishers: AtomicUsize::new(0),
         })
     }
 
@@ -428,11 +476,44 @@ impl BrokerCore {
         }
     }
 
+    /// A connection moved messages out of its session queue: wake paused publishers so they
+    /// re-check (cheap when none is paused).
+    pub fn queue_drained_some(&self) {
+        if self.paused_publishers.load(Ordering::SeqCst) > 0 {
+            self.queue_progress.notify_waiters();
+        }
+    }
+
+    /// Wait until every session of `overfilled` is back under its soft limit or offline, or
+    /// until `deadline`. Holds no lock while waiting; cancel-safe (it re-checks from scratch).
+    pub async fn wait_drained(&self, overfilled: &[Overfilled], deadline: Instant) {
+        self.paused_publishers.fetch_add(1, Ordering::SeqCst);
+        let _paused = PausedGuard(&self.paused_publishers);
+        loop {
+            let notified = self.queue_progress.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain right after it still wakes us.
+            notified.as_mut().enable();
+            if !overfilled.iter().any(Overfilled::still_over) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let recheck_at = deadline.min(now + OVERFILL_RECHECK);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(recheck_at) => {}
+            }
+        }
+    }
+
     /// Route a published message now: update the retained store, then queue one copy per
     /// matching session at min(publish QoS, highest matching subscription QoS). Never blocks on
     /// a subscriber. With a durable store its changes are submitted but not awaited (QoS 0
-    /// publishes, wills). Returns the number of sessions the message was offered to.
-    pub fn route(&self, message: Message) -> usize {
+    /// publishes, wills).
+    pub fn route(&self, message: Message) -> Routed {
         let (plan, ops) = self.plan_route(message);
         self.persist_background(ops);
         self.complete_route(plan)
@@ -510,8 +591,10 @@ impl BrokerCore {
     }
 
     /// The second half of routing (after the plan's ops are durable): retained store, then
-    /// the deliveries. Returns the number of sessions the message was offered to.
-    pub fn complete_route(&self, plan: RoutePlan) -> usize {
+    /// the deliveries. A QoS 1/2 delivery to an online session is queued up to the hard cap
+    /// (see [`super::queue`]); the sessions it leaves above their soft limit are returned so
+    /// the publisher can pause.
+    pub fn complete_route(&self, plan: RoutePlan) -> Routed {
         let RoutePlan {
             message,
             targets,
@@ -528,7 +611,10 @@ impl BrokerCore {
             retain: false,
             ..message
         };
-        let offered = targets.len();
+        let mut routed = Routed {
+            offered: targets.len(),
+            overfilled: Vec::new(),
+        };
         for (session, qos, seq) in targets {
             let item = QueuedMessage {
                 message: live.clone(),
@@ -536,10 +622,27 @@ impl BrokerCore {
                 retain: false,
                 seq,
             };
-            let outcome = session.deliver(item, limit);
-            self.count_delivery(&session, outcome, limit);
+            let back_pressure = qos != QoS::AtMostOnce && session.is_attached();
+            let push_limit = if back_pressure {
+                pending_hard_cap(limit)
+            } else {
+                limit
+            };
+            let outcome = session.deliver(item, push_limit);
+            self.count_delivery(&session, outcome, push_limit);
             self.dequeue_if_dropped(&session, outcome, seq);
+            let queued = matches!(
+                outcome,
+                DeliverOutcome::Queued | DeliverOutcome::QueuedEvictedQos0
+            );
+            if back_pressure && queued && session.with_state_unchecked(|s| s.pending.len()) > limit
+            {
+                routed.overfilled.push(Overfilled {
+                    session,
+                    soft_limit: limit,
+                });
+            }
         }
-        offered
+        routed
     }
 }

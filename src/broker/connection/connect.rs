@@ -178,6 +178,9 @@ where
         out: BytesMut::with_capacity(READ_CHUNK_BYTES),
         pump_wanted: true,
         pending_acks: PendingAcks::default(),
+        overfilled: Vec::new(),
+        paused_until: None,
+        given_up: Vec::new(),
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).
     let connack = Packet::ConnAck(ConnAck {

@@ -188,7 +188,8 @@ impl Conn {
         let durable = match self.core.durable() {
             Some(d) if !ops.is_empty() || qos2_op.is_some() => d.clone(),
             _ if self.pending_acks.is_empty() => {
-                self.core.complete_route(plan);
+                let routed = self.core.complete_route(plan);
+                self.pause_for(routed);
                 return self.send(ack);
             }
             _ => {

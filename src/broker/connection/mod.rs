@@ -8,6 +8,10 @@
 //! the task, so a slow socket only ever slows its own client. When the output buffer passes
 //! [`OUT_HIGH_WATER_BYTES`] the task stops reading and stops pulling from the queue until the
 //! socket drains; the session queue's limit then bounds memory (see [`super::queue`]).
+//!
+//! A QoS 1/2 publish that pushes an online subscriber's queue above its soft limit pauses this
+//! (the publisher's) task: it stops reading until those queues drain, the subscriber goes
+//! offline, or [`super::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
 
 mod connect;
 mod durable_acks;
@@ -27,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::keepalive::KeepAlive;
-use super::runtime::BrokerCore;
+use super::limits::OVERFILL_PAUSE_LIMIT_MS;
+use super::runtime::{BrokerCore, Overfilled, Routed};
 use super::session::{AttachToken, Session};
 use crate::config::{ListenerOptions, Scheme};
 use crate::protocol::{decode, DecodeError, LastWill, ProtocolVersion};
@@ -147,6 +152,14 @@ pub(crate) struct Conn {
     pump_wanted: bool,
     /// Acknowledgements waiting for the durable store, in the order the packets arrived.
     pending_acks: PendingAcks,
+    /// Subscriber sessions this client's publishes pushed above their soft limit: reading
+    /// pauses until they drain (back-pressure instead of dropping acknowledged messages).
+    overfilled: Vec<Overfilled>,
+    /// When the current pause ends regardless (a stuck subscriber must not stall us forever).
+    paused_until: Option<tokio::time::Instant>,
+    /// Sessions a pause timed out on: not paused for again until they drop below their soft
+    /// limit (a stuck subscriber costs one pause, then the hard cap bounds its queue).
+    given_up: Vec<Overfilled>,
 }
 
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
@@ -216,13 +229,20 @@ where
     let mut security_changes = conn.core.watch_security();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
+    // Packets that arrived with the CONNECT (a pipelining client) are already buffered.
+    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+        return reason;
+    }
     loop {
         if conn.pump_wanted && conn.out.len() < OUT_HIGH_WATER_BYTES {
             if let Err(reason) = conn.pump() {
                 return reason;
             }
         }
-        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES && conn.pending_acks.has_room();
+        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES
+            && conn.pending_acks.has_room()
+            && conn.overfilled.is_empty();
+        let pause_deadline = conn.paused_until.unwrap_or_else(tokio::time::Instant::now);
         if read_buf.capacity() - read_buf.len() < READ_CHUNK_BYTES {
             read_buf.reserve(READ_CHUNK_BYTES);
         }
@@ -242,16 +262,8 @@ where
                 Ok(_) => {
                     keep_alive.touch();
                     expiry.as_mut().reset(keep_alive.deadline());
-                    loop {
-                        match decode(&mut read_buf, Some(conn.version), max_frame) {
-                            Ok(Some(packet)) => match conn.handle(packet) {
-                                Ok(inbound::Flow::Continue) => {}
-                                Ok(inbound::Flow::Disconnect) => return CloseReason::ClientDisconnect,
-                                Err(reason) => return reason,
-                            },
-                            Ok(None) => break,
-                            Err(e) => return CloseReason::Malformed(e),
-                        }
+                    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                        return reason;
                     }
                 }
                 Err(e) => return CloseReason::Io(e),
@@ -262,7 +274,8 @@ where
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
                 if let Some(ready) = ready {
                     if let Some(plan) = ready.route {
-                        conn.core.complete_route(plan);
+                        let routed = conn.core.complete_route(plan);
+                        conn.pause_for(routed);
                     }
                     if let Some(packet) = ready.ack {
                         if let Err(reason) = conn.send(packet) {
@@ -270,6 +283,9 @@ where
                         }
                     }
                 }
+            }
+            _ = conn.core.wait_drained(&conn.overfilled, pause_deadline), if !conn.overfilled.is_empty() => {
+                conn.end_pause(pause_deadline);
             }
             _ = wake.notified() => conn.pump_wanted = true,
             Ok(()) = security_changes.changed() => {
@@ -303,6 +319,67 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 }
 
 impl Conn {
+    /// Handle every complete packet in `read_buf`. `Err`: close the connection for that reason.
+    fn handle_buffered(
+        &mut self,
+        read_buf: &mut BytesMut,
+        max_frame: usize,
+    ) -> Result<(), CloseReason> {
+        loop {
+            match decode(read_buf, Some(self.version), max_frame) {
+                Ok(Some(packet)) => match self.handle(packet)? {
+                    inbound::Flow::Continue => {}
+                    inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
+                },
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(CloseReason::Malformed(e)),
+            }
+        }
+    }
+
+    /// Pause reading for the sessions `routed` overfilled (never for our own session: its
+    /// acknowledgements arrive on the socket we would stop reading).
+    fn pause_for(&mut self, routed: Routed) {
+        if routed.overfilled.is_empty() {
+            return;
+        }
+        let own = self.session.id();
+        self.given_up.retain(Overfilled::still_over);
+        let given_up = &self.given_up;
+        let before = self.overfilled.len();
+        self.overfilled
+            .extend(routed.overfilled.into_iter().filter(|o| {
+                let id = o.session.id();
+                id != own && !given_up.iter().any(|g| g.session.id() == id)
+            }));
+        if self.overfilled.len() > before && self.paused_until.is_none() {
+            self.paused_until =
+                Some(tokio::time::Instant::now() + Duration::from_millis(OVERFILL_PAUSE_LIMIT_MS));
+        }
+    }
+
+    /// The pause ended (`deadline` passed or the sessions drained): sessions still over their
+    /// soft limit at the deadline are given up on.
+    fn end_pause(&mut self, deadline: tokio::time::Instant) {
+        let overfilled = std::mem::take(&mut self.overfilled);
+        self.paused_until = None;
+        if tokio::time::Instant::now() < deadline {
+            return;
+        }
+        for o in overfilled {
+            let id = o.session.id();
+            if o.still_over() && !self.given_up.iter().any(|g| g.session.id() == id) {
+                tracing::warn!(
+                    subscriber = %o.session.client_id(),
+                    soft_limit = o.soft_limit,
+                    "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: publishing on \
+                     (its queue is bounded by the hard cap)"
+                );
+                self.given_up.push(o);
+            }
+        }
+    }
+
     /// Finish what waits for the store before the session is released: a message the store
     /// already queued for persistent sessions must reach their in-memory queues too (else the
     /// two disagree until the next restart). Acknowledgements go out if the socket still works.

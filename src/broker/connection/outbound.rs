@@ -130,6 +130,9 @@ impl Conn {
                 self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
             }
             self.core.counters.add_messages_out(moved as u64);
+            if moved > 0 {
+                self.core.queue_drained_some();
+            }
             if self.out.len() >= OUT_HIGH_WATER_BYTES {
                 self.pump_wanted = true;
                 return Ok(());
