@@ -92,6 +92,14 @@ impl PendingQueue {
         self.items.front()
     }
 
+    /// Put back an item just taken with [`PendingQueue::pop_front`] (it could not be sent yet).
+    pub fn push_front(&mut self, item: QueuedMessage) {
+        if item.qos == QoS::AtMostOnce {
+            self.qos0_count += 1;
+        }
+        self.items.push_front(item);
+    }
+
     pub fn pop_front(&mut self) -> Option<QueuedMessage> {
         let item = self.items.pop_front()?;
         if item.qos == QoS::AtMostOnce {

@@ -107,6 +107,8 @@ impl Conn {
                             None
                         };
                         if head_needs_window && packet_id.is_none() {
+                            // No packet id free: keep the message at the head for later.
+                            s.pending.push_front(item);
                             break;
                         }
                         if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
