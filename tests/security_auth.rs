@@ -258,6 +258,9 @@ async fn failed_logins_are_logged_with_client_user_and_peer_but_never_the_passwo
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests of this binary run on other threads with no subscriber; a callsite they hit
+    // first may have cached "nobody is interested". Recompute so this thread's subscriber counts.
+    tracing::callsite::rebuild_interest_cache();
     let sec = simple(vec![simple_user("alice", "right-one", "g")], false);
     let attempt = AuthRequest {
         client_id: "sensor-42",

@@ -178,7 +178,11 @@ impl Logs {
             .with_ansi(false)
             .with_max_level(tracing::Level::INFO)
             .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first hit on a thread with no subscriber may have cached "not
+        // interested"; recompute so this thread's subscriber sees its events.
+        tracing::callsite::rebuild_interest_cache();
+        (logs.clone(), guard)
     }
 
     pub fn text(&self) -> String {
