@@ -1,61 +1,16 @@
 //! Authentication rules of issue 4: no plugin, simple users and anonymous access, hashed
 //! passwords, failed-login throttling and logging. JAAS domains: security_jaas.rs.
 
-use std::net::SocketAddr;
+mod security_common;
+
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferromq::config::{Authentication, Secret, SimpleAuth, SimpleUser, Span};
+use ferromq::config::{Authentication, SimpleAuth};
 use ferromq::security::password::{hash, HashAlgorithm};
 use ferromq::security::throttle::ThrottlePolicy;
 use ferromq::security::{AuthFailure, AuthRequest, Principal, Security};
-
-fn span() -> Span {
-    Span::new(Arc::new(PathBuf::from("conf/activemq.xml")), 1, 1)
-}
-
-fn peer(ip: &str) -> SocketAddr {
-    format!("{ip}:40000").parse().expect("socket address")
-}
-
-fn req<'a>(user: Option<&'a str>, password: Option<&'a str>) -> AuthRequest<'a> {
-    AuthRequest {
-        client_id: "client-1",
-        username: user,
-        password: password.map(str::as_bytes),
-        peer: peer("127.0.0.1"),
-        tls: false,
-        peer_cert_subject: None,
-    }
-}
-
-fn groups(p: &Principal) -> Vec<&str> {
-    p.groups.iter().map(|g| &**g).collect()
-}
-
-fn simple_user(name: &str, password: &str, groups: &str) -> SimpleUser {
-    SimpleUser {
-        username: name.into(),
-        password: Secret(password.into()),
-        groups: groups.split(',').map(str::to_owned).collect(),
-        span: span(),
-    }
-}
-
-fn simple(users: Vec<SimpleUser>, anonymous: bool) -> Security {
-    Security::from_parts(
-        &Authentication::Simple(SimpleAuth {
-            users,
-            anonymous_access_allowed: anonymous,
-            anonymous_user: "anon".into(),
-            anonymous_group: "visitors".into(),
-            span: span(),
-        }),
-        None,
-    )
-    .expect("valid")
-}
+use security_common::*;
 
 #[tokio::test]
 async fn no_plugin_lets_everyone_in_as_anonymous() {

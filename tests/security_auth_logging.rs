@@ -4,54 +4,12 @@
 //! test on another thread hitting the same callsite with no subscriber made the captured log
 //! miss events now and then when this lived beside the other authentication tests.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod security_common;
+
 use std::sync::{Arc, Mutex};
 
-use ferromq::config::{Authentication, Secret, SimpleAuth, SimpleUser, Span};
-use ferromq::security::{AuthRequest, Security};
-
-fn span() -> Span {
-    Span::new(Arc::new(PathBuf::from("conf/activemq.xml")), 1, 1)
-}
-
-fn peer(ip: &str) -> SocketAddr {
-    format!("{ip}:40000").parse().expect("socket address")
-}
-
-fn req<'a>(user: Option<&'a str>, password: Option<&'a str>) -> AuthRequest<'a> {
-    AuthRequest {
-        client_id: "client-1",
-        username: user,
-        password: password.map(str::as_bytes),
-        peer: peer("127.0.0.1"),
-        tls: false,
-        peer_cert_subject: None,
-    }
-}
-
-fn simple_user(name: &str, password: &str, groups: &str) -> SimpleUser {
-    SimpleUser {
-        username: name.into(),
-        password: Secret(password.into()),
-        groups: groups.split(',').map(str::to_owned).collect(),
-        span: span(),
-    }
-}
-
-fn simple(users: Vec<SimpleUser>, anonymous: bool) -> Security {
-    Security::from_parts(
-        &Authentication::Simple(SimpleAuth {
-            users,
-            anonymous_access_allowed: anonymous,
-            anonymous_user: "anon".into(),
-            anonymous_group: "visitors".into(),
-            span: span(),
-        }),
-        None,
-    )
-    .expect("valid")
-}
+use ferromq::security::AuthRequest;
+use security_common::*;
 
 /// A tracing writer that appends to a shared buffer.
 #[derive(Clone, Default)]

@@ -1,38 +1,16 @@
 //! JAAS login domains (issue 4): PropertiesLoginModule users with groups, reload=true, control
 //! flags as LoginContext evaluates them, GuestLoginModule, certificate DNs, the dual plugin.
 
+mod security_common;
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use ferromq::config::{Authentication, JaasAuth, LoginModule, LoginModuleKind, Span};
-use ferromq::security::{AuthFailure, AuthRequest, Principal, Security};
-
-fn span() -> Span {
-    Span::new(Arc::new(PathBuf::from("conf/activemq.xml")), 1, 1)
-}
-
-fn peer(ip: &str) -> SocketAddr {
-    format!("{ip}:40000").parse().expect("socket address")
-}
-
-fn req<'a>(user: Option<&'a str>, password: Option<&'a str>) -> AuthRequest<'a> {
-    AuthRequest {
-        client_id: "client-1",
-        username: user,
-        password: password.map(str::as_bytes),
-        peer: peer("127.0.0.1"),
-        tls: false,
-        peer_cert_subject: None,
-    }
-}
-
-fn groups(p: &Principal) -> Vec<&str> {
-    p.groups.iter().map(|g| &**g).collect()
-}
+use ferromq::config::{Authentication, JaasAuth, LoginModule, LoginModuleKind};
+use ferromq::security::{AuthFailure, AuthRequest, Security};
+use security_common::*;
 
 // ---- JAAS ----
 
