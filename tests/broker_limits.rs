@@ -31,8 +31,9 @@ async fn maximum_connections_closes_extra_sockets_at_accept() {
 
 #[tokio::test]
 async fn slow_consumers_are_bounded_and_do_not_stall_others() {
-    const LIMIT: usize = 20;
-    const MESSAGES: usize = 200;
+    const LIMIT: usize = 5;
+    // Enough that the QoS 0 subscriber's hard cap plus its socket buffers overflow.
+    const MESSAGES: usize = 400;
     let policy = format!(
         r#"<destinationPolicy><policyMap><policyEntries>
              <policyEntry topic="slow.>">
@@ -70,9 +71,10 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
     );
 
     // Memory stays bounded: nothing beyond the window and the queue limit is held.
-    // QoS 1 to an online session may queue up to the hard cap (back-pressure, see queue.rs).
+    // Any QoS to an online session may queue up to the hard cap (back-pressure, see queue.rs).
     let core = broker.handle.core().clone();
-    for (id, cap) in [("stuck1", pending_hard_cap(LIMIT)), ("stuck0", LIMIT)] {
+    let cap = pending_hard_cap(LIMIT);
+    for id in ["stuck1", "stuck0"] {
         let state = core.registry.by_client_id(id).expect("session").snapshot();
         assert!(
             state.pending.len() <= cap,
@@ -82,7 +84,7 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
         assert!(state.inflight.len() <= core.inflight_window, "{id}");
     }
     let counters = broker.handle.counters();
-    // stuck0 (QoS 0): LIMIT queued plus what the socket buffers hold; the rest evicted.
+    // stuck0 (QoS 0): the hard cap queued plus what the socket buffers hold; the rest evicted.
     let must_drop = (MESSAGES / 4) as u64;
     assert!(
         counters.dropped_queue_full >= must_drop,

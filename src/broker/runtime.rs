@@ -1,5 +1,9 @@
 //! The shared runtime state of one broker: session registry, subscription tree, retained
 //! messages, security snapshot, limits and counters, and the routing of a published message.
+//!
+//! Routing never blocks on a subscriber. It reports the online sessions a message (of any
+//! QoS) pushed above their soft pending limit; the publisher's connection then stops reading
+//! and waits in [`BrokerCore::wait_drained`] (the slow-consumer rule is in [`super::queue`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -57,7 +61,7 @@ pub struct BrokerCore {
 /// going offline does not signal).
 const OVERFILL_RECHECK: Duration = Duration::from_millis(50);
 
-/// A session an online QoS 1/2 delivery pushed above its soft pending limit.
+/// A session an online delivery pushed above its soft pending limit.
 #[derive(Debug, Clone)]
 pub struct Overfilled {
     pub session: Arc<Session>,
@@ -591,7 +595,7 @@ impl BrokerCore {
     }
 
     /// The second half of routing (after the plan's ops are durable): retained store, then
-    /// the deliveries. A QoS 1/2 delivery to an online session is queued up to the hard cap
+    /// the deliveries. A delivery to an online session (any QoS) is queued up to the hard cap
     /// (see [`super::queue`]); the sessions it leaves above their soft limit are returned so
     /// the publisher can pause.
     pub fn complete_route(&self, plan: RoutePlan) -> Routed {
@@ -622,7 +626,8 @@ impl BrokerCore {
                 retain: false,
                 seq,
             };
-            let back_pressure = qos != QoS::AtMostOnce && session.is_attached();
+            // Every QoS to an online session: back-pressure, not loss (see [`super::queue`]).
+            let back_pressure = session.is_attached();
             let push_limit = if back_pressure {
                 pending_hard_cap(limit)
             } else {

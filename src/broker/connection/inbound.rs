@@ -6,6 +6,7 @@ use std::sync::Arc;
 use super::{CloseReason, Conn, Ready};
 use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message};
+use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
     Ack, LastWill, Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -107,7 +108,9 @@ impl Conn {
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
                 if self.pending_acks.is_empty() {
-                    self.publish(message);
+                    if let Some(routed) = self.publish(message) {
+                        self.pause_for(routed);
+                    }
                 } else if self.authorize(&message) {
                     // Behind messages waiting for the store: delivered in turn.
                     let (plan, ops) = self.core.plan_route(message);
@@ -142,12 +145,12 @@ impl Conn {
 
     /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike). A refused
     /// message is still acknowledged by the caller (3.1.1 cannot say no), as ActiveMQ does.
-    fn publish(&mut self, message: Message) -> bool {
+    /// `None`: refused; else what routing did (a QoS 0 publisher pauses on it like any other).
+    fn publish(&mut self, message: Message) -> Option<Routed> {
         if !self.authorize(&message) {
-            return false;
+            return None;
         }
-        self.core.route(message);
-        true
+        Some(self.core.route(message))
     }
 
     /// Send `ack` after every acknowledgement already waiting for the store (order is kept).
@@ -297,7 +300,8 @@ impl Conn {
             qos: will.qos,
             retain: will.retain,
         };
-        if self.publish(message) {
+        // The connection is closing: nothing to pause.
+        if self.publish(message).is_some() {
             self.core.counters.wills_published();
         }
     }

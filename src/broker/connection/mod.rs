@@ -9,7 +9,7 @@
 //! [`OUT_HIGH_WATER_BYTES`] the task stops reading and stops pulling from the queue until the
 //! socket drains; the session queue's limit then bounds memory (see [`super::queue`]).
 //!
-//! A QoS 1/2 publish that pushes an online subscriber's queue above its soft limit pauses this
+//! A publish (any QoS) that pushes an online subscriber's queue above its soft limit pauses this
 //! (the publisher's) task: it stops reading until those queues drain, the subscriber goes
 //! offline, or [`super::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
 
@@ -286,6 +286,10 @@ where
             }
             _ = conn.core.wait_drained(&conn.overfilled, pause_deadline), if !conn.overfilled.is_empty() => {
                 conn.end_pause(pause_deadline);
+                // The packets read before the pause that it left unhandled.
+                if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                    return reason;
+                }
             }
             _ = wake.notified() => conn.pump_wanted = true,
             Ok(()) = security_changes.changed() => {
@@ -319,13 +323,16 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 }
 
 impl Conn {
-    /// Handle every complete packet in `read_buf`. `Err`: close the connection for that reason.
+    /// Handle the complete packets in `read_buf`, stopping early when a publish pauses this
+    /// connection (the rest waits in `read_buf` for the pause to end, so a paused publisher
+    /// adds at most one message to the session it overfilled, however much it pipelined).
+    /// `Err`: close the connection for that reason.
     fn handle_buffered(
         &mut self,
         read_buf: &mut BytesMut,
         max_frame: usize,
     ) -> Result<(), CloseReason> {
-        loop {
+        while self.overfilled.is_empty() {
             match decode(read_buf, Some(self.version), max_frame) {
                 Ok(Some(packet)) => match self.handle(packet)? {
                     inbound::Flow::Continue => {}
@@ -335,6 +342,7 @@ impl Conn {
                 Err(e) => return Err(CloseReason::Malformed(e)),
             }
         }
+        Ok(())
     }
 
     /// Pause reading for the sessions `routed` overfilled (never for our own session: its

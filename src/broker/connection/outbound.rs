@@ -5,7 +5,8 @@ use super::{CloseReason, Conn, OUT_HIGH_WATER_BYTES};
 use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
-use crate::protocol::{encode, Ack, Packet, Publish, QoS};
+use crate::protocol::codec::encode_publish;
+use crate::protocol::{encode, Ack, Packet, QoS};
 use crate::security::Action;
 use crate::store::{Op, QueueState};
 
@@ -19,6 +20,8 @@ impl Conn {
             .map_err(|e| CloseReason::Internal(format!("cannot encode {packet:?}: {e}")))
     }
 
+    /// Append a PUBLISH of `message` straight from its shared topic and payload (no packet
+    /// value, no topic copy: this runs once per delivered message).
     fn send_publish(
         &mut self,
         message: &Message,
@@ -27,16 +30,17 @@ impl Conn {
         packet_id: Option<u16>,
         dup: bool,
     ) -> Result<(), CloseReason> {
-        let packet = Packet::Publish(Publish {
-            dup,
+        encode_publish(
+            &message.topic,
+            &message.payload,
             qos,
             retain,
-            topic: message.topic.to_string(),
+            dup,
             packet_id,
-            payload: message.payload.clone(),
-            properties: None,
-        });
-        encode(&packet, self.version, &mut self.out).map_err(|e| {
+            self.version,
+            &mut self.out,
+        )
+        .map_err(|e| {
             CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic))
         })
     }

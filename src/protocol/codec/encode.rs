@@ -183,7 +183,62 @@ fn put_connack(
     }
 }
 
+/// Append a PUBLISH for protocol `version` built from borrowed parts (no [`Packet`] and no
+/// owned topic per message: the broker's delivery path writes every message through here).
+/// MQTT 5 properties are left empty. On error nothing is appended.
+#[allow(clippy::too_many_arguments)] // the PUBLISH fields themselves; a struct would be the Packet again
+pub fn encode_publish(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    packet_id: Option<u16>,
+    version: ProtocolVersion,
+    buf: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let start = buf.len();
+    let fields = PublishFields {
+        topic,
+        payload,
+        qos,
+        retain,
+        dup,
+        packet_id,
+        properties: None,
+    };
+    let result = put_publish_fields(buf, &fields, version == ProtocolVersion::V5);
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
+/// A PUBLISH's fields, borrowed from a [`Publish`] or from a queued message.
+struct PublishFields<'a> {
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+    packet_id: Option<u16>,
+    properties: Option<&'a Properties>,
+}
+
 fn put_publish(buf: &mut BytesMut, p: &Publish, v5: bool) -> Result<(), EncodeError> {
+    let fields = PublishFields {
+        topic: &p.topic,
+        payload: &p.payload,
+        qos: p.qos,
+        retain: p.retain,
+        dup: p.dup,
+        packet_id: p.packet_id,
+        properties: props(&p.properties),
+    };
+    put_publish_fields(buf, &fields, v5)
+}
+
+fn put_publish_fields(buf: &mut BytesMut, p: &PublishFields, v5: bool) -> Result<(), EncodeError> {
     const P: &str = "PUBLISH";
     match (p.qos, p.packet_id) {
         (QoS::AtMostOnce, None) => {
@@ -196,13 +251,12 @@ fn put_publish(buf: &mut BytesMut, p: &Publish, v5: bool) -> Result<(), EncodeEr
         (_, Some(0)) => return Err(invalid(P, "packet identifier 0")),
         (_, Some(_)) => {}
     }
-    let properties = props(&p.properties);
     let mut len = prefixed_len(p.topic.as_bytes()) + p.payload.len();
     if p.packet_id.is_some() {
         len += 2;
     }
     if v5 {
-        len += properties_block_len(properties);
+        len += properties_block_len(p.properties);
     }
     let first_byte = 0x30 | u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain);
     put_header(buf, first_byte, len)?;
@@ -211,9 +265,9 @@ fn put_publish(buf: &mut BytesMut, p: &Publish, v5: bool) -> Result<(), EncodeEr
         buf.put_u16(packet_id);
     }
     if v5 {
-        put_properties(buf, properties, PropertyContext::Publish, P)?;
+        put_properties(buf, p.properties, PropertyContext::Publish, P)?;
     }
-    buf.put_slice(&p.payload);
+    buf.put_slice(p.payload);
     Ok(())
 }
 
@@ -395,4 +449,123 @@ fn put_auth(buf: &mut BytesMut, a: &Auth) -> Result<(), EncodeError> {
     put_header(buf, 0xF0, 1 + properties_block_len(properties))?;
     buf.put_u8(a.reason);
     put_properties(buf, properties, PropertyContext::Auth, "AUTH")
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn via_packet(p: &Publish, version: ProtocolVersion) -> Result<BytesMut, EncodeError> {
+        let mut buf = BytesMut::from(&b"prefix"[..]);
+        encode(&Packet::Publish(p.clone()), version, &mut buf).map(|()| buf)
+    }
+
+    fn via_parts(p: &Publish, version: ProtocolVersion) -> Result<BytesMut, EncodeError> {
+        let mut buf = BytesMut::from(&b"prefix"[..]);
+        encode_publish(
+            &p.topic,
+            &p.payload,
+            p.qos,
+            p.retain,
+            p.dup,
+            p.packet_id,
+            version,
+            &mut buf,
+        )
+        .map(|()| buf)
+    }
+
+    #[test]
+    fn encode_publish_is_byte_identical_to_encoding_the_packet() {
+        let versions = [
+            ProtocolVersion::V31,
+            ProtocolVersion::V311,
+            ProtocolVersion::V5,
+        ];
+        // Sizes around the remaining-length varint boundaries (1, 2 and 3 bytes).
+        let payload_sizes = [0, 1, 64, 120, 127, 128, 16_000, 16_384, 70_000];
+        let mut checked = 0;
+        for version in versions {
+            for size in payload_sizes {
+                for (qos, packet_id, dup) in [
+                    (QoS::AtMostOnce, None, false),
+                    (QoS::AtLeastOnce, Some(1), false),
+                    (QoS::AtLeastOnce, Some(65_535), true),
+                    (QoS::ExactlyOnce, Some(300), true),
+                ] {
+                    for retain in [false, true] {
+                        let p = Publish {
+                            dup,
+                            qos,
+                            retain,
+                            topic: "sensors/ü/temp".to_owned(),
+                            packet_id,
+                            payload: Bytes::from(vec![0xa5; size]),
+                            properties: None,
+                        };
+                        let expected = via_packet(&p, version).expect("packet encodes");
+                        assert_eq!(
+                            via_parts(&p, version).expect("parts encode"),
+                            expected,
+                            "{version:?} {qos:?} retain={retain} dup={dup} size={size}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 3 * 9 * 4 * 2);
+    }
+
+    #[test]
+    fn encode_publish_refuses_what_encode_refuses_and_appends_nothing() {
+        let bad = [
+            (QoS::AtMostOnce, Some(5), false),
+            (QoS::AtMostOnce, None, true),
+            (QoS::AtLeastOnce, None, false),
+            (QoS::ExactlyOnce, Some(0), false),
+        ];
+        for (qos, packet_id, dup) in bad {
+            let p = Publish {
+                dup,
+                qos,
+                retain: false,
+                topic: "t".to_owned(),
+                packet_id,
+                payload: Bytes::from_static(b"x"),
+                properties: None,
+            };
+            let from_packet = via_packet(&p, ProtocolVersion::V311).expect_err("refused");
+            let mut buf = BytesMut::from(&b"prefix"[..]);
+            let from_parts = encode_publish(
+                &p.topic,
+                &p.payload,
+                qos,
+                false,
+                dup,
+                packet_id,
+                ProtocolVersion::V311,
+                &mut buf,
+            )
+            .expect_err("refused");
+            assert_eq!(from_parts.to_string(), from_packet.to_string());
+            assert_eq!(&buf[..], b"prefix");
+        }
+        let long_topic = "t".repeat(70_000);
+        let mut buf = BytesMut::new();
+        assert!(encode_publish(
+            &long_topic,
+            b"",
+            QoS::AtMostOnce,
+            false,
+            false,
+            None,
+            ProtocolVersion::V5,
+            &mut buf,
+        )
+        .is_err());
+        assert!(buf.is_empty());
+    }
 }
