@@ -45,7 +45,9 @@ pub enum Detached {
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
     by_client_id: Mutex<HashMap<Arc<str>, Arc<Session>>>,
-    by_id: RwLock<HashMap<SessionId, Arc<Session>>>,
+    /// Looked up once per delivery: ahash, not the default SipHash (a session id is a
+    /// process-local counter, not attacker-chosen, so HashDoS resistance buys nothing here).
+    by_id: RwLock<HashMap<SessionId, Arc<Session>, ahash::RandomState>>,
     next_session_id: AtomicU64,
     next_generation: AtomicU64,
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
+use smallvec::SmallVec;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
@@ -55,6 +56,11 @@ pub struct BrokerCore {
     /// Publishers currently waiting in [`BrokerCore::wait_drained`]: writers skip the signal
     /// when there are none.
     paused_publishers: AtomicUsize,
+    /// The largest soft limit a publisher has ever waited on: a drain that leaves a queue
+    /// longer than this releases no one, so it does not wake every paused publisher (under a
+    /// 10 -> 1 fan-in that would be ten wake-ups per pump batch). Only grows; a stale high
+    /// value costs wake-ups, never a missed one.
+    drain_wake_at: AtomicUsize,
 }
 
 /// How often a paused publisher re-checks its overfilled sessions without a signal (a session
@@ -94,12 +100,18 @@ impl Drop for PausedGuard<'_> {
     }
 }
 
+/// One delivery of a [`RoutePlan`]: session, QoS it is delivered with, durable queue entry.
+type RouteTarget = (Arc<Session>, QoS, Option<QueueSeq>);
+/// Targets of one publish kept without a heap allocation.
+const INLINE_TARGETS: usize = 4;
+
 /// Where a published message goes, computed before it is made durable and applied after.
 #[derive(Debug)]
 pub struct RoutePlan {
     message: Message,
-    /// Session, QoS it is delivered with, and its durable queue entry (if any).
-    targets: Vec<(Arc<Session>, QoS, Option<QueueSeq>)>,
+    /// Session, QoS it is delivered with, and its durable queue entry (if any). Inline for a
+    /// few targets: most topics have few subscribers, and this is built once per publish.
+    targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
     limit: usize,
 }
 
@@ -153,6 +165,7 @@ impl BrokerCore {
             durable,
             queue_progress: Notify::new(),
             paused_publishers: AtomicUsize::new(0),
+            drain_wake_at: AtomicUsize::new(0),
         })
     }
 
@@ -480,10 +493,13 @@ impl BrokerCore {
         }
     }
 
-    /// A connection moved messages out of its session queue: wake paused publishers so they
-    /// re-check (cheap when none is paused).
-    pub fn queue_drained_some(&self) {
-        if self.paused_publishers.load(Ordering::SeqCst) > 0 {
+    /// A connection moved messages out of its session queue, leaving `pending_len` queued:
+    /// wake paused publishers so they re-check, unless none is paused or the queue is still
+    /// too long to release any of them.
+    pub fn queue_drained_some(&self, pending_len: usize) {
+        if self.paused_publishers.load(Ordering::SeqCst) > 0
+            && pending_len <= self.drain_wake_at.load(Ordering::SeqCst)
+        {
             self.queue_progress.notify_waiters();
         }
     }
@@ -491,6 +507,9 @@ impl BrokerCore {
     /// Wait until every session of `overfilled` is back under its soft limit or offline, or
     /// until `deadline`. Holds no lock while waiting; cancel-safe (it re-checks from scratch).
     pub async fn wait_drained(&self, overfilled: &[Overfilled], deadline: Instant) {
+        let wake_at = overfilled.iter().map(|o| o.soft_limit).max().unwrap_or(0);
+        // Raised before we count as paused, so no drain that could release us skips the signal.
+        self.drain_wake_at.fetch_max(wake_at, Ordering::SeqCst);
         self.paused_publishers.fetch_add(1, Ordering::SeqCst);
         let _paused = PausedGuard(&self.paused_publishers);
         loop {
@@ -528,7 +547,7 @@ impl BrokerCore {
     /// persistent session receiving it at QoS 1/2). Nothing is changed until
     /// [`Self::complete_route`].
     pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Op>) {
-        let mut matches: Vec<(SessionId, QoS)> = Vec::new();
+        let mut matches: SmallVec<[(SessionId, QoS); INLINE_TARGETS]> = SmallVec::new();
         self.subscriptions
             .read()
             .for_each_match(&message.topic, |id, qos| matches.push((*id, *qos)));
@@ -536,7 +555,8 @@ impl BrokerCore {
         matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         matches.dedup_by_key(|m| m.0);
         let limit = self.pending_limits.load().limit_for(&message.topic);
-        let mut targets = Vec::with_capacity(matches.len());
+        let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
+            SmallVec::with_capacity(matches.len());
         self.registry.for_each_of(&matches, |session, sub_qos| {
             targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
         });
@@ -627,7 +647,9 @@ impl BrokerCore {
                 seq,
             };
             // Every QoS to an online session: back-pressure, not loss (see [`super::queue`]).
-            let back_pressure = session.is_attached();
+            // QoS 0 skips the attachment check (a lock per delivery): an offline session does
+            // not queue it at all, so the hard cap only ever applies to an online one.
+            let back_pressure = qos == QoS::AtMostOnce || session.is_attached();
             let push_limit = if back_pressure {
                 pending_hard_cap(limit)
             } else {

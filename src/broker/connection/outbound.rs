@@ -79,7 +79,7 @@ impl Conn {
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
             let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
-            let batch: Vec<(Option<u16>, QueuedMessage)> = self
+            let (batch, pending_len): (Vec<(Option<u16>, QueuedMessage)>, usize) = self
                 .session
                 .with_state(self.token.generation, |s| {
                     let mut batch = Vec::new();
@@ -124,7 +124,7 @@ impl Conn {
                         }
                         batch.push((packet_id, item));
                     }
-                    batch
+                    (batch, s.pending.len())
                 })
                 .ok_or(CloseReason::TakenOver)?;
             self.core.persist_background(store_ops);
@@ -137,7 +137,7 @@ impl Conn {
             }
             self.core.counters.add_messages_out(moved as u64);
             if moved > 0 {
-                self.core.queue_drained_some();
+                self.core.queue_drained_some(pending_len);
             }
             if self.out.len() >= OUT_HIGH_WATER_BYTES {
                 self.pump_wanted = true;
