@@ -14,6 +14,7 @@
 #   WARMUP_SECS       unrecorded warm-up before each traffic scenario, same load, at most 5000
 #                     messages per publisher (default 1; 0 disables). It matters for ActiveMQ,
 #                     whose JIT compiler otherwise makes the first seconds several times slower.
+#   LATENCY_ROUNDS    runs of each latency scenario per broker; the median is shown (default 3)
 #   OUT_DIR           output folder (default benches/results/<UTC date>)
 #   SKIP_INSTALL=1    do not apt-get anything; SKIP_BUILD=1 use the existing release binaries
 set -euo pipefail
@@ -106,38 +107,67 @@ broker_available() {
 
 # The same activemq.xml serves ferromq and ActiveMQ: in-memory store (mosquitto keeps nothing on
 # disk either), one MQTT connector on loopback, no connection cap.
+# With $3 = tls the connector is mqtt+nio+ssl with the PEM certificate made by make_tls_files
+# (ferromq reads PEM; ActiveMQ would need a JKS key store, so TLS scenarios skip ActiveMQ).
 write_activemq_xml() {
-  local dir="$1" port="$2"
+  local dir="$1" port="$2" scheme="mqtt+nio" ssl=""
+  if [[ "${3:-}" == tls ]]; then
+    scheme="mqtt+nio+ssl"
+    ssl="<sslContext><sslContext keyStore=\"$tls_dir/server-cert.pem\" ferromq:keyFile=\"$tls_dir/server-key.pem\"/></sslContext>"
+  fi
   mkdir -p "$dir/data"
   cat >"$dir/activemq.xml" <<XML
-<beans xmlns="http://www.springframework.org/schema/beans"
+<beans xmlns="http://www.springframework.org/schema/beans" xmlns:ferromq="urn:ferromq"
        xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
        xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
                            http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench"
           dataDirectory="${dir}/data" persistent="false" useJmx="false">
+    ${ssl}
     <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt+nio://127.0.0.1:${port}?maximumConnections=1000000"/>
+      <transportConnector name="mqtt" uri="${scheme}://127.0.0.1:${port}?maximumConnections=1000000"/>
     </transportConnectors>
   </broker>
 </beans>
 XML
 }
 
-# Starts broker $1 on a fresh free port; sets broker_pid and port. Returns 1 if it did not listen.
+# A throw-away CA and a 127.0.0.1 server certificate for the TLS scenarios (openssl).
+tls_dir="$work/tls"
+make_tls_files() {
+  [[ -f "$tls_dir/server-cert.pem" ]] && return 0
+  mkdir -p "$tls_dir"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=ferromq bench CA" \
+      -keyout "$tls_dir/ca-key.pem" -out "$tls_dir/ca.pem"
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+      -keyout "$tls_dir/server-key.pem" -out "$tls_dir/server.csr"
+    printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" >"$tls_dir/san.ext"
+    openssl x509 -req -in "$tls_dir/server.csr" -CA "$tls_dir/ca.pem" -CAkey "$tls_dir/ca-key.pem" \
+      -CAcreateserial -days 2 -extfile "$tls_dir/san.ext" -out "$tls_dir/server-cert.pem"
+  } >"$tls_dir/openssl.log" 2>&1 || return 1
+  # mosquitto started as root reads its certificate after switching to the mosquitto user.
+  chmod 755 "$work" "$tls_dir" && chmod 644 "$tls_dir"/*.pem
+}
+
+# Starts broker $1 on a fresh free port (TLS when $2 = tls); sets broker_pid and port. Returns 1
+# if it did not listen.
 start_broker() {
-  local name="$1" dir="$work/$1"
+  local name="$1" dir="$work/$1" tls="${2:-}"
   rm -rf "$dir"; mkdir -p "$dir"
   port="$(free_port)"
   local wait_tenths=100
   case "$name" in
     ferromq)
-      write_activemq_xml "$dir" "$port"
+      write_activemq_xml "$dir" "$port" "$tls"
       NO_COLOR=1 "$ferromq_bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
       ;;
     mosquitto|mosquitto-tuned)
       { echo "listener $port 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"
         echo "log_dest none"
+        if [[ "$tls" == tls ]]; then
+          echo "certfile $tls_dir/server-cert.pem"; echo "keyfile $tls_dir/server-key.pem"
+        fi
         if [[ "$name" == mosquitto-tuned ]]; then
           echo "max_queued_messages 100000"; echo "set_tcp_nodelay true"
         fi
@@ -172,6 +202,8 @@ start_broker() {
 # ---------------------------------------------------------------------------------------------
 # Scenarios: name and load generator arguments (64-byte payloads throughout).
 scenario_names=(fanin-q0 fanin-q1 fanout-q0 fanout-q1 pairs-q0 pairs-q1 latency-q1)
+# Over TLS (mqtt+nio+ssl; ActiveMQ skipped: it needs a JKS key store). Needs openssl.
+command -v openssl >/dev/null 2>&1 && scenario_names+=(fanin-q0-tls pairs-q1-tls)
 declare -A scenario_args=(
   [fanin-q0]="--mode fan-in --publishers 10 --subscribers 1 --qos 0"
   [fanin-q1]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
@@ -180,6 +212,8 @@ declare -A scenario_args=(
   [pairs-q0]="--mode pairs --publishers 10 --qos 0"
   [pairs-q1]="--mode pairs --publishers 10 --qos 1"
   [latency-q1]="--mode latency --rate 1000 --qos 1"
+  [fanin-q0-tls]="--mode fan-in --publishers 10 --subscribers 1 --qos 0"
+  [pairs-q1-tls]="--mode pairs --publishers 10 --qos 1"
 )
 for n in "${idle_counts[@]}"; do
   scenario_names+=("idle-$n")
@@ -188,6 +222,17 @@ done
 if [[ -n "${SCENARIOS:-}" ]]; then
   read -r -a scenario_names <<<"$SCENARIOS"
 fi
+# Latency at 1000 msg/s is at the mercy of this shared machine's other load: run it
+# LATENCY_ROUNDS times per broker; the tables show the median round (examples/plot.rs).
+latency_rounds="${LATENCY_ROUNDS:-3}"
+expanded=()
+for s in "${scenario_names[@]}"; do
+  expanded+=("$s")
+  if [[ "$s" == latency-* ]]; then
+    for ((r = 1; r < latency_rounds; r++)); do expanded+=("$s"); done
+  fi
+done
+scenario_names=("${expanded[@]}")
 
 mkdir -p "$out_dir"
 runs="$out_dir/runs.jsonl"
@@ -222,7 +267,18 @@ for broker in "${brokers[@]}"; do
     else
       run_secs="$duration"
     fi
-    if ! start_broker "$broker"; then
+    tls=""
+    if [[ "$scenario" == *-tls ]]; then
+      if [[ "$broker" == activemq ]]; then
+        log "$broker $scenario: skipped, ActiveMQ's TLS needs a JKS key store"
+        record "$broker" "$scenario" "" "skipped: TLS scenarios use PEM files"
+        continue
+      fi
+      make_tls_files || { log "openssl failed: $(tail -n 3 "$tls_dir/openssl.log")"; continue; }
+      tls=tls
+      args="$args --tls --cafile $tls_dir/ca.pem"
+    fi
+    if ! start_broker "$broker" "$tls"; then
       record "$broker" "$scenario" "" "broker did not start"
       continue
     fi

@@ -34,16 +34,12 @@ async fn server_only_tls_round_trip() {
     let ssl = pem_ssl_context(dir.path(), &ca.server(1), &ca);
     let mut server = tls_server(&ssl, false, false).await;
 
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, None)),
+    let _client = tls_echo(
+        server.addr,
+        &tls_connector(&ca, None),
+        b"\x10\x0chello broker",
     )
-    .await
-    .expect("handshake");
-    let back = within("echo", round_trip(&mut client, b"\x10\x0chello broker"))
-        .await
-        .expect("echo");
-    assert_eq!(back, b"\x10\x0chello broker");
+    .await;
     assert!(matches!(
         server.next_event().await,
         ServerEvent::Upgraded(None)
@@ -67,15 +63,7 @@ async fn separate_certificate_and_key_files() {
     let material = TlsMaterial::new(&ssl, &options(false, false));
     assert_eq!(material.files(), vec![cert_path, key_path]);
     let mut server = tls_server(&ssl, false, false).await;
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, None)),
-    )
-    .await
-    .expect("handshake");
-    within("echo", round_trip(&mut client, b"split files"))
-        .await
-        .expect("echo");
+    let _client = tls_echo(server.addr, &tls_connector(&ca, None), b"split files").await;
     assert!(matches!(
         server.next_event().await,
         ServerEvent::Upgraded(None)
@@ -146,15 +134,7 @@ async fn mutual_tls_refuses_missing_untrusted_and_expired_certificates() {
 
     // the refusals did not hurt the listener: a good client still gets through
     let good = ca.client("client");
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, Some(&good))),
-    )
-    .await
-    .expect("handshake");
-    within("echo", round_trip(&mut client, b"still fine"))
-        .await
-        .expect("echo");
+    let _client = tls_echo(server.addr, &tls_connector(&ca, Some(&good)), b"still fine").await;
 }
 
 #[tokio::test]
@@ -164,30 +144,14 @@ async fn want_client_auth_admits_clients_with_or_without_certificate() {
     let ssl = pem_ssl_context(dir.path(), &ca.server(1), &ca);
     let mut server = tls_server(&ssl, false, true).await;
 
-    let mut anonymous = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, None)),
-    )
-    .await
-    .expect("handshake without certificate");
-    within("echo", round_trip(&mut anonymous, b"anon"))
-        .await
-        .expect("echo");
+    let _anonymous = tls_echo(server.addr, &tls_connector(&ca, None), b"anon").await;
     assert!(matches!(
         server.next_event().await,
         ServerEvent::Upgraded(None)
     ));
 
     let leaf = ca.client("client");
-    let mut known = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, Some(&leaf))),
-    )
-    .await
-    .expect("handshake with certificate");
-    within("echo", round_trip(&mut known, b"known"))
-        .await
-        .expect("echo");
+    let _known = tls_echo(server.addr, &tls_connector(&ca, Some(&leaf)), b"known").await;
     match server.next_event().await {
         ServerEvent::Upgraded(Some(subject)) => assert_eq!(subject, SUBJECT),
         other => panic!("expected a subject, got {other:?}"),
@@ -255,15 +219,7 @@ async fn pkcs12_key_store_and_trust_store() {
     ssl.key_store = Some(store(&key_store, StoreKind::Jks, Some("s3cret")));
     let mut server = tls_server(&ssl, true, false).await;
     let leaf = ca.client("client");
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, Some(&leaf))),
-    )
-    .await
-    .expect("handshake");
-    within("echo", round_trip(&mut client, b"pkcs12"))
-        .await
-        .expect("echo");
+    let _client = tls_echo(server.addr, &tls_connector(&ca, Some(&leaf)), b"pkcs12").await;
     match server.next_event().await {
         ServerEvent::Upgraded(Some(subject)) => assert_eq!(subject, SUBJECT),
         other => panic!("expected a subject, got {other:?}"),
@@ -335,15 +291,7 @@ async fn plain_mqtt_client_on_tls_port_fails_cleanly() {
         "the server must close without answering"
     );
 
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, None)),
-    )
-    .await
-    .expect("a TLS client still connects");
-    within("echo", round_trip(&mut client, b"ok"))
-        .await
-        .expect("echo");
+    let _client = tls_echo(server.addr, &tls_connector(&ca, None), b"ok").await;
 }
 
 #[tokio::test]
@@ -368,15 +316,7 @@ async fn stalled_handshake_times_out_without_blocking_others() {
     staller.write_all(b"\x16\x03\x01").await.expect("write");
 
     // while it stalls, another client is served
-    let mut client = within(
-        "connect",
-        tls_connect(server.addr, &tls_connector(&ca, None)),
-    )
-    .await
-    .expect("handshake");
-    within("echo", round_trip(&mut client, b"not blocked"))
-        .await
-        .expect("echo");
+    let _client = tls_echo(server.addr, &tls_connector(&ca, None), b"not blocked").await;
 
     let mut saw_timeout = false;
     for _ in 0..2 {

@@ -7,8 +7,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use futures_util::future::Either;
+use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,24 +121,28 @@ pub async fn accept_loop(
             shutdown: shutdown.clone(),
         };
         let alive = task_alive.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let _alive = alive;
-            serve_socket(stream, params).await;
-        });
+        // `map` keeps the slot and the liveness sender alive with the task without a wrapping
+        // `async` block, which would hold a second copy of the socket and parameters.
+        tokio::spawn(serve_socket(stream, params).map(move |()| drop((slot, alive))));
     }
 }
 
 /// Turn an accepted socket into an MQTT byte stream for the connector's scheme (TLS and/or
 /// WebSocket handshakes, bounded by the connect-attempt timeout) and serve it. Runs in the
 /// connection's own task, never in the accept loop.
-async fn serve_socket(stream: TcpStream, mut params: ConnectionParams) {
+fn serve_socket(stream: TcpStream, params: ConnectionParams) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    let settings = params.listener.clone();
-    if !settings.scheme.is_tls() && !settings.scheme.is_websocket() {
-        connection::serve(stream, params).await;
-        return;
+    if !params.listener.scheme.is_tls() && !params.listener.scheme.is_websocket() {
+        return Either::Left(connection::serve(stream, params));
     }
+    // Boxed: the TLS/WebSocket handshake and stream types are much larger than a plain
+    // connection's, and every task would otherwise reserve room for them (idle memory).
+    Either::Right(Box::pin(upgrade_and_serve(stream, params)))
+}
+
+/// The TLS and/or WebSocket handshake, then the MQTT connection over the upgraded stream.
+async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
+    let settings = params.listener.clone();
     let upgrade = transport::upgrade(
         stream,
         params.peer,
@@ -155,5 +163,60 @@ async fn serve_socket(stream: TcpStream, mut params: ConnectionParams) {
         Err(e) => {
             tracing::info!(listener = %settings.name, peer = %params.peer, "transport handshake failed: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::broker::MemorySessionStore;
+    use crate::config::{load_str, LoadOptions};
+
+    /// The whole task of an idle plain-TCP connection lives in one allocation of this future's
+    /// size (plus the session and socket registration): keep it small, it is most of what an
+    /// idle connection costs (issue 8: at most 4 KiB of broker memory per idle connection).
+    const CONNECTION_TASK_BUDGET_BYTES: usize = 1536;
+
+    #[tokio::test]
+    async fn plain_connection_task_fits_its_memory_budget() {
+        let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+            <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+              <transportConnectors>
+                <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+              </transportConnectors>
+            </broker></beans>"#;
+        let config = load_str(xml, Path::new("."), &LoadOptions::default())
+            .config
+            .expect("config compiles");
+        let core = Arc::new(
+            BrokerCore::new(&config, Arc::new(MemorySessionStore::default())).expect("core"),
+        );
+        let listener = &config.listeners[0];
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = tcp.accept().await.expect("accept");
+        let params = ConnectionParams {
+            core,
+            listener: Arc::new(ListenerSettings {
+                name: listener.name.clone(),
+                scheme: listener.scheme,
+                options: listener.options.clone(),
+                tls: None,
+            }),
+            peer,
+            tls: false,
+            peer_cert_subject: None,
+            shutdown: CancellationToken::new(),
+        };
+        let task = serve_socket(stream, params);
+        let size = std::mem::size_of_val(&task);
+        drop((task, client));
+        assert!(
+            size <= CONNECTION_TASK_BUDGET_BYTES,
+            "a plain connection's task is {size} bytes (budget {CONNECTION_TASK_BUDGET_BYTES})"
+        );
     }
 }

@@ -10,6 +10,9 @@ use super::{Action, Principal, Security};
 /// emptying (rather than evicting one by one) keeps each lookup to a single hash probe.
 pub const DEFAULT_CAPACITY: usize = 256;
 
+/// Decisions for one action, by topic or filter.
+type DecisionMap = HashMap<Box<str>, bool>;
+
 /// Per-connection cache of authorization decisions, valid for one [`Security`] snapshot.
 ///
 /// Keyed by (action, MQTT topic or filter). A cache remembers the [`Security::generation`] and
@@ -20,7 +23,9 @@ pub struct AuthzCache {
     generation: Option<u64>,
     principal: Option<Principal>,
     /// Indexed by action (read, write, admin); keyed by topic so lookups borrow `&str`.
-    decisions: [HashMap<Box<str>, bool>; 3],
+    /// Allocated on the first decision: a connection that never publishes or receives (and
+    /// every connection of a broker without authorization) carries no maps (idle memory).
+    decisions: Option<Box<[DecisionMap; 3]>>,
     capacity: usize,
     misses: u64,
 }
@@ -37,7 +42,7 @@ impl AuthzCache {
         AuthzCache {
             generation: None,
             principal: None,
-            decisions: Default::default(),
+            decisions: None,
             capacity: capacity.max(1),
             misses: 0,
         }
@@ -63,7 +68,7 @@ impl AuthzCache {
             self.generation = Some(security.generation());
             self.principal = Some(principal.clone());
         }
-        let map = &mut self.decisions[action_slot(action)];
+        let map = &mut self.decisions.get_or_insert_with(Default::default)[action_slot(action)];
         if let Some(&decision) = map.get(mqtt_topic) {
             return decision;
         }
@@ -83,7 +88,11 @@ impl AuthzCache {
 
     /// Decisions currently held.
     pub fn len(&self) -> usize {
-        self.decisions.iter().map(HashMap::len).sum()
+        self.decisions
+            .iter()
+            .flat_map(|maps| maps.iter())
+            .map(HashMap::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -91,7 +100,7 @@ impl AuthzCache {
     }
 
     fn clear(&mut self) {
-        for map in &mut self.decisions {
+        for map in self.decisions.iter_mut().flat_map(|maps| maps.iter_mut()) {
             map.clear();
         }
     }

@@ -352,3 +352,20 @@ pub fn mqtt_publish(topic: &str, payload: &[u8]) -> Vec<u8> {
     packet.extend_from_slice(payload);
     packet
 }
+
+/// A TLS handshake with `connector`, then `payload` echoed back unchanged: the connection works
+/// end to end. Returns the client stream for more traffic.
+pub async fn tls_echo(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+    payload: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut client = within("connect", tls_connect(addr, connector))
+        .await
+        .expect("TLS handshake");
+    let back = within("echo", round_trip(&mut client, payload))
+        .await
+        .expect("echo");
+    assert_eq!(back, payload);
+    client
+}

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, READ_CHUNK_BYTES};
+use super::read::read_some;
+use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE};
 use crate::broker::keepalive;
 use crate::broker::registry::AttachError;
 use crate::broker::runtime::BrokerCore;
@@ -175,7 +176,7 @@ where
         authz: AuthzCache::default(),
         will: connect.will,
         keep_alive_limit,
-        out: BytesMut::with_capacity(READ_CHUNK_BYTES),
+        out: BytesMut::new(),
         pump_wanted: true,
         pending_acks: PendingAcks::default(),
         overfilled: Vec::new(),
@@ -234,8 +235,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Err(e) => return Err(HandshakeEnd::Malformed(e)),
         }
-        read_buf.reserve(READ_CHUNK_BYTES);
-        match reader.read_buf(read_buf).await {
+        match read_some(reader, read_buf).await {
             Ok(0) => return Err(HandshakeEnd::Closed),
             Ok(_) => {}
             Err(e) => return Err(HandshakeEnd::Io(e)),

@@ -31,26 +31,38 @@ pub(crate) struct Ready {
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
 
+/// Created on first use and dropped when empty: most connections never wait for the store,
+/// and an empty `FuturesOrdered` still holds an allocation (idle memory, issue 8).
 #[derive(Default)]
 pub(crate) struct PendingAcks {
-    queue: FuturesOrdered<AckFuture>,
+    queue: Option<FuturesOrdered<AckFuture>>,
 }
 
 impl PendingAcks {
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.as_ref().is_none_or(FuturesOrdered::is_empty)
     }
 
     pub(crate) fn has_room(&self) -> bool {
-        self.queue.len() < MAX_PENDING_ACKS
+        self.queue
+            .as_ref()
+            .is_none_or(|q| q.len() < MAX_PENDING_ACKS)
     }
 
     pub(crate) fn push(&mut self, ack: impl Future<Output = Ready> + Send + 'static) {
-        self.queue.push_back(Box::pin(ack));
+        self.queue
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(Box::pin(ack));
     }
 
-    /// The next entry in arrival order, once ready. Cancel-safe.
+    /// The next entry in arrival order, once ready (`None` when nothing is pending).
+    /// Cancel-safe.
     pub(crate) async fn next_ready(&mut self) -> Option<Ready> {
-        self.queue.next().await
+        let queue = self.queue.as_mut()?;
+        let ready = queue.next().await;
+        if queue.is_empty() {
+            self.queue = None;
+        }
+        ready
     }
 }

@@ -17,16 +17,19 @@ mod connect;
 mod durable_acks;
 mod inbound;
 mod outbound;
+mod read;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures_util::future::OptionFuture;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -41,8 +44,8 @@ use crate::transport::SharedTls;
 
 /// Stop reading and stop pulling deliveries while this much output waits for the socket.
 pub const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
-/// Read at least this much free space per socket read.
-const READ_CHUNK_BYTES: usize = 8 * 1024;
+/// Capacity a batch of deliveries starts with (the buffer is released whenever it empties).
+const OUT_BATCH_START_BYTES: usize = 16 * 1024;
 /// How long closing waits for the store to answer the connection's pending publishes.
 const PENDING_ACKS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long closing may spend flushing output and shutting the socket down.
@@ -164,7 +167,10 @@ pub(crate) struct Conn {
 
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
 /// shuts down. Never panics on peer input; every outcome is logged with the peer address.
-pub async fn serve<S>(stream: S, params: ConnectionParams)
+///
+/// A plain function returning the future (not an `async fn`): an `async fn` would keep its own
+/// copy of `stream` and `params` beside the inner future's, in every connection's task.
+pub fn serve<S>(stream: S, params: ConnectionParams) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -174,7 +180,7 @@ where
         peer = %params.peer,
         client_id = tracing::field::Empty,
     );
-    serve_in_span(stream, params).instrument(span).await
+    serve_in_span(stream, params).instrument(span)
 }
 
 async fn serve_in_span<S>(stream: S, params: ConnectionParams)
@@ -182,15 +188,26 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut read_buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut conn = match connect::handshake(&mut reader, &mut writer, &mut read_buf, &params).await
-    {
-        Ok(conn) => conn,
+    let mut read_buf = BytesMut::new();
+    // Memory of an idle connection (issue 8): the handshake and the close are boxed so that a
+    // connection holds only the phase it is in; the connection state is boxed and no `match`
+    // temporary holding it lives across an await (it would stay in this future's layout).
+    let handshake = Box::pin(connect::handshake(
+        &mut reader,
+        &mut writer,
+        &mut read_buf,
+        &params,
+    ));
+    let established = match handshake.await {
+        Ok(conn) => Some(Box::new(conn)),
         Err(end) => {
             end.log(&params.core);
-            let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
-            return;
+            None
         }
+    };
+    let Some(mut conn) = established else {
+        Box::pin(shut_down(&mut writer)).await;
+        return;
     };
     tracing::Span::current().record("client_id", &*conn.client_id);
     tracing::debug!(
@@ -206,7 +223,12 @@ where
         &params.shutdown,
     )
     .await;
-    conn.close(reason, &mut writer).await;
+    Box::pin(conn.close(reason, &mut writer)).await;
+}
+
+/// Close the socket, bounded by [`CLOSE_GRACE`].
+async fn shut_down<W: AsyncWrite + Unpin>(writer: &mut W) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
 }
 
 /// The read/write loop of an established connection.
@@ -235,6 +257,10 @@ where
     }
     loop {
         if conn.pump_wanted && conn.out.len() < OUT_HIGH_WATER_BYTES {
+            if conn.out.capacity() == 0 {
+                // Start a batch with room for many packets rather than growing from zero.
+                conn.out.reserve(OUT_BATCH_START_BYTES);
+            }
             if let Err(reason) = conn.pump() {
                 return reason;
             }
@@ -243,9 +269,6 @@ where
             && conn.pending_acks.has_room()
             && conn.overfilled.is_empty();
         let pause_deadline = conn.paused_until.unwrap_or_else(tokio::time::Instant::now);
-        if read_buf.capacity() - read_buf.len() < READ_CHUNK_BYTES {
-            read_buf.reserve(READ_CHUNK_BYTES);
-        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
@@ -253,11 +276,16 @@ where
             res = write_or_flush(writer, &mut conn.out), if !conn.out.is_empty() || needs_flush => {
                 match res {
                     Ok(WriteStep::Wrote) => needs_flush = true,
-                    Ok(WriteStep::Flushed) => needs_flush = false,
+                    Ok(WriteStep::Flushed) => {
+                        needs_flush = false;
+                        // Nothing waits for the socket: give the buffer back (idle memory).
+                        // `pump` and `send` allocate a new one when there is output again.
+                        conn.out = BytesMut::new();
+                    }
                     Err(e) => return CloseReason::Io(e),
                 }
             }
-            res = reader.read_buf(&mut read_buf), if can_read => match res {
+            res = read::read_some(reader, &mut read_buf), if can_read => match res {
                 Ok(0) => return CloseReason::PeerClosed,
                 Ok(_) => {
                     keep_alive.touch();
@@ -284,7 +312,11 @@ where
                     }
                 }
             }
-            _ = conn.core.wait_drained(&conn.overfilled, pause_deadline), if !conn.overfilled.is_empty() => {
+            // Boxed, and only while paused: `select!` keeps room for every branch's future
+            // even when its branch is disabled, and this one is large (idle memory).
+            _ = OptionFuture::from((!conn.overfilled.is_empty()).then(|| {
+                Box::pin(conn.core.wait_drained(&conn.overfilled, pause_deadline))
+            })), if !conn.overfilled.is_empty() => {
                 conn.end_pause(pause_deadline);
                 // The packets read before the pause that it left unhandled.
                 if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
