@@ -19,6 +19,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod listener_set;
+pub mod memory;
 pub mod message;
 pub mod persist;
 pub mod queue;
@@ -188,9 +189,10 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
-    if core.durable().is_some() {
+    if let Some(expiry) = persist::SessionExpiry::of(&config) {
         tokio::spawn(persist::expire_sessions_periodically(
             core.clone(),
+            expiry,
             shutdown.clone(),
             task_alive.clone(),
         ));
