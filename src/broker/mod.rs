@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<BrokerHandle> {
             let dir = durable.store().dir().map(|d| d.display().to_string());
             let problems = recovered.stats.problems.clone();
             let core = Arc::new(BrokerCore::new_durable(&config, durable)?);
-            let counts = core.restore_durable(recovered);
+            let counts = core.restore_durable(recovered, &config);
             tracing::info!(
                 store = dir.as_deref().unwrap_or("memory"),
                 sessions = counts.sessions,

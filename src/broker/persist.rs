@@ -20,9 +20,10 @@ use super::queue::QueuedMessage;
 use super::session::{SessionState, Subscription};
 use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, QoS, RetainHandling, SubscriptionOptions};
+use crate::security::{Principal, Security};
 use crate::store::{
     Op, QueueState, Recovered, RecoveredSession, SessionRecord, Store, StoreLimits, StoreStats,
-    StoredMessage, SubscriptionRecord, WillRecord,
+    StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 
 /// `storeUsage` refusals are logged when their total is a power of two (a full store under
@@ -144,14 +145,49 @@ fn message_from_stored(stored: StoredMessage) -> Message {
     }
 }
 
-/// The will as kept with a persistent session. MQTT 5 will properties are not kept yet.
-pub fn will_record(will: &LastWill) -> WillRecord {
+/// The will as kept with a persistent session, with the principal that connected with it.
+/// MQTT 5 will properties are not kept yet.
+pub fn will_record(will: &LastWill, owner: &Principal) -> WillRecord {
     WillRecord {
         topic: Arc::from(will.topic.as_str()),
         payload: will.payload.clone(),
         qos: will.qos,
         retain: will.retain,
         properties: bytes::Bytes::new(),
+        owner: Some(WillOwner {
+            user: owner.user.clone(),
+            anonymous: owner.anonymous,
+        }),
+    }
+}
+
+/// The principal a will left by a crash is published as: its owner as the security snapshot
+/// knows them NOW (groups looked up again), so a user removed or moved out of a group since is
+/// not trusted with their old rights. `None`: unknown owner (not published).
+pub fn will_owner_now(
+    security: &Security,
+    authentication_enabled: bool,
+    owner: Option<&WillOwner>,
+) -> Option<Principal> {
+    let owner = owner?;
+    if !authentication_enabled {
+        // Everyone connects as the anonymous principal now, whoever they were then.
+        return Some(Principal::anonymous());
+    }
+    security.groups_of(&owner.user).map(|groups| Principal {
+        user: owner.user.clone(),
+        groups,
+        anonymous: owner.anonymous,
+    })
+}
+
+/// The message a recovered will is published as.
+pub fn will_message(will: &WillRecord) -> Message {
+    Message {
+        topic: will.topic.clone(),
+        payload: will.payload.clone(),
+        qos: will.qos,
+        retain: will.retain,
     }
 }
 

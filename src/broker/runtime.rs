@@ -21,9 +21,9 @@ use super::retained::RetainedStore;
 use super::router::SubscriptionTree;
 use super::session::{DeliverOutcome, Session, SessionId, Subscription};
 use super::store::SessionStore;
-use crate::config::Config;
+use crate::config::{Authentication, Config};
 use crate::protocol::{LastWill, QoS};
-use crate::security::Security;
+use crate::security::{Action, Principal, Security};
 use crate::store::{Op, QueueEntry, QueueSeq, QueueState, Recovered};
 
 /// Everything the connection tasks of one broker share.
@@ -237,8 +237,14 @@ impl BrokerCore {
         None
     }
 
-    /// Rebuild retained messages and persistent sessions from what the durable store held.
-    pub fn restore_durable(&self, recovered: Recovered) -> RecoveredCounts {
+    /// Rebuild retained messages and persistent sessions from what the durable store held,
+    /// then publish the wills of the clients that were connected when the broker stopped
+    /// without a clean shutdown (their connections closed without DISCONNECT: MQTT 3.1.1
+    /// 3.1.2-8; MQTT 5 3.1.2.5 allows it after a restart). Each will is authorized as its owner
+    /// as of now (see [`persist::will_owner_now`]) with `config`'s security; unauthorized or
+    /// unknown owner: not published, logged. A will is published at most once: its queue
+    /// entries and the removal of the will from its session record go in one store batch.
+    pub fn restore_durable(&self, recovered: Recovered, config: &Config) -> RecoveredCounts {
         let counts = RecoveredCounts::of(&recovered);
         {
             let mut retained = self.retained.write();
@@ -247,19 +253,44 @@ impl BrokerCore {
                 retained.set(&topic, message);
             }
         }
-        let mut forget_wills = Vec::new();
+        let mut wills = Vec::new();
         for recovered_session in recovered.sessions {
-            let (state, will) = persist::restore_session(recovered_session, &self.memory);
+            let (mut state, will) = persist::restore_session(recovered_session, &self.memory);
             if let Some(will) = will {
-                // The client was connected when the broker stopped. Its will is not published
-                // (the authorization context of the connection is gone); it is dropped.
-                tracing::info!(client_id = %state.client_id, topic = %will.topic,
-                    "will of a client connected at the last stop is not published");
-                forget_wills.push(persist::put_session_op(&state));
+                // Gone from the record in the batch that publishes it (or drops it).
+                state.stored_will = None;
+                let client_id: Arc<str> = Arc::from(state.client_id.as_str());
+                wills.push((client_id, persist::put_session_op(&state), will));
             }
             self.index_restored(state);
         }
-        self.persist_background(forget_wills);
+        let authentication_enabled = !matches!(config.authentication, Authentication::None);
+        let security = self.security();
+        for (client_id, forget_op, will) in wills {
+            let owner =
+                persist::will_owner_now(&security, authentication_enabled, will.owner.as_ref());
+            let allowed = owner
+                .as_ref()
+                .is_some_and(|principal| security.authorize(principal, Action::Write, &will.topic));
+            if !allowed {
+                tracing::info!(
+                    %client_id,
+                    topic = %will.topic,
+                    user = will.owner.as_ref().map_or("unknown", |o| &*o.user),
+                    "will of a client connected at the last stop not published: its owner is unknown or not authorized to write the topic now"
+                );
+                self.persist_background(vec![forget_op]);
+                continue;
+            }
+            let message = self.memory.charge(persist::will_message(&will));
+            let (plan, mut ops) = self.plan_route(message);
+            ops.push(forget_op);
+            self.persist_background(ops);
+            self.complete_route(plan);
+            self.counters.wills_published();
+            tracing::info!(%client_id, topic = %will.topic,
+                "will of a client connected at the last stop published");
+        }
         counts
     }
 
@@ -314,13 +345,14 @@ impl BrokerCore {
     }
 
     /// Give a CONNECTing client its session (see [`SessionRegistry::attach`]).
-    /// A persistent session's record in the durable store carries `will`.
+    /// A persistent session's record in the durable store carries `will` and the principal
+    /// that connected with it (a will published after a crash is authorized as its owner).
     pub fn attach(
         &self,
         client_id: &str,
         clean_session: bool,
         allow_link_stealing: bool,
-        will: Option<&LastWill>,
+        will: Option<(&LastWill, &Principal)>,
     ) -> Result<Attached, AttachError> {
         let attached = self
             .registry
@@ -330,7 +362,7 @@ impl BrokerCore {
         }
         if self.durable.is_some() && attached.session.is_persistent() {
             let op = attached.session.with_state_unchecked(|s| {
-                s.stored_will = will.map(persist::will_record);
+                s.stored_will = will.map(|(will, owner)| persist::will_record(will, owner));
                 persist::put_session_op(s)
             });
             self.persist_background(vec![op]);
