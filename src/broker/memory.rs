@@ -2,7 +2,7 @@
 //! (session queues, in-flight windows, retained messages, bodies waiting for the store).
 //!
 //! Each message body is charged ONCE, however many sessions it fans out to: its payload is
-//! wrapped ([`bytes::Bytes::from_owner`]) around a [`Charge`] that holds the bytes on a shared
+//! wrapped ([`bytes::Bytes::from_owner`]) around a `Charge` that holds the bytes on a shared
 //! [`MemoryGauge`], and every copy of the message shares that one owner. The charge is released
 //! when the last reference goes (delivered and acknowledged, dropped by a full queue, expired
 //! session, replaced retained message...), so no exit path has to remember to release it.

@@ -18,9 +18,9 @@ use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::QueuedMessage;
 use super::session::{SessionState, Subscription};
-use crate::config::{Config, Persistence};
+use crate::config::{Authentication, Config, Persistence};
 use crate::protocol::{LastWill, QoS, RetainHandling, SubscriptionOptions};
-use crate::security::{Principal, Security};
+use crate::security::{Action, Principal, Security};
 use crate::store::{
     Op, QueueState, Recovered, RecoveredSession, SessionRecord, Store, StoreLimits, StoreStats,
     StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
@@ -161,10 +161,69 @@ pub fn will_record(will: &LastWill, owner: &Principal) -> WillRecord {
     }
 }
 
+/// A will found in the store at startup: its client was connected when the broker stopped
+/// without a clean shutdown.
+#[derive(Debug)]
+pub struct RecoveredWill {
+    pub client_id: Arc<str>,
+    /// Writes the session record without the will: in the batch that publishes it.
+    pub forget: Op,
+    pub will: WillRecord,
+}
+
+/// Publish the wills of a crash (see [`super::BrokerCore::restore_durable`]): each authorized
+/// as its owner as of now with `config`'s security (unknown or unauthorized owner: not
+/// published, logged), then routed like a publish, QoS and retain flag honoured. The will's
+/// removal from its session record is in the same store batch as its queue entries, so it is
+/// published at most once.
+pub fn publish_recovered_wills(
+    core: &super::BrokerCore,
+    wills: Vec<RecoveredWill>,
+    config: &Config,
+) {
+    let authentication_enabled = !matches!(config.authentication, Authentication::None);
+    let security = core.security();
+    for RecoveredWill {
+        client_id,
+        forget,
+        will,
+    } in wills
+    {
+        let owner = will_owner_now(&security, authentication_enabled, will.owner.as_ref());
+        let allowed = owner
+            .as_ref()
+            .is_some_and(|principal| security.authorize(principal, Action::Write, &will.topic));
+        if !allowed {
+            tracing::info!(
+                %client_id,
+                topic = %will.topic,
+                user = will.owner.as_ref().map_or("unknown", |o| &*o.user),
+                "will of a client connected at the last stop not published: its owner is \
+                 unknown or not authorized to write the topic now"
+            );
+            core.persist_background(vec![forget]);
+            continue;
+        }
+        let message = core.memory.charge(Message {
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+        });
+        let (plan, mut ops) = core.plan_route(message);
+        ops.push(forget);
+        core.persist_background(ops);
+        core.complete_route(plan);
+        core.counters.wills_published();
+        tracing::info!(%client_id, topic = %will.topic,
+            "will of a client connected at the last stop published");
+    }
+}
+
 /// The principal a will left by a crash is published as: its owner as the security snapshot
 /// knows them NOW (groups looked up again), so a user removed or moved out of a group since is
 /// not trusted with their old rights. `None`: unknown owner (not published).
-pub fn will_owner_now(
+fn will_owner_now(
     security: &Security,
     authentication_enabled: bool,
     owner: Option<&WillOwner>,
@@ -179,16 +238,6 @@ pub fn will_owner_now(
         groups,
         anonymous: owner.anonymous,
     })
-}
-
-/// The message a recovered will is published as.
-pub fn will_message(will: &WillRecord) -> Message {
-    Message {
-        topic: will.topic.clone(),
-        payload: will.payload.clone(),
-        qos: will.qos,
-        retain: will.retain,
-    }
 }
 
 /// The store record of a session's own data (not its queue).

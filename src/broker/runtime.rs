@@ -21,9 +21,9 @@ use super::retained::RetainedStore;
 use super::router::SubscriptionTree;
 use super::session::{DeliverOutcome, Session, SessionId, Subscription};
 use super::store::SessionStore;
-use crate::config::{Authentication, Config};
+use crate::config::Config;
 use crate::protocol::{LastWill, QoS};
-use crate::security::{Action, Principal, Security};
+use crate::security::{Principal, Security};
 use crate::store::{Op, QueueEntry, QueueSeq, QueueState, Recovered};
 
 /// Everything the connection tasks of one broker share.
@@ -240,10 +240,8 @@ impl BrokerCore {
     /// Rebuild retained messages and persistent sessions from what the durable store held,
     /// then publish the wills of the clients that were connected when the broker stopped
     /// without a clean shutdown (their connections closed without DISCONNECT: MQTT 3.1.1
-    /// 3.1.2-8; MQTT 5 3.1.2.5 allows it after a restart). Each will is authorized as its owner
-    /// as of now (see [`persist::will_owner_now`]) with `config`'s security; unauthorized or
-    /// unknown owner: not published, logged. A will is published at most once: its queue
-    /// entries and the removal of the will from its session record go in one store batch.
+    /// 3.1.2-8; MQTT 5 3.1.2.5 allows it after a restart), authorized as their owners as of
+    /// now with `config`'s security: see [`persist::publish_recovered_wills`].
     pub fn restore_durable(&self, recovered: Recovered, config: &Config) -> RecoveredCounts {
         let counts = RecoveredCounts::of(&recovered);
         {
@@ -259,38 +257,15 @@ impl BrokerCore {
             if let Some(will) = will {
                 // Gone from the record in the batch that publishes it (or drops it).
                 state.stored_will = None;
-                let client_id: Arc<str> = Arc::from(state.client_id.as_str());
-                wills.push((client_id, persist::put_session_op(&state), will));
+                wills.push(persist::RecoveredWill {
+                    forget: persist::put_session_op(&state),
+                    client_id: Arc::from(state.client_id.as_str()),
+                    will,
+                });
             }
             self.index_restored(state);
         }
-        let authentication_enabled = !matches!(config.authentication, Authentication::None);
-        let security = self.security();
-        for (client_id, forget_op, will) in wills {
-            let owner =
-                persist::will_owner_now(&security, authentication_enabled, will.owner.as_ref());
-            let allowed = owner
-                .as_ref()
-                .is_some_and(|principal| security.authorize(principal, Action::Write, &will.topic));
-            if !allowed {
-                tracing::info!(
-                    %client_id,
-                    topic = %will.topic,
-                    user = will.owner.as_ref().map_or("unknown", |o| &*o.user),
-                    "will of a client connected at the last stop not published: its owner is unknown or not authorized to write the topic now"
-                );
-                self.persist_background(vec![forget_op]);
-                continue;
-            }
-            let message = self.memory.charge(persist::will_message(&will));
-            let (plan, mut ops) = self.plan_route(message);
-            ops.push(forget_op);
-            self.persist_background(ops);
-            self.complete_route(plan);
-            self.counters.wills_published();
-            tracing::info!(%client_id, topic = %will.topic,
-                "will of a client connected at the last stop published");
-        }
+        persist::publish_recovered_wills(self, wills, config);
         counts
     }
 
