@@ -16,7 +16,8 @@ mod persist_support;
 use persist_support::{numbered_publish, Wire};
 
 const PUBLISHERS: u32 = 8;
-const MESSAGES_PER_PUBLISHER: u32 = 1000;
+/// Enough for a run of a few seconds on the durable store (shorter runs were too noisy).
+const MESSAGES_PER_PUBLISHER: u32 = 5000;
 const WINDOW: u32 = 32;
 const TOPIC: &str = "fanin/t";
 
@@ -154,6 +155,12 @@ async fn persistent_qos1_fan_in_throughput() {
     let mosquitto = mosquitto_rate().await;
     println!("fan-in: {PUBLISHERS} publishers x {MESSAGES_PER_PUBLISHER} QoS 1 (window {WINDOW}) -> 1 offline persistent session, {total} msgs");
     println!("ferromq durable (fsync): {durable:.0} msg/s; store {stats:?}");
+    if let Some(s) = stats.filter(|s| s.group_commits > 0) {
+        println!(
+            "  {:.0} batches per fsync (group commit)",
+            s.batches_committed as f64 / s.group_commits as f64
+        );
+    }
     println!(
         "ferromq memory:          {memory:.0} msg/s; durable/memory = {:.2}",
         durable / memory

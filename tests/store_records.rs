@@ -39,6 +39,10 @@ async fn every_record_kind_survives_a_reopen() {
             qos: QoS::AtLeastOnce,
             retain: true,
             properties: Bytes::from_static(b"\x18\x00\x00\x00\x05"),
+            owner: Some(ferromq::store::WillOwner {
+                user: Arc::from("alice"),
+                anonymous: false,
+            }),
         }),
         expiry_ms: Some(3_600_000),
         last_seen_ms: 1_700_000_000_123,

@@ -10,8 +10,9 @@
 //!   connections, new TLS material for new handshakes).
 //! - Policy entries: the pending-message limits are swapped whole and apply to every message
 //!   routed from then on (messages already queued stay queued).
-//! - `systemUsage` limits: the store limit is fixed when the store opens (restart to change it);
-//!   memory limits are not enforced by the broker (logged).
+//! - `systemUsage` limits: a new `memoryUsage` limit applies from the next publish (messages
+//!   already held stay); the store limit is fixed when the store opens (restart to change it);
+//!   `tempUsage` has no meaning for ferromq (logged).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tokio::sync::Mutex;
 
 use super::limits::PendingLimits;
 use super::listener_set::ListenerSet;
+use super::memory::DEFAULT_MEMORY_LIMIT_BYTES;
 use super::runtime::BrokerCore;
 use crate::config::diff::ConfigDiff;
 use crate::config::Config;
@@ -61,10 +63,29 @@ impl BrokerApply {
                 .store(Arc::new(PendingLimits::from_policies(&new.policies)));
             tracing::info!("policy entries applied: new pending-message limits");
         }
-        if !diff.limits.is_empty() {
+        if diff.limits.contains(&"memoryUsage") {
+            let memory = &self.core.memory;
+            memory.set_limit_bytes(
+                new.limits
+                    .memory_limit_bytes
+                    .unwrap_or(DEFAULT_MEMORY_LIMIT_BYTES),
+            );
             tracing::info!(
-                limits = ?diff.limits,
-                "systemUsage limits changed: ferromq does not enforce them, nothing to apply"
+                limit_bytes = memory.limit_bytes(),
+                used_bytes = memory.used_bytes(),
+                "memoryUsage limit applied"
+            );
+        }
+        let restart_only: Vec<_> = diff
+            .limits
+            .iter()
+            .filter(|name| **name != "memoryUsage")
+            .collect();
+        if !restart_only.is_empty() {
+            tracing::info!(
+                limits = ?restart_only,
+                "systemUsage limits changed: storeUsage applies at the next restart (the store \
+                 opens with it), tempUsage is not used by ferromq"
             );
         }
         if failures.is_empty() {

@@ -18,6 +18,8 @@ pub struct Counters {
     protocol_errors: AtomicU64,
     wills_published: AtomicU64,
     refused_store_full: AtomicU64,
+    refused_memory_full: AtomicU64,
+    dropped_memory_full: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -48,6 +50,11 @@ pub struct CountersSnapshot {
     /// QoS 1/2 publishes refused (dropped, not acknowledged) because the durable store
     /// reached its `storeUsage` limit.
     pub refused_store_full: u64,
+    /// QoS 1/2 publishes refused (dropped, not acknowledged) because the messages held in
+    /// memory reached the `memoryUsage` limit.
+    pub refused_memory_full: u64,
+    /// QoS 0 publishes dropped because the `memoryUsage` limit was reached.
+    pub dropped_memory_full: u64,
 }
 
 macro_rules! bump {
@@ -74,6 +81,8 @@ impl Counters {
         protocol_errors,
         wills_published,
         refused_store_full,
+        refused_memory_full,
+        dropped_memory_full,
     );
 
     pub(crate) fn add_messages_out(&self, n: u64) {
@@ -103,6 +112,8 @@ impl Counters {
             protocol_errors: get(&self.protocol_errors),
             wills_published: get(&self.wills_published),
             refused_store_full: get(&self.refused_store_full),
+            refused_memory_full: get(&self.refused_memory_full),
+            dropped_memory_full: get(&self.dropped_memory_full),
         }
     }
 }

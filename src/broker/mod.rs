@@ -19,6 +19,7 @@ pub mod keepalive;
 pub mod limits;
 pub mod listener;
 pub mod listener_set;
+pub mod memory;
 pub mod message;
 pub mod persist;
 pub mod queue;
@@ -146,7 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<BrokerHandle> {
             let dir = durable.store().dir().map(|d| d.display().to_string());
             let problems = recovered.stats.problems.clone();
             let core = Arc::new(BrokerCore::new_durable(&config, durable)?);
-            let counts = core.restore_durable(recovered);
+            let counts = core.restore_durable(recovered, &config);
             tracing::info!(
                 store = dir.as_deref().unwrap_or("memory"),
                 sessions = counts.sessions,
@@ -188,9 +189,10 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
-    if core.durable().is_some() {
+    if let Some(expiry) = persist::SessionExpiry::of(&config) {
         tokio::spawn(persist::expire_sessions_periodically(
             core.clone(),
+            expiry,
             shutdown.clone(),
             task_alive.clone(),
         ));

@@ -14,23 +14,18 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::inflight::{InflightEntry, InflightStage};
+use super::memory::MemoryGauge;
 use super::message::Message;
 use super::queue::QueuedMessage;
 use super::session::{SessionState, Subscription};
-use crate::config::{Config, Persistence};
+use crate::config::{Authentication, Config, Persistence};
 use crate::protocol::{LastWill, QoS, RetainHandling, SubscriptionOptions};
+use crate::security::{Action, Principal, Security};
 use crate::store::{
     Op, QueueState, Recovered, RecoveredSession, SessionRecord, Store, StoreLimits, StoreStats,
-    StoredMessage, SubscriptionRecord, WillRecord,
+    StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 
-/// How long an abandoned persistent session (client offline, never back) is kept: 7 days, as
-/// a documented constant. ActiveMQ keeps durable subscriptions forever unless
-/// `offlineDurableSubscriberTimeout` is set; a broker that fsyncs every queued message cannot
-/// let forgotten clients fill its disk, so ferromq bounds it.
-pub const DEFAULT_SESSION_EXPIRY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-/// How often abandoned sessions are looked for.
-pub const SESSION_EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// `storeUsage` refusals are logged when their total is a power of two (a full store under
 /// load would otherwise log every message).
 fn log_every_power_of_two(total: u64) -> bool {
@@ -150,15 +145,99 @@ fn message_from_stored(stored: StoredMessage) -> Message {
     }
 }
 
-/// The will as kept with a persistent session. MQTT 5 will properties are not kept yet.
-pub fn will_record(will: &LastWill) -> WillRecord {
+/// The will as kept with a persistent session, with the principal that connected with it.
+/// MQTT 5 will properties are not kept yet.
+pub fn will_record(will: &LastWill, owner: &Principal) -> WillRecord {
     WillRecord {
         topic: Arc::from(will.topic.as_str()),
         payload: will.payload.clone(),
         qos: will.qos,
         retain: will.retain,
         properties: bytes::Bytes::new(),
+        owner: Some(WillOwner {
+            user: owner.user.clone(),
+            anonymous: owner.anonymous,
+        }),
     }
+}
+
+/// A will found in the store at startup: its client was connected when the broker stopped
+/// without a clean shutdown.
+#[derive(Debug)]
+pub struct RecoveredWill {
+    pub client_id: Arc<str>,
+    /// Writes the session record without the will: in the batch that publishes it.
+    pub forget: Op,
+    pub will: WillRecord,
+}
+
+/// Publish the wills of a crash (see [`super::BrokerCore::restore_durable`]): each authorized
+/// as its owner as of now with `config`'s security (unknown or unauthorized owner: not
+/// published, logged), then routed like a publish, QoS and retain flag honoured. The will's
+/// removal from its session record is in the same store batch as its queue entries, so it is
+/// published at most once.
+pub fn publish_recovered_wills(
+    core: &super::BrokerCore,
+    wills: Vec<RecoveredWill>,
+    config: &Config,
+) {
+    let authentication_enabled = !matches!(config.authentication, Authentication::None);
+    let security = core.security();
+    for RecoveredWill {
+        client_id,
+        forget,
+        will,
+    } in wills
+    {
+        let owner = will_owner_now(&security, authentication_enabled, will.owner.as_ref());
+        let allowed = owner
+            .as_ref()
+            .is_some_and(|principal| security.authorize(principal, Action::Write, &will.topic));
+        if !allowed {
+            tracing::info!(
+                %client_id,
+                topic = %will.topic,
+                user = will.owner.as_ref().map_or("unknown", |o| &*o.user),
+                "will of a client connected at the last stop not published: its owner is \
+                 unknown or not authorized to write the topic now"
+            );
+            core.persist_background(vec![forget]);
+            continue;
+        }
+        let message = core.memory.charge(Message {
+            topic: will.topic.clone(),
+            payload: will.payload.clone(),
+            qos: will.qos,
+            retain: will.retain,
+        });
+        let (plan, mut ops) = core.plan_route(message);
+        ops.push(forget);
+        core.persist_background(ops);
+        core.complete_route(plan);
+        core.counters.wills_published();
+        tracing::info!(%client_id, topic = %will.topic,
+            "will of a client connected at the last stop published");
+    }
+}
+
+/// The principal a will left by a crash is published as: its owner as the security snapshot
+/// knows them NOW (groups looked up again), so a user removed or moved out of a group since is
+/// not trusted with their old rights. `None`: unknown owner (not published).
+fn will_owner_now(
+    security: &Security,
+    authentication_enabled: bool,
+    owner: Option<&WillOwner>,
+) -> Option<Principal> {
+    let owner = owner?;
+    if !authentication_enabled {
+        // Everyone connects as the anonymous principal now, whoever they were then.
+        return Some(Principal::anonymous());
+    }
+    security.groups_of(&owner.user).map(|groups| Principal {
+        user: owner.user.clone(),
+        groups,
+        anonymous: owner.anonymous,
+    })
 }
 
 /// The store record of a session's own data (not its queue).
@@ -195,8 +274,11 @@ pub fn put_session_op(state: &SessionState) -> Op {
 /// Rebuild a session's state from the store: queued entries become pending, sent ones
 /// in-flight (re-sent with DUP=1 on reconnect), released ones awaiting PUBCOMP (PUBREL
 /// re-sent). Returns the state and the will it held (the client was connected when the broker
-/// stopped, if it is set).
-pub fn restore_session(recovered: RecoveredSession) -> (SessionState, Option<WillRecord>) {
+/// stopped, if it is set). Every message is charged to `memory` (it is held in memory now).
+pub fn restore_session(
+    recovered: RecoveredSession,
+    memory: &Arc<MemoryGauge>,
+) -> (SessionState, Option<WillRecord>) {
     let mut state = SessionState::new(&recovered.client_id, true);
     for sub in recovered.record.subscriptions {
         state.subscriptions.insert(
@@ -207,7 +289,7 @@ pub fn restore_session(recovered: RecoveredSession) -> (SessionState, Option<Wil
         );
     }
     for entry in recovered.queue {
-        let message = message_from_stored(entry.message);
+        let message = memory.charge(message_from_stored(entry.message));
         let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
         let (packet_id, stage) = match entry.entry.state {
             QueueState::Queued => {
@@ -284,50 +366,91 @@ impl RecoveredCounts {
     }
 }
 
-/// The retained messages of the store, for the runtime's retained index.
+/// The retained messages of the store, for the runtime's retained index, charged to `memory`.
 pub fn restore_retained(
     recovered: Vec<(Arc<str>, crate::store::RecoveredMessage)>,
+    memory: &Arc<MemoryGauge>,
 ) -> Vec<Message> {
     recovered
         .into_iter()
-        .map(|(_, m)| message_from_stored(m.message))
+        .map(|(_, m)| memory.charge(message_from_stored(m.message)))
         .collect()
 }
 
-/// Every [`SESSION_EXPIRY_SWEEP_INTERVAL`], delete the persistent sessions whose clients have
-/// been offline longer than [`DEFAULT_SESSION_EXPIRY_MS`], from the store and from memory.
-/// Ends at broker shutdown.
+/// When abandoned persistent sessions expire: ActiveMQ's `offlineDurableSubscriberTimeout`
+/// and `offlineDurableSubscriberTaskSchedule` (both ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionExpiry {
+    /// A session whose client has been offline this long is deleted with its queue.
+    pub timeout_ms: u64,
+    /// How often sessions are checked.
+    pub check_every_ms: u64,
+}
+
+impl SessionExpiry {
+    /// `None` when the configuration keeps offline sessions forever (ActiveMQ's default).
+    pub fn of(config: &Config) -> Option<SessionExpiry> {
+        let broker = &config.broker;
+        broker
+            .offline_durable_subscriber_timeout_ms
+            .map(|timeout_ms| SessionExpiry {
+                timeout_ms,
+                check_every_ms: broker.offline_durable_subscriber_task_schedule_ms.max(1),
+            })
+    }
+}
+
+/// Every `expiry.check_every_ms`, delete the persistent sessions whose clients have been
+/// offline longer than `expiry.timeout_ms` with their queued messages: from the durable store
+/// (which knows the last-seen time across restarts) and from memory, or from memory only for a
+/// broker without a durable store. Ends at broker shutdown.
 pub async fn expire_sessions_periodically(
     core: Arc<super::BrokerCore>,
+    expiry: SessionExpiry,
     shutdown: tokio_util::sync::CancellationToken,
     _task_alive: tokio::sync::mpsc::Sender<()>,
 ) {
-    let Some(durable) = core.durable().cloned() else {
-        return;
-    };
-    let mut ticks = tokio::time::interval(SESSION_EXPIRY_SWEEP_INTERVAL);
+    let mut ticks = tokio::time::interval(Duration::from_millis(expiry.check_every_ms));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let online = core.registry.attached_client_ids();
-        match durable
-            .store()
-            .expire_sessions(now_ms(), DEFAULT_SESSION_EXPIRY_MS, online)
-            .await
-        {
-            Ok(expired) if expired.is_empty() => {}
-            Ok(expired) => {
-                tracing::info!(
-                    sessions = expired.len(),
-                    expiry_ms = DEFAULT_SESSION_EXPIRY_MS,
-                    "abandoned persistent sessions expired"
-                );
-                core.drop_expired(&expired);
+        let expired = match core.durable().cloned() {
+            Some(durable) => {
+                let online = core.registry.attached_client_ids();
+                match durable
+                    .store()
+                    .expire_sessions(now_ms(), expiry.timeout_ms, online)
+                    .await
+                {
+                    Ok(expired) => expired,
+                    Err(e) => {
+                        tracing::warn!("persistent session expiry failed: {e}");
+                        continue;
+                    }
+                }
             }
-            Err(e) => tracing::warn!("persistent session expiry failed: {e}"),
+            None => offline_longer_than(&core, Duration::from_millis(expiry.timeout_ms)),
+        };
+        if !expired.is_empty() {
+            tracing::info!(
+                sessions = expired.len(),
+                offline_durable_subscriber_timeout_ms = expiry.timeout_ms,
+                "abandoned persistent sessions expired with their queued messages"
+            );
+            core.drop_expired(&expired);
         }
     }
+}
+
+/// Client ids of the in-memory persistent sessions offline for more than `timeout`.
+fn offline_longer_than(core: &super::BrokerCore, timeout: Duration) -> Vec<Arc<str>> {
+    core.registry
+        .persistent_sessions()
+        .into_iter()
+        .filter(|s| s.offline_for().is_some_and(|offline| offline > timeout))
+        .map(|s| s.client_id().clone())
+        .collect()
 }

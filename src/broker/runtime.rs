@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::counters::Counters;
 use super::limits::{pending_hard_cap, PendingLimits, DEFAULT_INFLIGHT_WINDOW};
+use super::memory::MemoryGauge;
 use super::message::{min_qos, Message};
 use super::persist::{self, Durable, RecoveredCounts};
 use super::queue::QueuedMessage;
@@ -27,7 +28,7 @@ use super::session::{DeliverOutcome, Session, SessionId, Subscription};
 use super::store::SessionStore;
 use crate::config::Config;
 use crate::protocol::{LastWill, QoS};
-use crate::security::Security;
+use crate::security::{Principal, Security};
 use crate::store::{Op, QueueEntry, QueueSeq, QueueState, Recovered};
 
 /// Everything the connection tasks of one broker share.
@@ -41,6 +42,8 @@ pub struct BrokerCore {
     /// reloaded policy denies as soon as it is swapped in.
     security_generation: watch::Sender<u64>,
     pub counters: Counters,
+    /// Bytes of messages held in memory against the `memoryUsage` limit (see [`super::memory`]).
+    pub memory: Arc<MemoryGauge>,
     /// Swapped whole on reload, so a changed `policyEntry` applies from the next publish.
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
@@ -157,6 +160,7 @@ impl BrokerCore {
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),
+            memory: MemoryGauge::from_limit(config.limits.memory_limit_bytes),
             pending_limits: arc_swap::ArcSwap::from_pointee(PendingLimits::from_policies(
                 &config.policies,
             )),
@@ -181,18 +185,27 @@ impl BrokerCore {
         }
     }
 
-    /// Sessions the durable store expired: drop them from memory too. One whose client came
-    /// back in the meantime is written back to the store (it is live again).
+    /// Expired sessions (see [`persist::expire_sessions_periodically`]): dropped from memory,
+    /// from the snapshots of a broker without a durable store, and with their queued messages.
+    /// One whose client came back in the meantime is written back to the store (it is live
+    /// again).
     pub fn drop_expired(&self, client_ids: &[Arc<str>]) {
         for client_id in client_ids {
             match self.registry.remove_offline(client_id) {
                 None => {}
-                Some(Ok(session)) => session.with_state_unchecked(|s| {
-                    let mut tree = self.subscriptions.write();
-                    for filter in s.subscriptions.keys() {
-                        tree.remove(filter, &session.id());
+                Some(Ok(session)) => {
+                    session.with_state_unchecked(|s| {
+                        let mut tree = self.subscriptions.write();
+                        for filter in s.subscriptions.keys() {
+                            tree.remove(filter, &session.id());
+                        }
+                    });
+                    if let Some(snapshots) = &self.snapshots {
+                        if let Err(e) = snapshots.remove(client_id) {
+                            tracing::warn!(%client_id, "{e}");
+                        }
                     }
-                }),
+                }
                 Some(Err(back)) => {
                     let op = back.with_state_unchecked(|s| persist::put_session_op(s));
                     self.persist_background(vec![op]);
@@ -213,29 +226,63 @@ impl BrokerCore {
         }
     }
 
-    /// Rebuild retained messages and persistent sessions from what the durable store held.
-    pub fn restore_durable(&self, recovered: Recovered) -> RecoveredCounts {
+    /// A client's PUBLISH entering the broker: charged to the memory gauge (once, shared by
+    /// every copy), or `None` when the `memoryUsage` limit is reached. Then a QoS 1/2 publish
+    /// is refused like a full store (the caller does not acknowledge it) and a QoS 0 one is
+    /// dropped; both counted and logged (rate-limited).
+    pub fn admit(&self, message: Message) -> Option<Message> {
+        if !self.memory.is_full() {
+            return Some(self.memory.charge(message));
+        }
+        let (total, outcome) = if message.qos == QoS::AtMostOnce {
+            (self.counters.dropped_memory_full(), "QoS 0 publish dropped")
+        } else {
+            (
+                self.counters.refused_memory_full(),
+                "publish refused, not acknowledged",
+            )
+        };
+        if persist::should_log_refusal(total) {
+            tracing::warn!(
+                topic = %message.topic,
+                limit_bytes = self.memory.limit_bytes(),
+                used_bytes = self.memory.used_bytes(),
+                total,
+                "{outcome}: messages held in memory reached the memoryUsage limit"
+            );
+        }
+        None
+    }
+
+    /// Rebuild retained messages and persistent sessions from what the durable store held,
+    /// then publish the wills of the clients that were connected when the broker stopped
+    /// without a clean shutdown (their connections closed without DISCONNECT: MQTT 3.1.1
+    /// 3.1.2-8; MQTT 5 3.1.2.5 allows it after a restart), authorized as their owners as of
+    /// now with `config`'s security: see [`persist::publish_recovered_wills`].
+    pub fn restore_durable(&self, recovered: Recovered, config: &Config) -> RecoveredCounts {
         let counts = RecoveredCounts::of(&recovered);
         {
             let mut retained = self.retained.write();
-            for message in persist::restore_retained(recovered.retained) {
+            for message in persist::restore_retained(recovered.retained, &self.memory) {
                 let topic = message.topic.clone();
                 retained.set(&topic, message);
             }
         }
-        let mut forget_wills = Vec::new();
+        let mut wills = Vec::new();
         for recovered_session in recovered.sessions {
-            let (state, will) = persist::restore_session(recovered_session);
+            let (mut state, will) = persist::restore_session(recovered_session, &self.memory);
             if let Some(will) = will {
-                // The client was connected when the broker stopped. Its will is not published
-                // (the authorization context of the connection is gone); it is dropped.
-                tracing::info!(client_id = %state.client_id, topic = %will.topic,
-                    "will of a client connected at the last stop is not published");
-                forget_wills.push(persist::put_session_op(&state));
+                // Gone from the record in the batch that publishes it (or drops it).
+                state.stored_will = None;
+                wills.push(persist::RecoveredWill {
+                    forget: persist::put_session_op(&state),
+                    client_id: Arc::from(state.client_id.as_str()),
+                    will,
+                });
             }
             self.index_restored(state);
         }
-        self.persist_background(forget_wills);
+        persist::publish_recovered_wills(self, wills, config);
         counts
     }
 
@@ -290,13 +337,14 @@ impl BrokerCore {
     }
 
     /// Give a CONNECTing client its session (see [`SessionRegistry::attach`]).
-    /// A persistent session's record in the durable store carries `will`.
+    /// A persistent session's record in the durable store carries `will` and the principal
+    /// that connected with it (a will published after a crash is authorized as its owner).
     pub fn attach(
         &self,
         client_id: &str,
         clean_session: bool,
         allow_link_stealing: bool,
-        will: Option<&LastWill>,
+        will: Option<(&LastWill, &Principal)>,
     ) -> Result<Attached, AttachError> {
         let attached = self
             .registry
@@ -306,7 +354,7 @@ impl BrokerCore {
         }
         if self.durable.is_some() && attached.session.is_persistent() {
             let op = attached.session.with_state_unchecked(|s| {
-                s.stored_will = will.map(persist::will_record);
+                s.stored_will = will.map(|(will, owner)| persist::will_record(will, owner));
                 persist::put_session_op(s)
             });
             self.persist_background(vec![op]);

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -77,6 +78,9 @@ struct SessionInner {
     attachment: Option<Attachment>,
     /// Discarded (clean session ended or replaced): late deliveries are dropped.
     ended: bool,
+    /// When the last connection left (or the session was restored): for the expiry of
+    /// abandoned persistent sessions. `None` while attached.
+    offline_since: Option<Instant>,
 }
 
 /// What [`Session::deliver`] did with a message.
@@ -122,6 +126,7 @@ impl Session {
                 state,
                 attachment: None,
                 ended: false,
+                offline_since: Some(Instant::now()),
             }),
         }
     }
@@ -142,6 +147,11 @@ impl Session {
         self.inner.lock().attachment.is_some()
     }
 
+    /// How long no connection has held the session; `None` while one does.
+    pub fn offline_for(&self) -> Option<Duration> {
+        self.inner.lock().offline_since.map(|since| since.elapsed())
+    }
+
     /// Attach a connection with `generation`, kicking out the current one (whose token is
     /// cancelled). Called by the registry under its lock.
     pub(crate) fn attach(&self, generation: u64) -> AttachToken {
@@ -159,6 +169,7 @@ impl Session {
             kick: token.kick.clone(),
             wake: token.wake.clone(),
         });
+        inner.offline_since = None;
         token
     }
 
@@ -168,6 +179,7 @@ impl Session {
         match &inner.attachment {
             Some(a) if a.generation == generation => {
                 inner.attachment = None;
+                inner.offline_since = Some(Instant::now());
                 true
             }
             _ => false,

@@ -12,7 +12,8 @@
 //! # What cannot change at runtime
 //!
 //! The broker name, the data directory, `persistent` and the persistence adapter are fixed for
-//! the life of the process: the store is open on them. When a reload changes them, the diff lists
+//! the life of the process: the store is open on them. The offline persistent session expiry
+//! (`offlineDurableSubscriberTimeout`/`TaskSchedule`) is read at startup too, as in ActiveMQ. When a reload changes them, the diff lists
 //! them in [`ConfigDiff::restart_needed`], the reloader logs "needs a restart; kept the running
 //! value" and calls [`keep_running_values`] so the configuration it applies carries the running
 //! values; **everything else in the same reload still applies**. Refusing the whole reload would
@@ -514,6 +515,8 @@ fn diff_restart(
         data_directory,
         persistent,
         start: _,
+        offline_durable_subscriber_timeout_ms,
+        offline_durable_subscriber_task_schedule_ms,
     } = broker;
     let mut out = Vec::new();
     let mut check = |name: &'static str, running: String, requested: String| {
@@ -539,6 +542,19 @@ fn diff_restart(
         "persistent",
         persistent.to_string(),
         new.broker.persistent.to_string(),
+    );
+    let timeout = |ms: &Option<u64>| ms.map_or_else(|| "-1".to_owned(), |ms| ms.to_string());
+    check(
+        "offlineDurableSubscriberTimeout",
+        timeout(offline_durable_subscriber_timeout_ms),
+        timeout(&new.broker.offline_durable_subscriber_timeout_ms),
+    );
+    check(
+        "offlineDurableSubscriberTaskSchedule",
+        offline_durable_subscriber_task_schedule_ms.to_string(),
+        new.broker
+            .offline_durable_subscriber_task_schedule_ms
+            .to_string(),
     );
     check(
         "persistenceAdapter",

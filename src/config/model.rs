@@ -43,7 +43,17 @@ pub struct BrokerSettings {
     pub persistent: bool,
     /// `start`, default true; false: `run` builds the graph and exits.
     pub start: bool,
+    /// `offlineDurableSubscriberTimeout` (ms): a persistent session whose client has been
+    /// offline longer is deleted with its queued messages. `None` (ActiveMQ's default, -1):
+    /// kept until its client comes back.
+    pub offline_durable_subscriber_timeout_ms: Option<u64>,
+    /// `offlineDurableSubscriberTaskSchedule` (ms, ActiveMQ's default 300000): how often
+    /// sessions past the timeout are looked for.
+    pub offline_durable_subscriber_task_schedule_ms: u64,
 }
+
+/// ActiveMQ's `BrokerService` default for `offlineDurableSubscriberTaskSchedule`: 5 minutes.
+pub const DEFAULT_OFFLINE_DURABLE_TASK_SCHEDULE_MS: u64 = 300_000;
 
 impl Default for BrokerSettings {
     fn default() -> Self {
@@ -52,6 +62,8 @@ impl Default for BrokerSettings {
             data_directory: PathBuf::from("activemq-data"),
             persistent: true,
             start: true,
+            offline_durable_subscriber_timeout_ms: None,
+            offline_durable_subscriber_task_schedule_ms: DEFAULT_OFFLINE_DURABLE_TASK_SCHEDULE_MS,
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct Summary {
     pub authorization: Option<Vec<EntrySummary>>,
     pub store: StoreSummary,
     pub limits: BTreeMap<&'static str, u64>,
+    /// `offlineDurableSubscriberTimeout`: an offline persistent session is deleted after this
+    /// long; `None`: kept until its client returns.
+    pub offline_session_timeout_ms: Option<u64>,
     pub policies: Vec<String>,
     /// Polling period when runtime reload is on.
     pub reload_check_period_ms: Option<u64>,
@@ -184,6 +187,7 @@ impl Summary {
                 },
             },
             limits,
+            offline_session_timeout_ms: config.broker.offline_durable_subscriber_timeout_ms,
             policies: config
                 .policies
                 .iter()
@@ -462,6 +466,16 @@ fn render_summary(out: &mut String, s: &Summary) {
             .collect();
         let _ = writeln!(out, "  limits: {}", limits.join(", "));
     }
+    let _ = match s.offline_session_timeout_ms {
+        None => writeln!(
+            out,
+            "  offline persistent sessions: kept until their client returns"
+        ),
+        Some(ms) => writeln!(
+            out,
+            "  offline persistent sessions: deleted with their queues after {ms} ms offline"
+        ),
+    };
     for policy in &s.policies {
         let _ = writeln!(out, "  policy: {policy}");
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::types::{
-    QueueEntry, QueueState, SessionRecord, StoredMessage, SubscriptionRecord, WillRecord,
+    QueueEntry, QueueState, SessionRecord, StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 
@@ -304,6 +304,12 @@ fn options_from_byte(r: &Reader<'_>, b: u8) -> Result<SubscriptionOptions, Decod
     })
 }
 
+/// The will marker of a session record. Records written before owners were kept use 1, and
+/// still decode (with no owner), so an existing store opens without a format change.
+const WILL_NONE: u8 = 0;
+const WILL_WITHOUT_OWNER: u8 = 1;
+const WILL_WITH_OWNER: u8 = 2;
+
 pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {
     let mut w = Writer::new(64);
     w.u64(s.last_seen_ms);
@@ -315,14 +321,22 @@ pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {
         w.opt_u32(sub.subscription_id);
     }
     match &s.will {
-        None => w.u8(0),
+        None => w.u8(WILL_NONE),
         Some(will) => {
-            w.u8(1);
+            w.u8(if will.owner.is_some() {
+                WILL_WITH_OWNER
+            } else {
+                WILL_WITHOUT_OWNER
+            });
             w.bytes(will.topic.as_bytes());
             w.u8(will.qos as u8);
             w.u8(u8::from(will.retain));
             w.bytes(&will.properties);
             w.bytes(&will.payload);
+            if let Some(owner) = &will.owner {
+                w.bytes(owner.user.as_bytes());
+                w.u8(u8::from(owner.anonymous));
+            }
         }
     }
     w.0
@@ -347,21 +361,32 @@ pub(crate) fn decode_session(buf: &Bytes) -> Result<SessionRecord, DecodeError> 
             subscription_id,
         });
     }
-    let will = if r.bool()? {
-        let topic = r.str()?;
-        let qos = r.qos()?;
-        let retain = r.bool()?;
-        let properties = r.bytes()?;
-        let payload = r.bytes()?;
-        Some(WillRecord {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-        })
-    } else {
-        None
+    let will = match r.u8()? {
+        WILL_NONE => None,
+        kind @ (WILL_WITHOUT_OWNER | WILL_WITH_OWNER) => {
+            let topic = r.str()?;
+            let qos = r.qos()?;
+            let retain = r.bool()?;
+            let properties = r.bytes()?;
+            let payload = r.bytes()?;
+            let owner = if kind == WILL_WITH_OWNER {
+                Some(WillOwner {
+                    user: r.str()?,
+                    anonymous: r.bool()?,
+                })
+            } else {
+                None
+            };
+            Some(WillRecord {
+                topic,
+                payload,
+                qos,
+                retain,
+                properties,
+                owner,
+            })
+        }
+        other => return Err(r.error(format!("invalid will marker {other}"))),
     };
     r.finish(SessionRecord {
         subscriptions,
@@ -424,6 +449,10 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: true,
                 properties: Bytes::new(),
+                owner: Some(WillOwner {
+                    user: Arc::from("alice"),
+                    anonymous: false,
+                }),
             }),
             expiry_ms: Some(7),
             last_seen_ms: 1_700_000_000_000,
@@ -431,6 +460,33 @@ mod tests {
         assert_eq!(
             decode_session(&Bytes::from(encode_session(&s))).expect("s"),
             s
+        );
+    }
+
+    #[test]
+    fn a_will_record_of_the_format_before_owners_still_decodes() {
+        // Written by hand in the old layout: no subscriptions, will marker 1, no owner after
+        // the payload.
+        let mut w = Writer::new(32);
+        w.u64(5);
+        w.opt_u64(None);
+        w.u32(0);
+        w.u8(1);
+        w.bytes(b"will/t");
+        w.u8(2);
+        w.u8(0);
+        w.bytes(b"");
+        w.bytes(b"bye");
+        let old = Bytes::from(w.0);
+        let decoded = decode_session(&old).expect("old record");
+        let will = decoded.will.clone().expect("will");
+        assert_eq!((&*will.topic, &will.payload[..]), ("will/t", &b"bye"[..]));
+        assert_eq!(will.qos, QoS::ExactlyOnce);
+        assert_eq!(will.owner, None);
+        assert_eq!(
+            encode_session(&decoded),
+            old.to_vec(),
+            "no owner: the old layout"
         );
     }
 

@@ -81,7 +81,7 @@ pub use error::StoreError;
 pub use recover::RecoveryStats;
 pub use types::{
     MessageId, Op, QueueEntry, QueueSeq, QueueState, Recovered, RecoveredEntry, RecoveredMessage,
-    RecoveredSession, SessionRecord, StoredMessage, SubscriptionRecord, WillRecord,
+    RecoveredSession, SessionRecord, StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 
 use lock::DirLock;

@@ -54,6 +54,19 @@ pub struct WillRecord {
     pub retain: bool,
     /// MQTT 5 will properties (including the will delay interval), encoded; empty for 3.1.1.
     pub properties: Bytes,
+    /// Who connected with this will, so a will published after a restart is authorized as its
+    /// owner. `None` in records written before it was kept (such a will is not published).
+    pub owner: Option<WillOwner>,
+}
+
+/// The authenticated identity of a will's owner. Groups are not kept: they are looked up again
+/// (as of the restart) from the user name, the way the security module forms a principal
+/// without a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillOwner {
+    pub user: Arc<str>,
+    /// Logged in without credentials (anonymous access, or no authentication plugin).
+    pub anonymous: bool,
 }
 
 /// A persistent session's own data (its queue and inbound QoS 2 ids are separate records, so

@@ -8,7 +8,9 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use ferromq::protocol::{decode, encode, Connect, Packet, ProtocolVersion, Publish, QoS};
+use ferromq::protocol::{
+    decode, encode, Connect, ConnectReason, Packet, ProtocolVersion, Publish, QoS,
+};
 
 /// A minimal error-tolerant MQTT 3.1.1 client (the broker may vanish at any byte).
 pub struct Wire {
@@ -19,35 +21,36 @@ pub struct Wire {
 impl Wire {
     /// Connect and CONNECT, retrying while the broker (re)starts.
     pub async fn connect(addr: SocketAddr, client_id: &str, clean: bool) -> Wire {
+        Wire::connect_with(addr, connect_packet(client_id, clean)).await
+    }
+
+    /// Connect and send `connect`, retrying while the broker (re)starts, until a CONNACK
+    /// accepting it.
+    pub async fn connect_with(addr: SocketAddr, connect: Connect) -> Wire {
         let give_up = Instant::now() + Duration::from_secs(15);
         loop {
             assert!(Instant::now() < give_up, "broker did not come back");
-            if let Ok(mut wire) = Wire::try_connect(addr, client_id, clean).await {
-                if let Ok(Some(Packet::ConnAck(_))) = wire.recv(Duration::from_secs(2)).await {
-                    return wire;
+            if let Ok(mut wire) = Wire::try_connect(addr, &connect).await {
+                match wire.recv(Duration::from_secs(2)).await {
+                    Ok(Some(Packet::ConnAck(ack))) if ack.reason == ConnectReason::Success => {
+                        return wire
+                    }
+                    Ok(Some(Packet::ConnAck(ack))) => panic!("CONNECT refused: {ack:?}"),
+                    _ => {}
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    async fn try_connect(addr: SocketAddr, client_id: &str, clean: bool) -> std::io::Result<Wire> {
+    async fn try_connect(addr: SocketAddr, connect: &Connect) -> std::io::Result<Wire> {
         let stream = TcpStream::connect(addr).await?;
         let mut wire = Wire {
             stream,
             buf: BytesMut::new(),
         };
-        wire.send(&Packet::Connect(Box::new(Connect {
-            protocol: ProtocolVersion::V311,
-            client_id: client_id.into(),
-            clean_start: clean,
-            keep_alive_secs: 0,
-            username: None,
-            password: None,
-            will: None,
-            properties: None,
-        })))
-        .await?;
+        wire.send(&Packet::Connect(Box::new(connect.clone())))
+            .await?;
         Ok(wire)
     }
 
@@ -74,6 +77,20 @@ impl Wire {
                 Ok(Ok(_)) => {}
             }
         }
+    }
+}
+
+/// A 3.1.1 CONNECT without credentials or will, keep-alive off.
+pub fn connect_packet(client_id: &str, clean: bool) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V311,
+        client_id: client_id.into(),
+        clean_start: clean,
+        keep_alive_secs: 0,
+        username: None,
+        password: None,
+        will: None,
+        properties: None,
     }
 }
 

@@ -148,7 +148,7 @@ where
         &client_id,
         connect.clean_start,
         params.listener.options.allow_link_stealing,
-        connect.will.as_ref(),
+        connect.will.as_ref().map(|will| (will, &principal)),
     ) {
         Ok(a) => a,
         Err(AttachError::ClientIdInUse) => {

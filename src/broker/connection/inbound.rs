@@ -107,6 +107,9 @@ impl Conn {
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
+                let Some(message) = self.core.admit(message) else {
+                    return Ok(());
+                };
                 if self.pending_acks.is_empty() {
                     if let Some(routed) = self.publish(message) {
                         self.pause_for(routed);
@@ -170,7 +173,8 @@ impl Conn {
     /// durable store is durable (at once without a store, or when it changes nothing there).
     /// `inbound_qos2`: the QoS 2 packet id to record with it. Refused by a full store: not
     /// acknowledged and not routed (3.1.1 has no negative PUBACK; MQTT 5 would send 0x97 quota
-    /// exceeded), counted in `refused_store_full` and logged; the connection stays.
+    /// exceeded), counted in `refused_store_full` and logged; the connection stays. The same
+    /// when the `memoryUsage` limit is reached (`refused_memory_full`, see `BrokerCore::admit`).
     fn publish_acked(
         &mut self,
         message: Message,
@@ -180,6 +184,13 @@ impl Conn {
         if !self.authorize(&message) {
             return self.ack(ack);
         }
+        let Some(message) = self.core.admit(message) else {
+            // The memoryUsage limit: refused like a full store (the client re-sends later).
+            if let Some(id) = inbound_qos2 {
+                self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            }
+            return Ok(());
+        };
         let (plan, ops) = self.core.plan_route(message);
         let qos2_op = match inbound_qos2 {
             Some(packet_id) if self.session.is_persistent() => Some(Op::AddInboundQos2 {
@@ -294,12 +305,13 @@ impl Conn {
 
     /// Publish the will (abnormal close), under the same rules as a PUBLISH.
     pub(super) fn publish_will(&mut self, will: LastWill) {
-        let message = Message {
+        // Charged but never refused for memory: a will is one bounded message per connection.
+        let message = self.core.memory.charge(Message {
             topic: Arc::from(will.topic),
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
-        };
+        });
         // The connection is closing: nothing to pause.
         if self.publish(message).is_some() {
             self.core.counters.wills_published();

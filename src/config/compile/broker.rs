@@ -6,6 +6,7 @@ use super::Ctx;
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{BrokerSettings, Persistence};
 use crate::config::tree::Element;
+use crate::config::values;
 
 pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> BrokerSettings {
     let defaults = BrokerSettings::default();
@@ -42,6 +43,51 @@ pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> BrokerSettings {
             .bool_attr(broker, "persistent")
             .unwrap_or(defaults.persistent),
         start: ctx.bool_attr(broker, "start").unwrap_or(defaults.start),
+        offline_durable_subscriber_timeout_ms: offline_timeout_ms(ctx, broker),
+        offline_durable_subscriber_task_schedule_ms: offline_task_schedule_ms(ctx, broker)
+            .unwrap_or(defaults.offline_durable_subscriber_task_schedule_ms),
+    }
+}
+
+/// `offlineDurableSubscriberTimeout`: milliseconds; -1 (ActiveMQ's default) = never expire.
+/// 0 is taken literally as in ActiveMQ: every offline persistent session goes at the next check.
+fn offline_timeout_ms(ctx: &mut Ctx<'_>, broker: &Element) -> Option<u64> {
+    let attr = ctx.attr(broker, "offlineDurableSubscriberTimeout")?;
+    match values::parse_duration_ms(&attr.value) {
+        Ok(-1) => None,
+        Ok(ms) if ms < 0 => {
+            ctx.value_error(
+                attr,
+                "offlineDurableSubscriberTimeout cannot be negative (other than -1)",
+                "-1 keeps offline persistent sessions forever; a positive number of milliseconds expires them",
+            );
+            None
+        }
+        Ok(ms) => Some(ms.unsigned_abs()),
+        Err(e) => {
+            ctx.push(e.into_diagnostic(attr.value_span.clone()));
+            None
+        }
+    }
+}
+
+/// `offlineDurableSubscriberTaskSchedule`: milliseconds, more than 0.
+fn offline_task_schedule_ms(ctx: &mut Ctx<'_>, broker: &Element) -> Option<u64> {
+    let attr = ctx.attr(broker, "offlineDurableSubscriberTaskSchedule")?;
+    match values::parse_duration_ms(&attr.value) {
+        Ok(ms) if ms > 0 => Some(ms.unsigned_abs()),
+        Ok(_) => {
+            ctx.value_error(
+                attr,
+                "offlineDurableSubscriberTaskSchedule must be more than 0",
+                "the default checks every 300000 ms (5 minutes)",
+            );
+            None
+        }
+        Err(e) => {
+            ctx.push(e.into_diagnostic(attr.value_span.clone()));
+            None
+        }
     }
 }
 

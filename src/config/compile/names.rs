@@ -37,7 +37,7 @@ const WHY_IGNORED: &[(&str, &str)] = &[
     ),
     (
         "percentOfJvmHeap",
-        "there is no JVM heap; set <memoryUsage limit=\"...\"/> for a memory limit",
+        "there is no JVM heap; the memory limit is <memoryUsage limit=\"...\"/> (default 1 gb)",
     ),
 ];
 

@@ -334,3 +334,43 @@ fn no_broker_or_two_brokers() {
     );
     assert!(has(&two.diagnostics, "a second <broker>"));
 }
+
+#[test]
+fn offline_durable_subscriber_expiry_uses_activemq_names_and_defaults() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conn = connectors(&["mqtt://0.0.0.0:1883"]);
+    let default = valid(load(&conn)).broker;
+    assert_eq!(default.offline_durable_subscriber_timeout_ms, None);
+    assert_eq!(default.offline_durable_subscriber_task_schedule_ms, 300_000);
+    let set = |attrs: &str| load_in(dir.path(), attrs, &conn, &options());
+    let broker = valid(set(
+        r#"offlineDurableSubscriberTimeout="86400000" offlineDurableSubscriberTaskSchedule="60000""#,
+    ))
+    .broker;
+    assert_eq!(
+        broker.offline_durable_subscriber_timeout_ms,
+        Some(86_400_000)
+    );
+    assert_eq!(broker.offline_durable_subscriber_task_schedule_ms, 60_000);
+    let never = valid(set(r#"offlineDurableSubscriberTimeout="-1""#)).broker;
+    assert_eq!(never.offline_durable_subscriber_timeout_ms, None);
+    for (attrs, needle) in [
+        (
+            r#"offlineDurableSubscriberTimeout="-5""#,
+            "cannot be negative",
+        ),
+        (
+            r#"offlineDurableSubscriberTimeout="7 days""#,
+            "not a duration",
+        ),
+        (r#"offlineDurableSubscriberTaskSchedule="0""#, "more than 0"),
+    ] {
+        let loaded = set(attrs);
+        assert!(
+            has(&loaded.diagnostics, needle),
+            "{attrs}: {:?}",
+            messages(&loaded.diagnostics)
+        );
+        assert!(loaded.into_result().is_err(), "{attrs} is an error");
+    }
+}

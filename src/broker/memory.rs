@@ -1,0 +1,158 @@
+//! The `systemUsage/memoryUsage` limit: how many bytes of messages the broker holds in memory
+//! (session queues, in-flight windows, retained messages, bodies waiting for the store).
+//!
+//! Each message body is charged ONCE, however many sessions it fans out to: its payload is
+//! wrapped ([`bytes::Bytes::from_owner`]) around a `Charge` that holds the bytes on a shared
+//! [`MemoryGauge`], and every copy of the message shares that one owner. The charge is released
+//! when the last reference goes (delivered and acknowledged, dropped by a full queue, expired
+//! session, replaced retained message...), so no exit path has to remember to release it.
+//!
+//! When usage reaches the limit, new QoS 1/2 publishes are refused like a full store (not
+//! acknowledged; the client re-sends them later) and QoS 0 publishes are dropped. ActiveMQ
+//! blocks the producer instead; a refusal keeps the connection's other traffic (acks that free
+//! memory) flowing.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::message::Message;
+
+/// ActiveMQ's `BrokerService` default when no `memoryUsage` is configured: 1 GB. (Its shipped
+/// activemq.xml says `percentOfJvmHeap="70"` of the launcher's default `-Xmx1G`, about 700 MB;
+/// ferromq has no JVM heap, so a file written that way gets this default; see docs.)
+pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1 << 30;
+
+/// Bytes charged per message on top of its topic and payload: the message value, its queue
+/// slot and reference counts, rounded up.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 128;
+
+/// Bytes of messages held in memory, against the configured limit. Shared by every charge.
+#[derive(Debug)]
+pub struct MemoryGauge {
+    used_bytes: AtomicU64,
+    limit_bytes: AtomicU64,
+}
+
+impl MemoryGauge {
+    pub fn new(limit_bytes: u64) -> Arc<MemoryGauge> {
+        Arc::new(MemoryGauge {
+            used_bytes: AtomicU64::new(0),
+            limit_bytes: AtomicU64::new(limit_bytes),
+        })
+    }
+
+    /// From the configured `memoryUsage` limit, else [`DEFAULT_MEMORY_LIMIT_BYTES`].
+    pub fn from_limit(configured_bytes: Option<u64>) -> Arc<MemoryGauge> {
+        Self::new(configured_bytes.unwrap_or(DEFAULT_MEMORY_LIMIT_BYTES))
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn limit_bytes(&self) -> u64 {
+        self.limit_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A reloaded limit: applies to the next publish (what is held stays held).
+    pub fn set_limit_bytes(&self, limit_bytes: u64) {
+        self.limit_bytes.store(limit_bytes, Ordering::Relaxed);
+    }
+
+    /// Usage has reached the limit: new messages are refused until some are released.
+    pub fn is_full(&self) -> bool {
+        self.used_bytes() >= self.limit_bytes()
+    }
+
+    /// `message` with its payload charged to this gauge until its last copy is dropped.
+    /// Charge a message once, where it enters the broker: every clone shares the charge.
+    pub fn charge(self: &Arc<Self>, message: Message) -> Message {
+        let charged_bytes =
+            message.topic.len() as u64 + message.payload.len() as u64 + MESSAGE_OVERHEAD_BYTES;
+        self.used_bytes.fetch_add(charged_bytes, Ordering::Relaxed);
+        let charge = Charge {
+            payload: message.payload,
+            charged_bytes,
+            gauge: self.clone(),
+        };
+        Message {
+            payload: Bytes::from_owner(charge),
+            ..message
+        }
+    }
+}
+
+/// The owner of a charged payload: releases its bytes from the gauge when the last `Bytes`
+/// sharing it is dropped.
+struct Charge {
+    payload: Bytes,
+    charged_bytes: u64,
+    gauge: Arc<MemoryGauge>,
+}
+
+impl AsRef<[u8]> for Charge {
+    fn as_ref(&self) -> &[u8] {
+        &self.payload
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.gauge
+            .used_bytes
+            .fetch_sub(self.charged_bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QoS;
+
+    fn message(topic: &str, payload: &[u8]) -> Message {
+        Message {
+            topic: Arc::from(topic),
+            payload: Bytes::copy_from_slice(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn a_fanned_out_message_is_charged_once_and_released_with_its_last_copy() {
+        let gauge = MemoryGauge::new(10_000);
+        let charged = gauge.charge(message("a/b", b"hello"));
+        assert_eq!(&charged.payload[..], b"hello");
+        let expected = 3 + 5 + MESSAGE_OVERHEAD_BYTES;
+        assert_eq!(gauge.used_bytes(), expected);
+        let copies: Vec<Message> = (0..10).map(|_| charged.clone()).collect();
+        let slice = charged.payload.slice(1..3);
+        assert_eq!(gauge.used_bytes(), expected);
+        drop(charged);
+        drop(copies);
+        assert_eq!(gauge.used_bytes(), expected, "a slice still holds the body");
+        drop(slice);
+        assert_eq!(gauge.used_bytes(), 0);
+    }
+
+    #[test]
+    fn full_at_the_limit_and_free_again_when_released() {
+        let gauge = MemoryGauge::new(2 * (1 + 10 + MESSAGE_OVERHEAD_BYTES));
+        let first = gauge.charge(message("t", &[0; 10]));
+        assert!(!gauge.is_full());
+        let second = gauge.charge(message("t", &[0; 10]));
+        assert!(gauge.is_full());
+        drop(first);
+        assert!(!gauge.is_full());
+        gauge.set_limit_bytes(1);
+        assert!(gauge.is_full(), "a lowered limit applies at once");
+        drop(second);
+        assert_eq!(gauge.used_bytes(), 0);
+        assert!(
+            !gauge.is_full(),
+            "nothing held: the next message is admitted"
+        );
+    }
+}
