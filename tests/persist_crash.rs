@@ -5,19 +5,19 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use rand::Rng;
 
-use ferromq::protocol::{Ack, Packet, QoS, RetainHandling, Subscribe, SubscriptionOptions};
+use ferromq::protocol::{Ack, Packet, QoS};
 
 mod persist_support;
-use persist_support::{numbered_publish, Wire};
+use persist_support::{
+    free_port, numbered_publish, payload_number, random_kill_points, spawn_broker, spawn_killer,
+    subscribe, write_crash_config, KillOnDrop, Wire,
+};
 
 const MESSAGES: u32 = 10_000;
 const KILLS: u32 = 10;
@@ -26,53 +26,6 @@ const WINDOW: usize = 64;
 const TOPIC: &str = "crash/t";
 /// Bounds the whole test (it normally takes a few seconds).
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
-    let path = dir.join("activemq.xml");
-    let xml = format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="crash">
-    <destinationPolicy><policyMap><policyEntries>
-      <policyEntry topic="crash.>">
-        <pendingMessageLimitStrategy>
-          <constantPendingMessageLimitStrategy limit="{queue_limit}"/>
-        </pendingMessageLimitStrategy>
-      </policyEntry>
-    </policyEntries></policyMap></destinationPolicy>
-    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#,
-        dir.join("kahadb").display(),
-        // The offline subscriber holds every message: its queue limit must not drop any (the
-        // slow-consumer rule is not what this test is about).
-        queue_limit = MESSAGES * 2,
-    );
-    std::fs::write(&path, xml).expect("write config");
-    path
-}
-
-fn spawn_broker(config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferromq"))
-        .args(["run", "--config"])
-        .arg(config)
-        .args(["--log-level", "warn"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn ferromq")
-}
 
 /// One publisher connection's run: sends not-yet-acknowledged numbers with a window; records
 /// PUBACKs in `acked`. Returns when all are acknowledged or the connection dies.
@@ -114,60 +67,26 @@ async fn every_acknowledged_message_survives_random_sigkills() {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = write_config(dir.path(), port);
+    // The offline subscriber holds every message: its queue limit must not drop any.
+    let config = write_crash_config(dir.path(), port, MESSAGES * 2);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let broker = Arc::new(Mutex::new(spawn_broker(&config)));
+    let _kill_on_drop = KillOnDrop(broker.clone());
 
     // The persistent subscriber's session, then offline for the whole run.
     let mut sub = Wire::connect(addr, "crash-sub", false).await;
-    sub.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            TOPIC.into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: RetainHandling::SendAtSubscribe,
-            },
-        )],
-        properties: None,
-    }))
-    .await
-    .expect("subscribe");
-    assert!(matches!(
-        sub.recv(Duration::from_secs(5)).await,
-        Ok(Some(Packet::SubAck(_)))
-    ));
+    subscribe(&mut sub, TOPIC, QoS::AtLeastOnce).await;
     drop(sub);
 
     // Kill points: random numbers of acknowledged messages, so every kill lands mid-stream
     // (plus a random few ms, so it hits anywhere in a group commit).
     let progress = Arc::new(AtomicUsize::new(0));
-    let mut kill_points: Vec<usize> = (0..KILLS)
-        .map(|_| rand::rng().random_range(1..MESSAGES as usize))
-        .collect();
-    kill_points.sort_unstable();
-    let killer = {
-        let (broker, config, progress) = (broker.clone(), config.clone(), progress.clone());
-        let kill_points = kill_points.clone();
-        tokio::spawn(async move {
-            let mut acked_at_kill = Vec::new();
-            for point in kill_points {
-                while progress.load(Ordering::Relaxed) < point {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                let delay_us = rand::rng().random_range(0..3000);
-                tokio::time::sleep(Duration::from_micros(delay_us)).await;
-                acked_at_kill.push(progress.load(Ordering::Relaxed));
-                let mut child = broker.lock();
-                child.kill().expect("SIGKILL");
-                child.wait().expect("reap");
-                *child = spawn_broker(&config);
-            }
-            acked_at_kill
-        })
-    };
+    let killer = spawn_killer(
+        broker.clone(),
+        config.clone(),
+        progress.clone(),
+        random_kill_points(KILLS, MESSAGES as usize),
+    );
 
     let mut acked = BTreeSet::new();
     let mut connections = 0;
@@ -193,8 +112,7 @@ async fn every_acknowledged_message_survives_random_sigkills() {
         {
             Some(Packet::Publish(p)) => {
                 deliveries += 1;
-                let number = <[u8; 4]>::try_from(&p.payload[..]).map(u32::from_be_bytes);
-                received.insert(number.expect("4-byte payload"));
+                received.insert(payload_number(&p.payload));
                 if let Some(id) = p.packet_id {
                     sub.send(&Packet::PubAck(Ack::new(id)))
                         .await
@@ -214,9 +132,6 @@ async fn every_acknowledged_message_survives_random_sigkills() {
         received.len(),
         started.elapsed()
     );
-    let mut child = broker.lock();
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(losses, 0, "acknowledged messages lost");
     assert_eq!(acked.len(), MESSAGES as usize);
 }

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,16 +18,9 @@ use ferromq::protocol::{
 };
 
 mod persist_support;
-use persist_support::{connect_packet, Wire};
+use persist_support::{connect_packet, free_port, spawn_broker, Wire};
 
 const STEP: Duration = Duration::from_secs(5);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// `users`: (name, password) in group `writers`, plus `watcher` in group `readers`.
 fn write_config(dir: &Path, port: u16, users: &[(&str, &str)]) -> PathBuf {
@@ -68,17 +61,7 @@ struct Broker(Child);
 
 impl Broker {
     fn spawn(config: &Path) -> Broker {
-        Broker(
-            Command::new(env!("CARGO_BIN_EXE_ferromq"))
-                .args(["run", "--config"])
-                .arg(config)
-                .args(["--log-level", "warn"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn ferromq"),
-        )
+        Broker(spawn_broker(config))
     }
 
     fn sigkill(mut self) {

@@ -2,14 +2,22 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rand::Rng;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use ferromq::protocol::{
-    decode, encode, Connect, ConnectReason, Packet, ProtocolVersion, Publish, QoS,
+    decode, encode, Connect, ConnectReason, Packet, ProtocolVersion, Publish, QoS, RetainHandling,
+    Subscribe, SubscriptionOptions,
 };
 
 /// A minimal error-tolerant MQTT 3.1.1 client (the broker may vanish at any byte).
@@ -105,4 +113,127 @@ pub fn numbered_publish(topic: &str, number: u32, packet_id: u16) -> Packet {
         payload: Bytes::from(number.to_be_bytes().to_vec()),
         properties: None,
     })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A durable broker (KahaDB directory under `dir`) with one plain MQTT connector on `port`, and
+/// a pending-queue limit of `queue_limit` on `crash.>` topics (high enough that the slow-consumer
+/// rule never drops what a crash test counts).
+pub fn write_crash_config(dir: &Path, port: u16, queue_limit: u32) -> PathBuf {
+    let path = dir.join("activemq.xml");
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="crash">
+    <destinationPolicy><policyMap><policyEntries>
+      <policyEntry topic="crash.>">
+        <pendingMessageLimitStrategy>
+          <constantPendingMessageLimitStrategy limit="{queue_limit}"/>
+        </pendingMessageLimitStrategy>
+      </policyEntry>
+    </policyEntries></policyMap></destinationPolicy>
+    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+        dir.join("kahadb").display(),
+    );
+    std::fs::write(&path, xml).expect("write config");
+    path
+}
+
+/// The `ferromq` binary on `config`, its warnings on the test's stderr.
+pub fn spawn_broker(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["run", "--config"])
+        .arg(config)
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn ferromq")
+}
+
+/// Kills the broker process when dropped, so a failing crash test leaves no broker behind.
+pub struct KillOnDrop(pub Arc<Mutex<Child>>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let mut child = self.0.lock();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// `count` random kill points in `1..limit`, ascending.
+pub fn random_kill_points(count: u32, limit: usize) -> Vec<usize> {
+    let mut points: Vec<usize> = (0..count)
+        .map(|_| rand::rng().random_range(1..limit))
+        .collect();
+    points.sort_unstable();
+    points
+}
+
+/// SIGKILL the broker (and start it again) each time `progress` reaches the next of
+/// `kill_points`, a random 0-3 ms later so kills land anywhere in a group commit. Returns the
+/// progress seen at each kill.
+pub fn spawn_killer(
+    broker: Arc<Mutex<Child>>,
+    config: PathBuf,
+    progress: Arc<AtomicUsize>,
+    kill_points: Vec<usize>,
+) -> tokio::task::JoinHandle<Vec<usize>> {
+    tokio::spawn(async move {
+        let mut progress_at_kill = Vec::new();
+        for point in kill_points {
+            while progress.load(Ordering::Relaxed) < point {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let delay_us = rand::rng().random_range(0..3000);
+            tokio::time::sleep(Duration::from_micros(delay_us)).await;
+            progress_at_kill.push(progress.load(Ordering::Relaxed));
+            let mut child = broker.lock();
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            *child = spawn_broker(&config);
+        }
+        progress_at_kill
+    })
+}
+
+/// SUBSCRIBE `topic` at `qos` on `wire` and wait for the SUBACK.
+pub async fn subscribe(wire: &mut Wire, topic: &str, qos: QoS) {
+    wire.send(&Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            topic.into(),
+            SubscriptionOptions {
+                qos,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::SendAtSubscribe,
+            },
+        )],
+        properties: None,
+    }))
+    .await
+    .expect("subscribe");
+    assert!(matches!(
+        wire.recv(Duration::from_secs(5)).await,
+        Ok(Some(Packet::SubAck(_)))
+    ));
+}
+
+/// The number a [`numbered_publish`] payload carries.
+pub fn payload_number(payload: &[u8]) -> u32 {
+    u32::from_be_bytes(<[u8; 4]>::try_from(payload).expect("4-byte payload"))
 }
