@@ -7,10 +7,17 @@
 //! the PUBLISHes came), so once one is pending, even acknowledgements that need no store wait
 //! behind it. Routing happens as each one leaves (not when its commit completes), so a
 //! publisher's messages reach subscribers in the order it sent them, QoS 0 included.
+//!
+//! Outbound QoS 2 deliveries of a persistent session use the same queue: a PUBLISH leaves only
+//! once its "sent with packet id N" state is durable, and a PUBREL only once its "released"
+//! state is. Otherwise a crash could make the restarted broker send the message again under a
+//! new packet id (a duplicate the client cannot recognise) or re-send a PUBLISH the client
+//! already completed (MQTT 3.1.1 4.3.3: exactly once across a restart).
 
 use std::future::Future;
 use std::pin::Pin;
 
+use bytes::BytesMut;
 use futures_util::stream::{FuturesOrdered, StreamExt};
 
 use crate::broker::runtime::RoutePlan;
@@ -27,6 +34,9 @@ pub(crate) struct Ready {
     pub route: Option<RoutePlan>,
     /// Send this acknowledgement (`None`: refused, send nothing).
     pub ack: Option<Packet>,
+    /// Encoded deliveries to write: a batch held until its QoS 2 exchanges' state was durable
+    /// (see `Conn::pump`), or one queued behind such a batch to keep the delivery order.
+    pub deliveries: Option<BytesMut>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
@@ -41,6 +51,10 @@ pub(crate) struct PendingAcks {
 impl PendingAcks {
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.as_ref().is_none_or(FuturesOrdered::is_empty)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.queue.as_ref().map_or(0, FuturesOrdered::len)
     }
 
     pub(crate) fn has_room(&self) -> bool {

@@ -31,13 +31,9 @@ impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
         match packet {
             Packet::Publish(p) => self.on_publish(p)?,
-            Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id), None)?,
-            Packet::PubRec(a) => {
-                self.on_delivery_ack(|w| w.on_pubrec(a.packet_id), Some(a.packet_id))?;
-                // Also for an unknown id: the client waits for PUBREL either way.
-                self.send(Packet::PubRel(Ack::new(a.packet_id)))?;
-            }
-            Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id), None)?,
+            Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id))?,
+            Packet::PubRec(a) => self.on_pubrec(a.packet_id)?,
+            Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id))?,
             Packet::PubRel(a) => self.on_pubrel(a.packet_id)?,
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
@@ -67,33 +63,61 @@ impl Conn {
             .ok_or(CloseReason::TakenOver)
     }
 
-    /// PUBACK / PUBCOMP (`released` = None: the durable entry is removed) or PUBREC
-    /// (`released` = its packet id: the durable entry now awaits PUBCOMP).
+    /// PUBACK / PUBCOMP: the exchange is complete and its durable entry removed.
     fn on_delivery_ack(
         &mut self,
         f: impl FnOnce(&mut Inflight) -> AckOutcome,
-        released: Option<u16>,
     ) -> Result<(), CloseReason> {
         match self.with_session(|s| f(&mut s.inflight))? {
             AckOutcome::Accepted { seq } => {
                 self.pump_wanted = true;
                 if let Some(seq) = seq {
                     let client_id = self.session.client_id().clone();
-                    let op = match released {
-                        Some(packet_id) => Op::SetQueueState {
-                            client_id,
-                            seq,
-                            state: QueueState::Released { packet_id },
-                        },
-                        None => Op::Dequeue { client_id, seq },
-                    };
-                    self.core.persist_background(vec![op]);
+                    self.core
+                        .persist_background(vec![Op::Dequeue { client_id, seq }]);
                 }
             }
             AckOutcome::Unknown => {
                 tracing::debug!("acknowledgement for an unknown packet id ignored")
             }
         }
+        Ok(())
+    }
+
+    /// PUBREC of one of our QoS 2 deliveries: answered with PUBREL, also for an unknown id (the
+    /// client waits for it either way). For an entry of the durable store the PUBREL leaves
+    /// only once the entry's "released" state is durable: after a crash the restarted broker
+    /// must re-send the PUBREL, not the PUBLISH the client may already have completed.
+    fn on_pubrec(&mut self, packet_id: u16) -> Result<(), CloseReason> {
+        let release = Packet::PubRel(Ack::new(packet_id));
+        let seq = match self.with_session(|s| s.inflight.on_pubrec(packet_id))? {
+            AckOutcome::Accepted { seq } => seq,
+            AckOutcome::Unknown => {
+                tracing::debug!("PUBREC for an unknown packet id: PUBREL anyway");
+                None
+            }
+        };
+        let (Some(seq), Some(durable)) = (seq, self.core.durable().cloned()) else {
+            return self.ack(release);
+        };
+        let committed = durable.store().submit(vec![Op::SetQueueState {
+            client_id: self.session.client_id().clone(),
+            seq,
+            state: QueueState::Released { packet_id },
+        }]);
+        self.pending_acks.push(async move {
+            let result = match committed {
+                Ok(done) => done.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::warn!("QoS 2 release state not stored, sending PUBREL anyway: {e}");
+            }
+            Ready {
+                ack: Some(release),
+                ..Ready::default()
+            }
+        });
         Ok(())
     }
 
@@ -121,6 +145,7 @@ impl Conn {
                     self.pending_acks.push(std::future::ready(Ready {
                         route: Some(plan),
                         ack: None,
+                        deliveries: None,
                     }));
                 }
             }
@@ -164,6 +189,7 @@ impl Conn {
             self.pending_acks.push(std::future::ready(Ready {
                 route: None,
                 ack: Some(ack),
+                deliveries: None,
             }));
             Ok(())
         }
@@ -210,6 +236,7 @@ impl Conn {
                 self.pending_acks.push(std::future::ready(Ready {
                     route: Some(plan),
                     ack: Some(ack),
+                    deliveries: None,
                 }));
                 return Ok(());
             }
@@ -238,6 +265,7 @@ impl Conn {
                 Ok(()) => Ready {
                     route: Some(plan),
                     ack: Some(ack),
+                    deliveries: None,
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
@@ -273,6 +301,7 @@ impl Conn {
                 Ok(()) => Ready {
                     route: None,
                     ack: Some(ack),
+                    deliveries: None,
                 },
                 Err(e) => {
                     tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");

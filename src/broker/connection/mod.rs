@@ -310,6 +310,9 @@ where
                             return reason;
                         }
                     }
+                    if let Some(deliveries) = ready.deliveries {
+                        conn.out.extend_from_slice(&deliveries);
+                    }
                 }
             }
             // Boxed, and only while paused: `select!` keeps room for every branch's future
@@ -433,6 +436,9 @@ impl Conn {
                     }
                     if let Some(packet) = ready.ack {
                         let _ = self.send(packet);
+                    }
+                    if let Some(deliveries) = ready.deliveries {
+                        self.out.extend_from_slice(&deliveries);
                     }
                 }
                 Ok(None) => break,

@@ -1,17 +1,23 @@
 //! Packets to the client: encoding into the batch buffer, moving deliveries from the session
 //! queue through the in-flight window, and retransmission on session resume.
 
-use super::{CloseReason, Conn, OUT_HIGH_WATER_BYTES};
+use bytes::BytesMut;
+
+use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
 use crate::protocol::codec::encode_publish;
-use crate::protocol::{encode, Ack, Packet, QoS};
+use crate::protocol::{encode, Ack, Packet, ProtocolVersion, QoS};
 use crate::security::Action;
 use crate::store::{Op, QueueState};
 
 /// Deliveries moved from the queue per session-lock acquisition.
 const PUMP_BATCH: usize = 64;
+/// Entries waiting in the ordered store queue beyond which no more deliveries are taken from the
+/// session queue: held batches are not in the output buffer, so its high-water mark does not
+/// bound them, and the session queue must keep showing the backlog (publisher back-pressure).
+const HELD_ENTRIES_MAX: usize = 8;
 
 impl Conn {
     /// Append `packet` to the output buffer.
@@ -30,19 +36,8 @@ impl Conn {
         packet_id: Option<u16>,
         dup: bool,
     ) -> Result<(), CloseReason> {
-        encode_publish(
-            &message.topic,
-            &message.payload,
-            qos,
-            retain,
-            dup,
-            packet_id,
-            self.version,
-            &mut self.out,
-        )
-        .map_err(|e| {
-            CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic))
-        })
+        let version = self.version;
+        encode_delivery(message, qos, retain, packet_id, dup, version, &mut self.out)
     }
 
     /// After CONNACK: re-send every unfinished outbound exchange of a resumed session, in the
@@ -74,6 +69,11 @@ impl Conn {
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
         let window = self.core.inflight_window;
         loop {
+            if self.pending_acks.len() >= HELD_ENTRIES_MAX {
+                // Resumed when an entry leaves (the run loop pumps after every event).
+                self.pump_wanted = true;
+                return Ok(());
+            }
             let mut denied = 0u64;
             let mut store_ops = Vec::new();
             let client_id = self.session.client_id().clone();
@@ -127,14 +127,11 @@ impl Conn {
                     (batch, s.pending.len())
                 })
                 .ok_or(CloseReason::TakenOver)?;
-            self.core.persist_background(store_ops);
             for _ in 0..denied {
                 self.core.counters.dropped_not_authorized();
             }
             let moved = batch.len();
-            for (packet_id, item) in batch {
-                self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
-            }
+            self.deliver_batch(batch, store_ops)?;
             self.core.counters.add_messages_out(moved as u64);
             if moved > 0 {
                 self.core.queue_drained_some(pending_len);
@@ -149,4 +146,87 @@ impl Conn {
             }
         }
     }
+
+    /// Write a batch taken from the queue, with the store ops it caused. A batch holding a QoS 2
+    /// exchange of the durable store waits until those ops are durable (see
+    /// [`super::durable_acks`]); a batch behind such a one waits its turn, so deliveries keep
+    /// their order. Everything else goes straight to the output buffer.
+    fn deliver_batch(
+        &mut self,
+        batch: Vec<(Option<u16>, QueuedMessage)>,
+        store_ops: Vec<Op>,
+    ) -> Result<(), CloseReason> {
+        let gated = batch
+            .iter()
+            .any(|(id, item)| id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some());
+        let durable = self.core.durable().filter(|_| gated).cloned();
+        if durable.is_none() && self.pending_acks.is_empty() {
+            self.core.persist_background(store_ops);
+            for (packet_id, item) in batch {
+                self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
+            }
+            return Ok(());
+        }
+        let mut held = BytesMut::new();
+        for (packet_id, item) in &batch {
+            encode_delivery(
+                &item.message,
+                item.qos,
+                item.retain,
+                *packet_id,
+                false,
+                self.version,
+                &mut held,
+            )?;
+        }
+        let Some(durable) = durable else {
+            self.core.persist_background(store_ops);
+            self.pending_acks.push(std::future::ready(Ready {
+                deliveries: Some(held),
+                ..Ready::default()
+            }));
+            return Ok(());
+        };
+        let committed = durable.store().submit(store_ops);
+        self.pending_acks.push(async move {
+            let result = match committed {
+                Ok(done) => done.await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                // Holding the messages back would stall this subscriber for good; they go out,
+                // and only a crash before the store recovers could repeat them.
+                tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");
+            }
+            Ready {
+                deliveries: Some(held),
+                ..Ready::default()
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Encode a PUBLISH of `message` straight from its shared topic and payload (no packet value,
+/// no topic copy: this runs once per delivered message).
+fn encode_delivery(
+    message: &Message,
+    qos: QoS,
+    retain: bool,
+    packet_id: Option<u16>,
+    dup: bool,
+    version: ProtocolVersion,
+    out: &mut BytesMut,
+) -> Result<(), CloseReason> {
+    encode_publish(
+        &message.topic,
+        &message.payload,
+        qos,
+        retain,
+        dup,
+        packet_id,
+        version,
+        out,
+    )
+    .map_err(|e| CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic)))
 }
