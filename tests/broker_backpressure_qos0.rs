@@ -149,3 +149,50 @@ async fn pipelined_qos0_publishers_lose_nothing_to_a_slow_subscriber() {
     assert!(started.elapsed() < TEST_LIMIT);
     broker.shutdown().await;
 }
+
+/// A publisher paused for an overfilled subscriber is not read meanwhile, so its keep-alive
+/// must not run out during the pause: its PINGREQs wait unseen in the socket. Keep-alive 1 s
+/// (limit 1.5 s) is shorter than the 2 s a pause may last.
+#[tokio::test]
+async fn a_paused_publisher_is_not_cut_by_its_keep_alive() {
+    let policy = r#"<destinationPolicy><policyMap><policyEntries>
+             <policyEntry topic="bp0.ka.>">
+               <pendingMessageLimitStrategy>
+                 <constantPendingMessageLimitStrategy limit="5"/>
+               </pendingMessageLimitStrategy>
+             </policyEntry>
+           </policyEntries></policyMap></destinationPolicy>"#;
+    let broker = TestBroker::from_xml(&activemq_xml(&[], policy)).await;
+    // Subscribes, then never reads: its socket buffers, the broker's output buffer and then its
+    // queue fill up, and the publisher is paused until the pause limit.
+    let (mut stuck, _) = RawClient::connected(broker.addr, "ka-stuck-sub", true).await;
+    stuck.subscribe(1, &[("bp0/ka/t", QoS::AtMostOnce)]).await;
+
+    let (mut publisher, ack) =
+        RawClient::connect(broker.addr, connect_packet("ka-pub", true, 1)).await;
+    assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success);
+    let mut burst = BytesMut::new();
+    let big = vec![0u8; 64 * 1024];
+    for _ in 0..200 {
+        let packet = publish_packet("bp0/ka/t", &big, QoS::AtMostOnce, None, false);
+        encode(&packet, ProtocolVersion::V311, &mut burst).expect("encode");
+    }
+    encode(&Packet::PingReq, ProtocolVersion::V311, &mut burst).expect("encode");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), publisher.stream.write_all(&burst))
+        .await
+        .expect("the broker reads the publisher again after the pause")
+        .expect("connection still open while paused");
+    let answer = publisher.recv_within(Duration::from_secs(10)).await;
+    assert!(
+        matches!(answer, Some(Packet::PingResp)),
+        "expected PINGRESP after the pause, got {answer:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        broker.handle.counters().dropped_queue_full > 0,
+        "the subscriber was stuck: the hard cap must have been reached (else no pause happened)"
+    );
+    drop(stuck);
+    broker.shutdown().await;
+}

@@ -296,7 +296,10 @@ where
                 }
                 Err(e) => return CloseReason::Io(e),
             },
-            _ = &mut expiry, if keep_alive.is_enabled() => {
+            // Not while paused for an overfilled subscriber: we are not reading, so the
+            // client's packets wait unseen in the socket (the pause is bounded; when it ends the
+            // read branch above runs before this one).
+            _ = &mut expiry, if keep_alive.is_enabled() && conn.overfilled.is_empty() => {
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
