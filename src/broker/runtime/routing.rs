@@ -1,0 +1,339 @@
+//! Routing a published message to the sessions that match it, and the back-pressure wait of
+//! a publisher whose messages pushed online sessions above their soft pending limit (the
+//! slow-consumer rule is in [`crate::broker::queue`]).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+use crate::broker::limits::pending_hard_cap;
+use crate::broker::message::{min_qos, Message};
+use crate::broker::persist;
+use crate::broker::queue::QueuedMessage;
+use crate::broker::session::{DeliverOutcome, Session, SessionId};
+use crate::protocol::QoS;
+use crate::store::{Op, QueueEntry, QueueSeq, QueueState};
+
+use super::BrokerCore;
+
+/// How often a paused publisher re-checks its overfilled sessions without a signal (a session
+/// going offline does not signal).
+const OVERFILL_RECHECK: Duration = Duration::from_millis(50);
+
+/// A session an online delivery pushed above its soft pending limit.
+#[derive(Debug, Clone)]
+pub struct Overfilled {
+    pub session: Arc<Session>,
+    pub soft_limit: usize,
+}
+
+impl Overfilled {
+    /// Still online and still above its soft limit: its publisher keeps waiting.
+    pub fn still_over(&self) -> bool {
+        self.session.is_attached()
+            && self.session.with_state_unchecked(|s| s.pending.len()) > self.soft_limit
+    }
+}
+
+/// What routing a message did.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// Sessions the message was offered to.
+    pub offered: usize,
+    /// Sessions it pushed above their soft limit: the publisher should pause.
+    pub overfilled: Vec<Overfilled>,
+}
+
+/// Counts a paused publisher for as long as it waits.
+struct PausedGuard<'a>(&'a AtomicUsize);
+
+impl Drop for PausedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One delivery of a [`RoutePlan`]: session, QoS it is delivered with, durable queue entry.
+type RouteTarget = (Arc<Session>, QoS, Option<QueueSeq>);
+/// Targets of one publish kept without a heap allocation.
+const INLINE_TARGETS: usize = 4;
+
+/// Where a published message goes, computed before it is made durable and applied after.
+#[derive(Debug)]
+pub struct RoutePlan {
+    message: Message,
+    /// Session, QoS it is delivered with, and its durable queue entry (if any). Inline for a
+    /// few targets: most topics have few subscribers, and this is built once per publish.
+    targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
+    limit: usize,
+}
+
+impl RoutePlan {
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+}
+
+impl BrokerCore {
+    /// Queue a retained message for `session` because it subscribed (retain=1, at `qos`).
+    ///
+    /// Not subject to the pending limit: the payload is shared with the retained store, so a
+    /// queue entry costs a few references, and the retained set is already bounded by what the
+    /// store holds. Capping it would silently lose retained messages for a wide subscription.
+    pub fn deliver_retained(&self, session: &Session, message: Message, qos: QoS) {
+        let mut seq = None;
+        if let Some(durable) = &self.durable {
+            if session.is_persistent() && qos != QoS::AtMostOnce {
+                // A copy of the body for the queue (the retained slot's copy may be replaced).
+                let (id, entry_seq) = (durable.allocate_id(), durable.allocate_id());
+                durable.submit_background(vec![
+                    Op::PutMessage {
+                        id,
+                        message: persist::stored_message(&message),
+                    },
+                    Op::Enqueue {
+                        client_id: session.client_id().clone(),
+                        seq: entry_seq,
+                        entry: QueueEntry {
+                            message_id: id,
+                            qos,
+                            retain: true,
+                            state: QueueState::Queued,
+                        },
+                    },
+                ]);
+                seq = Some(entry_seq);
+            }
+        }
+        let item = QueuedMessage {
+            message,
+            qos,
+            retain: true,
+            seq,
+        };
+        let outcome = session.deliver(item, usize::MAX);
+        self.count_delivery(session, outcome, usize::MAX);
+        self.dequeue_if_dropped(session, outcome, seq);
+    }
+
+    /// A durable queue entry whose message was not queued in memory is removed from the store.
+    fn dequeue_if_dropped(
+        &self,
+        session: &Session,
+        outcome: DeliverOutcome,
+        seq: Option<QueueSeq>,
+    ) {
+        if let (Some(seq), DeliverOutcome::DroppedFull | DeliverOutcome::DroppedEnded) =
+            (seq, outcome)
+        {
+            self.persist_background(vec![Op::Dequeue {
+                client_id: session.client_id().clone(),
+                seq,
+            }]);
+        }
+    }
+
+    fn count_delivery(&self, session: &Session, outcome: DeliverOutcome, limit: usize) {
+        match outcome {
+            DeliverOutcome::Queued | DeliverOutcome::DroppedEnded => {}
+            DeliverOutcome::DroppedOffline => {
+                self.counters.dropped_offline_qos0();
+            }
+            DeliverOutcome::QueuedEvictedQos0 | DeliverOutcome::DroppedFull => {
+                let total = self.counters.dropped_queue_full();
+                // One line per power of two keeps a stuck consumer from flooding the log.
+                if total.is_power_of_two() {
+                    tracing::warn!(
+                        client_id = %session.client_id(),
+                        limit,
+                        dropped_total = total,
+                        "slow consumer: pending queue full, message dropped"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A connection moved messages out of its session queue, leaving `pending_len` queued:
+    /// wake paused publishers so they re-check, unless none is paused or the queue is still
+    /// too long to release any of them.
+    pub fn queue_drained_some(&self, pending_len: usize) {
+        if self.paused_publishers.load(Ordering::SeqCst) > 0
+            && pending_len <= self.drain_wake_at.load(Ordering::SeqCst)
+        {
+            self.queue_progress.notify_waiters();
+        }
+    }
+
+    /// Wait until every session of `overfilled` is back under its soft limit or offline, or
+    /// until `deadline`. Holds no lock while waiting; cancel-safe (it re-checks from scratch).
+    pub async fn wait_drained(&self, overfilled: &[Overfilled], deadline: Instant) {
+        let wake_at = overfilled.iter().map(|o| o.soft_limit).max().unwrap_or(0);
+        // Raised before we count as paused, so no drain that could release us skips the signal.
+        self.drain_wake_at.fetch_max(wake_at, Ordering::SeqCst);
+        self.paused_publishers.fetch_add(1, Ordering::SeqCst);
+        let _paused = PausedGuard(&self.paused_publishers);
+        loop {
+            let notified = self.queue_progress.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a drain right after it still wakes us.
+            notified.as_mut().enable();
+            if !overfilled.iter().any(Overfilled::still_over) {
+                return;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            let recheck_at = deadline.min(now + OVERFILL_RECHECK);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(recheck_at) => {}
+            }
+        }
+    }
+
+    /// Route a published message now: update the retained store, then queue one copy per
+    /// matching session at min(publish QoS, highest matching subscription QoS). Never blocks on
+    /// a subscriber. With a durable store its changes are submitted but not awaited (QoS 0
+    /// publishes, wills).
+    pub fn route(&self, message: Message) -> Routed {
+        let (plan, ops) = self.plan_route(message);
+        self.persist_background(ops);
+        self.complete_route(plan)
+    }
+
+    /// The first half of routing: the sessions `message` goes to and, for a durable broker,
+    /// the store ops that make it durable (its body, its retained slot, one queue entry per
+    /// persistent session receiving it at QoS 1/2). Nothing is changed until
+    /// [`Self::complete_route`].
+    pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Op>) {
+        let mut matches: SmallVec<[(SessionId, QoS); INLINE_TARGETS]> = SmallVec::new();
+        self.subscriptions
+            .read()
+            .for_each_match(&message.topic, |id, qos| matches.push((*id, *qos)));
+        // One copy per session at its highest matching QoS (overlapping subscriptions).
+        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        matches.dedup_by_key(|m| m.0);
+        let limit = self.pending_limits.load().limit_for(&message.topic);
+        let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
+            SmallVec::with_capacity(matches.len());
+        self.registry.for_each_of(&matches, |session, sub_qos| {
+            targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
+        });
+        let mut ops = Vec::new();
+        if let Some(durable) = &self.durable {
+            let message_id = durable.allocate_id();
+            let mut body_needed = false;
+            if message.retain {
+                if message.payload.is_empty() {
+                    ops.push(Op::ClearRetained {
+                        topic: message.topic.clone(),
+                    });
+                } else {
+                    body_needed = true;
+                    ops.push(Op::SetRetained {
+                        topic: message.topic.clone(),
+                        message_id,
+                    });
+                }
+            }
+            for (session, qos, seq) in &mut targets {
+                if session.is_persistent() && *qos != QoS::AtMostOnce {
+                    let entry_seq = durable.allocate_id();
+                    *seq = Some(entry_seq);
+                    body_needed = true;
+                    ops.push(Op::Enqueue {
+                        client_id: session.client_id().clone(),
+                        seq: entry_seq,
+                        entry: QueueEntry {
+                            message_id,
+                            qos: *qos,
+                            retain: false,
+                            state: QueueState::Queued,
+                        },
+                    });
+                }
+            }
+            if body_needed {
+                ops.insert(
+                    0,
+                    Op::PutMessage {
+                        id: message_id,
+                        message: persist::stored_message(&message),
+                    },
+                );
+            }
+        }
+        (
+            RoutePlan {
+                message,
+                targets,
+                limit,
+            },
+            ops,
+        )
+    }
+
+    /// The second half of routing (after the plan's ops are durable): retained store, then
+    /// the deliveries. A delivery to an online session (any QoS) is queued up to the hard cap
+    /// (see [`super::queue`]); the sessions it leaves above their soft limit are returned so
+    /// the publisher can pause.
+    pub fn complete_route(&self, plan: RoutePlan) -> Routed {
+        let RoutePlan {
+            message,
+            targets,
+            limit,
+        } = plan;
+        if message.retain {
+            if message.payload.is_empty() {
+                self.retained.write().clear(&message.topic);
+            } else {
+                self.retained.write().set(&message.topic, message.clone());
+            }
+        }
+        let live = Message {
+            retain: false,
+            ..message
+        };
+        let mut routed = Routed {
+            offered: targets.len(),
+            overfilled: Vec::new(),
+        };
+        for (session, qos, seq) in targets {
+            let item = QueuedMessage {
+                message: live.clone(),
+                qos,
+                retain: false,
+                seq,
+            };
+            // Every QoS to an online session: back-pressure, not loss (see [`super::queue`]).
+            // QoS 0 skips the attachment check (a lock per delivery): an offline session does
+            // not queue it at all, so the hard cap only ever applies to an online one.
+            let back_pressure = qos == QoS::AtMostOnce || session.is_attached();
+            let push_limit = if back_pressure {
+                pending_hard_cap(limit)
+            } else {
+                limit
+            };
+            let outcome = session.deliver(item, push_limit);
+            self.count_delivery(&session, outcome, push_limit);
+            self.dequeue_if_dropped(&session, outcome, seq);
+            let queued = matches!(
+                outcome,
+                DeliverOutcome::Queued | DeliverOutcome::QueuedEvictedQos0
+            );
+            if back_pressure && queued && session.with_state_unchecked(|s| s.pending.len()) > limit
+            {
+                routed.overfilled.push(Overfilled {
+                    session,
+                    soft_limit: limit,
+                });
+            }
+        }
+        routed
+    }
+}
