@@ -6,7 +6,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{ack, activemq_xml, connect_packet, publish_packet, Client, RawClient, TestBroker};
+use common::{
+    ack, activemq_xml, connect_packet, pending_limit_policy, publish_packet, Client, RawClient,
+    TestBroker,
+};
 use ferromq::broker::limits::{pending_hard_cap, OVERFILL_PAUSE_LIMIT_MS};
 use ferromq::protocol::{decode, encode, Packet, ProtocolVersion, QoS};
 use rumqttc::QoS as Q;
@@ -70,15 +73,7 @@ async fn pipelined_publisher(
 
 #[tokio::test]
 async fn slow_subscriber_loses_no_qos1_message_and_others_keep_flowing() {
-    let policy = format!(
-        r#"<destinationPolicy><policyMap><policyEntries>
-             <policyEntry topic="bp.slow">
-               <pendingMessageLimitStrategy>
-                 <constantPendingMessageLimitStrategy limit="{LIMIT}"/>
-               </pendingMessageLimitStrategy>
-             </policyEntry>
-           </policyEntries></policyMap></destinationPolicy>"#
-    );
+    let policy = pending_limit_policy("bp.slow", LIMIT);
     let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
     let started = Instant::now();
 
@@ -163,15 +158,7 @@ async fn slow_subscriber_loses_no_qos1_message_and_others_keep_flowing() {
 #[tokio::test]
 async fn stuck_subscriber_pauses_the_publisher_once_and_stays_bounded() {
     const STUCK_LIMIT: usize = 10;
-    let policy = format!(
-        r#"<destinationPolicy><policyMap><policyEntries>
-             <policyEntry topic="bp.stuck">
-               <pendingMessageLimitStrategy>
-                 <constantPendingMessageLimitStrategy limit="{STUCK_LIMIT}"/>
-               </pendingMessageLimitStrategy>
-             </policyEntry>
-           </policyEntries></policyMap></destinationPolicy>"#
-    );
+    let policy = pending_limit_policy("bp.stuck", STUCK_LIMIT);
     let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
     // Never reads its socket, so never acknowledges.
     let (mut stuck, _) = RawClient::connected(broker.addr, "stuck-sub", true).await;

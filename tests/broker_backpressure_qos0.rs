@@ -7,7 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{activemq_xml, connect_packet, publish_packet, Client, RawClient, TestBroker};
+use common::{
+    activemq_xml, connect_packet, pending_limit_policy, publish_packet, Client, RawClient,
+    TestBroker,
+};
 use ferromq::protocol::{encode, Disconnect, Packet, ProtocolVersion, QoS};
 use rumqttc::QoS as Q;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -69,15 +72,7 @@ async fn pipelined_qos0_publisher(addr: std::net::SocketAddr, publisher: usize) 
 
 #[tokio::test]
 async fn pipelined_qos0_publishers_lose_nothing_to_a_slow_subscriber() {
-    let policy = format!(
-        r#"<destinationPolicy><policyMap><policyEntries>
-             <policyEntry topic="bp0.slow.*">
-               <pendingMessageLimitStrategy>
-                 <constantPendingMessageLimitStrategy limit="{LIMIT}"/>
-               </pendingMessageLimitStrategy>
-             </policyEntry>
-           </policyEntries></policyMap></destinationPolicy>"#
-    );
+    let policy = pending_limit_policy("bp0.slow.*", LIMIT);
     let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
     let started = Instant::now();
     let total = PUBLISHERS * MESSAGES_PER_PUBLISHER;
@@ -155,14 +150,8 @@ async fn pipelined_qos0_publishers_lose_nothing_to_a_slow_subscriber() {
 /// (limit 1.5 s) is shorter than the 2 s a pause may last.
 #[tokio::test]
 async fn a_paused_publisher_is_not_cut_by_its_keep_alive() {
-    let policy = r#"<destinationPolicy><policyMap><policyEntries>
-             <policyEntry topic="bp0.ka.>">
-               <pendingMessageLimitStrategy>
-                 <constantPendingMessageLimitStrategy limit="5"/>
-               </pendingMessageLimitStrategy>
-             </policyEntry>
-           </policyEntries></policyMap></destinationPolicy>"#;
-    let broker = TestBroker::from_xml(&activemq_xml(&[], policy)).await;
+    let policy = pending_limit_policy("bp0.ka.>", 5);
+    let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
     // Subscribes, then never reads: its socket buffers, the broker's output buffer and then its
     // queue fill up, and the publisher is paused until the pause limit.
     let (mut stuck, _) = RawClient::connected(broker.addr, "ka-stuck-sub", true).await;

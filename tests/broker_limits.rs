@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{activemq_xml, load_xml, Client, RawClient, TestBroker, STEP};
+use common::{activemq_xml, load_xml, pending_limit_policy, Client, RawClient, TestBroker, STEP};
 use ferromq::broker::limits::pending_hard_cap;
 use ferromq::protocol::QoS;
 use rumqttc::QoS as Q;
@@ -34,15 +34,7 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
     const LIMIT: usize = 5;
     // Enough that the QoS 0 subscriber's hard cap plus its socket buffers overflow.
     const MESSAGES: usize = 400;
-    let policy = format!(
-        r#"<destinationPolicy><policyMap><policyEntries>
-             <policyEntry topic="slow.>">
-               <pendingMessageLimitStrategy>
-                 <constantPendingMessageLimitStrategy limit="{LIMIT}"/>
-               </pendingMessageLimitStrategy>
-             </policyEntry>
-           </policyEntries></policyMap></destinationPolicy>"#
-    );
+    let policy = pending_limit_policy("slow.>", LIMIT);
     let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
 
     // Two subscribers that never read their sockets (so never acknowledge either).

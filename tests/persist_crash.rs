@@ -4,20 +4,14 @@
 //! the subscriber (duplicates allowed at QoS 1).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
 use ferromq::protocol::{Ack, Packet, QoS};
 
 mod persist_support;
-use persist_support::{
-    free_port, numbered_publish, payload_number, random_kill_points, spawn_broker, spawn_killer,
-    subscribe, write_crash_config, KillOnDrop, Wire,
-};
+use persist_support::{numbered_publish, payload_number, CrashRig, Wire};
 
 const MESSAGES: u32 = 10_000;
 const KILLS: u32 = 10;
@@ -65,28 +59,14 @@ async fn publish_some(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_message_survives_random_sigkills() {
     let started = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    // The offline subscriber holds every message: its queue limit must not drop any.
-    let config = write_crash_config(dir.path(), port, MESSAGES * 2);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let broker = Arc::new(Mutex::new(spawn_broker(&config)));
-    let _kill_on_drop = KillOnDrop(broker.clone());
-
-    // The persistent subscriber's session, then offline for the whole run.
-    let mut sub = Wire::connect(addr, "crash-sub", false).await;
-    subscribe(&mut sub, TOPIC, QoS::AtLeastOnce).await;
-    drop(sub);
-
+    // The persistent subscriber's session stays offline for the whole run; its queue limit
+    // must not drop any message.
+    let rig = CrashRig::start(MESSAGES * 2, "crash-sub", TOPIC, QoS::AtLeastOnce).await;
+    let addr = rig.addr;
     // Kill points: random numbers of acknowledged messages, so every kill lands mid-stream
     // (plus a random few ms, so it hits anywhere in a group commit).
     let progress = Arc::new(AtomicUsize::new(0));
-    let killer = spawn_killer(
-        broker.clone(),
-        config.clone(),
-        progress.clone(),
-        random_kill_points(KILLS, MESSAGES as usize),
-    );
+    let killer = rig.killer(KILLS, MESSAGES as usize, progress.clone());
 
     let mut acked = BTreeSet::new();
     let mut connections = 0;

@@ -7,21 +7,16 @@
 //! message reached the subscriber exactly once: no loss, no duplicate.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 
 use ferromq::protocol::{Ack, Packet, Publish, QoS};
 
 mod persist_support;
-use persist_support::{
-    free_port, payload_number, random_kill_points, spawn_broker, spawn_killer, subscribe,
-    write_crash_config, KillOnDrop, Wire,
-};
+use persist_support::{payload_number, CrashRig, Wire};
 
 const MESSAGES: u32 = 3_000;
 const PUBLISH_KILLS: u32 = 6;
@@ -163,24 +158,10 @@ impl Subscriber {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qos2_messages_arrive_exactly_once_across_random_sigkills() {
     let started = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = write_crash_config(dir.path(), port, MESSAGES * 2);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let broker = Arc::new(Mutex::new(spawn_broker(&config)));
-    let _kill_on_drop = KillOnDrop(broker.clone());
-
-    let mut sub = Wire::connect(addr, "crash2-sub", false).await;
-    subscribe(&mut sub, TOPIC, QoS::ExactlyOnce).await;
-    drop(sub);
-
+    let rig = CrashRig::start(MESSAGES * 2, "crash2-sub", TOPIC, QoS::ExactlyOnce).await;
+    let addr = rig.addr;
     let progress = Arc::new(AtomicUsize::new(0));
-    let killer = spawn_killer(
-        broker.clone(),
-        config.clone(),
-        progress.clone(),
-        random_kill_points(PUBLISH_KILLS, MESSAGES as usize),
-    );
+    let killer = rig.killer(PUBLISH_KILLS, MESSAGES as usize, progress.clone());
     let mut publisher = Publisher::default();
     let mut publisher_connections = 0;
     while !publisher.done() {
@@ -193,12 +174,7 @@ async fn qos2_messages_arrive_exactly_once_across_random_sigkills() {
 
     // Drain, with kills in the middle of the subscriber's exchanges too.
     let progress = Arc::new(AtomicUsize::new(0));
-    let killer = spawn_killer(
-        broker.clone(),
-        config.clone(),
-        progress.clone(),
-        random_kill_points(DRAIN_KILLS, MESSAGES as usize),
-    );
+    let killer = rig.killer(DRAIN_KILLS, MESSAGES as usize, progress.clone());
     let mut subscriber = Subscriber::default();
     let mut subscriber_connections = 0;
     while subscriber.delivered.len() < MESSAGES as usize || !killer.is_finished() {

@@ -22,6 +22,20 @@ use ferromq::protocol::{
 /// Upper bound for any single wait in a test; nothing may hang longer.
 pub const STEP: Duration = Duration::from_secs(5);
 
+/// A `destinationPolicy` giving topics matching the ActiveMQ pattern `topic` (e.g. `a.b.>`) a
+/// pending-queue limit of `limit` messages (`constantPendingMessageLimitStrategy`).
+pub fn pending_limit_policy(topic: &str, limit: usize) -> String {
+    format!(
+        r#"<destinationPolicy><policyMap><policyEntries>
+             <policyEntry topic="{topic}">
+               <pendingMessageLimitStrategy>
+                 <constantPendingMessageLimitStrategy limit="{limit}"/>
+               </pendingMessageLimitStrategy>
+             </policyEntry>
+           </policyEntries></policyMap></destinationPolicy>"#
+    )
+}
+
 /// An `activemq.xml` with one connector `mqtt://127.0.0.1:0?<uri_options joined by &amp;>` and
 /// `broker_children` (e.g. a `<destinationPolicy>`) inside `<broker>`.
 pub fn activemq_xml(uri_options: &[&str], broker_children: &str) -> String {

@@ -174,6 +174,53 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A durable `ferromq` process for a crash test, with a persistent subscriber's session that
+/// stays offline until the test drains it. The process is killed when the rig is dropped.
+pub struct CrashRig {
+    pub addr: SocketAddr,
+    pub broker: Arc<Mutex<Child>>,
+    config: PathBuf,
+    _kill_on_drop: KillOnDrop,
+    _dir: tempfile::TempDir,
+}
+
+impl CrashRig {
+    /// Start the broker (pending limit `queue_limit` on `crash.>`) and subscribe
+    /// `subscriber` (clean session 0) to `topic` at `qos`, then disconnect it.
+    pub async fn start(queue_limit: u32, subscriber: &str, topic: &str, qos: QoS) -> CrashRig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = write_crash_config(dir.path(), port, queue_limit);
+        let broker = Arc::new(Mutex::new(spawn_broker(&config)));
+        let rig = CrashRig {
+            addr: ([127, 0, 0, 1], port).into(),
+            _kill_on_drop: KillOnDrop(broker.clone()),
+            broker,
+            config,
+            _dir: dir,
+        };
+        let mut sub = Wire::connect(rig.addr, subscriber, false).await;
+        subscribe(&mut sub, topic, qos).await;
+        rig
+    }
+
+    /// SIGKILL and restart the broker `kills` times, at random values of `progress` below
+    /// `limit` (see [`spawn_killer`]).
+    pub fn killer(
+        &self,
+        kills: u32,
+        limit: usize,
+        progress: Arc<AtomicUsize>,
+    ) -> tokio::task::JoinHandle<Vec<usize>> {
+        spawn_killer(
+            self.broker.clone(),
+            self.config.clone(),
+            progress,
+            random_kill_points(kills, limit),
+        )
+    }
+}
+
 /// `count` random kill points in `1..limit`, ascending.
 pub fn random_kill_points(count: u32, limit: usize) -> Vec<usize> {
     let mut points: Vec<usize> = (0..count)
