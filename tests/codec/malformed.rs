@@ -121,8 +121,14 @@ fn connect_protocol_name_and_level() {
     ] {
         let bytes = connect(name, level, 0x02, &s(b"c"));
         match decode_bytes(None, &bytes) {
-            Err(error @ DecodeError::UnsupportedProtocolVersion(got)) => {
+            Err(error @ DecodeError::UnsupportedProtocolVersion { level: got, .. }) => {
                 assert_eq!(got, level);
+                assert!(
+                    error
+                        .to_string()
+                        .contains(&format!("{:?}", String::from_utf8_lossy(name))),
+                    "the error names the protocol name: {error}"
+                );
                 assert_eq!(error.reason_code(), 0x84);
             }
             other => panic!("{name:?}/{level}: {other:?}"),

@@ -339,7 +339,9 @@ fn errors_name_the_packet_and_the_problem() {
     );
     let error = decode_bytes(None, &connect(b"MQTT", 7, 2, &s(b"c"))).expect_err("level 7");
     assert!(
-        error.to_string().contains("unsupported protocol level 7"),
+        error
+            .to_string()
+            .contains("unsupported protocol name \"MQTT\" with level 7"),
         "{error}"
     );
     let error = decode_bytes(Some(V311), &[0x30, 0x80, 0x80, 0x80, 0x80, 0x01]).expect_err("len");

@@ -82,12 +82,12 @@ where
     let connect = read_connect_bounded(reader, read_buf, params).await;
     let connect = match connect {
         Ok(c) => c,
-        Err(HandshakeEnd::Malformed(DecodeError::UnsupportedProtocolVersion(level))) => {
+        Err(HandshakeEnd::Malformed(e @ DecodeError::UnsupportedProtocolVersion { .. })) => {
             return Err(refuse(
                 writer,
                 ProtocolVersion::V311,
                 ConnectReason::UnsupportedProtocolVersion,
-                format!("unsupported protocol level {level}"),
+                e.to_string(),
             )
             .await);
         }

@@ -6,7 +6,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::error::DecodeError;
+use super::error::{DecodeError, PROTOCOL_NAME_SHOWN_CHARS};
 use super::properties::{read_properties, PropertyContext};
 use super::reason;
 use super::wire::{read_fixed_header, Reader};
@@ -204,7 +204,12 @@ fn decode_connect(body: &Bytes) -> Result<Connect, DecodeError> {
         ("MQIsdp", 3) => ProtocolVersion::V31,
         ("MQTT", 4) => ProtocolVersion::V311,
         ("MQTT", 5) => ProtocolVersion::V5,
-        _ => return Err(DecodeError::UnsupportedProtocolVersion(level)),
+        _ => {
+            return Err(DecodeError::UnsupportedProtocolVersion {
+                name: name.chars().take(PROTOCOL_NAME_SHOWN_CHARS).collect(),
+                level,
+            })
+        }
     };
     let v5 = protocol == ProtocolVersion::V5;
     let flags = r.u8("connect flags")?;

@@ -10,6 +10,9 @@ use crate::protocol::topic::TopicError;
 ///
 /// `packet` fields name the packet type being decoded ("PUBLISH", ...) or "fixed header", so
 /// the message reads e.g. "malformed PUBLISH: the packet identifier is 0 ...".
+/// How much of an unsupported protocol name an error keeps.
+pub const PROTOCOL_NAME_SHOWN_CHARS: usize = 16;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The bytes cannot be read as the packet they claim to be (MQTT 5 reason 0x81).
@@ -58,10 +61,15 @@ pub enum DecodeError {
     /// CONNECT with a protocol name / level pair other than `MQIsdp`/3, `MQTT`/4 or `MQTT`/5.
     /// Answer with CONNACK return code 1 (v3) / reason 0x84 (v5), then close.
     #[error(
-        "unsupported protocol level {0} (supported: MQIsdp level 3 = MQTT 3.1, \
-         MQTT level 4 = MQTT 3.1.1, MQTT level 5 = MQTT 5.0)"
+        "unsupported protocol name {name:?} with level {level} (supported: MQIsdp level 3 = \
+         MQTT 3.1, MQTT level 4 = MQTT 3.1.1, MQTT level 5 = MQTT 5.0)"
     )]
-    UnsupportedProtocolVersion(u8),
+    UnsupportedProtocolVersion {
+        /// The name the client sent, cut to [`PROTOCOL_NAME_SHOWN_CHARS`] characters (it is
+        /// peer input and ends up in logs).
+        name: String,
+        level: u8,
+    },
 }
 
 impl DecodeError {
@@ -75,7 +83,7 @@ impl DecodeError {
             DecodeError::InvalidTopicName { .. } => 0x90,
             DecodeError::InvalidTopicFilter { .. } => 0x8F,
             DecodeError::TooLarge { .. } => 0x95,
-            DecodeError::UnsupportedProtocolVersion(_) => 0x84,
+            DecodeError::UnsupportedProtocolVersion { .. } => 0x84,
         }
     }
 }
