@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferromq::protocol::{Packet, QoS, RetainHandling, Subscribe, SubscriptionOptions};
+use ferromq::protocol::{Packet, QoS};
 
 mod persist_support;
-use persist_support::{numbered_publish, Wire};
+use persist_support::{broker_xml, numbered_publish, subscribe, Wire};
 
 const PUBLISHERS: u32 = 8;
 /// Enough for a run of a few seconds on the durable store (shorter runs were too noisy).
@@ -21,49 +21,9 @@ const MESSAGES_PER_PUBLISHER: u32 = 5000;
 const WINDOW: u32 = 32;
 const TOPIC: &str = "fanin/t";
 
-fn broker_xml(dir: &std::path::Path, persistent: bool) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench" persistent="{persistent}">
-    <destinationPolicy><policyMap><policyEntries>
-      <policyEntry topic="fanin.>">
-        <pendingMessageLimitStrategy>
-          <constantPendingMessageLimitStrategy limit="1000000"/>
-        </pendingMessageLimitStrategy>
-      </policyEntry>
-    </policyEntries></policyMap></destinationPolicy>
-    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#,
-        dir.display()
-    )
-}
-
 async fn persistent_subscriber(addr: SocketAddr) {
     let mut sub = Wire::connect(addr, "fanin-sub", false).await;
-    sub.send(&Packet::Subscribe(Subscribe {
-        packet_id: 1,
-        filters: vec![(
-            TOPIC.into(),
-            SubscriptionOptions {
-                qos: QoS::AtLeastOnce,
-                no_local: false,
-                retain_as_published: false,
-                retain_handling: RetainHandling::SendAtSubscribe,
-            },
-        )],
-        properties: None,
-    }))
-    .await
-    .expect("subscribe");
-    assert!(matches!(
-        sub.recv(Duration::from_secs(5)).await,
-        Ok(Some(Packet::SubAck(_)))
-    ));
+    subscribe(&mut sub, TOPIC, QoS::AtLeastOnce).await;
 }
 
 /// Messages per second acknowledged, all publishers together.
@@ -104,7 +64,7 @@ async fn fan_in(addr: SocketAddr) -> f64 {
 async fn ferromq_rate(persistent: bool) -> (f64, Option<ferromq::store::StoreStats>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let loaded = ferromq::config::load_str(
-        &broker_xml(dir.path(), persistent),
+        &broker_xml(dir.path(), 0, persistent, "fanin.>", 1_000_000),
         dir.path(),
         &ferromq::config::LoadOptions {
             use_env: false,

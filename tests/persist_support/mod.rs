@@ -127,11 +127,26 @@ pub fn free_port() -> u16 {
 /// rule never drops what a crash test counts).
 pub fn write_crash_config(dir: &Path, port: u16, queue_limit: u32) -> PathBuf {
     let path = dir.join("activemq.xml");
-    let xml = format!(
+    let xml = broker_xml(&dir.join("kahadb"), port, true, "crash.>", queue_limit);
+    std::fs::write(&path, xml).expect("write config");
+    path
+}
+
+/// An `activemq.xml`: store in `store_dir` (used when `persistent`), one plain MQTT connector
+/// on `port` (0: any), and a pending-queue limit of `queue_limit` on the ActiveMQ topic pattern
+/// `limited_topics`.
+pub fn broker_xml(
+    store_dir: &Path,
+    port: u16,
+    persistent: bool,
+    limited_topics: &str,
+    queue_limit: u32,
+) -> String {
+    format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="crash">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="persist-test" persistent="{persistent}">
     <destinationPolicy><policyMap><policyEntries>
-      <policyEntry topic="crash.>">
+      <policyEntry topic="{limited_topics}">
         <pendingMessageLimitStrategy>
           <constantPendingMessageLimitStrategy limit="{queue_limit}"/>
         </pendingMessageLimitStrategy>
@@ -144,10 +159,8 @@ pub fn write_crash_config(dir: &Path, port: u16, queue_limit: u32) -> PathBuf {
   </broker>
 </beans>
 "#,
-        dir.join("kahadb").display(),
-    );
-    std::fs::write(&path, xml).expect("write config");
-    path
+        store_dir.display(),
+    )
 }
 
 /// The `ferromq` binary on `config`, its warnings on the test's stderr.
