@@ -258,7 +258,7 @@ pub fn session_record(state: &SessionState) -> SessionRecord {
             })
             .collect(),
         will: state.stored_will.clone(),
-        expiry_ms: None,
+        expiry_ms: state.expiry_secs.map(|secs| u64::from(secs) * 1000),
         last_seen_ms: now_ms(),
     }
 }
@@ -280,6 +280,11 @@ pub fn restore_session(
     memory: &Arc<MemoryGauge>,
 ) -> (SessionState, Option<WillRecord>) {
     let mut state = SessionState::new(&recovered.client_id, true);
+    // Whole seconds were stored (MQTT 5 Session Expiry Interval); saturate anything larger.
+    state.expiry_secs = recovered
+        .record
+        .expiry_ms
+        .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX - 1));
     for sub in recovered.record.subscriptions {
         state.subscriptions.insert(
             sub.filter.to_string(),
@@ -440,7 +445,7 @@ pub async fn expire_sessions_periodically(
                 offline_durable_subscriber_timeout_ms = expiry.timeout_ms,
                 "abandoned persistent sessions expired with their queued messages"
             );
-            core.drop_expired(&expired);
+            core.drop_expired(&expired, false);
         }
     }
 }
