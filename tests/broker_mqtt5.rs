@@ -7,29 +7,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{activemq_xml, RawClient, TestBroker};
-use ferromq::protocol::{
-    ConnAck, Connect, ConnectReason, Packet, Properties, ProtocolVersion, QoS,
-};
-
-/// An MQTT 5 CONNECT; `expiry_secs` is the Session Expiry Interval property (absent = 0).
-fn connect_v5(client_id: &str, clean_start: bool, expiry_secs: Option<u32>) -> Connect {
-    Connect {
-        protocol: ProtocolVersion::V5,
-        clean_start,
-        keep_alive_secs: 0,
-        client_id: client_id.into(),
-        will: None,
-        username: None,
-        password: None,
-        properties: expiry_secs.map(|secs| {
-            Box::new(Properties {
-                session_expiry_interval: Some(secs),
-                ..Properties::default()
-            })
-        }),
-    }
-}
+use common::{activemq_xml, connect_v5, RawClient, TestBroker};
+use ferromq::protocol::{ConnAck, Connect, ConnectReason, Packet, Properties, QoS};
 
 async fn connected_v5(broker: &TestBroker, connect: Connect) -> (RawClient, ConnAck) {
     let (client, ack) = RawClient::connect(broker.addr, connect).await;

@@ -200,6 +200,15 @@ where
     let keep_alive_limit =
         keepalive::inbound_silence_limit(connect.keep_alive_secs, &params.listener.options);
     let session_present = attached.session_present;
+    let client_limits = connect.properties.as_deref();
+    let inflight_window = client_limits
+        .and_then(|p| p.receive_maximum)
+        .map_or(core.inflight_window, |max| {
+            core.inflight_window.min(usize::from(max).max(1))
+        });
+    let max_packet_bytes = client_limits
+        .and_then(|p| p.maximum_packet_size)
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
     let mut conn = Conn {
         core: core.clone(),
         listener: params.listener.clone(),
@@ -211,6 +220,8 @@ where
         authz: AuthzCache::default(),
         will: connect.will,
         keep_alive_limit,
+        inflight_window,
+        max_packet_bytes,
         out: BytesMut::new(),
         pump_wanted: true,
         pending_acks: PendingAcks::default(),

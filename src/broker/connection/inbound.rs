@@ -9,13 +9,17 @@ use crate::broker::message::{min_qos, Message};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
-    Ack, LastWill, Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
 use crate::store::{Op, QueueState, StoreError};
 
-/// SUBACK return code: subscription refused.
-const SUBACK_FAILURE: u8 = 0x80;
+/// SUBACK return code of a refused subscription: MQTT 3 has only "failure"; MQTT 5 says why.
+const SUBACK_FAILURE_V3: u8 = 0x80;
+/// MQTT 5 reason codes of refusals.
+const REASON_NOT_AUTHORIZED: u8 = 0x87;
+const REASON_TOPIC_NAME_INVALID: u8 = 0x90;
+const REASON_QUOTA_EXCEEDED: u8 = 0x97;
 /// UNSUBACK reason codes (MQTT 5; a v3 encoder leaves them out).
 const UNSUBACK_SUCCESS: u8 = 0x00;
 const UNSUBACK_NO_SUBSCRIPTION: u8 = 0x11;
@@ -138,7 +142,7 @@ impl Conn {
                     if let Some(routed) = self.publish(message) {
                         self.pause_for(routed);
                     }
-                } else if self.authorize(&message) {
+                } else if self.authorize(&message).is_ok() {
                     // Behind messages waiting for the store: delivered in turn.
                     let (plan, ops) = self.core.plan_route(message);
                     self.core.persist_background(ops);
@@ -171,11 +175,10 @@ impl Conn {
         Ok(())
     }
 
-    /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike). A refused
-    /// message is still acknowledged by the caller (3.1.1 cannot say no), as ActiveMQ does.
+    /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike).
     /// `None`: refused; else what routing did (a QoS 0 publisher pauses on it like any other).
     fn publish(&mut self, message: Message) -> Option<Routed> {
-        if !self.authorize(&message) {
+        if self.authorize(&message).is_err() {
             return None;
         }
         Some(self.core.route(message))
@@ -198,22 +201,33 @@ impl Conn {
     /// A QoS 1/2 PUBLISH: routed and acknowledged with `ack` once what it changes in the
     /// durable store is durable (at once without a store, or when it changes nothing there).
     /// `inbound_qos2`: the QoS 2 packet id to record with it. Refused by a full store: not
-    /// acknowledged and not routed (3.1.1 has no negative PUBACK; MQTT 5 would send 0x97 quota
-    /// exceeded), counted in `refused_store_full` and logged; the connection stays. The same
-    /// when the `memoryUsage` limit is reached (`refused_memory_full`, see `BrokerCore::admit`).
+    /// routed, counted in `refused_store_full` and logged; the connection stays. An MQTT 3
+    /// client gets no acknowledgement (3.1.1 has no negative PUBACK: it re-sends later), an
+    /// MQTT 5 one gets 0x97 quota exceeded. The same when the `memoryUsage` limit is reached
+    /// (`refused_memory_full`, see `BrokerCore::admit`). A publish the `$` rule or the policy
+    /// refuses is dropped and still acknowledged to an MQTT 3 client (it cannot be told no),
+    /// as ActiveMQ does; an MQTT 5 client gets 0x90 / 0x87.
     fn publish_acked(
         &mut self,
         message: Message,
         inbound_qos2: Option<u16>,
         ack: Packet,
     ) -> Result<(), CloseReason> {
-        if !self.authorize(&message) {
-            return self.ack(ack);
+        let v5 = self.version == ProtocolVersion::V5;
+        if let Err(reason) = self.authorize(&message) {
+            if let Some(id) = inbound_qos2.filter(|_| v5) {
+                // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
+                self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            }
+            return self.ack(with_reason(ack, reason));
         }
         let Some(message) = self.core.admit(message) else {
-            // The memoryUsage limit: refused like a full store (the client re-sends later).
+            // The memoryUsage limit: refused like a full store.
             if let Some(id) = inbound_qos2 {
                 self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            }
+            if v5 {
+                return self.ack(with_reason(ack, REASON_QUOTA_EXCEEDED));
             }
             return Ok(());
         };
@@ -272,7 +286,11 @@ impl Conn {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
                     core.publish_refused(&plan.into_message().topic, &e);
-                    Ready::default()
+                    let full = matches!(e, StoreError::Full { .. });
+                    Ready {
+                        ack: (v5 && full).then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
+                        ..Ready::default()
+                    }
                 }
             }
         });
@@ -312,12 +330,13 @@ impl Conn {
         Ok(())
     }
 
-    /// The `$` rule and write authorization; counts and logs a refusal.
-    fn authorize(&mut self, message: &Message) -> bool {
+    /// The `$` rule and write authorization; counts and logs a refusal. `Err`: the MQTT 5
+    /// reason code of the refusal.
+    fn authorize(&mut self, message: &Message) -> Result<(), u8> {
         if message.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
-            return false;
+            return Err(REASON_TOPIC_NAME_INVALID);
         }
         if !self.authz.allowed(
             &self.core.current_security(),
@@ -327,9 +346,9 @@ impl Conn {
         ) {
             self.core.counters.dropped_not_authorized();
             tracing::info!(topic = %message.topic, user = %self.principal.user, "publish not authorized: dropped");
-            return false;
+            return Err(REASON_NOT_AUTHORIZED);
         }
-        true
+        Ok(())
     }
 
     /// Publish the will (abnormal close), under the same rules as a PUBLISH.
@@ -357,7 +376,10 @@ impl Conn {
                 .allowed(&security, &self.principal, Action::Read, &filter)
             {
                 tracing::info!(%filter, user = %self.principal.user, "subscription not authorized");
-                return_codes.push(SUBACK_FAILURE);
+                return_codes.push(match self.version {
+                    ProtocolVersion::V5 => REASON_NOT_AUTHORIZED,
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => SUBACK_FAILURE_V3,
+                });
                 continue;
             }
             if !self
@@ -426,5 +448,15 @@ impl Conn {
             reason_codes,
             properties: None,
         }))
+    }
+}
+
+/// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` (an MQTT 3 encoder leaves
+/// it out).
+fn with_reason(ack: Packet, reason: u8) -> Packet {
+    match ack {
+        Packet::PubAck(a) => Packet::PubAck(Ack { reason, ..a }),
+        Packet::PubRec(a) => Packet::PubRec(Ack { reason, ..a }),
+        other => other,
     }
 }

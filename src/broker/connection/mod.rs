@@ -149,6 +149,12 @@ pub(crate) struct Conn {
     authz: AuthzCache,
     will: Option<LastWill>,
     keep_alive_limit: Option<Duration>,
+    /// QoS 1/2 deliveries in flight at most: the broker's window, capped by an MQTT 5 client's
+    /// Receive Maximum.
+    inflight_window: usize,
+    /// An MQTT 5 client's Maximum Packet Size: larger deliveries are dropped for it (counted
+    /// in `dropped_packet_too_large`), as MQTT 5 3.1.2-25 requires.
+    max_packet_bytes: Option<usize>,
     /// Encoded packets waiting for the socket.
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.

@@ -7,7 +7,7 @@ use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
-use crate::protocol::codec::encode_publish;
+use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, ProtocolVersion, QoS};
 use crate::security::Action;
 use crate::store::{Op, QueueState};
@@ -64,10 +64,12 @@ impl Conn {
     /// Move deliveries from the session queue into the output buffer: QoS 0 always, QoS 1/2
     /// while the in-flight window has room (order is kept: a QoS 1/2 message at the head waits
     /// for room rather than letting later messages overtake it). Each delivery is authorized
-    /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them.
+    /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them. So
+    /// are those larger than an MQTT 5 client's Maximum Packet Size (counted).
     /// Stops at the output high-water mark.
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
-        let window = self.core.inflight_window;
+        let window = self.inflight_window;
+        let (version, max_packet_bytes) = (self.version, self.max_packet_bytes);
         loop {
             if self.pending_acks.len() >= HELD_ENTRIES_MAX {
                 // Resumed when an entry leaves (the run loop pumps after every event).
@@ -75,6 +77,7 @@ impl Conn {
                 return Ok(());
             }
             let mut denied = 0u64;
+            let mut too_large = 0u64;
             let mut store_ops = Vec::new();
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
@@ -94,8 +97,24 @@ impl Conn {
                         let Some(item) = s.pending.pop_front() else {
                             break;
                         };
-                        if !authz.allowed(security, principal, Action::Read, &item.message.topic) {
-                            denied += 1;
+                        let fits = max_packet_bytes.is_none_or(|max| {
+                            let topic = &item.message.topic;
+                            publish_packet_len(topic, item.message.payload.len(), item.qos, version)
+                                <= max
+                        });
+                        let allowed = fits
+                            && authz.allowed(
+                                security,
+                                principal,
+                                Action::Read,
+                                &item.message.topic,
+                            );
+                        if !allowed {
+                            if fits {
+                                denied += 1;
+                            } else {
+                                too_large += 1;
+                            }
                             if let Some(seq) = item.seq {
                                 store_ops.push(Op::Dequeue {
                                     client_id: client_id.clone(),
@@ -130,6 +149,9 @@ impl Conn {
             for _ in 0..denied {
                 self.core.counters.dropped_not_authorized();
             }
+            for _ in 0..too_large {
+                self.core.counters.dropped_packet_too_large();
+            }
             let moved = batch.len();
             self.deliver_batch(batch, store_ops)?;
             self.core.counters.add_messages_out(moved as u64);
@@ -140,7 +162,7 @@ impl Conn {
                 self.pump_wanted = true;
                 return Ok(());
             }
-            if moved + (denied as usize) < PUMP_BATCH {
+            if moved + ((denied + too_large) as usize) < PUMP_BATCH {
                 self.pump_wanted = false;
                 return Ok(());
             }

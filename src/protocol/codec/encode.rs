@@ -214,6 +214,40 @@ pub fn encode_publish(
     result
 }
 
+/// The size in bytes of the PUBLISH [`encode_publish`] writes for these arguments (header
+/// included): what an MQTT 5 client's Maximum Packet Size is compared with.
+pub fn publish_packet_len(
+    topic: &str,
+    payload_len: usize,
+    qos: QoS,
+    version: ProtocolVersion,
+) -> usize {
+    // Only the lengths matter: a zero-length stand-in payload and a placeholder packet id.
+    let fields = PublishFields {
+        topic,
+        payload: &[],
+        qos,
+        retain: false,
+        dup: false,
+        packet_id: (qos != QoS::AtMostOnce).then_some(1),
+        properties: None,
+    };
+    let remaining = publish_remaining_len(&fields, version == ProtocolVersion::V5) + payload_len;
+    1 + var_int_len(remaining) + remaining
+}
+
+/// The remaining length of a PUBLISH of `p`.
+fn publish_remaining_len(p: &PublishFields, v5: bool) -> usize {
+    let mut len = prefixed_len(p.topic.as_bytes()) + p.payload.len();
+    if p.packet_id.is_some() {
+        len += 2;
+    }
+    if v5 {
+        len += properties_block_len(p.properties);
+    }
+    len
+}
+
 /// A PUBLISH's fields, borrowed from a [`Publish`] or from a queued message.
 struct PublishFields<'a> {
     topic: &'a str,
@@ -251,13 +285,7 @@ fn put_publish_fields(buf: &mut BytesMut, p: &PublishFields, v5: bool) -> Result
         (_, Some(0)) => return Err(invalid(P, "packet identifier 0")),
         (_, Some(_)) => {}
     }
-    let mut len = prefixed_len(p.topic.as_bytes()) + p.payload.len();
-    if p.packet_id.is_some() {
-        len += 2;
-    }
-    if v5 {
-        len += properties_block_len(p.properties);
-    }
+    let len = publish_remaining_len(p, v5);
     let first_byte = 0x30 | u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain);
     put_header(buf, first_byte, len)?;
     put_prefixed(buf, p.topic.as_bytes(), P, "topic name")?;
