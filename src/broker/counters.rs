@@ -21,6 +21,7 @@ pub struct Counters {
     refused_memory_full: AtomicU64,
     dropped_memory_full: AtomicU64,
     dropped_packet_too_large: AtomicU64,
+    dropped_expired: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -58,6 +59,8 @@ pub struct CountersSnapshot {
     pub dropped_memory_full: u64,
     /// Deliveries dropped for an MQTT 5 client because they exceed its Maximum Packet Size.
     pub dropped_packet_too_large: u64,
+    /// Queued messages dropped because their MQTT 5 Message Expiry Interval passed.
+    pub dropped_expired: u64,
 }
 
 macro_rules! bump {
@@ -87,6 +90,7 @@ impl Counters {
         refused_memory_full,
         dropped_memory_full,
         dropped_packet_too_large,
+        dropped_expired,
     );
 
     pub(crate) fn add_messages_out(&self, n: u64) {
@@ -119,6 +123,7 @@ impl Counters {
             refused_memory_full: get(&self.refused_memory_full),
             dropped_memory_full: get(&self.dropped_memory_full),
             dropped_packet_too_large: get(&self.dropped_packet_too_large),
+            dropped_expired: get(&self.dropped_expired),
         }
     }
 }

@@ -142,6 +142,7 @@ fn message_from_stored(stored: StoredMessage) -> Message {
         payload: stored.payload,
         qos: stored.qos,
         retain: stored.retain,
+        v5: None,
     }
 }
 
@@ -209,6 +210,7 @@ pub fn publish_recovered_wills(
             payload: will.payload.clone(),
             qos: will.qos,
             retain: will.retain,
+            v5: None,
         });
         let (plan, mut ops) = core.plan_route(message);
         ops.push(forget);

@@ -283,6 +283,7 @@ mod tests {
                 payload: Bytes::from_static(b"x"),
                 qos,
                 retain: false,
+                v5: None,
             },
             qos,
             retain: false,

@@ -2,10 +2,11 @@
 //! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{CloseReason, Conn, Ready};
 use crate::broker::inflight::{AckOutcome, Inflight};
-use crate::broker::message::{min_qos, Message};
+use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
@@ -132,6 +133,7 @@ impl Conn {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
+            v5: V5Extras::from_publish(p.properties, Instant::now()),
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
@@ -359,6 +361,7 @@ impl Conn {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
+            v5: V5Extras::from_publish(will.properties, Instant::now()),
         });
         // The connection is closing: nothing to pause.
         if self.publish(message).is_some() {

@@ -1,6 +1,9 @@
 //! Packets to the client: encoding into the batch buffer, moving deliveries from the session
 //! queue through the in-flight window, and retransmission on session resume.
 
+use std::borrow::Cow;
+use std::time::Instant;
+
 use bytes::BytesMut;
 
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
@@ -8,7 +11,7 @@ use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
-use crate::protocol::{encode, Ack, Packet, ProtocolVersion, QoS};
+use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;
 use crate::store::{Op, QueueState};
 
@@ -65,7 +68,8 @@ impl Conn {
     /// while the in-flight window has room (order is kept: a QoS 1/2 message at the head waits
     /// for room rather than letting later messages overtake it). Each delivery is authorized
     /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them. So
-    /// are those larger than an MQTT 5 client's Maximum Packet Size (counted).
+    /// are those larger than an MQTT 5 client's Maximum Packet Size and those past their
+    /// Message Expiry Interval (counted).
     /// Stops at the output high-water mark.
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
         let window = self.inflight_window;
@@ -78,6 +82,8 @@ impl Conn {
             }
             let mut denied = 0u64;
             let mut too_large = 0u64;
+            let mut expired = 0u64;
+            let now = Instant::now();
             let mut store_ops = Vec::new();
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
@@ -97,23 +103,29 @@ impl Conn {
                         let Some(item) = s.pending.pop_front() else {
                             break;
                         };
+                        let message = &item.message;
+                        let live = !message.is_expired(now);
                         let fits = max_packet_bytes.is_none_or(|max| {
-                            let topic = &item.message.topic;
-                            publish_packet_len(topic, item.message.payload.len(), item.qos, version)
-                                <= max
+                            let properties = forwarded_properties(message, version, now);
+                            let (topic, payload_len) = (&message.topic, message.payload.len());
+                            publish_packet_len(
+                                topic,
+                                payload_len,
+                                item.qos,
+                                properties.as_deref(),
+                                version,
+                            ) <= max
                         });
-                        let allowed = fits
-                            && authz.allowed(
-                                security,
-                                principal,
-                                Action::Read,
-                                &item.message.topic,
-                            );
+                        let allowed = live
+                            && fits
+                            && authz.allowed(security, principal, Action::Read, &message.topic);
                         if !allowed {
-                            if fits {
-                                denied += 1;
-                            } else {
+                            if !live {
+                                expired += 1;
+                            } else if !fits {
                                 too_large += 1;
+                            } else {
+                                denied += 1;
                             }
                             if let Some(seq) = item.seq {
                                 store_ops.push(Op::Dequeue {
@@ -152,6 +164,9 @@ impl Conn {
             for _ in 0..too_large {
                 self.core.counters.dropped_packet_too_large();
             }
+            for _ in 0..expired {
+                self.core.counters.dropped_expired();
+            }
             let moved = batch.len();
             self.deliver_batch(batch, store_ops)?;
             self.core.counters.add_messages_out(moved as u64);
@@ -162,7 +177,7 @@ impl Conn {
                 self.pump_wanted = true;
                 return Ok(());
             }
-            if moved + ((denied + too_large) as usize) < PUMP_BATCH {
+            if moved + ((denied + too_large + expired) as usize) < PUMP_BATCH {
                 self.pump_wanted = false;
                 return Ok(());
             }
@@ -240,6 +255,7 @@ fn encode_delivery(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), CloseReason> {
+    let properties = forwarded_properties(message, version, Instant::now());
     encode_publish(
         &message.topic,
         &message.payload,
@@ -247,8 +263,30 @@ fn encode_delivery(
         retain,
         dup,
         packet_id,
+        properties.as_deref(),
         version,
         out,
     )
     .map_err(|e| CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic)))
+}
+
+/// The PUBLISH properties `message` is delivered with to a `version` client at `now`: the
+/// publisher's, with the Message Expiry Interval counted down (a copy only then). MQTT 3
+/// clients get none.
+fn forwarded_properties(
+    message: &Message,
+    version: ProtocolVersion,
+    now: Instant,
+) -> Option<Cow<'_, Properties>> {
+    let v5 = message
+        .v5
+        .as_ref()
+        .filter(|_| version == ProtocolVersion::V5)?;
+    Some(match v5.remaining_expiry_secs(now) {
+        None => Cow::Borrowed(&v5.properties),
+        Some(secs) => Cow::Owned(Properties {
+            message_expiry_interval: Some(secs),
+            ..v5.properties.clone()
+        }),
+    })
 }

@@ -185,7 +185,7 @@ fn put_connack(
 
 /// Append a PUBLISH for protocol `version` built from borrowed parts (no [`Packet`] and no
 /// owned topic per message: the broker's delivery path writes every message through here).
-/// MQTT 5 properties are left empty. On error nothing is appended.
+/// `properties` are written for MQTT 5 only. On error nothing is appended.
 #[allow(clippy::too_many_arguments)] // the PUBLISH fields themselves; a struct would be the Packet again
 pub fn encode_publish(
     topic: &str,
@@ -194,6 +194,7 @@ pub fn encode_publish(
     retain: bool,
     dup: bool,
     packet_id: Option<u16>,
+    properties: Option<&Properties>,
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
@@ -205,7 +206,7 @@ pub fn encode_publish(
         retain,
         dup,
         packet_id,
-        properties: None,
+        properties,
     };
     let result = put_publish_fields(buf, &fields, version == ProtocolVersion::V5);
     if result.is_err() {
@@ -220,6 +221,7 @@ pub fn publish_packet_len(
     topic: &str,
     payload_len: usize,
     qos: QoS,
+    properties: Option<&Properties>,
     version: ProtocolVersion,
 ) -> usize {
     // Only the lengths matter: a zero-length stand-in payload and a placeholder packet id.
@@ -230,7 +232,7 @@ pub fn publish_packet_len(
         retain: false,
         dup: false,
         packet_id: (qos != QoS::AtMostOnce).then_some(1),
-        properties: None,
+        properties,
     };
     let remaining = publish_remaining_len(&fields, version == ProtocolVersion::V5) + payload_len;
     1 + var_int_len(remaining) + remaining
@@ -499,6 +501,7 @@ mod tests {
             p.retain,
             p.dup,
             p.packet_id,
+            p.properties.as_deref(),
             version,
             &mut buf,
         )
@@ -574,6 +577,7 @@ mod tests {
                 false,
                 dup,
                 packet_id,
+                None,
                 ProtocolVersion::V311,
                 &mut buf,
             )
@@ -589,6 +593,7 @@ mod tests {
             QoS::AtMostOnce,
             false,
             false,
+            None,
             None,
             ProtocolVersion::V5,
             &mut buf,

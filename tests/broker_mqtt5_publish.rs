@@ -1,0 +1,95 @@
+//! MQTT 5 PUBLISH properties carried from publisher to subscribers (real broker on 127.0.0.1
+//! port 0, exact packets): forwarded to v5 subscribers, left out for v3 ones, the Message
+//! Expiry Interval counted down while the message waits and expired messages not delivered.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{connect_v5, RawClient, TestBroker};
+use ferromq::protocol::{ConnectReason, Packet, Properties, Publish, QoS};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+async fn v5_client(broker: &TestBroker, id: &str) -> RawClient {
+    let (client, connack) = RawClient::connect(broker.addr, connect_v5(id, true, None)).await;
+    assert_eq!(connack.reason, ConnectReason::Success, "{connack:?}");
+    client
+}
+
+fn publish_with(topic: &str, retain: bool, properties: Properties) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain,
+        topic: topic.into(),
+        packet_id: None,
+        payload: Bytes::from_static(b"{}"),
+        properties: Some(Box::new(properties)),
+    })
+}
+
+#[tokio::test]
+async fn publish_properties_reach_v5_subscribers_and_not_v3_ones() {
+    let broker = TestBroker::default().await;
+    let mut sub5 = v5_client(&broker, "sub5").await;
+    sub5.subscribe(1, &[("req/#", QoS::AtMostOnce)]).await;
+    let (mut sub3, _) = RawClient::connected(broker.addr, "sub3", true).await;
+    sub3.subscribe(1, &[("req/#", QoS::AtMostOnce)]).await;
+
+    let sent = Properties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        response_topic: Some("resp/1".into()),
+        correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+        user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        ..Properties::default()
+    };
+    let mut publisher = v5_client(&broker, "pub").await;
+    publisher
+        .send(publish_with("req/x", false, sent.clone()))
+        .await;
+
+    let got = sub5.recv_publish().await;
+    assert_eq!(got.properties.as_deref(), Some(&sent));
+    let plain = sub3.recv_publish().await;
+    assert_eq!(plain.properties, None);
+    assert_eq!(&plain.payload[..], b"{}");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
+    let broker = TestBroker::default().await;
+    let mut publisher = v5_client(&broker, "pub").await;
+    publisher
+        .send(publish_with(
+            "exp/retained",
+            true,
+            Properties {
+                message_expiry_interval: Some(2),
+                content_type: Some("text/plain".into()),
+                ..Properties::default()
+            },
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut early = v5_client(&broker, "early").await;
+    early.subscribe(1, &[("exp/#", QoS::AtMostOnce)]).await;
+    let got = early.recv_publish().await;
+    let props = got.properties.expect("properties");
+    assert_eq!(
+        props.message_expiry_interval,
+        Some(1),
+        "2 s minus 1.2 s, rounded up"
+    );
+    assert_eq!(props.content_type.as_deref(), Some("text/plain"));
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut late = v5_client(&broker, "late").await;
+    late.subscribe(1, &[("exp/#", QoS::AtMostOnce)]).await;
+    assert!(late.recv_within(QUIET).await.is_none(), "expired");
+    assert_eq!(broker.handle.counters().dropped_expired, 1);
+    broker.shutdown().await;
+}
