@@ -1,6 +1,7 @@
 //! MQTT 5 PUBLISH properties carried from publisher to subscribers (real broker on 127.0.0.1
 //! port 0, exact packets): forwarded to v5 subscribers, left out for v3 ones, the Message
-//! Expiry Interval counted down while the message waits and expired messages not delivered.
+//! Expiry Interval counted down while the message waits and expired messages not delivered;
+//! Retain Handling on SUBSCRIBE.
 
 mod common;
 
@@ -8,7 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connect_v5, RawClient, TestBroker};
-use ferromq::protocol::{ConnectReason, Packet, Properties, Publish, QoS};
+use ferromq::protocol::{
+    ConnectReason, Packet, Properties, Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
+};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -91,5 +94,64 @@ async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
     late.subscribe(1, &[("exp/#", QoS::AtMostOnce)]).await;
     assert!(late.recv_within(QUIET).await.is_none(), "expired");
     assert_eq!(broker.handle.counters().dropped_expired, 1);
+    broker.shutdown().await;
+}
+
+/// SUBSCRIBE to `filter` at QoS 0 with `retain_handling`; returns the SUBACK codes.
+async fn subscribe_with(
+    client: &mut RawClient,
+    packet_id: u16,
+    filter: &str,
+    retain_handling: RetainHandling,
+) -> Vec<u8> {
+    client
+        .send(Packet::Subscribe(Subscribe {
+            packet_id,
+            filters: vec![(
+                filter.into(),
+                SubscriptionOptions {
+                    qos: QoS::AtMostOnce,
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling,
+                },
+            )],
+            properties: None,
+        }))
+        .await;
+    match client.recv().await {
+        Packet::SubAck(s) => s.return_codes,
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn retain_handling_decides_whether_retained_messages_are_sent() {
+    let broker = TestBroker::default().await;
+    let mut publisher = v5_client(&broker, "pub").await;
+    publisher
+        .send(publish_with("rh/t", true, Properties::default()))
+        .await;
+    let mut sub = v5_client(&broker, "sub").await;
+    assert_eq!(
+        subscribe_with(&mut sub, 1, "rh/#", RetainHandling::DoNotSend).await,
+        [0]
+    );
+    assert!(sub.recv_within(QUIET).await.is_none(), "2: never sent");
+    assert_eq!(
+        subscribe_with(&mut sub, 2, "rh/t", RetainHandling::SendAtSubscribeIfNew).await,
+        [0]
+    );
+    assert!(sub.recv_publish().await.retain, "1: new subscription");
+    assert_eq!(
+        subscribe_with(&mut sub, 3, "rh/t", RetainHandling::SendAtSubscribeIfNew).await,
+        [0]
+    );
+    assert!(sub.recv_within(QUIET).await.is_none(), "1: it existed");
+    assert_eq!(
+        subscribe_with(&mut sub, 4, "rh/t", RetainHandling::SendAtSubscribe).await,
+        [0]
+    );
+    assert!(sub.recv_publish().await.retain, "0: always");
     broker.shutdown().await;
 }

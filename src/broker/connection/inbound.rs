@@ -10,7 +10,8 @@ use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
-    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
 use crate::store::{Op, QueueState, StoreError};
@@ -385,6 +386,7 @@ impl Conn {
                 });
                 continue;
             }
+            let existed = self.with_session(|s| s.subscriptions.contains_key(&filter))?;
             if !self
                 .core
                 .subscribe(&self.session, self.token.generation, &filter, options.qos)
@@ -392,14 +394,23 @@ impl Conn {
                 return Err(CloseReason::TakenOver);
             }
             return_codes.push(options.qos as u8);
-            granted.push((filter, options.qos));
+            // MQTT 5 Retain Handling (v3 always sends them, as option 0).
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtSubscribeIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                granted.push((filter, options.qos));
+            }
         }
         self.send(Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             return_codes,
             properties: None,
         }))?;
-        // Retained messages on every SUBSCRIBE (3.1.1 3.3.1.3), after the SUBACK, with retain=1.
+        // Retained messages on SUBSCRIBE (3.1.1 3.3.1.3; MQTT 5 per Retain Handling), after
+        // the SUBACK, with retain=1.
         for (filter, granted_qos) in granted {
             for message in self.core.retained_matching(&filter) {
                 let qos = min_qos(message.qos, granted_qos);
