@@ -38,7 +38,7 @@ use super::limits::OVERFILL_PAUSE_LIMIT_MS;
 use super::runtime::{BrokerCore, Overfilled, Routed};
 use super::session::{AttachToken, Session};
 use crate::config::{ListenerOptions, Scheme};
-use crate::protocol::{decode, DecodeError, LastWill, ProtocolVersion};
+use crate::protocol::{decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion};
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
 
@@ -105,6 +105,20 @@ pub(crate) enum CloseReason {
 impl CloseReason {
     fn publishes_will(&self) -> bool {
         !matches!(self, CloseReason::ClientDisconnect | CloseReason::TakenOver)
+    }
+
+    /// The reason code of the DISCONNECT an MQTT 5 client is sent before the broker closes
+    /// (MQTT 5 4.13.2); `None` when the client ended it or the socket is broken.
+    fn server_disconnect_code(&self) -> Option<u8> {
+        match self {
+            CloseReason::TakenOver => Some(0x8E),
+            CloseReason::KeepAliveExpired(_) => Some(0x8D),
+            CloseReason::Malformed(e) => Some(e.reason_code()),
+            CloseReason::ProtocolViolation(_) => Some(0x82),
+            CloseReason::ServerShutdown => Some(0x8B),
+            CloseReason::Internal(_) => Some(0x83),
+            CloseReason::ClientDisconnect | CloseReason::PeerClosed | CloseReason::Io(_) => None,
+        }
     }
 
     fn is_protocol_error(&self) -> bool {
@@ -472,8 +486,27 @@ impl Conn {
         } else {
             tracing::debug!("closing: {reason}");
         }
-        let socket_usable = !matches!(reason, CloseReason::Io(_) | CloseReason::TakenOver);
+        let disconnect_code = reason
+            .server_disconnect_code()
+            .filter(|_| self.version == ProtocolVersion::V5);
+        // A taken-over MQTT 3 connection just closes; an MQTT 5 one is told why first.
+        let socket_usable = match reason {
+            CloseReason::Io(_) => false,
+            CloseReason::TakenOver => disconnect_code.is_some(),
+            _ => true,
+        };
         self.drain_pending_acks().await;
+        if let Some(code) = disconnect_code {
+            if matches!(reason, CloseReason::TakenOver) {
+                // The session's new connection re-sends what was in flight: only the
+                // DISCONNECT goes out here.
+                self.out.clear();
+            }
+            let _ = self.send(Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: None,
+            }));
+        }
         if socket_usable && !self.out.is_empty() {
             let mut out = std::mem::take(&mut self.out);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
