@@ -10,8 +10,8 @@ use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
-    Ack, LastWill, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
 use crate::store::{Op, QueueState, StoreError};
@@ -31,7 +31,12 @@ pub(super) enum Flow {
     Continue,
     /// DISCONNECT: close without the will.
     Disconnect,
+    /// MQTT 5 DISCONNECT 0x04: close and publish the will.
+    DisconnectWithWill,
 }
+
+/// MQTT 5 DISCONNECT reason: disconnect with will message.
+const DISCONNECT_WITH_WILL: u8 = 0x04;
 
 impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
@@ -44,7 +49,7 @@ impl Conn {
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
             Packet::PingReq => self.send(Packet::PingResp)?,
-            Packet::Disconnect(_) => return Ok(Flow::Disconnect),
+            Packet::Disconnect(d) => return self.on_disconnect(d),
             Packet::Connect(_) => return Err(CloseReason::ProtocolViolation("second CONNECT")),
             Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -57,6 +62,34 @@ impl Conn {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// DISCONNECT. An MQTT 5 client may change its Session Expiry Interval here, but not from
+    /// 0 (a session that ends at disconnect) to more (MQTT 5 3.14.2.2.2: protocol error).
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<Flow, CloseReason> {
+        if self.version != ProtocolVersion::V5 {
+            return Ok(Flow::Disconnect);
+        }
+        if let Some(secs) = d.properties.and_then(|p| p.session_expiry_interval) {
+            let persistent = self.session.is_persistent();
+            let ends_now = self.session.expiry_secs() == Some(0);
+            if secs > 0 && (!persistent || ends_now) {
+                return Err(CloseReason::ProtocolViolation(
+                    "DISCONNECT sets a session expiry interval after connecting with 0",
+                ));
+            }
+            if persistent {
+                let expiry_secs = match secs {
+                    u32::MAX => None,
+                    secs => Some(secs),
+                };
+                self.with_session(|s| s.expiry_secs = expiry_secs)?;
+            }
+        }
+        Ok(match d.reason {
+            DISCONNECT_WITH_WILL => Flow::DisconnectWithWill,
+            _ => Flow::Disconnect,
+        })
     }
 
     /// Run `f` on the session state; closes the connection when it was taken over.

@@ -87,6 +87,8 @@ pub struct ConnectionParams {
 pub(crate) enum CloseReason {
     /// DISCONNECT received: the will is discarded.
     ClientDisconnect,
+    /// MQTT 5 DISCONNECT with reason 0x04: the client asks for its will to be published.
+    ClientDisconnectWithWill,
     /// The peer closed the socket without DISCONNECT.
     PeerClosed,
     Io(io::Error),
@@ -117,7 +119,10 @@ impl CloseReason {
             CloseReason::ProtocolViolation(_) => Some(0x82),
             CloseReason::ServerShutdown => Some(0x8B),
             CloseReason::Internal(_) => Some(0x83),
-            CloseReason::ClientDisconnect | CloseReason::PeerClosed | CloseReason::Io(_) => None,
+            CloseReason::ClientDisconnect
+            | CloseReason::ClientDisconnectWithWill
+            | CloseReason::PeerClosed
+            | CloseReason::Io(_) => None,
         }
     }
 
@@ -133,6 +138,9 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::ClientDisconnect => f.write_str("client sent DISCONNECT"),
+            CloseReason::ClientDisconnectWithWill => {
+                f.write_str("client sent DISCONNECT asking for its will (0x04)")
+            }
             CloseReason::PeerClosed => f.write_str("peer closed the connection without DISCONNECT"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::KeepAliveExpired(d) => {
@@ -395,6 +403,9 @@ impl Conn {
                 Ok(Some(packet)) => match self.handle(packet)? {
                     inbound::Flow::Continue => {}
                     inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
+                    inbound::Flow::DisconnectWithWill => {
+                        return Err(CloseReason::ClientDisconnectWithWill)
+                    }
                 },
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(CloseReason::Malformed(e)),
