@@ -45,7 +45,7 @@ async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids(
     assert_eq!(props.wildcard_subscription_available, Some(1));
     assert_eq!(props.subscription_identifier_available, Some(0));
     assert_eq!(props.shared_subscription_available, Some(1));
-    assert_eq!(props.topic_alias_maximum, None, "no topic aliases yet");
+    assert_eq!(props.topic_alias_maximum, Some(16));
     // A named client is not assigned anything.
     let (_named, ack) = connected_v5(&broker, connect_v5("named", true, None)).await;
     let props = ack.properties.expect("CONNACK v5 properties");

@@ -155,3 +155,68 @@ async fn retain_handling_decides_whether_retained_messages_are_sent() {
     assert!(sub.recv_publish().await.retain, "0: always");
     broker.shutdown().await;
 }
+
+fn aliased(topic: &str, alias: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id: None,
+        payload: Bytes::from_static(payload),
+        properties: Some(Box::new(Properties {
+            topic_alias: Some(alias),
+            ..Properties::default()
+        })),
+    })
+}
+
+/// The reason code of the server's DISCONNECT, then the connection closes.
+async fn server_disconnect(client: &mut RawClient) -> u8 {
+    match client.recv().await {
+        Packet::Disconnect(d) => {
+            client.expect_closed().await;
+            d.reason
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn topic_aliases_from_the_client_are_set_used_and_checked() {
+    let broker = TestBroker::default().await;
+    let mut sub = v5_client(&broker, "sub").await;
+    sub.subscribe(1, &[("al/#", QoS::AtMostOnce)]).await;
+    let mut publisher = v5_client(&broker, "pub").await;
+    for packet in [
+        aliased("al/x", 3, b"1"),
+        aliased("", 3, b"2"),
+        aliased("al/y", 3, b"3"),
+        aliased("", 3, b"4"),
+    ] {
+        publisher.send(packet).await;
+    }
+    for (topic, payload) in [
+        ("al/x", b"1"),
+        ("al/x", b"2"),
+        ("al/y", b"3"),
+        ("al/y", b"4"),
+    ] {
+        let got = sub.recv_publish().await;
+        assert_eq!(
+            (got.topic.as_str(), &got.payload[..]),
+            (topic, &payload[..])
+        );
+        assert_eq!(got.properties, None, "the alias is not forwarded");
+    }
+    publisher.send(aliased("al/z", 17, b"5")).await;
+    assert_eq!(
+        server_disconnect(&mut publisher).await,
+        0x94,
+        "above the maximum"
+    );
+    let mut unknown = v5_client(&broker, "unknown").await;
+    unknown.send(aliased("", 5, b"6")).await;
+    assert_eq!(server_disconnect(&mut unknown).await, 0x82, "never set");
+    broker.shutdown().await;
+}

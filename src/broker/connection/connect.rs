@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::read::read_some;
-use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE};
+use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::keepalive;
 use crate::broker::registry::{AttachError, SessionLifetime};
 use crate::broker::runtime::BrokerCore;
@@ -83,7 +83,7 @@ fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Pr
         wildcard_subscription_available: Some(1),
         subscription_identifier_available: Some(0),
         shared_subscription_available: Some(1),
-        // Topic Alias Maximum absent: 0, no aliases from the client.
+        topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
         assigned_client_identifier: assigned_client_id.map(str::to_owned),
         ..Properties::default()
     }
@@ -222,6 +222,7 @@ where
         keep_alive_limit,
         inflight_window,
         max_packet_bytes,
+        topic_aliases: Vec::new(),
         out: BytesMut::new(),
         pump_wanted: true,
         pending_acks: PendingAcks::default(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{CloseReason, Conn, Ready};
+use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
@@ -92,6 +92,37 @@ impl Conn {
         })
     }
 
+    /// The topic of a PUBLISH: its own, which an MQTT 5 `alias` then stands for on this
+    /// connection, or (empty topic) the one `alias` stands for.
+    fn resolve_topic_alias(
+        &mut self,
+        topic: String,
+        alias: Option<u16>,
+    ) -> Result<Arc<str>, CloseReason> {
+        let Some(alias) = alias else {
+            return Ok(Arc::from(topic));
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(CloseReason::TopicAliasInvalid(alias));
+        }
+        let known = self.topic_aliases.iter_mut().find(|(a, _)| *a == alias);
+        match (topic.is_empty(), known) {
+            (true, Some((_, topic))) => Ok(topic.clone()),
+            (true, None) => Err(CloseReason::ProtocolViolation(
+                "PUBLISH with an empty topic and an unknown topic alias",
+            )),
+            (false, Some((_, known))) => {
+                *known = Arc::from(topic);
+                Ok(known.clone())
+            }
+            (false, None) => {
+                let topic: Arc<str> = Arc::from(topic);
+                self.topic_aliases.push((alias, topic.clone()));
+                Ok(topic)
+            }
+        }
+    }
+
     /// Run `f` on the session state; closes the connection when it was taken over.
     pub(super) fn with_session<R>(
         &self,
@@ -162,8 +193,10 @@ impl Conn {
 
     fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
         self.core.counters.messages_in();
+        let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
+        let topic = self.resolve_topic_alias(p.topic, alias)?;
         let message = Message {
-            topic: Arc::from(p.topic),
+            topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,

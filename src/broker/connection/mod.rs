@@ -48,6 +48,9 @@ pub const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
 const OUT_BATCH_START_BYTES: usize = 16 * 1024;
 /// How long closing waits for the store to answer the connection's pending publishes.
 const PENDING_ACKS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Topic aliases an MQTT 5 client may set per connection (CONNACK Topic Alias Maximum). Small:
+/// the aliases are searched linearly and cost a topic reference each.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 16;
 /// How long closing may spend flushing output and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -96,6 +99,8 @@ pub(crate) enum CloseReason {
     KeepAliveExpired(Duration),
     Malformed(DecodeError),
     ProtocolViolation(&'static str),
+    /// An MQTT 5 PUBLISH used topic alias 0 or one above our Topic Alias Maximum.
+    TopicAliasInvalid(u16),
     /// Another connection took the session over (`allowLinkStealing`): no will.
     TakenOver,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
@@ -117,6 +122,7 @@ impl CloseReason {
             CloseReason::KeepAliveExpired(_) => Some(0x8D),
             CloseReason::Malformed(e) => Some(e.reason_code()),
             CloseReason::ProtocolViolation(_) => Some(0x82),
+            CloseReason::TopicAliasInvalid(_) => Some(0x94),
             CloseReason::ServerShutdown => Some(0x8B),
             CloseReason::Internal(_) => Some(0x83),
             CloseReason::ClientDisconnect
@@ -129,7 +135,9 @@ impl CloseReason {
     fn is_protocol_error(&self) -> bool {
         matches!(
             self,
-            CloseReason::Malformed(_) | CloseReason::ProtocolViolation(_)
+            CloseReason::Malformed(_)
+                | CloseReason::ProtocolViolation(_)
+                | CloseReason::TopicAliasInvalid(_)
         )
     }
 }
@@ -152,6 +160,12 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::Malformed(e) => write!(f, "{e}"),
             CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+            CloseReason::TopicAliasInvalid(alias) => {
+                write!(
+                    f,
+                    "topic alias {alias} is outside 1..={TOPIC_ALIAS_MAXIMUM}"
+                )
+            }
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::Internal(what) => write!(f, "internal error: {what}"),
@@ -177,6 +191,8 @@ pub(crate) struct Conn {
     /// An MQTT 5 client's Maximum Packet Size: larger deliveries are dropped for it (counted
     /// in `dropped_packet_too_large`), as MQTT 5 3.1.2-25 requires.
     max_packet_bytes: Option<usize>,
+    /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
+    topic_aliases: Vec<(u16, Arc<str>)>,
     /// Encoded packets waiting for the socket.
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.
