@@ -23,6 +23,7 @@ fn message(topic: &Arc<str>, read_buffer: &Bytes) -> Message {
         payload: read_buffer.slice(0..PAYLOAD_BYTES),
         qos: QoS::AtMostOnce,
         retain: false,
+        v5: None,
     }
 }
 

@@ -446,7 +446,9 @@ async fn expire_sessions_deletes_offline_sessions_past_their_expiry() {
             put("old-but-online", with(1_000, None)),
             put("recent", with(9_000, None)),
             put("own-short-expiry", with(9_000, Some(500))),
+            // Capped by the broker-wide 5 s (MQTT 5 interval under offlineDurableSubscriberTimeout).
             put("own-long-expiry", with(1_000, Some(100_000))),
+            put("own-expiry-not-over", with(9_000, Some(4_000))),
         ])
         .await
         .expect("sessions");
@@ -460,13 +462,17 @@ async fn expire_sessions_deletes_offline_sessions_past_their_expiry() {
     expired.sort();
     assert_eq!(
         expired,
-        vec![Arc::<str>::from("old"), Arc::from("own-short-expiry")]
+        vec![
+            Arc::<str>::from("old"),
+            Arc::from("own-long-expiry"),
+            Arc::from("own-short-expiry")
+        ]
     );
     let recovered = store.recover().expect("recover");
     let left: BTreeSet<&str> = recovered.sessions.iter().map(|s| &*s.client_id).collect();
     assert_eq!(
         left,
-        BTreeSet::from(["old-but-online", "recent", "own-long-expiry"])
+        BTreeSet::from(["old-but-online", "recent", "own-expiry-not-over"])
     );
     assert_eq!(
         recovered.stats.messages, 0,

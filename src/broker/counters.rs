@@ -20,6 +20,8 @@ pub struct Counters {
     refused_store_full: AtomicU64,
     refused_memory_full: AtomicU64,
     dropped_memory_full: AtomicU64,
+    dropped_packet_too_large: AtomicU64,
+    dropped_expired: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -55,6 +57,10 @@ pub struct CountersSnapshot {
     pub refused_memory_full: u64,
     /// QoS 0 publishes dropped because the `memoryUsage` limit was reached.
     pub dropped_memory_full: u64,
+    /// Deliveries dropped for an MQTT 5 client because they exceed its Maximum Packet Size.
+    pub dropped_packet_too_large: u64,
+    /// Queued messages dropped because their MQTT 5 Message Expiry Interval passed.
+    pub dropped_expired: u64,
 }
 
 macro_rules! bump {
@@ -83,6 +89,8 @@ impl Counters {
         refused_store_full,
         refused_memory_full,
         dropped_memory_full,
+        dropped_packet_too_large,
+        dropped_expired,
     );
 
     pub(crate) fn add_messages_out(&self, n: u64) {
@@ -114,6 +122,8 @@ impl Counters {
             refused_store_full: get(&self.refused_store_full),
             refused_memory_full: get(&self.refused_memory_full),
             dropped_memory_full: get(&self.dropped_memory_full),
+            dropped_packet_too_large: get(&self.dropped_packet_too_large),
+            dropped_expired: get(&self.dropped_expired),
         }
     }
 }

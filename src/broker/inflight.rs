@@ -174,6 +174,7 @@ mod tests {
             payload: Bytes::new(),
             qos: QoS::ExactlyOnce,
             retain: false,
+            v5: None,
         }
     }
 

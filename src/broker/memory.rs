@@ -117,6 +117,7 @@ mod tests {
             payload: Bytes::copy_from_slice(payload),
             qos: QoS::AtLeastOnce,
             retain: false,
+            v5: None,
         }
     }
 

@@ -28,6 +28,7 @@ pub mod retained;
 pub mod router;
 pub mod runtime;
 pub mod session;
+pub mod session_expiry;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -197,6 +198,12 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
             task_alive.clone(),
         ));
     }
+    tokio::spawn(session_expiry::expire_own_intervals_periodically(
+        core.clone(),
+        persist::SessionExpiry::of(&config).map(|e| Duration::from_millis(e.timeout_ms)),
+        shutdown.clone(),
+        task_alive.clone(),
+    ));
     let mut set = ListenerSet::new(core.clone(), shutdown.clone(), task_alive.clone());
     for listener in bound {
         set.spawn(listener)?;

@@ -142,6 +142,7 @@ fn message_from_stored(stored: StoredMessage) -> Message {
         payload: stored.payload,
         qos: stored.qos,
         retain: stored.retain,
+        v5: None,
     }
 }
 
@@ -209,6 +210,7 @@ pub fn publish_recovered_wills(
             payload: will.payload.clone(),
             qos: will.qos,
             retain: will.retain,
+            v5: None,
         });
         let (plan, mut ops) = core.plan_route(message);
         ops.push(forget);
@@ -258,7 +260,7 @@ pub fn session_record(state: &SessionState) -> SessionRecord {
             })
             .collect(),
         will: state.stored_will.clone(),
-        expiry_ms: None,
+        expiry_ms: state.expiry_secs.map(|secs| u64::from(secs) * 1000),
         last_seen_ms: now_ms(),
     }
 }
@@ -280,6 +282,11 @@ pub fn restore_session(
     memory: &Arc<MemoryGauge>,
 ) -> (SessionState, Option<WillRecord>) {
     let mut state = SessionState::new(&recovered.client_id, true);
+    // Whole seconds were stored (MQTT 5 Session Expiry Interval); saturate anything larger.
+    state.expiry_secs = recovered
+        .record
+        .expiry_ms
+        .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX - 1));
     for sub in recovered.record.subscriptions {
         state.subscriptions.insert(
             sub.filter.to_string(),
@@ -440,7 +447,7 @@ pub async fn expire_sessions_periodically(
                 offline_durable_subscriber_timeout_ms = expiry.timeout_ms,
                 "abandoned persistent sessions expired with their queued messages"
             );
-            core.drop_expired(&expired);
+            core.drop_expired(&expired, false);
         }
     }
 }

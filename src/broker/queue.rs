@@ -132,6 +132,7 @@ mod tests {
                 payload: Bytes::from(vec![n]),
                 qos,
                 retain: false,
+                v5: None,
             },
             qos,
             retain: false,

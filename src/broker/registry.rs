@@ -42,6 +42,38 @@ pub enum Detached {
     Ended,
 }
 
+/// How long a session outlives the connection that attaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionLifetime {
+    /// Clean session 1 (MQTT 3), Session Expiry Interval 0 (MQTT 5).
+    EndsAtDisconnect,
+    /// Persistent: kept offline for `expiry_secs` (`None`: until the broker-wide
+    /// `offlineDurableSubscriberTimeout`, if any).
+    Kept { expiry_secs: Option<u32> },
+}
+
+impl SessionLifetime {
+    /// MQTT 3.1/3.1.1: clean session decides everything.
+    pub fn of_v3(clean_session: bool) -> Self {
+        if clean_session {
+            SessionLifetime::EndsAtDisconnect
+        } else {
+            SessionLifetime::Kept { expiry_secs: None }
+        }
+    }
+
+    /// MQTT 5 Session Expiry Interval (absent = 0; 0xFFFFFFFF = never expires).
+    pub fn of_v5(expiry_interval_secs: Option<u32>) -> Self {
+        match expiry_interval_secs.unwrap_or(0) {
+            0 => SessionLifetime::EndsAtDisconnect,
+            u32::MAX => SessionLifetime::Kept { expiry_secs: None },
+            secs => SessionLifetime::Kept {
+                expiry_secs: Some(secs),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
     by_client_id: Mutex<HashMap<Arc<str>, Arc<Session>>>,
@@ -54,11 +86,13 @@ pub struct SessionRegistry {
 
 impl SessionRegistry {
     /// Attach a new connection of `client_id` (non-empty) to its session, creating, resuming or
-    /// replacing it per MQTT 3.1.1 3.1.2.4 and `allowLinkStealing`.
+    /// replacing it per MQTT 3.1.1 3.1.2.4 / MQTT 5 3.1.2.4 and `allowLinkStealing`.
+    /// `lifetime`: how long the session outlives this connection.
     pub fn attach(
         &self,
         client_id: &str,
-        clean_session: bool,
+        clean_start: bool,
+        lifetime: SessionLifetime,
         allow_link_stealing: bool,
     ) -> Result<Attached, AttachError> {
         let mut by_client_id = self.by_client_id.lock();
@@ -68,9 +102,16 @@ impl SessionRegistry {
             if old.is_attached() && !allow_link_stealing {
                 return Err(AttachError::ClientIdInUse);
             }
-            // A clean-session connect discards the old state; so does a persistent connect
-            // that finds a clean session (its lifetime was the old connection).
-            if !clean_session && old.is_persistent() {
+            // A clean-start connect discards the old state; so does a resuming connect that
+            // finds a clean session (its lifetime was the old connection).
+            if !clean_start && old.is_persistent() {
+                // The stored record stays (the session is persistent); a connection asking
+                // for no lifetime makes it end at its disconnect (MQTT 5 expiry 0).
+                let expiry_secs = match lifetime {
+                    SessionLifetime::EndsAtDisconnect => Some(0),
+                    SessionLifetime::Kept { expiry_secs } => expiry_secs,
+                };
+                old.with_state_unchecked(|s| s.expiry_secs = expiry_secs);
                 let token = old.attach(generation);
                 return Ok(Attached {
                     session: old.clone(),
@@ -82,10 +123,11 @@ impl SessionRegistry {
             old.end();
             self.by_id.write().remove(&old.id());
         }
-        let session = self.insert_locked(
-            &mut by_client_id,
-            SessionState::new(client_id, !clean_session),
-        );
+        let mut state = SessionState::new(client_id, lifetime != SessionLifetime::EndsAtDisconnect);
+        if let SessionLifetime::Kept { expiry_secs } = lifetime {
+            state.expiry_secs = expiry_secs;
+        }
+        let session = self.insert_locked(&mut by_client_id, state);
         let token = session.attach(generation);
         Ok(Attached {
             session,
@@ -124,7 +166,7 @@ impl SessionRegistry {
         if !session.detach(generation) {
             return Detached::TakenOver;
         }
-        if session.is_persistent() {
+        if session.is_persistent() && session.expiry_secs() != Some(0) {
             return Detached::KeptOffline;
         }
         session.end();
@@ -214,13 +256,17 @@ mod tests {
     #[test]
     fn persistent_session_is_resumed_with_session_present() {
         let r = SessionRegistry::default();
-        let a = r.attach("c", false, true).expect("attach");
+        let a = r
+            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .expect("attach");
         assert!(!a.session_present);
         assert_eq!(
             r.detach(&a.session, a.token.generation),
             Detached::KeptOffline
         );
-        let b = r.attach("c", false, true).expect("attach");
+        let b = r
+            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .expect("attach");
         assert!(b.session_present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
     }
@@ -228,9 +274,13 @@ mod tests {
     #[test]
     fn clean_session_discards_the_old_one() {
         let r = SessionRegistry::default();
-        let a = r.attach("c", false, true).expect("attach");
+        let a = r
+            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .expect("attach");
         r.detach(&a.session, a.token.generation);
-        let b = r.attach("c", true, true).expect("attach");
+        let b = r
+            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .expect("attach");
         assert!(!b.session_present);
         assert!(b.discarded.is_some_and(|d| Arc::ptr_eq(&d, &a.session)));
         assert!(r.get(a.session.id()).is_none());
@@ -241,17 +291,49 @@ mod tests {
     #[test]
     fn takeover_respects_allow_link_stealing() {
         let r = SessionRegistry::default();
-        let a = r.attach("c", true, true).expect("attach");
+        let a = r
+            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .expect("attach");
         assert_eq!(
-            r.attach("c", true, false).err(),
+            r.attach("c", true, SessionLifetime::of_v3(true), false)
+                .err(),
             Some(AttachError::ClientIdInUse)
         );
-        let b = r.attach("c", true, true).expect("steal");
+        let b = r
+            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .expect("steal");
         assert!(a.token.kick.is_cancelled());
         assert_eq!(
             r.detach(&a.session, a.token.generation),
             Detached::TakenOver
         );
+        assert_eq!(r.detach(&b.session, b.token.generation), Detached::Ended);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn v5_lifetimes_decide_persistence_and_a_resume_with_zero_ends_at_disconnect() {
+        assert_eq!(
+            SessionLifetime::of_v5(None),
+            SessionLifetime::EndsAtDisconnect
+        );
+        assert_eq!(
+            SessionLifetime::of_v5(Some(u32::MAX)),
+            SessionLifetime::Kept { expiry_secs: None }
+        );
+        let r = SessionRegistry::default();
+        let a = r
+            .attach("c", true, SessionLifetime::of_v5(Some(30)), true)
+            .expect("attach");
+        assert_eq!(a.session.expiry_secs(), Some(30));
+        assert_eq!(
+            r.detach(&a.session, a.token.generation),
+            Detached::KeptOffline
+        );
+        let b = r
+            .attach("c", false, SessionLifetime::of_v5(Some(0)), true)
+            .expect("attach");
+        assert!(b.session_present);
         assert_eq!(r.detach(&b.session, b.token.generation), Detached::Ended);
         assert!(r.is_empty());
     }

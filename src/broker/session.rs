@@ -52,6 +52,12 @@ pub struct SessionState {
     /// store's record is rewritten whole on SUBSCRIBE, so the will travels with the state).
     #[serde(skip)]
     pub stored_will: Option<crate::store::WillRecord>,
+    /// MQTT 5 Session Expiry Interval of a persistent session, in seconds: it ends this long
+    /// after its client left (the broker's `offlineDurableSubscriberTimeout`, when set, still
+    /// caps it). `None`: no limit of its own (MQTT 3, or 5 with 0xFFFFFFFF). `Some(0)`: a
+    /// resumed persistent session whose new connection asked for 0, so it ends at disconnect.
+    #[serde(default)]
+    pub expiry_secs: Option<u32>,
 }
 
 impl SessionState {
@@ -150,6 +156,24 @@ impl Session {
     /// How long no connection has held the session; `None` while one does.
     pub fn offline_for(&self) -> Option<Duration> {
         self.inner.lock().offline_since.map(|since| since.elapsed())
+    }
+
+    /// The session's own expiry interval (see [`SessionState::expiry_secs`]).
+    pub fn expiry_secs(&self) -> Option<u32> {
+        self.inner.lock().state.expiry_secs
+    }
+
+    /// Offline past its own expiry interval, capped by `broker_limit` (sessions without an
+    /// interval of their own are left to the broker-wide sweep).
+    pub fn outlived_own_expiry(&self, broker_limit: Option<Duration>) -> bool {
+        let inner = self.inner.lock();
+        let (Some(offline_since), Some(own_secs)) = (inner.offline_since, inner.state.expiry_secs)
+        else {
+            return false;
+        };
+        let own = Duration::from_secs(u64::from(own_secs));
+        let limit = broker_limit.map_or(own, |broker| broker.min(own));
+        offline_since.elapsed() >= limit
     }
 
     /// Attach a connection with `generation`, kicking out the current one (whose token is
@@ -259,6 +283,7 @@ mod tests {
                 payload: Bytes::from_static(b"x"),
                 qos,
                 retain: false,
+                v5: None,
             },
             qos,
             retain: false,
@@ -304,6 +329,26 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), token.wake.notified())
             .await
             .expect("woken");
+    }
+
+    #[test]
+    fn own_expiry_counts_from_going_offline_and_is_capped_by_the_broker() {
+        let mut state = SessionState::new("c", true);
+        state.expiry_secs = Some(3600);
+        let s = Session::new(1, state);
+        let token = s.attach(1);
+        assert!(
+            !s.outlived_own_expiry(Some(Duration::ZERO)),
+            "never while attached"
+        );
+        s.detach(token.generation);
+        assert!(!s.outlived_own_expiry(None), "3600 s not over");
+        assert!(s.outlived_own_expiry(Some(Duration::ZERO)), "capped at 0");
+        let no_own = Session::new(2, SessionState::new("d", true));
+        assert!(
+            !no_own.outlived_own_expiry(Some(Duration::ZERO)),
+            "left to the broker-wide sweep"
+        );
     }
 
     #[test]

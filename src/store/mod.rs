@@ -299,8 +299,8 @@ impl Store {
     }
 
     /// Deletes every persistent session that is not in `online` and was last seen more than
-    /// its expiry (its own `expiry_ms`, else `default_expiry_ms`) before `now_ms`, with its
-    /// queue; returns their client ids.
+    /// its expiry (its own `expiry_ms` capped by `default_expiry_ms`, else `default_expiry_ms`)
+    /// before `now_ms`, with its queue; returns their client ids.
     pub async fn expire_sessions(
         &self,
         now_ms: u64,

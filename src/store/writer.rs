@@ -225,7 +225,10 @@ fn expired_sessions(
         else {
             continue;
         };
-        let expiry_ms = record.expiry_ms.unwrap_or(default_expiry_ms);
+        // A session's own expiry (MQTT 5) is capped by the broker-wide one.
+        let expiry_ms = record
+            .expiry_ms
+            .map_or(default_expiry_ms, |own| own.min(default_expiry_ms));
         if record.last_seen_ms.saturating_add(expiry_ms) <= now_ms {
             expired.push(Arc::from(client_id));
         }

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use ferromq::broker::{self, BrokerHandle, SessionStore};
 use ferromq::config::Config;
 use ferromq::protocol::{
-    decode, encode, Ack, ConnAck, Connect, LastWill, Packet, ProtocolVersion, Publish, QoS,
-    RetainHandling, Subscribe, SubscriptionOptions,
+    decode, encode, Ack, ConnAck, Connect, LastWill, Packet, Properties, ProtocolVersion, Publish,
+    QoS, RetainHandling, Subscribe, SubscriptionOptions,
 };
 
 /// Upper bound for any single wait in a test; nothing may hang longer.
@@ -127,6 +127,25 @@ pub fn connect_packet(client_id: &str, clean: bool, keep_alive_secs: u16) -> Con
         username: None,
         password: None,
         properties: None,
+    }
+}
+
+/// An MQTT 5 CONNECT; `expiry_secs` is the Session Expiry Interval property (absent = 0).
+pub fn connect_v5(client_id: &str, clean_start: bool, expiry_secs: Option<u32>) -> Connect {
+    Connect {
+        protocol: ProtocolVersion::V5,
+        clean_start,
+        keep_alive_secs: 0,
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: expiry_secs.map(|secs| {
+            Box::new(Properties {
+                session_expiry_interval: Some(secs),
+                ..Properties::default()
+            })
+        }),
     }
 }
 

@@ -7,14 +7,15 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::read::read_some;
-use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE};
+use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::keepalive;
-use crate::broker::registry::AttachError;
+use crate::broker::registry::{AttachError, SessionLifetime};
 use crate::broker::runtime::BrokerCore;
 use crate::protocol::{
-    decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, ProtocolVersion,
+    decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
+    ProtocolVersion,
 };
-use crate::security::{AuthRequest, AuthzCache};
+use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 
 /// Why a connection ended before it was established.
 #[derive(Debug)]
@@ -59,13 +60,32 @@ impl HandshakeEnd {
     }
 }
 
-/// Which version this broker speaks with a client requesting `requested`, or the version
-/// whose CONNACK format carries the refusal. MQTT 5 is refused with a v3 CONNACK code 1, as
-/// ActiveMQ does, until MQTT 5 sessions exist: this is the one place to change then.
-fn negotiate(requested: ProtocolVersion) -> Result<ProtocolVersion, ProtocolVersion> {
-    match requested {
-        ProtocolVersion::V31 | ProtocolVersion::V311 => Ok(requested),
-        ProtocolVersion::V5 => Err(ProtocolVersion::V311),
+/// How long the session of `connect` outlives the connection.
+fn lifetime_of(connect: &Connect) -> SessionLifetime {
+    match connect.protocol {
+        ProtocolVersion::V5 => SessionLifetime::of_v5(
+            connect
+                .properties
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval),
+        ),
+        ProtocolVersion::V31 | ProtocolVersion::V311 => SessionLifetime::of_v3(connect.clean_start),
+    }
+}
+
+/// The CONNACK properties telling an MQTT 5 client what this broker supports.
+/// `assigned_client_id`: the id we chose for a client that sent an empty one.
+fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Properties {
+    Properties {
+        receive_maximum: Some(u16::try_from(core.inflight_window).unwrap_or(u16::MAX)),
+        // Maximum QoS absent: QoS 2 is supported.
+        retain_available: Some(1),
+        wildcard_subscription_available: Some(1),
+        subscription_identifier_available: Some(0),
+        shared_subscription_available: Some(1),
+        topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
+        assigned_client_identifier: assigned_client_id.map(str::to_owned),
+        ..Properties::default()
     }
 }
 
@@ -93,20 +113,27 @@ where
         }
         Err(e) => return Err(e),
     };
-    let version = match negotiate(connect.protocol) {
-        Ok(v) => v,
-        Err(refusal_format) => {
-            return Err(refuse(
-                writer,
-                refusal_format,
-                ConnectReason::UnsupportedProtocolVersion,
-                format!("protocol {:?} is not served yet", connect.protocol),
-            )
-            .await);
-        }
-    };
-    let client_id: Arc<str> = if connect.client_id.is_empty() {
-        if !connect.clean_start {
+    // Every version is served (MQTT 5 progress: docs/mqtt5-progress.md).
+    let version = connect.protocol;
+    if version == ProtocolVersion::V5
+        && connect
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.authentication_method.is_some())
+    {
+        // Enhanced authentication (AUTH exchanges) is not supported.
+        return Err(refuse(
+            writer,
+            version,
+            ConnectReason::BadAuthenticationMethod,
+            "MQTT 5 enhanced authentication is not supported".into(),
+        )
+        .await);
+    }
+    let assigned_client_id = connect.client_id.is_empty();
+    let client_id: Arc<str> = if assigned_client_id {
+        // MQTT 5 (3.1.3-7) assigns an id whatever clean start says; 3.1.1 requires clean session.
+        if !connect.clean_start && version != ProtocolVersion::V5 {
             return Err(refuse(
                 writer,
                 version,
@@ -132,21 +159,29 @@ where
     };
     let principal = match security.authenticate(&request).await {
         Ok(p) => p,
-        // 3.1.1 clients get 5 (not authorized) for both failures, as ActiveMQ and mosquitto do.
+        // 3.1.1 clients get 5 (not authorized) for both failures, as ActiveMQ and mosquitto do;
+        // MQTT 5 clients learn which (0x86 / 0x87).
         Err(failure) => {
+            let reason = match (version, failure) {
+                (ProtocolVersion::V5, AuthFailure::BadCredentials) => {
+                    ConnectReason::BadUserNameOrPassword
+                }
+                _ => ConnectReason::NotAuthorized,
+            };
             return Err(refuse(
                 writer,
                 version,
-                ConnectReason::NotAuthorized,
+                reason,
                 format!("authentication failed: {failure}"),
             )
-            .await)
+            .await);
         }
     };
 
     let attached = match core.attach(
         &client_id,
         connect.clean_start,
+        lifetime_of(&connect),
         params.listener.options.allow_link_stealing,
         connect.will.as_ref().map(|will| (will, &principal)),
     ) {
@@ -165,6 +200,15 @@ where
     let keep_alive_limit =
         keepalive::inbound_silence_limit(connect.keep_alive_secs, &params.listener.options);
     let session_present = attached.session_present;
+    let client_limits = connect.properties.as_deref();
+    let inflight_window = client_limits
+        .and_then(|p| p.receive_maximum)
+        .map_or(core.inflight_window, |max| {
+            core.inflight_window.min(usize::from(max).max(1))
+        });
+    let max_packet_bytes = client_limits
+        .and_then(|p| p.maximum_packet_size)
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
     let mut conn = Conn {
         core: core.clone(),
         listener: params.listener.clone(),
@@ -176,6 +220,9 @@ where
         authz: AuthzCache::default(),
         will: connect.will,
         keep_alive_limit,
+        inflight_window,
+        max_packet_bytes,
+        topic_aliases: Vec::new(),
         out: BytesMut::new(),
         pump_wanted: true,
         pending_acks: PendingAcks::default(),
@@ -187,7 +234,12 @@ where
     let connack = Packet::ConnAck(ConnAck {
         session_present: session_present && version != ProtocolVersion::V31,
         reason: ConnectReason::Success,
-        properties: None,
+        properties: (version == ProtocolVersion::V5).then(|| {
+            Box::new(connack_properties(
+                core,
+                assigned_client_id.then_some(&*conn.client_id),
+            ))
+        }),
     });
     let established = match conn.send(connack) {
         Ok(()) => conn.resend_inflight(),

@@ -2,20 +2,26 @@
 //! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use super::{CloseReason, Conn, Ready};
+use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::inflight::{AckOutcome, Inflight};
-use crate::broker::message::{min_qos, Message};
+use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
-    Ack, LastWill, Packet, Publish, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
 use crate::store::{Op, QueueState, StoreError};
 
-/// SUBACK return code: subscription refused.
-const SUBACK_FAILURE: u8 = 0x80;
+/// SUBACK return code of a refused subscription: MQTT 3 has only "failure"; MQTT 5 says why.
+const SUBACK_FAILURE_V3: u8 = 0x80;
+/// MQTT 5 reason codes of refusals.
+const REASON_NOT_AUTHORIZED: u8 = 0x87;
+const REASON_TOPIC_NAME_INVALID: u8 = 0x90;
+const REASON_QUOTA_EXCEEDED: u8 = 0x97;
 /// UNSUBACK reason codes (MQTT 5; a v3 encoder leaves them out).
 const UNSUBACK_SUCCESS: u8 = 0x00;
 const UNSUBACK_NO_SUBSCRIPTION: u8 = 0x11;
@@ -25,7 +31,12 @@ pub(super) enum Flow {
     Continue,
     /// DISCONNECT: close without the will.
     Disconnect,
+    /// MQTT 5 DISCONNECT 0x04: close and publish the will.
+    DisconnectWithWill,
 }
+
+/// MQTT 5 DISCONNECT reason: disconnect with will message.
+const DISCONNECT_WITH_WILL: u8 = 0x04;
 
 impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
@@ -38,7 +49,7 @@ impl Conn {
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
             Packet::PingReq => self.send(Packet::PingResp)?,
-            Packet::Disconnect(_) => return Ok(Flow::Disconnect),
+            Packet::Disconnect(d) => return self.on_disconnect(d),
             Packet::Connect(_) => return Err(CloseReason::ProtocolViolation("second CONNECT")),
             Packet::ConnAck(_)
             | Packet::SubAck(_)
@@ -51,6 +62,65 @@ impl Conn {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// DISCONNECT. An MQTT 5 client may change its Session Expiry Interval here, but not from
+    /// 0 (a session that ends at disconnect) to more (MQTT 5 3.14.2.2.2: protocol error).
+    fn on_disconnect(&mut self, d: Disconnect) -> Result<Flow, CloseReason> {
+        if self.version != ProtocolVersion::V5 {
+            return Ok(Flow::Disconnect);
+        }
+        if let Some(secs) = d.properties.and_then(|p| p.session_expiry_interval) {
+            let persistent = self.session.is_persistent();
+            let ends_now = self.session.expiry_secs() == Some(0);
+            if secs > 0 && (!persistent || ends_now) {
+                return Err(CloseReason::ProtocolViolation(
+                    "DISCONNECT sets a session expiry interval after connecting with 0",
+                ));
+            }
+            if persistent {
+                let expiry_secs = match secs {
+                    u32::MAX => None,
+                    secs => Some(secs),
+                };
+                self.with_session(|s| s.expiry_secs = expiry_secs)?;
+            }
+        }
+        Ok(match d.reason {
+            DISCONNECT_WITH_WILL => Flow::DisconnectWithWill,
+            _ => Flow::Disconnect,
+        })
+    }
+
+    /// The topic of a PUBLISH: its own, which an MQTT 5 `alias` then stands for on this
+    /// connection, or (empty topic) the one `alias` stands for.
+    fn resolve_topic_alias(
+        &mut self,
+        topic: String,
+        alias: Option<u16>,
+    ) -> Result<Arc<str>, CloseReason> {
+        let Some(alias) = alias else {
+            return Ok(Arc::from(topic));
+        };
+        if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+            return Err(CloseReason::TopicAliasInvalid(alias));
+        }
+        let known = self.topic_aliases.iter_mut().find(|(a, _)| *a == alias);
+        match (topic.is_empty(), known) {
+            (true, Some((_, topic))) => Ok(topic.clone()),
+            (true, None) => Err(CloseReason::ProtocolViolation(
+                "PUBLISH with an empty topic and an unknown topic alias",
+            )),
+            (false, Some((_, known))) => {
+                *known = Arc::from(topic);
+                Ok(known.clone())
+            }
+            (false, None) => {
+                let topic: Arc<str> = Arc::from(topic);
+                self.topic_aliases.push((alias, topic.clone()));
+                Ok(topic)
+            }
+        }
     }
 
     /// Run `f` on the session state; closes the connection when it was taken over.
@@ -123,11 +193,14 @@ impl Conn {
 
     fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
         self.core.counters.messages_in();
+        let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
+        let topic = self.resolve_topic_alias(p.topic, alias)?;
         let message = Message {
-            topic: Arc::from(p.topic),
+            topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
+            v5: V5Extras::from_publish(p.properties, Instant::now()),
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
@@ -138,7 +211,7 @@ impl Conn {
                     if let Some(routed) = self.publish(message) {
                         self.pause_for(routed);
                     }
-                } else if self.authorize(&message) {
+                } else if self.authorize(&message).is_ok() {
                     // Behind messages waiting for the store: delivered in turn.
                     let (plan, ops) = self.core.plan_route(message);
                     self.core.persist_background(ops);
@@ -171,11 +244,10 @@ impl Conn {
         Ok(())
     }
 
-    /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike). A refused
-    /// message is still acknowledged by the caller (3.1.1 cannot say no), as ActiveMQ does.
+    /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike).
     /// `None`: refused; else what routing did (a QoS 0 publisher pauses on it like any other).
     fn publish(&mut self, message: Message) -> Option<Routed> {
-        if !self.authorize(&message) {
+        if self.authorize(&message).is_err() {
             return None;
         }
         Some(self.core.route(message))
@@ -198,22 +270,33 @@ impl Conn {
     /// A QoS 1/2 PUBLISH: routed and acknowledged with `ack` once what it changes in the
     /// durable store is durable (at once without a store, or when it changes nothing there).
     /// `inbound_qos2`: the QoS 2 packet id to record with it. Refused by a full store: not
-    /// acknowledged and not routed (3.1.1 has no negative PUBACK; MQTT 5 would send 0x97 quota
-    /// exceeded), counted in `refused_store_full` and logged; the connection stays. The same
-    /// when the `memoryUsage` limit is reached (`refused_memory_full`, see `BrokerCore::admit`).
+    /// routed, counted in `refused_store_full` and logged; the connection stays. An MQTT 3
+    /// client gets no acknowledgement (3.1.1 has no negative PUBACK: it re-sends later), an
+    /// MQTT 5 one gets 0x97 quota exceeded. The same when the `memoryUsage` limit is reached
+    /// (`refused_memory_full`, see `BrokerCore::admit`). A publish the `$` rule or the policy
+    /// refuses is dropped and still acknowledged to an MQTT 3 client (it cannot be told no),
+    /// as ActiveMQ does; an MQTT 5 client gets 0x90 / 0x87.
     fn publish_acked(
         &mut self,
         message: Message,
         inbound_qos2: Option<u16>,
         ack: Packet,
     ) -> Result<(), CloseReason> {
-        if !self.authorize(&message) {
-            return self.ack(ack);
+        let v5 = self.version == ProtocolVersion::V5;
+        if let Err(reason) = self.authorize(&message) {
+            if let Some(id) = inbound_qos2.filter(|_| v5) {
+                // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
+                self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            }
+            return self.ack(with_reason(ack, reason));
         }
         let Some(message) = self.core.admit(message) else {
-            // The memoryUsage limit: refused like a full store (the client re-sends later).
+            // The memoryUsage limit: refused like a full store.
             if let Some(id) = inbound_qos2 {
                 self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            }
+            if v5 {
+                return self.ack(with_reason(ack, REASON_QUOTA_EXCEEDED));
             }
             return Ok(());
         };
@@ -272,7 +355,11 @@ impl Conn {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
                     core.publish_refused(&plan.into_message().topic, &e);
-                    Ready::default()
+                    let full = matches!(e, StoreError::Full { .. });
+                    Ready {
+                        ack: (v5 && full).then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
+                        ..Ready::default()
+                    }
                 }
             }
         });
@@ -312,12 +399,13 @@ impl Conn {
         Ok(())
     }
 
-    /// The `$` rule and write authorization; counts and logs a refusal.
-    fn authorize(&mut self, message: &Message) -> bool {
+    /// The `$` rule and write authorization; counts and logs a refusal. `Err`: the MQTT 5
+    /// reason code of the refusal.
+    fn authorize(&mut self, message: &Message) -> Result<(), u8> {
         if message.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
-            return false;
+            return Err(REASON_TOPIC_NAME_INVALID);
         }
         if !self.authz.allowed(
             &self.core.current_security(),
@@ -327,9 +415,9 @@ impl Conn {
         ) {
             self.core.counters.dropped_not_authorized();
             tracing::info!(topic = %message.topic, user = %self.principal.user, "publish not authorized: dropped");
-            return false;
+            return Err(REASON_NOT_AUTHORIZED);
         }
-        true
+        Ok(())
     }
 
     /// Publish the will (abnormal close), under the same rules as a PUBLISH.
@@ -340,6 +428,7 @@ impl Conn {
             payload: will.payload,
             qos: will.qos,
             retain: will.retain,
+            v5: V5Extras::from_publish(will.properties, Instant::now()),
         });
         // The connection is closing: nothing to pause.
         if self.publish(message).is_some() {
@@ -357,9 +446,13 @@ impl Conn {
                 .allowed(&security, &self.principal, Action::Read, &filter)
             {
                 tracing::info!(%filter, user = %self.principal.user, "subscription not authorized");
-                return_codes.push(SUBACK_FAILURE);
+                return_codes.push(match self.version {
+                    ProtocolVersion::V5 => REASON_NOT_AUTHORIZED,
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => SUBACK_FAILURE_V3,
+                });
                 continue;
             }
+            let existed = self.with_session(|s| s.subscriptions.contains_key(&filter))?;
             if !self
                 .core
                 .subscribe(&self.session, self.token.generation, &filter, options.qos)
@@ -367,14 +460,23 @@ impl Conn {
                 return Err(CloseReason::TakenOver);
             }
             return_codes.push(options.qos as u8);
-            granted.push((filter, options.qos));
+            // MQTT 5 Retain Handling (v3 always sends them, as option 0).
+            let send_retained = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendAtSubscribeIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if send_retained {
+                granted.push((filter, options.qos));
+            }
         }
         self.send(Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             return_codes,
             properties: None,
         }))?;
-        // Retained messages on every SUBSCRIBE (3.1.1 3.3.1.3), after the SUBACK, with retain=1.
+        // Retained messages on SUBSCRIBE (3.1.1 3.3.1.3; MQTT 5 per Retain Handling), after
+        // the SUBACK, with retain=1.
         for (filter, granted_qos) in granted {
             for message in self.core.retained_matching(&filter) {
                 let qos = min_qos(message.qos, granted_qos);
@@ -426,5 +528,15 @@ impl Conn {
             reason_codes,
             properties: None,
         }))
+    }
+}
+
+/// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` (an MQTT 3 encoder leaves
+/// it out).
+fn with_reason(ack: Packet, reason: u8) -> Packet {
+    match ack {
+        Packet::PubAck(a) => Packet::PubAck(Ack { reason, ..a }),
+        Packet::PubRec(a) => Packet::PubRec(Ack { reason, ..a }),
+        other => other,
     }
 }

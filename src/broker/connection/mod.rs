@@ -38,7 +38,7 @@ use super::limits::OVERFILL_PAUSE_LIMIT_MS;
 use super::runtime::{BrokerCore, Overfilled, Routed};
 use super::session::{AttachToken, Session};
 use crate::config::{ListenerOptions, Scheme};
-use crate::protocol::{decode, DecodeError, LastWill, ProtocolVersion};
+use crate::protocol::{decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion};
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
 
@@ -48,6 +48,9 @@ pub const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
 const OUT_BATCH_START_BYTES: usize = 16 * 1024;
 /// How long closing waits for the store to answer the connection's pending publishes.
 const PENDING_ACKS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// Topic aliases an MQTT 5 client may set per connection (CONNACK Topic Alias Maximum). Small:
+/// the aliases are searched linearly and cost a topic reference each.
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 16;
 /// How long closing may spend flushing output and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -87,6 +90,8 @@ pub struct ConnectionParams {
 pub(crate) enum CloseReason {
     /// DISCONNECT received: the will is discarded.
     ClientDisconnect,
+    /// MQTT 5 DISCONNECT with reason 0x04: the client asks for its will to be published.
+    ClientDisconnectWithWill,
     /// The peer closed the socket without DISCONNECT.
     PeerClosed,
     Io(io::Error),
@@ -94,6 +99,8 @@ pub(crate) enum CloseReason {
     KeepAliveExpired(Duration),
     Malformed(DecodeError),
     ProtocolViolation(&'static str),
+    /// An MQTT 5 PUBLISH used topic alias 0 or one above our Topic Alias Maximum.
+    TopicAliasInvalid(u16),
     /// Another connection took the session over (`allowLinkStealing`): no will.
     TakenOver,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
@@ -107,10 +114,30 @@ impl CloseReason {
         !matches!(self, CloseReason::ClientDisconnect | CloseReason::TakenOver)
     }
 
+    /// The reason code of the DISCONNECT an MQTT 5 client is sent before the broker closes
+    /// (MQTT 5 4.13.2); `None` when the client ended it or the socket is broken.
+    fn server_disconnect_code(&self) -> Option<u8> {
+        match self {
+            CloseReason::TakenOver => Some(0x8E),
+            CloseReason::KeepAliveExpired(_) => Some(0x8D),
+            CloseReason::Malformed(e) => Some(e.reason_code()),
+            CloseReason::ProtocolViolation(_) => Some(0x82),
+            CloseReason::TopicAliasInvalid(_) => Some(0x94),
+            CloseReason::ServerShutdown => Some(0x8B),
+            CloseReason::Internal(_) => Some(0x83),
+            CloseReason::ClientDisconnect
+            | CloseReason::ClientDisconnectWithWill
+            | CloseReason::PeerClosed
+            | CloseReason::Io(_) => None,
+        }
+    }
+
     fn is_protocol_error(&self) -> bool {
         matches!(
             self,
-            CloseReason::Malformed(_) | CloseReason::ProtocolViolation(_)
+            CloseReason::Malformed(_)
+                | CloseReason::ProtocolViolation(_)
+                | CloseReason::TopicAliasInvalid(_)
         )
     }
 }
@@ -119,6 +146,9 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::ClientDisconnect => f.write_str("client sent DISCONNECT"),
+            CloseReason::ClientDisconnectWithWill => {
+                f.write_str("client sent DISCONNECT asking for its will (0x04)")
+            }
             CloseReason::PeerClosed => f.write_str("peer closed the connection without DISCONNECT"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::KeepAliveExpired(d) => {
@@ -130,6 +160,12 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::Malformed(e) => write!(f, "{e}"),
             CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+            CloseReason::TopicAliasInvalid(alias) => {
+                write!(
+                    f,
+                    "topic alias {alias} is outside 1..={TOPIC_ALIAS_MAXIMUM}"
+                )
+            }
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::Internal(what) => write!(f, "internal error: {what}"),
@@ -149,6 +185,14 @@ pub(crate) struct Conn {
     authz: AuthzCache,
     will: Option<LastWill>,
     keep_alive_limit: Option<Duration>,
+    /// QoS 1/2 deliveries in flight at most: the broker's window, capped by an MQTT 5 client's
+    /// Receive Maximum.
+    inflight_window: usize,
+    /// An MQTT 5 client's Maximum Packet Size: larger deliveries are dropped for it (counted
+    /// in `dropped_packet_too_large`), as MQTT 5 3.1.2-25 requires.
+    max_packet_bytes: Option<usize>,
+    /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
+    topic_aliases: Vec<(u16, Arc<str>)>,
     /// Encoded packets waiting for the socket.
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.
@@ -375,6 +419,9 @@ impl Conn {
                 Ok(Some(packet)) => match self.handle(packet)? {
                     inbound::Flow::Continue => {}
                     inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
+                    inbound::Flow::DisconnectWithWill => {
+                        return Err(CloseReason::ClientDisconnectWithWill)
+                    }
                 },
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(CloseReason::Malformed(e)),
@@ -466,8 +513,27 @@ impl Conn {
         } else {
             tracing::debug!("closing: {reason}");
         }
-        let socket_usable = !matches!(reason, CloseReason::Io(_) | CloseReason::TakenOver);
+        let disconnect_code = reason
+            .server_disconnect_code()
+            .filter(|_| self.version == ProtocolVersion::V5);
+        // A taken-over MQTT 3 connection just closes; an MQTT 5 one is told why first.
+        let socket_usable = match reason {
+            CloseReason::Io(_) => false,
+            CloseReason::TakenOver => disconnect_code.is_some(),
+            _ => true,
+        };
         self.drain_pending_acks().await;
+        if let Some(code) = disconnect_code {
+            if matches!(reason, CloseReason::TakenOver) {
+                // The session's new connection re-sends what was in flight: only the
+                // DISCONNECT goes out here.
+                self.out.clear();
+            }
+            let _ = self.send(Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: None,
+            }));
+        }
         if socket_usable && !self.out.is_empty() {
             let mut out = std::mem::take(&mut self.out);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {

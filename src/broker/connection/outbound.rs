@@ -1,14 +1,17 @@
 //! Packets to the client: encoding into the batch buffer, moving deliveries from the session
 //! queue through the in-flight window, and retransmission on session resume.
 
+use std::borrow::Cow;
+use std::time::Instant;
+
 use bytes::BytesMut;
 
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
-use crate::protocol::codec::encode_publish;
-use crate::protocol::{encode, Ack, Packet, ProtocolVersion, QoS};
+use crate::protocol::codec::{encode_publish, publish_packet_len};
+use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;
 use crate::store::{Op, QueueState};
 
@@ -64,10 +67,13 @@ impl Conn {
     /// Move deliveries from the session queue into the output buffer: QoS 0 always, QoS 1/2
     /// while the in-flight window has room (order is kept: a QoS 1/2 message at the head waits
     /// for room rather than letting later messages overtake it). Each delivery is authorized
-    /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them.
+    /// for this client (read); refused ones are dropped silently, as ActiveMQ skips them. So
+    /// are those larger than an MQTT 5 client's Maximum Packet Size and those past their
+    /// Message Expiry Interval (counted).
     /// Stops at the output high-water mark.
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
-        let window = self.core.inflight_window;
+        let window = self.inflight_window;
+        let (version, max_packet_bytes) = (self.version, self.max_packet_bytes);
         loop {
             if self.pending_acks.len() >= HELD_ENTRIES_MAX {
                 // Resumed when an entry leaves (the run loop pumps after every event).
@@ -75,6 +81,9 @@ impl Conn {
                 return Ok(());
             }
             let mut denied = 0u64;
+            let mut too_large = 0u64;
+            let mut expired = 0u64;
+            let now = Instant::now();
             let mut store_ops = Vec::new();
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
@@ -94,8 +103,30 @@ impl Conn {
                         let Some(item) = s.pending.pop_front() else {
                             break;
                         };
-                        if !authz.allowed(security, principal, Action::Read, &item.message.topic) {
-                            denied += 1;
+                        let message = &item.message;
+                        let live = !message.is_expired(now);
+                        let fits = max_packet_bytes.is_none_or(|max| {
+                            let properties = forwarded_properties(message, version, now);
+                            let (topic, payload_len) = (&message.topic, message.payload.len());
+                            publish_packet_len(
+                                topic,
+                                payload_len,
+                                item.qos,
+                                properties.as_deref(),
+                                version,
+                            ) <= max
+                        });
+                        let allowed = live
+                            && fits
+                            && authz.allowed(security, principal, Action::Read, &message.topic);
+                        if !allowed {
+                            if !live {
+                                expired += 1;
+                            } else if !fits {
+                                too_large += 1;
+                            } else {
+                                denied += 1;
+                            }
                             if let Some(seq) = item.seq {
                                 store_ops.push(Op::Dequeue {
                                     client_id: client_id.clone(),
@@ -130,6 +161,12 @@ impl Conn {
             for _ in 0..denied {
                 self.core.counters.dropped_not_authorized();
             }
+            for _ in 0..too_large {
+                self.core.counters.dropped_packet_too_large();
+            }
+            for _ in 0..expired {
+                self.core.counters.dropped_expired();
+            }
             let moved = batch.len();
             self.deliver_batch(batch, store_ops)?;
             self.core.counters.add_messages_out(moved as u64);
@@ -140,7 +177,7 @@ impl Conn {
                 self.pump_wanted = true;
                 return Ok(());
             }
-            if moved + (denied as usize) < PUMP_BATCH {
+            if moved + ((denied + too_large + expired) as usize) < PUMP_BATCH {
                 self.pump_wanted = false;
                 return Ok(());
             }
@@ -218,6 +255,7 @@ fn encode_delivery(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), CloseReason> {
+    let properties = forwarded_properties(message, version, Instant::now());
     encode_publish(
         &message.topic,
         &message.payload,
@@ -225,8 +263,30 @@ fn encode_delivery(
         retain,
         dup,
         packet_id,
+        properties.as_deref(),
         version,
         out,
     )
     .map_err(|e| CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic)))
+}
+
+/// The PUBLISH properties `message` is delivered with to a `version` client at `now`: the
+/// publisher's, with the Message Expiry Interval counted down (a copy only then). MQTT 3
+/// clients get none.
+fn forwarded_properties(
+    message: &Message,
+    version: ProtocolVersion,
+    now: Instant,
+) -> Option<Cow<'_, Properties>> {
+    let v5 = message
+        .v5
+        .as_ref()
+        .filter(|_| version == ProtocolVersion::V5)?;
+    Some(match v5.remaining_expiry_secs(now) {
+        None => Cow::Borrowed(&v5.properties),
+        Some(secs) => Cow::Owned(Properties {
+            message_expiry_interval: Some(secs),
+            ..v5.properties.clone()
+        }),
+    })
 }

@@ -17,7 +17,7 @@ use crate::broker::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::memory::MemoryGauge;
 use crate::broker::message::Message;
 use crate::broker::persist::{self, Durable};
-use crate::broker::registry::{AttachError, Attached, Detached, SessionRegistry};
+use crate::broker::registry::{AttachError, Attached, Detached, SessionLifetime, SessionRegistry};
 use crate::broker::retained::RetainedStore;
 use crate::broker::router::SubscriptionTree;
 use crate::broker::session::{Session, SessionId, Subscription};
@@ -160,13 +160,14 @@ impl BrokerCore {
     pub fn attach(
         &self,
         client_id: &str,
-        clean_session: bool,
+        clean_start: bool,
+        lifetime: SessionLifetime,
         allow_link_stealing: bool,
         will: Option<(&LastWill, &Principal)>,
     ) -> Result<Attached, AttachError> {
-        let attached = self
-            .registry
-            .attach(client_id, clean_session, allow_link_stealing)?;
+        let attached =
+            self.registry
+                .attach(client_id, clean_start, lifetime, allow_link_stealing)?;
         if let Some(old) = &attached.discarded {
             self.forget(old);
         }

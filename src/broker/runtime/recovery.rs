@@ -8,7 +8,7 @@ use crate::broker::message::Message;
 use crate::broker::persist::{self, RecoveredCounts};
 use crate::config::Config;
 use crate::protocol::QoS;
-use crate::store::Recovered;
+use crate::store::{Op, Recovered};
 
 use super::BrokerCore;
 
@@ -16,8 +16,9 @@ impl BrokerCore {
     /// Expired sessions (see [`persist::expire_sessions_periodically`]): dropped from memory,
     /// from the snapshots of a broker without a durable store, and with their queued messages.
     /// One whose client came back in the meantime is written back to the store (it is live
-    /// again).
-    pub fn drop_expired(&self, client_ids: &[Arc<str>]) {
+    /// again). `delete_stored`: also delete them from the durable store (the broker-wide sweep
+    /// expired them there already; the MQTT 5 per-session sweep did not).
+    pub fn drop_expired(&self, client_ids: &[Arc<str>], delete_stored: bool) {
         for client_id in client_ids {
             match self.registry.remove_offline(client_id) {
                 None => {}
@@ -32,6 +33,11 @@ impl BrokerCore {
                         if let Err(e) = snapshots.remove(client_id) {
                             tracing::warn!(%client_id, "{e}");
                         }
+                    }
+                    if delete_stored {
+                        self.persist_background(vec![Op::DeleteSession {
+                            client_id: client_id.clone(),
+                        }]);
                     }
                 }
                 Some(Err(back)) => {

@@ -185,7 +185,7 @@ fn put_connack(
 
 /// Append a PUBLISH for protocol `version` built from borrowed parts (no [`Packet`] and no
 /// owned topic per message: the broker's delivery path writes every message through here).
-/// MQTT 5 properties are left empty. On error nothing is appended.
+/// `properties` are written for MQTT 5 only. On error nothing is appended.
 #[allow(clippy::too_many_arguments)] // the PUBLISH fields themselves; a struct would be the Packet again
 pub fn encode_publish(
     topic: &str,
@@ -194,6 +194,7 @@ pub fn encode_publish(
     retain: bool,
     dup: bool,
     packet_id: Option<u16>,
+    properties: Option<&Properties>,
     version: ProtocolVersion,
     buf: &mut BytesMut,
 ) -> Result<(), EncodeError> {
@@ -205,13 +206,48 @@ pub fn encode_publish(
         retain,
         dup,
         packet_id,
-        properties: None,
+        properties,
     };
     let result = put_publish_fields(buf, &fields, version == ProtocolVersion::V5);
     if result.is_err() {
         buf.truncate(start);
     }
     result
+}
+
+/// The size in bytes of the PUBLISH [`encode_publish`] writes for these arguments (header
+/// included): what an MQTT 5 client's Maximum Packet Size is compared with.
+pub fn publish_packet_len(
+    topic: &str,
+    payload_len: usize,
+    qos: QoS,
+    properties: Option<&Properties>,
+    version: ProtocolVersion,
+) -> usize {
+    // Only the lengths matter: a zero-length stand-in payload and a placeholder packet id.
+    let fields = PublishFields {
+        topic,
+        payload: &[],
+        qos,
+        retain: false,
+        dup: false,
+        packet_id: (qos != QoS::AtMostOnce).then_some(1),
+        properties,
+    };
+    let remaining = publish_remaining_len(&fields, version == ProtocolVersion::V5) + payload_len;
+    1 + var_int_len(remaining) + remaining
+}
+
+/// The remaining length of a PUBLISH of `p`.
+fn publish_remaining_len(p: &PublishFields, v5: bool) -> usize {
+    let mut len = prefixed_len(p.topic.as_bytes()) + p.payload.len();
+    if p.packet_id.is_some() {
+        len += 2;
+    }
+    if v5 {
+        len += properties_block_len(p.properties);
+    }
+    len
 }
 
 /// A PUBLISH's fields, borrowed from a [`Publish`] or from a queued message.
@@ -251,13 +287,7 @@ fn put_publish_fields(buf: &mut BytesMut, p: &PublishFields, v5: bool) -> Result
         (_, Some(0)) => return Err(invalid(P, "packet identifier 0")),
         (_, Some(_)) => {}
     }
-    let mut len = prefixed_len(p.topic.as_bytes()) + p.payload.len();
-    if p.packet_id.is_some() {
-        len += 2;
-    }
-    if v5 {
-        len += properties_block_len(p.properties);
-    }
+    let len = publish_remaining_len(p, v5);
     let first_byte = 0x30 | u8::from(p.dup) << 3 | (p.qos as u8) << 1 | u8::from(p.retain);
     put_header(buf, first_byte, len)?;
     put_prefixed(buf, p.topic.as_bytes(), P, "topic name")?;
@@ -471,6 +501,7 @@ mod tests {
             p.retain,
             p.dup,
             p.packet_id,
+            p.properties.as_deref(),
             version,
             &mut buf,
         )
@@ -546,6 +577,7 @@ mod tests {
                 false,
                 dup,
                 packet_id,
+                None,
                 ProtocolVersion::V311,
                 &mut buf,
             )
@@ -561,6 +593,7 @@ mod tests {
             QoS::AtMostOnce,
             false,
             false,
+            None,
             None,
             ProtocolVersion::V5,
             &mut buf,
