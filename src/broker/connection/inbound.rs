@@ -200,7 +200,10 @@ impl Conn {
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
-            v5: V5Extras::from_publish(p.properties, Instant::now()),
+            // The clock is read only when there are properties (this runs per PUBLISH).
+            v5: p
+                .properties
+                .and_then(|props| V5Extras::from_publish(Some(props), Instant::now())),
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {

@@ -255,7 +255,13 @@ fn encode_delivery(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), CloseReason> {
-    let properties = forwarded_properties(message, version, Instant::now());
+    // The clock is read only for a v5 message to a v5 client (this runs per delivery).
+    let properties = match &message.v5 {
+        Some(_) if version == ProtocolVersion::V5 => {
+            forwarded_properties(message, version, Instant::now())
+        }
+        _ => None,
+    };
     encode_publish(
         &message.topic,
         &message.payload,
