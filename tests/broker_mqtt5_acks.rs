@@ -120,23 +120,7 @@ async fn a_full_memory_refuses_v5_publishes_with_quota_exceeded() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let mut publisher = v5_client(&broker, "pub", Properties::default()).await;
-    let payload = vec![b'x'; 400];
-    let mut reasons = Vec::new();
-    for id in 1..=10u16 {
-        publisher
-            .send(publish_packet(
-                "mem",
-                &payload,
-                QoS::AtLeastOnce,
-                Some(id),
-                false,
-            ))
-            .await;
-        match publisher.recv().await {
-            Packet::PubAck(a) => reasons.push(a.reason),
-            other => panic!("expected PUBACK, got {other:?}"),
-        }
-    }
+    let reasons = puback_reasons(&mut publisher, "mem", 10).await;
     assert_eq!(reasons.first(), Some(&0), "{reasons:?}");
     assert_eq!(reasons.last(), Some(&0x97), "{reasons:?}");
     assert!(broker.handle.counters().refused_memory_full > 0);
@@ -240,12 +224,22 @@ async fn a_full_store_refuses_v5_publishes_with_quota_exceeded() {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let mut publisher = v5_client(&broker, "pub", Properties::default()).await;
+    let reasons = puback_reasons(&mut publisher, "full", 10).await;
+    assert_eq!(reasons.first(), Some(&0), "{reasons:?}");
+    assert_eq!(reasons.last(), Some(&0x97), "{reasons:?}");
+    assert!(broker.handle.counters().refused_store_full > 0);
+    broker.shutdown().await;
+}
+
+/// Publish `count` QoS 1 messages of 400 bytes to `topic`, one at a time, and return the reason
+/// code of each PUBACK.
+async fn puback_reasons(publisher: &mut RawClient, topic: &str, count: u16) -> Vec<u8> {
     let payload = vec![b'x'; 400];
     let mut reasons = Vec::new();
-    for id in 1..=10u16 {
+    for id in 1..=count {
         publisher
             .send(publish_packet(
-                "full",
+                topic,
                 &payload,
                 QoS::AtLeastOnce,
                 Some(id),
@@ -257,8 +251,5 @@ async fn a_full_store_refuses_v5_publishes_with_quota_exceeded() {
             other => panic!("expected PUBACK, got {other:?}"),
         }
     }
-    assert_eq!(reasons.first(), Some(&0), "{reasons:?}");
-    assert_eq!(reasons.last(), Some(&0x97), "{reasons:?}");
-    assert!(broker.handle.counters().refused_store_full > 0);
-    broker.shutdown().await;
+    reasons
 }
