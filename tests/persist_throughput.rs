@@ -61,7 +61,9 @@ async fn fan_in(addr: SocketAddr) -> f64 {
     f64::from(PUBLISHERS * MESSAGES_PER_PUBLISHER) / started.elapsed().as_secs_f64()
 }
 
-async fn ferromq_rate(persistent: bool) -> (f64, Option<ferromq::store::StoreStats>) {
+async fn ferromq_rate(
+    persistent: bool,
+) -> (f64, Option<ferromq::broker::durability::DurabilityStats>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let loaded = ferromq::config::load_str(
         &broker_xml(dir.path(), 0, persistent, "fanin.>", 1_000_000),
@@ -74,7 +76,7 @@ async fn ferromq_rate(persistent: bool) -> (f64, Option<ferromq::store::StoreSta
     let config = loaded.into_result().unwrap_or_else(|_| panic!("bench XML"));
     let handle = ferromq::broker::start(config).await.expect("broker starts");
     let rate = fan_in(handle.listener_addrs()[0].1).await;
-    let stats = handle.core().durable().map(|d| d.stats());
+    let stats = Some(handle.core().durability().stats());
     tokio::time::timeout(Duration::from_secs(15), handle.shutdown())
         .await
         .expect("shutdown");

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::message::{qos_serde, Message};
+use crate::broker::durability::QueueSeq;
 use crate::protocol::QoS;
-use crate::store::QueueSeq;
 
 /// Where an outbound QoS 1/2 exchange stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

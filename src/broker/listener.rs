@@ -171,7 +171,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::broker::MemorySessionStore;
+    use crate::broker::durability::MemoryOnly;
     use crate::config::{load_str, LoadOptions};
 
     /// The whole task of an idle plain-TCP connection lives in one allocation of this future's
@@ -190,9 +190,8 @@ mod tests {
         let config = load_str(xml, Path::new("."), &LoadOptions::default())
             .config
             .expect("config compiles");
-        let core = Arc::new(
-            BrokerCore::new(&config, Arc::new(MemorySessionStore::default())).expect("core"),
-        );
+        let core =
+            Arc::new(BrokerCore::new(&config, Arc::new(MemoryOnly::default())).expect("core"));
         let listener = &config.listeners[0];
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("addr");

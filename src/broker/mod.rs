@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod connection;
 pub mod counters;
+pub mod durability;
 pub mod inflight;
 pub mod keepalive;
 pub mod limits;
@@ -21,7 +22,6 @@ pub mod listener;
 pub mod listener_set;
 pub mod memory;
 pub mod message;
-pub mod persist;
 pub mod queue;
 pub mod registry;
 pub mod retained;
@@ -29,7 +29,6 @@ pub mod router;
 pub mod runtime;
 pub mod session;
 pub mod session_expiry;
-pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,9 +42,9 @@ use crate::reload::{self, ApplyConfig, ReloadHandle};
 pub use apply::BrokerApply;
 pub use connection::{ConnectionParams, ListenerSettings};
 pub use counters::CountersSnapshot;
+pub use durability::{MemorySessionStore, SessionStore};
 use listener_set::{BoundListener, ListenerSet};
 pub use runtime::BrokerCore;
-pub use store::{MemorySessionStore, SessionStore};
 /// How long [`BrokerHandle::shutdown`] waits for connection tasks before giving up on them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -143,28 +142,8 @@ impl BrokerHandle {
 /// default) opens its store exclusively and recovers it first; `persistent="false"` or
 /// `memoryPersistenceAdapter` keep everything in memory.
 pub async fn start(config: Config) -> anyhow::Result<BrokerHandle> {
-    match persist::Durable::open(&config).await? {
-        Some((durable, recovered)) => {
-            let dir = durable.store().dir().map(|d| d.display().to_string());
-            let problems = recovered.stats.problems.clone();
-            let core = Arc::new(BrokerCore::new_durable(&config, durable)?);
-            let counts = core.restore_durable(recovered, &config);
-            tracing::info!(
-                store = dir.as_deref().unwrap_or("memory"),
-                sessions = counts.sessions,
-                retained = counts.retained,
-                queued = counts.queued,
-                inflight = counts.inflight,
-                inbound_qos2 = counts.inbound_qos2,
-                "durable store recovered"
-            );
-            for problem in problems {
-                tracing::warn!("durable store recovery: {problem}");
-            }
-            start_core(config, core).await
-        }
-        None => start_with_store(config, Arc::new(MemorySessionStore::default())).await,
-    }
+    let durability = durability::open(&config).await?;
+    start_with(config, durability).await
 }
 
 /// [`start`] without a durable store, with the store that persistent sessions are loaded
@@ -173,10 +152,35 @@ pub async fn start_with_store(
     config: Config,
     store: Arc<dyn SessionStore>,
 ) -> anyhow::Result<BrokerHandle> {
-    let core = Arc::new(BrokerCore::new(&config, store)?);
-    let restored = core.restore_sessions()?;
-    if restored > 0 {
-        tracing::info!(sessions = restored, "persistent sessions restored");
+    start_with(
+        config,
+        Arc::new(durability::MemoryOnly::with_snapshots(store)),
+    )
+    .await
+}
+
+/// [`start`] with the given durability engine: what it recovers is applied first.
+pub async fn start_with(
+    config: Config,
+    durability: Arc<dyn durability::Durability>,
+) -> anyhow::Result<BrokerHandle> {
+    let core = Arc::new(BrokerCore::new(&config, durability.clone())?);
+    let recovery = durability
+        .recover(&core.memory)
+        .map_err(|e| anyhow::anyhow!("cannot recover the persistent state: {e}"))?;
+    let problems = recovery.problems.clone();
+    let counts = core.apply_recovery(recovery, &config);
+    tracing::info!(
+        store = %durability.location(),
+        sessions = counts.sessions,
+        retained = counts.retained,
+        queued = counts.queued,
+        inflight = counts.inflight,
+        inbound_qos2 = counts.inbound_qos2,
+        "persistent state recovered"
+    );
+    for problem in problems {
+        tracing::warn!("durable store recovery: {problem}");
     }
     start_core(config, core).await
 }
@@ -190,17 +194,9 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
-    if let Some(expiry) = persist::SessionExpiry::of(&config) {
-        tokio::spawn(persist::expire_sessions_periodically(
-            core.clone(),
-            expiry,
-            shutdown.clone(),
-            task_alive.clone(),
-        ));
-    }
-    tokio::spawn(session_expiry::expire_own_intervals_periodically(
+    tokio::spawn(session_expiry::sweep_periodically(
         core.clone(),
-        persist::SessionExpiry::of(&config).map(|e| Duration::from_millis(e.timeout_ms)),
+        session_expiry::AbandonedSessionTimeout::of(&config),
         shutdown.clone(),
         task_alive.clone(),
     ));
@@ -236,7 +232,7 @@ pub async fn run_until_signal_with_reload(
     watch: bool,
 ) -> anyhow::Result<()> {
     if !config.broker.start {
-        BrokerCore::new(&config, Arc::new(MemorySessionStore::default()))?;
+        BrokerCore::new(&config, Arc::new(durability::MemoryOnly::default()))?;
         tracing::info!("broker start=\"false\": configuration built, not serving");
         return Ok(());
     }

@@ -40,10 +40,10 @@ pub struct QueuedMessage {
     pub qos: QoS,
     /// true only for retained messages sent because of a SUBSCRIBE.
     pub retain: bool,
-    /// The durable store's queue entry for this message (persistent session, durable broker,
-    /// QoS 1/2): the store already holds it, and delivery and acks update it by this number.
+    /// The kept queue entry of this message (persistent session, QoS 1/2): the durability
+    /// engine holds it, and delivery and acks name it by this number.
     #[serde(default)]
-    pub seq: Option<crate::store::QueueSeq>,
+    pub seq: Option<crate::broker::durability::QueueSeq>,
 }
 
 /// What [`PendingQueue::push`] did.
@@ -90,6 +90,11 @@ impl PendingQueue {
         }
         self.items.push_back(item);
         outcome
+    }
+
+    /// Append `item` with no limit (messages read back from a durability engine).
+    pub fn push_unbounded(&mut self, item: QueuedMessage) {
+        self.push(item, usize::MAX);
     }
 
     pub fn front(&self) -> Option<&QueuedMessage> {

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
@@ -127,7 +128,7 @@ impl SessionRegistry {
         if let SessionLifetime::Kept { expiry_secs } = lifetime {
             state.expiry_secs = expiry_secs;
         }
-        let session = self.insert_locked(&mut by_client_id, state);
+        let session = self.insert_locked(&mut by_client_id, state, Duration::ZERO);
         let token = session.attach(generation);
         Ok(Attached {
             session,
@@ -139,22 +140,24 @@ impl SessionRegistry {
 
     /// Add an offline persistent session loaded from a store; returns it so the caller can
     /// index its subscriptions.
-    pub fn restore(&self, state: SessionState) -> Arc<Session> {
+    /// `offline_for`: how long its client had been gone when the broker stopped.
+    pub fn restore(&self, state: SessionState, offline_for: Duration) -> Arc<Session> {
         let mut by_client_id = self.by_client_id.lock();
         if let Some(old) = by_client_id.get(state.client_id.as_str()).cloned() {
             old.end();
             self.by_id.write().remove(&old.id());
         }
-        self.insert_locked(&mut by_client_id, state)
+        self.insert_locked(&mut by_client_id, state, offline_for)
     }
 
     fn insert_locked(
         &self,
         by_client_id: &mut HashMap<Arc<str>, Arc<Session>>,
         state: SessionState,
+        offline_for: Duration,
     ) -> Arc<Session> {
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let session = Arc::new(Session::new(id, state));
+        let session = Arc::new(Session::restored(id, state, offline_for));
         by_client_id.insert(session.client_id().clone(), session.clone());
         self.by_id.write().insert(id, session.clone());
         session

@@ -48,10 +48,10 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released by PUBREL: a PUBLISH
     /// re-sent with one of these ids is acknowledged but not routed again.
     pub inbound_qos2: BTreeSet<u16>,
-    /// The will of the connected client, as kept in the durable store's session record (the
-    /// store's record is rewritten whole on SUBSCRIBE, so the will travels with the state).
+    /// The will of the connected client, as kept with a persistent session (its kept data is
+    /// written whole on SUBSCRIBE, so the will travels with the state).
     #[serde(skip)]
-    pub stored_will: Option<crate::store::WillRecord>,
+    pub kept_will: Option<crate::broker::durability::KeptWill>,
     /// MQTT 5 Session Expiry Interval of a persistent session, in seconds: it ends this long
     /// after its client left (the broker's `offlineDurableSubscriberTimeout`, when set, still
     /// caps it). `None`: no limit of its own (MQTT 3, or 5 with 0xFFFFFFFF). `Some(0)`: a
@@ -87,6 +87,8 @@ struct SessionInner {
     /// When the last connection left (or the session was restored): for the expiry of
     /// abandoned persistent sessions. `None` while attached.
     offline_since: Option<Instant>,
+    /// Offline time carried over from before a restart (added to `offline_since`'s).
+    offline_before_restore: Duration,
 }
 
 /// What [`Session::deliver`] did with a message.
@@ -124,6 +126,11 @@ pub struct AttachToken {
 
 impl Session {
     pub fn new(id: SessionId, state: SessionState) -> Self {
+        Self::restored(id, state, Duration::ZERO)
+    }
+
+    /// A session read back at start whose client had been gone `offline_for` already.
+    pub fn restored(id: SessionId, state: SessionState, offline_for: Duration) -> Self {
         Session {
             id,
             client_id: Arc::from(state.client_id.as_str()),
@@ -133,6 +140,7 @@ impl Session {
                 attachment: None,
                 ended: false,
                 offline_since: Some(Instant::now()),
+                offline_before_restore: offline_for,
             }),
         }
     }
@@ -155,7 +163,10 @@ impl Session {
 
     /// How long no connection has held the session; `None` while one does.
     pub fn offline_for(&self) -> Option<Duration> {
-        self.inner.lock().offline_since.map(|since| since.elapsed())
+        let inner = self.inner.lock();
+        inner
+            .offline_since
+            .map(|since| since.elapsed() + inner.offline_before_restore)
     }
 
     /// The session's own expiry interval (see [`SessionState::expiry_secs`]).
@@ -166,14 +177,15 @@ impl Session {
     /// Offline past its own expiry interval, capped by `broker_limit` (sessions without an
     /// interval of their own are left to the broker-wide sweep).
     pub fn outlived_own_expiry(&self, broker_limit: Option<Duration>) -> bool {
-        let inner = self.inner.lock();
-        let (Some(offline_since), Some(own_secs)) = (inner.offline_since, inner.state.expiry_secs)
-        else {
+        let Some(own_secs) = self.expiry_secs() else {
+            return false;
+        };
+        let Some(offline) = self.offline_for() else {
             return false;
         };
         let own = Duration::from_secs(u64::from(own_secs));
         let limit = broker_limit.map_or(own, |broker| broker.min(own));
-        offline_since.elapsed() >= limit
+        offline >= limit
     }
 
     /// Attach a connection with `generation`, kicking out the current one (whose token is
@@ -194,6 +206,7 @@ impl Session {
             wake: token.wake.clone(),
         });
         inner.offline_since = None;
+        inner.offline_before_restore = Duration::ZERO;
         token
     }
 

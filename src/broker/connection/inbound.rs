@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
+use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
@@ -14,7 +15,6 @@ use crate::protocol::{
     Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
-use crate::store::{Op, QueueState, StoreError};
 
 /// SUBACK return code of a refused subscription: MQTT 3 has only "failure"; MQTT 5 says why.
 const SUBACK_FAILURE_V3: u8 = 0x80;
@@ -133,7 +133,7 @@ impl Conn {
             .ok_or(CloseReason::TakenOver)
     }
 
-    /// PUBACK / PUBCOMP: the exchange is complete and its durable entry removed.
+    /// PUBACK / PUBCOMP: the exchange is complete and its kept entry removed.
     fn on_delivery_ack(
         &mut self,
         f: impl FnOnce(&mut Inflight) -> AckOutcome,
@@ -142,9 +142,8 @@ impl Conn {
             AckOutcome::Accepted { seq } => {
                 self.pump_wanted = true;
                 if let Some(seq) = seq {
-                    let client_id = self.session.client_id().clone();
-                    self.core
-                        .persist_background(vec![Op::Dequeue { client_id, seq }]);
+                    let removed = Change::removed(self.session.client_id(), seq);
+                    self.core.commit_background(vec![removed]);
                 }
             }
             AckOutcome::Unknown => {
@@ -155,9 +154,9 @@ impl Conn {
     }
 
     /// PUBREC of one of our QoS 2 deliveries: answered with PUBREL, also for an unknown id (the
-    /// client waits for it either way). For an entry of the durable store the PUBREL leaves
-    /// only once the entry's "released" state is durable: after a crash the restarted broker
-    /// must re-send the PUBREL, not the PUBLISH the client may already have completed.
+    /// client waits for it either way). For a kept entry the PUBREL leaves only once the
+    /// entry's "released" state is durable: after a crash the restarted broker must re-send the
+    /// PUBREL, not the PUBLISH the client may already have completed.
     fn on_pubrec(&mut self, packet_id: u16) -> Result<(), CloseReason> {
         let release = Packet::PubRel(Ack::new(packet_id));
         let seq = match self.with_session(|s| s.inflight.on_pubrec(packet_id))? {
@@ -167,20 +166,16 @@ impl Conn {
                 None
             }
         };
-        let (Some(seq), Some(durable)) = (seq, self.core.durable().cloned()) else {
+        let Some(seq) = seq else {
             return self.ack(release);
         };
-        let committed = durable.store().submit(vec![Op::SetQueueState {
-            client_id: self.session.client_id().clone(),
-            seq,
-            state: QueueState::Released { packet_id },
-        }]);
+        let released = Change::released(self.session.client_id(), seq, packet_id);
+        let committed = match self.core.durability().commit(vec![released]) {
+            Commit::Done(Ok(())) => return self.ack(release),
+            pending => pending,
+        };
         self.pending_acks.push(async move {
-            let result = match committed {
-                Ok(done) => done.await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
+            if let Err(e) = committed.wait().await {
                 tracing::warn!("QoS 2 release state not stored, sending PUBREL anyway: {e}");
             }
             Ready {
@@ -216,8 +211,8 @@ impl Conn {
                     }
                 } else if self.authorize(&message).is_ok() {
                     // Behind messages waiting for the store: delivered in turn.
-                    let (plan, ops) = self.core.plan_route(message);
-                    self.core.persist_background(ops);
+                    let (plan, changes) = self.core.plan_route(message);
+                    self.core.commit_background(changes);
                     self.pending_acks.push(std::future::ready(Ready {
                         route: Some(plan),
                         ack: None,
@@ -303,22 +298,21 @@ impl Conn {
             }
             return Ok(());
         };
-        let (plan, ops) = self.core.plan_route(message);
-        let qos2_op = match inbound_qos2 {
-            Some(packet_id) if self.session.is_persistent() => Some(Op::AddInboundQos2 {
+        let (plan, mut changes) = self.core.plan_route(message);
+        let qos2_change = inbound_qos2
+            .filter(|_| self.session.is_persistent())
+            .map(|packet_id| Change::InboundQos2Received {
                 client_id: self.session.client_id().clone(),
                 packet_id,
-            }),
-            _ => None,
-        };
-        let durable = match self.core.durable() {
-            Some(d) if !ops.is_empty() || qos2_op.is_some() => d.clone(),
-            _ if self.pending_acks.is_empty() => {
+            });
+        changes.extend(qos2_change.clone());
+        let first = match self.core.durability().commit(changes) {
+            Commit::Done(Ok(())) if self.pending_acks.is_empty() => {
                 let routed = self.core.complete_route(plan);
                 self.pause_for(routed);
                 return self.send(ack);
             }
-            _ => {
+            Commit::Done(Ok(())) => {
                 self.pending_acks.push(std::future::ready(Ready {
                     route: Some(plan),
                     ack: Some(ack),
@@ -326,26 +320,18 @@ impl Conn {
                 }));
                 return Ok(());
             }
+            pending_or_refused => pending_or_refused,
         };
         let (core, session) = (self.core.clone(), self.session.clone());
-        let mut batch = ops;
-        batch.extend(qos2_op.clone());
-        let first = durable.store().submit(batch);
         self.pending_acks.push(async move {
-            let mut result = match first {
-                Ok(done) => done.await,
-                Err(e) => Err(e),
-            };
             let mut plan = plan;
-            if let Err(StoreError::InvalidOp(_)) = result {
-                // A receiving session was deleted after routing was planned: plan again.
-                let (replanned, mut ops) = core.plan_route(plan.into_message());
-                ops.extend(qos2_op);
+            let mut result = first.wait().await;
+            if let Err(DurabilityError::Stale(_)) = result {
+                // A receiving session ended after routing was planned: plan again.
+                let (replanned, mut changes) = core.plan_route(plan.into_message());
+                changes.extend(qos2_change);
                 plan = replanned;
-                result = match durable.store().submit(ops) {
-                    Ok(done) => done.await,
-                    Err(e) => Err(e),
-                };
+                result = core.durability().commit(changes).wait().await;
             }
             match result {
                 Ok(()) => Ready {
@@ -358,7 +344,7 @@ impl Conn {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
                     core.publish_refused(&plan.into_message().topic, &e);
-                    let full = matches!(e, StoreError::Full { .. });
+                    let full = matches!(e, DurabilityError::Full(_));
                     Ready {
                         ack: (v5 && full).then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
                         ..Ready::default()
@@ -374,20 +360,19 @@ impl Conn {
     fn on_pubrel(&mut self, packet_id: u16) -> Result<(), CloseReason> {
         self.with_session(|s| s.inbound_qos2.remove(&packet_id))?;
         let ack = Packet::PubComp(Ack::new(packet_id));
-        let durable = match self.core.durable() {
-            Some(d) if self.session.is_persistent() => d.clone(),
-            _ => return self.ack(ack),
-        };
-        let submitted = durable.store().submit(vec![Op::RemoveInboundQos2 {
+        if !self.session.is_persistent() {
+            return self.ack(ack);
+        }
+        let released = Change::InboundQos2Released {
             client_id: self.session.client_id().clone(),
             packet_id,
-        }]);
+        };
+        let committed = match self.core.durability().commit(vec![released]) {
+            Commit::Done(Ok(())) => return self.ack(ack),
+            pending_or_failed => pending_or_failed,
+        };
         self.pending_acks.push(async move {
-            let result = match submitted {
-                Ok(done) => done.await,
-                Err(e) => Err(e),
-            };
-            match result {
+            match committed.wait().await {
                 Ok(()) => Ready {
                     route: None,
                     ack: Some(ack),

@@ -18,6 +18,8 @@ mod durable_acks;
 mod inbound;
 mod outbound;
 mod read;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
 

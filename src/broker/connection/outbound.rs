@@ -7,13 +7,13 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
+use crate::broker::durability::{Change, Commit};
 use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
 use crate::broker::queue::QueuedMessage;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;
-use crate::store::{Op, QueueState};
 
 /// Deliveries moved from the queue per session-lock acquisition.
 const PUMP_BATCH: usize = 64;
@@ -84,7 +84,7 @@ impl Conn {
             let mut too_large = 0u64;
             let mut expired = 0u64;
             let now = Instant::now();
-            let mut store_ops = Vec::new();
+            let mut changes = Vec::new();
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
             let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
@@ -128,10 +128,7 @@ impl Conn {
                                 denied += 1;
                             }
                             if let Some(seq) = item.seq {
-                                store_ops.push(Op::Dequeue {
-                                    client_id: client_id.clone(),
-                                    seq,
-                                });
+                                changes.push(Change::removed(&client_id, seq));
                             }
                             continue;
                         }
@@ -147,11 +144,7 @@ impl Conn {
                             break;
                         }
                         if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
-                            store_ops.push(Op::SetQueueState {
-                                client_id: client_id.clone(),
-                                seq,
-                                state: QueueState::Sent { packet_id },
-                            });
+                            changes.push(Change::sent(&client_id, seq, packet_id));
                         }
                         batch.push((packet_id, item));
                     }
@@ -168,7 +161,7 @@ impl Conn {
                 self.core.counters.dropped_expired();
             }
             let moved = batch.len();
-            self.deliver_batch(batch, store_ops)?;
+            self.deliver_batch(batch, changes)?;
             self.core.counters.add_messages_out(moved as u64);
             if moved > 0 {
                 self.core.queue_drained_some(pending_len);
@@ -184,26 +177,39 @@ impl Conn {
         }
     }
 
-    /// Write a batch taken from the queue, with the store ops it caused. A batch holding a QoS 2
-    /// exchange of the durable store waits until those ops are durable (see
-    /// [`super::durable_acks`]); a batch behind such a one waits its turn, so deliveries keep
-    /// their order. Everything else goes straight to the output buffer.
+    /// Write a batch taken from the queue, with the changes it caused. A batch holding a kept
+    /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]); a
+    /// batch behind such a one waits its turn, so deliveries keep their order. Everything else
+    /// goes straight to the output buffer.
     fn deliver_batch(
         &mut self,
         batch: Vec<(Option<u16>, QueuedMessage)>,
-        store_ops: Vec<Op>,
+        changes: Vec<Change>,
     ) -> Result<(), CloseReason> {
         let gated = batch
             .iter()
             .any(|(id, item)| id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some());
-        let durable = self.core.durable().filter(|_| gated).cloned();
-        if durable.is_none() && self.pending_acks.is_empty() {
-            self.core.persist_background(store_ops);
-            for (packet_id, item) in batch {
-                self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
+        let committed = if gated {
+            self.core.durability().commit(changes)
+        } else {
+            self.core.commit_background(changes);
+            Commit::done()
+        };
+        let committed = match committed {
+            Commit::Done(result) => {
+                if let Err(e) = result {
+                    tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");
+                }
+                if self.pending_acks.is_empty() {
+                    for (packet_id, item) in batch {
+                        self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
+                    }
+                    return Ok(());
+                }
+                None
             }
-            return Ok(());
-        }
+            Commit::Pending(done) => Some(done),
+        };
         let mut held = BytesMut::new();
         for (packet_id, item) in &batch {
             encode_delivery(
@@ -216,21 +222,15 @@ impl Conn {
                 &mut held,
             )?;
         }
-        let Some(durable) = durable else {
-            self.core.persist_background(store_ops);
+        let Some(committed) = committed else {
             self.pending_acks.push(std::future::ready(Ready {
                 deliveries: Some(held),
                 ..Ready::default()
             }));
             return Ok(());
         };
-        let committed = durable.store().submit(store_ops);
         self.pending_acks.push(async move {
-            let result = match committed {
-                Ok(done) => done.await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
+            if let Err(e) = committed.await {
                 // Holding the messages back would stall this subscriber for good; they go out,
                 // and only a crash before the store recovers could repeat them.
                 tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");

@@ -13,20 +13,19 @@ use parking_lot::RwLock;
 use tokio::sync::{watch, Notify};
 
 use crate::broker::counters::Counters;
+use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionData};
 use crate::broker::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::memory::MemoryGauge;
 use crate::broker::message::Message;
-use crate::broker::persist::{self, Durable};
 use crate::broker::registry::{AttachError, Attached, Detached, SessionLifetime, SessionRegistry};
 use crate::broker::retained::RetainedStore;
 use crate::broker::router::SubscriptionTree;
 use crate::broker::session::{Session, SessionId, Subscription};
-use crate::broker::store::SessionStore;
 use crate::config::Config;
 use crate::protocol::{LastWill, QoS};
 use crate::security::{Principal, Security};
-use crate::store::Op;
 
+mod admission;
 mod recovery;
 mod routing;
 
@@ -49,11 +48,11 @@ pub struct BrokerCore {
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
-    /// Persistent sessions of a non-durable broker: snapshots saved when they go offline.
-    snapshots: Option<Arc<dyn SessionStore>>,
-    /// The durable store: the single source of truth for persistent sessions and retained
-    /// messages when set (then `snapshots` is `None`).
-    durable: Option<Arc<Durable>>,
+    /// Where persistent sessions, their queues and retained messages are kept
+    /// (see [`crate::broker::durability`]).
+    durability: Arc<dyn Durability>,
+    /// Background commits that failed (logged when the total is a power of two).
+    background_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Signalled when a connection moved messages out of its session queue while some
     /// publisher is paused on an overfilled session (see [`BrokerCore::wait_drained`]).
     queue_progress: Notify,
@@ -79,20 +78,8 @@ impl std::fmt::Debug for BrokerCore {
 }
 
 impl BrokerCore {
-    pub fn new(config: &Config, store: Arc<dyn SessionStore>) -> anyhow::Result<Self> {
-        Self::build(config, Some(store), None)
-    }
-
-    /// A broker whose persistent state lives in `durable` (see [`super::persist`]).
-    pub fn new_durable(config: &Config, durable: Durable) -> anyhow::Result<Self> {
-        Self::build(config, None, Some(Arc::new(durable)))
-    }
-
-    fn build(
-        config: &Config,
-        snapshots: Option<Arc<dyn SessionStore>>,
-        durable: Option<Arc<Durable>>,
-    ) -> anyhow::Result<Self> {
+    /// A broker whose persistent state is kept by `durability`.
+    pub fn new(config: &Config, durability: Arc<dyn Durability>) -> anyhow::Result<Self> {
         let security = Security::from_config(config)
             .map_err(|e| anyhow::anyhow!("cannot set up security: {e}"))?;
         let security_generation = watch::Sender::new(security.generation());
@@ -108,23 +95,36 @@ impl BrokerCore {
                 &config.policies,
             )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
-            snapshots,
-            durable,
+            durability,
+            background_failures: Arc::default(),
             queue_progress: Notify::new(),
             paused_publishers: AtomicUsize::new(0),
             drain_wake_at: AtomicUsize::new(0),
         })
     }
 
-    /// The durable store, when this broker has one.
-    pub fn durable(&self) -> Option<&Arc<Durable>> {
-        self.durable.as_ref()
+    /// Where this broker keeps its persistent state.
+    pub fn durability(&self) -> &Arc<dyn Durability> {
+        &self.durability
     }
 
-    /// Submit bookkeeping ops to the durable store (no-op without one).
-    pub(crate) fn persist_background(&self, ops: Vec<Op>) {
-        if let Some(durable) = &self.durable {
-            durable.submit_background(ops);
+    /// Commit bookkeeping that gates no acknowledgement: not awaited; failures are logged
+    /// (rate-limited).
+    pub(crate) fn commit_background(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let failures = self.background_failures.clone();
+        match self.durability.commit(changes) {
+            Commit::Done(Ok(())) => {}
+            Commit::Done(Err(e)) => background_failed(&failures, &e),
+            Commit::Pending(done) => {
+                tokio::spawn(async move {
+                    if let Err(e) = done.await {
+                        background_failed(&failures, &e);
+                    }
+                });
+            }
         }
     }
 
@@ -155,8 +155,8 @@ impl BrokerCore {
     }
 
     /// Give a CONNECTing client its session (see [`SessionRegistry::attach`]).
-    /// A persistent session's record in the durable store carries `will` and the principal
-    /// that connected with it (a will published after a crash is authorized as its owner).
+    /// A persistent session is kept with `will` and the principal that connected with it (a
+    /// will published after a crash is authorized as its owner).
     pub fn attach(
         &self,
         client_id: &str,
@@ -171,12 +171,12 @@ impl BrokerCore {
         if let Some(old) = &attached.discarded {
             self.forget(old);
         }
-        if self.durable.is_some() && attached.session.is_persistent() {
-            let op = attached.session.with_state_unchecked(|s| {
-                s.stored_will = will.map(|(will, owner)| persist::will_record(will, owner));
-                persist::put_session_op(s)
+        if attached.session.is_persistent() {
+            let data = attached.session.with_state_unchecked(|s| {
+                s.kept_will = will.map(|(will, owner)| KeptWill::new(will, owner));
+                SessionData::of(s)
             });
-            self.persist_background(vec![op]);
+            self.commit_background(vec![Change::SessionSaved(data)]);
         }
         Ok(attached)
     }
@@ -192,52 +192,52 @@ impl BrokerCore {
         outcome
     }
 
-    /// Remove an ended session's subscriptions, and its stored copy when it was persistent.
-    fn forget(&self, session: &Session) {
+    /// Remove an ended session's subscriptions, and its kept copy when it was persistent.
+    pub(crate) fn forget(&self, session: &Session) {
+        self.unindex(session);
+        if session.is_persistent() {
+            self.commit_background(vec![Change::SessionEnded {
+                client_id: session.client_id().clone(),
+            }]);
+        }
+    }
+
+    /// Remove a session's subscriptions from the tree.
+    fn unindex(&self, session: &Session) {
         session.with_state_unchecked(|s| {
             let mut tree = self.subscriptions.write();
             for filter in s.subscriptions.keys() {
                 tree.remove(filter, &session.id());
             }
         });
-        if !session.is_persistent() {
-            return;
-        }
-        if self.durable.is_some() {
-            self.persist_background(vec![Op::DeleteSession {
-                client_id: session.client_id().clone(),
-            }]);
-        } else if let Some(snapshots) = &self.snapshots {
-            if let Err(e) = snapshots.remove(session.client_id()) {
-                tracing::warn!(client_id = %session.client_id(), "{e}");
-            }
-        }
     }
 
     /// A persistent session went offline: its will is gone (published or discarded) and its
-    /// last-seen time (session expiry) is now.
+    /// offline time (session expiry) starts now.
     fn save(&self, session: &Session) {
-        if self.durable.is_some() {
-            let op = session.with_state_unchecked(|s| {
-                s.stored_will = None;
-                persist::put_session_op(s)
+        let commit = session.with_state_unchecked(|s| {
+            s.kept_will = None;
+            self.durability.session_offline(s)
+        });
+        if let Commit::Pending(done) = commit {
+            let failures = self.background_failures.clone();
+            tokio::spawn(async move {
+                if let Err(e) = done.await {
+                    background_failed(&failures, &e);
+                }
             });
-            self.persist_background(vec![op]);
-        } else if let Some(snapshots) = &self.snapshots {
-            if let Err(e) = snapshots.save(&session.snapshot()) {
-                tracing::warn!(client_id = %session.client_id(), "{e}");
-            }
         }
     }
 
-    /// Save every persistent session (graceful shutdown; the durable store is always current).
+    /// Graceful shutdown: hand every persistent session to the durability engine as it is.
     pub fn save_all(&self) {
-        if self.snapshots.is_none() {
-            return;
-        }
-        for session in self.registry.persistent_sessions() {
-            self.save(&session);
-        }
+        let states: Vec<_> = self
+            .registry
+            .persistent_sessions()
+            .iter()
+            .map(|s| s.snapshot())
+            .collect();
+        self.durability.shutdown(&states);
     }
 
     /// Add or replace a subscription of the connection `generation` of `session`, in the
@@ -248,10 +248,10 @@ impl BrokerCore {
             .with_state(generation, |s| {
                 s.subscriptions
                     .insert(filter.to_owned(), Subscription { qos });
-                // Submitted before the tree entry exists: no publish can enqueue for a
-                // session the store does not have yet.
+                // Committed before the tree entry exists: no publish can queue for a session
+                // the engine does not have yet.
                 if session.is_persistent() {
-                    self.persist_background(vec![persist::put_session_op(s)]);
+                    self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);
                 }
                 self.subscriptions.write().insert(filter, session.id(), qos);
             })
@@ -265,7 +265,7 @@ impl BrokerCore {
             if existed {
                 self.subscriptions.write().remove(filter, &session.id());
                 if session.is_persistent() {
-                    self.persist_background(vec![persist::put_session_op(s)]);
+                    self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);
                 }
             }
             existed
@@ -279,5 +279,12 @@ impl BrokerCore {
             .read()
             .for_each_matching(filter, |_, m| found.push(m.clone()));
         found
+    }
+}
+
+fn background_failed(failures: &std::sync::atomic::AtomicU64, e: &impl std::fmt::Display) {
+    let total = failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if crate::broker::durability::should_log(total) {
+        tracing::warn!(failures_total = total, "durability update failed: {e}");
     }
 }

@@ -1,146 +1,115 @@
-//! What the broker does with its durable or snapshotted state: restoring it at start
-//! (retained messages, sessions, wills of a crash), expiring abandoned sessions, and refusing
-//! publishes when the store or the memory limit is full.
+//! What the runtime does with the state its durability engine kept: applying the recovery at
+//! start (retained messages, sessions, wills of a crash) and ending expired sessions.
 
 use std::sync::Arc;
 
+use crate::broker::durability::{Change, KeptWill, RecoveredCounts, Recovery, SessionData};
 use crate::broker::message::Message;
-use crate::broker::persist::{self, RecoveredCounts};
-use crate::config::Config;
-use crate::protocol::QoS;
-use crate::store::{Op, Recovered};
+use crate::config::{Authentication, Config};
+use crate::security::{Action, Principal, Security};
 
 use super::BrokerCore;
 
 impl BrokerCore {
-    /// Expired sessions (see [`persist::expire_sessions_periodically`]): dropped from memory,
-    /// from the snapshots of a broker without a durable store, and with their queued messages.
-    /// One whose client came back in the meantime is written back to the store (it is live
-    /// again). `delete_stored`: also delete them from the durable store (the broker-wide sweep
-    /// expired them there already; the MQTT 5 per-session sweep did not).
-    pub fn drop_expired(&self, client_ids: &[Arc<str>], delete_stored: bool) {
+    /// End the offline persistent sessions `client_ids` (expired), with their queues. One
+    /// whose client came back in the meantime stays.
+    pub fn drop_expired(&self, client_ids: &[Arc<str>]) {
         for client_id in client_ids {
-            match self.registry.remove_offline(client_id) {
-                None => {}
-                Some(Ok(session)) => {
-                    session.with_state_unchecked(|s| {
-                        let mut tree = self.subscriptions.write();
-                        for filter in s.subscriptions.keys() {
-                            tree.remove(filter, &session.id());
-                        }
-                    });
-                    if let Some(snapshots) = &self.snapshots {
-                        if let Err(e) = snapshots.remove(client_id) {
-                            tracing::warn!(%client_id, "{e}");
-                        }
-                    }
-                    if delete_stored {
-                        self.persist_background(vec![Op::DeleteSession {
-                            client_id: client_id.clone(),
-                        }]);
-                    }
-                }
-                Some(Err(back)) => {
-                    let op = back.with_state_unchecked(|s| persist::put_session_op(s));
-                    self.persist_background(vec![op]);
-                }
+            if let Some(Ok(session)) = self.registry.remove_offline(client_id) {
+                self.forget(&session);
             }
         }
     }
 
-    /// A QoS 1/2 publish the store did not take: counted and logged (rate-limited).
-    pub fn publish_refused(&self, topic: &str, error: &crate::store::StoreError) {
-        if let crate::store::StoreError::Full { .. } = error {
-            let total = self.counters.refused_store_full();
-            if persist::should_log_refusal(total) {
-                tracing::warn!(%topic, refused_total = total, "publish refused: {error}");
-            }
-        } else {
-            tracing::warn!(%topic, "publish refused, not acknowledged: {error}");
-        }
-    }
-
-    /// A client's PUBLISH entering the broker: charged to the memory gauge (once, shared by
-    /// every copy), or `None` when the `memoryUsage` limit is reached. Then a QoS 1/2 publish
-    /// is refused like a full store (the caller does not acknowledge it) and a QoS 0 one is
-    /// dropped; both counted and logged (rate-limited).
-    pub fn admit(&self, message: Message) -> Option<Message> {
-        if !self.memory.is_full() {
-            return Some(self.memory.charge(message));
-        }
-        let (total, outcome) = if message.qos == QoS::AtMostOnce {
-            (self.counters.dropped_memory_full(), "QoS 0 publish dropped")
-        } else {
-            (
-                self.counters.refused_memory_full(),
-                "publish refused, not acknowledged",
-            )
-        };
-        if persist::should_log_refusal(total) {
-            tracing::warn!(
-                topic = %message.topic,
-                limit_bytes = self.memory.limit_bytes(),
-                used_bytes = self.memory.used_bytes(),
-                total,
-                "{outcome}: messages held in memory reached the memoryUsage limit"
-            );
-        }
-        None
-    }
-
-    /// Rebuild retained messages and persistent sessions from what the durable store held,
-    /// then publish the wills of the clients that were connected when the broker stopped
-    /// without a clean shutdown (their connections closed without DISCONNECT: MQTT 3.1.1
-    /// 3.1.2-8; MQTT 5 3.1.2.5 allows it after a restart), authorized as their owners as of
-    /// now with `config`'s security: see [`persist::publish_recovered_wills`].
-    pub fn restore_durable(&self, recovered: Recovered, config: &Config) -> RecoveredCounts {
-        let counts = RecoveredCounts::of(&recovered);
+    /// Apply what the durability engine recovered: the retained index, every persistent
+    /// session (offline until its client returns, its offline time carried on), then the wills
+    /// of the clients that were connected when the broker stopped without a clean shutdown
+    /// (their connections closed without DISCONNECT: MQTT 3.1.1 3.1.2-8; MQTT 5 3.1.2.5
+    /// allows it after a restart), authorized as their owners as of now with `config`'s
+    /// security.
+    pub fn apply_recovery(&self, recovery: Recovery, config: &Config) -> RecoveredCounts {
         {
             let mut retained = self.retained.write();
-            for message in persist::restore_retained(recovered.retained, &self.memory) {
+            for message in recovery.retained {
                 let topic = message.topic.clone();
                 retained.set(&topic, message);
             }
         }
         let mut wills = Vec::new();
-        for recovered_session in recovered.sessions {
-            let (mut state, will) = persist::restore_session(recovered_session, &self.memory);
-            if let Some(will) = will {
+        for recovered in recovery.sessions {
+            let mut state = recovered.state;
+            state.kept_will = None;
+            if let Some(will) = recovered.will {
                 // Gone from the record in the batch that publishes it (or drops it).
-                state.stored_will = None;
-                wills.push(persist::RecoveredWill {
-                    forget: persist::put_session_op(&state),
-                    client_id: Arc::from(state.client_id.as_str()),
-                    will,
-                });
+                wills.push((SessionData::of(&state), will));
             }
-            self.index_restored(state);
+            let session = self.registry.restore(state, recovered.offline_for);
+            // Lock order: session, then tree (as everywhere else).
+            session.with_state_unchecked(|s| {
+                let mut tree = self.subscriptions.write();
+                for (filter, sub) in &s.subscriptions {
+                    tree.insert(filter, session.id(), sub.qos);
+                }
+            });
         }
-        persist::publish_recovered_wills(self, wills, config);
-        counts
+        self.publish_recovered_wills(wills, config);
+        recovery.counts
     }
 
-    fn index_restored(&self, state: crate::broker::session::SessionState) {
-        let session = self.registry.restore(state);
-        // Lock order: session, then tree (as everywhere else).
-        session.with_state_unchecked(|s| {
-            let mut tree = self.subscriptions.write();
-            for (filter, sub) in &s.subscriptions {
-                tree.insert(filter, session.id(), sub.qos);
+    /// Each will authorized as its owner as of now (unknown or unauthorized owner: not
+    /// published, logged), then routed like a publish, QoS and retain flag honoured. The
+    /// will's removal from its session record is committed with its queue entries, so it is
+    /// published at most once.
+    fn publish_recovered_wills(&self, wills: Vec<(SessionData, KeptWill)>, config: &Config) {
+        let authentication_enabled = !matches!(config.authentication, Authentication::None);
+        let security = self.security();
+        for (forget, will) in wills {
+            let client_id = forget.client_id.clone();
+            let forget = Change::SessionSaved(forget);
+            let owner = will_owner_now(&security, authentication_enabled, &will);
+            let topic = will.message.topic.clone();
+            let allowed = owner
+                .as_ref()
+                .is_some_and(|principal| security.authorize(principal, Action::Write, &topic));
+            if !allowed {
+                tracing::info!(
+                    %client_id,
+                    %topic,
+                    user = will.owner.as_ref().map_or("unknown", |o| &*o.user),
+                    "will of a client connected at the last stop not published: its owner is \
+                     unknown or not authorized to write the topic now"
+                );
+                self.commit_background(vec![forget]);
+                continue;
             }
-        });
-    }
-
-    /// Bring back the persistent sessions of the store (offline until their clients return).
-    pub fn restore_sessions(&self) -> anyhow::Result<usize> {
-        let Some(snapshots) = &self.snapshots else {
-            return Ok(0);
-        };
-        let states = snapshots.load_all()?;
-        let count = states.len();
-        for state in states {
-            self.index_restored(state);
+            let message = self.memory.charge(Message { ..will.message });
+            let (plan, mut changes) = self.plan_route(message);
+            changes.push(forget);
+            self.commit_background(changes);
+            self.complete_route(plan);
+            self.counters.wills_published();
+            tracing::info!(%client_id, %topic,
+                "will of a client connected at the last stop published");
         }
-        Ok(count)
     }
+}
+
+/// The principal a will left by a crash is published as: its owner as the security snapshot
+/// knows them NOW (groups looked up again), so a user removed or moved out of a group since is
+/// not trusted with their old rights. `None`: unknown owner (not published).
+fn will_owner_now(
+    security: &Security,
+    authentication_enabled: bool,
+    will: &KeptWill,
+) -> Option<Principal> {
+    let owner = will.owner.as_ref()?;
+    if !authentication_enabled {
+        // Everyone connects as the anonymous principal now, whoever they were then.
+        return Some(Principal::anonymous());
+    }
+    security.groups_of(&owner.user).map(|groups| Principal {
+        user: owner.user.clone(),
+        groups,
+        anonymous: owner.anonymous,
+    })
 }

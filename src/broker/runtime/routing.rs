@@ -9,13 +9,12 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use crate::broker::durability::{Change, QueueSeq, QueuedFor, RetainedChange};
 use crate::broker::limits::pending_hard_cap;
 use crate::broker::message::{min_qos, Message};
-use crate::broker::persist;
 use crate::broker::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId};
 use crate::protocol::QoS;
-use crate::store::{Op, QueueEntry, QueueSeq, QueueState};
 
 use super::BrokerCore;
 
@@ -56,7 +55,7 @@ impl Drop for PausedGuard<'_> {
     }
 }
 
-/// One delivery of a [`RoutePlan`]: session, QoS it is delivered with, durable queue entry.
+/// One delivery of a [`RoutePlan`]: session, QoS it is delivered with, kept queue entry.
 type RouteTarget = (Arc<Session>, QoS, Option<QueueSeq>);
 /// Targets of one publish kept without a heap allocation.
 const INLINE_TARGETS: usize = 4;
@@ -65,7 +64,7 @@ const INLINE_TARGETS: usize = 4;
 #[derive(Debug)]
 pub struct RoutePlan {
     message: Message,
-    /// Session, QoS it is delivered with, and its durable queue entry (if any). Inline for a
+    /// Session, QoS it is delivered with, and its kept queue entry (if any). Inline for a
     /// few targets: most topics have few subscribers, and this is built once per publish.
     targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
     limit: usize,
@@ -85,28 +84,20 @@ impl BrokerCore {
     /// store holds. Capping it would silently lose retained messages for a wide subscription.
     pub fn deliver_retained(&self, session: &Session, message: Message, qos: QoS) {
         let mut seq = None;
-        if let Some(durable) = &self.durable {
-            if session.is_persistent() && qos != QoS::AtMostOnce {
-                // A copy of the body for the queue (the retained slot's copy may be replaced).
-                let (id, entry_seq) = (durable.allocate_id(), durable.allocate_id());
-                durable.submit_background(vec![
-                    Op::PutMessage {
-                        id,
-                        message: persist::stored_message(&message),
-                    },
-                    Op::Enqueue {
-                        client_id: session.client_id().clone(),
-                        seq: entry_seq,
-                        entry: QueueEntry {
-                            message_id: id,
-                            qos,
-                            retain: true,
-                            state: QueueState::Queued,
-                        },
-                    },
-                ]);
-                seq = Some(entry_seq);
-            }
+        if session.is_persistent() && qos != QoS::AtMostOnce {
+            // A copy of the body for the queue (the retained slot's copy may be replaced).
+            let entry_seq = self.durability.next_seq();
+            self.commit_background(vec![Change::Message {
+                message: message.clone(),
+                retained: RetainedChange::Unchanged,
+                queued_for: vec![QueuedFor {
+                    client_id: session.client_id().clone(),
+                    seq: entry_seq,
+                    qos,
+                    retain: true,
+                }],
+            }]);
+            seq = Some(entry_seq);
         }
         let item = QueuedMessage {
             message,
@@ -119,7 +110,7 @@ impl BrokerCore {
         self.dequeue_if_dropped(session, outcome, seq);
     }
 
-    /// A durable queue entry whose message was not queued in memory is removed from the store.
+    /// A kept queue entry whose message was not queued in memory is removed.
     fn dequeue_if_dropped(
         &self,
         session: &Session,
@@ -129,10 +120,7 @@ impl BrokerCore {
         if let (Some(seq), DeliverOutcome::DroppedFull | DeliverOutcome::DroppedEnded) =
             (seq, outcome)
         {
-            self.persist_background(vec![Op::Dequeue {
-                client_id: session.client_id().clone(),
-                seq,
-            }]);
+            self.commit_background(vec![Change::removed(session.client_id(), seq)]);
         }
     }
 
@@ -198,19 +186,18 @@ impl BrokerCore {
 
     /// Route a published message now: update the retained store, then queue one copy per
     /// matching session at min(publish QoS, highest matching subscription QoS). Never blocks on
-    /// a subscriber. With a durable store its changes are submitted but not awaited (QoS 0
+    /// a subscriber. What it changes in the kept state is committed but not awaited (QoS 0
     /// publishes, wills).
     pub fn route(&self, message: Message) -> Routed {
-        let (plan, ops) = self.plan_route(message);
-        self.persist_background(ops);
+        let (plan, changes) = self.plan_route(message);
+        self.commit_background(changes);
         self.complete_route(plan)
     }
 
-    /// The first half of routing: the sessions `message` goes to and, for a durable broker,
-    /// the store ops that make it durable (its body, its retained slot, one queue entry per
-    /// persistent session receiving it at QoS 1/2). Nothing is changed until
-    /// [`Self::complete_route`].
-    pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Op>) {
+    /// The first half of routing: the sessions `message` goes to and what must be kept for
+    /// it (its retained slot, one queue entry per persistent session receiving it at QoS 1/2).
+    /// Nothing is changed until [`Self::complete_route`].
+    pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Change>) {
         let mut matches: SmallVec<[(SessionId, QoS); INLINE_TARGETS]> = SmallVec::new();
         self.subscriptions
             .read()
@@ -224,57 +211,40 @@ impl BrokerCore {
         self.registry.for_each_of(&matches, |session, sub_qos| {
             targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
         });
-        let mut ops = Vec::new();
-        if let Some(durable) = &self.durable {
-            let message_id = durable.allocate_id();
-            let mut body_needed = false;
-            if message.retain {
-                if message.payload.is_empty() {
-                    ops.push(Op::ClearRetained {
-                        topic: message.topic.clone(),
-                    });
-                } else {
-                    body_needed = true;
-                    ops.push(Op::SetRetained {
-                        topic: message.topic.clone(),
-                        message_id,
-                    });
-                }
-            }
-            for (session, qos, seq) in &mut targets {
-                if session.is_persistent() && *qos != QoS::AtMostOnce {
-                    let entry_seq = durable.allocate_id();
-                    *seq = Some(entry_seq);
-                    body_needed = true;
-                    ops.push(Op::Enqueue {
-                        client_id: session.client_id().clone(),
-                        seq: entry_seq,
-                        entry: QueueEntry {
-                            message_id,
-                            qos: *qos,
-                            retain: false,
-                            state: QueueState::Queued,
-                        },
-                    });
-                }
-            }
-            if body_needed {
-                ops.insert(
-                    0,
-                    Op::PutMessage {
-                        id: message_id,
-                        message: persist::stored_message(&message),
-                    },
-                );
+        let retained = match (message.retain, message.payload.is_empty()) {
+            (false, _) => RetainedChange::Unchanged,
+            (true, true) => RetainedChange::Clear,
+            (true, false) => RetainedChange::Set,
+        };
+        let mut queued_for = Vec::new();
+        for (session, qos, seq) in &mut targets {
+            if session.is_persistent() && *qos != QoS::AtMostOnce {
+                let entry_seq = self.durability.next_seq();
+                *seq = Some(entry_seq);
+                queued_for.push(QueuedFor {
+                    client_id: session.client_id().clone(),
+                    seq: entry_seq,
+                    qos: *qos,
+                    retain: false,
+                });
             }
         }
+        let changes = if retained == RetainedChange::Unchanged && queued_for.is_empty() {
+            Vec::new()
+        } else {
+            vec![Change::Message {
+                message: message.clone(),
+                retained,
+                queued_for,
+            }]
+        };
         (
             RoutePlan {
                 message,
                 targets,
                 limit,
             },
-            ops,
+            changes,
         )
     }
 

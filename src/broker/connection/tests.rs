@@ -1,0 +1,203 @@
+//! Ordering rules of the connection task tested on the recording durability engine, over
+//! in-process byte streams (`tokio::io::duplex`): no redb, no sockets.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{serve, ConnectionParams, ListenerSettings};
+use crate::broker::durability::{Change, Recording};
+use crate::broker::runtime::BrokerCore;
+use crate::config::{load_str, LoadOptions};
+use crate::protocol::{
+    decode, encode, Ack, Connect, Packet, ProtocolVersion, Publish, QoS, RetainHandling, Subscribe,
+    SubscriptionOptions,
+};
+
+const VERSION: ProtocolVersion = ProtocolVersion::V311;
+
+fn core_with(recording: Arc<Recording>) -> (Arc<BrokerCore>, Arc<ListenerSettings>) {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+        <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+          <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+          </transportConnectors>
+        </broker></beans>"#;
+    let config = load_str(xml, Path::new("."), &LoadOptions::default())
+        .config
+        .expect("config compiles");
+    let core = Arc::new(BrokerCore::new(&config, recording).expect("core"));
+    let listener = &config.listeners[0];
+    let settings = Arc::new(ListenerSettings {
+        name: listener.name.clone(),
+        scheme: listener.scheme,
+        options: listener.options.clone(),
+        tls: None,
+    });
+    (core, settings)
+}
+
+/// A client on one end of an in-process stream whose other end a connection task serves.
+struct Client {
+    stream: DuplexStream,
+    buf: BytesMut,
+}
+
+impl Client {
+    async fn connect(core: &Arc<BrokerCore>, listener: &Arc<ListenerSettings>, id: &str) -> Self {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let params = ConnectionParams {
+            core: core.clone(),
+            listener: listener.clone(),
+            peer: "127.0.0.1:1".parse().expect("addr"),
+            tls: false,
+            peer_cert_subject: None,
+            shutdown: CancellationToken::new(),
+        };
+        tokio::spawn(serve(theirs, params));
+        let mut client = Client {
+            stream: ours,
+            buf: BytesMut::new(),
+        };
+        client
+            .send(Packet::Connect(Box::new(Connect {
+                protocol: VERSION,
+                clean_start: false,
+                keep_alive_secs: 0,
+                client_id: id.into(),
+                will: None,
+                username: None,
+                password: None,
+                properties: None,
+            })))
+            .await;
+        assert!(matches!(client.next().await, Packet::ConnAck(_)));
+        client
+    }
+
+    async fn send(&mut self, packet: Packet) {
+        let mut out = BytesMut::new();
+        encode(&packet, VERSION, &mut out).expect("encode");
+        self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet, or `None` when none arrives within `wait`.
+    async fn next_within(&mut self, wait: Duration) -> Option<Packet> {
+        loop {
+            if let Some(packet) = decode(&mut self.buf, Some(VERSION), 1 << 20).expect("decode") {
+                return Some(packet);
+            }
+            match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => panic!("connection closed"),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Packet {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("a packet within 5 s")
+    }
+}
+
+fn publish_qos2(id: u16) -> Packet {
+    Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "t".into(),
+        packet_id: Some(id),
+        payload: Bytes::from_static(b"m"),
+        properties: None,
+    })
+}
+
+async fn subscriber(core: &Arc<BrokerCore>, listener: &Arc<ListenerSettings>) -> Client {
+    let mut sub = Client::connect(core, listener, "sub").await;
+    sub.send(Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        filters: vec![(
+            "t".into(),
+            SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: RetainHandling::SendAtSubscribe,
+            },
+        )],
+        properties: None,
+    }))
+    .await;
+    assert!(matches!(sub.next().await, Packet::SubAck(_)));
+    sub
+}
+
+#[tokio::test]
+async fn pubrec_waits_until_the_message_is_kept() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let _sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.hold_when(|c| matches!(c, Change::Message { .. }));
+    publisher.send(publish_qos2(7)).await;
+    assert_eq!(
+        publisher.next_within(Duration::from_millis(300)).await,
+        None,
+        "PUBREC before the message was kept"
+    );
+    recording.release();
+    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+}
+
+#[tokio::test]
+async fn qos2_delivery_waits_until_its_sent_state_is_kept_and_changes_come_in_order() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.hold_when(|c| matches!(c, Change::Sent { .. }));
+    publisher.send(publish_qos2(7)).await;
+    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    assert_eq!(
+        sub.next_within(Duration::from_millis(300)).await,
+        None,
+        "PUBLISH before its packet id was kept"
+    );
+    recording.release();
+    let Packet::Publish(delivered) = sub.next().await else {
+        panic!("expected the delivery");
+    };
+    let packet_id = delivered.packet_id.expect("QoS 2 delivery has a packet id");
+    sub.send(Packet::PubRec(Ack::new(packet_id))).await;
+    assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
+    sub.send(Packet::PubComp(Ack::new(packet_id))).await;
+    publisher.send(Packet::PubRel(Ack::new(7))).await;
+    assert_eq!(publisher.next().await, Packet::PubComp(Ack::new(7)));
+
+    let changes = recording.changes();
+    let position = |what: fn(&Change) -> bool| {
+        changes
+            .iter()
+            .position(what)
+            .unwrap_or_else(|| panic!("missing change in {changes:#?}"))
+    };
+    let queued =
+        position(|c| matches!(c, Change::Message { queued_for, .. } if queued_for.len() == 1));
+    let received = position(|c| matches!(c, Change::InboundQos2Received { packet_id: 7, .. }));
+    let sent = position(|c| matches!(c, Change::Sent { .. }));
+    let released = position(|c| matches!(c, Change::Released { .. }));
+    let removed = position(|c| matches!(c, Change::Removed { .. }));
+    let inbound_released =
+        position(|c| matches!(c, Change::InboundQos2Released { packet_id: 7, .. }));
+    assert!(
+        queued < sent && sent < released && released < removed,
+        "{changes:#?}"
+    );
+    assert!(received < inbound_released, "{changes:#?}");
+}

@@ -1,0 +1,359 @@
+//! Durability: what the broker must keep so that an acknowledged message is never lost, in the
+//! broker's own words, behind one interface ([`Durability`]).
+//!
+//! The broker core says what happened ([`Change`]: a message held for sessions, sent with a
+//! packet id, released, removed; an inbound QoS 2 id received or released; a session saved or
+//! ended) and gets back one [`Commit`]. It never builds storage records and never asks which
+//! engine runs. Implementations:
+//!
+//! - [`MemoryOnly`]: `persistent="false"` or `memoryPersistenceAdapter`. Every commit is ready at
+//!   once; nothing outlives the process (persistent sessions of a stopped broker can be kept as
+//!   snapshots in a [`MemorySessionStore`] handed to the next one, which tests use).
+//! - [`RedbStore`]: the durable store of `src/store` (kahaDB's place in `activemq.xml`, the
+//!   default). A commit is ready once its group commit is fsync'd.
+//! - [`Recording`]: records every change in order and lets a test decide when commits finish;
+//!   for unit tests of ordering rules (QoS 2 exactly once) without redb or sockets.
+//!
+//! # What the interface is built for
+//!
+//! - A commit can be refused ([`DurabilityError::Full`]: storeUsage or disk space;
+//!   [`DurabilityError::Unavailable`]: the engine failed): the caller must not acknowledge what
+//!   the commit carried.
+//! - Commits may be slow (remote engines): callers pipeline them (see
+//!   `connection/durable_acks.rs`) and only await what gates an acknowledgement.
+//! - A planned commit can become stale ([`DurabilityError::Stale`]: a receiving session ended
+//!   between planning and committing): the caller plans again.
+//! - Recovery returns plain values ([`Recovery`]) that the runtime applies; durability never
+//!   holds the broker core.
+//! - Queue targets are named by [`QueueOwner`] so that records for MQTT 5 shared-subscription
+//!   groups and STOMP queues can be added beside sessions, and an engine that fences writes by
+//!   an owner epoch (a clustered engine) can refuse a stale owner's commit as `Unavailable`.
+
+mod memory;
+mod recording;
+mod redb_store;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::memory::MemoryGauge;
+use super::message::Message;
+use super::session::{SessionState, Subscription};
+use crate::config::{Config, Persistence};
+use crate::protocol::{LastWill, QoS};
+use crate::security::Principal;
+
+pub use memory::{MemoryOnly, MemorySessionStore, SessionStore, StoreError};
+pub use recording::Recording;
+pub use redb_store::RedbStore;
+
+/// Orders the entries of one queue (ascending = delivery order) and names an entry in later
+/// changes. Unique per broker; a durable engine keeps it growing across restarts.
+pub type QueueSeq = u64;
+
+/// Why a commit did not happen. Nothing of a failed commit was kept: the caller must not
+/// acknowledge what it carried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurabilityError {
+    /// A broker-wide limit (`storeUsage`, free disk space) does not let the engine take more.
+    /// Changes that only remove or update records still go through, so it drains.
+    #[error("{0}")]
+    Full(String),
+    /// A session the commit queues for ended after the commit was planned: plan it again.
+    #[error("stale plan: {0}")]
+    Stale(String),
+    /// The engine failed or is closed (I/O error, fenced owner): refuse for now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+type PendingCommit = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;
+
+/// The answer to [`Durability::commit`]: done at once (memory-only, or nothing to keep), or a
+/// future that resolves once the changes are durable. Either way the changes were submitted
+/// in order: a later commit is applied after this one even if this one is never awaited.
+pub enum Commit {
+    Done(Result<(), DurabilityError>),
+    Pending(PendingCommit),
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Commit::Done(r) => f.debug_tuple("Done").field(r).finish(),
+            Commit::Pending(_) => f.write_str("Pending"),
+        }
+    }
+}
+
+impl Commit {
+    pub fn done() -> Commit {
+        Commit::Done(Ok(()))
+    }
+
+    /// Wait for the outcome.
+    pub async fn wait(self) -> Result<(), DurabilityError> {
+        match self {
+            Commit::Done(result) => result,
+            Commit::Pending(future) => future.await,
+        }
+    }
+}
+
+/// Who a queued copy is for. Sessions today; groups and queues (MQTT 5 shared subscriptions,
+/// STOMP queues with competing consumers) are the planned other owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueOwner {
+    Session(Arc<str>),
+}
+
+/// One copy of a message queued for a persistent session at QoS 1/2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedFor {
+    pub client_id: Arc<str>,
+    pub seq: QueueSeq,
+    /// The QoS it is delivered with: min(published QoS, subscription QoS).
+    pub qos: QoS,
+    /// Sent with RETAIN=1 (a retained message delivered because of a SUBSCRIBE).
+    pub retain: bool,
+}
+
+/// What a message does to the retained message of its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetainedChange {
+    Unchanged,
+    /// It becomes the retained message of its topic.
+    Set,
+    /// It clears the retained message of its topic (empty retained payload).
+    Clear,
+}
+
+/// A will kept with a persistent session while its client is connected, with the principal
+/// that connected with it (a will published after a crash is authorized as its owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptWill {
+    pub message: Message,
+    /// `None`: kept before owners were recorded (not published after a crash).
+    pub owner: Option<WillOwner>,
+}
+
+/// The owner of a kept will: groups are looked up again when it is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WillOwner {
+    pub user: Arc<str>,
+    pub anonymous: bool,
+}
+
+impl KeptWill {
+    pub fn new(will: &LastWill, owner: &Principal) -> KeptWill {
+        KeptWill {
+            message: Message {
+                topic: Arc::from(will.topic.as_str()),
+                payload: will.payload.clone(),
+                qos: will.qos,
+                retain: will.retain,
+                v5: None,
+            },
+            owner: Some(WillOwner {
+                user: owner.user.clone(),
+                anonymous: owner.anonymous,
+            }),
+        }
+    }
+}
+
+/// A persistent session's own data (not its queue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionData {
+    pub client_id: Arc<str>,
+    /// (filter, granted subscription), by filter.
+    pub subscriptions: Vec<(Arc<str>, Subscription)>,
+    /// Set while a client is connected (published if the broker stops without a clean
+    /// shutdown).
+    pub will: Option<KeptWill>,
+    /// MQTT 5 Session Expiry Interval in seconds (`None`: the broker's own rule).
+    pub expiry_secs: Option<u32>,
+}
+
+impl SessionData {
+    pub fn of(state: &SessionState) -> SessionData {
+        SessionData {
+            client_id: Arc::from(state.client_id.as_str()),
+            subscriptions: state
+                .subscriptions
+                .iter()
+                .map(|(filter, sub)| (Arc::from(filter.as_str()), *sub))
+                .collect(),
+            will: state.kept_will.clone(),
+            expiry_secs: state.expiry_secs,
+        }
+    }
+}
+
+/// One thing that happened, in the broker's words. A batch of changes passed to
+/// [`Durability::commit`] is kept all-or-nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A message held for persistent sessions (one entry per copy) and/or as its topic's
+    /// retained message. The body is kept once however many copies reference it.
+    Message {
+        message: Message,
+        retained: RetainedChange,
+        queued_for: Vec<QueuedFor>,
+    },
+    /// Queue entry `seq` was sent to its client with `packet_id`.
+    Sent {
+        owner: QueueOwner,
+        seq: QueueSeq,
+        packet_id: u16,
+    },
+    /// QoS 2 entry `seq`: PUBREC received, PUBREL sent.
+    Released {
+        owner: QueueOwner,
+        seq: QueueSeq,
+        packet_id: u16,
+    },
+    /// Queue entry `seq` is done: acknowledged, expired, or refused at delivery.
+    Removed { owner: QueueOwner, seq: QueueSeq },
+    /// Inbound QoS 2 PUBLISH `packet_id` received (PUBREC follows).
+    InboundQos2Received { client_id: Arc<str>, packet_id: u16 },
+    /// PUBREL for inbound `packet_id` received (PUBCOMP follows).
+    InboundQos2Released { client_id: Arc<str>, packet_id: u16 },
+    /// A persistent session's own data, written whole.
+    SessionSaved(SessionData),
+    /// A persistent session ended, with its queue.
+    SessionEnded { client_id: Arc<str> },
+}
+
+impl Change {
+    pub fn sent(client_id: &Arc<str>, seq: QueueSeq, packet_id: u16) -> Change {
+        Change::Sent {
+            owner: QueueOwner::Session(client_id.clone()),
+            seq,
+            packet_id,
+        }
+    }
+
+    pub fn released(client_id: &Arc<str>, seq: QueueSeq, packet_id: u16) -> Change {
+        Change::Released {
+            owner: QueueOwner::Session(client_id.clone()),
+            seq,
+            packet_id,
+        }
+    }
+
+    pub fn removed(client_id: &Arc<str>, seq: QueueSeq) -> Change {
+        Change::Removed {
+            owner: QueueOwner::Session(client_id.clone()),
+            seq,
+        }
+    }
+}
+
+/// A persistent session read back at start.
+#[derive(Debug)]
+pub struct RecoveredSession {
+    pub state: SessionState,
+    /// How long its client had been gone when the broker stopped (the offline clock of
+    /// `offlineDurableSubscriberTimeout` and MQTT 5 session expiry goes on from there).
+    pub offline_for: std::time::Duration,
+    /// The will its client connected with: the client was connected when the broker stopped
+    /// without a clean shutdown, so the will is due.
+    pub will: Option<KeptWill>,
+}
+
+/// What an engine held at start, as values for the runtime to apply.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    pub sessions: Vec<RecoveredSession>,
+    pub retained: Vec<Message>,
+    pub counts: RecoveredCounts,
+    /// Damage found and repaired or dropped (logged at warn).
+    pub problems: Vec<String>,
+}
+
+/// Counts for the startup log line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecoveredCounts {
+    pub sessions: usize,
+    pub retained: usize,
+    pub queued: usize,
+    pub inflight: usize,
+    pub inbound_qos2: usize,
+}
+
+/// Engine counters (for metrics and benchmarks); zero for memory-only.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DurabilityStats {
+    /// Transactions committed, each with one fsync.
+    pub group_commits: u64,
+    pub batches_committed: u64,
+    pub batches_refused_full: u64,
+    /// Bytes of message bodies held now (what `storeUsage` counts).
+    pub message_bytes: u64,
+}
+
+/// Where the broker's persistent state goes. See the module documentation.
+pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
+    /// Where the state lives, for logs (`memory`, or the store directory).
+    fn location(&self) -> String;
+
+    /// A new queue sequence number.
+    fn next_seq(&self) -> QueueSeq;
+
+    /// Keep `changes` all-or-nothing, after every batch submitted before (the order of calls
+    /// is the order of application, whether or not the answers are awaited).
+    fn commit(&self, changes: Vec<Change>) -> Commit;
+
+    /// A persistent session's client left: its will is gone and its offline time starts now.
+    fn session_offline(&self, state: &SessionState) -> Commit {
+        let mut data = SessionData::of(state);
+        data.will = None;
+        self.commit(vec![Change::SessionSaved(data)])
+    }
+
+    /// Graceful shutdown, with every persistent session as it is now.
+    fn shutdown(&self, _persistent: &[SessionState]) {}
+
+    /// Read everything back, once, at start; restored message bodies are charged to `memory`.
+    fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError>;
+
+    fn stats(&self) -> DurabilityStats {
+        DurabilityStats::default()
+    }
+}
+
+/// The engine `config` asks for: [`RedbStore`] for a durable broker (`persistent="true"` with
+/// kahaDB, the default), [`MemoryOnly`] for `persistent="false"` or `memoryPersistenceAdapter`.
+/// Fails when another broker holds the store directory or the store cannot be opened.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Durability>> {
+    match (&config.persistence, config.broker.persistent) {
+        (Persistence::Durable { directory, .. }, true) => {
+            let store = RedbStore::open(directory.clone(), config.limits.store_limit_bytes).await?;
+            Ok(Arc::new(store))
+        }
+        _ => Ok(Arc::new(MemoryOnly::default())),
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Refusals and background failures are logged when their total is a power of two (a full
+/// store under load would otherwise log every message).
+pub fn should_log(total: u64) -> bool {
+    total.is_power_of_two()
+}
+
+/// An empty payload (stored messages without MQTT 5 properties).
+pub(crate) fn no_properties() -> Bytes {
+    Bytes::new()
+}
