@@ -315,6 +315,15 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
         self.commit(vec![Change::SessionSaved(data)])
     }
 
+    /// Whether a message of `incoming_bytes` (topic + payload) can be kept now, checked before
+    /// it is admitted (so the common refusal happens before anything is queued, and a paused
+    /// publisher can poll it cheaply). `Err(Full)`: a broker-wide limit (`storeUsage`, free
+    /// disk space) would be passed; `Err(Unavailable)`: the engine cannot write now. A commit
+    /// may still be refused afterwards (a race with other publishers); callers handle both.
+    fn check_room(&self, _incoming_bytes: u64) -> Result<(), DurabilityError> {
+        Ok(())
+    }
+
     /// Graceful shutdown, with every persistent session as it is now.
     fn shutdown(&self, _persistent: &[SessionState]) {}
 

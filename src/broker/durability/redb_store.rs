@@ -25,6 +25,8 @@ use crate::store::{
 #[derive(Debug)]
 pub struct RedbStore {
     store: Store,
+    /// `storeUsage` in bytes of message bodies.
+    store_limit_bytes: Option<u64>,
     /// Recovered once at open (reading needs the store's writer idle, so it is done there).
     recovered: parking_lot::Mutex<Option<Recovered>>,
 }
@@ -48,6 +50,7 @@ impl RedbStore {
         .map_err(|e| anyhow::anyhow!("store recovery task failed: {e}"))??;
         Ok(RedbStore {
             store,
+            store_limit_bytes,
             recovered: parking_lot::Mutex::new(Some(recovered)),
         })
     }
@@ -168,6 +171,20 @@ impl Durability for RedbStore {
             Ok(done) => Commit::Pending(Box::pin(async move { done.await.map_err(error_of) })),
             Err(e) => Commit::Done(Err(error_of(e))),
         }
+    }
+
+    fn check_room(&self, incoming_bytes: u64) -> Result<(), DurabilityError> {
+        let Some(limit_bytes) = self.store_limit_bytes else {
+            return Ok(());
+        };
+        let used_bytes = self.store.stats().message_bytes;
+        if used_bytes.saturating_add(incoming_bytes) > limit_bytes {
+            return Err(DurabilityError::Full(format!(
+                "store full: {used_bytes} bytes of messages stored, {incoming_bytes} more would \
+                 pass the storeUsage limit of {limit_bytes} bytes"
+            )));
+        }
+        Ok(())
     }
 
     fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError> {
