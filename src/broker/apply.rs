@@ -76,10 +76,17 @@ impl BrokerApply {
                 "memoryUsage limit applied"
             );
         }
+        if diff.limits.contains(&"sendFailIfNoSpace") {
+            *self.core.send_fail_after.lock() = new.limits.send_fail_after();
+            tracing::info!(
+                send_fail_after_ms = new.limits.send_fail_after().map(|d| d.as_millis() as u64),
+                "sendFailIfNoSpace applied"
+            );
+        }
         let restart_only: Vec<_> = diff
             .limits
             .iter()
-            .filter(|name| **name != "memoryUsage")
+            .filter(|name| !matches!(**name, "memoryUsage" | "sendFailIfNoSpace"))
             .collect();
         if !restart_only.is_empty() {
             tracing::info!(

@@ -1,28 +1,30 @@
 //! A session's pending queue: messages routed to it but not yet written to its socket.
 //!
-//! The slow-consumer rule (memory stays bounded, acknowledged QoS 1/2 messages are not lost to
-//! an online subscriber):
+//! The rule (an acknowledged QoS 1/2 message is never lost; memory stays bounded):
+//! - A QoS 1/2 message is always queued, to an online or an offline session, persistent or
+//!   not: its publisher was (or will be) acknowledged, so only delivery, an expiry the user
+//!   configured, or an admin action may remove it. What bounds these queues is broker-wide:
+//!   every body is charged to `memoryUsage` (and kept within `storeUsage` with a store), and
+//!   when a limit is reached new QoS 1/2 publishes are not admitted (producer flow control,
+//!   see [`super::runtime`]'s admission).
 //! - Every session has a soft limit (the best-matching `policyEntry`'s
 //!   `constantPendingMessageLimitStrategy` limit for the message's topic, else
-//!   [`super::limits::DEFAULT_PENDING_MESSAGE_LIMIT`]).
-//! - Every message to an OFFLINE session is pushed against the soft limit: when full, the
-//!   oldest queued QoS 0 message is evicted to make room (QoS 0 data is "latest wins"
-//!   telemetry); with none to evict the NEW message is dropped. (QoS 0 to an offline session
-//!   is not queued at all, see [`super::session::Session::deliver`].)
-//! - Every message to an ONLINE session, QoS 0 included, is pushed against the hard cap
-//!   ([`super::limits::pending_hard_cap`], 16x the soft limit) instead, under the same rule.
-//!   The router reports the session as overfilled when it is above its soft limit, and the
-//!   publisher's connection stops reading until the session drains below it (back-pressure
-//!   through TCP; bounded in time, see [`super::runtime::BrokerCore::complete_route`]). Other
-//!   publishers and subscribers go on. QoS 0 gets this too because a publisher that outruns
-//!   its subscriber otherwise costs CPU twice: its messages are read, routed and queued, then
-//!   evicted unseen (measured: 92% of a 10 -> 1 QoS 0 fan-in lost). Pausing the publisher makes
-//!   TCP slow it down instead, as a single-threaded broker (mosquitto) does by nature.
+//!   [`super::limits::DEFAULT_PENDING_MESSAGE_LIMIT`]). An online session above it makes the
+//!   publisher's connection stop reading until it drains below it (back-pressure through TCP;
+//!   bounded in time, see [`super::runtime::BrokerCore::complete_route`]).
+//! - QoS 0 keeps the limit's ActiveMQ meaning (a slow non-durable subscriber's oldest
+//!   messages are discarded): past the limit (the hard cap,
+//!   [`super::limits::pending_hard_cap`], for an online session) the oldest queued QoS 0
+//!   message is evicted to make room, and with none to evict a new QoS 0 message is dropped.
+//!   QoS 0 to an offline session is not queued at all (see
+//!   [`super::session::Session::deliver`]). QoS 0 is paused for like any other QoS: a
+//!   publisher that outruns its subscriber otherwise costs CPU twice (measured: 92% of a
+//!   10 -> 1 QoS 0 fan-in read, routed and evicted unseen).
 //!
-//! Retained messages queued because of a SUBSCRIBE are exempt (see
+//! Retained messages queued because of a SUBSCRIBE are exempt from the limit (see
 //! [`super::runtime::BrokerCore::deliver_retained`]).
 //!
-//! Every drop is counted (`dropped_queue_full`) and logged at warn by the caller.
+//! Every QoS 0 drop is counted (`dropped_queue_full`) and logged at warn by the caller.
 
 use std::collections::VecDeque;
 
@@ -52,7 +54,7 @@ pub enum EnqueueOutcome {
     Queued,
     /// Queued after evicting the oldest QoS 0 message.
     QueuedEvictedOldestQos0,
-    /// The queue was full of QoS 1/2 messages: the new message was dropped.
+    /// A QoS 0 message met a queue full of QoS 1/2 messages: it was dropped.
     DroppedFull,
 }
 
@@ -72,12 +74,17 @@ impl PendingQueue {
         self.items.is_empty()
     }
 
-    /// Append `item` under the slow-consumer rule of this module.
+    /// Append `item` under the rule of this module: at `limit`, the oldest QoS 0 message makes
+    /// room, or a new QoS 0 message is dropped; a QoS 1/2 message is always queued.
     pub fn push(&mut self, item: QueuedMessage, limit: usize) -> EnqueueOutcome {
         let mut outcome = EnqueueOutcome::Queued;
         if self.items.len() >= limit.max(1) {
             if self.qos0_count == 0 {
-                return EnqueueOutcome::DroppedFull;
+                if item.qos == QoS::AtMostOnce {
+                    return EnqueueOutcome::DroppedFull;
+                }
+                self.items.push_back(item);
+                return EnqueueOutcome::Queued;
             }
             if let Some(pos) = self.items.iter().position(|q| q.qos == QoS::AtMostOnce) {
                 self.items.remove(pos);
@@ -168,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_without_qos0_drops_the_new_message() {
+    fn full_queue_without_qos0_drops_a_new_qos0_and_keeps_every_qos1_and_2() {
         let mut q = PendingQueue::default();
         q.push(item(1, QoS::AtLeastOnce), 2);
         q.push(item(2, QoS::ExactlyOnce), 2);
@@ -176,14 +183,16 @@ mod tests {
             q.push(item(3, QoS::AtMostOnce), 2),
             EnqueueOutcome::DroppedFull
         );
-        assert_eq!(
-            q.push(item(4, QoS::AtLeastOnce), 2),
-            EnqueueOutcome::DroppedFull
-        );
-        assert_eq!(payloads(&q), vec![1, 2]);
+        assert_eq!(q.push(item(4, QoS::AtLeastOnce), 2), EnqueueOutcome::Queued);
+        assert_eq!(q.push(item(5, QoS::ExactlyOnce), 2), EnqueueOutcome::Queued);
+        assert_eq!(payloads(&q), vec![1, 2, 4, 5]);
         assert_eq!(q.pop_front().map(|i| i.message.payload[0]), Some(1));
-        assert_eq!(q.push(item(5, QoS::AtMostOnce), 2), EnqueueOutcome::Queued);
-        assert_eq!(payloads(&q), vec![2, 5]);
+        assert_eq!(
+            q.push(item(6, QoS::AtMostOnce), 2),
+            EnqueueOutcome::DroppedFull,
+            "still over the limit"
+        );
+        assert_eq!(payloads(&q), vec![2, 4, 5]);
     }
 
     #[test]
@@ -192,10 +201,10 @@ mod tests {
         q.push(item(1, QoS::AtMostOnce), 2);
         q.push(item(2, QoS::AtLeastOnce), 2);
         q.pop_front();
-        // The only QoS 0 item is gone: a full queue must now drop, not scan.
+        // The only QoS 0 item is gone: a full queue must now drop a QoS 0, not scan.
         q.push(item(3, QoS::AtLeastOnce), 2);
         assert_eq!(
-            q.push(item(4, QoS::AtLeastOnce), 2),
+            q.push(item(4, QoS::AtMostOnce), 2),
             EnqueueOutcome::DroppedFull
         );
         assert_eq!(q.len(), 2);

@@ -97,7 +97,7 @@ pub enum DeliverOutcome {
     Queued,
     /// Queued after evicting the oldest queued QoS 0 message (slow consumer).
     QueuedEvictedQos0,
-    /// Pending queue full of QoS 1/2 messages: dropped (slow consumer).
+    /// A QoS 0 message met a pending queue full of QoS 1/2 messages: dropped (slow consumer).
     DroppedFull,
     /// QoS 0 to an offline session: dropped (the spec allows it).
     DroppedOffline,
@@ -155,6 +155,11 @@ impl Session {
 
     pub fn is_persistent(&self) -> bool {
         self.persistent
+    }
+
+    /// Discarded: a clean session that ended, or a session a new one replaced.
+    pub fn is_ended(&self) -> bool {
+        self.inner.lock().ended
     }
 
     pub fn is_attached(&self) -> bool {

@@ -474,11 +474,19 @@ fn diff_limits(old: &Limits, new: &Limits) -> Vec<&'static str> {
         memory_limit_bytes,
         store_limit_bytes,
         temp_limit_bytes,
+        send_fail_if_no_space,
+        send_fail_if_no_space_after_timeout_ms,
     } = old;
     [
         (*memory_limit_bytes != new.memory_limit_bytes, "memoryUsage"),
         (*store_limit_bytes != new.store_limit_bytes, "storeUsage"),
         (*temp_limit_bytes != new.temp_limit_bytes, "tempUsage"),
+        (
+            *send_fail_if_no_space != new.send_fail_if_no_space
+                || *send_fail_if_no_space_after_timeout_ms
+                    != new.send_fail_if_no_space_after_timeout_ms,
+            "sendFailIfNoSpace",
+        ),
     ]
     .into_iter()
     .filter_map(|(differs, name)| differs.then_some(name))

@@ -379,6 +379,26 @@ pub struct Limits {
     pub memory_limit_bytes: Option<u64>,
     pub store_limit_bytes: Option<u64>,
     pub temp_limit_bytes: Option<u64>,
+    /// `systemUsage@sendFailIfNoSpace`: a producer the limits stop is refused at once instead
+    /// of blocked (ActiveMQ: the send fails with an exception).
+    pub send_fail_if_no_space: bool,
+    /// `systemUsage@sendFailIfNoSpaceAfterTimeout` (ms): refused after blocking this long.
+    pub send_fail_if_no_space_after_timeout_ms: Option<u64>,
+}
+
+impl Limits {
+    /// How long a publisher stopped by a full memory or store is blocked before its publish is
+    /// refused: `None` = as long as it takes (ActiveMQ's default producer flow control).
+    pub fn send_fail_after(&self) -> Option<std::time::Duration> {
+        match (
+            self.send_fail_if_no_space_after_timeout_ms,
+            self.send_fail_if_no_space,
+        ) {
+            (Some(ms), _) => Some(std::time::Duration::from_millis(ms)),
+            (None, true) => Some(std::time::Duration::ZERO),
+            (None, false) => None,
+        }
+    }
 }
 
 /// `destinationPolicy/policyMap/policyEntries/policyEntry`: one best-matching entry applies.

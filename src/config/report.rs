@@ -148,6 +148,10 @@ impl Summary {
             ("memory_limit_bytes", l.memory_limit_bytes),
             ("store_limit_bytes", l.store_limit_bytes),
             ("temp_limit_bytes", l.temp_limit_bytes),
+            (
+                "send_fail_if_no_space_after_ms",
+                l.send_fail_after().map(|d| d.as_millis() as u64),
+            ),
         ] {
             if let Some(v) = value {
                 limits.insert(name, v);

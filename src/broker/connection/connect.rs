@@ -228,6 +228,8 @@ where
         pending_acks: PendingAcks::default(),
         overfilled: Vec::new(),
         paused_until: None,
+        held: None,
+        deferred: Default::default(),
         given_up: Vec::new(),
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).

@@ -21,7 +21,7 @@ const SUBACK_FAILURE_V3: u8 = 0x80;
 /// MQTT 5 reason codes of refusals.
 const REASON_NOT_AUTHORIZED: u8 = 0x87;
 const REASON_TOPIC_NAME_INVALID: u8 = 0x90;
-const REASON_QUOTA_EXCEEDED: u8 = 0x97;
+pub(super) const REASON_QUOTA_EXCEEDED: u8 = 0x97;
 /// UNSUBACK reason codes (MQTT 5; a v3 encoder leaves them out).
 const UNSUBACK_SUCCESS: u8 = 0x00;
 const UNSUBACK_NO_SUBSCRIPTION: u8 = 0x11;
@@ -265,15 +265,13 @@ impl Conn {
         }
     }
 
-    /// A QoS 1/2 PUBLISH: routed and acknowledged with `ack` once what it changes in the
-    /// durable store is durable (at once without a store, or when it changes nothing there).
-    /// `inbound_qos2`: the QoS 2 packet id to record with it. Refused by a full store: not
-    /// routed, counted in `refused_store_full` and logged; the connection stays. An MQTT 3
-    /// client gets no acknowledgement (3.1.1 has no negative PUBACK: it re-sends later), an
-    /// MQTT 5 one gets 0x97 quota exceeded. The same when the `memoryUsage` limit is reached
-    /// (`refused_memory_full`, see `BrokerCore::admit`). A publish the `$` rule or the policy
-    /// refuses is dropped and still acknowledged to an MQTT 3 client (it cannot be told no),
-    /// as ActiveMQ does; an MQTT 5 client gets 0x90 / 0x87.
+    /// A QoS 1/2 PUBLISH: routed and acknowledged with `ack` once it is kept for every session
+    /// that must get it (at once for a memory-only broker, after the commit with a store).
+    /// `inbound_qos2`: the QoS 2 packet id to record with it. When a broker-wide limit
+    /// (`memoryUsage`, `storeUsage`, disk space) does not let it in, it is held and the
+    /// connection stops reading (producer flow control, see `flow_control.rs`). A publish the
+    /// `$` rule or the policy refuses is dropped and still acknowledged to an MQTT 3 client (it
+    /// cannot be told no), as ActiveMQ does; an MQTT 5 client gets 0x90 / 0x87.
     fn publish_acked(
         &mut self,
         message: Message,
@@ -288,16 +286,23 @@ impl Conn {
             }
             return self.ack(with_reason(ack, reason));
         }
-        let Some(message) = self.core.admit(message) else {
-            // The memoryUsage limit: refused like a full store.
-            if let Some(id) = inbound_qos2 {
-                self.with_session(|s| s.inbound_qos2.remove(&id))?;
-            }
-            if v5 {
-                return self.ack(with_reason(ack, REASON_QUOTA_EXCEEDED));
-            }
-            return Ok(());
-        };
+        match self.core.admit_acknowledged(message) {
+            Ok(message) => self.publish_admitted(message, inbound_qos2, ack),
+            Err((message, refusal)) => self.hold(message, inbound_qos2, ack, refusal),
+        }
+    }
+
+    /// A QoS 1/2 PUBLISH the limits let in: commit, then route and acknowledge in order.
+    /// A commit refused by the engine (a race with other publishers after the admission
+    /// check) is retried until it goes through or, past the refusal deadline, refused as
+    /// `flow_control.rs` says.
+    pub(super) fn publish_admitted(
+        &mut self,
+        message: Message,
+        inbound_qos2: Option<u16>,
+        ack: Packet,
+    ) -> Result<(), CloseReason> {
+        let v5 = self.version == ProtocolVersion::V5;
         let (plan, mut changes) = self.core.plan_route(message);
         let qos2_change = inbound_qos2
             .filter(|_| self.session.is_persistent())
@@ -323,13 +328,30 @@ impl Conn {
             pending_or_refused => pending_or_refused,
         };
         let (core, session) = (self.core.clone(), self.session.clone());
+        let refuse_at = self.refusal_deadline();
         self.pending_acks.push(async move {
             let mut plan = plan;
             let mut result = first.wait().await;
-            if let Err(DurabilityError::Stale(_)) = result {
-                // A receiving session ended after routing was planned: plan again.
+            let mut counted = false;
+            let mut attempts = 0u32;
+            while let Err(e) = &result {
+                // Stale: a receiving session ended after routing was planned; plan again at
+                // once. Full or unavailable: again after a pause, until the deadline.
+                let stale = matches!(e, DurabilityError::Stale(_));
+                let in_time = refuse_at.is_none_or(|at| tokio::time::Instant::now() < at);
+                if !(in_time || (stale && attempts == 0)) {
+                    break;
+                }
+                if !stale && !counted {
+                    core.publish_refused(&plan.message().topic, e);
+                    counted = true;
+                }
+                if !stale || attempts > 0 {
+                    tokio::time::sleep(super::flow_control::HELD_RETRY).await;
+                }
+                attempts += 1;
                 let (replanned, mut changes) = core.plan_route(plan.into_message());
-                changes.extend(qos2_change);
+                changes.extend(qos2_change.clone());
                 plan = replanned;
                 result = core.durability().commit(changes).wait().await;
             }
@@ -340,13 +362,16 @@ impl Conn {
                     deliveries: None,
                 },
                 Err(e) => {
+                    // Past the deadline: an MQTT 5 client is told (0x97), an MQTT 3 one gets
+                    // no acknowledgement and keeps the message (it re-sends it on reconnect).
                     if let Some(id) = inbound_qos2 {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
-                    core.publish_refused(&plan.into_message().topic, &e);
-                    let full = matches!(e, DurabilityError::Full(_));
+                    if !counted {
+                        core.publish_refused(&plan.message().topic, &e);
+                    }
                     Ready {
-                        ack: (v5 && full).then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
+                        ack: v5.then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
                         ..Ready::default()
                     }
                 }
@@ -521,7 +546,7 @@ impl Conn {
 
 /// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` (an MQTT 3 encoder leaves
 /// it out).
-fn with_reason(ack: Packet, reason: u8) -> Packet {
+pub(super) fn with_reason(ack: Packet, reason: u8) -> Packet {
     match ack {
         Packet::PubAck(a) => Packet::PubAck(Ack { reason, ..a }),
         Packet::PubRec(a) => Packet::PubRec(Ack { reason, ..a }),

@@ -15,6 +15,7 @@
 
 mod connect;
 mod durable_acks;
+mod flow_control;
 mod inbound;
 mod outbound;
 mod read;
@@ -22,6 +23,7 @@ mod read;
 mod tests;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
+pub use flow_control::MQTT5_QUOTA_WAIT;
 
 use std::future::Future;
 use std::io;
@@ -103,17 +105,24 @@ pub(crate) enum CloseReason {
     ProtocolViolation(&'static str),
     /// An MQTT 5 PUBLISH used topic alias 0 or one above our Topic Alias Maximum.
     TopicAliasInvalid(u16),
-    /// Another connection took the session over (`allowLinkStealing`): no will.
+    /// Another connection took the session over (`allowLinkStealing`). The network
+    /// connection closes without a DISCONNECT, so the will is due (MQTT 3.1.1 3.1.4-2 with
+    /// 3.1.2-8; MQTT 5 3.1.4-3), except for an MQTT 5 will with a Will Delay Interval whose
+    /// session the new connection continues (MQTT 5 3.1.3-9): see [`Conn::will_due`].
     TakenOver,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
     /// 3.1.1 3.1.2.5: the will is published whenever the connection closes without one).
     ServerShutdown,
+    /// An MQTT 3 publish stayed refused by a full memory or store past
+    /// `sendFailIfNoSpace[AfterTimeout]`: closed without acknowledging it (the will is
+    /// published; the client re-sends the message when it reconnects).
+    NoSpace,
     Internal(String),
 }
 
 impl CloseReason {
     fn publishes_will(&self) -> bool {
-        !matches!(self, CloseReason::ClientDisconnect | CloseReason::TakenOver)
+        !matches!(self, CloseReason::ClientDisconnect)
     }
 
     /// The reason code of the DISCONNECT an MQTT 5 client is sent before the broker closes
@@ -126,6 +135,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation(_) => Some(0x82),
             CloseReason::TopicAliasInvalid(_) => Some(0x94),
             CloseReason::ServerShutdown => Some(0x8B),
+            CloseReason::NoSpace => Some(0x97),
             CloseReason::Internal(_) => Some(0x83),
             CloseReason::ClientDisconnect
             | CloseReason::ClientDisconnectWithWill
@@ -170,6 +180,9 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
+            CloseReason::NoSpace => f.write_str(
+                "publish refused: memory or store full past sendFailIfNoSpace[AfterTimeout]",
+            ),
             CloseReason::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
@@ -206,8 +219,14 @@ pub(crate) struct Conn {
     overfilled: Vec<Overfilled>,
     /// When the current pause ends regardless (a stuck subscriber must not stall us forever).
     paused_until: Option<tokio::time::Instant>,
+    /// A QoS 1/2 PUBLISH a broker-wide limit stopped: reading stops until it is admitted or
+    /// refused (producer flow control, see `flow_control.rs`).
+    held: Option<Box<flow_control::HeldPublish>>,
+    /// PUBLISH packets read while one was held, in arrival order.
+    deferred: flow_control::Deferred,
     /// Sessions a pause timed out on: not paused for again until they drop below their soft
-    /// limit (a stuck subscriber costs one pause, then the hard cap bounds its queue).
+    /// limit (a stuck subscriber costs one pause; then its QoS 1/2 queue is bounded by the
+    /// broker-wide memory and store limits, its QoS 0 queue by the hard cap).
     given_up: Vec<Overfilled>,
 }
 
@@ -313,7 +332,8 @@ where
         }
         let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES
             && conn.pending_acks.has_room()
-            && conn.overfilled.is_empty();
+            && conn.overfilled.is_empty()
+            && conn.deferred.has_room();
         let pause_deadline = conn.paused_until.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
@@ -345,7 +365,9 @@ where
             // Not while paused for an overfilled subscriber: we are not reading, so the
             // client's packets wait unseen in the socket (the pause is bounded; when it ends the
             // read branch above runs before this one).
-            _ = &mut expiry, if keep_alive.is_enabled() && conn.overfilled.is_empty() => {
+            _ = &mut expiry, if keep_alive.is_enabled()
+                && conn.overfilled.is_empty()
+                && conn.held.is_none() => {
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
@@ -373,6 +395,22 @@ where
                 // The packets read before the pause that it left unhandled.
                 if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
                     return reason;
+                }
+            }
+            // Boxed for the same reason: a held publish is rare.
+            _ = OptionFuture::from(conn.held.is_some().then(|| {
+                Box::pin(tokio::time::sleep(flow_control::HELD_RETRY))
+            })), if conn.held.is_some() => {
+                if let Err(reason) = conn.retry_held() {
+                    return reason;
+                }
+                if conn.held.is_none() {
+                    // Admitted or refused: read on, starting with the deferred publishes.
+                    keep_alive.touch();
+                    expiry.as_mut().reset(keep_alive.deadline());
+                    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                        return reason;
+                    }
                 }
             }
             _ = wake.notified() => conn.pump_wanted = true,
@@ -417,7 +455,21 @@ impl Conn {
         max_frame: usize,
     ) -> Result<(), CloseReason> {
         while self.overfilled.is_empty() {
+            if self.held.is_none() {
+                if let Some(publish) = self.deferred.pop() {
+                    self.handle(Packet::Publish(publish))?;
+                    continue;
+                }
+            }
             match decode(read_buf, Some(self.version), max_frame) {
+                // While a publish is held (or publishes wait behind one), later publishes wait
+                // in order; every other packet is handled, so the client's acknowledgements of
+                // its own deliveries keep its queue moving (no deadlock on its own messages).
+                Ok(Some(Packet::Publish(publish)))
+                    if self.held.is_some() || !self.deferred.is_empty() =>
+                {
+                    self.deferred.push(publish);
+                }
                 Ok(Some(packet)) => match self.handle(packet)? {
                     inbound::Flow::Continue => {}
                     inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
@@ -468,7 +520,7 @@ impl Conn {
                     subscriber = %o.session.client_id(),
                     soft_limit = o.soft_limit,
                     "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: publishing on \
-                     (its queue is bounded by the hard cap)"
+                     (its queue is bounded by memoryUsage/storeUsage)"
                 );
                 self.given_up.push(o);
             }
@@ -504,6 +556,27 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Whether closing for `reason` publishes the will. A takeover does, but an MQTT 5 will
+    /// with a Will Delay Interval is not published when the new connection continues the
+    /// session (MQTT 5 3.1.3-9: the delay has not passed and the session did not end); when
+    /// the new connection started a new session (Clean Start 1), the old session ended and the
+    /// will is published now.
+    fn will_due(&self, reason: &CloseReason) -> bool {
+        if !reason.publishes_will() {
+            return false;
+        }
+        if !matches!(reason, CloseReason::TakenOver) || self.version != ProtocolVersion::V5 {
+            return true;
+        }
+        let delayed = self
+            .will
+            .as_ref()
+            .and_then(|w| w.properties.as_ref())
+            .and_then(|p| p.will_delay_interval)
+            .is_some_and(|secs| secs > 0);
+        !delayed || self.session.is_ended()
     }
 
     /// End the connection: flush what is pending (bounded), publish the will when `reason`
@@ -544,7 +617,7 @@ impl Conn {
             })
             .await;
         }
-        if reason.publishes_will() {
+        if self.will_due(&reason) {
             if let Some(will) = self.will.take() {
                 self.publish_will(will);
             }

@@ -7,24 +7,73 @@ use crate::protocol::QoS;
 
 use super::BrokerCore;
 
+/// Why a QoS 1/2 publish cannot be acknowledged now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `memoryUsage` reached.
+    MemoryFull,
+    /// The durability engine has no room (`storeUsage`, disk space) or cannot write.
+    Durability(DurabilityError),
+}
+
 impl BrokerCore {
-    /// A QoS 1/2 publish the durability engine did not take: counted and logged
+    /// A QoS 1/2 publish the durability engine did not take (yet): counted and logged
     /// (rate-limited). The caller does not acknowledge it.
     pub fn publish_refused(&self, topic: &str, error: &DurabilityError) {
         if let DurabilityError::Full(_) = error {
             let total = self.counters.refused_store_full();
             if should_log(total) {
-                tracing::warn!(%topic, refused_total = total, "publish refused: {error}");
+                tracing::warn!(
+                    %topic,
+                    refused_total = total,
+                    "publisher paused, publish not acknowledged yet: {error}"
+                );
             }
         } else {
-            tracing::warn!(%topic, "publish refused, not acknowledged: {error}");
+            tracing::warn!(%topic, "publish not acknowledged yet: {error}");
         }
     }
 
-    /// A client's PUBLISH entering the broker: charged to the memory gauge (once, shared by
-    /// every copy), or `None` when the `memoryUsage` limit is reached. Then a QoS 1/2 publish
-    /// is refused like a full store (the caller does not acknowledge it) and a QoS 0 one is
-    /// dropped; both counted and logged (rate-limited).
+    /// A client's QoS 1/2 PUBLISH entering the broker: charged to the memory gauge (once,
+    /// shared by every copy) when the `memoryUsage` limit and the durability engine's room
+    /// (`storeUsage`, disk space) let it in. `Err`: it may not be acknowledged now; the caller
+    /// holds it and asks again (producer flow control). Not counted: see
+    /// [`Self::count_held`].
+    pub fn admit_acknowledged(&self, message: Message) -> Result<Message, (Message, Refusal)> {
+        if self.memory.is_full() {
+            return Err((message, Refusal::MemoryFull));
+        }
+        let incoming = (message.topic.len() + message.payload.len()) as u64;
+        if let Err(e) = self.durability.check_room(incoming) {
+            return Err((message, Refusal::Durability(e)));
+        }
+        Ok(self.memory.charge(message))
+    }
+
+    /// A QoS 1/2 publish held back for `refusal` (once per publish): counted and logged
+    /// (rate-limited).
+    pub fn count_held(&self, topic: &str, refusal: &Refusal) {
+        match refusal {
+            Refusal::MemoryFull => {
+                let total = self.counters.refused_memory_full();
+                if should_log(total) {
+                    tracing::warn!(
+                        %topic,
+                        limit_bytes = self.memory.limit_bytes(),
+                        used_bytes = self.memory.used_bytes(),
+                        total,
+                        "publisher paused, publish not acknowledged yet: messages held in memory \
+                         reached the memoryUsage limit"
+                    );
+                }
+            }
+            Refusal::Durability(e) => self.publish_refused(topic, e),
+        }
+    }
+
+    /// A client's QoS 0 PUBLISH entering the broker: charged to the memory gauge (once, shared
+    /// by every copy), or `None` (dropped, counted and logged, rate-limited) when the
+    /// `memoryUsage` limit is reached.
     pub fn admit(&self, message: Message) -> Option<Message> {
         if !self.memory.is_full() {
             return Some(self.memory.charge(message));

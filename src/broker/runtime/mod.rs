@@ -29,6 +29,7 @@ mod admission;
 mod recovery;
 mod routing;
 
+pub use admission::Refusal;
 pub use routing::{Overfilled, RoutePlan, Routed};
 
 /// Everything the connection tasks of one broker share.
@@ -48,6 +49,9 @@ pub struct BrokerCore {
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
+    /// `sendFailIfNoSpace[AfterTimeout]`: how long a publisher stopped by a full memory or
+    /// store waits before its publish is refused (`None`: until there is room).
+    pub send_fail_after: parking_lot::Mutex<Option<std::time::Duration>>,
     /// Where persistent sessions, their queues and retained messages are kept
     /// (see [`crate::broker::durability`]).
     durability: Arc<dyn Durability>,
@@ -95,6 +99,7 @@ impl BrokerCore {
                 &config.policies,
             )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
+            send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             durability,
             background_failures: Arc::default(),
             queue_progress: Notify::new(),

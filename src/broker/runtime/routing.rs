@@ -74,6 +74,10 @@ impl RoutePlan {
     pub fn into_message(self) -> Message {
         self.message
     }
+
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
 }
 
 impl BrokerCore {
@@ -138,7 +142,7 @@ impl BrokerCore {
                         client_id = %session.client_id(),
                         limit,
                         dropped_total = total,
-                        "slow consumer: pending queue full, message dropped"
+                        "slow consumer: pending queue full, QoS 0 message dropped"
                     );
                 }
             }
@@ -249,7 +253,8 @@ impl BrokerCore {
     }
 
     /// The second half of routing (after the plan's ops are durable): retained store, then
-    /// the deliveries. A delivery to an online session (any QoS) is queued up to the hard cap
+    /// the deliveries. A QoS 0 delivery to an online session is queued up to the hard cap, a
+    /// QoS 1/2 one always
     /// (see [`super::queue`]); the sessions it leaves above their soft limit are returned so
     /// the publisher can pause.
     pub fn complete_route(&self, plan: RoutePlan) -> Routed {

@@ -241,7 +241,9 @@ fn limits_policies_and_reload() {
         Limits {
             memory_limit_bytes: Some(64 << 20),
             store_limit_bytes: Some(100 << 30),
-            temp_limit_bytes: Some(1024)
+            temp_limit_bytes: Some(1024),
+            send_fail_if_no_space: false,
+            send_fail_if_no_space_after_timeout_ms: None,
         }
     );
     let policies: Vec<(DestinationKind, &str, Option<u32>)> = config

@@ -32,6 +32,22 @@ pub(super) fn limits(ctx: &mut Ctx<'_>, broker: &Element) -> Limits {
             continue;
         }
         ctx.mark(usage);
+        if let Some(fail) = ctx.bool_attr(usage, "sendFailIfNoSpace") {
+            limits.send_fail_if_no_space = fail;
+        }
+        if let Some(attr) = usage.attr("sendFailIfNoSpaceAfterTimeout") {
+            match ctx.int_attr(usage, "sendFailIfNoSpaceAfterTimeout") {
+                Some(ms) if ms > 0 => {
+                    limits.send_fail_if_no_space_after_timeout_ms = Some(ms as u64);
+                }
+                Some(_) => ctx.value_error(
+                    attr,
+                    "`sendFailIfNoSpaceAfterTimeout` must be a positive number of milliseconds",
+                    "leave it out to block producers until there is room (the default)",
+                ),
+                None => {}
+            }
+        }
         limits.memory_limit_bytes = limit(ctx, usage, "memoryUsage").or(limits.memory_limit_bytes);
         limits.store_limit_bytes = limit(ctx, usage, "storeUsage").or(limits.store_limit_bytes);
         limits.temp_limit_bytes = limit(ctx, usage, "tempUsage").or(limits.temp_limit_bytes);

@@ -1,0 +1,154 @@
+//! Producer flow control: a QoS 1/2 PUBLISH that a broker-wide limit (`memoryUsage`,
+//! `storeUsage`, free disk space) does not let in is held, not acknowledged, and the
+//! connection stops reading until it is admitted, as ActiveMQ blocks a producer.
+//!
+//! - While held, the connection still writes, and still reads every packet but PUBLISH: later
+//!   PUBLISH packets wait in order ([`Deferred`], bounded by [`DEFERRED_MAX`]; then reading
+//!   stops). So a client that publishes and subscribes keeps acknowledging its own
+//!   deliveries, which frees the memory its publish waits for: it cannot deadlock. Its
+//!   keep-alive does not run out while a publish is held (we are the ones holding it).
+//! - The held publish is tried again every [`HELD_RETRY`].
+//! - An MQTT 5 client is refused with PUBACK/PUBREC 0x97 (Quota exceeded) after
+//!   `sendFailIfNoSpaceAfterTimeout`, at once with `sendFailIfNoSpace="true"`, else after
+//!   [`MQTT5_QUOTA_WAIT`]: its window is bounded by our Receive Maximum, so it must hear back.
+//! - MQTT 3.1.1 has no negative acknowledgement: the client stays paused until there is room,
+//!   unless `sendFailIfNoSpace[AfterTimeout]` is set; then the connection is closed (its will
+//!   published) and the client re-sends the message when it reconnects.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::inbound::{with_reason, REASON_QUOTA_EXCEEDED};
+use super::{CloseReason, Conn};
+use crate::broker::message::Message;
+use crate::broker::runtime::Refusal;
+use crate::protocol::{Packet, ProtocolVersion, Publish};
+
+/// How often a held publish is tried again.
+pub(super) const HELD_RETRY: Duration = Duration::from_millis(25);
+/// How long an MQTT 5 publish is held before 0x97 when `sendFailIfNoSpace` is not set.
+pub const MQTT5_QUOTA_WAIT: Duration = Duration::from_secs(5);
+
+/// PUBLISH packets read while a publish is held wait here (in order) up to this many; then
+/// reading stops. Above any client's own window of unacknowledged publishes.
+pub(super) const DEFERRED_MAX: usize = 256;
+
+/// PUBLISH packets waiting behind a held one, in arrival order. Allocated on first use.
+#[derive(Debug, Default)]
+pub(super) struct Deferred(Option<Box<VecDeque<Publish>>>);
+
+impl Deferred {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    pub(super) fn has_room(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.len() < DEFERRED_MAX)
+    }
+
+    pub(super) fn push(&mut self, publish: Publish) {
+        self.0.get_or_insert_with(Box::default).push_back(publish);
+    }
+
+    pub(super) fn pop(&mut self) -> Option<Publish> {
+        let queue = self.0.as_mut()?;
+        let publish = queue.pop_front();
+        if queue.is_empty() {
+            self.0 = None;
+        }
+        publish
+    }
+}
+
+/// A QoS 1/2 PUBLISH waiting for room.
+#[derive(Debug)]
+pub(super) struct HeldPublish {
+    message: Message,
+    inbound_qos2: Option<u16>,
+    ack: Packet,
+    /// When it is refused (`None`: never, an MQTT 3 client without `sendFailIfNoSpace`).
+    refuse_at: Option<Instant>,
+}
+
+impl Conn {
+    /// When a publish held from now on is refused (see the module documentation).
+    pub(super) fn refusal_deadline(&self) -> Option<Instant> {
+        let configured = *self.core.send_fail_after.lock();
+        let wait = match self.version {
+            ProtocolVersion::V5 => Some(configured.unwrap_or(MQTT5_QUOTA_WAIT)),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => configured,
+        };
+        wait.map(|wait| Instant::now() + wait)
+    }
+
+    /// Hold `message` (refused for `refusal`): counted once, and refused at once when the
+    /// deadline is now (`sendFailIfNoSpace="true"`).
+    pub(super) fn hold(
+        &mut self,
+        message: Message,
+        inbound_qos2: Option<u16>,
+        ack: Packet,
+        refusal: Refusal,
+    ) -> Result<(), CloseReason> {
+        self.core.count_held(&message.topic, &refusal);
+        let held = HeldPublish {
+            message,
+            inbound_qos2,
+            ack,
+            refuse_at: self.refusal_deadline(),
+        };
+        self.held = Some(Box::new(held));
+        self.retry_held_if_due()
+    }
+
+    /// Try the held publish again: admitted -> committed, routed and acknowledged as usual;
+    /// still refused -> held on, or refused past its deadline.
+    pub(super) fn retry_held(&mut self) -> Result<(), CloseReason> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        let HeldPublish {
+            message,
+            inbound_qos2,
+            ack,
+            refuse_at,
+        } = *held;
+        match self.core.admit_acknowledged(message) {
+            Ok(message) => self.publish_admitted(message, inbound_qos2, ack),
+            Err((message, _)) => {
+                self.held = Some(Box::new(HeldPublish {
+                    message,
+                    inbound_qos2,
+                    ack,
+                    refuse_at,
+                }));
+                self.retry_held_if_due()
+            }
+        }
+    }
+
+    /// Refuse the held publish when its deadline has passed.
+    fn retry_held_if_due(&mut self) -> Result<(), CloseReason> {
+        let due = self
+            .held
+            .as_ref()
+            .and_then(|h| h.refuse_at)
+            .is_some_and(|at| Instant::now() >= at);
+        if !due {
+            return Ok(());
+        }
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        if let Some(id) = held.inbound_qos2 {
+            // A PUBREC >= 0x80 ends the exchange: no PUBREL follows; an MQTT 3 client re-sends.
+            self.with_session(|s| s.inbound_qos2.remove(&id))?;
+        }
+        match self.version {
+            ProtocolVersion::V5 => self.ack(with_reason(held.ack, REASON_QUOTA_EXCEEDED)),
+            ProtocolVersion::V31 | ProtocolVersion::V311 => Err(CloseReason::NoSpace),
+        }
+    }
+}
