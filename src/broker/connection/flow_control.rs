@@ -35,7 +35,9 @@ pub const MQTT5_QUOTA_WAIT: Duration = Duration::from_secs(5);
 /// reading stops. Above any client's own window of unacknowledged publishes.
 pub(super) const DEFERRED_MAX: usize = 256;
 
-/// PUBLISH packets waiting behind a held one, in arrival order. Allocated on first use.
+/// PUBLISH packets waiting behind a held one, in arrival order. Allocated on first use; boxed
+/// so that a connection that never holds one pays one pointer, not a `VecDeque` (idle memory).
+#[allow(clippy::box_collection)]
 #[derive(Debug, Default)]
 pub(super) struct Deferred(Option<Box<VecDeque<Publish>>>);
 
