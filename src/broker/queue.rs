@@ -46,6 +46,10 @@ pub struct QueuedMessage {
     /// engine holds it, and delivery and acks name it by this number.
     #[serde(default)]
     pub seq: Option<crate::broker::durability::QueueSeq>,
+    /// Paged out: the payload is not in memory (empty here) but kept by the durability engine
+    /// under `seq`; it is read back before delivery (see `connection/page_in.rs`).
+    #[serde(default)]
+    pub paged: bool,
 }
 
 /// What [`PendingQueue::push`] did.
@@ -149,6 +153,7 @@ mod tests {
             qos,
             retain: false,
             seq: None,
+            paged: false,
         }
     }
 

@@ -306,6 +306,7 @@ mod tests {
             qos,
             retain: false,
             seq: None,
+            paged: false,
         }
     }
 

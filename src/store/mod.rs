@@ -334,6 +334,36 @@ impl Store {
         Ok(recovered)
     }
 
+    /// The payloads of queue entries `seqs` of `client_id`, in the order asked; `None` for an
+    /// entry (or body) that is not there. Reads a snapshot (a read transaction beside the
+    /// writer); it blocks, so from async code run it in `spawn_blocking`.
+    pub fn read_payloads(
+        &self,
+        client_id: &str,
+        seqs: &[QueueSeq],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let queues = txn.open_table(tables::QUEUES).map_err(storage)?;
+        let messages = txn.open_table(MESSAGES).map_err(storage)?;
+        let mut payloads = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            let Some(entry) = queues.get((client_id, seq)).map_err(storage)? else {
+                payloads.push(None);
+                continue;
+            };
+            let entry = codec::decode_queue_entry(&bytes::Bytes::copy_from_slice(entry.value()))
+                .map_err(|e| StoreError::storage("reading a queue entry", e))?;
+            let Some(body) = messages.get(entry.message_id).map_err(storage)? else {
+                payloads.push(None);
+                continue;
+            };
+            let message = codec::decode_message(&bytes::Bytes::copy_from_slice(body.value()))
+                .map_err(|e| StoreError::storage("reading a message body", e))?;
+            payloads.push(Some(message.payload));
+        }
+        Ok(payloads)
+    }
+
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
         StoreStats {

@@ -72,6 +72,10 @@ pub enum DurabilityError {
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;
 
+/// The answer to [`Durability::read_payloads`].
+pub type PageFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<Option<Bytes>>, DurabilityError>> + Send>>;
+
 /// The answer to [`Durability::commit`]: done at once (memory-only, or nothing to keep), or a
 /// future that resolves once the changes are durable. Either way the changes were submitted
 /// in order: a later commit is applied after this one even if this one is never awaited.
@@ -322,6 +326,22 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// may still be refused afterwards (a race with other publishers); callers handle both.
     fn check_room(&self, _incoming_bytes: u64) -> Result<(), DurabilityError> {
         Ok(())
+    }
+
+    /// Whether a kept message's body can be read back after the broker dropped its in-memory
+    /// copy. Then a session's queue beyond its pending limit keeps only the message's
+    /// envelope in memory and its payload is read back on delivery ([`Self::read_payloads`]),
+    /// as ActiveMQ's store cursor pages durable subscriptions.
+    fn keeps_bodies(&self) -> bool {
+        false
+    }
+
+    /// The payloads of queue entries `seqs` of session `client_id`, in the order asked
+    /// (`None`: the entry is gone).
+    fn read_payloads(&self, _client_id: &Arc<str>, _seqs: Vec<QueueSeq>) -> PageFuture {
+        Box::pin(std::future::ready(Err(DurabilityError::Unavailable(
+            "this engine keeps no message bodies".into(),
+        ))))
     }
 
     /// Graceful shutdown, with every persistent session as it is now.

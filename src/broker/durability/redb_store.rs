@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    now_ms, Change, Commit, Durability, DurabilityError, DurabilityStats, KeptWill, QueueOwner,
+    now_ms, Change, Commit, PageFuture, QueueSeq, Durability, DurabilityError, DurabilityStats, KeptWill, QueueOwner,
     RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData, WillOwner,
 };
 use crate::broker::inflight::{InflightEntry, InflightStage};
@@ -187,6 +187,20 @@ impl Durability for RedbStore {
         Ok(())
     }
 
+    fn keeps_bodies(&self) -> bool {
+        true
+    }
+
+    fn read_payloads(&self, client_id: &Arc<str>, seqs: Vec<QueueSeq>) -> PageFuture {
+        let (store, client_id) = (self.store.clone(), client_id.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.read_payloads(&client_id, &seqs))
+                .await
+                .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+                .map_err(error_of)
+        })
+    }
+
     fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError> {
         let Some(recovered) = self.recovered.lock().take() else {
             return Ok(Recovery::default());
@@ -339,6 +353,7 @@ fn restore_session(
                     qos,
                     retain,
                     seq,
+                    paged: false,
                 });
                 continue;
             }
@@ -364,6 +379,7 @@ fn restore_session(
                 qos,
                 retain,
                 seq,
+                paged: false,
             });
         }
     }

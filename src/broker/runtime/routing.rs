@@ -108,6 +108,7 @@ impl BrokerCore {
             qos,
             retain: true,
             seq,
+            paged: false,
         };
         let outcome = session.deliver(item, usize::MAX);
         self.count_delivery(session, outcome, usize::MAX);
@@ -284,6 +285,7 @@ impl BrokerCore {
                 qos,
                 retain: false,
                 seq,
+                paged: false,
             };
             // Every QoS to an online session: back-pressure, not loss (see [`super::queue`]).
             // QoS 0 skips the attachment check (a lock per delivery): an offline session does
