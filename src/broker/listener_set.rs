@@ -39,7 +39,6 @@ const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// A connector's socket, bound and ready for its accept loop.
 pub struct BoundListener {
-    config: Listener,
     tcp: TcpListener,
     addr: SocketAddr,
     settings: ListenerSettings,
@@ -53,13 +52,10 @@ impl BoundListener {
         let (tls, tls_watcher) = tls_for(config, listener)?;
         let (tcp, addr) = listener::bind(listener).await?;
         Ok(BoundListener {
-            config: listener.clone(),
             tcp,
             addr,
             settings: ListenerSettings {
-                name: listener.name.clone(),
-                scheme: listener.scheme,
-                options: listener.options.clone(),
+                config: listener.clone(),
                 tls,
             },
             tls_watcher,
@@ -69,9 +65,9 @@ impl BoundListener {
 
 /// One connector being served.
 struct RunningListener {
-    /// As configured, to tell on reload what changed.
-    config: Listener,
     addr: SocketAddr,
+    /// The connector as configured (what a reload compares with) and its TLS material; new
+    /// connections take the value current when they are accepted.
     settings: Arc<ArcSwap<ListenerSettings>>,
     /// Stops the accept loop and every connection it accepted.
     stop: CancellationToken,
@@ -106,10 +102,7 @@ impl ListenerSet {
 
     /// Name and bound address of every running listener, in configuration order.
     pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.running
-            .iter()
-            .map(|r| (r.config.name.clone(), r.addr))
-            .collect()
+        self.running.iter().map(|r| (r.name(), r.addr)).collect()
     }
 
     /// Start serving `bound` (appended at the end of the order).
@@ -117,7 +110,7 @@ impl ListenerSet {
         let Some(task_alive) = self.task_alive.clone() else {
             anyhow::bail!(
                 "connector `{}` not started: the broker is shutting down",
-                bound.config.name
+                bound.settings.name
             );
         };
         let stop = self.shutdown.child_token();
@@ -130,7 +123,6 @@ impl ListenerSet {
             task_alive,
         ));
         self.running.push(RunningListener {
-            config: bound.config,
             addr: bound.addr,
             settings,
             stop,
@@ -152,23 +144,23 @@ impl ListenerSet {
         let mut failures = Vec::new();
         let mut index = 0;
         while index < self.running.len() {
-            let name = &self.running[index].config.name;
-            if config.listeners.iter().any(|l| &l.name == name) {
+            let name = self.running[index].name();
+            if config.listeners.iter().any(|l| l.name == name) {
                 index += 1;
                 continue;
             }
             let removed = self.running.remove(index);
-            let (name, addr) = (removed.config.name.clone(), removed.addr);
+            let addr = removed.addr;
             stop(removed).await;
             tracing::info!(listener = %name, %addr, "connector removed: stopped listening, its clients were disconnected");
         }
         for wanted in &config.listeners {
             let result = match self.position(&wanted.name) {
                 None => self.start(config, wanted).await,
-                Some(i) if same_socket(&self.running[i].config, wanted) => {
-                    self.update_settings(i, config, wanted, tls_changed)
+                Some(i) if wanted.needs_rebind(&self.running[i].settings.load().config) => {
+                    self.rebind(i, config, wanted).await
                 }
-                Some(i) => self.rebind(i, config, wanted).await,
+                Some(i) => self.update_settings(i, config, wanted, tls_changed),
             };
             if let Err(e) = result {
                 failures.push(format!("{e:#}"));
@@ -176,12 +168,12 @@ impl ListenerSet {
         }
         // Keep configuration order (a rebound or new listener was appended).
         let order = |name: &str| config.listeners.iter().position(|l| l.name == name);
-        self.running.sort_by_key(|r| order(&r.config.name));
+        self.running.sort_by_key(|r| order(&r.name()));
         failures
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.running.iter().position(|r| r.config.name == name)
+        self.running.iter().position(|r| r.name() == name)
     }
 
     async fn start(&mut self, config: &Config, wanted: &Listener) -> anyhow::Result<()> {
@@ -200,13 +192,9 @@ impl ListenerSet {
         tls_changed: bool,
     ) -> anyhow::Result<()> {
         let running = &mut self.running[index];
-        let options_changed = running.config.options != wanted.options;
-        let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
-        if !options_changed && !reload_tls {
-            running.config = wanted.clone();
-            return Ok(());
-        }
         let current = running.settings.load_full();
+        let options_changed = current.options != wanted.options;
+        let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
         let tls = if reload_tls {
             let (tls, watcher) = tls_for(config, wanted)?;
             running._tls_watcher = watcher;
@@ -215,12 +203,12 @@ impl ListenerSet {
             current.tls.clone()
         };
         running.settings.store(Arc::new(ListenerSettings {
-            name: wanted.name.clone(),
-            scheme: wanted.scheme,
-            options: wanted.options.clone(),
+            config: wanted.clone(),
             tls,
         }));
-        running.config = wanted.clone();
+        if !options_changed && !reload_tls {
+            return Ok(());
+        }
         tracing::info!(
             listener = %wanted.name,
             tls_reloaded = reload_tls,
@@ -236,7 +224,7 @@ impl ListenerSet {
         config: &Config,
         wanted: &Listener,
     ) -> anyhow::Result<()> {
-        let old = &self.running[index].config;
+        let old = self.running[index].settings.load_full();
         let same_port = old.host == wanted.host && old.port == wanted.port && wanted.port != 0;
         let old_addr = self.running[index].addr;
         let bound = if same_port {
@@ -262,15 +250,16 @@ impl ListenerSet {
     }
 }
 
+impl RunningListener {
+    fn name(&self) -> String {
+        self.settings.load().name.clone()
+    }
+}
+
 /// Stop a listener's accept loop (closing its socket) and close its connections.
 async fn stop(listener: RunningListener) {
     listener.stop.cancel();
     let _ = listener.accept_task.await;
-}
-
-/// The running socket can stay: same host, port and scheme.
-fn same_socket(running: &Listener, wanted: &Listener) -> bool {
-    running.host == wanted.host && running.port == wanted.port && running.scheme == wanted.scheme
 }
 
 /// TLS material (and its renewal watcher) for a TLS connector; nothing otherwise.
