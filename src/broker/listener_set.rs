@@ -17,10 +17,14 @@
 //!   scheme has to close the old socket first;
 //! - a connector whose options (or, for TLS, whose `<sslContext>`) changed keeps its socket and
 //!   its clients: the new settings apply to connections accepted from then on.
+//!
+//! The TLS files of the running connectors are watched by the broker's control task
+//! ([`crate::control`]), told after every change here; a renewal on disk comes back as
+//! [`ListenerSet::renew_tls`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -32,24 +36,21 @@ use super::connection::ListenerSettings;
 use super::listener;
 use super::runtime::BrokerCore;
 use crate::config::{Config, Listener};
-use crate::transport::{SharedTls, TlsWatcher};
-
-/// Changes to TLS files within this window are applied as one reload.
-const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
+use crate::control::ControlLink;
+use crate::transport::{ReloadOutcome, SharedTls};
 
 /// A connector's socket, bound and ready for its accept loop.
 pub struct BoundListener {
     tcp: TcpListener,
     addr: SocketAddr,
     settings: ListenerSettings,
-    tls_watcher: Option<TlsWatcher>,
 }
 
 impl BoundListener {
     /// Load the connector's TLS material (TLS schemes) and bind its socket. Errors name the
     /// connector and where it is configured.
     pub async fn bind(config: &Config, listener: &Listener) -> anyhow::Result<BoundListener> {
-        let (tls, tls_watcher) = tls_for(config, listener)?;
+        let tls = tls_for(config, listener)?;
         let (tcp, addr) = listener::bind(listener).await?;
         Ok(BoundListener {
             tcp,
@@ -58,7 +59,6 @@ impl BoundListener {
                 config: listener.clone(),
                 tls,
             },
-            tls_watcher,
         })
     }
 }
@@ -72,8 +72,6 @@ struct RunningListener {
     /// Stops the accept loop and every connection it accepted.
     stop: CancellationToken,
     accept_task: JoinHandle<()>,
-    /// Keeps renewing the TLS material from disk while the listener runs.
-    _tls_watcher: Option<TlsWatcher>,
 }
 
 /// Every running listener of one broker.
@@ -84,6 +82,8 @@ pub struct ListenerSet {
     task_alive: Option<mpsc::Sender<()>>,
     /// In configuration order.
     running: Vec<RunningListener>,
+    /// Told which TLS files the running connectors use.
+    control: ControlLink,
 }
 
 impl ListenerSet {
@@ -91,13 +91,51 @@ impl ListenerSet {
         core: Arc<BrokerCore>,
         shutdown: CancellationToken,
         task_alive: mpsc::Sender<()>,
+        control: ControlLink,
     ) -> ListenerSet {
         ListenerSet {
             core,
             shutdown,
             task_alive: Some(task_alive),
             running: Vec::new(),
+            control,
         }
+    }
+
+    /// Re-read the TLS material of every TLS connector (the control task saw `files` change).
+    /// New material is used by new handshakes; material that does not load (a half-written
+    /// renewal) is refused with a warning and the previous certificate stays in use.
+    pub fn renew_tls(&self, files: &[PathBuf]) {
+        for running in &self.running {
+            let settings = running.settings.load();
+            let Some(tls) = &settings.tls else { continue };
+            match tls.reload() {
+                Ok(ReloadOutcome::Reloaded) => tracing::info!(
+                    listener = %settings.name,
+                    files = ?files,
+                    "TLS material reloaded; new connections use it"
+                ),
+                Ok(ReloadOutcome::Unchanged) => {}
+                Err(e) => tracing::warn!(
+                    listener = %settings.name,
+                    error = %e,
+                    "TLS material not reloaded; the previous certificate stays in use"
+                ),
+            }
+        }
+    }
+
+    /// Tell the control task which TLS files the running connectors read.
+    fn watch_tls_files(&self) {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for running in &self.running {
+            if let Some(tls) = &running.settings.load().tls {
+                files.extend(tls.files());
+            }
+        }
+        files.sort();
+        files.dedup();
+        self.control.watch_tls_files(&files);
     }
 
     /// Name and bound address of every running listener, in configuration order.
@@ -127,8 +165,8 @@ impl ListenerSet {
             settings,
             stop,
             accept_task,
-            _tls_watcher: bound.tls_watcher,
         });
+        self.watch_tls_files();
         Ok(bound.addr)
     }
 
@@ -169,6 +207,7 @@ impl ListenerSet {
         // Keep configuration order (a rebound or new listener was appended).
         let order = |name: &str| config.listeners.iter().position(|l| l.name == name);
         self.running.sort_by_key(|r| order(&r.name()));
+        self.watch_tls_files();
         failures
     }
 
@@ -196,9 +235,7 @@ impl ListenerSet {
         let options_changed = current.options != wanted.options;
         let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
         let tls = if reload_tls {
-            let (tls, watcher) = tls_for(config, wanted)?;
-            running._tls_watcher = watcher;
-            tls
+            tls_for(config, wanted)?
         } else {
             current.tls.clone()
         };
@@ -262,26 +299,12 @@ async fn stop(listener: RunningListener) {
     let _ = listener.accept_task.await;
 }
 
-/// TLS material (and its renewal watcher) for a TLS connector; nothing otherwise.
-fn tls_for(
-    config: &Config,
-    listener: &Listener,
-) -> anyhow::Result<(Option<Arc<SharedTls>>, Option<TlsWatcher>)> {
+/// TLS material for a TLS connector; nothing otherwise.
+fn tls_for(config: &Config, listener: &Listener) -> anyhow::Result<Option<Arc<SharedTls>>> {
     if !listener.scheme.is_tls() {
-        return Ok((None, None));
+        return Ok(None);
     }
-    let shared = load_tls(config, listener)?;
-    let watcher = match shared.watch(TLS_RENEWAL_DEBOUNCE) {
-        Ok(watcher) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(
-                listener = %listener.name,
-                "TLS files will not be watched for renewal: {e}"
-            );
-            None
-        }
-    };
-    Ok((Some(shared), watcher))
+    load_tls(config, listener).map(Some)
 }
 
 /// The TLS material of a TLS connector, from the broker's `<sslContext>`.
