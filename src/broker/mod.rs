@@ -275,12 +275,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         task_alive.clone(),
     ));
     let (events_tx, events) = mpsc::unbounded_channel();
-    let control = Control::start(
-        &[],
-        WatchSettings::default(),
-        Signals::default(),
-        events_tx,
-    );
+    let control = Control::start(&[], WatchSettings::default(), Signals::default(), events_tx);
     let mut set = ListenerSet::new(
         core.clone(),
         shutdown.clone(),
@@ -398,7 +393,9 @@ pub async fn run_until_signal_with_reload(
     }
 }
 
-async fn recv_stop(signals: &mut Option<mpsc::UnboundedReceiver<StopSignal>>) -> Option<StopSignal> {
+async fn recv_stop(
+    signals: &mut Option<mpsc::UnboundedReceiver<StopSignal>>,
+) -> Option<StopSignal> {
     match signals {
         Some(signals) => signals.recv().await,
         None => std::future::pending().await,

@@ -373,11 +373,7 @@ impl WatchTask {
         if let Some(tls) = tls {
             self.tls_files = normalized(tls);
         }
-        let files: BTreeSet<PathBuf> = self
-            .config_files
-            .union(&self.tls_files)
-            .cloned()
-            .collect();
+        let files: BTreeSet<PathBuf> = self.config_files.union(&self.tls_files).cloned().collect();
         self.stamps.retain(|f, _| files.contains(f));
         for file in &files {
             self.stamps

@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::fingerprint::ContentHashes;
 use super::{ReloadReason, ReloadRequest};
-use crate::control::{poll_period_of, ControlLink, Lifecycle};
 use crate::config::diff::{diff_with_changed_files, keep_running_values, ConfigDiff};
 use crate::config::{self, Config, Diagnostics, LoadOptions, Severity};
+use crate::control::{poll_period_of, ControlLink, Lifecycle};
 
 /// What [`ApplyConfig::apply`] returns: applying binds and closes sockets, which is async.
 /// Boxed so that the trait stays usable as `Arc<dyn ApplyConfig>`.
