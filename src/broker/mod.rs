@@ -202,8 +202,13 @@ impl BrokerHandle {
             );
         }
         core.save_all();
-        dispatcher.abort();
+        // The dispatcher holds the listeners, hence the core and its store: wait until it is
+        // gone, so that the store is closed when this returns (a restart reopens it).
         drop(control);
+        dispatcher.abort();
+        let _ = dispatcher.await;
+        drop(listener_set);
+        drop(core);
         lifecycle.stopped();
     }
 }
