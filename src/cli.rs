@@ -1,6 +1,7 @@
 //! Command line: `ferromq run`, `ferromq check`, `ferromq explain`, `ferromq passwd`. Parses
 //! arguments, sets up logging, dispatches, and maps outcomes to exit codes (0 ok, 1 invalid config
-//! or runtime failure, 2 usage error, 3 `explain` decided "denied").
+//! or runtime failure, 2 usage error, 3 `explain` decided "denied", 128 + N when a second signal
+//! N (SIGINT 2, SIGTERM 15) cut a graceful shutdown short).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -242,7 +243,11 @@ fn run(args: RunArgs) -> ExitCode {
     let serve =
         crate::broker::run_until_signal_with_reload(config, args.props.load_options(), args.watch);
     match runtime.block_on(serve) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(crate::broker::Stopped::Gracefully) => ExitCode::SUCCESS,
+        // Not returning: dropping the runtime would wait for the tasks being given up on.
+        Ok(crate::broker::Stopped::Forced(signal)) => {
+            std::process::exit(128 + i32::from(signal.number()))
+        }
         Err(e) => {
             eprintln!("ferromq: {e:#}");
             ExitCode::from(1)

@@ -202,6 +202,39 @@ fn default_configuration_is_valid_without_warnings() {
 }
 
 /// Generate throw-away PEM material where examples/tls.xml expects it.
+/// `check` reports the keep-alive rules the broker enforces: both read the listener's resolved
+/// `inactivity`, so `useInactivityMonitor=false` turns both limits off in the summary too.
+#[test]
+fn check_summary_shows_the_resolved_keep_alive_rules() {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors>
+          <transportConnector name="on" uri="mqtt://127.0.0.1:0?transport.defaultKeepAlive=5000&amp;transport.connectAttemptTimeout=2000"/>
+          <transportConnector name="off" uri="mqtt://127.0.0.1:0?transport.defaultKeepAlive=5000&amp;transport.useInactivityMonitor=false"/>
+        </transportConnectors>
+      </broker></beans>"#;
+    let loaded = ferromq::config::load_str(xml, Path::new("."), &options());
+    let config = loaded.config.as_ref().expect("valid");
+    let (on, off) = (&config.listeners[0], &config.listeners[1]);
+    assert_eq!(
+        on.inactivity.default_keep_alive,
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        on.inactivity.silence_limit(0),
+        Some(std::time::Duration::from_millis(7500))
+    );
+    assert_eq!(off.inactivity.silence_limit(10), None);
+    assert_eq!(off.inactivity.connect_attempt_timeout, None);
+    let json: serde_json::Value = serde_json::from_str(&report::json(&loaded)).expect("json");
+    let listeners = &json["summary"]["listeners"];
+    assert_eq!(listeners[0]["default_keep_alive_ms"], 5000);
+    assert_eq!(listeners[0]["connect_attempt_timeout_ms"], 2000);
+    assert_eq!(listeners[1]["default_keep_alive_ms"], 0);
+    assert!(listeners[1]["connect_attempt_timeout_ms"].is_null());
+    assert_eq!(listeners[1]["inactivity_monitor"], false);
+}
+
 fn write_tls_material(dir: &Path) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("generate certificate");

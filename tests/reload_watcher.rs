@@ -1,12 +1,14 @@
-//! `reload::Watcher` on real files in tempdirs: in-place writes, save-by-rename, imports and
-//! properties files, debouncing, polling, files added to the watch, symlink swaps.
+//! The control task's file watch (`control::Control`) on real files in tempdirs: in-place
+//! writes, save-by-rename, imports and properties files, debouncing, polling, files added to the
+//! watch, symlink swaps, and changes dispatched by path (configuration vs TLS material).
 
 mod reload_support;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferromq::reload::{ReloadReason, ReloadRequest, WatchSettings, Watcher};
+use ferromq::control::{Control, ControlEvent, Signals, WatchSettings};
+use ferromq::reload::ReloadReason;
 use reload_support::{names, ConfigDir, WAIT};
 use tokio::sync::mpsc;
 
@@ -26,25 +28,28 @@ fn polling(period_ms: u64) -> WatchSettings {
     }
 }
 
-fn start(files: &[PathBuf], settings: WatchSettings) -> (Watcher, mpsc::Receiver<ReloadRequest>) {
-    let (tx, rx) = mpsc::channel(8);
-    (Watcher::start(files, settings, tx), rx)
+fn start(
+    files: &[PathBuf],
+    settings: WatchSettings,
+) -> (Control, mpsc::UnboundedReceiver<ControlEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Control::start(files, settings, Signals::default(), tx), rx)
 }
 
 /// The changed file names of the next request, within the wait.
-async fn next_files(rx: &mut mpsc::Receiver<ReloadRequest>) -> Vec<String> {
-    let request = tokio::time::timeout(WAIT, rx.recv())
+async fn next_files(rx: &mut mpsc::UnboundedReceiver<ControlEvent>) -> Vec<String> {
+    let event = tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a reload request within the wait")
         .expect("watcher alive");
-    match request.reason {
-        ReloadReason::FilesChanged(files) => names(&files),
+    match event {
+        ControlEvent::Reload(ReloadReason::FilesChanged(files)) => names(&files),
         other => panic!("expected changed files, got {other:?}"),
     }
 }
 
 /// No request for `ms` milliseconds.
-async fn assert_quiet(rx: &mut mpsc::Receiver<ReloadRequest>, ms: u64) {
+async fn assert_quiet(rx: &mut mpsc::UnboundedReceiver<ControlEvent>, ms: u64) {
     if let Ok(request) = tokio::time::timeout(Duration::from_millis(ms), rx.recv()).await {
         panic!("expected no request, got {request:?}");
     }
@@ -222,4 +227,50 @@ async fn a_swapped_symlink_target_is_seen() {
     symlink(root.join("v2"), root.join("..data_tmp")).expect("symlink tmp");
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
     assert_eq!(next_files(&mut rx).await, ["ports.properties"]);
+}
+
+/// One watch, dispatched by path: a TLS file's change is a renewal, a configuration file's a
+/// reload, and a file that is both (TLS material named by a watched configuration) is both.
+#[tokio::test]
+async fn changes_are_dispatched_by_path() {
+    let dir = ConfigDir::new("");
+    let config = dir.load();
+    dir.write("server.pem", "one");
+    let pem = dir.path("server.pem");
+    let (control, mut rx) = start(&config.files, events(50));
+    control.watch_tls_files(std::slice::from_ref(&pem));
+    control.synced().await;
+
+    dir.write("server.pem", "two");
+    let event = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("an event within the wait")
+        .expect("control alive");
+    match event {
+        ControlEvent::TlsRenewed { files } => assert_eq!(names(&files), ["server.pem"]),
+        other => panic!("expected a TLS renewal, got {other:?}"),
+    }
+    dir.write("ports.properties", "mqtt.port=1884\n");
+    assert_eq!(next_files(&mut rx).await, ["ports.properties"]);
+
+    let mut files = config.files.clone();
+    files.push(pem);
+    control.watch_files(&files);
+    control.synced().await;
+    dir.write("server.pem", "three");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let event = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("two events within the wait")
+            .expect("control alive");
+        seen.push(match event {
+            ControlEvent::TlsRenewed { .. } => "tls",
+            ControlEvent::Reload(_) => "reload",
+            ControlEvent::Shutdown(_) => "shutdown",
+        });
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, ["reload", "tls"]);
+    assert_quiet(&mut rx, 700).await;
 }

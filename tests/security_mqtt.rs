@@ -86,6 +86,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
             host: "127.0.0.1".into(),
             port: 0,
             options: ListenerOptions::default(),
+            inactivity: Default::default(),
             uri: "mqtt://127.0.0.1:0".into(),
             span: span(1),
         }],

@@ -8,6 +8,7 @@ mod transport_common;
 use std::time::{Duration, Instant};
 
 use ferromq::config::Scheme;
+use ferromq::control::{Control, ControlEvent, Signals, WatchSettings};
 use ferromq::transport::{ReloadOutcome, SharedTls, TlsError};
 use transport_common::*;
 
@@ -64,9 +65,19 @@ async fn renewed_certificate_is_picked_up_while_old_connection_keeps_working() {
     let old_leaf = ca.server(1);
     let ssl = pem_ssl_context(dir.path(), &old_leaf, &ca);
     let shared = SharedTls::load(&ssl, &options(true, false)).expect("load");
-    let _watcher = shared
-        .watch(Duration::from_millis(100))
-        .expect("watch TLS files");
+    // What a broker does: its control task watches the TLS files, each renewal re-reads them.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let control = Control::start(&[], WatchSettings::default(), Signals::default(), events_tx);
+    control.watch_tls_files(&shared.files());
+    control.synced().await;
+    let renewing = shared.clone();
+    let _renewals = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let ControlEvent::TlsRenewed { .. } = event {
+                let _ = renewing.reload();
+            }
+        }
+    });
     let server = echo_server(
         Scheme::MqttSsl,
         Some(shared.clone()),

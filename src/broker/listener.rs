@@ -148,7 +148,7 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
         params.peer,
         settings.scheme,
         settings.tls.as_deref(),
-        UpgradeLimits::from_options(&settings.options),
+        UpgradeLimits::for_listener(&settings),
     );
     let accepted = tokio::select! {
         _ = params.shutdown.cancelled() => return,
@@ -200,9 +200,7 @@ mod tests {
         let params = ConnectionParams {
             core,
             listener: Arc::new(ListenerSettings {
-                name: listener.name.clone(),
-                scheme: listener.scheme,
-                options: listener.options.clone(),
+                config: listener.clone(),
                 tls: None,
             }),
             peer,

@@ -17,10 +17,14 @@
 //!   scheme has to close the old socket first;
 //! - a connector whose options (or, for TLS, whose `<sslContext>`) changed keeps its socket and
 //!   its clients: the new settings apply to connections accepted from then on.
+//!
+//! The TLS files of the running connectors are watched by the broker's control task
+//! ([`crate::control`]), told after every change here; a renewal on disk comes back as
+//! [`ListenerSet::renew_tls`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -32,52 +36,42 @@ use super::connection::ListenerSettings;
 use super::listener;
 use super::runtime::BrokerCore;
 use crate::config::{Config, Listener};
-use crate::transport::{SharedTls, TlsWatcher};
-
-/// Changes to TLS files within this window are applied as one reload.
-const TLS_RENEWAL_DEBOUNCE: Duration = Duration::from_millis(500);
+use crate::control::ControlLink;
+use crate::transport::{ReloadOutcome, SharedTls};
 
 /// A connector's socket, bound and ready for its accept loop.
 pub struct BoundListener {
-    config: Listener,
     tcp: TcpListener,
     addr: SocketAddr,
     settings: ListenerSettings,
-    tls_watcher: Option<TlsWatcher>,
 }
 
 impl BoundListener {
     /// Load the connector's TLS material (TLS schemes) and bind its socket. Errors name the
     /// connector and where it is configured.
     pub async fn bind(config: &Config, listener: &Listener) -> anyhow::Result<BoundListener> {
-        let (tls, tls_watcher) = tls_for(config, listener)?;
+        let tls = tls_for(config, listener)?;
         let (tcp, addr) = listener::bind(listener).await?;
         Ok(BoundListener {
-            config: listener.clone(),
             tcp,
             addr,
             settings: ListenerSettings {
-                name: listener.name.clone(),
-                scheme: listener.scheme,
-                options: listener.options.clone(),
+                config: listener.clone(),
                 tls,
             },
-            tls_watcher,
         })
     }
 }
 
 /// One connector being served.
 struct RunningListener {
-    /// As configured, to tell on reload what changed.
-    config: Listener,
     addr: SocketAddr,
+    /// The connector as configured (what a reload compares with) and its TLS material; new
+    /// connections take the value current when they are accepted.
     settings: Arc<ArcSwap<ListenerSettings>>,
     /// Stops the accept loop and every connection it accepted.
     stop: CancellationToken,
     accept_task: JoinHandle<()>,
-    /// Keeps renewing the TLS material from disk while the listener runs.
-    _tls_watcher: Option<TlsWatcher>,
 }
 
 /// Every running listener of one broker.
@@ -88,6 +82,8 @@ pub struct ListenerSet {
     task_alive: Option<mpsc::Sender<()>>,
     /// In configuration order.
     running: Vec<RunningListener>,
+    /// Told which TLS files the running connectors use.
+    control: ControlLink,
 }
 
 impl ListenerSet {
@@ -95,21 +91,56 @@ impl ListenerSet {
         core: Arc<BrokerCore>,
         shutdown: CancellationToken,
         task_alive: mpsc::Sender<()>,
+        control: ControlLink,
     ) -> ListenerSet {
         ListenerSet {
             core,
             shutdown,
             task_alive: Some(task_alive),
             running: Vec::new(),
+            control,
         }
+    }
+
+    /// Re-read the TLS material of every TLS connector (the control task saw `files` change).
+    /// New material is used by new handshakes; material that does not load (a half-written
+    /// renewal) is refused with a warning and the previous certificate stays in use.
+    pub fn renew_tls(&self, files: &[PathBuf]) {
+        for running in &self.running {
+            let settings = running.settings.load();
+            let Some(tls) = &settings.tls else { continue };
+            match tls.reload() {
+                Ok(ReloadOutcome::Reloaded) => tracing::info!(
+                    listener = %settings.name,
+                    files = ?files,
+                    "TLS material reloaded; new connections use it"
+                ),
+                Ok(ReloadOutcome::Unchanged) => {}
+                Err(e) => tracing::warn!(
+                    listener = %settings.name,
+                    error = %e,
+                    "TLS material not reloaded; the previous certificate stays in use"
+                ),
+            }
+        }
+    }
+
+    /// Tell the control task which TLS files the running connectors read.
+    fn watch_tls_files(&self) {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for running in &self.running {
+            if let Some(tls) = &running.settings.load().tls {
+                files.extend(tls.files());
+            }
+        }
+        files.sort();
+        files.dedup();
+        self.control.watch_tls_files(&files);
     }
 
     /// Name and bound address of every running listener, in configuration order.
     pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.running
-            .iter()
-            .map(|r| (r.config.name.clone(), r.addr))
-            .collect()
+        self.running.iter().map(|r| (r.name(), r.addr)).collect()
     }
 
     /// Start serving `bound` (appended at the end of the order).
@@ -117,7 +148,7 @@ impl ListenerSet {
         let Some(task_alive) = self.task_alive.clone() else {
             anyhow::bail!(
                 "connector `{}` not started: the broker is shutting down",
-                bound.config.name
+                bound.settings.name
             );
         };
         let stop = self.shutdown.child_token();
@@ -130,13 +161,12 @@ impl ListenerSet {
             task_alive,
         ));
         self.running.push(RunningListener {
-            config: bound.config,
             addr: bound.addr,
             settings,
             stop,
             accept_task,
-            _tls_watcher: bound.tls_watcher,
         });
+        self.watch_tls_files();
         Ok(bound.addr)
     }
 
@@ -152,23 +182,23 @@ impl ListenerSet {
         let mut failures = Vec::new();
         let mut index = 0;
         while index < self.running.len() {
-            let name = &self.running[index].config.name;
-            if config.listeners.iter().any(|l| &l.name == name) {
+            let name = self.running[index].name();
+            if config.listeners.iter().any(|l| l.name == name) {
                 index += 1;
                 continue;
             }
             let removed = self.running.remove(index);
-            let (name, addr) = (removed.config.name.clone(), removed.addr);
+            let addr = removed.addr;
             stop(removed).await;
             tracing::info!(listener = %name, %addr, "connector removed: stopped listening, its clients were disconnected");
         }
         for wanted in &config.listeners {
             let result = match self.position(&wanted.name) {
                 None => self.start(config, wanted).await,
-                Some(i) if same_socket(&self.running[i].config, wanted) => {
-                    self.update_settings(i, config, wanted, tls_changed)
+                Some(i) if wanted.needs_rebind(&self.running[i].settings.load().config) => {
+                    self.rebind(i, config, wanted).await
                 }
-                Some(i) => self.rebind(i, config, wanted).await,
+                Some(i) => self.update_settings(i, config, wanted, tls_changed),
             };
             if let Err(e) = result {
                 failures.push(format!("{e:#}"));
@@ -176,12 +206,13 @@ impl ListenerSet {
         }
         // Keep configuration order (a rebound or new listener was appended).
         let order = |name: &str| config.listeners.iter().position(|l| l.name == name);
-        self.running.sort_by_key(|r| order(&r.config.name));
+        self.running.sort_by_key(|r| order(&r.name()));
+        self.watch_tls_files();
         failures
     }
 
     fn position(&self, name: &str) -> Option<usize> {
-        self.running.iter().position(|r| r.config.name == name)
+        self.running.iter().position(|r| r.name() == name)
     }
 
     async fn start(&mut self, config: &Config, wanted: &Listener) -> anyhow::Result<()> {
@@ -200,27 +231,21 @@ impl ListenerSet {
         tls_changed: bool,
     ) -> anyhow::Result<()> {
         let running = &mut self.running[index];
-        let options_changed = running.config.options != wanted.options;
-        let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
-        if !options_changed && !reload_tls {
-            running.config = wanted.clone();
-            return Ok(());
-        }
         let current = running.settings.load_full();
+        let options_changed = current.options != wanted.options;
+        let reload_tls = wanted.scheme.is_tls() && (tls_changed || options_changed);
         let tls = if reload_tls {
-            let (tls, watcher) = tls_for(config, wanted)?;
-            running._tls_watcher = watcher;
-            tls
+            tls_for(config, wanted)?
         } else {
             current.tls.clone()
         };
         running.settings.store(Arc::new(ListenerSettings {
-            name: wanted.name.clone(),
-            scheme: wanted.scheme,
-            options: wanted.options.clone(),
+            config: wanted.clone(),
             tls,
         }));
-        running.config = wanted.clone();
+        if !options_changed && !reload_tls {
+            return Ok(());
+        }
         tracing::info!(
             listener = %wanted.name,
             tls_reloaded = reload_tls,
@@ -236,7 +261,7 @@ impl ListenerSet {
         config: &Config,
         wanted: &Listener,
     ) -> anyhow::Result<()> {
-        let old = &self.running[index].config;
+        let old = self.running[index].settings.load_full();
         let same_port = old.host == wanted.host && old.port == wanted.port && wanted.port != 0;
         let old_addr = self.running[index].addr;
         let bound = if same_port {
@@ -262,37 +287,24 @@ impl ListenerSet {
     }
 }
 
+impl RunningListener {
+    fn name(&self) -> String {
+        self.settings.load().name.clone()
+    }
+}
+
 /// Stop a listener's accept loop (closing its socket) and close its connections.
 async fn stop(listener: RunningListener) {
     listener.stop.cancel();
     let _ = listener.accept_task.await;
 }
 
-/// The running socket can stay: same host, port and scheme.
-fn same_socket(running: &Listener, wanted: &Listener) -> bool {
-    running.host == wanted.host && running.port == wanted.port && running.scheme == wanted.scheme
-}
-
-/// TLS material (and its renewal watcher) for a TLS connector; nothing otherwise.
-fn tls_for(
-    config: &Config,
-    listener: &Listener,
-) -> anyhow::Result<(Option<Arc<SharedTls>>, Option<TlsWatcher>)> {
+/// TLS material for a TLS connector; nothing otherwise.
+fn tls_for(config: &Config, listener: &Listener) -> anyhow::Result<Option<Arc<SharedTls>>> {
     if !listener.scheme.is_tls() {
-        return Ok((None, None));
+        return Ok(None);
     }
-    let shared = load_tls(config, listener)?;
-    let watcher = match shared.watch(TLS_RENEWAL_DEBOUNCE) {
-        Ok(watcher) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(
-                listener = %listener.name,
-                "TLS files will not be watched for renewal: {e}"
-            );
-            None
-        }
-    };
-    Ok((Some(shared), watcher))
+    load_tls(config, listener).map(Some)
 }
 
 /// The TLS material of a TLS connector, from the broker's `<sslContext>`.

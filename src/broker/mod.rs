@@ -7,6 +7,12 @@
 //! (flushing what was queued for it and publishing wills, since a server-side close is not a
 //! DISCONNECT), saves persistent sessions and waits for every task to end.
 //!
+//! Every broker has a control task ([`crate::control::Control`]) whose events it consumes in
+//! one dispatcher task: `TlsRenewed` re-reads the TLS connectors' material, `Reload` goes to the
+//! reloader, `Shutdown` (SIGINT/SIGTERM, owned by [`run_until_signal`] only) to whoever waits in
+//! [`BrokerHandle::stop_signal`]. The broker's [`Phase`] is published on
+//! [`BrokerHandle::phase`].
+//!
 //! Hot reload (issue 6): [`BrokerHandle::enable_reload`] starts [`crate::reload`] with
 //! [`apply::BrokerApply`], which swaps the security snapshot and reconciles the listeners
 //! ([`listener_set`]) with each valid new configuration.
@@ -34,11 +40,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LoadOptions};
-use crate::reload::{self, ApplyConfig, ReloadHandle};
+pub use crate::control::Phase;
+use crate::control::{Control, ControlEvent, Lifecycle, Signals, StopSignal, WatchSettings};
+use crate::reload::{self, ApplyConfig, ReloadHandle, ReloadRequest};
 pub use apply::BrokerApply;
 pub use connection::{ConnectionParams, ListenerSettings};
 pub use counters::CountersSnapshot;
@@ -59,6 +68,26 @@ pub struct BrokerHandle {
     /// The listeners as they run now (reloads add, remove and rebind them).
     listener_set: Arc<Mutex<ListenerSet>>,
     reload: Option<ReloadHandle>,
+    lifecycle: Lifecycle,
+    /// Owns the signals and the file watches; its events go to `dispatcher`.
+    control: Control,
+    dispatcher: JoinHandle<()>,
+    /// Where `dispatcher` sends `Reload` events (set by [`BrokerHandle::enable_reload`]).
+    reload_requests: ReloadRequests,
+    /// SIGINT/SIGTERM, once owned ([`BrokerHandle::own_stop_signals`]).
+    stop_signals: Option<mpsc::UnboundedReceiver<StopSignal>>,
+}
+
+type ReloadRequests = Arc<parking_lot::Mutex<Option<mpsc::Sender<ReloadRequest>>>>;
+
+/// How [`run_until_signal`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every client was closed and every session saved.
+    Gracefully,
+    /// A second SIGINT/SIGTERM arrived while draining: the caller should exit at once (with
+    /// 128 + the signal's number, the shell's convention for "killed by").
+    Forced(StopSignal),
 }
 
 impl BrokerHandle {
@@ -84,12 +113,45 @@ impl BrokerHandle {
     /// Start hot reload: `running` is the configuration the broker was started with, loaded
     /// with `options` (reused for every reload). Files are watched when `watch` (`ferromq run
     /// --watch`) or when the configuration has a runtimeConfigurationPlugin; SIGHUP reloads in
-    /// every case. Replaces (and stops) a reload started before.
+    /// every case. Replaces (and stops) a reload started before. Returns once the files are
+    /// watched.
     pub async fn enable_reload(&mut self, running: Config, options: LoadOptions, watch: bool) {
-        let handle = reload::spawn(running, options, watch, self.applier());
+        let handle = reload::spawn_with(
+            running,
+            options,
+            watch,
+            self.applier(),
+            self.control.link(),
+            Some(self.lifecycle.clone()),
+        );
+        *self.reload_requests.lock() = Some(handle.requests());
         if let Some(previous) = self.reload.replace(handle) {
             previous.shutdown().await;
         }
+        self.control.synced().await;
+    }
+
+    /// Own SIGINT and SIGTERM (as `ferromq run` does): each becomes a value of
+    /// [`BrokerHandle::stop_signal`] instead of ending the process. Installing the handlers
+    /// replaces the signals' default action for the whole process, for good. Errors: the OS
+    /// refused a handler, or the platform is not Unix.
+    pub fn own_stop_signals(&mut self) -> std::io::Result<()> {
+        self.control.own_signals(Signals {
+            hangup: false,
+            shutdown: true,
+        })
+    }
+
+    /// The next SIGINT/SIGTERM; `None` when they are not owned (or no longer forwarded).
+    pub async fn stop_signal(&mut self) -> Option<StopSignal> {
+        self.stop_signals.as_mut()?.recv().await
+    }
+
+    /// The broker's lifecycle: `Running` once started, `Reloading` while a configuration reload
+    /// runs, `Draining` once [`BrokerHandle::shutdown`] began, `Stopped` when it is over. Wait
+    /// on it (`wait_for`) instead of sleeping.
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.lifecycle.subscribe()
     }
 
     /// The hot reload started by [`BrokerHandle::enable_reload`] (counters, manual requests).
@@ -116,8 +178,12 @@ impl BrokerHandle {
             mut tasks_done,
             listener_set,
             reload,
+            lifecycle,
+            control,
+            dispatcher,
             ..
         } = self;
+        lifecycle.draining();
         // No reload may start a listener from here on.
         if let Some(reload) = reload {
             reload.shutdown().await;
@@ -135,6 +201,14 @@ impl BrokerHandle {
             );
         }
         core.save_all();
+        // The dispatcher holds the listeners, hence the core and its store: wait until it is
+        // gone, so that the store is closed when this returns (a restart reopens it).
+        drop(control);
+        dispatcher.abort();
+        let _ = dispatcher.await;
+        drop(listener_set);
+        drop(core);
+        lifecycle.stopped();
     }
 }
 
@@ -186,6 +260,7 @@ pub async fn start_with(
 }
 
 async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<BrokerHandle> {
+    let lifecycle = Lifecycle::default();
     // Load TLS material and bind everything before spawning anything, so a bad store or a
     // port in use fails the start cleanly.
     let mut bound = Vec::with_capacity(config.listeners.len());
@@ -200,43 +275,97 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         shutdown.clone(),
         task_alive.clone(),
     ));
-    let mut set = ListenerSet::new(core.clone(), shutdown.clone(), task_alive.clone());
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let control = Control::start(&[], WatchSettings::default(), Signals::default(), events_tx);
+    let mut set = ListenerSet::new(
+        core.clone(),
+        shutdown.clone(),
+        task_alive.clone(),
+        control.link(),
+    );
     for listener in bound {
         set.spawn(listener)?;
     }
+    let listeners = set.addrs();
+    let listener_set = Arc::new(Mutex::new(set));
+    let reload_requests = ReloadRequests::default();
+    let (stops_tx, stops) = mpsc::unbounded_channel();
+    let dispatcher = tokio::spawn(dispatch(
+        events,
+        listener_set.clone(),
+        reload_requests.clone(),
+        stops_tx,
+    ));
+    control.synced().await;
+    lifecycle.running();
     Ok(BrokerHandle {
-        listeners: set.addrs(),
+        listeners,
         core,
         shutdown,
         task_alive,
         tasks_done,
-        listener_set: Arc::new(Mutex::new(set)),
+        listener_set,
         reload: None,
+        lifecycle,
+        control,
+        dispatcher,
+        reload_requests,
+        stop_signals: Some(stops),
     })
 }
 
-/// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully.
+/// Consume the control task's events until it ends.
+async fn dispatch(
+    mut events: mpsc::UnboundedReceiver<ControlEvent>,
+    listener_set: Arc<Mutex<ListenerSet>>,
+    reload_requests: ReloadRequests,
+    stops: mpsc::UnboundedSender<StopSignal>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            ControlEvent::Shutdown(signal) => {
+                let _ = stops.send(signal);
+            }
+            ControlEvent::Reload(reason) => {
+                let requests = reload_requests.lock().clone();
+                match requests {
+                    // Full: a waiting request reloads everything anyway.
+                    Some(requests) => {
+                        let _ = requests.try_send(ReloadRequest { reason });
+                    }
+                    None => tracing::debug!(?reason, "hot reload is off: reload not done"),
+                }
+            }
+            ControlEvent::TlsRenewed { files } => listener_set.lock().await.renew_tls(&files),
+        }
+    }
+}
+
+/// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully; a second
+/// SIGTERM or Ctrl-C while draining returns [`Stopped::Forced`] at once (the caller exits).
 /// `<broker start="false">` builds the graph (validating security) and returns at once.
 /// Hot reload as [`run_until_signal_with_reload`] without `--watch`, reloading with the default
 /// [`LoadOptions`].
-pub async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+pub async fn run_until_signal(config: Config) -> anyhow::Result<Stopped> {
     run_until_signal_with_reload(config, LoadOptions::default(), false).await
 }
 
 /// [`run_until_signal`] with hot reload: `config` was loaded with `options`, which every reload
 /// reuses; files are watched when `watch` (`ferromq run --watch`) or when the configuration has
-/// a runtimeConfigurationPlugin; SIGHUP always reloads.
+/// a runtimeConfigurationPlugin; SIGHUP always reloads. Errors: the broker cannot start (a port
+/// in use, a store locked), or SIGINT/SIGTERM cannot be handled.
 pub async fn run_until_signal_with_reload(
     config: Config,
     options: LoadOptions,
     watch: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stopped> {
     if !config.broker.start {
         BrokerCore::new(&config, Arc::new(durability::MemoryOnly::default()))?;
         tracing::info!("broker start=\"false\": configuration built, not serving");
-        return Ok(());
+        return Ok(Stopped::Gracefully);
     }
     let mut handle = start(config.clone()).await?;
+    handle.own_stop_signals()?;
     for (name, addr) in handle.listener_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
     }
@@ -244,27 +373,32 @@ pub async fn run_until_signal_with_reload(
     if handle.reload().is_some_and(ReloadHandle::is_watching) {
         tracing::info!("watching the configuration files: edits are applied live");
     }
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    handle.shutdown().await;
-    Ok(())
+    let Some(signal) = handle.stop_signal().await else {
+        anyhow::bail!("the control task ended: no signal can stop the broker any more");
+    };
+    tracing::info!("{signal} received: shutting down (send it again to exit at once)");
+    let mut again = handle.stop_signals.take();
+    let drain = handle.shutdown();
+    tokio::pin!(drain);
+    loop {
+        tokio::select! {
+            () = &mut drain => return Ok(Stopped::Gracefully),
+            second = recv_stop(&mut again) => match second {
+                Some(second) => {
+                    tracing::warn!("{second} received while draining: exiting now, without waiting for clients and sessions");
+                    return Ok(Stopped::Forced(second));
+                }
+                None => again = None,
+            },
+        }
+    }
 }
 
-/// Ctrl-C (SIGINT) or, on Unix, SIGTERM.
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = terminate.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok(())
+async fn recv_stop(
+    signals: &mut Option<mpsc::UnboundedReceiver<StopSignal>>,
+) -> Option<StopSignal> {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -62,12 +62,14 @@ pub struct ListenerChange {
     /// ActiveMQ names of the URI options that differ (`transport.defaultKeepAlive`, ...). They
     /// apply to connections accepted after the reload.
     pub options: Vec<&'static str>,
+    /// [`Listener::needs_rebind`], the rule the running listeners follow.
+    pub rebind: bool,
 }
 
 impl ListenerChange {
     /// The socket must be closed and bound again (new address or a different transport).
     pub fn needs_rebind(&self) -> bool {
-        self.address.is_some() || self.scheme.is_some()
+        self.rebind
     }
 }
 
@@ -389,6 +391,7 @@ fn diff_listener(old: &Listener, new: &Listener) -> ListenerChange {
         address: (old_address != new_address).then_some((old_address, new_address)),
         scheme: (old.scheme != new.scheme).then_some((old.scheme, new.scheme)),
         options: diff_listener_options(&old.options, &new.options),
+        rebind: new.needs_rebind(old),
     }
 }
 

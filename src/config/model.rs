@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::diagnostic::Span;
 
@@ -132,9 +133,22 @@ pub struct Listener {
     /// 0 means "any free port" (tests).
     pub port: u16,
     pub options: ListenerOptions,
+    /// What `options` mean for keep-alive and connect timeouts, resolved once by
+    /// `config::compile` ([`Inactivity::of`]); the broker and `check` both read this.
+    pub inactivity: Inactivity,
     /// The `uri` attribute as written (placeholders resolved).
     pub uri: String,
     pub span: Span,
+}
+
+impl Listener {
+    /// The one rebind rule, used by `config::diff` and by the running listener set: the socket
+    /// must be closed and bound again when the host, the port or the scheme (another transport,
+    /// TLS or not) differs from `running`. Anything else (options, TLS material, the URI text)
+    /// applies to the connections accepted from then on, on the same socket.
+    pub fn needs_rebind(&self, running: &Listener) -> bool {
+        self.host != running.host || self.port != running.port || self.scheme != running.scheme
+    }
 }
 
 /// Connector URI options, with ActiveMQ's names, units and defaults.
@@ -178,6 +192,79 @@ impl Default for ListenerOptions {
             want_client_auth: false,
             subscription_strategy: SubscriptionStrategy::Default,
         }
+    }
+}
+
+/// Keep-alive grace, as a fraction: a connection is closed after 3/2 of its keep-alive without
+/// any inbound byte (MQTT 3.1.1 and 5.0 section 3.1.2.10; ActiveMQ's MQTTProtocolConverter
+/// applies the same factor to `transport.defaultKeepAlive`).
+pub const KEEP_ALIVE_GRACE: (u64, u64) = (3, 2);
+
+/// A connector's inactivity rules with ActiveMQ's meaning applied: the inactivity-monitor gate
+/// (`transport.useInactivityMonitor=false` turns both limits off), 0 meaning "off" and the
+/// keep-alive grace ([`KEEP_ALIVE_GRACE`]). Built once from [`ListenerOptions`] by
+/// [`Inactivity::of`]; nothing else interprets those options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Inactivity {
+    /// `transport.useInactivityMonitor` (default true).
+    pub monitored: bool,
+    /// Keep-alive given to a client that sends keep-alive 0 (`transport.defaultKeepAlive`, ms
+    /// in the URI). `None`: such clients are never timed out (0, or the monitor is off).
+    #[serde(serialize_with = "millis")]
+    pub default_keep_alive: Option<Duration>,
+    /// How long a new socket may take to send CONNECT (`transport.connectAttemptTimeout`, ms
+    /// in the URI; it also bounds TLS and WebSocket handshakes). `None`: unlimited (<= 0, or the
+    /// monitor is off).
+    #[serde(serialize_with = "millis")]
+    pub connect_attempt_timeout: Option<Duration>,
+}
+
+impl Inactivity {
+    /// Resolve `options` (ActiveMQ's `MQTTInactivityMonitor` and `MQTTProtocolConverter`).
+    pub fn of(options: &ListenerOptions) -> Inactivity {
+        let monitored = options.use_inactivity_monitor;
+        let on = |ms: u64| (monitored && ms > 0).then(|| Duration::from_millis(ms));
+        Inactivity {
+            monitored,
+            default_keep_alive: on(options.default_keep_alive_ms),
+            connect_attempt_timeout: options.connect_attempt_timeout_ms.and_then(on),
+        }
+    }
+
+    /// The keep-alive in force for a client that sent `client_keep_alive_secs` in CONNECT
+    /// (MQTT 3.1.2.10): its own value, or the default when it sent 0. `None`: not enforced.
+    pub fn keep_alive(&self, client_keep_alive_secs: u16) -> Option<Duration> {
+        if !self.monitored {
+            return None;
+        }
+        match client_keep_alive_secs {
+            0 => self.default_keep_alive,
+            secs => Some(Duration::from_secs(u64::from(secs))),
+        }
+    }
+
+    /// How long that client may stay silent before it is closed: its keep-alive x 1.5
+    /// ([`KEEP_ALIVE_GRACE`]), to the millisecond. `None`: never.
+    pub fn silence_limit(&self, client_keep_alive_secs: u16) -> Option<Duration> {
+        let keep_alive = self.keep_alive(client_keep_alive_secs)?;
+        let ms = u64::try_from(keep_alive.as_millis()).unwrap_or(u64::MAX);
+        let (num, den) = KEEP_ALIVE_GRACE;
+        Some(Duration::from_millis(ms.saturating_mul(num) / den))
+    }
+}
+
+impl Default for Inactivity {
+    /// The rules of a connector with default options.
+    fn default() -> Self {
+        Inactivity::of(&ListenerOptions::default())
+    }
+}
+
+/// Durations as whole milliseconds (`null` when off), as `check --json` shows them.
+fn millis<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
     }
 }
 
@@ -416,4 +503,52 @@ pub struct PolicyEntry {
 pub struct ReloadSettings {
     /// `checkPeriod` (ms); 0 = polling off (events and SIGHUP still reload).
     pub check_period_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_and_a_half_times_the_client_value() {
+        let rules = Inactivity::default();
+        assert_eq!(rules.silence_limit(2), Some(Duration::from_millis(3000)));
+        assert_eq!(rules.silence_limit(0), None);
+    }
+
+    #[test]
+    fn default_keep_alive_applies_only_to_zero() {
+        let rules = Inactivity::of(&ListenerOptions {
+            default_keep_alive_ms: 1000,
+            ..ListenerOptions::default()
+        });
+        assert_eq!(rules.silence_limit(0), Some(Duration::from_millis(1500)));
+        assert_eq!(rules.silence_limit(10), Some(Duration::from_secs(15)));
+        assert_eq!(rules.default_keep_alive, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn inactivity_monitor_off_disables_both() {
+        let rules = Inactivity::of(&ListenerOptions {
+            default_keep_alive_ms: 1000,
+            use_inactivity_monitor: false,
+            ..ListenerOptions::default()
+        });
+        assert_eq!(rules.silence_limit(5), None);
+        assert_eq!(rules.default_keep_alive, None);
+        assert_eq!(rules.connect_attempt_timeout, None);
+        assert_eq!(
+            Inactivity::default().connect_attempt_timeout,
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn zero_or_negative_connect_timeout_is_off() {
+        let rules = Inactivity::of(&ListenerOptions {
+            connect_attempt_timeout_ms: None,
+            ..ListenerOptions::default()
+        });
+        assert_eq!(rules.connect_attempt_timeout, None);
+    }
 }

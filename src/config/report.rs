@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -99,9 +100,10 @@ pub struct ListenerSummary {
     pub name: String,
     pub scheme: String,
     pub address: String,
-    /// Keep-alive applied to clients that send 0; 0 = none.
+    /// Keep-alive applied to clients that send 0 (ms); 0 = none. From the listener's resolved
+    /// [`crate::config::Inactivity`], as the broker enforces it.
     pub default_keep_alive_ms: u64,
-    /// `None`: no timeout (or the inactivity monitor is off).
+    /// `None`: no timeout (or the inactivity monitor is off). Resolved as above.
     pub connect_attempt_timeout_ms: Option<u64>,
     pub max_frame_size_bytes: u64,
     /// `None`: unlimited.
@@ -216,21 +218,16 @@ fn listener(l: &Listener) -> ListenerSummary {
         l.host.clone()
     };
     let o = &l.options;
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     ListenerSummary {
         name: l.name.clone(),
         scheme: l.scheme.to_string(),
         address: format!("{host}:{}", l.port),
-        default_keep_alive_ms: if o.use_inactivity_monitor {
-            o.default_keep_alive_ms
-        } else {
-            0
-        },
-        connect_attempt_timeout_ms: o
-            .connect_attempt_timeout_ms
-            .filter(|_| o.use_inactivity_monitor),
+        default_keep_alive_ms: l.inactivity.default_keep_alive.map_or(0, millis),
+        connect_attempt_timeout_ms: l.inactivity.connect_attempt_timeout.map(millis),
         max_frame_size_bytes: o.max_frame_size_bytes,
         maximum_connections: o.maximum_connections,
-        inactivity_monitor: o.use_inactivity_monitor,
+        inactivity_monitor: l.inactivity.monitored,
         client_certificates: match (l.scheme.is_tls(), o.need_client_auth, o.want_client_auth) {
             (false, _, _) => "n/a",
             (true, true, _) => "required",

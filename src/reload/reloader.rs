@@ -11,10 +11,10 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use super::fingerprint::ContentHashes;
-use super::watcher::{poll_period_of, Watcher};
 use super::{ReloadReason, ReloadRequest};
 use crate::config::diff::{diff_with_changed_files, keep_running_values, ConfigDiff};
 use crate::config::{self, Config, Diagnostics, LoadOptions, Severity};
+use crate::control::{poll_period_of, ControlLink, Lifecycle};
 
 /// What [`ApplyConfig::apply`] returns: applying binds and closes sockets, which is async.
 /// Boxed so that the trait stays usable as `Arc<dyn ApplyConfig>`.
@@ -76,7 +76,8 @@ pub struct Reloader {
     options: LoadOptions,
     apply: Arc<dyn ApplyConfig>,
     stats: watch::Sender<ReloadStats>,
-    watcher: Option<Watcher>,
+    watcher: Option<ControlLink>,
+    lifecycle: Option<Lifecycle>,
 }
 
 impl Reloader {
@@ -87,7 +88,7 @@ impl Reloader {
         running: Config,
         options: LoadOptions,
         apply: Arc<dyn ApplyConfig>,
-        watcher: Option<Watcher>,
+        watcher: Option<ControlLink>,
     ) -> Reloader {
         // Hashed now rather than when the running config was loaded: a file edited in between
         // is only seen by the model diff, which covers everything but TLS material and JAAS
@@ -100,7 +101,14 @@ impl Reloader {
             apply,
             stats: watch::Sender::new(ReloadStats::default()),
             watcher,
+            lifecycle: None,
         }
+    }
+
+    /// Publish `Reloading` on `lifecycle` while each reload runs.
+    pub fn with_lifecycle(mut self, lifecycle: Option<Lifecycle>) -> Reloader {
+        self.lifecycle = lifecycle;
+        self
     }
 
     /// Counters, updated after every reload; `changed()` on the receiver waits for the next.
@@ -125,8 +133,19 @@ impl Reloader {
         }
     }
 
-    /// One reload now.
+    /// One reload now (the broker's phase is `Reloading` meanwhile).
     pub async fn reload(&mut self, reasons: &[ReloadReason]) -> ReloadResult {
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.reloading();
+        }
+        let result = self.load_and_apply(reasons).await;
+        if let Some(lifecycle) = &self.lifecycle {
+            lifecycle.reloaded();
+        }
+        result
+    }
+
+    async fn load_and_apply(&mut self, reasons: &[ReloadReason]) -> ReloadResult {
         let source = self.running.source.clone();
         tracing::info!(
             file = %source.display(),

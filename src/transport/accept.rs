@@ -17,7 +17,7 @@ use super::dn;
 use super::error::TransportError;
 use super::reload::SharedTls;
 use super::ws;
-use crate::config::{ListenerOptions, Scheme};
+use crate::config::{Listener, Scheme};
 
 /// A byte stream an MQTT connection can run over. Writes reach the peer without a flush while
 /// the socket has room; under back-pressure the rest goes out on the next write or flush, so a
@@ -58,15 +58,15 @@ impl UpgradeLimits {
     pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
     /// The handshake may take as long as the connector allows before CONNECT
-    /// (`transport.connectAttemptTimeout`), or 30 s when that is off.
-    pub fn from_options(options: &ListenerOptions) -> UpgradeLimits {
-        let handshake_timeout = match options.connect_attempt_timeout_ms {
-            Some(ms) if options.use_inactivity_monitor => Duration::from_millis(ms),
-            _ => Self::DEFAULT_HANDSHAKE_TIMEOUT,
-        };
+    /// (`transport.connectAttemptTimeout`, as resolved in [`Listener::inactivity`]), or 30 s
+    /// when that is off.
+    pub fn for_listener(listener: &Listener) -> UpgradeLimits {
         UpgradeLimits {
-            handshake_timeout,
-            max_frame_size_bytes: options.max_frame_size_bytes,
+            handshake_timeout: listener
+                .inactivity
+                .connect_attempt_timeout
+                .unwrap_or(Self::DEFAULT_HANDSHAKE_TIMEOUT),
+            max_frame_size_bytes: listener.options.max_frame_size_bytes,
         }
     }
 }

@@ -20,5 +20,5 @@ pub mod ws;
 
 pub use accept::{upgrade, Accepted, AsyncStream, UpgradeLimits};
 pub use error::{StoreRole, TlsError, TransportError};
-pub use reload::{ReloadOutcome, SharedTls, TlsWatcher};
+pub use reload::{ReloadOutcome, SharedTls};
 pub use tls::{ClientAuth, TlsMaterial};

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ferromq::broker::{self, BrokerHandle};
+use ferromq::broker::{self, BrokerHandle, Phase};
 use ferromq::config::{load_file, LoadOptions};
 use ferromq::reload::ReloadStats;
 use tokio::io::AsyncReadExt;
@@ -46,6 +46,7 @@ pub struct LiveBroker {
     pub dir: tempfile::TempDir,
     pub handle: BrokerHandle,
     stats: watch::Receiver<ReloadStats>,
+    phase: watch::Receiver<Phase>,
 }
 
 impl LiveBroker {
@@ -60,11 +61,17 @@ impl LiveBroker {
             .into_result()
             .unwrap_or_else(|_| panic!("valid test config:\n{text}"));
         let mut handle = broker::start(config.clone()).await.expect("broker starts");
+        // Returns once the control task watches the files.
         handle.enable_reload(config, options(), watch).await;
         let stats = handle.reload().expect("reload on").subscribe();
-        // Let the watcher set up its directory watch.
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        LiveBroker { dir, handle, stats }
+        let mut phase = handle.phase();
+        wait_phase(&mut phase, Phase::Running).await;
+        LiveBroker {
+            dir,
+            handle,
+            stats,
+            phase,
+        }
     }
 
     pub fn file(&self) -> PathBuf {
@@ -107,6 +114,7 @@ impl LiveBroker {
         s.reloads_ok + s.reloads_failed
     }
 
+    /// Wait until a reload has finished after `before` were, and the broker is `Running` again.
     pub async fn wait_reload_after(&mut self, before: u64) -> ReloadStats {
         let waited = tokio::time::timeout(
             RELOAD_WAIT,
@@ -114,17 +122,32 @@ impl LiveBroker {
                 .wait_for(|s| s.reloads_ok + s.reloads_failed > before),
         )
         .await;
-        waited
+        let stats = waited
             .expect("the reload within the bounded wait")
             .expect("reloader alive")
-            .clone()
+            .clone();
+        wait_phase(&mut self.phase, Phase::Running).await;
+        stats
     }
 
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         tokio::time::timeout(Duration::from_secs(15), self.handle.shutdown())
             .await
             .expect("shutdown completes");
+        wait_phase(&mut self.phase, Phase::Stopped).await;
     }
+}
+
+/// Wait (bounded) until the broker's phase is `wanted`.
+pub async fn wait_phase(phase: &mut watch::Receiver<Phase>, wanted: Phase) {
+    let reached = tokio::time::timeout(RELOAD_WAIT, phase.wait_for(|p| *p == wanted))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    assert!(
+        reached,
+        "the broker did not reach {wanted} (it is {})",
+        *phase.borrow()
+    );
 }
 
 /// Whether the peer closes `stream` within `within` (data read meanwhile is discarded).

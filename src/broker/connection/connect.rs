@@ -8,7 +8,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::read::read_some;
 use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM};
-use crate::broker::keepalive;
 use crate::broker::registry::{AttachError, SessionLifetime};
 use crate::broker::runtime::BrokerCore;
 use crate::protocol::{
@@ -197,8 +196,10 @@ where
         }
     };
 
-    let keep_alive_limit =
-        keepalive::inbound_silence_limit(connect.keep_alive_secs, &params.listener.options);
+    let keep_alive_limit = params
+        .listener
+        .inactivity
+        .silence_limit(connect.keep_alive_secs);
     let session_present = attached.session_present;
     let client_limits = connect.properties.as_deref();
     let inflight_window = client_limits
@@ -264,7 +265,7 @@ async fn read_connect_bounded<R: AsyncRead + Unpin>(
     let max_frame = params.listener.max_frame_size_bytes();
     let read = read_connect(reader, read_buf, max_frame);
     let timed = async {
-        match keepalive::connect_timeout(&params.listener.options) {
+        match params.listener.inactivity.connect_attempt_timeout {
             Some(limit) => tokio::time::timeout(limit, read)
                 .await
                 .unwrap_or(Err(HandshakeEnd::Timeout)),

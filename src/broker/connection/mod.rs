@@ -41,7 +41,7 @@ use super::keepalive::KeepAlive;
 use super::limits::OVERFILL_PAUSE_LIMIT_MS;
 use super::runtime::{BrokerCore, Overfilled, Routed};
 use super::session::{AttachToken, Session};
-use crate::config::{ListenerOptions, Scheme};
+use crate::config::Listener;
 use crate::protocol::{decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion};
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
@@ -58,14 +58,20 @@ pub const TOPIC_ALIAS_MAXIMUM: u16 = 16;
 /// How long closing may spend flushing output and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// The connector a connection arrived on.
+/// The connector a connection arrived on: its configuration (read through `Deref`: `name`,
+/// `scheme`, `options`, `inactivity`) and its live TLS material.
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
-    pub name: String,
-    pub scheme: Scheme,
-    pub options: ListenerOptions,
+    pub config: Listener,
     /// The TLS material of a TLS connector (renewed in place when the files change).
     pub tls: Option<Arc<SharedTls>>,
+}
+
+impl std::ops::Deref for ListenerSettings {
+    type Target = Listener;
+    fn deref(&self) -> &Listener {
+        &self.config
+    }
 }
 
 impl ListenerSettings {

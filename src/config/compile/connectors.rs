@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use super::Ctx;
 use crate::config::diagnostic::{Diagnostic, Span};
 use crate::config::known_names;
-use crate::config::model::{Listener, ListenerOptions, Scheme, SubscriptionStrategy};
+use crate::config::model::{Inactivity, Listener, ListenerOptions, Scheme, SubscriptionStrategy};
 use crate::config::tree::{Attr, Element};
 use crate::config::uri::{self, TransportUri};
 use crate::config::values;
@@ -109,6 +109,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
             scheme,
             host: parsed.host,
             port,
+            inactivity: Inactivity::of(&options),
             options,
             uri: uri_attr.value.clone(),
             span: connector.span.clone(),

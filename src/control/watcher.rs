@@ -1,4 +1,8 @@
-//! Watch the files of a configuration and turn their changes into reload requests.
+//! The control task: one task owns the process signals ([`super::signal`]) and one `notify`
+//! watch over every watched file, configuration files and TLS material alike, and turns them
+//! into [`ControlEvent`]s. Changes are dispatched by path: a configuration file asks for a
+//! reload, a TLS file for a renewal of the connectors' material (a file that is both, as TLS
+//! files are when the configuration is watched, does both).
 //!
 //! Why directories: editors and deployment tools often save by writing a temporary file and
 //! renaming it over the original (vim, `sed -i`, Ansible, Kubernetes ConfigMaps swapping a
@@ -8,8 +12,10 @@
 //! there, which catches a swapped symlink target.
 //!
 //! Bursts (one save is often several events, a deployment touches several files) are merged
-//! into one request once no event arrived for the debounce time, or after ten debounce periods
-//! at most so that a file written continuously still reloads.
+//! into one event once no event arrived for the debounce time, or after ten debounce periods
+//! at most so that a file written continuously still reloads. TLS files have their own, longer
+//! debounce ([`TLS_DEBOUNCE_MS`]): certbot-style renewals write the certificate and the key one
+//! after the other.
 //!
 //! Polling compares size and modification time every period: always when the
 //! runtimeConfigurationPlugin has a checkPeriod (ActiveMQ's behaviour, and the only thing that
@@ -24,18 +30,22 @@ use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::fingerprint::{stamp, FileStamp};
-use super::{ReloadReason, ReloadRequest};
+use super::signal::{Received, SignalStreams, Signals};
+use super::ControlEvent;
 use crate::config::Config;
+use crate::reload::fingerprint::{stamp, FileStamp};
+use crate::reload::ReloadReason;
 
 /// Quiet time that ends a burst of events, unless configured otherwise.
 pub const DEFAULT_DEBOUNCE_MS: u64 = 200;
 /// Polling period when filesystem events are unavailable and no checkPeriod is configured.
 pub const FALLBACK_POLL_MS: u64 = 1000;
+/// Quiet time that ends a burst of changes to TLS files.
+pub const TLS_DEBOUNCE_MS: u64 = 500;
 /// A burst is cut after this many debounce periods even if events keep coming.
 const MAX_BURST_PERIODS: u32 = 10;
 
@@ -50,6 +60,17 @@ pub struct WatchSettings {
     /// Use filesystem events (inotify, FSEvents, ...). `false`: poll only, for file systems that
     /// do not deliver events.
     pub use_events: bool,
+}
+
+impl Default for WatchSettings {
+    /// Events, the default debounce, no polling.
+    fn default() -> Self {
+        WatchSettings {
+            debounce_ms: DEFAULT_DEBOUNCE_MS,
+            poll_period_ms: None,
+            use_events: true,
+        }
+    }
 }
 
 impl WatchSettings {
@@ -72,40 +93,52 @@ pub fn poll_period_of(config: &Config) -> Option<u64> {
         .filter(|ms| *ms > 0)
 }
 
-/// A running watch. Dropping it stops watching.
-pub struct Watcher {
-    commands: mpsc::UnboundedSender<Command>,
-    events_active: Arc<AtomicBool>,
+/// The running control task. Dropping it stops the task (signals stay owned by the process).
+pub struct Control {
+    link: ControlLink,
     task: JoinHandle<()>,
 }
 
-enum Command {
-    Files(Vec<PathBuf>),
-    PollPeriod(Option<u64>),
+/// Tells the control task what to watch and which signals to own; cheap to clone (the reloader
+/// and the listener set each hold one).
+#[derive(Clone)]
+pub struct ControlLink {
+    commands: mpsc::UnboundedSender<Command>,
+    events_active: Arc<AtomicBool>,
 }
 
-impl Watcher {
-    /// Start watching `files`; each change (after debouncing) sends a [`ReloadRequest`] on
-    /// `requests`. When a request is already waiting there, another is not queued: the pending
-    /// one reloads everything anyway. Must be called inside a tokio runtime.
+enum Command {
+    ConfigFiles(Vec<PathBuf>),
+    TlsFiles(Vec<PathBuf>),
+    PollPeriod(Option<u64>),
+    Signals(SignalStreams),
+    Sync(oneshot::Sender<()>),
+}
+
+impl Control {
+    /// Start the control task, watching the configuration `files` (may be empty) and owning
+    /// `signals`; every event goes to `events`. The watches and the signal handlers are in place
+    /// when this returns. Must be called inside a tokio runtime. A signal handler that cannot be
+    /// installed is logged and not owned (see [`ControlLink::own_signals`] to get the error).
     pub fn start(
         files: &[PathBuf],
         settings: WatchSettings,
-        requests: mpsc::Sender<ReloadRequest>,
-    ) -> Watcher {
+        signals: Signals,
+        events: mpsc::UnboundedSender<ControlEvent>,
+    ) -> Control {
         let (commands_tx, commands) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (notify_tx, notify_events) = mpsc::unbounded_channel();
         let events_active = Arc::new(AtomicBool::new(false));
         let notify = if settings.use_events {
             let handler = move |event: notify::Result<Event>| {
                 // The receiver is gone only when the watch is being dropped.
-                let _ = events_tx.send(event);
+                let _ = notify_tx.send(event);
             };
             match notify::recommended_watcher(handler) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     tracing::warn!(
-                        "cannot watch configuration files for changes ({e}); polling every {FALLBACK_POLL_MS} ms instead"
+                        "cannot watch files for changes ({e}); polling every {FALLBACK_POLL_MS} ms instead"
                     );
                     None
                 }
@@ -113,37 +146,82 @@ impl Watcher {
         } else {
             None
         };
+        let signals = SignalStreams::install(signals).unwrap_or_else(|e| {
+            tracing::warn!("signals will not be handled: {e}");
+            SignalStreams::default()
+        });
         let mut task = WatchTask {
             notify,
             events_failed: false,
             events_active: events_active.clone(),
             dirs: BTreeSet::new(),
             stamps: BTreeMap::new(),
-            debounce: Duration::from_millis(settings.debounce_ms),
+            config_files: BTreeSet::new(),
+            tls_files: BTreeSet::new(),
             poll_period_ms: settings.poll_period_ms,
             interval: None,
-            pending: BTreeSet::new(),
-            burst: None,
-            requests,
+            config_burst: Burst::new(settings.debounce_ms),
+            tls_burst: Burst::new(TLS_DEBOUNCE_MS),
+            signals,
+            events,
         };
-        task.set_files(files);
-        let handle = tokio::spawn(task.run(events, commands));
-        Watcher {
-            commands: commands_tx,
-            events_active,
+        task.set_files(Some(files), None);
+        let handle = tokio::spawn(task.run(notify_events, commands));
+        Control {
+            link: ControlLink {
+                commands: commands_tx,
+                events_active,
+            },
             task: handle,
         }
     }
 
-    /// Replace the watched set (after a reload: the new configuration may name new files).
-    /// Files already watched keep their stamps, so a change made during the reload is still seen.
+    /// A handle for the reloader or the listener set.
+    pub fn link(&self) -> ControlLink {
+        self.link.clone()
+    }
+}
+
+impl std::ops::Deref for Control {
+    type Target = ControlLink;
+    fn deref(&self) -> &ControlLink {
+        &self.link
+    }
+}
+
+impl ControlLink {
+    /// Replace the watched configuration files (after a reload: the new configuration may name
+    /// new files). Files already watched keep their stamps, so a change made during the reload
+    /// is still seen.
     pub fn watch_files(&self, files: &[PathBuf]) {
-        let _ = self.commands.send(Command::Files(files.to_vec()));
+        let _ = self.commands.send(Command::ConfigFiles(files.to_vec()));
+    }
+
+    /// Replace the watched TLS files (the material of every running TLS connector).
+    pub fn watch_tls_files(&self, files: &[PathBuf]) {
+        let _ = self.commands.send(Command::TlsFiles(files.to_vec()));
     }
 
     /// Change the polling period (a reload changed checkPeriod); `None`: events only.
     pub fn set_poll_period_ms(&self, period_ms: Option<u64>) {
         let _ = self.commands.send(Command::PollPeriod(period_ms));
+    }
+
+    /// Own `signals` as well, from now on (the handlers are installed before this returns).
+    /// Must be called inside a tokio runtime. Errors: the OS refused a handler, or the platform
+    /// has no such signals.
+    pub fn own_signals(&self, signals: Signals) -> std::io::Result<()> {
+        let streams = SignalStreams::install(signals)?;
+        let _ = self.commands.send(Command::Signals(streams));
+        Ok(())
+    }
+
+    /// Wait until the task has applied every command sent before (the watches are set up).
+    pub async fn synced(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Sync(tx)).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// Whether filesystem events are being received for every watched directory (otherwise
@@ -153,9 +231,47 @@ impl Watcher {
     }
 }
 
-impl Drop for Watcher {
+impl Drop for Control {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Changed files waiting for their burst to end.
+struct Burst {
+    debounce: Duration,
+    pending: BTreeSet<PathBuf>,
+    /// (first event, last event) of the current burst.
+    span: Option<(Instant, Instant)>,
+}
+
+impl Burst {
+    fn new(debounce_ms: u64) -> Burst {
+        Burst {
+            debounce: Duration::from_millis(debounce_ms),
+            pending: BTreeSet::new(),
+            span: None,
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.span.map(|(first, last)| {
+            (last + self.debounce).min(first + self.debounce * MAX_BURST_PERIODS)
+        })
+    }
+
+    fn mark(&mut self, file: PathBuf) {
+        self.pending.insert(file);
+        let now = Instant::now();
+        self.span = Some(match self.span {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    fn take(&mut self) -> Vec<PathBuf> {
+        self.span = None;
+        std::mem::take(&mut self.pending).into_iter().collect()
     }
 }
 
@@ -165,54 +281,99 @@ struct WatchTask {
     events_failed: bool,
     events_active: Arc<AtomicBool>,
     dirs: BTreeSet<PathBuf>,
-    /// Watched files (normalized) and their last seen stamps.
+    /// Watched files (normalized, configuration and TLS) and their last seen stamps.
     stamps: BTreeMap<PathBuf, Option<FileStamp>>,
-    debounce: Duration,
+    config_files: BTreeSet<PathBuf>,
+    tls_files: BTreeSet<PathBuf>,
     poll_period_ms: Option<u64>,
     interval: Option<Interval>,
-    /// Changed files of the current burst.
-    pending: BTreeSet<PathBuf>,
-    /// (first event, last event) of the current burst.
-    burst: Option<(Instant, Instant)>,
-    requests: mpsc::Sender<ReloadRequest>,
+    config_burst: Burst,
+    tls_burst: Burst,
+    signals: SignalStreams,
+    events: mpsc::UnboundedSender<ControlEvent>,
 }
 
 impl WatchTask {
     async fn run(
         mut self,
-        mut events: mpsc::UnboundedReceiver<notify::Result<Event>>,
+        mut notify_events: mpsc::UnboundedReceiver<notify::Result<Event>>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) {
         let mut events_open = self.notify.is_some();
         loop {
-            let deadline = self.burst.map(|(first, last)| {
-                (last + self.debounce).min(first + self.debounce * MAX_BURST_PERIODS)
-            });
-            tokio::select! {
-                event = events.recv(), if events_open => match event {
-                    Some(event) => self.on_event(event),
-                    None => events_open = false,
-                },
+            let config_deadline = self.config_burst.deadline();
+            let tls_deadline = self.tls_burst.deadline();
+            let listened = tokio::select! {
+                event = notify_events.recv(), if events_open => {
+                    match event {
+                        Some(event) => self.on_event(event),
+                        None => events_open = false,
+                    }
+                    true
+                }
                 command = commands.recv() => match command {
-                    Some(Command::Files(files)) => self.set_files(&files),
-                    Some(Command::PollPeriod(period)) => {
-                        self.poll_period_ms = period;
-                        self.reset_interval();
+                    Some(command) => {
+                        self.on_command(command);
+                        true
                     }
                     None => return,
                 },
-                () = tick(&mut self.interval) => self.check_stamps(None),
-                () = sleep_until(deadline) => {
-                    if !self.flush() {
-                        return;
+                received = self.signals.next() => self.send(match received {
+                    Received::Hangup => {
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        ControlEvent::Reload(ReloadReason::Signal)
                     }
+                    Received::Stop(signal) => ControlEvent::Shutdown(signal),
+                }),
+                () = tick(&mut self.interval) => {
+                    self.check_stamps(None);
+                    true
                 }
+                () = sleep_until(config_deadline) => {
+                    let files = self.config_burst.take();
+                    self.send(ControlEvent::Reload(ReloadReason::FilesChanged(files)))
+                }
+                () = sleep_until(tls_deadline) => {
+                    let files = self.tls_burst.take();
+                    self.send(ControlEvent::TlsRenewed { files })
+                }
+            };
+            if !listened {
+                return;
             }
         }
     }
 
-    fn set_files(&mut self, files: &[PathBuf]) {
-        let files: BTreeSet<PathBuf> = files.iter().map(|f| normalize(f)).collect();
+    /// Send an event. Returns false when nobody listens any more.
+    fn send(&self, event: ControlEvent) -> bool {
+        self.events.send(event).is_ok()
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ConfigFiles(files) => self.set_files(Some(&files), None),
+            Command::TlsFiles(files) => self.set_files(None, Some(&files)),
+            Command::PollPeriod(period) => {
+                self.poll_period_ms = period;
+                self.reset_interval();
+            }
+            Command::Signals(streams) => self.signals.merge(streams),
+            Command::Sync(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Replace the configuration files and/or the TLS files watched.
+    fn set_files(&mut self, config: Option<&[PathBuf]>, tls: Option<&[PathBuf]>) {
+        let normalized = |files: &[PathBuf]| files.iter().map(|f| normalize(f)).collect();
+        if let Some(config) = config {
+            self.config_files = normalized(config);
+        }
+        if let Some(tls) = tls {
+            self.tls_files = normalized(tls);
+        }
+        let files: BTreeSet<PathBuf> = self.config_files.union(&self.tls_files).cloned().collect();
         self.stamps.retain(|f, _| files.contains(f));
         for file in &files {
             self.stamps
@@ -313,27 +474,12 @@ impl WatchTask {
     }
 
     fn mark(&mut self, file: PathBuf) {
-        tracing::debug!(file = %file.display(), "configuration file changed");
-        self.pending.insert(file);
-        let now = Instant::now();
-        self.burst = Some(match self.burst {
-            Some((first, _)) => (first, now),
-            None => (now, now),
-        });
-    }
-
-    /// Send the burst as one request. Returns false when nobody listens any more.
-    fn flush(&mut self) -> bool {
-        self.burst = None;
-        let files: Vec<PathBuf> = std::mem::take(&mut self.pending).into_iter().collect();
-        let request = ReloadRequest {
-            reason: ReloadReason::FilesChanged(files),
-        };
-        match self.requests.try_send(request) {
-            Ok(()) => true,
-            // A request is already waiting; it will reload everything.
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        tracing::debug!(file = %file.display(), "watched file changed");
+        if self.tls_files.contains(&file) {
+            self.tls_burst.mark(file.clone());
+        }
+        if self.config_files.contains(&file) {
+            self.config_burst.mark(file);
         }
     }
 }
