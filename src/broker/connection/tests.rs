@@ -33,9 +33,7 @@ fn core_with(recording: Arc<Recording>) -> (Arc<BrokerCore>, Arc<ListenerSetting
     let core = Arc::new(BrokerCore::new(&config, recording).expect("core"));
     let listener = &config.listeners[0];
     let settings = Arc::new(ListenerSettings {
-        name: listener.name.clone(),
-        scheme: listener.scheme,
-        options: listener.options.clone(),
+        config: listener.clone(),
         tls: None,
     });
     (core, settings)
