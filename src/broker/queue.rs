@@ -52,6 +52,14 @@ pub struct QueuedMessage {
     pub paged: bool,
 }
 
+impl QueuedMessage {
+    /// Drop the payload from memory: the durability engine keeps it under `seq`.
+    pub fn page_out(&mut self) {
+        self.message.payload = bytes::Bytes::new();
+        self.paged = true;
+    }
+}
+
 /// What [`PendingQueue::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueOutcome {
@@ -106,6 +114,43 @@ impl PendingQueue {
     /// Append `item` with no limit (messages read back from a durability engine).
     pub fn push_unbounded(&mut self, item: QueuedMessage) {
         self.push(item, usize::MAX);
+    }
+
+    /// The `seq`s of up to `max` paged-out messages at the head of the queue, in order.
+    pub fn paged_head(&self, max: usize) -> Vec<crate::broker::durability::QueueSeq> {
+        self.items
+            .iter()
+            .take_while(|i| i.paged)
+            .filter_map(|i| i.seq)
+            .take(max)
+            .collect()
+    }
+
+    /// Give paged-out messages their payloads back (`seq` -> payload, `None`: the engine no
+    /// longer has the entry, so it is removed). `fill` makes the in-memory message of an item
+    /// from its envelope and payload (the caller charges it to the memory gauge). Returns how
+    /// many entries were gone.
+    pub fn page_in(
+        &mut self,
+        mut payloads: std::collections::HashMap<u64, Option<bytes::Bytes>>,
+        mut fill: impl FnMut(&Message, bytes::Bytes) -> Message,
+    ) -> usize {
+        let before = self.items.len();
+        self.items.retain_mut(|item| {
+            if !item.paged {
+                return true;
+            }
+            match item.seq.and_then(|seq| payloads.remove(&seq)) {
+                None => true,
+                Some(None) => false,
+                Some(Some(payload)) => {
+                    item.message = fill(&item.message, payload);
+                    item.paged = false;
+                    true
+                }
+            }
+        });
+        before - self.items.len()
     }
 
     pub fn front(&self) -> Option<&QueuedMessage> {

@@ -238,7 +238,14 @@ impl Session {
     }
 
     /// Queue a message for this session under the slow-consumer rule of [`super::queue`].
-    pub fn deliver(&self, item: QueuedMessage, limit: usize) -> DeliverOutcome {
+    /// `page_after`: when the queue already holds this many messages, a kept message (one with
+    /// a `seq`) is queued paged out: its payload stays with the durability engine only.
+    pub fn deliver(
+        &self,
+        mut item: QueuedMessage,
+        limit: usize,
+        page_after: Option<usize>,
+    ) -> DeliverOutcome {
         let mut inner = self.inner.lock();
         if inner.ended {
             return DeliverOutcome::DroppedEnded;
@@ -248,6 +255,12 @@ impl Session {
             None if item.qos == QoS::AtMostOnce => return DeliverOutcome::DroppedOffline,
             None => None,
         };
+        if item.seq.is_some()
+            && !item.retain
+            && page_after.is_some_and(|n| inner.state.pending.len() >= n)
+        {
+            item.page_out();
+        }
         let outcome = inner.state.pending.push(item, limit);
         drop(inner);
         if let Some(wake) = wake {
@@ -314,11 +327,11 @@ mod tests {
     fn offline_session_keeps_qos1_and_drops_qos0() {
         let s = Session::new(1, SessionState::new("c", true));
         assert_eq!(
-            s.deliver(item(QoS::AtMostOnce), 10),
+            s.deliver(item(QoS::AtMostOnce), 10, None),
             DeliverOutcome::DroppedOffline
         );
         assert_eq!(
-            s.deliver(item(QoS::AtLeastOnce), 10),
+            s.deliver(item(QoS::AtLeastOnce), 10, None),
             DeliverOutcome::Queued
         );
         assert_eq!(s.snapshot().pending.len(), 1);
@@ -344,7 +357,10 @@ mod tests {
     async fn delivery_wakes_the_attached_connection() {
         let s = Session::new(1, SessionState::new("c", false));
         let token = s.attach(7);
-        assert_eq!(s.deliver(item(QoS::AtMostOnce), 10), DeliverOutcome::Queued);
+        assert_eq!(
+            s.deliver(item(QoS::AtMostOnce), 10, None),
+            DeliverOutcome::Queued
+        );
         tokio::time::timeout(std::time::Duration::from_secs(1), token.wake.notified())
             .await
             .expect("woken");
@@ -377,7 +393,7 @@ mod tests {
         s.end();
         assert!(token.kick.is_cancelled());
         assert_eq!(
-            s.deliver(item(QoS::AtLeastOnce), 10),
+            s.deliver(item(QoS::AtLeastOnce), 10, None),
             DeliverOutcome::DroppedEnded
         );
     }

@@ -326,7 +326,16 @@ impl Store {
     /// code run it in `spawn_blocking`). Repairs the store's invariants and reports, in
     /// [`Recovered::stats`], what it found, repaired and could not keep.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
-        let recovered = recover::recover(&self.inner.db, self.inner.engine_repaired)?;
+        self.recover_paged(usize::MAX)
+    }
+
+    /// [`Store::recover`], reading the payloads of at most `queued_in_memory` queued (not yet
+    /// sent) entries per session; the others come back `paged`, with an empty payload, to be
+    /// read with [`Store::read_payloads`] when needed. Message bodies are decoded one at a time
+    /// and their payloads not held, so recovery's memory does not grow with the store's size.
+    pub fn recover_paged(&self, queued_in_memory: usize) -> Result<Recovered, StoreError> {
+        let recovered =
+            recover::recover(&self.inner.db, self.inner.engine_repaired, queued_in_memory)?;
         self.inner
             .counters
             .message_bytes

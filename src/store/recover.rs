@@ -89,7 +89,11 @@ impl fmt::Display for RecoveryStats {
 
 /// Reads everything and repairs the store's invariants, in one write transaction (so no commit
 /// runs in between). Commits only when something was repaired.
-pub(crate) fn recover(db: &Database, engine_repaired: bool) -> Result<Recovered, StoreError> {
+pub(crate) fn recover(
+    db: &Database,
+    engine_repaired: bool,
+    queued_in_memory: usize,
+) -> Result<Recovered, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let (recovered, changed) = {
         let mut t = Tables::open(&txn)?;
@@ -98,6 +102,7 @@ pub(crate) fn recover(db: &Database, engine_repaired: bool) -> Result<Recovered,
                 engine_repaired,
                 ..RecoveryStats::default()
             },
+            queued_in_memory,
             ..Scan::default()
         };
         scan.messages(&t)?;
@@ -119,7 +124,10 @@ pub(crate) fn recover(db: &Database, engine_repaired: bool) -> Result<Recovered,
 #[derive(Default)]
 struct Scan {
     stats: RecoveryStats,
+    /// Envelopes only: payloads are read when an entry keeps one (see [`Scan::payload`]).
     bodies: HashMap<MessageId, StoredMessage>,
+    /// Queued entries per session whose payloads are read; the rest are paged.
+    queued_in_memory: usize,
     /// Ids of stored bodies that could not be decoded: kept, never freed here.
     undecodable_bodies: BTreeSet<MessageId>,
     references: HashMap<MessageId, u64>,
@@ -142,7 +150,8 @@ impl Scan {
             let raw = Bytes::copy_from_slice(value.value());
             self.stats.message_bytes += raw.len() as u64;
             match codec::decode_message(&raw) {
-                Ok(message) => {
+                Ok(mut message) => {
+                    message.payload = Bytes::new();
                     self.bodies.insert(id, message);
                 }
                 Err(e) => {
@@ -166,15 +175,31 @@ impl Scan {
         Some(message)
     }
 
+    /// The payload of body `id` (decoded before, so it is readable).
+    fn payload(t: &Tables<'_>, id: MessageId) -> Result<Bytes, StoreError> {
+        let Some(value) = t.messages.get(id).map_err(storage)? else {
+            return Ok(Bytes::new());
+        };
+        let raw = Bytes::copy_from_slice(value.value());
+        codec::decode_message(&raw)
+            .map(|m| m.payload)
+            .map_err(|e| StoreError::storage("reading a message body", e))
+    }
+
     fn retained(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
         let mut lost = Vec::new();
+        let mut found = Vec::new();
         for item in t.retained.iter().map_err(storage)? {
             let (topic, id) = item.map_err(storage)?;
-            let (topic, id): (Arc<str>, MessageId) = (Arc::from(topic.value()), id.value());
+            found.push((Arc::<str>::from(topic.value()), id.value()));
+        }
+        for (topic, id) in found {
             match self.reference(id) {
-                Some(message) => self
-                    .retained
-                    .push((topic, RecoveredMessage { id, message })),
+                Some(mut message) => {
+                    message.payload = Self::payload(t, id)?;
+                    self.retained
+                        .push((topic, RecoveredMessage { id, message }));
+                }
                 None if self.undecodable_bodies.contains(&id) => {}
                 None => lost.push((topic, id)),
             }
@@ -231,6 +256,7 @@ impl Scan {
             ));
         }
         let mut drop_keys = Vec::new();
+        let mut in_memory: HashMap<Arc<str>, usize> = HashMap::new();
         for (client_id, seq, raw) in entries {
             let entry = match codec::decode_queue_entry(&raw) {
                 Ok(entry) => entry,
@@ -255,7 +281,7 @@ impl Scan {
                 }
                 continue;
             }
-            let Some(message) = self.reference(entry.message_id) else {
+            let Some(mut message) = self.reference(entry.message_id) else {
                 if !self.undecodable_bodies.contains(&entry.message_id) {
                     drop_keys.push((client_id.clone(), seq));
                     self.problem(format!(
@@ -270,11 +296,18 @@ impl Scan {
                 QueueState::Sent { .. } => self.stats.inflight += 1,
                 QueueState::Released { .. } => self.stats.released += 1,
             }
+            let held = in_memory.entry(client_id.clone()).or_default();
+            let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
+            if !paged {
+                *held += 1;
+                message.payload = Self::payload(t, entry.message_id)?;
+            }
             if let Some(session) = self.sessions.get_mut(&client_id) {
                 session.queue.push(RecoveredEntry {
                     seq,
                     entry,
                     message,
+                    paged,
                 });
             }
         }

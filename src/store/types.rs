@@ -162,7 +162,10 @@ pub struct RecoveredMessage {
 pub struct RecoveredEntry {
     pub seq: QueueSeq,
     pub entry: QueueEntry,
+    /// With an empty payload when `paged`.
     pub message: StoredMessage,
+    /// The payload was left in the store (see [`super::Store::recover_paged`]).
+    pub paged: bool,
 }
 
 /// A persistent session as recovered.

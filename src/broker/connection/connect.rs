@@ -231,6 +231,7 @@ where
         paused_until: None,
         held: None,
         deferred: Default::default(),
+        page_in: None,
         given_up: Vec::new(),
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).

@@ -18,6 +18,7 @@ mod durable_acks;
 mod flow_control;
 mod inbound;
 mod outbound;
+mod page_in;
 mod read;
 #[cfg(test)]
 mod tests;
@@ -230,6 +231,8 @@ pub(crate) struct Conn {
     held: Option<Box<flow_control::HeldPublish>>,
     /// PUBLISH packets read while one was held, in arrival order.
     deferred: flow_control::Deferred,
+    /// Paged-out payloads of the session queue's head being read back (see `page_in.rs`).
+    page_in: Option<page_in::PageIn>,
     /// Sessions a pause timed out on: not paused for again until they drop below their soft
     /// limit (a stuck subscriber costs one pause; then its QoS 1/2 queue is bounded by the
     /// broker-wide memory and store limits, its QoS 0 queue by the hard cap).
@@ -415,6 +418,13 @@ where
                     keep_alive.touch();
                     expiry.as_mut().reset(keep_alive.deadline());
                     if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                        return reason;
+                    }
+                }
+            }
+            page = OptionFuture::from(conn.page_in.as_mut()), if conn.page_in.is_some() => {
+                if let Some(page) = page {
+                    if let Err(reason) = conn.finish_page_in(page) {
                         return reason;
                     }
                 }

@@ -88,6 +88,7 @@ impl Conn {
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
             let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
+            let mut head_paged = false;
             let (batch, pending_len): (Vec<(Option<u16>, QueuedMessage)>, usize) = self
                 .session
                 .with_state(self.token.generation, |s| {
@@ -95,6 +96,11 @@ impl Conn {
                     while batch.len() < PUMP_BATCH {
                         let head_needs_window = match s.pending.front() {
                             None => break,
+                            // Its payload must be read back first (see `page_in.rs`).
+                            Some(head) if head.paged => {
+                                head_paged = true;
+                                break;
+                            }
                             Some(head) => head.qos != QoS::AtMostOnce,
                         };
                         if head_needs_window && s.inflight.len() >= window {
@@ -165,6 +171,11 @@ impl Conn {
             self.core.counters.add_messages_out(moved as u64);
             if moved > 0 {
                 self.core.queue_drained_some(pending_len);
+            }
+            if head_paged {
+                // Resumed when the page is read (`finish_page_in` asks for a pump).
+                self.pump_wanted = false;
+                return self.start_page_in();
             }
             if self.out.len() >= OUT_HIGH_WATER_BYTES {
                 self.pump_wanted = true;

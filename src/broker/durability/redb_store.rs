@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    now_ms, Change, Commit, PageFuture, QueueSeq, Durability, DurabilityError, DurabilityStats, KeptWill, QueueOwner,
-    RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData, WillOwner,
+    now_ms, Change, Commit, Durability, DurabilityError, DurabilityStats, KeptWill, PageFuture,
+    QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData,
+    WillOwner,
 };
 use crate::broker::inflight::{InflightEntry, InflightStage};
 use crate::broker::memory::MemoryGauge;
@@ -42,7 +43,7 @@ impl RedbStore {
             let store = Store::open(&directory, limits)
                 .map_err(|e| anyhow::anyhow!("cannot open the durable store: {e}"))?;
             let recovered = store
-                .recover()
+                .recover_paged(PAGE_AFTER_RECOVERY)
                 .map_err(|e| anyhow::anyhow!("cannot recover the durable store: {e}"))?;
             Ok::<_, anyhow::Error>((store, recovered))
         })
@@ -322,6 +323,9 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
     }
 }
 
+/// Queued messages of a recovered session held in memory; the rest are paged out.
+const PAGE_AFTER_RECOVERY: usize = crate::broker::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
+
 /// Rebuild a session's state: queued entries become pending, sent ones in-flight (re-sent with
 /// DUP=1 on reconnect), released ones awaiting PUBCOMP (PUBREL re-sent). Every message is
 /// charged to `memory` (it is held in memory now).
@@ -344,8 +348,21 @@ fn restore_session(
         );
     }
     for entry in recovered.queue {
-        let message = memory.charge(message_from_stored(entry.message));
         let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
+        if entry.paged {
+            // Beyond the default pending limit the payload stayed in the store.
+            let mut item = QueuedMessage {
+                message: message_from_stored(entry.message),
+                qos,
+                retain,
+                seq,
+                paged: false,
+            };
+            item.page_out();
+            state.pending.push_unbounded(item);
+            continue;
+        }
+        let message = memory.charge(message_from_stored(entry.message));
         let (packet_id, stage) = match entry.entry.state {
             QueueState::Queued => {
                 state.pending.push_unbounded(QueuedMessage {

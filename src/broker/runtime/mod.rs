@@ -277,6 +277,13 @@ impl BrokerCore {
         })
     }
 
+    /// How many messages a session queue holds in memory before kept messages are queued
+    /// paged out (their payloads read back on delivery): its pending limit, when the
+    /// durability engine can read bodies back; else never.
+    pub fn page_after(&self, pending_limit: usize) -> Option<usize> {
+        self.durability.keeps_bodies().then_some(pending_limit)
+    }
+
     /// Retained messages matching `filter`, copied out so no lock is held while queueing them.
     pub fn retained_matching(&self, filter: &str) -> Vec<Message> {
         let mut found = Vec::new();

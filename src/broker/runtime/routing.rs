@@ -110,7 +110,7 @@ impl BrokerCore {
             seq,
             paged: false,
         };
-        let outcome = session.deliver(item, usize::MAX);
+        let outcome = session.deliver(item, usize::MAX, None);
         self.count_delivery(session, outcome, usize::MAX);
         self.dequeue_if_dropped(session, outcome, seq);
     }
@@ -296,7 +296,7 @@ impl BrokerCore {
             } else {
                 limit
             };
-            let outcome = session.deliver(item, push_limit);
+            let outcome = session.deliver(item, push_limit, self.page_after(limit));
             self.count_delivery(&session, outcome, push_limit);
             self.dequeue_if_dropped(&session, outcome, seq);
             let queued = matches!(

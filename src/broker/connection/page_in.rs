@@ -1,0 +1,82 @@
+//! Reading paged-out messages back before delivery (ActiveMQ's store cursor): a session queue
+//! longer than its pending limit holds only the envelopes of its kept messages (topic, QoS,
+//! properties, the engine's `seq`); their payloads stay with the durability engine until
+//! they reach the head of the queue. One page of [`PAGE_IN_BATCH`] payloads is read at a time,
+//! off the connection task; the page's payloads are charged to `memoryUsage` while held.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{CloseReason, Conn};
+use crate::broker::durability::{DurabilityError, QueueSeq};
+use crate::broker::message::Message;
+
+/// Payloads read back per page.
+pub(super) const PAGE_IN_BATCH: usize = 256;
+/// After a failed read, the next one waits this long (the engine may be reopening).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
+
+type PageResult = (Vec<QueueSeq>, Result<Vec<Option<Bytes>>, DurabilityError>);
+
+/// A page being read.
+pub(super) type PageIn = Pin<Box<dyn Future<Output = PageResult> + Send>>;
+
+impl Conn {
+    /// Start reading the paged-out head of the session queue, unless a page is being read.
+    pub(super) fn start_page_in(&mut self) -> Result<(), CloseReason> {
+        if self.page_in.is_some() {
+            return Ok(());
+        }
+        let seqs = self.with_session(|s| s.pending.paged_head(PAGE_IN_BATCH))?;
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let read = self
+            .core
+            .durability()
+            .read_payloads(self.session.client_id(), seqs.clone());
+        self.page_in = Some(Box::pin(async move {
+            let result = read.await;
+            if result.is_err() {
+                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+            }
+            (seqs, result)
+        }));
+        Ok(())
+    }
+
+    /// A page was read: its payloads go back into the queue (charged to the memory gauge) and
+    /// delivery goes on. A failed read is logged and tried again by the next pump.
+    pub(super) fn finish_page_in(&mut self, (seqs, result): PageResult) -> Result<(), CloseReason> {
+        self.page_in = None;
+        self.pump_wanted = true;
+        let payloads = match result {
+            Ok(payloads) => payloads,
+            Err(e) => {
+                tracing::warn!("paged-out messages could not be read back, retrying: {e}");
+                return Ok(());
+            }
+        };
+        let payloads: HashMap<QueueSeq, Option<Bytes>> = seqs.into_iter().zip(payloads).collect();
+        let memory = self.core.memory.clone();
+        let gone = self.with_session(|s| {
+            s.pending.page_in(payloads, |envelope, payload| {
+                memory.charge(Message {
+                    payload,
+                    ..envelope.clone()
+                })
+            })
+        })?;
+        if gone > 0 {
+            tracing::warn!(
+                entries = gone,
+                "paged-out messages no longer kept by the store were skipped"
+            );
+        }
+        Ok(())
+    }
+}
