@@ -14,4 +14,4 @@ mod wire;
 pub use decode::decode;
 pub use encode::{encode, encode_publish, publish_packet_len};
 pub use error::{DecodeError, EncodeError};
-pub use reason::{connect_reason_code_v5, connect_return_code_v3};
+pub use reason::{connect_reason_code_v5, connect_return_code_v3, ReasonCode};

@@ -4,6 +4,6 @@ pub mod codec;
 pub mod packet;
 pub mod topic;
 
-pub use codec::{decode, encode, DecodeError, EncodeError};
+pub use codec::{decode, encode, DecodeError, EncodeError, ReasonCode};
 pub use packet::*;
 pub use topic::TopicError;

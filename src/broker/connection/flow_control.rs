@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::inbound::{with_reason, REASON_QUOTA_EXCEEDED};
+use super::inbound::with_reason;
 use super::{CloseReason, Conn};
 use crate::broker::message::Message;
 use crate::broker::runtime::Refusal;
-use crate::protocol::{Packet, ProtocolVersion, Publish};
+use crate::protocol::{Packet, ProtocolVersion, Publish, ReasonCode};
 
 /// How often a held publish is tried again.
 pub(super) const HELD_RETRY: Duration = Duration::from_millis(25);
@@ -149,7 +149,7 @@ impl Conn {
             self.with_session(|s| s.inbound_qos2.remove(&id))?;
         }
         match self.version {
-            ProtocolVersion::V5 => self.ack(with_reason(held.ack, REASON_QUOTA_EXCEEDED)),
+            ProtocolVersion::V5 => self.ack(with_reason(held.ack, ReasonCode::QuotaExceeded)),
             ProtocolVersion::V31 | ProtocolVersion::V311 => Err(CloseReason::NoSpace),
         }
     }

@@ -11,20 +11,10 @@ use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::SessionState;
 use crate::protocol::{
-    Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubAck,
-    Subscribe, UnsubAck, Unsubscribe,
+    Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
-
-/// SUBACK return code of a refused subscription: MQTT 3 has only "failure"; MQTT 5 says why.
-const SUBACK_FAILURE_V3: u8 = 0x80;
-/// MQTT 5 reason codes of refusals.
-const REASON_NOT_AUTHORIZED: u8 = 0x87;
-const REASON_TOPIC_NAME_INVALID: u8 = 0x90;
-pub(super) const REASON_QUOTA_EXCEEDED: u8 = 0x97;
-/// UNSUBACK reason codes (MQTT 5; a v3 encoder leaves them out).
-const UNSUBACK_SUCCESS: u8 = 0x00;
-const UNSUBACK_NO_SUBSCRIPTION: u8 = 0x11;
 
 /// What the read loop does after a packet.
 pub(super) enum Flow {
@@ -34,9 +24,6 @@ pub(super) enum Flow {
     /// MQTT 5 DISCONNECT 0x04: close and publish the will.
     DisconnectWithWill,
 }
-
-/// MQTT 5 DISCONNECT reason: disconnect with will message.
-const DISCONNECT_WITH_WILL: u8 = 0x04;
 
 impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
@@ -87,7 +74,7 @@ impl Conn {
             }
         }
         Ok(match d.reason {
-            DISCONNECT_WITH_WILL => Flow::DisconnectWithWill,
+            reason if reason == ReasonCode::DisconnectWithWill.code() => Flow::DisconnectWithWill,
             _ => Flow::Disconnect,
         })
     }
@@ -371,7 +358,7 @@ impl Conn {
                         core.publish_refused(&plan.message().topic, &e);
                     }
                     Ready {
-                        ack: v5.then(|| with_reason(ack, REASON_QUOTA_EXCEEDED)),
+                        ack: v5.then(|| with_reason(ack, ReasonCode::QuotaExceeded)),
                         ..Ready::default()
                     }
                 }
@@ -414,11 +401,11 @@ impl Conn {
 
     /// The `$` rule and write authorization; counts and logs a refusal. `Err`: the MQTT 5
     /// reason code of the refusal.
-    fn authorize(&mut self, message: &Message) -> Result<(), u8> {
+    fn authorize(&mut self, message: &Message) -> Result<(), ReasonCode> {
         if message.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
-            return Err(REASON_TOPIC_NAME_INVALID);
+            return Err(ReasonCode::TopicNameInvalid);
         }
         if !self.authz.allowed(
             &self.core.current_security(),
@@ -428,7 +415,7 @@ impl Conn {
         ) {
             self.core.counters.dropped_not_authorized();
             tracing::info!(topic = %message.topic, user = %self.principal.user, "publish not authorized: dropped");
-            return Err(REASON_NOT_AUTHORIZED);
+            return Err(ReasonCode::NotAuthorized);
         }
         Ok(())
     }
@@ -460,8 +447,10 @@ impl Conn {
             {
                 tracing::info!(%filter, user = %self.principal.user, "subscription not authorized");
                 return_codes.push(match self.version {
-                    ProtocolVersion::V5 => REASON_NOT_AUTHORIZED,
-                    ProtocolVersion::V31 | ProtocolVersion::V311 => SUBACK_FAILURE_V3,
+                    ProtocolVersion::V5 => ReasonCode::NotAuthorized.code(),
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                        ReasonCode::SubAckFailureV3.code()
+                    }
                 });
                 continue;
             }
@@ -531,9 +520,9 @@ impl Conn {
                 .unsubscribe(&self.session, self.token.generation, filter)
                 .ok_or(CloseReason::TakenOver)?;
             reason_codes.push(if existed {
-                UNSUBACK_SUCCESS
+                ReasonCode::Success.code()
             } else {
-                UNSUBACK_NO_SUBSCRIPTION
+                ReasonCode::NoSubscriptionExisted.code()
             });
         }
         self.send(Packet::UnsubAck(UnsubAck {
@@ -546,7 +535,8 @@ impl Conn {
 
 /// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` (an MQTT 3 encoder leaves
 /// it out).
-pub(super) fn with_reason(ack: Packet, reason: u8) -> Packet {
+pub(super) fn with_reason(ack: Packet, reason: ReasonCode) -> Packet {
+    let reason = reason.code();
     match ack {
         Packet::PubAck(a) => Packet::PubAck(Ack { reason, ..a }),
         Packet::PubRec(a) => Packet::PubRec(Ack { reason, ..a }),

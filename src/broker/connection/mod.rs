@@ -43,7 +43,9 @@ use super::limits::OVERFILL_PAUSE_LIMIT_MS;
 use super::runtime::{BrokerCore, Overfilled, Routed};
 use super::session::{AttachToken, Session};
 use crate::config::Listener;
-use crate::protocol::{decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion};
+use crate::protocol::{
+    decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
+};
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
 
@@ -136,14 +138,14 @@ impl CloseReason {
     /// (MQTT 5 4.13.2); `None` when the client ended it or the socket is broken.
     fn server_disconnect_code(&self) -> Option<u8> {
         match self {
-            CloseReason::TakenOver => Some(0x8E),
-            CloseReason::KeepAliveExpired(_) => Some(0x8D),
+            CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver.code()),
+            CloseReason::KeepAliveExpired(_) => Some(ReasonCode::KeepAliveTimeout.code()),
             CloseReason::Malformed(e) => Some(e.reason_code()),
-            CloseReason::ProtocolViolation(_) => Some(0x82),
-            CloseReason::TopicAliasInvalid(_) => Some(0x94),
-            CloseReason::ServerShutdown => Some(0x8B),
-            CloseReason::NoSpace => Some(0x97),
-            CloseReason::Internal(_) => Some(0x83),
+            CloseReason::ProtocolViolation(_) => Some(ReasonCode::ProtocolError.code()),
+            CloseReason::TopicAliasInvalid(_) => Some(ReasonCode::TopicAliasInvalid.code()),
+            CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
+            CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
+            CloseReason::Internal(_) => Some(ReasonCode::ImplementationSpecificError.code()),
             CloseReason::ClientDisconnect
             | CloseReason::ClientDisconnectWithWill
             | CloseReason::PeerClosed

@@ -3,6 +3,56 @@
 
 use crate::protocol::packet::ConnectReason;
 
+/// The MQTT 5 reason codes the broker sends in PUBACK, PUBREC, SUBACK, UNSUBACK and DISCONNECT
+/// (MQTT 5.0 section 2.4). Packets carry the byte ([`ReasonCode::code`]); MQTT 3 encoders
+/// leave it out, except SUBACK's failure return code 0x80 ([`ReasonCode::SubAckFailureV3`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonCode {
+    Success,
+    /// DISCONNECT from the client: publish my will (MQTT 5 3.14.2.1).
+    DisconnectWithWill,
+    /// UNSUBACK: the filter was not subscribed.
+    NoSubscriptionExisted,
+    /// MQTT 3.x SUBACK failure return code (the same byte as MQTT 5's unspecified error).
+    SubAckFailureV3,
+    ProtocolError,
+    ImplementationSpecificError,
+    NotAuthorized,
+    ServerShuttingDown,
+    KeepAliveTimeout,
+    SessionTakenOver,
+    TopicNameInvalid,
+    TopicAliasInvalid,
+    QuotaExceeded,
+}
+
+impl ReasonCode {
+    /// The byte on the wire.
+    pub const fn code(self) -> u8 {
+        match self {
+            ReasonCode::Success => 0x00,
+            ReasonCode::DisconnectWithWill => 0x04,
+            ReasonCode::NoSubscriptionExisted => 0x11,
+            ReasonCode::SubAckFailureV3 => 0x80,
+            ReasonCode::ProtocolError => 0x82,
+            ReasonCode::ImplementationSpecificError => 0x83,
+            ReasonCode::NotAuthorized => 0x87,
+            ReasonCode::ServerShuttingDown => 0x8B,
+            ReasonCode::KeepAliveTimeout => 0x8D,
+            ReasonCode::SessionTakenOver => 0x8E,
+            ReasonCode::TopicNameInvalid => 0x90,
+            ReasonCode::TopicAliasInvalid => 0x94,
+            ReasonCode::QuotaExceeded => 0x97,
+        }
+    }
+}
+
+impl From<ReasonCode> for u8 {
+    fn from(reason: ReasonCode) -> u8 {
+        reason.code()
+    }
+}
+
 /// The MQTT 5 CONNACK reason code of `reason`.
 pub fn connect_reason_code_v5(reason: ConnectReason) -> u8 {
     use ConnectReason::*;
