@@ -7,7 +7,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::read::read_some;
-use super::{Conn, ConnectionParams, PendingAcks, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM};
+use super::{
+    ClientLimits, Conn, ConnectionParams, FlowControl, Identity, Output, PendingAcks,
+    PublisherPause, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM,
+};
 use crate::broker::registry::{AttachError, SessionLifetime};
 use crate::broker::runtime::BrokerCore;
 use crate::protocol::{
@@ -214,25 +217,27 @@ where
         core: core.clone(),
         listener: params.listener.clone(),
         version,
-        client_id,
         session: attached.session,
         token: attached.token,
-        principal,
-        authz: AuthzCache::default(),
-        will: connect.will,
-        keep_alive_limit,
-        inflight_window,
-        max_packet_bytes,
-        topic_aliases: Vec::new(),
-        out: BytesMut::new(),
-        pump_wanted: true,
+        identity: Identity {
+            client_id,
+            principal,
+            authz: AuthzCache::default(),
+            will: connect.will,
+            keep_alive_limit,
+        },
+        limits: ClientLimits {
+            inflight_window,
+            max_packet_bytes,
+            topic_aliases: Vec::new(),
+        },
+        output: Output {
+            pump_wanted: true,
+            ..Output::default()
+        },
         pending_acks: PendingAcks::default(),
-        overfilled: Vec::new(),
-        paused_until: None,
-        held: None,
-        deferred: Default::default(),
-        page_in: None,
-        given_up: Vec::new(),
+        pause: PublisherPause::default(),
+        flow: FlowControl::default(),
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).
     let connack = Packet::ConnAck(ConnAck {
@@ -241,7 +246,7 @@ where
         properties: (version == ProtocolVersion::V5).then(|| {
             Box::new(connack_properties(
                 core,
-                assigned_client_id.then_some(&*conn.client_id),
+                assigned_client_id.then_some(&*conn.identity.client_id),
             ))
         }),
     });

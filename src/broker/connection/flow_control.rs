@@ -101,14 +101,14 @@ impl Conn {
             ack,
             refuse_at: self.refusal_deadline(),
         };
-        self.held = Some(Box::new(held));
+        self.flow.held = Some(Box::new(held));
         self.retry_held_if_due()
     }
 
     /// Try the held publish again: admitted -> committed, routed and acknowledged as usual;
     /// still refused -> held on, or refused past its deadline.
     pub(super) fn retry_held(&mut self) -> Result<(), CloseReason> {
-        let Some(held) = self.held.take() else {
+        let Some(held) = self.flow.held.take() else {
             return Ok(());
         };
         let HeldPublish {
@@ -120,7 +120,7 @@ impl Conn {
         match self.core.admit_acknowledged(message) {
             Ok(message) => self.publish_admitted(message, inbound_qos2, ack),
             Err((message, _)) => {
-                self.held = Some(Box::new(HeldPublish {
+                self.flow.held = Some(Box::new(HeldPublish {
                     message,
                     inbound_qos2,
                     ack,
@@ -134,6 +134,7 @@ impl Conn {
     /// Refuse the held publish when its deadline has passed.
     fn retry_held_if_due(&mut self) -> Result<(), CloseReason> {
         let due = self
+            .flow
             .held
             .as_ref()
             .and_then(|h| h.refuse_at)
@@ -141,7 +142,7 @@ impl Conn {
         if !due {
             return Ok(());
         }
-        let Some(held) = self.held.take() else {
+        let Some(held) = self.flow.held.take() else {
             return Ok(());
         };
         if let Some(id) = held.inbound_qos2 {

@@ -92,7 +92,11 @@ impl Conn {
         if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
             return Err(CloseReason::TopicAliasInvalid(alias));
         }
-        let known = self.topic_aliases.iter_mut().find(|(a, _)| *a == alias);
+        let known = self
+            .limits
+            .topic_aliases
+            .iter_mut()
+            .find(|(a, _)| *a == alias);
         match (topic.is_empty(), known) {
             (true, Some((_, topic))) => Ok(topic.clone()),
             (true, None) => Err(CloseReason::ProtocolViolation(
@@ -104,7 +108,7 @@ impl Conn {
             }
             (false, None) => {
                 let topic: Arc<str> = Arc::from(topic);
-                self.topic_aliases.push((alias, topic.clone()));
+                self.limits.topic_aliases.push((alias, topic.clone()));
                 Ok(topic)
             }
         }
@@ -127,7 +131,7 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         match self.with_session(|s| f(&mut s.inflight))? {
             AckOutcome::Accepted { seq } => {
-                self.pump_wanted = true;
+                self.output.pump_wanted = true;
                 if let Some(seq) = seq {
                     let removed = Change::removed(self.session.client_id(), seq);
                     self.core.commit_background(vec![removed]);
@@ -407,14 +411,14 @@ impl Conn {
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
             return Err(ReasonCode::TopicNameInvalid);
         }
-        if !self.authz.allowed(
+        if !self.identity.authz.allowed(
             &self.core.current_security(),
-            &self.principal,
+            &self.identity.principal,
             Action::Write,
             &message.topic,
         ) {
             self.core.counters.dropped_not_authorized();
-            tracing::info!(topic = %message.topic, user = %self.principal.user, "publish not authorized: dropped");
+            tracing::info!(topic = %message.topic, user = %self.identity.principal.user, "publish not authorized: dropped");
             return Err(ReasonCode::NotAuthorized);
         }
         Ok(())
@@ -441,11 +445,13 @@ impl Conn {
         let mut granted = Vec::with_capacity(sub.filters.len());
         let security = self.core.security();
         for (filter, options) in sub.filters {
-            if !self
-                .authz
-                .allowed(&security, &self.principal, Action::Read, &filter)
-            {
-                tracing::info!(%filter, user = %self.principal.user, "subscription not authorized");
+            if !self.identity.authz.allowed(
+                &security,
+                &self.identity.principal,
+                Action::Read,
+                &filter,
+            ) {
+                tracing::info!(%filter, user = %self.identity.principal.user, "subscription not authorized");
                 return_codes.push(match self.version {
                     ProtocolVersion::V5 => ReasonCode::NotAuthorized.code(),
                     ProtocolVersion::V31 | ProtocolVersion::V311 => {
@@ -497,18 +503,20 @@ impl Conn {
         let filters: Vec<String> =
             self.with_session(|s| s.subscriptions.keys().cloned().collect())?;
         for filter in filters {
-            if self
-                .authz
-                .allowed(&security, &self.principal, Action::Read, &filter)
-            {
+            if self.identity.authz.allowed(
+                &security,
+                &self.identity.principal,
+                Action::Read,
+                &filter,
+            ) {
                 continue;
             }
             self.core
                 .unsubscribe(&self.session, self.token.generation, &filter)
                 .ok_or(CloseReason::TakenOver)?;
-            tracing::info!(%filter, user = %self.principal.user, "subscription removed: the reloaded policy denies reading it");
+            tracing::info!(%filter, user = %self.identity.principal.user, "subscription removed: the reloaded policy denies reading it");
         }
-        self.pump_wanted = true;
+        self.output.pump_wanted = true;
         Ok(())
     }
 

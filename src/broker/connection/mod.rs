@@ -202,13 +202,33 @@ pub(crate) struct Conn {
     core: Arc<BrokerCore>,
     listener: Arc<ListenerSettings>,
     version: ProtocolVersion,
-    client_id: Arc<str>,
     session: Arc<Session>,
     token: AttachToken,
+    /// Who the client is and what it may do.
+    identity: Identity,
+    /// What the client asked for at CONNECT (MQTT 5) and its topic aliases.
+    limits: ClientLimits,
+    /// What goes to the socket.
+    output: Output,
+    /// Acknowledgements waiting for the durable store, in the order the packets arrived.
+    pending_acks: PendingAcks,
+    /// Back-pressure from slow subscribers this client publishes to.
+    pause: PublisherPause,
+    /// Producer flow control: broker-wide limits (see `flow_control.rs`).
+    flow: FlowControl,
+}
+
+/// Who the client is and what it may do.
+struct Identity {
+    client_id: Arc<str>,
     principal: Principal,
     authz: AuthzCache,
     will: Option<LastWill>,
     keep_alive_limit: Option<Duration>,
+}
+
+/// Limits the client set at CONNECT, and its topic aliases.
+struct ClientLimits {
     /// QoS 1/2 deliveries in flight at most: the broker's window, capped by an MQTT 5 client's
     /// Receive Maximum.
     inflight_window: usize,
@@ -217,28 +237,40 @@ pub(crate) struct Conn {
     max_packet_bytes: Option<usize>,
     /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
     topic_aliases: Vec<(u16, Arc<str>)>,
+}
+
+/// What goes to the socket.
+#[derive(Default)]
+struct Output {
     /// Encoded packets waiting for the socket.
     out: BytesMut,
     /// The session queue or the in-flight window changed: try to move deliveries to `out`.
     pump_wanted: bool,
-    /// Acknowledgements waiting for the durable store, in the order the packets arrived.
-    pending_acks: PendingAcks,
-    /// Subscriber sessions this client's publishes pushed above their soft limit: reading
-    /// pauses until they drain (back-pressure instead of dropping acknowledged messages).
+    /// Paged-out payloads of the session queue's head being read back (see `page_in.rs`).
+    page_in: Option<page_in::PageIn>,
+}
+
+/// Back-pressure: reading pauses while subscriber sessions this client's publishes pushed
+/// above their soft limit drain (instead of dropping acknowledged messages).
+#[derive(Default)]
+struct PublisherPause {
     overfilled: Vec<Overfilled>,
     /// When the current pause ends regardless (a stuck subscriber must not stall us forever).
     paused_until: Option<tokio::time::Instant>,
-    /// A QoS 1/2 PUBLISH a broker-wide limit stopped: reading stops until it is admitted or
-    /// refused (producer flow control, see `flow_control.rs`).
-    held: Option<Box<flow_control::HeldPublish>>,
-    /// PUBLISH packets read while one was held, in arrival order.
-    deferred: flow_control::Deferred,
-    /// Paged-out payloads of the session queue's head being read back (see `page_in.rs`).
-    page_in: Option<page_in::PageIn>,
     /// Sessions a pause timed out on: not paused for again until they drop below their soft
     /// limit (a stuck subscriber costs one pause; then its QoS 1/2 queue is bounded by the
     /// broker-wide memory and store limits, its QoS 0 queue by the hard cap).
     given_up: Vec<Overfilled>,
+}
+
+/// Producer flow control (see `flow_control.rs`).
+#[derive(Default)]
+struct FlowControl {
+    /// A QoS 1/2 PUBLISH a broker-wide limit stopped: no new PUBLISH is taken until it is
+    /// admitted or refused.
+    held: Option<Box<flow_control::HeldPublish>>,
+    /// PUBLISH packets read while one was held, in arrival order.
+    deferred: flow_control::Deferred,
 }
 
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
@@ -285,10 +317,10 @@ where
         Box::pin(shut_down(&mut writer)).await;
         return;
     };
-    tracing::Span::current().record("client_id", &*conn.client_id);
+    tracing::Span::current().record("client_id", &*conn.identity.client_id);
     tracing::debug!(
         version = ?conn.version,
-        keep_alive_ms = conn.keep_alive_limit.map(|d| d.as_millis() as u64),
+        keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),
         "connected"
     );
     let reason = run(
@@ -319,7 +351,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut keep_alive = KeepAlive::new(conn.keep_alive_limit);
+    let mut keep_alive = KeepAlive::new(conn.identity.keep_alive_limit);
     let expiry = tokio::time::sleep_until(keep_alive.deadline());
     tokio::pin!(expiry);
     let wake = conn.token.wake.clone();
@@ -332,32 +364,35 @@ where
         return reason;
     }
     loop {
-        if conn.pump_wanted && conn.out.len() < OUT_HIGH_WATER_BYTES {
-            if conn.out.capacity() == 0 {
+        if conn.output.pump_wanted && conn.output.out.len() < OUT_HIGH_WATER_BYTES {
+            if conn.output.out.capacity() == 0 {
                 // Start a batch with room for many packets rather than growing from zero.
-                conn.out.reserve(OUT_BATCH_START_BYTES);
+                conn.output.out.reserve(OUT_BATCH_START_BYTES);
             }
             if let Err(reason) = conn.pump() {
                 return reason;
             }
         }
-        let can_read = conn.out.len() < OUT_HIGH_WATER_BYTES
+        let can_read = conn.output.out.len() < OUT_HIGH_WATER_BYTES
             && conn.pending_acks.has_room()
-            && conn.overfilled.is_empty()
-            && conn.deferred.has_room();
-        let pause_deadline = conn.paused_until.unwrap_or_else(tokio::time::Instant::now);
+            && conn.pause.overfilled.is_empty()
+            && conn.flow.deferred.has_room();
+        let pause_deadline = conn
+            .pause
+            .paused_until
+            .unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
             _ = kick.cancelled() => return CloseReason::TakenOver,
-            res = write_or_flush(writer, &mut conn.out), if !conn.out.is_empty() || needs_flush => {
+            res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
                     Ok(WriteStep::Wrote) => needs_flush = true,
                     Ok(WriteStep::Flushed) => {
                         needs_flush = false;
                         // Nothing waits for the socket: give the buffer back (idle memory).
                         // `pump` and `send` allocate a new one when there is output again.
-                        conn.out = BytesMut::new();
+                        conn.output.out = BytesMut::new();
                     }
                     Err(e) => return CloseReason::Io(e),
                 }
@@ -377,8 +412,8 @@ where
             // client's packets wait unseen in the socket (the pause is bounded; when it ends the
             // read branch above runs before this one).
             _ = &mut expiry, if keep_alive.is_enabled()
-                && conn.overfilled.is_empty()
-                && conn.held.is_none() => {
+                && conn.pause.overfilled.is_empty()
+                && conn.flow.held.is_none() => {
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
@@ -393,15 +428,15 @@ where
                         }
                     }
                     if let Some(deliveries) = ready.deliveries {
-                        conn.out.extend_from_slice(&deliveries);
+                        conn.output.out.extend_from_slice(&deliveries);
                     }
                 }
             }
             // Boxed, and only while paused: `select!` keeps room for every branch's future
             // even when its branch is disabled, and this one is large (idle memory).
-            _ = OptionFuture::from((!conn.overfilled.is_empty()).then(|| {
-                Box::pin(conn.core.wait_drained(&conn.overfilled, pause_deadline))
-            })), if !conn.overfilled.is_empty() => {
+            _ = OptionFuture::from((!conn.pause.overfilled.is_empty()).then(|| {
+                Box::pin(conn.core.wait_drained(&conn.pause.overfilled, pause_deadline))
+            })), if !conn.pause.overfilled.is_empty() => {
                 conn.end_pause(pause_deadline);
                 // The packets read before the pause that it left unhandled.
                 if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
@@ -409,13 +444,13 @@ where
                 }
             }
             // Boxed for the same reason: a held publish is rare.
-            _ = OptionFuture::from(conn.held.is_some().then(|| {
+            _ = OptionFuture::from(conn.flow.held.is_some().then(|| {
                 Box::pin(tokio::time::sleep(flow_control::HELD_RETRY))
-            })), if conn.held.is_some() => {
+            })), if conn.flow.held.is_some() => {
                 if let Err(reason) = conn.retry_held() {
                     return reason;
                 }
-                if conn.held.is_none() {
+                if conn.flow.held.is_none() {
                     // Admitted or refused: read on, starting with the deferred publishes.
                     keep_alive.touch();
                     expiry.as_mut().reset(keep_alive.deadline());
@@ -424,14 +459,14 @@ where
                     }
                 }
             }
-            page = OptionFuture::from(conn.page_in.as_mut()), if conn.page_in.is_some() => {
+            page = OptionFuture::from(conn.output.page_in.as_mut()), if conn.output.page_in.is_some() => {
                 if let Some(page) = page {
                     if let Err(reason) = conn.finish_page_in(page) {
                         return reason;
                     }
                 }
             }
-            _ = wake.notified() => conn.pump_wanted = true,
+            _ = wake.notified() => conn.output.pump_wanted = true,
             Ok(()) = security_changes.changed() => {
                 if let Err(reason) = conn.drop_denied_subscriptions() {
                     return reason;
@@ -472,9 +507,9 @@ impl Conn {
         read_buf: &mut BytesMut,
         max_frame: usize,
     ) -> Result<(), CloseReason> {
-        while self.overfilled.is_empty() {
-            if self.held.is_none() {
-                if let Some(publish) = self.deferred.pop() {
+        while self.pause.overfilled.is_empty() {
+            if self.flow.held.is_none() {
+                if let Some(publish) = self.flow.deferred.pop() {
                     self.handle(Packet::Publish(publish))?;
                     continue;
                 }
@@ -484,9 +519,9 @@ impl Conn {
                 // in order; every other packet is handled, so the client's acknowledgements of
                 // its own deliveries keep its queue moving (no deadlock on its own messages).
                 Ok(Some(Packet::Publish(publish)))
-                    if self.held.is_some() || !self.deferred.is_empty() =>
+                    if self.flow.held.is_some() || !self.flow.deferred.is_empty() =>
                 {
-                    self.deferred.push(publish);
+                    self.flow.deferred.push(publish);
                 }
                 Ok(Some(packet)) => match self.handle(packet)? {
                     inbound::Flow::Continue => {}
@@ -509,16 +544,17 @@ impl Conn {
             return;
         }
         let own = self.session.id();
-        self.given_up.retain(Overfilled::still_over);
-        let given_up = &self.given_up;
-        let before = self.overfilled.len();
-        self.overfilled
+        self.pause.given_up.retain(Overfilled::still_over);
+        let given_up = &self.pause.given_up;
+        let before = self.pause.overfilled.len();
+        self.pause
+            .overfilled
             .extend(routed.overfilled.into_iter().filter(|o| {
                 let id = o.session.id();
                 id != own && !given_up.iter().any(|g| g.session.id() == id)
             }));
-        if self.overfilled.len() > before && self.paused_until.is_none() {
-            self.paused_until =
+        if self.pause.overfilled.len() > before && self.pause.paused_until.is_none() {
+            self.pause.paused_until =
                 Some(tokio::time::Instant::now() + Duration::from_millis(OVERFILL_PAUSE_LIMIT_MS));
         }
     }
@@ -526,21 +562,21 @@ impl Conn {
     /// The pause ended (`deadline` passed or the sessions drained): sessions still over their
     /// soft limit at the deadline are given up on.
     fn end_pause(&mut self, deadline: tokio::time::Instant) {
-        let overfilled = std::mem::take(&mut self.overfilled);
-        self.paused_until = None;
+        let overfilled = std::mem::take(&mut self.pause.overfilled);
+        self.pause.paused_until = None;
         if tokio::time::Instant::now() < deadline {
             return;
         }
         for o in overfilled {
             let id = o.session.id();
-            if o.still_over() && !self.given_up.iter().any(|g| g.session.id() == id) {
+            if o.still_over() && !self.pause.given_up.iter().any(|g| g.session.id() == id) {
                 tracing::warn!(
                     subscriber = %o.session.client_id(),
                     soft_limit = o.soft_limit,
                     "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: publishing on \
                      (its queue is bounded by memoryUsage/storeUsage)"
                 );
-                self.given_up.push(o);
+                self.pause.given_up.push(o);
             }
         }
     }
@@ -560,7 +596,7 @@ impl Conn {
                         let _ = self.send(packet);
                     }
                     if let Some(deliveries) = ready.deliveries {
-                        self.out.extend_from_slice(&deliveries);
+                        self.output.out.extend_from_slice(&deliveries);
                     }
                 }
                 Ok(None) => break,
@@ -589,6 +625,7 @@ impl Conn {
             return true;
         }
         let delayed = self
+            .identity
             .will
             .as_ref()
             .and_then(|w| w.properties.as_ref())
@@ -620,15 +657,15 @@ impl Conn {
             if matches!(reason, CloseReason::TakenOver) {
                 // The session's new connection re-sends what was in flight: only the
                 // DISCONNECT goes out here.
-                self.out.clear();
+                self.output.out.clear();
             }
             let _ = self.send(Packet::Disconnect(Disconnect {
                 reason: code,
                 properties: None,
             }));
         }
-        if socket_usable && !self.out.is_empty() {
-            let mut out = std::mem::take(&mut self.out);
+        if socket_usable && !self.output.out.is_empty() {
+            let mut out = std::mem::take(&mut self.output.out);
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 writer.write_all_buf(&mut out).await?;
                 writer.flush().await
@@ -636,7 +673,7 @@ impl Conn {
             .await;
         }
         if self.will_due(&reason) {
-            if let Some(will) = self.will.take() {
+            if let Some(will) = self.identity.will.take() {
                 self.publish_will(will);
             }
         }

@@ -25,7 +25,7 @@ const HELD_ENTRIES_MAX: usize = 8;
 impl Conn {
     /// Append `packet` to the output buffer.
     pub(super) fn send(&mut self, packet: Packet) -> Result<(), CloseReason> {
-        encode(&packet, self.version, &mut self.out)
+        encode(&packet, self.version, &mut self.output.out)
             .map_err(|e| CloseReason::Internal(format!("cannot encode {packet:?}: {e}")))
     }
 
@@ -40,7 +40,15 @@ impl Conn {
         dup: bool,
     ) -> Result<(), CloseReason> {
         let version = self.version;
-        encode_delivery(message, qos, retain, packet_id, dup, version, &mut self.out)
+        encode_delivery(
+            message,
+            qos,
+            retain,
+            packet_id,
+            dup,
+            version,
+            &mut self.output.out,
+        )
     }
 
     /// After CONNACK: re-send every unfinished outbound exchange of a resumed session, in the
@@ -72,12 +80,12 @@ impl Conn {
     /// Message Expiry Interval (counted).
     /// Stops at the output high-water mark.
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
-        let window = self.inflight_window;
-        let (version, max_packet_bytes) = (self.version, self.max_packet_bytes);
+        let window = self.limits.inflight_window;
+        let (version, max_packet_bytes) = (self.version, self.limits.max_packet_bytes);
         loop {
             if self.pending_acks.len() >= HELD_ENTRIES_MAX {
                 // Resumed when an entry leaves (the run loop pumps after every event).
-                self.pump_wanted = true;
+                self.output.pump_wanted = true;
                 return Ok(());
             }
             let mut denied = 0u64;
@@ -87,7 +95,11 @@ impl Conn {
             let mut changes = Vec::new();
             let client_id = self.session.client_id().clone();
             let security = self.core.current_security();
-            let (security, principal, authz) = (&*security, &self.principal, &mut self.authz);
+            let (security, principal, authz) = (
+                &*security,
+                &self.identity.principal,
+                &mut self.identity.authz,
+            );
             let mut head_paged = false;
             let (batch, pending_len): (Vec<(Option<u16>, QueuedMessage)>, usize) = self
                 .session
@@ -174,15 +186,15 @@ impl Conn {
             }
             if head_paged {
                 // Resumed when the page is read (`finish_page_in` asks for a pump).
-                self.pump_wanted = false;
+                self.output.pump_wanted = false;
                 return self.start_page_in();
             }
-            if self.out.len() >= OUT_HIGH_WATER_BYTES {
-                self.pump_wanted = true;
+            if self.output.out.len() >= OUT_HIGH_WATER_BYTES {
+                self.output.pump_wanted = true;
                 return Ok(());
             }
             if moved + ((denied + too_large + expired) as usize) < PUMP_BATCH {
-                self.pump_wanted = false;
+                self.output.pump_wanted = false;
                 return Ok(());
             }
         }

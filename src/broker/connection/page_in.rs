@@ -28,7 +28,7 @@ pub(super) type PageIn = Pin<Box<dyn Future<Output = PageResult> + Send>>;
 impl Conn {
     /// Start reading the paged-out head of the session queue, unless a page is being read.
     pub(super) fn start_page_in(&mut self) -> Result<(), CloseReason> {
-        if self.page_in.is_some() {
+        if self.output.page_in.is_some() {
             return Ok(());
         }
         let seqs = self.with_session(|s| s.pending.paged_head(PAGE_IN_BATCH))?;
@@ -39,7 +39,7 @@ impl Conn {
             .core
             .durability()
             .read_payloads(self.session.client_id(), seqs.clone());
-        self.page_in = Some(Box::pin(async move {
+        self.output.page_in = Some(Box::pin(async move {
             let result = read.await;
             if result.is_err() {
                 tokio::time::sleep(RETRY_AFTER_FAILURE).await;
@@ -52,8 +52,8 @@ impl Conn {
     /// A page was read: its payloads go back into the queue (charged to the memory gauge) and
     /// delivery goes on. A failed read is logged and tried again by the next pump.
     pub(super) fn finish_page_in(&mut self, (seqs, result): PageResult) -> Result<(), CloseReason> {
-        self.page_in = None;
-        self.pump_wanted = true;
+        self.output.page_in = None;
+        self.output.pump_wanted = true;
         let payloads = match result {
             Ok(payloads) => payloads,
             Err(e) => {
