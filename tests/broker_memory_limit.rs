@@ -1,7 +1,8 @@
 //! The `memoryUsage` limit: with a tiny limit and an offline persistent subscriber, QoS 1
-//! publishes are accepted until the messages held reach the limit, then refused (not
-//! acknowledged, counted, logged with the limit and the usage) and QoS 0 ones dropped; once the
-//! subscriber reconnects and drains its queue, publishes are accepted again.
+//! publishes are accepted until the messages held reach the limit, then the publisher is paused
+//! (its publish held, not acknowledged, counted, logged with the limit and the usage; its other
+//! packets still answered) and QoS 0 publishes of other clients dropped; once the subscriber
+//! reconnects and drains its queue, the held publish is kept and acknowledged.
 //!
 //! Its own test binary: it captures the log, and tracing caches per-callsite interest
 //! process-wide (see security_auth_logging.rs).
@@ -96,20 +97,23 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
     );
     let counters = broker.handle.counters();
     assert_eq!(counters.refused_memory_full, 1);
-    publisher
-        .send(publish_packet(
-            TOPIC,
-            &payload,
-            QoS::AtMostOnce,
-            None,
-            false,
-        ))
-        .await;
     publisher.send(Packet::PingReq).await;
     assert!(
         matches!(publisher.recv().await, Packet::PingResp),
-        "the connection stays"
+        "paused, not cut off"
     );
+    // Another client's QoS 0 publish is dropped while memory is full.
+    let (mut qos0, _) = RawClient::connected(broker.addr, "qos0", true).await;
+    qos0.send(publish_packet(
+        TOPIC,
+        &payload,
+        QoS::AtMostOnce,
+        None,
+        false,
+    ))
+    .await;
+    qos0.send(Packet::PingReq).await;
+    assert!(matches!(qos0.recv().await, Packet::PingResp));
     assert_eq!(broker.handle.counters().dropped_memory_full, 1);
 
     let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
@@ -121,16 +125,22 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
     );
     assert!(logs.contains("used_bytes="), "{logs}");
 
-    // Drain: the subscriber takes and acknowledges what was held; the refused ones never come.
+    // Drain: the subscriber takes and acknowledges what was held; then the held publish is
+    // admitted, acknowledged and delivered; the dropped QoS 0 message never comes.
     let (mut sub, _) = RawClient::connected(broker.addr, "sub", false).await;
-    for _ in 0..fit {
+    for _ in 0..=fit {
         let p = sub.recv_publish().await;
+        assert_eq!(p.qos, QoS::AtLeastOnce);
         sub.send(Packet::PubAck(ack(p.packet_id.expect("QoS 1 id"))))
             .await;
     }
     assert!(
+        matches!(publisher.recv().await, Packet::PubAck(a) if a.packet_id == 100),
+        "the held publish is acknowledged once there is room"
+    );
+    assert!(
         sub.recv_within(Duration::from_millis(300)).await.is_none(),
-        "refused and dropped messages were not delivered"
+        "the dropped QoS 0 message was not delivered"
     );
     common::settle().await;
     assert!(

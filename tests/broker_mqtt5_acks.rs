@@ -107,7 +107,7 @@ async fn refusals_carry_reason_codes_for_v5_clients() {
 async fn a_full_memory_refuses_v5_publishes_with_quota_exceeded() {
     let broker = TestBroker::from_xml(&activemq_xml(
         &[],
-        r#"<systemUsage><systemUsage>
+        r#"<systemUsage><systemUsage sendFailIfNoSpaceAfterTimeout="200">
              <memoryUsage><memoryUsage limit="2 kb"/></memoryUsage>
            </systemUsage></systemUsage>"#,
     ))
@@ -209,7 +209,7 @@ async fn a_full_store_refuses_v5_publishes_with_quota_exceeded() {
             &[],
             &format!(
                 r#"<persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
-                   <systemUsage><systemUsage>
+                   <systemUsage><systemUsage sendFailIfNoSpaceAfterTimeout="200">
                      <storeUsage><storeUsage limit="1 kb"/></storeUsage>
                    </systemUsage></systemUsage>"#,
                 dir.path().display()
