@@ -6,14 +6,14 @@
 //! Its own test binary: it captures the log, and tracing caches per-callsite interest
 //! process-wide (see security_auth_logging.rs).
 
-mod common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 use ferromq::broker::memory::MESSAGE_OVERHEAD_BYTES;
 use ferromq::protocol::{Disconnect, Packet, QoS};
+use support::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 
 const PAYLOAD_BYTES: usize = 400;
 const TOPIC: &str = "mem";
@@ -132,7 +132,7 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
         sub.recv_within(Duration::from_millis(300)).await.is_none(),
         "refused and dropped messages were not delivered"
     );
-    common::settle().await;
+    support::settle().await;
     assert!(
         publish_qos1(&mut publisher, 200, &payload).await,
         "accepted again once drained"

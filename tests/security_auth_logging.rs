@@ -4,12 +4,12 @@
 //! test on another thread hitting the same callsite with no subscriber made the captured log
 //! miss events now and then when this lived beside the other authentication tests.
 
-mod security_common;
+mod support;
 
 use std::sync::{Arc, Mutex};
 
 use ferromq::security::AuthRequest;
-use security_common::*;
+use support::security::*;
 
 /// A tracing writer that appends to a shared buffer.
 #[derive(Clone, Default)]

@@ -1,0 +1,111 @@
+//! A real broker started from a real `activemq.xml` in a tempdir, with hot reload on: the
+//! tests edit the file and wait for the reload to finish.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ferromq::broker::{self, BrokerHandle};
+use ferromq::reload::ReloadStats;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::xml::{load_file, no_env};
+
+/// Upper bound for one reload to be seen and applied.
+pub const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
+pub struct LiveBroker {
+    pub dir: tempfile::TempDir,
+    pub handle: BrokerHandle,
+    stats: watch::Receiver<ReloadStats>,
+}
+
+impl LiveBroker {
+    /// Start from `xml` written to `activemq.xml`; files are watched when `watch`.
+    pub async fn start(xml: &str, watch: bool) -> LiveBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("activemq.xml");
+        std::fs::write(&file, xml).expect("write");
+        let config = load_file(&file);
+        let mut handle = broker::start(config.clone()).await.expect("broker starts");
+        handle.enable_reload(config, no_env(), watch).await;
+        let stats = handle.reload().expect("reload on").subscribe();
+        // Let the watcher set up its directory watch.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        LiveBroker { dir, handle, stats }
+    }
+
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("activemq.xml")
+    }
+
+    pub fn stats(&self) -> ReloadStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Bound address of the connector `name` now.
+    pub async fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.handle
+            .current_listener_addrs()
+            .await
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| a)
+    }
+
+    /// Write the file in place and wait until a reload has finished (ok or failed).
+    pub async fn edit(&mut self, xml: &str) -> ReloadStats {
+        let before = self.finished();
+        std::fs::write(self.file(), xml).expect("write");
+        self.wait_reload_after(before).await
+    }
+
+    /// Save the way many editors do (write a temporary file, rename it over the original).
+    pub async fn edit_by_rename(&mut self, xml: &str) -> ReloadStats {
+        let before = self.finished();
+        let tmp = self.dir.path().join(".activemq.xml.swp");
+        std::fs::write(&tmp, xml).expect("write tmp");
+        std::fs::rename(&tmp, self.file()).expect("rename");
+        self.wait_reload_after(before).await
+    }
+
+    /// Reloads finished so far.
+    pub fn finished(&self) -> u64 {
+        let s = self.stats.borrow();
+        s.reloads_ok + s.reloads_failed
+    }
+
+    pub async fn wait_reload_after(&mut self, before: u64) -> ReloadStats {
+        let waited = tokio::time::timeout(
+            RELOAD_WAIT,
+            self.stats
+                .wait_for(|s| s.reloads_ok + s.reloads_failed > before),
+        )
+        .await;
+        waited
+            .expect("the reload within the bounded wait")
+            .expect("reloader alive")
+            .clone()
+    }
+
+    pub async fn shutdown(self) {
+        tokio::time::timeout(Duration::from_secs(15), self.handle.shutdown())
+            .await
+            .expect("shutdown completes");
+    }
+}
+
+/// Whether the peer closes `stream` within `within` (data read meanwhile is discarded).
+pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The one support module of the integration tests, included by every test binary
+//! (`#[path = "../support/mod.rs"] mod support;`). Each binary uses a different part of it.
+//!
+//! - [`xml`]: the `activemq.xml` builder and configuration loading;
+//! - [`broker`]: a broker started in-process on 127.0.0.1 port 0;
+//! - [`raw`]: a raw MQTT client over TCP with ferromq's codec, and packet builders;
+//! - [`client`]: a rumqttc client;
+//! - [`wire`]: an error-tolerant raw client and the `ferromq` process for crash tests;
+//! - [`live`]: a broker with hot reload on, started from a real file;
+//! - [`reload`]: a configuration spread over several files, and a recording `ApplyConfig`;
+//! - [`logs`]: capturing log lines;
+//! - [`security`], [`store`], [`tls`]: builders of security models, store records and
+//!   certificates, TLS clients and an echo server over `transport::upgrade`.
+#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+
+pub mod broker;
+pub mod client;
+pub mod live;
+pub mod logs;
+pub mod raw;
+pub mod reload;
+pub mod security;
+pub mod store;
+pub mod tls;
+pub mod wire;
+pub mod xml;
+
+use std::time::Duration;
+
+pub use broker::TestBroker;
+pub use client::{options, Client};
+pub use raw::{ack, connect_packet, connect_v5, publish_packet, subscribe_packet, will, RawClient};
+pub use xml::{activemq_xml, broker_xml, load_xml, pending_limit_policy, BrokerXml};
+
+/// Upper bound for any single wait in a test; nothing may hang longer.
+pub const STEP: Duration = Duration::from_secs(5);
+
+/// Give the broker (or a file watcher) a moment to process something with no observable reply
+/// (e.g. a QoS 0 publish before a subscriber checks, or setting up a directory watch). Use only
+/// where no acknowledgement exists.
+pub async fn settle() {
+    settle_for(Duration::from_millis(100)).await;
+}
+
+/// [`settle`] for a given time.
+pub async fn settle_for(time: Duration) {
+    tokio::time::sleep(time).await;
+}
+
+/// A free TCP port on 127.0.0.1 (for a broker process that must bind a known port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Kills the child process when dropped, so a failing test leaves no process behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
