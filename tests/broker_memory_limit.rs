@@ -8,7 +8,8 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
+use support::logs::Logs;
+
 use std::time::Duration;
 
 use ferromq::broker::memory::MESSAGE_OVERHEAD_BYTES;
@@ -17,20 +18,6 @@ use support::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 
 const PAYLOAD_BYTES: usize = 400;
 const TOPIC: &str = "mem";
-
-/// A tracing writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn publish_qos1(client: &mut RawClient, id: u16, payload: &[u8]) -> bool {
     client
@@ -54,14 +41,7 @@ async fn publish_qos1(client: &mut RawClient, id: u16, payload: &[u8]) -> bool {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Logs::capture_at(tracing::Level::INFO);
 
     let limit_bytes = 2048u64;
     let broker = TestBroker::from_xml(&activemq_xml(
@@ -112,7 +92,7 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
     );
     assert_eq!(broker.handle.counters().dropped_memory_full, 1);
 
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("memoryUsage limit"), "{logs}");
     assert!(

@@ -3,7 +3,7 @@
 //! the authorization entries then govern what that user may do over MQTT.
 
 use crate::support::tls::{tls_connector, Ca, Leaf};
-use crate::support::{connect_packet, subscribe_packet, STEP};
+use crate::support::{connect_packet, subscribe_packet, BrokerXml, STEP};
 use bytes::BytesMut;
 use ferromq::config::{load_file, LoadOptions};
 use ferromq::protocol::{decode, encode, ConnectReason, Packet, ProtocolVersion, QoS};
@@ -17,21 +17,23 @@ const LOGIN_CONFIG: &str = r#"CertLogin {
 };
 "#;
 
-const BROKER_XML: &str = r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="mtls" persistent="false">
-    <sslContext><sslContext keyStore="server.pem" trustStore="ca.pem"/></sslContext>
-    <plugins>
+fn broker_xml() -> String {
+    BrokerXml::new()
+        .name("mtls")
+        .child(
+            r#"<sslContext><sslContext keyStore="server.pem" trustStore="ca.pem"/></sslContext>"#,
+        )
+        .plugins(
+            r#"
       <jaasCertificateAuthenticationPlugin configuration="CertLogin"/>
       <authorizationPlugin><map><authorizationMap><authorizationEntries>
         <authorizationEntry topic="allowed.>" read="readers" write="readers" admin="readers"/>
       </authorizationEntries></authorizationMap></map></authorizationPlugin>
-    </plugins>
-    <transportConnectors>
-      <transportConnector name="tls" uri="mqtt+ssl://127.0.0.1:0?needClientAuth=true"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#;
+    "#,
+        )
+        .connector("tls", "mqtt+ssl://127.0.0.1:0?needClientAuth=true")
+        .build()
+}
 
 /// CONNECT over mutual TLS with `client`'s certificate; the CONNACK reason and the stream.
 async fn connect(
@@ -96,7 +98,7 @@ async fn certificate_subject_maps_to_a_user_whose_groups_are_authorized() {
     // The subject as Java prints it (RFC 2253 order): the helper issues C=US, O=Org, CN=name.
     write("users.properties", "alice=CN=alice, O=Org, C=US\n");
     write("groups.properties", "readers=alice\n");
-    write("activemq.xml", BROKER_XML);
+    write("activemq.xml", &broker_xml());
     let options = LoadOptions {
         overrides: [(
             "java.security.auth.login.config".to_string(),

@@ -4,15 +4,9 @@
 
 use std::time::Duration;
 
-use crate::support::{activemq_xml, connect_v5, RawClient, TestBroker};
+use crate::support::{activemq_xml, connect_v5, BrokerXml, RawClient, TestBroker};
 use bytes::Bytes;
-use ferromq::protocol::{ConnAck, Connect, ConnectReason, Packet, Properties, QoS};
-
-async fn connected_v5(broker: &TestBroker, connect: Connect) -> (RawClient, ConnAck) {
-    let (client, ack) = RawClient::connect(broker.addr, connect).await;
-    assert_eq!(ack.reason, ConnectReason::Success, "{ack:?}");
-    (client, ack)
-}
+use ferromq::protocol::{ConnectReason, Packet, Properties, QoS};
 
 /// Subscribe, then DISCONNECT (reason 0) and wait for the broker to close.
 async fn subscribe_and_leave(mut client: RawClient) {
@@ -29,7 +23,7 @@ async fn subscribe_and_leave(mut client: RawClient) {
 #[tokio::test]
 async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids() {
     let broker = TestBroker::default().await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("", false, None)).await;
+    let (_client, ack) = RawClient::connect_ok(broker.addr, connect_v5("", false, None)).await;
     assert!(!ack.session_present);
     let props = ack.properties.expect("CONNACK v5 properties");
     let assigned = props
@@ -45,7 +39,7 @@ async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids(
     assert_eq!(props.shared_subscription_available, Some(1));
     assert_eq!(props.topic_alias_maximum, Some(16));
     // A named client is not assigned anything.
-    let (_named, ack) = connected_v5(&broker, connect_v5("named", true, None)).await;
+    let (_named, ack) = RawClient::connect_ok(broker.addr, connect_v5("named", true, None)).await;
     let props = ack.properties.expect("CONNACK v5 properties");
     assert_eq!(props.assigned_client_identifier, None);
     broker.shutdown().await;
@@ -54,9 +48,10 @@ async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids(
 #[tokio::test]
 async fn session_expiry_zero_ends_the_session_at_disconnect() {
     let broker = TestBroker::default().await;
-    let (client, _) = connected_v5(&broker, connect_v5("zero", true, None)).await;
+    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("zero", true, None)).await;
     subscribe_and_leave(client).await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("zero", false, Some(60))).await;
+    let (_client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("zero", false, Some(60))).await;
     assert!(!ack.session_present, "expiry 0: nothing was kept");
     broker.shutdown().await;
 }
@@ -64,12 +59,14 @@ async fn session_expiry_zero_ends_the_session_at_disconnect() {
 #[tokio::test]
 async fn positive_session_expiry_keeps_the_session_and_clean_start_discards_it() {
     let broker = TestBroker::default().await;
-    let (client, _) = connected_v5(&broker, connect_v5("kept", true, Some(60))).await;
+    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("kept", true, Some(60))).await;
     subscribe_and_leave(client).await;
-    let (client, ack) = connected_v5(&broker, connect_v5("kept", false, Some(60))).await;
+    let (client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("kept", false, Some(60))).await;
     assert!(ack.session_present, "kept for 60 s");
     subscribe_and_leave(client).await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("kept", true, Some(60))).await;
+    let (_client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("kept", true, Some(60))).await;
     assert!(!ack.session_present, "clean start discards it");
     broker.shutdown().await;
 }
@@ -77,11 +74,12 @@ async fn positive_session_expiry_keeps_the_session_and_clean_start_discards_it()
 #[tokio::test]
 async fn a_session_expires_after_its_interval() {
     let broker = TestBroker::default().await;
-    let (client, _) = connected_v5(&broker, connect_v5("short", true, Some(1))).await;
+    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("short", true, Some(1))).await;
     subscribe_and_leave(client).await;
     // Swept within a second of the interval passing.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("short", false, Some(1))).await;
+    let (_client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("short", false, Some(1))).await;
     assert!(!ack.session_present, "expired after 1 s offline");
     broker.shutdown().await;
 }
@@ -89,12 +87,13 @@ async fn a_session_expires_after_its_interval() {
 #[tokio::test]
 async fn resuming_with_expiry_zero_makes_the_session_end_at_that_disconnect() {
     let broker = TestBroker::default().await;
-    let (client, _) = connected_v5(&broker, connect_v5("once", true, Some(60))).await;
+    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("once", true, Some(60))).await;
     subscribe_and_leave(client).await;
-    let (client, ack) = connected_v5(&broker, connect_v5("once", false, None)).await;
+    let (client, ack) = RawClient::connect_ok(broker.addr, connect_v5("once", false, None)).await;
     assert!(ack.session_present);
     subscribe_and_leave(client).await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("once", false, Some(60))).await;
+    let (_client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("once", false, Some(60))).await;
     assert!(
         !ack.session_present,
         "the resumed session ended at disconnect"
@@ -109,10 +108,12 @@ async fn broker_timeout_caps_the_session_expiry_interval() {
         r#"persistent="false" offlineDurableSubscriberTimeout="1000" offlineDurableSubscriberTaskSchedule="500""#,
     ))
     .await;
-    let (client, _) = connected_v5(&broker, connect_v5("capped", true, Some(3600))).await;
+    let (client, _) =
+        RawClient::connect_ok(broker.addr, connect_v5("capped", true, Some(3600))).await;
     subscribe_and_leave(client).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (_client, ack) = connected_v5(&broker, connect_v5("capped", false, Some(3600))).await;
+    let (_client, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("capped", false, Some(3600))).await;
     assert!(
         !ack.session_present,
         "offlineDurableSubscriberTimeout=1000 ms caps 3600 s"
@@ -153,7 +154,7 @@ async fn bad_credentials_and_stolen_ids_get_v5_reason_codes() {
     let mut right = connect_v5("taken", true, None);
     right.username = Some("alice".into());
     right.password = Some(Bytes::from_static(b"pw"));
-    let (_first, _) = connected_v5(&broker, right.clone()).await;
+    let (_first, _) = RawClient::connect_ok(broker.addr, right.clone()).await;
     let (mut second, ack) = RawClient::connect(broker.addr, right).await;
     assert_eq!(ack.reason, ConnectReason::ClientIdentifierNotValid);
     second.expect_closed().await;
@@ -162,23 +163,17 @@ async fn bad_credentials_and_stolen_ids_get_v5_reason_codes() {
 
 /// A durable broker (store in `dir`) with one MQTT connector.
 fn durable_xml(dir: &std::path::Path) -> String {
-    activemq_xml(
-        &[],
-        &format!(
-            r#"<persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>"#,
-            dir.display()
-        ),
-    )
-    .replace(r#"persistent="false""#, "")
+    BrokerXml::new().kahadb(dir).mqtt(0, &[]).build()
 }
 
 #[tokio::test]
 async fn expiry_intervals_survive_a_restart_and_expired_sessions_leave_the_store() {
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = TestBroker::from_xml(&durable_xml(dir.path())).await;
-    let (client, _) = connected_v5(&broker, connect_v5("short", true, Some(1))).await;
+    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("short", true, Some(1))).await;
     subscribe_and_leave(client).await;
-    let (client, _) = connected_v5(&broker, connect_v5("long", true, Some(3600))).await;
+    let (client, _) =
+        RawClient::connect_ok(broker.addr, connect_v5("long", true, Some(3600))).await;
     subscribe_and_leave(client).await;
     broker.shutdown().await;
 
@@ -189,9 +184,10 @@ async fn expiry_intervals_survive_a_restart_and_expired_sessions_leave_the_store
 
     // Right after the next start (well within 1 s) only `long` is still stored.
     let broker = TestBroker::from_xml(&durable_xml(dir.path())).await;
-    let (_short, ack) = connected_v5(&broker, connect_v5("short", false, None)).await;
+    let (_short, ack) = RawClient::connect_ok(broker.addr, connect_v5("short", false, None)).await;
     assert!(!ack.session_present, "the expired session left the store");
-    let (_long, ack) = connected_v5(&broker, connect_v5("long", false, Some(3600))).await;
+    let (_long, ack) =
+        RawClient::connect_ok(broker.addr, connect_v5("long", false, Some(3600))).await;
     assert!(ack.session_present, "kept across restarts");
     broker.shutdown().await;
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{ack, activemq_xml, connect_v5, publish_packet, RawClient, TestBroker};
 use bytes::Bytes;
-use ferromq::protocol::{ConnectReason, Packet, Properties, QoS};
+use ferromq::protocol::{Packet, Properties, QoS};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -26,18 +26,14 @@ const SECURITY: &str = r#"
 async fn v5_client(broker: &TestBroker, id: &str, properties: Properties) -> RawClient {
     let mut connect = connect_v5(id, true, None);
     connect.properties = Some(Box::new(properties));
-    let (client, connack) = RawClient::connect(broker.addr, connect).await;
-    assert_eq!(connack.reason, ConnectReason::Success, "{connack:?}");
-    client
+    RawClient::connect_ok(broker.addr, connect).await.0
 }
 
 async fn v5_login(broker: &TestBroker, id: &str) -> RawClient {
     let mut connect = connect_v5(id, true, None);
     connect.username = Some("dev".into());
     connect.password = Some(Bytes::from_static(b"pw"));
-    let (client, connack) = RawClient::connect(broker.addr, connect).await;
-    assert_eq!(connack.reason, ConnectReason::Success, "{connack:?}");
-    client
+    RawClient::connect_ok(broker.addr, connect).await.0
 }
 
 /// The reason code of the acknowledgement of a QoS 1 or 2 publish.

@@ -7,14 +7,12 @@
 use std::time::Duration;
 
 use crate::support::{connect_v5, RawClient, TestBroker};
-use ferromq::protocol::{ConnectReason, Disconnect, Packet, Properties, QoS};
+use ferromq::protocol::{Disconnect, Packet, Properties, QoS};
 
 async fn v5_client(broker: &TestBroker, id: &str, keep_alive_secs: u16) -> RawClient {
     let mut connect = connect_v5(id, true, None);
     connect.keep_alive_secs = keep_alive_secs;
-    let (client, connack) = RawClient::connect(broker.addr, connect).await;
-    assert_eq!(connack.reason, ConnectReason::Success, "{connack:?}");
-    client
+    RawClient::connect_ok(broker.addr, connect).await.0
 }
 
 /// The reason code of the DISCONNECT `client` receives, then its connection is closed.

@@ -5,19 +5,13 @@
 
 use std::time::Duration;
 
-use crate::support::{connect_v5, RawClient, TestBroker};
+use crate::support::{RawClient, TestBroker};
 use bytes::Bytes;
 use ferromq::protocol::{
-    ConnectReason, Packet, Properties, Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
+    Packet, Properties, Publish, QoS, RetainHandling, Subscribe, SubscriptionOptions,
 };
 
 const QUIET: Duration = Duration::from_millis(300);
-
-async fn v5_client(broker: &TestBroker, id: &str) -> RawClient {
-    let (client, connack) = RawClient::connect(broker.addr, connect_v5(id, true, None)).await;
-    assert_eq!(connack.reason, ConnectReason::Success, "{connack:?}");
-    client
-}
 
 fn publish_with(topic: &str, retain: bool, properties: Properties) -> Packet {
     Packet::Publish(Publish {
@@ -34,7 +28,7 @@ fn publish_with(topic: &str, retain: bool, properties: Properties) -> Packet {
 #[tokio::test]
 async fn publish_properties_reach_v5_subscribers_and_not_v3_ones() {
     let broker = TestBroker::default().await;
-    let mut sub5 = v5_client(&broker, "sub5").await;
+    let mut sub5 = RawClient::connected_v5(broker.addr, "sub5").await;
     sub5.subscribe(1, &[("req/#", QoS::AtMostOnce)]).await;
     let (mut sub3, _) = RawClient::connected(broker.addr, "sub3", true).await;
     sub3.subscribe(1, &[("req/#", QoS::AtMostOnce)]).await;
@@ -47,7 +41,7 @@ async fn publish_properties_reach_v5_subscribers_and_not_v3_ones() {
         user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
         ..Properties::default()
     };
-    let mut publisher = v5_client(&broker, "pub").await;
+    let mut publisher = RawClient::connected_v5(broker.addr, "pub").await;
     publisher
         .send(publish_with("req/x", false, sent.clone()))
         .await;
@@ -63,7 +57,7 @@ async fn publish_properties_reach_v5_subscribers_and_not_v3_ones() {
 #[tokio::test]
 async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
     let broker = TestBroker::default().await;
-    let mut publisher = v5_client(&broker, "pub").await;
+    let mut publisher = RawClient::connected_v5(broker.addr, "pub").await;
     publisher
         .send(publish_with(
             "exp/retained",
@@ -76,7 +70,7 @@ async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
         ))
         .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let mut early = v5_client(&broker, "early").await;
+    let mut early = RawClient::connected_v5(broker.addr, "early").await;
     early.subscribe(1, &[("exp/#", QoS::AtMostOnce)]).await;
     let got = early.recv_publish().await;
     let props = got.properties.expect("properties");
@@ -88,7 +82,7 @@ async fn message_expiry_counts_down_and_expired_messages_are_not_delivered() {
     assert_eq!(props.content_type.as_deref(), Some("text/plain"));
 
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let mut late = v5_client(&broker, "late").await;
+    let mut late = RawClient::connected_v5(broker.addr, "late").await;
     late.subscribe(1, &[("exp/#", QoS::AtMostOnce)]).await;
     assert!(late.recv_within(QUIET).await.is_none(), "expired");
     assert_eq!(broker.handle.counters().dropped_expired, 1);
@@ -126,11 +120,11 @@ async fn subscribe_with(
 #[tokio::test]
 async fn retain_handling_decides_whether_retained_messages_are_sent() {
     let broker = TestBroker::default().await;
-    let mut publisher = v5_client(&broker, "pub").await;
+    let mut publisher = RawClient::connected_v5(broker.addr, "pub").await;
     publisher
         .send(publish_with("rh/t", true, Properties::default()))
         .await;
-    let mut sub = v5_client(&broker, "sub").await;
+    let mut sub = RawClient::connected_v5(broker.addr, "sub").await;
     assert_eq!(
         subscribe_with(&mut sub, 1, "rh/#", RetainHandling::DoNotSend).await,
         [0]
@@ -183,9 +177,9 @@ async fn server_disconnect(client: &mut RawClient) -> u8 {
 #[tokio::test]
 async fn topic_aliases_from_the_client_are_set_used_and_checked() {
     let broker = TestBroker::default().await;
-    let mut sub = v5_client(&broker, "sub").await;
+    let mut sub = RawClient::connected_v5(broker.addr, "sub").await;
     sub.subscribe(1, &[("al/#", QoS::AtMostOnce)]).await;
-    let mut publisher = v5_client(&broker, "pub").await;
+    let mut publisher = RawClient::connected_v5(broker.addr, "pub").await;
     for packet in [
         aliased("al/x", 3, b"1"),
         aliased("", 3, b"2"),
@@ -213,7 +207,7 @@ async fn topic_aliases_from_the_client_are_set_used_and_checked() {
         0x94,
         "above the maximum"
     );
-    let mut unknown = v5_client(&broker, "unknown").await;
+    let mut unknown = RawClient::connected_v5(broker.addr, "unknown").await;
     unknown.send(aliased("", 5, b"6")).await;
     assert_eq!(server_disconnect(&mut unknown).await, 0x82, "never set");
     broker.shutdown().await;

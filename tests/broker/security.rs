@@ -28,12 +28,6 @@ async fn secured_broker() -> TestBroker {
     TestBroker::from_xml(&activemq_xml(&[], SECURITY)).await
 }
 
-async fn login(broker: &TestBroker, id: &str, user: &str, password: &str) -> Client {
-    let mut o = crate::support::options(broker.addr, id);
-    o.set_credentials(user, password);
-    Client::connect_with(o).await
-}
-
 #[tokio::test]
 async fn bad_or_missing_credentials_get_connack_5() {
     let broker = secured_broker().await;
@@ -50,7 +44,7 @@ async fn bad_or_missing_credentials_get_connack_5() {
         "anonymous access is off"
     );
     anon.expect_closed().await;
-    let admin = login(&broker, "ok", "admin", "secret").await;
+    let admin = Client::login(broker.addr, "ok", "admin", "secret").await;
     admin.disconnect().await;
     broker.shutdown().await;
 }
@@ -58,7 +52,7 @@ async fn bad_or_missing_credentials_get_connack_5() {
 #[tokio::test]
 async fn subscribe_and_publish_rights_are_enforced() {
     let broker = secured_broker().await;
-    let mut reader = login(&broker, "reader", "reader", "r3ad").await;
+    let mut reader = Client::login(broker.addr, "reader", "reader", "r3ad").await;
     assert_eq!(
         reader.subscribe("admin/x", Q::AtLeastOnce).await,
         vec![rumqttc::SubscribeReasonCode::Failure]
@@ -67,7 +61,7 @@ async fn subscribe_and_publish_rights_are_enforced() {
         reader.subscribe("sensors/#", Q::AtLeastOnce).await,
         vec![rumqttc::SubscribeReasonCode::Success(Q::AtLeastOnce)]
     );
-    let mut admin = login(&broker, "admin", "admin", "secret").await;
+    let mut admin = Client::login(broker.addr, "admin", "admin", "secret").await;
     admin.subscribe("#", Q::AtLeastOnce).await;
     // The reader may not write sensors/...: acknowledged (3.1.1 cannot refuse) and dropped.
     reader
@@ -76,7 +70,7 @@ async fn subscribe_and_publish_rights_are_enforced() {
     admin.no_publish_within(Duration::from_millis(300)).await;
     assert_eq!(broker.handle.counters().dropped_not_authorized, 1);
     // The sensor may.
-    let mut sensor = login(&broker, "sensor", "sensor", "s3nsor").await;
+    let mut sensor = Client::login(broker.addr, "sensor", "sensor", "s3nsor").await;
     sensor
         .publish("sensors/t", Q::AtLeastOnce, false, b"21.5")
         .await;
@@ -88,7 +82,7 @@ async fn subscribe_and_publish_rights_are_enforced() {
 #[tokio::test]
 async fn wildcard_subscribers_only_get_topics_they_may_read() {
     let broker = secured_broker().await;
-    let mut admin = login(&broker, "admin", "admin", "secret").await;
+    let mut admin = Client::login(broker.addr, "admin", "admin", "secret").await;
     admin
         .publish("admin/retained", Q::AtLeastOnce, true, b"hidden")
         .await;
@@ -97,7 +91,7 @@ async fn wildcard_subscribers_only_get_topics_they_may_read() {
         .await;
 
     // `#` overlaps sensors.> (readers may read), so it is granted; each topic is then checked.
-    let mut reader = login(&broker, "reader", "reader", "r3ad").await;
+    let mut reader = Client::login(broker.addr, "reader", "reader", "r3ad").await;
     assert_eq!(
         reader.subscribe("#", Q::AtLeastOnce).await,
         vec![rumqttc::SubscribeReasonCode::Success(Q::AtLeastOnce)]
@@ -121,7 +115,7 @@ async fn wildcard_subscribers_only_get_topics_they_may_read() {
 #[tokio::test]
 async fn wills_need_write_rights() {
     let broker = secured_broker().await;
-    let mut admin = login(&broker, "admin", "admin", "secret").await;
+    let mut admin = Client::login(broker.addr, "admin", "admin", "secret").await;
     admin.subscribe("#", Q::AtLeastOnce).await;
     for (id, topic) in [("w1", "admin/will"), ("w2", "sensors/will")] {
         let mut c = connect_packet(id, true, 0);

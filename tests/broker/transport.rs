@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::support::{connect_packet, publish_packet, RawClient, TestBroker, STEP};
+use crate::support::{connect_packet, publish_packet, BrokerXml, RawClient, TestBroker, STEP};
 use bytes::{Bytes, BytesMut};
 use ferromq::protocol::{decode, encode, Ack, ConnectReason, Packet, ProtocolVersion, QoS};
 use futures_util::{SinkExt, StreamExt};
@@ -16,19 +16,13 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 fn xml(dir: &std::path::Path) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="t" persistent="false">
-    <sslContext><sslContext keyStore="{}/server.pem"/></sslContext>
-    <transportConnectors>
-      <transportConnector name="plain" uri="mqtt://127.0.0.1:0"/>
-      <transportConnector name="tls" uri="mqtt+ssl://127.0.0.1:0"/>
-      <transportConnector name="ws" uri="ws://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>"#,
-        dir.display()
-    )
+    BrokerXml::new()
+        .name("t")
+        .key_store(&format!("{}/server.pem", dir.display()))
+        .connector("plain", "mqtt://127.0.0.1:0")
+        .connector("tls", "mqtt+ssl://127.0.0.1:0")
+        .connector("ws", "ws://127.0.0.1:0")
+        .build()
 }
 
 fn addr_of(broker: &TestBroker, name: &str) -> SocketAddr {

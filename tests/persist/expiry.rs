@@ -5,24 +5,20 @@
 
 use std::time::Duration;
 
-use crate::support::{publish_packet, RawClient, TestBroker};
+use crate::support::{publish_packet, BrokerXml, RawClient, TestBroker};
 use ferromq::protocol::{Disconnect, Packet, QoS};
 
 const TIMEOUT_MS: u64 = 300;
 const SCHEDULE_MS: u64 = 50;
 
+/// A broker (persistent unless `store` says otherwise) with `store` and `expiry_attributes`.
 fn xml(store: &str, expiry_attributes: &str) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test" {expiry_attributes}>
-    {store}
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#
-    )
+    BrokerXml::new()
+        .persistent(None)
+        .attributes(expiry_attributes)
+        .child(store)
+        .mqtt(0, &[])
+        .build()
 }
 
 fn expiring() -> String {

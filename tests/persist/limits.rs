@@ -4,27 +4,21 @@
 
 use std::time::Duration;
 
-use crate::support::{ack, publish_packet, RawClient, TestBroker};
+use crate::support::{ack, publish_packet, BrokerXml, RawClient, TestBroker};
 use ferromq::protocol::{Disconnect, Packet, QoS};
 
 const PAYLOAD_BYTES: usize = 400;
 
 fn limited_xml(dir: &std::path::Path) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test">
-    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
-    <systemUsage><systemUsage>
+    BrokerXml::new()
+        .kahadb(dir)
+        .child(
+            r#"<systemUsage><systemUsage>
       <storeUsage><storeUsage limit="1 kb"/></storeUsage>
-    </systemUsage></systemUsage>
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#,
-        dir.display()
-    )
+    </systemUsage></systemUsage>"#,
+        )
+        .mqtt(0, &[])
+        .build()
 }
 
 #[tokio::test]

@@ -5,23 +5,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::support::{ack, publish_packet, RawClient, TestBroker};
+use crate::support::{ack, publish_packet, BrokerXml, RawClient, TestBroker};
 use ferromq::protocol::{Disconnect, Packet, QoS};
 
 /// A durable broker (kahaDB in `dir`) with one MQTT connector on 127.0.0.1 port 0.
 fn durable_xml(dir: &Path) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="test">
-    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>
-"#,
-        dir.display()
-    )
+    BrokerXml::new().kahadb(dir).mqtt(0, &[]).build()
 }
 
 async fn start_durable(dir: &Path) -> TestBroker {
@@ -239,10 +228,11 @@ async fn a_second_broker_on_the_same_directory_is_refused() {
 #[tokio::test]
 async fn a_memory_broker_keeps_nothing_across_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let memory_xml = durable_xml(dir.path()).replace(
-        r#"brokerName="test""#,
-        r#"brokerName="test" persistent="false""#,
-    );
+    let memory_xml = BrokerXml::new()
+        .kahadb(dir.path())
+        .persistent(Some(false))
+        .mqtt(0, &[])
+        .build();
     let broker = TestBroker::from_xml(&memory_xml).await;
     offline_subscriber(&broker, "sub", "m", QoS::AtLeastOnce).await;
     let (mut publisher, _) = RawClient::connected(broker.addr, "pub", true).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::support::broker_xml;
 use crate::support::live::{closed_within, LiveBroker};
 use crate::support::logs::Logs;
-use crate::support::{connect_packet, options, Client, RawClient, STEP};
+use crate::support::{connect_packet, Client, RawClient, STEP};
 use bytes::Bytes;
 use ferromq::protocol::ConnectReason;
 use rumqttc::{QoS as Q, SubscribeReasonCode};
@@ -162,12 +162,6 @@ fn security(users: &[(&str, &str, &str)], sensors_readers: &str) -> String {
     )
 }
 
-async fn login(addr: std::net::SocketAddr, id: &str, user: &str, password: &str) -> Client {
-    let mut o = options(addr, id);
-    o.set_credentials(user, password);
-    Client::connect_with(o).await
-}
-
 async fn login_refused(addr: std::net::SocketAddr, user: &str, password: &str) -> bool {
     let mut connect = connect_packet(&format!("try-{user}"), true, 30);
     connect.username = Some(user.into());
@@ -187,12 +181,12 @@ async fn users_and_permissions_follow_the_file_on_live_connections() {
     let mut live = LiveBroker::start(&broker_xml(&plugins, &[("mqtt", ANY)]), true).await;
     let addr = live.addr("mqtt").await.expect("listening");
     assert!(login_refused(addr, "newbie", "n").await, "not a user yet");
-    let mut reader = login(addr, "reader", "reader", "r").await;
+    let mut reader = Client::login(addr, "reader", "reader", "r").await;
     assert_eq!(
         reader.subscribe("sensors/#", Q::AtLeastOnce).await,
         vec![SubscribeReasonCode::Success(Q::AtLeastOnce)]
     );
-    let mut admin = login(addr, "admin", "admin", "a").await;
+    let mut admin = Client::login(addr, "admin", "admin", "a").await;
     admin
         .publish("sensors/1", Q::AtLeastOnce, false, b"1")
         .await;
@@ -216,7 +210,7 @@ async fn users_and_permissions_follow_the_file_on_live_connections() {
         .publish("sensors/2", Q::AtLeastOnce, false, b"2")
         .await;
     reader.no_publish_within(QUIET).await;
-    let newbie = login(addr, "newbie", "newbie", "n").await;
+    let newbie = Client::login(addr, "newbie", "newbie", "n").await;
     assert!(
         login_refused(addr, "old", "o").await,
         "a removed user cannot log in"

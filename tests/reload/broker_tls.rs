@@ -1,9 +1,9 @@
 //! Hot reload of `<sslContext>` on a running TLS connector: new handshakes get the newly named
 //! key store, the socket is not rebound.
 
-use crate::support::broker_xml;
 use crate::support::live::LiveBroker;
 use crate::support::tls::{tls_connect, tls_connector, Ca};
+use crate::support::BrokerXml;
 
 /// The certificate the server presented on `stream`.
 fn presented(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
@@ -17,12 +17,11 @@ fn presented(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) ->
 }
 
 fn tls_broker_xml(key_store: &std::path::Path) -> String {
-    let ssl = format!(
-        r#"<sslContext><sslContext keyStore="{}"/></sslContext>
-    <plugins>"#,
-        key_store.display()
-    );
-    broker_xml("", &[("tls", "mqtt+ssl://127.0.0.1:0")]).replacen("<plugins>", &ssl, 1)
+    BrokerXml::new()
+        .key_store(&key_store.display().to_string())
+        .plugins("")
+        .connector("tls", "mqtt+ssl://127.0.0.1:0")
+        .build()
 }
 
 #[tokio::test]

@@ -8,13 +8,9 @@ use std::time::Duration;
 use crate::support::broker_xml;
 use crate::support::logs::Logs;
 use crate::support::reload::{names, next_apply, wait_stats, ConfigDir, Recorder};
+use crate::support::settle_watch;
 use crate::support::xml::no_env;
 use ferromq::reload::{self, ApplyOutcome};
-
-/// Let the watcher set up its directory watches.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(150)).await;
-}
 
 #[tokio::test]
 async fn invalid_edits_are_logged_and_change_nothing_then_a_valid_edit_applies() {
@@ -23,7 +19,7 @@ async fn invalid_edits_are_logged_and_change_nothing_then_a_valid_edit_applies()
     let (recorder, mut applied) = Recorder::new();
     let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
     let mut stats = handle.subscribe();
-    settle().await;
+    settle_watch().await;
 
     let broker = dir.path("conf.d/broker.xml");
     let invalid_edits = [
@@ -97,7 +93,7 @@ async fn a_properties_file_edit_changes_the_listener() {
     let dir = ConfigDir::new("");
     let (recorder, mut applied) = Recorder::new();
     let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
-    settle().await;
+    settle_watch().await;
     dir.write_by_rename("ports.properties", "mqtt.port=1999\n");
     let (config, diff) = next_apply(&mut applied).await;
     assert_eq!(
@@ -125,7 +121,7 @@ async fn a_jaas_users_file_edit_reaches_the_broker_as_an_authentication_change()
     let config = dir.load();
     let (recorder, mut applied) = Recorder::new();
     let handle = reload::spawn(config, no_env(), true, Arc::new(recorder));
-    settle().await;
+    settle_watch().await;
     dir.write("users.properties", "alice=secret\nbob=other\n");
     dir.write("groups.properties", "users=alice,bob\n");
     let (_, diff) = next_apply(&mut applied).await;
@@ -143,7 +139,7 @@ async fn a_newly_imported_file_is_watched_even_when_it_is_broken_at_first() {
     let (recorder, _applied) = Recorder::new();
     let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
     let mut stats = handle.subscribe();
-    settle().await;
+    settle_watch().await;
     dir.write(
         "extra.xml",
         "<beans xmlns=\"http://www.springframework.org/schema/beans\">\n  <bean\n</beans>\n",
@@ -155,13 +151,13 @@ async fn a_newly_imported_file_is_watched_even_when_it_is_broken_at_first() {
     dir.write("main.xml", &main);
     wait_stats(&mut stats, |s| s.reloads_failed == 1).await;
     // Only extra.xml is edited from here on: the watch must have picked it up.
-    settle().await;
+    settle_watch().await;
     dir.write(
         "extra.xml",
         "<beans xmlns=\"http://www.springframework.org/schema/beans\"/>\n",
     );
     wait_stats(&mut stats, |s| s.reloads_ok == 1).await;
-    settle().await;
+    settle_watch().await;
     dir.write(
         "extra.xml",
         "<beans xmlns=\"http://www.springframework.org/schema/beans\"><!-- again --></beans>\n",
@@ -177,7 +173,7 @@ async fn restart_only_settings_keep_running_values_and_the_rest_applies() {
     let dir = ConfigDir::new("");
     let (recorder, mut applied) = Recorder::new();
     let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
-    settle().await;
+    settle_watch().await;
     let renamed = broker_xml(
         "",
         &[
@@ -204,7 +200,7 @@ async fn a_rejected_apply_keeps_the_running_configuration() {
     recorder.answer_next(ApplyOutcome::Rejected(vec!["cannot today".into()]));
     let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
     let mut stats = handle.subscribe();
-    settle().await;
+    settle_watch().await;
     dir.write_broker(
         "",
         &[
@@ -242,7 +238,7 @@ async fn watching_follows_the_plugin_or_the_flag_and_a_request_always_reloads() 
     let (recorder, mut applied) = Recorder::new();
     let handle = reload::spawn(dir.load(), no_env(), false, Arc::new(recorder));
     assert!(handle.is_watching());
-    settle().await;
+    settle_watch().await;
     dir.write("ports.properties", "mqtt.port=1999\n");
     let (config, _) = next_apply(&mut applied).await;
     assert_eq!(config.listeners[0].port, 1999);

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::support::reload::{names, ConfigDir, WAIT};
+use crate::support::settle_watch;
 use ferromq::reload::{ReloadReason, ReloadRequest, WatchSettings, Watcher};
 use tokio::sync::mpsc;
 
@@ -48,11 +49,6 @@ async fn assert_quiet(rx: &mut mpsc::Receiver<ReloadRequest>, ms: u64) {
     }
 }
 
-/// Let the watch settle (directory watches are set up by the watcher task).
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
 #[tokio::test]
 async fn the_configuration_names_its_import_and_properties_file() {
     let config = ConfigDir::new("").load();
@@ -66,7 +62,7 @@ async fn in_place_writes_of_main_import_and_properties_files_are_seen() {
     let dir = ConfigDir::new("");
     let config = dir.load();
     let (watcher, mut rx) = start(&config.files, events(100));
-    settle().await;
+    settle_watch().await;
     assert!(watcher.uses_events());
 
     dir.write(
@@ -86,7 +82,7 @@ async fn save_by_rename_is_seen_every_time() {
     let dir = ConfigDir::new("");
     let config = dir.load();
     let (_watcher, mut rx) = start(&config.files, events(100));
-    settle().await;
+    settle_watch().await;
     for port in [1884, 1885, 1886] {
         dir.write_by_rename("ports.properties", &format!("mqtt.port={port}\n"));
         assert_eq!(
@@ -102,7 +98,7 @@ async fn a_burst_of_writes_is_one_request() {
     let dir = ConfigDir::new("");
     let config = dir.load();
     let (_watcher, mut rx) = start(&config.files, events(300));
-    settle().await;
+    settle_watch().await;
     for port in 1884..1890 {
         dir.write("ports.properties", &format!("mqtt.port={port}\n"));
         dir.write_by_rename("main.xml", crate::support::reload::MAIN);
@@ -119,7 +115,7 @@ async fn reading_and_loading_the_files_triggers_nothing() {
     let dir = ConfigDir::new("");
     let config = dir.load();
     let (_watcher, mut rx) = start(&config.files, events(50));
-    settle().await;
+    settle_watch().await;
     for _ in 0..3 {
         dir.load();
         for file in &config.files {
@@ -137,7 +133,7 @@ async fn polling_sees_writes_and_renames_without_events() {
     let dir = ConfigDir::new("");
     let config = dir.load();
     let (watcher, mut rx) = start(&config.files, polling(100));
-    settle().await;
+    settle_watch().await;
     assert!(!watcher.uses_events());
     dir.write_broker("", &[("mqtt", "mqtt://127.0.0.1:1999")]);
     assert_eq!(next_files(&mut rx).await, ["broker.xml"]);
@@ -153,12 +149,12 @@ async fn files_added_to_the_watch_are_seen_and_removed_ones_are_not() {
     let (watcher, mut rx) = start(&config.files, events(50));
     dir.write("conf.d/extra.xml", "<beans/>");
     // Let the creation event pass before the file joins the watch.
-    settle().await;
+    settle_watch().await;
     let mut files = config.files.clone();
     files.push(dir.path("conf.d/extra.xml"));
     files.retain(|f| !f.ends_with("ports.properties"));
     watcher.watch_files(&files);
-    settle().await;
+    settle_watch().await;
     dir.write("ports.properties", "mqtt.port=1884\n");
     assert_quiet(&mut rx, 400).await;
     dir.write("conf.d/extra.xml", "<beans><!-- edited --></beans>");
@@ -178,11 +174,11 @@ async fn poll_period_can_be_turned_on_later() {
         },
     );
     // Without events and without a checkPeriod the watch falls back to polling once a second.
-    settle().await;
+    settle_watch().await;
     dir.write("ports.properties", "mqtt.port=1884\n");
     assert_eq!(next_files(&mut rx).await, ["ports.properties"]);
     watcher.set_poll_period_ms(Some(50));
-    settle().await;
+    settle_watch().await;
     let started = tokio::time::Instant::now();
     dir.write("ports.properties", "mqtt.port=1885\n");
     assert_eq!(next_files(&mut rx).await, ["ports.properties"]);
@@ -216,7 +212,7 @@ async fn a_swapped_symlink_target_is_seen() {
     )
     .expect("symlink file");
     let (_watcher, mut rx) = start(&[root.join("ports.properties")], events(50));
-    settle().await;
+    settle_watch().await;
     symlink(root.join("v2"), root.join("..data_tmp")).expect("symlink tmp");
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap");
     assert_eq!(next_files(&mut rx).await, ["ports.properties"]);

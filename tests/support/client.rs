@@ -30,6 +30,13 @@ impl Client {
         Client::connect_with(options(addr, client_id)).await
     }
 
+    /// CONNECT with a user name and password, expecting success.
+    pub async fn login(addr: SocketAddr, client_id: &str, user: &str, password: &str) -> Client {
+        let mut o = options(addr, client_id);
+        o.set_credentials(user, password);
+        Client::connect_with(o).await
+    }
+
     pub async fn connect_with(options: rumqttc::MqttOptions) -> Client {
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
         let (tx, publishes) = mpsc::unbounded_channel();

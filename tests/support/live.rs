@@ -32,8 +32,7 @@ impl LiveBroker {
         let mut handle = broker::start(config.clone()).await.expect("broker starts");
         handle.enable_reload(config, no_env(), watch).await;
         let stats = handle.reload().expect("reload on").subscribe();
-        // Let the watcher set up its directory watch.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        super::settle_watch().await;
         LiveBroker { dir, handle, stats }
     }
 

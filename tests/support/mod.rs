@@ -47,6 +47,11 @@ pub async fn settle_for(time: Duration) {
     tokio::time::sleep(time).await;
 }
 
+/// Let a file watcher set up its directory watches (done by the watcher task, unobservable).
+pub async fn settle_watch() {
+    settle_for(Duration::from_millis(150)).await;
+}
+
 /// A free TCP port on 127.0.0.1 (for a broker process that must bind a known port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -131,15 +131,27 @@ impl RawClient {
         }
     }
 
-    /// CONNECT with a client id and clean flag, expecting success.
-    pub async fn connected(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, ConnAck) {
-        let (c, ack) = RawClient::connect(addr, connect_packet(client_id, clean, 0)).await;
+    /// CONNECT, expecting success.
+    pub async fn connect_ok(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
+        let (c, ack) = RawClient::connect(addr, connect).await;
         assert_eq!(
             ack.reason,
             ferromq::protocol::ConnectReason::Success,
             "{ack:?}"
         );
         (c, ack)
+    }
+
+    /// An MQTT 3.1.1 CONNECT with a client id and clean flag (keep-alive off), expecting success.
+    pub async fn connected(addr: SocketAddr, client_id: &str, clean: bool) -> (RawClient, ConnAck) {
+        RawClient::connect_ok(addr, connect_packet(client_id, clean, 0)).await
+    }
+
+    /// An MQTT 5 CONNECT with clean start and no properties, expecting success.
+    pub async fn connected_v5(addr: SocketAddr, client_id: &str) -> RawClient {
+        RawClient::connect_ok(addr, connect_v5(client_id, true, None))
+            .await
+            .0
     }
 
     pub async fn send(&mut self, packet: Packet) {

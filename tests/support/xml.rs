@@ -106,7 +106,7 @@ impl BrokerXml {
         if let Some(persistent) = self.persistent {
             attributes.push_str(&format!(r#" persistent="{persistent}""#));
         }
-        for more in &self.attributes {
+        for more in self.attributes.iter().filter(|more| !more.is_empty()) {
             attributes.push(' ');
             attributes.push_str(more);
         }
