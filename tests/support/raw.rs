@@ -2,10 +2,10 @@
 //! do (malformed packets, DUP checks, exact timing), and the packets it sends.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use ferromq::protocol::{
@@ -100,13 +100,15 @@ pub fn ack(packet_id: u16) -> Ack {
     Ack::new(packet_id)
 }
 
-pub struct RawClient {
-    pub stream: TcpStream,
+/// A raw client on a TCP socket, or on any other stream (an in-process `tokio::io::duplex`
+/// served by `ferromq::broker::connection::serve`, see [`super::TestBroker::duplex`]).
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buf: BytesMut,
     pub version: ProtocolVersion,
 }
 
-impl RawClient {
+impl RawClient<TcpStream> {
     /// A connected socket that has sent nothing yet.
     pub async fn tcp(addr: SocketAddr) -> RawClient {
         let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
@@ -122,13 +124,11 @@ impl RawClient {
 
     /// CONNECT and return the CONNACK.
     pub async fn connect(addr: SocketAddr, connect: Connect) -> (RawClient, ConnAck) {
-        let mut c = RawClient::tcp(addr).await;
-        c.version = connect.protocol;
-        c.send(Packet::Connect(Box::new(connect))).await;
-        match c.recv().await {
-            Packet::ConnAck(ack) => (c, ack),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("tcp connect");
+        RawClient::handshake(stream, connect).await
     }
 
     /// CONNECT, expecting success.
@@ -152,6 +152,28 @@ impl RawClient {
         RawClient::connect_ok(addr, connect_v5(client_id, true, None))
             .await
             .0
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    /// A client on `stream` that has sent nothing yet.
+    pub fn over(stream: S) -> RawClient<S> {
+        RawClient {
+            stream,
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        }
+    }
+
+    /// CONNECT on `stream` and return the CONNACK.
+    pub async fn handshake(stream: S, connect: Connect) -> (RawClient<S>, ConnAck) {
+        let mut c = RawClient::over(stream);
+        c.version = connect.protocol;
+        c.send(Packet::Connect(Box::new(connect))).await;
+        match c.recv().await {
+            Packet::ConnAck(ack) => (c, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
     }
 
     pub async fn send(&mut self, packet: Packet) {
@@ -205,10 +227,11 @@ impl RawClient {
         }
     }
 
-    /// Wait until the broker closes the connection; returns how long that took. Any packets
-    /// that arrive first are skipped.
+    /// Wait until the broker closes the connection; returns how long that took (on tokio's
+    /// clock: exact when the test runs with paused time). Any packets that arrive first are
+    /// skipped.
     pub async fn closed_within(&mut self, within: Duration) -> Option<Duration> {
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         let mut scratch = [0u8; 4096];
         let deadline = tokio::time::Instant::now() + within;
         loop {
