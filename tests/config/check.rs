@@ -3,7 +3,7 @@
 //!
 //! Golden files (`*.expected`) hold the full `check` text with the repository path replaced by
 //! `<root>`. After an intended change, regenerate them with
-//! `UPDATE_GOLDEN=1 cargo test --test config_check` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test --test config check::` and review the diff.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

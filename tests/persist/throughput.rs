@@ -3,7 +3,7 @@
 //! broker and against mosquitto (which does not fsync per message) in the same run.
 //!
 //! A measurement, not a check: `#[ignore]`d, run it with
-//! `cargo test --test persist_throughput -- --ignored --nocapture` (numbers are printed; a debug
+//! `cargo test --test persist throughput -- --ignored --nocapture` (numbers are printed; a debug
 //! build measures ferromq unoptimized).
 
 use std::net::SocketAddr;

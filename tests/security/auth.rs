@@ -1,5 +1,5 @@
 //! Authentication rules of issue 4: no plugin, simple users and anonymous access, hashed
-//! passwords, failed-login throttling and logging. JAAS domains: security_jaas.rs.
+//! passwords, failed-login throttling and logging. JAAS domains: jaas.rs.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

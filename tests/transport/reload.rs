@@ -1,7 +1,7 @@
 //! Certificate renewal on disk: new connections get the new certificate, established ones keep
 //! working, a broken renewal keeps the old material.
 //!
-//! Run: `cargo test --test transport_reload`
+//! Run: `cargo test --test transport reload::`
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! sub-protocol negotiation, MQTT packets spanning and sharing WebSocket messages, control
 //! frames, limits, and TLS underneath.
 //!
-//! Run: `cargo test --test transport_ws`
+//! Run: `cargo test --test transport ws::`
 
 use std::time::Duration;
 
