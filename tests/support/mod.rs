@@ -3,8 +3,8 @@
 //!
 //! - [`xml`]: the `activemq.xml` builder and configuration loading;
 //! - [`broker`]: a broker started in-process on 127.0.0.1 port 0;
-//! - [`raw`]: a raw MQTT client over TCP with ferromq's codec, and packet builders;
-//! - [`client`]: a rumqttc client;
+//! - [`client`]: a raw MQTT client over TCP (or any stream) with ferromq's codec, packet
+//!   builders, and a rumqttc client;
 //! - [`wire`]: an error-tolerant raw client and the `ferromq` process for crash tests;
 //! - [`live`]: a broker with hot reload on, started from a real file;
 //! - [`reload`]: a configuration spread over several files, and a recording `ApplyConfig`;
@@ -17,7 +17,6 @@ pub mod broker;
 pub mod client;
 pub mod live;
 pub mod logs;
-pub mod raw;
 pub mod reload;
 pub mod security;
 pub mod store;
@@ -28,8 +27,10 @@ pub mod xml;
 use std::time::Duration;
 
 pub use broker::TestBroker;
-pub use client::{options, Client};
-pub use raw::{ack, connect_packet, connect_v5, publish_packet, subscribe_packet, will, RawClient};
+pub use client::{
+    ack, connect_packet, connect_v5, options, publish_packet, subscribe_packet, will, Client,
+    RawClient,
+};
 pub use xml::{activemq_xml, broker_xml, load_xml, pending_limit_policy, BrokerXml};
 
 /// Upper bound for any single wait in a test; nothing may hang longer.

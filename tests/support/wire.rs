@@ -20,7 +20,7 @@ use ferromq::protocol::{
     Subscribe, SubscriptionOptions,
 };
 
-use super::raw::connect_packet;
+use super::client::connect_packet;
 use super::xml::{pending_limit_policy, BrokerXml};
 use super::{free_port, ChildGuard};
 
