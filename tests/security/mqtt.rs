@@ -14,14 +14,10 @@ use ferromq::config::{
     ListenerOptions, LoginModule, LoginModuleKind, Persistence, PrincipalKind, Scheme, Secret,
     SimpleAuth, SimpleUser, Span,
 };
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS,
-    SubscribeReasonCode,
-};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
+use rumqttc::{ConnectReturnCode, LastWill, MqttOptions, QoS, SubscribeReasonCode};
 
-const STEP: Duration = Duration::from_secs(5);
+use crate::support::Client;
+
 /// How long to wait to be sure a message does NOT arrive.
 const QUIET: Duration = Duration::from_millis(400);
 
@@ -105,13 +101,6 @@ async fn start(config: Config) -> (BrokerHandle, u16) {
     (handle, port)
 }
 
-/// A connected client and what it receives: (topic, payload) of each PUBLISH, and SUBACK codes.
-struct Client {
-    mqtt: AsyncClient,
-    publishes: mpsc::UnboundedReceiver<(String, Vec<u8>, bool)>,
-    subacks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
-}
-
 fn options(port: u16, id: &str, login: Option<(&str, &str)>) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
@@ -125,63 +114,34 @@ async fn connect(
     port: u16,
     id: &str,
     login: Option<(&str, &str)>,
-) -> Result<Client, ConnectReturnCode> {
-    connect_with(options(port, id, login)).await
+) -> Result<Secured, ConnectReturnCode> {
+    Client::try_connect_with(options(port, id, login))
+        .await
+        .map(Secured)
 }
 
-async fn connect_with(options: MqttOptions) -> Result<Client, ConnectReturnCode> {
-    let (mqtt, mut events) = AsyncClient::new(options, 16);
-    match timeout(STEP, events.poll()).await.expect("CONNACK in time") {
-        Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {}
-        Ok(Event::Incoming(Packet::ConnAck(ack))) => return Err(ack.code),
-        Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
-        other => panic!("unexpected first event {other:?}"),
-    }
-    let (pub_tx, publishes) = mpsc::unbounded_channel();
-    let (sub_tx, subacks) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(event) = events.poll().await {
-            match event {
-                Event::Incoming(Packet::Publish(p)) => {
-                    let _ = pub_tx.send((p.topic.clone(), p.payload.to_vec(), p.retain));
-                }
-                Event::Incoming(Packet::SubAck(s)) => {
-                    let _ = sub_tx.send(s.return_codes);
-                }
-                _ => {}
-            }
-        }
-    });
-    Ok(Client {
-        mqtt,
-        publishes,
-        subacks,
-    })
-}
+/// A connected client, with the questions these tests ask of it.
+struct Secured(Client);
 
-impl Client {
+impl Secured {
     /// Subscribe and return whether the broker granted it.
     async fn subscribe(&mut self, filter: &str) -> bool {
-        self.mqtt
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("send SUBSCRIBE");
-        let codes = timeout(STEP, self.subacks.recv())
-            .await
-            .expect("SUBACK in time")
-            .expect("connection open");
+        let codes = self.0.subscribe(filter, QoS::AtLeastOnce).await;
         matches!(codes.as_slice(), [SubscribeReasonCode::Success(_)])
     }
 
+    /// PUBLISH at QoS 1 without waiting for the PUBACK (a denied publish may get none).
     async fn publish(&self, topic: &str, payload: &str) {
-        self.mqtt
+        self.0
+            .client
             .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
             .await
             .expect("send PUBLISH");
     }
 
     async fn publish_retained(&self, topic: &str, payload: &str) {
-        self.mqtt
+        self.0
+            .client
             .publish(topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec())
             .await
             .expect("send PUBLISH");
@@ -190,8 +150,8 @@ impl Client {
     /// Every topic received until nothing arrives for [`QUIET`], sorted.
     async fn received_topics(&mut self) -> Vec<String> {
         let mut topics = Vec::new();
-        while let Ok(Some((topic, _, _))) = timeout(QUIET, self.publishes.recv()).await {
-            topics.push(topic);
+        while let Some(publish) = self.0.publish_within(QUIET).await {
+            topics.push(publish.topic);
         }
         topics.sort();
         topics
@@ -390,12 +350,9 @@ async fn wills_are_authorized_as_publishes_of_their_owner() {
     for (id, will_topic) in [("dev-ok", "status/dev"), ("dev-bad", "alarms/dev")] {
         let mut o = options(port, id, Some(("dev", "pw")));
         o.set_last_will(LastWill::new(will_topic, "gone", QoS::AtLeastOnce, false));
-        let (mqtt, mut events) = AsyncClient::new(o, 16);
-        let connected = timeout(STEP, events.poll()).await.expect("CONNACK in time");
-        assert!(matches!(connected, Ok(Event::Incoming(Packet::ConnAck(_)))));
-        // Drop the event loop: the socket closes without DISCONNECT, so the will fires.
-        drop(events);
-        drop(mqtt);
+        let client = Client::try_connect_with(o).await.expect("CONNACK 0");
+        // Stop the event loop: the socket closes without DISCONNECT, so the will fires.
+        client.kill();
     }
     assert_eq!(watcher.received_topics().await, vec!["status/dev"]);
     b.shutdown().await;

@@ -283,7 +283,18 @@ impl Client {
         Client::connect_with(o).await
     }
 
+    /// CONNECT, expecting success.
     pub async fn connect_with(options: rumqttc::MqttOptions) -> Client {
+        match Client::try_connect_with(options).await {
+            Ok(client) => client,
+            Err(code) => panic!("CONNECT refused: {code:?}"),
+        }
+    }
+
+    /// CONNECT; the CONNACK code when the broker refuses.
+    pub async fn try_connect_with(
+        options: rumqttc::MqttOptions,
+    ) -> Result<Client, rumqttc::ConnectReturnCode> {
         let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 1000);
         let (tx, publishes) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::unbounded_channel();
@@ -294,7 +305,7 @@ impl Client {
                 match eventloop.poll().await {
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(ack))) => {
                         if let Some(t) = connack_tx.take() {
-                            let _ = t.send(ack);
+                            let _ = t.send(Ok(ack));
                         }
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
@@ -304,6 +315,12 @@ impl Client {
                         let _ = incoming_tx.send(other);
                     }
                     Ok(_) => {}
+                    Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                        if let Some(t) = connack_tx.take() {
+                            let _ = t.send(Err(code));
+                        }
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -311,15 +328,17 @@ impl Client {
         let ack = tokio::time::timeout(STEP, connack_rx)
             .await
             .expect("CONNACK in time")
-            .expect("connected");
-        assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
-        Client {
+            .expect("connected")?;
+        if ack.code != rumqttc::ConnectReturnCode::Success {
+            return Err(ack.code);
+        }
+        Ok(Client {
             client,
             publishes,
             incoming,
             session_present: ack.session_present,
             task,
-        }
+        })
     }
 
     /// The next non-PUBLISH packet matching `pred` (others are skipped).
@@ -382,6 +401,14 @@ impl Client {
             .await
             .expect("a PUBLISH in time")
             .expect("event loop alive")
+    }
+
+    /// The next PUBLISH, or `None` when nothing arrives for `within`.
+    pub async fn publish_within(&mut self, within: Duration) -> Option<rumqttc::Publish> {
+        tokio::time::timeout(within, self.publishes.recv())
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Asserts that nothing arrives for `within`.
