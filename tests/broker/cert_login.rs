@@ -2,13 +2,12 @@
 //! groups by `jaasCertificateAuthenticationPlugin` (TextFileCertificateLoginModule files), and
 //! the authorization entries then govern what that user may do over MQTT.
 
-use crate::support::tls::{tls_connector, Ca, Leaf};
-use crate::support::{connect_packet, subscribe_packet, BrokerXml, STEP};
-use bytes::BytesMut;
+use crate::support::tls::{tls_connect, tls_connector, Ca, Leaf};
+use crate::support::{connect_packet, BrokerXml, RawClient, STEP};
 use ferromq::config::{load_file, LoadOptions};
-use ferromq::protocol::{decode, encode, ConnectReason, Packet, ProtocolVersion, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ferromq::protocol::{ConnectReason, QoS};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 const LOGIN_CONFIG: &str = r#"CertLogin {
     org.apache.activemq.jaas.TextFileCertificateLoginModule required
@@ -35,52 +34,19 @@ fn broker_xml() -> String {
         .build()
 }
 
-/// CONNECT over mutual TLS with `client`'s certificate; the CONNACK reason and the stream.
+/// CONNECT over mutual TLS with `client`'s certificate; the CONNACK reason and the client.
 async fn connect(
     addr: std::net::SocketAddr,
     ca: &Ca,
     client: &Leaf,
     id: &str,
-) -> (
-    ConnectReason,
-    tokio_rustls::client::TlsStream<TcpStream>,
-    BytesMut,
-) {
-    let tcp = TcpStream::connect(addr).await.expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tls_connector(ca, Some(client))
-        .connect(name, tcp)
+) -> (ConnectReason, RawClient<TlsStream<TcpStream>>) {
+    let tls = tokio::time::timeout(STEP, tls_connect(addr, &tls_connector(ca, Some(client))))
         .await
+        .expect("TLS handshake in time")
         .expect("TLS handshake");
-    send(
-        &mut tls,
-        Packet::Connect(Box::new(connect_packet(id, true, 0))),
-    )
-    .await;
-    let mut buf = BytesMut::new();
-    match read(&mut tls, &mut buf).await {
-        Packet::ConnAck(ack) => (ack.reason, tls, buf),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-}
-
-async fn send(tls: &mut tokio_rustls::client::TlsStream<TcpStream>, packet: Packet) {
-    let mut out = BytesMut::new();
-    encode(&packet, ProtocolVersion::V311, &mut out).expect("encode");
-    tls.write_all(&out).await.expect("write");
-}
-
-async fn read(tls: &mut tokio_rustls::client::TlsStream<TcpStream>, buf: &mut BytesMut) -> Packet {
-    loop {
-        if let Some(p) = decode(buf, Some(ProtocolVersion::V311), usize::MAX).expect("valid") {
-            return p;
-        }
-        let n = tokio::time::timeout(STEP, tls.read_buf(buf))
-            .await
-            .expect("in time")
-            .expect("read");
-        assert!(n > 0, "closed by the broker");
-    }
+    let (client, ack) = RawClient::handshake(tls, connect_packet(id, true, 0)).await;
+    (ack.reason, client)
 }
 
 #[tokio::test]
@@ -117,26 +83,21 @@ async fn certificate_subject_maps_to_a_user_whose_groups_are_authorized() {
     let addr = broker.listener_addrs()[0].1;
 
     // alice's certificate maps to user alice in group readers: allowed.> only.
-    let (reason, mut tls, mut buf) = connect(addr, &ca, &alice, "alice-client").await;
+    let (reason, mut alice_client) = connect(addr, &ca, &alice, "alice-client").await;
     assert_eq!(reason, ConnectReason::Success);
-    send(
-        &mut tls,
-        subscribe_packet(
+    let granted = alice_client
+        .subscribe(
             1,
             &[
                 ("allowed/#", QoS::AtLeastOnce),
                 ("secret/#", QoS::AtLeastOnce),
             ],
-        ),
-    )
-    .await;
-    match read(&mut tls, &mut buf).await {
-        Packet::SubAck(ack) => assert_eq!(ack.return_codes, vec![1, 0x80]),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
+        )
+        .await;
+    assert_eq!(granted, vec![1, 0x80]);
 
     // A certificate the CA signed but the users file does not name: refused.
-    let (reason, _, _) = connect(addr, &ca, &mallory, "mallory-client").await;
+    let (reason, _) = connect(addr, &ca, &mallory, "mallory-client").await;
     assert_eq!(reason, ConnectReason::NotAuthorized);
     broker.shutdown().await;
 }

@@ -8,7 +8,6 @@ use crate::support::{connect_packet, publish_packet, BrokerXml, RawClient, TestB
 use bytes::{Bytes, BytesMut};
 use ferromq::protocol::{decode, encode, Ack, ConnectReason, Packet, ProtocolVersion, QoS};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -39,22 +38,6 @@ fn encoded(packet: Packet) -> Bytes {
     let mut out = BytesMut::new();
     encode(&packet, ProtocolVersion::V311, &mut out).expect("encode");
     out.freeze()
-}
-
-async fn read_packet<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> Packet {
-    loop {
-        if let Some(p) = decode(buf, Some(ProtocolVersion::V311), usize::MAX).expect("valid") {
-            return p;
-        }
-        let n = tokio::time::timeout(STEP, stream.read_buf(buf))
-            .await
-            .expect("in time")
-            .expect("read");
-        assert!(n > 0, "closed by the broker");
-    }
 }
 
 async fn next_ws_packet(
@@ -107,33 +90,21 @@ async fn tls_and_websocket_clients_share_topics_with_plain_ones() {
         .await
         .expect("tcp");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
         .expect("TLS handshake");
-    let mut buf = BytesMut::new();
-    tls.write_all(&encoded(Packet::Connect(Box::new(connect_packet(
-        "tls", true, 0,
-    )))))
-    .await
-    .expect("write");
-    match read_packet(&mut tls, &mut buf).await {
-        Packet::ConnAck(a) => assert_eq!(a.reason, ConnectReason::Success),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
-    tls.write_all(&encoded(publish_packet(
+    let (mut tls, ack) = RawClient::handshake(tls, connect_packet("tls", true, 0)).await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    tls.send(publish_packet(
         "x/tls",
         b"over tls",
         QoS::AtLeastOnce,
         Some(1),
         false,
-    )))
-    .await
-    .expect("write");
-    assert_eq!(
-        read_packet(&mut tls, &mut buf).await,
-        Packet::PubAck(Ack::new(1))
-    );
+    ))
+    .await;
+    assert_eq!(tls.recv().await, Packet::PubAck(Ack::new(1)));
     let p = plain.recv_publish().await;
     assert_eq!(
         (p.topic.as_str(), &p.payload[..]),
