@@ -7,18 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{activemq_xml, RawClient};
+use crate::support::{activemq_xml, ChildGuard, RawClient};
 use ferromq::protocol::Packet;
-
-/// Kills the child if the test fails half-way, so no broker outlives the test.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The log line without terminal colour sequences (`ESC [ ... m`).
 fn strip_ansi(line: &str) -> String {

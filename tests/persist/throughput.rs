@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use ferromq::protocol::{Packet, QoS};
 
+use crate::support::load_xml;
 use crate::support::wire::{broker_xml, numbered_publish, subscribe, Wire};
 
 const PUBLISHERS: u32 = 8;
@@ -62,15 +63,7 @@ async fn fan_in(addr: SocketAddr) -> f64 {
 
 async fn ferromq_rate(persistent: bool) -> (f64, Option<ferromq::store::StoreStats>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let loaded = ferromq::config::load_str(
-        &broker_xml(dir.path(), 0, persistent, "fanin.>", 1_000_000),
-        dir.path(),
-        &ferromq::config::LoadOptions {
-            use_env: false,
-            ..Default::default()
-        },
-    );
-    let config = loaded.into_result().unwrap_or_else(|_| panic!("bench XML"));
+    let config = load_xml(&broker_xml(dir.path(), 0, persistent, "fanin.>", 1_000_000));
     let handle = ferromq::broker::start(config).await.expect("broker starts");
     let rate = fan_in(handle.listener_addrs()[0].1).await;
     let stats = handle.core().durable().map(|d| d.stats());

@@ -57,18 +57,18 @@ impl Broker {
     }
 
     fn sigkill(mut self) {
-        self.0 .0.kill().expect("SIGKILL");
-        self.0 .0.wait().expect("reaped");
+        self.0.kill().expect("SIGKILL");
+        self.0.wait().expect("reaped");
     }
 
     async fn sigterm(mut self) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.0 .0.id().to_string()])
+            .args(["-TERM", &self.0.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.0 .0.try_wait().expect("wait").is_none() {
+        while self.0.try_wait().expect("wait").is_none() {
             assert!(
                 Instant::now() < deadline,
                 "ferromq did not exit after SIGTERM"

@@ -1,11 +1,12 @@
 //! `config::diff`: what a reload sees between two configurations, loaded through the real loader
 //! from XML in temporary directories.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use ferromq::config::diff::{diff, diff_with_changed_files, keep_running_values, ConfigDiff};
-use ferromq::config::{load_str, Config, LoadOptions};
+use ferromq::config::{load_str, Config};
+
+use crate::support::xml::no_env;
 
 const BEANS: &str =
     "<beans xmlns=\"http://www.springframework.org/schema/beans\" xmlns:ferromq=\"urn:ferromq\">";
@@ -13,11 +14,7 @@ const BROKER: &str = "<broker xmlns=\"http://activemq.apache.org/schema/core\"";
 
 fn load(dir: &Path, broker_attrs: &str, inner: &str) -> Config {
     let xml = format!("{BEANS}{BROKER} {broker_attrs}>{inner}</broker></beans>");
-    let options = LoadOptions {
-        overrides: BTreeMap::new(),
-        use_env: false,
-    };
-    let loaded = load_str(&xml, dir, &options);
+    let loaded = load_str(&xml, dir, &no_env());
     let text = loaded.diagnostics.to_string();
     loaded
         .into_result()

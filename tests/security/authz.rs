@@ -11,15 +11,10 @@ use ferromq::config::{
 use ferromq::security::{Action, AuthzCache, Principal, Security};
 use proptest::prelude::*;
 
+use crate::support::security::list;
+
 fn span(line: u32) -> Span {
     Span::new(Arc::new(PathBuf::from("conf/activemq.xml")), line, 7)
-}
-
-fn list(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn entry(line: u32, kind: DestinationKind, patterns: &str, rwa: [&str; 3]) -> AuthzEntry {

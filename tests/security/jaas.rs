@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use crate::support::security::*;
@@ -11,12 +11,6 @@ use ferromq::config::{Authentication, JaasAuth, LoginModule, LoginModuleKind};
 use ferromq::security::{AuthFailure, AuthRequest, Security};
 
 // ---- JAAS ----
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write file");
-    path
-}
 
 fn properties_module(flag: &str, dir: &Path, reload: bool) -> LoginModule {
     LoginModule {

@@ -4,7 +4,7 @@
 //! ActiveMQ security example, JAAS users with reload=true.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use ferromq::config::{
 };
 use rumqttc::{ConnectReturnCode, LastWill, MqttOptions, QoS, SubscribeReasonCode};
 
+use crate::support::security::{list, write};
 use crate::support::Client;
 
 /// How long to wait to be sure a message does NOT arrive.
@@ -23,13 +24,6 @@ const QUIET: Duration = Duration::from_millis(400);
 
 fn span(line: u32) -> Span {
     Span::new(Arc::new(PathBuf::from("activemq.xml")), line, 1)
-}
-
-fn list(s: &str) -> Vec<String> {
-    s.split(',')
-        .filter(|x| !x.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 fn topic_entry(pattern: &str, rwa: [&str; 3]) -> AuthzEntry {
@@ -356,12 +350,6 @@ async fn wills_are_authorized_as_publishes_of_their_owner() {
     }
     assert_eq!(watcher.received_topics().await, vec!["status/dev"]);
     b.shutdown().await;
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write");
-    path
 }
 
 #[tokio::test]

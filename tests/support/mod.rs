@@ -11,7 +11,7 @@
 //! - [`logs`]: capturing log lines;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
-#![allow(dead_code, unused_imports)] // each test binary uses a different subset
+#![allow(dead_code)] // each test binary uses a different subset
 
 pub mod broker;
 pub mod client;
@@ -26,11 +26,15 @@ pub mod xml;
 
 use std::time::Duration;
 
+// Shorthands for the most used helpers (a binary may use none of them).
+#[allow(unused_imports)]
 pub use broker::TestBroker;
+#[allow(unused_imports)]
 pub use client::{
     ack, connect_packet, connect_v5, options, publish_packet, subscribe_packet, will, Client,
     RawClient,
 };
+#[allow(unused_imports)]
 pub use xml::{activemq_xml, broker_xml, load_xml, pending_limit_policy, BrokerXml};
 
 /// Upper bound for any single wait in a test; nothing may hang longer.
@@ -63,6 +67,19 @@ pub fn free_port() -> u16 {
 
 /// Kills the child process when dropped, so a failing test leaves no process behind.
 pub struct ChildGuard(pub std::process::Child);
+
+impl std::ops::Deref for ChildGuard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ChildGuard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {

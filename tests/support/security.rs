@@ -8,6 +8,21 @@ use std::sync::Arc;
 use ferromq::config::{Authentication, Secret, SimpleAuth, SimpleUser, Span};
 use ferromq::security::{AuthRequest, Principal, Security};
 
+/// A comma-separated list (`a,b`; empty items dropped).
+pub fn list(s: &str) -> Vec<String> {
+    s.split(',')
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Write `text` to `dir/name`; returns the path.
+pub fn write(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path
+}
+
 pub fn span() -> Span {
     Span::new(Arc::new(PathBuf::from("conf/activemq.xml")), 1, 1)
 }

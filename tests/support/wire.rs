@@ -21,8 +21,8 @@ use ferromq::protocol::{
 };
 
 use super::client::connect_packet;
+use super::free_port;
 use super::xml::{pending_limit_policy, BrokerXml};
-use super::{free_port, ChildGuard};
 
 /// A minimal error-tolerant MQTT 3.1.1 client (the broker may vanish at any byte).
 pub struct Wire {
