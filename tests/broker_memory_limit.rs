@@ -7,31 +7,18 @@
 //! Its own test binary: it captures the log, and tracing caches per-callsite interest
 //! process-wide (see security_auth_logging.rs).
 
-mod common;
+mod support;
 
-use std::sync::{Arc, Mutex};
+use support::logs::Logs;
+
 use std::time::Duration;
 
-use common::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 use ferromq::broker::memory::MESSAGE_OVERHEAD_BYTES;
 use ferromq::protocol::{Disconnect, Packet, QoS};
+use support::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 
 const PAYLOAD_BYTES: usize = 400;
 const TOPIC: &str = "mem";
-
-/// A tracing writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn publish_qos1(client: &mut RawClient, id: u16, payload: &[u8]) -> bool {
     client
@@ -55,14 +42,7 @@ async fn publish_qos1(client: &mut RawClient, id: u16, payload: &[u8]) -> bool {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Logs::capture_at(tracing::Level::INFO);
 
     let limit_bytes = 2048u64;
     let broker = TestBroker::from_xml(&activemq_xml(
@@ -116,7 +96,7 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
     assert!(matches!(qos0.recv().await, Packet::PingResp));
     assert_eq!(broker.handle.counters().dropped_memory_full, 1);
 
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("memoryUsage limit"), "{logs}");
     assert!(
@@ -142,7 +122,7 @@ async fn a_full_memory_refuses_publishes_until_the_subscriber_drains() {
         sub.recv_within(Duration::from_millis(300)).await.is_none(),
         "the dropped QoS 0 message was not delivered"
     );
-    common::settle().await;
+    support::settle().await;
     assert!(
         publish_qos1(&mut publisher, 200, &payload).await,
         "accepted again once drained"

@@ -3,11 +3,12 @@
 
 #![cfg(unix)]
 
-mod reload_live;
+mod support;
 
 use std::time::Duration;
 
-use reload_live::{broker_xml, LiveBroker};
+use support::broker_xml;
+use support::live::LiveBroker;
 
 const ANY: &str = "mqtt://127.0.0.1:0";
 

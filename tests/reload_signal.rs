@@ -3,19 +3,20 @@
 
 #![cfg(unix)]
 
-mod reload_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ferromq::reload;
-use reload_support::{next_apply, options, wait_stats, ConfigDir, Recorder};
+use support::reload::{next_apply, wait_stats, ConfigDir, Recorder};
+use support::xml::no_env;
 
 #[tokio::test]
 async fn sighup_reloads_without_watching() {
     let dir = ConfigDir::new("");
     let (recorder, mut applied) = Recorder::new();
-    let handle = reload::spawn(dir.load(), options(), false, Arc::new(recorder));
+    let handle = reload::spawn(dir.load(), no_env(), false, Arc::new(recorder));
     let mut stats = handle.subscribe();
     assert!(!handle.is_watching());
     dir.write("ports.properties", "mqtt.port=1999\n");

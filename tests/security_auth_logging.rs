@@ -4,37 +4,16 @@
 //! test on another thread hitting the same callsite with no subscriber made the captured log
 //! miss events now and then when this lived beside the other authentication tests.
 
-mod security_common;
+mod support;
 
-use std::sync::{Arc, Mutex};
+use support::logs::Logs;
 
 use ferromq::security::AuthRequest;
-use security_common::*;
-
-/// A tracing writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::security::*;
 
 #[tokio::test(flavor = "current_thread")]
 async fn failed_logins_are_logged_with_client_user_and_peer_but_never_the_password() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Logs::capture_at(tracing::Level::DEBUG);
     let sec = simple(vec![simple_user("alice", "right-one", "g")], false);
     let attempt = AuthRequest {
         client_id: "sensor-42",
@@ -46,7 +25,7 @@ async fn failed_logins_are_logged_with_client_user_and_peer_but_never_the_passwo
         .authenticate(&req(Some("alice"), Some("right-one")))
         .await
         .is_ok());
-    let logs = String::from_utf8(captured.0.lock().expect("lock").clone()).expect("utf8");
+    let logs = captured.text();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("sensor-42"), "{logs}");
     assert!(logs.contains("alice"), "{logs}");

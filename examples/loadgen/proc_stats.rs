@@ -22,6 +22,7 @@ impl Target {
 }
 
 /// Clock ticks per second used by /proc/PID/stat (USER_HZ).
+#[allow(unsafe_code)] // the one libc call of the package
 fn ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions; it only reads a constant of the running system.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

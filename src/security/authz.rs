@@ -14,7 +14,7 @@
 //! destinations.
 //!
 //! Casbin's enforce interprets the matcher for every row (tens of microseconds), so decisions are
-//! made by [`CompiledPolicy`], which is built by reading the rows back out of the enforcer and
+//! made by `CompiledPolicy`, which is built by reading the rows back out of the enforcer and
 //! evaluates the same rule without allocating. `ferromq explain` and the tests run both and
 //! compare.
 

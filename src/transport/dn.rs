@@ -5,8 +5,7 @@
 //! those strings from `keytool -printcert` or from broker logs, so ferromq must produce the same
 //! text Java does. [`subject_dn`] produces `X500Principal.getName()` (RFC 2253:
 //! `CN=client,O=Org,C=US`); older ActiveMQ releases print `getSubjectDN().getName()`, the same
-//! names with `", "` between them. [`same_dn`] compares two DN strings so that both spellings of
-//! one name match, and is what the certificate login module should use.
+//! names with `", "` between them.
 
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -22,31 +21,6 @@ const RFC2253_KEYWORDS: &[(&str, &str)] = &[
     ("2.5.4.9", "STREET"),
     ("0.9.2342.19200300.100.1.25", "DC"),
     ("0.9.2342.19200300.100.1.1", "UID"),
-];
-
-/// Keywords that appear in hand-written DNs (RFC 1779 / Java `X500Name` spellings), mapped to
-/// their OIDs so that [`same_dn`] can compare `EMAILADDRESS=a@b` with `1.2.840...=#16...`.
-const KEYWORD_OIDS: &[(&str, &str)] = &[
-    ("CN", "2.5.4.3"),
-    ("C", "2.5.4.6"),
-    ("L", "2.5.4.7"),
-    ("S", "2.5.4.8"),
-    ("ST", "2.5.4.8"),
-    ("O", "2.5.4.10"),
-    ("OU", "2.5.4.11"),
-    ("T", "2.5.4.12"),
-    ("STREET", "2.5.4.9"),
-    ("DC", "0.9.2342.19200300.100.1.25"),
-    ("UID", "0.9.2342.19200300.100.1.1"),
-    ("SERIALNUMBER", "2.5.4.5"),
-    ("SURNAME", "2.5.4.4"),
-    ("GIVENNAME", "2.5.4.42"),
-    ("INITIALS", "2.5.4.43"),
-    ("GENERATION", "2.5.4.44"),
-    ("DNQ", "2.5.4.46"),
-    ("DNQUALIFIER", "2.5.4.46"),
-    ("EMAIL", "1.2.840.113549.1.9.1"),
-    ("EMAILADDRESS", "1.2.840.113549.1.9.1"),
 ];
 
 const TAG_SEQUENCE: u8 = 0x30;
@@ -226,132 +200,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether two DN strings name the same subject, as far as a users file is concerned.
-///
-/// Accepts both Java spellings (`CN=a,O=b` and `CN=a, O=b`), keyword case and synonyms
-/// (`S`/`ST`, `EMAIL`/`EMAILADDRESS`/`1.2.840.113549.1.9.1`), backslash escapes, RFC 1779
-/// quoted values, and `#hex` values of string type. Values are compared exactly (case matters),
-/// as ActiveMQ's string comparison does. A string that is not a DN matches nothing.
-pub fn same_dn(a: &str, b: &str) -> bool {
-    match (parse_dn(a), parse_dn(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => false,
-    }
-}
-
-/// A parsed DN: RDNs in written order, each a list of (OID, raw value).
-type ParsedDn = Vec<Vec<(String, String)>>;
-
-fn parse_dn(dn: &str) -> Option<ParsedDn> {
-    let mut rdns: ParsedDn = Vec::new();
-    let mut avas: Vec<(String, String)> = Vec::new();
-    let mut chars = dn.chars().peekable();
-    loop {
-        // attribute type
-        let mut keyword = String::new();
-        let mut has_equals = false;
-        for c in chars.by_ref() {
-            if c == '=' {
-                has_equals = true;
-                break;
-            }
-            keyword.push(c);
-        }
-        if !has_equals {
-            return None;
-        }
-        let keyword = keyword.trim().to_ascii_uppercase();
-        if keyword.is_empty() {
-            return None;
-        }
-        let keyword = keyword.strip_prefix("OID.").unwrap_or(&keyword).to_string();
-        let oid = KEYWORD_OIDS
-            .iter()
-            .find(|(k, _)| *k == keyword)
-            .map_or(keyword.clone(), |(_, o)| (*o).to_string());
-        // attribute value, up to an unescaped separator outside quotes
-        while chars.peek().is_some_and(|c| *c == ' ') {
-            chars.next();
-        }
-        // bytes, because `\XX` escapes name UTF-8 bytes one at a time
-        let mut value: Vec<u8> = Vec::new();
-        let mut trailing_spaces = 0usize;
-        let mut quoted = false;
-        // only an unescaped leading `#` introduces a hex value
-        let is_hex = chars.peek() == Some(&'#');
-        let mut separator = None;
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    trailing_spaces = 0;
-                }
-                '\\' => {
-                    let escaped = chars.next()?;
-                    if escaped.is_ascii_hexdigit() {
-                        let low = chars.next()?;
-                        let byte = u8::from_str_radix(&format!("{escaped}{low}"), 16).ok()?;
-                        value.push(byte);
-                    } else {
-                        push_char(&mut value, escaped);
-                    }
-                    trailing_spaces = 0;
-                }
-                ',' | ';' | '+' if !quoted => {
-                    separator = Some(c);
-                    break;
-                }
-                ' ' if !quoted => {
-                    value.push(b' ');
-                    trailing_spaces += 1;
-                }
-                _ => {
-                    push_char(&mut value, c);
-                    trailing_spaces = 0;
-                }
-            }
-        }
-        value.truncate(value.len() - trailing_spaces);
-        let mut value = String::from_utf8_lossy(&value).into_owned();
-        if is_hex {
-            if let Some(text) = value.strip_prefix('#').and_then(hex_string_value) {
-                value = text;
-            }
-        }
-        avas.push((oid, value));
-        match separator {
-            Some('+') => {}
-            Some(_) => rdns.push(std::mem::take(&mut avas)),
-            None => {
-                rdns.push(avas);
-                return Some(rdns);
-            }
-        }
-    }
-}
-
-fn push_char(bytes: &mut Vec<u8>, c: char) {
-    let mut buf = [0u8; 4];
-    bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-}
-
-/// The text of a `#hex` DER value when it is a string type (how Java writes EMAILADDRESS).
-fn hex_string_value(hex_digits: &str) -> Option<String> {
-    if !hex_digits.len().is_multiple_of(2) || !hex_digits.is_ascii() {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex_digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex_digits.get(i..i + 2)?, 16).ok())
-        .collect();
-    let bytes = bytes?;
-    let (tag, body, rest) = read_tlv(&bytes).ok()?;
-    if !rest.is_empty() {
-        return None;
-    }
-    decode_string(tag, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,28 +258,5 @@ mod tests {
         assert!(subject_dn(b"").is_err());
         assert!(subject_dn(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(name_to_rfc2253(&[0x30, 0x03, 0x31, 0x05, 0x30]).is_err());
-    }
-
-    #[test]
-    fn both_java_spellings_match() {
-        assert!(same_dn("CN=client,O=Org,C=US", "CN=client, O=Org, C=US"));
-        assert!(same_dn("cn=client , o=Org,c=US", "CN=client,O=Org,C=US"));
-        assert!(same_dn("CN=x,S=CA", "CN=x,ST=CA"));
-        assert!(same_dn("O=\"Acme, Inc.\"", "O=Acme\\, Inc."));
-        assert!(same_dn(
-            "EMAILADDRESS=a@b, CN=c",
-            "1.2.840.113549.1.9.1=#1603614062,CN=c"
-        ));
-        assert!(same_dn("CN=a\\ ", "CN=a\\20"));
-    }
-
-    #[test]
-    fn different_names_do_not_match() {
-        assert!(!same_dn("CN=client,O=Org", "CN=Client,O=Org"));
-        assert!(!same_dn("CN=client,O=Org", "O=Org,CN=client"));
-        assert!(!same_dn("CN=a+O=b", "CN=a,O=b"));
-        assert!(!same_dn("CN=a\\ ", "CN=a"));
-        assert!(!same_dn("", ""));
-        assert!(!same_dn("not a dn", "not a dn"));
     }
 }

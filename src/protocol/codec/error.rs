@@ -65,7 +65,7 @@ pub enum DecodeError {
          MQTT 3.1, MQTT level 4 = MQTT 3.1.1, MQTT level 5 = MQTT 5.0)"
     )]
     UnsupportedProtocolVersion {
-        /// The name the client sent, cut to [`PROTOCOL_NAME_SHOWN_CHARS`] characters (it is
+        /// The name the client sent, cut to `PROTOCOL_NAME_SHOWN_CHARS` characters (it is
         /// peer input and ends up in logs).
         name: String,
         level: u8,

@@ -1,0 +1,115 @@
+//! Resource limits: maximumConnections, slow consumers (bounded queues, other clients and the
+//! publisher unaffected), bind errors that name the connector.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    activemq_xml, load_xml, pending_limit_policy, Client, RawClient, TestBroker, STEP,
+};
+use ferromq::broker::limits::pending_hard_cap;
+use ferromq::protocol::QoS;
+use rumqttc::QoS as Q;
+
+#[tokio::test]
+async fn maximum_connections_closes_extra_sockets_at_accept() {
+    let broker = TestBroker::with_uri_options(&["maximumConnections=2"]).await;
+    let (_a, _) = RawClient::connected(broker.addr, "a", true).await;
+    let (b, _) = RawClient::connected(broker.addr, "b", true).await;
+    let mut extra = RawClient::tcp(broker.addr).await;
+    assert!(extra.closed_within(Duration::from_secs(2)).await.is_some());
+    assert_eq!(broker.handle.counters().connections_refused_limit, 1);
+    // A slot frees when a connection ends.
+    drop(b);
+    let deadline = tokio::time::Instant::now() + STEP;
+    while broker.handle.counters().connections_current > 1 {
+        assert!(tokio::time::Instant::now() < deadline, "slot not released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_c, _) = RawClient::connected(broker.addr, "c", true).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn slow_consumers_are_bounded_and_do_not_stall_others() {
+    const LIMIT: usize = 5;
+    // Enough that the QoS 0 subscriber's hard cap plus its socket buffers overflow.
+    const MESSAGES: usize = 400;
+    let policy = pending_limit_policy("slow.>", LIMIT);
+    let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
+
+    // Two subscribers that never read their sockets (so never acknowledge either).
+    let (mut stuck_qos1, _) = RawClient::connected(broker.addr, "stuck1", true).await;
+    stuck_qos1
+        .subscribe(1, &[("slow/#", QoS::AtLeastOnce)])
+        .await;
+    let (mut stuck_qos0, _) = RawClient::connected(broker.addr, "stuck0", true).await;
+    stuck_qos0
+        .subscribe(1, &[("slow/#", QoS::AtMostOnce)])
+        .await;
+    let mut fast = Client::connect(broker.addr, "fast").await;
+    fast.subscribe("slow/#", Q::AtLeastOnce).await;
+
+    let mut publ = Client::connect(broker.addr, "pub").await;
+    let payload = vec![0x5a; 64 * 1024];
+    let start = Instant::now();
+    for i in 0..MESSAGES {
+        publ.publish(&format!("slow/{i}"), Q::AtLeastOnce, false, &payload)
+            .await;
+        assert_eq!(fast.next_publish().await.topic, format!("slow/{i}"));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "publisher was slowed down"
+    );
+
+    // QoS 0 stays bounded by the hard cap; every acknowledged QoS 1 message is kept for the
+    // stuck QoS 1 subscriber (memoryUsage bounds it, not a message count).
+    let core = broker.handle.core().clone();
+    let cap = pending_hard_cap(LIMIT);
+    let stuck0 = core
+        .registry
+        .by_client_id("stuck0")
+        .expect("session")
+        .snapshot();
+    assert!(
+        stuck0.pending.len() <= cap,
+        "{} queued",
+        stuck0.pending.len()
+    );
+    let stuck1 = core
+        .registry
+        .by_client_id("stuck1")
+        .expect("session")
+        .snapshot();
+    assert!(stuck1.inflight.len() <= core.inflight_window);
+    assert_eq!(stuck1.pending.len() + stuck1.inflight.len(), MESSAGES);
+    let counters = broker.handle.counters();
+    // stuck0 (QoS 0): the hard cap queued plus what the socket buffers hold; the rest evicted.
+    let must_drop = (MESSAGES / 4) as u64;
+    assert!(
+        counters.dropped_queue_full >= must_drop,
+        "dropped {} < {must_drop}",
+        counters.dropped_queue_full
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn bind_error_names_the_connector_and_its_line() {
+    let first = TestBroker::default().await;
+    let xml = activemq_xml(&[], "").replace(
+        r#"name="mqtt" uri="mqtt://127.0.0.1:0"#,
+        &format!(
+            r#"name="busy-connector" uri="mqtt://127.0.0.1:{}"#,
+            first.addr.port()
+        ),
+    );
+    let config = load_xml(&xml);
+    let err = match ferromq::broker::start(config).await {
+        Ok(_) => panic!("binding a port in use must fail"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("busy-connector"), "{err}");
+    assert!(err.contains("<memory>.xml:5:"), "{err}");
+    first.shutdown().await;
+}

@@ -1,0 +1,25 @@
+//! The broker, started in-process (and once as the real binary) and driven by real MQTT
+//! clients: publish/subscribe, sessions, wills, retained messages, keep-alive, back-pressure and
+//! limits, MQTT 5, malformed input, security at the MQTT level and every transport.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod backpressure;
+mod backpressure_qos0;
+mod cert_login;
+mod delivery_guarantees;
+mod keepalive;
+mod limits;
+mod malformed;
+mod mqtt5;
+mod mqtt5_acks;
+mod mqtt5_disconnect;
+mod mqtt5_publish;
+mod pubsub;
+mod retained;
+mod security;
+mod session;
+mod signal;
+mod transport;
+mod will;

@@ -1,0 +1,648 @@
+//! `ferromq check`: golden diagnostics for broken files, every shipped configuration valid,
+//! the XSD accepting them, the binary's exit codes and JSON, and no panic on random trees.
+//!
+//! Golden files (`*.expected`) hold the full `check` text with the repository path replaced by
+//! `<root>`. After an intended change, regenerate them with
+//! `UPDATE_GOLDEN=1 cargo test --test config check::` and review the diff.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use ferromq::config::compile::compile;
+use ferromq::config::tree::{Attr, Element, Namespace};
+use ferromq::config::xml::LoadedDocument;
+use ferromq::config::{load_file, report, Diagnostics, LoadOptions, Loaded, Span};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn options() -> LoadOptions {
+    LoadOptions {
+        overrides: BTreeMap::new(),
+        use_env: false,
+    }
+}
+
+fn check(relative: &str) -> Loaded {
+    load_file(&root().join(relative), &options())
+}
+
+fn normalized(text: &str) -> String {
+    text.replace(&root().display().to_string(), "<root>")
+}
+
+/// (configuration, golden file), relative to the repository root.
+const GOLDEN: &[(&str, &str)] = &[
+    (
+        "tests/fixtures/config/unclosed-tag.xml",
+        "tests/fixtures/config/unclosed-tag.expected",
+    ),
+    (
+        "tests/fixtures/config/typo-element.xml",
+        "tests/fixtures/config/typo-element.expected",
+    ),
+    (
+        "tests/fixtures/config/unresolved-placeholder.xml",
+        "tests/fixtures/config/unresolved-placeholder.expected",
+    ),
+    (
+        "tests/fixtures/config/bad-uri.xml",
+        "tests/fixtures/config/bad-uri.expected",
+    ),
+    (
+        "tests/fixtures/config/port-clash.xml",
+        "tests/fixtures/config/port-clash.expected",
+    ),
+    (
+        "tests/fixtures/config/missing-properties-file.xml",
+        "tests/fixtures/config/missing-properties-file.expected",
+    ),
+    (
+        "tests/fixtures/config/import-cycle.xml",
+        "tests/fixtures/config/import-cycle.expected",
+    ),
+    (
+        "tests/fixtures/config/jks/activemq.xml",
+        "tests/fixtures/config/jks/activemq.expected",
+    ),
+    (
+        "tests/fixtures/config/jaas-missing-file/activemq.xml",
+        "tests/fixtures/config/jaas-missing-file/activemq.expected",
+    ),
+    (
+        "tests/fixtures/config/jaas-syntax/activemq.xml",
+        "tests/fixtures/config/jaas-syntax/activemq.expected",
+    ),
+    (
+        "tests/fixtures/config/security-errors.xml",
+        "tests/fixtures/config/security-errors.expected",
+    ),
+    (
+        "examples/upstream-activemq.xml",
+        "tests/fixtures/config/upstream-activemq.expected",
+    ),
+    (
+        "conf/activemq.xml",
+        "tests/fixtures/config/conf-activemq.expected",
+    ),
+];
+
+#[test]
+fn golden_diagnostics() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut mismatches = Vec::new();
+    for (input, expected_path) in GOLDEN {
+        let actual = normalized(&report::text(&check(input)));
+        let expected_file = root().join(expected_path);
+        if update {
+            std::fs::write(&expected_file, &actual).expect("write golden file");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_file)
+            .unwrap_or_else(|e| panic!("{expected_path}: {e} (run with UPDATE_GOLDEN=1)"));
+        if actual != expected {
+            mismatches.push(format!(
+                "== {input}\n-- expected ({expected_path}):\n{expected}-- actual:\n{actual}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn golden_files_show_what_the_issue_asks_for() {
+    // Independent of the golden text: the essential facts, so a careless UPDATE_GOLDEN cannot
+    // bless a regression.
+    let first_error = |input: &str| {
+        let loaded = check(input);
+        let error = loaded.diagnostics.errors().next().cloned();
+        error.unwrap_or_else(|| panic!("{input}: expected an error"))
+    };
+    let unclosed = first_error("tests/fixtures/config/unclosed-tag.xml");
+    let span = unclosed.span.expect("span");
+    assert_eq!((span.line, span.col), (6, 1));
+    assert!(unclosed.hint.is_some_and(|h| h.contains("opened at 2:5")));
+
+    let typo = check("tests/fixtures/config/typo-element.xml");
+    let hints: Vec<_> = typo
+        .diagnostics
+        .0
+        .iter()
+        .filter_map(|d| d.hint.clone())
+        .collect();
+    assert!(
+        hints.contains(&"did you mean `transportConnector`?".to_owned()),
+        "{hints:?}"
+    );
+    assert!(
+        hints.contains(&"did you mean `persistenceAdapter`?".to_owned()),
+        "{hints:?}"
+    );
+
+    let placeholder = first_error("tests/fixtures/config/unresolved-placeholder.xml");
+    assert!(placeholder.message.contains("${mqtt.host}"));
+    assert_eq!(placeholder.span.map(|s| s.line), Some(5));
+
+    assert!(first_error("tests/fixtures/config/bad-uri.xml")
+        .message
+        .contains("out of range"));
+    assert!(first_error("tests/fixtures/config/port-clash.xml")
+        .message
+        .contains("clashes"));
+    assert!(
+        first_error("tests/fixtures/config/missing-properties-file.xml")
+            .message
+            .contains("no-such-credentials.properties")
+    );
+    assert!(first_error("tests/fixtures/config/import-cycle.xml")
+        .message
+        .contains("cycle"));
+    let jks = first_error("tests/fixtures/config/jks/activemq.xml");
+    assert!(jks.hint.is_some_and(|h| h.contains(
+        "keytool -importkeystore -srckeystore broker.ks -destkeystore broker.p12 -deststoretype pkcs12"
+    )));
+    let jaas = first_error("tests/fixtures/config/jaas-missing-file/activemq.xml");
+    assert!(jaas.message.contains("no-such-groups.properties"));
+    assert_eq!(jaas.span.map(|s| (s.line, s.col)), Some((4, 51)));
+}
+
+fn is_broker_config(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| t.contains("<broker"))
+}
+
+fn xml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn default_configuration_is_valid_without_warnings() {
+    let loaded = check("conf/activemq.xml");
+    assert!(loaded.diagnostics.0.is_empty(), "{}", loaded.diagnostics);
+    let config = loaded.config.expect("config");
+    assert_eq!(config.listeners.len(), 1);
+    let listener = &config.listeners[0];
+    assert_eq!((listener.host.as_str(), listener.port), ("127.0.0.1", 1883));
+    assert_eq!(listener.options.default_keep_alive_ms, 60_000);
+    assert!(matches!(
+        config.authentication,
+        ferromq::config::Authentication::None
+    ));
+    assert!(config
+        .files
+        .contains(&root().join("conf/credentials.properties")));
+}
+
+/// Generate throw-away PEM material where examples/tls.xml expects it.
+/// `check` reports the keep-alive rules the broker enforces: both read the listener's resolved
+/// `inactivity`, so `useInactivityMonitor=false` turns both limits off in the summary too.
+#[test]
+fn check_summary_shows_the_resolved_keep_alive_rules() {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors>
+          <transportConnector name="on" uri="mqtt://127.0.0.1:0?transport.defaultKeepAlive=5000&amp;transport.connectAttemptTimeout=2000"/>
+          <transportConnector name="off" uri="mqtt://127.0.0.1:0?transport.defaultKeepAlive=5000&amp;transport.useInactivityMonitor=false"/>
+        </transportConnectors>
+      </broker></beans>"#;
+    let loaded = ferromq::config::load_str(xml, Path::new("."), &options());
+    let config = loaded.config.as_ref().expect("valid");
+    let (on, off) = (&config.listeners[0], &config.listeners[1]);
+    assert_eq!(
+        on.inactivity.default_keep_alive,
+        Some(std::time::Duration::from_secs(5))
+    );
+    assert_eq!(
+        on.inactivity.silence_limit(0),
+        Some(std::time::Duration::from_millis(7500))
+    );
+    assert_eq!(off.inactivity.silence_limit(10), None);
+    assert_eq!(off.inactivity.connect_attempt_timeout, None);
+    let json: serde_json::Value = serde_json::from_str(&report::json(&loaded)).expect("json");
+    let listeners = &json["summary"]["listeners"];
+    assert_eq!(listeners[0]["default_keep_alive_ms"], 5000);
+    assert_eq!(listeners[0]["connect_attempt_timeout_ms"], 2000);
+    assert_eq!(listeners[1]["default_keep_alive_ms"], 0);
+    assert!(listeners[1]["connect_attempt_timeout_ms"].is_null());
+    assert_eq!(listeners[1]["inactivity_monitor"], false);
+}
+
+fn write_tls_material(dir: &Path) {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("generate certificate");
+    std::fs::create_dir_all(dir.join("tls")).expect("mkdir");
+    std::fs::write(dir.join("tls/broker-cert.pem"), certified.cert.pem()).expect("write");
+    std::fs::write(
+        dir.join("tls/broker-key.pem"),
+        certified.key_pair.serialize_pem(),
+    )
+    .expect("write");
+    std::fs::write(dir.join("tls/ca.pem"), certified.cert.pem()).expect("write");
+}
+
+#[test]
+fn every_example_is_valid() {
+    let examples = root().join("examples");
+    let mut checked = 0;
+    for path in xml_files(&examples)
+        .into_iter()
+        .filter(|p| is_broker_config(p))
+    {
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let loaded = if name == "tls.xml" {
+            // The keys are generated, never committed: check a copy beside generated ones.
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::copy(&path, dir.path().join("tls.xml")).expect("copy");
+            std::fs::copy(
+                examples.join("credentials.properties"),
+                dir.path().join("credentials.properties"),
+            )
+            .expect("copy");
+            write_tls_material(dir.path());
+            load_file(&dir.path().join("tls.xml"), &options())
+        } else {
+            load_file(&path, &options())
+        };
+        assert!(
+            !loaded.diagnostics.has_errors(),
+            "{name}:\n{}",
+            loaded.diagnostics
+        );
+        let config = loaded.config.expect("config");
+        assert!(!config.listeners.is_empty(), "{name} serves MQTT");
+        if name == "upstream-activemq.xml" {
+            assert!(
+                loaded.diagnostics.warnings().count() >= 5,
+                "{name} warns about what it skips"
+            );
+            let schemes: Vec<String> = config
+                .listeners
+                .iter()
+                .map(|l| l.scheme.to_string())
+                .collect();
+            assert_eq!(schemes, vec!["mqtt", "ws"]);
+        } else {
+            assert_eq!(
+                loaded.diagnostics.warnings().count(),
+                0,
+                "{name}:\n{}",
+                loaded.diagnostics
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 5,
+        "security, jaas, tls, hot-reload, upstream-activemq"
+    );
+}
+
+fn xmllint_available() -> bool {
+    Command::new("xmllint").arg("--version").output().is_ok()
+}
+
+fn xmllint(file: &Path) -> std::process::Output {
+    Command::new("xmllint")
+        .arg("--noout")
+        .arg("--nonet")
+        .arg("--schema")
+        .arg(root().join("schemas/ferromq-activemq.xsd"))
+        .arg(file)
+        .output()
+        .expect("run xmllint")
+}
+
+#[test]
+fn shipped_xml_validates_against_the_schema() {
+    if !xmllint_available() {
+        println!("skipped: xmllint not found (install libxml2-utils)");
+        return;
+    }
+    let files: Vec<PathBuf> = xml_files(&root().join("conf"))
+        .into_iter()
+        .chain(xml_files(&root().join("examples")))
+        .collect();
+    assert!(files.len() >= 7);
+    for file in files {
+        let out = xmllint(&file);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The schema does reject what it declares.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.xml");
+    std::fs::write(
+        &bad,
+        r#"<beans xmlns="http://www.springframework.org/schema/beans"><broker xmlns="http://activemq.apache.org/schema/core" persistent="maybe"><transportConnectors><transportConnector name="x"/></transportConnectors></broker></beans>"#,
+    )
+    .expect("write");
+    let out = xmllint(&bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("persistent") && stderr.contains("uri"),
+        "{stderr}"
+    );
+}
+
+fn ferromq(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(root()).args(args);
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.output().expect("run ferromq")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn check_binary_exit_codes() {
+    let ok = ferromq(&["check", "conf/activemq.xml"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stdout(&ok));
+    assert!(stdout(&ok).ends_with("0 error(s), 0 warning(s)\n"));
+    assert!(stdout(&ok).contains("mqtt: mqtt://127.0.0.1:1883"));
+
+    let bad = ferromq(&["check", "tests/fixtures/config/typo-element.xml"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stdout(&bad).contains("did you mean `transportConnector`?"));
+
+    let missing = ferromq(&["check", "no/such/file.xml"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    let usage = ferromq(&["check", "--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+
+    let warnings = ferromq(&["check", "examples/upstream-activemq.xml"]);
+    assert_eq!(warnings.status.code(), Some(0));
+    let denied = ferromq(&["check", "--deny-warnings", "examples/upstream-activemq.xml"]);
+    assert_eq!(denied.status.code(), Some(1));
+}
+
+#[test]
+fn check_binary_json() {
+    let out = ferromq(&[
+        "check",
+        "--format",
+        "json",
+        "tests/fixtures/config/bad-uri.xml",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("JSON output");
+    assert_eq!(value["valid"], false);
+    assert!(value["summary"].is_null());
+    let first = &value["diagnostics"][0];
+    assert_eq!(first["severity"], "error");
+    assert_eq!(first["line"], 4);
+    assert!(first["column"].is_u64() && first["hint"].is_string());
+    assert!(first["file"]
+        .as_str()
+        .is_some_and(|f| f.ends_with("bad-uri.xml")));
+
+    let good = ferromq(&[
+        "check",
+        "--format",
+        "json",
+        "examples/upstream-activemq.xml",
+    ]);
+    assert_eq!(good.status.code(), Some(0));
+    let value: serde_json::Value = serde_json::from_str(&stdout(&good)).expect("JSON output");
+    assert_eq!(value["valid"], true);
+    assert_eq!(
+        value["summary"]["listeners"].as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        value["summary"]["listeners"][0]["max_frame_size_bytes"],
+        104_857_600
+    );
+    assert_eq!(value["warnings"], 6);
+}
+
+#[test]
+fn check_never_prints_passwords() {
+    let out = ferromq(&["check", "examples/security.xml"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("user system: groups users,admins"));
+    assert!(
+        !text.contains("manager"),
+        "the password of `system` leaked:\n{text}"
+    );
+    let json = stdout(&ferromq(&[
+        "check",
+        "--format",
+        "json",
+        "examples/security.xml",
+    ]));
+    assert!(!json.contains("manager"));
+}
+
+mod random_trees {
+    //! Random element trees straight into the compiler: whatever the shape, no panic.
+    use super::*;
+    use proptest::prelude::*;
+
+    const NAMES: &[&str] = &[
+        "broker",
+        "transportConnectors",
+        "transportConnector",
+        "plugins",
+        "simpleAuthenticationPlugin",
+        "users",
+        "authenticationUser",
+        "authorizationPlugin",
+        "map",
+        "authorizationMap",
+        "authorizationEntries",
+        "authorizationEntry",
+        "defaultEntry",
+        "tempDestinationAuthorizationEntry",
+        "sslContext",
+        "systemUsage",
+        "memoryUsage",
+        "persistenceAdapter",
+        "kahaDB",
+        "levelDB",
+        "destinationPolicy",
+        "policyMap",
+        "policyEntries",
+        "policyEntry",
+        "pendingMessageLimitStrategy",
+        "constantPendingMessageLimitStrategy",
+        "networkConnectors",
+        "networkConnector",
+        "jaasAuthenticationPlugin",
+        "jaasDualAuthenticationPlugin",
+        "runtimeConfigurationPlugin",
+        "managementContext",
+        "bean",
+        "transportConector",
+    ];
+    const ATTRS: &[&str] = &[
+        "uri",
+        "name",
+        "limit",
+        "topic",
+        "queue",
+        "read",
+        "write",
+        "keyStore",
+        "trustStore",
+        "keyFile",
+        "checkPeriod",
+        "persistent",
+        "configuration",
+        "groupClass",
+        "username",
+        "password",
+        "directory",
+        "journalMaxFileLength",
+        "brokerName",
+        "dataDirectory",
+        "allowLinkStealing",
+        "bogus",
+    ];
+    const VALUES: &[&str] = &[
+        "mqtt://0.0.0.0:1883",
+        "mqtt+ssl://[::]:0?needClientAuth=true",
+        "ws://[::",
+        "tcp://h:1",
+        "",
+        "${x}",
+        "-1",
+        "99999999999999999999",
+        "true",
+        "64 mb",
+        "file:/nonexistent/x.pem",
+        ">",
+        "a,,b",
+        "org.apache.activemq.jaas.UserPrincipal",
+        "mqtt://h:1?transport.defaultKeepAlive=-5&&=",
+        "é%zz",
+        "mqtt://h:65536",
+    ];
+
+    fn span(line: u32) -> Span {
+        Span::new(Arc::new(PathBuf::from("/nonexistent/random.xml")), line, 1)
+    }
+
+    fn namespace(i: u8) -> Namespace {
+        match i % 6 {
+            0 => Namespace::Beans,
+            1 => Namespace::Ferromq,
+            2 => Namespace::Other("urn:x".into()),
+            _ => Namespace::ActiveMq,
+        }
+    }
+
+    fn attr() -> impl Strategy<Value = Attr> {
+        (
+            0..ATTRS.len(),
+            0..VALUES.len(),
+            any::<u8>(),
+            "[ -~]{0,12}",
+            1u32..500,
+        )
+            .prop_map(|(a, v, ns, junk, line)| {
+                let value = if ns % 7 == 0 {
+                    junk
+                } else {
+                    VALUES[v].to_owned()
+                };
+                Attr {
+                    name: ATTRS[a].to_owned(),
+                    ns: (ns % 5 == 0).then(|| namespace(ns)),
+                    raw: value.clone(),
+                    value,
+                    span: span(line),
+                    value_span: span(line),
+                }
+            })
+    }
+
+    fn element() -> impl Strategy<Value = Element> {
+        let leaf = (
+            0..NAMES.len(),
+            any::<u8>(),
+            prop::collection::vec(attr(), 0..4),
+            1u32..500,
+        )
+            .prop_map(|(n, ns, attrs, line)| Element {
+                ns: namespace(ns),
+                name: NAMES[n].to_owned(),
+                attrs,
+                children: Vec::new(),
+                text: String::new(),
+                span: span(line),
+            });
+        leaf.prop_recursive(5, 64, 6, |inner| {
+            (
+                0..NAMES.len(),
+                any::<u8>(),
+                prop::collection::vec(attr(), 0..4),
+                prop::collection::vec(inner, 0..6),
+                1u32..500,
+            )
+                .prop_map(|(n, ns, attrs, children, line)| Element {
+                    ns: namespace(ns),
+                    name: NAMES[n].to_owned(),
+                    attrs,
+                    children,
+                    text: String::new(),
+                    span: span(line),
+                })
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn compile_and_report_never_panic(children in prop::collection::vec(element(), 0..4)) {
+            let root = Element {
+                ns: Namespace::Beans,
+                name: "beans".into(),
+                attrs: Vec::new(),
+                children,
+                text: String::new(),
+                span: span(1),
+            };
+            let doc = LoadedDocument {
+                root,
+                files: Vec::new(),
+                main_file: PathBuf::from("/nonexistent/random.xml"),
+                properties: BTreeMap::new(),
+            };
+            let mut diagnostics = Diagnostics::default();
+            let config = compile(&doc, &mut diagnostics);
+            let loaded = Loaded { config, diagnostics };
+            let _ = report::text(&loaded);
+            let json = report::json(&loaded);
+            prop_assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Durability through the broker: restarts, crashes (kill -9 of the real binary), session
+//! expiry, store limits, wills across a crash, and a throughput measurement.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod crash;
+mod crash_qos2;
+mod expiry;
+mod limits;
+mod paging;
+mod restart;
+mod throughput;
+mod wills_crash;

@@ -1,0 +1,146 @@
+//! A long queue does not live in RAM when the broker has a store: an offline persistent
+//! session gets three times `memoryUsage` of QoS 1 payload, every message is acknowledged
+//! (no producer flow control needed: beyond the pending limit payloads stay in the store), the
+//! broker's resident memory stays within `memoryUsage` plus a stated margin, before and after a
+//! restart, and the session then receives every message.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::free_port;
+use crate::support::wire::{spawn_broker, subscribe, KillOnDrop, Wire};
+use bytes::Bytes;
+use ferromq::protocol::{Ack, Packet, Publish, QoS};
+
+const MEMORY_LIMIT_MB: u64 = 16;
+/// What the broker process may hold beyond `memoryUsage`: the store's page cache (64 MiB at
+/// most) and the process itself (code, runtime, allocator slack: 24 MiB) ...
+const RSS_MARGIN_MB: u64 = 64 + 24;
+/// ... plus the envelope of each paged-out message (topic, QoS, sequence: measured about 134
+/// bytes with a 6-byte topic; 8x `memoryUsage` queued took 11 MiB more than 3x).
+const ENVELOPE_BYTES: u64 = 160;
+const PAYLOAD_BYTES: usize = 1024;
+/// Three times `memoryUsage` of payload.
+const MESSAGES: u32 = (3 * MEMORY_LIMIT_MB * 1024 * 1024 / PAYLOAD_BYTES as u64) as u32;
+
+fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="paging" persistent="true">
+    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
+    <systemUsage><systemUsage>
+      <memoryUsage><memoryUsage limit="{MEMORY_LIMIT_MB} mb"/></memoryUsage>
+    </systemUsage></systemUsage>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+        dir.join("kahadb").display()
+    );
+    let path = dir.join("activemq.xml");
+    std::fs::write(&path, xml).expect("write config");
+    path
+}
+
+/// Resident memory of process `pid` in MiB (Linux `/proc`).
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb / 1024
+}
+
+async fn publish_all(addr: SocketAddr, pid: u32) -> u64 {
+    let mut publisher = Wire::connect(addr, "pub", true).await;
+    let mut peak = 0;
+    let (mut sent, mut acked) = (0u32, 0u32);
+    let mut payload = vec![b'p'; PAYLOAD_BYTES];
+    while acked < MESSAGES {
+        while sent < MESSAGES && sent - acked < 200 {
+            payload[..4].copy_from_slice(&sent.to_be_bytes());
+            let packet = Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "page/x".into(),
+                packet_id: Some((sent % 60_000 + 1) as u16),
+                payload: Bytes::copy_from_slice(&payload),
+                properties: None,
+            });
+            publisher.send(&packet).await.expect("send");
+            sent += 1;
+        }
+        match publisher.recv(Duration::from_secs(10)).await {
+            Ok(Some(Packet::PubAck(_))) => acked += 1,
+            other => panic!("expected PUBACK {acked}: {other:?} (the publisher was stopped?)"),
+        }
+        if acked % 4096 == 0 {
+            peak = peak.max(rss_mb(pid));
+        }
+    }
+    peak.max(rss_mb(pid))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_times_memory_usage_queued_offline_stays_within_memory_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = config(dir.path(), port);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let broker = std::sync::Arc::new(parking_lot::Mutex::new(spawn_broker(&config)));
+    let _kill = KillOnDrop(broker.clone());
+    let pid = broker.lock().id();
+
+    let mut sub = Wire::connect(addr, "sub", false).await;
+    subscribe(&mut sub, "page/#", QoS::AtLeastOnce).await;
+    drop(sub);
+
+    let peak = publish_all(addr, pid).await;
+    let bound = MEMORY_LIMIT_MB + RSS_MARGIN_MB + u64::from(MESSAGES) * ENVELOPE_BYTES / (1 << 20);
+    println!("{MESSAGES} x {PAYLOAD_BYTES} B queued offline: peak RSS {peak} MiB (bound {bound})");
+    assert!(
+        peak <= bound,
+        "RSS {peak} MiB > {bound} MiB while publishing"
+    );
+
+    // A restart reads the queue back paged too.
+    {
+        let mut child = broker.lock();
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        *child = spawn_broker(&config);
+    }
+    let pid = broker.lock().id();
+    let mut sub = Wire::connect(addr, "sub", false).await;
+    let after_restart = rss_mb(pid);
+    println!("after a restart: RSS {after_restart} MiB");
+    assert!(
+        after_restart <= bound,
+        "RSS {after_restart} MiB after restart"
+    );
+
+    let mut seen = BTreeSet::new();
+    while seen.len() < MESSAGES as usize {
+        match sub.recv(Duration::from_secs(10)).await {
+            Ok(Some(Packet::Publish(p))) => {
+                seen.insert(u32::from_be_bytes(p.payload[..4].try_into().expect("n")));
+                assert_eq!(p.payload.len(), PAYLOAD_BYTES, "payload read back whole");
+                let id = p.packet_id.expect("QoS 1");
+                sub.send(&Packet::PubAck(Ack::new(id))).await.expect("ack");
+            }
+            other => panic!("after {} messages: {other:?}", seen.len()),
+        }
+    }
+    assert_eq!(seen, (0..MESSAGES).collect());
+    let drained = rss_mb(pid);
+    println!("drained: RSS {drained} MiB");
+    assert!(drained <= bound, "RSS {drained} MiB while draining");
+}

@@ -1,0 +1,9 @@
+//! Transports on their own: TLS (PEM, PKCS#12, client certificates), WebSocket, and TLS
+//! material reloaded while serving, through `transport::upgrade` and an echo server.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod reload;
+mod tls;
+mod ws;
