@@ -1,7 +1,7 @@
 //! Sessions: the MQTT state that outlives a network connection when clean session is 0.
 //!
 //! [`SessionState`] is plain, serializable data (subscriptions, pending queue, outbound
-//! in-flight window, inbound QoS 2 packet ids) so that a durable [`super::store::SessionStore`]
+//! in-flight window, inbound QoS 2 packet ids) so that a durable [`super::durability::SessionStore`]
 //! can persist it unchanged. [`Session`] wraps it for the runtime: a short-held mutex, plus the
 //! current connection's attachment (generation number, kick token, wake-up signal).
 //!
@@ -114,7 +114,7 @@ pub struct Session {
     inner: Mutex<SessionInner>,
 }
 
-/// A connection's claim on a session, returned by [`Session::attach`].
+/// A connection's claim on a session, returned by `Session::attach`.
 #[derive(Debug, Clone)]
 pub struct AttachToken {
     pub generation: u64,
@@ -294,7 +294,7 @@ impl Session {
         f(&mut self.inner.lock().state)
     }
 
-    /// A copy of the state for a [`super::store::SessionStore`].
+    /// A copy of the state for a [`super::durability::SessionStore`].
     pub fn snapshot(&self) -> SessionState {
         self.inner.lock().state.clone()
     }

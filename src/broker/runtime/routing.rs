@@ -256,7 +256,7 @@ impl BrokerCore {
     /// The second half of routing (after the plan's ops are durable): retained store, then
     /// the deliveries. A QoS 0 delivery to an online session is queued up to the hard cap, a
     /// QoS 1/2 one always
-    /// (see [`super::queue`]); the sessions it leaves above their soft limit are returned so
+    /// (see [`crate::broker::queue`]); the sessions it leaves above their soft limit are returned so
     /// the publisher can pause.
     pub fn complete_route(&self, plan: RoutePlan) -> Routed {
         let RoutePlan {

@@ -1,9 +1,9 @@
 //! `activemq.xml` -> [`LoadedDocument`]: the element tree with file:line:column for every element
 //! and attribute, `<import resource=...>` spliced in and `${...}` placeholders resolved.
 //!
-//! - [`reader`]: one XML text -> one tree (quick-xml tokens, namespaces, entities, positions);
-//! - [`imports`]: Spring `<import>`, relative to the including file, cycles detected;
-//! - [`placeholders`]: Spring's placeholder configurer beans, their `.properties` files and the
+//! - `reader`: one XML text -> one tree (quick-xml tokens, namespaces, entities, positions);
+//! - `imports`: Spring `<import>`, relative to the including file, cycles detected;
+//! - `placeholders`: Spring's placeholder configurer beans, their `.properties` files and the
 //!   lookup order Spring uses.
 
 mod imports;
