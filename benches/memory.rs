@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ferromq::broker::memory::MemoryGauge;
 use ferromq::broker::message::Message;
+use ferromq::broker::routing::memory::MemoryGauge;
 use ferromq::protocol::QoS;
 
 const PAYLOAD_BYTES: usize = 64;

@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ferromq::broker::retained::RetainedStore;
-use ferromq::broker::router::SubscriptionTree;
+use ferromq::broker::routing::retained::RetainedStore;
+use ferromq::broker::routing::router::SubscriptionTree;
 
 const SITES: u64 = 100;
 const METRICS: u64 = 10;

@@ -13,7 +13,7 @@ use support::logs::Logs;
 
 use std::time::Duration;
 
-use ferromq::broker::memory::MESSAGE_OVERHEAD_BYTES;
+use ferromq::broker::routing::memory::MESSAGE_OVERHEAD_BYTES;
 use ferromq::protocol::{Disconnect, Packet, QoS};
 use support::{ack, activemq_xml, publish_packet, RawClient, TestBroker};
 

@@ -14,27 +14,17 @@
 //! [`BrokerHandle::phase`].
 //!
 //! Hot reload (issue 6): [`BrokerHandle::enable_reload`] starts [`crate::reload`] with
-//! [`apply::BrokerApply`], which swaps the security snapshot and reconciles the listeners
-//! ([`listener_set`]) with each valid new configuration.
+//! [`server::apply::BrokerApply`], which swaps the security snapshot and reconciles the
+//! listeners ([`server::listener_set`]) with each valid new configuration.
 
-pub mod apply;
 pub mod connection;
 pub mod counters;
 pub mod durability;
-pub mod inflight;
-pub mod keepalive;
-pub mod limits;
-pub mod listener;
-pub mod listener_set;
-pub mod memory;
 pub mod message;
-pub mod queue;
-pub mod registry;
-pub mod retained;
-pub mod router;
+pub mod routing;
 pub mod runtime;
+pub mod server;
 pub mod session;
-pub mod session_expiry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,12 +38,12 @@ use crate::config::{Config, LoadOptions};
 pub use crate::control::Phase;
 use crate::control::{Control, ControlEvent, Lifecycle, Signals, StopSignal, WatchSettings};
 use crate::reload::{self, ApplyConfig, ReloadHandle, ReloadRequest};
-pub use apply::BrokerApply;
 pub use connection::{ConnectionParams, ListenerSettings};
 pub use counters::CountersSnapshot;
 pub use durability::{MemorySessionStore, SessionStore};
-use listener_set::{BoundListener, ListenerSet};
 pub use runtime::BrokerCore;
+pub use server::apply::BrokerApply;
+use server::listener_set::{BoundListener, ListenerSet};
 /// How long [`BrokerHandle::shutdown`] waits for connection tasks before giving up on them.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 
@@ -269,9 +259,9 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     }
     let shutdown = CancellationToken::new();
     let (task_alive, tasks_done) = mpsc::channel(1);
-    tokio::spawn(session_expiry::sweep_periodically(
+    tokio::spawn(session::expiry::sweep_periodically(
         core.clone(),
-        session_expiry::AbandonedSessionTimeout::of(&config),
+        session::expiry::AbandonedSessionTimeout::of(&config),
         shutdown.clone(),
         task_alive.clone(),
     ));

@@ -10,7 +10,7 @@
 //!   configuration to the broker's [`ApplyConfig`].
 //!
 //! [`spawn`] runs a reloader with a control task of its own; a broker uses [`spawn_with`] with
-//! its own control task and forwards the `Reload` events (`crate::broker::apply` applies, started
+//! its own control task and forwards the `Reload` events (`crate::broker::server::apply` applies, started
 //! by `BrokerHandle::enable_reload`, which `ferromq run` calls, with `--watch` or not).
 
 pub(crate) mod fingerprint;

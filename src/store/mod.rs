@@ -36,7 +36,7 @@
 //! all of them. To match redb's guarantees a journal needs checksummed records, torn-tail
 //! detection, an index rebuilt on start, and a compactor for a workload that deletes almost
 //! everything it writes; redb has all of it, is actively maintained, and its crash safety is
-//! what `tests/store_crash.rs` checks with 20 kill -9s. The API exposes no redb type, so a
+//! what `tests/store/crash.rs` checks with 20 kill -9s. The API exposes no redb type, so a
 //! journal can replace it later behind [`Store::commit`] if single-publisher latency matters.
 //! fjall (LSM) was not measured: its strength is write amplification on large data sets, while
 //! this store stays small (messages are deleted soon after their acknowledgement).

@@ -1,6 +1,6 @@
 //! The records the store keeps, as plain data, and the operations that change them.
 //!
-//! Shapes follow the broker's session state (`src/broker/session.rs`): subscriptions with QoS,
+//! Shapes follow the broker's session state (`src/broker/session/`): subscriptions with QoS,
 //! a queue of messages per session where each entry is queued, in flight with a packet id, or
 //! released (PUBREC received), inbound QoS 2 packet ids, the will. Message bodies live apart
 //! from queues and are referenced by [`MessageId`], so one publish fanned out to many

@@ -8,7 +8,7 @@ use crate::support::{
     TestBroker,
 };
 use bytes::BytesMut;
-use ferromq::broker::limits::{pending_hard_cap, OVERFILL_PAUSE_LIMIT_MS};
+use ferromq::broker::routing::limits::{pending_hard_cap, OVERFILL_PAUSE_LIMIT_MS};
 use ferromq::protocol::{decode, encode, Packet, ProtocolVersion, QoS};
 use rumqttc::QoS as Q;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::support::{
     activemq_xml, load_xml, pending_limit_policy, Client, RawClient, TestBroker, STEP,
 };
-use ferromq::broker::limits::pending_hard_cap;
+use ferromq::broker::routing::limits::pending_hard_cap;
 use ferromq::protocol::QoS;
 use rumqttc::QoS as Q;
 

@@ -11,8 +11,8 @@ use super::{
     ClientLimits, Conn, ConnectionParams, FlowControl, Identity, Output, PendingAcks,
     PublisherPause, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM,
 };
-use crate::broker::registry::{AttachError, SessionLifetime};
 use crate::broker::runtime::BrokerCore;
+use crate::broker::session::registry::{AttachError, SessionLifetime};
 use crate::protocol::{
     decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
     ProtocolVersion,

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::durability::{Change, Commit, DurabilityError};
-use crate::broker::inflight::{AckOutcome, Inflight};
 use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
+use crate::broker::session::inflight::{AckOutcome, Inflight};
 use crate::broker::session::SessionState;
 use crate::protocol::{
     Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling,

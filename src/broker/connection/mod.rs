@@ -7,16 +7,17 @@
 //! before each write. Publishers never touch this socket; they queue into the session and poke
 //! the task, so a slow socket only ever slows its own client. When the output buffer passes
 //! [`OUT_HIGH_WATER_BYTES`] the task stops reading and stops pulling from the queue until the
-//! socket drains; the session queue's limit then bounds memory (see [`super::queue`]).
+//! socket drains; the session queue's limit then bounds memory (see [`crate::broker::session::queue`]).
 //!
 //! A publish (any QoS) that pushes an online subscriber's queue above its soft limit pauses this
 //! (the publisher's) task: it stops reading until those queues drain, the subscriber goes
-//! offline, or [`super::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
+//! offline, or [`crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
 
 mod connect;
 mod durable_acks;
 mod flow_control;
 mod inbound;
+pub mod keepalive;
 mod outbound;
 mod page_in;
 mod read;
@@ -38,10 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::keepalive::KeepAlive;
-use super::limits::OVERFILL_PAUSE_LIMIT_MS;
-use super::runtime::{BrokerCore, Overfilled, Routed};
-use super::session::{AttachToken, Session};
+use crate::broker::connection::keepalive::KeepAlive;
+use crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS;
+use crate::broker::runtime::{BrokerCore, Overfilled, Routed};
+use crate::broker::session::{AttachToken, Session};
 use crate::config::Listener;
 use crate::protocol::{
     decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,

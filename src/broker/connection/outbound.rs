@@ -8,9 +8,9 @@ use bytes::BytesMut;
 
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::durability::{Change, Commit};
-use crate::broker::inflight::InflightStage;
 use crate::broker::message::Message;
-use crate::broker::queue::QueuedMessage;
+use crate::broker::session::inflight::InflightStage;
+use crate::broker::session::queue::QueuedMessage;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::{Change, Commit, Durability, DurabilityError, RecoveredSession, Recovery};
-use crate::broker::memory::MemoryGauge;
+use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::SessionState;
 
 #[derive(Debug, thiserror::Error)]

@@ -39,9 +39,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::memory::MemoryGauge;
-use super::message::Message;
-use super::session::{SessionState, Subscription};
+use crate::broker::message::Message;
+use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::session::{SessionState, Subscription};
 use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, QoS};
 use crate::security::Principal;

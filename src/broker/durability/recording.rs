@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{Change, Commit, Durability, DurabilityError, Recovery};
-use crate::broker::memory::MemoryGauge;
+use crate::broker::routing::memory::MemoryGauge;
 
 #[derive(Debug, Default)]
 struct State {

@@ -11,10 +11,10 @@ use super::{
     QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData,
     WillOwner,
 };
-use crate::broker::inflight::{InflightEntry, InflightStage};
-use crate::broker::memory::MemoryGauge;
 use crate::broker::message::Message;
-use crate::broker::queue::QueuedMessage;
+use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::session::inflight::{InflightEntry, InflightStage};
+use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, Subscription};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::{
@@ -324,7 +324,7 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
 }
 
 /// Queued messages of a recovered session held in memory; the rest are paged out.
-const PAGE_AFTER_RECOVERY: usize = crate::broker::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
+const PAGE_AFTER_RECOVERY: usize = crate::broker::routing::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
 
 /// Rebuild a session's state: queued entries become pending, sent ones in-flight (re-sent with
 /// DUP=1 on reconnect), released ones awaiting PUBCOMP (PUBREL re-sent). Every message is

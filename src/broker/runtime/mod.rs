@@ -3,7 +3,7 @@
 //!
 //! Routing never blocks on a subscriber. It reports the online sessions a message (of any
 //! QoS) pushed above their soft pending limit; the publisher's connection then stops reading
-//! and waits in [`BrokerCore::wait_drained`] (the slow-consumer rule is in [`super::queue`]).
+//! and waits in [`BrokerCore::wait_drained`] (the slow-consumer rule is in [`crate::broker::session::queue`]).
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -14,12 +14,14 @@ use tokio::sync::{watch, Notify};
 
 use crate::broker::counters::Counters;
 use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionData};
-use crate::broker::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
-use crate::broker::memory::MemoryGauge;
 use crate::broker::message::Message;
-use crate::broker::registry::{AttachError, Attached, Detached, SessionLifetime, SessionRegistry};
-use crate::broker::retained::RetainedStore;
-use crate::broker::router::SubscriptionTree;
+use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
+use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::routing::retained::RetainedStore;
+use crate::broker::routing::router::SubscriptionTree;
+use crate::broker::session::registry::{
+    AttachError, Attached, Detached, SessionLifetime, SessionRegistry,
+};
 use crate::broker::session::{Session, SessionId, Subscription};
 use crate::config::Config;
 use crate::protocol::{LastWill, QoS};
@@ -27,10 +29,10 @@ use crate::security::{Principal, Security};
 
 mod admission;
 mod recovery;
-mod routing;
+mod route;
 
 pub use admission::Refusal;
-pub use routing::{Overfilled, RoutePlan, Routed};
+pub use route::{Overfilled, RoutePlan, Routed};
 
 /// Everything the connection tasks of one broker share.
 pub struct BrokerCore {
@@ -43,7 +45,7 @@ pub struct BrokerCore {
     /// reloaded policy denies as soon as it is swapped in.
     security_generation: watch::Sender<u64>,
     pub counters: Counters,
-    /// Bytes of messages held in memory against the `memoryUsage` limit (see [`super::memory`]).
+    /// Bytes of messages held in memory against the `memoryUsage` limit (see [`crate::broker::routing::memory`]).
     pub memory: Arc<MemoryGauge>,
     /// Swapped whole on reload, so a changed `policyEntry` applies from the next publish.
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,

@@ -17,8 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{self, ConnectionParams, ListenerSettings};
-use super::runtime::BrokerCore;
+use crate::broker::connection::{self, ConnectionParams, ListenerSettings};
+use crate::broker::runtime::BrokerCore;
 use crate::config::Listener;
 use crate::transport::{self, UpgradeLimits};
 

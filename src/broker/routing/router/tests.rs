@@ -429,8 +429,9 @@ proptest! {
 fn tree_and_store_can_be_shared_behind_a_lock() {
     fn shareable<T: Send + Sync>(_: &T) {}
     let tree = parking_lot::RwLock::new(SubscriptionTree::<std::sync::Arc<str>, u8>::new());
-    let store =
-        parking_lot::RwLock::new(crate::broker::retained::RetainedStore::<bytes::Bytes>::new());
+    let store = parking_lot::RwLock::new(crate::broker::routing::retained::RetainedStore::<
+        bytes::Bytes,
+    >::new());
     shareable(&tree);
     shareable(&store);
     std::thread::scope(|scope| {

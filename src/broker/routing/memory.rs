@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::message::Message;
+use crate::broker::message::Message;
 
 /// ActiveMQ's `BrokerService` default when no `memoryUsage` is configured: 1 GB. (Its shipped
 /// activemq.xml says `percentOfJvmHeap="70"` of the launcher's default `-Xmx1G`, about 700 MB;

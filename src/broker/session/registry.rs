@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::session::{AttachToken, Session, SessionId, SessionState};
+use crate::broker::session::{AttachToken, Session, SessionId, SessionState};
 
 /// Why a CONNECT could not get its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -32,9 +32,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::ListenerSettings;
-use super::listener;
-use super::runtime::BrokerCore;
+use crate::broker::connection::ListenerSettings;
+use crate::broker::runtime::BrokerCore;
+use crate::broker::server::listener;
 use crate::config::{Config, Listener};
 use crate::control::ControlLink;
 use crate::transport::{ReloadOutcome, SharedTls};

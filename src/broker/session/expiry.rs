@@ -8,14 +8,14 @@
 //!   seconds); the broker-wide timeout, when set, caps it.
 //!
 //! Offline time is the registry's, which carries what a durability engine recovered across a
-//! restart (see [`super::durability::RecoveredSession::offline_for`]).
+//! restart (see [`crate::broker::durability::RecoveredSession::offline_for`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::runtime::BrokerCore;
+use crate::broker::runtime::BrokerCore;
 use crate::config::Config;
 
 /// How often sessions with their own expiry interval are checked.

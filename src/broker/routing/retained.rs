@@ -11,7 +11,7 @@
 //!
 //! [`clear`]: RetainedStore::clear
 
-use crate::broker::router::trie::{topic_levels, Level, Node, Slot};
+use crate::broker::routing::router::trie::{topic_levels, Level, Node, Slot};
 
 /// A retained message and the full topic it was published to (kept so matches can report the
 /// topic without rebuilding it from the path).
@@ -187,7 +187,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::RetainedStore;
-    use crate::broker::router::tests::naive_matches;
+    use crate::broker::routing::router::tests::naive_matches;
 
     const TOPICS: &[&str] = &[
         "a",

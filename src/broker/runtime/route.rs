@@ -1,6 +1,6 @@
 //! Routing a published message to the sessions that match it, and the back-pressure wait of
 //! a publisher whose messages pushed online sessions above their soft pending limit (the
-//! slow-consumer rule is in [`crate::broker::queue`]).
+//! slow-consumer rule is in [`crate::broker::session::queue`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,9 +10,9 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::broker::durability::{Change, QueueSeq, QueuedFor, RetainedChange};
-use crate::broker::limits::pending_hard_cap;
 use crate::broker::message::{min_qos, Message};
-use crate::broker::queue::QueuedMessage;
+use crate::broker::routing::limits::pending_hard_cap;
+use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId};
 use crate::protocol::QoS;
 
@@ -256,7 +256,7 @@ impl BrokerCore {
     /// The second half of routing (after the plan's ops are durable): retained store, then
     /// the deliveries. A QoS 0 delivery to an online session is queued up to the hard cap, a
     /// QoS 1/2 one always
-    /// (see [`crate::broker::queue`]); the sessions it leaves above their soft limit are returned so
+    /// (see [`crate::broker::session::queue`]); the sessions it leaves above their soft limit are returned so
     /// the publisher can pause.
     pub fn complete_route(&self, plan: RoutePlan) -> Routed {
         let RoutePlan {

@@ -7,7 +7,7 @@ use crate::config::{DestinationKind, PolicyEntry};
 /// Pending messages a session may hold when no policy entry gives a limit.
 pub const DEFAULT_PENDING_MESSAGE_LIMIT: usize = 1000;
 /// An online session's queue may exceed its (soft) pending limit by this factor for QoS 0
-/// messages while their publishers are paused (see [`super::queue`]); past it the oldest QoS 0
+/// messages while their publishers are paused (see [`crate::broker::session::queue`]); past it the oldest QoS 0
 /// message is evicted. QoS 1/2 messages are never dropped by a queue limit.
 pub const PENDING_HARD_CAP_FACTOR: usize = 16;
 /// How long a publisher that overfilled a session waits for it to drain before reading on (a

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::{qos_serde, Message};
 use crate::broker::durability::QueueSeq;
+use crate::broker::message::{qos_serde, Message};
 use crate::protocol::QoS;
 
 /// Where an outbound QoS 1/2 exchange stands.

@@ -6,23 +6,23 @@
 //!   configured, or an admin action may remove it. What bounds these queues is broker-wide:
 //!   every body is charged to `memoryUsage` (and kept within `storeUsage` with a store), and
 //!   when a limit is reached new QoS 1/2 publishes are not admitted (producer flow control,
-//!   see [`super::runtime`]'s admission).
+//!   see [`crate::broker::runtime`]'s admission).
 //! - Every session has a soft limit (the best-matching `policyEntry`'s
 //!   `constantPendingMessageLimitStrategy` limit for the message's topic, else
-//!   [`super::limits::DEFAULT_PENDING_MESSAGE_LIMIT`]). An online session above it makes the
+//!   [`crate::broker::routing::limits::DEFAULT_PENDING_MESSAGE_LIMIT`]). An online session above it makes the
 //!   publisher's connection stop reading until it drains below it (back-pressure through TCP;
-//!   bounded in time, see [`super::runtime::BrokerCore::complete_route`]).
+//!   bounded in time, see [`crate::broker::runtime::BrokerCore::complete_route`]).
 //! - QoS 0 keeps the limit's ActiveMQ meaning (a slow non-durable subscriber's oldest
 //!   messages are discarded): past the limit (the hard cap,
-//!   [`super::limits::pending_hard_cap`], for an online session) the oldest queued QoS 0
+//!   [`crate::broker::routing::limits::pending_hard_cap`], for an online session) the oldest queued QoS 0
 //!   message is evicted to make room, and with none to evict a new QoS 0 message is dropped.
 //!   QoS 0 to an offline session is not queued at all (see
-//!   [`super::session::Session::deliver`]). QoS 0 is paused for like any other QoS: a
+//!   [`crate::broker::session::Session::deliver`]). QoS 0 is paused for like any other QoS: a
 //!   publisher that outruns its subscriber otherwise costs CPU twice (measured: 92% of a
 //!   10 -> 1 QoS 0 fan-in read, routed and evicted unseen).
 //!
 //! Retained messages queued because of a SUBSCRIBE are exempt from the limit (see
-//! [`super::runtime::BrokerCore::deliver_retained`]).
+//! [`crate::broker::runtime::BrokerCore::deliver_retained`]).
 //!
 //! Every QoS 0 drop is counted (`dropped_queue_full`) and logged at warn by the caller.
 
@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::message::{qos_serde, Message};
+use crate::broker::message::{qos_serde, Message};
 use crate::protocol::QoS;
 
 /// A message waiting for a session, with the QoS and retain flag it will be sent with.

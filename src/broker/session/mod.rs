@@ -1,7 +1,7 @@
 //! Sessions: the MQTT state that outlives a network connection when clean session is 0.
 //!
 //! [`SessionState`] is plain, serializable data (subscriptions, pending queue, outbound
-//! in-flight window, inbound QoS 2 packet ids) so that a durable [`super::durability::SessionStore`]
+//! in-flight window, inbound QoS 2 packet ids) so that a durable [`crate::broker::durability::SessionStore`]
 //! can persist it unchanged. [`Session`] wraps it for the runtime: a short-held mutex, plus the
 //! current connection's attachment (generation number, kick token, wake-up signal).
 //!
@@ -17,9 +17,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::inflight::Inflight;
-use super::message::qos_serde;
-use super::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
+pub mod expiry;
+pub mod inflight;
+pub mod queue;
+pub mod registry;
+
+use crate::broker::message::qos_serde;
+use crate::broker::session::inflight::Inflight;
+use crate::broker::session::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
 use crate::protocol::QoS;
 
 /// Process-unique session number: the subscription tree's key (a client id can be reused by a
@@ -237,7 +242,7 @@ impl Session {
         }
     }
 
-    /// Queue a message for this session under the slow-consumer rule of [`super::queue`].
+    /// Queue a message for this session under the slow-consumer rule of [`crate::broker::session::queue`].
     /// `page_after`: when the queue already holds this many messages, a kept message (one with
     /// a `seq`) is queued paged out: its payload stays with the durability engine only.
     pub fn deliver(
@@ -294,7 +299,7 @@ impl Session {
         f(&mut self.inner.lock().state)
     }
 
-    /// A copy of the state for a [`super::durability::SessionStore`].
+    /// A copy of the state for a [`crate::broker::durability::SessionStore`].
     pub fn snapshot(&self) -> SessionState {
         self.inner.lock().state.clone()
     }

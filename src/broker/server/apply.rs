@@ -6,7 +6,7 @@
 //!   the next packet, a subscription it denies is removed at once and queued messages it denies
 //!   are not delivered). Existing connections keep the identity they logged in with: a removed
 //!   user's open connection stays, with whatever the new entries grant that user.
-//! - Connectors: see [`super::listener_set`] (start, stop, rebind, new options for new
+//! - Connectors: see [`crate::broker::server::listener_set`] (start, stop, rebind, new options for new
 //!   connections, new TLS material for new handshakes).
 //! - Policy entries: the pending-message limits are swapped whole and apply to every message
 //!   routed from then on (messages already queued stay queued).
@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use super::limits::PendingLimits;
-use super::listener_set::ListenerSet;
-use super::memory::DEFAULT_MEMORY_LIMIT_BYTES;
-use super::runtime::BrokerCore;
+use crate::broker::routing::limits::PendingLimits;
+use crate::broker::routing::memory::DEFAULT_MEMORY_LIMIT_BYTES;
+use crate::broker::runtime::BrokerCore;
+use crate::broker::server::listener_set::ListenerSet;
 use crate::config::diff::ConfigDiff;
 use crate::config::Config;
 use crate::reload::{ApplyConfig, ApplyFuture, ApplyOutcome};

@@ -1,0 +1,10 @@
+//! Where a published message goes: the subscription tree ([`router`]), the retained messages
+//! ([`retained`]), the per-topic pending limits from policy entries ([`limits`]) and the
+//! `memoryUsage` gauge every message body is charged to ([`memory`]). Routing itself (planning
+//! the targets of a publish, queueing its copies, pausing a publisher) is done by
+//! [`super::runtime::BrokerCore`] with these.
+
+pub mod limits;
+pub mod memory;
+pub mod retained;
+pub mod router;
