@@ -9,7 +9,10 @@ use bytes::Bytes;
 use ferromq::protocol::{ConnectReason, Packet, Properties, QoS};
 
 /// Subscribe, then DISCONNECT (reason 0) and wait for the broker to close.
-async fn subscribe_and_leave(mut client: RawClient) {
+async fn subscribe_and_leave<S>(mut client: RawClient<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     assert_eq!(client.subscribe(1, &[("t/#", QoS::AtLeastOnce)]).await, [1]);
     client
         .send(Packet::Disconnect(ferromq::protocol::Disconnect {
@@ -71,16 +74,23 @@ async fn positive_session_expiry_keeps_the_session_and_clean_start_discards_it()
     broker.shutdown().await;
 }
 
-#[tokio::test]
+/// In-process connections with tokio's clock paused: the sweeper's timing is exact.
+#[tokio::test(start_paused = true)]
 async fn a_session_expires_after_its_interval() {
     let broker = TestBroker::default().await;
-    let (client, _) = RawClient::connect_ok(broker.addr, connect_v5("short", true, Some(1))).await;
+    let (client, _) =
+        RawClient::handshake(broker.duplex(), connect_v5("short", true, Some(2))).await;
+    subscribe_and_leave(client).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (client, ack) =
+        RawClient::handshake(broker.duplex(), connect_v5("short", false, Some(2))).await;
+    assert!(ack.session_present, "not expired after 1.5 s of 2");
     subscribe_and_leave(client).await;
     // Swept within a second of the interval passing.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (_client, ack) =
-        RawClient::connect_ok(broker.addr, connect_v5("short", false, Some(1))).await;
-    assert!(!ack.session_present, "expired after 1 s offline");
+        RawClient::handshake(broker.duplex(), connect_v5("short", false, Some(2))).await;
+    assert!(!ack.session_present, "expired after 2 s offline");
     broker.shutdown().await;
 }
 
@@ -101,7 +111,7 @@ async fn resuming_with_expiry_zero_makes_the_session_end_at_that_disconnect() {
     broker.shutdown().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn broker_timeout_caps_the_session_expiry_interval() {
     let broker = TestBroker::from_xml(&activemq_xml(&[], "").replace(
         r#"persistent="false""#,
@@ -109,11 +119,11 @@ async fn broker_timeout_caps_the_session_expiry_interval() {
     ))
     .await;
     let (client, _) =
-        RawClient::connect_ok(broker.addr, connect_v5("capped", true, Some(3600))).await;
+        RawClient::handshake(broker.duplex(), connect_v5("capped", true, Some(3600))).await;
     subscribe_and_leave(client).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (_client, ack) =
-        RawClient::connect_ok(broker.addr, connect_v5("capped", false, Some(3600))).await;
+        RawClient::handshake(broker.duplex(), connect_v5("capped", false, Some(3600))).await;
     assert!(
         !ack.session_present,
         "offlineDurableSubscriberTimeout=1000 ms caps 3600 s"

@@ -10,11 +10,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+// tokio's clock (not std's): offline time then follows paused time in tests.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub mod expiry;
