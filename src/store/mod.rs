@@ -61,6 +61,8 @@
 
 mod apply;
 mod codec;
+#[cfg(test)]
+mod disk_tests;
 mod error;
 mod lock;
 mod recover;
