@@ -301,9 +301,11 @@ impl Writer {
                     return true;
                 }
                 Err(e) => {
-                    if attempts == 1 {
+                    // Once, then at the 16th, 32nd, 64th... attempt (backoff 2 s by then).
+                    if attempts == 1 || (attempts >= 16 && attempts.is_power_of_two()) {
                         tracing::warn!(
                             path = %path.display(),
+                            attempts,
                             "cannot reopen the store after a failed write: {e}; retrying with \
                              backoff (writes are refused meanwhile)"
                         );
