@@ -23,7 +23,7 @@ const PAYLOAD_BYTES: usize = 4096;
 /// gives the store more than it had when it stopped.
 const BALLAST_BYTES: usize = 2 * 1024 * 1024;
 /// How long a publish may wait for its PUBACK before it counts as refused.
-const ACK_WAIT: Duration = Duration::from_millis(700);
+const ACK_WAIT: Duration = Duration::from_millis(1000);
 
 /// A tmpfs mounted on a temporary directory, unmounted (lazily if still busy) when dropped.
 struct SmallFs {
@@ -243,7 +243,7 @@ async fn a_full_disk_loses_no_acknowledged_message_and_recovers_by_itself() {
     let mut publisher = Publisher::connect(broker.addr).await;
     let mut number = 0u32;
     let mut refused_in_a_row = 0;
-    while refused_in_a_row < 3 {
+    while refused_in_a_row < 4 {
         number += 1;
         assert!(number < 5000, "an 8 MiB filesystem cannot take 20 MB");
         if publisher.publish(number).await {
