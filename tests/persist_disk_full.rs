@@ -224,6 +224,21 @@ async fn disconnect(mut client: RawClient) {
     client.expect_closed().await;
 }
 
+/// Opens the store in `dir` once the stopped broker's last handle on it is gone (its tasks may
+/// still be finishing when `shutdown` returns).
+async fn open_when_released(dir: &Path) -> ferromq::store::Store {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match ferromq::store::Store::open(dir, Default::default()) {
+            Ok(store) => return store,
+            Err(ferromq::store::StoreError::Locked { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the store opens again: {e}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_loses_no_acknowledged_message_and_recovers_by_itself() {
     let Some(fs) = SmallFs::mount(FS_KIB) else {
@@ -341,13 +356,12 @@ async fn a_full_disk_loses_no_acknowledged_message_and_recovers_by_itself() {
     );
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     disconnect(sub).await;
-    drop(publisher);
+    disconnect(publisher.client).await;
     broker.shutdown().await;
 
     // 6. The store opens cleanly on the same directory: no damage, nothing left queued.
     {
-        let store = ferromq::store::Store::open(&store_dir, Default::default())
-            .expect("the store opens again");
+        let store = open_when_released(&store_dir).await;
         let recovered = store.recover().expect("recover");
         assert!(
             recovered.stats.problems.is_empty(),
