@@ -18,6 +18,7 @@ pub struct Counters {
     protocol_errors: AtomicU64,
     wills_published: AtomicU64,
     refused_store_full: AtomicU64,
+    refused_store_unavailable: AtomicU64,
     refused_memory_full: AtomicU64,
     dropped_memory_full: AtomicU64,
     dropped_packet_too_large: AtomicU64,
@@ -49,11 +50,13 @@ pub struct CountersSnapshot {
     pub protocol_errors: u64,
     /// Will messages published.
     pub wills_published: u64,
-    /// QoS 1/2 publishes refused (dropped, not acknowledged) because the durable store
-    /// reached its `storeUsage` limit.
+    /// QoS 1/2 publishes held (not acknowledged yet; the publisher paused) because the durable
+    /// store reached its `storeUsage` limit or the disk its free-space reserve.
     pub refused_store_full: u64,
-    /// QoS 1/2 publishes refused (dropped, not acknowledged) because the messages held in
-    /// memory reached the `memoryUsage` limit.
+    /// QoS 1/2 publishes held because the durable store could not write (I/O error, reopening).
+    pub refused_store_unavailable: u64,
+    /// QoS 1/2 publishes held (not acknowledged yet; the publisher paused) because the messages
+    /// held in memory reached the `memoryUsage` limit.
     pub refused_memory_full: u64,
     /// QoS 0 publishes dropped because the `memoryUsage` limit was reached.
     pub dropped_memory_full: u64,
@@ -87,6 +90,7 @@ impl Counters {
         protocol_errors,
         wills_published,
         refused_store_full,
+        refused_store_unavailable,
         refused_memory_full,
         dropped_memory_full,
         dropped_packet_too_large,
@@ -120,6 +124,7 @@ impl Counters {
             protocol_errors: get(&self.protocol_errors),
             wills_published: get(&self.wills_published),
             refused_store_full: get(&self.refused_store_full),
+            refused_store_unavailable: get(&self.refused_store_unavailable),
             refused_memory_full: get(&self.refused_memory_full),
             dropped_memory_full: get(&self.dropped_memory_full),
             dropped_packet_too_large: get(&self.dropped_packet_too_large),

@@ -36,6 +36,30 @@ pub enum StoreError {
         limit_bytes: u64,
     },
 
+    /// The store's filesystem is too full to take the new message while keeping its reserve
+    /// free (see `src/store/space.rs`): refused before anything was written. Retry later;
+    /// deletions still go through and free space.
+    #[error(
+        "disk nearly full: {available_bytes} bytes free for the store in {dir}, a new message \
+         needs {needed_bytes} plus the reserve of {reserve_bytes}; the message was refused"
+    )]
+    DiskFull {
+        dir: PathBuf,
+        available_bytes: u64,
+        needed_bytes: u64,
+        reserve_bytes: u64,
+    },
+
+    /// A write failed (I/O error, disk full) and the store is being reopened; until it is,
+    /// every batch is refused at once. `out_of_space`: the filesystem was out of space when it
+    /// failed (the broker treats that as full rather than unavailable). Nothing of a refused
+    /// batch was written; retry later.
+    #[error(
+        "store unavailable{}: {detail}",
+        if *out_of_space { " (disk full)" } else { "" }
+    )]
+    Unavailable { detail: String, out_of_space: bool },
+
     /// A batch referred to something that does not exist (a bug in the caller, not bad input).
     /// Nothing of that batch was written.
     #[error("invalid store batch: {0}")]

@@ -61,9 +61,12 @@
 
 mod apply;
 mod codec;
+#[cfg(test)]
+mod disk_tests;
 mod error;
 mod lock;
 mod recover;
+mod space;
 mod tables;
 mod types;
 mod writer;
@@ -79,14 +82,16 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use recover::RecoveryStats;
+pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{
     MessageId, Op, QueueEntry, QueueSeq, QueueState, Recovered, RecoveredEntry, RecoveredMessage,
     RecoveredSession, SessionRecord, StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 
 use lock::DirLock;
+use space::DiskSpace;
 use tables::{storage, MESSAGES, META, NEXT_ID_KEY};
-use writer::{Request, Writer};
+use writer::{DbSlot, Health, Request, Writer};
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE_NAME: &str = "ferromq.redb";
@@ -117,6 +122,8 @@ pub struct StoreStats {
     pub message_bytes: u64,
     /// Damaged records met while writing (logged at warn when met).
     pub damaged_records: u64,
+    /// Times the database was reopened after a failed write (see `writer.rs`).
+    pub reopens: u64,
 }
 
 /// Shared between the handles and the writer thread.
@@ -128,6 +135,7 @@ pub(crate) struct Counters {
     batches_refused_full: AtomicU64,
     message_bytes: AtomicU64,
     damaged_records: AtomicU64,
+    reopens: AtomicU64,
 }
 
 /// A handle on an open store; clones share it. The writer stops and the directory is released
@@ -145,8 +153,11 @@ struct Inner {
     /// (the broker: a window of unacknowledged publishes per connection).
     requests: Option<mpsc::UnboundedSender<Request>>,
     writer: Option<JoinHandle<()>>,
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     counters: Arc<Counters>,
+    /// Free space of the store's filesystem (file-backed stores).
+    space: Option<Arc<DiskSpace>>,
+    health: Arc<Health>,
     next_id: AtomicU64,
     engine_repaired: bool,
     dir: Option<PathBuf>,
@@ -179,19 +190,7 @@ impl Store {
         })?;
         let lock = DirLock::acquire(dir)?;
         let path = dir.join(DATABASE_FILE_NAME);
-        let repaired = Arc::new(AtomicBool::new(false));
-        let repaired_flag = repaired.clone();
-        let db = Database::builder()
-            .set_cache_size(CACHE_SIZE_BYTES)
-            .set_repair_callback(move |_| repaired_flag.store(true, Ordering::Relaxed))
-            .create(&path)
-            .map_err(|e| StoreError::Open {
-                path: path.clone(),
-                detail: format!(
-                    "{e} (if the file is damaged beyond repair, move it aside to start empty)"
-                ),
-            })?;
-        let engine_repaired = repaired.load(Ordering::Relaxed);
+        let (db, engine_repaired) = open_database(&path)?;
         Store::start(
             db,
             limits,
@@ -218,18 +217,28 @@ impl Store {
         dir: Option<PathBuf>,
         lock: Option<DirLock>,
     ) -> Result<Store, StoreError> {
-        let db = Arc::new(db);
         let (next_id, message_bytes) = read_counters(&db)?;
+        let db = Arc::new(parking_lot::Mutex::new(Some(db)));
         let counters = Arc::new(Counters {
             message_bytes: AtomicU64::new(message_bytes),
             ..Counters::default()
         });
+        let path = dir.as_ref().map(|d| d.join(DATABASE_FILE_NAME));
+        let space = match (&dir, &path) {
+            (Some(dir), Some(path)) => Some(Arc::new(DiskSpace::new(dir, path))),
+            _ => None,
+        };
+        let health = Arc::new(Health::default());
         let (requests, receiver) = mpsc::unbounded_channel();
         let writer = Writer {
             db: db.clone(),
             counters: counters.clone(),
             limit_bytes: limits.store_limit_bytes,
             persisted_next_id: next_id,
+            path,
+            space: space.clone(),
+            health: health.clone(),
+            failures_in_row: 0,
         };
         let writer = std::thread::Builder::new()
             .name("ferromq-store".into())
@@ -241,6 +250,8 @@ impl Store {
                 writer: Some(writer),
                 db,
                 counters,
+                space,
+                health,
                 next_id: AtomicU64::new(next_id),
                 engine_repaired,
                 dir,
@@ -286,6 +297,9 @@ impl Store {
         let answer = if ops.is_empty() {
             None
         } else {
+            if let Some(refusal) = self.inner.health.refusal() {
+                return Err(refusal);
+            }
             let (reply, answer) = oneshot::channel();
             self.send(Request::Commit { ops, reply })?;
             Some(answer)
@@ -317,6 +331,42 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Whether a message whose encoded body is `incoming_bytes` could be stored now, checked
+    /// before the broker admits a QoS 1/2 publish (cheap: see `space.rs`, it runs per publish).
+    ///
+    /// Errors: [`StoreError::Unavailable`] while the store is being reopened after a failed
+    /// write; [`StoreError::DiskFull`] when the filesystem's free space minus what the message
+    /// may take would fall below the reserve ([`reserve_for`]). The `storeUsage` limit is not
+    /// checked here (the broker checks it against its own view). A commit can still be refused
+    /// afterwards (other publishers race for the same space).
+    pub fn check_room(&self, incoming_bytes: u64) -> Result<(), StoreError> {
+        if let Some(refusal) = self.inner.health.refusal() {
+            return Err(refusal);
+        }
+        if let Some(space) = &self.inner.space {
+            let stored = self.inner.counters.message_bytes.load(Ordering::Relaxed);
+            space
+                .check(incoming_bytes, stored, 0)
+                .map_err(|no_room| writer::disk_full(space, no_room))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the free-space reserve of a file-backed store (bytes kept free on its
+    /// filesystem; by default [`reserve_for`] the filesystem's size): `Some(0)` turns the
+    /// free-space check off (tests that provoke a real ENOSPC), `None` restores the default.
+    /// No effect on an in-memory store.
+    pub fn set_disk_reserve(&self, reserve_bytes: Option<u64>) {
+        if let Some(space) = &self.inner.space {
+            space.set_reserve(reserve_bytes);
+        }
+    }
+
+    /// The free-space reserve in force, in bytes (`None`: in-memory store).
+    pub fn disk_reserve_bytes(&self) -> Option<u64> {
+        self.inner.space.as_ref().map(|space| space.reserve_bytes())
+    }
+
     fn send(&self, request: Request) -> Result<(), StoreError> {
         let requests = self.inner.requests.as_ref().ok_or(StoreError::Closed)?;
         requests.send(request).map_err(|_| StoreError::Closed)
@@ -334,8 +384,14 @@ impl Store {
     /// read with [`Store::read_payloads`] when needed. Message bodies are decoded one at a time
     /// and their payloads not held, so recovery's memory does not grow with the store's size.
     pub fn recover_paged(&self, queued_in_memory: usize) -> Result<Recovered, StoreError> {
-        let recovered =
-            recover::recover(&self.inner.db, self.inner.engine_repaired, queued_in_memory)?;
+        let recovered = {
+            let db = self.inner.db.lock();
+            let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
+                detail: "the store is being reopened after a failed write".into(),
+                out_of_space: false,
+            })?;
+            recover::recover(db, self.inner.engine_repaired, queued_in_memory)?
+        };
         self.inner
             .counters
             .message_bytes
@@ -351,7 +407,12 @@ impl Store {
         client_id: &str,
         seqs: &[QueueSeq],
     ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(storage)?;
+        let db = self.inner.db.lock();
+        let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
+            detail: "the store is being reopened after a failed write".into(),
+            out_of_space: false,
+        })?;
+        let txn = db.begin_read().map_err(storage)?;
         let queues = txn.open_table(tables::QUEUES).map_err(storage)?;
         let messages = txn.open_table(MESSAGES).map_err(storage)?;
         let mut payloads = Vec::with_capacity(seqs.len());
@@ -382,12 +443,32 @@ impl Store {
             batches_refused_full: c.batches_refused_full.load(Ordering::Relaxed),
             message_bytes: c.message_bytes.load(Ordering::Relaxed),
             damaged_records: c.damaged_records.load(Ordering::Relaxed),
+            reopens: c.reopens.load(Ordering::Relaxed),
         }
     }
 }
 
+/// Opens (creating if needed) the database file at `path`; true when the engine had to
+/// repair it (after a crash or a failed write). Used at open and to reopen after a failed
+/// write, under the directory lock held by the [`Store`].
+pub(crate) fn open_database(path: &Path) -> Result<(Database, bool), StoreError> {
+    let repaired = Arc::new(AtomicBool::new(false));
+    let repaired_flag = repaired.clone();
+    let db = Database::builder()
+        .set_cache_size(CACHE_SIZE_BYTES)
+        .set_repair_callback(move |_| repaired_flag.store(true, Ordering::Relaxed))
+        .create(path)
+        .map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{e} (if the file is damaged beyond repair, move it aside to start empty)"
+            ),
+        })?;
+    Ok((db, repaired.load(Ordering::Relaxed)))
+}
+
 /// The persisted next id, and the bytes of stored bodies.
-fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
+pub(crate) fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
     let txn = db.begin_read().map_err(storage)?;
     let next_id = match txn.open_table(META) {
         Ok(meta) => meta

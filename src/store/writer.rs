@@ -2,18 +2,79 @@
 //! applies them in arrival order inside ONE redb write transaction and commits it with one
 //! fsync (group commit), then answers each caller. While it is syncing, new requests queue up
 //! and form the next group, so the more committers wait, the more messages each fsync carries.
+//!
+//! # When a write fails
+//!
+//! redb refuses every call after one I/O error until the database is reopened, so a failed
+//! group (disk full, I/O error) is handled here, once for the whole group:
+//!
+//! 1. Every batch of the group is answered [`StoreError::Unavailable`]: its caller did not
+//!    acknowledge anything it carried, and redb's commit is atomic, so nothing acknowledged is
+//!    lost and nothing half-written stays.
+//! 2. ONE error is logged (`store write failed ...`); repeated failures in a row are logged at
+//!    the 2nd, 4th, 8th... only.
+//! 3. Batches are refused at once ([`super::Store::submit`] sees [`Health`]) while the database
+//!    is closed and opened again from the same file, under the same directory lock, retrying
+//!    with backoff (10 ms doubling to 2 s) until it opens. Refusals say `out_of_space` when
+//!    the filesystem was out of space, which the broker reports as full.
+//! 4. Once open, writes resume by themselves; new message bodies are admitted only while the
+//!    free-space check (`space.rs`) passes, so they resume when space returns, while
+//!    deletions (acknowledgements), which free space, are tried at once.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{self, RefDeltas};
+use super::space::{self, DiskSpace};
 use super::tables::{storage, Tables, NEXT_ID_KEY};
 use super::types::Op;
 use super::{codec, Counters, StoreError};
+
+/// First wait between reopen attempts (and before reopening again after a second failure in
+/// a row); doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often requests that arrive while the store is closed are answered.
+const REFUSE_POLL: Duration = Duration::from_millis(5);
+
+/// The open database, shared with [`super::Store::recover`]; `None` while it is being
+/// reopened (redb locks its file, so the failed instance must be closed first).
+pub(crate) type DbSlot = parking_lot::Mutex<Option<Database>>;
+
+/// Whether the store takes writes now, checked by [`super::Store::submit`] so that batches
+/// are refused at once while the writer reopens the database instead of queueing behind it.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    failed: AtomicBool,
+    refusal: parking_lot::Mutex<Option<StoreError>>,
+}
+
+impl Health {
+    /// The error to refuse a batch with, while the store is being reopened.
+    pub(crate) fn refusal(&self) -> Option<StoreError> {
+        if !self.failed.load(Ordering::Acquire) {
+            return None;
+        }
+        self.refusal.lock().clone()
+    }
+
+    fn fail(&self, refusal: StoreError) {
+        *self.refusal.lock() = Some(refusal);
+        self.failed.store(true, Ordering::Release);
+    }
+
+    fn restore(&self) {
+        self.failed.store(false, Ordering::Release);
+        self.refusal.lock().take();
+    }
+}
 
 /// Most requests in one group: bounds the transaction's size and the latency of the first.
 const MAX_GROUP_REQUESTS: usize = 4096;
@@ -53,11 +114,18 @@ enum Waiter {
 type Outcome = Result<Vec<Arc<str>>, StoreError>;
 
 pub(crate) struct Writer {
-    pub db: Arc<Database>,
+    pub db: Arc<DbSlot>,
     pub counters: Arc<Counters>,
     pub limit_bytes: Option<u64>,
     /// The value of [`NEXT_ID_KEY`] as last committed.
     pub persisted_next_id: u64,
+    /// The database file, to reopen after a failed write; `None` for an in-memory store.
+    pub path: Option<PathBuf>,
+    /// Free space of the store's filesystem; `None` for an in-memory store.
+    pub space: Option<Arc<DiskSpace>>,
+    pub health: Arc<Health>,
+    /// Failed groups since the last one that went through.
+    pub failures_in_row: u64,
 }
 
 impl Writer {
@@ -71,11 +139,17 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group);
+            if let Err(failure) = self.commit_group(group) {
+                if !self.reopen(failure, &mut requests) {
+                    break;
+                }
+            }
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Request>) {
+    /// Commits one group and answers its callers. `Err`: the engine failed and the database
+    /// must be reopened (the callers were answered with the error returned).
+    fn commit_group(&mut self, group: Vec<Request>) -> Result<(), StoreError> {
         let (works, waiters): (Vec<Work>, Vec<Waiter>) = group
             .into_iter()
             .map(|request| match request {
@@ -95,28 +169,169 @@ impl Writer {
                 ),
             })
             .unzip();
-        match self.run_transaction(&works) {
+        let slot = self.db.clone();
+        let result = match slot.lock().as_ref() {
+            Some(db) => self.run_transaction(db, &works),
+            None => Err(StoreError::storage("writing", "the database is closed")),
+        };
+        match result {
             Ok(outcomes) => {
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     answer(waiter, outcome);
                 }
+                if self.failures_in_row > 0 {
+                    tracing::info!(
+                        failed_groups = self.failures_in_row,
+                        "store writes go through again"
+                    );
+                    self.failures_in_row = 0;
+                }
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, requests = waiters.len(), "store group commit failed");
+                let refusal = self.failed(&e, waiters.len());
                 for waiter in waiters {
-                    answer(waiter, Err(e.clone()));
+                    answer(waiter, Err(refusal.clone()));
                 }
+                Err(refusal)
             }
         }
     }
 
-    fn run_transaction(&mut self, works: &[Work]) -> Result<Vec<Outcome>, StoreError> {
-        let mut txn = self.db.begin_write().map_err(storage)?;
+    /// A group failed with `e`: log it (once per run of failures) and return what its callers
+    /// and every batch until the database is open again are refused with.
+    fn failed(&mut self, e: &StoreError, batches: usize) -> StoreError {
+        let out_of_space = is_out_of_space(e)
+            || self
+                .space
+                .as_ref()
+                .is_some_and(|space| space.out_of_space_now());
+        self.failures_in_row += 1;
+        let dir = self
+            .path
+            .as_ref()
+            .map_or_else(|| "memory".into(), |p| p.display().to_string());
+        if self.failures_in_row == 1 {
+            tracing::error!(
+                store = %dir,
+                out_of_space,
+                refused_batches = batches,
+                "store write failed: {e}; nothing of the failed group was kept or acknowledged; \
+                 the store is reopened and refuses writes until it is (new messages are not \
+                 acknowledged meanwhile){}",
+                if out_of_space { "; free disk space to resume" } else { "" }
+            );
+        } else if self.failures_in_row.is_power_of_two() {
+            tracing::warn!(
+                store = %dir,
+                out_of_space,
+                failed_groups = self.failures_in_row,
+                "store write failed again: {e}"
+            );
+        }
+        StoreError::Unavailable {
+            detail: format!("a write failed and the store is being reopened ({e})"),
+            out_of_space,
+        }
+    }
+
+    /// Closes the failed database and opens it again from the same file, refusing requests
+    /// with `refusal` meanwhile, with backoff between attempts (and before the first one when
+    /// groups keep failing). Returns false when every store handle is gone meanwhile.
+    fn reopen(
+        &mut self,
+        refusal: StoreError,
+        requests: &mut mpsc::UnboundedReceiver<Request>,
+    ) -> bool {
+        let Some(path) = self.path.clone() else {
+            // In memory there is nothing to reopen (and no I/O to fail).
+            return true;
+        };
+        self.health.fail(refusal.clone());
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        if self.failures_in_row > 1 {
+            let exponent = u32::try_from(self.failures_in_row - 2)
+                .unwrap_or(u32::MAX)
+                .min(16);
+            let wait = FIRST_BACKOFF.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+            if !refuse_for(wait, &refusal, requests) {
+                return false;
+            }
+        }
+        let mut attempts = 0u64;
+        loop {
+            attempts += 1;
+            self.db.lock().take();
+            match super::open_database(&path).and_then(|(db, repaired)| {
+                let counters = super::read_counters(&db)?;
+                Ok((db, repaired, counters))
+            }) {
+                Ok((db, repaired, (next_id, message_bytes))) => {
+                    self.persisted_next_id = self.persisted_next_id.max(next_id);
+                    self.counters
+                        .message_bytes
+                        .store(message_bytes, Ordering::Relaxed);
+                    *self.db.lock() = Some(db);
+                    self.counters.reopens.fetch_add(1, Ordering::Relaxed);
+                    if let Some(space) = &self.space {
+                        space.out_of_space_now();
+                    }
+                    self.health.restore();
+                    let log = |level_warn: bool| {
+                        let elapsed_ms = started.elapsed().as_millis();
+                        if level_warn {
+                            tracing::warn!(
+                                path = %path.display(),
+                                attempts,
+                                elapsed_ms,
+                                "store reopened after a failed write (the storage engine \
+                                 repaired its file); writes resume"
+                            );
+                        } else if self.failures_in_row == 1 {
+                            tracing::info!(
+                                path = %path.display(),
+                                attempts,
+                                elapsed_ms,
+                                "store reopened after a failed write; writes resume"
+                            );
+                        }
+                    };
+                    log(repaired);
+                    return true;
+                }
+                Err(e) => {
+                    // Once, then at the 16th, 32nd, 64th... attempt (backoff 2 s by then).
+                    if attempts == 1 || (attempts >= 16 && attempts.is_power_of_two()) {
+                        tracing::warn!(
+                            path = %path.display(),
+                            attempts,
+                            "cannot reopen the store after a failed write: {e}; retrying with \
+                             backoff (writes are refused meanwhile)"
+                        );
+                    }
+                }
+            }
+            if !refuse_for(backoff, &refusal, requests) {
+                return false;
+            }
+            backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn run_transaction(
+        &mut self,
+        db: &Database,
+        works: &[Work],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut txn = db.begin_write().map_err(storage)?;
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         let mut outcomes = Vec::with_capacity(works.len());
         let mut deltas = RefDeltas::default();
         let mut damaged = 0u64;
         let mut stored_bytes = 0u64;
+        // Disk the admitted batches of this group may take (see `space::disk_cost`).
+        let mut group_cost = 0u64;
         let mut max_id = None;
         let (mut batches, mut ops_count, mut refused_full) = (0u64, 0u64, 0u64);
         let collected = {
@@ -126,14 +341,21 @@ impl Writer {
                     Work::Commit(ops) => {
                         let used =
                             self.counters.message_bytes.load(Ordering::Relaxed) + stored_bytes;
-                        match self.check(&t, ops, used) {
+                        match self.check(&t, ops, used, group_cost) {
                             Err(refusal) => {
-                                if matches!(refusal, StoreError::Full { .. }) {
+                                if matches!(
+                                    refusal,
+                                    StoreError::Full { .. } | StoreError::DiskFull { .. }
+                                ) {
                                     refused_full += 1;
                                 }
                                 Err(refusal)
                             }
-                            Ok(()) => {
+                            Ok(incoming) => {
+                                if incoming > 0 {
+                                    group_cost =
+                                        group_cost.saturating_add(space::disk_cost(incoming));
+                                }
                                 stored_bytes +=
                                     apply::apply(&mut t, ops, &mut deltas, &mut damaged)?;
                                 max_id = max_id.max(apply::max_id(ops));
@@ -170,6 +392,9 @@ impl Writer {
             collected
         };
         txn.commit().map_err(storage)?;
+        if let Some(space) = &self.space {
+            space.note_written(group_cost);
+        }
         if let Some(next_id) = max_id.and_then(|id| id.checked_add(1)) {
             self.persisted_next_id = self.persisted_next_id.max(next_id);
         }
@@ -190,19 +415,36 @@ impl Writer {
         Ok(outcomes)
     }
 
-    /// Validation and the storeUsage limit, before a batch touches anything.
-    fn check(&self, t: &Tables<'_>, ops: &[Op], used_bytes: u64) -> Result<(), StoreError> {
-        if let Some(limit_bytes) = self.limit_bytes {
-            let incoming_bytes = apply::incoming_message_bytes(ops);
-            if incoming_bytes > 0 && used_bytes.saturating_add(incoming_bytes) > limit_bytes {
-                return Err(StoreError::Full {
-                    used_bytes,
-                    incoming_bytes,
-                    limit_bytes,
-                });
+    /// Validation, the storeUsage limit and the free disk space, before a batch touches
+    /// anything. `used_bytes`: message bytes stored, counting this group's so far;
+    /// `group_cost`: disk the group's admitted batches may take. Returns the bytes of new
+    /// message bodies the batch stores.
+    fn check(
+        &self,
+        t: &Tables<'_>,
+        ops: &[Op],
+        used_bytes: u64,
+        group_cost: u64,
+    ) -> Result<u64, StoreError> {
+        let incoming_bytes = apply::incoming_message_bytes(ops);
+        if incoming_bytes > 0 {
+            if let Some(limit_bytes) = self.limit_bytes {
+                if used_bytes.saturating_add(incoming_bytes) > limit_bytes {
+                    return Err(StoreError::Full {
+                        used_bytes,
+                        incoming_bytes,
+                        limit_bytes,
+                    });
+                }
+            }
+            if let Some(space) = &self.space {
+                space
+                    .check(incoming_bytes, used_bytes, group_cost)
+                    .map_err(|no_room| disk_full(space, no_room))?;
             }
         }
-        apply::validate(t, ops)
+        apply::validate(t, ops)?;
+        Ok(incoming_bytes)
     }
 }
 
@@ -234,6 +476,60 @@ fn expired_sessions(
         }
     }
     Ok(expired)
+}
+
+/// The refusal of a batch that does not fit on the disk.
+pub(crate) fn disk_full(space: &DiskSpace, no_room: space::NoRoom) -> StoreError {
+    StoreError::DiskFull {
+        dir: space.dir().to_path_buf(),
+        available_bytes: no_room.available_bytes,
+        needed_bytes: no_room.needed_bytes,
+        reserve_bytes: no_room.reserve_bytes,
+    }
+}
+
+/// Whether the engine's error is ENOSPC or EDQUOT (its text is all a [`StoreError`] keeps).
+fn is_out_of_space(e: &StoreError) -> bool {
+    let text = e.to_string();
+    [rustix::io::Errno::NOSPC, rustix::io::Errno::DQUOT]
+        .iter()
+        .map(|errno| errno.raw_os_error())
+        .any(|code| text.contains(&format!("(os error {code})")))
+}
+
+/// Waits `wait`, answering every request that arrives meanwhile with `refusal`. Returns false
+/// when every store handle is gone.
+fn refuse_for(
+    wait: Duration,
+    refusal: &StoreError,
+    requests: &mut mpsc::UnboundedReceiver<Request>,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        loop {
+            match requests.try_recv() {
+                Ok(request) => refuse(request, refusal),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep(REFUSE_POLL.min(deadline - now));
+    }
+}
+
+fn refuse(request: Request, refusal: &StoreError) {
+    match request {
+        Request::Commit { reply, .. } => {
+            let _ = reply.send(Err(refusal.clone()));
+        }
+        Request::ExpireSessions { reply, .. } => {
+            let _ = reply.send(Err(refusal.clone()));
+        }
+    }
 }
 
 fn answer(waiter: Waiter, outcome: Outcome) {

@@ -6,6 +6,7 @@ mod support;
 
 mod crash;
 mod crash_qos2;
+mod disk_full;
 mod expiry;
 mod limits;
 mod paging;

@@ -143,10 +143,16 @@ impl RedbStore {
     }
 }
 
-/// A store error as the broker sees it.
+/// A store error as the broker sees it: the storeUsage limit, a nearly full disk and a write
+/// that failed for lack of space are `Full` (retry once space is freed); other failures are
+/// `Unavailable`.
 fn error_of(e: StoreError) -> DurabilityError {
     match e {
-        StoreError::Full { .. } => DurabilityError::Full(e.to_string()),
+        StoreError::Full { .. }
+        | StoreError::DiskFull { .. }
+        | StoreError::Unavailable {
+            out_of_space: true, ..
+        } => DurabilityError::Full(e.to_string()),
         StoreError::InvalidOp(what) => DurabilityError::Stale(what),
         other => DurabilityError::Unavailable(other.to_string()),
     }
@@ -174,18 +180,20 @@ impl Durability for RedbStore {
         }
     }
 
+    /// `storeUsage`, then the store's own check (`Store::check_room`): the free space of its
+    /// filesystem against its reserve (cached `statvfs`, measured at most every 100 ms), and
+    /// whether it is being reopened after a failed write.
     fn check_room(&self, incoming_bytes: u64) -> Result<(), DurabilityError> {
-        let Some(limit_bytes) = self.store_limit_bytes else {
-            return Ok(());
-        };
-        let used_bytes = self.store.stats().message_bytes;
-        if used_bytes.saturating_add(incoming_bytes) > limit_bytes {
-            return Err(DurabilityError::Full(format!(
-                "store full: {used_bytes} bytes of messages stored, {incoming_bytes} more would \
-                 pass the storeUsage limit of {limit_bytes} bytes"
-            )));
+        if let Some(limit_bytes) = self.store_limit_bytes {
+            let used_bytes = self.store.stats().message_bytes;
+            if used_bytes.saturating_add(incoming_bytes) > limit_bytes {
+                return Err(DurabilityError::Full(format!(
+                    "store full: {used_bytes} bytes of messages stored, {incoming_bytes} more \
+                     would pass the storeUsage limit of {limit_bytes} bytes"
+                )));
+            }
         }
-        Ok(())
+        self.store.check_room(incoming_bytes).map_err(error_of)
     }
 
     fn keeps_bodies(&self) -> bool {

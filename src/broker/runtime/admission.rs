@@ -30,7 +30,14 @@ impl BrokerCore {
                 );
             }
         } else {
-            tracing::warn!(%topic, "publish not acknowledged yet: {error}");
+            let total = self.counters.refused_store_unavailable();
+            if should_log(total) {
+                tracing::warn!(
+                    %topic,
+                    refused_total = total,
+                    "publish not acknowledged yet: {error}"
+                );
+            }
         }
     }
 
