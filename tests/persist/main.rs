@@ -5,6 +5,7 @@
 mod support;
 
 mod crash;
+mod crash_mixed;
 mod crash_qos2;
 mod disk_full;
 mod expiry;

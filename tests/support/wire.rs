@@ -16,8 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use ferromq::protocol::{
-    decode, encode, Connect, ConnectReason, Packet, ProtocolVersion, Publish, QoS, RetainHandling,
-    Subscribe, SubscriptionOptions,
+    decode, encode, ConnAck, Connect, ConnectReason, Packet, ProtocolVersion, Publish, QoS,
+    RetainHandling, Subscribe, SubscriptionOptions,
 };
 
 use super::client::connect_packet;
@@ -46,6 +46,25 @@ impl Wire {
                 match wire.recv(Duration::from_secs(2)).await {
                     Ok(Some(Packet::ConnAck(ack))) if ack.reason == ConnectReason::Success => {
                         return wire
+                    }
+                    Ok(Some(Packet::ConnAck(ack))) => panic!("CONNECT refused: {ack:?}"),
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Like [`Wire::connect_with`], and also returns the accepting CONNACK (to check its
+    /// session-present flag).
+    pub async fn connect_acked(addr: SocketAddr, connect: Connect) -> (Wire, ConnAck) {
+        let give_up = Instant::now() + Duration::from_secs(15);
+        loop {
+            assert!(Instant::now() < give_up, "broker did not come back");
+            if let Ok(mut wire) = Wire::try_connect(addr, &connect).await {
+                match wire.recv(Duration::from_secs(2)).await {
+                    Ok(Some(Packet::ConnAck(ack))) if ack.reason == ConnectReason::Success => {
+                        return (wire, ack)
                     }
                     Ok(Some(Packet::ConnAck(ack))) => panic!("CONNECT refused: {ack:?}"),
                     _ => {}
@@ -190,6 +209,35 @@ impl CrashRig {
 
     /// SIGKILL and restart the broker `kills` times, at random values of `progress` below
     /// `limit` (see [`spawn_killer`]).
+    /// Start the broker with a pending limit of `queue_limit` on the ActiveMQ topic pattern
+    /// `limited_topics`, and no session set up.
+    pub fn launch(limited_topics: &str, queue_limit: u32) -> CrashRig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let config = dir.path().join("activemq.xml");
+        let xml = broker_xml(
+            &dir.path().join("kahadb"),
+            port,
+            true,
+            limited_topics,
+            queue_limit,
+        );
+        std::fs::write(&config, xml).expect("write config");
+        let broker = Arc::new(Mutex::new(spawn_broker(&config)));
+        CrashRig {
+            addr: ([127, 0, 0, 1], port).into(),
+            _kill_on_drop: KillOnDrop(broker.clone()),
+            broker,
+            config,
+            _dir: dir,
+        }
+    }
+
+    /// The broker's `activemq.xml` (to restart it).
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+
     pub fn killer(
         &self,
         kills: u32,
