@@ -57,6 +57,47 @@ pub enum Command {
     /// `<authenticationUser password="..."/>` or as the value in users.properties; ferromq
     /// recognises `$argon2id$` and `$2b$` hashes (ActiveMQ itself would not).
     Passwd(PasswdArgs),
+    /// List the persistent sessions a stopped broker keeps, or end an abandoned one.
+    ///
+    /// `list` and `end --config` read the store of a STOPPED broker (a running one owns it).
+    /// `end --broker HOST:PORT` ends a session on a RUNNING broker by connecting with its client
+    /// id and clean session 1 (MQTT 3.1.1 3.1.2.4), authenticated like any client. Either way the
+    /// session's queued messages go with it. Exit 0 when done, 1 on errors.
+    #[command(subcommand)]
+    Session(SessionCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Print each persistent session of a stopped broker: client id, subscriptions, queued
+    /// messages, seconds since its client was last seen.
+    List {
+        /// The configuration file (its store directory is read).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(flatten)]
+        props: PropertyArgs,
+    },
+    /// End one persistent session with its queued messages.
+    End {
+        /// The session's client id.
+        client_id: String,
+        /// End it on the running broker at this address (plain MQTT connector).
+        #[arg(long, value_name = "HOST:PORT")]
+        broker: Option<std::net::SocketAddr>,
+        /// With --broker: the user to connect as.
+        #[arg(long, requires = "broker")]
+        username: Option<String>,
+        /// With --broker: the name of an environment variable holding the password (kept out
+        /// of the process list).
+        #[arg(long, requires = "broker", value_name = "VAR")]
+        password_env: Option<String>,
+        /// Without --broker: the configuration of the stopped broker whose store to change.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[command(flatten)]
+        props: PropertyArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +225,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
         Command::Passwd(args) => passwd(args),
+        Command::Session(command) => session(command),
     }
 }
 
@@ -344,6 +386,93 @@ fn passwd(args: PasswdArgs) -> ExitCode {
         Err(e) => {
             eprintln!("ferromq: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+fn load_or_report(file: &std::path::Path, props: &PropertyArgs) -> Option<config::Config> {
+    let loaded = config::load_file(file, &props.load_options());
+    for d in loaded.diagnostics.errors() {
+        eprintln!("{d}");
+    }
+    loaded.into_result().ok()
+}
+
+fn session(command: SessionCommand) -> ExitCode {
+    match command {
+        SessionCommand::List { config, props } => {
+            let Some(config) = load_or_report(&config, &props) else {
+                return ExitCode::from(1);
+            };
+            match crate::admin::list_sessions(&config) {
+                Ok(sessions) => {
+                    println!("client_id\tsubscriptions\tqueued\toffline_secs");
+                    for s in sessions {
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            s.client_id, s.subscriptions, s.queued, s.offline_secs
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        SessionCommand::End {
+            client_id,
+            broker: Some(addr),
+            username,
+            password_env,
+            ..
+        } => {
+            let password = password_env.and_then(|var| std::env::var(var).ok());
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ferromq: cannot start the async runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let ended = crate::admin::end_session_online(addr, &client_id, username, password);
+            match runtime.block_on(ended) {
+                Ok(()) => {
+                    println!("session `{client_id}` ended on {addr}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        SessionCommand::End {
+            client_id,
+            config,
+            props,
+            ..
+        } => {
+            let Some(config) = load_or_report(&config, &props) else {
+                return ExitCode::from(1);
+            };
+            match crate::admin::end_session_in_store(&config, &client_id) {
+                Ok(s) => {
+                    println!(
+                        "session `{}` ended with {} queued messages",
+                        s.client_id, s.queued
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ferromq: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

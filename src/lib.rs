@@ -7,6 +7,7 @@
 //! - [`broker`]: the runtime graph (listeners, connections, sessions, router).
 //! - [`store`]: durable sessions, queued and retained messages (redb, group commit).
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;

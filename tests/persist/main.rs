@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin_session;
 mod crash;
 mod crash_mixed;
 mod crash_qos2;

@@ -1,0 +1,114 @@
+//! `ferromq session list|end`: the admin's way to end an abandoned persistent session (with its
+//! queued messages) on a running broker (over MQTT) and in a stopped broker's store.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use crate::support::wire::{
+    numbered_publish, spawn_broker, subscribe, write_crash_config, KillOnDrop, Wire,
+};
+use crate::support::{connect_packet, free_port};
+use ferromq::protocol::{Packet, QoS};
+
+fn ferromq(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(args)
+        .output()
+        .expect("run ferromq")
+}
+
+/// `client_id` subscribed to `t/#` at QoS 1, offline, with `queued` messages waiting.
+async fn abandoned(addr: std::net::SocketAddr, client_id: &str, queued: u32) {
+    let mut sub = Wire::connect(addr, client_id, false).await;
+    subscribe(&mut sub, "t/#", QoS::AtLeastOnce).await;
+    drop(sub);
+    let mut publisher = Wire::connect(addr, "publisher", true).await;
+    for n in 0..queued {
+        let id = u16::try_from(n + 1).expect("small count");
+        publisher
+            .send(&numbered_publish("t/x", n, id))
+            .await
+            .expect("publish");
+        let acked = publisher.recv(std::time::Duration::from_secs(5)).await;
+        assert!(matches!(acked, Ok(Some(Packet::PubAck(_)))), "{acked:?}");
+    }
+}
+
+async fn session_present(addr: std::net::SocketAddr, client_id: &str) -> bool {
+    let (_wire, ack) = Wire::connect_acked(addr, connect_packet(client_id, false, 0)).await;
+    ack.session_present
+}
+
+fn config_arg(config: &Path) -> String {
+    config.display().to_string()
+}
+
+#[tokio::test]
+async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_crash_config(dir.path(), port, 1000);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let broker = Arc::new(parking_lot::Mutex::new(spawn_broker(&config)));
+    let _kill = KillOnDrop(broker.clone());
+
+    // Online: over MQTT, on the running broker.
+    abandoned(addr, "gone-online", 3).await;
+    let out = ferromq(&[
+        "session",
+        "end",
+        "gone-online",
+        "--broker",
+        &addr.to_string(),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!session_present(addr, "gone-online").await, "ended online");
+
+    // The store is the running broker's: `--config` says to use --broker.
+    abandoned(addr, "gone-offline", 5).await;
+    let out = ferromq(&[
+        "session",
+        "end",
+        "gone-offline",
+        "--config",
+        &config_arg(&config),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--broker"),
+        "{out:?}"
+    );
+
+    // Stopped broker: list, then end in the store.
+    {
+        let mut child = broker.lock();
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+    }
+    let out = ferromq(&["session", "list", "--config", &config_arg(&config)]);
+    assert!(out.status.success(), "{out:?}");
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("gone-offline\t"))
+        .unwrap_or_else(|| panic!("listed:\n{listing}"));
+    assert_eq!(row.split('\t').nth(2), Some("5"), "5 queued: {row}");
+    let out = ferromq(&[
+        "session",
+        "end",
+        "gone-offline",
+        "--config",
+        &config_arg(&config),
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("5 queued"));
+    let out = ferromq(&["session", "end", "nobody", "--config", &config_arg(&config)]);
+    assert!(!out.status.success(), "unknown client id");
+
+    *broker.lock() = spawn_broker(&config);
+    assert!(
+        !session_present(addr, "gone-offline").await,
+        "ended in the store"
+    );
+}
