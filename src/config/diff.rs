@@ -62,15 +62,9 @@ pub struct ListenerChange {
     /// ActiveMQ names of the URI options that differ (`transport.defaultKeepAlive`, ...). They
     /// apply to connections accepted after the reload.
     pub options: Vec<&'static str>,
+    /// The socket must be closed and bound again (new address or a different transport):
     /// [`Listener::needs_rebind`], the rule the running listeners follow.
     pub rebind: bool,
-}
-
-impl ListenerChange {
-    /// The socket must be closed and bound again (new address or a different transport).
-    pub fn needs_rebind(&self) -> bool {
-        self.rebind
-    }
 }
 
 /// `<sslContext>` changes. The transport swaps material for new handshakes.

@@ -234,9 +234,9 @@ fn rebind_only_for_address_or_scheme() {
         options_only.listeners_changed[0].options,
         ["transport.defaultKeepAlive"]
     );
-    assert!(!options_only.listeners_changed[0].needs_rebind());
+    assert!(!options_only.listeners_changed[0].rebind);
     assert!(options_only.has_runtime_changes());
-    assert!(diff(&old, &moved).listeners_changed[0].needs_rebind());
+    assert!(diff(&old, &moved).listeners_changed[0].rebind);
 }
 
 #[test]
