@@ -86,6 +86,7 @@ pub struct Summary {
     /// `None`: no authorization plugin, every user may do everything.
     pub authorization: Option<Vec<EntrySummary>>,
     pub store: StoreSummary,
+    /// `systemUsage` values by name; the unit is the name's suffix (`_bytes`, `_ms`).
     pub limits: BTreeMap<&'static str, u64>,
     /// `offlineDurableSubscriberTimeout`: an offline persistent session is deleted after this
     /// long; `None`: kept until its client returns.
@@ -463,7 +464,10 @@ fn render_summary(out: &mut String, s: &Summary) {
         let limits: Vec<String> = s
             .limits
             .iter()
-            .map(|(k, v)| format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)))
+            .map(|(k, v)| match k.strip_suffix("_ms") {
+                Some(name) => format!("{name} {v} ms"),
+                None => format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)),
+            })
             .collect();
         let _ = writeln!(out, "  limits: {}", limits.join(", "));
     }

@@ -235,6 +235,33 @@ fn check_summary_shows_the_resolved_keep_alive_rules() {
     assert_eq!(listeners[1]["inactivity_monitor"], false);
 }
 
+#[test]
+fn send_fail_if_no_space_is_read_and_reported_in_milliseconds() {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <systemUsage><systemUsage sendFailIfNoSpaceAfterTimeout="2000">
+          <memoryUsage><memoryUsage limit="64 mb"/></memoryUsage>
+        </systemUsage></systemUsage>
+      </broker></beans>"#;
+    let loaded = ferromq::config::load_str(xml, Path::new("."), &options());
+    let config = loaded.config.as_ref().expect("valid");
+    assert_eq!(
+        config.limits.send_fail_after(),
+        Some(std::time::Duration::from_secs(2))
+    );
+    let text = report::text(&loaded);
+    assert!(
+        text.contains("send_fail_if_no_space_after 2000 ms"),
+        "{text}"
+    );
+    let bad = xml.replace(r#"="2000""#, r#"="-1""#);
+    let loaded = ferromq::config::load_str(&bad, Path::new("."), &options());
+    assert!(
+        loaded.diagnostics.has_errors(),
+        "a negative timeout is an error"
+    );
+}
+
 fn write_tls_material(dir: &Path) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("generate certificate");
