@@ -4,7 +4,6 @@
 //! they reach the head of the queue. One page of [`PAGE_IN_BATCH`] payloads is read at a time,
 //! off the connection task; the page's payloads are charged to `memoryUsage` while held.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -22,8 +21,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
 
 type PageResult = (Vec<QueueSeq>, Result<Vec<Option<Bytes>>, DurabilityError>);
 
-/// A page being read.
-pub(super) type PageIn = Pin<Box<dyn Future<Output = PageResult> + Send>>;
+/// A page being read. Its output is boxed: the connection task keeps room for every branch's
+/// output in its `select!`, and most connections never page (idle memory).
+pub(super) type PageIn = Pin<Box<dyn Future<Output = Box<PageResult>> + Send>>;
 
 impl Conn {
     /// Start reading the paged-out head of the session queue, unless a page is being read.
@@ -44,14 +44,15 @@ impl Conn {
             if result.is_err() {
                 tokio::time::sleep(RETRY_AFTER_FAILURE).await;
             }
-            (seqs, result)
+            Box::new((seqs, result))
         }));
         Ok(())
     }
 
     /// A page was read: its payloads go back into the queue (charged to the memory gauge) and
     /// delivery goes on. A failed read is logged and tried again by the next pump.
-    pub(super) fn finish_page_in(&mut self, (seqs, result): PageResult) -> Result<(), CloseReason> {
+    pub(super) fn finish_page_in(&mut self, page: Box<PageResult>) -> Result<(), CloseReason> {
+        let (seqs, result) = *page;
         self.output.page_in = None;
         self.output.pump_wanted = true;
         let payloads = match result {
@@ -61,10 +62,10 @@ impl Conn {
                 return Ok(());
             }
         };
-        let payloads: HashMap<QueueSeq, Option<Bytes>> = seqs.into_iter().zip(payloads).collect();
+        let page: Vec<(QueueSeq, Option<Bytes>)> = seqs.into_iter().zip(payloads).collect();
         let memory = self.core.memory.clone();
         let gone = self.with_session(|s| {
-            s.pending.page_in(payloads, |envelope, payload| {
+            s.pending.page_in(page, |envelope, payload| {
                 memory.charge(Message {
                     payload,
                     ..envelope.clone()

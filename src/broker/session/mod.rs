@@ -25,6 +25,7 @@ pub mod queue;
 pub mod registry;
 
 use crate::broker::message::qos_serde;
+use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::inflight::Inflight;
 use crate::broker::session::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
 use crate::protocol::QoS;
@@ -244,9 +245,11 @@ impl Session {
         }
     }
 
-    /// Queue a message for this session under the slow-consumer rule of [`crate::broker::session::queue`].
-    /// `page_after`: when the queue already holds this many messages, a kept message (one with
-    /// a `seq`) is queued paged out: its payload stays with the durability engine only.
+    /// Queue a message for this session under the slow-consumer rule of [`queue`].
+    /// `page_after`: when an offline session's queue already holds this many messages (an
+    /// online one's: its hard cap, [`crate::broker::routing::limits::pending_hard_cap`], so a
+    /// subscriber only briefly behind is not paged), a kept message (one with a `seq`) is queued
+    /// paged out: its payload stays with the durability engine only.
     pub fn deliver(
         &self,
         mut item: QueuedMessage,
@@ -262,9 +265,11 @@ impl Session {
             None if item.qos == QoS::AtMostOnce => return DeliverOutcome::DroppedOffline,
             None => None,
         };
+        let online = inner.attachment.is_some();
+        let page_at = page_after.map(|n| if online { pending_hard_cap(n) } else { n });
         if item.seq.is_some()
             && !item.retain
-            && page_after.is_some_and(|n| inner.state.pending.len() >= n)
+            && page_at.is_some_and(|n| inner.state.pending.len() >= n)
         {
             item.page_out();
         }

@@ -126,31 +126,43 @@ impl PendingQueue {
             .collect()
     }
 
-    /// Give paged-out messages their payloads back (`seq` -> payload, `None`: the engine no
+    /// Give paged-out messages their payloads back: `page` is `(seq, payload)` for entries
+    /// taken from the head with [`Self::paged_head`], in queue order (`None`: the engine no
     /// longer has the entry, so it is removed). `fill` makes the in-memory message of an item
-    /// from its envelope and payload (the caller charges it to the memory gauge). Returns how
-    /// many entries were gone.
+    /// from its envelope and payload (the caller charges it to the memory gauge). Only the head
+    /// is walked (the page's items are there: the queue only grows at its back meanwhile), so
+    /// the cost is the page's, not the queue's. Returns how many entries were gone.
     pub fn page_in(
         &mut self,
-        mut payloads: std::collections::HashMap<u64, Option<bytes::Bytes>>,
+        page: Vec<(crate::broker::durability::QueueSeq, Option<bytes::Bytes>)>,
         mut fill: impl FnMut(&Message, bytes::Bytes) -> Message,
     ) -> usize {
-        let before = self.items.len();
-        self.items.retain_mut(|item| {
-            if !item.paged {
-                return true;
+        let scan_limit = page.len() * 2 + 64;
+        let mut page = page.into_iter().peekable();
+        let (mut index, mut gone) = (0, 0);
+        while index < self.items.len().min(scan_limit + gone) {
+            let Some((seq, _)) = page.peek() else {
+                break;
+            };
+            let item = &mut self.items[index];
+            if !(item.paged && item.seq == Some(*seq)) {
+                index += 1;
+                continue;
             }
-            match item.seq.and_then(|seq| payloads.remove(&seq)) {
-                None => true,
-                Some(None) => false,
-                Some(Some(payload)) => {
+            match page.next().and_then(|(_, payload)| payload) {
+                Some(payload) => {
                     item.message = fill(&item.message, payload);
                     item.paged = false;
-                    true
+                    index += 1;
+                }
+                None => {
+                    // Paged items are QoS 1/2: the QoS 0 count is unchanged.
+                    self.items.remove(index);
+                    gone += 1;
                 }
             }
-        });
-        before - self.items.len()
+        }
+        gone
     }
 
     pub fn front(&self) -> Option<&QueuedMessage> {
@@ -258,5 +270,30 @@ mod tests {
             EnqueueOutcome::DroppedFull
         );
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn page_in_fills_the_paged_head_and_removes_entries_that_are_gone() {
+        let mut q = PendingQueue::default();
+        for n in 1..=4u8 {
+            let mut it = item(n, QoS::AtLeastOnce);
+            it.seq = Some(u64::from(n));
+            if n > 1 {
+                it.page_out();
+            }
+            q.push_unbounded(it);
+        }
+        assert_eq!(q.paged_head(10), Vec::<u64>::new(), "head not paged yet");
+        assert_eq!(q.pop_front().map(|i| i.message.payload[0]), Some(1));
+        assert_eq!(q.paged_head(2), vec![2, 3]);
+        let page = vec![(2, Some(Bytes::from_static(&[20]))), (3, None)];
+        let gone = q.page_in(page, |envelope, payload| Message {
+            payload,
+            ..envelope.clone()
+        });
+        assert_eq!(gone, 1, "entry 3 was gone from the store");
+        let left: Vec<(Option<u64>, bool)> = q.iter().map(|i| (i.seq, i.paged)).collect();
+        assert_eq!(left, vec![(Some(2), false), (Some(4), true)]);
+        assert_eq!(q.front().map(|i| i.message.payload[0]), Some(20));
     }
 }
