@@ -462,7 +462,7 @@ where
             }
             page = OptionFuture::from(conn.output.page_in.as_mut()), if conn.output.page_in.is_some() => {
                 if let Some(page) = page {
-                    if let Err(reason) = conn.finish_page_in(page) {
+                    if let Err(reason) = conn.finish_page_in(*page) {
                         return reason;
                     }
                 }

@@ -51,8 +51,7 @@ impl Conn {
 
     /// A page was read: its payloads go back into the queue (charged to the memory gauge) and
     /// delivery goes on. A failed read is logged and tried again by the next pump.
-    pub(super) fn finish_page_in(&mut self, page: Box<PageResult>) -> Result<(), CloseReason> {
-        let (seqs, result) = *page;
+    pub(super) fn finish_page_in(&mut self, (seqs, result): PageResult) -> Result<(), CloseReason> {
         self.output.page_in = None;
         self.output.pump_wanted = true;
         let payloads = match result {
