@@ -233,6 +233,9 @@ pub async fn start_with(
         .recover(&core.memory)
         .map_err(|e| anyhow::anyhow!("cannot recover the persistent state: {e}"))?;
     let problems = recovery.problems.clone();
+    // Groups and named queues are recovered but nothing routes to them yet: counted only.
+    let owned_queues = recovery.queues.len();
+    let owned_entries: usize = recovery.queues.iter().map(|(_, q)| q.len()).sum();
     let counts = core.apply_recovery(recovery, &config);
     tracing::info!(
         store = %durability.location(),
@@ -241,6 +244,8 @@ pub async fn start_with(
         queued = counts.queued,
         inflight = counts.inflight,
         inbound_qos2 = counts.inbound_qos2,
+        owned_queues,
+        owned_entries,
         "persistent state recovered"
     );
     for problem in problems {

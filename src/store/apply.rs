@@ -9,7 +9,7 @@ use redb::ReadableTable;
 
 use super::codec::{self, encode_message, encode_queue_entry, encode_session};
 use super::tables::{storage, Tables};
-use super::types::{MessageId, Op, QueueState};
+use super::types::{MessageId, Op, OwnedQueue, QueueState};
 use super::StoreError;
 
 /// Pending reference-count changes of one group, applied (and bodies freed) at its end: a
@@ -46,7 +46,7 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
     ops.iter()
         .filter_map(|op| match op {
             Op::PutMessage { id, .. } => Some(*id),
-            Op::Enqueue { seq, .. } => Some(*seq),
+            Op::Enqueue { seq, .. } | Op::EnqueueOwned { seq, .. } => Some(*seq),
             _ => None,
         })
         .max()
@@ -58,6 +58,7 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
 pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
     let mut put_here: HashSet<MessageId> = HashSet::new();
     let mut sessions_here: HashMap<&str, bool> = HashMap::new();
+    let mut queues_here: HashMap<&OwnedQueue, bool> = HashMap::new();
     let message_exists = |put_here: &HashSet<MessageId>, id: MessageId| {
         if put_here.contains(&id) {
             return Ok(true);
@@ -106,7 +107,37 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
             Op::DeleteSession { client_id } => {
                 sessions_here.insert(client_id, false);
             }
+            Op::EnqueueOwned { queue, entry, .. } => {
+                let queue_exists = match queues_here.get(queue) {
+                    Some(exists) => *exists,
+                    None => t
+                        .owned_queues
+                        .get((queue.kind.code(), &*queue.name))
+                        .map_err(storage)?
+                        .is_some(),
+                };
+                if !queue_exists {
+                    return Err(StoreError::InvalidOp(format!(
+                        "enqueue for undeclared {:?} {:?} (DeclareQueue first)",
+                        queue.kind, queue.name
+                    )));
+                }
+                if !message_exists(&put_here, entry.message_id)? {
+                    return Err(StoreError::InvalidOp(format!(
+                        "enqueue for {:?} {:?} refers to unknown message {}",
+                        queue.kind, queue.name, entry.message_id
+                    )));
+                }
+            }
+            Op::DeclareQueue { queue } => {
+                queues_here.insert(queue, true);
+            }
+            Op::DeleteQueue { queue } => {
+                queues_here.insert(queue, false);
+            }
             Op::ClearRetained { .. }
+            | Op::SetOwnedQueueState { .. }
+            | Op::DequeueOwned { .. }
             | Op::SetQueueState { .. }
             | Op::Dequeue { .. }
             | Op::AddInboundQos2 { .. }
@@ -187,6 +218,39 @@ pub(crate) fn apply(
                 let removed = t
                     .queues
                     .remove((&**client_id, *seq))
+                    .map_err(storage)?
+                    .map(|old| Bytes::copy_from_slice(old.value()));
+                if let Some(removed) = removed {
+                    unreference_entry(&removed, deltas, damaged);
+                }
+            }
+            Op::DeclareQueue { queue } => {
+                t.owned_queues
+                    .insert((queue.kind.code(), &*queue.name), ())
+                    .map_err(storage)?;
+            }
+            Op::DeleteQueue { queue } => delete_queue(t, queue, deltas, damaged)?,
+            Op::EnqueueOwned { queue, seq, entry } => {
+                let previous = t
+                    .owned_entries
+                    .insert(
+                        (queue.kind.code(), &*queue.name, *seq),
+                        encode_queue_entry(entry).as_slice(),
+                    )
+                    .map_err(storage)?
+                    .map(|old| Bytes::copy_from_slice(old.value()));
+                if let Some(previous) = previous {
+                    unreference_entry(&previous, deltas, damaged);
+                }
+                deltas.add(entry.message_id, 1);
+            }
+            Op::SetOwnedQueueState { queue, seq, state } => {
+                set_owned_queue_state(t, queue, *seq, *state, damaged)?
+            }
+            Op::DequeueOwned { queue, seq } => {
+                let removed = t
+                    .owned_entries
+                    .remove((queue.kind.code(), &*queue.name, *seq))
                     .map_err(storage)?
                     .map(|old| Bytes::copy_from_slice(old.value()));
                 if let Some(removed) = removed {
@@ -278,6 +342,61 @@ fn delete_session(
     t.inbound_qos2
         .retain_in((client_id, 0u16)..=(client_id, u16::MAX), |_, _| false)
         .map_err(storage)?;
+    Ok(())
+}
+
+/// [`set_queue_state`] for an entry of an owned queue.
+fn set_owned_queue_state(
+    t: &mut Tables<'_>,
+    queue: &OwnedQueue,
+    seq: u64,
+    state: QueueState,
+    damaged: &mut u64,
+) -> Result<(), StoreError> {
+    let key = (queue.kind.code(), &*queue.name, seq);
+    let current = t
+        .owned_entries
+        .get(key)
+        .map_err(storage)?
+        .map(|v| Bytes::copy_from_slice(v.value()));
+    let Some(current) = current else {
+        return Ok(());
+    };
+    match codec::decode_queue_entry(&current) {
+        Ok(mut entry) => {
+            entry.state = state;
+            t.owned_entries
+                .insert(key, encode_queue_entry(&entry).as_slice())
+                .map_err(storage)?;
+        }
+        Err(e) => {
+            *damaged += 1;
+            tracing::warn!(queue = %queue.name, seq, error = %e, "cannot update a damaged queue entry");
+        }
+    }
+    Ok(())
+}
+
+/// Forgets an owned queue's record and every entry in its key range, dropping the references
+/// they held.
+fn delete_queue(
+    t: &mut Tables<'_>,
+    queue: &OwnedQueue,
+    deltas: &mut RefDeltas,
+    damaged: &mut u64,
+) -> Result<(), StoreError> {
+    let (kind, name) = (queue.kind.code(), &*queue.name);
+    t.owned_queues.remove((kind, name)).map_err(storage)?;
+    let removed: Vec<Bytes> = t
+        .owned_entries
+        .extract_from_if((kind, name, 0u64)..=(kind, name, u64::MAX), |_, _| true)
+        .map_err(storage)?
+        .map(|item| item.map(|(_, v)| Bytes::copy_from_slice(v.value())))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
+    for entry in &removed {
+        unreference_entry(entry, deltas, damaged);
+    }
     Ok(())
 }
 

@@ -58,6 +58,9 @@
 //! - SUBSCRIBE / UNSUBSCRIBE / connect / disconnect: [`Op::PutSession`] (with `last_seen_ms`);
 //!   clean-session connect: [`Op::DeleteSession`]. Periodically:
 //!   [`Store::expire_sessions`] with the ids of connected clients.
+//! - Groups and named queues (queues no session owns): [`Op::DeclareQueue`] /
+//!   [`Op::DeleteQueue`], and [`Op::EnqueueOwned`], [`Op::SetOwnedQueueState`],
+//!   [`Op::DequeueOwned`] as for a session's queue; recovered in [`Recovered::queues`].
 
 mod apply;
 mod codec;
@@ -84,14 +87,22 @@ pub use error::StoreError;
 pub use recover::RecoveryStats;
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{
-    MessageId, Op, QueueEntry, QueueSeq, QueueState, Recovered, RecoveredEntry, RecoveredMessage,
-    RecoveredSession, SessionRecord, StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
+    MessageId, Op, OwnedQueue, QueueEntry, QueueKind, QueueSeq, QueueState, Recovered,
+    RecoveredEntry, RecoveredMessage, RecoveredQueue, RecoveredSession, SessionRecord,
+    StoredMessage, SubscriptionRecord, WillOwner, WillRecord,
 };
 
 use lock::DirLock;
 use space::DiskSpace;
 use tables::{storage, MESSAGES, META, NEXT_ID_KEY};
 use writer::{DbSlot, Health, Request, Writer};
+
+/// Whose queue [`Store::read_payloads_of`] reads.
+#[derive(Clone, Copy)]
+enum PagedQueue<'a> {
+    Session(&'a str),
+    Owned(&'a OwnedQueue),
+}
 
 /// File name of the database inside the store directory.
 pub const DATABASE_FILE_NAME: &str = "ferromq.redb";
@@ -407,21 +418,66 @@ impl Store {
         client_id: &str,
         seqs: &[QueueSeq],
     ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        self.read_payloads_of(PagedQueue::Session(client_id), seqs)
+    }
+
+    /// [`Store::read_payloads`] for entries of an owned queue (the paged entries of
+    /// [`Recovered::queues`]).
+    pub fn read_owned_payloads(
+        &self,
+        queue: &OwnedQueue,
+        seqs: &[QueueSeq],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+        self.read_payloads_of(PagedQueue::Owned(queue), seqs)
+    }
+
+    fn read_payloads_of(
+        &self,
+        queue: PagedQueue<'_>,
+        seqs: &[QueueSeq],
+    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
         let db = self.inner.db.lock();
         let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
             detail: "the store is being reopened after a failed write".into(),
             out_of_space: false,
         })?;
         let txn = db.begin_read().map_err(storage)?;
-        let queues = txn.open_table(tables::QUEUES).map_err(storage)?;
         let messages = txn.open_table(MESSAGES).map_err(storage)?;
+        let mut entries = Vec::with_capacity(seqs.len());
+        match queue {
+            PagedQueue::Session(client_id) => {
+                let queues = txn.open_table(tables::QUEUES).map_err(storage)?;
+                for &seq in seqs {
+                    let entry = queues.get((client_id, seq)).map_err(storage)?;
+                    entries.push(entry.map(|v| bytes::Bytes::copy_from_slice(v.value())));
+                }
+            }
+            PagedQueue::Owned(queue) => {
+                // A store that never declared an owned queue may not have the table yet.
+                let owned = match txn.open_table(tables::OWNED_QUEUE_ENTRIES) {
+                    Ok(table) => Some(table),
+                    Err(redb::TableError::TableDoesNotExist(_)) => None,
+                    Err(e) => return Err(storage(e)),
+                };
+                for &seq in seqs {
+                    let entry = match &owned {
+                        Some(table) => table
+                            .get((queue.kind.code(), &*queue.name, seq))
+                            .map_err(storage)?
+                            .map(|v| bytes::Bytes::copy_from_slice(v.value())),
+                        None => None,
+                    };
+                    entries.push(entry);
+                }
+            }
+        }
         let mut payloads = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
-            let Some(entry) = queues.get((client_id, seq)).map_err(storage)? else {
+        for entry in entries {
+            let Some(entry) = entry else {
                 payloads.push(None);
                 continue;
             };
-            let entry = codec::decode_queue_entry(&bytes::Bytes::copy_from_slice(entry.value()))
+            let entry = codec::decode_queue_entry(&entry)
                 .map_err(|e| StoreError::storage("reading a queue entry", e))?;
             let Some(body) = messages.get(entry.message_id).map_err(storage)? else {
                 payloads.push(None);

@@ -4,7 +4,8 @@
 //! redb itself guarantees that a crash (kill -9, power loss) leaves the last committed
 //! transaction intact: a torn commit is rolled back on open using its checksums. What is
 //! checked here is this store's own invariants: every reference points to a stored body,
-//! every body's reference count matches the references, every queue belongs to a session.
+//! every body's reference count matches the references, every queue belongs to a session or a
+//! declared owned queue.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -16,8 +17,8 @@ use redb::{Database, ReadableTable};
 use super::codec;
 use super::tables::{storage, Tables};
 use super::types::{
-    MessageId, QueueState, Recovered, RecoveredEntry, RecoveredMessage, RecoveredSession,
-    StoredMessage,
+    MessageId, OwnedQueue, QueueKind, QueueState, Recovered, RecoveredEntry, RecoveredMessage,
+    RecoveredQueue, RecoveredSession, StoredMessage,
 };
 use super::StoreError;
 
@@ -32,6 +33,10 @@ pub struct RecoveryStats {
     /// PUBREC received, awaiting PUBCOMP (re-sent as PUBREL).
     pub released: u64,
     pub inbound_qos2: u64,
+    /// Declared owned queues (groups and named queues) and their entries, whatever their
+    /// state (not counted in `queued`, `inflight` or `released`, which are sessions').
+    pub owned_queues: u64,
+    pub owned_entries: u64,
     pub retained: u64,
     /// Distinct message bodies, and their encoded size.
     pub messages: u64,
@@ -62,6 +67,13 @@ impl fmt::Display for RecoveryStats {
             self.messages,
             self.message_bytes
         )?;
+        if self.owned_queues > 0 {
+            write!(
+                f,
+                ", {} owned queues ({} entries)",
+                self.owned_queues, self.owned_entries
+            )?;
+        }
         if self.engine_repaired {
             write!(f, "; storage engine repaired after an unclean shutdown")?;
         }
@@ -109,6 +121,7 @@ pub(crate) fn recover(
         scan.retained(&mut t)?;
         scan.sessions(&t)?;
         scan.queues(&mut t)?;
+        scan.owned_queues(&mut t)?;
         scan.inbound(&mut t)?;
         scan.refcounts(&mut t)?;
         scan.finish()
@@ -133,6 +146,7 @@ struct Scan {
     references: HashMap<MessageId, u64>,
     retained: Vec<(Arc<str>, RecoveredMessage)>,
     sessions: BTreeMap<Arc<str>, RecoveredSession>,
+    owned: BTreeMap<OwnedQueue, RecoveredQueue>,
     /// A queue entry could not be decoded, so references are unknown: freeing is unsafe.
     references_uncertain: bool,
     changed: bool,
@@ -318,6 +332,113 @@ impl Scan {
         Ok(())
     }
 
+    /// Declared owned queues and their entries, checked as [`Scan::queues`] checks sessions':
+    /// an entry of an undeclared queue or with a missing body is removed and reported. A
+    /// declaration of a kind this version does not know is kept with its entries (their
+    /// references counted, so their bodies stay) but not returned.
+    fn owned_queues(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
+        let mut unknown_kinds = BTreeSet::new();
+        for item in t.owned_queues.iter().map_err(storage)? {
+            let (key, _) = item.map_err(storage)?;
+            let (code, name) = key.value();
+            let name: Arc<str> = Arc::from(name);
+            match QueueKind::from_code(code) {
+                Some(kind) => {
+                    let owner = OwnedQueue { kind, name };
+                    self.owned.insert(
+                        owner.clone(),
+                        RecoveredQueue {
+                            owner,
+                            queue: Vec::new(),
+                        },
+                    );
+                }
+                None => {
+                    unknown_kinds.insert((code, name));
+                }
+            }
+        }
+        for (code, name) in &unknown_kinds {
+            self.problem(format!(
+                "owned queue {name:?} of unknown kind {code} kept but not restored"
+            ));
+        }
+        let mut entries = Vec::new();
+        for item in t.owned_entries.iter().map_err(storage)? {
+            let (key, value) = item.map_err(storage)?;
+            let (code, name, seq) = key.value();
+            entries.push((
+                code,
+                Arc::<str>::from(name),
+                seq,
+                Bytes::copy_from_slice(value.value()),
+            ));
+        }
+        let mut drop_keys = Vec::new();
+        let mut in_memory: HashMap<OwnedQueue, usize> = HashMap::new();
+        for (code, name, seq, raw) in entries {
+            let entry = match codec::decode_queue_entry(&raw) {
+                Ok(entry) => entry,
+                Err(e) => {
+                    self.references_uncertain = true;
+                    self.problem(format!(
+                        "queue entry {seq} of owned queue {name:?} kept but unreadable: {e}"
+                    ));
+                    continue;
+                }
+            };
+            if unknown_kinds.contains(&(code, name.clone())) {
+                *self.references.entry(entry.message_id).or_default() += 1;
+                continue;
+            }
+            let owner = QueueKind::from_code(code).map(|kind| OwnedQueue {
+                kind,
+                name: name.clone(),
+            });
+            let Some(owner) = owner.filter(|o| self.owned.contains_key(o)) else {
+                drop_keys.push((code, name.clone(), seq));
+                self.problem(format!(
+                    "queue entry {seq} of undeclared owned queue {name:?} (kind {code}) removed"
+                ));
+                continue;
+            };
+            let Some(mut message) = self.reference(entry.message_id) else {
+                if !self.undecodable_bodies.contains(&entry.message_id) {
+                    drop_keys.push((code, name.clone(), seq));
+                    self.problem(format!(
+                        "queued message {seq} of owned queue {name:?} lost: its body {} is \
+                         missing",
+                        entry.message_id
+                    ));
+                }
+                continue;
+            };
+            self.stats.owned_entries += 1;
+            let held = in_memory.entry(owner.clone()).or_default();
+            let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
+            if !paged {
+                *held += 1;
+                message.payload = Self::payload(t, entry.message_id)?;
+            }
+            if let Some(queue) = self.owned.get_mut(&owner) {
+                queue.queue.push(RecoveredEntry {
+                    seq,
+                    entry,
+                    message,
+                    paged,
+                });
+            }
+        }
+        for (code, name, seq) in drop_keys {
+            t.owned_entries
+                .remove((code, &*name, seq))
+                .map_err(storage)?;
+            self.changed = true;
+        }
+        self.stats.owned_queues = self.owned.len() as u64;
+        Ok(())
+    }
+
     fn inbound(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
         let mut orphans = Vec::new();
         for item in t.inbound_qos2.iter().map_err(storage)? {
@@ -400,6 +521,7 @@ impl Scan {
         let recovered = Recovered {
             retained: self.retained,
             sessions: self.sessions.into_values().collect(),
+            queues: self.owned.into_values().collect(),
             stats: self.stats,
         };
         (recovered, self.changed)

@@ -14,6 +14,19 @@ pub(crate) const RETAINED: TableDefinition<&str, u64> = TableDefinition::new("re
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (client id, seq) -> encoded [`super::QueueEntry`]; a session's queue is one key range.
 pub(crate) const QUEUES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queues");
+/// (kind code, name) of every declared owned queue (see [`super::OwnedQueue`]).
+pub(crate) const OWNED_QUEUES: TableDefinition<(u8, &str), ()> =
+    TableDefinition::new("owned_queues");
+/// (kind code, name, seq) -> encoded [`super::QueueEntry`] of owned queues; a queue's entries
+/// are one key range.
+///
+/// A table apart from [`QUEUES`] rather than a key scheme inside it: an MQTT client id may be
+/// any string (`$share/g/t` included), so no prefix or separator in the client-id column
+/// could be kept from colliding with a session's queue. Apart, the session path keeps its
+/// keys, encoding and range scans unchanged, and stores written before owned queues existed
+/// open without migration (the table is created empty on first use).
+pub(crate) const OWNED_QUEUE_ENTRIES: TableDefinition<(u8, &str, u64), &[u8]> =
+    TableDefinition::new("owned_queue_entries");
 /// (client id, packet id) of inbound QoS 2 messages awaiting PUBREL.
 pub(crate) const INBOUND_QOS2: TableDefinition<(&str, u16), ()> =
     TableDefinition::new("inbound_qos2");
@@ -32,6 +45,8 @@ pub(crate) struct Tables<'txn> {
     pub sessions: Table<'txn, &'static str, &'static [u8]>,
     pub queues: Table<'txn, (&'static str, u64), &'static [u8]>,
     pub inbound_qos2: Table<'txn, (&'static str, u16), ()>,
+    pub owned_queues: Table<'txn, (u8, &'static str), ()>,
+    pub owned_entries: Table<'txn, (u8, &'static str, u64), &'static [u8]>,
     pub meta: Table<'txn, &'static str, u64>,
 }
 
@@ -45,6 +60,8 @@ impl<'txn> Tables<'txn> {
             sessions: txn.open_table(SESSIONS).map_err(err)?,
             queues: txn.open_table(QUEUES).map_err(err)?,
             inbound_qos2: txn.open_table(INBOUND_QOS2).map_err(err)?,
+            owned_queues: txn.open_table(OWNED_QUEUES).map_err(err)?,
+            owned_entries: txn.open_table(OWNED_QUEUE_ENTRIES).map_err(err)?,
             meta: txn.open_table(META).map_err(err)?,
         })
     }

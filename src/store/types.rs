@@ -105,6 +105,60 @@ pub struct QueueEntry {
     pub state: QueueState,
 }
 
+/// What owns a queue that is not a session's. Kept as one byte in the owned-queue tables' keys
+/// ([`QueueKind::code`]), so the codes never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QueueKind {
+    /// An MQTT 5 shared-subscription group: its members compete for its entries.
+    Group,
+    /// A named queue (STOMP `/queue/x`, ActiveMQ queue semantics): consumers compete for it.
+    Queue,
+}
+
+impl QueueKind {
+    /// The byte stored in keys: 1 = group, 2 = queue (0 is left unused).
+    pub fn code(self) -> u8 {
+        match self {
+            QueueKind::Group => 1,
+            QueueKind::Queue => 2,
+        }
+    }
+
+    /// The kind stored as `code`; `None` for a byte this version does not know.
+    pub fn from_code(code: u8) -> Option<QueueKind> {
+        match code {
+            1 => Some(QueueKind::Group),
+            2 => Some(QueueKind::Queue),
+            _ => None,
+        }
+    }
+}
+
+/// A queue owned by something other than a session: a kind and a name (for a group, its share
+/// name and filter kept as one string; for a queue, its destination name). It exists from
+/// [`Op::DeclareQueue`] to [`Op::DeleteQueue`], independent of any session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OwnedQueue {
+    pub kind: QueueKind,
+    pub name: Arc<str>,
+}
+
+impl OwnedQueue {
+    pub fn group(name: &str) -> OwnedQueue {
+        OwnedQueue {
+            kind: QueueKind::Group,
+            name: Arc::from(name),
+        }
+    }
+
+    pub fn queue(name: &str) -> OwnedQueue {
+        OwnedQueue {
+            kind: QueueKind::Queue,
+            name: Arc::from(name),
+        }
+    }
+}
+
 /// One change to the store. A batch of these passed to [`super::Store::commit`] is applied
 /// all-or-nothing, in order, after the batches committed before it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +198,26 @@ pub enum Op {
     },
     /// Remove a queue entry (acknowledged or dropped); no error when it is gone.
     Dequeue { client_id: Arc<str>, seq: QueueSeq },
+    /// Create an owned queue's record (no error when it exists: its entries are kept).
+    DeclareQueue { queue: OwnedQueue },
+    /// Forget an owned queue with its entries, un-referencing their bodies (no error when
+    /// absent).
+    DeleteQueue { queue: OwnedQueue },
+    /// [`Op::Enqueue`] for an owned queue: add (or replace) entry `seq`. The queue must be
+    /// declared and the message must exist.
+    EnqueueOwned {
+        queue: OwnedQueue,
+        seq: QueueSeq,
+        entry: QueueEntry,
+    },
+    /// [`Op::SetQueueState`] for an owned queue (no error when the entry is gone).
+    SetOwnedQueueState {
+        queue: OwnedQueue,
+        seq: QueueSeq,
+        state: QueueState,
+    },
+    /// [`Op::Dequeue`] for an owned queue (no error when the entry is gone).
+    DequeueOwned { queue: OwnedQueue, seq: QueueSeq },
     /// Inbound QoS 2 PUBLISH `packet_id` received and PUBREC sent.
     AddInboundQos2 { client_id: Arc<str>, packet_id: u16 },
     /// PUBREL for `packet_id` received (no error when absent).
@@ -178,11 +252,21 @@ pub struct RecoveredSession {
     pub inbound_qos2: BTreeSet<u16>,
 }
 
+/// An owned queue as recovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredQueue {
+    pub owner: OwnedQueue,
+    /// Ascending by `seq`, paged like a session's queue (see [`super::Store::recover_paged`]).
+    pub queue: Vec<RecoveredEntry>,
+}
+
 /// Everything the store holds, read at startup.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovered {
     /// Topic -> retained message, ascending by topic.
     pub retained: Vec<(Arc<str>, RecoveredMessage)>,
     pub sessions: Vec<RecoveredSession>,
+    /// Declared owned queues (groups, then queues; by name within a kind).
+    pub queues: Vec<RecoveredQueue>,
     pub stats: super::RecoveryStats,
 }

@@ -5,4 +5,5 @@ mod support;
 
 mod crash;
 mod damage;
+mod owned;
 mod records;

@@ -25,8 +25,9 @@
 //!   between planning and committing): the caller plans again.
 //! - Recovery returns plain values ([`Recovery`]) that the runtime applies; durability never
 //!   holds the broker core.
-//! - Queue targets are named by [`QueueOwner`] so that records for MQTT 5 shared-subscription
-//!   groups and STOMP queues can be added beside sessions, and an engine that fences writes by
+//! - Queue targets are named by [`QueueOwner`]: a session, or a group / named queue declared
+//!   with [`Change::QueueDeclared`] (records kept and recovered for MQTT 5 shared-subscription
+//!   groups and STOMP queues, which nothing routes to yet), and an engine that fences writes by
 //!   an owner epoch (a clustered engine) can refuse a stale owner's commit as `Unavailable`.
 
 mod memory;
@@ -41,6 +42,7 @@ use bytes::Bytes;
 
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, Subscription};
 use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, QoS};
@@ -107,17 +109,25 @@ impl Commit {
     }
 }
 
-/// Who a queued copy is for. Sessions today; groups and queues (MQTT 5 shared subscriptions,
-/// STOMP queues with competing consumers) are the planned other owners.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a queued copy is for. The broker routes to sessions only today; group and queue records
+/// are kept and recovered so that MQTT 5 shared subscriptions and STOMP queues can use them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QueueOwner {
+    /// A persistent session, by client id: its queue lives and dies with its session record.
     Session(Arc<str>),
+    /// An MQTT 5 shared-subscription group, named by one string (share name and filter):
+    /// its members compete for its entries. Exists from [`Change::QueueDeclared`] to
+    /// [`Change::QueueDeleted`].
+    Group(Arc<str>),
+    /// A named queue (STOMP `/queue/x`, ActiveMQ queue semantics) with competing consumers.
+    /// Exists from [`Change::QueueDeclared`] to [`Change::QueueDeleted`].
+    Queue(Arc<str>),
 }
 
-/// One copy of a message queued for a persistent session at QoS 1/2.
+/// One copy of a message queued at QoS 1/2 for a persistent session, a group or a queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedFor {
-    pub client_id: Arc<str>,
+    pub owner: QueueOwner,
     pub seq: QueueSeq,
     /// The QoS it is delivered with: min(published QoS, subscription QoS).
     pub qos: QoS,
@@ -230,6 +240,13 @@ pub enum Change {
     SessionSaved(SessionData),
     /// A persistent session ended, with its queue.
     SessionEnded { client_id: Arc<str> },
+    /// A group's or named queue's record is created (kept when it exists already), so copies
+    /// can be queued for it. A `Session` owner is ignored: a session's queue lives and dies
+    /// with its record ([`Change::SessionSaved`], [`Change::SessionEnded`]).
+    QueueDeclared { owner: QueueOwner },
+    /// A group or named queue is gone, with every entry it held. A `Session` owner is
+    /// ignored, as for [`Change::QueueDeclared`].
+    QueueDeleted { owner: QueueOwner },
 }
 
 impl Change {
@@ -274,6 +291,11 @@ pub struct RecoveredSession {
 pub struct Recovery {
     pub sessions: Vec<RecoveredSession>,
     pub retained: Vec<Message>,
+    /// Declared groups and named queues with their entries in delivery order (the runtime
+    /// routes nothing to them yet and drops them). Entries sent but not acknowledged before
+    /// the stop come back as plain queued messages: their consumers left with the restart, so
+    /// they are delivered again. Entries beyond the pending limit come back paged.
+    pub queues: Vec<(QueueOwner, Vec<QueuedMessage>)>,
     pub counts: RecoveredCounts,
     /// Damage found and repaired or dropped (logged at warn).
     pub problems: Vec<String>,

@@ -18,8 +18,8 @@ use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, Subscription};
 use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
 use crate::store::{
-    Op, QueueEntry, QueueState, Recovered, SessionRecord, Store, StoreError, StoreLimits,
-    StoredMessage, SubscriptionRecord,
+    Op, OwnedQueue, QueueEntry, QueueKind, QueueState, Recovered, SessionRecord, Store, StoreError,
+    StoreLimits, StoredMessage, SubscriptionRecord,
 };
 
 /// An open redb store as the broker's durability engine.
@@ -84,40 +84,47 @@ impl RedbStore {
                         }),
                     }
                     for copy in queued_for {
-                        ops.push(Op::Enqueue {
-                            client_id: copy.client_id,
-                            seq: copy.seq,
-                            entry: QueueEntry {
-                                message_id: id,
-                                qos: copy.qos,
-                                retain: copy.retain,
-                                state: QueueState::Queued,
+                        let entry = QueueEntry {
+                            message_id: id,
+                            qos: copy.qos,
+                            retain: copy.retain,
+                            state: QueueState::Queued,
+                        };
+                        let seq = copy.seq;
+                        ops.push(match owned_queue(copy.owner) {
+                            Ok(client_id) => Op::Enqueue {
+                                client_id,
+                                seq,
+                                entry,
                             },
+                            Err(queue) => Op::EnqueueOwned { queue, seq, entry },
                         });
                     }
                 }
                 Change::Sent {
-                    owner: QueueOwner::Session(client_id),
+                    owner,
                     seq,
                     packet_id,
-                } => ops.push(Op::SetQueueState {
-                    client_id,
-                    seq,
-                    state: QueueState::Sent { packet_id },
-                }),
+                } => ops.push(set_state(owner, seq, QueueState::Sent { packet_id })),
                 Change::Released {
-                    owner: QueueOwner::Session(client_id),
+                    owner,
                     seq,
                     packet_id,
-                } => ops.push(Op::SetQueueState {
-                    client_id,
-                    seq,
-                    state: QueueState::Released { packet_id },
+                } => ops.push(set_state(owner, seq, QueueState::Released { packet_id })),
+                Change::Removed { owner, seq } => ops.push(match owned_queue(owner) {
+                    Ok(client_id) => Op::Dequeue { client_id, seq },
+                    Err(queue) => Op::DequeueOwned { queue, seq },
                 }),
-                Change::Removed {
-                    owner: QueueOwner::Session(client_id),
-                    seq,
-                } => ops.push(Op::Dequeue { client_id, seq }),
+                Change::QueueDeclared { owner } => {
+                    if let Err(queue) = owned_queue(owner) {
+                        ops.push(Op::DeclareQueue { queue });
+                    }
+                }
+                Change::QueueDeleted { owner } => {
+                    if let Err(queue) = owned_queue(owner) {
+                        ops.push(Op::DeleteQueue { queue });
+                    }
+                }
                 Change::InboundQos2Received {
                     client_id,
                     packet_id,
@@ -140,6 +147,41 @@ impl RedbStore {
             }
         }
         ops
+    }
+}
+
+/// Where a queue owner's entries are stored: `Ok(client id)` for a session's queue (the
+/// session tables), `Err(queue)` for a group or named queue (the owned-queue tables).
+fn owned_queue(owner: QueueOwner) -> Result<Arc<str>, OwnedQueue> {
+    match owner {
+        QueueOwner::Session(client_id) => Ok(client_id),
+        QueueOwner::Group(name) => Err(OwnedQueue {
+            kind: QueueKind::Group,
+            name,
+        }),
+        QueueOwner::Queue(name) => Err(OwnedQueue {
+            kind: QueueKind::Queue,
+            name,
+        }),
+    }
+}
+
+/// The owner a stored owned queue is recovered as.
+fn owner_of(queue: OwnedQueue) -> QueueOwner {
+    match queue.kind {
+        QueueKind::Group => QueueOwner::Group(queue.name),
+        QueueKind::Queue => QueueOwner::Queue(queue.name),
+    }
+}
+
+fn set_state(owner: QueueOwner, seq: QueueSeq, state: QueueState) -> Op {
+    match owned_queue(owner) {
+        Ok(client_id) => Op::SetQueueState {
+            client_id,
+            seq,
+            state,
+        },
+        Err(queue) => Op::SetOwnedQueueState { queue, seq, state },
     }
 }
 
@@ -323,11 +365,48 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
             will,
         });
     }
+    let queues = recovered
+        .queues
+        .into_iter()
+        .map(|q| {
+            let entries = q
+                .queue
+                .into_iter()
+                .map(|entry| queued_message(entry, memory))
+                .collect();
+            (owner_of(q.owner), entries)
+        })
+        .collect();
     Recovery {
         sessions,
         retained,
+        queues,
         counts,
         problems,
+    }
+}
+
+/// An owned queue's recovered entry as a pending message, whatever its state (see
+/// [`Recovery::queues`]); a paged one keeps only its envelope, others are charged to `memory`.
+fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>) -> QueuedMessage {
+    let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
+    if entry.paged {
+        let mut item = QueuedMessage {
+            message: message_from_stored(entry.message),
+            qos,
+            retain,
+            seq,
+            paged: false,
+        };
+        item.page_out();
+        return item;
+    }
+    QueuedMessage {
+        message: memory.charge(message_from_stored(entry.message)),
+        qos,
+        retain,
+        seq,
+        paged: false,
     }
 }
 
@@ -410,4 +489,173 @@ fn restore_session(
     }
     state.inbound_qos2 = recovered.inbound_qos2;
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::durability::QueuedFor;
+
+    fn engine() -> RedbStore {
+        RedbStore {
+            store: Store::memory(StoreLimits::default()).expect("memory store"),
+            store_limit_bytes: None,
+            recovered: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn message(payload: &'static [u8]) -> Message {
+        Message {
+            topic: Arc::from("t/x"),
+            payload: bytes::Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            v5: None,
+        }
+    }
+
+    fn copy(owner: QueueOwner, seq: QueueSeq) -> QueuedFor {
+        QueuedFor {
+            owner,
+            seq,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    #[test]
+    fn groups_and_queues_map_to_owned_queue_ops_and_sessions_to_session_ops() {
+        let engine = engine();
+        let (c1, g, q): (Arc<str>, Arc<str>, Arc<str>) =
+            (Arc::from("c1"), Arc::from("g1 t/#"), Arc::from("orders"));
+        let group = OwnedQueue {
+            kind: QueueKind::Group,
+            name: g.clone(),
+        };
+        let queue = OwnedQueue {
+            kind: QueueKind::Queue,
+            name: q.clone(),
+        };
+        let ops = engine.ops_of(vec![
+            Change::QueueDeclared {
+                owner: QueueOwner::Session(c1.clone()),
+            },
+            Change::QueueDeclared {
+                owner: QueueOwner::Group(g.clone()),
+            },
+            Change::Message {
+                message: message(b"m"),
+                retained: RetainedChange::Unchanged,
+                queued_for: vec![
+                    copy(QueueOwner::Session(c1.clone()), 1),
+                    copy(QueueOwner::Group(g.clone()), 2),
+                    copy(QueueOwner::Queue(q.clone()), 3),
+                ],
+            },
+            Change::Sent {
+                owner: QueueOwner::Group(g.clone()),
+                seq: 2,
+                packet_id: 5,
+            },
+            Change::Released {
+                owner: QueueOwner::Queue(q.clone()),
+                seq: 3,
+                packet_id: 6,
+            },
+            Change::Removed {
+                owner: QueueOwner::Group(g.clone()),
+                seq: 2,
+            },
+            Change::removed(&c1, 1),
+            Change::QueueDeleted {
+                owner: QueueOwner::Queue(q.clone()),
+            },
+            Change::QueueDeleted {
+                owner: QueueOwner::Session(c1.clone()),
+            },
+        ]);
+        let Some(Op::PutMessage { id, .. }) = ops.get(1) else {
+            panic!("the body follows the declaration: {ops:?}");
+        };
+        let entry = QueueEntry {
+            message_id: *id,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            state: QueueState::Queued,
+        };
+        let expected_after_body = [
+            Op::Enqueue {
+                client_id: c1.clone(),
+                seq: 1,
+                entry,
+            },
+            Op::EnqueueOwned {
+                queue: group.clone(),
+                seq: 2,
+                entry,
+            },
+            Op::EnqueueOwned {
+                queue: queue.clone(),
+                seq: 3,
+                entry,
+            },
+            Op::SetOwnedQueueState {
+                queue: group.clone(),
+                seq: 2,
+                state: QueueState::Sent { packet_id: 5 },
+            },
+            Op::SetOwnedQueueState {
+                queue: queue.clone(),
+                seq: 3,
+                state: QueueState::Released { packet_id: 6 },
+            },
+            Op::DequeueOwned {
+                queue: group.clone(),
+                seq: 2,
+            },
+            Op::Dequeue {
+                client_id: c1,
+                seq: 1,
+            },
+            Op::DeleteQueue { queue },
+        ];
+        assert_eq!(ops[0], Op::DeclareQueue { queue: group });
+        assert_eq!(
+            ops[2..],
+            expected_after_body[..],
+            "session owners add no queue ops"
+        );
+    }
+
+    #[tokio::test]
+    async fn owned_queues_come_back_as_owners_with_their_messages() {
+        let engine = engine();
+        let g: Arc<str> = Arc::from("g1 t/#");
+        let changes = vec![
+            Change::QueueDeclared {
+                owner: QueueOwner::Group(g.clone()),
+            },
+            Change::Message {
+                message: message(b"hello"),
+                retained: RetainedChange::Unchanged,
+                queued_for: vec![copy(QueueOwner::Group(g.clone()), 7)],
+            },
+            Change::Sent {
+                owner: QueueOwner::Group(g.clone()),
+                seq: 7,
+                packet_id: 1,
+            },
+        ];
+        engine.commit(changes).wait().await.expect("commit");
+        let recovered = engine.store.recover().expect("recover");
+        let memory = MemoryGauge::new(u64::MAX);
+        let recovery = recovery_of(recovered, &memory);
+        assert_eq!(recovery.queues.len(), 1);
+        let (owner, entries) = &recovery.queues[0];
+        assert_eq!(owner, &QueueOwner::Group(g));
+        assert_eq!(entries.len(), 1, "a sent entry comes back queued");
+        assert_eq!(entries[0].seq, Some(7));
+        assert_eq!(&entries[0].message.payload[..], b"hello");
+        assert!(memory.used_bytes() > 0, "its body is charged");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use crate::broker::durability::{Change, QueueSeq, QueuedFor, RetainedChange};
+use crate::broker::durability::{Change, QueueOwner, QueueSeq, QueuedFor, RetainedChange};
 use crate::broker::message::{min_qos, Message};
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::queue::QueuedMessage;
@@ -95,7 +95,7 @@ impl BrokerCore {
                 message: message.clone(),
                 retained: RetainedChange::Unchanged,
                 queued_for: vec![QueuedFor {
-                    client_id: session.client_id().clone(),
+                    owner: QueueOwner::Session(session.client_id().clone()),
                     seq: entry_seq,
                     qos,
                     retain: true,
@@ -227,7 +227,7 @@ impl BrokerCore {
                 let entry_seq = self.durability.next_seq();
                 *seq = Some(entry_seq);
                 queued_for.push(QueuedFor {
-                    client_id: session.client_id().clone(),
+                    owner: QueueOwner::Session(session.client_id().clone()),
                     seq: entry_seq,
                     qos: *qos,
                     retain: false,
