@@ -64,8 +64,6 @@
 
 mod apply;
 mod codec;
-#[cfg(test)]
-mod disk_tests;
 mod error;
 mod lock;
 mod recover;

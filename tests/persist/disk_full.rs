@@ -8,10 +8,11 @@
 //! by the broker later: only PUBACKs received are counted, whenever they come.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::tmpfs::SmallFs;
 use crate::support::{ack, pending_limit_policy, publish_packet, RawClient, TestBroker};
 use ferromq::protocol::{Disconnect, Packet, QoS};
 
@@ -22,86 +23,6 @@ const PAYLOAD_BYTES: usize = 4096;
 const BALLAST_BYTES: usize = 2 * 1024 * 1024;
 /// How long a publish may wait for its PUBACK before it counts as refused.
 const ACK_WAIT: Duration = Duration::from_millis(1000);
-
-/// A tmpfs mounted on a temporary directory, unmounted (lazily if still busy) when dropped.
-struct SmallFs {
-    mount_point: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size_kib: u64) -> Option<SmallFs> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mount_point = dir.path().join("fs");
-        std::fs::create_dir(&mount_point).expect("mount point");
-        let root = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-        let mounted = root
-            && Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size_kib}k"), "tmpfs"])
-                .arg(&mount_point)
-                .status()
-                .is_ok_and(|s| s.success());
-        if !mounted {
-            let why = if root {
-                "mount -t tmpfs failed"
-            } else {
-                "not root"
-            };
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{why}: persist_disk_full must run in CI (as root)"
-            );
-            eprintln!("SKIPPED persist_disk_full: {why}; it needs root to mount a small tmpfs");
-            return None;
-        }
-        Some(SmallFs {
-            mount_point,
-            _dir: dir,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount_point
-    }
-
-    /// Writes up to `bytes` into `name` (as much as fits); returns what was written.
-    fn fill(&self, name: &str, bytes: usize) -> usize {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.mount_point.join(name)).expect("filler");
-        let chunk = vec![0x5au8; 64 * 1024];
-        let mut written = 0;
-        while written < bytes {
-            let n = chunk.len().min(bytes - written);
-            match file.write(&chunk[..n]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => written += n,
-            }
-        }
-        written
-    }
-
-    fn remove(&self, name: &str) {
-        std::fs::remove_file(self.mount_point.join(name)).expect("remove file");
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.mount_point)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(&self.mount_point)
-                .status();
-        }
-    }
-}
 
 fn broker_xml(store_dir: &Path) -> String {
     format!(

@@ -1,9 +1,10 @@
-//! The durable store on its own: records, damaged files, and kill -9 during commits.
+//! The durable store on its own: records, damaged files, a full disk, and kill -9 during commits.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod crash;
 mod damage;
+mod disk;
 mod owned;
 mod records;

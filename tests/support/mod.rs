@@ -9,6 +9,7 @@
 //! - [`live`]: a broker with hot reload on, started from a real file;
 //! - [`reload`]: a configuration spread over several files, and a recording `ApplyConfig`;
 //! - [`logs`]: capturing log lines;
+//! - [`tmpfs`]: a small real filesystem for the disk-full tests;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
 #![allow(dead_code)] // each test binary uses a different subset
@@ -21,6 +22,7 @@ pub mod reload;
 pub mod security;
 pub mod store;
 pub mod tls;
+pub mod tmpfs;
 pub mod wire;
 pub mod xml;
 
