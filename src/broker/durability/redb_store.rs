@@ -386,8 +386,8 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
     }
 }
 
-/// An owned queue's recovered entry as a pending message, whatever its state (see
-/// [`Recovery::queues`]); a paged one keeps only its envelope, others are charged to `memory`.
+/// A recovered queue entry (a session's or an owned queue's) as a pending message; a paged one
+/// keeps only its envelope, the others are charged to `memory`.
 fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>) -> QueuedMessage {
     let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
     if entry.paged {
@@ -435,33 +435,16 @@ fn restore_session(
         );
     }
     for entry in recovered.queue {
-        let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
-        if entry.paged {
-            // Beyond the default pending limit the payload stayed in the store.
-            let mut item = QueuedMessage {
-                message: message_from_stored(entry.message),
-                qos,
-                retain,
-                seq,
-                paged: false,
-            };
-            item.page_out();
-            state.pending.push_unbounded(item);
-            continue;
-        }
-        let message = memory.charge(message_from_stored(entry.message));
-        let (packet_id, stage) = match entry.entry.state {
+        let state_in_store = entry.entry.state;
+        // Queued (paged beyond the default pending limit, or held in memory) ...
+        let item = queued_message(entry, memory);
+        let (packet_id, stage) = match state_in_store {
             QueueState::Queued => {
-                state.pending.push_unbounded(QueuedMessage {
-                    message,
-                    qos,
-                    retain,
-                    seq,
-                    paged: false,
-                });
+                state.pending.push_unbounded(item);
                 continue;
             }
-            QueueState::Sent { packet_id } if qos == QoS::ExactlyOnce => {
+            // ... or in flight: re-sent on reconnect.
+            QueueState::Sent { packet_id } if item.qos == QoS::ExactlyOnce => {
                 (packet_id, InflightStage::AwaitingPubRec)
             }
             QueueState::Sent { packet_id } => (packet_id, InflightStage::AwaitingPubAck),
@@ -469,22 +452,16 @@ fn restore_session(
         };
         let restored = state.inflight.restore(InflightEntry {
             packet_id,
-            message: message.clone(),
-            qos,
-            retain,
+            message: item.message.clone(),
+            qos: item.qos,
+            retain: item.retain,
             stage,
-            seq,
+            seq: item.seq,
         });
         if !restored {
             // Two entries claim one packet id (cannot happen unless the file was edited):
             // send the later one again as a new delivery rather than lose it.
-            state.pending.push_unbounded(QueuedMessage {
-                message,
-                qos,
-                retain,
-                seq,
-                paged: false,
-            });
+            state.pending.push_unbounded(item);
         }
     }
     state.inbound_qos2 = recovered.inbound_qos2;
