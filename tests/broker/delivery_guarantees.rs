@@ -411,3 +411,78 @@ async fn send_fail_if_no_space_closes_an_mqtt311_publisher_with_its_will() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_held_qos2_publish_resent_after_a_reconnect_is_routed_not_taken_for_a_duplicate() {
+    let broker = TestBroker::from_xml(&activemq_xml(
+        &[],
+        r#"<systemUsage><systemUsage>
+             <memoryUsage><memoryUsage limit="8 kb"/></memoryUsage>
+           </systemUsage></systemUsage>"#,
+    ))
+    .await;
+    offline_subscriber(broker.addr, "sub", "d/#").await;
+    // Fill memory with messages for the offline subscriber until a publish is held.
+    let (mut filler, _) = RawClient::connected(broker.addr, "filler", true).await;
+    let payload = vec![b'f'; 1024];
+    let mut filled = 0u16;
+    loop {
+        filler
+            .send(publish_packet(
+                "d/fill",
+                &payload,
+                QoS::AtLeastOnce,
+                Some(filled + 1),
+                false,
+            ))
+            .await;
+        if puback_within(&mut filler, Duration::from_millis(300))
+            .await
+            .is_none()
+        {
+            break;
+        }
+        filled += 1;
+        assert!(filled < 100, "the 8 kb limit never held a publish");
+    }
+    drop(filler);
+
+    // A QoS 2 publish from a persistent session is held; its client goes away unanswered.
+    let (mut q2, _) = RawClient::connected(broker.addr, "q2", false).await;
+    q2.send(publish_packet(
+        "d/q2",
+        b"exactly-once",
+        QoS::ExactlyOnce,
+        Some(9),
+        false,
+    ))
+    .await;
+    assert!(
+        q2.recv_within(Duration::from_millis(300)).await.is_none(),
+        "held: no PUBREC"
+    );
+    drop(q2);
+
+    // The subscriber drains, which frees the memory.
+    let (mut sub, _) = RawClient::connected(broker.addr, "sub", false).await;
+    for _ in 0..filled {
+        let p = sub.recv_publish().await;
+        sub.send(Packet::PubAck(ack(p.packet_id.expect("id"))))
+            .await;
+    }
+    // The client re-sends its unacknowledged PUBLISH (DUP) after reconnecting (MQTT 4.4): it is
+    // routed, not acknowledged as a duplicate of a message the broker never kept.
+    let (mut q2, ack_q2) = RawClient::connected(broker.addr, "q2", false).await;
+    assert!(ack_q2.session_present);
+    let mut resent = publish_packet("d/q2", b"exactly-once", QoS::ExactlyOnce, Some(9), false);
+    if let Packet::Publish(p) = &mut resent {
+        p.dup = true;
+    }
+    q2.send(resent).await;
+    assert!(matches!(q2.recv().await, Packet::PubRec(a) if a.packet_id == 9));
+    q2.send(Packet::PubRel(ack(9))).await;
+    assert!(matches!(q2.recv().await, Packet::PubComp(a) if a.packet_id == 9));
+    let delivered = sub.recv_publish().await;
+    assert_eq!(&delivered.payload[..], b"exactly-once");
+    broker.shutdown().await;
+}

@@ -95,6 +95,12 @@ impl Conn {
         refusal: Refusal,
     ) -> Result<(), CloseReason> {
         self.core.count_held(&message.topic, &refusal);
+        if let Some(id) = inbound_qos2 {
+            // Not received as far as QoS 2 de-duplication goes until it is admitted: a
+            // connection that takes the session over meanwhile must route the client's re-sent
+            // PUBLISH, not acknowledge it as a duplicate.
+            self.with_session(|s| s.inbound_qos2.remove(&id))?;
+        }
         let held = HeldPublish {
             message,
             inbound_qos2,
@@ -118,7 +124,12 @@ impl Conn {
             refuse_at,
         } = *held;
         match self.core.admit_acknowledged(message) {
-            Ok(message) => self.publish_admitted(message, inbound_qos2, ack),
+            Ok(message) => {
+                if let Some(id) = inbound_qos2 {
+                    self.with_session(|s| s.inbound_qos2.insert(id))?;
+                }
+                self.publish_admitted(message, inbound_qos2, ack)
+            }
             Err((message, _)) => {
                 self.flow.held = Some(Box::new(HeldPublish {
                     message,
@@ -145,10 +156,8 @@ impl Conn {
         let Some(held) = self.flow.held.take() else {
             return Ok(());
         };
-        if let Some(id) = held.inbound_qos2 {
-            // A PUBREC >= 0x80 ends the exchange: no PUBREL follows; an MQTT 3 client re-sends.
-            self.with_session(|s| s.inbound_qos2.remove(&id))?;
-        }
+        // Its QoS 2 id was already forgotten when it was held: a PUBREC >= 0x80 ends the
+        // exchange (no PUBREL follows); an MQTT 3 client re-sends.
         match self.version {
             ProtocolVersion::V5 => self.ack(with_reason(held.ack, ReasonCode::QuotaExceeded)),
             ProtocolVersion::V31 | ProtocolVersion::V311 => Err(CloseReason::NoSpace),
