@@ -46,9 +46,25 @@ type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
 #[derive(Default)]
 pub(crate) struct PendingAcks {
     queue: Option<FuturesOrdered<AckFuture>>,
+    /// Cancelled when the connection closes: a publish whose commit was refused and is being
+    /// retried then gives up (unacknowledged: its client re-sends it) instead of outliving the
+    /// connection. Created with the first such retry.
+    closing: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl PendingAcks {
+    /// The token a retrying publish watches (see `closing`).
+    pub(crate) fn closing(&mut self) -> tokio_util::sync::CancellationToken {
+        self.closing.get_or_insert_with(Default::default).clone()
+    }
+
+    /// The connection is closing: retrying publishes give up.
+    pub(crate) fn close(&mut self) {
+        if let Some(closing) = &self.closing {
+            closing.cancel();
+        }
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.queue.as_ref().is_none_or(FuturesOrdered::is_empty)
     }

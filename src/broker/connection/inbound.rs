@@ -320,6 +320,7 @@ impl Conn {
         };
         let (core, session) = (self.core.clone(), self.session.clone());
         let refuse_at = self.refusal_deadline();
+        let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
             let mut plan = plan;
             let mut result = first.wait().await;
@@ -330,7 +331,7 @@ impl Conn {
                 // once. Full or unavailable: again after a pause, until the deadline.
                 let stale = matches!(e, DurabilityError::Stale(_));
                 let in_time = refuse_at.is_none_or(|at| tokio::time::Instant::now() < at);
-                if !(in_time || (stale && attempts == 0)) {
+                if closing.is_cancelled() || !(in_time || (stale && attempts == 0)) {
                     break;
                 }
                 if !stale && !counted {
@@ -338,7 +339,10 @@ impl Conn {
                     counted = true;
                 }
                 if !stale || attempts > 0 {
-                    tokio::time::sleep(super::flow_control::HELD_RETRY).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(super::flow_control::HELD_RETRY) => {}
+                        _ = closing.cancelled() => break,
+                    }
                 }
                 attempts += 1;
                 let (replanned, mut changes) = core.plan_route(plan.into_message());

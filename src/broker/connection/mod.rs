@@ -653,6 +653,7 @@ impl Conn {
             CloseReason::TakenOver => disconnect_code.is_some(),
             _ => true,
         };
+        self.pending_acks.close();
         self.drain_pending_acks().await;
         if let Some(code) = disconnect_code {
             if matches!(reason, CloseReason::TakenOver) {
