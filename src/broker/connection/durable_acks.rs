@@ -42,10 +42,11 @@ pub(crate) struct Ready {
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;
 
 /// Created on first use and dropped when empty: most connections never wait for the store,
-/// and an empty `FuturesOrdered` still holds an allocation (idle memory, issue 8).
+/// and an empty `FuturesOrdered` still holds an allocation. Boxed, so an idle connection pays
+/// one pointer for it rather than the queue's 64 bytes (idle memory).
 #[derive(Default)]
 pub(crate) struct PendingAcks {
-    queue: Option<FuturesOrdered<AckFuture>>,
+    queue: Option<Box<FuturesOrdered<AckFuture>>>,
     /// Cancelled when the connection closes: a publish whose commit was refused and is being
     /// retried then gives up (unacknowledged: its client re-sends it) instead of outliving the
     /// connection. Created with the first such retry.
@@ -66,11 +67,11 @@ impl PendingAcks {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.queue.as_ref().is_none_or(FuturesOrdered::is_empty)
+        self.queue.as_ref().is_none_or(|q| q.is_empty())
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.queue.as_ref().map_or(0, FuturesOrdered::len)
+        self.queue.as_ref().map_or(0, |q| q.len())
     }
 
     pub(crate) fn has_room(&self) -> bool {
@@ -81,7 +82,7 @@ impl PendingAcks {
 
     pub(crate) fn push(&mut self, ack: impl Future<Output = Ready> + Send + 'static) {
         self.queue
-            .get_or_insert_with(FuturesOrdered::new)
+            .get_or_insert_with(Box::default)
             .push_back(Box::pin(ack));
     }
 
