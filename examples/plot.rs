@@ -430,7 +430,7 @@ fn best_mosquitto(runs: &Runs, scenario: &str, pointer: &str) -> Option<f64> {
 
 fn targets(runs: &Runs) -> Vec<Target> {
     let mut out = Vec::new();
-    // Issue 8 sets targets for the plain TCP scenarios; the TLS ones are shown, not judged.
+    // The targets are for the plain TCP scenarios; the TLS ones are shown, not judged.
     for (scenario, title) in THROUGHPUT.iter().filter(|(s, _)| !s.ends_with("-tls")) {
         let r = ratio(runs, scenario, "/traffic/msgs_per_sec", Better::Higher);
         let lost = runs.value(scenario, SUBJECT, "/traffic/lost");

@@ -1,4 +1,4 @@
-//! Failed logins are logged with client id, user and peer, never the password (issue 4).
+//! Failed logins are logged with client id, user and peer, never the password.
 //!
 //! Its own test binary on purpose: tracing caches per-callsite interest process-wide, and a
 //! test on another thread hitting the same callsite with no subscriber made the captured log

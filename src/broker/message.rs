@@ -1,5 +1,5 @@
 //! The message value routed between sessions, and serde adapters so that session state made of
-//! these values can be persisted by a durable store (issue 7) without changing its shape.
+//! these values can be persisted by a durable store without changing its shape.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -13,7 +13,7 @@
 //! [`BrokerHandle::stop_signal`]. The broker's [`Phase`] is published on
 //! [`BrokerHandle::phase`].
 //!
-//! Hot reload (issue 6): [`BrokerHandle::enable_reload`] starts [`crate::reload`] with
+//! Hot reload: [`BrokerHandle::enable_reload`] starts [`crate::reload`] with
 //! [`server::apply::BrokerApply`], which swaps the security snapshot and reconciles the
 //! listeners ([`server::listener_set`]) with each valid new configuration.
 

@@ -1,5 +1,5 @@
 //! Authentication (simple, JAAS properties/guest/certificate) and casbin-backed destination
-//! authorization with ActiveMQ's semantics (issue 4).
+//! authorization with ActiveMQ's semantics.
 //!
 //! The broker sees only this API: build a [`Security`] from a [`Config`], call
 //! [`Security::authenticate`] on CONNECT and [`Security::authorize`] (through a per-connection

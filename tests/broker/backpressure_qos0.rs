@@ -1,4 +1,4 @@
-//! QoS 0 back-pressure (issue 8): publishers that pipeline QoS 0 faster than their online
+//! QoS 0 back-pressure: publishers that pipeline QoS 0 faster than their online
 //! subscriber reads are paused instead of having their messages evicted, so nothing is lost
 //! and per-publisher order holds, and an unrelated pair keeps flowing meanwhile.
 

@@ -1,4 +1,4 @@
-//! Mutual TLS end to end (issue 5): the client certificate's subject DN is mapped to a user and
+//! Mutual TLS end to end: the client certificate's subject DN is mapped to a user and
 //! groups by `jaasCertificateAuthenticationPlugin` (TextFileCertificateLoginModule files), and
 //! the authorization entries then govern what that user may do over MQTT.
 

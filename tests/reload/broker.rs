@@ -1,4 +1,4 @@
-//! Hot reload end to end (issue 6 "Show"): a real broker, a real `activemq.xml` edited on disk
+//! Hot reload end to end: a real broker, a real `activemq.xml` edited on disk
 //! while rumqttc and raw clients are connected, every wait bounded.
 
 use std::collections::HashSet;

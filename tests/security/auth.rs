@@ -1,4 +1,4 @@
-//! Authentication rules of issue 4: no plugin, simple users and anonymous access, hashed
+//! Authentication rules: no plugin, simple users and anonymous access, hashed
 //! passwords, failed-login throttling and logging. JAAS domains: jaas.rs.
 
 use std::path::PathBuf;

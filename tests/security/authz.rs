@@ -1,4 +1,4 @@
-//! Authorization rules of issue 4 as decision tables: union of entries, no match denied, `*`,
+//! Authorization rules as decision tables: union of entries, no match denied, `*`,
 //! UserPrincipal entries, topic vs queue, defaultEntry, composite patterns, wildcard filters,
 //! the ActiveMQ security example; casbin agreeing with the precompiled evaluator; the cache.
 

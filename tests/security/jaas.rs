@@ -1,4 +1,4 @@
-//! JAAS login domains (issue 4): PropertiesLoginModule users with groups, reload=true, control
+//! JAAS login domains: PropertiesLoginModule users with groups, reload=true, control
 //! flags as LoginContext evaluates them, GuestLoginModule, certificate DNs, the dual plugin.
 
 use std::collections::BTreeMap;

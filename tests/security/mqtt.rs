@@ -1,4 +1,4 @@
-//! Security rules of issue 4 checked with a real MQTT client (rumqttc) against the real broker on
+//! Security rules checked with a real MQTT client (rumqttc) against the real broker on
 //! 127.0.0.1 port 0: CONNACK codes, SUBACK 0x80, deliveries filtered per concrete topic,
 //! retained filtering, denied publishes dropped, wills authorized as their owner's publishes, the
 //! ActiveMQ security example, JAAS users with reload=true.

@@ -500,7 +500,8 @@ impl Conn {
 
     /// The security snapshot was swapped (a reload): remove the subscriptions the new policy no
     /// longer lets this client read, so they stop delivering at once. (ActiveMQ keeps them until
-    /// the client reconnects; issue 6 asks for the new policy to bite on live connections.)
+    /// the client reconnects; here a reloaded policy bites on live connections too, as an admin
+    /// revoking a permission expects.)
     /// Messages already queued are checked again when delivered (see `pump`).
     pub(super) fn drop_denied_subscriptions(&mut self) -> Result<(), CloseReason> {
         let security = self.core.security();

@@ -298,7 +298,7 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::new();
-    // Memory of an idle connection (issue 8): the handshake and the close are boxed so that a
+    // Memory of an idle connection: the handshake and the close are boxed so that a
     // connection holds only the phase it is in; the connection state is boxed and no `match`
     // temporary holding it lives across an await (it would stay in this future's layout).
     let handshake = Box::pin(connect::handshake(

@@ -1,5 +1,5 @@
 //! The broker's running listeners, by connector name: bound at start, reconciled with the
-//! configuration on every reload (issue 6).
+//! configuration on every reload (everything is reloadable: see docs/compatibility.md).
 //!
 //! Each listener has its own stop token, a child of the broker's shutdown token, shared by its
 //! accept loop and every connection it accepted: stopping a listener closes exactly its own
