@@ -167,6 +167,8 @@ struct Inner {
     /// Free space of the store's filesystem (file-backed stores).
     space: Option<Arc<DiskSpace>>,
     health: Arc<Health>,
+    /// `storeUsage`, checked before admission too ([`Store::check_room`]).
+    limit_bytes: Option<u64>,
     next_id: AtomicU64,
     engine_repaired: bool,
     dir: Option<PathBuf>,
@@ -261,6 +263,7 @@ impl Store {
                 counters,
                 space,
                 health,
+                limit_bytes: limits.store_limit_bytes,
                 next_id: AtomicU64::new(next_id),
                 engine_repaired,
                 dir,
@@ -345,15 +348,25 @@ impl Store {
     ///
     /// Errors: [`StoreError::Unavailable`] while the store is being reopened after a failed
     /// write; [`StoreError::DiskFull`] when the filesystem's free space minus what the message
-    /// may take would fall below the reserve ([`reserve_for`]). The `storeUsage` limit is not
-    /// checked here (the broker checks it against its own view). A commit can still be refused
+    /// may take would fall below the reserve ([`reserve_for`]); [`StoreError::Full`] when it
+    /// would pass the `storeUsage` limit (the same rule the writer applies). A commit can still
+    /// be refused
     /// afterwards (other publishers race for the same space).
     pub fn check_room(&self, incoming_bytes: u64) -> Result<(), StoreError> {
         if let Some(refusal) = self.inner.health.refusal() {
             return Err(refusal);
         }
+        let stored = self.inner.counters.message_bytes.load(Ordering::Relaxed);
+        if let Some(limit_bytes) = self.inner.limit_bytes {
+            if stored.saturating_add(incoming_bytes) > limit_bytes {
+                return Err(StoreError::Full {
+                    used_bytes: stored,
+                    incoming_bytes,
+                    limit_bytes,
+                });
+            }
+        }
         if let Some(space) = &self.inner.space {
-            let stored = self.inner.counters.message_bytes.load(Ordering::Relaxed);
             space
                 .check(incoming_bytes, stored, 0)
                 .map_err(|no_room| writer::disk_full(space, no_room))?;

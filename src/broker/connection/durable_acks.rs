@@ -37,6 +37,9 @@ pub(crate) struct Ready {
     /// Encoded deliveries to write: a batch held until its QoS 2 exchanges' state was durable
     /// (see `Conn::pump`), or one queued behind such a batch to keep the delivery order.
     pub deliveries: Option<BytesMut>,
+    /// An MQTT 3 publish stayed refused past `sendFailIfNoSpace[AfterTimeout]`: close the
+    /// connection (see `flow_control.rs`).
+    pub close_no_space: bool,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;

@@ -208,6 +208,7 @@ impl Conn {
                         route: Some(plan),
                         ack: None,
                         deliveries: None,
+                        close_no_space: false,
                     }));
                 }
             }
@@ -251,6 +252,7 @@ impl Conn {
                 route: None,
                 ack: Some(ack),
                 deliveries: None,
+                close_no_space: false,
             }));
             Ok(())
         }
@@ -313,6 +315,7 @@ impl Conn {
                     route: Some(plan),
                     ack: Some(ack),
                     deliveries: None,
+                    close_no_space: false,
                 }));
                 return Ok(());
             }
@@ -355,18 +358,20 @@ impl Conn {
                     route: Some(plan),
                     ack: Some(ack),
                     deliveries: None,
+                    close_no_space: false,
                 },
                 Err(e) => {
-                    // Past the deadline: an MQTT 5 client is told (0x97), an MQTT 3 one gets
-                    // no acknowledgement and keeps the message (it re-sends it on reconnect).
                     if let Some(id) = inbound_qos2 {
                         session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
                     }
                     if !counted {
                         core.publish_refused(&plan.message().topic, &e);
                     }
+                    // The same outcome as a held publish past its deadline: MQTT 5 is told
+                    // (0x97), MQTT 3 is closed when sendFailIfNoSpace set a deadline.
                     Ready {
                         ack: v5.then(|| with_reason(ack, ReasonCode::QuotaExceeded)),
+                        close_no_space: !v5 && refuse_at.is_some() && !closing.is_cancelled(),
                         ..Ready::default()
                     }
                 }
@@ -397,6 +402,7 @@ impl Conn {
                     route: None,
                     ack: Some(ack),
                     deliveries: None,
+                    close_no_space: false,
                 },
                 Err(e) => {
                     tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");

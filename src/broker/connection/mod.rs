@@ -431,6 +431,9 @@ where
                     if let Some(deliveries) = ready.deliveries {
                         conn.output.out.extend_from_slice(&deliveries);
                     }
+                    if ready.close_no_space {
+                        return CloseReason::NoSpace;
+                    }
                 }
             }
             // Boxed, and only while paused: `select!` keeps room for every branch's future

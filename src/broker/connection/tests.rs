@@ -199,3 +199,37 @@ async fn qos2_delivery_waits_until_its_sent_state_is_kept_and_changes_come_in_or
     );
     assert!(received < inbound_released, "{changes:#?}");
 }
+
+#[tokio::test]
+async fn a_publish_the_engine_refuses_is_acknowledged_only_once_a_retry_is_kept() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_with(Some(crate::broker::durability::DurabilityError::Full(
+        "test: store full".into(),
+    )));
+    publisher
+        .send(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: Some(5),
+            payload: Bytes::from_static(b"kept"),
+            properties: None,
+        }))
+        .await;
+    assert_eq!(
+        publisher.next_within(Duration::from_millis(300)).await,
+        None,
+        "PUBACK for a message the engine did not keep"
+    );
+    assert_eq!(sub.next_within(Duration::from_millis(50)).await, None);
+    recording.refuse_with(None);
+    assert_eq!(publisher.next().await, Packet::PubAck(Ack::new(5)));
+    let Packet::Publish(delivered) = sub.next().await else {
+        panic!("expected the delivery");
+    };
+    assert_eq!(&delivered.payload[..], b"kept");
+}

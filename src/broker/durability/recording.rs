@@ -55,11 +55,6 @@ impl Recording {
         }
     }
 
-    /// Commits pending now.
-    pub fn pending(&self) -> usize {
-        self.state.lock().waiting.len()
-    }
-
     /// Refuse every commit that carries a message with `error` (`None`: accept again).
     pub fn refuse_with(&self, error: Option<DurabilityError>) {
         self.state.lock().refusal = error;

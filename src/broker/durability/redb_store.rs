@@ -26,8 +26,6 @@ use crate::store::{
 #[derive(Debug)]
 pub struct RedbStore {
     store: Store,
-    /// `storeUsage` in bytes of message bodies.
-    store_limit_bytes: Option<u64>,
     /// Recovered once at open (reading needs the store's writer idle, so it is done there).
     recovered: parking_lot::Mutex<Option<Recovered>>,
 }
@@ -51,7 +49,6 @@ impl RedbStore {
         .map_err(|e| anyhow::anyhow!("store recovery task failed: {e}"))??;
         Ok(RedbStore {
             store,
-            store_limit_bytes,
             recovered: parking_lot::Mutex::new(Some(recovered)),
         })
     }
@@ -226,15 +223,6 @@ impl Durability for RedbStore {
     /// filesystem against its reserve (cached `statvfs`, measured at most every 100 ms), and
     /// whether it is being reopened after a failed write.
     fn check_room(&self, incoming_bytes: u64) -> Result<(), DurabilityError> {
-        if let Some(limit_bytes) = self.store_limit_bytes {
-            let used_bytes = self.store.stats().message_bytes;
-            if used_bytes.saturating_add(incoming_bytes) > limit_bytes {
-                return Err(DurabilityError::Full(format!(
-                    "store full: {used_bytes} bytes of messages stored, {incoming_bytes} more \
-                     would pass the storeUsage limit of {limit_bytes} bytes"
-                )));
-            }
-        }
         self.store.check_room(incoming_bytes).map_err(error_of)
     }
 
@@ -476,7 +464,6 @@ mod tests {
     fn engine() -> RedbStore {
         RedbStore {
             store: Store::memory(StoreLimits::default()).expect("memory store"),
-            store_limit_bytes: None,
             recovered: parking_lot::Mutex::new(None),
         }
     }

@@ -57,6 +57,8 @@ pub struct BrokerCore {
     /// Where persistent sessions, their queues and retained messages are kept
     /// (see [`crate::broker::durability`]).
     durability: Arc<dyn Durability>,
+    /// [`Durability::keeps_bodies`], asked once: it is needed on every delivery.
+    pages_bodies: bool,
     /// Background commits that failed (logged when the total is a power of two).
     background_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Signalled when a connection moved messages out of its session queue while some
@@ -102,6 +104,7 @@ impl BrokerCore {
             )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
+            pages_bodies: durability.keeps_bodies(),
             durability,
             background_failures: Arc::default(),
             queue_progress: Notify::new(),
@@ -121,8 +124,13 @@ impl BrokerCore {
         if changes.is_empty() {
             return;
         }
+        self.settle_in_background(self.durability.commit(changes));
+    }
+
+    /// Let `commit` finish without waiting for it; a failure is logged (rate-limited).
+    fn settle_in_background(&self, commit: Commit) {
         let failures = self.background_failures.clone();
-        match self.durability.commit(changes) {
+        match commit {
             Commit::Done(Ok(())) => {}
             Commit::Done(Err(e)) => background_failed(&failures, &e),
             Commit::Pending(done) => {
@@ -226,14 +234,7 @@ impl BrokerCore {
             s.kept_will = None;
             self.durability.session_offline(s)
         });
-        if let Commit::Pending(done) = commit {
-            let failures = self.background_failures.clone();
-            tokio::spawn(async move {
-                if let Err(e) = done.await {
-                    background_failed(&failures, &e);
-                }
-            });
-        }
+        self.settle_in_background(commit);
     }
 
     /// Graceful shutdown: hand every persistent session to the durability engine as it is.
@@ -283,7 +284,7 @@ impl BrokerCore {
     /// paged out (their payloads read back on delivery): its pending limit, when the
     /// durability engine can read bodies back; else never.
     pub fn page_after(&self, pending_limit: usize) -> Option<usize> {
-        self.durability.keeps_bodies().then_some(pending_limit)
+        self.pages_bodies.then_some(pending_limit)
     }
 
     /// Retained messages matching `filter`, copied out so no lock is held while queueing them.
