@@ -303,22 +303,34 @@ fn set_queue_state(
         .get((client_id, seq))
         .map_err(storage)?
         .map(|v| Bytes::copy_from_slice(v.value()));
-    let Some(current) = current else {
-        return Ok(());
-    };
-    match codec::decode_queue_entry(&current) {
+    if let Some(updated) = restated(current, state, damaged, client_id, seq) {
+        t.queues
+            .insert((client_id, seq), updated.as_slice())
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// The encoded entry `current` moved to `state`; `None` when there is no entry (gone: nothing
+/// to do) or it cannot be decoded (counted in `damaged` and logged: `owner` and `seq` name it).
+fn restated(
+    current: Option<Bytes>,
+    state: QueueState,
+    damaged: &mut u64,
+    owner: &str,
+    seq: u64,
+) -> Option<Vec<u8>> {
+    match codec::decode_queue_entry(&current?) {
         Ok(mut entry) => {
             entry.state = state;
-            t.queues
-                .insert((client_id, seq), encode_queue_entry(&entry).as_slice())
-                .map_err(storage)?;
+            Some(encode_queue_entry(&entry))
         }
         Err(e) => {
             *damaged += 1;
-            tracing::warn!(client_id, seq, error = %e, "cannot update a damaged queue entry");
+            tracing::warn!(owner, seq, error = %e, "cannot update a damaged queue entry");
+            None
         }
     }
-    Ok(())
 }
 
 fn delete_session(
@@ -359,20 +371,10 @@ fn set_owned_queue_state(
         .get(key)
         .map_err(storage)?
         .map(|v| Bytes::copy_from_slice(v.value()));
-    let Some(current) = current else {
-        return Ok(());
-    };
-    match codec::decode_queue_entry(&current) {
-        Ok(mut entry) => {
-            entry.state = state;
-            t.owned_entries
-                .insert(key, encode_queue_entry(&entry).as_slice())
-                .map_err(storage)?;
-        }
-        Err(e) => {
-            *damaged += 1;
-            tracing::warn!(queue = %queue.name, seq, error = %e, "cannot update a damaged queue entry");
-        }
+    if let Some(updated) = restated(current, state, damaged, &queue.name, seq) {
+        t.owned_entries
+            .insert(key, updated.as_slice())
+            .map_err(storage)?;
     }
     Ok(())
 }
