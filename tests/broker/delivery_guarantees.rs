@@ -212,6 +212,32 @@ async fn puback_within(client: &mut RawClient, within: Duration) -> Option<u8> {
     }
 }
 
+/// Publish numbered 1 KiB QoS 1 messages on `topic`, each awaiting its PUBACK for `wait`,
+/// until one is not acknowledged (held by a broker-wide limit); how many were.
+async fn publish_until_held(client: &mut RawClient, topic: &str, wait: Duration) -> u32 {
+    let payload = vec![b'x'; 1024];
+    let mut acked = 0u32;
+    loop {
+        let mut numbered = acked.to_be_bytes().to_vec();
+        numbered.extend_from_slice(&payload);
+        let id = (acked % 60_000 + 1) as u16;
+        client
+            .send(publish_packet(
+                topic,
+                &numbered,
+                QoS::AtLeastOnce,
+                Some(id),
+                false,
+            ))
+            .await;
+        if puback_within(client, wait).await.is_none() {
+            return acked;
+        }
+        acked += 1;
+        assert!(acked < 1000, "the limit never held a publish");
+    }
+}
+
 const STORE_LIMIT: &str = r#"<systemUsage><systemUsage>
     <storeUsage><storeUsage limit="64 kb"/></storeUsage>
   </systemUsage></systemUsage>"#;
@@ -222,30 +248,7 @@ async fn a_full_store_pauses_an_mqtt311_publisher_until_the_subscriber_drains() 
     let broker = TestBroker::from_xml(&durable_xml(&dir.path().join("kahadb"), STORE_LIMIT)).await;
     offline_subscriber(broker.addr, "sub", "d/#").await;
     let (mut publisher, _) = RawClient::connected(broker.addr, "pub", true).await;
-    let payload = vec![b'x'; 1024];
-    let mut acked = 0u32;
-    loop {
-        let mut numbered = acked.to_be_bytes().to_vec();
-        numbered.extend_from_slice(&payload);
-        let id = (acked + 1) as u16;
-        publisher
-            .send(publish_packet(
-                "d/x",
-                &numbered,
-                QoS::AtLeastOnce,
-                Some(id),
-                false,
-            ))
-            .await;
-        if puback_within(&mut publisher, Duration::from_millis(500))
-            .await
-            .is_none()
-        {
-            break;
-        }
-        acked += 1;
-        assert!(acked < 1000, "the store limit never stopped the publisher");
-    }
+    let acked = publish_until_held(&mut publisher, "d/x", Duration::from_millis(500)).await;
     assert!(acked > 10, "only {acked} messages fit in 64 kb");
     assert!(broker.handle.counters().refused_store_full >= 1);
     // Paused, not cut off: its other packets are still answered, its keep-alive holds.
@@ -424,27 +427,7 @@ async fn a_held_qos2_publish_resent_after_a_reconnect_is_routed_not_taken_for_a_
     offline_subscriber(broker.addr, "sub", "d/#").await;
     // Fill memory with messages for the offline subscriber until a publish is held.
     let (mut filler, _) = RawClient::connected(broker.addr, "filler", true).await;
-    let payload = vec![b'f'; 1024];
-    let mut filled = 0u16;
-    loop {
-        filler
-            .send(publish_packet(
-                "d/fill",
-                &payload,
-                QoS::AtLeastOnce,
-                Some(filled + 1),
-                false,
-            ))
-            .await;
-        if puback_within(&mut filler, Duration::from_millis(300))
-            .await
-            .is_none()
-        {
-            break;
-        }
-        filled += 1;
-        assert!(filled < 100, "the 8 kb limit never held a publish");
-    }
+    let filled = publish_until_held(&mut filler, "d/fill", Duration::from_millis(300)).await;
     drop(filler);
 
     // A QoS 2 publish from a persistent session is held; its client goes away unanswered.
