@@ -1,7 +1,6 @@
 //! Ordering rules of the connection task tested on the recording durability engine, over
 //! in-process byte streams (`tokio::io::duplex`): no redb, no sockets.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use super::{serve, ConnectionParams, ListenerSettings};
 use crate::broker::durability::{Change, Recording};
 use crate::broker::runtime::BrokerCore;
-use crate::config::{load_str, LoadOptions};
 use crate::protocol::{
     decode, encode, Ack, Connect, Packet, ProtocolVersion, Publish, QoS, RetainHandling, Subscribe,
     SubscriptionOptions,
@@ -21,22 +19,7 @@ use crate::protocol::{
 const VERSION: ProtocolVersion = ProtocolVersion::V311;
 
 fn core_with(recording: Arc<Recording>) -> (Arc<BrokerCore>, Arc<ListenerSettings>) {
-    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
-        <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
-          <transportConnectors>
-            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-          </transportConnectors>
-        </broker></beans>"#;
-    let config = load_str(xml, Path::new("."), &LoadOptions::default())
-        .config
-        .expect("config compiles");
-    let core = Arc::new(BrokerCore::new(&config, recording).expect("core"));
-    let listener = &config.listeners[0];
-    let settings = Arc::new(ListenerSettings {
-        config: listener.clone(),
-        tls: None,
-    });
-    (core, settings)
+    crate::broker::runtime::test_core(recording)
 }
 
 /// A client on one end of an in-process stream whose other end a connection task serves.

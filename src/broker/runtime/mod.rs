@@ -303,3 +303,27 @@ fn background_failed(failures: &std::sync::atomic::AtomicU64, e: &impl std::fmt:
         tracing::warn!(failures_total = total, "durability update failed: {e}");
     }
 }
+
+/// For unit tests: a core on `durability` built from a minimal configuration (one plain MQTT
+/// connector on port 0, `persistent="false"`), with that connector's settings.
+#[cfg(test)]
+pub(crate) fn test_core(
+    durability: Arc<dyn Durability>,
+) -> (Arc<BrokerCore>, Arc<crate::broker::ListenerSettings>) {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+        <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+          <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+          </transportConnectors>
+        </broker></beans>"#;
+    let options = crate::config::LoadOptions::default();
+    let config = crate::config::load_str(xml, std::path::Path::new("."), &options)
+        .config
+        .expect("config compiles");
+    let core = Arc::new(BrokerCore::new(&config, durability).expect("core"));
+    let settings = Arc::new(crate::broker::ListenerSettings {
+        config: config.listeners[0].clone(),
+        tls: None,
+    });
+    (core, settings)
+}

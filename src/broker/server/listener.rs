@@ -168,11 +168,9 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
     use crate::broker::durability::MemoryOnly;
-    use crate::config::{load_str, LoadOptions};
 
     /// The whole task of an idle plain-TCP connection lives in one allocation of this future's
     /// size (plus the session and socket registration): keep it small, it is most of what an
@@ -181,28 +179,14 @@ mod tests {
 
     #[tokio::test]
     async fn plain_connection_task_fits_its_memory_budget() {
-        let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
-            <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
-              <transportConnectors>
-                <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-              </transportConnectors>
-            </broker></beans>"#;
-        let config = load_str(xml, Path::new("."), &LoadOptions::default())
-            .config
-            .expect("config compiles");
-        let core =
-            Arc::new(BrokerCore::new(&config, Arc::new(MemoryOnly::default())).expect("core"));
-        let listener = &config.listeners[0];
+        let (core, listener) = crate::broker::runtime::test_core(Arc::new(MemoryOnly::default()));
         let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = tcp.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = tcp.accept().await.expect("accept");
         let params = ConnectionParams {
             core,
-            listener: Arc::new(ListenerSettings {
-                config: listener.clone(),
-                tls: None,
-            }),
+            listener,
             peer,
             tls: false,
             peer_cert_subject: None,
