@@ -71,7 +71,10 @@ fn open_store(config: &Config) -> Result<Store, AdminError> {
 
 /// The persistent sessions in the (stopped) broker's store, by client id.
 pub fn list_sessions(config: &Config) -> Result<Vec<KeptSession>, AdminError> {
-    let store = open_store(config)?;
+    sessions_in(&open_store(config)?)
+}
+
+fn sessions_in(store: &Store) -> Result<Vec<KeptSession>, AdminError> {
     // Payloads are not needed: none is held.
     let recovered = store.recover_paged(0)?;
     let now_ms = crate::broker::durability::now_ms();
@@ -90,11 +93,11 @@ pub fn list_sessions(config: &Config) -> Result<Vec<KeptSession>, AdminError> {
 /// End `client_id`'s session in the (stopped) broker's store, with its queue; the session as
 /// it was.
 pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSession, AdminError> {
-    let sessions = list_sessions(config)?;
+    let store = open_store(config)?;
+    let sessions = sessions_in(&store)?;
     let Some(session) = sessions.into_iter().find(|s| s.client_id == client_id) else {
         return Err(AdminError::NoSuchSession(client_id.to_owned()));
     };
-    let store = open_store(config)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
