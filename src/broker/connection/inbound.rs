@@ -455,6 +455,11 @@ impl Conn {
         let mut granted = Vec::with_capacity(sub.filters.len());
         let security = self.core.security();
         for (filter, options) in sub.filters {
+            if self.version == ProtocolVersion::V5 && filter.starts_with("$share/") {
+                // CONNACK says Shared Subscription Available = 0 (MQTT 5 3.2.2.3.15).
+                return_codes.push(ReasonCode::SharedSubscriptionsNotSupported.code());
+                continue;
+            }
             if !self.identity.authz.allowed(
                 &security,
                 &self.identity.principal,

@@ -24,6 +24,7 @@ pub enum ReasonCode {
     TopicNameInvalid,
     TopicAliasInvalid,
     QuotaExceeded,
+    SharedSubscriptionsNotSupported,
 }
 
 impl ReasonCode {
@@ -43,6 +44,7 @@ impl ReasonCode {
             ReasonCode::TopicNameInvalid => 0x90,
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
+            ReasonCode::SharedSubscriptionsNotSupported => 0x9E,
         }
     }
 }
