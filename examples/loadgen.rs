@@ -48,6 +48,9 @@ enum Mode {
     FanOut,
     /// N publisher/subscriber pairs (default 10), each pair on its own topic.
     Pairs,
+    /// Publishers (default 1) on one topic -> N subscribers (default 10) that are members of one
+    /// shared subscription (`$share/{group}/{topic}`, MQTT 5.0 4.8.2): each message to one member.
+    Shared,
     /// One publisher at --rate messages per second -> one subscriber; reports latency.
     Latency,
     /// --connections clients that only keep alive; reports broker RSS per connection.
@@ -214,7 +217,9 @@ fn real_main(args: &Args) -> Result<Report, String> {
     }
     let (publishers, subscribers) = match args.mode {
         Mode::FanIn => (args.publishers.unwrap_or(10), args.subscribers.unwrap_or(1)),
-        Mode::FanOut => (args.publishers.unwrap_or(1), args.subscribers.unwrap_or(10)),
+        Mode::FanOut | Mode::Shared => {
+            (args.publishers.unwrap_or(1), args.subscribers.unwrap_or(10))
+        }
         Mode::Pairs => {
             let n = args.publishers.or(args.subscribers).unwrap_or(10);
             (args.publishers.unwrap_or(n), args.subscribers.unwrap_or(n))
@@ -299,6 +304,7 @@ fn real_main(args: &Args) -> Result<Report, String> {
                     topology: match args.mode {
                         Mode::FanIn => Topology::FanIn,
                         Mode::Pairs => Topology::Pairs,
+                        Mode::Shared => Topology::Shared,
                         Mode::FanOut | Mode::Latency | Mode::Idle => Topology::FanOut,
                     },
                     qos: args.qos,

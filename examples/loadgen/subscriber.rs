@@ -51,6 +51,9 @@ pub struct SubscriberPlan {
     /// broker that queues a large backlog at QoS 0 would otherwise stretch the run unboundedly.
     pub drain_deadline: Instant,
     pub keep_alive: Duration,
+    /// Distinct messages received by all members of this subscriber's shared subscription; the
+    /// expected count is then the group's, not this member's. `None` for a plain subscription.
+    pub group_unique: Option<Arc<AtomicU64>>,
 }
 
 pub struct SubscriberOutcome {
@@ -68,6 +71,7 @@ pub struct SubscriberOutcome {
 struct Tally {
     seen: Vec<Vec<u64>>,
     out: SubscriberOutcome,
+    group_unique: Option<Arc<AtomicU64>>,
 }
 
 impl Tally {
@@ -96,6 +100,9 @@ impl Tally {
         }
         bits[word] |= bit;
         self.out.unique += 1;
+        if let Some(group) = &self.group_unique {
+            group.fetch_add(1, Ordering::Relaxed);
+        }
         self.out
             .latency_ns
             .saturating_record(now_ns.saturating_sub(ts).max(1));
@@ -119,6 +126,7 @@ pub async fn run(
             last_receive: None,
             error: None,
         },
+        group_unique: plan.group_unique.clone(),
     };
     if let Err(e) = receive(&mut conn, &plan, &mut tally).await {
         tally.out.error = Some(format!("subscriber {}: {e}", plan.index));
@@ -141,7 +149,11 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
         let unique_before = tally.out.unique;
         if let Some(expected) = plan.expected.get() {
             let known_at = *expected_known_at.get_or_insert_with(Instant::now);
-            if tally.out.unique >= expected {
+            let have = match &plan.group_unique {
+                Some(group) => group.load(Ordering::Relaxed),
+                None => tally.out.unique,
+            };
+            if have >= expected {
                 return Ok(());
             }
             if known_at.max(last_progress).elapsed() >= plan.quiet {

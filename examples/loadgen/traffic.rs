@@ -2,6 +2,8 @@
 //! first, then starts the clock, publishes for the configured time, waits for the subscribers to
 //! drain, and turns the outcomes into a report.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
@@ -26,6 +28,9 @@ pub enum Topology {
     FanOut,
     /// Publisher i and subscriber i share topic i.
     Pairs,
+    /// Every publisher on one topic, every subscriber a member of one shared subscription on
+    /// it: each message is expected once across all members.
+    Shared,
 }
 
 pub struct TrafficSettings {
@@ -51,6 +56,7 @@ impl TrafficSettings {
             Topology::FanIn => format!("lg/{run}/in/{publisher}"),
             Topology::FanOut => format!("lg/{run}/out"),
             Topology::Pairs => format!("lg/{run}/pair/{publisher}"),
+            Topology::Shared => format!("lg/{run}/shared"),
         }
     }
 
@@ -60,13 +66,15 @@ impl TrafficSettings {
             Topology::FanIn => format!("lg/{run}/in/+"),
             Topology::FanOut => format!("lg/{run}/out"),
             Topology::Pairs => format!("lg/{run}/pair/{subscriber}"),
+            Topology::Shared => format!("$share/lg{run}/lg/{run}/shared"),
         }
     }
 
-    /// Distinct messages subscriber `s` should receive given what each publisher sent.
+    /// Distinct messages subscriber `s` should receive given what each publisher sent (for a
+    /// shared subscription: what its members together should receive).
     fn expected_for(&self, subscriber: usize, sent: &[u64]) -> u64 {
         match self.topology {
-            Topology::FanIn | Topology::FanOut => sent.iter().sum(),
+            Topology::FanIn | Topology::FanOut | Topology::Shared => sent.iter().sum(),
             Topology::Pairs => sent.get(subscriber).copied().unwrap_or(0),
         }
     }
@@ -103,6 +111,8 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
     let drain_until = stop_at + DRAIN_GRACE;
 
     let mut expectations = Vec::with_capacity(s.subscribers);
+    // Members of one shared subscription stop together, once the group has everything.
+    let group_unique = (s.topology == Topology::Shared).then(|| Arc::new(AtomicU64::new(0)));
     let mut sub_tasks: Vec<JoinHandle<SubscriberOutcome>> = Vec::with_capacity(s.subscribers);
     for (index, conn) in sub_conns.into_iter().enumerate() {
         let expected = Expected::unknown();
@@ -116,6 +126,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             window_end: stop_at,
             drain_deadline: drain_until + QUIET,
             keep_alive,
+            group_unique: group_unique.clone(),
         };
         sub_tasks.push(tokio::spawn(subscriber::run(
             conn,
@@ -163,6 +174,9 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
         let n = s.expected_for(i, &sent_by_publisher);
         expected.set(n);
         expected_total += n;
+    }
+    if s.topology == Topology::Shared {
+        expected_total = sent_by_publisher.iter().sum();
     }
     let mut subs = Vec::with_capacity(s.subscribers);
     for task in sub_tasks {
