@@ -4,18 +4,21 @@
 use std::sync::Arc;
 
 use super::jaas::JaasDomain;
+use super::scram::{CredentialLookup, ScramCredential, ScramMechanism};
 use super::simple::SimpleAuthenticator;
 use super::{AuthFailure, AuthRequest, Principal};
 use crate::config::Authentication;
 
 /// What a login module may look at. Password domains see the user name and password; the
 /// certificate domain sees only the client certificate's subject (ActiveMQ's certificate callback
-/// handler offers nothing else).
+/// handler offers nothing else). After a SCRAM exchange, `scram` is the credential the client's
+/// proof was verified against, in place of a password.
 #[derive(Debug, Clone, Copy)]
 pub struct Credentials<'a> {
     pub username: Option<&'a str>,
     pub password: Option<&'a [u8]>,
     pub cert_subject: Option<&'a str>,
+    pub scram: Option<&'a ScramCredential>,
 }
 
 /// A refused login: what the client is told, and why (for the broker's log only).
@@ -88,6 +91,7 @@ impl Authenticator {
             username: req.username,
             password: req.password,
             cert_subject: None,
+            scram: None,
         };
         match self {
             Authenticator::None => Ok(Principal::anonymous()),
@@ -104,6 +108,66 @@ impl Authenticator {
                     password.login(&password_creds).await
                 }
             }
+        }
+    }
+
+    /// Where SCRAM users come from on this connection: the password login (simple, JAAS, or
+    /// dual's password domain off TLS). `None`: SCRAM is not offered (no authentication, or a
+    /// certificate login, where a user name means nothing).
+    fn scram_source(&self, tls: bool) -> Option<ScramSource<'_>> {
+        match self {
+            Authenticator::Simple(simple) => Some(ScramSource::Simple(simple)),
+            Authenticator::Jaas(domain) => Some(ScramSource::Jaas(domain)),
+            Authenticator::Dual { password, .. } if !tls => Some(ScramSource::Jaas(password)),
+            Authenticator::None | Authenticator::Certificate(_) | Authenticator::Dual { .. } => {
+                None
+            }
+        }
+    }
+
+    /// Does this configuration serve SCRAM on a connection (TLS or not)?
+    pub fn serves_scram(&self, tls: bool) -> bool {
+        self.scram_source(tls).is_some()
+    }
+
+    /// The SCRAM credential of `user` (`Unknown` when SCRAM is not served).
+    pub fn scram_credential(
+        &self,
+        tls: bool,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> CredentialLookup {
+        match self.scram_source(tls) {
+            Some(ScramSource::Simple(simple)) => simple.scram_credential(user, mechanism),
+            Some(ScramSource::Jaas(domain)) => domain.scram_credential(user, mechanism),
+            None => CredentialLookup::Unknown,
+        }
+    }
+
+    /// The principal after a SCRAM proof of `user` checked against `credential`: the same
+    /// login (JAAS control flags, groups) as a password login, with the proof as the password.
+    pub async fn scram_login(
+        &self,
+        tls: bool,
+        user: &str,
+        credential: &ScramCredential,
+    ) -> Result<Principal, Refusal> {
+        match self.scram_source(tls) {
+            Some(ScramSource::Simple(simple)) => simple.scram_login(user),
+            Some(ScramSource::Jaas(domain)) => {
+                domain
+                    .login(&Credentials {
+                        username: Some(user),
+                        password: None,
+                        cert_subject: None,
+                        scram: Some(credential),
+                    })
+                    .await
+            }
+            None => Err(Refusal::new(
+                AuthFailure::NotAuthorized,
+                "SCRAM is not served here",
+            )),
         }
     }
 
@@ -130,6 +194,11 @@ impl Authenticator {
     }
 }
 
+enum ScramSource<'a> {
+    Simple(&'a SimpleAuthenticator),
+    Jaas(&'a JaasDomain),
+}
+
 /// `JaasCertificateAuthenticationBroker`: a connection without a verified client certificate is
 /// refused before any module runs ("Unable to authenticate transport without SSL certificate").
 async fn certificate_login(
@@ -147,6 +216,7 @@ async fn certificate_login(
             username: None,
             password: None,
             cert_subject: Some(subject),
+            scram: None,
         })
         .await
         .map_err(|mut r| {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::authn::{Credentials, Refusal};
 use super::cert::DistinguishedName;
+use super::scram::{CredentialLookup, ScramMechanism};
 use super::tables::{DnTable, GroupsTable, UsersTable, WatchedFile};
 use super::{AuthFailure, Principal};
 use crate::config::{JaasAuth, LoginModuleKind};
@@ -185,6 +186,26 @@ impl JaasDomain {
         })
     }
 
+    /// The SCRAM credential of `user` from the first properties module that has one for
+    /// `mechanism`; `NotForScram` when modules know the user but none has one.
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> CredentialLookup {
+        let mut known = false;
+        for (_, module) in &self.modules {
+            if let Module::Properties { users, .. } = module {
+                match users.current().scram_credential(user, mechanism) {
+                    found @ CredentialLookup::Found(_) => return found,
+                    CredentialLookup::NotForScram => known = true,
+                    CredentialLookup::Unknown => {}
+                }
+            }
+        }
+        if known {
+            CredentialLookup::NotForScram
+        } else {
+            CredentialLookup::Unknown
+        }
+    }
+
     fn refusal(&self, creds: &Credentials<'_>, reason: &'static str) -> Refusal {
         let failure = if creds.username.is_some() || creds.password.is_some() {
             AuthFailure::BadCredentials
@@ -242,15 +263,25 @@ impl JaasDomain {
 impl Module {
     async fn login(&self, creds: &Credentials<'_>) -> Outcome {
         match self {
-            // PropertiesLoginModule: a missing password counts as the empty one.
+            // PropertiesLoginModule: a missing password counts as the empty one. After SCRAM,
+            // the module succeeds when the verified credential is its own for that user.
             Module::Properties { users, groups } => {
                 let Some(username) = creds.username else {
                     return Outcome::Failed("no user name");
                 };
-                let Some(stored) = users.current().password(username).cloned() else {
+                let table = users.current();
+                let Some(stored) = table.password(username).cloned() else {
                     return Outcome::Failed("unknown user");
                 };
-                if !stored
+                if let Some(verified) = creds.scram {
+                    let own = match table.scram_credential(username, verified.mechanism()) {
+                        CredentialLookup::Found(c) => *c == *verified,
+                        CredentialLookup::NotForScram | CredentialLookup::Unknown => false,
+                    };
+                    if !own {
+                        return Outcome::Failed("SCRAM proof was for another module's password");
+                    }
+                } else if !stored
                     .verify_off_thread(creds.password.unwrap_or_default())
                     .await
                 {
@@ -269,7 +300,7 @@ impl Module {
                 group,
                 credentials_invalidate,
             } => {
-                if *credentials_invalidate && creds.password.is_some() {
+                if *credentials_invalidate && (creds.password.is_some() || creds.scram.is_some()) {
                     return Outcome::Ignored;
                 }
                 Outcome::Succeeded {

@@ -9,6 +9,8 @@
 //!
 //! - [`authn`]: plugin dispatch; [`simple`], [`jaas`] (control flags), [`cert`] (DN matching),
 //!   [`tables`] (users/groups files, `reload=true`), [`password`] (plaintext, bcrypt, argon2).
+//! - [`sasl`]: MQTT 5 enhanced authentication with [`scram`] (SCRAM-SHA-256/512) against the
+//!   same users.
 //! - [`throttle`]: per-address slowdown of failed logins.
 //! - [`authz`]: the casbin model/policy and the precompiled evaluator; [`destination`]: ActiveMQ
 //!   wildcards and the MQTT name conversion; [`explain`]: `ferromq explain`.
@@ -26,6 +28,8 @@ pub mod destination;
 pub mod explain;
 pub mod jaas;
 pub mod password;
+pub mod sasl;
+pub mod scram;
 pub mod simple;
 pub mod tables;
 pub mod throttle;
@@ -99,6 +103,8 @@ pub struct Security {
     authorizer: Option<Authorizer>,
     /// Shared with the snapshots that replace this one.
     throttle: Arc<LoginThrottle>,
+    /// Keys the fake SCRAM salts of users without a credential (see [`sasl`]).
+    scram_secret: [u8; 32],
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -125,6 +131,7 @@ impl Default for Security {
             authenticator: Authenticator::None,
             authorizer: None,
             throttle: Arc::new(LoginThrottle::default()),
+            scram_secret: rand::random(),
         }
     }
 }
@@ -146,6 +153,7 @@ impl Security {
             authenticator: Authenticator::new(authentication)?,
             authorizer: authorization.map(Authorizer::new).transpose()?,
             throttle: Arc::new(LoginThrottle::default()),
+            scram_secret: rand::random(),
         })
     }
 

@@ -1,8 +1,10 @@
 //! Stored passwords: plaintext (ActiveMQ's way) or a hash with a recognisable prefix.
 //!
 //! A stored value starting with `$2a$`, `$2b$` or `$2y$` is a bcrypt hash; one starting with
-//! `$argon2id$`, `$argon2i$` or `$argon2d$` is an Argon2 PHC string. Anything else is plaintext and
-//! is compared in constant time. `ferromq passwd` prints hashes in either form (see [`hash`]).
+//! `$argon2id$`, `$argon2i$` or `$argon2d$` is an Argon2 PHC string; one starting with
+//! `SCRAM-SHA-256:` or `SCRAM-SHA-512:` is a SCRAM credential (see [`super::scram`]). Anything else
+//! is plaintext and is compared in constant time. `ferromq passwd` prints hashes in any of these
+//! forms (see [`hash`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,12 +14,15 @@ use argon2::Argon2;
 use rand::RngCore;
 use subtle::{Choice, ConstantTimeEq};
 
+use super::scram::{ScramCredential, ScramKeys, ScramMechanism, DEFAULT_ITERATIONS};
+
 /// A password as stored in the configuration or a users file, ready to check.
 #[derive(Clone)]
 pub enum StoredPassword {
     Plain(Arc<[u8]>),
     Bcrypt(Arc<str>),
     Argon2(Arc<str>),
+    Scram(Arc<ScramCredential>),
 }
 
 impl fmt::Debug for StoredPassword {
@@ -27,6 +32,7 @@ impl fmt::Debug for StoredPassword {
             StoredPassword::Plain(_) => "StoredPassword::Plain(***)",
             StoredPassword::Bcrypt(_) => "StoredPassword::Bcrypt(***)",
             StoredPassword::Argon2(_) => "StoredPassword::Argon2(***)",
+            StoredPassword::Scram(_) => "StoredPassword::Scram(***)",
         })
     }
 }
@@ -61,7 +67,24 @@ impl StoredPassword {
             }
             return Ok(StoredPassword::Argon2(Arc::from(stored)));
         }
+        if ScramCredential::looks_like(stored) {
+            return ScramCredential::parse(stored)
+                .map(|c| StoredPassword::Scram(Arc::new(c)))
+                .map_err(|e| format!("starts like a SCRAM credential but {e}"));
+        }
         Ok(StoredPassword::Plain(Arc::from(stored.as_bytes())))
+    }
+
+    /// The SCRAM credentials this password gives its user: both mechanisms for a plain-text
+    /// password (derived now, with fresh random salts: PBKDF2 runs here, at load, never during
+    /// a login), the one mechanism of a SCRAM credential, none for a bcrypt or Argon2 hash
+    /// (SCRAM needs the password or its salted form, which a hash does not give).
+    pub fn scram_keys(&self) -> ScramKeys {
+        match self {
+            StoredPassword::Plain(plain) => ScramKeys::from_plain_password(plain),
+            StoredPassword::Scram(credential) => ScramKeys::from_credential(credential.clone()),
+            StoredPassword::Bcrypt(_) | StoredPassword::Argon2(_) => ScramKeys::default(),
+        }
     }
 
     /// Is checking this password expensive (a deliberately slow hash)?
@@ -79,6 +102,7 @@ impl StoredPassword {
                 Ok(parsed) => Argon2::default().verify_password(given, &parsed).is_ok(),
                 Err(_) => false,
             },
+            StoredPassword::Scram(credential) => credential.verify_password(given),
         }
     }
 
@@ -114,6 +138,22 @@ pub enum HashAlgorithm {
     Argon2id,
     /// bcrypt with cost 12.
     Bcrypt,
+    /// A SCRAM credential (salted, `iterations` rounds of PBKDF2) for MQTT 5 enhanced
+    /// authentication with this mechanism; password logins keep working with it too.
+    Scram {
+        mechanism: ScramMechanism,
+        iterations: u32,
+    },
+}
+
+impl HashAlgorithm {
+    /// SCRAM with RFC 7677's iteration count.
+    pub fn scram(mechanism: ScramMechanism) -> HashAlgorithm {
+        HashAlgorithm::Scram {
+            mechanism,
+            iterations: DEFAULT_ITERATIONS,
+        }
+    }
 }
 
 /// bcrypt cost of new hashes: 2^12 rounds, about a quarter of a second on a small server.
@@ -133,6 +173,18 @@ pub fn hash(password: &[u8], algorithm: HashAlgorithm) -> Result<String, String>
                 .hash_password(password, &salt)
                 .map(|h| h.to_string())
                 .map_err(|e| format!("argon2 cannot hash this password: {e}"))
+        }
+        HashAlgorithm::Scram {
+            mechanism,
+            iterations,
+        } => {
+            if !(DEFAULT_ITERATIONS..=super::scram::MAX_ITERATIONS).contains(&iterations) {
+                return Err(format!(
+                    "the SCRAM iteration count must be within {DEFAULT_ITERATIONS}..={}",
+                    super::scram::MAX_ITERATIONS
+                ));
+            }
+            Ok(ScramCredential::generate(mechanism, password, iterations).encode())
         }
     }
 }
@@ -165,6 +217,34 @@ mod tests {
     fn malformed_hashes_are_errors_not_plaintext() {
         assert!(StoredPassword::parse("$2b$nonsense").is_err());
         assert!(StoredPassword::parse("$argon2id$nonsense").is_err());
+    }
+
+    #[test]
+    fn scram_credentials_are_stored_passwords() {
+        let text = hash(b"pw", HashAlgorithm::scram(ScramMechanism::Sha512)).expect("hash");
+        let stored = StoredPassword::parse(&text).expect("scram");
+        assert!(stored.is_hashed());
+        assert!(stored.verify(b"pw"));
+        assert!(!stored.verify(b"pw2"));
+        let keys = stored.scram_keys();
+        assert!(keys.get(ScramMechanism::Sha512).is_some());
+        assert!(keys.get(ScramMechanism::Sha256).is_none());
+        assert!(StoredPassword::parse("SCRAM-SHA-256:4096:bad").is_err());
+        let plain = StoredPassword::parse("pw").expect("plain").scram_keys();
+        for m in ScramMechanism::ALL {
+            assert!(plain.get(m).is_some_and(|c| c.verify_password(b"pw")));
+        }
+        let bcrypt = bcrypt::hash(b"pw", 4).expect("bcrypt");
+        let none = StoredPassword::parse(&bcrypt).expect("bcrypt").scram_keys();
+        assert!(none.get(ScramMechanism::Sha256).is_none());
+        assert!(hash(
+            b"pw",
+            HashAlgorithm::Scram {
+                mechanism: ScramMechanism::Sha256,
+                iterations: 10
+            }
+        )
+        .is_err());
     }
 
     #[test]

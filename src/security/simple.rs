@@ -10,12 +10,15 @@ use std::sync::Arc;
 
 use super::authn::{Credentials, Refusal};
 use super::password::StoredPassword;
+use super::scram::{CredentialLookup, ScramKeys, ScramMechanism};
 use super::{AuthFailure, Principal};
 use crate::config::SimpleAuth;
 
 #[derive(Debug)]
 struct UserRecord {
     password: StoredPassword,
+    /// Derived at load for a plain-text password (see [`StoredPassword::scram_keys`]).
+    scram: ScramKeys,
     groups: Vec<Arc<str>>,
 }
 
@@ -39,7 +42,15 @@ impl SimpleAuthenticator {
                 .filter(|g| !g.is_empty())
                 .map(Arc::from)
                 .collect();
-            users.insert(user.username.clone(), UserRecord { password, groups });
+            let scram = password.scram_keys();
+            users.insert(
+                user.username.clone(),
+                UserRecord {
+                    password,
+                    scram,
+                    groups,
+                },
+            );
         }
         let anonymous = config.anonymous_access_allowed.then(|| Principal {
             user: Arc::from(config.anonymous_user.as_str()),
@@ -74,6 +85,25 @@ impl SimpleAuthenticator {
         }
         Ok(Principal {
             user: Arc::from(username),
+            groups: record.groups.clone(),
+            anonymous: false,
+        })
+    }
+
+    /// The SCRAM credential of `user` for `mechanism`.
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> CredentialLookup {
+        match self.users.get(user).map(|r| r.scram.get(mechanism)) {
+            Some(Some(credential)) => CredentialLookup::Found(credential.clone()),
+            Some(None) => CredentialLookup::NotForScram,
+            None => CredentialLookup::Unknown,
+        }
+    }
+
+    /// The principal of `user` after a SCRAM proof checked against its credential.
+    pub fn scram_login(&self, user: &str) -> Result<Principal, Refusal> {
+        let record = self.users.get(user).ok_or(Refusal::bad("unknown user"))?;
+        Ok(Principal {
+            user: Arc::from(user),
             groups: record.groups.clone(),
             anonymous: false,
         })

@@ -17,12 +17,15 @@ use parking_lot::RwLock;
 
 use super::cert::DistinguishedName;
 use super::password::StoredPassword;
+use super::scram::{CredentialLookup, ScramKeys, ScramMechanism};
 use crate::config::properties;
 
-/// users.properties: `user=password` (plaintext or a recognised hash).
+/// users.properties: `user=password` (plaintext or a recognised hash or SCRAM credential), with
+/// each user's SCRAM credentials (derived here for plain-text passwords).
 #[derive(Debug, Default)]
 pub struct UsersTable {
     passwords: HashMap<String, StoredPassword>,
+    scram: HashMap<String, ScramKeys>,
 }
 
 impl UsersTable {
@@ -33,7 +36,21 @@ impl UsersTable {
                 .map_err(|e| format!("line {}: password of `{}` {e}", p.line, p.key))?;
             passwords.insert(p.key, stored);
         }
-        Ok(UsersTable { passwords })
+        // After the loop: a user written twice gets the credentials of its last line only.
+        let scram = passwords
+            .iter()
+            .map(|(user, stored)| (user.clone(), stored.scram_keys()))
+            .collect();
+        Ok(UsersTable { passwords, scram })
+    }
+
+    /// The SCRAM credential of `user` for `mechanism`.
+    pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> CredentialLookup {
+        match self.scram.get(user).map(|keys| keys.get(mechanism)) {
+            Some(Some(credential)) => CredentialLookup::Found(credential.clone()),
+            Some(None) => CredentialLookup::NotForScram,
+            None => CredentialLookup::Unknown,
+        }
     }
 
     pub fn password(&self, user: &str) -> Option<&StoredPassword> {
