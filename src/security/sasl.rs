@@ -57,6 +57,21 @@ impl Security {
         }
     }
 
+    /// For a re-authentication, which cannot wait in line: is this address refused outright
+    /// by the login throttle? (A failed re-authentication closes the connection, so each guess
+    /// costs a new CONNECT, which waits.)
+    pub fn login_refused_now(&self, source: &LoginSource<'_>) -> bool {
+        let refused = self.throttle.admit(source.peer.ip(), Instant::now()) == Admission::Refused;
+        if refused {
+            tracing::warn!(
+                client_id = ?source.client_id,
+                peer = %source.peer,
+                "re-authentication refused: too many failed logins from this address"
+            );
+        }
+        refused
+    }
+
     /// Answer a client-first message with server-first (RFC 5802), for `mechanism` (from
     /// [`Security::enhanced_auth_mechanism`]). A malformed message is a failed login.
     pub fn scram_first(
@@ -72,15 +87,6 @@ impl Security {
         let lookup = self
             .authenticator
             .scram_credential(source.tls, &parsed.user, mechanism);
-        match &lookup {
-            CredentialLookup::Found(_) => {}
-            CredentialLookup::NotForScram => tracing::debug!(
-                user = %parsed.user,
-                %mechanism,
-                "user has no credential for this mechanism (hashed password): the exchange will fail"
-            ),
-            CredentialLookup::Unknown => {}
-        }
         Ok(ServerExchange::start(mechanism, parsed, lookup, |user| {
             self.fake_salt(mechanism, user)
         }))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::enhanced_auth;
 use super::read::read_some;
 use super::{
     ClientLimits, Conn, ConnectionParams, FlowControl, Identity, Output, PendingAcks,
@@ -118,21 +119,6 @@ where
     };
     // Every version is served (MQTT 5 progress: docs/mqtt5-progress.md).
     let version = connect.protocol;
-    if version == ProtocolVersion::V5
-        && connect
-            .properties
-            .as_ref()
-            .is_some_and(|p| p.authentication_method.is_some())
-    {
-        // Enhanced authentication (AUTH exchanges) is not supported.
-        return Err(refuse(
-            writer,
-            version,
-            ConnectReason::BadAuthenticationMethod,
-            "MQTT 5 enhanced authentication is not supported".into(),
-        )
-        .await);
-    }
     let assigned_client_id = connect.client_id.is_empty();
     let client_id: Arc<str> = if assigned_client_id {
         // MQTT 5 (3.1.3-7) assigns an id whatever clean start says; 3.1.1 requires clean session.
@@ -151,6 +137,21 @@ where
     };
 
     let core = &params.core;
+    // MQTT 5 enhanced authentication: the AUTH exchange instead of the password check.
+    let auth_method = connect
+        .properties
+        .as_ref()
+        .and_then(|p| p.authentication_method.as_deref())
+        .filter(|_| version == ProtocolVersion::V5);
+    let enhanced = match auth_method {
+        Some(method) => Some(
+            enhanced_auth::authenticate_connect(
+                reader, writer, read_buf, params, &connect, &client_id, method,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let security = core.security();
     let request = AuthRequest {
         client_id: &client_id,
@@ -160,7 +161,11 @@ where
         tls: params.tls,
         peer_cert_subject: params.peer_cert_subject.as_deref(),
     };
-    let principal = match security.authenticate(&request).await {
+    let authenticated = match &enhanced {
+        Some(done) => Ok(done.principal.clone()),
+        None => security.authenticate(&request).await,
+    };
+    let principal = match authenticated {
         Ok(p) => p,
         // 3.1.1 clients get 5 (not authorized) for both failures, as ActiveMQ and mosquitto do;
         // MQTT 5 clients learn which (0x86 / 0x87).
@@ -226,6 +231,7 @@ where
             authz: AuthzCache::default(),
             will: connect.will,
             keep_alive_limit,
+            enhanced_auth: None,
         },
         limits: ClientLimits {
             inflight_window,
@@ -245,12 +251,17 @@ where
         session_present: session_present && version != ProtocolVersion::V31,
         reason: ConnectReason::Success,
         properties: (version == ProtocolVersion::V5).then(|| {
-            Box::new(connack_properties(
+            let mut properties = connack_properties(
                 core,
                 assigned_client_id.then_some(&*conn.identity.client_id),
-            ))
+            );
+            if let Some(done) = &enhanced {
+                done.add_to_connack(&mut properties);
+            }
+            Box::new(properties)
         }),
     });
+    conn.identity.enhanced_auth = enhanced.map(enhanced_auth::Authenticated::into_state);
     let established = match conn.send(connack) {
         Ok(()) => conn.resend_inflight(),
         Err(e) => Err(e),
@@ -306,7 +317,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
 }
 
 /// Send a refusing CONNACK (best effort, bounded) and report it.
-async fn refuse<W: AsyncWrite + Unpin>(
+pub(super) async fn refuse<W: AsyncWrite + Unpin>(
     writer: &mut W,
     version: ProtocolVersion,
     reason: ConnectReason,

@@ -1,5 +1,5 @@
 //! Packets from an established client: publish (with QoS 2 de-duplication), acknowledgements
-//! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT.
+//! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH (`enhanced_auth.rs`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,11 +38,8 @@ impl Conn {
             Packet::PingReq => self.send(Packet::PingResp)?,
             Packet::Disconnect(d) => return self.on_disconnect(d),
             Packet::Connect(_) => return Err(CloseReason::ProtocolViolation("second CONNECT")),
-            Packet::ConnAck(_)
-            | Packet::SubAck(_)
-            | Packet::UnsubAck(_)
-            | Packet::PingResp
-            | Packet::Auth(_) => {
+            Packet::Auth(a) => self.on_auth(a)?,
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
                 return Err(CloseReason::ProtocolViolation(
                     "client sent a packet only a server may send",
                 ))

@@ -15,6 +15,7 @@
 
 mod connect;
 mod durable_acks;
+mod enhanced_auth;
 mod flow_control;
 mod inbound;
 pub mod keepalive;
@@ -113,6 +114,8 @@ pub(crate) enum CloseReason {
     KeepAliveExpired(Duration),
     Malformed(DecodeError),
     ProtocolViolation(&'static str),
+    /// An MQTT 5 re-authentication failed or timed out (DISCONNECT 0x87, MQTT 5 4.12.1-2).
+    AuthenticationFailed(&'static str),
     /// An MQTT 5 PUBLISH used topic alias 0 or one above our Topic Alias Maximum.
     TopicAliasInvalid(u16),
     /// Another connection took the session over (`allowLinkStealing`). The network
@@ -143,6 +146,7 @@ impl CloseReason {
             CloseReason::KeepAliveExpired(_) => Some(ReasonCode::KeepAliveTimeout.code()),
             CloseReason::Malformed(e) => Some(e.reason_code()),
             CloseReason::ProtocolViolation(_) => Some(ReasonCode::ProtocolError.code()),
+            CloseReason::AuthenticationFailed(_) => Some(ReasonCode::NotAuthorized.code()),
             CloseReason::TopicAliasInvalid(_) => Some(ReasonCode::TopicAliasInvalid.code()),
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
             CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
@@ -182,6 +186,7 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::Malformed(e) => write!(f, "{e}"),
             CloseReason::ProtocolViolation(what) => write!(f, "protocol violation: {what}"),
+            CloseReason::AuthenticationFailed(what) => f.write_str(what),
             CloseReason::TopicAliasInvalid(alias) => {
                 write!(
                     f,
@@ -226,6 +231,8 @@ struct Identity {
     authz: AuthzCache,
     will: Option<LastWill>,
     keep_alive_limit: Option<Duration>,
+    /// Only for a client that authenticated with an MQTT 5 Authentication Method.
+    enhanced_auth: Option<Box<enhanced_auth::EnhancedAuth>>,
 }
 
 /// Limits the client set at CONNECT, and its topic aliases.
@@ -382,6 +389,7 @@ where
             .pause
             .paused_until
             .unwrap_or_else(tokio::time::Instant::now);
+        let reauth_deadline = conn.reauth_deadline();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
@@ -469,6 +477,12 @@ where
                         return reason;
                     }
                 }
+            }
+            // Boxed, and only while a re-authentication waits for the client (rare).
+            _ = OptionFuture::from(reauth_deadline.map(|deadline| {
+                Box::pin(tokio::time::sleep_until(deadline))
+            })), if reauth_deadline.is_some() => {
+                return CloseReason::AuthenticationFailed("re-authentication timed out");
             }
             _ = wake.notified() => conn.output.pump_wanted = true,
             Ok(()) = security_changes.changed() => {
