@@ -7,5 +7,6 @@ mod support;
 mod auth;
 mod authz;
 mod cli;
+mod enhanced_auth;
 mod jaas;
 mod mqtt;
