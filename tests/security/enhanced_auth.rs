@@ -687,3 +687,95 @@ async fn scramp_client_interoperates() {
     assert!(stdout.contains("reauth 2: disconnect 0x87"), "{stdout}");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn reauthentication_looks_the_groups_up_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "users.properties", "alice=pencil\nwriter=wpw\n");
+    let groups = write(
+        dir.path(),
+        "groups.properties",
+        "readers=alice\nmarkers=alice\nwriters=writer\n",
+    );
+    write(
+        dir.path(),
+        "login.config",
+        r#"activemq {
+    org.apache.activemq.jaas.PropertiesLoginModule required
+        org.apache.activemq.jaas.properties.user="users.properties"
+        org.apache.activemq.jaas.properties.group="groups.properties"
+        reload=true;
+};
+"#,
+    );
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+    <plugins>
+      <jaasAuthenticationPlugin configuration="activemq"/>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="news.>" read="readers" write="writers" admin="readers,writers"/>
+        <authorizationEntry topic="marker.>" read="markers" write="writers" admin="markers,writers"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+    </transportConnectors>
+  </broker>
+</beans>"#;
+    let loaded = ferromq::config::load_str(xml, dir.path(), &no_env());
+    let diagnostics = loaded.diagnostics.to_string();
+    let config = loaded
+        .into_result()
+        .unwrap_or_else(|_| panic!("invalid test config:\n{diagnostics}"));
+    let broker = TestBroker::start(config).await;
+    let (mut alice, ack) = scram_login(broker.addr, "alice", SHA256, "alice", "pencil").await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    assert_eq!(
+        alice
+            .subscribe(
+                1,
+                &[("news/#", QoS::AtLeastOnce), ("marker/#", QoS::AtLeastOnce)]
+            )
+            .await,
+        vec![1, 1]
+    );
+
+    // alice leaves `readers`; the file is re-read at the next login, here her re-authentication.
+    let file = std::fs::File::create(&groups).expect("rewrite groups");
+    std::io::Write::write_all(&mut &file, b"markers=alice\nwriters=writer\n").expect("write");
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5))
+        .expect("mtime");
+    drop(file);
+    let (_, answer) = reauthenticate(&mut alice, SHA256, "alice", "pencil").await;
+    assert!(
+        matches!(answer, Packet::Auth(Auth { reason: 0, .. })),
+        "{answer:?}"
+    );
+
+    // Deliveries are decided with her new groups: a writer's news message does not reach her,
+    // the marker it publishes next does (one publisher's messages arrive in order).
+    let mut login = connect_v5("writer", true, None);
+    login.username = Some("writer".into());
+    login.password = Some(Bytes::from_static(b"wpw"));
+    let (mut writer, _) = RawClient::connect_ok(broker.addr, login).await;
+    for (id, topic) in [(1, "news/x"), (2, "marker/y")] {
+        writer
+            .send(crate::support::publish_packet(
+                topic,
+                b"m",
+                QoS::AtLeastOnce,
+                Some(id),
+                false,
+            ))
+            .await;
+        assert!(matches!(writer.recv().await, Packet::PubAck(_)));
+    }
+    let delivered = alice.recv_publish().await;
+    assert_eq!(&*delivered.topic, "marker/y");
+    // And a new subscription is decided with the new groups.
+    assert_eq!(
+        alice.subscribe(3, &[("news/#", QoS::AtLeastOnce)]).await,
+        vec![0x87]
+    );
+    broker.shutdown().await;
+}
