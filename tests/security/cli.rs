@@ -59,6 +59,42 @@ fn passwd_bcrypt() {
 }
 
 #[test]
+fn passwd_scram_credentials() {
+    for (algorithm, prefix) in [
+        ("scram-sha-256", "SCRAM-SHA-256:4096:"),
+        ("scram-sha-512", "SCRAM-SHA-512:4096:"),
+    ] {
+        let credential = printed_hash(&ferromq(&["passwd", "--algorithm", algorithm], "pw\n"));
+        assert!(credential.starts_with(prefix), "{credential}");
+        let stored = StoredPassword::parse(&credential).expect("a SCRAM credential");
+        assert!(stored.verify(b"pw") && !stored.verify(b"pw2"));
+    }
+    let more = printed_hash(&ferromq(
+        &[
+            "passwd",
+            "--algorithm",
+            "scram-sha-256",
+            "--iterations",
+            "8192",
+        ],
+        "pw",
+    ));
+    assert!(more.starts_with("SCRAM-SHA-256:8192:"), "{more}");
+    let too_few = ferromq(
+        &[
+            "passwd",
+            "--algorithm",
+            "scram-sha-256",
+            "--iterations",
+            "1000",
+        ],
+        "pw",
+    );
+    assert_eq!(too_few.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_few.stderr).contains("4096"));
+}
+
+#[test]
 fn passwd_refuses_empty_input_and_overlong_bcrypt() {
     let empty = ferromq(&["passwd"], "");
     assert_eq!(empty.status.code(), Some(1));
