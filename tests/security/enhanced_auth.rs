@@ -489,6 +489,16 @@ async fn failed_reauthentication_disconnects_with_0x87() {
         .await;
     expect_disconnect(&mut client, 0x82).await;
 
+    // So is an AUTH 0x19 without a method.
+    let (mut client, _) = scram_login(broker.addr, "none", SHA256, "alice", "pencil").await;
+    client
+        .send(Packet::Auth(Auth {
+            reason: 0x19,
+            properties: None,
+        }))
+        .await;
+    expect_disconnect(&mut client, 0x82).await;
+
     // A client-final without a re-authentication in progress too.
     let (mut client, _) = scram_login(broker.addr, "turn", SHA256, "alice", "pencil").await;
     client

@@ -42,7 +42,7 @@ use crate::protocol::{
 };
 use crate::security::sasl::LoginSource;
 use crate::security::scram::{ScramMechanism, ServerExchange};
-use crate::security::{AuthFailure, AuthzCache, Principal};
+use crate::security::{AuthFailure, AuthzCache, Principal, Security};
 
 /// AUTH reason codes (MQTT 5 3.15.2.1).
 const AUTH_SUCCESS: u8 = 0x00;
@@ -123,7 +123,7 @@ where
     };
     let limit = exchange_limit(params);
     let exchange = scram_exchange(
-        reader, writer, read_buf, params, connect, client_id, mechanism,
+        reader, writer, read_buf, params, &security, connect, client_id, mechanism,
     );
     let outcome = tokio::select! {
         _ = params.shutdown.cancelled() => return Err(HandshakeEnd::Shutdown),
@@ -172,11 +172,15 @@ fn refused_for(failure: AuthFailure) -> ExchangeEnd {
     ExchangeEnd::Refuse(reason, format!("authentication failed: {failure}"))
 }
 
+/// The exchange itself, with one security snapshot throughout (a reload meanwhile does not
+/// mix credentials of two snapshots).
+#[allow(clippy::too_many_arguments)]
 async fn scram_exchange<R, W>(
     reader: &mut R,
     writer: &mut W,
     read_buf: &mut BytesMut,
     params: &ConnectionParams,
+    security: &Security,
     connect: &Connect,
     client_id: &str,
     mechanism: ScramMechanism,
@@ -185,7 +189,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let security = params.core.security();
     let source = LoginSource {
         client_id,
         peer: params.peer,
