@@ -1,5 +1,5 @@
 //! Authentication (simple, JAAS), authorization, the `ferromq` security commands and security
-//! enforced on MQTT connections.
+//! enforced on MQTT connections, MQTT 5 enhanced authentication (SCRAM).
 
 #[path = "../support/mod.rs"]
 mod support;
