@@ -61,7 +61,7 @@ impl Security {
     /// by the login throttle? (A failed re-authentication closes the connection, so each guess
     /// costs a new CONNECT, which waits.)
     pub fn login_refused_now(&self, source: &LoginSource<'_>) -> bool {
-        let refused = self.throttle.admit(source.peer.ip(), Instant::now()) == Admission::Refused;
+        let refused = self.throttle.would_refuse(source.peer.ip(), Instant::now());
         if refused {
             tracing::warn!(
                 client_id = ?source.client_id,

@@ -111,6 +111,23 @@ impl LoginThrottle {
         Admission::After(wait)
     }
 
+    /// Would an attempt from `addr` at `now` be refused outright? Like [`LoginThrottle::admit`]
+    /// but reserves no waiting slot: for attempts that cannot wait (a re-authentication on a
+    /// running connection), so that they do not push back the next CONNECT's slot.
+    pub fn would_refuse(&self, addr: IpAddr, now: Instant) -> bool {
+        let records = self.records.lock();
+        let Some(record) = records.get(&throttle_key(addr)) else {
+            return false;
+        };
+        if now.saturating_duration_since(record.last_failure) > self.policy.window
+            || record.failures < self.policy.free_failures
+        {
+            return false;
+        }
+        let start = record.next_slot.max(now) + self.delay_after(record.failures);
+        start.saturating_duration_since(now) > self.policy.max_backlog
+    }
+
     /// Record a failed attempt from `addr` at `now`.
     pub fn record_failure(&self, addr: IpAddr, now: Instant) {
         let key = throttle_key(addr);
@@ -239,10 +256,13 @@ mod tests {
             t.admit(ip, now),
             Admission::After(Duration::from_millis(400))
         );
+        // Asking without waiting reserves nothing.
+        assert!(!t.would_refuse(ip, now));
         assert_eq!(
             t.admit(ip, now),
             Admission::After(Duration::from_millis(800))
         );
+        assert!(t.would_refuse(ip, now));
         assert_eq!(t.admit(ip, now), Admission::Refused);
         let other: IpAddr = "10.0.0.3".parse().expect("ip");
         assert_eq!(t.admit(other, now), Admission::Now);
