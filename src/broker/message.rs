@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::broker::durability::now_ms;
+use crate::broker::durability::stored_v5::StoredV5;
 use crate::protocol::{Properties, QoS};
 
 /// An application message as routed. Cloning is cheap (two reference-count bumps), so one
@@ -22,8 +24,9 @@ pub struct Message {
     /// The publisher's retain flag (live deliveries are sent with retain=0 regardless).
     pub retain: bool,
     /// What an MQTT 5 publisher attached. Shared by every copy; `None` for MQTT 3 publishes,
-    /// so they pay one pointer. Not persisted yet (see docs/mqtt5-progress.md).
-    #[serde(skip)]
+    /// so they pay one pointer. Kept as the durability engines keep it (see
+    /// [`crate::broker::durability::stored_v5`]); absent in older serialized forms.
+    #[serde(default, with = "v5_serde")]
     pub v5: Option<Arc<V5Extras>>,
 }
 
@@ -60,6 +63,33 @@ impl V5Extras {
         }))
     }
 
+    /// What is kept of it: the properties, and the expiry as wall-clock time (so that what
+    /// is left of it counts a broker's downtime).
+    pub fn to_stored(&self) -> StoredV5 {
+        StoredV5 {
+            properties: (self.properties != Properties::default())
+                .then(|| Box::new(self.properties.clone())),
+            expires_at_ms: self.expires_at.map(wall_ms_of),
+            will_deadline_ms: None,
+        }
+    }
+
+    /// The MQTT 5 side of a kept message read back now; `None` when nothing was kept. An
+    /// expiry that passed while the broker was down is in the past (the message is expired).
+    pub fn from_stored(stored: StoredV5) -> Option<Arc<Self>> {
+        let mut properties = stored.properties.map(|p| *p).unwrap_or_default();
+        properties.message_expiry_interval = None;
+        properties.will_delay_interval = None;
+        let expires_at = stored.expires_at_ms.map(instant_of_wall_ms);
+        if properties == Properties::default() && expires_at.is_none() {
+            return None;
+        }
+        Some(Arc::new(V5Extras {
+            properties,
+            expires_at,
+        }))
+    }
+
     /// The Message Expiry Interval to send at `now`: the whole seconds left, rounded up (so
     /// a message that has not expired never says 0); `None` without an expiry.
     pub fn remaining_expiry_secs(&self, now: Instant) -> Option<u32> {
@@ -79,6 +109,38 @@ impl Message {
     }
 }
 
+/// `at` as ms since the Unix epoch (by the wall clock now).
+fn wall_ms_of(at: Instant) -> u64 {
+    let (now, now_ms) = (Instant::now(), now_ms());
+    if at >= now {
+        now_ms.saturating_add(millis(at - now))
+    } else {
+        now_ms.saturating_sub(millis(now - at))
+    }
+}
+
+/// Ms since the Unix epoch as an `Instant` (by the wall clock now); a time in the past is at
+/// most as old as the process allows, a far future one is capped at the longest interval MQTT
+/// can express.
+fn instant_of_wall_ms(ms: u64) -> Instant {
+    let (now, now_ms) = (Instant::now(), now_ms());
+    if ms >= now_ms {
+        let ahead =
+            Duration::from_millis(ms - now_ms).min(Duration::from_secs(u64::from(u32::MAX)));
+        now.checked_add(ahead).unwrap_or(now)
+    } else {
+        let behind = Duration::from_millis(now_ms - ms);
+        // Clamped, never a panic: the earliest instant the platform has is early enough.
+        now.checked_sub(behind)
+            .or_else(|| now.checked_sub(Duration::from_secs(1)))
+            .unwrap_or(now)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The smaller of two QoS levels: what a subscriber granted `sub` receives of a message
 /// published at `publish`.
 pub fn min_qos(publish: QoS, sub: QoS) -> QoS {
@@ -96,6 +158,33 @@ pub(crate) mod bytes_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         Vec::<u8>::deserialize(d).map(Bytes::from)
+    }
+}
+
+/// `Message::v5` as the bytes of [`StoredV5`] (empty for `None`), so a serialized message keeps
+/// the same MQTT 5 side as one in the durable store.
+pub(crate) mod v5_serde {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::V5Extras;
+    use crate::broker::durability::stored_v5::StoredV5;
+
+    pub fn serialize<S: Serializer>(v5: &Option<Arc<V5Extras>>, s: S) -> Result<S::Ok, S::Error> {
+        let bytes = match v5 {
+            Some(v5) => v5.to_stored().encode().map_err(serde::ser::Error::custom)?,
+            None => Bytes::new(),
+        };
+        s.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<V5Extras>>, D::Error> {
+        let bytes = Bytes::from(Vec::<u8>::deserialize(d)?);
+        let stored = StoredV5::decode(&bytes).map_err(D::Error::custom)?;
+        Ok(V5Extras::from_stored(stored))
     }
 }
 
@@ -132,6 +221,55 @@ mod tests {
         let text = serde_json::to_string(&m).expect("serialize");
         let back: Message = serde_json::from_str(&text).expect("deserialize");
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn v5_side_survives_serialization_with_its_expiry_as_wall_clock_time() {
+        let now = Instant::now();
+        let received = Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(60),
+            content_type: Some("text/plain".into()),
+            response_topic: Some("r/t".into()),
+            correlation_data: Some(Bytes::from_static(b"c")),
+            user_properties: vec![("z".into(), "1".into()), ("a".into(), "2".into())],
+            ..Properties::default()
+        };
+        let m = Message {
+            topic: Arc::from("a/b"),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            v5: V5Extras::from_publish(Some(Box::new(received)), now),
+        };
+        let text = serde_json::to_string(&m).expect("serialize");
+        let back: Message = serde_json::from_str(&text).expect("deserialize");
+        let (sent, got) = (m.v5.expect("v5"), back.v5.expect("v5 back"));
+        assert_eq!(got.properties, sent.properties);
+        let left = got.remaining_expiry_secs(Instant::now()).expect("expiry");
+        assert!((59..=60).contains(&left), "{left} s left");
+    }
+
+    #[test]
+    fn an_expiry_that_passed_while_stored_reads_back_expired() {
+        let stored = StoredV5 {
+            expires_at_ms: Some(now_ms().saturating_sub(5_000)),
+            ..StoredV5::default()
+        };
+        let v5 = V5Extras::from_stored(stored).expect("v5");
+        let message = Message {
+            topic: Arc::from("t"),
+            payload: Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            v5: Some(v5),
+        };
+        assert!(message.is_expired(Instant::now()));
+        let far = StoredV5 {
+            expires_at_ms: Some(u64::MAX),
+            ..StoredV5::default()
+        };
+        assert!(V5Extras::from_stored(far).is_some(), "no overflow");
     }
 
     #[test]

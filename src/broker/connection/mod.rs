@@ -42,7 +42,7 @@ use tracing::Instrument;
 
 use crate::broker::connection::keepalive::KeepAlive;
 use crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS;
-use crate::broker::runtime::{BrokerCore, Overfilled, Routed};
+use crate::broker::runtime::{will_delay_secs, BrokerCore, Overfilled, Routed};
 use crate::broker::session::{AttachToken, Session};
 use crate::config::Listener;
 use crate::protocol::{
@@ -652,6 +652,24 @@ impl Conn {
         !delayed || self.session.is_ended()
     }
 
+    /// Whether a due `will` waits for its Will Delay Interval instead of going out now: an
+    /// MQTT 5 will with a delay > 0 whose `$` topic rule lets it through (checked now, as the
+    /// connector's rule is known now; authorization is checked when it is published). A
+    /// takeover decided in [`Conn::will_due`] already.
+    fn will_waits(&mut self, reason: &CloseReason, will: &LastWill) -> bool {
+        if self.version != ProtocolVersion::V5
+            || matches!(reason, CloseReason::TakenOver)
+            || will_delay_secs(will) == 0
+        {
+            return false;
+        }
+        if will.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
+            // Refused by `publish_will` now, as it would be then.
+            return false;
+        }
+        true
+    }
+
     /// End the connection: flush what is pending (bounded), publish the will when `reason`
     /// calls for it, release the session, close the socket.
     async fn close<W: AsyncWrite + Unpin>(mut self, reason: CloseReason, writer: &mut W) {
@@ -691,12 +709,30 @@ impl Conn {
             })
             .await;
         }
-        if self.will_due(&reason) {
-            if let Some(will) = self.identity.will.take() {
-                self.publish_will(will);
+        let will = self
+            .will_due(&reason)
+            .then(|| self.identity.will.take())
+            .flatten();
+        match will {
+            Some(will) if self.will_waits(&reason, &will) => {
+                // Pending until its delay passes or its session ends (MQTT 5 3.1.3-9).
+                let due_now = self.core.detach_leaving_will(
+                    &self.session,
+                    self.token.generation,
+                    will,
+                    &self.identity.principal,
+                );
+                if let Some(will) = due_now {
+                    self.publish_will(will);
+                }
+            }
+            will => {
+                if let Some(will) = will {
+                    self.publish_will(will);
+                }
+                self.core.detach(&self.session, self.token.generation);
             }
         }
-        self.core.detach(&self.session, self.token.generation);
         if socket_usable {
             let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
         }

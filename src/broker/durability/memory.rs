@@ -123,10 +123,13 @@ impl Durability for MemoryOnly {
         // Their messages are still charged to the gauge of the instance that saved them.
         let _ = memory;
         for state in states {
+            // A will kept while its client was connected is not due (this engine keeps
+            // nothing across a crash); a pending one is re-armed.
+            let will = state.kept_will.clone().filter(|w| w.deadline_ms.is_some());
             recovery.sessions.push(RecoveredSession {
                 state,
                 offline_for: Duration::ZERO,
-                will: None,
+                will,
             });
         }
         Ok(recovery)

@@ -33,6 +33,7 @@
 mod memory;
 mod recording;
 mod redb_store;
+pub mod stored_v5;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -45,7 +46,7 @@ use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, Subscription};
 use crate::config::{Config, Persistence};
-use crate::protocol::{LastWill, QoS};
+use crate::protocol::{LastWill, Properties, QoS};
 use crate::security::Principal;
 
 pub use memory::{MemoryOnly, MemorySessionStore, SessionStore, StoreError};
@@ -145,13 +146,22 @@ pub enum RetainedChange {
     Clear,
 }
 
-/// A will kept with a persistent session while its client is connected, with the principal
-/// that connected with it (a will published after a crash is authorized as its owner).
+/// A will kept with a persistent session: while its client is connected (published if the
+/// broker stops without a clean shutdown), and while it is pending after its client left
+/// without DISCONNECT (MQTT 5 Will Delay Interval, 3.1.3-9), with the principal that connected
+/// with it (a will published later is authorized as its owner).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptWill {
+    /// Topic, payload, QoS and retain flag (`v5` is not used: see `properties`).
     pub message: Message,
     /// `None`: kept before owners were recorded (not published after a crash).
     pub owner: Option<WillOwner>,
+    /// The will properties as the client sent them (MQTT 5 3.1.3.2): Will Delay Interval, and
+    /// a Message Expiry Interval that starts when the will is published.
+    pub properties: Option<Box<Properties>>,
+    /// When the pending will is published, ms since the Unix epoch; `None` while its client is
+    /// connected.
+    pub deadline_ms: Option<u64>,
 }
 
 /// The owner of a kept will: groups are looked up again when it is published.
@@ -175,6 +185,24 @@ impl KeptWill {
                 user: owner.user.clone(),
                 anonymous: owner.anonymous,
             }),
+            properties: will.properties.clone(),
+            deadline_ms: None,
+        }
+    }
+
+    /// The Will Delay Interval in seconds (0 when absent: MQTT 5 3.1.3.2.2).
+    pub fn delay_secs(&self) -> u32 {
+        self.properties
+            .as_ref()
+            .and_then(|p| p.will_delay_interval)
+            .unwrap_or(0)
+    }
+
+    /// The message to publish at `now` (its Message Expiry Interval starts then).
+    pub fn into_message(self, now: std::time::Instant) -> Message {
+        Message {
+            v5: crate::broker::message::V5Extras::from_publish(self.properties, now),
+            ..self.message
         }
     }
 }
@@ -186,7 +214,7 @@ pub struct SessionData {
     /// (filter, granted subscription), by filter.
     pub subscriptions: Vec<(Arc<str>, Subscription)>,
     /// Set while a client is connected (published if the broker stops without a clean
-    /// shutdown).
+    /// shutdown) and while its will is pending (see [`KeptWill::deadline_ms`]).
     pub will: Option<KeptWill>,
     /// MQTT 5 Session Expiry Interval in seconds (`None`: the broker's own rule).
     pub expiry_secs: Option<u32>,
@@ -281,8 +309,9 @@ pub struct RecoveredSession {
     /// How long its client had been gone when the broker stopped (the offline clock of
     /// `offlineDurableSubscriberTimeout` and MQTT 5 session expiry goes on from there).
     pub offline_for: std::time::Duration,
-    /// The will its client connected with: the client was connected when the broker stopped
-    /// without a clean shutdown, so the will is due.
+    /// Its will: the client was connected when the broker stopped without a clean shutdown
+    /// (`deadline_ms` is `None`), so the will is due; or a pending will (MQTT 5 Will Delay
+    /// Interval) due at `deadline_ms`.
     pub will: Option<KeptWill>,
 }
 
@@ -334,10 +363,11 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// is the order of application, whether or not the answers are awaited).
     fn commit(&self, changes: Vec<Change>) -> Commit;
 
-    /// A persistent session's client left: its will is gone and its offline time starts now.
+    /// A persistent session's client left: its offline time starts now. Its will is gone
+    /// (published or discarded), unless it is pending (kept with its deadline).
     fn session_offline(&self, state: &SessionState) -> Commit {
         let mut data = SessionData::of(state);
-        data.will = None;
+        data.will = data.will.filter(|w| w.deadline_ms.is_some());
         self.commit(vec![Change::SessionSaved(data)])
     }
 

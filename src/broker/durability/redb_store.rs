@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::stored_v5::StoredV5;
 use super::{
     now_ms, Change, Commit, Durability, DurabilityError, DurabilityStats, KeptWill, PageFuture,
     QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData,
     WillOwner,
 };
-use crate::broker::message::Message;
+use crate::broker::message::{Message, V5Extras};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
@@ -264,17 +265,77 @@ fn stored_message(message: &Message) -> StoredMessage {
         payload: message.payload.clone(),
         qos: message.qos,
         retain: message.retain,
-        properties: super::no_properties(),
+        properties: message.v5.as_ref().map_or_else(super::no_properties, |v5| {
+            encode_or_log(&v5.to_stored(), &message.topic)
+        }),
     }
 }
 
+/// The stored bytes of an MQTT 5 side; one that cannot be encoded (never from a decoded
+/// packet) is logged and kept without its properties rather than refusing the message.
+fn encode_or_log(v5: &StoredV5, topic: &str) -> bytes::Bytes {
+    v5.encode().unwrap_or_else(|e| {
+        tracing::warn!(%topic, "kept without its MQTT 5 properties: {e}");
+        super::no_properties()
+    })
+}
+
+/// The MQTT 5 side of stored bytes; damaged bytes are logged and read as none.
+fn decode_or_log(bytes: &bytes::Bytes, topic: &str) -> StoredV5 {
+    StoredV5::decode(bytes).unwrap_or_else(|e| {
+        tracing::warn!(%topic, "stored MQTT 5 properties dropped: {e}");
+        StoredV5::default()
+    })
+}
+
 fn message_from_stored(stored: StoredMessage) -> Message {
+    let v5 = V5Extras::from_stored(decode_or_log(&stored.properties, &stored.topic));
     Message {
         topic: stored.topic,
         payload: stored.payload,
         qos: stored.qos,
         retain: stored.retain,
-        v5: None,
+        v5,
+    }
+}
+
+/// A kept will as the store's will record: its will properties and pending deadline go in
+/// the record's `properties` bytes.
+fn will_record(will: KeptWill) -> crate::store::WillRecord {
+    let v5 = StoredV5 {
+        properties: will.properties,
+        expires_at_ms: None,
+        will_deadline_ms: will.deadline_ms,
+    };
+    crate::store::WillRecord {
+        properties: encode_or_log(&v5, &will.message.topic),
+        topic: will.message.topic,
+        payload: will.message.payload,
+        qos: will.message.qos,
+        retain: will.message.retain,
+        owner: will.owner.map(|o| crate::store::WillOwner {
+            user: o.user,
+            anonymous: o.anonymous,
+        }),
+    }
+}
+
+fn will_from_record(w: crate::store::WillRecord) -> KeptWill {
+    let v5 = decode_or_log(&w.properties, &w.topic);
+    KeptWill {
+        message: Message {
+            topic: w.topic,
+            payload: w.payload,
+            qos: w.qos,
+            retain: w.retain,
+            v5: None,
+        },
+        owner: w.owner.map(|o| WillOwner {
+            user: o.user,
+            anonymous: o.anonymous,
+        }),
+        properties: v5.properties,
+        deadline_ms: v5.will_deadline_ms,
     }
 }
 
@@ -294,17 +355,7 @@ fn session_record(data: SessionData) -> SessionRecord {
                 subscription_id: None,
             })
             .collect(),
-        will: data.will.map(|will| crate::store::WillRecord {
-            topic: will.message.topic,
-            payload: will.message.payload,
-            qos: will.message.qos,
-            retain: will.message.retain,
-            properties: super::no_properties(),
-            owner: will.owner.map(|o| crate::store::WillOwner {
-                user: o.user,
-                anonymous: o.anonymous,
-            }),
-        }),
+        will: data.will.map(will_record),
         expiry_ms: data.expiry_secs.map(|secs| u64::from(secs) * 1000),
         last_seen_ms: now_ms(),
     }
@@ -334,19 +385,7 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
         }
         counts.inbound_qos2 += r.inbound_qos2.len();
         let offline_for = Duration::from_millis(now.saturating_sub(r.record.last_seen_ms));
-        let will = r.record.will.clone().map(|w| KeptWill {
-            message: Message {
-                topic: w.topic,
-                payload: w.payload,
-                qos: w.qos,
-                retain: w.retain,
-                v5: None,
-            },
-            owner: w.owner.map(|o| WillOwner {
-                user: o.user,
-                anonymous: o.anonymous,
-            }),
-        });
+        let will = r.record.will.clone().map(will_from_record);
         sessions.push(RecoveredSession {
             state: restore_session(r, memory),
             offline_for,

@@ -22,6 +22,7 @@ use crate::broker::routing::router::SubscriptionTree;
 use crate::broker::session::registry::{
     AttachError, Attached, Detached, SessionLifetime, SessionRegistry,
 };
+use crate::broker::session::wills::PendingWills;
 use crate::broker::session::{Session, SessionId, Subscription};
 use crate::config::Config;
 use crate::protocol::{LastWill, QoS};
@@ -30,9 +31,11 @@ use crate::security::{Principal, Security};
 mod admission;
 mod recovery;
 mod route;
+mod wills;
 
 pub use admission::Refusal;
 pub use route::{Overfilled, RoutePlan, Routed};
+pub use wills::will_delay_secs;
 
 /// Everything the connection tasks of one broker share.
 pub struct BrokerCore {
@@ -67,6 +70,8 @@ pub struct BrokerCore {
     /// Publishers currently waiting in [`BrokerCore::wait_drained`]: writers skip the signal
     /// when there are none.
     paused_publishers: AtomicUsize,
+    /// Wills waiting for their Will Delay Interval (see [`crate::broker::session::wills`]).
+    pub pending_wills: PendingWills,
     /// The largest soft limit a publisher has ever waited on: a drain that leaves a queue
     /// longer than this releases no one, so it does not wake every paused publisher (under a
     /// 10 -> 1 fan-in that would be ten wake-ups per pump batch). Only grows; a stale high
@@ -110,6 +115,7 @@ impl BrokerCore {
             queue_progress: Notify::new(),
             paused_publishers: AtomicUsize::new(0),
             drain_wake_at: AtomicUsize::new(0),
+            pending_wills: PendingWills::default(),
         })
     }
 
@@ -186,6 +192,11 @@ impl BrokerCore {
         if let Some(old) = &attached.discarded {
             self.forget(old);
         }
+        if attached.session_present {
+            // Resumed within its will's delay: the will is not published (MQTT 5 3.1.3-9);
+            // the new connection's will replaces it below, in the record too.
+            self.pending_wills.cancel(&attached.session);
+        }
         if attached.session.is_persistent() {
             let data = attached.session.with_state_unchecked(|s| {
                 s.kept_will = will.map(|(will, owner)| KeptWill::new(will, owner));
@@ -207,8 +218,10 @@ impl BrokerCore {
         outcome
     }
 
-    /// Remove an ended session's subscriptions, and its kept copy when it was persistent.
+    /// Remove an ended session's subscriptions, and its kept copy when it was persistent. A
+    /// will pending on it is due now (MQTT 5 3.1.2.5: at the latest when the session ends).
     pub(crate) fn forget(&self, session: &Session) {
+        self.session_ended_with_will(session);
         self.unindex(session);
         if session.is_persistent() {
             self.commit_background(vec![Change::SessionEnded {
@@ -227,11 +240,11 @@ impl BrokerCore {
         });
     }
 
-    /// A persistent session went offline: its will is gone (published or discarded) and its
-    /// offline time (session expiry) starts now.
+    /// A persistent session went offline: its will is gone (published or discarded) unless it
+    /// is pending, and its offline time (session expiry) starts now.
     fn save(&self, session: &Session) {
         let commit = session.with_state_unchecked(|s| {
-            s.kept_will = None;
+            s.kept_will = s.kept_will.take().filter(|w| w.deadline_ms.is_some());
             self.durability.session_offline(s)
         });
         self.settle_in_background(commit);

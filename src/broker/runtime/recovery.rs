@@ -1,10 +1,12 @@
 //! What the runtime does with the state its durability engine kept: applying the recovery at
-//! start (retained messages, sessions, wills of a crash) and ending expired sessions.
+//! start (retained messages, sessions, wills of a crash, pending wills) and ending expired
+//! sessions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::broker::durability::{Change, KeptWill, RecoveredCounts, Recovery, SessionData};
-use crate::broker::message::Message;
+use crate::broker::durability::{now_ms, Change, KeptWill, RecoveredCounts, Recovery, SessionData};
+use crate::broker::session::wills::{PendingWill, WillPublisher};
 use crate::config::{Authentication, Config};
 use crate::security::{Action, Principal, Security};
 
@@ -26,7 +28,9 @@ impl BrokerCore {
     /// of the clients that were connected when the broker stopped without a clean shutdown
     /// (their connections closed without DISCONNECT: MQTT 3.1.1 3.1.2-8; MQTT 5 3.1.2.5
     /// allows it after a restart), authorized as their owners as of now with `config`'s
-    /// security.
+    /// security. Wills with a Will Delay Interval follow their deadline instead (see
+    /// [`pending_deadline_ms`]): published now when it passed during the downtime, else armed
+    /// (a client that resumes its session first cancels it).
     pub fn apply_recovery(&self, recovery: Recovery, config: &Config) -> RecoveredCounts {
         {
             let mut retained = self.retained.write();
@@ -36,14 +40,46 @@ impl BrokerCore {
             }
         }
         let mut wills = Vec::new();
+        let authentication_enabled = !matches!(config.authentication, Authentication::None);
+        let now_ms = now_ms();
         for recovered in recovery.sessions {
             let mut state = recovered.state;
             state.kept_will = None;
+            let mut armed = None;
             if let Some(will) = recovered.will {
-                // Gone from the record in the batch that publishes it (or drops it).
-                wills.push((SessionData::of(&state), will));
+                match pending_deadline_ms(&will, state.expiry_secs, now_ms) {
+                    Some(deadline_ms) => {
+                        if will.deadline_ms != Some(deadline_ms) {
+                            // Connected at a crash: its deadline counts from this start; keep
+                            // it so that another restart does not start the delay over.
+                            state.kept_will = Some(KeptWill {
+                                deadline_ms: Some(deadline_ms),
+                                ..will
+                            });
+                            self.commit_background(vec![Change::SessionSaved(SessionData::of(
+                                &state,
+                            ))]);
+                        } else {
+                            state.kept_will = Some(will);
+                        }
+                        armed = Some(Duration::from_millis(deadline_ms - now_ms));
+                    }
+                    // Gone from the record in the batch that publishes it (or drops it).
+                    None => wills.push((SessionData::of(&state), will)),
+                }
             }
             let session = self.registry.restore(state, recovered.offline_for);
+            if let Some(wait) = armed {
+                self.pending_wills.arm(
+                    tokio::time::Instant::now() + wait,
+                    PendingWill {
+                        session: session.clone(),
+                        publisher: WillPublisher::Recovered {
+                            authentication_enabled,
+                        },
+                    },
+                );
+            }
             // Lock order: session, then tree (as everywhere else).
             session.with_state_unchecked(|s| {
                 let mut tree = self.subscriptions.write();
@@ -82,7 +118,9 @@ impl BrokerCore {
                 self.commit_background(vec![forget]);
                 continue;
             }
-            let message = self.memory.charge(Message { ..will.message });
+            let message = self
+                .memory
+                .charge(will.into_message(std::time::Instant::now()));
             let (plan, mut changes) = self.plan_route(message);
             changes.push(forget);
             self.commit_background(changes);
@@ -94,10 +132,23 @@ impl BrokerCore {
     }
 }
 
+/// When a recovered will is published, ms since the Unix epoch, if that is after `now_ms`:
+/// a pending will keeps its deadline; the will of a client connected at a crash with a Will
+/// Delay Interval is due that long (capped by its session's expiry) after this start (the
+/// crash's time is not known, and the client may still resume in time). `None`: due now (no
+/// delay, or the deadline passed while the broker was down).
+fn pending_deadline_ms(will: &KeptWill, expiry_secs: Option<u32>, now_ms: u64) -> Option<u64> {
+    let deadline_ms = will.deadline_ms.unwrap_or_else(|| {
+        let wait_secs = will.delay_secs().min(expiry_secs.unwrap_or(u32::MAX));
+        now_ms.saturating_add(u64::from(wait_secs) * 1000)
+    });
+    (deadline_ms > now_ms).then_some(deadline_ms)
+}
+
 /// The principal a will left by a crash is published as: its owner as the security snapshot
 /// knows them NOW (groups looked up again), so a user removed or moved out of a group since is
 /// not trusted with their old rights. `None`: unknown owner (not published).
-fn will_owner_now(
+pub(super) fn will_owner_now(
     security: &Security,
     authentication_enabled: bool,
     will: &KeptWill,

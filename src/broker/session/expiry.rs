@@ -7,6 +7,9 @@
 //!   ends that long after its client left, checked every [`CHECK_EVERY_MS`] (an interval is in
 //!   seconds); the broker-wide timeout, when set, caps it.
 //!
+//! It also publishes pending wills when their Will Delay Interval passes (MQTT 5 3.1.3-9; the
+//! set is [`super::wills::PendingWills`]): it waits for the earliest deadline beside its tick.
+//!
 //! Offline time is the registry's, which carries what a durability engine recovered across a
 //! restart (see [`crate::broker::durability::RecoveredSession::offline_for`]).
 
@@ -61,6 +64,10 @@ pub async fn sweep_periodically(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = core.pending_wills.wait_due() => {
+                core.publish_due_wills();
+                continue;
+            }
             _ = ticks.tick() => {}
         }
         let now = tokio::time::Instant::now();

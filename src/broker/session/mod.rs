@@ -23,6 +23,7 @@ pub mod expiry;
 pub mod inflight;
 pub mod queue;
 pub mod registry;
+pub mod wills;
 
 use crate::broker::message::qos_serde;
 use crate::broker::routing::limits::pending_hard_cap;
@@ -304,6 +305,14 @@ impl Session {
     /// Run `f` on the state whoever holds it (registry bookkeeping, snapshots).
     pub fn with_state_unchecked<R>(&self, f: impl FnOnce(&mut SessionState) -> R) -> R {
         f(&mut self.inner.lock().state)
+    }
+
+    /// Run `f` on the state and whether the session has ended, under one lock (a pending will
+    /// is taken and its removal committed before an ending can commit the session's end).
+    pub fn with_state_ended<R>(&self, f: impl FnOnce(&mut SessionState, bool) -> R) -> R {
+        let mut inner = self.inner.lock();
+        let ended = inner.ended;
+        f(&mut inner.state, ended)
     }
 
     /// A copy of the state for a [`crate::broker::durability::SessionStore`].
