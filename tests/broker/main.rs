@@ -23,3 +23,4 @@ mod session;
 mod signal;
 mod transport;
 mod will;
+mod will_delay;
