@@ -14,4 +14,5 @@ mod limits;
 mod paging;
 mod restart;
 mod throughput;
+mod will_delay;
 mod wills_crash;
