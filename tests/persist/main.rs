@@ -14,5 +14,6 @@ mod limits;
 mod paging;
 mod restart;
 mod throughput;
+mod v5_properties;
 mod will_delay;
 mod wills_crash;

@@ -196,3 +196,33 @@ async fn resuming_after_a_restart_cancels_the_pending_will_for_good() {
     assert_eq!(broker.handle.counters().wills_published, 0);
     broker.shutdown().await;
 }
+
+/// The memory-only engine hands persistent sessions to the next broker instance as snapshots:
+/// a pending will goes with its session and is armed again.
+#[tokio::test]
+async fn a_pending_will_goes_with_the_memory_engine_s_snapshots() {
+    use std::sync::Arc;
+
+    use ferromq::broker::MemorySessionStore;
+
+    let config = || crate::support::load_xml(&crate::support::activemq_xml(&[], ""));
+    let store = Arc::new(MemorySessionStore::default());
+    let broker = TestBroker::start_with_store(config(), store.clone()).await;
+    drop(client_with_will(&broker, 2).await);
+    let dropped = Instant::now();
+    until_pending(&broker, 1).await;
+    broker.shutdown().await;
+
+    let broker = TestBroker::start_with_store(config(), store).await;
+    until_pending(&broker, 1).await;
+    let mut w = watcher(&broker, true).await;
+    let at = will_within(&mut w, Duration::from_secs(5))
+        .await
+        .expect("published after the restart");
+    assert!(
+        at - dropped >= Duration::from_millis(1900),
+        "published {:?} after the drop, before its 2 s delay",
+        at - dropped
+    );
+    broker.shutdown().await;
+}
