@@ -304,6 +304,7 @@ paho_args=(--port "$port" --run-id "$run_id")
 set +e
 timeout 120 python3 "$here/paho_test.py" "${paho_args[@]}" >"$work/paho.out" 2>&1
 paho_rc=$?
+timeout 60 python3 "$here/will_delay_test.py" --port "$port" --run-id "$run_id" >>"$work/paho.out" 2>&1
 set -e
 cat "$work/paho.out"
 paho_passed="$(grep -c '^PASS' "$work/paho.out" || true)"
