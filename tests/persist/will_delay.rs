@@ -36,9 +36,7 @@ fn delayed_will(delay_secs: u32) -> LastWill {
 
 /// Client `x` (Session Expiry 600 s) connected with a will delayed `delay_secs`.
 async fn client_with_will(broker: &TestBroker, delay_secs: u32) -> RawClient {
-    let mut connect = connect_v5("x", true, Some(600));
-    connect.will = Some(delayed_will(delay_secs));
-    RawClient::connect_ok(broker.addr, connect).await.0
+    client_with_will_at(broker.addr, delay_secs).await
 }
 
 /// The persistent watcher session (QoS 1 on the will topic): its queue keeps a will published
@@ -225,4 +223,68 @@ async fn a_pending_will_goes_with_the_memory_engine_s_snapshots() {
         at - dropped
     );
     broker.shutdown().await;
+}
+
+/// A client with a delayed will connected when the broker is killed (SIGKILL, the real
+/// binary): its connection closed at the crash, whose time is not known, so the delay counts
+/// from the restart (the client may still come back in time): nothing at startup, the will
+/// about one delay later.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_delayed_will_of_a_client_connected_at_a_crash_waits_its_delay_after_the_restart() {
+    use crate::support::wire::{
+        numbered_publish, spawn_broker, subscribe, write_crash_config, Wire,
+    };
+    use crate::support::{free_port, ChildGuard};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = write_crash_config(dir.path(), port, 1000);
+    let mut broker = ChildGuard(spawn_broker(&config));
+    // A persistent MQTT 3.1.1 watcher, left offline (connecting also waits for the broker).
+    let mut watcher = Wire::connect(addr, "watcher", false).await;
+    subscribe(&mut watcher, "wd/#", QoS::AtLeastOnce).await;
+    drop(watcher);
+    let _x = client_with_will_at(addr, 2).await;
+    // Session records are written in the background; a PUBACKed QoS 1 publish submitted after
+    // them is durable only once they are (the store applies batches in order).
+    let mut sync = Wire::connect(addr, "sync", true).await;
+    sync.send(&numbered_publish("sync/t", 1, 1))
+        .await
+        .expect("PUBLISH");
+    assert!(matches!(sync.recv(STEP).await, Ok(Some(Packet::PubAck(_)))));
+    broker.kill().expect("SIGKILL");
+    broker.wait().expect("reaped");
+
+    let _broker = ChildGuard(spawn_broker(&config));
+    let mut watcher = Wire::connect(addr, "watcher", false).await;
+    let restarted = Instant::now();
+    let will = loop {
+        match watcher
+            .recv(Duration::from_secs(5))
+            .await
+            .expect("connected")
+        {
+            Some(Packet::Publish(p)) => break p,
+            Some(_) => {}
+            None => panic!("no will within 5 s of the restart"),
+        }
+    };
+    assert_eq!(
+        (&*will.topic, &will.payload[..]),
+        (WILL_TOPIC, &b"gone"[..])
+    );
+    assert!(
+        restarted.elapsed() >= Duration::from_millis(1500),
+        "published {:?} after the watcher came back: not at startup",
+        restarted.elapsed()
+    );
+}
+
+/// [`client_with_will`] on the broker at `addr`.
+async fn client_with_will_at(addr: std::net::SocketAddr, delay_secs: u32) -> RawClient {
+    let mut connect = connect_v5("x", true, Some(600));
+    connect.will = Some(delayed_will(delay_secs));
+    RawClient::connect_ok(addr, connect).await.0
 }
