@@ -661,4 +661,67 @@ mod tests {
         assert_eq!(&entries[0].message.payload[..], b"hello");
         assert!(memory.used_bytes() > 0, "its body is charged");
     }
+
+    #[test]
+    fn v5_properties_and_a_pending_will_round_trip_through_the_records() {
+        let now = std::time::Instant::now();
+        let properties = crate::protocol::Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(90),
+            content_type: Some("application/json".into()),
+            response_topic: Some("r".into()),
+            correlation_data: Some(bytes::Bytes::from_static(b"c")),
+            user_properties: vec![("k2".into(), "v".into()), ("k1".into(), "v".into())],
+            ..crate::protocol::Properties::default()
+        };
+        let m = Message {
+            v5: V5Extras::from_publish(Some(Box::new(properties.clone())), now),
+            ..message(b"m")
+        };
+        let back = message_from_stored(stored_message(&m));
+        let (sent, got) = (m.v5.expect("v5"), back.v5.expect("v5 back"));
+        assert_eq!(got.properties, sent.properties);
+        let left = got.remaining_expiry_secs(std::time::Instant::now());
+        assert!(matches!(left, Some(89..=90)), "{left:?}");
+
+        let will = KeptWill {
+            message: message(b"bye"),
+            owner: Some(WillOwner {
+                user: Arc::from("alice"),
+                anonymous: false,
+            }),
+            properties: Some(Box::new(crate::protocol::Properties {
+                will_delay_interval: Some(30),
+                ..properties
+            })),
+            deadline_ms: Some(1_700_000_000_000),
+        };
+        assert_eq!(will_from_record(will_record(will.clone())), will);
+    }
+
+    #[test]
+    fn records_written_without_v5_bytes_read_back_without_v5() {
+        let stored = stored_message(&message(b"v3"));
+        assert!(
+            stored.properties.is_empty(),
+            "an MQTT 3 message keeps no bytes"
+        );
+        assert_eq!(message_from_stored(stored).v5, None);
+        let will = will_from_record(crate::store::WillRecord {
+            topic: Arc::from("w"),
+            payload: bytes::Bytes::from_static(b"bye"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: bytes::Bytes::new(),
+            owner: None,
+        });
+        assert_eq!(will.delay_secs(), 0);
+        assert_eq!((will.properties, will.deadline_ms), (None, None));
+        // Damaged bytes: logged and read as none, never a panic.
+        let damaged = StoredMessage {
+            properties: bytes::Bytes::from_static(b"\x01\x00\x05"),
+            ..stored_message(&message(b"x"))
+        };
+        assert_eq!(message_from_stored(damaged).v5, None);
+    }
 }

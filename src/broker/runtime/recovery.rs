@@ -164,3 +164,58 @@ pub(super) fn will_owner_now(
         anonymous: owner.anonymous,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{LastWill, Properties, QoS};
+
+    fn will(delay_secs: Option<u32>, deadline_ms: Option<u64>) -> KeptWill {
+        let will = LastWill {
+            topic: "w".into(),
+            payload: bytes::Bytes::from_static(b"bye"),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: delay_secs.map(|secs| {
+                Box::new(Properties {
+                    will_delay_interval: Some(secs),
+                    ..Properties::default()
+                })
+            }),
+        };
+        KeptWill {
+            deadline_ms,
+            ..KeptWill::new(&will, &Principal::anonymous())
+        }
+    }
+
+    #[test]
+    fn recovered_wills_follow_their_deadline() {
+        let now = 1_000_000;
+        // Connected at a crash: no delay -> now; a delay counts from this start, capped by
+        // the session's expiry.
+        assert_eq!(pending_deadline_ms(&will(None, None), None, now), None);
+        assert_eq!(pending_deadline_ms(&will(Some(0), None), None, now), None);
+        assert_eq!(
+            pending_deadline_ms(&will(Some(30), None), None, now),
+            Some(now + 30_000)
+        );
+        assert_eq!(
+            pending_deadline_ms(&will(Some(30), None), Some(5), now),
+            Some(now + 5_000)
+        );
+        // Pending: its own deadline, or now when it passed during the downtime.
+        assert_eq!(
+            pending_deadline_ms(&will(Some(30), Some(now + 7)), None, now),
+            Some(now + 7)
+        );
+        assert_eq!(
+            pending_deadline_ms(&will(Some(30), Some(now)), None, now),
+            None
+        );
+        assert_eq!(
+            pending_deadline_ms(&will(Some(30), Some(1)), None, now),
+            None
+        );
+    }
+}
