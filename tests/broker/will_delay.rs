@@ -332,3 +332,54 @@ async fn real_client_will_delay_and_cancel_in_real_time() {
     pump.abort();
     broker.shutdown().await;
 }
+
+/// A pending will is authorized as its owner when it is published: one whose owner may not
+/// write its topic is dropped (counted), another owner's goes out.
+#[tokio::test(start_paused = true)]
+async fn a_pending_will_is_published_only_if_its_owner_may_write_its_topic() {
+    const SECURITY: &str = r#"
+    <plugins>
+      <simpleAuthenticationPlugin><users>
+        <authenticationUser username="sensor" password="s" groups="devices"/>
+        <authenticationUser username="reader" password="r" groups="readers"/>
+      </users></simpleAuthenticationPlugin>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="wd.>" read="readers" write="devices" admin="devices,readers"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>"#;
+    let broker = TestBroker::from_xml(&crate::support::activemq_xml(&[], SECURITY)).await;
+    let login = |id: &str, user: &str, password: &'static str| {
+        let mut c = connect_v5(id, true, Some(60));
+        c.username = Some(user.into());
+        c.password = Some(Bytes::from_static(password.as_bytes()));
+        c
+    };
+    let (mut w, _) = RawClient::handshake(broker.duplex(), login("w", "reader", "r")).await;
+    w.subscribe(1, &[("wd/#", QoS::AtLeastOnce)]).await;
+    for (id, user, password, payload) in [
+        ("denied", "reader", "r", &b"denied"[..]),
+        ("allowed", "sensor", "s", &b"gone"[..]),
+    ] {
+        let mut connect = login(id, user, password);
+        let mut will = delayed_will(1);
+        will.payload = Bytes::copy_from_slice(payload);
+        connect.will = Some(will);
+        let (c, ack) = RawClient::handshake(broker.duplex(), connect).await;
+        assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success);
+        drop(c);
+    }
+    let dropped = Instant::now();
+    assert_about(
+        will_arrival(&mut w, dropped, Duration::from_secs(5)).await,
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        will_arrival(&mut w, dropped, Duration::from_secs(5)).await,
+        None,
+        "the will its owner may not write is not published"
+    );
+    let counters = broker.handle.counters();
+    assert_eq!(counters.wills_published, 1);
+    assert_eq!(counters.dropped_not_authorized, 1);
+    broker.shutdown().await;
+}
