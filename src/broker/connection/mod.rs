@@ -656,7 +656,7 @@ impl Conn {
     /// MQTT 5 will with a delay > 0 whose `$` topic rule lets it through (checked now, as the
     /// connector's rule is known now; authorization is checked when it is published). A
     /// takeover decided in [`Conn::will_due`] already.
-    fn will_waits(&mut self, reason: &CloseReason, will: &LastWill) -> bool {
+    fn will_waits(&self, reason: &CloseReason, will: &LastWill) -> bool {
         if self.version != ProtocolVersion::V5
             || matches!(reason, CloseReason::TakenOver)
             || will_delay_secs(will) == 0

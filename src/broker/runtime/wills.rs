@@ -69,12 +69,22 @@ impl BrokerCore {
                     },
                 );
                 tracing::debug!(delay_s = wait_secs, "will pending");
+                if session.is_ended() {
+                    // Ended (expired) before it was armed: the ending found nothing to publish.
+                    self.session_ended_with_will(session);
+                }
+                None
             }
-            // Ended: `forget` published it. Taken over: a resume replaced it, or a clean start
-            // ended the session and published it.
-            Detached::Ended | Detached::TakenOver => {}
+            // Taken over by a resume, which replaced the will (not published); or ended, by a
+            // clean start, before the will was armed (the ending found nothing armed): the
+            // will is still ours to publish, now.
+            Detached::Ended | Detached::TakenOver => {
+                let ours = session.with_state_unchecked(|s| {
+                    s.kept_will.take_if(|w| w.deadline_ms.is_some()).is_some()
+                });
+                ours.then_some(will)
+            }
         }
-        None
     }
 
     /// Publish every pending will whose deadline passed (the sweeper calls this).
