@@ -383,3 +383,26 @@ async fn a_pending_will_is_published_only_if_its_owner_may_write_its_topic() {
     assert_eq!(counters.dropped_not_authorized, 1);
     broker.shutdown().await;
 }
+
+/// A broker that keeps no sessions past its shutdown (memory only) ends every session when it
+/// stops: a will waiting for its delay goes out then (a durable broker keeps it pending
+/// instead: `persist::will_delay`).
+#[tokio::test]
+async fn a_memory_only_shutdown_ends_the_session_so_a_delayed_will_goes_out() {
+    let broker = TestBroker::default().await;
+    let mut connect = connect_v5("x", true, Some(60));
+    let mut will = delayed_will(30);
+    will.retain = true;
+    connect.will = Some(will);
+    let (mut c, _) = RawClient::connect_ok(broker.addr, connect).await;
+    let core = broker.handle.core().clone();
+    broker.shutdown().await;
+    c.expect_closed().await;
+    assert!(
+        core.retained_matching(WILL_TOPIC)
+            .iter()
+            .any(|m| &m.payload[..] == b"gone"),
+        "the will was published (and retained) at the shutdown"
+    );
+    assert!(core.pending_wills.is_empty());
+}

@@ -655,11 +655,16 @@ impl Conn {
     /// Whether a due `will` waits for its Will Delay Interval instead of going out now: an
     /// MQTT 5 will with a delay > 0 whose `$` topic rule lets it through (checked now, as the
     /// connector's rule is known now; authorization is checked when it is published). A
-    /// takeover decided in [`Conn::will_due`] already.
+    /// takeover decided in [`Conn::will_due`] already; a shutdown of a broker whose sessions
+    /// end with it ends this one too, so its will goes out now.
     fn will_waits(&self, reason: &CloseReason, will: &LastWill) -> bool {
         if self.version != ProtocolVersion::V5
             || matches!(reason, CloseReason::TakenOver)
             || will_delay_secs(will) == 0
+        {
+            return false;
+        }
+        if matches!(reason, CloseReason::ServerShutdown) && !self.core.durability().keeps_sessions()
         {
             return false;
         }

@@ -105,6 +105,10 @@ impl Durability for MemoryOnly {
         Commit::done()
     }
 
+    fn keeps_sessions(&self) -> bool {
+        self.snapshots.is_some()
+    }
+
     fn shutdown(&self, persistent: &[SessionState]) {
         for state in persistent {
             self.save(state);

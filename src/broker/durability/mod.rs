@@ -399,6 +399,14 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// Graceful shutdown, with every persistent session as it is now.
     fn shutdown(&self, _persistent: &[SessionState]) {}
 
+    /// Whether persistent sessions outlive this broker instance (a store, or snapshots handed
+    /// to the next instance). When they do not, a shutdown ends every session, so a will
+    /// waiting for its delay is published at the shutdown (MQTT 5 3.1.2.5: at the latest when
+    /// the session ends).
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+
     /// Read everything back, once, at start; restored message bodies are charged to `memory`.
     fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError>;
 

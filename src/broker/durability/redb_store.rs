@@ -231,6 +231,10 @@ impl Durability for RedbStore {
         true
     }
 
+    fn keeps_sessions(&self) -> bool {
+        true
+    }
+
     fn read_payloads(&self, client_id: &Arc<str>, seqs: Vec<QueueSeq>) -> PageFuture {
         let (store, client_id) = (self.store.clone(), client_id.clone());
         Box::pin(async move {
