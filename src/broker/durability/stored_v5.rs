@@ -7,10 +7,10 @@
 //!
 //! | bytes | what |
 //! |---|---|
-//! | 1 | layout, [`LAYOUT`] |
-//! | 1 | flags: [`HAS_EXPIRY`], [`HAS_WILL_DEADLINE`] |
-//! | 8 | when the message expires, ms since the Unix epoch (LE), if [`HAS_EXPIRY`] |
-//! | 8 | when a pending will is due, ms since the Unix epoch (LE), if [`HAS_WILL_DEADLINE`] |
+//! | 1 | layout: 1 |
+//! | 1 | flags: bit 0 = an expiry follows, bit 1 = a will deadline follows |
+//! | 8 | when the message expires, ms since the Unix epoch (LE), if bit 0 |
+//! | 8 | when a pending will is due, ms since the Unix epoch (LE), if bit 1 |
 //! | rest | one MQTT 5 property block, written by the codec (MQTT 5 2.2.2) |
 //!
 //! Times are wall-clock so that what is left of an interval counts the broker's downtime.

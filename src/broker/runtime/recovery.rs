@@ -29,7 +29,7 @@ impl BrokerCore {
     /// (their connections closed without DISCONNECT: MQTT 3.1.1 3.1.2-8; MQTT 5 3.1.2.5
     /// allows it after a restart), authorized as their owners as of now with `config`'s
     /// security. Wills with a Will Delay Interval follow their deadline instead (see
-    /// [`pending_deadline_ms`]): published now when it passed during the downtime, else armed
+    /// `pending_deadline_ms`): published now when it passed during the downtime, else armed
     /// (a client that resumes its session first cancels it).
     pub fn apply_recovery(&self, recovery: Recovery, config: &Config) -> RecoveredCounts {
         {
