@@ -1,5 +1,6 @@
 //! Durability through the broker: restarts, crashes (kill -9 of the real binary), session
-//! expiry, store limits, wills across a crash, and a throughput measurement.
+//! expiry, store limits, wills across a crash, pending (delayed) wills, MQTT 5 message
+//! properties, and a throughput measurement.
 
 #[path = "../support/mod.rs"]
 mod support;
