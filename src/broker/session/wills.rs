@@ -91,16 +91,13 @@ impl PendingWills {
         let mut armed = self.inner.lock();
         let mut due = Vec::new();
         while let Some(entry) = armed.by_deadline.first_entry() {
-            if entry.key().0 > now {
+            let key = *entry.key();
+            if key.0 > now {
                 break;
             }
             let will = entry.remove();
             let client_id = will.session.client_id();
-            if armed
-                .by_client
-                .get(client_id)
-                .is_some_and(|key| key.0 <= now)
-            {
+            if armed.by_client.get(client_id) == Some(&key) {
                 armed.by_client.remove(client_id);
             }
             due.push(will);
