@@ -2,6 +2,7 @@
 //! a publisher whose messages pushed online sessions above their soft pending limit (the
 //! slow-consumer rule is in [`crate::broker::session::queue`]).
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +56,40 @@ impl Drop for PausedGuard<'_> {
     }
 }
 
-/// One delivery of a [`RoutePlan`]: session, QoS it is delivered with, kept queue entry.
-type RouteTarget = (Arc<Session>, QoS, Option<QueueSeq>);
+/// One delivery of a [`RoutePlan`]: a copy of the message for one session.
+#[derive(Debug)]
+pub struct RouteTarget {
+    pub session: Arc<Session>,
+    /// The QoS it is delivered with: min(published QoS, subscription QoS).
+    pub qos: QoS,
+    /// The RETAIN flag it is sent with (MQTT 5 Retain As Published, 3.3.1-12/-13).
+    pub retain: bool,
+    /// The Subscription Identifier of the subscription it is delivered through
+    /// (MQTT 5 3.3.4-3), sent with the PUBLISH.
+    pub subscription_id: Option<NonZeroU32>,
+    /// Its kept queue entry: set by [`BrokerCore::keep_targets`] for a persistent session
+    /// receiving it at QoS 1/2.
+    pub seq: Option<QueueSeq>,
+}
+
+impl RouteTarget {
+    /// A copy for `session` not kept yet (`seq` is set when the plan is made durable).
+    pub fn new(
+        session: Arc<Session>,
+        qos: QoS,
+        retain: bool,
+        subscription_id: Option<NonZeroU32>,
+    ) -> Self {
+        RouteTarget {
+            session,
+            qos,
+            retain,
+            subscription_id,
+            seq: None,
+        }
+    }
+}
+
 /// Targets of one publish kept without a heap allocation.
 const INLINE_TARGETS: usize = 4;
 
@@ -64,8 +97,8 @@ const INLINE_TARGETS: usize = 4;
 #[derive(Debug)]
 pub struct RoutePlan {
     message: Message,
-    /// Session, QoS it is delivered with, and its kept queue entry (if any). Inline for a
-    /// few targets: most topics have few subscribers, and this is built once per publish.
+    /// One copy per delivery. Inline for a few targets: most topics have few subscribers,
+    /// and this is built once per publish.
     targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
     limit: usize,
 }
@@ -214,26 +247,19 @@ impl BrokerCore {
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
             SmallVec::with_capacity(matches.len());
         self.registry.for_each_of(&matches, |session, sub_qos| {
-            targets.push((session.clone(), min_qos(message.qos, sub_qos), None));
+            targets.push(RouteTarget::new(
+                session.clone(),
+                min_qos(message.qos, sub_qos),
+                false,
+                None,
+            ));
         });
         let retained = match (message.retain, message.payload.is_empty()) {
             (false, _) => RetainedChange::Unchanged,
             (true, true) => RetainedChange::Clear,
             (true, false) => RetainedChange::Set,
         };
-        let mut queued_for = Vec::new();
-        for (session, qos, seq) in &mut targets {
-            if session.is_persistent() && *qos != QoS::AtMostOnce {
-                let entry_seq = self.durability.next_seq();
-                *seq = Some(entry_seq);
-                queued_for.push(QueuedFor {
-                    owner: QueueOwner::Session(session.client_id().clone()),
-                    seq: entry_seq,
-                    qos: *qos,
-                    retain: false,
-                });
-            }
-        }
+        let queued_for = self.keep_targets(&mut targets);
         let changes = if retained == RetainedChange::Unchanged && queued_for.is_empty() {
             Vec::new()
         } else {
@@ -251,6 +277,25 @@ impl BrokerCore {
             },
             changes,
         )
+    }
+
+    /// Give every copy that must survive a restart (persistent session, QoS 1/2) its queue
+    /// entry number, and describe those entries for the durability engine.
+    pub fn keep_targets(&self, targets: &mut [RouteTarget]) -> Vec<QueuedFor> {
+        let mut queued_for = Vec::new();
+        for target in targets {
+            if target.session.is_persistent() && target.qos != QoS::AtMostOnce {
+                let entry_seq = self.durability.next_seq();
+                target.seq = Some(entry_seq);
+                queued_for.push(QueuedFor {
+                    owner: QueueOwner::Session(target.session.client_id().clone()),
+                    seq: entry_seq,
+                    qos: target.qos,
+                    retain: target.retain,
+                });
+            }
+        }
+        queued_for
     }
 
     /// The second half of routing (after the plan's ops are durable): retained store, then
@@ -279,11 +324,18 @@ impl BrokerCore {
             offered: targets.len(),
             overfilled: Vec::new(),
         };
-        for (session, qos, seq) in targets {
+        for target in targets {
+            let RouteTarget {
+                session,
+                qos,
+                retain,
+                subscription_id: _,
+                seq,
+            } = target;
             let item = QueuedMessage {
                 message: live.clone(),
                 qos,
-                retain: false,
+                retain,
                 seq,
                 paged: false,
             };
