@@ -49,6 +49,7 @@ async fn qos1_cycles(store: Store, client: Arc<str>, count: u64) {
                         message_id: id,
                         qos: QoS::AtLeastOnce,
                         retain: false,
+                        subscription_id: None,
                         state: QueueState::Queued,
                     },
                 },

@@ -195,6 +195,11 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Nothing left: a record written before a trailing field was added ends here.
+    fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
     fn finish<T>(self, value: T) -> Result<T, DecodeError> {
         if self.pos == self.buf.len() {
             Ok(value)
@@ -254,6 +259,10 @@ pub(crate) fn encode_queue_entry(e: &QueueEntry) -> Vec<u8> {
             w.u16(packet_id);
         }
     }
+    // Trailing, and only when present: entries without one keep the original layout.
+    if let Some(id) = e.subscription_id {
+        w.u32(id);
+    }
     w.0
 }
 
@@ -272,10 +281,19 @@ pub(crate) fn decode_queue_entry(buf: &Bytes) -> Result<QueueEntry, DecodeError>
         },
         other => return Err(r.error(format!("invalid queue state {other}"))),
     };
+    let subscription_id = if r.at_end() {
+        None
+    } else {
+        match r.u32()? {
+            0 => return Err(r.error("subscription identifier 0".to_owned())),
+            id => Some(id),
+        }
+    };
     r.finish(QueueEntry {
         message_id,
         qos,
         retain,
+        subscription_id,
         state,
     })
 }
@@ -339,6 +357,11 @@ pub(crate) fn encode_session(s: &SessionRecord) -> Vec<u8> {
             }
         }
     }
+    // Trailing, added later and written only when set: an MQTT 3 session keeps the original
+    // layout, and a record without it reads as MQTT 3.
+    if s.mqtt5 {
+        w.u8(1);
+    }
     w.0
 }
 
@@ -388,11 +411,13 @@ pub(crate) fn decode_session(buf: &Bytes) -> Result<SessionRecord, DecodeError> 
         }
         other => return Err(r.error(format!("invalid will marker {other}"))),
     };
+    let mqtt5 = !r.at_end() && r.bool()?;
     r.finish(SessionRecord {
         subscriptions,
         will,
         expiry_ms,
         last_seen_ms,
+        mqtt5,
     })
 }
 
@@ -423,14 +448,17 @@ mod tests {
             QueueState::Sent { packet_id: 65535 },
             QueueState::Released { packet_id: 1 },
         ] {
-            let e = QueueEntry {
-                message_id: u64::MAX,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                state,
-            };
-            let back = decode_queue_entry(&Bytes::from(encode_queue_entry(&e))).expect("e");
-            assert_eq!(back, e);
+            for subscription_id in [None, Some(268_435_455)] {
+                let e = QueueEntry {
+                    message_id: u64::MAX,
+                    qos: QoS::AtLeastOnce,
+                    retain: true,
+                    subscription_id,
+                    state,
+                };
+                let back = decode_queue_entry(&Bytes::from(encode_queue_entry(&e))).expect("e");
+                assert_eq!(back, e);
+            }
         }
         let s = SessionRecord {
             subscriptions: vec![SubscriptionRecord {
@@ -456,11 +484,38 @@ mod tests {
             }),
             expiry_ms: Some(7),
             last_seen_ms: 1_700_000_000_000,
+            mqtt5: true,
         };
         assert_eq!(
             decode_session(&Bytes::from(encode_session(&s))).expect("s"),
             s
         );
+    }
+
+    #[test]
+    fn records_of_the_layout_before_trailing_fields_still_decode() {
+        // A queue entry as written before subscription identifiers were kept.
+        let mut w = Writer::new(16);
+        w.u64(3);
+        w.u8(1);
+        w.u8(0);
+        w.u8(1);
+        w.u16(9);
+        let entry = decode_queue_entry(&Bytes::from(w.0)).expect("old entry");
+        assert_eq!(entry.subscription_id, None);
+        assert_eq!(entry.state, QueueState::Sent { packet_id: 9 });
+        // A session record without the protocol flag: one subscription, no will.
+        let mut w = Writer::new(32);
+        w.u64(5);
+        w.opt_u64(None);
+        w.u32(1);
+        w.bytes(b"a/#");
+        w.u8(1);
+        w.opt_u32(None);
+        w.u8(0);
+        let session = decode_session(&Bytes::from(w.0)).expect("old session");
+        assert!(!session.mqtt5);
+        assert_eq!(session.subscriptions.len(), 1);
     }
 
     #[test]
@@ -513,6 +568,7 @@ mod tests {
             message_id: 1,
             qos: QoS::AtLeastOnce,
             retain: false,
+            subscription_id: None,
             state: QueueState::Queued,
         });
         encoded[0] = 9;

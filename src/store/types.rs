@@ -80,6 +80,9 @@ pub struct SessionRecord {
     pub expiry_ms: Option<u64>,
     /// When a client last connected or disconnected, in ms since the Unix epoch.
     pub last_seen_ms: u64,
+    /// Its client last spoke MQTT 5 (one copy per matching subscription is queued for it).
+    /// False in records written before it was kept.
+    pub mqtt5: bool,
 }
 
 /// Where one queued message stands in its exchange with the subscriber.
@@ -100,8 +103,11 @@ pub struct QueueEntry {
     pub message_id: MessageId,
     /// The QoS it is delivered with: min(published QoS, subscription QoS).
     pub qos: QoS,
-    /// Retain flag to send (true only for retained messages sent because of a SUBSCRIBE).
+    /// Retain flag to send (retained messages sent because of a SUBSCRIBE, and live ones
+    /// through an MQTT 5 Retain As Published subscription).
     pub retain: bool,
+    /// The MQTT 5 Subscription Identifier to send it with (never 0).
+    pub subscription_id: Option<u32>,
     pub state: QueueState,
 }
 

@@ -25,6 +25,7 @@ fn session() -> Op {
             will: None,
             expiry_ms: None,
             last_seen_ms: 1,
+            mqtt5: false,
         },
     }
 }
@@ -53,6 +54,7 @@ fn publish(store: &Store, number: u32) -> (Vec<Op>, u64) {
                 message_id: id,
                 qos: QoS::AtLeastOnce,
                 retain: false,
+                subscription_id: None,
                 state: QueueState::Queued,
             },
         },

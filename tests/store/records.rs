@@ -44,6 +44,7 @@ async fn every_record_kind_survives_a_reopen() {
         }),
         expiry_ms: Some(3_600_000),
         last_seen_ms: 1_700_000_000_123,
+        mqtt5: true,
     };
     let retained_message = StoredMessage {
         retain: true,

@@ -36,6 +36,7 @@ pub fn session(filters: &[(&str, QoS)]) -> SessionRecord {
         will: None,
         expiry_ms: None,
         last_seen_ms: 1_000,
+        mqtt5: false,
     }
 }
 
@@ -44,6 +45,7 @@ pub fn queued(message_id: MessageId, qos: QoS) -> QueueEntry {
         message_id,
         qos,
         retain: false,
+        subscription_id: None,
         state: QueueState::Queued,
     }
 }

@@ -84,7 +84,7 @@ fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Pr
         // Maximum QoS absent: QoS 2 is supported.
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
-        subscription_identifier_available: Some(0),
+        // Subscription Identifier Available absent: supported (MQTT 5 3.2.2.3.12).
         // Not served yet: a `$share/...` SUBSCRIBE is refused with 0x9E (MQTT 5 3.8.3.1).
         shared_subscription_available: Some(0),
         topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
@@ -192,6 +192,7 @@ where
         lifetime_of(&connect),
         params.listener.options.allow_link_stealing,
         connect.will.as_ref().map(|will| (will, &principal)),
+        version == ProtocolVersion::V5,
     ) {
         Ok(a) => a,
         Err(AttachError::ClientIdInUse) => {

@@ -1,6 +1,7 @@
 //! Packets from an established client: publish (with QoS 2 de-duplication), acknowledgements
 //! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH (`enhanced_auth.rs`).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::inflight::{AckOutcome, Inflight};
-use crate::broker::session::SessionState;
+use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
 use crate::protocol::{
     Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -176,6 +177,15 @@ impl Conn {
 
     fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
         self.core.counters.messages_in();
+        if p.properties
+            .as_ref()
+            .is_some_and(|props| !props.subscription_identifiers.is_empty())
+        {
+            // Only a server sends them (MQTT 5 3.3.4-6): DISCONNECT 0x82.
+            return Err(CloseReason::ProtocolViolation(
+                "PUBLISH from a client with a Subscription Identifier",
+            ));
+        }
         let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
         let topic = self.resolve_topic_alias(p.topic, alias)?;
         let message = Message {
@@ -194,12 +204,12 @@ impl Conn {
                     return Ok(());
                 };
                 if self.pending_acks.is_empty() {
-                    if let Some(routed) = self.publish(message) {
+                    if let Some(routed) = self.publish(message, Some(self.session.id())) {
                         self.pause_for(routed);
                     }
                 } else if self.authorize(&message).is_ok() {
                     // Behind messages waiting for the store: delivered in turn.
-                    let (plan, changes) = self.core.plan_route(message);
+                    let (plan, changes) = self.core.plan_route(message, Some(self.session.id()));
                     self.core.commit_background(changes);
                     self.pending_acks.push(std::future::ready(Ready {
                         route: Some(plan),
@@ -233,11 +243,12 @@ impl Conn {
 
     /// The `$` rule, write authorization, then routing (QoS 0 PUBLISH and will alike).
     /// `None`: refused; else what routing did (a QoS 0 publisher pauses on it like any other).
-    fn publish(&mut self, message: Message) -> Option<Routed> {
+    /// `publisher`: this connection's session for a PUBLISH (No Local), `None` for the will.
+    fn publish(&mut self, message: Message, publisher: Option<SessionId>) -> Option<Routed> {
         if self.authorize(&message).is_err() {
             return None;
         }
-        Some(self.core.route(message))
+        Some(self.core.route(message, publisher))
     }
 
     /// Send `ack` after every acknowledgement already waiting for the store (order is kept).
@@ -293,7 +304,7 @@ impl Conn {
         ack: Packet,
     ) -> Result<(), CloseReason> {
         let v5 = self.version == ProtocolVersion::V5;
-        let (plan, mut changes) = self.core.plan_route(message);
+        let (plan, mut changes) = self.core.plan_route(message, Some(self.session.id()));
         let qos2_change = inbound_qos2
             .filter(|_| self.session.is_persistent())
             .map(|packet_id| Change::InboundQos2Received {
@@ -345,7 +356,8 @@ impl Conn {
                     }
                 }
                 attempts += 1;
-                let (replanned, mut changes) = core.plan_route(plan.into_message());
+                let (replanned, mut changes) =
+                    core.plan_route(plan.into_message(), Some(session.id()));
                 changes.extend(qos2_change.clone());
                 plan = replanned;
                 result = core.durability().commit(changes).wait().await;
@@ -442,12 +454,29 @@ impl Conn {
             v5: V5Extras::from_publish(will.properties, Instant::now()),
         });
         // The connection is closing: nothing to pause.
-        if self.publish(message).is_some() {
+        // A will has no origin session: No Local does not apply (the session is ending).
+        if self.publish(message, None).is_some() {
             self.core.counters.wills_published();
         }
     }
 
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), CloseReason> {
+        // MQTT 5 3.8.2.1.2: at most one identifier (the codec refuses 0); it applies to every
+        // filter of the packet.
+        let subscription_id = match sub.properties.as_deref() {
+            None => None,
+            Some(props) => match props.subscription_identifiers.as_slice() {
+                [] => None,
+                [id] => Some(NonZeroU32::new(*id).ok_or(CloseReason::ProtocolViolation(
+                    "SUBSCRIBE with Subscription Identifier 0",
+                ))?),
+                _ => {
+                    return Err(CloseReason::ProtocolViolation(
+                        "SUBSCRIBE with more than one Subscription Identifier",
+                    ))
+                }
+            },
+        };
         let mut return_codes = Vec::with_capacity(sub.filters.len());
         let mut granted = Vec::with_capacity(sub.filters.len());
         let security = self.core.security();
@@ -473,9 +502,10 @@ impl Conn {
                 continue;
             }
             let existed = self.with_session(|s| s.subscriptions.contains_key(&filter))?;
+            let kept = SubscriptionOptions::from_subscribe(&options, subscription_id);
             if !self
                 .core
-                .subscribe(&self.session, self.token.generation, &filter, options.qos)
+                .subscribe(&self.session, self.token.generation, &filter, kept)
             {
                 return Err(CloseReason::TakenOver);
             }
@@ -487,7 +517,7 @@ impl Conn {
                 RetainHandling::DoNotSend => false,
             };
             if send_retained {
-                granted.push((filter, options.qos));
+                granted.push((filter, kept));
             }
         }
         self.send(Packet::SubAck(SubAck {
@@ -497,10 +527,12 @@ impl Conn {
         }))?;
         // Retained messages on SUBSCRIBE (3.1.1 3.3.1.3; MQTT 5 per Retain Handling), after
         // the SUBACK, with retain=1.
-        for (filter, granted_qos) in granted {
+        // Each carries the subscription's identifier (MQTT 5 3.3.4-3).
+        for (filter, kept) in granted {
             for message in self.core.retained_matching(&filter) {
-                let qos = min_qos(message.qos, granted_qos);
-                self.core.deliver_retained(&self.session, message, qos);
+                let qos = min_qos(message.qos, kept.qos);
+                self.core
+                    .deliver_retained(&self.session, message, qos, kept.id);
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! queue through the in-flight window, and retransmission on session resume.
 
 use std::borrow::Cow;
+use std::num::NonZeroU32;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -31,24 +32,9 @@ impl Conn {
 
     /// Append a PUBLISH of `message` straight from its shared topic and payload (no packet
     /// value, no topic copy: this runs once per delivered message).
-    fn send_publish(
-        &mut self,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-        packet_id: Option<u16>,
-        dup: bool,
-    ) -> Result<(), CloseReason> {
+    fn send_publish(&mut self, message: &Message, header: Header) -> Result<(), CloseReason> {
         let version = self.version;
-        encode_delivery(
-            message,
-            qos,
-            retain,
-            packet_id,
-            dup,
-            version,
-            &mut self.output.out,
-        )
+        encode_delivery(message, header, version, &mut self.output.out)
     }
 
     /// After CONNACK: re-send every unfinished outbound exchange of a resumed session, in the
@@ -63,7 +49,14 @@ impl Conn {
                     self.send(Packet::PubRel(Ack::new(e.packet_id)))?;
                 }
                 InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec => {
-                    self.send_publish(&e.message, e.qos, e.retain, Some(e.packet_id), true)?;
+                    let header = Header {
+                        qos: e.qos,
+                        retain: e.retain,
+                        subscription_id: e.subscription_id,
+                        packet_id: Some(e.packet_id),
+                        dup: true,
+                    };
+                    self.send_publish(&e.message, header)?;
                     publishes += 1;
                 }
             }
@@ -124,7 +117,8 @@ impl Conn {
                         let message = &item.message;
                         let live = !message.is_expired(now);
                         let fits = max_packet_bytes.is_none_or(|max| {
-                            let properties = forwarded_properties(message, version, now);
+                            let properties =
+                                forwarded_properties(message, item.subscription_id, version, now);
                             let (topic, payload_len) = (&message.topic, message.payload.len());
                             publish_packet_len(
                                 topic,
@@ -151,8 +145,7 @@ impl Conn {
                             continue;
                         }
                         let packet_id = if head_needs_window {
-                            s.inflight
-                                .insert(item.message.clone(), item.qos, item.retain, item.seq)
+                            s.inflight.insert(&item)
                         } else {
                             None
                         };
@@ -225,7 +218,7 @@ impl Conn {
                 }
                 if self.pending_acks.is_empty() {
                     for (packet_id, item) in batch {
-                        self.send_publish(&item.message, item.qos, item.retain, packet_id, false)?;
+                        self.send_publish(&item.message, Header::of(&item, packet_id))?;
                     }
                     return Ok(());
                 }
@@ -237,10 +230,7 @@ impl Conn {
         for (packet_id, item) in &batch {
             encode_delivery(
                 &item.message,
-                item.qos,
-                item.retain,
-                *packet_id,
-                false,
+                Header::of(item, *packet_id),
                 self.version,
                 &mut held,
             )?;
@@ -267,31 +257,53 @@ impl Conn {
     }
 }
 
+/// What one delivery's PUBLISH says besides the message itself.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    qos: QoS,
+    retain: bool,
+    subscription_id: Option<NonZeroU32>,
+    packet_id: Option<u16>,
+    dup: bool,
+}
+
+impl Header {
+    /// A first delivery of `item` with `packet_id` (QoS 1/2).
+    fn of(item: &QueuedMessage, packet_id: Option<u16>) -> Header {
+        Header {
+            qos: item.qos,
+            retain: item.retain,
+            subscription_id: item.subscription_id,
+            packet_id,
+            dup: false,
+        }
+    }
+}
+
 /// Encode a PUBLISH of `message` straight from its shared topic and payload (no packet value,
 /// no topic copy: this runs once per delivered message).
 fn encode_delivery(
     message: &Message,
-    qos: QoS,
-    retain: bool,
-    packet_id: Option<u16>,
-    dup: bool,
+    header: Header,
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), CloseReason> {
-    // The clock is read only for a v5 message to a v5 client (this runs per delivery).
-    let properties = match &message.v5 {
-        Some(_) if version == ProtocolVersion::V5 => {
-            forwarded_properties(message, version, Instant::now())
+    // Properties (and the clock) only for a v5 client getting a v5 message or a subscription
+    // identifier (this runs per delivery).
+    let properties = match (&message.v5, header.subscription_id) {
+        (None, None) => None,
+        _ if version == ProtocolVersion::V5 => {
+            forwarded_properties(message, header.subscription_id, version, Instant::now())
         }
         _ => None,
     };
     encode_publish(
         &message.topic,
         &message.payload,
-        qos,
-        retain,
-        dup,
-        packet_id,
+        header.qos,
+        header.retain,
+        header.dup,
+        header.packet_id,
         properties.as_deref(),
         version,
         out,
@@ -300,22 +312,30 @@ fn encode_delivery(
 }
 
 /// The PUBLISH properties `message` is delivered with to a `version` client at `now`: the
-/// publisher's, with the Message Expiry Interval counted down (a copy only then). MQTT 3
-/// clients get none.
+/// publisher's, with the Message Expiry Interval counted down, and the Subscription Identifier
+/// of the subscription it was routed through (MQTT 5 3.3.4-3; a copy only for these two).
+/// MQTT 3 clients get none.
 fn forwarded_properties(
     message: &Message,
+    subscription_id: Option<NonZeroU32>,
     version: ProtocolVersion,
     now: Instant,
 ) -> Option<Cow<'_, Properties>> {
-    let v5 = message
-        .v5
-        .as_ref()
-        .filter(|_| version == ProtocolVersion::V5)?;
-    Some(match v5.remaining_expiry_secs(now) {
-        None => Cow::Borrowed(&v5.properties),
-        Some(secs) => Cow::Owned(Properties {
-            message_expiry_interval: Some(secs),
-            ..v5.properties.clone()
-        }),
-    })
+    if version != ProtocolVersion::V5 {
+        return None;
+    }
+    let v5 = message.v5.as_deref();
+    let expiry = v5.and_then(|v5| v5.remaining_expiry_secs(now));
+    match (v5, expiry, subscription_id) {
+        (None, _, None) => None,
+        (Some(v5), None, None) => Some(Cow::Borrowed(&v5.properties)),
+        (v5, expiry, id) => {
+            let mut properties = v5.map(|v5| v5.properties.clone()).unwrap_or_default();
+            if expiry.is_some() {
+                properties.message_expiry_interval = expiry;
+            }
+            properties.subscription_identifiers = id.map(NonZeroU32::get).into_iter().collect();
+            Some(Cow::Owned(properties))
+        }
+    }
 }

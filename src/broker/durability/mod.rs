@@ -44,7 +44,7 @@ use bytes::Bytes;
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
-use crate::broker::session::{SessionState, Subscription};
+use crate::broker::session::{SessionState, SubscriptionOptions};
 use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, Properties, QoS};
 use crate::security::Principal;
@@ -132,8 +132,11 @@ pub struct QueuedFor {
     pub seq: QueueSeq,
     /// The QoS it is delivered with: min(published QoS, subscription QoS).
     pub qos: QoS,
-    /// Sent with RETAIN=1 (a retained message delivered because of a SUBSCRIBE).
+    /// Sent with RETAIN=1 (a retained message delivered because of a SUBSCRIBE, or a live
+    /// one through a Retain As Published subscription).
     pub retain: bool,
+    /// The Subscription Identifier it is sent with (MQTT 5 3.3.4-3).
+    pub subscription_id: Option<std::num::NonZeroU32>,
 }
 
 /// What a message does to the retained message of its topic.
@@ -211,13 +214,15 @@ impl KeptWill {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionData {
     pub client_id: Arc<str>,
-    /// (filter, granted subscription), by filter.
-    pub subscriptions: Vec<(Arc<str>, Subscription)>,
+    /// (filter, the subscription's options), by filter.
+    pub subscriptions: Vec<(Arc<str>, SubscriptionOptions)>,
     /// Set while a client is connected (published if the broker stops without a clean
     /// shutdown) and while its will is pending (see [`KeptWill::deadline_ms`]).
     pub will: Option<KeptWill>,
     /// MQTT 5 Session Expiry Interval in seconds (`None`: the broker's own rule).
     pub expiry_secs: Option<u32>,
+    /// Its client last spoke MQTT 5 (see [`SessionState::mqtt5`]).
+    pub mqtt5: bool,
 }
 
 impl SessionData {
@@ -231,6 +236,7 @@ impl SessionData {
                 .collect(),
             will: state.kept_will.clone(),
             expiry_secs: state.expiry_secs,
+            mqtt5: state.mqtt5,
         }
     }
 }

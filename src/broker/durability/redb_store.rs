@@ -2,6 +2,7 @@
 //! This file is the only place in the broker that knows storage records ([`Op`]): it maps
 //! each [`Change`] to them and recovered records back to session state.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,8 @@ use crate::broker::message::{Message, V5Extras};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
-use crate::broker::session::{SessionState, Subscription};
-use crate::protocol::{QoS, RetainHandling, SubscriptionOptions};
+use crate::broker::session::{SessionState, SubscriptionOptions};
+use crate::protocol::QoS;
 use crate::store::{
     Op, OwnedQueue, QueueEntry, QueueKind, QueueState, Recovered, SessionRecord, Store, StoreError,
     StoreLimits, StoredMessage, SubscriptionRecord,
@@ -86,6 +87,7 @@ impl RedbStore {
                             message_id: id,
                             qos: copy.qos,
                             retain: copy.retain,
+                            subscription_id: copy.subscription_id.map(NonZeroU32::get),
                             state: QueueState::Queued,
                         };
                         let seq = copy.seq;
@@ -350,18 +352,14 @@ fn session_record(data: SessionData) -> SessionRecord {
             .into_iter()
             .map(|(filter, sub)| SubscriptionRecord {
                 filter,
-                options: SubscriptionOptions {
-                    qos: sub.qos,
-                    no_local: false,
-                    retain_as_published: false,
-                    retain_handling: RetainHandling::SendAtSubscribe,
-                },
-                subscription_id: None,
+                options: sub.to_protocol(),
+                subscription_id: sub.id.map(NonZeroU32::get),
             })
             .collect(),
         will: data.will.map(will_record),
         expiry_ms: data.expiry_secs.map(|secs| u64::from(secs) * 1000),
         last_seen_ms: now_ms(),
+        mqtt5: data.mqtt5,
     }
 }
 
@@ -421,11 +419,13 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
 /// keeps only its envelope, the others are charged to `memory`.
 fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>) -> QueuedMessage {
     let (qos, retain, seq) = (entry.entry.qos, entry.entry.retain, Some(entry.seq));
+    let subscription_id = entry.entry.subscription_id.and_then(NonZeroU32::new);
     if entry.paged {
         let mut item = QueuedMessage {
             message: message_from_stored(entry.message),
             qos,
             retain,
+            subscription_id,
             seq,
             paged: false,
         };
@@ -436,6 +436,7 @@ fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>
         message: memory.charge(message_from_stored(entry.message)),
         qos,
         retain,
+        subscription_id,
         seq,
         paged: false,
     }
@@ -457,12 +458,12 @@ fn restore_session(
         .record
         .expiry_ms
         .map(|ms| u32::try_from(ms / 1000).unwrap_or(u32::MAX - 1));
+    state.mqtt5 = recovered.record.mqtt5;
     for sub in recovered.record.subscriptions {
+        let id = sub.subscription_id.and_then(NonZeroU32::new);
         state.subscriptions.insert(
             sub.filter.to_string(),
-            Subscription {
-                qos: sub.options.qos,
-            },
+            SubscriptionOptions::from_subscribe(&sub.options, id),
         );
     }
     for entry in recovered.queue {
@@ -486,6 +487,7 @@ fn restore_session(
             message: item.message.clone(),
             qos: item.qos,
             retain: item.retain,
+            subscription_id: item.subscription_id,
             stage,
             seq: item.seq,
         });
@@ -527,6 +529,7 @@ mod tests {
             seq,
             qos: QoS::AtLeastOnce,
             retain: false,
+            subscription_id: None,
         }
     }
 
@@ -588,6 +591,7 @@ mod tests {
             message_id: *id,
             qos: QoS::AtLeastOnce,
             retain: false,
+            subscription_id: None,
             state: QueueState::Queued,
         };
         let expected_after_body = [

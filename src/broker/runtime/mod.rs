@@ -23,9 +23,9 @@ use crate::broker::session::registry::{
     AttachError, Attached, Detached, SessionLifetime, SessionRegistry,
 };
 use crate::broker::session::wills::PendingWills;
-use crate::broker::session::{Session, SessionId, Subscription};
+use crate::broker::session::{Session, SessionId, SubscriptionOptions};
 use crate::config::Config;
-use crate::protocol::{LastWill, QoS};
+use crate::protocol::LastWill;
 use crate::security::{Principal, Security};
 
 mod admission;
@@ -40,8 +40,8 @@ pub use wills::will_delay_secs;
 /// Everything the connection tasks of one broker share.
 pub struct BrokerCore {
     pub registry: SessionRegistry,
-    /// filter -> (session id -> granted QoS).
-    pub subscriptions: RwLock<SubscriptionTree<SessionId, QoS>>,
+    /// filter -> (session id -> the subscription's options).
+    pub subscriptions: RwLock<SubscriptionTree<SessionId, SubscriptionOptions>>,
     pub retained: RwLock<RetainedStore<Message>>,
     security: ArcSwap<Security>,
     /// Generation of the current snapshot: connections watch it to drop the subscriptions a
@@ -177,7 +177,8 @@ impl BrokerCore {
 
     /// Give a CONNECTing client its session (see [`SessionRegistry::attach`]).
     /// A persistent session is kept with `will` and the principal that connected with it (a
-    /// will published after a crash is authorized as its owner).
+    /// will published after a crash is authorized as its owner). `mqtt5`: the client speaks
+    /// MQTT 5 (routing gives its session one copy per matching subscription).
     pub fn attach(
         &self,
         client_id: &str,
@@ -185,10 +186,11 @@ impl BrokerCore {
         lifetime: SessionLifetime,
         allow_link_stealing: bool,
         will: Option<(&LastWill, &Principal)>,
+        mqtt5: bool,
     ) -> Result<Attached, AttachError> {
         let attached =
             self.registry
-                .attach(client_id, clean_start, lifetime, allow_link_stealing)?;
+                .attach(client_id, clean_start, lifetime, allow_link_stealing, mqtt5)?;
         if let Some(old) = &attached.discarded {
             self.forget(old);
         }
@@ -264,17 +266,24 @@ impl BrokerCore {
     /// Add or replace a subscription of the connection `generation` of `session`, in the
     /// session's state and the tree together (under the session lock, so a concurrent takeover
     /// that discards the session cannot leave a stale tree entry). `false`: taken over.
-    pub fn subscribe(&self, session: &Session, generation: u64, filter: &str, qos: QoS) -> bool {
+    pub fn subscribe(
+        &self,
+        session: &Session,
+        generation: u64,
+        filter: &str,
+        options: SubscriptionOptions,
+    ) -> bool {
         session
             .with_state(generation, |s| {
-                s.subscriptions
-                    .insert(filter.to_owned(), Subscription { qos });
+                s.subscriptions.insert(filter.to_owned(), options);
                 // Committed before the tree entry exists: no publish can queue for a session
                 // the engine does not have yet.
                 if session.is_persistent() {
                     self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);
                 }
-                self.subscriptions.write().insert(filter, session.id(), qos);
+                self.subscriptions
+                    .write()
+                    .insert(filter, session.id(), options);
             })
             .is_some()
     }

@@ -84,7 +84,7 @@ impl BrokerCore {
             session.with_state_unchecked(|s| {
                 let mut tree = self.subscriptions.write();
                 for (filter, sub) in &s.subscriptions {
-                    tree.insert(filter, session.id(), sub.qos);
+                    tree.insert(filter, session.id(), *sub);
                 }
             });
         }
@@ -121,7 +121,7 @@ impl BrokerCore {
             let message = self
                 .memory
                 .charge(will.into_message(std::time::Instant::now()));
-            let (plan, mut changes) = self.plan_route(message);
+            let (plan, mut changes) = self.plan_route(message, None);
             changes.push(forget);
             self.commit_background(changes);
             self.complete_route(plan);

@@ -14,7 +14,7 @@ use crate::broker::durability::{Change, QueueOwner, QueueSeq, QueuedFor, Retaine
 use crate::broker::message::{min_qos, Message};
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::queue::QueuedMessage;
-use crate::broker::session::{DeliverOutcome, Session, SessionId};
+use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
 use crate::protocol::QoS;
 
 use super::BrokerCore;
@@ -114,12 +114,19 @@ impl RoutePlan {
 }
 
 impl BrokerCore {
-    /// Queue a retained message for `session` because it subscribed (retain=1, at `qos`).
+    /// Queue a retained message for `session` because it subscribed (retain=1, at `qos`,
+    /// with the subscription's identifier: MQTT 5 3.3.1-9/-10/-11, 3.3.4-3).
     ///
     /// Not subject to the pending limit: the payload is shared with the retained store, so a
     /// queue entry costs a few references, and the retained set is already bounded by what the
     /// store holds. Capping it would silently lose retained messages for a wide subscription.
-    pub fn deliver_retained(&self, session: &Session, message: Message, qos: QoS) {
+    pub fn deliver_retained(
+        &self,
+        session: &Session,
+        message: Message,
+        qos: QoS,
+        subscription_id: Option<NonZeroU32>,
+    ) {
         let mut seq = None;
         if session.is_persistent() && qos != QoS::AtMostOnce {
             // A copy of the body for the queue (the retained slot's copy may be replaced).
@@ -132,6 +139,7 @@ impl BrokerCore {
                     seq: entry_seq,
                     qos,
                     retain: true,
+                    subscription_id,
                 }],
             }]);
             seq = Some(entry_seq);
@@ -140,6 +148,7 @@ impl BrokerCore {
             message,
             qos,
             retain: true,
+            subscription_id,
             seq,
             paged: false,
         };
@@ -222,37 +231,48 @@ impl BrokerCore {
         }
     }
 
-    /// Route a published message now: update the retained store, then queue one copy per
-    /// matching session at min(publish QoS, highest matching subscription QoS). Never blocks on
-    /// a subscriber. What it changes in the kept state is committed but not awaited (QoS 0
-    /// publishes, wills).
-    pub fn route(&self, message: Message) -> Routed {
-        let (plan, changes) = self.plan_route(message);
+    /// Route a published message now: update the retained store, then queue its copies (see
+    /// [`Self::plan_route`]). Never blocks on a subscriber. What it changes in the kept state
+    /// is committed but not awaited (QoS 0 publishes, wills). `publisher`: the session that
+    /// published it (`None` for a will).
+    pub fn route(&self, message: Message, publisher: Option<SessionId>) -> Routed {
+        let (plan, changes) = self.plan_route(message, publisher);
         self.commit_background(changes);
         self.complete_route(plan)
     }
 
     /// The first half of routing: the sessions `message` goes to and what must be kept for
-    /// it (its retained slot, one queue entry per persistent session receiving it at QoS 1/2).
-    /// Nothing is changed until [`Self::complete_route`].
-    pub fn plan_route(&self, message: Message) -> (RoutePlan, Vec<Change>) {
-        let mut matches: SmallVec<[(SessionId, QoS); INLINE_TARGETS]> = SmallVec::new();
+    /// it (its retained slot, one queue entry per persistent copy at QoS 1/2). Nothing is
+    /// changed until [`Self::complete_route`].
+    ///
+    /// Overlapping subscriptions (MQTT 5 3.3.4-2 allows either choice): an MQTT 5 session gets
+    /// one copy per matching subscription, each with that subscription's QoS, Retain As
+    /// Published and Subscription Identifier (as mosquitto and EMQX do); an MQTT 3.1.1 session
+    /// one copy at its highest matching QoS. A No Local subscription never receives what
+    /// `publisher` (the publishing session; `None` for a will) published (3.8.3-3).
+    pub fn plan_route(
+        &self,
+        message: Message,
+        publisher: Option<SessionId>,
+    ) -> (RoutePlan, Vec<Change>) {
+        let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
+            SmallVec::new();
         self.subscriptions
             .read()
-            .for_each_match(&message.topic, |id, qos| matches.push((*id, *qos)));
-        // One copy per session at its highest matching QoS (overlapping subscriptions).
-        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        matches.dedup_by_key(|m| m.0);
+            .for_each_match(&message.topic, |id, options| {
+                if !(options.no_local() && publisher == Some(*id)) {
+                    matches.push((*id, *options));
+                }
+            });
+        if matches.len() > 1 {
+            // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
+            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
+        }
         let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
             SmallVec::with_capacity(matches.len());
-        self.registry.for_each_of(&matches, |session, sub_qos| {
-            targets.push(RouteTarget::new(
-                session.clone(),
-                min_qos(message.qos, sub_qos),
-                false,
-                None,
-            ));
+        self.registry.for_each_run(&matches, |session, run| {
+            push_targets(&mut targets, session, &message, run);
         });
         let retained = match (message.retain, message.payload.is_empty()) {
             (false, _) => RetainedChange::Unchanged,
@@ -292,6 +312,7 @@ impl BrokerCore {
                     seq: entry_seq,
                     qos: target.qos,
                     retain: target.retain,
+                    subscription_id: target.subscription_id,
                 });
             }
         }
@@ -329,13 +350,14 @@ impl BrokerCore {
                 session,
                 qos,
                 retain,
-                subscription_id: _,
+                subscription_id,
                 seq,
             } = target;
             let item = QueuedMessage {
                 message: live.clone(),
                 qos,
                 retain,
+                subscription_id,
                 seq,
                 paged: false,
             };
@@ -364,5 +386,38 @@ impl BrokerCore {
             }
         }
         routed
+    }
+}
+
+/// The copies of `message` for `session`, whose matching subscriptions are `run` (highest
+/// QoS first): one per subscription for an MQTT 5 session, one at the highest QoS for a 3.1.1
+/// one (see [`BrokerCore::plan_route`]). Live copies carry RETAIN only through Retain As
+/// Published (3.3.1-12/-13).
+fn push_targets(
+    targets: &mut SmallVec<[RouteTarget; INLINE_TARGETS]>,
+    session: &Arc<Session>,
+    message: &Message,
+    run: &[(SessionId, SubscriptionOptions)],
+) {
+    let copy = |options: &SubscriptionOptions| {
+        RouteTarget::new(
+            session.clone(),
+            min_qos(message.qos, options.qos),
+            message.retain && options.retain_as_published(),
+            options.id,
+        )
+    };
+    match run {
+        [(_, only)] => targets.push(copy(only)),
+        _ if session.is_mqtt5() => targets.extend(run.iter().map(|(_, options)| copy(options))),
+        [(_, highest), ..] => {
+            let retain = message.retain && run.iter().any(|(_, o)| o.retain_as_published());
+            targets.push(RouteTarget {
+                retain,
+                subscription_id: None,
+                ..copy(highest)
+            });
+        }
+        [] => {}
     }
 }

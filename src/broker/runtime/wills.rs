@@ -159,6 +159,7 @@ impl BrokerCore {
         let message = self
             .memory
             .charge(will.into_message(std::time::Instant::now()));
-        Some(self.plan_route(message))
+        // A will has no origin session: No Local does not apply.
+        Some(self.plan_route(message, None))
     }
 }

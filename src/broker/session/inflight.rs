@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::durability::QueueSeq;
 use crate::broker::message::{qos_serde, Message};
+use crate::broker::session::queue::QueuedMessage;
 use crate::protocol::QoS;
 
 /// Where an outbound QoS 1/2 exchange stands.
@@ -29,6 +30,9 @@ pub struct InflightEntry {
     #[serde(with = "qos_serde")]
     pub qos: QoS,
     pub retain: bool,
+    /// The Subscription Identifier sent with it (re-sent with the same one).
+    #[serde(default)]
+    pub subscription_id: Option<std::num::NonZeroU32>,
     pub stage: InflightStage,
     /// The durable store's queue entry for this message (persistent session, durable broker,
     /// QoS 1/2), named in the store ops that acknowledgements cause.
@@ -77,13 +81,8 @@ impl Inflight {
 
     /// Record a QoS 1/2 PUBLISH about to be sent; returns its packet id, or `None` when all
     /// 65535 ids are in use (the caller's window is far smaller, so this is only a guard).
-    pub fn insert(
-        &mut self,
-        message: Message,
-        qos: QoS,
-        retain: bool,
-        seq: Option<QueueSeq>,
-    ) -> Option<u16> {
+    pub fn insert(&mut self, item: &QueuedMessage) -> Option<u16> {
+        let qos = item.qos;
         let packet_id = self.allocate_packet_id()?;
         let stage = if qos == QoS::ExactlyOnce {
             InflightStage::AwaitingPubRec
@@ -92,11 +91,12 @@ impl Inflight {
         };
         self.entries.push_back(InflightEntry {
             packet_id,
-            message,
+            message: item.message.clone(),
             qos,
-            retain,
+            retain: item.retain,
+            subscription_id: item.subscription_id,
             stage,
-            seq,
+            seq: item.seq,
         });
         Some(packet_id)
     }
@@ -168,21 +168,28 @@ mod tests {
 
     use super::*;
 
-    fn msg() -> Message {
-        Message {
-            topic: Arc::from("t"),
-            payload: Bytes::new(),
-            qos: QoS::ExactlyOnce,
+    fn msg(qos: QoS) -> QueuedMessage {
+        QueuedMessage {
+            message: Message {
+                topic: Arc::from("t"),
+                payload: Bytes::new(),
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                v5: None,
+            },
+            qos,
             retain: false,
-            v5: None,
+            subscription_id: None,
+            seq: None,
+            paged: false,
         }
     }
 
     #[test]
     fn qos1_and_qos2_flows_complete() {
         let mut w = Inflight::default();
-        let a = w.insert(msg(), QoS::AtLeastOnce, false, None).expect("id");
-        let b = w.insert(msg(), QoS::ExactlyOnce, false, None).expect("id");
+        let a = w.insert(&msg(QoS::AtLeastOnce)).expect("id");
+        let b = w.insert(&msg(QoS::ExactlyOnce)).expect("id");
         assert_ne!(a, b);
         assert_eq!(
             w.on_pubcomp(b),
@@ -208,20 +215,17 @@ mod tests {
             entries: VecDeque::new(),
             next_packet_id: u16::MAX,
         };
-        assert_eq!(
-            w.insert(msg(), QoS::AtLeastOnce, false, None),
-            Some(u16::MAX)
-        );
-        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false, None), Some(1));
+        assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(u16::MAX));
+        assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(1));
         w.next_packet_id = u16::MAX;
-        assert_eq!(w.insert(msg(), QoS::AtLeastOnce, false, None), Some(2));
+        assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(2));
     }
 
     #[test]
     fn order_is_kept_for_retransmission() {
         let mut w = Inflight::default();
         let ids: Vec<u16> = (0..5)
-            .filter_map(|_| w.insert(msg(), QoS::AtLeastOnce, false, None))
+            .filter_map(|_| w.insert(&msg(QoS::AtLeastOnce)))
             .collect();
         w.on_puback(ids[2]);
         let left: Vec<u16> = w.iter().map(|e| e.packet_id).collect();

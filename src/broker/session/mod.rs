@@ -9,6 +9,7 @@
 //! connection's [`Notify`]; the connection task does all socket work.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +24,9 @@ pub mod expiry;
 pub mod inflight;
 pub mod queue;
 pub mod registry;
+pub mod subscription;
 pub mod wills;
 
-use crate::broker::message::qos_serde;
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::inflight::Inflight;
 use crate::broker::session::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
@@ -35,12 +36,7 @@ use crate::protocol::QoS;
 /// new session while the old one's subscriptions are still being removed).
 pub type SessionId = u64;
 
-/// One subscription of a session, by filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    #[serde(with = "qos_serde")]
-    pub qos: QoS,
-}
+pub use subscription::SubscriptionOptions;
 
 /// Everything a session is, as data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,8 +44,13 @@ pub struct SessionState {
     pub client_id: String,
     /// Clean session 0: the state is kept while the client is offline.
     pub persistent: bool,
-    /// Topic filter -> granted subscription.
-    pub subscriptions: BTreeMap<String, Subscription>,
+    /// Topic filter -> the subscription's options.
+    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
+    /// The client last attached spoke MQTT 5: deliveries go one copy per matching subscription
+    /// (else one per session at the highest QoS). A resumed session takes its new
+    /// connection's version.
+    #[serde(default)]
+    pub mqtt5: bool,
     /// Routed here, not yet sent.
     pub pending: PendingQueue,
     /// Sent at QoS 1/2, not yet acknowledged.
@@ -120,6 +121,8 @@ pub struct Session {
     id: SessionId,
     client_id: Arc<str>,
     persistent: bool,
+    /// Mirrors [`SessionState::mqtt5`], so routing reads it without the session lock.
+    mqtt5: AtomicBool,
     inner: Mutex<SessionInner>,
 }
 
@@ -144,6 +147,7 @@ impl Session {
             id,
             client_id: Arc::from(state.client_id.as_str()),
             persistent: state.persistent,
+            mqtt5: AtomicBool::new(state.mqtt5),
             inner: Mutex::new(SessionInner {
                 state,
                 attachment: None,
@@ -164,6 +168,19 @@ impl Session {
 
     pub fn is_persistent(&self) -> bool {
         self.persistent
+    }
+
+    /// The client last attached spoke MQTT 5 (see [`SessionState::mqtt5`]).
+    pub fn is_mqtt5(&self) -> bool {
+        self.mqtt5.load(Ordering::Relaxed)
+    }
+
+    /// A connection of protocol MQTT 5 (`true`) or 3.x is about to attach. Called by the
+    /// registry under its lock, before [`Self::attach`].
+    pub(crate) fn set_mqtt5(&self, mqtt5: bool) {
+        let mut inner = self.inner.lock();
+        inner.state.mqtt5 = mqtt5;
+        self.mqtt5.store(mqtt5, Ordering::Relaxed);
     }
 
     /// Discarded: a clean session that ended, or a session a new one replaced.
@@ -268,10 +285,7 @@ impl Session {
         };
         let online = inner.attachment.is_some();
         let page_at = page_after.map(|n| if online { pending_hard_cap(n) } else { n });
-        if item.seq.is_some()
-            && !item.retain
-            && page_at.is_some_and(|n| inner.state.pending.len() >= n)
-        {
+        if item.seq.is_some() && page_at.is_some_and(|n| inner.state.pending.len() >= n) {
             item.page_out();
         }
         let outcome = inner.state.pending.push(item, limit);
@@ -339,6 +353,7 @@ mod tests {
             },
             qos,
             retain: false,
+            subscription_id: None,
             seq: None,
             paged: false,
         }

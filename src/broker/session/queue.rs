@@ -40,8 +40,14 @@ pub struct QueuedMessage {
     /// min(published QoS, subscription QoS).
     #[serde(with = "qos_serde")]
     pub qos: QoS,
-    /// true only for retained messages sent because of a SUBSCRIBE.
+    /// The RETAIN flag it is sent with: 1 for retained messages sent because of a SUBSCRIBE,
+    /// and for live ones through a Retain As Published subscription that were published with
+    /// RETAIN=1.
     pub retain: bool,
+    /// The Subscription Identifier of the subscription it was routed through (MQTT 5
+    /// 3.3.4-3), sent with it.
+    #[serde(default)]
+    pub subscription_id: Option<std::num::NonZeroU32>,
     /// The kept queue entry of this message (persistent session, QoS 1/2): the durability
     /// engine holds it, and delivery and acks name it by this number.
     #[serde(default)]
@@ -209,6 +215,7 @@ mod tests {
             },
             qos,
             retain: false,
+            subscription_id: None,
             seq: None,
             paged: false,
         }

@@ -88,13 +88,15 @@ pub struct SessionRegistry {
 impl SessionRegistry {
     /// Attach a new connection of `client_id` (non-empty) to its session, creating, resuming or
     /// replacing it per MQTT 3.1.1 3.1.2.4 / MQTT 5 3.1.2.4 and `allowLinkStealing`.
-    /// `lifetime`: how long the session outlives this connection.
+    /// `lifetime`: how long the session outlives this connection. `mqtt5`: the connection
+    /// speaks MQTT 5 (a resumed session takes this version, see [`SessionState::mqtt5`]).
     pub fn attach(
         &self,
         client_id: &str,
         clean_start: bool,
         lifetime: SessionLifetime,
         allow_link_stealing: bool,
+        mqtt5: bool,
     ) -> Result<Attached, AttachError> {
         let mut by_client_id = self.by_client_id.lock();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -113,6 +115,7 @@ impl SessionRegistry {
                     SessionLifetime::Kept { expiry_secs } => expiry_secs,
                 };
                 old.with_state_unchecked(|s| s.expiry_secs = expiry_secs);
+                old.set_mqtt5(mqtt5);
                 let token = old.attach(generation);
                 return Ok(Attached {
                     session: old.clone(),
@@ -128,6 +131,7 @@ impl SessionRegistry {
         if let SessionLifetime::Kept { expiry_secs } = lifetime {
             state.expiry_secs = expiry_secs;
         }
+        state.mqtt5 = mqtt5;
         let session = self.insert_locked(&mut by_client_id, state, Duration::ZERO);
         let token = session.attach(generation);
         Ok(Attached {
@@ -186,6 +190,21 @@ impl SessionRegistry {
     /// The session with `id`, if it still exists (publishers' hot path).
     pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
         self.by_id.read().get(&id).cloned()
+    }
+
+    /// Run `f` once per run of equal ids in `items` (sorted by id) whose session still exists,
+    /// with that run, holding the read lock once.
+    pub fn for_each_run<T>(
+        &self,
+        items: &[(SessionId, T)],
+        mut f: impl FnMut(&Arc<Session>, &[(SessionId, T)]),
+    ) {
+        let by_id = self.by_id.read();
+        for run in items.chunk_by(|a, b| a.0 == b.0) {
+            if let Some(s) = run.first().and_then(|(id, _)| by_id.get(id)) {
+                f(s, run);
+            }
+        }
     }
 
     /// Run `f` for each listed session that still exists, holding the read lock once.
@@ -260,7 +279,7 @@ mod tests {
     fn persistent_session_is_resumed_with_session_present() {
         let r = SessionRegistry::default();
         let a = r
-            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .attach("c", false, SessionLifetime::of_v3(false), true, false)
             .expect("attach");
         assert!(!a.session_present);
         assert_eq!(
@@ -268,7 +287,7 @@ mod tests {
             Detached::KeptOffline
         );
         let b = r
-            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .attach("c", false, SessionLifetime::of_v3(false), true, false)
             .expect("attach");
         assert!(b.session_present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
@@ -278,11 +297,11 @@ mod tests {
     fn clean_session_discards_the_old_one() {
         let r = SessionRegistry::default();
         let a = r
-            .attach("c", false, SessionLifetime::of_v3(false), true)
+            .attach("c", false, SessionLifetime::of_v3(false), true, false)
             .expect("attach");
         r.detach(&a.session, a.token.generation);
         let b = r
-            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .attach("c", true, SessionLifetime::of_v3(true), true, false)
             .expect("attach");
         assert!(!b.session_present);
         assert!(b.discarded.is_some_and(|d| Arc::ptr_eq(&d, &a.session)));
@@ -295,15 +314,15 @@ mod tests {
     fn takeover_respects_allow_link_stealing() {
         let r = SessionRegistry::default();
         let a = r
-            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .attach("c", true, SessionLifetime::of_v3(true), true, false)
             .expect("attach");
         assert_eq!(
-            r.attach("c", true, SessionLifetime::of_v3(true), false)
+            r.attach("c", true, SessionLifetime::of_v3(true), false, false)
                 .err(),
             Some(AttachError::ClientIdInUse)
         );
         let b = r
-            .attach("c", true, SessionLifetime::of_v3(true), true)
+            .attach("c", true, SessionLifetime::of_v3(true), true, false)
             .expect("steal");
         assert!(a.token.kick.is_cancelled());
         assert_eq!(
@@ -326,7 +345,7 @@ mod tests {
         );
         let r = SessionRegistry::default();
         let a = r
-            .attach("c", true, SessionLifetime::of_v5(Some(30)), true)
+            .attach("c", true, SessionLifetime::of_v5(Some(30)), true, true)
             .expect("attach");
         assert_eq!(a.session.expiry_secs(), Some(30));
         assert_eq!(
@@ -334,10 +353,29 @@ mod tests {
             Detached::KeptOffline
         );
         let b = r
-            .attach("c", false, SessionLifetime::of_v5(Some(0)), true)
+            .attach("c", false, SessionLifetime::of_v5(Some(0)), true, true)
             .expect("attach");
         assert!(b.session_present);
         assert_eq!(r.detach(&b.session, b.token.generation), Detached::Ended);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn a_resumed_session_takes_the_new_connections_protocol_version() {
+        let r = SessionRegistry::default();
+        let a = r
+            .attach("c", true, SessionLifetime::of_v5(Some(30)), true, true)
+            .expect("attach");
+        assert!(a.session.is_mqtt5());
+        r.detach(&a.session, a.token.generation);
+        let b = r
+            .attach("c", false, SessionLifetime::of_v3(false), true, false)
+            .expect("attach");
+        assert!(b.session_present);
+        assert!(!b.session.is_mqtt5());
+        assert!(
+            !b.session.snapshot().mqtt5,
+            "kept in the state for the store too"
+        );
     }
 }
