@@ -16,6 +16,7 @@ mod mqtt5;
 mod mqtt5_acks;
 mod mqtt5_disconnect;
 mod mqtt5_publish;
+mod mqtt5_subscriptions;
 mod pubsub;
 mod retained;
 mod security;

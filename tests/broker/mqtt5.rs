@@ -55,7 +55,7 @@ async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids(
     assert_eq!(props.maximum_qos, None, "QoS 2 is supported");
     assert_eq!(props.retain_available, Some(1));
     assert_eq!(props.wildcard_subscription_available, Some(1));
-    assert_eq!(props.subscription_identifier_available, Some(0));
+    assert_eq!(props.subscription_identifier_available, Some(1));
     // Not served yet, so not advertised.
     assert_eq!(props.shared_subscription_available, Some(0));
     assert_eq!(props.topic_alias_maximum, Some(16));

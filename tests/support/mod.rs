@@ -9,6 +9,7 @@
 //! - [`live`]: a broker with hot reload on, started from a real file;
 //! - [`reload`]: a configuration spread over several files, and a recording `ApplyConfig`;
 //! - [`logs`]: capturing log lines;
+//! - [`sub_options`]: MQTT 5 SUBSCRIBE with options and identifiers over a raw client;
 //! - [`tmpfs`]: a small real filesystem for the disk-full tests;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
@@ -21,6 +22,7 @@ pub mod logs;
 pub mod reload;
 pub mod security;
 pub mod store;
+pub mod sub_options;
 pub mod tls;
 pub mod tmpfs;
 pub mod wire;

@@ -84,7 +84,7 @@ fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Pr
         // Maximum QoS absent: QoS 2 is supported.
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
-        // Subscription Identifier Available absent: supported (MQTT 5 3.2.2.3.12).
+        subscription_identifier_available: Some(1),
         // Not served yet: a `$share/...` SUBSCRIBE is refused with 0x9E (MQTT 5 3.8.3.1).
         shared_subscription_available: Some(0),
         topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
