@@ -12,6 +12,7 @@ mod crash_qos2;
 mod disk_full;
 mod expiry;
 mod limits;
+mod mqtt5_subscriptions;
 mod paging;
 mod restart;
 mod throughput;
