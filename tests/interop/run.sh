@@ -200,7 +200,7 @@ roundtrip() {
   if [[ "$got" == "$qos $payload" ]]; then pass "$name"; else fail "$name" "expected '$qos $payload', got '$got'"; fi
 }
 
-for version in mqttv31 mqttv311; do
+for version in mqttv31 mqttv311 mqttv5; do
   for qos in 0 1 2; do roundtrip "$version" "$qos"; done
 done
 
@@ -297,23 +297,61 @@ else
   fail "$name" "no SUBACK"
 fi
 
+# An MQTT 5 case: mosquitto_sub -V mqttv5 with the arguments before `--` (its -F format prints
+# what is checked) receives one message from mosquitto_pub -V mqttv5 with the arguments after
+# `--`, on a topic of its own. $1 names the case, $2 is the expected output line. A retained
+# message the case leaves is cleared.
+v5_case_n=0
+v5_sub_case() {
+  local name="$1" expected="$2"; shift 2
+  local sub_args=()
+  while [[ $# -gt 0 && "$1" != "--" ]]; do sub_args+=("$1"); shift; done
+  [[ $# -gt 0 ]] && shift
+  v5_case_n=$((v5_case_n + 1))
+  local topic="interop/$run_id/v5/$v5_case_n" out="$work/v5-$v5_case_n.out"
+  if ! start_sub "$out" -V mqttv5 -t "$topic" -C 1 -W 10 "${sub_args[@]}"; then
+    fail "$name" "no SUBACK: $(tr '\n' ' ' <"$out")"; return
+  fi
+  if ! timeout 10 mosquitto_pub "${common[@]}" -V mqttv5 -t "$topic" "$@" 2>"$work/pub.err"; then
+    fail "$name" "mosquitto_pub failed: $(cat "$work/pub.err")"; return
+  fi
+  wait "$sub_pid" || true
+  timeout 10 mosquitto_pub "${common[@]}" -V mqttv5 -r -n -t "$topic" || true
+  local got; got="$(messages_of "$out")"
+  if [[ "$got" == "$expected" ]]; then pass "$name"; else fail "$name" "expected '$expected', got '$got'"; fi
+}
+
+v5_sub_case "mosquitto_sub -V mqttv5 Retain As Published keeps RETAIN=1 live" "1 rap" -q 1 --retain-as-published -F '%r %p' -- -q 1 -r -m rap
+v5_sub_case "mosquitto_sub -V mqttv5 without Retain As Published: RETAIN=0 live" "0 norap" -q 1 -F '%r %p' -- -q 1 -r -m norap
+v5_sub_case "mosquitto_sub -V mqttv5 Subscription Identifier on delivery" "7 sid" -q 1 -D subscribe subscription-identifier 7 -F '%S %p' -- -q 1 -m sid
+
+# A Python suite printing PASS/FAIL lines: its lines are shown and counted. $1 names it, $2 is the
+# script, the rest its arguments.
+python_suite() {
+  local suite="$1" script="$2"; shift 2
+  local out="$work/$suite.out" rc
+  set +e
+  timeout 120 python3 "$here/$script" "$@" >"$out" 2>&1
+  rc=$?
+  set -e
+  cat "$out"
+  local suite_passed suite_failed
+  suite_passed="$(grep -c '^PASS' "$out" || true)"
+  suite_failed="$(grep -c '^FAIL' "$out" || true)"
+  passed=$((passed + suite_passed))
+  failed=$((failed + suite_failed))
+  if [[ $rc -ne 0 && $suite_failed -eq 0 ]]; then
+    fail "$script" "exited with status $rc"
+  fi
+}
+
 # Python paho-mqtt (2.x API).
 paho_args=(--port "$port" --run-id "$run_id")
 [[ -n "$ws_port" ]] && paho_args+=(--ws-port "$ws_port")
 [[ -n "$wss_port" ]] && paho_args+=(--wss-port "$wss_port" --cafile "$work/ca.pem")
-set +e
-timeout 120 python3 "$here/paho_test.py" "${paho_args[@]}" >"$work/paho.out" 2>&1
-paho_rc=$?
-timeout 60 python3 "$here/will_delay_test.py" --port "$port" --run-id "$run_id" >>"$work/paho.out" 2>&1
-set -e
-cat "$work/paho.out"
-paho_passed="$(grep -c '^PASS' "$work/paho.out" || true)"
-paho_failed="$(grep -c '^FAIL' "$work/paho.out" || true)"
-passed=$((passed + paho_passed))
-failed=$((failed + paho_failed))
-if [[ $paho_rc -ne 0 && $paho_failed -eq 0 ]]; then
-  fail "paho_test.py" "exited with status $paho_rc"
-fi
+python_suite paho paho_test.py "${paho_args[@]}"
+python_suite paho-will-delay will_delay_test.py --port "$port" --run-id "$run_id"
+python_suite paho-mqtt5 mqtt5_test.py --port "$port" --run-id "$run_id"
 
 # Load generator: 10 concurrent publishers -> 1 subscriber at a steady 5000 msg/s, a rate every
 # broker keeps up with, so that this checks QoS 1/2 delivery under concurrency (exact per-message
