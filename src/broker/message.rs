@@ -21,7 +21,8 @@ pub struct Message {
     /// The QoS it was published with (delivery uses min(this, subscription QoS)).
     #[serde(with = "qos_serde")]
     pub qos: QoS,
-    /// The publisher's retain flag (live deliveries are sent with retain=0 regardless).
+    /// The publisher's retain flag (live deliveries carry it only through an MQTT 5 Retain As
+    /// Published subscription).
     pub retain: bool,
     /// What an MQTT 5 publisher attached. Shared by every copy; `None` for MQTT 3 publishes,
     /// so they pay one pointer. Kept as the durability engines keep it (see
