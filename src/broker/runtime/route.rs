@@ -264,16 +264,21 @@ impl BrokerCore {
                     matches.push((*id, *options));
                 }
             });
-        if matches.len() > 1 {
-            // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
-            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
-        }
         let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
             SmallVec::with_capacity(matches.len());
-        self.registry.for_each_run(&matches, |session, run| {
-            push_targets(&mut targets, session, &message, run);
-        });
+        if let [(id, options)] = matches.as_slice() {
+            // The common case, one matching subscription: one copy, whatever the version.
+            if let Some(session) = self.registry.get(*id) {
+                targets.push(copy_for(session, &message, options));
+            }
+        } else {
+            // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
+            matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
+            self.registry.for_each_run(&matches, |session, run| {
+                push_targets(&mut targets, session, &message, run);
+            });
+        }
         let retained = match (message.retain, message.payload.is_empty()) {
             (false, _) => RetainedChange::Unchanged,
             (true, true) => RetainedChange::Clear,
@@ -301,6 +306,7 @@ impl BrokerCore {
 
     /// Give every copy that must survive a restart (persistent session, QoS 1/2) its queue
     /// entry number, and describe those entries for the durability engine.
+    #[inline]
     pub fn keep_targets(&self, targets: &mut [RouteTarget]) -> Vec<QueuedFor> {
         let mut queued_for = Vec::new();
         for target in targets {
@@ -399,14 +405,7 @@ fn push_targets(
     message: &Message,
     run: &[(SessionId, SubscriptionOptions)],
 ) {
-    let copy = |options: &SubscriptionOptions| {
-        RouteTarget::new(
-            session.clone(),
-            min_qos(message.qos, options.qos),
-            message.retain && options.retain_as_published(),
-            options.id,
-        )
-    };
+    let copy = |options: &SubscriptionOptions| copy_for(session.clone(), message, options);
     match run {
         [(_, only)] => targets.push(copy(only)),
         _ if session.is_mqtt5() => targets.extend(run.iter().map(|(_, options)| copy(options))),
@@ -420,4 +419,19 @@ fn push_targets(
         }
         [] => {}
     }
+}
+
+/// The copy of `message` for `session` through one subscription with `options`.
+#[inline]
+fn copy_for(
+    session: Arc<Session>,
+    message: &Message,
+    options: &SubscriptionOptions,
+) -> RouteTarget {
+    RouteTarget::new(
+        session,
+        min_qos(message.qos, options.qos),
+        message.retain && options.retain_as_published(),
+        options.id,
+    )
 }
