@@ -435,3 +435,130 @@ fn copy_for(
         options.id,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::durability::Recording;
+    use crate::broker::session::registry::SessionLifetime;
+    use crate::protocol::{self, RetainHandling};
+
+    fn options(qos: QoS, no_local: bool, rap: bool, id: u32) -> SubscriptionOptions {
+        let wire = protocol::SubscriptionOptions {
+            qos,
+            no_local,
+            retain_as_published: rap,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        };
+        SubscriptionOptions::from_subscribe(&wire, NonZeroU32::new(id))
+    }
+
+    fn retained(topic: &str) -> Message {
+        Message {
+            topic: Arc::from(topic),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            v5: None,
+        }
+    }
+
+    /// (QoS, RETAIN, identifier) of each planned copy, sorted.
+    fn copies(plan: &RoutePlan) -> Vec<(QoS, bool, Option<u32>)> {
+        let mut copies: Vec<_> = plan
+            .targets
+            .iter()
+            .map(|t| (t.qos, t.retain, t.subscription_id.map(NonZeroU32::get)))
+            .collect();
+        copies.sort();
+        copies
+    }
+
+    /// A persistent session `client_id` of `mqtt5` or 3.1.1 with these subscriptions.
+    fn session_with(
+        core: &BrokerCore,
+        client_id: &str,
+        mqtt5: bool,
+        subscriptions: &[(&str, SubscriptionOptions)],
+    ) -> Arc<Session> {
+        let lifetime = SessionLifetime::Kept { expiry_secs: None };
+        let attached = core
+            .attach(client_id, true, lifetime, true, None, mqtt5)
+            .expect("attach");
+        for (filter, options) in subscriptions {
+            assert!(core.subscribe(
+                &attached.session,
+                attached.token.generation,
+                filter,
+                *options
+            ));
+        }
+        attached.session
+    }
+
+    #[test]
+    fn a_v5_session_gets_one_copy_per_subscription_and_a_v3_one_a_single_copy() {
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        let subscriptions = [
+            ("a/#", options(QoS::AtLeastOnce, false, true, 1)),
+            ("a/+", options(QoS::ExactlyOnce, false, false, 2)),
+            ("a/b", options(QoS::AtMostOnce, false, false, 3)),
+        ];
+        session_with(&core, "v5", true, &subscriptions);
+        let (plan, changes) = core.plan_route(retained("a/b"), None);
+        assert_eq!(
+            copies(&plan),
+            [
+                (QoS::AtMostOnce, false, Some(3)),
+                (QoS::AtLeastOnce, true, Some(1)),
+                (QoS::ExactlyOnce, false, Some(2)),
+            ]
+        );
+        // The kept copies (QoS 1/2) carry their identifier and RETAIN flag to the engine.
+        let Some(Change::Message { queued_for, .. }) = changes.first() else {
+            panic!("a message change: {changes:?}");
+        };
+        let mut kept: Vec<_> = queued_for
+            .iter()
+            .map(|q| (q.qos, q.retain, q.subscription_id.map(NonZeroU32::get)))
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                (QoS::AtLeastOnce, true, Some(1)),
+                (QoS::ExactlyOnce, false, Some(2))
+            ]
+        );
+
+        // The same subscriptions in a session whose client now speaks 3.1.1: one copy at the
+        // highest QoS, RETAIN kept through the Retain As Published one, no identifier.
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        session_with(&core, "v3", false, &subscriptions);
+        let (plan, _) = core.plan_route(retained("a/b"), None);
+        assert_eq!(copies(&plan), [(QoS::ExactlyOnce, true, None)]);
+    }
+
+    #[test]
+    fn no_local_skips_only_the_publishers_session_and_not_a_will() {
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        let me = session_with(
+            &core,
+            "me",
+            true,
+            &[("t", options(QoS::AtLeastOnce, true, false, 1))],
+        );
+        session_with(
+            &core,
+            "other",
+            true,
+            &[("t", options(QoS::AtLeastOnce, true, false, 2))],
+        );
+        let (plan, _) = core.plan_route(retained("t"), Some(me.id()));
+        assert_eq!(copies(&plan), [(QoS::AtLeastOnce, false, Some(2))]);
+        let (plan, _) = core.plan_route(retained("t"), None);
+        assert_eq!(copies(&plan).len(), 2, "a will has no origin session");
+    }
+}
