@@ -48,6 +48,9 @@ pub struct ConfigDiff {
     /// `runtimeConfigurationPlugin` checkPeriod (ms) running -> new; `None` = no plugin. Acted on
     /// by the reloader itself (polling period), not by the broker.
     pub check_period_ms: Option<(Option<u64>, Option<u64>)>,
+    /// `<ferromq:sharedSubscriptions strategy>` running -> new: applies to messages routed
+    /// after the reload.
+    pub shared_strategy: Option<(SharedStrategy, SharedStrategy)>,
     /// Settings that need a restart; the running value is kept (see the module docs).
     pub restart_needed: Vec<RestartSetting>,
 }
@@ -160,6 +163,7 @@ pub fn diff_with_changed_files(
         limits,
         policies,
         reload,
+        shared_strategy,
     } = running;
     let (added, removed, changed) = diff_listeners(listeners, &new.listeners);
     ConfigDiff {
@@ -176,6 +180,8 @@ pub fn diff_with_changed_files(
             let (old, now) = (period(reload), period(&new.reload));
             (old != now).then_some((old, now))
         },
+        shared_strategy: (*shared_strategy != new.shared_strategy)
+            .then_some((*shared_strategy, new.shared_strategy)),
         restart_needed: diff_restart(broker, persistence, new),
     }
 }
@@ -205,6 +211,7 @@ impl ConfigDiff {
             || self.authorization.is_some()
             || !self.limits.is_empty()
             || self.policies.is_some()
+            || self.shared_strategy.is_some()
     }
 
     /// One line for the log, e.g. `+1 listener (mqtt2), ~authorization (+2/-1 entries), restart
@@ -253,6 +260,9 @@ impl ConfigDiff {
                 "~policies (+{}/-{} entries)",
                 p.entries_added, p.entries_removed
             ));
+        }
+        if let Some((old, now)) = self.shared_strategy {
+            parts.push(format!("~sharedSubscriptions (strategy {old} -> {now})"));
         }
         if let Some((old, now)) = self.check_period_ms {
             let show = |p: Option<u64>| p.map_or("off".to_owned(), |ms| format!("{ms} ms"));

@@ -32,6 +32,58 @@ pub struct Config {
     pub policies: Vec<PolicyEntry>,
     /// `Some` when a `runtimeConfigurationPlugin` is declared.
     pub reload: Option<ReloadSettings>,
+    /// `<ferromq:sharedSubscriptions strategy="..."/>`: which member of a shared subscription
+    /// group receives a message (MQTT 5.0 4.8.2 leaves it to the server).
+    pub shared_strategy: SharedStrategy,
+}
+
+/// How a shared subscription group (`$share/{group}/{filter}`) picks the one member that
+/// receives a message. Whatever the strategy, online members are preferred (see
+/// `broker::routing::shared`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedStrategy {
+    /// `round-robin` (default): each member in turn.
+    #[default]
+    RoundRobin,
+    /// `random`: a member chosen at random for each message.
+    Random,
+    /// `sticky`: the same member until it leaves the group or goes offline.
+    Sticky,
+    /// `hash-client-id`: a hash of the publisher's client id, so one publisher's messages go
+    /// to one member (in order) while the group's membership is stable.
+    HashClientId,
+}
+
+impl SharedStrategy {
+    /// Every strategy, in documentation order.
+    pub const ALL: [SharedStrategy; 4] = [
+        SharedStrategy::RoundRobin,
+        SharedStrategy::Random,
+        SharedStrategy::Sticky,
+        SharedStrategy::HashClientId,
+    ];
+
+    /// The name written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SharedStrategy::RoundRobin => "round-robin",
+            SharedStrategy::Random => "random",
+            SharedStrategy::Sticky => "sticky",
+            SharedStrategy::HashClientId => "hash-client-id",
+        }
+    }
+
+    /// The strategy named `name` as written in the configuration.
+    pub fn parse(name: &str) -> Option<SharedStrategy> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for SharedStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

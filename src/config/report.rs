@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::diagnostic::Severity;
 use super::model::{
     Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
-    Persistence, PrincipalKind, StoreKind,
+    Persistence, PrincipalKind, SharedStrategy, StoreKind,
 };
 use super::{properties, Loaded};
 
@@ -92,6 +92,8 @@ pub struct Summary {
     /// long; `None`: kept until its client returns.
     pub offline_session_timeout_ms: Option<u64>,
     pub policies: Vec<String>,
+    /// How a shared subscription group picks the member that receives a message.
+    pub shared_strategy: SharedStrategy,
     /// Polling period when runtime reload is on.
     pub reload_check_period_ms: Option<u64>,
 }
@@ -207,6 +209,7 @@ impl Summary {
                     format!("{:?} {}: {limit}", p.kind, p.pattern).to_lowercase()
                 })
                 .collect(),
+            shared_strategy: config.shared_strategy,
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
         }
     }
@@ -484,6 +487,11 @@ fn render_summary(out: &mut String, s: &Summary) {
     for policy in &s.policies {
         let _ = writeln!(out, "  policy: {policy}");
     }
+    let _ = writeln!(
+        out,
+        "  shared subscriptions: one member per group, {} (online members first)",
+        s.shared_strategy
+    );
     let _ = match s.reload_check_period_ms {
         None => writeln!(out, "  reload: off"),
         Some(0) => writeln!(out, "  reload: on (file events and SIGHUP; no polling)"),

@@ -21,6 +21,7 @@ mod pubsub;
 mod retained;
 mod security;
 mod session;
+mod shared_subscriptions;
 mod signal;
 mod transport;
 mod will;

@@ -24,23 +24,6 @@ where
 }
 
 #[tokio::test]
-async fn a_shared_subscription_is_refused_as_connack_announced() {
-    let broker = TestBroker::default().await;
-    let (mut client, _) = RawClient::connect_ok(broker.addr, connect_v5("sh", true, None)).await;
-    let codes = client
-        .subscribe(
-            1,
-            &[
-                ("$share/g/s/t", QoS::AtLeastOnce),
-                ("s/t", QoS::AtLeastOnce),
-            ],
-        )
-        .await;
-    assert_eq!(codes, [0x9E, 1], "0x9E: shared subscriptions not supported");
-    broker.shutdown().await;
-}
-
-#[tokio::test]
 async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids() {
     let broker = TestBroker::default().await;
     let (_client, ack) = RawClient::connect_ok(broker.addr, connect_v5("", false, None)).await;
@@ -56,8 +39,8 @@ async fn connack_v5_tells_what_the_broker_supports_and_assigns_empty_client_ids(
     assert_eq!(props.retain_available, Some(1));
     assert_eq!(props.wildcard_subscription_available, Some(1));
     assert_eq!(props.subscription_identifier_available, Some(1));
-    // Not served yet, so not advertised.
-    assert_eq!(props.shared_subscription_available, Some(0));
+    // Served: see `shared_subscriptions`.
+    assert_eq!(props.shared_subscription_available, Some(1));
     assert_eq!(props.topic_alias_maximum, Some(16));
     // A named client is not assigned anything.
     let (_named, ack) = RawClient::connect_ok(broker.addr, connect_v5("named", true, None)).await;

@@ -473,6 +473,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         limits: Default::default(),
         policies: Vec::new(),
         reload: None,
+        shared_strategy: Default::default(),
     };
     let explain = ferromq::security::explain::explain;
     let e = explain(&config, "user", None, "USERS/x", Write).expect("explains");

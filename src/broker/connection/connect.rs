@@ -85,8 +85,8 @@ fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Pr
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
         subscription_identifier_available: Some(1),
-        // Not served yet: a `$share/...` SUBSCRIBE is refused with 0x9E (MQTT 5 3.8.3.1).
-        shared_subscription_available: Some(0),
+        // `$share/{group}/{filter}` (MQTT 5 4.8.2; see `routing::shared`).
+        shared_subscription_available: Some(1),
         topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
         assigned_client_identifier: assigned_client_id.map(str::to_owned),
         ..Properties::default()

@@ -11,6 +11,7 @@ use crate::broker::message::{min_qos, Message, V5Extras};
 use crate::broker::runtime::Routed;
 use crate::broker::session::inflight::{AckOutcome, Inflight};
 use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
+use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::{
     Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling,
     SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -481,16 +482,34 @@ impl Conn {
         let mut granted = Vec::with_capacity(sub.filters.len());
         let security = self.core.security();
         for (filter, options) in sub.filters {
-            if self.version == ProtocolVersion::V5 && filter.starts_with("$share/") {
-                // CONNACK says Shared Subscription Available = 0 (MQTT 5 3.2.2.3.15).
-                return_codes.push(ReasonCode::SharedSubscriptionsNotSupported.code());
-                continue;
-            }
+            // A shared subscription is authorized, and never sent retained messages, by the
+            // filter inside `$share/{group}/` (MQTT 5 4.8.2, 3.8.4).
+            // (The MQTT 5 codec already refuses a malformed one, and No Local on one, for the
+            // whole packet; an MQTT 3.1.1 client gets 0x80 for that filter.)
+            let (read_filter, shared) = match parse_shared_subscription(&filter) {
+                Ok(None) => (filter.as_str(), false),
+                Ok(Some(_)) if options.no_local => {
+                    return Err(CloseReason::ProtocolViolation(
+                        "No Local on a shared subscription (MQTT 5 3.8.3-4)",
+                    ));
+                }
+                Ok(Some(share)) => (share.filter, true),
+                Err(why) => {
+                    tracing::info!(%filter, ?why, "malformed shared subscription refused");
+                    return_codes.push(match self.version {
+                        ProtocolVersion::V5 => ReasonCode::TopicFilterInvalid.code(),
+                        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                            ReasonCode::SubAckFailureV3.code()
+                        }
+                    });
+                    continue;
+                }
+            };
             if !self.identity.authz.allowed(
                 &security,
                 &self.identity.principal,
                 Action::Read,
-                &filter,
+                read_filter,
             ) {
                 tracing::info!(%filter, user = %self.identity.principal.user, "subscription not authorized");
                 return_codes.push(match self.version {
@@ -516,7 +535,7 @@ impl Conn {
                 RetainHandling::SendAtSubscribeIfNew => !existed,
                 RetainHandling::DoNotSend => false,
             };
-            if send_retained {
+            if send_retained && !shared {
                 granted.push((filter, kept));
             }
         }
@@ -548,11 +567,15 @@ impl Conn {
         let filters: Vec<String> =
             self.with_session(|s| s.subscriptions.keys().cloned().collect())?;
         for filter in filters {
+            let read_filter = match parse_shared_subscription(&filter) {
+                Ok(Some(share)) => share.filter,
+                _ => filter.as_str(),
+            };
             if self.identity.authz.allowed(
                 &security,
                 &self.identity.principal,
                 Action::Read,
-                &filter,
+                read_filter,
             ) {
                 continue;
             }

@@ -19,6 +19,7 @@ use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::routing::retained::RetainedStore;
 use crate::broker::routing::router::SubscriptionTree;
+use crate::broker::routing::shared::StrategyCell;
 use crate::broker::session::registry::{
     AttachError, Attached, Detached, SessionLifetime, SessionRegistry,
 };
@@ -31,6 +32,7 @@ use crate::security::{Principal, Security};
 mod admission;
 mod recovery;
 mod route;
+mod route_shared;
 mod wills;
 
 pub use admission::Refusal;
@@ -54,6 +56,8 @@ pub struct BrokerCore {
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
+    /// How a shared subscription group picks its member (swapped by a reload).
+    pub shared_strategy: StrategyCell,
     /// `sendFailIfNoSpace[AfterTimeout]`: how long a publisher stopped by a full memory or
     /// store waits before its publish is refused (`None`: until there is room).
     pub send_fail_after: parking_lot::Mutex<Option<std::time::Duration>>,
@@ -108,6 +112,7 @@ impl BrokerCore {
                 &config.policies,
             )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
+            shared_strategy: StrategyCell::new(config.shared_strategy),
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             pages_bodies: durability.keeps_bodies(),
             durability,

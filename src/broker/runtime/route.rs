@@ -17,6 +17,7 @@ use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
 use crate::protocol::QoS;
 
+use super::route_shared::{MatchedGroup, MatchedGroups};
 use super::BrokerCore;
 
 /// How often a paused publisher re-checks its overfilled sessions without a signal (a session
@@ -232,9 +233,10 @@ impl BrokerCore {
     }
 
     /// Route a published message now: update the retained store, then queue its copies (see
-    /// [`Self::plan_route`]). Never blocks on a subscriber. What it changes in the kept state
-    /// is committed but not awaited (QoS 0 publishes, wills). `publisher`: the session that
-    /// published it (`None` for a will).
+    /// [`Self::plan_route`]), one per matching shared group to the member it chooses included.
+    /// Never blocks on a subscriber. What it changes in the kept state is committed but not
+    /// awaited (QoS 0 publishes, wills). `publisher`: the session that published it (`None`
+    /// for a will).
     pub fn route(&self, message: Message, publisher: Option<SessionId>) -> Routed {
         let (plan, changes) = self.plan_route(message, publisher);
         self.commit_background(changes);
@@ -250,6 +252,10 @@ impl BrokerCore {
     /// Published and Subscription Identifier (as mosquitto and EMQX do); an MQTT 3.1.1 session
     /// one copy at its highest matching QoS. A No Local subscription never receives what
     /// `publisher` (the publishing session; `None` for a will) published (3.8.3-3).
+    ///
+    /// Each matching shared group (`$share/{group}/{filter}`, MQTT 5 4.8.2) adds one copy for
+    /// the member it chooses (see `route_shared.rs`), with that member's options, besides any
+    /// copy the member gets through its other subscriptions.
     pub fn plan_route(
         &self,
         message: Message,
@@ -257,13 +263,16 @@ impl BrokerCore {
     ) -> (RoutePlan, Vec<Change>) {
         let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
             SmallVec::new();
-        self.subscriptions
-            .read()
-            .for_each_match(&message.topic, |id, options| {
+        let mut groups = MatchedGroups::new();
+        self.subscriptions.read().for_each_match_and_group(
+            &message.topic,
+            |id, options| {
                 if !(options.no_local() && publisher == Some(*id)) {
                     matches.push((*id, *options));
                 }
-            });
+            },
+            |group| groups.push(MatchedGroup::of(group)),
+        );
         let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
             SmallVec::with_capacity(matches.len());
@@ -277,6 +286,11 @@ impl BrokerCore {
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
             self.registry.for_each_run(&matches, |session, run| {
                 push_targets(&mut targets, session, &message, run);
+            });
+        }
+        if !groups.is_empty() {
+            self.choose_shared_members(publisher, groups, |session, options| {
+                targets.push(copy_for(session, &message, &options));
             });
         }
         let retained = match (message.retain, message.payload.is_empty()) {

@@ -10,6 +10,8 @@
 //!   connections, new TLS material for new handshakes).
 //! - Policy entries: the pending-message limits are swapped whole and apply to every message
 //!   routed from then on (messages already queued stay queued).
+//! - `<ferromq:sharedSubscriptions strategy>`: applies to the next message routed to a shared
+//!   group (a group's round-robin turn and sticky member carry over).
 //! - `systemUsage` limits: a new `memoryUsage` limit applies from the next publish (messages
 //!   already held stay); the store limit is fixed when the store opens (restart to change it);
 //!   `tempUsage` has no meaning for ferromq (logged).
@@ -62,6 +64,11 @@ impl BrokerApply {
                 .pending_limits
                 .store(Arc::new(PendingLimits::from_policies(&new.policies)));
             tracing::info!("policy entries applied: new pending-message limits");
+        }
+        if let Some((_, strategy)) = diff.shared_strategy {
+            // Read per message: the next message routed to a shared group uses it.
+            self.core.shared_strategy.store(strategy);
+            tracing::info!(%strategy, "shared subscription strategy applied");
         }
         if diff.limits.contains(&"memoryUsage") {
             let memory = &self.core.memory;

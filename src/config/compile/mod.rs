@@ -12,6 +12,7 @@ mod jaas_plugin;
 mod names;
 mod plugins;
 mod policy;
+mod shared;
 mod ssl;
 mod usage;
 
@@ -52,6 +53,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let persistence = broker::persistence(ctx, broker_element, &broker);
     let limits = usage::limits(ctx, broker_element);
     let policies = policy::entries(ctx, broker_element);
+    let shared_strategy = shared::strategy(ctx, broker_element);
     Config {
         source: doc.main_file.clone(),
         files: Vec::new(),
@@ -64,6 +66,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         limits,
         policies,
         reload: security.reload,
+        shared_strategy,
     }
 }
 
@@ -216,6 +219,11 @@ impl<'d> Ctx<'d> {
             .find(|a| a.name == name && matches!(a.ns, None | Some(Namespace::ActiveMq)))?;
         self.used.insert(found.span.clone());
         Some(found)
+    }
+
+    /// Mark one attribute as read (of an element read by hand, such as a ferromq element).
+    pub fn mark_attr(&mut self, attr: &Attr) {
+        self.used.insert(attr.span.clone());
     }
 
     /// A ferromq extension attribute (`ferromq:keyFile`), marked as read.

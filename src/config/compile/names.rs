@@ -10,6 +10,8 @@ use crate::config::tree::{Element, Namespace};
 
 /// Extension attributes ferromq reads (namespace `urn:ferromq`).
 const FERROMQ_ATTRIBUTES: &[&str] = &["keyFile"];
+/// Extension elements ferromq reads (namespace `urn:ferromq`), all inside `<broker>`.
+const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT];
 
 /// Why some common names are ignored, for the warning's hint.
 const WHY_IGNORED: &[(&str, &str)] = &[
@@ -65,7 +67,8 @@ pub(super) fn check_document(ctx: &mut Ctx<'_>, root: &Element) {
                     child.name
                 ),
             )),
-            Namespace::Beans | Namespace::Ferromq => {}
+            Namespace::Ferromq => unknown_ferromq_element(ctx, root, child),
+            Namespace::Beans => {}
         }
     }
 }
@@ -109,6 +112,10 @@ fn check_type(ctx: &mut Ctx<'_>, element: &Element, quiet: bool) {
     let quiet = quiet || !used;
     check_attributes(ctx, element, names, quiet);
     for child in &element.children {
+        if child.ns == Namespace::Ferromq && !ctx.is_used(&child.span) {
+            unknown_ferromq_element(ctx, element, child);
+            continue;
+        }
         if !child.is_activemq() {
             continue; // Spring beans and other namespaces: not ActiveMQ's names
         }
@@ -203,8 +210,12 @@ fn check_property(ctx: &mut Ctx<'_>, parent: &Element, property: &Element, quiet
             );
         }
     }
-    for item in property.children.iter().filter(|c| c.is_activemq()) {
-        check_type(ctx, item, quiet);
+    for item in &property.children {
+        if item.is_activemq() {
+            check_type(ctx, item, quiet);
+        } else if item.ns == Namespace::Ferromq && !ctx.is_used(&item.span) {
+            unknown_ferromq_element(ctx, property, item);
+        }
     }
 }
 
@@ -254,4 +265,25 @@ fn misplaced_or_unknown(
         d = d.with_hint(h);
     }
     ctx.push(d);
+}
+
+/// A `urn:ferromq` element no section read: misspelt, or not where it belongs.
+fn unknown_ferromq_element(ctx: &mut Ctx<'_>, parent: &Element, child: &Element) {
+    let hint = if FERROMQ_ELEMENTS.contains(&child.name.as_str()) {
+        format!("put <ferromq:{}> directly inside <broker>", child.name)
+    } else {
+        known_names::did_you_mean(&child.name, FERROMQ_ELEMENTS.iter().copied()).unwrap_or_else(
+            || "<ferromq:sharedSubscriptions> inside <broker> is the only one".into(),
+        )
+    };
+    ctx.push(
+        Diagnostic::error(
+            child.span.clone(),
+            format!(
+                "unknown ferromq element <ferromq:{}> in <{}>",
+                child.name, parent.name
+            ),
+        )
+        .with_hint(hint),
+    );
 }

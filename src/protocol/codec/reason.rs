@@ -24,7 +24,8 @@ pub enum ReasonCode {
     TopicNameInvalid,
     TopicAliasInvalid,
     QuotaExceeded,
-    SharedSubscriptionsNotSupported,
+    /// SUBACK: a malformed filter, such as `$share/` without a valid ShareName (4.8.2-1/-2).
+    TopicFilterInvalid,
 }
 
 impl ReasonCode {
@@ -41,10 +42,10 @@ impl ReasonCode {
             ReasonCode::ServerShuttingDown => 0x8B,
             ReasonCode::KeepAliveTimeout => 0x8D,
             ReasonCode::SessionTakenOver => 0x8E,
+            ReasonCode::TopicFilterInvalid => 0x8F,
             ReasonCode::TopicNameInvalid => 0x90,
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
-            ReasonCode::SharedSubscriptionsNotSupported => 0x9E,
         }
     }
 }

@@ -25,9 +25,11 @@ pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use super::shared::GroupCursor;
 use small_map::SmallMap;
 use trie::{filter_levels, LevelMap, Node, Slot};
 
@@ -57,6 +59,9 @@ impl<K, V> Slot for Subscribers<K, V> {
 pub struct SharedGroup<K, V> {
     name: Box<str>,
     members: SmallMap<K, V>,
+    /// Where the group's member choice stands (shared, so a publisher can take it out of the
+    /// tree's read lock before it looks at the members' sessions).
+    cursor: Arc<GroupCursor>,
 }
 
 impl<K, V> SharedGroup<K, V> {
@@ -68,6 +73,11 @@ impl<K, V> SharedGroup<K, V> {
     /// Each member's key and subscription options.
     pub fn members(&self) -> impl Iterator<Item = (&K, &V)> {
         self.members.iter()
+    }
+
+    /// The group's choice state (see [`crate::broker::routing::shared::choose`]).
+    pub fn cursor(&self) -> &Arc<GroupCursor> {
+        &self.cursor
     }
 
     /// How many subscribers share this subscription (never 0: empty groups are removed).
@@ -158,6 +168,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
                         groups.push(SharedGroup {
                             name: group.into(),
                             members: SmallMap::default(),
+                            cursor: Arc::default(),
                         });
                         groups.len() - 1
                     }
@@ -244,6 +255,26 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
         self.for_each_matching_slot(topic, |subscribers| {
             for group in &subscribers.shared {
                 f(group);
+            }
+        });
+    }
+
+    /// One walk for both kinds: `direct` once per direct subscription matching `topic` (as
+    /// [`Self::for_each_match`]), `shared` once per matching shared group (as
+    /// [`Self::for_each_shared_match`]). The publish path uses this, so shared subscriptions
+    /// cost no second walk of the tree.
+    pub fn for_each_match_and_group(
+        &self,
+        topic: &str,
+        mut direct: impl FnMut(&K, &V),
+        mut shared: impl FnMut(&SharedGroup<K, V>),
+    ) {
+        self.for_each_matching_slot(topic, |subscribers| {
+            for (key, value) in subscribers.direct.iter() {
+                direct(key, value);
+            }
+            for group in &subscribers.shared {
+                shared(group);
             }
         });
     }
