@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use ferromq::protocol::{
-    Ack, Disconnect, Packet, ProtocolVersion, QoS, RetainHandling, Subscribe, SubscriptionOptions,
-    Unsubscribe,
+    Ack, Disconnect, Packet, Properties, ProtocolVersion, QoS, RetainHandling, Subscribe,
+    SubscriptionOptions, Unsubscribe,
 };
 
 use crate::support::{activemq_xml, connect_packet, connect_v5, Client, RawClient, TestBroker};
@@ -504,5 +504,35 @@ async fn a_negative_acknowledgement_discards_the_message() {
         .publish(END, rumqttc::QoS::AtLeastOnce, false, b"")
         .await;
     assert_eq!(other.until_end().await, [], "not sent to another member");
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shared_delivery_carries_the_members_subscription_identifier_and_options() {
+    let broker = TestBroker::default().await;
+    let mut a = Member::v5(broker.addr, "a").await;
+    let Packet::Subscribe(mut subscribe) = subscribe_with("$share/g/s/t", QoS::AtLeastOnce, false)
+    else {
+        unreachable!()
+    };
+    subscribe.filters[0].1.retain_as_published = true;
+    subscribe.properties = Some(Box::new(Properties {
+        subscription_identifiers: vec![42],
+        ..Properties::default()
+    }));
+    a.client.send(Packet::Subscribe(subscribe)).await;
+    match a.client.recv().await {
+        Packet::SubAck(ack) => assert_eq!(ack.return_codes, [1]),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+    let mut publisher = publisher(broker.addr).await;
+    publisher
+        .publish("s/t", rumqttc::QoS::AtLeastOnce, true, b"kept")
+        .await;
+    let p = a.client.recv_publish().await;
+    assert_eq!(p.payload, Bytes::from_static(b"kept"));
+    let ids = p.properties.map(|props| props.subscription_identifiers);
+    assert_eq!(ids, Some(vec![42]), "the member's identifier (3.3.4-3)");
+    assert!(p.retain, "Retain As Published applies to the member's copy");
     broker.shutdown().await;
 }
