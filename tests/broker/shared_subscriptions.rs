@@ -536,3 +536,90 @@ async fn a_shared_delivery_carries_the_members_subscription_identifier_and_optio
     assert!(p.retain, "Retain As Published applies to the member's copy");
     broker.shutdown().await;
 }
+
+/// An MQTT 5 member (session ends at disconnect) that takes one unacknowledged QoS 1/2
+/// message at a time (Receive Maximum 1), so later ones wait in its queue.
+async fn narrow_member(addr: std::net::SocketAddr, id: &str) -> Member {
+    let mut connect = connect_v5(id, true, None);
+    connect.properties = Some(Box::new(Properties {
+        receive_maximum: Some(1),
+        ..Properties::default()
+    }));
+    let (client, _) = RawClient::connect_ok(addr, connect).await;
+    Member { client }
+}
+
+#[tokio::test]
+async fn copies_unfinished_by_a_member_whose_session_ends_go_to_another_member() {
+    let broker = TestBroker::default().await;
+    let mut a = narrow_member(broker.addr, "a").await;
+    a.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    let mut publisher = publisher(broker.addr).await;
+    publish_then_end(&mut publisher, "s/t", 3).await;
+    // a is alone in the group: "0" in flight (never acknowledged), "1", "2" and `end` queued.
+    let first = a.client.recv_publish().await;
+    assert_eq!(first.payload, Bytes::from_static(b"0"));
+    let mut b = Member::v5(broker.addr, "b").await;
+    b.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    // a leaves cleanly: its session ends, with one copy in flight and two queued.
+    a.leave().await;
+    publisher
+        .publish(END, rumqttc::QoS::AtLeastOnce, false, b"")
+        .await;
+    assert_eq!(
+        payloads(&b.until_end().await),
+        numbers(3),
+        "handed to b (4.8.2: SHOULD send to another member)"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_takeover_with_clean_start_hands_the_old_sessions_copies_over() {
+    let broker = TestBroker::default().await;
+    let (mut a, _) = Member::v5_kept(broker.addr, "a", 300).await;
+    a.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    let mut b = Member::v5(broker.addr, "b").await;
+    b.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    let mut publisher = publisher(broker.addr).await;
+    publisher
+        .publish("s/t", rumqttc::QoS::AtLeastOnce, false, b"first")
+        .await;
+    // Round robin starts with a (the older session): it leaves it unacknowledged.
+    assert_eq!(
+        a.client.recv_publish().await.payload,
+        Bytes::from_static(b"first")
+    );
+    // The same client id comes back with clean start: the old session ends (3.1.2-4).
+    let (_a2, ack) = RawClient::connect_ok(broker.addr, connect_v5("a", true, None)).await;
+    assert!(!ack.session_present);
+    a.client.expect_closed().await;
+    publisher
+        .publish(END, rumqttc::QoS::AtLeastOnce, false, b"")
+        .await;
+    assert_eq!(payloads(&b.until_end().await), ["first".to_owned()].into());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_qos_2_copy_already_sent_is_not_handed_to_another_member() {
+    let broker = TestBroker::default().await;
+    let mut a = Member::v5(broker.addr, "a").await;
+    a.join(&[("$share/g/s/t", QoS::ExactlyOnce)]).await;
+    let mut b = Member::v5(broker.addr, "b").await;
+    b.join(&[("$share/g/s/t", QoS::ExactlyOnce)]).await;
+    let mut publisher = publisher(broker.addr).await;
+    publisher
+        .publish("s/t", rumqttc::QoS::ExactlyOnce, false, b"once")
+        .await;
+    let p = a.client.recv_publish().await;
+    assert_eq!(p.qos, QoS::ExactlyOnce);
+    // a ends its session before PUBREC: the delivery may only complete on a's session
+    // (4.8.2-5), which is gone, so nobody gets it.
+    a.leave().await;
+    publisher
+        .publish(END, rumqttc::QoS::AtLeastOnce, false, b"")
+        .await;
+    assert_eq!(b.until_end().await, []);
+    broker.shutdown().await;
+}

@@ -428,6 +428,7 @@ fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>
             subscription_id,
             seq,
             paged: false,
+            shared_group: None,
         };
         item.page_out();
         return item;
@@ -439,6 +440,7 @@ fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>
         subscription_id,
         seq,
         paged: false,
+        shared_group: None,
     }
 }
 
@@ -490,6 +492,7 @@ fn restore_session(
             subscription_id: item.subscription_id,
             stage,
             seq: item.seq,
+            shared_group: None,
         });
         if !restored {
             // Two entries claim one packet id (cannot happen unless the file was edited):

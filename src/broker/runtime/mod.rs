@@ -230,6 +230,7 @@ impl BrokerCore {
     pub(crate) fn forget(&self, session: &Session) {
         self.session_ended_with_will(session);
         self.unindex(session);
+        self.hand_over_shared(session);
         if session.is_persistent() {
             self.commit_background(vec![Change::SessionEnded {
                 client_id: session.client_id().clone(),

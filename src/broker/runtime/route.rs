@@ -71,6 +71,9 @@ pub struct RouteTarget {
     /// Its kept queue entry: set by [`BrokerCore::keep_targets`] for a persistent session
     /// receiving it at QoS 1/2.
     pub seq: Option<QueueSeq>,
+    /// The shared subscription a QoS 1/2 copy goes through (see
+    /// [`QueuedMessage::shared_group`]); `None` for every other copy.
+    pub shared_group: Option<Arc<str>>,
 }
 
 impl RouteTarget {
@@ -87,6 +90,7 @@ impl RouteTarget {
             retain,
             subscription_id,
             seq: None,
+            shared_group: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl BrokerCore {
             subscription_id,
             seq,
             paged: false,
+            shared_group: None,
         };
         let outcome = session.deliver(item, usize::MAX, None);
         self.count_delivery(session, outcome, usize::MAX);
@@ -289,8 +294,8 @@ impl BrokerCore {
             });
         }
         if !groups.is_empty() {
-            self.choose_shared_members(publisher, groups, |session, options| {
-                targets.push(copy_for(session, &message, &options));
+            self.choose_shared_members(publisher, groups, |session, options, subscription| {
+                targets.push(shared_copy_for(&message, session, &options, subscription));
             });
         }
         let retained = match (message.retain, message.payload.is_empty()) {
@@ -305,6 +310,41 @@ impl BrokerCore {
             vec![Change::Message {
                 message: message.clone(),
                 retained,
+                queued_for,
+            }]
+        };
+        (
+            RoutePlan {
+                message,
+                targets,
+                limit,
+            },
+            changes,
+        )
+    }
+
+    /// A plan that delivers `message` (live: RETAIN already cleared) to `target` alone and
+    /// leaves the retained store as it is: a copy handed from a shared group member whose
+    /// session ended to another member.
+    pub(super) fn plan_single(
+        &self,
+        message: Message,
+        target: RouteTarget,
+    ) -> (RoutePlan, Vec<Change>) {
+        let message = Message {
+            retain: false,
+            ..message
+        };
+        let limit = self.pending_limits.load().limit_for(&message.topic);
+        let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> = SmallVec::new();
+        targets.push(target);
+        let queued_for = self.keep_targets(&mut targets);
+        let changes = if queued_for.is_empty() {
+            Vec::new()
+        } else {
+            vec![Change::Message {
+                message: message.clone(),
+                retained: RetainedChange::Unchanged,
                 queued_for,
             }]
         };
@@ -372,6 +412,7 @@ impl BrokerCore {
                 retain,
                 subscription_id,
                 seq,
+                shared_group,
             } = target;
             let item = QueuedMessage {
                 message: live.clone(),
@@ -380,6 +421,7 @@ impl BrokerCore {
                 subscription_id,
                 seq,
                 paged: false,
+                shared_group,
             };
             // Every QoS to an online session: back-pressure, not loss (see [`super::queue`]).
             // QoS 0 skips the attachment check (a lock per delivery): an offline session does
@@ -407,6 +449,21 @@ impl BrokerCore {
         }
         routed
     }
+}
+
+/// [`copy_for`] through the shared group subscribed as `subscription`: a QoS 1/2 copy is
+/// tagged with it, so it can go to another member if this one's session ends first.
+pub(super) fn shared_copy_for(
+    message: &Message,
+    session: Arc<Session>,
+    options: &SubscriptionOptions,
+    subscription: Arc<str>,
+) -> RouteTarget {
+    let mut target = copy_for(session, message, options);
+    if target.qos != QoS::AtMostOnce {
+        target.shared_group = Some(subscription);
+    }
+    target
 }
 
 /// The copies of `message` for `session`, whose matching subscriptions are `run` (highest

@@ -8,14 +8,19 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
+use crate::broker::message::Message;
 use crate::broker::routing::router::SharedGroup;
 use crate::broker::routing::shared::{self, choose, Candidate, Draw, GroupCursor, SharedStrategy};
+use crate::broker::session::inflight::InflightStage;
 use crate::broker::session::{Session, SessionId, SubscriptionOptions};
+use crate::protocol::QoS;
 
+use super::route::shared_copy_for;
 use super::BrokerCore;
 
 /// One matching group as taken out of the subscription tree (under its read lock).
 pub(super) struct MatchedGroup {
+    subscription: Arc<str>,
     cursor: Arc<GroupCursor>,
     members: SmallVec<[(SessionId, SubscriptionOptions); 4]>,
 }
@@ -23,6 +28,7 @@ pub(super) struct MatchedGroup {
 impl MatchedGroup {
     pub(super) fn of(group: &SharedGroup<SessionId, SubscriptionOptions>) -> Self {
         MatchedGroup {
+            subscription: group.subscription().clone(),
             cursor: group.cursor().clone(),
             members: group.members().map(|(id, o)| (*id, *o)).collect(),
         }
@@ -34,14 +40,14 @@ pub(super) type MatchedGroups = SmallVec<[MatchedGroup; 2]>;
 
 impl BrokerCore {
     /// Choose one member of each group in `groups` and call `deliver` with its session and
-    /// subscription options. The members' sessions are only looked at here, with the tree
+    /// subscription options and the group's subscription (`$share/{group}/{filter}`). The members' sessions are only looked at here, with the tree
     /// unlocked, because a SUBSCRIBE holds its session's lock while it takes the tree's write
     /// lock. `publisher`: the session that published (for `hash-client-id`).
     pub(super) fn choose_shared_members(
         &self,
         publisher: Option<SessionId>,
         groups: MatchedGroups,
-        mut deliver: impl FnMut(Arc<Session>, SubscriptionOptions),
+        mut deliver: impl FnMut(Arc<Session>, SubscriptionOptions, Arc<str>),
     ) {
         let strategy = self.shared_strategy.load();
         let mut publisher_hash = 0;
@@ -54,9 +60,60 @@ impl BrokerCore {
             if let Some((session, options)) =
                 self.choose_member(strategy, &group.cursor, &group.members, publisher_hash)
             {
-                deliver(session, options);
+                deliver(session, options, group.subscription);
             }
         }
+    }
+
+    /// `session` ended (clean disconnect of a session that is not kept, expiry, takeover with
+    /// clean start, admin end): hand each copy it got through a shared group and did not
+    /// finish to another member of that group (MQTT 5 4.8.2): the QoS 1/2 copies still queued,
+    /// and the QoS 1 ones sent but not acknowledged. Not handed over: QoS 2 copies already sent
+    /// (4.8.2-5: they complete on their session or not at all), copies the member refused with a
+    /// PUBACK >= 0x80 (they left the window then: 4.8.2-6), copies paged out to the store (their
+    /// payload is not in memory; they end with the session), and copies whose group has no
+    /// other member left. Call it after the session's subscriptions left the tree, so it is
+    /// not chosen again.
+    pub(super) fn hand_over_shared(&self, session: &Session) {
+        let orphans: Vec<(Arc<str>, Message)> = session.with_state_unchecked(|s| {
+            let in_flight = s
+                .inflight
+                .iter()
+                .filter(|e| e.qos == QoS::AtLeastOnce && e.stage == InflightStage::AwaitingPubAck);
+            let in_flight =
+                in_flight.filter_map(|e| Some((e.shared_group.clone()?, e.message.clone())));
+            let queued = s.pending.iter().filter(|item| !item.paged);
+            let queued =
+                queued.filter_map(|item| Some((item.shared_group.clone()?, item.message.clone())));
+            in_flight.chain(queued).collect()
+        });
+        if orphans.is_empty() {
+            return;
+        }
+        let strategy = self.shared_strategy.load();
+        let mut handed = 0usize;
+        for (subscription, message) in orphans {
+            let group = self
+                .subscriptions
+                .read()
+                .shared_group(&subscription)
+                .map(MatchedGroup::of);
+            let chosen = group
+                .and_then(|group| self.choose_member(strategy, &group.cursor, &group.members, 0));
+            let Some((member, options)) = chosen else {
+                continue;
+            };
+            let target = shared_copy_for(&message, member, &options, subscription);
+            let (plan, changes) = self.plan_single(message, target);
+            self.commit_background(changes);
+            self.complete_route(plan);
+            handed += 1;
+        }
+        tracing::debug!(
+            client_id = %session.client_id(),
+            handed,
+            "session ended: unfinished shared subscription copies handed to other members"
+        );
     }
 
     /// The member of one group (its cursor and members) that receives a message; `None`

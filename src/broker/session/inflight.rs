@@ -38,6 +38,9 @@ pub struct InflightEntry {
     /// QoS 1/2), named in the store ops that acknowledgements cause.
     #[serde(default)]
     pub seq: Option<QueueSeq>,
+    /// The shared subscription it was routed through (see `QueuedMessage::shared_group`).
+    #[serde(skip)]
+    pub shared_group: Option<std::sync::Arc<str>>,
 }
 
 /// What an acknowledgement from the client did.
@@ -97,6 +100,7 @@ impl Inflight {
             subscription_id: item.subscription_id,
             stage,
             seq: item.seq,
+            shared_group: item.shared_group.clone(),
         });
         Some(packet_id)
     }
@@ -182,6 +186,7 @@ mod tests {
             subscription_id: None,
             seq: None,
             paged: false,
+            shared_group: None,
         }
     }
 

@@ -356,6 +356,7 @@ mod tests {
             subscription_id: None,
             seq: None,
             paged: false,
+            shared_group: None,
         }
     }
 

@@ -56,6 +56,12 @@ pub struct QueuedMessage {
     /// under `seq`; it is read back before delivery (see `connection/page_in.rs`).
     #[serde(default)]
     pub paged: bool,
+    /// The shared subscription (`$share/{group}/{filter}`) a QoS 1/2 copy was routed through:
+    /// if this session ends before the copy is acknowledged, it goes to another member of that
+    /// group (MQTT 5 4.8.2). Not kept in the store: after a restart such a copy stays with
+    /// its session.
+    #[serde(skip)]
+    pub shared_group: Option<std::sync::Arc<str>>,
 }
 
 impl QueuedMessage {
@@ -218,6 +224,7 @@ mod tests {
             subscription_id: None,
             seq: None,
             paged: false,
+            shared_group: None,
         }
     }
 

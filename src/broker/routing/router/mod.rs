@@ -58,6 +58,9 @@ impl<K, V> Slot for Subscribers<K, V> {
 /// matching message (MQTT 5.0, 4.8.2).
 pub struct SharedGroup<K, V> {
     name: Box<str>,
+    /// The subscription as subscribed, `$share/{name}/{filter}`: what a copy routed through
+    /// the group is tagged with, to find the group again ([`SubscriptionTree::shared_group`]).
+    subscription: Arc<str>,
     members: SmallMap<K, V>,
     /// Where the group's member choice stands (shared, so a publisher can take it out of the
     /// tree's read lock before it looks at the members' sessions).
@@ -73,6 +76,11 @@ impl<K, V> SharedGroup<K, V> {
     /// Each member's key and subscription options.
     pub fn members(&self) -> impl Iterator<Item = (&K, &V)> {
         self.members.iter()
+    }
+
+    /// `$share/{name}/{filter}`, as subscribed.
+    pub fn subscription(&self) -> &Arc<str> {
+        &self.subscription
     }
 
     /// The group's choice state (see [`crate::broker::routing::shared::choose`]).
@@ -167,6 +175,7 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
                     None => {
                         groups.push(SharedGroup {
                             name: group.into(),
+                            subscription: filter.into(),
                             members: SmallMap::default(),
                             cursor: Arc::default(),
                         });
@@ -277,6 +286,19 @@ impl<K: Hash + Eq + Clone, V> SubscriptionTree<K, V> {
                 shared(group);
             }
         });
+    }
+
+    /// The shared group subscribed as `subscription` (`$share/{name}/{filter}`), if it has
+    /// members.
+    pub fn shared_group(&self, subscription: &str) -> Option<&SharedGroup<K, V>> {
+        let ParsedFilter::Shared { group, filter } = ParsedFilter::parse(subscription) else {
+            return None;
+        };
+        let mut node = &self.root;
+        for level in filter_levels(filter) {
+            node = node.child(level)?;
+        }
+        node.slot.shared.iter().find(|g| &*g.name == group)
     }
 
     /// The direct subscribers matching `topic`, each once, with the options of its overlapping
