@@ -15,6 +15,7 @@ mod limits;
 mod mqtt5_subscriptions;
 mod paging;
 mod restart;
+mod shared_subscriptions;
 mod throughput;
 mod v5_properties;
 mod will_delay;
