@@ -623,3 +623,56 @@ async fn a_qos_2_copy_already_sent_is_not_handed_to_another_member() {
     assert_eq!(b.until_end().await, []);
     broker.shutdown().await;
 }
+
+/// Readers may read `sensors.>` only; devices write it (ActiveMQ's wildcard syntax).
+const SECURITY: &str = r#"
+    <plugins>
+      <simpleAuthenticationPlugin>
+        <users>
+          <authenticationUser username="sensor" password="s3nsor" groups="devices"/>
+          <authenticationUser username="reader" password="r3ad" groups="readers"/>
+        </users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="sensors.>" read="readers" write="devices" admin="devices"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>"#;
+
+#[tokio::test]
+async fn authorization_applies_to_the_filter_inside_the_share() {
+    let broker = TestBroker::from_xml(&activemq_xml(&[], SECURITY)).await;
+    let mut login = connect_v5("reader5", true, None);
+    login.username = Some("reader".into());
+    login.password = Some(Bytes::from_static(b"r3ad"));
+    let (mut v5, _) = RawClient::connect_ok(broker.addr, login).await;
+    let filters = [
+        ("$share/g/sensors/#", QoS::AtLeastOnce),
+        ("$share/g/admin/x", QoS::AtLeastOnce),
+        // The share name does not grant anything either.
+        ("$share/sensors/admin/x", QoS::AtLeastOnce),
+    ];
+    assert_eq!(v5.subscribe(1, &filters).await, [1, 0x87, 0x87]);
+    let mut v3 = Client::login(broker.addr, "reader3", "reader", "r3ad").await;
+    assert_eq!(
+        v3.subscribe("$share/g/sensors/#", rumqttc::QoS::AtLeastOnce)
+            .await,
+        [rumqttc::SubscribeReasonCode::Success(
+            rumqttc::QoS::AtLeastOnce
+        )]
+    );
+    assert_eq!(
+        v3.subscribe("$share/g/admin/x", rumqttc::QoS::AtLeastOnce)
+            .await,
+        [rumqttc::SubscribeReasonCode::Failure]
+    );
+    let mut sensor = Client::login(broker.addr, "sensor", "sensor", "s3nsor").await;
+    for reading in [b"1", b"2"] {
+        sensor
+            .publish("sensors/t", rumqttc::QoS::AtLeastOnce, false, reading)
+            .await;
+    }
+    // One group with two members: one reading each.
+    assert_eq!(&v5.recv_publish().await.payload[..], b"1");
+    assert_eq!(&v3.next_publish().await.payload[..], b"2");
+    broker.shutdown().await;
+}
