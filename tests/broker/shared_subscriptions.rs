@@ -15,6 +15,7 @@ use ferromq::protocol::{
     SubscriptionOptions, Unsubscribe,
 };
 
+use crate::support::live::LiveBroker;
 use crate::support::{activemq_xml, connect_packet, connect_v5, Client, RawClient, TestBroker};
 
 /// The last message of every test, subscribed to directly by every member.
@@ -431,13 +432,7 @@ async fn rumqttc_clients_share_a_subscription() {
 
 /// A broker whose shared subscriptions use `strategy`.
 async fn broker_with_strategy(strategy: &str) -> TestBroker {
-    TestBroker::from_xml(&activemq_xml(
-        &[],
-        &format!(
-            r#"<ferromq:sharedSubscriptions xmlns:ferromq="urn:ferromq" strategy="{strategy}"/>"#
-        ),
-    ))
-    .await
+    TestBroker::from_xml(&xml_with_strategy(strategy)).await
 }
 
 #[tokio::test]
@@ -675,4 +670,40 @@ async fn authorization_applies_to_the_filter_inside_the_share() {
     assert_eq!(&v5.recv_publish().await.payload[..], b"1");
     assert_eq!(&v3.next_publish().await.payload[..], b"2");
     broker.shutdown().await;
+}
+
+/// A memory broker (one connector on port 0) with `strategy`.
+fn xml_with_strategy(strategy: &str) -> String {
+    activemq_xml(
+        &[],
+        &format!(
+            r#"<ferromq:sharedSubscriptions xmlns:ferromq="urn:ferromq" strategy="{strategy}"/>"#
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_reloaded_strategy_applies_to_the_next_messages() {
+    let mut live = LiveBroker::start(&xml_with_strategy("sticky"), true).await;
+    let addr = live.addr("mqtt").await.expect("mqtt listening");
+    let mut a = Member::v5(addr, "a").await;
+    let mut b = Member::v5(addr, "b").await;
+    a.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    b.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+    let mut publisher = publisher(addr).await;
+    publish_then_end(&mut publisher, "s/t", 4).await;
+    let mut counts = [a.until_end().await.len(), b.until_end().await.len()];
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 4], "sticky");
+
+    let stats = live.edit(&xml_with_strategy("round-robin")).await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    publish_then_end(&mut publisher, "s/t", 4).await;
+    let counts = [a.until_end().await.len(), b.until_end().await.len()];
+    assert_eq!(counts, [2, 2], "round robin from the reload on");
+    live.shutdown().await;
 }

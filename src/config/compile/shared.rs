@@ -93,6 +93,30 @@ mod tests {
     }
 
     #[test]
+    fn check_reports_the_strategy_and_a_reload_diff_names_it() {
+        let loaded = load("<ferromq:sharedSubscriptions strategy=\"sticky\"/>");
+        let report = crate::config::report::text(&loaded);
+        assert!(
+            report.contains("shared subscriptions: one member per group, sticky"),
+            "{report}"
+        );
+        let json = crate::config::report::json(&loaded);
+        assert!(json.contains("\"shared_strategy\":\"sticky\""), "{json}");
+        let sticky = valid(loaded);
+        let default = valid(load(""));
+        let diff = crate::config::diff::diff(&default, &sticky);
+        assert_eq!(
+            diff.shared_strategy,
+            Some((SharedStrategy::RoundRobin, SharedStrategy::Sticky))
+        );
+        assert!(diff.has_runtime_changes());
+        assert!(diff
+            .summary()
+            .contains("sharedSubscriptions (strategy round-robin -> sticky)"));
+        assert!(crate::config::diff::diff(&sticky, &sticky).is_empty());
+    }
+
+    #[test]
     fn an_unknown_strategy_is_an_error_naming_the_valid_ones() {
         let loaded = load("<ferromq:sharedSubscriptions strategy=\"fastest\"/>");
         assert!(loaded.diagnostics.has_errors());
