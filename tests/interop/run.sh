@@ -352,6 +352,7 @@ paho_args=(--port "$port" --run-id "$run_id")
 python_suite paho paho_test.py "${paho_args[@]}"
 python_suite paho-will-delay will_delay_test.py --port "$port" --run-id "$run_id"
 python_suite paho-mqtt5 mqtt5_test.py --port "$port" --run-id "$run_id"
+python_suite paho-shared shared_test.py --port "$port" --run-id "$run_id" --broker "$broker"
 
 # Load generator: 10 concurrent publishers -> 1 subscriber at a steady 5000 msg/s, a rate every
 # broker keeps up with, so that this checks QoS 1/2 delivery under concurrency (exact per-message
