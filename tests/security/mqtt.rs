@@ -87,6 +87,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         limits: Default::default(),
         policies: Vec::new(),
         reload: None,
+        shared_strategy: Default::default(),
     }
 }
 

@@ -14,7 +14,6 @@
 //! hold the subscription tree for reading can advance it) and the random draw, which the caller
 //! passes in. The strategy itself is held by [`StrategyCell`], swapped by a reload.
 
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use smallvec::SmallVec;
@@ -84,9 +83,7 @@ pub struct Draw {
 /// Hash of a publisher's client id for [`Draw::publisher_hash`]: fixed seeds, so one client id
 /// maps to one member for as long as the group does not change.
 pub fn publisher_hash(client_id: &str) -> u64 {
-    let mut hasher = ahash::RandomState::with_seeds(0x5eed, 0xfe77, 0x0a11, 0x5a4e).build_hasher();
-    client_id.hash(&mut hasher);
-    hasher.finish()
+    ahash::RandomState::with_seeds(0x5eed, 0xfe77, 0x0a11, 0x5a4e).hash_one(client_id)
 }
 
 /// The index in `candidates` of the member that receives the message, or `None` when no
