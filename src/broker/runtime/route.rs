@@ -414,6 +414,9 @@ impl BrokerCore {
                 seq,
                 shared_group,
             } = target;
+            // A shared group's copy for a member whose session ends before it is queued goes
+            // to another member (see `route_shared.rs`).
+            let group_if_ended = shared_group.clone();
             let item = QueuedMessage {
                 message: live.clone(),
                 qos,
@@ -435,6 +438,9 @@ impl BrokerCore {
             let outcome = session.deliver(item, push_limit, self.page_after(limit));
             self.count_delivery(&session, outcome, push_limit);
             self.dequeue_if_dropped(&session, outcome, seq);
+            if let (DeliverOutcome::DroppedEnded, Some(group)) = (outcome, group_if_ended) {
+                self.hand_over_one(group, live.clone());
+            }
             let queued = matches!(
                 outcome,
                 DeliverOutcome::Queued | DeliverOutcome::QueuedEvictedQos0

@@ -90,30 +90,37 @@ impl BrokerCore {
         if orphans.is_empty() {
             return;
         }
-        let strategy = self.shared_strategy.load();
-        let mut handed = 0usize;
-        for (subscription, message) in orphans {
-            let group = self
-                .subscriptions
-                .read()
-                .shared_group(&subscription)
-                .map(MatchedGroup::of);
-            let chosen = group
-                .and_then(|group| self.choose_member(strategy, &group.cursor, &group.members, 0));
-            let Some((member, options)) = chosen else {
-                continue;
-            };
-            let target = shared_copy_for(&message, member, &options, subscription);
-            let (plan, changes) = self.plan_single(message, target);
-            self.commit_background(changes);
-            self.complete_route(plan);
-            handed += 1;
-        }
+        let handed = orphans
+            .into_iter()
+            .map(|(subscription, message)| self.hand_over_one(subscription, message))
+            .filter(|handed| *handed)
+            .count();
         tracing::debug!(
             client_id = %session.client_id(),
             handed,
             "session ended: unfinished shared subscription copies handed to other members"
         );
+    }
+
+    /// Route `message` (a copy through the shared group subscribed as `subscription`) to a
+    /// member of that group now; false when the group has no member left that can take it.
+    pub(super) fn hand_over_one(&self, subscription: Arc<str>, message: Message) -> bool {
+        let group = self
+            .subscriptions
+            .read()
+            .shared_group(&subscription)
+            .map(MatchedGroup::of);
+        let strategy = self.shared_strategy.load();
+        let Some((member, options)) =
+            group.and_then(|group| self.choose_member(strategy, &group.cursor, &group.members, 0))
+        else {
+            return false;
+        };
+        let target = shared_copy_for(&message, member, &options, subscription);
+        let (plan, changes) = self.plan_single(message, target);
+        self.commit_background(changes);
+        self.complete_route(plan);
+        true
     }
 
     /// The member of one group (its cursor and members) that receives a message; `None`
