@@ -707,3 +707,82 @@ async fn a_reloaded_strategy_applies_to_the_next_messages() {
     assert_eq!(counts, [2, 2], "round robin from the reload on");
     live.shutdown().await;
 }
+
+/// `reader` may read `sensors.>` and `end` when `reader_reads_sensors`; `boss` reads and
+/// writes everything; `extra` users are added as admins.
+fn secured_xml(reader_reads_sensors: bool, extra: &str) -> String {
+    let sensors_readers = if reader_reads_sensors {
+        "admins,readers"
+    } else {
+        "admins"
+    };
+    activemq_xml(
+        &[],
+        &format!(
+            r#"<plugins>
+      <simpleAuthenticationPlugin><users>
+        <authenticationUser username="boss" password="b" groups="admins"/>
+        <authenticationUser username="reader" password="r" groups="readers"/>{extra}
+      </users></simpleAuthenticationPlugin>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
+        <authorizationEntry topic="sensors.>" read="{sensors_readers}" write="admins" admin="admins"/>
+        <authorizationEntry topic="end" read="admins,readers" write="admins" admin="admins"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>"#
+        ),
+    )
+}
+
+/// An MQTT 5 member logged in as `user`.
+async fn member_as(addr: std::net::SocketAddr, id: &str, user: &str, password: &str) -> Member {
+    let mut connect = connect_v5(id, true, None);
+    connect.username = Some(user.into());
+    connect.password = Some(Bytes::copy_from_slice(password.as_bytes()));
+    let (client, _) = RawClient::connect_ok(addr, connect).await;
+    Member { client }
+}
+
+#[tokio::test]
+async fn a_reload_keeps_shared_subscriptions_it_allows_and_removes_those_it_denies() {
+    let mut live = LiveBroker::start(&secured_xml(true, ""), true).await;
+    let addr = live.addr("mqtt").await.expect("mqtt listening");
+    let mut reader = member_as(addr, "reader", "reader", "r").await;
+    let mut boss = member_as(addr, "boss", "boss", "b").await;
+    assert_eq!(
+        reader
+            .join(&[("$share/g/sensors/#", QoS::AtLeastOnce)])
+            .await,
+        [1]
+    );
+    assert_eq!(
+        boss.join(&[("$share/g/sensors/#", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    let mut publisher = Client::login(addr, "pub", "boss", "b").await;
+
+    // A reload that changes the security model but still lets the reader read sensors/#:
+    // its shared subscription stays (judged by the filter inside the share).
+    let user = r#"<authenticationUser username="new" password="n" groups="admins"/>"#;
+    let stats = live.edit(&secured_xml(true, user)).await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    publish_then_end(&mut publisher, "sensors/t", 4).await;
+    assert_eq!(reader.until_end().await.len(), 2, "still in the group");
+    assert_eq!(boss.until_end().await.len(), 2);
+
+    // A reload that denies it: the reader's shared subscription goes.
+    let stats = live.edit(&secured_xml(false, user)).await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (2, 0),
+        "{stats:?}"
+    );
+    publish_then_end(&mut publisher, "sensors/t", 4).await;
+    assert_eq!(reader.until_end().await, [], "denied now");
+    publisher.disconnect().await;
+    live.shutdown().await;
+}
