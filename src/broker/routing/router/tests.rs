@@ -264,6 +264,35 @@ fn shared_subscriptions_are_grouped_under_the_inner_filter() {
 }
 
 #[test]
+fn a_group_is_found_again_by_its_subscription_and_one_walk_sees_both_kinds() {
+    let mut tree = SubscriptionTree::new();
+    tree.insert("$share/g/a/+", 1u32, 1u8);
+    tree.insert("$share/g/a/+", 2, 2);
+    tree.insert("a/+", 3, 0);
+    let group = tree.shared_group("$share/g/a/+").expect("group g on a/+");
+    assert_eq!(group.name(), "g");
+    assert_eq!(&**group.subscription(), "$share/g/a/+");
+    assert_eq!(group.len(), 2);
+    for absent in ["$share/h/a/+", "$share/g/a/b", "a/+", "$share/g"] {
+        assert!(tree.shared_group(absent).is_none(), "{absent}");
+    }
+    let (mut direct, mut groups) = (Vec::new(), Vec::new());
+    tree.for_each_match_and_group(
+        "a/b",
+        |key, value| direct.push((*key, *value)),
+        |group| groups.push(group.subscription().to_string()),
+    );
+    assert_eq!(direct, [(3, 0)]);
+    assert_eq!(groups, ["$share/g/a/+"]);
+    tree.remove("$share/g/a/+", &1);
+    tree.remove("$share/g/a/+", &2);
+    assert!(
+        tree.shared_group("$share/g/a/+").is_none(),
+        "gone with its last member"
+    );
+}
+
+#[test]
 fn malformed_share_prefixes_are_plain_filters() {
     for filter in [
         "$share/g",
