@@ -402,6 +402,7 @@ fn diff_listener(old: &Listener, new: &Listener) -> ListenerChange {
 fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'static str> {
     let ListenerOptions {
         default_keep_alive_ms,
+        max_keep_alive_ms,
         connect_attempt_timeout_ms,
         max_frame_size_bytes,
         maximum_connections,
@@ -421,6 +422,10 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
     check(
         *default_keep_alive_ms != new.default_keep_alive_ms,
         "transport.defaultKeepAlive",
+    );
+    check(
+        *max_keep_alive_ms != new.max_keep_alive_ms,
+        "transport.maxKeepAlive",
     );
     check(
         *connect_attempt_timeout_ms != new.connect_attempt_timeout_ms,

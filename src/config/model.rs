@@ -208,6 +208,10 @@ impl Listener {
 pub struct ListenerOptions {
     /// `transport.defaultKeepAlive` (ms): used when the client sends keep-alive 0. 0 = off.
     pub default_keep_alive_ms: u64,
+    /// `transport.maxKeepAlive` (ms, whole seconds, ferromq's own): the longest keep-alive an
+    /// MQTT 5 client gets; a longer one (or 0) is replaced and announced as Server Keep Alive
+    /// (MQTT 5 3.2.2.3.14). `None`: no cap (0 or absent).
+    pub max_keep_alive_ms: Option<u64>,
     /// `transport.connectAttemptTimeout` (ms): close sockets that send no CONNECT in time.
     /// `None` when <= 0 (off). Default 30000.
     pub connect_attempt_timeout_ms: Option<u64>,
@@ -234,6 +238,7 @@ impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
             default_keep_alive_ms: 0,
+            max_keep_alive_ms: None,
             connect_attempt_timeout_ms: Some(30_000),
             max_frame_size_bytes: 268_435_456,
             maximum_connections: None,
@@ -269,6 +274,20 @@ pub struct Inactivity {
     /// monitor is off).
     #[serde(serialize_with = "millis")]
     pub connect_attempt_timeout: Option<Duration>,
+    /// The longest keep-alive an MQTT 5 client gets, in seconds (`transport.maxKeepAlive`).
+    /// `None`: no cap (absent or 0, or the monitor is off).
+    pub max_keep_alive_secs: Option<u16>,
+}
+
+/// The keep-alive agreed with an MQTT 5 client (MQTT 5 3.1.2.10, 3.2.2.3.14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAliveTerms {
+    /// How long the client may stay silent: the keep-alive in force x 1.5. `None`: never
+    /// timed out.
+    pub silence_limit: Option<Duration>,
+    /// The Server Keep Alive to put in CONNACK: set whenever the keep-alive in force is not
+    /// the one the client asked for (MQTT 5 3.2.2-21/-22).
+    pub server_keep_alive_secs: Option<u16>,
 }
 
 impl Inactivity {
@@ -280,6 +299,51 @@ impl Inactivity {
             monitored,
             default_keep_alive: on(options.default_keep_alive_ms),
             connect_attempt_timeout: options.connect_attempt_timeout_ms.and_then(on),
+            max_keep_alive_secs: options
+                .max_keep_alive_ms
+                .filter(|_| monitored)
+                .map(|ms| u16::try_from(ms / 1000).unwrap_or(u16::MAX))
+                .filter(|secs| *secs > 0),
+        }
+    }
+
+    /// The keep-alive of an MQTT 5 client that sent `client_keep_alive_secs`: its own value,
+    /// unless it is above `transport.maxKeepAlive` (then the cap) or 0 (then
+    /// `transport.defaultKeepAlive` rounded up to whole seconds and capped, else the cap).
+    /// Whenever the result differs from the client's value it is announced as Server Keep
+    /// Alive and enforced like the client's own (x 1.5). With the monitor off nothing is
+    /// enforced or announced.
+    pub fn v5_terms(&self, client_keep_alive_secs: u16) -> KeepAliveTerms {
+        if !self.monitored {
+            return KeepAliveTerms {
+                silence_limit: None,
+                server_keep_alive_secs: None,
+            };
+        }
+        let cap = self.max_keep_alive_secs;
+        let default_secs = self.default_keep_alive.map(|d| {
+            let secs = d.as_millis().div_ceil(1000).max(1);
+            u16::try_from(secs).unwrap_or(u16::MAX)
+        });
+        let applied = match client_keep_alive_secs {
+            0 => match (default_secs, cap) {
+                (Some(default), Some(cap)) => Some(default.min(cap)),
+                (default, cap) => default.or(cap),
+            },
+            secs => Some(cap.map_or(secs, |cap| secs.min(cap))),
+        };
+        let Some(applied) = applied else {
+            return KeepAliveTerms {
+                silence_limit: None,
+                server_keep_alive_secs: None,
+            };
+        };
+        let (num, den) = KEEP_ALIVE_GRACE;
+        KeepAliveTerms {
+            silence_limit: Some(Duration::from_millis(
+                u64::from(applied).saturating_mul(1000 * num) / den,
+            )),
+            server_keep_alive_secs: (applied != client_keep_alive_secs).then_some(applied),
         }
     }
 
@@ -593,6 +657,55 @@ mod tests {
             Inactivity::default().connect_attempt_timeout,
             Some(Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn v5_keep_alive_is_capped_defaulted_and_announced() {
+        let capped = Inactivity::of(&ListenerOptions {
+            max_keep_alive_ms: Some(60_000),
+            ..ListenerOptions::default()
+        });
+        let terms = capped.v5_terms(120);
+        assert_eq!(terms.server_keep_alive_secs, Some(60));
+        assert_eq!(terms.silence_limit, Some(Duration::from_secs(90)));
+        assert_eq!(capped.v5_terms(0).server_keep_alive_secs, Some(60));
+        let own = capped.v5_terms(30);
+        assert_eq!(
+            own.server_keep_alive_secs, None,
+            "within the cap: not announced"
+        );
+        assert_eq!(own.silence_limit, Some(Duration::from_secs(45)));
+
+        let defaulted = Inactivity::of(&ListenerOptions {
+            default_keep_alive_ms: 1500,
+            ..ListenerOptions::default()
+        });
+        let terms = defaulted.v5_terms(0);
+        assert_eq!(
+            terms.server_keep_alive_secs,
+            Some(2),
+            "rounded up to whole seconds"
+        );
+        assert_eq!(terms.silence_limit, Some(Duration::from_secs(3)));
+        assert_eq!(defaulted.v5_terms(7).server_keep_alive_secs, None);
+
+        let both = Inactivity::of(&ListenerOptions {
+            default_keep_alive_ms: 90_000,
+            max_keep_alive_ms: Some(60_000),
+            ..ListenerOptions::default()
+        });
+        assert_eq!(both.v5_terms(0).server_keep_alive_secs, Some(60));
+
+        let plain = Inactivity::default();
+        assert_eq!(plain.v5_terms(0).silence_limit, None);
+        assert_eq!(plain.v5_terms(0).server_keep_alive_secs, None);
+        let off = Inactivity::of(&ListenerOptions {
+            max_keep_alive_ms: Some(60_000),
+            use_inactivity_monitor: false,
+            ..ListenerOptions::default()
+        });
+        assert_eq!(off.v5_terms(120).server_keep_alive_secs, None);
+        assert_eq!(off.v5_terms(120).silence_limit, None);
     }
 
     #[test]

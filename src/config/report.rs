@@ -106,6 +106,10 @@ pub struct ListenerSummary {
     /// Keep-alive applied to clients that send 0 (ms); 0 = none. From the listener's resolved
     /// [`crate::config::Inactivity`], as the broker enforces it.
     pub default_keep_alive_ms: u64,
+    /// `transport.maxKeepAlive` in seconds: the longest keep-alive an MQTT 5 client gets
+    /// (announced as Server Keep Alive). Left out when there is no cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_keep_alive_secs: Option<u16>,
     /// `None`: no timeout (or the inactivity monitor is off). Resolved as above.
     pub connect_attempt_timeout_ms: Option<u64>,
     pub max_frame_size_bytes: u64,
@@ -228,6 +232,7 @@ fn listener(l: &Listener) -> ListenerSummary {
         scheme: l.scheme.to_string(),
         address: format!("{host}:{}", l.port),
         default_keep_alive_ms: l.inactivity.default_keep_alive.map_or(0, millis),
+        max_keep_alive_secs: l.inactivity.max_keep_alive_secs,
         connect_attempt_timeout_ms: l.inactivity.connect_attempt_timeout.map(millis),
         max_frame_size_bytes: o.max_frame_size_bytes,
         maximum_connections: o.maximum_connections,
@@ -384,10 +389,13 @@ fn render_summary(out: &mut String, s: &Summary) {
         let _ = writeln!(out, "    none: no MQTT connector, clients cannot connect");
     }
     for l in &s.listeners {
-        let keep_alive = match l.default_keep_alive_ms {
+        let mut keep_alive = match l.default_keep_alive_ms {
             0 => "none".to_owned(),
             ms => format!("{ms} ms"),
         };
+        if let Some(secs) = l.max_keep_alive_secs {
+            keep_alive.push_str(&format!(", MQTT 5 keep-alive at most {secs} s"));
+        }
         let timeout = l
             .connect_attempt_timeout_ms
             .map_or("off".to_owned(), |ms| format!("{ms} ms"));

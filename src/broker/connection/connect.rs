@@ -7,7 +7,9 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::enhanced_auth;
+use super::outbound_aliases::OutboundAliases;
 use super::read::read_some;
+use super::receive_quota::server_receive_maximum;
 use super::{
     ClientLimits, Conn, ConnectionParams, FlowControl, Identity, Output, PendingAcks,
     PublisherPause, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM,
@@ -18,7 +20,31 @@ use crate::protocol::{
     decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
     ProtocolVersion,
 };
-use crate::security::{AuthFailure, AuthRequest, AuthzCache};
+use crate::security::{Action, AuthFailure, AuthRequest, AuthzCache, Principal};
+
+/// Where a client that asks for Response Information may receive responses: this prefix, its
+/// client id and a `/` (MQTT 5 3.2.2.3.15; the spec leaves the form to the server).
+pub const RESPONSE_TOPIC_PREFIX: &str = "reply/";
+
+/// The Response Information for `client_id`: `reply/{client id}/`, given only when the client
+/// may subscribe to `reply/{client id}/#` under the current authorization policy (it is a
+/// promise the client can use) and the id makes a valid topic level (no `+`, `#` or `/`).
+/// `None`: the property is left out, which the client must accept (3.1.2.11.6).
+fn response_information(
+    core: &BrokerCore,
+    client_id: &str,
+    principal: &Principal,
+) -> Option<String> {
+    if client_id.contains(['+', '#', '/']) || client_id.is_empty() {
+        return None;
+    }
+    let prefix = format!("{RESPONSE_TOPIC_PREFIX}{client_id}/");
+    let filter = format!("{prefix}#");
+    let security = core.current_security();
+    AuthzCache::default()
+        .allowed(&security, principal, Action::Read, &filter)
+        .then_some(prefix)
+}
 
 /// Why a connection ended before it was established.
 #[derive(Debug)]
@@ -76,11 +102,20 @@ fn lifetime_of(connect: &Connect) -> SessionLifetime {
     }
 }
 
+/// What a CONNACK tells one MQTT 5 client beyond what the broker supports.
+struct ConnAckExtras<'a> {
+    /// The id we chose for a client that sent an empty one.
+    assigned_client_id: Option<&'a str>,
+    /// The keep-alive we apply when it is not the client's (3.2.2.3.14).
+    server_keep_alive: Option<u16>,
+    /// The reply prefix for a client that asked for Response Information.
+    response_information: Option<String>,
+}
+
 /// The CONNACK properties telling an MQTT 5 client what this broker supports.
-/// `assigned_client_id`: the id we chose for a client that sent an empty one.
-fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Properties {
+fn connack_properties(core: &BrokerCore, extras: ConnAckExtras<'_>) -> Properties {
     Properties {
-        receive_maximum: Some(u16::try_from(core.inflight_window).unwrap_or(u16::MAX)),
+        receive_maximum: Some(server_receive_maximum(core)),
         // Maximum QoS absent: QoS 2 is supported.
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
@@ -88,8 +123,21 @@ fn connack_properties(core: &BrokerCore, assigned_client_id: Option<&str>) -> Pr
         // `$share/{group}/{filter}` (MQTT 5 4.8.2; see `routing::shared`).
         shared_subscription_available: Some(1),
         topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
-        assigned_client_identifier: assigned_client_id.map(str::to_owned),
+        assigned_client_identifier: extras.assigned_client_id.map(str::to_owned),
+        server_keep_alive: extras.server_keep_alive,
+        response_information: extras.response_information,
         ..Properties::default()
+    }
+}
+
+/// The CONNACK form for a CONNECT whose protocol `name` and `level` are not served: MQTT 5's
+/// (0x84) for a level above 5 under the name "MQTT", a client newer than us (MQTT 5 3.1.2-2);
+/// MQTT 3's (return code 1) for the rest, which 3.1/3.1.1 clients understand (3.1.1 3.1.2-2).
+fn refusal_version(name: &str, level: u8) -> ProtocolVersion {
+    if name == "MQTT" && level > 5 {
+        ProtocolVersion::V5
+    } else {
+        ProtocolVersion::V311
     }
 }
 
@@ -107,9 +155,15 @@ where
     let connect = match connect {
         Ok(c) => c,
         Err(HandshakeEnd::Malformed(e @ DecodeError::UnsupportedProtocolVersion { .. })) => {
+            let version = match &e {
+                DecodeError::UnsupportedProtocolVersion { name, level } => {
+                    refusal_version(name, *level)
+                }
+                _ => ProtocolVersion::V311,
+            };
             return Err(refuse(
                 writer,
-                ProtocolVersion::V311,
+                version,
                 ConnectReason::UnsupportedProtocolVersion,
                 e.to_string(),
             )
@@ -206,12 +260,21 @@ where
         }
     };
 
-    let keep_alive_limit = params
-        .listener
-        .inactivity
-        .silence_limit(connect.keep_alive_secs);
+    let inactivity = &params.listener.inactivity;
+    let (keep_alive_limit, server_keep_alive) = match version {
+        ProtocolVersion::V5 => {
+            let terms = inactivity.v5_terms(connect.keep_alive_secs);
+            (terms.silence_limit, terms.server_keep_alive_secs)
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            (inactivity.silence_limit(connect.keep_alive_secs), None)
+        }
+    };
     let session_present = attached.session_present;
     let client_limits = connect.properties.as_deref();
+    let response_information = client_limits
+        .filter(|p| p.request_response_information == Some(1))
+        .and_then(|_| response_information(core, &client_id, &principal));
     let inflight_window = client_limits
         .and_then(|p| p.receive_maximum)
         .map_or(core.inflight_window, |max| {
@@ -238,6 +301,11 @@ where
             inflight_window,
             max_packet_bytes,
             topic_aliases: Vec::new(),
+            unacked_inbound: 0,
+            problem_info: client_limits.and_then(|p| p.request_problem_information) != Some(0),
+            outbound_aliases: OutboundAliases::new(
+                client_limits.and_then(|p| p.topic_alias_maximum),
+            ),
         },
         output: Output {
             pump_wanted: true,
@@ -254,7 +322,11 @@ where
         properties: (version == ProtocolVersion::V5).then(|| {
             let mut properties = connack_properties(
                 core,
-                assigned_client_id.then_some(&*conn.identity.client_id),
+                ConnAckExtras {
+                    assigned_client_id: assigned_client_id.then_some(&*conn.identity.client_id),
+                    server_keep_alive,
+                    response_information,
+                },
             );
             if let Some(done) = &enhanced {
                 done.add_to_connack(&mut properties);

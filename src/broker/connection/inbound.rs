@@ -13,8 +13,8 @@ use crate::broker::session::inflight::{AckOutcome, Inflight};
 use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
 use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::{
-    Ack, Disconnect, LastWill, Packet, ProtocolVersion, Publish, QoS, ReasonCode, RetainHandling,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Ack, Disconnect, LastWill, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::security::Action;
 
@@ -32,7 +32,7 @@ impl Conn {
         match packet {
             Packet::Publish(p) => self.on_publish(p)?,
             Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id))?,
-            Packet::PubRec(a) => self.on_pubrec(a.packet_id)?,
+            Packet::PubRec(a) => self.on_pubrec(a.packet_id, a.reason)?,
             Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id))?,
             Packet::PubRel(a) => self.on_pubrel(a.packet_id)?,
             Packet::Subscribe(s) => self.on_subscribe(s)?,
@@ -147,7 +147,18 @@ impl Conn {
     /// client waits for it either way). For a kept entry the PUBREL leaves only once the
     /// entry's "released" state is durable: after a crash the restarted broker must re-send the
     /// PUBREL, not the PUBLISH the client may already have completed.
-    fn on_pubrec(&mut self, packet_id: u16) -> Result<(), CloseReason> {
+    ///
+    /// An MQTT 5 PUBREC with a reason code >= 0x80 ends the exchange instead (MQTT 5 4.3.3-4,
+    /// 4.9): no PUBREL, the message is discarded and its in-flight slot freed.
+    fn on_pubrec(&mut self, packet_id: u16, reason: u8) -> Result<(), CloseReason> {
+        if self.version == ProtocolVersion::V5 && reason >= ReasonCode::SubAckFailureV3.code() {
+            tracing::debug!(
+                packet_id,
+                reason,
+                "delivery refused by the client: discarded"
+            );
+            return self.on_delivery_ack(|w| w.on_pubrec_refused(packet_id));
+        }
         let release = Packet::PubRel(Ack::new(packet_id));
         let seq = match self.with_session(|s| s.inflight.on_pubrec(packet_id))? {
             AckOutcome::Accepted { seq } => seq,
@@ -609,13 +620,38 @@ impl Conn {
     }
 }
 
-/// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` (an MQTT 3 encoder leaves
-/// it out).
+/// `ack` (PUBACK or PUBREC) carrying the MQTT 5 reason code `reason` and a Reason String
+/// saying why (an MQTT 3 encoder leaves both out; `Conn::send` drops the string for a client
+/// that set Request Problem Information to 0).
 pub(super) fn with_reason(ack: Packet, reason: ReasonCode) -> Packet {
+    let properties = refusal_text(reason).map(|text| {
+        Box::new(Properties {
+            reason_string: Some(text.to_owned()),
+            ..Properties::default()
+        })
+    });
     let reason = reason.code();
     match ack {
-        Packet::PubAck(a) => Packet::PubAck(Ack { reason, ..a }),
-        Packet::PubRec(a) => Packet::PubRec(Ack { reason, ..a }),
+        Packet::PubAck(a) => Packet::PubAck(Ack {
+            reason,
+            properties,
+            ..a
+        }),
+        Packet::PubRec(a) => Packet::PubRec(Ack {
+            reason,
+            properties,
+            ..a
+        }),
         other => other,
     }
+}
+
+/// The Reason String of a refused publish.
+fn refusal_text(reason: ReasonCode) -> Option<&'static str> {
+    Some(match reason {
+        ReasonCode::NotAuthorized => "not authorized to publish to this topic",
+        ReasonCode::TopicNameInvalid => "publishing to $ topics is not allowed on this connector",
+        ReasonCode::QuotaExceeded => "the broker's memory or store limit is reached",
+        _ => return None,
+    })
 }

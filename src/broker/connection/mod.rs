@@ -20,8 +20,11 @@ mod flow_control;
 mod inbound;
 pub mod keepalive;
 mod outbound;
+mod outbound_aliases;
 mod page_in;
+mod problem_info;
 mod read;
+mod receive_quota;
 #[cfg(test)]
 mod tests;
 
@@ -118,6 +121,9 @@ pub(crate) enum CloseReason {
     AuthenticationFailed(&'static str),
     /// An MQTT 5 PUBLISH used topic alias 0 or one above our Topic Alias Maximum.
     TopicAliasInvalid(u16),
+    /// An MQTT 5 client had more QoS 1/2 PUBLISHes unacknowledged than our Receive Maximum
+    /// (this many).
+    ReceiveMaximumExceeded(u16),
     /// Another connection took the session over (`allowLinkStealing`). The network
     /// connection closes without a DISCONNECT, so the will is due (MQTT 3.1.1 3.1.4-2 with
     /// 3.1.2-8; MQTT 5 3.1.4-3), except for an MQTT 5 will with a Will Delay Interval whose
@@ -148,6 +154,9 @@ impl CloseReason {
             CloseReason::ProtocolViolation(_) => Some(ReasonCode::ProtocolError.code()),
             CloseReason::AuthenticationFailed(_) => Some(ReasonCode::NotAuthorized.code()),
             CloseReason::TopicAliasInvalid(_) => Some(ReasonCode::TopicAliasInvalid.code()),
+            CloseReason::ReceiveMaximumExceeded(_) => {
+                Some(ReasonCode::ReceiveMaximumExceeded.code())
+            }
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
             CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
             CloseReason::Internal(_) => Some(ReasonCode::ImplementationSpecificError.code()),
@@ -164,6 +173,7 @@ impl CloseReason {
             CloseReason::Malformed(_)
                 | CloseReason::ProtocolViolation(_)
                 | CloseReason::TopicAliasInvalid(_)
+                | CloseReason::ReceiveMaximumExceeded(_)
         )
     }
 }
@@ -193,6 +203,10 @@ impl std::fmt::Display for CloseReason {
                     "topic alias {alias} is outside 1..={TOPIC_ALIAS_MAXIMUM}"
                 )
             }
+            CloseReason::ReceiveMaximumExceeded(max) => write!(
+                f,
+                "more than Receive Maximum ({max}) QoS 1/2 publishes unacknowledged"
+            ),
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::NoSpace => f.write_str(
@@ -245,6 +259,15 @@ struct ClientLimits {
     max_packet_bytes: Option<usize>,
     /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
     topic_aliases: Vec<(u16, Arc<str>)>,
+    /// The client's QoS 1/2 PUBLISHes not yet answered with PUBACK, PUBCOMP or a PUBREC
+    /// >= 0x80 (MQTT 5 only; see `receive_quota.rs`).
+    unacked_inbound: u16,
+    /// An MQTT 5 client's Request Problem Information (false when it sent 0): no Reason
+    /// String or User Property on acknowledgements (see `problem_info.rs`).
+    problem_info: bool,
+    /// The aliases we give topics we send (MQTT 5 client with Topic Alias Maximum > 0; see
+    /// `outbound_aliases.rs`).
+    outbound_aliases: outbound_aliases::OutboundAliases,
 }
 
 /// What goes to the socket.
@@ -536,18 +559,25 @@ impl Conn {
                 // While a publish is held (or publishes wait behind one), later publishes wait
                 // in order; every other packet is handled, so the client's acknowledgements of
                 // its own deliveries keep its queue moving (no deadlock on its own messages).
+                // Counted against our Receive Maximum on arrival, deferred or not.
                 Ok(Some(Packet::Publish(publish)))
                     if self.flow.held.is_some() || !self.flow.deferred.is_empty() =>
                 {
+                    self.count_inbound_publish(&publish)?;
                     self.flow.deferred.push(publish);
                 }
-                Ok(Some(packet)) => match self.handle(packet)? {
-                    inbound::Flow::Continue => {}
-                    inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
-                    inbound::Flow::DisconnectWithWill => {
-                        return Err(CloseReason::ClientDisconnectWithWill)
+                Ok(Some(packet)) => {
+                    if let Packet::Publish(publish) = &packet {
+                        self.count_inbound_publish(publish)?;
                     }
-                },
+                    match self.handle(packet)? {
+                        inbound::Flow::Continue => {}
+                        inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
+                        inbound::Flow::DisconnectWithWill => {
+                            return Err(CloseReason::ClientDisconnectWithWill)
+                        }
+                    }
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(CloseReason::Malformed(e)),
             }

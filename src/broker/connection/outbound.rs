@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::outbound_aliases::AliasUse;
+use super::problem_info::strip_problem_information;
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::durability::{Change, Commit};
 use crate::broker::message::Message;
@@ -24,8 +26,16 @@ const PUMP_BATCH: usize = 64;
 const HELD_ENTRIES_MAX: usize = 8;
 
 impl Conn {
-    /// Append `packet` to the output buffer.
-    pub(super) fn send(&mut self, packet: Packet) -> Result<(), CloseReason> {
+    /// Append `packet` to the output buffer. For an MQTT 5 client this is also where an
+    /// acknowledgement returns receive quota (`receive_quota.rs`) and where problem
+    /// information it did not ask for is removed (`problem_info.rs`).
+    pub(super) fn send(&mut self, mut packet: Packet) -> Result<(), CloseReason> {
+        if self.version == ProtocolVersion::V5 {
+            self.release_receive_quota(&packet);
+            if !self.limits.problem_info {
+                strip_problem_information(&mut packet);
+            }
+        }
         encode(&packet, self.version, &mut self.output.out)
             .map_err(|e| CloseReason::Internal(format!("cannot encode {packet:?}: {e}")))
     }
@@ -55,6 +65,7 @@ impl Conn {
                         subscription_id: e.subscription_id,
                         packet_id: Some(e.packet_id),
                         dup: true,
+                        alias: None,
                     };
                     self.send_publish(&e.message, header)?;
                     publishes += 1;
@@ -94,7 +105,8 @@ impl Conn {
                 &mut self.identity.authz,
             );
             let mut head_paged = false;
-            let (batch, pending_len): (Vec<(Option<u16>, QueuedMessage)>, usize) = self
+            let aliases = &mut self.limits.outbound_aliases;
+            let (batch, pending_len): (Vec<(Header, QueuedMessage)>, usize) = self
                 .session
                 .with_state(self.token.generation, |s| {
                     let mut batch = Vec::new();
@@ -116,13 +128,18 @@ impl Conn {
                         };
                         let message = &item.message;
                         let live = !message.is_expired(now);
+                        let alias = aliases.lookup(&message.topic);
                         let fits = max_packet_bytes.is_none_or(|max| {
-                            let properties =
-                                forwarded_properties(message, item.subscription_id, version, now);
-                            let (topic, payload_len) = (&message.topic, message.payload.len());
+                            let (topic, properties) = delivery_topic_and_properties(
+                                message,
+                                item.subscription_id,
+                                alias,
+                                version,
+                                now,
+                            );
                             publish_packet_len(
                                 topic,
-                                payload_len,
+                                message.payload.len(),
                                 item.qos,
                                 properties.as_deref(),
                                 version,
@@ -157,7 +174,10 @@ impl Conn {
                         if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
                             changes.push(Change::sent(&client_id, seq, packet_id));
                         }
-                        batch.push((packet_id, item));
+                        if let Some(alias) = alias {
+                            aliases.record(&item.message.topic, alias);
+                        }
+                        batch.push((Header::of(&item, packet_id, alias), item));
                     }
                     (batch, s.pending.len())
                 })
@@ -199,12 +219,12 @@ impl Conn {
     /// goes straight to the output buffer.
     fn deliver_batch(
         &mut self,
-        batch: Vec<(Option<u16>, QueuedMessage)>,
+        batch: Vec<(Header, QueuedMessage)>,
         changes: Vec<Change>,
     ) -> Result<(), CloseReason> {
-        let gated = batch
-            .iter()
-            .any(|(id, item)| id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some());
+        let gated = batch.iter().any(|(header, item)| {
+            header.packet_id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some()
+        });
         let committed = if gated {
             self.core.durability().commit(changes)
         } else {
@@ -217,8 +237,8 @@ impl Conn {
                     tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");
                 }
                 if self.pending_acks.is_empty() {
-                    for (packet_id, item) in batch {
-                        self.send_publish(&item.message, Header::of(&item, packet_id))?;
+                    for (header, item) in batch {
+                        self.send_publish(&item.message, header)?;
                     }
                     return Ok(());
                 }
@@ -227,13 +247,8 @@ impl Conn {
             Commit::Pending(done) => Some(done),
         };
         let mut held = BytesMut::new();
-        for (packet_id, item) in &batch {
-            encode_delivery(
-                &item.message,
-                Header::of(item, *packet_id),
-                self.version,
-                &mut held,
-            )?;
+        for (header, item) in &batch {
+            encode_delivery(&item.message, *header, self.version, &mut held)?;
         }
         let Some(committed) = committed else {
             self.pending_acks.push(std::future::ready(Ready {
@@ -265,17 +280,20 @@ struct Header {
     subscription_id: Option<NonZeroU32>,
     packet_id: Option<u16>,
     dup: bool,
+    /// The topic alias it uses (see `outbound_aliases.rs`).
+    alias: Option<AliasUse>,
 }
 
 impl Header {
-    /// A first delivery of `item` with `packet_id` (QoS 1/2).
-    fn of(item: &QueuedMessage, packet_id: Option<u16>) -> Header {
+    /// A first delivery of `item` with `packet_id` (QoS 1/2) and `alias`.
+    fn of(item: &QueuedMessage, packet_id: Option<u16>, alias: Option<AliasUse>) -> Header {
         Header {
             qos: item.qos,
             retain: item.retain,
             subscription_id: item.subscription_id,
             packet_id,
             dup: false,
+            alias,
         }
     }
 }
@@ -288,17 +306,21 @@ fn encode_delivery(
     version: ProtocolVersion,
     out: &mut BytesMut,
 ) -> Result<(), CloseReason> {
-    // Properties (and the clock) only for a v5 client getting a v5 message or a subscription
-    // identifier (this runs per delivery).
-    let properties = match (&message.v5, header.subscription_id) {
-        (None, None) => None,
-        _ if version == ProtocolVersion::V5 => {
-            forwarded_properties(message, header.subscription_id, version, Instant::now())
-        }
-        _ => None,
+    // Properties (and the clock) only for a v5 client getting a v5 message, a subscription
+    // identifier or a topic alias (this runs per delivery).
+    let (topic, properties) = match (&message.v5, header.subscription_id, header.alias) {
+        (None, None, None) => (&*message.topic, None),
+        _ if version == ProtocolVersion::V5 => delivery_topic_and_properties(
+            message,
+            header.subscription_id,
+            header.alias,
+            version,
+            Instant::now(),
+        ),
+        _ => (&*message.topic, None),
     };
     encode_publish(
-        &message.topic,
+        topic,
         &message.payload,
         header.qos,
         header.retain,
@@ -309,6 +331,30 @@ fn encode_delivery(
         out,
     )
     .map_err(|e| CloseReason::Internal(format!("cannot encode PUBLISH to {}: {e}", message.topic)))
+}
+
+/// The topic and properties of a PUBLISH of `message` to a `version` client at `now` through
+/// the subscription `subscription_id` that uses `alias`: the alias goes into the properties,
+/// and the topic is empty once the alias is set.
+fn delivery_topic_and_properties(
+    message: &Message,
+    subscription_id: Option<NonZeroU32>,
+    alias: Option<AliasUse>,
+    version: ProtocolVersion,
+    now: Instant,
+) -> (&str, Option<Cow<'_, Properties>>) {
+    let properties = forwarded_properties(message, subscription_id, version, now);
+    let Some(alias) = alias else {
+        return (&message.topic, properties);
+    };
+    let mut properties = properties.map(Cow::into_owned).unwrap_or_default();
+    properties.topic_alias = Some(alias.alias);
+    let topic = if alias.sets_topic {
+        &*message.topic
+    } else {
+        ""
+    };
+    (topic, Some(Cow::Owned(properties)))
 }
 
 /// The PUBLISH properties `message` is delivered with to a `version` client at `now`: the

@@ -145,6 +145,12 @@ impl Inflight {
         }
     }
 
+    /// MQTT 5 PUBREC with a reason code >= 0x80: the client refused the message, the exchange
+    /// is over (no PUBREL follows, MQTT 5 4.3.3-4) and the entry is removed.
+    pub fn on_pubrec_refused(&mut self, packet_id: u16) -> AckOutcome {
+        self.remove_at_stage(packet_id, InflightStage::AwaitingPubRec)
+    }
+
     pub fn on_pubcomp(&mut self, packet_id: u16) -> AckOutcome {
         self.remove_at_stage(packet_id, InflightStage::AwaitingPubComp)
     }
@@ -212,6 +218,25 @@ mod tests {
         assert_eq!(w.on_puback(a), AckOutcome::Accepted { seq: None });
         assert_eq!(w.on_puback(a), AckOutcome::Unknown);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_refusing_pubrec_ends_the_exchange() {
+        let mut w = Inflight::default();
+        let a = w.insert(&msg(QoS::ExactlyOnce)).expect("id");
+        let b = w.insert(&msg(QoS::AtLeastOnce)).expect("id");
+        assert_eq!(w.on_pubrec_refused(b), AckOutcome::Unknown, "a QoS 1 id");
+        assert_eq!(w.on_pubrec_refused(a), AckOutcome::Accepted { seq: None });
+        assert_eq!(w.on_pubrec_refused(a), AckOutcome::Unknown, "already over");
+        assert_eq!(w.on_pubcomp(a), AckOutcome::Unknown);
+        assert_eq!(w.len(), 1);
+        let c = w.insert(&msg(QoS::ExactlyOnce)).expect("id");
+        w.on_pubrec(c);
+        assert_eq!(
+            w.on_pubrec_refused(c),
+            AckOutcome::Unknown,
+            "after a PUBREL the exchange only ends with PUBCOMP"
+        );
     }
 
     #[test]

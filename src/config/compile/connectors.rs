@@ -194,6 +194,7 @@ fn not_served(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Opt {
     DefaultKeepAlive,
+    MaxKeepAlive,
     ConnectAttemptTimeout,
     MaxFrameSize,
     MaximumConnections,
@@ -208,6 +209,8 @@ enum Opt {
 /// The option names ActiveMQ acts on for MQTT connectors, in the form(s) it accepts.
 const ACTED: &[(&str, Opt)] = &[
     ("transport.defaultKeepAlive", Opt::DefaultKeepAlive),
+    // ferromq's own (ActiveMQ never spoke MQTT 5): the Server Keep Alive cap.
+    ("transport.maxKeepAlive", Opt::MaxKeepAlive),
     (
         "transport.connectAttemptTimeout",
         Opt::ConnectAttemptTimeout,
@@ -225,10 +228,14 @@ const ACTED: &[(&str, Opt)] = &[
     ("transport.wantClientAuth", Opt::WantClientAuth),
 ];
 
+/// The largest `transport.maxKeepAlive`: Server Keep Alive is a two-byte number of seconds.
+const MAX_KEEP_ALIVE_LIMIT_MS: i64 = 65_535_000;
+
 /// Forms ActiveMQ silently ignores (the option lands on the wrong object), with the form that
 /// works.
 const MISPLACED: &[(&str, &str)] = &[
     ("defaultKeepAlive", "transport.defaultKeepAlive"),
+    ("maxKeepAlive", "transport.maxKeepAlive"),
     ("connectAttemptTimeout", "transport.connectAttemptTimeout"),
     ("maxFrameSize", "wireFormat.maxFrameSize"),
     ("subscriptionStrategy", "transport.subscriptionStrategy"),
@@ -279,6 +286,18 @@ fn listener_options(
     }
     if let Some(b) = ctx.bool_attr(connector, "allowLinkStealing") {
         options.allow_link_stealing = b;
+    }
+    if options.max_keep_alive_ms.is_some() && !options.use_inactivity_monitor {
+        ctx.push(
+            Diagnostic::warning(
+                span_in_value(
+                    uri_attr,
+                    option_offset(&uri_attr.value, "transport.maxKeepAlive"),
+                ),
+                "transport.maxKeepAlive has no effect with transport.useInactivityMonitor=false",
+            )
+            .with_hint("keep-alive is not enforced on this connector; remove one of the two"),
+        );
     }
     if (options.need_client_auth || options.want_client_auth) && !scheme.is_tls() {
         let key = if options.need_client_auth {
@@ -343,6 +362,26 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
                 ctx,
                 "expected milliseconds (0 or more)",
                 "e.g. transport.defaultKeepAlive=60000 for one minute",
+            ),
+        },
+        Opt::MaxKeepAlive => match number {
+            Ok(0) => o.max_keep_alive_ms = None,
+            Ok(ms) if (1000..=MAX_KEEP_ALIVE_LIMIT_MS).contains(&ms) => {
+                if ms % 1000 != 0 {
+                    ctx.push(
+                        Diagnostic::warning(
+                            span.clone(),
+                            format!("option `{key}={value}` is rounded down to {} s", ms / 1000),
+                        )
+                        .with_hint("Server Keep Alive is a whole number of seconds"),
+                    );
+                }
+                o.max_keep_alive_ms = Some(ms as u64 / 1000 * 1000);
+            }
+            _ => bad(
+                ctx,
+                "expected milliseconds: 0 (no cap) or 1000 to 65535000",
+                "milliseconds, like transport.defaultKeepAlive: 60000 caps MQTT 5 clients at one minute",
             ),
         },
         Opt::ConnectAttemptTimeout => match number {

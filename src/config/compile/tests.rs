@@ -80,13 +80,56 @@ fn minimal_broker_gets_activemq_defaults() {
 }
 
 #[test]
+fn max_keep_alive_is_milliseconds_in_whole_seconds() {
+    let config = valid(load(&connectors(&[
+        "mqtt://0.0.0.0:0?transport.maxKeepAlive=60000",
+    ])));
+    let l = &config.listeners[0];
+    assert_eq!(l.options.max_keep_alive_ms, Some(60_000));
+    assert_eq!(l.inactivity.max_keep_alive_secs, Some(60));
+
+    let rounded = load(&connectors(&[
+        "mqtt://0.0.0.0:0?transport.maxKeepAlive=1500",
+    ]));
+    assert!(has(&rounded.diagnostics, "rounded down to 1 s"));
+    assert_eq!(
+        valid(rounded).listeners[0].inactivity.max_keep_alive_secs,
+        Some(1)
+    );
+
+    let off = valid(load(&connectors(&[
+        "mqtt://0.0.0.0:0?transport.maxKeepAlive=0",
+    ])));
+    assert_eq!(off.listeners[0].inactivity.max_keep_alive_secs, None);
+
+    // Seconds by mistake: 60 ms is refused, not read as a minute.
+    for bad in ["60", "-1", "65535001", "1m"] {
+        let uri = format!("mqtt://0.0.0.0:0?transport.maxKeepAlive={bad}");
+        let loaded = load(&connectors(&[&uri]));
+        assert!(
+            has(&loaded.diagnostics, "expected milliseconds: 0 (no cap)"),
+            "{bad}: {:?}",
+            messages(&loaded.diagnostics)
+        );
+    }
+
+    let unmonitored = load(&connectors(&[
+        "mqtt://0.0.0.0:0?transport.maxKeepAlive=60000&amp;transport.useInactivityMonitor=false",
+    ]));
+    assert!(has(
+        &unmonitored.diagnostics,
+        "transport.maxKeepAlive has no effect"
+    ));
+}
+
+#[test]
 fn every_connector_option_with_its_unit() {
     let uri =
         "mqtt+nio://[::]:0?transport.defaultKeepAlive=60000&amp;transport.connectAttemptTimeout=0\
                &amp;transport.maxFrameSize=1024&amp;maximumConnections=10\
                &amp;transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions\
                &amp;transport.publishDollarTopics=TRUE&amp;transport.useInactivityMonitor=false\
-               &amp;allowLinkStealing=false";
+               &amp;allowLinkStealing=false&amp;transport.maxKeepAlive=120000";
     let inner = format!(
         "<transportConnectors><transportConnector name=\"n\" uri=\"{uri}\" allowLinkStealing=\"true\"/></transportConnectors>"
     );
@@ -100,6 +143,7 @@ fn every_connector_option_with_its_unit() {
         l.options,
         ListenerOptions {
             default_keep_alive_ms: 60_000,
+            max_keep_alive_ms: Some(120_000),
             connect_attempt_timeout_ms: None,
             max_frame_size_bytes: 1024,
             maximum_connections: Some(10),

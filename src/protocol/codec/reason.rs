@@ -23,6 +23,9 @@ pub enum ReasonCode {
     SessionTakenOver,
     TopicNameInvalid,
     TopicAliasInvalid,
+    /// DISCONNECT: the client sent more unacknowledged QoS 1/2 PUBLISHes than our Receive
+    /// Maximum (MQTT 5 3.3.4-8).
+    ReceiveMaximumExceeded,
     QuotaExceeded,
     /// SUBACK: a malformed filter, such as `$share/` without a valid ShareName (4.8.2-1/-2).
     TopicFilterInvalid,
@@ -44,6 +47,7 @@ impl ReasonCode {
             ReasonCode::SessionTakenOver => 0x8E,
             ReasonCode::TopicFilterInvalid => 0x8F,
             ReasonCode::TopicNameInvalid => 0x90,
+            ReasonCode::ReceiveMaximumExceeded => 0x93,
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
         }
