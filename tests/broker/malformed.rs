@@ -140,9 +140,10 @@ async fn mqtt5_is_served_and_unknown_levels_get_connack_1() {
         Packet::ConnAck(a) => assert_eq!(a.reason, ConnectReason::Success, "{a:?}"),
         other => panic!("expected CONNACK, got {other:?}"),
     }
-    // Unknown level 9.
+    // Level 3 under the name MQTT (3.1 is `MQIsdp`): refused in MQTT 3 form. Levels above 5
+    // get the MQTT 5 form (`mqtt5_protocol::newer_protocol_levels_get_connack_0x84_in_v5_form`).
     let mut v9 = RawClient::tcp(broker.addr).await;
-    v9.send_raw(&[0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 9, 2, 0, 0, 0, 0])
+    v9.send_raw(&[0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 3, 2, 0, 0, 0, 0])
         .await;
     match v9.recv().await {
         Packet::ConnAck(a) => assert_eq!(a.reason, ConnectReason::UnsupportedProtocolVersion),
