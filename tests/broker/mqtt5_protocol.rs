@@ -500,13 +500,16 @@ fn login(id: &str, user: &str, properties: Properties) -> Connect {
 #[tokio::test]
 async fn request_problem_information_0_removes_reason_strings() {
     let broker = TestBroker::from_xml(&activemq_xml(&[], SECURITY)).await;
-    for (id, asked, reason_string) in [
-        ("default", None, true),
-        ("asked", Some(1), true),
-        ("quiet", Some(0), false),
+    for (id, asked, maximum_packet_size, reason_string) in [
+        ("default", None, None, true),
+        ("asked", Some(1), None, true),
+        ("quiet", Some(0), None, false),
+        // Asked, but the string would not fit the client's Maximum Packet Size (3.1.2-24).
+        ("small", Some(1), Some(16), false),
     ] {
         let properties = Properties {
             request_problem_information: asked,
+            maximum_packet_size,
             ..Properties::default()
         };
         let (mut client, _) =

@@ -29,14 +29,31 @@ impl Conn {
     /// Append `packet` to the output buffer. For an MQTT 5 client this is also where an
     /// acknowledgement returns receive quota (`receive_quota.rs`) and where problem
     /// information it did not ask for is removed (`problem_info.rs`).
+    ///
+    /// Problem information also goes when it would make the packet larger than the client's
+    /// Maximum Packet Size (MQTT 5 3.1.2-24; e.g. 3.4.2.2.2 for PUBACK's Reason String).
     pub(super) fn send(&mut self, mut packet: Packet) -> Result<(), CloseReason> {
+        let start = self.output.out.len();
         if self.version == ProtocolVersion::V5 {
             self.release_receive_quota(&packet);
             if !self.limits.problem_info {
                 strip_problem_information(&mut packet);
             }
         }
-        encode(&packet, self.version, &mut self.output.out)
+        self.encode_packet(&packet)?;
+        let too_large = self
+            .limits
+            .max_packet_bytes
+            .is_some_and(|max| self.output.out.len() - start > max);
+        if too_large && strip_problem_information(&mut packet) {
+            self.output.out.truncate(start);
+            self.encode_packet(&packet)?;
+        }
+        Ok(())
+    }
+
+    fn encode_packet(&mut self, packet: &Packet) -> Result<(), CloseReason> {
+        encode(packet, self.version, &mut self.output.out)
             .map_err(|e| CloseReason::Internal(format!("cannot encode {packet:?}: {e}")))
     }
 

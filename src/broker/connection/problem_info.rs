@@ -2,12 +2,14 @@
 //! String and no User Property on any packet but PUBLISH, CONNACK and DISCONNECT
 //! (3.1.2-28/-29). The broker adds Reason Strings to refusing PUBACK/PUBREC packets
 //! (`inbound::with_reason`); this is the one place that removes them again, on the way to the
-//! socket, so no sender has to remember the rule.
+//! socket, so no sender has to remember the rule. The same removal keeps a packet within the
+//! client's Maximum Packet Size (`Conn::send`).
 
 use crate::protocol::{Packet, Properties};
 
-/// Remove the problem information of `packet` where 3.1.2-29 forbids it.
-pub(super) fn strip_problem_information(packet: &mut Packet) {
+/// Remove the problem information of `packet` where 3.1.2-29 forbids it; `true` when there
+/// was some to remove.
+pub(super) fn strip_problem_information(packet: &mut Packet) -> bool {
     let properties = match packet {
         Packet::PubAck(a) | Packet::PubRec(a) | Packet::PubRel(a) | Packet::PubComp(a) => {
             &mut a.properties
@@ -17,16 +19,18 @@ pub(super) fn strip_problem_information(packet: &mut Packet) {
         Packet::Auth(a) => &mut a.properties,
         // PUBLISH, CONNACK and DISCONNECT may carry it (3.1.2-29); nothing else has
         // properties.
-        _ => return,
+        _ => return false,
     };
-    let emptied = properties.as_deref_mut().is_some_and(|p| {
-        p.reason_string = None;
-        p.user_properties.clear();
-        *p == Properties::default()
-    });
-    if emptied {
+    let Some(p) = properties.as_deref_mut() else {
+        return false;
+    };
+    let had_some = p.reason_string.is_some() || !p.user_properties.is_empty();
+    p.reason_string = None;
+    p.user_properties.clear();
+    if *p == Properties::default() {
         *properties = None;
     }
+    had_some
 }
 
 #[cfg(test)]
@@ -45,7 +49,8 @@ mod tests {
                 ..Properties::default()
             })),
         });
-        strip_problem_information(&mut puback);
+        assert!(strip_problem_information(&mut puback));
+        assert!(!strip_problem_information(&mut puback), "nothing left");
         assert_eq!(
             puback,
             Packet::PubAck(Ack {
@@ -62,7 +67,7 @@ mod tests {
             })),
         });
         let mut kept = disconnect.clone();
-        strip_problem_information(&mut kept);
+        assert!(!strip_problem_information(&mut kept));
         assert_eq!(kept, disconnect);
     }
 }
