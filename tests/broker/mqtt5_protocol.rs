@@ -100,6 +100,57 @@ async fn a_refusing_pubrec_ends_the_delivery_frees_the_slot_and_discards_the_mes
     broker.shutdown().await;
 }
 
+/// A resumed session's unfinished deliveries are re-sent within the client's new Receive
+/// Maximum, even when it is lower than when they were sent (3.3.4-9): the rest follow one per
+/// ended exchange, then new messages.
+#[tokio::test]
+async fn resent_deliveries_respect_a_lowered_receive_maximum() {
+    let broker = TestBroker::default().await;
+    let window = |receive_maximum| Properties {
+        receive_maximum: Some(receive_maximum),
+        session_expiry_interval: Some(600),
+        ..Properties::default()
+    };
+    let (mut sub, _) = v5_client(&broker, "lowering", window(3)).await;
+    sub.subscribe(1, &[("rs", QoS::AtLeastOnce)]).await;
+    let (mut publisher, _) = v5_client(&broker, "pub", Properties::default()).await;
+    for id in 1..=4u16 {
+        publisher
+            .send(publish_packet(
+                "rs",
+                &[id as u8],
+                QoS::AtLeastOnce,
+                Some(id),
+                false,
+            ))
+            .await;
+        assert_eq!(publisher.recv().await, Packet::PubAck(ack(id)));
+    }
+    for _ in 0..3 {
+        sub.recv_publish().await; // not acknowledged
+    }
+    drop(sub);
+
+    let mut resume = connect_with("lowering", window(1));
+    resume.clean_start = false;
+    let (mut sub, connack) = RawClient::connect_ok(broker.addr, resume).await;
+    assert!(connack.session_present);
+    let mut payloads = Vec::new();
+    for _ in 0..4 {
+        let p = sub.recv_publish().await;
+        assert!(
+            sub.recv_within(QUIET).await.is_none(),
+            "a second message while one is unacknowledged"
+        );
+        payloads.push((p.payload[0], p.dup));
+        sub.send(Packet::PubAck(ack(p.packet_id.expect("QoS 1 id"))))
+            .await;
+    }
+    // Three re-sent (DUP), then the fourth, sent for the first time.
+    assert_eq!(payloads, [(1, true), (2, true), (3, true), (4, false)]);
+    broker.shutdown().await;
+}
+
 // --- Flow control: our Receive Maximum ------------------------------------------------------
 
 #[tokio::test]

@@ -306,6 +306,7 @@ where
             outbound_aliases: OutboundAliases::new(
                 client_limits.and_then(|p| p.topic_alias_maximum),
             ),
+            resend_held: None,
         },
         output: Output {
             pump_wanted: true,

@@ -135,6 +135,7 @@ impl Conn {
                     let removed = Change::removed(self.session.client_id(), seq);
                     self.core.commit_background(vec![removed]);
                 }
+                self.resend_next_held()?;
             }
             AckOutcome::Unknown => {
                 tracing::debug!("acknowledgement for an unknown packet id ignored")

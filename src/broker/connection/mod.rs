@@ -31,6 +31,7 @@ mod tests;
 pub(crate) use durable_acks::{PendingAcks, Ready};
 pub use flow_control::MQTT5_QUOTA_WAIT;
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -268,6 +269,10 @@ struct ClientLimits {
     /// The aliases we give topics we send (MQTT 5 client with Topic Alias Maximum > 0; see
     /// `outbound_aliases.rs`).
     outbound_aliases: outbound_aliases::OutboundAliases,
+    /// Packet ids of a resumed session's unfinished exchanges not re-sent yet, because the
+    /// window was full (see `Conn::resend_inflight`). Boxed and rare: one pointer when idle.
+    #[allow(clippy::box_collection)]
+    resend_held: Option<Box<VecDeque<u16>>>,
 }
 
 /// What goes to the socket.

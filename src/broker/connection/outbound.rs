@@ -2,6 +2,7 @@
 //! queue through the in-flight window, and retransmission on session resume.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use super::problem_info::strip_problem_information;
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
 use crate::broker::durability::{Change, Commit};
 use crate::broker::message::Message;
-use crate::broker::session::inflight::InflightStage;
+use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
@@ -66,31 +67,68 @@ impl Conn {
 
     /// After CONNACK: re-send every unfinished outbound exchange of a resumed session, in the
     /// original order and with the original packet ids: PUBLISH with DUP=1, or PUBREL for
-    /// exchanges the client already PUBREC'd (MQTT 3.1.1 4.4).
+    /// exchanges the client already PUBREC'd (MQTT 3.1.1 4.4). At most the connection's window
+    /// of them go now: an MQTT 5 client may have lowered its Receive Maximum since (3.3.4-9);
+    /// the rest follow one per ended exchange ([`Self::resend_next_held`]).
     pub(super) fn resend_inflight(&mut self) -> Result<(), CloseReason> {
         let entries = self.with_session(|s| s.inflight.iter().cloned().collect::<Vec<_>>())?;
-        let mut publishes = 0;
-        for e in entries {
-            match e.stage {
-                InflightStage::AwaitingPubComp => {
-                    self.send(Packet::PubRel(Ack::new(e.packet_id)))?;
-                }
-                InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec => {
-                    let header = Header {
-                        qos: e.qos,
-                        retain: e.retain,
-                        subscription_id: e.subscription_id,
-                        packet_id: Some(e.packet_id),
-                        dup: true,
-                        alias: None,
-                    };
-                    self.send_publish(&e.message, header)?;
-                    publishes += 1;
-                }
+        let window = self.limits.inflight_window;
+        let mut held = VecDeque::new();
+        for (n, entry) in entries.iter().enumerate() {
+            if n < window {
+                self.resend_entry(entry)?;
+            } else {
+                held.push_back(entry.packet_id);
             }
         }
-        self.core.counters.add_messages_out(publishes);
+        if !held.is_empty() {
+            self.limits.resend_held = Some(Box::new(held));
+        }
         Ok(())
+    }
+
+    /// An exchange ended: re-send the next one held back by [`Self::resend_inflight`], if any
+    /// (skipping those that ended meanwhile).
+    pub(super) fn resend_next_held(&mut self) -> Result<(), CloseReason> {
+        while let Some(held) = self.limits.resend_held.as_mut() {
+            let next = held.pop_front();
+            if held.is_empty() {
+                self.limits.resend_held = None;
+            }
+            let Some(packet_id) = next else {
+                break;
+            };
+            let entry = self.with_session(|s| {
+                s.inflight
+                    .iter()
+                    .find(|e| e.packet_id == packet_id)
+                    .cloned()
+            })?;
+            if let Some(entry) = entry {
+                return self.resend_entry(&entry);
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-send one unfinished exchange (see [`Self::resend_inflight`]).
+    fn resend_entry(&mut self, e: &InflightEntry) -> Result<(), CloseReason> {
+        match e.stage {
+            InflightStage::AwaitingPubComp => self.send(Packet::PubRel(Ack::new(e.packet_id))),
+            InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec => {
+                let header = Header {
+                    qos: e.qos,
+                    retain: e.retain,
+                    subscription_id: e.subscription_id,
+                    packet_id: Some(e.packet_id),
+                    dup: true,
+                    alias: None,
+                };
+                self.send_publish(&e.message, header)?;
+                self.core.counters.add_messages_out(1);
+                Ok(())
+            }
+        }
     }
 
     /// Move deliveries from the session queue into the output buffer: QoS 0 always, QoS 1/2
