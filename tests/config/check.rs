@@ -235,6 +235,36 @@ fn check_summary_shows_the_resolved_keep_alive_rules() {
     assert_eq!(listeners[1]["inactivity_monitor"], false);
 }
 
+/// `transport.maxKeepAlive`, ferromq's cap on an MQTT 5 client's keep-alive, is shown by
+/// `check` in both forms, and left out where there is no cap.
+#[test]
+fn check_summary_shows_the_mqtt5_keep_alive_cap() {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors>
+          <transportConnector name="capped" uri="mqtt://127.0.0.1:0?transport.maxKeepAlive=60000"/>
+          <transportConnector name="plain" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+      </broker></beans>"#;
+    let loaded = ferromq::config::load_str(xml, Path::new("."), &options());
+    let text = report::text(&loaded);
+    assert!(
+        text.contains(
+            "capped: mqtt://127.0.0.1:0 (default keep-alive none, MQTT 5 keep-alive at most 60 s,"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("MQTT 5 keep-alive at most").count(),
+        1,
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report::json(&loaded)).expect("json");
+    let listeners = &json["summary"]["listeners"];
+    assert_eq!(listeners[0]["max_keep_alive_secs"], 60);
+    assert!(listeners[1].get("max_keep_alive_secs").is_none());
+}
+
 #[test]
 fn send_fail_if_no_space_is_read_and_reported_in_milliseconds() {
     let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
