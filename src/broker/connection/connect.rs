@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::connect_v5::{refusal_version, response_information};
 use super::enhanced_auth;
 use super::outbound_aliases::OutboundAliases;
 use super::read::read_some;
@@ -20,31 +21,7 @@ use crate::protocol::{
     decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
     ProtocolVersion,
 };
-use crate::security::{Action, AuthFailure, AuthRequest, AuthzCache, Principal};
-
-/// Where a client that asks for Response Information may receive responses: this prefix, its
-/// client id and a `/` (MQTT 5 3.2.2.3.15; the spec leaves the form to the server).
-pub const RESPONSE_TOPIC_PREFIX: &str = "reply/";
-
-/// The Response Information for `client_id`: `reply/{client id}/`, given only when the client
-/// may subscribe to `reply/{client id}/#` under the current authorization policy (it is a
-/// promise the client can use) and the id makes a valid topic level (no `+`, `#` or `/`).
-/// `None`: the property is left out, which the client must accept (3.1.2.11.6).
-fn response_information(
-    core: &BrokerCore,
-    client_id: &str,
-    principal: &Principal,
-) -> Option<String> {
-    if client_id.contains(['+', '#', '/']) || client_id.is_empty() {
-        return None;
-    }
-    let prefix = format!("{RESPONSE_TOPIC_PREFIX}{client_id}/");
-    let filter = format!("{prefix}#");
-    let security = core.current_security();
-    AuthzCache::default()
-        .allowed(&security, principal, Action::Read, &filter)
-        .then_some(prefix)
-}
+use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 
 /// Why a connection ended before it was established.
 #[derive(Debug)]
@@ -127,17 +104,6 @@ fn connack_properties(core: &BrokerCore, extras: ConnAckExtras<'_>) -> Propertie
         server_keep_alive: extras.server_keep_alive,
         response_information: extras.response_information,
         ..Properties::default()
-    }
-}
-
-/// The CONNACK form for a CONNECT whose protocol `name` and `level` are not served: MQTT 5's
-/// (0x84) for a level above 5 under the name "MQTT", a client newer than us (MQTT 5 3.1.2-2);
-/// MQTT 3's (return code 1) for the rest, which 3.1/3.1.1 clients understand (3.1.1 3.1.2-2).
-fn refusal_version(name: &str, level: u8) -> ProtocolVersion {
-    if name == "MQTT" && level > 5 {
-        ProtocolVersion::V5
-    } else {
-        ProtocolVersion::V311
     }
 }
 

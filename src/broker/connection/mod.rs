@@ -14,6 +14,7 @@
 //! offline, or [`crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
 
 mod connect;
+mod connect_v5;
 mod durable_acks;
 mod enhanced_auth;
 mod flow_control;
