@@ -252,12 +252,12 @@ async fn publishes_held_by_flow_control_count_until_answered() {
            </systemUsage></systemUsage>"#,
     ))
     .await;
-    // An offline persistent subscriber keeps what is published: memory fills up.
+    // A persistent subscriber that acknowledges nothing keeps what is published, online or
+    // offline: memory fills up.
     let (mut holder, _) =
         RawClient::connect(broker.addr, connect_v5("holder", true, Some(600))).await;
     holder.subscribe(1, &[("held", QoS::AtLeastOnce)]).await;
     drop(holder);
-    tokio::time::sleep(Duration::from_millis(100)).await;
 
     let (mut publisher, _) = v5_client(&broker, "pub", Properties::default()).await;
     let payload = vec![b'x'; 400];
