@@ -247,12 +247,15 @@ async fn a_delayed_will_of_a_client_connected_at_a_crash_waits_its_delay_after_t
     subscribe(&mut watcher, "wd/#", QoS::AtLeastOnce).await;
     drop(watcher);
     let _x = client_with_will_at(addr, 3).await;
-    // Session records are written in the background; a PUBACKed QoS 1 publish submitted after
-    // them is durable only once they are (the store applies batches in order).
+    // Session records are written in the background; a PUBACKed QoS 1 publish that changes the
+    // store, submitted after them, is durable only once they are (the store applies batches in
+    // order). Retained, so that it has something to keep (a publish nobody receives has not).
     let mut sync = Wire::connect(addr, "sync", true).await;
-    sync.send(&numbered_publish("sync/t", 1, 1))
-        .await
-        .expect("PUBLISH");
+    let mut fence = numbered_publish("sync/t", 1, 1);
+    if let Packet::Publish(p) = &mut fence {
+        p.retain = true;
+    }
+    sync.send(&fence).await.expect("PUBLISH");
     assert!(matches!(sync.recv(STEP).await, Ok(Some(Packet::PubAck(_)))));
     broker.kill().expect("SIGKILL");
     broker.wait().expect("reaped");
