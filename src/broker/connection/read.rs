@@ -8,6 +8,7 @@
 
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -32,8 +33,12 @@ pub(super) async fn read_some<R: AsyncRead + Unpin>(
             }
             return tokio_util::io::poll_read_buf(Pin::new(&mut *reader), cx, buf);
         }
-        let mut scratch = [0u8; READ_CHUNK_BYTES];
-        let mut landed = ReadBuf::new(&mut scratch);
+        // Uninitialized: zeroing 8 KiB on every poll (also the ones that find nothing) cost
+        // about an eighth of the broker's instructions per message in a QoS 1 pairs run.
+        // Plain TCP reads into it as it is; a reader that needs initialized memory (TLS)
+        // initializes what it uses itself.
+        let mut scratch = [MaybeUninit::<u8>::uninit(); READ_CHUNK_BYTES];
+        let mut landed = ReadBuf::uninit(&mut scratch);
         match Pin::new(&mut *reader).poll_read(cx, &mut landed) {
             Poll::Ready(Ok(())) => {
                 let bytes = landed.filled();
