@@ -292,3 +292,44 @@ async fn client_with_will_at(addr: std::net::SocketAddr, delay_secs: u32) -> Raw
     connect.will = Some(delayed_will(delay_secs));
     RawClient::connect_ok(addr, connect).await.0
 }
+
+/// A delayed will routed to a shared group that its own (now offline) session is a member of:
+/// choosing the group's member looks at every member's session, the will's own included,
+/// while the will is being published. The will reaches the online member and the broker keeps
+/// serving (it once waited forever on the will's session lock). Real binary, so that a hang is
+/// a failed connect rather than a stuck test runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_to_a_shared_group_of_its_own_session_is_published_and_the_broker_serves_on()
+{
+    use crate::support::wire::{spawn_broker, write_crash_config, Wire};
+    use crate::support::{free_port, ChildGuard};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let _broker = ChildGuard(spawn_broker(&write_crash_config(dir.path(), port, 1000)));
+    drop(Wire::connect(addr, "ready", true).await); // waits for the broker to listen
+    let share = "$share/g/wd/#";
+    let (mut member, _) = RawClient::connect_ok(addr, connect_v5("member", true, Some(600))).await;
+    member.subscribe(1, &[(share, QoS::AtLeastOnce)]).await;
+    let mut x = client_with_will_at(addr, 1).await;
+    x.subscribe(1, &[(share, QoS::AtLeastOnce)]).await;
+    drop(x);
+
+    let will = tokio::time::timeout(Duration::from_secs(5), member.recv_publish())
+        .await
+        .expect("the will reaches the online member within its delay and a margin");
+    assert_eq!(
+        (&*will.topic, &will.payload[..]),
+        (WILL_TOPIC, &b"gone"[..])
+    );
+    let still_serving = tokio::time::timeout(
+        Duration::from_secs(3),
+        RawClient::connect(addr, connect_v5("later", true, None)),
+    )
+    .await;
+    assert!(
+        still_serving.is_ok(),
+        "the broker accepts connections after the will"
+    );
+}

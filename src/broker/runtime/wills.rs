@@ -105,13 +105,31 @@ impl BrokerCore {
     /// it from the session's kept record in the same commit as its queue entries (published at
     /// most once, even across a crash). Nothing when the will is gone (resumed, or already
     /// published).
+    ///
+    /// The route is planned without the session's lock: routing takes the locks of the
+    /// sessions it reaches (a shared group's member is checked for being online), and the
+    /// will's own session may be one of them. The lock is taken again only to check that the
+    /// same will is still pending, take it and commit.
     fn publish_pending_will(&self, session: &Session, publisher: &WillPublisher) {
+        let pending = session.with_state_unchecked(|s| {
+            s.kept_will
+                .as_ref()
+                .filter(|w| w.deadline_ms.is_some())
+                .cloned()
+        });
+        let Some(will) = pending else {
+            return;
+        };
+        let planned = self.plan_will(will.clone(), publisher, session.client_id());
         let plan = session.with_state_ended(|s, ended| {
-            let will = s.kept_will.take_if(|w| w.deadline_ms.is_some())?;
+            // Resumed, or published by another path, while the route was planned.
+            if s.kept_will.as_ref() != Some(&will) {
+                return None;
+            }
+            s.kept_will = None;
             // An ended session's record is being deleted: do not write it back.
             let forget = (!ended).then(|| Change::SessionSaved(SessionData::of(s)));
-            let plan = self.plan_will(will, publisher, &s.client_id);
-            let (plan, mut changes) = match plan {
+            let (plan, mut changes) = match planned {
                 Some((plan, changes)) => (Some(plan), changes),
                 None => (None, Vec::new()),
             };
