@@ -6,6 +6,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use super::connack_limits::{
+    announced_maximum_packet_size, fit_connack, granted_session_expiry,
+};
 use super::connect_v5::{refusal_version, response_information};
 use super::enhanced_auth;
 use super::outbound_aliases::OutboundAliases;
@@ -39,6 +42,9 @@ pub(super) enum HandshakeEnd {
     Shutdown,
     /// The session was attached and the connection already closed (and logged) normally.
     ClosedAfterAttach,
+    /// Even the smallest CONNACK is larger than the client's Maximum Packet Size: closed
+    /// without CONNACK (MQTT 5 3.1.2-24; no DISCONNECT may precede CONNACK, 3.14.0-1).
+    ConnAckTooLarge { size: usize, max: usize },
 }
 
 impl HandshakeEnd {
@@ -62,6 +68,10 @@ impl HandshakeEnd {
             HandshakeEnd::Io(e) => tracing::debug!("socket error before CONNECT: {e}"),
             HandshakeEnd::Shutdown => tracing::debug!("broker shutting down during CONNECT"),
             HandshakeEnd::ClosedAfterAttach => {}
+            HandshakeEnd::ConnAckTooLarge { size, max } => tracing::info!(
+                "closing without CONNACK: its {size} bytes exceed the client's \
+                 Maximum Packet Size of {max}"
+            ),
         }
     }
 }
@@ -87,6 +97,10 @@ struct ConnAckExtras<'a> {
     server_keep_alive: Option<u16>,
     /// The reply prefix for a client that asked for Response Information.
     response_information: Option<String>,
+    /// The Session Expiry Interval we apply when it is not the client's (3.2.2.3.2).
+    session_expiry_interval: Option<u32>,
+    /// The largest packet this listener accepts (3.2.2.3.6).
+    maximum_packet_size: Option<u32>,
 }
 
 /// The CONNACK properties telling an MQTT 5 client what this broker supports.
@@ -103,6 +117,8 @@ fn connack_properties(core: &BrokerCore, extras: ConnAckExtras<'_>) -> Propertie
         assigned_client_identifier: extras.assigned_client_id.map(str::to_owned),
         server_keep_alive: extras.server_keep_alive,
         response_information: extras.response_information,
+        session_expiry_interval: extras.session_expiry_interval,
+        maximum_packet_size: extras.maximum_packet_size,
         ..Properties::default()
     }
 }
@@ -206,6 +222,54 @@ where
         }
     };
 
+    let inactivity = &params.listener.inactivity;
+    let (keep_alive_limit, server_keep_alive) = match version {
+        ProtocolVersion::V5 => {
+            let terms = inactivity.v5_terms(connect.keep_alive_secs);
+            (terms.silence_limit, terms.server_keep_alive_secs)
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+            (inactivity.silence_limit(connect.keep_alive_secs), None)
+        }
+    };
+    let client_limits = connect.properties.as_deref();
+    let response_information = client_limits
+        .filter(|p| p.request_response_information == Some(1))
+        .and_then(|_| response_information(core, &client_id, &principal));
+    let max_packet_bytes = client_limits
+        .and_then(|p| p.maximum_packet_size)
+        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
+    // Built before the session is attached: a CONNACK the client cannot receive ends the
+    // connection with the session untouched.
+    let connack_properties = match version {
+        ProtocolVersion::V5 => {
+            let mut properties = connack_properties(
+                core,
+                ConnAckExtras {
+                    assigned_client_id: assigned_client_id.then_some(&*client_id),
+                    server_keep_alive,
+                    response_information,
+                    session_expiry_interval: granted_session_expiry(
+                        client_limits.and_then(|p| p.session_expiry_interval),
+                        core.session_expiry_cap,
+                    ),
+                    maximum_packet_size: announced_maximum_packet_size(
+                        params.listener.max_frame_size_bytes(),
+                    ),
+                },
+            );
+            if let Some(done) = &enhanced {
+                done.add_to_connack(&mut properties);
+            }
+            if let Err(size) = fit_connack(&mut properties, max_packet_bytes) {
+                let max = max_packet_bytes.unwrap_or(usize::MAX);
+                return Err(HandshakeEnd::ConnAckTooLarge { size, max });
+            }
+            Some(Box::new(properties))
+        }
+        ProtocolVersion::V31 | ProtocolVersion::V311 => None,
+    };
+
     let attached = match core.attach(
         &client_id,
         connect.clean_start,
@@ -226,29 +290,12 @@ where
         }
     };
 
-    let inactivity = &params.listener.inactivity;
-    let (keep_alive_limit, server_keep_alive) = match version {
-        ProtocolVersion::V5 => {
-            let terms = inactivity.v5_terms(connect.keep_alive_secs);
-            (terms.silence_limit, terms.server_keep_alive_secs)
-        }
-        ProtocolVersion::V31 | ProtocolVersion::V311 => {
-            (inactivity.silence_limit(connect.keep_alive_secs), None)
-        }
-    };
-    let session_present = attached.session_present;
-    let client_limits = connect.properties.as_deref();
-    let response_information = client_limits
-        .filter(|p| p.request_response_information == Some(1))
-        .and_then(|_| response_information(core, &client_id, &principal));
     let inflight_window = client_limits
         .and_then(|p| p.receive_maximum)
         .map_or(core.inflight_window, |max| {
             core.inflight_window.min(usize::from(max).max(1))
         });
-    let max_packet_bytes = client_limits
-        .and_then(|p| p.maximum_packet_size)
-        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
+    let session_present = attached.session_present;
     let mut conn = Conn {
         core: core.clone(),
         listener: params.listener.clone(),
@@ -286,20 +333,7 @@ where
     let connack = Packet::ConnAck(ConnAck {
         session_present: session_present && version != ProtocolVersion::V31,
         reason: ConnectReason::Success,
-        properties: (version == ProtocolVersion::V5).then(|| {
-            let mut properties = connack_properties(
-                core,
-                ConnAckExtras {
-                    assigned_client_id: assigned_client_id.then_some(&*conn.identity.client_id),
-                    server_keep_alive,
-                    response_information,
-                },
-            );
-            if let Some(done) = &enhanced {
-                done.add_to_connack(&mut properties);
-            }
-            Box::new(properties)
-        }),
+        properties: connack_properties,
     });
     conn.identity.enhanced_auth = enhanced.map(enhanced_auth::Authenticated::into_state);
     let established = match conn.send(connack) {

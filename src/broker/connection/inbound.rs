@@ -128,6 +128,20 @@ impl Conn {
         &mut self,
         f: impl FnOnce(&mut Inflight) -> AckOutcome,
     ) -> Result<(), CloseReason> {
+        if self.end_delivery(f)? {
+            self.resend_next_held()?;
+        } else {
+            tracing::debug!("acknowledgement for an unknown packet id ignored")
+        }
+        Ok(())
+    }
+
+    /// End one outbound exchange as an acknowledgement does: `f` removes its in-flight entry,
+    /// then its kept entry goes and the window has room. `false`: no such exchange.
+    pub(super) fn end_delivery(
+        &mut self,
+        f: impl FnOnce(&mut Inflight) -> AckOutcome,
+    ) -> Result<bool, CloseReason> {
         match self.with_session(|s| f(&mut s.inflight))? {
             AckOutcome::Accepted { seq } => {
                 self.output.pump_wanted = true;
@@ -135,13 +149,10 @@ impl Conn {
                     let removed = Change::removed(self.session.client_id(), seq);
                     self.core.commit_background(vec![removed]);
                 }
-                self.resend_next_held()?;
+                Ok(true)
             }
-            AckOutcome::Unknown => {
-                tracing::debug!("acknowledgement for an unknown packet id ignored")
-            }
+            AckOutcome::Unknown => Ok(false),
         }
-        Ok(())
     }
 
     /// PUBREC of one of our QoS 2 deliveries: answered with PUBREL, also for an unknown id (the

@@ -13,6 +13,7 @@
 //! (the publisher's) task: it stops reading until those queues drain, the subscriber goes
 //! offline, or [`crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS`] passes. It still writes meanwhile.
 
+mod connack_limits;
 mod connect;
 mod connect_v5;
 mod durable_acks;

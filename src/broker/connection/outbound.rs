@@ -74,9 +74,10 @@ impl Conn {
         let entries = self.with_session(|s| s.inflight.iter().cloned().collect::<Vec<_>>())?;
         let window = self.limits.inflight_window;
         let mut held = VecDeque::new();
-        for (n, entry) in entries.iter().enumerate() {
-            if n < window {
-                self.resend_entry(entry)?;
+        let mut resent = 0;
+        for entry in &entries {
+            if resent < window {
+                resent += usize::from(self.resend_entry(entry)?);
             } else {
                 held.push_back(entry.packet_id);
             }
@@ -105,16 +106,42 @@ impl Conn {
                     .cloned()
             })?;
             if let Some(entry) = entry {
-                return self.resend_entry(&entry);
+                if self.resend_entry(&entry)? {
+                    return Ok(());
+                }
             }
         }
         Ok(())
     }
 
-    /// Re-send one unfinished exchange (see [`Self::resend_inflight`]).
-    fn resend_entry(&mut self, e: &InflightEntry) -> Result<(), CloseReason> {
+    /// Re-send one unfinished exchange (see [`Self::resend_inflight`]). `Ok(false)`: it was
+    /// not sent but ended, a PUBLISH larger than the client's Maximum Packet Size on this
+    /// connection (it may have lowered it since): discarded as if sent and acknowledged
+    /// (MQTT 5 3.1.2-25), counted in `dropped_packet_too_large`.
+    fn resend_entry(&mut self, e: &InflightEntry) -> Result<bool, CloseReason> {
         match e.stage {
-            InflightStage::AwaitingPubComp => self.send(Packet::PubRel(Ack::new(e.packet_id))),
+            InflightStage::AwaitingPubComp => {
+                self.send(Packet::PubRel(Ack::new(e.packet_id)))?;
+                Ok(true)
+            }
+            InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec
+                if !self.resend_fits(e) =>
+            {
+                let (packet_id, stage) = (e.packet_id, e.stage);
+                let ended = self.end_delivery(|w| match stage {
+                    InflightStage::AwaitingPubAck => w.on_puback(packet_id),
+                    _ => w.on_pubrec_refused(packet_id),
+                })?;
+                if ended {
+                    self.core.counters.dropped_packet_too_large();
+                    tracing::debug!(
+                        packet_id,
+                        "in-flight message larger than the client's Maximum Packet Size: \
+                         discarded instead of re-sent"
+                    );
+                }
+                Ok(false)
+            }
             InflightStage::AwaitingPubAck | InflightStage::AwaitingPubRec => {
                 let header = Header {
                     qos: e.qos,
@@ -126,9 +153,26 @@ impl Conn {
                 };
                 self.send_publish(&e.message, header)?;
                 self.core.counters.add_messages_out(1);
-                Ok(())
+                Ok(true)
             }
         }
+    }
+
+    /// Whether the re-sent PUBLISH of `e` fits the client's Maximum Packet Size.
+    fn resend_fits(&self, e: &InflightEntry) -> bool {
+        let Some(max) = self.limits.max_packet_bytes else {
+            return true;
+        };
+        let version = self.version;
+        let (topic, properties) =
+            delivery_topic_and_properties(&e.message, e.subscription_id, None, version, Instant::now());
+        publish_packet_len(
+            topic,
+            e.message.payload.len(),
+            e.qos,
+            properties.as_deref(),
+            version,
+        ) <= max
     }
 
     /// Move deliveries from the session queue into the output buffer: QoS 0 always, QoS 1/2

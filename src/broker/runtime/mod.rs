@@ -56,6 +56,9 @@ pub struct BrokerCore {
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
     /// QoS 1/2 messages in flight per client.
     pub inflight_window: usize,
+    /// `offlineDurableSubscriberTimeout`: no offline session outlives it, whatever Session
+    /// Expiry Interval its client asked for (read at startup only, like the sweeper's).
+    pub session_expiry_cap: Option<std::time::Duration>,
     /// How a shared subscription group picks its member (swapped by a reload).
     pub shared_strategy: StrategyCell,
     /// `sendFailIfNoSpace[AfterTimeout]`: how long a publisher stopped by a full memory or
@@ -112,6 +115,8 @@ impl BrokerCore {
                 &config.policies,
             )),
             inflight_window: DEFAULT_INFLIGHT_WINDOW,
+            session_expiry_cap: crate::broker::session::expiry::AbandonedSessionTimeout::of(config)
+                .map(|a| a.timeout),
             shared_strategy: StrategyCell::new(config.shared_strategy),
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             pages_bodies: durability.keeps_bodies(),
