@@ -15,6 +15,7 @@ mod malformed;
 mod mqtt5;
 mod mqtt5_acks;
 mod mqtt5_disconnect;
+mod mqtt5_limits;
 mod mqtt5_protocol;
 mod mqtt5_publish;
 mod mqtt5_subscriptions;

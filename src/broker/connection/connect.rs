@@ -6,9 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::connack_limits::{
-    announced_maximum_packet_size, fit_connack, granted_session_expiry,
-};
+use super::connack_limits::{announced_maximum_packet_size, fit_connack, granted_session_expiry};
 use super::connect_v5::{refusal_version, response_information};
 use super::enhanced_auth;
 use super::outbound_aliases::OutboundAliases;
@@ -44,7 +42,10 @@ pub(super) enum HandshakeEnd {
     ClosedAfterAttach,
     /// Even the smallest CONNACK is larger than the client's Maximum Packet Size: closed
     /// without CONNACK (MQTT 5 3.1.2-24; no DISCONNECT may precede CONNACK, 3.14.0-1).
-    ConnAckTooLarge { size: usize, max: usize },
+    ConnAckTooLarge {
+        size: usize,
+        max: usize,
+    },
 }
 
 impl HandshakeEnd {

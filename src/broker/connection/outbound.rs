@@ -164,8 +164,13 @@ impl Conn {
             return true;
         };
         let version = self.version;
-        let (topic, properties) =
-            delivery_topic_and_properties(&e.message, e.subscription_id, None, version, Instant::now());
+        let (topic, properties) = delivery_topic_and_properties(
+            &e.message,
+            e.subscription_id,
+            None,
+            version,
+            Instant::now(),
+        );
         publish_packet_len(
             topic,
             e.message.payload.len(),
