@@ -316,7 +316,10 @@ where
             max_packet_bytes,
             topic_aliases: Vec::new(),
             unacked_inbound: 0,
-            problem_info: client_limits.and_then(|p| p.request_problem_information) != Some(0),
+            // Only on an explicit request: a client that leaves the property out may expect
+            // the 2-4 byte acknowledgements of most brokers (Eclipse Paho's test client
+            // rejects anything longer), and a Reason String is optional (3.4.2.2.2).
+            problem_info: client_limits.and_then(|p| p.request_problem_information) == Some(1),
             outbound_aliases: OutboundAliases::new(
                 client_limits.and_then(|p| p.topic_alias_maximum),
             ),

@@ -68,6 +68,8 @@ const PENDING_ACKS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 pub const TOPIC_ALIAS_MAXIMUM: u16 = 16;
 /// How long closing may spend flushing output and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// At most this much is read and discarded after a DISCONNECT for the client's fault.
+const LINGER_MAX_BYTES: usize = 256 * 1024;
 
 /// The connector a connection arrived on: its configuration (read through `Deref`: `name`,
 /// `scheme`, `options`, `inactivity`) and its live TLS material.
@@ -369,7 +371,9 @@ where
         &params.shutdown,
     )
     .await;
-    Box::pin(conn.close(reason, &mut writer)).await;
+    if Box::pin(conn.close(reason, &mut writer)).await {
+        Box::pin(linger(&mut reader)).await;
+    }
 }
 
 /// Close the socket, bounded by [`CLOSE_GRACE`].
@@ -713,8 +717,9 @@ impl Conn {
     }
 
     /// End the connection: flush what is pending (bounded), publish the will when `reason`
-    /// calls for it, release the session, close the socket.
-    async fn close<W: AsyncWrite + Unpin>(mut self, reason: CloseReason, writer: &mut W) {
+    /// calls for it, release the session, close the socket. `true` when the caller should
+    /// [`linger`] on the read side (a DISCONNECT for the client's fault was sent).
+    async fn close<W: AsyncWrite + Unpin>(mut self, reason: CloseReason, writer: &mut W) -> bool {
         if reason.is_protocol_error() {
             self.core.counters.protocol_errors();
             tracing::info!("closing: {reason}");
@@ -778,5 +783,28 @@ impl Conn {
         if socket_usable {
             let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
         }
+        // A client told of its own fault may still be writing (acks of what it read before the
+        // DISCONNECT): closing over unread bytes would reset the connection, and a reset makes
+        // the client's kernel drop the DISCONNECT it has not read yet.
+        socket_usable
+            && disconnect_code.is_some()
+            && !matches!(reason, CloseReason::TakenOver | CloseReason::ServerShutdown)
     }
+}
+
+/// Read and discard what the peer still sends after the broker's DISCONNECT (its write side
+/// already shut down), until the peer closes, for at most [`CLOSE_GRACE`] and
+/// [`LINGER_MAX_BYTES`]: a lingering close, so that the DISCONNECT reaches the client.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        let mut sink = [0u8; 1024];
+        let mut discarded = 0;
+        while discarded < LINGER_MAX_BYTES {
+            match tokio::io::AsyncReadExt::read(reader, &mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    })
+    .await;
 }

@@ -1,7 +1,9 @@
 //! Request Problem Information (MQTT 5 3.1.2.11.7): a client that sets it to 0 gets no Reason
 //! String and no User Property on any packet but PUBLISH, CONNACK and DISCONNECT
 //! (3.1.2-28/-29). The broker adds Reason Strings to refusing PUBACK/PUBREC packets
-//! (`inbound::with_reason`); this is the one place that removes them again, on the way to the
+//! (`inbound::with_reason`), kept only for a client that set Request Problem Information to 1
+//! explicitly (clients that leave it out may not parse acknowledgements with properties);
+//! this is the one place that removes them again, on the way to the
 //! socket, so no sender has to remember the rule. The same removal keeps a packet within the
 //! client's Maximum Packet Size (`Conn::send`).
 
