@@ -262,12 +262,12 @@ mod tests {
         assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[b, c]), 3);
         assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[b, c]), 2);
         let cursor = GroupCursor::default();
-        let a_offline = Candidate {
-            online: false,
-            ..a
-        };
+        let a_offline = Candidate { online: false, ..a };
         assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, c]), 1);
-        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a_offline, b, c]), 2);
+        assert_eq!(
+            pick(SharedStrategy::RoundRobin, &cursor, &[a_offline, b, c]),
+            2
+        );
         // The last one in turn leaves: the turn wraps to the first.
         assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, c]), 3);
         assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b]), 1);
@@ -286,10 +286,22 @@ mod tests {
             for _ in 0..before {
                 assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[a, b, c]), 1);
             }
-            assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[b, c]), 2, "{before}");
-            assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[b, c]), 2, "{before}");
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[b, c]),
+                2,
+                "{before}"
+            );
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[b, c]),
+                2,
+                "{before}"
+            );
             assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[c]), 3, "{before}");
-            assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[a, c]), 3, "{before}");
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[a, c]),
+                3,
+                "{before}"
+            );
         }
     }
 
@@ -314,7 +326,10 @@ mod tests {
         });
         for id in 1..=4 {
             let count = picked.iter().filter(|&&p| p == id).count();
-            assert_eq!(count, 1000, "member {id}: every member gets exactly its share");
+            assert_eq!(
+                count, 1000,
+                "member {id}: every member gets exactly its share"
+            );
         }
     }
 
