@@ -337,7 +337,9 @@ async fn dispatch(
 }
 
 /// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully; a second
-/// SIGTERM or Ctrl-C while draining returns [`Stopped::Forced`] at once (the caller exits).
+/// SIGTERM or Ctrl-C while draining returns [`Stopped::Forced`] at once (the caller exits), or
+/// ends the process itself with 128 + the signal's number, from a thread of its own, when that
+/// comes first or the runtime is stuck ([`crate::control::forced_exit`]).
 /// `<broker start="false">` builds the graph (validating security) and returns at once.
 /// Hot reload as [`run_until_signal_with_reload`] without `--watch`, reloading with the default
 /// [`LoadOptions`].
@@ -361,6 +363,8 @@ pub async fn run_until_signal_with_reload(
     }
     let mut handle = start(config.clone()).await?;
     handle.own_stop_signals()?;
+    // Not through the control task: it runs on this runtime, which may be what is stuck.
+    crate::control::forced_exit::exit_at_second_stop_signal()?;
     for (name, addr) in handle.listener_addrs() {
         tracing::info!(listener = %name, %addr, "listening");
     }

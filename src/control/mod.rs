@@ -7,9 +7,12 @@
 //! - The broker consumes the events (`crate::broker`): `Shutdown` drains and stops (a second
 //!   one while draining exits at once), `Reload` goes to the [`crate::reload::Reloader`],
 //!   `TlsRenewed` re-reads the TLS material of the connectors in place.
+//! - [`forced_exit`] ends the process at a second SIGINT/SIGTERM from a thread and runtime of
+//!   its own, so that works even when the broker's runtime is stuck (`ferromq run`).
 //! - [`Lifecycle`] publishes the [`Phase`] on a `tokio::sync::watch` channel, so callers and
 //!   tests can wait for `Running`, the end of a reload or `Stopped` instead of sleeping.
 
+pub mod forced_exit;
 pub mod signal;
 pub mod watcher;
 

@@ -452,6 +452,50 @@ async fn the_sticky_strategy_keeps_one_member_and_hash_keeps_one_per_publisher()
     }
 }
 
+fn in_order(got: &[Got]) -> Vec<String> {
+    got.iter()
+        .map(|g| String::from_utf8_lossy(&g.payload).into_owned())
+        .collect()
+}
+
+/// Members a, b, c (sessions created in that order); a has the turn (round robin: it got the
+/// first message; sticky: it got them all) and leaves: the next message goes to b, the next
+/// member in turn, not c (the turn was a position that shifted when a left).
+#[tokio::test]
+async fn when_the_current_member_leaves_the_next_member_in_turn_gets_the_next_message() {
+    let cases: [(&str, usize, &[&str], &[&str]); 2] = [
+        ("round-robin", 1, &["0", "2"], &["1"]),
+        ("sticky", 3, &["0", "1", "2"], &[]),
+    ];
+    for (strategy, before, to_b, to_c) in cases {
+        let broker = broker_with_strategy(strategy).await;
+        let mut a = Member::v5(broker.addr, "a").await;
+        let mut b = Member::v5(broker.addr, "b").await;
+        let mut c = Member::v5(broker.addr, "c").await;
+        for member in [&mut a, &mut b, &mut c] {
+            member.join(&[("$share/g/s/t", QoS::AtLeastOnce)]).await;
+        }
+        let mut publisher = publisher(broker.addr).await;
+        publish_then_end(&mut publisher, "s/t", before).await;
+        assert_eq!(
+            payloads(&a.until_end().await),
+            numbers(before),
+            "{strategy}"
+        );
+        assert_eq!(b.until_end().await, [], "{strategy}");
+        assert_eq!(c.until_end().await, [], "{strategy}");
+        a.leave().await;
+        publish_then_end(&mut publisher, "s/t", 3).await;
+        assert_eq!(
+            in_order(&b.until_end().await),
+            to_b,
+            "{strategy}: b is next"
+        );
+        assert_eq!(in_order(&c.until_end().await), to_c, "{strategy}");
+        broker.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn the_random_strategy_sends_each_message_to_one_member() {
     let broker = broker_with_strategy("random").await;

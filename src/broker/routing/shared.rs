@@ -14,7 +14,7 @@
 //! hold the subscription tree for reading can advance it) and the random draw, which the caller
 //! passes in. The strategy itself is held by [`StrategyCell`], swapped by a reload.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use smallvec::SmallVec;
 
@@ -51,11 +51,16 @@ impl StrategyCell {
     }
 }
 
-/// What one group remembers between messages: the next turn (round robin) and the member it
-/// sticks to (sticky). Lives with the group in the subscription tree.
+/// What one group remembers between messages: whose turn was last (round robin, and sticky
+/// when it picks a new member) and the member it sticks to (sticky). Lives with the group in
+/// the subscription tree.
+///
+/// The turn is remembered as a member, not as a position: when members leave or go offline
+/// the positions shift, and a position would skip the member after the one that left.
 #[derive(Debug, Default)]
 pub struct GroupCursor {
-    next: AtomicUsize,
+    /// The id + 1 of the member the last turn went to; 0: no turn yet.
+    last: AtomicU64,
     /// The sticky member's id + 1; 0: none yet.
     sticky: AtomicU64,
 }
@@ -108,7 +113,7 @@ pub fn choose(
     }
     eligible.sort_unstable_by_key(|&i| candidates[i].id);
     let n = eligible.len();
-    let turn = |cursor: &GroupCursor| eligible[cursor.next.fetch_add(1, Ordering::Relaxed) % n];
+    let turn = |cursor: &GroupCursor| take_turn(cursor, candidates, &eligible);
     let pick = match strategy {
         SharedStrategy::RoundRobin => turn(cursor),
         SharedStrategy::Random => eligible[(draw.random % n as u64) as usize],
@@ -132,6 +137,28 @@ pub fn choose(
         }
     };
     Some(pick)
+}
+
+/// The next turn among `eligible` (indexes into `candidates`, in ascending id order, not
+/// empty): the first member whose id is above the last turn's, or, past the end, the first
+/// one. A compare-and-swap makes publishers that choose at the same time take distinct turns.
+fn take_turn(cursor: &GroupCursor, candidates: &[Candidate], eligible: &[usize]) -> usize {
+    let mut last = cursor.last.load(Ordering::Relaxed);
+    loop {
+        let pick = eligible
+            .iter()
+            .copied()
+            .find(|&i| candidates[i].id.wrapping_add(1) > last)
+            .unwrap_or(eligible[0]);
+        let mark = candidates[pick].id.wrapping_add(1);
+        match cursor
+            .last
+            .compare_exchange_weak(last, mark, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return pick,
+            Err(now) => last = now,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +244,93 @@ mod tests {
             choose(SharedStrategy::Sticky, &cursor, &members, Draw::default()),
             next
         );
+    }
+
+    /// The id `choose` picks for one message.
+    fn pick(strategy: SharedStrategy, cursor: &GroupCursor, members: &[Candidate]) -> u64 {
+        let index = choose(strategy, cursor, members, Draw::default()).expect("a member");
+        members[index].id
+    }
+
+    #[test]
+    fn round_robin_goes_on_with_the_next_member_when_the_current_one_leaves() {
+        let cursor = GroupCursor::default();
+        let (a, b, c) = (online(1), online(2), online(3));
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, c]), 1);
+        // a leaves (out of the group) or goes offline (still in it): b's turn either way.
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[b, c]), 2);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[b, c]), 3);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[b, c]), 2);
+        let cursor = GroupCursor::default();
+        let a_offline = Candidate { online: false, ..a };
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, c]), 1);
+        assert_eq!(
+            pick(SharedStrategy::RoundRobin, &cursor, &[a_offline, b, c]),
+            2
+        );
+        // The last one in turn leaves: the turn wraps to the first.
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, c]), 3);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b]), 1);
+        // A member that joins after the last turn's gets its turn in order.
+        let d = online(4);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, d]), 2);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, d]), 4);
+        assert_eq!(pick(SharedStrategy::RoundRobin, &cursor, &[a, b, d]), 1);
+    }
+
+    #[test]
+    fn sticky_moves_to_the_next_member_in_turn_however_many_messages_it_had() {
+        for before in 1..6 {
+            let cursor = GroupCursor::default();
+            let (a, b, c) = (online(1), online(2), online(3));
+            for _ in 0..before {
+                assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[a, b, c]), 1);
+            }
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[b, c]),
+                2,
+                "{before}"
+            );
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[b, c]),
+                2,
+                "{before}"
+            );
+            assert_eq!(pick(SharedStrategy::Sticky, &cursor, &[c]), 3, "{before}");
+            assert_eq!(
+                pick(SharedStrategy::Sticky, &cursor, &[a, c]),
+                3,
+                "{before}"
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_turns_go_to_distinct_members() {
+        let cursor = GroupCursor::default();
+        let members: Vec<Candidate> = (1..=4).map(online).collect();
+        let picked: Vec<u64> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..1000)
+                            .map(|_| pick(SharedStrategy::RoundRobin, &cursor, &members))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().expect("no panic"))
+                .collect()
+        });
+        for id in 1..=4 {
+            let count = picked.iter().filter(|&&p| p == id).count();
+            assert_eq!(
+                count, 1000,
+                "member {id}: every member gets exactly its share"
+            );
+        }
     }
 
     #[test]
