@@ -303,24 +303,7 @@ impl BrokerCore {
             (true, true) => RetainedChange::Clear,
             (true, false) => RetainedChange::Set,
         };
-        let queued_for = self.keep_targets(&mut targets);
-        let changes = if retained == RetainedChange::Unchanged && queued_for.is_empty() {
-            Vec::new()
-        } else {
-            vec![Change::Message {
-                message: message.clone(),
-                retained,
-                queued_for,
-            }]
-        };
-        (
-            RoutePlan {
-                message,
-                targets,
-                limit,
-            },
-            changes,
-        )
+        self.finish_plan(message, targets, limit, retained)
     }
 
     /// A plan that delivers `message` (live: RETAIN already cleared) to `target` alone and
@@ -338,13 +321,26 @@ impl BrokerCore {
         let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> = SmallVec::new();
         targets.push(target);
+        self.finish_plan(message, targets, limit, RetainedChange::Unchanged)
+    }
+
+    /// The plan of `message` to `targets`, and what must be kept for it: its retained slot
+    /// (`retained`) and a queue entry per copy that must survive a restart; no change when
+    /// there is neither.
+    fn finish_plan(
+        &self,
+        message: Message,
+        mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
+        limit: usize,
+        retained: RetainedChange,
+    ) -> (RoutePlan, Vec<Change>) {
         let queued_for = self.keep_targets(&mut targets);
-        let changes = if queued_for.is_empty() {
+        let changes = if retained == RetainedChange::Unchanged && queued_for.is_empty() {
             Vec::new()
         } else {
             vec![Change::Message {
                 message: message.clone(),
-                retained: RetainedChange::Unchanged,
+                retained,
                 queued_for,
             }]
         };
