@@ -6,8 +6,8 @@
 //! entry's `groupClass`; kind `topic`/`queue`/`temp-topic`/`temp-queue`; action
 //! `read`/`write`/`admin`; one row per pattern of a composite entry). The matcher uses two
 //! functions registered with casbin: `principalIn` (is the row's subject one of the principal's
-//! names, which always include `*`) and `destinationMatch` (ActiveMQ wildcard overlap, see
-//! [`super::destination`]). The effect `some(where (p.eft == allow))` is the union rule: allowed
+//! names, which always include `*`) and `destinationMatch` (is the entry found by ActiveMQ's
+//! destination map lookup of the destination, see [`super::destination`]). The effect `some(where (p.eft == allow))` is the union rule: allowed
 //! when any matching entry grants the action to any of the principal's names; no matching row
 //! means denied. `defaultEntry` becomes rows on `>` for topics and queues (ActiveMQ adds it to the
 //! entries of every destination), `tempDestinationAuthorizationEntry` rows on `>` for temporary
@@ -28,7 +28,7 @@ use casbin::function_map::{dynamic_to_str, OperatorFunction};
 use casbin::rhai::Dynamic;
 use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
 
-use super::destination::{activemq_overlaps, CompiledPattern};
+use super::destination::{activemq_selects, CompiledPattern};
 use super::{Action, Principal};
 use crate::config::{AuthorizationConfig, AuthzEntry, DestinationKind, PrincipalKind};
 
@@ -129,7 +129,7 @@ impl Authorizer {
             .map_err(|e| format!("casbin enforce failed: {e}"))
     }
 
-    /// Every entry whose pattern overlaps `activemq_name`, with the policy subjects granting
+    /// Every entry that ActiveMQ's destination map lookup of `activemq_name` finds, with the policy subjects granting
     /// `action` in it, as stored in casbin.
     pub fn matching_entries(
         &self,
@@ -142,7 +142,7 @@ impl Authorizer {
             let [subject, row_kind, row_action, pattern, index] = row.as_slice() else {
                 continue;
             };
-            if row_kind != kind_name(kind) || !activemq_overlaps(activemq_name, pattern) {
+            if row_kind != kind_name(kind) || !activemq_selects(activemq_name, pattern) {
                 continue;
             }
             let Some(index) = index.parse::<usize>().ok() else {
@@ -183,7 +183,7 @@ pub struct EntryMatch<'a> {
     index: usize,
     pub origin: EntryOrigin,
     pub entry: &'a AuthzEntry,
-    /// The entry's patterns that overlap the destination.
+    /// The entry's patterns that the lookup of the destination finds.
     pub patterns: Vec<String>,
     /// Policy subjects (`*`, `u:name`, `g:name`) granted the action by this entry.
     pub granted_to: Vec<String>,
@@ -298,9 +298,9 @@ fn principal_in(names: Dynamic, subject: Dynamic) -> Dynamic {
     found.into()
 }
 
-/// casbin function: ActiveMQ wildcard overlap of a destination and an entry pattern.
+/// casbin function: is an entry stored under `pattern` found by the lookup of `destination`?
 fn destination_match(destination: Dynamic, pattern: Dynamic) -> Dynamic {
-    activemq_overlaps(&dynamic_to_str(&destination), &dynamic_to_str(&pattern)).into()
+    activemq_selects(&dynamic_to_str(&destination), &dynamic_to_str(&pattern)).into()
 }
 
 /// Drive a future that does not wait on any I/O (casbin's in-memory model and adapter) to

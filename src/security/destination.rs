@@ -5,24 +5,33 @@
 //! (`/`<->`.`, `+`<->`*`, `#`<->`>`), so the mapping is lossless: an MQTT `.` becomes `/` in the
 //! ActiveMQ name and is never a separator there.
 //!
-//! # What "matches" means
+//! # Which entries apply to a destination
 //!
-//! One rule covers concrete names and wildcard filters: an authorization entry pattern applies to
-//! a destination when the two **overlap**, i.e. some concrete name is matched by both. For a
-//! concrete destination this is ordinary wildcard matching. For a wildcard destination (an MQTT
-//! subscription filter) it reproduces what ActiveMQ's `DestinationMap.get` returns for a wildcard
-//! key (`DestinationMapNode.appendMatchingValues` / `appendMatchingWildcards`):
+//! An authorization entry applies to a destination when ActiveMQ's `DestinationMap` lookup of that
+//! destination finds it: `DefaultAuthorizationMap.get` calls `findWildcardMatches(key, false)`,
+//! i.e. `DestinationMapNode.appendMatchingValues(.., deep = false)` from the root of the entry
+//! tree, and the ACLs of every entry found are unioned (plus the `defaultEntry`). [`selects`]
+//! reproduces that walk for one entry pattern (whether an entry is found depends only on its own
+//! pattern, so the lookup decomposes into one test per pattern). For a concrete name it is ordinary
+//! wildcard matching. For a wildcard destination (an MQTT subscription filter, `+`/`#` mapped to
+//! `*`/`>`) the walk, level by level, is:
 //!
-//! - a `*` level in the filter walks into every child of the entry tree (literal or wildcard);
-//! - a `>` level in the filter takes every entry below that point, including the node itself
-//!   (filter `A.>` selects entry `A`, since `A.>` matches `A`);
-//! - a `*` level in an entry matches any one level of the filter, including `*`;
-//! - a `>` level in an entry takes everything at and below its position; at the end of the
-//!   filter, `FOO.BAR` still selects entry `FOO.BAR.>` ("couldMatchAny").
+//! - the entry's `*` child is followed with the rest of the destination, and from there on a `>`
+//!   in the destination takes the node and everything below it (the recursive call is `deep`);
+//! - the entry's `>` child is taken with everything below it;
+//! - a `*` in the destination steps into every child of the entry tree (literal, `*` or `>`);
+//! - any other level, **including `>`**, steps only into the child of exactly that name: at the
+//!   top level a `>` in the destination is a literal path element, not "everything below";
+//! - at the end of the destination the node reached is taken, and its `>` child ("FOO.BAR" finds
+//!   "FOO.BAR.>").
+//!
+//! So with only `a.b` in the map, `a.>`, `>`, `*.>` and even `a.b.>` find nothing while `a.*`
+//! finds `a.b`; with only `*.b`, `a.>` and `*.>` find it (through the `*` child) but `>` does not.
+//! These are the SUBACK codes measured on ActiveMQ 5.17 (issue 15).
 //!
 //! A `>` that is not the last level of a pattern (`A.>.B`, which MQTT filters never produce) is
-//! treated as ActiveMQ's tree treats it: it needs at least one more level and ignores the levels
-//! written after it (`A.>.B` applies to `A.X` and `A.X.Y` but not to `A`).
+//! taken as ActiveMQ's tree takes it: the `>` child with everything below it, so `A.>.B` applies
+//! to `A.X` and `A.X.Y` but not to `A`.
 
 /// One level of a destination name or pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,9 +79,9 @@ impl CompiledPattern {
         CompiledPattern { levels }
     }
 
-    /// Does this pattern overlap the MQTT topic name or filter?
+    /// Is an entry with this pattern found for the MQTT topic name or filter (see [`selects`])?
     pub fn matches_mqtt(&self, mqtt_topic: &str) -> bool {
-        overlaps(
+        selects(
             mqtt_levels(mqtt_topic),
             self.levels.iter().map(OwnedLevel::as_level),
         )
@@ -118,36 +127,67 @@ pub fn mqtt_to_activemq(topic: &str) -> String {
     swap_chars(topic)
 }
 
-/// Do two level sequences overlap (is some concrete name matched by both)? `destination` may be
-/// concrete or a filter; `pattern` is an authorization entry pattern. See the module docs.
-pub fn overlaps<'a, 'b>(
-    mut destination: impl Iterator<Item = Level<'a>>,
-    mut pattern: impl Iterator<Item = Level<'b>>,
+/// Does ActiveMQ's destination map lookup of `destination` (a concrete name or a wildcard
+/// filter) find an entry stored under `pattern`? See the module docs.
+pub fn selects<'a, 'b>(
+    destination: impl Iterator<Item = Level<'a>> + Clone,
+    pattern: impl Iterator<Item = Level<'b>> + Clone,
+) -> bool {
+    append_matching_values(destination, pattern, false)
+}
+
+/// `DestinationMapNode.appendMatchingValues` restricted to the path of one pattern: `destination`
+/// holds the levels not yet looked up, `pattern` the levels below the node reached. Returns whether
+/// the value stored at the end of the pattern is added to the answer.
+fn append_matching_values<'a, 'b>(
+    mut destination: impl Iterator<Item = Level<'a>> + Clone,
+    mut pattern: impl Iterator<Item = Level<'b>> + Clone,
+    deep: bool,
 ) -> bool {
     loop {
-        match (destination.next(), pattern.next()) {
-            (None, None) => return true,
-            // The destination ended: only a final `>` in the pattern still applies.
-            (None, Some(Level::Rest)) => return pattern.next().is_none(),
-            (None, Some(_)) => return false,
-            // The pattern ended: a trailing `>` in the filter also selects this entry.
-            (Some(Level::Rest), None) => return true,
-            (Some(_), None) => return false,
-            (Some(Level::Rest), Some(_)) | (Some(_), Some(Level::Rest)) => return true,
-            (Some(Level::AnyOne), Some(_)) | (Some(_), Some(Level::AnyOne)) => {}
-            (Some(Level::Literal(d)), Some(Level::Literal(p))) => {
-                if d != p {
-                    return false;
+        let Some(level) = destination.next() else {
+            // The node reached, and its `>` child.
+            return match pattern.next() {
+                None => true,
+                Some(Level::Rest) => pattern.next().is_none(),
+                Some(_) => false,
+            };
+        };
+        if deep && level == Level::Rest {
+            // The node's values and all its descendants'.
+            return true;
+        }
+        // The node has no child on the pattern's path: nothing more is found.
+        let Some(child) = pattern.next() else {
+            return false;
+        };
+        // appendMatchingWildcards: the `*` child continues with the rest of the destination
+        // (deep), the `>` child is taken with its descendants.
+        match child {
+            Level::AnyOne => {
+                if append_matching_values(destination.clone(), pattern.clone(), true) {
+                    return true;
                 }
             }
+            Level::Rest => return true,
+            Level::Literal(_) => {}
+        }
+        // Step: `*` into any child, anything else into the child of that exact name.
+        let stays_on_path = match (level, child) {
+            (Level::AnyOne, _) => true,
+            (Level::Literal(d), Level::Literal(p)) => d == p,
+            _ => false,
+        };
+        if !stays_on_path {
+            return false;
         }
     }
 }
 
-/// Overlap of an ActiveMQ destination name (concrete or wildcard) and an ActiveMQ pattern. This is
-/// the function registered with casbin.
-pub fn activemq_overlaps(destination: &str, pattern: &str) -> bool {
-    overlaps(activemq_levels(destination), activemq_levels(pattern))
+/// [`selects`] on an ActiveMQ destination name (concrete or wildcard) and an ActiveMQ pattern. This
+/// is the function registered with casbin.
+pub fn activemq_selects(destination: &str, pattern: &str) -> bool {
+    selects(activemq_levels(destination), activemq_levels(pattern))
 }
 
 #[cfg(test)]
@@ -155,7 +195,7 @@ mod tests {
     use super::*;
 
     fn amq(dest: &str, pattern: &str) -> bool {
-        activemq_overlaps(dest, pattern)
+        activemq_selects(dest, pattern)
     }
 
     #[test]
@@ -183,27 +223,111 @@ mod tests {
     }
 
     #[test]
-    fn wildcard_destinations_overlap_like_destination_map() {
+    fn wildcard_destinations_find_entries_like_destination_map() {
         let table = [
-            ("A.>", "A", true),
-            ("A.>", "A.B.C", true),
+            // A `>` in the destination is a literal level at the top of the walk.
+            ("A.>", "A", false),
+            ("A.>", "A.B.C", false),
+            ("A.>", "A.>", true),
             ("A.>", "B.>", false),
-            (">", "X.Y", true),
+            (">", "X.Y", false),
+            (">", ">", true),
+            ("A.B.>", "A.B", false),
+            // ... but an entry's `>` child is always taken.
+            ("A.B", "A.>", true),
+            ("A.>", ">", true),
+            ("*.B", ">", true),
+            // `*` in the destination walks every child, wildcard children included.
             ("A.*", "A", false),
             ("A.*", "A.>", true),
             ("A.*", "A.B", true),
+            ("A.*", "A.*", true),
             ("A.*", "A.B.C", false),
             ("A", "A.*", false),
-            ("A.B", "A.>", true),
-            ("*.B", ">", true),
             ("*.B", "X.*", true),
             ("*.B", "X.C", false),
+            ("*", "A.>", true),
             ("A.*.C", "A.B.>", true),
             ("A.*.C", "A.*.C", true),
             ("A.*.C", "A.B.D", false),
+            // Below an entry's `*` child the walk is deep: `>` takes everything under it.
+            ("A.>", "*.B", true),
+            ("X.>", "*.B.C", true),
+            (">", "*.B", false),
+            ("*.>", "*.B", true),
+            ("A.*.>", "A.*", true),
+            ("A.>", "*", true),
         ];
         for (dest, pattern, expected) in table {
             assert_eq!(amq(dest, pattern), expected, "{dest} vs {pattern}");
+        }
+    }
+
+    /// The SUBACK codes measured on ActiveMQ 5.17 (issue 15), as lookups of the mapped filter.
+    #[test]
+    fn measured_activemq_cases() {
+        let finds = |filter: &str, pattern: &str| amq(&mqtt_to_activemq(filter), pattern);
+        // Only `a.b`: `a/#`, `#`, `+/#`, `a/b/#` refused, `a/+` granted.
+        for filter in ["a/#", "#", "+/#", "a/b/#"] {
+            assert!(!finds(filter, "a.b"), "{filter}");
+        }
+        assert!(finds("a/+", "a.b"));
+        // Only `*.b`: `a/#`, `x/#`, `+/#` granted, `#` refused.
+        for filter in ["a/#", "x/#", "+/#"] {
+            assert!(finds(filter, "*.b"), "{filter}");
+        }
+        assert!(!finds("#", "*.b"));
+        // The issue's example, for the `viewers` entry `plant.*.telemetry`.
+        for (filter, expected) in [
+            ("plant/#", false),
+            ("#", false),
+            ("plant/+/telemetry", true),
+            ("+/+/telemetry", true),
+        ] {
+            assert_eq!(finds(filter, "plant.*.telemetry"), expected, "{filter}");
+        }
+    }
+
+    /// For a concrete name the lookup is ordinary wildcard matching.
+    #[test]
+    fn concrete_names_find_the_patterns_that_match_them() {
+        fn matches(name: &[&str], pattern: &[&str]) -> bool {
+            match (name.split_first(), pattern.split_first()) {
+                (None, None) => true,
+                (_, Some((&">", []))) => true,
+                (Some(_), Some((&">", _))) => true,
+                (None, Some(_)) | (Some(_), None) => false,
+                (Some((_, n)), Some((&"*", p))) => matches(n, p),
+                (Some((a, n)), Some((b, p))) => a == b && matches(n, p),
+            }
+        }
+        let levels = ["a", "b", "*", ">"];
+        let mut patterns: Vec<Vec<&str>> = vec![vec![]];
+        for _ in 0..3 {
+            let longer: Vec<Vec<&str>> = patterns
+                .iter()
+                .flat_map(|p| {
+                    levels.iter().map(move |l| {
+                        let mut p = p.clone();
+                        p.push(l);
+                        p
+                    })
+                })
+                .collect();
+            patterns.extend(longer);
+        }
+        patterns.retain(|p| !p.is_empty());
+        for name in patterns
+            .iter()
+            .filter(|p| !p.contains(&"*") && !p.contains(&">"))
+        {
+            for pattern in &patterns {
+                assert_eq!(
+                    amq(&name.join("."), &pattern.join(".")),
+                    matches(name, pattern),
+                    "{name:?} vs {pattern:?}"
+                );
+            }
         }
     }
 
@@ -221,7 +345,7 @@ mod tests {
             let compiled = CompiledPattern::from_activemq(amq_pattern);
             assert_eq!(
                 compiled.matches_mqtt(mqtt),
-                activemq_overlaps(&mqtt_to_activemq(mqtt), amq_pattern),
+                activemq_selects(&mqtt_to_activemq(mqtt), amq_pattern),
                 "{mqtt} vs {amq_pattern}"
             );
         }

@@ -116,7 +116,8 @@ pub fn explain_principal(
         "  destination: topic `{activemq_name}`, needs `{}`{}",
         action_name(action),
         if wildcard {
-            "; a wildcard filter: every entry whose pattern overlaps it applies"
+            "; a wildcard filter: the entries ActiveMQ's destination map lookup finds apply \
+             (`>` is looked up as a literal level, `*` walks every child)"
         } else {
             ""
         }

@@ -90,10 +90,16 @@ async fn wildcard_subscribers_only_get_topics_they_may_read() {
         .publish("sensors/retained", Q::AtLeastOnce, true, b"visible")
         .await;
 
-    // `#` overlaps sensors.> (readers may read), so it is granted; each topic is then checked.
+    // `#` finds no entry but `>` (ActiveMQ looks `>` up as a literal level): refused. `+/#`
+    // walks into `sensors` and finds `sensors.>` (readers may read), so it is granted; each topic
+    // is then checked.
     let mut reader = Client::login(broker.addr, "reader", "reader", "r3ad").await;
     assert_eq!(
         reader.subscribe("#", Q::AtLeastOnce).await,
+        vec![rumqttc::SubscribeReasonCode::Failure]
+    );
+    assert_eq!(
+        reader.subscribe("+/#", Q::AtLeastOnce).await,
         vec![rumqttc::SubscribeReasonCode::Success(Q::AtLeastOnce)]
     );
     let retained = reader.next_publish().await;

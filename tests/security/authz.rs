@@ -231,8 +231,10 @@ fn mqtt_names_are_converted_by_character_swap() {
     );
 }
 
+/// A wildcard filter is authorized on the entries ActiveMQ's destination map lookup of the mapped
+/// name finds: `*` walks every child, `>` is a literal level (issue 15).
 #[test]
-fn wildcard_subscriptions_need_read_on_an_overlapping_entry() {
+fn wildcard_subscriptions_need_read_on_an_entry_the_lookup_finds() {
     let sec = security(
         vec![
             topic(1, "sensors.>", ["readers", "", ""]),
@@ -247,16 +249,89 @@ fn wildcard_subscriptions_need_read_on_an_overlapping_entry() {
         &[
             (&reader, Read, "sensors/#", true),
             (&reader, Read, "sensors/+/x", true),
-            (&reader, Read, "#", true), // overlaps sensors.> (deliveries are re-checked)
-            (&reader, Read, "+", true), // `+` overlaps `sensors.>` at `sensors`
+            (&reader, Read, "#", false), // `>` is looked up literally: no `>` entry
+            (&reader, Read, "+/#", true), // `*` walks into `sensors`, finds `sensors.>`
+            (&reader, Read, "+", true),  // `sensors` and its `>` child
             (&reader, Read, "rooms/+/temp", true),
-            (&reader, Read, "rooms/#", true),
+            (&reader, Read, "rooms/#", false), // `rooms.>` is not `rooms.*.temp`
             (&reader, Read, "rooms/+", false),
             (&reader, Read, "rooms/+/humidity", false),
             (&reader, Read, "other/#", false),
-            // A delivery through `#` is checked on the concrete topic.
+            // A delivery through a wildcard is checked on the concrete topic.
             (&reader, Read, "sensors/secret/key", true), // union: sensors.> grants it
             (&reader, Read, "lobby", false),
+        ],
+    );
+}
+
+/// The issue's example, with the SUBACK codes ActiveMQ 5.17 gives a `viewers`-only user.
+#[test]
+fn wildcard_subscriptions_as_activemq_5_17_answers_them() {
+    let sec = security(
+        vec![
+            topic(1, ">", ["operators", "", ""]),
+            topic(2, "plant.*.telemetry", ["viewers", "", ""]),
+            topic(3, "plant.>", ["devices", "", ""]),
+        ],
+        None,
+    );
+    let viewer = who("v", "viewers");
+    let device = who("d", "devices");
+    check(
+        &sec,
+        &[
+            (&viewer, Read, "plant/#", false),
+            (&viewer, Read, "#", false),
+            (&viewer, Read, "plant/+/telemetry", true),
+            (&viewer, Read, "+/+/telemetry", true),
+            (&viewer, Read, "plant/line1/telemetry", true),
+            (&viewer, Read, "plant/line1/status", false),
+            (&device, Read, "plant/#", true),
+            (&device, Read, "#", false),
+        ],
+    );
+
+    // Only `a.b`, read/write/admin = g1.
+    let sec = security(vec![topic(1, "a.b", ["g1", "g1", "g1"])], None);
+    let g1 = who("u", "g1");
+    let mut rows = Vec::new();
+    for action in [Read, Write, Admin] {
+        for (filter, expected) in [
+            ("a/#", false),
+            ("#", false),
+            ("+/#", false),
+            ("a/b/#", false),
+            ("a/+", true),
+            ("a/b", true),
+        ] {
+            rows.push((&g1, action, filter, expected));
+        }
+    }
+    check(&sec, &rows);
+
+    // Only `*.b` readable.
+    let sec = security(vec![topic(1, "*.b", ["g1", "", ""])], None);
+    check(
+        &sec,
+        &[
+            (&g1, Read, "a/#", true),
+            (&g1, Read, "x/#", true),
+            (&g1, Read, "+/#", true),
+            (&g1, Read, "#", false),
+            (&g1, Write, "a/#", false),
+        ],
+    );
+
+    // The `defaultEntry` is added to every lookup, `#` included.
+    let sec = security(
+        vec![topic(1, "a.b", ["g1", "", ""])],
+        Some(topic(9, ">", ["everyone", "", ""])),
+    );
+    check(
+        &sec,
+        &[
+            (&who("e", "everyone"), Read, "#", true),
+            (&g1, Read, "#", false),
         ],
     );
 }

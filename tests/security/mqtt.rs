@@ -310,8 +310,10 @@ async fn wildcard_subscription_and_retained_messages_are_filtered_per_topic() {
     let mut reader = connect(port, "reader", Some(("reader", "pw")))
         .await
         .expect("reader");
-    // `#` overlaps sensors.public.>, so the subscription is granted (ActiveMQ's rule) ...
-    assert!(reader.subscribe("sensors/#").await);
+    // ActiveMQ looks `sensors.>` up with `>` as a literal level: no entry, refused ...
+    assert!(!reader.subscribe("sensors/#").await);
+    // ... while `sensors.*.>` walks into `public` and finds `sensors.public.>`: granted ...
+    assert!(reader.subscribe("sensors/+/#").await);
     // ... but only the readable retained message and live messages are delivered.
     assert_eq!(reader.received_topics().await, vec!["sensors/public/temp"]);
     admin.publish("sensors/private/key", "k2").await;
@@ -319,6 +321,64 @@ async fn wildcard_subscription_and_retained_messages_are_filtered_per_topic() {
     assert_eq!(
         reader.received_topics().await,
         vec!["sensors/public/humidity"]
+    );
+    b.shutdown().await;
+}
+
+/// Issue 15's example, with the SUBACK codes ActiveMQ 5.17 sends a `viewers`-only user: a `>` in
+/// the filter is looked up as a literal level (`plant/#` and `#` find only the `>` and `plant.>`
+/// entries), a `*` walks every child (`+/+/telemetry` finds `plant.*.telemetry`).
+#[tokio::test]
+async fn wildcard_subscriptions_get_the_suback_codes_of_activemq() {
+    let cfg = config(
+        simple(
+            vec![
+                user("operator", "pw", "operators"),
+                user("viewer", "pw", "viewers"),
+            ],
+            false,
+        ),
+        authz(vec![
+            topic_entry(">", ["operators", "operators", "operators"]),
+            topic_entry("plant.*.telemetry", ["viewers", "", ""]),
+            topic_entry("plant.>", ["devices", "", ""]),
+        ]),
+    );
+    let (b, port) = start(cfg).await;
+    let mut viewer = connect(port, "viewer", Some(("viewer", "pw")))
+        .await
+        .expect("viewer");
+    for (filter, expected) in [
+        ("plant/#", SubscribeReasonCode::Failure),
+        ("#", SubscribeReasonCode::Failure),
+        (
+            "plant/+/telemetry",
+            SubscribeReasonCode::Success(QoS::AtMostOnce),
+        ),
+        (
+            "+/+/telemetry",
+            SubscribeReasonCode::Success(QoS::AtMostOnce),
+        ),
+    ] {
+        assert_eq!(
+            viewer.0.subscribe(filter, QoS::AtMostOnce).await,
+            vec![expected],
+            "SUBACK for {filter}"
+        );
+    }
+    let operator = connect(port, "operator", Some(("operator", "pw")))
+        .await
+        .expect("operator");
+    operator.publish("plant/line1/telemetry", "t").await;
+    operator.publish("plant/line1/status", "s").await;
+    operator.publish("office/line1/telemetry", "o").await;
+    // Both granted filters match the telemetry topic (one copy each: MQTT-3.3.4-2 lets the broker
+    // send one or two); the status and office topics are not readable.
+    let received = viewer.received_topics().await;
+    assert!(!received.is_empty(), "telemetry is delivered");
+    assert!(
+        received.iter().all(|t| t == "plant/line1/telemetry"),
+        "{received:?}"
     );
     b.shutdown().await;
 }
