@@ -8,6 +8,7 @@ pub mod compile;
 pub mod diagnostic;
 pub mod diff;
 pub mod jaas;
+pub mod jasypt;
 pub mod known_names;
 pub mod model;
 pub mod properties;
