@@ -59,6 +59,14 @@ pub enum Command {
     /// credentials (ActiveMQ itself would not). Only plain-text passwords and SCRAM credentials
     /// can log in with MQTT 5 SCRAM (docs/enhanced-auth.md).
     Passwd(PasswdArgs),
+    /// Encrypt a value with jasypt for an `ENC(...)` property, as `activemq encrypt` does.
+    ///
+    /// Prints `Encrypted text: <base64>`; write it as `key=ENC(<base64>)` in the properties file
+    /// of an EncryptablePropertyPlaceholderConfigurer, and give the broker the same password in
+    /// the variable its EnvironmentStringPBEConfig names (usually ACTIVEMQ_ENCRYPTION_PASSWORD).
+    Encrypt(JasyptArgs),
+    /// Decrypt a jasypt `ENC(...)` value, as `activemq decrypt` does: prints `Decrypted text: ...`.
+    Decrypt(JasyptArgs),
     /// List the persistent sessions a stopped broker keeps, or end an abandoned one.
     ///
     /// `list` and `end --config` read the store of a STOPPED broker (a running one owns it).
@@ -212,6 +220,19 @@ pub struct PasswdArgs {
     pub iterations: u32,
 }
 
+#[derive(Debug, Args)]
+pub struct JasyptArgs {
+    /// The jasypt password (the value of ACTIVEMQ_ENCRYPTION_PASSWORD for the broker).
+    #[arg(long)]
+    pub password: String,
+    /// The text to encrypt, or the base64 value to decrypt (with or without `ENC(...)`).
+    #[arg(long)]
+    pub input: String,
+    /// PBEWithMD5AndDES (ActiveMQ's default) or PBEWITHHMACSHA512ANDAES_256.
+    #[arg(long, default_value = "PBEWithMD5AndDES")]
+    pub algorithm: String,
+}
+
 fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
@@ -238,6 +259,8 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
         Command::Passwd(args) => passwd(args),
+        Command::Encrypt(args) => jasypt_command(&args, true),
+        Command::Decrypt(args) => jasypt_command(&args, false),
         Command::Session(command) => session(command),
     }
 }
@@ -366,6 +389,35 @@ fn explain(args: ExplainArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("ferromq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn jasypt_command(args: &JasyptArgs, encrypt: bool) -> ExitCode {
+    use crate::config::jasypt::{self, Algorithm};
+
+    let Some(algorithm) = Algorithm::from_name(&args.algorithm) else {
+        eprintln!(
+            "ferromq: unsupported algorithm `{}`; use one of {}",
+            args.algorithm,
+            Algorithm::SUPPORTED
+        );
+        return ExitCode::from(2);
+    };
+    let result = if encrypt {
+        jasypt::encrypt(algorithm, &args.password, &args.input).map(|v| format!("Encrypted text: {v}"))
+    } else {
+        let input = jasypt::enc_inner(&args.input).unwrap_or(&args.input);
+        jasypt::decrypt(algorithm, &args.password, input).map(|v| format!("Decrypted text: {v}"))
+    };
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ferromq: {err}");
             ExitCode::from(1)
         }
     }

@@ -15,6 +15,7 @@
 //! (`activemq.base` or `ACTIVEMQ_BASE`, as ActiveMQ's start script reads it) override them.
 
 mod configurer;
+mod encryption;
 mod resolver;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,8 @@ pub(super) fn resolve(
         file_names: property_files,
         order: first.lookup_order(),
         ignore_unresolvable: configurers.iter().all(|c| c.ignore_unresolvable),
+        // One merged lookup: the first jasypt configurer's encryptor decrypts every ENC(...).
+        decryptor: configurers.iter().find_map(|c| c.decryptor.clone()),
     };
     let skip: Vec<&[usize]> = configurers.iter().map(|c| c.path.as_slice()).collect();
     let mut walker = Substitution {
@@ -120,8 +123,10 @@ impl Substitution<'_, '_> {
                 "a property's value refers back to itself; break the loop".to_owned()
             }
             PlaceholderError::TooDeep(_) => "simplify the nesting of ${...}".to_owned(),
+            PlaceholderError::Decryption { hint, .. } => hint.clone(),
             PlaceholderError::Encrypted(name) => format!(
-                "put the plain value of `{name}` in the properties file (readable only by the \
+                "declare the properties file with jasypt's EncryptablePropertyPlaceholderConfigurer \
+                 (as ActiveMQ's activemq-security.xml does), or put the plain value of `{name}` in the properties file (readable only by the \
                  broker's user) or pass it with --set {name}=... or an environment variable"
             ),
         };

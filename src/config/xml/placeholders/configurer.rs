@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::directory_of_span;
+use super::encryption::Decryptor;
 use super::resolver::{Environment, Source};
 use crate::config::diagnostic::{Diagnostic, Diagnostics, Span};
 use crate::config::properties;
@@ -51,6 +52,8 @@ pub(super) struct Configurer {
     search_environment: bool,
     locations: Vec<Location>,
     local_properties: Vec<(String, String)>,
+    /// jasypt's `Encryptable...` configurers: the encryptor that decrypts `ENC(...)` values.
+    pub(super) decryptor: Option<Decryptor>,
 }
 
 /// The properties a configurer contributes and the files they came from.
@@ -66,11 +69,12 @@ pub(super) fn find(
     diagnostics: &mut Diagnostics,
 ) -> Vec<Configurer> {
     let mut found = Vec::new();
-    walk(root, &mut Vec::new(), environment, diagnostics, &mut found);
+    walk(root, root, &mut Vec::new(), environment, diagnostics, &mut found);
     found
 }
 
 fn walk(
+    root: &Element,
     element: &Element,
     path: &mut Vec<usize>,
     environment: &Environment,
@@ -78,13 +82,11 @@ fn walk(
     found: &mut Vec<Configurer>,
 ) {
     if let Some(kind) = bean_kind(element) {
-        found.push(from_bean(
-            element,
-            kind,
-            path.clone(),
-            environment,
-            diagnostics,
-        ));
+        let mut configurer = from_bean(element, kind, path.clone(), environment, diagnostics);
+        if is_encryptable(element) {
+            configurer.decryptor = Some(Decryptor::of_configurer(root, element, environment));
+        }
+        found.push(configurer);
         return;
     }
     if is_context_placeholder(element) {
@@ -98,7 +100,7 @@ fn walk(
     }
     for (index, child) in element.children.iter().enumerate() {
         path.push(index);
-        walk(child, path, environment, diagnostics, found);
+        walk(root, child, path, environment, diagnostics, found);
         path.pop();
     }
 }
@@ -121,6 +123,14 @@ fn bean_kind(element: &Element) -> Option<Kind> {
     }
 }
 
+/// jasypt's configurers (`EncryptablePropertyPlaceholderConfigurer`, ...).
+fn is_encryptable(bean: &Element) -> bool {
+    bean.attr("class").is_some_and(|class| {
+        let class = class.raw.trim();
+        class.rsplit('.').next().unwrap_or(class).starts_with("Encryptable")
+    })
+}
+
 fn is_context_placeholder(element: &Element) -> bool {
     element.name == "property-placeholder"
         && element.ns == Namespace::Other(NS_SPRING_CONTEXT.to_owned())
@@ -136,6 +146,7 @@ fn new_configurer(kind: Kind, path: Vec<usize>) -> Configurer {
         search_environment: true,
         locations: Vec::new(),
         local_properties: Vec::new(),
+        decryptor: None,
     }
 }
 

@@ -4,6 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use super::encryption::Decryptor;
+use crate::config::jasypt::enc_inner;
+
 /// Where placeholders can be looked up besides the properties files: the command line, the
 /// process environment and the launcher's `activemq.*` defaults.
 pub(in crate::config::xml) struct Environment {
@@ -51,6 +54,7 @@ impl Environment {
                 Source::Defaults,
             ],
             ignore_unresolvable: false,
+            decryptor: None,
         }
     }
 }
@@ -76,8 +80,14 @@ pub(in crate::config::xml) enum PlaceholderError {
     Circular(String),
     #[error("placeholders nested more than {MAX_DEPTH} deep in `{0}`")]
     TooDeep(String),
-    #[error("`${{{0}}}` is a jasypt-encrypted value (ENC(...)): jasypt-encrypted values are not supported yet")]
+    #[error("`${{{0}}}` is a jasypt-encrypted value (ENC(...)) but no placeholder configurer decrypts it")]
     Encrypted(String),
+    #[error("`${{{name}}}`: {reason}")]
+    Decryption {
+        name: String,
+        reason: String,
+        hint: String,
+    },
 }
 
 /// Bounds the recursion of nested placeholders and of values that refer to other values, so
@@ -93,6 +103,8 @@ pub(super) struct Resolver<'e> {
     pub(super) order: Vec<Source>,
     /// Spring's `ignoreUnresolvablePlaceholders`: keep an unknown `${name}` as written.
     pub(super) ignore_unresolvable: bool,
+    /// The encryptor of a jasypt configurer, for `ENC(...)` values.
+    pub(super) decryptor: Option<Decryptor>,
 }
 
 impl Resolver<'_> {
@@ -174,12 +186,23 @@ impl Resolver<'_> {
                 None => (name, None),
             },
         };
-        match value {
-            Some(value) if is_jasypt_encrypted(&value) => {
-                Err(PlaceholderError::Encrypted(found_under.to_owned()))
-            }
-            other => Ok(other),
-        }
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let Some(inner) = enc_inner(&value) else {
+            return Ok(Some(value));
+        };
+        let Some(decryptor) = &self.decryptor else {
+            return Err(PlaceholderError::Encrypted(found_under.to_owned()));
+        };
+        decryptor
+            .decrypt(inner)
+            .map(Some)
+            .map_err(|err| PlaceholderError::Decryption {
+                name: found_under.to_owned(),
+                reason: err.reason,
+                hint: err.hint,
+            })
     }
 
     /// Where lookups go, in order, for an "unresolved placeholder" hint.
@@ -244,12 +267,6 @@ fn placeholder_end(text: &str) -> Option<usize> {
     None
 }
 
-/// jasypt's marker for an encrypted property value: `ENC(...)`.
-fn is_jasypt_encrypted(value: &str) -> bool {
-    let value = value.trim();
-    value.starts_with("ENC(") && value.ends_with(')')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +292,7 @@ mod tests {
             file_names: Vec::new(),
             order: vec![Source::Files, Source::Overrides, Source::Defaults],
             ignore_unresolvable: false,
+            decryptor: None,
         }
     }
 
