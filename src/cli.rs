@@ -406,7 +406,8 @@ fn jasypt_command(args: &JasyptArgs, encrypt: bool) -> ExitCode {
         return ExitCode::from(2);
     };
     let result = if encrypt {
-        jasypt::encrypt(algorithm, &args.password, &args.input).map(|v| format!("Encrypted text: {v}"))
+        jasypt::encrypt(algorithm, &args.password, &args.input)
+            .map(|v| format!("Encrypted text: {v}"))
     } else {
         let input = jasypt::enc_inner(&args.input).unwrap_or(&args.input);
         jasypt::decrypt(algorithm, &args.password, input).map(|v| format!("Decrypted text: {v}"))

@@ -117,7 +117,8 @@ pub fn decrypt(algorithm: Algorithm, password: &str, encoded: &str) -> Result<St
     let name = algorithm.name();
     let clear = match algorithm {
         Algorithm::PbeWithMd5AndDes => {
-            let (salt, ciphertext) = split_blocks(&bytes, 8, 8).ok_or(JasyptError::TooShort(name))?;
+            let (salt, ciphertext) =
+                split_blocks(&bytes, 8, 8).ok_or(JasyptError::TooShort(name))?;
             let (key, iv) = pbes1_md5_key_iv(password, salt)?;
             cbc::Decryptor::<Des>::new(&key.into(), &iv.into())
                 .decrypt_padded_vec_mut::<Pkcs7>(ciphertext)
@@ -151,7 +152,9 @@ fn split_blocks(bytes: &[u8], header: usize, block: usize) -> Option<(&[u8], &[u
 /// single bytes (printable ASCII only, as SunJCE's `PBEKey` demands).
 fn pbes1_md5_key_iv(password: &str, salt: &[u8]) -> Result<([u8; 8], [u8; 8]), JasyptError> {
     if !password.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(JasyptError::PasswordNotAscii(Algorithm::PbeWithMd5AndDes.name()));
+        return Err(JasyptError::PasswordNotAscii(
+            Algorithm::PbeWithMd5AndDes.name(),
+        ));
     }
     let mut digest: [u8; 16] = Md5::new()
         .chain_update(password.as_bytes())
@@ -184,17 +187,27 @@ mod tests {
         // `activemq encrypt --password activemq --input mypassword` (ActiveMQ's documented
         // example, PBEWithMD5AndDES).
         assert_eq!(
-            decrypt(Algorithm::PbeWithMd5AndDes, "activemq", "eeWjNyX6FY8Fjp3E+F6qTytV11bZItDp")
-                .as_deref(),
+            decrypt(
+                Algorithm::PbeWithMd5AndDes,
+                "activemq",
+                "eeWjNyX6FY8Fjp3E+F6qTytV11bZItDp"
+            )
+            .as_deref(),
             Ok("mypassword")
         );
     }
 
     #[test]
     fn round_trips_both_algorithms_and_rejects_a_wrong_password() {
-        for algorithm in [Algorithm::PbeWithMd5AndDes, Algorithm::PbeWithHmacSha512AndAes256] {
+        for algorithm in [
+            Algorithm::PbeWithMd5AndDes,
+            Algorithm::PbeWithHmacSha512AndAes256,
+        ] {
             let encrypted = encrypt(algorithm, "secret", "pässword").unwrap_or_default();
-            assert_eq!(decrypt(algorithm, "secret", &encrypted).as_deref(), Ok("pässword"));
+            assert_eq!(
+                decrypt(algorithm, "secret", &encrypted).as_deref(),
+                Ok("pässword")
+            );
             assert!(decrypt(algorithm, "other", &encrypted).is_err());
         }
     }
@@ -203,7 +216,10 @@ mod tests {
     fn bad_values_are_errors() {
         let md5 = Algorithm::PbeWithMd5AndDes;
         assert_eq!(decrypt(md5, "p", "***"), Err(JasyptError::NotBase64));
-        assert_eq!(decrypt(md5, "p", "AAAA"), Err(JasyptError::TooShort("PBEWithMD5AndDES")));
+        assert_eq!(
+            decrypt(md5, "p", "AAAA"),
+            Err(JasyptError::TooShort("PBEWithMD5AndDES"))
+        );
         assert_eq!(enc_inner(" ENC( abc ) "), Some("abc"));
         assert_eq!(Algorithm::from_name("pbewithmd5anddes"), Some(md5));
     }

@@ -9,4 +9,5 @@ mod authz;
 mod cli;
 mod enhanced_auth;
 mod jaas;
+mod jasypt;
 mod mqtt;

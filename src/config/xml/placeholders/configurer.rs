@@ -69,7 +69,14 @@ pub(super) fn find(
     diagnostics: &mut Diagnostics,
 ) -> Vec<Configurer> {
     let mut found = Vec::new();
-    walk(root, root, &mut Vec::new(), environment, diagnostics, &mut found);
+    walk(
+        root,
+        root,
+        &mut Vec::new(),
+        environment,
+        diagnostics,
+        &mut found,
+    );
     found
 }
 
@@ -127,7 +134,11 @@ fn bean_kind(element: &Element) -> Option<Kind> {
 fn is_encryptable(bean: &Element) -> bool {
     bean.attr("class").is_some_and(|class| {
         let class = class.raw.trim();
-        class.rsplit('.').next().unwrap_or(class).starts_with("Encryptable")
+        class
+            .rsplit('.')
+            .next()
+            .unwrap_or(class)
+            .starts_with("Encryptable")
     })
 }
 

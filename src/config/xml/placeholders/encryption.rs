@@ -65,7 +65,10 @@ impl Decryptor {
     pub(super) fn decrypt(&self, inner: &str) -> Result<String, DecryptError> {
         let Some(algorithm) = Algorithm::from_name(&self.algorithm_name) else {
             return Err(DecryptError {
-                reason: format!("jasypt algorithm `{}` is not supported", self.algorithm_name),
+                reason: format!(
+                    "jasypt algorithm `{}` is not supported",
+                    self.algorithm_name
+                ),
                 hint: format!("use one of {}", Algorithm::SUPPORTED),
             });
         };
@@ -120,7 +123,12 @@ impl Settings {
             let value = property
                 .attr("value")
                 .map(|a| a.value.trim().to_owned())
-                .or_else(|| property.children_named("value").next().map(|v| v.text.trim().to_owned()));
+                .or_else(|| {
+                    property
+                        .children_named("value")
+                        .next()
+                        .map(|v| v.text.trim().to_owned())
+                });
             let slot = match name {
                 "algorithm" => &mut self.algorithm,
                 "password" => &mut self.password,
