@@ -164,7 +164,7 @@ async fn encrypted_credentials_properties_log_the_user_in() {
             algorithm.name()
         );
         let mut options = MqttOptions::new("enc-wrong", "127.0.0.1", port);
-        options.set_credentials("system", &format!("ENC({encrypted})"));
+        options.set_credentials("system", format!("ENC({encrypted})"));
         assert!(Client::try_connect_with(options).await.is_err());
         handle.shutdown().await;
     }
@@ -202,4 +202,64 @@ fn a_wrong_password_is_a_located_error_naming_the_variable() {
         text.contains(&format!("environment variable `{unset}` is not set")),
         "{text}"
     );
+}
+
+/// `ferromq encrypt` / `ferromq decrypt` print what `activemq encrypt` / `activemq decrypt` do.
+#[test]
+fn encrypt_and_decrypt_commands_match_activemq_output() {
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+            .args(args)
+            .output()
+            .expect("run ferromq");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&[
+        "decrypt",
+        "--password",
+        "activemq",
+        "--input",
+        "eeWjNyX6FY8Fjp3E+F6qTytV11bZItDp",
+    ]);
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Decrypted text: mypassword\n")
+    );
+    for algorithm in ALGORITHMS {
+        let (code, out) = run(&[
+            "encrypt",
+            "--password",
+            "pw",
+            "--input",
+            "clear",
+            "--algorithm",
+            algorithm.name(),
+        ]);
+        assert_eq!(code, Some(0));
+        let value = out
+            .strip_prefix("Encrypted text: ")
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("unexpected output {out}"));
+        let (code, out) = run(&[
+            "decrypt",
+            "--password",
+            "pw",
+            "--algorithm",
+            algorithm.name(),
+            "--input",
+            &format!("ENC({value})"),
+        ]);
+        assert_eq!((code, out.as_str()), (Some(0), "Decrypted text: clear\n"));
+    }
+    let (code, out) = run(&[
+        "decrypt",
+        "--password",
+        "wrong",
+        "--input",
+        "eeWjNyX6FY8Fjp3E+F6qTytV11bZItDp",
+    ]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
 }

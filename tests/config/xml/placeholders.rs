@@ -140,7 +140,7 @@ fn ignore_unresolvable_placeholders_keeps_them_literal() {
 }
 
 #[test]
-fn jasypt_encrypted_values_are_a_clear_error() {
+fn jasypt_values_without_an_encryptor_password_are_a_clear_error() {
     let xml = "<beans xmlns=\"http://www.springframework.org/schema/beans\">\n\
       <bean class=\"org.jasypt.spring31.properties.EncryptablePropertyPlaceholderConfigurer\">\n\
         <property name=\"location\" value=\"encrypted.properties\"/>\n  </bean>\n\
@@ -150,7 +150,7 @@ fn jasypt_encrypted_values_are_a_clear_error() {
     assert!(
         error
             .message
-            .contains("jasypt-encrypted values are not supported yet"),
+            .contains("no jasypt password: the configurer has no encryptor password"),
         "{}",
         error.message
     );

@@ -50,7 +50,7 @@ impl Decryptor {
                 "the encryptor's `password` property".to_owned(),
             )
         } else {
-            (None, "the encryptor's configuration (no password is set: add an EnvironmentStringPBEConfig with passwordEnvName)".to_owned())
+            (None, NO_PASSWORD_SOURCE.to_owned())
         };
         Decryptor {
             algorithm_name: settings
@@ -73,6 +73,15 @@ impl Decryptor {
             });
         };
         let Some(password) = &self.password else {
+            if self.password_source == NO_PASSWORD_SOURCE {
+                return Err(DecryptError {
+                    reason: "no jasypt password: the configurer has no encryptor password".into(),
+                    hint: "give the configurer a <constructor-arg> StandardPBEStringEncryptor \
+                           whose config is an EnvironmentStringPBEConfig with passwordEnvName \
+                           (as ActiveMQ's activemq-security.xml does)"
+                        .into(),
+                });
+            }
             return Err(DecryptError {
                 reason: format!("no jasypt password: {} is not set", self.password_source),
                 hint: format!(
@@ -100,6 +109,8 @@ struct Settings {
     password_env_name: Option<String>,
     password_sys_property_name: Option<String>,
 }
+
+const NO_PASSWORD_SOURCE: &str = "no password setting";
 
 /// Bounds `config` references between beans.
 const MAX_REFERENCES: usize = 8;
