@@ -7,14 +7,24 @@ use super::resolver::Environment;
 use crate::config::jasypt::{self, Algorithm};
 use crate::config::tree::{Element, Namespace};
 
-/// The settings of the encryptor an encryptable configurer uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The settings of the encryptor an encryptable configurer uses. Its `Debug` omits the password.
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Decryptor {
     /// The algorithm name as configured (jasypt's default when unset).
     algorithm_name: String,
     password: Option<String>,
     /// Where the password comes from, for messages: "environment variable `X`", ...
     password_source: String,
+}
+
+impl std::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decryptor")
+            .field("algorithm_name", &self.algorithm_name)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_source", &self.password_source)
+            .finish()
+    }
 }
 
 /// Why an `ENC(...)` value could not be decrypted; never carries the clear value.
