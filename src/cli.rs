@@ -157,6 +157,9 @@ pub struct CheckArgs {
     /// Treat warnings as errors (exit 1), for CI pipelines.
     #[arg(long)]
     pub deny_warnings: bool,
+    /// Also bind each connector's address and release it at once (is the port free now?).
+    #[arg(long)]
+    pub bind: bool,
     #[command(flatten)]
     pub props: PropertyArgs,
 }
@@ -278,7 +281,31 @@ fn init_tracing(level: &str) {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let loaded = config::load_file(&args.file, &args.props.load_options());
+    let mut loaded = config::load_file(&args.file, &args.props.load_options());
+    // What `run` builds before serving (TLS, security, the store directory), when the file
+    // itself is valid: a check that passes means a start that gets as far as binding.
+    if let Some(config) = loaded
+        .config
+        .as_ref()
+        .filter(|_| !loaded.diagnostics.has_errors())
+    {
+        let mut found = crate::broker::preflight::preflight(config);
+        if args.bind && found.is_empty() {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    found.extend(runtime.block_on(crate::broker::preflight::try_bind(config)))
+                }
+                Err(e) => found.push(config::Diagnostic::error(
+                    None,
+                    format!("cannot start the async runtime to bind: {e}"),
+                )),
+            }
+        }
+        loaded.diagnostics.extend(found);
+    }
     let output = match args.format {
         Format::Text => config::report::text(&loaded),
         Format::Json => config::report::json(&loaded),
@@ -308,6 +335,18 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The same construction `check` reports on, so that both fail the same way.
+    let problems = crate::broker::preflight::preflight(&config);
+    if !problems.is_empty() {
+        for d in &problems {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "ferromq: {} has errors; not starting",
+            args.config.display()
+        );
+        return ExitCode::from(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

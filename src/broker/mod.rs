@@ -21,6 +21,7 @@ pub mod connection;
 pub mod counters;
 pub mod durability;
 pub mod message;
+pub mod preflight;
 pub mod routing;
 pub mod runtime;
 pub mod server;

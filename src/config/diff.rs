@@ -160,6 +160,7 @@ pub fn diff_with_changed_files(
         authentication,
         authorization,
         persistence,
+        persistence_span: _,
         limits,
         policies,
         reload,

@@ -28,6 +28,9 @@ pub struct Config {
     /// `None`: no authorizationPlugin, everything is allowed (ActiveMQ's rule).
     pub authorization: Option<AuthorizationConfig>,
     pub persistence: Persistence,
+    /// Where the store is configured: the persistence adapter element, or `<broker>` when the
+    /// default store is used (what store errors at start point at).
+    pub persistence_span: Span,
     pub limits: Limits,
     pub policies: Vec<PolicyEntry>,
     /// `Some` when a `runtimeConfigurationPlugin` is declared.

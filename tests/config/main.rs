@@ -2,4 +2,5 @@
 //! and `ferromq check` on the shipped and golden configurations.
 
 mod check;
+mod preflight;
 mod xml;

@@ -174,6 +174,11 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         authentication: Authentication::None,
         authorization: None,
         persistence: ferromq::config::Persistence::Memory,
+        persistence_span: ferromq::config::Span::new(
+            std::sync::Arc::new(PathBuf::from("conf/activemq.xml")),
+            1,
+            1,
+        ),
         limits: Default::default(),
         policies: Vec::new(),
         reload: None,

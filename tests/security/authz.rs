@@ -545,6 +545,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
             temp_entry: None,
         }),
         persistence: Persistence::Memory,
+        persistence_span: span(1),
         limits: Default::default(),
         policies: Vec::new(),
         reload: None,

@@ -308,7 +308,7 @@ fn tls_for(config: &Config, listener: &Listener) -> anyhow::Result<Option<Arc<Sh
 }
 
 /// The TLS material of a TLS connector, from the broker's `<sslContext>`.
-fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<Arc<SharedTls>> {
+pub(crate) fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<Arc<SharedTls>> {
     let ssl = config.ssl.as_ref().ok_or_else(|| {
         anyhow::anyhow!(
             "connector `{}` ({}) at {} needs TLS but the broker has no <sslContext>",

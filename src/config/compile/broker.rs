@@ -116,6 +116,18 @@ fn default_store(broker: &BrokerSettings) -> PathBuf {
         .join("KahaDB")
 }
 
+/// The element that configures the store: the first persistence adapter, else `<broker>`.
+pub(super) fn persistence_span(broker_element: &Element) -> crate::config::Span {
+    broker_element
+        .children
+        .iter()
+        .filter(|c| c.is_activemq() && c.name == "persistenceAdapter")
+        .flat_map(|p| p.children.iter().filter(|c| c.is_activemq()))
+        .map(|adapter| adapter.span.clone())
+        .next()
+        .unwrap_or_else(|| broker_element.span.clone())
+}
+
 pub(super) fn persistence(
     ctx: &mut Ctx<'_>,
     broker_element: &Element,

@@ -51,6 +51,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     ssl::check_listeners(ctx, &listeners, ssl.as_ref());
     let security = plugins::plugins(ctx, broker_element, &listeners);
     let persistence = broker::persistence(ctx, broker_element, &broker);
+    let persistence_span = broker::persistence_span(broker_element);
     let limits = usage::limits(ctx, broker_element);
     let policies = policy::entries(ctx, broker_element);
     let shared_strategy = shared::strategy(ctx, broker_element);
@@ -63,6 +64,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         authentication: security.authentication,
         authorization: security.authorization,
         persistence,
+        persistence_span,
         limits,
         policies,
         reload: security.reload,

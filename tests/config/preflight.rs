@@ -1,0 +1,177 @@
+//! `check` builds what `run` builds (TLS material, security, the store directory) without
+//! binding or opening the store, and `run` fails the same way: every case runs both binaries.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ferromq(args: &[&str], dir: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(dir).args(args);
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.output().expect("run ferromq")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A broker with `body` inside `<broker>` and the store in `store` (start="false": `run` builds
+/// everything and exits instead of serving).
+fn write_config(dir: &Path, store: &str, body: &str) -> String {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:ferromq="urn:ferromq">
+    <broker xmlns="http://activemq.apache.org/schema/core" start="false" dataDirectory="{store}">
+{body}
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#
+    );
+    let path = dir.join("activemq.xml");
+    std::fs::write(&path, xml).expect("write config");
+    path.display().to_string()
+}
+
+fn tls_body() -> &'static str {
+    r#"        <sslContext>
+            <sslContext keyStore="cert.pem" ferromq:keyFile="key.pem"/>
+        </sslContext>
+        <transportConnectors>
+            <transportConnector name="mqtts" uri="mqtt+ssl://127.0.0.1:0"/>
+        </transportConnectors>"#
+}
+
+fn write_pair(dir: &Path) -> rcgen::CertifiedKey {
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    std::fs::write(dir.join("cert.pem"), pair.cert.pem()).expect("write");
+    std::fs::write(dir.join("key.pem"), pair.key_pair.serialize_pem()).expect("write");
+    pair
+}
+
+/// `check` exits 1 naming `line` of the config and `needle`; `run` exits 1 with the same
+/// located error, before serving.
+fn both_fail(dir: &Path, config: &str, line: u32, needle: &str) {
+    let located = format!("{config}:{line}:");
+    let check = ferromq(&["check", config], dir);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    let check_text = text(&check);
+    assert!(
+        check_text.contains(&located) && check_text.contains(needle),
+        "check: {check_text}"
+    );
+    let json = ferromq(&["check", "--format", "json", config], dir);
+    assert_eq!(json.status.code(), Some(1));
+    assert!(text(&json).contains(needle), "json: {}", text(&json));
+    let run = ferromq(&["run", "-c", config], dir);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let run_text = text(&run);
+    assert!(
+        run_text.contains(&located) && run_text.contains(needle),
+        "run: {run_text}"
+    );
+}
+
+fn both_pass(dir: &Path, config: &str) {
+    let check = ferromq(&["check", config], dir);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let bind = ferromq(&["check", "--bind", config], dir);
+    assert_eq!(bind.status.code(), Some(0), "{}", text(&bind));
+    let run = ferromq(&["run", "-c", config], dir);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+}
+
+#[test]
+fn valid_tls_config_passes_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pair(dir.path());
+    let config = write_config(dir.path(), "data", tls_body());
+    both_pass(dir.path(), &config);
+}
+
+#[test]
+fn check_creates_no_store_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(!dir.path().join("data").exists(), "check created the store");
+}
+
+#[test]
+fn mismatched_key_and_certificate_fail_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pair(dir.path());
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(dir.path().join("key.pem"), other.serialize_pem()).expect("write");
+    let config = write_config(dir.path(), "data", tls_body());
+    both_fail(
+        dir.path(),
+        &config,
+        7,
+        "cannot set up TLS for connector `mqtts`",
+    );
+}
+
+#[test]
+fn unreadable_key_file_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_pair(dir.path());
+    // A directory where the key should be: unreadable even for root.
+    std::fs::remove_file(dir.path().join("key.pem")).expect("rm");
+    std::fs::create_dir(dir.path().join("key.pem")).expect("mkdir");
+    let config = write_config(dir.path(), "data", tls_body());
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(text(&check).contains("key.pem"), "{}", text(&check));
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    assert!(text(&run).contains("key.pem"), "{}", text(&run));
+}
+
+#[test]
+fn broken_login_module_credentials_fail_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("login.config"),
+        r#"activemq {
+    org.apache.activemq.jaas.PropertiesLoginModule required
+        org.apache.activemq.jaas.properties.user="users.properties"
+        org.apache.activemq.jaas.properties.group="groups.properties";
+};
+"#,
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("users.properties"),
+        "alice=SCRAM-SHA-256:not-a-credential\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("groups.properties"), "users=alice\n").expect("write");
+    let body = r#"        <plugins>
+            <jaasAuthenticationPlugin configuration="activemq"/>
+        </plugins>"#;
+    let config = write_config(dir.path(), "data", body);
+    both_fail(dir.path(), &config, 4, "cannot set up security");
+}
+
+#[test]
+fn store_directory_under_a_file_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("plain-file"), "x").expect("write");
+    let config = write_config(dir.path(), "plain-file/data", "");
+    both_fail(dir.path(), &config, 2, "is a file, not a directory");
+}
