@@ -116,6 +116,11 @@ pub struct PropertyArgs {
     /// files; environment variables are consulted last.
     #[arg(long = "set", short = 'D', value_name = "NAME=VALUE", value_parser = parse_property)]
     pub properties: Vec<(String, String)>,
+    /// Run a shared or replicated store configuration (jdbcPersistenceAdapter, a shared-file or
+    /// database locker) on ferromq's own local store, with a warning, instead of refusing it.
+    /// Only for a single broker: a second one on the "shared" store would not be locked out.
+    #[arg(long)]
+    pub local_store: bool,
 }
 
 impl PropertyArgs {
@@ -123,6 +128,7 @@ impl PropertyArgs {
         LoadOptions {
             overrides: self.properties.iter().cloned().collect::<BTreeMap<_, _>>(),
             use_env: true,
+            local_store: self.local_store,
         }
     }
 }

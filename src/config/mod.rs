@@ -33,6 +33,9 @@ pub struct LoadOptions {
     pub overrides: BTreeMap<String, String>,
     /// Look placeholders up in environment variables after files and overrides (default true).
     pub use_env: bool,
+    /// `--local-store`: run a shared or replicated store configuration (JDBC, a shared-file or
+    /// database locker) on ferromq's local store with a warning instead of refusing it.
+    pub local_store: bool,
 }
 
 impl Default for LoadOptions {
@@ -40,6 +43,7 @@ impl Default for LoadOptions {
         LoadOptions {
             overrides: BTreeMap::new(),
             use_env: true,
+            local_store: false,
         }
     }
 }

@@ -23,6 +23,7 @@ fn options() -> LoadOptions {
     LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
+        local_store: false,
     }
 }
 
@@ -693,6 +694,7 @@ mod random_trees {
                 files: Vec::new(),
                 main_file: PathBuf::from("/nonexistent/random.xml"),
                 properties: BTreeMap::new(),
+                local_store: false,
             };
             let mut diagnostics = Diagnostics::default();
             let config = compile(&doc, &mut diagnostics);

@@ -175,3 +175,66 @@ fn store_directory_under_a_file_fails_check_and_run() {
     let config = write_config(dir.path(), "plain-file/data", "");
     both_fail(dir.path(), &config, 2, "is a file, not a directory");
 }
+
+const JDBC: &str = r##"        <persistenceAdapter>
+            <jdbcPersistenceAdapter dataSource="#postgres"/>
+        </persistenceAdapter>"##;
+
+#[test]
+fn jdbc_store_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", JDBC);
+    both_fail(dir.path(), &config, 4, "split brain");
+}
+
+#[test]
+fn shared_file_locker_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r##"        <persistenceAdapter>
+            <kahaDB directory="kaha">
+                <locker><shared-file-locker lockAcquireSleepInterval="10000"/></locker>
+            </kahaDB>
+        </persistenceAdapter>"##;
+    let config = write_config(dir.path(), "data", body);
+    both_fail(
+        dir.path(),
+        &config,
+        4,
+        "<kahaDB> configures a store shared between brokers",
+    );
+}
+
+#[test]
+fn local_store_flag_runs_jdbc_locally_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", JDBC);
+    let check = ferromq(&["check", "--local-store", &config], dir.path());
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(
+        text(&check).contains("warning: <jdbcPersistenceAdapter> configures a store shared"),
+        "{}",
+        text(&check)
+    );
+    let denied = ferromq(
+        &["check", "--local-store", "--deny-warnings", &config],
+        dir.path(),
+    );
+    assert_eq!(denied.status.code(), Some(1));
+    let run = ferromq(&["run", "--local-store", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(text(&run).contains("own local store"), "{}", text(&run));
+}
+
+#[test]
+fn local_store_attribute_runs_jdbc_locally_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = r##"        <persistenceAdapter>
+            <jdbcPersistenceAdapter dataSource="#postgres" ferromq:localStore="true"/>
+        </persistenceAdapter>"##;
+    let config = write_config(dir.path(), "data", body);
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(text(&check).contains("own local store"), "{}", text(&check));
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+}

@@ -20,6 +20,7 @@ fn no_env() -> LoadOptions {
     LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
+        local_store: false,
     }
 }
 

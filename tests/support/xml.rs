@@ -174,6 +174,7 @@ pub fn broker_xml(plugins: &str, connectors: &[(&str, &str)]) -> String {
 pub fn no_env() -> LoadOptions {
     LoadOptions {
         use_env: false,
+        local_store: false,
         ..Default::default()
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::Ctx;
+use super::{shared_store, Ctx};
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{BrokerSettings, Persistence};
 use crate::config::tree::Element;
@@ -98,12 +98,9 @@ fn strip_file_prefix(value: &str) -> &str {
 /// Elements of `<persistenceAdapter>` that ferromq replaces by its own durable store, with a
 /// warning. (levelDB was removed in ActiveMQ 5.17 but is still found in older files.)
 const REPLACED_ADAPTERS: &[&str] = &[
-    "jdbcPersistenceAdapter",
     "journalPersistenceAdapter",
-    "journaledJDBC",
     "mKahaDB",
     "levelDB",
-    "replicatedLevelDB",
     "amqPersistenceAdapter",
 ];
 
@@ -164,6 +161,28 @@ pub(super) fn persistence(
             journal_max_file_length_bytes: None,
         };
     };
+    if shared_store::is_shared_adapter(&adapter.name) {
+        ctx.mark_subtree(adapter);
+        let directory = default_store(broker);
+        shared_store::refuse_or_warn(ctx, adapter, &directory);
+        return Persistence::Durable {
+            directory,
+            journal_max_file_length_bytes: None,
+        };
+    }
+    if shared_store::has_shared_locker(ctx, adapter) {
+        let directory = match adapter
+            .attrs
+            .iter()
+            .find(|a| a.ns.is_none() && a.name == "directory")
+        {
+            Some(a) if adapter.name == "kahaDB" && !a.value.trim().is_empty() => {
+                PathBuf::from(strip_file_prefix(a.value.trim()))
+            }
+            _ => default_store(broker),
+        };
+        shared_store::refuse_or_warn(ctx, adapter, &directory);
+    }
     match adapter.name.as_str() {
         "kahaDB" => {
             ctx.mark(adapter);

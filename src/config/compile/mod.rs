@@ -13,6 +13,7 @@ mod names;
 mod plugins;
 mod policy;
 mod shared;
+mod shared_store;
 mod ssl;
 mod usage;
 
@@ -157,6 +158,8 @@ pub(super) struct Ctx<'d> {
     pub properties: &'d BTreeMap<String, String>,
     /// Directory of the main configuration file; relative resource paths resolve against it.
     pub config_dir: PathBuf,
+    /// `--local-store`: shared store configurations run locally with a warning.
+    pub local_store: bool,
 }
 
 impl<'d> Ctx<'d> {
@@ -167,6 +170,7 @@ impl<'d> Ctx<'d> {
             used: HashSet::new(),
             files: Vec::new(),
             properties: &doc.properties,
+            local_store: doc.local_store,
             config_dir: doc
                 .main_file
                 .parent()

@@ -9,7 +9,7 @@ use crate::config::known_names::{self, ElementNames};
 use crate::config::tree::{Element, Namespace};
 
 /// Extension attributes ferromq reads (namespace `urn:ferromq`).
-const FERROMQ_ATTRIBUTES: &[&str] = &["keyFile"];
+const FERROMQ_ATTRIBUTES: &[&str] = &["keyFile", super::shared_store::LOCAL_STORE];
 /// Extension elements ferromq reads (namespace `urn:ferromq`), all inside `<broker>`.
 const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT];
 

@@ -15,6 +15,7 @@ pub(super) fn options() -> LoadOptions {
     LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
+        local_store: false,
     }
 }
 

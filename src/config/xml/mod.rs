@@ -30,6 +30,8 @@ pub struct LoadedDocument {
     pub main_file: PathBuf,
     /// Every resolved property (properties files, overrides, `activemq.*` defaults).
     pub properties: BTreeMap<String, String>,
+    /// [`LoadOptions::local_store`](crate::config::LoadOptions::local_store).
+    pub local_store: bool,
 }
 
 /// Read, parse and expand the configuration file at `path`. `None` when the main file cannot
@@ -88,6 +90,7 @@ fn load_text(
         files: std::mem::take(files),
         main_file: name.to_path_buf(),
         properties,
+        local_store: options.local_store,
     })
 }
 
