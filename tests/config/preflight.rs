@@ -1,5 +1,5 @@
 //! `check` builds what `run` builds (TLS material, security, the store directory) without
-//! binding or opening the store, and `run` fails the same way: every case runs both binaries.
+//! binding or opening the store, and `run` fails the same way: every case runs both commands.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -237,4 +237,38 @@ fn local_store_attribute_runs_jdbc_locally_with_a_warning() {
     assert!(text(&check).contains("own local store"), "{}", text(&check));
     let run = ferromq(&["run", "-c", &config], dir.path());
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+}
+
+#[test]
+fn check_bind_reports_a_port_in_use_at_its_connector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = held.local_addr().expect("addr").port();
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#
+    );
+    let path = dir.path().join("activemq.xml");
+    std::fs::write(&path, xml).expect("write");
+    let config = path.display().to_string();
+    let plain = ferromq(&["check", &config], dir.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+    let bind = ferromq(&["check", "--bind", &config], dir.path());
+    assert_eq!(bind.status.code(), Some(1), "{}", text(&bind));
+    assert!(
+        text(&bind).contains(&format!(
+            "{config}:4:13: error: cannot listen on 127.0.0.1:{port}"
+        )),
+        "{}",
+        text(&bind)
+    );
+    drop(held);
+    let free = ferromq(&["check", "--bind", &config], dir.path());
+    assert_eq!(free.status.code(), Some(0), "{}", text(&free));
 }

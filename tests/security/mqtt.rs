@@ -84,6 +84,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         authentication,
         authorization,
         persistence: Persistence::Memory,
+        persistence_span: span(1),
         limits: Default::default(),
         policies: Vec::new(),
         reload: None,
