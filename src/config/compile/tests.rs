@@ -421,3 +421,60 @@ fn offline_durable_subscriber_expiry_uses_activemq_names_and_defaults() {
         assert!(loaded.into_result().is_err(), "{attrs} is an error");
     }
 }
+
+#[test]
+fn shared_stores_are_refused_unless_a_local_store_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mqtt = connectors(&["mqtt://127.0.0.1:0"]);
+    let locker = &format!("{mqtt}<persistenceAdapter><kahaDB directory=\"/srv/kaha\"><locker>\
+                  <lease-database-locker dataSource=\"#db\"/></locker></kahaDB></persistenceAdapter>");
+    let refused = load_in(dir.path(), "", locker, &options());
+    assert!(refused.diagnostics.has_errors(), "{}", refused.diagnostics);
+    assert!(has(&refused.diagnostics, "split brain"));
+    let flagged = LoadOptions {
+        local_store: true,
+        ..options()
+    };
+    let accepted = load_in(dir.path(), "", locker, &flagged);
+    assert_eq!(
+        messages(&accepted.diagnostics),
+        vec![
+            "warning: <kahaDB> configures a store shared between brokers (master/slave); \
+              ferromq runs it on its own local store in /srv/kaha instead"
+                .to_owned()
+        ]
+    );
+    assert_eq!(
+        valid(accepted).persistence,
+        Persistence::Durable {
+            directory: "/srv/kaha".into(),
+            journal_max_file_length_bytes: None
+        }
+    );
+    let bad_value = load_in(
+        dir.path(),
+        "",
+        "<persistenceAdapter><jdbcPersistenceAdapter ferromq:localStore=\"maybe\"/></persistenceAdapter>",
+        &options(),
+    );
+    assert!(bad_value.diagnostics.has_errors());
+    assert!(
+        bad_value
+            .diagnostics
+            .0
+            .iter()
+            .any(|d| d.is_error() && d.message.contains("maybe")),
+        "{}",
+        bad_value.diagnostics
+    );
+    // A plain kahaDB (its default locker is local) is not affected.
+    let plain = load_in(
+        dir.path(),
+        "",
+        &format!(
+            "{mqtt}<persistenceAdapter><kahaDB directory=\"/srv/kaha\"/></persistenceAdapter>"
+        ),
+        &options(),
+    );
+    assert!(plain.diagnostics.0.is_empty(), "{}", plain.diagnostics);
+}
