@@ -1,4 +1,4 @@
-//! Back-pressure instead of loss (issues 3 and 8): a fast QoS 1 publisher to a slow but alive
+//! Back-pressure instead of loss: a fast QoS 1 publisher to a slow but alive
 //! subscriber loses nothing (it is paused instead), and it does not stall other clients.
 
 use std::time::{Duration, Instant};

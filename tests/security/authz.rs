@@ -232,7 +232,7 @@ fn mqtt_names_are_converted_by_character_swap() {
 }
 
 /// A wildcard filter is authorized on the entries ActiveMQ's destination map lookup of the mapped
-/// name finds: `*` walks every child, `>` is a literal level (issue 15).
+/// name finds: `*` walks every child, `>` is a literal level (ActiveMQ 5.17 answers so).
 #[test]
 fn wildcard_subscriptions_need_read_on_an_entry_the_lookup_finds() {
     let sec = security(
