@@ -2,7 +2,7 @@
 //! connection runs over, for the `mqtt`, `mqtt+nio`, `mqtt+ssl`, `mqtt+nio+ssl`, `ws` and `wss`
 //! connectors.
 //!
-//! - [`tls`]: `<sslContext>` key and trust stores (PEM, PKCS#12) -> rustls `ServerConfig`, with
+//! - [`tls`]: `<sslContext>` key and trust stores (PEM, PKCS#12, JKS/JCEKS through `keystore`) -> rustls `ServerConfig`, with
 //!   ActiveMQ's `needClientAuth` / `wantClientAuth`.
 //! - [`reload`]: [`SharedTls`], that configuration behind an atomic pointer, renewed when the
 //!   files change on disk.
@@ -13,6 +13,7 @@
 pub mod accept;
 pub mod dn;
 mod error;
+mod keystore;
 mod material;
 pub mod reload;
 pub mod tls;

@@ -1,0 +1,140 @@
+//! The little DER a Java key store needs: the `EncryptedPrivateKeyInfo` (PKCS#8, RFC 5208 6)
+//! around each protected private key, and the outer shape of a decrypted `PrivateKeyInfo`.
+
+use super::KeyStoreError;
+
+const SEQUENCE: u8 = 0x30;
+const OCTET_STRING: u8 = 0x04;
+const INTEGER: u8 = 0x02;
+const OID: u8 = 0x06;
+
+/// One DER element: its tag, its content, and what follows it.
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let (len_bytes, rest) = rest.split_at_checked(n)?;
+        let len = len_bytes
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, rest)
+    };
+    let (content, rest) = rest.split_at_checked(len)?;
+    Some((tag, content, rest))
+}
+
+fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    match tlv(input)? {
+        (t, content, rest) if t == tag => Some((content, rest)),
+        _ => None,
+    }
+}
+
+/// A parsed `EncryptedPrivateKeyInfo`.
+pub(super) struct EncryptedKey<'a> {
+    /// The algorithm OID's content bytes.
+    pub(super) algorithm: &'a [u8],
+    /// The DER of the algorithm's parameters (empty when absent).
+    pub(super) parameters: &'a [u8],
+    pub(super) data: &'a [u8],
+}
+
+pub(super) fn encrypted_private_key_info(bytes: &[u8]) -> Result<EncryptedKey<'_>, KeyStoreError> {
+    let bad = || KeyStoreError::BadKeyEncoding {
+        reason: "not a PKCS#8 EncryptedPrivateKeyInfo",
+    };
+    let (info, _) = expect(bytes, SEQUENCE).ok_or_else(bad)?;
+    let (algorithm_id, rest) = expect(info, SEQUENCE).ok_or_else(bad)?;
+    let (data, _) = expect(rest, OCTET_STRING).ok_or_else(bad)?;
+    let (algorithm, parameters) = expect(algorithm_id, OID).ok_or_else(bad)?;
+    Ok(EncryptedKey {
+        algorithm,
+        parameters,
+        data,
+    })
+}
+
+/// `PBEParameter ::= SEQUENCE { salt OCTET STRING, iterationCount INTEGER }` (PKCS#5 PBES1).
+pub(super) fn pbe_parameters(der: &[u8]) -> Result<(&[u8], u64), KeyStoreError> {
+    let bad = || KeyStoreError::BadKeyEncoding {
+        reason: "bad PBE parameters (salt, iteration count)",
+    };
+    let (params, _) = expect(der, SEQUENCE).ok_or_else(bad)?;
+    let (salt, rest) = expect(params, OCTET_STRING).ok_or_else(bad)?;
+    let (count, _) = expect(rest, INTEGER).ok_or_else(bad)?;
+    // A positive INTEGER of at most 8 significant bytes (a leading 0x00 keeps it positive).
+    let count = match count {
+        [0, rest @ ..] => rest,
+        [b, ..] if *b >= 0x80 => return Err(bad()),
+        other => other,
+    };
+    if count.len() > 8 {
+        return Err(bad());
+    }
+    let iterations = count.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    Ok((salt, iterations))
+}
+
+/// Whether `bytes` is exactly one DER SEQUENCE (the outer shape of a PKCS#8 `PrivateKeyInfo`).
+pub(super) fn is_one_sequence(bytes: &[u8]) -> bool {
+    matches!(tlv(bytes), Some((SEQUENCE, _, rest)) if rest.is_empty())
+}
+
+/// An OID's content bytes in dotted form, for error messages.
+pub(super) fn oid_text(content: &[u8]) -> String {
+    let mut parts = Vec::new();
+    let mut value: u64 = 0;
+    for (i, b) in content.iter().enumerate() {
+        value = (value << 7) | u64::from(b & 0x7f);
+        if b & 0x80 == 0 {
+            if parts.is_empty() {
+                let first = value.min(80) / 40;
+                parts.push(first.to_string());
+                parts.push((value - first * 40).to_string());
+            } else {
+                parts.push(value.to_string());
+            }
+            value = 0;
+        } else if i + 1 == content.len() || value > u64::MAX >> 8 {
+            return "(malformed OID)".into();
+        }
+    }
+    parts.join(".")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_short_and_long_lengths() {
+        let long = [0x04, 0x81, 0x02, 0xaa, 0xbb, 0x05];
+        let (tag, content, rest) = tlv(&long).expect("tlv");
+        assert_eq!((tag, content, rest), (0x04, &[0xaa, 0xbb][..], &[0x05][..]));
+        assert!(tlv(&[0x04, 0x85, 1, 1, 1, 1, 1]).is_none());
+        assert!(tlv(&[0x04, 0x03, 1]).is_none());
+    }
+
+    #[test]
+    fn oid_in_dotted_form() {
+        // 1.3.6.1.4.1.42.2.17.1.1: Sun's JKS key protector
+        let oid = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x2a, 0x02, 0x11, 0x01, 0x01];
+        assert_eq!(oid_text(&oid), "1.3.6.1.4.1.42.2.17.1.1");
+        assert_eq!(oid_text(&[0x2b, 0x86]), "(malformed OID)");
+    }
+
+    #[test]
+    fn pbe_parameters_read_salt_and_count() {
+        let der = [0x30, 0x0d, 0x04, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0x01, 0x14];
+        let (salt, count) = pbe_parameters(&der).expect("params");
+        assert_eq!((salt, count), (&[1, 2, 3, 4, 5, 6, 7, 8][..], 20));
+        let negative = [0x30, 0x05, 0x04, 0x00, 0x02, 0x01, 0x80];
+        assert!(pbe_parameters(&negative).is_err());
+    }
+}
