@@ -434,6 +434,19 @@ pub struct KeyMaterial {
     pub kind: StoreKind,
     /// ferromq extension (`ferromq:keyFile`): private key in a separate PEM file.
     pub key_file: Option<PathBuf>,
+    /// `keyStoreKeyPassword`: the password of the private key entry of a JKS/JCEKS key store;
+    /// `None`: the store's password, as Java's key manager falls back. Key store only.
+    pub key_password: Option<Secret>,
+    /// ferromq extension (`ferromq:keyAlias`): which private key entry of a JKS/JCEKS/PKCS#12
+    /// key store the broker serves (ActiveMQ's `sslContext` names none). Key store only.
+    pub key_alias: Option<KeyAlias>,
+    pub span: Span,
+}
+
+/// `ferromq:keyAlias="..."` and where it is written (errors about the alias point at it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyAlias {
+    pub name: String,
     pub span: Span,
 }
 
@@ -441,8 +454,10 @@ pub struct KeyMaterial {
 pub enum StoreKind {
     Pem,
     Pkcs12,
-    /// Java KeyStore: recognised so that the error can name the conversion command.
+    /// Java KeyStore (Sun's JKS format), read by `transport::keystore`.
     Jks,
+    /// SunJCE's JCEKS key store, read by `transport::keystore`.
+    Jceks,
 }
 
 /// Which authentication plugin is configured (at most one; ActiveMQ chains them but MQTT users

@@ -251,10 +251,12 @@ fn material(m: &KeyMaterial) -> String {
         StoreKind::Pem => "PEM",
         StoreKind::Pkcs12 => "PKCS#12",
         StoreKind::Jks => "JKS",
+        StoreKind::Jceks => "JCEKS",
     };
-    match &m.key_file {
-        Some(key) => format!("{} ({kind}, key {})", m.path.display(), key.display()),
-        None => format!("{} ({kind})", m.path.display()),
+    match (&m.key_file, &m.key_alias) {
+        (Some(key), _) => format!("{} ({kind}, key {})", m.path.display(), key.display()),
+        (None, Some(alias)) => format!("{} ({kind}, alias {})", m.path.display(), alias.name),
+        (None, None) => format!("{} ({kind})", m.path.display()),
     }
 }
 

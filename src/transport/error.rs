@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use tokio_rustls::rustls;
 
+use super::keystore::KeyStoreError;
 use crate::config::{Diagnostic, Scheme, SslContextConfig};
 
 /// Which store of `<sslContext>` an error is about (so that it can point at the right attribute).
@@ -36,8 +37,8 @@ pub enum TlsError {
 
     #[error(
         "needClientAuth/wantClientAuth is set but <sslContext> has no trustStore to verify \
-         client certificates against; add trustStore=\"file:...\" (a PEM CA bundle or a PKCS#12 \
-         store)"
+         client certificates against; add trustStore=\"file:...\" (a PEM CA bundle, a PKCS#12, \
+         JKS or JCEKS store)"
     )]
     NoTrustStore,
 
@@ -48,17 +49,54 @@ pub enum TlsError {
         source: io::Error,
     },
 
-    #[error(
-        "{role} {} is a Java {format} store, which ferromq cannot read; convert it to PKCS#12 \
-         with `keytool -importkeystore -srckeystore {} -destkeystore {}.p12 -deststoretype \
-         pkcs12` and point {role} at the .p12 file (keyStoreType=\"pkcs12\")",
-        path.display(), path.display(), path.display()
-    )]
-    JavaKeyStore {
+    #[error("{role} {} (a Java {format} store): {source}", path.display())]
+    JavaStore {
         role: StoreRole,
         path: PathBuf,
         /// `JKS` or `JCEKS`.
         format: &'static str,
+        source: KeyStoreError,
+    },
+
+    #[error(
+        "keyStore {}: the private key `{alias}` cannot be recovered with {used}: wrong key \
+         password; set keyStoreKeyPassword to the key entry's password (keyStorePassword is \
+         used when keyStoreKeyPassword is not set)",
+        path.display()
+    )]
+    WrongKeyPassword {
+        path: PathBuf,
+        alias: String,
+        /// The attribute whose value was tried: `keyStoreKeyPassword` or `keyStorePassword`.
+        used: &'static str,
+    },
+
+    #[error(
+        "keyStore {} is a Java {format} store: its private key needs a password; set \
+         keyStorePassword (and keyStoreKeyPassword when the key's password differs)",
+        path.display()
+    )]
+    KeyPasswordMissing { path: PathBuf, format: &'static str },
+
+    #[error("keyStore {} holds no private key entry (is it a trust store?)", path.display())]
+    NoKeyEntry { path: PathBuf },
+
+    #[error(
+        "keyStore {} holds several private keys ({}) and ActiveMQ's <sslContext> names none; pick \
+         one with ferromq:keyAlias=\"...\" on <sslContext> (declare xmlns:ferromq=\"urn:ferromq\")",
+        path.display(), aliases.join(", ")
+    )]
+    SeveralKeys { path: PathBuf, aliases: Vec<String> },
+
+    #[error(
+        "keyStore {} has no private key entry `{alias}` (ferromq:keyAlias); its private key \
+         entries are: {}",
+        path.display(), aliases.join(", ")
+    )]
+    NoSuchAlias {
+        path: PathBuf,
+        alias: String,
+        aliases: Vec<String>,
     },
 
     #[error("{role} {} is not a PKCS#12 store or is damaged: {reason}", path.display())]
@@ -69,10 +107,16 @@ pub enum TlsError {
     },
 
     #[error(
-        "{role} {}: wrong password (the PKCS#12 integrity check failed); check {role}Password",
+        "{role} {}: wrong password: the {format} store's integrity check failed; check \
+         {role}Password",
         path.display()
     )]
-    WrongPassword { role: StoreRole, path: PathBuf },
+    WrongPassword {
+        role: StoreRole,
+        path: PathBuf,
+        /// `PKCS#12`, `JKS` or `JCEKS`.
+        format: &'static str,
+    },
 
     #[error("{role} {} holds no certificate{hint}", path.display())]
     NoCertificate {
@@ -131,9 +175,14 @@ impl TlsError {
             TlsError::NoKeyStore | TlsError::NoPrivateKey { .. } => Some(StoreRole::KeyStore),
             TlsError::BadCertifiedKey { .. } => Some(StoreRole::KeyStore),
             TlsError::NoTrustStore | TlsError::BadTrustStore { .. } => Some(StoreRole::TrustStore),
-            TlsError::EncryptedPemKey { .. } => Some(StoreRole::KeyStore),
+            TlsError::EncryptedPemKey { .. }
+            | TlsError::WrongKeyPassword { .. }
+            | TlsError::KeyPasswordMissing { .. }
+            | TlsError::NoKeyEntry { .. }
+            | TlsError::SeveralKeys { .. }
+            | TlsError::NoSuchAlias { .. } => Some(StoreRole::KeyStore),
             TlsError::Read { role, .. }
-            | TlsError::JavaKeyStore { role, .. }
+            | TlsError::JavaStore { role, .. }
             | TlsError::Pkcs12 { role, .. }
             | TlsError::WrongPassword { role, .. }
             | TlsError::NoCertificate { role, .. }
@@ -147,6 +196,10 @@ impl TlsError {
     /// for `ferromq check` and reload reports.
     pub fn to_diagnostic(&self, ssl: Option<&SslContextConfig>) -> Diagnostic {
         let span = ssl.map(|ssl| {
+            let alias = ssl.key_store.as_ref().and_then(|k| k.key_alias.as_ref());
+            if let (TlsError::NoSuchAlias { .. }, Some(alias)) = (self, alias) {
+                return alias.span.clone();
+            }
             let store = match self.role() {
                 Some(StoreRole::KeyStore) => ssl.key_store.as_ref(),
                 Some(StoreRole::TrustStore) => ssl.trust_store.as_ref(),

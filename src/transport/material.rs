@@ -1,6 +1,9 @@
-//! Reading key and trust stores: PEM files (chain and key together or apart) and PKCS#12 stores.
-//! Java JKS/JCEKS stores are recognised by their magic number and refused with the conversion
-//! command.
+//! Reading key and trust stores: PEM files (chain and key together or apart), PKCS#12 stores and
+//! Java JKS/JCEKS stores (`super::keystore`), told apart by their content.
+//!
+//! A key store with several private keys serves the one `ferromq:keyAlias` names; without it,
+//! exactly one private key entry is required (ActiveMQ's `sslContext` names no alias, and picking
+//! one silently would serve a certificate nobody chose).
 //!
 //! Files are read once into a [`FileSnapshot`] and parsed from it, so that a reload can tell
 //! whether anything changed on disk by comparing snapshots, without parsing again.
@@ -12,6 +15,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::error::{StoreRole, TlsError};
+use super::keystore::{self, EntryKind, JavaKeyStore, KeyStoreError};
 use crate::config::KeyMaterial;
 
 /// The bytes of every file one TLS configuration was built from, in reading order.
@@ -82,16 +86,107 @@ fn sniff(role: StoreRole, path: &Path, bytes: &[u8]) -> Result<Format, TlsError>
     })
 }
 
-fn refuse_java_store(role: StoreRole, path: &Path, format: &Format) -> Option<TlsError> {
-    let format = match format {
-        Format::Jks => "JKS",
-        Format::Jceks => "JCEKS",
-        _ => return None,
+fn java_format_name(bytes: &[u8]) -> &'static str {
+    keystore::Format::sniff(bytes).map_or("Java", keystore::Format::name)
+}
+
+/// Parse a JKS/JCEKS store, checking its integrity with the store password when there is one.
+fn open_java(role: StoreRole, km: &KeyMaterial, bytes: &[u8]) -> Result<JavaKeyStore, TlsError> {
+    let password = km.password.as_ref().map(|p| p.expose());
+    let format = java_format_name(bytes);
+    JavaKeyStore::parse(bytes, password).map_err(|source| match source {
+        KeyStoreError::IntegrityCheckFailed => TlsError::WrongPassword {
+            role,
+            path: km.path.clone(),
+            format,
+        },
+        source => TlsError::JavaStore {
+            role,
+            path: km.path.clone(),
+            format,
+            source,
+        },
+    })
+}
+
+/// Which private key entry to serve, among `aliases` (store order): the one `ferromq:keyAlias`
+/// names (case-insensitively: Java lower-cases aliases), else the only one.
+fn choose_alias<'a>(km: &KeyMaterial, aliases: &[&'a str]) -> Result<&'a str, TlsError> {
+    let listed = || {
+        let mut names: Vec<String> = aliases.iter().map(|a| (*a).to_owned()).collect();
+        names.sort();
+        names
     };
-    Some(TlsError::JavaKeyStore {
-        role,
-        path: path.to_path_buf(),
-        format,
+    match (&km.key_alias, aliases) {
+        (_, []) => Err(TlsError::NoKeyEntry {
+            path: km.path.clone(),
+        }),
+        (Some(wanted), _) => aliases
+            .iter()
+            .find(|a| a.to_lowercase() == wanted.name.to_lowercase())
+            .copied()
+            .ok_or_else(|| TlsError::NoSuchAlias {
+                path: km.path.clone(),
+                alias: wanted.name.clone(),
+                aliases: listed(),
+            }),
+        (None, [only]) => Ok(only),
+        (None, _) => Err(TlsError::SeveralKeys {
+            path: km.path.clone(),
+            aliases: listed(),
+        }),
+    }
+}
+
+fn java_identity(km: &KeyMaterial, bytes: &[u8]) -> Result<Identity, TlsError> {
+    let store = open_java(StoreRole::KeyStore, km, bytes)?;
+    let alias = choose_alias(km, &store.key_aliases())?;
+    let Some((protected, chain)) = store.entries.iter().find_map(|e| match &e.kind {
+        EntryKind::PrivateKey { protected, chain } if e.alias == alias => Some((protected, chain)),
+        _ => None,
+    }) else {
+        return Err(TlsError::NoKeyEntry {
+            path: km.path.clone(),
+        });
+    };
+    let format = store.format.name();
+    // JSSE's key manager: keyStoreKeyPassword, else the store password.
+    let (password, used) = match (&km.key_password, &km.password) {
+        (Some(p), _) => (p, "keyStoreKeyPassword"),
+        (None, Some(p)) => (p, "keyStorePassword"),
+        (None, None) => {
+            return Err(TlsError::KeyPasswordMissing {
+                path: km.path.clone(),
+                format,
+            })
+        }
+    };
+    let key = keystore::recover_key(protected, password.expose()).map_err(|e| match e {
+        KeyStoreError::WrongKeyPassword => TlsError::WrongKeyPassword {
+            path: km.path.clone(),
+            alias: alias.to_owned(),
+            used,
+        },
+        source => TlsError::JavaStore {
+            role: StoreRole::KeyStore,
+            path: km.path.clone(),
+            format,
+            source,
+        },
+    })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            role: StoreRole::KeyStore,
+            path: km.path.clone(),
+            hint: format!("; the key entry {alias:?} has no certificate chain"),
+        });
+    }
+    Ok(Identity {
+        chain: chain
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect(),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
     })
 }
 
@@ -121,8 +216,8 @@ pub(crate) fn parse_identity(
     let role = StoreRole::KeyStore;
     let bytes = snapshot.bytes(&km.path);
     let format = sniff(role, &km.path, bytes)?;
-    if let Some(err) = refuse_java_store(role, &km.path, &format) {
-        return Err(err);
+    if matches!(format, Format::Jks | Format::Jceks) {
+        return java_identity(km, bytes);
     }
     if format == Format::Der {
         if km.key_file.is_some() {
@@ -162,11 +257,13 @@ pub(crate) fn parse_trust_roots(
     let role = StoreRole::TrustStore;
     let bytes = snapshot.bytes(&km.path);
     let format = sniff(role, &km.path, bytes)?;
-    if let Some(err) = refuse_java_store(role, &km.path, &format) {
-        return Err(err);
-    }
     let certs = match format {
         Format::Der => pkcs12_trusted(km, bytes)?,
+        Format::Jks | Format::Jceks => open_java(role, km, bytes)?
+            .trusted_certificates()
+            .into_iter()
+            .map(|der| CertificateDer::from(der.to_vec()))
+            .collect(),
         _ => pem_certificates(role, &km.path, bytes)?,
     };
     if certs.is_empty() {
@@ -233,6 +330,7 @@ fn open_pkcs12(role: StoreRole, km: &KeyMaterial, bytes: &[u8]) -> Result<KeySto
         p12_keystore::error::Error::MacError(_) => TlsError::WrongPassword {
             role,
             path: km.path.clone(),
+            format: "PKCS#12",
         },
         other => TlsError::Pkcs12 {
             role,
@@ -244,24 +342,20 @@ fn open_pkcs12(role: StoreRole, km: &KeyMaterial, bytes: &[u8]) -> Result<KeySto
 
 fn pkcs12_identity(km: &KeyMaterial, bytes: &[u8]) -> Result<Identity, TlsError> {
     let store = open_pkcs12(StoreRole::KeyStore, km, bytes)?;
-    let key_entries = store
+    let keys: Vec<(&str, &p12_keystore::PrivateKeyChain)> = store
         .entries()
-        .filter(|(_, e)| matches!(e, KeyStoreEntry::PrivateKeyChain(_)))
-        .count();
-    let Some((alias, chain)) = store.private_key_chain() else {
-        return Err(TlsError::Pkcs12 {
-            role: StoreRole::KeyStore,
+        .filter_map(|(alias, e)| match e {
+            KeyStoreEntry::PrivateKeyChain(chain) => Some((alias.as_str(), chain)),
+            _ => None,
+        })
+        .collect();
+    let aliases: Vec<&str> = keys.iter().map(|(alias, _)| *alias).collect();
+    let alias = choose_alias(km, &aliases)?;
+    let Some((_, chain)) = keys.iter().find(|(a, _)| *a == alias) else {
+        return Err(TlsError::NoKeyEntry {
             path: km.path.clone(),
-            reason: "the store has no private key entry (is it a trust store?)".into(),
         });
     };
-    if key_entries > 1 {
-        tracing::warn!(
-            key_store = %km.path.display(),
-            alias,
-            "the key store holds {key_entries} private keys; ferromq uses the first alias"
-        );
-    }
     let certs: Vec<CertificateDer<'static>> = chain
         .chain()
         .iter()
@@ -310,6 +404,8 @@ mod tests {
             password: None,
             kind: StoreKind::Pem,
             key_file: None,
+            key_password: None,
+            key_alias: None,
             span: Span::new(Arc::new(PathBuf::from("activemq.xml")), 1, 1),
         }
     }
@@ -318,24 +414,6 @@ mod tests {
         let mut snapshot = FileSnapshot::default();
         read_key_store(km, &mut snapshot)?;
         parse_identity(km, &snapshot)
-    }
-
-    #[test]
-    fn java_key_stores_are_refused_with_the_keytool_command() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("broker.ks");
-        std::fs::write(&path, [0xfe, 0xed, 0xfe, 0xed, 0, 0, 0, 2]).expect("write");
-        let err = load_identity(&material(path.clone()))
-            .err()
-            .expect("refused");
-        let text = err.to_string();
-        assert!(text.contains("Java JKS store"), "{text}");
-        let command = format!(
-            "keytool -importkeystore -srckeystore {} -destkeystore {}.p12 -deststoretype pkcs12",
-            path.display(),
-            path.display()
-        );
-        assert!(text.contains(&command), "{text}");
     }
 
     #[test]

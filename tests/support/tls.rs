@@ -142,6 +142,8 @@ pub fn store(path: &Path, kind: StoreKind, password: Option<&str>) -> KeyMateria
         password: password.map(|p| Secret(p.to_string())),
         kind,
         key_file: None,
+        key_password: None,
+        key_alias: None,
         span: span(),
     }
 }

@@ -9,7 +9,11 @@ use crate::config::known_names::{self, ElementNames};
 use crate::config::tree::{Element, Namespace};
 
 /// Extension attributes ferromq reads (namespace `urn:ferromq`).
-const FERROMQ_ATTRIBUTES: &[&str] = &["keyFile", super::shared_store::LOCAL_STORE];
+const FERROMQ_ATTRIBUTES: &[&str] = &[
+    "keyFile",
+    super::ssl::KEY_ALIAS,
+    super::shared_store::LOCAL_STORE,
+];
 /// Extension elements ferromq reads (namespace `urn:ferromq`), all inside `<broker>`.
 const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT];
 
@@ -145,7 +149,7 @@ fn check_attributes(ctx: &mut Ctx<'_>, element: &Element, names: &ElementNames, 
                 d = d.with_hint(
                     known_names::did_you_mean(&attr.name, FERROMQ_ATTRIBUTES.iter().copied())
                         .unwrap_or_else(|| {
-                            "ferromq:keyFile on <sslContext> is the only one".into()
+                            "ferromq reads keyFile and keyAlias on <sslContext>, localStore on a persistence adapter".into()
                         }),
                 );
                 ctx.push(d);

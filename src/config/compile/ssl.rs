@@ -1,18 +1,22 @@
 //! `<sslContext><sslContext keyStore=... trustStore=.../></sslContext>` -> [`SslContextConfig`].
 //!
-//! ActiveMQ reads Java key stores; ferromq reads PEM files and PKCS#12 stores (what modern Java
-//! writes by default). A JKS store is recognised, by type or by its magic bytes, so that the error
-//! can give the one `keytool` command that converts it. The kind is taken from the file's content
-//! when it can be read, else from `keyStoreType`, else from the file extension.
+//! ActiveMQ reads Java key stores; ferromq reads them too (JKS and JCEKS, `transport::keystore`),
+//! besides PKCS#12 stores (what modern Java writes by default) and PEM files. The kind is taken
+//! from the file's content when it can be read (magic numbers), else from `keyStoreType`, else
+//! from the file extension. Passwords, aliases and integrity are checked when the TLS
+//! configuration is built (`broker::preflight` for `check`, the listener for `run`).
 
 use std::path::Path;
 
 use super::Ctx;
 use crate::config::diagnostic::Diagnostic;
-use crate::config::model::{KeyMaterial, Listener, Secret, SslContextConfig, StoreKind};
+use crate::config::model::{KeyAlias, KeyMaterial, Listener, Secret, SslContextConfig, StoreKind};
 use crate::config::tree::{Attr, Element};
 
 const JKS_MAGIC: [u8; 4] = [0xFE, 0xED, 0xFE, 0xED];
+const JCEKS_MAGIC: [u8; 4] = [0xCE, 0xCE, 0xCE, 0xCE];
+/// `ferromq:keyAlias`: which private key entry of the key store to serve.
+pub(super) const KEY_ALIAS: &str = "keyAlias";
 
 pub(super) fn context(ctx: &mut Ctx<'_>, broker: &Element) -> Option<SslContextConfig> {
     let contexts: Vec<&Element> = ctx
@@ -29,8 +33,12 @@ pub(super) fn context(ctx: &mut Ctx<'_>, broker: &Element) -> Option<SslContextC
     let element = contexts.first()?;
     ctx.mark(element);
     let key_file = ctx.ext_attr(element, "keyFile");
-    let key_store = store(ctx, element, Role::Key, key_file);
+    let key_alias = ctx.ext_attr(element, KEY_ALIAS);
+    let mut key_store = store(ctx, element, Role::Key, key_file);
     let trust_store = store(ctx, element, Role::Trust, None);
+    if let Some(attr) = key_alias {
+        alias(ctx, attr, key_store.as_mut());
+    }
     Some(SslContextConfig {
         key_store,
         trust_store,
@@ -64,6 +72,12 @@ fn store(
         .attr(element, &role.attr("Password"))
         .map(|a| Secret(a.value.clone()));
     let type_attr = ctx.attr(element, &role.attr("Type"));
+    let key_password = match role {
+        Role::Key => ctx
+            .attr(element, "keyStoreKeyPassword")
+            .map(|a| Secret(a.value.clone())),
+        Role::Trust => None,
+    };
     let Some(path_attr) = path_attr else {
         if let Some(k) = key_file_attr {
             ctx.push(
@@ -90,18 +104,6 @@ fn store(
         }
     };
     let kind = store_kind(ctx, &path, content.as_deref(), type_attr, path_attr)?;
-    if kind == StoreKind::Jks {
-        ctx.push(
-            Diagnostic::error(
-                path_attr.value_span.clone(),
-                format!(
-                    "{} is a Java KeyStore (JKS), which ferromq does not read",
-                    path.display()
-                ),
-            )
-            .with_hint(keytool_hint(&path)),
-        );
-    }
     let key_file = match (role, kind, key_file_attr) {
         (Role::Key, StoreKind::Pem, Some(attr)) => {
             let key_path = ctx.resource_path(attr.value.trim());
@@ -114,7 +116,7 @@ fn store(
                     attr.span.clone(),
                     "ferromq:keyFile applies to a PEM keyStore only",
                 )
-                .with_hint("a PKCS#12 store holds its private key itself"),
+                .with_hint("a PKCS#12, JKS or JCEKS store holds its private key itself"),
             );
             None
         }
@@ -143,8 +145,35 @@ fn store(
         password,
         kind,
         key_file,
+        key_password,
+        key_alias: None,
         span: path_attr.value_span.clone(),
     })
+}
+
+/// `ferromq:keyAlias` on the key store it picks from (a store with aliases: not PEM).
+fn alias(ctx: &mut Ctx<'_>, attr: &Attr, key_store: Option<&mut KeyMaterial>) {
+    let name = attr.value.trim();
+    let problem = match &key_store {
+        None => Some("ferromq:keyAlias without a keyStore"),
+        Some(ks) if ks.kind == StoreKind::Pem => {
+            Some("ferromq:keyAlias applies to a JKS, JCEKS or PKCS#12 keyStore, not to PEM files")
+        }
+        Some(_) if name.is_empty() => Some("ferromq:keyAlias is empty"),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        ctx.push(Diagnostic::error(attr.value_span.clone(), problem).with_hint(
+            "ferromq:keyAlias names the private key entry of the keyStore to serve, as `keytool -list` shows it",
+        ));
+        return;
+    }
+    if let Some(ks) = key_store {
+        ks.key_alias = Some(KeyAlias {
+            name: name.to_owned(),
+            span: attr.value_span.clone(),
+        });
+    }
 }
 
 fn check_pem_file(ctx: &mut Ctx<'_>, path: &Path, attr: &Attr, marker: &str, what: &str) {
@@ -162,31 +191,21 @@ fn check_pem_file(ctx: &mut Ctx<'_>, path: &Path, attr: &Attr, marker: &str, wha
     }
 }
 
-fn keytool_hint(path: &Path) -> String {
-    let src = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "broker.ks".into());
-    let stem = path
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "broker".into());
-    format!(
-        "convert it to PKCS#12: keytool -importkeystore -srckeystore {src} -destkeystore {stem}.p12 -deststoretype pkcs12, then set keyStoreType=\"pkcs12\" and point the attribute at {stem}.p12"
-    )
-}
-
 fn kind_name(kind: StoreKind) -> &'static str {
     match kind {
         StoreKind::Pem => "PEM",
         StoreKind::Pkcs12 => "PKCS#12",
         StoreKind::Jks => "JKS",
+        StoreKind::Jceks => "JCEKS",
     }
 }
 
 fn kind_from_content(bytes: &[u8]) -> Option<StoreKind> {
     if bytes.starts_with(&JKS_MAGIC) {
         return Some(StoreKind::Jks);
+    }
+    if bytes.starts_with(&JCEKS_MAGIC) {
+        return Some(StoreKind::Jceks);
     }
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = bytes.get(start..)?;
@@ -202,7 +221,8 @@ fn kind_from_content(bytes: &[u8]) -> Option<StoreKind> {
 
 fn kind_from_type(value: &str) -> Option<StoreKind> {
     match value.trim().to_ascii_lowercase().as_str() {
-        "jks" | "jceks" => Some(StoreKind::Jks),
+        "jks" => Some(StoreKind::Jks),
+        "jceks" => Some(StoreKind::Jceks),
         "pkcs12" | "p12" | "pfx" => Some(StoreKind::Pkcs12),
         "pem" => Some(StoreKind::Pem),
         _ => None,
@@ -213,6 +233,7 @@ fn kind_from_extension(path: &Path) -> Option<StoreKind> {
     let ext = path.extension()?.to_string_lossy().to_ascii_lowercase();
     match ext.as_str() {
         "jks" | "ks" | "ts" | "keystore" | "truststore" => Some(StoreKind::Jks),
+        "jceks" => Some(StoreKind::Jceks),
         "p12" | "pfx" | "pkcs12" => Some(StoreKind::Pkcs12),
         "pem" | "crt" | "cer" | "key" => Some(StoreKind::Pem),
         _ => None,
@@ -233,7 +254,7 @@ fn store_kind(
                 ctx.value_error(
                     a,
                     format!("unknown store type `{}`", a.value),
-                    "use pkcs12 or pem (jks must be converted to pkcs12)",
+                    "use jks, jceks, pkcs12 or pem",
                 );
                 None
             }
@@ -262,9 +283,9 @@ fn store_kind(
         ctx.push(
             Diagnostic::error(
                 path_attr.value_span.clone(),
-                format!("{} is neither PEM nor PKCS#12", path.display()),
+                format!("{} is neither PEM, PKCS#12, JKS nor JCEKS", path.display()),
             )
-            .with_hint("ferromq reads PEM (-----BEGIN CERTIFICATE-----) and PKCS#12 (.p12) files"),
+            .with_hint("ferromq reads PEM (-----BEGIN CERTIFICATE-----) files, PKCS#12 (.p12) stores and Java JKS/JCEKS stores"),
         );
     }
     None
@@ -326,6 +347,11 @@ mod tests {
         assert_eq!(kind_from_content(b"hello"), None);
         assert_eq!(kind_from_type("PKCS12"), Some(StoreKind::Pkcs12));
         assert_eq!(kind_from_type("bks"), None);
+        assert_eq!(kind_from_type("JCEKS"), Some(StoreKind::Jceks));
+        assert_eq!(
+            kind_from_content(&[0xCE, 0xCE, 0xCE, 0xCE, 0, 0]),
+            Some(StoreKind::Jceks)
+        );
         assert_eq!(
             kind_from_extension(Path::new("a/broker.ks")),
             Some(StoreKind::Jks)
@@ -334,12 +360,5 @@ mod tests {
             kind_from_extension(Path::new("x.pem")),
             Some(StoreKind::Pem)
         );
-    }
-
-    #[test]
-    fn keytool_hint_names_the_files() {
-        assert!(keytool_hint(Path::new("/etc/amq/broker.ks")).contains(
-            "keytool -importkeystore -srckeystore broker.ks -destkeystore broker.p12 -deststoretype pkcs12"
-        ));
     }
 }

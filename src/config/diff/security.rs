@@ -41,25 +41,29 @@ pub(super) fn diff_tls(
     (!settings.is_empty() || !files.is_empty()).then_some(TlsChange { settings, files })
 }
 
-/// Attribute names of one store: path, password, type, separate key file.
-type StoreNames = [&'static str; 4];
+/// Attribute names of one store: path, password, type, separate key file, key password, alias.
+type StoreNames = [&'static str; 6];
 const KEY_STORE_NAMES: StoreNames = [
     "keyStore",
     "keyStorePassword",
     "keyStoreType",
     "ferromq:keyFile",
+    "keyStoreKeyPassword",
+    "ferromq:keyAlias",
 ];
 const TRUST_STORE_NAMES: StoreNames = [
     "trustStore",
     "trustStorePassword",
     "trustStoreType",
     "trustStore",
+    "trustStore",
+    "trustStore",
 ];
 
 fn diff_key_material(
     old: Option<&KeyMaterial>,
     new: Option<&KeyMaterial>,
-    [path, password, kind, key_file]: StoreNames,
+    [path, password, kind, key_file, key_password, key_alias]: StoreNames,
     out: &mut Vec<&'static str>,
 ) {
     match (old, new) {
@@ -71,13 +75,21 @@ fn diff_key_material(
                 password: old_password,
                 kind: old_kind,
                 key_file: old_key_file,
+                key_password: old_key_password,
+                key_alias: old_key_alias,
                 span: _,
             } = old;
+            let alias_name = |a: &Option<KeyAlias>| a.as_ref().map(|a| a.name.clone());
             let differing = [
                 (*old_path != new.path, path),
                 (*old_password != new.password, password),
                 (*old_kind != new.kind, kind),
                 (*old_key_file != new.key_file, key_file),
+                (*old_key_password != new.key_password, key_password),
+                (
+                    alias_name(old_key_alias) != alias_name(&new.key_alias),
+                    key_alias,
+                ),
             ];
             for (differs, name) in differing {
                 if differs && !out.contains(&name) {

@@ -20,13 +20,20 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `len` bytes; `what` names the field for the error.
-    pub(super) fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], KeyStoreError> {
+    pub(super) fn take(
+        &mut self,
+        len: usize,
+        what: &'static str,
+    ) -> Result<&'a [u8], KeyStoreError> {
         let end = self
             .pos
             .checked_add(len)
             .filter(|end| *end <= self.bytes.len())
             .ok_or(KeyStoreError::Truncated { what })?;
-        let out = self.bytes.get(self.pos..end).ok_or(KeyStoreError::Truncated { what })?;
+        let out = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(KeyStoreError::Truncated { what })?;
         self.pos = end;
         Ok(out)
     }
@@ -94,7 +101,10 @@ mod tests {
         assert_eq!(r.u32("n").ok(), Some(7));
         assert_eq!(r.utf("s").ok().as_deref(), Some("abc"));
         assert_eq!(r.utf("nul").ok().as_deref(), Some("\0"));
-        assert!(matches!(r.u32("end"), Err(KeyStoreError::Truncated { what: "end" })));
+        assert!(matches!(
+            r.u32("end"),
+            Err(KeyStoreError::Truncated { what: "end" })
+        ));
     }
 
     #[test]

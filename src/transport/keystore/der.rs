@@ -131,7 +131,9 @@ mod tests {
 
     #[test]
     fn pbe_parameters_read_salt_and_count() {
-        let der = [0x30, 0x0d, 0x04, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0x01, 0x14];
+        let der = [
+            0x30, 0x0d, 0x04, 0x08, 1, 2, 3, 4, 5, 6, 7, 8, 0x02, 0x01, 0x14,
+        ];
         let (salt, count) = pbe_parameters(&der).expect("params");
         assert_eq!((salt, count), (&[1, 2, 3, 4, 5, 6, 7, 8][..], 20));
         let negative = [0x30, 0x05, 0x04, 0x00, 0x02, 0x01, 0x80];

@@ -119,7 +119,10 @@ impl JavaKeyStore {
     ///
     /// Errors: [`KeyStoreError::IntegrityCheckFailed`] for a wrong password; the others for a
     /// damaged or unsupported file. Never panics, whatever the bytes.
-    pub(crate) fn parse(bytes: &[u8], password: Option<&str>) -> Result<JavaKeyStore, KeyStoreError> {
+    pub(crate) fn parse(
+        bytes: &[u8],
+        password: Option<&str>,
+    ) -> Result<JavaKeyStore, KeyStoreError> {
         let mut r = Reader::new(bytes);
         let format = match r.u32("the magic number")? {
             JKS_MAGIC => Format::Jks,

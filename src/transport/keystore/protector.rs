@@ -62,9 +62,12 @@ fn sun_jks(data: &[u8], password: &str) -> Result<Vec<u8>, KeyStoreError> {
         reason: "the protected key is shorter than its salt and check digest",
     };
     let (salt, rest) = data.split_at_checked(SHA1_LEN).ok_or(too_short)?;
-    let body_len = rest.len().checked_sub(SHA1_LEN).ok_or(KeyStoreError::BadKeyEncoding {
-        reason: "the protected key is shorter than its salt and check digest",
-    })?;
+    let body_len = rest
+        .len()
+        .checked_sub(SHA1_LEN)
+        .ok_or(KeyStoreError::BadKeyEncoding {
+            reason: "the protected key is shorter than its salt and check digest",
+        })?;
     let (body, check) = rest.split_at(body_len);
     let password = utf16_be(password);
 

@@ -44,7 +44,11 @@ fn protect_jks(plain: &[u8], password: &str, salt: [u8; 20]) -> Vec<u8> {
     let mut data = salt.to_vec();
     let mut digest = salt;
     for chunk in plain.chunks(20) {
-        digest = Sha1::new().chain_update(&pw).chain_update(digest).finalize().into();
+        digest = Sha1::new()
+            .chain_update(&pw)
+            .chain_update(digest)
+            .finalize()
+            .into();
         data.extend(chunk.iter().zip(digest.iter()).map(|(c, k)| c ^ k));
     }
     data.extend(Sha1::new().chain_update(&pw).chain_update(plain).finalize());
@@ -53,7 +57,11 @@ fn protect_jks(plain: &[u8], password: &str, salt: [u8; 20]) -> Vec<u8> {
 }
 
 fn protect_jceks(plain: &[u8], password: &str, salt: [u8; 8], iterations: u8) -> Vec<u8> {
-    let derived = derive_triple_des(&salt, u64::from(iterations), &pbe_password(password).expect("ascii"));
+    let derived = derive_triple_des(
+        &salt,
+        u64::from(iterations),
+        &pbe_password(password).expect("ascii"),
+    );
     let (key, iv) = derived.split_at(24);
     let data = cbc::Encryptor::<TdesEde3>::new_from_slices(key, iv)
         .expect("key")
@@ -142,13 +150,19 @@ fn jks_round_trip_with_key_password_and_integrity() {
     assert_eq!(store.format, Format::Jks);
     assert_eq!(store.entries, entries);
     assert_eq!(store.key_aliases(), vec!["broker"]);
-    assert_eq!(store.trusted_certificates(), vec![&b"leaf"[..], &b"ca-cert"[..]]);
+    assert_eq!(
+        store.trusted_certificates(),
+        vec![&b"leaf"[..], &b"ca-cert"[..]]
+    );
 
     let EntryKind::PrivateKey { protected, .. } = &store.entries[0].kind else {
         panic!("key entry first");
     };
     assert_eq!(recover_key(protected, "keypw").as_deref(), Ok(&plain[..]));
-    assert_eq!(recover_key(protected, "storepw"), Err(KeyStoreError::WrongKeyPassword));
+    assert_eq!(
+        recover_key(protected, "storepw"),
+        Err(KeyStoreError::WrongKeyPassword)
+    );
 
     assert_eq!(
         JavaKeyStore::parse(&bytes, Some("wrong")),
@@ -161,7 +175,10 @@ fn jks_round_trip_with_key_password_and_integrity() {
 #[test]
 fn jceks_round_trip_and_wrong_key_password() {
     let plain = fake_pkcs8(&[9u8; 61]);
-    let entries = vec![key_entry("a", protect_jceks(&plain, "pw", [1, 2, 3, 4, 5, 6, 7, 8], 20))];
+    let entries = vec![key_entry(
+        "a",
+        protect_jceks(&plain, "pw", [1, 2, 3, 4, 5, 6, 7, 8], 20),
+    )];
     let bytes = write_store(Format::Jceks, &entries, "pw");
     let store = JavaKeyStore::parse(&bytes, Some("pw")).expect("parses");
     assert_eq!(store.format, Format::Jceks);
@@ -169,13 +186,23 @@ fn jceks_round_trip_and_wrong_key_password() {
         panic!("key entry");
     };
     assert_eq!(recover_key(protected, "pw").as_deref(), Ok(&plain[..]));
-    assert_eq!(recover_key(protected, "other"), Err(KeyStoreError::WrongKeyPassword));
-    assert_eq!(recover_key(protected, "ünï"), Err(KeyStoreError::NonAsciiPassword));
+    assert_eq!(
+        recover_key(protected, "other"),
+        Err(KeyStoreError::WrongKeyPassword)
+    );
+    assert_eq!(
+        recover_key(protected, "ünï"),
+        Err(KeyStoreError::NonAsciiPassword)
+    );
 }
 
 #[test]
 fn damaged_stores_are_named() {
-    let bytes = write_store(Format::Jks, &[key_entry("k", protect_jks(&fake_pkcs8(b"x"), "p", [0; 20]))], "p");
+    let bytes = write_store(
+        Format::Jks,
+        &[key_entry("k", protect_jks(&fake_pkcs8(b"x"), "p", [0; 20]))],
+        "p",
+    );
     let cut = &bytes[..bytes.len() - 25];
     assert!(matches!(
         JavaKeyStore::parse(cut, Some("p")),
@@ -189,7 +216,10 @@ fn damaged_stores_are_named() {
     );
     let mut version = bytes.clone();
     version[7] = 9;
-    assert_eq!(JavaKeyStore::parse(&version, None), Err(KeyStoreError::UnsupportedVersion(9)));
+    assert_eq!(
+        JavaKeyStore::parse(&version, None),
+        Err(KeyStoreError::UnsupportedVersion(9))
+    );
 
     let mut secret = JCEKS_MAGIC.to_be_bytes().to_vec();
     secret.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 3]);
@@ -197,7 +227,9 @@ fn damaged_stores_are_named() {
     secret.extend_from_slice(&[0; 8]);
     assert_eq!(
         JavaKeyStore::parse(&secret, None),
-        Err(KeyStoreError::SecretKeyEntry { alias: "aes".into() })
+        Err(KeyStoreError::SecretKeyEntry {
+            alias: "aes".into()
+        })
     );
 }
 
@@ -212,7 +244,10 @@ fn unknown_protection_and_absurd_iteration_counts_are_refused() {
     params.extend(der(0x02, &[0x7f, 0xff, 0xff, 0xff]));
     let oid = [0x2b, 0x06, 0x01, 0x04, 0x01, 0x2a, 0x02, 0x13, 0x01];
     let huge = encrypted_info(&oid, &der(0x30, &params), &[0; 16]);
-    assert!(matches!(recover_key(&huge, "pw"), Err(KeyStoreError::BadKeyEncoding { .. })));
+    assert!(matches!(
+        recover_key(&huge, "pw"),
+        Err(KeyStoreError::BadKeyEncoding { .. })
+    ));
 }
 
 proptest! {
