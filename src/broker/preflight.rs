@@ -16,12 +16,16 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     for listener in config.listeners.iter().filter(|l| l.scheme.is_tls()) {
         if let Err(e) = load_tls(config, listener) {
-            found.push(
-                Diagnostic::error(listener.span.clone(), format!("{e:#}")).with_hint(
-                    "check that the key store and key files are readable and that the key \
+            // At the store attribute the error is about (keyStore, trustStore, keyAlias) when
+            // it is about one, else at the connector.
+            let span = e
+                .downcast_ref::<crate::transport::TlsError>()
+                .and_then(|tls| tls.to_diagnostic(config.ssl.as_ref()).span)
+                .unwrap_or_else(|| listener.span.clone());
+            found.push(Diagnostic::error(span, format!("{e:#}")).with_hint(
+                "check that the key store and key files are readable and that the key \
                      belongs to the certificate",
-                ),
-            );
+            ));
         }
     }
     if let Err(e) = Security::from_config(config) {

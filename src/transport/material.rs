@@ -181,6 +181,7 @@ fn java_identity(km: &KeyMaterial, bytes: &[u8]) -> Result<Identity, TlsError> {
             hint: format!("; the key entry {alias:?} has no certificate chain"),
         });
     }
+    let key = keystore::with_public_key(key, chain.first().map_or(&[][..], Vec::as_slice));
     Ok(Identity {
         chain: chain
             .iter()
@@ -368,9 +369,14 @@ fn pkcs12_identity(km: &KeyMaterial, bytes: &[u8]) -> Result<Identity, TlsError>
             hint: format!("; the key entry {alias:?} has no certificate chain"),
         });
     }
+    // Java's PKCS#12 stores carry EC keys without their public key, as its JKS stores do.
+    let key = keystore::with_public_key(
+        chain.key().to_vec(),
+        certs.first().map_or(&[][..], |c| c.as_ref()),
+    );
     Ok(Identity {
         chain: certs,
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(chain.key().to_vec())),
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
     })
 }
 

@@ -118,10 +118,11 @@ fn mismatched_key_and_certificate_fail_check_and_run() {
     let other = rcgen::KeyPair::generate().expect("key");
     std::fs::write(dir.path().join("key.pem"), other.serialize_pem()).expect("write");
     let config = write_config(dir.path(), "data", tls_body());
+    // located at the keyStore attribute (line 4), the material the error is about
     both_fail(
         dir.path(),
         &config,
-        7,
+        4,
         "cannot set up TLS for connector `mqtts`",
     );
 }

@@ -10,6 +10,7 @@
 //! - [`reload`]: a configuration spread over several files, and a recording `ApplyConfig`;
 //! - [`logs`]: capturing log lines;
 //! - [`sub_options`]: MQTT 5 SUBSCRIBE with options and identifiers over a raw client;
+//! - [`keytool`]: JKS/JCEKS stores made by the real `keytool`;
 //! - [`tmpfs`]: a small real filesystem for the disk-full tests;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
@@ -17,6 +18,7 @@
 
 pub mod broker;
 pub mod client;
+pub mod keytool;
 pub mod live;
 pub mod logs;
 pub mod reload;

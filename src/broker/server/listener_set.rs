@@ -317,11 +317,11 @@ pub(crate) fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<A
             listener.span
         )
     })?;
+    // The TlsError stays the source, so that `check` can point at the store attribute.
     SharedTls::load(ssl, &listener.options).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot set up TLS for connector `{}` at {}: {e}",
-            listener.name,
-            listener.span
-        )
+        anyhow::Error::new(e).context(format!(
+            "cannot set up TLS for connector `{}` at {}",
+            listener.name, listener.span
+        ))
     })
 }

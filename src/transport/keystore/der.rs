@@ -29,6 +29,31 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, content, rest))
 }
 
+/// One DER element: its tag, its content, the whole element (header included), what follows.
+pub(super) fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (tag, content, rest) = tlv(input)?;
+    let whole = input.get(..input.len() - rest.len())?;
+    Some((tag, content, whole, rest))
+}
+
+/// `content` as one DER element with `tag` (definite length, short or long form).
+pub(super) fn encode(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let len = content.len();
+    match u8::try_from(len) {
+        Ok(short) if short < 0x80 => out.push(short),
+        _ => {
+            let bytes = len.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            let significant = bytes.get(skip..).unwrap_or_default();
+            out.push(0x80 | u8::try_from(significant.len()).unwrap_or(8));
+            out.extend_from_slice(significant);
+        }
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     match tlv(input)? {
         (t, content, rest) if t == tag => Some((content, rest)),
@@ -119,6 +144,19 @@ mod tests {
         assert_eq!((tag, content, rest), (0x04, &[0xaa, 0xbb][..], &[0x05][..]));
         assert!(tlv(&[0x04, 0x85, 1, 1, 1, 1, 1]).is_none());
         assert!(tlv(&[0x04, 0x03, 1]).is_none());
+    }
+
+    #[test]
+    fn encode_then_parse() {
+        for len in [0usize, 5, 127, 128, 300, 70_000] {
+            let content = vec![7u8; len];
+            let der = encode(0x04, &content);
+            let (tag, parsed, whole, rest) = element(&der).expect("element");
+            assert_eq!(
+                (tag, parsed, whole, rest.len()),
+                (0x04, &content[..], &der[..], 0)
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod bytes;
 mod der;
+mod ec;
 mod protector;
 #[cfg(test)]
 mod tests;
@@ -28,6 +29,7 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 use bytes::Reader;
+pub(crate) use ec::with_public_key;
 
 const JKS_MAGIC: u32 = 0xFEED_FEED;
 const JCEKS_MAGIC: u32 = 0xCECE_CECE;

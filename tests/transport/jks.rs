@@ -1,0 +1,447 @@
+//! Java key stores (JKS, JCEKS) made by the real `keytool` at test time, read directly: a TLS
+//! MQTT listener from an `activemq.xml` `<sslContext>`, client certificates verified by a JKS
+//! trust store, `keyStoreKeyPassword`, wrong passwords and several keys reported by
+//! `ferromq check` at the attribute, `ferromq:keyAlias`, and renewal of a JKS file on disk.
+//! Every store's magic number is asserted (`Keytool::assert_magic`), so the JKS and JCEKS
+//! readers are really exercised: a modern keytool writes PKCS#12 unless told otherwise.
+//!
+//! Run: `cargo test --test transport jks::`
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use crate::support::client::{connect_packet, publish_packet, RawClient};
+use crate::support::keytool::{Keytool, StoreType};
+use crate::support::tls::{replace_file, within, Ca, Leaf};
+use crate::support::xml::load_file;
+use crate::support::TestBroker;
+use ferromq::config::StoreKind;
+use ferromq::protocol::{encode, Ack, ConnectReason, Packet, ProtocolVersion, QoS};
+use ferromq::transport::{ReloadOutcome, SharedTls, TlsError};
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+const STORE_PASS: &str = "storepw";
+const KEY_PASS: &str = "keypass";
+const TRUST_PASS: &str = "trustpw";
+
+/// `activemq.xml` in `dir` with one `mqtt+ssl` connector (`uri_options` appended) and
+/// `ssl_attrs` on the inner `<sslContext>`. The keyStore attribute is on line 5.
+fn write_config(dir: &Path, ssl_attrs: &str, uri_options: &str) -> std::path::PathBuf {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:ferromq="urn:ferromq">
+    <broker xmlns="http://activemq.apache.org/schema/core" brokerName="jks" persistent="false">
+        <sslContext>
+            <sslContext
+                {ssl_attrs}/>
+        </sslContext>
+        <transportConnectors>
+            <transportConnector name="mqtts" uri="mqtt+ssl://127.0.0.1:0{uri_options}"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#
+    );
+    let path = dir.join("activemq.xml");
+    std::fs::write(&path, xml).expect("write config");
+    path
+}
+
+fn ferromq(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.args(args);
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    command.output().expect("run ferromq")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ferromq check` fails with an error at `config:line:` that contains every one of `needles`.
+fn check_fails_at(config: &Path, line: u32, needles: &[&str]) {
+    let out = ferromq(&["check", &config.display().to_string()]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    let located = format!("{}:{line}:", config.display());
+    let error_line = all
+        .lines()
+        .find(|l| l.contains(&located))
+        .unwrap_or_else(|| panic!("no error at {located}:\n{all}"));
+    for needle in needles {
+        assert!(
+            all.contains(needle),
+            "`{needle}` missing at {error_line}:\n{all}"
+        );
+    }
+}
+
+/// A TLS client trusting `root` (DER), presenting `client` when given.
+fn connector(root: &[u8], client: Option<&Leaf>) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(root.to_vec()))
+        .expect("trust anchor");
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_root_certificates(roots);
+    let config = match client {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.der()], leaf.key_der())
+            .expect("client certificate"),
+        None => builder.with_no_client_auth(),
+    };
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn tls(addr: SocketAddr, connector: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = within("tcp connect", TcpStream::connect(addr)).await?;
+    let name = ServerName::try_from("localhost").expect("name");
+    within("TLS handshake", connector.connect(name, tcp)).await
+}
+
+fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec())
+        .expect("server certificate")
+}
+
+fn mqtts_addr(broker: &TestBroker) -> SocketAddr {
+    broker
+        .handle
+        .listener_addrs()
+        .iter()
+        .find(|(n, _)| n == "mqtts")
+        .map(|(_, a)| *a)
+        .expect("mqtts listener")
+}
+
+/// CONNECT over `stream`, then a QoS 1 publish acknowledged: the broker serves MQTT on it.
+async fn mqtt_round_trip(stream: TlsStream<TcpStream>, client_id: &str) {
+    let (mut client, ack) = RawClient::handshake(stream, connect_packet(client_id, true, 0)).await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+    client
+        .send(publish_packet(
+            "jks/t",
+            b"hello",
+            QoS::AtLeastOnce,
+            Some(7),
+            false,
+        ))
+        .await;
+    assert_eq!(client.recv().await, Packet::PubAck(Ack::new(7)));
+}
+
+/// Whether the broker served MQTT on `stream` (a CONNACK came back) or closed it.
+async fn served(stream: std::io::Result<TlsStream<TcpStream>>) -> bool {
+    let Ok(mut stream) = stream else { return false };
+    let mut connect = bytes::BytesMut::new();
+    let packet = Packet::Connect(Box::new(connect_packet("nocert", true, 0)));
+    encode(&packet, ProtocolVersion::V311, &mut connect).expect("encode");
+    if stream.write_all(&connect).await.is_err() {
+        return false;
+    }
+    let mut client = RawClient::over(stream);
+    matches!(
+        client.recv_within(crate::support::STEP).await,
+        Some(Packet::ConnAck(_))
+    )
+}
+
+#[tokio::test]
+async fn jks_and_jceks_key_stores_serve_tls_mqtt_from_activemq_xml() {
+    // JKS: an RSA key whose password differs from the store's (keyStoreKeyPassword).
+    // JCEKS: an EC key under the store password (the fallback when keyStoreKeyPassword is unset).
+    let cases = [
+        (StoreType::Jks, "RSA", KEY_PASS, true),
+        (StoreType::Jceks, "EC", STORE_PASS, false),
+    ];
+    for (store_type, key_alg, key_pass, with_key_password) in cases {
+        let Some(keytool) = Keytool::new(store_type) else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = dir.path().join("broker.ks");
+        keytool.genkeypair(&ks, "broker", "localhost", key_alg, STORE_PASS, key_pass);
+        let server_cert = keytool.export_cert(&ks, "broker", STORE_PASS);
+        let key_password = if with_key_password {
+            format!(r#"keyStoreKeyPassword="{KEY_PASS}""#)
+        } else {
+            String::new()
+        };
+        let config = write_config(
+            dir.path(),
+            &format!(
+                r#"keyStore="file:{}" keyStorePassword="{STORE_PASS}" {key_password}"#,
+                ks.display()
+            ),
+            "",
+        );
+        let check = ferromq(&["check", &config.display().to_string()]);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "{store_type:?}: {}",
+            text(&check)
+        );
+        assert!(
+            text(&check).contains(&format!("({})", store_type.name())),
+            "{}",
+            text(&check)
+        );
+
+        let broker = TestBroker::start(load_file(&config)).await;
+        let stream = tls(mqtts_addr(&broker), &connector(&server_cert, None))
+            .await
+            .expect("TLS handshake with the keytool certificate");
+        assert_eq!(presented(&stream), server_cert, "{store_type:?}");
+        mqtt_round_trip(stream, &format!("{store_type:?}")).await;
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn client_certificates_are_verified_by_a_java_trust_store() {
+    for store_type in [StoreType::Jks, StoreType::Jceks] {
+        let Some(keytool) = Keytool::new(store_type) else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ks = dir.path().join("broker.ks");
+        let ts = dir.path().join("broker.ts");
+        keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+        let server_cert = keytool.export_cert(&ks, "broker", STORE_PASS);
+        let ca = Ca::new("client CA");
+        keytool.import_trusted(&ts, "clientca", &ca.pem(), TRUST_PASS);
+        let config = write_config(
+            dir.path(),
+            &format!(
+                r#"keyStore="{}" keyStorePassword="{STORE_PASS}" trustStore="{}" trustStorePassword="{TRUST_PASS}""#,
+                ks.display(),
+                ts.display()
+            ),
+            "?needClientAuth=true",
+        );
+        let broker = TestBroker::start(load_file(&config)).await;
+        let addr = mqtts_addr(&broker);
+
+        let trusted = ca.client("device");
+        let stream = tls(addr, &connector(&server_cert, Some(&trusted)))
+            .await
+            .expect("handshake with a trusted client certificate");
+        mqtt_round_trip(stream, "device").await;
+
+        let stranger = Ca::new("other CA").client("stranger");
+        let refused = tls(addr, &connector(&server_cert, Some(&stranger))).await;
+        assert!(
+            !served(refused).await,
+            "{store_type:?}: a foreign client certificate was served"
+        );
+        let anonymous = tls(addr, &connector(&server_cert, None)).await;
+        assert!(
+            !served(anonymous).await,
+            "{store_type:?}: a client without certificate was served"
+        );
+        broker.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_located_errors_of_check() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, KEY_PASS);
+
+    // Wrong store password: the store's integrity check fails; located at the keyStore value.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="not-it" keyStoreKeyPassword="{KEY_PASS}""#,
+            ks.display()
+        ),
+        "",
+    );
+    check_fails_at(
+        &config,
+        5,
+        &["integrity check failed", "keyStorePassword", "JKS"],
+    );
+
+    // Right store password, no keyStoreKeyPassword: the store password does not open the key.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#,
+            ks.display()
+        ),
+        "",
+    );
+    check_fails_at(
+        &config,
+        5,
+        &["`broker` cannot be recovered", "keyStoreKeyPassword"],
+    );
+
+    // A JCEKS trust store with a wrong password, when client certificates are asked for.
+    let Some(jceks) = Keytool::new(StoreType::Jceks) else {
+        return;
+    };
+    let ts = dir.path().join("broker.ts");
+    jceks.import_trusted(&ts, "ca", &Ca::new("ca").pem(), TRUST_PASS);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="{STORE_PASS}" keyStoreKeyPassword="{KEY_PASS}"
+                trustStore="{}" trustStorePassword="wrong-one""#,
+            ks.display(),
+            ts.display()
+        ),
+        "?needClientAuth=true",
+    );
+    check_fails_at(
+        &config,
+        6,
+        &["trustStore", "JCEKS store's integrity check failed"],
+    );
+}
+
+#[tokio::test]
+async fn several_private_keys_need_key_alias() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "alpha", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    keytool.genkeypair(&ks, "beta", "localhost", "EC", STORE_PASS, STORE_PASS);
+    let beta_cert = keytool.export_cert(&ks, "beta", STORE_PASS);
+    let store = format!(
+        r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#,
+        ks.display()
+    );
+
+    let config = write_config(dir.path(), &store, "");
+    check_fails_at(
+        &config,
+        5,
+        &["several private keys (alpha, beta)", "ferromq:keyAlias"],
+    );
+
+    let config = write_config(
+        dir.path(),
+        &format!(r#"{store} ferromq:keyAlias="gamma""#),
+        "",
+    );
+    check_fails_at(&config, 5, &["no private key entry `gamma`", "alpha, beta"]);
+
+    // Picked by alias (Java's aliases are case-insensitive): served with that certificate.
+    let config = write_config(
+        dir.path(),
+        &format!(r#"{store} ferromq:keyAlias="Beta""#),
+        "",
+    );
+    let check = ferromq(&["check", &config.display().to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    assert!(
+        text(&check).contains("(JKS, alias Beta)"),
+        "{}",
+        text(&check)
+    );
+    let broker = TestBroker::start(load_file(&config)).await;
+    let stream = tls(mqtts_addr(&broker), &connector(&beta_cert, None))
+        .await
+        .expect("handshake");
+    assert_eq!(presented(&stream), beta_cert);
+    mqtt_round_trip(stream, "alias").await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_renewed_jks_store_applies_to_new_handshakes() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let first = keytool.export_cert(&ks, "broker", STORE_PASS);
+    let renewed = dir.path().join("renewed.ks");
+    keytool.genkeypair(
+        &renewed,
+        "broker",
+        "localhost",
+        "RSA",
+        STORE_PASS,
+        STORE_PASS,
+    );
+    let second = keytool.export_cert(&renewed, "broker", STORE_PASS);
+    let wrong = dir.path().join("wrong.ks");
+    keytool.genkeypair(&wrong, "broker", "localhost", "RSA", "otherpw", "otherpw");
+
+    let mut key_store = crate::support::tls::store(&ks, StoreKind::Jks, Some(STORE_PASS));
+    key_store.key_password = None;
+    let ssl = ferromq::config::SslContextConfig {
+        key_store: Some(key_store),
+        trust_store: None,
+        span: crate::support::tls::span(),
+    };
+    let shared =
+        SharedTls::load(&ssl, &crate::support::tls::options(false, false)).expect("load JKS");
+    let config = shared.server_config();
+
+    // A renewal under another password is refused and the old material stays.
+    replace_file(&ks, std::fs::read(&wrong).expect("read"));
+    assert!(matches!(
+        shared.reload(),
+        Err(TlsError::WrongPassword { format: "JKS", .. })
+    ));
+    assert!(Arc::ptr_eq(&config, &shared.server_config()));
+
+    replace_file(&ks, std::fs::read(&renewed).expect("read"));
+    assert_eq!(shared.reload().expect("reload"), ReloadOutcome::Reloaded);
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.server_config());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        acceptor.accept(tcp).await.map(|_| ())
+    });
+    let stream = tls(addr, &connector(&second, None))
+        .await
+        .expect("handshake");
+    assert_eq!(presented(&stream), second);
+    assert_ne!(first, second);
+    within("server side", server)
+        .await
+        .expect("task")
+        .expect("server handshake");
+}
