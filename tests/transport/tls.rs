@@ -331,7 +331,9 @@ async fn stalled_handshake_times_out_without_blocking_others() {
 }
 
 #[tokio::test]
-async fn jks_key_store_error_names_the_conversion() {
+async fn damaged_jks_key_store_is_a_located_error() {
+    // A JKS header with no entries and no integrity digest: read as JKS (stores made by the real
+    // keytool are served in `jks.rs`), refused as truncated, located at the keyStore attribute.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("broker.ks");
     std::fs::write(&path, [0xfe, 0xed, 0xfe, 0xed, 0, 0, 0, 2, 0, 0, 0, 0]).expect("write");
@@ -342,9 +344,10 @@ async fn jks_key_store_error_names_the_conversion() {
     };
     let err = match SharedTls::load(&ssl, &options(false, false)) {
         Err(e) => e,
-        Ok(_) => panic!("JKS must be refused"),
+        Ok(_) => panic!("a damaged JKS store must be refused"),
     };
-    assert!(err.to_string().contains("keytool -importkeystore"), "{err}");
+    assert!(err.to_string().contains("Java JKS store"), "{err}");
+    assert!(err.to_string().contains("integrity digest"), "{err}");
     let diagnostic = err.to_diagnostic(Some(&ssl));
     assert_eq!(diagnostic.span, Some(span()));
 }
