@@ -209,7 +209,7 @@ fn damaged_stores_are_named() {
         Err(KeyStoreError::Truncated { .. })
     ));
     let mut flipped = bytes.clone();
-    flipped[30] ^= 1;
+    flipped[40] ^= 1; // inside the protected key
     assert_eq!(
         JavaKeyStore::parse(&flipped, Some("p")),
         Err(KeyStoreError::IntegrityCheckFailed)
@@ -300,7 +300,8 @@ proptest! {
         prop_assert!(parsed.is_err(), "a changed store must not pass the integrity check");
         let _ = JavaKeyStore::parse(&damaged, None);
         let mut damaged_key = protected;
-        if let Some(b) = damaged_key.get_mut(i % damaged_key.len().max(1)) {
+        let at_key = i % damaged_key.len().max(1);
+        if let Some(b) = damaged_key.get_mut(at_key) {
             *b ^= xor;
         }
         let _ = recover_key(&damaged_key, "pw");
