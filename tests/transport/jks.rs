@@ -445,3 +445,36 @@ async fn a_renewed_jks_store_applies_to_new_handshakes() {
         .expect("task")
         .expect("server handshake");
 }
+
+#[test]
+fn key_alias_is_refused_where_no_store_has_aliases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let pem = dir.path().join("server.pem");
+    std::fs::write(
+        &pem,
+        format!("{}{}", pair.cert.pem(), pair.key_pair.serialize_pem()),
+    )
+    .expect("write");
+    let config = write_config(
+        dir.path(),
+        &format!(r#"keyStore="{}" ferromq:keyAlias="broker""#, pem.display()),
+        "",
+    );
+    check_fails_at(
+        &config,
+        5,
+        &["ferromq:keyAlias applies to a JKS, JCEKS or PKCS#12 keyStore"],
+    );
+
+    let config = write_config(
+        dir.path(),
+        &format!(r#"keyStore="{}" ferromq:keyAlais="broker""#, pem.display()),
+        "",
+    );
+    check_fails_at(
+        &config,
+        5,
+        &["unknown ferromq attribute `ferromq:keyAlais`", "keyAlias"],
+    );
+}
