@@ -29,11 +29,24 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, content, rest))
 }
 
-/// One DER element: its tag, its content, the whole element (header included), what follows.
-pub(super) fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element with what follows it.
+pub(super) struct Element<'a> {
+    pub(super) tag: u8,
+    pub(super) content: &'a [u8],
+    /// The element with its header.
+    pub(super) whole: &'a [u8],
+    pub(super) rest: &'a [u8],
+}
+
+pub(super) fn element(input: &[u8]) -> Option<Element<'_>> {
     let (tag, content, rest) = tlv(input)?;
     let whole = input.get(..input.len() - rest.len())?;
-    Some((tag, content, whole, rest))
+    Some(Element {
+        tag,
+        content,
+        whole,
+        rest,
+    })
 }
 
 /// `content` as one DER element with `tag` (definite length, short or long form).
@@ -151,9 +164,9 @@ mod tests {
         for len in [0usize, 5, 127, 128, 300, 70_000] {
             let content = vec![7u8; len];
             let der = encode(0x04, &content);
-            let (tag, parsed, whole, rest) = element(&der).expect("element");
+            let e = element(&der).expect("element");
             assert_eq!(
-                (tag, parsed, whole, rest.len()),
+                (e.tag, e.content, e.whole, e.rest.len()),
                 (0x04, &content[..], &der[..], 0)
             );
         }

@@ -10,6 +10,7 @@ use super::der;
 /// id-ecPublicKey, 1.2.840.10045.2.1, content bytes.
 const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 const SEQUENCE: u8 = 0x30;
+const OID: u8 = 0x06;
 const OCTET_STRING: u8 = 0x04;
 const BIT_STRING: u8 = 0x03;
 const PUBLIC_KEY_TAG: u8 = 0xa1;
@@ -22,35 +23,25 @@ pub(crate) fn with_public_key(pkcs8: Vec<u8>, certificate: &[u8]) -> Vec<u8> {
 }
 
 fn completed(pkcs8: &[u8], certificate: &[u8]) -> Option<Vec<u8>> {
-    let (SEQUENCE, info, _, _) = der::element(pkcs8)? else {
-        return None;
-    };
-    let (_, _, version, rest) = der::element(info)?;
-    let (SEQUENCE, algorithm, algorithm_whole, rest) = der::element(rest)? else {
-        return None;
-    };
-    let (0x06, oid, _, _) = der::element(algorithm)? else {
-        return None;
-    };
-    if oid != EC_PUBLIC_KEY {
+    let info = der::element(pkcs8).filter(|e| e.tag == SEQUENCE)?;
+    let version = der::element(info.content)?;
+    let algorithm = der::element(version.rest).filter(|e| e.tag == SEQUENCE)?;
+    let oid = der::element(algorithm.content).filter(|e| e.tag == OID)?;
+    if oid.content != EC_PUBLIC_KEY {
         return None;
     }
-    let (OCTET_STRING, ec_key, _, attributes) = der::element(rest)? else {
-        return None;
-    };
-    let (SEQUENCE, ec_fields, _, _) = der::element(ec_key)? else {
-        return None;
-    };
+    let key = der::element(algorithm.rest).filter(|e| e.tag == OCTET_STRING)?;
+    let ec_key = der::element(key.content).filter(|e| e.tag == SEQUENCE)?;
     // ECPrivateKey: version, privateKey, then optional [0] parameters and [1] publicKey.
     let mut fields = Vec::new();
-    let mut rest = ec_fields;
+    let mut rest = ec_key.content;
     while !rest.is_empty() {
-        let (tag, _, whole, next) = der::element(rest)?;
-        if tag == PUBLIC_KEY_TAG {
+        let field = der::element(rest)?;
+        if field.tag == PUBLIC_KEY_TAG {
             return None;
         }
-        fields.extend_from_slice(whole);
-        rest = next;
+        fields.extend_from_slice(field.whole);
+        rest = field.rest;
     }
     let (_, cert) = X509Certificate::from_der(certificate).ok()?;
     let point = &cert.tbs_certificate.subject_pki.subject_public_key.data;
@@ -58,11 +49,11 @@ fn completed(pkcs8: &[u8], certificate: &[u8]) -> Option<Vec<u8>> {
     bits.extend_from_slice(point);
     fields.extend(der::encode(PUBLIC_KEY_TAG, &der::encode(BIT_STRING, &bits)));
 
-    let mut info = version.to_vec();
-    info.extend_from_slice(algorithm_whole);
-    info.extend(der::encode(OCTET_STRING, &der::encode(SEQUENCE, &fields)));
-    info.extend_from_slice(attributes);
-    Some(der::encode(SEQUENCE, &info))
+    let mut out = version.whole.to_vec();
+    out.extend_from_slice(algorithm.whole);
+    out.extend(der::encode(OCTET_STRING, &der::encode(SEQUENCE, &fields)));
+    out.extend_from_slice(key.rest); // attributes, if any
+    Some(der::encode(SEQUENCE, &out))
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ fn pbe_md5_triple_des(
             reason: "PBE iteration count out of range (1..=5000000)",
         });
     }
-    if data.is_empty() || data.len() % 8 != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(8) {
         return Err(KeyStoreError::BadKeyEncoding {
             reason: "the encrypted key is not a whole number of DES blocks",
         });
