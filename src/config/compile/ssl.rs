@@ -320,7 +320,7 @@ pub(super) fn check_listeners(
                         listener.name
                     ),
                 )
-                .with_hint("set trustStore to a PEM file of the CA certificates that sign client certificates"),
+                .with_hint("set trustStore to a JKS, JCEKS or PKCS#12 store, or a PEM file, of the CA certificates that sign client certificates"),
             );
         }
     }
