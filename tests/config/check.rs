@@ -166,7 +166,10 @@ fn golden_files_show_what_the_issue_asks_for() {
     // missing trust store of needClientAuth.
     let jks = check("tests/fixtures/config/jks/activemq.xml");
     let jks_text = report::text(&jks);
-    assert!(jks_text.contains("is JKS; ferromq reads it as JKS"), "{jks_text}");
+    assert!(
+        jks_text.contains("is JKS; ferromq reads it as JKS"),
+        "{jks_text}"
+    );
     assert!(!jks_text.contains("does not read"), "{jks_text}");
     assert!(first_error("tests/fixtures/config/jks/activemq.xml")
         .message

@@ -301,6 +301,31 @@ fn tls_settings_and_material_contents() {
     assert_eq!(d.tls.expect("tls").files, [dir.path().join("key.pem")]);
 }
 
+#[test]
+fn key_password_and_alias_changes_are_tls_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The diff reads no store content: JKS magic and a name are enough.
+    std::fs::write(dir.path().join("broker.ks"), [0xfe, 0xed, 0xfe, 0xed]).expect("write");
+    let tls = |attrs: &str| {
+        format!(
+            "<sslContext><sslContext keyStore=\"broker.ks\" keyStorePassword=\"pw\" {attrs}/></sslContext>{}",
+            connectors(&[("tls", "mqtt+ssl://127.0.0.1:8883")])
+        )
+    };
+    let old = load(dir.path(), "", &tls(r#"ferromq:keyAlias="one""#));
+    let alias = load(dir.path(), "", &tls(r#"ferromq:keyAlias="two""#));
+    let key_password = load(
+        dir.path(),
+        "",
+        &tls(r#"ferromq:keyAlias="one" keyStoreKeyPassword="kp""#),
+    );
+    assert_eq!(diff(&old, &alias).summary(), "~tls (ferromq:keyAlias)");
+    assert_eq!(
+        diff(&old, &key_password).summary(),
+        "~tls (keyStoreKeyPassword)"
+    );
+}
+
 const LOGIN_CONFIG: &str = r#"
 activemq {
     org.apache.activemq.jaas.PropertiesLoginModule required
