@@ -478,3 +478,59 @@ fn key_alias_is_refused_where_no_store_has_aliases() {
         &["unknown ferromq attribute `ferromq:keyAlais`", "keyAlias"],
     );
 }
+
+#[tokio::test]
+async fn a_running_broker_serves_a_renewed_jks_store() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ks = certs.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let first = keytool.export_cert(&ks, "broker", STORE_PASS);
+    let renewed = certs.path().join("renewed.ks");
+    keytool.genkeypair(
+        &renewed,
+        "broker",
+        "localhost",
+        "EC",
+        STORE_PASS,
+        STORE_PASS,
+    );
+    let second = keytool.export_cert(&renewed, "broker", STORE_PASS);
+
+    let xml = crate::support::BrokerXml::new()
+        .child(&format!(
+            r#"<sslContext><sslContext keyStore="{}" keyStorePassword="{STORE_PASS}"/></sslContext>"#,
+            ks.display()
+        ))
+        .plugins("")
+        .connector("tls", "mqtt+ssl://127.0.0.1:0")
+        .build();
+    let live = crate::support::live::LiveBroker::start(&xml, true).await;
+    let addr = live.addr("tls").await.expect("listening");
+    let before = tls(addr, &connector(&first, None))
+        .await
+        .expect("handshake");
+    assert_eq!(presented(&before), first);
+
+    // Renewed the way tools do (a new file renamed over the old): the watcher re-reads it and
+    // new handshakes get the new certificate (bounded wait: the watcher debounces).
+    replace_file(&ks, std::fs::read(&renewed).expect("read"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let fresh = tls(addr, &connector(&second, None)).await;
+        if let Ok(stream) = fresh {
+            assert_eq!(presented(&stream), second);
+            mqtt_round_trip(stream, "renewed").await;
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed JKS store was not served within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    mqtt_round_trip(before, "before-renewal").await;
+    live.shutdown().await;
+}
