@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::broker::server::listener_set::load_tls;
+use crate::broker::server::listener_set::{load_tls, ConnectorTlsError};
 use crate::config::{Authentication, Config, Diagnostic, Persistence, Span};
 use crate::security::Security;
 
@@ -19,8 +19,8 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
             // At the store attribute the error is about (keyStore, trustStore, keyAlias) when
             // it is about one, else at the connector.
             let span = e
-                .downcast_ref::<crate::transport::TlsError>()
-                .and_then(|tls| tls.to_diagnostic(config.ssl.as_ref()).span)
+                .downcast_ref::<ConnectorTlsError>()
+                .and_then(|c| c.tls.to_diagnostic(config.ssl.as_ref()).span)
                 .unwrap_or_else(|| listener.span.clone());
             found.push(Diagnostic::error(span, format!("{e:#}")).with_hint(
                 "check that the key store and key files are readable and that the key \

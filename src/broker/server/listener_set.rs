@@ -37,7 +37,7 @@ use crate::broker::runtime::BrokerCore;
 use crate::broker::server::listener;
 use crate::config::{Config, Listener};
 use crate::control::ControlLink;
-use crate::transport::{ReloadOutcome, SharedTls};
+use crate::transport::{ReloadOutcome, SharedTls, TlsError};
 
 /// A connector's socket, bound and ready for its accept loop.
 pub struct BoundListener {
@@ -317,11 +317,22 @@ pub(crate) fn load_tls(config: &Config, listener: &Listener) -> anyhow::Result<A
             listener.span
         )
     })?;
-    // The TlsError stays the source, so that `check` can point at the store attribute.
-    SharedTls::load(ssl, &listener.options).map_err(|e| {
-        anyhow::Error::new(e).context(format!(
-            "cannot set up TLS for connector `{}` at {}",
-            listener.name, listener.span
-        ))
+    SharedTls::load(ssl, &listener.options).map_err(|tls| {
+        anyhow::Error::new(ConnectorTlsError {
+            listener: listener.name.clone(),
+            span: listener.span.to_string(),
+            tls,
+        })
     })
+}
+
+/// A TLS connector whose material cannot be loaded. The [`TlsError`] is a field, not a source,
+/// so that the message says it once however it is printed; `check` reads it to point at the
+/// store attribute it is about.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up TLS for connector `{listener}` at {span}: {tls}")]
+pub(crate) struct ConnectorTlsError {
+    listener: String,
+    span: String,
+    pub(crate) tls: TlsError,
 }
