@@ -93,7 +93,8 @@ fn sun_jks(data: &[u8], password: &str) -> Result<Vec<u8>, KeyStoreError> {
     }
 }
 
-/// SunJCE's key and IV derivation for `PBEWithMD5AndTripleDES` (`PBES1Core.deriveCipherKey`).
+/// SunJCE's key and IV derivation for `PBEWithMD5AndTripleDES` (`PBES1Core.deriveCipherKey`);
+/// `iterations` >= 1 (0 is refused before, as SunJCE does).
 pub(super) fn derive_triple_des(salt: &[u8], iterations: u64, password: &[u8]) -> [u8; 32] {
     let mut salt = <[u8; 8]>::try_from(salt).unwrap_or_default();
     if salt[..4] == salt[4..] {
@@ -101,13 +102,14 @@ pub(super) fn derive_triple_des(salt: &[u8], iterations: u64, password: &[u8]) -
     }
     let mut out = [0u8; 32];
     for (half, target) in salt.chunks(4).zip(out.chunks_mut(16)) {
-        let mut hashed = half.to_vec();
-        for _ in 0..iterations {
+        // The first round hashes the salt half, every further one the previous digest (no
+        // allocation per round: JCEKS stores from Java 17 use 200 000 rounds).
+        let mut hashed = Md5::new().chain_update(half).chain_update(password).finalize();
+        for _ in 1..iterations {
             hashed = Md5::new()
-                .chain_update(&hashed)
+                .chain_update(hashed)
                 .chain_update(password)
-                .finalize()
-                .to_vec();
+                .finalize();
         }
         target.copy_from_slice(&hashed);
     }
