@@ -270,6 +270,7 @@ proptest! {
             }
         }
         let _ = recover_key(&body, "pw");
+        let _ = with_public_key(body.clone(), &body);
     }
 
     /// A valid store with one byte changed or cut short: an error or a store, never a panic;
