@@ -21,5 +21,6 @@ pub mod ws;
 
 pub use accept::{upgrade, Accepted, AsyncStream, UpgradeLimits};
 pub use error::{StoreRole, TlsError, TransportError};
+pub use keystore::KeyStoreError;
 pub use reload::{ReloadOutcome, SharedTls};
 pub use tls::{ClientAuth, TlsMaterial};
