@@ -447,7 +447,7 @@ async fn a_renewed_jks_store_applies_to_new_handshakes() {
 }
 
 #[test]
-fn key_alias_is_refused_where_no_store_has_aliases() {
+fn key_alias_and_key_password_on_pem_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pair = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
     let pem = dir.path().join("server.pem");
@@ -476,6 +476,19 @@ fn key_alias_is_refused_where_no_store_has_aliases() {
         &config,
         5,
         &["unknown ferromq attribute `ferromq:keyAlais`", "keyAlias"],
+    );
+    // keyStoreKeyPassword on a PEM key: a warning, the broker still starts.
+    let config = write_config(
+        dir.path(),
+        &format!(r#"keyStore="{}" keyStoreKeyPassword="x""#, pem.display()),
+        "",
+    );
+    let out = ferromq(&["check", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("warning: keyStoreKeyPassword is not used"),
+        "{}",
+        text(&out)
     );
 }
 

@@ -72,12 +72,11 @@ fn store(
         .attr(element, &role.attr("Password"))
         .map(|a| Secret(a.value.clone()));
     let type_attr = ctx.attr(element, &role.attr("Type"));
-    let key_password = match role {
-        Role::Key => ctx
-            .attr(element, "keyStoreKeyPassword")
-            .map(|a| Secret(a.value.clone())),
+    let key_password_attr = match role {
+        Role::Key => ctx.attr(element, "keyStoreKeyPassword"),
         Role::Trust => None,
     };
+    let key_password = key_password_attr.map(|a| Secret(a.value.clone()));
     let Some(path_attr) = path_attr else {
         if let Some(k) = key_file_attr {
             ctx.push(
@@ -104,6 +103,15 @@ fn store(
         }
     };
     let kind = store_kind(ctx, &path, content.as_deref(), type_attr, path_attr)?;
+    if let (StoreKind::Pem, Some(attr)) = (kind, key_password_attr) {
+        ctx.push(
+            Diagnostic::warning(
+                attr.span.clone(),
+                "keyStoreKeyPassword is not used: a PEM private key is not encrypted",
+            )
+            .with_hint("it opens the private key entry of a JKS or JCEKS keyStore"),
+        );
+    }
     let key_file = match (role, kind, key_file_attr) {
         (Role::Key, StoreKind::Pem, Some(attr)) => {
             let key_path = ctx.resource_path(attr.value.trim());

@@ -104,7 +104,10 @@ pub(super) fn derive_triple_des(salt: &[u8], iterations: u64, password: &[u8]) -
     for (half, target) in salt.chunks(4).zip(out.chunks_mut(16)) {
         // The first round hashes the salt half, every further one the previous digest (no
         // allocation per round: JCEKS stores from Java 17 use 200 000 rounds).
-        let mut hashed = Md5::new().chain_update(half).chain_update(password).finalize();
+        let mut hashed = Md5::new()
+            .chain_update(half)
+            .chain_update(password)
+            .finalize();
         for _ in 1..iterations {
             hashed = Md5::new()
                 .chain_update(hashed)
