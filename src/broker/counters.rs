@@ -15,6 +15,7 @@ pub struct Counters {
     dropped_offline_qos0: AtomicU64,
     dropped_dollar_topic: AtomicU64,
     dropped_not_authorized: AtomicU64,
+    dropped_not_created: AtomicU64,
     protocol_errors: AtomicU64,
     wills_published: AtomicU64,
     refused_store_full: AtomicU64,
@@ -46,6 +47,9 @@ pub struct CountersSnapshot {
     pub dropped_dollar_topic: u64,
     /// Publishes or deliveries refused by authorization (acknowledged, then dropped).
     pub dropped_not_authorized: u64,
+    /// Publishes dropped because their topic does not exist and the publisher may not create
+    /// it (no `admin`; acknowledged to MQTT 3, refused with 0x87 to MQTT 5).
+    pub dropped_not_created: u64,
     /// Connections closed for a malformed packet or a protocol violation.
     pub protocol_errors: u64,
     /// Will messages published.
@@ -87,6 +91,7 @@ impl Counters {
         dropped_offline_qos0,
         dropped_dollar_topic,
         dropped_not_authorized,
+        dropped_not_created,
         protocol_errors,
         wills_published,
         refused_store_full,
@@ -121,6 +126,7 @@ impl Counters {
             dropped_offline_qos0: get(&self.dropped_offline_qos0),
             dropped_dollar_topic: get(&self.dropped_dollar_topic),
             dropped_not_authorized: get(&self.dropped_not_authorized),
+            dropped_not_created: get(&self.dropped_not_created),
             protocol_errors: get(&self.protocol_errors),
             wills_published: get(&self.wills_published),
             refused_store_full: get(&self.refused_store_full),

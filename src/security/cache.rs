@@ -10,8 +10,26 @@ use super::{Action, Principal, Security};
 /// emptying (rather than evicting one by one) keeps each lookup to a single hash probe.
 pub const DEFAULT_CAPACITY: usize = 256;
 
-/// Decisions for one action, by topic or filter.
-type DecisionMap = HashMap<Box<str>, bool>;
+/// Decisions for one action, by topic or filter: [`ALLOWED`] and [`EXISTS`] bits.
+type DecisionMap = HashMap<Box<str>, u8>;
+
+/// The action is allowed.
+const ALLOWED: u8 = 1;
+/// The topic is known to exist in the broker's destination map (destinations are never
+/// removed, so this stays true; see `broker::routing::destinations`).
+const EXISTS: u8 = 2;
+
+/// What the cache answers for an action on a concrete topic that must exist or be created
+/// (see [`AuthzCache::lookup_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseDecision {
+    Denied,
+    /// Allowed, and the topic is known to exist: nothing more to check.
+    AllowedExisting,
+    /// Allowed; whether the topic exists (or may be created) is for the caller to find out,
+    /// who then calls [`AuthzCache::mark_existing`].
+    AllowedUnknown,
+}
 
 /// Per-connection cache of authorization decisions, valid for one [`Security`] snapshot.
 ///
@@ -58,6 +76,52 @@ impl AuthzCache {
         if !security.authorization_enabled() {
             return true;
         }
+        self.flags(security, principal, action, mqtt_topic) & ALLOWED != 0
+    }
+
+    /// [`AuthzCache::allowed`] for a concrete topic that must exist, with what the cache knows
+    /// of its existence: one hash probe when both are known. Without authorization:
+    /// `AllowedUnknown` (the caller still records the topic).
+    pub fn lookup_use(
+        &mut self,
+        security: &Security,
+        principal: &Principal,
+        action: Action,
+        mqtt_topic: &str,
+    ) -> UseDecision {
+        if !security.authorization_enabled() {
+            return UseDecision::AllowedUnknown;
+        }
+        let flags = self.flags(security, principal, action, mqtt_topic);
+        if flags & ALLOWED == 0 {
+            UseDecision::Denied
+        } else if flags & EXISTS != 0 {
+            UseDecision::AllowedExisting
+        } else {
+            UseDecision::AllowedUnknown
+        }
+    }
+
+    /// Remember that `mqtt_topic` exists, next to the `action` decision [`Self::lookup_use`]
+    /// just made for it (nothing when that decision is not held).
+    pub fn mark_existing(&mut self, action: Action, mqtt_topic: &str) {
+        if let Some(flags) = self
+            .decisions
+            .as_mut()
+            .and_then(|maps| maps[action_slot(action)].get_mut(mqtt_topic))
+        {
+            *flags |= EXISTS;
+        }
+    }
+
+    /// The cached flags of a decision, computed on a miss.
+    fn flags(
+        &mut self,
+        security: &Security,
+        principal: &Principal,
+        action: Action,
+        mqtt_topic: &str,
+    ) -> u8 {
         if self.generation != Some(security.generation())
             || !self
                 .principal
@@ -69,16 +133,20 @@ impl AuthzCache {
             self.principal = Some(principal.clone());
         }
         let map = &mut self.decisions.get_or_insert_with(Default::default)[action_slot(action)];
-        if let Some(&decision) = map.get(mqtt_topic) {
-            return decision;
+        if let Some(&flags) = map.get(mqtt_topic) {
+            return flags;
         }
         self.misses += 1;
-        let decision = security.authorize(principal, action, mqtt_topic);
+        let flags = if security.authorize(principal, action, mqtt_topic) {
+            ALLOWED
+        } else {
+            0
+        };
         if map.len() >= self.capacity {
             map.clear();
         }
-        map.insert(Box::from(mqtt_topic), decision);
-        decision
+        map.insert(Box::from(mqtt_topic), flags);
+        flags
     }
 
     /// Decisions computed (not answered from the cache) so far.

@@ -141,7 +141,8 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
             | Op::SetQueueState { .. }
             | Op::Dequeue { .. }
             | Op::AddInboundQos2 { .. }
-            | Op::RemoveInboundQos2 { .. } => {}
+            | Op::RemoveInboundQos2 { .. }
+            | Op::PutDestination { .. } => {}
         }
     }
     Ok(())
@@ -272,6 +273,9 @@ pub(crate) fn apply(
                 t.inbound_qos2
                     .remove((&**client_id, *packet_id))
                     .map_err(storage)?;
+            }
+            Op::PutDestination { topic } => {
+                t.destinations.insert(&**topic, ()).map_err(storage)?;
             }
         }
     }

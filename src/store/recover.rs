@@ -37,6 +37,8 @@ pub struct RecoveryStats {
     /// state (not counted in `queued`, `inflight` or `released`, which are sessions').
     pub owned_queues: u64,
     pub owned_entries: u64,
+    /// Topics of the broker's destination map.
+    pub destinations: u64,
     pub retained: u64,
     /// Distinct message bodies, and their encoded size.
     pub messages: u64,
@@ -73,6 +75,9 @@ impl fmt::Display for RecoveryStats {
                 ", {} owned queues ({} entries)",
                 self.owned_queues, self.owned_entries
             )?;
+        }
+        if self.destinations > 0 {
+            write!(f, ", {} destinations", self.destinations)?;
         }
         if self.engine_repaired {
             write!(f, "; storage engine repaired after an unclean shutdown")?;
@@ -123,6 +128,7 @@ pub(crate) fn recover(
         scan.queues(&mut t)?;
         scan.owned_queues(&mut t)?;
         scan.inbound(&mut t)?;
+        scan.destinations(&t)?;
         scan.refcounts(&mut t)?;
         scan.finish()
     };
@@ -147,6 +153,8 @@ struct Scan {
     retained: Vec<(Arc<str>, RecoveredMessage)>,
     sessions: BTreeMap<Arc<str>, RecoveredSession>,
     owned: BTreeMap<OwnedQueue, RecoveredQueue>,
+    /// Topics of the destination map, ascending.
+    destinations: Vec<Arc<str>>,
     /// A queue entry could not be decoded, so references are unknown: freeing is unsafe.
     references_uncertain: bool,
     changed: bool,
@@ -439,6 +447,15 @@ impl Scan {
         Ok(())
     }
 
+    fn destinations(&mut self, t: &Tables<'_>) -> Result<(), StoreError> {
+        for item in t.destinations.iter().map_err(storage)? {
+            let (topic, _) = item.map_err(storage)?;
+            self.destinations.push(Arc::from(topic.value()));
+        }
+        self.stats.destinations = self.destinations.len() as u64;
+        Ok(())
+    }
+
     fn inbound(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
         let mut orphans = Vec::new();
         for item in t.inbound_qos2.iter().map_err(storage)? {
@@ -522,6 +539,7 @@ impl Scan {
             retained: self.retained,
             sessions: self.sessions.into_values().collect(),
             queues: self.owned.into_values().collect(),
+            destinations: self.destinations,
             stats: self.stats,
         };
         (recovered, self.changed)

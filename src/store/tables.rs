@@ -30,6 +30,9 @@ pub(crate) const OWNED_QUEUE_ENTRIES: TableDefinition<(u8, &str, u64), &[u8]> =
 /// (client id, packet id) of inbound QoS 2 messages awaiting PUBREL.
 pub(crate) const INBOUND_QOS2: TableDefinition<(&str, u16), ()> =
     TableDefinition::new("inbound_qos2");
+/// Topics (MQTT form) that exist in the broker's destination map ([`super::Op::PutDestination`]).
+/// Created empty on first use, so stores written before it open without migration.
+pub(crate) const DESTINATIONS: TableDefinition<&str, ()> = TableDefinition::new("destinations");
 /// Counters that must survive restarts (see [`NEXT_ID_KEY`]).
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -48,6 +51,7 @@ pub(crate) struct Tables<'txn> {
     pub owned_queues: Table<'txn, (u8, &'static str), ()>,
     pub owned_entries: Table<'txn, (u8, &'static str, u64), &'static [u8]>,
     pub meta: Table<'txn, &'static str, u64>,
+    pub destinations: Table<'txn, &'static str, ()>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -63,6 +67,7 @@ impl<'txn> Tables<'txn> {
             owned_queues: txn.open_table(OWNED_QUEUES).map_err(err)?,
             owned_entries: txn.open_table(OWNED_QUEUE_ENTRIES).map_err(err)?,
             meta: txn.open_table(META).map_err(err)?,
+            destinations: txn.open_table(DESTINATIONS).map_err(err)?,
         })
     }
 }

@@ -228,6 +228,9 @@ pub enum Op {
     AddInboundQos2 { client_id: Arc<str>, packet_id: u16 },
     /// PUBREL for `packet_id` received (no error when absent).
     RemoveInboundQos2 { client_id: Arc<str>, packet_id: u16 },
+    /// A topic (MQTT form) exists in the broker's destination map (no error when it is kept
+    /// already). Nothing removes it.
+    PutDestination { topic: Arc<str> },
 }
 
 /// A stored message with its id (to reference it in later ops).
@@ -274,5 +277,7 @@ pub struct Recovered {
     pub sessions: Vec<RecoveredSession>,
     /// Declared owned queues (groups, then queues; by name within a kind).
     pub queues: Vec<RecoveredQueue>,
+    /// Topics kept with [`Op::PutDestination`], ascending.
+    pub destinations: Vec<Arc<str>>,
     pub stats: super::RecoveryStats,
 }

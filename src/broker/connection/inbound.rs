@@ -8,7 +8,8 @@ use std::time::Instant;
 use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::message::{min_qos, Message, V5Extras};
-use crate::broker::runtime::Routed;
+use crate::broker::routing::destinations::is_wildcard;
+use crate::broker::runtime::{Routed, TopicRefusal};
 use crate::broker::session::inflight::{AckOutcome, Inflight};
 use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
 use crate::protocol::topic::parse_shared_subscription;
@@ -454,17 +455,27 @@ impl Conn {
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");
             return Err(ReasonCode::TopicNameInvalid);
         }
-        if !self.identity.authz.allowed(
+        // Write, and the topic must exist or be created (admin): one cache probe for a topic
+        // this connection used before.
+        match self.core.use_topic(
+            &mut self.identity.authz,
             &self.core.current_security(),
             &self.identity.principal,
             Action::Write,
             &message.topic,
         ) {
-            self.core.counters.dropped_not_authorized();
-            tracing::info!(topic = %message.topic, user = %self.identity.principal.user, "publish not authorized: dropped");
-            return Err(ReasonCode::NotAuthorized);
+            Ok(()) => Ok(()),
+            Err(TopicRefusal::NotAuthorized) => {
+                self.core.counters.dropped_not_authorized();
+                tracing::info!(topic = %message.topic, user = %self.identity.principal.user, "publish not authorized: dropped");
+                Err(ReasonCode::NotAuthorized)
+            }
+            Err(TopicRefusal::NotCreated) => {
+                // Logged by `use_topic` as ActiveMQ logs it.
+                self.core.counters.dropped_not_created();
+                Err(ReasonCode::NotAuthorized)
+            }
         }
-        Ok(())
     }
 
     /// Publish the will (abnormal close), under the same rules as a PUBLISH.
@@ -528,12 +539,28 @@ impl Conn {
                     continue;
                 }
             };
-            if !self.identity.authz.allowed(
-                &security,
-                &self.identity.principal,
-                Action::Read,
-                read_filter,
-            ) {
+            // A concrete filter names a topic that must exist or be created (admin); a
+            // wildcard creates nothing (ActiveMQ's AbstractRegion.addConsumer).
+            let permitted = if is_wildcard(read_filter) {
+                self.identity.authz.allowed(
+                    &security,
+                    &self.identity.principal,
+                    Action::Read,
+                    read_filter,
+                )
+            } else {
+                // A refused creation is logged by `use_topic` as ActiveMQ logs it.
+                self.core
+                    .use_topic(
+                        &mut self.identity.authz,
+                        &security,
+                        &self.identity.principal,
+                        Action::Read,
+                        read_filter,
+                    )
+                    .is_ok()
+            };
+            if !permitted {
                 tracing::info!(%filter, user = %self.identity.principal.user, "subscription not authorized");
                 return_codes.push(match self.version {
                     ProtocolVersion::V5 => ReasonCode::NotAuthorized.code(),

@@ -27,12 +27,22 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug + 'static {
     fn save(&self, state: &SessionState) -> Result<(), StoreError>;
     /// Forget the session of `client_id` (no error when absent).
     fn remove(&self, client_id: &str) -> Result<(), StoreError>;
+    /// Keep a topic that now exists in the broker's destination map (see
+    /// [`Change::DestinationCreated`]). A store that keeps none forgets them.
+    fn save_destination(&self, _topic: &Arc<str>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// Every topic kept with [`SessionStore::save_destination`] (called once at start).
+    fn load_destinations(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Snapshots in a map.
 #[derive(Debug, Default)]
 pub struct MemorySessionStore {
     sessions: Mutex<HashMap<String, SessionState>>,
+    destinations: Mutex<std::collections::BTreeSet<Arc<str>>>,
 }
 
 impl SessionStore for MemorySessionStore {
@@ -50,6 +60,15 @@ impl SessionStore for MemorySessionStore {
     fn remove(&self, client_id: &str) -> Result<(), StoreError> {
         self.sessions.lock().remove(client_id);
         Ok(())
+    }
+
+    fn save_destination(&self, topic: &Arc<str>) -> Result<(), StoreError> {
+        self.destinations.lock().insert(topic.clone());
+        Ok(())
+    }
+
+    fn load_destinations(&self) -> Result<Vec<Arc<str>>, StoreError> {
+        Ok(self.destinations.lock().iter().cloned().collect())
     }
 }
 
@@ -90,10 +109,13 @@ impl Durability for MemoryOnly {
     fn commit(&self, changes: Vec<Change>) -> Commit {
         if let Some(snapshots) = &self.snapshots {
             for change in &changes {
-                if let Change::SessionEnded { client_id } = change {
-                    if let Err(e) = snapshots.remove(client_id) {
-                        tracing::warn!(%client_id, "{e}");
-                    }
+                let saved = match change {
+                    Change::SessionEnded { client_id } => snapshots.remove(client_id),
+                    Change::DestinationCreated { topic } => snapshots.save_destination(topic),
+                    _ => Ok(()),
+                };
+                if let Err(e) = saved {
+                    tracing::warn!("{e}");
                 }
             }
         }
@@ -122,7 +144,12 @@ impl Durability for MemoryOnly {
         let states = snapshots
             .load_all()
             .map_err(|e| DurabilityError::Unavailable(e.to_string()))?;
-        let mut recovery = Recovery::default();
+        let mut recovery = Recovery {
+            destinations: snapshots
+                .load_destinations()
+                .map_err(|e| DurabilityError::Unavailable(e.to_string()))?,
+            ..Recovery::default()
+        };
         recovery.counts.sessions = states.len();
         // Their messages are still charged to the gauge of the instance that saved them.
         let _ = memory;

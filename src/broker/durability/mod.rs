@@ -281,6 +281,10 @@ pub enum Change {
     /// A group or named queue is gone, with every entry it held. A `Session` owner is
     /// ignored, as for [`Change::QueueDeclared`].
     QueueDeleted { owner: QueueOwner },
+    /// A topic (MQTT form) now exists in the broker's destination map: created by a SUBSCRIBE
+    /// or PUBLISH, or declared in `<destinations>`. Kept (no error when it is already) and
+    /// recovered in [`Recovery::destinations`]; nothing removes it.
+    DestinationCreated { topic: Arc<str> },
 }
 
 impl Change {
@@ -331,6 +335,8 @@ pub struct Recovery {
     /// the stop come back as plain queued messages: their consumers left with the restart, so
     /// they are delivered again. Entries beyond the pending limit come back paged.
     pub queues: Vec<(QueueOwner, Vec<QueuedMessage>)>,
+    /// Topics (MQTT form) recorded with [`Change::DestinationCreated`].
+    pub destinations: Vec<Arc<str>>,
     pub counts: RecoveredCounts,
     /// Damage found and repaired or dropped (logged at warn).
     pub problems: Vec<String>,

@@ -125,6 +125,7 @@ impl RedbStore {
                         ops.push(Op::DeleteQueue { queue });
                     }
                 }
+                Change::DestinationCreated { topic } => ops.push(Op::PutDestination { topic }),
                 Change::InboundQos2Received {
                     client_id,
                     packet_id,
@@ -410,6 +411,7 @@ fn recovery_of(recovered: Recovered, memory: &Arc<MemoryGauge>) -> Recovery {
         sessions,
         retained,
         queues,
+        destinations: recovered.destinations,
         counts,
         problems,
     }

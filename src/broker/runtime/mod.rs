@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::broker::counters::Counters;
 use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionData};
 use crate::broker::message::Message;
+use crate::broker::routing::destinations::DestinationMap;
 use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::routing::retained::RetainedStore;
@@ -30,12 +31,14 @@ use crate::protocol::LastWill;
 use crate::security::{Principal, Security};
 
 mod admission;
+mod destinations;
 mod recovery;
 mod route;
 mod route_shared;
 mod wills;
 
 pub use admission::Refusal;
+pub use destinations::TopicRefusal;
 pub use route::{Overfilled, RoutePlan, Routed};
 pub use wills::will_delay_secs;
 
@@ -45,6 +48,9 @@ pub struct BrokerCore {
     /// filter -> (session id -> the subscription's options).
     pub subscriptions: RwLock<SubscriptionTree<SessionId, SubscriptionOptions>>,
     pub retained: RwLock<RetainedStore<Message>>,
+    /// Which topics exist: using another one creates it, which needs `admin` (see
+    /// [`crate::broker::routing::destinations`]).
+    pub destinations: DestinationMap,
     security: ArcSwap<Security>,
     /// Generation of the current snapshot: connections watch it to drop the subscriptions a
     /// reloaded policy denies as soon as it is swapped in.
@@ -107,6 +113,7 @@ impl BrokerCore {
             registry: SessionRegistry::default(),
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::default()),
+            destinations: DestinationMap::default(),
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),

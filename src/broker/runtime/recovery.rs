@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use crate::broker::durability::{now_ms, Change, KeptWill, RecoveredCounts, Recovery, SessionData};
 use crate::broker::session::wills::{PendingWill, WillPublisher};
+use crate::broker::routing::destinations::is_wildcard;
 use crate::config::{Authentication, Config};
-use crate::security::{Action, Principal, Security};
+use crate::protocol::topic::parse_shared_subscription;
+use crate::security::{Principal, Security};
 
 use super::BrokerCore;
 
@@ -32,6 +34,26 @@ impl BrokerCore {
     /// `pending_deadline_ms`): published now when it passed during the downtime, else armed
     /// (a client that resumes its session first cancels it).
     pub fn apply_recovery(&self, recovery: Recovery, config: &Config) -> RecoveredCounts {
+        // Topics that existed: those recorded as created, and (for stores written before
+        // destinations were recorded) those with a retained message or a durable subscription,
+        // which ActiveMQ's store would hold as destinations too. Before the wills below, which
+        // may need them.
+        self.destinations.extend(recovery.destinations.iter());
+        self.destinations
+            .extend(recovery.retained.iter().map(|m| m.topic.clone()));
+        for recovered in &recovery.sessions {
+            self.destinations.extend(
+                recovered
+                    .state
+                    .subscriptions
+                    .keys()
+                    .map(|filter| match parse_shared_subscription(filter) {
+                        Ok(Some(share)) => share.filter,
+                        _ => filter.as_str(),
+                    })
+                    .filter(|filter| !is_wildcard(filter)),
+            );
+        }
         {
             let mut retained = self.retained.write();
             for message in recovery.retained {
@@ -106,7 +128,7 @@ impl BrokerCore {
             let topic = will.message.topic.clone();
             let allowed = owner
                 .as_ref()
-                .is_some_and(|principal| security.authorize(principal, Action::Write, &topic));
+                .is_some_and(|principal| self.may_publish_will(&security, principal, &topic));
             if !allowed {
                 tracing::info!(
                     %client_id,

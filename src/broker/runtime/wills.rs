@@ -15,7 +15,7 @@ use crate::broker::session::registry::Detached;
 use crate::broker::session::wills::{PendingWill, WillPublisher};
 use crate::broker::session::Session;
 use crate::protocol::LastWill;
-use crate::security::{Action, Principal};
+use crate::security::Principal;
 
 use super::BrokerCore;
 
@@ -165,7 +165,7 @@ impl BrokerCore {
         let topic = will.message.topic.clone();
         let allowed = principal
             .as_ref()
-            .is_some_and(|p| security.authorize(p, Action::Write, &topic));
+            .is_some_and(|p| self.may_publish_will(&security, p, &topic));
         if !allowed {
             self.counters.dropped_not_authorized();
             tracing::info!(%client_id, %topic,
