@@ -51,6 +51,9 @@ pub struct ConfigDiff {
     /// `<ferromq:sharedSubscriptions strategy>` running -> new: applies to messages routed
     /// after the reload.
     pub shared_strategy: Option<(SharedStrategy, SharedStrategy)>,
+    /// Topics `<destinations>` declares that the running configuration did not (ActiveMQ
+    /// names): created by the reload. Removed ones are not listed: they stay.
+    pub topics_declared: Vec<String>,
     /// Settings that need a restart; the running value is kept (see the module docs).
     pub restart_needed: Vec<RestartSetting>,
 }
@@ -165,6 +168,7 @@ pub fn diff_with_changed_files(
         policies,
         reload,
         shared_strategy,
+        destinations,
     } = running;
     let (added, removed, changed) = diff_listeners(listeners, &new.listeners);
     ConfigDiff {
@@ -183,6 +187,14 @@ pub fn diff_with_changed_files(
         },
         shared_strategy: (*shared_strategy != new.shared_strategy)
             .then_some((*shared_strategy, new.shared_strategy)),
+        // Only additions: a destination removed from the file stays (ActiveMQ keeps it).
+        topics_declared: new
+            .destinations
+            .topics
+            .iter()
+            .filter(|name| !destinations.topics.contains(name))
+            .cloned()
+            .collect(),
         restart_needed: diff_restart(broker, persistence, new),
     }
 }
@@ -213,6 +225,7 @@ impl ConfigDiff {
             || !self.limits.is_empty()
             || self.policies.is_some()
             || self.shared_strategy.is_some()
+            || !self.topics_declared.is_empty()
     }
 
     /// One line for the log, e.g. `+1 listener (mqtt2), ~authorization (+2/-1 entries), restart
@@ -264,6 +277,12 @@ impl ConfigDiff {
         }
         if let Some((old, now)) = self.shared_strategy {
             parts.push(format!("~sharedSubscriptions (strategy {old} -> {now})"));
+        }
+        if !self.topics_declared.is_empty() {
+            parts.push(format!(
+                "+destinations ({})",
+                self.topics_declared.join(", ")
+            ));
         }
         if let Some((old, now)) = self.check_period_ms {
             let show = |p: Option<u64>| p.map_or("off".to_owned(), |ms| format!("{ms} ms"));

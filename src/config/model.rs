@@ -38,6 +38,26 @@ pub struct Config {
     /// `<ferromq:sharedSubscriptions strategy="..."/>`: which member of a shared subscription
     /// group receives a message (MQTT 5.0 4.8.2 leaves it to the server).
     pub shared_strategy: SharedStrategy,
+    /// `<destinations>`: destinations that exist from the start (creating one needs no
+    /// `admin`; see `broker::routing::destinations`).
+    pub destinations: DeclaredDestinations,
+}
+
+/// `<broker><destinations>`, ActiveMQ names (`a.b`), each once, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeclaredDestinations {
+    pub topics: Vec<String>,
+    /// Kept for STOMP; MQTT serves no queues.
+    pub queues: Vec<String>,
+}
+
+impl DeclaredDestinations {
+    /// The declared topics as MQTT topic names (`a.b` -> `a/b`).
+    pub fn mqtt_topics(&self) -> impl Iterator<Item = String> + '_ {
+        self.topics
+            .iter()
+            .map(|name| crate::security::destination::swap_chars(name))
+    }
 }
 
 /// How a shared subscription group (`$share/{group}/{filter}`) picks the one member that

@@ -94,6 +94,8 @@ pub struct Summary {
     pub policies: Vec<String>,
     /// How a shared subscription group picks the member that receives a message.
     pub shared_strategy: SharedStrategy,
+    /// `<destinations>`: ActiveMQ names of the declared topics and queues.
+    pub destinations: crate::config::model::DeclaredDestinations,
     /// Polling period when runtime reload is on.
     pub reload_check_period_ms: Option<u64>,
 }
@@ -214,6 +216,7 @@ impl Summary {
                 })
                 .collect(),
             shared_strategy: config.shared_strategy,
+            destinations: config.destinations.clone(),
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
         }
     }
@@ -502,6 +505,19 @@ fn render_summary(out: &mut String, s: &Summary) {
         "  shared subscriptions: one member per group, {} (online members first)",
         s.shared_strategy
     );
+    let d = &s.destinations;
+    if !d.topics.is_empty() || !d.queues.is_empty() {
+        let list = |names: &[String]| match names {
+            [] => "none".to_owned(),
+            names => names.join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "  destinations: topics {}; queues {} (kept for STOMP, not served over MQTT)",
+            list(&d.topics),
+            list(&d.queues)
+        );
+    }
     let _ = match s.reload_check_period_ms {
         None => writeln!(out, "  reload: off"),
         Some(0) => writeln!(out, "  reload: on (file events and SIGHUP; no polling)"),

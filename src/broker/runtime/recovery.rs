@@ -54,6 +54,10 @@ impl BrokerCore {
                     .filter(|filter| !is_wildcard(filter)),
             );
         }
+        // Then `<destinations>`: the ones not recorded yet are recorded now, so a topic later
+        // removed from the file still exists after a restart (as in ActiveMQ's store).
+        let declared: Vec<String> = config.destinations.mqtt_topics().collect();
+        self.declare_topics(declared.iter().map(String::as_str));
         {
             let mut retained = self.retained.write();
             for message in recovery.retained {

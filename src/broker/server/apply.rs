@@ -12,6 +12,8 @@
 //!   routed from then on (messages already queued stay queued).
 //! - `<ferromq:sharedSubscriptions strategy>`: applies to the next message routed to a shared
 //!   group (a group's round-robin turn and sticky member carry over).
+//! - `<destinations>`: topics added are created (as the broker: no `admin` needed); topics
+//!   removed stay, as ActiveMQ keeps a destination once created.
 //! - `systemUsage` limits: a new `memoryUsage` limit applies from the next publish (messages
 //!   already held stay); the store limit is fixed when the store opens (restart to change it);
 //!   `tempUsage` has no meaning for ferromq (logged).
@@ -69,6 +71,18 @@ impl BrokerApply {
             // Read per message: the next message routed to a shared group uses it.
             self.core.shared_strategy.store(strategy);
             tracing::info!(%strategy, "shared subscription strategy applied");
+        }
+        if !diff.topics_declared.is_empty() {
+            // Created as the broker (no admin needed); ones removed from the file stay.
+            let created = self.core.declare_topics(
+                diff.topics_declared
+                    .iter()
+                    .map(|name| crate::security::destination::swap_chars(name))
+                    .collect::<Vec<_>>()
+                    .iter()
+                    .map(String::as_str),
+            );
+            tracing::info!(created, "declared destinations applied");
         }
         if diff.limits.contains(&"memoryUsage") {
             let memory = &self.core.memory;

@@ -8,6 +8,7 @@
 
 mod broker;
 mod connectors;
+mod destinations;
 mod jaas_plugin;
 mod names;
 mod plugins;
@@ -56,6 +57,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let limits = usage::limits(ctx, broker_element);
     let policies = policy::entries(ctx, broker_element);
     let shared_strategy = shared::strategy(ctx, broker_element);
+    let destinations = destinations::declared(ctx, broker_element);
     Config {
         source: doc.main_file.clone(),
         files: Vec::new(),
@@ -70,6 +72,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         policies,
         reload: security.reload,
         shared_strategy,
+        destinations,
     }
 }
 
