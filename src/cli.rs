@@ -415,7 +415,8 @@ fn explain(args: ExplainArgs) -> ExitCode {
             let principal = runtime
                 .block_on(security.authenticate(&request))
                 .map_err(|e| format!("login as `{}` failed: {e}", args.user))?;
-            Ok(explain::explain_principal(
+            Ok(explain::explain_in_config(
+                &config,
                 &security,
                 &principal,
                 &args.topic,

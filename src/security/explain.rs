@@ -57,12 +57,83 @@ pub fn explain(
         groups,
         anonymous: false,
     };
-    let explained = explain_principal(&security, &principal, mqtt_topic, action);
+    let explained = explain_in_config(config, &security, &principal, mqtt_topic, action);
     out.push_str(&explained.text);
     Ok(Explanation {
         allowed: explained.allowed,
         text: out,
     })
+}
+
+/// [`explain_principal`], then whether the destination exists by configuration and whether
+/// the principal may create it (see [`explain_creation`]).
+pub fn explain_in_config(
+    config: &Config,
+    security: &Security,
+    principal: &Principal,
+    mqtt_topic: &str,
+    action: Action,
+) -> Explanation {
+    let mut explained = explain_principal(security, principal, mqtt_topic, action);
+    explained
+        .text
+        .push_str(&explain_creation(config, security, principal, mqtt_topic, action));
+    explained
+}
+
+/// The admin rule for a concrete topic (a SUBSCRIBE or PUBLISH to a topic that does not exist
+/// creates it, which needs `admin`; see `broker::routing::destinations`): whether `config`
+/// declares it in `<destinations>`, and whether `principal` may create it. A running broker
+/// also knows the topics clients created (kept in its store), which this command does not open.
+/// Empty for a wildcard filter (a wildcard subscription creates nothing) and for `create`.
+pub fn explain_creation(
+    config: &Config,
+    security: &Security,
+    principal: &Principal,
+    mqtt_topic: &str,
+    action: Action,
+) -> String {
+    let wildcard = mqtt_topic
+        .split('/')
+        .any(|level| level == "+" || level == "#");
+    if wildcard || action == Action::Admin {
+        return String::new();
+    }
+    let activemq_name = mqtt_to_activemq(mqtt_topic);
+    let declared = config.destinations.topics.contains(&activemq_name);
+    let may_create = security.authorize(principal, Action::Admin, mqtt_topic);
+    let mut out = String::new();
+    if declared {
+        let _ = writeln!(
+            out,
+            "  destination topic://{activemq_name} exists: declared in <destinations> (no admin needed)"
+        );
+    } else if !security.authorization_enabled() {
+        let _ = writeln!(
+            out,
+            "  destination topic://{activemq_name}: created on first use (no authorizationPlugin: anyone may create)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  destination topic://{activemq_name}: not declared in <destinations>; it exists if a \
+             client created it before (the broker keeps created topics in its store)"
+        );
+        let consequence = match action {
+            Action::Read => "SUBACK 0x80 (MQTT 5: 0x87)",
+            _ => "dropped (MQTT 3 still acknowledges; MQTT 5: 0x87)",
+        };
+        let _ = writeln!(
+            out,
+            "  creating it needs `admin`: {} (else, while it does not exist: {consequence})",
+            if may_create {
+                "this principal MAY create it"
+            } else {
+                "this principal may NOT create it"
+            }
+        );
+    }
+    out
 }
 
 /// Explain the decision for an already known principal (e.g. after a real login).
