@@ -75,9 +75,9 @@ pub fn explain_in_config(
     action: Action,
 ) -> Explanation {
     let mut explained = explain_principal(security, principal, mqtt_topic, action);
-    explained
-        .text
-        .push_str(&explain_creation(config, security, principal, mqtt_topic, action));
+    explained.text.push_str(&explain_creation(
+        config, security, principal, mqtt_topic, action,
+    ));
     explained
 }
 

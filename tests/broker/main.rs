@@ -9,6 +9,7 @@ mod backpressure;
 mod backpressure_qos0;
 mod cert_login;
 mod delivery_guarantees;
+mod destination_admin;
 mod keepalive;
 mod limits;
 mod malformed;

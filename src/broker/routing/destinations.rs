@@ -105,7 +105,9 @@ impl DestinationMap {
 /// An MQTT topic name or filter with a wildcard level (`+`, `#`): a subscription to it
 /// creates no destination.
 pub fn is_wildcard(mqtt_filter: &str) -> bool {
-    mqtt_filter.split('/').any(|level| level == "+" || level == "#")
+    mqtt_filter
+        .split('/')
+        .any(|level| level == "+" || level == "#")
 }
 
 /// How ActiveMQ prints a topic in its logs: `topic://a.b` for MQTT `a/b`.

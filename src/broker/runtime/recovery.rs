@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::durability::{now_ms, Change, KeptWill, RecoveredCounts, Recovery, SessionData};
-use crate::broker::session::wills::{PendingWill, WillPublisher};
 use crate::broker::routing::destinations::is_wildcard;
+use crate::broker::session::wills::{PendingWill, WillPublisher};
 use crate::config::{Authentication, Config};
 use crate::protocol::topic::parse_shared_subscription;
 use crate::security::{Principal, Security};

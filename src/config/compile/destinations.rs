@@ -57,7 +57,9 @@ pub(super) fn declared(ctx: &mut Ctx<'_>, broker: &Element) -> DeclaredDestinati
                         attr.value_span.clone(),
                         format!("`{name}` is a wildcard: it declares no destination"),
                     )
-                    .with_hint("declare concrete names; access by pattern is authorizationEntry's job"),
+                    .with_hint(
+                        "declare concrete names; access by pattern is authorizationEntry's job",
+                    ),
                 );
             } else if !list.iter().any(|known| known == name) {
                 list.push(name.to_owned());
@@ -94,10 +96,16 @@ mod tests {
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
         assert!(has(&loaded.diagnostics, "`a.>` is a wildcard"));
-        assert!(has(&loaded.diagnostics, "<tempQueue> in <destinations> is not created"));
+        assert!(has(
+            &loaded.diagnostics,
+            "<tempQueue> in <destinations> is not created"
+        ));
         assert!(valid(loaded).destinations.topics.is_empty());
         let loaded = load("<destinations><topic/></destinations>");
-        assert!(has(&loaded.diagnostics, "<topic> in <destinations> has no physicalName"));
+        assert!(has(
+            &loaded.diagnostics,
+            "<topic> in <destinations> has no physicalName"
+        ));
         assert!(loaded.diagnostics.has_errors());
     }
 
@@ -108,7 +116,9 @@ mod tests {
         );
         let report = crate::config::report::text(&loaded);
         assert!(
-            report.contains("destinations: topics a.b; queues q (kept for STOMP, not served over MQTT)"),
+            report.contains(
+                "destinations: topics a.b; queues q (kept for STOMP, not served over MQTT)"
+            ),
             "{report}"
         );
     }
