@@ -771,7 +771,7 @@ fn secured_xml(reader_reads_sensors: bool, extra: &str) -> String {
       <authorizationPlugin><map><authorizationMap><authorizationEntries>
         <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
         <authorizationEntry topic="sensors.>" read="{sensors_readers}" write="admins" admin="admins"/>
-        <authorizationEntry topic="end" read="admins,readers" write="admins" admin="admins"/>
+        <authorizationEntry topic="end" read="admins,readers" write="admins" admin="admins,readers"/>
       </authorizationEntries></authorizationMap></map></authorizationPlugin>
     </plugins>"#
         ),

@@ -550,6 +550,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         policies: Vec::new(),
         reload: None,
         shared_strategy: Default::default(),
+        destinations: Default::default(),
     };
     let explain = ferromq::security::explain::explain;
     let e = explain(&config, "user", None, "USERS/x", Write).expect("explains");

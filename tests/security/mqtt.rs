@@ -89,6 +89,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         policies: Vec::new(),
         reload: None,
         shared_strategy: Default::default(),
+        destinations: Default::default(),
     }
 }
 
@@ -259,7 +260,9 @@ async fn union_star_user_principals_and_no_match() {
         ),
         authz(vec![
             topic_entry("home.>", ["residents", "", ""]),
-            topic_entry("home.>", ["", "residents", ""]), // union: read and write from two entries
+            // Union: read and write from two entries (and admin: bob's publish creates
+            // home/kitchen).
+            topic_entry("home.>", ["", "residents", "residents"]),
             topic_entry("lobby.>", ["*", "*", "*"]),
             by_user,
         ]),
