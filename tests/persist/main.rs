@@ -9,6 +9,7 @@ mod admin_session;
 mod crash;
 mod crash_mixed;
 mod crash_qos2;
+mod destination_admin;
 mod disk_full;
 mod expiry;
 mod limits;
