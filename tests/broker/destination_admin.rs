@@ -6,6 +6,7 @@
 //! Wildcard subscriptions create nothing; `<destinations>` pre-creates; without an
 //! authorization plugin nothing changes.
 
+use crate::support::live::LiveBroker;
 use crate::support::{
     activemq_xml, connect_packet, connect_v5, publish_packet, Client, RawClient, TestBroker,
 };
@@ -266,4 +267,35 @@ async fn without_authorization_everything_may_create() {
     assert_eq!(names, ["p/q", "x/y"]);
     assert_eq!(broker.handle.counters().dropped_not_created, 0);
     broker.shutdown().await;
+}
+
+/// A reload that adds a `<destinations>` entry creates the topic; one that removes it keeps it
+/// (ActiveMQ keeps a destination once created).
+#[tokio::test]
+async fn a_reload_declaring_a_destination_creates_it_and_removing_it_keeps_it() {
+    let declared = r#"<destinations><topic physicalName="a.b"/></destinations>"#;
+    let mut live = LiveBroker::start(&activemq_xml(&[], &security("")), true).await;
+    let addr = live.addr("mqtt").await.expect("mqtt listening");
+    let mut user = Client::login(addr, "u1", "user1", "pw1").await;
+    assert_eq!(user.subscribe("a/b", Q::AtLeastOnce).await, [Code::Failure]);
+
+    let stats = live.edit(&activemq_xml(&[], &security(declared))).await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        user.subscribe("a/b", Q::AtLeastOnce).await,
+        [Code::Success(Q::AtLeastOnce)]
+    );
+
+    let stats = live.edit(&activemq_xml(&[], &security(""))).await;
+    assert_eq!(stats.reloads_failed, 0, "{stats:?}");
+    let mut again = Client::login(addr, "u2", "user1", "pw1").await;
+    assert_eq!(
+        again.subscribe("a/b", Q::AtLeastOnce).await,
+        [Code::Success(Q::AtLeastOnce)]
+    );
+    live.shutdown().await;
 }
