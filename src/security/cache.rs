@@ -193,3 +193,55 @@ fn same_principal(a: &Principal, b: &Principal) -> bool {
             .all(|(x, y)| Arc::ptr_eq(x, y));
     shared || a == b
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthorizationConfig, AuthzEntry, DestinationKind, PrincipalKind};
+
+    fn security() -> Security {
+        let entry = AuthzEntry {
+            kind: DestinationKind::Topic,
+            patterns: vec![">".into()],
+            read: vec!["*".into()],
+            write: vec!["*".into()],
+            admin: Vec::new(),
+            principal_kind: PrincipalKind::Group,
+            span: crate::config::diagnostic::Span::new(Default::default(), 1, 1),
+        };
+        let authorization = AuthorizationConfig {
+            entries: vec![entry],
+            default_entry: None,
+            temp_entry: None,
+        };
+        Security::from_parts(&Default::default(), Some(&authorization)).expect("security")
+    }
+
+    #[test]
+    fn existence_is_remembered_with_the_decision_until_the_snapshot_changes() {
+        let security = security();
+        let principal = Principal::anonymous();
+        let mut cache = AuthzCache::default();
+        let use_ab = |cache: &mut AuthzCache, security: &Security| {
+            cache.lookup_use(security, &principal, Action::Write, "a/b")
+        };
+        assert_eq!(use_ab(&mut cache, &security), UseDecision::AllowedUnknown);
+        cache.mark_existing(Action::Write, "a/b");
+        assert_eq!(use_ab(&mut cache, &security), UseDecision::AllowedExisting);
+        assert_eq!(cache.misses(), 1, "answered from the cache");
+        // Read is another decision; admin is not granted.
+        assert_eq!(
+            cache.lookup_use(&security, &principal, Action::Read, "a/b"),
+            UseDecision::AllowedUnknown
+        );
+        assert!(!cache.allowed(&security, &principal, Action::Admin, "a/b"));
+        // A reloaded snapshot starts over.
+        let reloaded = self::security();
+        assert_eq!(use_ab(&mut cache, &reloaded), UseDecision::AllowedUnknown);
+        assert_eq!(
+            AuthzCache::default().lookup_use(&Security::default(), &principal, Action::Write, "x"),
+            UseDecision::AllowedUnknown,
+            "without authorization the caller only records the topic"
+        );
+    }
+}

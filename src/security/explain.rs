@@ -270,3 +270,80 @@ fn kind_label(kind: DestinationKind) -> &'static str {
         DestinationKind::TempQueue => "temp-queue",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(children: &str) -> Config {
+        let xml = format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+            <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+              {children}
+              <transportConnectors>
+                <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+              </transportConnectors>
+            </broker></beans>"#
+        );
+        let options = crate::config::LoadOptions::default();
+        crate::config::load_str(&xml, std::path::Path::new("."), &options)
+            .config
+            .expect("config compiles")
+    }
+
+    const AUTHZ: &str = r#"<plugins><authorizationPlugin><map><authorizationMap>
+        <authorizationEntries>
+          <authorizationEntry topic="a.b" read="g1" write="g1"/>
+          <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
+        </authorizationEntries></authorizationMap></map></authorizationPlugin></plugins>"#;
+
+    fn principal(group: &str) -> Principal {
+        Principal {
+            user: Arc::from("u"),
+            groups: vec![Arc::from(group)],
+            anonymous: false,
+        }
+    }
+
+    #[test]
+    fn creation_is_explained_for_concrete_topics() {
+        let config = config(AUTHZ);
+        let security = Security::from_config(&config).expect("security");
+        let text = explain_creation(&config, &security, &principal("g1"), "a/b", Action::Read);
+        assert!(text.contains("not declared in <destinations>"), "{text}");
+        assert!(text.contains("may NOT create it"), "{text}");
+        assert!(text.contains("SUBACK 0x80"), "{text}");
+        let text = explain_creation(
+            &config,
+            &security,
+            &principal("admins"),
+            "a/b",
+            Action::Write,
+        );
+        assert!(text.contains("MAY create it"), "{text}");
+        // A wildcard subscription creates nothing.
+        let text = explain_creation(&config, &security, &principal("g1"), "a/+", Action::Read);
+        assert!(text.is_empty(), "{text}");
+    }
+
+    #[test]
+    fn declared_topics_and_no_authorization_need_no_admin() {
+        let declared =
+            format!(r#"<destinations><topic physicalName="a.b"/></destinations>{AUTHZ}"#);
+        let config = config(&declared);
+        let security = Security::from_config(&config).expect("security");
+        let explained =
+            explain_in_config(&config, &security, &principal("g1"), "a/b", Action::Read);
+        assert!(explained.allowed);
+        assert!(
+            explained
+                .text
+                .contains("exists: declared in <destinations>"),
+            "{explained}"
+        );
+        let open = super::tests::config("");
+        let security = Security::from_config(&open).expect("security");
+        let text = explain_creation(&open, &security, &principal("g1"), "a/b", Action::Write);
+        assert!(text.contains("anyone may create"), "{text}");
+    }
+}

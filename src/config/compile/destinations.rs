@@ -110,6 +110,29 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_lists_only_added_topics() {
+        let running = valid(load(
+            r#"<destinations><topic physicalName="a.b"/><topic physicalName="gone"/></destinations>"#,
+        ));
+        let new = valid(load(
+            r#"<destinations><topic physicalName="a.b"/><topic physicalName="c.d"/></destinations>"#,
+        ));
+        let diff = crate::config::diff::diff(&running, &new);
+        assert_eq!(diff.topics_declared, ["c.d"]);
+        assert!(diff.has_runtime_changes());
+        assert!(
+            diff.summary().contains("+destinations (c.d)"),
+            "{}",
+            diff.summary()
+        );
+        let removed_only = crate::config::diff::diff(&running, &valid(load("")));
+        assert!(
+            removed_only.is_empty(),
+            "a removed destination stays: nothing to apply"
+        );
+    }
+
+    #[test]
     fn check_reports_them() {
         let loaded = load(
             r#"<destinations><topic physicalName="a.b"/><queue physicalName="q"/></destinations>"#,
