@@ -247,6 +247,7 @@ pub async fn start_with(
         inbound_qos2 = counts.inbound_qos2,
         owned_queues,
         owned_entries,
+        destinations = core.destinations.len(),
         "persistent state recovered"
     );
     for problem in problems {
