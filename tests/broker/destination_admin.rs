@@ -301,3 +301,24 @@ async fn a_reload_declaring_a_destination_creates_it_and_removing_it_keeps_it() 
     );
     live.shutdown().await;
 }
+
+/// A will is a publish of its owner: to a topic that does not exist it needs `admin` too.
+#[tokio::test]
+async fn a_will_to_a_topic_its_owner_may_not_create_is_dropped() {
+    let broker = secured("").await;
+    let mut boss = observer(&broker).await;
+    let mut options = crate::support::options(broker.addr, "u1-will");
+    options.set_credentials("user1", "pw1");
+    options.set_last_will(rumqttc::LastWill::new("a/b", "gone", Q::AtLeastOnce, false));
+    let user = Client::connect_with(options).await;
+    user.kill();
+    // The broker counts the refusal when it handles the close.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while broker.handle.counters().dropped_not_created == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "will not handled");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    nothing_before_marker(&mut boss).await;
+    assert_eq!(broker.handle.counters().wills_published, 0);
+    broker.shutdown().await;
+}
