@@ -303,6 +303,8 @@ async fn a_reload_declaring_a_destination_creates_it_and_removing_it_keeps_it() 
 }
 
 /// A will is a publish of its owner: to a topic that does not exist it needs `admin` too.
+/// Measured on ActiveMQ 5.17: user1's will on `a/b` reaches nobody, an admin's will on a new
+/// topic is delivered.
 #[tokio::test]
 async fn a_will_to_a_topic_its_owner_may_not_create_is_dropped() {
     let broker = secured("").await;
