@@ -74,14 +74,13 @@ impl BrokerApply {
         }
         if !diff.topics_declared.is_empty() {
             // Created as the broker (no admin needed); ones removed from the file stay.
-            let created = self.core.declare_topics(
-                diff.topics_declared
-                    .iter()
-                    .map(|name| crate::security::destination::swap_chars(name))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .map(String::as_str),
-            );
+            let topics: Vec<String> = diff
+                .topics_declared
+                .iter()
+                // ActiveMQ name -> MQTT topic (the swap is its own inverse).
+                .map(|name| crate::security::destination::swap_chars(name))
+                .collect();
+            let created = self.core.declare_topics(topics.iter().map(String::as_str));
             tracing::info!(created, "declared destinations applied");
         }
         if diff.limits.contains(&"memoryUsage") {
