@@ -8,10 +8,14 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use super::StoreError;
 
 pub(crate) const LOCK_FILE_NAME: &str = "ferromq.lock";
+
+/// How long a lock that names this very process as holder is retried (see `acquire`).
+const OWN_PID_GRACE: Duration = Duration::from_millis(500);
 
 /// Held for the life of a [`super::Store`]; dropping it releases the directory.
 #[derive(Debug)]
@@ -35,16 +39,28 @@ impl DirLock {
             .map_err(|e| lock_error(e.to_string()))?;
         // `File::try_lock` is std since 1.89; the declared rust-version (1.80) is below what the
         // dependencies already need (redb 4: 1.90, notify-types: 1.91).
-        let locked = file.try_lock();
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    dir: dir.to_path_buf(),
-                    holder_pid: read_pid(&mut file),
-                })
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let holder_pid = read_pid(&mut file);
+                    // A child process forked by this process (any `Command::spawn`) holds a copy
+                    // of every descriptor until its exec closes them: a store closed and reopened
+                    // in that window looks held by ourselves. Such a hold ends within
+                    // milliseconds; a real second owner in this process is still refused.
+                    let own = holder_pid == Some(std::process::id());
+                    if own && started.elapsed() < OWN_PID_GRACE {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    return Err(StoreError::Locked {
+                        dir: dir.to_path_buf(),
+                        holder_pid,
+                    });
+                }
+                Err(TryLockError::Error(e)) => return Err(lock_error(e.to_string())),
             }
-            Err(TryLockError::Error(e)) => return Err(lock_error(e.to_string())),
         }
         let record_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;

@@ -34,10 +34,9 @@ impl BrokerCore {
         match cache.lookup_use(security, principal, action, mqtt_topic) {
             UseDecision::Denied => Err(TopicRefusal::NotAuthorized),
             UseDecision::AllowedExisting => Ok(()),
-            UseDecision::AllowedUnknown if !security.authorization_enabled() => {
-                self.record_topic(mqtt_topic);
-                Ok(())
-            }
+            // Without authorization nobody needs admin, so the map is not kept: a publish to a
+            // new topic costs nothing more and memory does not grow with distinct topics.
+            UseDecision::AllowedUnknown if !security.authorization_enabled() => Ok(()),
             UseDecision::AllowedUnknown => {
                 if !self.destinations.contains(mqtt_topic) {
                     if !cache.allowed(security, principal, Action::Admin, mqtt_topic) {
@@ -63,8 +62,10 @@ impl BrokerCore {
         if !security.authorize(principal, Action::Write, mqtt_topic) {
             return false;
         }
-        if security.authorization_enabled()
-            && !self.destinations.contains(mqtt_topic)
+        if !security.authorization_enabled() {
+            return true;
+        }
+        if !self.destinations.contains(mqtt_topic)
             && !security.authorize(principal, Action::Admin, mqtt_topic)
         {
             not_created(principal, mqtt_topic);
