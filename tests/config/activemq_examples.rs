@@ -190,24 +190,65 @@ fn make_jks_stores(conf: &Path) {
     let ks = conf.join("broker.ks");
     let ts = conf.join("broker.ts");
     let cert = conf.join("broker.cer");
-    let (ks, ts, cert) = (ks.to_string_lossy(), ts.to_string_lossy(), cert.to_string_lossy());
+    let (ks, ts, cert) = (
+        ks.to_string_lossy(),
+        ts.to_string_lossy(),
+        cert.to_string_lossy(),
+    );
     keytool(&[
-        "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity",
-        "30", "-dname", "CN=localhost", "-storetype", "JKS", "-keystore", &ks, "-storepass",
-        "password", "-keypass", "password",
+        "-genkeypair",
+        "-alias",
+        "broker",
+        "-keyalg",
+        "RSA",
+        "-keysize",
+        "2048",
+        "-validity",
+        "30",
+        "-dname",
+        "CN=localhost",
+        "-storetype",
+        "JKS",
+        "-keystore",
+        &ks,
+        "-storepass",
+        "password",
+        "-keypass",
+        "password",
     ]);
     keytool(&[
-        "-exportcert", "-alias", "broker", "-keystore", &ks, "-storepass", "password", "-file",
+        "-exportcert",
+        "-alias",
+        "broker",
+        "-keystore",
+        &ks,
+        "-storepass",
+        "password",
+        "-file",
         &cert,
     ]);
     keytool(&[
-        "-importcert", "-noprompt", "-alias", "broker", "-file", &cert, "-storetype", "JKS",
-        "-keystore", &ts, "-storepass", "password",
+        "-importcert",
+        "-noprompt",
+        "-alias",
+        "broker",
+        "-file",
+        &cert,
+        "-storetype",
+        "JKS",
+        "-keystore",
+        &ts,
+        "-storepass",
+        "password",
     ]);
     // Modern keytool writes PKCS#12 unless told otherwise: make sure the JKS path is exercised.
     for store in [&ks, &ts] {
         let bytes = std::fs::read(store.as_ref()).expect("read the store");
-        assert_eq!(bytes.get(..4), Some(&[0xFE, 0xED, 0xFE, 0xED][..]), "{store} is not JKS");
+        assert_eq!(
+            bytes.get(..4),
+            Some(&[0xFE, 0xED, 0xFE, 0xED][..]),
+            "{store} is not JKS"
+        );
     }
 }
 
@@ -332,7 +373,10 @@ impl Running {
             if let Some(exit) = self.child.0.try_wait().expect("wait") {
                 break exit;
             }
-            assert!(Instant::now() < deadline, "ferromq did not exit within 10 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "ferromq did not exit within 10 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         self.seen.extend(self.lines.try_iter());
@@ -384,7 +428,9 @@ fn listening_line(line: &str) -> Option<(String, SocketAddr)> {
 async fn mqtt_client_round_trip(addr: SocketAddr) {
     let (mut client, _) = RawClient::connected(addr, "ferromq-example", true).await;
     assert_eq!(
-        client.subscribe(1, &[("examples/hello", QoS::AtMostOnce)]).await,
+        client
+            .subscribe(1, &[("examples/hello", QoS::AtMostOnce)])
+            .await,
         vec![0]
     );
     client
@@ -397,7 +443,10 @@ async fn mqtt_client_round_trip(addr: SocketAddr) {
         ))
         .await;
     let p = client.recv_publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("examples/hello", &b"hi"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("examples/hello", &b"hi"[..])
+    );
 }
 
 fn encoded(packet: Packet) -> Bytes {
