@@ -36,6 +36,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{connect_packet, publish_packet, ChildGuard, RawClient};
 
+/// [`Example::file`] of Debian's main instance.
+const DEBIAN_MAIN: &str = "main";
 /// ActiveMQ's example configurations in Debian's `activemq` package.
 pub const EXAMPLES: &str = "/usr/share/doc/activemq/examples/conf";
 /// Debian's main instance (the one `/etc/activemq/instances-enabled/main` links to).
@@ -73,7 +75,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// What an example needs and what ferromq is expected to serve from it.
 struct Example {
-    /// The file name in [`EXAMPLES`], or `activemq.xml` of [`MAIN_INSTANCE`].
+    /// The file name in [`EXAMPLES`], or [`DEBIAN_MAIN`] for `activemq.xml` of [`MAIN_INSTANCE`].
     file: &'static str,
     /// The connectors ferromq serves (by name): MQTT, or MQTT over WebSocket when `ws`.
     served: &'static [&'static str],
@@ -299,6 +301,27 @@ fn rewrite_connector_line(line: &str) -> String {
     )
 }
 
+/// The store `check` reports is in the temporary installation: `${activemq.data}` and
+/// `${activemq.base}` resolved there (an absolute path inside `dir`), or a relative path (against
+/// the working directory, `dir`), or memory only.
+fn assert_store_inside(check_output: &str, dir: &Path) {
+    let store = check_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("store: "))
+        .unwrap_or_else(|| panic!("no store line in:\n{check_output}"));
+    if let Some(directory) = store.strip_prefix("durable, in ") {
+        let directory = Path::new(directory);
+        assert!(
+            directory.is_relative() || directory.starts_with(dir),
+            "the store {} is outside the installation {}",
+            directory.display(),
+            dir.display()
+        );
+    } else {
+        assert!(store.starts_with("memory only"), "store: {store}");
+    }
+}
+
 /// The `check` output and its warning count, printed for the reader of the test log.
 fn checked(example: &str, output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -506,12 +529,12 @@ async fn check_and_run(example: Example) {
     if !activemq_installed() || (example.needs_keystores && !keytool_available()) {
         return;
     }
-    let installation = if example.file == "main" {
+    let installation = if example.file == DEBIAN_MAIN {
         Installation::debian_main()
     } else {
         Installation::examples(example.file)
     };
-    let name = if example.file == "main" {
+    let name = if example.file == DEBIAN_MAIN {
         "Debian's main instance activemq.xml".to_owned()
     } else {
         example.file.to_owned()
@@ -546,6 +569,7 @@ async fn check_and_run(example: Example) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("\n0 error(s), "), "{stdout}");
+    assert_store_inside(&stdout, installation.dir.path());
     if example.shared_store {
         assert!(
             stdout.contains(": warning: ") && stdout.contains("local store"),
@@ -601,7 +625,7 @@ examples! {
     activemq_stomp => Example::plain("activemq-stomp.xml");
     activemq_throughput => Example::plain("activemq-throughput.xml");
     activemq_xml => Example::plain("activemq.xml");
-    debian_main_instance => Example::plain("main");
+    debian_main_instance => Example::plain(DEBIAN_MAIN);
 }
 
 #[test]
