@@ -17,7 +17,8 @@
 //! temporary directory.
 //!
 //! The package is installed by `.ci/run`; elsewhere the tests skip, saying so (under `CI` they
-//! fail instead).
+//! fail instead). `cargo test --test config activemq_examples -- --nocapture` shows each file's
+//! warning count (docs/migration.md explains them).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
