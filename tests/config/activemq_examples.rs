@@ -323,6 +323,45 @@ fn assert_store_inside(check_output: &str, dir: &Path) {
     }
 }
 
+/// docs/migration.md, whose table explains every kind of warning these examples produce.
+const GUIDE: &str = include_str!("../../docs/migration.md");
+
+/// What names a warning's kind in the guide: the attribute or element ignored, the scheme of a
+/// connector not served, or the message itself for the rest.
+fn warning_kind(message: &str) -> String {
+    let backticked = |text: &str| text.split('`').nth(1).map(|n| format!("`{n}`"));
+    let element = |text: &str| {
+        let start = text.find('<')?;
+        let len = text[start..].find('>')?;
+        Some(text[start..=start + len].to_owned())
+    };
+    let kind = if message.starts_with("attribute `") {
+        backticked(message)
+    } else if message.starts_with("connector `") {
+        message.split(['(', ')']).nth(1).map(str::to_owned)
+    } else if message.starts_with('<') {
+        element(message)
+    } else {
+        None
+    };
+    kind.unwrap_or_else(|| message.to_owned())
+}
+
+/// Every warning of `check_output` has its kind explained in docs/migration.md.
+fn assert_warnings_explained(check_output: &str) {
+    for line in check_output.lines() {
+        let Some((_, message)) = line.split_once(": warning: ") else {
+            continue;
+        };
+        let kind = warning_kind(message);
+        assert!(
+            GUIDE.contains(&kind),
+            "docs/migration.md does not explain the warning kind {kind} (`{message}`): add it to \
+             its table of warnings"
+        );
+    }
+}
+
 /// The `check` output and its warning count, printed for the reader of the test log.
 fn checked(example: &str, output: &Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -571,6 +610,7 @@ async fn check_and_run(example: Example) {
     );
     assert!(stdout.contains("\n0 error(s), "), "{stdout}");
     assert_store_inside(&stdout, installation.dir.path());
+    assert_warnings_explained(&stdout);
     if example.shared_store {
         assert!(
             stdout.contains(": warning: ") && stdout.contains("local store"),
@@ -627,6 +667,34 @@ examples! {
     activemq_throughput => Example::plain("activemq-throughput.xml");
     activemq_xml => Example::plain("activemq.xml");
     debian_main_instance => Example::plain(DEBIAN_MAIN);
+}
+
+#[test]
+fn warning_kinds_are_the_names_ignored() {
+    for (message, kind) in [
+        (
+            "attribute `useJmx` of <broker> is not acted on by ferromq",
+            "`useJmx`",
+        ),
+        (
+            "<dispatchPolicy> of <policyEntry> is not acted on by ferromq",
+            "<dispatchPolicy>",
+        ),
+        (
+            "connector `stomp+nio` (stomp+nio://) is not served: it is not an MQTT transport",
+            "stomp+nio://",
+        ),
+        (
+            "<networkConnector> `multicast://default` is not supported yet: ferromq does not bridge brokers",
+            "<networkConnector>",
+        ),
+        (
+            "no MQTT connector: clients cannot connect",
+            "no MQTT connector: clients cannot connect",
+        ),
+    ] {
+        assert_eq!(warning_kind(message), kind);
+    }
 }
 
 #[test]

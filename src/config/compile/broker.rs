@@ -1,4 +1,4 @@
-//! `<broker>` attributes and `<persistenceAdapter>`.
+//! `<broker>` attributes, `<persistenceAdapter>` and `<persistenceFactory>`.
 
 use std::path::PathBuf;
 
@@ -104,6 +104,44 @@ const REPLACED_ADAPTERS: &[&str] = &[
     "amqPersistenceAdapter",
 ];
 
+/// Adapter factories of `<persistenceFactory>`: ActiveMQ 4's journal in front of a JDBC store.
+/// `journaledJDBC` is a shared store like `<jdbcPersistenceAdapter>`; a
+/// `journalPersistenceAdapterFactory` is one when it names a `dataSource` (without one its JDBC
+/// store is an embedded Derby database in its `dataDirectory`: local, like ferromq's).
+const ADAPTER_FACTORIES: &[&str] = &["journalPersistenceAdapterFactory", "journaledJDBC"];
+
+/// `<persistenceFactory>`'s factory: refused like a shared store when it shares a database,
+/// otherwise replaced by ferromq's store in `directory`, with a warning either way. Other
+/// elements are left to the names pass (unknown: an error; known: not acted on).
+fn adapter_factory(ctx: &mut Ctx<'_>, factory: &Element, directory: &std::path::Path) {
+    if !ADAPTER_FACTORIES.contains(&factory.name.as_str()) {
+        return;
+    }
+    ctx.mark_subtree(factory);
+    let names_data_source = factory
+        .attrs
+        .iter()
+        .any(|a| a.ns.is_none() && a.name == "dataSource")
+        || factory.children.iter().any(|c| c.name == "dataSource");
+    if shared_store::is_shared_adapter(&factory.name) || names_data_source {
+        shared_store::refuse_or_warn(ctx, factory, directory);
+        return;
+    }
+    ctx.push(
+        Diagnostic::warning(
+            factory.span.clone(),
+            format!(
+                "<{}> is not supported; ferromq keeps durable sessions and messages in its own store in {}",
+                factory.name,
+                directory.display()
+            ),
+        )
+        .with_hint(
+            "replace <persistenceFactory> with <persistenceAdapter><kahaDB directory=\"...\"/></persistenceAdapter> to choose the directory",
+        ),
+    );
+}
+
 /// ActiveMQ's default store location when no adapter is declared:
 /// `<dataDirectory>/<brokerName>/KahaDB`.
 fn default_store(broker: &BrokerSettings) -> PathBuf {
@@ -156,8 +194,13 @@ pub(super) fn persistence(
         ));
     }
     let Some(adapter) = adapters.first() else {
+        let directory = default_store(broker);
+        // ActiveMQ asks `<persistenceFactory>` for the adapter only when none is given.
+        if let Some(factory) = ctx.items(broker_element, "persistenceFactory").first() {
+            adapter_factory(ctx, factory, &directory);
+        }
         return Persistence::Durable {
-            directory: default_store(broker),
+            directory,
             journal_max_file_length_bytes: None,
         };
     };

@@ -478,3 +478,60 @@ fn shared_stores_are_refused_unless_a_local_store_is_accepted() {
     );
     assert!(plain.diagnostics.0.is_empty(), "{}", plain.diagnostics);
 }
+
+#[test]
+fn persistence_factories_are_replaced_or_refused_like_adapters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Persistence::Durable {
+        directory: Path::new("/d").join("localhost").join("KahaDB"),
+        journal_max_file_length_bytes: None,
+    };
+    // ActiveMQ's examples/conf/activemq.xml: a journal over an embedded (local) database.
+    let journal = "<persistenceFactory><journalPersistenceAdapterFactory journalLogFiles=\"5\" \
+                   dataDirectory=\"../data\"/></persistenceFactory>";
+    let local = load_in(dir.path(), "dataDirectory=\"/d\"", journal, &options());
+    assert_eq!(
+        messages(&local.diagnostics)
+            .iter()
+            .filter(|m| m.contains("persistence") || m.contains("Factory"))
+            .collect::<Vec<_>>(),
+        [
+            "warning: <journalPersistenceAdapterFactory> is not supported; ferromq keeps durable \
+          sessions and messages in its own store in /d/localhost/KahaDB"
+        ]
+    );
+    assert_eq!(valid(local).persistence, store);
+    // A database shared between brokers: refused, as a jdbcPersistenceAdapter.
+    for shared in [
+        "<persistenceFactory><journaledJDBC dataDirectory=\"../data\"/></persistenceFactory>",
+        "<persistenceFactory><journalPersistenceAdapterFactory dataSource=\"#postgres-ds\"/>\
+         </persistenceFactory>",
+    ] {
+        let refused = load_in(dir.path(), "dataDirectory=\"/d\"", shared, &options());
+        assert!(has(&refused.diagnostics, "split brain"), "{shared}");
+        assert!(refused.diagnostics.has_errors(), "{shared}");
+        let accepted = load_in(
+            dir.path(),
+            "dataDirectory=\"/d\"",
+            shared,
+            &LoadOptions {
+                local_store: true,
+                ..options()
+            },
+        );
+        assert!(has(&accepted.diagnostics, "runs it on its own local store"));
+        assert_eq!(valid(accepted).persistence, store);
+    }
+    // An adapter wins over a factory, as in ActiveMQ: the factory is not acted on.
+    let both = load_in(
+        dir.path(),
+        "",
+        &format!("<persistenceAdapter><kahaDB directory=\"/k\"/></persistenceAdapter>{journal}"),
+        &options(),
+    );
+    assert!(has(
+        &both.diagnostics,
+        "<persistenceFactory> of <broker> is not acted on"
+    ));
+    assert!(!both.diagnostics.has_errors());
+}
