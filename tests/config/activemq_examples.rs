@@ -27,6 +27,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use ferromq::protocol::{decode, encode, ConnectReason, Packet, ProtocolVersion, QoS};
 use futures_util::{SinkExt, StreamExt};
@@ -35,6 +36,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::support::keytool::{Keytool, StoreType};
 use crate::support::{connect_packet, publish_packet, ChildGuard, RawClient};
 
 /// [`Example::file`] of Debian's main instance.
@@ -159,100 +161,18 @@ impl Installation {
     }
 }
 
-/// `keytool`, or `None` (skipped; a failure under `CI`, which installs the JDK with activemq).
-fn keytool_available() -> bool {
-    let found = Command::new("keytool")
-        .arg("-help")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found || std::env::var_os("CI").is_none(),
-        "keytool is missing: .ci/run installs a JDK with the `activemq` package"
-    );
-    if !found {
-        eprintln!("SKIPPED: needs `keytool` (a JDK)");
-    }
-    found
-}
-
-fn keytool(args: &[&str]) {
-    let output = Command::new("keytool")
-        .args(args)
-        .output()
-        .expect("run keytool");
-    assert!(
-        output.status.success(),
-        "keytool {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// `broker.ks` (a private key) and `broker.ts` (its certificate, trusted) in `conf`, in JKS
-/// format as activemq-demo.xml's `sslContext` expects them, with its password `password`.
-fn make_jks_stores(conf: &Path) {
+/// format (checked by their magic number: a modern keytool writes PKCS#12 unless told) as
+/// activemq-demo.xml's `sslContext` expects them, with its password `password`.
+fn make_jks_stores(keytool: &Keytool, conf: &Path) {
     let ks = conf.join("broker.ks");
-    let ts = conf.join("broker.ts");
-    let cert = conf.join("broker.cer");
-    let (ks, ts, cert) = (
-        ks.to_string_lossy(),
-        ts.to_string_lossy(),
-        cert.to_string_lossy(),
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", "password", "password");
+    let der = keytool.export_cert(&ks, "broker", "password");
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(der)
     );
-    keytool(&[
-        "-genkeypair",
-        "-alias",
-        "broker",
-        "-keyalg",
-        "RSA",
-        "-keysize",
-        "2048",
-        "-validity",
-        "30",
-        "-dname",
-        "CN=localhost",
-        "-storetype",
-        "JKS",
-        "-keystore",
-        &ks,
-        "-storepass",
-        "password",
-        "-keypass",
-        "password",
-    ]);
-    keytool(&[
-        "-exportcert",
-        "-alias",
-        "broker",
-        "-keystore",
-        &ks,
-        "-storepass",
-        "password",
-        "-file",
-        &cert,
-    ]);
-    keytool(&[
-        "-importcert",
-        "-noprompt",
-        "-alias",
-        "broker",
-        "-file",
-        &cert,
-        "-storetype",
-        "JKS",
-        "-keystore",
-        &ts,
-        "-storepass",
-        "password",
-    ]);
-    // Modern keytool writes PKCS#12 unless told otherwise: make sure the JKS path is exercised.
-    for store in [&ks, &ts] {
-        let bytes = std::fs::read(store.as_ref()).expect("read the store");
-        assert_eq!(
-            bytes.get(..4),
-            Some(&[0xFE, 0xED, 0xFE, 0xED][..]),
-            "{store} is not JKS"
-        );
-    }
+    keytool.import_trusted(&conf.join("broker.ts"), "broker", &pem, "password");
 }
 
 /// `file:line:column` of the first element named `name` in `file` (1-based, the column of
@@ -566,9 +486,17 @@ async fn websocket_client_round_trip(addr: SocketAddr) {
 
 /// Check, then run, one example (see the module comment).
 async fn check_and_run(example: Example) {
-    if !activemq_installed() || (example.needs_keystores && !keytool_available()) {
+    if !activemq_installed() {
         return;
     }
+    let keytool = if example.needs_keystores {
+        match Keytool::new(StoreType::Jks) {
+            Some(keytool) => Some(keytool),
+            None => return,
+        }
+    } else {
+        None
+    };
     let installation = if example.file == DEBIAN_MAIN {
         Installation::debian_main()
     } else {
@@ -579,9 +507,9 @@ async fn check_and_run(example: Example) {
     } else {
         example.file.to_owned()
     };
-    if example.needs_keystores {
+    if let Some(keytool) = &keytool {
         let conf = installation.file.parent().expect("conf directory");
-        make_jks_stores(conf);
+        make_jks_stores(keytool, conf);
     }
 
     let local_store: &[&str] = if example.shared_store {
@@ -643,8 +571,7 @@ macro_rules! examples {
 }
 
 examples! {
-    // Until ferromq reads JKS this fails with "is a Java KeyStore (JKS), which ferromq does
-    // not read": ActiveMQ's demo names broker.ks/broker.ts, which are JKS.
+    // ActiveMQ's demo names broker.ks/broker.ts, which are JKS.
     activemq_demo => Example {
         served: &["ws"],
         needs_keystores: true,
