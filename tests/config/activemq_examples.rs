@@ -7,7 +7,8 @@
 //!    ones only with `--local-store`, and without it fail with the located explanation;
 //! 2. `ferromq run` the same file (connector addresses rewritten to 127.0.0.1:0 in the copy:
 //!    `run` has no listener override) up to "running", serve one MQTT client on every served
-//!    connector, and exit 0 on SIGTERM.
+//!    connector, and exit 0 on SIGTERM;
+//! 3. produce only warnings whose kind docs/migration.md's table explains.
 //!
 //! Placeholders resolve as `bin/activemq` sets them: ferromq derives `activemq.conf` from the
 //! configuration file's directory and `activemq.base` from its parent when that directory is
@@ -42,9 +43,9 @@ use crate::support::{connect_packet, publish_packet, ChildGuard, RawClient};
 /// [`Example::file`] of Debian's main instance.
 const DEBIAN_MAIN: &str = "main";
 /// ActiveMQ's example configurations in Debian's `activemq` package.
-pub const EXAMPLES: &str = "/usr/share/doc/activemq/examples/conf";
+const EXAMPLES: &str = "/usr/share/doc/activemq/examples/conf";
 /// Debian's main instance (the one `/etc/activemq/instances-enabled/main` links to).
-pub const MAIN_INSTANCE: &str = "/etc/activemq/instances-available/main";
+const MAIN_INSTANCE: &str = "/etc/activemq/instances-available/main";
 /// The password `activemq-security.xml`'s `credentials-enc.properties` was encrypted with
 /// (ActiveMQ's documentation of that example).
 const ENCRYPTION_PASSWORD: &str = "activemq";
@@ -53,7 +54,7 @@ const START_WITHIN: Duration = Duration::from_secs(30);
 
 /// Whether Debian's `activemq` package is installed; when not, the test is skipped (or fails
 /// under `CI`, whose script installs it).
-pub fn activemq_installed() -> bool {
+pub(crate) fn activemq_installed() -> bool {
     if Path::new(EXAMPLES).is_dir() && Path::new(MAIN_INSTANCE).is_dir() {
         return true;
     }
@@ -66,7 +67,7 @@ pub fn activemq_installed() -> bool {
 }
 
 /// Copy every regular file of `from` into `to` (created).
-pub fn copy_dir(from: &Path, to: &Path) {
+fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create the copy's directory");
     for entry in std::fs::read_dir(from).expect("read the installed directory") {
         let entry = entry.expect("directory entry");
