@@ -597,6 +597,56 @@ examples! {
     debian_main_instance => Example::plain(DEBIAN_MAIN);
 }
 
+/// activemq-security.xml's users log in over MQTT with the clear values of its `ENC(...)`
+/// passwords (`system`/`manager`, `guest`/`password`; ActiveMQ's documentation of the example),
+/// and a wrong password is refused. The example has no MQTT connector: the copy gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activemq_security_encrypted_passwords_log_in_over_mqtt() {
+    if !activemq_installed() {
+        return;
+    }
+    let installation = Installation::examples("activemq-security.xml");
+    let xml = std::fs::read_to_string(&installation.file).expect("read the configuration");
+    let with_mqtt = xml.replacen(
+        "<transportConnectors>",
+        "<transportConnectors><transportConnector name=\"mqtt\" uri=\"mqtt://127.0.0.1:0\"/>",
+        1,
+    );
+    assert_ne!(
+        with_mqtt, xml,
+        "no <transportConnectors> in activemq-security.xml"
+    );
+    std::fs::write(&installation.file, with_mqtt).expect("write the configuration");
+
+    let (running, listening) = Running::start(&installation, &[]);
+    let [(name, addr)] = listening.as_slice() else {
+        panic!("one served connector expected: {listening:?}");
+    };
+    assert_eq!(name, "mqtt");
+    for (user, password, accepted) in [
+        ("system", "manager", true),
+        ("guest", "password", true),
+        ("system", "password", false),
+    ] {
+        let mut connect = connect_packet(&format!("login-{user}"), true, 0);
+        connect.username = Some(user.to_owned());
+        connect.password = Some(Bytes::from(password));
+        let (_, ack) = RawClient::connect(*addr, connect).await;
+        if accepted {
+            assert_eq!(ack.reason, ConnectReason::Success, "{user}/{password}");
+        } else {
+            assert!(
+                matches!(
+                    ack.reason,
+                    ConnectReason::BadUserNameOrPassword | ConnectReason::NotAuthorized
+                ),
+                "{user}/{password}: {ack:?}"
+            );
+        }
+    }
+    running.stop();
+}
+
 #[test]
 fn warning_kinds_are_the_names_ignored() {
     for (message, kind) in [
