@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod activemq_differential;
 mod auth;
 mod authz;
 mod cli;

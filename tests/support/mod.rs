@@ -16,6 +16,7 @@
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod activemq;
 pub mod broker;
 pub mod client;
 pub mod keytool;

@@ -1,0 +1,384 @@
+//! Authorization answers compared with Apache ActiveMQ 5.17 itself.
+//!
+//! Each round writes one `activemq.xml` (authorization entries, users in groups, an `mqtt://`
+//! connector), starts ActiveMQ from it (`support::activemq`) and ferromq from the same text (only
+//! the connector's port differs), then drives both with the same MQTT 3.1.1 traffic: every user
+//! SUBSCRIBEs to its filters one at a time (the SUBACK codes are compared), every user PUBLISHes
+//! at QoS 1 (the PUBACKs are compared), then a marker on a topic everyone may use; each subscriber
+//! reads until it has every publisher's marker, and the sets of (topic, payload) each user received
+//! are compared. Any difference fails the test with the seed and a minimal description.
+//!
+//! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
+//! sets the number of rounds (3), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
+//! treated ([`scenario::AdminMode`]; by default rounds alternate `broad` and `declared`, which
+//! keeps destination creation out of the comparison).
+//!
+//! `cargo test --test security activemq_differential -- --nocapture`
+
+mod peer;
+mod scenario;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::support::activemq::{self, ActiveMq};
+use crate::support::{load_xml, TestBroker};
+use peer::{Peer, PubOutcome, SubOutcome, MARKER_TOPIC};
+use scenario::{AdminMode, Entry, Scenario, User};
+
+/// What one broker answered to a scenario's traffic.
+#[derive(Debug, Default)]
+struct Observed {
+    /// (user, filter index) -> answer.
+    subscribes: BTreeMap<(usize, usize), SubOutcome>,
+    /// (user, publish index) -> answer.
+    publishes: BTreeMap<(usize, usize), PubOutcome>,
+    /// user -> (topic, payload) received.
+    received: BTreeMap<usize, BTreeSet<(String, String)>>,
+    /// user -> publishers whose marker never arrived.
+    missing_markers: BTreeMap<usize, Vec<String>>,
+    /// Connections the broker closed.
+    closes: usize,
+}
+
+impl Observed {
+    /// Counts, to show that a round was not trivial.
+    fn summary(&self) -> String {
+        let granted = self
+            .subscribes
+            .values()
+            .filter(|o| matches!(o, SubOutcome::Code(0..=2)))
+            .count();
+        let acked = self
+            .publishes
+            .values()
+            .filter(|o| **o == PubOutcome::Acked)
+            .count();
+        let delivered: usize = self.received.values().map(BTreeSet::len).sum();
+        format!(
+            "granted {granted}/{} subscribes, acknowledged {acked}/{} publishes, delivered {delivered}, closed {} connections",
+            self.subscribes.len(),
+            self.publishes.len(),
+            self.closes
+        )
+    }
+}
+
+/// How long the subscribers may take to receive every marker.
+const COLLECT: Duration = Duration::from_secs(5);
+
+/// Drive `scenario`'s traffic against the broker at `addr`.
+async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
+    let mut observed = Observed::default();
+    let mut subscribers = Vec::new();
+    for (u, user) in scenario.users.iter().enumerate() {
+        let mut peer = Peer::open(addr, &format!("s-{}", user.name), &user.name).await;
+        let marker = peer.subscribe(MARKER_TOPIC).await;
+        assert!(
+            matches!(marker, SubOutcome::Code(0..=2)),
+            "{addr}: {} may not subscribe to the marker topic: {marker:?}",
+            user.name
+        );
+        for (f, filter) in user.filters.iter().enumerate() {
+            observed.subscribes.insert((u, f), peer.subscribe(filter).await);
+        }
+        subscribers.push(peer);
+    }
+    let mut publishers = BTreeSet::new();
+    for (u, user) in scenario.users.iter().enumerate() {
+        let mut peer = Peer::open(addr, &format!("p-{}", user.name), &user.name).await;
+        for (p, topic) in user.publishes.iter().enumerate() {
+            let payload = format!("{}#{p}", user.name);
+            observed
+                .publishes
+                .insert((u, p), peer.publish(topic, &payload).await);
+        }
+        let marker = peer.publish(MARKER_TOPIC, &user.name).await;
+        assert_eq!(
+            marker,
+            PubOutcome::Acked,
+            "{addr}: {} may not publish the marker",
+            user.name
+        );
+        publishers.insert(user.name.clone());
+        observed.closes += peer.closes;
+        peer.close().await;
+    }
+    let deadline = Instant::now() + COLLECT;
+    for (u, mut peer) in subscribers.into_iter().enumerate() {
+        let missing = peer.collect(&publishers, deadline).await;
+        if !missing.is_empty() {
+            observed.missing_markers.insert(u, missing);
+        }
+        observed.closes += peer.closes;
+        observed.received.insert(u, std::mem::take(&mut peer.received));
+        peer.close().await;
+    }
+    observed
+}
+
+fn describe_user(user: &User) -> String {
+    format!("user {} (groups [{}])", user.name, user.groups.join(","))
+}
+
+/// Every difference between ActiveMQ's and ferromq's answers, one line each.
+fn differences(scenario: &Scenario, activemq: &Observed, ferromq: &Observed) -> Vec<String> {
+    let mut out = Vec::new();
+    for (u, user) in scenario.users.iter().enumerate() {
+        for (f, filter) in user.filters.iter().enumerate() {
+            let (a, b) = (activemq.subscribes.get(&(u, f)), ferromq.subscribes.get(&(u, f)));
+            if a != b {
+                out.push(format!(
+                    "{}: SUBSCRIBE {filter}: ActiveMQ {}, ferromq {}",
+                    describe_user(user),
+                    show_sub(a),
+                    show_sub(b)
+                ));
+            }
+        }
+        for (p, topic) in user.publishes.iter().enumerate() {
+            let (a, b) = (activemq.publishes.get(&(u, p)), ferromq.publishes.get(&(u, p)));
+            if a != b {
+                out.push(format!(
+                    "{}: PUBLISH {topic} (QoS 1): ActiveMQ {a:?}, ferromq {b:?}",
+                    describe_user(user)
+                ));
+            }
+        }
+        let empty = BTreeSet::new();
+        let a = activemq.received.get(&u).unwrap_or(&empty);
+        let b = ferromq.received.get(&u).unwrap_or(&empty);
+        for (only, side) in [(a.difference(b), "only ActiveMQ"), (b.difference(a), "only ferromq")] {
+            for (topic, payload) in only {
+                out.push(format!(
+                    "{} (subscribed to [{}]): {side} delivered {payload} on {topic}",
+                    describe_user(user),
+                    granted_filters(user, if side == "only ActiveMQ" { activemq } else { ferromq }, u)
+                ));
+            }
+        }
+        let (a, b) = (activemq.missing_markers.get(&u), ferromq.missing_markers.get(&u));
+        if a != b {
+            out.push(format!(
+                "{}: markers never received: ActiveMQ {a:?}, ferromq {b:?}",
+                describe_user(user)
+            ));
+        }
+    }
+    out
+}
+
+fn granted_filters(user: &User, observed: &Observed, u: usize) -> String {
+    user.filters
+        .iter()
+        .enumerate()
+        .filter(|(f, _)| matches!(observed.subscribes.get(&(u, *f)), Some(SubOutcome::Code(0..=2))))
+        .map(|(_, filter)| filter.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn show_sub(outcome: Option<&SubOutcome>) -> String {
+    match outcome {
+        Some(SubOutcome::Code(code)) => format!("0x{code:02x}"),
+        Some(other) => format!("{other:?}"),
+        None => "-".into(),
+    }
+}
+
+/// Run `scenario` against ActiveMQ and ferromq; the observations, or `None` when ActiveMQ is
+/// not installed (and not under CI).
+async fn run_both(scenario: &Scenario) -> (Observed, Observed, ActiveMq) {
+    let started = std::time::Instant::now();
+    let activemq = ActiveMq::start(|port| scenario.xml(port));
+    let activemq_up = started.elapsed();
+    let by_activemq = observe(scenario, activemq.mqtt).await;
+    let activemq_done = started.elapsed();
+    let ferromq = TestBroker::start(load_xml(&scenario.xml(0))).await;
+    let by_ferromq = observe(scenario, ferromq.addr).await;
+    let ferromq_done = started.elapsed();
+    ferromq.shutdown().await;
+    eprintln!(
+        "ActiveMQ up after {activemq_up:?}, its traffic done at {activemq_done:?}, ferromq's at \
+         {ferromq_done:?}, ferromq stopped at {:?}",
+        started.elapsed()
+    );
+    (by_activemq, by_ferromq, activemq)
+}
+
+/// Compare, print what ActiveMQ did, and return the report of differences (empty when none).
+async fn compare(label: &str, scenario: &Scenario) -> (String, Observed, Observed) {
+    let (by_activemq, by_ferromq, activemq) = run_both(scenario).await;
+    eprintln!(
+        "{label}: ActiveMQ {}; ferromq {}",
+        by_activemq.summary(),
+        by_ferromq.summary()
+    );
+    let found = differences(scenario, &by_activemq, &by_ferromq);
+    let report = if found.is_empty() {
+        String::new()
+    } else {
+        let denials = activemq.log_lines("not authorized");
+        format!(
+            "{label}: {} differences with ActiveMQ 5.17\nentries:\n{}\n{}\nActiveMQ's refusals:\n{}\n",
+            found.len(),
+            scenario.describe_entries(),
+            found.join("\n"),
+            denials.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
+        )
+    };
+    (report, by_activemq, by_ferromq)
+}
+
+fn seed() -> u64 {
+    match std::env::var("FERROMQ_DIFF_SEED") {
+        Ok(seed) => seed.parse().expect("FERROMQ_DIFF_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    }
+}
+
+fn admin_modes() -> Vec<AdminMode> {
+    match std::env::var("FERROMQ_DIFF_ADMIN").as_deref() {
+        Ok("broad") => vec![AdminMode::Broad],
+        Ok("declared") => vec![AdminMode::Declared],
+        Ok("random") => vec![AdminMode::Random],
+        Ok(other) => panic!("FERROMQ_DIFF_ADMIN={other}: broad, declared or random"),
+        Err(_) => vec![AdminMode::Broad, AdminMode::Declared],
+    }
+}
+
+/// Random entries, users, filters and publishes; ActiveMQ's answers must be ferromq's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_rounds_match_activemq() {
+    if !activemq::available("random_rounds_match_activemq") {
+        return;
+    }
+    let seed = seed();
+    let rounds: u64 = std::env::var("FERROMQ_DIFF_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let modes = admin_modes();
+    eprintln!("ActiveMQ differential: FERROMQ_DIFF_SEED={seed} FERROMQ_DIFF_ROUNDS={rounds}");
+    let mut reports = String::new();
+    for round in 0..rounds {
+        let round_seed = seed.wrapping_add(round);
+        let admin = modes[round as usize % modes.len()];
+        let scenario = Scenario::random(round_seed, admin);
+        let label = format!("round {round} (seed {round_seed}, admin {admin:?})");
+        let (report, _, _) = compare(&label, &scenario).await;
+        reports.push_str(&report);
+    }
+    assert!(
+        reports.is_empty(),
+        "replay with FERROMQ_DIFF_SEED={seed}\n{reports}"
+    );
+}
+
+/// One user with `groups`, `filters` and `publishes`.
+fn user(name: &str, groups: &[&'static str], filters: &[&str], publishes: &[&str]) -> User {
+    User {
+        name: name.into(),
+        groups: groups.to_vec(),
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+        publishes: publishes.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+/// The SUBACK codes of `user`'s filters.
+fn codes(observed: &Observed, user: usize, filters: usize) -> Vec<SubOutcome> {
+    (0..filters)
+        .map(|f| observed.subscribes[&(user, f)])
+        .collect()
+}
+
+/// A fixed case, in both ways of keeping admin out of the way (an admin-only `>` entry must not
+/// change a read or write answer): the same differences check as the random rounds, and the
+/// SUBACK codes the issue measured on 5.17, from both brokers.
+async fn fixed_case(label: &str, entries: Vec<Entry>, users: Vec<User>, expected: &[(usize, &[u8])]) {
+    let mut reports = String::new();
+    for admin in [AdminMode::Broad, AdminMode::Declared] {
+        let scenario = Scenario {
+            entries: entries.clone(),
+            users: users.clone(),
+            admin,
+        };
+        let label = format!("{label} (admin {admin:?})");
+        let (report, by_activemq, by_ferromq) = compare(&label, &scenario).await;
+        reports.push_str(&report);
+        for (u, want) in expected {
+            let want: Vec<SubOutcome> = want.iter().map(|c| SubOutcome::Code(*c)).collect();
+            let filters = &scenario.users[*u].filters;
+            for (broker, observed) in [("ActiveMQ", &by_activemq), ("ferromq", &by_ferromq)] {
+                let got = codes(observed, *u, filters.len());
+                if got != want {
+                    reports.push_str(&format!(
+                        "{label}: {broker} answered {filters:?} with {got:?}, measured {want:?}\n"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(reports.is_empty(), "{reports}");
+}
+
+/// `topic=">" read="operators"`, `topic="plant.*.telemetry" read="viewers"`, `topic="plant.>"
+/// read="devices"`: a viewer is refused `plant/#` and `#` but granted `plant/+/telemetry` and
+/// `+/+/telemetry`, and receives a device's telemetry through them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plant_viewers_match_activemq() {
+    if !activemq::available("plant_viewers_match_activemq") {
+        return;
+    }
+    let entries = vec![
+        Entry::new(">", &["operators"], &[], &[]),
+        Entry::new("plant.*.telemetry", &["viewers"], &[], &[]),
+        Entry::new("plant.>", &["devices"], &["devices"], &[]),
+    ];
+    let users = vec![
+        user(
+            "viewer",
+            &["viewers"],
+            &["plant/#", "#", "plant/+/telemetry", "+/+/telemetry"],
+            &[],
+        ),
+        user("device", &["devices"], &["plant/#"], &["plant/p1/telemetry", "plant/p1/state"]),
+        user("operator", &["operators"], &["#", "plant/#"], &[]),
+    ];
+    fixed_case(
+        "plant viewers",
+        entries,
+        users,
+        &[(0, &[0x80, 0x80, 0x01, 0x01])],
+    )
+    .await;
+}
+
+/// Only `a.b` (read/write/admin g1): `a/#`, `#`, `+/#`, `a/b/#` refused, `a/+` granted. Only
+/// `*.b` readable: `a/#`, `x/#`, `+/#` granted, `#` refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn measured_wildcard_cases_match_activemq() {
+    if !activemq::available("measured_wildcard_cases_match_activemq") {
+        return;
+    }
+    fixed_case(
+        "only a.b",
+        vec![Entry::new("a.b", &["g1"], &["g1"], &["g1"])],
+        vec![user("u1", &["g1"], &["a/#", "#", "+/#", "a/b/#", "a/+"], &["a/b"])],
+        &[(0, &[0x80, 0x80, 0x80, 0x80, 0x01])],
+    )
+    .await;
+    fixed_case(
+        "only *.b",
+        vec![Entry::new("*.b", &["g1"], &["g1"], &[])],
+        vec![user("u1", &["g1"], &["a/#", "x/#", "+/#", "#"], &["a/b", "x/b"])],
+        &[(0, &[0x01, 0x01, 0x01, 0x80])],
+    )
+    .await;
+}

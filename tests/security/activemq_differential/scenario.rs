@@ -1,0 +1,268 @@
+//! What one round of the differential runs: authorization entries, users, and what each user
+//! subscribes to and publishes; random (from a seed) or fixed; and the one `activemq.xml` both
+//! brokers load.
+
+use std::fmt;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::peer::MARKER_TOPIC;
+
+/// The groups random entries grant to.
+pub const GROUPS: [&str; 3] = ["g1", "g2", "g3"];
+/// A group every user is in and that random entries never mention: it reads and writes the
+/// marker topic.
+pub const EVERYONE: &str = "everyone";
+/// The literal levels of random names.
+const LEVELS: [&str; 3] = ["a", "b", "c"];
+
+/// How `admin` (ActiveMQ: "may create the destination") is kept from interfering with the
+/// read/write answers that are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminMode {
+    /// One more entry, `topic=">" admin="g1,g2,g3,everyone"`: every user may create every topic.
+    Broad,
+    /// No admin anywhere, but every topic the round can publish to is declared in
+    /// `<destinations>`, so nothing needs creating.
+    Declared,
+    /// Random admin sets on the random entries, nothing declared: compares creation too.
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// ActiveMQ pattern (`a.*.>`).
+    pub topic: String,
+    pub read: Vec<&'static str>,
+    pub write: Vec<&'static str>,
+    pub admin: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub groups: Vec<&'static str>,
+    /// MQTT filters, subscribed one SUBSCRIBE each, in order.
+    pub filters: Vec<String>,
+    /// Concrete MQTT topics, published at QoS 1 in order.
+    pub publishes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub entries: Vec<Entry>,
+    pub users: Vec<User>,
+    pub admin: AdminMode,
+}
+
+impl Entry {
+    pub fn new(topic: &str, read: &[&'static str], write: &[&'static str], admin: &[&'static str]) -> Entry {
+        Entry {
+            topic: topic.into(),
+            read: read.to_vec(),
+            write: write.to_vec(),
+            admin: admin.to_vec(),
+        }
+    }
+}
+
+impl fmt::Display for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "topic={:?}", self.topic)?;
+        for (name, groups) in [("read", &self.read), ("write", &self.write), ("admin", &self.admin)] {
+            if !groups.is_empty() {
+                write!(f, " {name}={:?}", groups.join(","))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// A random round: 2-6 entries over `a`/`b`/`c`, `*` and `>` (1-3 levels), 4 users in random
+    /// subsets of g1..g3, each with 10 random filters and 6 random publishes.
+    pub fn random(seed: u64, admin: AdminMode) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let entry_count = rng.random_range(2..=6);
+        let entries = (0..entry_count)
+            .map(|_| Entry {
+                topic: random_pattern(&mut rng),
+                read: random_groups(&mut rng),
+                write: random_groups(&mut rng),
+                admin: if admin == AdminMode::Random {
+                    random_groups(&mut rng)
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let users = (0..4)
+            .map(|i| User {
+                name: format!("u{i}"),
+                groups: random_groups(&mut rng),
+                filters: (0..10).map(|_| random_filter(&mut rng)).collect(),
+                publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
+            })
+            .collect();
+        Scenario {
+            entries,
+            users,
+            admin,
+        }
+    }
+
+    /// The `activemq.xml` of this round with its MQTT connector on `127.0.0.1:<port>`: the same
+    /// text for ferromq (port 0) and ActiveMQ.
+    pub fn xml(&self, port: u16) -> String {
+        let mut entries = String::new();
+        for e in self.entries.iter().chain(self.fixed_entries().iter()) {
+            entries.push_str(&format!(r#"<authorizationEntry topic="{}""#, e.topic));
+            for (name, groups) in [("read", &e.read), ("write", &e.write), ("admin", &e.admin)] {
+                if !groups.is_empty() {
+                    entries.push_str(&format!(r#" {name}="{}""#, groups.join(",")));
+                }
+            }
+            entries.push_str("/>\n            ");
+        }
+        let users: String = self
+            .users
+            .iter()
+            .map(|u| {
+                let mut groups = u.groups.clone();
+                groups.push(EVERYONE);
+                format!(
+                    r#"<authenticationUser username="{}" password="pw" groups="{}"/>
+          "#,
+                    u.name,
+                    groups.join(",")
+                )
+            })
+            .collect();
+        let destinations = if self.admin == AdminMode::Declared {
+            let mut names: std::collections::BTreeSet<String> =
+                every_concrete_topic().into_iter().collect();
+            names.insert(MARKER_TOPIC.replace('/', "."));
+            for u in &self.users {
+                names.extend(u.publishes.iter().map(|t| t.replace('/', ".")));
+            }
+            let topics: String = names
+                .iter()
+                .map(|t| format!(r#"<topic physicalName="{t}"/>"#))
+                .collect();
+            format!("<destinations>{topics}</destinations>")
+        } else {
+            String::new()
+        };
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
+    http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="differential" persistent="false" useJmx="false" advisorySupport="false">
+    {destinations}
+    <plugins>
+      <simpleAuthenticationPlugin>
+        <users>
+          {users}</users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin>
+        <map>
+          <authorizationMap>
+            <authorizationEntries>
+            {entries}</authorizationEntries>
+          </authorizationMap>
+        </map>
+      </authorizationPlugin>
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#
+        )
+    }
+
+    /// The entries every round has besides its own: the marker topic (at a depth no filter of the
+    /// round reaches, so it never changes a lookup of theirs) and, in [`AdminMode::Broad`], admin
+    /// on everything.
+    fn fixed_entries(&self) -> Vec<Entry> {
+        let marker = MARKER_TOPIC.replace('/', ".");
+        let mut fixed = vec![Entry::new(&marker, &[EVERYONE], &[EVERYONE], &[EVERYONE])];
+        if self.admin == AdminMode::Broad {
+            fixed.push(Entry::new(">", &[], &[], &["g1", "g2", "g3", EVERYONE]));
+        }
+        fixed
+    }
+
+    /// The entries, one per line, for a report.
+    pub fn describe_entries(&self) -> String {
+        let mut text: String = self.entries.iter().map(|e| format!("  {e}\n")).collect();
+        text.push_str(&format!("  (admin mode {:?})", self.admin));
+        text
+    }
+}
+
+fn random_groups(rng: &mut StdRng) -> Vec<&'static str> {
+    GROUPS.into_iter().filter(|_| rng.random_bool(0.4)).collect()
+}
+
+fn random_pattern(rng: &mut StdRng) -> String {
+    let depth = rng.random_range(1..=3);
+    (0..depth)
+        .map(|i| {
+            let last = i + 1 == depth;
+            match rng.random_range(0..10) {
+                0..=5 => LEVELS[rng.random_range(0..LEVELS.len())],
+                6 | 7 => "*",
+                // `>` is mostly last; now and then inside (`a.>.b`), which ActiveMQ accepts.
+                8 if last => ">",
+                9 if last || rng.random_bool(0.3) => ">",
+                _ => LEVELS[rng.random_range(0..LEVELS.len())],
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn random_filter(rng: &mut StdRng) -> String {
+    if rng.random_bool(0.05) {
+        return "#".into();
+    }
+    let depth = rng.random_range(1..=3);
+    (0..depth)
+        .map(|i| {
+            let last = i + 1 == depth;
+            match rng.random_range(0..10) {
+                0..=5 => LEVELS[rng.random_range(0..LEVELS.len())],
+                6 | 7 => "+",
+                _ if last => "#",
+                _ => "+",
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn random_topic(rng: &mut StdRng) -> String {
+    let depth = rng.random_range(1..=3);
+    (0..depth)
+        .map(|_| LEVELS[rng.random_range(0..LEVELS.len())])
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Every concrete ActiveMQ name of 1-3 levels over the literal levels (what a round publishes to).
+fn every_concrete_topic() -> Vec<String> {
+    let mut names: Vec<String> = LEVELS.iter().map(|l| l.to_string()).collect();
+    let mut frontier = names.clone();
+    for _ in 1..3 {
+        frontier = frontier
+            .iter()
+            .flat_map(|n| LEVELS.iter().map(move |l| format!("{n}.{l}")))
+            .collect();
+        names.extend(frontier.iter().cloned());
+    }
+    names
+}
