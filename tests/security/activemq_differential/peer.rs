@@ -238,7 +238,11 @@ impl Peer {
 
     /// Read (recording PUBLISH packets) until a marker from each of `publishers` arrived, or
     /// until `deadline`. Returns the publishers whose marker did not arrive.
-    pub async fn collect(&mut self, publishers: &BTreeSet<String>, deadline: Instant) -> Vec<String> {
+    pub async fn collect(
+        &mut self,
+        publishers: &BTreeSet<String>,
+        deadline: Instant,
+    ) -> Vec<String> {
         loop {
             let missing: Vec<String> = publishers
                 .iter()
@@ -259,6 +263,7 @@ impl Peer {
         self.send(Packet::Disconnect(Disconnect {
             reason: 0,
             properties: None,
-        })).await;
+        }))
+        .await;
     }
 }

@@ -57,7 +57,12 @@ pub struct Scenario {
 }
 
 impl Entry {
-    pub fn new(topic: &str, read: &[&'static str], write: &[&'static str], admin: &[&'static str]) -> Entry {
+    pub fn new(
+        topic: &str,
+        read: &[&'static str],
+        write: &[&'static str],
+        admin: &[&'static str],
+    ) -> Entry {
         Entry {
             topic: topic.into(),
             read: read.to_vec(),
@@ -70,7 +75,11 @@ impl Entry {
 impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "topic={:?}", self.topic)?;
-        for (name, groups) in [("read", &self.read), ("write", &self.write), ("admin", &self.admin)] {
+        for (name, groups) in [
+            ("read", &self.read),
+            ("write", &self.write),
+            ("admin", &self.admin),
+        ] {
             if !groups.is_empty() {
                 write!(f, " {name}={:?}", groups.join(","))?;
             }
@@ -205,7 +214,10 @@ impl Scenario {
 }
 
 fn random_groups(rng: &mut StdRng) -> Vec<&'static str> {
-    GROUPS.into_iter().filter(|_| rng.random_bool(0.4)).collect()
+    GROUPS
+        .into_iter()
+        .filter(|_| rng.random_bool(0.4))
+        .collect()
 }
 
 fn random_pattern(rng: &mut StdRng) -> String {
