@@ -518,3 +518,27 @@ async fn admin_creation_matches_activemq() {
     )
     .await;
 }
+
+/// `a.b` readable by g1, `a.c` by g2, both writable by g3: the lookup of `a.*` finds both
+/// entries, so a g1 user is granted `a/+`; then a g3 user publishes on `a/b` and `a/c`. Measured
+/// on 5.17: only `a/b` reaches the g1 user (ActiveMQ also checks read on each concrete topic a
+/// wildcard subscription reaches), as in ferromq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_through_a_granted_wildcard_match_activemq() {
+    if !activemq::available("deliveries_through_a_granted_wildcard_match_activemq") {
+        return;
+    }
+    fixed_case(
+        "per-delivery read",
+        vec![
+            Entry::new("a.b", &["g1"], &["g3"], &[]),
+            Entry::new("a.c", &["g2"], &["g3"], &[]),
+        ],
+        vec![
+            user("reader", &["g1"], &["a/+", "+/+", "a/#"], &[]),
+            user("writer", &["g3"], &[], &["a/b", "a/c"]),
+        ],
+        &[(0, &[0x01, 0x01, 0x80])],
+    )
+    .await;
+}

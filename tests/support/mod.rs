@@ -12,6 +12,7 @@
 //! - [`sub_options`]: MQTT 5 SUBSCRIBE with options and identifiers over a raw client;
 //! - [`keytool`]: JKS/JCEKS stores made by the real `keytool`;
 //! - [`tmpfs`]: a small real filesystem for the disk-full tests;
+//! - [`activemq`]: Apache ActiveMQ 5.17 itself, for the differential tests;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
 #![allow(dead_code)] // each test binary uses a different subset
