@@ -9,7 +9,7 @@
 //! are compared. Any difference fails the test with the seed and a minimal description.
 //!
 //! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
-//! sets the number of rounds (3), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
+//! sets the number of rounds (5), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
 //! treated ([`scenario::AdminMode`]; by default rounds alternate `broad` and `declared`, which
 //! keeps destination creation out of the comparison).
 //!
@@ -28,7 +28,7 @@ use crate::support::activemq::{self, ActiveMq};
 use crate::support::{load_xml, TestBroker};
 use ferromq::security::destination::{activemq_selects, mqtt_to_activemq};
 use peer::{Peer, PubOutcome, SubOutcome, MARKER_TOPIC};
-use scenario::{AdminMode, Entry, Scenario, User};
+use scenario::{AdminMode, Entry, Scenario, User, OBSERVERS};
 
 /// What one broker answered to a scenario's traffic.
 #[derive(Debug, Default)]
@@ -205,12 +205,15 @@ fn differences(scenario: &Scenario, activemq: &Observed, ferromq: &Observed) -> 
 /// The round's entries that ferromq's destination-map lookup of the MQTT `name` finds: the
 /// smallest part of the configuration that decides the answer.
 fn found_entries(scenario: &Scenario, name: &str) -> String {
-    let found: Vec<String> = scenario
+    let mut found: Vec<String> = scenario
         .entries
         .iter()
-        .filter(|e| activemq_selects(&mqtt_to_activemq(name), &e.topic))
+        .filter(|e| e.read != [OBSERVERS] && activemq_selects(&mqtt_to_activemq(name), &e.topic))
         .map(|e| format!("[{e}]"))
         .collect();
+    if let Some(default) = &scenario.default_entry {
+        found.push(format!("[defaultEntry {default}]"));
+    }
     if found.is_empty() {
         "none".into()
     } else {
@@ -319,7 +322,7 @@ async fn random_rounds_match_activemq() {
     let rounds: u64 = std::env::var("FERROMQ_DIFF_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(5);
     let modes = admin_modes();
     eprintln!("ActiveMQ differential: FERROMQ_DIFF_SEED={seed} FERROMQ_DIFF_ROUNDS={rounds}");
     let mut reports = String::new();
@@ -327,7 +330,14 @@ async fn random_rounds_match_activemq() {
         let round_seed = seed.wrapping_add(round);
         let admin = modes[round as usize % modes.len()];
         let scenario = Scenario::random(round_seed, admin);
-        let label = format!("round {round} (seed {round_seed}, admin {admin:?})");
+        let label = format!(
+            "round {round} (seed {round_seed}, admin {admin:?}{})",
+            if scenario.default_entry.is_some() {
+                ", defaultEntry"
+            } else {
+                ""
+            }
+        );
         let (report, _, _) = compare(&label, &scenario).await;
         reports.push_str(&report);
     }
@@ -387,6 +397,7 @@ async fn fixed_case_in(
     for &admin in modes {
         let scenario = Scenario {
             entries: entries.clone(),
+            default_entry: None,
             users: users.clone(),
             admin,
         };

@@ -52,9 +52,16 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub entries: Vec<Entry>,
+    /// `<defaultEntry>` (its `topic` is not written).
+    pub default_entry: Option<Entry>,
     pub users: Vec<User>,
     pub admin: AdminMode,
 }
+
+/// The group of the observer of random rounds: a user who may read everything (an entry `>`
+/// readable only by this group, which changes no other user's answers) and subscribes to `#`, so
+/// that every accepted PUBLISH is seen, write decisions included.
+pub const OBSERVERS: &str = "observers";
 
 impl Entry {
     pub fn new(
@@ -69,6 +76,21 @@ impl Entry {
             write: write.to_vec(),
             admin: admin.to_vec(),
         }
+    }
+}
+
+impl Entry {
+    /// ` read=".." write=".." admin=".."`, leaving out empty sets.
+    fn acl_attributes(&self) -> String {
+        [
+            ("read", &self.read),
+            ("write", &self.write),
+            ("admin", &self.admin),
+        ]
+        .iter()
+        .filter(|(_, groups)| !groups.is_empty())
+        .map(|(name, groups)| format!(r#" {name}="{}""#, groups.join(",")))
+        .collect()
     }
 }
 
@@ -89,12 +111,13 @@ impl fmt::Display for Entry {
 }
 
 impl Scenario {
-    /// A random round: 2-6 entries over `a`/`b`/`c`, `*` and `>` (1-3 levels), 4 users in random
-    /// subsets of g1..g3, each with 10 random filters and 6 random publishes.
+    /// A random round: 2-6 entries over `a`/`b`/`c`, `*` and `>` (1-3 levels), now and then a
+    /// `defaultEntry`, 4 users in random subsets of g1..g3, each with 10 random filters and 6
+    /// random publishes, and the observer (see [`OBSERVERS`]).
     pub fn random(seed: u64, admin: AdminMode) -> Scenario {
         let mut rng = StdRng::seed_from_u64(seed);
         let entry_count = rng.random_range(2..=6);
-        let entries = (0..entry_count)
+        let mut entries: Vec<Entry> = (0..entry_count)
             .map(|_| Entry {
                 topic: random_pattern(&mut rng),
                 read: random_groups(&mut rng),
@@ -106,7 +129,17 @@ impl Scenario {
                 },
             })
             .collect();
-        let users = (0..4)
+        let default_entry = rng.random_bool(0.3).then(|| Entry {
+            topic: String::new(),
+            read: random_groups(&mut rng),
+            write: random_groups(&mut rng),
+            admin: if admin == AdminMode::Random {
+                random_groups(&mut rng)
+            } else {
+                Vec::new()
+            },
+        });
+        let mut users: Vec<User> = (0..4)
             .map(|i| User {
                 name: format!("u{i}"),
                 groups: random_groups(&mut rng),
@@ -114,8 +147,16 @@ impl Scenario {
                 publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
             })
             .collect();
+        entries.push(Entry::new(">", &[OBSERVERS], &[], &[]));
+        users.push(User {
+            name: "observer".into(),
+            groups: vec![OBSERVERS],
+            filters: vec!["#".into()],
+            publishes: Vec::new(),
+        });
         Scenario {
             entries,
+            default_entry,
             users,
             admin,
         }
@@ -126,14 +167,20 @@ impl Scenario {
     pub fn xml(&self, port: u16) -> String {
         let mut entries = String::new();
         for e in self.entries.iter().chain(self.fixed_entries().iter()) {
-            entries.push_str(&format!(r#"<authorizationEntry topic="{}""#, e.topic));
-            for (name, groups) in [("read", &e.read), ("write", &e.write), ("admin", &e.admin)] {
-                if !groups.is_empty() {
-                    entries.push_str(&format!(r#" {name}="{}""#, groups.join(",")));
-                }
-            }
+            entries.push_str(&format!(
+                r#"<authorizationEntry topic="{}"{}"#,
+                e.topic,
+                e.acl_attributes()
+            ));
             entries.push_str("/>\n            ");
         }
+        let default_entry = match &self.default_entry {
+            Some(e) => format!(
+                "<defaultEntry><authorizationEntry{}/></defaultEntry>",
+                e.acl_attributes()
+            ),
+            None => String::new(),
+        };
         let users: String = self
             .users
             .iter()
@@ -180,6 +227,7 @@ impl Scenario {
           <authorizationMap>
             <authorizationEntries>
             {entries}</authorizationEntries>
+            {default_entry}
           </authorizationMap>
         </map>
       </authorizationPlugin>
@@ -208,6 +256,9 @@ impl Scenario {
     /// The entries, one per line, for a report.
     pub fn describe_entries(&self) -> String {
         let mut text: String = self.entries.iter().map(|e| format!("  {e}\n")).collect();
+        if let Some(e) = &self.default_entry {
+            text.push_str(&format!("  defaultEntry:{}\n", e.acl_attributes()));
+        }
         text.push_str(&format!("  (admin mode {:?})", self.admin));
         text
     }
