@@ -553,3 +553,26 @@ async fn deliveries_through_a_granted_wildcard_match_activemq() {
     )
     .await;
 }
+
+/// `read="*"`: every authenticated user, whatever its groups, may read (ActiveMQ's wildcard
+/// principal). With `b.*` readable, `b/#` is granted too: below an entry's `*` child the lookup
+/// takes the filter's `>` as everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_principal_matches_activemq() {
+    if !activemq::available("wildcard_principal_matches_activemq") {
+        return;
+    }
+    fixed_case(
+        "read=*",
+        vec![
+            Entry::new("a.b", &["*"], &["g1"], &[]),
+            Entry::new("b.*", &["*"], &["*"], &[]),
+        ],
+        vec![
+            user("nobody", &[], &["a/b", "b/+", "b/#", "a/+"], &[]),
+            user("writer", &["g1"], &[], &["a/b", "b/c"]),
+        ],
+        &[(0, &[0x01, 0x01, 0x01, 0x01])],
+    )
+    .await;
+}

@@ -120,10 +120,10 @@ impl Scenario {
         let mut entries: Vec<Entry> = (0..entry_count)
             .map(|_| Entry {
                 topic: random_pattern(&mut rng),
-                read: random_groups(&mut rng),
-                write: random_groups(&mut rng),
+                read: random_acl(&mut rng),
+                write: random_acl(&mut rng),
                 admin: if admin == AdminMode::Random {
-                    random_groups(&mut rng)
+                    random_acl(&mut rng)
                 } else {
                     Vec::new()
                 },
@@ -262,6 +262,16 @@ impl Scenario {
         text.push_str(&format!("  (admin mode {:?})", self.admin));
         text
     }
+}
+
+/// The groups of an entry's read, write or admin: now and then `*` too, which both brokers take
+/// as "every principal".
+fn random_acl(rng: &mut StdRng) -> Vec<&'static str> {
+    let mut groups = random_groups(rng);
+    if rng.random_bool(0.08) {
+        groups.push("*");
+    }
+    groups
 }
 
 fn random_groups(rng: &mut StdRng) -> Vec<&'static str> {
