@@ -11,7 +11,9 @@
 //! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
 //! sets the number of rounds (5), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
 //! treated ([`scenario::AdminMode`]; by default rounds alternate `broad` and `declared`, which
-//! keeps destination creation out of the comparison).
+//! keeps destination creation out of the comparison), `FERROMQ_DIFF_USER_PRINCIPALS=1` adds
+//! entries naming users (`groupClass="org.apache.activemq.jaas.UserPrincipal"`), where ferromq
+//! differs today (see `user_entries_under_simple_authentication_match_activemq`).
 //!
 //! `cargo test --test security activemq_differential -- --nocapture`
 
@@ -324,12 +326,13 @@ async fn random_rounds_match_activemq() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
     let modes = admin_modes();
+    let user_principals = std::env::var_os("FERROMQ_DIFF_USER_PRINCIPALS").is_some();
     eprintln!("ActiveMQ differential: FERROMQ_DIFF_SEED={seed} FERROMQ_DIFF_ROUNDS={rounds}");
     let mut reports = String::new();
     for round in 0..rounds {
         let round_seed = seed.wrapping_add(round);
         let admin = modes[round as usize % modes.len()];
-        let scenario = Scenario::random(round_seed, admin);
+        let scenario = Scenario::random(round_seed, admin, user_principals);
         let label = format!(
             "round {round} (seed {round_seed}, admin {admin:?}{})",
             if scenario.default_entry.is_some() {
@@ -573,6 +576,35 @@ async fn wildcard_principal_matches_activemq() {
             user("writer", &["g1"], &[], &["a/b", "b/c"]),
         ],
         &[(0, &[0x01, 0x01, 0x01, 0x01])],
+    )
+    .await;
+}
+
+/// An entry naming users (`groupClass="org.apache.activemq.jaas.UserPrincipal"`) under
+/// `simpleAuthenticationPlugin`. Measured on 5.17: it grants nothing, not even to the user it
+/// names: `SimpleAuthenticationBroker` gives a connection only its group principals, and the
+/// authorization map compares principals by class and name. ferromq grants it to the named user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ferromq grants user-principal entries to simple-authentication users; ActiveMQ does not"]
+async fn user_entries_under_simple_authentication_match_activemq() {
+    if !activemq::available("user_entries_under_simple_authentication_match_activemq") {
+        return;
+    }
+    let mut by_user = Entry::new("home.alice.>", &["alice"], &["alice"], &[]);
+    by_user.user_names = true;
+    fixed_case(
+        "user principals",
+        vec![by_user, Entry::new("home.alice.>", &[], &["g1"], &[])],
+        vec![
+            user(
+                "alice",
+                &["g2"],
+                &["home/alice/#", "home/alice/lamp"],
+                &["home/alice/lamp"],
+            ),
+            user("helper", &["g1"], &[], &["home/alice/lamp"]),
+        ],
+        &[(0, &[0x80, 0x80])],
     )
     .await;
 }

@@ -14,6 +14,8 @@ pub const GROUPS: [&str; 3] = ["g1", "g2", "g3"];
 /// A group every user is in and that random entries never mention: it reads and writes the
 /// marker topic.
 pub const EVERYONE: &str = "everyone";
+/// The users of random rounds (besides the observer).
+const USER_NAMES: [&str; 4] = ["u0", "u1", "u2", "u3"];
 /// The literal levels of random names.
 const LEVELS: [&str; 3] = ["a", "b", "c"];
 
@@ -37,6 +39,8 @@ pub struct Entry {
     pub read: Vec<&'static str>,
     pub write: Vec<&'static str>,
     pub admin: Vec<&'static str>,
+    /// `groupClass="org.apache.activemq.jaas.UserPrincipal"`: the names are user names.
+    pub user_names: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +79,7 @@ impl Entry {
             read: read.to_vec(),
             write: write.to_vec(),
             admin: admin.to_vec(),
+            user_names: false,
         }
     }
 }
@@ -82,15 +87,20 @@ impl Entry {
 impl Entry {
     /// ` read=".." write=".." admin=".."`, leaving out empty sets.
     fn acl_attributes(&self) -> String {
-        [
+        let mut text = String::new();
+        for (name, groups) in [
             ("read", &self.read),
             ("write", &self.write),
             ("admin", &self.admin),
-        ]
-        .iter()
-        .filter(|(_, groups)| !groups.is_empty())
-        .map(|(name, groups)| format!(r#" {name}="{}""#, groups.join(",")))
-        .collect()
+        ] {
+            if !groups.is_empty() {
+                text.push_str(&format!(r#" {name}="{}""#, groups.join(",")));
+            }
+        }
+        if self.user_names {
+            text.push_str(r#" groupClass="org.apache.activemq.jaas.UserPrincipal""#);
+        }
+        text
     }
 }
 
@@ -106,6 +116,9 @@ impl fmt::Display for Entry {
                 write!(f, " {name}={:?}", groups.join(","))?;
             }
         }
+        if self.user_names {
+            write!(f, " (user names)")?;
+        }
         Ok(())
     }
 }
@@ -114,22 +127,38 @@ impl Scenario {
     /// A random round: 2-6 entries over `a`/`b`/`c`, `*` and `>` (1-3 levels), now and then a
     /// `defaultEntry`, 4 users in random subsets of g1..g3, each with 10 random filters and 6
     /// random publishes, and the observer (see [`OBSERVERS`]).
-    pub fn random(seed: u64, admin: AdminMode) -> Scenario {
+    ///
+    /// `user_principals`: also entries with `groupClass="org.apache.activemq.jaas.UserPrincipal"`
+    /// naming users. Off by default: ActiveMQ's `simpleAuthenticationPlugin` gives a connection
+    /// only group principals (`SimpleAuthenticationBroker`'s security context returns the user's
+    /// groups), so such entries never grant anything there, while ferromq grants them to the
+    /// named user (see `user_entries_under_simple_authentication_match_activemq`).
+    pub fn random(seed: u64, admin: AdminMode, user_principals: bool) -> Scenario {
         let mut rng = StdRng::seed_from_u64(seed);
         let entry_count = rng.random_range(2..=6);
         let mut entries: Vec<Entry> = (0..entry_count)
-            .map(|_| Entry {
-                topic: random_pattern(&mut rng),
-                read: random_acl(&mut rng),
-                write: random_acl(&mut rng),
-                admin: if admin == AdminMode::Random {
-                    random_acl(&mut rng)
+            .map(|_| {
+                // Now and then an entry that names users instead of groups.
+                let names: &[&'static str] = if rng.random_bool(0.15) && user_principals {
+                    &USER_NAMES
                 } else {
-                    Vec::new()
-                },
+                    &GROUPS
+                };
+                Entry {
+                    topic: random_pattern(&mut rng),
+                    read: random_acl(&mut rng, names),
+                    write: random_acl(&mut rng, names),
+                    admin: if admin == AdminMode::Random {
+                        random_acl(&mut rng, names)
+                    } else {
+                        Vec::new()
+                    },
+                    user_names: names == USER_NAMES,
+                }
             })
             .collect();
         let default_entry = rng.random_bool(0.3).then(|| Entry {
+            user_names: false,
             topic: String::new(),
             read: random_groups(&mut rng),
             write: random_groups(&mut rng),
@@ -139,9 +168,10 @@ impl Scenario {
                 Vec::new()
             },
         });
-        let mut users: Vec<User> = (0..4)
-            .map(|i| User {
-                name: format!("u{i}"),
+        let mut users: Vec<User> = USER_NAMES
+            .iter()
+            .map(|name| User {
+                name: name.to_string(),
                 groups: random_groups(&mut rng),
                 filters: (0..10).map(|_| random_filter(&mut rng)).collect(),
                 publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
@@ -266,8 +296,12 @@ impl Scenario {
 
 /// The groups of an entry's read, write or admin: now and then `*` too, which both brokers take
 /// as "every principal".
-fn random_acl(rng: &mut StdRng) -> Vec<&'static str> {
-    let mut groups = random_groups(rng);
+fn random_acl(rng: &mut StdRng, names: &[&'static str]) -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = names
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.4))
+        .collect();
     if rng.random_bool(0.08) {
         groups.push("*");
     }
