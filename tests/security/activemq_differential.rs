@@ -9,11 +9,14 @@
 //! are compared. Any difference fails the test with the seed and a minimal description.
 //!
 //! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
-//! sets the number of rounds (5), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
+//! sets the number of rounds (6), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
 //! treated ([`scenario::AdminMode`]; by default rounds alternate `broad` and `declared`, which
-//! keeps destination creation out of the comparison), `FERROMQ_DIFF_USER_PRINCIPALS=1` adds
-//! entries naming users (`groupClass="org.apache.activemq.jaas.UserPrincipal"`), where ferromq
-//! differs today (see `user_entries_under_simple_authentication_match_activemq`).
+//! keeps destination creation out of the comparison), `FERROMQ_DIFF_AUTH=simple|jaas` forces how
+//! users log in ([`scenario::AuthMode`]; by default pairs of rounds alternate
+//! `simpleAuthenticationPlugin` and JAAS `PropertiesLoginModule`, whose rounds also draw entries
+//! naming users), `FERROMQ_DIFF_USER_PRINCIPALS=1` draws entries naming users under
+//! `simpleAuthenticationPlugin` too, where ferromq differs today (see
+//! `user_entries_under_simple_authentication_match_activemq`).
 //!
 //! `cargo test --test security activemq_differential -- --nocapture`
 
@@ -27,10 +30,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::support::activemq::{self, ActiveMq};
-use crate::support::{load_xml, TestBroker};
+use crate::support::xml::load_file;
+use crate::support::TestBroker;
 use ferromq::security::destination::{activemq_selects, mqtt_to_activemq};
 use peer::{Peer, PubOutcome, SubOutcome, MARKER_TOPIC};
-use scenario::{AdminMode, Entry, Scenario, User, OBSERVERS};
+use scenario::{AdminMode, AuthMode, Entry, Scenario, User, OBSERVERS};
 
 /// What one broker answered to a scenario's traffic.
 #[derive(Debug, Default)]
@@ -250,11 +254,19 @@ fn show_sub(outcome: Option<&SubOutcome>) -> String {
 /// not installed (and not under CI).
 async fn run_both(scenario: &Scenario) -> (Observed, Observed, ActiveMq) {
     let started = std::time::Instant::now();
-    let activemq = ActiveMq::start(|port| scenario.xml(port));
+    let activemq = ActiveMq::start_with_files(|port| scenario.xml(port), &scenario.conf_files());
     let activemq_up = started.elapsed();
     let by_activemq = observe(scenario, activemq.mqtt).await;
     let activemq_done = started.elapsed();
-    let ferromq = TestBroker::start(load_xml(&scenario.xml(0))).await;
+    // ferromq reads login.config beside the configuration file, as ActiveMQ's start script
+    // points the JVM at it: the same files in a directory of ferromq's own.
+    let conf = tempfile::tempdir().expect("tempdir");
+    for (name, text) in scenario.conf_files() {
+        std::fs::write(conf.path().join(name), text).expect("write conf file");
+    }
+    let xml = conf.path().join("activemq.xml");
+    std::fs::write(&xml, scenario.xml(0)).expect("write activemq.xml");
+    let ferromq = TestBroker::start(load_file(&xml)).await;
     let by_ferromq = observe(scenario, ferromq.addr).await;
     let ferromq_done = started.elapsed();
     ferromq.shutdown().await;
@@ -324,17 +336,24 @@ async fn random_rounds_match_activemq() {
     let rounds: u64 = std::env::var("FERROMQ_DIFF_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(6);
     let modes = admin_modes();
     let user_principals = std::env::var_os("FERROMQ_DIFF_USER_PRINCIPALS").is_some();
+    let auths = match std::env::var("FERROMQ_DIFF_AUTH").as_deref() {
+        Ok("simple") => vec![AuthMode::Simple],
+        Ok("jaas") => vec![AuthMode::Jaas],
+        Ok(other) => panic!("FERROMQ_DIFF_AUTH={other}: simple or jaas"),
+        Err(_) => vec![AuthMode::Simple, AuthMode::Jaas],
+    };
     eprintln!("ActiveMQ differential: FERROMQ_DIFF_SEED={seed} FERROMQ_DIFF_ROUNDS={rounds}");
     let mut reports = String::new();
     for round in 0..rounds {
         let round_seed = seed.wrapping_add(round);
         let admin = modes[round as usize % modes.len()];
-        let scenario = Scenario::random(round_seed, admin, user_principals);
+        let auth = auths[(round as usize / modes.len()) % auths.len()];
+        let scenario = Scenario::random(round_seed, admin, auth, user_principals);
         let label = format!(
-            "round {round} (seed {round_seed}, admin {admin:?}{})",
+            "round {round} (seed {round_seed}, admin {admin:?}, {auth:?}{})",
             if scenario.default_entry.is_some() {
                 ", defaultEntry"
             } else {
@@ -382,6 +401,7 @@ async fn fixed_case(
         users,
         expected,
         &[AdminMode::Broad, AdminMode::Declared],
+        AuthMode::Simple,
     )
     .await;
 }
@@ -394,6 +414,7 @@ async fn fixed_case_in(
     users: Vec<User>,
     expected: &[(usize, &[u8])],
     modes: &[AdminMode],
+    auth: AuthMode,
 ) {
     let mut reports = String::new();
     let mut first: Option<(AdminMode, Observed)> = None;
@@ -403,6 +424,7 @@ async fn fixed_case_in(
             default_entry: None,
             users: users.clone(),
             admin,
+            auth,
         };
         let label = format!("{label} (admin {admin:?})");
         let (report, by_activemq, by_ferromq) = compare(&label, &scenario).await;
@@ -529,6 +551,7 @@ async fn admin_creation_matches_activemq() {
         ],
         &[(0, &[0x80]), (1, &[0x01]), (2, &[0x01])],
         &[AdminMode::Random],
+        AuthMode::Simple,
     )
     .await;
 }
@@ -605,6 +628,34 @@ async fn user_entries_under_simple_authentication_match_activemq() {
             user("helper", &["g1"], &[], &["home/alice/lamp"]),
         ],
         &[(0, &[0x80, 0x80])],
+    )
+    .await;
+}
+
+/// The same entries with JAAS `PropertiesLoginModule` logins, which carry a user principal: the
+/// entry naming alice grants her `home/alice/#` and `home/alice/lamp` in both brokers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_entries_under_jaas_match_activemq() {
+    if !activemq::available("user_entries_under_jaas_match_activemq") {
+        return;
+    }
+    let mut by_user = Entry::new("home.alice.>", &["alice"], &["alice"], &[]);
+    by_user.user_names = true;
+    fixed_case_in(
+        "user principals (JAAS)",
+        vec![by_user, Entry::new("home.alice.>", &[], &["g1"], &[])],
+        vec![
+            user(
+                "alice",
+                &["g2"],
+                &["home/alice/#", "home/alice/lamp"],
+                &["home/alice/lamp"],
+            ),
+            user("helper", &["g1"], &[], &["home/alice/lamp"]),
+        ],
+        &[(0, &[0x01, 0x01])],
+        &[AdminMode::Broad, AdminMode::Declared],
+        AuthMode::Jaas,
     )
     .await;
 }

@@ -87,11 +87,21 @@ impl ActiveMq {
     /// `127.0.0.1:<port>`, and wait until an MQTT CONNECT on it gets a CONNACK (of any code: the
     /// probe has no credentials). Panics, with ActiveMQ's log, when it does not start.
     pub fn start(xml_for_port: impl Fn(u16) -> String) -> ActiveMq {
+        ActiveMq::start_with_files(xml_for_port, &[])
+    }
+
+    /// [`ActiveMq::start`] with more files in the configuration directory beside `activemq.xml`
+    /// (name, content): `login.config` (the JVM's `java.security.auth.login.config`, as
+    /// ActiveMQ's start script sets it) and the files it names.
+    pub fn start_with_files(
+        xml_for_port: impl Fn(u16) -> String,
+        files: &[(&str, String)],
+    ) -> ActiveMq {
         let mut last_log = String::new();
         // A free port may be taken between the probe and the JVM's bind: try a few.
         for _ in 0..3 {
             let port = free_port();
-            match ActiveMq::try_start(&xml_for_port(port), port) {
+            match ActiveMq::try_start(&xml_for_port(port), port, files) {
                 Ok(broker) => return broker,
                 Err(log) if log.contains("Address already in use") => last_log = log,
                 Err(log) => panic!("ActiveMQ did not start:\n{log}"),
@@ -100,7 +110,7 @@ impl ActiveMq {
         panic!("ActiveMQ did not start (ports in use):\n{last_log}")
     }
 
-    fn try_start(xml: &str, port: u16) -> Result<ActiveMq, String> {
+    fn try_start(xml: &str, port: u16, files: &[(&str, String)]) -> Result<ActiveMq, String> {
         let base = tempfile::Builder::new()
             .prefix("activemq-")
             .tempdir()
@@ -118,6 +128,9 @@ impl ActiveMq {
         let log = base.path().join("activemq.log");
         std::fs::write(conf.join("log4j.properties"), log4j_properties(&log))
             .map_err(|e| format!("log4j.properties: {e}"))?;
+        for (name, text) in files {
+            std::fs::write(conf.join(name), text).map_err(|e| format!("{name}: {e}"))?;
+        }
         let xml_path = conf.join("activemq.xml");
         std::fs::write(&xml_path, xml).map_err(|e| format!("activemq.xml: {e}"))?;
         let console = std::fs::File::create(base.path().join("console.log"))
@@ -139,6 +152,10 @@ impl ActiveMq {
                 .arg(format!("-Dactivemq.base={}", base.path().display()))
                 .arg(format!("-Dactivemq.conf={}", conf.display()))
                 .arg(format!("-Dactivemq.data={}", data.display()))
+                .arg(format!(
+                    "-Djava.security.auth.login.config={}",
+                    conf.join("login.config").display()
+                ))
                 .arg(format!(
                     "-Dlog4j.configuration=file:{}",
                     conf.join("log4j.properties").display()

@@ -32,6 +32,16 @@ pub enum AdminMode {
     Random,
 }
 
+/// How users log in; both brokers read the same files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// `simpleAuthenticationPlugin`: a connection has only group principals in ActiveMQ.
+    Simple,
+    /// `jaasAuthenticationPlugin` over `PropertiesLoginModule` (`login.config`,
+    /// `users.properties`, `groups.properties`): a user principal and group principals.
+    Jaas,
+}
+
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// ActiveMQ pattern (`a.*.>`).
@@ -60,6 +70,7 @@ pub struct Scenario {
     pub default_entry: Option<Entry>,
     pub users: Vec<User>,
     pub admin: AdminMode,
+    pub auth: AuthMode,
 }
 
 /// The group of the observer of random rounds: a user who may read everything (an entry `>`
@@ -133,7 +144,9 @@ impl Scenario {
     /// only group principals (`SimpleAuthenticationBroker`'s security context returns the user's
     /// groups), so such entries never grant anything there, while ferromq grants them to the
     /// named user (see `user_entries_under_simple_authentication_match_activemq`).
-    pub fn random(seed: u64, admin: AdminMode, user_principals: bool) -> Scenario {
+    /// With [`AuthMode::Jaas`] user-principal entries are always drawn.
+    pub fn random(seed: u64, admin: AdminMode, auth: AuthMode, user_principals: bool) -> Scenario {
+        let user_principals = user_principals || auth == AuthMode::Jaas;
         let mut rng = StdRng::seed_from_u64(seed);
         let entry_count = rng.random_range(2..=6);
         let mut entries: Vec<Entry> = (0..entry_count)
@@ -189,7 +202,40 @@ impl Scenario {
             default_entry,
             users,
             admin,
+            auth,
         }
+    }
+
+    /// The files beside `activemq.xml` (name, content): for [`AuthMode::Jaas`], `login.config`
+    /// and the users and groups it names.
+    pub fn conf_files(&self) -> Vec<(&'static str, String)> {
+        if self.auth != AuthMode::Jaas {
+            return Vec::new();
+        }
+        let login =
+            "activemq {\n    org.apache.activemq.jaas.PropertiesLoginModule required\n        \
+                     org.apache.activemq.jaas.properties.user=\"users.properties\"\n        \
+                     org.apache.activemq.jaas.properties.group=\"groups.properties\";\n};\n";
+        let users: String = self
+            .users
+            .iter()
+            .map(|u| format!("{}=pw\n", u.name))
+            .collect();
+        let mut members: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for u in &self.users {
+            for g in u.groups.iter().chain(std::iter::once(&EVERYONE)) {
+                members.entry(g).or_default().push(&u.name);
+            }
+        }
+        let groups: String = members
+            .iter()
+            .map(|(g, names)| format!("{g}={}\n", names.join(",")))
+            .collect();
+        vec![
+            ("login.config", login.to_owned()),
+            ("users.properties", users),
+            ("groups.properties", groups),
+        ]
     }
 
     /// The `activemq.xml` of this round with its MQTT connector on `127.0.0.1:<port>`: the same
@@ -225,6 +271,13 @@ impl Scenario {
                 )
             })
             .collect();
+        let authentication = match self.auth {
+            AuthMode::Simple => format!(
+                "<simpleAuthenticationPlugin>\n        <users>\n          {users}</users>\n      \
+                 </simpleAuthenticationPlugin>"
+            ),
+            AuthMode::Jaas => r#"<jaasAuthenticationPlugin configuration="activemq"/>"#.to_owned(),
+        };
         let destinations = if self.admin == AdminMode::Declared {
             let mut names: std::collections::BTreeSet<String> =
                 every_concrete_topic().into_iter().collect();
@@ -248,10 +301,7 @@ impl Scenario {
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="differential" persistent="false" useJmx="false" advisorySupport="false">
     {destinations}
     <plugins>
-      <simpleAuthenticationPlugin>
-        <users>
-          {users}</users>
-      </simpleAuthenticationPlugin>
+      {authentication}
       <authorizationPlugin>
         <map>
           <authorizationMap>
@@ -289,7 +339,10 @@ impl Scenario {
         if let Some(e) = &self.default_entry {
             text.push_str(&format!("  defaultEntry:{}\n", e.acl_attributes()));
         }
-        text.push_str(&format!("  (admin mode {:?})", self.admin));
+        text.push_str(&format!(
+            "  (admin mode {:?}, authentication {:?})",
+            self.admin, self.auth
+        ));
         text
     }
 }
