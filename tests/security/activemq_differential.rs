@@ -43,6 +43,8 @@ struct Observed {
     subscribes: BTreeMap<(usize, usize), SubOutcome>,
     /// (user, publish index) -> answer.
     publishes: BTreeMap<(usize, usize), PubOutcome>,
+    /// (user, retained publish index) -> answer.
+    retains: BTreeMap<(usize, usize), PubOutcome>,
     /// user -> (topic, payload) received.
     received: BTreeMap<usize, BTreeSet<(String, String)>>,
     /// user -> publishers whose marker never arrived.
@@ -65,8 +67,14 @@ impl Observed {
             .filter(|o| **o == PubOutcome::Acked)
             .count();
         let delivered: usize = self.received.values().map(BTreeSet::len).sum();
+        let retained = self
+            .received
+            .values()
+            .flatten()
+            .filter(|(_, payload)| payload.contains("#retained"))
+            .count();
         format!(
-            "granted {granted}/{} subscribes, acknowledged {acked}/{} publishes, delivered {delivered}, closed {} connections",
+            "granted {granted}/{} subscribes, acknowledged {acked}/{} publishes, delivered {delivered} ({retained} retained), closed {} connections",
             self.subscribes.len(),
             self.publishes.len(),
             self.closes
@@ -80,6 +88,22 @@ const COLLECT: Duration = Duration::from_secs(5);
 /// Drive `scenario`'s traffic against the broker at `addr`.
 async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
     let mut observed = Observed::default();
+    // Retained messages first, each user on a connection of its own, so that subscribing
+    // delivers them.
+    for (u, user) in scenario.users.iter().enumerate() {
+        if user.retains.is_empty() {
+            continue;
+        }
+        let mut peer = Peer::open(addr, &format!("r-{}", user.name), &user.name).await;
+        for (r, topic) in user.retains.iter().enumerate() {
+            let payload = format!("{}#retained{r}", user.name);
+            observed
+                .retains
+                .insert((u, r), peer.publish(topic, &payload, true).await);
+        }
+        observed.closes += peer.closes;
+        peer.close().await;
+    }
     let mut subscribers = Vec::new();
     for (u, user) in scenario.users.iter().enumerate() {
         let mut peer = Peer::open(addr, &format!("s-{}", user.name), &user.name).await;
@@ -103,9 +127,9 @@ async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
             let payload = format!("{}#{p}", user.name);
             observed
                 .publishes
-                .insert((u, p), peer.publish(topic, &payload).await);
+                .insert((u, p), peer.publish(topic, &payload, false).await);
         }
-        let marker = peer.publish(MARKER_TOPIC, &user.name).await;
+        let marker = peer.publish(MARKER_TOPIC, &user.name, false).await;
         assert_eq!(
             marker,
             PubOutcome::Acked,
@@ -152,6 +176,15 @@ fn differences(scenario: &Scenario, activemq: &Observed, ferromq: &Observed) -> 
                     show_sub(b),
                     mqtt_to_activemq(filter),
                     found_entries(scenario, filter)
+                ));
+            }
+        }
+        for (r, topic) in user.retains.iter().enumerate() {
+            let (a, b) = (activemq.retains.get(&(u, r)), ferromq.retains.get(&(u, r)));
+            if a != b {
+                out.push(format!(
+                    "{}: retained PUBLISH {topic} (QoS 1): ActiveMQ {a:?}, ferromq {b:?}",
+                    describe_user(user)
                 ));
             }
         }
@@ -376,6 +409,7 @@ fn user(name: &str, groups: &[&'static str], filters: &[&str], publishes: &[&str
         groups: groups.to_vec(),
         filters: filters.iter().map(|f| f.to_string()).collect(),
         publishes: publishes.iter().map(|p| p.to_string()).collect(),
+        retains: Vec::new(),
     }
 }
 

@@ -204,14 +204,14 @@ impl Peer {
         outcome
     }
 
-    /// PUBLISH at QoS 1 and wait for the PUBACK; reconnects when the broker closed the
+    /// PUBLISH at QoS 1 (retained or not) and wait for the PUBACK; reconnects when the broker closed the
     /// connection.
-    pub async fn publish(&mut self, topic: &str, payload: &str) -> PubOutcome {
+    pub async fn publish(&mut self, topic: &str, payload: &str, retain: bool) -> PubOutcome {
         let packet_id = self.packet_id();
         self.send(Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
-            retain: false,
+            retain,
             topic: topic.into(),
             packet_id: Some(packet_id),
             payload: Bytes::copy_from_slice(payload.as_bytes()),

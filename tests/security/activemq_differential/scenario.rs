@@ -61,6 +61,9 @@ pub struct User {
     pub filters: Vec<String>,
     /// Concrete MQTT topics, published at QoS 1 in order.
     pub publishes: Vec<String>,
+    /// Concrete MQTT topics published at QoS 1 with the retain flag before anyone subscribes:
+    /// what reaches a subscriber at SUBSCRIBE is compared too.
+    pub retains: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +191,7 @@ impl Scenario {
                 groups: random_groups(&mut rng),
                 filters: (0..10).map(|_| random_filter(&mut rng)).collect(),
                 publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
+                retains: (0..2).map(|_| random_topic(&mut rng)).collect(),
             })
             .collect();
         entries.push(Entry::new(">", &[OBSERVERS], &[], &[]));
@@ -196,6 +200,7 @@ impl Scenario {
             groups: vec![OBSERVERS],
             filters: vec!["#".into()],
             publishes: Vec::new(),
+            retains: Vec::new(),
         });
         Scenario {
             entries,
@@ -284,6 +289,7 @@ impl Scenario {
             names.insert(MARKER_TOPIC.replace('/', "."));
             for u in &self.users {
                 names.extend(u.publishes.iter().map(|t| t.replace('/', ".")));
+                names.extend(u.retains.iter().map(|t| t.replace('/', ".")));
             }
             let topics: String = names
                 .iter()
