@@ -591,9 +591,10 @@ async fn admin_creation_matches_activemq() {
 }
 
 /// `a.b` readable by g1, `a.c` by g2, both writable by g3: the lookup of `a.*` finds both
-/// entries, so a g1 user is granted `a/+`; then a g3 user publishes on `a/b` and `a/c`. Measured
-/// on 5.17: only `a/b` reaches the g1 user (ActiveMQ also checks read on each concrete topic a
-/// wildcard subscription reaches), as in ferromq.
+/// entries, so a g1 user is granted `a/+`; a g3 user publishes on `a/b` and `a/c`, retained
+/// before the subscription and live after it. Measured on 5.17: only `a/b` reaches the g1 user,
+/// retained and live (ActiveMQ also checks read on each concrete topic a wildcard subscription
+/// reaches), as in ferromq.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_through_a_granted_wildcard_match_activemq() {
     if !activemq::available("deliveries_through_a_granted_wildcard_match_activemq") {
@@ -607,7 +608,10 @@ async fn deliveries_through_a_granted_wildcard_match_activemq() {
         ],
         vec![
             user("reader", &["g1"], &["a/+", "+/+", "a/#"], &[]),
-            user("writer", &["g3"], &[], &["a/b", "a/c"]),
+            User {
+                retains: vec!["a/b".into(), "a/c".into()],
+                ..user("writer", &["g3"], &[], &["a/b", "a/c"])
+            },
         ],
         &[(0, &[0x01, 0x01, 0x80])],
     )
