@@ -94,7 +94,7 @@ async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
         if user.retains.is_empty() {
             continue;
         }
-        let mut peer = Peer::open(addr, &format!("r-{}", user.name), &user.name).await;
+        let mut peer = Peer::open(addr, &format!("r-{}", user.name), credentials(user)).await;
         for (r, topic) in user.retains.iter().enumerate() {
             let payload = format!("{}#retained{r}", user.name);
             observed
@@ -106,7 +106,7 @@ async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
     }
     let mut subscribers = Vec::new();
     for (u, user) in scenario.users.iter().enumerate() {
-        let mut peer = Peer::open(addr, &format!("s-{}", user.name), &user.name).await;
+        let mut peer = Peer::open(addr, &format!("s-{}", user.name), credentials(user)).await;
         let marker = peer.subscribe(MARKER_TOPIC).await;
         assert!(
             matches!(marker, SubOutcome::Code(0..=2)),
@@ -122,7 +122,7 @@ async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
     }
     let mut publishers = BTreeSet::new();
     for (u, user) in scenario.users.iter().enumerate() {
-        let mut peer = Peer::open(addr, &format!("p-{}", user.name), &user.name).await;
+        let mut peer = Peer::open(addr, &format!("p-{}", user.name), credentials(user)).await;
         for (p, topic) in user.publishes.iter().enumerate() {
             let payload = format!("{}#{p}", user.name);
             observed
@@ -153,6 +153,11 @@ async fn observe(scenario: &Scenario, addr: SocketAddr) -> Observed {
         peer.close().await;
     }
     observed
+}
+
+/// The user name to log in with; `None` (no credentials) for the anonymous user.
+fn credentials(user: &User) -> Option<&str> {
+    (!user.anonymous).then_some(user.name.as_str())
 }
 
 fn describe_user(user: &User) -> String {
@@ -387,11 +392,14 @@ async fn random_rounds_match_activemq() {
         let scenario = Scenario::random(round_seed, admin, auth, user_principals);
         let label = format!(
             "round {round} (seed {round_seed}, admin {admin:?}, {auth:?}{})",
-            if scenario.default_entry.is_some() {
-                ", defaultEntry"
-            } else {
-                ""
-            }
+            [
+                (scenario.default_entry.is_some(), ", defaultEntry"),
+                (scenario.users.iter().any(|u| u.anonymous), ", anonymous"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, text)| *text)
+            .collect::<String>()
         );
         let (report, _, _) = compare(&label, &scenario).await;
         reports.push_str(&report);
@@ -410,6 +418,7 @@ fn user(name: &str, groups: &[&'static str], filters: &[&str], publishes: &[&str
         filters: filters.iter().map(|f| f.to_string()).collect(),
         publishes: publishes.iter().map(|p| p.to_string()).collect(),
         retains: Vec::new(),
+        anonymous: false,
     }
 }
 

@@ -58,16 +58,17 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Connect as `user` (password `pw`) with a clean session; panics when refused.
-    pub async fn open(addr: SocketAddr, client_id: &str, user: &str) -> Peer {
+    /// Connect as `user` (password `pw`; no credentials at all for `None`) with a clean
+    /// session; panics when refused.
+    pub async fn open(addr: SocketAddr, client_id: &str, user: Option<&str>) -> Peer {
         let connect = Connect {
             protocol: ProtocolVersion::V311,
             clean_start: true,
             keep_alive_secs: 0,
             client_id: client_id.into(),
             will: None,
-            username: Some(user.into()),
-            password: Some(Bytes::from_static(b"pw")),
+            username: user.map(str::to_owned),
+            password: user.map(|_| Bytes::from_static(b"pw")),
             properties: None,
         };
         let mut peer = Peer {

@@ -14,6 +14,11 @@ pub const GROUPS: [&str; 3] = ["g1", "g2", "g3"];
 /// A group every user is in and that random entries never mention: it reads and writes the
 /// marker topic.
 pub const EVERYONE: &str = "everyone";
+/// The group (and user name) of a connection without credentials when
+/// `anonymousAccessAllowed="true"` (ActiveMQ's defaults for `anonymousUser`/`anonymousGroup`).
+pub const ANONYMOUS: &str = "anonymous";
+/// [`GROUPS`] and [`ANONYMOUS`], for the entries of rounds with an anonymous user.
+const GROUPS_AND_ANONYMOUS: [&str; 4] = ["g1", "g2", "g3", ANONYMOUS];
 /// The users of random rounds (besides the observer).
 const USER_NAMES: [&str; 4] = ["u0", "u1", "u2", "u3"];
 /// The literal levels of random names.
@@ -64,6 +69,9 @@ pub struct User {
     /// Concrete MQTT topics published at QoS 1 with the retain flag before anyone subscribes:
     /// what reaches a subscriber at SUBSCRIBE is compared too.
     pub retains: Vec<String>,
+    /// Connects without user name and password (`simpleAuthenticationPlugin` with
+    /// `anonymousAccessAllowed="true"`); `groups` is then `[ANONYMOUS]`.
+    pub anonymous: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -151,6 +159,13 @@ impl Scenario {
     pub fn random(seed: u64, admin: AdminMode, auth: AuthMode, user_principals: bool) -> Scenario {
         let user_principals = user_principals || auth == AuthMode::Jaas;
         let mut rng = StdRng::seed_from_u64(seed);
+        // Simple rounds have an anonymous user half of the time (JAAS would need GuestLoginModule).
+        let anonymous = auth == AuthMode::Simple && rng.random_bool(0.5);
+        let groups: &[&'static str] = if anonymous {
+            &GROUPS_AND_ANONYMOUS
+        } else {
+            &GROUPS
+        };
         let entry_count = rng.random_range(2..=6);
         let mut entries: Vec<Entry> = (0..entry_count)
             .map(|_| {
@@ -158,7 +173,7 @@ impl Scenario {
                 let names: &[&'static str] = if rng.random_bool(0.15) && user_principals {
                     &USER_NAMES
                 } else {
-                    &GROUPS
+                    groups
                 };
                 Entry {
                     topic: random_pattern(&mut rng),
@@ -192,8 +207,19 @@ impl Scenario {
                 filters: (0..10).map(|_| random_filter(&mut rng)).collect(),
                 publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
                 retains: (0..2).map(|_| random_topic(&mut rng)).collect(),
+                anonymous: false,
             })
             .collect();
+        if anonymous {
+            users.push(User {
+                name: ANONYMOUS.into(),
+                groups: vec![ANONYMOUS],
+                filters: (0..10).map(|_| random_filter(&mut rng)).collect(),
+                publishes: (0..6).map(|_| random_topic(&mut rng)).collect(),
+                retains: (0..2).map(|_| random_topic(&mut rng)).collect(),
+                anonymous: true,
+            });
+        }
         entries.push(Entry::new(">", &[OBSERVERS], &[], &[]));
         users.push(User {
             name: "observer".into(),
@@ -201,6 +227,7 @@ impl Scenario {
             filters: vec!["#".into()],
             publishes: Vec::new(),
             retains: Vec::new(),
+            anonymous: false,
         });
         Scenario {
             entries,
@@ -265,6 +292,7 @@ impl Scenario {
         let users: String = self
             .users
             .iter()
+            .filter(|u| !u.anonymous)
             .map(|u| {
                 let mut groups = u.groups.clone();
                 groups.push(EVERYONE);
@@ -278,8 +306,13 @@ impl Scenario {
             .collect();
         let authentication = match self.auth {
             AuthMode::Simple => format!(
-                "<simpleAuthenticationPlugin>\n        <users>\n          {users}</users>\n      \
-                 </simpleAuthenticationPlugin>"
+                "<simpleAuthenticationPlugin{}>\n        <users>\n          {users}</users>\n      \
+                 </simpleAuthenticationPlugin>",
+                if self.users.iter().any(|u| u.anonymous) {
+                    r#" anonymousAccessAllowed="true""#
+                } else {
+                    ""
+                }
             ),
             AuthMode::Jaas => r#"<jaasAuthenticationPlugin configuration="activemq"/>"#.to_owned(),
         };
@@ -332,9 +365,15 @@ impl Scenario {
     /// on everything.
     fn fixed_entries(&self) -> Vec<Entry> {
         let marker = MARKER_TOPIC.replace('/', ".");
-        let mut fixed = vec![Entry::new(&marker, &[EVERYONE], &[EVERYONE], &[EVERYONE])];
+        let all = [EVERYONE, ANONYMOUS];
+        let mut fixed = vec![Entry::new(&marker, &all, &all, &all)];
         if self.admin == AdminMode::Broad {
-            fixed.push(Entry::new(">", &[], &[], &["g1", "g2", "g3", EVERYONE]));
+            fixed.push(Entry::new(
+                ">",
+                &[],
+                &[],
+                &["g1", "g2", "g3", EVERYONE, ANONYMOUS],
+            ));
         }
         fixed
     }
