@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::support::activemq::{self, ActiveMq};
-use crate::support::xml::load_file;
+use crate::support::xml::{load_file, load_xml};
 use crate::support::TestBroker;
 use ferromq::security::destination::{activemq_selects, mqtt_to_activemq};
 use peer::{Peer, PubOutcome, SubOutcome, MARKER_TOPIC};
@@ -705,4 +705,42 @@ async fn user_entries_under_jaas_match_activemq() {
         AuthMode::Jaas,
     )
     .await;
+}
+
+/// One SUBSCRIBE with several filters, some refused: ActiveMQ 5.17 answers each filter in the
+/// SUBACK (`[0x01, 0x80, 0x01]` here) and keeps the connection, as ferromq does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_filter_subscribe_matches_activemq() {
+    if !activemq::available("multi_filter_subscribe_matches_activemq") {
+        return;
+    }
+    let scenario = Scenario {
+        entries: vec![Entry::new("a.b", &["g1"], &["g1"], &[])],
+        default_entry: None,
+        users: vec![user("u1", &["g1"], &[], &[])],
+        admin: AdminMode::Declared,
+        auth: AuthMode::Simple,
+    };
+    let filters = ["a/b", "a/#", "a/+", "#", "+/b"];
+    let activemq = ActiveMq::start(|port| scenario.xml(port));
+    let ferromq = TestBroker::start(load_xml(&scenario.xml(0))).await;
+    let mut answers = Vec::new();
+    for addr in [activemq.mqtt, ferromq.addr] {
+        let mut peer = Peer::open(addr, "multi", Some("u1")).await;
+        let codes = peer.subscribe_all(&filters).await;
+        // Still connected: a PUBLISH is acknowledged.
+        let published = peer.publish("a/b", "after", false).await;
+        answers.push((codes, published, peer.closes));
+        peer.close().await;
+    }
+    ferromq.shutdown().await;
+    assert_eq!(
+        answers[0].0,
+        [0x01, 0x80, 0x01, 0x80, 0x01].map(SubOutcome::Code),
+        "ActiveMQ"
+    );
+    assert_eq!(
+        answers[0], answers[1],
+        "ActiveMQ, then ferromq: {filters:?}"
+    );
 }

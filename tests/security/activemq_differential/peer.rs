@@ -165,44 +165,58 @@ impl Peer {
     /// SUBSCRIBE `filter` at QoS 1 alone; reconnects (and subscribes again to what was
     /// granted) when the broker closed the connection.
     pub async fn subscribe(&mut self, filter: &str) -> SubOutcome {
+        self.subscribe_all(&[filter]).await[0]
+    }
+
+    /// One SUBSCRIBE with every filter of `filters` at QoS 1: one outcome per filter (the same
+    /// `Closed` or `Silent` for all when no SUBACK came).
+    pub async fn subscribe_all(&mut self, filters: &[&str]) -> Vec<SubOutcome> {
         let packet_id = self.packet_id();
+        let options = SubscriptionOptions {
+            qos: QoS::AtLeastOnce,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        };
         self.send(Packet::Subscribe(Subscribe {
             packet_id,
-            filters: vec![(
-                filter.to_owned(),
-                SubscriptionOptions {
-                    qos: QoS::AtLeastOnce,
-                    no_local: false,
-                    retain_as_published: false,
-                    retain_handling: RetainHandling::SendAtSubscribe,
-                },
-            )],
+            filters: filters
+                .iter()
+                .map(|f| (f.to_string(), options.clone()))
+                .collect(),
             properties: None,
         }))
         .await;
         let deadline = Instant::now() + ANSWER;
-        let outcome = loop {
+        let outcomes = loop {
             match self.next_packet(deadline).await {
                 Ok(Some(Packet::SubAck(ack))) if ack.packet_id == packet_id => {
-                    break match ack.return_codes.as_slice() {
-                        [code] => SubOutcome::Code(*code),
-                        other => panic!("SUBACK with {} codes for one filter", other.len()),
-                    };
+                    assert_eq!(
+                        ack.return_codes.len(),
+                        filters.len(),
+                        "one SUBACK code per filter"
+                    );
+                    break ack
+                        .return_codes
+                        .iter()
+                        .map(|c| SubOutcome::Code(*c))
+                        .collect();
                 }
                 Ok(Some(_)) => {}
-                Ok(None) => break SubOutcome::Silent,
-                Err(()) => break SubOutcome::Closed,
+                Ok(None) => break vec![SubOutcome::Silent; filters.len()],
+                Err(()) => break vec![SubOutcome::Closed; filters.len()],
             }
         };
-        match outcome {
-            SubOutcome::Code(0..=2) => self.granted.push(filter.to_owned()),
-            SubOutcome::Closed => {
-                self.closes += 1;
-                Box::pin(self.reconnect()).await;
+        for (filter, outcome) in filters.iter().zip(&outcomes) {
+            if let SubOutcome::Code(0..=2) = outcome {
+                self.granted.push(filter.to_string());
             }
-            _ => {}
         }
-        outcome
+        if outcomes.contains(&SubOutcome::Closed) {
+            self.closes += 1;
+            Box::pin(self.reconnect()).await;
+        }
+        outcomes
     }
 
     /// PUBLISH at QoS 1 (retained or not) and wait for the PUBACK; reconnects when the broker closed the
