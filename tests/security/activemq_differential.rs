@@ -3,10 +3,12 @@
 //! Each round writes one `activemq.xml` (authorization entries, users in groups, an `mqtt://`
 //! connector), starts ActiveMQ from it (`support::activemq`) and ferromq from the same text (only
 //! the connector's port differs), then drives both with the same MQTT 3.1.1 traffic: every user
-//! SUBSCRIBEs to its filters one at a time (the SUBACK codes are compared), every user PUBLISHes
-//! at QoS 1 (the PUBACKs are compared), then a marker on a topic everyone may use; each subscriber
-//! reads until it has every publisher's marker, and the sets of (topic, payload) each user received
-//! are compared. Any difference fails the test with the seed and a minimal description.
+//! PUBLISHes a few retained messages, SUBSCRIBEs to its filters one at a time (the SUBACK codes
+//! are compared), PUBLISHes at QoS 1 (the PUBACKs are compared), then a marker on a topic everyone
+//! may use; each subscriber reads until it has every publisher's marker, and the sets of (topic,
+//! payload) each user received, retained copies included, are compared. Any difference fails the
+//! test with the seed and a minimal description: the entries, the user, the filter, and the
+//! entries ferromq's lookup finds for it.
 //!
 //! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
 //! sets the number of rounds (6), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
@@ -288,8 +290,8 @@ fn show_sub(outcome: Option<&SubOutcome>) -> String {
     }
 }
 
-/// Run `scenario` against ActiveMQ and ferromq; the observations, or `None` when ActiveMQ is
-/// not installed (and not under CI).
+/// Run `scenario` against ActiveMQ, then ferromq; both observations, and ActiveMQ (still running,
+/// for its log).
 async fn run_both(scenario: &Scenario) -> (Observed, Observed, ActiveMq) {
     let started = std::time::Instant::now();
     let activemq = ActiveMq::start_with_files(|port| scenario.xml(port), &scenario.conf_files());
