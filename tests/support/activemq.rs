@@ -183,6 +183,12 @@ impl ActiveMq {
             if mqtt_connack(broker.mqtt) {
                 return Ok(broker);
             }
+            // A broker that failed to start (its port taken, a bad configuration) may leave the
+            // JVM running: stop waiting at once.
+            let logs = broker.logs();
+            if logs.contains("Address already in use") || logs.contains("Failed to start") {
+                return Err(logs);
+            }
             if Instant::now() > deadline {
                 return Err(format!(
                     "no CONNACK on {} after {START_TIMEOUT:?}\n{}",
