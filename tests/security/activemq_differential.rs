@@ -746,3 +746,30 @@ async fn multi_filter_subscribe_matches_activemq() {
         "ActiveMQ, then ferromq: {filters:?}"
     );
 }
+
+/// `defaultEntry` (read g2) beside an entry `a.b` (read g1): ActiveMQ 5.17 adds the default entry
+/// to the entries of every destination, not only of those no entry matches, so a g2 user may
+/// read `a/b` too; a user of neither group may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_entry_matches_activemq() {
+    if !activemq::available("default_entry_matches_activemq") {
+        return;
+    }
+    let scenario = Scenario {
+        entries: vec![Entry::new("a.b", &["g1"], &["g1"], &[])],
+        default_entry: Some(Entry::new("", &["g2"], &["g2"], &[])),
+        users: vec![
+            user("one", &["g1"], &["a/b", "a/+", "c"], &["a/b", "c"]),
+            user("two", &["g2"], &["a/b", "a/+", "c"], &["a/b", "c"]),
+            user("three", &["g3"], &["a/b", "a/+", "c"], &["a/b", "c"]),
+        ],
+        admin: AdminMode::Declared,
+        auth: AuthMode::Simple,
+    };
+    let (report, by_activemq, _) = compare("defaultEntry", &scenario).await;
+    assert!(report.is_empty(), "{report}");
+    let want = |codes: [u8; 3]| codes.map(SubOutcome::Code).to_vec();
+    assert_eq!(codes(&by_activemq, 0, 3), want([0x01, 0x01, 0x80]), "g1");
+    assert_eq!(codes(&by_activemq, 1, 3), want([0x01, 0x01, 0x01]), "g2");
+    assert_eq!(codes(&by_activemq, 2, 3), want([0x80, 0x80, 0x80]), "g3");
+}
