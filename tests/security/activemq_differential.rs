@@ -254,7 +254,12 @@ fn found_entries(scenario: &Scenario, name: &str) -> String {
     let mut found: Vec<String> = scenario
         .entries
         .iter()
-        .filter(|e| e.read != [OBSERVERS] && activemq_selects(&mqtt_to_activemq(name), &e.topic))
+        .filter(|e| {
+            e.read != [OBSERVERS]
+                && e.topic
+                    .split(',')
+                    .any(|pattern| activemq_selects(&mqtt_to_activemq(name), pattern))
+        })
         .map(|e| format!("[{e}]"))
         .collect();
     if let Some(default) = &scenario.default_entry {

@@ -49,7 +49,7 @@ pub enum AuthMode {
 
 #[derive(Debug, Clone)]
 pub struct Entry {
-    /// ActiveMQ pattern (`a.*.>`).
+    /// ActiveMQ pattern (`a.*.>`), or several separated by commas (a composite entry).
     pub topic: String,
     pub read: Vec<&'static str>,
     pub write: Vec<&'static str>,
@@ -175,8 +175,14 @@ impl Scenario {
                 } else {
                     groups
                 };
+                // Now and then a composite entry (`a.b,c.>`): each pattern applies.
+                let topic = if rng.random_bool(0.1) {
+                    format!("{},{}", random_pattern(&mut rng), random_pattern(&mut rng))
+                } else {
+                    random_pattern(&mut rng)
+                };
                 Entry {
-                    topic: random_pattern(&mut rng),
+                    topic,
                     read: random_acl(&mut rng, names),
                     write: random_acl(&mut rng, names),
                     admin: if admin == AdminMode::Random {
