@@ -778,3 +778,58 @@ async fn default_entry_matches_activemq() {
     assert_eq!(codes(&by_activemq, 1, 3), want([0x01, 0x01, 0x01]), "g2");
     assert_eq!(codes(&by_activemq, 2, 3), want([0x80, 0x80, 0x80]), "g3");
 }
+
+/// PUBLISH refused for want of write, at QoS 1 and QoS 2: measured on 5.17, ActiveMQ completes
+/// both exchanges (PUBACK; PUBREC, PUBCOMP), delivers nothing and keeps the connection; so does
+/// ferromq for MQTT 3.1.1. Then an allowed PUBLISH on the same connection is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_publishes_match_activemq() {
+    if !activemq::available("refused_publishes_match_activemq") {
+        return;
+    }
+    let scenario = Scenario {
+        entries: vec![
+            Entry::new("a.b", &["g1"], &["g2"], &[]),
+            Entry::new("a.c", &["g1"], &["g1"], &[]),
+        ],
+        default_entry: None,
+        users: vec![user("u1", &["g1"], &[], &[])],
+        admin: AdminMode::Declared,
+        auth: AuthMode::Simple,
+    };
+    let activemq = ActiveMq::start(|port| scenario.xml(port));
+    let ferromq = TestBroker::start(load_xml(&scenario.xml(0))).await;
+    let mut answers = Vec::new();
+    for addr in [activemq.mqtt, ferromq.addr] {
+        let mut reader = Peer::open(addr, "reader", Some("u1")).await;
+        assert_eq!(
+            reader.subscribe_all(&["a/b", "a/c", MARKER_TOPIC]).await,
+            [SubOutcome::Code(1); 3]
+        );
+        let mut writer = Peer::open(addr, "writer", Some("u1")).await;
+        let outcomes = [
+            writer.publish("a/b", "refused qos1", false).await,
+            writer.publish_qos2("a/b", "refused qos2").await,
+            writer.publish_qos2("a/c", "allowed qos2").await,
+            writer.publish("a/c", "allowed qos1", false).await,
+            writer.publish(MARKER_TOPIC, "u1", false).await,
+        ];
+        let publishers = BTreeSet::from(["u1".to_owned()]);
+        let missing = reader.collect(&publishers, Instant::now() + COLLECT).await;
+        answers.push((outcomes, writer.closes, reader.received.clone(), missing));
+        writer.close().await;
+        reader.close().await;
+    }
+    ferromq.shutdown().await;
+    let delivered: BTreeSet<(String, String)> = [
+        ("a/c".to_owned(), "allowed qos1".to_owned()),
+        ("a/c".to_owned(), "allowed qos2".to_owned()),
+    ]
+    .into();
+    assert_eq!(
+        answers[0],
+        ([PubOutcome::Acked; 5], 0, delivered, Vec::new()),
+        "ActiveMQ"
+    );
+    assert_eq!(answers[0], answers[1], "ActiveMQ, then ferromq");
+}

@@ -251,6 +251,41 @@ impl Peer {
         outcome
     }
 
+    /// PUBLISH at QoS 2 and complete the exchange (PUBREC, PUBREL, PUBCOMP); `Acked` once the
+    /// PUBCOMP arrived. Reconnects when the broker closed the connection.
+    pub async fn publish_qos2(&mut self, topic: &str, payload: &str) -> PubOutcome {
+        let packet_id = self.packet_id();
+        self.send(Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(packet_id),
+            payload: Bytes::copy_from_slice(payload.as_bytes()),
+            properties: None,
+        }))
+        .await;
+        let deadline = Instant::now() + ANSWER;
+        let outcome = loop {
+            match self.next_packet(deadline).await {
+                Ok(Some(Packet::PubRec(ack))) if ack.packet_id == packet_id => {
+                    self.send(Packet::PubRel(Ack::new(packet_id))).await;
+                }
+                Ok(Some(Packet::PubComp(ack))) if ack.packet_id == packet_id => {
+                    break PubOutcome::Acked
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break PubOutcome::Silent,
+                Err(()) => break PubOutcome::Closed,
+            }
+        };
+        if outcome == PubOutcome::Closed {
+            self.closes += 1;
+            self.reconnect().await;
+        }
+        outcome
+    }
+
     /// Read (recording PUBLISH packets) until a marker from each of `publishers` arrived, or
     /// until `deadline`. Returns the publishers whose marker did not arrive.
     pub async fn collect(
