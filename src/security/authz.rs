@@ -61,6 +61,11 @@ pub struct Authorizer {
     enforcer: Enforcer,
     entries: Vec<(EntryOrigin, AuthzEntry)>,
     compiled: CompiledPolicy,
+    /// Whether logins carry a user principal that entries naming users can match. ActiveMQ's
+    /// `simpleAuthenticationPlugin` gives a connection its group principals only (measured on
+    /// 5.17: an entry with `groupClass="org.apache.activemq.jaas.UserPrincipal"` grants its
+    /// user nothing there), while JAAS logins carry a `UserPrincipal`.
+    user_principals: bool,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -97,7 +102,20 @@ impl Authorizer {
             enforcer,
             entries,
             compiled,
+            user_principals: true,
         })
+    }
+
+    /// The same policy for logins that carry no user principal (`simpleAuthenticationPlugin`):
+    /// entries naming users grant nothing.
+    pub fn without_user_principals(mut self) -> Authorizer {
+        self.user_principals = false;
+        self
+    }
+
+    /// Whether entries naming users can match a login (false under `simpleAuthenticationPlugin`).
+    pub fn user_principals(&self) -> bool {
+        self.user_principals
     }
 
     /// The fast decision for an MQTT topic name or filter (`kind` is normally `Topic`).
@@ -108,7 +126,8 @@ impl Authorizer {
         kind: DestinationKind,
         mqtt_name: &str,
     ) -> bool {
-        self.compiled.decide(principal, action, kind, mqtt_name)
+        self.compiled
+            .decide(principal, self.user_principals, action, kind, mqtt_name)
     }
 
     /// The decision as casbin's enforcer makes it (slow; for explain and verification).
@@ -121,7 +140,7 @@ impl Authorizer {
     ) -> Result<bool, String> {
         self.enforcer
             .enforce((
-                principal_names(principal),
+                principal_names(principal, self.user_principals),
                 kind_name(kind),
                 action_name(action),
                 activemq_name,
@@ -189,10 +208,14 @@ pub struct EntryMatch<'a> {
     pub granted_to: Vec<String>,
 }
 
-/// The names a principal is known by in the policy: `*`, `u:<user>` and `g:<group>` for each
-/// group. Prefixes keep a user and a group of the same name apart.
-pub fn principal_names(principal: &Principal) -> Vec<String> {
-    let mut names = vec![EVERYONE.to_owned(), format!("u:{}", principal.user)];
+/// The names a principal is known by in the policy: `*`, `u:<user>` (when logins carry a user
+/// principal, see [`Authorizer::user_principals`]) and `g:<group>` for each group. Prefixes keep
+/// a user and a group of the same name apart.
+pub fn principal_names(principal: &Principal, user_principal: bool) -> Vec<String> {
+    let mut names = vec![EVERYONE.to_owned()];
+    if user_principal {
+        names.push(format!("u:{}", principal.user));
+    }
     names.extend(principal.groups.iter().map(|g| format!("g:{g}")));
     names
 }
@@ -380,6 +403,7 @@ impl CompiledPolicy {
     fn decide(
         &self,
         principal: &Principal,
+        user_principal: bool,
         action: Action,
         kind: DestinationKind,
         mqtt_name: &str,
@@ -387,7 +411,7 @@ impl CompiledPolicy {
         let set = &self.rules[rule_index(kind, action)];
         let any = |patterns: &[CompiledPattern]| patterns.iter().any(|p| p.matches_mqtt(mqtt_name));
         any(&set.everyone)
-            || set.users.get(&*principal.user).is_some_and(|p| any(p))
+            || (user_principal && set.users.get(&*principal.user).is_some_and(|p| any(p)))
             || principal
                 .groups
                 .iter()

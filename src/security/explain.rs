@@ -193,7 +193,7 @@ pub fn explain_principal(
             ""
         }
     );
-    let names = principal_names(principal);
+    let names = principal_names(principal, authorizer.user_principals());
     let _ = writeln!(out, "  principal names: {}", names.join(", "));
 
     let matches = authorizer.matching_entries(action, kind, &activemq_name);

@@ -151,7 +151,12 @@ impl Security {
         Ok(Security {
             generation: next_generation(),
             authenticator: Authenticator::new(authentication)?,
-            authorizer: authorization.map(Authorizer::new).transpose()?,
+            authorizer: authorization.map(Authorizer::new).transpose()?.map(
+                |a| match authentication {
+                    Authentication::Simple(_) => a.without_user_principals(),
+                    _ => a,
+                },
+            ),
             throttle: Arc::new(LoginThrottle::default()),
             scram_secret: rand::random(),
         })

@@ -12,13 +12,12 @@
 //!
 //! Random rounds: `FERROMQ_DIFF_SEED` replays a seed (printed by every run), `FERROMQ_DIFF_ROUNDS`
 //! sets the number of rounds (6), `FERROMQ_DIFF_ADMIN=broad|declared|random` forces how `admin` is
-//! treated ([`scenario::AdminMode`]; by default rounds alternate `broad` and `declared`, which
-//! keeps destination creation out of the comparison), `FERROMQ_DIFF_AUTH=simple|jaas` forces how
+//! treated ([`scenario::AdminMode`]; by default rounds rotate `broad`, `declared` (which keep
+//! destination creation out of the comparison) and `random`), `FERROMQ_DIFF_AUTH=simple|jaas` forces how
 //! users log in ([`scenario::AuthMode`]; by default pairs of rounds alternate
 //! `simpleAuthenticationPlugin` and JAAS `PropertiesLoginModule`, whose rounds also draw entries
-//! naming users), `FERROMQ_DIFF_USER_PRINCIPALS=1` draws entries naming users under
-//! `simpleAuthenticationPlugin` too, where ferromq differs today (see
-//! `user_entries_under_simple_authentication_match_activemq`).
+//! naming users), `FERROMQ_DIFF_USER_PRINCIPALS=0` stops drawing entries naming users under
+//! `simpleAuthenticationPlugin` (which grant nothing there: its logins carry no user principal).
 //!
 //! The fixed cases measured on 5.17 are in [`measured`]; the traffic's connections in [`peer`],
 //! the rounds and their `activemq.xml` in [`scenario`].
@@ -371,7 +370,7 @@ fn admin_modes() -> Vec<AdminMode> {
         Ok("declared") => vec![AdminMode::Declared],
         Ok("random") => vec![AdminMode::Random],
         Ok(other) => panic!("FERROMQ_DIFF_ADMIN={other}: broad, declared or random"),
-        Err(_) => vec![AdminMode::Broad, AdminMode::Declared],
+        Err(_) => vec![AdminMode::Broad, AdminMode::Declared, AdminMode::Random],
     }
 }
 
@@ -387,7 +386,7 @@ async fn random_rounds_match_activemq() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(6);
     let modes = admin_modes();
-    let user_principals = std::env::var_os("FERROMQ_DIFF_USER_PRINCIPALS").is_some();
+    let user_principals = std::env::var("FERROMQ_DIFF_USER_PRINCIPALS").map_or(true, |v| v != "0");
     let auths = match std::env::var("FERROMQ_DIFF_AUTH").as_deref() {
         Ok("simple") => vec![AuthMode::Simple],
         Ok("jaas") => vec![AuthMode::Jaas],

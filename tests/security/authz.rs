@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferromq::config::{
-    Authentication, AuthorizationConfig, AuthzEntry, DestinationKind, PrincipalKind, Span,
+    Authentication, AuthorizationConfig, AuthzEntry, DestinationKind, PrincipalKind, SimpleAuth,
+    Span,
 };
 use ferromq::security::{Action, AuthzCache, Principal, Security};
 use proptest::prelude::*;
@@ -139,7 +140,7 @@ fn star_group_means_everyone() {
 fn user_principal_entries_grant_to_user_names_not_groups() {
     let mut by_user = topic(1, "home.alice.>", ["alice", "alice", ""]);
     by_user.principal_kind = PrincipalKind::User;
-    let sec = security(vec![by_user], None);
+    let sec = security(vec![by_user.clone()], None);
     let alice = who("alice", "");
     let group_named_alice = who("mallory", "alice");
     check(
@@ -150,6 +151,22 @@ fn user_principal_entries_grant_to_user_names_not_groups() {
             (&group_named_alice, Read, "home/alice/lamp", false),
         ],
     );
+    // Under simpleAuthenticationPlugin a login carries its groups only, as in ActiveMQ: an
+    // entry naming a user grants nothing.
+    let simple = Authentication::Simple(SimpleAuth {
+        users: Vec::new(),
+        anonymous_access_allowed: false,
+        anonymous_user: "anonymous".into(),
+        anonymous_group: "anonymous".into(),
+        span: Span::new(Arc::new(PathBuf::from("activemq.xml")), 1, 1),
+    });
+    let authz = AuthorizationConfig {
+        entries: vec![by_user.clone()],
+        default_entry: None,
+        temp_entry: None,
+    };
+    let under_simple = Security::from_parts(&simple, Some(&authz)).expect("valid security");
+    check(&under_simple, &[(&alice, Read, "home/alice/lamp", false)]);
     // And a group entry does not grant to a user of that name.
     let sec = security(vec![topic(1, "x", ["alice", "", ""])], None);
     check(

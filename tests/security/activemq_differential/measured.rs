@@ -182,7 +182,6 @@ async fn measured_wildcard_cases_match_activemq() {
 /// create: topic://a.b"), grants it to the g2 user (which creates it), and then grants the same
 /// SUBSCRIBE to another g1 user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferromq does not apply `admin` (destination creation) yet"]
 async fn admin_creation_matches_activemq() {
     if !activemq::available("admin_creation_matches_activemq") {
         return;
@@ -258,7 +257,6 @@ async fn wildcard_principal_matches_activemq() {
 /// names: `SimpleAuthenticationBroker` gives a connection only its group principals, and the
 /// authorization map compares principals by class and name. ferromq grants it to the named user.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "ferromq grants user-principal entries to simple-authentication users; ActiveMQ does not"]
 async fn user_entries_under_simple_authentication_match_activemq() {
     if !activemq::available("user_entries_under_simple_authentication_match_activemq") {
         return;
