@@ -10,6 +10,7 @@ pub mod diff;
 pub mod jaas;
 pub mod jasypt;
 pub mod known_names;
+pub mod ldap;
 pub mod model;
 pub mod properties;
 pub mod report;

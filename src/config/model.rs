@@ -562,6 +562,8 @@ pub enum LoginModuleKind {
         groups_file: PathBuf,
         reload: bool,
     },
+    /// `org.apache.activemq.jaas.LDAPLoginModule` (see [`crate::config::ldap`]).
+    Ldap(Box<super::ldap::LdapLoginConfig>),
     /// Any other module: reported as a warning, ignored.
     Unsupported,
 }

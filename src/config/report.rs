@@ -358,6 +358,10 @@ fn describe_jaas(summary: &mut AuthenticationSummary, jaas: &JaasAuth, prefix: &
             LoginModuleKind::Guest { user, group, .. } => {
                 format!("guests log in as `{user}` in group `{group}`")
             }
+            LoginModuleKind::Ldap(ldap) => format!(
+                "LDAP {} (users under `{}`)",
+                ldap.connection.url, ldap.user_base
+            ),
             LoginModuleKind::Unsupported => "not supported, ignored".to_owned(),
         };
         summary

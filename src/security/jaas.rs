@@ -56,6 +56,8 @@ enum Module {
         users: WatchedFile<DnTable>,
         groups: WatchedFile<GroupsTable>,
     },
+    /// `LDAPLoginModule`.
+    Ldap(Box<super::ldap::LdapLogin>),
     /// A class ferromq does not implement: it takes no part in the login (ignored), and the
     /// configuration check has already warned about it.
     Unsupported,
@@ -70,6 +72,9 @@ enum Outcome {
     },
     Ignored,
     Failed(&'static str),
+    /// The module could not decide (its server is unreachable): a failure for the control
+    /// flags, and a failed login is then "server unavailable" rather than "bad credentials".
+    Unavailable(&'static str),
 }
 
 /// One JAAS login configuration entry, ready to log users in.
@@ -118,6 +123,11 @@ impl JaasDomain {
                     users: WatchedFile::open(users_file, *reload, DnTable::parse)?,
                     groups: WatchedFile::open(groups_file, *reload, GroupsTable::parse)?,
                 },
+                LoginModuleKind::Ldap(ldap) => {
+                    Module::Ldap(Box::new(super::ldap::LdapLogin::new(ldap).map_err(|e| {
+                        format!("{}: LDAPLoginModule: {e}", config.login_config.display())
+                    })?))
+                }
                 LoginModuleKind::Unsupported => Module::Unsupported,
             };
             modules.push((flag, module));
@@ -134,8 +144,16 @@ impl JaasDomain {
         let mut first_error: Option<&'static str> = None;
         let mut committed: Vec<(Arc<str>, Vec<Arc<str>>, bool)> = Vec::new();
         let mut success = false;
+        let mut unavailable = false;
         for (flag, module) in &self.modules {
-            match module.login(creds).await {
+            let outcome = match module.login(creds).await {
+                Outcome::Unavailable(reason) => {
+                    unavailable = true;
+                    Outcome::Failed(reason)
+                }
+                other => other,
+            };
+            match outcome {
                 Outcome::Succeeded {
                     user,
                     groups,
@@ -148,9 +166,13 @@ impl JaasDomain {
                     }
                 }
                 Outcome::Ignored => {}
-                Outcome::Failed(reason) => match flag {
+                Outcome::Failed(reason) | Outcome::Unavailable(reason) => match flag {
                     ControlFlag::Requisite => {
-                        return Err(self.refusal(creds, first_required_error.unwrap_or(reason)))
+                        return Err(self.refusal(
+                            creds,
+                            first_required_error.unwrap_or(reason),
+                            unavailable,
+                        ))
                     }
                     ControlFlag::Required => {
                         first_required_error.get_or_insert(reason);
@@ -162,14 +184,18 @@ impl JaasDomain {
             }
         }
         if let Some(reason) = first_required_error {
-            return Err(self.refusal(creds, reason));
+            return Err(self.refusal(creds, reason, unavailable));
         }
         if !success {
-            return Err(self.refusal(creds, first_error.unwrap_or("all login modules ignored")));
+            return Err(self.refusal(
+                creds,
+                first_error.unwrap_or("all login modules ignored"),
+                unavailable,
+            ));
         }
         let mut committed = committed.into_iter();
         let Some((user, mut groups, mut anonymous)) = committed.next() else {
-            return Err(self.refusal(creds, "no principal"));
+            return Err(self.refusal(creds, "no principal", false));
         };
         for (_, more_groups, guest) in committed {
             anonymous &= guest;
@@ -206,8 +232,12 @@ impl JaasDomain {
         }
     }
 
-    fn refusal(&self, creds: &Credentials<'_>, reason: &'static str) -> Refusal {
-        let failure = if creds.username.is_some() || creds.password.is_some() {
+    /// `unavailable`: a module could not reach its server, so the refusal may not be the
+    /// user's fault (the client is told to retry).
+    fn refusal(&self, creds: &Credentials<'_>, reason: &'static str, unavailable: bool) -> Refusal {
+        let failure = if unavailable {
+            AuthFailure::ServerUnavailable
+        } else if creds.username.is_some() || creds.password.is_some() {
             AuthFailure::BadCredentials
         } else {
             AuthFailure::NotAuthorized
@@ -253,7 +283,7 @@ impl JaasDomain {
                     known = true;
                     add(std::slice::from_ref(group));
                 }
-                Module::Guest { .. } | Module::Unsupported => {}
+                Module::Guest { .. } | Module::Ldap(_) | Module::Unsupported => {}
             }
         }
         known.then_some(groups)
@@ -324,6 +354,24 @@ impl Module {
                     user,
                     groups,
                     guest: false,
+                }
+            }
+            // LDAP checks passwords by binding: a SCRAM proof (no password) cannot be checked.
+            Module::Ldap(ldap) => {
+                if creds.scram.is_some() {
+                    return Outcome::Failed("LDAP cannot check a SCRAM proof");
+                }
+                match ldap.login(creds.username, creds.password).await {
+                    super::ldap::LdapOutcome::Succeeded { user, groups } => Outcome::Succeeded {
+                        user,
+                        groups,
+                        guest: false,
+                    },
+                    super::ldap::LdapOutcome::Ignored => Outcome::Ignored,
+                    super::ldap::LdapOutcome::Refused(reason) => Outcome::Failed(reason),
+                    super::ldap::LdapOutcome::Unavailable => {
+                        Outcome::Unavailable("LDAP server unavailable")
+                    }
                 }
             }
             Module::Unsupported => Outcome::Ignored,

@@ -27,6 +27,7 @@ pub mod cert;
 pub mod destination;
 pub mod explain;
 pub mod jaas;
+pub mod ldap;
 pub mod password;
 pub mod sasl;
 pub mod scram;
@@ -85,6 +86,10 @@ pub enum AuthFailure {
     BadCredentials,
     #[error("not authorized")]
     NotAuthorized,
+    /// The authentication backend (LDAP) could not answer: retryable, not a wrong password.
+    /// 3.1.1 CONNACK 3, MQTT 5 0x88 (section 3.2.2.2).
+    #[error("authentication server unavailable")]
+    ServerUnavailable,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -222,7 +227,10 @@ impl Security {
                 Ok(principal)
             }
             Err(refusal) => {
-                self.throttle.record_failure(ip, Instant::now());
+                // An unreachable backend says nothing about the password: not a failed guess.
+                if refusal.failure != AuthFailure::ServerUnavailable {
+                    self.throttle.record_failure(ip, Instant::now());
+                }
                 tracing::warn!(
                     client_id = ?req.client_id,
                     user = ?req.username,

@@ -211,6 +211,8 @@ where
                 (ProtocolVersion::V5, AuthFailure::BadCredentials) => {
                     ConnectReason::BadUserNameOrPassword
                 }
+                // 3.1.1 return code 3 and MQTT 5 0x88: retry later, the credentials may be fine.
+                (_, AuthFailure::ServerUnavailable) => ConnectReason::ServerUnavailable,
                 _ => ConnectReason::NotAuthorized,
             };
             return Err(refuse(

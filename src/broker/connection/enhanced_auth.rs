@@ -168,6 +168,7 @@ fn refused_for(failure: AuthFailure) -> ExchangeEnd {
     let reason = match failure {
         AuthFailure::BadCredentials => ConnectReason::BadUserNameOrPassword,
         AuthFailure::NotAuthorized => ConnectReason::NotAuthorized,
+        AuthFailure::ServerUnavailable => ConnectReason::ServerUnavailable,
     };
     ExchangeEnd::Refuse(reason, format!("authentication failed: {failure}"))
 }

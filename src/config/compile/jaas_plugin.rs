@@ -22,6 +22,7 @@ const LOGIN_CONFIG_PROPERTY: &str = "java.security.auth.login.config";
 const PROPERTIES_MODULE: &str = "org.apache.activemq.jaas.PropertiesLoginModule";
 const GUEST_MODULE: &str = "org.apache.activemq.jaas.GuestLoginModule";
 const CERTIFICATE_MODULE: &str = "org.apache.activemq.jaas.TextFileCertificateLoginModule";
+const LDAP_MODULE: &str = "org.apache.activemq.jaas.LDAPLoginModule";
 
 /// A parsed login.config and where it came from.
 pub(super) struct LoginConfigFile {
@@ -248,12 +249,33 @@ fn module(
                 .get("credentialsInvalidate")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         },
+        LDAP_MODULE => {
+            let config = crate::config::ldap::login(&options, &base_dir);
+            match config {
+                Ok(config) => {
+                    // The password lives in the module's settings only: the options map is
+                    // printed by `check --json` and compared by reload.
+                    if let Some(p) = options.get_mut("connectionPassword") {
+                        *p = "***".to_owned();
+                    }
+                    LoginModuleKind::Ldap(Box::new(config))
+                }
+                Err(e) => {
+                    let span = module.option(e.option).map_or(module_span, span_of);
+                    ctx.push(Diagnostic::error(
+                        span,
+                        format!("LDAPLoginModule option `{}` {}", e.option, e.message),
+                    ));
+                    return None;
+                }
+            }
+        }
         other => {
             // Ignoring a required module would let the remaining modules admit people it
             // would have refused: fail closed.
             let blocking = matches!(module.flag.as_str(), "required" | "requisite");
             let message = format!("login module `{other}` is not supported by ferromq");
-            let hint = "supported: PropertiesLoginModule, GuestLoginModule, TextFileCertificateLoginModule";
+            let hint = "supported: PropertiesLoginModule, GuestLoginModule, TextFileCertificateLoginModule, LDAPLoginModule";
             ctx.push(if blocking {
                 Diagnostic::error(module_span, format!("{message}, and it is {}", module.flag))
                     .with_hint(hint)

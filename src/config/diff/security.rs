@@ -272,6 +272,7 @@ fn same_module(a: &LoginModule, b: &LoginModule) -> bool {
                     credentials_invalidate: c,
                 },
             ) => user == u && group == g && credentials_invalidate == c,
+            (LoginModuleKind::Ldap(a), LoginModuleKind::Ldap(b)) => a == b,
             (LoginModuleKind::Unsupported, LoginModuleKind::Unsupported) => true,
             _ => false,
         }

@@ -1,0 +1,1 @@
+//! `cachedLDAPAuthorizationMap`: destination entries loaded from LDAP.
