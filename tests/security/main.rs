@@ -11,4 +11,5 @@ mod cli;
 mod enhanced_auth;
 mod jaas;
 mod jasypt;
+mod ldap;
 mod mqtt;

@@ -25,6 +25,7 @@ pub mod live;
 pub mod logs;
 pub mod reload;
 pub mod security;
+pub mod slapd;
 pub mod store;
 pub mod sub_options;
 pub mod tls;

@@ -1,0 +1,281 @@
+//! JAAS `LDAPLoginModule` against a real slapd (tests/support/slapd.rs), through the broker
+//! with MQTT clients: passwords, unknown users, roles as groups for the authorization map,
+//! an unreachable server (retryable CONNACK 3 / 0x88, logged) and its return, ldaps://,
+//! StartTLS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ferromq::config::Config;
+use ferromq::protocol::{ConnectReason, ProtocolVersion, QoS};
+
+use crate::support::logs::Logs;
+use crate::support::slapd::{self, Slapd};
+use crate::support::xml::no_env;
+use crate::support::{connect_packet, connect_v5, RawClient, TestBroker};
+
+/// alice: viewers; bob: writers and viewers; carol: no group.
+pub fn directory() -> Slapd {
+    Slapd::start(&[
+        ("alice", &["viewers"]),
+        ("bob", &["writers", "viewers"]),
+        ("carol", &[]),
+    ])
+}
+
+/// login.config with one LDAPLoginModule as ActiveMQ documents it, plus `extra` options.
+pub fn login_config(url: &str, extra: &str) -> String {
+    format!(
+        r#"activemq {{
+    org.apache.activemq.jaas.LDAPLoginModule required
+        debug=true
+        initialContextFactory=com.sun.jndi.ldap.LdapCtxFactory
+        connectionURL="{url}"
+        connectionUsername="{broker}"
+        connectionPassword="{broker_pw}"
+        connectionProtocol=s
+        authentication=simple
+        userBase="{users}"
+        userSearchMatching="(uid={{0}})"
+        userSearchSubtree=false
+        roleBase="{groups}"
+        roleName=cn
+        roleSearchMatching="(member={{0}})"
+        roleSearchSubtree=false
+        {extra};
+}};
+"#,
+        broker = slapd::BROKER_DN,
+        broker_pw = slapd::BROKER_PW,
+        users = slapd::USER_BASE,
+        groups = slapd::GROUP_BASE,
+    )
+}
+
+/// The broker XML: JAAS authentication, `entries` as an authorizationMap, MQTT on port 0.
+pub fn broker_xml(authorization: &str) -> String {
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+    <plugins>
+      <jaasAuthenticationPlugin configuration="activemq"/>
+      {authorization}
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+    </transportConnectors>
+  </broker>
+</beans>"#
+    )
+}
+
+pub fn load(dir: &Path, login: &str, xml: &str) -> Config {
+    std::fs::write(dir.join("login.config"), login).expect("login.config");
+    let loaded = ferromq::config::load_str(xml, dir, &no_env());
+    let diagnostics = loaded.diagnostics.to_string();
+    loaded
+        .into_result()
+        .unwrap_or_else(|_| panic!("invalid test config:\n{diagnostics}"))
+}
+
+const PLANT_ENTRIES: &str = r#"<authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="plant.>" read="viewers" write="writers" admin="viewers,writers"/>
+        <authorizationEntry topic="ActiveMQ.Advisory.>" read="*" write="*" admin="*"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>"#;
+
+async fn connack(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+    password: &str,
+) -> (RawClient, ConnectReason) {
+    let mut connect = match version {
+        ProtocolVersion::V5 => connect_v5(id, true, None),
+        _ => connect_packet(id, true, 0),
+    };
+    connect.username = Some(user.into());
+    connect.password = Some(password.as_bytes().to_vec().into());
+    let (client, ack) = RawClient::connect(addr, connect).await;
+    (client, ack.reason)
+}
+
+#[tokio::test]
+async fn ldap_login_passwords_unknown_users_and_empty_passwords() {
+    if !slapd::available("ldap_login_passwords_unknown_users_and_empty_passwords") {
+        return;
+    }
+    let ldap = directory();
+    let config = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(""),
+    );
+    let broker = TestBroker::start(config).await;
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let bad = if version == ProtocolVersion::V5 {
+            ConnectReason::BadUserNameOrPassword
+        } else {
+            ConnectReason::NotAuthorized
+        };
+        let (_, ok) = connack(broker.addr, version, "a1", "alice", "alice-pw").await;
+        assert_eq!(ok, ConnectReason::Success, "{version:?}");
+        let (_, wrong) = connack(broker.addr, version, "a2", "alice", "bob-pw").await;
+        assert_eq!(wrong, bad, "wrong password {version:?}");
+        let (_, unknown) = connack(broker.addr, version, "a3", "mallory", "x").await;
+        assert_eq!(unknown, bad, "unknown user {version:?}");
+        // An empty password would be an anonymous bind, which slapd accepts.
+        let (_, empty) = connack(broker.addr, version, "a4", "alice", "").await;
+        assert_eq!(empty, bad, "empty password {version:?}");
+        // Filter metacharacters in the name are escaped: `*` matches nobody.
+        let (_, star) = connack(broker.addr, version, "a5", "*", "alice-pw").await;
+        assert_eq!(star, bad, "wildcard user name {version:?}");
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ldap_roles_become_groups_of_the_authorization_map() {
+    if !slapd::available("ldap_roles_become_groups_of_the_authorization_map") {
+        return;
+    }
+    let ldap = directory();
+    let config = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(PLANT_ENTRIES),
+    );
+    let broker = TestBroker::start(config).await;
+    let (mut alice, reason) =
+        connack(broker.addr, ProtocolVersion::V311, "alice", "alice", "alice-pw").await;
+    assert_eq!(reason, ConnectReason::Success);
+    let (mut bob, reason) =
+        connack(broker.addr, ProtocolVersion::V311, "bob", "bob", "bob-pw").await;
+    assert_eq!(reason, ConnectReason::Success);
+    let (mut carol, reason) =
+        connack(broker.addr, ProtocolVersion::V311, "carol", "carol", "carol-pw").await;
+    assert_eq!(reason, ConnectReason::Success);
+    // viewers read plant/#; carol has no group.
+    assert_eq!(
+        alice.subscribe(1, &[("plant/#", QoS::AtLeastOnce)]).await,
+        vec![1]
+    );
+    assert_eq!(
+        carol.subscribe(1, &[("plant/#", QoS::AtLeastOnce)]).await,
+        vec![0x80]
+    );
+    assert_eq!(
+        bob.subscribe(1, &[("plant/#", QoS::AtMostOnce)]).await,
+        vec![0]
+    );
+    // bob (writers) publishes: delivered. alice (not a writer) publishes: dropped.
+    bob.send(crate::support::publish_packet("plant/1/temp", b"21", QoS::AtMostOnce, None, false))
+        .await;
+    assert_eq!(&*alice.recv_publish().await.topic, "plant/1/temp");
+    assert_eq!(&*bob.recv_publish().await.topic, "plant/1/temp");
+    alice
+        .send(crate::support::publish_packet("plant/1/temp", b"x", QoS::AtMostOnce, None, false))
+        .await;
+    assert!(bob.recv_within(Duration::from_millis(300)).await.is_none());
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn unreachable_ldap_is_server_unavailable_and_logins_return_with_the_server() {
+    if !slapd::available("unreachable_ldap_is_server_unavailable") {
+        return;
+    }
+    let (logs, _guard) = Logs::capture();
+    let mut ldap = directory();
+    let config = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), "connectTimeout=2000 readTimeout=2000"),
+        &broker_xml(""),
+    );
+    let broker = TestBroker::start(config).await;
+    let (_, ok) = connack(broker.addr, ProtocolVersion::V311, "u1", "alice", "alice-pw").await;
+    assert_eq!(ok, ConnectReason::Success);
+
+    ldap.stop();
+    let (_, v3) = connack(broker.addr, ProtocolVersion::V311, "u2", "alice", "alice-pw").await;
+    assert_eq!(v3, ConnectReason::ServerUnavailable, "3.1.1 return code 3");
+    let (_, v5) = connack(broker.addr, ProtocolVersion::V5, "u3", "alice", "alice-pw").await;
+    assert_eq!(v5, ConnectReason::ServerUnavailable, "MQTT 5 0x88");
+    let text = logs.text();
+    assert!(
+        text.contains("LDAP server unavailable") && text.contains(&ldap.url()),
+        "the log names the server and the error:\n{text}"
+    );
+    assert!(!text.contains("alice-pw") && !text.contains(slapd::BROKER_PW), "{text}");
+
+    // The shared connection broke; after the restart a new one is opened.
+    ldap.restart();
+    let (_, back) = connack(broker.addr, ProtocolVersion::V311, "u4", "alice", "alice-pw").await;
+    assert_eq!(back, ConnectReason::Success);
+    let (_, wrong) = connack(broker.addr, ProtocolVersion::V5, "u5", "alice", "nope").await;
+    assert_eq!(wrong, ConnectReason::BadUserNameOrPassword);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ldaps_and_starttls_logins() {
+    if !slapd::available("ldaps_and_starttls_logins") {
+        return;
+    }
+    let ldap = directory();
+    let ca = ldap.ca_file.display().to_string();
+    for (name, login) in [
+        (
+            "ldaps",
+            login_config(&ldap.ldaps_url(), &format!("trustedCertificates=\"{ca}\"")),
+        ),
+        (
+            "starttls",
+            login_config(
+                &format!("ldap://localhost:{}", ldap.port),
+                &format!("startTLS=true trustedCertificates=\"{ca}\""),
+            ),
+        ),
+        (
+            "connectionProtocol=ssl",
+            login_config(
+                &format!("ldap://localhost:{}", ldap.ldaps_port),
+                &format!("trustedCertificates=\"{ca}\" connectionProtocol=ssl"),
+            ),
+        ),
+    ] {
+        let config = load(ldap.dir.path(), &login, &broker_xml(""));
+        let broker = TestBroker::start(config).await;
+        let (_, ok) = connack(broker.addr, ProtocolVersion::V5, "t1", "bob", "bob-pw").await;
+        assert_eq!(ok, ConnectReason::Success, "{name}");
+        let (_, bad) = connack(broker.addr, ProtocolVersion::V5, "t2", "bob", "x").await;
+        assert_eq!(bad, ConnectReason::BadUserNameOrPassword, "{name}");
+        broker.shutdown().await;
+    }
+    // A certificate the broker does not trust: the TLS handshake fails, which is "server
+    // unavailable" for the client (the password was never checked).
+    let other_ca = ldap.dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, crate::support::tls::Ca::new("other").pem()).expect("ca");
+    let login = login_config(
+        &ldap.ldaps_url(),
+        &format!("trustedCertificates=\"{}\"", other_ca.display()),
+    );
+    let broker = TestBroker::start(load(ldap.dir.path(), &login, &broker_xml(""))).await;
+    let (_, untrusted) = connack(broker.addr, ProtocolVersion::V5, "t3", "bob", "bob-pw").await;
+    assert_eq!(untrusted, ConnectReason::ServerUnavailable);
+    broker.shutdown().await;
+}
+
+#[test]
+fn login_config_errors_are_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let login = login_config("http://nowhere", "");
+    std::fs::write(dir.path().join("login.config"), &login).expect("write");
+    let loaded = ferromq::config::load_str(&broker_xml(""), dir.path(), &no_env());
+    let text = loaded.diagnostics.to_string();
+    assert!(loaded.into_result().is_err());
+    assert!(
+        text.contains("login.config:5:") && text.contains("connectionURL"),
+        "{text}"
+    );
+}
