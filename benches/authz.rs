@@ -47,6 +47,7 @@ fn twenty_entries() -> AuthorizationConfig {
         entries,
         default_entry: None,
         temp_entry: None,
+        ldap: None,
     }
 }
 

@@ -272,6 +272,8 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         shutdown.clone(),
         task_alive.clone(),
     ));
+    // cachedLDAPAuthorizationMap: loads the entries now and follows LDAP changes.
+    crate::security::ldap::authz_map::spawn_refresher(Arc::downgrade(&core), shutdown.clone());
     let (events_tx, events) = mpsc::unbounded_channel();
     let control = Control::start(&[], WatchSettings::default(), Signals::default(), events_tx);
     let mut set = ListenerSet::new(

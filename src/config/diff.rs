@@ -110,6 +110,8 @@ pub struct AuthorizationChange {
     pub entries_removed: usize,
     pub default_entry_changed: bool,
     pub temp_entry_changed: bool,
+    /// `<cachedLDAPAuthorizationMap>` added, removed or with other settings.
+    pub ldap_map_changed: bool,
 }
 
 /// Destination policy changes (entries compared in order: the best match wins, ties by order).
@@ -359,6 +361,9 @@ fn describe_authorization(authz: &AuthorizationChange) -> String {
             }
             if authz.temp_entry_changed {
                 what.push("tempDestinationAuthorizationEntry".to_owned());
+            }
+            if authz.ldap_map_changed {
+                what.push("cachedLDAPAuthorizationMap".to_owned());
             }
             format!("~authorization ({})", what.join(", "))
         }

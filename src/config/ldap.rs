@@ -146,15 +146,15 @@ fn non_empty(options: &BTreeMap<String, String>, key: &str) -> Option<String> {
     options.get(key).filter(|v| !v.is_empty()).cloned()
 }
 
-fn millis(
-    options: &BTreeMap<String, String>,
-    key: &'static str,
-) -> Result<u64, OptionError> {
+fn millis(options: &BTreeMap<String, String>, key: &'static str) -> Result<u64, OptionError> {
     match options.get(key) {
         None => Ok(DEFAULT_TIMEOUT_MS),
         Some(v) => match v.trim().parse::<u64>() {
             Ok(ms) if ms > 0 => Ok(ms),
-            _ => Err(err(key, format!("`{v}` is not a positive number of milliseconds"))),
+            _ => Err(err(
+                key,
+                format!("`{v}` is not a positive number of milliseconds"),
+            )),
         },
     }
 }
@@ -361,12 +361,18 @@ mod tests {
 
     #[test]
     fn message_format_substitutes_and_unquotes() {
-        assert_eq!(message_format("(uid={0})", &["bob"]).as_deref(), Ok("(uid=bob)"));
+        assert_eq!(
+            message_format("(uid={0})", &["bob"]).as_deref(),
+            Ok("(uid=bob)")
+        );
         assert_eq!(
             message_format("(&(member={0})(x={1}))", &["cn=a", "b"]).as_deref(),
             Ok("(&(member=cn=a)(x=b))")
         );
-        assert_eq!(message_format("'{0}'=''{0}", &["v"]).as_deref(), Ok("{0}='v"));
+        assert_eq!(
+            message_format("'{0}'=''{0}", &["v"]).as_deref(),
+            Ok("{0}='v")
+        );
         assert_eq!(message_format("{3}", &["v"]).as_deref(), Ok("{3}"));
         assert!(message_format("{0,number}", &["1"]).is_err());
         assert!(message_format("(uid={0)", &["1"]).is_err());
@@ -419,8 +425,142 @@ mod tests {
         both_tls.insert("connectionURL".into(), "ldaps://x:636".into());
         both_tls.insert("startTLS".into(), "true".into());
         assert_eq!(
-            login(&both_tls, Path::new("/")).expect_err("tls twice").option,
+            login(&both_tls, Path::new("/"))
+                .expect_err("tls twice")
+                .option,
             "startTLS"
         );
+    }
+}
+
+/// `<cachedLDAPAuthorizationMap>` attributes, with `CachedLDAPAuthorizationMap`'s defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LdapAuthzMapConfig {
+    pub connection: LdapConnection,
+    pub queue_search_base: String,
+    pub topic_search_base: String,
+    pub temp_search_base: String,
+    /// `refreshInterval` (ms). ActiveMQ: -1 (default) = follow changes by LDAP change
+    /// notifications (persistent search), `n >= 0` = reload when an authorization check comes
+    /// more than `n` ms after the last load. ferromq polls: every `n` ms (at least 100), and
+    /// every [`EVENT_POLL_MS`] for -1.
+    pub refresh_interval_ms: i64,
+    /// `refreshDisabled`: load once, never again.
+    pub refresh_disabled: bool,
+    /// `legacyGroupMapping` (default true): a member value is a group, named by the value with
+    /// every `cn=` / `CN=` removed (`cn=admins` -> `admins`), as ActiveMQ does.
+    pub legacy_group_mapping: bool,
+    pub group_object_class: String,
+    pub user_object_class: String,
+    pub group_name_attribute: String,
+    pub user_name_attribute: String,
+    pub permission_group_member_attribute: String,
+    pub admin_filter: String,
+    pub read_filter: String,
+    pub write_filter: String,
+}
+
+/// How often ferromq polls when `refreshInterval=-1` asks for change notifications (ms).
+pub const EVENT_POLL_MS: u64 = 60_000;
+
+/// `CachedLDAPAuthorizationMap`'s connection defaults.
+pub const MAP_CONNECTION_DEFAULTS: &[(&str, &str)] = &[
+    ("connectionURL", "ldap://localhost:1024"),
+    ("connectionUsername", "uid=admin,ou=system"),
+    ("connectionPassword", "secret"),
+    ("connectionProtocol", "s"),
+    ("authentication", "simple"),
+];
+
+/// Every attribute of `<cachedLDAPAuthorizationMap>` ferromq reads.
+pub const MAP_ATTRIBUTES: &[&str] = &[
+    "initialContextFactory",
+    "connectionURL",
+    "connectionUsername",
+    "connectionPassword",
+    "connectionProtocol",
+    "authentication",
+    "queueSearchBase",
+    "topicSearchBase",
+    "tempSearchBase",
+    "refreshInterval",
+    "refreshDisabled",
+    "legacyGroupMapping",
+    "groupObjectClass",
+    "userObjectClass",
+    "groupNameAttribute",
+    "userNameAttribute",
+    "permissionGroupMemberAttribute",
+    "adminPermissionGroupSearchFilter",
+    "readPermissionGroupSearchFilter",
+    "writePermissionGroupSearchFilter",
+];
+
+/// The map's settings from its attributes (and the ferromq ones: `startTLS`,
+/// `trustedCertificates`, `connectTimeout`, `readTimeout`).
+pub fn authz_map(
+    attrs: &BTreeMap<String, String>,
+    base_dir: &Path,
+) -> Result<LdapAuthzMapConfig, OptionError> {
+    let connection = connection(attrs, base_dir, MAP_CONNECTION_DEFAULTS)?;
+    let text =
+        |key: &str, default: &str| non_empty(attrs, key).unwrap_or_else(|| default.to_owned());
+    let flag = |key: &'static str, default: bool| match attrs.get(key).map(|v| v.trim()) {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(err(key, format!("`{v}` is not true or false"))),
+    };
+    let refresh_interval_ms = match attrs.get("refreshInterval") {
+        None => -1,
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if n >= -1 => n,
+            _ => {
+                return Err(err(
+                    "refreshInterval",
+                    format!("`{v}` is not -1 (change notifications) or a number of milliseconds"),
+                ))
+            }
+        },
+    };
+    Ok(LdapAuthzMapConfig {
+        connection,
+        queue_search_base: text(
+            "queueSearchBase",
+            "ou=Queue,ou=Destination,ou=ActiveMQ,ou=system",
+        ),
+        topic_search_base: text(
+            "topicSearchBase",
+            "ou=Topic,ou=Destination,ou=ActiveMQ,ou=system",
+        ),
+        temp_search_base: text(
+            "tempSearchBase",
+            "ou=Temp,ou=Destination,ou=ActiveMQ,ou=system",
+        ),
+        refresh_interval_ms,
+        refresh_disabled: flag("refreshDisabled", false)?,
+        legacy_group_mapping: flag("legacyGroupMapping", true)?,
+        group_object_class: text("groupObjectClass", "groupOfNames"),
+        user_object_class: text("userObjectClass", "person"),
+        group_name_attribute: text("groupNameAttribute", "cn"),
+        user_name_attribute: text("userNameAttribute", "uid"),
+        permission_group_member_attribute: text("permissionGroupMemberAttribute", "member"),
+        admin_filter: text("adminPermissionGroupSearchFilter", "(cn=Admin)"),
+        read_filter: text("readPermissionGroupSearchFilter", "(cn=Read)"),
+        write_filter: text("writePermissionGroupSearchFilter", "(cn=Write)"),
+    })
+}
+
+impl LdapAuthzMapConfig {
+    /// Time between loads; `None`: load once (`refreshDisabled`).
+    pub fn poll_every(&self) -> Option<std::time::Duration> {
+        if self.refresh_disabled {
+            return None;
+        }
+        let ms = match u64::try_from(self.refresh_interval_ms) {
+            Ok(ms) => ms.max(100),
+            Err(_) => EVENT_POLL_MS,
+        };
+        Some(std::time::Duration::from_millis(ms))
     }
 }

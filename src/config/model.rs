@@ -574,6 +574,12 @@ pub struct AuthorizationConfig {
     pub entries: Vec<AuthzEntry>,
     pub default_entry: Option<AuthzEntry>,
     pub temp_entry: Option<AuthzEntry>,
+    /// `<cachedLDAPAuthorizationMap>`: the entries come from LDAP at run time (the ones
+    /// above stay empty); `span` is the map element's.
+    pub ldap: Option<(
+        Box<super::ldap::LdapAuthzMapConfig>,
+        super::diagnostic::Span,
+    )>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

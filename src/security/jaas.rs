@@ -124,9 +124,9 @@ impl JaasDomain {
                     groups: WatchedFile::open(groups_file, *reload, GroupsTable::parse)?,
                 },
                 LoginModuleKind::Ldap(ldap) => {
-                    Module::Ldap(Box::new(super::ldap::LdapLogin::new(ldap).map_err(|e| {
-                        format!("{}: LDAPLoginModule: {e}", config.login_config.display())
-                    })?))
+                    Module::Ldap(Box::new(super::ldap::LdapLogin::new(ldap).map_err(
+                        |e| format!("{}: LDAPLoginModule: {e}", config.login_config.display()),
+                    )?))
                 }
                 LoginModuleKind::Unsupported => Module::Unsupported,
             };

@@ -103,13 +103,19 @@ pub enum Action {
 pub struct Security {
     /// Unique per snapshot: caches filled under another generation are stale.
     generation: u64,
-    authenticator: Authenticator,
+    /// Shared with the snapshots an LDAP authorization refresh derives from this one.
+    authenticator: Arc<Authenticator>,
     /// `None`: no authorizationPlugin, everything is allowed.
     authorizer: Option<Authorizer>,
     /// Shared with the snapshots that replace this one.
     throttle: Arc<LoginThrottle>,
     /// Keys the fake SCRAM salts of users without a credential (see [`sasl`]).
     scram_secret: [u8; 32],
+    /// `cachedLDAPAuthorizationMap`: where the entries come from, and the XML part of the map.
+    ldap_authz: Option<(
+        Arc<ldap::authz_map::LdapAuthzSource>,
+        Arc<AuthorizationConfig>,
+    )>,
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
@@ -133,10 +139,11 @@ impl Default for Security {
     fn default() -> Self {
         Security {
             generation: next_generation(),
-            authenticator: Authenticator::None,
+            authenticator: Arc::new(Authenticator::None),
             authorizer: None,
             throttle: Arc::new(LoginThrottle::default()),
             scram_secret: rand::random(),
+            ldap_authz: None,
         }
     }
 }
@@ -153,26 +160,84 @@ impl Security {
         authentication: &Authentication,
         authorization: Option<&AuthorizationConfig>,
     ) -> Result<Security, String> {
+        Security::build(authentication, authorization, None)
+    }
+
+    /// `previous`: the snapshot being replaced, whose LDAP authorization entries are kept when
+    /// the new configuration names the same map (a reload does not drop to "deny all").
+    fn build(
+        authentication: &Authentication,
+        authorization: Option<&AuthorizationConfig>,
+        previous: Option<&Security>,
+    ) -> Result<Security, String> {
+        let ldap_authz = match authorization.and_then(|a| a.ldap.as_ref()) {
+            None => None,
+            Some((map, span)) => {
+                let kept = previous
+                    .and_then(|p| p.ldap_authz.as_ref())
+                    .map(|(source, _)| source)
+                    .filter(|source| source.config() == &**map)
+                    .cloned();
+                let source = match kept {
+                    Some(source) => source,
+                    None => Arc::new(ldap::authz_map::LdapAuthzSource::new(map, span)?),
+                };
+                let base = authorization.cloned().unwrap_or_default();
+                Some((source, Arc::new(base)))
+            }
+        };
+        let authorizer = match (&ldap_authz, authorization) {
+            (Some((source, base)), _) => Some(Authorizer::new(&source.authorization(base))?),
+            (None, Some(a)) => Some(Authorizer::new(a)?),
+            (None, None) => None,
+        };
         Ok(Security {
             generation: next_generation(),
-            authenticator: Authenticator::new(authentication)?,
-            authorizer: authorization.map(Authorizer::new).transpose()?.map(
-                |a| match authentication {
-                    Authentication::Simple(_) => a.without_user_principals(),
-                    _ => a,
-                },
-            ),
+            authenticator: Arc::new(Authenticator::new(authentication)?),
+            authorizer: authorizer.map(|a| match authentication {
+                Authentication::Simple(_) => a.without_user_principals(),
+                _ => a,
+            }),
             throttle: Arc::new(LoginThrottle::default()),
             scram_secret: rand::random(),
+            ldap_authz,
         })
     }
 
     /// The snapshot for a reloaded configuration. Failed-login counts carry over, so a reload
     /// does not give a password guesser a fresh start.
     pub fn rebuild(&self, config: &Config) -> Result<Security, String> {
-        let mut next = Security::from_config(config)?;
+        let mut next = Security::build(
+            &config.authentication,
+            config.authorization.as_ref(),
+            Some(self),
+        )?;
         next.throttle = self.throttle.clone();
         Ok(next)
+    }
+
+    /// The `cachedLDAPAuthorizationMap` of this snapshot, if it has one.
+    pub fn ldap_authz_source(&self) -> Option<&Arc<ldap::authz_map::LdapAuthzSource>> {
+        self.ldap_authz.as_ref().map(|(source, _)| source)
+    }
+
+    /// This snapshot with the LDAP map's last good entries (after a refresh): same
+    /// authentication, login throttle and SCRAM secret; a new generation.
+    pub fn with_ldap_authorization(&self) -> Result<Security, String> {
+        let Some((source, base)) = &self.ldap_authz else {
+            return Err("no cachedLDAPAuthorizationMap".to_owned());
+        };
+        Ok(Security {
+            generation: next_generation(),
+            authenticator: self.authenticator.clone(),
+            authorizer: Some(user_principal_rule(
+                &self.authenticator,
+                Authorizer::new(&source.authorization(base))?,
+            )),
+            throttle: self.throttle.clone(),
+            scram_secret: self.scram_secret,
+            ldap_authz: self.ldap_authz.clone(),
+        })
     }
 
     /// Replace the login throttle's tuning (and forget its failures).
@@ -295,5 +360,14 @@ impl Security {
 
     pub(crate) fn authorizer(&self) -> Option<&Authorizer> {
         self.authorizer.as_ref()
+    }
+}
+
+/// `simpleAuthenticationPlugin` logins carry no user principal: entries naming users grant
+/// nothing to them (the same rule [`Security::from_parts`] applies).
+fn user_principal_rule(authenticator: &Authenticator, authorizer: Authorizer) -> Authorizer {
+    match authenticator {
+        Authenticator::Simple(_) => authorizer.without_user_principals(),
+        _ => authorizer,
     }
 }

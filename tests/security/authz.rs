@@ -39,6 +39,7 @@ fn security(entries: Vec<AuthzEntry>, default_entry: Option<AuthzEntry>) -> Secu
         entries,
         default_entry,
         temp_entry: None,
+        ldap: None,
     };
     Security::from_parts(&Authentication::None, Some(&authz)).expect("valid security")
 }
@@ -560,6 +561,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
             entries: vec![topic(20, "USERS.>", ["users", "users", ""])],
             default_entry: None,
             temp_entry: None,
+            ldap: None,
         }),
         persistence: Persistence::Memory,
         persistence_span: span(1),

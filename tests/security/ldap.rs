@@ -146,14 +146,26 @@ async fn ldap_roles_become_groups_of_the_authorization_map() {
         &broker_xml(PLANT_ENTRIES),
     );
     let broker = TestBroker::start(config).await;
-    let (mut alice, reason) =
-        connack(broker.addr, ProtocolVersion::V311, "alice", "alice", "alice-pw").await;
+    let (mut alice, reason) = connack(
+        broker.addr,
+        ProtocolVersion::V311,
+        "alice",
+        "alice",
+        "alice-pw",
+    )
+    .await;
     assert_eq!(reason, ConnectReason::Success);
     let (mut bob, reason) =
         connack(broker.addr, ProtocolVersion::V311, "bob", "bob", "bob-pw").await;
     assert_eq!(reason, ConnectReason::Success);
-    let (mut carol, reason) =
-        connack(broker.addr, ProtocolVersion::V311, "carol", "carol", "carol-pw").await;
+    let (mut carol, reason) = connack(
+        broker.addr,
+        ProtocolVersion::V311,
+        "carol",
+        "carol",
+        "carol-pw",
+    )
+    .await;
     assert_eq!(reason, ConnectReason::Success);
     // viewers read plant/#; carol has no group.
     assert_eq!(
@@ -169,12 +181,24 @@ async fn ldap_roles_become_groups_of_the_authorization_map() {
         vec![0]
     );
     // bob (writers) publishes: delivered. alice (not a writer) publishes: dropped.
-    bob.send(crate::support::publish_packet("plant/1/temp", b"21", QoS::AtMostOnce, None, false))
-        .await;
+    bob.send(crate::support::publish_packet(
+        "plant/1/temp",
+        b"21",
+        QoS::AtMostOnce,
+        None,
+        false,
+    ))
+    .await;
     assert_eq!(&*alice.recv_publish().await.topic, "plant/1/temp");
     assert_eq!(&*bob.recv_publish().await.topic, "plant/1/temp");
     alice
-        .send(crate::support::publish_packet("plant/1/temp", b"x", QoS::AtMostOnce, None, false))
+        .send(crate::support::publish_packet(
+            "plant/1/temp",
+            b"x",
+            QoS::AtMostOnce,
+            None,
+            false,
+        ))
         .await;
     assert!(bob.recv_within(Duration::from_millis(300)).await.is_none());
     broker.shutdown().await;
@@ -193,11 +217,25 @@ async fn unreachable_ldap_is_server_unavailable_and_logins_return_with_the_serve
         &broker_xml(""),
     );
     let broker = TestBroker::start(config).await;
-    let (_, ok) = connack(broker.addr, ProtocolVersion::V311, "u1", "alice", "alice-pw").await;
+    let (_, ok) = connack(
+        broker.addr,
+        ProtocolVersion::V311,
+        "u1",
+        "alice",
+        "alice-pw",
+    )
+    .await;
     assert_eq!(ok, ConnectReason::Success);
 
     ldap.stop();
-    let (_, v3) = connack(broker.addr, ProtocolVersion::V311, "u2", "alice", "alice-pw").await;
+    let (_, v3) = connack(
+        broker.addr,
+        ProtocolVersion::V311,
+        "u2",
+        "alice",
+        "alice-pw",
+    )
+    .await;
     assert_eq!(v3, ConnectReason::ServerUnavailable, "3.1.1 return code 3");
     let (_, v5) = connack(broker.addr, ProtocolVersion::V5, "u3", "alice", "alice-pw").await;
     assert_eq!(v5, ConnectReason::ServerUnavailable, "MQTT 5 0x88");
@@ -206,11 +244,21 @@ async fn unreachable_ldap_is_server_unavailable_and_logins_return_with_the_serve
         text.contains("LDAP server unavailable") && text.contains(&ldap.url()),
         "the log names the server and the error:\n{text}"
     );
-    assert!(!text.contains("alice-pw") && !text.contains(slapd::BROKER_PW), "{text}");
+    assert!(
+        !text.contains("alice-pw") && !text.contains(slapd::BROKER_PW),
+        "{text}"
+    );
 
     // The shared connection broke; after the restart a new one is opened.
     ldap.restart();
-    let (_, back) = connack(broker.addr, ProtocolVersion::V311, "u4", "alice", "alice-pw").await;
+    let (_, back) = connack(
+        broker.addr,
+        ProtocolVersion::V311,
+        "u4",
+        "alice",
+        "alice-pw",
+    )
+    .await;
     assert_eq!(back, ConnectReason::Success);
     let (_, wrong) = connack(broker.addr, ProtocolVersion::V5, "u5", "alice", "nope").await;
     assert_eq!(wrong, ConnectReason::BadUserNameOrPassword);

@@ -12,4 +12,5 @@ mod enhanced_auth;
 mod jaas;
 mod jasypt;
 mod ldap;
+mod ldap_authz;
 mod mqtt;

@@ -62,6 +62,7 @@ fn authz(entries: Vec<AuthzEntry>) -> Option<AuthorizationConfig> {
         entries,
         default_entry: None,
         temp_entry: None,
+        ldap: None,
     })
 }
 

@@ -177,9 +177,7 @@ impl Slapd {
     /// Stop the server (SIGTERM by pid, then wait); the database stays for [`Slapd::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg(child.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -305,7 +303,7 @@ fn base_ldif(users: &[(&str, &[&str])]) -> String {
     let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
     for (name, member_of) in users {
         ldif.push_str(&format!(
-            "dn: {}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name}\nsn: {name}\nuserPassword: {name}-pw\n\n",
+            "dn: {}\nobjectClass: top\nobjectClass: person\nobjectClass: organizationalPerson\nobjectClass: inetOrgPerson\nuid: {name}\ncn: {name}\nsn: {name}\nuserPassword: {name}-pw\n\n",
             user_dn(name)
         ));
         for g in *member_of {

@@ -209,6 +209,10 @@ fn authorization(ctx: &mut Ctx<'_>, plugin: &Element) -> AuthorizationConfig {
         );
     }
     for map in maps {
+        if map.name == "cachedLDAPAuthorizationMap" {
+            config.ldap = ldap_map(ctx, map);
+            continue;
+        }
         if map.name != "authorizationMap" {
             ctx.mark_subtree(map);
             ctx.push(
@@ -244,6 +248,46 @@ fn authorization(ctx: &mut Ctx<'_>, plugin: &Element) -> AuthorizationConfig {
         }
     }
     config
+}
+
+/// `<cachedLDAPAuthorizationMap>`: its attributes (ActiveMQ's names and defaults, plus the
+/// ferromq connection extensions); the entries are loaded from LDAP at run time.
+fn ldap_map(
+    ctx: &mut Ctx<'_>,
+    map: &Element,
+) -> Option<(Box<crate::config::ldap::LdapAuthzMapConfig>, Span)> {
+    ctx.mark(map);
+    let mut attrs = std::collections::BTreeMap::new();
+    for name in crate::config::ldap::MAP_ATTRIBUTES {
+        if let Some(a) = ctx.attr(map, name) {
+            attrs.insert((*name).to_owned(), a.value.clone());
+        }
+    }
+    for name in [
+        "startTLS",
+        "trustedCertificates",
+        "connectTimeout",
+        "readTimeout",
+    ] {
+        if let Some(a) = ctx.ext_attr(map, name) {
+            attrs.insert(name.to_owned(), a.value.clone());
+        }
+    }
+    match crate::config::ldap::authz_map(&attrs, &ctx.config_dir.clone()) {
+        Ok(config) => Some((Box::new(config), map.span.clone())),
+        Err(e) => {
+            let span = map
+                .attrs
+                .iter()
+                .find(|a| a.name == e.option)
+                .map_or_else(|| map.span.clone(), |a| a.value_span.clone());
+            ctx.push(Diagnostic::error(
+                span,
+                format!("cachedLDAPAuthorizationMap `{}` {}", e.option, e.message),
+            ));
+            None
+        }
+    }
 }
 
 fn principal_kind(ctx: &mut Ctx<'_>, element: &Element, inherited: PrincipalKind) -> PrincipalKind {

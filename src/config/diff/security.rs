@@ -356,6 +356,7 @@ pub(super) fn diff_authorization(
             entries_removed: 0,
             default_entry_changed: new.default_entry.is_some(),
             temp_entry_changed: new.temp_entry.is_some(),
+            ldap_map_changed: new.ldap.is_some(),
         }),
         (Some(old), None) => Some(AuthorizationChange {
             plugin_added: Some(false),
@@ -363,12 +364,14 @@ pub(super) fn diff_authorization(
             entries_removed: old.entries.len(),
             default_entry_changed: old.default_entry.is_some(),
             temp_entry_changed: old.temp_entry.is_some(),
+            ldap_map_changed: old.ldap.is_some(),
         }),
         (Some(old), Some(new)) => {
             let AuthorizationConfig {
                 entries: _,
                 default_entry,
                 temp_entry,
+                ldap,
             } = old;
             let (old_keys, new_keys) = (keys(old), keys(new));
             let optional_key = |e: &Option<AuthzEntry>| e.as_ref().map(entry_key);
@@ -379,11 +382,14 @@ pub(super) fn diff_authorization(
                 default_entry_changed: optional_key(default_entry)
                     != optional_key(&new.default_entry),
                 temp_entry_changed: optional_key(temp_entry) != optional_key(&new.temp_entry),
+                ldap_map_changed: ldap.as_ref().map(|(c, _)| c)
+                    != new.ldap.as_ref().map(|(c, _)| c),
             };
             let unchanged = change.entries_added == 0
                 && change.entries_removed == 0
                 && !change.default_entry_changed
-                && !change.temp_entry_changed;
+                && !change.temp_entry_changed
+                && !change.ldap_map_changed;
             (!unchanged).then_some(change)
         }
     }

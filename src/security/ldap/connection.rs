@@ -136,11 +136,7 @@ impl LdapServer {
     pub async fn open_bound(&self) -> Result<Ldap, LdapError> {
         let mut ldap = self.open().await?;
         if let (true, Some(user)) = (self.settings.bind, &self.settings.username) {
-            let password = self
-                .settings
-                .password
-                .as_ref()
-                .map_or("", |p| p.expose());
+            let password = self.settings.password.as_ref().map_or("", |p| p.expose());
             let result = ldap
                 .with_timeout(self.read_timeout())
                 .simple_bind(user, password)
@@ -184,7 +180,10 @@ impl LdapServer {
         let mut last = None;
         for fresh in [false, true] {
             let mut ldap = self.shared(fresh).await?;
-            match self.search_on(&mut ldap, base, subtree, filter, attrs).await {
+            match self
+                .search_on(&mut ldap, base, subtree, filter, attrs)
+                .await
+            {
                 Ok(entries) => return Ok(entries),
                 Err(e) => last = Some(e),
             }
@@ -308,8 +307,8 @@ fn entry_of(entry: ResultEntry) -> Option<Entry> {
 
 /// TLS client settings trusting the CA certificates of a PEM file.
 fn client_config(path: &std::path::Path) -> Result<ClientConfig, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("trustedCertificates {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("trustedCertificates {}: {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
     let mut count = 0;
     for cert in CertificateDer::pem_slice_iter(&bytes) {

@@ -117,7 +117,10 @@ impl LdapLogin {
         let c = &self.config;
         let filter = message_format(
             &c.role_search_matching,
-            &[&escape_filter_value(user_dn), &escape_filter_value(username)],
+            &[
+                &escape_filter_value(user_dn),
+                &escape_filter_value(username),
+            ],
         )
         .map_err(LdapError::Unavailable)?;
         let mut names = Vec::new();
@@ -134,7 +137,10 @@ impl LdapLogin {
                 pending.push(role.dn);
             }
         }
-        let expand = c.expand_roles_matching.as_deref().filter(|_| c.expand_roles);
+        let expand = c
+            .expand_roles_matching
+            .as_deref()
+            .filter(|_| c.expand_roles);
         while let (Some(expand), Some(dn)) = (expand, pending.pop()) {
             let filter = message_format(expand, &[&escape_filter_value(&dn)])
                 .map_err(LdapError::Unavailable)?;
