@@ -166,6 +166,10 @@ pub struct CheckArgs {
     /// Also bind each connector's address and release it at once (is the port free now?).
     #[arg(long)]
     pub bind: bool,
+    /// Also contact the LDAP servers the configuration names: bind as the connection user and
+    /// load the LDAP authorization map (without it, check contacts nothing remote).
+    #[arg(long)]
+    pub online: bool,
     #[command(flatten)]
     pub props: PropertyArgs,
 }
@@ -296,13 +300,18 @@ fn check(args: CheckArgs) -> ExitCode {
         .filter(|_| !loaded.diagnostics.has_errors())
     {
         let mut found = crate::broker::preflight::preflight(config);
-        if args.bind && found.is_empty() {
+        if (args.bind || args.online) && found.is_empty() {
             match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 Ok(runtime) => {
-                    found.extend(runtime.block_on(crate::broker::preflight::try_bind(config)))
+                    if args.bind {
+                        found.extend(runtime.block_on(crate::broker::preflight::try_bind(config)))
+                    }
+                    if args.online {
+                        found.extend(runtime.block_on(crate::broker::preflight::try_online(config)))
+                    }
                 }
                 Err(e) => found.push(config::Diagnostic::error(
                     None,

@@ -68,6 +68,12 @@ pub async fn try_bind(config: &Config) -> Vec<Diagnostic> {
     found
 }
 
+/// `check --online`: bind to every LDAP server as its connection user and load each LDAP
+/// authorization map once (nothing remote is contacted without `--online`).
+pub async fn try_online(config: &Config) -> Vec<Diagnostic> {
+    crate::security::ldap::online::check(config).await
+}
+
 /// Where security is configured: the authentication plugin, else the first authorization entry,
 /// else the main file.
 fn security_span(config: &Config) -> Option<Span> {

@@ -90,6 +90,8 @@ pub struct LdapLoginConfig {
     pub expand_roles: bool,
     /// `expandRolesMatching`: `{0}` = a role's DN.
     pub expand_roles_matching: Option<String>,
+    /// Where the module is in login.config (for `check --online`).
+    pub span: Option<super::diagnostic::Span>,
 }
 
 /// Options read but without effect in ferromq (documented in docs/ldap.md).
@@ -280,6 +282,7 @@ pub fn login(
         user_role_name: non_empty(options, "userRoleName"),
         expand_roles,
         expand_roles_matching,
+        span: None,
     })
 }
 

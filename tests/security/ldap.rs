@@ -327,3 +327,76 @@ fn login_config_errors_are_located() {
         "{text}"
     );
 }
+
+fn ferromq_check(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .current_dir(dir)
+        .arg("check")
+        .args(args)
+        .arg("activemq.xml")
+        .env_remove("ACTIVEMQ_CONF")
+        .env_remove("ACTIVEMQ_BASE")
+        .env_remove("ACTIVEMQ_HOME")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("ferromq check runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+#[test]
+fn check_contacts_ldap_only_when_online() {
+    if !slapd::available("check_contacts_ldap_only_when_online") {
+        return;
+    }
+    let mut ldap = directory();
+    let dir = ldap.dir.path().to_path_buf();
+    let map = |url: &str| {
+        format!(
+            r#"<authorizationPlugin><map><cachedLDAPAuthorizationMap connectionURL="{url}"
+                connectionUsername="{}" connectionPassword="{}"
+                topicSearchBase="{}"/></map></authorizationPlugin>"#,
+            slapd::BROKER_DN,
+            slapd::BROKER_PW,
+            slapd::TOPIC_BASE
+        )
+    };
+    std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
+    std::fs::write(dir.join("activemq.xml"), broker_xml(&map(&ldap.url()))).expect("write");
+    let (code, text) = ferromq_check(&dir, &["--online"]);
+    assert_eq!(code, Some(0), "{text}");
+
+    // A wrong connection password: located at the module in login.config.
+    let wrong = login_config(&ldap.url(), "").replace(slapd::BROKER_PW, "not-it");
+    std::fs::write(dir.join("login.config"), &wrong).expect("write");
+    let (code, text) = ferromq_check(&dir, &[]);
+    assert_eq!(code, Some(0), "offline check does not bind: {text}");
+    let (code, text) = ferromq_check(&dir, &["--online"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("login.config:2:") && text.contains("refused the connection user"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-it"),
+        "the password is not printed: {text}"
+    );
+
+    // The server stopped: offline check still passes; online names both servers.
+    std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
+    ldap.stop();
+    let (code, text) = ferromq_check(&dir, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = ferromq_check(&dir, &["--online"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("LDAPLoginModule: cannot connect")
+            && text.contains("cachedLDAPAuthorizationMap: cannot connect")
+            && text.contains("activemq.xml:"),
+        "{text}"
+    );
+}

@@ -252,7 +252,8 @@ fn module(
         LDAP_MODULE => {
             let config = crate::config::ldap::login(&options, &base_dir);
             match config {
-                Ok(config) => {
+                Ok(mut config) => {
+                    config.span = Some(module_span.clone());
                     // The password lives in the module's settings only: the options map is
                     // printed by `check --json` and compared by reload.
                     if let Some(p) = options.get_mut("connectionPassword") {

@@ -11,6 +11,7 @@
 pub mod authz_map;
 pub mod connection;
 pub mod login;
+pub mod online;
 
 pub use connection::{LdapError, LdapServer};
 pub use login::{LdapLogin, LdapOutcome};
