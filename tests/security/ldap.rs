@@ -400,3 +400,71 @@ fn check_contacts_ldap_only_when_online() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn expand_roles_user_role_name_and_control_flags() {
+    if !slapd::available("expand_roles_user_role_name_and_control_flags") {
+        return;
+    }
+    use crate::support::security::{groups, req};
+    use ferromq::security::{AuthFailure, Security};
+    let ldap = directory();
+    // operators lists the viewers group; alice carries a role in her own entry.
+    ldap.modify(&format!(
+        "dn: {}\nchangetype: add\nobjectClass: groupOfNames\ncn: operators\nmember: {}\n\n\
+         dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: night-shift\n",
+        slapd::group_dn("operators"),
+        slapd::group_dn("viewers"),
+        slapd::user_dn("alice"),
+    ));
+    let login = login_config(
+        &ldap.url(),
+        "userRoleName=employeeType expandRoles=true expandRolesMatching=\"(member={0})\"",
+    );
+    let security =
+        Security::from_config(&load(ldap.dir.path(), &login, &broker_xml(""))).expect("security");
+    let alice = security
+        .authenticate(&req(Some("alice"), Some("alice-pw")))
+        .await
+        .expect("alice");
+    assert_eq!(groups(&alice), vec!["night-shift", "viewers", "operators"]);
+
+    // Without expandRoles: only the direct roles.
+    let plain = Security::from_config(&load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(""),
+    ))
+    .expect("security");
+    let alice = plain
+        .authenticate(&req(Some("alice"), Some("alice-pw")))
+        .await
+        .expect("alice");
+    assert_eq!(groups(&alice), vec!["viewers"]);
+
+    // `sufficient` LDAP before a properties module: an unreachable LDAP server falls through
+    // to the file users, and a refusal there is still "server unavailable" (LDAP could not say).
+    std::fs::write(ldap.dir.path().join("users.properties"), "local=local-pw\n").expect("users");
+    std::fs::write(ldap.dir.path().join("groups.properties"), "locals=local\n").expect("groups");
+    let dead = "ldap://127.0.0.1:9".to_owned();
+    let both = login_config(&dead, "connectTimeout=1000")
+        .replace("LDAPLoginModule required", "LDAPLoginModule sufficient");
+    let both = both.replace(
+        "};\n",
+        "    org.apache.activemq.jaas.PropertiesLoginModule sufficient\n        org.apache.activemq.jaas.properties.user=\"users.properties\"\n        org.apache.activemq.jaas.properties.group=\"groups.properties\";\n};\n",
+    );
+    let security =
+        Security::from_config(&load(ldap.dir.path(), &both, &broker_xml(""))).expect("security");
+    let local = security
+        .authenticate(&req(Some("local"), Some("local-pw")))
+        .await
+        .expect("file user while LDAP is down");
+    assert_eq!(groups(&local), vec!["locals"]);
+    assert_eq!(
+        security
+            .authenticate(&req(Some("alice"), Some("alice-pw")))
+            .await
+            .expect_err("LDAP user while LDAP is down"),
+        AuthFailure::ServerUnavailable
+    );
+}

@@ -226,6 +226,7 @@ async fn legacy_group_mapping_names_groups_by_cn() {
         &login_config(&ldap.url(), ""),
         &broker_xml(&map_xml(&ldap.url(), r#"refreshDisabled="true""#)),
     );
+    let config_again = config.clone();
     let broker = TestBroker::start(config).await;
     let core = broker.handle.core().clone();
     until_security(&core, "map loaded", |s| {
@@ -241,5 +242,16 @@ async fn legacy_group_mapping_names_groups_by_cn() {
         alice.subscribe(1, &[("news/+", QoS::AtMostOnce)]).await,
         vec![0]
     );
+    // A reload naming the same map keeps the loaded entries (no "deny all" gap); another map
+    // starts empty (denied until it loads).
+    let reloaded = security.rebuild(&config_again).expect("rebuild");
+    assert!(reloaded.authorize(&principal("a", &["viewers"]), Action::Read, "news/today"));
+    let other = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(&map_xml(&ldap.url(), r#"refreshInterval="5000""#)),
+    );
+    let fresh = security.rebuild(&other).expect("rebuild");
+    assert!(!fresh.authorize(&principal("a", &["viewers"]), Action::Read, "news/today"));
     broker.shutdown().await;
 }
