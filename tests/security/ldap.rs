@@ -6,84 +6,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ferromq::config::Config;
 use ferromq::protocol::{ConnectReason, ProtocolVersion, QoS};
 
-use crate::support::logs::Logs;
-use crate::support::slapd::{self, Slapd};
+use crate::support::slapd::{self, broker_xml, directory, load, login_config};
 use crate::support::xml::no_env;
 use crate::support::{connect_packet, connect_v5, RawClient, TestBroker};
-
-/// alice: viewers; bob: writers and viewers; carol: no group.
-pub fn directory() -> Slapd {
-    Slapd::start(&[
-        ("alice", &["viewers"]),
-        ("bob", &["writers", "viewers"]),
-        ("carol", &[]),
-    ])
-}
-
-/// login.config with one LDAPLoginModule as ActiveMQ documents it, plus `extra` options.
-pub fn login_config(url: &str, extra: &str) -> String {
-    format!(
-        r#"activemq {{
-    org.apache.activemq.jaas.LDAPLoginModule required
-        debug=true
-        initialContextFactory=com.sun.jndi.ldap.LdapCtxFactory
-        connectionURL="{url}"
-        connectionUsername="{broker}"
-        connectionPassword="{broker_pw}"
-        connectionProtocol=s
-        authentication=simple
-        userBase="{users}"
-        userSearchMatching="(uid={{0}})"
-        userSearchSubtree=false
-        roleBase="{groups}"
-        roleName=cn
-        roleSearchMatching="(member={{0}})"
-        roleSearchSubtree=false
-        {extra};
-}};
-"#,
-        broker = slapd::BROKER_DN,
-        broker_pw = slapd::BROKER_PW,
-        users = slapd::USER_BASE,
-        groups = slapd::GROUP_BASE,
-    )
-}
-
-/// The broker XML: JAAS authentication, `entries` as an authorizationMap, MQTT on port 0.
-pub fn broker_xml(authorization: &str) -> String {
-    format!(
-        r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
-    <plugins>
-      <jaasAuthenticationPlugin configuration="activemq"/>
-      {authorization}
-    </plugins>
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
-    </transportConnectors>
-  </broker>
-</beans>"#
-    )
-}
-
-pub fn load(dir: &Path, login: &str, xml: &str) -> Config {
-    std::fs::write(dir.join("login.config"), login).expect("login.config");
-    let loaded = ferromq::config::load_str(xml, dir, &no_env());
-    let diagnostics = loaded.diagnostics.to_string();
-    loaded
-        .into_result()
-        .unwrap_or_else(|_| panic!("invalid test config:\n{diagnostics}"))
-}
 
 const PLANT_ENTRIES: &str = r#"<authorizationPlugin><map><authorizationMap><authorizationEntries>
         <authorizationEntry topic="plant.>" read="viewers" write="writers" admin="viewers,writers"/>
         <authorizationEntry topic="ActiveMQ.Advisory.>" read="*" write="*" admin="*"/>
       </authorizationEntries></authorizationMap></map></authorizationPlugin>"#;
 
-async fn connack(
+pub async fn connack(
     addr: std::net::SocketAddr,
     version: ProtocolVersion,
     id: &str,
@@ -201,67 +135,6 @@ async fn ldap_roles_become_groups_of_the_authorization_map() {
         ))
         .await;
     assert!(bob.recv_within(Duration::from_millis(300)).await.is_none());
-    broker.shutdown().await;
-}
-
-#[tokio::test]
-async fn unreachable_ldap_is_server_unavailable_and_logins_return_with_the_server() {
-    if !slapd::available("unreachable_ldap_is_server_unavailable") {
-        return;
-    }
-    let (logs, _guard) = Logs::capture();
-    let mut ldap = directory();
-    let config = load(
-        ldap.dir.path(),
-        &login_config(&ldap.url(), "connectTimeout=2000 readTimeout=2000"),
-        &broker_xml(""),
-    );
-    let broker = TestBroker::start(config).await;
-    let (_, ok) = connack(
-        broker.addr,
-        ProtocolVersion::V311,
-        "u1",
-        "alice",
-        "alice-pw",
-    )
-    .await;
-    assert_eq!(ok, ConnectReason::Success);
-
-    ldap.stop();
-    let (_, v3) = connack(
-        broker.addr,
-        ProtocolVersion::V311,
-        "u2",
-        "alice",
-        "alice-pw",
-    )
-    .await;
-    assert_eq!(v3, ConnectReason::ServerUnavailable, "3.1.1 return code 3");
-    let (_, v5) = connack(broker.addr, ProtocolVersion::V5, "u3", "alice", "alice-pw").await;
-    assert_eq!(v5, ConnectReason::ServerUnavailable, "MQTT 5 0x88");
-    let text = logs.text();
-    assert!(
-        text.contains("LDAP server unavailable") && text.contains(&ldap.url()),
-        "the log names the server and the error:\n{text}"
-    );
-    assert!(
-        !text.contains("alice-pw") && !text.contains(slapd::BROKER_PW),
-        "{text}"
-    );
-
-    // The shared connection broke; after the restart a new one is opened.
-    ldap.restart();
-    let (_, back) = connack(
-        broker.addr,
-        ProtocolVersion::V311,
-        "u4",
-        "alice",
-        "alice-pw",
-    )
-    .await;
-    assert_eq!(back, ConnectReason::Success);
-    let (_, wrong) = connack(broker.addr, ProtocolVersion::V5, "u5", "alice", "nope").await;
-    assert_eq!(wrong, ConnectReason::BadUserNameOrPassword);
     broker.shutdown().await;
 }
 

@@ -325,3 +325,146 @@ fn base_ldif(users: &[(&str, &[&str])]) -> String {
     }
     ldif
 }
+
+// ---- broker configurations over this directory (shared by the LDAP test binaries) ----
+
+use std::sync::Arc;
+
+use ferromq::broker::BrokerCore;
+use ferromq::config::Config;
+use ferromq::protocol::ConnectReason;
+use ferromq::security::Principal;
+
+use super::client::{connect_packet, RawClient};
+use super::xml::no_env;
+
+/// alice: viewers; bob: writers and viewers; carol: no group.
+pub fn directory() -> Slapd {
+    Slapd::start(&[
+        ("alice", &["viewers"]),
+        ("bob", &["writers", "viewers"]),
+        ("carol", &[]),
+    ])
+}
+
+/// login.config with one LDAPLoginModule as ActiveMQ documents it, plus `extra` options.
+pub fn login_config(url: &str, extra: &str) -> String {
+    format!(
+        r#"activemq {{
+    org.apache.activemq.jaas.LDAPLoginModule required
+        debug=true
+        initialContextFactory=com.sun.jndi.ldap.LdapCtxFactory
+        connectionURL="{url}"
+        connectionUsername="{broker}"
+        connectionPassword="{broker_pw}"
+        connectionProtocol=s
+        authentication=simple
+        userBase="{users}"
+        userSearchMatching="(uid={{0}})"
+        userSearchSubtree=false
+        roleBase="{groups}"
+        roleName=cn
+        roleSearchMatching="(member={{0}})"
+        roleSearchSubtree=false
+        {extra};
+}};
+"#,
+        broker = BROKER_DN,
+        broker_pw = BROKER_PW,
+        users = USER_BASE,
+        groups = GROUP_BASE,
+    )
+}
+
+/// The broker XML: JAAS authentication, `entries` as an authorizationMap, MQTT on port 0.
+pub fn broker_xml(authorization: &str) -> String {
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+    <plugins>
+      <jaasAuthenticationPlugin configuration="activemq"/>
+      {authorization}
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+    </transportConnectors>
+  </broker>
+</beans>"#
+    )
+}
+
+pub fn load(dir: &Path, login: &str, xml: &str) -> Config {
+    std::fs::write(dir.join("login.config"), login).expect("login.config");
+    let loaded = ferromq::config::load_str(xml, dir, &no_env());
+    let diagnostics = loaded.diagnostics.to_string();
+    loaded
+        .into_result()
+        .unwrap_or_else(|_| panic!("invalid test config:\n{diagnostics}"))
+}
+
+pub fn map_xml(url: &str, extra: &str) -> String {
+    format!(
+        r#"<authorizationPlugin><map>
+        <cachedLDAPAuthorizationMap connectionURL="{url}"
+            connectionUsername="{broker}" connectionPassword="{pw}"
+            queueSearchBase="{queues}" topicSearchBase="{topics}" tempSearchBase="{temps}"
+            {extra}/>
+      </map></authorizationPlugin>"#,
+        broker = BROKER_DN,
+        pw = BROKER_PW,
+        queues = QUEUE_BASE,
+        topics = TOPIC_BASE,
+        temps = TEMP_BASE,
+    )
+}
+
+pub fn principal(user: &str, groups: &[&str]) -> Principal {
+    Principal {
+        user: Arc::from(user),
+        groups: groups.iter().map(|g| Arc::from(*g)).collect(),
+        anonymous: false,
+    }
+}
+
+/// Wait (on the security snapshot's change signal) until `pred` holds for the current one.
+pub async fn until_security(
+    core: &Arc<BrokerCore>,
+    what: &str,
+    pred: impl Fn(&ferromq::security::Security) -> bool,
+) {
+    let mut changes = core.watch_security();
+    let wait = async {
+        loop {
+            if pred(&core.security()) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                panic!("broker gone");
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 10 s"));
+}
+
+pub async fn login(addr: std::net::SocketAddr, user: &str) -> RawClient {
+    let mut connect = connect_packet(user, true, 0);
+    connect.username = Some(user.into());
+    connect.password = Some(format!("{user}-pw").into_bytes().into());
+    let (client, ack) = RawClient::connect(addr, connect).await;
+    assert_eq!(ack.reason, ConnectReason::Success, "{user}");
+    client
+}
+
+pub fn plant_entries(ldap: &Slapd) {
+    ldap.add_destination(
+        TOPIC_BASE,
+        "plant.$",
+        &[
+            ("read", &[group_dn("viewers")]),
+            ("write", &[group_dn("writers")]),
+            ("admin", &[group_dn("viewers"), group_dn("writers")]),
+        ],
+    );
+}
