@@ -341,3 +341,32 @@ async fn expand_roles_user_role_name_and_control_flags() {
         AuthFailure::ServerUnavailable
     );
 }
+
+#[tokio::test]
+async fn searches_share_one_connection_and_each_user_bind_has_its_own() {
+    if !slapd::available("searches_share_one_connection_and_each_user_bind_has_its_own") {
+        return;
+    }
+    let ldap = directory();
+    let config = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(""),
+    );
+    let broker = TestBroker::start(config).await;
+    let before = ldap.accepted();
+    for i in 0..5 {
+        let (_, ok) = connack(
+            broker.addr,
+            ProtocolVersion::V311,
+            &format!("s{i}"),
+            "alice",
+            "alice-pw",
+        )
+        .await;
+        assert_eq!(ok, ConnectReason::Success);
+    }
+    // One shared search connection, then one bind connection per login.
+    assert_eq!(ldap.accepted() - before, 1 + 5);
+    broker.shutdown().await;
+}

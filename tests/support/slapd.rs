@@ -133,14 +133,15 @@ impl Slapd {
             .append(true)
             .open(self.dir.path().join("slapd.log"))
             .expect("log");
-        // -d: stay in the foreground (the child is the server, stopped by its pid).
+        // -d: stay in the foreground (the child is the server, stopped by its pid), logging
+        // connections and operations ("stats", 256) to slapd.log for [`Slapd::accepted`].
         let child = Command::new(SLAPD)
             .arg("-f")
             .arg(&self.conf)
             .arg("-h")
             .arg(&urls)
             .arg("-d")
-            .arg("0")
+            .arg("256")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -188,6 +189,15 @@ impl Slapd {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Connections slapd accepted so far (from its stats log).
+    pub fn accepted(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("slapd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" ACCEPT from "))
+            .count()
     }
 
     /// Apply an LDIF change (ldapmodify as the root DN).

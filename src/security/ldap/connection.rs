@@ -62,8 +62,8 @@ pub enum BindResult {
 pub struct LdapServer {
     settings: LdapConnection,
     tls: Option<Arc<ClientConfig>>,
-    /// The shared search connection; the lock also keeps two CONNECTs from opening two.
-    shared: tokio::sync::Mutex<Option<Ldap>>,
+    /// The shared search connection (a handle: ldap3 multiplexes operations over it).
+    shared: parking_lot::Mutex<Option<Ldap>>,
 }
 
 impl std::fmt::Debug for LdapServer {
@@ -84,7 +84,7 @@ impl LdapServer {
         Ok(LdapServer {
             settings: settings.clone(),
             tls,
-            shared: tokio::sync::Mutex::new(None),
+            shared: parking_lot::Mutex::new(None),
         })
     }
 
@@ -152,19 +152,19 @@ impl LdapServer {
         Ok(ldap)
     }
 
-    /// The shared search connection, opened (and bound) if there is none or it broke.
+    /// The shared search connection, opened (and bound) if there is none or it broke. The
+    /// lock is not held while connecting: during an outage concurrent CONNECTs each wait for
+    /// their own attempt (bounded by the timeouts) instead of queueing behind one another.
     async fn shared(&self, fresh: bool) -> Result<Ldap, LdapError> {
-        let mut slot = self.shared.lock().await;
         if !fresh {
-            if let Some(ldap) = slot.as_mut() {
+            if let Some(ldap) = self.shared.lock().as_mut() {
                 if !ldap.is_closed() {
                     return Ok(ldap.clone());
                 }
             }
         }
-        *slot = None;
         let ldap = self.open_bound().await?;
-        *slot = Some(ldap.clone());
+        *self.shared.lock() = Some(ldap.clone());
         Ok(ldap)
     }
 
