@@ -370,3 +370,43 @@ async fn searches_share_one_connection_and_each_user_bind_has_its_own() {
     assert_eq!(ldap.accepted() - before, 1 + 5);
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_ldap_server_times_out_as_server_unavailable() {
+    if !slapd::available("a_silent_ldap_server_times_out_as_server_unavailable") {
+        return;
+    }
+    // Accepts TCP connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ldap://{}", silent.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = load(
+        dir.path(),
+        &login_config(&url, "connectTimeout=300 readTimeout=300"),
+        &broker_xml(""),
+    );
+    let broker = TestBroker::start(config).await;
+    let started = std::time::Instant::now();
+    let (a, b) = tokio::join!(
+        connack(broker.addr, ProtocolVersion::V5, "q1", "alice", "alice-pw"),
+        connack(broker.addr, ProtocolVersion::V311, "q2", "bob", "bob-pw"),
+    );
+    assert_eq!(a.1, ConnectReason::ServerUnavailable);
+    assert_eq!(b.1, ConnectReason::ServerUnavailable);
+    // One bind of the search user each (a new connection that fails is not retried), in
+    // parallel for both clients, cut at readTimeout: the broker is not held up.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    broker.shutdown().await;
+}
