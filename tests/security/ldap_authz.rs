@@ -131,3 +131,72 @@ async fn legacy_group_mapping_names_groups_by_cn() {
     assert!(!fresh.authorize(&principal("a", &["viewers"]), Action::Read, "news/today"));
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn queue_and_temporary_destination_entries_from_ldap() {
+    if !slapd::available("queue_and_temporary_destination_entries_from_ldap") {
+        return;
+    }
+    use crate::support::slapd::{permission_ldif, QUEUE_BASE, TEMP_BASE};
+    use ferromq::config::DestinationKind;
+    let ldap = directory();
+    ldap.add_destination(
+        QUEUE_BASE,
+        "orders.$",
+        &[
+            ("read", &[group_dn("viewers")]),
+            ("write", &[group_dn("writers")]),
+        ],
+    );
+    // Temporary destinations: permission entries right below the base.
+    let temp = |perm: &str, group: &str| {
+        permission_ldif(TEMP_BASE, "x", perm, &[group_dn(group)]).replace(
+            &format!("cn={perm},cn=x,{TEMP_BASE}"),
+            &format!("cn={perm},{TEMP_BASE}"),
+        )
+    };
+    ldap.modify(&format!(
+        "{}{}{}",
+        temp("read", "viewers"),
+        temp("write", "writers"),
+        temp("admin", "writers")
+    ));
+    // A permission entry at the wrong depth is skipped ("policy not applied").
+    let app = |dn: &str, cn: &str| {
+        format!("dn: {dn}\nchangetype: add\nobjectClass: applicationProcess\ncn: {cn}\n\n")
+    };
+    ldap.modify(&format!(
+        "{}{}dn: cn=read,cn=deep,cn=plant.$,{TOPIC_BASE}\nchangetype: add\nobjectClass: groupOfNames\ncn: read\nmember: {}\n",
+        app(&format!("cn=plant.$,{TOPIC_BASE}"), "plant.$"),
+        app(&format!("cn=deep,cn=plant.$,{TOPIC_BASE}"), "deep"),
+        group_dn("viewers")
+    ));
+    let config = load(
+        ldap.dir.path(),
+        &login_config(&ldap.url(), ""),
+        &broker_xml(&map_xml(
+            &ldap.url(),
+            r#"refreshDisabled="true" legacyGroupMapping="false""#,
+        )),
+    );
+    let broker = TestBroker::start(config).await;
+    let core = broker.handle.core().clone();
+    let viewer = principal("alice", &["viewers"]);
+    let writer = principal("bob", &["writers"]);
+    until_security(&core, "map loaded", |s| {
+        s.authorize_destination(&viewer, Action::Read, DestinationKind::Queue, "orders.eu")
+    })
+    .await;
+    let s = core.security();
+    assert!(!s.authorize_destination(&viewer, Action::Write, DestinationKind::Queue, "orders.eu"));
+    assert!(s.authorize_destination(&writer, Action::Write, DestinationKind::Queue, "orders.eu"));
+    assert!(!s.authorize_destination(&viewer, Action::Read, DestinationKind::Topic, "orders.eu"));
+    assert!(s.authorize_destination(&viewer, Action::Read, DestinationKind::TempQueue, "ID:x"));
+    assert!(!s.authorize_destination(&viewer, Action::Write, DestinationKind::TempTopic, "ID:x"));
+    assert!(s.authorize_destination(&writer, Action::Admin, DestinationKind::TempTopic, "ID:x"));
+    // The too-deep entry (cn=read,cn=deep,cn=plant.$,...) grants nothing: neither `deep` (the
+    // RDN a wrong depth count would take as the destination) nor `plant.>`.
+    assert!(!s.authorize(&viewer, Action::Read, "deep"));
+    assert!(!s.authorize(&viewer, Action::Read, "plant/1"));
+    broker.shutdown().await;
+}
