@@ -85,6 +85,8 @@ pub struct Summary {
     pub authentication: AuthenticationSummary,
     /// `None`: no authorization plugin, every user may do everything.
     pub authorization: Option<Vec<EntrySummary>>,
+    /// `cachedLDAPAuthorizationMap`: where its entries are loaded from at run time.
+    pub authorization_ldap: Option<String>,
     pub store: StoreSummary,
     /// `systemUsage` values by name; the unit is the name's suffix (`_bytes`, `_ms`).
     pub limits: BTreeMap<&'static str, u64>,
@@ -191,6 +193,22 @@ impl Summary {
                 );
                 entries
             }),
+            authorization_ldap: config
+                .authorization
+                .as_ref()
+                .and_then(|a| a.ldap.as_ref())
+                .map(|(m, _)| {
+                    format!(
+                        "{}: topics under `{}`, queues under `{}`, {}",
+                        m.connection.url,
+                        m.topic_search_base,
+                        m.queue_search_base,
+                        match m.poll_every() {
+                            Some(d) => format!("reloaded every {} ms", d.as_millis()),
+                            None => "loaded once (refreshDisabled)".to_owned(),
+                        }
+                    )
+                }),
             store: match &config.persistence {
                 Persistence::Durable { directory, .. } => StoreSummary {
                     kind: "durable",
@@ -460,6 +478,9 @@ fn render_summary(out: &mut String, s: &Summary) {
                 entries.len(),
                 if entries.len() == 1 { "y" } else { "ies" }
             );
+            if let Some(ldap) = &s.authorization_ldap {
+                let _ = writeln!(out, "    plus entries from LDAP {ldap}");
+            }
             for e in entries {
                 let _ = writeln!(
                     out,

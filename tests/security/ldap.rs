@@ -242,6 +242,10 @@ fn check_contacts_ldap_only_when_online() {
     std::fs::write(dir.join("activemq.xml"), broker_xml(&map(&ldap.url()))).expect("write");
     let (code, text) = ferromq_check(&dir, &["--online"]);
     assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("plus entries from LDAP ldap://"), "{text}");
+    let (code, json) = ferromq_check(&dir, &["--format", "json"]);
+    assert_eq!(code, Some(0), "{json}");
+    assert!(!json.contains(slapd::BROKER_PW) && !text.contains(slapd::BROKER_PW), "{json}");
 
     // A wrong connection password: located at the module in login.config.
     let wrong = login_config(&ldap.url(), "").replace(slapd::BROKER_PW, "not-it");
