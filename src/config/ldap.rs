@@ -567,3 +567,95 @@ impl LdapAuthzMapConfig {
         Some(std::time::Duration::from_millis(ms))
     }
 }
+
+/// `org.apache.activemq.jaas.EncryptableLDAPLoginModule`: every `ENC(...)` option value is
+/// decrypted with jasypt before the module reads it. The password is `encryptionPassword`, else
+/// the environment variable named by `passwordEnvName` (default `ACTIVEMQ_ENCRYPTION_PASSWORD`);
+/// the algorithm `encryptionAlgorithm` (default `PBEWithMD5AndDES`). Errors name the option,
+/// never a clear value.
+pub fn decrypt_options(
+    options: &mut BTreeMap<String, String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
+    use super::jasypt::{self, Algorithm};
+    let encrypted: Vec<String> = options
+        .iter()
+        .filter(|(_, v)| jasypt::enc_inner(v).is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
+    if encrypted.is_empty() {
+        return Ok(());
+    }
+    let algorithm_name = options
+        .get("encryptionAlgorithm")
+        .cloned()
+        .unwrap_or_else(|| Algorithm::PbeWithMd5AndDes.name().to_owned());
+    let Some(algorithm) = Algorithm::from_name(&algorithm_name) else {
+        return Err((
+            "encryptionAlgorithm".to_owned(),
+            format!(
+                "`{algorithm_name}` is not supported; use one of {}",
+                Algorithm::SUPPORTED
+            ),
+        ));
+    };
+    let password = match options.get("encryptionPassword") {
+        Some(p) => p.clone(),
+        None => {
+            let name = options
+                .get("passwordEnvName")
+                .cloned()
+                .unwrap_or_else(|| "ACTIVEMQ_ENCRYPTION_PASSWORD".to_owned());
+            env(&name).ok_or_else(|| {
+                (
+                    encrypted[0].clone(),
+                    format!("is ENC(...), but the environment variable `{name}` (passwordEnvName) is not set"),
+                )
+            })?
+        }
+    };
+    for key in encrypted {
+        let Some(value) = options.get(&key) else {
+            continue;
+        };
+        let inner = jasypt::enc_inner(value).unwrap_or_default().to_owned();
+        let clear = jasypt::decrypt(algorithm, &password, &inner)
+            .map_err(|e| (key.clone(), format!("cannot be decrypted: {e}")))?;
+        options.insert(key, clear);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod decrypt_tests {
+    use super::*;
+    use crate::config::jasypt::{encrypt, Algorithm};
+
+    #[test]
+    fn encrypted_options_are_decrypted_with_the_environment_password() {
+        let enc = encrypt(Algorithm::PbeWithMd5AndDes, "activemq", "s3cret").expect("encrypt");
+        let mut options: BTreeMap<String, String> = [
+            ("connectionPassword".to_owned(), format!("ENC({enc})")),
+            ("userBase".to_owned(), "ou=User".to_owned()),
+        ]
+        .into();
+        decrypt_options(&mut options, |name| {
+            (name == "ACTIVEMQ_ENCRYPTION_PASSWORD").then(|| "activemq".to_owned())
+        })
+        .expect("decrypts");
+        assert_eq!(options["connectionPassword"], "s3cret");
+        assert_eq!(options["userBase"], "ou=User");
+
+        let mut wrong: BTreeMap<String, String> = [
+            ("connectionPassword".to_owned(), format!("ENC({enc})")),
+            ("encryptionPassword".to_owned(), "nope".to_owned()),
+        ]
+        .into();
+        let (key, message) = decrypt_options(&mut wrong, |_| None).expect_err("wrong password");
+        assert_eq!(key, "connectionPassword");
+        assert!(!message.contains("s3cret"), "{message}");
+        let mut unset: BTreeMap<String, String> =
+            [("connectionPassword".to_owned(), format!("ENC({enc})"))].into();
+        assert!(decrypt_options(&mut unset, |_| None).is_err());
+    }
+}

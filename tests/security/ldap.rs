@@ -245,7 +245,10 @@ fn check_contacts_ldap_only_when_online() {
     assert!(text.contains("plus entries from LDAP ldap://"), "{text}");
     let (code, json) = ferromq_check(&dir, &["--format", "json"]);
     assert_eq!(code, Some(0), "{json}");
-    assert!(!json.contains(slapd::BROKER_PW) && !text.contains(slapd::BROKER_PW), "{json}");
+    assert!(
+        !json.contains(slapd::BROKER_PW) && !text.contains(slapd::BROKER_PW),
+        "{json}"
+    );
 
     // A wrong connection password: located at the module in login.config.
     let wrong = login_config(&ldap.url(), "").replace(slapd::BROKER_PW, "not-it");
@@ -413,4 +416,51 @@ async fn a_silent_ldap_server_times_out_as_server_unavailable() {
         started.elapsed()
     );
     broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn encryptable_ldap_login_module_decrypts_enc_options() {
+    if !slapd::available("encryptable_ldap_login_module_decrypts_enc_options") {
+        return;
+    }
+    use ferromq::config::jasypt::{encrypt, Algorithm};
+    let ldap = directory();
+    let enc = encrypt(
+        Algorithm::PbeWithHmacSha512AndAes256,
+        "master",
+        slapd::BROKER_PW,
+    )
+    .expect("encrypt");
+    let login = login_config(
+        &ldap.url(),
+        "encryptionPassword=master encryptionAlgorithm=PBEWITHHMACSHA512ANDAES_256",
+    )
+    .replace(
+        "LDAPLoginModule required",
+        "EncryptableLDAPLoginModule required",
+    )
+    .replace(
+        &format!("connectionPassword=\"{}\"", slapd::BROKER_PW),
+        &format!("connectionPassword=\"ENC({enc})\""),
+    );
+    assert!(login.contains("ENC("));
+    let broker = TestBroker::start(load(ldap.dir.path(), &login, &broker_xml(""))).await;
+    let (_, ok) = connack(broker.addr, ProtocolVersion::V5, "e1", "alice", "alice-pw").await;
+    assert_eq!(ok, ConnectReason::Success);
+    broker.shutdown().await;
+
+    // A wrong encryption password: a located configuration error, not a broker that fails
+    // every login.
+    std::fs::write(
+        ldap.dir.path().join("login.config"),
+        login.replace("encryptionPassword=master", "encryptionPassword=other"),
+    )
+    .expect("write");
+    let loaded = ferromq::config::load_str(&broker_xml(""), ldap.dir.path(), &no_env());
+    let text = loaded.diagnostics.to_string();
+    assert!(loaded.into_result().is_err());
+    assert!(
+        text.contains("login.config:") && text.contains("`connectionPassword` cannot be decrypted"),
+        "{text}"
+    );
 }

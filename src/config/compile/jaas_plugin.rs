@@ -23,6 +23,7 @@ const PROPERTIES_MODULE: &str = "org.apache.activemq.jaas.PropertiesLoginModule"
 const GUEST_MODULE: &str = "org.apache.activemq.jaas.GuestLoginModule";
 const CERTIFICATE_MODULE: &str = "org.apache.activemq.jaas.TextFileCertificateLoginModule";
 const LDAP_MODULE: &str = "org.apache.activemq.jaas.LDAPLoginModule";
+const ENCRYPTABLE_LDAP_MODULE: &str = "org.apache.activemq.jaas.EncryptableLDAPLoginModule";
 
 /// A parsed login.config and where it came from.
 pub(super) struct LoginConfigFile {
@@ -249,15 +250,30 @@ fn module(
                 .get("credentialsInvalidate")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
         },
-        LDAP_MODULE => {
+        LDAP_MODULE | ENCRYPTABLE_LDAP_MODULE => {
+            if module.class == ENCRYPTABLE_LDAP_MODULE {
+                let decrypted = crate::config::ldap::decrypt_options(&mut options, |name| {
+                    std::env::var(name).ok()
+                });
+                if let Err((key, message)) = decrypted {
+                    let span = module.option(&key).map_or(module_span, span_of);
+                    ctx.push(Diagnostic::error(
+                        span,
+                        format!("EncryptableLDAPLoginModule option `{key}` {message}"),
+                    ));
+                    return None;
+                }
+            }
             let config = crate::config::ldap::login(&options, &base_dir);
             match config {
                 Ok(mut config) => {
                     config.span = Some(module_span.clone());
                     // The password lives in the module's settings only: the options map is
                     // printed by `check --json` and compared by reload.
-                    if let Some(p) = options.get_mut("connectionPassword") {
-                        *p = "***".to_owned();
+                    for secret in ["connectionPassword", "encryptionPassword"] {
+                        if let Some(p) = options.get_mut(secret) {
+                            *p = "***".to_owned();
+                        }
                     }
                     LoginModuleKind::Ldap(Box::new(config))
                 }
@@ -276,7 +292,7 @@ fn module(
             // would have refused: fail closed.
             let blocking = matches!(module.flag.as_str(), "required" | "requisite");
             let message = format!("login module `{other}` is not supported by ferromq");
-            let hint = "supported: PropertiesLoginModule, GuestLoginModule, TextFileCertificateLoginModule, LDAPLoginModule";
+            let hint = "supported: PropertiesLoginModule, GuestLoginModule, TextFileCertificateLoginModule, LDAPLoginModule, EncryptableLDAPLoginModule";
             ctx.push(if blocking {
                 Diagnostic::error(module_span, format!("{message}, and it is {}", module.flag))
                     .with_hint(hint)
