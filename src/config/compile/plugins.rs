@@ -218,7 +218,7 @@ fn authorization(ctx: &mut Ctx<'_>, plugin: &Element) -> AuthorizationConfig {
             ctx.push(
                 Diagnostic::error(
                     map.span.clone(),
-                    format!("<{}> is not supported; ferromq reads <authorizationMap> only", map.name),
+                    format!("<{}> is not supported; ferromq reads <authorizationMap> and <cachedLDAPAuthorizationMap>", map.name),
                 )
                 .with_hint("ferromq refuses to run without the authorization you asked for; list the entries in an <authorizationMap>"),
             );
