@@ -213,6 +213,7 @@ mod tests {
             entries: vec![entry],
             default_entry: None,
             temp_entry: None,
+            ldap: None,
         };
         Security::from_parts(&Default::default(), Some(&authorization)).expect("security")
     }
