@@ -102,6 +102,13 @@ pub const IGNORED_LOGIN_OPTIONS: &[&str] = &[
     "debug",
 ];
 
+/// The options `EncryptableLDAPLoginModule` adds.
+pub const ENCRYPTION_OPTIONS: &[&str] = &[
+    "encryptionPassword",
+    "passwordEnvName",
+    "encryptionAlgorithm",
+];
+
 /// Every option the LDAP login module knows (for "unknown option" warnings).
 pub const LOGIN_OPTIONS: &[&str] = &[
     "connectionURL",

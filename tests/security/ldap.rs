@@ -199,6 +199,17 @@ fn login_config_errors_are_located() {
         text.contains("login.config:5:") && text.contains("connectionURL"),
         "{text}"
     );
+    // A misspelt option is ignored (as ActiveMQ does) but named, with the closest option.
+    let typo = login_config("ldap://127.0.0.1:389", "roleSearchSubtre=true");
+    std::fs::write(dir.path().join("login.config"), &typo).expect("write");
+    let loaded = ferromq::config::load_str(&broker_xml(""), dir.path(), &no_env());
+    let text = loaded.diagnostics.to_string();
+    assert!(loaded.into_result().is_ok(), "{text}");
+    assert!(
+        text.contains("warning: `roleSearchSubtre` is not an option")
+            && text.contains("did you mean `roleSearchSubtree`?"),
+        "{text}"
+    );
 }
 
 fn ferromq_check(dir: &Path, args: &[&str]) -> (Option<i32>, String) {

@@ -264,6 +264,7 @@ fn module(
                     return None;
                 }
             }
+            warn_unknown_ldap_options(ctx, module, &span_of);
             let config = crate::config::ldap::login(&options, &base_dir);
             match config {
                 Ok(mut config) => {
@@ -312,6 +313,39 @@ fn module(
         options,
         kind,
     })
+}
+
+/// An option the LDAP module does not know is ignored by ActiveMQ too, which hides typos
+/// (`userSerchMatching`): warn, with the closest known name.
+fn warn_unknown_ldap_options(
+    ctx: &mut Ctx<'_>,
+    module: &JaasModule,
+    span_of: &dyn Fn(&JaasOption) -> Span,
+) {
+    use crate::config::ldap::{ENCRYPTION_OPTIONS, IGNORED_LOGIN_OPTIONS, LOGIN_OPTIONS};
+    let known = || {
+        LOGIN_OPTIONS
+            .iter()
+            .chain(IGNORED_LOGIN_OPTIONS)
+            .chain(ENCRYPTION_OPTIONS)
+            .copied()
+    };
+    for option in &module.options {
+        if known().any(|k| k == option.key) {
+            continue;
+        }
+        let mut d = Diagnostic::warning(
+            span_of(option),
+            format!(
+                "`{}` is not an option of the LDAP login module; it is ignored",
+                option.key
+            ),
+        );
+        if let Some(hint) = known_names::did_you_mean(&option.key, known()) {
+            d = d.with_hint(hint);
+        }
+        ctx.push(d);
+    }
 }
 
 fn user_and_group_files(

@@ -15,6 +15,8 @@ use crate::config::ldap::LdapConnection;
 
 /// LDAP result code `invalidCredentials` (RFC 4511 section 4.1.9).
 const INVALID_CREDENTIALS: u32 = 49;
+/// LDAP result code `referral` (RFC 4511 section 4.1.10).
+const REFERRAL: u32 = 10;
 /// LDAP result code `noSuchObject`: the search base does not exist.
 const NO_SUCH_OBJECT: u32 = 32;
 
@@ -218,7 +220,9 @@ impl LdapServer {
             .map_err(|e| unavailable(format!("search under `{base}` failed: {e}")))?;
         let ldap3::SearchResult(entries, status) = result;
         match status.rc {
-            0 => Ok(entries.into_iter().filter_map(entry_of).collect()),
+            // 10 (referral): the rest is on another server, which is not followed (as
+            // `referral=ignore`); what this server returned stands.
+            0 | REFERRAL => Ok(entries.into_iter().filter_map(entry_of).collect()),
             NO_SUCH_OBJECT => Ok(Vec::new()),
             rc => Err(unavailable(format!(
                 "search under `{base}` with `{filter}` failed: result code {rc} {}",
