@@ -173,6 +173,10 @@ async fn ldaps_and_starttls_logins() {
         assert_eq!(bad, ConnectReason::BadUserNameOrPassword, "{name}");
         broker.shutdown().await;
     }
+    assert!(
+        ldap.start_tls_count() >= 2,
+        "search and user bind connections upgraded"
+    );
     // A certificate the broker does not trust: the TLS handshake fails, which is "server
     // unavailable" for the client (the password was never checked).
     let other_ca = ldap.dir.path().join("other-ca.pem");

@@ -200,3 +200,41 @@ async fn queue_and_temporary_destination_entries_from_ldap() {
     assert!(!s.authorize(&viewer, Action::Read, "plant/1"));
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn ldap_map_over_starttls_and_ldaps() {
+    if !slapd::available("ldap_map_over_starttls_and_ldaps") {
+        return;
+    }
+    let ldap = directory();
+    plant_entries(&ldap);
+    let ca = ldap.ca_file.display().to_string();
+    for (url, tls) in [
+        (
+            format!("ldap://localhost:{}", ldap.port),
+            format!(r#"ferromq:startTLS="true" ferromq:trustedCertificates="{ca}""#),
+        ),
+        (
+            ldap.ldaps_url(),
+            format!(r#"ferromq:trustedCertificates="{ca}""#),
+        ),
+    ] {
+        let extra = format!(
+            r#"xmlns:ferromq="urn:ferromq" refreshDisabled="true" legacyGroupMapping="false" {tls}"#
+        );
+        let config = load(
+            ldap.dir.path(),
+            &login_config(&ldap.url(), ""),
+            &broker_xml(&map_xml(&url, &extra)),
+        );
+        let broker = TestBroker::start(config).await;
+        let core = broker.handle.core().clone();
+        until_security(&core, &format!("map loaded over {url}"), |s| {
+            s.authorize(&principal("alice", &["viewers"]), Action::Read, "plant/1")
+        })
+        .await;
+        broker.shutdown().await;
+    }
+    // The ldap:// map really upgraded (slapd logs the StartTLS extended operation).
+    assert!(ldap.start_tls_count() >= 1);
+}

@@ -200,6 +200,15 @@ impl Slapd {
             .count()
     }
 
+    /// StartTLS operations slapd performed so far (from its stats log).
+    pub fn start_tls_count(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("slapd.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("EXT oid=1.3.6.1.4.1.1466.20037"))
+            .count()
+    }
+
     /// Apply an LDIF change (ldapmodify as the root DN).
     pub fn modify(&self, ldif: &str) {
         use std::io::Write as _;
