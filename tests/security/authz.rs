@@ -165,6 +165,7 @@ fn user_principal_entries_grant_to_user_names_not_groups() {
         entries: vec![by_user.clone()],
         default_entry: None,
         temp_entry: None,
+        ldap: None,
     };
     let under_simple = Security::from_parts(&simple, Some(&authz)).expect("valid security");
     check(&under_simple, &[(&alice, Read, "home/alice/lamp", false)]);
