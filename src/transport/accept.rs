@@ -210,13 +210,47 @@ fn describe_certificate_error(e: &CertificateError) -> String {
             format!("the client certificate is not valid yet ({e})")
         }
         CertificateError::UnknownIssuer => {
-            "the client certificate is not issued by a CA in the trustStore".into()
+            "the client certificate is neither one of the trustStore's certificates nor issued \
+             by a CA certificate in it (a trusted certificate without basicConstraints cA=TRUE \
+             issues nothing)"
+                .into()
         }
         CertificateError::BadSignature => "the client certificate signature is invalid".into(),
         CertificateError::Revoked => "the client certificate is revoked".into(),
         CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
             format!("the client certificate is not valid for TLS client authentication ({e})")
         }
+        CertificateError::Other(other) => describe_webpki_error(&other.to_string()),
         other => format!("the client certificate is invalid: {other}"),
     }
+}
+
+/// WebPKI's reasons reach rustls as `Other` errors that print as a Rust identifier
+/// (`CaUsedAsEndEntity`); say them as sentences.
+fn describe_webpki_error(name: &str) -> String {
+    let sentence = match name {
+        "CaUsedAsEndEntity" => {
+            "the client certificate is a CA certificate (basicConstraints cA=TRUE) issued by a \
+             trusted CA; a CA certificate is accepted as a client certificate only when the \
+             trustStore holds exactly it"
+        }
+        "UnsupportedCertVersion" => {
+            "the client certificate is an X.509 v1 certificate issued by a trusted CA; a v1 \
+             certificate is accepted only when the trustStore holds exactly it"
+        }
+        "EndEntityUsedAsCa" => {
+            "the client's certificate chain uses a non-CA certificate as an issuer"
+        }
+        "PathLenConstraintViolated" => {
+            "the client's certificate chain is longer than a CA's pathLenConstraint allows"
+        }
+        "MaximumPathDepthExceeded" | "MaximumPathBuildCallsExceeded" => {
+            "the client's certificate chain is too long"
+        }
+        "UnsupportedSignatureAlgorithm" | "UnsupportedSignatureAlgorithmForPublicKey" => {
+            "the client certificate is signed with an unsupported algorithm"
+        }
+        _ => return format!("the client certificate is invalid ({name})"),
+    };
+    sentence.into()
 }

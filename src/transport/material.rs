@@ -65,14 +65,9 @@ fn sniff(role: StoreRole, path: &Path, bytes: &[u8]) -> Result<Format, TlsError>
         [0x30, ..] => return Ok(Format::Der),
         _ => {}
     }
-    let text_start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(bytes.len());
-    if bytes
-        .get(text_start..)
-        .is_some_and(|t| t.starts_with(b"-----BEGIN "))
-    {
+    // PEM text may start with explanatory lines (RFC 7468 section 5.2): `openssl pkcs12 -nokeys`
+    // writes "Bag Attributes" before each certificate.
+    if contains(bytes, b"-----BEGIN ") {
         return Ok(Format::Pem);
     }
     Err(TlsError::UnknownFormat {
@@ -250,7 +245,8 @@ pub(crate) fn read_trust_store(
     snapshot.read(StoreRole::TrustStore, &km.path)
 }
 
-/// The CA certificates of the trust store.
+/// The certificates of the trust store (possibly none: an emptied trust store admits no client
+/// certificate).
 pub(crate) fn parse_trust_roots(
     km: &KeyMaterial,
     snapshot: &FileSnapshot,
@@ -267,18 +263,15 @@ pub(crate) fn parse_trust_roots(
             .collect(),
         _ => pem_certificates(role, &km.path, bytes)?,
     };
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            role,
-            path: km.path.clone(),
-            hint: if format == Format::Der {
-                "; a PKCS#12 store made by openssl lacks Java's trusted-certificate mark: \
-                 use a PEM CA bundle instead, or import the CA with `keytool -importcert`"
-                    .into()
-            } else {
-                String::new()
-            },
-        });
+    if certs.is_empty() && format == Format::Der {
+        // An empty trust store is valid (it admits no client certificate, which the caller
+        // logs); this shape of it is most likely a mistake worth a hint.
+        tracing::warn!(
+            trust_store = %km.path.display(),
+            "the PKCS#12 trust store has no trusted-certificate entry; a PKCS#12 store made by \
+             openssl lacks Java's trusted-certificate mark: use a PEM CA bundle instead, or \
+             import the CA with `keytool -importcert`"
+        );
     }
     Ok(certs)
 }

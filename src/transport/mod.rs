@@ -17,6 +17,7 @@ mod keystore;
 mod material;
 pub mod reload;
 pub mod tls;
+mod trust;
 pub mod ws;
 
 pub use accept::{upgrade, Accepted, AsyncStream, UpgradeLimits};

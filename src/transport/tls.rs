@@ -3,18 +3,19 @@
 //! ActiveMQ semantics: `needClientAuth` makes a client certificate mandatory, `wantClientAuth`
 //! asks for one but admits clients without (the certificate login module then has no DN to map),
 //! neither means no certificate is requested. Client certificates are verified against the
-//! `trustStore` (chain, validity dates, key usage) by rustls' WebPKI verifier.
+//! `trustStore` as Java's trust manager does (`super::trust`): a trusted certificate presented as
+//! itself, or a chain to a trusted CA certificate (chain, validity dates, key usage: rustls'
+//! WebPKI verifier).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio_rustls::rustls::{
-    self, crypto::CryptoProvider, server::WebPkiClientVerifier, RootCertStore, ServerConfig,
-};
+use tokio_rustls::rustls::{self, crypto::CryptoProvider, ServerConfig};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::error::TlsError;
 use super::material::{self, FileSnapshot, Identity};
+use super::trust::TrustVerifier;
 use crate::config::{ListenerOptions, SslContextConfig};
 
 /// Whether the TLS handshake asks the client for a certificate.
@@ -143,30 +144,35 @@ impl TlsMaterial {
             .as_ref()
             .ok_or(TlsError::NoTrustStore)?;
         let certs = material::parse_trust_roots(trust_store, snapshot)?;
-        let mut roots = RootCertStore::empty();
-        let (added, ignored) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(TlsError::BadTrustStore {
-                path: trust_store.path.clone(),
-                reason: "none of its certificates can be used as a trust anchor".into(),
-            });
-        }
-        if ignored > 0 {
+        let (verifier, summary) =
+            TrustVerifier::new(certs, provider, auth == ClientAuth::Required).map_err(|e| {
+                TlsError::BadTrustStore {
+                    path: trust_store.path.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+        if summary.unparsable > 0 {
             tracing::warn!(
                 trust_store = %trust_store.path.display(),
-                ignored,
+                ignored = summary.unparsable,
                 "some trust store certificates cannot be parsed and are ignored"
             );
         }
-        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let builder = match auth {
-            ClientAuth::Optional => builder.allow_unauthenticated(),
-            _ => builder,
-        };
-        builder.build().map_err(|e| TlsError::BadTrustStore {
-            path: trust_store.path.clone(),
-            reason: e.to_string(),
-        })
+        if summary.issuers + summary.exact_only == 0 {
+            tracing::warn!(
+                trust_store = %trust_store.path.display(),
+                "the trust store holds no certificate: every client certificate is refused"
+            );
+        } else {
+            tracing::info!(
+                trust_store = %trust_store.path.display(),
+                issuers = summary.issuers,
+                exact_only = summary.exact_only,
+                "client certificates: accepted when they are one of the trusted certificates, \
+                 or issued by a trusted CA certificate (basicConstraints cA=TRUE, or X.509 v1)"
+            );
+        }
+        Ok(Arc::new(verifier))
     }
 }
 

@@ -7,4 +7,5 @@ mod support;
 mod jks;
 mod reload;
 mod tls;
+mod trust;
 mod ws;

@@ -191,3 +191,14 @@ mod tests {
         assert!(pbe_parameters(&negative).is_err());
     }
 }
+
+/// The content of the `AlgorithmIdentifier` of a DER `SubjectPublicKeyInfo` (RFC 5280 4.1), the
+/// form `SignatureVerificationAlgorithm::public_key_alg_id` compares against.
+pub(crate) fn spki_algorithm_id(spki: &[u8]) -> Option<&[u8]> {
+    let (tag, content, _) = tlv(spki)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, algorithm, _) = tlv(content)?;
+    (tag == SEQUENCE).then_some(algorithm)
+}

@@ -29,6 +29,7 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 use bytes::Reader;
+pub(crate) use der::spki_algorithm_id;
 pub(crate) use ec::with_public_key;
 
 const JKS_MAGIC: u32 = 0xFEED_FEED;
