@@ -210,8 +210,8 @@ fn describe_certificate_error(e: &CertificateError) -> String {
             format!("the client certificate is not valid yet ({e})")
         }
         CertificateError::UnknownIssuer => {
-            "the client certificate is neither one of the trustStore's certificates nor issued \
-             by a CA certificate in it (a trusted certificate without basicConstraints cA=TRUE \
+            "the client certificate is not one of the trustStore's certificates and not issued \
+             by a CA in the trustStore (a trusted certificate without basicConstraints cA=TRUE \
              issues nothing)"
                 .into()
         }

@@ -192,6 +192,15 @@ impl TlsError {
         }
     }
 
+    /// What stays in use when a renewal fails with this error, for the reload warning: the
+    /// `trust store` when the error is about it, else the `certificate` (the key store).
+    pub fn kept_on_reload(&self) -> &'static str {
+        match self.role() {
+            Some(StoreRole::TrustStore) => "trust store",
+            _ => "certificate",
+        }
+    }
+
     /// The error as a configuration diagnostic pointing at the `<sslContext>` store it is about,
     /// for `ferromq check` and reload reports.
     pub fn to_diagnostic(&self, ssl: Option<&SslContextConfig>) -> Diagnostic {

@@ -135,6 +135,20 @@ impl Keytool {
         self.assert_magic(store);
     }
 
+    /// `keytool -delete`: remove entry `alias` (the store is rewritten in place).
+    pub fn delete(&self, store: &Path, alias: &str, store_pass: &str) {
+        self.run(&[
+            "-delete",
+            "-keystore",
+            path(store),
+            "-alias",
+            alias,
+            "-storepass",
+            store_pass,
+        ]);
+        self.assert_magic(store);
+    }
+
     /// The DER certificate of entry `alias` (`keytool -exportcert`).
     pub fn export_cert(&self, store: &Path, alias: &str, store_pass: &str) -> Vec<u8> {
         let file = store.with_extension(format!("{alias}.der"));

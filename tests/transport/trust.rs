@@ -569,3 +569,80 @@ async fn an_expired_trusted_certificate_is_refused() {
         .expect_err("an expired trusted certificate");
     assert!(refused.contains("has expired"), "{refused}");
 }
+
+/// Poll `done` every 100 ms for up to 10 s (the watcher debounces renewals).
+async fn eventually<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn emptying_the_trust_store_of_a_running_broker_revokes_its_clients() {
+    let Some(keytool_exe) = keytool() else { return };
+    if !have_openssl() {
+        return;
+    }
+    let (logs, _guard) = crate::support::logs::Logs::capture();
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (key_store, server_cert) = server_key_store(certs.path());
+    let client_pem = keytool_client(&keytool_exe, certs.path(), "client");
+    let ts = trust_store(&keytool_exe, certs.path(), TrustFormat::Jks, &[&client_pem]);
+    let xml = crate::support::BrokerXml::new()
+        .child(&format!(
+            r#"<sslContext><sslContext keyStore="{}" keyStorePassword="{PASS}" trustStore="{}" trustStorePassword="{PASS}"/></sslContext>"#,
+            key_store.display(),
+            ts.display()
+        ))
+        .plugins("")
+        .connector("tls", "mqtt+ssl://127.0.0.1:0?needClientAuth=true")
+        .build();
+    let live = crate::support::live::LiveBroker::start(&xml, true).await;
+    let addr = live.addr("tls").await.expect("listening");
+    let connector = client(&server_cert, &[&client_pem], &client_pem, BOTH);
+    assert_eq!(
+        connack(addr, &connector, "before").await,
+        Some(ConnectReason::Success)
+    );
+
+    // A damaged renewal of the trust store is refused: the old trust stays, and the warning
+    // says it is the trust store that was kept.
+    let original = std::fs::read(&ts).expect("read trust store");
+    crate::support::tls::replace_file(&ts, b"not a key store");
+    eventually("the damaged trust store warning", || {
+        let text = logs.text();
+        async move { text.contains("the previous trust store stays in use") }
+    })
+    .await;
+    assert_eq!(
+        connack(addr, &connector, "kept").await,
+        Some(ConnectReason::Success)
+    );
+    crate::support::tls::replace_file(&ts, &original);
+
+    // Revocation the keytool way: delete the only trusted entry in place.
+    Keytool::new(StoreType::Jks)
+        .expect("keytool")
+        .delete(&ts, "trusted0", PASS);
+    eventually("the revocation", || {
+        let connector = connector.clone();
+        async move { connack(addr, &connector, "after").await.is_none() }
+    })
+    .await;
+    assert!(
+        logs.text()
+            .contains("the trust store holds no certificate: every client certificate is refused"),
+        "{}",
+        logs.text()
+    );
+    live.shutdown().await;
+}

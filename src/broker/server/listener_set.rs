@@ -119,7 +119,8 @@ impl ListenerSet {
                 Err(e) => tracing::warn!(
                     listener = %settings.name,
                     error = %e,
-                    "TLS material not reloaded; the previous certificate stays in use"
+                    "TLS material not reloaded; the previous {} stays in use",
+                    e.kept_on_reload()
                 ),
             }
         }
