@@ -78,27 +78,23 @@ impl TlsMaterial {
             files.push(ks.path.clone());
             files.extend(ks.key_file.clone());
         }
-        if self.client_auth != ClientAuth::None {
-            if let Some(ts) = &self.ssl.trust_store {
-                files.push(ts.path.clone());
-            }
+        if let Some(ts) = &self.ssl.trust_store {
+            files.push(ts.path.clone());
         }
         files
     }
 
-    /// Read every file the configuration needs (the trust store only when client certificates
-    /// are requested: otherwise it is never used).
+    /// Read every file the configuration names. The trust store is read even when no client
+    /// certificate is requested: Java opens it when the SSL context starts, so a damaged one
+    /// (or a wrong trustStorePassword) fails at start there, and here.
     pub(crate) fn read_files(&self) -> Result<FileSnapshot, TlsError> {
         let mut snapshot = FileSnapshot::default();
         let key_store = self.ssl.key_store.as_ref().ok_or(TlsError::NoKeyStore)?;
         material::read_key_store(key_store, &mut snapshot)?;
-        if self.client_auth != ClientAuth::None {
-            let trust_store = self
-                .ssl
-                .trust_store
-                .as_ref()
-                .ok_or(TlsError::NoTrustStore)?;
-            material::read_trust_store(trust_store, &mut snapshot)?;
+        match (&self.ssl.trust_store, self.client_auth) {
+            (Some(trust_store), _) => material::read_trust_store(trust_store, &mut snapshot)?,
+            (None, ClientAuth::None) => {}
+            (None, _) => return Err(TlsError::NoTrustStore),
         }
         Ok(snapshot)
     }
@@ -117,7 +113,13 @@ impl TlsMaterial {
                 source,
             })?;
         let builder = match self.client_auth {
-            ClientAuth::None => builder.with_no_client_auth(),
+            ClientAuth::None => {
+                if let Some(trust_store) = &self.ssl.trust_store {
+                    // Unused, but a store that does not open is a configuration error.
+                    material::parse_trust_roots(trust_store, snapshot)?;
+                }
+                builder.with_no_client_auth()
+            }
             auth => {
                 builder.with_client_cert_verifier(self.client_verifier(snapshot, provider, auth)?)
             }

@@ -547,3 +547,52 @@ async fn a_running_broker_serves_a_renewed_jks_store() {
     mqtt_round_trip(before, "before-renewal").await;
     live.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_trust_store_that_does_not_open_fails_check_and_run_without_client_auth() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let good = dir.path().join("good.ts");
+    keytool.import_trusted(&good, "ca", &Ca::new("ca").pem(), TRUST_PASS);
+    let good_bytes = std::fs::read(&good).expect("read");
+    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+        ("garbage", b"not a store".to_vec(), TRUST_PASS, "unrecognised format"),
+        ("empty", Vec::new(), TRUST_PASS, "the file is empty"),
+        (
+            "truncated",
+            good_bytes[..good_bytes.len() / 2].to_vec(),
+            TRUST_PASS,
+            "trustStore",
+        ),
+        (
+            "wrong-password",
+            good_bytes.clone(),
+            "not-it",
+            "integrity check failed",
+        ),
+    ];
+    for (name, bytes, password, needle) in cases {
+        let ts = dir.path().join(format!("{name}.ts"));
+        std::fs::write(&ts, &bytes).expect("write trust store");
+        // No needClientAuth/wantClientAuth: the trust store is never used, yet Java opens it.
+        let config = write_config(
+            dir.path(),
+            &format!(
+                r#"keyStore="{}" keyStorePassword="{STORE_PASS}"
+                trustStore="{}" trustStorePassword="{password}""#,
+                ks.display(),
+                ts.display()
+            ),
+            "",
+        );
+        check_fails_at(&config, 6, &[needle, &ts.display().to_string()]);
+        let loaded = ferromq::config::load_file(&config, &crate::support::xml::no_env());
+        let config = loaded.into_result().expect("the XML itself is valid");
+        let started = ferromq::broker::start(config).await;
+        assert!(started.is_err(), "{name}: the broker started");
+    }
+}
