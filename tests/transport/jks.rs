@@ -596,3 +596,37 @@ async fn a_trust_store_that_does_not_open_fails_check_and_run_without_client_aut
         assert!(started.is_err(), "{name}: the broker started");
     }
 }
+
+#[test]
+fn key_store_key_password_on_a_pkcs12_store_warns_when_it_differs() {
+    let Some(keytool) = crate::support::keytool::keytool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p12 = dir.path().join("broker.p12");
+    let out = Command::new(&keytool)
+        .args(["-genkeypair", "-keystore"])
+        .arg(&p12)
+        .args([
+            "-storetype", "PKCS12", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+            "-dname", "CN=localhost", "-validity", "30", "-storepass", STORE_PASS,
+            "-keypass", STORE_PASS,
+        ])
+        .output()
+        .expect("run keytool");
+    assert!(out.status.success(), "{}", text(&out));
+    let warning = "keyStoreKeyPassword is not used: the private key of a PKCS#12 keyStore";
+    for (key_password, warns) in [(KEY_PASS, true), (STORE_PASS, false)] {
+        let config = write_config(
+            dir.path(),
+            &format!(
+                r#"keyStore="{}" keyStorePassword="{STORE_PASS}" keyStoreKeyPassword="{key_password}""#,
+                p12.display()
+            ),
+            "",
+        );
+        let out = ferromq(&["check", &config.display().to_string()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        assert_eq!(text(&out).contains(warning), warns, "{}", text(&out));
+    }
+}

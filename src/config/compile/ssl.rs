@@ -112,6 +112,21 @@ fn store(
             .with_hint("it opens the private key entry of a JKS or JCEKS keyStore"),
         );
     }
+    if let (StoreKind::Pkcs12, Some(attr)) = (kind, key_password_attr) {
+        if password.as_ref().map(|p| p.expose()) != Some(attr.value.as_str()) {
+            ctx.push(
+                Diagnostic::warning(
+                    attr.span.clone(),
+                    "keyStoreKeyPassword is not used: the private key of a PKCS#12 keyStore is \
+                     opened with keyStorePassword",
+                )
+                .with_hint(
+                    "keytool gives a PKCS#12 key the store's password; remove \
+                     keyStoreKeyPassword or make it equal to keyStorePassword",
+                ),
+            );
+        }
+    }
     let key_file = match (role, kind, key_file_attr) {
         (Role::Key, StoreKind::Pem, Some(attr)) => {
             let key_path = ctx.resource_path(attr.value.trim());
@@ -217,11 +232,12 @@ fn kind_from_content(bytes: &[u8]) -> Option<StoreKind> {
     }
     let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
     let rest = bytes.get(start..)?;
-    if rest.starts_with(b"-----BEGIN") {
-        Some(StoreKind::Pem)
-    } else if rest.first() == Some(&0x30) {
+    if rest.first() == Some(&0x30) {
         // DER SEQUENCE: the outer structure of a PKCS#12 file.
         Some(StoreKind::Pkcs12)
+    } else if rest.windows(10).any(|w| w == b"-----BEGIN") {
+        // PEM text, possibly after explanatory lines (`openssl pkcs12` writes "Bag Attributes").
+        Some(StoreKind::Pem)
     } else {
         None
     }
