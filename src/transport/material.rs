@@ -30,7 +30,7 @@ impl FileSnapshot {
         if self.files.iter().any(|(p, _)| p == path) {
             return Ok(());
         }
-        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        let bytes = read_store_file(path).map_err(|source| TlsError::Read {
             role,
             path: path.to_path_buf(),
             source,
@@ -45,6 +45,43 @@ impl FileSnapshot {
             .find(|(p, _)| p == path)
             .map_or(&[], |(_, b)| b.as_slice())
     }
+}
+
+/// The most a key store, trust store or key file may hold. Real stores are a few KiB; a CA
+/// bundle of every public root is about 250 KiB.
+pub const MAX_STORE_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Read a key store, trust store or key file: a regular file of at most
+/// [`MAX_STORE_FILE_BYTES`]. A device (`/dev/zero`) would be read until memory runs out and a
+/// FIFO would block the reader forever: both are refused, the FIFO without blocking (it is
+/// opened non-blocking and checked before any read).
+pub fn read_store_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    let nonblocking = rustix::fs::OFlags::NONBLOCK.bits();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(i32::try_from(nonblocking).unwrap_or(0))
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, device or FIFO); name the store file itself",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STORE_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_STORE_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB, the most a key or trust store may be",
+                MAX_STORE_FILE_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// What a store file turned out to be, judged by its content (a `.ks` file written by a modern

@@ -23,5 +23,6 @@ pub mod ws;
 pub use accept::{upgrade, Accepted, AsyncStream, UpgradeLimits};
 pub use error::{StoreRole, TlsError, TransportError};
 pub use keystore::KeyStoreError;
+pub use material::{read_store_file, MAX_STORE_FILE_BYTES};
 pub use reload::{ReloadOutcome, SharedTls};
 pub use tls::{ClientAuth, TlsMaterial};

@@ -630,3 +630,76 @@ fn key_store_key_password_on_a_pkcs12_store_warns_when_it_differs() {
         assert_eq!(text(&out).contains(warning), warns, "{}", text(&out));
     }
 }
+
+/// `ferromq check <config>` that must finish within 20 s (a FIFO store once blocked it forever).
+fn check_within_deadline(config: &Path) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command
+        .args(["check", &config.display().to_string()])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("spawn ferromq check");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ferromq check did not finish within 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn devices_fifos_and_huge_files_are_refused_as_stores() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("broker.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let huge = dir.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'A'; 5 * 1024 * 1024]).expect("write");
+    let cases = [
+        (Path::new("/dev/zero").to_path_buf(), "not a regular file"),
+        (fifo, "not a regular file"),
+        (dir.path().to_path_buf(), "not a regular file"),
+        (huge, "larger than 4 MiB"),
+    ];
+    for (store, needle) in cases {
+        let config = write_config(dir.path(), &format!(r#"keyStore="{}""#, store.display()), "");
+        let out = check_within_deadline(&config);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{}: {all}", store.display());
+        let located = format!("{}:5:", config.display());
+        assert!(
+            all.lines().any(|l| l.contains(&located) && l.contains(needle)),
+            "{}: no error at {located} with `{needle}`:\n{all}",
+            store.display()
+        );
+    }
+}
+
+#[test]
+fn file_urls_with_percent_escapes_name_the_decoded_path() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spaced = dir.path().join("with space");
+    std::fs::create_dir(&spaced).expect("mkdir");
+    let ks = spaced.join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let url = format!(
+        "file://{}",
+        ks.display().to_string().replace(' ', "%20")
+    );
+    assert!(url.contains("with%20space"), "{url}");
+    let config = write_config(
+        dir.path(),
+        &format!(r#"keyStore="{url}" keyStorePassword="{STORE_PASS}""#),
+        "",
+    );
+    let out = ferromq(&["check", &config.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("(JKS)"), "{}", text(&out));
+}

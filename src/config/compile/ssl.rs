@@ -87,9 +87,9 @@ fn store(
         }
         return None;
     };
-    let path = ctx.resource_path(path_attr.value.trim());
+    let path = ctx.resource_path(&decode_file_url(path_attr.value.trim()));
     ctx.read_file(&path);
-    let content = match std::fs::read(&path) {
+    let content = match crate::transport::read_store_file(&path) {
         Ok(bytes) => Some(bytes),
         Err(e) => {
             ctx.push(
@@ -129,7 +129,7 @@ fn store(
     }
     let key_file = match (role, kind, key_file_attr) {
         (Role::Key, StoreKind::Pem, Some(attr)) => {
-            let key_path = ctx.resource_path(attr.value.trim());
+            let key_path = ctx.resource_path(&decode_file_url(attr.value.trim()));
             check_pem_file(ctx, &key_path, attr, "PRIVATE KEY", "a private key");
             Some(key_path)
         }
@@ -174,6 +174,36 @@ fn store(
     })
 }
 
+/// A `file:` URL with its percent-escapes decoded (`file:///x/with%20space/broker.ks` names
+/// `/x/with space/broker.ks`), as Spring resolves it; other values are paths, kept as written.
+/// An escape that does not decode to UTF-8 leaves the value as written.
+fn decode_file_url(value: &str) -> String {
+    if !value.starts_with("file:") || !value.contains('%') {
+        return value.to_owned();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let escaped = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_owned())
+}
+
 /// `ferromq:keyAlias` on the key store it picks from (a store with aliases: not PEM).
 fn alias(ctx: &mut Ctx<'_>, attr: &Attr, key_store: Option<&mut KeyMaterial>) {
     let name = attr.value.trim();
@@ -201,7 +231,7 @@ fn alias(ctx: &mut Ctx<'_>, attr: &Attr, key_store: Option<&mut KeyMaterial>) {
 
 fn check_pem_file(ctx: &mut Ctx<'_>, path: &Path, attr: &Attr, marker: &str, what: &str) {
     ctx.read_file(path);
-    match std::fs::read(path) {
+    match crate::transport::read_store_file(path) {
         Ok(bytes) if String::from_utf8_lossy(&bytes).contains(&format!("{marker}-----")) => {}
         Ok(_) => ctx.push(Diagnostic::error(
             attr.value_span.clone(),
@@ -353,6 +383,18 @@ pub(super) fn check_listeners(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_urls_are_percent_decoded_and_paths_are_not() {
+        assert_eq!(
+            decode_file_url("file:///x/with%20space/broker.ks"),
+            "file:///x/with space/broker.ks"
+        );
+        assert_eq!(decode_file_url("file:caf%C3%A9.ks"), "file:café.ks");
+        assert_eq!(decode_file_url("conf/100%25.ks"), "conf/100%25.ks");
+        assert_eq!(decode_file_url("file:bad%zz.ks"), "file:bad%zz.ks");
+        assert_eq!(decode_file_url("file:half%e9.ks"), "file:half%e9.ks");
+    }
 
     #[test]
     fn kinds_from_content_type_and_extension() {
