@@ -24,6 +24,8 @@ const DEFAULT_CONFIG: &str = "conf/activemq.xml";
 )]
 pub struct Cli {
     /// Log filter: error, warn, info, debug, trace (RUST_LOG, when set, takes precedence).
+    /// rustls' handshake warnings (an IP address sent as SNI) show only at error unless the
+    /// filter names rustls.
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
@@ -278,9 +280,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Added to `--log-level` (not to `RUST_LOG`, which is taken as written): rustls logs a WARN on
+/// every TLS connection whose client sends an IP address as SNI (mosquitto_pub -h 127.0.0.1
+/// does), which RFC 6066 forbids but is harmless: the name is ignored. Errors still show.
+const QUIET_TARGETS: &str = "rustls::msgs::handshake=error";
+
+/// The filter of `--log-level`: the level as given, plus [`QUIET_TARGETS`] unless it names
+/// rustls itself.
+fn log_filter(level: &str) -> String {
+    if level.contains("rustls") {
+        level.to_owned()
+    } else {
+        format!("{level},{QUIET_TARGETS}")
+    }
+}
+
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

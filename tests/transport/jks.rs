@@ -703,3 +703,88 @@ fn file_urls_with_percent_escapes_name_the_decoded_path() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("(JKS)"), "{}", text(&out));
 }
+
+#[test]
+fn an_ip_address_sent_as_sni_is_no_warning_unless_rust_log_asks() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    if Command::new("mosquitto_pub").arg("--help").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "mosquitto_pub is missing under CI");
+        eprintln!("SKIPPED: mosquitto_pub not found");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let der = keytool.export_cert(&ks, "broker", STORE_PASS);
+    let ca = dir.path().join("ca.pem");
+    let pem = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    std::fs::write(&ca, pem).expect("write CA PEM");
+    for (rust_log, warns) in [(None, false), (Some("info,rustls=warn"), true)] {
+        let port = crate::support::free_port();
+        let config = dir.path().join(format!("activemq-{port}.xml"));
+        std::fs::write(
+            &config,
+            format!(
+                r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <broker xmlns="http://activemq.apache.org/schema/core" brokerName="sni" persistent="false">
+        <sslContext><sslContext keyStore="{}" keyStorePassword="{STORE_PASS}"/></sslContext>
+        <transportConnectors>
+            <transportConnector name="mqtts" uri="mqtt+ssl://127.0.0.1:{port}"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#,
+                ks.display()
+            ),
+        )
+        .expect("write config");
+        let log = dir.path().join(format!("broker-{port}.log"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+        command
+            .args(["run", "-c", &config.display().to_string()])
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let _broker = crate::support::ChildGuard(command.spawn().expect("spawn ferromq run"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker not listening: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let published = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
+            .arg(&ca)
+            .args(["-t", "sni/t", "-m", "x", "-q", "1", "-i", "sni"])
+            .output()
+            .expect("run mosquitto_pub");
+        assert!(published.status.success(), "{}", text(&published));
+        let logged = std::fs::read_to_string(&log).expect("read log");
+        assert_eq!(
+            logged.contains("Illegal SNI extension"),
+            warns,
+            "RUST_LOG={rust_log:?}:\n{logged}"
+        );
+    }
+}
