@@ -18,14 +18,14 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
         if let Err(e) = load_tls(config, listener) {
             // At the store attribute the error is about (keyStore, trustStore, keyAlias) when
             // it is about one, else at the connector.
-            let span = e
-                .downcast_ref::<ConnectorTlsError>()
-                .and_then(|c| c.tls.to_diagnostic(config.ssl.as_ref()).span)
+            let tls = e.downcast_ref::<ConnectorTlsError>().map(|c| &c.tls);
+            let span = tls
+                .and_then(|t| t.to_diagnostic(config.ssl.as_ref()).span)
                 .unwrap_or_else(|| listener.span.clone());
-            found.push(Diagnostic::error(span, format!("{e:#}")).with_hint(
-                "check that the key store and key files are readable and that the key \
-                     belongs to the certificate",
-            ));
+            let hint = tls.map_or("add an <sslContext> with a keyStore to the broker", |t| {
+                t.hint()
+            });
+            found.push(Diagnostic::error(span, format!("{e:#}")).with_hint(hint));
         }
     }
     if let Err(e) = Security::from_config(config) {

@@ -457,6 +457,8 @@ pub struct KeyMaterial {
     /// `keyStoreKeyPassword`: the password of the private key entry of a JKS/JCEKS key store;
     /// `None`: the store's password, as Java's key manager falls back. Key store only.
     pub key_password: Option<Secret>,
+    /// Where `keyStoreKeyPassword` is written (a wrong key password is reported there).
+    pub key_password_span: Option<Span>,
     /// ferromq extension (`ferromq:keyAlias`): which private key entry of a JKS/JCEKS/PKCS#12
     /// key store the broker serves (ActiveMQ's `sslContext` names none). Key store only.
     pub key_alias: Option<KeyAlias>,

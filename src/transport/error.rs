@@ -161,6 +161,17 @@ pub enum TlsError {
         source: rustls::Error,
     },
 
+    #[error(
+        "keyStore {}: the server's key is {key}, which ferromq cannot serve TLS with; supported \
+         keys: RSA (2048 bits or more), EC P-256, EC P-384, Ed25519",
+        path.display()
+    )]
+    UnsupportedKey {
+        path: PathBuf,
+        /// What the certificate says the key is (`EC P-521`, `DSA`).
+        key: String,
+    },
+
     #[error("trustStore {}: cannot build the client certificate verifier: {reason}", path.display())]
     BadTrustStore { path: PathBuf, reason: String },
 
@@ -173,7 +184,9 @@ impl TlsError {
     pub fn role(&self) -> Option<StoreRole> {
         match self {
             TlsError::NoKeyStore | TlsError::NoPrivateKey { .. } => Some(StoreRole::KeyStore),
-            TlsError::BadCertifiedKey { .. } => Some(StoreRole::KeyStore),
+            TlsError::BadCertifiedKey { .. } | TlsError::UnsupportedKey { .. } => {
+                Some(StoreRole::KeyStore)
+            }
             TlsError::NoTrustStore | TlsError::BadTrustStore { .. } => Some(StoreRole::TrustStore),
             TlsError::EncryptedPemKey { .. }
             | TlsError::WrongKeyPassword { .. }
@@ -189,6 +202,47 @@ impl TlsError {
             | TlsError::BadPem { role, .. }
             | TlsError::UnknownFormat { role, .. } => Some(*role),
             TlsError::Watch(_) => None,
+        }
+    }
+
+    /// What to do about the error, for `ferromq check`: a hint that fits the cause.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            TlsError::WrongPassword { .. } => {
+                "the store password is wrong: set keyStorePassword / trustStorePassword to the \
+                 password the store was written with (`keytool -list -keystore FILE` asks for it)"
+            }
+            TlsError::WrongKeyPassword { .. } | TlsError::KeyPasswordMissing { .. } => {
+                "set keyStoreKeyPassword to the private key entry's password (`keytool \
+                 -keypasswd` changes it)"
+            }
+            TlsError::Read { .. } => {
+                "check the path and that the broker may read the file; relative paths are \
+                 relative to the configuration file's directory"
+            }
+            TlsError::BadCertifiedKey { .. } => {
+                "check that the private key belongs to the certificate (the first certificate \
+                 of the chain)"
+            }
+            TlsError::UnsupportedKey { .. } => {
+                "make a new key, e.g. `keytool -genkeypair -keyalg RSA -keysize 2048` or \
+                 `-keyalg EC -groupname secp256r1`"
+            }
+            TlsError::NoPrivateKey { .. } | TlsError::EncryptedPemKey { .. } => {
+                "give the broker an unencrypted PEM private key, or a PKCS#12/JKS key store"
+            }
+            TlsError::NoKeyEntry { .. }
+            | TlsError::SeveralKeys { .. }
+            | TlsError::NoSuchAlias { .. } => {
+                "`keytool -list -keystore FILE` shows the store's entries and their aliases"
+            }
+            TlsError::NoKeyStore | TlsError::NoTrustStore => {
+                "add the store to <sslContext>"
+            }
+            _ => {
+                "check the store file: `keytool -list -v -keystore FILE` or `openssl x509 -text \
+                 -in FILE` shows what it holds"
+            }
         }
     }
 
@@ -208,6 +262,20 @@ impl TlsError {
             let alias = ssl.key_store.as_ref().and_then(|k| k.key_alias.as_ref());
             if let (TlsError::NoSuchAlias { .. }, Some(alias)) = (self, alias) {
                 return alias.span.clone();
+            }
+            let key_password = ssl
+                .key_store
+                .as_ref()
+                .and_then(|k| k.key_password_span.as_ref());
+            if let (
+                TlsError::WrongKeyPassword {
+                    used: "keyStoreKeyPassword",
+                    ..
+                },
+                Some(span),
+            ) = (self, key_password)
+            {
+                return span.clone();
             }
             let store = match self.role() {
                 Some(StoreRole::KeyStore) => ssl.key_store.as_ref(),

@@ -441,6 +441,7 @@ mod tests {
             kind: StoreKind::Pem,
             key_file: None,
             key_password: None,
+            key_password_span: None,
             key_alias: None,
             span: Span::new(Arc::new(PathBuf::from("activemq.xml")), 1, 1),
         }

@@ -106,6 +106,14 @@ impl TlsMaterial {
         warn_if_expired(&key_store.path, chain.first().map(|c| c.as_ref()));
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        if provider.key_provider.load_private_key(key.clone_key()).is_err() {
+            if let Some(unsupported) = chain.first().and_then(|c| unsupported_key(c.as_ref())) {
+                return Err(TlsError::UnsupportedKey {
+                    path: key_store.path.clone(),
+                    key: unsupported,
+                });
+            }
+        }
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|source| TlsError::BadCertifiedKey {
@@ -176,6 +184,33 @@ impl TlsMaterial {
         }
         Ok(Arc::new(verifier))
     }
+}
+
+/// What the certificate's key is, when it is a kind rustls (ring) cannot sign with: RSA, EC
+/// P-256 and P-384 and Ed25519 are supported; `None` for those (or an unreadable certificate).
+fn unsupported_key(cert_der: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(cert_der).ok()?;
+    let spki = cert.public_key();
+    let algorithm = spki.algorithm.algorithm.to_id_string();
+    let curve = spki
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    let name = match (algorithm.as_str(), curve.as_deref()) {
+        ("1.2.840.113549.1.1.1", _) | ("1.3.101.112", _) => return None,
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7" | "1.3.132.0.34")) => return None,
+        ("1.2.840.10045.2.1", Some("1.3.132.0.35")) => "EC P-521".to_owned(),
+        ("1.2.840.10045.2.1", Some("1.3.132.0.10")) => "EC secp256k1".to_owned(),
+        ("1.2.840.10045.2.1", Some(other)) => format!("EC on curve {other}"),
+        ("1.2.840.10045.2.1", None) => "EC with explicit curve parameters".to_owned(),
+        ("1.2.840.10040.4.1", _) => "DSA".to_owned(),
+        ("1.3.101.113", _) => "Ed448".to_owned(),
+        ("1.2.840.113549.1.1.10", _) => "RSASSA-PSS-only RSA".to_owned(),
+        (other, _) => format!("of algorithm {other}"),
+    };
+    Some(name)
 }
 
 /// rustls serves an expired server certificate without complaint and every client then fails;

@@ -143,6 +143,7 @@ pub fn store(path: &Path, kind: StoreKind, password: Option<&str>) -> KeyMateria
         kind,
         key_file: None,
         key_password: None,
+        key_password_span: None,
         key_alias: None,
         span: span(),
     }

@@ -788,3 +788,82 @@ fn an_ip_address_sent_as_sni_is_no_warning_unless_rust_log_asks() {
         );
     }
 }
+
+#[test]
+fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
+    let Some(keytool) = crate::support::keytool::keytool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let genkey = |store: &Path, alg_args: &[&str], key_pass: &str| {
+        let out = Command::new(&keytool)
+            .args(["-genkeypair", "-keystore"])
+            .arg(store)
+            .args(["-storetype", "JKS", "-alias", "broker", "-dname", "CN=localhost"])
+            .args(alg_args)
+            .args(["-storepass", STORE_PASS, "-keypass", key_pass])
+            .output()
+            .expect("run keytool");
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    for (name, alg_args, shown) in [
+        ("p521", &["-keyalg", "EC", "-groupname", "secp521r1"][..], "EC P-521"),
+        ("dsa", &["-keyalg", "DSA", "-keysize", "2048"][..], "DSA"),
+    ] {
+        let ks = dir.path().join(format!("{name}.ks"));
+        genkey(&ks, alg_args, STORE_PASS);
+        let config = write_config(
+            dir.path(),
+            &format!(r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#, ks.display()),
+            "",
+        );
+        check_fails_at(
+            &config,
+            5,
+            &[
+                &format!("the server's key is {shown}"),
+                "supported keys: RSA (2048 bits or more), EC P-256, EC P-384, Ed25519",
+                "hint: make a new key",
+            ],
+        );
+    }
+
+    let ks = dir.path().join("rsa.ks");
+    genkey(&ks, &["-keyalg", "RSA", "-keysize", "2048"], KEY_PASS);
+    // A wrong keyStoreKeyPassword: at that attribute (line 6), with the key password hint.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="{STORE_PASS}"
+                keyStoreKeyPassword="not-it""#,
+            ks.display()
+        ),
+        "",
+    );
+    check_fails_at(
+        &config,
+        6,
+        &["cannot be recovered with keyStoreKeyPassword", "hint: set keyStoreKeyPassword"],
+    );
+    // A wrong store password: at the keyStore, with the store password hint.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="not-it" keyStoreKeyPassword="{KEY_PASS}""#,
+            ks.display()
+        ),
+        "",
+    );
+    check_fails_at(
+        &config,
+        5,
+        &["integrity check failed", "hint: the store password is wrong"],
+    );
+    // An unreadable store: the path hint.
+    let config = write_config(
+        dir.path(),
+        &format!(r#"keyStore="{}" keyStorePassword="x""#, dir.path().join("absent.ks").display()),
+        "",
+    );
+    check_fails_at(&config, 5, &["cannot read keyStore", "hint: check the path"]);
+}

@@ -169,6 +169,7 @@ fn store(
         kind,
         key_file,
         key_password,
+        key_password_span: key_password_attr.map(|a| a.value_span.clone()),
         key_alias: None,
         span: path_attr.value_span.clone(),
     })

@@ -77,6 +77,7 @@ fn diff_key_material(
                 key_file: old_key_file,
                 key_password: old_key_password,
                 key_alias: old_key_alias,
+                key_password_span: _,
                 span: _,
             } = old;
             let alias_name = |a: &Option<KeyAlias>| a.as_ref().map(|a| a.name.clone());
