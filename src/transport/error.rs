@@ -236,9 +236,7 @@ impl TlsError {
             | TlsError::NoSuchAlias { .. } => {
                 "`keytool -list -keystore FILE` shows the store's entries and their aliases"
             }
-            TlsError::NoKeyStore | TlsError::NoTrustStore => {
-                "add the store to <sslContext>"
-            }
+            TlsError::NoKeyStore | TlsError::NoTrustStore => "add the store to <sslContext>",
             _ => {
                 "check the store file: `keytool -list -v -keystore FILE` or `openssl x509 -text \
                  -in FILE` shows what it holds"

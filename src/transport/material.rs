@@ -71,7 +71,8 @@ pub fn read_store_file(path: &Path) -> std::io::Result<Vec<u8>> {
         ));
     }
     let mut bytes = Vec::new();
-    file.take(MAX_STORE_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    file.take(MAX_STORE_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
     if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > MAX_STORE_FILE_BYTES {
         return Err(Error::new(
             ErrorKind::InvalidData,

@@ -106,7 +106,11 @@ impl TlsMaterial {
         warn_if_expired(&key_store.path, chain.first().map(|c| c.as_ref()));
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        if provider.key_provider.load_private_key(key.clone_key()).is_err() {
+        if provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .is_err()
+        {
             if let Some(unsupported) = chain.first().and_then(|c| unsupported_key(c.as_ref())) {
                 return Err(TlsError::UnsupportedKey {
                     path: key_store.path.clone(),
@@ -154,12 +158,10 @@ impl TlsMaterial {
             .as_ref()
             .ok_or(TlsError::NoTrustStore)?;
         let certs = material::parse_trust_roots(trust_store, snapshot)?;
-        let (verifier, summary) =
-            TrustVerifier::new(certs, provider, auth == ClientAuth::Required).map_err(|e| {
-                TlsError::BadTrustStore {
-                    path: trust_store.path.clone(),
-                    reason: e.to_string(),
-                }
+        let (verifier, summary) = TrustVerifier::new(certs, provider, auth == ClientAuth::Required)
+            .map_err(|e| TlsError::BadTrustStore {
+                path: trust_store.path.clone(),
+                reason: e.to_string(),
             })?;
         if summary.unparsable > 0 {
             tracing::warn!(

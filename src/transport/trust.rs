@@ -4,7 +4,8 @@
 //! - a client certificate that *is* a trusted certificate (same DER) is accepted, whatever it is:
 //!   a self-signed leaf imported with `keytool -importcert` (ActiveMQ's documented workflow), a
 //!   self-signed certificate with `CA:TRUE` (`openssl req -x509`'s default) or an X.509 v1
-//!   certificate. The TLS handshake still proves the client holds its private key. Unlike Java,
+//!   certificate. The TLS handshake still proves the client holds its private key. Its key
+//!   usages must allow TLS client authentication (Java's end-entity check) and, unlike Java,
 //!   its validity period is checked too;
 //! - any other certificate must chain, through rustls' WebPKI verifier, to a trusted certificate
 //!   that may issue certificates: a v3 certificate with basicConstraints `cA=TRUE` (and
@@ -41,6 +42,9 @@ struct Trusted {
     public_key: Vec<u8>,
     not_before: i64,
     not_after: i64,
+    /// Whether its key usages allow TLS client authentication (checked when a client presents
+    /// exactly this certificate).
+    client_auth_allowed: bool,
 }
 
 /// Whether a trusted certificate may issue others, as Java decides for a trust anchor:
@@ -57,6 +61,23 @@ fn can_issue(cert: &X509Certificate<'_>) -> bool {
         Err(_) => false,
     };
     is_ca && may_sign
+}
+
+/// Whether a certificate's extensions allow TLS client authentication, as Java's end-entity
+/// check for TLS clients: keyUsage, when present, has digitalSignature; extendedKeyUsage, when
+/// present, has clientAuth or anyExtendedKeyUsage.
+fn allows_client_auth(cert: &X509Certificate<'_>) -> bool {
+    let key_usage = match cert.key_usage() {
+        Ok(Some(ku)) => ku.value.digital_signature(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    let extended = match cert.extended_key_usage() {
+        Ok(Some(eku)) => eku.value.client_auth || eku.value.any,
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    key_usage && extended
 }
 
 /// How a trust store's certificates were sorted, for the load-time log line.
@@ -107,6 +128,7 @@ impl TrustVerifier {
                 public_key: cert.public_key().subject_public_key.data.to_vec(),
                 not_before: cert.validity().not_before.timestamp(),
                 not_after: cert.validity().not_after.timestamp(),
+                client_auth_allowed: allows_client_auth(&cert),
                 der: der.clone(),
             };
             if issues {
@@ -122,8 +144,9 @@ impl TrustVerifier {
             let builder =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .allow_unauthenticated();
-            let verifier: Arc<dyn ClientCertVerifier> =
-                builder.build().map_err(|e| rustls::Error::General(e.to_string()))?;
+            let verifier: Arc<dyn ClientCertVerifier> = builder
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
             Some(verifier)
         };
         Ok((
@@ -221,6 +244,9 @@ impl ClientCertVerifier for TrustVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         if let Some(trusted) = self.exact(end_entity) {
             check_validity(trusted, now)?;
+            if !trusted.client_auth_allowed {
+                return Err(CertificateError::InvalidPurpose.into());
+            }
             return Ok(ClientCertVerified::assertion());
         }
         match &self.chains {
@@ -308,8 +334,7 @@ mod tests {
         let cert = self_signed(IsCa::NoCa, vec![]);
         let err = verifier
             .verify_client_cert(&cert, &[], UnixTime::now())
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(
             err,
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
@@ -317,10 +342,38 @@ mod tests {
     }
 
     #[test]
-    fn garbage_is_counted_not_trusted() {
-        let (verifier, summary) =
-            TrustVerifier::new(vec![CertificateDer::from(vec![0x30, 0x00])], provider(), true)
+    fn a_trusted_server_only_certificate_is_not_a_client_certificate() {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec!["x".into()]).expect("params");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let server_only = params.self_signed(&key).expect("cert").der().clone();
+        let mut params = CertificateParams::new(vec!["x".into()]).expect("params");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client = params.self_signed(&key).expect("cert").der().clone();
+        let (verifier, _) =
+            TrustVerifier::new(vec![server_only.clone(), client.clone()], provider(), true)
                 .expect("verifier");
+        assert_eq!(
+            verifier
+                .verify_client_cert(&server_only, &[], UnixTime::now())
+                .err(),
+            Some(rustls::Error::InvalidCertificate(
+                CertificateError::InvalidPurpose
+            ))
+        );
+        assert!(verifier
+            .verify_client_cert(&client, &[], UnixTime::now())
+            .is_ok());
+    }
+
+    #[test]
+    fn garbage_is_counted_not_trusted() {
+        let (verifier, summary) = TrustVerifier::new(
+            vec![CertificateDer::from(vec![0x30, 0x00])],
+            provider(),
+            true,
+        )
+        .expect("verifier");
         assert_eq!(summary.unparsable, 1);
         assert!(verifier.trusted.is_empty());
     }

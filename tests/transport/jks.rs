@@ -560,7 +560,12 @@ async fn a_trust_store_that_does_not_open_fails_check_and_run_without_client_aut
     keytool.import_trusted(&good, "ca", &Ca::new("ca").pem(), TRUST_PASS);
     let good_bytes = std::fs::read(&good).expect("read");
     let cases: [(&str, Vec<u8>, &str, &str); 4] = [
-        ("garbage", b"not a store".to_vec(), TRUST_PASS, "unrecognised format"),
+        (
+            "garbage",
+            b"not a store".to_vec(),
+            TRUST_PASS,
+            "unrecognised format",
+        ),
         ("empty", Vec::new(), TRUST_PASS, "the file is empty"),
         (
             "truncated",
@@ -608,9 +613,22 @@ fn key_store_key_password_on_a_pkcs12_store_warns_when_it_differs() {
         .args(["-genkeypair", "-keystore"])
         .arg(&p12)
         .args([
-            "-storetype", "PKCS12", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
-            "-dname", "CN=localhost", "-validity", "30", "-storepass", STORE_PASS,
-            "-keypass", STORE_PASS,
+            "-storetype",
+            "PKCS12",
+            "-alias",
+            "broker",
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-dname",
+            "CN=localhost",
+            "-validity",
+            "30",
+            "-storepass",
+            STORE_PASS,
+            "-keypass",
+            STORE_PASS,
         ])
         .output()
         .expect("run keytool");
@@ -666,13 +684,18 @@ fn devices_fifos_and_huge_files_are_refused_as_stores() {
         (huge, "larger than 4 MiB"),
     ];
     for (store, needle) in cases {
-        let config = write_config(dir.path(), &format!(r#"keyStore="{}""#, store.display()), "");
+        let config = write_config(
+            dir.path(),
+            &format!(r#"keyStore="{}""#, store.display()),
+            "",
+        );
         let out = check_within_deadline(&config);
         let all = text(&out);
         assert_eq!(out.status.code(), Some(1), "{}: {all}", store.display());
         let located = format!("{}:5:", config.display());
         assert!(
-            all.lines().any(|l| l.contains(&located) && l.contains(needle)),
+            all.lines()
+                .any(|l| l.contains(&located) && l.contains(needle)),
             "{}: no error at {located} with `{needle}`:\n{all}",
             store.display()
         );
@@ -689,10 +712,7 @@ fn file_urls_with_percent_escapes_name_the_decoded_path() {
     std::fs::create_dir(&spaced).expect("mkdir");
     let ks = spaced.join("broker.ks");
     keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
-    let url = format!(
-        "file://{}",
-        ks.display().to_string().replace(' ', "%20")
-    );
+    let url = format!("file://{}", ks.display().to_string().replace(' ', "%20"));
     assert!(url.contains("with%20space"), "{url}");
     let config = write_config(
         dir.path(),
@@ -709,8 +729,15 @@ fn an_ip_address_sent_as_sni_is_no_warning_unless_rust_log_asks() {
     let Some(keytool) = Keytool::new(StoreType::Jks) else {
         return;
     };
-    if Command::new("mosquitto_pub").arg("--help").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "mosquitto_pub is missing under CI");
+    if Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mosquitto_pub is missing under CI"
+        );
         eprintln!("SKIPPED: mosquitto_pub not found");
         return;
     }
@@ -799,7 +826,14 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
         let out = Command::new(&keytool)
             .args(["-genkeypair", "-keystore"])
             .arg(store)
-            .args(["-storetype", "JKS", "-alias", "broker", "-dname", "CN=localhost"])
+            .args([
+                "-storetype",
+                "JKS",
+                "-alias",
+                "broker",
+                "-dname",
+                "CN=localhost",
+            ])
             .args(alg_args)
             .args(["-storepass", STORE_PASS, "-keypass", key_pass])
             .output()
@@ -807,14 +841,21 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
         assert!(out.status.success(), "{}", text(&out));
     };
     for (name, alg_args, shown) in [
-        ("p521", &["-keyalg", "EC", "-groupname", "secp521r1"][..], "EC P-521"),
+        (
+            "p521",
+            &["-keyalg", "EC", "-groupname", "secp521r1"][..],
+            "EC P-521",
+        ),
         ("dsa", &["-keyalg", "DSA", "-keysize", "2048"][..], "DSA"),
     ] {
         let ks = dir.path().join(format!("{name}.ks"));
         genkey(&ks, alg_args, STORE_PASS);
         let config = write_config(
             dir.path(),
-            &format!(r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#, ks.display()),
+            &format!(
+                r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#,
+                ks.display()
+            ),
             "",
         );
         check_fails_at(
@@ -843,7 +884,10 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
     check_fails_at(
         &config,
         6,
-        &["cannot be recovered with keyStoreKeyPassword", "hint: set keyStoreKeyPassword"],
+        &[
+            "cannot be recovered with keyStoreKeyPassword",
+            "hint: set keyStoreKeyPassword",
+        ],
     );
     // A wrong store password: at the keyStore, with the store password hint.
     let config = write_config(
@@ -857,13 +901,23 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
     check_fails_at(
         &config,
         5,
-        &["integrity check failed", "hint: the store password is wrong"],
+        &[
+            "integrity check failed",
+            "hint: the store password is wrong",
+        ],
     );
     // An unreadable store: the path hint.
     let config = write_config(
         dir.path(),
-        &format!(r#"keyStore="{}" keyStorePassword="x""#, dir.path().join("absent.ks").display()),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="x""#,
+            dir.path().join("absent.ks").display()
+        ),
         "",
     );
-    check_fails_at(&config, 5, &["cannot read keyStore", "hint: check the path"]);
+    check_fails_at(
+        &config,
+        5,
+        &["cannot read keyStore", "hint: check the path"],
+    );
 }

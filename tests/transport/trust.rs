@@ -109,9 +109,25 @@ fn keytool_client(keytool: &Path, dir: &Path, cn: &str) -> Pem {
     run(
         keytool,
         &[
-            "-genkeypair", "-keystore", s(&p12), "-storetype", "PKCS12", "-alias", cn,
-            "-keyalg", "RSA", "-keysize", "2048", "-dname", &dname, "-validity", "30",
-            "-storepass", PASS, "-keypass", PASS,
+            "-genkeypair",
+            "-keystore",
+            s(&p12),
+            "-storetype",
+            "PKCS12",
+            "-alias",
+            cn,
+            "-keyalg",
+            "RSA",
+            "-keysize",
+            "2048",
+            "-dname",
+            &dname,
+            "-validity",
+            "30",
+            "-storepass",
+            PASS,
+            "-keypass",
+            PASS,
         ],
     );
     let pem = Pem {
@@ -120,10 +136,26 @@ fn keytool_client(keytool: &Path, dir: &Path, cn: &str) -> Pem {
     };
     let pass = format!("pass:{PASS}");
     openssl(&[
-        "pkcs12", "-in", s(&p12), "-passin", &pass, "-nodes", "-nocerts", "-out", s(&pem.key),
+        "pkcs12",
+        "-in",
+        s(&p12),
+        "-passin",
+        &pass,
+        "-nodes",
+        "-nocerts",
+        "-out",
+        s(&pem.key),
     ]);
     openssl(&[
-        "pkcs12", "-in", s(&p12), "-passin", &pass, "-nokeys", "-clcerts", "-out", s(&pem.cert),
+        "pkcs12",
+        "-in",
+        s(&p12),
+        "-passin",
+        &pass,
+        "-nokeys",
+        "-clcerts",
+        "-out",
+        s(&pem.cert),
     ]);
     pem
 }
@@ -143,7 +175,15 @@ fn openssl_self_signed_with(dir: &Path, cn: &str, newkey: &[&str]) -> Pem {
     let mut args = vec!["req", "-x509"];
     args.extend_from_slice(newkey);
     args.extend([
-        "-nodes", "-keyout", s(&pem.key), "-out", s(&pem.cert), "-subj", &subject, "-days", "30",
+        "-nodes",
+        "-keyout",
+        s(&pem.key),
+        "-out",
+        s(&pem.cert),
+        "-subj",
+        &subject,
+        "-days",
+        "30",
     ]);
     openssl(&args);
     pem
@@ -158,14 +198,35 @@ fn openssl_v1(dir: &Path, cn: &str) -> Pem {
     let csr = dir.join(format!("{cn}.csr"));
     let subject = format!("/CN={cn}");
     openssl(&[
-        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", s(&pem.key), "-out", s(&csr),
-        "-subj", &subject,
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&pem.key),
+        "-out",
+        s(&csr),
+        "-subj",
+        &subject,
     ]);
     openssl(&[
-        "x509", "-req", "-in", s(&csr), "-signkey", s(&pem.key), "-days", "30", "-out",
+        "x509",
+        "-req",
+        "-in",
+        s(&csr),
+        "-signkey",
+        s(&pem.key),
+        "-days",
+        "30",
+        "-out",
         s(&pem.cert),
     ]);
-    assert_eq!(pem.version(), "Version: 1 (0x0)", "openssl made a v1 certificate");
+    assert_eq!(
+        pem.version(),
+        "Version: 1 (0x0)",
+        "openssl made a v1 certificate"
+    );
     pem
 }
 
@@ -181,14 +242,37 @@ fn openssl_issue(dir: &Path, issuer: &Pem, cn: &str, ext: &str) -> Pem {
     std::fs::write(&ext_file, ext).expect("write extensions");
     let subject = format!("/CN={cn}");
     openssl(&[
-        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", s(&pem.key), "-out", s(&csr),
-        "-subj", &subject,
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        s(&pem.key),
+        "-out",
+        s(&csr),
+        "-subj",
+        &subject,
     ]);
     let serial = dir.join(format!("{cn}.srl"));
     openssl(&[
-        "x509", "-req", "-in", s(&csr), "-CA", s(&issuer.cert), "-CAkey", s(&issuer.key),
-        "-CAserial", s(&serial), "-CAcreateserial", "-days", "30", "-extfile", s(&ext_file),
-        "-out", s(&pem.cert),
+        "x509",
+        "-req",
+        "-in",
+        s(&csr),
+        "-CA",
+        s(&issuer.cert),
+        "-CAkey",
+        s(&issuer.key),
+        "-CAserial",
+        s(&serial),
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        s(&ext_file),
+        "-out",
+        s(&pem.cert),
     ]);
     assert_eq!(pem.version(), "Version: 3 (0x2)");
     pem
@@ -219,8 +303,18 @@ fn trust_store(keytool_exe: &Path, dir: &Path, format: TrustFormat, certs: &[&Pe
                 run(
                     keytool_exe,
                     &[
-                        "-importcert", "-noprompt", "-keystore", s(&path), "-storetype", "PKCS12",
-                        "-alias", &alias, "-file", s(&cert.cert), "-storepass", PASS,
+                        "-importcert",
+                        "-noprompt",
+                        "-keystore",
+                        s(&path),
+                        "-storetype",
+                        "PKCS12",
+                        "-alias",
+                        &alias,
+                        "-file",
+                        s(&cert.cert),
+                        "-storepass",
+                        PASS,
                     ],
                 );
             }
@@ -304,8 +398,12 @@ async fn connack(addr: SocketAddr, connector: &TlsConnector, id: &str) -> Option
     let mut client = RawClient::over(stream);
     let connect = ferromq::protocol::Packet::Connect(Box::new(connect_packet(id, true, 0)));
     let mut bytes = bytes::BytesMut::new();
-    ferromq::protocol::encode(&connect, ferromq::protocol::ProtocolVersion::V311, &mut bytes)
-        .expect("encode");
+    ferromq::protocol::encode(
+        &connect,
+        ferromq::protocol::ProtocolVersion::V311,
+        &mut bytes,
+    )
+    .expect("encode");
     client.send_raw(&bytes).await;
     match client.recv_within(crate::support::STEP).await {
         Some(ferromq::protocol::Packet::ConnAck(ack)) => Some(ack.reason),
@@ -329,7 +427,11 @@ async fn cert_login_broker(dir: &Path, key_store: &Path, trust_store: &Path) -> 
         "admin=CN=admin\nclient=CN=client\n",
     )
     .expect("write");
-    std::fs::write(dir.join("groups.properties"), "admins=admin\nusers=client\n").expect("write");
+    std::fs::write(
+        dir.join("groups.properties"),
+        "admins=admin\nusers=client\n",
+    )
+    .expect("write");
     let xml = crate::support::BrokerXml::new()
         .name("trust")
         .child(&format!(
@@ -497,7 +599,11 @@ async fn trusted_ca_and_v1_certificates_are_accepted_when_presented_as_themselve
         for pem in [&device, &device_ec, &legacy] {
             let connector = client(&server_cert, &[pem], pem, versions);
             let subject = upgraded(&mut server, &connector).await;
-            assert!(subject.is_ok(), "{name} {}: {subject:?}", pem.cert.display());
+            assert!(
+                subject.is_ok(),
+                "{name} {}: {subject:?}",
+                pem.cert.display()
+            );
         }
         // Holding a trusted certificate is not enough: the handshake proves its key. A client
         // presenting a trusted certificate but signing with another key is refused.
@@ -508,7 +614,11 @@ async fn trusted_ca_and_v1_certificates_are_accepted_when_presented_as_themselve
         ] {
             let impostor = client(&server_cert, &[pem], other_key, versions);
             let refused = upgraded(&mut server, &impostor).await;
-            assert!(refused.is_err(), "{name} {}: {refused:?}", pem.cert.display());
+            assert!(
+                refused.is_err(),
+                "{name} {}: {refused:?}",
+                pem.cert.display()
+            );
         }
     }
 }
@@ -533,13 +643,24 @@ async fn ca_and_v1_trusted_certificates_issue_client_certificates() {
         "basicConstraints=critical,CA:TRUE\n",
     );
     let (mut server, server_cert) = echo_with_trust(dir.path(), &keytool_exe, &[&ca, &v1_ca]).await;
-    let alice = upgraded(&mut server, &client(&server_cert, &[&from_ca], &from_ca, BOTH)).await;
+    let alice = upgraded(
+        &mut server,
+        &client(&server_cert, &[&from_ca], &from_ca, BOTH),
+    )
+    .await;
     assert_eq!(alice.as_deref(), Ok("CN=alice"));
-    let bob = upgraded(&mut server, &client(&server_cert, &[&from_v1], &from_v1, BOTH)).await;
+    let bob = upgraded(
+        &mut server,
+        &client(&server_cert, &[&from_v1], &from_v1, BOTH),
+    )
+    .await;
     assert_eq!(bob.as_deref(), Ok("CN=bob"));
-    let refused = upgraded(&mut server, &client(&server_cert, &[&sub_ca], &sub_ca, BOTH))
-        .await
-        .expect_err("a CA certificate issued by the trusted CA");
+    let refused = upgraded(
+        &mut server,
+        &client(&server_cert, &[&sub_ca], &sub_ca, BOTH),
+    )
+    .await
+    .expect_err("a CA certificate issued by the trusted CA");
     assert!(
         refused.contains("is a CA certificate (basicConstraints cA=TRUE) issued by a trusted CA"),
         "{refused}"
@@ -564,9 +685,12 @@ async fn an_expired_trusted_certificate_is_refused() {
     std::fs::write(&expired.cert, cert.pem()).expect("write");
     std::fs::write(&expired.key, key.serialize_pem()).expect("write");
     let (mut server, server_cert) = echo_with_trust(dir.path(), &keytool_exe, &[&expired]).await;
-    let refused = upgraded(&mut server, &client(&server_cert, &[&expired], &expired, BOTH))
-        .await
-        .expect_err("an expired trusted certificate");
+    let refused = upgraded(
+        &mut server,
+        &client(&server_cert, &[&expired], &expired, BOTH),
+    )
+    .await
+    .expect_err("an expired trusted certificate");
     assert!(refused.contains("has expired"), "{refused}");
 }
 

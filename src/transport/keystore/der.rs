@@ -146,6 +146,17 @@ pub(super) fn oid_text(content: &[u8]) -> String {
     parts.join(".")
 }
 
+/// The content of the `AlgorithmIdentifier` of a DER `SubjectPublicKeyInfo` (RFC 5280 4.1), the
+/// form `SignatureVerificationAlgorithm::public_key_alg_id` compares against.
+pub(crate) fn spki_algorithm_id(spki: &[u8]) -> Option<&[u8]> {
+    let (tag, content, _) = tlv(spki)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, algorithm, _) = tlv(content)?;
+    (tag == SEQUENCE).then_some(algorithm)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,15 +201,4 @@ mod tests {
         let negative = [0x30, 0x05, 0x04, 0x00, 0x02, 0x01, 0x80];
         assert!(pbe_parameters(&negative).is_err());
     }
-}
-
-/// The content of the `AlgorithmIdentifier` of a DER `SubjectPublicKeyInfo` (RFC 5280 4.1), the
-/// form `SignatureVerificationAlgorithm::public_key_alg_id` compares against.
-pub(crate) fn spki_algorithm_id(spki: &[u8]) -> Option<&[u8]> {
-    let (tag, content, _) = tlv(spki)?;
-    if tag != SEQUENCE {
-        return None;
-    }
-    let (tag, algorithm, _) = tlv(content)?;
-    (tag == SEQUENCE).then_some(algorithm)
 }
