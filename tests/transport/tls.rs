@@ -59,7 +59,11 @@ async fn separate_certificate_and_key_files() {
     ssl.key_store = Some(key_store);
 
     let material = TlsMaterial::new(&ssl, &options(false, false));
-    assert_eq!(material.files(), vec![cert_path, key_path]);
+    // The trust store is read (and watched) without client authentication too: Java opens it.
+    assert_eq!(
+        material.files(),
+        vec![cert_path, key_path, dir.path().join("ca.pem")]
+    );
     let mut server = tls_server(&ssl, false, false).await;
     let _client = tls_echo(server.addr, &tls_connector(&ca, None), b"split files").await;
     assert!(matches!(
