@@ -49,6 +49,11 @@ impl ContentHashes {
     /// full once per reload is cheap. Not a security hash: it only has to notice edits.
     pub fn read(files: &[PathBuf]) -> ContentHashes {
         let hash_of = |path: &Path| {
+            // A device (`/dev/zero`) would be read without end and a FIFO would block: only
+            // regular files have contents to compare.
+            if !std::fs::metadata(path).ok()?.is_file() {
+                return None;
+            }
             let bytes = std::fs::read(path).ok()?;
             let mut hasher = DefaultHasher::new();
             hasher.write(&bytes);

@@ -921,3 +921,35 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
         &["cannot read keyStore", "hint: check the path"],
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_points_the_key_store_at_a_device_fails_and_the_broker_keeps_serving() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ks = certs.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let cert = keytool.export_cert(&ks, "broker", STORE_PASS);
+    let xml_with = |key_store: &Path| {
+        crate::support::BrokerXml::new()
+            .child(&format!(
+                r#"<sslContext><sslContext keyStore="{}" keyStorePassword="{STORE_PASS}"/></sslContext>"#,
+                key_store.display()
+            ))
+            .plugins("")
+            .connector("tls", "mqtt+ssl://127.0.0.1:0")
+            .build()
+    };
+    let mut live = crate::support::live::LiveBroker::start(&xml_with(&ks), true).await;
+    let addr = live.addr("tls").await.expect("listening");
+    let before = live.stats().reloads_failed;
+    // Bounded by the reload wait: reading /dev/zero to the end would never finish.
+    let stats = live.edit(&xml_with(Path::new("/dev/zero"))).await;
+    assert_eq!(stats.reloads_failed, before + 1, "{stats:?}");
+    let stream = tls(addr, &connector(&cert, None))
+        .await
+        .expect("the old material still serves");
+    mqtt_round_trip(stream, "after-device").await;
+    live.shutdown().await;
+}
