@@ -514,8 +514,74 @@ async fn a_trusted_client_certificate_that_is_not_a_ca_cannot_sign_an_admin_cert
             None,
             "{format:?}: a forged chain through a trusted non-CA certificate was served"
         );
+        // The same with mosquitto_pub (OpenSSL's TLS client), where installed.
+        if let Some(ca_file) = mosquitto_ca_file(dir.path(), &server_cert) {
+            assert!(
+                mosquitto_pub(addr, &ca_file, &client_pem).await,
+                "{format:?}"
+            );
+            assert!(!mosquitto_pub(addr, &ca_file, &forged).await, "{format:?}");
+        }
         broker.shutdown().await;
     }
+}
+
+/// The broker's certificate as a PEM file for `mosquitto_pub --cafile`, or `None` (after a
+/// message) when mosquitto_pub is not installed (panics under CI).
+fn mosquitto_ca_file(dir: &Path, server_cert: &[u8]) -> Option<PathBuf> {
+    if Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "mosquitto_pub is missing under CI"
+        );
+        eprintln!("SKIPPED (mosquitto part): mosquitto_pub not found");
+        return None;
+    }
+    let der = dir.join("server-cert.der");
+    let pem = dir.join("server-cert.pem");
+    std::fs::write(&der, server_cert).expect("write DER");
+    openssl(&["x509", "-inform", "DER", "-in", s(&der), "-out", s(&pem)]);
+    Some(pem)
+}
+
+/// Whether `mosquitto_pub --cert/--key` with `identity` publishes a QoS 1 message to the broker.
+async fn mosquitto_pub(addr: SocketAddr, ca_file: &Path, identity: &Pem) -> bool {
+    let mut command = Command::new("mosquitto_pub");
+    command
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "--cafile",
+        ])
+        .arg(ca_file)
+        .arg("--cert")
+        .arg(&identity.cert)
+        .arg("--key")
+        .arg(&identity.key)
+        .args([
+            "-t",
+            "trust/t",
+            "-m",
+            "x",
+            "-q",
+            "1",
+            "-i",
+            "mosquitto-trust",
+        ]);
+    let out = within(
+        "mosquitto_pub",
+        tokio::task::spawn_blocking(move || command.output()),
+    )
+    .await
+    .expect("task")
+    .expect("run mosquitto_pub");
+    out.status.success()
 }
 
 /// An echo server over `transport::upgrade` with a PEM trust store of `trusted`.
