@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::authn::{Credentials, Refusal};
 use super::cert::DistinguishedName;
 use super::scram::{CredentialLookup, ScramMechanism};
-use super::tables::{DnTable, GroupsTable, UsersTable, WatchedFile};
+use super::tables::{Decryption, DnTable, GroupsTable, UsersTable, WatchedFile};
 use super::{AuthFailure, Principal};
 use crate::config::{JaasAuth, LoginModuleKind};
 
@@ -103,7 +103,17 @@ impl JaasDomain {
                     groups_file,
                     reload,
                 } => Module::Properties {
-                    users: WatchedFile::open(users_file, *reload, UsersTable::parse)?,
+                    users: {
+                        let decryption = Decryption::from_options(&m.options).map_err(|e| {
+                            format!(
+                                "{}: PropertiesLoginModule option `algorithm`: {e}",
+                                config.login_config.display()
+                            )
+                        })?;
+                        WatchedFile::open(users_file, *reload, move |text| {
+                            UsersTable::parse_decrypting(text, decryption.as_ref())
+                        })?
+                    },
                     groups: WatchedFile::open(groups_file, *reload, GroupsTable::parse)?,
                 },
                 LoginModuleKind::Guest {

@@ -18,7 +18,83 @@ use parking_lot::RwLock;
 use super::cert::DistinguishedName;
 use super::password::StoredPassword;
 use super::scram::{CredentialLookup, ScramKeys, ScramMechanism};
+use crate::config::jasypt::{self, Algorithm};
 use crate::config::properties;
+
+/// The environment variable ActiveMQ's `EncryptionSupport` takes the jasypt password from; the
+/// name is fixed (no `passwordEnvName` option for the properties login module).
+pub const ENCRYPTION_PASSWORD_ENV: &str = "ACTIVEMQ_ENCRYPTION_PASSWORD";
+
+/// How `ENC(...)` values of a properties file are decrypted: login.config's `decrypt=true`
+/// with `algorithm=` (default `PBEWithMD5AndDES`), as ActiveMQ's `PropertiesLoader` runs
+/// jasypt's `StandardPBEStringEncryptor` over every value on each (re)load.
+#[derive(Clone)]
+pub struct Decryption {
+    pub algorithm: Algorithm,
+    /// The value of [`ENCRYPTION_PASSWORD_ENV`], `None` when unset: only an `ENC(...)` value
+    /// makes that an error, as jasypt initialises its encryptor on first use.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for Decryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decryption")
+            .field("algorithm", &self.algorithm)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Decryption {
+    /// The decryption a login module's options ask for: `None` without `decrypt=true`
+    /// (then `ENC(...)` is an ordinary value, as in ActiveMQ). An unknown `algorithm` is an
+    /// error naming the supported ones. The password is read from the environment now.
+    pub fn from_options(
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<Decryption>, String> {
+        let on = options
+            .get("decrypt")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if !on {
+            return Ok(None);
+        }
+        let algorithm = match options.get("algorithm") {
+            None => Algorithm::PbeWithMd5AndDes,
+            Some(name) => Algorithm::from_name(name).ok_or_else(|| {
+                format!(
+                    "`{name}` is not a supported algorithm; use one of {}",
+                    Algorithm::SUPPORTED
+                )
+            })?,
+        };
+        Ok(Some(Decryption {
+            algorithm,
+            password: std::env::var(ENCRYPTION_PASSWORD_ENV).ok(),
+        }))
+    }
+
+    /// `value` decrypted when it is `ENC(...)`, `None` when it is not encrypted. The error
+    /// never contains the value, clear or encrypted.
+    pub fn decrypt(&self, value: &str) -> Result<Option<String>, String> {
+        let Some(inner) = jasypt::enc_inner(value) else {
+            return Ok(None);
+        };
+        let Some(password) = &self.password else {
+            return Err(format!(
+                "is ENC(...) and login.config says decrypt=true, but the environment variable \
+                 `{ENCRYPTION_PASSWORD_ENV}` is not set"
+            ));
+        };
+        jasypt::decrypt(self.algorithm, password, inner)
+            .map(Some)
+            .map_err(|e| {
+                format!(
+                    "is ENC(...) but cannot be decrypted with {} and `{ENCRYPTION_PASSWORD_ENV}`: {e}",
+                    self.algorithm.name()
+                )
+            })
+    }
+}
 
 /// users.properties: `user=password` (plaintext or a recognised hash or SCRAM credential), with
 /// each user's SCRAM credentials (derived here for plain-text passwords).
@@ -30,10 +106,26 @@ pub struct UsersTable {
 
 impl UsersTable {
     pub fn parse(text: &str) -> Result<UsersTable, String> {
+        UsersTable::parse_decrypting(text, None)
+    }
+
+    /// Parse, decrypting `ENC(...)` passwords first when `decryption` is given. A decrypted
+    /// password is the clear password (ActiveMQ compares it as it is), never a hash.
+    pub fn parse_decrypting(
+        text: &str,
+        decryption: Option<&Decryption>,
+    ) -> Result<UsersTable, String> {
         let mut passwords = HashMap::new();
         for p in properties::parse(text).map_err(|e| e.to_string())? {
-            let stored = StoredPassword::parse(&p.value)
-                .map_err(|e| format!("line {}: password of `{}` {e}", p.line, p.key))?;
+            let located = |e: String| format!("line {}: password of `{}` {e}", p.line, p.key);
+            let decrypted = match decryption {
+                Some(d) => d.decrypt(&p.value).map_err(located)?,
+                None => None,
+            };
+            let stored = match decrypted {
+                Some(clear) => StoredPassword::Plain(Arc::from(clear.into_bytes())),
+                None => StoredPassword::parse(&p.value).map_err(located)?,
+            };
             passwords.insert(p.key, stored);
         }
         // After the loop: a user written twice gets the credentials of its last line only.
@@ -116,11 +208,14 @@ struct Loaded<T> {
     last_error: Option<String>,
 }
 
+/// How a watched file's text becomes its table (a closure: decryption settings ride along).
+type Parser<T> = Box<dyn Fn(&str) -> Result<T, String> + Send + Sync>;
+
 /// A parsed file, optionally re-read when it changes.
 pub struct WatchedFile<T> {
     path: PathBuf,
     reload: bool,
-    parse: fn(&str) -> Result<T, String>,
+    parse: Parser<T>,
     state: RwLock<Loaded<T>>,
 }
 
@@ -138,13 +233,13 @@ impl<T> WatchedFile<T> {
     pub fn open(
         path: &Path,
         reload: bool,
-        parse: fn(&str) -> Result<T, String>,
+        parse: impl Fn(&str) -> Result<T, String> + Send + Sync + 'static,
     ) -> Result<WatchedFile<T>, String> {
-        let (stamp, value) = read(path, parse)?;
+        let (stamp, value) = read(path, &parse)?;
         Ok(WatchedFile {
             path: path.to_owned(),
             reload,
-            parse,
+            parse: Box::new(parse),
             state: RwLock::new(Loaded {
                 stamp,
                 value: Arc::new(value),
@@ -174,7 +269,7 @@ impl<T> WatchedFile<T> {
             return; // another connection re-read it meanwhile
         }
         state.stamp = stamp;
-        match read(&self.path, self.parse) {
+        match read(&self.path, &self.parse) {
             Ok((fresh_stamp, value)) => {
                 state.stamp = fresh_stamp;
                 state.value = Arc::new(value);
@@ -198,7 +293,10 @@ fn stamp_of(path: &Path) -> Stamp {
     }
 }
 
-fn read<T>(path: &Path, parse: fn(&str) -> Result<T, String>) -> Result<(Stamp, T), String> {
+fn read<T>(
+    path: &Path,
+    parse: &dyn Fn(&str) -> Result<T, String>,
+) -> Result<(Stamp, T), String> {
     // Stat before reading: a write racing with the read then shows up as a change next time.
     let stamp = stamp_of(path);
     let text = std::fs::read_to_string(path)

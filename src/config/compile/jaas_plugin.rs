@@ -209,6 +209,12 @@ fn module(
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let kind = match module.class.as_str() {
         PROPERTIES_MODULE | CERTIFICATE_MODULE => {
+            let (name, known) = if module.class == PROPERTIES_MODULE {
+                ("PropertiesLoginModule", PROPERTIES_OPTIONS)
+            } else {
+                ("TextFileCertificateLoginModule", CERTIFICATE_OPTIONS)
+            };
+            warn_unknown_options(ctx, module, name, known, &span_of);
             let (user_key, group_key) = if module.class == PROPERTIES_MODULE {
                 (
                     "org.apache.activemq.jaas.properties.user",
@@ -237,7 +243,9 @@ fn module(
                 }
             }
         }
-        GUEST_MODULE => LoginModuleKind::Guest {
+        GUEST_MODULE => {
+            warn_unknown_options(ctx, module, "GuestLoginModule", GUEST_OPTIONS, &span_of);
+            LoginModuleKind::Guest {
             user: options
                 .get("org.apache.activemq.jaas.guest.user")
                 .cloned()
@@ -249,7 +257,8 @@ fn module(
             credentials_invalidate: options
                 .get("credentialsInvalidate")
                 .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
-        },
+            }
+        }
         LDAP_MODULE | ENCRYPTABLE_LDAP_MODULE => {
             if module.class == ENCRYPTABLE_LDAP_MODULE {
                 let decrypted = crate::config::ldap::decrypt_options(&mut options, |name| {
@@ -315,37 +324,72 @@ fn module(
     })
 }
 
-/// An option the LDAP module does not know is ignored by ActiveMQ too, which hides typos
-/// (`userSerchMatching`): warn, with the closest known name.
+/// Options ActiveMQ's PropertiesLoginModule reads (through its `PropertiesLoader`).
+const PROPERTIES_OPTIONS: &[&str] = &[
+    "org.apache.activemq.jaas.properties.user",
+    "org.apache.activemq.jaas.properties.group",
+    "reload",
+    "decrypt",
+    "algorithm",
+    "baseDir",
+    "debug",
+];
+/// Options of TextFileCertificateLoginModule.
+const CERTIFICATE_OPTIONS: &[&str] = &[
+    "org.apache.activemq.jaas.textfiledn.user",
+    "org.apache.activemq.jaas.textfiledn.group",
+    "reload",
+    "baseDir",
+    "debug",
+];
+/// Options of GuestLoginModule.
+const GUEST_OPTIONS: &[&str] = &[
+    "org.apache.activemq.jaas.guest.user",
+    "org.apache.activemq.jaas.guest.group",
+    "credentialsInvalidate",
+    "debug",
+];
+
+/// An option a login module does not know is ignored by ActiveMQ too, which hides typos
+/// (`relaod=true`, `userSerchMatching`): warn, with the closest known name.
+fn warn_unknown_options(
+    ctx: &mut Ctx<'_>,
+    module: &JaasModule,
+    module_name: &str,
+    known: &[&str],
+    span_of: &dyn Fn(&JaasOption) -> Span,
+) {
+    for option in &module.options {
+        if known.contains(&option.key.as_str()) {
+            continue;
+        }
+        let mut d = Diagnostic::warning(
+            span_of(option),
+            format!(
+                "`{}` is not an option of the {module_name}; it is ignored",
+                option.key
+            ),
+        );
+        if let Some(hint) = known_names::did_you_mean(&option.key, known.iter().copied()) {
+            d = d.with_hint(hint);
+        }
+        ctx.push(d);
+    }
+}
+
 fn warn_unknown_ldap_options(
     ctx: &mut Ctx<'_>,
     module: &JaasModule,
     span_of: &dyn Fn(&JaasOption) -> Span,
 ) {
     use crate::config::ldap::{ENCRYPTION_OPTIONS, IGNORED_LOGIN_OPTIONS, LOGIN_OPTIONS};
-    let known = || {
-        LOGIN_OPTIONS
-            .iter()
-            .chain(IGNORED_LOGIN_OPTIONS)
-            .chain(ENCRYPTION_OPTIONS)
-            .copied()
-    };
-    for option in &module.options {
-        if known().any(|k| k == option.key) {
-            continue;
-        }
-        let mut d = Diagnostic::warning(
-            span_of(option),
-            format!(
-                "`{}` is not an option of the LDAP login module; it is ignored",
-                option.key
-            ),
-        );
-        if let Some(hint) = known_names::did_you_mean(&option.key, known()) {
-            d = d.with_hint(hint);
-        }
-        ctx.push(d);
-    }
+    let known: Vec<&str> = LOGIN_OPTIONS
+        .iter()
+        .chain(IGNORED_LOGIN_OPTIONS)
+        .chain(ENCRYPTION_OPTIONS)
+        .copied()
+        .collect();
+    warn_unknown_options(ctx, module, "LDAP login module", &known, span_of);
 }
 
 fn user_and_group_files(
@@ -381,10 +425,81 @@ fn user_and_group_files(
         resolved.push((path.clone(), read_properties(ctx, &path, span)));
     }
     let [(users_file, users), (groups_file, groups)] = <[_; 2]>::try_from(resolved).ok()?;
+    if module.class == PROPERTIES_MODULE {
+        if let Some(users) = &users {
+            check_decryption(ctx, file, module, options, &users_file, users)?;
+        }
+    }
     if let (Some(users), Some(groups)) = (users, groups) {
         check_group_members(ctx, &groups_file, &users, &groups);
     }
     Some((users_file, groups_file))
+}
+
+/// With `decrypt=true`, every `ENC(...)` password must decrypt now, as the broker will decrypt
+/// it at start and on each reload: an error points at its line of users.properties and never
+/// shows the value. Without `decrypt=true` an `ENC(...)` password is taken literally (as
+/// ActiveMQ does), which is almost never meant: warn.
+fn check_decryption(
+    ctx: &mut Ctx<'_>,
+    file: &LoginConfigFile,
+    module: &JaasModule,
+    options: &BTreeMap<String, String>,
+    users_file: &Path,
+    users: &[properties::Property],
+) -> Option<()> {
+    use crate::security::tables::Decryption;
+    let users_span = |line: u32| Span::new(Arc::new(users_file.to_path_buf()), line, 1);
+    let decryption = match Decryption::from_options(options) {
+        Ok(d) => d,
+        Err(e) => {
+            let span = module.option("algorithm").map_or_else(
+                || Span::new(file.file.clone(), module.line, module.col),
+                |o| Span::new(file.file.clone(), o.line, o.col),
+            );
+            ctx.push(Diagnostic::error(
+                span,
+                format!("PropertiesLoginModule option `algorithm`: {e}"),
+            ));
+            return None;
+        }
+    };
+    let Some(decryption) = decryption else {
+        if let Some(user) = users
+            .iter()
+            .find(|u| crate::config::jasypt::enc_inner(&u.value).is_some())
+        {
+            ctx.push(
+                Diagnostic::warning(
+                    users_span(user.line),
+                    format!(
+                        "the password of `{}` is ENC(...), but login.config does not say \
+                         decrypt=true: the ENC(...) text itself is the password",
+                        user.key
+                    ),
+                )
+                .with_hint("add decrypt=true (and algorithm=... if not PBEWithMD5AndDES) to the PropertiesLoginModule in login.config"),
+            );
+        }
+        return Some(());
+    };
+    let mut ok = true;
+    for user in users {
+        if let Err(e) = decryption.decrypt(&user.value) {
+            ok = false;
+            ctx.push(
+                Diagnostic::error(
+                    users_span(user.line),
+                    format!("password of `{}` {e}", user.key),
+                )
+                .with_hint(format!(
+                    "set {} to the password given to `ferromq encrypt` / `activemq encrypt`",
+                    crate::security::tables::ENCRYPTION_PASSWORD_ENV
+                )),
+            );
+        }
+    }
+    ok.then_some(())
 }
 
 /// Read and parse a properties file named by a login module; errors point at the option that
