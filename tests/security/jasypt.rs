@@ -16,7 +16,7 @@ use crate::support::Client;
 const JASYPT_JAR: &str = "/usr/share/java/jasypt.jar";
 
 /// The jasypt jar and a `java` to run it, or `None` with the reason the test is skipped.
-fn jasypt_cli() -> Option<()> {
+pub(crate) fn jasypt_cli() -> Option<()> {
     let java = Command::new("java").arg("-version").output();
     if !Path::new(JASYPT_JAR).exists() || !java.is_ok_and(|o| o.status.success()) {
         eprintln!(
@@ -28,7 +28,7 @@ fn jasypt_cli() -> Option<()> {
 }
 
 /// Run one of jasypt's CLI classes and return its output value (the line after `----OUTPUT`).
-fn run_jasypt(class: &str, input: &str, password: &str, algorithm: Algorithm) -> String {
+pub(crate) fn run_jasypt(class: &str, input: &str, password: &str, algorithm: Algorithm) -> String {
     let mut command = Command::new("java");
     command
         .args(["-cp", JASYPT_JAR, &format!("org.jasypt.intf.cli.{class}")])

@@ -14,3 +14,4 @@ mod jasypt;
 mod ldap;
 mod ldap_authz;
 mod mqtt;
+mod properties_decrypt;
