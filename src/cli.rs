@@ -50,7 +50,11 @@ pub enum Command {
     /// Prints ALLOWED or DENIED, the ActiveMQ destination the MQTT topic maps to, and every
     /// authorization entry that applies (file:line, pattern, the groups it grants). The user's
     /// groups come from the authentication plugin (a real login when --password is given) or
-    /// from --group. Exit 0 when allowed, 3 when denied, 1 on errors.
+    /// from --group. A shared subscription `$share/<group>/<filter>` is decided by its inner
+    /// filter, as the broker decides it. A topic or filter that is not valid MQTT (publish to
+    /// `a/#`, subscribe to `a+`, empty) prints INVALID. Exit 0 when allowed, 3 when denied,
+    /// 2 when the topic or filter is invalid (a usage error: there is nothing to authorize),
+    /// 1 on errors.
     Explain(ExplainArgs),
     /// Hash a password for activemq.xml or users.properties.
     ///
@@ -453,7 +457,9 @@ fn explain(args: ExplainArgs) -> ExitCode {
     match explained {
         Ok(explanation) => {
             print!("{explanation}");
-            if explanation.allowed {
+            if explanation.invalid {
+                ExitCode::from(2)
+            } else if explanation.allowed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(3)

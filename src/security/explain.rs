@@ -13,12 +13,58 @@ use super::authz::{action_name, principal_names, EntryOrigin};
 use super::destination::mqtt_to_activemq;
 use super::{Action, Principal, Security};
 use crate::config::{Config, DestinationKind};
+use crate::protocol::topic::{
+    parse_shared_subscription, validate_topic_filter, validate_topic_name, TopicError,
+};
 
 /// A decision and the text that explains it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
     pub allowed: bool,
+    /// The topic (publish) or filter (subscribe) is not valid MQTT: the broker would refuse it
+    /// before any authorization (a PUBLISH or SUBSCRIBE carrying it is malformed). `allowed`
+    /// is then false.
+    pub invalid: bool,
     pub text: String,
+}
+
+/// What the broker authorizes for `mqtt_topic` and `action`, checked as the broker checks it:
+/// a PUBLISH topic name (or a topic to create) must be a valid name (MQTT 5 4.7.3: non-empty,
+/// no wildcards), a SUBSCRIBE filter a valid filter (4.7.1); a shared subscription
+/// `$share/<group>/<filter>` is authorized by the filter inside the share (MQTT 5 4.8.2), as
+/// the broker does for every protocol version. Returns that filter and the share group.
+pub fn authorized_target(
+    mqtt_topic: &str,
+    action: Action,
+) -> Result<(&str, Option<&str>), TopicError> {
+    match action {
+        Action::Read => {
+            validate_topic_filter(mqtt_topic)?;
+            Ok(match parse_shared_subscription(mqtt_topic)? {
+                Some(share) => (share.filter, Some(share.group)),
+                None => (mqtt_topic, None),
+            })
+        }
+        Action::Write | Action::Admin => {
+            validate_topic_name(mqtt_topic)?;
+            Ok((mqtt_topic, None))
+        }
+    }
+}
+
+fn invalid(mqtt_topic: &str, action: Action, why: TopicError) -> Explanation {
+    let what = match action {
+        Action::Read => "a subscription filter",
+        Action::Write | Action::Admin => "a topic name to publish to",
+    };
+    Explanation {
+        allowed: false,
+        invalid: true,
+        text: format!(
+            "INVALID: `{mqtt_topic}` is not valid as {what}: {why}\n  the broker refuses it \
+             before any authorization: a packet carrying it is malformed\n"
+        ),
+    }
 }
 
 impl std::fmt::Display for Explanation {
@@ -61,6 +107,7 @@ pub fn explain(
     out.push_str(&explained.text);
     Ok(Explanation {
         allowed: explained.allowed,
+        invalid: explained.invalid,
         text: out,
     })
 }
@@ -75,9 +122,11 @@ pub fn explain_in_config(
     action: Action,
 ) -> Explanation {
     let mut explained = explain_principal(security, principal, mqtt_topic, action);
-    explained.text.push_str(&explain_creation(
-        config, security, principal, mqtt_topic, action,
-    ));
+    if let Ok((target, _)) = authorized_target(mqtt_topic, action) {
+        explained.text.push_str(&explain_creation(
+            config, security, principal, target, action,
+        ));
+    }
     explained
 }
 
@@ -143,6 +192,10 @@ pub fn explain_principal(
     mqtt_topic: &str,
     action: Action,
 ) -> Explanation {
+    let (target, share) = match authorized_target(mqtt_topic, action) {
+        Ok(found) => found,
+        Err(why) => return invalid(mqtt_topic, action, why),
+    };
     let mut out = String::new();
     let verb = match action {
         Action::Read => "subscribe to",
@@ -167,9 +220,12 @@ pub fn explain_principal(
         );
         return Explanation {
             allowed: true,
+            invalid: false,
             text: out,
         };
     };
+    let asked = mqtt_topic;
+    let mqtt_topic = target;
     let activemq_name = mqtt_to_activemq(mqtt_topic);
     let kind = DestinationKind::Topic;
     let fast = security.authorize(principal, action, mqtt_topic);
@@ -177,10 +233,17 @@ pub fn explain_principal(
     let decision = casbin.as_ref().copied().unwrap_or(fast);
     let _ = writeln!(
         out,
-        "{}: {who} may {}{verb} `{mqtt_topic}`",
+        "{}: {who} may {}{verb} `{asked}`",
         if decision { "ALLOWED" } else { "DENIED" },
         if decision { "" } else { "not " },
     );
+    if let Some(group) = share {
+        let _ = writeln!(
+            out,
+            "  shared subscription (group `{group}`): the broker authorizes the filter inside \
+             the share, `{mqtt_topic}`"
+        );
+    }
     let wildcard = activemq_name.split('.').any(|l| l == "*" || l == ">");
     let _ = writeln!(
         out,
@@ -258,6 +321,7 @@ pub fn explain_principal(
     }
     Explanation {
         allowed: decision,
+        invalid: false,
         text: out,
     }
 }

@@ -204,3 +204,81 @@ fn explain_on_the_security_example() {
     assert_eq!(bad_login.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad_login.stderr).contains("login as `user` failed"));
 }
+
+fn explain_as_user(file: &str, topic: &str, action: &str) -> (Option<i32>, String) {
+    let out = ferromq(
+        &[
+            "explain", "--config", file, "--user", "user", "--password", "password", "--topic",
+            topic, "--action", action,
+        ],
+        "",
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// A shared subscription is decided by the filter inside the share, in `explain` as in the
+/// broker (whose SUBACK the same test checks), not by `$share.g....`.
+#[tokio::test]
+async fn explain_decides_a_shared_subscription_by_its_inner_filter_as_the_broker_does() {
+    use crate::support::{connect_v5, RawClient, TestBroker};
+    use bytes::Bytes;
+    use ferromq::protocol::QoS;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    std::fs::write(&file, SECURITY_EXAMPLE).expect("write config");
+    let file = file.to_str().expect("utf8 path");
+
+    let (code, text) = explain_as_user(file, "$share/g/USERS/+/telemetry", "subscribe");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("ALLOWED"), "{text}");
+    assert!(text.contains("`$share/g/USERS/+/telemetry`"), "{text}");
+    assert!(text.contains("filter inside the share"), "{text}");
+    assert!(text.contains("topic `USERS.*.telemetry`"), "{text}");
+    let (code, text) = explain_as_user(file, "$share/g/GUEST/#", "subscribe");
+    assert_eq!(code, Some(3), "{text}");
+
+    let broker = TestBroker::from_xml(SECURITY_EXAMPLE).await;
+    let mut login = connect_v5("shared", true, None);
+    login.username = Some("user".into());
+    login.password = Some(Bytes::from_static(b"password"));
+    let (mut client, _) = RawClient::connect_ok(broker.addr, login).await;
+    let codes = client
+        .subscribe(
+            1,
+            &[
+                ("$share/g/USERS/+/telemetry", QoS::AtMostOnce),
+                ("$share/g/GUEST/#", QoS::AtMostOnce),
+            ],
+        )
+        .await;
+    assert_eq!(codes, vec![0x00, 0x87], "the broker agrees with explain");
+    broker.shutdown().await;
+}
+
+/// A topic or filter the broker would refuse as malformed is INVALID (exit 2), never ALLOWED.
+#[test]
+fn explain_says_invalid_topics_and_filters_are_invalid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    std::fs::write(&file, SECURITY_EXAMPLE).expect("write config");
+    let file = file.to_str().expect("utf8 path");
+    for (topic, action) in [
+        ("USERS/#", "publish"),
+        ("USERS/+", "publish"),
+        ("USERS/sport+", "subscribe"),
+        ("USERS/#/x", "subscribe"),
+        ("", "publish"),
+        ("", "subscribe"),
+        ("$share/g", "subscribe"),
+        ("$share/g+/USERS/x", "subscribe"),
+    ] {
+        let (code, text) = explain_as_user(file, topic, action);
+        assert_eq!(code, Some(2), "{action} {topic:?}: {text}");
+        assert!(text.starts_with("INVALID"), "{action} {topic:?}: {text}");
+        assert!(!text.contains("ALLOWED"), "{text}");
+    }
+}
