@@ -415,7 +415,8 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
         Opt::SubscriptionStrategy => match value.trim() {
             "mqtt-default-subscriptions" => o.subscription_strategy = SubscriptionStrategy::Default,
             "mqtt-virtual-topic-subscriptions" => {
-                o.subscription_strategy = SubscriptionStrategy::VirtualTopic
+                o.subscription_strategy = SubscriptionStrategy::VirtualTopic;
+                ctx.push(virtual_topic_warning(span));
             }
             _ => bad(
                 ctx,
@@ -438,6 +439,27 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
             Err(_) => bad(ctx, "expected true or false", "write `true` or `false`"),
         },
     }
+}
+
+/// ferromq serves MQTT topics as they are under either strategy, while ActiveMQ's virtual-topic
+/// strategy (`MQTTVirtualTopicSubscriptionStrategy`) renames what it authorizes: a PUBLISH or a
+/// non-durable SUBSCRIBE to `a/b` is checked on topic `VirtualTopic.a.b`, a durable one (clean
+/// session 0, QoS 1 or 2) on queue `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`. Both ways the
+/// answers can differ, so say so where the option is written.
+fn virtual_topic_warning(span: Span) -> Diagnostic {
+    Diagnostic::warning(
+        span,
+        "transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions: ferromq serves plain \
+         MQTT topics, as with mqtt-default-subscriptions, and authorizes them as plain topics \
+         (`a/b` -> topic `a.b`). ActiveMQ under this strategy authorizes `a/b` as topic \
+         `VirtualTopic.a.b`, and a durable subscription (clean session 0, QoS 1/2) as queue \
+         `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`: authorization entries for \
+         `VirtualTopic.>` / `Consumer.>` do not apply here, and entries for the plain topics do",
+    )
+    .with_hint(
+        "write the authorization entries for the plain topic names (topic=\"a.>\" rather than \
+         topic=\"VirtualTopic.a.>\"), or remove the option",
+    )
 }
 
 /// Character offset of `key=` (or a bare `key`) in the URI's query, for pointing at it.

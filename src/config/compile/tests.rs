@@ -160,6 +160,29 @@ fn every_connector_option_with_its_unit() {
 }
 
 #[test]
+fn the_virtual_topic_strategy_is_warned_where_it_is_written() {
+    let inner = "<transportConnectors>\n<transportConnector name=\"n\" \
+        uri=\"mqtt://0.0.0.0:0?transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions\"/>\
+        </transportConnectors>";
+    let loaded = load(inner);
+    let d = &loaded.diagnostics;
+    assert!(!d.has_errors(), "{d}");
+    let text = d.to_string();
+    assert!(has(d, "ferromq serves plain MQTT topics"), "{text}");
+    assert!(has(d, "`VirtualTopic.>` / `Consumer.>` do not apply here"), "{text}");
+    let located = d
+        .warnings()
+        .find(|x| x.message.contains("VirtualTopic"))
+        .and_then(|x| x.span.as_ref())
+        .map(|span| span.line);
+    assert!(located.is_some_and(|line| line > 0), "{text}");
+    let default = load(&connectors(&[
+        "mqtt://0.0.0.0:0?transport.subscriptionStrategy=mqtt-default-subscriptions",
+    ]));
+    assert!(!has(&default.diagnostics, "VirtualTopic"));
+}
+
+#[test]
 fn ignored_options_warn_and_keep_defaults() {
     let loaded = load(&connectors(&[
         "ws://0.0.0.0:61614?defaultKeepAlive=5&amp;transport.trace=true&amp;wireFormat.maxFrameSize=10&amp;wireFormat.maxFrameSize=20",
