@@ -10,6 +10,7 @@ mod authz;
 mod cli;
 mod enhanced_auth;
 mod jaas;
+mod jaas_live;
 mod jasypt;
 mod ldap;
 mod ldap_authz;
