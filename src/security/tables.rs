@@ -293,10 +293,7 @@ fn stamp_of(path: &Path) -> Stamp {
     }
 }
 
-fn read<T>(
-    path: &Path,
-    parse: &dyn Fn(&str) -> Result<T, String>,
-) -> Result<(Stamp, T), String> {
+fn read<T>(path: &Path, parse: &dyn Fn(&str) -> Result<T, String>) -> Result<(Stamp, T), String> {
     // Stat before reading: a write racing with the read then shows up as a change next time.
     let stamp = stamp_of(path);
     let text = std::fs::read_to_string(path)

@@ -208,8 +208,17 @@ fn explain_on_the_security_example() {
 fn explain_as_user(file: &str, topic: &str, action: &str) -> (Option<i32>, String) {
     let out = ferromq(
         &[
-            "explain", "--config", file, "--user", "user", "--password", "password", "--topic",
-            topic, "--action", action,
+            "explain",
+            "--config",
+            file,
+            "--user",
+            "user",
+            "--password",
+            "password",
+            "--topic",
+            topic,
+            "--action",
+            action,
         ],
         "",
     );

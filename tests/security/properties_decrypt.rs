@@ -83,7 +83,11 @@ async fn logs_in(port: u16, user: &str, password: &str) -> bool {
 /// next CONNECT re-reads it: rewriting with a different length makes the change certain.
 fn rewrite(path: &Path, text: &str) {
     let before = std::fs::read_to_string(path).unwrap_or_default();
-    assert_ne!(before.len(), text.len(), "test rewrite must change the length");
+    assert_ne!(
+        before.len(),
+        text.len(),
+        "test rewrite must change the length"
+    );
     std::fs::write(path, text).expect("rewrite");
 }
 
@@ -111,7 +115,9 @@ async fn enc_passwords_decrypt_and_the_enc_text_is_not_a_password() {
         };
         let users = format!("alice=ENC({alice})\nbob=ENC({bob})\ncarol=plain-pw\n");
         let path = installation(dir.path(), &options, &users);
-        let handle = broker::start(load_file(&path)).await.expect("broker starts");
+        let handle = broker::start(load_file(&path))
+            .await
+            .expect("broker starts");
         let port = handle.listener_addrs()[0].1.port();
         let name = algorithm.name();
 
@@ -185,7 +191,11 @@ fn check_locates_values_that_do_not_decrypt_and_never_shows_them() {
     }
 
     // An algorithm ferromq cannot run is an error at the option.
-    let path = installation(dir.path(), "decrypt=true algorithm=PBEWithSHA1AndRC2", &users);
+    let path = installation(
+        dir.path(),
+        "decrypt=true algorithm=PBEWithSHA1AndRC2",
+        &users,
+    );
     let (code, out) = check(&path, Some(MASTER));
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("login.config:5:"), "{out}");
@@ -225,7 +235,9 @@ fn unknown_login_module_options_are_warned_with_the_closest_name() {
     let (code, out) = check(&path, None);
     assert_eq!(code, Some(0), "{out}");
     assert!(
-        out.contains("`org.apache.activemq.jaas.guest.usr` is not an option of the GuestLoginModule"),
+        out.contains(
+            "`org.apache.activemq.jaas.guest.usr` is not an option of the GuestLoginModule"
+        ),
         "{out}"
     );
     assert!(out.contains("org.apache.activemq.jaas.guest.user"), "{out}");

@@ -246,17 +246,17 @@ fn module(
         GUEST_MODULE => {
             warn_unknown_options(ctx, module, "GuestLoginModule", GUEST_OPTIONS, &span_of);
             LoginModuleKind::Guest {
-            user: options
-                .get("org.apache.activemq.jaas.guest.user")
-                .cloned()
-                .unwrap_or_else(|| "guest".into()),
-            group: options
-                .get("org.apache.activemq.jaas.guest.group")
-                .cloned()
-                .unwrap_or_else(|| "guests".into()),
-            credentials_invalidate: options
-                .get("credentialsInvalidate")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+                user: options
+                    .get("org.apache.activemq.jaas.guest.user")
+                    .cloned()
+                    .unwrap_or_else(|| "guest".into()),
+                group: options
+                    .get("org.apache.activemq.jaas.guest.group")
+                    .cloned()
+                    .unwrap_or_else(|| "guests".into()),
+                credentials_invalidate: options
+                    .get("credentialsInvalidate")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
             }
         }
         LDAP_MODULE | ENCRYPTABLE_LDAP_MODULE => {

@@ -169,7 +169,10 @@ fn the_virtual_topic_strategy_is_warned_where_it_is_written() {
     assert!(!d.has_errors(), "{d}");
     let text = d.to_string();
     assert!(has(d, "ferromq serves plain MQTT topics"), "{text}");
-    assert!(has(d, "`VirtualTopic.>` / `Consumer.>` do not apply here"), "{text}");
+    assert!(
+        has(d, "`VirtualTopic.>` / `Consumer.>` do not apply here"),
+        "{text}"
+    );
     let located = d
         .warnings()
         .find(|x| x.message.contains("VirtualTopic"))
