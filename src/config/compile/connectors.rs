@@ -447,20 +447,20 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
 /// session 0, QoS 1 or 2) on queue `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`. Both ways the
 /// answers can differ, so say so where the option is written.
 fn virtual_topic_warning(span: Span) -> Diagnostic {
-    Diagnostic::warning(
-        span,
-        "transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions: ferromq serves plain \
-         MQTT topics, as with mqtt-default-subscriptions, and authorizes them as plain topics \
-         (`a/b` -> topic `a.b`). ActiveMQ under this strategy authorizes `a/b` as topic \
-         `VirtualTopic.a.b`, and a durable subscription (clean session 0, QoS 1/2) as queue \
-         `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`: authorization entries for \
-         `VirtualTopic.>` / `Consumer.>` do not apply here, and entries for the plain topics do",
-    )
-    .with_hint(
-        "write the authorization entries for the plain topic names (topic=\"a.>\" rather than \
-         topic=\"VirtualTopic.a.>\"), or remove the option",
+    Diagnostic::warning(span, VIRTUAL_TOPIC_WARNING).with_hint(
+        "ActiveMQ under this strategy authorizes MQTT `a/b` as topic `VirtualTopic.a.b`, and a \
+         durable subscription (clean session 0, QoS 1/2) as queue \
+         `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`; ferromq authorizes `a/b` as topic `a.b`, \
+         as with mqtt-default-subscriptions. Write the entries for the plain names \
+         (topic=\"a.>\", not topic=\"VirtualTopic.a.>\"), or remove the option",
     )
 }
+
+/// The message of [`virtual_topic_warning`] (docs/migration.md quotes it).
+const VIRTUAL_TOPIC_WARNING: &str =
+    "transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions \
+     is served as plain MQTT topics: authorization entries for `VirtualTopic.>` / `Consumer.>` \
+     do not apply";
 
 /// Character offset of `key=` (or a bare `key`) in the URI's query, for pointing at it.
 fn option_offset(uri: &str, key: &str) -> usize {

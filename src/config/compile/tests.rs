@@ -168,9 +168,9 @@ fn the_virtual_topic_strategy_is_warned_where_it_is_written() {
     let d = &loaded.diagnostics;
     assert!(!d.has_errors(), "{d}");
     let text = d.to_string();
-    assert!(has(d, "ferromq serves plain MQTT topics"), "{text}");
+    assert!(has(d, "is served as plain MQTT topics"), "{text}");
     assert!(
-        has(d, "`VirtualTopic.>` / `Consumer.>` do not apply here"),
+        has(d, "`VirtualTopic.>` / `Consumer.>` do not apply"),
         "{text}"
     );
     let located = d
