@@ -317,6 +317,34 @@ mod tests {
     }
 
     #[test]
+    fn enc_passwords_decrypt_to_clear_passwords_and_errors_hide_them() {
+        let enc =
+            jasypt::encrypt(Algorithm::PbeWithMd5AndDes, "k", "$2b$not-a-hash").unwrap_or_default();
+        let with = |password: Option<&str>| Decryption {
+            algorithm: Algorithm::PbeWithMd5AndDes,
+            password: password.map(str::to_owned),
+        };
+        let text = format!("a=ENC({enc})\nb=plain\n");
+        let table = UsersTable::parse_decrypting(&text, Some(&with(Some("k")))).expect("decrypts");
+        // A decrypted value is a clear password even when it looks like a hash.
+        assert!(table
+            .password("a")
+            .is_some_and(|p| p.verify(b"$2b$not-a-hash")));
+        assert!(table.password("b").is_some_and(|p| p.verify(b"plain")));
+        for bad in [with(None), with(Some("wrong"))] {
+            let err = UsersTable::parse_decrypting(&text, Some(&bad)).expect_err("fails");
+            assert!(err.contains("line 1") && err.contains("`a`"), "{err}");
+            assert!(!err.contains("not-a-hash") && !err.contains(&enc), "{err}");
+        }
+        assert!(!format!("{:?}", with(Some("k"))).contains("\"k\""));
+        // Without decrypt=true the ENC text is the password, as in ActiveMQ.
+        let literal = UsersTable::parse(&text).expect("parses");
+        assert!(literal
+            .password("a")
+            .is_some_and(|p| p.verify(format!("ENC({enc})").as_bytes())));
+    }
+
+    #[test]
     fn users_with_malformed_hashes_are_rejected_with_the_line() {
         let err = UsersTable::parse("a=x\nb=$2b$bad\n").expect_err("bad hash");
         assert!(err.contains("line 2") && err.contains("`b`"), "{err}");
