@@ -3,17 +3,22 @@
 //! (certificate and key read, the key matched against the certificate), the security snapshot
 //! (authentication plugins with their login.config modules and options, authorization), and the
 //! store directory checked by path and permission (not created, not opened: a running broker
-//! may hold its lock). `run` calls the same [`preflight`] first, so both fail the same way.
+//! may hold its lock), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use crate::broker::server::listener_set::{load_tls, ConnectorTlsError};
-use crate::config::{Authentication, Config, Diagnostic, Persistence, Span};
+use crate::config::{Authentication, Config, Diagnostic, Listener, Persistence, Span};
 use crate::security::Security;
 
 /// Every problem `run` would hit before serving, as located errors (empty when it would start).
 pub fn preflight(config: &Config) -> Vec<Diagnostic> {
-    let mut found = Vec::new();
+    let mut found: Vec<Diagnostic> = config
+        .listeners
+        .iter()
+        .filter_map(|l| resolve(l).err())
+        .collect();
     for listener in config.listeners.iter().filter(|l| l.scheme.is_tls()) {
         if let Err(e) = load_tls(config, listener) {
             // At the store attribute the error is about (keyStore, trustStore, keyAlias) when
@@ -54,18 +59,89 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
 
 /// Bind every connector and release it at once (`check --bind`): the address is free and the
 /// broker may listen on it now. A broker started later can still lose the race for a port.
+/// A connector whose host does not resolve was already reported by [`preflight`].
 pub async fn try_bind(config: &Config) -> Vec<Diagnostic> {
     let mut found = Vec::new();
     for listener in &config.listeners {
-        match crate::broker::server::listener::bind(listener).await {
-            Ok((socket, _)) => drop(socket),
-            Err(e) => found.push(
-                Diagnostic::error(listener.span.clone(), format!("{e:#}"))
-                    .with_hint("stop what listens there or choose another port"),
-            ),
+        let Ok(candidates) = resolve(listener) else {
+            continue;
+        };
+        let mut last_error = None;
+        for addr in candidates {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(socket) => {
+                    drop(socket);
+                    last_error = None;
+                    break;
+                }
+                Err(e) => last_error = Some((addr, e)),
+            }
+        }
+        if let Some((addr, e)) = last_error {
+            // The diagnostic carries the connector's location: the message does not repeat it.
+            found.push(
+                Diagnostic::error(
+                    listener.span.clone(),
+                    format!(
+                        "cannot listen on {addr} for connector `{}` ({}): {e}",
+                        listener.name, listener.uri
+                    ),
+                )
+                .with_hint(bind_hint(&e, addr)),
+            );
         }
     }
     found
+}
+
+/// The host and port `run` will bind, resolved the way `run` resolves them (the system
+/// resolver: /etc/hosts, then DNS); an error at the connector when the host does not resolve.
+fn resolve(listener: &Listener) -> Result<Vec<SocketAddr>, Diagnostic> {
+    let problem = |message: String| {
+        Diagnostic::error(listener.span.clone(), message).with_hint(
+            "the host of a connector URI must resolve on this machine: use an address of \
+             this machine, `0.0.0.0` (every interface) or a name from /etc/hosts or DNS",
+        )
+    };
+    match (listener.host.as_str(), listener.port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(problem(format!(
+                    "host `{}` of connector `{}` ({}) resolves to no address",
+                    listener.host, listener.name, listener.uri
+                )))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(problem(format!(
+            "host `{}` of connector `{}` ({}) does not resolve: {e}",
+            listener.host, listener.name, listener.uri
+        ))),
+    }
+}
+
+/// What to do about a failed bind, by its cause.
+fn bind_hint(error: &std::io::Error, addr: SocketAddr) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::AddrInUse => format!(
+            "something already listens on {addr}: stop it (`ss -ltnp 'sport = :{}'` shows \
+             what) or choose another port",
+            addr.port()
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "{} is not an address of this machine (`ip -brief address` lists them): use one \
+             of those, or `0.0.0.0` for every interface",
+            addr.ip()
+        ),
+        ErrorKind::PermissionDenied if addr.port() < 1024 => format!(
+            "ports below 1024 need root or CAP_NET_BIND_SERVICE; port {} is one of them",
+            addr.port()
+        ),
+        _ => "check the connector's host and port".to_owned(),
+    }
 }
 
 /// `check --online`: bind to every LDAP server as its connection user and load each LDAP

@@ -262,14 +262,85 @@ fn check_bind_reports_a_port_in_use_at_its_connector() {
     assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
     let bind = ferromq(&["check", "--bind", &config], dir.path());
     assert_eq!(bind.status.code(), Some(1), "{}", text(&bind));
+    let bind_text = text(&bind);
     assert!(
-        text(&bind).contains(&format!(
+        bind_text.contains(&format!(
             "{config}:4:13: error: cannot listen on 127.0.0.1:{port}"
         )),
-        "{}",
-        text(&bind)
+        "{bind_text}"
+    );
+    assert_eq!(bind_text.matches(&config).count(), 1, "{bind_text}");
+    assert!(
+        bind_text.contains("something already listens on"),
+        "{bind_text}"
     );
     drop(held);
     let free = ferromq(&["check", "--bind", &config], dir.path());
     assert_eq!(free.status.code(), Some(0), "{}", text(&free));
+}
+
+#[test]
+fn a_connector_host_that_does_not_resolve_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <transportConnectors>
+            <transportConnector name="far" uri="mqtt://doesnotexist.invalid:21883"/>
+        </transportConnectors>"#,
+    );
+    both_fail(
+        dir.path(),
+        &config,
+        4,
+        "host `doesnotexist.invalid` of connector `far` (mqtt://doesnotexist.invalid:21883) does not resolve",
+    );
+}
+
+#[test]
+fn check_bind_says_an_address_is_not_of_this_machine_once_located() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <transportConnectors>
+            <transportConnector name="remote" uri="mqtt://10.255.255.1:0"/>
+        </transportConnectors>"#,
+    );
+    let plain = ferromq(&["check", &config], dir.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+    let bind = ferromq(&["check", "--bind", &config], dir.path());
+    assert_eq!(bind.status.code(), Some(1), "{}", text(&bind));
+    let bind_text = text(&bind);
+    assert!(
+        bind_text.contains(&format!("{config}:4:13: error: cannot listen on 10.255.255.1:0")),
+        "{bind_text}"
+    );
+    assert_eq!(bind_text.matches(&config).count(), 1, "{bind_text}");
+    assert!(
+        bind_text.contains("10.255.255.1 is not an address of this machine"),
+        "{bind_text}"
+    );
+}
+
+#[test]
+fn a_file_nested_twenty_thousand_deep_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deep = format!(
+        "<beans>\n{}{}</beans>\n",
+        "<bean>".repeat(20_000),
+        "</bean>".repeat(20_000)
+    );
+    let path = dir.path().join("deep.xml");
+    std::fs::write(&path, deep).expect("write");
+    let config = path.display().to_string();
+    for args in [vec!["check", &config], vec!["run", "-c", &config]] {
+        let out = ferromq(&args, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out).contains(&format!("{config}:2:1531: error: `<bean>` is nested deeper than 256")),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
 }

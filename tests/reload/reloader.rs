@@ -89,6 +89,36 @@ async fn invalid_edits_are_logged_and_change_nothing_then_a_valid_edit_applies()
 }
 
 #[tokio::test]
+async fn a_file_nested_thousands_deep_is_refused_and_the_reloader_lives_on() {
+    let (logs, _guard) = Logs::capture();
+    let dir = ConfigDir::new("");
+    let (recorder, mut applied) = Recorder::new();
+    let handle = reload::spawn(dir.load(), no_env(), true, Arc::new(recorder));
+    let mut stats = handle.subscribe();
+    settle_watch().await;
+
+    for (failures, depth) in (1..).zip([3_000, 20_000]) {
+        let deep = format!("{}{}", "<bean>".repeat(depth), "</bean>".repeat(depth));
+        let xml = broker_xml("", &[("mqtt", "mqtt://127.0.0.1:1883")]).replace(
+            "</transportConnectors>",
+            &format!("</transportConnectors>{deep}"),
+        );
+        dir.write("conf.d/broker.xml", &xml);
+        wait_stats(&mut stats, |s| s.reloads_failed == failures).await;
+        let text = logs.text();
+        assert!(text.contains("nested deeper than 256"), "{text}");
+        assert!(text.contains("keeping the running configuration"));
+        assert!(applied.try_recv().is_err(), "a refused file was applied");
+    }
+
+    // Still alive: the next valid edit applies.
+    dir.write_broker("", &[("mqtt", "mqtt://127.0.0.1:1884")]);
+    let (config, _diff) = next_apply(&mut applied).await;
+    assert_eq!(config.listeners.len(), 1);
+    handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_properties_file_edit_changes_the_listener() {
     let dir = ConfigDir::new("");
     let (recorder, mut applied) = Recorder::new();

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::placeholders::Environment;
+use super::reader::MAX_ELEMENT_DEPTH;
 use super::{directory_of, parse_text, read_text, resource_path, ReadError};
 use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::tree::{Element, Namespace};
@@ -29,7 +30,7 @@ pub(super) fn expand(
         chain: vec![ChainEntry::new(file)],
         imported_count: 0,
     };
-    expander.expand(root, file);
+    expander.expand(root, file, 1);
 }
 
 /// A file on the current import chain: the path as named (for messages) and as canonicalised
@@ -61,25 +62,28 @@ fn is_beans(element: &Element, name: &str) -> bool {
 }
 
 impl Expander<'_> {
-    /// Imports are children of `<beans>` (the root or a nested profile `<beans>`).
-    fn expand(&mut self, element: &mut Element, file: &Path) {
+    /// Imports are children of `<beans>` (the root or a nested profile `<beans>`). `depth`:
+    /// `element`'s depth in the spliced tree (root = 1), so that an imported file gets only the
+    /// nesting depth left below its `<import>`.
+    fn expand(&mut self, element: &mut Element, file: &Path, depth: usize) {
         if !is_beans(element, "beans") {
             return;
         }
         let children = std::mem::take(&mut element.children);
         for mut child in children {
             if is_beans(&child, "import") {
-                let imported = self.import(&child, file);
+                let imported = self.import(&child, file, depth);
                 element.children.extend(imported);
             } else {
-                self.expand(&mut child, file);
+                self.expand(&mut child, file, depth + 1);
                 element.children.push(child);
             }
         }
     }
 
     /// The elements an `<import>` stands for; none (and a diagnostic) when it cannot be read.
-    fn import(&mut self, import: &Element, including_file: &Path) -> Vec<Element> {
+    /// `parent_depth`: the depth of the `<beans>` holding the `<import>`.
+    fn import(&mut self, import: &Element, including_file: &Path, parent_depth: usize) -> Vec<Element> {
         let Some(resource) = import.attr("resource") else {
             self.diagnostics.push(
                 Diagnostic::error(
@@ -156,7 +160,9 @@ impl Expander<'_> {
             }
         };
         self.files.push(path.clone());
-        let mut root = match parse_text(&text, &path) {
+        // The imported root (or, for `<beans>`, its children) lands below the parent.
+        let depth_left = MAX_ELEMENT_DEPTH.saturating_sub(parent_depth);
+        let mut root = match parse_text(&text, &path, depth_left) {
             Ok(root) => root,
             Err(diagnostic) => {
                 self.diagnostics.push(*diagnostic);
@@ -164,7 +170,7 @@ impl Expander<'_> {
             }
         };
         self.chain.push(entry);
-        self.expand(&mut root, &path);
+        self.expand(&mut root, &path, parent_depth);
         self.chain.pop();
         if is_beans(&root, "beans") {
             root.children

@@ -6,6 +6,7 @@
 //! - `placeholders`: Spring's placeholder configurer beans, their `.properties` files and the
 //!   lookup order Spring uses.
 
+mod encoding;
 mod imports;
 mod placeholders;
 mod position;
@@ -44,10 +45,14 @@ pub fn load_document(
 ) -> Option<LoadedDocument> {
     let text = match read_text(path) {
         Ok(text) => text,
-        Err(err) => {
+        Err(err @ ReadError::Io(_)) => {
             diagnostics.push(err.into_diagnostic(path, None).with_hint(
                 "give the path of an activemq.xml file (`ferromq check FILE`, `ferromq run --config FILE`)",
             ));
+            return None;
+        }
+        Err(err) => {
+            diagnostics.push(err.into_diagnostic(path, None));
             return None;
         }
     };
@@ -75,7 +80,7 @@ fn load_text(
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Diagnostics,
 ) -> Option<LoadedDocument> {
-    let mut root = match parse_text(text, name) {
+    let mut root = match parse_text(text, name, reader::MAX_ELEMENT_DEPTH) {
         Ok(root) => root,
         Err(diagnostic) => {
             diagnostics.push(*diagnostic);
@@ -94,53 +99,65 @@ fn load_text(
     })
 }
 
-/// Parse one file's text, reporting positions against `name`.
-fn parse_text(text: &str, name: &Path) -> Result<Element, Box<Diagnostic>> {
+/// Parse one file's text, reporting positions against `name`; `max_depth` as in
+/// [`reader::parse_document`].
+fn parse_text(text: &str, name: &Path, max_depth: usize) -> Result<Element, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    reader::parse_document(text, Arc::new(name.to_path_buf()))
+    reader::parse_document(text, Arc::new(name.to_path_buf()), max_depth)
 }
 
 /// Why a file could not be read as text.
 enum ReadError {
     Io(std::io::Error),
-    /// Position of the first byte that is not UTF-8.
-    NotUtf8 {
-        line: u32,
-        col: u32,
-    },
+    Decode(encoding::DecodeError),
 }
 
 impl ReadError {
     /// `named_at`: where the file is named (an `<import>`, a bean property); I/O errors are
     /// reported there, encoding errors inside the file itself.
     fn into_diagnostic(self, path: &Path, named_at: Option<Span>) -> Diagnostic {
+        let shown = path.display();
         match self {
-            ReadError::Io(err) => {
-                Diagnostic::error(named_at, format!("cannot read `{}`: {err}", path.display()))
-            }
-            ReadError::NotUtf8 { line, col } => Diagnostic::error(
+            ReadError::Io(err) => Diagnostic::error(named_at, format!("cannot read `{shown}`: {err}")),
+            ReadError::Decode(encoding::DecodeError::Invalid {
+                encoding,
+                line,
+                col,
+            }) => Diagnostic::error(
                 Span::new(Arc::new(path.to_path_buf()), line, col),
-                format!("`{}` is not valid UTF-8", path.display()),
+                format!("`{shown}` is not valid {encoding}"),
             )
-            .with_hint("save the file as UTF-8"),
+            .with_hint(if encoding == "UTF-8" {
+                format!(
+                    "ferromq reads UTF-8, UTF-16 and, when `<?xml ... encoding=\"ISO-8859-1\"?>` \
+                     says so, ISO-8859-1; a file in another encoding (here probably ISO-8859-1 \
+                     or Windows-1252) converts with \
+                     `iconv -f WINDOWS-1252 -t UTF-8 {shown} > {shown}.utf8`"
+                )
+            } else {
+                "the file ends in the middle of a character or holds a broken surrogate pair; \
+                 save it again (as UTF-8 preferably)"
+                    .to_owned()
+            }),
+            ReadError::Decode(encoding::DecodeError::Unsupported { declared }) => {
+                Diagnostic::error(
+                    Span::new(Arc::new(path.to_path_buf()), 1, 1),
+                    format!("`{shown}` declares encoding `{declared}`, which ferromq does not read"),
+                )
+                .with_hint(format!(
+                    "convert it to UTF-8: `iconv -f {declared} -t UTF-8 {shown} > {shown}.utf8`, \
+                     then change the declaration to encoding=\"UTF-8\""
+                ))
+            }
         }
     }
 }
 
-/// A configuration file's text (configuration files are UTF-8, as their
-/// `<?xml encoding="UTF-8"?>` says).
+/// A configuration file's text, decoded as its byte-order mark or XML declaration says
+/// (UTF-8 when neither does); see [`encoding`].
 fn read_text(path: &Path) -> Result<String, ReadError> {
     let bytes = std::fs::read(path).map_err(ReadError::Io)?;
-    String::from_utf8(bytes).map_err(|err| {
-        let valid = err.utf8_error().valid_up_to();
-        let before = String::from_utf8_lossy(err.as_bytes().get(..valid).unwrap_or_default());
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        ReadError::NotUtf8 {
-            line: u32::try_from(line).unwrap_or(u32::MAX),
-            col: u32::try_from(col).unwrap_or(u32::MAX),
-        }
-    })
+    encoding::decode(bytes).map_err(ReadError::Decode)
 }
 
 /// A Spring resource location (`file:`, `classpath:` or a plain path) -> a file path; relative

@@ -23,15 +23,27 @@ use crate::config::tree::{
 /// The namespace bound to the `xml:` prefix by the XML specification itself.
 const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
 
+/// How deep elements may nest in a configuration, counting the root as 1. ActiveMQ's own
+/// configurations stay below 15; the limit exists because every later stage (import splicing,
+/// placeholders, compiling, diffing, even dropping the tree) walks the tree recursively, and a
+/// file nested thousands deep would overflow the stack and abort the process.
+pub(super) const MAX_ELEMENT_DEPTH: usize = 256;
+
 /// Parse one document. The text must not start with a byte-order mark (the caller strips it so
-/// that columns on line 1 are not shifted by an invisible character).
-pub(super) fn parse_document(text: &str, file: Arc<PathBuf>) -> Result<Element, Box<Diagnostic>> {
+/// that columns on line 1 are not shifted by an invisible character). `max_depth`: the deepest
+/// element allowed (root = 1); an imported file gets what is left below its `<import>`.
+pub(super) fn parse_document(
+    text: &str,
+    file: Arc<PathBuf>,
+    max_depth: usize,
+) -> Result<Element, Box<Diagnostic>> {
     DocumentParser {
         text,
         index: LineIndex::new(text, file),
         bindings: Vec::new(),
         stack: Vec::new(),
         root: None,
+        max_depth,
     }
     .run()
 }
@@ -66,6 +78,7 @@ struct DocumentParser<'a> {
     bindings: Vec<Binding>,
     stack: Vec<OpenElement>,
     root: Option<Element>,
+    max_depth: usize,
 }
 
 type ParseResult<T> = Result<T, Box<Diagnostic>>;
@@ -144,6 +157,9 @@ impl<'a> DocumentParser<'a> {
         event_start: usize,
     ) -> ParseResult<OpenElement> {
         let qname = String::from_utf8_lossy(tag.name().as_ref()).into_owned();
+        if self.stack.len() >= self.max_depth {
+            return Err(self.too_deep(&qname, event_start));
+        }
         if self.stack.is_empty() {
             if let Some(root) = &self.root {
                 let first = self.span_text(&root.span);
@@ -208,6 +224,29 @@ impl<'a> DocumentParser<'a> {
             bindings_pushed,
             text: String::new(),
         })
+    }
+
+    fn too_deep(&self, qname: &str, event_start: usize) -> Box<Diagnostic> {
+        let limit = self.max_depth;
+        let hint = if limit < MAX_ELEMENT_DEPTH {
+            format!(
+                "the `<import>` of this file sits inside {} element(s), which leaves it {limit}; \
+                 a configuration nests a few levels, not hundreds: look for a start tag \
+                 that was meant to be empty (`<.../>`)",
+                MAX_ELEMENT_DEPTH - limit
+            )
+        } else {
+            "a configuration nests a few levels, not hundreds: look for a start tag that was \
+             meant to be empty (`<.../>`)"
+                .to_owned()
+        };
+        self.error(
+            event_start,
+            format!(
+                "`<{qname}>` is nested deeper than {MAX_ELEMENT_DEPTH} elements; not reading further"
+            ),
+            hint,
+        )
     }
 
     fn read_attributes(
