@@ -44,19 +44,21 @@ fn the_limit_itself_loads() {
 #[test]
 fn an_imported_file_gets_only_the_depth_left_below_its_import() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // The import sits in a `<beans>` at depth 200; the imported root's children land at 201.
+    // The import sits in a `<beans>` at depth 200. The imported file gets 256 - 200 = 56 levels,
+    // its own root included (even a `<beans>` root, which is spliced away: the budget is set
+    // before the file is read).
     let opening = "<beans>".repeat(199);
     let closing = "</beans>".repeat(199);
     let main = format!("<beans>{opening}<import resource=\"part.xml\"/>{closing}</beans>");
     std::fs::write(dir.path().join("main.xml"), &main).expect("write");
-    // 56 levels below the imported root fit (200 + 56 = 256) ...
-    std::fs::write(dir.path().join("part.xml"), nested(57)).expect("write");
+    // 56 levels fit ...
+    std::fs::write(dir.path().join("part.xml"), nested(56)).expect("write");
     let (doc, diagnostics) = load(&dir.path().join("main.xml"), &no_env());
     assert!(!diagnostics.has_errors(), "{diagnostics}");
     assert!(doc.is_some());
     // ... 57 do not, and the error is in the imported file.
     let part = dir.path().join("part.xml");
-    std::fs::write(&part, nested(58)).expect("write");
+    std::fs::write(&part, nested(57)).expect("write");
     let (_, diagnostics) = load(&dir.path().join("main.xml"), &no_env());
     let error = only_error(&diagnostics);
     assert!(error.message.contains("nested deeper than 256"), "{error}");
