@@ -313,7 +313,9 @@ fn check_bind_says_an_address_is_not_of_this_machine_once_located() {
     assert_eq!(bind.status.code(), Some(1), "{}", text(&bind));
     let bind_text = text(&bind);
     assert!(
-        bind_text.contains(&format!("{config}:4:13: error: cannot listen on 10.255.255.1:0")),
+        bind_text.contains(&format!(
+            "{config}:4:13: error: cannot listen on 10.255.255.1:0"
+        )),
         "{bind_text}"
     );
     assert_eq!(bind_text.matches(&config).count(), 1, "{bind_text}");
@@ -338,7 +340,9 @@ fn a_file_nested_twenty_thousand_deep_is_an_error_not_a_crash() {
         let out = ferromq(&args, dir.path());
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
         assert!(
-            text(&out).contains(&format!("{config}:2:1531: error: `<bean>` is nested deeper than 256")),
+            text(&out).contains(&format!(
+                "{config}:2:1531: error: `<bean>` is nested deeper than 256"
+            )),
             "{args:?}: {}",
             text(&out)
         );

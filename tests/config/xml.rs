@@ -8,8 +8,8 @@ use ferromq::config::tree::{Element, Namespace};
 use ferromq::config::xml::{load_document, load_document_from_str, LoadedDocument};
 use ferromq::config::{Diagnostic, Diagnostics, LoadOptions, Severity};
 
-mod imports;
 mod encodings;
+mod imports;
 mod nesting;
 mod never_panics;
 mod placeholders;

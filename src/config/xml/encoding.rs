@@ -105,9 +105,16 @@ fn declared_encoding(bytes: &[u8]) -> Option<String> {
 }
 
 fn is_latin1(name: &str) -> bool {
-    ["ISO-8859-1", "ISO8859-1", "ISO_8859-1", "ISO8859_1", "LATIN1", "L1"]
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(name))
+    [
+        "ISO-8859-1",
+        "ISO8859-1",
+        "ISO_8859-1",
+        "ISO8859_1",
+        "LATIN1",
+        "L1",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
 }
 
 fn is_utf8(name: &str) -> bool {
@@ -138,7 +145,8 @@ mod tests {
         out
     }
 
-    const XML: &str = "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<beans a=\"caf\u{e9} \u{1F600}\"/>";
+    const XML: &str =
+        "<?xml version=\"1.0\" encoding=\"UTF-16\"?>\n<beans a=\"caf\u{e9} \u{1F600}\"/>";
 
     #[test]
     fn utf16_with_and_without_bom_in_both_byte_orders() {

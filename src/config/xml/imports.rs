@@ -83,7 +83,12 @@ impl Expander<'_> {
 
     /// The elements an `<import>` stands for; none (and a diagnostic) when it cannot be read.
     /// `parent_depth`: the depth of the `<beans>` holding the `<import>`.
-    fn import(&mut self, import: &Element, including_file: &Path, parent_depth: usize) -> Vec<Element> {
+    fn import(
+        &mut self,
+        import: &Element,
+        including_file: &Path,
+        parent_depth: usize,
+    ) -> Vec<Element> {
         let Some(resource) = import.attr("resource") else {
             self.diagnostics.push(
                 Diagnostic::error(

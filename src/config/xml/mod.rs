@@ -118,7 +118,9 @@ impl ReadError {
     fn into_diagnostic(self, path: &Path, named_at: Option<Span>) -> Diagnostic {
         let shown = path.display();
         match self {
-            ReadError::Io(err) => Diagnostic::error(named_at, format!("cannot read `{shown}`: {err}")),
+            ReadError::Io(err) => {
+                Diagnostic::error(named_at, format!("cannot read `{shown}`: {err}"))
+            }
             ReadError::Decode(encoding::DecodeError::Invalid {
                 encoding,
                 line,
@@ -142,7 +144,9 @@ impl ReadError {
             ReadError::Decode(encoding::DecodeError::Unsupported { declared }) => {
                 Diagnostic::error(
                     Span::new(Arc::new(path.to_path_buf()), 1, 1),
-                    format!("`{shown}` declares encoding `{declared}`, which ferromq does not read"),
+                    format!(
+                        "`{shown}` declares encoding `{declared}`, which ferromq does not read"
+                    ),
                 )
                 .with_hint(format!(
                     "convert it to UTF-8: `iconv -f {declared} -t UTF-8 {shown} > {shown}.utf8`, \
