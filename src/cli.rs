@@ -209,6 +209,10 @@ pub struct ExplainArgs {
     /// What the user wants to do.
     #[arg(long, short, value_enum)]
     pub action: ExplainAction,
+    /// Load the entries of a `cachedLDAPAuthorizationMap` from its LDAP server first (without
+    /// it, a configuration whose entries live in LDAP cannot be explained).
+    #[arg(long)]
+    pub online: bool,
     #[command(flatten)]
     pub props: PropertyArgs,
 }
@@ -409,7 +413,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
-    use crate::security::{explain, Action, AuthRequest, Security};
+    use crate::security::{explain, Action, AuthRequest};
 
     let loaded = config::load_file(&args.config, &args.props.load_options());
     let config = match loaded.into_result() {
@@ -424,12 +428,29 @@ fn explain(args: ExplainArgs) -> ExitCode {
         ExplainAction::Publish => Action::Write,
         ExplainAction::Subscribe => Action::Read,
     };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ferromq: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let security = match explain_security(&config, args.online, &runtime) {
+        Ok(security) => security,
+        Err(e) => {
+            eprintln!("ferromq: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let explained = match &args.password {
         None => {
             let groups = (!args.groups.is_empty()).then_some(args.groups.as_slice());
-            explain::explain(&config, &args.user, groups, &args.topic, action)
+            explain::explain_with(&config, &security, &args.user, groups, &args.topic, action)
         }
-        Some(password) => Security::from_config(&config).and_then(|security| {
+        Some(password) => {
             let request = AuthRequest {
                 client_id: "ferromq-explain",
                 username: Some(&args.user),
@@ -438,21 +459,13 @@ fn explain(args: ExplainArgs) -> ExitCode {
                 tls: false,
                 peer_cert_subject: None,
             };
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            let principal = runtime
+            runtime
                 .block_on(security.authenticate(&request))
-                .map_err(|e| format!("login as `{}` failed: {e}", args.user))?;
-            Ok(explain::explain_in_config(
-                &config,
-                &security,
-                &principal,
-                &args.topic,
-                action,
-            ))
-        }),
+                .map_err(|e| format!("login as `{}` failed: {e}", args.user))
+                .map(|principal| {
+                    explain::explain_in_config(&config, &security, &principal, &args.topic, action)
+                })
+        }
     };
     match explained {
         Ok(explanation) => {
@@ -470,6 +483,32 @@ fn explain(args: ExplainArgs) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// The security snapshot `explain` decides with. Entries of a `cachedLDAPAuthorizationMap`
+/// live in LDAP: without `--online` they are unknown, and an answer without them would be
+/// wrong, so that is an error; with it, the map is loaded once from its server.
+fn explain_security(
+    config: &config::Config,
+    online: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<crate::security::Security, String> {
+    let security = crate::security::Security::from_config(config)?;
+    let Some(source) = security.ldap_authz_source().cloned() else {
+        return Ok(security);
+    };
+    if !online {
+        return Err(format!(
+            "the authorization entries of this configuration are in LDAP              (cachedLDAPAuthorizationMap at {}); add --online to load them from {}",
+            source.span(),
+            source.server().url()
+        ));
+    }
+    let loaded = runtime
+        .block_on(source.load())
+        .map_err(|e| format!("cannot load the LDAP authorization map: {e}"))?;
+    source.store(loaded);
+    security.with_ldap_authorization()
 }
 
 fn jasypt_command(args: &JasyptArgs, encrypt: bool) -> ExitCode {

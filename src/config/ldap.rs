@@ -189,6 +189,16 @@ pub fn connection(
             "is required, for example connectionURL=\"ldap://ldap.example.com:389\"",
         )
     })?;
+    if url.split_whitespace().count() > 1 {
+        return Err(err(
+            "connectionURL",
+            format!(
+                "`{url}` is a space-separated list of servers (JNDI failover), which ferromq \
+                 does not follow yet; give one URL (a DNS name or load balancer in front of \
+                 the servers)"
+            ),
+        ));
+    }
     let lower = url.trim().to_ascii_lowercase();
     if !(lower.starts_with("ldap://") || lower.starts_with("ldaps://")) {
         return Err(err(
@@ -294,10 +304,17 @@ pub fn login(
 }
 
 fn check_format(option: &'static str, pattern: &str, args: usize) -> Result<(), OptionError> {
-    let probe: Vec<&str> = vec![""; args];
-    message_format(pattern, &probe)
-        .map(|_| ())
-        .map_err(|e| err(option, e))
+    let probe: Vec<&str> = vec!["x"; args];
+    let filter = message_format(pattern, &probe).map_err(|e| err(option, e))?;
+    // A filter the server cannot parse would fail every search at run time, where it looks
+    // like an outage ("server unavailable"): refuse it here instead.
+    ldap3::parse_filter(&filter).map_err(|()| {
+        err(
+            option,
+            format!("`{pattern}` is not an LDAP search filter (RFC 4515), e.g. `(uid={{0}})`"),
+        )
+    })?;
+    Ok(())
 }
 
 /// `java.text.MessageFormat.format` for plain `{n}` arguments: `'...'` quotes literal text,
@@ -431,6 +448,21 @@ mod tests {
             login(&bad_url, Path::new("/")).expect_err("url").option,
             "connectionURL"
         );
+        // A JNDI failover list is refused where it is written, not at every login.
+        let mut failover = options.clone();
+        failover.insert("connectionURL".into(), "ldap://a:389 ldap://b:389".into());
+        let e = login(&failover, Path::new("/")).expect_err("list");
+        assert_eq!(e.option, "connectionURL");
+        assert!(e.message.contains("failover"), "{}", e.message);
+        // A filter the server could not parse is a configuration error, not an outage.
+        for broken in ["(uid={0}", "(&(uid={0})", "(uid={0}))"] {
+            let mut bad_filter = options.clone();
+            bad_filter.insert("userSearchMatching".into(), broken.into());
+            assert_eq!(
+                login(&bad_filter, Path::new("/")).expect_err(broken).option,
+                "userSearchMatching"
+            );
+        }
         let mut both_tls = options;
         both_tls.insert("connectionURL".into(), "ldaps://x:636".into());
         both_tls.insert("startTLS".into(), "true".into());
@@ -533,6 +565,15 @@ pub fn authz_map(
             }
         },
     };
+    for option in [
+        "adminPermissionGroupSearchFilter",
+        "readPermissionGroupSearchFilter",
+        "writePermissionGroupSearchFilter",
+    ] {
+        if let Some(filter) = non_empty(attrs, option) {
+            check_format(option, &filter, 0)?;
+        }
+    }
     Ok(LdapAuthzMapConfig {
         connection,
         queue_search_base: text(

@@ -83,6 +83,19 @@ pub fn explain(
     action: Action,
 ) -> Result<Explanation, String> {
     let security = Security::from_config(config)?;
+    explain_with(config, &security, user, groups, mqtt_topic, action)
+}
+
+/// [`explain`] with a security snapshot built by the caller (with the entries of an LDAP
+/// authorization map loaded, for `explain --online`).
+pub fn explain_with(
+    config: &Config,
+    security: &Security,
+    user: &str,
+    groups: Option<&[String]>,
+    mqtt_topic: &str,
+    action: Action,
+) -> Result<Explanation, String> {
     let mut out = String::new();
     let groups: Vec<Arc<str>> = match groups {
         Some(given) => given.iter().map(|g| Arc::from(g.as_str())).collect(),
@@ -103,7 +116,7 @@ pub fn explain(
         groups,
         anonymous: false,
     };
-    let explained = explain_in_config(config, &security, &principal, mqtt_topic, action);
+    let explained = explain_in_config(config, security, &principal, mqtt_topic, action);
     out.push_str(&explained.text);
     Ok(Explanation {
         allowed: explained.allowed,

@@ -296,6 +296,90 @@ fn check_contacts_ldap_only_when_online() {
     );
 }
 
+fn ferromq_explain(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .current_dir(dir)
+        .args(["explain", "-c", "activemq.xml"])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("ferromq explain runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// Entries that live in LDAP are unknown to `explain` until it loads them: without `--online` it
+/// refuses to answer (an answer without them would be wrong); with it, it answers as the broker.
+#[test]
+fn explain_loads_the_ldap_map_only_when_online() {
+    if !slapd::available("explain_loads_the_ldap_map_only_when_online") {
+        return;
+    }
+    let ldap = directory();
+    slapd::plant_entries(&ldap);
+    let dir = ldap.dir.path().to_path_buf();
+    let map = format!(
+        r#"<authorizationPlugin><map><cachedLDAPAuthorizationMap connectionURL="{}"
+            connectionUsername="{}" connectionPassword="{}" legacyGroupMapping="false"
+            topicSearchBase="{}"/></map></authorizationPlugin>"#,
+        ldap.url(),
+        slapd::BROKER_DN,
+        slapd::BROKER_PW,
+        slapd::TOPIC_BASE
+    );
+    std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
+    std::fs::write(dir.join("activemq.xml"), broker_xml(&map)).expect("write");
+    let subscribe = [
+        "-u",
+        "alice",
+        "--group",
+        "viewers",
+        "-t",
+        "plant/a",
+        "-a",
+        "subscribe",
+    ];
+    let (code, text) = ferromq_explain(&dir, &subscribe);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("in LDAP") && text.contains("--online"),
+        "{text}"
+    );
+    let online: Vec<&str> = subscribe.iter().copied().chain(["--online"]).collect();
+    let (code, text) = ferromq_explain(&dir, &online);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("ALLOWED"), "{text}");
+    let carol = [
+        "-u",
+        "carol",
+        "-t",
+        "plant/a",
+        "-a",
+        "subscribe",
+        "--online",
+    ];
+    let (code, text) = ferromq_explain(&dir, &carol);
+    assert_eq!(code, Some(3), "{text}");
+    // With a password, the login's LDAP groups decide.
+    let login = [
+        "-u",
+        "alice",
+        "--password",
+        "alice-pw",
+        "-t",
+        "plant/a",
+        "-a",
+        "subscribe",
+        "--online",
+    ];
+    let (code, text) = ferromq_explain(&dir, &login);
+    assert_eq!(code, Some(0), "{text}");
+}
+
 #[tokio::test]
 async fn expand_roles_user_role_name_and_control_flags() {
     if !slapd::available("expand_roles_user_role_name_and_control_flags") {

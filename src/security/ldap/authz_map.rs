@@ -164,6 +164,11 @@ impl LdapAuthzSource {
         })
     }
 
+    /// Where the map element is written.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
     pub fn config(&self) -> &LdapAuthzMapConfig {
         &self.config
     }

@@ -157,21 +157,25 @@ impl LdapServer {
     /// The shared search connection, opened (and bound) if there is none or it broke. The
     /// lock is not held while connecting: during an outage concurrent CONNECTs each wait for
     /// their own attempt (bounded by the timeouts) instead of queueing behind one another.
-    async fn shared(&self, fresh: bool) -> Result<Ldap, LdapError> {
+    /// Returns the connection and whether it was reused (opened by an earlier operation).
+    async fn shared(&self, fresh: bool) -> Result<(Ldap, bool), LdapError> {
         if !fresh {
             if let Some(ldap) = self.shared.lock().as_mut() {
                 if !ldap.is_closed() {
-                    return Ok(ldap.clone());
+                    return Ok((ldap.clone(), true));
                 }
             }
         }
         let ldap = self.open_bound().await?;
         *self.shared.lock() = Some(ldap.clone());
-        Ok(ldap)
+        Ok((ldap, false))
     }
 
-    /// Search on the shared connection; one retry on a new connection when the shared one
-    /// fails (the server restarted, a firewall dropped it). A missing base gives no entries.
+    /// Search on the shared connection; one retry on a new connection when a reused shared
+    /// connection turns out to be closed (the server restarted, a firewall dropped it). A
+    /// search that timed out on a live connection is not retried: the server is slow, and a
+    /// new connection per waiting CONNECT would double the wait and flood the server with
+    /// connections when it resumes. A missing base gives no entries.
     pub async fn search(
         &self,
         base: &str,
@@ -179,18 +183,19 @@ impl LdapServer {
         filter: &str,
         attrs: &[&str],
     ) -> Result<Vec<Entry>, LdapError> {
-        let mut last = None;
-        for fresh in [false, true] {
-            let mut ldap = self.shared(fresh).await?;
-            match self
-                .search_on(&mut ldap, base, subtree, filter, attrs)
-                .await
-            {
-                Ok(entries) => return Ok(entries),
-                Err(e) => last = Some(e),
+        let (mut ldap, reused) = self.shared(false).await?;
+        match self
+            .search_on(&mut ldap, base, subtree, filter, attrs)
+            .await
+        {
+            Ok(entries) => Ok(entries),
+            Err(_) if reused && ldap.is_closed() => {
+                let (mut ldap, _) = self.shared(true).await?;
+                self.search_on(&mut ldap, base, subtree, filter, attrs)
+                    .await
             }
+            Err(e) => Err(e),
         }
-        Err(last.unwrap_or_else(|| unavailable("search failed".to_owned())))
     }
 
     /// Search on a given connection.
@@ -235,7 +240,7 @@ impl LdapServer {
     pub async fn read_entry(&self, dn: &str, attrs: &[&str]) -> Result<Option<Entry>, LdapError> {
         let mut last = None;
         for fresh in [false, true] {
-            let mut ldap = self.shared(fresh).await?;
+            let (mut ldap, reused) = self.shared(fresh).await?;
             let read = ldap
                 .with_timeout(self.read_timeout())
                 .search(dn, Scope::Base, "(objectClass=*)", attrs.to_vec())
@@ -251,7 +256,13 @@ impl LdapServer {
                         ))),
                     }
                 }
-                Err(e) => last = Some(unavailable(format!("reading `{dn}` failed: {e}"))),
+                Err(e) => {
+                    last = Some(unavailable(format!("reading `{dn}` failed: {e}")));
+                    // As in `search`: only a reused connection found closed is worth a retry.
+                    if !(reused && ldap.is_closed()) {
+                        break;
+                    }
+                }
             }
         }
         Err(last.unwrap_or_else(|| unavailable("read failed".to_owned())))
