@@ -294,6 +294,16 @@ impl Parser<'_> {
         }
     }
 
+    /// [`Self::expect`] without quoting what was found (it may be part of a secret).
+    fn expect_quietly(&mut self, want: &Tok, what: &str) -> Result<(), JaasError> {
+        if self.peek().map(|t| &t.tok) == Some(want) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(self.error_here(format!("expected {what}")))
+        }
+    }
+
     /// A word (bare or quoted) with its position.
     fn word(&mut self, what: &str) -> Result<(String, u32, u32), JaasError> {
         match self.peek() {
@@ -358,7 +368,7 @@ impl Parser<'_> {
                 ),
             });
         }
-        let mut options = Vec::new();
+        let mut options: Vec<JaasOption> = Vec::new();
         loop {
             match self.peek().map(|t| &t.tok) {
                 Some(Tok::Semi) => {
@@ -367,7 +377,25 @@ impl Parser<'_> {
                 }
                 Some(Tok::Word(_)) => {
                     let (key, _, _) = self.word("an option name")?;
-                    self.expect(&Tok::Equals, &format!("`=` after option `{key}`"))?;
+                    // After a password option, a word that is not followed by `=` is most
+                    // likely the rest of an unquoted password with a space: never echo it.
+                    let after_secret = options
+                        .last()
+                        .map(|o| o.key.to_ascii_lowercase())
+                        .filter(|k| k.contains("password"));
+                    match after_secret {
+                        Some(_) => {
+                            let secret = options.last().map_or("", |o| o.key.as_str());
+                            self.expect_quietly(
+                                &Tok::Equals,
+                                &format!(
+                                    "`=` after an option name following `{secret}` (a value \
+                                     with spaces must be quoted: {secret}=\"...\")"
+                                ),
+                            )?
+                        }
+                        None => self.expect(&Tok::Equals, &format!("`=` after option `{key}`"))?,
+                    }
                     let (value, vline, vcol) = self.word(&format!("a value for option `{key}`"))?;
                     options.push(JaasOption {
                         key,
@@ -413,6 +441,16 @@ guests {
         org.apache.activemq.jaas.guest.group=guests;
 };
 "#;
+
+    /// An unquoted password with a space: the error must not show the rest of it.
+    #[test]
+    fn an_unquoted_password_with_a_space_is_not_echoed() {
+        let text = "ldap {\n  org.apache.activemq.jaas.LDAPLoginModule required\n    \
+                    connectionPassword=Hunter2 Secret;\n};\n";
+        let e = parse(text).expect_err("unquoted space");
+        assert!(!e.message.contains("Secret"), "{}", e.message);
+        assert!(e.message.contains("must be quoted"), "{}", e.message);
+    }
 
     #[test]
     fn parses_entries_modules_and_options() {
