@@ -47,6 +47,29 @@ use authz::Authorizer;
 pub use cache::AuthzCache;
 use throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
+/// A name a peer chose (user name, client id) as it goes into a log line: at most
+/// [`Bounded::MAX_CHARS`] characters, then how much was left out, so that a client sending
+/// 60,000-character names to failed logins cannot make 60 KB log lines.
+pub struct Bounded<'a>(pub &'a str);
+
+impl Bounded<'_> {
+    pub const MAX_CHARS: usize = 128;
+}
+
+impl std::fmt::Debug for Bounded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::MAX_CHARS) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(
+                f,
+                "{:?}... ({} more bytes)",
+                &self.0[..cut],
+                self.0.len() - cut
+            ),
+        }
+    }
+}
+
 /// Who a connection is, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -273,8 +296,8 @@ impl Security {
             Admission::After(delay) => tokio::time::sleep(delay).await,
             Admission::Refused => {
                 tracing::warn!(
-                    client_id = ?req.client_id,
-                    user = ?req.username,
+                    client_id = ?Bounded(req.client_id),
+                    user = ?req.username.map(Bounded),
                     peer = %req.peer,
                     "login refused: too many failed logins from this address"
                 );
@@ -297,8 +320,8 @@ impl Security {
                     self.throttle.record_failure(ip, Instant::now());
                 }
                 tracing::warn!(
-                    client_id = ?req.client_id,
-                    user = ?req.username,
+                    client_id = ?Bounded(req.client_id),
+                    user = ?req.username.map(Bounded),
                     peer = %req.peer,
                     reason = refusal.reason,
                     domain = refusal.domain.as_deref().unwrap_or("-"),
@@ -369,5 +392,19 @@ fn user_principal_rule(authenticator: &Authenticator, authorizer: Authorizer) ->
     match authenticator {
         Authenticator::Simple(_) => authorizer.without_user_principals(),
         _ => authorizer,
+    }
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::Bounded;
+
+    #[test]
+    fn long_names_are_cut_in_logs_short_ones_kept() {
+        assert_eq!(format!("{:?}", Bounded("alice")), "\"alice\"");
+        let long = "é".repeat(60_000);
+        let shown = format!("{:?}", Bounded(&long));
+        assert!(shown.len() < 400, "{}", shown.len());
+        assert!(shown.ends_with("(119744 more bytes)"), "{shown}");
     }
 }
