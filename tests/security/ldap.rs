@@ -217,17 +217,26 @@ fn login_config_errors_are_located() {
 }
 
 fn ferromq_check(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let args: Vec<&str> = ["check"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["activemq.xml"])
+        .collect();
+    ferromq(dir, &args)
+}
+
+/// The real binary in `dir`, without the environment that would move the configuration;
+/// exit code and stdout + stderr.
+fn ferromq(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
         .current_dir(dir)
-        .arg("check")
         .args(args)
-        .arg("activemq.xml")
         .env_remove("ACTIVEMQ_CONF")
         .env_remove("ACTIVEMQ_BASE")
         .env_remove("ACTIVEMQ_HOME")
         .env_remove("RUST_LOG")
         .output()
-        .expect("ferromq check runs");
+        .expect("ferromq runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -297,19 +306,11 @@ fn check_contacts_ldap_only_when_online() {
 }
 
 fn ferromq_explain(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
-        .current_dir(dir)
-        .args(["explain", "-c", "activemq.xml"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("ferromq explain runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    let args: Vec<&str> = ["explain", "-c", "activemq.xml"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    ferromq(dir, &args)
 }
 
 /// Entries that live in LDAP are unknown to `explain` until it loads them: without `--online` it
