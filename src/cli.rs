@@ -499,7 +499,8 @@ fn explain_security(
     };
     if !online {
         return Err(format!(
-            "the authorization entries of this configuration are in LDAP              (cachedLDAPAuthorizationMap at {}); add --online to load them from {}",
+            "the authorization entries of this configuration are in LDAP \
+             (cachedLDAPAuthorizationMap at {}); add --online to load them from {}",
             source.span(),
             source.server().url()
         ));

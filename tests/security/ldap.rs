@@ -305,6 +305,42 @@ fn check_contacts_ldap_only_when_online() {
     );
 }
 
+/// `legacyGroupMapping="true"` (ActiveMQ's default) strips only `cn=` from a member value: with
+/// full-DN members every group name keeps its `,ou=...` tail and matches no login. The map
+/// loads, and `check --online` says so instead of passing silently.
+#[test]
+fn check_online_warns_of_dn_shaped_groups_under_legacy_mapping() {
+    if !slapd::available("check_online_warns_of_dn_shaped_groups_under_legacy_mapping") {
+        return;
+    }
+    let ldap = directory();
+    slapd::plant_entries(&ldap);
+    let dir = ldap.dir.path().to_path_buf();
+    let map = |legacy: &str| {
+        format!(
+            r#"<authorizationPlugin><map><cachedLDAPAuthorizationMap connectionURL="{}"
+                connectionUsername="{}" connectionPassword="{}" legacyGroupMapping="{legacy}"
+                topicSearchBase="{}"/></map></authorizationPlugin>"#,
+            ldap.url(),
+            slapd::BROKER_DN,
+            slapd::BROKER_PW,
+            slapd::TOPIC_BASE
+        )
+    };
+    std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
+    std::fs::write(dir.join("activemq.xml"), broker_xml(&map("true"))).expect("write");
+    let (code, text) = ferromq_check(&dir, &["--online"]);
+    assert_eq!(code, Some(0), "a warning, not an error: {text}");
+    assert!(
+        text.contains("look like DNs") && text.contains("legacyGroupMapping"),
+        "{text}"
+    );
+    std::fs::write(dir.join("activemq.xml"), broker_xml(&map("false"))).expect("write");
+    let (code, text) = ferromq_check(&dir, &["--online"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("look like DNs"), "{text}");
+}
+
 fn ferromq_explain(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
     let args: Vec<&str> = ["explain", "-c", "activemq.xml"]
         .into_iter()

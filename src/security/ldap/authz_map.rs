@@ -83,6 +83,17 @@ impl LoadedMap {
         self.destinations.is_empty() && self.temp.is_none()
     }
 
+    /// Group names that still look like DNs (`cn=x,ou=...` with `legacyGroupMapping`, which
+    /// only strips `cn=`): no login carries such a group, so the permission grants nothing.
+    pub fn dn_shaped_groups(&self) -> BTreeSet<String> {
+        let acls = self.destinations.values().chain(self.temp.iter());
+        acls.flat_map(|acl| [&acl.read, &acl.write, &acl.admin])
+            .flat_map(|members| members.groups.iter())
+            .filter(|g| g.contains('=') || g.contains(','))
+            .cloned()
+            .collect()
+    }
+
     /// `base` with these entries added: one entry per pattern and principal kind (groups,
     /// users), which the evaluator unions as ActiveMQ unions the ACL sets of one entry.
     fn extend(&self, base: &AuthorizationConfig, span: &Span) -> AuthorizationConfig {

@@ -44,11 +44,32 @@ pub async fn check(config: &Config) -> Vec<Diagnostic> {
     if let Some((map, span)) = config.authorization.as_ref().and_then(|a| a.ldap.as_ref()) {
         let loaded = match LdapAuthzSource::new(map, span) {
             Ok(source) => match source.server().open_bound().await {
-                Ok(_) => source.load().await.map(|_| ()).map_err(|e| e.to_string()),
+                Ok(_) => source.load().await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             Err(e) => Err(e),
         };
+        if let Ok(map) = &loaded {
+            let odd = map.dn_shaped_groups();
+            if let Some(example) = odd.iter().next() {
+                found.push(
+                    Diagnostic::warning(
+                        Some(span.clone()),
+                        format!(
+                            "cachedLDAPAuthorizationMap: {} group name(s) look like DNs (e.g. \
+                             `{example}`): no login carries such a group, so these permissions \
+                             grant nothing",
+                            odd.len()
+                        ),
+                    )
+                    .with_hint(
+                        "with legacyGroupMapping=\"true\" (the default) only `cn=` is stripped \
+                         from a member value: use legacyGroupMapping=\"false\" for full-DN \
+                         members, so that each member entry is looked up",
+                    ),
+                );
+            }
+        }
         if let Err(e) = loaded {
             found.push(
                 Diagnostic::error(
