@@ -153,7 +153,13 @@ pub struct LdapAuthzSource {
     span: Span,
     server: LdapServer,
     loaded: parking_lot::Mutex<Option<Arc<LoadedMap>>>,
+    /// Member problems already logged at ERROR: a map polled every few seconds would repeat
+    /// them on every load (later loads log them at debug). Bounded by [`MAX_REPORTED`].
+    reported: parking_lot::Mutex<BTreeSet<(String, String)>>,
 }
+
+/// Member problems remembered at most (then every one is logged again: memory stays bounded).
+const MAX_REPORTED: usize = 10_000;
 
 impl std::fmt::Debug for LdapAuthzSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,6 +178,7 @@ impl LdapAuthzSource {
             server: LdapServer::new(&config.connection)
                 .map_err(|e| format!("cachedLDAPAuthorizationMap: {e}"))?,
             loaded: parking_lot::Mutex::new(None),
+            reported: parking_lot::Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -279,6 +286,23 @@ impl LdapAuthzSource {
         Ok(map)
     }
 
+    /// Log a member that is not applied: at ERROR the first time (ActiveMQ logs "Policy not
+    /// applied!"), at debug when a later load finds the same problem.
+    fn member_problem(&self, member: &str, entry_dn: &str, why: &'static str) {
+        let first = {
+            let mut reported = self.reported.lock();
+            if reported.len() >= MAX_REPORTED {
+                reported.clear();
+            }
+            reported.insert((member.to_owned(), entry_dn.to_owned()))
+        };
+        if first {
+            tracing::error!(member = %member, entry = %entry_dn, "policy not applied: {why}");
+        } else {
+            tracing::debug!(member = %member, entry = %entry_dn, "policy not applied: {why}");
+        }
+    }
+
     async fn members(&self, entry_dn: &str, values: &[String]) -> Result<Members, LdapError> {
         let c = &self.config;
         let mut members = Members::default();
@@ -293,7 +317,7 @@ impl LdapAuthzSource {
                 c.user_name_attribute.as_str(),
             ];
             let Some(member) = self.server.read_entry(value, &attrs).await? else {
-                tracing::error!(member = %value, entry = %entry_dn, "policy not applied: unknown member");
+                self.member_problem(value, entry_dn, "unknown member");
                 continue;
             };
             let classes = member.values("objectClass");
@@ -303,12 +327,16 @@ impl LdapAuthzSource {
                 (true, false) => member.values(&c.group_name_attribute).first(),
                 (false, true) => member.values(&c.user_name_attribute).first(),
                 _ => {
-                    tracing::error!(member = %value, entry = %entry_dn, "policy not applied: cannot tell whether the member is a group or a user");
+                    self.member_problem(
+                        value,
+                        entry_dn,
+                        "cannot tell whether the member is a group or a user",
+                    );
                     continue;
                 }
             };
             let Some(name) = name else {
-                tracing::error!(member = %value, entry = %entry_dn, "policy not applied: the member has no name attribute");
+                self.member_problem(value, entry_dn, "the member has no name attribute");
                 continue;
             };
             if group {
@@ -494,6 +522,21 @@ async fn refresh_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A member problem is remembered after its first (ERROR) report, so a map polled every
+    /// few seconds does not repeat it; a different member or entry is reported again.
+    #[test]
+    fn member_problems_are_reported_once() {
+        let config = crate::config::ldap::authz_map(&BTreeMap::new(), std::path::Path::new("/"))
+            .expect("defaults are valid");
+        let span = Span::new(Arc::new(std::path::PathBuf::from("activemq.xml")), 1, 1);
+        let source = LdapAuthzSource::new(&config, &span).expect("contacts nothing");
+        source.member_problem("cn=ghost", "cn=read,cn=a", "unknown member");
+        source.member_problem("cn=ghost", "cn=read,cn=a", "unknown member");
+        assert_eq!(source.reported.lock().len(), 1);
+        source.member_problem("cn=ghost", "cn=write,cn=a", "unknown member");
+        assert_eq!(source.reported.lock().len(), 2);
+    }
 
     #[test]
     fn dn_parts_unescaped() {
