@@ -56,6 +56,20 @@ impl Bounded<'_> {
     pub const MAX_CHARS: usize = 128;
 }
 
+impl std::fmt::Display for Bounded<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(Self::MAX_CHARS) {
+            None => f.write_str(self.0),
+            Some((cut, _)) => write!(
+                f,
+                "{}... ({} more bytes)",
+                &self.0[..cut],
+                self.0.len() - cut
+            ),
+        }
+    }
+}
+
 impl std::fmt::Debug for Bounded<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.char_indices().nth(Self::MAX_CHARS) {
@@ -307,7 +321,7 @@ impl Security {
         match self.authenticator.login(req).await {
             Ok(principal) => {
                 tracing::debug!(
-                    client_id = ?req.client_id,
+                    client_id = ?Bounded(req.client_id),
                     user = %principal.user,
                     groups = ?principal.groups,
                     "authenticated"
@@ -406,5 +420,7 @@ mod bounded_tests {
         let shown = format!("{:?}", Bounded(&long));
         assert!(shown.len() < 400, "{}", shown.len());
         assert!(shown.ends_with("(119744 more bytes)"), "{shown}");
+        assert_eq!(format!("{}", Bounded("alice")), "alice");
+        assert!(format!("{}", Bounded(&long)).ends_with("... (119744 more bytes)"));
     }
 }

@@ -357,7 +357,10 @@ where
         Box::pin(shut_down(&mut writer)).await;
         return;
     };
-    tracing::Span::current().record("client_id", &*conn.identity.client_id);
+    tracing::Span::current().record(
+        "client_id",
+        tracing::field::display(crate::security::Bounded(&conn.identity.client_id)),
+    );
     tracing::debug!(
         version = ?conn.version,
         keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),

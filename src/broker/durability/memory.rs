@@ -91,7 +91,7 @@ impl MemoryOnly {
     fn save(&self, state: &SessionState) {
         if let Some(snapshots) = &self.snapshots {
             if let Err(e) = snapshots.save(state) {
-                tracing::warn!(client_id = %state.client_id, "{e}");
+                tracing::warn!(client_id = %crate::security::Bounded(&state.client_id), "{e}");
             }
         }
     }

@@ -188,7 +188,7 @@ impl BrokerCore {
                 // One line per power of two keeps a stuck consumer from flooding the log.
                 if total.is_power_of_two() {
                     tracing::warn!(
-                        client_id = %session.client_id(),
+                        client_id = %crate::security::Bounded(session.client_id()),
                         limit,
                         dropped_total = total,
                         "slow consumer: pending queue full, QoS 0 message dropped"

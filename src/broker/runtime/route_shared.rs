@@ -96,7 +96,7 @@ impl BrokerCore {
             .filter(|handed| *handed)
             .count();
         tracing::debug!(
-            client_id = %session.client_id(),
+            client_id = %crate::security::Bounded(session.client_id()),
             handed,
             "session ended: unfinished shared subscription copies handed to other members"
         );

@@ -143,7 +143,7 @@ impl BrokerCore {
             let topic = plan.message().topic.clone();
             self.complete_route(plan);
             self.counters.wills_published();
-            tracing::info!(client_id = %session.client_id(), %topic,
+            tracing::info!(client_id = %crate::security::Bounded(session.client_id()), %topic,
                 "will published after its delay or its session's end");
         }
     }
