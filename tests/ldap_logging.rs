@@ -14,8 +14,8 @@ use ferromq::security::Action;
 
 use support::logs::Logs;
 use support::slapd::{
-    self, broker_xml, directory, load, login, login_config, map_xml, plant_entries, principal,
-    until_security, user_dn, TOPIC_BASE,
+    self, broker_xml, connack, directory, load, login, login_config, map_xml, plant_entries,
+    principal, until_security, user_dn, TOPIC_BASE,
 };
 use support::{connect_packet, connect_v5, RawClient, TestBroker};
 
@@ -30,23 +30,6 @@ async fn logged(logs: &Logs, needle: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn connack(
-    addr: std::net::SocketAddr,
-    version: ProtocolVersion,
-    id: &str,
-    user: &str,
-    password: &str,
-) -> (RawClient, ConnectReason) {
-    let mut connect = match version {
-        ProtocolVersion::V5 => connect_v5(id, true, None),
-        _ => connect_packet(id, true, 0),
-    };
-    connect.username = Some(user.into());
-    connect.password = Some(password.as_bytes().to_vec().into());
-    let (client, ack) = RawClient::connect(addr, connect).await;
-    (client, ack.reason)
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ferromq::protocol::{ConnectReason, ProtocolVersion, QoS};
 
-use crate::support::slapd::{self, broker_xml, directory, load, login_config};
+use crate::support::slapd::{self, broker_xml, connack, directory, load, login_config, map_xml};
 use crate::support::xml::no_env;
 use crate::support::{connect_packet, connect_v5, RawClient, TestBroker};
 
@@ -16,23 +16,6 @@ const PLANT_ENTRIES: &str = r#"<authorizationPlugin><map><authorizationMap><auth
         <authorizationEntry topic="plant.>" read="viewers" write="writers" admin="viewers,writers"/>
         <authorizationEntry topic="ActiveMQ.Advisory.>" read="*" write="*" admin="*"/>
       </authorizationEntries></authorizationMap></map></authorizationPlugin>"#;
-
-pub async fn connack(
-    addr: std::net::SocketAddr,
-    version: ProtocolVersion,
-    id: &str,
-    user: &str,
-    password: &str,
-) -> (RawClient, ConnectReason) {
-    let mut connect = match version {
-        ProtocolVersion::V5 => connect_v5(id, true, None),
-        _ => connect_packet(id, true, 0),
-    };
-    connect.username = Some(user.into());
-    connect.password = Some(password.as_bytes().to_vec().into());
-    let (client, ack) = RawClient::connect(addr, connect).await;
-    (client, ack.reason)
-}
 
 #[tokio::test]
 async fn ldap_login_passwords_unknown_users_and_empty_passwords() {
@@ -316,17 +299,7 @@ fn check_online_warns_of_dn_shaped_groups_under_legacy_mapping() {
     let ldap = directory();
     slapd::plant_entries(&ldap);
     let dir = ldap.dir.path().to_path_buf();
-    let map = |legacy: &str| {
-        format!(
-            r#"<authorizationPlugin><map><cachedLDAPAuthorizationMap connectionURL="{}"
-                connectionUsername="{}" connectionPassword="{}" legacyGroupMapping="{legacy}"
-                topicSearchBase="{}"/></map></authorizationPlugin>"#,
-            ldap.url(),
-            slapd::BROKER_DN,
-            slapd::BROKER_PW,
-            slapd::TOPIC_BASE
-        )
-    };
+    let map = |legacy: &str| map_xml(&ldap.url(), &format!(r#"legacyGroupMapping="{legacy}""#));
     std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
     std::fs::write(dir.join("activemq.xml"), broker_xml(&map("true"))).expect("write");
     let (code, text) = ferromq_check(&dir, &["--online"]);
@@ -359,15 +332,7 @@ fn explain_loads_the_ldap_map_only_when_online() {
     let ldap = directory();
     slapd::plant_entries(&ldap);
     let dir = ldap.dir.path().to_path_buf();
-    let map = format!(
-        r#"<authorizationPlugin><map><cachedLDAPAuthorizationMap connectionURL="{}"
-            connectionUsername="{}" connectionPassword="{}" legacyGroupMapping="false"
-            topicSearchBase="{}"/></map></authorizationPlugin>"#,
-        ldap.url(),
-        slapd::BROKER_DN,
-        slapd::BROKER_PW,
-        slapd::TOPIC_BASE
-    );
+    let map = map_xml(&ldap.url(), r#"legacyGroupMapping="false""#);
     std::fs::write(dir.join("login.config"), login_config(&ldap.url(), "")).expect("write");
     std::fs::write(dir.join("activemq.xml"), broker_xml(&map)).expect("write");
     let subscribe = [

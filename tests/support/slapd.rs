@@ -351,10 +351,10 @@ use std::sync::Arc;
 
 use ferromq::broker::BrokerCore;
 use ferromq::config::Config;
-use ferromq::protocol::ConnectReason;
+use ferromq::protocol::{ConnectReason, ProtocolVersion};
 use ferromq::security::Principal;
 
-use super::client::{connect_packet, RawClient};
+use super::client::{connect_packet, connect_v5, RawClient};
 use super::xml::no_env;
 
 /// alice: viewers; bob: writers and viewers; carol: no group.
@@ -486,4 +486,22 @@ pub fn plant_entries(ldap: &Slapd) {
             ("admin", &[group_dn("viewers"), group_dn("writers")]),
         ],
     );
+}
+
+/// A CONNECT with a user name and password at `version`: the client and its CONNACK reason.
+pub async fn connack(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+    password: &str,
+) -> (RawClient, ConnectReason) {
+    let mut connect = match version {
+        ProtocolVersion::V5 => connect_v5(id, true, None),
+        _ => connect_packet(id, true, 0),
+    };
+    connect.username = Some(user.into());
+    connect.password = Some(password.as_bytes().to_vec().into());
+    let (client, ack) = RawClient::connect(addr, connect).await;
+    (client, ack.reason)
 }
