@@ -17,7 +17,7 @@ use support::slapd::{
     self, broker_xml, connack, directory, load, login, login_config, map_xml, plant_entries,
     principal, until_security, user_dn, TOPIC_BASE,
 };
-use support::{connect_packet, connect_v5, RawClient, TestBroker};
+use support::TestBroker;
 
 /// Wait for a log line (the only signal of a failed background refresh).
 async fn logged(logs: &Logs, needle: &str) {

@@ -10,7 +10,7 @@ use ferromq::protocol::{ConnectReason, ProtocolVersion, QoS};
 
 use crate::support::slapd::{self, broker_xml, connack, directory, load, login_config, map_xml};
 use crate::support::xml::no_env;
-use crate::support::{connect_packet, connect_v5, RawClient, TestBroker};
+use crate::support::TestBroker;
 
 const PLANT_ENTRIES: &str = r#"<authorizationPlugin><map><authorizationMap><authorizationEntries>
         <authorizationEntry topic="plant.>" read="viewers" write="writers" admin="viewers,writers"/>
