@@ -2,6 +2,7 @@
 
 pub mod codec;
 pub mod packet;
+pub mod stomp;
 pub mod topic;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, ReasonCode};
