@@ -1,13 +1,14 @@
 //! Codec tests: round trips of every packet type in MQTT 3.1, 3.1.1 and 5.0 (hand-written with
 //! exact wire bytes, and generated), byte-by-byte feeding, the size limit, zero-copy payloads,
 //! MQTT 5 specifics (`codec/v5.rs`), encoder mappings to v3 (`codec/encoding.rs`) and every
-//! malformation class (`codec/malformed*.rs`).
+//! malformation class (`codec/malformed*.rs`), and the STOMP codec (`codec/stomp.rs`).
 
 #[macro_use]
 mod frames;
 mod encoding;
 mod malformed;
 mod malformed_v5;
+mod stomp;
 mod strategies;
 mod v5;
 

@@ -4,7 +4,17 @@
 //! Frames keep their headers in wire order, repeated ones included: STOMP 1.2 says the first
 //! occurrence of a repeated header wins ([`Frame::header`] returns it), and a frame re-encoded
 //! keeps what it had.
+//!
+//! [`Decoder`] reads a connection's byte stream (frames and heart-beats) within
+//! [`StompLimits`]; [`encode`] writes a frame for a negotiated [`Version`].
 
+mod decode;
+mod encode;
+mod error;
+mod escape;
 mod frame;
 
+pub use decode::{Decoded, Decoder};
+pub use encode::{encode, HEART_BEAT};
+pub use error::{StompError, StompLimits};
 pub use frame::{Command, Frame, Version};
