@@ -1,13 +1,18 @@
-//! A load generator for MQTT brokers: fan-in, fan-out, pairs, fixed-rate latency and idle
-//! connections, against any broker on this machine (ferromq, mosquitto, ActiveMQ).
+//! A load generator for MQTT and STOMP brokers: fan-in, fan-out, pairs, shared subscriptions,
+//! STOMP queues, fixed-rate latency and idle connections, against any broker on this machine
+//! (ferromq, mosquitto, ActiveMQ).
 //!
-//! It speaks MQTT with its own small encoder (see `loadgen/wire.rs`), batches socket writes, and
+//! It speaks MQTT with its own small encoder (see `loadgen/wire.rs`) and STOMP 1.2 with
+//! ferromq's STOMP codec (`loadgen/stomp_*.rs`; `--protocol stomp`, and
+//! `--subscriber-protocol mqtt` for STOMP publishers with MQTT subscribers), batches socket writes, and
 //! reports its own CPU time next to the broker's, so a reader can check that the load generator
 //! was not the bottleneck. Every run is bounded: by `--duration-secs`, by drain and connect
 //! timeouts, and by a hard cap on the whole process. Only loopback addresses are accepted.
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --port 1883 --mode fan-in --qos 1 --duration-secs 10
+//! cargo run --release --example loadgen -- --port 61613 --protocol stomp --mode queue \
+//!     --stomp-receipt --stomp-ack client-individual --duration-secs 10
 //! ```
 
 #[path = "loadgen/conn.rs"]
@@ -20,6 +25,12 @@ mod proc_stats;
 mod publisher;
 #[path = "loadgen/report.rs"]
 mod report;
+#[path = "loadgen/stomp_conn.rs"]
+mod stomp_conn;
+#[path = "loadgen/stomp_publisher.rs"]
+mod stomp_publisher;
+#[path = "loadgen/stomp_subscriber.rs"]
+mod stomp_subscriber;
 #[path = "loadgen/stream.rs"]
 mod stream;
 #[path = "loadgen/subscriber.rs"]
@@ -38,7 +49,8 @@ use clap::{Parser, ValueEnum};
 
 use conn::ConnectParams;
 use report::Report;
-use traffic::Topology;
+use stomp_conn::{AckMode, StompParams};
+use traffic::{Protocol, Topology};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -51,10 +63,34 @@ enum Mode {
     /// Publishers (default 1) on one topic -> N subscribers (default 10) that are members of one
     /// shared subscription (`$share/{group}/{topic}`, MQTT 5.0 4.8.2): each message to one member.
     Shared,
+    /// Publishers (default 1) -> one STOMP queue (`/queue/...`), N subscribers (default 3)
+    /// competing for its messages: each message to one of them. STOMP only.
+    Queue,
     /// One publisher at --rate messages per second -> one subscriber; reports latency.
     Latency,
     /// --connections clients that only keep alive; reports broker RSS per connection.
     Idle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProtocolArg {
+    Mqtt,
+    Stomp,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Protocol {
+        match p {
+            ProtocolArg::Mqtt => Protocol::Mqtt,
+            ProtocolArg::Stomp => Protocol::Stomp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StompAck {
+    Auto,
+    ClientIndividual,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -131,6 +167,26 @@ struct Args {
     /// Load generator worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Protocol of the publishers, and of the subscribers unless --subscriber-protocol says
+    /// otherwise. STOMP clients speak STOMP 1.2 to --stomp-port.
+    #[arg(long, value_enum, default_value = "mqtt")]
+    protocol: ProtocolArg,
+    /// Protocol of the subscribers (default: --protocol).
+    #[arg(long, value_enum)]
+    subscriber_protocol: Option<ProtocolArg>,
+    /// Port of the broker's STOMP connector (default: --port).
+    #[arg(long)]
+    stomp_port: Option<u16>,
+    /// STOMP publishers send `persistent:true` (ferromq: QoS 1 messages).
+    #[arg(long)]
+    stomp_persistent: bool,
+    /// STOMP publishers ask for a RECEIPT for every SEND and keep at most --inflight without
+    /// one (the counterpart of QoS 1; reported as qos 1).
+    #[arg(long)]
+    stomp_receipt: bool,
+    /// How STOMP subscribers acknowledge.
+    #[arg(long, value_enum, default_value = "auto")]
+    stomp_ack: StompAck,
 }
 
 /// Longest run accepted, so that a typo cannot tie the machine up for hours.
@@ -224,6 +280,7 @@ fn real_main(args: &Args) -> Result<Report, String> {
             let n = args.publishers.or(args.subscribers).unwrap_or(10);
             (args.publishers.unwrap_or(n), args.subscribers.unwrap_or(n))
         }
+        Mode::Queue => (args.publishers.unwrap_or(1), args.subscribers.unwrap_or(3)),
         Mode::Latency => (args.publishers.unwrap_or(1), args.subscribers.unwrap_or(1)),
         Mode::Idle => (0, 0),
     };
@@ -235,6 +292,36 @@ fn real_main(args: &Args) -> Result<Report, String> {
     {
         return Err("--publishers and --subscribers must be 1..=10000".to_owned());
     }
+    let publisher_protocol = Protocol::from(args.protocol);
+    let subscriber_protocol = Protocol::from(args.subscriber_protocol.unwrap_or(args.protocol));
+    let uses_stomp =
+        publisher_protocol == Protocol::Stomp || subscriber_protocol == Protocol::Stomp;
+    if args.mode == Mode::Queue
+        && (publisher_protocol, subscriber_protocol) != (Protocol::Stomp, Protocol::Stomp)
+    {
+        return Err("queue mode needs --protocol stomp on both sides".to_owned());
+    }
+    if args.mode == Mode::Shared && subscriber_protocol != Protocol::Mqtt {
+        return Err("shared mode needs MQTT subscribers".to_owned());
+    }
+    if args.mode == Mode::Idle && uses_stomp {
+        return Err("idle mode speaks MQTT only".to_owned());
+    }
+    let stomp = uses_stomp
+        .then(|| {
+            loopback_addr(&args.host, args.stomp_port.unwrap_or(args.port)).map(|addr| {
+                StompParams {
+                    addr,
+                    persistent: args.stomp_persistent,
+                    receipt: args.stomp_receipt,
+                    ack: match args.stomp_ack {
+                        StompAck::Auto => AckMode::Auto,
+                        StompAck::ClientIndividual => AckMode::ClientIndividual,
+                    },
+                }
+            })
+        })
+        .transpose()?;
     let version = match args.mqtt_version {
         MqttVersion::V311 => wire::Version::V311,
         MqttVersion::V5 => wire::Version::V5,
@@ -267,11 +354,22 @@ fn real_main(args: &Args) -> Result<Report, String> {
     let mut report = Report {
         label: args.label.clone(),
         mode: format!("{:?}", args.mode).to_lowercase(),
+        protocol: match (publisher_protocol, subscriber_protocol) {
+            (Protocol::Mqtt, Protocol::Mqtt) => "mqtt",
+            (Protocol::Stomp, Protocol::Stomp) => "stomp",
+            (Protocol::Stomp, Protocol::Mqtt) => "stomp->mqtt",
+            (Protocol::Mqtt, Protocol::Stomp) => "mqtt->stomp",
+        }
+        .to_owned(),
         mqtt_version: match version {
             wire::Version::V311 => "3.1.1".to_owned(),
             wire::Version::V5 => "5".to_owned(),
         },
-        qos: args.qos,
+        qos: if publisher_protocol == Protocol::Stomp {
+            u8::from(args.stomp_receipt)
+        } else {
+            args.qos
+        },
         payload_bytes: args.payload_bytes,
         publishers,
         subscribers,
@@ -301,10 +399,14 @@ fn real_main(args: &Args) -> Result<Report, String> {
             } else {
                 let settings = traffic::TrafficSettings {
                     params,
+                    publisher_protocol,
+                    subscriber_protocol,
+                    stomp,
                     topology: match args.mode {
                         Mode::FanIn => Topology::FanIn,
                         Mode::Pairs => Topology::Pairs,
                         Mode::Shared => Topology::Shared,
+                        Mode::Queue => Topology::Queue,
                         Mode::FanOut | Mode::Latency | Mode::Idle => Topology::FanOut,
                     },
                     qos: args.qos,

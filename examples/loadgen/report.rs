@@ -8,6 +8,8 @@ pub struct Report {
     /// Free text from `--label` (compare.sh puts the broker and scenario names here).
     pub label: Option<String>,
     pub mode: String,
+    /// Who speaks what: `mqtt`, `stomp`, or `stomp->mqtt` (publishers -> subscribers).
+    pub protocol: String,
     pub mqtt_version: String,
     pub qos: u8,
     pub payload_bytes: usize,
@@ -117,9 +119,10 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 impl Report {
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "{} mode={} mqtt={} qos={} payload={}B publishers={} subscribers={} duration={}s\n",
+            "{} mode={} protocol={} mqtt={} qos={} payload={}B publishers={} subscribers={} duration={}s\n",
             self.label.as_deref().unwrap_or("loadgen"),
             self.mode,
+            self.protocol,
             self.mqtt_version,
             self.qos,
             self.payload_bytes,

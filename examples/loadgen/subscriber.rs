@@ -29,7 +29,7 @@ impl Expected {
     pub fn set(&self, n: u64) {
         self.0.store(n, Ordering::Release);
     }
-    fn get(&self) -> Option<u64> {
+    pub fn get(&self) -> Option<u64> {
         match self.0.load(Ordering::Acquire) {
             u64::MAX => None,
             n => Some(n),
@@ -68,14 +68,68 @@ pub struct SubscriberOutcome {
     pub error: Option<String>,
 }
 
-struct Tally {
+/// What one subscriber has received so far (shared by the MQTT and STOMP subscribers).
+pub struct Tally {
     seen: Vec<Vec<u64>>,
-    out: SubscriberOutcome,
+    pub out: SubscriberOutcome,
     group_unique: Option<Arc<AtomicU64>>,
+    expected_known_at: Option<Instant>,
+    last_progress: Instant,
 }
 
 impl Tally {
-    fn record(&mut self, payload: &[u8], now_ns: u64) {
+    /// `latency_ns` is an empty histogram (from `new_histogram`) that this tally fills.
+    pub fn new(plan: &SubscriberPlan, latency_ns: Histogram<u64>) -> Tally {
+        Tally {
+            seen: vec![Vec::new(); plan.publishers],
+            out: SubscriberOutcome {
+                unique: 0,
+                in_window: 0,
+                duplicates: 0,
+                foreign: 0,
+                latency_ns,
+                last_receive: None,
+                error: None,
+            },
+            group_unique: plan.group_unique.clone(),
+            expected_known_at: None,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// True when the subscriber can stop: it (or its group) has every expected message, or
+    /// nothing new came for `plan.quiet` once the expected count was known, or the drain
+    /// deadline passed.
+    pub fn finished(&mut self, plan: &SubscriberPlan) -> bool {
+        if let Some(expected) = plan.expected.get() {
+            let known_at = *self.expected_known_at.get_or_insert_with(Instant::now);
+            let have = match &self.group_unique {
+                Some(group) => group.load(Ordering::Relaxed),
+                None => self.out.unique,
+            };
+            if have >= expected {
+                return true;
+            }
+            if known_at.max(self.last_progress).elapsed() >= plan.quiet {
+                return true; // the rest is lost; the report says how many
+            }
+        }
+        Instant::now() >= plan.drain_deadline
+    }
+
+    /// After handling a read at `now`: new distinct messages since `unique_before` count as
+    /// progress (and as in-window ones before the end of publishing).
+    pub fn progressed(&mut self, plan: &SubscriberPlan, unique_before: u64, now: Instant) {
+        if self.out.unique > unique_before {
+            self.last_progress = now;
+            self.out.last_receive = Some(now);
+            if now <= plan.window_end {
+                self.out.in_window += self.out.unique - unique_before;
+            }
+        }
+    }
+
+    pub fn record(&mut self, payload: &[u8], now_ns: u64) {
         let header = payload.get(..PAYLOAD_HEADER_BYTES).and_then(|h| {
             let ts = u64::from_le_bytes(h[0..8].try_into().ok()?);
             let publisher = u32::from_le_bytes(h[8..12].try_into().ok()?) as usize;
@@ -115,19 +169,7 @@ pub async fn run(
     plan: SubscriberPlan,
     latency_ns: Histogram<u64>,
 ) -> SubscriberOutcome {
-    let mut tally = Tally {
-        seen: vec![Vec::new(); plan.publishers],
-        out: SubscriberOutcome {
-            unique: 0,
-            in_window: 0,
-            duplicates: 0,
-            foreign: 0,
-            latency_ns,
-            last_receive: None,
-            error: None,
-        },
-        group_unique: plan.group_unique.clone(),
-    };
+    let mut tally = Tally::new(&plan, latency_ns);
     if let Err(e) = receive(&mut conn, &plan, &mut tally).await {
         tally.out.error = Some(format!("subscriber {}: {e}", plan.index));
     }
@@ -143,24 +185,9 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let mut last_write = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut expected_known_at: Option<Instant> = None;
     loop {
         let unique_before = tally.out.unique;
-        if let Some(expected) = plan.expected.get() {
-            let known_at = *expected_known_at.get_or_insert_with(Instant::now);
-            let have = match &plan.group_unique {
-                Some(group) => group.load(Ordering::Relaxed),
-                None => tally.out.unique,
-            };
-            if have >= expected {
-                return Ok(());
-            }
-            if known_at.max(last_progress).elapsed() >= plan.quiet {
-                return Ok(()); // the rest is lost; the report says how many
-            }
-        }
-        if Instant::now() >= plan.drain_deadline {
+        if tally.finished(plan) {
             return Ok(());
         }
         conn.rbuf.reserve(64 * 1024);
@@ -210,13 +237,7 @@ async fn receive(conn: &mut Conn, plan: &SubscriberPlan, tally: &mut Tally) -> R
             }
         }
         conn.rbuf.advance(consumed);
-        if tally.out.unique > unique_before {
-            last_progress = now;
-            tally.out.last_receive = Some(now);
-            if now <= plan.window_end {
-                tally.out.in_window += tally.out.unique - unique_before;
-            }
-        }
+        tally.progressed(plan, unique_before, now);
         if !out.is_empty() {
             conn.write(&out, plan.drain_deadline).await?;
             out.clear();

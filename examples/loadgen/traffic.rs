@@ -12,7 +12,9 @@ use crate::conn::{Conn, ConnectParams};
 use crate::proc_stats::{self, CpuSample, Target};
 use crate::publisher::{self, PublisherOutcome, PublisherPlan};
 use crate::report::{BrokerReport, Latency, TrafficReport};
+use crate::stomp_conn::{StompConn, StompParams};
 use crate::subscriber::{self, Expected, SubscriberOutcome, SubscriberPlan};
+use crate::{stomp_publisher, stomp_subscriber};
 
 /// How long publishers wait for outstanding acknowledgements after the publishing window.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -31,11 +33,25 @@ pub enum Topology {
     /// Every publisher on one topic, every subscriber a member of one shared subscription on
     /// it: each message is expected once across all members.
     Shared,
+    /// Every publisher sends to one STOMP queue, every subscriber consumes from it (competing
+    /// consumers): each message is expected once across all of them.
+    Queue,
+}
+
+/// The protocol one side of a run speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Mqtt,
+    Stomp,
 }
 
 pub struct TrafficSettings {
     pub params: ConnectParams,
     pub topology: Topology,
+    pub publisher_protocol: Protocol,
+    pub subscriber_protocol: Protocol,
+    /// Set when either side speaks STOMP.
+    pub stomp: Option<StompParams>,
     pub qos: u8,
     pub payload_bytes: usize,
     pub publishers: usize,
@@ -50,34 +66,67 @@ pub struct TrafficSettings {
 }
 
 impl TrafficSettings {
+    /// The MQTT topic, or for STOMP the destination (ActiveMQ's mapping: `/topic/a.b` is the
+    /// MQTT topic `a/b`, so mixed runs meet on the same topics).
     fn publish_topic(&self, publisher: usize) -> String {
         let run = &self.run_id;
-        match self.topology {
-            Topology::FanIn => format!("lg/{run}/in/{publisher}"),
-            Topology::FanOut => format!("lg/{run}/out"),
-            Topology::Pairs => format!("lg/{run}/pair/{publisher}"),
-            Topology::Shared => format!("lg/{run}/shared"),
+        match (self.publisher_protocol, self.topology) {
+            (Protocol::Mqtt, Topology::FanIn) => format!("lg/{run}/in/{publisher}"),
+            (Protocol::Mqtt, Topology::FanOut) => format!("lg/{run}/out"),
+            (Protocol::Mqtt, Topology::Pairs) => format!("lg/{run}/pair/{publisher}"),
+            (Protocol::Mqtt, Topology::Shared) => format!("lg/{run}/shared"),
+            (Protocol::Stomp, Topology::FanIn) => format!("/topic/lg.{run}.in.{publisher}"),
+            (Protocol::Stomp, Topology::FanOut) => format!("/topic/lg.{run}.out"),
+            (Protocol::Stomp, Topology::Pairs) => format!("/topic/lg.{run}.pair.{publisher}"),
+            (Protocol::Stomp, Topology::Shared) => format!("/topic/lg.{run}.shared"),
+            (_, Topology::Queue) => format!("/queue/lg.{run}.q"),
         }
     }
 
     fn subscribe_filter(&self, subscriber: usize) -> String {
         let run = &self.run_id;
-        match self.topology {
-            Topology::FanIn => format!("lg/{run}/in/+"),
-            Topology::FanOut => format!("lg/{run}/out"),
-            Topology::Pairs => format!("lg/{run}/pair/{subscriber}"),
-            Topology::Shared => format!("$share/lg{run}/lg/{run}/shared"),
+        match (self.subscriber_protocol, self.topology) {
+            (Protocol::Mqtt, Topology::FanIn) => format!("lg/{run}/in/+"),
+            (Protocol::Mqtt, Topology::FanOut) => format!("lg/{run}/out"),
+            (Protocol::Mqtt, Topology::Pairs) => format!("lg/{run}/pair/{subscriber}"),
+            (Protocol::Mqtt, Topology::Shared) => format!("$share/lg{run}/lg/{run}/shared"),
+            (Protocol::Stomp, Topology::FanIn) => format!("/topic/lg.{run}.in.*"),
+            (Protocol::Stomp, Topology::FanOut) => format!("/topic/lg.{run}.out"),
+            (Protocol::Stomp, Topology::Pairs) => format!("/topic/lg.{run}.pair.{subscriber}"),
+            (Protocol::Stomp, Topology::Shared) => format!("/topic/lg.{run}.shared"),
+            (_, Topology::Queue) => format!("/queue/lg.{run}.q"),
         }
+    }
+
+    /// The publishers' acknowledgement level: the MQTT QoS, or for STOMP 1 with receipts.
+    pub fn publisher_qos(&self) -> u8 {
+        match (self.publisher_protocol, self.stomp) {
+            (Protocol::Stomp, Some(stomp)) => u8::from(stomp.receipt),
+            _ => self.qos,
+        }
+    }
+
+    /// Members of one shared subscription, or consumers of one queue, share one expectation.
+    fn grouped(&self) -> bool {
+        matches!(self.topology, Topology::Shared | Topology::Queue)
     }
 
     /// Distinct messages subscriber `s` should receive given what each publisher sent (for a
     /// shared subscription: what its members together should receive).
     fn expected_for(&self, subscriber: usize, sent: &[u64]) -> u64 {
         match self.topology {
-            Topology::FanIn | Topology::FanOut | Topology::Shared => sent.iter().sum(),
+            Topology::FanIn | Topology::FanOut | Topology::Shared | Topology::Queue => {
+                sent.iter().sum()
+            }
             Topology::Pairs => sent.get(subscriber).copied().unwrap_or(0),
         }
     }
+}
+
+/// An open client of either protocol.
+enum AnyConn {
+    Mqtt(Conn),
+    Stomp(StompConn),
 }
 
 pub struct TrafficResult {
@@ -93,14 +142,31 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
     let keep_alive = Duration::from_secs(u64::from(s.params.keep_alive_secs.max(1)));
     let mut sub_conns = Vec::with_capacity(s.subscribers);
     for i in 0..s.subscribers {
-        let mut conn = Conn::open(&s.params, &format!("lg{}-s{i}", s.run_id)).await?;
-        conn.subscribe(&s.subscribe_filter(i), s.qos, s.params.timeout)
-            .await?;
-        sub_conns.push(conn);
+        let client_id = format!("lg{}-s{i}", s.run_id);
+        let filter = s.subscribe_filter(i);
+        sub_conns.push(match (s.subscriber_protocol, s.stomp) {
+            (Protocol::Stomp, Some(stomp)) => {
+                let mut conn = StompConn::open(&s.params, stomp.addr, &client_id).await?;
+                conn.subscribe(&filter, &format!("s{i}"), stomp.ack, s.params.timeout)
+                    .await?;
+                AnyConn::Stomp(conn)
+            }
+            _ => {
+                let mut conn = Conn::open(&s.params, &client_id).await?;
+                conn.subscribe(&filter, s.qos, s.params.timeout).await?;
+                AnyConn::Mqtt(conn)
+            }
+        });
     }
     let mut pub_conns = Vec::with_capacity(s.publishers);
     for i in 0..s.publishers {
-        pub_conns.push(Conn::open(&s.params, &format!("lg{}-p{i}", s.run_id)).await?);
+        let client_id = format!("lg{}-p{i}", s.run_id);
+        pub_conns.push(match (s.publisher_protocol, s.stomp) {
+            (Protocol::Stomp, Some(stomp)) => {
+                AnyConn::Stomp(StompConn::open(&s.params, stomp.addr, &client_id).await?)
+            }
+            _ => AnyConn::Mqtt(Conn::open(&s.params, &client_id).await?),
+        });
     }
 
     let broker = s.broker_pid.map(Target::Pid);
@@ -112,7 +178,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
 
     let mut expectations = Vec::with_capacity(s.subscribers);
     // Members of one shared subscription stop together, once the group has everything.
-    let group_unique = (s.topology == Topology::Shared).then(|| Arc::new(AtomicU64::new(0)));
+    let group_unique = s.grouped().then(|| Arc::new(AtomicU64::new(0)));
     let mut sub_tasks: Vec<JoinHandle<SubscriberOutcome>> = Vec::with_capacity(s.subscribers);
     for (index, conn) in sub_conns.into_iter().enumerate() {
         let expected = Expected::unknown();
@@ -128,11 +194,14 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             keep_alive,
             group_unique: group_unique.clone(),
         };
-        sub_tasks.push(tokio::spawn(subscriber::run(
-            conn,
-            plan,
-            subscriber::new_histogram()?,
-        )));
+        let histogram = subscriber::new_histogram()?;
+        sub_tasks.push(match (conn, s.stomp) {
+            (AnyConn::Stomp(conn), Some(stomp)) => {
+                tokio::spawn(stomp_subscriber::run(conn, plan, stomp.ack, histogram))
+            }
+            (AnyConn::Stomp(_), None) => return Err("STOMP without STOMP settings".to_owned()),
+            (AnyConn::Mqtt(conn), _) => tokio::spawn(subscriber::run(conn, plan, histogram)),
+        });
     }
     let rate_each = s.rate_per_sec.map(|r| r / s.publishers as f64);
     let mut pub_tasks: Vec<JoinHandle<PublisherOutcome>> = Vec::with_capacity(s.publishers);
@@ -140,7 +209,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
         let plan = PublisherPlan {
             index: index as u32,
             topic: s.publish_topic(index).into_bytes(),
-            qos: s.qos,
+            qos: s.publisher_qos(),
             payload_bytes: s.payload_bytes,
             max_messages: s.max_messages,
             stop_at,
@@ -151,7 +220,13 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             keep_alive,
             clock_origin,
         };
-        pub_tasks.push(tokio::spawn(publisher::run(conn, plan)));
+        pub_tasks.push(match (conn, s.stomp) {
+            (AnyConn::Stomp(conn), Some(stomp)) => {
+                tokio::spawn(stomp_publisher::run(conn, plan, stomp))
+            }
+            (AnyConn::Stomp(_), None) => return Err("STOMP without STOMP settings".to_owned()),
+            (AnyConn::Mqtt(conn), _) => tokio::spawn(publisher::run(conn, plan)),
+        });
     }
 
     let mut errors = Vec::new();
@@ -175,7 +250,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
         expected.set(n);
         expected_total += n;
     }
-    if s.topology == Topology::Shared {
+    if s.grouped() {
         expected_total = sent_by_publisher.iter().sum();
     }
     let mut subs = Vec::with_capacity(s.subscribers);
@@ -208,7 +283,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
     let traffic = summarize(
         start,
         s.duration,
-        s.qos,
+        s.publisher_qos(),
         &pubs,
         &mut subs,
         expected_total,
