@@ -106,7 +106,8 @@ broker_available() {
 }
 
 # The same activemq.xml serves ferromq and ActiveMQ: in-memory store (mosquitto keeps nothing on
-# disk either), one MQTT connector on loopback, no connection cap.
+# disk either), one MQTT connector on loopback, no connection cap; plus a stomp+nio connector on
+# $stomp_port when it is set (the STOMP scenarios).
 # With $3 = tls the connector is mqtt+nio+ssl with the PEM certificate made by make_tls_files
 # (ferromq reads PEM; ActiveMQ would need a JKS key store, so TLS scenarios skip ActiveMQ).
 write_activemq_xml() {
@@ -114,6 +115,10 @@ write_activemq_xml() {
   if [[ "${3:-}" == tls ]]; then
     scheme="mqtt+nio+ssl"
     ssl="<sslContext><sslContext keyStore=\"$tls_dir/server-cert.pem\" ferromq:keyFile=\"$tls_dir/server-key.pem\"/></sslContext>"
+  fi
+  local stomp_connector=""
+  if [[ -n "${stomp_port:-}" ]]; then
+    stomp_connector="<transportConnector name=\"stomp\" uri=\"stomp+nio://127.0.0.1:${stomp_port}?maximumConnections=1000000\"/>"
   fi
   mkdir -p "$dir/data"
   cat >"$dir/activemq.xml" <<XML
@@ -126,6 +131,7 @@ write_activemq_xml() {
     ${ssl}
     <transportConnectors>
       <transportConnector name="mqtt" uri="${scheme}://127.0.0.1:${port}?maximumConnections=1000000"/>
+      ${stomp_connector}
     </transportConnectors>
   </broker>
 </beans>
@@ -189,11 +195,11 @@ start_broker() {
   esac
   broker_pid=$!
   for _ in $(seq 1 "$wait_tenths"); do
-    port_open "$port" && return 0
+    port_open "$port" && { [[ -z "${stomp_port:-}" ]] || port_open "$stomp_port"; } && return 0
     kill -0 "$broker_pid" 2>/dev/null || break
     sleep 0.1
   done
-  log "$name did not listen on 127.0.0.1:$port; its log:"
+  log "$name did not listen on 127.0.0.1:$port${stomp_port:+ and STOMP $stomp_port}; its log:"
   tail -n 20 "$dir/broker.log" | sed 's/^/  | /'
   stop_broker
   return 1
@@ -207,7 +213,14 @@ command -v openssl >/dev/null 2>&1 && scenario_names+=(fanin-q0-tls pairs-q1-tls
 # MQTT 5 (as ratios of the 3.1.1 figures of the same run) and shared subscriptions (MQTT 5.0
 # 4.8.2; mosquitto serves `$share/` to 3.1.1 clients too). ActiveMQ 5.17 has neither: skipped.
 scenario_names+=(fanin-q1-v5 fanout-q0-v5 shared-q1 shared-q1-v5)
+# STOMP 1.2 (ferromq and ActiveMQ's stomp+nio connector; mosquitto has no STOMP): SENDs with
+# receipts (at most 64 waiting per publisher, like QoS 1), a queue with competing consumers that
+# ACK each message, and STOMP publishers to an MQTT subscriber.
+scenario_names+=(stomp-fanin stomp-queue stomp-to-mqtt)
 declare -A scenario_args=(
+  [stomp-fanin]="--mode fan-in --publishers 10 --subscribers 1 --protocol stomp --stomp-receipt"
+  [stomp-queue]="--mode queue --publishers 10 --subscribers 3 --protocol stomp --stomp-receipt --stomp-persistent --stomp-ack client-individual"
+  [stomp-to-mqtt]="--mode fan-in --publishers 10 --subscribers 1 --protocol stomp --subscriber-protocol mqtt --qos 1 --stomp-receipt --stomp-persistent"
   [fanin-q1-v5]="--mode fan-in --publishers 10 --subscribers 1 --qos 1 --mqtt-version 5"
   [fanout-q0-v5]="--mode fan-out --publishers 1 --subscribers 10 --qos 0 --mqtt-version 5"
   [shared-q1]="--mode shared --publishers 1 --subscribers 10 --qos 1"
@@ -275,6 +288,16 @@ for broker in "${brokers[@]}"; do
       run_secs="$duration"
     fi
     tls=""
+    stomp_port=""
+    if [[ "$scenario" == stomp-* ]]; then
+      if [[ "$broker" == mosquitto* ]]; then
+        log "$broker $scenario: skipped, mosquitto has no STOMP"
+        record "$broker" "$scenario" "" "skipped: no STOMP"
+        continue
+      fi
+      stomp_port="$(free_port)"
+      args="$args --stomp-port $stomp_port"
+    fi
     if [[ "$broker" == activemq && ( "$scenario" == *-v5 || "$scenario" == shared-* ) ]]; then
       log "$broker $scenario: skipped, ActiveMQ 5.17 has neither MQTT 5 nor shared subscriptions"
       record "$broker" "$scenario" "" "skipped: no MQTT 5 / shared subscriptions"

@@ -53,6 +53,9 @@ const THROUGHPUT: &[(&str, &str)] = &[
     ("pairs-q1", "10 pairs, QoS 1"),
     ("fanin-q0-tls", "fan-in 10→1, QoS 0, TLS"),
     ("pairs-q1-tls", "10 pairs, QoS 1, TLS"),
+    ("stomp-fanin", "STOMP fan-in 10→1, receipts"),
+    ("stomp-queue", "STOMP queue 10→3 consumers, receipts + ACK"),
+    ("stomp-to-mqtt", "STOMP 10 → MQTT 1, QoS 1"),
 ];
 const LATENCY: &str = "latency-q1";
 
@@ -430,8 +433,11 @@ fn best_mosquitto(runs: &Runs, scenario: &str, pointer: &str) -> Option<f64> {
 
 fn targets(runs: &Runs) -> Vec<Target> {
     let mut out = Vec::new();
-    // The targets are for the plain TCP scenarios; the TLS ones are shown, not judged.
-    for (scenario, title) in THROUGHPUT.iter().filter(|(s, _)| !s.ends_with("-tls")) {
+    // The targets are for the plain TCP MQTT scenarios; TLS and STOMP ones are shown, not judged.
+    for (scenario, title) in THROUGHPUT
+        .iter()
+        .filter(|(s, _)| !s.ends_with("-tls") && !s.starts_with("stomp-"))
+    {
         let r = ratio(runs, scenario, "/traffic/msgs_per_sec", Better::Higher);
         let lost = runs.value(scenario, SUBJECT, "/traffic/lost");
         let qos1 = scenario.ends_with("q1");
