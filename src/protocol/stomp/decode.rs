@@ -271,7 +271,8 @@ impl Decoder {
     fn body(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, StompError> {
         let end = match self.content_length {
             Some(length) => {
-                let end = self.body_start + length;
+                // Limits may be configured as large as usize::MAX: no overflow.
+                let end = self.body_start.saturating_add(length);
                 match buf.get(end) {
                     None => return Ok(None),
                     Some(0) => end,
