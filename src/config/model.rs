@@ -245,7 +245,7 @@ impl Scheme {
     /// Whether connections of this connector may speak `protocol` (WebSocket connectors serve
     /// both).
     pub fn serves(self, protocol: Protocol) -> bool {
-        self.protocol().map_or(true, |p| p == protocol)
+        self.protocol().is_none_or(|p| p == protocol)
     }
 }
 

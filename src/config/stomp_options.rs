@@ -131,12 +131,12 @@ impl StompOptions {
 
     /// Whether a body of `bytes` is within `transport.maxDataLength`.
     pub fn body_fits(&self, bytes: usize) -> bool {
-        u64::try_from(bytes).map_or(false, |b| b <= u64::from(self.max_data_length_bytes))
+        u64::try_from(bytes).is_ok_and(|b| b <= u64::from(self.max_data_length_bytes))
     }
 
     /// Whether a whole frame of `bytes` is within `wireFormat.maxFrameSize`.
     pub fn frame_fits(&self, bytes: u64) -> bool {
-        self.max_frame_size_bytes.map_or(true, |max| bytes <= max)
+        self.max_frame_size_bytes.is_none_or(|max| bytes <= max)
     }
 }
 

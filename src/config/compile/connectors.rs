@@ -329,7 +329,7 @@ fn listener_options(
             );
         }
         match ACTED.iter().find(|(name, _)| *name == key) {
-            Some((_, opt)) if opt.protocol().map_or(true, |p| scheme.serves(p)) => {
+            Some((_, opt)) if opt.protocol().is_none_or(|p| scheme.serves(p)) => {
                 apply(ctx, &mut options, *opt, key, &option.value, span, scheme)
             }
             Some((_, opt)) => other_protocol_option(ctx, key, *opt, scheme, span),
