@@ -261,7 +261,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     // Load TLS material and bind everything before spawning anything, so a bad store or a
     // port in use fails the start cleanly.
     let mut bound = Vec::with_capacity(config.listeners.len());
-    for listener in &config.listeners {
+    for listener in server::served_listeners(&config) {
         bound.push(BoundListener::bind(&config, listener).await?);
     }
     let shutdown = CancellationToken::new();

@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::model::*;
+use super::stomp_options::StompOptions;
 
 mod security;
 use security::{diff_authentication, diff_authorization, diff_tls};
@@ -437,6 +438,7 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
         need_client_auth,
         want_client_auth,
         subscription_strategy,
+        stomp,
     } = old;
     let mut changed = Vec::new();
     let mut check = |differs: bool, name: &'static str| {
@@ -482,6 +484,30 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
         *subscription_strategy != new.subscription_strategy,
         "transport.subscriptionStrategy",
     );
+    let StompOptions {
+        default_heart_beat,
+        hb_grace_period_multiplier,
+        max_data_length_bytes,
+        max_frame_size_bytes: stomp_max_frame_size_bytes,
+    } = stomp;
+    check(
+        *default_heart_beat != new.stomp.default_heart_beat,
+        "transport.defaultHeartBeat",
+    );
+    check(
+        *hb_grace_period_multiplier != new.stomp.hb_grace_period_multiplier,
+        "transport.hbGracePeriodMultiplier",
+    );
+    check(
+        *max_data_length_bytes != new.stomp.max_data_length_bytes,
+        "transport.maxDataLength",
+    );
+    // The same option sets the MQTT and the STOMP limit on ws:// connectors: named once.
+    if *stomp_max_frame_size_bytes != new.stomp.max_frame_size_bytes
+        && *max_frame_size_bytes == new.max_frame_size_bytes
+    {
+        changed.push("wireFormat.maxFrameSize");
+    }
     changed
 }
 

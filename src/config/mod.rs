@@ -14,6 +14,7 @@ pub mod ldap;
 pub mod model;
 pub mod properties;
 pub mod report;
+pub mod stomp_options;
 pub mod tree;
 pub mod uri;
 pub mod values;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Diagnostics, Severity, Span};
 pub use model::*;
+pub use stomp_options::{HeartBeat, StompOptions};
 
 /// How to load a configuration: values given on the command line and whether the process
 /// environment is consulted for placeholders.

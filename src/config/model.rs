@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use super::diagnostic::Span;
+use super::stomp_options::StompOptions;
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, Serialize)]
@@ -155,23 +156,47 @@ pub enum Scheme {
     MqttSsl,
     /// `mqtt+nio+ssl://`
     MqttNioSsl,
-    /// `ws://`
+    /// `ws://`: MQTT or STOMP, chosen per connection by WebSocket sub-protocol.
     Ws,
-    /// `wss://`
+    /// `wss://`: as `ws://`, over TLS.
     Wss,
+    /// `stomp://`
+    Stomp,
+    /// `stomp+nio://` (served by the same code as `stomp://`)
+    StompNio,
+    /// `stomp+ssl://`
+    StompSsl,
+    /// `stomp+nio+ssl://`
+    StompNioSsl,
+}
+
+/// The messaging protocol spoken on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Protocol {
+    /// MQTT 3.1, 3.1.1 and 5.0.
+    Mqtt,
+    /// STOMP 1.0, 1.1 and 1.2.
+    Stomp,
 }
 
 impl Scheme {
+    /// Every scheme, in documentation order.
+    pub const ALL: [Scheme; 10] = [
+        Scheme::Mqtt,
+        Scheme::MqttNio,
+        Scheme::MqttSsl,
+        Scheme::MqttNioSsl,
+        Scheme::Ws,
+        Scheme::Wss,
+        Scheme::Stomp,
+        Scheme::StompNio,
+        Scheme::StompSsl,
+        Scheme::StompNioSsl,
+    ];
+
+    /// The scheme written as `s` (lower case, as `config::uri` gives it).
     pub fn parse(s: &str) -> Option<Scheme> {
-        Some(match s {
-            "mqtt" => Scheme::Mqtt,
-            "mqtt+nio" => Scheme::MqttNio,
-            "mqtt+ssl" => Scheme::MqttSsl,
-            "mqtt+nio+ssl" => Scheme::MqttNioSsl,
-            "ws" => Scheme::Ws,
-            "wss" => Scheme::Wss,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|scheme| scheme.as_str() == s)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -181,13 +206,46 @@ impl Scheme {
             Scheme::MqttNioSsl => "mqtt+nio+ssl",
             Scheme::Ws => "ws",
             Scheme::Wss => "wss",
+            Scheme::Stomp => "stomp",
+            Scheme::StompNio => "stomp+nio",
+            Scheme::StompSsl => "stomp+ssl",
+            Scheme::StompNioSsl => "stomp+nio+ssl",
         }
     }
     pub fn is_tls(self) -> bool {
-        matches!(self, Scheme::MqttSsl | Scheme::MqttNioSsl | Scheme::Wss)
+        matches!(
+            self,
+            Scheme::MqttSsl
+                | Scheme::MqttNioSsl
+                | Scheme::Wss
+                | Scheme::StompSsl
+                | Scheme::StompNioSsl
+        )
     }
     pub fn is_websocket(self) -> bool {
         matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+
+    /// The one protocol every connection of this connector speaks. `None` for `ws://` and
+    /// `wss://`: each WebSocket connection speaks the protocol of the sub-protocol it agreed
+    /// (MQTT for `mqtt`/`mqttv3.1`; STOMP for `v10.stomp`, `v11.stomp`, `v12.stomp`, `stomp`,
+    /// and when the client offers no MQTT sub-protocol), as ActiveMQ's `WSServlet` does.
+    pub fn protocol(self) -> Option<Protocol> {
+        match self {
+            Scheme::Mqtt | Scheme::MqttNio | Scheme::MqttSsl | Scheme::MqttNioSsl => {
+                Some(Protocol::Mqtt)
+            }
+            Scheme::Stomp | Scheme::StompNio | Scheme::StompSsl | Scheme::StompNioSsl => {
+                Some(Protocol::Stomp)
+            }
+            Scheme::Ws | Scheme::Wss => None,
+        }
+    }
+
+    /// Whether connections of this connector may speak `protocol` (WebSocket connectors serve
+    /// both).
+    pub fn serves(self, protocol: Protocol) -> bool {
+        self.protocol().is_none_or(|p| p == protocol)
     }
 }
 
@@ -238,7 +296,8 @@ pub struct ListenerOptions {
     /// `transport.connectAttemptTimeout` (ms): close sockets that send no CONNECT in time.
     /// `None` when <= 0 (off). Default 30000.
     pub connect_attempt_timeout_ms: Option<u64>,
-    /// `wireFormat.maxFrameSize` / `transport.maxFrameSize` (bytes). Default 268435456.
+    /// `wireFormat.maxFrameSize` / `transport.maxFrameSize` (bytes) for MQTT packets. Default
+    /// 268435456. STOMP frames have their own limit ([`StompOptions::max_frame_size_bytes`]).
     pub max_frame_size_bytes: u64,
     /// `maximumConnections`; `None` = unlimited.
     pub maximum_connections: Option<u32>,
@@ -247,7 +306,9 @@ pub struct ListenerOptions {
     /// `transport.useInactivityMonitor`, default true; false disables keep-alive and connect
     /// timeout enforcement.
     pub use_inactivity_monitor: bool,
-    /// `allowLinkStealing`, default true on MQTT connectors.
+    /// `allowLinkStealing`: a new connection with a client id already connected takes it over
+    /// (else it is refused). Default true on MQTT and WebSocket connectors, false on STOMP ones
+    /// (ActiveMQ's `TransportConnector` default; only its MQTT transport turns it on).
     pub allow_link_stealing: bool,
     /// `needClientAuth` / `transport.needClientAuth`.
     pub need_client_auth: bool,
@@ -255,6 +316,8 @@ pub struct ListenerOptions {
     pub want_client_auth: bool,
     /// `transport.subscriptionStrategy`.
     pub subscription_strategy: SubscriptionStrategy,
+    /// The STOMP options (defaults on MQTT-only connectors).
+    pub stomp: StompOptions,
 }
 
 impl Default for ListenerOptions {
@@ -271,6 +334,7 @@ impl Default for ListenerOptions {
             need_client_auth: false,
             want_client_auth: false,
             subscription_strategy: SubscriptionStrategy::Default,
+            stomp: StompOptions::default(),
         }
     }
 }
@@ -672,6 +736,26 @@ pub struct ReloadSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemes_round_trip_with_their_protocol_and_tls() {
+        for scheme in Scheme::ALL {
+            assert_eq!(Scheme::parse(scheme.as_str()), Some(scheme));
+            assert_eq!(
+                scheme.is_tls(),
+                scheme.as_str().ends_with("ssl") || scheme == Scheme::Wss
+            );
+            let expected = match scheme.as_str() {
+                s if s.starts_with("mqtt") => Some(Protocol::Mqtt),
+                s if s.starts_with("stomp") => Some(Protocol::Stomp),
+                _ => None,
+            };
+            assert_eq!(scheme.protocol(), expected, "{scheme}");
+        }
+        assert_eq!(Scheme::parse("stomp+ws"), None);
+        assert!(Scheme::Ws.serves(Protocol::Stomp) && Scheme::Wss.serves(Protocol::Mqtt));
+        assert!(!Scheme::Stomp.serves(Protocol::Mqtt) && !Scheme::MqttSsl.serves(Protocol::Stomp));
+    }
 
     #[test]
     fn one_and_a_half_times_the_client_value() {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use super::diagnostic::Severity;
 use super::model::{
     Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
-    Persistence, PrincipalKind, SharedStrategy, StoreKind,
+    Persistence, PrincipalKind, Protocol, SharedStrategy, StoreKind,
 };
 use super::{properties, Loaded};
 
@@ -121,6 +121,24 @@ pub struct ListenerSummary {
     pub maximum_connections: Option<u32>,
     pub inactivity_monitor: bool,
     pub client_certificates: &'static str,
+    /// `MQTT`, `STOMP`, or `MQTT or STOMP (WebSocket sub-protocol)`.
+    pub protocols: &'static str,
+    /// The STOMP options, on connectors that serve STOMP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stomp: Option<StompSummary>,
+}
+
+/// A STOMP-serving connector's options as the connection applies them.
+#[derive(Debug, Serialize)]
+pub struct StompSummary {
+    /// `transport.defaultHeartBeat`, `cx,cy` in ms: used when CONNECT has no `heart-beat`.
+    pub default_heart_beat: String,
+    /// `transport.hbGracePeriodMultiplier`.
+    pub hb_grace_period_multiplier: f32,
+    /// `transport.maxDataLength`: the largest body.
+    pub max_data_length_bytes: u32,
+    /// `wireFormat.maxFrameSize`; `None`: unlimited.
+    pub max_frame_size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -264,6 +282,17 @@ fn listener(l: &Listener) -> ListenerSummary {
             (true, false, true) => "requested",
             (true, false, false) => "not requested",
         },
+        protocols: match l.scheme.protocol() {
+            Some(Protocol::Mqtt) => "MQTT",
+            Some(Protocol::Stomp) => "STOMP",
+            None => "MQTT or STOMP (WebSocket sub-protocol)",
+        },
+        stomp: l.scheme.serves(Protocol::Stomp).then(|| StompSummary {
+            default_heart_beat: o.stomp.default_heart_beat.to_string(),
+            hb_grace_period_multiplier: o.stomp.hb_grace_period_multiplier,
+            max_data_length_bytes: o.stomp.max_data_length_bytes,
+            max_frame_size_bytes: o.stomp.max_frame_size_bytes,
+        }),
     }
 }
 
@@ -413,9 +442,28 @@ fn render_summary(out: &mut String, s: &Summary) {
     let _ = writeln!(out, "broker `{}` would build:", s.broker_name);
     let _ = writeln!(out, "  listeners:");
     if s.listeners.is_empty() {
-        let _ = writeln!(out, "    none: no MQTT connector, clients cannot connect");
+        let _ = writeln!(
+            out,
+            "    none: no MQTT or STOMP connector, clients cannot connect"
+        );
     }
     for l in &s.listeners {
+        let certificates = if l.client_certificates == "n/a" {
+            String::new()
+        } else {
+            format!(", client certificates {}", l.client_certificates)
+        };
+        let stomp = l.stomp.as_ref().map(|st| {
+            format!(
+                "heart-beat {} ms for clients that send none, heart-beat grace x{}, max body {}, \
+                 max STOMP frame {}",
+                st.default_heart_beat,
+                st.hb_grace_period_multiplier,
+                human_bytes(u64::from(st.max_data_length_bytes)),
+                st.max_frame_size_bytes
+                    .map_or("unlimited".to_owned(), human_bytes)
+            )
+        });
         let mut keep_alive = match l.default_keep_alive_ms {
             0 => "none".to_owned(),
             ms => format!("{ms} ms"),
@@ -429,19 +477,28 @@ fn render_summary(out: &mut String, s: &Summary) {
         let max_conn = l
             .maximum_connections
             .map_or("unlimited".to_owned(), |n| n.to_string());
+        if l.protocols == "STOMP" {
+            let _ = writeln!(
+                out,
+                "    {}: {}://{} (STOMP; {}, connect timeout {timeout}, max connections {max_conn}{certificates})",
+                l.name,
+                l.scheme,
+                l.address,
+                stomp.unwrap_or_default(),
+            );
+            continue;
+        }
         let _ = writeln!(
             out,
-            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {}, max connections {max_conn}{})",
+            "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {}, max connections {max_conn}{certificates})",
             l.name,
             l.scheme,
             l.address,
             human_bytes(l.max_frame_size_bytes),
-            if l.client_certificates == "n/a" {
-                String::new()
-            } else {
-                format!(", client certificates {}", l.client_certificates)
-            }
         );
+        if let Some(stomp) = stomp {
+            let _ = writeln!(out, "      STOMP by sub-protocol: {stomp}");
+        }
     }
     match &s.tls {
         None => {

@@ -258,6 +258,10 @@ fn warning_kind(message: &str) -> String {
     };
     let kind = if message.starts_with("attribute `") {
         backticked(message)
+    } else if let Some(rest) = message.strip_prefix("option `") {
+        // One row for every option name: ``option `X` is not acted on by ferromq``.
+        rest.split_once('`')
+            .map(|(_, after)| format!("option `X`{after}"))
     } else if message.starts_with("connector `") {
         message.split(['(', ')']).nth(1).map(str::to_owned)
     } else if message.starts_with('<') {
@@ -659,16 +663,20 @@ fn warning_kinds_are_the_names_ignored() {
             "<dispatchPolicy>",
         ),
         (
-            "connector `stomp+nio` (stomp+nio://) is not served: it is not an MQTT transport",
-            "stomp+nio://",
+            "connector `openwire` (tcp://) is not served: it is neither MQTT nor STOMP",
+            "tcp://",
+        ),
+        (
+            "option `transport.closeAsync` is not acted on by ferromq",
+            "option `X` is not acted on by ferromq",
         ),
         (
             "<networkConnector> `multicast://default` is not supported yet: ferromq does not bridge brokers",
             "<networkConnector>",
         ),
         (
-            "no MQTT connector: clients cannot connect",
-            "no MQTT connector: clients cannot connect",
+            "no MQTT or STOMP connector: clients cannot connect",
+            "no MQTT or STOMP connector: clients cannot connect",
         ),
     ] {
         assert_eq!(warning_kind(message), kind);

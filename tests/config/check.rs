@@ -359,7 +359,7 @@ fn every_example_is_valid() {
                 .iter()
                 .map(|l| l.scheme.to_string())
                 .collect();
-            assert_eq!(schemes, vec!["mqtt", "ws"]);
+            assert_eq!(schemes, vec!["stomp", "mqtt", "ws"]);
         } else {
             assert_eq!(
                 loaded.diagnostics.warnings().count(),
@@ -501,13 +501,17 @@ fn check_binary_json() {
     assert_eq!(value["valid"], true);
     assert_eq!(
         value["summary"]["listeners"].as_array().map(Vec::len),
-        Some(2)
+        Some(3)
     );
-    assert_eq!(
-        value["summary"]["listeners"][0]["max_frame_size_bytes"],
-        104_857_600
-    );
-    assert_eq!(value["warnings"], 6);
+    let stomp = &value["summary"]["listeners"][0];
+    assert_eq!(stomp["protocols"], "STOMP");
+    assert_eq!(stomp["stomp"]["max_frame_size_bytes"], 104_857_600);
+    assert_eq!(stomp["stomp"]["max_data_length_bytes"], 104_857_600);
+    assert_eq!(stomp["stomp"]["default_heart_beat"], "0,0");
+    let mqtt = &value["summary"]["listeners"][1];
+    assert_eq!(mqtt["max_frame_size_bytes"], 104_857_600);
+    assert!(mqtt["stomp"].is_null(), "no STOMP options on mqtt://");
+    assert_eq!(value["warnings"], 5);
 }
 
 #[test]

@@ -181,10 +181,11 @@ impl ListenerSet {
     /// Returns one message per part that failed; everything else is in effect.
     pub async fn reconcile(&mut self, config: &Config, tls_changed: bool) -> Vec<String> {
         let mut failures = Vec::new();
+        let served: Vec<&Listener> = crate::broker::server::served_listeners(config).collect();
         let mut index = 0;
         while index < self.running.len() {
             let name = self.running[index].name();
-            if config.listeners.iter().any(|l| l.name == name) {
+            if served.iter().any(|l| l.name == name) {
                 index += 1;
                 continue;
             }
@@ -193,7 +194,7 @@ impl ListenerSet {
             stop(removed).await;
             tracing::info!(listener = %name, %addr, "connector removed: stopped listening, its clients were disconnected");
         }
-        for wanted in &config.listeners {
+        for wanted in served.iter().copied() {
             let result = match self.position(&wanted.name) {
                 None => self.start(config, wanted).await,
                 Some(i) if wanted.needs_rebind(&self.running[i].settings.load().config) => {
@@ -206,7 +207,7 @@ impl ListenerSet {
             }
         }
         // Keep configuration order (a rebound or new listener was appended).
-        let order = |name: &str| config.listeners.iter().position(|l| l.name == name);
+        let order = |name: &str| served.iter().position(|l| l.name == name);
         self.running.sort_by_key(|r| order(&r.name()));
         self.watch_tls_files();
         failures

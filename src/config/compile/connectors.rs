@@ -10,12 +10,15 @@ use std::collections::BTreeMap;
 use super::Ctx;
 use crate::config::diagnostic::{Diagnostic, Span};
 use crate::config::known_names;
-use crate::config::model::{Inactivity, Listener, ListenerOptions, Scheme, SubscriptionStrategy};
+use crate::config::model::{
+    Inactivity, Listener, ListenerOptions, Protocol, Scheme, SubscriptionStrategy,
+};
+use crate::config::stomp_options::HeartBeat;
 use crate::config::tree::{Attr, Element};
 use crate::config::uri::{self, TransportUri};
 use crate::config::values;
 
-/// Schemes ActiveMQ knows that are not MQTT: accepted with a "not served" warning.
+/// Schemes ActiveMQ knows that ferromq does not serve: accepted with a "not served" warning.
 const OTHER_SCHEMES: &[&str] = &[
     "tcp",
     "nio",
@@ -27,12 +30,6 @@ const OTHER_SCHEMES: &[&str] = &[
     "amqp+nio+ssl",
     "amqp+ws",
     "amqp+wss",
-    "stomp",
-    "stomp+nio",
-    "stomp+ssl",
-    "stomp+nio+ssl",
-    "stomp+ws",
-    "stomp+wss",
     "auto",
     "auto+nio",
     "auto+ssl",
@@ -44,7 +41,9 @@ const OTHER_SCHEMES: &[&str] = &[
     "multicast",
 ];
 
-const SERVED_SCHEMES: &[&str] = &["mqtt", "mqtt+nio", "mqtt+ssl", "mqtt+nio+ssl", "ws", "wss"];
+/// Schemes that look like STOMP over WebSocket but that ActiveMQ has no transport for (it
+/// refuses to start with them): STOMP over WebSocket is served on `ws://` and `wss://`.
+const NO_SUCH_STOMP_SCHEMES: &[(&str, &str)] = &[("stomp+ws", "ws"), ("stomp+wss", "wss")];
 
 pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
     let mut listeners: Vec<Listener> = Vec::new();
@@ -96,8 +95,9 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
                     format!("connector `{name}` has no port"),
                 )
                 .with_hint(format!(
-                    "write {scheme}://{}:PORT (1883 is MQTT's usual port, 8883 with TLS)",
-                    display_host(&parsed.host)
+                    "write {scheme}://{}:PORT ({})",
+                    display_host(&parsed.host),
+                    usual_ports(scheme)
                 )),
             );
             broken += 1;
@@ -119,7 +119,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
     }
     if listeners.is_empty() && broken == 0 {
         ctx.push(
-            Diagnostic::warning(broker.span.clone(), "no MQTT connector: clients cannot connect")
+            Diagnostic::warning(broker.span.clone(), "no MQTT or STOMP connector: clients cannot connect")
                 .with_hint("add <transportConnectors><transportConnector name=\"mqtt\" uri=\"mqtt://0.0.0.0:1883\"/></transportConnectors>"),
         );
     }
@@ -160,24 +160,42 @@ fn not_served(
     let known = OTHER_SCHEMES.contains(&scheme);
     if known {
         let hint = if scheme.starts_with("auto") {
-            "ActiveMQ's auto:// also detects MQTT, but ferromq serves MQTT only on mqtt://, \
-             mqtt+nio://, mqtt+ssl://, mqtt+nio+ssl://, ws:// and wss:// connectors"
+            "ActiveMQ's auto:// also detects MQTT and STOMP, but ferromq serves them only on \
+             mqtt://, mqtt+nio://, mqtt+ssl://, mqtt+nio+ssl://, stomp://, stomp+nio://, \
+             stomp+ssl://, stomp+nio+ssl://, ws:// and wss:// connectors"
         } else {
-            "ferromq speaks MQTT only; keep the connector for ActiveMQ or remove it"
+            "ferromq speaks MQTT and STOMP only; keep the connector for ActiveMQ or remove it"
         };
         ctx.push(
             Diagnostic::warning(
                 connector.span.clone(),
                 format!(
-                    "connector `{name}` ({scheme}://) is not served: it is not an MQTT transport"
+                    "connector `{name}` ({scheme}://) is not served: it is neither MQTT nor STOMP"
                 ),
             )
             .with_hint(hint),
         );
+    } else if let Some((_, ws)) = NO_SUCH_STOMP_SCHEMES.iter().find(|(s, _)| *s == scheme) {
+        ctx.push(
+            Diagnostic::error(
+                uri_attr.value_span.clone(),
+                format!("ActiveMQ has no `{scheme}://` transport (it would refuse to start)"),
+            )
+            .with_hint(format!(
+                "STOMP over WebSocket is served on {ws}:// connectors: a client offering the \
+                 `v12.stomp`, `v11.stomp`, `v10.stomp` or `stomp` sub-protocol (or no MQTT \
+                 one) speaks STOMP there"
+            )),
+        );
     } else {
-        let all = SERVED_SCHEMES.iter().chain(OTHER_SCHEMES).copied();
+        let all = Scheme::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(OTHER_SCHEMES.iter().copied());
         let hint = known_names::did_you_mean(scheme, all).unwrap_or_else(|| {
-            "MQTT schemes are mqtt, mqtt+nio, mqtt+ssl, mqtt+nio+ssl, ws and wss".into()
+            "ferromq's schemes are mqtt, mqtt+nio, mqtt+ssl, mqtt+nio+ssl, stomp, stomp+nio, \
+             stomp+ssl, stomp+nio+ssl, ws and wss"
+                .into()
         });
         ctx.push(
             Diagnostic::error(
@@ -204,9 +222,36 @@ enum Opt {
     AllowLinkStealing,
     NeedClientAuth,
     WantClientAuth,
+    DefaultHeartBeat,
+    HbGracePeriodMultiplier,
+    MaxDataLength,
 }
 
-/// The option names ActiveMQ acts on for MQTT connectors, in the form(s) it accepts.
+impl Opt {
+    /// The protocol the option is about; `None`: every connector.
+    fn protocol(self) -> Option<Protocol> {
+        match self {
+            Opt::DefaultKeepAlive
+            | Opt::MaxKeepAlive
+            | Opt::SubscriptionStrategy
+            | Opt::PublishDollarTopics => Some(Protocol::Mqtt),
+            Opt::DefaultHeartBeat | Opt::HbGracePeriodMultiplier | Opt::MaxDataLength => {
+                Some(Protocol::Stomp)
+            }
+            Opt::ConnectAttemptTimeout
+            | Opt::MaxFrameSize
+            | Opt::MaximumConnections
+            | Opt::UseInactivityMonitor
+            | Opt::AllowLinkStealing
+            | Opt::NeedClientAuth
+            | Opt::WantClientAuth => None,
+        }
+    }
+}
+
+/// The option names ActiveMQ acts on for MQTT and STOMP connectors, in the form(s) it accepts
+/// (STOMP: `StompTransportFilter`'s setters for `transport.*`, `StompWireFormat`'s for
+/// `wireFormat.*`).
 const ACTED: &[(&str, Opt)] = &[
     ("transport.defaultKeepAlive", Opt::DefaultKeepAlive),
     // ferromq's own (ActiveMQ never spoke MQTT 5): the Server Keep Alive cap.
@@ -226,6 +271,13 @@ const ACTED: &[(&str, Opt)] = &[
     ("transport.needClientAuth", Opt::NeedClientAuth),
     ("wantClientAuth", Opt::WantClientAuth),
     ("transport.wantClientAuth", Opt::WantClientAuth),
+    ("transport.defaultHeartBeat", Opt::DefaultHeartBeat),
+    (
+        "transport.hbGracePeriodMultiplier",
+        Opt::HbGracePeriodMultiplier,
+    ),
+    ("transport.maxDataLength", Opt::MaxDataLength),
+    ("wireFormat.maxDataLength", Opt::MaxDataLength),
 ];
 
 /// The largest `transport.maxKeepAlive`: Server Keep Alive is a two-byte number of seconds.
@@ -243,6 +295,12 @@ const MISPLACED: &[(&str, &str)] = &[
     ("useInactivityMonitor", "transport.useInactivityMonitor"),
     ("transport.maximumConnections", "maximumConnections"),
     ("transport.allowLinkStealing", "allowLinkStealing"),
+    ("defaultHeartBeat", "transport.defaultHeartBeat"),
+    (
+        "hbGracePeriodMultiplier",
+        "transport.hbGracePeriodMultiplier",
+    ),
+    ("maxDataLength", "transport.maxDataLength"),
 ];
 
 fn listener_options(
@@ -253,6 +311,10 @@ fn listener_options(
     scheme: Scheme,
 ) -> ListenerOptions {
     let mut options = ListenerOptions::default();
+    if scheme.protocol() == Some(Protocol::Stomp) {
+        // ActiveMQ's TransportConnector default; only its MQTT transport turns it on.
+        options.allow_link_stealing = false;
+    }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for option in &parsed.options {
         let key = option.key.as_str();
@@ -267,7 +329,10 @@ fn listener_options(
             );
         }
         match ACTED.iter().find(|(name, _)| *name == key) {
-            Some((_, opt)) => apply(ctx, &mut options, *opt, key, &option.value, span),
+            Some((_, opt)) if opt.protocol().is_none_or(|p| scheme.serves(p)) => {
+                apply(ctx, &mut options, *opt, key, &option.value, span, scheme)
+            }
+            Some((_, opt)) => other_protocol_option(ctx, key, *opt, scheme, span),
             None => ignored_option(ctx, key, span),
         }
     }
@@ -310,10 +375,37 @@ fn listener_options(
                 span_in_value(uri_attr, option_offset(&uri_attr.value, key)),
                 format!("{key} has no effect on a {scheme}:// connector without TLS"),
             )
-            .with_hint("use mqtt+ssl://, mqtt+nio+ssl:// or wss:// for client certificates"),
+            .with_hint(
+                "use mqtt+ssl://, mqtt+nio+ssl://, stomp+ssl://, stomp+nio+ssl:// or wss:// \
+                 for client certificates",
+            ),
         );
     }
     options
+}
+
+/// An option of the other protocol (`transport.defaultKeepAlive` on `stomp://`,
+/// `transport.defaultHeartBeat` on `mqtt://`): ActiveMQ's transport has no such property, so
+/// it does nothing there; say which option this protocol uses instead.
+fn other_protocol_option(ctx: &mut Ctx<'_>, key: &str, opt: Opt, scheme: Scheme, span: Span) {
+    let (what, instead) = match opt.protocol() {
+        Some(Protocol::Mqtt) => (
+            "an MQTT option",
+            "STOMP connectors use transport.defaultHeartBeat and transport.hbGracePeriodMultiplier \
+             for inactivity; remove the option",
+        ),
+        _ => (
+            "a STOMP option",
+            "MQTT connectors use transport.defaultKeepAlive for inactivity; remove the option",
+        ),
+    };
+    ctx.push(
+        Diagnostic::warning(
+            span,
+            format!("option `{key}` is {what}: not acted on by a {scheme}:// connector"),
+        )
+        .with_hint(instead),
+    );
 }
 
 fn ignored_option(ctx: &mut Ctx<'_>, key: &str, span: Span) {
@@ -347,7 +439,15 @@ fn ignored_option(ctx: &mut Ctx<'_>, key: &str, span: Span) {
     ctx.push(diagnostic);
 }
 
-fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value: &str, span: Span) {
+fn apply(
+    ctx: &mut Ctx<'_>,
+    o: &mut ListenerOptions,
+    opt: Opt,
+    key: &str,
+    value: &str,
+    span: Span,
+    scheme: Scheme,
+) {
     let bad = |ctx: &mut Ctx<'_>, what: &str, hint: &str| {
         ctx.push(
             Diagnostic::error(span.clone(), format!("option `{key}={value}`: {what}"))
@@ -393,7 +493,14 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
             ),
         },
         Opt::MaxFrameSize => match number {
-            Ok(bytes) if bytes > 0 => o.max_frame_size_bytes = bytes as u64,
+            Ok(bytes) if bytes > 0 => {
+                if scheme.serves(Protocol::Mqtt) {
+                    o.max_frame_size_bytes = bytes as u64;
+                }
+                if scheme.serves(Protocol::Stomp) {
+                    o.stomp.max_frame_size_bytes = Some(bytes as u64);
+                }
+            }
             _ => {
                 let hint = match values::parse_size_bytes(value) {
                     Ok(bytes) => {
@@ -422,6 +529,48 @@ fn apply(ctx: &mut Ctx<'_>, o: &mut ListenerOptions, opt: Opt, key: &str, value:
                 ctx,
                 "unknown subscription strategy",
                 "use mqtt-default-subscriptions or mqtt-virtual-topic-subscriptions",
+            ),
+        },
+        Opt::DefaultHeartBeat => match HeartBeat::parse(value) {
+            Ok(beat) => o.stomp.default_heart_beat = beat,
+            Err(what) => bad(
+                ctx,
+                &what,
+                "two numbers of milliseconds `cx,cy`, as in a CONNECT frame's heart-beat \
+                 header: e.g. 10000,0 closes clients that send no heart-beat header after 10 s \
+                 of silence",
+            ),
+        },
+        Opt::HbGracePeriodMultiplier => match value.trim().parse::<f32>() {
+            Ok(m) if m.is_finite() && m > 0.0 => {
+                o.stomp.hb_grace_period_multiplier = m;
+                if m < 1.0 {
+                    ctx.push(
+                        Diagnostic::warning(
+                            span.clone(),
+                            format!("option `{key}={value}` is below 1"),
+                        )
+                        .with_hint(
+                            "a client that heart-beats exactly as promised is closed before its \
+                             next heart-beat is due; 1.5 or 2 allows for network delays",
+                        ),
+                    );
+                }
+            }
+            _ => bad(
+                ctx,
+                "expected a positive number",
+                "e.g. 1.5: a client promising a heart-beat every 10 s may be silent 15 s",
+            ),
+        },
+        Opt::MaxDataLength => match number {
+            Ok(bytes) if bytes > 0 && bytes <= i64::from(i32::MAX) => {
+                o.stomp.max_data_length_bytes = bytes as u32
+            }
+            _ => bad(
+                ctx,
+                "expected a positive number of bytes up to 2147483647",
+                "a plain number of bytes (ActiveMQ reads a Java int), e.g. 104857600 for 100 MiB",
             ),
         },
         Opt::PublishDollarTopics
@@ -498,6 +647,17 @@ fn span_in_value(attr: &Attr, offset: usize) -> Span {
     let shift = u32::try_from(offset + extra).unwrap_or(0);
     span.col = span.col.saturating_add(shift);
     span
+}
+
+/// The usual ports for a scheme, for hints.
+fn usual_ports(scheme: Scheme) -> &'static str {
+    match scheme.protocol() {
+        Some(Protocol::Mqtt) => "1883 is MQTT's usual port, 8883 with TLS",
+        Some(Protocol::Stomp) => {
+            "61613 is STOMP's usual port (ActiveMQ's examples use 61612 with TLS)"
+        }
+        None => "61614 is ActiveMQ's usual WebSocket port",
+    }
 }
 
 fn display_host(host: &str) -> String {

@@ -329,4 +329,6 @@ impl<'d> Ctx<'d> {
 #[cfg(test)]
 mod security_tests;
 #[cfg(test)]
+mod stomp_connector_tests;
+#[cfg(test)]
 mod tests;

@@ -155,6 +155,7 @@ fn every_connector_option_with_its_unit() {
             need_client_auth: false,
             want_client_auth: false,
             subscription_strategy: SubscriptionStrategy::VirtualTopic,
+            stomp: crate::config::stomp_options::StompOptions::default(),
         }
     );
 }
@@ -228,8 +229,9 @@ fn ports_clash_unless_zero_or_different_hosts() {
 fn other_protocols_are_not_served() {
     let loaded = load(&connectors(&[
         "tcp://0.0.0.0:61616",
-        "stomp://0.0.0.0:61613",
+        "amqp://0.0.0.0:5672",
         "auto+nio://0.0.0.0:5671",
+        "stomp://0.0.0.0:61613",
         "mqtt://0.0.0.0:1883",
     ]));
     assert_eq!(
@@ -241,7 +243,12 @@ fn other_protocols_are_not_served() {
         3
     );
     let config = valid(loaded);
-    assert_eq!(config.listeners.len(), 1);
+    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["c3", "c4"],
+        "STOMP and MQTT connectors are compiled"
+    );
 }
 
 #[test]
