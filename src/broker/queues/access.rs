@@ -52,3 +52,69 @@ impl Queues {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::broker::durability::MemoryOnly;
+    use crate::broker::queues::QueuePolicies;
+    use crate::broker::routing::memory::MemoryGauge;
+
+    fn security() -> Security {
+        let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+          <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+            <plugins>
+              <simpleAuthenticationPlugin><users>
+                <authenticationUser username="u" password="p" groups="users"/>
+              </users></simpleAuthenticationPlugin>
+              <authorizationPlugin><map><authorizationMap><authorizationEntries>
+                <authorizationEntry queue="jobs.>" read="users" write="users"/>
+                <authorizationEntry queue="own.>" read="users" write="users" admin="users"/>
+                <authorizationEntry topic="jobs.>" read="users" write="users" admin="users"/>
+              </authorizationEntries></authorizationMap></map></authorizationPlugin>
+            </plugins>
+            <transportConnectors>
+              <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+            </transportConnectors>
+          </broker></beans>"#;
+        let options = crate::config::LoadOptions::default();
+        let config = crate::config::load_str(xml, std::path::Path::new("."), &options)
+            .config
+            .expect("config compiles");
+        Security::from_config(&config).expect("security")
+    }
+
+    #[test]
+    fn queue_entries_govern_queues_and_creation_needs_admin() {
+        let security = security();
+        let queues = Queues::new(
+            Arc::new(MemoryOnly::default()),
+            MemoryGauge::new(u64::MAX),
+            QueuePolicies::default(),
+        );
+        let user = Principal {
+            user: Arc::from("u"),
+            groups: vec![Arc::from("users")],
+            anonymous: false,
+        };
+        let may = |action, name: &str| queues.may_use(&security, &user, action, name);
+        assert_eq!(
+            may(Action::Write, "other"),
+            Err(QueueRefusal::NotAuthorized)
+        );
+        assert_eq!(
+            may(Action::Write, "jobs.a"),
+            Err(QueueRefusal::NotCreated),
+            "a topic entry's admin does not count for a queue"
+        );
+        assert_eq!(may(Action::Read, "own.a"), Ok(()), "admin: may create");
+        queues.declare(["jobs.a"]);
+        assert_eq!(may(Action::Write, "jobs.a"), Ok(()), "exists now");
+        assert_eq!(
+            queues.may_use(&Security::default(), &user, Action::Admin, "x"),
+            Ok(())
+        );
+    }
+}
