@@ -272,6 +272,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         shutdown.clone(),
         task_alive.clone(),
     ));
+    queues::sweep_periodically(Arc::downgrade(&core.queues), shutdown.clone());
     // cachedLDAPAuthorizationMap: loads the entries now and follows LDAP changes.
     crate::security::ldap::authz_map::spawn_refresher(Arc::downgrade(&core), shutdown.clone());
     let (events_tx, events) = mpsc::unbounded_channel();

@@ -73,6 +73,9 @@ pub struct Queue {
     dead_letter_queue: AtomicBool,
     /// Its record exists in the durability engine (a commit declaring it succeeded).
     declared: AtomicBool,
+    /// A temporary queue (`/temp-queue/`): nothing of it is kept in the store, it ends with
+    /// the connection that created it.
+    temporary: bool,
     state: Mutex<QueueState>,
 }
 
@@ -200,6 +203,7 @@ impl Queues {
                 own_dead_letter_queue || dead_letter::looks_like_dead_letter_queue(&name),
             ),
             declared: AtomicBool::new(false),
+            temporary: false,
             state: Mutex::new(QueueState::new(QueueOwner::Queue(name.clone()))),
             policy,
             name,
@@ -228,6 +232,45 @@ impl Queues {
                 }
             }
         }
+    }
+
+    /// Create temporary queue `name` (the connection names it uniquely, e.g. after its
+    /// connection id): kept in memory only, persistent messages included (as ActiveMQ's
+    /// temporary destinations), until [`Queues::delete`]. `false`: the name is taken.
+    pub fn create_temporary(&self, name: &str) -> bool {
+        let mut queues = self.queues.write();
+        if queues.contains_key(name) {
+            return false;
+        }
+        let queue = Queue {
+            temporary: true,
+            ..self.new_queue(name)
+        };
+        queues.insert(queue.name.clone(), Arc::new(queue));
+        true
+    }
+
+    /// Whether `name` is a temporary queue.
+    pub fn is_temporary(&self, name: &str) -> bool {
+        self.queues.read().get(name).is_some_and(|q| q.temporary)
+    }
+
+    /// Delete queue `name` with every message it holds (a temporary queue whose connection
+    /// closed, or an admin action); its consumers get nothing more. `false`: no such queue.
+    pub fn delete(&self, name: &str) -> bool {
+        let Some(queue) = self.queues.write().remove(name) else {
+            return false;
+        };
+        let (_, mut out) = queue.with(|s, _, _, out| s.purge(out));
+        // Entries delivered and unacknowledged go with the queue's record.
+        out.changes.clear();
+        if !queue.temporary {
+            out.changes.push(Change::QueueDeleted {
+                owner: queue.owner.clone(),
+            });
+        }
+        self.settle_in_background(&queue, out);
+        true
     }
 
     /// Queues that exist by configuration (`<destinations><queue physicalName=...>`).
@@ -262,6 +305,7 @@ impl Queues {
                         seq,
                         message: item.message,
                         persistent: true,
+                        kept: true,
                         paged: item.paged,
                         redeliveries: 0,
                         not_before: None,
@@ -292,15 +336,46 @@ impl Queues {
                 .map_err(SendError::Durability)?;
         }
         let queue = self.get_or_create(name);
+        self.send_to(&queue, message, persistent)
+    }
+
+    /// [`Queues::send`] to temporary queue `name` (it must exist: see
+    /// [`Queues::create_temporary`]). `None`: there is no such temporary queue.
+    pub fn send_temporary(
+        &self,
+        name: &str,
+        message: Message,
+    ) -> Option<Result<Commit, SendError>> {
+        let queue = self
+            .queues
+            .read()
+            .get(name)
+            .filter(|q| q.temporary)
+            .cloned()?;
+        let persistent = message.qos != QoS::AtMostOnce;
+        if self.memory.is_full() {
+            return Some(Err(SendError::MemoryFull));
+        }
+        Some(self.send_to(&queue, message, persistent))
+    }
+
+    fn send_to(
+        &self,
+        queue: &Arc<Queue>,
+        message: Message,
+        persistent: bool,
+    ) -> Result<Commit, SendError> {
         let entry = Entry {
             seq: self.durability.next_seq(),
             message: self.memory.charge(message),
             persistent,
+            kept: persistent && !queue.temporary,
             paged: false,
             redeliveries: 0,
             not_before: None,
         };
-        if !persistent {
+        let queue = queue.clone();
+        if !entry.kept {
             return Ok(self.insert(&queue, entry));
         }
         let commit = self.durability.commit(self.kept(&queue, &entry));
@@ -472,19 +547,25 @@ impl Queues {
             seq: self.durability.next_seq(),
             message: dead_letter::message(&original.message, &from.name, &dead.cause),
             persistent: original.persistent,
+            kept: original.persistent && !target.temporary,
             paged: original.paged,
             redeliveries: 0,
             not_before: None,
         };
         tracing::debug!(queue = %from.name, dead_letter_queue = %target.name, cause = %dead.cause, "message dead-lettered");
-        if !original.persistent {
+        let mut changes = Vec::new();
+        if original.kept {
+            changes.push(Change::Removed {
+                owner: from.owner.clone(),
+                seq: original.seq,
+            });
+        }
+        if entry.kept {
+            changes.extend(self.kept(&target, &entry));
+        }
+        if changes.is_empty() {
             return self.insert(&target, entry);
         }
-        let mut changes = vec![Change::Removed {
-            owner: from.owner.clone(),
-            seq: original.seq,
-        }];
-        changes.extend(self.kept(&target, &entry));
         let commit = self.durability.commit(changes);
         let me = self.me.clone();
         let from = from.clone();
@@ -532,6 +613,30 @@ impl Queues {
             Err(_) => Commit::Pending(Box::pin(work)),
         }
     }
+}
+
+/// ActiveMQ's `expireMessagesPeriod` default: how often queues are swept for expired
+/// messages nobody consumes.
+pub const EXPIRE_MESSAGES_PERIOD: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sweep every queue for expired messages every [`EXPIRE_MESSAGES_PERIOD`] until `shutdown`
+/// (or the broker is gone).
+pub fn sweep_periodically(queues: Weak<Queues>, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(EXPIRE_MESSAGES_PERIOD);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let Some(queues) = queues.upgrade() else {
+                return;
+            };
+            queues.sweep_expired();
+        }
+    });
 }
 
 /// One commit that is done when all of `commits` are (the first error wins).

@@ -21,6 +21,8 @@ pub(super) struct Entry {
     pub seq: QueueSeq,
     pub message: Message,
     pub persistent: bool,
+    /// Kept in the store (persistent, and not in a temporary queue): leaving removes it.
+    pub kept: bool,
     /// The payload is not in memory: read it back from the store before delivery.
     pub paged: bool,
     /// Times it came back after a delivery (ActiveMQ's `redeliveryCounter`).
@@ -544,7 +546,7 @@ impl QueueState {
     }
 
     fn removed(&self, entry: &Entry, out: &mut Outcome) {
-        if entry.persistent {
+        if entry.kept {
             out.changes.push(Change::Removed {
                 owner: self.owner.clone(),
                 seq: entry.seq,

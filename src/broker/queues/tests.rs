@@ -522,3 +522,60 @@ async fn recovered_entries_are_ready_in_order() {
     assert_eq!(payloads(&got), ["a", "b"]);
     assert!(got.iter().all(|d| d.persistent && !d.redelivered));
 }
+
+#[tokio::test]
+async fn a_temporary_queue_keeps_nothing_in_the_store_and_ends_when_deleted() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    assert!(queues
+        .send_temporary("ID:c1:1", message("x", QoS::AtLeastOnce))
+        .is_none());
+    assert!(queues.create_temporary("ID:c1:1"));
+    assert!(!queues.create_temporary("ID:c1:1"), "taken");
+    assert!(queues.is_temporary("ID:c1:1"));
+    let c = queues.subscribe("ID:c1:1", spec(10));
+    queues
+        .send_temporary("ID:c1:1", message("reply", QoS::AtLeastOnce))
+        .expect("exists")
+        .expect("accepted")
+        .wait()
+        .await
+        .expect("done");
+    let held = take(&c).await;
+    assert_eq!(payloads(&held), ["reply"]);
+    assert!(held[0].persistent, "still a persistent message");
+    c.ack(held[0].seq).expect("ack");
+    assert!(
+        engine.changes().is_empty(),
+        "nothing kept: {:?}",
+        engine.changes()
+    );
+    assert!(queues.delete("ID:c1:1"));
+    assert!(!queues.exists("ID:c1:1"));
+    assert!(queues
+        .send_temporary("ID:c1:1", message("late", QoS::AtMostOnce))
+        .is_none());
+}
+
+#[tokio::test]
+async fn deleting_a_queue_drops_its_messages_and_its_record() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    send(&queues, "gone", &["a"], QoS::AtLeastOnce);
+    assert!(queues.delete("gone"));
+    assert_eq!(
+        engine.batches().last(),
+        Some(&vec![Change::QueueDeleted {
+            owner: QueueOwner::Queue(Arc::from("gone"))
+        }])
+    );
+    assert!(!queues.delete("gone"));
+}
