@@ -38,9 +38,10 @@ where
 /// How a consumer subscribes.
 #[derive(Clone)]
 pub struct ConsumerSpec {
-    /// How many messages it may hold unacknowledged (`activemq.prefetchSize`; ActiveMQ's
-    /// `queuePrefetch`, 1000 by default). 0 is taken as 1: a STOMP consumer cannot pull.
-    pub prefetch: usize,
+    /// How many messages it may hold unacknowledged (`activemq.prefetchSize`); `None`: the
+    /// queue's `queuePrefetch` policy (1000 by default). 0 is taken as 1: a STOMP consumer
+    /// cannot pull.
+    pub prefetch: Option<usize>,
     /// `activemq.exclusive`: while it lives it gets every message (the first exclusive
     /// consumer of the queue wins; the others wait as backups).
     pub exclusive: bool,

@@ -139,6 +139,9 @@ impl std::fmt::Debug for Queues {
     }
 }
 
+/// How long a queue waits before reading payloads back again after the store failed to.
+const PAGE_IN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A commit-like answer: done at once or once the work behind it finished.
 type Pending = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;
 
@@ -520,6 +523,9 @@ impl Queues {
         if let Some(at) = out.retry_at {
             self.redispatch_at(queue, at);
         }
+        if !out.page_in.is_empty() {
+            self.page_in(queue, out.page_in);
+        }
         join(waits)
     }
 
@@ -533,6 +539,52 @@ impl Queues {
             if let (Some(queues), Some(queue)) = (me.upgrade(), queue.upgrade()) {
                 queues.redispatch(&queue);
             }
+        });
+    }
+
+    /// Read back the payloads of dispatched messages that were recovered paged out (a long
+    /// queue after a restart); their consumers are woken once they are in memory.
+    fn page_in(&self, queue: &Arc<Queue>, seqs: Vec<QueueSeq>) {
+        let read = self
+            .durability
+            .read_queue_payloads(&queue.owner, seqs.clone());
+        let (me, queue) = (self.me.clone(), queue.clone());
+        self.spawned(async move {
+            let result = read.await;
+            let Some(queues) = me.upgrade() else {
+                return Ok(());
+            };
+            let out = match result {
+                Ok(payloads) => {
+                    let mut state = queue.state.lock();
+                    let mut loaded = Vec::with_capacity(seqs.len());
+                    for (seq, payload) in seqs.iter().zip(payloads) {
+                        let message = payload.and_then(|bytes| {
+                            let envelope = state.envelope(*seq)?;
+                            Some(queues.memory.charge(Message {
+                                payload: bytes,
+                                ..envelope
+                            }))
+                        });
+                        if message.is_none() {
+                            tracing::warn!(queue = %queue.name, seq, "queued message gone from the store");
+                        }
+                        loaded.push((*seq, message));
+                    }
+                    let mut out = Outcome::default();
+                    state.loaded(loaded, &mut out);
+                    out
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %queue.name, "queued payloads not read back, retrying: {e}");
+                    let mut out = Outcome::default();
+                    let retry = Instant::now() + PAGE_IN_RETRY;
+                    queue.state.lock().load_failed(&seqs, retry, &mut out);
+                    out
+                }
+            };
+            queues.settle_in_background(&queue, out);
+            Ok(())
         });
     }
 
@@ -686,9 +738,8 @@ impl QueueConsumer {
     }
 
     /// Up to `max` messages dispatched to this consumer, in order; each is this consumer's
-    /// until acknowledged. Payloads recovered paged out are read back from the store first
-    /// (one that cannot be read stays in the queue for a later try).
-    pub async fn take(&self, max: usize) -> Result<Vec<QueueDelivery>, AckError> {
+    /// until acknowledged. Call it when `spec.wake` is notified (and after acks free room).
+    pub fn take(&self, max: usize) -> Result<Vec<QueueDelivery>, AckError> {
         let Some(queues) = self.queues.upgrade() else {
             return Err(AckError::NoConsumer);
         };
@@ -696,61 +747,7 @@ impl QueueConsumer {
             .queue
             .with(|s, now, ctx, out| s.take(self.id, max, now, ctx, out));
         queues.settle_in_background(&self.queue, out);
-        let taken = taken?;
-        let paged: Vec<QueueSeq> = taken
-            .iter()
-            .filter(|(_, p)| *p)
-            .map(|(d, _)| d.seq)
-            .collect();
-        let mut deliveries: Vec<QueueDelivery> = taken.into_iter().map(|(d, _)| d).collect();
-        if paged.is_empty() {
-            return Ok(deliveries);
-        }
-        let read = queues
-            .durability
-            .read_queue_payloads(&self.queue.owner, paged.clone())
-            .await;
-        let mut failed = Vec::new();
-        let mut gone = Vec::new();
-        match read {
-            Ok(payloads) => {
-                for (seq, payload) in paged.iter().zip(payloads) {
-                    let Some(delivery) = deliveries.iter_mut().find(|d| d.seq == *seq) else {
-                        continue;
-                    };
-                    match payload {
-                        Some(bytes) => {
-                            delivery.message = queues.memory.charge(Message {
-                                payload: bytes,
-                                ..delivery.message.clone()
-                            });
-                            self.queue
-                                .state
-                                .lock()
-                                .paged_in(self.id, *seq, &delivery.message);
-                        }
-                        None => gone.push(*seq),
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(queue = %self.queue.name, "queued payloads not read back: {e}");
-                failed = paged;
-            }
-        }
-        if !failed.is_empty() {
-            let ((), out) = self
-                .queue
-                .with(|s, now, ctx, out| s.release(self.id, &failed, now, ctx, out));
-            queues.settle_in_background(&self.queue, out);
-        }
-        for seq in &gone {
-            // Its entry left the store (cannot happen unless the file was edited): forget it.
-            tracing::warn!(queue = %self.queue.name, seq, "queued message gone from the store");
-            let _ = self.ack(*seq);
-        }
-        deliveries.retain(|d| !failed.contains(&d.seq) && !gone.contains(&d.seq));
-        Ok(deliveries)
+        taken
     }
 
     /// Acknowledge delivery `seq` alone (STOMP `client-individual`, and `auto`). The commit

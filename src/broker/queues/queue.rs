@@ -68,6 +68,8 @@ pub(super) struct Outcome {
     pub dead_letters: Vec<DeadLetter>,
     /// The earliest time a delayed message becomes ready: dispatch again then.
     pub retry_at: Option<Instant>,
+    /// Dispatched messages whose payload must be read back from the store first.
+    pub page_in: Vec<QueueSeq>,
 }
 
 /// A queue's counters (ActiveMQ's destination statistics).
@@ -185,7 +187,11 @@ impl QueueState {
     ) {
         self.consumers.push(Slot {
             id,
-            prefetch: spec.prefetch.max(1),
+            prefetch: spec
+                .prefetch
+                .or(ctx.policy.prefetch)
+                .unwrap_or(super::policy::DEFAULT_QUEUE_PREFETCH)
+                .max(1),
             exclusive: spec.exclusive,
             filter: spec.filter,
             wake: spec.wake,
@@ -224,7 +230,8 @@ impl QueueState {
     }
 
     /// Hand up to `max` dispatched messages to consumer `id` (they are now unacknowledged
-    /// deliveries). Messages that expired meanwhile are expired instead.
+    /// deliveries), in order, stopping at one whose payload is still being read back from the
+    /// store. Messages that expired meanwhile are expired instead.
     pub fn take(
         &mut self,
         id: ConsumerId,
@@ -232,13 +239,16 @@ impl QueueState {
         now: Instant,
         ctx: &Ctx<'_>,
         out: &mut Outcome,
-    ) -> Result<Vec<(QueueDelivery, bool)>, AckError> {
+    ) -> Result<Vec<QueueDelivery>, AckError> {
         let index = self.index_of(id)?;
         let mut taken = Vec::new();
         let mut expired = Vec::new();
         {
             let slot = &mut self.consumers[index];
             while taken.len() < max {
+                if slot.assigned.front().is_none_or(|e| e.paged) {
+                    break;
+                }
                 let Some(entry) = slot.assigned.pop_front() else {
                     break;
                 };
@@ -246,7 +256,7 @@ impl QueueState {
                     expired.push(entry);
                     continue;
                 }
-                taken.push((entry.delivery(), entry.paged));
+                taken.push(entry.delivery());
                 slot.delivered.push_back(entry);
             }
         }
@@ -260,42 +270,60 @@ impl QueueState {
         Ok(taken)
     }
 
-    /// A delivered message's payload read back from the store: later deliveries use it.
-    pub fn paged_in(&mut self, id: ConsumerId, seq: QueueSeq, message: &Message) {
-        if let Ok(index) = self.index_of(id) {
-            if let Some(e) = self.consumers[index]
-                .delivered
-                .iter_mut()
-                .find(|e| e.seq == seq)
-            {
-                e.message = message.clone();
-                e.paged = false;
+    /// The message of dispatched entry `seq` as it is in memory (its envelope when paged).
+    pub fn envelope(&self, seq: QueueSeq) -> Option<Message> {
+        self.consumers
+            .iter()
+            .flat_map(|c| c.assigned.iter())
+            .find(|e| e.seq == seq)
+            .map(|e| e.message.clone())
+    }
+
+    /// Payloads read back from the store (`None`: the entry is gone from the store, which
+    /// only an edited file causes: the message is forgotten). The consumers whose next
+    /// message became ready are woken.
+    pub fn loaded(&mut self, payloads: Vec<(QueueSeq, Option<Message>)>, out: &mut Outcome) {
+        for (seq, message) in payloads {
+            for slot in &mut self.consumers {
+                let Some(at) = slot.assigned.iter().position(|e| e.seq == seq) else {
+                    continue;
+                };
+                match message {
+                    Some(ref m) => {
+                        if let Some(entry) = slot.assigned.get_mut(at) {
+                            entry.message = m.clone();
+                            entry.paged = false;
+                        }
+                    }
+                    None => {
+                        slot.assigned.remove(at);
+                        self.counts.dequeued += 1;
+                        self.counts.discarded += 1;
+                    }
+                }
+                if !out.wake.iter().any(|w| Arc::ptr_eq(w, &slot.wake)) {
+                    out.wake.push(slot.wake.clone());
+                }
+                break;
             }
         }
     }
 
-    /// Deliveries the consumer could not be given after all (their payload could not be
-    /// read): back to the queue, not counted as redelivered.
-    pub fn release(
-        &mut self,
-        id: ConsumerId,
-        seqs: &[QueueSeq],
-        now: Instant,
-        ctx: &Ctx<'_>,
-        out: &mut Outcome,
-    ) {
-        let Ok(index) = self.index_of(id) else {
-            return;
-        };
-        let slot = &mut self.consumers[index];
-        let (back, kept): (VecDeque<Entry>, VecDeque<Entry>) = std::mem::take(&mut slot.delivered)
-            .into_iter()
-            .partition(|e| seqs.contains(&e.seq));
-        slot.delivered = kept;
-        for entry in back {
-            self.ready.insert(entry.seq, entry);
+    /// Payloads that could not be read back: those messages go back to the queue and are
+    /// tried again after `retry_at`.
+    pub fn load_failed(&mut self, seqs: &[QueueSeq], retry_at: Instant, out: &mut Outcome) {
+        for slot in &mut self.consumers {
+            let (back, kept): (VecDeque<Entry>, VecDeque<Entry>) =
+                std::mem::take(&mut slot.assigned)
+                    .into_iter()
+                    .partition(|e| seqs.contains(&e.seq));
+            slot.assigned = kept;
+            for mut entry in back {
+                entry.not_before = Some(retry_at);
+                self.ready.insert(entry.seq, entry);
+            }
         }
-        self.dispatch(now, ctx, out);
+        out.retry_at = Some(out.retry_at.map_or(retry_at, |t| t.min(retry_at)));
     }
 
     /// Acknowledge delivery `seq` of consumer `id`: only that one, or (`cumulative`, STOMP
@@ -479,8 +507,12 @@ impl QueueState {
                 None => self.expire(entry, ctx, out),
                 Some(c) => {
                     entry.not_before = None;
+                    if entry.paged {
+                        out.page_in.push(entry.seq);
+                    } else {
+                        woken[c] = true;
+                    }
                     self.consumers[c].assigned.push_back(entry);
-                    woken[c] = true;
                 }
             }
         }

@@ -36,7 +36,7 @@ fn message(payload: &str, qos: QoS) -> Message {
 
 fn spec(prefetch: usize) -> ConsumerSpec {
     ConsumerSpec {
-        prefetch,
+        prefetch: Some(prefetch),
         exclusive: false,
         filter: None,
         wake: Arc::new(Notify::new()),
@@ -58,7 +58,7 @@ fn payloads(deliveries: &[QueueDelivery]) -> Vec<String> {
 }
 
 async fn take(consumer: &QueueConsumer) -> Vec<QueueDelivery> {
-    consumer.take(usize::MAX).await.expect("consumer exists")
+    consumer.take(usize::MAX).expect("consumer exists")
 }
 
 #[tokio::test]
@@ -578,4 +578,32 @@ async fn deleting_a_queue_drops_its_messages_and_its_record() {
         }])
     );
     assert!(!queues.delete("gone"));
+}
+
+#[tokio::test]
+async fn without_a_prefetch_the_queue_policy_or_1000_applies() {
+    let queues = queues_with(QueuePolicies {
+        entries: vec![("small.>".into(), None, Some(2))],
+        redelivery: None,
+    });
+    let default = |q: &Queues, name: &str| {
+        q.subscribe(
+            name,
+            ConsumerSpec {
+                prefetch: None,
+                ..spec(0)
+            },
+        )
+    };
+    let small = default(&queues, "small.q");
+    let large = default(&queues, "large");
+    let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    send(&queues, "small.q", &many[..5], QoS::AtMostOnce);
+    send(&queues, "large", &many, QoS::AtMostOnce);
+    assert_eq!(take(&small).await.len(), 2);
+    assert_eq!(take(&large).await.len(), 1000);
+    let zero = queues.subscribe("zero", spec(0));
+    send(&queues, "zero", &["a", "b"], QoS::AtMostOnce);
+    assert_eq!(take(&zero).await.len(), 1, "0 is taken as 1");
 }
