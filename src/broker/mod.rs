@@ -22,6 +22,7 @@ pub mod counters;
 pub mod durability;
 pub mod message;
 pub mod preflight;
+pub mod queues;
 pub mod routing;
 pub mod runtime;
 pub mod server;
@@ -230,13 +231,12 @@ pub async fn start_with(
     durability: Arc<dyn durability::Durability>,
 ) -> anyhow::Result<BrokerHandle> {
     let core = Arc::new(BrokerCore::new(&config, durability.clone())?);
-    let recovery = durability
+    let mut recovery = durability
         .recover(&core.memory)
         .map_err(|e| anyhow::anyhow!("cannot recover the persistent state: {e}"))?;
     let problems = recovery.problems.clone();
-    // Groups and named queues are recovered but nothing routes to them yet: counted only.
-    let owned_queues = recovery.queues.len();
-    let owned_entries: usize = recovery.queues.iter().map(|(_, q)| q.len()).sum();
+    // Named queues go to the queue engine; groups are recovered but not used yet.
+    let (owned_queues, owned_entries) = core.queues.restore(std::mem::take(&mut recovery.queues));
     let counts = core.apply_recovery(recovery, &config);
     tracing::info!(
         store = %durability.location(),
@@ -272,6 +272,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         shutdown.clone(),
         task_alive.clone(),
     ));
+    queues::sweep_periodically(Arc::downgrade(&core.queues), shutdown.clone());
     // cachedLDAPAuthorizationMap: loads the entries now and follows LDAP changes.
     crate::security::ldap::authz_map::spawn_refresher(Arc::downgrade(&core), shutdown.clone());
     let (events_tx, events) = mpsc::unbounded_channel();

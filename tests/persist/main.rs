@@ -15,6 +15,7 @@ mod expiry;
 mod limits;
 mod mqtt5_subscriptions;
 mod paging;
+mod queues;
 mod restart;
 mod shared_subscriptions;
 mod throughput;

@@ -330,8 +330,8 @@ pub struct RecoveredSession {
 pub struct Recovery {
     pub sessions: Vec<RecoveredSession>,
     pub retained: Vec<Message>,
-    /// Declared groups and named queues with their entries in delivery order (the runtime
-    /// routes nothing to them yet and drops them). Entries sent but not acknowledged before
+    /// Declared groups and named queues with their entries in delivery order (named queues
+    /// go to [`crate::broker::queues::Queues::restore`]; groups are not used yet and dropped). Entries sent but not acknowledged before
     /// the stop come back as plain queued messages: their consumers left with the restart, so
     /// they are delivered again. Entries beyond the pending limit come back paged.
     pub queues: Vec<(QueueOwner, Vec<QueuedMessage>)>,
@@ -403,6 +403,14 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// The payloads of queue entries `seqs` of session `client_id`, in the order asked
     /// (`None`: the entry is gone).
     fn read_payloads(&self, _client_id: &Arc<str>, _seqs: Vec<QueueSeq>) -> PageFuture {
+        Box::pin(std::future::ready(Err(DurabilityError::Unavailable(
+            "this engine keeps no message bodies".into(),
+        ))))
+    }
+
+    /// [`Self::read_payloads`] for entries `seqs` of a group or named queue (entries
+    /// recovered paged out, see [`Recovery::queues`]).
+    fn read_queue_payloads(&self, _owner: &QueueOwner, _seqs: Vec<QueueSeq>) -> PageFuture {
         Box::pin(std::future::ready(Err(DurabilityError::Unavailable(
             "this engine keeps no message bodies".into(),
         ))))

@@ -14,6 +14,8 @@ use crate::broker::routing::memory::MemoryGauge;
 #[derive(Debug, Default)]
 struct State {
     changes: Vec<Change>,
+    /// The same changes, one vector per commit.
+    batches: Vec<Vec<Change>>,
     /// Commits with a change matching this stay pending until [`Recording::release`].
     hold: Option<fn(&Change) -> bool>,
     waiting: Vec<oneshot::Sender<()>>,
@@ -35,6 +37,11 @@ impl Recording {
     /// Every change committed so far, in commit order (refused ones are not recorded).
     pub fn changes(&self) -> Vec<Change> {
         self.state.lock().changes.clone()
+    }
+
+    /// Every commit so far, in order, as the batch it was (refused ones are not recorded).
+    pub fn batches(&self) -> Vec<Vec<Change>> {
+        self.state.lock().batches.clone()
     }
 
     /// From now on, commits with a change for which `matches` is true stay pending until
@@ -79,6 +86,7 @@ impl Durability for Recording {
         let held = state
             .hold
             .is_some_and(|matches| changes.iter().any(matches));
+        state.batches.push(changes.clone());
         state.changes.extend(changes);
         if !held {
             return Commit::done();

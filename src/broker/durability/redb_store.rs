@@ -248,6 +248,20 @@ impl Durability for RedbStore {
         })
     }
 
+    fn read_queue_payloads(&self, owner: &QueueOwner, seqs: Vec<QueueSeq>) -> PageFuture {
+        let store = self.store.clone();
+        let queue = match owned_queue(owner.clone()) {
+            Ok(client_id) => return self.read_payloads(&client_id, seqs),
+            Err(queue) => queue,
+        };
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.read_owned_payloads(&queue, &seqs))
+                .await
+                .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+                .map_err(error_of)
+        })
+    }
+
     fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError> {
         let Some(recovered) = self.recovered.lock().take() else {
             return Ok(Recovery::default());

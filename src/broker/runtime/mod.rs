@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::broker::counters::Counters;
 use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionData};
 use crate::broker::message::Message;
+use crate::broker::queues::{QueuePolicies, Queues};
 use crate::broker::routing::destinations::DestinationMap;
 use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::routing::memory::MemoryGauge;
@@ -51,6 +52,9 @@ pub struct BrokerCore {
     /// Which topics exist: using another one creates it, which needs `admin` (see
     /// [`crate::broker::routing::destinations`]).
     pub destinations: DestinationMap,
+    /// The queues (`/queue/x`): point-to-point, kept until acknowledged (see
+    /// [`crate::broker::queues`]).
+    pub queues: Arc<Queues>,
     security: ArcSwap<Security>,
     /// Generation of the current snapshot: connections watch it to drop the subscriptions a
     /// reloaded policy denies as soon as it is swapped in.
@@ -109,15 +113,17 @@ impl BrokerCore {
         let security = Security::from_config(config)
             .map_err(|e| anyhow::anyhow!("cannot set up security: {e}"))?;
         let security_generation = watch::Sender::new(security.generation());
+        let memory = MemoryGauge::from_limit(config.limits.memory_limit_bytes);
         Ok(BrokerCore {
             registry: SessionRegistry::default(),
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::default()),
             destinations: DestinationMap::default(),
+            queues: Queues::new(durability.clone(), memory.clone(), QueuePolicies::default()),
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),
-            memory: MemoryGauge::from_limit(config.limits.memory_limit_bytes),
+            memory,
             pending_limits: arc_swap::ArcSwap::from_pointee(PendingLimits::from_policies(
                 &config.policies,
             )),

@@ -58,6 +58,9 @@ impl BrokerCore {
         // removed from the file still exists after a restart (as in ActiveMQ's store).
         let declared: Vec<String> = config.destinations.mqtt_topics().collect();
         self.declare_topics(declared.iter().map(String::as_str));
+        // Queues of `<destinations>` exist from the start (recovered ones already do).
+        self.queues
+            .declare(config.destinations.queues.iter().map(String::as_str));
         {
             let mut retained = self.retained.write();
             for message in recovery.retained {

@@ -1,0 +1,74 @@
+//! The copy of a message that enters a dead-letter queue, as ActiveMQ makes it
+//! (`RegionBroker.sendToDeadLetterQueue`): no expiry any more (the strategy's `expiration` is
+//! 0 by default), the queue it came from (`original-destination` for STOMP) and why
+//! (`dlqDeliveryFailureCause`), as user properties, which STOMP shows as headers.
+
+use std::sync::Arc;
+
+use super::policy::{DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_INDIVIDUAL_QUEUE_PREFIX};
+use crate::broker::message::{Message, V5Extras};
+
+/// The header naming the destination a dead letter came from (ActiveMQ's STOMP name).
+pub const ORIGINAL_DESTINATION: &str = "original-destination";
+/// The property saying why (ActiveMQ's name).
+pub const FAILURE_CAUSE: &str = "dlqDeliveryFailureCause";
+
+/// `message` as it enters the dead-letter queue of `from` (a queue, ActiveMQ name).
+pub fn message(message: &Message, from: &str, cause: &str) -> Message {
+    let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
+        properties: crate::protocol::Properties::default(),
+        expires_at: None,
+    });
+    extras.expires_at = None;
+    let props = &mut extras.properties.user_properties;
+    props.retain(|(k, _)| k != ORIGINAL_DESTINATION && k != FAILURE_CAUSE);
+    props.push((ORIGINAL_DESTINATION.into(), format!("/queue/{from}")));
+    props.push((FAILURE_CAUSE.into(), cause.into()));
+    Message {
+        v5: Some(Arc::new(extras)),
+        ..message.clone()
+    }
+}
+
+/// A name ActiveMQ's default strategies give dead-letter queues: nothing is dead-lettered out
+/// of them (so a message refused there does not loop).
+pub fn looks_like_dead_letter_queue(name: &str) -> bool {
+    name == DEFAULT_DEAD_LETTER_QUEUE || name.starts_with(DEFAULT_INDIVIDUAL_QUEUE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::QoS;
+
+    #[test]
+    fn expiry_cleared_origin_and_cause_added_once() {
+        let now = std::time::Instant::now();
+        let m = Message {
+            topic: Arc::from("orders"),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            v5: Some(Arc::new(V5Extras {
+                properties: crate::protocol::Properties {
+                    user_properties: vec![("k".into(), "v".into())],
+                    ..Default::default()
+                },
+                expires_at: Some(now),
+            })),
+        };
+        let dead = message(&m, "orders", "expired");
+        let again = message(&dead, "orders", "NACK");
+        let v5 = again.v5.clone().expect("v5");
+        assert_eq!(v5.expires_at, None);
+        assert_eq!(
+            v5.properties.user_properties,
+            vec![
+                ("k".into(), "v".into()),
+                (ORIGINAL_DESTINATION.into(), "/queue/orders".into()),
+                (FAILURE_CAUSE.into(), "NACK".into()),
+            ]
+        );
+        assert!(!again.is_expired(now));
+    }
+}

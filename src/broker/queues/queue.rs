@@ -1,0 +1,602 @@
+//! One queue's state and rules, without IO: what is ready, what each consumer holds, which
+//! consumer gets the next message, and what happens to a message that is refused, expires or
+//! whose consumer leaves. Every operation runs under the queue's one mutex and reports what the
+//! caller does after the lock is released ([`Outcome`]: store changes, consumers to wake,
+//! messages to move to a dead-letter queue, a time to look again).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use super::consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
+use super::policy::QueuePolicy;
+use crate::broker::durability::{Change, QueueOwner, QueueSeq};
+use crate::broker::message::Message;
+
+/// A message in a queue.
+#[derive(Debug, Clone)]
+pub(super) struct Entry {
+    pub seq: QueueSeq,
+    pub message: Message,
+    pub persistent: bool,
+    /// Kept in the store (persistent, and not in a temporary queue): leaving removes it.
+    pub kept: bool,
+    /// The payload is not in memory: read it back from the store before delivery.
+    pub paged: bool,
+    /// Times it came back after a delivery (ActiveMQ's `redeliveryCounter`).
+    pub redeliveries: u32,
+    /// Not dispatched before this (a redelivery delay of the redelivery plugin).
+    pub not_before: Option<Instant>,
+}
+
+impl Entry {
+    fn info(&self) -> QueuedInfo {
+        QueuedInfo {
+            redeliveries: self.redeliveries,
+            persistent: self.persistent,
+        }
+    }
+
+    fn delivery(&self) -> QueueDelivery {
+        QueueDelivery {
+            seq: self.seq,
+            message: self.message.clone(),
+            redelivered: self.redeliveries > 0,
+            delivery_count: self.redeliveries.saturating_add(1),
+            persistent: self.persistent,
+        }
+    }
+}
+
+/// A message leaving for a dead-letter queue.
+#[derive(Debug)]
+pub(super) struct DeadLetter {
+    pub entry: Entry,
+    pub target: Arc<str>,
+    /// ActiveMQ's `dlqDeliveryFailureCause`.
+    pub cause: String,
+}
+
+/// What the caller does once the queue's lock is released.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    /// Kept in the background (entries gone: acknowledged, dropped).
+    pub changes: Vec<Change>,
+    pub wake: Vec<Arc<Notify>>,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The earliest time a delayed message becomes ready: dispatch again then.
+    pub retry_at: Option<Instant>,
+    /// Dispatched messages whose payload must be read back from the store first.
+    pub page_in: Vec<QueueSeq>,
+}
+
+/// A queue's counters (ActiveMQ's destination statistics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages sent to it (or recovered, moved in as dead letters).
+    pub enqueued: u64,
+    /// Messages that left it: acknowledged, expired, dead-lettered or dropped.
+    pub dequeued: u64,
+    /// Of `dequeued`: expired.
+    pub expired: u64,
+    /// Of `dequeued`: moved to a dead-letter queue.
+    pub dead_lettered: u64,
+    /// Of `dequeued`: dropped undelivered (non-persistent or discarding strategy).
+    pub discarded: u64,
+    /// Messages handed again after their consumer left or refused them.
+    pub redelivered: u64,
+}
+
+/// A consumer's window.
+struct Slot {
+    id: ConsumerId,
+    prefetch: usize,
+    exclusive: bool,
+    filter: Option<Arc<dyn MessageFilter>>,
+    wake: Arc<Notify>,
+    /// Dispatched to it, not taken yet (its connection has not seen them).
+    assigned: VecDeque<Entry>,
+    /// Taken, not acknowledged, in delivery order.
+    delivered: VecDeque<Entry>,
+}
+
+impl Slot {
+    fn room(&self) -> usize {
+        self.prefetch
+            .saturating_sub(self.assigned.len() + self.delivered.len())
+    }
+
+    fn accepts(&self, entry: &Entry) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| f.accepts(&entry.message, &entry.info()))
+    }
+}
+
+/// Why an ack or nack was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    #[error("no such consumer")]
+    NoConsumer,
+    #[error("message {0} is not held by this consumer")]
+    NotHeld(QueueSeq),
+}
+
+/// The state of one queue (see the module documentation).
+pub(super) struct QueueState {
+    owner: QueueOwner,
+    /// Ready for dispatch, in order.
+    ready: BTreeMap<QueueSeq, Entry>,
+    consumers: Vec<Slot>,
+    /// Where round-robin looks first.
+    cursor: usize,
+    pub counts: QueueCounts,
+}
+
+impl QueueState {
+    pub fn new(owner: QueueOwner) -> QueueState {
+        QueueState {
+            owner,
+            ready: BTreeMap::new(),
+            consumers: Vec::new(),
+            cursor: 0,
+            counts: QueueCounts::default(),
+        }
+    }
+
+    /// Messages held: ready, dispatched and unacknowledged.
+    pub fn depth(&self) -> usize {
+        self.ready.len()
+            + self
+                .consumers
+                .iter()
+                .map(|c| c.assigned.len() + c.delivered.len())
+                .sum::<usize>()
+    }
+
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Messages dispatched and not acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.depth() - self.ready.len()
+    }
+
+    /// Put back a message recovered from the store (no consumer exists yet).
+    pub fn restore(&mut self, entry: Entry) {
+        self.ready.insert(entry.seq, entry);
+    }
+
+    /// Add a message and dispatch.
+    pub fn insert(&mut self, entry: Entry, now: Instant, policy: &Ctx<'_>, out: &mut Outcome) {
+        self.counts.enqueued += 1;
+        self.ready.insert(entry.seq, entry);
+        self.dispatch(now, policy, out);
+    }
+
+    pub fn add_consumer(
+        &mut self,
+        id: ConsumerId,
+        spec: ConsumerSpec,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
+        self.consumers.push(Slot {
+            id,
+            prefetch: spec
+                .prefetch
+                .or(ctx.policy.prefetch)
+                .unwrap_or(super::policy::DEFAULT_QUEUE_PREFETCH)
+                .max(1),
+            exclusive: spec.exclusive,
+            filter: spec.filter,
+            wake: spec.wake,
+            assigned: VecDeque::new(),
+            delivered: VecDeque::new(),
+        });
+        self.dispatch(now, ctx, out);
+    }
+
+    /// The consumer leaves: what it held goes back to the queue, in order; what it had seen
+    /// counts as redelivered. `false`: no such consumer.
+    pub fn remove_consumer(
+        &mut self,
+        id: ConsumerId,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) -> bool {
+        let Some(index) = self.consumers.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let slot = self.consumers.remove(index);
+        if self.cursor > index {
+            self.cursor -= 1;
+        }
+        for entry in slot.assigned {
+            self.ready.insert(entry.seq, entry);
+        }
+        for mut entry in slot.delivered {
+            entry.redeliveries = entry.redeliveries.saturating_add(1);
+            self.counts.redelivered += 1;
+            self.ready.insert(entry.seq, entry);
+        }
+        self.dispatch(now, ctx, out);
+        true
+    }
+
+    /// Hand up to `max` dispatched messages to consumer `id` (they are now unacknowledged
+    /// deliveries), in order, stopping at one whose payload is still being read back from the
+    /// store. Messages that expired meanwhile are expired instead.
+    pub fn take(
+        &mut self,
+        id: ConsumerId,
+        max: usize,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) -> Result<Vec<QueueDelivery>, AckError> {
+        let index = self.index_of(id)?;
+        let mut taken = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let slot = &mut self.consumers[index];
+            while taken.len() < max {
+                if slot.assigned.front().is_none_or(|e| e.paged) {
+                    break;
+                }
+                let Some(entry) = slot.assigned.pop_front() else {
+                    break;
+                };
+                if entry.message.is_expired(now) {
+                    expired.push(entry);
+                    continue;
+                }
+                taken.push(entry.delivery());
+                slot.delivered.push_back(entry);
+            }
+        }
+        let freed = !expired.is_empty();
+        for entry in expired {
+            self.expire(entry, ctx, out);
+        }
+        if freed {
+            self.dispatch(now, ctx, out);
+        }
+        Ok(taken)
+    }
+
+    /// The message of dispatched entry `seq` as it is in memory (its envelope when paged).
+    pub fn envelope(&self, seq: QueueSeq) -> Option<Message> {
+        self.consumers
+            .iter()
+            .flat_map(|c| c.assigned.iter())
+            .find(|e| e.seq == seq)
+            .map(|e| e.message.clone())
+    }
+
+    /// Payloads read back from the store (`None`: the entry is gone from the store, which
+    /// only an edited file causes: the message is forgotten). The consumers whose next
+    /// message became ready are woken.
+    pub fn loaded(&mut self, payloads: Vec<(QueueSeq, Option<Message>)>, out: &mut Outcome) {
+        for (seq, message) in payloads {
+            for slot in &mut self.consumers {
+                let Some(at) = slot.assigned.iter().position(|e| e.seq == seq) else {
+                    continue;
+                };
+                match message {
+                    Some(ref m) => {
+                        if let Some(entry) = slot.assigned.get_mut(at) {
+                            entry.message = m.clone();
+                            entry.paged = false;
+                        }
+                    }
+                    None => {
+                        slot.assigned.remove(at);
+                        self.counts.dequeued += 1;
+                        self.counts.discarded += 1;
+                    }
+                }
+                if !out.wake.iter().any(|w| Arc::ptr_eq(w, &slot.wake)) {
+                    out.wake.push(slot.wake.clone());
+                }
+                break;
+            }
+        }
+    }
+
+    /// Payloads that could not be read back: those messages go back to the queue and are
+    /// tried again after `retry_at`.
+    pub fn load_failed(&mut self, seqs: &[QueueSeq], retry_at: Instant, out: &mut Outcome) {
+        for slot in &mut self.consumers {
+            let (back, kept): (VecDeque<Entry>, VecDeque<Entry>) =
+                std::mem::take(&mut slot.assigned)
+                    .into_iter()
+                    .partition(|e| seqs.contains(&e.seq));
+            slot.assigned = kept;
+            for mut entry in back {
+                entry.not_before = Some(retry_at);
+                self.ready.insert(entry.seq, entry);
+            }
+        }
+        out.retry_at = Some(out.retry_at.map_or(retry_at, |t| t.min(retry_at)));
+    }
+
+    /// Acknowledge delivery `seq` of consumer `id`: only that one, or (`cumulative`, STOMP
+    /// `client` mode) every message delivered to it up to that one. Returns how many left.
+    pub fn ack(
+        &mut self,
+        id: ConsumerId,
+        seq: QueueSeq,
+        cumulative: bool,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) -> Result<usize, AckError> {
+        let index = self.index_of(id)?;
+        let slot = &mut self.consumers[index];
+        let position = slot
+            .delivered
+            .iter()
+            .position(|e| e.seq == seq)
+            .ok_or(AckError::NotHeld(seq))?;
+        let gone: Vec<Entry> = if cumulative {
+            slot.delivered.drain(..=position).collect()
+        } else {
+            slot.delivered.remove(position).into_iter().collect()
+        };
+        let count = gone.len();
+        for entry in gone {
+            self.counts.dequeued += 1;
+            self.removed(&entry, out);
+        }
+        self.dispatch(now, ctx, out);
+        Ok(count)
+    }
+
+    /// Consumer `id` refuses delivery `seq` (a poison ack: STOMP NACK): redelivered after the
+    /// redelivery policy's delay while it allows, else dead-lettered or dropped.
+    pub fn nack(
+        &mut self,
+        id: ConsumerId,
+        seq: QueueSeq,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) -> Result<(), AckError> {
+        let index = self.index_of(id)?;
+        let slot = &mut self.consumers[index];
+        let position = slot
+            .delivered
+            .iter()
+            .position(|e| e.seq == seq)
+            .ok_or(AckError::NotHeld(seq))?;
+        let Some(mut entry) = slot.delivered.remove(position) else {
+            return Err(AckError::NotHeld(seq));
+        };
+        let policy = ctx.policy;
+        if let Some(redelivery) = &policy.redelivery {
+            let allowed = redelivery
+                .maximum_redeliveries
+                .is_none_or(|max| entry.redeliveries < max);
+            if allowed {
+                entry.redeliveries = entry.redeliveries.saturating_add(1);
+                let at = now + redelivery.delay_before(entry.redeliveries);
+                entry.not_before = Some(at);
+                self.counts.redelivered += 1;
+                self.ready.insert(entry.seq, entry);
+                out.retry_at = Some(out.retry_at.map_or(at, |t| t.min(at)));
+                self.dispatch(now, ctx, out);
+                return Ok(());
+            }
+            if !policy.dead_letter_after_retries {
+                self.discard(entry, out);
+                self.dispatch(now, ctx, out);
+                return Ok(());
+            }
+        } else if !policy.fallback_to_dead_letter {
+            self.discard(entry, out);
+            self.dispatch(now, ctx, out);
+            return Ok(());
+        }
+        let cause = format!(
+            "Delivery[{}] exceeds redelivery policy limit or was refused (NACK)",
+            entry.redeliveries.saturating_add(1)
+        );
+        self.dead_letter(entry, cause, false, ctx, out);
+        self.dispatch(now, ctx, out);
+        Ok(())
+    }
+
+    /// Remove every message not delivered to a consumer (ready and dispatched but not taken).
+    /// Delivered ones stay with their consumers. Returns how many went.
+    pub fn purge(&mut self, out: &mut Outcome) -> usize {
+        let mut gone: Vec<Entry> = std::mem::take(&mut self.ready).into_values().collect();
+        for slot in &mut self.consumers {
+            gone.extend(slot.assigned.drain(..));
+        }
+        let count = gone.len();
+        for entry in gone {
+            self.counts.dequeued += 1;
+            self.removed(&entry, out);
+        }
+        count
+    }
+
+    /// Every message held, in queue order (ready, dispatched and delivered).
+    pub fn browse(&self, max: usize) -> Vec<QueueDelivery> {
+        let mut all: Vec<&Entry> = self.ready.values().collect();
+        for slot in &self.consumers {
+            all.extend(slot.assigned.iter().chain(slot.delivered.iter()));
+        }
+        all.sort_by_key(|e| e.seq);
+        all.into_iter().take(max).map(Entry::delivery).collect()
+    }
+
+    /// Expire what expired among the ready messages and dispatch (for a periodic sweep).
+    pub fn sweep(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+        let expired: Vec<QueueSeq> = self
+            .ready
+            .values()
+            .filter(|e| e.message.is_expired(now))
+            .map(|e| e.seq)
+            .collect();
+        for seq in expired {
+            if let Some(entry) = self.ready.remove(&seq) {
+                self.expire(entry, ctx, out);
+            }
+        }
+        self.dispatch(now, ctx, out);
+    }
+
+    /// Give ready messages to consumers with room: in queue order, each to the next consumer
+    /// (round-robin) that has room and whose filter accepts it; with an exclusive consumer,
+    /// only to the first exclusive one. A message no consumer accepts stays for later ones.
+    pub fn dispatch(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+        if self.ready.is_empty() {
+            return;
+        }
+        let exclusive = self.consumers.iter().position(|c| c.exclusive);
+        let candidates: Vec<usize> = match exclusive {
+            Some(owner) => vec![owner],
+            None => (0..self.consumers.len()).collect(),
+        };
+        let mut room: Vec<usize> = self.consumers.iter().map(Slot::room).collect();
+        let mut plan: Vec<(QueueSeq, Option<usize>)> = Vec::new();
+        let mut next_retry: Option<Instant> = None;
+        for (seq, entry) in &self.ready {
+            if entry.message.is_expired(now) {
+                plan.push((*seq, None));
+                continue;
+            }
+            if let Some(at) = entry.not_before.filter(|at| *at > now) {
+                next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+                continue;
+            }
+            if candidates.iter().all(|c| room[*c] == 0) {
+                // Nobody has room: the rest waits (expired ones are found on a later pass).
+                break;
+            }
+            let n = candidates.len();
+            let start = if exclusive.is_some() {
+                0
+            } else {
+                self.cursor % n.max(1)
+            };
+            let chosen = (0..n)
+                .map(|k| candidates[(start + k) % n])
+                .find(|c| room[*c] > 0 && self.consumers[*c].accepts(entry));
+            if let Some(c) = chosen {
+                room[c] -= 1;
+                if exclusive.is_none() {
+                    self.cursor = (c + 1) % n;
+                }
+                plan.push((*seq, Some(c)));
+            }
+        }
+        let mut woken = vec![false; self.consumers.len()];
+        for (seq, target) in plan {
+            let Some(mut entry) = self.ready.remove(&seq) else {
+                continue;
+            };
+            match target {
+                None => self.expire(entry, ctx, out),
+                Some(c) => {
+                    entry.not_before = None;
+                    if entry.paged {
+                        out.page_in.push(entry.seq);
+                    } else {
+                        woken[c] = true;
+                    }
+                    self.consumers[c].assigned.push_back(entry);
+                }
+            }
+        }
+        for (c, wake) in woken.into_iter().enumerate() {
+            if wake {
+                out.wake.push(self.consumers[c].wake.clone());
+            }
+        }
+        if let Some(at) = next_retry {
+            out.retry_at = Some(out.retry_at.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    fn index_of(&self, id: ConsumerId) -> Result<usize, AckError> {
+        self.consumers
+            .iter()
+            .position(|c| c.id == id)
+            .ok_or(AckError::NoConsumer)
+    }
+
+    /// An expired message: dead-lettered when the strategy processes expired messages of its
+    /// kind, else dropped. Counted either way.
+    fn expire(&mut self, entry: Entry, ctx: &Ctx<'_>, out: &mut Outcome) {
+        self.counts.expired += 1;
+        self.dead_letter(entry, "expired".into(), true, ctx, out);
+    }
+
+    /// To the dead-letter queue if the strategy takes it (and this is not a dead-letter queue
+    /// itself: ActiveMQ does not dead-letter out of one), else dropped.
+    fn dead_letter(
+        &mut self,
+        entry: Entry,
+        cause: String,
+        expired: bool,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
+        let strategy = &ctx.policy.dead_letter;
+        let target = strategy
+            .takes(entry.persistent, expired)
+            .then(|| strategy.queue_for(ctx.name))
+            .flatten()
+            .filter(|_| !ctx.is_dead_letter_queue);
+        match target {
+            Some(target) => {
+                self.counts.dequeued += 1;
+                self.counts.dead_lettered += 1;
+                out.dead_letters.push(DeadLetter {
+                    entry,
+                    target,
+                    cause,
+                });
+            }
+            None => self.discard(entry, out),
+        }
+    }
+
+    fn discard(&mut self, entry: Entry, out: &mut Outcome) {
+        self.counts.dequeued += 1;
+        self.counts.discarded += 1;
+        tracing::debug!(queue = %ctx_name(&self.owner), seq = entry.seq, "message discarded");
+        self.removed(&entry, out);
+    }
+
+    fn removed(&self, entry: &Entry, out: &mut Outcome) {
+        if entry.kept {
+            out.changes.push(Change::Removed {
+                owner: self.owner.clone(),
+                seq: entry.seq,
+            });
+        }
+    }
+}
+
+fn ctx_name(owner: &QueueOwner) -> &str {
+    match owner {
+        QueueOwner::Session(n) | QueueOwner::Group(n) | QueueOwner::Queue(n) => n,
+    }
+}
+
+/// What the rules need to know about the queue besides its state.
+pub(super) struct Ctx<'a> {
+    pub name: &'a str,
+    pub policy: &'a QueuePolicy,
+    /// This queue is a dead-letter queue: nothing is dead-lettered out of it.
+    pub is_dead_letter_queue: bool,
+}

@@ -1,0 +1,609 @@
+//! The queue engine's rules on the memory-only and recording engines: dispatch, windows,
+//! redelivery, exclusive consumers, filters, dead letters, expiry, what is kept.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::policy::{RedeliveryPlugin, RedeliveryPolicy};
+use super::*;
+use crate::broker::durability::{MemoryOnly, Recording};
+use crate::broker::message::V5Extras;
+
+fn queues() -> Arc<Queues> {
+    queues_with(QueuePolicies::default())
+}
+
+fn queues_with(policies: QueuePolicies) -> Arc<Queues> {
+    Queues::new(
+        Arc::new(MemoryOnly::default()),
+        MemoryGauge::new(u64::MAX),
+        policies,
+    )
+}
+
+fn message(payload: &str, qos: QoS) -> Message {
+    Message {
+        topic: Arc::from("q"),
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        qos,
+        retain: false,
+        v5: None,
+    }
+}
+
+fn spec(prefetch: usize) -> ConsumerSpec {
+    ConsumerSpec {
+        prefetch: Some(prefetch),
+        exclusive: false,
+        filter: None,
+        wake: Arc::new(Notify::new()),
+    }
+}
+
+fn send(queues: &Queues, name: &str, payloads: &[&str], qos: QoS) {
+    for p in payloads {
+        let commit = queues.send(name, message(p, qos)).expect("send accepted");
+        assert!(matches!(commit, Commit::Done(Ok(()))), "memory-only: done");
+    }
+}
+
+fn payloads(deliveries: &[QueueDelivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| String::from_utf8_lossy(&d.message.payload).into_owned())
+        .collect()
+}
+
+async fn take(consumer: &QueueConsumer) -> Vec<QueueDelivery> {
+    consumer.take(usize::MAX).expect("consumer exists")
+}
+
+#[tokio::test]
+async fn messages_go_round_robin_to_one_consumer_each() {
+    let queues = queues();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| queues.subscribe("work", spec(100)))
+        .collect();
+    send(
+        &queues,
+        "work",
+        &["1", "2", "3", "4", "5", "6", "7"],
+        QoS::AtMostOnce,
+    );
+    let mut got = Vec::new();
+    for c in &consumers {
+        got.push(payloads(&take(c).await));
+    }
+    assert_eq!(got, [vec!["1", "4", "7"], vec!["2", "5"], vec!["3", "6"]]);
+    let stats = queues.stats("work").expect("stats");
+    assert_eq!((stats.depth, stats.in_flight, stats.consumers), (7, 7, 3));
+}
+
+#[tokio::test]
+async fn the_prefetch_window_holds_the_rest_until_acks() {
+    let queues = queues();
+    let s = spec(2);
+    let wake = s.wake.clone();
+    let c = queues.subscribe("w", s);
+    send(&queues, "w", &["a", "b", "c"], QoS::AtMostOnce);
+    wake.notified().await;
+    let first = take(&c).await;
+    assert_eq!(payloads(&first), ["a", "b"]);
+    assert!(take(&c).await.is_empty(), "window full");
+    c.ack(first[0].seq)
+        .expect("ack")
+        .wait()
+        .await
+        .expect("kept");
+    wake.notified().await;
+    assert_eq!(payloads(&take(&c).await), ["c"]);
+    assert_eq!(
+        c.ack(first[0].seq).err(),
+        Some(AckError::NotHeld(first[0].seq))
+    );
+    let stats = queues.stats("w").expect("stats");
+    assert_eq!((stats.depth, stats.counts.dequeued), (2, 1));
+}
+
+#[tokio::test]
+async fn what_a_leaving_consumer_held_goes_back_first_marked_redelivered() {
+    let queues = queues();
+    let first = queues.subscribe("r", spec(3));
+    send(&queues, "r", &["1", "2", "3", "4"], QoS::AtLeastOnce);
+    let held = take(&first).await;
+    assert_eq!(payloads(&held), ["1", "2", "3"]);
+    first.ack(held[0].seq).expect("ack");
+    first.close();
+    let second = queues.subscribe("r", spec(10));
+    let again = take(&second).await;
+    assert_eq!(payloads(&again), ["2", "3", "4"], "original order kept");
+    let flags: Vec<_> = again
+        .iter()
+        .map(|d| (d.redelivered, d.delivery_count))
+        .collect();
+    assert_eq!(flags, [(true, 2), (true, 2), (false, 1)]);
+    assert_eq!(queues.stats("r").expect("stats").counts.redelivered, 2);
+}
+
+#[tokio::test]
+async fn a_dropped_consumer_gives_back_what_it_held() {
+    let queues = queues();
+    let first = queues.subscribe("d", spec(5));
+    send(&queues, "d", &["x"], QoS::AtLeastOnce);
+    assert_eq!(take(&first).await.len(), 1);
+    drop(first);
+    let second = queues.subscribe("d", spec(5));
+    let again = take(&second).await;
+    assert_eq!(payloads(&again), ["x"]);
+    assert!(again[0].redelivered);
+}
+
+#[tokio::test]
+async fn messages_dispatched_but_not_taken_are_not_redelivered() {
+    let queues = queues();
+    let first = queues.subscribe("n", spec(5));
+    send(&queues, "n", &["x"], QoS::AtMostOnce);
+    first.close();
+    let second = queues.subscribe("n", spec(5));
+    let again = take(&second).await;
+    assert!(!again[0].redelivered, "its client never saw it");
+}
+
+#[tokio::test]
+async fn an_exclusive_consumer_gets_everything_while_it_lives() {
+    let queues = queues();
+    let plain = queues.subscribe("x", spec(10));
+    let exclusive = |q: &Queues| {
+        q.subscribe(
+            "x",
+            ConsumerSpec {
+                exclusive: true,
+                ..spec(10)
+            },
+        )
+    };
+    let owner = exclusive(&queues);
+    let backup = exclusive(&queues);
+    send(&queues, "x", &["1", "2", "3"], QoS::AtMostOnce);
+    assert!(take(&plain).await.is_empty());
+    assert!(take(&backup).await.is_empty());
+    let held = take(&owner).await;
+    assert_eq!(payloads(&held), ["1", "2", "3"]);
+    owner.ack(held[0].seq).expect("ack");
+    owner.close();
+    assert_eq!(
+        payloads(&take(&backup).await),
+        ["2", "3"],
+        "the next exclusive one"
+    );
+    assert!(take(&plain).await.is_empty());
+    backup.close();
+    send(&queues, "x", &["4"], QoS::AtMostOnce);
+    assert_eq!(payloads(&take(&plain).await), ["2", "3", "4"]);
+}
+
+#[tokio::test]
+async fn a_filter_leaves_what_it_refuses_for_the_others() {
+    let queues = queues();
+    let only_a: Arc<dyn MessageFilter> =
+        Arc::new(|m: &Message, _: &QueuedInfo| m.payload.starts_with(b"a"));
+    let picky = queues.subscribe(
+        "f",
+        ConsumerSpec {
+            filter: Some(only_a),
+            ..spec(10)
+        },
+    );
+    send(&queues, "f", &["a1", "b1", "a2"], QoS::AtMostOnce);
+    assert_eq!(payloads(&take(&picky).await), ["a1", "a2"]);
+    assert_eq!(queues.stats("f").expect("stats").depth, 3, "b1 stays");
+    let any = queues.subscribe("f", spec(10));
+    assert_eq!(payloads(&take(&any).await), ["b1"]);
+}
+
+#[tokio::test]
+async fn cumulative_ack_takes_everything_delivered_up_to_the_message() {
+    let queues = queues();
+    let c = queues.subscribe("c", spec(10));
+    send(&queues, "c", &["1", "2", "3"], QoS::AtMostOnce);
+    let held = take(&c).await;
+    c.ack_through(held[1].seq).expect("ack");
+    let stats = queues.stats("c").expect("stats");
+    assert_eq!((stats.depth, stats.counts.dequeued), (1, 2));
+    assert!(c.ack(held[0].seq).is_err(), "already acknowledged");
+    c.ack(held[2].seq).expect("ack");
+}
+
+#[tokio::test]
+async fn a_refused_persistent_message_goes_to_the_dead_letter_queue() {
+    let queues = queues();
+    let c = queues.subscribe("orders", spec(10));
+    send(&queues, "orders", &["bad"], QoS::AtLeastOnce);
+    let held = take(&c).await;
+    c.nack(held[0].seq)
+        .expect("nack")
+        .wait()
+        .await
+        .expect("kept");
+    let stats = queues.stats("orders").expect("stats");
+    assert_eq!((stats.depth, stats.counts.dead_lettered), (0, 1));
+    let dead = queues.browse("ActiveMQ.DLQ", 10);
+    assert_eq!(payloads(&dead), ["bad"]);
+    assert!(dead[0].persistent);
+    let props = &dead[0]
+        .message
+        .v5
+        .as_ref()
+        .expect("v5")
+        .properties
+        .user_properties;
+    assert!(props.contains(&("original-destination".into(), "/queue/orders".into())));
+    // Refused in the dead-letter queue itself: dropped, not looped.
+    let dlq = queues.subscribe("ActiveMQ.DLQ", spec(10));
+    let held = take(&dlq).await;
+    dlq.nack(held[0].seq).expect("nack");
+    let stats = queues.stats("ActiveMQ.DLQ").expect("stats");
+    assert_eq!((stats.depth, stats.counts.discarded), (0, 1));
+}
+
+#[tokio::test]
+async fn a_refused_non_persistent_message_is_dropped_unless_process_non_persistent() {
+    let queues = queues();
+    let c = queues.subscribe("np", spec(10));
+    send(&queues, "np", &["m"], QoS::AtMostOnce);
+    let held = take(&c).await;
+    c.nack(held[0].seq).expect("nack");
+    assert!(!queues.exists("ActiveMQ.DLQ"));
+    assert_eq!(queues.stats("np").expect("stats").counts.discarded, 1);
+
+    let strategy = policy::DeadLetterStrategy {
+        target: policy::DeadLetterTarget::Individual {
+            prefix: Arc::from("DLQ."),
+            suffix: Arc::from(""),
+        },
+        process_non_persistent: true,
+        ..policy::DeadLetterStrategy::default()
+    };
+    let queues = queues_with(QueuePolicies {
+        entries: vec![(">".into(), Some(strategy), None)],
+        redelivery: None,
+    });
+    let c = queues.subscribe("np", spec(10));
+    send(&queues, "np", &["m"], QoS::AtMostOnce);
+    let held = take(&c).await;
+    c.nack(held[0].seq).expect("nack");
+    assert_eq!(payloads(&queues.browse("DLQ.np", 10)), ["m"]);
+}
+
+fn redelivery(max: u32, delay: Duration) -> QueuePolicies {
+    QueuePolicies {
+        entries: Vec::new(),
+        redelivery: Some(RedeliveryPlugin {
+            fallback_to_dead_letter: true,
+            send_to_dlq_if_max_retries_exceeded: true,
+            entries: vec![(
+                "retry.>".into(),
+                RedeliveryPolicy {
+                    maximum_redeliveries: Some(max),
+                    initial_delay: delay,
+                    delay,
+                    ..RedeliveryPolicy::default()
+                },
+            )],
+            default_entry: None,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn the_redelivery_plugin_redelivers_after_its_delay_then_dead_letters() {
+    let queues = queues_with(redelivery(1, Duration::from_millis(50)));
+    let s = spec(10);
+    let wake = s.wake.clone();
+    let c = queues.subscribe("retry.a", s);
+    send(&queues, "retry.a", &["m"], QoS::AtLeastOnce);
+    wake.notified().await;
+    let held = take(&c).await;
+    let refused_at = Instant::now();
+    c.nack(held[0].seq).expect("nack");
+    assert!(take(&c).await.is_empty(), "not before the delay");
+    tokio::time::timeout(Duration::from_secs(5), wake.notified())
+        .await
+        .expect("redelivered after the delay");
+    assert!(refused_at.elapsed() >= Duration::from_millis(50));
+    let again = take(&c).await;
+    assert_eq!((again[0].redelivered, again[0].delivery_count), (true, 2));
+    c.nack(again[0].seq)
+        .expect("nack")
+        .wait()
+        .await
+        .expect("kept");
+    assert_eq!(
+        payloads(&queues.browse("ActiveMQ.DLQ", 10)),
+        ["m"],
+        "maximum reached"
+    );
+
+    // A queue without a policy falls back to the dead-letter queue.
+    let other = queues.subscribe("plain", spec(10));
+    send(&queues, "plain", &["p"], QoS::AtLeastOnce);
+    let held = take(&other).await;
+    other.nack(held[0].seq).expect("nack");
+    assert_eq!(queues.browse("ActiveMQ.DLQ", 10).len(), 2);
+}
+
+#[tokio::test]
+async fn expired_messages_are_not_delivered_persistent_ones_are_dead_lettered() {
+    let queues = queues();
+    let expired = |payload: &str, qos| Message {
+        v5: Some(Arc::new(V5Extras {
+            properties: crate::protocol::Properties::default(),
+            expires_at: Some(Instant::now()),
+        })),
+        ..message(payload, qos)
+    };
+    queues
+        .send("e", expired("kept", QoS::AtLeastOnce))
+        .expect("send");
+    queues
+        .send("e", expired("gone", QoS::AtMostOnce))
+        .expect("send");
+    send(&queues, "e", &["live"], QoS::AtMostOnce);
+    let c = queues.subscribe("e", spec(10));
+    assert_eq!(payloads(&take(&c).await), ["live"]);
+    let stats = queues.stats("e").expect("stats");
+    assert_eq!((stats.counts.expired, stats.counts.discarded), (2, 1));
+    let dead = queues.browse("ActiveMQ.DLQ", 10);
+    assert_eq!(payloads(&dead), ["kept"]);
+    assert!(
+        !dead[0].message.is_expired(Instant::now()),
+        "expiry cleared"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_expires_messages_nobody_consumes() {
+    let queues = queues();
+    let m = Message {
+        v5: Some(Arc::new(V5Extras {
+            properties: crate::protocol::Properties::default(),
+            expires_at: Some(Instant::now() + Duration::from_millis(5)),
+        })),
+        ..message("soon", QoS::AtMostOnce)
+    };
+    queues.send("s", m).expect("send");
+    assert_eq!(queues.stats("s").expect("stats").depth, 1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    queues.sweep_expired();
+    assert_eq!(queues.stats("s").expect("stats").depth, 0);
+}
+
+#[tokio::test]
+async fn a_full_memory_refuses_the_send() {
+    let queues = Queues::new(
+        Arc::new(MemoryOnly::default()),
+        MemoryGauge::new(1),
+        QueuePolicies::default(),
+    );
+    queues
+        .send("m", message("first", QoS::AtMostOnce))
+        .expect("room for one");
+    assert_eq!(
+        queues.send("m", message("second", QoS::AtLeastOnce)).err(),
+        Some(SendError::MemoryFull)
+    );
+    assert_eq!(queues.stats("m").expect("stats").depth, 1);
+    queues.purge("m");
+    queues
+        .send("m", message("third", QoS::AtMostOnce))
+        .expect("freed");
+}
+
+fn is_queue_message(c: &Change) -> bool {
+    matches!(c, Change::Message { queued_for, .. }
+        if matches!(queued_for.first(), Some(QueuedFor { owner: QueueOwner::Queue(_), .. })))
+}
+
+#[tokio::test]
+async fn persistent_messages_are_queued_once_kept_and_removed_when_acknowledged() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    let c = queues.subscribe("p", spec(10));
+    engine.hold_when(is_queue_message);
+    let commit = queues
+        .send("p", message("m", QoS::AtLeastOnce))
+        .expect("send");
+    assert!(take(&c).await.is_empty(), "not visible before it is kept");
+    engine.release();
+    commit.wait().await.expect("kept");
+    let held = take(&c).await;
+    assert_eq!(payloads(&held), ["m"]);
+    c.ack(held[0].seq).expect("ack").wait().await.expect("kept");
+    send(&queues, "p", &["np"], QoS::AtMostOnce);
+    let owner = QueueOwner::Queue(Arc::from("p"));
+    let batches = engine.batches();
+    assert_eq!(
+        batches[0],
+        vec![Change::QueueDeclared {
+            owner: owner.clone()
+        }]
+    );
+    assert!(is_queue_message(&batches[1][batches[1].len() - 1]));
+    assert_eq!(
+        batches[2],
+        vec![Change::Removed {
+            owner,
+            seq: held[0].seq
+        }]
+    );
+    assert_eq!(batches.len(), 3, "a non-persistent message is not kept");
+}
+
+#[tokio::test]
+async fn a_refused_store_refuses_the_send_and_queues_nothing() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    engine.refuse_with(Some(DurabilityError::Full("storeUsage".into())));
+    let refused = queues.send("p", message("m", QoS::AtLeastOnce));
+    assert!(matches!(
+        refused,
+        Err(SendError::Durability(DurabilityError::Full(_)))
+    ));
+    assert_eq!(queues.stats("p").expect("stats").depth, 0);
+}
+
+#[tokio::test]
+async fn a_dead_letter_move_is_one_commit() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    let c = queues.subscribe("src", spec(10));
+    send(&queues, "src", &["m"], QoS::AtLeastOnce);
+    let held = take(&c).await;
+    c.nack(held[0].seq)
+        .expect("nack")
+        .wait()
+        .await
+        .expect("kept");
+    let batches = engine.batches();
+    let last = batches.last().expect("a commit");
+    assert_eq!(
+        last[0],
+        Change::Removed {
+            owner: QueueOwner::Queue(Arc::from("src")),
+            seq: held[0].seq
+        }
+    );
+    let Some(Change::Message { queued_for, .. }) = last.last() else {
+        panic!("the dead letter is kept in the same commit: {last:?}");
+    };
+    assert_eq!(
+        queued_for[0].owner,
+        QueueOwner::Queue(Arc::from("ActiveMQ.DLQ"))
+    );
+}
+
+#[tokio::test]
+async fn recovered_entries_are_ready_in_order() {
+    let queues = queues();
+    let item = |seq, payload: &str| QueuedMessage {
+        message: message(payload, QoS::AtLeastOnce),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_id: None,
+        seq: Some(seq),
+        paged: false,
+        shared_group: None,
+    };
+    let restored = queues.restore(vec![
+        (
+            QueueOwner::Queue(Arc::from("back")),
+            vec![item(3, "a"), item(9, "b")],
+        ),
+        (QueueOwner::Group(Arc::from("g")), vec![item(4, "g")]),
+    ]);
+    assert_eq!(restored, (1, 2));
+    let c = queues.subscribe("back", spec(10));
+    let got = take(&c).await;
+    assert_eq!(payloads(&got), ["a", "b"]);
+    assert!(got.iter().all(|d| d.persistent && !d.redelivered));
+}
+
+#[tokio::test]
+async fn a_temporary_queue_keeps_nothing_in_the_store_and_ends_when_deleted() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    assert!(queues
+        .send_temporary("ID:c1:1", message("x", QoS::AtLeastOnce))
+        .is_none());
+    assert!(queues.create_temporary("ID:c1:1"));
+    assert!(!queues.create_temporary("ID:c1:1"), "taken");
+    assert!(queues.is_temporary("ID:c1:1"));
+    let c = queues.subscribe("ID:c1:1", spec(10));
+    queues
+        .send_temporary("ID:c1:1", message("reply", QoS::AtLeastOnce))
+        .expect("exists")
+        .expect("accepted")
+        .wait()
+        .await
+        .expect("done");
+    let held = take(&c).await;
+    assert_eq!(payloads(&held), ["reply"]);
+    assert!(held[0].persistent, "still a persistent message");
+    c.ack(held[0].seq).expect("ack");
+    assert!(
+        engine.changes().is_empty(),
+        "nothing kept: {:?}",
+        engine.changes()
+    );
+    assert!(queues.delete("ID:c1:1"));
+    assert!(!queues.exists("ID:c1:1"));
+    assert!(queues
+        .send_temporary("ID:c1:1", message("late", QoS::AtMostOnce))
+        .is_none());
+}
+
+#[tokio::test]
+async fn deleting_a_queue_drops_its_messages_and_its_record() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        QueuePolicies::default(),
+    );
+    send(&queues, "gone", &["a"], QoS::AtLeastOnce);
+    assert!(queues.delete("gone"));
+    assert_eq!(
+        engine.batches().last(),
+        Some(&vec![Change::QueueDeleted {
+            owner: QueueOwner::Queue(Arc::from("gone"))
+        }])
+    );
+    assert!(!queues.delete("gone"));
+}
+
+#[tokio::test]
+async fn without_a_prefetch_the_queue_policy_or_1000_applies() {
+    let queues = queues_with(QueuePolicies {
+        entries: vec![("small.>".into(), None, Some(2))],
+        redelivery: None,
+    });
+    let default = |q: &Queues, name: &str| {
+        q.subscribe(
+            name,
+            ConsumerSpec {
+                prefetch: None,
+                ..spec(0)
+            },
+        )
+    };
+    let small = default(&queues, "small.q");
+    let large = default(&queues, "large");
+    let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    send(&queues, "small.q", &many[..5], QoS::AtMostOnce);
+    send(&queues, "large", &many, QoS::AtMostOnce);
+    assert_eq!(take(&small).await.len(), 2);
+    assert_eq!(take(&large).await.len(), 1000);
+    let zero = queues.subscribe("zero", spec(0));
+    send(&queues, "zero", &["a", "b"], QoS::AtMostOnce);
+    assert_eq!(take(&zero).await.len(), 1, "0 is taken as 1");
+}
