@@ -24,6 +24,7 @@ pub mod message;
 pub mod preflight;
 pub mod routing;
 pub mod runtime;
+pub mod selector;
 pub mod server;
 pub mod session;
 
