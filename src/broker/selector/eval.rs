@@ -279,7 +279,12 @@ impl<'a> Context<'a> {
                     .unwrap_or(4),
             ),
             JmsHeader::MessageId => text(info.message_id),
-            JmsHeader::Timestamp | JmsHeader::BrokerInTime => {
+            // A STOMP SEND may set the timestamp itself (ActiveMQ's `timestamp` header).
+            JmsHeader::Timestamp => match self.user_property("timestamp").map(str::parse) {
+                Some(Ok(sent)) => Value::Long(sent),
+                _ => Value::Long(i64::try_from(info.timestamp_ms).unwrap_or(i64::MAX)),
+            },
+            JmsHeader::BrokerInTime => {
                 Value::Long(i64::try_from(info.timestamp_ms).unwrap_or(i64::MAX))
             }
             JmsHeader::BrokerOutTime => Value::Long(0),

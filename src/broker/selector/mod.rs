@@ -5,10 +5,10 @@
 //!
 //! What ActiveMQ does and we do too (see docs/selectors.md for the whole list):
 //! - Message properties are the message's MQTT 5 user properties (a STOMP SEND's other headers),
-//!   always strings. A string compared with a number is not equal, not greater, not less: the
-//!   comparison is false (not unknown), so `count > 5` never selects `count:10` from STOMP and
-//!   `count <> 5` always does. A selector starting with `convert_string_expressions:` converts
-//!   such strings to the number's type first (ActiveMQ's switch for exactly this).
+//!   always strings. In a JMS selector a string compared with a number is false (not unknown);
+//!   a selector starting with `convert_string_expressions:` converts the string to the number's
+//!   type first, and ActiveMQ's STOMP connector puts that prefix in front of every STOMP
+//!   selector: [`Selector::parse_stomp`] does the same, so `count > 5` selects `count:10`.
 //! - The STOMP headers that become JMS headers in ActiveMQ (`priority`, `type`, `correlation-id`,
 //!   `expires`, `persistent`, `reply-to`, ...) are not properties: they are read as
 //!   `JMSPriority`, `JMSType`, `JMSCorrelationID`, `JMSExpiration`, `JMSDeliveryMode`,
@@ -76,21 +76,40 @@ pub struct DeliveryInfo<'a> {
 }
 
 impl Selector {
-    /// Parse `text` (ActiveMQ 5.17's selector grammar). Errors: too long ([`MAX_LEN`]), nested
-    /// too deep ([`MAX_DEPTH`]), not a selector (with the column and what was expected), an
-    /// expression ActiveMQ refuses when it builds it (`'a' > 'b'`, `x = NULL`, `TRUE = 1`, `IN`
-    /// without a property on its left, a multi-character `ESCAPE`), `XPATH`/`XQUERY`.
+    /// Parse `text` (ActiveMQ 5.17's selector grammar, as `SelectorParser.parse`): a leading
+    /// `convert_string_expressions:` turns string conversion on. Errors: too long
+    /// ([`MAX_LEN`]), nested too deep ([`MAX_DEPTH`]), not a selector (with the column and what
+    /// was expected; an empty text too), an expression ActiveMQ refuses when it builds it
+    /// (`'a' > 'b'`, `x = NULL`, `TRUE = 1`, `IN` without a property on its left, a
+    /// multi-character `ESCAPE`), `XPATH`/`XQUERY`.
     pub fn parse(text: &str) -> Result<Selector, SelectorError> {
+        match text.strip_prefix(CONVERT_STRINGS_PREFIX) {
+            Some(body) => Self::parse_body(text, body, true),
+            None => Self::parse_body(text, text, false),
+        }
+    }
+
+    /// Parse the `selector` header of a STOMP SUBSCRIBE as ActiveMQ's STOMP connector does: it
+    /// puts `convert_string_expressions:` in front of every STOMP selector, so string
+    /// properties (every STOMP header is one) compare with numbers and booleans by converting
+    /// them (`count > 5` selects `count:10`). Errors as [`Selector::parse`], columns counted in
+    /// the header's value.
+    pub fn parse_stomp(text: &str) -> Result<Selector, SelectorError> {
+        Self::parse_body(text, text, true)
+    }
+
+    fn parse_body(
+        text: &str,
+        body: &str,
+        convert_strings: bool,
+    ) -> Result<Selector, SelectorError> {
         if text.len() > MAX_LEN {
             return Err(SelectorError {
                 column: 1,
                 message: format!("the selector is longer than {MAX_LEN} bytes"),
             });
         }
-        let (body, convert_strings, offset) = match text.strip_prefix(CONVERT_STRINGS_PREFIX) {
-            Some(rest) => (rest, true, CONVERT_STRINGS_PREFIX.chars().count()),
-            None => (text, false, 0),
-        };
+        let offset = text.chars().count() - body.chars().count();
         let tokens = lexer::tokenize(body, offset)?;
         let expr = parser::Parser::new(tokens).selector()?;
         Ok(Selector {
