@@ -215,6 +215,7 @@ impl<'a> Context<'a> {
             (Int(a), Int(b)) => Some(a.cmp(b)),
             (Long(a), Long(b)) => Some(a.cmp(b)),
             (Double(a), Double(b)) => Some(java_double_cmp(*a, *b)),
+            (Str(a), Str(b)) if a == b => Some(Cmp::Equal),
             (Str(a), Str(b)) => Some(a.encode_utf16().cmp(b.encode_utf16())),
             (Int(a), Long(b)) => Some(i64::from(*a).cmp(b)),
             (Long(a), Int(b)) => Some(a.cmp(&i64::from(*b))),
