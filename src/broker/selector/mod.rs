@@ -50,6 +50,10 @@ pub struct Selector {
     text: Box<str>,
     expr: Expr,
     convert_strings: bool,
+    /// Whether it reads `JMSMessageID` / `JMSDestination`: a caller builds those strings for
+    /// [`DeliveryInfo`] only then.
+    reads_message_id: bool,
+    reads_destination: bool,
 }
 
 /// Why a selector was refused: the 1-based column (in characters of the selector as given) and
@@ -114,6 +118,8 @@ impl Selector {
         let expr = parser::Parser::new(tokens).selector()?;
         Ok(Selector {
             text: text.into(),
+            reads_message_id: expr.reads(JmsHeader::MessageId),
+            reads_destination: expr.reads(JmsHeader::Destination),
             expr,
             convert_strings,
         })
@@ -134,6 +140,17 @@ impl Selector {
     /// The selector as given.
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// Whether it reads `JMSMessageID`: otherwise [`DeliveryInfo::message_id`] may stay `None`.
+    pub fn reads_message_id(&self) -> bool {
+        self.reads_message_id
+    }
+
+    /// Whether it reads `JMSDestination`: otherwise [`DeliveryInfo::destination`] may stay
+    /// `None`.
+    pub fn reads_destination(&self) -> bool {
+        self.reads_destination
     }
 }
 
@@ -179,6 +196,21 @@ impl Expr {
 
     fn is_constant(&self) -> bool {
         matches!(self, Expr::Literal(_))
+    }
+
+    /// Whether `header` is read anywhere in the tree (recursion bounded by [`MAX_DEPTH`]).
+    fn reads(&self, header: JmsHeader) -> bool {
+        match self {
+            Expr::Literal(_) => false,
+            Expr::Property(p) | Expr::BoolCast(p) | Expr::In { property: p, .. } => {
+                *p == Property::Header(header)
+            }
+            Expr::Not(e) | Expr::IsNull(e) | Expr::Negate(e) | Expr::Like(e, _) => e.reads(header),
+            Expr::And(terms) | Expr::Or(terms) => terms.iter().any(|t| t.reads(header)),
+            Expr::Eq(a, b) | Expr::Compare(_, a, b) | Expr::Arith(_, a, b) => {
+                a.reads(header) || b.reads(header)
+            }
+        }
     }
 }
 

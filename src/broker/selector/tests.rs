@@ -226,6 +226,16 @@ fn stomp_headers_that_are_jms_headers() {
     }
 }
 
+#[test]
+fn tells_whether_message_id_or_destination_are_read() {
+    let plain = Selector::parse_stomp("a = 'x' AND JMSPriority > 3").expect("parses");
+    assert!(!plain.reads_message_id() && !plain.reads_destination());
+    let id = Selector::parse_stomp("a = 'x' OR NOT (JMSMessageID LIKE 'ID:%')").expect("parses");
+    assert!(id.reads_message_id() && !id.reads_destination());
+    let dest = Selector::parse_stomp("JMSDestination IN ('queue://a')").expect("parses");
+    assert!(dest.reads_destination() && !dest.reads_message_id());
+}
+
 /// Generated valid selectors: comparisons over a few properties joined by AND/OR/NOT.
 fn valid_selector() -> impl Strategy<Value = String> {
     let name = prop::sample::select(vec!["a", "b", "color", "JMSPriority", "n"]);
