@@ -25,6 +25,7 @@ pub mod preflight;
 pub mod queues;
 pub mod routing;
 pub mod runtime;
+pub mod selector;
 pub mod server;
 pub mod session;
 
