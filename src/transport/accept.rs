@@ -34,12 +34,16 @@ pub struct Accepted {
     /// The verified client certificate's subject DN in Java's RFC 2253 form
     /// (`CN=client,O=Org,C=US`), when the client presented one.
     pub peer_cert_subject: Option<String>,
+    /// A WebSocket client that offered no MQTT sub-protocol: the connection speaks STOMP
+    /// (see [`ws`]). Always false for other transports (the connector's scheme decides).
+    pub websocket_stomp: bool,
 }
 
 impl std::fmt::Debug for Accepted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accepted")
             .field("peer_cert_subject", &self.peer_cert_subject)
+            .field("websocket_stomp", &self.websocket_stomp)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +88,7 @@ pub async fn upgrade(
         return Ok(Accepted {
             stream: Box::new(tcp),
             peer_cert_subject: None,
+            websocket_stomp: false,
         });
     }
     let handshakes = upgrade_unbounded(tcp, scheme, tls, limits.max_frame_size_bytes);
@@ -106,6 +111,7 @@ async fn upgrade_unbounded(
     if !scheme.is_tls() {
         let ws = ws::accept_websocket(tcp, max_frame_size_bytes).await?;
         return Ok(Accepted {
+            websocket_stomp: ws.is_stomp(),
             stream: Box::new(ws),
             peer_cert_subject: None,
         });
@@ -123,14 +129,17 @@ async fn upgrade_unbounded(
         ),
         _ => None,
     };
-    let stream: Box<dyn AsyncStream> = if scheme.is_websocket() {
-        Box::new(ws::accept_websocket(tls_stream, max_frame_size_bytes).await?)
+    let (stream, websocket_stomp): (Box<dyn AsyncStream>, bool) = if scheme.is_websocket() {
+        let ws = ws::accept_websocket(tls_stream, max_frame_size_bytes).await?;
+        let stomp = ws.is_stomp();
+        (Box::new(ws), stomp)
     } else {
-        Box::new(tls_stream)
+        (Box::new(tls_stream), false)
     };
     Ok(Accepted {
         stream,
         peer_cert_subject,
+        websocket_stomp,
     })
 }
 

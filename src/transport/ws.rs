@@ -2,14 +2,16 @@
 //! the WebSocket message stream back into the byte stream the MQTT codec reads.
 //!
 //! ActiveMQ's `ws://` connector serves MQTT when the client offers a sub-protocol starting with
-//! `mqtt` (`mqtt` for 3.1.1, `mqttv3.1` for 3.1) and STOMP otherwise. ferromq serves MQTT only,
-//! so a client offering no `mqtt*` sub-protocol (or none at all) is refused with HTTP 400 and a
-//! body saying why, where ActiveMQ would have spoken STOMP to it. Any request path is accepted.
+//! `mqtt` (`mqtt` for 3.1.1, `mqttv3.1` for 3.1) and STOMP otherwise: the first of `v12.stomp`,
+//! `v11.stomp`, `v10.stomp`, `stomp` offered is echoed, and a client offering none of these (or
+//! nothing) gets STOMP without an echoed sub-protocol, as ActiveMQ does. Any request path is
+//! accepted.
 //!
 //! MQTT packets may span several binary messages or share one; the adapter concatenates them.
-//! Each write becomes one binary message, sent at once (no flush needed, as on TCP). Pings are
-//! answered by tungstenite, a close frame ends the stream, a text frame is an error (MQTT over
-//! WebSocket is binary only).
+//! Each write becomes one message, sent at once (no flush needed, as on TCP): binary for MQTT;
+//! for STOMP text when it is UTF-8 (what browser clients expect), else binary. Pings are
+//! answered by tungstenite, a close frame ends the stream, a text frame is an error for MQTT
+//! (binary only) and bytes like any other for STOMP.
 
 use std::io;
 use std::pin::Pin;
@@ -37,6 +39,29 @@ const MQTT_FIXED_HEADER_MAX_BYTES: u64 = 5;
 /// Pick the sub-protocol to answer with: the client's first offer starting with `mqtt`.
 pub fn choose_subprotocol<'a>(offered: &[&'a str]) -> Option<&'a str> {
     offered.iter().copied().find(|p| p.starts_with("mqtt"))
+}
+
+/// The STOMP sub-protocols ActiveMQ's WebSocket transport knows.
+const STOMP_SUBPROTOCOLS: &[&str] = &["v12.stomp", "v11.stomp", "v10.stomp", "stomp"];
+
+/// What a WebSocket connection speaks, decided by its offered sub-protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsApp {
+    Mqtt,
+    Stomp,
+}
+
+/// The application protocol and the sub-protocol to echo: MQTT for an `mqtt*` offer, else
+/// STOMP (echoing the first STOMP sub-protocol offered, if any), as ActiveMQ decides.
+pub fn choose_app<'a>(offered: &[&'a str]) -> (WsApp, Option<&'a str>) {
+    if let Some(mqtt) = choose_subprotocol(offered) {
+        return (WsApp::Mqtt, Some(mqtt));
+    }
+    let stomp = offered
+        .iter()
+        .copied()
+        .find(|p| STOMP_SUBPROTOCOLS.contains(p));
+    (WsApp::Stomp, stomp)
 }
 
 /// Every sub-protocol the request offers, in order.
@@ -80,25 +105,15 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut refusal: Option<String> = None;
+    let mut app = WsApp::Mqtt;
     // the callback's signature, with its large error type, is tungstenite's
     #[allow(clippy::result_large_err)]
     let negotiate = |request: &Request, mut response: Response| {
         let offered = offered_subprotocols(request);
-        let Some(chosen) = choose_subprotocol(&offered) else {
-            let reason = if offered.is_empty() {
-                "no WebSocket sub-protocol offered; MQTT clients must offer \"mqtt\" \
-                 (Sec-WebSocket-Protocol: mqtt)"
-                    .to_string()
-            } else {
-                format!(
-                    "no MQTT sub-protocol among those offered ({}); this connector serves \
-                     MQTT only (\"mqtt\" or \"mqttv3.1\")",
-                    offered.join(", ")
-                )
-            };
-            let response = bad_request(&reason);
-            refusal = Some(reason);
-            return Err(response);
+        let (chosen_app, chosen) = choose_app(&offered);
+        app = chosen_app;
+        let Some(chosen) = chosen else {
+            return Ok(response);
         };
         match HeaderValue::from_str(chosen) {
             Ok(value) => {
@@ -117,7 +132,11 @@ where
     };
     let config = websocket_config(max_frame_size_bytes);
     match tokio_tungstenite::accept_hdr_async_with_config(stream, negotiate, Some(config)).await {
-        Ok(ws) => Ok(WsByteStream::new(ws)),
+        Ok(ws) => {
+            let mut stream = WsByteStream::new(ws);
+            stream.stomp = app == WsApp::Stomp;
+            Ok(stream)
+        }
         Err(e) => Err(match refusal {
             Some(reason) => TransportError::WebSocketRefused { reason },
             None => TransportError::WebSocketHandshake {
@@ -134,6 +153,9 @@ pub struct WsByteStream<S> {
     pending: Bytes,
     /// A close frame or the end of the stream was seen: reads return EOF.
     read_closed: bool,
+    /// The connection speaks STOMP: text messages are read as bytes, and each write is sent as
+    /// a text message when it is UTF-8.
+    stomp: bool,
 }
 
 impl<S> WsByteStream<S> {
@@ -142,7 +164,13 @@ impl<S> WsByteStream<S> {
             inner,
             pending: Bytes::new(),
             read_closed: false,
+            stomp: false,
         }
+    }
+
+    /// The connection speaks STOMP (chosen by its sub-protocol offer).
+    pub fn is_stomp(&self) -> bool {
+        self.stomp
     }
 }
 
@@ -188,6 +216,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsByteStream<S> {
                 Some(Ok(Message::Binary(data))) => self.pending = data,
                 // tungstenite queues the pong itself and sends it on the next read or write
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Text(text))) if self.stomp => {
+                    self.pending = Bytes::from(text);
+                }
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -215,11 +246,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsByteStream<S> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        let stomp = self.stomp;
         let mut inner = Pin::new(&mut self.inner);
         ready!(inner.as_mut().poll_ready(cx)).map_err(io_error)?;
-        inner
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
-            .map_err(io_error)?;
+        let message = match std::str::from_utf8(buf) {
+            Ok(text) if stomp => Message::Text(text.into()),
+            _ => Message::Binary(Bytes::copy_from_slice(buf)),
+        };
+        inner.start_send(message).map_err(io_error)?;
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -254,6 +288,17 @@ mod tests {
             None,
             "ActiveMQ matches case-sensitively"
         );
+    }
+
+    #[test]
+    fn stomp_is_served_when_no_mqtt_sub_protocol_is_offered() {
+        assert_eq!(choose_app(&["stomp", "mqtt"]), (WsApp::Mqtt, Some("mqtt")));
+        assert_eq!(
+            choose_app(&["chat", "v11.stomp", "v12.stomp"]),
+            (WsApp::Stomp, Some("v11.stomp"))
+        );
+        assert_eq!(choose_app(&["chat"]), (WsApp::Stomp, None));
+        assert_eq!(choose_app(&[]), (WsApp::Stomp, None));
     }
 
     #[test]

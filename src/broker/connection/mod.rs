@@ -27,6 +27,7 @@ mod page_in;
 mod problem_info;
 mod read;
 mod receive_quota;
+pub mod stomp;
 #[cfg(test)]
 mod tests;
 

@@ -158,7 +158,12 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
         Ok(accepted) => {
             params.tls = settings.scheme.is_tls();
             params.peer_cert_subject = accepted.peer_cert_subject;
-            connection::serve(accepted.stream, params).await;
+            if accepted.websocket_stomp {
+                let framing = connection::stomp::Framing::WebSocket;
+                connection::stomp::serve(accepted.stream, params, framing).await;
+            } else {
+                connection::serve(accepted.stream, params).await;
+            }
         }
         Err(e) => {
             tracing::info!(listener = %settings.name, peer = %params.peer, "transport handshake failed: {e}");

@@ -1,0 +1,272 @@
+//! The CONNECT/STOMP exchange: wait for the frame (under `connectAttemptTimeout`), negotiate
+//! the version (`accept-version`; none means 1.0; no common version is an ERROR with a
+//! `version` header listing ours, STOMP 1.2 "Protocol Negotiation"), authenticate `login` /
+//! `passcode` (or the TLS client certificate) through the same plugins as MQTT, negotiate
+//! heart-beats, answer CONNECTED.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use futures_util::stream::FuturesOrdered;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::heartbeat;
+use super::wire::{encode, Decoded, Decoder};
+use super::{Framing, Output, StompConn, CLOSE_GRACE, SERVER};
+use crate::broker::connection::read::read_some;
+use crate::broker::connection::ConnectionParams;
+use crate::protocol::stomp::{Command, Frame, Version};
+use crate::security::{AuthFailure, AuthRequest, AuthzCache};
+
+/// Numbers STOMP connections in this process (their subscription sessions' names).
+static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// The versions we speak, as the ERROR of a failed negotiation lists them.
+const SUPPORTED: &str = "1.0,1.1,1.2";
+
+/// `transport.hbGracePeriodMultiplier`'s default in ActiveMQ 5.17.
+pub(super) const DEFAULT_GRACE: f64 = 1.5;
+
+/// The highest version both sides speak; `None` when there is none.
+pub(super) fn negotiate_version(accept_version: Option<&str>) -> Option<Version> {
+    let Some(offered) = accept_version else {
+        return Some(Version::V1_0);
+    };
+    let mut best = None;
+    for v in offered.split(',').map(str::trim) {
+        let version = match v {
+            "1.0" => Version::V1_0,
+            "1.1" => Version::V1_1,
+            "1.2" => Version::V1_2,
+            _ => continue,
+        };
+        best = best.max(Some(version));
+    }
+    best
+}
+
+/// Wait for CONNECT, then establish the connection; `None` when it ended (logged, and an
+/// ERROR frame sent when the client should know why).
+pub(super) async fn handshake<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    read_buf: &mut BytesMut,
+    decoder: &mut Decoder,
+    params: &ConnectionParams,
+    framing: Framing,
+) -> Option<StompConn>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let read = read_connect(reader, read_buf, decoder);
+    let timed = async {
+        match params.listener.inactivity.connect_attempt_timeout {
+            Some(limit) => tokio::time::timeout(limit, read)
+                .await
+                .unwrap_or(Err(Ended::Quiet(
+                    "no CONNECT within the connect attempt timeout",
+                ))),
+            None => read.await,
+        }
+    };
+    let frame = tokio::select! {
+        _ = params.shutdown.cancelled() => Err(Ended::Quiet("broker shutting down")),
+        r = timed => r,
+    };
+    let frame = match frame {
+        Ok(f) => f,
+        Err(Ended::Quiet(why)) => {
+            tracing::debug!("closing before CONNECT: {why}");
+            return None;
+        }
+        Err(Ended::Refuse(error)) => {
+            params.core.counters.protocol_errors();
+            refuse(writer, error, Version::V1_0).await;
+            return None;
+        }
+    };
+    let Some(version) = negotiate_version(frame.header("accept-version")) else {
+        let error = Frame::new(Command::Error)
+            .with_header("version", SUPPORTED)
+            .with_header("content-type", "text/plain")
+            .with_header(
+                "message",
+                format!("Supported protocol versions are {SUPPORTED}"),
+            );
+        refuse(writer, error, Version::V1_0).await;
+        return None;
+    };
+    let stomp_options = super::options::of(&params.listener);
+    let heart_beat = match heartbeat::negotiate(
+        frame
+            .header("heart-beat")
+            .filter(|_| version != Version::V1_0),
+        stomp_options.default_heart_beat,
+        stomp_options.grace,
+    ) {
+        Ok(hb) => hb,
+        Err(e) => {
+            refuse(writer, error_frame(&e.to_string(), &frame), version).await;
+            return None;
+        }
+    };
+    let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+    let session_name: Arc<str> =
+        Arc::from(format!("ID:ferromq-{:016x}-{tag}", rand::random::<u64>()));
+    let client_id: Option<Arc<str>> = frame
+        .header("client-id")
+        .filter(|c| !c.is_empty())
+        .map(Arc::from);
+    let login = frame.header("login");
+    let security = params.core.security();
+    let request = AuthRequest {
+        client_id: client_id.as_deref().unwrap_or(&session_name),
+        username: login,
+        password: frame.header("passcode").map(str::as_bytes),
+        peer: params.peer,
+        tls: params.tls,
+        peer_cert_subject: params.peer_cert_subject.as_deref(),
+    };
+    let principal = match security.authenticate(&request).await {
+        Ok(p) => p,
+        Err(failure) => {
+            // ActiveMQ's SimpleAuthenticationBroker / JaasAuthenticationBroker wording.
+            let message = match failure {
+                AuthFailure::ServerUnavailable => {
+                    "Authentication server unavailable, try again later".to_owned()
+                }
+                _ => format!(
+                    "User name [{}] or password is invalid.",
+                    login.unwrap_or_default()
+                ),
+            };
+            tracing::info!("STOMP CONNECT refused: authentication failed: {failure}");
+            refuse(writer, error_frame(&message, &frame), version).await;
+            return None;
+        }
+    };
+    decoder.set_version(version);
+    let mut conn = StompConn {
+        core: params.core.clone(),
+        listener: params.listener.clone(),
+        version,
+        session_name: session_name.clone(),
+        tag,
+        client_id,
+        principal,
+        authz: AuthzCache::default(),
+        subs: Vec::new(),
+        next_sub_key: 0,
+        next_message_id: 0,
+        out: Output::default(),
+        framing,
+        wake: Arc::new(Notify::new()),
+        pending: FuturesOrdered::new(),
+        held: 0,
+        pause: None,
+        heart_beat,
+        transactions: None,
+    };
+    let mut connected = Frame::new(Command::Connected);
+    if version != Version::V1_0 {
+        connected = connected.with_header("version", version.as_str());
+    }
+    connected = connected
+        .with_header("session", &*session_name)
+        .with_header("server", SERVER);
+    if version != Version::V1_0 {
+        let (sx, sy) = heart_beat.connected_header;
+        connected = connected.with_header("heart-beat", format!("{sx},{sy}"));
+    }
+    conn.send(&connected);
+    Some(conn)
+}
+
+/// How the wait for CONNECT ended without one.
+enum Ended {
+    /// Closed without a word (timeout, peer gone, shutdown).
+    Quiet(&'static str),
+    /// Refused with this ERROR frame.
+    Refuse(Frame),
+}
+
+async fn read_connect<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    read_buf: &mut BytesMut,
+    decoder: &mut Decoder,
+) -> Result<Frame, Ended> {
+    loop {
+        match decoder.decode(read_buf) {
+            Ok(Some(Decoded::Frame(f)))
+                if matches!(f.command, Command::Connect | Command::Stomp) =>
+            {
+                return Ok(f)
+            }
+            Ok(Some(Decoded::Frame(f))) => {
+                return Err(Ended::Refuse(error_frame(
+                    &format!(
+                        "the first frame must be CONNECT or STOMP, not {}",
+                        f.command.as_str()
+                    ),
+                    &f,
+                )))
+            }
+            Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                return Err(Ended::Refuse(
+                    Frame::new(Command::Error).with_header("message", e.to_string()),
+                ))
+            }
+        }
+        match read_some(reader, read_buf).await {
+            Ok(0) => return Err(Ended::Quiet("closed by the peer before CONNECT")),
+            Ok(_) => {}
+            Err(_) => return Err(Ended::Quiet("socket error before CONNECT")),
+        }
+    }
+}
+
+fn error_frame(message: &str, cause: &Frame) -> Frame {
+    let mut f = Frame::new(Command::Error).with_header("message", message);
+    if let Some(r) = cause.header("receipt") {
+        f = f.with_header("receipt-id", r);
+    }
+    f.with_header("content-type", "text/plain")
+}
+
+/// Send an ERROR frame (best effort, bounded).
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, mut error: Frame, version: Version) {
+    tracing::info!(
+        "STOMP connection refused: {}",
+        error.header("message").unwrap_or_default()
+    );
+    if error.body.is_empty() {
+        if let Some(m) = error.header("message") {
+            error.body = bytes::Bytes::from(m.to_owned());
+        }
+    }
+    let mut buf = BytesMut::new();
+    encode(&error, version, &mut buf);
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        writer.write_all(&buf).await?;
+        writer.flush().await
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_negotiate_to_the_highest_common_one() {
+        assert_eq!(negotiate_version(None), Some(Version::V1_0));
+        assert_eq!(negotiate_version(Some("1.0,1.1")), Some(Version::V1_1));
+        assert_eq!(negotiate_version(Some("1.2, 1.0")), Some(Version::V1_2));
+        assert_eq!(negotiate_version(Some("2.0")), None);
+    }
+}

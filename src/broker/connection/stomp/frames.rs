@@ -1,0 +1,359 @@
+//! The client's frames once connected: SEND (routed as an MQTT PUBLISH, its RECEIPT after the
+//! message is durable when it is persistent), BEGIN/COMMIT/ABORT (sends and acks held until
+//! COMMIT), DISCONNECT, and the dispatch of the rest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::destination::{is_wildcard, topic_to_mqtt, Destination};
+use super::mapping::message_of_send;
+use super::{Close, Ready, StompConn};
+use crate::broker::connection::flow_control::HELD_RETRY;
+use crate::broker::durability::{Commit, DurabilityError};
+use crate::broker::message::Message;
+use crate::broker::runtime::{Refusal, TopicRefusal};
+use crate::protocol::stomp::{Command, Frame};
+use crate::protocol::QoS;
+use crate::security::Action;
+
+/// Open transactions: id -> the SENDs and ACKs/NACKs held until COMMIT, in order.
+#[derive(Default)]
+pub(crate) struct Transactions {
+    open: HashMap<String, Vec<Frame>>,
+}
+
+/// Stale plans (a receiving session ended between planning and commit) are planned again
+/// this many times.
+const STALE_REPLANS: u32 = 3;
+
+impl StompConn {
+    /// One frame from the client. `Err`: close (with an ERROR frame when it says so).
+    pub(super) fn handle(&mut self, frame: Frame) -> Result<(), Close> {
+        match frame.command {
+            Command::Send => {
+                if let Some(tx) = frame.header("transaction") {
+                    return self.hold_in_transaction(tx.to_owned(), frame);
+                }
+                self.on_send(&frame)
+            }
+            Command::Subscribe => self.on_subscribe(&frame),
+            Command::Unsubscribe => self.on_unsubscribe(&frame),
+            Command::Ack | Command::Nack => {
+                if let Some(tx) = frame.header("transaction") {
+                    return self.hold_in_transaction(tx.to_owned(), frame);
+                }
+                self.on_ack(&frame)
+            }
+            Command::Begin => self.on_begin(&frame),
+            Command::Commit => self.on_commit(&frame),
+            Command::Abort => self.on_abort(&frame),
+            Command::Disconnect => {
+                if let Some(receipt) = Self::receipt_for(&frame) {
+                    self.send_ordered(receipt);
+                }
+                Err(Close::Disconnect)
+            }
+            Command::Connect | Command::Stomp => {
+                Err(Close::error("Already connected.", Some(&frame)))
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                Err(Close::error(
+                    format!("{} is a server frame", frame.command.as_str()),
+                    Some(&frame),
+                ))
+            }
+        }
+    }
+
+    /// The frame's RECEIPT, after what is already waiting.
+    pub(super) fn receipt(&mut self, frame: &Frame) {
+        if let Some(receipt) = Self::receipt_for(frame) {
+            self.send_ordered(receipt);
+        }
+    }
+
+    fn on_send(&mut self, frame: &Frame) -> Result<(), Close> {
+        let Some(header) = frame.header("destination") else {
+            return Err(Close::error(
+                "SEND received without a Destination specified!",
+                Some(frame),
+            ));
+        };
+        let dest =
+            Destination::parse(header).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        let name = match &dest {
+            Destination::Topic(name) => name.clone(),
+            Destination::TempTopic(_) => {
+                return Err(Close::error(
+                    "temporary topics are not supported yet",
+                    Some(frame),
+                ))
+            }
+            Destination::Queue(_) | Destination::TempQueue(_) => {
+                return self.queue_send(&dest, frame)
+            }
+        };
+        let topic = topic_to_mqtt(&name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        if is_wildcard(&topic) {
+            return Err(Close::error(
+                format!("cannot send to the wildcard destination /topic/{name}"),
+                Some(frame),
+            ));
+        }
+        self.authorize_write(&topic, &name, frame)?;
+        let message = message_of_send(frame, Arc::from(topic), Instant::now());
+        self.core.counters.messages_in();
+        self.publish(message, Self::receipt_for(frame));
+        Ok(())
+    }
+
+    /// The `$` rule and write authorization of a SEND to `topic` (`name`: ActiveMQ form).
+    fn authorize_write(&mut self, topic: &str, name: &str, frame: &Frame) -> Result<(), Close> {
+        if topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
+            self.core.counters.dropped_dollar_topic();
+            return Err(Close::error(
+                format!("sending to $ topics is not allowed on this connector: /topic/{name}"),
+                Some(frame),
+            ));
+        }
+        match self.core.use_topic(
+            &mut self.authz,
+            &self.core.current_security(),
+            &self.principal,
+            Action::Write,
+            topic,
+        ) {
+            Ok(()) => Ok(()),
+            Err(TopicRefusal::NotAuthorized) => {
+                self.core.counters.dropped_not_authorized();
+                Err(Close::error(
+                    format!(
+                        "User {} is not authorized to write to: topic://{name}",
+                        self.principal.user
+                    ),
+                    Some(frame),
+                ))
+            }
+            Err(TopicRefusal::NotCreated) => {
+                self.core.counters.dropped_not_created();
+                Err(Close::error(
+                    format!(
+                        "User {} is not authorized to create: topic://{name}",
+                        self.principal.user
+                    ),
+                    Some(frame),
+                ))
+            }
+        }
+    }
+
+    /// Route `message` as an MQTT publish of its QoS; `receipt` goes out once it is routed
+    /// (a persistent message: once it is kept for every persistent session it reaches).
+    fn publish(&mut self, message: Message, receipt: Option<Frame>) {
+        if message.qos == QoS::AtMostOnce {
+            if let Some(message) = self.core.admit(message) {
+                if self.pending.is_empty() {
+                    let routed = self.core.route(message, None);
+                    self.pause_for(routed);
+                } else {
+                    let (plan, changes) = self.core.plan_route(message, None);
+                    self.core.commit_background(changes);
+                    self.pending.push_back(Box::pin(std::future::ready(Ready {
+                        route: Some(plan),
+                        ..Ready::default()
+                    })));
+                }
+            }
+            if let Some(receipt) = receipt {
+                self.send_ordered(receipt);
+            }
+            return;
+        }
+        match self.core.admit_acknowledged(message) {
+            Ok(message) => self.publish_admitted(message, receipt),
+            Err((message, refusal)) => self.hold(message, refusal, receipt),
+        }
+    }
+
+    /// Commit, then route and send the receipt, in order with what waits already.
+    fn publish_admitted(&mut self, message: Message, receipt: Option<Frame>) {
+        let (plan, changes) = self.core.plan_route(message, None);
+        let first = match self.core.durability().commit(changes) {
+            Commit::Done(Ok(())) if self.pending.is_empty() => {
+                let routed = self.core.complete_route(plan);
+                self.pause_for(routed);
+                if let Some(receipt) = receipt {
+                    self.send(&receipt);
+                }
+                return;
+            }
+            Commit::Done(Ok(())) => {
+                self.pending.push_back(Box::pin(std::future::ready(Ready {
+                    route: Some(plan),
+                    frames: receipt.into_iter().collect(),
+                    ..Ready::default()
+                })));
+                return;
+            }
+            other => other,
+        };
+        let core = self.core.clone();
+        self.pending.push_back(Box::pin(async move {
+            let mut plan = plan;
+            let mut result = first.wait().await;
+            let mut replans = 0;
+            while let Err(DurabilityError::Stale(_)) = &result {
+                if replans == STALE_REPLANS {
+                    break;
+                }
+                replans += 1;
+                let (replanned, changes) = core.plan_route(plan.into_message(), None);
+                plan = replanned;
+                result = core.durability().commit(changes).wait().await;
+            }
+            match result {
+                Ok(()) => Ready {
+                    route: Some(plan),
+                    frames: receipt.into_iter().collect(),
+                    ..Ready::default()
+                },
+                Err(e) => {
+                    core.publish_refused(&plan.message().topic, &e);
+                    Ready {
+                        fail: Some(Close::error(format!("message not stored: {e}"), None)),
+                        ..Ready::default()
+                    }
+                }
+            }
+        }));
+    }
+
+    /// A persistent SEND a broker-wide limit (`memoryUsage`, `storeUsage`) stopped: reading
+    /// stops until it is admitted, or refused with an ERROR past `sendFailIfNoSpace[AfterTimeout]`.
+    fn hold(&mut self, message: Message, refusal: Refusal, receipt: Option<Frame>) {
+        self.core.count_held(&message.topic, &refusal);
+        self.held += 1;
+        let core = self.core.clone();
+        let fail_after = *self.core.send_fail_after.lock();
+        let deadline = fail_after.map(|d| tokio::time::Instant::now() + d);
+        self.pending.push_back(Box::pin(async move {
+            let mut message = message;
+            loop {
+                if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    return Ready {
+                        fail: Some(Close::error(
+                            "the broker's memory or store limit is reached: message refused",
+                            None,
+                        )),
+                        released_hold: true,
+                        ..Ready::default()
+                    };
+                }
+                tokio::time::sleep(HELD_RETRY).await;
+                match core.admit_acknowledged(message) {
+                    Ok(admitted) => {
+                        message = admitted;
+                        break;
+                    }
+                    Err((back, _)) => message = back,
+                }
+            }
+            let (plan, changes) = core.plan_route(message, None);
+            match core.durability().commit(changes).wait().await {
+                Ok(()) => Ready {
+                    route: Some(plan),
+                    frames: receipt.into_iter().collect(),
+                    released_hold: true,
+                    ..Ready::default()
+                },
+                Err(e) => Ready {
+                    fail: Some(Close::error(format!("message not stored: {e}"), None)),
+                    released_hold: true,
+                    ..Ready::default()
+                },
+            }
+        }));
+    }
+
+    fn transactions(&mut self) -> &mut Transactions {
+        self.transactions.get_or_insert_with(Box::default)
+    }
+
+    fn transaction_id(frame: &Frame) -> Result<String, Close> {
+        frame
+            .header("transaction")
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Close::error(
+                    "Must specify the transaction you are beginning",
+                    Some(frame),
+                )
+            })
+    }
+
+    fn on_begin(&mut self, frame: &Frame) -> Result<(), Close> {
+        let id = Self::transaction_id(frame)?;
+        if self.transactions().open.contains_key(&id) {
+            return Err(Close::error(
+                format!("The transaction was already started: {id}"),
+                Some(frame),
+            ));
+        }
+        self.transactions().open.insert(id, Vec::new());
+        self.receipt(frame);
+        Ok(())
+    }
+
+    fn hold_in_transaction(&mut self, id: String, frame: Frame) -> Result<(), Close> {
+        let Some(held) = self.transactions().open.get_mut(&id) else {
+            return Err(Close::error(
+                format!("Invalid transaction id: {id}"),
+                Some(&frame),
+            ));
+        };
+        held.push(frame);
+        Ok(())
+    }
+
+    /// COMMIT: the held frames are handled in order now; the COMMIT's RECEIPT follows them,
+    /// so it leaves only after every persistent message it carried is durable.
+    fn on_commit(&mut self, frame: &Frame) -> Result<(), Close> {
+        let id = Self::transaction_id(frame)?;
+        let Some(held) = self.transactions().open.remove(&id) else {
+            return Err(Close::error(
+                format!("Invalid transaction id: {id}"),
+                Some(frame),
+            ));
+        };
+        for mut op in held {
+            // Their own receipts were answered by nothing yet: they go with the commit's.
+            let own_receipt = Self::receipt_for(&op);
+            op.headers
+                .retain(|(n, _)| n != "receipt" && n != "transaction");
+            match op.command {
+                Command::Send => self.on_send(&op)?,
+                _ => self.on_ack(&op)?,
+            }
+            if let Some(r) = own_receipt {
+                self.send_ordered(r);
+            }
+        }
+        self.receipt(frame);
+        Ok(())
+    }
+
+    /// ABORT: the held sends are dropped; the held acks never happened, so those messages
+    /// stay unacknowledged (redelivered as any unacknowledged message).
+    fn on_abort(&mut self, frame: &Frame) -> Result<(), Close> {
+        let id = Self::transaction_id(frame)?;
+        if self.transactions().open.remove(&id).is_none() {
+            return Err(Close::error(
+                format!("Invalid transaction id: {id}"),
+                Some(frame),
+            ));
+        }
+        self.receipt(frame);
+        Ok(())
+    }
+}

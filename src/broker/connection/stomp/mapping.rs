@@ -1,0 +1,225 @@
+//! One message type for both protocols: a STOMP SEND becomes the broker's [`Message`] (MQTT
+//! form), and a routed message becomes a STOMP MESSAGE frame.
+//!
+//! SEND -> message: `persistent:true` -> QoS 1, else QoS 0 (ActiveMQ's STOMP default is
+//! non-persistent); `content-type` -> MQTT 5 Content Type, `reply-to` -> Response Topic (the
+//! STOMP destination as written), `correlation-id` -> Correlation Data, `expires` (ms since
+//! the epoch, 0 = never) -> the message's expiry; every other header (except those of the
+//! frame itself: `destination`, `content-length`, `receipt`, `transaction`) -> a user
+//! property, in order. Message -> MESSAGE: the reverse, with an MQTT QoS 1/2 message
+//! persistent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::broker::durability::now_ms;
+use crate::broker::message::{Message, V5Extras};
+use crate::protocol::stomp::{Command, Frame};
+use crate::protocol::{Properties, QoS};
+
+use super::destination::{reply_to_of, stomp_destination_of};
+
+/// Headers of a SEND that belong to the frame, not the message.
+const FRAME_HEADERS: &[&str] = &[
+    "destination",
+    "content-length",
+    "receipt",
+    "transaction",
+    "persistent",
+    "content-type",
+    "reply-to",
+    "correlation-id",
+    "expires",
+];
+
+/// Headers a MESSAGE frame sets itself: a user property of the same name is not repeated.
+const MESSAGE_HEADERS: &[&str] = &[
+    "destination",
+    "subscription",
+    "message-id",
+    "ack",
+    "persistent",
+    "content-type",
+    "content-length",
+    "reply-to",
+    "correlation-id",
+    "expires",
+    "priority",
+    "timestamp",
+    "redelivered",
+];
+
+/// The message a SEND to MQTT topic `topic` carries. `now`: its arrival.
+pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message {
+    let persistent = frame.header("persistent") == Some("true");
+    let mut properties = Properties::default();
+    let mut expires_at = None;
+    for (name, value) in &frame.headers {
+        if !FRAME_HEADERS.contains(&name.as_str()) {
+            properties
+                .user_properties
+                .push((name.clone(), value.clone()));
+        }
+    }
+    if let Some(v) = frame.header("content-type") {
+        properties.content_type = Some(v.to_owned());
+    }
+    if let Some(v) = frame.header("reply-to") {
+        properties.response_topic = Some(v.to_owned());
+    }
+    if let Some(v) = frame.header("correlation-id") {
+        properties.correlation_data = Some(Bytes::copy_from_slice(v.as_bytes()));
+    }
+    if let Some(ms) = frame
+        .header("expires")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+    {
+        let wall = now_ms();
+        let left = Duration::from_millis(ms.saturating_sub(wall));
+        expires_at = Some(now.checked_add(left).unwrap_or(now));
+    }
+    let v5 = (properties != Properties::default() || expires_at.is_some()).then(|| {
+        Arc::new(V5Extras {
+            properties,
+            expires_at,
+        })
+    });
+    Message {
+        topic,
+        payload: frame.body.clone(),
+        qos: if persistent {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        },
+        retain: false,
+        v5,
+    }
+}
+
+/// What identifies one delivery in its MESSAGE frame.
+pub struct Delivery<'a> {
+    pub subscription: &'a str,
+    pub message_id: &'a str,
+    /// The `ack` header (STOMP 1.2, ack mode not auto).
+    pub ack: Option<&'a str>,
+    /// The delivered QoS: 1/2 is `persistent:true`.
+    pub qos: QoS,
+    pub redelivered: bool,
+}
+
+/// The MESSAGE frame of `message` for one subscription, at `now`.
+pub fn message_frame(message: &Message, delivery: &Delivery<'_>, now: Instant) -> Frame {
+    let mut f = Frame::new(Command::Message)
+        .with_header("destination", destination_of(message))
+        .with_header("subscription", delivery.subscription)
+        .with_header("message-id", delivery.message_id);
+    if let Some(ack) = delivery.ack {
+        f = f.with_header("ack", ack);
+    }
+    if delivery.qos != QoS::AtMostOnce {
+        f = f.with_header("persistent", "true");
+    }
+    if delivery.redelivered {
+        f = f.with_header("redelivered", "true");
+    }
+    let v5 = message.v5.as_deref();
+    let props = v5.map(|v| &v.properties);
+    let expires = v5
+        .and_then(|v| v.expires_at)
+        .map(|at| now_ms().saturating_add(millis(at.saturating_duration_since(now))))
+        .unwrap_or(0);
+    f = f.with_header("expires", expires.to_string());
+    let priority = props
+        .and_then(|p| p.user_properties.iter().find(|(n, _)| n == "priority"))
+        .map_or("4", |(_, v)| v.as_str())
+        .to_owned();
+    f = f
+        .with_header("priority", priority)
+        .with_header("timestamp", now_ms().to_string());
+    if let Some(p) = props {
+        if let Some(ct) = &p.content_type {
+            f = f.with_header("content-type", ct.clone());
+        }
+        if let Some(rt) = &p.response_topic {
+            f = f.with_header("reply-to", reply_to_of(rt));
+        }
+        if let Some(cd) = &p.correlation_data {
+            f = f.with_header("correlation-id", String::from_utf8_lossy(cd).into_owned());
+        }
+        for (name, value) in &p.user_properties {
+            if !MESSAGE_HEADERS.contains(&name.as_str()) {
+                f = f.with_header(name.clone(), value.clone());
+            }
+        }
+    }
+    f.body = message.payload.clone();
+    f
+}
+
+/// The STOMP destination a message shows: its topic, or the queue name it was routed as.
+fn destination_of(message: &Message) -> String {
+    stomp_destination_of(&message.topic)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_headers_become_mqtt5_properties_and_back() {
+        let send = Frame::new(Command::Send)
+            .with_header("destination", "/topic/a.b")
+            .with_header("persistent", "true")
+            .with_header("content-type", "text/plain")
+            .with_header("reply-to", "/queue/replies")
+            .with_header("correlation-id", "c-1")
+            .with_header("priority", "7")
+            .with_header("x-custom", "v")
+            .with_header("receipt", "r1");
+        let now = Instant::now();
+        let m = message_of_send(&send, Arc::from("a/b"), now);
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        let p = &m.v5.as_ref().expect("v5").properties;
+        assert_eq!(p.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(p.response_topic.as_deref(), Some("/queue/replies"));
+        assert_eq!(p.correlation_data.as_deref(), Some(&b"c-1"[..]));
+        assert_eq!(
+            p.user_properties,
+            vec![
+                ("priority".to_owned(), "7".to_owned()),
+                ("x-custom".to_owned(), "v".to_owned())
+            ]
+        );
+        let d = Delivery {
+            subscription: "s",
+            message_id: "m1",
+            ack: None,
+            qos: QoS::AtLeastOnce,
+            redelivered: false,
+        };
+        let f = message_frame(&m, &d, now);
+        assert_eq!(f.header("destination"), Some("/topic/a.b"));
+        assert_eq!(f.header("persistent"), Some("true"));
+        assert_eq!(f.header("reply-to"), Some("/queue/replies"));
+        assert_eq!(f.header("correlation-id"), Some("c-1"));
+        assert_eq!(f.header("priority"), Some("7"));
+        assert_eq!(f.header("x-custom"), Some("v"));
+        assert_eq!(f.header("receipt"), None);
+    }
+
+    #[test]
+    fn non_persistent_send_is_qos0_without_properties() {
+        let send = Frame::new(Command::Send).with_header("destination", "/topic/a");
+        let m = message_of_send(&send, Arc::from("a"), Instant::now());
+        assert_eq!(m.qos, QoS::AtMostOnce);
+        assert!(m.v5.is_none());
+    }
+}

@@ -1,0 +1,39 @@
+//! Queues (`/queue/x`, `/temp-queue/x`) as seen from a STOMP connection: the one place the
+//! queue engine is called from. Until it is served, every queue use is refused with an ERROR
+//! frame, never silently ignored.
+
+use crate::protocol::stomp::Frame;
+
+use super::destination::Destination;
+use super::{Close, StompConn};
+
+impl StompConn {
+    /// A SEND to a queue destination.
+    pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
+        Err(Close::error(
+            format!("queues are not supported yet: {}", display(dest)),
+            Some(frame),
+        ))
+    }
+
+    /// A SUBSCRIBE to a queue destination.
+    pub(super) fn queue_subscribe(
+        &mut self,
+        dest: &Destination,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        Err(Close::error(
+            format!("queues are not supported yet: {}", display(dest)),
+            Some(frame),
+        ))
+    }
+}
+
+fn display(dest: &Destination) -> String {
+    match dest {
+        Destination::Queue(n) => format!("/queue/{n}"),
+        Destination::TempQueue(n) => format!("/temp-queue/{n}"),
+        Destination::Topic(n) => format!("/topic/{n}"),
+        Destination::TempTopic(n) => format!("/temp-topic/{n}"),
+    }
+}

@@ -1,0 +1,431 @@
+//! SUBSCRIBE / UNSUBSCRIBE on topics, the delivery pump (session queues -> MESSAGE frames,
+//! within each subscription's prefetch window), and ACK / NACK.
+//!
+//! Each topic subscription is an MQTT subscription held by a session of its own (see the
+//! module docs of `stomp`). Ack modes (STOMP 1.2 "SUBSCRIBE"): `auto` (nothing to ack),
+//! `client` (an ACK acknowledges that message and every earlier one of its subscription),
+//! `client-individual` (only that message). Unacknowledged messages are at most the
+//! subscription's `activemq.prefetchSize`; on a (non-durable) topic subscription they end with
+//! the connection, as a JMS topic consumer's do.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::AbortHandle;
+
+use super::destination::{is_wildcard, topic_to_mqtt, Destination};
+use super::mapping::{message_frame, Delivery};
+use super::{Close, StompConn, OUT_HIGH_WATER_BYTES};
+use crate::broker::durability::Change;
+use crate::broker::message::min_qos;
+use crate::broker::runtime::TopicRefusal;
+use crate::broker::session::queue::QueuedMessage;
+use crate::broker::session::registry::SessionLifetime;
+use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
+use crate::protocol::stomp::{Frame, Version};
+use crate::protocol::QoS;
+use crate::security::Action;
+
+/// ActiveMQ's default prefetch of a STOMP topic subscription (`Short.MAX_VALUE - 1`).
+pub(super) const DEFAULT_TOPIC_PREFETCH: usize = 32_766;
+/// Deliveries moved from one session queue per lock acquisition.
+const PUMP_BATCH: usize = 64;
+
+/// How a subscription's messages are acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AckMode {
+    Auto,
+    Client,
+    ClientIndividual,
+}
+
+/// A message sent and not acknowledged yet.
+struct Unacked {
+    message_id: u64,
+    item: QueuedMessage,
+}
+
+/// One STOMP subscription.
+pub(super) struct Sub {
+    /// The client's `id` header.
+    id: String,
+    filter: String,
+    ack: AckMode,
+    prefetch: usize,
+    pub(super) session: Arc<Session>,
+    token: AttachToken,
+    /// The task passing this session's wake-ups on to the connection's.
+    forwarder: AbortHandle,
+    unacked: VecDeque<Unacked>,
+}
+
+/// Headers of SUBSCRIBE that are refused until their feature is served (never ignored).
+const REFUSED_SUBSCRIBE_HEADERS: &[(&str, &str)] = &[
+    ("selector", "selectors are not supported yet"),
+    (
+        "activemq.subscriptionName",
+        "durable subscriptions are not supported yet",
+    ),
+    ("activemq.noLocal", "activemq.noLocal is not supported yet"),
+];
+
+impl StompConn {
+    pub(super) fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Close> {
+        let Some(header) = frame.header("destination") else {
+            return Err(Close::error(
+                "SUBSCRIBE received without a Destination specified!",
+                Some(frame),
+            ));
+        };
+        let dest =
+            Destination::parse(header).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        let id = match (frame.header("id"), self.version) {
+            (Some(id), _) => id.to_owned(),
+            // STOMP 1.0 makes `id` optional: the destination names the subscription.
+            (None, Version::V1_0) => header.to_owned(),
+            (None, _) => {
+                return Err(Close::error(
+                    "SUBSCRIBE received without a subscription id!",
+                    Some(frame),
+                ))
+            }
+        };
+        if self.subs.iter().any(|s| s.id == id) {
+            return Err(Close::error(
+                format!("Duplicate subscription id: {id}"),
+                Some(frame),
+            ));
+        }
+        let ack = match frame.header("ack").unwrap_or("auto") {
+            "auto" => AckMode::Auto,
+            "client" => AckMode::Client,
+            "client-individual" => AckMode::ClientIndividual,
+            other => {
+                return Err(Close::error(
+                    format!("Invalid ack mode {other:?}: auto, client or client-individual"),
+                    Some(frame),
+                ))
+            }
+        };
+        for (name, why) in REFUSED_SUBSCRIBE_HEADERS {
+            if frame
+                .header(name)
+                .is_some_and(|v| *name != "activemq.noLocal" || v == "true")
+            {
+                return Err(Close::error(*why, Some(frame)));
+            }
+        }
+        let prefetch = match frame.header("activemq.prefetchSize") {
+            None => DEFAULT_TOPIC_PREFETCH,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    Close::error(
+                        format!("activemq.prefetchSize {v:?} is not a positive number"),
+                        Some(frame),
+                    )
+                })?,
+        };
+        let name = match &dest {
+            Destination::Topic(name) => name.clone(),
+            Destination::TempTopic(_) => {
+                return Err(Close::error(
+                    "temporary topics are not supported yet",
+                    Some(frame),
+                ))
+            }
+            Destination::Queue(_) | Destination::TempQueue(_) => {
+                return self.queue_subscribe(&dest, frame)
+            }
+        };
+        let filter = topic_to_mqtt(&name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        self.authorize_read(&filter, &name, frame)?;
+        let key = self.next_sub_key;
+        self.next_sub_key += 1;
+        // U+0000 first: no MQTT client id can be this (MQTT 1.5.4-2).
+        let session_client_id = format!("\u{0}stomp:{}:{key}", self.tag);
+        let attached = self
+            .core
+            .attach(
+                &session_client_id,
+                true,
+                SessionLifetime::EndsAtDisconnect,
+                false,
+                None,
+                true,
+            )
+            .map_err(|e| Close::error(format!("subscription not created: {e}"), Some(frame)))?;
+        let options = SubscriptionOptions::qos(QoS::ExactlyOnce);
+        if !self.core.subscribe(
+            &attached.session,
+            attached.token.generation,
+            &filter,
+            options,
+        ) {
+            return Err(Close::error("subscription not created", Some(frame)));
+        }
+        let (sub_wake, conn_wake) = (attached.token.wake.clone(), self.wake.clone());
+        let forwarder = tokio::spawn(async move {
+            loop {
+                sub_wake.notified().await;
+                conn_wake.notify_one();
+            }
+        })
+        .abort_handle();
+        // ActiveMQ replays a topic's retained message only to retroactive consumers
+        // (`activemq.retroactive:true`, its RetainedMessageSubscriptionRecoveryPolicy).
+        if frame.header("activemq.retroactive") == Some("true") {
+            for message in self.core.retained_matching(&filter) {
+                let qos = min_qos(message.qos, options.qos);
+                self.core
+                    .deliver_retained(&attached.session, message, qos, None);
+            }
+        }
+        self.subs.push(Sub {
+            id,
+            filter,
+            ack,
+            prefetch,
+            session: attached.session,
+            token: attached.token,
+            forwarder,
+            unacked: VecDeque::new(),
+        });
+        self.out.pump_wanted = true;
+        self.receipt(frame);
+        Ok(())
+    }
+
+    /// Read authorization of a subscription to `filter` (`name`: ActiveMQ form).
+    fn authorize_read(&mut self, filter: &str, name: &str, frame: &Frame) -> Result<(), Close> {
+        let security = self.core.security();
+        let permitted = if is_wildcard(filter) {
+            if self
+                .authz
+                .allowed(&security, &self.principal, Action::Read, filter)
+            {
+                Ok(())
+            } else {
+                Err(TopicRefusal::NotAuthorized)
+            }
+        } else {
+            self.core.use_topic(
+                &mut self.authz,
+                &security,
+                &self.principal,
+                Action::Read,
+                filter,
+            )
+        };
+        match permitted {
+            Ok(()) => Ok(()),
+            Err(TopicRefusal::NotAuthorized) => Err(Close::error(
+                format!(
+                    "User {} is not authorized to read from: topic://{name}",
+                    self.principal.user
+                ),
+                Some(frame),
+            )),
+            Err(TopicRefusal::NotCreated) => Err(Close::error(
+                format!(
+                    "User {} is not authorized to create: topic://{name}",
+                    self.principal.user
+                ),
+                Some(frame),
+            )),
+        }
+    }
+
+    pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), Close> {
+        let id = match (frame.header("id"), frame.header("destination")) {
+            (Some(id), _) => id,
+            (None, Some(dest)) if self.version == Version::V1_0 => dest,
+            _ => {
+                return Err(Close::error(
+                    "UNSUBSCRIBE received without a subscription id!",
+                    Some(frame),
+                ))
+            }
+        };
+        let Some(at) = self.subs.iter().position(|s| s.id == id) else {
+            return Err(Close::error(
+                format!("No subscription matched: {id}"),
+                Some(frame),
+            ));
+        };
+        let sub = self.subs.remove(at);
+        self.end_sub(sub);
+        self.receipt(frame);
+        Ok(())
+    }
+
+    /// Remove a subscription: its tree entry and session go, its wake-up forwarder stops.
+    fn end_sub(&self, sub: Sub) {
+        sub.forwarder.abort();
+        self.core
+            .unsubscribe(&sub.session, sub.token.generation, &sub.filter);
+        self.core.detach(&sub.session, sub.token.generation);
+    }
+
+    /// The connection closed: every subscription ends (unacknowledged topic messages with it).
+    pub(super) fn release_subscriptions(&mut self) {
+        for sub in std::mem::take(&mut self.subs) {
+            self.end_sub(sub);
+        }
+    }
+
+    /// Move deliveries from the subscriptions' queues into MESSAGE frames, within each
+    /// one's prefetch window, until the output high-water mark. Deliveries are authorized for
+    /// this client (read) and skipped when expired, as for MQTT.
+    pub(super) fn pump(&mut self) -> Result<(), Close> {
+        self.out.pump_wanted = false;
+        let now = Instant::now();
+        let security = self.core.current_security();
+        for index in 0..self.subs.len() {
+            loop {
+                if self.out.bytes >= OUT_HIGH_WATER_BYTES {
+                    self.out.pump_wanted = true;
+                    return Ok(());
+                }
+                let sub = &self.subs[index];
+                let room = match sub.ack {
+                    AckMode::Auto => PUMP_BATCH,
+                    _ => sub
+                        .prefetch
+                        .saturating_sub(sub.unacked.len())
+                        .min(PUMP_BATCH),
+                };
+                if room == 0 {
+                    break;
+                }
+                let Some((batch, pending_len)) =
+                    sub.session.with_state(sub.token.generation, |s| {
+                        let mut batch = Vec::with_capacity(room.min(8));
+                        while batch.len() < room {
+                            match s.pending.pop_front() {
+                                Some(item) => batch.push(item),
+                                None => break,
+                            }
+                        }
+                        (batch, s.pending.len())
+                    })
+                else {
+                    break;
+                };
+                if batch.is_empty() {
+                    break;
+                }
+                let taken = batch.len();
+                let mut changes = Vec::new();
+                let client_id = self.subs[index].session.client_id().clone();
+                for item in batch {
+                    let allowed = !item.message.is_expired(now)
+                        && self.authz.allowed(
+                            &security,
+                            &self.principal,
+                            Action::Read,
+                            &item.message.topic,
+                        );
+                    if !allowed {
+                        if let Some(seq) = item.seq {
+                            changes.push(Change::removed(&client_id, seq));
+                        }
+                        continue;
+                    }
+                    self.next_message_id += 1;
+                    let n = self.next_message_id;
+                    let message_id = format!("{}:{n}", self.session_name);
+                    let sub = &self.subs[index];
+                    let ack_header = (sub.ack != AckMode::Auto && self.version == Version::V1_2)
+                        .then_some(message_id.as_str());
+                    let frame = message_frame(
+                        &item.message,
+                        &Delivery {
+                            subscription: &sub.id,
+                            message_id: &message_id,
+                            ack: ack_header,
+                            qos: item.qos,
+                            redelivered: false,
+                        },
+                        now,
+                    );
+                    self.send(&frame);
+                    self.core.counters.add_messages_out(1);
+                    let sub = &mut self.subs[index];
+                    if sub.ack == AckMode::Auto {
+                        if let Some(seq) = item.seq {
+                            changes.push(Change::removed(&client_id, seq));
+                        }
+                    } else {
+                        sub.unacked.push_back(Unacked {
+                            message_id: n,
+                            item,
+                        });
+                    }
+                }
+                self.core.commit_background(changes);
+                self.core.queue_drained_some(pending_len);
+                if taken < room {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// ACK or NACK of a delivered message: by `id` (1.2) or `message-id` (1.0, 1.1, with
+    /// `subscription`). `client` mode acknowledges every earlier message of the subscription
+    /// too. A NACKed topic message is dropped (ActiveMQ sends it to the dead-letter queue only
+    /// when it is persistent and the queue engine serves one: see docs/stomp.md).
+    pub(super) fn on_ack(&mut self, frame: &Frame) -> Result<(), Close> {
+        let id_header = match self.version {
+            Version::V1_2 => frame.header("id").or_else(|| frame.header("message-id")),
+            _ => frame.header("message-id").or_else(|| frame.header("id")),
+        };
+        let Some(id) = id_header else {
+            return Err(Close::error(
+                format!("{} received without a message id", frame.command.as_str()),
+                Some(frame),
+            ));
+        };
+        let number = id
+            .rsplit_once(':')
+            .filter(|(prefix, _)| *prefix == &*self.session_name)
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let found = number.and_then(|n| {
+            self.subs.iter().enumerate().find_map(|(i, s)| {
+                s.unacked
+                    .iter()
+                    .position(|u| u.message_id == n)
+                    .map(|at| (i, at))
+            })
+        });
+        let Some((index, at)) = found else {
+            return Err(Close::error(
+                format!(
+                    "Unexpected {} received for message-id [{id}]",
+                    frame.command.as_str()
+                ),
+                Some(frame),
+            ));
+        };
+        let sub = &mut self.subs[index];
+        let done: Vec<Unacked> = match sub.ack {
+            AckMode::Client => sub.unacked.drain(..=at).collect(),
+            _ => sub.unacked.remove(at).into_iter().collect(),
+        };
+        let client_id = sub.session.client_id().clone();
+        let changes: Vec<Change> = done
+            .iter()
+            .filter_map(|u| u.item.seq.map(|seq| Change::removed(&client_id, seq)))
+            .collect();
+        self.core.commit_background(changes);
+        self.out.pump_wanted = true;
+        self.receipt(frame);
+        Ok(())
+    }
+}

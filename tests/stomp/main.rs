@@ -1,0 +1,68 @@
+//! STOMP clients on the broker: topics shared with MQTT in both directions (headers <-> MQTT 5
+//! properties), acknowledgement modes, receipts, ERROR frames, heart-beats, transactions,
+//! authentication and authorization, STOMP over WebSocket (a raw Rust client and python's
+//! `websocket-client` / `stomp.py`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod acks;
+mod client;
+mod frames;
+mod python;
+mod topics;
+
+use std::net::SocketAddr;
+
+use support::{BrokerXml, TestBroker};
+
+use client::StompClient;
+
+/// A broker with an MQTT connector (`mqtt`) and a WebSocket connector (`ws`) serving STOMP to
+/// clients that offer no MQTT sub-protocol, with `children` inside `<broker>`.
+pub async fn broker_with(children: &str) -> Env {
+    let xml = BrokerXml::new()
+        .name("stomp")
+        .child(children)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .connector("ws", "ws://127.0.0.1:0")
+        .build();
+    let broker = TestBroker::from_xml(&xml).await;
+    Env { broker }
+}
+
+pub async fn broker() -> Env {
+    broker_with("").await
+}
+
+pub struct Env {
+    pub broker: TestBroker,
+}
+
+impl Env {
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.broker
+            .handle
+            .listener_addrs()
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .expect("listener")
+    }
+
+    pub fn mqtt(&self) -> SocketAddr {
+        self.addr("mqtt")
+    }
+
+    /// A STOMP client, not connected yet.
+    pub async fn stomp(&self) -> StompClient {
+        StompClient::ws(self.addr("ws"), "v12.stomp").await.0
+    }
+
+    /// A STOMP client after CONNECT with `headers`.
+    pub async fn connected(&self, headers: &[(&str, &str)]) -> StompClient {
+        let mut c = self.stomp().await;
+        c.connect(headers).await;
+        c
+    }
+}
