@@ -8,6 +8,7 @@ mod support;
 
 mod acks;
 mod client;
+mod durable;
 mod frames;
 mod python;
 mod topics;
@@ -29,6 +30,19 @@ pub async fn broker_with(children: &str) -> Env {
         .build();
     let broker = TestBroker::from_xml(&xml).await;
     Env { broker }
+}
+
+/// [`broker_with`] keeping its state in a store in `dir` (kahaDB configured: ferromq's store).
+pub async fn broker_in(dir: &std::path::Path) -> Env {
+    let xml = BrokerXml::new()
+        .name("stomp")
+        .kahadb(dir)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .connector("ws", "ws://127.0.0.1:0")
+        .build();
+    Env {
+        broker: TestBroker::from_xml(&xml).await,
+    }
 }
 
 pub async fn broker() -> Env {

@@ -168,6 +168,7 @@ where
         held: 0,
         pause: None,
         heart_beat,
+        page_in: None,
         transactions: None,
     };
     let mut connected = Frame::new(Command::Connected);

@@ -20,6 +20,7 @@ mod frames;
 mod heartbeat;
 mod mapping;
 mod options;
+mod page_in;
 mod queue_route;
 mod subscribe;
 mod wire;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -181,6 +183,8 @@ pub(crate) struct StompConn {
     held: usize,
     pause: Option<Box<Pause>>,
     heart_beat: HeartBeat,
+    /// A page of a durable subscription's queue being read back (rare).
+    page_in: Option<page_in::PageIn>,
     /// Open transactions (rare: boxed and allocated on the first BEGIN).
     transactions: Option<Box<frames::Transactions>>,
 }
@@ -327,6 +331,11 @@ where
                 conn.pause = None;
                 if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
                     return close;
+                }
+            }
+            page = OptionFuture::from(conn.page_in.as_mut()), if conn.page_in.is_some() => {
+                if let Some(page) = page {
+                    conn.finish_page_in(page);
                 }
             }
             _ = wake.notified() => conn.out.pump_wanted = true,

@@ -48,27 +48,37 @@ struct Unacked {
 
 /// One STOMP subscription.
 pub(super) struct Sub {
+    /// Names the subscription inside this connection (its page-in, its session's name).
+    pub(super) key: u64,
     /// The client's `id` header.
     id: String,
     filter: String,
     ack: AckMode,
     prefetch: usize,
     pub(super) session: Arc<Session>,
-    token: AttachToken,
+    pub(super) token: AttachToken,
     /// The task passing this session's wake-ups on to the connection's.
     forwarder: AbortHandle,
     unacked: VecDeque<Unacked>,
+    /// A durable subscription (`activemq.subscriptionName`): its session outlives the
+    /// connection, and what is unacknowledged at the end is delivered again.
+    durable: bool,
+}
+
+/// The client id of the persistent session of durable subscription `name` of STOMP client
+/// `client_id`: U+0000 first (no MQTT client id can be it), lengths so no two pairs collide.
+pub(super) fn durable_session_id(client_id: &str, name: &str) -> String {
+    format!("\u{0}stomp-durable:{}:{client_id}:{name}", client_id.len())
 }
 
 /// Headers of SUBSCRIBE that are refused until their feature is served (never ignored).
 const REFUSED_SUBSCRIBE_HEADERS: &[(&str, &str)] = &[
     ("selector", "selectors are not supported yet"),
-    (
-        "activemq.subscriptionName",
-        "durable subscriptions are not supported yet",
-    ),
     ("activemq.noLocal", "activemq.noLocal is not supported yet"),
 ];
+
+/// ActiveMQ's default prefetch of a durable STOMP topic subscription.
+pub(super) const DEFAULT_DURABLE_TOPIC_PREFETCH: usize = 100;
 
 impl StompConn {
     pub(super) fn on_subscribe(&mut self, frame: &Frame) -> Result<(), Close> {
@@ -116,7 +126,9 @@ impl StompConn {
                 return Err(Close::error(*why, Some(frame)));
             }
         }
+        let durable_name = frame.header("activemq.subscriptionName");
         let prefetch = match frame.header("activemq.prefetchSize") {
+            None if durable_name.is_some() => DEFAULT_DURABLE_TOPIC_PREFETCH,
             None => DEFAULT_TOPIC_PREFETCH,
             Some(v) => v
                 .trim()
@@ -146,20 +158,82 @@ impl StompConn {
         self.authorize_read(&filter, &name, frame)?;
         let key = self.next_sub_key;
         self.next_sub_key += 1;
-        // U+0000 first: no MQTT client id can be this (MQTT 1.5.4-2).
-        let session_client_id = format!("\u{0}stomp:{}:{key}", self.tag);
-        let attached = self
-            .core
-            .attach(
-                &session_client_id,
-                true,
-                SessionLifetime::EndsAtDisconnect,
-                false,
-                None,
-                true,
+        let attached = match durable_name {
+            None => {
+                // U+0000 first: no MQTT client id can be this (MQTT 1.5.4-2).
+                let session_client_id = format!("\u{0}stomp:{}:{key}", self.tag);
+                self.core.attach(
+                    &session_client_id,
+                    true,
+                    SessionLifetime::EndsAtDisconnect,
+                    false,
+                    None,
+                    true,
+                )
+            }
+            Some(durable_name) => {
+                let Some(client_id) = self.client_id.clone() else {
+                    return Err(Close::error(
+                        "a durable subscription (activemq.subscriptionName) needs the \
+                         client-id header in CONNECT",
+                        Some(frame),
+                    ));
+                };
+                self.core.attach(
+                    &durable_session_id(&client_id, durable_name),
+                    false,
+                    SessionLifetime::Kept { expiry_secs: None },
+                    false,
+                    None,
+                    true,
+                )
+            }
+        };
+        let attached = attached.map_err(|_| {
+            Close::error(
+                format!(
+                    "Durable consumer is in use for client: {} and subscriptionName: {}",
+                    self.client_id.as_deref().unwrap_or_default(),
+                    durable_name.unwrap_or_default()
+                ),
+                Some(frame),
             )
-            .map_err(|e| Close::error(format!("subscription not created: {e}"), Some(frame)))?;
+        })?;
         let options = SubscriptionOptions::qos(QoS::ExactlyOnce);
+        if durable_name.is_some() {
+            // A durable subscription resumed on another topic starts over on the new one, as
+            // ActiveMQ replaces a durable subscription whose destination changed.
+            let stale: Vec<String> = attached
+                .session
+                .with_state(attached.token.generation, |s| {
+                    s.subscriptions
+                        .keys()
+                        .filter(|f| **f != filter)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !stale.is_empty() {
+                for old in &stale {
+                    self.core
+                        .unsubscribe(&attached.session, attached.token.generation, old);
+                }
+                let dropped: Vec<Change> = attached
+                    .session
+                    .with_state(attached.token.generation, |s| {
+                        let mut seqs = Vec::new();
+                        while let Some(item) = s.pending.pop_front() {
+                            seqs.extend(item.seq);
+                        }
+                        seqs
+                    })
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|seq| Change::removed(attached.session.client_id(), seq))
+                    .collect();
+                self.core.commit_background(dropped);
+            }
+        }
         if !self.core.subscribe(
             &attached.session,
             attached.token.generation,
@@ -186,6 +260,7 @@ impl StompConn {
             }
         }
         self.subs.push(Sub {
+            key,
             id,
             filter,
             ack,
@@ -194,6 +269,7 @@ impl StompConn {
             token: attached.token,
             forwarder,
             unacked: VecDeque::new(),
+            durable: durable_name.is_some(),
         });
         self.out.pump_wanted = true;
         self.receipt(frame);
@@ -258,16 +334,43 @@ impl StompConn {
             ));
         };
         let sub = self.subs.remove(at);
+        let durable_id = match (frame.header("activemq.subscriptionName"), &self.client_id) {
+            (Some(name), Some(client_id)) => Some(durable_session_id(client_id, name)),
+            (Some(_), None) => {
+                return Err(Close::error(
+                    "removing a durable subscription needs the client-id header in CONNECT",
+                    Some(frame),
+                ))
+            }
+            (None, _) => None,
+        };
         self.end_sub(sub);
+        if let Some(durable_id) = durable_id {
+            // ActiveMQ's RemoveSubscriptionInfo: the durable subscription and what it kept go.
+            if let Some(Ok(session)) = self.core.registry.remove_offline(&durable_id) {
+                self.core.forget(&session);
+            }
+        }
         self.receipt(frame);
         Ok(())
     }
 
-    /// Remove a subscription: its tree entry and session go, its wake-up forwarder stops.
-    fn end_sub(&self, sub: Sub) {
+    /// End a subscription on this connection: its wake-up forwarder stops; a non-durable one's
+    /// tree entry and session go; a durable one's session goes offline with what it has not
+    /// had acknowledged back at the head of its queue (kept in the store all along).
+    fn end_sub(&self, mut sub: Sub) {
         sub.forwarder.abort();
-        self.core
-            .unsubscribe(&sub.session, sub.token.generation, &sub.filter);
+        if sub.durable {
+            let unacked = std::mem::take(&mut sub.unacked);
+            sub.session.with_state(sub.token.generation, |s| {
+                for u in unacked.into_iter().rev() {
+                    s.pending.push_front(u.item);
+                }
+            });
+        } else {
+            self.core
+                .unsubscribe(&sub.session, sub.token.generation, &sub.filter);
+        }
         self.core.detach(&sub.session, sub.token.generation);
     }
 
@@ -302,10 +405,16 @@ impl StompConn {
                 if room == 0 {
                     break;
                 }
+                let mut head_paged = false;
                 let Some((batch, pending_len)) =
                     sub.session.with_state(sub.token.generation, |s| {
                         let mut batch = Vec::with_capacity(room.min(8));
                         while batch.len() < room {
+                            if s.pending.front().is_some_and(|head| head.paged) {
+                                // Its payload must be read back first (see `page_in.rs`).
+                                head_paged = true;
+                                break;
+                            }
                             match s.pending.pop_front() {
                                 Some(item) => batch.push(item),
                                 None => break,
@@ -316,6 +425,9 @@ impl StompConn {
                 else {
                     break;
                 };
+                if head_paged {
+                    self.start_page_in(index);
+                }
                 if batch.is_empty() {
                     break;
                 }

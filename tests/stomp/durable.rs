@@ -1,0 +1,135 @@
+//! Durable topic subscriptions (`activemq.subscriptionName` + `client-id`): kept in the store
+//! with MQTT persistent sessions, across a broker restart; unacknowledged messages delivered
+//! again; UNSUBSCRIBE with the name removes them.
+
+use std::time::Duration;
+
+use ferromq::protocol::{Packet, QoS};
+
+use crate::client::StompClient;
+use crate::support::{publish_packet, RawClient};
+
+async fn durable(env: &crate::Env, id: &str) -> StompClient {
+    let mut c = env.connected(&[("client-id", "app-1")]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/topic/d.t"),
+            ("id", id),
+            ("ack", "client-individual"),
+            ("activemq.subscriptionName", "orders"),
+            ("receipt", "sub"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("sub"));
+    c
+}
+
+async fn bye(mut c: StompClient) {
+    c.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("bye"));
+}
+
+#[tokio::test]
+async fn a_durable_subscription_survives_a_restart_and_redelivers_what_was_not_acked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = crate::broker_in(dir.path()).await;
+    bye(durable(&env, "s").await).await;
+
+    // While it is offline: an MQTT QoS 1 publish and a persistent STOMP SEND (its RECEIPT
+    // comes once it is kept).
+    let mut mqtt = RawClient::connected(env.mqtt(), "pub", true).await.0;
+    mqtt.send(publish_packet(
+        "d/t",
+        b"m1",
+        QoS::AtLeastOnce,
+        Some(1),
+        false,
+    ))
+    .await;
+    assert!(matches!(mqtt.recv().await, Packet::PubAck(_)));
+    let mut sender = env.connected(&[]).await;
+    sender
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/d.t"),
+                ("persistent", "true"),
+                ("receipt", "kept"),
+            ],
+            "m2",
+        )
+        .await;
+    assert_eq!(sender.recv().await.header("receipt-id"), Some("kept"));
+    // A non-persistent message is not kept for an offline subscription.
+    sender
+        .send("SEND", &[("destination", "/topic/d.t")], "gone")
+        .await;
+    bye(sender).await;
+    env.broker.shutdown().await;
+
+    let env = crate::broker_in(dir.path()).await;
+    let mut c = durable(&env, "s").await;
+    let m1 = c.recv().await;
+    let m2 = c.recv().await;
+    assert_eq!((m1.body_text(), m2.body_text()), ("m1".into(), "m2".into()));
+    assert_eq!(m1.header("persistent"), Some("true"));
+    assert_eq!(m1.header("destination"), Some("/topic/d.t"));
+    let ack = m1.header("ack").expect("ack").to_owned();
+    c.send("ACK", &[("id", &ack), ("receipt", "a")], "").await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("a"));
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+    bye(c).await;
+
+    // m2 was not acknowledged: delivered again.
+    let mut c = durable(&env, "s2").await;
+    let again = c.recv().await;
+    assert_eq!(again.body_text(), "m2");
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+
+    // The same durable subscription from a second connection is refused while in use.
+    let mut other = env.connected(&[("client-id", "app-1")]).await;
+    other
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/d.t"),
+                ("id", "x"),
+                ("activemq.subscriptionName", "orders"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(other.recv().await.command, "ERROR");
+
+    // UNSUBSCRIBE with the name removes it and what it kept.
+    c.send(
+        "UNSUBSCRIBE",
+        &[
+            ("id", "s2"),
+            ("activemq.subscriptionName", "orders"),
+            ("receipt", "u"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("u"));
+    let mut mqtt = RawClient::connected(env.mqtt(), "pub", true).await.0;
+    mqtt.send(publish_packet(
+        "d/t",
+        b"m3",
+        QoS::AtLeastOnce,
+        Some(2),
+        false,
+    ))
+    .await;
+    assert!(matches!(mqtt.recv().await, Packet::PubAck(_)));
+    bye(c).await;
+    let mut c = durable(&env, "s3").await;
+    assert!(
+        c.recv_within(Duration::from_millis(300)).await.is_none(),
+        "a new durable subscription starts empty"
+    );
+}
