@@ -437,6 +437,41 @@ async fn mqtt_client_round_trip(addr: SocketAddr) {
     );
 }
 
+/// A STOMP 1.2 client: CONNECT, SUBSCRIBE with a receipt, SEND, and its MESSAGE back.
+async fn stomp_client_round_trip(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.expect("tcp connect");
+    tcp.write_all(
+        b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0\
+          SUBSCRIBE\nid:1\ndestination:/topic/examples.hello\nreceipt:r\n\n\0",
+    )
+    .await
+    .expect("write");
+    let mut received = Vec::new();
+    let mut sent = false;
+    let deadline = tokio::time::Instant::now() + crate::support::STEP;
+    loop {
+        let text = String::from_utf8_lossy(&received).into_owned();
+        if !sent && text.contains("RECEIPT\nreceipt-id:r") {
+            tcp.write_all(b"SEND\ndestination:/topic/examples.hello\n\nhi\0")
+                .await
+                .expect("write");
+            sent = true;
+        }
+        if sent && text.contains("MESSAGE\n") && text.contains("hi\0") {
+            assert!(text.starts_with("CONNECTED\n"), "{text}");
+            return;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+            .await
+            .expect("STOMP answers in time")
+            .expect("read");
+        assert!(n > 0, "closed early: {text}");
+        received.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn encoded(packet: Packet) -> Bytes {
     let mut out = BytesMut::new();
     encode(&packet, ProtocolVersion::V311, &mut out).expect("encode");
@@ -559,6 +594,8 @@ async fn check_and_run(example: Example) {
         let addr = SocketAddr::from(([127, 0, 0, 1], addr.port()));
         if connector == "ws" {
             websocket_client_round_trip(addr).await;
+        } else if connector.contains("stomp") {
+            stomp_client_round_trip(addr).await;
         } else {
             mqtt_client_round_trip(addr).await;
         }
@@ -578,7 +615,7 @@ macro_rules! examples {
 examples! {
     // ActiveMQ's demo names broker.ks/broker.ts, which are JKS.
     activemq_demo => Example {
-        served: &["ws"],
+        served: &["stomp", "ws"],
         needs_keystores: true,
         ..Example::plain("activemq-demo.xml")
     };
@@ -595,9 +632,16 @@ examples! {
     activemq_specjms => Example::plain("activemq-specjms.xml");
     activemq_static_network_broker1 => Example::plain("activemq-static-network-broker1.xml");
     activemq_static_network_broker2 => Example::plain("activemq-static-network-broker2.xml");
-    activemq_stomp => Example::plain("activemq-stomp.xml");
+    activemq_stomp => Example {
+        served: &["stomp", "stomp+nio"],
+        ..Example::plain("activemq-stomp.xml")
+    };
     activemq_throughput => Example::plain("activemq-throughput.xml");
-    activemq_xml => Example::plain("activemq.xml");
+    // Its connectors have no name: a connector is named by its URI (ports rewritten to 0).
+    activemq_xml => Example {
+        served: &["stomp://127.0.0.1:0"],
+        ..Example::plain("activemq.xml")
+    };
     debian_main_instance => Example::plain(DEBIAN_MAIN);
 }
 

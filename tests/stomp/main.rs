@@ -19,13 +19,15 @@ use support::{BrokerXml, TestBroker};
 
 use client::StompClient;
 
-/// A broker with an MQTT connector (`mqtt`) and a WebSocket connector (`ws`) serving STOMP to
-/// clients that offer no MQTT sub-protocol, with `children` inside `<broker>`.
+/// A broker with an MQTT connector (`mqtt`), a STOMP connector (`stomp`) and a WebSocket
+/// connector (`ws`, STOMP for clients that offer no MQTT sub-protocol), with `children` inside
+/// `<broker>`.
 pub async fn broker_with(children: &str) -> Env {
     let xml = BrokerXml::new()
         .name("stomp")
         .child(children)
         .connector("mqtt", "mqtt://127.0.0.1:0")
+        .connector("stomp", "stomp://127.0.0.1:0")
         .connector("ws", "ws://127.0.0.1:0")
         .build();
     let broker = TestBroker::from_xml(&xml).await;
@@ -38,6 +40,7 @@ pub async fn broker_in(dir: &std::path::Path) -> Env {
         .name("stomp")
         .kahadb(dir)
         .connector("mqtt", "mqtt://127.0.0.1:0")
+        .connector("stomp", "stomp://127.0.0.1:0")
         .connector("ws", "ws://127.0.0.1:0")
         .build();
     Env {
@@ -68,8 +71,13 @@ impl Env {
         self.addr("mqtt")
     }
 
-    /// A STOMP client, not connected yet.
+    /// A STOMP client on the `stomp://` connector, not connected yet.
     pub async fn stomp(&self) -> StompClient {
+        StompClient::tcp(self.addr("stomp")).await
+    }
+
+    /// A STOMP client over WebSocket (`v12.stomp`), not connected yet.
+    pub async fn stomp_ws(&self) -> StompClient {
         StompClient::ws(self.addr("ws"), "v12.stomp").await.0
     }
 

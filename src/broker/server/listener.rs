@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::connection::{self, ConnectionParams, ListenerSettings};
 use crate::broker::runtime::BrokerCore;
-use crate::config::Listener;
+use crate::config::{Listener, Protocol};
 use crate::transport::{self, UpgradeLimits};
 
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
@@ -132,15 +132,18 @@ pub async fn accept_loop(
 /// connection's own task, never in the accept loop.
 fn serve_socket(stream: TcpStream, params: ConnectionParams) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
-    if !params.listener.scheme.is_tls() && !params.listener.scheme.is_websocket() {
+    let scheme = params.listener.scheme;
+    if !scheme.is_tls() && !scheme.is_websocket() && scheme.protocol() != Some(Protocol::Stomp) {
         return Either::Left(connection::serve(stream, params));
     }
-    // Boxed: the TLS/WebSocket handshake and stream types are much larger than a plain
-    // connection's, and every task would otherwise reserve room for them (idle memory).
+    // Boxed: the TLS/WebSocket handshake and stream types, and a STOMP connection, are larger
+    // than a plain MQTT connection, and every task would otherwise reserve room for them
+    // (idle memory).
     Either::Right(Box::pin(upgrade_and_serve(stream, params)))
 }
 
-/// The TLS and/or WebSocket handshake, then the MQTT connection over the upgraded stream.
+/// The TLS and/or WebSocket handshake, then the MQTT or STOMP connection over the upgraded
+/// stream: STOMP on `stomp*` connectors and for WebSocket clients that chose it.
 async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
     let settings = params.listener.clone();
     let upgrade = transport::upgrade(
@@ -160,6 +163,9 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
             params.peer_cert_subject = accepted.peer_cert_subject;
             if accepted.websocket_stomp {
                 let framing = connection::stomp::Framing::WebSocket;
+                connection::stomp::serve(accepted.stream, params, framing).await;
+            } else if settings.scheme.protocol() == Some(Protocol::Stomp) {
+                let framing = connection::stomp::Framing::Stream;
                 connection::stomp::serve(accepted.stream, params, framing).await;
             } else {
                 connection::serve(accepted.stream, params).await;

@@ -13,11 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::heartbeat;
-use super::wire::{encode, Decoded, Decoder};
 use super::{Framing, Output, StompConn, CLOSE_GRACE, SERVER};
 use crate::broker::connection::read::read_some;
 use crate::broker::connection::ConnectionParams;
-use crate::protocol::stomp::{Command, Frame, Version};
+use crate::protocol::stomp::{encode, Command, Decoded, Decoder, Frame, Version};
 use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 
 /// Numbers STOMP connections in this process (their subscription sessions' names).
@@ -25,9 +24,6 @@ static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
 /// The versions we speak, as the ERROR of a failed negotiation lists them.
 const SUPPORTED: &str = "1.0,1.1,1.2";
-
-/// `transport.hbGracePeriodMultiplier`'s default in ActiveMQ 5.17.
-pub(super) const DEFAULT_GRACE: f64 = 1.5;
 
 /// The highest version both sides speak; `None` when there is none.
 pub(super) fn negotiate_version(accept_version: Option<&str>) -> Option<Version> {
@@ -99,17 +95,17 @@ where
         refuse(writer, error, Version::V1_0).await;
         return None;
     };
-    let stomp_options = super::options::of(&params.listener);
     let heart_beat = match heartbeat::negotiate(
         frame
             .header("heart-beat")
             .filter(|_| version != Version::V1_0),
-        stomp_options.default_heart_beat,
-        stomp_options.grace,
+        &params.listener.options.stomp,
+        params.listener.options.use_inactivity_monitor,
     ) {
         Ok(hb) => hb,
         Err(e) => {
-            refuse(writer, error_frame(&e.to_string(), &frame), version).await;
+            let message = format!("heart-beat header: {e}");
+            refuse(writer, error_frame(&message, &frame), version).await;
             return None;
         }
     };

@@ -12,7 +12,9 @@
 //! Files: `connect.rs` (CONNECT/STOMP, CONNECTED), `frames.rs` (the client's frames: SEND,
 //! receipts, transactions, DISCONNECT), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, the delivery
 //! pump, ACK/NACK), `mapping.rs` (SEND headers <-> message), `destination.rs`,
-//! `heartbeat.rs`, `queue_route.rs` (the queue engine's entry), `wire.rs` (bytes <-> frames).
+//! `heartbeat.rs`, `options.rs` (the connector's limits), `page_in.rs` (durable subscriptions'
+//! paged messages), `queue_route.rs` (the queue engine's entry). Bytes <-> frames:
+//! [`crate::protocol::stomp`].
 
 mod connect;
 mod destination;
@@ -23,7 +25,6 @@ mod options;
 mod page_in;
 mod queue_route;
 mod subscribe;
-mod wire;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -44,12 +45,11 @@ use tracing::Instrument;
 use super::{read, ConnectionParams, ListenerSettings};
 use crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS;
 use crate::broker::runtime::{BrokerCore, Overfilled, RoutePlan, Routed};
-use crate::protocol::stomp::{Command, Frame, Version};
+use crate::protocol::stomp::{encode, Command, Decoded, Decoder, Frame, Version};
 use crate::security::{AuthzCache, Principal};
 
 use heartbeat::HeartBeat;
 use subscribe::Sub;
-use wire::{Decoded, Decoder};
 
 /// Stop reading and stop pulling deliveries while this much output waits for the socket.
 const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
@@ -214,7 +214,7 @@ where
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::new();
-    let mut decoder = Decoder::new(params.listener.max_frame_size_bytes());
+    let mut decoder = Decoder::new(options::limits(&params.listener));
     let handshake = Box::pin(connect::handshake(
         &mut reader,
         &mut writer,
@@ -401,7 +401,7 @@ impl StompConn {
     /// Queue a frame for the socket.
     fn send(&mut self, frame: &Frame) {
         let mut buf = BytesMut::new();
-        wire::encode(frame, self.version, &mut buf);
+        encode(frame, self.version, &mut buf);
         self.queue_bytes(buf.freeze());
     }
 

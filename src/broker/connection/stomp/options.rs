@@ -1,23 +1,24 @@
-//! The STOMP options of the connector a connection arrived on, with ActiveMQ 5.17's defaults.
+//! What a STOMP connection takes from its connector: the codec's limits and the heart-beat
+//! terms (`config::StompOptions`, ActiveMQ 5.17's option names and defaults).
 
 use crate::broker::connection::ListenerSettings;
+use crate::config::stomp_options::{
+    STOMP_MAX_COMMAND_BYTES, STOMP_MAX_HEADERS, STOMP_MAX_HEADER_LINE_BYTES,
+};
+use crate::protocol::stomp::StompLimits;
 
-use super::connect::DEFAULT_GRACE;
-
-/// What a STOMP connection needs from its connector's options.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StompOptions {
-    /// `transport.defaultHeartBeat` ("cx,cy" ms): used when CONNECT has no `heart-beat`.
-    pub default_heart_beat: Option<(u64, u64)>,
-    /// `transport.hbGracePeriodMultiplier`: a client may be silent this many times its
-    /// announced heart-beat.
-    pub grace: f64,
-}
-
-/// The STOMP options of `listener`.
-pub fn of(_listener: &ListenerSettings) -> StompOptions {
-    StompOptions {
-        default_heart_beat: None,
-        grace: DEFAULT_GRACE,
+/// The decoder's limits for a connection on `listener`: `transport.maxDataLength` for bodies,
+/// `wireFormat.maxFrameSize` for whole frames (unlimited by default, as ActiveMQ), ActiveMQ's
+/// fixed command and header limits.
+pub fn limits(listener: &ListenerSettings) -> StompLimits {
+    let stomp = &listener.options.stomp;
+    StompLimits {
+        max_command_length: STOMP_MAX_COMMAND_BYTES,
+        max_header_length: STOMP_MAX_HEADER_LINE_BYTES,
+        max_headers: STOMP_MAX_HEADERS,
+        max_data_length: usize::try_from(stomp.max_data_length_bytes).unwrap_or(usize::MAX),
+        max_frame_size: stomp
+            .max_frame_size_bytes
+            .map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX)),
     }
 }
