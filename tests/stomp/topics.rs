@@ -235,3 +235,41 @@ async fn retained_mqtt_messages_go_only_to_retroactive_stomp_subscriptions() {
     assert_eq!(m.header("subscription"), Some("retro"));
     assert_eq!(m.body, b"kept");
 }
+
+#[tokio::test]
+async fn no_local_subscriptions_skip_what_their_own_connection_sends() {
+    let env = crate::broker().await;
+    let mut c = env.connected(&[]).await;
+    for (id, no_local) in [("nl", "true"), ("all", "false")] {
+        c.send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/chat"),
+                ("id", id),
+                ("activemq.noLocal", no_local),
+                ("receipt", id),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(c.recv().await.command, "RECEIPT");
+    }
+    c.send("SEND", &[("destination", "/topic/chat")], "mine")
+        .await;
+    let m = c.recv().await;
+    assert_eq!(
+        (m.header("subscription"), m.body_text().as_str()),
+        (Some("all"), "mine")
+    );
+    assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
+    let mut other = env.connected(&[]).await;
+    other
+        .send("SEND", &[("destination", "/topic/chat")], "theirs")
+        .await;
+    let mut subs = vec![
+        c.recv().await.header("subscription").map(str::to_owned),
+        c.recv().await.header("subscription").map(str::to_owned),
+    ];
+    subs.sort();
+    assert_eq!(subs, [Some("all".to_owned()), Some("nl".to_owned())]);
+}

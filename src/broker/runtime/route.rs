@@ -266,13 +266,25 @@ impl BrokerCore {
         message: Message,
         publisher: Option<SessionId>,
     ) -> (RoutePlan, Vec<Change>) {
+        self.plan_route_from(message, publisher.as_slice())
+    }
+
+    /// [`Self::plan_route`] for a publisher that owns several sessions (a STOMP connection
+    /// holds one per subscription): No Local subscriptions of any of `publishers` skip the
+    /// message; the first one stands for the publisher in shared-group choices.
+    pub fn plan_route_from(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+    ) -> (RoutePlan, Vec<Change>) {
+        let publisher = publishers.first().copied();
         let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
             SmallVec::new();
         let mut groups = MatchedGroups::new();
         self.subscriptions.read().for_each_match_and_group(
             &message.topic,
             |id, options| {
-                if !(options.no_local() && publisher == Some(*id)) {
+                if !(options.no_local() && publishers.contains(id)) {
                     matches.push((*id, *options));
                 }
             },

@@ -153,12 +153,12 @@ impl StompConn {
     fn publish(&mut self, message: Message, receipt: Option<Frame>) {
         if message.qos == QoS::AtMostOnce {
             if let Some(message) = self.core.admit(message) {
+                let (plan, changes) = self.core.plan_route_from(message, &self.origin());
+                self.core.commit_background(changes);
                 if self.pending.is_empty() {
-                    let routed = self.core.route(message, None);
+                    let routed = self.core.complete_route(plan);
                     self.pause_for(routed);
                 } else {
-                    let (plan, changes) = self.core.plan_route(message, None);
-                    self.core.commit_background(changes);
                     self.pending.push_back(Box::pin(std::future::ready(Ready {
                         route: Some(plan),
                         ..Ready::default()
@@ -178,7 +178,8 @@ impl StompConn {
 
     /// Commit, then route and send the receipt, in order with what waits already.
     fn publish_admitted(&mut self, message: Message, receipt: Option<Frame>) {
-        let (plan, changes) = self.core.plan_route(message, None);
+        let origin = self.origin();
+        let (plan, changes) = self.core.plan_route_from(message, &origin);
         let first = match self.core.durability().commit(changes) {
             Commit::Done(Ok(())) if self.pending.is_empty() => {
                 let routed = self.core.complete_route(plan);
@@ -208,7 +209,7 @@ impl StompConn {
                     break;
                 }
                 replans += 1;
-                let (replanned, changes) = core.plan_route(plan.into_message(), None);
+                let (replanned, changes) = core.plan_route_from(plan.into_message(), &origin);
                 plan = replanned;
                 result = core.durability().commit(changes).wait().await;
             }
@@ -235,6 +236,7 @@ impl StompConn {
         self.core.count_held(&message.topic, &refusal);
         self.held += 1;
         let core = self.core.clone();
+        let origin = self.origin();
         let fail_after = *self.core.send_fail_after.lock();
         let deadline = fail_after.map(|d| tokio::time::Instant::now() + d);
         self.pending.push_back(Box::pin(async move {
@@ -259,7 +261,7 @@ impl StompConn {
                     Err((back, _)) => message = back,
                 }
             }
-            let (plan, changes) = core.plan_route(message, None);
+            let (plan, changes) = core.plan_route_from(message, &origin);
             match core.durability().commit(changes).wait().await {
                 Ok(()) => Ready {
                     route: Some(plan),
@@ -274,6 +276,12 @@ impl StompConn {
                 },
             }
         }));
+    }
+
+    /// The sessions of this connection's subscriptions: `activemq.noLocal` ones skip what it
+    /// sends.
+    fn origin(&self) -> Vec<crate::broker::session::SessionId> {
+        self.subs.iter().map(|s| s.session.id()).collect()
     }
 
     fn transactions(&mut self) -> &mut Transactions {

@@ -72,10 +72,8 @@ pub(super) fn durable_session_id(client_id: &str, name: &str) -> String {
 }
 
 /// Headers of SUBSCRIBE that are refused until their feature is served (never ignored).
-const REFUSED_SUBSCRIBE_HEADERS: &[(&str, &str)] = &[
-    ("selector", "selectors are not supported yet"),
-    ("activemq.noLocal", "activemq.noLocal is not supported yet"),
-];
+const REFUSED_SUBSCRIBE_HEADERS: &[(&str, &str)] =
+    &[("selector", "selectors are not supported yet")];
 
 /// ActiveMQ's default prefetch of a durable STOMP topic subscription.
 pub(super) const DEFAULT_DURABLE_TOPIC_PREFETCH: usize = 100;
@@ -119,10 +117,7 @@ impl StompConn {
             }
         };
         for (name, why) in REFUSED_SUBSCRIBE_HEADERS {
-            if frame
-                .header(name)
-                .is_some_and(|v| *name != "activemq.noLocal" || v == "true")
-            {
+            if frame.header(name).is_some() {
                 return Err(Close::error(*why, Some(frame)));
             }
         }
@@ -199,7 +194,17 @@ impl StompConn {
                 Some(frame),
             )
         })?;
-        let options = SubscriptionOptions::qos(QoS::ExactlyOnce);
+        // `activemq.noLocal:true`: nothing this connection sends (MQTT No Local).
+        let no_local = frame.header("activemq.noLocal") == Some("true");
+        let options = SubscriptionOptions::from_subscribe(
+            &crate::protocol::SubscriptionOptions {
+                qos: QoS::ExactlyOnce,
+                no_local,
+                retain_as_published: false,
+                retain_handling: crate::protocol::RetainHandling::DoNotSend,
+            },
+            None,
+        );
         if durable_name.is_some() {
             // A durable subscription resumed on another topic starts over on the new one, as
             // ActiveMQ replaces a durable subscription whose destination changed.
