@@ -273,3 +273,71 @@ async fn no_local_subscriptions_skip_what_their_own_connection_sends() {
     subs.sort();
     assert_eq!(subs, [Some("all".to_owned()), Some("nl".to_owned())]);
 }
+
+#[tokio::test]
+async fn a_temporary_topic_takes_replies_for_its_connection_only() {
+    let env = crate::broker().await;
+    let mut snoop = RawClient::connected_v5(env.mqtt(), "snoop").await;
+    snoop.subscribe(1, &[("#", QoS::AtMostOnce)]).await;
+    let mut service = env.connected(&[]).await;
+    service
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/service"),
+                ("id", "s"),
+                ("receipt", "r"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(service.recv().await.command, "RECEIPT");
+    let mut requester = env.connected(&[]).await;
+    requester
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/temp-topic/replies"),
+                ("id", "t"),
+                ("receipt", "r"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(requester.recv().await.command, "RECEIPT");
+    requester
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/service"),
+                ("reply-to", "/temp-topic/replies"),
+            ],
+            "question",
+        )
+        .await;
+    let request = service.recv().await;
+    let reply_to = request.header("reply-to").expect("reply-to").to_owned();
+    assert!(reply_to.starts_with("/remote-temp-topic/"), "{reply_to}");
+    service
+        .send("SEND", &[("destination", &reply_to)], "answer")
+        .await;
+    let answer = requester.recv().await;
+    assert_eq!(answer.body_text(), "answer");
+    assert_eq!(answer.header("destination"), Some("/temp-topic/replies"));
+    // The MQTT `#` subscriber saw the request only.
+    assert_eq!(snoop.recv_publish().await.topic, "service");
+    assert!(snoop
+        .recv_within(Duration::from_millis(200))
+        .await
+        .is_none());
+
+    // Nobody else may consume it.
+    service
+        .send(
+            "SUBSCRIBE",
+            &[("destination", &reply_to), ("id", "steal")],
+            "",
+        )
+        .await;
+    assert_eq!(service.recv().await.command, "ERROR");
+}

@@ -15,6 +15,11 @@ pub enum Destination {
     TempTopic(String),
     /// `/temp-queue/<name>`.
     TempQueue(String),
+    /// `/remote-temp-topic/<connection>:<name>`: another connection's temporary topic, as
+    /// its `reply-to` shows it to others (send only).
+    RemoteTempTopic(String),
+    /// `/remote-temp-queue/<connection>:<name>`.
+    RemoteTempQueue(String),
 }
 
 /// Why a destination header is refused.
@@ -28,9 +33,57 @@ pub enum DestinationError {
     Empty(String),
     #[error("destination {0:?} has an empty level (`..`, or a leading or trailing `.`)")]
     EmptyLevel(String),
+    #[error("destination {0:?} contains NUL")]
+    Nul(String),
+    #[error("temporary destination {0:?} may not contain `*`, `>`, `+` or `#`")]
+    TempWildcard(String),
+}
+
+/// Where temporary topics live among MQTT topics: `$` first, so no wildcard at the first
+/// level matches them (MQTT 4.7.2-1), and U+0000, which no MQTT topic nor STOMP `/topic/` name
+/// may contain, so no client can name them except through `/temp-topic/` and
+/// `/remote-temp-topic/`.
+const TEMP_TOPICS: &str = "$\u{0}temp/";
+
+/// The name other connections use for temporary topic `local` of connection `session`
+/// (`/remote-temp-topic/<this>`).
+pub fn remote_temp_name(session: &str, local: &str) -> String {
+    format!("{session}:{local}")
+}
+
+/// The MQTT topic of the temporary topic named `remote` (see [`remote_temp_name`]).
+pub fn temp_topic_to_mqtt(remote: &str) -> Result<String, DestinationError> {
+    if remote.contains(['*', '>', '+', '#']) {
+        return Err(DestinationError::TempWildcard(bounded(remote)));
+    }
+    if remote.contains('\0') {
+        return Err(DestinationError::Nul(bounded(remote)));
+    }
+    Ok(format!("{TEMP_TOPICS}{}", swap_chars(remote)))
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Topic(n) => write!(f, "/topic/{n}"),
+            Destination::Queue(n) => write!(f, "/queue/{n}"),
+            Destination::TempTopic(n) => write!(f, "/temp-topic/{n}"),
+            Destination::TempQueue(n) => write!(f, "/temp-queue/{n}"),
+            Destination::RemoteTempTopic(n) => write!(f, "/remote-temp-topic/{n}"),
+            Destination::RemoteTempQueue(n) => write!(f, "/remote-temp-queue/{n}"),
+        }
+    }
 }
 
 impl Destination {
+    /// A queue destination (the queue engine's, see `queue_route.rs`).
+    pub fn is_queue(&self) -> bool {
+        matches!(
+            self,
+            Destination::Queue(_) | Destination::TempQueue(_) | Destination::RemoteTempQueue(_)
+        )
+    }
+
     /// Parse a STOMP `destination` header.
     pub fn parse(header: &str) -> Result<Destination, DestinationError> {
         let (make, name): (fn(String) -> Destination, &str) =
@@ -42,6 +95,10 @@ impl Destination {
                 (Destination::TempTopic, name)
             } else if let Some(name) = header.strip_prefix("/temp-queue/") {
                 (Destination::TempQueue, name)
+            } else if let Some(name) = header.strip_prefix("/remote-temp-topic/") {
+                (Destination::RemoteTempTopic, name)
+            } else if let Some(name) = header.strip_prefix("/remote-temp-queue/") {
+                (Destination::RemoteTempQueue, name)
             } else {
                 return Err(DestinationError::UnknownPrefix(bounded(header)));
             };
@@ -58,24 +115,46 @@ pub fn topic_to_mqtt(name: &str) -> Result<String, DestinationError> {
     if name.split('.').any(str::is_empty) {
         return Err(DestinationError::EmptyLevel(bounded(name)));
     }
+    if name.contains('\0') {
+        return Err(DestinationError::Nul(bounded(name)));
+    }
     Ok(swap_chars(name))
 }
 
-/// The STOMP destination of a message routed on MQTT topic `topic`: `/topic/a.b.c`.
-pub fn stomp_destination_of(topic: &str) -> String {
+/// The STOMP destination of a message routed on MQTT topic `topic`: `/topic/a.b.c`; a
+/// temporary topic is `/temp-topic/<name>` for the connection `session` that owns it and
+/// `/remote-temp-topic/<connection>:<name>` for others.
+pub fn stomp_destination_of(topic: &str, session: &str) -> String {
+    if let Some(temp) = topic.strip_prefix(TEMP_TOPICS) {
+        let remote = swap_chars(temp);
+        return match remote
+            .strip_prefix(session)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
+            Some(local) => format!("/temp-topic/{local}"),
+            None => format!("/remote-temp-topic/{remote}"),
+        };
+    }
     format!("/topic/{}", swap_chars(topic))
 }
 
 /// `reply-to` of a message: a STOMP destination as written, or an MQTT 5 Response Topic
 /// (`a/b` -> `/topic/a.b`).
 pub fn reply_to_of(response_topic: &str) -> String {
-    if ["/topic/", "/queue/", "/temp-topic/", "/temp-queue/"]
-        .iter()
-        .any(|p| response_topic.starts_with(p))
+    if [
+        "/topic/",
+        "/queue/",
+        "/temp-topic/",
+        "/temp-queue/",
+        "/remote-temp-topic/",
+        "/remote-temp-queue/",
+    ]
+    .iter()
+    .any(|p| response_topic.starts_with(p))
     {
         response_topic.to_owned()
     } else {
-        stomp_destination_of(response_topic)
+        format!("/topic/{}", swap_chars(response_topic))
     }
 }
 
@@ -107,7 +186,15 @@ mod tests {
         assert_eq!(topic_to_mqtt("a.*.c").as_deref(), Ok("a/+/c"));
         assert_eq!(topic_to_mqtt("a.>").as_deref(), Ok("a/#"));
         assert!(topic_to_mqtt("a..b").is_err());
-        assert_eq!(stomp_destination_of("a/b/c"), "/topic/a.b.c");
+        assert_eq!(stomp_destination_of("a/b/c", "S"), "/topic/a.b.c");
+        let temp = temp_topic_to_mqtt(&remote_temp_name("ID:s-1", "r.x")).expect("valid");
+        assert_eq!(stomp_destination_of(&temp, "ID:s-1"), "/temp-topic/r.x");
+        assert_eq!(
+            stomp_destination_of(&temp, "ID:s-2"),
+            "/remote-temp-topic/ID:s-1:r.x"
+        );
+        assert!(temp_topic_to_mqtt("a*").is_err());
+        assert!(topic_to_mqtt("a\0b").is_err());
         assert_eq!(reply_to_of("/queue/replies"), "/queue/replies");
         assert_eq!(reply_to_of("a/b"), "/topic/a.b");
     }

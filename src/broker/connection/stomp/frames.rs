@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::destination::{is_wildcard, topic_to_mqtt, Destination};
+use super::destination::{
+    is_wildcard, remote_temp_name, temp_topic_to_mqtt, topic_to_mqtt, Destination,
+};
 use super::mapping::message_of_send;
 use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
 use crate::broker::message::Message;
 use crate::broker::runtime::{Refusal, TopicRefusal};
+use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame};
 use crate::protocol::QoS;
 use crate::security::Action;
@@ -82,30 +85,108 @@ impl StompConn {
         };
         let dest =
             Destination::parse(header).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
-        let name = match &dest {
-            Destination::Topic(name) => name.clone(),
-            Destination::TempTopic(_) => {
-                return Err(Close::error(
-                    "temporary topics are not supported yet",
-                    Some(frame),
-                ))
-            }
-            Destination::Queue(_) | Destination::TempQueue(_) => {
-                return self.queue_send(&dest, frame)
-            }
-        };
-        let topic = topic_to_mqtt(&name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
-        if is_wildcard(&topic) {
-            return Err(Close::error(
-                format!("cannot send to the wildcard destination /topic/{name}"),
-                Some(frame),
-            ));
+        if dest.is_queue() {
+            return self.queue_send(&dest, frame);
         }
-        self.authorize_write(&topic, &name, frame)?;
+        let topic = match &dest {
+            Destination::Topic(name) => {
+                let topic =
+                    topic_to_mqtt(name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+                if is_wildcard(&topic) {
+                    return Err(Close::error(
+                        format!("cannot send to the wildcard destination /topic/{name}"),
+                        Some(frame),
+                    ));
+                }
+                self.authorize_write(&topic, name, frame)?;
+                topic
+            }
+            _ => self.temp_topic(&dest, Action::Write, frame)?,
+        };
+        let rewritten;
+        let frame = match self.reply_to_rewritten(frame) {
+            Some(f) => {
+                rewritten = f;
+                &rewritten
+            }
+            None => frame,
+        };
         let message = message_of_send(frame, Arc::from(topic), Instant::now());
         self.core.counters.messages_in();
         self.publish(message, Self::receipt_for(frame));
         Ok(())
+    }
+
+    /// The MQTT topic of a temporary topic (this connection's `/temp-topic/x` or another's
+    /// `/remote-temp-topic/...`), when `tempDestinationAuthorizationEntry` lets the client
+    /// do `action` on temporary topics.
+    pub(super) fn temp_topic(
+        &mut self,
+        dest: &Destination,
+        action: Action,
+        frame: &Frame,
+    ) -> Result<String, Close> {
+        let remote = match dest {
+            Destination::TempTopic(local) => remote_temp_name(&self.session_name, local),
+            Destination::RemoteTempTopic(remote) => remote.clone(),
+            other => {
+                return Err(Close::error(
+                    format!("{other} is not a temporary topic"),
+                    Some(frame),
+                ))
+            }
+        };
+        let topic =
+            temp_topic_to_mqtt(&remote).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        let allowed = self.core.current_security().authorize_destination(
+            &self.principal,
+            action,
+            DestinationKind::TempTopic,
+            &remote,
+        );
+        if !allowed {
+            let verb = match action {
+                Action::Read => "read from",
+                Action::Write => "write to",
+                Action::Admin => "create",
+            };
+            return Err(Close::error(
+                format!(
+                    "User {} is not authorized to {verb}: temp-topic://{remote}",
+                    self.principal.user
+                ),
+                Some(frame),
+            ));
+        }
+        Ok(topic)
+    }
+
+    /// A SEND whose `reply-to` names this connection's temporary destination
+    /// (`/temp-topic/x`, `/temp-queue/x`) carries the name others reach it by
+    /// (`/remote-temp-topic/<connection>:x`), as ActiveMQ rewrites it. `None`: unchanged.
+    fn reply_to_rewritten(&self, frame: &Frame) -> Option<Frame> {
+        let reply_to = frame.header("reply-to")?;
+        let remote = if let Some(local) = reply_to.strip_prefix("/temp-topic/") {
+            format!(
+                "/remote-temp-topic/{}",
+                remote_temp_name(&self.session_name, local)
+            )
+        } else if let Some(local) = reply_to.strip_prefix("/temp-queue/") {
+            format!(
+                "/remote-temp-queue/{}",
+                remote_temp_name(&self.session_name, local)
+            )
+        } else {
+            return None;
+        };
+        let mut f = frame.clone();
+        for (name, value) in &mut f.headers {
+            if name == "reply-to" {
+                *value = remote;
+                break;
+            }
+        }
+        Some(f)
     }
 
     /// The `$` rule and write authorization of a SEND to `topic` (`name`: ActiveMQ form).

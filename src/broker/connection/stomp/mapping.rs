@@ -102,6 +102,8 @@ pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message 
 
 /// What identifies one delivery in its MESSAGE frame.
 pub struct Delivery<'a> {
+    /// The receiving connection's session name (its temporary topics show as its own).
+    pub session: &'a str,
     pub subscription: &'a str,
     pub message_id: &'a str,
     /// The `ack` header (STOMP 1.2, ack mode not auto).
@@ -114,7 +116,10 @@ pub struct Delivery<'a> {
 /// The MESSAGE frame of `message` for one subscription, at `now`.
 pub fn message_frame(message: &Message, delivery: &Delivery<'_>, now: Instant) -> Frame {
     let mut f = Frame::new(Command::Message)
-        .with_header("destination", destination_of(message))
+        .with_header(
+            "destination",
+            stomp_destination_of(&message.topic, delivery.session),
+        )
         .with_header("subscription", delivery.subscription)
         .with_header("message-id", delivery.message_id);
     if let Some(ack) = delivery.ack {
@@ -160,11 +165,6 @@ pub fn message_frame(message: &Message, delivery: &Delivery<'_>, now: Instant) -
     f
 }
 
-/// The STOMP destination a message shows: its topic, or the queue name it was routed as.
-fn destination_of(message: &Message) -> String {
-    stomp_destination_of(&message.topic)
-}
-
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -199,6 +199,7 @@ mod tests {
             ]
         );
         let d = Delivery {
+            session: "S",
             subscription: "s",
             message_id: "m1",
             ack: None,

@@ -11,7 +11,7 @@ impl StompConn {
     /// A SEND to a queue destination.
     pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
         Err(Close::error(
-            format!("queues are not supported yet: {}", display(dest)),
+            format!("queues are not supported yet: {}", dest),
             Some(frame),
         ))
     }
@@ -23,17 +23,8 @@ impl StompConn {
         frame: &Frame,
     ) -> Result<(), Close> {
         Err(Close::error(
-            format!("queues are not supported yet: {}", display(dest)),
+            format!("queues are not supported yet: {}", dest),
             Some(frame),
         ))
-    }
-}
-
-fn display(dest: &Destination) -> String {
-    match dest {
-        Destination::Queue(n) => format!("/queue/{n}"),
-        Destination::TempQueue(n) => format!("/temp-queue/{n}"),
-        Destination::Topic(n) => format!("/topic/{n}"),
-        Destination::TempTopic(n) => format!("/temp-topic/{n}"),
     }
 }

@@ -137,20 +137,24 @@ impl StompConn {
                     )
                 })?,
         };
-        let name = match &dest {
-            Destination::Topic(name) => name.clone(),
-            Destination::TempTopic(_) => {
+        if dest.is_queue() {
+            return self.queue_subscribe(&dest, frame);
+        }
+        let filter = match &dest {
+            Destination::Topic(name) => {
+                let filter =
+                    topic_to_mqtt(name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+                self.authorize_read(&filter, name, frame)?;
+                filter
+            }
+            Destination::RemoteTempTopic(_) => {
                 return Err(Close::error(
-                    "temporary topics are not supported yet",
+                    format!("Cannot subscribe to remote temporary destination: {dest}"),
                     Some(frame),
                 ))
             }
-            Destination::Queue(_) | Destination::TempQueue(_) => {
-                return self.queue_subscribe(&dest, frame)
-            }
+            _ => self.temp_topic(&dest, Action::Read, frame)?,
         };
-        let filter = topic_to_mqtt(&name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
-        self.authorize_read(&filter, &name, frame)?;
         let key = self.next_sub_key;
         self.next_sub_key += 1;
         let attached = match durable_name {
@@ -462,6 +466,7 @@ impl StompConn {
                     let frame = message_frame(
                         &item.message,
                         &Delivery {
+                            session: &self.session_name,
                             subscription: &sub.id,
                             message_id: &message_id,
                             ack: ack_header,
