@@ -166,7 +166,7 @@ async fn a_malformed_frame_closes_only_its_connection() {
 }
 
 #[tokio::test]
-async fn queues_and_selectors_are_refused_until_served() {
+async fn queues_selectors_and_unserved_activemq_headers_are_refused() {
     let env = crate::broker().await;
     for headers in [
         vec![("destination", "/queue/q"), ("id", "1")],
@@ -187,6 +187,18 @@ async fn queues_and_selectors_are_refused_until_served() {
         assert_eq!(e.command, "ERROR", "{headers:?}");
         c.expect_closed_within(crate::support::STEP).await;
     }
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SEND",
+        &[("destination", "/topic/t"), ("AMQ_SCHEDULED_DELAY", "1000")],
+        "later",
+    )
+    .await;
+    let e = c.recv().await;
+    assert_eq!(e.command, "ERROR");
+    assert!(e
+        .header("message")
+        .is_some_and(|m| m.contains("AMQ_SCHEDULED_DELAY")));
 }
 
 #[tokio::test]

@@ -85,6 +85,7 @@ impl StompConn {
         };
         let dest =
             Destination::parse(header).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        super::headers::check_send(frame)?;
         if dest.is_queue() {
             return self.queue_send(&dest, frame);
         }

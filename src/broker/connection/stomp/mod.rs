@@ -11,7 +11,8 @@
 //!
 //! Files: `connect.rs` (CONNECT/STOMP, CONNECTED), `frames.rs` (the client's frames: SEND,
 //! receipts, transactions, DISCONNECT), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, the delivery
-//! pump, ACK/NACK), `mapping.rs` (SEND headers <-> message), `destination.rs`,
+//! pump, ACK/NACK), `mapping.rs` (SEND headers <-> message), `headers.rs` (ActiveMQ's headers
+//! honoured or refused), `destination.rs`,
 //! `heartbeat.rs`, `options.rs` (the connector's limits), `page_in.rs` (durable subscriptions'
 //! paged messages), `queue_route.rs` (the queue engine's entry). Bytes <-> frames:
 //! [`crate::protocol::stomp`].
@@ -19,6 +20,7 @@
 mod connect;
 mod destination;
 mod frames;
+mod headers;
 mod heartbeat;
 mod mapping;
 mod options;

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::task::AbortHandle;
 
 use super::destination::{is_wildcard, topic_to_mqtt, Destination};
+use super::headers;
 use super::mapping::{message_frame, Delivery};
 use super::{Close, StompConn, OUT_HIGH_WATER_BYTES};
 use crate::broker::durability::Change;
@@ -71,10 +72,6 @@ pub(super) fn durable_session_id(client_id: &str, name: &str) -> String {
     format!("\u{0}stomp-durable:{}:{client_id}:{name}", client_id.len())
 }
 
-/// Headers of SUBSCRIBE that are refused until their feature is served (never ignored).
-const REFUSED_SUBSCRIBE_HEADERS: &[(&str, &str)] =
-    &[("selector", "selectors are not supported yet")];
-
 /// ActiveMQ's default prefetch of a durable STOMP topic subscription.
 pub(super) const DEFAULT_DURABLE_TOPIC_PREFETCH: usize = 100;
 
@@ -116,12 +113,8 @@ impl StompConn {
                 ))
             }
         };
-        for (name, why) in REFUSED_SUBSCRIBE_HEADERS {
-            if frame.header(name).is_some() {
-                return Err(Close::error(*why, Some(frame)));
-            }
-        }
-        let durable_name = frame.header("activemq.subscriptionName");
+        headers::check_subscribe(frame)?;
+        let durable_name = headers::subscription_name(frame);
         let prefetch = match frame.header("activemq.prefetchSize") {
             None if durable_name.is_some() => DEFAULT_DURABLE_TOPIC_PREFETCH,
             None => DEFAULT_TOPIC_PREFETCH,
@@ -343,7 +336,7 @@ impl StompConn {
             ));
         };
         let sub = self.subs.remove(at);
-        let durable_id = match (frame.header("activemq.subscriptionName"), &self.client_id) {
+        let durable_id = match (headers::subscription_name(frame), &self.client_id) {
             (Some(name), Some(client_id)) => Some(durable_session_id(client_id, name)),
             (Some(_), None) => {
                 return Err(Close::error(

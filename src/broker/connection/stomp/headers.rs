@@ -1,0 +1,74 @@
+//! What the headers ActiveMQ 5.17's STOMP support gives meaning to (its `Stomp.Headers`) do
+//! here: honoured, accepted because they mean nothing on a topic (as in ActiveMQ), or refused
+//! with an ERROR frame, never silently ignored. docs/stomp.md has the table.
+
+use crate::protocol::stomp::Frame;
+
+use super::Close;
+
+/// SUBSCRIBE headers refused (their feature is not served); the text goes into the ERROR.
+const REFUSED_ON_SUBSCRIBE: &[(&str, &str)] = &[
+    ("selector", "selectors are not supported yet"),
+    (
+        "activemq.maximumPendingMessageLimit",
+        "activemq.maximumPendingMessageLimit is not supported: the pending limit of a topic \
+         subscription comes from the destination policy (pendingMessageLimitStrategy)",
+    ),
+    ("browser", "browser subscriptions are only for queues"),
+    (
+        "transformation",
+        "message transformations (transformation header) are not supported",
+    ),
+];
+
+/// SEND headers refused.
+const REFUSED_ON_SEND: &[(&str, &str)] = &[
+    (
+        "AMQ_SCHEDULED_DELAY",
+        "scheduled delivery (AMQ_SCHEDULED_DELAY) is not supported",
+    ),
+    (
+        "AMQ_SCHEDULED_PERIOD",
+        "scheduled delivery (AMQ_SCHEDULED_PERIOD) is not supported",
+    ),
+    (
+        "AMQ_SCHEDULED_REPEAT",
+        "scheduled delivery (AMQ_SCHEDULED_REPEAT) is not supported",
+    ),
+    (
+        "AMQ_SCHEDULED_CRON",
+        "scheduled delivery (AMQ_SCHEDULED_CRON) is not supported",
+    ),
+    (
+        "transformation",
+        "message transformations (transformation header) are not supported",
+    ),
+];
+
+/// The durable subscription name of a SUBSCRIBE or UNSUBSCRIBE: `activemq.subscriptionName`,
+/// or the misspelt `activemq.subcriptionName` ActiveMQ also reads.
+pub fn subscription_name(frame: &Frame) -> Option<&str> {
+    frame
+        .header("activemq.subscriptionName")
+        .or_else(|| frame.header("activemq.subcriptionName"))
+}
+
+/// An ERROR for the first refused header of a SUBSCRIBE.
+pub fn check_subscribe(frame: &Frame) -> Result<(), Close> {
+    check(frame, REFUSED_ON_SUBSCRIBE)
+}
+
+/// An ERROR for the first refused header of a SEND.
+pub fn check_send(frame: &Frame) -> Result<(), Close> {
+    check(frame, REFUSED_ON_SEND)
+}
+
+fn check(frame: &Frame, refused: &[(&str, &str)]) -> Result<(), Close> {
+    match refused
+        .iter()
+        .find(|(name, _)| frame.header(name).is_some())
+    {
+        Some((_, why)) => Err(Close::error(*why, Some(frame))),
+        None => Ok(()),
+    }
+}
