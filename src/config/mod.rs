@@ -5,6 +5,7 @@
 //! [`compile`] turns that tree into a [`Config`], collecting every [`Diagnostic`] in one pass.
 
 pub mod compile;
+pub mod delivery_policy;
 pub mod diagnostic;
 pub mod diff;
 pub mod jaas;
