@@ -397,6 +397,22 @@ fn entry(
         );
         return None;
     }
+    if let (
+        Some((DestinationKind::TempTopic | DestinationKind::TempQueue, _, span)),
+        EntryRole::Normal,
+    ) = (destinations.first(), role)
+    {
+        ctx.push(
+            Diagnostic::warning(
+                span.clone(),
+                "an authorizationEntry for temporary destinations is never consulted",
+            )
+            .with_hint(
+                "ActiveMQ (and ferromq) decide temporary queues and topics by \
+                 <tempDestinationAuthorizationEntry> alone; move read/write/admin there",
+            ),
+        );
+    }
     let (kind, patterns) = match (destinations.pop(), role) {
         (Some((kind, patterns, _)), _) if !patterns.is_empty() => (kind, patterns),
         (None, EntryRole::Default) => (DestinationKind::Topic, vec![">".to_owned()]),
