@@ -28,6 +28,8 @@ use serde::Serialize;
 use super::model::*;
 use super::stomp_options::StompOptions;
 
+#[cfg(test)]
+mod connector_tests;
 mod security;
 use security::{diff_authentication, diff_authorization, diff_tls};
 
