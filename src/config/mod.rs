@@ -15,6 +15,7 @@ pub mod ldap;
 pub mod model;
 pub mod properties;
 pub mod report;
+mod report_delivery;
 pub mod stomp_options;
 pub mod tree;
 pub mod uri;
