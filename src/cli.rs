@@ -45,7 +45,8 @@ pub enum Command {
     /// summary of listeners, TLS, users, authorization and storage. Binds no port and starts
     /// nothing. Exit 0 when valid (warnings allowed), 1 on errors, 2 on usage errors.
     Check(CheckArgs),
-    /// Explain whether a user may publish or subscribe to a topic, and which entries decide it.
+    /// Explain whether a user may publish or subscribe to a topic, or send to or subscribe to a
+    /// queue or temporary destination, and which entries decide it.
     ///
     /// Prints ALLOWED or DENIED, the ActiveMQ destination the MQTT topic maps to, and every
     /// authorization entry that applies (file:line, pattern, the groups it grants). The user's
@@ -204,8 +205,17 @@ pub struct ExplainArgs {
     #[arg(long = "group", short, value_name = "GROUP")]
     pub groups: Vec<String>,
     /// MQTT topic name, or filter for subscribe (`sensors/+/temp`, `sensors/#`).
+    #[arg(
+        long,
+        short,
+        required_unless_present = "destination",
+        conflicts_with = "destination"
+    )]
+    pub topic: Option<String>,
+    /// A destination as STOMP names it: `/queue/orders`, `/topic/sensors.*.temp` (the MQTT
+    /// topic `sensors/+/temp`), `/temp-queue/...`, `/temp-topic/...`.
     #[arg(long, short)]
-    pub topic: String,
+    pub destination: Option<String>,
     /// What the user wants to do.
     #[arg(long, short, value_enum)]
     pub action: ExplainAction,
@@ -413,7 +423,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
-    use crate::security::{explain, Action, AuthRequest};
+    use crate::security::{explain, explain_destination, Action, AuthRequest};
 
     let loaded = config::load_file(&args.config, &args.props.load_options());
     let config = match loaded.into_result() {
@@ -424,6 +434,12 @@ fn explain(args: ExplainArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(destination) = &args.destination {
+        if let Err(e) = explain_destination::parse_stomp_destination(destination) {
+            eprintln!("ferromq: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let action = match args.action {
         ExplainAction::Publish => Action::Write,
         ExplainAction::Subscribe => Action::Read,
@@ -448,7 +464,24 @@ fn explain(args: ExplainArgs) -> ExitCode {
     let explained = match &args.password {
         None => {
             let groups = (!args.groups.is_empty()).then_some(args.groups.as_slice());
-            explain::explain_with(&config, &security, &args.user, groups, &args.topic, action)
+            match (&args.destination, &args.topic) {
+                (Some(destination), _) => explain_destination::explain_destination_with(
+                    &config,
+                    &security,
+                    &args.user,
+                    groups,
+                    destination,
+                    action,
+                ),
+                (None, topic) => explain::explain_with(
+                    &config,
+                    &security,
+                    &args.user,
+                    groups,
+                    topic.as_deref().unwrap_or_default(),
+                    action,
+                ),
+            }
         }
         Some(password) => {
             let request = AuthRequest {
@@ -462,8 +495,21 @@ fn explain(args: ExplainArgs) -> ExitCode {
             runtime
                 .block_on(security.authenticate(&request))
                 .map_err(|e| format!("login as `{}` failed: {e}", args.user))
-                .map(|principal| {
-                    explain::explain_in_config(&config, &security, &principal, &args.topic, action)
+                .and_then(|principal| match (&args.destination, &args.topic) {
+                    (Some(destination), _) => explain_destination::explain_destination_in_config(
+                        &config,
+                        &security,
+                        &principal,
+                        destination,
+                        action,
+                    ),
+                    (None, topic) => Ok(explain::explain_in_config(
+                        &config,
+                        &security,
+                        &principal,
+                        topic.as_deref().unwrap_or_default(),
+                        action,
+                    )),
                 })
         }
     };

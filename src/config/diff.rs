@@ -28,6 +28,8 @@ use serde::Serialize;
 use super::model::*;
 use super::stomp_options::StompOptions;
 
+#[cfg(test)]
+mod connector_tests;
 mod security;
 use security::{diff_authentication, diff_authorization, diff_tls};
 
@@ -55,6 +57,9 @@ pub struct ConfigDiff {
     /// Topics `<destinations>` declares that the running configuration did not (ActiveMQ
     /// names): created by the reload. Removed ones are not listed: they stay.
     pub topics_declared: Vec<String>,
+    /// Dead-letter strategies, queue prefetch or the `<redeliveryPlugin>` differ: they apply
+    /// to messages rejected, expired or dispatched after the reload.
+    pub delivery: bool,
     /// Settings that need a restart; the running value is kept (see the module docs).
     pub restart_needed: Vec<RestartSetting>,
 }
@@ -172,6 +177,7 @@ pub fn diff_with_changed_files(
         reload,
         shared_strategy,
         destinations,
+        delivery,
     } = running;
     let (added, removed, changed) = diff_listeners(listeners, &new.listeners);
     ConfigDiff {
@@ -198,6 +204,7 @@ pub fn diff_with_changed_files(
             .filter(|name| !destinations.topics.contains(name))
             .cloned()
             .collect(),
+        delivery: *delivery != new.delivery,
         restart_needed: diff_restart(broker, persistence, new),
     }
 }
@@ -229,6 +236,7 @@ impl ConfigDiff {
             || self.policies.is_some()
             || self.shared_strategy.is_some()
             || !self.topics_declared.is_empty()
+            || self.delivery
     }
 
     /// One line for the log, e.g. `+1 listener (mqtt2), ~authorization (+2/-1 entries), restart
@@ -294,6 +302,9 @@ impl ConfigDiff {
                 show(old),
                 show(now)
             ));
+        }
+        if self.delivery {
+            parts.push("~delivery policy (dead letters, redelivery, queue prefetch)".to_owned());
         }
         if !self.restart_needed.is_empty() {
             let names: Vec<&str> = self.restart_needed.iter().map(|r| r.name).collect();

@@ -5,6 +5,7 @@
 //! [`compile`] turns that tree into a [`Config`], collecting every [`Diagnostic`] in one pass.
 
 pub mod compile;
+pub mod delivery_policy;
 pub mod diagnostic;
 pub mod diff;
 pub mod jaas;
@@ -14,6 +15,7 @@ pub mod ldap;
 pub mod model;
 pub mod properties;
 pub mod report;
+mod report_delivery;
 pub mod stomp_options;
 pub mod tree;
 pub mod uri;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use super::delivery_policy::DeliveryPolicy;
 use super::diagnostic::Span;
 use super::stomp_options::StompOptions;
 
@@ -42,6 +43,9 @@ pub struct Config {
     /// `<destinations>`: destinations that exist from the start (creating one needs no
     /// `admin`; see `broker::routing::destinations`).
     pub destinations: DeclaredDestinations,
+    /// Dead letters, redelivery and queue prefetch (`policyEntry`'s `deadLetterStrategy` and
+    /// `queuePrefetch`, `<redeliveryPlugin>`), asked per destination by the queue engine.
+    pub delivery: DeliveryPolicy,
 }
 
 /// `<broker><destinations>`, ActiveMQ names (`a.b`), each once, in file order.

@@ -94,6 +94,8 @@ pub struct Summary {
     /// long; `None`: kept until its client returns.
     pub offline_session_timeout_ms: Option<u64>,
     pub policies: Vec<String>,
+    /// Dead letters, redelivery and queue prefetch, one line each.
+    pub delivery: Vec<String>,
     /// How a shared subscription group picks the member that receives a message.
     pub shared_strategy: SharedStrategy,
     /// `<destinations>`: ActiveMQ names of the declared topics and queues.
@@ -251,6 +253,7 @@ impl Summary {
                     format!("{:?} {}: {limit}", p.kind, p.pattern).to_lowercase()
                 })
                 .collect(),
+            delivery: super::report_delivery::lines(&config.delivery),
             shared_strategy: config.shared_strategy,
             destinations: config.destinations.clone(),
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
@@ -581,6 +584,9 @@ fn render_summary(out: &mut String, s: &Summary) {
     };
     for policy in &s.policies {
         let _ = writeln!(out, "  policy: {policy}");
+    }
+    for line in &s.delivery {
+        let _ = writeln!(out, "  {line}");
     }
     let _ = writeln!(
         out,

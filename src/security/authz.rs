@@ -11,7 +11,11 @@
 //! when any matching entry grants the action to any of the principal's names; no matching row
 //! means denied. `defaultEntry` becomes rows on `>` for topics and queues (ActiveMQ adds it to the
 //! entries of every destination), `tempDestinationAuthorizationEntry` rows on `>` for temporary
-//! destinations.
+//! destinations. Temporary destinations are decided by that entry alone, as ActiveMQ's
+//! `AuthorizationBroker` does (`getTempDestination*ACLs`): `authorizationEntry`s naming
+//! `tempQueue`/`tempTopic` give no rows, and without a `tempDestinationAuthorizationEntry`
+//! every principal may use temporary destinations (ActiveMQ's ACL set is then null, which
+//! allows).
 //!
 //! Casbin's enforce interprets the matcher for every row (tens of microseconds), so decisions are
 //! made by `CompiledPolicy`, which is built by reading the rows back out of the enforcer and
@@ -66,6 +70,9 @@ pub struct Authorizer {
     /// 5.17: an entry with `groupClass="org.apache.activemq.jaas.UserPrincipal"` grants its
     /// user nothing there), while JAAS logins carry a `UserPrincipal`.
     user_principals: bool,
+    /// A `tempDestinationAuthorizationEntry` is configured; without one temporary destinations
+    /// are open to every principal (see the module docs).
+    temp_entry: bool,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -103,6 +110,7 @@ impl Authorizer {
             entries,
             compiled,
             user_principals: true,
+            temp_entry: config.temp_entry.is_some(),
         })
     }
 
@@ -126,8 +134,17 @@ impl Authorizer {
         kind: DestinationKind,
         mqtt_name: &str,
     ) -> bool {
+        if self.temporary_open(kind) {
+            return true;
+        }
         self.compiled
             .decide(principal, self.user_principals, action, kind, mqtt_name)
+    }
+
+    /// A temporary destination while no `tempDestinationAuthorizationEntry` is configured:
+    /// allowed to everyone, as ActiveMQ does.
+    pub fn temporary_open(&self, kind: DestinationKind) -> bool {
+        is_temporary(kind) && !self.temp_entry
     }
 
     /// The decision as casbin's enforcer makes it (slow; for explain and verification).
@@ -138,6 +155,9 @@ impl Authorizer {
         kind: DestinationKind,
         activemq_name: &str,
     ) -> Result<bool, String> {
+        if self.temporary_open(kind) {
+            return Ok(true);
+        }
         self.enforcer
             .enforce((
                 principal_names(principal, self.user_principals),
@@ -220,6 +240,13 @@ pub fn principal_names(principal: &Principal, user_principal: bool) -> Vec<Strin
     names
 }
 
+fn is_temporary(kind: DestinationKind) -> bool {
+    matches!(
+        kind,
+        DestinationKind::TempTopic | DestinationKind::TempQueue
+    )
+}
+
 pub fn kind_name(kind: DestinationKind) -> &'static str {
     match kind {
         DestinationKind::Topic => "topic",
@@ -251,6 +278,8 @@ fn policy_rows(entries: &[(EntryOrigin, AuthzEntry)]) -> Vec<Vec<String>> {
     let mut rows: BTreeSet<Vec<String>> = BTreeSet::new();
     for (index, (origin, entry)) in entries.iter().enumerate() {
         let (kinds, patterns): (Vec<DestinationKind>, Vec<String>) = match origin {
+            // ActiveMQ never consults these for temporary destinations (warned by `check`).
+            EntryOrigin::Entry if is_temporary(entry.kind) => continue,
             EntryOrigin::Entry => (vec![entry.kind], entry.patterns.clone()),
             EntryOrigin::Default => (
                 vec![DestinationKind::Topic, DestinationKind::Queue],

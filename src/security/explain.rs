@@ -97,6 +97,24 @@ pub fn explain_with(
     action: Action,
 ) -> Result<Explanation, String> {
     let mut out = String::new();
+    let principal = resolve_principal(security, user, groups, &mut out);
+    let explained = explain_in_config(config, security, &principal, mqtt_topic, action);
+    out.push_str(&explained.text);
+    Ok(Explanation {
+        allowed: explained.allowed,
+        invalid: explained.invalid,
+        text: out,
+    })
+}
+
+/// The principal `explain` decides for: `user` with the `groups` given, or with the groups the
+/// authentication plugin knows (a note in `out` when it does not know the user).
+pub(super) fn resolve_principal(
+    security: &Security,
+    user: &str,
+    groups: Option<&[String]>,
+    out: &mut String,
+) -> Principal {
     let groups: Vec<Arc<str>> = match groups {
         Some(given) => given.iter().map(|g| Arc::from(g.as_str())).collect(),
         None => match security.groups_of(user) {
@@ -111,18 +129,11 @@ pub fn explain_with(
             }
         },
     };
-    let principal = Principal {
+    Principal {
         user: Arc::from(user),
         groups,
         anonymous: false,
-    };
-    let explained = explain_in_config(config, security, &principal, mqtt_topic, action);
-    out.push_str(&explained.text);
-    Ok(Explanation {
-        allowed: explained.allowed,
-        invalid: explained.invalid,
-        text: out,
-    })
+    }
 }
 
 /// [`explain_principal`], then whether the destination exists by configuration and whether
@@ -339,7 +350,7 @@ pub fn explain_principal(
     }
 }
 
-fn kind_label(kind: DestinationKind) -> &'static str {
+pub(super) fn kind_label(kind: DestinationKind) -> &'static str {
     match kind {
         DestinationKind::Topic => "topic",
         DestinationKind::Queue => "queue",

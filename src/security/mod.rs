@@ -26,6 +26,7 @@ pub mod cache;
 pub mod cert;
 pub mod destination;
 pub mod explain;
+pub mod explain_destination;
 pub mod jaas;
 pub mod ldap;
 pub mod password;

@@ -440,3 +440,45 @@ async fn a_changed_pending_message_limit_applies_to_the_next_publishes() {
     publisher.disconnect().await;
     live.shutdown().await;
 }
+
+/// STOMP connectors are compiled but not bound while STOMP connections are not served: no STOMP
+/// port ever answers in MQTT, at start or after a reload, and a connector changed from MQTT to
+/// STOMP stops listening (the one filter in `broker::server`).
+#[tokio::test]
+async fn stomp_connectors_are_not_bound_until_stomp_is_served() {
+    const STOMP: &str = "stomp://127.0.0.1:0";
+    let mut live =
+        LiveBroker::start(&broker_xml("", &[("mqtt", ANY), ("stomp", STOMP)]), true).await;
+    assert!(live.addr("mqtt").await.is_some());
+    assert_eq!(live.addr("stomp").await, None);
+
+    let stats = live
+        .edit(&broker_xml("", &[("mqtt", STOMP), ("stomp", STOMP)]))
+        .await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(
+        live.addr("mqtt").await,
+        None,
+        "now a STOMP connector: stopped"
+    );
+
+    let stats = live
+        .edit(&broker_xml(
+            "",
+            &[("mqtt", ANY), ("stomp", "stomp+nio://127.0.0.1:0")],
+        ))
+        .await;
+    assert_eq!(
+        (stats.reloads_ok, stats.reloads_failed),
+        (2, 0),
+        "{stats:?}"
+    );
+    let mqtt = live.addr("mqtt").await.expect("MQTT again: listening");
+    assert_eq!(live.addr("stomp").await, None);
+    let (_client, ack) = RawClient::connect(mqtt, connect_packet("after-stomp", true, 0)).await;
+    assert_eq!(ack.reason, ConnectReason::Success);
+}

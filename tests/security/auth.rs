@@ -184,6 +184,7 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         reload: None,
         shared_strategy: Default::default(),
         destinations: Default::default(),
+        delivery: Default::default(),
     };
     let next = sec.rebuild(&config).expect("rebuild");
     assert_ne!(next.generation(), sec.generation());

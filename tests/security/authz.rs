@@ -192,7 +192,108 @@ fn topic_and_queue_entries_are_kept_apart() {
         &[(&u, Read, "orders", false), (&u, Write, "orders", false)],
     );
     assert!(sec.authorize_destination(&u, Read, DestinationKind::Queue, "orders"));
-    assert!(!sec.authorize_destination(&u, Read, DestinationKind::TempQueue, "orders"));
+    assert!(!sec.authorize_destination(&u, Read, DestinationKind::Topic, "orders"));
+    assert!(
+        !sec.authorize_destination(&who("x", "other"), Read, DestinationKind::Queue, "orders"),
+        "queue entries grant their groups only"
+    );
+}
+
+/// Both deciders (the broker's evaluator and casbin's enforce) on an ActiveMQ-named destination.
+fn decide(
+    sec: &Security,
+    p: &Principal,
+    action: Action,
+    kind: DestinationKind,
+    name: &str,
+) -> bool {
+    let fast = sec.authorize_destination(p, action, kind, name);
+    let casbin = sec
+        .authorize_with_casbin(p, action, kind, name)
+        .expect("casbin decides");
+    assert_eq!(fast, casbin, "{action:?} {kind:?} {name}");
+    fast
+}
+
+#[test]
+fn queue_entries_decide_queues_with_wildcards_and_the_default_entry() {
+    let sec = security(
+        vec![
+            entry(
+                1,
+                DestinationKind::Queue,
+                "orders.>",
+                ["readers", "writers", "admins"],
+            ),
+            entry(
+                2,
+                DestinationKind::Queue,
+                "jobs.*.high",
+                ["workers", "", ""],
+            ),
+        ],
+        Some(entry(3, DestinationKind::Queue, ">", ["", "", "admins"])),
+    );
+    let reader = who("r", "readers");
+    let writer = who("w", "writers");
+    let worker = who("k", "workers");
+    let admin = who("a", "admins");
+    use DestinationKind::Queue;
+    assert!(decide(&sec, &reader, Read, Queue, "orders.eu"));
+    assert!(!decide(&sec, &reader, Write, Queue, "orders.eu"));
+    assert!(decide(&sec, &writer, Write, Queue, "orders.eu.paid"));
+    assert!(!decide(&sec, &writer, Read, Queue, "billing"));
+    assert!(decide(&sec, &worker, Read, Queue, "jobs.x.high"));
+    assert!(!decide(&sec, &worker, Read, Queue, "jobs.x.low"));
+    // defaultEntry is added to every destination's entries: admin everywhere.
+    assert!(decide(&sec, &admin, Admin, Queue, "anything.at.all"));
+    assert!(!decide(&sec, &reader, Admin, Queue, "orders.eu"));
+}
+
+/// ActiveMQ decides temporary destinations by `tempDestinationAuthorizationEntry` alone: with
+/// none every principal may use them; entries naming `tempQueue` are never consulted.
+#[test]
+fn temporary_destinations_follow_the_temp_entry_alone() {
+    let u = who("u", "g");
+    let open = security(
+        vec![entry(1, DestinationKind::TempQueue, ">", ["", "", ""])],
+        None,
+    );
+    for action in [Read, Write, Admin] {
+        for kind in [DestinationKind::TempQueue, DestinationKind::TempTopic] {
+            assert!(
+                decide(&open, &u, action, kind, "ID:host-1:1:1"),
+                "{action:?} {kind:?}"
+            );
+        }
+    }
+    assert!(
+        !decide(&open, &u, Read, DestinationKind::Queue, "ID:host-1:1:1"),
+        "a queue of that name is not temporary"
+    );
+
+    let authz = AuthorizationConfig {
+        entries: vec![entry(1, DestinationKind::TempQueue, ">", ["g", "g", "g"])],
+        default_entry: Some(entry(2, DestinationKind::Topic, ">", ["g", "g", "g"])),
+        temp_entry: Some(entry(
+            3,
+            DestinationKind::TempTopic,
+            ">",
+            ["tmp", "tmp", "tmpadmin"],
+        )),
+        ldap: None,
+    };
+    let sec = Security::from_parts(&Authentication::None, Some(&authz)).expect("valid security");
+    let tmp = who("t", "tmp");
+    let tmp_admin = who("ta", "tmpadmin");
+    for kind in [DestinationKind::TempQueue, DestinationKind::TempTopic] {
+        assert!(decide(&sec, &tmp, Read, kind, "ID:c:1"));
+        assert!(decide(&sec, &tmp, Write, kind, "ID:c:1"));
+        assert!(!decide(&sec, &tmp, Admin, kind, "ID:c:1"));
+        assert!(decide(&sec, &tmp_admin, Admin, kind, "ID:c:1"));
+        // Neither the tempQueue entry nor the defaultEntry applies to temporary destinations.
+        assert!(!decide(&sec, &u, Read, kind, "ID:c:1"), "{kind:?}");
+    }
 }
 
 #[test]
@@ -571,6 +672,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         reload: None,
         shared_strategy: Default::default(),
         destinations: Default::default(),
+        delivery: Default::default(),
     };
     let explain = ferromq::security::explain::explain;
     let e = explain(&config, "user", None, "USERS/x", Write).expect("explains");

@@ -291,3 +291,164 @@ fn explain_says_invalid_topics_and_filters_are_invalid() {
         assert!(!text.contains("ALLOWED"), "{text}");
     }
 }
+
+/// ActiveMQ's security example with queue entries, a declared queue and a temporary-destination
+/// entry, for `explain --destination`.
+const QUEUE_EXAMPLE: &str = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="localhost">
+    <destinations><queue physicalName="orders.eu"/></destinations>
+    <plugins>
+      <simpleAuthenticationPlugin>
+        <users>
+          <authenticationUser username="system" password="manager" groups="users,admins"/>
+          <authenticationUser username="user" password="password" groups="users"/>
+          <authenticationUser username="guest" password="password" groups="guests"/>
+        </users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin>
+        <map>
+          <authorizationMap>
+            <authorizationEntries>
+              <authorizationEntry queue=">" read="admins" write="admins" admin="admins"/>
+              <authorizationEntry queue="orders.>" read="users" write="users,guests"/>
+              <authorizationEntry topic="USERS.>" read="users" write="users" admin="users"/>
+            </authorizationEntries>
+            <tempDestinationAuthorizationEntry>
+              <tempDestinationAuthorizationEntry read="users" write="users" admin="users"/>
+            </tempDestinationAuthorizationEntry>
+          </authorizationMap>
+        </map>
+      </authorizationPlugin>
+    </plugins>
+  </broker>
+</beans>
+"#;
+
+fn explain_destination(
+    file: &str,
+    user: &str,
+    destination: &str,
+    action: &str,
+) -> (Option<i32>, String, String) {
+    let out = ferromq(
+        &[
+            "explain",
+            "--config",
+            file,
+            "--user",
+            user,
+            "--destination",
+            destination,
+            "--action",
+            action,
+        ],
+        "",
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_destination_decides_queues_by_queue_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("activemq.xml");
+    std::fs::write(&path, QUEUE_EXAMPLE).expect("write config");
+    let file = path.to_str().expect("utf8 path");
+
+    let (code, text, _) = explain_destination(file, "guest", "/queue/orders.eu", "publish");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.starts_with("ALLOWED: user `guest` (groups: guests) may send to `/queue/orders.eu`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("destination: queue `orders.eu`, needs `write`"),
+        "{text}"
+    );
+    assert!(text.contains("activemq.xml:17  queue orders.>"), "{text}");
+    assert!(text.contains("GRANTS via g:guests"), "{text}");
+    assert!(text.contains("casbin enforce agrees"), "{text}");
+    assert!(text.contains("declared in <destinations>"), "{text}");
+
+    let (code, text, _) = explain_destination(file, "guest", "/queue/orders.eu", "subscribe");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with("DENIED"), "{text}");
+
+    // Not declared: creating it needs admin.
+    let (code, text, _) = explain_destination(file, "user", "/queue/orders.us", "subscribe");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("this principal may NOT create it"), "{text}");
+    let (_, text, _) = explain_destination(file, "system", "/queue/orders.us", "subscribe");
+    assert!(text.contains("this principal MAY create it"), "{text}");
+
+    // A queue entry says nothing about the topic of the same name.
+    let (code, text, _) = explain_destination(file, "guest", "/topic/orders.eu", "publish");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(
+        text.starts_with("`/topic/orders.eu` is the MQTT topic `orders/eu`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_destination_maps_topics_to_mqtt_and_temps_to_the_temp_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("activemq.xml");
+    std::fs::write(&path, QUEUE_EXAMPLE).expect("write config");
+    let file = path.to_str().expect("utf8 path");
+
+    let (code, text, _) =
+        explain_destination(file, "user", "/topic/USERS.*.telemetry", "subscribe");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("the MQTT topic `USERS/+/telemetry`"),
+        "{text}"
+    );
+    // The same answer as --topic with the MQTT filter.
+    let by_topic = ferromq(
+        &[
+            "explain",
+            "--config",
+            file,
+            "--user",
+            "user",
+            "--topic",
+            "USERS/+/telemetry",
+            "--action",
+            "subscribe",
+        ],
+        "",
+    );
+    let topic_text = String::from_utf8_lossy(&by_topic.stdout);
+    assert!(
+        text.ends_with(topic_text.as_ref()),
+        "{text}\n---\n{topic_text}"
+    );
+
+    let (code, text, _) = explain_destination(file, "user", "/temp-queue/ID:host-1:1:1", "publish");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("tempDestinationAuthorizationEntry"), "{text}");
+    let (code, text, _) =
+        explain_destination(file, "guest", "/temp-topic/ID:host-1:1:1", "subscribe");
+    assert_eq!(code, Some(3), "{text}");
+
+    let (code, _, stderr) = explain_destination(file, "user", "orders", "publish");
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("/queue/NAME"), "{stderr}");
+
+    // Without a tempDestinationAuthorizationEntry temporary destinations are open (ActiveMQ).
+    let open = QUEUE_EXAMPLE.replace(
+        r#"<tempDestinationAuthorizationEntry>
+              <tempDestinationAuthorizationEntry read="users" write="users" admin="users"/>
+            </tempDestinationAuthorizationEntry>"#,
+        "",
+    );
+    assert_ne!(open, QUEUE_EXAMPLE);
+    std::fs::write(&path, open).expect("write config");
+    let (code, text, _) = explain_destination(file, "guest", "/temp-queue/x", "subscribe");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("open to every principal"), "{text}");
+}

@@ -91,6 +91,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         reload: None,
         shared_strategy: Default::default(),
         destinations: Default::default(),
+        delivery: Default::default(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod broker;
 mod connectors;
+mod delivery;
 mod destinations;
 mod jaas_plugin;
 mod names;
@@ -21,6 +22,7 @@ mod usage;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::delivery_policy::DeliveryPolicy;
 use super::diagnostic::{Diagnostic, Diagnostics, Span};
 use super::model::Config;
 use super::tree::{Attr, Element, Namespace};
@@ -55,7 +57,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let persistence = broker::persistence(ctx, broker_element, &broker);
     let persistence_span = broker::persistence_span(broker_element);
     let limits = usage::limits(ctx, broker_element);
-    let policies = policy::entries(ctx, broker_element);
+    let (policies, delivery_entries) = policy::entries(ctx, broker_element);
     let shared_strategy = shared::strategy(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
     Config {
@@ -73,6 +75,10 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         reload: security.reload,
         shared_strategy,
         destinations,
+        delivery: DeliveryPolicy {
+            entries: delivery_entries,
+            redelivery: security.redelivery,
+        },
     }
 }
 
@@ -326,6 +332,8 @@ impl<'d> Ctx<'d> {
     }
 }
 
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod security_tests;
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! Security plugins fail closed: a plugin ferromq cannot honour (an LDAP authorization map, a
 //! required JAAS module it does not implement) is an error, never a silent "allow everything".
 
-use super::{jaas_plugin, Ctx};
+use super::{delivery, jaas_plugin, Ctx};
+use crate::config::delivery_policy::RedeliveryPlugin;
 use crate::config::diagnostic::{Diagnostic, Span};
 use crate::config::model::{
     Authentication, AuthorizationConfig, AuthzEntry, DestinationKind, Listener, PrincipalKind,
@@ -19,6 +20,8 @@ pub(super) struct Security {
     pub authentication: Authentication,
     pub authorization: Option<AuthorizationConfig>,
     pub reload: Option<ReloadSettings>,
+    /// `<redeliveryPlugin>` (not security, but a plugin: read in the same pass).
+    pub redelivery: Option<RedeliveryPlugin>,
 }
 
 pub(super) fn plugins(ctx: &mut Ctx<'_>, broker: &Element, listeners: &[Listener]) -> Security {
@@ -26,6 +29,7 @@ pub(super) fn plugins(ctx: &mut Ctx<'_>, broker: &Element, listeners: &[Listener
         authentication: Authentication::None,
         authorization: None,
         reload: None,
+        redelivery: None,
     };
     let mut authentication_at: Option<(String, Span)> = None;
     warn_spring_plugins(ctx, broker);
@@ -57,6 +61,17 @@ pub(super) fn plugins(ctx: &mut Ctx<'_>, broker: &Element, listeners: &[Listener
                     ));
                 }
                 security.authorization = Some(authorization(ctx, plugin));
+                None
+            }
+            "redeliveryPlugin" => {
+                if security.redelivery.is_some() {
+                    ctx.push(Diagnostic::error(
+                        plugin.span.clone(),
+                        "a second redeliveryPlugin; merge their policies into one",
+                    ));
+                }
+                warn_without_scheduler(ctx, broker, plugin);
+                security.redelivery = Some(delivery::redelivery_plugin(ctx, plugin));
                 None
             }
             "runtimeConfigurationPlugin" => {
@@ -96,6 +111,29 @@ pub(super) fn plugins(ctx: &mut Ctx<'_>, broker: &Element, listeners: &[Listener
         }
     }
     security
+}
+
+/// ActiveMQ refuses to start a `redeliveryPlugin` unless the broker has
+/// `schedulerSupport="true"` (it schedules redeliveries with the JMS scheduler); ferromq
+/// schedules them itself, so the file works here either way: say so, for a file shared with
+/// ActiveMQ.
+fn warn_without_scheduler(ctx: &mut Ctx<'_>, broker: &Element, plugin: &Element) {
+    let scheduler = broker
+        .attr_value("schedulerSupport")
+        .and_then(|v| values::parse_bool(v).ok())
+        .unwrap_or(false);
+    if !scheduler {
+        ctx.push(
+            Diagnostic::warning(
+                plugin.span.clone(),
+                "ActiveMQ refuses to start a redeliveryPlugin without schedulerSupport=\"true\" on <broker>",
+            )
+            .with_hint(
+                "ferromq schedules redeliveries itself and serves the plugin; add \
+                 schedulerSupport=\"true\" to <broker> if ActiveMQ reads this file too",
+            ),
+        );
+    }
 }
 
 /// A Spring `<bean>` among the plugins could be a custom security plugin: say clearly that it
@@ -358,6 +396,22 @@ fn entry(
             .with_hint("write a separate entry for each kind"),
         );
         return None;
+    }
+    if let (
+        Some((DestinationKind::TempTopic | DestinationKind::TempQueue, _, span)),
+        EntryRole::Normal,
+    ) = (destinations.first(), role)
+    {
+        ctx.push(
+            Diagnostic::warning(
+                span.clone(),
+                "an authorizationEntry for temporary destinations is never consulted",
+            )
+            .with_hint(
+                "ActiveMQ (and ferromq) decide temporary queues and topics by \
+                 <tempDestinationAuthorizationEntry> alone; move read/write/admin there",
+            ),
+        );
     }
     let (kind, patterns) = match (destinations.pop(), role) {
         (Some((kind, patterns, _)), _) if !patterns.is_empty() => (kind, patterns),

@@ -2,14 +2,21 @@
 //! ferromq acts on the pending message limit of slow subscribers
 //! (`<pendingMessageLimitStrategy><constantPendingMessageLimitStrategy limit="1000"/>`).
 
-use super::Ctx;
+use super::{delivery, Ctx};
+use crate::config::delivery_policy::DeliveryEntry;
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{DestinationKind, PolicyEntry};
 use crate::config::tree::Element;
 use crate::config::values;
 
-pub(super) fn entries(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<PolicyEntry> {
+/// The policy entries, and the delivery settings (dead letters, queue prefetch) of those that
+/// set any.
+pub(super) fn entries(
+    ctx: &mut Ctx<'_>,
+    broker: &Element,
+) -> (Vec<PolicyEntry>, Vec<DeliveryEntry>) {
     let mut out = Vec::new();
+    let mut delivery = Vec::new();
     for map in ctx.items(broker, "destinationPolicy") {
         if map.name != "policyMap" {
             continue;
@@ -18,7 +25,9 @@ pub(super) fn entries(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<PolicyEntry> {
         let mut elements = ctx.items(map, "policyEntries");
         elements.extend(ctx.items(map, "entries"));
         for element in elements.into_iter().filter(|e| e.name == "policyEntry") {
-            out.extend(entry(ctx, element, false));
+            let (policies, settings) = entry(ctx, element, false);
+            out.extend(policies);
+            delivery.extend(settings);
         }
         // The default entry applies when nothing else matches: the least specific pattern.
         for element in ctx
@@ -26,13 +35,19 @@ pub(super) fn entries(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<PolicyEntry> {
             .into_iter()
             .filter(|e| e.name == "policyEntry")
         {
-            out.extend(entry(ctx, element, true));
+            let (policies, settings) = entry(ctx, element, true);
+            out.extend(policies);
+            delivery.extend(settings);
         }
     }
-    out
+    (out, delivery)
 }
 
-fn entry(ctx: &mut Ctx<'_>, element: &Element, is_default: bool) -> Vec<PolicyEntry> {
+fn entry(
+    ctx: &mut Ctx<'_>,
+    element: &Element,
+    is_default: bool,
+) -> (Vec<PolicyEntry>, Vec<DeliveryEntry>) {
     ctx.mark(element);
     let mut destinations = Vec::new();
     for (name, kind) in [
@@ -59,7 +74,7 @@ fn entry(ctx: &mut Ctx<'_>, element: &Element, is_default: bool) -> Vec<PolicyEn
                         "add topic=\">\" (every topic) or a pattern such as topic=\"sensors.>\"",
                     ),
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     }
     let mut pending_message_limit = None;
@@ -72,7 +87,22 @@ fn entry(ctx: &mut Ctx<'_>, element: &Element, is_default: bool) -> Vec<PolicyEn
                 .and_then(|n| u32::try_from(n).ok().or((n > 0).then_some(u32::MAX)));
         }
     }
-    destinations
+    let (dead_letter_strategy, queue_prefetch) = delivery::entry_settings(ctx, element);
+    let delivery = if dead_letter_strategy.is_some() || queue_prefetch.is_some() {
+        destinations
+            .iter()
+            .map(|(kind, pattern)| DeliveryEntry {
+                kind: *kind,
+                pattern: pattern.clone(),
+                dead_letter_strategy: dead_letter_strategy.clone(),
+                queue_prefetch,
+                span: element.span.clone(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let policies = destinations
         .into_iter()
         .map(|(kind, pattern)| PolicyEntry {
             kind,
@@ -80,5 +110,6 @@ fn entry(ctx: &mut Ctx<'_>, element: &Element, is_default: bool) -> Vec<PolicyEn
             pending_message_limit,
             span: element.span.clone(),
         })
-        .collect()
+        .collect();
+    (policies, delivery)
 }

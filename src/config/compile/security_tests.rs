@@ -321,3 +321,29 @@ fn jaas_unsupported_modules_fail_closed_and_missing_entries_suggest() {
         .expect("entry error");
     assert_eq!(d.hint.as_deref(), Some("did you mean `activemq-ssl`?"));
 }
+
+#[test]
+fn entries_for_temporary_destinations_are_warned_as_never_consulted() {
+    let loaded = load(
+        "<plugins><authorizationPlugin><map><authorizationMap><authorizationEntries>\
+         <authorizationEntry tempQueue=\">\" read=\"g\"/>\
+         <authorizationEntry queue=\"orders.>\" read=\"g\"/>\
+         </authorizationEntries>\
+         <tempDestinationAuthorizationEntry><tempDestinationAuthorizationEntry read=\"g\" write=\"g\" admin=\"g\"/></tempDestinationAuthorizationEntry>\
+         </authorizationMap></map></authorizationPlugin></plugins>",
+    );
+    let d = &loaded.diagnostics;
+    assert!(!d.has_errors(), "{d}");
+    let warned: Vec<_> = d
+        .warnings()
+        .filter(|w| {
+            w.message
+                .contains("temporary destinations is never consulted")
+        })
+        .collect();
+    assert_eq!(warned.len(), 1, "{d}");
+    let config = valid(loaded);
+    let authz = config.authorization.expect("authorization");
+    assert_eq!(authz.entries[1].kind, DestinationKind::Queue);
+    assert!(authz.temp_entry.is_some());
+}

@@ -1,0 +1,318 @@
+//! `ferromq explain --destination`: the decision for a destination as STOMP (and ActiveMQ)
+//! names it: `/topic/a.b` (the MQTT topic `a/b`: explained as the topic, with `*`/`>` as
+//! `+`/`#`), `/queue/orders`, `/temp-queue/...`, `/temp-topic/...`.
+//!
+//! Queues are decided by `queue=` entries (and the `defaultEntry`), temporary destinations by
+//! the `tempDestinationAuthorizationEntry` alone (open to everyone without one), as ActiveMQ's
+//! `AuthorizationBroker` does; see [`super::authz`].
+
+use std::fmt::Write as _;
+
+use super::authz::{action_name, principal_names, EntryOrigin};
+use super::destination::swap_chars;
+use super::explain::{explain_in_config, kind_label, resolve_principal, Explanation};
+use super::{Action, Principal, Security};
+use crate::config::{Config, DestinationKind};
+
+/// A STOMP destination split into its kind and ActiveMQ physical name (`/queue/a.b` ->
+/// (Queue, `a.b`)). ActiveMQ's `queue://` and `topic://` forms are accepted too.
+///
+/// Errors: a message naming the accepted prefixes (an unprefixed or empty name).
+pub fn parse_stomp_destination(text: &str) -> Result<(DestinationKind, &str), String> {
+    const PREFIXES: [(&str, DestinationKind); 8] = [
+        ("/queue/", DestinationKind::Queue),
+        ("/topic/", DestinationKind::Topic),
+        ("/temp-queue/", DestinationKind::TempQueue),
+        ("/temp-topic/", DestinationKind::TempTopic),
+        ("queue://", DestinationKind::Queue),
+        ("topic://", DestinationKind::Topic),
+        ("temp-queue://", DestinationKind::TempQueue),
+        ("temp-topic://", DestinationKind::TempTopic),
+    ];
+    let Some((kind, name)) = PREFIXES
+        .iter()
+        .find_map(|(prefix, kind)| text.strip_prefix(prefix).map(|name| (*kind, name)))
+    else {
+        return Err(format!(
+            "`{text}` is not a destination: write /queue/NAME, /topic/NAME, /temp-queue/NAME or \
+             /temp-topic/NAME (or an MQTT topic with --topic)"
+        ));
+    };
+    if name.is_empty() {
+        return Err(format!("`{text}` names no destination after its prefix"));
+    }
+    Ok((kind, name))
+}
+
+/// The MQTT topic (or filter) a `/topic/` name is: levels split at `.`, `*` -> `+`, `>` -> `#`,
+/// ActiveMQ's `/` swapped back to `.` (the mapping ActiveMQ's MQTT transport uses).
+pub fn topic_to_mqtt(activemq_name: &str) -> String {
+    swap_chars(activemq_name)
+        .split('/')
+        .map(|level| match level {
+            "*" => "+",
+            ">" => "#",
+            other => other,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// [`explain_destination_in_config`] for `user`, with `groups` given or looked up.
+pub fn explain_destination_with(
+    config: &Config,
+    security: &Security,
+    user: &str,
+    groups: Option<&[String]>,
+    destination: &str,
+    action: Action,
+) -> Result<Explanation, String> {
+    let mut out = String::new();
+    let principal = resolve_principal(security, user, groups, &mut out);
+    let explained =
+        explain_destination_in_config(config, security, &principal, destination, action)?;
+    out.push_str(&explained.text);
+    Ok(Explanation {
+        text: out,
+        ..explained
+    })
+}
+
+/// The decision for `principal` on a STOMP destination. A `/topic/` destination is explained
+/// as its MQTT topic (the broker authorizes topics that way for both protocols).
+///
+/// Errors: `destination` is not a STOMP destination ([`parse_stomp_destination`]).
+pub fn explain_destination_in_config(
+    config: &Config,
+    security: &Security,
+    principal: &Principal,
+    destination: &str,
+    action: Action,
+) -> Result<Explanation, String> {
+    let (kind, name) = parse_stomp_destination(destination)?;
+    if kind == DestinationKind::Topic {
+        let mqtt = topic_to_mqtt(name);
+        let mut explained = explain_in_config(config, security, principal, &mqtt, action);
+        explained.text = format!(
+            "`{destination}` is the MQTT topic `{mqtt}` (shared by STOMP and MQTT clients)\n{}",
+            explained.text
+        );
+        return Ok(explained);
+    }
+    Ok(explain_point_to_point(
+        config,
+        security,
+        principal,
+        destination,
+        kind,
+        name,
+        action,
+    ))
+}
+
+fn explain_point_to_point(
+    config: &Config,
+    security: &Security,
+    principal: &Principal,
+    asked: &str,
+    kind: DestinationKind,
+    name: &str,
+    action: Action,
+) -> Explanation {
+    let mut out = String::new();
+    let verb = match action {
+        Action::Read => "subscribe to",
+        Action::Write => "send to",
+        Action::Admin => "create",
+    };
+    let groups: Vec<&str> = principal.groups.iter().map(|g| &**g).collect();
+    let who = format!(
+        "user `{}` (groups: {})",
+        principal.user,
+        if groups.is_empty() {
+            "none".to_owned()
+        } else {
+            groups.join(", ")
+        }
+    );
+    let verdict = |allowed: bool| if allowed { "ALLOWED" } else { "DENIED" };
+    let Some(authorizer) = security.authorizer() else {
+        let _ = writeln!(out, "ALLOWED: {who} may {verb} `{asked}`");
+        let _ = writeln!(
+            out,
+            "  no authorizationPlugin is configured: everything is allowed"
+        );
+        return Explanation {
+            allowed: true,
+            invalid: false,
+            text: out,
+        };
+    };
+    let fast = security.authorize_destination(principal, action, kind, name);
+    let casbin = security.authorize_with_casbin(principal, action, kind, name);
+    let decision = casbin.as_ref().copied().unwrap_or(fast);
+    let _ = writeln!(
+        out,
+        "{}: {who} may {}{verb} `{asked}`",
+        verdict(decision),
+        if decision { "" } else { "not " }
+    );
+    let _ = writeln!(
+        out,
+        "  destination: {} `{name}`, needs `{}`",
+        kind_label(kind),
+        action_name(action)
+    );
+    if authorizer.temporary_open(kind) {
+        let _ = writeln!(
+            out,
+            "  temporary destinations are open to every principal: no \
+             tempDestinationAuthorizationEntry is configured (ActiveMQ's rule)"
+        );
+        return Explanation {
+            allowed: decision,
+            invalid: false,
+            text: out,
+        };
+    }
+    if matches!(
+        kind,
+        DestinationKind::TempQueue | DestinationKind::TempTopic
+    ) {
+        let _ = writeln!(
+            out,
+            "  temporary destinations are decided by tempDestinationAuthorizationEntry alone"
+        );
+    }
+    let names = principal_names(principal, authorizer.user_principals());
+    let _ = writeln!(out, "  principal names: {}", names.join(", "));
+    let matches = authorizer.matching_entries(action, kind, name);
+    if matches.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no entry applies: denied (nothing matches, nothing granted)"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "  entries that apply (union rule: one grant is enough):"
+        );
+    }
+    for m in &matches {
+        let label = match m.origin {
+            EntryOrigin::Entry => format!("{} {}", kind_label(m.entry.kind), m.patterns.join(",")),
+            EntryOrigin::Default => "defaultEntry".to_owned(),
+            EntryOrigin::TempDestination => "tempDestinationAuthorizationEntry".to_owned(),
+        };
+        let listed = match action {
+            Action::Read => &m.entry.read,
+            Action::Write => &m.entry.write,
+            Action::Admin => &m.entry.admin,
+        };
+        let held: Vec<&str> = m
+            .granted_to
+            .iter()
+            .filter(|s| names.contains(s))
+            .map(String::as_str)
+            .collect();
+        let _ = writeln!(
+            out,
+            "    {}:{}  {label}  {}=\"{}\"  -> {}",
+            m.entry.span.file.display(),
+            m.entry.span.line,
+            action_name(action),
+            listed.join(","),
+            if held.is_empty() {
+                "grants nothing to this principal".to_owned()
+            } else {
+                format!("GRANTS via {}", held.join(", "))
+            }
+        );
+    }
+    match casbin {
+        Ok(c) if c == fast => {
+            let _ = writeln!(out, "  casbin enforce agrees with the broker's evaluator");
+        }
+        Ok(c) => {
+            let _ = writeln!(
+                out,
+                "  BUG: casbin says {c} but the broker's evaluator says {fast}; please report"
+            );
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "  casbin could not decide ({e}); shown: the broker's decision"
+            );
+        }
+    }
+    if kind == DestinationKind::Queue && action != Action::Admin {
+        out.push_str(&queue_creation(config, security, principal, name));
+    }
+    Explanation {
+        allowed: decision,
+        invalid: false,
+        text: out,
+    }
+}
+
+/// Whether the queue exists by configuration, else whether `principal` may create it (a
+/// queue not declared in `<destinations>` is created on first use, which needs `admin`).
+fn queue_creation(
+    config: &Config,
+    security: &Security,
+    principal: &Principal,
+    name: &str,
+) -> String {
+    let wildcard = name.split('.').any(|l| l == "*" || l == ">");
+    if wildcard {
+        return String::new();
+    }
+    if config.destinations.queues.iter().any(|q| q == name) {
+        return format!(
+            "  destination queue://{name} exists: declared in <destinations> (no admin needed)\n"
+        );
+    }
+    let may =
+        security.authorize_destination(principal, Action::Admin, DestinationKind::Queue, name);
+    format!(
+        "  destination queue://{name}: not declared in <destinations>; it exists if a client \
+         created it before (the broker keeps created queues in its store)\n  creating it needs \
+         `admin`: {}\n",
+        if may {
+            "this principal MAY create it"
+        } else {
+            "this principal may NOT create it"
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_parse_by_prefix() {
+        assert_eq!(
+            parse_stomp_destination("/queue/a.b"),
+            Ok((DestinationKind::Queue, "a.b"))
+        );
+        assert_eq!(
+            parse_stomp_destination("/temp-queue/x"),
+            Ok((DestinationKind::TempQueue, "x"))
+        );
+        assert_eq!(
+            parse_stomp_destination("topic://a"),
+            Ok((DestinationKind::Topic, "a"))
+        );
+        assert!(parse_stomp_destination("orders").is_err());
+        assert!(parse_stomp_destination("/queue/").is_err());
+    }
+
+    #[test]
+    fn topics_map_to_mqtt_with_wildcards() {
+        assert_eq!(topic_to_mqtt("a.b.c"), "a/b/c");
+        assert_eq!(topic_to_mqtt("a.*.c"), "a/+/c");
+        assert_eq!(topic_to_mqtt("a.>"), "a/#");
+    }
+}
