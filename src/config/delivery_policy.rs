@@ -397,6 +397,10 @@ impl DeliveryPolicy {
             Some(to) => Rejection::DeadLetter { to },
             None => Rejection::Discard,
         };
+        if self.is_dead_letter_destination(destination) {
+            // ActiveMQ never dead-letters out of a dead-letter destination (`isDLQ`).
+            return Rejection::Discard;
+        }
         let Some(plugin) = &self.redelivery else {
             return dead_letter();
         };
@@ -411,8 +415,43 @@ impl DeliveryPolicy {
         }
     }
 
+    /// Whether `destination` is a dead-letter destination of this configuration: `ActiveMQ.DLQ`,
+    /// a shared strategy's destination, or a name an individual strategy makes (its prefix and
+    /// suffix around a name). Nothing is dead-lettered out of one.
+    pub fn is_dead_letter_destination(&self, destination: &Destination) -> bool {
+        let default = DeadLetterStrategy::default();
+        let strategies = self
+            .entries
+            .iter()
+            .filter_map(|e| e.dead_letter_strategy.as_ref())
+            .chain(std::iter::once(&default));
+        let name = destination.name.as_str();
+        let framed = |prefix: &str, suffix: &str| {
+            !(prefix.is_empty() && suffix.is_empty())
+                && name.len() > prefix.len() + suffix.len()
+                && name.starts_with(prefix)
+                && name.ends_with(suffix)
+        };
+        strategies.into_iter().any(|strategy| match strategy {
+            DeadLetterStrategy::Shared {
+                destination: dlq, ..
+            } => dlq == destination,
+            DeadLetterStrategy::Individual {
+                queue_prefix,
+                queue_suffix,
+                topic_prefix,
+                topic_suffix,
+                ..
+            } => framed(queue_prefix, queue_suffix) || framed(topic_prefix, topic_suffix),
+            DeadLetterStrategy::Discarding { .. } => false,
+        })
+    }
+
     /// Where an expired message of `destination` goes (`processExpired`); `None`: dropped.
     pub fn after_expiry(&self, destination: &Destination, persistent: bool) -> Option<Destination> {
+        if self.is_dead_letter_destination(destination) {
+            return None;
+        }
         self.dead_letter_for(destination).destination_for(
             destination,
             persistent,

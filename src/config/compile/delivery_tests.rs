@@ -90,6 +90,14 @@ fn strategies_are_chosen_by_the_best_matching_entry() {
             to: Destination::topic("ActiveMQ.DLQ.Topic.news.sport.client1:sub1")
         }
     );
+    // Nothing is dead-lettered out of a dead-letter queue (ActiveMQ's `isDLQ`).
+    for dlq in ["ALL.DLQ", "DLQ.orders.eu.dead", "ActiveMQ.DLQ"] {
+        let dlq = Destination::queue(dlq);
+        assert!(d.is_dead_letter_destination(&dlq), "{dlq:?}");
+        assert_eq!(d.after_rejection(&dlq, true, 0, None), Rejection::Discard);
+        assert_eq!(d.after_expiry(&dlq, true), None);
+    }
+    assert!(!d.is_dead_letter_destination(&Destination::queue("DLQ.")));
     let logs = Destination::queue("logs");
     assert_eq!(d.after_rejection(&logs, true, 0, None), Rejection::Discard);
     assert_eq!(d.queue_prefetch_for(&logs), 1, "exact name beats `>`");

@@ -32,7 +32,42 @@ const WHY_IGNORED: &[(&str, &str)] = &[
         "advisorySupport",
         "ferromq publishes no ActiveMQ advisory messages",
     ),
-    ("schedulerSupport", "ferromq has no JMS scheduler"),
+    (
+        "schedulerSupport",
+        "ferromq has no JMS scheduler (a redeliveryPlugin is served without it)",
+    ),
+    (
+        "prioritizedMessages",
+        "queues deliver in arrival order; `priority` is kept as a header but does not reorder",
+    ),
+    (
+        "strictOrderDispatch",
+        "queues dispatch in arrival order, round-robin over consumers with room (docs/queues.md)",
+    ),
+    (
+        "consumersBeforeDispatchStarts",
+        "a queue dispatches to the first consumer at once",
+    ),
+    (
+        "timeBeforeDispatchStarts",
+        "a queue dispatches to the first consumer at once",
+    ),
+    (
+        "useConsumerPriority",
+        "consumer priorities are not served: round-robin over consumers with room",
+    ),
+    (
+        "allConsumersExclusiveByDefault",
+        "only consumers that ask for it (`activemq.exclusive:true`) are exclusive",
+    ),
+    (
+        "useCollisionAvoidance",
+        "redelivery delays are exact (no random jitter)",
+    ),
+    (
+        "collisionAvoidancePercent",
+        "redelivery delays are exact (no random jitter)",
+    ),
     (
         "producerFlowControl",
         "ferromq applies the systemUsage limits instead",
