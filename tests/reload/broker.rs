@@ -441,16 +441,20 @@ async fn a_changed_pending_message_limit_applies_to_the_next_publishes() {
     live.shutdown().await;
 }
 
-/// STOMP connectors are compiled but not bound while STOMP connections are not served: no STOMP
-/// port ever answers in MQTT, at start or after a reload, and a connector changed from MQTT to
-/// STOMP stops listening (the one filter in `broker::server`).
+/// STOMP connectors are part of the listener set like MQTT ones: bound at start, and a
+/// connector whose scheme changes from MQTT to STOMP is bound again and then answers STOMP (not
+/// MQTT), and the reverse.
 #[tokio::test]
-async fn stomp_connectors_are_not_bound_until_stomp_is_served() {
+async fn stomp_connectors_are_bound_and_rebound_like_mqtt_ones() {
     const STOMP: &str = "stomp://127.0.0.1:0";
     let mut live =
         LiveBroker::start(&broker_xml("", &[("mqtt", ANY), ("stomp", STOMP)]), true).await;
-    assert!(live.addr("mqtt").await.is_some());
-    assert_eq!(live.addr("stomp").await, None);
+    let stomp = live.addr("stomp").await.expect("stomp listening");
+    assert!(
+        stomp_connected(stomp).await,
+        "the STOMP connector answers STOMP"
+    );
+    let mqtt = live.addr("mqtt").await.expect("mqtt listening");
 
     let stats = live
         .edit(&broker_xml("", &[("mqtt", STOMP), ("stomp", STOMP)]))
@@ -460,11 +464,9 @@ async fn stomp_connectors_are_not_bound_until_stomp_is_served() {
         (1, 0),
         "{stats:?}"
     );
-    assert_eq!(
-        live.addr("mqtt").await,
-        None,
-        "now a STOMP connector: stopped"
-    );
+    let rebound = live.addr("mqtt").await.expect("rebound as STOMP");
+    assert_ne!(rebound, mqtt, "a new socket");
+    assert!(stomp_connected(rebound).await, "now a STOMP connector");
 
     let stats = live
         .edit(&broker_xml(
@@ -478,7 +480,30 @@ async fn stomp_connectors_are_not_bound_until_stomp_is_served() {
         "{stats:?}"
     );
     let mqtt = live.addr("mqtt").await.expect("MQTT again: listening");
-    assert_eq!(live.addr("stomp").await, None);
     let (_client, ack) = RawClient::connect(mqtt, connect_packet("after-stomp", true, 0)).await;
     assert_eq!(ack.reason, ConnectReason::Success);
+    let stomp = live.addr("stomp").await.expect("stomp+nio listening");
+    assert!(stomp_connected(stomp).await);
+    live.shutdown().await;
+}
+
+/// A STOMP 1.2 CONNECT on `addr` is answered with CONNECTED (within [`STEP`]).
+async fn stomp_connected(addr: std::net::SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut socket) = TcpStream::connect(addr).await else {
+        return false;
+    };
+    let connect = b"CONNECT\naccept-version:1.2\nhost:localhost\n\n\0";
+    if socket.write_all(connect).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 512];
+    while !answer.contains(&0) {
+        match tokio::time::timeout(STEP, socket.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    answer.starts_with(b"CONNECTED\n")
 }
