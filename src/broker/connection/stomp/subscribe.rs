@@ -115,20 +115,16 @@ impl StompConn {
         };
         headers::check_subscribe(frame)?;
         let durable_name = headers::subscription_name(frame);
+        // 0 (a pull consumer, JMS only) is taken as 1: a STOMP consumer cannot pull.
         let prefetch = match frame.header("activemq.prefetchSize") {
             None if durable_name.is_some() => DEFAULT_DURABLE_TOPIC_PREFETCH,
             None => DEFAULT_TOPIC_PREFETCH,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| {
-                    Close::error(
-                        format!("activemq.prefetchSize {v:?} is not a positive number"),
-                        Some(frame),
-                    )
-                })?,
+            Some(v) => v.trim().parse::<usize>().map(|n| n.max(1)).map_err(|_| {
+                Close::error(
+                    format!("activemq.prefetchSize {v:?} is not a number"),
+                    Some(frame),
+                )
+            })?,
         };
         if dest.is_queue() {
             return self.queue_subscribe(&dest, frame);
