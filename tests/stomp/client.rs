@@ -38,6 +38,7 @@ impl Received {
 
 enum Transport {
     Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Ws(Box<WebSocketStream<TcpStream>>),
 }
 
@@ -68,6 +69,15 @@ impl StompClient {
             .expect("tcp connect");
         StompClient {
             transport: Transport::Tcp(stream),
+            buf: BytesMut::new(),
+            ws_messages: 0,
+        }
+    }
+
+    /// A client over an established TLS stream.
+    pub fn tls(stream: tokio_rustls::client::TlsStream<TcpStream>) -> StompClient {
+        StompClient {
+            transport: Transport::Tls(Box::new(stream)),
             buf: BytesMut::new(),
             ws_messages: 0,
         }
@@ -109,6 +119,10 @@ impl StompClient {
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         match &mut self.transport {
             Transport::Tcp(s) => s.write_all(bytes).await.expect("write"),
+            Transport::Tls(s) => {
+                s.write_all(bytes).await.expect("write");
+                s.flush().await.expect("flush");
+            }
             Transport::Ws(ws) => ws
                 .send(Message::Text(
                     String::from_utf8(bytes.to_vec()).expect("utf-8").into(),
@@ -168,10 +182,39 @@ impl StompClient {
         }
     }
 
+    /// How many heart-beat EOLs arrive within `within` (the connection must send nothing else).
+    pub async fn heart_beats_within(&mut self, within: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut count = 0;
+        loop {
+            count += self.buf.iter().filter(|&&b| b == b'\n').count();
+            assert!(
+                self.buf.iter().all(|&b| b == b'\n' || b == b'\r'),
+                "only heart-beats expected: {:?}",
+                self.buf
+            );
+            self.buf.clear();
+            match tokio::time::timeout_at(deadline, self.read_more()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return count,
+            }
+        }
+    }
+
     /// Read more bytes; false at EOF or a socket error.
     async fn read_more(&mut self) -> bool {
         match &mut self.transport {
             Transport::Tcp(s) => {
+                let mut chunk = [0u8; 8192];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => false,
+                    Ok(n) => {
+                        self.buf.extend_from_slice(&chunk[..n]);
+                        true
+                    }
+                }
+            }
+            Transport::Tls(s) => {
                 let mut chunk = [0u8; 8192];
                 match s.read(&mut chunk).await {
                     Ok(0) | Err(_) => false,

@@ -278,3 +278,33 @@ async fn an_aborted_transaction_delivers_nothing_and_a_committed_one_everything(
     let e = c.recv().await;
     assert_eq!(e.command, "ERROR", "t2 is over");
 }
+
+#[tokio::test]
+async fn heart_beats_are_sent_to_a_client_that_asks_and_silent_sockets_time_out() {
+    let env = crate::broker().await;
+    let mut c = env.stomp().await;
+    let f = c.connect(&[("heart-beat", "0,100")]).await;
+    assert_eq!(f.header("heart-beat"), Some("100,0"));
+    let beats = c.heart_beats_within(Duration::from_millis(650)).await;
+    assert!(
+        (3..=8).contains(&beats),
+        "{beats} heart-beats in 650 ms at 100 ms"
+    );
+
+    // A socket that never sends CONNECT is closed after transport.connectAttemptTimeout.
+    let xml = crate::support::BrokerXml::new()
+        .connector(
+            "stomp",
+            "stomp://127.0.0.1:0?transport.connectAttemptTimeout=300",
+        )
+        .build();
+    let broker = crate::support::TestBroker::from_xml(&xml).await;
+    let mut idle = crate::client::StompClient::tcp(broker.addr).await;
+    let start = tokio::time::Instant::now();
+    idle.expect_closed_within(crate::support::STEP).await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+}

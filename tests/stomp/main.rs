@@ -11,6 +11,7 @@ mod client;
 mod durable;
 mod frames;
 mod python;
+mod tls;
 mod topics;
 
 use std::net::SocketAddr;

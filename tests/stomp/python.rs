@@ -1,6 +1,7 @@
-//! STOMP over WebSocket from python clients, as a browser-style client speaks it:
-//! `websocket-client` sending raw frames (two in one WebSocket message), and `stomp.py`'s
-//! WebSocket connection. Each script prints `ready` once subscribed, then what it received.
+//! Python clients: STOMP over WebSocket as a browser-style client speaks it
+//! (`websocket-client` sending raw frames, two in one WebSocket message), `stomp.py`'s
+//! WebSocket connection, and `stomp.py` over TCP. Each script prints `ready` once subscribed,
+//! then what it received.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +45,16 @@ f = got.get(timeout=5)
 print(f.body, flush=True)
 print(f.headers["destination"], flush=True)
 c.disconnect()
+"#;
+
+const STOMP_PY_TCP: &str = r#"
+import sys, stomp
+c = stomp.Connection([("127.0.0.1", int(sys.argv[1]))])
+c.connect(wait=True)
+c.send(destination="/topic/foo.bar", body="from stomp.py", headers={"persistent": "true", "x-k": "v"}, receipt="r1")
+import time; time.sleep(0.2)
+c.disconnect(receipt="bye")
+print("sent", flush=True)
 "#;
 
 /// A python child whose stdout lines arrive on a channel (read by a thread of its own).
@@ -137,4 +148,22 @@ async fn stomp_py_over_websocket_receives_a_stomp_send() {
     assert_eq!(py.line().await, "hi python");
     assert_eq!(py.line().await, "/topic/py.ws");
     py.succeeds().await;
+}
+
+#[tokio::test]
+async fn stomp_py_send_reaches_an_mqtt_subscriber_at_qos_1() {
+    let env = crate::broker().await;
+    let mut mqtt = RawClient::connected_v5(env.mqtt(), "sub").await;
+    mqtt.subscribe(1, &[("foo/+", QoS::AtLeastOnce)]).await;
+    let mut py = Python::run(STOMP_PY_TCP, env.addr("stomp").port());
+    assert_eq!(py.line().await, "sent");
+    py.succeeds().await;
+    let p = mqtt.recv_publish().await;
+    assert_eq!(p.topic, "foo/bar");
+    assert_eq!(p.payload.as_ref(), b"from stomp.py");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    let props = p.properties.expect("properties");
+    assert!(props
+        .user_properties
+        .contains(&("x-k".to_owned(), "v".to_owned())));
 }
