@@ -277,6 +277,10 @@ where
             && conn.pending.len() < PENDING_MAX
             && conn.held == 0
             && conn.pause.is_none();
+        if !can_read {
+            // The client's bytes wait unread in the socket: its silence is not counted.
+            last_read = Instant::now();
+        }
         let read_deadline = conn.heart_beat.read_limit.map(|limit| last_read + limit);
         let write_deadline = conn
             .heart_beat
