@@ -376,7 +376,7 @@ impl StompConn {
             .map(str::to_owned)
             .ok_or_else(|| {
                 Close::error(
-                    "Must specify the transaction you are beginning",
+                    "Must specify the transaction (transaction header)",
                     Some(frame),
                 )
             })
