@@ -93,21 +93,31 @@ async fn connectors_are_added_removed_and_changed_while_other_clients_stay() {
 
 #[tokio::test]
 async fn a_changed_address_is_bound_again() {
-    let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-    let port = spare.local_addr().expect("addr").port();
-    drop(spare);
     let mut live =
         LiveBroker::start(&broker_xml("", &[("mqtt", ANY), ("moving", ANY)]), true).await;
     let old = live.addr("moving").await.expect("listening");
-    let uri = format!("mqtt://127.0.0.1:{port}");
-    let stats = live
-        .edit(&broker_xml("", &[("mqtt", ANY), ("moving", &uri)]))
-        .await;
-    assert_eq!(
-        (stats.reloads_ok, stats.reloads_failed),
-        (1, 0),
-        "{stats:?}"
-    );
+    // A probed free port can be taken by another process before the reload binds it: that
+    // reload fails (and keeps the running config), so probe again, a few times at most.
+    let mut port = 0;
+    for attempt in 0..5u64 {
+        let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
+        port = spare.local_addr().expect("addr").port();
+        drop(spare);
+        let uri = format!("mqtt://127.0.0.1:{port}");
+        let stats = live
+            .edit(&broker_xml("", &[("mqtt", ANY), ("moving", &uri)]))
+            .await;
+        if stats.reloads_ok == 1 {
+            assert_eq!(stats.reloads_failed, attempt, "{stats:?}");
+            break;
+        }
+        assert_eq!(
+            (stats.reloads_ok, stats.reloads_failed),
+            (0, attempt + 1),
+            "{stats:?}"
+        );
+        assert!(attempt < 4, "five probed ports were all taken: {stats:?}");
+    }
     let new = live.addr("moving").await.expect("listening again");
     assert_eq!(new.port(), port);
     assert!(TcpStream::connect(old).await.is_err(), "old address closed");
