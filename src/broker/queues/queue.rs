@@ -15,6 +15,12 @@ use super::policy::QueuePolicy;
 use crate::broker::durability::{Change, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
 
+/// How many waiting messages one dispatch passes over (no consumer's filter accepts them, or
+/// their redelivery delay runs) before it stops: the cost of a send stays bounded on a queue
+/// of messages nobody selects. Like ActiveMQ's `maxPageSize` (200), a consumer whose selector
+/// matches none of the first this-many waiting messages waits for them to be consumed.
+pub(super) const DISPATCH_SCAN_LIMIT: usize = 1000;
+
 /// A message in a queue.
 #[derive(Debug, Clone)]
 pub(super) struct Entry {
@@ -468,13 +474,18 @@ impl QueueState {
         let mut room: Vec<usize> = self.consumers.iter().map(Slot::room).collect();
         let mut plan: Vec<(QueueSeq, Option<usize>)> = Vec::new();
         let mut next_retry: Option<Instant> = None;
+        let mut passed_over = 0;
         for (seq, entry) in &self.ready {
+            if passed_over >= DISPATCH_SCAN_LIMIT {
+                break;
+            }
             if entry.message.is_expired(now) {
                 plan.push((*seq, None));
                 continue;
             }
             if let Some(at) = entry.not_before.filter(|at| *at > now) {
                 next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+                passed_over += 1;
                 continue;
             }
             if candidates.iter().all(|c| room[*c] == 0) {
@@ -496,6 +507,8 @@ impl QueueState {
                     self.cursor = (c + 1) % n;
                 }
                 plan.push((*seq, Some(c)));
+            } else {
+                passed_over += 1;
             }
         }
         let mut woken = vec![false; self.consumers.len()];

@@ -607,3 +607,29 @@ async fn without_a_prefetch_the_queue_policy_or_1000_applies() {
     send(&queues, "zero", &["a", "b"], QoS::AtMostOnce);
     assert_eq!(take(&zero).await.len(), 1, "0 is taken as 1");
 }
+
+#[tokio::test]
+async fn a_dispatch_passes_over_a_bounded_number_of_unselected_messages() {
+    let queues = queues();
+    let only_wanted: Arc<dyn MessageFilter> =
+        Arc::new(|m: &Message, _: &QueuedInfo| &m.payload[..] == b"wanted");
+    let picky = queues.subscribe(
+        "scan",
+        ConsumerSpec {
+            filter: Some(only_wanted),
+            ..spec(10)
+        },
+    );
+    let filler: Vec<&str> = vec!["other"; queue::DISPATCH_SCAN_LIMIT];
+    send(&queues, "scan", &filler, QoS::AtMostOnce);
+    send(&queues, "scan", &["wanted"], QoS::AtMostOnce);
+    assert!(take(&picky).await.is_empty(), "beyond the scan limit");
+    let any = queues.subscribe("scan", spec(1));
+    let first = take(&any).await;
+    any.ack(first[0].seq).expect("ack");
+    assert_eq!(
+        payloads(&take(&picky).await),
+        ["wanted"],
+        "within reach now"
+    );
+}
