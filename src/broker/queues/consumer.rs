@@ -18,6 +18,8 @@ pub struct QueuedInfo {
     pub redeliveries: u32,
     /// Persistent (kept in the store).
     pub persistent: bool,
+    /// When the broker accepted it, ms since the Unix epoch (a selector's JMSTimestamp).
+    pub accepted_ms: u64,
 }
 
 /// A consumer's message filter (a JMS selector): messages it refuses stay in the queue for

@@ -44,7 +44,8 @@ pub use policy::{QueuePolicies, QueuePolicy};
 pub use queue::{AckError, QueueCounts};
 
 use crate::broker::durability::{
-    Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor, RetainedChange,
+    now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,
+    RetainedChange,
 };
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
@@ -311,6 +312,7 @@ impl Queues {
                         kept: true,
                         paged: item.paged,
                         redeliveries: 0,
+                        accepted_ms: now_ms(),
                         not_before: None,
                     });
                     messages += 1;
@@ -375,6 +377,7 @@ impl Queues {
             kept: persistent && !queue.temporary,
             paged: false,
             redeliveries: 0,
+            accepted_ms: now_ms(),
             not_before: None,
         };
         let queue = queue.clone();
@@ -602,6 +605,7 @@ impl Queues {
             kept: original.persistent && !target.temporary,
             paged: original.paged,
             redeliveries: 0,
+            accepted_ms: original.accepted_ms,
             not_before: None,
         };
         tracing::debug!(queue = %from.name, dead_letter_queue = %target.name, cause = %dead.cause, "message dead-lettered");

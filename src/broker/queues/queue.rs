@@ -33,6 +33,9 @@ pub(super) struct Entry {
     pub paged: bool,
     /// Times it came back after a delivery (ActiveMQ's `redeliveryCounter`).
     pub redeliveries: u32,
+    /// When the broker accepted it, ms since the Unix epoch (JMSTimestamp; for a message
+    /// recovered from the store: when it was recovered).
+    pub accepted_ms: u64,
     /// Not dispatched before this (a redelivery delay of the redelivery plugin).
     pub not_before: Option<Instant>,
 }
@@ -42,6 +45,7 @@ impl Entry {
         QueuedInfo {
             redeliveries: self.redeliveries,
             persistent: self.persistent,
+            accepted_ms: self.accepted_ms,
         }
     }
 
