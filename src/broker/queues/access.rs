@@ -28,23 +28,46 @@ impl Queues {
         action: Action,
         name: &str,
     ) -> Result<(), QueueRefusal> {
-        if !security.authorize_destination(principal, action, DestinationKind::Queue, name) {
+        self.may_use_kind(security, principal, action, DestinationKind::Queue, name)
+    }
+
+    /// [`Queues::may_use`] for temporary queue `name`, decided by the
+    /// `tempDestinationAuthorizationEntry` (ActiveMQ's rule: creating one needs its `admin`).
+    pub fn may_use_temporary(
+        &self,
+        security: &Security,
+        principal: &Principal,
+        action: Action,
+        name: &str,
+    ) -> Result<(), QueueRefusal> {
+        self.may_use_kind(security, principal, action, DestinationKind::TempQueue, name)
+    }
+
+    fn may_use_kind(
+        &self,
+        security: &Security,
+        principal: &Principal,
+        action: Action,
+        kind: DestinationKind,
+        name: &str,
+    ) -> Result<(), QueueRefusal> {
+        if !security.authorize_destination(principal, action, kind, name) {
             return Err(QueueRefusal::NotAuthorized);
         }
         if security.authorization_enabled()
             && !self.exists(name)
-            && !security.authorize_destination(
-                principal,
-                Action::Admin,
-                DestinationKind::Queue,
-                name,
-            )
+            && !security.authorize_destination(principal, Action::Admin, kind, name)
         {
+            let scheme = match kind {
+                DestinationKind::TempQueue => "temp-queue",
+                _ => "queue",
+            };
             tracing::info!(
                 user = %principal.user,
                 queue = %name,
-                "User {} is not authorized to create: queue://{}",
+                "User {} is not authorized to create: {}://{}",
                 principal.user,
+                scheme,
                 name
             );
             return Err(QueueRefusal::NotCreated);
