@@ -40,7 +40,13 @@ impl Queues {
         action: Action,
         name: &str,
     ) -> Result<(), QueueRefusal> {
-        self.may_use_kind(security, principal, action, DestinationKind::TempQueue, name)
+        self.may_use_kind(
+            security,
+            principal,
+            action,
+            DestinationKind::TempQueue,
+            name,
+        )
     }
 
     fn may_use_kind(
@@ -82,7 +88,6 @@ mod tests {
 
     use super::*;
     use crate::broker::durability::MemoryOnly;
-    use crate::broker::queues::QueuePolicies;
     use crate::broker::routing::memory::MemoryGauge;
 
     fn security() -> Security {
@@ -115,7 +120,7 @@ mod tests {
         let queues = Queues::new(
             Arc::new(MemoryOnly::default()),
             MemoryGauge::new(u64::MAX),
-            QueuePolicies::default(),
+            Default::default(),
         );
         let user = Principal {
             user: Arc::from("u"),

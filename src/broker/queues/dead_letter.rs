@@ -1,25 +1,31 @@
 //! The copy of a message that enters a dead-letter queue, as ActiveMQ makes it
-//! (`RegionBroker.sendToDeadLetterQueue`): no expiry any more (the strategy's `expiration` is
-//! 0 by default), the queue it came from (`original-destination` for STOMP) and why
+//! (`RegionBroker.sendToDeadLetterQueue`): no expiry any more, or the strategy's `expiration`
+//! from now (0, none, by default), the queue it came from (`original-destination` for STOMP) and why
 //! (`dlqDeliveryFailureCause`), as user properties, which STOMP shows as headers.
 
 use std::sync::Arc;
 
-use super::policy::{DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_INDIVIDUAL_QUEUE_PREFIX};
 use crate::broker::message::{Message, V5Extras};
+use crate::config::delivery_policy::{DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_DLQ_QUEUE_PREFIX};
 
 /// The header naming the destination a dead letter came from (ActiveMQ's STOMP name).
 pub const ORIGINAL_DESTINATION: &str = "original-destination";
 /// The property saying why (ActiveMQ's name).
 pub const FAILURE_CAUSE: &str = "dlqDeliveryFailureCause";
 
-/// `message` as it enters the dead-letter queue of `from` (a queue, ActiveMQ name).
-pub fn message(message: &Message, from: &str, cause: &str) -> Message {
+/// `message` as it enters the dead-letter queue of `from` (a queue, ActiveMQ name), expiring
+/// `expiration` after now when set.
+pub fn message(
+    message: &Message,
+    from: &str,
+    cause: &str,
+    expiration: Option<std::time::Duration>,
+) -> Message {
     let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
         properties: crate::protocol::Properties::default(),
         expires_at: None,
     });
-    extras.expires_at = None;
+    extras.expires_at = expiration.map(|after| std::time::Instant::now() + after);
     let props = &mut extras.properties.user_properties;
     props.retain(|(k, _)| k != ORIGINAL_DESTINATION && k != FAILURE_CAUSE);
     props.push((ORIGINAL_DESTINATION.into(), format!("/queue/{from}")));
@@ -33,7 +39,7 @@ pub fn message(message: &Message, from: &str, cause: &str) -> Message {
 /// A name ActiveMQ's default strategies give dead-letter queues: nothing is dead-lettered out
 /// of them (so a message refused there does not loop).
 pub fn looks_like_dead_letter_queue(name: &str) -> bool {
-    name == DEFAULT_DEAD_LETTER_QUEUE || name.starts_with(DEFAULT_INDIVIDUAL_QUEUE_PREFIX)
+    name == DEFAULT_DEAD_LETTER_QUEUE || name.starts_with(DEFAULT_DLQ_QUEUE_PREFIX)
 }
 
 #[cfg(test)]
@@ -57,8 +63,8 @@ mod tests {
                 expires_at: Some(now),
             })),
         };
-        let dead = message(&m, "orders", "expired");
-        let again = message(&dead, "orders", "NACK");
+        let dead = message(&m, "orders", "expired", None);
+        let again = message(&dead, "orders", "NACK", None);
         let v5 = again.v5.clone().expect("v5");
         assert_eq!(v5.expires_at, None);
         assert_eq!(
@@ -70,5 +76,17 @@ mod tests {
             ]
         );
         assert!(!again.is_expired(now));
+        let expiring = message(
+            &m,
+            "orders",
+            "NACK",
+            Some(std::time::Duration::from_secs(60)),
+        );
+        let left = expiring
+            .v5
+            .expect("v5")
+            .remaining_expiry_secs(std::time::Instant::now())
+            .expect("expires");
+        assert!((59..=60).contains(&left), "{left}");
     }
 }

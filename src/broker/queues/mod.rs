@@ -26,7 +26,6 @@
 pub mod access;
 mod consumer;
 mod dead_letter;
-pub mod policy;
 mod queue;
 
 use std::collections::HashMap;
@@ -36,11 +35,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 
 pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
-pub use policy::{QueuePolicies, QueuePolicy};
 pub use queue::{AckError, QueueCounts};
 
 use crate::broker::durability::{
@@ -50,6 +49,9 @@ use crate::broker::durability::{
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
+use crate::config::delivery_policy::{
+    DeadLetterReason, DeadLetterStrategy, DeliveryPolicy, Destination,
+};
 use crate::protocol::QoS;
 use queue::{Ctx, Entry, Outcome, QueueState};
 
@@ -69,11 +71,14 @@ pub enum SendError {
 pub struct Queue {
     name: Arc<str>,
     owner: QueueOwner,
-    policy: QueuePolicy,
+    /// The queue as the configuration names destinations (for its policies).
+    destination: Destination,
     /// A dead-letter queue (nothing is dead-lettered out of it, as in ActiveMQ).
     dead_letter_queue: AtomicBool,
     /// Its record exists in the durability engine (a commit declaring it succeeded).
     declared: AtomicBool,
+    /// The broker's delivery policy (shared by every queue).
+    policies: Arc<ArcSwap<DeliveryPolicy>>,
     /// A temporary queue (`/temp-queue/`): nothing of it is kept in the store, it ends with
     /// the connection that created it.
     temporary: bool,
@@ -99,9 +104,11 @@ impl Queue {
         &self,
         f: impl FnOnce(&mut QueueState, Instant, &Ctx<'_>, &mut Outcome) -> R,
     ) -> (R, Outcome) {
+        let policy = self.policies.load();
         let ctx = Ctx {
             name: &self.name,
-            policy: &self.policy,
+            destination: &self.destination,
+            policy: &policy,
             is_dead_letter_queue: self.dead_letter_queue.load(Ordering::Relaxed),
         };
         let mut out = Outcome::default();
@@ -128,7 +135,8 @@ pub struct Queues {
     queues: RwLock<HashMap<Arc<str>, Arc<Queue>>>,
     durability: Arc<dyn Durability>,
     memory: Arc<MemoryGauge>,
-    policies: QueuePolicies,
+    /// Dead letters, redelivery and prefetch (`Config.delivery`), swapped by a reload.
+    policies: Arc<ArcSwap<DeliveryPolicy>>,
     next_consumer: AtomicU64,
 }
 
@@ -150,16 +158,22 @@ impl Queues {
     pub fn new(
         durability: Arc<dyn Durability>,
         memory: Arc<MemoryGauge>,
-        policies: QueuePolicies,
+        policies: DeliveryPolicy,
     ) -> Arc<Queues> {
         Arc::new_cyclic(|me| Queues {
             me: me.clone(),
             queues: RwLock::new(HashMap::new()),
             durability,
             memory,
-            policies,
+            policies: Arc::new(ArcSwap::from_pointee(policies)),
             next_consumer: AtomicU64::new(1),
         })
+    }
+
+    /// A reloaded configuration's delivery policy (`ConfigDiff.delivery`): applies to what
+    /// happens next (a NACK, an expiry, a new consumer's default prefetch).
+    pub fn set_delivery_policy(&self, policy: DeliveryPolicy) {
+        self.policies.store(Arc::new(policy));
     }
 
     /// Does the queue `name` (ActiveMQ name) exist?
@@ -199,8 +213,17 @@ impl Queues {
 
     fn new_queue(&self, name: &str) -> Queue {
         let name: Arc<str> = Arc::from(name);
-        let policy = self.policies.for_queue(&name);
-        let own_dead_letter_queue = policy.dead_letter.queue_for(&name).as_deref() == Some(&*name);
+        let destination = Destination::queue(&*name);
+        let own_dead_letter_queue = self
+            .policies
+            .load()
+            .dead_letter_for(&destination)
+            .destination_for(&destination, true, DeadLetterReason::Rejected, None)
+            .is_none_or(|to| to == destination)
+            && !matches!(
+                self.policies.load().dead_letter_for(&destination),
+                DeadLetterStrategy::Discarding { .. }
+            );
         Queue {
             owner: QueueOwner::Queue(name.clone()),
             dead_letter_queue: AtomicBool::new(
@@ -209,7 +232,8 @@ impl Queues {
             declared: AtomicBool::new(false),
             temporary: false,
             state: Mutex::new(QueueState::new(QueueOwner::Queue(name.clone()))),
-            policy,
+            policies: self.policies.clone(),
+            destination,
             name,
         }
     }
@@ -600,7 +624,12 @@ impl Queues {
         let original = dead.entry;
         let entry = Entry {
             seq: self.durability.next_seq(),
-            message: dead_letter::message(&original.message, &from.name, &dead.cause),
+            message: dead_letter::message(
+                &original.message,
+                &from.name,
+                &dead.cause,
+                dead.expiration,
+            ),
             persistent: original.persistent,
             kept: original.persistent && !target.temporary,
             paged: original.paged,

@@ -11,9 +11,9 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
-use super::policy::QueuePolicy;
 use crate::broker::durability::{Change, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
+use crate::config::delivery_policy::{DeliveryPolicy, Destination, Rejection};
 
 /// How many waiting messages one dispatch passes over (no consumer's filter accepts them, or
 /// their redelivery delay runs) before it stops: the cost of a send stays bounded on a queue
@@ -67,6 +67,8 @@ pub(super) struct DeadLetter {
     pub target: Arc<str>,
     /// ActiveMQ's `dlqDeliveryFailureCause`.
     pub cause: String,
+    /// The strategy's `expiration`: the dead letter expires this long after it is moved.
+    pub expiration: Option<std::time::Duration>,
 }
 
 /// What the caller does once the queue's lock is released.
@@ -199,8 +201,10 @@ impl QueueState {
             id,
             prefetch: spec
                 .prefetch
-                .or(ctx.policy.prefetch)
-                .unwrap_or(super::policy::DEFAULT_QUEUE_PREFETCH)
+                .unwrap_or_else(|| {
+                    usize::try_from(ctx.policy.queue_prefetch_for(ctx.destination))
+                        .unwrap_or(usize::MAX)
+                })
                 .max(1),
             exclusive: spec.exclusive,
             filter: spec.filter,
@@ -388,36 +392,29 @@ impl QueueState {
         let Some(mut entry) = slot.delivered.remove(position) else {
             return Err(AckError::NotHeld(seq));
         };
-        let policy = ctx.policy;
-        if let Some(redelivery) = &policy.redelivery {
-            let allowed = redelivery
-                .maximum_redeliveries
-                .is_none_or(|max| entry.redeliveries < max);
-            if allowed {
+        match ctx.policy.after_rejection(
+            ctx.destination,
+            entry.persistent,
+            entry.redeliveries,
+            None,
+        ) {
+            Rejection::Redeliver { after } => {
                 entry.redeliveries = entry.redeliveries.saturating_add(1);
-                let at = now + redelivery.delay_before(entry.redeliveries);
+                let at = now + after;
                 entry.not_before = Some(at);
                 self.counts.redelivered += 1;
                 self.ready.insert(entry.seq, entry);
                 out.retry_at = Some(out.retry_at.map_or(at, |t| t.min(at)));
-                self.dispatch(now, ctx, out);
-                return Ok(());
             }
-            if !policy.dead_letter_after_retries {
-                self.discard(entry, out);
-                self.dispatch(now, ctx, out);
-                return Ok(());
+            Rejection::DeadLetter { to } => {
+                let cause = format!(
+                    "Delivery[{}] exceeds redelivery policy limit or was refused (NACK)",
+                    entry.redeliveries.saturating_add(1)
+                );
+                self.dead_letter(entry, Some(to), cause, ctx, out);
             }
-        } else if !policy.fallback_to_dead_letter {
-            self.discard(entry, out);
-            self.dispatch(now, ctx, out);
-            return Ok(());
+            Rejection::Discard => self.discard(entry, out),
         }
-        let cause = format!(
-            "Delivery[{}] exceeds redelivery policy limit or was refused (NACK)",
-            entry.redeliveries.saturating_add(1)
-        );
-        self.dead_letter(entry, cause, false, ctx, out);
         self.dispatch(now, ctx, out);
         Ok(())
     }
@@ -554,33 +551,42 @@ impl QueueState {
     /// kind, else dropped. Counted either way.
     fn expire(&mut self, entry: Entry, ctx: &Ctx<'_>, out: &mut Outcome) {
         self.counts.expired += 1;
-        self.dead_letter(entry, "expired".into(), true, ctx, out);
+        let to = ctx.policy.after_expiry(ctx.destination, entry.persistent);
+        self.dead_letter(entry, to, "expired".into(), ctx, out);
     }
 
-    /// To the dead-letter queue if the strategy takes it (and this is not a dead-letter queue
-    /// itself: ActiveMQ does not dead-letter out of one), else dropped.
+    /// To dead-letter destination `to` (the policy's answer; `None`: dropped), unless this
+    /// is a dead-letter queue itself: ActiveMQ does not dead-letter out of one.
     fn dead_letter(
         &mut self,
         entry: Entry,
+        to: Option<Destination>,
         cause: String,
-        expired: bool,
         ctx: &Ctx<'_>,
         out: &mut Outcome,
     ) {
-        let strategy = &ctx.policy.dead_letter;
-        let target = strategy
-            .takes(entry.persistent, expired)
-            .then(|| strategy.queue_for(ctx.name))
-            .flatten()
-            .filter(|_| !ctx.is_dead_letter_queue);
-        match target {
-            Some(target) => {
+        match to.filter(|_| !ctx.is_dead_letter_queue) {
+            Some(to) => {
+                if !to.is_queue_like() {
+                    tracing::warn!(
+                        queue = ctx.name,
+                        dead_letter_topic = %to.name,
+                        "a topic as dead-letter destination of a queue is served as a queue of that name"
+                    );
+                }
                 self.counts.dequeued += 1;
                 self.counts.dead_lettered += 1;
+                let expiration = ctx
+                    .policy
+                    .dead_letter_for(ctx.destination)
+                    .rules()
+                    .expiration_ms
+                    .map(std::time::Duration::from_millis);
                 out.dead_letters.push(DeadLetter {
                     entry,
-                    target,
+                    target: Arc::from(to.name),
                     cause,
+                    expiration,
                 });
             }
             None => self.discard(entry, out),
@@ -613,7 +619,9 @@ fn ctx_name(owner: &QueueOwner) -> &str {
 /// What the rules need to know about the queue besides its state.
 pub(super) struct Ctx<'a> {
     pub name: &'a str,
-    pub policy: &'a QueuePolicy,
+    /// The queue as the configuration names destinations.
+    pub destination: &'a Destination,
+    pub policy: &'a DeliveryPolicy,
     /// This queue is a dead-letter queue: nothing is dead-lettered out of it.
     pub is_dead_letter_queue: bool,
 }

@@ -7,16 +7,35 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::policy::{RedeliveryPlugin, RedeliveryPolicy};
 use super::*;
 use crate::broker::durability::{MemoryOnly, Recording};
 use crate::broker::message::V5Extras;
+use crate::config::delivery_policy::DeliveryPolicy;
 
 fn queues() -> Arc<Queues> {
-    queues_with(QueuePolicies::default())
+    queues_with(DeliveryPolicy::default())
 }
 
-fn queues_with(policies: QueuePolicies) -> Arc<Queues> {
+/// The delivery policy of a broker configured with `children` (`destinationPolicy`,
+/// `plugins`), as `config::compile` reads it.
+fn delivery_policy(children: &str) -> DeliveryPolicy {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+        <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+          {children}
+          <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+          </transportConnectors>
+        </broker></beans>"#
+    );
+    let options = crate::config::LoadOptions::default();
+    crate::config::load_str(&xml, std::path::Path::new("."), &options)
+        .config
+        .expect("config compiles")
+        .delivery
+}
+
+fn queues_with(policies: DeliveryPolicy) -> Arc<Queues> {
     Queues::new(
         Arc::new(MemoryOnly::default()),
         MemoryGauge::new(u64::MAX),
@@ -259,18 +278,15 @@ async fn a_refused_non_persistent_message_is_dropped_unless_process_non_persiste
     assert!(!queues.exists("ActiveMQ.DLQ"));
     assert_eq!(queues.stats("np").expect("stats").counts.discarded, 1);
 
-    let strategy = policy::DeadLetterStrategy {
-        target: policy::DeadLetterTarget::Individual {
-            prefix: Arc::from("DLQ."),
-            suffix: Arc::from(""),
-        },
-        process_non_persistent: true,
-        ..policy::DeadLetterStrategy::default()
-    };
-    let queues = queues_with(QueuePolicies {
-        entries: vec![(">".into(), Some(strategy), None)],
-        redelivery: None,
-    });
+    let queues = queues_with(delivery_policy(
+        r#"<destinationPolicy><policyMap><policyEntries>
+          <policyEntry queue=">">
+            <deadLetterStrategy>
+              <individualDeadLetterStrategy queuePrefix="DLQ." processNonPersistent="true"/>
+            </deadLetterStrategy>
+          </policyEntry>
+        </policyEntries></policyMap></destinationPolicy>"#,
+    ));
     let c = queues.subscribe("np", spec(10));
     send(&queues, "np", &["m"], QoS::AtMostOnce);
     let held = take(&c).await;
@@ -278,29 +294,21 @@ async fn a_refused_non_persistent_message_is_dropped_unless_process_non_persiste
     assert_eq!(payloads(&queues.browse("DLQ.np", 10)), ["m"]);
 }
 
-fn redelivery(max: u32, delay: Duration) -> QueuePolicies {
-    QueuePolicies {
-        entries: Vec::new(),
-        redelivery: Some(RedeliveryPlugin {
-            fallback_to_dead_letter: true,
-            send_to_dlq_if_max_retries_exceeded: true,
-            entries: vec![(
-                "retry.>".into(),
-                RedeliveryPolicy {
-                    maximum_redeliveries: Some(max),
-                    initial_delay: delay,
-                    delay,
-                    ..RedeliveryPolicy::default()
-                },
-            )],
-            default_entry: None,
-        }),
-    }
+/// A redelivery plugin: queues `retry.>` redelivered `max` times after `delay_ms`.
+fn redelivery(max: u32, delay_ms: u64) -> DeliveryPolicy {
+    delivery_policy(&format!(
+        r#"<plugins><redeliveryPlugin>
+          <redeliveryPolicyMap><redeliveryPolicyMap><redeliveryPolicyEntries>
+            <redeliveryPolicy queue="retry.>" maximumRedeliveries="{max}"
+              initialRedeliveryDelay="{delay_ms}" redeliveryDelay="{delay_ms}"/>
+          </redeliveryPolicyEntries></redeliveryPolicyMap></redeliveryPolicyMap>
+        </redeliveryPlugin></plugins>"#
+    ))
 }
 
 #[tokio::test]
 async fn the_redelivery_plugin_redelivers_after_its_delay_then_dead_letters() {
-    let queues = queues_with(redelivery(1, Duration::from_millis(50)));
+    let queues = queues_with(redelivery(1, 50));
     let s = spec(10);
     let wake = s.wake.clone();
     let c = queues.subscribe("retry.a", s);
@@ -386,7 +394,7 @@ async fn a_full_memory_refuses_the_send() {
     let queues = Queues::new(
         Arc::new(MemoryOnly::default()),
         MemoryGauge::new(1),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     queues
         .send("m", message("first", QoS::AtMostOnce))
@@ -413,7 +421,7 @@ async fn persistent_messages_are_queued_once_kept_and_removed_when_acknowledged(
     let queues = Queues::new(
         engine.clone(),
         MemoryGauge::new(u64::MAX),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     let c = queues.subscribe("p", spec(10));
     engine.hold_when(is_queue_message);
@@ -452,7 +460,7 @@ async fn a_refused_store_refuses_the_send_and_queues_nothing() {
     let queues = Queues::new(
         engine.clone(),
         MemoryGauge::new(u64::MAX),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     engine.refuse_with(Some(DurabilityError::Full("storeUsage".into())));
     let refused = queues.send("p", message("m", QoS::AtLeastOnce));
@@ -469,7 +477,7 @@ async fn a_dead_letter_move_is_one_commit() {
     let queues = Queues::new(
         engine.clone(),
         MemoryGauge::new(u64::MAX),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     let c = queues.subscribe("src", spec(10));
     send(&queues, "src", &["m"], QoS::AtLeastOnce);
@@ -529,7 +537,7 @@ async fn a_temporary_queue_keeps_nothing_in_the_store_and_ends_when_deleted() {
     let queues = Queues::new(
         engine.clone(),
         MemoryGauge::new(u64::MAX),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     assert!(queues
         .send_temporary("ID:c1:1", message("x", QoS::AtLeastOnce))
@@ -567,7 +575,7 @@ async fn deleting_a_queue_drops_its_messages_and_its_record() {
     let queues = Queues::new(
         engine.clone(),
         MemoryGauge::new(u64::MAX),
-        QueuePolicies::default(),
+        DeliveryPolicy::default(),
     );
     send(&queues, "gone", &["a"], QoS::AtLeastOnce);
     assert!(queues.delete("gone"));
@@ -582,10 +590,11 @@ async fn deleting_a_queue_drops_its_messages_and_its_record() {
 
 #[tokio::test]
 async fn without_a_prefetch_the_queue_policy_or_1000_applies() {
-    let queues = queues_with(QueuePolicies {
-        entries: vec![("small.>".into(), None, Some(2))],
-        redelivery: None,
-    });
+    let queues = queues_with(delivery_policy(
+        r#"<destinationPolicy><policyMap><policyEntries>
+          <policyEntry queue="small.>" queuePrefetch="2"/>
+        </policyEntries></policyMap></destinationPolicy>"#,
+    ));
     let default = |q: &Queues, name: &str| {
         q.subscribe(
             name,

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::broker::counters::Counters;
 use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionData};
 use crate::broker::message::Message;
-use crate::broker::queues::{QueuePolicies, Queues};
+use crate::broker::queues::Queues;
 use crate::broker::routing::destinations::DestinationMap;
 use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
 use crate::broker::routing::memory::MemoryGauge;
@@ -119,7 +119,7 @@ impl BrokerCore {
             subscriptions: RwLock::new(SubscriptionTree::new()),
             retained: RwLock::new(RetainedStore::default()),
             destinations: DestinationMap::default(),
-            queues: Queues::new(durability.clone(), memory.clone(), QueuePolicies::default()),
+            queues: Queues::new(durability.clone(), memory.clone(), config.delivery.clone()),
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),

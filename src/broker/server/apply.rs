@@ -67,6 +67,11 @@ impl BrokerApply {
                 .store(Arc::new(PendingLimits::from_policies(&new.policies)));
             tracing::info!("policy entries applied: new pending-message limits");
         }
+        if diff.delivery {
+            // Read at each NACK, expiry and new queue consumer from now on.
+            self.core.queues.set_delivery_policy(new.delivery.clone());
+            tracing::info!("delivery policy applied: dead letters, redelivery, queue prefetch");
+        }
         if let Some((_, strategy)) = diff.shared_strategy {
             // Read per message: the next message routed to a shared group uses it.
             self.core.shared_strategy.store(strategy);
