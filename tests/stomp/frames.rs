@@ -166,10 +166,10 @@ async fn a_malformed_frame_closes_only_its_connection() {
 }
 
 #[tokio::test]
-async fn queues_selectors_and_unserved_activemq_headers_are_refused() {
+async fn wildcard_queues_selectors_and_unserved_activemq_headers_are_refused() {
     let env = crate::broker().await;
     for headers in [
-        vec![("destination", "/queue/q"), ("id", "1")],
+        vec![("destination", "/queue/q.>"), ("id", "1")],
         vec![
             ("destination", "/topic/t"),
             ("id", "1"),

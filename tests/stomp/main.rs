@@ -11,6 +11,7 @@ mod client;
 mod durable;
 mod frames;
 mod python;
+mod queues;
 mod tls;
 mod topics;
 

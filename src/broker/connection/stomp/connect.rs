@@ -166,6 +166,7 @@ where
         heart_beat,
         page_in: None,
         transactions: None,
+        queues: None,
     };
     let mut connected = Frame::new(Command::Connected);
     if version != Version::V1_0 {

@@ -104,6 +104,7 @@ impl StompConn {
             }
             _ => self.temp_topic(&dest, Action::Write, frame)?,
         };
+        self.reply_temp_queue(frame)?;
         let rewritten;
         let frame = match self.reply_to_rewritten(frame) {
             Some(f) => {
@@ -165,7 +166,7 @@ impl StompConn {
     /// A SEND whose `reply-to` names this connection's temporary destination
     /// (`/temp-topic/x`, `/temp-queue/x`) carries the name others reach it by
     /// (`/remote-temp-topic/<connection>:x`), as ActiveMQ rewrites it. `None`: unchanged.
-    fn reply_to_rewritten(&self, frame: &Frame) -> Option<Frame> {
+    pub(super) fn reply_to_rewritten(&self, frame: &Frame) -> Option<Frame> {
         let reply_to = frame.header("reply-to")?;
         let remote = if let Some(local) = reply_to.strip_prefix("/temp-topic/") {
             format!(

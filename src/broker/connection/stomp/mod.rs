@@ -189,6 +189,8 @@ pub(crate) struct StompConn {
     page_in: Option<page_in::PageIn>,
     /// Open transactions (rare: boxed and allocated on the first BEGIN).
     transactions: Option<Box<frames::Transactions>>,
+    /// Queue subscriptions and temporary queues (boxed, allocated on first use).
+    queues: Option<Box<queue_route::QueueSubs>>,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.

@@ -1,30 +1,471 @@
-//! Queues (`/queue/x`, `/temp-queue/x`) as seen from a STOMP connection: the one place the
-//! queue engine is called from. Until it is served, every queue use is refused with an ERROR
-//! frame, never silently ignored.
+//! Queues (`/queue/x`, `/temp-queue/x`, `/remote-temp-queue/ID:...`) as seen from a STOMP
+//! connection: the one place the queue engine ([`crate::broker::queues`]) is called from.
+//!
+//! - SEND: `write` on the queue (`queue=` entries; creating it needs `admin`), then
+//!   [`Queues::send`]; the RECEIPT leaves once a persistent message is kept. A send the broker
+//!   cannot keep (`memoryUsage`, `storeUsage`) is an ERROR frame: nothing was accepted.
+//! - SUBSCRIBE: `read`, then a consumer of the queue with the subscription's
+//!   `activemq.prefetchSize` (else the queue's `queuePrefetch`, 1000), `activemq.exclusive`
+//!   and `selector`. Its wake-up is the connection's own.
+//! - ACK / NACK of a queue message: [`QueueConsumer::ack`] (`client`: cumulative) or
+//!   [`QueueConsumer::nack`] (ActiveMQ's poison ack: the dead-letter queue, or the
+//!   redelivery plugin's policy); the RECEIPT after the removal is kept.
+//! - UNSUBSCRIBE and the connection's end close the consumers: what they held unacknowledged
+//!   goes back to its queue, redelivered.
+//! - Temporary queues: `/temp-queue/x` names a queue of this connection (`<session>:x` in
+//!   the engine, as temporary topics are named), created on first use (a SEND, SUBSCRIBE or
+//!   `reply-to` naming it; `tempDestinationAuthorizationEntry` decides, with `admin` to
+//!   create) and deleted when the connection ends; a `reply-to:/temp-queue/x` of a SEND is
+//!   rewritten to `/remote-temp-queue/<session>:x` (as ActiveMQ does) so another client can
+//!   send the reply there; only the owning connection may consume from it.
 
-use crate::protocol::stomp::Frame;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
 
-use super::destination::Destination;
-use super::{Close, StompConn};
+use crate::broker::durability::{Commit, QueueSeq};
+use crate::broker::queues::{
+    ConsumerSpec, MessageFilter, QueueConsumer, QueueRefusal, QueuedInfo, SendError,
+};
+use crate::broker::selector::{DeliveryInfo, Selector};
+use crate::protocol::stomp::{Frame, Version};
+use crate::security::Action;
+
+use super::destination::{remote_temp_name, Destination};
+use super::mapping::{message_frame, message_of_send, Delivery};
+use super::subscribe::AckMode;
+use super::{Close, Ready, StompConn, OUT_HIGH_WATER_BYTES};
+
+/// Deliveries taken from one queue consumer per call.
+const PUMP_BATCH: usize = 64;
+
+/// This connection's queue subscriptions and temporary queues (allocated on first use).
+#[derive(Default)]
+pub(crate) struct QueueSubs {
+    subs: Vec<QueueSub>,
+    /// The client's temporary queue names -> the engine's (`ID:<session>:<name>`).
+    temporary: HashMap<String, Arc<str>>,
+}
+
+/// One subscription to a queue.
+struct QueueSub {
+    /// The client's `id` header.
+    id: String,
+    /// The destination as the client named it (the MESSAGE frames' `destination`).
+    destination: String,
+    ack: AckMode,
+    consumer: QueueConsumer,
+    /// (message number, queue entry) sent and not acknowledged, in delivery order.
+    unacked: VecDeque<(u64, QueueSeq)>,
+}
+
+/// The prefix of another connection's temporary queue (ActiveMQ's name for it in headers).
+pub(super) const REMOTE_TEMP_QUEUE: &str = "/remote-temp-queue/";
 
 impl StompConn {
-    /// A SEND to a queue destination.
-    pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
-        Err(Close::error(
-            format!("queues are not supported yet: {}", dest),
-            Some(frame),
-        ))
+    fn queue_subs(&mut self) -> &mut QueueSubs {
+        self.queues.get_or_insert_with(Box::default)
     }
 
-    /// A SUBSCRIBE to a queue destination.
+    /// Whether a queue subscription has this `id` (ids are unique over all subscriptions).
+    pub(super) fn has_queue_sub(&self, id: &str) -> bool {
+        self.queues
+            .as_ref()
+            .is_some_and(|q| q.subs.iter().any(|s| s.id == id))
+    }
+
+    /// The engine's name of this connection's temporary queue `name`, created (after the
+    /// temporary-destination authorization) when new.
+    fn own_temporary(&mut self, name: &str, frame: &Frame) -> Result<Arc<str>, Close> {
+        if let Some(full) = self.queues.as_ref().and_then(|q| q.temporary.get(name)) {
+            return Ok(full.clone());
+        }
+        let full: Arc<str> = Arc::from(remote_temp_name(&self.session_name, name));
+        let security = self.core.current_security();
+        self.core
+            .queues
+            .may_use_temporary(&security, &self.principal, Action::Admin, &full)
+            .map_err(|r| refused(r, &self.principal.user, "temp-queue", &full, frame))?;
+        self.core.queues.create_temporary(&full);
+        self.queue_subs()
+            .temporary
+            .insert(name.to_owned(), full.clone());
+        Ok(full)
+    }
+
+    /// A SEND whose `reply-to` is `/temp-queue/x` creates that temporary queue of this
+    /// connection (as ActiveMQ does when it rewrites the header), so the reply has a queue to
+    /// go to before this client subscribes to it.
+    pub(super) fn reply_temp_queue(&mut self, frame: &Frame) -> Result<(), Close> {
+        if let Some(name) = frame
+            .header("reply-to")
+            .and_then(|r| r.strip_prefix("/temp-queue/"))
+        {
+            let name = name.to_owned();
+            self.own_temporary(&name, frame)?;
+        }
+        Ok(())
+    }
+
+    /// A SEND to a queue destination.
+    pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
+        self.reply_temp_queue(frame)?;
+        let frame = self
+            .reply_to_rewritten(frame)
+            .unwrap_or_else(|| frame.clone());
+        let security = self.core.current_security();
+        let (name, temporary) = match dest {
+            Destination::Queue(name) => {
+                check_name(name, &frame)?;
+                self.core
+                    .queues
+                    .may_use(&security, &self.principal, Action::Write, name)
+                    .map_err(|r| refused(r, &self.principal.user, "queue", name, &frame))?;
+                (Arc::from(name.as_str()), false)
+            }
+            Destination::TempQueue(name) => (self.own_temporary(name, &frame)?, true),
+            Destination::RemoteTempQueue(name) => {
+                if !self.core.queues.is_temporary(name) {
+                    return Err(Close::error(
+                        format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
+                        Some(&frame),
+                    ));
+                }
+                self.core
+                    .queues
+                    .may_use_temporary(&security, &self.principal, Action::Write, name)
+                    .map_err(|r| refused(r, &self.principal.user, "temp-queue", name, &frame))?;
+                (Arc::from(name.as_str()), true)
+            }
+            Destination::Topic(_) | Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
+                return Err(Close::error("not a queue destination", Some(&frame)))
+            }
+        };
+        drop(security);
+        let message = message_of_send(&frame, name.clone(), Instant::now());
+        self.core.counters.messages_in();
+        let sent = if temporary {
+            self.core
+                .queues
+                .send_temporary(&name, message)
+                .unwrap_or_else(|| {
+                    Err(SendError::Durability(
+                        crate::broker::durability::DurabilityError::Unavailable(
+                            "the temporary queue was deleted".into(),
+                        ),
+                    ))
+                })
+        } else {
+            self.core.queues.send(&name, message)
+        };
+        match sent {
+            Ok(commit) => {
+                self.after_commit(commit, Self::receipt_for(&frame), "message not stored");
+                Ok(())
+            }
+            Err(e) => Err(Close::error(
+                format!("message to queue://{name} refused: {e}"),
+                Some(&frame),
+            )),
+        }
+    }
+
+    /// Send `receipt` (if any) once `commit` is done, in order with what waits already; a
+    /// failed commit closes the connection with an ERROR saying `what`.
+    fn after_commit(&mut self, commit: Commit, receipt: Option<Frame>, what: &'static str) {
+        match commit {
+            Commit::Done(Ok(())) => {
+                if let Some(receipt) = receipt {
+                    self.send_ordered(receipt);
+                }
+            }
+            commit => self.pending.push_back(Box::pin(async move {
+                match commit.wait().await {
+                    Ok(()) => Ready {
+                        frames: receipt.into_iter().collect(),
+                        ..Ready::default()
+                    },
+                    Err(e) => Ready {
+                        fail: Some(Close::error(format!("{what}: {e}"), None)),
+                        ..Ready::default()
+                    },
+                }
+            })),
+        }
+    }
+
+    /// A SUBSCRIBE to a queue destination (`id` and `ack` already checked by the caller).
     pub(super) fn queue_subscribe(
         &mut self,
         dest: &Destination,
         frame: &Frame,
+        id: String,
+        ack: AckMode,
     ) -> Result<(), Close> {
-        Err(Close::error(
-            format!("queues are not supported yet: {}", dest),
+        if self.has_queue_sub(&id) {
+            return Err(Close::error(
+                format!("Duplicate subscription id: {id}"),
+                Some(frame),
+            ));
+        }
+        let security = self.core.current_security();
+        let (name, destination) = match dest {
+            Destination::Queue(name) => {
+                check_name(name, frame)?;
+                self.core
+                    .queues
+                    .may_use(&security, &self.principal, Action::Read, name)
+                    .map_err(|r| refused(r, &self.principal.user, "queue", name, frame))?;
+                (Arc::from(name.as_str()), format!("/queue/{name}"))
+            }
+            Destination::TempQueue(name) => {
+                drop(security);
+                (
+                    self.own_temporary(name, frame)?,
+                    format!("/temp-queue/{name}"),
+                )
+            }
+            Destination::RemoteTempQueue(name) => {
+                let own = self
+                    .queues
+                    .as_ref()
+                    .is_some_and(|q| q.temporary.values().any(|n| **n == **name));
+                if !own {
+                    return Err(Close::error(
+                        format!("Cannot subscribe to a remote temporary destination: {name}"),
+                        Some(frame),
+                    ));
+                }
+                (
+                    Arc::from(name.as_str()),
+                    format!("{REMOTE_TEMP_QUEUE}{name}"),
+                )
+            }
+            Destination::Topic(_) | Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
+                return Err(Close::error("not a queue destination", Some(frame)))
+            }
+        };
+        let prefetch = match frame.header("activemq.prefetchSize") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        Close::error(
+                            format!("activemq.prefetchSize {v:?} is not a positive number"),
+                            Some(frame),
+                        )
+                    })?,
+            ),
+        };
+        let exclusive = match frame.header("activemq.exclusive") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Close::error(
+                    format!("activemq.exclusive {other:?} is not true or false"),
+                    Some(frame),
+                ))
+            }
+        };
+        let filter = match frame.header("selector") {
+            None => None,
+            Some(text) => {
+                let selector = Selector::parse_stomp(text)
+                    .map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+                Some(selector_filter(selector, &name))
+            }
+        };
+        let consumer = self.core.queues.subscribe(
+            &name,
+            ConsumerSpec {
+                prefetch,
+                exclusive,
+                filter,
+                wake: self.wake.clone(),
+            },
+        );
+        self.queue_subs().subs.push(QueueSub {
+            id,
+            destination,
+            ack,
+            consumer,
+            unacked: VecDeque::new(),
+        });
+        self.out.pump_wanted = true;
+        self.receipt(frame);
+        Ok(())
+    }
+
+    /// UNSUBSCRIBE of queue subscription `id`: `false` when there is none. What it held goes
+    /// back to its queue.
+    pub(super) fn queue_unsubscribe(&mut self, id: &str) -> bool {
+        let Some(subs) = self.queues.as_mut() else {
+            return false;
+        };
+        let Some(at) = subs.subs.iter().position(|s| s.id == id) else {
+            return false;
+        };
+        subs.subs.remove(at).consumer.close();
+        true
+    }
+
+    /// The connection ends: its queue consumers close (unacknowledged messages go back,
+    /// redelivered) and its temporary queues are deleted.
+    pub(super) fn release_queues(&mut self) {
+        let Some(subs) = self.queues.take() else {
+            return;
+        };
+        for sub in subs.subs {
+            sub.consumer.close();
+        }
+        for name in subs.temporary.values() {
+            self.core.queues.delete(name);
+        }
+    }
+
+    /// Move messages the queue engine dispatched to this connection's consumers into MESSAGE
+    /// frames, until the output high-water mark.
+    pub(super) fn pump_queues(&mut self) {
+        let Some(mut subs) = self.queues.take() else {
+            return;
+        };
+        let now = Instant::now();
+        'subs: for sub in &mut subs.subs {
+            loop {
+                if self.out.bytes >= OUT_HIGH_WATER_BYTES {
+                    self.out.pump_wanted = true;
+                    break 'subs;
+                }
+                let Ok(batch) = sub.consumer.take(PUMP_BATCH) else {
+                    break;
+                };
+                let taken = batch.len();
+                for delivery in batch {
+                    self.next_message_id += 1;
+                    let n = self.next_message_id;
+                    let message_id = format!("{}:{n}", self.session_name);
+                    let ack_header = (sub.ack != AckMode::Auto && self.version == Version::V1_2)
+                        .then_some(message_id.as_str());
+                    let mut frame = message_frame(
+                        &delivery.message,
+                        &Delivery {
+                            session: &self.session_name,
+                            subscription: &sub.id,
+                            message_id: &message_id,
+                            ack: ack_header,
+                            qos: delivery.message.qos,
+                            redelivered: delivery.redelivered,
+                        },
+                        now,
+                    );
+                    set_header(&mut frame, "destination", &sub.destination);
+                    self.send(&frame);
+                    self.core.counters.add_messages_out(1);
+                    if sub.ack == AckMode::Auto {
+                        // Acknowledged as sent (ActiveMQ's auto ack); kept in the background.
+                        let _ = sub.consumer.ack(delivery.seq);
+                    } else {
+                        sub.unacked.push_back((n, delivery.seq));
+                    }
+                }
+                if taken < PUMP_BATCH {
+                    break;
+                }
+            }
+        }
+        self.queues = Some(subs);
+    }
+
+    /// ACK or NACK of message number `n` if it is a queue message: `Ok(false)` when it is
+    /// not one of this connection's queue deliveries.
+    pub(super) fn queue_ack(&mut self, n: u64, frame: &Frame) -> Result<bool, Close> {
+        let Some(subs) = self.queues.as_mut() else {
+            return Ok(false);
+        };
+        let found = subs.subs.iter().enumerate().find_map(|(i, s)| {
+            s.unacked
+                .iter()
+                .position(|(number, _)| *number == n)
+                .map(|at| (i, at))
+        });
+        let Some((index, at)) = found else {
+            return Ok(false);
+        };
+        let sub = &mut subs.subs[index];
+        let seq = sub.unacked[at].1;
+        let nack = frame.command == crate::protocol::stomp::Command::Nack;
+        let result = if nack {
+            sub.unacked.remove(at);
+            sub.consumer.nack(seq)
+        } else if sub.ack == AckMode::Client {
+            sub.unacked.drain(..=at);
+            sub.consumer.ack_through(seq)
+        } else {
+            sub.unacked.remove(at);
+            sub.consumer.ack(seq)
+        };
+        let commit = result.map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        self.out.pump_wanted = true;
+        self.after_commit(
+            commit,
+            Self::receipt_for(frame),
+            "acknowledgement not stored",
+        );
+        Ok(true)
+    }
+}
+
+/// A queue name a client may send to or consume from: no wildcards (ActiveMQ composes
+/// wildcard destinations; ferromq does not).
+fn check_name(name: &str, frame: &Frame) -> Result<(), Close> {
+    if name.split('.').any(|level| level == "*" || level == ">") {
+        return Err(Close::error(
+            format!("wildcard queue destinations are not supported: /queue/{name}"),
             Some(frame),
-        ))
+        ));
+    }
+    Ok(())
+}
+
+/// The ERROR of a refused queue use, in ActiveMQ's words.
+fn refused(refusal: QueueRefusal, user: &str, scheme: &str, name: &str, frame: &Frame) -> Close {
+    let what = match (refusal, frame.command) {
+        (QueueRefusal::NotCreated, _) => "create",
+        (QueueRefusal::NotAuthorized, crate::protocol::stomp::Command::Send) => "write to",
+        (QueueRefusal::NotAuthorized, _) => "read from",
+    };
+    Close::error(
+        format!("User {user} is not authorized to {what}: {scheme}://{name}"),
+        Some(frame),
+    )
+}
+
+/// A consumer filter from a STOMP selector, evaluated on queue `name`.
+fn selector_filter(selector: Selector, name: &str) -> Arc<dyn MessageFilter> {
+    let destination = format!("queue://{name}");
+    Arc::new(
+        move |message: &crate::broker::message::Message, info: &QueuedInfo| {
+            selector.matches(
+                message,
+                &DeliveryInfo {
+                    redelivery_count: info.redeliveries,
+                    message_id: None,
+                    timestamp_ms: info.accepted_ms,
+                    destination: Some(&destination),
+                },
+            )
+        },
+    )
+}
+
+/// Replace the value of header `name` (it is there once: the frame was built so).
+fn set_header(frame: &mut Frame, name: &str, value: &str) {
+    for (n, v) in &mut frame.headers {
+        if n == name {
+            value.clone_into(v);
+        }
     }
 }

@@ -96,7 +96,7 @@ impl StompConn {
                 ))
             }
         };
-        if self.subs.iter().any(|s| s.id == id) {
+        if self.subs.iter().any(|s| s.id == id) || self.has_queue_sub(&id) {
             return Err(Close::error(
                 format!("Duplicate subscription id: {id}"),
                 Some(frame),
@@ -127,7 +127,7 @@ impl StompConn {
             })?,
         };
         if dest.is_queue() {
-            return self.queue_subscribe(&dest, frame);
+            return self.queue_subscribe(&dest, frame, id, ack);
         }
         let filter = match &dest {
             Destination::Topic(name) => {
@@ -326,6 +326,10 @@ impl StompConn {
             }
         };
         let Some(at) = self.subs.iter().position(|s| s.id == id) else {
+            if self.queue_unsubscribe(id) {
+                self.receipt(frame);
+                return Ok(());
+            }
             return Err(Close::error(
                 format!("No subscription matched: {id}"),
                 Some(frame),
@@ -377,6 +381,7 @@ impl StompConn {
         for sub in std::mem::take(&mut self.subs) {
             self.end_sub(sub);
         }
+        self.release_queues();
     }
 
     /// Move deliveries from the subscriptions' queues into MESSAGE frames, within each
@@ -485,6 +490,7 @@ impl StompConn {
                 }
             }
         }
+        self.pump_queues();
         Ok(())
     }
 
@@ -516,6 +522,11 @@ impl StompConn {
             })
         });
         let Some((index, at)) = found else {
+            if let Some(n) = number {
+                if self.queue_ack(n, frame)? {
+                    return Ok(());
+                }
+            }
             return Err(Close::error(
                 format!(
                     "Unexpected {} received for message-id [{id}]",
