@@ -276,3 +276,79 @@ async fn queue_authorization_entries_govern_queues() {
         ]
     );
 }
+
+const TRANSACTIONS: &str = r#"
+c, l = client()
+subscribe(c, l, "/queue/tx", "1", ack="client-individual")
+t = c.begin()
+c.send(destination="/queue/tx", body="aborted", transaction=t)
+c.abort(t, receipt="aborted")
+receipt(l, "aborted")
+t = c.begin()
+c.send(destination="/queue/tx", body="committed", transaction=t)
+try:
+    print("before commit", l.messages.get(timeout=0.3).body)
+except queue.Empty:
+    print("nothing before commit")
+c.commit(t, receipt="committed")
+receipt(l, "committed")
+m = l.messages.get(timeout=5)
+print(m.body)
+# An acknowledgement in an aborted transaction never happened.
+t = c.begin()
+c.ack(m.headers["ack"], transaction=t)
+c.abort(t)
+c.disconnect()
+c, l = client()
+subscribe(c, l, "/queue/tx", "1", ack="client-individual")
+m = l.messages.get(timeout=5)
+print(m.body, m.headers.get("redelivered", "false"))
+t = c.begin()
+c.ack(m.headers["ack"], transaction=t)
+c.commit(t, receipt="acked")
+receipt(l, "acked")
+c.disconnect()
+c, l = client()
+subscribe(c, l, "/queue/tx", "1")
+try:
+    print("unexpected", l.messages.get(timeout=0.3).body)
+except queue.Empty:
+    print("empty")
+"#;
+
+#[tokio::test]
+async fn queue_sends_and_acks_in_transactions_happen_at_commit_only() {
+    let env = crate::broker().await;
+    let lines = python(TRANSACTIONS, port(&env)).await;
+    assert_eq!(
+        lines,
+        [
+            "nothing before commit",
+            "committed",
+            "committed true",
+            "empty"
+        ]
+    );
+}
+
+const EXCLUSIVE: &str = r#"
+plain, pl = client()
+subscribe(plain, pl, "/queue/ex", "p")
+owner, ol = client()
+subscribe(owner, ol, "/queue/ex", "o", **{"activemq.exclusive": "true"})
+p, ppl = client()
+for n in range(1, 5):
+    send(p, ppl, "/queue/ex", str(n))
+print(",".join(ol.messages.get(timeout=5).body for _ in range(4)))
+print(pl.messages.empty())
+owner.disconnect()
+send(p, ppl, "/queue/ex", "5")
+print(pl.messages.get(timeout=5).body)
+"#;
+
+#[tokio::test]
+async fn an_exclusive_consumer_gets_every_message_while_it_lives() {
+    let env = crate::broker().await;
+    let lines = python(EXCLUSIVE, port(&env)).await;
+    assert_eq!(lines, ["1,2,3,4", "True", "5"]);
+}
