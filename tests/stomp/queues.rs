@@ -352,3 +352,53 @@ async fn an_exclusive_consumer_gets_every_message_while_it_lives() {
     let lines = python(EXCLUSIVE, port(&env)).await;
     assert_eq!(lines, ["1,2,3,4", "True", "5"]);
 }
+
+/// A SEND to a queue while `memoryUsage` is full is held (the connection stops reading) and
+/// completes, RECEIPT and all, once a consumer frees memory: nothing is refused or dropped.
+#[tokio::test]
+async fn a_send_past_memory_usage_waits_for_room_then_completes() {
+    let env = crate::broker_with(
+        r#"<systemUsage><systemUsage>
+             <memoryUsage><memoryUsage limit="4 kb"/></memoryUsage>
+           </systemUsage></systemUsage>"#,
+    )
+    .await;
+    let body = "x".repeat(1000);
+    let mut producer = env.connected(&[]).await;
+    // Each message costs its body, name and 128 bytes: the fourth one reaches the limit.
+    for n in 1..=5 {
+        let receipt = format!("r{n}");
+        producer
+            .send(
+                "SEND",
+                &[("destination", "/queue/full"), ("receipt", &receipt)],
+                &body,
+            )
+            .await;
+    }
+    for n in 1..=4 {
+        let receipt = producer.recv().await;
+        assert_eq!(receipt.header("receipt-id"), Some(format!("r{n}").as_str()));
+    }
+    assert!(
+        producer
+            .recv_within(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the fifth SEND is held"
+    );
+    let mut consumer = env.connected(&[]).await;
+    consumer
+        .send(
+            "SUBSCRIBE",
+            &[("destination", "/queue/full"), ("id", "c")],
+            "",
+        )
+        .await;
+    // The fifth MESSAGE exists only once the held SEND went through.
+    for _ in 0..5 {
+        assert_eq!(consumer.recv().await.command, "MESSAGE");
+    }
+    let held = producer.recv().await;
+    assert_eq!(held.header("receipt-id"), Some("r5"));
+}

@@ -23,10 +23,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::broker::durability::{Commit, QueueSeq};
+use crate::broker::connection::flow_control::HELD_RETRY;
+use crate::broker::durability::{Commit, DurabilityError, QueueSeq};
+use crate::broker::message::Message;
 use crate::broker::queues::{
-    ConsumerSpec, MessageFilter, QueueConsumer, QueueRefusal, QueuedInfo, SendError,
+    ConsumerSpec, MessageFilter, QueueConsumer, QueueRefusal, QueuedInfo, Queues, SendError,
 };
+use crate::broker::runtime::Refusal;
 use crate::broker::selector::{DeliveryInfo, Selector};
 use crate::protocol::stomp::{Frame, Version};
 use crate::security::Action;
@@ -144,23 +147,19 @@ impl StompConn {
         drop(security);
         let message = message_of_send(&frame, name.clone(), Instant::now());
         self.core.counters.messages_in();
-        let sent = if temporary {
-            self.core
-                .queues
-                .send_temporary(&name, message)
-                .unwrap_or_else(|| {
-                    Err(SendError::Durability(
-                        crate::broker::durability::DurabilityError::Unavailable(
-                            "the temporary queue was deleted".into(),
-                        ),
-                    ))
-                })
-        } else {
-            self.core.queues.send(&name, message)
-        };
+        let sent = send_to(&self.core.queues, &name, temporary, message.clone());
         match sent {
             Ok(commit) => {
                 self.after_commit(commit, Self::receipt_for(&frame), "message not stored");
+                Ok(())
+            }
+            Err(SendError::MemoryFull) => {
+                self.hold_queue_send(name, temporary, message, &frame, Refusal::MemoryFull);
+                Ok(())
+            }
+            Err(SendError::Durability(e @ DurabilityError::Full(_))) => {
+                let refusal = Refusal::Durability(e);
+                self.hold_queue_send(name, temporary, message, &frame, refusal);
                 Ok(())
             }
             Err(e) => Err(Close::error(
@@ -168,6 +167,59 @@ impl StompConn {
                 Some(&frame),
             )),
         }
+    }
+
+    /// A SEND that `memoryUsage` or `storeUsage` stopped: reading stops (producer flow
+    /// control, as for topics) and it is tried again until the queue takes it, or refused
+    /// with an ERROR past `sendFailIfNoSpace[AfterTimeout]`.
+    fn hold_queue_send(
+        &mut self,
+        name: Arc<str>,
+        temporary: bool,
+        message: Message,
+        frame: &Frame,
+        refusal: Refusal,
+    ) {
+        self.core.count_held(&name, &refusal);
+        self.held += 1;
+        let receipt = Self::receipt_for(frame);
+        let core = self.core.clone();
+        let deadline = self
+            .core
+            .send_fail_after
+            .lock()
+            .map(|d| tokio::time::Instant::now() + d);
+        self.pending.push_back(Box::pin(async move {
+            let fail = |why: String| Ready {
+                fail: Some(Close::error(why, None)),
+                released_hold: true,
+                ..Ready::default()
+            };
+            let commit = loop {
+                if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    return fail(format!(
+                        "the broker's memory or store limit is reached: message to \
+                         queue://{name} refused"
+                    ));
+                }
+                tokio::time::sleep(HELD_RETRY).await;
+                match send_to(&core.queues, &name, temporary, message.clone()) {
+                    Ok(commit) => break commit,
+                    Err(
+                        SendError::MemoryFull | SendError::Durability(DurabilityError::Full(_)),
+                    ) => {}
+                    Err(e) => return fail(format!("message to queue://{name} refused: {e}")),
+                }
+            };
+            match commit.wait().await {
+                Ok(()) => Ready {
+                    frames: receipt.into_iter().collect(),
+                    released_hold: true,
+                    ..Ready::default()
+                },
+                Err(e) => fail(format!("message not stored: {e}")),
+            }
+        }));
     }
 
     /// Send `receipt` (if any) once `commit` is done, in order with what waits already; a
@@ -416,6 +468,23 @@ impl StompConn {
         );
         Ok(true)
     }
+}
+
+/// Send `message` to queue `name` (a temporary one: it must still exist).
+fn send_to(
+    queues: &Queues,
+    name: &str,
+    temporary: bool,
+    message: Message,
+) -> Result<Commit, SendError> {
+    if !temporary {
+        return queues.send(name, message);
+    }
+    queues.send_temporary(name, message).unwrap_or_else(|| {
+        Err(SendError::Durability(DurabilityError::Unavailable(
+            "the temporary queue was deleted".into(),
+        )))
+    })
 }
 
 /// A queue name a client may send to or consume from: no wildcards (ActiveMQ composes
