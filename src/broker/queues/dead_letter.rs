@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use crate::broker::message::{Message, V5Extras};
-use crate::config::delivery_policy::{DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_DLQ_QUEUE_PREFIX};
 
 /// The header naming the destination a dead letter came from (ActiveMQ's STOMP name).
 pub const ORIGINAL_DESTINATION: &str = "original-destination";
@@ -34,12 +33,6 @@ pub fn message(
         v5: Some(Arc::new(extras)),
         ..message.clone()
     }
-}
-
-/// A name ActiveMQ's default strategies give dead-letter queues: nothing is dead-lettered out
-/// of them (so a message refused there does not loop).
-pub fn looks_like_dead_letter_queue(name: &str) -> bool {
-    name == DEFAULT_DEAD_LETTER_QUEUE || name.starts_with(DEFAULT_DLQ_QUEUE_PREFIX)
 }
 
 #[cfg(test)]

@@ -49,9 +49,7 @@ use crate::broker::durability::{
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
-use crate::config::delivery_policy::{
-    DeadLetterReason, DeadLetterStrategy, DeliveryPolicy, Destination,
-};
+use crate::config::delivery_policy::{DeliveryPolicy, Destination};
 use crate::protocol::QoS;
 use queue::{Ctx, Entry, Outcome, QueueState};
 
@@ -214,21 +212,14 @@ impl Queues {
     fn new_queue(&self, name: &str) -> Queue {
         let name: Arc<str> = Arc::from(name);
         let destination = Destination::queue(&*name);
-        let own_dead_letter_queue = self
+        // A dead-letter queue by configuration (also flagged when a strategy first uses one).
+        let dead_letter_queue = self
             .policies
             .load()
-            .dead_letter_for(&destination)
-            .destination_for(&destination, true, DeadLetterReason::Rejected, None)
-            .is_none_or(|to| to == destination)
-            && !matches!(
-                self.policies.load().dead_letter_for(&destination),
-                DeadLetterStrategy::Discarding { .. }
-            );
+            .is_dead_letter_destination(&destination);
         Queue {
             owner: QueueOwner::Queue(name.clone()),
-            dead_letter_queue: AtomicBool::new(
-                own_dead_letter_queue || dead_letter::looks_like_dead_letter_queue(&name),
-            ),
+            dead_letter_queue: AtomicBool::new(dead_letter_queue),
             declared: AtomicBool::new(false),
             temporary: false,
             state: Mutex::new(QueueState::new(QueueOwner::Queue(name.clone()))),
