@@ -14,7 +14,10 @@ const REFUSED_ON_SUBSCRIBE: &[(&str, &str)] = &[
         "activemq.maximumPendingMessageLimit is not supported: the pending limit of a topic \
          subscription comes from the destination policy (pendingMessageLimitStrategy)",
     ),
-    ("browser", "browser subscriptions are only for queues"),
+    (
+        "browser",
+        "browser subscriptions (queue browsing) are not supported",
+    ),
     (
         "transformation",
         "message transformations (transformation header) are not supported",
