@@ -402,3 +402,106 @@ async fn a_send_past_memory_usage_waits_for_room_then_completes() {
     let held = producer.recv().await;
     assert_eq!(held.header("receipt-id"), Some("r5"));
 }
+
+/// The `ferromq` binary with a store and a STOMP connector on `port` (config in `dir`).
+fn spawn_durable(dir: &std::path::Path, port: u16) -> crate::support::ChildGuard {
+    let config = dir.join("activemq.xml");
+    let xml = crate::support::BrokerXml::new()
+        .name("crash")
+        .kahadb(&dir.join("kahadb"))
+        .connector("stomp", &format!("stomp://127.0.0.1:{port}"))
+        .build();
+    std::fs::write(&config, xml).expect("write config");
+    crate::support::ChildGuard(crate::support::wire::spawn_broker(&config))
+}
+
+/// A connected STOMP client, once the broker listens on `port`.
+async fn connect_when_up(port: u16) -> crate::client::StompClient {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = crate::client::StompClient::tcp(addr).await;
+    c.connect(&[]).await;
+    c
+}
+
+/// A persistent SEND whose RECEIPT came and an ACK whose RECEIPT came are both kept through
+/// a SIGKILL of the broker: after the restart the queue holds exactly the messages that were
+/// received and not acknowledged, in order.
+#[tokio::test]
+async fn receipted_sends_and_acks_survive_a_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::free_port();
+    let mut broker = spawn_durable(dir.path(), port);
+    let mut producer = connect_when_up(port).await;
+    for n in 0..20 {
+        let (body, receipt) = (n.to_string(), format!("s{n}"));
+        producer
+            .send(
+                "SEND",
+                &[
+                    ("destination", "/queue/crash"),
+                    ("persistent", "true"),
+                    ("receipt", &receipt),
+                ],
+                &body,
+            )
+            .await;
+        assert_eq!(producer.recv().await.header("receipt-id"), Some(&*receipt));
+    }
+    let mut consumer = connect_when_up(port).await;
+    consumer
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/queue/crash"),
+                ("id", "c"),
+                ("ack", "client-individual"),
+            ],
+            "",
+        )
+        .await;
+    let mut acks = Vec::new();
+    for n in 0..20 {
+        let m = consumer.recv().await;
+        assert_eq!(m.body_text(), n.to_string());
+        acks.push(m.header("ack").expect("ack header").to_owned());
+    }
+    for (n, id) in acks.iter().take(10).enumerate() {
+        let receipt = format!("a{n}");
+        consumer
+            .send("ACK", &[("id", id), ("receipt", &receipt)], "")
+            .await;
+        assert_eq!(consumer.recv().await.header("receipt-id"), Some(&*receipt));
+    }
+    broker.kill().expect("SIGKILL");
+    broker.wait().expect("reaped");
+
+    let _broker = spawn_durable(dir.path(), port);
+    let mut consumer = connect_when_up(port).await;
+    consumer
+        .send(
+            "SUBSCRIBE",
+            &[("destination", "/queue/crash"), ("id", "c")],
+            "",
+        )
+        .await;
+    for n in 10..20 {
+        let m = consumer.recv().await;
+        assert_eq!(m.body_text(), n.to_string());
+        assert_eq!(m.header("persistent"), Some("true"));
+    }
+    assert!(
+        consumer
+            .recv_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "acknowledged messages stay gone"
+    );
+}
