@@ -8,5 +8,6 @@ mod broker;
 mod broker_tls;
 mod diff;
 mod memory_limit;
+mod queues;
 mod reloader;
 mod watcher;
