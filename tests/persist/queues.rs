@@ -246,3 +246,82 @@ async fn a_long_queue_comes_back_paged_and_is_read_back_on_delivery() {
     drop((c, q));
     broker.shutdown().await;
 }
+
+/// Takes every message of `consumer` until `count` arrived, waiting on `wake` while payloads
+/// are read back; acknowledges each.
+async fn take_all(consumer: &QueueConsumer, wake: &Notify, count: usize) -> Vec<String> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let batch = consumer.take(200).expect("taken");
+        if batch.is_empty() {
+            tokio::time::timeout(Duration::from_secs(10), wake.notified())
+                .await
+                .expect("paged payloads read back");
+            continue;
+        }
+        for d in &batch {
+            consumer.ack(d.seq).expect("ack");
+        }
+        got.extend(payloads(&batch));
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_long_live_queue_keeps_only_envelopes_beyond_1000_waiting_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path(), "").await;
+    let q = queues(&broker);
+    let total = 1100;
+    for i in 0..total {
+        send(&q, "backlog", &format!("m{i}"), true).await;
+    }
+    let paged = q
+        .browse("backlog", total)
+        .iter()
+        .filter(|d| d.message.payload.is_empty())
+        .count();
+    assert_eq!(paged, total - 1000);
+    let wake = Arc::new(Notify::new());
+    let c = consumer_woken_on(&q, "backlog", total, wake.clone());
+    let got = take_all(&c, &wake, total).await;
+    let expected: Vec<String> = (0..total).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, expected, "in order, payloads read back");
+    drop((c, q));
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_expired_paged_out_message_reaches_the_dead_letter_queue_with_its_payload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(dir.path(), "").await;
+    let q = queues(&broker);
+    for i in 0..1000 {
+        send(&q, "old", &format!("m{i}"), true).await;
+    }
+    let expiring = Message {
+        v5: Some(Arc::new(ferromq::broker::message::V5Extras {
+            properties: ferromq::protocol::Properties::default(),
+            expires_at: Some(std::time::Instant::now() + Duration::from_millis(50)),
+        })),
+        ..message("expiring", true)
+    };
+    q.send("old", expiring)
+        .expect("accepted")
+        .wait()
+        .await
+        .expect("kept");
+    assert!(
+        q.browse("old", 1001)[1000].message.payload.is_empty(),
+        "paged out"
+    );
+    let wake = Arc::new(Notify::new());
+    let dlq = consumer_woken_on(&q, "ActiveMQ.DLQ", 10, wake.clone());
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    q.sweep_expired();
+    let dead = take_all(&dlq, &wake, 1).await;
+    assert_eq!(dead, ["expiring"], "read back before the move");
+    assert_eq!(q.stats("old").expect("stats").depth, 1000);
+    drop((dlq, q));
+    broker.shutdown().await;
+}

@@ -77,6 +77,8 @@ pub struct Queue {
     declared: AtomicBool,
     /// The broker's delivery policy (shared by every queue).
     policies: Arc<ArcSwap<DeliveryPolicy>>,
+    /// Kept messages beyond this many waiting ones are paged out (see `QueueState::insert`).
+    page_after: Option<usize>,
     /// A temporary queue (`/temp-queue/`): nothing of it is kept in the store, it ends with
     /// the connection that created it.
     temporary: bool,
@@ -108,6 +110,7 @@ impl Queue {
             destination: &self.destination,
             policy: &policy,
             is_dead_letter_queue: self.dead_letter_queue.load(Ordering::Relaxed),
+            page_after: self.page_after,
         };
         let mut out = Outcome::default();
         let result = f(&mut self.state.lock(), Instant::now(), &ctx, &mut out);
@@ -145,6 +148,10 @@ impl std::fmt::Debug for Queues {
             .finish_non_exhaustive()
     }
 }
+
+/// Kept messages a queue holds in memory while they wait; the later ones are paged out (the
+/// store keeps them) and read back when dispatched. As a session's pending limit.
+pub const PAGE_AFTER_WAITING: usize = crate::broker::routing::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
 
 /// How long a queue waits before reading payloads back again after the store failed to.
 const PAGE_IN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -224,6 +231,7 @@ impl Queues {
             temporary: false,
             state: Mutex::new(QueueState::new(QueueOwner::Queue(name.clone()))),
             policies: self.policies.clone(),
+            page_after: self.durability.keeps_bodies().then_some(PAGE_AFTER_WAITING),
             destination,
             name,
         }
@@ -610,6 +618,9 @@ impl Queues {
     /// and the new entry in one commit; it enters the dead-letter queue once kept (and goes
     /// back to `from` if the commit fails, so it is never lost).
     fn move_dead_letter(&self, from: &Arc<Queue>, dead: queue::DeadLetter) -> Commit {
+        if dead.entry.paged {
+            return self.move_paged_dead_letter(from, dead);
+        }
         let target = self.get_or_create(&dead.target);
         target.dead_letter_queue.store(true, Ordering::Relaxed);
         let original = dead.entry;
@@ -667,6 +678,40 @@ impl Queues {
                 finish(result).wait().await
             }),
         }
+    }
+
+    /// [`Queues::move_dead_letter`] of a message whose payload is in the store only (an
+    /// expired one of a long queue): read back first, so the dead letter carries it. If it
+    /// cannot be read now, the message goes back to its queue (still kept there).
+    fn move_paged_dead_letter(&self, from: &Arc<Queue>, mut dead: queue::DeadLetter) -> Commit {
+        let read = self
+            .durability
+            .read_queue_payloads(&from.owner, vec![dead.entry.seq]);
+        let (me, from) = (self.me.clone(), from.clone());
+        self.spawned(async move {
+            let result = read.await;
+            let Some(queues) = me.upgrade() else {
+                return Ok(());
+            };
+            match result {
+                Ok(mut payloads) => match payloads.pop().flatten() {
+                    Some(bytes) => {
+                        dead.entry.message = queues.memory.charge(Message {
+                            payload: bytes,
+                            ..dead.entry.message
+                        });
+                        dead.entry.paged = false;
+                        queues.move_dead_letter(&from, dead).wait().await
+                    }
+                    // Gone from the store already (an edited file): nothing to move.
+                    None => Ok(()),
+                },
+                Err(e) => {
+                    tracing::warn!(queue = %from.name, "dead letter not read back, it stays: {e}");
+                    queues.insert(&from, dead.entry).wait().await
+                }
+            }
+        })
     }
 
     /// Run `work` on the runtime now (so it completes whether or not the answer is awaited);

@@ -183,10 +183,17 @@ impl QueueState {
     }
 
     /// Add a message and dispatch.
-    pub fn insert(&mut self, entry: Entry, now: Instant, policy: &Ctx<'_>, out: &mut Outcome) {
+    /// Add a message and dispatch. A kept message arriving behind `ctx.page_after` waiting
+    /// ones keeps only its envelope in memory: its payload is read back from the store when
+    /// it is dispatched (as ActiveMQ's store cursor pages a long queue).
+    pub fn insert(&mut self, mut entry: Entry, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
         self.counts.enqueued += 1;
+        if entry.kept && !entry.paged && ctx.page_after.is_some_and(|n| self.ready.len() >= n) {
+            entry.message.payload = bytes::Bytes::new();
+            entry.paged = true;
+        }
         self.ready.insert(entry.seq, entry);
-        self.dispatch(now, policy, out);
+        self.dispatch(now, ctx, out);
     }
 
     pub fn add_consumer(
@@ -624,4 +631,7 @@ pub(super) struct Ctx<'a> {
     pub policy: &'a DeliveryPolicy,
     /// This queue is a dead-letter queue: nothing is dead-lettered out of it.
     pub is_dead_letter_queue: bool,
+    /// Kept messages beyond this many waiting ones are paged out (`None`: the engine keeps
+    /// no bodies to read back).
+    pub page_after: Option<usize>,
 }
