@@ -68,6 +68,7 @@ fn consumer_woken_on(
         ConsumerSpec {
             prefetch: Some(prefetch),
             exclusive: false,
+            priority: 0,
             filter: None,
             wake,
         },

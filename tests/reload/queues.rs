@@ -39,6 +39,7 @@ async fn send_and_refuse(queues: &Queues, body: &'static str) -> bool {
         ConsumerSpec {
             prefetch: Some(1),
             exclusive: false,
+            priority: 0,
             filter: None,
             wake: wake.clone(),
         },

@@ -47,6 +47,9 @@ pub struct ConsumerSpec {
     /// `activemq.exclusive`: while it lives it gets every message (the first exclusive
     /// consumer of the queue wins; the others wait as backups).
     pub exclusive: bool,
+    /// `activemq.priority` (0-127, default 0): consumers of a higher priority that have room
+    /// get messages first; equal ones share them round-robin.
+    pub priority: u8,
     pub filter: Option<Arc<dyn MessageFilter>>,
     /// Notified when messages were dispatched to it ([`super::Queues::take`] them).
     pub wake: Arc<Notify>,
@@ -57,6 +60,7 @@ impl std::fmt::Debug for ConsumerSpec {
         f.debug_struct("ConsumerSpec")
             .field("prefetch", &self.prefetch)
             .field("exclusive", &self.exclusive)
+            .field("priority", &self.priority)
             .field("filter", &self.filter.is_some())
             .finish_non_exhaustive()
     }

@@ -106,6 +106,7 @@ struct Slot {
     id: ConsumerId,
     prefetch: usize,
     exclusive: bool,
+    priority: u8,
     filter: Option<Arc<dyn MessageFilter>>,
     wake: Arc<Notify>,
     /// Dispatched to it, not taken yet (its connection has not seen them).
@@ -214,6 +215,7 @@ impl QueueState {
                 })
                 .max(1),
             exclusive: spec.exclusive,
+            priority: spec.priority,
             filter: spec.filter,
             wake: spec.wake,
             assigned: VecDeque::new(),
@@ -506,9 +508,16 @@ impl QueueState {
             } else {
                 self.cursor % n.max(1)
             };
-            let chosen = (0..n)
-                .map(|k| candidates[(start + k) % n])
-                .find(|c| room[*c] > 0 && self.consumers[*c].accepts(entry));
+            // Round-robin from the cursor among the consumers of the highest priority that
+            // have room and accept it (ActiveMQ's consumer priority).
+            let mut chosen: Option<usize> = None;
+            for c in (0..n).map(|k| candidates[(start + k) % n]) {
+                let better =
+                    chosen.is_none_or(|b| self.consumers[c].priority > self.consumers[b].priority);
+                if better && room[c] > 0 && self.consumers[c].accepts(entry) {
+                    chosen = Some(c);
+                }
+            }
             if let Some(c) = chosen {
                 room[c] -= 1;
                 if exclusive.is_none() {

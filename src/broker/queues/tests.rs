@@ -57,6 +57,7 @@ fn spec(prefetch: usize) -> ConsumerSpec {
     ConsumerSpec {
         prefetch: Some(prefetch),
         exclusive: false,
+        priority: 0,
         filter: None,
         wake: Arc::new(Notify::new()),
     }
@@ -640,5 +641,35 @@ async fn a_dispatch_passes_over_a_bounded_number_of_unselected_messages() {
         payloads(&take(&picky).await),
         ["wanted"],
         "within reach now"
+    );
+}
+
+#[tokio::test]
+async fn higher_priority_consumers_with_room_are_served_first() {
+    let queues = queues();
+    let with_priority = |q: &Queues, prefetch, priority| {
+        q.subscribe(
+            "prio",
+            ConsumerSpec {
+                priority,
+                ..spec(prefetch)
+            },
+        )
+    };
+    let low = with_priority(&queues, 10, 0);
+    let high_a = with_priority(&queues, 2, 5);
+    let high_b = with_priority(&queues, 2, 5);
+    send(
+        &queues,
+        "prio",
+        &["1", "2", "3", "4", "5", "6"],
+        QoS::AtMostOnce,
+    );
+    assert_eq!(payloads(&take(&high_a).await), ["1", "3"]);
+    assert_eq!(payloads(&take(&high_b).await), ["2", "4"]);
+    assert_eq!(
+        payloads(&take(&low).await),
+        ["5", "6"],
+        "once the others are full"
     );
 }

@@ -5,8 +5,8 @@
 //!   [`Queues::send`]; the RECEIPT leaves once a persistent message is kept. A send the broker
 //!   cannot keep (`memoryUsage`, `storeUsage`) is an ERROR frame: nothing was accepted.
 //! - SUBSCRIBE: `read`, then a consumer of the queue with the subscription's
-//!   `activemq.prefetchSize` (else the queue's `queuePrefetch`, 1000), `activemq.exclusive`
-//!   and `selector`. Its wake-up is the connection's own.
+//!   `activemq.prefetchSize` (else the queue's `queuePrefetch`, 1000), `activemq.exclusive`,
+//!   `activemq.priority` and `selector`. Its wake-up is the connection's own.
 //! - ACK / NACK of a queue message: [`QueueConsumer::ack`] (`client`: cumulative) or
 //!   [`QueueConsumer::nack`] (ActiveMQ's poison ack: the dead-letter queue, or the
 //!   redelivery plugin's policy); the RECEIPT after the removal is kept.
@@ -297,20 +297,29 @@ impl StompConn {
                 return Err(Close::error("not a queue destination", Some(frame)))
             }
         };
+        // 0 is taken as 1 by the engine (a STOMP consumer cannot pull), as for topics.
         let prefetch = match frame.header("activemq.prefetchSize") {
             None => None,
-            Some(v) => Some(
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        Close::error(
-                            format!("activemq.prefetchSize {v:?} is not a positive number"),
-                            Some(frame),
-                        )
-                    })?,
-            ),
+            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
+                Close::error(
+                    format!("activemq.prefetchSize {v:?} is not a number"),
+                    Some(frame),
+                )
+            })?),
+        };
+        let priority = match frame.header("activemq.priority") {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 127)
+                .ok_or_else(|| {
+                    Close::error(
+                        format!("activemq.priority {v:?} is not a number from 0 to 127"),
+                        Some(frame),
+                    )
+                })?,
         };
         let exclusive = match frame.header("activemq.exclusive") {
             None | Some("false") => false,
@@ -335,6 +344,7 @@ impl StompConn {
             ConsumerSpec {
                 prefetch,
                 exclusive,
+                priority,
                 filter,
                 wake: self.wake.clone(),
             },
