@@ -872,4 +872,6 @@ impl Drop for QueueConsumer {
 }
 
 #[cfg(test)]
+mod policy_tests;
+#[cfg(test)]
 mod tests;
