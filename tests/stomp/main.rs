@@ -8,6 +8,7 @@ mod support;
 
 mod acks;
 mod client;
+mod dead_letter;
 mod durable;
 mod frames;
 mod python;
