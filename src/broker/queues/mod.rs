@@ -269,8 +269,15 @@ impl Queues {
         if queues.contains_key(name) {
             return false;
         }
+        // Temporary queues have their own policy entries (`tempQueue=`), as in ActiveMQ's
+        // policy map, and are never dead-letter queues.
         let queue = Queue {
             temporary: true,
+            destination: Destination {
+                kind: crate::config::model::DestinationKind::TempQueue,
+                name: name.to_owned(),
+            },
+            dead_letter_queue: AtomicBool::new(false),
             ..self.new_queue(name)
         };
         queues.insert(queue.name.clone(), Arc::new(queue));

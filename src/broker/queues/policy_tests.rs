@@ -364,3 +364,49 @@ async fn a_replaced_policy_applies_from_the_next_nack_and_consumer() {
     d.nack(held[0].seq).expect("nack");
     assert_eq!(queues.stats("discard").expect("stats").counts.discarded, 1);
 }
+
+#[tokio::test]
+async fn temporary_queues_follow_temp_queue_entries_not_queue_ones() {
+    let queues = engine(compiled(
+        "<destinationPolicy><policyMap><policyEntries>\
+         <policyEntry queue=\">\" queuePrefetch=\"1\"><deadLetterStrategy>\
+         <individualDeadLetterStrategy/></deadLetterStrategy></policyEntry>\
+         <policyEntry tempQueue=\">\" queuePrefetch=\"2\"/>\
+         </policyEntries></policyMap></destinationPolicy>",
+    ));
+    assert!(queues.create_temporary("tmp.1"));
+    let wake = Arc::new(Notify::new());
+    let c = queues.subscribe(
+        "tmp.1",
+        ConsumerSpec {
+            prefetch: None,
+            exclusive: false,
+            priority: 0,
+            filter: None,
+            wake,
+        },
+    );
+    for p in ["a", "b", "c"] {
+        queues
+            .send_temporary("tmp.1", message(p, QoS::AtLeastOnce))
+            .expect("a temporary queue")
+            .expect("accepted");
+    }
+    let held = c.take(10).expect("consumer");
+    assert_eq!(
+        payloads(&held),
+        ["a", "b"],
+        "the tempQueue entry's prefetch"
+    );
+    c.nack(held[0].seq)
+        .expect("nack")
+        .wait()
+        .await
+        .expect("kept");
+    assert_eq!(
+        payloads(&queues.browse("ActiveMQ.DLQ", 10)),
+        ["a"],
+        "the queue entry's strategy is not the temporary queue's"
+    );
+    assert!(!queues.exists("ActiveMQ.DLQ.Queue.tmp.1"));
+}
