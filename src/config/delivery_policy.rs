@@ -315,6 +315,9 @@ pub struct DeliveryEntry {
     pub dead_letter_strategy: Option<DeadLetterStrategy>,
     /// `queuePrefetch`; `None`: not set by this entry.
     pub queue_prefetch: Option<u32>,
+    /// From `<defaultEntry>` without a destination: it applies to every destination of its
+    /// kind that no other entry matches (ActiveMQ's `PolicyMap.getEntryFor`).
+    pub fallback: bool,
     pub span: Span,
 }
 
@@ -336,7 +339,7 @@ impl DeliveryPolicy {
         best_match(
             self.entries.iter().filter_map(|e| {
                 let strategy = e.dead_letter_strategy.as_ref()?;
-                Some((e.kind, e.pattern.as_str(), strategy))
+                Some((e.kind, e.pattern.as_str(), e.fallback, strategy))
             }),
             destination,
         )
@@ -353,7 +356,7 @@ impl DeliveryPolicy {
             plugin
                 .entries
                 .iter()
-                .map(|e| (e.kind, e.pattern.as_str(), &e.policy)),
+                .map(|e| (e.kind, e.pattern.as_str(), false, &e.policy)),
             destination,
         )
         .or(plugin.default_entry.as_ref())
@@ -365,7 +368,7 @@ impl DeliveryPolicy {
         best_match(
             self.entries.iter().filter_map(|e| {
                 let prefetch = e.queue_prefetch.as_ref()?;
-                Some((e.kind, e.pattern.as_str(), prefetch))
+                Some((e.kind, e.pattern.as_str(), e.fallback, prefetch))
             }),
             queue,
         )
@@ -464,23 +467,25 @@ impl DeliveryPolicy {
 /// The value of the entry that best matches `destination`, approximating ActiveMQ's
 /// `DestinationMap.chooseValue` as the pending-limit lookup does (`broker::routing::limits`):
 /// same kind; an exact name beats any pattern; among patterns the most literal segments win,
-/// and on a tie the later entry.
+/// and on a tie the later entry. A `fallback` entry (`<defaultEntry>`) counts only when no
+/// other entry matches.
 fn best_match<'a, T>(
-    entries: impl Iterator<Item = (DestinationKind, &'a str, &'a T)>,
+    entries: impl Iterator<Item = (DestinationKind, &'a str, bool, &'a T)>,
     destination: &Destination,
 ) -> Option<&'a T> {
-    let mut best: Option<(usize, &T)> = None;
-    for (kind, pattern, value) in entries {
+    let mut best: Option<((bool, usize), &T)> = None;
+    for (kind, pattern, fallback, value) in entries {
         if kind != destination.kind || !activemq_selects(&destination.name, pattern) {
             continue;
         }
         let segments: Vec<&str> = pattern.split('.').collect();
         let literal = segments.iter().filter(|s| **s != "*" && **s != ">").count();
-        let score = if literal == segments.len() {
+        let specificity = if literal == segments.len() {
             usize::MAX
         } else {
             literal
         };
+        let score = (!fallback, specificity);
         if best.is_none_or(|(s, _)| score >= s) {
             best = Some((score, value));
         }

@@ -11,7 +11,15 @@ use super::model::DestinationKind;
 pub fn lines(delivery: &DeliveryPolicy) -> Vec<String> {
     let mut out = Vec::new();
     for entry in &delivery.entries {
-        let at = format!("{} {}", kind(entry.kind), entry.pattern);
+        // The default entry is compiled once per kind: shown once.
+        if entry.fallback && entry.kind != DestinationKind::Queue {
+            continue;
+        }
+        let at = if entry.fallback {
+            "defaultEntry (destinations no entry matches)".to_owned()
+        } else {
+            format!("{} {}", kind(entry.kind), entry.pattern)
+        };
         if let Some(strategy) = &entry.dead_letter_strategy {
             out.push(format!("dead letters: {at}: {}", strategy_text(strategy)));
         }
@@ -138,4 +146,37 @@ fn policy_text(policy: &RedeliveryPolicy) -> String {
         "{times}, first after {} ms, then {} ms{back_off}",
         policy.initial_redelivery_delay_ms, policy.redelivery_delay_ms
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_str, LoadOptions};
+
+    #[test]
+    fn the_default_entry_is_shown_once_as_the_fallback() {
+        let xml = "<beans xmlns=\"http://www.springframework.org/schema/beans\">\
+             <broker xmlns=\"http://activemq.apache.org/schema/core\"><destinationPolicy><policyMap>\
+             <policyEntries><policyEntry queue=\"orders\" queuePrefetch=\"5\"/></policyEntries>\
+             <defaultEntry><policyEntry queuePrefetch=\"7\"/></defaultEntry>\
+             </policyMap></destinationPolicy></broker></beans>";
+        let options = LoadOptions {
+            use_env: false,
+            ..LoadOptions::default()
+        };
+        let config = load_str(xml, std::path::Path::new("."), &options)
+            .into_result()
+            .expect("valid");
+        let lines = super::lines(&config.delivery);
+        let prefetch: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.starts_with("queue prefetch:"))
+            .collect();
+        assert_eq!(
+            prefetch,
+            [
+                "queue prefetch: queue orders: 5",
+                "queue prefetch: defaultEntry (destinations no entry matches): 7"
+            ]
+        );
+    }
 }

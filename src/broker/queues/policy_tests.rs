@@ -410,3 +410,27 @@ async fn temporary_queues_follow_temp_queue_entries_not_queue_ones() {
     );
     assert!(!queues.exists("ActiveMQ.DLQ.Queue.tmp.1"));
 }
+
+#[tokio::test]
+async fn the_default_entry_applies_to_queues_no_entry_matches() {
+    let queues = engine(compiled(
+        "<destinationPolicy><policyMap><policyEntries>\
+         <policyEntry topic=\">\" queuePrefetch=\"3\"/>\
+         <policyEntry queue=\"small\" queuePrefetch=\"1\"/>\
+         </policyEntries><defaultEntry><policyEntry queuePrefetch=\"2\"><deadLetterStrategy>\
+         <individualDeadLetterStrategy/></deadLetterStrategy></policyEntry></defaultEntry>\
+         </policyMap></destinationPolicy>",
+    ));
+    for (queue, window) in [("orders", 2), ("small", 1)] {
+        let (c, _) = consumer(&queues, queue, None);
+        for p in ["a", "b", "c"] {
+            send(&queues, queue, p, QoS::AtMostOnce);
+        }
+        assert_eq!(c.take(10).expect("consumer").len(), window, "{queue}");
+    }
+    refuse(&queues, "orders.eu", "m", QoS::AtLeastOnce).await;
+    assert_eq!(
+        payloads(&queues.browse("ActiveMQ.DLQ.Queue.orders.eu", 10)),
+        ["m"]
+    );
+}

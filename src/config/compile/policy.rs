@@ -88,14 +88,31 @@ fn entry(
         }
     }
     let (dead_letter_strategy, queue_prefetch) = delivery::entry_settings(ctx, element);
+    // The default entry is every destination's fallback for delivery settings, whatever
+    // destination it names (ActiveMQ's `PolicyMap.getEntryFor`), not only topics'.
+    let fallback = is_default;
+    let delivery_targets: Vec<(DestinationKind, String)> = if fallback {
+        [
+            DestinationKind::Queue,
+            DestinationKind::Topic,
+            DestinationKind::TempQueue,
+            DestinationKind::TempTopic,
+        ]
+        .into_iter()
+        .map(|kind| (kind, ">".to_owned()))
+        .collect()
+    } else {
+        destinations.clone()
+    };
     let delivery = if dead_letter_strategy.is_some() || queue_prefetch.is_some() {
-        destinations
-            .iter()
+        delivery_targets
+            .into_iter()
             .map(|(kind, pattern)| DeliveryEntry {
-                kind: *kind,
-                pattern: pattern.clone(),
+                kind,
+                pattern,
                 dead_letter_strategy: dead_letter_strategy.clone(),
                 queue_prefetch,
+                fallback,
                 span: element.span.clone(),
             })
             .collect()
