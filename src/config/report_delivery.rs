@@ -27,10 +27,25 @@ pub fn lines(delivery: &DeliveryPolicy) -> Vec<String> {
             out.push(format!("queue prefetch: {at}: {prefetch}"));
         }
     }
-    out.push(format!(
-        "dead letters elsewhere: queue {DEFAULT_DEAD_LETTER_QUEUE} (persistent messages; expired \
-         ones too); queue prefetch elsewhere: {DEFAULT_QUEUE_PREFETCH}"
-    ));
+    // What applies where no entry (nor the default entry) sets it.
+    let by_default = |set: fn(&super::delivery_policy::DeliveryEntry) -> bool| {
+        delivery.entries.iter().any(|e| e.fallback && set(e))
+    };
+    let mut elsewhere = Vec::new();
+    if !by_default(|e| e.dead_letter_strategy.is_some()) {
+        elsewhere.push(format!(
+            "dead letters elsewhere: queue {DEFAULT_DEAD_LETTER_QUEUE} (persistent messages; \
+             expired ones too)"
+        ));
+    }
+    if !by_default(|e| e.queue_prefetch.is_some()) {
+        elsewhere.push(format!(
+            "queue prefetch elsewhere: {DEFAULT_QUEUE_PREFETCH}"
+        ));
+    }
+    if !elsewhere.is_empty() {
+        out.push(elsewhere.join("; "));
+    }
     match &delivery.redelivery {
         None => out.push(
             "redelivery: none (no redeliveryPlugin): a rejected message is dead-lettered at once"
@@ -177,6 +192,18 @@ mod tests {
                 "queue prefetch: queue orders: 5",
                 "queue prefetch: defaultEntry (destinations no entry matches): 7"
             ]
+        );
+        assert!(
+            lines.contains(
+                &"dead letters elsewhere: queue ActiveMQ.DLQ (persistent messages; expired ones \
+                  too)"
+                    .to_owned()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            !lines.iter().any(|l| l.contains("prefetch elsewhere")),
+            "{lines:?}"
         );
     }
 }
