@@ -2,7 +2,8 @@
 //! goes to the strategy's dead-letter queue (the shared `ActiveMQ.DLQ`, an individual
 //! strategy's `ActiveMQ.DLQ.Queue.<name>`), `processNonPersistent`, the `redeliveryPlugin`'s
 //! delays with `redelivered:true` and the dead-letter queue past `maximumRedeliveries`, and a
-//! reload that changes the strategy for the next NACK. Raw frames (the test client's own
+//! reload that changes the strategy for the next NACK; where dead letters go compared with
+//! Apache ActiveMQ 5.17 itself. Raw frames (the test client's own
 //! parser), one producer and one consumer connection each.
 
 use std::time::{Duration, Instant};
@@ -261,4 +262,88 @@ async fn a_reload_changes_the_strategy_for_the_next_nack() {
         );
     }
     live.shutdown().await;
+}
+
+/// The bodies waiting in `queue` (read within [`QUIET`] of each other; left unacknowledged).
+async fn bodies_in(addr: std::net::SocketAddr, queue: &str) -> Vec<String> {
+    let mut c = connected(addr).await;
+    subscribe(&mut c, queue, "reader").await;
+    let mut bodies = Vec::new();
+    while let Some(f) = c.recv_within(QUIET).await {
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        bodies.push(f.body_text());
+    }
+    bodies
+}
+
+/// The same NACKs on a broker at `addr` (ferromq or ActiveMQ): where each dead letter went.
+async fn where_dead_letters_go(addr: std::net::SocketAddr) -> Vec<String> {
+    refuse(addr, "/queue/orders.eu", "matched", true).await;
+    refuse(addr, "/queue/other", "unmatched", true).await;
+    let mut seen = Vec::new();
+    for queue in [
+        "/queue/ActiveMQ.DLQ.Queue.orders.eu",
+        "/queue/DEF.other",
+        "/queue/ActiveMQ.DLQ",
+    ] {
+        seen.push(format!("{queue}: {:?}", bodies_in(addr, queue).await));
+    }
+    seen
+}
+
+/// An individual strategy for `orders.>` with ActiveMQ's default prefix, and a `<defaultEntry>`
+/// (no destination) with another prefix for every other queue.
+const STRATEGIES: &str = "<destinationPolicy><policyMap><policyEntries>\
+     <policyEntry queue=\"orders.>\"><deadLetterStrategy><individualDeadLetterStrategy/>\
+     </deadLetterStrategy></policyEntry></policyEntries>\
+     <defaultEntry><policyEntry><deadLetterStrategy>\
+     <individualDeadLetterStrategy queuePrefix=\"DEF.\"/></deadLetterStrategy></policyEntry>\
+     </defaultEntry></policyMap></destinationPolicy>";
+
+const SCHEMA_LOCATED_BEANS: &str = "<beans xmlns=\"http://www.springframework.org/schema/beans\" \
+     xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" \
+     xsi:schemaLocation=\"http://www.springframework.org/schema/beans \
+     http://www.springframework.org/schema/beans/spring-beans.xsd \
+     http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd\">";
+
+/// Checked against Apache ActiveMQ 5.17 itself (skipped, saying so, when it is not installed).
+#[tokio::test]
+async fn dead_letters_go_where_activemq_5_17_sends_them() {
+    let expected = [
+        "/queue/ActiveMQ.DLQ.Queue.orders.eu: [\"matched\"]",
+        "/queue/DEF.other: [\"unmatched\"]",
+        "/queue/ActiveMQ.DLQ: []",
+    ];
+    let env = crate::broker_with(STRATEGIES).await;
+    assert_eq!(where_dead_letters_go(env.addr("stomp")).await, expected);
+
+    if !crate::support::activemq::available("dead_letters_go_where_activemq_5_17_sends_them") {
+        return;
+    }
+    let stomp_port = crate::support::free_port();
+    let activemq = tokio::task::spawn_blocking(move || {
+        crate::support::activemq::ActiveMq::start(|mqtt_port| {
+            BrokerXml::new()
+                .name("differential")
+                .child(STRATEGIES)
+                .connector("mqtt", &format!("mqtt://127.0.0.1:{mqtt_port}"))
+                .connector("stomp", &format!("stomp://127.0.0.1:{stomp_port}"))
+                .build()
+                // ActiveMQ validates against the schemas, which it finds by location.
+                .replacen(
+                    "<beans xmlns=\"http://www.springframework.org/schema/beans\">",
+                    SCHEMA_LOCATED_BEANS,
+                    1,
+                )
+        })
+    })
+    .await
+    .expect("ActiveMQ starts");
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], stomp_port));
+    assert_eq!(
+        where_dead_letters_go(addr).await,
+        expected,
+        "ActiveMQ's log:\n{}",
+        activemq.logs()
+    );
 }
