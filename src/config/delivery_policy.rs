@@ -325,26 +325,33 @@ pub struct DeliveryEntry {
 /// redelivery and queue prefetch, each asked with one function per destination.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DeliveryPolicy {
-    /// From `destinationPolicy` (`policyEntries`, then `defaultEntry`), in file order; only
-    /// entries that set something here.
+    /// From `destinationPolicy` (`policyEntries`, then `defaultEntry`), in file order; every
+    /// entry, also those that set nothing here (they still decide which entry a destination
+    /// takes its settings from).
     pub entries: Vec<DeliveryEntry>,
     /// `<redeliveryPlugin>`.
     pub redelivery: Option<RedeliveryPlugin>,
 }
 
 impl DeliveryPolicy {
-    /// The dead-letter strategy of the policy entry that best matches `destination` (and sets
-    /// one); ActiveMQ's default (`ActiveMQ.DLQ`) otherwise.
-    pub fn dead_letter_for(&self, destination: &Destination) -> DeadLetterStrategy {
+    /// The policy entry ActiveMQ picks for `destination` (`PolicyMap.getEntryFor`): the best
+    /// match, else the default entry. Every setting of the destination comes from it.
+    fn entry_for(&self, destination: &Destination) -> Option<&DeliveryEntry> {
         best_match(
-            self.entries.iter().filter_map(|e| {
-                let strategy = e.dead_letter_strategy.as_ref()?;
-                Some((e.kind, e.pattern.as_str(), e.fallback, strategy))
-            }),
+            self.entries
+                .iter()
+                .map(|e| (e.kind, e.pattern.as_str(), e.fallback, e)),
             destination,
         )
-        .cloned()
-        .unwrap_or_default()
+    }
+
+    /// The dead-letter strategy of the policy entry that best matches `destination`;
+    /// ActiveMQ's default (`ActiveMQ.DLQ`) when there is none or it sets no strategy (as in
+    /// ActiveMQ, a wider entry's strategy does not apply then).
+    pub fn dead_letter_for(&self, destination: &Destination) -> DeadLetterStrategy {
+        self.entry_for(destination)
+            .and_then(|e| e.dead_letter_strategy.clone())
+            .unwrap_or_default()
     }
 
     /// The redelivery policy for `destination`: the best-matching `redeliveryPolicy` entry,
@@ -362,18 +369,13 @@ impl DeliveryPolicy {
         .or(plugin.default_entry.as_ref())
     }
 
-    /// `queuePrefetch` of the best-matching policy entry that sets it, else 1000: how many
-    /// unacknowledged messages a queue consumer that names no prefetch may hold.
+    /// `queuePrefetch` of the best-matching policy entry, else 1000 (also when that entry
+    /// does not set it): how many unacknowledged messages a queue consumer that names no
+    /// prefetch may hold.
     pub fn queue_prefetch_for(&self, queue: &Destination) -> u32 {
-        best_match(
-            self.entries.iter().filter_map(|e| {
-                let prefetch = e.queue_prefetch.as_ref()?;
-                Some((e.kind, e.pattern.as_str(), e.fallback, prefetch))
-            }),
-            queue,
-        )
-        .copied()
-        .unwrap_or(DEFAULT_QUEUE_PREFETCH)
+        self.entry_for(queue)
+            .and_then(|e| e.queue_prefetch)
+            .unwrap_or(DEFAULT_QUEUE_PREFETCH)
     }
 
     /// What ActiveMQ 5.17 does with a message of `destination` that a consumer rejected

@@ -280,6 +280,7 @@ async fn bodies_in(addr: std::net::SocketAddr, queue: &str) -> Vec<String> {
 async fn where_dead_letters_go(addr: std::net::SocketAddr) -> Vec<String> {
     refuse(addr, "/queue/orders.eu", "matched", true).await;
     refuse(addr, "/queue/other", "unmatched", true).await;
+    refuse(addr, "/queue/orders.us", "own entry", true).await;
     let mut seen = Vec::new();
     for queue in [
         "/queue/ActiveMQ.DLQ.Queue.orders.eu",
@@ -291,11 +292,13 @@ async fn where_dead_letters_go(addr: std::net::SocketAddr) -> Vec<String> {
     seen
 }
 
-/// An individual strategy for `orders.>` with ActiveMQ's default prefix, and a `<defaultEntry>`
-/// (no destination) with another prefix for every other queue.
+/// An individual strategy for `orders.>` with ActiveMQ's default prefix, an entry of its own
+/// without a strategy for `orders.us` (so the shared default applies to it, not the wider
+/// entry's), and a `<defaultEntry>` (no destination) with another prefix for other queues.
 const STRATEGIES: &str = "<destinationPolicy><policyMap><policyEntries>\
      <policyEntry queue=\"orders.>\"><deadLetterStrategy><individualDeadLetterStrategy/>\
-     </deadLetterStrategy></policyEntry></policyEntries>\
+     </deadLetterStrategy></policyEntry><policyEntry queue=\"orders.us\" queuePrefetch=\"5\"/>\
+     </policyEntries>\
      <defaultEntry><policyEntry><deadLetterStrategy>\
      <individualDeadLetterStrategy queuePrefix=\"DEF.\"/></deadLetterStrategy></policyEntry>\
      </defaultEntry></policyMap></destinationPolicy>";
@@ -312,7 +315,7 @@ async fn dead_letters_go_where_activemq_5_17_sends_them() {
     let expected = [
         "/queue/ActiveMQ.DLQ.Queue.orders.eu: [\"matched\"]",
         "/queue/DEF.other: [\"unmatched\"]",
-        "/queue/ActiveMQ.DLQ: []",
+        "/queue/ActiveMQ.DLQ: [\"own entry\"]",
     ];
     let env = crate::broker_with(STRATEGIES).await;
     assert_eq!(where_dead_letters_go(env.addr("stomp")).await, expected);

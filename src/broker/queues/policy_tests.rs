@@ -434,3 +434,28 @@ async fn the_default_entry_applies_to_queues_no_entry_matches() {
         ["m"]
     );
 }
+
+#[tokio::test]
+async fn every_setting_comes_from_the_one_entry_activemq_picks() {
+    // `orders.eu` takes its settings from its own entry only: no strategy there means the
+    // shared default, not the wider entry's individual strategy; likewise for the prefetch.
+    let queues = engine(compiled(
+        "<destinationPolicy><policyMap><policyEntries>\
+         <policyEntry queue=\">\" queuePrefetch=\"1\"><deadLetterStrategy>\
+         <individualDeadLetterStrategy/></deadLetterStrategy></policyEntry>\
+         <policyEntry queue=\"orders.eu\" producerFlowControl=\"false\"/>\
+         </policyEntries></policyMap></destinationPolicy>",
+    ));
+    refuse(&queues, "orders.eu", "exact", QoS::AtLeastOnce).await;
+    refuse(&queues, "orders.us", "wide", QoS::AtLeastOnce).await;
+    assert_eq!(payloads(&queues.browse("ActiveMQ.DLQ", 10)), ["exact"]);
+    assert_eq!(
+        payloads(&queues.browse("ActiveMQ.DLQ.Queue.orders.us", 10)),
+        ["wide"]
+    );
+    let (c, _) = consumer(&queues, "orders.eu", None);
+    for p in ["a", "b"] {
+        send(&queues, "orders.eu", p, QoS::AtMostOnce);
+    }
+    assert_eq!(c.take(10).expect("consumer").len(), 2, "the default 1000");
+}

@@ -104,21 +104,20 @@ fn entry(
     } else {
         destinations.clone()
     };
-    let delivery = if dead_letter_strategy.is_some() || queue_prefetch.is_some() {
-        delivery_targets
-            .into_iter()
-            .map(|(kind, pattern)| DeliveryEntry {
-                kind,
-                pattern,
-                dead_letter_strategy: dead_letter_strategy.clone(),
-                queue_prefetch,
-                fallback,
-                span: element.span.clone(),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
+    // Every entry counts, also one that sets none of these: ActiveMQ takes all settings of a
+    // destination from the one entry it picks (ActiveMQ's defaults for what that entry does
+    // not set).
+    let delivery = delivery_targets
+        .into_iter()
+        .map(|(kind, pattern)| DeliveryEntry {
+            kind,
+            pattern,
+            dead_letter_strategy: dead_letter_strategy.clone(),
+            queue_prefetch,
+            fallback,
+            span: element.span.clone(),
+        })
+        .collect();
     let policies = destinations
         .into_iter()
         .map(|(kind, pattern)| PolicyEntry {
