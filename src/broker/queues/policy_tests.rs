@@ -371,7 +371,7 @@ async fn temporary_queues_follow_temp_queue_entries_not_queue_ones() {
         "<destinationPolicy><policyMap><policyEntries>\
          <policyEntry queue=\">\" queuePrefetch=\"1\"><deadLetterStrategy>\
          <individualDeadLetterStrategy/></deadLetterStrategy></policyEntry>\
-         <policyEntry tempQueue=\">\" queuePrefetch=\"2\"/>\
+         <policyEntry tempQueue=\"true\" queuePrefetch=\"2\"/>\
          </policyEntries></policyMap></destinationPolicy>",
     ));
     assert!(queues.create_temporary("tmp.1"));

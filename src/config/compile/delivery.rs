@@ -11,7 +11,6 @@ use crate::config::delivery_policy::{
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::DestinationKind;
 use crate::config::tree::Element;
-use crate::config::values;
 
 /// The destination attributes of a `policyEntry` or `redeliveryPolicy`, with their kinds.
 const DESTINATION_ATTRS: [(&str, DestinationKind); 4] = [
@@ -181,7 +180,7 @@ pub(super) fn redelivery_plugin(ctx: &mut Ctx<'_>, plugin: &Element) -> Redelive
                 let Some(value) = ctx.attr(entry, attr).map(|a| a.value.clone()) else {
                     continue;
                 };
-                for pattern in values::parse_comma_list(&value) {
+                for pattern in super::policy::destination_patterns(kind, &value) {
                     named = true;
                     compiled.entries.push(RedeliveryEntry {
                         kind,

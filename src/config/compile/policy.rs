@@ -58,7 +58,7 @@ fn entry(
     ] {
         if let Some(attr) = ctx.attr(element, name) {
             destinations.extend(
-                values::parse_comma_list(&attr.value)
+                destination_patterns(kind, &attr.value)
                     .into_iter()
                     .map(|p| (kind, p)),
             );
@@ -128,4 +128,14 @@ fn entry(
         })
         .collect();
     (policies, delivery)
+}
+
+/// The patterns a `policyEntry`/`redeliveryPolicy` destination attribute names. `tempQueue=` and
+/// `tempTopic=` are flags in ActiveMQ (`DestinationMapEntry.setTempQueue(boolean)` sets every
+/// temporary queue, `>`, whatever the value), the others comma-separated patterns.
+pub(super) fn destination_patterns(kind: DestinationKind, value: &str) -> Vec<String> {
+    match kind {
+        DestinationKind::TempQueue | DestinationKind::TempTopic => vec![">".to_owned()],
+        DestinationKind::Queue | DestinationKind::Topic => values::parse_comma_list(value),
+    }
 }
