@@ -7,6 +7,7 @@
 mod support;
 
 mod acks;
+mod back_pressure;
 mod client;
 mod dead_letter;
 mod durable;

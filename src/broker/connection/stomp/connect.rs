@@ -163,6 +163,7 @@ where
         pending: FuturesOrdered::new(),
         held: 0,
         pause: None,
+        given_up: None,
         heart_beat,
         page_in: None,
         transactions: None,

@@ -160,6 +160,11 @@ struct Pause {
     until: Instant,
 }
 
+/// Subscribers a pause timed out on: not paused for again until they drop below their soft
+/// limit (a stuck subscriber costs one pause, as for MQTT publishers; then its queue is
+/// bounded by the broker-wide memory and store limits). Boxed: most connections never need it.
+type GivenUp = Option<Box<Vec<Overfilled>>>;
+
 /// An established STOMP connection's state.
 pub(crate) struct StompConn {
     core: Arc<BrokerCore>,
@@ -184,6 +189,7 @@ pub(crate) struct StompConn {
     /// SENDs held by `memoryUsage`/`storeUsage` (reading stops while there are any).
     held: usize,
     pause: Option<Box<Pause>>,
+    given_up: GivenUp,
     heart_beat: HeartBeat,
     /// A page of a durable subscription's queue being read back (rare).
     page_in: Option<page_in::PageIn>,
@@ -336,7 +342,7 @@ where
                 conn.out.last_write = Some(Instant::now());
             }
             _ = wait_drained(&conn.core, conn.pause.as_deref(), pause_until), if conn.pause.is_some() => {
-                conn.pause = None;
+                conn.end_pause();
                 if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
                     return close;
                 }
@@ -490,10 +496,17 @@ impl StompConn {
             return;
         }
         let own: Vec<_> = self.subs.iter().map(|s| s.session.id()).collect();
+        if let Some(given_up) = self.given_up.as_mut() {
+            given_up.retain(Overfilled::still_over);
+        }
+        let given_up = self.given_up.as_deref().map(Vec::as_slice).unwrap_or(&[]);
         let overfilled: Vec<_> = routed
             .overfilled
             .into_iter()
-            .filter(|o| !own.contains(&o.session.id()))
+            .filter(|o| {
+                let id = o.session.id();
+                !own.contains(&id) && !given_up.iter().any(|g| g.session.id() == id)
+            })
             .collect();
         if overfilled.is_empty() {
             return;
@@ -505,6 +518,30 @@ impl StompConn {
                     overfilled,
                     until: Instant::now() + Duration::from_millis(OVERFILL_PAUSE_LIMIT_MS),
                 }))
+            }
+        }
+    }
+
+    /// The pause ended (its deadline passed or the subscribers drained): those still over
+    /// their soft limit at the deadline are given up on.
+    fn end_pause(&mut self) {
+        let Some(pause) = self.pause.take() else {
+            return;
+        };
+        if Instant::now() < pause.until {
+            return;
+        }
+        for o in pause.overfilled {
+            let id = o.session.id();
+            let given_up = self.given_up.get_or_insert_with(Default::default);
+            if o.still_over() && !given_up.iter().any(|g| g.session.id() == id) {
+                tracing::warn!(
+                    subscriber = %crate::security::Bounded(o.session.client_id()),
+                    soft_limit = o.soft_limit,
+                    "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: sending on \
+                     (its queue is bounded by memoryUsage/storeUsage)"
+                );
+                given_up.push(o);
             }
         }
     }
