@@ -78,6 +78,27 @@ print(l.messages.get(timeout=5).body, flush=True)
 c.disconnect()
 "#;
 
+/// Two consumers of one queue with selectors: each gets its kind (`JMSPriority` is the
+/// `priority` header); a message neither selects stays queued until a consumer without a
+/// selector comes.
+const QUEUE: &str = r#"
+a, la = client()
+subscribe(a, la, "/queue/sel.jobs", "a", "kind = 'a'")
+b, lb = client()
+subscribe(b, lb, "/queue/sel.jobs", "b", "kind = 'b' AND JMSPriority > 4")
+s, _ = client()
+for k, prio, body in [("a", "4", "a1"), ("b", "9", "b1"), ("c", "4", "c1"), ("b", "1", "b-low"),
+                      ("a", "4", "a2"), ("b", "9", "b2")]:
+    s.send("/queue/sel.jobs", body, headers={"kind": k, "priority": prio})
+print(",".join(bodies_until(la, "a2")), flush=True)
+print(",".join(bodies_until(lb, "b2")), flush=True)
+r, lr = client()
+subscribe(r, lr, "/queue/sel.jobs", "rest")
+print(",".join(sorted([lr.messages.get(timeout=5).body for _ in range(2)])), flush=True)
+for x in (a, b, s, r):
+    x.disconnect()
+"#;
+
 /// An invalid selector: an ERROR frame whose message is the parser's.
 const INVALID: &str = r#"
 c, l = client()
@@ -175,6 +196,16 @@ async fn topic_subscription_gets_only_selected_messages_and_skips_the_rest_witho
     let mut py = Scenario::start(TOPIC, addr(&broker, "stomp").port());
     assert_eq!(py.line().await, "eu-10");
     assert_eq!(py.line().await, "eu-6");
+    py.succeeds().await;
+}
+
+#[tokio::test]
+async fn queue_consumers_get_what_their_selectors_select_and_the_rest_waits() {
+    let broker = broker().await;
+    let mut py = Scenario::start(QUEUE, addr(&broker, "stomp").port());
+    assert_eq!(py.line().await, "a1,a2");
+    assert_eq!(py.line().await, "b1,b2");
+    assert_eq!(py.line().await, "b-low,c1");
     py.succeeds().await;
 }
 

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use super::{MessageFilter, QueuedInfo};
-use crate::broker::durability::now_ms;
 use crate::broker::message::Message;
 use crate::broker::selector::{DeliveryInfo, Selector};
 
@@ -30,17 +29,12 @@ impl SelectorFilter {
 impl MessageFilter for SelectorFilter {
     fn accepts(&self, message: &Message, info: &QueuedInfo) -> bool {
         // The queue engine calls this before a message id is given: JMSMessageID is NULL.
-        let timestamp_ms = if self.selector.reads_timestamp() {
-            now_ms()
-        } else {
-            0
-        };
         self.selector.matches(
             message,
             &DeliveryInfo {
                 redelivery_count: info.redeliveries,
                 message_id: None,
-                timestamp_ms,
+                timestamp_ms: info.accepted_ms,
                 destination: Some(&self.destination),
             },
         )
@@ -57,9 +51,10 @@ mod tests {
     use super::SelectorFilter;
     use crate::broker::durability::MemoryOnly;
     use crate::broker::message::{Message, V5Extras};
-    use crate::broker::queues::{ConsumerSpec, QueuePolicies, Queues};
+    use crate::broker::queues::{ConsumerSpec, Queues};
     use crate::broker::routing::memory::MemoryGauge;
     use crate::broker::selector::Selector;
+    use crate::config::delivery_policy::DeliveryPolicy;
     use crate::protocol::{Properties, QoS};
 
     fn message(name: &str, body: &str, kind: &str) -> Message {
@@ -83,6 +78,7 @@ mod tests {
         ConsumerSpec {
             prefetch: Some(10),
             exclusive: false,
+            priority: 0,
             filter: Some(SelectorFilter::for_queue(Box::new(selector), queue)),
             wake: Arc::new(Notify::new()),
         }
@@ -102,7 +98,7 @@ mod tests {
         let queues = Queues::new(
             Arc::new(MemoryOnly::default()),
             MemoryGauge::new(u64::MAX),
-            QueuePolicies::default(),
+            DeliveryPolicy::default(),
         );
         let a = queues.subscribe("jobs", consumer_spec("kind = 'a'", "jobs"));
         let b = queues.subscribe(
