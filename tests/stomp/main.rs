@@ -14,6 +14,7 @@ mod durable;
 mod frames;
 mod python;
 mod queues;
+mod selectors;
 mod tls;
 mod topics;
 

@@ -27,6 +27,7 @@ pub mod access;
 mod consumer;
 mod dead_letter;
 mod queue;
+mod selector_filter;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,6 +42,7 @@ use parking_lot::{Mutex, RwLock};
 pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 pub use queue::{AckError, QueueCounts};
+pub use selector_filter::SelectorFilter;
 
 use crate::broker::durability::{
     now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,

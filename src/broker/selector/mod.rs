@@ -54,6 +54,7 @@ pub struct Selector {
     /// [`DeliveryInfo`] only then.
     reads_message_id: bool,
     reads_destination: bool,
+    reads_timestamp: bool,
 }
 
 /// Why a selector was refused: the 1-based column (in characters of the selector as given) and
@@ -120,6 +121,8 @@ impl Selector {
             text: text.into(),
             reads_message_id: expr.reads(JmsHeader::MessageId),
             reads_destination: expr.reads(JmsHeader::Destination),
+            reads_timestamp: expr.reads(JmsHeader::Timestamp)
+                || expr.reads(JmsHeader::BrokerInTime),
             expr,
             convert_strings,
         })
@@ -151,6 +154,12 @@ impl Selector {
     /// `None`.
     pub fn reads_destination(&self) -> bool {
         self.reads_destination
+    }
+
+    /// Whether it reads the broker's timestamp (`JMSTimestamp`, `JMSActiveMQBrokerInTime`):
+    /// otherwise [`DeliveryInfo::timestamp_ms`] may stay 0.
+    pub fn reads_timestamp(&self) -> bool {
+        self.reads_timestamp
     }
 }
 

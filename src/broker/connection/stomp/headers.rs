@@ -8,7 +8,6 @@ use super::Close;
 
 /// SUBSCRIBE headers refused (their feature is not served); the text goes into the ERROR.
 const REFUSED_ON_SUBSCRIBE: &[(&str, &str)] = &[
-    ("selector", "selectors are not supported yet"),
     (
         "activemq.maximumPendingMessageLimit",
         "activemq.maximumPendingMessageLimit is not supported: the pending limit of a topic \

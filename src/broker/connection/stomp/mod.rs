@@ -26,6 +26,7 @@ mod mapping;
 mod options;
 mod page_in;
 mod queue_route;
+mod selector;
 mod subscribe;
 
 use std::collections::VecDeque;

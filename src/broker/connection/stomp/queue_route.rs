@@ -27,10 +27,9 @@ use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError, QueueSeq};
 use crate::broker::message::Message;
 use crate::broker::queues::{
-    ConsumerSpec, MessageFilter, QueueConsumer, QueueRefusal, QueuedInfo, Queues, SendError,
+    ConsumerSpec, QueueConsumer, QueueRefusal, Queues, SelectorFilter, SendError,
 };
 use crate::broker::runtime::Refusal;
-use crate::broker::selector::{DeliveryInfo, Selector};
 use crate::protocol::stomp::{Frame, Version};
 use crate::security::Action;
 
@@ -331,14 +330,8 @@ impl StompConn {
                 ))
             }
         };
-        let filter = match frame.header("selector") {
-            None => None,
-            Some(text) => {
-                let selector = Selector::parse_stomp(text)
-                    .map_err(|e| Close::error(e.to_string(), Some(frame)))?;
-                Some(selector_filter(selector, &name))
-            }
-        };
+        let filter =
+            super::selector::of_subscribe(frame)?.map(|s| SelectorFilter::for_queue(s, &name));
         let consumer = self.core.queues.subscribe(
             &name,
             ConsumerSpec {
@@ -519,24 +512,6 @@ fn refused(refusal: QueueRefusal, user: &str, scheme: &str, name: &str, frame: &
     Close::error(
         format!("User {user} is not authorized to {what}: {scheme}://{name}"),
         Some(frame),
-    )
-}
-
-/// A consumer filter from a STOMP selector, evaluated on queue `name`.
-fn selector_filter(selector: Selector, name: &str) -> Arc<dyn MessageFilter> {
-    let destination = format!("queue://{name}");
-    Arc::new(
-        move |message: &crate::broker::message::Message, info: &QueuedInfo| {
-            selector.matches(
-                message,
-                &DeliveryInfo {
-                    redelivery_count: info.redeliveries,
-                    message_id: None,
-                    timestamp_ms: info.accepted_ms,
-                    destination: Some(&destination),
-                },
-            )
-        },
     )
 }
 

@@ -17,10 +17,12 @@ use tokio::task::AbortHandle;
 use super::destination::{is_wildcard, topic_to_mqtt, Destination};
 use super::headers;
 use super::mapping::{message_frame, Delivery};
+use super::selector::topic_selects;
 use super::{Close, StompConn, OUT_HIGH_WATER_BYTES};
-use crate::broker::durability::Change;
+use crate::broker::durability::{now_ms, Change};
 use crate::broker::message::min_qos;
 use crate::broker::runtime::TopicRefusal;
+use crate::broker::selector::Selector;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::registry::SessionLifetime;
 use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
@@ -64,6 +66,8 @@ pub(super) struct Sub {
     /// A durable subscription (`activemq.subscriptionName`): its session outlives the
     /// connection, and what is unacknowledged at the end is delivered again.
     durable: bool,
+    /// The `selector` header: only messages it selects are sent (see `selector.rs`).
+    selector: Option<Box<Selector>>,
 }
 
 /// The client id of the persistent session of durable subscription `name` of STOMP client
@@ -129,6 +133,7 @@ impl StompConn {
         if dest.is_queue() {
             return self.queue_subscribe(&dest, frame, id, ack);
         }
+        let selector = super::selector::of_subscribe(frame)?;
         let filter = match &dest {
             Destination::Topic(name) => {
                 let filter =
@@ -268,6 +273,7 @@ impl StompConn {
             forwarder,
             unacked: VecDeque::new(),
             durable: durable_name.is_some(),
+            selector,
         });
         self.out.pump_wanted = true;
         self.receipt(frame);
@@ -386,10 +392,12 @@ impl StompConn {
 
     /// Move deliveries from the subscriptions' queues into MESSAGE frames, within each
     /// one's prefetch window, until the output high-water mark. Deliveries are authorized for
-    /// this client (read) and skipped when expired, as for MQTT.
+    /// this client (read) and skipped when expired, as for MQTT, or not selected by the
+    /// subscription's selector.
     pub(super) fn pump(&mut self) -> Result<(), Close> {
         self.out.pump_wanted = false;
         let now = Instant::now();
+        let mut wall_ms = None;
         let security = self.core.current_security();
         for index in 0..self.subs.len() {
             loop {
@@ -444,7 +452,17 @@ impl StompConn {
                             &self.principal,
                             Action::Read,
                             &item.message.topic,
-                        );
+                        )
+                        && self.subs[index].selector.as_deref().is_none_or(|selector| {
+                            // Not selected: acknowledged here, never in flight.
+                            topic_selects(
+                                selector,
+                                &item.message,
+                                &self.session_name,
+                                || format!("{}:{}", self.session_name, self.next_message_id + 1),
+                                *wall_ms.get_or_insert_with(now_ms),
+                            )
+                        });
                     if !allowed {
                         if let Some(seq) = item.seq {
                             changes.push(Change::removed(&client_id, seq));
