@@ -1,0 +1,232 @@
+//! STOMP answers compared with Apache ActiveMQ 5.17 itself.
+//!
+//! One `activemq.xml` ([`xml`]: an MQTT and a STOMP connector, `simpleAuthenticationPlugin`
+//! users, an `authorizationPlugin` with topic and queue entries) starts ActiveMQ
+//! (`support::activemq`) and ferromq (only the ports differ). Each script of [`scripts`] then
+//! sends the same frames over raw TCP to both, read back by a test-side reader ([`wire`],
+//! independent of ferromq's codec); each answer goes into a transcript, normalised for what
+//! legitimately differs ([`script`]: ids, timestamps, session, server, header order, ERROR
+//! texts). ActiveMQ's transcript, with the documented deliberate differences of [`KNOWN`]
+//! applied, must equal ferromq's: any other difference fails the test, printed as a diff.
+//!
+//! Knobs: `FERROMQ_DIFF_SCRIPTS=a,b` runs only those scripts; `FERROMQ_DIFF_ONLY=activemq`
+//! runs ActiveMQ alone and prints its transcripts (to write a script); `FERROMQ_DIFF_SHOW=1`
+//! prints both transcripts of every script. docs/stomp-differential.md says more.
+//!
+//! `cargo test --test stomp activemq_differential -- --nocapture`
+
+#[path = "diff/script.rs"]
+mod script;
+#[path = "diff/scripts.rs"]
+mod scripts;
+#[path = "diff/wire.rs"]
+mod wire;
+
+use std::net::SocketAddr;
+
+use crate::support::activemq::{self, ActiveMq};
+use crate::support::xml::load_file;
+use crate::support::TestBroker;
+use script::{Ctx, Target};
+
+/// The configuration both brokers run: `admin` may do everything, `app` only `app.>`.
+fn xml(mqtt_port: u16, stomp_port: u16) -> String {
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
+    http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="stomp-differential" persistent="false" useJmx="false" advisorySupport="false">
+    <plugins>
+      <simpleAuthenticationPlugin anonymousAccessAllowed="false">
+        <users>
+          <authenticationUser username="admin" password="secret" groups="admins"/>
+          <authenticationUser username="app" password="apppw" groups="apps"/>
+        </users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin>
+        <map>
+          <authorizationMap>
+            <authorizationEntries>
+              <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
+              <authorizationEntry queue=">" read="admins" write="admins" admin="admins"/>
+              <authorizationEntry topic="app.>" read="apps" write="apps" admin="apps"/>
+              <authorizationEntry queue="app.>" read="apps" write="apps" admin="apps"/>
+            </authorizationEntries>
+          </authorizationMap>
+        </map>
+      </authorizationPlugin>
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{mqtt_port}"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:{stomp_port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#
+    )
+}
+
+/// A deliberate difference: in script `script`, a transcript line of ActiveMQ's containing
+/// `activemq` is what ferromq answers with `activemq` replaced by `ferromq` (a line that becomes
+/// empty is dropped: ferromq does not answer it at all). Each has a row in docs/compatibility.md.
+struct Known {
+    script: &'static str,
+    activemq: &'static str,
+    ferromq: &'static str,
+    #[allow(dead_code)] // read by people: why the difference is deliberate
+    why: &'static str,
+}
+
+/// The documented differences (docs/compatibility.md, "STOMP").
+const KNOWN: &[Known] = &[];
+
+/// ActiveMQ's transcript of `script` with the [`KNOWN`] differences applied: what ferromq must
+/// answer.
+fn expected_of_ferromq(script: &str, activemq: &[String]) -> Vec<String> {
+    activemq
+        .iter()
+        .filter_map(|line| {
+            let mut line = line.clone();
+            for known in KNOWN.iter().filter(|k| k.script == script) {
+                if line.contains(known.activemq) {
+                    line = line.replace(known.activemq, known.ferromq);
+                }
+            }
+            (!line.trim().is_empty()).then_some(line)
+        })
+        .collect()
+}
+
+/// A line diff (longest common subsequence): ` ` both, `-` expected only, `+` ferromq only.
+fn diff(expected: &[String], got: &[String]) -> String {
+    let (n, m) = (expected.len(), got.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if expected[i] == got[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < n || j < m {
+        if i < n && j < m && expected[i] == got[j] {
+            out.push_str(&format!("    {}\n", expected[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push_str(&format!("  + {}\n", got[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("  - {}\n", expected[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The scripts `FERROMQ_DIFF_SCRIPTS` names (all by default).
+fn selected() -> Vec<(&'static str, scripts::Run)> {
+    let wanted = std::env::var("FERROMQ_DIFF_SCRIPTS").ok();
+    let wanted: Option<Vec<String>> =
+        wanted.map(|w| w.split(',').map(|s| s.trim().to_owned()).collect());
+    if let Some(names) = &wanted {
+        for name in names {
+            assert!(
+                scripts::SCRIPTS.iter().any(|(n, _)| n == name),
+                "FERROMQ_DIFF_SCRIPTS: no script {name}"
+            );
+        }
+    }
+    scripts::SCRIPTS
+        .iter()
+        .filter(|(name, _)| wanted.as_ref().is_none_or(|w| w.iter().any(|n| n == name)))
+        .copied()
+        .collect()
+}
+
+async fn transcripts(target: Target, runs: &[(&'static str, scripts::Run)]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (_, run) in runs {
+        let ctx = Ctx::new(target);
+        run(&ctx).await;
+        out.push(ctx.log.lines());
+    }
+    out
+}
+
+/// ferromq's STOMP connector, by name.
+fn stomp_addr(broker: &TestBroker) -> SocketAddr {
+    broker
+        .handle
+        .listener_addrs()
+        .iter()
+        .find(|(name, _)| name == "stomp")
+        .map(|(_, addr)| *addr)
+        .unwrap_or_else(|| {
+            panic!(
+                "ferromq serves no `stomp` connector (listeners: {:?})",
+                broker.handle.listener_addrs()
+            )
+        })
+}
+
+/// Every script's frames, answered by ActiveMQ and ferromq, must match but for [`KNOWN`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_scripts_match_activemq() {
+    if !activemq::available("stomp_scripts_match_activemq") {
+        return;
+    }
+    let runs = selected();
+    let only_activemq = std::env::var("FERROMQ_DIFF_ONLY").is_ok_and(|v| v == "activemq");
+    let show = std::env::var("FERROMQ_DIFF_SHOW").is_ok_and(|v| v == "1");
+
+    let amq = ActiveMq::start_with_stomp(xml, &[]);
+    let amq_target = Target {
+        stomp: amq.stomp.expect("ActiveMQ's STOMP connector"),
+        mqtt: amq.mqtt,
+    };
+    let by_activemq = transcripts(amq_target, &runs).await;
+    if only_activemq {
+        for ((name, _), lines) in runs.iter().zip(&by_activemq) {
+            eprintln!("=== {name} (ActiveMQ)\n{}\n", lines.join("\n"));
+        }
+        return;
+    }
+
+    let conf = tempfile::tempdir().expect("tempdir");
+    let path = conf.path().join("activemq.xml");
+    std::fs::write(&path, xml(0, 0)).expect("write activemq.xml");
+    let ferromq = TestBroker::start(load_file(&path)).await;
+    let ferromq_target = Target {
+        stomp: stomp_addr(&ferromq),
+        mqtt: ferromq.addr,
+    };
+    let by_ferromq = transcripts(ferromq_target, &runs).await;
+    ferromq.shutdown().await;
+
+    let mut report = String::new();
+    for (((name, _), activemq), ferromq) in runs.iter().zip(&by_activemq).zip(&by_ferromq) {
+        let expected = expected_of_ferromq(name, activemq);
+        if show {
+            eprintln!(
+                "=== {name} (ActiveMQ)\n{}\n=== {name} (ferromq)\n{}\n",
+                activemq.join("\n"),
+                ferromq.join("\n")
+            );
+        }
+        if &expected != ferromq {
+            report.push_str(&format!(
+                "--- {name}: `-` ActiveMQ (known differences applied), `+` ferromq\n{}",
+                diff(&expected, ferromq)
+            ));
+        }
+    }
+    assert!(
+        report.is_empty(),
+        "STOMP answers differ from ActiveMQ 5.17's:\n{report}"
+    );
+}
