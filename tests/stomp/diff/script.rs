@@ -10,7 +10,10 @@
 //! - header order: sorted by name (STOMP does not order headers; a repeated header keeps the
 //!   order of its occurrences);
 //! - ERROR frames: the `message` header and the body are free text (ActiveMQ's body is a Java
-//!   stack trace): shown as `<text>` when present.
+//!   stack trace): shown as `<text>` when present;
+//! - `content-length` on MESSAGE and ERROR frames is not shown: ferromq writes it on every one
+//!   (STOMP 1.2: SHOULD), ActiveMQ only on bytes messages (docs/compatibility.md); the body is
+//!   compared byte for byte, so a wrong length still shows.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -224,50 +227,53 @@ impl Conn {
 
     /// MESSAGE frames until `ends` of them have the body `end` (a script's marker, sent last),
     /// noted sorted by `subscription` (stable: each subscription's own order is kept), since
-    /// two brokers may interleave subscriptions differently. Stops early at a frame that is not a
-    /// MESSAGE, the end of the connection or after [`WAIT`] (noted).
+    /// two brokers may interleave subscriptions differently; a frame the reader could not parse
+    /// stays after the frame before it. Stops early at a frame that is not a MESSAGE, the end of
+    /// the connection or after [`WAIT`] (noted).
     pub async fn gather(&mut self, ends: usize) -> Vec<WireFrame> {
         let mut frames: Vec<WireFrame> = Vec::new();
+        // (subscription, line) in arrival order.
+        let mut lines: Vec<(String, String)> = Vec::new();
         let mut seen = 0;
         let mut stop = None;
-        let mut garbage = Vec::new();
         while seen < ends {
             match self.wire.read(WAIT).await {
                 Read::Frame(frame) if frame.command == "MESSAGE" => {
                     if frame.body == b"end" {
                         seen += 1;
                     }
+                    let key = frame.header("subscription").unwrap_or_default().to_owned();
+                    lines.push((key, format!("{} <- {}", self.name, normalise(&frame))));
                     frames.push(frame);
                 }
                 Read::Frame(frame) => {
-                    stop = Some(normalise(&frame));
+                    stop = Some(format!("{} <- {}", self.name, normalise(&frame)));
                     break;
                 }
                 Read::Closed => {
-                    stop = Some("closed".into());
+                    stop = Some(format!("{} closed", self.name));
                     break;
                 }
                 Read::Timeout => {
                     stop = Some(format!(
-                        "nothing more within {WAIT:?} ({seen} of {ends} ends)"
+                        "{} <- nothing more within {WAIT:?} ({seen} of {ends} ends)",
+                        self.name
                     ));
                     break;
                 }
                 // A frame the reader could not parse: noted, the next ones still count.
-                Read::Garbage(what) => garbage.push(what),
+                Read::Garbage(what) => {
+                    let key = lines.last().map(|(k, _)| k.clone()).unwrap_or_default();
+                    lines.push((key, format!("{} <- garbage {what}", self.name)));
+                }
             }
         }
-        let mut sorted = frames.clone();
-        sorted.sort_by(|a, b| a.header("subscription").cmp(&b.header("subscription")));
-        for frame in &sorted {
-            self.log
-                .note(format!("{} <- {}", self.name, normalise(frame)));
-        }
-        for what in garbage {
-            self.log.note(format!("{} <- garbage {what}", self.name));
+        lines.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, line) in lines {
+            self.log.note(line);
         }
         if let Some(stop) = stop {
-            self.log.note(format!("{} <- {stop}", self.name));
+            self.log.note(stop);
         }
         frames
     }
@@ -407,6 +413,9 @@ pub fn normalise(frame: &WireFrame) -> String {
     let mut headers: Vec<(String, String)> = frame
         .headers
         .iter()
+        // ferromq writes `content-length` on every MESSAGE and ERROR (STOMP 1.2 says it SHOULD);
+        // ActiveMQ only on bytes messages. The body itself is compared byte for byte.
+        .filter(|(name, _)| !(name == "content-length" && (frame.command == "MESSAGE" || error)))
         .map(|(name, value)| {
             let value = match name.as_str() {
                 "message-id" | "ack" | "session" | "server" | "timestamp" => {

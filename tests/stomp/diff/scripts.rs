@@ -22,6 +22,7 @@ pub const SCRIPTS: &[(&str, Run)] = &[
     ("receipts", |c| Box::pin(receipts(c))),
     ("topic_wildcards", |c| Box::pin(topic_wildcards(c))),
     ("header_escaping", |c| Box::pin(header_escaping(c))),
+    ("header_escaping_1_0", |c| Box::pin(header_escaping_1_0(c))),
     ("errors", |c| Box::pin(errors(c))),
     ("unauthorized", |c| Box::pin(unauthorized(c))),
     ("queue_load_balancing", |c| {
@@ -205,17 +206,18 @@ async fn topic_wildcards(ctx: &Ctx) {
 }
 
 async fn header_escaping(ctx: &Ctx) {
+    let topic = "/topic/diff.escape";
     let mut subs = Vec::new();
-    for version in ["1.0", "1.1", "1.2"] {
+    for version in ["1.1", "1.2"] {
         let mut sub = ctx.admin(&format!("sub{version}"), version).await;
-        subscribe(&mut sub, "/topic/diff.escape", "s", "auto").await;
+        subscribe(&mut sub, topic, "s", "auto").await;
         subs.push(sub);
     }
-    // What each version's sender writes for a value `a:b` and a value with a newline.
+    // What each version's sender writes for a value `a:b`, a backslash and a newline.
     let mut p10 = ctx.admin("pub1.0", "1.0").await;
     send(
         &mut p10,
-        "/topic/diff.escape",
+        topic,
         &[("colon", "a:b"), ("backslash", "a\\b")],
         "from1.0",
     )
@@ -224,7 +226,7 @@ async fn header_escaping(ctx: &Ctx) {
     let mut p11 = ctx.admin("pub1.1", "1.1").await;
     send(
         &mut p11,
-        "/topic/diff.escape",
+        topic,
         &[
             ("colon", "a\\cb"),
             ("newline", "a\\nb"),
@@ -237,33 +239,74 @@ async fn header_escaping(ctx: &Ctx) {
     let mut p12 = ctx.admin("pub1.2", "1.2").await;
     send(
         &mut p12,
-        "/topic/diff.escape",
+        topic,
         &[
             ("colon", "a\\cb"),
             ("newline", "a\\nb"),
             ("cr", "a\\rb"),
             ("backslash", "a\\\\b"),
-            ("repeated", "first"),
-            ("repeated", "second"),
         ],
         "from1.2",
     )
     .await;
+    // STOMP 1.2: of a repeated header only the first is the value.
+    send(
+        &mut p12,
+        topic,
+        &[("repeated", "first"), ("repeated", "second")],
+        "repeated",
+    )
+    .await;
     // A body with NUL bytes needs content-length.
-    let mut all = vec![
-        ("destination", "/topic/diff.escape"),
-        ("content-length", "5"),
-        ("receipt", "bytes"),
-    ];
-    all.push(("content-type", "application/octet-stream"));
-    p12.send("SEND", &all, b"a\0b\0c").await;
+    p12.send(
+        "SEND",
+        &[
+            ("destination", topic),
+            ("content-length", "5"),
+            ("receipt", "bytes"),
+            ("content-type", "application/octet-stream"),
+        ],
+        b"a\0b\0c",
+    )
+    .await;
     p12.until_receipt("bytes").await;
-    send(&mut p12, "/topic/diff.escape", &[], "end").await;
+    send(&mut p12, topic, &[], "end").await;
     p12.disconnect().await;
     for mut sub in subs {
         sub.gather(1).await;
         sub.disconnect().await;
     }
+}
+
+/// STOMP 1.0 has no escaping: what a 1.0 subscriber gets for values with `:`, `\`, and for
+/// values with a newline or CR, which a 1.0 header cannot hold.
+async fn header_escaping_1_0(ctx: &Ctx) {
+    let topic = "/topic/diff.escape10";
+    let mut sub = ctx.admin("sub1.0", "1.0").await;
+    subscribe(&mut sub, topic, "s", "auto").await;
+    let mut p10 = ctx.admin("pub1.0", "1.0").await;
+    send(
+        &mut p10,
+        topic,
+        &[("colon", "a:b"), ("backslash", "a\\b")],
+        "from1.0",
+    )
+    .await;
+    p10.disconnect().await;
+    let mut p12 = ctx.admin("pub1.2", "1.2").await;
+    send(
+        &mut p12,
+        topic,
+        &[("colon", "a\\cb"), ("backslash", "a\\\\b")],
+        "escaped",
+    )
+    .await;
+    send(&mut p12, topic, &[("newline", "a\\nb")], "newline").await;
+    send(&mut p12, topic, &[("cr", "a\\rb")], "cr").await;
+    send(&mut p12, topic, &[], "end").await;
+    p12.disconnect().await;
+    sub.gather(1).await;
+    sub.disconnect().await;
 }
 
 async fn errors(ctx: &Ctx) {
