@@ -42,6 +42,12 @@ pub const SCRIPTS: &[(&str, Run)] = &[
     ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
 ];
 
+/// Frame headers as a script writes them.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// A login and passcode.
+type Login<'a> = (&'a str, &'a str);
+
 /// The id a client ACKs or NACKs a MESSAGE with: `ack` in STOMP 1.2, `message-id` before.
 fn ack_id(frame: &WireFrame, version: &str) -> String {
     let header = if version == "1.2" {
@@ -116,7 +122,7 @@ async fn connect_versions(ctx: &Ctx) {
 }
 
 async fn bad_login(ctx: &Ctx) {
-    let cases: [(Option<&str>, Option<(&str, &str)>, &[(&str, &str)]); 5] = [
+    let cases: [(Option<&str>, Option<Login>, Headers); 5] = [
         (Some("1.2"), Some(("admin", "wrong")), &[]),
         (Some("1.2"), Some(("nobody", "secret")), &[]),
         (Some("1.2"), None, &[]),
@@ -310,7 +316,7 @@ async fn header_escaping_1_0(ctx: &Ctx) {
 }
 
 async fn errors(ctx: &Ctx) {
-    let cases: &[(&str, &str, &[(&str, &str)])] = &[
+    let cases: &[(&str, &str, Headers)] = &[
         ("1.2", "FOO", &[("receipt", "e")]),
         ("1.2", "SEND", &[("receipt", "e")]),
         (
