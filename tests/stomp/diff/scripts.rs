@@ -37,6 +37,7 @@ pub const SCRIPTS: &[(&str, Run)] = &[
         Box::pin(redelivery_after_disconnect(c))
     }),
     ("transactions", |c| Box::pin(transactions(c))),
+    ("transactional_ack", |c| Box::pin(transactional_ack(c))),
     ("mqtt_to_stomp", |c| Box::pin(mqtt_to_stomp(c))),
     ("stomp_to_mqtt", |c| Box::pin(stomp_to_mqtt(c))),
     ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
@@ -625,6 +626,34 @@ async fn transactions(ctx: &Ctx) {
     subscribe(&mut c, queue, "s", "auto").await;
     c.gather(1).await;
     c.disconnect().await;
+}
+
+/// ACKs inside a transaction: aborted (the message stays, redelivered), then committed (gone).
+async fn transactional_ack(ctx: &Ctx) {
+    let queue = "/queue/diff.txack";
+    produce(ctx, queue, &["m1"]).await;
+    for (name, end) in [("aborts", "ABORT"), ("commits", "COMMIT")] {
+        let (mut c, frames) = consume(ctx, name, "1.2", queue, "client-individual", 1).await;
+        if let Some(m1) = frames.first() {
+            c.send("BEGIN", &[("transaction", "t")], b"").await;
+            c.send(
+                "ACK",
+                &[("id", &ack_id(m1, "1.2")), ("transaction", "t")],
+                b"",
+            )
+            .await;
+            c.send(end, &[("transaction", "t"), ("receipt", end)], b"")
+                .await;
+            c.until_receipt(end).await;
+        }
+        c.disconnect().await;
+    }
+    // Nothing is left but the marker.
+    produce(ctx, queue, &["end"]).await;
+    let mut again = ctx.admin("again", "1.2").await;
+    subscribe(&mut again, queue, "s", "auto").await;
+    again.gather(1).await;
+    again.disconnect().await;
 }
 
 async fn mqtt_to_stomp(ctx: &Ctx) {
