@@ -30,17 +30,40 @@ def report(name, ok, detail=""):
 
 
 class Inbox(stomp.ConnectionListener):
-    """Every MESSAGE and ERROR frame a stomp.py connection receives, in a queue."""
+    """Every MESSAGE, RECEIPT and ERROR frame a stomp.py connection receives."""
 
     def __init__(self):
         self.frames = queue.Queue()
-        self.errors = queue.Queue()
+        self.errors = []
+        self.receipts = set()
+        self.changed = threading.Condition()
 
     def on_message(self, frame):
         self.frames.put(frame)
 
+    def on_receipt(self, frame):
+        with self.changed:
+            self.receipts.add(frame.headers.get("receipt-id"))
+            self.changed.notify_all()
+
     def on_error(self, frame):
-        self.errors.put(frame)
+        with self.changed:
+            self.errors.append(frame)
+            self.changed.notify_all()
+
+    def wait_receipt(self, receipt, within=WAIT):
+        """Wait for the RECEIPT of `receipt`; raise on an ERROR or after `within` seconds."""
+        deadline = time.monotonic() + within
+        with self.changed:
+            while receipt not in self.receipts:
+                if self.errors:
+                    error = self.errors[-1]
+                    raise RuntimeError(f"ERROR instead of receipt {receipt}: "
+                                       f"{error.headers.get('message')}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"no RECEIPT {receipt} within {within} s")
+                self.changed.wait(left)
 
     def take(self, n, within=WAIT):
         got, deadline = [], time.monotonic() + within
@@ -65,21 +88,16 @@ def stomp_connection(port, version="1.2"):
     return conn, inbox
 
 
-def subscribe_with_receipt(conn, destination, sub_id, ack="auto"):
-    """SUBSCRIBE and wait for its RECEIPT (stomp.py's receipt listener)."""
-    waiter = stomp.listener.WaitingListener(f"sub-{sub_id}")
-    conn.set_listener(f"wait-sub-{sub_id}", waiter)
+def subscribe_with_receipt(conn, inbox, destination, sub_id, ack="auto"):
+    """SUBSCRIBE and wait for its RECEIPT."""
     conn.subscribe(destination, sub_id, ack=ack, headers={"receipt": f"sub-{sub_id}"})
-    waiter.wait_on_receipt()
-    conn.remove_listener(f"wait-sub-{sub_id}")
+    inbox.wait_receipt(f"sub-{sub_id}")
 
 
-def send_with_receipt(conn, destination, body, receipt, headers=None):
-    waiter = stomp.listener.WaitingListener(receipt)
-    conn.set_listener(f"wait-{receipt}", waiter)
+def send_with_receipt(conn, inbox, destination, body, receipt, headers=None):
+    """SEND and wait for its RECEIPT."""
     conn.send(destination, body, headers=dict(headers or {}, receipt=receipt))
-    waiter.wait_on_receipt()
-    conn.remove_listener(f"wait-{receipt}")
+    inbox.wait_receipt(receipt)
 
 
 def mqtt_client(port, client_id):
@@ -110,10 +128,10 @@ def test_stomp_send_reaches_mqtt(args):
     client, messages = mqtt_client(args.port, f"stomp-in-{args.run_id}")
     try:
         mqtt_subscribe(client, f"{args.run_id}/foo/+", 1)
-        conn, _ = stomp_connection(args.stomp_port)
-        send_with_receipt(conn, f"/topic/{args.run_id}.foo.bar", "from stomp", "s1",
+        conn, inbox = stomp_connection(args.stomp_port)
+        send_with_receipt(conn, inbox, f"/topic/{args.run_id}.foo.bar", "from stomp", "s1",
                           {"persistent": "true"})
-        send_with_receipt(conn, f"/topic/{args.run_id}.foo.baz", "not persistent", "s2")
+        send_with_receipt(conn, inbox, f"/topic/{args.run_id}.foo.baz", "not persistent", "s2")
         conn.disconnect()
         got = []
         for _ in range(2):
@@ -133,7 +151,7 @@ def test_stomp_send_reaches_mqtt(args):
 def test_mqtt_publish_reaches_stomp(args):
     name = "paho PUBLISH <id>/a/b (QoS 1) reaches stomp.py on /topic/<id>.a.> (persistent)"
     conn, inbox = stomp_connection(args.stomp_port, "1.1")
-    subscribe_with_receipt(conn, f"/topic/{args.run_id}.a.>", "s")
+    subscribe_with_receipt(conn, inbox, f"/topic/{args.run_id}.a.>", "s")
     client, _ = mqtt_client(args.port, f"stomp-out-{args.run_id}")
     try:
         client.publish(f"{args.run_id}/a/b", b"from mqtt", qos=1).wait_for_publish(WAIT)
@@ -154,11 +172,11 @@ def test_queue_load_balancing(args):
     consumers = []
     for i in range(3):
         conn, inbox = stomp_connection(args.stomp_port)
-        subscribe_with_receipt(conn, queue_name, f"c{i}")
+        subscribe_with_receipt(conn, inbox, queue_name, f"c{i}")
         consumers.append((conn, inbox))
-    producer, _ = stomp_connection(args.stomp_port)
+    producer, producer_inbox = stomp_connection(args.stomp_port)
     for i in range(9):
-        send_with_receipt(producer, queue_name, f"m{i}", f"lb{i}")
+        send_with_receipt(producer, producer_inbox, queue_name, f"m{i}", f"lb{i}")
     producer.disconnect()
     # Read until all 9 are in (from whichever consumer), then look at the split.
     got, deadline = {}, time.monotonic() + WAIT
@@ -178,12 +196,14 @@ def test_nack_and_redelivery(args):
     name_redeliver = ("client-individual: an unacknowledged message is redelivered after a "
                       "disconnect, redelivered:true")
     queue_name = f"/queue/{args.run_id}.nack"
-    producer, _ = stomp_connection(args.stomp_port)
-    send_with_receipt(producer, queue_name, "nacked", "n1", {"persistent": "true"})
-    send_with_receipt(producer, queue_name, "kept", "n2", {"persistent": "true"})
+    producer, producer_inbox = stomp_connection(args.stomp_port)
+    send_with_receipt(producer, producer_inbox, queue_name, "nacked", "n1",
+                      {"persistent": "true"})
+    send_with_receipt(producer, producer_inbox, queue_name, "kept", "n2",
+                      {"persistent": "true"})
     producer.disconnect()
     conn, inbox = stomp_connection(args.stomp_port)
-    subscribe_with_receipt(conn, queue_name, "s", ack="client-individual")
+    subscribe_with_receipt(conn, inbox, queue_name, "s", ack="client-individual")
     first = inbox.take(2)
     by_body = {f.body: f for f in first}
     if set(by_body) != {"nacked", "kept"}:
@@ -192,19 +212,17 @@ def test_nack_and_redelivery(args):
         conn.disconnect()
         return
     # NACK with a receipt, so that it was processed before the connection goes.
-    waiter = stomp.listener.WaitingListener("nacked")
-    conn.set_listener("wait-nacked", waiter)
     conn.nack(by_body["nacked"].headers["ack"], receipt="nacked")
-    waiter.wait_on_receipt()
+    inbox.wait_receipt("nacked")
     # Leave "kept" unacknowledged: drop the connection without DISCONNECT.
     conn.transport.socket.shutdown(socket.SHUT_RDWR)
     dlq, dlq_inbox = stomp_connection(args.stomp_port)
-    subscribe_with_receipt(dlq, "/queue/ActiveMQ.DLQ", "d")
+    subscribe_with_receipt(dlq, dlq_inbox, "/queue/ActiveMQ.DLQ", "d")
     dead = [f for f in dlq_inbox.take(1) if f.body == "nacked"]
     report(name_dlq, len(dead) == 1, f"DLQ gave {[(f.headers, f.body) for f in dead]}")
     dlq.disconnect()
     again, again_inbox = stomp_connection(args.stomp_port)
-    subscribe_with_receipt(again, queue_name, "s2", ack="client-individual")
+    subscribe_with_receipt(again, again_inbox, queue_name, "s2", ack="client-individual")
     redelivered = again_inbox.take(1)
     ok = (len(redelivered) == 1 and redelivered[0].body == "kept"
           and redelivered[0].headers.get("redelivered") == "true")
