@@ -23,6 +23,7 @@ pub const SCRIPTS: &[(&str, Run)] = &[
     ("topic_wildcards", |c| Box::pin(topic_wildcards(c))),
     ("header_escaping", |c| Box::pin(header_escaping(c))),
     ("header_escaping_1_0", |c| Box::pin(header_escaping_1_0(c))),
+    ("message_headers", |c| Box::pin(message_headers(c))),
     ("errors", |c| Box::pin(errors(c))),
     ("unauthorized", |c| Box::pin(unauthorized(c))),
     ("queue_load_balancing", |c| {
@@ -312,6 +313,46 @@ async fn header_escaping_1_0(ctx: &Ctx) {
     send(&mut p12, topic, &[("cr", "a\\rb")], "cr").await;
     send(&mut p12, topic, &[], "end").await;
     p12.disconnect().await;
+    sub.gather(1).await;
+    sub.disconnect().await;
+}
+
+/// The SEND headers ActiveMQ gives meaning to, and what a subscriber sees of them.
+async fn message_headers(ctx: &Ctx) {
+    let topic = "/topic/diff.headers";
+    let mut sub = ctx.admin("sub", "1.2").await;
+    subscribe(&mut sub, topic, "s", "auto").await;
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() + 3_600_000)
+        .unwrap_or_default()
+        .to_string();
+    let mut p = ctx.admin("pub", "1.2").await;
+    send(
+        &mut p,
+        topic,
+        &[
+            ("reply-to", "/queue/diff.replies"),
+            ("correlation-id", "c-1"),
+            ("priority", "9"),
+            ("type", "order"),
+            ("expires", &in_an_hour),
+            ("persistent", "true"),
+            ("content-type", "text/plain;charset=utf-8"),
+            ("custom", "value"),
+        ],
+        "all",
+    )
+    .await;
+    send(
+        &mut p,
+        topic,
+        &[("expires", "0"), ("priority", "0")],
+        "never",
+    )
+    .await;
+    send(&mut p, topic, &[], "end").await;
+    p.disconnect().await;
     sub.gather(1).await;
     sub.disconnect().await;
 }
