@@ -151,6 +151,8 @@ impl Conn {
             .iter()
             .map(|(n, v)| match *n {
                 "id" | "message-id" if acking => format!("{n}:<{n}>"),
+                // A time computed from now.
+                "expires" if *v != "0" => format!("{n}:<time>"),
                 _ => format!("{n}:{v}"),
             })
             .collect();
