@@ -14,8 +14,8 @@ use super::wire::WireFrame;
 /// A script: a name and the function that runs it.
 pub type Run = for<'a> fn(&'a Ctx) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Every script, in the order they run.
-pub const SCRIPTS: &[(&str, Run)] = &[
+/// The scripts on connections, topics and MQTT crossing, in the order they run.
+pub const TOPIC_SCRIPTS: &[(&str, Run)] = &[
     ("connect_versions", |c| Box::pin(connect_versions(c))),
     ("bad_login", |c| Box::pin(bad_login(c))),
     ("heart_beats", |c| Box::pin(heart_beats(c))),
@@ -25,7 +25,15 @@ pub const SCRIPTS: &[(&str, Run)] = &[
     ("header_escaping_1_0", |c| Box::pin(header_escaping_1_0(c))),
     ("message_headers", |c| Box::pin(message_headers(c))),
     ("errors", |c| Box::pin(errors(c))),
-    ("unauthorized", |c| Box::pin(unauthorized(c))),
+    ("unauthorized_topics", |c| Box::pin(unauthorized_topics(c))),
+    ("mqtt_to_stomp", |c| Box::pin(mqtt_to_stomp(c))),
+    ("stomp_to_mqtt", |c| Box::pin(stomp_to_mqtt(c))),
+    ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
+];
+
+/// The scripts on queues, in the order they run.
+pub const QUEUE_SCRIPTS: &[(&str, Run)] = &[
+    ("unauthorized_queues", |c| Box::pin(unauthorized_queues(c))),
     ("queue_load_balancing", |c| {
         Box::pin(queue_load_balancing(c))
     }),
@@ -39,9 +47,6 @@ pub const SCRIPTS: &[(&str, Run)] = &[
     }),
     ("transactions", |c| Box::pin(transactions(c))),
     ("transactional_ack", |c| Box::pin(transactional_ack(c))),
-    ("mqtt_to_stomp", |c| Box::pin(mqtt_to_stomp(c))),
-    ("stomp_to_mqtt", |c| Box::pin(stomp_to_mqtt(c))),
-    ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
 ];
 
 /// Frame headers as a script writes them.
@@ -427,24 +432,46 @@ async fn errors(ctx: &Ctx) {
     c.probe_alive().await;
 }
 
-async fn unauthorized(ctx: &Ctx) {
-    let cases: &[(&str, &[(&str, &str)])] = &[
-        ("SEND", &[("destination", "/topic/diff.secret")]),
-        (
-            "SUBSCRIBE",
-            &[("destination", "/topic/diff.secret"), ("id", "s")],
-        ),
-        ("SEND", &[("destination", "/queue/diff.secret")]),
-        (
-            "SUBSCRIBE",
-            &[("destination", "/queue/diff.secret"), ("id", "s")],
-        ),
-        ("SEND", &[("destination", "/topic/app.diff")]),
-        (
-            "SUBSCRIBE",
-            &[("destination", "/queue/app.diff"), ("id", "s")],
-        ),
-    ];
+async fn unauthorized_topics(ctx: &Ctx) {
+    unauthorized(
+        ctx,
+        &[
+            ("SEND", &[("destination", "/topic/diff.secret")]),
+            (
+                "SUBSCRIBE",
+                &[("destination", "/topic/diff.secret"), ("id", "s")],
+            ),
+            ("SEND", &[("destination", "/topic/app.diff")]),
+            (
+                "SUBSCRIBE",
+                &[("destination", "/topic/app.diff"), ("id", "s")],
+            ),
+        ],
+    )
+    .await;
+}
+
+async fn unauthorized_queues(ctx: &Ctx) {
+    unauthorized(
+        ctx,
+        &[
+            ("SEND", &[("destination", "/queue/diff.secret")]),
+            (
+                "SUBSCRIBE",
+                &[("destination", "/queue/diff.secret"), ("id", "s")],
+            ),
+            ("SEND", &[("destination", "/queue/app.diff")]),
+            (
+                "SUBSCRIBE",
+                &[("destination", "/queue/app.diff"), ("id", "s")],
+            ),
+        ],
+    )
+    .await;
+}
+
+/// Each (command, headers) from `app`, who may use `app.>` only, on a connection of its own.
+async fn unauthorized(ctx: &Ctx, cases: &[(&str, Headers<'_>)]) {
     for (i, (command, headers)) in cases.iter().enumerate() {
         let (mut c, answer) = ctx
             .connect(&format!("u{i}"), Some("1.2"), Some(("app", "apppw")), &[])
