@@ -211,6 +211,20 @@ const OPEN: &[Known] = &[
         ferromq: "<- MESSAGE [",
         why: "a MESSAGE from an MQTT publisher has no ActiveMQ.MQTT.QoS header",
     },
+    Known {
+        script: "nack_to_dlq",
+        activemq: "original-destination:/queue/diff.nack, originalExpiration:0, ",
+        ferromq: "original-destination:/queue/diff.nack, ",
+        why: "a message NACKed into ActiveMQ.DLQ has no originalExpiration header",
+    },
+    Known {
+        script: "nack_to_dlq",
+        activemq: "app:x, destination:/queue/ActiveMQ.DLQ, expires:0, ",
+        ferromq: "app:x, destination:/queue/ActiveMQ.DLQ, dlqDeliveryFailureCause:Delivery[1] \
+                  exceeds redelivery policy limit or was refused (NACK), expires:0, ",
+        why: "a message NACKed into ActiveMQ.DLQ has a dlqDeliveryFailureCause header; \
+              ActiveMQ sets none for a STOMP NACK",
+    },
 ];
 
 /// ActiveMQ's transcript of `script` with the [`KNOWN`] and [`OPEN`] differences applied and ActiveMQ's
