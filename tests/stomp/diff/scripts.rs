@@ -460,10 +460,11 @@ async fn unauthorized_queues(ctx: &Ctx) {
                 "SUBSCRIBE",
                 &[("destination", "/queue/diff.secret"), ("id", "s")],
             ),
-            ("SEND", &[("destination", "/queue/app.diff")]),
+            // Not the queue the SEND fills: its message would race the probe's RECEIPT.
+            ("SEND", &[("destination", "/queue/app.diff.filled")]),
             (
                 "SUBSCRIBE",
-                &[("destination", "/queue/app.diff"), ("id", "s")],
+                &[("destination", "/queue/app.diff.empty"), ("id", "s")],
             ),
         ],
     )
