@@ -102,8 +102,27 @@ const NEWLINE_1_0: &str = "a newline or CR in a value is a space for a STOMP 1.0
 /// negotiated; ActiveMQ writes both (`version:1.0`) and negotiates heart-beats for 1.0 too.
 const CONNECTED_1_0: &str = "STOMP 1.0 CONNECTED without version and heart-beat";
 
+/// A dead letter (docs/queues.md, docs/dead-letter.md): ActiveMQ stamps `originalExpiration`
+/// (0 when the message had none) and, for a STOMP NACK, no `dlqDeliveryFailureCause`; ferromq
+/// gives its expiry to the dead-letter strategy instead, and always says why
+/// (`dlqDeliveryFailureCause`).
+const DEAD_LETTER: &str = "dead letters: no originalExpiration, a dlqDeliveryFailureCause";
+
 /// The deliberate differences (docs/compatibility.md, "STOMP, measured against ActiveMQ").
 const KNOWN: &[Known] = &[
+    Known {
+        script: "nack_to_dlq",
+        activemq: "original-destination:/queue/diff.nack, originalExpiration:0, ",
+        ferromq: "original-destination:/queue/diff.nack, ",
+        why: DEAD_LETTER,
+    },
+    Known {
+        script: "nack_to_dlq",
+        activemq: "app:x, destination:/queue/ActiveMQ.DLQ, expires:0, ",
+        ferromq: "app:x, destination:/queue/ActiveMQ.DLQ, dlqDeliveryFailureCause:Delivery[1] \
+                  exceeds redelivery policy limit or was refused (NACK), expires:0, ",
+        why: DEAD_LETTER,
+    },
     Known {
         script: "*",
         activemq: "<- CONNECTED [heart-beat:0,0, server:<server>, session:<session>, version:1.0]",
@@ -210,20 +229,6 @@ const OPEN: &[Known] = &[
         activemq: "<- MESSAGE [ActiveMQ.MQTT.QoS:2, ",
         ferromq: "<- MESSAGE [",
         why: "a MESSAGE from an MQTT publisher has no ActiveMQ.MQTT.QoS header",
-    },
-    Known {
-        script: "nack_to_dlq",
-        activemq: "original-destination:/queue/diff.nack, originalExpiration:0, ",
-        ferromq: "original-destination:/queue/diff.nack, ",
-        why: "a message NACKed into ActiveMQ.DLQ has no originalExpiration header",
-    },
-    Known {
-        script: "nack_to_dlq",
-        activemq: "app:x, destination:/queue/ActiveMQ.DLQ, expires:0, ",
-        ferromq: "app:x, destination:/queue/ActiveMQ.DLQ, dlqDeliveryFailureCause:Delivery[1] \
-                  exceeds redelivery policy limit or was refused (NACK), expires:0, ",
-        why: "a message NACKed into ActiveMQ.DLQ has a dlqDeliveryFailureCause header; \
-              ActiveMQ sets none for a STOMP NACK",
     },
 ];
 
