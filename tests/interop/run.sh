@@ -58,6 +58,9 @@ free_port() {
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 port="$(free_port)"
+# STOMP: ferromq only (mosquitto speaks no STOMP; the STOMP suite then reports SKIP).
+stomp_port=""
+[[ $broker == ferromq ]] && stomp_port="$(free_port)"
 ws_port=""
 [[ $with_ws == 1 ]] && ws_port="$(free_port)"
 run_id="$$-$RANDOM"
@@ -113,6 +116,7 @@ case "$broker" in
     ${ssl_context}
     <transportConnectors>
       <transportConnector name="mqtt" uri="mqtt://127.0.0.1:${port}?transport.maxKeepAlive=60000"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:${stomp_port}"/>
       ${ws_connector}
       ${tls_connectors}
     </transportConnectors>
@@ -156,7 +160,7 @@ if ! port_open "$port"; then
   echo "interop: 0 passed, 1 failed"
   exit 1
 fi
-echo "# $broker (pid $broker_pid) on mqtt port $port${ws_port:+, ws port $ws_port}${tls_port:+, mqtt+ssl port $tls_port}${wss_port:+, wss port $wss_port}"
+echo "# $broker (pid $broker_pid) on mqtt port $port${stomp_port:+, stomp port $stomp_port}${ws_port:+, ws port $ws_port}${tls_port:+, mqtt+ssl port $tls_port}${wss_port:+, wss port $wss_port}"
 
 passed=0
 failed=0
@@ -354,6 +358,15 @@ python_suite paho paho_test.py "${paho_args[@]}"
 python_suite paho-will-delay will_delay_test.py --port "$port" --run-id "$run_id"
 python_suite paho-mqtt5 mqtt5_test.py --port "$port" --run-id "$run_id"
 python_suite paho-shared shared_test.py --port "$port" --run-id "$run_id" --broker "$broker"
+
+# stomp.py <-> paho-mqtt across protocols, queue load balancing, ack/NACK and redelivery.
+if [[ -z "$stomp_port" ]]; then
+  echo "SKIP stomp_test.py: $broker has no STOMP connector"
+elif ! python3 -c 'import stomp' 2>/dev/null; then
+  fail "stomp_test.py" "stomp.py is not installed (pip install stomp.py)"
+else
+  python_suite stomp stomp_test.py --port "$port" --stomp-port "$stomp_port" --run-id "$run_id"
+fi
 
 # paho-mqtt MQTTv5: Server Keep Alive and topic aliases towards the client (mosquitto 2.0
 # sends no topic aliases: that test is skipped for it).

@@ -7,6 +7,7 @@
 mod support;
 
 mod acks;
+mod activemq_differential;
 mod back_pressure;
 mod client;
 mod dead_letter;

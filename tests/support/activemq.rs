@@ -13,6 +13,10 @@
 //! a `conf/log4j.properties` that logs to `activemq.log`, and `java` is run directly (the wrapper
 //! script also switches to the `activemq` user, which cannot read a test's temporary directory).
 //!
+//! STOMP: ActiveMQ's STOMP transport is in its base jars (`activemq-stomp.jar` is in Debian's
+//! `lib/`), so [`ActiveMq::start_with_stomp`] only adds a second free port for a `stomp://`
+//! connector and waits until it answers a STOMP CONNECT as well.
+//!
 //! Skipped with a message when ActiveMQ is not installed, unless `CI` is set: then the test fails
 //! instead (CI installs it).
 
@@ -43,6 +47,8 @@ pub struct ActiveMq {
     child: Child,
     /// The `mqtt://` connector, on 127.0.0.1.
     pub mqtt: SocketAddr,
+    /// The `stomp://` connector, on 127.0.0.1, when started by [`ActiveMq::start_with_stomp`].
+    pub stomp: Option<SocketAddr>,
     base: tempfile::TempDir,
 }
 
@@ -97,11 +103,33 @@ impl ActiveMq {
         xml_for_port: impl Fn(u16) -> String,
         files: &[(&str, String)],
     ) -> ActiveMq {
+        ActiveMq::start_ports(|mqtt, _| xml_for_port(mqtt), false, files)
+    }
+
+    /// Start ActiveMQ from the `activemq.xml` that `xml_for_ports(mqtt, stomp)` writes for an
+    /// MQTT connector on `127.0.0.1:<mqtt>` and a STOMP connector on `127.0.0.1:<stomp>` (with
+    /// `files` beside it, as [`ActiveMq::start_with_files`]), and wait until both answer: a
+    /// CONNACK on MQTT, a CONNECTED or ERROR frame on STOMP. Panics, with ActiveMQ's log, when it
+    /// does not start.
+    pub fn start_with_stomp(
+        xml_for_ports: impl Fn(u16, u16) -> String,
+        files: &[(&str, String)],
+    ) -> ActiveMq {
+        ActiveMq::start_ports(xml_for_ports, true, files)
+    }
+
+    fn start_ports(
+        xml_for_ports: impl Fn(u16, u16) -> String,
+        with_stomp: bool,
+        files: &[(&str, String)],
+    ) -> ActiveMq {
         let mut last_log = String::new();
         // A free port may be taken between the probe and the JVM's bind: try a few.
         for _ in 0..3 {
             let port = free_port();
-            match ActiveMq::try_start(&xml_for_port(port), port, files) {
+            let stomp = with_stomp.then(free_port);
+            let xml = xml_for_ports(port, stomp.unwrap_or(0));
+            match ActiveMq::try_start(&xml, port, stomp, files) {
                 Ok(broker) => return broker,
                 Err(log) if log.contains("Address already in use") => last_log = log,
                 Err(log) => panic!("ActiveMQ did not start:\n{log}"),
@@ -110,7 +138,12 @@ impl ActiveMq {
         panic!("ActiveMQ did not start (ports in use):\n{last_log}")
     }
 
-    fn try_start(xml: &str, port: u16, files: &[(&str, String)]) -> Result<ActiveMq, String> {
+    fn try_start(
+        xml: &str,
+        port: u16,
+        stomp: Option<u16>,
+        files: &[(&str, String)],
+    ) -> Result<ActiveMq, String> {
         let base = tempfile::Builder::new()
             .prefix("activemq-")
             .tempdir()
@@ -173,6 +206,7 @@ impl ActiveMq {
         let mut broker = ActiveMq {
             child,
             mqtt: SocketAddr::from(([127, 0, 0, 1], port)),
+            stomp: stomp.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
             base,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -180,7 +214,7 @@ impl ActiveMq {
             if let Ok(Some(status)) = broker.child.try_wait() {
                 return Err(format!("exited with {status}\n{}", broker.logs()));
             }
-            if mqtt_connack(broker.mqtt) {
+            if mqtt_connack(broker.mqtt) && broker.stomp.is_none_or(stomp_answers) {
                 return Ok(broker);
             }
             // A broker that failed to start (its port taken, a bad configuration) may leave the
@@ -191,8 +225,9 @@ impl ActiveMq {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "no CONNACK on {} after {START_TIMEOUT:?}\n{}",
+                    "no CONNACK on {} (or no STOMP answer on {:?}) after {START_TIMEOUT:?}\n{}",
                     broker.mqtt,
+                    broker.stomp,
                     broker.logs()
                 ));
             }
@@ -281,5 +316,25 @@ fn mqtt_connack(addr: SocketAddr) -> bool {
     let got = stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 && connack[1] == 2;
     // DISCONNECT, so that ActiveMQ does not log a broken connection.
     let _ = stream.write_all(&[0xe0, 0]);
+    got
+}
+
+/// Does a STOMP CONNECT (version 1.2, no credentials) on `addr` get a frame back (CONNECTED, or
+/// the ERROR of a refused login)?
+fn stomp_answers(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:probe\n\n\0")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = [0u8; 5];
+    let got =
+        stream.read_exact(&mut answer).is_ok() && (&answer == b"CONNE" || &answer == b"ERROR");
+    let _ = stream.write_all(b"DISCONNECT\n\n\0");
     got
 }
