@@ -392,7 +392,8 @@ fn header_text() -> impl Strategy<Value = String> {
 
 /// What `version`'s wire form can carry of a header, restated from the spec: unescaped forms
 /// (1.0, CONNECT, STOMP, CONNECTED) have no CR, LF, or `:` in names; 1.0 values are read
-/// trimmed; 1.1 has no escape for CR, so a CR ending a value would read as part of a CRLF.
+/// trimmed; 1.1 has no escape for CR (the encoder writes a space for it: a raw CR ending a
+/// line would read as part of a CRLF).
 fn representable(
     command: Command,
     version: Version,
@@ -406,7 +407,8 @@ fn representable(
         name.retain(|c| !matches!(c, ':' | '\r' | '\n'));
         value.retain(|c| !matches!(c, '\r' | '\n'));
     } else if version == Version::V1_1 {
-        value.retain(|c| c != '\r');
+        name = name.replace('\r', " ");
+        value = value.replace('\r', " ");
     }
     if version == Version::V1_0 {
         value = value.trim_matches(|c: char| c <= ' ').to_string();

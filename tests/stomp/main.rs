@@ -13,6 +13,7 @@ mod client;
 mod dead_letter;
 mod durable;
 mod frames;
+mod injection;
 mod python;
 mod queues;
 mod selectors;

@@ -55,6 +55,11 @@ pub struct Decoder {
     command: Command,
     headers: Vec<(String, String)>,
     content_length: Option<usize>,
+    /// The command line named no command: the frame is still read whole (as ActiveMQ does)
+    /// so that the ERROR can carry its `receipt-id`, then refused.
+    unknown_command: Option<String>,
+    /// The `receipt` header of the last frame refused as a whole (an unknown command).
+    failed_receipt: Option<String>,
 }
 
 impl Default for Decoder {
@@ -77,6 +82,8 @@ impl Decoder {
             command: Command::Send,
             headers: Vec::new(),
             content_length: None,
+            unknown_command: None,
+            failed_receipt: None,
         }
     }
 
@@ -115,6 +122,13 @@ impl Decoder {
         self.body_start = 0;
         self.headers = Vec::new();
         self.content_length = None;
+        self.unknown_command = None;
+    }
+
+    /// The `receipt` header of the frame the last [`StompError::UnknownCommand`] refused (read
+    /// whole first), for the ERROR frame's `receipt-id` (STOMP 1.2 "ERROR").
+    pub fn failed_receipt(&self) -> Option<&str> {
+        self.failed_receipt.as_deref()
     }
 
     fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, StompError> {
@@ -153,10 +167,17 @@ impl Decoder {
                         return Err(StompError::CommandTooLong { max });
                     }
                     let name = trim(line);
-                    self.command = Command::parse(name).ok_or_else(|| {
-                        let shown = &name[..name.len().min(64)];
-                        StompError::UnknownCommand(String::from_utf8_lossy(shown).into_owned())
-                    })?;
+                    self.failed_receipt = None;
+                    match Command::parse(name) {
+                        Some(command) => self.command = command,
+                        None => {
+                            let shown = &name[..name.len().min(64)];
+                            self.unknown_command =
+                                Some(String::from_utf8_lossy(shown).into_owned());
+                            // Read on as an escaped frame would be.
+                            self.command = Command::Send;
+                        }
+                    }
                     self.next_line(lf)?;
                     self.phase = Phase::Headers;
                 }
@@ -231,6 +252,11 @@ impl Decoder {
     }
 
     fn parse_header(&self, line: &[u8]) -> Result<(String, String), StompError> {
+        // A NUL ends a frame: one inside a header line would end the frame early for every
+        // receiver it were forwarded to (a header value could carry a forged frame).
+        if line.contains(&0) {
+            return Err(StompError::NulInHeader);
+        }
         let colon = line
             .iter()
             .position(|&b| b == b':')
@@ -305,7 +331,12 @@ impl Decoder {
             headers: std::mem::take(&mut self.headers),
             body,
         };
+        let unknown = self.unknown_command.take();
         self.reset();
+        if let Some(name) = unknown {
+            self.failed_receipt = frame.header("receipt").map(str::to_owned);
+            return Err(StompError::UnknownCommand(name));
+        }
         Ok(Some(Decoded::Frame(frame)))
     }
 }
@@ -439,6 +470,28 @@ mod tests {
             decode_all(&mut Decoder::default(), b"SEND\nnocolon\n\n\0"),
             Err(StompError::MissingColon)
         );
+    }
+
+    #[test]
+    fn a_nul_in_a_header_line_is_an_error() {
+        assert_eq!(
+            decode_all(
+                &mut Decoder::default(),
+                b"SEND\ndestination:/topic/a\nx:\0ERROR\nmessage:forged\n\n\0"
+            ),
+            Err(StompError::NulInHeader)
+        );
+    }
+
+    #[test]
+    fn an_unknown_command_is_read_whole_and_its_receipt_kept() {
+        let mut decoder = Decoder::default();
+        decoder.set_version(Version::V1_2);
+        assert_eq!(
+            decode_all(&mut decoder, b"FOO\nreceipt:r\\c1\n\nbody\0"),
+            Err(StompError::UnknownCommand("FOO".into()))
+        );
+        assert_eq!(decoder.failed_receipt(), Some("r:1"));
     }
 
     #[test]

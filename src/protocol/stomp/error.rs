@@ -58,6 +58,10 @@ pub enum StompError {
     /// the first 64 characters, lossily decoded.
     #[error("Unknown STOMP action: {0}")]
     UnknownCommand(String),
+    /// A NUL byte inside a header line (a frame ends at NUL: STOMP 1.2 "Augmented BNF" has no
+    /// NUL in `header-name` or `header-value`).
+    #[error("A header contains a NUL byte")]
+    NulInHeader,
     /// A header line without `:` (STOMP 1.2 "Augmented BNF": `header-name ":" header-value`).
     #[error("Unable to parse header line (no ':' separator)")]
     MissingColon,

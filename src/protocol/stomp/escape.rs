@@ -55,11 +55,13 @@ fn utf8(bytes: Vec<u8>) -> Result<String, StompError> {
     String::from_utf8(bytes).map_err(|_| StompError::InvalidUtf8)
 }
 
-/// The escape sequence for `b` under `escaping`, `None` when `b` is written as is. In `Raw`
-/// mode a byte that would break the line structure (CR, LF; `:` in a name) has no escape and
-/// is replaced by a space: 1.0 and CONNECTED cannot carry it.
+/// The escape sequence for `b` under `escaping`, `None` when `b` is written as is. A byte
+/// that would break the frame or line structure and has no escape in the version is replaced
+/// by a space: NUL always (it ends a frame), CR and LF in `Raw` mode (1.0 and CONNECTED), CR
+/// in 1.1 (which has no `\r`), `:` in a name in `Raw` mode.
 fn escape_of(b: u8, escaping: Escaping, in_name: bool) -> Option<&'static [u8]> {
     match (escaping, b) {
+        (_, 0) => Some(b" "),
         (Escaping::Raw, b'\n' | b'\r') => Some(b" "),
         (Escaping::Raw, b':') if in_name => Some(b" "),
         (Escaping::Raw, _) => None,
@@ -67,6 +69,7 @@ fn escape_of(b: u8, escaping: Escaping, in_name: bool) -> Option<&'static [u8]> 
         (_, b':') => Some(b"\\c"),
         (_, b'\\') => Some(b"\\\\"),
         (Escaping::V1_2, b'\r') => Some(b"\\r"),
+        (_, b'\r') => Some(b" "),
         _ => None,
     }
 }
@@ -111,7 +114,9 @@ mod tests {
     fn the_spec_tables() {
         let all = "a\r\n:\\b";
         assert_eq!(escaped(all, Escaping::V1_2, false), "a\\r\\n\\c\\\\b");
-        assert_eq!(escaped(all, Escaping::V1_1, false), "a\r\\n\\c\\\\b");
+        assert_eq!(escaped(all, Escaping::V1_1, false), "a \\n\\c\\\\b");
+        assert_eq!(escaped("a\0b", Escaping::V1_2, false), "a b");
+        assert_eq!(escaped("a\0b", Escaping::Raw, false), "a b");
         assert_eq!(escaped(all, Escaping::Raw, false), "a  :\\b");
         assert_eq!(escaped(all, Escaping::Raw, true), "a   \\b");
         assert_eq!(

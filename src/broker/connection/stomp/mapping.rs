@@ -56,8 +56,11 @@ pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message 
     let persistent = frame.header("persistent") == Some("true");
     let mut properties = Properties::default();
     let mut expires_at = None;
-    for (name, value) in &frame.headers {
-        if !FRAME_HEADERS.contains(&name.as_str()) {
+    for (i, (name, value)) in frame.headers.iter().enumerate() {
+        // A repeated header's first value is its value (STOMP 1.2 "Repeated Header Entries"),
+        // the one ActiveMQ keeps: later ones are not forwarded.
+        let repeated = frame.headers[..i].iter().any(|(n, _)| n == name);
+        if !repeated && !FRAME_HEADERS.contains(&name.as_str()) {
             properties
                 .user_properties
                 .push((name.clone(), value.clone()));

@@ -406,7 +406,15 @@ impl StompConn {
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     self.core.counters.protocol_errors();
-                    return Err(Close::error(e.to_string(), None));
+                    let mut close = Close::error(e.to_string(), None);
+                    if let (Close::Error(frame), Some(receipt)) =
+                        (&mut close, decoder.failed_receipt())
+                    {
+                        frame
+                            .headers
+                            .push(("receipt-id".to_owned(), receipt.to_owned()));
+                    }
+                    return Err(close);
                 }
             }
         }
