@@ -14,6 +14,7 @@ mod dead_letter;
 mod durable;
 mod frames;
 mod injection;
+mod limits;
 mod python;
 mod queues;
 mod selectors;

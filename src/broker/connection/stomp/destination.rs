@@ -62,6 +62,12 @@ pub fn temp_topic_to_mqtt(remote: &str) -> Result<String, DestinationError> {
     Ok(format!("{TEMP_TOPICS}{}", swap_chars(remote)))
 }
 
+/// The `/remote-temp-topic/` name of an MQTT topic made by [`temp_topic_to_mqtt`]; `None` for
+/// any other topic.
+pub fn mqtt_temp_topic_name(topic: &str) -> Option<String> {
+    topic.strip_prefix(TEMP_TOPICS).map(swap_chars)
+}
+
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -14,7 +14,7 @@ use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
 use crate::broker::message::Message;
-use crate::broker::runtime::{Refusal, TopicRefusal};
+use crate::broker::runtime::{BrokerCore, Refusal, TopicRefusal};
 use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame};
 use crate::protocol::QoS;
@@ -235,6 +235,10 @@ impl StompConn {
     /// (a persistent message: once it is kept for every persistent session it reaches).
     fn publish(&mut self, message: Message, receipt: Option<Frame>) {
         if message.qos == QoS::AtMostOnce {
+            if self.core.memory.is_full() {
+                // ActiveMQ blocks a non-persistent producer too (producer flow control).
+                return self.hold(message, Refusal::MemoryFull, receipt);
+            }
             if let Some(message) = self.core.admit(message) {
                 let (plan, changes) = self.core.plan_route_from(message, &self.origin());
                 self.core.commit_background(changes);
@@ -313,38 +317,56 @@ impl StompConn {
         }));
     }
 
-    /// A persistent SEND a broker-wide limit (`memoryUsage`, `storeUsage`) stopped: reading
-    /// stops until it is admitted, or refused with an ERROR past `sendFailIfNoSpace[AfterTimeout]`.
+    /// A SEND a broker-wide limit stopped (`memoryUsage` for any SEND, also `storeUsage` and
+    /// disk space for a persistent one): reading stops until it is admitted (ActiveMQ blocks
+    /// the producer, persistent or not); its RECEIPT leaves only once it is routed (and kept,
+    /// when persistent). Past `sendFailIfNoSpace[AfterTimeout]` it is refused with an ERROR in
+    /// ActiveMQ's words and is not kept: never a RECEIPT for a message that is then dropped.
     fn hold(&mut self, message: Message, refusal: Refusal, receipt: Option<Frame>) {
         self.core.count_held(&message.topic, &refusal);
         self.held += 1;
         let core = self.core.clone();
         let origin = self.origin();
+        let producer = self.session_name.clone();
         let fail_after = *self.core.send_fail_after.lock();
+        let refuse_at_once = fail_after == Some(std::time::Duration::ZERO);
         let deadline = fail_after.map(|d| tokio::time::Instant::now() + d);
         self.pending.push_back(Box::pin(async move {
             let mut message = message;
+            let mut refusal = refusal;
             loop {
                 if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    let text =
+                        no_space_message(&core, &refusal, refuse_at_once, &producer, &message);
                     return Ready {
-                        fail: Some(Close::error(
-                            "the broker's memory or store limit is reached: message refused",
-                            None,
-                        )),
+                        fail: Some(Close::error(text, None)),
                         released_hold: true,
                         ..Ready::default()
                     };
                 }
                 tokio::time::sleep(HELD_RETRY).await;
-                match core.admit_acknowledged(message) {
+                match admit(&core, message) {
                     Ok(admitted) => {
                         message = admitted;
                         break;
                     }
-                    Err((back, _)) => message = back,
+                    Err((back, why)) => {
+                        message = back;
+                        refusal = why;
+                    }
                 }
             }
+            let persistent = message.qos != QoS::AtMostOnce;
             let (plan, changes) = core.plan_route_from(message, &origin);
+            if !persistent {
+                core.commit_background(changes);
+                return Ready {
+                    route: Some(plan),
+                    frames: receipt.into_iter().collect(),
+                    released_hold: true,
+                    ..Ready::default()
+                };
+            }
             match core.durability().commit(changes).wait().await {
                 Ok(()) => Ready {
                     route: Some(plan),
@@ -446,5 +468,57 @@ impl StompConn {
         }
         self.receipt(frame);
         Ok(())
+    }
+}
+
+/// Admission of a held SEND: a persistent one against every limit, a non-persistent one
+/// against `memoryUsage` only (it is never written to the store).
+fn admit(core: &BrokerCore, message: Message) -> Result<Message, (Message, Refusal)> {
+    if message.qos != QoS::AtMostOnce {
+        return core.admit_acknowledged(message);
+    }
+    if core.memory.is_full() {
+        return Err((message, Refusal::MemoryFull));
+    }
+    Ok(core.memory.charge(message))
+}
+
+/// The ERROR `message` of a SEND refused for lack of room, in ActiveMQ 5.17's words
+/// (`Topic.send`, `BaseDestination.waitForSpace`): `refused_at_once` is `sendFailIfNoSpace`,
+/// otherwise `sendFailIfNoSpaceAfterTimeout` ran out.
+fn no_space_message(
+    core: &BrokerCore,
+    refusal: &Refusal,
+    refused_at_once: bool,
+    producer: &str,
+    message: &Message,
+) -> String {
+    const SEE: &str = "See http://activemq.apache.org/producer-flow-control.html for more info";
+    let destination = qualified_name(&message.topic);
+    match refusal {
+        Refusal::MemoryFull if refused_at_once => format!(
+            "Usage Manager memory limit ({}) reached. Rejecting send for producer ({producer}) \
+             to prevent flooding {destination}. {SEE}",
+            core.memory.limit_bytes()
+        ),
+        Refusal::MemoryFull => format!(
+            "Usage Manager Memory Usage limit reached. Stopping producer ({producer}) to \
+             prevent flooding {destination}. {SEE}"
+        ),
+        Refusal::Durability(e) => format!(
+            "Persistent store is Full ({e}). Stopping producer ({producer}) to prevent \
+             flooding {destination}. {SEE}"
+        ),
+    }
+}
+
+/// `topic://a.b` for the MQTT topic `a/b` (a temporary topic: its `temp-topic://` name).
+fn qualified_name(topic: &str) -> String {
+    match super::destination::mqtt_temp_topic_name(topic) {
+        Some(remote) => format!("temp-topic://{remote}"),
+        None => format!(
+            "topic://{}",
+            crate::security::destination::mqtt_to_activemq(topic)
+        ),
     }
 }
