@@ -68,6 +68,10 @@ pub(super) struct Sub {
     durable: bool,
     /// The `selector` header: only messages it selects are sent (see `selector.rs`).
     selector: Option<Box<Selector>>,
+    /// How many messages at the head of the session's queue were delivered to an earlier
+    /// consumer of this durable subscription and not acknowledged: sent with
+    /// `redelivered:true` (JMS redelivery).
+    redeliver: usize,
 }
 
 /// The client id of the persistent session of durable subscription `name` of STOMP client
@@ -228,6 +232,7 @@ impl StompConn {
                         while let Some(item) = s.pending.pop_front() {
                             seqs.extend(item.seq);
                         }
+                        seqs.extend(std::mem::take(&mut s.inflight).iter().filter_map(|e| e.seq));
                         seqs
                     })
                     .unwrap_or_default()
@@ -237,6 +242,11 @@ impl StompConn {
                 self.core.commit_background(dropped);
             }
         }
+        let redeliver = if durable_name.is_some() {
+            requeue_unacknowledged(&attached.session, attached.token.generation)
+        } else {
+            0
+        };
         if !self.core.subscribe(
             &attached.session,
             attached.token.generation,
@@ -274,6 +284,7 @@ impl StompConn {
             unacked: VecDeque::new(),
             durable: durable_name.is_some(),
             selector,
+            redeliver,
         });
         self.out.pump_wanted = true;
         self.receipt(frame);
@@ -365,14 +376,42 @@ impl StompConn {
 
     /// End a subscription on this connection: its wake-up forwarder stops; a non-durable one's
     /// tree entry and session go; a durable one's session goes offline with what it has not
-    /// had acknowledged back at the head of its queue (kept in the store all along).
+    /// had acknowledged (kept in the store all along) recorded as in flight, ahead of its
+    /// queue: the next consumer gets those first, with `redelivered:true`.
     fn end_sub(&self, mut sub: Sub) {
         sub.forwarder.abort();
         if sub.durable {
             let unacked = std::mem::take(&mut sub.unacked);
+            // Not redelivered yet by this consumer: they stay first in the queue.
+            let not_redelivered = sub.redeliver;
             sub.session.with_state(sub.token.generation, |s| {
-                for u in unacked.into_iter().rev() {
-                    s.pending.push_front(u.item);
+                let mut no_room = Vec::new();
+                for u in unacked {
+                    if !no_room.is_empty() || s.inflight.insert(&u.item).is_none() {
+                        no_room.push(u.item);
+                    }
+                }
+                // Beyond the 65535 ids the in-flight window can number (a prefetch that
+                // large): back at the head of the queue, in order, without the flag.
+                for item in no_room.into_iter().rev() {
+                    s.pending.push_front(item);
+                }
+                // Those never sent again by this consumer are still redeliveries.
+                let mut again = Vec::with_capacity(not_redelivered.min(64));
+                for _ in 0..not_redelivered {
+                    match s.pending.pop_front() {
+                        Some(item) => again.push(item),
+                        None => break,
+                    }
+                }
+                let mut refused = Vec::new();
+                for item in again {
+                    if !refused.is_empty() || s.inflight.insert(&item).is_none() {
+                        refused.push(item);
+                    }
+                }
+                for item in refused.into_iter().rev() {
+                    s.pending.push_front(item);
                 }
             });
         } else {
@@ -446,6 +485,9 @@ impl StompConn {
                 let mut changes = Vec::new();
                 let client_id = self.subs[index].session.client_id().clone();
                 for item in batch {
+                    let sub = &mut self.subs[index];
+                    let redelivered = sub.redeliver > 0;
+                    sub.redeliver = sub.redeliver.saturating_sub(1);
                     let allowed = !item.message.is_expired(now)
                         && self.authz.allowed(
                             &security,
@@ -483,7 +525,7 @@ impl StompConn {
                             message_id: &message_id,
                             ack: ack_header,
                             qos: item.qos,
-                            redelivered: false,
+                            redelivered,
                         },
                         now,
                     );
@@ -568,4 +610,32 @@ impl StompConn {
         self.receipt(frame);
         Ok(())
     }
+}
+
+/// What earlier consumers of durable subscription `session` were sent and did not
+/// acknowledge (its in-flight record, see `StompConn::end_sub`) goes back to the head of its
+/// queue, in order; returns how many (they are redeliveries).
+fn requeue_unacknowledged(session: &Session, generation: u64) -> usize {
+    session
+        .with_state(generation, |s| {
+            let inflight = std::mem::take(&mut s.inflight);
+            let items: Vec<QueuedMessage> = inflight
+                .iter()
+                .map(|e| QueuedMessage {
+                    message: e.message.clone(),
+                    qos: e.qos,
+                    retain: e.retain,
+                    subscription_id: e.subscription_id,
+                    seq: e.seq,
+                    paged: false,
+                    shared_group: e.shared_group.clone(),
+                })
+                .collect();
+            let count = items.len();
+            for item in items.into_iter().rev() {
+                s.pending.push_front(item);
+            }
+            count
+        })
+        .unwrap_or(0)
 }
