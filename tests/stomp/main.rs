@@ -15,6 +15,7 @@ mod durable;
 mod frames;
 mod injection;
 mod limits;
+mod nack;
 mod python;
 mod queues;
 mod selectors;

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use tokio::task::AbortHandle;
 
-use super::destination::{is_wildcard, topic_to_mqtt, Destination};
+use super::destination::{is_wildcard, stomp_destination_of, topic_to_mqtt, Destination};
 use super::headers;
 use super::mapping::{message_frame, Delivery};
 use super::selector::topic_selects;
@@ -26,7 +26,7 @@ use crate::broker::selector::Selector;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::registry::SessionLifetime;
 use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
-use crate::protocol::stomp::{Frame, Version};
+use crate::protocol::stomp::{Command, Frame, Version};
 use crate::protocol::QoS;
 use crate::security::Action;
 
@@ -555,9 +555,11 @@ impl StompConn {
     }
 
     /// ACK or NACK of a delivered message: by `id` (1.2) or `message-id` (1.0, 1.1, with
-    /// `subscription`). `client` mode acknowledges every earlier message of the subscription
-    /// too. A NACKed topic message is dropped (ActiveMQ sends it to the dead-letter queue only
-    /// when it is persistent and the queue engine serves one: see docs/stomp.md).
+    /// `subscription`). A `client` mode ACK acknowledges every earlier message of the
+    /// subscription too; a NACK is for that message only (ActiveMQ's poison ack). NACK does
+    /// what ActiveMQ 5.17 does on a topic: a non-durable subscription's message is dropped
+    /// (`TopicSubscription`: acknowledged), a durable one's goes to the dead-letter queue when
+    /// persistent (`PrefetchSubscription.sendToDLQ`, see [`StompConn::dead_letter_nacked`]).
     pub(super) fn on_ack(&mut self, frame: &Frame) -> Result<(), Close> {
         let id_header = match self.version {
             Version::V1_2 => frame.header("id").or_else(|| frame.header("message-id")),
@@ -595,12 +597,32 @@ impl StompConn {
                 Some(frame),
             ));
         };
+        let nack = frame.command == Command::Nack;
         let sub = &mut self.subs[index];
         let done: Vec<Unacked> = match sub.ack {
-            AckMode::Client => sub.unacked.drain(..=at).collect(),
+            AckMode::Client if !nack => sub.unacked.drain(..=at).collect(),
             _ => sub.unacked.remove(at).into_iter().collect(),
         };
         let client_id = sub.session.client_id().clone();
+        if nack && sub.durable {
+            if let Some(u) = done.into_iter().next() {
+                if u.item.message.qos != QoS::AtMostOnce {
+                    self.out.pump_wanted = true;
+                    return self.dead_letter_nacked(u.item, client_id, frame);
+                }
+                // Not persistent: the default strategy does not keep it (processNonPersistent).
+                let changes: Vec<Change> = u
+                    .item
+                    .seq
+                    .map(|seq| Change::removed(&client_id, seq))
+                    .into_iter()
+                    .collect();
+                self.core.commit_background(changes);
+            }
+            self.out.pump_wanted = true;
+            self.receipt(frame);
+            return Ok(());
+        }
         let changes: Vec<Change> = done
             .iter()
             .filter_map(|u| u.item.seq.map(|seq| Change::removed(&client_id, seq)))
@@ -638,4 +660,86 @@ fn requeue_unacknowledged(session: &Session, generation: u64) -> usize {
             count
         })
         .unwrap_or(0)
+}
+
+impl StompConn {
+    /// A persistent message NACKed on a durable subscription goes to ActiveMQ's shared
+    /// dead-letter queue `ActiveMQ.DLQ` (the queue engine), with `original-destination` and no
+    /// expiry, as ActiveMQ's `RegionBroker.sendToDeadLetterQueue` makes it (no
+    /// `dlqDeliveryFailureCause`: a STOMP NACK carries no cause). The subscription's copy is
+    /// removed once the dead letter is kept, and the NACK's RECEIPT leaves then. Refused by the
+    /// queue engine (memory or store full): ERROR, and the copy stays with the subscription.
+    fn dead_letter_nacked(
+        &mut self,
+        item: QueuedMessage,
+        client_id: Arc<str>,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        let original = stomp_destination_of(&item.message.topic, &self.session_name);
+        let copy = dead_letter_copy(&item.message, &original);
+        let commit = match self.core.queues.send(DEAD_LETTER_QUEUE, copy) {
+            Ok(commit) => commit,
+            Err(e) => {
+                return Err(Close::error(
+                    format!("the NACKed message could not be dead-lettered: {e}"),
+                    Some(frame),
+                ))
+            }
+        };
+        tracing::debug!(%original, dead_letter_queue = DEAD_LETTER_QUEUE, "NACKed message dead-lettered");
+        let core = self.core.clone();
+        let removed: Vec<Change> = item
+            .seq
+            .map(|seq| Change::removed(&client_id, seq))
+            .into_iter()
+            .collect();
+        let receipt = Self::receipt_for(frame);
+        self.pending.push_back(Box::pin(async move {
+            match commit.wait().await {
+                Ok(()) => {
+                    core.commit_background(removed);
+                    super::Ready {
+                        frames: receipt.into_iter().collect(),
+                        ..super::Ready::default()
+                    }
+                }
+                // The subscription's copy is still in the store: back after a restart.
+                Err(e) => super::Ready {
+                    fail: Some(Close::error(
+                        format!("the NACKed message could not be dead-lettered: {e}"),
+                        None,
+                    )),
+                    ..super::Ready::default()
+                },
+            }
+        }));
+        Ok(())
+    }
+}
+
+/// ActiveMQ's default dead-letter queue (`SharedDeadLetterStrategy`), used for topics.
+const DEAD_LETTER_QUEUE: &str = crate::config::delivery_policy::DEFAULT_DEAD_LETTER_QUEUE;
+
+/// `message` as it enters the dead-letter queue from topic `original` (`/topic/a.b`): no
+/// expiry (the strategy's `expiration` is 0), `original-destination` as ActiveMQ's STOMP shows
+/// it, the rest unchanged.
+fn dead_letter_copy(
+    message: &crate::broker::message::Message,
+    original: &str,
+) -> crate::broker::message::Message {
+    use crate::broker::message::V5Extras;
+    let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
+        properties: crate::protocol::Properties::default(),
+        expires_at: None,
+    });
+    extras.expires_at = None;
+    let props = &mut extras.properties.user_properties;
+    props.retain(|(k, _)| k != "original-destination");
+    props.push(("original-destination".into(), original.to_owned()));
+    crate::broker::message::Message {
+        // A queue's messages carry its ActiveMQ name.
+        topic: Arc::from(DEAD_LETTER_QUEUE),
+        v5: Some(Arc::new(extras)),
+        ..message.clone()
+    }
 }
