@@ -18,6 +18,7 @@ mod limits;
 mod nack;
 mod python;
 mod queues;
+mod reload;
 mod selectors;
 mod tls;
 mod topics;

@@ -270,6 +270,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let wake = conn.wake.clone();
+    let mut security_changes = conn.core.watch_security();
     let mut last_read = Instant::now();
     let mut needs_flush = false;
     if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
@@ -354,6 +355,11 @@ where
                 }
             }
             _ = wake.notified() => conn.out.pump_wanted = true,
+            Ok(()) = security_changes.changed() => {
+                if let Err(close) = conn.drop_denied_subscriptions() {
+                    return close;
+                }
+            }
         }
     }
 }

@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use tokio::task::AbortHandle;
 
-use super::destination::{is_wildcard, stomp_destination_of, topic_to_mqtt, Destination};
+use super::destination::{
+    is_wildcard, mqtt_temp_topic_name, stomp_destination_of, topic_to_mqtt, Destination,
+};
 use super::headers;
 use super::mapping::{message_frame, Delivery};
 use super::selector::topic_selects;
@@ -26,6 +28,7 @@ use crate::broker::selector::Selector;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::registry::SessionLifetime;
 use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
+use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame, Version};
 use crate::protocol::QoS;
 use crate::security::Action;
@@ -741,5 +744,63 @@ fn dead_letter_copy(
         topic: Arc::from(DEAD_LETTER_QUEUE),
         v5: Some(Arc::new(extras)),
         ..message.clone()
+    }
+}
+
+impl StompConn {
+    /// The security snapshot was swapped (a reload): the subscriptions the new policy no longer
+    /// lets this client read are removed (a durable one keeps what it holds, but receives no
+    /// more), and the client gets an ERROR naming them, after which the connection closes (a
+    /// STOMP ERROR always does). The same rule as MQTT connections (`inbound.rs`); ActiveMQ
+    /// keeps such consumers until they reconnect (docs/compatibility.md).
+    pub(super) fn drop_denied_subscriptions(&mut self) -> Result<(), Close> {
+        let security = self.core.current_security();
+        let filters: Vec<String> = self.subs.iter().map(|s| s.filter.clone()).collect();
+        let mut denied = Vec::new();
+        for (index, filter) in filters.iter().enumerate() {
+            let allowed = match mqtt_temp_topic_name(filter) {
+                Some(remote) => security.authorize_destination(
+                    &self.principal,
+                    Action::Read,
+                    DestinationKind::TempTopic,
+                    &remote,
+                ),
+                None => self
+                    .authz
+                    .allowed(&security, &self.principal, Action::Read, filter),
+            };
+            if !allowed {
+                denied.push(index);
+            }
+        }
+        if denied.is_empty() {
+            return Ok(());
+        }
+        let mut named = Vec::with_capacity(denied.len());
+        for index in denied.into_iter().rev() {
+            let sub = self.subs.remove(index);
+            let destination = stomp_destination_of(&sub.filter, &self.session_name);
+            tracing::info!(
+                subscription = %sub.id,
+                %destination,
+                user = %self.principal.user,
+                "subscription removed: the reloaded policy denies reading it"
+            );
+            if sub.durable {
+                self.core
+                    .unsubscribe(&sub.session, sub.token.generation, &sub.filter);
+            }
+            named.push(format!("{destination} (subscription {})", sub.id));
+            self.end_sub(sub);
+        }
+        named.reverse();
+        Err(Close::error(
+            format!(
+                "User {} is no longer authorized to read from: {}",
+                self.principal.user,
+                named.join(", ")
+            ),
+            None,
+        ))
     }
 }
