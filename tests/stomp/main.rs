@@ -13,6 +13,7 @@ mod client;
 mod dead_letter;
 mod durable;
 mod frames;
+mod idle_memory;
 mod injection;
 mod limits;
 mod nack;

@@ -146,13 +146,15 @@ fn serve_socket(stream: TcpStream, params: ConnectionParams) -> impl Future<Outp
 /// stream: STOMP on `stomp*` connectors and for WebSocket clients that chose it.
 async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
     let settings = params.listener.clone();
-    let upgrade = transport::upgrade(
+    // Boxed, and freed once done: the handshake's state (TLS, WebSocket) would otherwise stay
+    // in this task beside the connection for its whole life (idle memory).
+    let upgrade = Box::pin(transport::upgrade(
         stream,
         params.peer,
         settings.scheme,
         settings.tls.as_deref(),
         UpgradeLimits::for_listener(&settings),
-    );
+    ));
     let accepted = tokio::select! {
         _ = params.shutdown.cancelled() => return,
         accepted = upgrade => accepted,
