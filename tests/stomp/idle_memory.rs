@@ -91,7 +91,6 @@ async fn idle_memory_per_connection_stomp_beside_mqtt() {
     }
     let with_mqtt = settled_rss().await;
     let mut stomp = Vec::with_capacity(CONNECTIONS);
-
     for _ in 0..CONNECTIONS {
         stomp.push(idle_stomp(env.addr("stomp")).await);
     }

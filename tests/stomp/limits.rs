@@ -124,6 +124,11 @@ async fn send_fail_if_no_space_refuses_with_activemqs_error_and_keeps_nothing() 
         ) && message.contains("to prevent flooding topic://d.x."),
         "{message}"
     );
+    assert_eq!(
+        error.header("receipt-id"),
+        Some(format!("r{receipted}").as_str()),
+        "the ERROR names the refused SEND"
+    );
     p.expect_closed_within(Duration::from_secs(2)).await;
     let (numbers, _, _sub) = drain(&env, Duration::from_millis(500)).await;
     assert_eq!(

@@ -338,8 +338,14 @@ impl StompConn {
                 if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
                     let text =
                         no_space_message(&core, &refusal, refuse_at_once, &producer, &message);
+                    let mut error = Close::error(text, None);
+                    // The SEND's `receipt` names the frame the ERROR answers (STOMP 1.2).
+                    let receipt_id = receipt.as_ref().and_then(|r| r.header("receipt-id"));
+                    if let (Close::Error(frame), Some(id)) = (&mut error, receipt_id) {
+                        frame.headers.push(("receipt-id".to_owned(), id.to_owned()));
+                    }
                     return Ready {
-                        fail: Some(Close::error(text, None)),
+                        fail: Some(error),
                         released_hold: true,
                         ..Ready::default()
                     };
