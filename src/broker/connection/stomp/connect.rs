@@ -22,6 +22,12 @@ use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 /// Numbers STOMP connections in this process (their subscription sessions' names).
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
+/// The most a client may have sent before its CONNECT frame is complete. A CONNECT carries
+/// only headers, so an unauthenticated socket never makes the broker buffer up to
+/// `transport.maxDataLength` (ActiveMQ applies that limit from the first frame on: a
+/// deliberate difference, docs/compatibility.md).
+pub(super) const PRE_CONNECT_MAX_BYTES: usize = 64 * 1024;
+
 /// The versions we speak, as the ERROR of a failed negotiation lists them.
 const SUPPORTED: &str = "1.0,1.1,1.2";
 
@@ -214,6 +220,15 @@ async fn read_connect<R: AsyncRead + Unpin>(
                 )))
             }
             Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) if read_buf.len() > PRE_CONNECT_MAX_BYTES => {
+                return Err(Ended::Refuse(Frame::new(Command::Error).with_header(
+                    "message",
+                    format!(
+                        "the CONNECT frame exceeds {PRE_CONNECT_MAX_BYTES} bytes (a CONNECT \
+                         has only headers)"
+                    ),
+                )))
+            }
             Ok(None) => {}
             Err(e) => {
                 return Err(Ended::Refuse(
