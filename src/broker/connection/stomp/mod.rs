@@ -271,7 +271,7 @@ where
 {
     let wake = conn.wake.clone();
     let mut security_changes = conn.core.watch_security();
-    let mut last_read = Instant::now();
+    let mut read_watch = heartbeat::ReadWatch::new(conn.heart_beat.read_limit, Instant::now());
     let mut needs_flush = false;
     if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
         return close;
@@ -289,9 +289,9 @@ where
             && conn.pause.is_none();
         if !can_read {
             // The client's bytes wait unread in the socket: its silence is not counted.
-            last_read = Instant::now();
+            read_watch.saw_bytes();
         }
-        let read_deadline = conn.heart_beat.read_limit.map(|limit| last_read + limit);
+        let read_deadline = read_watch.next_check();
         let write_deadline = conn
             .heart_beat
             .write_every
@@ -316,7 +316,7 @@ where
             res = read::read_some(reader, &mut read_buf), if can_read => match res {
                 Ok(0) => return Close::PeerClosed,
                 Ok(_) => {
-                    last_read = Instant::now();
+                    read_watch.saw_bytes();
                     if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
                         return close;
                     }
@@ -337,7 +337,9 @@ where
                 }
             }
             _ = sleep_until_opt(read_deadline), if read_deadline.is_some() && can_read => {
-                return Close::HeartBeatTimeout(conn.heart_beat.read_limit.unwrap_or_default());
+                if !read_watch.check(Instant::now()) {
+                    return Close::HeartBeatTimeout(conn.heart_beat.read_limit.unwrap_or_default());
+                }
             }
             _ = sleep_until_opt(write_deadline), if write_deadline.is_some() => {
                 conn.queue_bytes(Bytes::from_static(b"\n"));
