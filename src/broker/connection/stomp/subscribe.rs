@@ -335,6 +335,12 @@ impl StompConn {
     }
 
     pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), Close> {
+        if let Some(name) = headers::subscription_name(frame) {
+            let active = frame.header("id").or_else(|| frame.header("destination"));
+            if !self.subs.iter().any(|s| Some(&*s.id) == active) {
+                return self.remove_offline_durable(name, frame);
+            }
+        }
         let id = match (frame.header("id"), frame.header("destination")) {
             (Some(id), _) => id,
             (None, Some(dest)) if self.version == Version::V1_0 => dest,
@@ -375,6 +381,38 @@ impl StompConn {
         }
         self.receipt(frame);
         Ok(())
+    }
+
+    /// UNSUBSCRIBE of a durable subscription this connection does not hold (ActiveMQ's
+    /// `RemoveSubscriptionInfo`, no SUBSCRIBE needed): the offline subscription of this
+    /// connection's client-id named `name` and what it kept go, without being resumed.
+    /// ActiveMQ's errors when there is none, or when another connection holds it.
+    fn remove_offline_durable(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
+        let Some(client_id) = self.client_id.clone() else {
+            return Err(Close::error(
+                "removing a durable subscription needs the client-id header in CONNECT",
+                Some(frame),
+            ));
+        };
+        match self
+            .core
+            .registry
+            .remove_offline(&durable_session_id(&client_id, name))
+        {
+            Some(Ok(session)) => {
+                self.core.forget(&session);
+                self.receipt(frame);
+                Ok(())
+            }
+            Some(Err(_)) => Err(Close::error("Durable consumer is in use", Some(frame))),
+            None => Err(Close::error(
+                format!(
+                    "No durable subscription exists for clientID: {client_id} and \
+                     subscriptionName: {name}"
+                ),
+                Some(frame),
+            )),
+        }
     }
 
     /// End a subscription on this connection: its wake-up forwarder stops; a non-durable one's
