@@ -332,3 +332,56 @@ async fn unsubscribe_removes_an_offline_durable_subscription() {
         assert_eq!(c.recv().await.header("receipt-id"), Some("end"));
     }
 }
+
+/// A second connection with a `client-id` already connected is refused with an ERROR and
+/// closed (`allowLinkStealing` is false by default on STOMP connectors, as in ActiveMQ); the
+/// first one keeps working, and the client-id is free again once it is gone.
+#[tokio::test]
+async fn a_second_connection_with_a_connected_client_id_is_refused() {
+    let env = crate::broker().await;
+    let mut first = env.connected(&[("client-id", "dup")]).await;
+    let mut second = env.stomp().await;
+    second
+        .send(
+            "CONNECT",
+            &[("accept-version", "1.2"), ("host", "h"), ("client-id", "dup")],
+            "",
+        )
+        .await;
+    let e = second.recv().await;
+    assert_eq!(e.command, "ERROR", "{e:?}");
+    assert!(
+        e.header("message")
+            .is_some_and(|m| m.contains("dup already connected")),
+        "{e:?}"
+    );
+    second.expect_closed_within(STEP).await;
+    first
+        .send("SEND", &[("destination", "/topic/a"), ("receipt", "r")], "x")
+        .await;
+    assert_eq!(first.recv().await.header("receipt-id"), Some("r"));
+    first.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    assert_eq!(first.recv().await.header("receipt-id"), Some("bye"));
+    first.expect_closed_within(STEP).await;
+    let _third = env.connected(&[("client-id", "dup")]).await;
+}
+
+/// With `allowLinkStealing=true` the new connection takes the client-id over: the old one is
+/// closed.
+#[tokio::test]
+async fn with_link_stealing_the_new_connection_takes_the_client_id_over() {
+    let xml = crate::support::BrokerXml::new()
+        .name("steal")
+        .connector("stomp", "stomp://127.0.0.1:0?allowLinkStealing=true")
+        .build();
+    let env = crate::Env {
+        broker: crate::support::TestBroker::from_xml(&xml).await,
+    };
+    let mut first = env.connected(&[("client-id", "dup")]).await;
+    let mut second = env.connected(&[("client-id", "dup")]).await;
+    first.expect_closed_within(STEP).await;
+    second
+        .send("SEND", &[("destination", "/topic/a"), ("receipt", "r")], "x")
+        .await;
+    assert_eq!(second.recv().await.header("receipt-id"), Some("r"));
+}

@@ -83,6 +83,8 @@ pub(crate) enum Close {
     Io(io::Error),
     /// Nothing received within the negotiated heart-beat and its grace.
     HeartBeatTimeout(Duration),
+    /// A new connection with the same client-id took over (`allowLinkStealing=true`).
+    ClientIdTakenOver,
     Shutdown,
     /// An ERROR frame goes to the client, then the connection closes.
     Error(Box<Frame>),
@@ -119,6 +121,9 @@ impl std::fmt::Display for Close {
                     "heart-beat expired: nothing received for {} ms",
                     d.as_millis()
                 )
+            }
+            Close::ClientIdTakenOver => {
+                f.write_str("a new connection with this client-id took over (allowLinkStealing)")
             }
             Close::Shutdown => f.write_str("broker shutting down"),
             Close::Error(frame) => write!(
@@ -198,6 +203,8 @@ pub(crate) struct StompConn {
     transactions: Option<Box<frames::Transactions>>,
     /// Queue subscriptions and temporary queues (boxed, allocated on first use).
     queues: Option<Box<queue_route::QueueSubs>>,
+    /// The hold on the CONNECT `client-id` (only when one was given).
+    client_id_claim: Option<Box<connect::ClientIdClaim>>,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.
@@ -362,12 +369,21 @@ where
                     return close;
                 }
             }
+            _ = client_id_kicked(conn.client_id_claim.as_deref()) => return Close::ClientIdTakenOver,
         }
     }
 }
 
 fn can_read_after(conn: &StompConn) -> bool {
     conn.held == 0 && conn.pause.is_none() && conn.pending.len() < PENDING_MAX
+}
+
+/// Resolves when another connection took this one's client-id over (`allowLinkStealing`).
+async fn client_id_kicked(claim: Option<&connect::ClientIdClaim>) {
+    match claim {
+        Some(claim) => claim.token.kick.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -569,6 +585,11 @@ impl StompConn {
         match &reason {
             Close::Error(_) => tracing::info!("closing: {reason}"),
             _ => tracing::debug!("closing: {reason}"),
+        }
+        if let Some(claim) = self.client_id_claim.take() {
+            // Released first: a client that reconnects as soon as it reads its DISCONNECT
+            // receipt finds its client-id free.
+            self.core.detach(&claim.session, claim.token.generation);
         }
         let socket_usable = !matches!(reason, Close::Io(_));
         let deadline = Instant::now() + PENDING_DRAIN_LIMIT;
