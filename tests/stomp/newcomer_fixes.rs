@@ -385,3 +385,67 @@ async fn with_link_stealing_the_new_connection_takes_the_client_id_over() {
         .await;
     assert_eq!(second.recv().await.header("receipt-id"), Some("r"));
 }
+
+/// `ferromq session list` shows a STOMP durable subscription as `stomp:<client-id>:<name>` and
+/// `session end` takes that name (in a stopped broker's store); on a running broker it says
+/// how a STOMP client ends it.
+#[tokio::test]
+async fn session_admin_shows_and_ends_stomp_durable_subscriptions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = crate::support::BrokerXml::new()
+        .name("stomp")
+        .kahadb(dir.path())
+        .connector("stomp", "stomp://127.0.0.1:0")
+        .build();
+    let env = crate::Env {
+        broker: crate::support::TestBroker::from_xml(&xml).await,
+    };
+    let mut c = env.connected(&[("client-id", "app:1")]).await;
+    subscribed_durable(&mut c, "orders").await;
+    c.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("bye"));
+    env.broker.shutdown().await;
+
+    let config = ferromq::config::load_str(&xml, dir.path(), &Default::default())
+        .into_result()
+        .expect("config");
+    let listed = ferromq::admin::list_sessions(&config).expect("list");
+    let names: Vec<&str> = listed.iter().map(|s| s.client_id.as_str()).collect();
+    assert!(names.contains(&"stomp:app:1:orders"), "{names:?}");
+    let online = ferromq::admin::end_session_online(
+        "127.0.0.1:1".parse().expect("addr"),
+        "stomp:app:1:orders",
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        matches!(online, Err(ferromq::admin::AdminError::StompOnline(_))),
+        "{online:?}"
+    );
+    let ended = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || ferromq::admin::end_session_in_store(&config, "stomp:app:1:orders")
+    })
+    .await
+    .expect("join")
+    .expect("ended");
+    assert_eq!(ended.client_id, "stomp:app:1:orders");
+    let listed = ferromq::admin::list_sessions(&config).expect("list");
+    assert!(listed.iter().all(|s| s.client_id != "stomp:app:1:orders"));
+}
+
+async fn subscribed_durable(c: &mut StompClient, name: &str) {
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/topic/admin.t"),
+            ("id", "1"),
+            ("activemq.subscriptionName", name),
+            ("receipt", "sub"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("sub"));
+}
