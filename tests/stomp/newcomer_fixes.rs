@@ -344,7 +344,11 @@ async fn a_second_connection_with_a_connected_client_id_is_refused() {
     second
         .send(
             "CONNECT",
-            &[("accept-version", "1.2"), ("host", "h"), ("client-id", "dup")],
+            &[
+                ("accept-version", "1.2"),
+                ("host", "h"),
+                ("client-id", "dup"),
+            ],
             "",
         )
         .await;
@@ -357,7 +361,11 @@ async fn a_second_connection_with_a_connected_client_id_is_refused() {
     );
     second.expect_closed_within(STEP).await;
     first
-        .send("SEND", &[("destination", "/topic/a"), ("receipt", "r")], "x")
+        .send(
+            "SEND",
+            &[("destination", "/topic/a"), ("receipt", "r")],
+            "x",
+        )
         .await;
     assert_eq!(first.recv().await.header("receipt-id"), Some("r"));
     first.send("DISCONNECT", &[("receipt", "bye")], "").await;
@@ -381,7 +389,11 @@ async fn with_link_stealing_the_new_connection_takes_the_client_id_over() {
     let mut second = env.connected(&[("client-id", "dup")]).await;
     first.expect_closed_within(STEP).await;
     second
-        .send("SEND", &[("destination", "/topic/a"), ("receipt", "r")], "x")
+        .send(
+            "SEND",
+            &[("destination", "/topic/a"), ("receipt", "r")],
+            "x",
+        )
         .await;
     assert_eq!(second.recv().await.header("receipt-id"), Some("r"));
 }

@@ -97,7 +97,10 @@ mod tests {
         let window = Duration::from_millis(500);
         let mut watch = ReadWatch::new(Some(window), start);
         assert_eq!(watch.next_check(), Some(start + window));
-        assert!(watch.check(start + window), "CONNECT is in the first window");
+        assert!(
+            watch.check(start + window),
+            "CONNECT is in the first window"
+        );
         watch.saw_bytes();
         assert!(watch.check(start + window), "a byte in the second window");
         assert!(!watch.check(start + window * 2), "a silent window closes");

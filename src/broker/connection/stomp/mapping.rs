@@ -236,7 +236,10 @@ mod tests {
     #[test]
     fn topic_reply_to_is_the_mqtt_topic_and_maps_back() {
         assert_eq!(response_topic_of("/topic/app.reply"), "app/reply");
-        assert_eq!(reply_to_of(&response_topic_of("/topic/app.reply")), "/topic/app.reply");
+        assert_eq!(
+            reply_to_of(&response_topic_of("/topic/app.reply")),
+            "/topic/app.reply"
+        );
         assert_eq!(response_topic_of("/queue/replies"), "/queue/replies");
         assert_eq!(response_topic_of("/temp-queue/r"), "/temp-queue/r");
         assert_eq!(response_topic_of("/topic/a.*"), "/topic/a.*");
