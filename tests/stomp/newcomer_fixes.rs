@@ -250,12 +250,22 @@ async fn reply_to_a_topic_round_trips_between_stomp_and_mqtt5() {
 }
 
 /// UNSUBSCRIBE with `activemq.subscriptionName` (and the connection's client-id) removes an
-/// offline durable subscription without resuming it, with or without an `id`, as ActiveMQ's
-/// `RemoveSubscriptionInfo` does: what it kept is gone, and removing it again is an ERROR.
+/// offline durable subscription without resuming it, as ActiveMQ's `RemoveSubscriptionInfo`
+/// does: what it kept is gone, and removing it again is an ERROR. The `id` is needed (ActiveMQ:
+/// `UNSUBSCRIBE received without a subscription id!`), though it names no SUBSCRIBE.
 #[tokio::test]
 async fn unsubscribe_removes_an_offline_durable_subscription() {
     let env = crate::broker().await;
-    for unsubscribe_id in [Some("1"), None] {
+    let mut c = env.connected(&[("client-id", "offdur")]).await;
+    c.send(
+        "UNSUBSCRIBE",
+        &[("activemq.subscriptionName", "sub"), ("receipt", "u")],
+        "",
+    )
+    .await;
+    assert_eq!(c.recv().await.command, "ERROR", "no id");
+    c.expect_closed_within(STEP).await;
+    for unsubscribe_id in ["1", "other"] {
         let mut c = env.connected(&[("client-id", "offdur")]).await;
         c.send(
             "SUBSCRIBE",
@@ -287,8 +297,11 @@ async fn unsubscribe_removes_an_offline_durable_subscription() {
         assert_eq!(sender.recv().await.header("receipt-id"), Some("kept"));
 
         let mut c = env.connected(&[("client-id", "offdur")]).await;
-        let mut headers = vec![("activemq.subscriptionName", "sub"), ("receipt", "u")];
-        headers.extend(unsubscribe_id.map(|id| ("id", id)));
+        let headers = [
+            ("id", unsubscribe_id),
+            ("activemq.subscriptionName", "sub"),
+            ("receipt", "u"),
+        ];
         c.send("UNSUBSCRIBE", &headers, "").await;
         let r = c.recv().await;
         assert_eq!(r.command, "RECEIPT", "{r:?}");

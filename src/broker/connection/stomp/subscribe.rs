@@ -335,12 +335,6 @@ impl StompConn {
     }
 
     pub(super) fn on_unsubscribe(&mut self, frame: &Frame) -> Result<(), Close> {
-        if let Some(name) = headers::subscription_name(frame) {
-            let active = frame.header("id").or_else(|| frame.header("destination"));
-            if !self.subs.iter().any(|s| Some(&*s.id) == active) {
-                return self.remove_offline_durable(name, frame);
-            }
-        }
         let id = match (frame.header("id"), frame.header("destination")) {
             (Some(id), _) => id,
             (None, Some(dest)) if self.version == Version::V1_0 => dest,
@@ -352,6 +346,10 @@ impl StompConn {
             }
         };
         let Some(at) = self.subs.iter().position(|s| s.id == id) else {
+            if let Some(name) = headers::subscription_name(frame) {
+                // ActiveMQ needs the `id` even here, though it names no SUBSCRIBE.
+                return self.remove_offline_durable(name, frame);
+            }
             if self.queue_unsubscribe(id) {
                 self.receipt(frame);
                 return Ok(());
@@ -383,8 +381,8 @@ impl StompConn {
         Ok(())
     }
 
-    /// UNSUBSCRIBE of a durable subscription this connection does not hold (ActiveMQ's
-    /// `RemoveSubscriptionInfo`, no SUBSCRIBE needed): the offline subscription of this
+    /// UNSUBSCRIBE (with an `id`, as ActiveMQ requires) of a durable subscription this
+    /// connection does not hold (ActiveMQ's `RemoveSubscriptionInfo`, no SUBSCRIBE needed): the offline subscription of this
     /// connection's client-id named `name` and what it kept go, without being resumed.
     /// ActiveMQ's errors when there is none, or when another connection holds it.
     fn remove_offline_durable(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
