@@ -7,6 +7,12 @@
 //! discards it, then disconnects. That connection is authenticated and authorized like any
 //! other, so only a user the broker lets in can do it; with `allowLinkStealing` it also closes
 //! the session's live connection, if any.
+//!
+//! STOMP durable subscriptions are persistent sessions too; their stored client ids start with
+//! U+0000 (`U+0000 stomp-durable:<len>:<client-id>:<name>`, which no MQTT client id can be), so
+//! they are shown and accepted as `stomp:<client-id>:<name>` (see [`readable_client_id`]). A
+//! running broker has no MQTT way to end one (no MQTT client may use that id): a STOMP client
+//! with that `client-id` ends it with UNSUBSCRIBE `activemq.subscriptionName:<name>`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,7 +32,10 @@ const STEP: Duration = Duration::from_secs(10);
 /// A persistent session as a stopped broker keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptSession {
+    /// The client id as shown and accepted by `session end`: [`readable_client_id`].
     pub client_id: String,
+    /// The client id as stored (differs for STOMP durable subscriptions).
+    pub stored_id: String,
     pub subscriptions: usize,
     /// Queue entries: waiting, in flight or awaiting PUBCOMP.
     pub queued: usize,
@@ -52,10 +61,52 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("no persistent session with client id `{0}` in the store")]
     NoSuchSession(String),
+    #[error(
+        "`{0}` is a STOMP durable subscription: on a running broker a STOMP client with that \
+         client-id ends it (UNSUBSCRIBE with activemq.subscriptionName); --config ends it in \
+         a stopped broker's store"
+    )]
+    StompOnline(String),
     #[error("cannot reach the broker at {addr}: {detail}")]
     Connect { addr: SocketAddr, detail: String },
     #[error("the broker refused the connection: {0:?} (check --username/--password)")]
     Refused(ConnectReason),
+}
+
+/// How a STOMP durable subscription's session id starts (`connection/stomp/subscribe.rs`).
+const STOMP_DURABLE: &str = "\u{0}stomp-durable:";
+
+/// How its readable form starts.
+const STOMP_READABLE: &str = "stomp:";
+
+/// A stored client id as `session list` shows it: a STOMP durable subscription's
+/// (`U+0000 stomp-durable:<len>:<client-id>:<name>`) as `stomp:<client-id>:<name>`; any other
+/// control character as `\u{..}`; everything else as is.
+pub fn readable_client_id(stored: &str) -> String {
+    if let Some(rest) = stored.strip_prefix(STOMP_DURABLE) {
+        let parsed = rest.split_once(':').and_then(|(len, rest)| {
+            let len = len.parse::<usize>().ok()?;
+            let client_id = rest.get(..len)?;
+            let name = rest.get(len..)?.strip_prefix(':')?;
+            Some(format!("{STOMP_READABLE}{client_id}:{name}"))
+        });
+        if let Some(readable) = parsed {
+            return escape_controls(&readable);
+        }
+    }
+    escape_controls(stored)
+}
+
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn open_store(config: &Config) -> Result<Store, AdminError> {
@@ -82,7 +133,8 @@ fn sessions_in(store: &Store) -> Result<Vec<KeptSession>, AdminError> {
         .sessions
         .into_iter()
         .map(|s| KeptSession {
-            client_id: s.client_id.to_string(),
+            client_id: readable_client_id(&s.client_id),
+            stored_id: s.client_id.to_string(),
             subscriptions: s.record.subscriptions.len(),
             queued: s.queue.len(),
             offline_secs: now_ms.saturating_sub(s.record.last_seen_ms) / 1000,
@@ -94,8 +146,13 @@ fn sessions_in(store: &Store) -> Result<Vec<KeptSession>, AdminError> {
 /// it was.
 pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSession, AdminError> {
     let store = open_store(config)?;
-    let sessions = sessions_in(&store)?;
-    let Some(session) = sessions.into_iter().find(|s| s.client_id == client_id) else {
+    let mut sessions = sessions_in(&store)?;
+    // The stored id first: an MQTT client may be named like a readable STOMP one.
+    let session = match sessions.iter().position(|s| s.stored_id == client_id) {
+        Some(at) => Some(at),
+        None => sessions.iter().position(|s| s.client_id == client_id),
+    };
+    let Some(session) = session.map(|at| sessions.swap_remove(at)) else {
         return Err(AdminError::NoSuchSession(client_id.to_owned()));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -103,7 +160,7 @@ pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSess
         .build()
         .map_err(|e| AdminError::Store(StoreError::Storage(e.to_string())))?;
     runtime.block_on(store.commit(vec![Op::DeleteSession {
-        client_id: client_id.into(),
+        client_id: session.stored_id.as_str().into(),
     }]))?;
     Ok(session)
 }
@@ -116,6 +173,9 @@ pub async fn end_session_online(
     username: Option<String>,
     password: Option<String>,
 ) -> Result<(), AdminError> {
+    if client_id.starts_with(STOMP_READABLE) || client_id.starts_with('\u{0}') {
+        return Err(AdminError::StompOnline(client_id.to_owned()));
+    }
     let failed = |detail: String| AdminError::Connect { addr, detail };
     let mut stream = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
         .await
@@ -168,4 +228,23 @@ pub async fn end_session_online(
         .map_err(|e| failed(e.to_string()))?;
     let _ = stream.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stomp_durable_sessions_read_as_stomp_client_id_name() {
+        assert_eq!(
+            readable_client_id("\u{0}stomp-durable:5:app:1:orders"),
+            "stomp:app:1:orders"
+        );
+        assert_eq!(readable_client_id("plain"), "plain");
+        assert_eq!(readable_client_id("\u{0}odd\n"), "\\u{0}odd\\u{a}");
+        assert_eq!(
+            readable_client_id("\u{0}stomp-durable:99:x:y"),
+            "\\u{0}stomp-durable:99:x:y"
+        );
+    }
 }

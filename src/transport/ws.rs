@@ -2,7 +2,7 @@
 //! the WebSocket message stream back into the byte stream the MQTT codec reads.
 //!
 //! ActiveMQ's `ws://` connector serves MQTT when the client offers a sub-protocol starting with
-//! `mqtt` (`mqtt` for 3.1.1, `mqttv3.1` for 3.1) and STOMP otherwise: the first of `v12.stomp`,
+//! `mqtt` (`mqtt` for 3.1.1, `mqttv3.1` for 3.1) and STOMP otherwise: the highest of `v12.stomp`,
 //! `v11.stomp`, `v10.stomp`, `stomp` offered is echoed, and a client offering none of these (or
 //! nothing) gets STOMP without an echoed sub-protocol, as ActiveMQ does. Any request path is
 //! accepted.
@@ -52,15 +52,16 @@ pub enum WsApp {
 }
 
 /// The application protocol and the sub-protocol to echo: MQTT for an `mqtt*` offer, else
-/// STOMP (echoing the first STOMP sub-protocol offered, if any), as ActiveMQ decides.
+/// STOMP (echoing the highest STOMP sub-protocol offered, if any), as ActiveMQ decides.
 pub fn choose_app<'a>(offered: &[&'a str]) -> (WsApp, Option<&'a str>) {
     if let Some(mqtt) = choose_subprotocol(offered) {
         return (WsApp::Mqtt, Some(mqtt));
     }
-    let stomp = offered
+    // The highest STOMP version offered, whatever the order: the version CONNECT's
+    // `accept-version` negotiates is the highest common one, and the echo must agree with it.
+    let stomp = STOMP_SUBPROTOCOLS
         .iter()
-        .copied()
-        .find(|p| STOMP_SUBPROTOCOLS.contains(p));
+        .find_map(|known| offered.iter().copied().find(|p| p == known));
     (WsApp::Stomp, stomp)
 }
 
@@ -295,7 +296,11 @@ mod tests {
         assert_eq!(choose_app(&["stomp", "mqtt"]), (WsApp::Mqtt, Some("mqtt")));
         assert_eq!(
             choose_app(&["chat", "v11.stomp", "v12.stomp"]),
-            (WsApp::Stomp, Some("v11.stomp"))
+            (WsApp::Stomp, Some("v12.stomp"))
+        );
+        assert_eq!(
+            choose_app(&["v10.stomp", "v12.stomp"]),
+            (WsApp::Stomp, Some("v12.stomp"))
         );
         assert_eq!(choose_app(&["chat"]), (WsApp::Stomp, None));
         assert_eq!(choose_app(&[]), (WsApp::Stomp, None));

@@ -221,7 +221,30 @@ const KNOWN: &[Known] = &[
         ferromq: "e9 <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
         why: BAD_PREFIX,
     },
+    Known {
+        script: "newcomer_checks",
+        activemq: "number-expires closed",
+        ferromq: "number-expires <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
+        why: NUMBER_FORMAT,
+    },
+    Known {
+        script: "newcomer_checks",
+        activemq: "number-priority closed",
+        ferromq: "number-priority <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
+        why: NUMBER_FORMAT,
+    },
+    Known {
+        script: "newcomer_checks",
+        activemq: "number-timestamp closed",
+        ferromq: "number-timestamp <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
+        why: NUMBER_FORMAT,
+    },
 ];
+
+/// Why a SEND header that must be a number and is not gets an ERROR before the close.
+const NUMBER_FORMAT: &str = "a SEND whose expires/priority/timestamp is not a number: ActiveMQ \
+    closes the connection without a word (its NumberFormatException reaches the transport), \
+    ferromq sends an ERROR saying which header, then closes (STOMP 1.2 \"ERROR\")";
 
 /// Differences that are ferromq bugs, reported and not fixed yet: tolerated (and printed) so
 /// that the rest of the comparison keeps guarding; remove an entry with its fix (a stale entry

@@ -95,15 +95,16 @@ async fn a_durable_subscription_survives_a_restart_and_redelivers_what_was_not_a
     assert_eq!(again.header("redelivered"), Some("true"));
     assert!(c.recv_within(Duration::from_millis(200)).await.is_none());
 
-    // The same durable subscription from a second connection is refused while in use.
-    let mut other = env.connected(&[("client-id", "app-1")]).await;
+    // No second connection can reach the durable subscription while in use: its client-id
+    // is refused at CONNECT (allowLinkStealing is false).
+    let mut other = env.stomp().await;
     other
         .send(
-            "SUBSCRIBE",
+            "CONNECT",
             &[
-                ("destination", "/topic/d.t"),
-                ("id", "x"),
-                ("activemq.subscriptionName", "orders"),
+                ("accept-version", "1.2"),
+                ("host", "h"),
+                ("client-id", "app-1"),
             ],
             "",
         )

@@ -17,6 +17,7 @@ mod idle_memory;
 mod injection;
 mod limits;
 mod nack;
+mod newcomer_fixes;
 mod python;
 mod queues;
 mod reload;

@@ -29,6 +29,7 @@ pub const TOPIC_SCRIPTS: &[(&str, Run)] = &[
     ("mqtt_to_stomp", |c| Box::pin(mqtt_to_stomp(c))),
     ("stomp_to_mqtt", |c| Box::pin(stomp_to_mqtt(c))),
     ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
+    ("newcomer_checks", |c| Box::pin(newcomer_checks(c))),
 ];
 
 /// The scripts on queues, in the order they run.
@@ -793,4 +794,94 @@ async fn retained_to_stomp(ctx: &Ctx) {
     p.disconnect().await;
     sub.gather(1).await;
     sub.disconnect().await;
+}
+
+/// What a newcomer's evaluation found (tests/stomp/newcomer_fixes.rs): numeric SEND headers that
+/// are not numbers, `persistent:maybe`, topic names with empty levels, a client-id already
+/// connected, UNSUBSCRIBE of an offline durable subscription.
+async fn newcomer_checks(ctx: &Ctx) {
+    for (name, value) in [
+        ("expires", "abc"),
+        ("priority", "x"),
+        ("timestamp", "1.5"),
+        ("persistent", "maybe"),
+    ] {
+        let mut c = ctx.admin(&format!("number-{name}"), "1.2").await;
+        c.send(
+            "SEND",
+            &[
+                ("destination", "/topic/diff.numbers"),
+                (name, value),
+                ("receipt", "e"),
+            ],
+            b"x",
+        )
+        .await;
+        c.until_receipt("e").await;
+        c.probe_alive().await;
+    }
+    let mut c = ctx.admin("levels", "1.2").await;
+    for (id, destination) in [("a", "/topic/.diff.lead"), ("b", "/topic/diff..mid")] {
+        c.send(
+            "SUBSCRIBE",
+            &[("destination", destination), ("id", id), ("receipt", id)],
+            b"",
+        )
+        .await;
+        c.until_receipt(id).await;
+    }
+    c.send("SEND", &[("destination", "/topic/.diff.lead")], b"lead")
+        .await;
+    c.send("SEND", &[("destination", "/topic/diff..mid")], b"mid")
+        .await;
+    c.take(2).await;
+    c.disconnect().await;
+
+    let admin = Some(("admin", "secret"));
+    let client_id = [("client-id", "diff-cid")];
+    let (mut first, _) = ctx.connect("cid1", Some("1.2"), admin, &client_id).await;
+    let (second, _) = ctx.connect("cid2", Some("1.2"), admin, &client_id).await;
+    second.probe_alive().await;
+    first
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/diff.durable"),
+                ("id", "d"),
+                ("activemq.subscriptionName", "sub"),
+                ("receipt", "s"),
+            ],
+            b"",
+        )
+        .await;
+    first.until_receipt("s").await;
+    first.disconnect().await;
+    // Without an id: refused, though the id names no SUBSCRIBE.
+    let (mut no_id, _) = ctx.connect("cid3", Some("1.2"), admin, &client_id).await;
+    no_id
+        .send(
+            "UNSUBSCRIBE",
+            &[("activemq.subscriptionName", "sub"), ("receipt", "u0")],
+            b"",
+        )
+        .await;
+    no_id.until_receipt("u0").await;
+    no_id.probe_alive().await;
+    // With an id: the offline subscription goes; a second time there is none.
+    let (mut again, _) = ctx.connect("cid4", Some("1.2"), admin, &client_id).await;
+    for receipt in ["u1", "u2"] {
+        again
+            .send(
+                "UNSUBSCRIBE",
+                &[
+                    ("id", "d"),
+                    ("activemq.subscriptionName", "sub"),
+                    ("receipt", receipt),
+                ],
+                b"",
+            )
+            .await;
+        again.until_receipt(receipt).await;
+    }
+    again.probe_alive().await;
 }

@@ -16,11 +16,19 @@ use super::heartbeat;
 use super::{Framing, Output, StompConn, CLOSE_GRACE, SERVER};
 use crate::broker::connection::read::read_some;
 use crate::broker::connection::ConnectionParams;
+use crate::broker::session::registry::SessionLifetime;
+use crate::broker::session::{AttachToken, Session};
 use crate::protocol::stomp::{encode, Command, Decoded, Decoder, Frame, Version};
 use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 
 /// Numbers STOMP connections in this process (their subscription sessions' names).
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// The most a client may have sent before its CONNECT frame is complete. A CONNECT carries
+/// only headers, so an unauthenticated socket never makes the broker buffer up to
+/// `transport.maxDataLength` (ActiveMQ applies that limit from the first frame on: a
+/// deliberate difference, docs/compatibility.md).
+pub(super) const PRE_CONNECT_MAX_BYTES: usize = 64 * 1024;
 
 /// The versions we speak, as the ERROR of a failed negotiation lists them.
 const SUPPORTED: &str = "1.0,1.1,1.2";
@@ -144,6 +152,17 @@ where
             return None;
         }
     };
+    let client_id_claim = match &client_id {
+        Some(id) => match claim_client_id(params, id) {
+            Ok(claim) => Some(claim),
+            Err(message) => {
+                tracing::info!("STOMP CONNECT refused: {message}");
+                refuse(writer, error_frame(&message, &frame), version).await;
+                return None;
+            }
+        },
+        None => None,
+    };
     decoder.set_version(version);
     let mut conn = StompConn {
         core: params.core.clone(),
@@ -168,6 +187,7 @@ where
         page_in: None,
         transactions: None,
         queues: None,
+        client_id_claim,
     };
     let mut connected = Frame::new(Command::Connected);
     if version != Version::V1_0 {
@@ -182,6 +202,46 @@ where
     }
     conn.send(&connected);
     Some(conn)
+}
+
+/// This connection's hold on its `client-id`: a session of its own in the registry (U+0000
+/// first, so no MQTT client id is it), so a second connection with that client-id is refused
+/// (`allowLinkStealing=false`, the STOMP default) or takes it over (`true`: this one's `kick`
+/// is cancelled and it closes), as ActiveMQ does for a connection's client id.
+#[derive(Debug)]
+pub(super) struct ClientIdClaim {
+    pub(super) session: Arc<Session>,
+    pub(super) token: AttachToken,
+}
+
+/// The registry name of the claim on STOMP client-id `client_id`.
+fn claim_name(client_id: &str) -> String {
+    format!("\u{0}stomp-client:{client_id}")
+}
+
+/// Claim `client_id` for a new connection; `Err`: the ERROR message (ActiveMQ's
+/// `InvalidClientIDException` wording, without its broker name and address).
+fn claim_client_id(
+    params: &ConnectionParams,
+    client_id: &str,
+) -> Result<Box<ClientIdClaim>, String> {
+    params
+        .core
+        .registry
+        .attach(
+            &claim_name(client_id),
+            true,
+            SessionLifetime::EndsAtDisconnect,
+            params.listener.options.allow_link_stealing,
+            false,
+        )
+        .map(|attached| {
+            Box::new(ClientIdClaim {
+                session: attached.session,
+                token: attached.token,
+            })
+        })
+        .map_err(|_| format!("Client: {client_id} already connected"))
 }
 
 /// How the wait for CONNECT ended without one.
@@ -214,6 +274,15 @@ async fn read_connect<R: AsyncRead + Unpin>(
                 )))
             }
             Ok(Some(Decoded::HeartBeat)) => continue,
+            Ok(None) if read_buf.len() > PRE_CONNECT_MAX_BYTES => {
+                return Err(Ended::Refuse(Frame::new(Command::Error).with_header(
+                    "message",
+                    format!(
+                        "the CONNECT frame exceeds {PRE_CONNECT_MAX_BYTES} bytes (a CONNECT \
+                         has only headers)"
+                    ),
+                )))
+            }
             Ok(None) => {}
             Err(e) => {
                 return Err(Ended::Refuse(

@@ -31,8 +31,6 @@ pub enum DestinationError {
     UnknownPrefix(String),
     #[error("destination {0:?} has an empty name")]
     Empty(String),
-    #[error("destination {0:?} has an empty level (`..`, or a leading or trailing `.`)")]
-    EmptyLevel(String),
     #[error("destination {0:?} contains NUL")]
     Nul(String),
     #[error("temporary destination {0:?} may not contain `*`, `>`, `+` or `#`")]
@@ -115,12 +113,10 @@ impl Destination {
     }
 }
 
-/// The MQTT topic (or filter) of ActiveMQ topic name `name` (`a.*.c` -> `a/+/c`). An empty
-/// level is refused: ActiveMQ and MQTT would disagree on it.
+/// The MQTT topic (or filter) of ActiveMQ topic name `name` (`a.*.c` -> `a/+/c`). Empty
+/// levels are kept, as ActiveMQ keeps them: `.devices.x` is MQTT `/devices/x`, `a..b` is
+/// `a//b` (MQTT 4.7.1: a zero-length level is valid). Only NUL is refused.
 pub fn topic_to_mqtt(name: &str) -> Result<String, DestinationError> {
-    if name.split('.').any(str::is_empty) {
-        return Err(DestinationError::EmptyLevel(bounded(name)));
-    }
     if name.contains('\0') {
         return Err(DestinationError::Nul(bounded(name)));
     }
@@ -191,7 +187,9 @@ mod tests {
         assert!(Destination::parse("foo").is_err());
         assert_eq!(topic_to_mqtt("a.*.c").as_deref(), Ok("a/+/c"));
         assert_eq!(topic_to_mqtt("a.>").as_deref(), Ok("a/#"));
-        assert!(topic_to_mqtt("a..b").is_err());
+        assert_eq!(topic_to_mqtt("a..b").as_deref(), Ok("a//b"));
+        assert_eq!(topic_to_mqtt(".devices.x").as_deref(), Ok("/devices/x"));
+        assert_eq!(stomp_destination_of("/devices/x", "S"), "/topic/.devices.x");
         assert_eq!(stomp_destination_of("a/b/c", "S"), "/topic/a.b.c");
         let temp = temp_topic_to_mqtt(&remote_temp_name("ID:s-1", "r.x")).expect("valid");
         assert_eq!(stomp_destination_of(&temp, "ID:s-1"), "/temp-topic/r.x");

@@ -60,9 +60,44 @@ pub fn check_subscribe(frame: &Frame) -> Result<(), Close> {
     check(frame, REFUSED_ON_SUBSCRIBE)
 }
 
-/// An ERROR for the first refused header of a SEND.
+/// SEND headers ActiveMQ 5.17 parses as numbers (`LegacyFrameTranslator`: `Long.parseLong`
+/// for `expires` and `timestamp`, `Integer.parseInt` for `priority` and `JMSXGroupSeq`); a
+/// value that is not one is an ERROR that ends the connection there, so it is here.
+/// (`persistent` is `"true".equals(value)` there: any other value is non-persistent.)
+const NUMERIC_ON_SEND: &[(&str, Numeric)] = &[
+    ("expires", Numeric::Long),
+    ("timestamp", Numeric::Long),
+    ("priority", Numeric::Int),
+    ("JMSXGroupSeq", Numeric::Int),
+];
+
+#[derive(Clone, Copy)]
+enum Numeric {
+    Long,
+    Int,
+}
+
+/// An ERROR for the first refused header of a SEND, or the first numeric header that is not
+/// a number (ActiveMQ's `NumberFormatException` text).
 pub fn check_send(frame: &Frame) -> Result<(), Close> {
-    check(frame, REFUSED_ON_SEND)
+    check(frame, REFUSED_ON_SEND)?;
+    for (name, kind) in NUMERIC_ON_SEND {
+        let Some(value) = frame.header(name) else {
+            continue;
+        };
+        let ok = match kind {
+            Numeric::Long => value.parse::<i64>().is_ok(),
+            Numeric::Int => value.parse::<i32>().is_ok(),
+        };
+        if !ok {
+            let shown: String = value.chars().take(200).collect();
+            return Err(Close::error(
+                format!("For input string: \"{shown}\" (header {name})"),
+                Some(frame),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check(frame: &Frame, refused: &[(&str, &str)]) -> Result<(), Close> {

@@ -19,7 +19,7 @@ use crate::broker::message::{Message, V5Extras};
 use crate::protocol::stomp::{Command, Frame};
 use crate::protocol::{Properties, QoS};
 
-use super::destination::{reply_to_of, stomp_destination_of};
+use super::destination::{reply_to_of, stomp_destination_of, topic_to_mqtt};
 
 /// Headers of a SEND that belong to the frame, not the message.
 const FRAME_HEADERS: &[&str] = &[
@@ -70,7 +70,7 @@ pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message 
         properties.content_type = Some(v.to_owned());
     }
     if let Some(v) = frame.header("reply-to") {
-        properties.response_topic = Some(v.to_owned());
+        properties.response_topic = Some(response_topic_of(v));
     }
     if let Some(v) = frame.header("correlation-id") {
         properties.correlation_data = Some(Bytes::copy_from_slice(v.as_bytes()));
@@ -101,6 +101,20 @@ pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message 
         retain: false,
         v5,
     }
+}
+
+/// The MQTT 5 Response Topic of a STOMP `reply-to`: a `/topic/` destination becomes the MQTT
+/// name of that topic (`/topic/app.reply` -> `app/reply`, so an MQTT 5 responder publishes
+/// where the requester listens); any other destination (`/queue/`, `/temp-*`), or a topic
+/// name with a wildcard (a Response Topic may not have one, MQTT 5 3.3.2.3.5), stays the
+/// STOMP string as written: only a STOMP client can answer it. [`reply_to_of`] is the reverse.
+pub fn response_topic_of(reply_to: &str) -> String {
+    reply_to
+        .strip_prefix("/topic/")
+        .filter(|name| !name.is_empty())
+        .and_then(|name| topic_to_mqtt(name).ok())
+        .filter(|topic| !topic.contains(['+', '#']))
+        .unwrap_or_else(|| reply_to.to_owned())
 }
 
 /// What identifies one delivery in its MESSAGE frame.
@@ -217,6 +231,19 @@ mod tests {
         assert_eq!(f.header("priority"), Some("7"));
         assert_eq!(f.header("x-custom"), Some("v"));
         assert_eq!(f.header("receipt"), None);
+    }
+
+    #[test]
+    fn topic_reply_to_is_the_mqtt_topic_and_maps_back() {
+        assert_eq!(response_topic_of("/topic/app.reply"), "app/reply");
+        assert_eq!(
+            reply_to_of(&response_topic_of("/topic/app.reply")),
+            "/topic/app.reply"
+        );
+        assert_eq!(response_topic_of("/queue/replies"), "/queue/replies");
+        assert_eq!(response_topic_of("/temp-queue/r"), "/temp-queue/r");
+        assert_eq!(response_topic_of("/topic/a.*"), "/topic/a.*");
+        assert_eq!(response_topic_of("/topic/"), "/topic/");
     }
 
     #[test]

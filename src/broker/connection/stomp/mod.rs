@@ -83,6 +83,8 @@ pub(crate) enum Close {
     Io(io::Error),
     /// Nothing received within the negotiated heart-beat and its grace.
     HeartBeatTimeout(Duration),
+    /// A new connection with the same client-id took over (`allowLinkStealing=true`).
+    ClientIdTakenOver,
     Shutdown,
     /// An ERROR frame goes to the client, then the connection closes.
     Error(Box<Frame>),
@@ -119,6 +121,9 @@ impl std::fmt::Display for Close {
                     "heart-beat expired: nothing received for {} ms",
                     d.as_millis()
                 )
+            }
+            Close::ClientIdTakenOver => {
+                f.write_str("a new connection with this client-id took over (allowLinkStealing)")
             }
             Close::Shutdown => f.write_str("broker shutting down"),
             Close::Error(frame) => write!(
@@ -198,6 +203,8 @@ pub(crate) struct StompConn {
     transactions: Option<Box<frames::Transactions>>,
     /// Queue subscriptions and temporary queues (boxed, allocated on first use).
     queues: Option<Box<queue_route::QueueSubs>>,
+    /// The hold on the CONNECT `client-id` (only when one was given).
+    client_id_claim: Option<Box<connect::ClientIdClaim>>,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.
@@ -271,7 +278,7 @@ where
 {
     let wake = conn.wake.clone();
     let mut security_changes = conn.core.watch_security();
-    let mut last_read = Instant::now();
+    let mut read_watch = heartbeat::ReadWatch::new(conn.heart_beat.read_limit, Instant::now());
     let mut needs_flush = false;
     if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
         return close;
@@ -289,9 +296,9 @@ where
             && conn.pause.is_none();
         if !can_read {
             // The client's bytes wait unread in the socket: its silence is not counted.
-            last_read = Instant::now();
+            read_watch.saw_bytes();
         }
-        let read_deadline = conn.heart_beat.read_limit.map(|limit| last_read + limit);
+        let read_deadline = read_watch.next_check();
         let write_deadline = conn
             .heart_beat
             .write_every
@@ -316,7 +323,7 @@ where
             res = read::read_some(reader, &mut read_buf), if can_read => match res {
                 Ok(0) => return Close::PeerClosed,
                 Ok(_) => {
-                    last_read = Instant::now();
+                    read_watch.saw_bytes();
                     if let Err(close) = conn.handle_buffered(&mut read_buf, &mut decoder) {
                         return close;
                     }
@@ -337,7 +344,9 @@ where
                 }
             }
             _ = sleep_until_opt(read_deadline), if read_deadline.is_some() && can_read => {
-                return Close::HeartBeatTimeout(conn.heart_beat.read_limit.unwrap_or_default());
+                if !read_watch.check(Instant::now()) {
+                    return Close::HeartBeatTimeout(conn.heart_beat.read_limit.unwrap_or_default());
+                }
             }
             _ = sleep_until_opt(write_deadline), if write_deadline.is_some() => {
                 conn.queue_bytes(Bytes::from_static(b"\n"));
@@ -360,12 +369,21 @@ where
                     return close;
                 }
             }
+            _ = client_id_kicked(conn.client_id_claim.as_deref()) => return Close::ClientIdTakenOver,
         }
     }
 }
 
 fn can_read_after(conn: &StompConn) -> bool {
     conn.held == 0 && conn.pause.is_none() && conn.pending.len() < PENDING_MAX
+}
+
+/// Resolves when another connection took this one's client-id over (`allowLinkStealing`).
+async fn client_id_kicked(claim: Option<&connect::ClientIdClaim>) {
+    match claim {
+        Some(claim) => claim.token.kick.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -567,6 +585,11 @@ impl StompConn {
         match &reason {
             Close::Error(_) => tracing::info!("closing: {reason}"),
             _ => tracing::debug!("closing: {reason}"),
+        }
+        if let Some(claim) = self.client_id_claim.take() {
+            // Released first: a client that reconnects as soon as it reads its DISCONNECT
+            // receipt finds its client-id free.
+            self.core.detach(&claim.session, claim.token.generation);
         }
         let socket_usable = !matches!(reason, Close::Io(_));
         let deadline = Instant::now() + PENDING_DRAIN_LIMIT;

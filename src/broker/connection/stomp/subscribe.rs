@@ -346,6 +346,10 @@ impl StompConn {
             }
         };
         let Some(at) = self.subs.iter().position(|s| s.id == id) else {
+            if let Some(name) = headers::subscription_name(frame) {
+                // ActiveMQ needs the `id` even here, though it names no SUBSCRIBE.
+                return self.remove_offline_durable(name, frame);
+            }
             if self.queue_unsubscribe(id) {
                 self.receipt(frame);
                 return Ok(());
@@ -375,6 +379,38 @@ impl StompConn {
         }
         self.receipt(frame);
         Ok(())
+    }
+
+    /// UNSUBSCRIBE (with an `id`, as ActiveMQ requires) of a durable subscription this
+    /// connection does not hold (ActiveMQ's `RemoveSubscriptionInfo`, no SUBSCRIBE needed): the offline subscription of this
+    /// connection's client-id named `name` and what it kept go, without being resumed.
+    /// ActiveMQ's errors when there is none, or when another connection holds it.
+    fn remove_offline_durable(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
+        let Some(client_id) = self.client_id.clone() else {
+            return Err(Close::error(
+                "removing a durable subscription needs the client-id header in CONNECT",
+                Some(frame),
+            ));
+        };
+        match self
+            .core
+            .registry
+            .remove_offline(&durable_session_id(&client_id, name))
+        {
+            Some(Ok(session)) => {
+                self.core.forget(&session);
+                self.receipt(frame);
+                Ok(())
+            }
+            Some(Err(_)) => Err(Close::error("Durable consumer is in use", Some(frame))),
+            None => Err(Close::error(
+                format!(
+                    "No durable subscription exists for clientID: {client_id} and \
+                     subscriptionName: {name}"
+                ),
+                Some(frame),
+            )),
+        }
     }
 
     /// End a subscription on this connection: its wake-up forwarder stops; a non-durable one's
