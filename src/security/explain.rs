@@ -283,7 +283,41 @@ pub fn explain_principal(
     let names = principal_names(principal, authorizer.user_principals());
     let _ = writeln!(out, "  principal names: {}", names.join(", "));
 
-    let matches = authorizer.matching_entries(action, kind, &activemq_name);
+    write_entries(
+        &mut out,
+        authorizer,
+        &names,
+        (action, kind, &activemq_name),
+        &casbin,
+        fast,
+    );
+    Explanation {
+        allowed: decision,
+        invalid: false,
+        text: out,
+    }
+}
+
+pub(super) fn kind_label(kind: DestinationKind) -> &'static str {
+    match kind {
+        DestinationKind::Topic => "topic",
+        DestinationKind::Queue => "queue",
+        DestinationKind::TempTopic => "temp-topic",
+        DestinationKind::TempQueue => "temp-queue",
+    }
+}
+
+/// The entries that decide `action` on `(kind, name)` for a principal known by `names`, which
+/// of them grant, and whether casbin's answer agrees with the broker's evaluator (`fast`).
+pub(super) fn write_entries(
+    out: &mut String,
+    authorizer: &super::authz::Authorizer,
+    names: &[String],
+    (action, kind, name): (Action, DestinationKind, &str),
+    casbin: &Result<bool, String>,
+    fast: bool,
+) {
+    let matches = authorizer.matching_entries(action, kind, name);
     if matches.is_empty() {
         let _ = writeln!(
             out,
@@ -327,7 +361,7 @@ pub fn explain_principal(
         );
     }
     match casbin {
-        Ok(c) if c == fast => {
+        Ok(c) if *c == fast => {
             let _ = writeln!(out, "  casbin enforce agrees with the broker's evaluator");
         }
         Ok(c) => {
@@ -342,20 +376,6 @@ pub fn explain_principal(
                 "  casbin could not decide ({e}); shown: the broker's decision"
             );
         }
-    }
-    Explanation {
-        allowed: decision,
-        invalid: false,
-        text: out,
-    }
-}
-
-pub(super) fn kind_label(kind: DestinationKind) -> &'static str {
-    match kind {
-        DestinationKind::Topic => "topic",
-        DestinationKind::Queue => "queue",
-        DestinationKind::TempTopic => "temp-topic",
-        DestinationKind::TempQueue => "temp-queue",
     }
 }
 

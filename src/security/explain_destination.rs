@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::authz::{action_name, principal_names, EntryOrigin};
+use super::authz::{action_name, principal_names};
 use super::destination::swap_chars;
 use super::explain::{explain_in_config, kind_label, resolve_principal, Explanation};
 use super::{Action, Principal, Security};
@@ -186,66 +186,14 @@ fn explain_point_to_point(
     }
     let names = principal_names(principal, authorizer.user_principals());
     let _ = writeln!(out, "  principal names: {}", names.join(", "));
-    let matches = authorizer.matching_entries(action, kind, name);
-    if matches.is_empty() {
-        let _ = writeln!(
-            out,
-            "  no entry applies: denied (nothing matches, nothing granted)"
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "  entries that apply (union rule: one grant is enough):"
-        );
-    }
-    for m in &matches {
-        let label = match m.origin {
-            EntryOrigin::Entry => format!("{} {}", kind_label(m.entry.kind), m.patterns.join(",")),
-            EntryOrigin::Default => "defaultEntry".to_owned(),
-            EntryOrigin::TempDestination => "tempDestinationAuthorizationEntry".to_owned(),
-        };
-        let listed = match action {
-            Action::Read => &m.entry.read,
-            Action::Write => &m.entry.write,
-            Action::Admin => &m.entry.admin,
-        };
-        let held: Vec<&str> = m
-            .granted_to
-            .iter()
-            .filter(|s| names.contains(s))
-            .map(String::as_str)
-            .collect();
-        let _ = writeln!(
-            out,
-            "    {}:{}  {label}  {}=\"{}\"  -> {}",
-            m.entry.span.file.display(),
-            m.entry.span.line,
-            action_name(action),
-            listed.join(","),
-            if held.is_empty() {
-                "grants nothing to this principal".to_owned()
-            } else {
-                format!("GRANTS via {}", held.join(", "))
-            }
-        );
-    }
-    match casbin {
-        Ok(c) if c == fast => {
-            let _ = writeln!(out, "  casbin enforce agrees with the broker's evaluator");
-        }
-        Ok(c) => {
-            let _ = writeln!(
-                out,
-                "  BUG: casbin says {c} but the broker's evaluator says {fast}; please report"
-            );
-        }
-        Err(e) => {
-            let _ = writeln!(
-                out,
-                "  casbin could not decide ({e}); shown: the broker's decision"
-            );
-        }
-    }
+    super::explain::write_entries(
+        &mut out,
+        authorizer,
+        &names,
+        (action, kind, name),
+        &casbin,
+        fast,
+    );
     if kind == DestinationKind::Queue && action != Action::Admin {
         out.push_str(&queue_creation(config, security, principal, name));
     }
