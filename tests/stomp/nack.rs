@@ -41,11 +41,15 @@ async fn answer(c: &mut StompClient, command: &str, m: &Received, receipt: &str)
 }
 
 fn dead_letters(env: &crate::Env) -> Vec<(String, Option<String>)> {
+    dead_letters_in(env, "ActiveMQ.DLQ")
+}
+
+fn dead_letters_in(env: &crate::Env, queue: &str) -> Vec<(String, Option<String>)> {
     env.broker
         .handle
         .core()
         .queues
-        .browse("ActiveMQ.DLQ", 100)
+        .browse(queue, 100)
         .into_iter()
         .map(|d| {
             let original = d.message.v5.as_ref().and_then(|v| {
@@ -117,4 +121,36 @@ async fn nack_in_client_mode_is_for_that_message_only() {
         vec![("m2".to_string(), Some("/topic/n.t".to_string()))]
     );
     env.broker.shutdown().await;
+}
+
+/// The topic's `policyEntry` dead-letter strategy decides, as for queues: an individual one
+/// (with `processNonPersistent`) names the queue after the topic, and nothing goes to
+/// `ActiveMQ.DLQ`.
+#[tokio::test]
+async fn nack_on_a_durable_subscription_follows_the_topics_dead_letter_strategy() {
+    let env = crate::broker_with(
+        r#"<destinationPolicy><policyMap><policyEntries>
+             <policyEntry topic="n.>">
+               <deadLetterStrategy>
+                 <individualDeadLetterStrategy topicPrefix="DLT." useQueueForTopicMessages="true"
+                                               processNonPersistent="true"/>
+               </deadLetterStrategy>
+             </policyEntry>
+           </policyEntries></policyMap></destinationPolicy>"#,
+    )
+    .await;
+    let mut c = env.connected(&[("client-id", "app")]).await;
+    subscribe(&mut c, "client-individual", true).await;
+    send(&env, "kept", true).await;
+    send(&env, "also-kept", false).await;
+    let kept = c.recv().await;
+    let also = c.recv().await;
+    answer(&mut c, "NACK", &kept, "n1").await;
+    answer(&mut c, "NACK", &also, "n2").await;
+    let expected = |body: &str| (body.to_string(), Some("/topic/n.t".to_string()));
+    assert_eq!(
+        dead_letters_in(&env, "DLT.n.t"),
+        vec![expected("kept"), expected("also-kept")]
+    );
+    assert!(dead_letters(&env).is_empty());
 }

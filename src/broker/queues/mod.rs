@@ -183,6 +183,11 @@ impl Queues {
         self.policies.store(Arc::new(policy));
     }
 
+    /// The delivery policy in force (dead letters of topic subscriptions ask it too).
+    pub fn delivery_policy(&self) -> Arc<DeliveryPolicy> {
+        self.policies.load_full()
+    }
+
     /// Does the queue `name` (ActiveMQ name) exist?
     pub fn exists(&self, name: &str) -> bool {
         self.queues.read().contains_key(name)

@@ -645,11 +645,12 @@ impl StompConn {
         let client_id = sub.session.client_id().clone();
         if nack && sub.durable {
             if let Some(u) = done.into_iter().next() {
-                if u.item.message.qos != QoS::AtMostOnce {
+                if let Some(to) = dead_letter_target(&self.core, &u.item.message, &client_id) {
                     self.out.pump_wanted = true;
-                    return self.dead_letter_nacked(u.item, client_id, frame);
+                    return self.dead_letter_nacked(u.item, client_id, &to, frame);
                 }
-                // Not persistent: the default strategy does not keep it (processNonPersistent).
+                // The strategy keeps nothing of it (discarding, or not persistent without
+                // processNonPersistent): the subscription's copy is dropped.
                 let changes: Vec<Change> = u
                     .item
                     .seq
@@ -712,11 +713,12 @@ impl StompConn {
         &mut self,
         item: QueuedMessage,
         client_id: Arc<str>,
+        to: &str,
         frame: &Frame,
     ) -> Result<(), Close> {
         let original = stomp_destination_of(&item.message.topic, &self.session_name);
-        let copy = dead_letter_copy(&item.message, &original);
-        let commit = match self.core.queues.send(DEAD_LETTER_QUEUE, copy) {
+        let copy = dead_letter_copy(&item.message, &original, to);
+        let commit = match self.core.queues.send(to, copy) {
             Ok(commit) => commit,
             Err(e) => {
                 return Err(Close::error(
@@ -725,7 +727,7 @@ impl StompConn {
                 ))
             }
         };
-        tracing::debug!(%original, dead_letter_queue = DEAD_LETTER_QUEUE, "NACKed message dead-lettered");
+        tracing::debug!(%original, dead_letter_queue = to, "NACKed message dead-lettered");
         let core = self.core.clone();
         let removed: Vec<Change> = item
             .seq
@@ -756,15 +758,52 @@ impl StompConn {
     }
 }
 
-/// ActiveMQ's default dead-letter queue (`SharedDeadLetterStrategy`), used for topics.
-const DEAD_LETTER_QUEUE: &str = crate::config::delivery_policy::DEFAULT_DEAD_LETTER_QUEUE;
+/// Where the configured dead-letter strategy of the message's topic sends a message NACKed
+/// on durable subscription `session` (ActiveMQ's `policyEntry topic=` `deadLetterStrategy`,
+/// default `ActiveMQ.DLQ`); `None` when it keeps nothing of it (discarding strategy, or a
+/// non-persistent message without `processNonPersistent`). A dead-letter topic is served as
+/// the queue of that name, as for queue messages (docs/dead-letter.md).
+fn dead_letter_target(
+    core: &crate::broker::runtime::BrokerCore,
+    message: &crate::broker::message::Message,
+    session: &str,
+) -> Option<String> {
+    use crate::config::delivery_policy::{DeadLetterReason, Destination};
+    let topic = Destination::topic(crate::security::destination::mqtt_to_activemq(
+        &message.topic,
+    ));
+    let persistent = message.qos != QoS::AtMostOnce;
+    let subscriber = durable_subscription_key(session);
+    let policy = core.queues.delivery_policy();
+    policy
+        .dead_letter_for(&topic)
+        .destination_for(
+            &topic,
+            persistent,
+            DeadLetterReason::Rejected,
+            subscriber.as_deref(),
+        )
+        .map(|to| to.name)
+}
 
-/// `message` as it enters the dead-letter queue from topic `original` (`/topic/a.b`): no
+/// `client-id:subscriptionName` (ActiveMQ's `SubscriptionKey`) of a durable subscription's
+/// session id (see [`durable_session_id`]).
+fn durable_subscription_key(session: &str) -> Option<String> {
+    let rest = session.strip_prefix("\u{0}stomp-durable:")?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let client_id = rest.get(..len)?;
+    let name = rest.get(len..)?.strip_prefix(':')?;
+    Some(format!("{client_id}:{name}"))
+}
+
+/// `message` as it enters dead-letter queue `to` from topic `original` (`/topic/a.b`): no
 /// expiry (the strategy's `expiration` is 0), `original-destination` as ActiveMQ's STOMP shows
 /// it, the rest unchanged.
 fn dead_letter_copy(
     message: &crate::broker::message::Message,
     original: &str,
+    to: &str,
 ) -> crate::broker::message::Message {
     use crate::broker::message::V5Extras;
     let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
@@ -777,7 +816,7 @@ fn dead_letter_copy(
     props.push(("original-destination".into(), original.to_owned()));
     crate::broker::message::Message {
         // A queue's messages carry its ActiveMQ name.
-        topic: Arc::from(DEAD_LETTER_QUEUE),
+        topic: Arc::from(to),
         v5: Some(Arc::new(extras)),
         ..message.clone()
     }
