@@ -51,7 +51,7 @@ pub struct ConsumerSpec {
     /// get messages first; equal ones share them round-robin.
     pub priority: u8,
     pub filter: Option<Arc<dyn MessageFilter>>,
-    /// Notified when messages were dispatched to it ([`super::Queues::take`] them).
+    /// Notified when messages were dispatched to it ([`super::QueueConsumer::take`] them).
     pub wake: Arc<Notify>,
 }
 
@@ -67,7 +67,7 @@ impl std::fmt::Debug for ConsumerSpec {
 }
 
 /// One message handed to a consumer: it stays the consumer's until acknowledged
-/// ([`super::Queues::ack`]), refused ([`super::Queues::nack`]) or the consumer closes (then it
+/// ([`super::QueueConsumer::ack`]), refused ([`super::QueueConsumer::nack`]) or the consumer closes (then it
 /// goes back to the queue, redelivered).
 #[derive(Debug, Clone)]
 pub struct QueueDelivery {

@@ -1,6 +1,6 @@
 //! Queues: ActiveMQ's point-to-point destinations (STOMP `/queue/x`), broker-wide and
 //! protocol-free. The STOMP connection (and later a cluster link) calls [`Queues`]; the rules
-//! of one queue are in `queue.rs`, the dead-letter and redelivery policies in [`policy`].
+//! of one queue are in `queue.rs`, the dead-letter and redelivery policies in `policy.rs` (over `config::delivery_policy`).
 //!
 //! ActiveMQ 5.17's semantics, as kept here (docs/queues.md says more):
 //! - Each message goes to exactly one consumer, in order, round-robin over the consumers that
