@@ -24,6 +24,7 @@ mod reload;
 mod selectors;
 mod tls;
 mod topics;
+mod transactions;
 
 use std::net::SocketAddr;
 

@@ -401,6 +401,29 @@ impl Queues {
         Some(self.send_to(&queue, message, persistent))
     }
 
+    /// [`Queues::send`] (or [`Queues::send_temporary`] when `temporary`) of a message whose
+    /// room was already granted with the rest of a STOMP transaction: not checked against
+    /// `memoryUsage`/`storeUsage` again, so a transaction admitted whole is applied whole.
+    /// `None`: there is no such temporary queue.
+    pub fn send_admitted(
+        &self,
+        name: &str,
+        temporary: bool,
+        message: Message,
+    ) -> Option<Result<Commit, SendError>> {
+        let persistent = message.qos != QoS::AtMostOnce;
+        let queue = if temporary {
+            self.queues
+                .read()
+                .get(name)
+                .filter(|q| q.temporary)
+                .cloned()?
+        } else {
+            self.get_or_create(name)
+        };
+        Some(self.send_to(&queue, message, persistent))
+    }
+
     fn send_to(
         &self,
         queue: &Arc<Queue>,

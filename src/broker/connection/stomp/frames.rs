@@ -20,10 +20,20 @@ use crate::protocol::stomp::{Command, Frame};
 use crate::protocol::QoS;
 use crate::security::Action;
 
-/// Open transactions: id -> the SENDs and ACKs/NACKs held until COMMIT, in order.
+/// Open transactions: id -> the SENDs and ACKs held until COMMIT, in order (each checked
+/// when it arrived, its `receipt` already answered).
 #[derive(Default)]
 pub(crate) struct Transactions {
     open: HashMap<String, Vec<Frame>>,
+    /// A COMMIT admitted whole is being applied: its SENDs are not checked against the
+    /// broker-wide limits again (all or nothing).
+    applying: bool,
+}
+
+/// A COMMIT whose room the broker-wide limits granted: its frames and its RECEIPT.
+pub(crate) struct AdmittedTransaction {
+    frames: Vec<Frame>,
+    receipt: Option<Frame>,
 }
 
 /// Stale plans (a receiving session ended between planning and commit) are planned again
@@ -234,6 +244,21 @@ impl StompConn {
     /// Route `message` as an MQTT publish of its QoS; `receipt` goes out once it is routed
     /// (a persistent message: once it is kept for every persistent session it reaches).
     fn publish(&mut self, message: Message, receipt: Option<Frame>) {
+        if self.applying_transaction() {
+            // Its room was granted with the whole transaction's.
+            let message = self.core.memory.charge(message);
+            if message.qos != QoS::AtMostOnce {
+                return self.publish_admitted(message, receipt);
+            }
+            let (plan, changes) = self.core.plan_route_from(message, &self.origin());
+            self.core.commit_background(changes);
+            self.pending.push_back(Box::pin(std::future::ready(Ready {
+                route: Some(plan),
+                frames: receipt.into_iter().collect(),
+                ..Ready::default()
+            })));
+            return;
+        }
         if message.qos == QoS::AtMostOnce {
             if self.core.memory.is_full() {
                 // ActiveMQ blocks a non-persistent producer too (producer flow control).
@@ -424,19 +449,120 @@ impl StompConn {
         Ok(())
     }
 
-    fn hold_in_transaction(&mut self, id: String, frame: Frame) -> Result<(), Close> {
-        let Some(held) = self.transactions().open.get_mut(&id) else {
+    /// A SEND or ACK inside transaction `id`: checked now (a refused one fails now, as in
+    /// ActiveMQ, and the connection closes, dropping the whole transaction), held until
+    /// COMMIT, its RECEIPT answered at once (ActiveMQ does; clients wait for it). A NACK is
+    /// refused: ActiveMQ's poison ack cannot be transacted.
+    fn hold_in_transaction(&mut self, id: String, mut frame: Frame) -> Result<(), Close> {
+        if !self.transactions().open.contains_key(&id) {
             return Err(Close::error(
                 format!("Invalid transaction id: {id}"),
                 Some(&frame),
             ));
-        };
-        held.push(frame);
+        }
+        match frame.command {
+            Command::Nack => {
+                return Err(Close::error(
+                    "Poison ack cannot be transacted",
+                    Some(&frame),
+                ))
+            }
+            Command::Send => self.check_transacted_send(&frame)?,
+            _ => self.check_transacted_ack(&frame)?,
+        }
+        let receipt = Self::receipt_for(&frame);
+        frame
+            .headers
+            .retain(|(n, _)| n != "receipt" && n != "transaction");
+        if let Some(held) = self.transactions().open.get_mut(&id) {
+            held.push(frame);
+        }
+        if let Some(receipt) = receipt {
+            self.send_ordered(receipt);
+        }
         Ok(())
     }
 
-    /// COMMIT: the held frames are handled in order now; the COMMIT's RECEIPT follows them,
-    /// so it leaves only after every persistent message it carried is durable.
+    /// What [`Self::on_send`] refuses, checked when a transacted SEND arrives.
+    fn check_transacted_send(&mut self, frame: &Frame) -> Result<(), Close> {
+        let Some(header) = frame.header("destination") else {
+            return Err(Close::error(
+                "SEND received without a Destination specified!",
+                Some(frame),
+            ));
+        };
+        let dest =
+            Destination::parse(header).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+        super::headers::check_send(frame)?;
+        match &dest {
+            Destination::Queue(name) => self.check_queue_send(name, frame),
+            Destination::Topic(name) => {
+                let topic =
+                    topic_to_mqtt(name).map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+                if is_wildcard(&topic) {
+                    return Err(Close::error(
+                        format!("cannot send to the wildcard destination /topic/{name}"),
+                        Some(frame),
+                    ));
+                }
+                self.authorize_write(&topic, name, frame)
+            }
+            Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
+                self.temp_topic(&dest, Action::Write, frame).map(|_| ())
+            }
+            // Checked at COMMIT (they may be created or deleted meanwhile).
+            Destination::TempQueue(_) | Destination::RemoteTempQueue(_) => Ok(()),
+        }
+    }
+
+    /// A transacted ACK must name a message delivered to this connection and not
+    /// acknowledged yet (ActiveMQ refuses it when it arrives).
+    fn check_transacted_ack(&self, frame: &Frame) -> Result<(), Close> {
+        let id_header = match self.version {
+            crate::protocol::stomp::Version::V1_2 => {
+                frame.header("id").or_else(|| frame.header("message-id"))
+            }
+            _ => frame.header("message-id").or_else(|| frame.header("id")),
+        };
+        let Some(id) = id_header else {
+            return Err(Close::error(
+                format!("{} received without a message id", frame.command.as_str()),
+                Some(frame),
+            ));
+        };
+        let number = id
+            .rsplit_once(':')
+            .filter(|(prefix, _)| *prefix == &*self.session_name)
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let known = number.is_some_and(|n| {
+            self.subs
+                .iter()
+                .any(|s| s.unacked.iter().any(|u| u.message_id == n))
+                || self.queue_unacked(n)
+        });
+        if known {
+            Ok(())
+        } else {
+            Err(Close::error(
+                format!(
+                    "Unexpected {} received for message-id [{id}]",
+                    frame.command.as_str()
+                ),
+                Some(frame),
+            ))
+        }
+    }
+
+    /// Whether a COMMIT admitted whole is being applied now.
+    pub(super) fn applying_transaction(&self) -> bool {
+        self.transactions.as_ref().is_some_and(|t| t.applying)
+    }
+
+    /// COMMIT: all or nothing. The room of every message it carries is granted at once
+    /// (`memoryUsage`, `storeUsage` for the persistent ones) before any is routed; while
+    /// there is none the COMMIT is held (reading stops, no RECEIPT), and past
+    /// `sendFailIfNoSpace[AfterTimeout]` it is refused with an ERROR, nothing of it applied.
+    /// The RECEIPT follows every message it carried, so it leaves only once each is kept.
     fn on_commit(&mut self, frame: &Frame) -> Result<(), Close> {
         let id = Self::transaction_id(frame)?;
         let Some(held) = self.transactions().open.remove(&id) else {
@@ -445,21 +571,91 @@ impl StompConn {
                 Some(frame),
             ));
         };
-        for mut op in held {
-            // Their own receipts were answered by nothing yet: they go with the commit's.
-            let own_receipt = Self::receipt_for(&op);
-            op.headers
-                .retain(|(n, _)| n != "receipt" && n != "transaction");
-            match op.command {
-                Command::Send => self.on_send(&op)?,
-                _ => self.on_ack(&op)?,
-            }
-            if let Some(r) = own_receipt {
-                self.send_ordered(r);
+        let transaction = AdmittedTransaction {
+            frames: held,
+            receipt: Self::receipt_for(frame),
+        };
+        match transaction_room(&self.core, &transaction.frames) {
+            Ok(()) => self.apply_transaction(transaction),
+            Err(refusal) => {
+                self.hold_transaction(id, transaction, refusal);
+                Ok(())
             }
         }
-        self.receipt(frame);
+    }
+
+    /// Apply a COMMIT whose room is granted, then queue its RECEIPT after its messages.
+    pub(super) fn apply_transaction(
+        &mut self,
+        transaction: AdmittedTransaction,
+    ) -> Result<(), Close> {
+        self.transactions().applying = true;
+        let result = transaction
+            .frames
+            .iter()
+            .try_for_each(|op| match op.command {
+                Command::Send => self.on_send(op),
+                _ => self.on_ack(op),
+            });
+        self.transactions().applying = false;
+        result?;
+        if let Some(receipt) = transaction.receipt {
+            self.send_ordered(receipt);
+        }
         Ok(())
+    }
+
+    /// A COMMIT the broker-wide limits stopped: tried again until its whole room is
+    /// granted, or refused (nothing applied) past `sendFailIfNoSpace[AfterTimeout]`.
+    fn hold_transaction(&mut self, id: String, transaction: AdmittedTransaction, why: Refusal) {
+        self.held += 1;
+        let core = self.core.clone();
+        let producer = self.session_name.clone();
+        let fail_after = *self.core.send_fail_after.lock();
+        let deadline = fail_after.map(|d| tokio::time::Instant::now() + d);
+        self.pending.push_back(Box::pin(async move {
+            let mut refusal = why;
+            loop {
+                if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    let limit = match &refusal {
+                        Refusal::MemoryFull => {
+                            "Usage Manager Memory Usage limit reached".to_owned()
+                        }
+                        Refusal::Durability(e) => format!("Persistent store is Full ({e})"),
+                    };
+                    let mut error = Close::error(
+                        format!(
+                            "{limit}. Stopping producer ({producer}): transaction {id} not \
+                             committed, nothing of it applied. See \
+                             http://activemq.apache.org/producer-flow-control.html for more info"
+                        ),
+                        None,
+                    );
+                    let receipt_id = transaction
+                        .receipt
+                        .as_ref()
+                        .and_then(|r| r.header("receipt-id"));
+                    if let (Close::Error(frame), Some(r)) = (&mut error, receipt_id) {
+                        frame.headers.push(("receipt-id".to_owned(), r.to_owned()));
+                    }
+                    return Ready {
+                        fail: Some(error),
+                        released_hold: true,
+                        ..Ready::default()
+                    };
+                }
+                tokio::time::sleep(HELD_RETRY).await;
+                match transaction_room(&core, &transaction.frames) {
+                    Ok(()) => break,
+                    Err(why) => refusal = why,
+                }
+            }
+            Ready {
+                transaction: Some(Box::new(transaction)),
+                released_hold: true,
+                ..Ready::default()
+            }
+        }));
     }
 
     /// ABORT: the held sends are dropped; the held acks never happened, so those messages
@@ -475,6 +671,28 @@ impl StompConn {
         self.receipt(frame);
         Ok(())
     }
+}
+
+/// Whether the broker-wide limits have room for every SEND of a transaction at once:
+/// `memoryUsage` for all, `storeUsage` (and disk) for the persistent ones' bytes together.
+fn transaction_room(core: &BrokerCore, frames: &[Frame]) -> Result<(), Refusal> {
+    let sends = || frames.iter().filter(|f| f.command == Command::Send);
+    if sends().next().is_none() {
+        return Ok(());
+    }
+    if core.memory.is_full() {
+        return Err(Refusal::MemoryFull);
+    }
+    let persistent_bytes: u64 = sends()
+        .filter(|f| f.header("persistent") == Some("true"))
+        .map(|f| (f.header("destination").map_or(0, str::len) + f.body.len()) as u64)
+        .sum();
+    if persistent_bytes > 0 {
+        core.durability()
+            .check_room(persistent_bytes)
+            .map_err(Refusal::Durability)?;
+    }
+    Ok(())
 }
 
 /// Admission of a held SEND: a persistent one against every limit, a non-persistent one

@@ -144,6 +144,8 @@ pub(crate) struct Ready {
     fail: Option<Close>,
     /// A SEND held by a broker-wide limit was settled (reading may resume).
     released_hold: bool,
+    /// A COMMIT whose room is now granted: its frames are applied now (rare: boxed).
+    transaction: Option<Box<frames::AdmittedTransaction>>,
 }
 
 type PendingWork = Pin<Box<dyn Future<Output = Ready> + Send>>;
@@ -516,6 +518,9 @@ impl StompConn {
         }
         for frame in &ready.frames {
             self.send(frame);
+        }
+        if let Some(transaction) = ready.transaction {
+            self.apply_transaction(*transaction)?;
         }
         match ready.fail {
             Some(close) => Err(close),

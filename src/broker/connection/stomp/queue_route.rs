@@ -146,7 +146,18 @@ impl StompConn {
         drop(security);
         let message = message_of_send(&frame, name.clone(), Instant::now());
         self.core.counters.messages_in();
-        let sent = send_to(&self.core.queues, &name, temporary, message.clone());
+        let sent = if self.applying_transaction() {
+            self.core
+                .queues
+                .send_admitted(&name, temporary, message.clone())
+                .unwrap_or_else(|| {
+                    Err(SendError::Durability(DurabilityError::Unavailable(
+                        "the temporary queue was deleted".into(),
+                    )))
+                })
+        } else {
+            send_to(&self.core.queues, &name, temporary, message.clone())
+        };
         match sent {
             Ok(commit) => {
                 self.after_commit(commit, Self::receipt_for(&frame), "message not stored");
@@ -436,6 +447,25 @@ impl StompConn {
 
     /// ACK or NACK of message number `n` if it is a queue message: `Ok(false)` when it is
     /// not one of this connection's queue deliveries.
+    /// Whether message number `n` was delivered to a queue subscription of this connection
+    /// and is not acknowledged yet.
+    pub(super) fn queue_unacked(&self, n: u64) -> bool {
+        self.queues
+            .as_ref()
+            .is_some_and(|q| q.subs.iter().any(|s| s.unacked.iter().any(|u| u.0 == n)))
+    }
+
+    /// The checks of a SEND to queue `name` made when it arrives inside a transaction
+    /// (name, authorization), so that a refused one fails then, not at COMMIT.
+    pub(super) fn check_queue_send(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
+        check_name(name, frame)?;
+        let security = self.core.current_security();
+        self.core
+            .queues
+            .may_use(&security, &self.principal, Action::Write, name)
+            .map_err(|r| refused(r, &self.principal.user, "queue", name, frame))
+    }
+
     pub(super) fn queue_ack(&mut self, n: u64, frame: &Frame) -> Result<bool, Close> {
         let Some(subs) = self.queues.as_mut() else {
             return Ok(false);

@@ -47,8 +47,8 @@ pub(super) enum AckMode {
 }
 
 /// A message sent and not acknowledged yet.
-struct Unacked {
-    message_id: u64,
+pub(super) struct Unacked {
+    pub(super) message_id: u64,
     item: QueuedMessage,
 }
 
@@ -65,7 +65,7 @@ pub(super) struct Sub {
     pub(super) token: AttachToken,
     /// The task passing this session's wake-ups on to the connection's.
     forwarder: AbortHandle,
-    unacked: VecDeque<Unacked>,
+    pub(super) unacked: VecDeque<Unacked>,
     /// A durable subscription (`activemq.subscriptionName`): its session outlives the
     /// connection, and what is unacknowledged at the end is delivered again.
     durable: bool,

@@ -1,0 +1,256 @@
+//! STOMP transactions are all or nothing: a frame inside one that is refused fails when it
+//! arrives (the connection closes, the transaction is dropped whole); a COMMIT is admitted
+//! against `memoryUsage` whole, held or refused whole, its RECEIPT after every message it
+//! carried; a SEND's RECEIPT inside a transaction leaves at once; a NACK cannot be transacted.
+
+use std::time::Duration;
+
+use ferromq::protocol::{Packet, QoS};
+
+use crate::client::StompClient;
+use crate::support::{ack, RawClient};
+
+/// `memoryUsage` of 8 kb, with `systemUsage` attributes `attrs`.
+fn tiny_memory(attrs: &str) -> String {
+    format!(
+        r#"<systemUsage><systemUsage {attrs}>
+             <memoryUsage><memoryUsage limit="8 kb"/></memoryUsage>
+           </systemUsage></systemUsage>"#
+    )
+}
+
+/// A persistent MQTT session "sub" on `d/#` at QoS 1, offline: what reaches it stays in memory.
+async fn offline_subscriber(env: &crate::Env) {
+    let (mut sub, _) = RawClient::connected(env.mqtt(), "sub", false).await;
+    sub.subscribe(1, &[("d/#", QoS::AtLeastOnce)]).await;
+    sub.send(Packet::Disconnect(ferromq::protocol::Disconnect {
+        reason: 0,
+        properties: None,
+    }))
+    .await;
+    sub.expect_closed().await;
+}
+
+/// Reconnect "sub" and take its messages (acknowledging each) until none comes for `quiet`.
+async fn drain(env: &crate::Env, quiet: Duration) -> (Vec<String>, RawClient) {
+    let (mut sub, _) = RawClient::connected(env.mqtt(), "sub", false).await;
+    let mut payloads = Vec::new();
+    while let Some(packet) = sub.recv_within(quiet).await {
+        let Packet::Publish(p) = packet else {
+            panic!("unexpected {packet:?}");
+        };
+        if let Some(id) = p.packet_id {
+            sub.send(Packet::PubAck(ack(id))).await;
+        }
+        payloads.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    (payloads, sub)
+}
+
+/// BEGIN `tx`, then persistent SENDs of `bodies` to `/topic/d.tx` inside it.
+async fn begin_and_send(p: &mut StompClient, tx: &str, bodies: &[String]) {
+    p.send("BEGIN", &[("transaction", tx)], "").await;
+    for body in bodies {
+        p.send(
+            "SEND",
+            &[
+                ("destination", "/topic/d.tx"),
+                ("persistent", "true"),
+                ("transaction", tx),
+            ],
+            body,
+        )
+        .await;
+    }
+}
+
+/// Fill `memoryUsage` with 1 KB persistent messages to the offline "sub" until a SEND is not
+/// receipted within half a second (held) or refused.
+async fn fill_memory(env: &crate::Env) -> StompClient {
+    let mut filler = env.connected(&[]).await;
+    for n in 0..100 {
+        let receipt = format!("f{n}");
+        filler
+            .send(
+                "SEND",
+                &[
+                    ("destination", "/topic/d.fill"),
+                    ("persistent", "true"),
+                    ("receipt", &receipt),
+                ],
+                &"f".repeat(1024),
+            )
+            .await;
+        match filler.recv_within(Duration::from_millis(500)).await {
+            Some(f) if f.command == "RECEIPT" => {}
+            _ => return filler,
+        }
+    }
+    panic!("the memory limit never stopped the filler");
+}
+
+#[tokio::test]
+async fn a_commit_is_admitted_whole_never_part_routed_then_refused() {
+    // Three 5 KB messages under an 8 KB limit that refuses at once: the memory has room
+    // when the COMMIT comes, so the whole transaction is admitted, not the first message
+    // routed and the others refused.
+    let env = crate::broker_with(&tiny_memory(r#"sendFailIfNoSpace="true""#)).await;
+    offline_subscriber(&env).await;
+    let mut p = env.connected(&[]).await;
+    let bodies: Vec<String> = (0..3).map(|n| format!("{n}{}", "x".repeat(5000))).collect();
+    begin_and_send(&mut p, "t", &bodies).await;
+    p.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
+        .await;
+    let answer = p.recv().await;
+    assert_eq!(answer.command, "RECEIPT", "{answer:?}");
+    assert_eq!(answer.header("receipt-id"), Some("c"));
+    let (payloads, _sub) = drain(&env, Duration::from_millis(500)).await;
+    assert_eq!(payloads, bodies, "every message of the commit, in order");
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_commit_refused_for_lack_of_room_answers_its_receipt_id_and_applies_nothing() {
+    let env = crate::broker_with(&tiny_memory(r#"sendFailIfNoSpace="true""#)).await;
+    offline_subscriber(&env).await;
+    let _filler = fill_memory(&env).await;
+    let mut p = env.connected(&[]).await;
+    let bodies: Vec<String> = (0..3).map(|n| format!("tx{n}")).collect();
+    begin_and_send(&mut p, "t", &bodies).await;
+    p.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
+        .await;
+    let error = p.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.header("receipt-id"), Some("c"), "names the COMMIT");
+    let message = error.header("message").unwrap_or_default();
+    assert!(message.contains("nothing of it applied"), "{message}");
+    p.expect_closed_within(Duration::from_secs(2)).await;
+    let (payloads, _sub) = drain(&env, Duration::from_millis(500)).await;
+    assert!(
+        !payloads.iter().any(|p| p.starts_with("tx")),
+        "nothing of the refused commit: {:?}",
+        payloads.iter().filter(|p| p.len() < 10).collect::<Vec<_>>()
+    );
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_commit_held_by_a_full_memory_is_receipted_once_all_of_it_is_kept() {
+    let env = crate::broker_with(&tiny_memory("")).await;
+    offline_subscriber(&env).await;
+    let _filler = fill_memory(&env).await;
+    let mut p = env.connected(&[]).await;
+    let bodies: Vec<String> = (0..3).map(|n| format!("tx{n}")).collect();
+    begin_and_send(&mut p, "t", &bodies).await;
+    p.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
+        .await;
+    assert!(
+        p.recv_within(Duration::from_millis(500)).await.is_none(),
+        "no RECEIPT while the memory is full"
+    );
+    let (payloads, _sub) = drain(&env, Duration::from_secs(2)).await;
+    let receipt = p.recv().await;
+    assert_eq!(receipt.command, "RECEIPT", "{receipt:?}");
+    assert_eq!(receipt.header("receipt-id"), Some("c"));
+    let committed: Vec<&String> = payloads.iter().filter(|p| p.starts_with("tx")).collect();
+    assert_eq!(committed, bodies.iter().collect::<Vec<_>>(), "all of it");
+    env.broker.shutdown().await;
+}
+
+/// Each refused frame inside a transaction fails when it arrives: ERROR, closed, and the
+/// SEND before it in the same transaction is never delivered.
+#[tokio::test]
+async fn a_refused_frame_inside_a_transaction_fails_at_once_and_nothing_of_it_is_applied() {
+    let env = crate::broker().await;
+    let mut mqtt = RawClient::connected_v5(env.mqtt(), "watch").await;
+    mqtt.subscribe(1, &[("tx/#", QoS::AtLeastOnce)]).await;
+    let refused: [(&str, &[(&str, &str)]); 3] = [
+        ("ACK", &[("id", "no-such-message")]),
+        ("SEND", &[("destination", "/nowhere/x")]),
+        ("SEND", &[("destination", "/topic/tx.*")]),
+    ];
+    for (command, headers) in refused {
+        let mut c = env.connected(&[]).await;
+        c.send("BEGIN", &[("transaction", "t")], "").await;
+        c.send(
+            "SEND",
+            &[("destination", "/topic/tx.ok"), ("transaction", "t")],
+            "before",
+        )
+        .await;
+        let mut with_tx = headers.to_vec();
+        with_tx.push(("transaction", "t"));
+        c.send(command, &with_tx, "").await;
+        let error = c
+            .recv_within(Duration::from_secs(2))
+            .await
+            .expect("an ERROR before any COMMIT");
+        assert_eq!(error.command, "ERROR", "{command} {headers:?}: {error:?}");
+        c.expect_closed_within(Duration::from_secs(2)).await;
+    }
+    assert!(
+        mqtt.recv_within(Duration::from_millis(300)).await.is_none(),
+        "nothing of a failed transaction is delivered"
+    );
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn receipts_of_sends_inside_a_transaction_leave_at_once() {
+    let env = crate::broker().await;
+    let mut mqtt = RawClient::connected_v5(env.mqtt(), "watch").await;
+    mqtt.subscribe(1, &[("tx/#", QoS::AtLeastOnce)]).await;
+    let mut c = env.connected(&[]).await;
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send(
+        "SEND",
+        &[
+            ("destination", "/topic/tx.r"),
+            ("transaction", "t"),
+            ("receipt", "s1"),
+        ],
+        "one",
+    )
+    .await;
+    let r = c.recv_within(Duration::from_secs(2)).await;
+    assert_eq!(
+        r.as_ref().and_then(|r| r.header("receipt-id")),
+        Some("s1"),
+        "before COMMIT: {r:?}"
+    );
+    assert!(mqtt.recv_within(Duration::from_millis(200)).await.is_none());
+    c.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
+        .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("c"));
+    assert_eq!(mqtt.recv_publish().await.payload.as_ref(), b"one");
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_nack_cannot_be_transacted() {
+    let env = crate::broker().await;
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/topic/tx.n"),
+            ("id", "s"),
+            ("ack", "client"),
+        ],
+        "",
+    )
+    .await;
+    c.send("SEND", &[("destination", "/topic/tx.n")], "m").await;
+    let m = c.recv().await;
+    let id = m.header("ack").unwrap_or_default().to_owned();
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send("NACK", &[("id", &id), ("transaction", "t")], "")
+        .await;
+    let error = c.recv().await;
+    assert_eq!(error.command, "ERROR");
+    assert_eq!(
+        error.header("message"),
+        Some("Poison ack cannot be transacted")
+    );
+    env.broker.shutdown().await;
+}
