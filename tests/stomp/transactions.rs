@@ -254,3 +254,26 @@ async fn a_nack_cannot_be_transacted() {
     );
     env.broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_queue_send_refused_by_the_memory_limit_names_its_receipt() {
+    let env = crate::broker_with(&tiny_memory(r#"sendFailIfNoSpace="true""#)).await;
+    let mut p = env.connected(&[]).await;
+    for n in 0..100 {
+        let receipt = format!("q{n}");
+        p.send(
+            "SEND",
+            &[("destination", "/queue/d.full"), ("receipt", &receipt)],
+            &"q".repeat(1024),
+        )
+        .await;
+        let answer = p.recv().await;
+        if answer.command == "ERROR" {
+            assert_eq!(answer.header("receipt-id"), Some(receipt.as_str()));
+            env.broker.shutdown().await;
+            return;
+        }
+        assert_eq!(answer.header("receipt-id"), Some(receipt.as_str()));
+    }
+    panic!("the memory limit never refused a queue SEND");
+}
