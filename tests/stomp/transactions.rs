@@ -277,3 +277,40 @@ async fn a_queue_send_refused_by_the_memory_limit_names_its_receipt() {
     }
     panic!("the memory limit never refused a queue SEND");
 }
+
+#[tokio::test]
+async fn receipts_of_acks_inside_a_transaction_leave_at_once() {
+    let env = crate::broker().await;
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/tx.k"),
+            ("id", "s"),
+            ("ack", "client"),
+        ],
+        "",
+    )
+    .await;
+    c.send("SEND", &[("destination", "/queue/tx.k")], "m").await;
+    let m = c.recv().await;
+    assert_eq!(m.command, "MESSAGE");
+    let id = m.header("ack").unwrap_or_default().to_owned();
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send(
+        "ACK",
+        &[("id", &id), ("transaction", "t"), ("receipt", "a1")],
+        "",
+    )
+    .await;
+    let r = c.recv_within(Duration::from_secs(2)).await;
+    assert_eq!(
+        r.as_ref().and_then(|r| r.header("receipt-id")),
+        Some("a1"),
+        "before COMMIT: {r:?}"
+    );
+    c.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
+        .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("c"));
+    env.broker.shutdown().await;
+}
