@@ -25,7 +25,7 @@
 
 pub mod access;
 mod consumer;
-mod dead_letter;
+pub(crate) mod dead_letter;
 mod queue;
 mod selector_filter;
 
@@ -669,8 +669,9 @@ impl Queues {
                 &dead.cause,
                 dead.expiration,
             ),
-            persistent: original.persistent,
-            kept: original.persistent && !target.temporary,
+            // Every dead letter is persistent (dead_letter::message).
+            persistent: true,
+            kept: !target.temporary,
             paged: original.paged,
             redeliveries: 0,
             accepted_ms: original.accepted_ms,

@@ -799,7 +799,7 @@ fn durable_subscription_key(session: &str) -> Option<String> {
 
 /// `message` as it enters dead-letter queue `to` from topic `original` (`/topic/a.b`): no
 /// expiry (the strategy's `expiration` is 0), `original-destination` as ActiveMQ's STOMP shows
-/// it, the rest unchanged.
+/// it, persistent (`originalDeliveryMode:NON_PERSISTENT` when it was not), the rest unchanged.
 fn dead_letter_copy(
     message: &crate::broker::message::Message,
     original: &str,
@@ -814,12 +814,12 @@ fn dead_letter_copy(
     let props = &mut extras.properties.user_properties;
     props.retain(|(k, _)| k != "original-destination");
     props.push(("original-destination".into(), original.to_owned()));
-    crate::broker::message::Message {
-        // A queue's messages carry its ActiveMQ name.
-        topic: Arc::from(to),
-        v5: Some(Arc::new(extras)),
-        ..message.clone()
-    }
+    let mut copy = message.clone();
+    crate::broker::queues::dead_letter::made_persistent(&mut copy, &mut extras.properties);
+    // A queue's messages carry its ActiveMQ name.
+    copy.topic = Arc::from(to);
+    copy.v5 = Some(Arc::new(extras));
+    copy
 }
 
 impl StompConn {
