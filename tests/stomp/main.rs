@@ -10,6 +10,7 @@ mod acks;
 mod activemq_differential;
 mod back_pressure;
 mod client;
+mod composite;
 mod dead_letter;
 mod dead_letter_kept;
 mod durable;

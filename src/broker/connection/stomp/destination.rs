@@ -35,6 +35,10 @@ pub enum DestinationError {
     Nul(String),
     #[error("temporary destination {0:?} may not contain `*`, `>`, `+` or `#`")]
     TempWildcard(String),
+    /// ActiveMQ reads `,` as a composite destination (`/queue/a,b`: both queues); not
+    /// served here, and refused rather than taken as one destination named `a,b`.
+    #[error("composite destination {0:?} (a `,` in the name) is not supported")]
+    Composite(String),
 }
 
 /// Where temporary topics live among MQTT topics: `$` first, so no wildcard at the first
@@ -109,6 +113,9 @@ impl Destination {
         if name.is_empty() {
             return Err(DestinationError::Empty(bounded(header)));
         }
+        if name.contains(',') {
+            return Err(DestinationError::Composite(bounded(header)));
+        }
         Ok(make(name.to_owned()))
     }
 }
@@ -178,6 +185,10 @@ mod tests {
         assert_eq!(
             Destination::parse("/topic/a.b.c"),
             Ok(Destination::Topic("a.b.c".into()))
+        );
+        assert_eq!(
+            Destination::parse("/queue/a,b"),
+            Err(DestinationError::Composite("/queue/a,b".into()))
         );
         assert_eq!(
             Destination::parse("/queue/q"),
