@@ -14,16 +14,23 @@ use super::explain::{explain_in_config, kind_label, resolve_principal, Explanati
 use super::{Action, Principal, Security};
 use crate::config::{Config, DestinationKind};
 
+/// Another connection's temporary queue, as a `reply-to` shows it (it exists already).
+const REMOTE_TEMP_QUEUE: &str = "/remote-temp-queue/";
+/// Another connection's temporary topic.
+const REMOTE_TEMP_TOPIC: &str = "/remote-temp-topic/";
+
 /// A STOMP destination split into its kind and ActiveMQ physical name (`/queue/a.b` ->
 /// (Queue, `a.b`)). ActiveMQ's `queue://` and `topic://` forms are accepted too.
 ///
 /// Errors: a message naming the accepted prefixes (an unprefixed or empty name).
 pub fn parse_stomp_destination(text: &str) -> Result<(DestinationKind, &str), String> {
-    const PREFIXES: [(&str, DestinationKind); 8] = [
+    const PREFIXES: [(&str, DestinationKind); 10] = [
         ("/queue/", DestinationKind::Queue),
         ("/topic/", DestinationKind::Topic),
         ("/temp-queue/", DestinationKind::TempQueue),
         ("/temp-topic/", DestinationKind::TempTopic),
+        (REMOTE_TEMP_QUEUE, DestinationKind::TempQueue),
+        (REMOTE_TEMP_TOPIC, DestinationKind::TempTopic),
         ("queue://", DestinationKind::Queue),
         ("topic://", DestinationKind::Topic),
         ("temp-queue://", DestinationKind::TempQueue),
@@ -34,8 +41,9 @@ pub fn parse_stomp_destination(text: &str) -> Result<(DestinationKind, &str), St
         .find_map(|(prefix, kind)| text.strip_prefix(prefix).map(|name| (*kind, name)))
     else {
         return Err(format!(
-            "`{text}` is not a destination: write /queue/NAME, /topic/NAME, /temp-queue/NAME or \
-             /temp-topic/NAME (or an MQTT topic with --topic)"
+            "`{text}` is not a destination: write /queue/NAME, /topic/NAME, /temp-queue/NAME, \
+             /temp-topic/NAME, /remote-temp-queue/NAME or /remote-temp-topic/NAME (or an MQTT \
+             topic with --topic)"
         ));
     };
     if name.is_empty() {
@@ -119,6 +127,17 @@ fn explain_point_to_point(
     name: &str,
     action: Action,
 ) -> Explanation {
+    if let Some(why) = refused_name(kind, name) {
+        return Explanation {
+            allowed: false,
+            invalid: true,
+            text: format!(
+                "INVALID: `{asked}` {why}\n  the broker refuses it (ERROR frame) before any \
+                 authorization\n"
+            ),
+        };
+    }
+    let remote = asked.starts_with(REMOTE_TEMP_QUEUE) || asked.starts_with(REMOTE_TEMP_TOPIC);
     let mut out = String::new();
     let verb = match action {
         Action::Read => "subscribe to",
@@ -150,7 +169,16 @@ fn explain_point_to_point(
     };
     let fast = security.authorize_destination(principal, action, kind, name);
     let casbin = security.authorize_with_casbin(principal, action, kind, name);
-    let decision = casbin.as_ref().copied().unwrap_or(fast);
+    let entries_allow = casbin.as_ref().copied().unwrap_or(fast);
+    let creation = if remote || action == Action::Admin {
+        None
+    } else {
+        creation(config, security, principal, kind, name)
+    };
+    let remote_read = remote && action == Action::Read;
+    let decision = entries_allow
+        && !remote_read
+        && creation.as_ref().map_or(true, |c| c.allowed);
     let _ = writeln!(
         out,
         "{}: {who} may {}{verb} `{asked}`",
@@ -163,6 +191,16 @@ fn explain_point_to_point(
         kind_label(kind),
         action_name(action)
     );
+    if remote_read {
+        let _ = writeln!(
+            out,
+            "  only the connection that created a temporary destination may subscribe to it \
+             (the broker answers `Cannot subscribe to a remote temporary destination`)"
+        );
+    }
+    if let Some(c) = &creation {
+        out.push_str(&c.text);
+    }
     if authorizer.temporary_open(kind) {
         let _ = writeln!(
             out,
@@ -194,9 +232,6 @@ fn explain_point_to_point(
         &casbin,
         fast,
     );
-    if kind == DestinationKind::Queue && action != Action::Admin {
-        out.push_str(&queue_creation(config, security, principal, name));
-    }
     Explanation {
         allowed: decision,
         invalid: false,
@@ -204,35 +239,85 @@ fn explain_point_to_point(
     }
 }
 
-/// Whether the queue exists by configuration, else whether `principal` may create it (a
-/// queue not declared in `<destinations>` is created on first use, which needs `admin`).
-fn queue_creation(
+/// Why the broker refuses a queue name before any authorization: a wildcard (ActiveMQ
+/// composes wildcard queues; ferromq does not) or a `,` (a composite destination).
+fn refused_name(kind: DestinationKind, name: &str) -> Option<&'static str> {
+    if kind == DestinationKind::Topic {
+        return None;
+    }
+    if name.contains(',') {
+        return Some("is a composite destination (a `,` in the name), which is not supported");
+    }
+    let queue = matches!(kind, DestinationKind::Queue | DestinationKind::TempQueue);
+    if queue && name.split('.').any(|l| l == "*" || l == ">") {
+        return Some("names a wildcard queue, which is not supported");
+    }
+    None
+}
+
+/// Whether using the destination first creates it, and whether `principal` may (`admin`).
+struct Creation {
+    allowed: bool,
+    text: String,
+}
+
+/// The creation a send or subscribe implies: a queue not declared in `<destinations>` and a
+/// temporary destination of this connection are created on first use, which needs `admin`
+/// (ActiveMQ's `AuthorizationBroker.addDestination`; the broker answers `User .. is not
+/// authorized to create`). `None` when nothing is created (a declared queue, temporary
+/// destinations open to everyone).
+fn creation(
     config: &Config,
     security: &Security,
     principal: &Principal,
+    kind: DestinationKind,
     name: &str,
-) -> String {
-    let wildcard = name.split('.').any(|l| l == "*" || l == ">");
-    if wildcard {
-        return String::new();
-    }
-    if config.destinations.queues.iter().any(|q| q == name) {
-        return format!(
-            "  destination queue://{name} exists: declared in <destinations> (no admin needed)\n"
-        );
-    }
-    let may =
-        security.authorize_destination(principal, Action::Admin, DestinationKind::Queue, name);
-    format!(
-        "  destination queue://{name}: not declared in <destinations>; it exists if a client \
-         created it before (the broker keeps created queues in its store)\n  creating it needs \
-         `admin`: {}\n",
-        if may {
-            "this principal MAY create it"
-        } else {
-            "this principal may NOT create it"
+) -> Option<Creation> {
+    let may = security.authorize_destination(principal, Action::Admin, kind, name);
+    let verdict = if may {
+        "this principal MAY create it"
+    } else {
+        "this principal may NOT create it"
+    };
+    match kind {
+        DestinationKind::Queue => {
+            if config.destinations.queues.iter().any(|q| q == name) {
+                return Some(Creation {
+                    allowed: true,
+                    text: format!(
+                        "  destination queue://{name} exists: declared in <destinations> (no \
+                         admin needed)\n"
+                    ),
+                });
+            }
+            Some(Creation {
+                allowed: may,
+                text: format!(
+                    "  destination queue://{name}: not declared in <destinations>, so first use \
+                     creates it, which needs `admin`: {verdict}{}\n",
+                    if may {
+                        ""
+                    } else {
+                        " (allowed only once a principal with `admin` created it: the broker \
+                         keeps created queues in its store)"
+                    }
+                ),
+            })
         }
-    )
+        DestinationKind::TempQueue | DestinationKind::TempTopic => {
+            let open = security
+                .authorizer()
+                .is_some_and(|a| a.temporary_open(kind));
+            (!open).then(|| Creation {
+                allowed: may,
+                text: format!(
+                    "  a temporary destination is created by this connection on first use, which \
+                     needs `admin`: {verdict}\n"
+                ),
+            })
+        }
+        DestinationKind::Topic => None,
+    }
 }
 
 #[cfg(test)]

@@ -377,12 +377,23 @@ fn explain_destination_decides_queues_by_queue_entries() {
     assert_eq!(code, Some(3), "{text}");
     assert!(text.starts_with("DENIED"), "{text}");
 
-    // Not declared: creating it needs admin.
+    // Not declared: first use creates it, which needs admin; the broker refuses it otherwise.
     let (code, text, _) = explain_destination(file, "user", "/queue/orders.us", "subscribe");
-    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with("DENIED"), "{text}");
     assert!(text.contains("this principal may NOT create it"), "{text}");
-    let (_, text, _) = explain_destination(file, "system", "/queue/orders.us", "subscribe");
+    let (code, text, _) = explain_destination(file, "guest", "/queue/orders.us", "publish");
+    assert_eq!(code, Some(3), "{text}");
+    let (code, text, _) = explain_destination(file, "system", "/queue/orders.us", "subscribe");
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("this principal MAY create it"), "{text}");
+
+    // Names the broker refuses before any authorization: exit 2.
+    for refused in ["/queue/orders.*", "/queue/orders.>", "/queue/a,b"] {
+        let (code, text, _) = explain_destination(file, "system", refused, "subscribe");
+        assert_eq!(code, Some(2), "{refused}: {text}");
+        assert!(text.starts_with("INVALID"), "{text}");
+    }
 
     // A queue entry says nothing about the topic of the same name.
     let (code, text, _) = explain_destination(file, "guest", "/topic/orders.eu", "publish");
@@ -434,6 +445,28 @@ fn explain_destination_maps_topics_to_mqtt_and_temps_to_the_temp_entry() {
     let (code, text, _) =
         explain_destination(file, "guest", "/temp-topic/ID:host-1:1:1", "subscribe");
     assert_eq!(code, Some(3), "{text}");
+
+    // Creating a temporary destination needs admin; another connection's one exists already
+    // (a reply-to), and only its owner may subscribe to it.
+    let no_admin = QUEUE_EXAMPLE.replace(
+        r#"<tempDestinationAuthorizationEntry read="users" write="users" admin="users"/>"#,
+        r#"<tempDestinationAuthorizationEntry read="users" write="users,guests" admin="admins"/>"#,
+    );
+    assert_ne!(no_admin, QUEUE_EXAMPLE);
+    let no_admin_path = dir.path().join("no-admin.xml");
+    std::fs::write(&no_admin_path, no_admin).expect("write config");
+    let no_admin_file = no_admin_path.to_str().expect("utf8 path");
+    let (code, text, _) = explain_destination(no_admin_file, "user", "/temp-queue/x", "publish");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("this principal may NOT create it"), "{text}");
+    let (code, text, _) = explain_destination(no_admin_file, "system", "/temp-queue/x", "publish");
+    assert_eq!(code, Some(0), "{text}");
+    let remote = "/remote-temp-queue/ID:host-1:1:1:x";
+    let (code, text, _) = explain_destination(no_admin_file, "guest", remote, "publish");
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text, _) = explain_destination(no_admin_file, "user", remote, "subscribe");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("Cannot subscribe to a remote temporary"), "{text}");
 
     let (code, _, stderr) = explain_destination(file, "user", "orders", "publish");
     assert_eq!(code, Some(2));
