@@ -207,9 +207,12 @@ impl Summary {
                         .map(|e| entry(e, "default entry: ")),
                 );
                 entries.extend(
-                    a.temp_entry
-                        .as_ref()
-                        .map(|e| entry(e, "temporary destinations: ")),
+                    // It applies to every temporary queue and topic: no kind nor pattern.
+                    a.temp_entry.as_ref().map(|e| EntrySummary {
+                        destination: "temporary destinations (tempDestinationAuthorizationEntry)"
+                            .to_owned(),
+                        ..entry(e, "")
+                    }),
                 );
                 entries
             }),

@@ -468,6 +468,14 @@ fn explain_destination_maps_topics_to_mqtt_and_temps_to_the_temp_entry() {
     assert_eq!(code, Some(3), "{text}");
     assert!(text.contains("Cannot subscribe to a remote temporary"), "{text}");
 
+    // `check` names the temporary-destination entry as what it is (no kind nor pattern).
+    let check = ferromq(&["check", file], "");
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        printed.contains("temporary destinations (tempDestinationAuthorizationEntry)  read: users"),
+        "{printed}"
+    );
+
     let (code, _, stderr) = explain_destination(file, "user", "orders", "publish");
     assert_eq!(code, Some(2));
     assert!(stderr.contains("/queue/NAME"), "{stderr}");

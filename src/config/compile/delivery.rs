@@ -215,6 +215,33 @@ pub(super) fn redelivery_plugin(ctx: &mut Ctx<'_>, plugin: &Element) -> Redelive
     compiled
 }
 
+/// The shortest delay ActiveMQ's `RedeliveryPlugin` starts with (`validatePolicyDelay(1000)`:
+/// `IllegalStateException: RedeliveryPolicy initialRedeliveryDelay must exceed: 1000`).
+const ACTIVEMQ_MINIMUM_DELAY_MS: u64 = 1000;
+
+/// A delay below [`ACTIVEMQ_MINIMUM_DELAY_MS`]: ferromq serves it, ActiveMQ refuses to start,
+/// so warn (as for a missing `schedulerSupport`), for a file shared with ActiveMQ.
+fn warn_below_activemq_minimum(ctx: &mut Ctx<'_>, element: &Element, name: &str, ms: u64) {
+    if ms >= ACTIVEMQ_MINIMUM_DELAY_MS {
+        return;
+    }
+    let span = ctx
+        .attr(element, name)
+        .map_or_else(|| element.span.clone(), |a| a.span.clone());
+    ctx.push(
+        Diagnostic::warning(
+            span,
+            format!(
+                "ActiveMQ refuses to start a redeliveryPlugin whose {name} is below \
+                 {ACTIVEMQ_MINIMUM_DELAY_MS} ms (this one: {ms} ms)"
+            ),
+        )
+        .with_hint(
+            "ferromq serves the shorter delay; use 1000 or more if ActiveMQ reads this file too",
+        ),
+    );
+}
+
 /// One `<redeliveryPolicy>`'s attributes (`RedeliveryPolicy`).
 fn redelivery_policy(ctx: &mut Ctx<'_>, element: &Element) -> RedeliveryPolicy {
     let defaults = RedeliveryPolicy::default();
@@ -238,6 +265,12 @@ fn redelivery_policy(ctx: &mut Ctx<'_>, element: &Element) -> RedeliveryPolicy {
         defaults.initial_redelivery_delay_ms,
     );
     let redelivery_delay_ms = millis(ctx, "redeliveryDelay", defaults.redelivery_delay_ms);
+    for (name, ms) in [
+        ("initialRedeliveryDelay", initial_redelivery_delay_ms),
+        ("redeliveryDelay", redelivery_delay_ms),
+    ] {
+        warn_below_activemq_minimum(ctx, element, name, ms);
+    }
     let maximum_redeliveries = match ctx.int_attr(element, "maximumRedeliveries") {
         Some(-1) => None,
         Some(n) if n >= 0 => Some(u32::try_from(n).unwrap_or(u32::MAX)),

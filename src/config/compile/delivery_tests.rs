@@ -259,3 +259,48 @@ fn compiled_settings_are_not_reported_as_ignored() {
     assert!(config.delivery.redelivery.is_some());
     assert_eq!(config.delivery.entries[0].kind, DestinationKind::Queue);
 }
+
+#[test]
+fn redelivery_plugin_warns_as_activemq_would_refuse_it_and_only_then() {
+    let map = |delay: &str| {
+        redelivery(
+            "",
+            &format!(
+                "<redeliveryPolicyEntries><redeliveryPolicy queue=\"q\" {delay}/>\
+                 </redeliveryPolicyEntries>"
+            ),
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // schedulerSupport present: neither "without schedulerSupport" nor "not acted on".
+    let loaded = load_in(dir.path(), "schedulerSupport=\"true\"", &map(""), &options());
+    assert!(!has(&loaded.diagnostics, "schedulerSupport"));
+    assert!(!has(&loaded.diagnostics, "redeliveryPlugin"));
+    // Missing: the one warning.
+    let loaded = load_in(dir.path(), "", &map(""), &options());
+    assert!(has(&loaded.diagnostics, "without schedulerSupport"));
+    assert!(!has(&loaded.diagnostics, "not acted on"));
+    // Delays below ActiveMQ's 1000 ms minimum: served, with a warning each.
+    let loaded = load_in(
+        dir.path(),
+        "schedulerSupport=\"true\"",
+        &map("initialRedeliveryDelay=\"300\" redeliveryDelay=\"999\""),
+        &options(),
+    );
+    assert!(has(
+        &loaded.diagnostics,
+        "initialRedeliveryDelay is below 1000 ms (this one: 300 ms)"
+    ));
+    assert!(has(
+        &loaded.diagnostics,
+        "redeliveryDelay is below 1000 ms (this one: 999 ms)"
+    ));
+    assert!(valid(loaded).delivery.redelivery.is_some());
+    let loaded = load_in(
+        dir.path(),
+        "schedulerSupport=\"true\"",
+        &map("initialRedeliveryDelay=\"1000\" redeliveryDelay=\"5000\""),
+        &options(),
+    );
+    assert!(!has(&loaded.diagnostics, "redeliveryPlugin"));
+}

@@ -118,9 +118,11 @@ pub(super) fn plugins(ctx: &mut Ctx<'_>, broker: &Element, listeners: &[Listener
 /// schedules them itself, so the file works here either way: say so, for a file shared with
 /// ActiveMQ.
 fn warn_without_scheduler(ctx: &mut Ctx<'_>, broker: &Element, plugin: &Element) {
-    let scheduler = broker
-        .attr_value("schedulerSupport")
-        .and_then(|v| values::parse_bool(v).ok())
+    // Read here (marked used): with a redeliveryPlugin the attribute matters to ActiveMQ, so
+    // it is not reported as "not acted on".
+    let scheduler = ctx
+        .attr(broker, "schedulerSupport")
+        .and_then(|a| values::parse_bool(&a.value).ok())
         .unwrap_or(false);
     if !scheduler {
         ctx.push(
