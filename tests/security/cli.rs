@@ -466,7 +466,10 @@ fn explain_destination_maps_topics_to_mqtt_and_temps_to_the_temp_entry() {
     assert_eq!(code, Some(0), "{text}");
     let (code, text, _) = explain_destination(no_admin_file, "user", remote, "subscribe");
     assert_eq!(code, Some(3), "{text}");
-    assert!(text.contains("Cannot subscribe to a remote temporary"), "{text}");
+    assert!(
+        text.contains("Cannot subscribe to a remote temporary"),
+        "{text}"
+    );
 
     // `check` names the temporary-destination entry as what it is (no kind nor pattern).
     let check = ferromq(&["check", file], "");

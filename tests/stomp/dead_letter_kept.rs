@@ -80,7 +80,11 @@ async fn dead_letter_in(addr: std::net::SocketAddr, queue: &str) -> Received {
 fn assert_made_persistent(m: &Received) {
     assert_eq!(m.body_text(), "np");
     assert_eq!(m.header("persistent"), Some("true"), "{m:?}");
-    assert_eq!(m.header("originalDeliveryMode"), Some("NON_PERSISTENT"), "{m:?}");
+    assert_eq!(
+        m.header("originalDeliveryMode"),
+        Some("NON_PERSISTENT"),
+        "{m:?}"
+    );
 }
 
 #[tokio::test]

@@ -24,6 +24,7 @@ mod python;
 mod queues;
 mod reload;
 mod selectors;
+mod subscribe_values;
 mod tls;
 mod topics;
 mod transactions;

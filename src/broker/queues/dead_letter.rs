@@ -123,7 +123,16 @@ mod tests {
         );
         // Dead-lettered again (persistent now): the mark stays, once.
         let again = message(&dead, "events", "NACK", None);
-        let marks = again.v5.as_ref().expect("v5").properties.user_properties.iter();
-        assert_eq!(marks.filter(|(k, _)| k == ORIGINAL_DELIVERY_MODE).count(), 1);
+        let marks = again
+            .v5
+            .as_ref()
+            .expect("v5")
+            .properties
+            .user_properties
+            .iter();
+        assert_eq!(
+            marks.filter(|(k, _)| k == ORIGINAL_DELIVERY_MODE).count(),
+            1
+        );
     }
 }

@@ -273,7 +273,12 @@ fn redelivery_plugin_warns_as_activemq_would_refuse_it_and_only_then() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     // schedulerSupport present: neither "without schedulerSupport" nor "not acted on".
-    let loaded = load_in(dir.path(), "schedulerSupport=\"true\"", &map(""), &options());
+    let loaded = load_in(
+        dir.path(),
+        "schedulerSupport=\"true\"",
+        &map(""),
+        &options(),
+    );
     assert!(!has(&loaded.diagnostics, "schedulerSupport"));
     assert!(!has(&loaded.diagnostics, "redeliveryPlugin"));
     // Missing: the one warning.

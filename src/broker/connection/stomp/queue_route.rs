@@ -319,39 +319,10 @@ impl StompConn {
             }
         };
         // 0 is taken as 1 by the engine (a STOMP consumer cannot pull), as for topics.
-        let prefetch = match frame.header("activemq.prefetchSize") {
-            None => None,
-            Some(v) => Some(v.trim().parse::<usize>().map_err(|_| {
-                Close::error(
-                    format!("activemq.prefetchSize {v:?} is not a number"),
-                    Some(frame),
-                )
-            })?),
-        };
-        let priority = match frame.header("activemq.priority") {
-            None => 0,
-            Some(v) => v
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= 127)
-                .ok_or_else(|| {
-                    Close::error(
-                        format!("activemq.priority {v:?} is not a number from 0 to 127"),
-                        Some(frame),
-                    )
-                })?,
-        };
-        let exclusive = match frame.header("activemq.exclusive") {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(Close::error(
-                    format!("activemq.exclusive {other:?} is not true or false"),
-                    Some(frame),
-                ))
-            }
-        };
+        // Values that do not convert are ignored, as ActiveMQ ignores them (options.rs).
+        let prefetch = super::options::prefetch_size(frame.header("activemq.prefetchSize"));
+        let priority = super::options::consumer_priority(frame.header("activemq.priority"));
+        let exclusive = super::options::java_boolean(frame.header("activemq.exclusive"));
         let filter =
             super::selector::of_subscribe(frame)?.map(|s| SelectorFilter::for_queue(s, &name));
         let consumer = self.core.queues.subscribe(

@@ -113,29 +113,19 @@ impl StompConn {
                 Some(frame),
             ));
         }
-        let ack = match frame.header("ack").unwrap_or("auto") {
-            "auto" => AckMode::Auto,
+        // ActiveMQ's reading: anything but `client` / `client-individual` is `auto`.
+        let ack = match super::options::ack_mode_name(frame.header("ack")) {
             "client" => AckMode::Client,
             "client-individual" => AckMode::ClientIndividual,
-            other => {
-                return Err(Close::error(
-                    format!("Invalid ack mode {other:?}: auto, client or client-individual"),
-                    Some(frame),
-                ))
-            }
+            _ => AckMode::Auto,
         };
         headers::check_subscribe(frame)?;
         let durable_name = headers::subscription_name(frame);
         // 0 (a pull consumer, JMS only) is taken as 1: a STOMP consumer cannot pull.
-        let prefetch = match frame.header("activemq.prefetchSize") {
+        let prefetch = match super::options::prefetch_size(frame.header("activemq.prefetchSize")) {
             None if durable_name.is_some() => DEFAULT_DURABLE_TOPIC_PREFETCH,
             None => DEFAULT_TOPIC_PREFETCH,
-            Some(v) => v.trim().parse::<usize>().map(|n| n.max(1)).map_err(|_| {
-                Close::error(
-                    format!("activemq.prefetchSize {v:?} is not a number"),
-                    Some(frame),
-                )
-            })?,
+            Some(n) => n.max(1),
         };
         if dest.is_queue() {
             return self.queue_subscribe(&dest, frame, id, ack);
