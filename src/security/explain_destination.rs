@@ -176,7 +176,7 @@ fn explain_point_to_point(
         creation(config, security, principal, kind, name)
     };
     let remote_read = remote && action == Action::Read;
-    let decision = entries_allow && !remote_read && creation.as_ref().map_or(true, |c| c.allowed);
+    let decision = entries_allow && !remote_read && creation.as_ref().is_none_or(|c| c.allowed);
     let _ = writeln!(
         out,
         "{}: {who} may {}{verb} `{asked}`",
