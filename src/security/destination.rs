@@ -279,7 +279,7 @@ mod tests {
             assert!(finds(filter, "*.b"), "{filter}");
         }
         assert!(!finds("#", "*.b"));
-        // The example, for the `viewers` entry `plant.*.telemetry`.
+        // A `viewers` entry `plant.*.telemetry`: only filters that stay inside it are granted.
         for (filter, expected) in [
             ("plant/#", false),
             ("#", false),

@@ -226,16 +226,7 @@ pub fn explain_principal(
         Action::Write => "publish to",
         Action::Admin => "create",
     };
-    let groups: Vec<&str> = principal.groups.iter().map(|g| &**g).collect();
-    let who = format!(
-        "user `{}` (groups: {})",
-        principal.user,
-        if groups.is_empty() {
-            "none".to_owned()
-        } else {
-            groups.join(", ")
-        }
-    );
+    let who = describe_principal(principal);
     let Some(authorizer) = security.authorizer() else {
         let _ = writeln!(out, "ALLOWED: {who} may {verb} `{mqtt_topic}`");
         let _ = writeln!(
@@ -296,6 +287,20 @@ pub fn explain_principal(
         invalid: false,
         text: out,
     }
+}
+
+/// "user `u` (groups: a, b)": who an explanation is about.
+pub(super) fn describe_principal(principal: &Principal) -> String {
+    let groups: Vec<&str> = principal.groups.iter().map(|g| &**g).collect();
+    format!(
+        "user `{}` (groups: {})",
+        principal.user,
+        if groups.is_empty() {
+            "none".to_owned()
+        } else {
+            groups.join(", ")
+        }
+    )
 }
 
 pub(super) fn kind_label(kind: DestinationKind) -> &'static str {

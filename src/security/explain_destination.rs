@@ -144,16 +144,7 @@ fn explain_point_to_point(
         Action::Write => "send to",
         Action::Admin => "create",
     };
-    let groups: Vec<&str> = principal.groups.iter().map(|g| &**g).collect();
-    let who = format!(
-        "user `{}` (groups: {})",
-        principal.user,
-        if groups.is_empty() {
-            "none".to_owned()
-        } else {
-            groups.join(", ")
-        }
-    );
+    let who = super::explain::describe_principal(principal);
     let verdict = |allowed: bool| if allowed { "ALLOWED" } else { "DENIED" };
     let Some(authorizer) = security.authorizer() else {
         let _ = writeln!(out, "ALLOWED: {who} may {verb} `{asked}`");
