@@ -33,11 +33,6 @@ impl Exposition {
         found[0].value
     }
 
-    /// The sum over the series `name` whose labels include all of `labels` (0 if none).
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.matching(name, labels).map(|s| s.value).sum()
-    }
-
     pub fn has(&self, name: &str) -> bool {
         self.samples.iter().any(|s| s.name == name)
     }
