@@ -364,3 +364,58 @@ async fn store_commits_fill_the_fsync_histogram() {
     publisher.disconnect().await;
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_handshakes_are_counted_per_connector_by_result() {
+    use crate::support::tls::{tls_connect, tls_connector, Ca};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("metrics-ca");
+    let pem = dir.path().join("server.pem");
+    std::fs::write(&pem, ca.server(1).combined_pem()).expect("write server.pem");
+    let xml = BrokerXml::new()
+        .key_store(&pem.display().to_string())
+        .connector("tls", "mqtt+ssl://127.0.0.1:0")
+        .build();
+    let broker = TestBroker::from_xml(&xml).await;
+    let result = |r| [("listener", "tls"), ("result", r)];
+
+    let ok = tls_connect(broker.addr, &tls_connector(&ca, None))
+        .await
+        .expect("TLS handshake");
+    let counted = scrape_until(broker.handle.core(), "the handshake counted", |e| {
+        e.value("ferromq_tls_handshakes_total", &result("ok")) == 1.0
+    })
+    .await;
+    assert_eq!(
+        counted.value("ferromq_tls_handshakes_total", &result("failed")),
+        0.0
+    );
+    drop(ok);
+
+    // Plain text to a TLS connector: the handshake fails and the socket is refused.
+    let mut plain = TcpStream::connect(broker.addr).await.expect("connect");
+    plain
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .await
+        .expect("write");
+    let failed = scrape_until(broker.handle.core(), "the failure counted", |e| {
+        e.value("ferromq_tls_handshakes_total", &result("failed")) == 1.0
+    })
+    .await;
+    assert_eq!(
+        failed.value(
+            "ferromq_connections_refused_total",
+            &[
+                ("listener", "tls"),
+                ("protocol", "mqtt"),
+                ("reason", "handshake_failed")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        failed.value("ferromq_connections_accepted_total", &[("listener", "tls")]),
+        2.0
+    );
+    broker.shutdown().await;
+}
