@@ -242,7 +242,8 @@ where
             enhanced_auth::authenticate_connect(
                 reader, writer, read_buf, params, &connect, &client_id, method,
             )
-            .await?,
+            .await
+            .map_err(|end| end.by(&client_id, connect.username.as_deref(), None))?,
         ),
         None => None,
     };
