@@ -26,6 +26,7 @@ mod security;
 mod session;
 mod shared_subscriptions;
 mod signal;
+mod sys_topics;
 mod transport;
 mod will;
 mod will_delay;

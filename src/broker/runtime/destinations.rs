@@ -59,7 +59,9 @@ impl BrokerCore {
         principal: &Principal,
         mqtt_topic: &str,
     ) -> bool {
-        if !security.authorize(principal, Action::Write, mqtt_topic) {
+        if crate::broker::system::is_system_topic(mqtt_topic)
+            || !security.authorize(principal, Action::Write, mqtt_topic)
+        {
             return false;
         }
         if !security.authorization_enabled() {
