@@ -29,8 +29,23 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Log lines as text (default) or as JSON, one object per line on stderr: `timestamp`,
+    /// `level`, `target`, `fields` (the message and every field of the event, typed), and
+    /// `span` (the connection's `listener`, `peer` and `client_id`, when there is one).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors (journald, Loki, Elasticsearch ...).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,7 +301,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log_level);
+    init_tracing(&cli.log_level, cli.log_format);
     match cli.command {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
@@ -313,16 +328,26 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colour codes only for a person at a terminal, never into log files or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            // Colour codes only for a person at a terminal, never into log files or journald.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // The event's fields stay typed values under `fields`; the innermost span (a
+        // connection's listener, peer and client id) under `span`, not the whole list.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn check(args: CheckArgs) -> ExitCode {

@@ -12,6 +12,7 @@ mod delivery_guarantees;
 mod destination_admin;
 mod keepalive;
 mod limits;
+mod log_format;
 mod malformed;
 mod mqtt5;
 mod mqtt5_acks;
