@@ -303,7 +303,7 @@ pub fn main() -> ExitCode {
     };
     init_tracing(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, cli.log_format),
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
         Command::Passwd(args) => passwd(args),
@@ -395,17 +395,20 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(args: RunArgs, format: LogFormat) -> ExitCode {
     let loaded = config::load_file(&args.config, &args.props.load_options());
     for d in &loaded.diagnostics.0 {
-        eprintln!("{d}");
+        print_diagnostic(d, format);
     }
     let config = match loaded.into_result() {
         Ok(c) => c,
         Err(_) => {
-            eprintln!(
-                "ferromq: {} has errors; not starting",
-                args.config.display()
+            say(
+                format,
+                &format!(
+                    "ferromq: {} has errors; not starting",
+                    args.config.display()
+                ),
             );
             return ExitCode::from(1);
         }
@@ -414,11 +417,14 @@ fn run(args: RunArgs) -> ExitCode {
     let problems = crate::broker::preflight::preflight(&config);
     if !problems.is_empty() {
         for d in &problems {
-            eprintln!("{d}");
+            print_diagnostic(d, format);
         }
-        eprintln!(
-            "ferromq: {} has errors; not starting",
-            args.config.display()
+        say(
+            format,
+            &format!(
+                "ferromq: {} has errors; not starting",
+                args.config.display()
+            ),
         );
         return ExitCode::from(1);
     }
@@ -428,7 +434,10 @@ fn run(args: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ferromq: cannot start the async runtime: {e}");
+            say(
+                format,
+                &format!("ferromq: cannot start the async runtime: {e}"),
+            );
             return ExitCode::from(1);
         }
     };
@@ -441,8 +450,42 @@ fn run(args: RunArgs) -> ExitCode {
             std::process::exit(128 + i32::from(signal.number()))
         }
         Err(e) => {
-            eprintln!("ferromq: {e:#}");
+            say(format, &format!("ferromq: {e:#}"));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// A line of `run` about why it does not start: as written with text logs, an error event
+/// with JSON logs (so that every line of a JSON log is JSON).
+fn say(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{line}"),
+        LogFormat::Json => tracing::error!("{line}"),
+    }
+}
+
+/// A configuration diagnostic at start: `file:line:col: severity: message` with text logs; an
+/// event with the position and the hint as fields with JSON logs.
+fn print_diagnostic(d: &config::diagnostic::Diagnostic, format: LogFormat) {
+    use config::diagnostic::Severity;
+    if format == LogFormat::Text {
+        eprintln!("{d}");
+        return;
+    }
+    let file = d.span.as_ref().map(|s| s.file.display().to_string());
+    let line = d.span.as_ref().map(|s| s.line);
+    let column = d.span.as_ref().map(|s| s.col);
+    let hint = d.hint.as_deref();
+    match d.severity {
+        Severity::Error => {
+            tracing::error!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+        }
+        Severity::Warning => {
+            tracing::warn!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+        }
+        Severity::Note => {
+            tracing::info!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
         }
     }
 }

@@ -62,7 +62,9 @@ async fn event_with(
 async fn json_logs_are_one_object_per_line_with_typed_fields() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("activemq.xml");
-    std::fs::write(&config, activemq_xml(&[], "")).expect("write config");
+    // useJmx: a name ActiveMQ knows and ferromq ignores, so a warning at start.
+    let xml = activemq_xml(&[], "").replace("<broker ", "<broker useJmx=\"false\" ");
+    std::fs::write(&config, xml).expect("write config");
     let mut child = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_ferromq"))
             .args(["--log-format", "json", "--log-level", "debug", "run"])
@@ -78,6 +80,17 @@ async fn json_logs_are_one_object_per_line_with_typed_fields() {
     let stderr = lines_of(child.0.stderr.take().expect("stderr"));
     let mut seen = Vec::new();
 
+    let warning = event_with(&stderr, &mut seen, "useJmx").await;
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["target"], "ferromq::config");
+    assert!(warning["fields"]["line"].is_u64(), "{warning}");
+    assert!(warning["fields"]["column"].is_u64(), "{warning}");
+    assert!(
+        warning["fields"]["file"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("activemq.xml")),
+        "{warning}"
+    );
     let listening = event_with(&stderr, &mut seen, "listening").await;
     assert_eq!(listening["level"], "INFO");
     let addr: SocketAddr = listening["fields"]["addr"]
@@ -139,4 +152,43 @@ async fn json_logs_are_one_object_per_line_with_typed_fields() {
         .find(|e| e["fields"]["message"] == "persistent state recovered")
         .expect("the recovery line");
     assert!(recovered["fields"]["sessions"].is_u64(), "{recovered}");
+}
+
+#[test]
+fn a_configuration_that_does_not_start_is_logged_in_json_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("activemq.xml");
+    let xml = activemq_xml(&[], "").replace("<broker ", "<broker brokerNme=\"typo\" ");
+    std::fs::write(&config, xml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run ferromq");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let events: Vec<Value> = text.lines().map(parse).collect();
+    let typo = events
+        .iter()
+        .find(|e| {
+            e["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("brokerNme"))
+        })
+        .unwrap_or_else(|| panic!("the unknown attribute is reported: {text}"));
+    assert_eq!(typo["level"], "ERROR");
+    assert!(
+        typo["fields"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("brokerName")),
+        "{typo}"
+    );
+    assert!(events.iter().any(|e| e["fields"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("not starting"))));
 }
