@@ -12,6 +12,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod metrics;
 pub mod protocol;
 pub mod reload;
 pub mod security;

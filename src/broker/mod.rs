@@ -119,6 +119,7 @@ impl BrokerHandle {
             Some(self.lifecycle.clone()),
         );
         *self.reload_requests.lock() = Some(handle.requests());
+        *self.core.metrics.reload.lock() = Some(handle.subscribe());
         if let Some(previous) = self.reload.replace(handle) {
             previous.shutdown().await;
         }

@@ -91,6 +91,20 @@ pub(crate) enum Close {
 }
 
 impl Close {
+    /// The access-log / metrics reason.
+    fn metric_reason(&self) -> crate::metrics::Reason {
+        use crate::metrics::Reason;
+        match self {
+            Close::Disconnect => Reason::ClientDisconnect,
+            Close::PeerClosed => Reason::PeerClosed,
+            Close::Io(_) => Reason::SocketError,
+            Close::HeartBeatTimeout(_) => Reason::KeepAliveTimeout,
+            Close::ClientIdTakenOver => Reason::TakenOver,
+            Close::Shutdown => Reason::ServerShutdown,
+            Close::Error(_) => Reason::ProtocolError,
+        }
+    }
+
     /// An ERROR frame with `message` (and the `receipt-id` of `cause`'s `receipt`, STOMP 1.2
     /// "ERROR"); the body repeats the message with the frame that caused it.
     pub(crate) fn error(message: impl Into<String>, cause: Option<&Frame>) -> Close {
@@ -219,6 +233,7 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    params.listener.stats.opened(crate::config::Protocol::Stomp);
     let span = tracing::info_span!(
         "stomp",
         listener = %params.listener.name,
@@ -248,6 +263,7 @@ where
         return;
     };
     tracing::Span::current().record("session", tracing::field::display(&conn.session_name));
+    crate::metrics::access::connected(conn.who(params.peer));
     tracing::debug!(
         version = conn.version.as_str(),
         client_id = ?conn.client_id.as_deref().map(crate::security::Bounded),
@@ -262,6 +278,7 @@ where
         &params,
     ))
     .await;
+    crate::metrics::access::closed(conn.who(params.peer), reason.metric_reason());
     Box::pin(conn.close(reason, &mut writer)).await;
 }
 
@@ -418,6 +435,17 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 }
 
 impl StompConn {
+    /// Who this connection is, for the access log.
+    fn who(&self, peer: std::net::SocketAddr) -> crate::metrics::access::Who<'_> {
+        crate::metrics::access::Who {
+            listener: &self.listener.stats,
+            protocol: crate::config::Protocol::Stomp,
+            peer,
+            client_id: self.client_id.as_deref(),
+            user: (!self.principal.anonymous).then_some(&*self.principal.user),
+        }
+    }
+
     /// Handle the complete frames in `read_buf`, stopping when a SEND is held or pauses the
     /// connection (the rest waits in the buffer).
     fn handle_buffered(
