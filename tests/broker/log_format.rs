@@ -146,6 +146,27 @@ async fn json_logs_are_one_object_per_line_with_typed_fields() {
             .is_some_and(|m| m.contains("shutting down"))),
         "the shutdown is logged"
     );
+    // The access log's connect and disconnect of the client: their fields as fields.
+    let access: Vec<&Value> = seen
+        .iter()
+        .filter(|e| e["target"] == "ferromq::access" && e["fields"]["client_id"] == "json-client")
+        .collect();
+    let events: Vec<&str> = access
+        .iter()
+        .filter_map(|e| e["fields"]["event"].as_str())
+        .collect();
+    assert_eq!(events, ["connect", "disconnect"], "{access:?}");
+    for e in &access {
+        assert_eq!(e["fields"]["listener"], "mqtt", "{e}");
+        assert_eq!(e["fields"]["protocol"], "mqtt", "{e}");
+        assert!(
+            e["fields"]["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{e}"
+        );
+    }
+    assert!(access[1]["fields"]["reason"].is_string(), "{}", access[1]);
     // Typed, not stringified: the recovery line's counts are numbers.
     let recovered = seen
         .iter()

@@ -75,10 +75,7 @@ impl Figures {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let publish = self.client.publish_within(left).await.unwrap_or_else(|| {
-                panic!(
-                    "no wanted value on {topic} within 10 s: {:?}",
-                    self.latest.get(topic)
-                )
+                panic!("no wanted value on {topic} within 10 s: {:?}", self.latest)
             });
             let payload = String::from_utf8_lossy(&publish.payload).into_owned();
             self.latest.insert(publish.topic.clone(), payload.clone());
@@ -123,6 +120,12 @@ async fn the_figures_are_published_retained_and_move_with_the_clients() {
     }
     monitor
         .wait("$SYS/broker/publish/messages/received", |v| {
+            v.parse::<u64>().is_ok_and(|n| n >= 5)
+        })
+        .await;
+    // Payload bytes: five of one byte each.
+    monitor
+        .wait("$SYS/broker/bytes/received", |v| {
             v.parse::<u64>().is_ok_and(|n| n >= 5)
         })
         .await;

@@ -236,15 +236,6 @@ impl SessionRegistry {
             .collect()
     }
 
-    /// How many persistent sessions no connection holds now (one pass under the map's lock).
-    pub fn offline_persistent_count(&self) -> usize {
-        self.by_client_id
-            .lock()
-            .values()
-            .filter(|s| s.is_persistent() && !s.is_attached())
-            .count()
-    }
-
     /// Client ids of the sessions a connection holds now (the durable store's session expiry
     /// spares them).
     pub fn attached_client_ids(&self) -> std::collections::HashSet<Arc<str>> {

@@ -3,9 +3,9 @@
 //! retained QoS 0 messages every `<ferromq:systemTopics interval>` (10 s by default, 0 = off).
 //!
 //! - One background task per broker ([`spawn`]) reads the counters and gauges the broker keeps
-//!   anyway (relaxed atomics, the sizes of the subscription tree and retained store, one pass
-//!   over the session registry to count offline persistent sessions): nothing is added to the
-//!   publish path. A value is published only when it changed since the last round (the
+//!   anyway (relaxed atomics, the sizes of the subscription tree and retained store, the
+//!   session registry's census: one pass over the sessions): nothing is added to the publish
+//!   path. A value is published only when it changed since the last round (the
 //!   retained copy serves new subscribers), as mosquitto does.
 //! - They are routed like any retained publish but never written to the durable store: they
 //!   are figures of this run (mosquitto does not keep them either). QoS 0 makes every copy a
@@ -99,7 +99,9 @@ struct Publisher {
 }
 
 /// The counters with a load average: the topic's middle part, and how to read the counter.
-const LOADS: [(&str, ReadTotal); 7] = [
+const LOADS: [(&str, ReadTotal); 9] = [
+    ("bytes/received", |t| t.bytes_received),
+    ("bytes/sent", |t| t.bytes_sent),
     ("messages/received", |t| t.publish_received),
     ("messages/sent", |t| t.publish_sent),
     ("publish/received", |t| t.publish_received),
@@ -114,6 +116,9 @@ type ReadTotal = fn(&Totals) -> u64;
 
 /// The broker-wide totals a round reads.
 struct Totals {
+    /// Payload bytes of the messages received and sent.
+    bytes_received: u64,
+    bytes_sent: u64,
     publish_received: u64,
     publish_sent: u64,
     publish_dropped: u64,
@@ -156,8 +161,11 @@ impl Publisher {
         let counters = core.counters.snapshot();
         let connected = counters.connections_current;
         self.maximum_connected = self.maximum_connected.max(connected);
-        let disconnected = core.registry.offline_persistent_count() as u64;
+        let sessions = core.registry.census();
+        let disconnected = sessions.offline;
         let totals = Totals {
+            bytes_received: counters.bytes_in_by_qos.iter().sum(),
+            bytes_sent: counters.bytes_out_by_qos.iter().sum(),
             publish_received: counters.messages_in,
             publish_sent: counters.messages_out,
             publish_dropped: counters.dropped_queue_full
@@ -173,6 +181,8 @@ impl Publisher {
         let memory_limit = core.memory.limit_bytes();
         let mut out: Vec<(String, String)> = vec![
             ("version".into(), version_line()),
+            ("bytes/received".into(), totals.bytes_received.to_string()),
+            ("bytes/sent".into(), totals.bytes_sent.to_string()),
             (
                 "uptime".into(),
                 format!("{} seconds", self.started.elapsed().as_secs()),
@@ -202,6 +212,14 @@ impl Publisher {
                 totals.publish_dropped.to_string(),
             ),
             ("subscriptions/count".into(), subscriptions.to_string()),
+            (
+                "store/messages/count".into(),
+                (sessions.queued + retained as u64).to_string(),
+            ),
+            (
+                "messages/stored".into(),
+                (sessions.queued + retained as u64).to_string(),
+            ),
             ("retained messages/count".into(), retained.to_string()),
             ("memory/used".into(), memory_used.to_string()),
             ("memory/limit".into(), memory_limit.to_string()),
