@@ -33,6 +33,24 @@ use crate::protocol::QoS;
 
 pub use load::LoadAverage;
 
+/// The publication interval (ms, 0 = off) as reloads set it, and the lock that makes a round
+/// and a change of interval exclusive: no round publishes after the figures were turned off
+/// and cleared.
+#[derive(Debug)]
+pub struct IntervalCell {
+    interval_ms: watch::Sender<u64>,
+    round: parking_lot::Mutex<()>,
+}
+
+impl IntervalCell {
+    pub fn new(interval_ms: u64) -> Self {
+        IntervalCell {
+            interval_ms: watch::Sender::new(interval_ms),
+            round: parking_lot::Mutex::new(()),
+        }
+    }
+}
+
 /// The root of the tree (an MQTT topic level).
 pub const ROOT: &str = "$SYS";
 
@@ -136,8 +154,13 @@ impl Publisher {
         }
     }
 
-    /// Read the figures and publish those that changed.
+    /// Read the figures and publish those that changed (nothing when they were turned off
+    /// meanwhile).
     fn round(&mut self, core: &BrokerCore) {
+        let _exclusive = core.system_topics.round.lock();
+        if *core.system_topics.interval_ms.borrow() == 0 {
+            return;
+        }
         let now = Instant::now();
         let elapsed = self
             .previous_round
@@ -260,13 +283,15 @@ impl BrokerCore {
 
     /// The `$SYS` publication interval (ms, 0 = off) as it is now and as reloads change it.
     pub fn system_topics_interval(&self) -> watch::Receiver<u64> {
-        self.system_topics.subscribe()
+        self.system_topics.interval_ms.subscribe()
     }
 
     /// Apply a reloaded `<ferromq:systemTopics interval>`: the publisher takes it at once (a
     /// round now, then one per new interval). Turning them off removes the retained `$SYS`
     /// messages now, so that no stale figure is served.
     pub fn set_system_topics_interval(&self, interval_ms: u64) {
+        // After a round in progress, before the next one.
+        let _exclusive = self.system_topics.round.lock();
         if interval_ms == 0 {
             let mut retained = self.retained.write();
             let mut topics = Vec::new();
@@ -277,7 +302,7 @@ impl BrokerCore {
                 retained.clear(&topic);
             }
         }
-        self.system_topics.send_replace(interval_ms);
+        self.system_topics.interval_ms.send_replace(interval_ms);
     }
 }
 
