@@ -268,13 +268,14 @@ impl BrokerCore {
             // Not recorded with the durability engine: the tree is made again at every start.
             self.destinations.insert(topic);
         }
-        let message = self.memory.charge(Message {
+        // Not charged to `memoryUsage`: a few bytes per topic, bounded, the broker's own.
+        let message = Message {
             topic: Arc::from(topic),
             payload,
             qos: QoS::AtMostOnce,
             retain: true,
             v5: None,
-        });
+        };
         // What routing would keep is the retained slot only (every copy is QoS 0): dropped,
         // on purpose.
         let (plan, _not_kept) = self.plan_route(message, None);
