@@ -11,8 +11,9 @@
 //!   are figures of this run (mosquitto does not keep them either). QoS 0 makes every copy a
 //!   QoS 0 delivery, so routing has no queue entry to keep.
 //! - Reading them is a subscription like any other: authorization decides (an ActiveMQ
-//!   `read` entry covering `$SYS.>`, the ActiveMQ form of `$SYS/#`). The topics exist from the
-//!   start (a subscription to one of them needs no `admin` to create it). A filter starting
+//!   `read` entry covering `$SYS.>`, the ActiveMQ form of `$SYS/#`). The topics exist by
+//!   definition, outside the destination map (a subscription to one of them needs no `admin`
+//!   to create it: `BrokerCore::use_topic`). A filter starting
 //!   with a wildcard never matches them (MQTT 5 4.7.2, the router's `$` rule).
 //! - No client may publish to `$SYS` or below it, whatever `transport.publishDollarTopics`
 //!   says ([`is_system_topic`]): MQTT 5 gets 0x87 Not authorized, MQTT 3.1.1 publishes are
@@ -91,8 +92,8 @@ pub fn spawn(core: &Arc<BrokerCore>, shutdown: CancellationToken) {
                     }
                     period_ms = *interval.borrow_and_update();
                     if period_ms == 0 {
-                        // Cleared by the setter: the next round starts from nothing.
-                        publisher = Publisher::new();
+                        // Cleared by the setter: the next round publishes every figure again.
+                        publisher.forget_rounds();
                         continue;
                     }
                 }
@@ -110,7 +111,8 @@ pub fn spawn(core: &Arc<BrokerCore>, shutdown: CancellationToken) {
 struct Publisher {
     started: Instant,
     previous_round: Option<Instant>,
-    /// Payloads published, in [`Figures::topics`] order (empty before the first round).
+    /// Payloads published, in the order of [`Publisher::figures`] (empty before the first
+    /// round).
     last: Vec<String>,
     maximum_connected: u64,
     loads: [LoadAverage; LOADS.len()],
@@ -152,6 +154,14 @@ impl Publisher {
             maximum_connected: 0,
             loads: Default::default(),
         }
+    }
+
+    /// After the figures were turned off (and cleared): the next round publishes them all and
+    /// the load averages start again. The uptime and the maximum are the broker's, kept.
+    fn forget_rounds(&mut self) {
+        self.previous_round = None;
+        self.last.clear();
+        self.loads = Default::default();
     }
 
     /// Read the figures and publish those that changed (nothing when they were turned off
@@ -261,13 +271,8 @@ impl Publisher {
 
 impl BrokerCore {
     /// Publish one `$SYS` figure: retained, QoS 0, routed to the subscriptions that match it,
-    /// not kept in the durable store (see the module documentation). The topic exists from
-    /// now on (subscribing to it needs no `admin`).
+    /// not kept in the durable store (see the module documentation).
     pub(crate) fn publish_system(&self, topic: &str, payload: Bytes) {
-        if !self.destinations.contains(topic) {
-            // Not recorded with the durability engine: the tree is made again at every start.
-            self.destinations.insert(topic);
-        }
         // Not charged to `memoryUsage`: a few bytes per topic, bounded, the broker's own.
         let message = Message {
             topic: Arc::from(topic),
