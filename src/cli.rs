@@ -29,8 +29,23 @@ pub struct Cli {
     #[arg(long, global = true, default_value = "info")]
     pub log_level: String,
 
+    /// Log lines as text (default) or as JSON, one object per line on stderr: `timestamp`,
+    /// `level`, `target`, `fields` (the message and every field of the event, typed), and
+    /// `span` (the connection's `listener`, `peer` and `client_id`, when there is one).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line, for log collectors (journald, Loki, Elasticsearch ...).
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,9 +301,9 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log_level);
+    init_tracing(&cli.log_level, cli.log_format);
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, cli.log_format),
         Command::Check(args) => check(args),
         Command::Explain(args) => explain(args),
         Command::Passwd(args) => passwd(args),
@@ -313,16 +328,26 @@ fn log_filter(level: &str) -> String {
     }
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(level)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        // Colour codes only for a person at a terminal, never into log files or journald.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            // Colour codes only for a person at a terminal, never into log files or journald.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        // The event's fields stay typed values under `fields`; the innermost span (a
+        // connection's listener, peer and client id) under `span`, not the whole list.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 fn check(args: CheckArgs) -> ExitCode {
@@ -370,17 +395,20 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
+fn run(args: RunArgs, format: LogFormat) -> ExitCode {
     let loaded = config::load_file(&args.config, &args.props.load_options());
     for d in &loaded.diagnostics.0 {
-        eprintln!("{d}");
+        print_diagnostic(d, format);
     }
     let config = match loaded.into_result() {
         Ok(c) => c,
         Err(_) => {
-            eprintln!(
-                "ferromq: {} has errors; not starting",
-                args.config.display()
+            say(
+                format,
+                &format!(
+                    "ferromq: {} has errors; not starting",
+                    args.config.display()
+                ),
             );
             return ExitCode::from(1);
         }
@@ -389,11 +417,14 @@ fn run(args: RunArgs) -> ExitCode {
     let problems = crate::broker::preflight::preflight(&config);
     if !problems.is_empty() {
         for d in &problems {
-            eprintln!("{d}");
+            print_diagnostic(d, format);
         }
-        eprintln!(
-            "ferromq: {} has errors; not starting",
-            args.config.display()
+        say(
+            format,
+            &format!(
+                "ferromq: {} has errors; not starting",
+                args.config.display()
+            ),
         );
         return ExitCode::from(1);
     }
@@ -403,7 +434,10 @@ fn run(args: RunArgs) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ferromq: cannot start the async runtime: {e}");
+            say(
+                format,
+                &format!("ferromq: cannot start the async runtime: {e}"),
+            );
             return ExitCode::from(1);
         }
     };
@@ -416,8 +450,42 @@ fn run(args: RunArgs) -> ExitCode {
             std::process::exit(128 + i32::from(signal.number()))
         }
         Err(e) => {
-            eprintln!("ferromq: {e:#}");
+            say(format, &format!("ferromq: {e:#}"));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// A line of `run` about why it does not start: as written with text logs, an error event
+/// with JSON logs (so that every line of a JSON log is JSON).
+fn say(format: LogFormat, line: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{line}"),
+        LogFormat::Json => tracing::error!("{line}"),
+    }
+}
+
+/// A configuration diagnostic at start: `file:line:col: severity: message` with text logs; an
+/// event with the position and the hint as fields with JSON logs.
+fn print_diagnostic(d: &config::diagnostic::Diagnostic, format: LogFormat) {
+    use config::diagnostic::Severity;
+    if format == LogFormat::Text {
+        eprintln!("{d}");
+        return;
+    }
+    let file = d.span.as_ref().map(|s| s.file.display().to_string());
+    let line = d.span.as_ref().map(|s| s.line);
+    let column = d.span.as_ref().map(|s| s.col);
+    let hint = d.hint.as_deref();
+    match d.severity {
+        Severity::Error => {
+            tracing::error!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+        }
+        Severity::Warning => {
+            tracing::warn!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+        }
+        Severity::Note => {
+            tracing::info!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
         }
     }
 }

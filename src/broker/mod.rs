@@ -28,6 +28,7 @@ pub mod runtime;
 pub mod selector;
 pub mod server;
 pub mod session;
+pub mod system;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -275,6 +276,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         task_alive.clone(),
     ));
     queues::sweep_periodically(Arc::downgrade(&core.queues), shutdown.clone());
+    system::spawn(&core, shutdown.clone());
     // cachedLDAPAuthorizationMap: loads the entries now and follows LDAP changes.
     crate::security::ldap::authz_map::spawn_refresher(Arc::downgrade(&core), shutdown.clone());
     let (events_tx, events) = mpsc::unbounded_channel();

@@ -54,6 +54,9 @@ pub struct ConfigDiff {
     /// `<ferromq:sharedSubscriptions strategy>` running -> new: applies to messages routed
     /// after the reload.
     pub shared_strategy: Option<(SharedStrategy, SharedStrategy)>,
+    /// `<ferromq:systemTopics interval>` (ms, 0 = off) running -> new: the `$SYS` publisher
+    /// takes the new period at once.
+    pub system_topics_ms: Option<(u64, u64)>,
     /// Topics `<destinations>` declares that the running configuration did not (ActiveMQ
     /// names): created by the reload. Removed ones are not listed: they stay.
     pub topics_declared: Vec<String>,
@@ -176,6 +179,7 @@ pub fn diff_with_changed_files(
         policies,
         reload,
         shared_strategy,
+        system_topics,
         destinations,
         delivery,
     } = running;
@@ -196,6 +200,8 @@ pub fn diff_with_changed_files(
         },
         shared_strategy: (*shared_strategy != new.shared_strategy)
             .then_some((*shared_strategy, new.shared_strategy)),
+        system_topics_ms: (*system_topics != new.system_topics)
+            .then_some((system_topics.interval_ms, new.system_topics.interval_ms)),
         // Only additions: a destination removed from the file stays (ActiveMQ keeps it).
         topics_declared: new
             .destinations
@@ -235,6 +241,7 @@ impl ConfigDiff {
             || !self.limits.is_empty()
             || self.policies.is_some()
             || self.shared_strategy.is_some()
+            || self.system_topics_ms.is_some()
             || !self.topics_declared.is_empty()
             || self.delivery
     }
@@ -288,6 +295,13 @@ impl ConfigDiff {
         }
         if let Some((old, now)) = self.shared_strategy {
             parts.push(format!("~sharedSubscriptions (strategy {old} -> {now})"));
+        }
+        if let Some((old, now)) = self.system_topics_ms {
+            let show = |ms: u64| match ms {
+                0 => "off".to_owned(),
+                ms => format!("{ms} ms"),
+            };
+            parts.push(format!("~systemTopics ({} -> {})", show(old), show(now)));
         }
         if !self.topics_declared.is_empty() {
             parts.push(format!(

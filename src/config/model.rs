@@ -40,12 +40,40 @@ pub struct Config {
     /// `<ferromq:sharedSubscriptions strategy="..."/>`: which member of a shared subscription
     /// group receives a message (MQTT 5.0 4.8.2 leaves it to the server).
     pub shared_strategy: SharedStrategy,
+    /// `<ferromq:systemTopics interval="..."/>`: how often the broker publishes its `$SYS`
+    /// topics (see `broker::system`).
+    pub system_topics: SystemTopics,
     /// `<destinations>`: destinations that exist from the start (creating one needs no
     /// `admin`; see `broker::routing::destinations`).
     pub destinations: DeclaredDestinations,
     /// Dead letters, redelivery and queue prefetch (`policyEntry`'s `deadLetterStrategy` and
     /// `queuePrefetch`, `<redeliveryPlugin>`), asked per destination by the queue engine.
     pub delivery: DeliveryPolicy,
+}
+
+/// The broker's `$SYS` topics: published every `interval_ms` milliseconds as retained
+/// messages (mosquitto's `sys_interval`, whose default of 10 s is kept); 0 turns them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SystemTopics {
+    pub interval_ms: u64,
+}
+
+impl SystemTopics {
+    /// mosquitto's default `sys_interval`.
+    pub const DEFAULT_INTERVAL_MS: u64 = 10_000;
+
+    /// The period between two publications; `None` when they are off.
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        (self.interval_ms > 0).then(|| std::time::Duration::from_millis(self.interval_ms))
+    }
+}
+
+impl Default for SystemTopics {
+    fn default() -> Self {
+        SystemTopics {
+            interval_ms: Self::DEFAULT_INTERVAL_MS,
+        }
+    }
 }
 
 /// `<broker><destinations>`, ActiveMQ names (`a.b`), each once, in file order.

@@ -98,6 +98,8 @@ pub struct Summary {
     pub delivery: Vec<String>,
     /// How a shared subscription group picks the member that receives a message.
     pub shared_strategy: SharedStrategy,
+    /// `<ferromq:systemTopics interval>`: ms between two `$SYS` publications; 0 = off.
+    pub system_topics_interval_ms: u64,
     /// `<destinations>`: ActiveMQ names of the declared topics and queues.
     pub destinations: crate::config::model::DeclaredDestinations,
     /// Polling period when runtime reload is on.
@@ -258,6 +260,7 @@ impl Summary {
                 .collect(),
             delivery: super::report_delivery::lines(&config.delivery),
             shared_strategy: config.shared_strategy,
+            system_topics_interval_ms: config.system_topics.interval_ms,
             destinations: config.destinations.clone(),
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
         }
@@ -596,6 +599,10 @@ fn render_summary(out: &mut String, s: &Summary) {
         "  shared subscriptions: one member per group, {} (online members first)",
         s.shared_strategy
     );
+    let _ = match s.system_topics_interval_ms {
+        0 => writeln!(out, "  $SYS topics: off"),
+        ms => writeln!(out, "  $SYS topics: every {ms} ms"),
+    };
     let d = &s.destinations;
     if !d.topics.is_empty() || !d.queues.is_empty() {
         let list = |names: &[String]| match names {

@@ -8,5 +8,6 @@ mod support;
 mod activemq_examples;
 mod check;
 mod migration_guide;
+mod packaging;
 mod preflight;
 mod xml;

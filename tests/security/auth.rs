@@ -183,6 +183,7 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         policies: Vec::new(),
         reload: None,
         shared_strategy: Default::default(),
+        system_topics: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
     };

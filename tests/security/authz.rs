@@ -671,6 +671,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         policies: Vec::new(),
         reload: None,
         shared_strategy: Default::default(),
+        system_topics: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
     };

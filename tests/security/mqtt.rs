@@ -90,6 +90,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         policies: Vec::new(),
         reload: None,
         shared_strategy: Default::default(),
+        system_topics: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
     }

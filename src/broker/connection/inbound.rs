@@ -450,6 +450,13 @@ impl Conn {
     /// The `$` rule and write authorization; counts and logs a refusal. `Err`: the MQTT 5
     /// reason code of the refusal.
     fn authorize(&mut self, message: &Message) -> Result<(), ReasonCode> {
+        if message.topic.starts_with('$') && crate::broker::system::is_system_topic(&message.topic)
+        {
+            // The broker's own tree: no client writes it, whatever publishDollarTopics says.
+            self.core.counters.dropped_not_authorized();
+            tracing::info!(topic = %message.topic, user = %self.identity.principal.user, "publish to $SYS refused: dropped");
+            return Err(ReasonCode::NotAuthorized);
+        }
         if message.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             tracing::debug!(topic = %message.topic, "publish to a $ topic dropped (publishDollarTopics=false)");

@@ -765,7 +765,10 @@ impl Conn {
         {
             return false;
         }
-        if will.topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
+        if will.topic.starts_with('$')
+            && (!self.listener.options.publish_dollar_topics
+                || crate::broker::system::is_system_topic(&will.topic))
+        {
             // Refused by `publish_will` now, as it would be then.
             return false;
         }

@@ -38,7 +38,10 @@ impl BrokerCore {
             // new topic costs nothing more and memory does not grow with distinct topics.
             UseDecision::AllowedUnknown if !security.authorization_enabled() => Ok(()),
             UseDecision::AllowedUnknown => {
-                if !self.destinations.contains(mqtt_topic) {
+                // The broker's `$SYS` tree exists by definition: reading it creates nothing.
+                if !self.destinations.contains(mqtt_topic)
+                    && !crate::broker::system::is_system_topic(mqtt_topic)
+                {
                     if !cache.allowed(security, principal, Action::Admin, mqtt_topic) {
                         not_created(principal, mqtt_topic);
                         return Err(TopicRefusal::NotCreated);
@@ -59,7 +62,9 @@ impl BrokerCore {
         principal: &Principal,
         mqtt_topic: &str,
     ) -> bool {
-        if !security.authorize(principal, Action::Write, mqtt_topic) {
+        if crate::broker::system::is_system_topic(mqtt_topic)
+            || !security.authorize(principal, Action::Write, mqtt_topic)
+        {
             return false;
         }
         if !security.authorization_enabled() {

@@ -73,6 +73,9 @@ pub struct BrokerCore {
     pub session_expiry_cap: Option<std::time::Duration>,
     /// How a shared subscription group picks its member (swapped by a reload).
     pub shared_strategy: StrategyCell,
+    /// `<ferromq:systemTopics interval>` in ms (0 = off), watched by the `$SYS` publisher
+    /// (see [`crate::broker::system`]).
+    pub(crate) system_topics: crate::broker::system::IntervalCell,
     /// `sendFailIfNoSpace[AfterTimeout]`: how long a publisher stopped by a full memory or
     /// store waits before its publish is refused (`None`: until there is room).
     pub send_fail_after: parking_lot::Mutex<Option<std::time::Duration>>,
@@ -134,6 +137,9 @@ impl BrokerCore {
             session_expiry_cap: crate::broker::session::expiry::AbandonedSessionTimeout::of(config)
                 .map(|a| a.timeout),
             shared_strategy: StrategyCell::new(config.shared_strategy),
+            system_topics: crate::broker::system::IntervalCell::new(
+                config.system_topics.interval_ms,
+            ),
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             pages_bodies: durability.keeps_bodies(),
             durability,

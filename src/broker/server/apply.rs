@@ -77,6 +77,10 @@ impl BrokerApply {
             self.core.shared_strategy.store(strategy);
             tracing::info!(%strategy, "shared subscription strategy applied");
         }
+        if let Some((_, interval_ms)) = diff.system_topics_ms {
+            self.core.set_system_topics_interval(interval_ms);
+            tracing::info!(interval_ms, "$SYS topics interval applied (0: off)");
+        }
         if !diff.topics_declared.is_empty() {
             // Created as the broker (no admin needed); ones removed from the file stay.
             let topics: Vec<String> = diff

@@ -17,6 +17,7 @@ mod policy;
 mod shared;
 mod shared_store;
 mod ssl;
+mod system_topics;
 mod usage;
 
 use std::collections::{BTreeMap, HashSet};
@@ -59,6 +60,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let limits = usage::limits(ctx, broker_element);
     let (policies, delivery_entries) = policy::entries(ctx, broker_element);
     let shared_strategy = shared::strategy(ctx, broker_element);
+    let system_topics = system_topics::settings(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
     Config {
         source: doc.main_file.clone(),
@@ -74,6 +76,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         policies,
         reload: security.reload,
         shared_strategy,
+        system_topics,
         destinations,
         delivery: DeliveryPolicy {
             entries: delivery_entries,

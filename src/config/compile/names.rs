@@ -15,7 +15,7 @@ const FERROMQ_ATTRIBUTES: &[&str] = &[
     super::shared_store::LOCAL_STORE,
 ];
 /// Extension elements ferromq reads (namespace `urn:ferromq`), all inside `<broker>`.
-const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT];
+const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT, super::system_topics::ELEMENT];
 
 /// Why some common names are ignored, for the warning's hint.
 const WHY_IGNORED: &[(&str, &str)] = &[
@@ -312,7 +312,7 @@ fn unknown_ferromq_element(ctx: &mut Ctx<'_>, parent: &Element, child: &Element)
         format!("put <ferromq:{}> directly inside <broker>", child.name)
     } else {
         known_names::did_you_mean(&child.name, FERROMQ_ELEMENTS.iter().copied()).unwrap_or_else(
-            || "<ferromq:sharedSubscriptions> inside <broker> is the only one".into(),
+            || "<ferromq:sharedSubscriptions> and <ferromq:systemTopics> go inside <broker>".into(),
         )
     };
     ctx.push(

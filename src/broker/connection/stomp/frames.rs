@@ -206,6 +206,13 @@ impl StompConn {
 
     /// The `$` rule and write authorization of a SEND to `topic` (`name`: ActiveMQ form).
     fn authorize_write(&mut self, topic: &str, name: &str, frame: &Frame) -> Result<(), Close> {
+        if crate::broker::system::is_system_topic(topic) {
+            self.core.counters.dropped_not_authorized();
+            return Err(Close::error(
+                format!("the broker's $SYS topics are read-only: /topic/{name}"),
+                Some(frame),
+            ));
+        }
         if topic.starts_with('$') && !self.listener.options.publish_dollar_topics {
             self.core.counters.dropped_dollar_topic();
             return Err(Close::error(
