@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::session::Session;
@@ -67,8 +68,26 @@ pub struct LiveClient {
     pub keep_alive_secs: u32,
     /// The MQTT session (for its subscription count); `None` for STOMP.
     pub session: Option<Weak<Session>>,
-    kick: CancellationToken,
+    kick: Kick,
     kicked_by_admin: AtomicBool,
+}
+
+/// How an administrator's disconnect reaches a connection task.
+#[derive(Debug)]
+pub enum Kick {
+    /// MQTT: the session's kick token (cancelled by a takeover too; the task then asks
+    /// [`ClientRegistry::kicked_by_admin`] which it was).
+    Token(CancellationToken),
+    /// STOMP: the task's wake-up; on waking it checks [`LiveClient::kicked_by_admin`] (no token
+    /// and no extra branch in an idle task).
+    Wake(Arc<Notify>),
+}
+
+impl LiveClient {
+    /// Whether an administrator closed this connection.
+    pub fn kicked_by_admin(&self) -> bool {
+        self.kicked_by_admin.load(Ordering::Acquire)
+    }
 }
 
 /// What a new entry says (see [`LiveClient`]).
@@ -81,8 +100,8 @@ pub struct NewClient {
     pub listener: Arc<crate::broker::ListenerSettings>,
     pub keep_alive_secs: u32,
     pub session: Option<Weak<Session>>,
-    /// Cancelled to close the connection (the MQTT session's kick token; the STOMP task's own).
-    pub kick: CancellationToken,
+    /// How to close the connection.
+    pub kick: Kick,
 }
 
 /// The live connections of one broker.
@@ -98,8 +117,8 @@ pub enum KickError {
 }
 
 impl ClientRegistry {
-    /// Record an established connection.
-    pub fn register(&self, key: ClientKey, client: NewClient) {
+    /// Record an established connection; its entry (the connection may keep it).
+    pub fn register(&self, key: ClientKey, client: NewClient) -> Arc<LiveClient> {
         let entry = LiveClient {
             client_id: client.client_id,
             protocol_version: client.protocol_version,
@@ -112,7 +131,9 @@ impl ClientRegistry {
             kick: client.kick,
             kicked_by_admin: AtomicBool::new(false),
         };
-        self.live.lock().insert(key, Arc::new(entry));
+        let entry = Arc::new(entry);
+        self.live.lock().insert(key, entry.clone());
+        entry
     }
 
     /// The connection closed.
@@ -130,7 +151,11 @@ impl ClientRegistry {
             .cloned()
             .ok_or(KickError::NotFound)?;
         entry.kicked_by_admin.store(true, Ordering::Release);
-        entry.kick.cancel();
+        match &entry.kick {
+            Kick::Token(token) => token.cancel(),
+            // A stored permit if the task is busy: it sees the flag at its next wait.
+            Kick::Wake(wake) => wake.notify_one(),
+        }
         Ok(entry)
     }
 
@@ -195,7 +220,7 @@ mod tests {
             listener,
             keep_alive_secs: 60,
             session: None,
-            kick,
+            kick: Kick::Token(kick),
         }
     }
 
