@@ -104,9 +104,11 @@ pub struct NewClient {
     pub kick: Kick,
 }
 
-/// The live connections of one broker.
+/// The live connections of one broker. Kept only when the console runs ([`ClientRegistry::new`]
+/// with `enabled`): a broker without a console pays nothing per connection.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
+    enabled: bool,
     live: Mutex<HashMap<ClientKey, Arc<LiveClient>, ahash::RandomState>>,
 }
 
@@ -117,8 +119,20 @@ pub enum KickError {
 }
 
 impl ClientRegistry {
-    /// Record an established connection; its entry (the connection may keep it).
-    pub fn register(&self, key: ClientKey, client: NewClient) -> Arc<LiveClient> {
+    /// A registry that records connections when `enabled` (the configuration has a console).
+    pub fn new(enabled: bool) -> ClientRegistry {
+        ClientRegistry {
+            enabled,
+            live: Mutex::default(),
+        }
+    }
+
+    /// Record an established connection; its entry (the connection may keep it). `None` when
+    /// the registry is not enabled.
+    pub fn register(&self, key: ClientKey, client: NewClient) -> Option<Arc<LiveClient>> {
+        if !self.enabled {
+            return None;
+        }
         let entry = LiveClient {
             client_id: client.client_id,
             protocol_version: client.protocol_version,
@@ -133,12 +147,14 @@ impl ClientRegistry {
         };
         let entry = Arc::new(entry);
         self.live.lock().insert(key, entry.clone());
-        entry
+        Some(entry)
     }
 
     /// The connection closed.
     pub fn remove(&self, key: ClientKey) {
-        self.live.lock().remove(&key);
+        if self.enabled {
+            self.live.lock().remove(&key);
+        }
     }
 
     /// Close a connection as an administrator: its task sees its kick token cancelled and
@@ -162,10 +178,12 @@ impl ClientRegistry {
     /// Whether the connection `key` was closed by [`ClientRegistry::disconnect`] (rather than
     /// taken over by a new connection of its client id).
     pub fn kicked_by_admin(&self, key: ClientKey) -> bool {
-        self.live
-            .lock()
-            .get(&key)
-            .is_some_and(|e| e.kicked_by_admin.load(Ordering::Acquire))
+        self.enabled
+            && self
+                .live
+                .lock()
+                .get(&key)
+                .is_some_and(|e| e.kicked_by_admin.load(Ordering::Acquire))
     }
 
     /// Every live connection, by key order of arrival not guaranteed.
@@ -233,12 +251,21 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_without_a_console_records_nothing() {
+        let registry = ClientRegistry::default();
+        assert!(registry
+            .register(ClientKey::Mqtt(1), client(CancellationToken::new()))
+            .is_none());
+        assert_eq!(registry.counts(), (0, 0));
+    }
+
+    #[test]
     fn ids_round_trip_and_a_disconnect_cancels_and_is_remembered() {
         for key in [ClientKey::Mqtt(7), ClientKey::Stomp(9)] {
             assert_eq!(ClientKey::parse(&key.id()), Some(key));
         }
         assert_eq!(ClientKey::parse("mqtt-x"), None);
-        let registry = ClientRegistry::default();
+        let registry = ClientRegistry::new(true);
         let kick = CancellationToken::new();
         registry.register(ClientKey::Mqtt(1), client(kick.clone()));
         assert!(!registry.kicked_by_admin(ClientKey::Mqtt(1)));

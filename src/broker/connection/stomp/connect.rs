@@ -222,7 +222,7 @@ where
             kick: crate::broker::clients::Kick::Wake(conn.wake.clone()),
         },
     );
-    conn.live = Some(live);
+    conn.live = live;
     let mut connected = Frame::new(Command::Connected);
     if version != Version::V1_0 {
         connected = connected.with_header("version", version.as_str());
