@@ -62,7 +62,7 @@ struct JettyBeans {
     span: Span,
 }
 
-fn is_bean_with_id<'e>(element: &'e Element, id: &str) -> bool {
+fn is_bean_with_id(element: &Element, id: &str) -> bool {
     element.ns == Namespace::Beans && element.name == "bean" && element.attr_value("id") == Some(id)
 }
 
