@@ -269,6 +269,22 @@ mod tests {
     }
 
     #[test]
+    fn a_new_address_needs_a_restart_and_keeps_the_running_one() {
+        let running = valid(load("<ferromq:console port=\"8161\"/>"));
+        let mut moved = valid(load("<ferromq:console port=\"9161\"/>"));
+        let diff = crate::config::diff::diff(&running, &moved);
+        assert_eq!(diff.restart_needed.len(), 1, "{diff:?}");
+        assert_eq!(diff.restart_needed[0].name, "console");
+        assert_eq!(diff.restart_needed[0].requested, "127.0.0.1:9161");
+        assert!(!diff.console_users);
+        crate::config::diff::keep_running_values(&running, &mut moved);
+        assert_eq!(moved.console.map(|c| c.port), Some(8161));
+        let off = valid(load(""));
+        let diff = crate::config::diff::diff(&off, &running);
+        assert_eq!(diff.restart_needed[0].running, "off");
+    }
+
+    #[test]
     fn a_missing_realm_file_is_an_error() {
         let loaded = load("<ferromq:console port=\"0\" realm=\"/nonexistent/realm.properties\"/>");
         assert!(has(
