@@ -316,3 +316,65 @@ async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
     );
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn run_console_overrides_the_address_and_refuses_to_run_without_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // jetty.xml says 8161; --console moves it (the test never binds 8161).
+    write(dir.path(), "jetty.xml", &jetty_xml("8161"));
+    write(dir.path(), "jetty-realm.properties", REALM);
+    write(dir.path(), "activemq.xml", &activemq_importing_jetty());
+    let port = crate::support::free_port();
+    let console = format!("127.0.0.1:{port}");
+    let child = ferromq()
+        .args(["run", "--config"])
+        .arg(dir.path().join("activemq.xml"))
+        .args(["--console", &console])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ferromq run");
+    let _guard = crate::support::ChildGuard(child);
+    let addr: std::net::SocketAddr = console.parse().expect("address");
+    let deadline = tokio::time::Instant::now() + STEP * 2;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the console did not listen on {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let overview = get(addr, "/api/overview", Some(VIEWER)).await;
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    assert_eq!(overview.json()["broker_name"], "jetty");
+
+    // No realm anywhere: the console has no users and the broker does not start.
+    let bare = BrokerXml::new()
+        .name("bare")
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "bare.xml", &bare);
+    let output = tokio::task::spawn_blocking({
+        let file = dir.path().join("bare.xml");
+        let console = format!("127.0.0.1:{}", crate::support::free_port());
+        move || {
+            ferromq()
+                .args(["run", "--config"])
+                .arg(file)
+                .args(["--console", &console])
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("ran");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("has no users"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
