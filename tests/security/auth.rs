@@ -186,6 +186,7 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         system_topics: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
+        console: None,
     };
     let next = sec.rebuild(&config).expect("rebuild");
     assert_ne!(next.generation(), sec.generation());

@@ -93,6 +93,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         system_topics: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
+        console: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod broker;
 mod connectors;
+pub(crate) mod console;
 mod delivery;
 mod destinations;
 mod jaas_plugin;
@@ -62,6 +63,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let shared_strategy = shared::strategy(ctx, broker_element);
     let system_topics = system_topics::settings(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
+    let console = console::console(ctx, &doc.root, broker_element);
     Config {
         source: doc.main_file.clone(),
         files: Vec::new(),
@@ -82,6 +84,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
             entries: delivery_entries,
             redelivery: security.redelivery,
         },
+        console,
     }
 }
 

@@ -88,6 +88,8 @@ pub(crate) enum Close {
     Shutdown,
     /// An ERROR frame goes to the client, then the connection closes.
     Error(Box<Frame>),
+    /// An administrator closed the connection (the web console): an ERROR frame first.
+    Administrative(Box<Frame>),
 }
 
 impl Close {
@@ -102,6 +104,7 @@ impl Close {
             Close::ClientIdTakenOver => Reason::TakenOver,
             Close::Shutdown => Reason::ServerShutdown,
             Close::Error(_) => Reason::ProtocolError,
+            Close::Administrative(_) => Reason::AdminDisconnect,
         }
     }
 
@@ -140,6 +143,7 @@ impl std::fmt::Display for Close {
                 f.write_str("a new connection with this client-id took over (allowLinkStealing)")
             }
             Close::Shutdown => f.write_str("broker shutting down"),
+            Close::Administrative(_) => f.write_str("disconnected by an administrator (console)"),
             Close::Error(frame) => write!(
                 f,
                 "ERROR sent: {}",
@@ -221,6 +225,9 @@ pub(crate) struct StompConn {
     queues: Option<Box<queue_route::QueueSubs>>,
     /// The hold on the CONNECT `client-id` (only when one was given).
     client_id_claim: Option<Box<connect::ClientIdClaim>>,
+    /// This connection's entry in the console's list: an administrator's disconnect sets its
+    /// flag and wakes the task (no token or extra select branch per idle connection).
+    live: Option<Arc<crate::broker::clients::LiveClient>>,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.
@@ -278,6 +285,9 @@ where
         &params,
     ))
     .await;
+    conn.core
+        .clients
+        .remove(crate::broker::clients::ClientKey::Stomp(conn.tag));
     crate::metrics::access::closed(conn.who(params.peer), reason.metric_reason());
     Box::pin(conn.close(reason, &mut writer)).await;
 }
@@ -382,7 +392,17 @@ where
                     conn.finish_page_in(page);
                 }
             }
-            _ = wake.notified() => conn.out.pump_wanted = true,
+            _ = wake.notified() => {
+                if conn.live.as_ref().is_some_and(|l| l.kicked_by_admin()) {
+                    let Close::Error(frame) =
+                        Close::error("disconnected by an administrator", None)
+                    else {
+                        return Close::Shutdown;
+                    };
+                    return Close::Administrative(frame);
+                }
+                conn.out.pump_wanted = true;
+            }
             Ok(()) = security_changes.changed() => {
                 if let Err(close) = conn.drop_denied_subscriptions() {
                     return close;
@@ -616,7 +636,7 @@ impl StompConn {
     /// last), release the subscriptions, close the socket.
     async fn close<W: AsyncWrite + Unpin>(mut self, reason: Close, writer: &mut W) {
         match &reason {
-            Close::Error(_) => tracing::info!("closing: {reason}"),
+            Close::Error(_) | Close::Administrative(_) => tracing::info!("closing: {reason}"),
             _ => tracing::debug!("closing: {reason}"),
         }
         if let Some(claim) = self.client_id_claim.take() {
@@ -643,7 +663,7 @@ impl StompConn {
                 }
             }
         }
-        if let Close::Error(frame) = &reason {
+        if let Close::Error(frame) | Close::Administrative(frame) = &reason {
             self.send(frame);
         }
         if socket_usable {
