@@ -11,6 +11,7 @@ pub mod admin;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod protocol;
 pub mod reload;

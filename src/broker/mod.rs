@@ -17,6 +17,7 @@
 //! [`server::apply::BrokerApply`], which swaps the security snapshot and reconciles the
 //! listeners ([`server::listener_set`]) with each valid new configuration.
 
+pub mod clients;
 pub mod connection;
 pub mod counters;
 pub mod durability;

@@ -60,6 +60,9 @@ pub struct ConfigDiff {
     /// Dead-letter strategies, queue prefetch or the `<redeliveryPlugin>` differ: they apply
     /// to messages rejected, expired or dispatched after the reload.
     pub delivery: bool,
+    /// The console's realm file gave other users, passwords or roles: the console uses them
+    /// from the next request on (the console's address, TLS and metricsOpen need a restart).
+    pub console_users: bool,
     /// Settings that need a restart; the running value is kept (see the module docs).
     pub restart_needed: Vec<RestartSetting>,
 }
@@ -178,6 +181,7 @@ pub fn diff_with_changed_files(
         shared_strategy,
         destinations,
         delivery,
+        console,
     } = running;
     let (added, removed, changed) = diff_listeners(listeners, &new.listeners);
     ConfigDiff {
@@ -205,7 +209,35 @@ pub fn diff_with_changed_files(
             .cloned()
             .collect(),
         delivery: *delivery != new.delivery,
-        restart_needed: diff_restart(broker, persistence, new),
+        console_users: match (console, &new.console) {
+            (Some(old), Some(now)) => old.users != now.users,
+            _ => false,
+        },
+        restart_needed: {
+            let mut restart = diff_restart(broker, persistence, new);
+            let show = |c: &Option<ConsoleConfig>| {
+                c.as_ref().map_or_else(
+                    || "off".to_owned(),
+                    |c| {
+                        format!(
+                            "{}{}{}",
+                            c.address(),
+                            if c.tls { " tls" } else { "" },
+                            if c.metrics_open { " metricsOpen" } else { "" }
+                        )
+                    },
+                )
+            };
+            let (running, requested) = (show(console), show(&new.console));
+            if running != requested {
+                restart.push(RestartSetting {
+                    name: "console",
+                    running,
+                    requested,
+                });
+            }
+            restart
+        },
     }
 }
 
@@ -214,6 +246,17 @@ pub fn diff_with_changed_files(
 pub fn keep_running_values(running: &Config, new: &mut Config) {
     new.broker = running.broker.clone();
     new.persistence = running.persistence.clone();
+    // The console keeps its address; its users follow the new realm file.
+    match (&running.console, new.console.as_mut()) {
+        (Some(old), Some(now)) => {
+            let users = std::mem::take(&mut now.users);
+            *now = ConsoleConfig {
+                users,
+                ..old.clone()
+            };
+        }
+        _ => new.console = running.console.clone(),
+    }
 }
 
 impl ConfigDiff {
@@ -237,6 +280,7 @@ impl ConfigDiff {
             || self.shared_strategy.is_some()
             || !self.topics_declared.is_empty()
             || self.delivery
+            || self.console_users
     }
 
     /// One line for the log, e.g. `+1 listener (mqtt2), ~authorization (+2/-1 entries), restart
@@ -305,6 +349,9 @@ impl ConfigDiff {
         }
         if self.delivery {
             parts.push("~delivery policy (dead letters, redelivery, queue prefetch)".to_owned());
+        }
+        if self.console_users {
+            parts.push("~console users".to_owned());
         }
         if !self.restart_needed.is_empty() {
             let names: Vec<&str> = self.restart_needed.iter().map(|r| r.name).collect();

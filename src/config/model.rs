@@ -46,6 +46,47 @@ pub struct Config {
     /// Dead letters, redelivery and queue prefetch (`policyEntry`'s `deadLetterStrategy` and
     /// `queuePrefetch`, `<redeliveryPlugin>`), asked per destination by the queue engine.
     pub delivery: DeliveryPolicy,
+    /// The web console (`jettyPort` bean of an imported jetty.xml, `<ferromq:console>`, or
+    /// `ferromq run --console`); `None`: off.
+    pub console: Option<ConsoleConfig>,
+}
+
+/// Where the web console listens and who may use it (see docs/console.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConsoleConfig {
+    /// Host to bind (`127.0.0.1` by default, as ActiveMQ's jetty.xml).
+    pub host: String,
+    pub port: u16,
+    /// `jetty.xml`, `ferromq:console` or `--console`: for `check` and messages.
+    pub source: &'static str,
+    /// The realm file (jetty-realm.properties), when one is configured.
+    pub realm: Option<PathBuf>,
+    /// The realm's users (never serialized: they carry passwords).
+    #[serde(skip)]
+    pub users: Vec<crate::console::realm::RealmUser>,
+    /// `/metrics` without a login (for a Prometheus scraper on a trusted network).
+    pub metrics_open: bool,
+    /// Serve HTTPS with the broker's `<sslContext>` key material.
+    pub tls: bool,
+    /// Where it was configured (the bean or the element).
+    #[serde(skip)]
+    pub span: Option<Span>,
+}
+
+impl ConsoleConfig {
+    /// `host:port` as written (IPv6 hosts bracketed).
+    pub fn address(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Everything but the users: a difference here needs a restart of the console.
+    pub fn endpoint(&self) -> (String, u16, bool, bool) {
+        (self.host.clone(), self.port, self.metrics_open, self.tls)
+    }
 }
 
 /// `<broker><destinations>`, ActiveMQ names (`a.b`), each once, in file order.

@@ -102,6 +102,8 @@ pub struct Summary {
     pub destinations: crate::config::model::DeclaredDestinations,
     /// Polling period when runtime reload is on.
     pub reload_check_period_ms: Option<u64>,
+    /// The web console: one line (address, realm file, number of users; never a password).
+    pub console: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,8 +262,28 @@ impl Summary {
             shared_strategy: config.shared_strategy,
             destinations: config.destinations.clone(),
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
+            console: config.console.as_ref().map(console_line),
         }
     }
+}
+
+fn console_line(c: &crate::config::model::ConsoleConfig) -> String {
+    let scheme = if c.tls { "https" } else { "http" };
+    let realm = match &c.realm {
+        Some(path) => format!(
+            "realm {} ({} user{})",
+            path.display(),
+            c.users.len(),
+            if c.users.len() == 1 { "" } else { "s" }
+        ),
+        None => "no realm file: nobody can log in".to_owned(),
+    };
+    let metrics = if c.metrics_open {
+        ", /metrics open"
+    } else {
+        ""
+    };
+    format!("{scheme}://{} from {}, {realm}{metrics}", c.address(), c.source)
 }
 
 fn listener(l: &Listener) -> ListenerSummary {
@@ -596,6 +618,9 @@ fn render_summary(out: &mut String, s: &Summary) {
         "  shared subscriptions: one member per group, {} (online members first)",
         s.shared_strategy
     );
+    if let Some(console) = &s.console {
+        let _ = writeln!(out, "  web console: {console}");
+    }
     let d = &s.destinations;
     if !d.topics.is_empty() || !d.queues.is_empty() {
         let list = |names: &[String]| match names {

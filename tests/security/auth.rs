@@ -185,6 +185,7 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         shared_strategy: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
+        console: None,
     };
     let next = sec.rebuild(&config).expect("rebuild");
     assert_ne!(next.generation(), sec.generation());

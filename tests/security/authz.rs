@@ -673,6 +673,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         shared_strategy: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
+        console: None,
     };
     let explain = ferromq::security::explain::explain;
     let e = explain(&config, "user", None, "USERS/x", Write).expect("explains");

@@ -92,6 +92,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         shared_strategy: Default::default(),
         destinations: Default::default(),
         delivery: Default::default(),
+        console: None,
     }
 }
 

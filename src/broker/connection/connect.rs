@@ -351,6 +351,25 @@ where
         conn.close(reason, writer).await;
         return Err(HandshakeEnd::ClosedAfterAttach);
     }
+    // Listed by the console until `serve` removes it at close.
+    core.clients.register(
+        crate::broker::clients::ClientKey::Mqtt(conn.token.generation),
+        crate::broker::clients::NewClient {
+            client_id: conn.identity.client_id.clone(),
+            protocol_version: match version {
+                ProtocolVersion::V31 => "3.1",
+                ProtocolVersion::V311 => "3.1.1",
+                ProtocolVersion::V5 => "5.0",
+            },
+            user: (!conn.identity.principal.anonymous)
+                .then(|| conn.identity.principal.user.clone()),
+            peer: params.peer,
+            listener: Arc::from(params.listener.name.as_str()),
+            keep_alive_secs: u32::from(server_keep_alive.unwrap_or(connect.keep_alive_secs)),
+            session: Some(Arc::downgrade(&conn.session)),
+            kick: conn.token.kick.clone(),
+        },
+    );
     Ok(conn)
 }
 

@@ -135,6 +135,9 @@ pub(crate) enum CloseReason {
     /// 3.1.2-8; MQTT 5 3.1.4-3), except for an MQTT 5 will with a Will Delay Interval whose
     /// session the new connection continues (MQTT 5 3.1.3-9): see [`Conn::will_due`].
     TakenOver,
+    /// An administrator closed the connection from the console (DISCONNECT 0x98 to an
+    /// MQTT 5 client; the will is published, as for any close the client did not ask for).
+    AdministrativeAction,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
     /// 3.1.1 3.1.2.5: the will is published whenever the connection closes without one).
     ServerShutdown,
@@ -155,6 +158,7 @@ impl CloseReason {
     fn server_disconnect_code(&self) -> Option<u8> {
         match self {
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver.code()),
+            CloseReason::AdministrativeAction => Some(ReasonCode::AdministrativeAction.code()),
             CloseReason::KeepAliveExpired(_) => Some(ReasonCode::KeepAliveTimeout.code()),
             CloseReason::Malformed(e) => Some(e.reason_code()),
             CloseReason::ProtocolViolation(_) => Some(ReasonCode::ProtocolError.code()),
@@ -214,6 +218,9 @@ impl std::fmt::Display for CloseReason {
                 "more than Receive Maximum ({max}) QoS 1/2 publishes unacknowledged"
             ),
             CloseReason::TakenOver => f.write_str("session taken over by a new connection"),
+            CloseReason::AdministrativeAction => {
+                f.write_str("disconnected by an administrator (console)")
+            }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::NoSpace => f.write_str(
                 "publish refused: memory or store full past sendFailIfNoSpace[AfterTimeout]",
@@ -375,6 +382,9 @@ where
         &params.shutdown,
     )
     .await;
+    conn.core
+        .clients
+        .remove(crate::broker::clients::ClientKey::Mqtt(conn.token.generation));
     if Box::pin(conn.close(reason, &mut writer)).await {
         Box::pin(linger(&mut reader)).await;
     }
@@ -431,7 +441,14 @@ where
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
-            _ = kick.cancelled() => return CloseReason::TakenOver,
+            _ = kick.cancelled() => {
+                let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
+                return if conn.core.clients.kicked_by_admin(key) {
+                    CloseReason::AdministrativeAction
+                } else {
+                    CloseReason::TakenOver
+                };
+            }
             res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
                     Ok(WriteStep::Wrote) => needs_flush = true,

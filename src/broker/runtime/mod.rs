@@ -94,6 +94,12 @@ pub struct BrokerCore {
     /// 10 -> 1 fan-in that would be ten wake-ups per pump batch). Only grows; a stale high
     /// value costs wake-ups, never a missed one.
     drain_wake_at: AtomicUsize,
+    /// The live connections (the console lists and disconnects them).
+    pub clients: crate::broker::clients::ClientRegistry,
+    /// The console's users (its realm file), swapped when a reload re-reads it.
+    pub console_users: ArcSwap<Vec<crate::console::realm::RealmUser>>,
+    /// When this broker was built (uptime).
+    pub started_at: std::time::Instant,
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -139,6 +145,15 @@ impl BrokerCore {
             paused_publishers: AtomicUsize::new(0),
             drain_wake_at: AtomicUsize::new(0),
             pending_wills: PendingWills::default(),
+            clients: Default::default(),
+            console_users: ArcSwap::from_pointee(
+                config
+                    .console
+                    .as_ref()
+                    .map(|c| c.users.clone())
+                    .unwrap_or_default(),
+            ),
+            started_at: std::time::Instant::now(),
         })
     }
 

@@ -67,6 +67,13 @@ impl BrokerApply {
                 .store(Arc::new(PendingLimits::from_policies(&new.policies)));
             tracing::info!("policy entries applied: new pending-message limits");
         }
+        if diff.console_users {
+            // Read per console request: the next login uses the new realm file.
+            let users = new.console.as_ref().map(|c| c.users.clone()).unwrap_or_default();
+            let count = users.len();
+            self.core.console_users.store(Arc::new(users));
+            tracing::info!(users = count, "console realm file re-read");
+        }
         if diff.delivery {
             // Read at each NACK, expiry and new queue consumer from now on.
             self.core.queues.set_delivery_policy(new.delivery.clone());

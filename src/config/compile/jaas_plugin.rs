@@ -156,7 +156,7 @@ fn auth(
 
 /// Expand `${name}` in a login.config value from the known properties (Java's
 /// `policy.expandProperties`). Returns the name of the first unknown property as the error.
-fn expand(value: &str, properties: &BTreeMap<String, String>) -> Result<String, String> {
+pub(super) fn expand(value: &str, properties: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {

@@ -7,6 +7,7 @@
 //! what it ignores, and nothing is silently dropped.
 
 mod broker;
+pub(crate) mod console;
 mod connectors;
 mod delivery;
 mod destinations;
@@ -60,6 +61,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let (policies, delivery_entries) = policy::entries(ctx, broker_element);
     let shared_strategy = shared::strategy(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
+    let console = console::console(ctx, &doc.root, broker_element);
     Config {
         source: doc.main_file.clone(),
         files: Vec::new(),
@@ -79,6 +81,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
             entries: delivery_entries,
             redelivery: security.redelivery,
         },
+        console,
     }
 }
 

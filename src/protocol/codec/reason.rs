@@ -27,6 +27,8 @@ pub enum ReasonCode {
     /// Maximum (MQTT 5 3.3.4-8).
     ReceiveMaximumExceeded,
     QuotaExceeded,
+    /// DISCONNECT: an administrator closed the connection (the web console).
+    AdministrativeAction,
     /// SUBACK: a malformed filter, such as `$share/` without a valid ShareName (4.8.2-1/-2).
     TopicFilterInvalid,
 }
@@ -50,6 +52,7 @@ impl ReasonCode {
             ReasonCode::ReceiveMaximumExceeded => 0x93,
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
+            ReasonCode::AdministrativeAction => 0x98,
         }
     }
 }

@@ -188,7 +188,24 @@ where
         transactions: None,
         queues: None,
         client_id_claim,
+        kick: tokio_util::sync::CancellationToken::new(),
     };
+    // Listed by the console until `serve` removes it at close.
+    params.core.clients.register(
+        crate::broker::clients::ClientKey::Stomp(tag),
+        crate::broker::clients::NewClient {
+            client_id: conn.client_id.clone().unwrap_or_else(|| session_name.clone()),
+            protocol_version: version.as_str(),
+            user: (!conn.principal.anonymous).then(|| conn.principal.user.clone()),
+            peer: params.peer,
+            listener: Arc::from(params.listener.name.as_str()),
+            keep_alive_secs: heart_beat
+                .read_limit
+                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            session: None,
+            kick: conn.kick.clone(),
+        },
+    );
     let mut connected = Frame::new(Command::Connected);
     if version != Version::V1_0 {
         connected = connected.with_header("version", version.as_str());

@@ -207,6 +207,8 @@ pub(crate) struct StompConn {
     queues: Option<Box<queue_route::QueueSubs>>,
     /// The hold on the CONNECT `client-id` (only when one was given).
     client_id_claim: Option<Box<connect::ClientIdClaim>>,
+    /// Cancelled when an administrator closes this connection (the console).
+    kick: tokio_util::sync::CancellationToken,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.
@@ -262,6 +264,9 @@ where
         &params,
     ))
     .await;
+    conn.core
+        .clients
+        .remove(crate::broker::clients::ClientKey::Stomp(conn.tag));
     Box::pin(conn.close(reason, &mut writer)).await;
 }
 
@@ -372,6 +377,9 @@ where
                 }
             }
             _ = client_id_kicked(conn.client_id_claim.as_deref()) => return Close::ClientIdTakenOver,
+            _ = conn.kick.cancelled() => {
+                return Close::error("disconnected by an administrator", None);
+            }
         }
     }
 }
