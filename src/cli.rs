@@ -82,6 +82,24 @@ pub enum Command {
     /// session's queued messages go with it. Exit 0 when done, 1 on errors.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Print a running broker's overview, read from its web console's /api/overview.
+    ///
+    /// Exit 0 when the console answered, 1 when it is unreachable or refused the login.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The console's URL (plain HTTP).
+    #[arg(long, default_value = "http://127.0.0.1:8161")]
+    pub console: String,
+    /// The console user (a role of `user` or `admin` in jetty-realm.properties).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// The name of an environment variable holding the password (kept out of the process
+    /// list).
+    #[arg(long, requires = "user", value_name = "VAR")]
+    pub password_env: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -149,8 +167,26 @@ pub struct RunArgs {
     /// runtimeConfigurationPlugin.
     #[arg(long)]
     pub watch: bool,
+    /// Serve the web console on this address (HOST:PORT), over what the configuration says
+    /// (its users still come from the realm file of jetty.xml or <ferromq:console>).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_console_address)]
+    pub console: Option<(String, u16)>,
     #[command(flatten)]
     pub props: PropertyArgs,
+}
+
+fn parse_console_address(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected HOST:PORT, got `{s}`"))?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("`{port}` is not a port number (0-65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("expected HOST:PORT, got `{s}`"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -295,6 +331,7 @@ pub fn main() -> ExitCode {
         Command::Encrypt(args) => jasypt_command(&args, true),
         Command::Decrypt(args) => jasypt_command(&args, false),
         Command::Session(command) => session(command),
+        Command::Status(args) => status(args),
     }
 }
 
@@ -375,7 +412,7 @@ fn run(args: RunArgs) -> ExitCode {
     for d in &loaded.diagnostics.0 {
         eprintln!("{d}");
     }
-    let config = match loaded.into_result() {
+    let mut config = match loaded.into_result() {
         Ok(c) => c,
         Err(_) => {
             eprintln!(
@@ -385,6 +422,22 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some((host, port)) = args.console {
+        let console = config
+            .console
+            .get_or_insert_with(|| crate::config::ConsoleConfig {
+                host: String::new(),
+                port: 0,
+                source: "--console",
+                realm: None,
+                users: Vec::new(),
+                metrics_open: false,
+                tls: false,
+                span: None,
+            });
+        console.host = host;
+        console.port = port;
+    }
     // The same construction `check` reports on, so that both fail the same way.
     let problems = crate::broker::preflight::preflight(&config);
     if !problems.is_empty() {
@@ -414,6 +467,62 @@ fn run(args: RunArgs) -> ExitCode {
         // Not returning: dropping the runtime would wait for the tasks being given up on.
         Ok(crate::broker::Stopped::Forced(signal)) => {
             std::process::exit(128 + i32::from(signal.number()))
+        }
+        Err(e) => {
+            eprintln!("ferromq: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn status(args: StatusArgs) -> ExitCode {
+    let password = match &args.password_env {
+        Some(var) => match std::env::var(var) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                eprintln!("ferromq: the environment variable {var} is not set");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let credentials = args
+        .user
+        .as_deref()
+        .map(|u| (u, password.as_deref().unwrap_or("")));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ferromq: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let answer = runtime.block_on(crate::console::status::get(
+        &args.console,
+        "/api/overview",
+        credentials,
+    ));
+    match answer {
+        Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(overview) => {
+                print!("{}", crate::console::status::describe(&overview));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ferromq: the console's answer is not JSON: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok((401, _)) => {
+            eprintln!("ferromq: the console refused the login (give --user and --password-env)");
+            ExitCode::from(1)
+        }
+        Ok((code, _)) => {
+            eprintln!("ferromq: the console answered HTTP {code}");
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("ferromq: {e:#}");

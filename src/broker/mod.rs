@@ -70,6 +70,8 @@ pub struct BrokerHandle {
     reload_requests: ReloadRequests,
     /// SIGINT/SIGTERM, once owned ([`BrokerHandle::own_stop_signals`]).
     stop_signals: Option<mpsc::UnboundedReceiver<StopSignal>>,
+    /// The web console, when the configuration enables it.
+    console: Option<crate::console::ConsoleHandle>,
 }
 
 type ReloadRequests = Arc<parking_lot::Mutex<Option<mpsc::Sender<ReloadRequest>>>>;
@@ -119,6 +121,9 @@ impl BrokerHandle {
             Some(self.lifecycle.clone()),
         );
         *self.reload_requests.lock() = Some(handle.requests());
+        if let Some(console) = &self.console {
+            console.follow_reloads(handle.subscribe());
+        }
         if let Some(previous) = self.reload.replace(handle) {
             previous.shutdown().await;
         }
@@ -153,6 +158,11 @@ impl BrokerHandle {
         self.reload.as_ref()
     }
 
+    /// The web console's bound address, when it runs.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(|c| c.local_addr())
+    }
+
     /// The shared runtime state (sessions, subscriptions, retained messages, counters).
     pub fn core(&self) -> &Arc<BrokerCore> {
         &self.core
@@ -175,9 +185,13 @@ impl BrokerHandle {
             lifecycle,
             control,
             dispatcher,
+            console,
             ..
         } = self;
         lifecycle.draining();
+        if let Some(console) = console {
+            console.stop().await;
+        }
         // No reload may start a listener from here on.
         if let Some(reload) = reload {
             reload.shutdown().await;
@@ -289,6 +303,26 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         set.spawn(listener)?;
     }
     let listeners = set.addrs();
+    let console = match &config.console {
+        Some(console_config) => {
+            let started = crate::console::start(
+                console_config,
+                config.ssl.as_ref(),
+                core.clone(),
+                console_info(&config, &listeners),
+            )
+            .await;
+            match started {
+                Ok(console) => Some(console),
+                Err(e) => {
+                    // Stop what was started: the broker does not run without its console.
+                    shutdown.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let listener_set = Arc::new(Mutex::new(set));
     let reload_requests = ReloadRequests::default();
     let (stops_tx, stops) = mpsc::unbounded_channel();
@@ -313,7 +347,38 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         dispatcher,
         reload_requests,
         stop_signals: Some(stops),
+        console,
     })
+}
+
+/// What the console shows about this broker's configuration.
+fn console_info(config: &Config, bound: &[(String, SocketAddr)]) -> crate::console::ConsoleInfo {
+    let listeners = server::served_listeners(config)
+        .map(|l| crate::console::ListenerInfo {
+            name: l.name.clone(),
+            scheme: l.scheme.as_str().to_owned(),
+            address: bound
+                .iter()
+                .find(|(name, _)| *name == l.name)
+                .map_or_else(|| format!("{}:{}", l.host, l.port), |(_, a)| a.to_string()),
+            protocol: match l.scheme.protocol() {
+                Some(crate::config::Protocol::Stomp) => "stomp",
+                _ => "mqtt",
+            },
+            tls: l.scheme.is_tls(),
+            websocket: l.scheme.is_websocket(),
+        })
+        .collect();
+    crate::console::ConsoleInfo {
+        broker_name: config.broker.broker_name.clone(),
+        config_file: config.source.display().to_string(),
+        listeners,
+        store_limit_bytes: config
+            .broker
+            .persistent
+            .then(|| config.limits.store_limit_bytes.unwrap_or(0)),
+        metrics_open: config.console.as_ref().is_some_and(|c| c.metrics_open),
+    }
 }
 
 /// Consume the control task's events until it ends.

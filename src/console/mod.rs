@@ -6,3 +6,13 @@
 
 pub mod realm;
 pub mod ui;
+
+mod api;
+pub mod auth;
+mod jolokia;
+mod prometheus;
+mod server;
+pub mod status;
+
+pub use api::ListenerInfo;
+pub use server::{start, Console, ConsoleHandle, ConsoleInfo};

@@ -52,6 +52,8 @@ pub struct ReloadStats {
     pub last_failure: Option<SystemTime>,
     /// Summary of the last successful reload (`no change` included).
     pub last_summary: Option<String>,
+    /// The diagnostics of the last reload of an invalid file (emptied by a good reload).
+    pub last_diagnostics: Vec<crate::config::Diagnostic>,
 }
 
 /// What one reload did.
@@ -184,6 +186,8 @@ impl Reloader {
             self.running.source.display()
         );
         self.record_failure();
+        self.stats
+            .send_modify(|s| s.last_diagnostics = diagnostics.0.clone());
         // A file the broken configuration newly names (a new import with the error) must be
         // watched too, or fixing it would go unnoticed.
         if let Some(watcher) = &self.watcher {
@@ -261,6 +265,7 @@ impl Reloader {
             s.reloads_ok += 1;
             s.last_success = Some(SystemTime::now());
             s.last_summary = Some(summary.to_owned());
+            s.last_diagnostics.clear();
         });
     }
 

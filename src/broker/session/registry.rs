@@ -226,6 +226,11 @@ impl SessionRegistry {
         self.by_client_id.lock().get(client_id).cloned()
     }
 
+    /// Every session, online or offline (for the console).
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.by_client_id.lock().values().cloned().collect()
+    }
+
     /// Every persistent session (for the store at shutdown).
     pub fn persistent_sessions(&self) -> Vec<Arc<Session>> {
         self.by_client_id

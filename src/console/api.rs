@@ -1,0 +1,313 @@
+//! The JSON API: what the pages poll and scripts read (docs/console.md lists the shapes).
+//! Reads take the broker's locks briefly, one structure at a time; nothing here is on the
+//! publish path.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::auth::{authenticate, authorize_action, Denied, User};
+use super::Console;
+use crate::broker::clients::ClientKey;
+use crate::broker::BrokerCore;
+
+/// A listener as the overview shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerInfo {
+    pub name: String,
+    pub scheme: String,
+    pub address: String,
+    pub protocol: &'static str,
+    pub tls: bool,
+    pub websocket: bool,
+}
+
+fn reader(console: &Console, headers: &HeaderMap) -> Result<User, Denied> {
+    authenticate(&console.core, headers)
+}
+
+fn admin(console: &Console, headers: &HeaderMap) -> Result<User, Denied> {
+    let user = authenticate(&console.core, headers)?;
+    authorize_action(&user, headers, &console.csrf)?;
+    Ok(user)
+}
+
+fn percent(used: u64, limit: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        (u128::from(used) * 100 / u128::from(limit)).min(100) as u64
+    }
+}
+
+/// Sessions online and offline.
+fn session_counts(core: &BrokerCore) -> (usize, usize) {
+    let sessions = core.registry.all();
+    let online = sessions.iter().filter(|s| s.is_attached()).count();
+    (online, sessions.len() - online)
+}
+
+pub(super) async fn overview(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Denied> {
+    let user = reader(&console, &headers)?;
+    let core = &console.core;
+    let counters = core.counters.snapshot();
+    let (mqtt, stomp) = core.clients.counts();
+    let (online, offline) = session_counts(core);
+    let memory_used = core.memory.used_bytes();
+    let memory_limit = core.memory.limit_bytes();
+    let store = console.info.store_limit_bytes.map(|limit| {
+        let used = core.durability().stats().message_bytes;
+        json!({ "used_bytes": used, "limit_bytes": limit, "percent": percent(used, limit) })
+    });
+    let listeners: Vec<Value> = console
+        .info
+        .listeners
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut v {
+                map.insert(
+                    "connections".into(),
+                    json!(core.clients.per_listener(&l.name)),
+                );
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "broker_name": console.info.broker_name,
+        "uptime_secs": core.started_at.elapsed().as_secs(),
+        "config_file": console.info.config_file,
+        "last_reload": console.last_reload(),
+        "listeners": listeners,
+        "connections": { "current": mqtt + stomp, "mqtt": mqtt, "stomp": stomp },
+        "messages": { "received": counters.messages_in, "sent": counters.messages_out },
+        "bytes": { "received": Value::Null, "sent": Value::Null },
+        "sessions": { "online": online, "offline": offline },
+        "subscriptions": core.subscriptions.read().len(),
+        "memory": {
+            "used_bytes": memory_used,
+            "limit_bytes": memory_limit,
+            "percent": percent(memory_used, memory_limit),
+        },
+        "store": store,
+        "csrf_token": console.csrf.token(&user.name),
+        "user": { "name": user.name, "admin": user.admin },
+    })))
+}
+
+pub(super) async fn clients(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Denied> {
+    reader(&console, &headers)?;
+    let mut live = console.core.clients.list();
+    live.sort_by_key(|(_, c)| c.connected_unix_ms);
+    let clients: Vec<Value> = live
+        .into_iter()
+        .map(|(key, c)| {
+            let subscriptions = match &c.session {
+                Some(session) => session
+                    .upgrade()
+                    .map_or(0, |s| s.with_state_unchecked(|st| st.subscriptions.len())),
+                None => 0,
+            };
+            json!({
+                "id": key.id(),
+                "client_id": visible_client_id(&c.client_id),
+                "protocol": key.protocol(),
+                "protocol_version": c.protocol_version,
+                "user": c.user.as_deref(),
+                "peer": c.peer.to_string(),
+                "listener": &*c.listener,
+                "connected_unix_ms": c.connected_unix_ms,
+                "keep_alive_secs": c.keep_alive_secs,
+                "subscriptions": subscriptions,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "clients": clients })))
+}
+
+/// STOMP's internal session names start with U+0000 (no MQTT client id may): shown without it.
+fn visible_client_id(id: &str) -> String {
+    id.trim_start_matches('\0').to_owned()
+}
+
+pub(super) async fn sessions(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Denied> {
+    reader(&console, &headers)?;
+    let now = crate::broker::clients::unix_ms_now();
+    let mut all = console.core.registry.all();
+    all.sort_by(|a, b| a.client_id().cmp(b.client_id()));
+    let sessions: Vec<Value> = all
+        .iter()
+        // STOMP subscription sessions are internal: the clients page shows their connection.
+        .filter(|s| !s.client_id().starts_with('\0'))
+        .map(|s| {
+            let connected = s.is_attached();
+            let (pending, inflight, subscriptions) = s.with_state_unchecked(|st| {
+                (st.pending.len(), st.inflight.len(), st.subscriptions.len())
+            });
+            let last_seen = (!connected)
+                .then(|| s.offline_for())
+                .flatten()
+                .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+            json!({
+                "client_id": &**s.client_id(),
+                "connected": connected,
+                "persistent": s.is_persistent(),
+                "pending": pending,
+                "inflight": inflight,
+                "subscriptions": subscriptions,
+                "last_seen_unix_ms": last_seen,
+                "expiry_secs": s.expiry_secs(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+pub(super) async fn topics(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Denied> {
+    reader(&console, &headers)?;
+    let core = &console.core;
+    let mut names = core.destinations.names();
+    names.sort();
+    let tree = core.subscriptions.read();
+    let retained = core.retained.read();
+    let topics: Vec<Value> = names
+        .iter()
+        .map(|topic| {
+            let mut subscribers = 0usize;
+            tree.for_each_match(topic, |_, _| subscribers += 1);
+            tree.for_each_shared_match(topic, |group| subscribers += group.len());
+            json!({
+                "topic": &**topic,
+                "destination": crate::security::destination::swap_chars(topic),
+                "subscribers": subscribers,
+                // Not counted per topic: it would cost the publish path (see docs/console.md).
+                "messages_in": Value::Null,
+                "retained": retained.get(topic).is_some(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "topics": topics })))
+}
+
+pub(super) async fn queues(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, Denied> {
+    reader(&console, &headers)?;
+    let queues = &console.core.queues;
+    let list: Vec<Value> = queues
+        .names()
+        .iter()
+        .filter_map(|name| queues.stats(name))
+        .map(|s| {
+            json!({
+                "name": &*s.name,
+                "depth": s.depth,
+                "consumers": s.consumers,
+                "in_flight": s.in_flight,
+                "enqueued": s.counts.enqueued,
+                "dequeued": s.counts.dequeued,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "queues": list })))
+}
+
+fn not_found(what: String) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({ "error": what }))).into_response()
+}
+
+pub(super) async fn disconnect(
+    State(console): State<Arc<Console>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match admin(&console, &headers) {
+        Ok(user) => user,
+        Err(denied) => return denied.into_response(),
+    };
+    let Some(key) = ClientKey::parse(&id) else {
+        return not_found(format!("no connection {id}"));
+    };
+    match console.core.clients.disconnect(key) {
+        Ok(client) => {
+            tracing::info!(
+                admin = %user.name,
+                connection = %id,
+                client_id = %crate::security::Bounded(&client.client_id),
+                "console: connection closed by an administrator"
+            );
+            Json(json!({ "ok": true, "id": id })).into_response()
+        }
+        Err(_) => not_found(format!("no connection {id}")),
+    }
+}
+
+pub(super) async fn delete_session(
+    State(console): State<Arc<Console>>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match admin(&console, &headers) {
+        Ok(user) => user,
+        Err(denied) => return denied.into_response(),
+    };
+    if client_id.starts_with('\0') {
+        return not_found(format!("no session {client_id}"));
+    }
+    match console.core.registry.remove_offline(&client_id) {
+        Some(Ok(session)) => {
+            console.core.forget(&session);
+            tracing::info!(
+                admin = %user.name,
+                client_id = %crate::security::Bounded(&client_id),
+                "console: offline session deleted with its queue"
+            );
+            Json(json!({ "ok": true, "client_id": client_id })).into_response()
+        }
+        Some(Err(_)) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": "the session's client is connected: disconnect it first"
+            })),
+        )
+            .into_response(),
+        None => not_found(format!("no session {client_id}")),
+    }
+}
+
+pub(super) async fn purge_queue(
+    State(console): State<Arc<Console>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match admin(&console, &headers) {
+        Ok(user) => user,
+        Err(denied) => return denied.into_response(),
+    };
+    if !console.core.queues.exists(&name) {
+        return not_found(format!("no queue {name}"));
+    }
+    let purged = console.core.queues.purge(&name);
+    tracing::info!(admin = %user.name, queue = %name, purged, "console: queue purged");
+    Json(json!({ "ok": true, "name": name, "purged": purged })).into_response()
+}

@@ -1,0 +1,322 @@
+//! The console's HTTP server: its own accept loop (plain TCP, or TLS with the broker's
+//! `<sslContext>`), each connection served by hyper's HTTP/1.1 with the axum router.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::api::{self, ListenerInfo};
+use super::auth::{authenticate, CsrfSecret};
+use super::{jolokia, prometheus, ui};
+use crate::broker::BrokerCore;
+use crate::config::{ConsoleConfig, ListenerOptions, SslContextConfig};
+use crate::reload::ReloadStats;
+
+/// What the console shows that the core does not hold.
+#[derive(Debug, Clone)]
+pub struct ConsoleInfo {
+    pub broker_name: String,
+    pub config_file: String,
+    pub listeners: Vec<ListenerInfo>,
+    /// `storeUsage` limit of a broker with a durable store; `None`: memory only.
+    pub store_limit_bytes: Option<u64>,
+    pub metrics_open: bool,
+}
+
+/// The state every request handler shares.
+pub struct Console {
+    pub(super) core: Arc<BrokerCore>,
+    pub(super) csrf: CsrfSecret,
+    pub(super) info: ConsoleInfo,
+    reload: Mutex<Option<watch::Receiver<ReloadStats>>>,
+}
+
+impl Console {
+    /// `last_reload` of `/api/overview`.
+    pub(super) fn last_reload(&self) -> Value {
+        let Some(stats) = self.reload.lock().as_ref().map(|r| r.borrow().clone()) else {
+            return json!({ "result": "none", "at_unix_ms": Value::Null, "diagnostics": [] });
+        };
+        let ms = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        };
+        let (ok, failed) = (ms(stats.last_success), ms(stats.last_failure));
+        let (result, at) = match (ok, failed) {
+            (None, None) => ("none", None),
+            (Some(ok), Some(failed)) if failed > ok => ("error", Some(failed)),
+            (None, Some(failed)) => ("error", Some(failed)),
+            (ok, _) => ("ok", ok),
+        };
+        let diagnostics: Vec<Value> = stats
+            .last_diagnostics
+            .iter()
+            .map(|d| {
+                json!({
+                    "file": d.span.as_ref().map(|s| s.file.display().to_string()),
+                    "line": d.span.as_ref().map(|s| s.line),
+                    "column": d.span.as_ref().map(|s| s.col),
+                    "severity": d.severity.to_string(),
+                    "message": d.message,
+                })
+            })
+            .collect();
+        json!({ "result": result, "at_unix_ms": at, "diagnostics": diagnostics })
+    }
+}
+
+/// A running console.
+pub struct ConsoleHandle {
+    addr: SocketAddr,
+    console: Arc<Console>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ConsoleHandle {
+    /// The bound address (port 0 in the configuration resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Report this broker's hot reloads on `/api/overview`.
+    pub fn follow_reloads(&self, stats: watch::Receiver<ReloadStats>) {
+        *self.console.reload.lock() = Some(stats);
+    }
+
+    /// Stop accepting and close every console connection.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Bind the console and serve it until [`ConsoleHandle::stop`]. Errors: no users to log in
+/// with, the address cannot be bound, or the TLS material cannot be loaded.
+pub async fn start(
+    config: &ConsoleConfig,
+    ssl: Option<&SslContextConfig>,
+    core: Arc<BrokerCore>,
+    info: ConsoleInfo,
+) -> anyhow::Result<ConsoleHandle> {
+    if core.console_users.load().is_empty() {
+        anyhow::bail!(
+            "the web console at {} has no users: name a realm file (jetty.xml's \
+             securityLoginService, or <ferromq:console realm=\"...\"/>) with lines \
+             `user: password, admin`",
+            config.address()
+        );
+    }
+    let tls = match (config.tls, ssl) {
+        (false, _) => None,
+        (true, None) => anyhow::bail!(
+            "<ferromq:console sslContext=\"true\"> needs the broker's <sslContext>"
+        ),
+        (true, Some(ssl)) => Some(
+            crate::transport::SharedTls::load(ssl, &ListenerOptions::default())
+                .map_err(|e| anyhow::anyhow!("cannot set up TLS for the web console: {e}"))?,
+        ),
+    };
+    let listener = TcpListener::bind((config.host.as_str(), config.port))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the web console to {}: {e}", config.address()))?;
+    let addr = listener.local_addr()?;
+    let console = Arc::new(Console {
+        core,
+        csrf: CsrfSecret::random(),
+        info,
+        reload: Mutex::new(None),
+    });
+    let router = router(console.clone());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(accept_loop(listener, router, tls, stop.clone()));
+    tracing::info!(
+        %addr,
+        tls = config.tls,
+        "web console listening ({}://{addr}/)",
+        if config.tls { "https" } else { "http" }
+    );
+    Ok(ConsoleHandle {
+        addr,
+        console,
+        stop,
+        task,
+    })
+}
+
+fn router(console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")))
+        .route("/index.html", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")))
+        .route("/clients", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "clients")))
+        .route("/sessions", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "sessions")))
+        .route("/topics", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "topics")))
+        .route("/queues", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "queues")))
+        .route("/static/{*path}", get(asset))
+        .route("/api/overview", get(api::overview))
+        .route("/api/clients", get(api::clients))
+        .route("/api/sessions", get(api::sessions))
+        .route("/api/topics", get(api::topics))
+        .route("/api/queues", get(api::queues))
+        .route("/api/clients/{id}/disconnect", post(api::disconnect))
+        .route("/api/sessions/{client_id}/delete", post(api::delete_session))
+        .route("/api/queues/{name}/purge", post(api::purge_queue))
+        .route("/api/jolokia/read/{mbean}/{attribute}", get(jolokia::read_one))
+        .route("/api/jolokia/read/{mbean}", get(jolokia::read_all))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({ "error": "not found" })),
+            )
+        })
+        .layer(middleware::from_fn(security_headers))
+        .with_state(console)
+}
+
+/// Headers on every response: no framing by other sites, no MIME sniffing, and no caching of
+/// the API's live (and user-specific) answers.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let api = request.uri().path().starts_with("/api") || request.uri().path() == "/metrics";
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("x-frame-options", HeaderValue::from_static("SAMEORIGIN"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if api {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn page(State(console): State<Arc<Console>>, headers: HeaderMap, name: &str) -> Response {
+    if let Err(denied) = authenticate(&console.core, &headers) {
+        return denied.into_response();
+    }
+    match ui::page(name) {
+        Some(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; img-src 'self' data:; frame-ancestors 'self'",
+                ),
+            ],
+            html,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn asset(
+    State(console): State<Arc<Console>>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Err(denied) = authenticate(&console.core, &headers) {
+        return denied.into_response();
+    }
+    match ui::asset(&path) {
+        Some((content_type, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn metrics(
+    State(console): State<Arc<Console>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !console.info.metrics_open {
+        if let Err(denied) = authenticate(&console.core, &headers) {
+            return denied.into_response();
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        prometheus::render(&console.core),
+    )
+        .into_response()
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<crate::transport::SharedTls>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("web console: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let stop = stop.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => serve(TokioIo::new(stream), service, stop).await,
+                Some(tls) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        tls.acceptor().accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => serve(TokioIo::new(stream), service, stop).await,
+                        Ok(Err(e)) => tracing::debug!("web console: TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!("web console: TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+}
+
+async fn serve<I>(io: I, service: TowerToHyperService<Router>, stop: CancellationToken)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!("web console connection: {e}");
+            }
+        }
+        // Dropped: the console's connections close with the broker.
+        _ = stop.cancelled() => {}
+    }
+}
