@@ -1,6 +1,6 @@
 //! The console's pages in a real browser: headless Chromium, driven by Selenium from
 //! `tests/console/browser_test.py`, against a broker started here from XML with an MQTT and a
-//! STOMP connector and the console on a free port. The script connects paho and stomp.py
+//! STOMP connector and the console, all on port 0. The script connects paho and stomp.py
 //! clients, checks values only the pages' script renders (from the JSON API) against
 //! `/api/overview` and a live `/metrics` scrape, clicks Disconnect as an admin and waits for
 //! that MQTT client to see its connection end, and checks a read-only user gets no buttons.
@@ -25,7 +25,9 @@ const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
 fn missing_tools() -> Option<String> {
     for path in [CHROMIUM, CHROMEDRIVER] {
         if !Path::new(path).exists() {
-            return Some(format!("{path} is missing (apt-get install chromium chromium-driver)"));
+            return Some(format!(
+                "{path} is missing (apt-get install chromium chromium-driver)"
+            ));
         }
     }
     let imports = Command::new("python3")
@@ -36,12 +38,6 @@ fn missing_tools() -> Option<String> {
         Ok(status) if status.success() => None,
         _ => Some("python3 with selenium, paho-mqtt and stomp.py is missing".into()),
     }
-}
-
-/// A port free now on 127.0.0.1 (the console binds it right after).
-fn free_port() -> u16 {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    socket.local_addr().expect("local address").port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,11 +53,11 @@ async fn pages_render_the_api_and_disconnect_a_client() {
     let dir = tempfile::tempdir().expect("temp dir");
     let realm = dir.path().join("jetty-realm.properties");
     std::fs::write(&realm, "admin: s3cret, admin\nreader: look, user\n").expect("write realm");
-    let console_port = free_port();
     let xml = format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:ferromq="urn:ferromq">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="console-test" persistent="false">
-    <ferromq:console host="127.0.0.1" port="{console_port}" realm="{realm}"/>
+    <ferromq:console host="127.0.0.1" port="0" realm="{realm}"/>
+    <destinations><topic physicalName="console.t"/></destinations>
     <transportConnectors>
       <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
       <transportConnector name="stomp" uri="stomp://127.0.0.1:0"/>
@@ -81,13 +77,14 @@ async fn pages_render_the_api_and_disconnect_a_client() {
             .expect("connector bound")
     };
     let (mqtt, stomp) = (port_of("mqtt"), port_of("stomp"));
+    let console = broker.handle.console_addr().expect("the console runs");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/browser_test.py");
     let out = dir.path().join("browser");
     std::fs::create_dir_all(&out).expect("screenshot dir");
 
     let mut child = Command::new("python3")
         .arg(&script)
-        .args(["--console", &format!("http://127.0.0.1:{console_port}")])
+        .args(["--console", &format!("http://{console}")])
         .args(["--mqtt", &mqtt.to_string(), "--stomp", &stomp.to_string()])
         .args(["--admin", "admin:s3cret", "--reader", "reader:look"])
         .arg("--out")

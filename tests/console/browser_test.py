@@ -33,6 +33,7 @@ VICTIM = "console-victim"
 KEEPER = "console-keeper"
 # A client id that is markup: the page must show it as text.
 MARKUP_ID = '<b id="injected">bold</b>'
+QUEUE = "console.q"
 
 
 def fail(message):
@@ -122,8 +123,13 @@ def wait_for(driver, condition, what):
         fail(f"{what} (page status: {status!r}, console: {driver.get_log('browser')})")
 
 
+def css_string(value):
+    """`value` as the inside of a double-quoted CSS string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
 def row(driver, client_id):
-    return driver.find_elements(By.CSS_SELECTOR, f'#clients tr[data-client-id="{client_id}"]')
+    return driver.find_elements(By.CSS_SELECTOR, f'#clients tr[data-client-id="{css_string(client_id)}"]')
 
 
 def main():
@@ -188,10 +194,23 @@ def main():
                  f"overview messages in = ferromq_messages_received_total ({int(received)})")
         print(f"ok: overview messages in = /metrics ({int(received)})", flush=True)
 
-        # The chart has drawn a rate once two polls are in.
-        wait_for(driver, lambda d: int(d.find_element(By.ID, "rate-chart").get_attribute("data-points") or 0) >= 3,
-                 "the chart has three points")
-        check(re.fullmatch(r"\d+\.\d", text_of(driver, "rate-in")) is not None, "the chart's rate is shown")
+        # Traffic for the chart: its rate is a delta of messages.received between two polls.
+        stop = threading.Event()
+
+        def publish():
+            n = 0
+            while not stop.is_set():
+                keeper.client.publish("console/t", f"t{n}", qos=0)
+                n += 1
+                time.sleep(0.02 + 0.03 * (n // 50 % 2))
+
+        traffic = threading.Thread(target=publish, daemon=True)
+        traffic.start()
+        wait_for(driver, lambda d: int(d.find_element(By.ID, "rate-chart").get_attribute("data-points") or 0) >= 5
+                 and float(text_of(d, "rate-in")) > 5, "the chart shows a rate of messages in")
+        stop.set()
+        traffic.join()
+        check(re.fullmatch(r"\d+\.\d", text_of(driver, "rate-out")) is not None, "the chart's rates are shown")
         driver.save_screenshot(os.path.join(args.out, "console-overview.png"))
 
         driver.get(base + "/clients")
@@ -237,6 +256,29 @@ def main():
         driver.get(base + "/topics")
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#topics tr[data-topic="console/t"]'),
                  "topics page lists console/t")
+
+        # Purge a queue through its page: three messages sent over STOMP, then none.
+        for i in range(3):
+            stomp_conn.send("/queue/console.q", f"q{i}")
+        deadline = time.time() + WAIT
+        while time.time() < deadline:
+            queues = json.loads(http_get(base + "/api/queues", admin))["queues"]
+            if any(q["name"] == QUEUE and q["depth"] == 3 for q in queues):
+                break
+            time.sleep(0.1)
+        else:
+            fail(f"/api/queues never showed {QUEUE} with depth 3")
+        driver.get(base + "/queues")
+        queue_row = f'#queues tr[data-queue="{QUEUE}"]'
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, queue_row + " td:nth-child(2)").text == "3",
+                 "queues page shows the depth 3")
+        driver.find_element(By.CSS_SELECTOR, queue_row + ' button[data-action="purge"]').click()
+        wait_for(driver, expected_conditions.alert_is_present(), "a confirmation dialog")
+        driver.switch_to.alert.accept()
+        wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, queue_row + " td:nth-child(2)").text == "0",
+                 "queues page shows the depth 0 after Purge")
+        check(json.loads(http_get(base + "/api/queues", admin))["queues"][0]["depth"] == 0,
+              "the queue is empty after Purge")
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         check(not errors, f"no errors in the browser console {errors}")
     finally:

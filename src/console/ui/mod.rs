@@ -61,7 +61,11 @@ mod tests {
             while let Some(at) = rest.find("\"/static/") {
                 let reference = &rest[at + 1..];
                 let end = reference.find('"').unwrap_or(reference.len());
-                assert!(asset(&reference[..end]).is_some(), "{name}: {}", &reference[..end]);
+                assert!(
+                    asset(&reference[..end]).is_some(),
+                    "{name}: {}",
+                    &reference[..end]
+                );
                 found += 1;
                 rest = &reference[end..];
             }
@@ -91,7 +95,13 @@ mod tests {
         let script = asset("app.js")
             .and_then(|(_, b)| std::str::from_utf8(b).ok())
             .unwrap_or_default();
-        for needle in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for needle in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!script.contains(needle), "app.js uses {needle}");
         }
     }
@@ -106,6 +116,9 @@ mod tests {
             asset("/static/app.js").map(|(t, _)| t),
             Some("text/javascript; charset=utf-8")
         );
-        assert_eq!(asset("style.css").map(|(t, _)| t), Some("text/css; charset=utf-8"));
+        assert_eq!(
+            asset("style.css").map(|(t, _)| t),
+            Some("text/css; charset=utf-8")
+        );
     }
 }
