@@ -5,7 +5,8 @@ Run by tests/console/browser.rs, which starts the broker with its console and pa
 MQTT clients (paho) and a STOMP client (stomp.py) connect first; the script then checks what the
 pages render from the JSON API, compares it with /api/overview and a /metrics scrape, clicks
 Disconnect on one MQTT client as an admin and waits for that client to see its connection end,
-and checks that a read-only user gets no action buttons. Exits 1 at the first failed check.
+checks that a read-only user gets no action buttons, and deletes an offline session and purges a
+queue through their pages. Exits 1 at the first failed check.
 """
 
 import argparse
@@ -34,6 +35,7 @@ KEEPER = "console-keeper"
 # A client id that is markup: the page must show it as text.
 MARKUP_ID = '<b id="injected">bold</b>'
 QUEUE = "console.q"
+OFFLINE = "console-offline"
 
 
 def fail(message):
@@ -69,13 +71,13 @@ def metric(text, *names):
 class MqttClient:
     """A paho client with its loop running; `ended` is set when its connection ends."""
 
-    def __init__(self, port, client_id, protocol):
+    def __init__(self, port, client_id, protocol, clean_session=None):
         self.connected = threading.Event()
         self.ended = threading.Event()
         self.refused = None
         self.messages = queue.Queue()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                                  reconnect_on_failure=False)
+                                  clean_session=clean_session, reconnect_on_failure=False)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *_a: self.ended.set()
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
@@ -109,6 +111,10 @@ def login(driver, auth):
     """Every request of the page (navigation and fetch) carries this Authorization header."""
     driver.execute_cdp_cmd("Network.enable", {})
     driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": auth}})
+
+
+def d_text(driver, selector):
+    return driver.find_element(By.CSS_SELECTOR, selector).text
 
 
 def text_of(driver, element_id):
@@ -250,9 +256,27 @@ def main():
             driver.get(base + "/" + name)
             wait_for(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-loaded") == "true",
                      f"{name} page loaded")
+        # An offline session (MQTT 3.1.1, clean session 0) deleted through the sessions page.
+        offline = MqttClient(args.mqtt, OFFLINE, mqtt.MQTTv311, clean_session=False)
+        subscribed = threading.Event()
+        offline.client.on_subscribe = lambda *_a: subscribed.set()
+        offline.client.subscribe("console/t", qos=1)
+        check(subscribed.wait(WAIT), "the offline client subscribed")
+        offline.stop()
         driver.get(base + "/sessions")
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'#sessions tr[data-client-id="{KEEPER}"]'),
-                 "sessions page lists the keeper")
+        offline_row = f'#sessions tr[data-client-id="{OFFLINE}"][data-connected="false"]'
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, offline_row), "sessions page lists the offline session")
+        check(d_text(driver, offline_row + " td:nth-child(2)") == "offline", "the session is shown offline")
+        keeper_row = f'#sessions tr[data-client-id="{KEEPER}"][data-connected="true"]'
+        check(driver.find_elements(By.CSS_SELECTOR, keeper_row), "sessions page lists the keeper online")
+        check(not driver.find_elements(By.CSS_SELECTOR, keeper_row + " button"), "an online session has no Delete")
+        driver.find_element(By.CSS_SELECTOR, offline_row + ' button[data-action="delete"]').click()
+        wait_for(driver, expected_conditions.alert_is_present(), "a confirmation dialog")
+        driver.switch_to.alert.accept()
+        wait_for(driver, lambda d: not d.find_elements(By.CSS_SELECTOR, f'#sessions tr[data-client-id="{OFFLINE}"]'),
+                 "the deleted session's row is gone")
+        sessions = json.loads(http_get(base + "/api/sessions", admin))["sessions"]
+        check(all(s["client_id"] != OFFLINE for s in sessions), "the session is gone from /api/sessions")
         driver.get(base + "/topics")
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#topics tr[data-topic="console/t"]'),
                  "topics page lists console/t")
