@@ -39,7 +39,10 @@ impl ClientKey {
         if let Some(n) = id.strip_prefix("mqtt-") {
             return n.parse().ok().map(ClientKey::Mqtt);
         }
-        id.strip_prefix("stomp-")?.parse().ok().map(ClientKey::Stomp)
+        id.strip_prefix("stomp-")?
+            .parse()
+            .ok()
+            .map(ClientKey::Stomp)
     }
 
     pub fn protocol(&self) -> &'static str {
@@ -58,12 +61,12 @@ pub struct LiveClient {
     pub protocol_version: &'static str,
     pub user: Option<Arc<str>>,
     pub peer: SocketAddr,
-    pub listener: Arc<str>,
+    /// The connector (shared with the connection: no copy of its name per client).
+    pub listener: Arc<crate::broker::ListenerSettings>,
     pub connected_unix_ms: u64,
     pub keep_alive_secs: u32,
     /// The MQTT session (for its subscription count); `None` for STOMP.
     pub session: Option<Weak<Session>>,
-    /// STOMP: the number of subscriptions is not tracked here.
     kick: CancellationToken,
     kicked_by_admin: AtomicBool,
 }
@@ -75,7 +78,7 @@ pub struct NewClient {
     pub protocol_version: &'static str,
     pub user: Option<Arc<str>>,
     pub peer: SocketAddr,
-    pub listener: Arc<str>,
+    pub listener: Arc<crate::broker::ListenerSettings>,
     pub keep_alive_secs: u32,
     pub session: Option<Weak<Session>>,
     /// Cancelled to close the connection (the MQTT session's kick token; the STOMP task's own).
@@ -120,7 +123,12 @@ impl ClientRegistry {
     /// Close a connection as an administrator: its task sees its kick token cancelled and
     /// asks [`ClientRegistry::kicked_by_admin`] why.
     pub fn disconnect(&self, key: ClientKey) -> Result<Arc<LiveClient>, KickError> {
-        let entry = self.live.lock().get(&key).cloned().ok_or(KickError::NotFound)?;
+        let entry = self
+            .live
+            .lock()
+            .get(&key)
+            .cloned()
+            .ok_or(KickError::NotFound)?;
         entry.kicked_by_admin.store(true, Ordering::Release);
         entry.kick.cancel();
         Ok(entry)
@@ -159,7 +167,7 @@ impl ClientRegistry {
         self.live
             .lock()
             .values()
-            .filter(|c| &*c.listener == listener)
+            .filter(|c| c.listener.name == listener)
             .count()
     }
 }
@@ -176,16 +184,27 @@ mod tests {
     use super::*;
 
     fn client(kick: CancellationToken) -> NewClient {
+        let (_, listener) = crate::broker::runtime::test_core(Arc::new(
+            crate::broker::durability::MemoryOnly::default(),
+        ));
         NewClient {
             client_id: "c".into(),
             protocol_version: "5.0",
             user: None,
             peer: "127.0.0.1:1".parse().expect("addr"),
-            listener: "mqtt".into(),
+            listener,
             keep_alive_secs: 60,
             session: None,
             kick,
         }
+    }
+
+    /// What the console costs an idle connection: this entry (one allocation, with the Arc
+    /// counts) plus its slot in the map. The connection task itself does not grow.
+    #[test]
+    fn an_entry_stays_small() {
+        let entry = std::mem::size_of::<LiveClient>();
+        assert!(entry <= 128, "LiveClient is {entry} bytes");
     }
 
     #[test]
@@ -203,6 +222,7 @@ mod tests {
         assert!(kick.is_cancelled());
         assert!(registry.kicked_by_admin(ClientKey::Mqtt(1)));
         assert_eq!(registry.counts(), (1, 0));
+        assert_eq!(registry.per_listener("mqtt"), 1);
         registry.remove(ClientKey::Mqtt(1));
         assert_eq!(registry.counts(), (0, 0));
     }

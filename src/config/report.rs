@@ -283,7 +283,11 @@ fn console_line(c: &crate::config::model::ConsoleConfig) -> String {
     } else {
         ""
     };
-    format!("{scheme}://{} from {}, {realm}{metrics}", c.address(), c.source)
+    format!(
+        "{scheme}://{} from {}, {realm}{metrics}",
+        c.address(),
+        c.source
+    )
 }
 
 fn listener(l: &Listener) -> ListenerSummary {

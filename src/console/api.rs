@@ -128,7 +128,7 @@ pub(super) async fn clients(
                 "protocol_version": c.protocol_version,
                 "user": c.user.as_deref(),
                 "peer": c.peer.to_string(),
-                "listener": &*c.listener,
+                "listener": c.listener.name,
                 "connected_unix_ms": c.connected_unix_ms,
                 "keep_alive_secs": c.keep_alive_secs,
                 "subscriptions": subscriptions,
@@ -185,8 +185,31 @@ pub(super) async fn topics(
 ) -> Result<Json<Value>, Denied> {
     reader(&console, &headers)?;
     let core = &console.core;
-    let mut names = core.destinations.names();
-    names.sort();
+    // The topics that exist (recorded when authorization is on), those with a retained
+    // message, and the concrete topics subscribed to (without authorization the broker keeps
+    // no list of topics: a publish to a new topic costs nothing more).
+    let mut names: std::collections::BTreeSet<String> = core
+        .destinations
+        .names()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    names.extend(core.retained.read().iter().map(|(t, _)| t.to_owned()));
+    for session in core.registry.all() {
+        session.with_state_unchecked(|st| {
+            for filter in st.subscriptions.keys() {
+                let filter = match crate::protocol::topic::parse_shared_subscription(filter) {
+                    Ok(Some(share)) => share.filter,
+                    _ => filter.as_str(),
+                };
+                if !crate::broker::routing::destinations::is_wildcard(filter)
+                    && !filter.starts_with('$')
+                {
+                    names.insert(filter.to_owned());
+                }
+            }
+        });
+    }
     let tree = core.subscriptions.read();
     let retained = core.retained.read();
     let topics: Vec<Value> = names
@@ -196,7 +219,7 @@ pub(super) async fn topics(
             tree.for_each_match(topic, |_, _| subscribers += 1);
             tree.for_each_shared_match(topic, |group| subscribers += group.len());
             json!({
-                "topic": &**topic,
+                "topic": topic,
                 "destination": crate::security::destination::swap_chars(topic),
                 "subscribers": subscribers,
                 // Not counted per topic: it would cost the publish path (see docs/console.md).

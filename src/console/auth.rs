@@ -105,7 +105,9 @@ pub fn authenticate(core: &BrokerCore, headers: &HeaderMap) -> Result<User, Deni
     }
     let user = found.ok_or(Denied::Unauthenticated)?;
     if !user.may_read() {
-        return Err(Denied::Forbidden("the user has neither the admin nor the user role"));
+        return Err(Denied::Forbidden(
+            "the user has neither the admin nor the user role",
+        ));
     }
     Ok(User {
         name: user.name.clone(),

@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 use super::auth::authenticate;
 use super::Console;
 
-
 pub(super) async fn read_one(
     State(console): State<Arc<Console>>,
     Path((mbean, attribute)): Path<(String, String)>,
@@ -32,7 +31,12 @@ pub(super) async fn read_all(
     read(&console, &headers, mbean, None)
 }
 
-fn read(console: &Console, headers: &HeaderMap, mbean: String, attribute: Option<String>) -> Response {
+fn read(
+    console: &Console,
+    headers: &HeaderMap,
+    mbean: String,
+    attribute: Option<String>,
+) -> Response {
     if let Err(denied) = authenticate(&console.core, headers) {
         return denied.into_response();
     }
@@ -126,10 +130,16 @@ fn attributes(console: &Console) -> BTreeMap<&'static str, Value> {
         ("BrokerVersion", json!(env!("CARGO_PKG_VERSION"))),
         ("CurrentConnectionsCount", json!(connections)),
         ("MemoryLimit", json!(memory_limit)),
-        ("MemoryPercentUsage", json!(percent(memory_used, memory_limit))),
+        (
+            "MemoryPercentUsage",
+            json!(percent(memory_used, memory_limit)),
+        ),
         ("StoreLimit", json!(store_limit)),
         ("StorePercentUsage", json!(percent(store_used, store_limit))),
-        ("TotalConnectionsCount", json!(counters.connections_accepted)),
+        (
+            "TotalConnectionsCount",
+            json!(counters.connections_accepted),
+        ),
         (
             "TotalConsumerCount",
             json!(core.subscriptions.read().len() + queue_consumers),
@@ -180,9 +190,18 @@ mod tests {
 
     #[test]
     fn the_broker_mbean_is_recognised_in_any_key_order() {
-        assert!(is_this_broker("org.apache.activemq:type=Broker,brokerName=b", "b"));
-        assert!(is_this_broker("org.apache.activemq:brokerName=b,type=Broker", "b"));
-        assert!(!is_this_broker("org.apache.activemq:type=Broker,brokerName=c", "b"));
+        assert!(is_this_broker(
+            "org.apache.activemq:type=Broker,brokerName=b",
+            "b"
+        ));
+        assert!(is_this_broker(
+            "org.apache.activemq:brokerName=b,type=Broker",
+            "b"
+        ));
+        assert!(!is_this_broker(
+            "org.apache.activemq:type=Broker,brokerName=c",
+            "b"
+        ));
         assert!(!is_this_broker(
             "org.apache.activemq:type=Broker,brokerName=b,destinationType=Queue",
             "b"

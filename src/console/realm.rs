@@ -175,13 +175,13 @@ pub fn parse(text: &str) -> (Vec<RealmUser>, Vec<RealmError>) {
             errors.push(RealmError {
                 line,
                 col,
-                message: "a realm line is `user: password [,role ...]`; this one has no `:`"
-                    .into(),
+                message: "a realm line is `user: password [,role ...]`; this one has no `:`".into(),
             });
             continue;
         };
         let name = trimmed[..split].trim();
-        let value = trimmed[split + 1..].trim();
+        let after = &trimmed[split + 1..];
+        let value = after.trim();
         if name.is_empty() {
             errors.push(RealmError {
                 line,
@@ -194,7 +194,8 @@ pub fn parse(text: &str) -> (Vec<RealmUser>, Vec<RealmError>) {
             Some((password, roles)) => (password.trim(), roles),
             None => (value, ""),
         };
-        let value_col = u32::try_from(indent + split + 2).unwrap_or(u32::MAX);
+        let value_start = indent + split + 1 + (after.len() - after.trim_start().len());
+        let value_col = u32::try_from(value_start + 1).unwrap_or(u32::MAX);
         let credential = match Credential::parse(password) {
             Ok(c) => c,
             Err(message) => {
@@ -276,7 +277,7 @@ mod tests {
         assert_eq!(users.len(), 1);
         assert_eq!(errors.len(), 3);
         assert_eq!((errors[0].line, errors[0].col), (2, 3));
-        assert_eq!((errors[1].line, errors[1].col), (3, 5));
+        assert_eq!((errors[1].line, errors[1].col), (3, 6));
         assert!(errors[1].message.contains("MD5"));
         assert!(!errors[1].message.contains("12"), "never echo a password");
         assert_eq!(errors[2].line, 4);

@@ -123,9 +123,9 @@ pub async fn start(
     }
     let tls = match (config.tls, ssl) {
         (false, _) => None,
-        (true, None) => anyhow::bail!(
-            "<ferromq:console sslContext=\"true\"> needs the broker's <sslContext>"
-        ),
+        (true, None) => {
+            anyhow::bail!("<ferromq:console sslContext=\"true\"> needs the broker's <sslContext>")
+        }
         (true, Some(ssl)) => Some(
             crate::transport::SharedTls::load(ssl, &ListenerOptions::default())
                 .map_err(|e| anyhow::anyhow!("cannot set up TLS for the web console: {e}"))?,
@@ -160,12 +160,30 @@ pub async fn start(
 
 fn router(console: Arc<Console>) -> Router {
     Router::new()
-        .route("/", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")))
-        .route("/index.html", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")))
-        .route("/clients", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "clients")))
-        .route("/sessions", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "sessions")))
-        .route("/topics", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "topics")))
-        .route("/queues", get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "queues")))
+        .route(
+            "/",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")),
+        )
+        .route(
+            "/index.html",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")),
+        )
+        .route(
+            "/clients",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "clients")),
+        )
+        .route(
+            "/sessions",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "sessions")),
+        )
+        .route(
+            "/topics",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "topics")),
+        )
+        .route(
+            "/queues",
+            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "queues")),
+        )
         .route("/static/{*path}", get(asset))
         .route("/api/overview", get(api::overview))
         .route("/api/clients", get(api::clients))
@@ -173,9 +191,15 @@ fn router(console: Arc<Console>) -> Router {
         .route("/api/topics", get(api::topics))
         .route("/api/queues", get(api::queues))
         .route("/api/clients/{id}/disconnect", post(api::disconnect))
-        .route("/api/sessions/{client_id}/delete", post(api::delete_session))
+        .route(
+            "/api/sessions/{client_id}/delete",
+            post(api::delete_session),
+        )
         .route("/api/queues/{name}/purge", post(api::purge_queue))
-        .route("/api/jolokia/read/{mbean}/{attribute}", get(jolokia::read_one))
+        .route(
+            "/api/jolokia/read/{mbean}/{attribute}",
+            get(jolokia::read_one),
+        )
         .route("/api/jolokia/read/{mbean}", get(jolokia::read_all))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -245,17 +269,17 @@ async fn asset(
     }
 }
 
-async fn metrics(
-    State(console): State<Arc<Console>>,
-    headers: axum::http::HeaderMap,
-) -> Response {
+async fn metrics(State(console): State<Arc<Console>>, headers: axum::http::HeaderMap) -> Response {
     if !console.info.metrics_open {
         if let Err(denied) = authenticate(&console.core, &headers) {
             return denied.into_response();
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         prometheus::render(&console.core),
     )
         .into_response()

@@ -32,12 +32,16 @@ pub async fn get(
     tokio::spawn(connection);
     let mut request = hyper::Request::get(path).header(hyper::header::HOST, authority);
     if let Some((user, password)) = credentials {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         request = request.header(hyper::header::AUTHORIZATION, format!("Basic {encoded}"));
     }
-    let response = tokio::time::timeout(TIMEOUT, sender.send_request(request.body(Empty::<Bytes>::new())?))
-        .await
-        .map_err(|_| anyhow::anyhow!("the console did not answer within {} s", TIMEOUT.as_secs()))??;
+    let response = tokio::time::timeout(
+        TIMEOUT,
+        sender.send_request(request.body(Empty::<Bytes>::new())?),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the console did not answer within {} s", TIMEOUT.as_secs()))??;
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes().to_vec();
     Ok((status, body))
@@ -81,7 +85,11 @@ pub fn describe(overview: &Value) -> String {
             s(&l["scheme"]),
             s(&l["address"]),
             s(&l["protocol"]),
-            if l["tls"] == Value::Bool(true) { ", tls" } else { "" },
+            if l["tls"] == Value::Bool(true) {
+                ", tls"
+            } else {
+                ""
+            },
             s(&l["connections"])
         );
     }

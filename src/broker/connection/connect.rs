@@ -364,7 +364,7 @@ where
             user: (!conn.identity.principal.anonymous)
                 .then(|| conn.identity.principal.user.clone()),
             peer: params.peer,
-            listener: Arc::from(params.listener.name.as_str()),
+            listener: params.listener.clone(),
             keep_alive_secs: u32::from(server_keep_alive.unwrap_or(connect.keep_alive_secs)),
             session: Some(Arc::downgrade(&conn.session)),
             kick: conn.token.kick.clone(),

@@ -384,7 +384,9 @@ where
     .await;
     conn.core
         .clients
-        .remove(crate::broker::clients::ClientKey::Mqtt(conn.token.generation));
+        .remove(crate::broker::clients::ClientKey::Mqtt(
+            conn.token.generation,
+        ));
     if Box::pin(conn.close(reason, &mut writer)).await {
         Box::pin(linger(&mut reader)).await;
     }

@@ -69,7 +69,11 @@ impl BrokerApply {
         }
         if diff.console_users {
             // Read per console request: the next login uses the new realm file.
-            let users = new.console.as_ref().map(|c| c.users.clone()).unwrap_or_default();
+            let users = new
+                .console
+                .as_ref()
+                .map(|c| c.users.clone())
+                .unwrap_or_default();
             let count = users.len();
             self.core.console_users.store(Arc::new(users));
             tracing::info!(users = count, "console realm file re-read");

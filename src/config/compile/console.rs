@@ -89,9 +89,7 @@ fn jetty_beans(ctx: &mut Ctx<'_>, root: &Element) -> Option<JettyBeans> {
         .iter()
         .find(|c| is_bean_with_id(c, "securityLoginService"))
         .and_then(|bean| property(bean, "config"))
-        .and_then(|attr| {
-            realm_path(ctx, attr).map(|path| (path, attr.value_span.clone()))
-        });
+        .and_then(|attr| realm_path(ctx, attr).map(|path| (path, attr.value_span.clone())));
     Some(JettyBeans {
         host,
         port,
@@ -103,7 +101,12 @@ fn jetty_beans(ctx: &mut Ctx<'_>, root: &Element) -> Option<JettyBeans> {
 /// `${activemq.conf}` (and other known properties) in a path that the loader left literal
 /// (no PropertyPlaceholderConfigurer declared), then ActiveMQ's resource rules.
 fn realm_path(ctx: &mut Ctx<'_>, attr: &Attr) -> Option<PathBuf> {
-    match super::jaas_plugin::expand(&attr.value, ctx.properties) {
+    // ActiveMQ's launcher always sets activemq.conf: the configuration file's directory.
+    let mut properties = ctx.properties.clone();
+    properties
+        .entry("activemq.conf".to_owned())
+        .or_insert_with(|| ctx.config_dir.display().to_string());
+    match super::jaas_plugin::expand(&attr.value, &properties) {
         Ok(value) => Some(ctx.resource_path(value.trim())),
         Err(name) => {
             ctx.value_error(
@@ -268,6 +271,9 @@ mod tests {
     #[test]
     fn a_missing_realm_file_is_an_error() {
         let loaded = load("<ferromq:console port=\"0\" realm=\"/nonexistent/realm.properties\"/>");
-        assert!(has(&loaded.diagnostics, "cannot read the console realm file"));
+        assert!(has(
+            &loaded.diagnostics,
+            "cannot read the console realm file"
+        ));
     }
 }

@@ -7,8 +7,8 @@
 //! what it ignores, and nothing is silently dropped.
 
 mod broker;
-pub(crate) mod console;
 mod connectors;
+pub(crate) mod console;
 mod delivery;
 mod destinations;
 mod jaas_plugin;

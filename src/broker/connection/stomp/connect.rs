@@ -194,11 +194,14 @@ where
     params.core.clients.register(
         crate::broker::clients::ClientKey::Stomp(tag),
         crate::broker::clients::NewClient {
-            client_id: conn.client_id.clone().unwrap_or_else(|| session_name.clone()),
+            client_id: conn
+                .client_id
+                .clone()
+                .unwrap_or_else(|| session_name.clone()),
             protocol_version: version.as_str(),
             user: (!conn.principal.anonymous).then(|| conn.principal.user.clone()),
             peer: params.peer,
-            listener: Arc::from(params.listener.name.as_str()),
+            listener: params.listener.clone(),
             keep_alive_secs: heart_beat
                 .read_limit
                 .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),

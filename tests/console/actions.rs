@@ -1,0 +1,325 @@
+//! Admin actions as their clients observe them: disconnect (MQTT 5 DISCONNECT 0x98, MQTT
+//! 3.1.1 and STOMP closed), delete an offline session with its queue (409 while connected),
+//! purge a queue.
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet as P5};
+use rumqttc::v5::{ConnectionError, Event as Event5, MqttOptions as Options5, StateError};
+use serde_json::Value;
+
+use crate::http::{act, get};
+use crate::stomp_client::StompClient;
+use crate::support::STEP;
+use crate::{Env, ADMIN};
+
+/// The console's connection id of `client_id`, waiting until it is listed.
+async fn connection_id(env: &Env, client_id: &str) -> String {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let clients = get(env.console, "/api/clients", Some(ADMIN)).await.json();
+        let found = clients["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["client_id"] == client_id)
+            .and_then(|c| c["id"].as_str().map(str::to_owned));
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{client_id} not listed: {clients}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn listed(clients: &Value, client_id: &str) -> bool {
+    clients["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["client_id"] == client_id)
+}
+
+#[tokio::test]
+async fn a_rumqttc_v5_client_is_disconnected_and_leaves_the_list() {
+    let env = Env::start().await;
+    let mqtt = env.listener("mqtt");
+    let mut options = Options5::new("kick-me", "127.0.0.1", mqtt.port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 10);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event5::Incoming(P5::Disconnect(d))) => {
+                    let _ = tx.send(Some(d.reason_code));
+                }
+                Ok(_) => {}
+                // rumqttc reports the server's DISCONNECT as the error that ends its loop.
+                Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                    reason_code,
+                    ..
+                })) => {
+                    let _ = tx.send(Some(reason_code));
+                    let _ = tx.send(None);
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+            }
+        }
+    });
+    let id = connection_id(&env, "kick-me").await;
+    let clients = get(env.console, "/api/clients", Some(ADMIN)).await.json();
+    let entry = clients["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == id.as_str())
+        .cloned()
+        .expect("entry");
+    assert_eq!(entry["protocol"], "mqtt");
+    assert_eq!(entry["protocol_version"], "5.0");
+    assert_eq!(entry["listener"], "mqtt");
+    assert_eq!(entry["keep_alive_secs"], 30);
+    assert!(entry["peer"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
+    let done = act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+    // rumqttc 0.24 reports the close ("connection closed by peer") without surfacing the
+    // DISCONNECT's reason; if it does, it must be 0x98. The byte itself is read by a raw
+    // client in `a_raw_mqtt5_client_reads_disconnect_0x98`.
+    loop {
+        let event = tokio::time::timeout(STEP, rx.recv())
+            .await
+            .expect("closed in time")
+            .expect("event");
+        match event {
+            Some(reason) => assert_eq!(reason, DisconnectReasonCode::AdministrativeAction),
+            None => break,
+        }
+    }
+    assert!(!listed(
+        &get(env.console, "/api/clients", Some(ADMIN)).await.json(),
+        "kick-me"
+    ));
+    // Twice: the connection is gone.
+    let again = act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN).await;
+    assert_eq!(again.status, 404);
+    drop(client);
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn mqtt311_and_stomp_clients_see_their_connection_closed() {
+    let env = Env::start().await;
+    let mut options =
+        rumqttc::MqttOptions::new("old-client", "127.0.0.1", env.listener("mqtt").port());
+    options.set_keep_alive(Duration::from_secs(30));
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+    let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while eventloop.poll().await.is_ok() {}
+        let _ = tx.send(());
+    });
+    let mut stomp = StompClient::tcp(env.listener("stomp")).await;
+    let connected = stomp.connect(&[("client-id", "stomp-kick")]).await;
+    assert_eq!(connected.command, "CONNECTED");
+
+    let id = connection_id(&env, "old-client").await;
+    assert_eq!(
+        act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN)
+            .await
+            .status,
+        200
+    );
+    tokio::time::timeout(STEP, closed.recv())
+        .await
+        .expect("MQTT 3.1.1 connection closed in time");
+
+    let id = connection_id(&env, "stomp-kick").await;
+    assert!(id.starts_with("stomp-"), "{id}");
+    let clients = get(env.console, "/api/clients", Some(ADMIN)).await.json();
+    let entry = clients["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == id.as_str())
+        .cloned()
+        .expect("entry");
+    assert_eq!(entry["protocol"], "stomp");
+    assert_eq!(entry["protocol_version"], "1.2");
+    assert_eq!(
+        act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN)
+            .await
+            .status,
+        200
+    );
+    let error = stomp.recv().await;
+    assert_eq!(error.command, "ERROR");
+    assert!(
+        error.body_text().contains("administrator"),
+        "{}",
+        error.body_text()
+    );
+    stomp.expect_closed_within(STEP).await;
+    assert_eq!(
+        act(env.console, "/api/clients/mqtt-999999/disconnect", ADMIN)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        act(env.console, "/api/clients/nonsense/disconnect", ADMIN)
+            .await
+            .status,
+        404
+    );
+    env.broker.shutdown().await;
+}
+
+/// The session of `client_id` once its connection has left.
+async fn offline_session(env: &Env, client_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let sessions = get(env.console, "/api/sessions", Some(ADMIN)).await.json();
+        let found = sessions["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["client_id"] == client_id && s["connected"] == false)
+            .cloned();
+        if let Some(session) = found {
+            return session;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{sessions}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_offline_session_is_deleted_with_its_queue_and_a_connected_one_is_refused() {
+    let env = Env::start().await;
+    let mqtt = env.listener("mqtt");
+    let mut options = rumqttc::MqttOptions::new("keeper", "127.0.0.1", mqtt.port());
+    options.set_clean_session(false);
+    let mut subscriber = crate::support::Client::connect_with(options).await;
+    subscriber
+        .subscribe("news/#", rumqttc::QoS::AtLeastOnce)
+        .await;
+
+    let connected = act(env.console, "/api/sessions/keeper/delete", ADMIN).await;
+    assert_eq!(connected.status, 409, "{}", connected.text());
+
+    subscriber.disconnect().await;
+    // Messages queued for the offline session.
+    let mut publisher = crate::support::Client::connect(mqtt, "pub").await;
+    for _ in 0..3 {
+        publisher
+            .publish("news/a", rumqttc::QoS::AtLeastOnce, false, b"m")
+            .await;
+    }
+    let keeper = offline_session(&env, "keeper").await;
+    assert_eq!(keeper["pending"], 3, "{keeper}");
+    assert_eq!(keeper["subscriptions"], 1);
+    assert!(keeper["last_seen_unix_ms"].as_u64().is_some());
+
+    let deleted = act(env.console, "/api/sessions/keeper/delete", ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let sessions = get(env.console, "/api/sessions", Some(ADMIN)).await.json();
+    assert!(
+        !sessions["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["client_id"] == "keeper"),
+        "{sessions}"
+    );
+    // Its subscription went with it: the client comes back to no session and no messages.
+    let mut options = rumqttc::MqttOptions::new("keeper", "127.0.0.1", mqtt.port());
+    options.set_clean_session(false);
+    let back = crate::support::Client::connect_with(options).await;
+    assert!(!back.session_present);
+    assert_eq!(
+        act(env.console, "/api/sessions/keeper2/delete", ADMIN)
+            .await
+            .status,
+        404
+    );
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn purging_a_queue_empties_it() {
+    let env = Env::start().await;
+    let mut producer = StompClient::tcp(env.listener("stomp")).await;
+    producer.connect(&[]).await;
+    for n in 0..3 {
+        let receipt = format!("r{n}");
+        producer
+            .send(
+                "SEND",
+                &[("destination", "/queue/orders"), ("receipt", &receipt)],
+                "order",
+            )
+            .await;
+        assert_eq!(producer.recv().await.command, "RECEIPT");
+    }
+    let queues = get(env.console, "/api/queues", Some(ADMIN)).await.json();
+    let orders = &queues["queues"][0];
+    assert_eq!(orders["name"], "orders");
+    assert_eq!(orders["depth"], 3);
+    assert_eq!(orders["enqueued"], 3);
+    assert_eq!(orders["consumers"], 0);
+    let purged = act(env.console, "/api/queues/orders/purge", ADMIN).await;
+    assert_eq!(purged.status, 200);
+    assert_eq!(purged.json()["purged"], 3);
+    let queues = get(env.console, "/api/queues", Some(ADMIN)).await.json();
+    assert_eq!(queues["queues"][0]["depth"], 0);
+    // A consumer now gets nothing.
+    let mut consumer = StompClient::tcp(env.listener("stomp")).await;
+    consumer.connect(&[]).await;
+    consumer
+        .send(
+            "SUBSCRIBE",
+            &[("destination", "/queue/orders"), ("id", "1")],
+            "",
+        )
+        .await;
+    assert!(consumer
+        .recv_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    assert_eq!(
+        act(env.console, "/api/queues/nope/purge", ADMIN)
+            .await
+            .status,
+        404
+    );
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_raw_mqtt5_client_reads_disconnect_0x98() {
+    let env = Env::start().await;
+    let mut raw = crate::support::RawClient::connected_v5(env.listener("mqtt"), "raw-kick").await;
+    let id = connection_id(&env, "raw-kick").await;
+    assert_eq!(
+        act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN)
+            .await
+            .status,
+        200
+    );
+    match raw.recv().await {
+        ferromq::protocol::Packet::Disconnect(d) => assert_eq!(d.reason, 0x98),
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    raw.expect_closed().await;
+    env.broker.shutdown().await;
+}

@@ -1,0 +1,273 @@
+//! Enabling the console from ActiveMQ's jetty.xml, `check`'s report and errors, a reloaded
+//! realm file, and `ferromq status`.
+
+use std::process::Command;
+
+use crate::http::get;
+use crate::support::{xml::no_env, BrokerXml, TestBroker, STEP};
+use crate::{write, Env, ADMIN, REALM, VIEWER};
+
+/// ActiveMQ's jetty.xml as upstream ships it, on port `port`.
+fn jetty_xml(port: &str) -> String {
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <bean id="securityLoginService" class="org.eclipse.jetty.security.HashLoginService">
+        <property name="name" value="ActiveMQRealm" />
+        <property name="config" value="${{activemq.conf}}/jetty-realm.properties" />
+    </bean>
+    <bean id="jettyPort" class="org.apache.activemq.web.WebConsolePort" init-method="start">
+        <property name="host" value="127.0.0.1"/>
+        <property name="port" value="{port}"/>
+    </bean>
+</beans>
+"#
+    )
+}
+
+/// activemq.xml importing jetty.xml, as upstream's does (the import after `<broker>`).
+fn activemq_importing_jetty() -> String {
+    let broker = BrokerXml::new()
+        .name("jetty")
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    broker.replace("</beans>", "  <import resource=\"jetty.xml\"/>\n</beans>")
+}
+
+fn ferromq() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferromq"))
+}
+
+#[tokio::test]
+async fn an_imported_jetty_xml_enables_the_console_with_its_realm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "jetty.xml", &jetty_xml("0"));
+    write(dir.path(), "jetty-realm.properties", REALM);
+    write(dir.path(), "activemq.xml", &activemq_importing_jetty());
+    let config = crate::support::xml::load_file(&dir.path().join("activemq.xml"));
+    let console = config.console.as_ref().expect("console enabled");
+    assert_eq!(console.source, "jetty.xml");
+    assert_eq!(console.users.len(), 5);
+    assert_eq!(
+        console.realm.as_deref(),
+        Some(dir.path().join("jetty-realm.properties").as_path())
+    );
+    let broker = TestBroker::start(config).await;
+    let addr = broker.handle.console_addr().expect("console runs");
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_eq!(get(addr, "/api/overview", Some(ADMIN)).await.status, 200);
+    assert_eq!(get(addr, "/api/overview", None).await.status, 401);
+    broker.shutdown().await;
+}
+
+#[test]
+fn the_upstream_example_enables_it_on_8161_and_check_reports_it_without_passwords() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = ferromq()
+        .current_dir(root)
+        .args(["check", "examples/upstream-activemq.xml"])
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("web console: http://127.0.0.1:8161 from jetty.xml, realm ")
+            && stdout.contains("jetty-realm.properties (2 users)"),
+        "{stdout}"
+    );
+    // The example realm's passwords are `admin` and `user`: the report names no password.
+    assert!(!stdout.contains("admin, admin") && !stdout.contains("user, user"));
+    // Examples without jetty.xml: console off.
+    for example in ["examples/security.xml", "conf/activemq.xml"] {
+        let output = ferromq()
+            .current_dir(root)
+            .args(["check", example])
+            .output()
+            .expect("run check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!stdout.contains("web console"), "{example}: {stdout}");
+    }
+}
+
+#[test]
+fn check_reports_realm_and_port_errors_at_file_line_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "jetty-realm.properties",
+        "admin: pw, admin\nbroken line without separator\nx: MD5:abc, user\n",
+    );
+    let xml = BrokerXml::new()
+        .child(r#"<console xmlns="urn:ferromq" port="0" realm="jetty-realm.properties"/>"#)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "activemq.xml", &xml);
+    let output = ferromq()
+        .args(["check"])
+        .arg(dir.path().join("activemq.xml"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let realm = dir.path().join("jetty-realm.properties");
+    assert!(
+        stdout.contains(&format!("{}:2:1: error:", realm.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}:3:4: error: user `x`: an MD5: password",
+            realm.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pw, admin"), "no password in the report");
+
+    // A port out of range, at its value; a missing realm file.
+    let xml = BrokerXml::new()
+        .child(r#"<console xmlns="urn:ferromq" port="99999" realm="missing.properties"/>"#)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "activemq.xml", &xml);
+    let output = ferromq()
+        .args(["check"])
+        .arg(dir.path().join("activemq.xml"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: the console port must be 0-65535, not `99999`"),
+        "{stdout}"
+    );
+    let xml = BrokerXml::new()
+        .child(r#"<console xmlns="urn:ferromq" port="0" realm="missing.properties"/>"#)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "activemq.xml", &xml);
+    let output = ferromq()
+        .args(["check"])
+        .arg(dir.path().join("activemq.xml"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "{}:3:5: error: cannot read the console realm file",
+            dir.path().join("activemq.xml").display()
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_rereads_the_realm_file() {
+    let mut env = Env::start().await;
+    assert_eq!(
+        get(env.console, "/api/overview", Some(("newbie", "pw")))
+            .await
+            .status,
+        401
+    );
+    // The configuration the broker runs, then a new user in the realm file.
+    let config = crate::support::xml::load_file(&env.dir.path().join("activemq.xml"));
+    env.broker
+        .handle
+        .enable_reload(config, no_env(), false)
+        .await;
+    std::fs::write(env.realm_path(), format!("{REALM}newbie: pw, user\n")).expect("realm");
+    let reload = env.broker.handle.reload().expect("reload");
+    let mut stats = reload.subscribe();
+    reload.request();
+    tokio::time::timeout(
+        STEP,
+        stats.wait_for(|s| s.reloads_ok + s.reloads_failed > 0),
+    )
+    .await
+    .expect("reloaded in time")
+    .expect("stats");
+    assert_eq!(stats.borrow().reloads_ok, 1, "{:?}", *stats.borrow());
+    assert!(stats
+        .borrow()
+        .last_summary
+        .as_deref()
+        .is_some_and(|s| s.contains("~console users")));
+    assert_eq!(
+        get(env.console, "/api/overview", Some(("newbie", "pw")))
+            .await
+            .status,
+        200
+    );
+    let overview = get(env.console, "/api/overview", Some(VIEWER)).await.json();
+    assert_eq!(overview["last_reload"]["result"], "ok");
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
+    let env = Env::start().await;
+    let url = format!("http://{}", env.console);
+    let console = env.console;
+    let output = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .args([
+                "status",
+                "--console",
+                &url,
+                "--user",
+                "viewer",
+                "--password-env",
+                "CONSOLE_PW",
+            ])
+            .env("CONSOLE_PW", crate::PASSWORD)
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("broker console-test (ferromq "), "{stdout}");
+    assert!(
+        stdout.contains("connections: 0 (mqtt 0, stomp 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("listener mqtt mqtt "), "{stdout}");
+    // A wrong password: refused, non-zero.
+    let url = format!("http://{console}");
+    let refused = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .args([
+                "status",
+                "--console",
+                &url,
+                "--user",
+                "viewer",
+                "--password-env",
+                "CONSOLE_PW",
+            ])
+            .env("CONSOLE_PW", "wrong")
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    assert_eq!(refused.status.code(), Some(1));
+    env.broker.shutdown().await;
+    // Nothing listening any more.
+    let url = format!("http://{console}");
+    let unreachable = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .args(["status", "--console", &url])
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the console"));
+}
