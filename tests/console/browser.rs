@@ -3,7 +3,8 @@
 //! STOMP connector and the console, all on port 0. The script connects paho and stomp.py
 //! clients, checks values only the pages' script renders (from the JSON API) against
 //! `/api/overview` and a live `/metrics` scrape, clicks Disconnect as an admin and waits for
-//! that MQTT client to see its connection end, and checks a read-only user gets no buttons.
+//! that MQTT client to see its connection end, and checks a read-only user gets no buttons. The
+//! file is broken and reloaded before: the overview shows the failed reload's diagnostics.
 //!
 //! Needs `/usr/bin/chromium`, `/usr/bin/chromedriver` (Debian's `chromium`, `chromium-driver`)
 //! and python `selenium`, `paho-mqtt`, `stomp.py`: skipped with a message without them, unless
@@ -14,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::broker::TestBroker;
+use crate::support::xml::{load_file, no_env};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -65,7 +67,26 @@ async fn pages_render_the_api_and_disconnect_a_client() {
 </beans>"#,
         realm = realm.display()
     );
-    let broker = TestBroker::from_xml(&xml).await;
+    // Started from a file with reload on: a failed reload is what the overview shows.
+    let file = dir.path().join("activemq.xml");
+    std::fs::write(&file, &xml).expect("write activemq.xml");
+    let mut broker = TestBroker::start(load_file(&file)).await;
+    broker
+        .handle
+        .enable_reload(load_file(&file), no_env(), false)
+        .await;
+    let broken = xml.replace("<destinations>", "<notAnElement/>\n    <destinations>");
+    std::fs::write(&file, broken).expect("break activemq.xml");
+    let reload = broker.handle.reload().expect("reload on");
+    let mut stats = reload.subscribe();
+    reload.request();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stats.wait_for(|s| s.reloads_failed > 0),
+    )
+    .await
+    .expect("the reload ended in time")
+    .expect("reload stats");
     let port_of = |name: &str| {
         broker
             .handle

@@ -189,6 +189,12 @@ def main():
         listeners = driver.find_elements(By.CSS_SELECTOR, "#listeners tbody tr[data-listener]")
         check(len(listeners) == len(api["listeners"]) and len(listeners) >= 2, "overview lists the listeners")
         check("Signed in as admin" in text_of(driver, "user"), "overview names the admin user")
+        reload = api["last_reload"]
+        check(reload["result"] == "error" and reload["diagnostics"], "/api/overview has the failed reload")
+        check(text_of(driver, "reload-result").startswith("failed"), "overview shows the failed reload")
+        shown = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#reload-diagnostics li")]
+        check(len(shown) == len(reload["diagnostics"]) and reload["diagnostics"][0]["message"] in shown[0],
+              f"overview lists the reload's diagnostics ({shown[0] if shown else None!r})")
 
         # The page against a live scrape: connections now, and the messages received.
         scrape = http_get(base + "/metrics", admin)

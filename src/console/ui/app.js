@@ -203,8 +203,10 @@ function renderOverview(o) {
   result.textContent = { none: "none since start", ok: "ok", error: "failed, the running configuration was kept" }[reload.result] || reload.result;
   result.className = reload.result === "ok" ? "result-ok" : reload.result === "error" ? "result-error" : "";
   setText("reload-at", reload.at_unix_ms ? "at " + when(reload.at_unix_ms) : "");
-  document.getElementById("reload-diagnostics").replaceChildren(...(reload.diagnostics || []).map((d) =>
-    el("li", d.file + ":" + d.line + ":" + d.column + ": " + d.severity + ": " + d.message, { class: "severity-" + d.severity })));
+  document.getElementById("reload-diagnostics").replaceChildren(...(reload.diagnostics || []).map((d) => {
+    const where = d.file ? [d.file, d.line, d.column].filter((p) => p !== null && p !== undefined).join(":") + ": " : "";
+    return el("li", where + d.severity + ": " + d.message, { class: "severity-" + d.severity });
+  }));
   document.getElementById("listeners").tBodies[0].replaceChildren(...(o.listeners || []).map((l) => {
     const tr = el("tr", null, { "data-listener": l.name });
     tr.append(el("td", l.name), el("td", l.scheme + "://" + l.address), el("td", l.protocol.toUpperCase()),
