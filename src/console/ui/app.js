@@ -26,10 +26,15 @@ function setText(id, text) {
   if (node) node.textContent = text;
 }
 
+// The poll line is not a live region (it changes every 2 s); a failure is announced.
 function status(text, isError, id) {
   const node = document.getElementById(id || "status");
   node.textContent = text;
   node.classList.toggle("error", Boolean(isError));
+  if (!id) {
+    if (isError) node.setAttribute("role", "alert");
+    else node.removeAttribute("role");
+  }
 }
 
 // The last action's outcome stays until the next action (the status line changes every poll).
@@ -92,7 +97,11 @@ async function act(path, question, button) {
 }
 
 function actionButton(label, path, question) {
-  const button = el("button", label, { type: "button", "data-action": label.toLowerCase() });
+  const button = el("button", label, {
+    type: "button",
+    "data-action": label.toLowerCase(),
+    "aria-label": question.replace(/\?$/, ""),
+  });
   button.addEventListener("click", () => act(path, question, button));
   return button;
 }
