@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod metrics;
 pub mod protocol;
 pub mod reload;
 pub mod security;

@@ -3,14 +3,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::protocol::QoS;
+
 /// Live counters shared by every task of one broker.
 #[derive(Debug, Default)]
 pub struct Counters {
     connections_accepted: AtomicU64,
     connections_refused_limit: AtomicU64,
     connections_current: AtomicU64,
-    messages_in: AtomicU64,
-    messages_out: AtomicU64,
+    /// Per QoS (index 0, 1, 2): messages and payload bytes received and sent.
+    messages_in: [AtomicU64; 3],
+    bytes_in: [AtomicU64; 3],
+    messages_out: [AtomicU64; 3],
+    bytes_out: [AtomicU64; 3],
     dropped_queue_full: AtomicU64,
     dropped_offline_qos0: AtomicU64,
     dropped_dollar_topic: AtomicU64,
@@ -39,6 +44,14 @@ pub struct CountersSnapshot {
     pub messages_in: u64,
     /// PUBLISH packets written to clients (including retransmissions).
     pub messages_out: u64,
+    /// [`CountersSnapshot::messages_in`] per QoS (index 0, 1, 2).
+    pub messages_in_by_qos: [u64; 3],
+    /// Payload bytes of the messages received, per QoS.
+    pub bytes_in_by_qos: [u64; 3],
+    /// [`CountersSnapshot::messages_out`] per QoS.
+    pub messages_out_by_qos: [u64; 3],
+    /// Payload bytes of the messages sent, per QoS.
+    pub bytes_out_by_qos: [u64; 3],
     /// Messages not queued because a session's pending queue was full (slow consumer).
     pub dropped_queue_full: u64,
     /// QoS 0 messages for sessions that were offline.
@@ -86,7 +99,6 @@ impl Counters {
     bump!(
         connections_accepted,
         connections_refused_limit,
-        messages_in,
         dropped_queue_full,
         dropped_offline_qos0,
         dropped_dollar_topic,
@@ -102,8 +114,31 @@ impl Counters {
         dropped_expired,
     );
 
-    pub(crate) fn add_messages_out(&self, n: u64) {
-        self.messages_out.fetch_add(n, Ordering::Relaxed);
+    /// A message of `qos` with `payload_bytes` received from a client (PUBLISH, SEND).
+    #[inline]
+    pub(crate) fn message_in(&self, qos: QoS, payload_bytes: usize) {
+        let q = qos as usize;
+        self.messages_in[q].fetch_add(1, Ordering::Relaxed);
+        self.bytes_in[q].fetch_add(payload_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A message of `qos` with `payload_bytes` written to a client.
+    #[inline]
+    pub(crate) fn message_out(&self, qos: QoS, payload_bytes: usize) {
+        let q = qos as usize;
+        self.messages_out[q].fetch_add(1, Ordering::Relaxed);
+        self.bytes_out[q].fetch_add(payload_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A batch written to a client: messages and payload bytes per QoS.
+    #[inline]
+    pub(crate) fn batch_out(&self, messages: [u64; 3], bytes: [u64; 3]) {
+        for q in 0..3 {
+            if messages[q] != 0 {
+                self.messages_out[q].fetch_add(messages[q], Ordering::Relaxed);
+                self.bytes_out[q].fetch_add(bytes[q], Ordering::Relaxed);
+            }
+        }
     }
 
     pub(crate) fn connection_opened(&self) {
@@ -120,8 +155,12 @@ impl Counters {
             connections_accepted: get(&self.connections_accepted),
             connections_refused_limit: get(&self.connections_refused_limit),
             connections_current: get(&self.connections_current),
-            messages_in: get(&self.messages_in),
-            messages_out: get(&self.messages_out),
+            messages_in: self.messages_in.iter().map(get).sum(),
+            messages_out: self.messages_out.iter().map(get).sum(),
+            messages_in_by_qos: self.messages_in.each_ref().map(get),
+            bytes_in_by_qos: self.bytes_in.each_ref().map(get),
+            messages_out_by_qos: self.messages_out.each_ref().map(get),
+            bytes_out_by_qos: self.bytes_out.each_ref().map(get),
             dropped_queue_full: get(&self.dropped_queue_full),
             dropped_offline_qos0: get(&self.dropped_offline_qos0),
             dropped_dollar_topic: get(&self.dropped_dollar_topic),

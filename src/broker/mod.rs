@@ -124,6 +124,7 @@ impl BrokerHandle {
         if let Some(console) = &self.console {
             console.follow_reloads(handle.subscribe());
         }
+        *self.core.metrics.reload.lock() = Some(handle.subscribe());
         if let Some(previous) = self.reload.replace(handle) {
             previous.shutdown().await;
         }

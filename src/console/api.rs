@@ -91,7 +91,10 @@ pub(super) async fn overview(
         "listeners": listeners,
         "connections": { "current": mqtt + stomp, "mqtt": mqtt, "stomp": stomp },
         "messages": { "received": counters.messages_in, "sent": counters.messages_out },
-        "bytes": { "received": Value::Null, "sent": Value::Null },
+        "bytes": {
+            "received": counters.bytes_in_by_qos.iter().sum::<u64>(),
+            "sent": counters.bytes_out_by_qos.iter().sum::<u64>(),
+        },
         "sessions": { "online": online, "offline": offline },
         "subscriptions": core.subscriptions.read().len(),
         "memory": {

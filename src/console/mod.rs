@@ -10,7 +10,6 @@ pub mod ui;
 mod api;
 pub mod auth;
 mod jolokia;
-mod prometheus;
 mod server;
 pub mod status;
 

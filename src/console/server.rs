@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ListenerInfo};
 use super::auth::{authenticate, CsrfSecret};
-use super::{jolokia, prometheus, ui};
+use super::{jolokia, ui};
 use crate::broker::BrokerCore;
 use crate::config::{ConsoleConfig, ListenerOptions, SslContextConfig};
 use crate::reload::ReloadStats;
@@ -280,7 +280,7 @@ async fn metrics(State(console): State<Arc<Console>>, headers: axum::http::Heade
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        prometheus::render(&console.core),
+        crate::metrics::render(&console.core),
     )
         .into_response()
 }

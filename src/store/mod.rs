@@ -133,6 +133,10 @@ pub struct StoreStats {
     pub damaged_records: u64,
     /// Times the database was reopened after a failed write (see `writer.rs`).
     pub reopens: u64,
+    /// How long each group commit's transaction commit (with its fsync) took.
+    pub commit_seconds: crate::metrics::histogram::HistogramSnapshot,
+    /// The `storeUsage` limit, when there is one.
+    pub limit_bytes: Option<u64>,
 }
 
 /// Shared between the handles and the writer thread.
@@ -145,6 +149,8 @@ pub(crate) struct Counters {
     message_bytes: AtomicU64,
     damaged_records: AtomicU64,
     reopens: AtomicU64,
+    /// Time of each group commit's `commit` (the fsync), observed by the writer thread.
+    commit_seconds: crate::metrics::histogram::Histogram,
 }
 
 /// A handle on an open store; clones share it. The writer stops and the directory is released
@@ -511,6 +517,8 @@ impl Store {
             message_bytes: c.message_bytes.load(Ordering::Relaxed),
             damaged_records: c.damaged_records.load(Ordering::Relaxed),
             reopens: c.reopens.load(Ordering::Relaxed),
+            commit_seconds: c.commit_seconds.snapshot(),
+            limit_bytes: self.inner.limit_bytes,
         }
     }
 }

@@ -391,7 +391,11 @@ impl Writer {
             }
             collected
         };
+        let fsync_started = Instant::now();
         txn.commit().map_err(storage)?;
+        self.counters
+            .commit_seconds
+            .observe(fsync_started.elapsed());
         if let Some(space) = &self.space {
             space.note_written(group_cost);
         }

@@ -92,5 +92,10 @@ fn first_listener(config: &Config) -> Arc<ListenerSettings> {
     Arc::new(ListenerSettings {
         config: listener.clone(),
         tls: None,
+        stats: ferromq::metrics::ListenerStats::new(
+            &listener.name,
+            ferromq::config::Protocol::Mqtt,
+            false,
+        ),
     })
 }

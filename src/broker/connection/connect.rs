@@ -18,6 +18,7 @@ use super::{
 };
 use crate::broker::runtime::BrokerCore;
 use crate::broker::session::registry::{AttachError, SessionLifetime};
+use crate::metrics::Reason;
 use crate::protocol::{
     decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
     ProtocolVersion,
@@ -36,6 +37,10 @@ pub(super) enum HandshakeEnd {
     Refused {
         reason: ConnectReason,
         detail: String,
+        /// The metrics / access-log reason (finer than an MQTT 3 return code).
+        cause: Reason,
+        /// The client id and user name of the refused CONNECT, when it got that far.
+        who: Option<Box<(Arc<str>, Option<String>)>>,
     },
     Shutdown,
     /// The session was attached and the connection already closed (and logged) normally.
@@ -59,7 +64,7 @@ impl HandshakeEnd {
                 core.counters.protocol_errors();
                 tracing::info!("closing: the first packet was not CONNECT");
             }
-            HandshakeEnd::Refused { reason, detail } => {
+            HandshakeEnd::Refused { reason, detail, .. } => {
                 tracing::info!(?reason, "CONNECT refused: {detail}");
             }
             HandshakeEnd::Timeout => {
@@ -74,6 +79,58 @@ impl HandshakeEnd {
                  Maximum Packet Size of {max}"
             ),
         }
+    }
+}
+
+impl HandshakeEnd {
+    /// Why the connection was refused, for the access log and the metrics; `None` when it
+    /// was established and closed (already counted).
+    pub(super) fn metric_reason(&self) -> Option<Reason> {
+        Some(match self {
+            HandshakeEnd::Timeout => Reason::ConnectTimeout,
+            HandshakeEnd::Closed | HandshakeEnd::Io(_) => Reason::ClosedBeforeConnect,
+            HandshakeEnd::Malformed(_) | HandshakeEnd::FirstPacketNotConnect => {
+                Reason::ProtocolError
+            }
+            HandshakeEnd::Refused { cause, .. } => *cause,
+            HandshakeEnd::Shutdown => Reason::ServerShutdown,
+            HandshakeEnd::ClosedAfterAttach => return None,
+            HandshakeEnd::ConnAckTooLarge { .. } => Reason::ConnectNotHonoured,
+        })
+    }
+
+    /// The client id and user of a refused CONNECT.
+    pub(super) fn who(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            HandshakeEnd::Refused { who: Some(who), .. } => (Some(&who.0), who.1.as_deref()),
+            _ => (None, None),
+        }
+    }
+
+    /// Record who was refused, and why (finer than the return code MQTT 3 gets).
+    fn by(mut self, client_id: &Arc<str>, user: Option<&str>, why: Option<Reason>) -> Self {
+        if let HandshakeEnd::Refused { who, cause, .. } = &mut self {
+            *who = Some(Box::new((client_id.clone(), user.map(str::to_owned))));
+            if let Some(why) = why {
+                *cause = why;
+            }
+        }
+        self
+    }
+}
+
+/// The metrics reason of a refusing CONNACK.
+pub(super) fn cause_of(reason: ConnectReason) -> Reason {
+    match reason {
+        ConnectReason::UnsupportedProtocolVersion => Reason::UnsupportedVersion,
+        ConnectReason::ClientIdentifierNotValid => Reason::ClientIdRejected,
+        ConnectReason::ServerUnavailable => Reason::AuthServerUnavailable,
+        ConnectReason::BadUserNameOrPassword | ConnectReason::BadAuthenticationMethod => {
+            Reason::BadCredentials
+        }
+        ConnectReason::NotAuthorized => Reason::NotAuthorized,
+        ConnectReason::MalformedPacket | ConnectReason::ProtocolError => Reason::ProtocolError,
+        _ => Reason::ConnectNotHonoured,
     }
 }
 
@@ -207,6 +264,11 @@ where
         // 3.1.1 clients get 5 (not authorized) for both failures, as ActiveMQ and mosquitto do;
         // MQTT 5 clients learn which (0x86 / 0x87).
         Err(failure) => {
+            let cause = match failure {
+                AuthFailure::BadCredentials => Reason::BadCredentials,
+                AuthFailure::NotAuthorized => Reason::NotAuthorized,
+                AuthFailure::ServerUnavailable => Reason::AuthServerUnavailable,
+            };
             let reason = match (version, failure) {
                 (ProtocolVersion::V5, AuthFailure::BadCredentials) => {
                     ConnectReason::BadUserNameOrPassword
@@ -221,7 +283,8 @@ where
                 reason,
                 format!("authentication failed: {failure}"),
             )
-            .await);
+            .await
+            .by(&client_id, connect.username.as_deref(), Some(cause)));
         }
     };
 
@@ -289,7 +352,8 @@ where
                 ConnectReason::ClientIdentifierNotValid,
                 format!("client id `{client_id}` is connected and allowLinkStealing is false"),
             )
-            .await)
+            .await
+            .by(&client_id, connect.username.as_deref(), None))
         }
     };
 
@@ -348,7 +412,7 @@ where
     };
     if let Err(reason) = established {
         // The session is attached: release it like any other close.
-        conn.close(reason, writer).await;
+        conn.close(reason, writer, params.peer).await;
         return Err(HandshakeEnd::ClosedAfterAttach);
     }
     // Listed by the console until `serve` removes it at close.
@@ -435,5 +499,10 @@ pub(super) async fn refuse<W: AsyncWrite + Unpin>(
         })
         .await;
     }
-    HandshakeEnd::Refused { reason, detail }
+    HandshakeEnd::Refused {
+        reason,
+        detail,
+        cause: cause_of(reason),
+        who: None,
+    }
 }

@@ -201,7 +201,7 @@ impl Conn {
     }
 
     fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
-        self.core.counters.messages_in();
+        self.core.counters.message_in(p.qos, p.payload.len());
         if p.properties
             .as_ref()
             .is_some_and(|props| !props.subscription_identifiers.is_empty())

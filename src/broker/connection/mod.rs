@@ -79,6 +79,8 @@ pub struct ListenerSettings {
     pub config: Listener,
     /// The TLS material of a TLS connector (renewed in place when the files change).
     pub tls: Option<Arc<SharedTls>>,
+    /// The connector's connection counters (kept across reloads of these settings).
+    pub stats: Arc<crate::metrics::ListenerStats>,
 }
 
 impl std::ops::Deref for ListenerSettings {
@@ -149,6 +151,29 @@ pub(crate) enum CloseReason {
 }
 
 impl CloseReason {
+    /// The access-log / metrics reason.
+    fn metric_reason(&self) -> crate::metrics::Reason {
+        use crate::metrics::Reason;
+        match self {
+            CloseReason::ClientDisconnect | CloseReason::ClientDisconnectWithWill => {
+                Reason::ClientDisconnect
+            }
+            CloseReason::PeerClosed => Reason::PeerClosed,
+            CloseReason::Io(_) => Reason::SocketError,
+            CloseReason::KeepAliveExpired(_) => Reason::KeepAliveTimeout,
+            CloseReason::Malformed(_)
+            | CloseReason::ProtocolViolation(_)
+            | CloseReason::TopicAliasInvalid(_)
+            | CloseReason::ReceiveMaximumExceeded(_) => Reason::ProtocolError,
+            CloseReason::AuthenticationFailed(_) => Reason::ReauthFailed,
+            CloseReason::TakenOver => Reason::TakenOver,
+            CloseReason::AdministrativeAction => Reason::AdminDisconnect,
+            CloseReason::ServerShutdown => Reason::ServerShutdown,
+            CloseReason::NoSpace => Reason::NoSpace,
+            CloseReason::Internal(_) => Reason::Internal,
+        }
+    }
+
     fn publishes_will(&self) -> bool {
         !matches!(self, CloseReason::ClientDisconnect)
     }
@@ -262,6 +287,13 @@ struct Identity {
     enhanced_auth: Option<Box<enhanced_auth::EnhancedAuth>>,
 }
 
+impl Identity {
+    /// The user name, `None` for an anonymous client.
+    fn user(&self) -> Option<&str> {
+        (!self.principal.anonymous).then_some(&*self.principal.user)
+    }
+}
+
 /// Limits the client set at CONNECT, and its topic aliases.
 struct ClientLimits {
     /// QoS 1/2 deliveries in flight at most: the broker's window, capped by an MQTT 5 client's
@@ -330,6 +362,7 @@ pub fn serve<S>(stream: S, params: ConnectionParams) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    params.listener.stats.opened(crate::config::Protocol::Mqtt);
     let span = tracing::info_span!(
         "conn",
         listener = %params.listener.name,
@@ -358,6 +391,19 @@ where
         Ok(conn) => Some(Box::new(conn)),
         Err(end) => {
             end.log(&params.core);
+            if let Some(reason) = end.metric_reason() {
+                let (client_id, user) = end.who();
+                crate::metrics::access::refused(
+                    crate::metrics::access::Who {
+                        listener: &params.listener.stats,
+                        protocol: crate::config::Protocol::Mqtt,
+                        peer: params.peer,
+                        client_id,
+                        user,
+                    },
+                    reason,
+                );
+            }
             None
         }
     };
@@ -369,6 +415,13 @@ where
         "client_id",
         tracing::field::display(crate::security::Bounded(&conn.identity.client_id)),
     );
+    crate::metrics::access::connected(crate::metrics::access::Who {
+        listener: &params.listener.stats,
+        protocol: crate::config::Protocol::Mqtt,
+        peer: params.peer,
+        client_id: Some(&conn.identity.client_id),
+        user: conn.identity.user(),
+    });
     tracing::debug!(
         version = ?conn.version,
         keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),
@@ -387,7 +440,7 @@ where
         .remove(crate::broker::clients::ClientKey::Mqtt(
             conn.token.generation,
         ));
-    if Box::pin(conn.close(reason, &mut writer)).await {
+    if Box::pin(conn.close(reason, &mut writer, params.peer)).await {
         Box::pin(linger(&mut reader)).await;
     }
 }
@@ -742,7 +795,22 @@ impl Conn {
     /// End the connection: flush what is pending (bounded), publish the will when `reason`
     /// calls for it, release the session, close the socket. `true` when the caller should
     /// [`linger`] on the read side (a DISCONNECT for the client's fault was sent).
-    async fn close<W: AsyncWrite + Unpin>(mut self, reason: CloseReason, writer: &mut W) -> bool {
+    async fn close<W: AsyncWrite + Unpin>(
+        mut self,
+        reason: CloseReason,
+        writer: &mut W,
+        peer: SocketAddr,
+    ) -> bool {
+        crate::metrics::access::closed(
+            crate::metrics::access::Who {
+                listener: &self.listener.stats,
+                protocol: crate::config::Protocol::Mqtt,
+                peer,
+                client_id: Some(&self.identity.client_id),
+                user: self.identity.user(),
+            },
+            reason.metric_reason(),
+        );
         if reason.is_protocol_error() {
             self.core.counters.protocol_errors();
             tracing::info!("closing: {reason}");

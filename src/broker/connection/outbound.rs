@@ -152,7 +152,9 @@ impl Conn {
                     alias: None,
                 };
                 self.send_publish(&e.message, header)?;
-                self.core.counters.add_messages_out(1);
+                self.core
+                    .counters
+                    .message_out(e.qos, e.message.payload.len());
                 Ok(true)
             }
         }
@@ -296,8 +298,13 @@ impl Conn {
                 self.core.counters.dropped_expired();
             }
             let moved = batch.len();
+            let (mut messages, mut bytes) = ([0u64; 3], [0u64; 3]);
+            for (header, item) in &batch {
+                messages[header.qos as usize] += 1;
+                bytes[header.qos as usize] += item.message.payload.len() as u64;
+            }
             self.deliver_batch(batch, changes)?;
-            self.core.counters.add_messages_out(moved as u64);
+            self.core.counters.batch_out(messages, bytes);
             if moved > 0 {
                 self.core.queue_drained_some(pending_len);
             }

@@ -361,6 +361,10 @@ pub struct DurabilityStats {
     pub batches_refused_full: u64,
     /// Bytes of message bodies held now (what `storeUsage` counts).
     pub message_bytes: u64,
+    /// The `storeUsage` limit, when there is one.
+    pub limit_bytes: Option<u64>,
+    /// How long each group commit (with its fsync) took.
+    pub commit_seconds: crate::metrics::histogram::HistogramSnapshot,
 }
 
 /// Where the broker's persistent state goes. See the module documentation.

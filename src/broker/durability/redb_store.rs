@@ -276,6 +276,8 @@ impl Durability for RedbStore {
             batches_committed: s.batches_committed,
             batches_refused_full: s.batches_refused_full,
             message_bytes: s.message_bytes,
+            limit_bytes: s.limit_bytes,
+            commit_seconds: s.commit_seconds,
         }
     }
 }

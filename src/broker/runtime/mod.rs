@@ -60,6 +60,8 @@ pub struct BrokerCore {
     /// reloaded policy denies as soon as it is swapped in.
     security_generation: watch::Sender<u64>,
     pub counters: Counters,
+    /// What the metrics scrape reads besides the counters (connectors, reloads).
+    pub metrics: crate::metrics::Sources,
     /// Bytes of messages held in memory against the `memoryUsage` limit (see [`crate::broker::routing::memory`]).
     pub memory: Arc<MemoryGauge>,
     /// Swapped whole on reload, so a changed `policyEntry` applies from the next publish.
@@ -129,6 +131,7 @@ impl BrokerCore {
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),
+            metrics: crate::metrics::Sources::default(),
             memory,
             pending_limits: arc_swap::ArcSwap::from_pointee(PendingLimits::from_policies(
                 &config.policies,
@@ -385,6 +388,7 @@ pub(crate) fn test_core(
     let settings = Arc::new(crate::broker::ListenerSettings {
         config: config.listeners[0].clone(),
         tls: None,
+        stats: crate::metrics::ListenerStats::new("mqtt", crate::config::Protocol::Mqtt, false),
     });
     (core, settings)
 }

@@ -82,6 +82,9 @@ pub async fn accept_loop(
     task_alive: mpsc::Sender<()>,
 ) {
     let active = Arc::new(AtomicU32::new(0));
+    core.metrics
+        .listeners
+        .register(live_settings.load().stats.clone());
     loop {
         let accepted = tokio::select! {
             biased;
@@ -100,6 +103,11 @@ pub async fn accept_loop(
         if let Some(max) = settings.options.maximum_connections {
             if active.load(Ordering::Relaxed) >= max {
                 core.counters.connections_refused_limit();
+                crate::metrics::access::refused_at_accept(
+                    &settings.stats,
+                    peer,
+                    crate::metrics::Reason::MaxConnections,
+                );
                 tracing::warn!(listener = %settings.name, %peer, max, "maximumConnections reached: connection closed");
                 drop(stream);
                 continue;
@@ -108,6 +116,7 @@ pub async fn accept_loop(
         active.fetch_add(1, Ordering::Relaxed);
         core.counters.connections_accepted();
         core.counters.connection_opened();
+        settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
         let slot = ConnectionSlot {
             active: active.clone(),
             core: core.clone(),
@@ -159,8 +168,12 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
         _ = params.shutdown.cancelled() => return,
         accepted = upgrade => accepted,
     };
+    let stats = &settings.stats;
     match accepted {
         Ok(accepted) => {
+            if settings.scheme.is_tls() {
+                stats.tls_handshakes.fetch_add(1, Ordering::Relaxed);
+            }
             params.tls = settings.scheme.is_tls();
             params.peer_cert_subject = accepted.peer_cert_subject;
             if accepted.websocket_stomp {
@@ -174,6 +187,14 @@ async fn upgrade_and_serve(stream: TcpStream, mut params: ConnectionParams) {
             }
         }
         Err(e) => {
+            if settings.scheme.is_tls() {
+                stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            crate::metrics::access::refused_at_accept(
+                stats,
+                params.peer,
+                crate::metrics::Reason::HandshakeFailed,
+            );
             tracing::info!(listener = %settings.name, peer = %params.peer, "transport handshake failed: {e}");
         }
     }

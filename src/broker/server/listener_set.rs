@@ -58,6 +58,14 @@ impl BoundListener {
             settings: ListenerSettings {
                 config: listener.clone(),
                 tls,
+                stats: crate::metrics::ListenerStats::new(
+                    &listener.name,
+                    listener
+                        .scheme
+                        .protocol()
+                        .unwrap_or(crate::config::Protocol::Mqtt),
+                    listener.scheme.is_tls(),
+                ),
             },
         })
     }
@@ -244,6 +252,7 @@ impl ListenerSet {
         running.settings.store(Arc::new(ListenerSettings {
             config: wanted.clone(),
             tls,
+            stats: current.stats.clone(),
         }));
         if !options_changed && !reload_tls {
             return Ok(());

@@ -271,9 +271,40 @@ impl SessionRegistry {
         self.by_client_id.lock().len()
     }
 
+    /// Sessions online and offline and their queues, for the metrics scrape: one pass, each
+    /// session's lock taken on its own (never under the registry's).
+    pub fn census(&self) -> SessionCensus {
+        let sessions: Vec<Arc<Session>> = self.by_client_id.lock().values().cloned().collect();
+        let mut census = SessionCensus::default();
+        for session in sessions {
+            if session.is_attached() {
+                census.online += 1;
+            } else if session.is_persistent() {
+                census.offline += 1;
+            }
+            let depth = session.with_state_unchecked(|s| s.pending.len()) as u64;
+            census.queued += depth;
+            census.deepest_queue = census.deepest_queue.max(depth);
+        }
+        census
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What [`SessionRegistry::census`] counts.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCensus {
+    /// Sessions a connection holds.
+    pub online: u64,
+    /// Persistent sessions without a connection.
+    pub offline: u64,
+    /// Messages queued for delivery over all sessions.
+    pub queued: u64,
+    /// The longest session queue.
+    pub deepest_queue: u64,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! `passcode` (or the TLS client certificate) through the same plugins as MQTT, negotiate
 //! heart-beats, answer CONNECTED.
 
+use crate::metrics::Reason;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -72,22 +73,25 @@ where
                 .await
                 .unwrap_or(Err(Ended::Quiet(
                     "no CONNECT within the connect attempt timeout",
+                    Reason::ConnectTimeout,
                 ))),
             None => read.await,
         }
     };
     let frame = tokio::select! {
-        _ = params.shutdown.cancelled() => Err(Ended::Quiet("broker shutting down")),
+        _ = params.shutdown.cancelled() => Err(Ended::Quiet("broker shutting down", Reason::ServerShutdown)),
         r = timed => r,
     };
     let frame = match frame {
         Ok(f) => f,
-        Err(Ended::Quiet(why)) => {
+        Err(Ended::Quiet(why, reason)) => {
             tracing::debug!("closing before CONNECT: {why}");
+            refused(params, reason, None, None);
             return None;
         }
         Err(Ended::Refuse(error)) => {
             params.core.counters.protocol_errors();
+            refused(params, Reason::ProtocolError, None, None);
             refuse(writer, error, Version::V1_0).await;
             return None;
         }
@@ -100,6 +104,7 @@ where
                 "message",
                 format!("Supported protocol versions are {SUPPORTED}"),
             );
+        refused(params, Reason::UnsupportedVersion, None, None);
         refuse(writer, error, Version::V1_0).await;
         return None;
     };
@@ -113,6 +118,7 @@ where
         Ok(hb) => hb,
         Err(e) => {
             let message = format!("heart-beat header: {e}");
+            refused(params, Reason::ConnectNotHonoured, None, None);
             refuse(writer, error_frame(&message, &frame), version).await;
             return None;
         }
@@ -148,6 +154,12 @@ where
                 ),
             };
             tracing::info!("STOMP CONNECT refused: authentication failed: {failure}");
+            let reason = match failure {
+                AuthFailure::BadCredentials => Reason::BadCredentials,
+                AuthFailure::NotAuthorized => Reason::NotAuthorized,
+                AuthFailure::ServerUnavailable => Reason::AuthServerUnavailable,
+            };
+            refused(params, reason, client_id.as_deref(), login);
             refuse(writer, error_frame(&message, &frame), version).await;
             return None;
         }
@@ -157,6 +169,7 @@ where
             Ok(claim) => Some(claim),
             Err(message) => {
                 tracing::info!("STOMP CONNECT refused: {message}");
+                refused(params, Reason::ClientIdRejected, Some(id), login);
                 refuse(writer, error_frame(&message, &frame), version).await;
                 return None;
             }
@@ -264,10 +277,24 @@ fn claim_client_id(
         .map_err(|_| format!("Client: {client_id} already connected"))
 }
 
+/// Log and count a STOMP connection that ended before CONNECTED.
+fn refused(params: &ConnectionParams, reason: Reason, client_id: Option<&str>, user: Option<&str>) {
+    crate::metrics::access::refused(
+        crate::metrics::access::Who {
+            listener: &params.listener.stats,
+            protocol: crate::config::Protocol::Stomp,
+            peer: params.peer,
+            client_id,
+            user,
+        },
+        reason,
+    );
+}
+
 /// How the wait for CONNECT ended without one.
 enum Ended {
     /// Closed without a word (timeout, peer gone, shutdown).
-    Quiet(&'static str),
+    Quiet(&'static str, Reason),
     /// Refused with this ERROR frame.
     Refuse(Frame),
 }
@@ -311,9 +338,19 @@ async fn read_connect<R: AsyncRead + Unpin>(
             }
         }
         match read_some(reader, read_buf).await {
-            Ok(0) => return Err(Ended::Quiet("closed by the peer before CONNECT")),
+            Ok(0) => {
+                return Err(Ended::Quiet(
+                    "closed by the peer before CONNECT",
+                    Reason::ClosedBeforeConnect,
+                ))
+            }
             Ok(_) => {}
-            Err(_) => return Err(Ended::Quiet("socket error before CONNECT")),
+            Err(_) => {
+                return Err(Ended::Quiet(
+                    "socket error before CONNECT",
+                    Reason::ClosedBeforeConnect,
+                ))
+            }
         }
     }
 }

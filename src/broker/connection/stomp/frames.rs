@@ -124,7 +124,9 @@ impl StompConn {
             None => frame,
         };
         let message = message_of_send(frame, Arc::from(topic), Instant::now());
-        self.core.counters.messages_in();
+        self.core
+            .counters
+            .message_in(message.qos, message.payload.len());
         self.publish(message, Self::receipt_for(frame));
         Ok(())
     }

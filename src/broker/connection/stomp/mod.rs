@@ -88,9 +88,26 @@ pub(crate) enum Close {
     Shutdown,
     /// An ERROR frame goes to the client, then the connection closes.
     Error(Box<Frame>),
+    /// An administrator closed the connection (the web console): an ERROR frame first.
+    Administrative(Box<Frame>),
 }
 
 impl Close {
+    /// The access-log / metrics reason.
+    fn metric_reason(&self) -> crate::metrics::Reason {
+        use crate::metrics::Reason;
+        match self {
+            Close::Disconnect => Reason::ClientDisconnect,
+            Close::PeerClosed => Reason::PeerClosed,
+            Close::Io(_) => Reason::SocketError,
+            Close::HeartBeatTimeout(_) => Reason::KeepAliveTimeout,
+            Close::ClientIdTakenOver => Reason::TakenOver,
+            Close::Shutdown => Reason::ServerShutdown,
+            Close::Error(_) => Reason::ProtocolError,
+            Close::Administrative(_) => Reason::AdminDisconnect,
+        }
+    }
+
     /// An ERROR frame with `message` (and the `receipt-id` of `cause`'s `receipt`, STOMP 1.2
     /// "ERROR"); the body repeats the message with the frame that caused it.
     pub(crate) fn error(message: impl Into<String>, cause: Option<&Frame>) -> Close {
@@ -126,6 +143,7 @@ impl std::fmt::Display for Close {
                 f.write_str("a new connection with this client-id took over (allowLinkStealing)")
             }
             Close::Shutdown => f.write_str("broker shutting down"),
+            Close::Administrative(_) => f.write_str("disconnected by an administrator (console)"),
             Close::Error(frame) => write!(
                 f,
                 "ERROR sent: {}",
@@ -221,6 +239,7 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    params.listener.stats.opened(crate::config::Protocol::Stomp);
     let span = tracing::info_span!(
         "stomp",
         listener = %params.listener.name,
@@ -250,6 +269,7 @@ where
         return;
     };
     tracing::Span::current().record("session", tracing::field::display(&conn.session_name));
+    crate::metrics::access::connected(conn.who(params.peer));
     tracing::debug!(
         version = conn.version.as_str(),
         client_id = ?conn.client_id.as_deref().map(crate::security::Bounded),
@@ -267,6 +287,7 @@ where
     conn.core
         .clients
         .remove(crate::broker::clients::ClientKey::Stomp(conn.tag));
+    crate::metrics::access::closed(conn.who(params.peer), reason.metric_reason());
     Box::pin(conn.close(reason, &mut writer)).await;
 }
 
@@ -378,7 +399,10 @@ where
             }
             _ = client_id_kicked(conn.client_id_claim.as_deref()) => return Close::ClientIdTakenOver,
             _ = conn.kick.cancelled() => {
-                return Close::error("disconnected by an administrator", None);
+                let Close::Error(frame) = Close::error("disconnected by an administrator", None) else {
+                    return Close::Shutdown;
+                };
+                return Close::Administrative(frame);
             }
         }
     }
@@ -426,6 +450,17 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 }
 
 impl StompConn {
+    /// Who this connection is, for the access log.
+    fn who(&self, peer: std::net::SocketAddr) -> crate::metrics::access::Who<'_> {
+        crate::metrics::access::Who {
+            listener: &self.listener.stats,
+            protocol: crate::config::Protocol::Stomp,
+            peer,
+            client_id: self.client_id.as_deref(),
+            user: (!self.principal.anonymous).then_some(&*self.principal.user),
+        }
+    }
+
     /// Handle the complete frames in `read_buf`, stopping when a SEND is held or pauses the
     /// connection (the rest waits in the buffer).
     fn handle_buffered(
@@ -596,7 +631,7 @@ impl StompConn {
     /// last), release the subscriptions, close the socket.
     async fn close<W: AsyncWrite + Unpin>(mut self, reason: Close, writer: &mut W) {
         match &reason {
-            Close::Error(_) => tracing::info!("closing: {reason}"),
+            Close::Error(_) | Close::Administrative(_) => tracing::info!("closing: {reason}"),
             _ => tracing::debug!("closing: {reason}"),
         }
         if let Some(claim) = self.client_id_claim.take() {
@@ -623,7 +658,7 @@ impl StompConn {
                 }
             }
         }
-        if let Close::Error(frame) = &reason {
+        if let Close::Error(frame) | Close::Administrative(frame) = &reason {
             self.send(frame);
         }
         if socket_usable {

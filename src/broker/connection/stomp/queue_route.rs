@@ -145,7 +145,9 @@ impl StompConn {
         };
         drop(security);
         let message = message_of_send(&frame, name.clone(), Instant::now());
-        self.core.counters.messages_in();
+        self.core
+            .counters
+            .message_in(message.qos, message.payload.len());
         let sent = if self.applying_transaction() {
             self.core
                 .queues
@@ -411,7 +413,9 @@ impl StompConn {
                     );
                     set_header(&mut frame, "destination", &sub.destination);
                     self.send(&frame);
-                    self.core.counters.add_messages_out(1);
+                    self.core
+                        .counters
+                        .message_out(delivery.message.qos, delivery.message.payload.len());
                     if sub.ack == AckMode::Auto {
                         // Acknowledged as sent (ActiveMQ's auto ack); kept in the background.
                         let _ = sub.consumer.ack(delivery.seq);

@@ -559,7 +559,9 @@ impl StompConn {
                         now,
                     );
                     self.send(&frame);
-                    self.core.counters.add_messages_out(1);
+                    self.core
+                        .counters
+                        .message_out(item.qos, item.message.payload.len());
                     let sub = &mut self.subs[index];
                     if sub.ack == AckMode::Auto {
                         if let Some(seq) = item.seq {

@@ -1,0 +1,9 @@
+//! Prometheus metrics rendered from a broker started in-process, driven by real MQTT and
+//! STOMP clients: the text parses, and the counters move with the traffic.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod dashboard;
+mod parse;
+mod render;
