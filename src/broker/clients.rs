@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::session::Session;
@@ -67,8 +68,26 @@ pub struct LiveClient {
     pub keep_alive_secs: u32,
     /// The MQTT session (for its subscription count); `None` for STOMP.
     pub session: Option<Weak<Session>>,
-    kick: CancellationToken,
+    kick: Kick,
     kicked_by_admin: AtomicBool,
+}
+
+/// How an administrator's disconnect reaches a connection task.
+#[derive(Debug)]
+pub enum Kick {
+    /// MQTT: the session's kick token (cancelled by a takeover too; the task then asks
+    /// [`ClientRegistry::kicked_by_admin`] which it was).
+    Token(CancellationToken),
+    /// STOMP: the task's wake-up; on waking it checks [`LiveClient::kicked_by_admin`] (no token
+    /// and no extra branch in an idle task).
+    Wake(Arc<Notify>),
+}
+
+impl LiveClient {
+    /// Whether an administrator closed this connection.
+    pub fn kicked_by_admin(&self) -> bool {
+        self.kicked_by_admin.load(Ordering::Acquire)
+    }
 }
 
 /// What a new entry says (see [`LiveClient`]).
@@ -81,13 +100,15 @@ pub struct NewClient {
     pub listener: Arc<crate::broker::ListenerSettings>,
     pub keep_alive_secs: u32,
     pub session: Option<Weak<Session>>,
-    /// Cancelled to close the connection (the MQTT session's kick token; the STOMP task's own).
-    pub kick: CancellationToken,
+    /// How to close the connection.
+    pub kick: Kick,
 }
 
-/// The live connections of one broker.
+/// The live connections of one broker. Kept only when the console runs ([`ClientRegistry::new`]
+/// with `enabled`): a broker without a console pays nothing per connection.
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
+    enabled: bool,
     live: Mutex<HashMap<ClientKey, Arc<LiveClient>, ahash::RandomState>>,
 }
 
@@ -98,8 +119,20 @@ pub enum KickError {
 }
 
 impl ClientRegistry {
-    /// Record an established connection.
-    pub fn register(&self, key: ClientKey, client: NewClient) {
+    /// A registry that records connections when `enabled` (the configuration has a console).
+    pub fn new(enabled: bool) -> ClientRegistry {
+        ClientRegistry {
+            enabled,
+            live: Mutex::default(),
+        }
+    }
+
+    /// Record an established connection; its entry (the connection may keep it). `None` when
+    /// the registry is not enabled.
+    pub fn register(&self, key: ClientKey, client: NewClient) -> Option<Arc<LiveClient>> {
+        if !self.enabled {
+            return None;
+        }
         let entry = LiveClient {
             client_id: client.client_id,
             protocol_version: client.protocol_version,
@@ -112,12 +145,16 @@ impl ClientRegistry {
             kick: client.kick,
             kicked_by_admin: AtomicBool::new(false),
         };
-        self.live.lock().insert(key, Arc::new(entry));
+        let entry = Arc::new(entry);
+        self.live.lock().insert(key, entry.clone());
+        Some(entry)
     }
 
     /// The connection closed.
     pub fn remove(&self, key: ClientKey) {
-        self.live.lock().remove(&key);
+        if self.enabled {
+            self.live.lock().remove(&key);
+        }
     }
 
     /// Close a connection as an administrator: its task sees its kick token cancelled and
@@ -130,17 +167,23 @@ impl ClientRegistry {
             .cloned()
             .ok_or(KickError::NotFound)?;
         entry.kicked_by_admin.store(true, Ordering::Release);
-        entry.kick.cancel();
+        match &entry.kick {
+            Kick::Token(token) => token.cancel(),
+            // A stored permit if the task is busy: it sees the flag at its next wait.
+            Kick::Wake(wake) => wake.notify_one(),
+        }
         Ok(entry)
     }
 
     /// Whether the connection `key` was closed by [`ClientRegistry::disconnect`] (rather than
     /// taken over by a new connection of its client id).
     pub fn kicked_by_admin(&self, key: ClientKey) -> bool {
-        self.live
-            .lock()
-            .get(&key)
-            .is_some_and(|e| e.kicked_by_admin.load(Ordering::Acquire))
+        self.enabled
+            && self
+                .live
+                .lock()
+                .get(&key)
+                .is_some_and(|e| e.kicked_by_admin.load(Ordering::Acquire))
     }
 
     /// Every live connection, by key order of arrival not guaranteed.
@@ -195,7 +238,7 @@ mod tests {
             listener,
             keep_alive_secs: 60,
             session: None,
-            kick,
+            kick: Kick::Token(kick),
         }
     }
 
@@ -208,12 +251,21 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_without_a_console_records_nothing() {
+        let registry = ClientRegistry::default();
+        assert!(registry
+            .register(ClientKey::Mqtt(1), client(CancellationToken::new()))
+            .is_none());
+        assert_eq!(registry.counts(), (0, 0));
+    }
+
+    #[test]
     fn ids_round_trip_and_a_disconnect_cancels_and_is_remembered() {
         for key in [ClientKey::Mqtt(7), ClientKey::Stomp(9)] {
             assert_eq!(ClientKey::parse(&key.id()), Some(key));
         }
         assert_eq!(ClientKey::parse("mqtt-x"), None);
-        let registry = ClientRegistry::default();
+        let registry = ClientRegistry::new(true);
         let kick = CancellationToken::new();
         registry.register(ClientKey::Mqtt(1), client(kick.clone()));
         assert!(!registry.kicked_by_admin(ClientKey::Mqtt(1)));

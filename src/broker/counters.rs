@@ -3,7 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::protocol::stomp::Command;
 use crate::protocol::QoS;
+
+/// Size of the per-command STOMP frame counters (every [`Command`], client and server).
+const STOMP_COMMANDS: usize = 16;
 
 /// Live counters shared by every task of one broker.
 #[derive(Debug, Default)]
@@ -16,6 +20,8 @@ pub struct Counters {
     bytes_in: [AtomicU64; 3],
     messages_out: [AtomicU64; 3],
     bytes_out: [AtomicU64; 3],
+    /// STOMP frames received, by command (indexed by `stomp::Command as usize`).
+    stomp_frames_in: [AtomicU64; STOMP_COMMANDS],
     dropped_queue_full: AtomicU64,
     dropped_offline_qos0: AtomicU64,
     dropped_dollar_topic: AtomicU64,
@@ -52,6 +58,8 @@ pub struct CountersSnapshot {
     pub messages_out_by_qos: [u64; 3],
     /// Payload bytes of the messages sent, per QoS.
     pub bytes_out_by_qos: [u64; 3],
+    /// STOMP frames received, indexed by `stomp::Command as usize`.
+    pub stomp_frames_in: [u64; STOMP_COMMANDS],
     /// Messages not queued because a session's pending queue was full (slow consumer).
     pub dropped_queue_full: u64,
     /// QoS 0 messages for sessions that were offline.
@@ -130,6 +138,14 @@ impl Counters {
         self.bytes_out[q].fetch_add(payload_bytes as u64, Ordering::Relaxed);
     }
 
+    /// A STOMP frame received from a client.
+    #[inline]
+    pub(crate) fn stomp_frame_in(&self, command: Command) {
+        if let Some(c) = self.stomp_frames_in.get(command as usize) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A batch written to a client: messages and payload bytes per QoS.
     #[inline]
     pub(crate) fn batch_out(&self, messages: [u64; 3], bytes: [u64; 3]) {
@@ -161,6 +177,7 @@ impl Counters {
             bytes_in_by_qos: self.bytes_in.each_ref().map(get),
             messages_out_by_qos: self.messages_out.each_ref().map(get),
             bytes_out_by_qos: self.bytes_out.each_ref().map(get),
+            stomp_frames_in: self.stomp_frames_in.each_ref().map(get),
             dropped_queue_full: get(&self.dropped_queue_full),
             dropped_offline_qos0: get(&self.dropped_offline_qos0),
             dropped_dollar_topic: get(&self.dropped_dollar_topic),

@@ -16,6 +16,7 @@ pub(super) fn collect(core: &BrokerCore) -> Vec<Family> {
     let mut out = Vec::new();
     connections(core, &mut out);
     messages(core, &mut out);
+    stomp_frames(core, &mut out);
     sessions(core, &mut out);
     resources(core, &mut out);
     reloads(core, &mut out);
@@ -221,6 +222,39 @@ fn messages(core: &BrokerCore, out: &mut Vec<Family>) {
         "Will messages published.",
         c.wills_published,
     ));
+}
+
+/// The frames a STOMP client sends once connected (CONNECT itself is counted in the
+/// connection metrics).
+const STOMP_CLIENT_COMMANDS: [crate::protocol::stomp::Command; 9] = {
+    use crate::protocol::stomp::Command as C;
+    [
+        C::Send,
+        C::Subscribe,
+        C::Unsubscribe,
+        C::Ack,
+        C::Nack,
+        C::Begin,
+        C::Commit,
+        C::Abort,
+        C::Disconnect,
+    ]
+};
+
+fn stomp_frames(core: &BrokerCore, out: &mut Vec<Family>) {
+    let received = core.counters.snapshot().stomp_frames_in;
+    let family = Family::new(
+        "stomp_frames_received",
+        "STOMP frames received from connected clients, by command.",
+        Kind::Counter,
+    );
+    out.push(STOMP_CLIENT_COMMANDS.iter().fold(family, |f, c| {
+        f.with(
+            "command",
+            c.as_str(),
+            received.get(*c as usize).copied().unwrap_or(0),
+        )
+    }));
 }
 
 fn sessions(core: &BrokerCore, out: &mut Vec<Family>) {

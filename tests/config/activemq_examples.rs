@@ -203,6 +203,24 @@ fn rewrite_connector_ports(file: &Path) {
     std::fs::write(file, out).expect("write the configuration");
 }
 
+/// The web console of an imported jetty.xml / jetty-demo.xml on a free port instead of
+/// ActiveMQ's 8161 (the examples run side by side; 8161 may be taken on the machine).
+fn rewrite_console_port(file: &Path) {
+    let Some(conf) = file.parent() else {
+        return;
+    };
+    for name in ["jetty.xml", "jetty-demo.xml"] {
+        let path = conf.join(name);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let rewritten = text.replace(
+                r#"<property name="port" value="8161"/>"#,
+                r#"<property name="port" value="0"/>"#,
+            );
+            std::fs::write(&path, rewritten).expect("write jetty.xml");
+        }
+    }
+}
+
 fn rewrite_connector_line(line: &str) -> String {
     let Some(uri_at) = line
         .find("<transportConnector")
@@ -587,6 +605,7 @@ async fn check_and_run(example: Example) {
     }
 
     rewrite_connector_ports(&installation.file);
+    rewrite_console_port(&installation.file);
     let (running, listening) = Running::start(&installation, local_store);
     let names: Vec<&str> = listening.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, example.served, "served connectors of {name}");

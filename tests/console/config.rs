@@ -271,3 +271,110 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     assert_eq!(unreachable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the console"));
 }
+
+#[tokio::test]
+async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
+    use crate::support::tls::{tls_connect, tls_connector, Ca};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("console CA");
+    write(dir.path(), "server.pem", &ca.server(1).combined_pem());
+    write(dir.path(), "jetty-realm.properties", REALM);
+    let xml = BrokerXml::new()
+        .name("tls-console")
+        .child(r#"<sslContext><sslContext keyStore="server.pem"/></sslContext>"#)
+        .child(r#"<console xmlns="urn:ferromq" port="0" realm="jetty-realm.properties" sslContext="true"/>"#)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "activemq.xml", &xml);
+    let broker = TestBroker::start(crate::support::xml::load_file(
+        &dir.path().join("activemq.xml"),
+    ))
+    .await;
+    let addr = broker.handle.console_addr().expect("console runs");
+    let tls = tokio::time::timeout(STEP, tls_connect(addr, &tls_connector(&ca, None)))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let response =
+        crate::http::send(tls, "localhost", "GET", "/api/overview", Some(ADMIN), &[]).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["broker_name"], "tls-console");
+    // Plain HTTP on the HTTPS port gets no answer.
+    let plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(plain))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::get("/api/overview")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let answer = tokio::time::timeout(STEP, sender.send_request(request)).await;
+    assert!(
+        matches!(answer, Ok(Err(_)) | Err(_)),
+        "plain HTTP answered: {answer:?}"
+    );
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn run_console_overrides_the_address_and_refuses_to_run_without_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // jetty.xml says 8161; --console moves it (the test never binds 8161).
+    write(dir.path(), "jetty.xml", &jetty_xml("8161"));
+    write(dir.path(), "jetty-realm.properties", REALM);
+    write(dir.path(), "activemq.xml", &activemq_importing_jetty());
+    let port = crate::support::free_port();
+    let console = format!("127.0.0.1:{port}");
+    let child = ferromq()
+        .args(["run", "--config"])
+        .arg(dir.path().join("activemq.xml"))
+        .args(["--console", &console])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ferromq run");
+    let _guard = crate::support::ChildGuard(child);
+    let addr: std::net::SocketAddr = console.parse().expect("address");
+    let deadline = tokio::time::Instant::now() + STEP * 2;
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the console did not listen on {addr}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let overview = get(addr, "/api/overview", Some(VIEWER)).await;
+    assert_eq!(overview.status, 200, "{}", overview.text());
+    assert_eq!(overview.json()["broker_name"], "jetty");
+
+    // No realm anywhere: the console has no users and the broker does not start.
+    let bare = BrokerXml::new()
+        .name("bare")
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "bare.xml", &bare);
+    let output = tokio::task::spawn_blocking({
+        let file = dir.path().join("bare.xml");
+        let console = format!("127.0.0.1:{}", crate::support::free_port());
+        move || {
+            ferromq()
+                .args(["run", "--config"])
+                .arg(file)
+                .args(["--console", &console])
+                .output()
+                .expect("run")
+        }
+    })
+    .await
+    .expect("ran");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("has no users"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -43,6 +43,21 @@ pub async fn request(
         .await
         .expect("connect in time")
         .expect("connect");
+    send(stream, &addr.to_string(), method, path, auth, headers).await
+}
+
+/// A request over `stream` (plain TCP or TLS) to the console at `host`.
+pub async fn send<S>(
+    stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+) -> Response
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
@@ -50,7 +65,7 @@ pub async fn request(
     let mut builder = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", addr.to_string());
+        .header("host", host);
     if let Some((user, password)) = auth {
         let encoded =
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));

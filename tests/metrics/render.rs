@@ -275,6 +275,16 @@ async fn stomp_connections_and_sends_are_counted() {
         ),
         1.0
     );
+    for (command, n) in [("SEND", 1.0), ("DISCONNECT", 1.0), ("SUBSCRIBE", 0.0)] {
+        assert_eq!(
+            closed.value(
+                "ferromq_stomp_frames_received_total",
+                &[("command", command)]
+            ),
+            n,
+            "{command}"
+        );
+    }
     assert_eq!(
         closed.value("ferromq_connections_opened_total", &MQTT),
         0.0,

@@ -148,7 +148,7 @@ impl BrokerCore {
             paused_publishers: AtomicUsize::new(0),
             drain_wake_at: AtomicUsize::new(0),
             pending_wills: PendingWills::default(),
-            clients: Default::default(),
+            clients: crate::broker::clients::ClientRegistry::new(config.console.is_some()),
             console_users: ArcSwap::from_pointee(
                 config
                     .console

@@ -62,7 +62,7 @@ struct JettyBeans {
     span: Span,
 }
 
-fn is_bean_with_id<'e>(element: &'e Element, id: &str) -> bool {
+fn is_bean_with_id(element: &Element, id: &str) -> bool {
     element.ns == Namespace::Beans && element.name == "bean" && element.attr_value("id") == Some(id)
 }
 
@@ -266,6 +266,22 @@ mod tests {
     fn a_bad_port_is_an_error_at_its_value() {
         let loaded = load("<ferromq:console port=\"81610\"/>");
         assert!(has(&loaded.diagnostics, "the console port must be 0-65535"));
+    }
+
+    #[test]
+    fn a_new_address_needs_a_restart_and_keeps_the_running_one() {
+        let running = valid(load("<ferromq:console port=\"8161\"/>"));
+        let mut moved = valid(load("<ferromq:console port=\"9161\"/>"));
+        let diff = crate::config::diff::diff(&running, &moved);
+        assert_eq!(diff.restart_needed.len(), 1, "{diff:?}");
+        assert_eq!(diff.restart_needed[0].name, "console");
+        assert_eq!(diff.restart_needed[0].requested, "127.0.0.1:9161");
+        assert!(!diff.console_users);
+        crate::config::diff::keep_running_values(&running, &mut moved);
+        assert_eq!(moved.console.map(|c| c.port), Some(8161));
+        let off = valid(load(""));
+        let diff = crate::config::diff::diff(&off, &running);
+        assert_eq!(diff.restart_needed[0].running, "off");
     }
 
     #[test]

@@ -201,10 +201,10 @@ where
         transactions: None,
         queues: None,
         client_id_claim,
-        kick: tokio_util::sync::CancellationToken::new(),
+        live: None,
     };
     // Listed by the console until `serve` removes it at close.
-    params.core.clients.register(
+    let live = params.core.clients.register(
         crate::broker::clients::ClientKey::Stomp(tag),
         crate::broker::clients::NewClient {
             client_id: conn
@@ -219,9 +219,10 @@ where
                 .read_limit
                 .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
             session: None,
-            kick: conn.kick.clone(),
+            kick: crate::broker::clients::Kick::Wake(conn.wake.clone()),
         },
     );
+    conn.live = live;
     let mut connected = Frame::new(Command::Connected);
     if version != Version::V1_0 {
         connected = connected.with_header("version", version.as_str());

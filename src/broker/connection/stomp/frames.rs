@@ -43,6 +43,7 @@ const STALE_REPLANS: u32 = 3;
 impl StompConn {
     /// One frame from the client. `Err`: close (with an ERROR frame when it says so).
     pub(super) fn handle(&mut self, frame: Frame) -> Result<(), Close> {
+        self.core.counters.stomp_frame_in(frame.command);
         match frame.command {
             Command::Send => {
                 if let Some(tx) = frame.header("transaction") {

@@ -225,8 +225,9 @@ pub(crate) struct StompConn {
     queues: Option<Box<queue_route::QueueSubs>>,
     /// The hold on the CONNECT `client-id` (only when one was given).
     client_id_claim: Option<Box<connect::ClientIdClaim>>,
-    /// Cancelled when an administrator closes this connection (the console).
-    kick: tokio_util::sync::CancellationToken,
+    /// This connection's entry in the console's list: an administrator's disconnect sets its
+    /// flag and wakes the task (no token or extra select branch per idle connection).
+    live: Option<Arc<crate::broker::clients::LiveClient>>,
 }
 
 /// Serve one STOMP client on `stream` until it disconnects, fails or the broker shuts down.
@@ -391,19 +392,23 @@ where
                     conn.finish_page_in(page);
                 }
             }
-            _ = wake.notified() => conn.out.pump_wanted = true,
+            _ = wake.notified() => {
+                if conn.live.as_ref().is_some_and(|l| l.kicked_by_admin()) {
+                    let Close::Error(frame) =
+                        Close::error("disconnected by an administrator", None)
+                    else {
+                        return Close::Shutdown;
+                    };
+                    return Close::Administrative(frame);
+                }
+                conn.out.pump_wanted = true;
+            }
             Ok(()) = security_changes.changed() => {
                 if let Err(close) = conn.drop_denied_subscriptions() {
                     return close;
                 }
             }
             _ = client_id_kicked(conn.client_id_claim.as_deref()) => return Close::ClientIdTakenOver,
-            _ = conn.kick.cancelled() => {
-                let Close::Error(frame) = Close::error("disconnected by an administrator", None) else {
-                    return Close::Shutdown;
-                };
-                return Close::Administrative(frame);
-            }
         }
     }
 }
