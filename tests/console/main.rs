@@ -2,7 +2,8 @@
 //! HTTP client (hyper's, the stack the console itself runs on) and real MQTT and STOMP
 //! clients. Logins with every password form of jetty-realm.properties, roles, CSRF and
 //! Origin checks, the JSON API against what the broker really holds, the admin actions as
-//! their clients observe them, the Jolokia read, jetty.xml, `check` and `ferromq status`.
+//! their clients observe them, the Jolokia read, jetty.xml, `check` and `ferromq status`; the
+//! pages in headless Chromium (`browser`).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -14,6 +15,7 @@ mod stomp_client;
 mod actions;
 mod api;
 mod auth;
+mod browser;
 mod config;
 mod http;
 
