@@ -70,6 +70,9 @@ pub struct LiveClient {
     pub session: Option<Weak<Session>>,
     kick: Kick,
     kicked_by_admin: AtomicBool,
+    /// STOMP: the connection's subscriptions (topics and queues), set by its task after each
+    /// SUBSCRIBE / UNSUBSCRIBE (an MQTT client's are read from its session).
+    subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 /// How an administrator's disconnect reaches a connection task.
@@ -84,6 +87,16 @@ pub enum Kick {
 }
 
 impl LiveClient {
+    /// Record a STOMP connection's subscription count.
+    pub fn set_subscriptions(&self, count: usize) {
+        self.subscriptions.store(count, Ordering::Relaxed);
+    }
+
+    /// What [`LiveClient::set_subscriptions`] last recorded.
+    pub fn subscriptions(&self) -> usize {
+        self.subscriptions.load(Ordering::Relaxed)
+    }
+
     /// Whether an administrator closed this connection.
     pub fn kicked_by_admin(&self) -> bool {
         self.kicked_by_admin.load(Ordering::Acquire)
@@ -144,6 +157,7 @@ impl ClientRegistry {
             session: client.session,
             kick: client.kick,
             kicked_by_admin: AtomicBool::new(false),
+            subscriptions: std::sync::atomic::AtomicUsize::new(0),
         };
         let entry = Arc::new(entry);
         self.live.lock().insert(key, entry.clone());

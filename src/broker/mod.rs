@@ -30,6 +30,7 @@ pub mod selector;
 pub mod server;
 pub mod session;
 pub mod system;
+pub mod topic_stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

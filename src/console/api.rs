@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -122,7 +122,7 @@ pub(super) async fn clients(
                 Some(session) => session
                     .upgrade()
                     .map_or(0, |s| s.with_state_unchecked(|st| st.subscriptions.len())),
-                None => 0,
+                None => c.subscriptions(),
             };
             json!({
                 "id": key.id(),
@@ -182,15 +182,23 @@ pub(super) async fn sessions(
     Ok(Json(json!({ "sessions": sessions })))
 }
 
+/// `?system=true` on /api/topics: list the broker's `$SYS` topics too.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct TopicsQuery {
+    #[serde(default)]
+    system: bool,
+}
+
 pub(super) async fn topics(
     State(console): State<Arc<Console>>,
+    Query(query): Query<TopicsQuery>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Denied> {
     reader(&console, &headers)?;
     let core = &console.core;
-    // The topics that exist (recorded when authorization is on), those with a retained
-    // message, and the concrete topics subscribed to (without authorization the broker keeps
-    // no list of topics: a publish to a new topic costs nothing more).
+    // The topics that exist (recorded when authorization is on), those published to (counted
+    // per topic while the console is configured), those with a retained message, and the
+    // concrete topics subscribed to.
     let mut names: std::collections::BTreeSet<String> = core
         .destinations
         .names()
@@ -205,33 +213,60 @@ pub(super) async fn topics(
                     Ok(Some(share)) => share.filter,
                     _ => filter.as_str(),
                 };
-                if !crate::broker::routing::destinations::is_wildcard(filter)
-                    && !filter.starts_with('$')
-                {
+                if !crate::broker::routing::destinations::is_wildcard(filter) {
                     names.insert(filter.to_owned());
                 }
             }
         });
     }
+    type Tree = crate::broker::routing::router::SubscriptionTree<
+        crate::broker::session::SessionId,
+        crate::broker::session::SubscriptionOptions,
+    >;
+    let subscribers = |tree: &Tree, topic: &str| {
+        let mut subscribers = 0usize;
+        tree.for_each_match(topic, |_, _| subscribers += 1);
+        tree.for_each_shared_match(topic, |group| subscribers += group.len());
+        subscribers
+    };
+    // A full registry makes room first (topics nobody publishes to, subscribes to or retains).
+    core.topic_stats.sweep(|topic| {
+        subscribers(&core.subscriptions.read(), topic) > 0
+            || core.retained.read().get(topic).is_some()
+    });
+    let counted: std::collections::HashMap<String, (u64, u64)> = core
+        .topic_stats
+        .snapshot()
+        .into_iter()
+        .map(|(topic, messages, bytes)| (topic, (messages, bytes)))
+        .collect();
+    names.extend(counted.keys().cloned());
     let tree = core.subscriptions.read();
     let retained = core.retained.read();
     let topics: Vec<Value> = names
         .iter()
+        .filter(|topic| query.system || !crate::broker::system::is_system_topic(topic))
         .map(|topic| {
-            let mut subscribers = 0usize;
-            tree.for_each_match(topic, |_, _| subscribers += 1);
-            tree.for_each_shared_match(topic, |group| subscribers += group.len());
+            let (messages_in, bytes_in) = match counted.get(topic) {
+                Some(&(m, b)) => (json!(m), json!(b)),
+                // Not tracked: no console when published to, or past the registry's bound.
+                None => (Value::Null, Value::Null),
+            };
             json!({
                 "topic": topic,
                 "destination": crate::security::destination::swap_chars(topic),
-                "subscribers": subscribers,
-                // Not counted per topic: it would cost the publish path (see docs/console.md).
-                "messages_in": Value::Null,
+                "subscribers": subscribers(&tree, topic),
+                "messages_in": messages_in,
+                "bytes_in": bytes_in,
                 "retained": retained.get(topic).is_some(),
             })
         })
         .collect();
-    Ok(Json(json!({ "topics": topics })))
+    Ok(Json(json!({
+        "topics": topics,
+        "truncated": core.topic_stats.truncated(),
+        "tracked_limit": core.topic_stats.capacity(),
+    })))
 }
 
 pub(super) async fn queues(

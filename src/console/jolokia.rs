@@ -1,13 +1,14 @@
 //! A Jolokia-style read of ActiveMQ's Broker MBean
 //! (`org.apache.activemq:type=Broker,brokerName=NAME`), so that scripts and monitoring checks
-//! written for ActiveMQ's `/api/jolokia/read/...` keep working. Read only; other MBeans are
-//! answered 404 in Jolokia's error shape.
+//! written for ActiveMQ's `/api/jolokia/read/...` keep working. Read only; an unknown MBean or
+//! attribute is answered as Jolokia answers it: HTTP 200 with `"status": 404` and the JMX
+//! exception's name in `error_type` (Jolokia reports errors in the body, not the HTTP status).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -48,7 +49,7 @@ fn read(
         return error(
             request,
             "javax.management.InstanceNotFoundException",
-            format!("{mbean}: no such MBean (ferromq serves the Broker MBean only)"),
+            mbean.clone(),
         );
     }
     let values = attributes(console);
@@ -74,17 +75,15 @@ fn read(
     .into_response()
 }
 
+/// Jolokia's error response: HTTP 200, the error in the body.
 fn error(request: Value, error_type: &str, message: String) -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({
-            "request": request,
-            "error_type": error_type,
-            "error": format!("{error_type} : {message}"),
-            "status": 404,
-        })),
-    )
-        .into_response()
+    Json(json!({
+        "request": request,
+        "error_type": error_type,
+        "error": format!("{error_type} : {message}"),
+        "status": 404,
+    }))
+    .into_response()
 }
 
 /// `org.apache.activemq:type=Broker,brokerName=NAME` with its keys in any order.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Action, Principal, Security};
+use crate::broker::topic_stats::{TopicStats, TopicStatsRegistry};
 
 /// Decisions kept per connection before the cache is emptied and refilled. Bounded so that a
 /// client publishing to ever-new topic names cannot grow a connection's memory without limit;
@@ -12,6 +13,17 @@ pub const DEFAULT_CAPACITY: usize = 256;
 
 /// Decisions for one action, by topic or filter: [`ALLOWED`] and [`EXISTS`] bits.
 type DecisionMap = HashMap<Box<str>, u8>;
+
+/// What a connection allocates on first use: its decisions, and the publish counters of the
+/// topics it published to (see [`crate::broker::topic_stats`]), in one box so that an idle
+/// connection carries one null pointer for both.
+#[derive(Debug, Default)]
+struct Maps {
+    decisions: [DecisionMap; 3],
+    /// `None`: the topic is not tracked (the registry was full), remembered so the registry
+    /// is not asked again on every publish.
+    topic_stats: HashMap<Box<str>, Option<Arc<TopicStats>>>,
+}
 
 /// The action is allowed.
 const ALLOWED: u8 = 1;
@@ -43,7 +55,7 @@ pub struct AuthzCache {
     /// Indexed by action (read, write, admin); keyed by topic so lookups borrow `&str`.
     /// Allocated on the first decision: a connection that never publishes or receives (and
     /// every connection of a broker without authorization) carries no maps (idle memory).
-    decisions: Option<Box<[DecisionMap; 3]>>,
+    decisions: Option<Box<Maps>>,
     capacity: usize,
     misses: u64,
 }
@@ -108,7 +120,7 @@ impl AuthzCache {
         if let Some(flags) = self
             .decisions
             .as_mut()
-            .and_then(|maps| maps[action_slot(action)].get_mut(mqtt_topic))
+            .and_then(|maps| maps.decisions[action_slot(action)].get_mut(mqtt_topic))
         {
             *flags |= EXISTS;
         }
@@ -132,7 +144,10 @@ impl AuthzCache {
             self.generation = Some(security.generation());
             self.principal = Some(principal.clone());
         }
-        let map = &mut self.decisions.get_or_insert_with(Default::default)[action_slot(action)];
+        let map = &mut self
+            .decisions
+            .get_or_insert_with(Default::default)
+            .decisions[action_slot(action)];
         if let Some(&flags) = map.get(mqtt_topic) {
             return flags;
         }
@@ -158,7 +173,7 @@ impl AuthzCache {
     pub fn len(&self) -> usize {
         self.decisions
             .iter()
-            .flat_map(|maps| maps.iter())
+            .flat_map(|maps| maps.decisions.iter())
             .map(HashMap::len)
             .sum()
     }
@@ -168,9 +183,42 @@ impl AuthzCache {
     }
 
     fn clear(&mut self) {
-        for map in self.decisions.iter_mut().flat_map(|maps| maps.iter_mut()) {
+        for map in self
+            .decisions
+            .iter_mut()
+            .flat_map(|maps| maps.decisions.iter_mut())
+        {
             map.clear();
         }
+    }
+
+    /// Count a publish of `bytes` payload bytes to `mqtt_topic` in `registry`: the registry is
+    /// asked on this connection's first publish to the topic, later ones cost one probe of
+    /// this cache and two relaxed adds. Nothing (one branch) when the registry is disabled.
+    /// Kept for the connection's life, bounded like the decisions (emptied when full).
+    #[inline]
+    pub fn count_publish(&mut self, registry: &TopicStatsRegistry, mqtt_topic: &str, bytes: usize) {
+        if !registry.enabled() {
+            return;
+        }
+        let map = &mut self
+            .decisions
+            .get_or_insert_with(Default::default)
+            .topic_stats;
+        if let Some(stats) = map.get(mqtt_topic) {
+            if let Some(stats) = stats {
+                stats.record(bytes);
+            }
+            return;
+        }
+        let stats = registry.lookup(mqtt_topic);
+        if let Some(stats) = &stats {
+            stats.record(bytes);
+        }
+        if map.len() >= self.capacity {
+            map.clear();
+        }
+        map.insert(Box::from(mqtt_topic), stats);
     }
 }
 
@@ -243,6 +291,28 @@ mod tests {
             AuthzCache::default().lookup_use(&Security::default(), &principal, Action::Write, "x"),
             UseDecision::AllowedUnknown,
             "without authorization the caller only records the topic"
+        );
+    }
+
+    #[test]
+    fn publish_counts_go_through_the_connection_cache() {
+        use crate::broker::topic_stats::TopicStatsRegistry;
+        let registry = TopicStatsRegistry::new(true, 1);
+        let mut cache = AuthzCache::default();
+        assert!(cache.is_empty(), "nothing allocated before use");
+        cache.count_publish(&registry, "a/b", 2);
+        cache.count_publish(&registry, "a/b", 3);
+        // Past the registry's bound: remembered as untracked, counted nowhere.
+        cache.count_publish(&registry, "c", 1);
+        cache.count_publish(&registry, "c", 1);
+        assert_eq!(registry.snapshot(), vec![("a/b".to_string(), 2, 5)]);
+        assert!(registry.truncated());
+        let off = TopicStatsRegistry::new(false, 10);
+        let mut idle = AuthzCache::default();
+        idle.count_publish(&off, "a/b", 2);
+        assert!(
+            idle.decisions.is_none(),
+            "a disabled registry allocates nothing"
         );
     }
 }

@@ -3,7 +3,8 @@
 use rumqttc::QoS;
 
 use crate::http::get;
-use crate::support::Client;
+use crate::stomp_client::StompClient;
+use crate::support::{Client, STEP};
 use crate::{Env, ADMIN, VIEWER};
 
 #[tokio::test]
@@ -126,28 +127,177 @@ async fn jolokia_reads_the_broker_mbean_as_activemq_does() {
     .json();
     assert_eq!(all["value"]["BrokerName"], "console-test");
     assert_eq!(all["value"].as_object().map(|o| o.len()), Some(15));
-    // Unknown attribute or MBean: Jolokia's error shape.
+    // Unknown attribute or MBean: Jolokia's answer, HTTP 200 with the error in the body.
     let missing = get(
         env.console,
         &format!("/api/jolokia/read/{mbean}/NoSuchThing"),
         Some(ADMIN),
     )
     .await;
-    assert_eq!(missing.status, 404);
-    assert_eq!(missing.json()["status"], 404);
+    assert_eq!(missing.status, 200, "Jolokia reports errors in the body");
+    let missing = missing.json();
+    assert_eq!(missing["status"], 404);
     assert_eq!(
-        missing.json()["error_type"],
+        missing["error_type"],
         "javax.management.AttributeNotFoundException"
     );
+    assert_eq!(
+        missing["error"],
+        "javax.management.AttributeNotFoundException : No such attribute: NoSuchThing"
+    );
+    assert_eq!(missing["request"]["attribute"], "NoSuchThing");
+    assert_eq!(missing["request"]["mbean"], mbean);
+    assert!(missing.get("value").is_none());
+    let other_mbean = "org.apache.activemq:type=Broker,brokerName=other";
     let other = get(
         env.console,
-        "/api/jolokia/read/org.apache.activemq:type=Broker,brokerName=other/BrokerName",
+        &format!("/api/jolokia/read/{other_mbean}/BrokerName"),
         Some(ADMIN),
     )
     .await;
+    assert_eq!(other.status, 200);
+    let other = other.json();
+    assert_eq!(other["status"], 404);
     assert_eq!(
-        other.json()["error_type"],
+        other["error_type"],
         "javax.management.InstanceNotFoundException"
     );
+    assert_eq!(
+        other["error"],
+        format!("javax.management.InstanceNotFoundException : {other_mbean}")
+    );
+    assert_eq!(other["request"]["type"], "read");
+    // Every attribute of an unknown MBean: the same error.
+    let other_all = get(
+        env.console,
+        &format!("/api/jolokia/read/{other_mbean}"),
+        Some(ADMIN),
+    )
+    .await
+    .json();
+    assert_eq!(
+        other_all["error_type"],
+        "javax.management.InstanceNotFoundException"
+    );
+    env.broker.shutdown().await;
+}
+
+/// The topic row of `topic` in an /api/topics answer.
+fn topic_row(topics: &serde_json::Value, topic: &str) -> Option<serde_json::Value> {
+    topics["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["topic"] == topic)
+        .cloned()
+}
+
+#[tokio::test]
+async fn topics_count_what_is_published_over_mqtt_and_stomp() {
+    let env = Env::start_with("", r#"<systemTopics xmlns="urn:ferromq" interval="100"/>"#).await;
+    let mut publisher = Client::connect(env.listener("mqtt"), "pub-1").await;
+    for _ in 0..3 {
+        publisher
+            .publish("plant/line1", QoS::AtLeastOnce, false, b"21")
+            .await;
+    }
+    let mut stomp = StompClient::tcp(env.listener("stomp")).await;
+    stomp.connect(&[("client-id", "stomp-sub")]).await;
+    stomp
+        .send(
+            "SEND",
+            &[("destination", "/topic/plant.line2"), ("receipt", "s1")],
+            "abcd",
+        )
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+
+    let topics = get(env.console, "/api/topics", Some(VIEWER)).await.json();
+    assert_eq!(topics["truncated"], false);
+    assert_eq!(topics["tracked_limit"], 10_000);
+    let line1 = topic_row(&topics, "plant/line1").expect("published topic listed");
+    assert_eq!(line1["messages_in"], 3, "{line1}");
+    assert_eq!(line1["bytes_in"], 6);
+    assert_eq!(line1["subscribers"], 0);
+    let line2 = topic_row(&topics, "plant/line2").expect("STOMP topic listed");
+    assert_eq!(line2["destination"], "plant.line2");
+    assert_eq!(line2["messages_in"], 1);
+    assert_eq!(line2["bytes_in"], 4);
+
+    // The broker's own $SYS topics only with ?system=true.
+    let deadline = tokio::time::Instant::now() + STEP;
+    let system = loop {
+        let all = get(env.console, "/api/topics?system=true", Some(VIEWER))
+            .await
+            .json();
+        if topic_row(&all, "$SYS/broker/uptime").is_some() {
+            break all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no $SYS topic: {all}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(topic_row(&system, "plant/line1").is_some());
+    let topics = get(env.console, "/api/topics", Some(VIEWER)).await.json();
+    let names: Vec<&str> = topics["topics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["topic"].as_str())
+        .collect();
+    assert!(
+        names.iter().all(|t| !t.starts_with("$SYS")),
+        "hidden by default: {names:?}"
+    );
+    assert!(names.contains(&"plant/line1"));
+
+    // A STOMP connection's subscriptions (a topic and a queue) are counted.
+    stomp
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/plant.line1"),
+                ("id", "1"),
+                ("receipt", "s2"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+    stomp
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/queue/orders"),
+                ("id", "2"),
+                ("receipt", "s3"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+    let stomp_subscriptions = |clients: serde_json::Value| {
+        clients["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["client_id"] == "stomp-sub")
+            .map(|c| c["subscriptions"].clone())
+    };
+    let clients = get(env.console, "/api/clients", Some(VIEWER)).await.json();
+    assert_eq!(stomp_subscriptions(clients), Some(serde_json::json!(2)));
+    let topics = get(env.console, "/api/topics", Some(VIEWER)).await.json();
+    assert_eq!(
+        topic_row(&topics, "plant/line1").map(|t| t["subscribers"].clone()),
+        Some(serde_json::json!(1))
+    );
+    stomp
+        .send("UNSUBSCRIBE", &[("id", "2"), ("receipt", "s4")], "")
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+    let clients = get(env.console, "/api/clients", Some(VIEWER)).await.json();
+    assert_eq!(stomp_subscriptions(clients), Some(serde_json::json!(1)));
     env.broker.shutdown().await;
 }

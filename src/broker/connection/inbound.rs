@@ -471,7 +471,14 @@ impl Conn {
             Action::Write,
             &message.topic,
         ) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.identity.authz.count_publish(
+                    &self.core.topic_stats,
+                    &message.topic,
+                    message.payload.len(),
+                );
+                Ok(())
+            }
             Err(TopicRefusal::NotAuthorized) => {
                 self.core.counters.dropped_not_authorized();
                 tracing::info!(topic = %message.topic, user = %self.identity.principal.user, "publish not authorized: dropped");

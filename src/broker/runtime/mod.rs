@@ -101,6 +101,9 @@ pub struct BrokerCore {
     drain_wake_at: AtomicUsize,
     /// The live connections (the console lists and disconnects them).
     pub clients: crate::broker::clients::ClientRegistry,
+    /// Messages and bytes published per topic, for the console (kept only when it is
+    /// configured; see [`crate::broker::topic_stats`]).
+    pub topic_stats: crate::broker::topic_stats::TopicStatsRegistry,
     /// The console's users (its realm file), swapped when a reload re-reads it.
     pub console_users: ArcSwap<Vec<crate::console::realm::RealmUser>>,
     /// When this broker was built (uptime).
@@ -155,6 +158,10 @@ impl BrokerCore {
             drain_wake_at: AtomicUsize::new(0),
             pending_wills: PendingWills::default(),
             clients: crate::broker::clients::ClientRegistry::new(config.console.is_some()),
+            topic_stats: crate::broker::topic_stats::TopicStatsRegistry::new(
+                config.console.is_some(),
+                crate::broker::topic_stats::DEFAULT_CAPACITY,
+            ),
             console_users: ArcSwap::from_pointee(
                 config
                     .console

@@ -51,8 +51,16 @@ impl StompConn {
                 }
                 self.on_send(&frame)
             }
-            Command::Subscribe => self.on_subscribe(&frame),
-            Command::Unsubscribe => self.on_unsubscribe(&frame),
+            Command::Subscribe => {
+                let done = self.on_subscribe(&frame);
+                self.count_subscriptions();
+                done
+            }
+            Command::Unsubscribe => {
+                let done = self.on_unsubscribe(&frame);
+                self.count_subscriptions();
+                done
+            }
             Command::Ack | Command::Nack => {
                 if let Some(tx) = frame.header("transaction") {
                     return self.hold_in_transaction(tx.to_owned(), frame);
@@ -77,6 +85,14 @@ impl StompConn {
                     Some(&frame),
                 ))
             }
+        }
+    }
+
+    /// Tell the console's list how many subscriptions this connection holds.
+    fn count_subscriptions(&self) {
+        if let Some(live) = &self.live {
+            let queues = self.queues.as_ref().map_or(0, |q| q.len());
+            live.set_subscriptions(self.subs.len() + queues);
         }
     }
 
@@ -227,7 +243,11 @@ impl StompConn {
             Action::Write,
             topic,
         ) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.authz
+                    .count_publish(&self.core.topic_stats, topic, frame.body.len());
+                Ok(())
+            }
             Err(TopicRefusal::NotAuthorized) => {
                 self.core.counters.dropped_not_authorized();
                 Err(Close::error(

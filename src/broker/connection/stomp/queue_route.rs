@@ -49,6 +49,13 @@ pub(crate) struct QueueSubs {
     temporary: HashMap<String, Arc<str>>,
 }
 
+impl QueueSubs {
+    /// Queue subscriptions held.
+    pub(super) fn len(&self) -> usize {
+        self.subs.len()
+    }
+}
+
 /// One subscription to a queue.
 struct QueueSub {
     /// The client's `id` header.
