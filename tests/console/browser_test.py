@@ -129,6 +129,14 @@ def wait_for(driver, condition, what):
         fail(f"{what} (page status: {status!r}, console: {driver.get_log('browser')})")
 
 
+def number(text):
+    """A table cell as a number; a dash (no figure yet) is -1."""
+    try:
+        return float(text)
+    except ValueError:
+        return -1.0
+
+
 def css_string(value):
     """`value` as the inside of a double-quoted CSS string."""
     return value.replace("\\", "\\\\").replace('"', '\\"')
@@ -286,10 +294,29 @@ def main():
         driver.get(base + "/topics")
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#topics tr[data-topic="console/t"]'),
                  "topics page lists console/t")
+        # The topic's rate: a delta of its messages_in between two polls, while a publisher runs.
+        topic_cell = '#topics tr[data-topic="console/t"] td:nth-child({})'
+        stop = threading.Event()
+        traffic = threading.Thread(target=publish, daemon=True)
+        traffic.start()
+        wait_for(driver, lambda d: number(d_text(d, topic_cell.format(5))) > 5,
+                 "topics page shows console/t's rate while it is published to")
+        stop.set()
+        traffic.join()
+        check(number(d_text(driver, topic_cell.format(4))) > 0, "topics page shows console/t's messages in")
+        driver.save_screenshot(os.path.join(args.out, "console-topics.png"))
 
-        # Purge a queue through its page: three messages sent over STOMP, then none.
-        for i in range(3):
+        # Purge a queue through its page: three messages sent over STOMP, then none. The first
+        # one creates the queue; the page then shows the rate of the next two.
+        driver.get(base + "/queues")
+        queue_row = f'#queues tr[data-queue="{QUEUE}"]'
+        stomp_conn.send("/queue/console.q", "q0")
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, queue_row)
+                 and d_text(d, queue_row + " td:nth-child(2)") == "1", "queues page lists the new queue")
+        for i in range(1, 3):
             stomp_conn.send("/queue/console.q", f"q{i}")
+        wait_for(driver, lambda d: number(d_text(d, queue_row + " td:nth-child(6)")) > 0,
+                 "queues page shows the queue's enqueue rate")
         deadline = time.time() + WAIT
         while time.time() < deadline:
             queues = json.loads(http_get(base + "/api/queues", admin))["queues"]
@@ -298,8 +325,6 @@ def main():
             time.sleep(0.1)
         else:
             fail(f"/api/queues never showed {QUEUE} with depth 3")
-        driver.get(base + "/queues")
-        queue_row = f'#queues tr[data-queue="{QUEUE}"]'
         wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, queue_row + " td:nth-child(2)").text == "3",
                  "queues page shows the depth 3")
         driver.find_element(By.CSS_SELECTOR, queue_row + ' button[data-action="purge"]').click()

@@ -142,6 +142,32 @@ function renderRows(tableId, rows, key, columns, action) {
   tbody.replaceChildren(fresh);
 }
 
+// Per-row rates: the counter's change since the previous poll, per second (like the chart's).
+// `null` (shown as a dash) on the first poll of a row, when its counter is not kept
+// (a topic past the broker's bound) or when it went backwards (the broker restarted).
+let lastCounts = {};
+function rates(kind, rows, name, counters) {
+  const now = Date.now();
+  const seen = {};
+  for (const row of rows) {
+    row.rates = {};
+    for (const counter of counters) {
+      const id = kind + "\u0000" + counter + "\u0000" + name(row);
+      const value = row[counter];
+      if (typeof value !== "number") { row.rates[counter] = null; continue; }
+      const before = lastCounts[id];
+      row.rates[counter] = before && value >= before.value && now > before.t
+        ? (value - before.value) * 1000 / (now - before.t)
+        : null;
+      seen[id] = { t: now, value: value };
+    }
+  }
+  lastCounts = seen;
+}
+function perSecond(rate) {
+  return rate === null || rate === undefined ? null : rate.toFixed(1);
+}
+
 const tablePages = {
   clients: async () => {
     const { clients } = await getJson("/api/clients");
@@ -173,25 +199,30 @@ const tablePages = {
     return sessions.length + " sessions";
   },
   topics: async () => {
-    const { topics } = await getJson("/api/topics");
+    const { topics, truncated } = await getJson("/api/topics");
+    rates("topic", topics, (t) => t.topic, ["messages_in"]);
     renderRows("topics", topics, (t) => ({ topic: t.topic }), [
       [(t) => t.topic],
       [(t) => t.destination],
       [(t) => t.subscribers, true],
       [(t) => t.messages_in, true],
+      [(t) => perSecond(t.rates.messages_in), true],
       [(t) => (t.retained ? "yes" : "no")],
     ], null);
-    return topics.length + " topics";
+    return topics.length + " topics" + (truncated ? " (the broker counts a limited number of topics: some are not counted)" : "");
   },
   queues: async () => {
     const { queues } = await getJson("/api/queues");
+    rates("queue", queues, (q) => q.name, ["enqueued", "dequeued"]);
     renderRows("queues", queues, (q) => ({ queue: q.name }), [
       [(q) => q.name],
       [(q) => q.depth, true],
       [(q) => q.consumers, true],
       [(q) => q.in_flight, true],
       [(q) => q.enqueued, true],
+      [(q) => perSecond(q.rates.enqueued), true],
       [(q) => q.dequeued, true],
+      [(q) => perSecond(q.rates.dequeued), true],
     ], (q) => actionButton("Purge", "/api/queues/" + encodeURIComponent(q.name) + "/purge",
       "Purge every message of queue " + q.name + "?"));
     return queues.length + " queues";
