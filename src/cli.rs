@@ -105,9 +105,14 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The console's URL (plain HTTP).
+    /// The console's URL: http://HOST:PORT, or https://HOST:PORT for a console with
+    /// sslContext="true" (then give --cacert).
     #[arg(long, default_value = "http://127.0.0.1:8161")]
     pub console: String,
+    /// PEM file of the CA (or the certificate itself) that the https console's certificate
+    /// must chain to; its host name must match the URL's.
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
     /// The console user (a role of `user` or `admin` in jetty-realm.properties).
     #[arg(long)]
     pub user: Option<String>,
@@ -572,6 +577,7 @@ fn status(args: StatusArgs) -> ExitCode {
         &args.console,
         "/api/overview",
         credentials,
+        args.cacert.as_deref(),
     ));
     match answer {
         Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {

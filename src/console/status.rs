@@ -12,21 +12,100 @@ use serde_json::Value;
 /// How long `status` waits for the console.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// GET `path` from the console at `base` (`http://host:port`) with basic auth; the status
-/// code and the body. Errors: unreachable, not HTTP, HTTPS (not supported by this client).
+/// GET `path` from the console at `base` (`http://host:port` or `https://host:port`) with
+/// basic auth; the status code and the body. Over https the console's certificate must chain
+/// to a CA of `cacert` (a PEM file: the CA that signed the broker's `<sslContext>` key, or
+/// that certificate itself) and name the host of `base`. Errors: a bad URL, https without
+/// `cacert`, an unreadable `cacert`, unreachable, a failed handshake, not HTTP.
 pub async fn get(
     base: &str,
     path: &str,
     credentials: Option<(&str, &str)>,
+    cacert: Option<&std::path::Path>,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow::anyhow!("the console URL must start with http:// (got {base})"))?;
+    let (tls, rest) = if let Some(rest) = base.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        anyhow::bail!("the console URL must start with http:// or https:// (got {base})");
+    };
     let authority = rest.trim_end_matches('/');
     let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(authority))
         .await
         .map_err(|_| anyhow::anyhow!("{authority}: no answer within {} s", TIMEOUT.as_secs()))?
         .map_err(|e| anyhow::anyhow!("cannot reach the console at {authority}: {e}"))?;
+    if !tls {
+        return exchange(stream, authority, path, credentials).await;
+    }
+    let cacert = cacert.ok_or_else(|| {
+        anyhow::anyhow!("{base}: https needs --cacert FILE (the CA of the console's certificate)")
+    })?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config(cacert)?));
+    let host = host_of(authority);
+    let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+        .map_err(|e| anyhow::anyhow!("{host}: not a host name for TLS: {e}"))?;
+    let stream = tokio::time::timeout(TIMEOUT, connector.connect(name, stream))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{authority}: no TLS handshake within {} s",
+                TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| {
+            anyhow::anyhow!("TLS handshake with the console at {authority} failed: {e}")
+        })?;
+    exchange(stream, authority, path, credentials).await
+}
+
+/// The host of `host:port` or `[v6]:port`, without brackets.
+fn host_of(authority: &str) -> &str {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// TLS client settings trusting the certificates of the PEM file `path`.
+fn client_config(path: &std::path::Path) -> anyhow::Result<tokio_rustls::rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let bytes =
+        std::fs::read(path).map_err(|e| anyhow::anyhow!("--cacert {}: {e}", path.display()))?;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| anyhow::anyhow!("--cacert {}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("--cacert {}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!(
+            "--cacert {}: no PEM certificate in the file",
+            path.display()
+        );
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    Ok(
+        tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS settings: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// One HTTP/1.1 GET over `stream`.
+async fn exchange<S>(
+    stream: S,
+    authority: &str,
+    path: &str,
+    credentials: Option<(&str, &str)>,
+) -> anyhow::Result<(u16, Vec<u8>)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
@@ -45,6 +124,17 @@ pub async fn get(
     let status = response.status().as_u16();
     let body = response.into_body().collect().await?.to_bytes().to_vec();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(super::host_of("127.0.0.1:8161"), "127.0.0.1");
+        assert_eq!(super::host_of("localhost:8161"), "localhost");
+        assert_eq!(super::host_of("[::1]:8161"), "::1");
+        assert_eq!(super::host_of("example.org"), "example.org");
+    }
 }
 
 /// The overview as text, from `/api/overview`'s JSON.

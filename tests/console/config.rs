@@ -299,6 +299,42 @@ async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
         crate::http::send(tls, "localhost", "GET", "/api/overview", Some(ADMIN), &[]).await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.json()["broker_name"], "tls-console");
+    // `ferromq status` over https, trusting the CA that signed the broker's key.
+    write(dir.path(), "ca.pem", &ca.pem());
+    write(dir.path(), "other-ca.pem", &Ca::new("another CA").pem());
+    let status = |cacert: Option<&str>| {
+        let mut command = ferromq();
+        command
+            .args([
+                "status",
+                "--console",
+                &format!("https://127.0.0.1:{}", addr.port()),
+            ])
+            .args(["--user", "viewer", "--password-env", "CONSOLE_PW"])
+            .env("CONSOLE_PW", crate::PASSWORD);
+        if let Some(file) = cacert {
+            command.arg("--cacert").arg(dir.path().join(file));
+        }
+        tokio::task::spawn_blocking(move || command.output().expect("run status"))
+    };
+    let trusted = status(Some("ca.pem")).await.expect("status ran");
+    let stdout = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert!(stdout.contains("broker tls-console (ferromq "), "{stdout}");
+    let untrusted = status(Some("other-ca.pem")).await.expect("status ran");
+    assert_eq!(untrusted.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&untrusted.stderr).contains("TLS handshake"),
+        "{}",
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    let no_ca = status(None).await.expect("status ran");
+    assert_eq!(no_ca.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--cacert"));
     // Plain HTTP on the HTTPS port gets no answer.
     let plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
