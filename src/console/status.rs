@@ -126,17 +126,6 @@ where
     Ok((status, body))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_of_strips_the_port_and_brackets() {
-        assert_eq!(super::host_of("127.0.0.1:8161"), "127.0.0.1");
-        assert_eq!(super::host_of("localhost:8161"), "localhost");
-        assert_eq!(super::host_of("[::1]:8161"), "::1");
-        assert_eq!(super::host_of("example.org"), "example.org");
-    }
-}
-
 /// The overview as text, from `/api/overview`'s JSON.
 pub fn describe(overview: &Value) -> String {
     use std::fmt::Write;
@@ -225,4 +214,15 @@ pub fn describe(overview: &Value) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_of_strips_the_port_and_brackets() {
+        assert_eq!(super::host_of("127.0.0.1:8161"), "127.0.0.1");
+        assert_eq!(super::host_of("localhost:8161"), "localhost");
+        assert_eq!(super::host_of("[::1]:8161"), "::1");
+        assert_eq!(super::host_of("example.org"), "example.org");
+    }
 }
