@@ -2,7 +2,7 @@
 //!
 //! Kept only when the console is configured. A connection finds a topic's [`TopicStats`] in the
 //! registry on its first publish to that topic (one read lock, a write lock when the topic is
-//! new) and keeps the `Arc` in its own cache ([`crate::security::AuthzCache::topic_stats`]), so
+//! new) and keeps the `Arc` in its own cache ([`crate::security::AuthzCache::count_publish`]), so
 //! later publishes cost one probe of that per-connection map and two relaxed atomic adds: no
 //! lock shared between connections on the publish path.
 //!
