@@ -71,8 +71,9 @@ pub struct LiveClient {
     kick: Kick,
     kicked_by_admin: AtomicBool,
     /// STOMP: the connection's subscriptions (topics and queues), set by its task after each
-    /// SUBSCRIBE / UNSUBSCRIBE (an MQTT client's are read from its session).
-    subscriptions: std::sync::atomic::AtomicUsize,
+    /// SUBSCRIBE / UNSUBSCRIBE (an MQTT client's are read from its session). 16 bits, held
+    /// at 65535: it fits the entry's padding (see `an_entry_stays_small`).
+    subscriptions: std::sync::atomic::AtomicU16,
 }
 
 /// How an administrator's disconnect reaches a connection task.
@@ -87,14 +88,15 @@ pub enum Kick {
 }
 
 impl LiveClient {
-    /// Record a STOMP connection's subscription count.
+    /// Record a STOMP connection's subscription count (held at 65535).
     pub fn set_subscriptions(&self, count: usize) {
+        let count = u16::try_from(count).unwrap_or(u16::MAX);
         self.subscriptions.store(count, Ordering::Relaxed);
     }
 
     /// What [`LiveClient::set_subscriptions`] last recorded.
     pub fn subscriptions(&self) -> usize {
-        self.subscriptions.load(Ordering::Relaxed)
+        usize::from(self.subscriptions.load(Ordering::Relaxed))
     }
 
     /// Whether an administrator closed this connection.
@@ -157,7 +159,7 @@ impl ClientRegistry {
             session: client.session,
             kick: client.kick,
             kicked_by_admin: AtomicBool::new(false),
-            subscriptions: std::sync::atomic::AtomicUsize::new(0),
+            subscriptions: std::sync::atomic::AtomicU16::new(0),
         };
         let entry = Arc::new(entry);
         self.live.lock().insert(key, entry.clone());
