@@ -381,6 +381,7 @@ fn init_tracing(level: &str, format: LogFormat) {
         LogFormat::Text => builder
             // Colour codes only for a person at a terminal, never into log files or journald.
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(escaped_text_fields())
             .try_init(),
         // The event's fields stay typed values under `fields`; the innermost span (a
         // connection's listener, peer and client id) under `span`, not the whole list.
@@ -390,6 +391,29 @@ fn init_tracing(level: &str, format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// The text log's field formatter: `name=value` pairs as tracing-subscriber writes them, with
+/// every control character of a value written escaped (`\n`, `\u{1b}`). Values come from peers
+/// (client ids, user names, topics, STOMP destinations): a line break in one must not start a
+/// forged log line, nor an escape sequence drive the terminal that shows the log. (The JSON
+/// format escapes by itself.)
+fn escaped_text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() != "message" {
+            write!(w, "{field}=")?;
+        }
+        for c in format!("{value:?}").chars() {
+            if c.is_control() {
+                write!(w, "{}", c.escape_default())?;
+            } else {
+                w.write_char(c)?;
+            }
+        }
+        Ok(())
+    })
+    .delimited(" ")
 }
 
 fn check(args: CheckArgs) -> ExitCode {

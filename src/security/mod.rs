@@ -50,8 +50,23 @@ use throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
 /// A name a peer chose (user name, client id) as it goes into a log line: at most
 /// [`Bounded::MAX_CHARS`] characters, then how much was left out, so that a client sending
-/// 60,000-character names to failed logins cannot make 60 KB log lines.
+/// 60,000-character names to failed logins cannot make 60 KB log lines. Control characters
+/// (line breaks, ANSI escapes) are written escaped (`\n`, `\u{1b}`), so that a name cannot
+/// start a forged log line or drive the terminal that shows the log.
 pub struct Bounded<'a>(pub &'a str);
+
+/// `text` with its control characters escaped as Rust writes them.
+fn write_escaping_controls(f: &mut std::fmt::Formatter<'_>, text: &str) -> std::fmt::Result {
+    use std::fmt::Write;
+    for c in text.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            f.write_char(c)?;
+        }
+    }
+    Ok(())
+}
 
 impl Bounded<'_> {
     pub const MAX_CHARS: usize = 128;
@@ -60,13 +75,11 @@ impl Bounded<'_> {
 impl std::fmt::Display for Bounded<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0.char_indices().nth(Self::MAX_CHARS) {
-            None => f.write_str(self.0),
-            Some((cut, _)) => write!(
-                f,
-                "{}... ({} more bytes)",
-                &self.0[..cut],
-                self.0.len() - cut
-            ),
+            None => write_escaping_controls(f, self.0),
+            Some((cut, _)) => {
+                write_escaping_controls(f, &self.0[..cut])?;
+                write!(f, "... ({} more bytes)", self.0.len() - cut)
+            }
         }
     }
 }
@@ -423,5 +436,17 @@ mod bounded_tests {
         assert!(shown.ends_with("(119744 more bytes)"), "{shown}");
         assert_eq!(format!("{}", Bounded("alice")), "alice");
         assert!(format!("{}", Bounded(&long)).ends_with("... (119744 more bytes)"));
+    }
+
+    #[test]
+    fn line_breaks_and_terminal_escapes_cannot_forge_log_lines() {
+        let forged = "x\n2026-11-30T12:00:00Z  WARN ferromq::config: FORGED\r\u{1b}[31m";
+        let shown = format!("{}", Bounded(forged));
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(
+            shown,
+            "x\\n2026-11-30T12:00:00Z  WARN ferromq::config: FORGED\\r\\u{1b}[31m"
+        );
+        assert_eq!(format!("{}", Bounded("émile/ü")), "émile/ü");
     }
 }
