@@ -5,6 +5,7 @@
 //!
 //! Run: `cargo bench --bench memory`.
 
+use ferromq::broker::message::SampleStamp;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ const PAYLOAD_BYTES: usize = 64;
 
 fn message(topic: &Arc<str>, read_buffer: &Bytes) -> Message {
     Message {
+        stamp: SampleStamp::NONE,
         topic: topic.clone(),
         // As the codec hands it over: a slice of the connection's read buffer.
         payload: read_buffer.slice(0..PAYLOAD_BYTES),

@@ -4,6 +4,7 @@
 //! Run with `cargo bench --bench selector`. Evaluation borrows strings from the message and
 //! the selector, so these numbers are the per-delivery cost of a subscription's selector.
 
+use ferromq::broker::message::SampleStamp;
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ fn message(region: &str, priority: &str, symbol: &str) -> Message {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("prices/eu/ab"),
         payload: Bytes::from_static(b"{\"bid\": 1.25}"),
         qos: QoS::AtLeastOnce,

@@ -122,12 +122,13 @@ impl Counters {
         dropped_expired,
     );
 
-    /// A message of `qos` with `payload_bytes` received from a client (PUBLISH, SEND).
+    /// A message of `qos` with `payload_bytes` received from a client (PUBLISH, SEND); returns
+    /// the new count of messages of that QoS (what delivery latency sampling keys on).
     #[inline]
-    pub(crate) fn message_in(&self, qos: QoS, payload_bytes: usize) {
+    pub(crate) fn message_in(&self, qos: QoS, payload_bytes: usize) -> u64 {
         let q = qos as usize;
-        self.messages_in[q].fetch_add(1, Ordering::Relaxed);
         self.bytes_in[q].fetch_add(payload_bytes as u64, Ordering::Relaxed);
+        self.messages_in[q].fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A message of `qos` with `payload_bytes` written to a client.

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::broker::durability::now_ms;
 use crate::broker::durability::stored_v5::StoredV5;
+pub use crate::metrics::latency::SampleStamp;
 use crate::protocol::{Properties, QoS};
 
 /// An application message as routed. Cloning is cheap (two reference-count bumps), so one
@@ -29,6 +30,12 @@ pub struct Message {
     /// [`crate::broker::durability::stored_v5`]); absent in older serialized forms.
     #[serde(default, with = "v5_serde")]
     pub v5: Option<Arc<V5Extras>>,
+    /// When a sampled live publish was received, for the delivery latency histogram
+    /// ([`crate::metrics::latency`]); [`SampleStamp::NONE`] for most messages and for every
+    /// message read back from a store. In the struct's padding (it stays 64 bytes); compares
+    /// equal whatever its value.
+    #[serde(skip)]
+    pub stamp: SampleStamp,
 }
 
 /// The MQTT 5 side of a message: the PUBLISH properties forwarded to subscribers.
@@ -213,6 +220,7 @@ mod tests {
     #[test]
     fn message_round_trips_through_json() {
         let m = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("a/b"),
             payload: Bytes::from_static(b"\x00\xffhi"),
             qos: QoS::ExactlyOnce,
@@ -237,6 +245,7 @@ mod tests {
             ..Properties::default()
         };
         let m = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("a/b"),
             payload: Bytes::from_static(b"x"),
             qos: QoS::AtLeastOnce,
@@ -259,6 +268,7 @@ mod tests {
         };
         let v5 = V5Extras::from_stored(stored).expect("v5");
         let message = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("t"),
             payload: Bytes::new(),
             qos: QoS::AtLeastOnce,
@@ -304,6 +314,7 @@ mod tests {
             Some(8)
         );
         let message = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("t"),
             payload: Bytes::new(),
             qos: QoS::AtMostOnce,

@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use super::access::protocol_name;
 use super::family::{Family, Kind};
 use super::histogram::HistogramSnapshot;
+use super::latency::DeliveredBy;
 use super::reason::Reason;
 use crate::broker::runtime::BrokerCore;
 use crate::config::Protocol;
@@ -16,6 +17,7 @@ pub(super) fn collect(core: &BrokerCore) -> Vec<Family> {
     let mut out = Vec::new();
     connections(core, &mut out);
     messages(core, &mut out);
+    delivery_latency(core, &mut out);
     stomp_frames(core, &mut out);
     sessions(core, &mut out);
     resources(core, &mut out);
@@ -336,6 +338,32 @@ fn resources(core: &BrokerCore, out: &mut Vec<Family>) {
         "Time of each group commit of the durable store, fsync included.",
         &s.commit_seconds,
     ));
+}
+
+fn delivery_latency(core: &BrokerCore, out: &mut Vec<Family>) {
+    let latency = &core.metrics.delivery_latency;
+    let family = [("mqtt", DeliveredBy::Mqtt), ("stomp", DeliveredBy::Stomp)]
+        .into_iter()
+        .fold(
+            Family::new(
+                "delivery_latency",
+                "Time from a publish being received to its delivery being written to a \
+                 subscriber's output buffer, per subscriber protocol; sampled: one publish \
+                 in 64 per QoS, every first delivery of it.",
+                Kind::Histogram,
+            )
+            .unit_seconds(),
+            |family, (name, protocol)| {
+                let h = latency.snapshot(protocol);
+                family.histogram(
+                    vec![("protocol", name.to_owned())],
+                    h.buckets(),
+                    h.sum_seconds(),
+                    h.count(),
+                )
+            },
+        );
+    out.push(family);
 }
 
 fn histogram(name: &'static str, help: &'static str, h: &HistogramSnapshot) -> Family {

@@ -11,6 +11,7 @@ pub mod access;
 mod collect;
 mod family;
 pub mod histogram;
+pub mod latency;
 pub mod listener;
 pub mod reason;
 
@@ -28,6 +29,8 @@ pub struct Sources {
     /// The hot reload's counters, once reload is enabled.
     pub reload:
         parking_lot::Mutex<Option<tokio::sync::watch::Receiver<crate::reload::ReloadStats>>>,
+    /// Sampled publish-to-write latencies (see [`latency`]).
+    pub delivery_latency: latency::DeliveryLatency,
 }
 
 /// The `Content-Type` of what [`render`] returns (Prometheus text format 0.0.4).

@@ -5,6 +5,7 @@
 //! declared in `<destinations>` exist after a restart; a long queue comes back paged and its
 //! payloads are read back on delivery.
 
+use ferromq::broker::message::SampleStamp;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ fn queues(broker: &TestBroker) -> Arc<Queues> {
 
 fn message(payload: &str, persistent: bool) -> Message {
     Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("q"),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos: if persistent {

@@ -2,6 +2,7 @@
 //! edited `activemq.xml` makes the next NACKed message come back instead of going to the
 //! dead-letter queue.
 
+use ferromq::broker::message::SampleStamp;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,6 +22,7 @@ const REDELIVERY: &str = r#"<redeliveryPlugin>
 
 async fn send_and_refuse(queues: &Queues, body: &'static str) -> bool {
     let message = Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("retry.a"),
         payload: Bytes::from_static(body.as_bytes()),
         qos: QoS::AtLeastOnce,

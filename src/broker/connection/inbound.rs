@@ -1,6 +1,7 @@
 //! Packets from an established client: publish (with QoS 2 de-duplication), acknowledgements
 //! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH (`enhanced_auth.rs`).
 
+use crate::broker::message::SampleStamp;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
@@ -201,7 +202,7 @@ impl Conn {
     }
 
     fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
-        self.core.counters.message_in(p.qos, p.payload.len());
+        let received = self.core.counters.message_in(p.qos, p.payload.len());
         if p.properties
             .as_ref()
             .is_some_and(|props| !props.subscription_identifiers.is_empty())
@@ -214,6 +215,7 @@ impl Conn {
         let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
         let topic = self.resolve_topic_alias(p.topic, alias)?;
         let message = Message {
+            stamp: SampleStamp::for_publish(received),
             topic,
             payload: p.payload,
             qos: p.qos,
@@ -496,6 +498,7 @@ impl Conn {
     pub(super) fn publish_will(&mut self, will: LastWill) {
         // Charged but never refused for memory: a will is one bounded message per connection.
         let message = self.core.memory.charge(Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from(will.topic),
             payload: will.payload,
             qos: will.qos,

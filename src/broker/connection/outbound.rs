@@ -15,6 +15,7 @@ use crate::broker::durability::{Change, Commit};
 use crate::broker::message::Message;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
+use crate::metrics::latency::DeliveredBy;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;
@@ -350,6 +351,10 @@ impl Conn {
                 if self.pending_acks.is_empty() {
                     for (header, item) in batch {
                         self.send_publish(&item.message, header)?;
+                        self.core
+                            .metrics
+                            .delivery_latency
+                            .record(DeliveredBy::Mqtt, item.message.stamp);
                     }
                     return Ok(());
                 }
@@ -360,6 +365,11 @@ impl Conn {
         let mut held = BytesMut::new();
         for (header, item) in &batch {
             encode_delivery(&item.message, *header, self.version, &mut held)?;
+            // Counted as written now, though it waits for what is ahead of it (or the store).
+            self.core
+                .metrics
+                .delivery_latency
+                .record(DeliveredBy::Mqtt, item.message.stamp);
         }
         let Some(committed) = committed else {
             self.pending_acks.push(std::future::ready(Ready {

@@ -35,6 +35,7 @@ mod recording;
 mod redb_store;
 pub mod stored_v5;
 
+use crate::broker::message::SampleStamp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -178,6 +179,7 @@ impl KeptWill {
     pub fn new(will: &LastWill, owner: &Principal) -> KeptWill {
         KeptWill {
             message: Message {
+                stamp: SampleStamp::NONE,
                 topic: Arc::from(will.topic.as_str()),
                 payload: will.payload.clone(),
                 qos: will.qos,

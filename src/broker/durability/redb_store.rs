@@ -2,6 +2,7 @@
 //! This file is the only place in the broker that knows storage records ([`Op`]): it maps
 //! each [`Change`] to them and recovered records back to session state.
 
+use crate::broker::message::SampleStamp;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -314,6 +315,7 @@ fn decode_or_log(bytes: &bytes::Bytes, topic: &str) -> StoredV5 {
 fn message_from_stored(stored: StoredMessage) -> Message {
     let v5 = V5Extras::from_stored(decode_or_log(&stored.properties, &stored.topic));
     Message {
+        stamp: SampleStamp::NONE,
         topic: stored.topic,
         payload: stored.payload,
         qos: stored.qos,
@@ -347,6 +349,7 @@ fn will_from_record(w: crate::store::WillRecord) -> KeptWill {
     let v5 = decode_or_log(&w.properties, &w.topic);
     KeptWill {
         message: Message {
+            stamp: SampleStamp::NONE,
             topic: w.topic,
             payload: w.payload,
             qos: w.qos,
@@ -536,6 +539,7 @@ mod tests {
 
     fn message(payload: &'static [u8]) -> Message {
         Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("t/x"),
             payload: bytes::Bytes::from_static(payload),
             qos: QoS::AtLeastOnce,

@@ -61,11 +61,13 @@ pub fn message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message::SampleStamp;
 
     #[test]
     fn expiry_cleared_origin_and_cause_added_once() {
         let now = std::time::Instant::now();
         let m = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("orders"),
             payload: bytes::Bytes::from_static(b"x"),
             qos: QoS::AtLeastOnce,
@@ -108,6 +110,7 @@ mod tests {
     #[test]
     fn a_non_persistent_message_becomes_persistent_saying_so() {
         let m = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from("events"),
             payload: bytes::Bytes::from_static(b"x"),
             qos: QoS::AtMostOnce,

@@ -3,6 +3,7 @@
 //! limits, `queuePrefetch`, and a policy replaced while queues run. Every policy here is
 //! compiled from `activemq.xml` text by the real loader.
 
+use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,7 @@ fn engine(policy: DeliveryPolicy) -> Arc<Queues> {
 
 fn message(payload: &str, qos: QoS) -> Message {
     Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("q"),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,

@@ -43,6 +43,7 @@ impl MessageFilter for SelectorFilter {
 
 #[cfg(test)]
 mod tests {
+    use crate::broker::message::SampleStamp;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -59,6 +60,7 @@ mod tests {
 
     fn message(name: &str, body: &str, kind: &str) -> Message {
         Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from(name),
             payload: Bytes::copy_from_slice(body.as_bytes()),
             qos: QoS::AtMostOnce,

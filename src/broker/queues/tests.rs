@@ -1,6 +1,7 @@
 //! The queue engine's rules on the memory-only and recording engines: dispatch, windows,
 //! redelivery, exclusive consumers, filters, dead letters, expiry, what is kept.
 
+use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ fn queues_with(policies: DeliveryPolicy) -> Arc<Queues> {
 
 fn message(payload: &str, qos: QoS) -> Message {
     Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("q"),
         payload: Bytes::copy_from_slice(payload.as_bytes()),
         qos,

@@ -109,10 +109,12 @@ impl Drop for Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::message::SampleStamp;
     use crate::protocol::QoS;
 
     fn message(topic: &str, payload: &[u8]) -> Message {
         Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from(topic),
             payload: Bytes::copy_from_slice(payload),
             qos: QoS::AtLeastOnce,

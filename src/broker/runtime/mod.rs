@@ -365,11 +365,16 @@ impl BrokerCore {
     }
 
     /// Retained messages matching `filter`, copied out so no lock is held while queueing them.
+    /// Without their latency sample stamp: sent because of a SUBSCRIBE, maybe long after the
+    /// publish, they are not what the delivery latency histogram measures.
     pub fn retained_matching(&self, filter: &str) -> Vec<Message> {
         let mut found = Vec::new();
-        self.retained
-            .read()
-            .for_each_matching(filter, |_, m| found.push(m.clone()));
+        self.retained.read().for_each_matching(filter, |_, m| {
+            found.push(Message {
+                stamp: crate::broker::message::SampleStamp::NONE,
+                ..m.clone()
+            })
+        });
         found
     }
 }

@@ -527,6 +527,7 @@ mod tests {
 
     use super::*;
     use crate::broker::durability::Recording;
+    use crate::broker::message::SampleStamp;
     use crate::broker::session::registry::SessionLifetime;
     use crate::protocol::{self, RetainHandling};
 
@@ -542,6 +543,7 @@ mod tests {
 
     fn retained(topic: &str) -> Message {
         Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from(topic),
             payload: Bytes::from_static(b"x"),
             qos: QoS::ExactlyOnce,

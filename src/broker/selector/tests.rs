@@ -6,6 +6,7 @@
 //! prefixes `convert_string_expressions:`), against ActiveMQ's answer for each.
 //! Then error columns, limits and proptests.
 
+use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -57,6 +58,7 @@ fn message(props: &str) -> (Message, u32) {
         })
     });
     let message = Message {
+        stamp: SampleStamp::NONE,
         topic: Arc::from("orders"),
         payload: Bytes::from_static(b"body"),
         qos,

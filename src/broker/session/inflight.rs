@@ -177,10 +177,12 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::broker::message::SampleStamp;
 
     fn msg(qos: QoS) -> QueuedMessage {
         QueuedMessage {
             message: Message {
+                stamp: SampleStamp::NONE,
                 topic: Arc::from("t"),
                 payload: Bytes::new(),
                 qos: QoS::ExactlyOnce,

@@ -341,10 +341,12 @@ mod tests {
 
     use super::*;
     use crate::broker::message::Message;
+    use crate::broker::message::SampleStamp;
 
     fn item(qos: QoS) -> QueuedMessage {
         QueuedMessage {
             message: Message {
+                stamp: SampleStamp::NONE,
                 topic: Arc::from("t"),
                 payload: Bytes::from_static(b"x"),
                 qos,

@@ -209,10 +209,12 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::broker::message::SampleStamp;
 
     fn item(n: u8, qos: QoS) -> QueuedMessage {
         QueuedMessage {
             message: Message {
+                stamp: SampleStamp::NONE,
                 topic: Arc::from("t"),
                 payload: Bytes::from(vec![n]),
                 qos,

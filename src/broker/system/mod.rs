@@ -21,6 +21,7 @@
 
 mod load;
 
+use crate::broker::message::SampleStamp;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -275,6 +276,7 @@ impl BrokerCore {
     pub(crate) fn publish_system(&self, topic: &str, payload: Bytes) {
         // Not charged to `memoryUsage`: a few bytes per topic, bounded, the broker's own.
         let message = Message {
+            stamp: SampleStamp::NONE,
             topic: Arc::from(topic),
             payload,
             qos: QoS::AtMostOnce,

@@ -13,7 +13,7 @@ use super::mapping::message_of_send;
 use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
-use crate::broker::message::Message;
+use crate::broker::message::{Message, SampleStamp};
 use crate::broker::runtime::{BrokerCore, Refusal, TopicRefusal};
 use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame};
@@ -140,10 +140,12 @@ impl StompConn {
             }
             None => frame,
         };
-        let message = message_of_send(frame, Arc::from(topic), Instant::now());
-        self.core
+        let mut message = message_of_send(frame, Arc::from(topic), Instant::now());
+        let received = self
+            .core
             .counters
             .message_in(message.qos, message.payload.len());
+        message.stamp = SampleStamp::for_publish(received);
         self.publish(message, Self::receipt_for(frame));
         Ok(())
     }

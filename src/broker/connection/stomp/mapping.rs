@@ -9,6 +9,7 @@
 //! property, in order. Message -> MESSAGE: the reverse, with an MQTT QoS 1/2 message
 //! persistent.
 
+use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,7 @@ pub fn message_of_send(frame: &Frame, topic: Arc<str>, now: Instant) -> Message 
         })
     });
     Message {
+        stamp: SampleStamp::NONE,
         topic,
         payload: frame.body.clone(),
         qos: if persistent {

@@ -25,11 +25,12 @@ use std::time::Instant;
 
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError, QueueSeq};
-use crate::broker::message::Message;
+use crate::broker::message::{Message, SampleStamp};
 use crate::broker::queues::{
     ConsumerSpec, QueueConsumer, QueueRefusal, Queues, SelectorFilter, SendError,
 };
 use crate::broker::runtime::Refusal;
+use crate::metrics::latency::DeliveredBy;
 use crate::protocol::stomp::{Frame, Version};
 use crate::security::Action;
 
@@ -151,10 +152,12 @@ impl StompConn {
             }
         };
         drop(security);
-        let message = message_of_send(&frame, name.clone(), Instant::now());
-        self.core
+        let mut message = message_of_send(&frame, name.clone(), Instant::now());
+        let received = self
+            .core
             .counters
             .message_in(message.qos, message.payload.len());
+        message.stamp = SampleStamp::for_publish(received);
         let sent = if self.applying_transaction() {
             self.core
                 .queues
@@ -423,6 +426,12 @@ impl StompConn {
                     self.core
                         .counters
                         .message_out(delivery.message.qos, delivery.message.payload.len());
+                    if !delivery.redelivered {
+                        self.core
+                            .metrics
+                            .delivery_latency
+                            .record(DeliveredBy::Stomp, delivery.message.stamp);
+                    }
                     if sub.ack == AckMode::Auto {
                         // Acknowledged as sent (ActiveMQ's auto ack); kept in the background.
                         let _ = sub.consumer.ack(delivery.seq);

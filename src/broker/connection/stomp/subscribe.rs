@@ -29,6 +29,7 @@ use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::registry::SessionLifetime;
 use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
 use crate::config::DestinationKind;
+use crate::metrics::latency::DeliveredBy;
 use crate::protocol::stomp::{Command, Frame, Version};
 use crate::protocol::QoS;
 use crate::security::Action;
@@ -562,6 +563,12 @@ impl StompConn {
                     self.core
                         .counters
                         .message_out(item.qos, item.message.payload.len());
+                    if !redelivered {
+                        self.core
+                            .metrics
+                            .delivery_latency
+                            .record(DeliveredBy::Stomp, item.message.stamp);
+                    }
                     let sub = &mut self.subs[index];
                     if sub.ack == AckMode::Auto {
                         if let Some(seq) = item.seq {
