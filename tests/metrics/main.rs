@@ -5,5 +5,6 @@
 mod support;
 
 mod dashboard;
+mod latency;
 mod parse;
 mod render;
