@@ -68,7 +68,7 @@ impl SampleStamp {
     /// the time now for one in [`SAMPLE_EVERY`], else [`SampleStamp::NONE`] (no clock read).
     #[inline]
     pub fn for_publish(total: u64) -> SampleStamp {
-        if total % SAMPLE_EVERY == 0 {
+        if total.is_multiple_of(SAMPLE_EVERY) {
             SampleStamp::at(Instant::now())
         } else {
             SampleStamp::NONE
