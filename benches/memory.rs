@@ -5,13 +5,12 @@
 //!
 //! Run: `cargo bench --bench memory`.
 
-use ferromq::broker::message::SampleStamp;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use ferromq::broker::message::Message;
+use ferromq::broker::message::{Message, SampleStamp};
 use ferromq::broker::routing::memory::MemoryGauge;
 use ferromq::protocol::QoS;
 

@@ -4,13 +4,12 @@
 //! Run with `cargo bench --bench selector`. Evaluation borrows strings from the message and
 //! the selector, so these numbers are the per-delivery cost of a subscription's selector.
 
-use ferromq::broker::message::SampleStamp;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use ferromq::broker::message::{Message, V5Extras};
+use ferromq::broker::message::{Message, SampleStamp, V5Extras};
 use ferromq::broker::selector::{DeliveryInfo, Selector};
 use ferromq::protocol::{Properties, QoS};
 

@@ -5,13 +5,12 @@
 //! declared in `<destinations>` exist after a restart; a long queue comes back paged and its
 //! payloads are read back on delivery.
 
-use ferromq::broker::message::SampleStamp;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ferromq::broker::message::Message;
+use ferromq::broker::message::{Message, SampleStamp};
 use ferromq::broker::queues::{ConsumerSpec, QueueConsumer, QueueDelivery, Queues};
 use ferromq::protocol::QoS;
 use tokio::sync::Notify;

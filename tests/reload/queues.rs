@@ -2,11 +2,10 @@
 //! edited `activemq.xml` makes the next NACKed message come back instead of going to the
 //! dead-letter queue.
 
-use ferromq::broker::message::SampleStamp;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ferromq::broker::message::Message;
+use ferromq::broker::message::{Message, SampleStamp};
 use ferromq::broker::queues::{ConsumerSpec, Queues};
 use ferromq::protocol::QoS;
 use tokio::sync::Notify;

@@ -1,14 +1,13 @@
 //! Packets from an established client: publish (with QoS 2 de-duplication), acknowledgements
 //! of our deliveries, SUBSCRIBE/UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH (`enhanced_auth.rs`).
 
-use crate::broker::message::SampleStamp;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::durability::{Change, Commit, DurabilityError};
-use crate::broker::message::{min_qos, Message, V5Extras};
+use crate::broker::message::{min_qos, Message, SampleStamp, V5Extras};
 use crate::broker::routing::destinations::is_wildcard;
 use crate::broker::runtime::{Routed, TopicRefusal};
 use crate::broker::session::inflight::{AckOutcome, Inflight};

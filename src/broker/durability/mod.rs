@@ -35,14 +35,13 @@ mod recording;
 mod redb_store;
 pub mod stored_v5;
 
-use crate::broker::message::SampleStamp;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::message::Message;
+use crate::broker::message::{Message, SampleStamp};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, SubscriptionOptions};

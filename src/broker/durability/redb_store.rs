@@ -2,7 +2,6 @@
 //! This file is the only place in the broker that knows storage records ([`Op`]): it maps
 //! each [`Change`] to them and recovered records back to session state.
 
-use crate::broker::message::SampleStamp;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use super::{
     QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData,
     WillOwner,
 };
-use crate::broker::message::{Message, V5Extras};
+use crate::broker::message::{Message, SampleStamp, V5Extras};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;

@@ -3,7 +3,6 @@
 //! limits, `queuePrefetch`, and a policy replaced while queues run. Every policy here is
 //! compiled from `activemq.xml` text by the real loader.
 
-use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::broker::durability::MemoryOnly;
-use crate::broker::message::V5Extras;
+use crate::broker::message::{SampleStamp, V5Extras};
 use crate::config::{load_str, LoadOptions};
 
 /// `Config.delivery` of a broker whose children are `inner`.

@@ -43,7 +43,6 @@ impl MessageFilter for SelectorFilter {
 
 #[cfg(test)]
 mod tests {
-    use crate::broker::message::SampleStamp;
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -51,7 +50,7 @@ mod tests {
 
     use super::SelectorFilter;
     use crate::broker::durability::MemoryOnly;
-    use crate::broker::message::{Message, V5Extras};
+    use crate::broker::message::{Message, SampleStamp, V5Extras};
     use crate::broker::queues::{ConsumerSpec, Queues};
     use crate::broker::routing::memory::MemoryGauge;
     use crate::broker::selector::Selector;

@@ -1,7 +1,6 @@
 //! The queue engine's rules on the memory-only and recording engines: dispatch, windows,
 //! redelivery, exclusive consumers, filters, dead letters, expiry, what is kept.
 
-use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use tokio::sync::Notify;
 
 use super::*;
 use crate::broker::durability::{MemoryOnly, Recording};
-use crate::broker::message::V5Extras;
+use crate::broker::message::{SampleStamp, V5Extras};
 use crate::config::delivery_policy::DeliveryPolicy;
 
 fn queues() -> Arc<Queues> {

@@ -6,14 +6,13 @@
 //! prefixes `convert_string_expressions:`), against ActiveMQ's answer for each.
 //! Then error columns, limits and proptests.
 
-use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::{DeliveryInfo, Selector, MAX_DEPTH, MAX_LEN};
-use crate::broker::message::{Message, V5Extras};
+use crate::broker::message::{Message, SampleStamp, V5Extras};
 use crate::protocol::{Properties, QoS};
 
 #[derive(Debug, Clone, Copy, PartialEq)]

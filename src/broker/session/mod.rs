@@ -340,8 +340,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::broker::message::Message;
-    use crate::broker::message::SampleStamp;
+    use crate::broker::message::{Message, SampleStamp};
 
     fn item(qos: QoS) -> QueuedMessage {
         QueuedMessage {

@@ -21,7 +21,6 @@
 
 mod load;
 
-use crate::broker::message::SampleStamp;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::message::Message;
+use crate::broker::message::{Message, SampleStamp};
 use crate::broker::runtime::BrokerCore;
 use crate::protocol::QoS;
 

@@ -9,14 +9,13 @@
 //! property, in order. Message -> MESSAGE: the reverse, with an MQTT QoS 1/2 message
 //! persistent.
 
-use crate::broker::message::SampleStamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::broker::durability::now_ms;
-use crate::broker::message::{Message, V5Extras};
+use crate::broker::message::{Message, SampleStamp, V5Extras};
 use crate::protocol::stomp::{Command, Frame};
 use crate::protocol::{Properties, QoS};
 
