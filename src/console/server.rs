@@ -143,7 +143,8 @@ pub async fn start(
     });
     let router = router(console.clone());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, router, tls, stop.clone()));
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
+    let task = tokio::spawn(accept_loop(listener, router, tls, limit, stop.clone()));
     tracing::info!(
         %addr,
         tls = config.tls,
@@ -285,28 +286,55 @@ async fn metrics(State(console): State<Arc<Console>>, headers: axum::http::Heade
         .into_response()
 }
 
+/// Accept console connections, at most `limit` at once: a connection beyond it waits in the
+/// kernel's listen backlog (holding none of the process's descriptors) until one closes, so
+/// that idle or slow HTTP clients cannot take the descriptors the MQTT and STOMP listeners
+/// need. An accept error (EMFILE when the process is out of descriptors anyway) is retried
+/// after a pause rather than in a busy loop, and logged once per run of failures.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<crate::transport::SharedTls>>,
+    limit: Arc<tokio::sync::Semaphore>,
     stop: CancellationToken,
 ) {
+    let mut failing = false;
     loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed; stop serving rather than spin if it ever were.
+                Err(_) => return,
+            },
+        };
         let (stream, _peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!("web console: accept failed: {e}");
+                    if !failing {
+                        tracing::warn!(
+                            "web console: accept failed: {e} (retrying every 100 ms; \
+                             logged again once accepting works)"
+                        );
+                        failing = true;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
+        if failing {
+            tracing::info!("web console: accepting connections again");
+            failing = false;
+        }
         let service = TowerToHyperService::new(router.clone());
         let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Released when the connection ends.
+            let _permit = permit;
             match tls {
                 None => serve(TokioIo::new(stream), service, stop).await,
                 Some(tls) => {
