@@ -186,6 +186,10 @@ fn check_reports_a_console_port_in_use_a_connector_clash_and_a_bad_host() {
     let xml = activemq_importing_jetty();
     let (code, stdout) = check_with(dir.path(), &xml, &[]);
     assert_eq!(code, Some(0), "{stdout}");
+    // jetty.xml's `${activemq.conf}/jetty-realm.properties` is resolved by the console: no
+    // note that it is used literally.
+    assert!(stdout.contains("(5 users)"), "{stdout}");
+    assert!(!stdout.contains("is used literally"), "{stdout}");
     let (code, stdout) = check_with(dir.path(), &xml, &["--bind"]);
     assert_eq!(code, Some(1), "{stdout}");
     let jetty = dir.path().join("jetty.xml");
