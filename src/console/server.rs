@@ -202,6 +202,9 @@ fn router(console: Arc<Console>) -> Router {
             get(jolokia::read_one),
         )
         .route("/api/jolokia/read/{mbean}", get(jolokia::read_all))
+        .route("/api/jolokia/version", get(jolokia::version))
+        .route("/api/jolokia", post(jolokia::post))
+        .route("/api/jolokia/", post(jolokia::post))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             (
