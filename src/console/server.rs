@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ListenerInfo};
-use super::auth::{authenticate, CsrfSecret};
+use super::auth::{authenticate, CsrfSecret, Peer};
 use super::{jolokia, ui};
 use crate::broker::BrokerCore;
 use crate::config::{ConsoleConfig, ListenerOptions, SslContextConfig};
@@ -213,7 +213,40 @@ fn router(console: Arc<Console>) -> Router {
             )
         })
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            console.clone(),
+            log_failed_login,
+        ))
         .with_state(console)
+}
+
+/// A request with credentials that were refused (401): one warning per request, with the
+/// peer and the user name (bounded and escaped; never the password), and a count in
+/// `ferromq_auth_failures_total{reason="console"}`.
+async fn log_failed_login(
+    State(console): State<Arc<Console>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let user = super::auth::basic_user_name(request.headers());
+    let peer = request.extensions().get::<Peer>().copied();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(user) = user {
+            console
+                .core
+                .metrics
+                .console_auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                target: "ferromq::console",
+                peer = %peer.map_or_else(|| "-".to_owned(), |p| p.0.to_string()),
+                user = %crate::security::Bounded(&user),
+                "web console: login failed (wrong user name or password)"
+            );
+        }
+    }
+    response
 }
 
 /// Headers on every response: no framing by other sites, no MIME sniffing, and no caching of
@@ -311,7 +344,7 @@ async fn accept_loop(
                 Err(_) => return,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -332,7 +365,10 @@ async fn accept_loop(
             tracing::info!("web console: accepting connections again");
             failing = false;
         }
-        let service = TowerToHyperService::new(router.clone());
+        // The peer in each request's extensions (the failed-login log, the actions' audit).
+        // (A layer per connection: a few routes re-wrapped, for at most maximumConnections.)
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -356,7 +392,11 @@ async fn accept_loop(
     }
 }
 
-async fn serve<I>(io: I, service: TowerToHyperService<Router>, stop: CancellationToken)
+async fn serve<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    stop: CancellationToken,
+)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -139,6 +139,13 @@ fn connections(core: &BrokerCore, out: &mut Vec<Family>) {
     for reason in Reason::ALL.iter().filter(|r| r.is_auth_failure()) {
         auth_failures = auth_failures.with("reason", reason.as_str(), auth[reason.index()]);
     }
+    auth_failures = auth_failures.with(
+        "reason",
+        "console",
+        core.metrics
+            .console_auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     out.extend([
         current,
         accepted,

@@ -28,6 +28,9 @@ pub struct Sources {
     /// The hot reload's counters, once reload is enabled.
     pub reload:
         parking_lot::Mutex<Option<tokio::sync::watch::Receiver<crate::reload::ReloadStats>>>,
+    /// Failed web console logins (wrong user name or password), counted in
+    /// `ferromq_auth_failures_total{reason="console"}`.
+    pub console_auth_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The `Content-Type` of what [`render`] returns (Prometheus text format 0.0.4).
