@@ -118,7 +118,12 @@ fn answer(console: &Console, request: &Value) -> Value {
             "a request is a JSON object with a `type`".to_owned(),
         );
     };
-    match object.get("type").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+    match object
+        .get("type")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("read") => read(console, request, object),
         Some("version") => success(
             request.clone(),

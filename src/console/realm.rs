@@ -309,7 +309,8 @@ mod tests {
     #[test]
     fn separators_continuations_and_escapes_read_as_jetty_reads_them() {
         // The cases of a newcomer's realm file, each of which Jetty's HashLoginService loads.
-        let text = "admin admin, admin\nuser=user,user\nlong: lo\\\n  ng, admin\nesc\\:aped: x, admin\n";
+        let text =
+            "admin admin, admin\nuser=user,user\nlong: lo\\\n  ng, admin\nesc\\:aped: x, admin\n";
         let (users, errors) = parse(text);
         assert!(errors.is_empty(), "{errors:?}");
         let find = |name: &str| users.iter().find(|u| u.name == name).cloned();

@@ -367,8 +367,7 @@ async fn accept_loop(
         }
         // The peer in each request's extensions (the failed-login log, the actions' audit).
         // (A layer per connection: a few routes re-wrapped, for at most maximumConnections.)
-        let service =
-            TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -392,11 +391,7 @@ async fn accept_loop(
     }
 }
 
-async fn serve<I>(
-    io: I,
-    service: TowerToHyperService<Router>,
-    stop: CancellationToken,
-)
+async fn serve<I>(io: I, service: TowerToHyperService<Router>, stop: CancellationToken)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {

@@ -295,7 +295,6 @@ async fn a_client_id_cannot_forge_a_text_log_line() {
         connected.contains("stomp{") && connected.contains("client_id=span-id\\u{1b}[2J"),
         "{connected}"
     );
-    drop(next_with);
     drop(socket);
     assert!(
         !seen.iter().any(|line| line.starts_with(FORGED)),

@@ -206,13 +206,20 @@ async fn jolokia_post_answers_telegrafs_bulk_reads_without_a_csrf_token() {
     assert_eq!(answers[0]["value"]["TotalConnectionsCount"], 0);
     assert_eq!(answers[1]["value"], "console-test");
     assert_eq!(answers[1]["request"]["attribute"], "BrokerName");
-    assert!(answers[2]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"]
-        ["MemoryLimit"]
-        .as_u64()
-        .is_some_and(|l| l > 0), "{}", answers[2]);
+    assert!(
+        answers[2]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"]
+            ["MemoryLimit"]
+            .as_u64()
+            .is_some_and(|l| l > 0),
+        "{}",
+        answers[2]
+    );
     assert_eq!(answers[3]["value"].as_object().map(|o| o.len()), Some(15));
     assert_eq!(answers[4]["status"], 404);
-    assert_eq!(answers[4]["error_type"], "javax.management.AttributeNotFoundException");
+    assert_eq!(
+        answers[4]["error_type"],
+        "javax.management.AttributeNotFoundException"
+    );
     assert_ne!(answers[5]["status"], 200, "no operation is executed");
     // A single object gets a single answer.
     let one = http::post_json(
@@ -225,12 +232,19 @@ async fn jolokia_post_answers_telegrafs_bulk_reads_without_a_csrf_token() {
     .json();
     assert_eq!(one["value"], "console-test");
     // Version, by GET and POST.
-    let version = get(env.console, "/api/jolokia/version", Some(VIEWER)).await.json();
-    assert_eq!(version["status"], 200);
-    assert!(version["value"]["agent"].is_string() && version["value"]["protocol"].is_string());
-    let version = http::post_json(env.console, "/api/jolokia", Some(VIEWER), r#"{"type":"version"}"#)
+    let version = get(env.console, "/api/jolokia/version", Some(VIEWER))
         .await
         .json();
+    assert_eq!(version["status"], 200);
+    assert!(version["value"]["agent"].is_string() && version["value"]["protocol"].is_string());
+    let version = http::post_json(
+        env.console,
+        "/api/jolokia",
+        Some(VIEWER),
+        r#"{"type":"version"}"#,
+    )
+    .await
+    .json();
     assert_eq!(version["status"], 200);
     // Comma-separated attributes in a GET.
     let pair = get(
@@ -243,12 +257,15 @@ async fn jolokia_post_answers_telegrafs_bulk_reads_without_a_csrf_token() {
     assert_eq!(pair["value"]["BrokerName"], "console-test");
     assert_eq!(pair["value"]["CurrentConnectionsCount"], 0);
     // A login is needed; the actions still need their token.
-    let anonymous = http::post_json(env.console, "/api/jolokia", None, r#"{"type":"version"}"#).await;
+    let anonymous =
+        http::post_json(env.console, "/api/jolokia", None, r#"{"type":"version"}"#).await;
     assert_eq!(anonymous.status, 401);
     let purge = http::post_json(env.console, "/api/queues/q/purge", Some(crate::ADMIN), "{}").await;
     assert_eq!(purge.status, 403, "{}", purge.text());
     // Not JSON: Jolokia's error in the body.
-    let bad = http::post_json(env.console, "/api/jolokia", Some(VIEWER), "not json").await.json();
+    let bad = http::post_json(env.console, "/api/jolokia", Some(VIEWER), "not json")
+        .await
+        .json();
     assert_eq!(bad["status"], 400);
     env.broker.shutdown().await;
 }

@@ -166,22 +166,37 @@ async fn metrics_need_a_login_unless_open() {
 async fn failed_logins_are_logged_with_peer_and_user_and_counted() {
     let (logs, _guard) = crate::support::logs::Logs::capture();
     let env = Env::start().await;
-    let wrong = get(env.console, "/api/overview", Some(("admin", "not-the-password"))).await;
+    let wrong = get(
+        env.console,
+        "/api/overview",
+        Some(("admin", "not-the-password")),
+    )
+    .await;
     assert_eq!(wrong.status, 401);
     let forged = get(env.console, "/clients", Some(("evil\nforged", "pw2"))).await;
     assert_eq!(forged.status, 401);
     let anonymous = get(env.console, "/api/overview", None).await;
     assert_eq!(anonymous.status, 401);
     let text = logs.text();
-    let failures: Vec<&str> = text.lines().filter(|l| l.contains("login failed")).collect();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("login failed"))
+        .collect();
     assert_eq!(failures.len(), 2, "{text}");
     assert!(
         failures[0].contains("user=admin") && failures[0].contains("peer=127.0.0.1:"),
         "{}",
         failures[0]
     );
-    assert!(failures[1].contains("user=evil\\nforged"), "{}", failures[1]);
-    assert!(!text.contains("not-the-password") && !text.contains("pw2"), "{text}");
+    assert!(
+        failures[1].contains("user=evil\\nforged"),
+        "{}",
+        failures[1]
+    );
+    assert!(
+        !text.contains("not-the-password") && !text.contains("pw2"),
+        "{text}"
+    );
     assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
     let metrics = get(env.console, "/metrics", Some(ADMIN)).await.text();
     assert!(

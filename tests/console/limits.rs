@@ -26,7 +26,10 @@ async fn idle_sockets_beyond_the_limit_wait_and_mqtt_keeps_accepting() {
         .expect("write");
     let mut answer = vec![0u8; 4096];
     let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut answer)).await;
-    assert!(early.is_err(), "answered beyond maximumConnections: {early:?}");
+    assert!(
+        early.is_err(),
+        "answered beyond maximumConnections: {early:?}"
+    );
     // MQTT is not starved by the console.
     let mqtt = env.listener("mqtt");
     let (_client, _ack) = RawClient::connected(mqtt, "while-console-saturated", true).await;
