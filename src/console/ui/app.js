@@ -65,7 +65,7 @@ function bytes(n) {
   return (i ? n.toFixed(1) : String(n)) + " " + units[i];
 }
 
-// An absolute URL of a console path: a page opened as http://user:pass@host/ resolves a
+// An absolute URL of a console path: a page opened with user:pass@ in its URL resolves a
 // relative URL with the credentials in it, which fetch refuses; location.origin has none.
 function url(path) {
   return location.origin + path;
