@@ -490,6 +490,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
                 users: Vec::new(),
                 metrics_open: false,
                 tls: false,
+                max_connections: crate::config::compile::console::DEFAULT_MAX_CONNECTIONS,
                 span: None,
             });
         console.host = host;

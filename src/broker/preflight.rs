@@ -9,7 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 use crate::broker::server::listener_set::{load_tls, ConnectorTlsError};
-use crate::config::{Authentication, Config, Diagnostic, Listener, Persistence, Span};
+use crate::config::{
+    Authentication, Config, ConsoleConfig, Diagnostic, Listener, Persistence, Span,
+};
 use crate::security::Security;
 
 /// Every problem `run` would hit before serving, as located errors (empty when it would start).
@@ -19,6 +21,11 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
         .iter()
         .filter_map(|l| resolve(l).err())
         .collect();
+    if let Some(console) = &config.console {
+        if let Err(problem) = resolve_console(console) {
+            found.push(problem);
+        }
+    }
     for listener in config.listeners.iter().filter(|l| l.scheme.is_tls()) {
         if let Err(e) = load_tls(config, listener) {
             // At the store attribute the error is about (keyStore, trustStore, keyAlias) when
@@ -91,7 +98,59 @@ pub async fn try_bind(config: &Config) -> Vec<Diagnostic> {
             );
         }
     }
+    if let Some(console) = &config.console {
+        if let Ok(candidates) = resolve_console(console) {
+            let mut last_error = None;
+            for addr in candidates {
+                match tokio::net::TcpListener::bind(addr).await {
+                    Ok(socket) => {
+                        drop(socket);
+                        last_error = None;
+                        break;
+                    }
+                    Err(e) => last_error = Some((addr, e)),
+                }
+            }
+            if let Some((addr, e)) = last_error {
+                found.push(
+                    Diagnostic::error(
+                        console.span.clone(),
+                        format!("cannot listen on {addr} for the web console: {e}"),
+                    )
+                    .with_hint(bind_hint(&e, addr)),
+                );
+            }
+        }
+    }
     found
+}
+
+/// The console's host and port resolved as the console's bind resolves them; an error at
+/// the console's bean or element when the host does not resolve.
+fn resolve_console(console: &ConsoleConfig) -> Result<Vec<SocketAddr>, Diagnostic> {
+    let problem = |message: String| {
+        Diagnostic::error(console.span.clone(), message).with_hint(
+            "the console's host must resolve on this machine: use an address of this machine, \
+             `0.0.0.0` (every interface) or a name from /etc/hosts or DNS",
+        )
+    };
+    match (console.host.as_str(), console.port).to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(problem(format!(
+                    "host `{}` of the web console resolves to no address",
+                    console.host
+                )))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(problem(format!(
+            "host `{}` of the web console does not resolve: {e}",
+            console.host
+        ))),
+    }
 }
 
 /// The host and port `run` will bind, resolved the way `run` resolves them (the system

@@ -225,11 +225,17 @@ pub fn diff_with_changed_files(
                 c.as_ref().map_or_else(
                     || "off".to_owned(),
                     |c| {
+                        let limit = crate::config::compile::console::DEFAULT_MAX_CONNECTIONS;
                         format!(
-                            "{}{}{}",
+                            "{}{}{}{}",
                             c.address(),
                             if c.tls { " tls" } else { "" },
-                            if c.metrics_open { " metricsOpen" } else { "" }
+                            if c.metrics_open { " metricsOpen" } else { "" },
+                            if c.max_connections == limit {
+                                String::new()
+                            } else {
+                                format!(" maximumConnections={}", c.max_connections)
+                            }
                         )
                     },
                 )

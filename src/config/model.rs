@@ -71,6 +71,10 @@ pub struct ConsoleConfig {
     pub metrics_open: bool,
     /// Serve HTTPS with the broker's `<sslContext>` key material.
     pub tls: bool,
+    /// At most this many console connections at once (`maximumConnections`, the name of
+    /// ActiveMQ's connector attribute); more wait in the listen backlog, holding no descriptor
+    /// of the broker's, so that the console cannot starve the MQTT and STOMP listeners.
+    pub max_connections: u32,
     /// Where it was configured (the bean or the element).
     #[serde(skip)]
     pub span: Option<Span>,

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::auth::{authenticate, authorize_action, Denied, User};
+use super::auth::{authenticate, authorize_action, Denied, Peer, User};
 use super::Console;
 use crate::broker::clients::ClientKey;
 use crate::broker::BrokerCore;
@@ -300,6 +300,7 @@ fn not_found(what: String) -> Response {
 pub(super) async fn disconnect(
     State(console): State<Arc<Console>>,
     Path(id): Path<String>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let user = match admin(&console, &headers) {
@@ -313,6 +314,7 @@ pub(super) async fn disconnect(
         Ok(client) => {
             tracing::info!(
                 admin = %user.name,
+                peer = %peer.0,
                 connection = %id,
                 client_id = %crate::security::Bounded(&client.client_id),
                 "console: connection closed by an administrator"
@@ -326,6 +328,7 @@ pub(super) async fn disconnect(
 pub(super) async fn delete_session(
     State(console): State<Arc<Console>>,
     Path(client_id): Path<String>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let user = match admin(&console, &headers) {
@@ -340,6 +343,7 @@ pub(super) async fn delete_session(
             console.core.forget(&session);
             tracing::info!(
                 admin = %user.name,
+                peer = %peer.0,
                 client_id = %crate::security::Bounded(&client_id),
                 "console: offline session deleted with its queue"
             );
@@ -359,6 +363,7 @@ pub(super) async fn delete_session(
 pub(super) async fn purge_queue(
     State(console): State<Arc<Console>>,
     Path(name): Path<String>,
+    Extension(peer): Extension<Peer>,
     headers: HeaderMap,
 ) -> Response {
     let user = match admin(&console, &headers) {
@@ -369,6 +374,12 @@ pub(super) async fn purge_queue(
         return not_found(format!("no queue {name}"));
     }
     let purged = console.core.queues.purge(&name);
-    tracing::info!(admin = %user.name, queue = %name, purged, "console: queue purged");
+    tracing::info!(
+        admin = %user.name,
+        peer = %peer.0,
+        queue = %crate::security::Bounded(&name),
+        purged,
+        "console: queue purged"
+    );
     Json(json!({ "ok": true, "name": name, "purged": purged })).into_response()
 }

@@ -115,6 +115,16 @@ pub fn authenticate(core: &BrokerCore, headers: &HeaderMap) -> Result<User, Deni
     })
 }
 
+/// The user name of the request's `Authorization: Basic` header (for the log of a failed
+/// login: never the password).
+pub fn basic_user_name(headers: &HeaderMap) -> Option<String> {
+    basic_credentials(headers).map(|(name, _password)| name)
+}
+
+/// The peer of a console connection, put in each request's extensions by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, encoded) = value.trim().split_once(' ')?;

@@ -1,6 +1,7 @@
 //! The console's users: Jetty's `jetty-realm.properties`, as `HashLoginService` reads it
-//! (`PropertyUserStore`): one `user: password [,role ...]` per line, `#` and `!` comments, `:`
-//! or `=` between the name and the rest. The password is read as Jetty's `Credential` does:
+//! (`PropertyUserStore`, with `java.util.Properties`): one `user: password [,role ...]` per
+//! entry, `#` and `!` comments, `:`, `=` or white space between the name and the rest, `\`
+//! continuations and escapes. The password is read as Jetty's `Credential` does:
 //! `OBF:` (Jetty's reversible obfuscation, decoded here), `MD5:` (hex MD5 of the password),
 //! `CRYPT:` (Unix DES crypt(3), salt = its first two characters), anything else plain text.
 //! Checking a password never logs it and compares in constant time.
@@ -159,29 +160,36 @@ pub struct RealmError {
     pub message: String,
 }
 
-/// The users of a realm file's text, and the lines that could not be read.
+/// The users of a realm file's text, and the lines that could not be read. The text is read
+/// as Jetty's `PropertyUserStore` reads it, with `java.util.Properties` (the repository's
+/// [`crate::config::properties`]): `:`, `=` or white space between name and value, `\`
+/// line continuations, escapes in names (`esc\:aped`), `#`/`!` comments.
 pub fn parse(text: &str) -> (Vec<RealmUser>, Vec<RealmError>) {
     let mut users: Vec<RealmUser> = Vec::new();
     let mut errors = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = u32::try_from(index + 1).unwrap_or(u32::MAX);
-        let trimmed = raw.trim_start();
-        let indent = raw.len() - trimmed.len();
-        let col = u32::try_from(indent + 1).unwrap_or(u32::MAX);
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
-            continue;
-        }
-        let Some(split) = trimmed.find([':', '=']) else {
+    let raw_lines: Vec<&str> = text.lines().collect();
+    let properties = match crate::config::properties::parse(text) {
+        Ok(properties) => properties,
+        Err(e) => {
+            // java.util.Properties.load throws: Jetty reads no user from the file.
             errors.push(RealmError {
-                line,
-                col,
-                message: "a realm line is `user: password [,role ...]`; this one has no `:`".into(),
+                line: e.line,
+                col: 1,
+                message: "a malformed \\uXXXX escape (Jetty cannot read this file)".into(),
             });
-            continue;
-        };
-        let name = trimmed[..split].trim();
-        let after = &trimmed[split + 1..];
-        let value = after.trim();
+            return (users, errors);
+        }
+    };
+    for property in properties {
+        let line = property.line;
+        let raw = raw_lines
+            .get((line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or("");
+        let indent = raw.len() - raw.trim_start().len();
+        let col = u32::try_from(indent + 1).unwrap_or(u32::MAX);
+        let name = property.key.trim();
+        let value = property.value.trim();
         if name.is_empty() {
             errors.push(RealmError {
                 line,
@@ -194,8 +202,23 @@ pub fn parse(text: &str) -> (Vec<RealmUser>, Vec<RealmError>) {
             Some((password, roles)) => (password.trim(), roles),
             None => (value, ""),
         };
-        let value_start = indent + split + 1 + (after.len() - after.trim_start().len());
-        let value_col = u32::try_from(value_start + 1).unwrap_or(u32::MAX);
+        if password.is_empty() {
+            // Jetty would take an empty password; a console login without one is refused here.
+            errors.push(RealmError {
+                line,
+                col,
+                message: format!(
+                    "user `{name}` has no password: a realm line is `user: password [,role ...]`"
+                ),
+            });
+            continue;
+        }
+        // The password's column when it is on the line the entry starts on.
+        let value_col = raw
+            .get(indent..)
+            .and_then(|rest| rest.find(password).map(|at| indent + at + 1))
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(col);
         let credential = match Credential::parse(password) {
             Ok(c) => c,
             Err(message) => {
@@ -281,6 +304,32 @@ mod tests {
         assert!(errors[1].message.contains("MD5"));
         assert!(!errors[1].message.contains("12"), "never echo a password");
         assert_eq!(errors[2].line, 4);
+    }
+
+    #[test]
+    fn separators_continuations_and_escapes_read_as_jetty_reads_them() {
+        // The cases of a newcomer's realm file, each of which Jetty's HashLoginService loads.
+        let text =
+            "admin admin, admin\nuser=user,user\nlong: lo\\\n  ng, admin\nesc\\:aped: x, admin\n";
+        let (users, errors) = parse(text);
+        assert!(errors.is_empty(), "{errors:?}");
+        let find = |name: &str| users.iter().find(|u| u.name == name).cloned();
+        let admin = find("admin").expect("whitespace separator");
+        assert!(admin.is_admin() && admin.credential.matches("admin"));
+        let user = find("user").expect("= separator");
+        assert!(!user.is_admin() && user.may_read() && user.credential.matches("user"));
+        let long = find("long").expect("continued line");
+        assert!(long.is_admin() && long.credential.matches("long"));
+        let escaped = find("esc:aped").expect("escaped colon in the name");
+        assert!(escaped.is_admin() && escaped.credential.matches("x"));
+    }
+
+    #[test]
+    fn a_malformed_unicode_escape_is_an_error_at_its_line() {
+        let (users, errors) = parse("ok: pw, admin\nbad: \\uZZZZ, admin\n");
+        assert!(users.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, 2);
     }
 
     #[test]

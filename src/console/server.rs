@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{self, ListenerInfo};
-use super::auth::{authenticate, CsrfSecret};
+use super::auth::{authenticate, CsrfSecret, Peer};
 use super::{jolokia, ui};
 use crate::broker::BrokerCore;
 use crate::config::{ConsoleConfig, ListenerOptions, SslContextConfig};
@@ -143,7 +143,8 @@ pub async fn start(
     });
     let router = router(console.clone());
     let stop = CancellationToken::new();
-    let task = tokio::spawn(accept_loop(listener, router, tls, stop.clone()));
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.max_connections as usize));
+    let task = tokio::spawn(accept_loop(listener, router, tls, limit, stop.clone()));
     tracing::info!(
         %addr,
         tls = config.tls,
@@ -201,6 +202,9 @@ fn router(console: Arc<Console>) -> Router {
             get(jolokia::read_one),
         )
         .route("/api/jolokia/read/{mbean}", get(jolokia::read_all))
+        .route("/api/jolokia/version", get(jolokia::version))
+        .route("/api/jolokia", post(jolokia::post))
+        .route("/api/jolokia/", post(jolokia::post))
         .route("/metrics", get(metrics))
         .fallback(|| async {
             (
@@ -209,7 +213,40 @@ fn router(console: Arc<Console>) -> Router {
             )
         })
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            console.clone(),
+            log_failed_login,
+        ))
         .with_state(console)
+}
+
+/// A request with credentials that were refused (401): one warning per request, with the
+/// peer and the user name (bounded and escaped; never the password), and a count in
+/// `ferromq_auth_failures_total{reason="console"}`.
+async fn log_failed_login(
+    State(console): State<Arc<Console>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let user = super::auth::basic_user_name(request.headers());
+    let peer = request.extensions().get::<Peer>().copied();
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if let Some(user) = user {
+            console
+                .core
+                .metrics
+                .console_auth_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                target: "ferromq::console",
+                peer = %peer.map_or_else(|| "-".to_owned(), |p| p.0.to_string()),
+                user = %crate::security::Bounded(&user),
+                "web console: login failed (wrong user name or password)"
+            );
+        }
+    }
+    response
 }
 
 /// Headers on every response: no framing by other sites, no MIME sniffing, and no caching of
@@ -285,28 +322,57 @@ async fn metrics(State(console): State<Arc<Console>>, headers: axum::http::Heade
         .into_response()
 }
 
+/// Accept console connections, at most `limit` at once: a connection beyond it waits in the
+/// kernel's listen backlog (holding none of the process's descriptors) until one closes, so
+/// that idle or slow HTTP clients cannot take the descriptors the MQTT and STOMP listeners
+/// need. An accept error (EMFILE when the process is out of descriptors anyway) is retried
+/// after a pause rather than in a busy loop, and logged once per run of failures.
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<crate::transport::SharedTls>>,
+    limit: Arc<tokio::sync::Semaphore>,
     stop: CancellationToken,
 ) {
+    let mut failing = false;
     loop {
-        let (stream, _peer) = tokio::select! {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => return,
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Never closed; stop serving rather than spin if it ever were.
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!("web console: accept failed: {e}");
+                    if !failing {
+                        tracing::warn!(
+                            "web console: accept failed: {e} (retrying every 100 ms; \
+                             logged again once accepting works)"
+                        );
+                        failing = true;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             },
         };
-        let service = TowerToHyperService::new(router.clone());
+        if failing {
+            tracing::info!("web console: accepting connections again");
+            failing = false;
+        }
+        // The peer in each request's extensions (the failed-login log, the actions' audit).
+        // (A layer per connection: a few routes re-wrapped, for at most maximumConnections.)
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(Peer(peer))));
         let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            // Released when the connection ends.
+            let _permit = permit;
             match tls {
                 None => serve(TokioIo::new(stream), service, stop).await,
                 Some(tls) => {

@@ -135,12 +135,19 @@ fn connections(core: &BrokerCore, out: &mut Vec<Family>) {
     }
     let mut auth_failures = Family::new(
         "auth_failures",
-        "Failed authentications (CONNECT refused, MQTT 5 re-authentication failed), by reason.",
+        "Failed authentications (CONNECT refused, MQTT 5 re-authentication failed, web console login refused), by reason.",
         Kind::Counter,
     );
     for reason in Reason::ALL.iter().filter(|r| r.is_auth_failure()) {
         auth_failures = auth_failures.with("reason", reason.as_str(), auth[reason.index()]);
     }
+    auth_failures = auth_failures.with(
+        "reason",
+        "console",
+        core.metrics
+            .console_auth_failures
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     out.extend([
         current,
         accepted,

@@ -31,6 +31,9 @@ pub struct Sources {
         parking_lot::Mutex<Option<tokio::sync::watch::Receiver<crate::reload::ReloadStats>>>,
     /// Sampled publish-to-write latencies (see [`latency`]).
     pub delivery_latency: latency::DeliveryLatency,
+    /// Failed web console logins (wrong user name or password), counted in
+    /// `ferromq_auth_failures_total{reason="console"}`.
+    pub console_auth_failures: std::sync::atomic::AtomicU64,
 }
 
 /// The `Content-Type` of what [`render`] returns (Prometheus text format 0.0.4).

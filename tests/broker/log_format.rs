@@ -213,3 +213,92 @@ fn a_configuration_that_does_not_start_is_logged_in_json_too() {
         .as_str()
         .is_some_and(|m| m.contains("not starting"))));
 }
+
+/// Text logs write a peer-chosen value's control characters escaped: a client id holding a
+/// newline and a made-up log line cannot forge a line of its own. A STOMP connection's span
+/// carries its `client-id` as `client_id`, as an MQTT connection's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_cannot_forge_a_text_log_line() {
+    const FORGED: &str = "2026-01-01T00:00:00Z  WARN forged";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("activemq.xml");
+    let xml = crate::support::BrokerXml::new()
+        .mqtt(0, &[])
+        .connector("stomp", "stomp://127.0.0.1:0")
+        .build();
+    std::fs::write(&config, xml).expect("write config");
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_ferromq"))
+            .args(["--log-format", "text", "--log-level", "debug", "run"])
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferromq"),
+    );
+    let stderr = lines_of(child.0.stderr.take().expect("stderr"));
+    let mut seen: Vec<String> = Vec::new();
+    let mut next_with = |text: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = tokio::task::block_in_place(|| stderr.recv_timeout(left))
+                .unwrap_or_else(|_| panic!("no log line with `{text}` within 10 s: {seen:#?}"));
+            seen.push(line.clone());
+            if line.contains(text) {
+                return line;
+            }
+        }
+    };
+    let (mut addr, mut stomp): (Option<SocketAddr>, Option<SocketAddr>) = (None, None);
+    while addr.is_none() || stomp.is_none() {
+        let listening = next_with("listening listener=");
+        let bound = listening
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok());
+        if listening.contains("listener=mqtt") {
+            addr = bound;
+        } else if listening.contains("listener=stomp") {
+            stomp = bound;
+        }
+    }
+    let (addr, stomp) = (addr.expect("mqtt"), stomp.expect("stomp"));
+    let client_id = format!("evil\n{FORGED}");
+    let (mut client, _) = RawClient::connected(addr, &client_id, true).await;
+    // A refused publish logs an event inside the connection's span, which carries client_id.
+    client
+        .send(publish_packet(
+            "$SYS/forged",
+            b"x",
+            QoS::AtMostOnce,
+            None,
+            false,
+        ))
+        .await;
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Packet::PingResp);
+    let refused = next_with("publish to $SYS refused");
+    assert!(refused.contains("evil\\n2026-01-01"), "{refused}");
+    // STOMP CONNECT headers are not unescaped: a terminal escape is what a client id can hold.
+    let mut socket = tokio::net::TcpStream::connect(stomp).await.expect("stomp");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut socket,
+        b"CONNECT\naccept-version:1.2\nhost:x\nclient-id:span-id\x1b[2J\n\n\0",
+    )
+    .await
+    .expect("CONNECT");
+    let connected = next_with("STOMP connected");
+    assert!(
+        connected.contains("stomp{") && connected.contains("client_id=span-id\\u{1b}[2J"),
+        "{connected}"
+    );
+    drop(socket);
+    assert!(
+        !seen.iter().any(|line| line.starts_with(FORGED)),
+        "a forged line: {seen:#?}"
+    );
+    assert!(!seen.iter().any(|line| line.contains('\x1b')), "{seen:#?}");
+}

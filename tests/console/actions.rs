@@ -257,6 +257,7 @@ async fn an_offline_session_is_deleted_with_its_queue_and_a_connected_one_is_ref
 
 #[tokio::test]
 async fn purging_a_queue_empties_it() {
+    let (logs, _guard) = crate::support::logs::Logs::capture();
     let env = Env::start().await;
     let mut producer = StompClient::tcp(env.listener("stomp")).await;
     producer.connect(&[]).await;
@@ -280,6 +281,16 @@ async fn purging_a_queue_empties_it() {
     let purged = act(env.console, "/api/queues/orders/purge", ADMIN).await;
     assert_eq!(purged.status, 200);
     assert_eq!(purged.json()["purged"], 3);
+    // The audit line names the administrator and where the request came from.
+    let text = logs.text();
+    let audit = text
+        .lines()
+        .find(|l| l.contains("console: queue purged"))
+        .unwrap_or_else(|| panic!("no audit line: {text}"));
+    assert!(
+        audit.contains("admin=admin") && audit.contains("peer=127.0.0.1:"),
+        "{audit}"
+    );
     let queues = get(env.console, "/api/queues", Some(ADMIN)).await.json();
     assert_eq!(queues["queues"][0]["depth"], 0);
     // A consumer now gets nothing.

@@ -2,7 +2,7 @@
 
 use rumqttc::QoS;
 
-use crate::http::get;
+use crate::http::{self, get};
 use crate::stomp_client::StompClient;
 use crate::support::{Client, STEP};
 use crate::{Env, ADMIN, VIEWER};
@@ -179,6 +179,94 @@ async fn jolokia_reads_the_broker_mbean_as_activemq_does() {
         other_all["error_type"],
         "javax.management.InstanceNotFoundException"
     );
+    env.broker.shutdown().await;
+}
+
+/// What Telegraf's jolokia2_agent input POSTs (plugins/common/jolokia2/client.go: a bulk array,
+/// `attribute` a string for one path and a list for several) and `version`, with a `user`
+/// login and no CSRF token: reads change nothing. The actions still need their token.
+#[tokio::test]
+async fn jolokia_post_answers_telegrafs_bulk_reads_without_a_csrf_token() {
+    let env = Env::start().await;
+    let body = r#"[
+        {"type":"read","mbean":"org.apache.activemq:brokerName=console-test,type=Broker","attribute":["TotalConnectionsCount","BrokerName"]},
+        {"type":"read","mbean":"org.apache.activemq:type=Broker,brokerName=console-test","attribute":"BrokerName"},
+        {"type":"read","mbean":"org.apache.activemq:brokerName=*,type=Broker","attribute":["MemoryLimit"]},
+        {"type":"read","mbean":"org.apache.activemq:type=Broker,brokerName=console-test"},
+        {"type":"read","mbean":"org.apache.activemq:type=Broker,brokerName=console-test","attribute":"Nope"},
+        {"type":"exec","mbean":"org.apache.activemq:type=Broker,brokerName=console-test","operation":"stop"}
+    ]"#;
+    let response = http::post_json(env.console, "/api/jolokia", Some(VIEWER), body).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    let answers = response.json();
+    let answers = answers.as_array().expect("an array for a bulk request");
+    assert_eq!(answers.len(), 6);
+    assert_eq!(answers[0]["status"], 200);
+    assert_eq!(answers[0]["value"]["BrokerName"], "console-test");
+    assert_eq!(answers[0]["value"]["TotalConnectionsCount"], 0);
+    assert_eq!(answers[1]["value"], "console-test");
+    assert_eq!(answers[1]["request"]["attribute"], "BrokerName");
+    assert!(
+        answers[2]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"]
+            ["MemoryLimit"]
+            .as_u64()
+            .is_some_and(|l| l > 0),
+        "{}",
+        answers[2]
+    );
+    assert_eq!(answers[3]["value"].as_object().map(|o| o.len()), Some(15));
+    assert_eq!(answers[4]["status"], 404);
+    assert_eq!(
+        answers[4]["error_type"],
+        "javax.management.AttributeNotFoundException"
+    );
+    assert_ne!(answers[5]["status"], 200, "no operation is executed");
+    // A single object gets a single answer.
+    let one = http::post_json(
+        env.console,
+        "/api/jolokia",
+        Some(VIEWER),
+        r#"{"type":"read","mbean":"org.apache.activemq:type=Broker,brokerName=console-test","attribute":"BrokerName"}"#,
+    )
+    .await
+    .json();
+    assert_eq!(one["value"], "console-test");
+    // Version, by GET and POST.
+    let version = get(env.console, "/api/jolokia/version", Some(VIEWER))
+        .await
+        .json();
+    assert_eq!(version["status"], 200);
+    assert!(version["value"]["agent"].is_string() && version["value"]["protocol"].is_string());
+    let version = http::post_json(
+        env.console,
+        "/api/jolokia",
+        Some(VIEWER),
+        r#"{"type":"version"}"#,
+    )
+    .await
+    .json();
+    assert_eq!(version["status"], 200);
+    // Comma-separated attributes in a GET.
+    let pair = get(
+        env.console,
+        "/api/jolokia/read/org.apache.activemq:type=Broker,brokerName=console-test/BrokerName,CurrentConnectionsCount",
+        Some(VIEWER),
+    )
+    .await
+    .json();
+    assert_eq!(pair["value"]["BrokerName"], "console-test");
+    assert_eq!(pair["value"]["CurrentConnectionsCount"], 0);
+    // A login is needed; the actions still need their token.
+    let anonymous =
+        http::post_json(env.console, "/api/jolokia", None, r#"{"type":"version"}"#).await;
+    assert_eq!(anonymous.status, 401);
+    let purge = http::post_json(env.console, "/api/queues/q/purge", Some(crate::ADMIN), "{}").await;
+    assert_eq!(purge.status, 403, "{}", purge.text());
+    // Not JSON: Jolokia's error in the body.
+    let bad = http::post_json(env.console, "/api/jolokia", Some(VIEWER), "not json")
+        .await
+        .json();
+    assert_eq!(bad["status"], 400);
     env.broker.shutdown().await;
 }
 

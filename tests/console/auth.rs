@@ -158,3 +158,50 @@ async fn metrics_need_a_login_unless_open() {
     assert_eq!(get(open.console, "/api/overview", None).await.status, 401);
     open.broker.shutdown().await;
 }
+
+/// A refused login is one warning with the peer and the user name (escaped; never the
+/// password) and a count in `ferromq_auth_failures_total{reason="console"}`; a request
+/// without credentials (the browser's first) is neither.
+#[tokio::test]
+async fn failed_logins_are_logged_with_peer_and_user_and_counted() {
+    let (logs, _guard) = crate::support::logs::Logs::capture();
+    let env = Env::start().await;
+    let wrong = get(
+        env.console,
+        "/api/overview",
+        Some(("admin", "not-the-password")),
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let forged = get(env.console, "/clients", Some(("evil\nforged", "pw2"))).await;
+    assert_eq!(forged.status, 401);
+    let anonymous = get(env.console, "/api/overview", None).await;
+    assert_eq!(anonymous.status, 401);
+    let text = logs.text();
+    let failures: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("login failed"))
+        .collect();
+    assert_eq!(failures.len(), 2, "{text}");
+    assert!(
+        failures[0].contains("user=admin") && failures[0].contains("peer=127.0.0.1:"),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[1].contains("user=evil\\nforged"),
+        "{}",
+        failures[1]
+    );
+    assert!(
+        !text.contains("not-the-password") && !text.contains("pw2"),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
+    let metrics = get(env.console, "/metrics", Some(ADMIN)).await.text();
+    assert!(
+        metrics.contains("ferromq_auth_failures_total{reason=\"console\"} 2"),
+        "{metrics}"
+    );
+    env.broker.shutdown().await;
+}

@@ -135,3 +135,44 @@ async fn pages_render_the_api_and_disconnect_a_client() {
     let png = std::fs::read(&screenshot).expect("the overview screenshot was saved");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
 }
+
+/// A page opened with the credentials in its URL (`chromium --dump-dom
+/// http://user:pass@host/clients`, the only way to log in from the command line) loads its
+/// data: the script's fetches must not resolve against a URL holding credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_with_credentials_in_the_url_loads_its_data() {
+    if !Path::new(CHROMIUM).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "console browser test: {CHROMIUM} is missing; CI must run it"
+        );
+        eprintln!("console browser test skipped: {CHROMIUM} is missing");
+        return;
+    }
+    let env = crate::Env::start().await;
+    let profile = tempfile::tempdir().expect("profile dir");
+    let page = format!("http://plain:plainpw@{}/clients", env.console);
+    let user_data = format!("--user-data-dir={}", profile.path().display());
+    // Blocking in its own thread: the broker serves on this runtime meanwhile.
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("timeout")
+            .arg(SCRIPT_LIMIT.as_secs().to_string())
+            .arg(CHROMIUM)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=5000",
+            ])
+            .arg(user_data)
+            .args(["--dump-dom", &page])
+            .stderr(Stdio::null())
+            .output()
+    })
+    .await
+    .expect("chromium thread")
+    .expect("run chromium");
+    let dom = String::from_utf8_lossy(&output.stdout);
+    assert!(!dom.contains("Could not load"), "{dom}");
+    assert!(dom.contains("Updated "), "{dom}");
+}

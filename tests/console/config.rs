@@ -94,7 +94,7 @@ fn check_reports_realm_and_port_errors_at_file_line_column() {
     write(
         dir.path(),
         "jetty-realm.properties",
-        "admin: pw, admin\nbroken line without separator\nx: MD5:abc, user\n",
+        "admin: pw, admin\nnopassword\nx: MD5:abc, user\n",
     );
     let xml = BrokerXml::new()
         .child(r#"<console xmlns="urn:ferromq" port="0" realm="jetty-realm.properties"/>"#)
@@ -156,6 +156,73 @@ fn check_reports_realm_and_port_errors_at_file_line_column() {
             "{}:3:5: error: cannot read the console realm file",
             dir.path().join("activemq.xml").display()
         )),
+        "{stdout}"
+    );
+}
+
+/// `check` on `xml` written as activemq.xml in `dir`, with `args` before the file: exit code
+/// and stdout.
+fn check_with(dir: &std::path::Path, xml: &str, args: &[&str]) -> (Option<i32>, String) {
+    write(dir, "activemq.xml", xml);
+    let output = ferromq()
+        .arg("check")
+        .args(args)
+        .arg(dir.join("activemq.xml"))
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code(), stdout)
+}
+
+#[test]
+fn check_reports_a_console_port_in_use_a_connector_clash_and_a_bad_host() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "jetty-realm.properties", REALM);
+    // A port in use: `check` passes (it binds nothing), `check --bind` fails at jetty.xml's
+    // jettyPort bean.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("occupy a port");
+    let port = taken.local_addr().expect("addr").port();
+    write(dir.path(), "jetty.xml", &jetty_xml(&port.to_string()));
+    let xml = activemq_importing_jetty();
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(0), "{stdout}");
+    // jetty.xml's `${activemq.conf}/jetty-realm.properties` is resolved by the console: no
+    // note that it is used literally.
+    assert!(stdout.contains("(5 users)"), "{stdout}");
+    assert!(!stdout.contains("is used literally"), "{stdout}");
+    let (code, stdout) = check_with(dir.path(), &xml, &["--bind"]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let jetty = dir.path().join("jetty.xml");
+    assert!(
+        stdout.contains(&format!(
+            "{}:6:5: error: cannot listen on 127.0.0.1:{port} for the web console",
+            jetty.display()
+        )),
+        "{stdout}"
+    );
+    drop(taken);
+
+    // The console on a connector's port: a clash, as between two connectors.
+    let xml = BrokerXml::new()
+        .child(r#"<console xmlns="urn:ferromq" port="18883" realm="jetty-realm.properties"/>"#)
+        .connector("mqtt", "mqtt://0.0.0.0:18883")
+        .build();
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: the web console listens on 127.0.0.1:18883, which clashes with connector `mqtt`"),
+        "{stdout}"
+    );
+
+    // A host that is neither an address nor a name.
+    let xml = BrokerXml::new()
+        .child(r#"<console xmlns="urn:ferromq" host="256.1.1.1" port="0" realm="jetty-realm.properties"/>"#)
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("error: host `256.1.1.1` of the web console does not resolve"),
         "{stdout}"
     );
 }

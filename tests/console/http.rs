@@ -46,6 +46,29 @@ pub async fn request(
     send(stream, &addr.to_string(), method, path, auth, headers).await
 }
 
+/// A POST of `body` (JSON) to the console at `addr`, with no CSRF token.
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    body: &str,
+) -> Response {
+    let stream = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    send_body(
+        stream,
+        &addr.to_string(),
+        "POST",
+        path,
+        auth,
+        &[("content-type", "application/json")],
+        body.as_bytes().to_vec(),
+    )
+    .await
+}
+
 /// A request over `stream` (plain TCP or TLS) to the console at `host`.
 pub async fn send<S>(
     stream: S,
@@ -54,6 +77,22 @@ pub async fn send<S>(
     path: &str,
     auth: Option<(&str, &str)>,
     headers: &[(&str, &str)],
+) -> Response
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    send_body(stream, host, method, path, auth, headers, Vec::new()).await
+}
+
+/// [`send`] with a request body.
+pub async fn send_body<S>(
+    stream: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
 ) -> Response
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -74,7 +113,7 @@ where
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Full::new(Bytes::new())).expect("request");
+    let request = builder.body(Full::new(Bytes::from(body))).expect("request");
     let response = tokio::time::timeout(STEP, sender.send_request(request))
         .await
         .expect("answer in time")

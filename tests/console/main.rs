@@ -18,6 +18,7 @@ mod auth;
 mod browser;
 mod config;
 mod http;
+mod limits;
 
 use std::net::SocketAddr;
 use std::path::Path;

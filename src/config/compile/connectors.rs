@@ -710,6 +710,41 @@ fn check_clash(ctx: &mut Ctx<'_>, existing: &[Listener], new: &Listener) {
     }
 }
 
+/// The web console on a connector's port (and an address that overlaps it) cannot bind: an
+/// error at the console, as for two connectors sharing a port.
+pub(super) fn check_console_clash(
+    ctx: &mut Ctx<'_>,
+    listeners: &[Listener],
+    console: &crate::config::ConsoleConfig,
+) {
+    if console.port == 0 {
+        return;
+    }
+    let clash = listeners.iter().find(|l| {
+        l.port == console.port
+            && (is_wildcard(&l.host)
+                || is_wildcard(&console.host)
+                || same_address(&l.host, &console.host))
+    });
+    if let Some(other) = clash {
+        ctx.push(
+            Diagnostic::error(
+                console.span.clone(),
+                format!(
+                    "the web console listens on {}:{}, which clashes with connector `{}` on {}:{} (line {})",
+                    display_host(&console.host),
+                    console.port,
+                    other.name,
+                    display_host(&other.host),
+                    other.port,
+                    other.span.line
+                ),
+            )
+            .with_hint("give the console its own port (ActiveMQ's is 8161)"),
+        );
+    }
+}
+
 /// `<networkConnectors>`: parsed only to say that bridging brokers is not supported yet.
 pub(super) fn network_connectors(ctx: &mut Ctx<'_>, broker: &Element) {
     for connector in ctx.items(broker, "networkConnectors") {

@@ -21,7 +21,17 @@ pub(super) const ELEMENT: &str = "console";
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 8161;
 const WEB_CONSOLE_PORT_CLASS: &str = "org.apache.activemq.web.WebConsolePort";
-const ATTRIBUTES: [&str; 5] = ["host", "port", "realm", "metricsOpen", "sslContext"];
+const ATTRIBUTES: [&str; 6] = [
+    "host",
+    "port",
+    "realm",
+    "metricsOpen",
+    "sslContext",
+    "maximumConnections",
+];
+/// Concurrent console connections by default: plenty for a few admins and scrapers, few enough
+/// that idle sockets cannot exhaust the process's descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 64;
 
 /// The console the file asks for, `None` when neither jetty.xml nor `<ferromq:console>`
 /// enables it.
@@ -42,6 +52,7 @@ pub(super) fn console(
             users: Vec::new(),
             metrics_open: false,
             tls: false,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             span: Some(jetty.span),
         },
         (None, None) => return None,
@@ -197,6 +208,23 @@ fn from_element(
         Some(attr) => port_value(ctx, attr)?,
         None => DEFAULT_PORT,
     };
+    let max_connections = match element.attr("maximumConnections") {
+        Some(attr) => match attr.value.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                ctx.value_error(
+                    attr,
+                    format!(
+                        "maximumConnections must be a number of connections above 0, not `{}`",
+                        attr.value
+                    ),
+                    "write e.g. 64",
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+        },
+        None => DEFAULT_MAX_CONNECTIONS,
+    };
     let realm = match element.attr("realm") {
         Some(attr) => Some(realm_path(ctx, attr)?),
         None => jetty_realm.map(|(path, _)| path),
@@ -211,6 +239,7 @@ fn from_element(
         users: Vec::new(),
         metrics_open,
         tls,
+        max_connections,
         span: Some(element.span.clone()),
     })
 }

@@ -64,6 +64,9 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let system_topics = system_topics::settings(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
     let console = console::console(ctx, &doc.root, broker_element);
+    if let Some(console) = &console {
+        connectors::check_console_clash(ctx, &listeners, console);
+    }
     Config {
         source: doc.main_file.clone(),
         files: Vec::new(),

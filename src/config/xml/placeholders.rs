@@ -168,6 +168,9 @@ fn note_literal_placeholders(root: &Element, diagnostics: &mut Diagnostics) {
 }
 
 fn first_placeholder(element: &Element) -> Option<(Span, String)> {
+    if is_jetty_bean(element) {
+        return None;
+    }
     if let Some(attr) = element.attrs.iter().find(|a| a.raw.contains("${")) {
         return Some((attr.value_span.clone(), attr.raw.clone()));
     }
@@ -175,6 +178,17 @@ fn first_placeholder(element: &Element) -> Option<(Span, String)> {
         return Some((element.span.clone(), element.text.clone()));
     }
     element.children.iter().find_map(first_placeholder)
+}
+
+/// A bean of ActiveMQ's jetty.xml (Jetty's own classes, `WebConsolePort`): ferromq does not
+/// build these, and the one value it takes from them, the realm file path of
+/// `securityLoginService`, has `${activemq.conf}` resolved by the console itself; a note that
+/// their placeholders stay literal would mislead.
+fn is_jetty_bean(element: &Element) -> bool {
+    element.name == "bean"
+        && element.attr_value("class").is_some_and(|class| {
+            class.starts_with("org.eclipse.jetty.") || class.starts_with("org.apache.activemq.web.")
+        })
 }
 
 /// The directory relative locations in the file that declared `span` resolve against.

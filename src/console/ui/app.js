@@ -65,8 +65,21 @@ function bytes(n) {
   return (i ? n.toFixed(1) : String(n)) + " " + units[i];
 }
 
+// An absolute URL of a console path: a page opened with user:pass@ in its URL resolves a
+// relative URL with the credentials in it, which fetch refuses; location.origin has none.
+function url(path) {
+  return location.origin + path;
+}
+
+// A path segment for a name: encodeURIComponent leaves "." and "..", which browsers and
+// proxies collapse as dot segments; %2E reaches the console as the name itself.
+function segment(name) {
+  if (name === "." || name === "..") return name.replace(/\./g, "%2E");
+  return encodeURIComponent(name);
+}
+
 async function getJson(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  const response = await fetch(url(path), { headers: { Accept: "application/json" }, credentials: "same-origin" });
   if (!response.ok) throw new Error(path + ": HTTP " + response.status);
   return response.json();
 }
@@ -76,7 +89,7 @@ async function act(path, question, button) {
   if (!overview || !window.confirm(question)) return;
   button.disabled = true;
   try {
-    const response = await fetch(path, {
+    const response = await fetch(url(path), {
       method: "POST",
       headers: { "X-CSRF-Token": overview.csrf_token, Accept: "application/json" },
       credentials: "same-origin",
@@ -180,7 +193,7 @@ const tablePages = {
       [(c) => when(c.connected_unix_ms)],
       [(c) => c.keep_alive_secs, true],
       [(c) => c.subscriptions, true],
-    ], (c) => actionButton("Disconnect", "/api/clients/" + encodeURIComponent(c.id) + "/disconnect",
+    ], (c) => actionButton("Disconnect", "/api/clients/" + segment(c.id) + "/disconnect",
       "Disconnect client " + c.client_id + "?"));
     return clients.length + " connected";
   },
@@ -194,7 +207,7 @@ const tablePages = {
       [(s) => s.subscriptions, true],
       [(s) => (s.connected ? "now" : when(s.last_seen_unix_ms))],
       [(s) => s.expiry_secs, true],
-    ], (s) => (s.connected ? null : actionButton("Delete", "/api/sessions/" + encodeURIComponent(s.client_id) + "/delete",
+    ], (s) => (s.connected ? null : actionButton("Delete", "/api/sessions/" + segment(s.client_id) + "/delete",
       "Delete the offline session of " + s.client_id + "?")));
     return sessions.length + " sessions";
   },
@@ -223,7 +236,7 @@ const tablePages = {
       [(q) => perSecond(q.rates.enqueued), true],
       [(q) => q.dequeued, true],
       [(q) => perSecond(q.rates.dequeued), true],
-    ], (q) => actionButton("Purge", "/api/queues/" + encodeURIComponent(q.name) + "/purge",
+    ], (q) => actionButton("Purge", "/api/queues/" + segment(q.name) + "/purge",
       "Purge every message of queue " + q.name + "?"));
     return queues.length + " queues";
   },

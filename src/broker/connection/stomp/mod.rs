@@ -246,6 +246,7 @@ where
         listener = %params.listener.name,
         peer = %params.peer,
         session = tracing::field::Empty,
+        client_id = tracing::field::Empty,
     );
     serve_in_span(stream, params, framing).instrument(span)
 }
@@ -270,6 +271,13 @@ where
         return;
     };
     tracing::Span::current().record("session", tracing::field::display(&conn.session_name));
+    if let Some(client_id) = &conn.client_id {
+        // The `client-id` header, as MQTT connections' spans carry theirs.
+        tracing::Span::current().record(
+            "client_id",
+            tracing::field::display(crate::security::Bounded(client_id)),
+        );
+    }
     crate::metrics::access::connected(conn.who(params.peer));
     tracing::debug!(
         version = conn.version.as_str(),
