@@ -401,19 +401,60 @@ fn init_tracing(level: &str, format: LogFormat) {
 fn escaped_text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        if field.name() != "message" {
-            write!(w, "{field}=")?;
-        }
-        for c in format!("{value:?}").chars() {
-            if c.is_control() {
-                write!(w, "{}", c.escape_default())?;
-            } else {
-                w.write_char(c)?;
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            for c in text.chars() {
+                if c.is_control() {
+                    write!(w, "{}", c.escape_default())?;
+                } else {
+                    w.write_char(c)?;
+                }
             }
+            return Ok(());
         }
-        Ok(())
+        // A value that could be read as more than one field (`dev1 user=admin`) or that is
+        // not a well-formed quoted string is written quoted and escaped, so a peer cannot add
+        // fields to the line; bare tokens and strings tracing quoted itself stay as they are.
+        if is_bare_token(&text) || is_quoted_string(&text) {
+            write!(w, "{field}={text}")
+        } else {
+            write!(w, "{field}={text:?}")
+        }
     })
     .delimited(" ")
+}
+
+/// A field value that reads as one token: no space, quote, `=` or control character.
+fn is_bare_token(text: &str) -> bool {
+    !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+}
+
+/// A string as `{:?}` writes it: quoted, every inner quote and backslash escaped, no control
+/// character.
+fn is_quoted_string(text: &str) -> bool {
+    let Some(inner) = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    else {
+        return false;
+    };
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if chars.next().is_none() {
+                    return false;
+                }
+            }
+            '"' => return false,
+            c if c.is_control() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 fn check(args: CheckArgs) -> ExitCode {

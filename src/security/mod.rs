@@ -324,8 +324,8 @@ impl Security {
             Admission::After(delay) => tokio::time::sleep(delay).await,
             Admission::Refused => {
                 tracing::warn!(
-                    client_id = ?Bounded(req.client_id),
-                    user = ?req.username.map(Bounded),
+                    client_id = %Bounded(req.client_id),
+                    user = req.username.map(|u| tracing::field::display(Bounded(u))),
                     peer = %req.peer,
                     "login refused: too many failed logins from this address"
                 );
@@ -335,7 +335,7 @@ impl Security {
         match self.authenticator.login(req).await {
             Ok(principal) => {
                 tracing::debug!(
-                    client_id = ?Bounded(req.client_id),
+                    client_id = %Bounded(req.client_id),
                     user = %principal.user,
                     groups = ?principal.groups,
                     "authenticated"
@@ -348,8 +348,8 @@ impl Security {
                     self.throttle.record_failure(ip, Instant::now());
                 }
                 tracing::warn!(
-                    client_id = ?Bounded(req.client_id),
-                    user = ?req.username.map(Bounded),
+                    client_id = %Bounded(req.client_id),
+                    user = req.username.map(|u| tracing::field::display(Bounded(u))),
                     peer = %req.peer,
                     reason = refusal.reason,
                     domain = refusal.domain.as_deref().unwrap_or("-"),

@@ -48,7 +48,7 @@ impl Security {
             }
             Admission::Refused => {
                 tracing::warn!(
-                    client_id = ?super::Bounded(source.client_id),
+                    client_id = %super::Bounded(source.client_id),
                     peer = %source.peer,
                     "login refused: too many failed logins from this address"
                 );
@@ -64,7 +64,7 @@ impl Security {
         let refused = self.throttle.would_refuse(source.peer.ip(), Instant::now());
         if refused {
             tracing::warn!(
-                client_id = ?super::Bounded(source.client_id),
+                client_id = %super::Bounded(source.client_id),
                 peer = %source.peer,
                 "re-authentication refused: too many failed logins from this address"
             );
@@ -130,7 +130,7 @@ impl Security {
         match login {
             Some(Ok(principal)) => {
                 tracing::debug!(
-                    client_id = ?super::Bounded(source.client_id),
+                    client_id = %super::Bounded(source.client_id),
                     user = %principal.user,
                     groups = ?principal.groups,
                     %mechanism,
@@ -163,7 +163,7 @@ impl Security {
         let ip = source.peer.ip();
         self.throttle.record_failure(ip, Instant::now());
         tracing::warn!(
-            client_id = ?super::Bounded(source.client_id),
+            client_id = %super::Bounded(source.client_id),
             user = ?user.map(super::Bounded),
             peer = %source.peer,
             %mechanism,

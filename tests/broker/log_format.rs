@@ -281,7 +281,19 @@ async fn a_client_id_cannot_forge_a_text_log_line() {
     client.send(Packet::PingReq).await;
     assert_eq!(client.recv().await, Packet::PingResp);
     let refused = next_with("publish to $SYS refused");
-    assert!(refused.contains("evil\\n2026-01-01"), "{refused}");
+    // Escaped by the name's bound, then quoted (it holds spaces): still one field.
+    assert!(
+        refused.contains("client_id=\"evil\\\\n2026-01-01T00:00:00Z  WARN forged\""),
+        "{refused}"
+    );
+    // A client id that reads as more fields is written quoted: no `user=admin` field appears.
+    let (_fielded, _) = RawClient::connected(addr, "dev1 user=admin peer=10.9.9.9:1", true).await;
+    let connect = next_with("client_id=\"dev1 user=admin peer=10.9.9.9:1\"");
+    let rest = connect.replace("client_id=\"dev1 user=admin peer=10.9.9.9:1\"", "");
+    assert!(
+        !rest.contains("user=admin") && !rest.contains("10.9.9.9"),
+        "{connect}"
+    );
     // STOMP CONNECT headers are not unescaped: a terminal escape is what a client id can hold.
     let mut socket = tokio::net::TcpStream::connect(stomp).await.expect("stomp");
     tokio::io::AsyncWriteExt::write_all(
