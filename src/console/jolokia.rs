@@ -3,8 +3,9 @@
 //! written for ActiveMQ's `/api/jolokia/read/...` keep working. Read only; an unknown MBean or
 //! attribute is answered as Jolokia answers it: HTTP 200 with `"status": 404` and the JMX
 //! exception's name in `error_type` (Jolokia reports errors in the body, not the HTTP status).
-//! GET `read/MBEAN[/ATTR[,ATTR...]]`, GET `version`, and POST of a request object or an array
-//! of them (Jolokia's bulk form, which Telegraf's jolokia2 input sends).
+//! GET `read/MBEAN[/ATTR[,ATTR...]]`, GET `version` (or no path), and POST of a request object
+//! or an array of them (Jolokia's bulk form, which Telegraf's jolokia2 input sends to
+//! `<url>/read`) to any path under the agent: Jolokia ignores the path of a POST.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

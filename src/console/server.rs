@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -197,27 +197,56 @@ fn router(console: Arc<Console>) -> Router {
             post(api::delete_session),
         )
         .route("/api/queues/{name}/purge", post(api::purge_queue))
+        // Jolokia ignores the path of a POST (Telegraf's jolokia2 input POSTs to `<url>/read`):
+        // every POST under /api/jolokia/ is the bulk endpoint; the rest in `fallback`.
         .route(
             "/api/jolokia/read/{mbean}/{attribute}",
-            get(jolokia::read_one),
+            get(jolokia::read_one).post(jolokia::post),
         )
-        .route("/api/jolokia/read/{mbean}", get(jolokia::read_all))
-        .route("/api/jolokia/version", get(jolokia::version))
-        .route("/api/jolokia", post(jolokia::post))
-        .route("/api/jolokia/", post(jolokia::post))
+        .route(
+            "/api/jolokia/read/{mbean}",
+            get(jolokia::read_all).post(jolokia::post),
+        )
+        .route(
+            "/api/jolokia/version",
+            get(jolokia::version).post(jolokia::post),
+        )
+        // A GET without a path is answered with the version, as Jolokia does.
+        .route(
+            "/api/jolokia",
+            get(jolokia::version).post(jolokia::post),
+        )
+        .route(
+            "/api/jolokia/",
+            get(jolokia::version).post(jolokia::post),
+        )
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                axum::Json(json!({ "error": "not found" })),
-            )
-        })
+        .fallback(fallback)
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn_with_state(
             console.clone(),
             log_failed_login,
         ))
         .with_state(console)
+}
+
+/// Not routed: a POST under /api/jolokia/ (`/api/jolokia/read`, `/api/jolokia/read/`, ...) is
+/// Jolokia's POST endpoint; anything else is a 404.
+async fn fallback(
+    console: State<Arc<Console>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if method == Method::POST && uri.path().starts_with("/api/jolokia/") {
+        return jolokia::post(console, headers, body).await;
+    }
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": "not found" })),
+    )
+        .into_response()
 }
 
 /// A request with credentials that were refused (401): one warning per request, with the

@@ -270,6 +270,69 @@ async fn jolokia_post_answers_telegrafs_bulk_reads_without_a_csrf_token() {
     env.broker.shutdown().await;
 }
 
+/// Telegraf's jolokia2_agent POSTs to `<url>/read` (client.go's formatReadURL), with
+/// `Content-type: application/json`, basic credentials and a bulk array; Jolokia ignores the
+/// path of a POST, so every POST under /api/jolokia/ is the bulk endpoint. A GET of
+/// /api/jolokia(/) is the version response.
+#[tokio::test]
+async fn jolokia_post_to_any_path_under_the_agent_is_answered_like_telegraf_expects() {
+    let env = Env::start().await;
+    let body = br#"[{"type":"read","mbean":"org.apache.activemq:brokerName=*,type=Broker","attribute":["TotalEnqueueCount","MemoryPercentUsage"]}]"#;
+    for path in [
+        "/api/jolokia/read",
+        "/api/jolokia/read?ignoreErrors=true",
+        "/api/jolokia/read/",
+        "/api/jolokia/",
+        "/api/jolokia/version",
+        "/api/jolokia/anything/else",
+    ] {
+        let stream = tokio::net::TcpStream::connect(env.console)
+            .await
+            .expect("connect");
+        let response = http::send_body(
+            stream,
+            &env.console.to_string(),
+            "POST",
+            path,
+            Some(VIEWER),
+            &[
+                ("Content-type", "application/json"),
+                ("User-Agent", "Go-http-client/1.1"),
+                ("Accept-Encoding", "gzip"),
+            ],
+            body.to_vec(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{path}: {}", response.text());
+        let answers = response.json();
+        let answers = answers.as_array().expect("an array for a bulk request");
+        assert_eq!(answers.len(), 1, "{path}");
+        assert_eq!(answers[0]["status"], 200, "{path}: {}", answers[0]);
+        let broker = &answers[0]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"];
+        assert!(broker["TotalEnqueueCount"].is_u64(), "{path}: {}", answers[0]);
+        assert!(broker["MemoryPercentUsage"].is_u64(), "{path}: {}", answers[0]);
+    }
+    // The same login rule: a login is needed, no CSRF token.
+    let anonymous = http::post_json(env.console, "/api/jolokia/read", None, "[]").await;
+    assert_eq!(anonymous.status, 401);
+    for path in ["/api/jolokia", "/api/jolokia/"] {
+        let version = get(env.console, path, Some(VIEWER)).await;
+        assert_eq!(version.status, 200, "{path}");
+        let version = version.json();
+        assert_eq!(version["status"], 200, "{path}");
+        assert!(version["value"]["agent"].is_string(), "{path}: {version}");
+        assert_eq!(get(env.console, path, None).await.status, 401);
+    }
+    // Not under the agent: still not found.
+    assert_eq!(
+        http::post_json(env.console, "/api/jolokiax", Some(VIEWER), "[]")
+            .await
+            .status,
+        404
+    );
+    env.broker.shutdown().await;
+}
+
 /// The topic row of `topic` in an /api/topics answer.
 fn topic_row(topics: &serde_json::Value, topic: &str) -> Option<serde_json::Value> {
     topics["topics"]
