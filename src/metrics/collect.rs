@@ -289,13 +289,30 @@ fn sessions(core: &BrokerCore, out: &mut Vec<Family>) {
     ));
     out.push(Family::gauge(
         "queued_messages",
-        "Messages queued for delivery, summed over all sessions.",
+        "Messages queued for delivery to MQTT sessions, summed over all sessions (queues: \
+         ferromq_destination_queue_messages).",
         census.queued as f64,
     ));
     out.push(Family::gauge(
         "queue_depth_max",
-        "The longest session queue (per-session depths are in the JSON API).",
+        "The longest MQTT session queue (per-session depths are in the JSON API).",
         census.deepest_queue as f64,
+    ));
+    let queues = core.queues.totals();
+    out.push(Family::gauge(
+        "destination_queues",
+        "Queues (ActiveMQ queue destinations, temporary ones included).",
+        queues.queues as f64,
+    ));
+    out.push(Family::gauge(
+        "destination_queue_messages",
+        "Messages held by queues (ready, dispatched and unacknowledged), summed over all queues.",
+        queues.messages as f64,
+    ));
+    out.push(Family::gauge(
+        "destination_queue_depth_max",
+        "The deepest queue's depth (per-queue depths are in the JSON API).",
+        queues.deepest as f64,
     ));
 }
 
@@ -356,7 +373,7 @@ fn delivery_latency(core: &BrokerCore, out: &mut Vec<Family>) {
                 "delivery_latency",
                 "Time from a publish being received to its delivery being written to a \
                  subscriber's output buffer, per subscriber protocol; sampled: one publish \
-                 in 64 per QoS, every first delivery of it.",
+                 in 64 per QoS, the first delivery of each copy (once per delivered copy).",
                 Kind::Histogram,
             )
             .unit_seconds(),

@@ -388,3 +388,59 @@ async fn mosquitto_sub_reads_the_version_with_the_entry() {
     );
     broker.shutdown().await;
 }
+
+/// Messages held by a queue (STOMP SENDs with no consumer) are stored messages too:
+/// `store/messages/count` and `messages/stored` count them beside the retained ones.
+#[tokio::test]
+async fn stored_messages_include_what_queues_hold() {
+    let broker = broker(100).await;
+    let stomp = broker.handle.listener_addrs()[1].1;
+    let mut monitor = Client::login(broker.addr, "monitor", "monitor", "m0n").await;
+    monitor.subscribe("$SYS/broker/#", Q::AtMostOnce).await;
+    let mut socket = tokio::net::TcpStream::connect(stomp).await.expect("connect");
+    let mut frames =
+        String::from("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:admin\npasscode:secret\n\n\0");
+    for n in 0..50 {
+        frames.push_str(&format!(
+            "SEND\ndestination:/queue/app.backlog\npersistent:true\nreceipt:{n}\n\nm{n}\0"
+        ));
+    }
+    socket.write_all(frames.as_bytes()).await.expect("write");
+    let mut read = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&read).contains("receipt-id:49") {
+            let n = socket.read(&mut buf).await.expect("read");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&read));
+            read.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the last receipt in time");
+    // Each round publishes both figures and the retained count: stored - retained = 50.
+    let mut latest: HashMap<String, u64> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let publish = monitor
+            .publish_within(left)
+            .await
+            .unwrap_or_else(|| panic!("stored never counted the queue: {latest:?}"));
+        if let Ok(n) = String::from_utf8_lossy(&publish.payload).parse::<u64>() {
+            latest.insert(publish.topic.clone(), n);
+        }
+        let retained = latest.get("$SYS/broker/retained messages/count");
+        let held = |topic: &str| {
+            latest
+                .get(topic)
+                .zip(retained)
+                .map(|(stored, retained)| stored.saturating_sub(*retained))
+        };
+        if held("$SYS/broker/store/messages/count") == Some(50)
+            && held("$SYS/broker/messages/stored") == Some(50)
+        {
+            break;
+        }
+    }
+    broker.shutdown().await;
+}

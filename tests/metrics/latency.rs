@@ -1,6 +1,6 @@
 //! The sampled delivery latency histogram (`ferromq_delivery_latency_seconds`) on a running
-//! broker: one publish in 64 per QoS is stamped, each first delivery of it to a subscriber is
-//! observed once, per subscriber protocol.
+//! broker: one publish in 64 per QoS is stamped, the first delivery of each copy of it is
+//! observed once per delivered copy, per subscriber protocol.
 
 use std::time::Duration;
 
@@ -78,13 +78,13 @@ async fn every_64th_qos1_publish_is_observed_once_per_mqtt_subscriber() {
     broker.shutdown().await;
 }
 
-async fn write(stream: &mut TcpStream, frame: &str) {
+pub(crate) async fn write(stream: &mut TcpStream, frame: &str) {
     stream.write_all(frame.as_bytes()).await.expect("write");
 }
 
 /// Read until `n` frames starting with `command` arrived (frames end with NUL; heart-beat
 /// newlines between frames are skipped); other frames are ignored.
-async fn read_frames(stream: &mut TcpStream, command: &str, n: usize) {
+pub(crate) async fn read_frames(stream: &mut TcpStream, command: &str, n: usize) {
     let mut pending = Vec::new();
     let mut seen = 0;
     let mut buf = [0u8; 8192];
@@ -106,7 +106,7 @@ async fn read_frames(stream: &mut TcpStream, command: &str, n: usize) {
     .unwrap_or_else(|_| panic!("{seen} of {n} {command} frames in time"));
 }
 
-async fn stomp_connect(addr: std::net::SocketAddr) -> TcpStream {
+pub(crate) async fn stomp_connect(addr: std::net::SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     write(
         &mut stream,

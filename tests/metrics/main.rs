@@ -7,4 +7,5 @@ mod support;
 mod dashboard;
 mod latency;
 mod parse;
+mod queues;
 mod render;

@@ -132,6 +132,17 @@ pub struct QueueStats {
     pub counts: QueueCounts,
 }
 
+/// The figures of every queue together (`/metrics`, `$SYS`): bounded, no per-queue label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueTotals {
+    /// Queues (temporary ones included).
+    pub queues: usize,
+    /// Messages held over all queues: ready, dispatched and unacknowledged.
+    pub messages: usize,
+    /// The depth of the deepest queue.
+    pub deepest: usize,
+}
+
 /// Every queue of the broker (see the module documentation).
 pub struct Queues {
     me: Weak<Queues>,
@@ -519,6 +530,23 @@ impl Queues {
             consumers: state.consumer_count(),
             counts: state.counts,
         })
+    }
+
+    /// The depths of every queue summed, and the deepest (one queue locked at a time).
+    pub fn totals(&self) -> QueueTotals {
+        let queues: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        queues.iter().fold(
+            QueueTotals {
+                queues: queues.len(),
+                ..QueueTotals::default()
+            },
+            |mut totals, queue| {
+                let depth = queue.state.lock().depth();
+                totals.messages += depth;
+                totals.deepest = totals.deepest.max(depth);
+                totals
+            },
+        )
     }
 
     /// Up to `max` messages of queue `name` in order, without consuming them (paged-out

@@ -210,6 +210,8 @@ impl Publisher {
         };
         let subscriptions = core.subscriptions.read().len();
         let retained = core.retained.read().len();
+        // Held for delivery: MQTT session queues, ActiveMQ queues, retained messages.
+        let stored = sessions.queued + core.queues.totals().messages as u64 + retained as u64;
         let memory_used = core.memory.used_bytes();
         let memory_limit = core.memory.limit_bytes();
         let mut out: Vec<(String, String)> = vec![
@@ -245,14 +247,8 @@ impl Publisher {
                 totals.publish_dropped.to_string(),
             ),
             ("subscriptions/count".into(), subscriptions.to_string()),
-            (
-                "store/messages/count".into(),
-                (sessions.queued + retained as u64).to_string(),
-            ),
-            (
-                "messages/stored".into(),
-                (sessions.queued + retained as u64).to_string(),
-            ),
+            ("store/messages/count".into(), stored.to_string()),
+            ("messages/stored".into(), stored.to_string()),
             ("retained messages/count".into(), retained.to_string()),
             ("memory/used".into(), memory_used.to_string()),
             ("memory/limit".into(), memory_limit.to_string()),
