@@ -13,7 +13,8 @@ use ferromq::protocol::{Packet, QoS};
 use rumqttc::QoS as Q;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Users: `monitor` may read `$SYS`, `app` has `app.>` only, `admin` everything (`>`).
+/// Users: `monitor` may read `$SYS`, `app` has `app.>` only, `admin` everything (`>`, and
+/// every queue).
 fn security(interval_ms: u64) -> String {
     format!(
         r#"
@@ -28,6 +29,7 @@ fn security(interval_ms: u64) -> String {
       </simpleAuthenticationPlugin>
       <authorizationPlugin><map><authorizationMap><authorizationEntries>
         <authorizationEntry topic=">" read="admins" write="admins" admin="admins"/>
+        <authorizationEntry queue=">" read="admins" write="admins" admin="admins"/>
         <authorizationEntry topic="$SYS.>" read="monitors"/>
         <authorizationEntry topic="app.>" read="apps" write="apps" admin="apps"/>
       </authorizationEntries></authorizationMap></map></authorizationPlugin>
