@@ -90,9 +90,56 @@ impl ConsoleConfig {
         }
     }
 
+    /// The `source` of a console whose address `run --console HOST:PORT` gave: every reload
+    /// keeps that address (see [`Config::override_console_address`]).
+    pub const COMMAND_LINE: &'static str = "--console";
+
     /// Everything but the users: a difference here needs a restart of the console.
     pub fn endpoint(&self) -> (String, u16, bool, bool) {
         (self.host.clone(), self.port, self.metrics_open, self.tls)
+    }
+}
+
+impl Config {
+    /// `run --console HOST:PORT`: serve the console on this address whatever the file says (a
+    /// console the file does not declare is added, with the defaults and no users). Its
+    /// `source` becomes [`ConsoleConfig::COMMAND_LINE`], so that a reload applies the address
+    /// again ([`Config::keep_console_override`]) rather than report the file's as a change.
+    pub fn override_console_address(&mut self, host: String, port: u16) {
+        let console = self.console.get_or_insert_with(|| ConsoleConfig {
+            host: String::new(),
+            port: 0,
+            source: ConsoleConfig::COMMAND_LINE,
+            realm: None,
+            users: Vec::new(),
+            metrics_open: false,
+            tls: false,
+            max_connections: crate::config::compile::console::DEFAULT_MAX_CONNECTIONS,
+            span: None,
+        });
+        console.host = host;
+        console.port = port;
+        console.source = ConsoleConfig::COMMAND_LINE;
+    }
+
+    /// `self` runs with a `--console` address: give it to `new`, just loaded from the file,
+    /// before the two are compared (the override holds for the broker's whole run).
+    pub fn keep_console_override(&self, new: &mut Config) {
+        let Some(running) = self
+            .console
+            .as_ref()
+            .filter(|c| c.source == ConsoleConfig::COMMAND_LINE)
+        else {
+            return;
+        };
+        match new.console.as_mut() {
+            Some(console) => {
+                console.host = running.host.clone();
+                console.port = running.port;
+                console.source = ConsoleConfig::COMMAND_LINE;
+            }
+            None => new.console = Some(running.clone()),
+        }
     }
 }
 

@@ -206,6 +206,7 @@ impl Reloader {
     }
 
     async fn valid(&mut self, mut new: Config, hashes: ContentHashes) -> ReloadResult {
+        self.running.keep_console_override(&mut new);
         let changed_files = hashes.changed_since(&self.hashes);
         let diff = diff_with_changed_files(&self.running, &new, &changed_files);
         for setting in &diff.restart_needed {

@@ -481,3 +481,39 @@ async fn run_console_overrides_the_address_and_refuses_to_run_without_users() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `run --console HOST:PORT` then a reload with nothing changed: the override holds for the
+/// whole run, so the file's own address is no change (no "console changed ... needs a
+/// restart"), even when the file's port is edited.
+#[tokio::test]
+async fn a_console_address_override_is_kept_by_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "jetty.xml", &jetty_xml("8161"));
+    write(dir.path(), "jetty-realm.properties", REALM);
+    write(dir.path(), "activemq.xml", &activemq_importing_jetty());
+    let mut config = crate::support::xml::load_file(&dir.path().join("activemq.xml"));
+    // What `run --console` does with the file's configuration.
+    config.override_console_address("127.0.0.1".to_owned(), 18161);
+    let (recorder, _applied) = crate::support::reload::Recorder::new();
+    let mut reloader =
+        ferromq::reload::Reloader::new(config, no_env(), std::sync::Arc::new(recorder), None);
+    match reloader.reload(&[ferromq::reload::ReloadReason::Signal]).await {
+        ferromq::reload::ReloadResult::NoRuntimeChange { summary } => {
+            assert_eq!(summary, "no change")
+        }
+        other => panic!("nothing changed, yet: {other:?}"),
+    }
+    let console = reloader.running().console.clone().expect("console");
+    assert_eq!((console.host.as_str(), console.port), ("127.0.0.1", 18161));
+    // Twice: the adopted configuration keeps the override too.
+    assert!(matches!(
+        reloader.reload(&[ferromq::reload::ReloadReason::Signal]).await,
+        ferromq::reload::ReloadResult::NoRuntimeChange { summary } if summary == "no change"
+    ));
+    // The file's port changes: the override still wins, nothing to restart.
+    write(dir.path(), "jetty.xml", &jetty_xml("8162"));
+    assert!(matches!(
+        reloader.reload(&[ferromq::reload::ReloadReason::Signal]).await,
+        ferromq::reload::ReloadResult::NoRuntimeChange { summary } if summary == "no change"
+    ));
+}
