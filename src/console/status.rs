@@ -12,31 +12,29 @@ use serde_json::Value;
 /// How long `status` waits for the console.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// GET `path` from the console at `base` (`http://host:port` or `https://host:port`) with
-/// basic auth; the status code and the body. Over https the console's certificate must chain
-/// to a CA of `cacert` (a PEM file: the CA that signed the broker's `<sslContext>` key, or
-/// that certificate itself) and name the host of `base`. Errors: a bad URL, https without
-/// `cacert`, an unreadable `cacert`, unreachable, a failed handshake, not HTTP.
+/// GET `path` from the console at `base` (`http://host:port` or `https://host:port`; a
+/// trailing `/` and ActiveMQ's console path `/admin/` are ignored) with basic auth; the status
+/// code and the body. Over https the console's certificate must chain to a CA certificate of
+/// `cacert` (a PEM file: the CA that signed the broker's `<sslContext>` key) and name the host
+/// of `base`. Errors: a bad URL (credentials or another path in it), https without `cacert`,
+/// an unreadable `cacert`, unreachable, a failed handshake (saying so when the console speaks
+/// the other scheme), not HTTP.
 pub async fn get(
     base: &str,
     path: &str,
     credentials: Option<(&str, &str)>,
     cacert: Option<&std::path::Path>,
 ) -> anyhow::Result<(u16, Vec<u8>)> {
-    let (tls, rest) = if let Some(rest) = base.strip_prefix("http://") {
-        (false, rest)
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        (true, rest)
-    } else {
-        anyhow::bail!("the console URL must start with http:// or https:// (got {base})");
-    };
-    let authority = rest.trim_end_matches('/');
-    let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(authority))
-        .await
-        .map_err(|_| anyhow::anyhow!("{authority}: no answer within {} s", TIMEOUT.as_secs()))?
-        .map_err(|e| anyhow::anyhow!("cannot reach the console at {authority}: {e}"))?;
+    let (tls, authority) = parse_url(base)?;
+    let stream = connect(authority).await?;
     if !tls {
-        return exchange(stream, authority, path, credentials).await;
+        return match exchange(stream, authority, path, credentials).await {
+            Ok(answer) => Ok(answer),
+            Err(_) if speaks_tls(authority).await => anyhow::bail!(
+                "the console at {authority} speaks HTTPS: use https://{authority} (with --cacert)"
+            ),
+            Err(e) => Err(e),
+        };
     }
     let cacert = cacert.ok_or_else(|| {
         anyhow::anyhow!("{base}: https needs --cacert FILE (the CA of the console's certificate)")
@@ -45,18 +43,98 @@ pub async fn get(
     let host = host_of(authority);
     let name = rustls_pki_types::ServerName::try_from(host.to_owned())
         .map_err(|e| anyhow::anyhow!("{host}: not a host name for TLS: {e}"))?;
-    let stream = tokio::time::timeout(TIMEOUT, connector.connect(name, stream))
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "{authority}: no TLS handshake within {} s",
-                TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| {
-            anyhow::anyhow!("TLS handshake with the console at {authority} failed: {e}")
-        })?;
+    let handshake = tokio::time::timeout(TIMEOUT, connector.connect(name, stream)).await;
+    let stream = match handshake {
+        Err(_) => anyhow::bail!(
+            "{authority}: no TLS handshake within {} s",
+            TIMEOUT.as_secs()
+        ),
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) if speaks_plain_http(authority).await => anyhow::bail!(
+            "the console at {authority} speaks plain HTTP, not HTTPS: use http://{authority}"
+        ),
+        Ok(Err(e)) => {
+            anyhow::bail!("TLS handshake with the console at {authority} failed: {e}")
+        }
+    };
     exchange(stream, authority, path, credentials).await
+}
+
+/// `http://HOST:PORT[/]` or `https://...`: whether TLS, and `HOST:PORT`. ActiveMQ's console
+/// URL (`/admin/`) is accepted for the same console; any other path, and credentials in the
+/// URL, are refused with what to give instead.
+fn parse_url(base: &str) -> anyhow::Result<(bool, &str)> {
+    let (tls, rest) = if let Some(rest) = base.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        anyhow::bail!("the console URL must start with http:// or https:// (got {base})");
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.contains('@') {
+        anyhow::bail!(
+            "the console URL must not carry a user name or password (user:password@): give \
+             --user and --password-env instead"
+        );
+    }
+    if authority.is_empty() {
+        anyhow::bail!("the console URL names no host (got {base})");
+    }
+    if !matches!(path.trim_end_matches('/'), "" | "/admin") {
+        anyhow::bail!(
+            "the console URL takes no path (got {path}): ferromq's console is served at the \
+             root, give {}://{authority}",
+            if tls { "https" } else { "http" }
+        );
+    }
+    Ok((tls, authority))
+}
+
+async fn connect(authority: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(authority))
+        .await
+        .map_err(|_| anyhow::anyhow!("{authority}: no answer within {} s", TIMEOUT.as_secs()))?
+        .map_err(|e| anyhow::anyhow!("cannot reach the console at {authority}: {e}"))
+}
+
+/// After plain HTTP failed: does `authority` answer a TLS handshake? (A certificate that no
+/// root of an empty trust store vouches for is the server's answer: it speaks TLS.)
+async fn speaks_tls(authority: &str) -> bool {
+    use tokio_rustls::rustls;
+    let Ok(stream) = connect(authority).await else {
+        return false;
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let Ok(builder) =
+        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()
+    else {
+        return false;
+    };
+    let config = builder
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let host = host_of(authority).to_owned();
+    let Ok(name) = rustls_pki_types::ServerName::try_from(host) else {
+        return false;
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    match tokio::time::timeout(TIMEOUT, connector.connect(name, stream)).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| matches!(e, rustls::Error::InvalidCertificate(_))),
+        Err(_) => false,
+    }
+}
+
+/// After a TLS handshake failed: does `authority` answer plain HTTP?
+async fn speaks_plain_http(authority: &str) -> bool {
+    match connect(authority).await {
+        Ok(stream) => exchange(stream, authority, "/", None).await.is_ok(),
+        Err(_) => false,
+    }
 }
 
 /// The host of `host:port` or `[v6]:port`, without brackets.
@@ -218,6 +296,23 @@ pub fn describe(overview: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_with_credentials_or_a_path_are_refused_with_what_to_give() {
+        assert_eq!(parse_url("http://127.0.0.1:8161").ok(), Some((false, "127.0.0.1:8161")));
+        assert_eq!(parse_url("https://h:1/").ok(), Some((true, "h:1")));
+        assert_eq!(parse_url("http://h:8161/admin/").ok(), Some((false, "h:8161")));
+        assert_eq!(parse_url("http://h:8161/admin").ok(), Some((false, "h:8161")));
+        let refused = |url: &str| parse_url(url).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused("http://admin:admin@127.0.0.1:8161").contains("--user and --password-env"));
+        assert!(refused("http://admin@h:1/").contains("--password-env"));
+        assert!(refused("http://h:8161/console").contains("takes no path (got /console)"));
+        assert!(refused("http://h:8161/console").contains("give http://h:8161"));
+        assert!(refused("ftp://h:1").contains("http:// or https://"));
+        assert!(refused("http:///admin/").contains("no host"));
+    }
+
     #[test]
     fn host_of_strips_the_port_and_brackets() {
         assert_eq!(super::host_of("127.0.0.1:8161"), "127.0.0.1");

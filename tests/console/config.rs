@@ -324,6 +324,35 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     .await
     .expect("status ran");
     assert_eq!(refused.status.code(), Some(1));
+    // https:// to this plain console, and a URL with the password in it: what to give instead.
+    let ca = crate::support::tls::Ca::new("some CA");
+    write(env.dir.path(), "ca.pem", &ca.pem());
+    let cacert = env.dir.path().join("ca.pem");
+    let https = format!("https://{console}");
+    let with_password = format!("http://viewer:{}@{console}", crate::PASSWORD);
+    let (https, with_password) = tokio::task::spawn_blocking(move || {
+        let https = ferromq()
+            .args(["status", "--console", &https, "--cacert"])
+            .arg(&cacert)
+            .output()
+            .expect("run status");
+        let with_password = ferromq()
+            .args(["status", "--console", &with_password])
+            .output()
+            .expect("run status");
+        (https, with_password)
+    })
+    .await
+    .expect("status ran");
+    assert_eq!(https.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&https.stderr);
+    assert!(
+        stderr.contains(&format!("speaks plain HTTP, not HTTPS: use http://{console}")),
+        "{stderr}"
+    );
+    assert_eq!(with_password.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&with_password.stderr);
+    assert!(stderr.contains("give --user and --password-env"), "{stderr}");
     env.broker.shutdown().await;
     // Nothing listening any more.
     let url = format!("http://{console}");
@@ -402,6 +431,24 @@ async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
     let no_ca = status(None).await.expect("status ran");
     assert_eq!(no_ca.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--cacert"));
+    // An http:// URL of this HTTPS console: said so, rather than a bare protocol error.
+    let http_url = format!("http://127.0.0.1:{}", addr.port());
+    let wrong_scheme = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .args(["status", "--console", &http_url])
+            .args(["--user", "viewer", "--password-env", "CONSOLE_PW"])
+            .env("CONSOLE_PW", crate::PASSWORD)
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    assert_eq!(wrong_scheme.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&wrong_scheme.stderr);
+    assert!(
+        stderr.contains("speaks HTTPS: use https://127.0.0.1:"),
+        "{stderr}"
+    );
     // Plain HTTP on the HTTPS port gets no answer.
     let plain = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (mut sender, connection) =
