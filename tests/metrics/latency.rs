@@ -78,6 +78,35 @@ async fn every_64th_qos1_publish_is_observed_once_per_mqtt_subscriber() {
     broker.shutdown().await;
 }
 
+/// An MQTT 5 client with two overlapping subscriptions gets two copies of each message
+/// (MQTT 5 section 3.3.4): the sampled publish is observed once per delivered copy.
+#[tokio::test]
+async fn overlapping_mqtt5_subscriptions_are_observed_once_per_delivered_copy() {
+    use ferromq::protocol::{Packet, QoS as Q};
+    let broker = TestBroker::default().await;
+    let mut subscriber = crate::support::RawClient::connected_v5(broker.addr, "lat-overlap").await;
+    subscriber
+        .subscribe(1, &[("lat/#", Q::AtMostOnce), ("lat/+", Q::AtMostOnce)])
+        .await;
+    let mut publisher = Client::connect(broker.addr, "lat-overlap-pub").await;
+    // The 64th QoS 1 publish is the sampled one.
+    for i in 0..64u32 {
+        publisher
+            .publish("lat/x", QoS::AtLeastOnce, false, &i.to_be_bytes())
+            .await;
+    }
+    let mut copies = 0;
+    while copies < 128 {
+        if let Packet::Publish(_) = subscriber.recv().await {
+            copies += 1;
+        }
+    }
+    let now = scrape_core(broker.handle.core());
+    assert_eq!(count(&now, "mqtt"), 2.0, "one sampled publish, two copies");
+    publisher.disconnect().await;
+    broker.shutdown().await;
+}
+
 pub(crate) async fn write(stream: &mut TcpStream, frame: &str) {
     stream.write_all(frame.as_bytes()).await.expect("write");
 }
