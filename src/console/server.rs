@@ -212,14 +212,8 @@ fn router(console: Arc<Console>) -> Router {
             get(jolokia::version).post(jolokia::post),
         )
         // A GET without a path is answered with the version, as Jolokia does.
-        .route(
-            "/api/jolokia",
-            get(jolokia::version).post(jolokia::post),
-        )
-        .route(
-            "/api/jolokia/",
-            get(jolokia::version).post(jolokia::post),
-        )
+        .route("/api/jolokia", get(jolokia::version).post(jolokia::post))
+        .route("/api/jolokia/", get(jolokia::version).post(jolokia::post))
         .route("/metrics", get(metrics))
         .fallback(fallback)
         .layer(middleware::from_fn(security_headers))

@@ -300,11 +300,25 @@ mod tests {
 
     #[test]
     fn urls_with_credentials_or_a_path_are_refused_with_what_to_give() {
-        assert_eq!(parse_url("http://127.0.0.1:8161").ok(), Some((false, "127.0.0.1:8161")));
+        assert_eq!(
+            parse_url("http://127.0.0.1:8161").ok(),
+            Some((false, "127.0.0.1:8161"))
+        );
         assert_eq!(parse_url("https://h:1/").ok(), Some((true, "h:1")));
-        assert_eq!(parse_url("http://h:8161/admin/").ok(), Some((false, "h:8161")));
-        assert_eq!(parse_url("http://h:8161/admin").ok(), Some((false, "h:8161")));
-        let refused = |url: &str| parse_url(url).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            parse_url("http://h:8161/admin/").ok(),
+            Some((false, "h:8161"))
+        );
+        assert_eq!(
+            parse_url("http://h:8161/admin").ok(),
+            Some((false, "h:8161"))
+        );
+        let refused = |url: &str| {
+            parse_url(url)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         assert!(refused("http://admin:admin@127.0.0.1:8161").contains("--user and --password-env"));
         assert!(refused("http://admin@h:1/").contains("--password-env"));
         assert!(refused("http://h:8161/console").contains("takes no path (got /console)"));

@@ -399,9 +399,12 @@ async fn stored_messages_include_what_queues_hold() {
     let stomp = broker.handle.listener_addrs()[1].1;
     let mut monitor = Client::login(broker.addr, "monitor", "monitor", "m0n").await;
     monitor.subscribe("$SYS/broker/#", Q::AtMostOnce).await;
-    let mut socket = tokio::net::TcpStream::connect(stomp).await.expect("connect");
-    let mut frames =
-        String::from("CONNECT\naccept-version:1.2\nhost:localhost\nlogin:admin\npasscode:secret\n\n\0");
+    let mut socket = tokio::net::TcpStream::connect(stomp)
+        .await
+        .expect("connect");
+    let mut frames = String::from(
+        "CONNECT\naccept-version:1.2\nhost:localhost\nlogin:admin\npasscode:secret\n\n\0",
+    );
     for n in 0..50 {
         frames.push_str(&format!(
             "SEND\ndestination:/queue/app.backlog\npersistent:true\nreceipt:{n}\n\nm{n}\0"

@@ -308,9 +308,18 @@ async fn jolokia_post_to_any_path_under_the_agent_is_answered_like_telegraf_expe
         let answers = answers.as_array().expect("an array for a bulk request");
         assert_eq!(answers.len(), 1, "{path}");
         assert_eq!(answers[0]["status"], 200, "{path}: {}", answers[0]);
-        let broker = &answers[0]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"];
-        assert!(broker["TotalEnqueueCount"].is_u64(), "{path}: {}", answers[0]);
-        assert!(broker["MemoryPercentUsage"].is_u64(), "{path}: {}", answers[0]);
+        let broker =
+            &answers[0]["value"]["org.apache.activemq:brokerName=console-test,type=Broker"];
+        assert!(
+            broker["TotalEnqueueCount"].is_u64(),
+            "{path}: {}",
+            answers[0]
+        );
+        assert!(
+            broker["MemoryPercentUsage"].is_u64(),
+            "{path}: {}",
+            answers[0]
+        );
     }
     // The same login rule: a login is needed, no CSRF token.
     let anonymous = http::post_json(env.console, "/api/jolokia/read", None, "[]").await;

@@ -347,12 +347,17 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     assert_eq!(https.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&https.stderr);
     assert!(
-        stderr.contains(&format!("speaks plain HTTP, not HTTPS: use http://{console}")),
+        stderr.contains(&format!(
+            "speaks plain HTTP, not HTTPS: use http://{console}"
+        )),
         "{stderr}"
     );
     assert_eq!(with_password.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&with_password.stderr);
-    assert!(stderr.contains("give --user and --password-env"), "{stderr}");
+    assert!(
+        stderr.contains("give --user and --password-env"),
+        "{stderr}"
+    );
     env.broker.shutdown().await;
     // Nothing listening any more.
     let url = format!("http://{console}");
@@ -544,7 +549,10 @@ async fn a_console_address_override_is_kept_by_reloads() {
     let (recorder, _applied) = crate::support::reload::Recorder::new();
     let mut reloader =
         ferromq::reload::Reloader::new(config, no_env(), std::sync::Arc::new(recorder), None);
-    match reloader.reload(&[ferromq::reload::ReloadReason::Signal]).await {
+    match reloader
+        .reload(&[ferromq::reload::ReloadReason::Signal])
+        .await
+    {
         ferromq::reload::ReloadResult::NoRuntimeChange { summary } => {
             assert_eq!(summary, "no change")
         }
