@@ -109,8 +109,8 @@ pub struct StatusArgs {
     /// sslContext="true" (then give --cacert).
     #[arg(long, default_value = "http://127.0.0.1:8161")]
     pub console: String,
-    /// PEM file of the CA (or the certificate itself) that the https console's certificate
-    /// must chain to; its host name must match the URL's.
+    /// PEM file of the CA that signed the https console's certificate (the CA, not the
+    /// certificate itself); the certificate's host name must match the URL's.
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// The console user (a role of `user` or `admin` in jetty-realm.properties).
@@ -517,21 +517,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         }
     };
     if let Some((host, port)) = args.console {
-        let console = config
-            .console
-            .get_or_insert_with(|| crate::config::ConsoleConfig {
-                host: String::new(),
-                port: 0,
-                source: "--console",
-                realm: None,
-                users: Vec::new(),
-                metrics_open: false,
-                tls: false,
-                max_connections: crate::config::compile::console::DEFAULT_MAX_CONNECTIONS,
-                span: None,
-            });
-        console.host = host;
-        console.port = port;
+        config.override_console_address(host, port);
     }
     // The same construction `check` reports on, so that both fail the same way.
     let problems = crate::broker::preflight::preflight(&config);
