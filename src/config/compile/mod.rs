@@ -11,6 +11,7 @@ mod connectors;
 pub(crate) mod console;
 mod delivery;
 mod destinations;
+mod extension;
 mod jaas_plugin;
 mod names;
 mod plugins;

@@ -2,10 +2,10 @@
 //! group picks the member that receives a message. ActiveMQ never served MQTT 5 shared
 //! subscriptions, so this is a ferromq extension element (namespace `urn:ferromq`).
 
+use super::extension::single_attribute;
 use super::Ctx;
-use crate::config::diagnostic::Diagnostic;
 use crate::config::model::SharedStrategy;
-use crate::config::tree::{Element, Namespace};
+use crate::config::tree::Element;
 
 /// The extension element's local name.
 pub(super) const ELEMENT: &str = "sharedSubscriptions";
@@ -14,47 +14,8 @@ pub(super) const ELEMENT: &str = "sharedSubscriptions";
 /// its value is wrong (reported as an error, so the file does not load).
 pub(super) fn strategy(ctx: &mut Ctx<'_>, broker: &Element) -> SharedStrategy {
     let mut chosen = SharedStrategy::default();
-    let elements = broker
-        .children
-        .iter()
-        .filter(|c| c.ns == Namespace::Ferromq && c.name == ELEMENT);
-    for (n, element) in elements.enumerate() {
-        ctx.mark(element);
-        if n > 0 {
-            ctx.push(
-                Diagnostic::error(
-                    element.span.clone(),
-                    "a second <ferromq:sharedSubscriptions>: write it once",
-                )
-                .with_hint("keep one element with the strategy you want"),
-            );
-            continue;
-        }
-        for attr in &element.attrs {
-            if attr.name != "strategy" || !matches!(attr.ns, None | Some(Namespace::Ferromq)) {
-                ctx.push(
-                    Diagnostic::error(
-                        attr.span.clone(),
-                        format!(
-                            "unknown attribute `{}` on <ferromq:sharedSubscriptions>",
-                            attr.name
-                        ),
-                    )
-                    .with_hint("its only attribute is strategy=\"round-robin\""),
-                );
-            }
-        }
-        for child in &element.children {
-            ctx.mark_subtree(child);
-            ctx.push(Diagnostic::error(
-                child.span.clone(),
-                "<ferromq:sharedSubscriptions> takes no elements, only strategy=\"...\"",
-            ));
-        }
-        let Some(attr) = element.attr("strategy") else {
-            continue;
-        };
-        ctx.mark_attr(attr);
+    let example = "strategy=\"round-robin\"";
+    if let Some(attr) = single_attribute(ctx, broker, ELEMENT, "strategy", example) {
         match SharedStrategy::parse(attr.value.trim()) {
             Some(strategy) => chosen = strategy,
             None => {

@@ -4,10 +4,10 @@
 //! (namespace `urn:ferromq`); without it the topics are published every 10 s, mosquitto's
 //! default `sys_interval`.
 
+use super::extension::single_attribute;
 use super::Ctx;
-use crate::config::diagnostic::Diagnostic;
 use crate::config::model::SystemTopics;
-use crate::config::tree::{Element, Namespace};
+use crate::config::tree::Element;
 
 /// The extension element's local name.
 pub(super) const ELEMENT: &str = "systemTopics";
@@ -20,47 +20,8 @@ const MAX_INTERVAL_MS: u64 = 86_400_000;
 /// wrong (reported as an error, so the file does not load).
 pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> SystemTopics {
     let mut chosen = SystemTopics::default();
-    let elements = broker
-        .children
-        .iter()
-        .filter(|c| c.ns == Namespace::Ferromq && c.name == ELEMENT);
-    for (n, element) in elements.enumerate() {
-        ctx.mark(element);
-        if n > 0 {
-            ctx.push(
-                Diagnostic::error(
-                    element.span.clone(),
-                    "a second <ferromq:systemTopics>: write it once",
-                )
-                .with_hint("keep one element with the interval you want"),
-            );
-            continue;
-        }
-        for attr in &element.attrs {
-            if attr.name != "interval" || !matches!(attr.ns, None | Some(Namespace::Ferromq)) {
-                ctx.push(
-                    Diagnostic::error(
-                        attr.span.clone(),
-                        format!(
-                            "unknown attribute `{}` on <ferromq:systemTopics>",
-                            attr.name
-                        ),
-                    )
-                    .with_hint("its only attribute is interval=\"10000\" (milliseconds, 0 = off)"),
-                );
-            }
-        }
-        for child in &element.children {
-            ctx.mark_subtree(child);
-            ctx.push(Diagnostic::error(
-                child.span.clone(),
-                "<ferromq:systemTopics> takes no elements, only interval=\"...\"",
-            ));
-        }
-        let Some(attr) = element.attr("interval") else {
-            continue;
-        };
-        ctx.mark_attr(attr);
+    let example = "interval=\"10000\" (milliseconds, 0 = off)";
+    if let Some(attr) = single_attribute(ctx, broker, ELEMENT, "interval", example) {
         match attr.value.trim().parse::<u64>() {
             Ok(ms) if ms <= MAX_INTERVAL_MS => chosen.interval_ms = ms,
             Ok(_) => ctx.value_error(
