@@ -12,17 +12,37 @@
 /// The names [`page`] knows, in navigation order.
 pub const PAGES: [&str; 5] = ["overview", "clients", "sessions", "topics", "queues"];
 
+/// Each page's heading and title, in [`PAGES`] order.
+const TITLES: [&str; 5] = ["Overview", "Clients", "Sessions", "Topics", "Queues"];
+
 /// The HTML of one page by name (`overview`, `clients`, `sessions`, `topics`, `queues`), or
-/// `None` for any other name. Served as `text/html; charset=utf-8`.
+/// `None` for any other name. Served as `text/html; charset=utf-8`. A page is `layout.html`
+/// (head, navigation, heading, status line) around the page's own `NAME.html`, put together
+/// once per process.
 pub fn page(name: &str) -> Option<&'static str> {
-    match name {
-        "overview" => Some(include_str!("overview.html")),
-        "clients" => Some(include_str!("clients.html")),
-        "sessions" => Some(include_str!("sessions.html")),
-        "topics" => Some(include_str!("topics.html")),
-        "queues" => Some(include_str!("queues.html")),
-        _ => None,
-    }
+    static BUILT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let index = PAGES.iter().position(|p| *p == name)?;
+    let built = BUILT.get_or_init(|| {
+        let contents = [
+            include_str!("overview.html"),
+            include_str!("clients.html"),
+            include_str!("sessions.html"),
+            include_str!("topics.html"),
+            include_str!("queues.html"),
+        ];
+        PAGES
+            .iter()
+            .zip(TITLES)
+            .zip(contents)
+            .map(|((page, title), content)| {
+                include_str!("layout.html")
+                    .replace("{title}", title)
+                    .replace("{page}", page)
+                    .replace("{content}", content)
+            })
+            .collect()
+    });
+    built.get(index).map(String::as_str)
 }
 
 /// A static asset by its path under `/static/` (`app.js`, `style.css`; a leading `/static/`,
