@@ -100,14 +100,8 @@ fn check_reports_realm_and_port_errors_at_file_line_column() {
         .child(r#"<console xmlns="urn:ferromq" port="0" realm="jetty-realm.properties"/>"#)
         .connector("mqtt", "mqtt://127.0.0.1:0")
         .build();
-    write(dir.path(), "activemq.xml", &xml);
-    let output = ferromq()
-        .args(["check"])
-        .arg(dir.path().join("activemq.xml"))
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
     let realm = dir.path().join("jetty-realm.properties");
     assert!(
         stdout.contains(&format!("{}:2:1: error:", realm.display())),
@@ -127,14 +121,8 @@ fn check_reports_realm_and_port_errors_at_file_line_column() {
         .child(r#"<console xmlns="urn:ferromq" port="99999" realm="missing.properties"/>"#)
         .connector("mqtt", "mqtt://127.0.0.1:0")
         .build();
-    write(dir.path(), "activemq.xml", &xml);
-    let output = ferromq()
-        .args(["check"])
-        .arg(dir.path().join("activemq.xml"))
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains("error: the console port must be 0-65535, not `99999`"),
         "{stdout}"
@@ -143,14 +131,8 @@ fn check_reports_realm_and_port_errors_at_file_line_column() {
         .child(r#"<console xmlns="urn:ferromq" port="0" realm="missing.properties"/>"#)
         .connector("mqtt", "mqtt://127.0.0.1:0")
         .build();
-    write(dir.path(), "activemq.xml", &xml);
-    let output = ferromq()
-        .args(["check"])
-        .arg(dir.path().join("activemq.xml"))
-        .output()
-        .expect("run check");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let (code, stdout) = check_with(dir.path(), &xml, &[]);
+    assert_eq!(code, Some(1), "{stdout}");
     assert!(
         stdout.contains(&format!(
             "{}:3:5: error: cannot read the console realm file",
