@@ -302,15 +302,12 @@ pub(super) async fn disconnect(
     Path(id): Path<String>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-) -> Response {
-    let user = match admin(&console, &headers) {
-        Ok(user) => user,
-        Err(denied) => return denied.into_response(),
-    };
+) -> Result<Response, Denied> {
+    let user = admin(&console, &headers)?;
     let Some(key) = ClientKey::parse(&id) else {
-        return not_found(format!("no connection {id}"));
+        return Ok(not_found(format!("no connection {id}")));
     };
-    match console.core.clients.disconnect(key) {
+    Ok(match console.core.clients.disconnect(key) {
         Ok(client) => {
             tracing::info!(
                 admin = %user.name,
@@ -322,7 +319,7 @@ pub(super) async fn disconnect(
             Json(json!({ "ok": true, "id": id })).into_response()
         }
         Err(_) => not_found(format!("no connection {id}")),
-    }
+    })
 }
 
 pub(super) async fn delete_session(
@@ -330,15 +327,12 @@ pub(super) async fn delete_session(
     Path(client_id): Path<String>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-) -> Response {
-    let user = match admin(&console, &headers) {
-        Ok(user) => user,
-        Err(denied) => return denied.into_response(),
-    };
+) -> Result<Response, Denied> {
+    let user = admin(&console, &headers)?;
     if client_id.starts_with('\0') {
-        return not_found(format!("no session {client_id}"));
+        return Ok(not_found(format!("no session {client_id}")));
     }
-    match console.core.registry.remove_offline(&client_id) {
+    Ok(match console.core.registry.remove_offline(&client_id) {
         Some(Ok(session)) => {
             console.core.forget(&session);
             tracing::info!(
@@ -357,7 +351,7 @@ pub(super) async fn delete_session(
         )
             .into_response(),
         None => not_found(format!("no session {client_id}")),
-    }
+    })
 }
 
 pub(super) async fn purge_queue(
@@ -365,13 +359,10 @@ pub(super) async fn purge_queue(
     Path(name): Path<String>,
     Extension(peer): Extension<Peer>,
     headers: HeaderMap,
-) -> Response {
-    let user = match admin(&console, &headers) {
-        Ok(user) => user,
-        Err(denied) => return denied.into_response(),
-    };
+) -> Result<Response, Denied> {
+    let user = admin(&console, &headers)?;
     if !console.core.queues.exists(&name) {
-        return not_found(format!("no queue {name}"));
+        return Ok(not_found(format!("no queue {name}")));
     }
     let purged = console.core.queues.purge(&name);
     tracing::info!(
@@ -381,5 +372,5 @@ pub(super) async fn purge_queue(
         purged,
         "console: queue purged"
     );
-    Json(json!({ "ok": true, "name": name, "purged": purged })).into_response()
+    Ok(Json(json!({ "ok": true, "name": name, "purged": purged })).into_response())
 }

@@ -308,7 +308,8 @@ mod tests {
 
     #[test]
     fn separators_continuations_and_escapes_read_as_jetty_reads_them() {
-        // The cases of a newcomer's realm file, each of which Jetty's HashLoginService loads.
+        // Realm lines java.util.Properties accepts (Jetty's HashLoginService reads the file with it):
+        // a space as separator, `=`, a continued line, an escaped `:` in a key.
         let text =
             "admin admin, admin\nuser=user,user\nlong: lo\\\n  ng, admin\nesc\\:aped: x, admin\n";
         let (users, errors) = parse(text);

@@ -160,31 +160,17 @@ pub async fn start(
 }
 
 fn router(console: Arc<Console>) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")),
-        )
-        .route(
-            "/index.html",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "overview")),
-        )
-        .route(
-            "/clients",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "clients")),
-        )
-        .route(
-            "/sessions",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "sessions")),
-        )
-        .route(
-            "/topics",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "topics")),
-        )
-        .route(
-            "/queues",
-            get(|s: State<Arc<Console>>, h: HeaderMap| page(s, h, "queues")),
-        )
+    // Each page at `/NAME`; the overview also at `/` and `/index.html`.
+    let mut pages = Router::new();
+    for name in ui::PAGES {
+        let serve = get(move |s: State<Arc<Console>>, h: HeaderMap| page(s, h, name));
+        pages = if name == "overview" {
+            pages.route("/", serve.clone()).route("/index.html", serve)
+        } else {
+            pages.route(&format!("/{name}"), serve)
+        };
+    }
+    pages
         .route("/static/{*path}", get(asset))
         .route("/api/overview", get(api::overview))
         .route("/api/clients", get(api::clients))

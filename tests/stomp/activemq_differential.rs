@@ -222,19 +222,19 @@ const KNOWN: &[Known] = &[
         why: BAD_PREFIX,
     },
     Known {
-        script: "newcomer_checks",
+        script: "edge_case_checks",
         activemq: "number-expires closed",
         ferromq: "number-expires <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
         why: NUMBER_FORMAT,
     },
     Known {
-        script: "newcomer_checks",
+        script: "edge_case_checks",
         activemq: "number-priority closed",
         ferromq: "number-priority <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
         why: NUMBER_FORMAT,
     },
     Known {
-        script: "newcomer_checks",
+        script: "edge_case_checks",
         activemq: "number-timestamp closed",
         ferromq: "number-timestamp <- ERROR [content-type:text/plain, message:<text>, receipt-id:e] <text>",
         why: NUMBER_FORMAT,

@@ -29,7 +29,7 @@ pub const TOPIC_SCRIPTS: &[(&str, Run)] = &[
     ("mqtt_to_stomp", |c| Box::pin(mqtt_to_stomp(c))),
     ("stomp_to_mqtt", |c| Box::pin(stomp_to_mqtt(c))),
     ("retained_to_stomp", |c| Box::pin(retained_to_stomp(c))),
-    ("newcomer_checks", |c| Box::pin(newcomer_checks(c))),
+    ("edge_case_checks", |c| Box::pin(edge_case_checks(c))),
 ];
 
 /// The scripts on queues, in the order they run.
@@ -796,10 +796,10 @@ async fn retained_to_stomp(ctx: &Ctx) {
     sub.disconnect().await;
 }
 
-/// What a newcomer's evaluation found (tests/stomp/newcomer_fixes.rs): numeric SEND headers that
+/// Edge cases a user's evaluation found (tests/stomp/edge_cases.rs): numeric SEND headers that
 /// are not numbers, `persistent:maybe`, topic names with empty levels, a client-id already
 /// connected, UNSUBSCRIBE of an offline durable subscription.
-async fn newcomer_checks(ctx: &Ctx) {
+async fn edge_case_checks(ctx: &Ctx) {
     for (name, value) in [
         ("expires", "abc"),
         ("priority", "x"),

@@ -1,4 +1,4 @@
-//! What a newcomer's evaluation of the STOMP connection found, each fixed to behave as
+//! Edge cases of the STOMP connection a user's evaluation found, each fixed to behave as
 //! ActiveMQ 5.17 does (or as docs/compatibility.md says where ferromq differs on purpose).
 
 use std::time::Duration;
