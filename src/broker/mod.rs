@@ -272,6 +272,11 @@ pub async fn start_with(
     for problem in problems {
         tracing::warn!("durable store recovery: {problem}");
     }
+    if let Some(backplane) = core.backplane() {
+        // Readers and the retained index before the listeners accept anyone.
+        backplane.start(Arc::downgrade(&core)).await?;
+        tracing::info!(node = backplane.node_id(), "cluster node started");
+    }
     start_core(config, core).await
 }
 

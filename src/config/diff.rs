@@ -716,6 +716,7 @@ fn diff_restart(
 fn describe_persistence(p: &Persistence) -> String {
     match p {
         Persistence::Memory => "memory".to_owned(),
+        Persistence::JetStream(js) => format!("jetStream {}", js.servers.join(",")),
         Persistence::Durable {
             directory,
             journal_max_file_length_bytes: None,

@@ -810,6 +810,54 @@ pub enum Persistence {
     },
     /// `memoryPersistenceAdapter` or `persistent="false"`.
     Memory,
+    /// `<ferromq:jetStream>`: the cluster engine over NATS JetStream.
+    JetStream(JetStreamSettings),
+}
+
+/// `<ferromq:jetStream>` inside `<persistenceAdapter>`: the cluster engine (docs/cluster.md).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct JetStreamSettings {
+    /// `servers`: NATS URLs (`nats://host:port`, comma separated), at least one.
+    pub servers: Vec<String>,
+    /// `replicas` (1..=5, default 3): JetStream replicas of every stream and bucket.
+    pub replicas: usize,
+    /// `messageShards` (1..=64, default 8): QoS 1 message streams.
+    pub message_shards: usize,
+    /// `maxOfflineAge` (default 7 days), ms: how long a stream keeps a message (max_age).
+    pub max_offline_age_ms: u64,
+    /// `storeTimeout` (default 5 s), ms: a store ack not received within it refuses the publish.
+    pub store_timeout_ms: u64,
+    /// `quorumLossTimeout` (default 5 s), ms: no successful heartbeat write for this long
+    /// and the node stops taking persistent work.
+    pub quorum_loss_timeout_ms: u64,
+    /// `heartbeatInterval` (default 1 s), ms.
+    pub heartbeat_interval_ms: u64,
+    /// `nodeTimeout` (default 10 s), ms: a node whose heartbeat is older is dead.
+    pub node_timeout_ms: u64,
+    /// `credentials`: a NATS .creds file (resolved against the config file's directory).
+    pub credentials: Option<std::path::PathBuf>,
+    /// `user` / `password` for NATS (placeholders allowed; never logged).
+    pub user: Option<String>,
+    #[serde(skip)]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for JetStreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamSettings")
+            .field("servers", &self.servers)
+            .field("replicas", &self.replicas)
+            .field("message_shards", &self.message_shards)
+            .field("max_offline_age_ms", &self.max_offline_age_ms)
+            .field("store_timeout_ms", &self.store_timeout_ms)
+            .field("quorum_loss_timeout_ms", &self.quorum_loss_timeout_ms)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("node_timeout_ms", &self.node_timeout_ms)
+            .field("credentials", &self.credentials)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 /// `systemUsage`: limits in bytes.

@@ -245,6 +245,10 @@ impl Summary {
                     kind: "memory",
                     directory: None,
                 },
+                Persistence::JetStream(js) => StoreSummary {
+                    kind: "jetstream",
+                    directory: Some(js.servers.join(",")),
+                },
             },
             limits,
             offline_session_timeout_ms: config.broker.offline_durable_subscriber_timeout_ms,

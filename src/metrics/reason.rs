@@ -49,11 +49,14 @@ pub enum Reason {
     /// The CONNACK would exceed the client's Maximum Packet Size, or a STOMP CONNECT header
     /// could not be honoured.
     ConnectNotHonoured,
+    /// A cluster node's shared store (the NATS JetStream quorum) did not answer: a persistent
+    /// session was refused or sent to another node.
+    StoreUnavailable,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::ClientDisconnect,
         Reason::PeerClosed,
         Reason::SocketError,
@@ -75,10 +78,11 @@ impl Reason {
         Reason::ClosedBeforeConnect,
         Reason::HandshakeFailed,
         Reason::ConnectNotHonoured,
+        Reason::StoreUnavailable,
     ];
 
     /// The reasons an established connection ends with (`closed` series).
-    pub const CLOSE: [Reason; 11] = [
+    pub const CLOSE: [Reason; 12] = [
         Reason::ClientDisconnect,
         Reason::PeerClosed,
         Reason::SocketError,
@@ -90,10 +94,11 @@ impl Reason {
         Reason::NoSpace,
         Reason::AdminDisconnect,
         Reason::Internal,
+        Reason::StoreUnavailable,
     ];
 
     /// The reasons a connection is refused with before it is established (`refused` series).
-    pub const REFUSE: [Reason; 12] = [
+    pub const REFUSE: [Reason; 13] = [
         Reason::MaxConnections,
         Reason::HandshakeFailed,
         Reason::ConnectTimeout,
@@ -106,6 +111,7 @@ impl Reason {
         Reason::ClientIdRejected,
         Reason::ConnectNotHonoured,
         Reason::ServerShutdown,
+        Reason::StoreUnavailable,
     ];
 
     /// Number of reasons (the size of a per-reason counter array).
@@ -135,6 +141,7 @@ impl Reason {
             Reason::ClosedBeforeConnect => "closed_before_connect",
             Reason::HandshakeFailed => "handshake_failed",
             Reason::ConnectNotHonoured => "connect_not_honoured",
+            Reason::StoreUnavailable => "store_unavailable",
         }
     }
 

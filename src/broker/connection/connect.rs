@@ -16,12 +16,13 @@ use super::{
     ClientLimits, Conn, ConnectionParams, FlowControl, Identity, Output, PendingAcks,
     PublisherPause, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM,
 };
+use crate::broker::durability::{Backplane, ClaimRequest, Claimed};
 use crate::broker::runtime::BrokerCore;
 use crate::broker::session::registry::{AttachError, SessionLifetime};
 use crate::metrics::Reason;
 use crate::protocol::{
     decode, encode, ConnAck, Connect, ConnectReason, DecodeError, Packet, Properties,
-    ProtocolVersion,
+    ProtocolVersion, QoS,
 };
 use crate::security::{AuthFailure, AuthRequest, AuthzCache};
 
@@ -163,14 +164,23 @@ struct ConnAckExtras<'a> {
 
 /// The CONNACK properties telling an MQTT 5 client what this broker supports.
 fn connack_properties(core: &BrokerCore, extras: ConnAckExtras<'_>) -> Properties {
+    // A cluster announces what it serves across nodes (QoS 2 and shared subscriptions are
+    // not served there yet: docs/cluster.md).
+    let cluster = core.backplane();
+    let maximum_qos = cluster
+        .map(|b| b.maximum_qos())
+        .filter(|qos| *qos != QoS::ExactlyOnce)
+        .map(|qos| qos as u8);
+    let shared = cluster.is_none_or(|b| b.shared_subscriptions());
     Properties {
+        maximum_qos,
         receive_maximum: Some(server_receive_maximum(core)),
         // Maximum QoS absent: QoS 2 is supported.
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
         subscription_identifier_available: Some(1),
         // `$share/{group}/{filter}` (MQTT 5 4.8.2; see `routing::shared`).
-        shared_subscription_available: Some(1),
+        shared_subscription_available: Some(u8::from(shared)),
         topic_alias_maximum: Some(TOPIC_ALIAS_MAXIMUM),
         assigned_client_identifier: extras.assigned_client_id.map(str::to_owned),
         server_keep_alive: extras.server_keep_alive,
@@ -192,7 +202,7 @@ where
     W: AsyncWrite + Unpin,
 {
     let connect = read_connect_bounded(reader, read_buf, params).await;
-    let connect = match connect {
+    let mut connect = match connect {
         Ok(c) => c,
         Err(HandshakeEnd::Malformed(e @ DecodeError::UnsupportedProtocolVersion { .. })) => {
             let version = match &e {
@@ -289,6 +299,19 @@ where
         }
     };
 
+    if let Some(backplane) = core.backplane() {
+        if let Err(refusal) =
+            claim_in_cluster(core, backplane, &mut connect, &client_id, version).await
+        {
+            let (reason, why) = refusal;
+            return Err(refuse(writer, version, reason, why).await.by(
+                &client_id,
+                connect.username.as_deref(),
+                Some(Reason::StoreUnavailable),
+            ));
+        }
+    }
+
     let inactivity = &params.listener.inactivity;
     let (keep_alive_limit, server_keep_alive) = match version {
         ProtocolVersion::V5 => {
@@ -357,6 +380,10 @@ where
             .by(&client_id, connect.username.as_deref(), None))
         }
     };
+
+    if let Some(backplane) = core.backplane() {
+        backplane.attached(&attached.session);
+    }
 
     let inflight_window = client_limits
         .and_then(|p| p.receive_maximum)
@@ -439,6 +466,58 @@ where
 }
 
 /// Wait for CONNECT under the connect-attempt timeout, giving up at broker shutdown.
+/// In a cluster: take the session from whichever node holds it, before it is attached here
+/// (see [`crate::broker::durability::backplane`]). `Err`: the CONNACK refusal, with why.
+/// A will above the cluster's Maximum QoS is refused for MQTT 5 (3.2.2-12) and lowered to it
+/// for MQTT 3, which cannot be told.
+async fn claim_in_cluster(
+    core: &Arc<BrokerCore>,
+    backplane: &Arc<dyn Backplane>,
+    connect: &mut Connect,
+    client_id: &Arc<str>,
+    version: ProtocolVersion,
+) -> Result<(), (ConnectReason, String)> {
+    let maximum = backplane.maximum_qos();
+    if let Some(will) = connect.will.as_mut().filter(|w| w.qos > maximum) {
+        if version == ProtocolVersion::V5 {
+            return Err((
+                ConnectReason::QoSNotSupported,
+                "will QoS 2: a cluster serves QoS 0 and 1 (Maximum QoS 1)".into(),
+            ));
+        }
+        will.qos = maximum;
+    }
+    let persistent = lifetime_of(connect) != SessionLifetime::EndsAtDisconnect;
+    if persistent && !backplane.is_available() {
+        return Err((
+            ConnectReason::ServerUnavailable,
+            "the cluster store's quorum is unreachable from this node".into(),
+        ));
+    }
+    let request = ClaimRequest {
+        client_id: client_id.clone(),
+        clean_start: connect.clean_start,
+        persistent,
+    };
+    match backplane.claim(request).await {
+        Ok(Claimed::Here) => Ok(()),
+        Ok(Claimed::Image(image)) => {
+            core.restore_claimed(image);
+            Ok(())
+        }
+        Err(e) if persistent => Err((
+            ConnectReason::ServerUnavailable,
+            format!("the cluster store did not answer: {e}"),
+        )),
+        Err(e) => {
+            // A clean session keeps nothing in the store: it is served (QoS 1 publishes
+            // are still refused while the store does not answer).
+            tracing::warn!(client_id = %client_id, "cluster claim failed: {e}");
+            Ok(())
+        }
+    }
+}
+
 async fn read_connect_bounded<R: AsyncRead + Unpin>(
     reader: &mut R,
     read_buf: &mut BytesMut,

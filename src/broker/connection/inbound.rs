@@ -211,6 +211,14 @@ impl Conn {
                 "PUBLISH from a client with a Subscription Identifier",
             ));
         }
+        if p.qos == QoS::ExactlyOnce
+            && self
+                .core
+                .backplane()
+                .is_some_and(|b| b.maximum_qos() != QoS::ExactlyOnce)
+        {
+            return Err(CloseReason::QosNotSupported);
+        }
         let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
         let topic = self.resolve_topic_alias(p.topic, alias)?;
         let message = Message {
@@ -543,6 +551,22 @@ impl Conn {
                         "No Local on a shared subscription (MQTT 5 3.8.3-4)",
                     ));
                 }
+                Ok(Some(_))
+                    if self
+                        .core
+                        .backplane()
+                        .is_some_and(|b| !b.shared_subscriptions()) =>
+                {
+                    // Not announced in CONNACK (Shared Subscription Available 0): 0x9E.
+                    tracing::info!(%filter, "shared subscription refused: not served in a cluster");
+                    return_codes.push(match self.version {
+                        ProtocolVersion::V5 => ReasonCode::SharedSubscriptionsNotSupported.code(),
+                        ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                            ReasonCode::SubAckFailureV3.code()
+                        }
+                    });
+                    continue;
+                }
                 Ok(Some(share)) => (share.filter, true),
                 Err(why) => {
                     tracing::info!(%filter, ?why, "malformed shared subscription refused");
@@ -587,6 +611,12 @@ impl Conn {
                 continue;
             }
             let existed = self.with_session(|s| s.subscriptions.contains_key(&filter))?;
+            let mut options = options;
+            if let Some(maximum) = self.core.backplane().map(|b| b.maximum_qos()) {
+                // The server may grant less than asked (3.9.3); never more than CONNACK's
+                // Maximum QoS.
+                options.qos = options.qos.min(maximum);
+            }
             let kept = SubscriptionOptions::from_subscribe(&options, subscription_id);
             if !self
                 .core

@@ -140,6 +140,13 @@ pub(crate) enum CloseReason {
     /// An administrator closed the connection from the console (DISCONNECT 0x98 to an
     /// MQTT 5 client; the will is published, as for any close the client did not ask for).
     AdministrativeAction,
+    /// A QoS the broker does not serve now (QoS 2 in a cluster, which announces Maximum
+    /// QoS 1): MQTT 5 gets DISCONNECT 0x9B (3.2.2-11), MQTT 3 a closed connection.
+    QosNotSupported,
+    /// A cluster node lost its shared engine's quorum: a client holding a persistent session
+    /// is sent away (MQTT 5 DISCONNECT 0x9C, Use another server; MQTT 3 a closed connection)
+    /// so that it resumes on a node that can keep its messages.
+    UseAnotherServer,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
     /// 3.1.1 3.1.2.5: the will is published whenever the connection closes without one).
     ServerShutdown,
@@ -164,7 +171,9 @@ impl CloseReason {
             CloseReason::Malformed(_)
             | CloseReason::ProtocolViolation(_)
             | CloseReason::TopicAliasInvalid(_)
-            | CloseReason::ReceiveMaximumExceeded(_) => Reason::ProtocolError,
+            | CloseReason::ReceiveMaximumExceeded(_)
+            | CloseReason::QosNotSupported => Reason::ProtocolError,
+            CloseReason::UseAnotherServer => Reason::StoreUnavailable,
             CloseReason::AuthenticationFailed(_) => Reason::ReauthFailed,
             CloseReason::TakenOver => Reason::TakenOver,
             CloseReason::AdministrativeAction => Reason::AdminDisconnect,
@@ -193,6 +202,8 @@ impl CloseReason {
                 Some(ReasonCode::ReceiveMaximumExceeded.code())
             }
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
+            CloseReason::QosNotSupported => Some(ReasonCode::QoSNotSupported.code()),
+            CloseReason::UseAnotherServer => Some(ReasonCode::UseAnotherServer.code()),
             CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
             CloseReason::Internal(_) => Some(ReasonCode::ImplementationSpecificError.code()),
             CloseReason::ClientDisconnect
@@ -247,6 +258,12 @@ impl std::fmt::Display for CloseReason {
                 f.write_str("disconnected by an administrator (console)")
             }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
+            CloseReason::QosNotSupported => {
+                f.write_str("QoS 2 PUBLISH: this cluster serves QoS 0 and 1 (Maximum QoS 1)")
+            }
+            CloseReason::UseAnotherServer => f.write_str(
+                "the cluster store's quorum is unreachable from this node: use another server",
+            ),
             CloseReason::NoSpace => f.write_str(
                 "publish refused: memory or store full past sendFailIfNoSpace[AfterTimeout]",
             ),
@@ -500,6 +517,10 @@ where
                 let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
                 return if conn.core.clients.kicked_by_admin(key) {
                     CloseReason::AdministrativeAction
+                } else if conn.session.is_persistent()
+                    && conn.core.backplane().is_some_and(|b| !b.is_available())
+                {
+                    CloseReason::UseAnotherServer
                 } else {
                     CloseReason::TakenOver
                 };

@@ -30,6 +30,7 @@
 //!   groups and STOMP queues, which nothing routes to yet), and an engine that fences writes by
 //!   an owner epoch (a clustered engine) can refuse a stale owner's commit as `Unavailable`.
 
+pub mod backplane;
 mod memory;
 mod recording;
 mod redb_store;
@@ -49,6 +50,7 @@ use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, Properties, QoS};
 use crate::security::Principal;
 
+pub use backplane::{Backplane, BackplaneFuture, ClaimRequest, Claimed, SessionImage};
 pub use memory::{MemoryOnly, MemorySessionStore, SessionStore, StoreError};
 pub use recording::Recording;
 pub use redb_store::RedbStore;
@@ -282,6 +284,15 @@ pub enum Change {
     /// A group or named queue is gone, with every entry it held. A `Session` owner is
     /// ignored, as for [`Change::QueueDeclared`].
     QueueDeleted { owner: QueueOwner },
+    /// A publish accepted from a client (or a will) for an engine with a [`Backplane`]: it
+    /// delivers the message to every broker sharing it, this one included. Kept before the
+    /// publisher is acknowledged when its QoS is 1 or 2. Never produced without a backplane.
+    Published {
+        message: Message,
+        retained: RetainedChange,
+        /// The publishing client (No Local subscriptions of its session skip the message).
+        publisher: Option<Arc<str>>,
+    },
     /// A topic (MQTT form) now exists in the broker's destination map: created by a SUBSCRIBE
     /// or PUBLISH, or declared in `<destinations>`. Kept (no error when it is already) and
     /// recovered in [`Recovery::destinations`]; nothing removes it.
@@ -438,6 +449,11 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     fn stats(&self) -> DurabilityStats {
         DurabilityStats::default()
     }
+
+    /// The engine is shared by several brokers (see [`backplane`]); `None` for a single node.
+    fn backplane(&self) -> Option<Arc<dyn Backplane>> {
+        None
+    }
 }
 
 /// The engine `config` asks for: [`RedbStore`] for a durable broker (`persistent="true"` with
@@ -445,6 +461,11 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
 /// Fails when another broker holds the store directory or the store cannot be opened.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Durability>> {
     match (&config.persistence, config.broker.persistent) {
+        (Persistence::JetStream(settings), _) => {
+            let engine =
+                crate::cluster::ClusterEngine::open(settings, &config.broker.broker_name).await?;
+            Ok(Arc::new(engine))
+        }
         (Persistence::Durable { directory, .. }, true) => {
             let store = RedbStore::open(directory.clone(), config.limits.store_limit_bytes).await?;
             Ok(Arc::new(store))

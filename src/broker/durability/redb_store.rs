@@ -126,6 +126,8 @@ impl RedbStore {
                     }
                 }
                 Change::DestinationCreated { topic } => ops.push(Op::PutDestination { topic }),
+                // Only engines with a backplane are handed publishes.
+                Change::Published { .. } => {}
                 Change::InboundQos2Received {
                     client_id,
                     packet_id,

@@ -32,6 +32,7 @@ use crate::protocol::LastWill;
 use crate::security::{Principal, Security};
 
 mod admission;
+mod backplane;
 mod destinations;
 mod recovery;
 mod route;
@@ -84,6 +85,9 @@ pub struct BrokerCore {
     durability: Arc<dyn Durability>,
     /// [`Durability::keeps_bodies`], asked once: it is needed on every delivery.
     pages_bodies: bool,
+    /// [`Durability::backplane`], asked once: with one, publishes go through the shared
+    /// engine (see [`crate::broker::durability::backplane`]).
+    backplane: Option<Arc<dyn crate::broker::durability::Backplane>>,
     /// Background commits that failed (logged when the total is a power of two).
     background_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Signalled when a connection moved messages out of its session queue while some
@@ -151,6 +155,7 @@ impl BrokerCore {
             ),
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             pages_bodies: durability.keeps_bodies(),
+            backplane: durability.backplane(),
             durability,
             background_failures: Arc::default(),
             queue_progress: Notify::new(),
@@ -293,8 +298,28 @@ impl BrokerCore {
             let mut tree = self.subscriptions.write();
             for filter in s.subscriptions.keys() {
                 tree.remove(filter, &session.id());
+                self.interest(filter, false);
             }
         });
+    }
+
+    /// Add a restored session's subscriptions to the tree.
+    fn index(&self, session: &Session) {
+        // Lock order: session, then tree (as everywhere else).
+        session.with_state_unchecked(|s| {
+            let mut tree = self.subscriptions.write();
+            for (filter, sub) in &s.subscriptions {
+                tree.insert(filter, session.id(), *sub);
+                self.interest(filter, true);
+            }
+        });
+    }
+
+    /// Tell the backplane (if any) that a local session uses `filter`, or stopped using it.
+    fn interest(&self, filter: &str, added: bool) {
+        if let Some(backplane) = &self.backplane {
+            backplane.interest(filter, added);
+        }
     }
 
     /// A persistent session went offline: its will is gone (published or discarded) unless it
@@ -330,7 +355,9 @@ impl BrokerCore {
     ) -> bool {
         session
             .with_state(generation, |s| {
-                s.subscriptions.insert(filter.to_owned(), options);
+                if s.subscriptions.insert(filter.to_owned(), options).is_none() {
+                    self.interest(filter, true);
+                }
                 // Committed before the tree entry exists: no publish can queue for a session
                 // the engine does not have yet.
                 if session.is_persistent() {
@@ -349,6 +376,7 @@ impl BrokerCore {
             let existed = s.subscriptions.remove(filter).is_some();
             if existed {
                 self.subscriptions.write().remove(filter, &session.id());
+                self.interest(filter, false);
                 if session.is_persistent() {
                     self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);
                 }

@@ -106,6 +106,9 @@ pub struct RoutePlan {
     /// and this is built once per publish.
     targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
     limit: usize,
+    /// Completing it sets or clears the topic's retained message (false for a delivery from
+    /// the backplane: the retained index follows the shared engine's own record).
+    pub(super) updates_retained: bool,
 }
 
 impl RoutePlan {
@@ -272,10 +275,56 @@ impl BrokerCore {
     /// [`Self::plan_route`] for a publisher that owns several sessions (a STOMP connection
     /// holds one per subscription): No Local subscriptions of any of `publishers` skip the
     /// message; the first one stands for the publisher in shared-group choices.
+    ///
+    /// With a backplane (a cluster), nothing is routed here: the plan only updates the local
+    /// retained index, and its one change hands the message to the engine, which delivers it
+    /// to every broker (see [`crate::broker::durability::backplane`]).
     pub fn plan_route_from(
         &self,
         message: Message,
         publishers: &[SessionId],
+    ) -> (RoutePlan, Vec<Change>) {
+        if self.backplane.is_some() {
+            return self.plan_backplane_publish(message, publishers);
+        }
+        self.plan_local_route(message, publishers, |_| true)
+    }
+
+    /// The plan of a publish handed to the backplane: no local copies (they come back from
+    /// the engine), the retained slot updated here at once (a client that publishes a
+    /// retained message and then subscribes gets it on this broker).
+    fn plan_backplane_publish(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+    ) -> (RoutePlan, Vec<Change>) {
+        let retained = retained_change(&message);
+        let publisher = publishers
+            .first()
+            .and_then(|id| self.registry.get(*id))
+            .map(|session| session.client_id().clone());
+        let change = Change::Published {
+            message: message.clone(),
+            retained,
+            publisher,
+        };
+        let plan = RoutePlan {
+            message,
+            targets: SmallVec::new(),
+            limit: 0,
+            updates_retained: true,
+        };
+        (plan, vec![change])
+    }
+
+    /// Route to this broker's sessions only, whatever the engine (the `$SYS` topics, which
+    /// are each broker's own, and what the backplane delivers). `accept` drops targets (the
+    /// backplane skips sessions still catching up from the shared engine).
+    pub(crate) fn plan_local_route(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+        mut accept: impl FnMut(&Session) -> bool,
     ) -> (RoutePlan, Vec<Change>) {
         let publisher = publishers.first().copied();
         let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
@@ -296,13 +345,17 @@ impl BrokerCore {
         if let [(id, options)] = matches.as_slice() {
             // The common case, one matching subscription: one copy, whatever the version.
             if let Some(session) = self.registry.get(*id) {
-                targets.push(copy_for(session, &message, options));
+                if accept(&session) {
+                    targets.push(copy_for(session, &message, options));
+                }
             }
         } else {
             // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
             self.registry.for_each_run(&matches, |session, run| {
-                push_targets(&mut targets, session, &message, run);
+                if accept(session) {
+                    push_targets(&mut targets, session, &message, run);
+                }
             });
         }
         if !groups.is_empty() {
@@ -310,11 +363,7 @@ impl BrokerCore {
                 targets.push(shared_copy_for(&message, session, &options, subscription));
             });
         }
-        let retained = match (message.retain, message.payload.is_empty()) {
-            (false, _) => RetainedChange::Unchanged,
-            (true, true) => RetainedChange::Clear,
-            (true, false) => RetainedChange::Set,
-        };
+        let retained = retained_change(&message);
         self.finish_plan(message, targets, limit, retained)
     }
 
@@ -361,6 +410,7 @@ impl BrokerCore {
                 message,
                 targets,
                 limit,
+                updates_retained: true,
             },
             changes,
         )
@@ -397,8 +447,9 @@ impl BrokerCore {
             message,
             targets,
             limit,
+            updates_retained,
         } = plan;
-        if message.retain {
+        if message.retain && updates_retained {
             if message.payload.is_empty() {
                 self.retained.write().clear(&message.topic);
             } else {
@@ -462,6 +513,15 @@ impl BrokerCore {
             }
         }
         routed
+    }
+}
+
+/// What `message` does to its topic's retained message.
+fn retained_change(message: &Message) -> RetainedChange {
+    match (message.retain, message.payload.is_empty()) {
+        (false, _) => RetainedChange::Unchanged,
+        (true, true) => RetainedChange::Clear,
+        (true, false) => RetainedChange::Set,
     }
 }
 

@@ -254,6 +254,13 @@ impl Session {
         }
     }
 
+    /// Close the connection attached now, if any (it detaches as usual; the session stays).
+    pub fn kick_connection(&self) {
+        if let Some(a) = &self.inner.lock().attachment {
+            a.kick.cancel();
+        }
+    }
+
     /// Mark the session discarded and kick any connection still attached.
     pub(crate) fn end(&self) {
         let mut inner = self.inner.lock();

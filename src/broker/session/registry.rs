@@ -267,6 +267,17 @@ impl SessionRegistry {
         Some(Ok(session))
     }
 
+    /// Remove the session of `client_id`, attached or not, because another broker took it
+    /// over (a cluster): its connection is kicked (it closes as taken over) and nothing of it
+    /// is ended in the shared engine. Returns it so the caller can drop its subscriptions.
+    pub fn remove_handed_over(&self, client_id: &str) -> Option<Arc<Session>> {
+        let mut by_client_id = self.by_client_id.lock();
+        let session = by_client_id.remove(client_id)?;
+        session.end();
+        self.by_id.write().remove(&session.id());
+        Some(session)
+    }
+
     pub fn len(&self) -> usize {
         self.by_client_id.lock().len()
     }

@@ -280,7 +280,8 @@ impl BrokerCore {
         };
         // What routing would keep is the retained slot only (every copy is QoS 0): dropped,
         // on purpose.
-        let (plan, _not_kept) = self.plan_route(message, None);
+        // Each broker's own, also in a cluster: routed locally only.
+        let (plan, _not_kept) = self.plan_local_route(message, &[], |_| true);
         self.complete_route(plan);
     }
 

@@ -31,6 +31,13 @@ pub enum ReasonCode {
     AdministrativeAction,
     /// SUBACK: a malformed filter, such as `$share/` without a valid ShareName (4.8.2-1/-2).
     TopicFilterInvalid,
+    /// DISCONNECT: a PUBLISH above the announced Maximum QoS (3.2.2-11).
+    QoSNotSupported,
+    /// DISCONNECT: this server cannot serve the session now; connect to another one (a
+    /// cluster node that lost its store's quorum).
+    UseAnotherServer,
+    /// SUBACK: shared subscriptions are not served (CONNACK said so).
+    SharedSubscriptionsNotSupported,
 }
 
 impl ReasonCode {
@@ -53,6 +60,9 @@ impl ReasonCode {
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
             ReasonCode::AdministrativeAction => 0x98,
+            ReasonCode::QoSNotSupported => 0x9B,
+            ReasonCode::UseAnotherServer => 0x9C,
+            ReasonCode::SharedSubscriptionsNotSupported => 0x9E,
         }
     }
 }

@@ -1,0 +1,93 @@
+//! The part of the durability interface that an engine shared by several brokers (the NATS
+//! JetStream cluster, `src/cluster`) adds: how a publish reaches the other brokers, how a
+//! CONNECT claims a session that another broker may hold, and what the broker may promise its
+//! clients while the shared engine is reachable or not.
+//!
+//! A single-node engine has no backplane ([`super::Durability::backplane`] is `None`) and the
+//! broker routes every publish itself, exactly as before. With a backplane, a publish is not
+//! routed to local sessions by its connection: it is handed to the engine as
+//! [`super::Change::Published`], and every broker (this one included) routes it when the
+//! engine delivers it back ([`crate::broker::runtime::BrokerCore::deliver_from_backplane`]). So
+//! there is one path and one order for every subscriber, wherever the publisher is.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use crate::broker::durability::DurabilityError;
+use crate::broker::runtime::BrokerCore;
+use crate::broker::session::{Session, SessionState};
+
+/// A boxed future of the backplane's answers.
+pub type BackplaneFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a CONNECT asks of the shared engine before its session is attached.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub client_id: Arc<str>,
+    /// Clean Start (MQTT 5) / Clean Session (3.1.1): any kept session is discarded.
+    pub clean_start: bool,
+    /// The new session outlives its connection.
+    pub persistent: bool,
+}
+
+/// The answer to [`Backplane::claim`].
+#[derive(Debug)]
+pub enum Claimed {
+    /// No kept session elsewhere (none, or discarded by Clean Start): attach as a single
+    /// broker would, with what this broker holds.
+    Here,
+    /// A kept session taken over from the shared engine (its owner was another broker, or
+    /// this broker before a restart): restore it, then attach to it.
+    Image(SessionImage),
+}
+
+/// A persistent session as the shared engine kept it, for this broker to restore.
+#[derive(Debug)]
+pub struct SessionImage {
+    /// Subscriptions, options, and the in-flight window (messages sent and not acknowledged,
+    /// with their packet ids, in send order: re-sent first, with DUP=1).
+    /// A pending will (MQTT 5 Will Delay Interval) is not part of it: the CONNECT that
+    /// claims the session continues it before the delay ends, so that will is never sent
+    /// (3.1.3-9).
+    pub state: SessionState,
+    /// How long its client has been gone.
+    pub offline_for: Duration,
+}
+
+/// What an engine shared by several brokers adds to [`super::Durability`].
+pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
+    /// This broker's node id (`brokerName`), for logs and `$SYS`.
+    fn node_id(&self) -> &str;
+
+    /// Start delivering: the engine's readers route what any broker publishes into `core`
+    /// (with [`BrokerCore::deliver_from_backplane`]) and its watches keep `core`'s retained
+    /// index. Resolves once the retained index is loaded and the readers run.
+    fn start(&self, core: Weak<BrokerCore>) -> BackplaneFuture<anyhow::Result<()>>;
+
+    /// CONNECT of `request.client_id`: take the session from whichever broker holds it (that
+    /// broker's connection is closed, "session taken over"), and fence it there. `Err`: the
+    /// engine cannot answer now (quorum lost, timeout): refuse the CONNECT (0x88).
+    fn claim(&self, request: ClaimRequest) -> BackplaneFuture<Result<Claimed, DurabilityError>>;
+
+    /// The session of a successful CONNECT is attached (new, resumed here, or restored from
+    /// a [`Claimed::Image`]): the engine starts feeding it, catching up from where its
+    /// acknowledgements stopped.
+    fn attached(&self, session: &Arc<Session>);
+
+    /// A filter is now used by a local session (`added`), or no longer by any (`!added`):
+    /// the engine subscribes to the live subjects it needs (reference counted per filter).
+    fn interest(&self, filter: &str, added: bool);
+
+    /// Whether the shared engine can take persistent work now (its quorum answered within
+    /// the configured time). While it cannot, persistent CONNECTs are refused and persistent
+    /// sessions' connections are closed (MQTT 5: DISCONNECT 0x9C, Use another server).
+    fn is_available(&self) -> bool;
+
+    /// The highest QoS served across brokers (the CONNACK's Maximum QoS).
+    fn maximum_qos(&self) -> crate::protocol::QoS;
+
+    /// Whether MQTT 5 shared subscriptions are served across brokers.
+    fn shared_subscriptions(&self) -> bool;
+}

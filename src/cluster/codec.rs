@@ -1,0 +1,290 @@
+//! What the cluster writes into NATS: a message as it travels between nodes (core NATS for
+//! QoS 0, the `FMQ_MSG_<k>` streams for QoS 1, the `FMQ_RETAIN` bucket for retained
+//! messages), and a persistent session's record in `FMQ_SESS`.
+//!
+//! A message is one binary frame (payloads stay bytes, no base64):
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 1 | layout (1) |
+//! | 1 | flags: QoS (bits 0-1), RETAIN (bit 2), a publisher follows (bit 3) |
+//! | 8 | origin instance (random per node process), big endian |
+//! | 8 | origin counter (per instance), big endian: with the instance, a QoS 0 copy's identity |
+//! | 2 + n | publishing client id (when flagged) |
+//! | 2 + n | topic (UTF-8) |
+//! | 4 + n | MQTT 5 side ([`crate::broker::durability::stored_v5`]: properties, absolute expiry) |
+//! | rest | payload |
+//!
+//! A session record is JSON (serde): small, read once per resume, and readable with the
+//! `nats kv get` tool when an operator needs to look.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::broker::durability::stored_v5::StoredV5;
+use crate::broker::message::{Message, SampleStamp, V5Extras};
+use crate::broker::session::SubscriptionOptions;
+use crate::protocol::QoS;
+
+const LAYOUT: u8 = 1;
+const QOS_BITS: u8 = 0b11;
+const RETAIN: u8 = 0b100;
+const HAS_PUBLISHER: u8 = 0b1000;
+
+/// A message read back from NATS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub message: Message,
+    pub origin_instance: u64,
+    pub origin_counter: u64,
+    pub publisher: Option<Arc<str>>,
+}
+
+/// Why a frame could not be read (a corrupt or foreign message on our subjects).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cluster message frame: {0}")]
+pub struct FrameError(pub String);
+
+fn bad(why: impl Into<String>) -> FrameError {
+    FrameError(why.into())
+}
+
+/// The frame of `message` published by `publisher` on the node process `origin_instance`.
+pub fn encode_message(
+    message: &Message,
+    origin_instance: u64,
+    origin_counter: u64,
+    publisher: Option<&str>,
+) -> Result<Bytes, FrameError> {
+    let v5 = match &message.v5 {
+        Some(v5) => v5.to_stored().encode().map_err(|e| bad(e.to_string()))?,
+        None => Bytes::new(),
+    };
+    let topic = message.topic.as_bytes();
+    let publisher = publisher.map(str::as_bytes);
+    let topic_len = u16::try_from(topic.len()).map_err(|_| bad("topic longer than 65535"))?;
+    let publisher_len = match publisher {
+        Some(p) => Some(u16::try_from(p.len()).map_err(|_| bad("client id too long"))?),
+        None => None,
+    };
+    let v5_len = u32::try_from(v5.len()).map_err(|_| bad("properties too long"))?;
+    let mut out = BytesMut::with_capacity(
+        24 + topic.len() + publisher.map_or(0, |p| p.len() + 2) + v5.len() + message.payload.len(),
+    );
+    let mut flags = (message.qos as u8) & QOS_BITS;
+    if message.retain {
+        flags |= RETAIN;
+    }
+    if publisher.is_some() {
+        flags |= HAS_PUBLISHER;
+    }
+    out.put_u8(LAYOUT);
+    out.put_u8(flags);
+    out.put_u64(origin_instance);
+    out.put_u64(origin_counter);
+    if let (Some(p), Some(len)) = (publisher, publisher_len) {
+        out.put_u16(len);
+        out.put_slice(p);
+    }
+    out.put_u16(topic_len);
+    out.put_slice(topic);
+    out.put_u32(v5_len);
+    out.put_slice(&v5);
+    out.put_slice(&message.payload);
+    Ok(out.freeze())
+}
+
+/// Read a frame back (the payload shares `bytes`).
+pub fn decode_message(mut bytes: Bytes) -> Result<Frame, FrameError> {
+    if bytes.remaining() < 18 {
+        return Err(bad("shorter than its header"));
+    }
+    if bytes.get_u8() != LAYOUT {
+        return Err(bad("unknown layout"));
+    }
+    let flags = bytes.get_u8();
+    let qos = match flags & QOS_BITS {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => return Err(bad("QoS 3")),
+    };
+    let origin_instance = bytes.get_u64();
+    let origin_counter = bytes.get_u64();
+    let publisher = if flags & HAS_PUBLISHER != 0 {
+        Some(Arc::from(read_str(&mut bytes, "client id")?))
+    } else {
+        None
+    };
+    let topic: Arc<str> = Arc::from(read_str(&mut bytes, "topic")?);
+    if bytes.remaining() < 4 {
+        return Err(bad("truncated properties length"));
+    }
+    let v5_len = bytes.get_u32() as usize;
+    if bytes.remaining() < v5_len {
+        return Err(bad("truncated properties"));
+    }
+    let v5_bytes = bytes.split_to(v5_len);
+    let v5 = if v5_bytes.is_empty() {
+        None
+    } else {
+        V5Extras::from_stored(StoredV5::decode(&v5_bytes).map_err(|e| bad(e.to_string()))?)
+    };
+    Ok(Frame {
+        message: Message {
+            stamp: SampleStamp::NONE,
+            topic,
+            payload: bytes,
+            qos,
+            retain: flags & RETAIN != 0,
+            v5,
+        },
+        origin_instance,
+        origin_counter,
+        publisher,
+    })
+}
+
+fn read_str(bytes: &mut Bytes, what: &str) -> Result<String, FrameError> {
+    if bytes.remaining() < 2 {
+        return Err(bad(format!("truncated {what} length")));
+    }
+    let len = usize::from(bytes.get_u16());
+    if bytes.remaining() < len {
+        return Err(bad(format!("truncated {what}")));
+    }
+    let raw = bytes.split_to(len);
+    String::from_utf8(raw.to_vec()).map_err(|_| bad(format!("{what} is not UTF-8")))
+}
+
+/// A message sent to a session and not acknowledged yet, by its place in the log: re-sent
+/// first, with its packet id, when the session resumes on any node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightRef {
+    pub shard: u32,
+    pub seq: u64,
+    pub packet_id: u16,
+    /// The QoS it was sent with.
+    pub qos: u8,
+    /// The Subscription Identifier it was sent with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<u32>,
+}
+
+/// A persistent session as `FMQ_SESS` keeps it (key: [`super::subject::client_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub client_id: String,
+    /// The node that serves it (its `brokerName`).
+    pub owner: String,
+    /// Raised by every takeover; a node writes only with the epoch it claimed, and every
+    /// write is a compare-and-set on the key's revision, so a stale owner can never write.
+    pub epoch: u64,
+    /// A connection holds it now (on `owner`).
+    pub connected: bool,
+    /// When its client left, ms since the Unix epoch (0 while connected).
+    pub offline_since_ms: u64,
+    /// MQTT 5 Session Expiry Interval (`None`: the broker's own rule).
+    pub expiry_secs: Option<u32>,
+    pub mqtt5: bool,
+    pub subscriptions: Vec<(String, SubscriptionOptions)>,
+    /// Per message shard: every message of that shard up to this sequence is done for this
+    /// session (delivered and acknowledged, or not for it). A resume reads from the next one.
+    pub floors: Vec<u64>,
+    /// Sent and not acknowledged, in send order.
+    pub inflight: Vec<InflightRef>,
+}
+
+impl SessionRecord {
+    pub fn encode(&self) -> Bytes {
+        // A record of plain fields always serializes.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SessionRecord, FrameError> {
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("session record: {e}")))
+    }
+
+    /// Offline past its own expiry interval at `now_ms` (a session without one is kept).
+    pub fn expired(&self, now_ms: u64) -> bool {
+        match (self.connected, self.expiry_secs) {
+            (false, Some(secs)) => {
+                now_ms.saturating_sub(self.offline_since_ms) >= u64::from(secs) * 1000
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Properties;
+
+    fn message(v5: bool) -> Message {
+        Message {
+            stamp: SampleStamp::NONE,
+            topic: Arc::from("a/b c/ü"),
+            payload: Bytes::from_static(b"payload"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            v5: v5.then(|| {
+                Arc::new(V5Extras {
+                    properties: Properties {
+                        content_type: Some("text/plain".into()),
+                        user_properties: vec![("k".into(), "v".into())],
+                        ..Properties::default()
+                    },
+                    expires_at: None,
+                })
+            }),
+        }
+    }
+
+    #[test]
+    fn a_message_frame_round_trips_with_and_without_its_mqtt5_side() {
+        for v5 in [false, true] {
+            for publisher in [None, Some("pub-1")] {
+                let m = message(v5);
+                let bytes = encode_message(&m, 7, 9, publisher).expect("encodes");
+                let frame = decode_message(bytes).expect("decodes");
+                assert_eq!(frame.message, m);
+                assert_eq!((frame.origin_instance, frame.origin_counter), (7, 9));
+                assert_eq!(frame.publisher.as_deref(), publisher);
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_or_foreign_frames_are_errors_not_panics() {
+        let bytes = encode_message(&message(true), 1, 2, Some("p")).expect("encodes");
+        for len in 0..bytes.len() - 7 {
+            let _ = decode_message(bytes.slice(..len));
+        }
+        assert!(decode_message(Bytes::from_static(b"{\"json\":1}")).is_err());
+    }
+
+    #[test]
+    fn a_record_expires_only_offline_and_past_its_interval() {
+        let mut r = SessionRecord {
+            client_id: "c".into(),
+            owner: "n1".into(),
+            epoch: 1,
+            connected: false,
+            offline_since_ms: 1_000,
+            expiry_secs: Some(10),
+            mqtt5: true,
+            subscriptions: vec![],
+            floors: vec![0; 8],
+            inflight: vec![],
+        };
+        assert!(!r.expired(10_999));
+        assert!(r.expired(11_000));
+        r.connected = true;
+        assert!(!r.expired(u64::MAX));
+        let back = SessionRecord::decode(&r.encode()).expect("decodes");
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,304 @@
+//! [`ClusterEngine`]: the NATS connection, the JetStream assets, and the [`Durability`] and
+//! [`Backplane`] faces the broker core sees.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::publish::Outgoing;
+use super::tracker::Tracker;
+use super::{live, shard_prefix, shard_stream, NODES_BUCKET, RETAINED_BUCKET, SESSIONS_BUCKET};
+use crate::broker::durability::{
+    Backplane, BackplaneFuture, ClaimRequest, Claimed, Commit, Durability, DurabilityError,
+    QueueOwner, QueueSeq, Recovery,
+};
+use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::runtime::BrokerCore;
+use crate::broker::session::{Session, SessionState};
+use crate::config::JetStreamSettings;
+use crate::protocol::QoS;
+
+/// What every task of the engine shares.
+pub(crate) struct Inner {
+    pub node_id: String,
+    /// Random per process: tells this run's messages from a previous run's with the same id.
+    pub instance: u64,
+    pub settings: JetStreamSettings,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub sessions_kv: kv::Store,
+    pub retained_kv: kv::Store,
+    pub nodes_kv: kv::Store,
+    pub shards: usize,
+    pub store_timeout: Duration,
+    next_queue_seq: AtomicU64,
+    /// Numbers this process's messages (with `instance`, a live copy's identity).
+    pub counter: AtomicU64,
+    pub core: OnceLock<Weak<BrokerCore>>,
+    /// The quorum answered within `quorumLossTimeout` (see `node.rs`).
+    pub available: AtomicBool,
+    pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    pub tracker: parking_lot::Mutex<Tracker>,
+    /// Per shard: the last sequence the node's reader took (before routing it).
+    pub positions: Vec<AtomicU64>,
+    /// Per shard: the last sequence the node's reader routed (records' floors go no further).
+    pub routed: Vec<AtomicU64>,
+    pub live: live::Interest,
+    /// Bounds the temporary catch-up readers (JetStream consumers stay O(shards)).
+    pub catch_up: Arc<Semaphore>,
+    /// One writer at a time per session record (each write is a compare-and-set on the
+    /// revision the previous one returned).
+    pub record_locks: parking_lot::Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
+    /// Retained message keys -> topics (a delete marker carries only the key).
+    pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
+}
+
+impl Inner {
+    pub fn core(&self) -> Option<Arc<BrokerCore>> {
+        self.core.get().and_then(Weak::upgrade)
+    }
+
+    /// Per shard, how far the node's reader has routed.
+    pub fn routed(&self) -> Vec<u64> {
+        self.routed
+            .iter()
+            .map(|p| p.load(Ordering::Acquire))
+            .collect()
+    }
+
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Acquire)
+    }
+
+    pub fn record_lock(&self, client_id: &Arc<str>) -> Arc<tokio::sync::Mutex<()>> {
+        self.record_locks
+            .lock()
+            .entry(client_id.clone())
+            .or_default()
+            .clone()
+    }
+}
+
+/// The cluster engine (see the module documentation of [`crate::cluster`]).
+#[derive(Clone)]
+pub struct ClusterEngine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClusterEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterEngine")
+            .field("node_id", &self.inner.node_id)
+            .field("servers", &self.inner.settings.servers)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the engine could not open.
+fn open_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("cluster: {what}: {e}")
+}
+
+impl ClusterEngine {
+    /// Connect to NATS, create (or find) the streams and buckets, and register this node
+    /// (`node_id`, the `brokerName`). Fails when NATS does not answer, JetStream is off, or
+    /// another live node already uses `node_id`.
+    pub async fn open(settings: &JetStreamSettings, node_id: &str) -> anyhow::Result<Self> {
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("ferromq {node_id}"))
+            .connection_timeout(Duration::from_secs(5))
+            .ping_interval(Duration::from_secs(2))
+            .max_reconnects(None::<usize>);
+        if let Some(path) = &settings.credentials {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| open_error(&format!("credentials {}", path.display()), e))?;
+        }
+        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        let servers: Vec<async_nats::ServerAddr> = settings
+            .servers
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|e| open_error("servers", e))?;
+        let client = async_nats::connect_with_options(servers, options)
+            .await
+            .map_err(|e| open_error("cannot connect to NATS", e))?;
+        let mut js = jetstream::new(client.clone());
+        let store_timeout = Duration::from_millis(settings.store_timeout_ms.max(1));
+        js.set_timeout(store_timeout);
+        let replicas = settings.replicas.max(1);
+        let shards = settings.message_shards.max(1);
+        for k in 0..shards {
+            let config = stream::Config {
+                name: shard_stream(k),
+                subjects: vec![format!("{}.>", shard_prefix(k))],
+                retention: stream::RetentionPolicy::Limits,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                max_age: Duration::from_millis(settings.max_offline_age_ms),
+                allow_direct: true,
+                ..Default::default()
+            };
+            js.get_or_create_stream(config)
+                .await
+                .map_err(|e| open_error(&format!("stream {}", shard_stream(k)), e))?;
+        }
+        let sessions_kv = bucket(&js, SESSIONS_BUCKET, replicas).await?;
+        let retained_kv = bucket(&js, RETAINED_BUCKET, replicas).await?;
+        let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
+        let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            node_id: node_id.to_owned(),
+            instance: rand::random::<u64>() | 1,
+            settings: settings.clone(),
+            client: client.clone(),
+            js: js.clone(),
+            sessions_kv,
+            retained_kv,
+            nodes_kv,
+            shards,
+            store_timeout,
+            next_queue_seq: AtomicU64::new(0),
+            counter: AtomicU64::new(0),
+            core: OnceLock::new(),
+            available: AtomicBool::new(true),
+            outgoing,
+            tracker: parking_lot::Mutex::new(Tracker::default()),
+            positions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            routed: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            live: live::Interest::default(),
+            catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
+            record_locks: parking_lot::Mutex::default(),
+            retained_keys: parking_lot::Mutex::default(),
+        });
+        super::node::register(&inner).await?;
+        tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
+        Ok(ClusterEngine { inner })
+    }
+}
+
+/// The KV bucket `name`, created with `replicas` when it does not exist (an existing one is
+/// used as it is: its replicas are the operator's to change).
+async fn bucket(js: &jetstream::Context, name: &str, replicas: usize) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| open_error(&format!("bucket {name}"), e))
+}
+
+impl Durability for ClusterEngine {
+    fn location(&self) -> String {
+        format!(
+            "NATS JetStream {} (node {}, {} message shards)",
+            self.inner.settings.servers.join(","),
+            self.inner.node_id,
+            self.inner.shards
+        )
+    }
+
+    fn next_seq(&self) -> QueueSeq {
+        self.inner.next_queue_seq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn commit(&self, changes: Vec<crate::broker::durability::Change>) -> Commit {
+        super::sessions::commit(&self.inner, changes)
+    }
+
+    fn session_offline(&self, state: &SessionState) -> Commit {
+        super::sessions::session_offline(&self.inner, state)
+    }
+
+    fn check_room(&self, _incoming_bytes: u64) -> Result<(), DurabilityError> {
+        if self.inner.is_available() {
+            Ok(())
+        } else {
+            Err(DurabilityError::Unavailable(
+                "the cluster store's quorum is unreachable from this node".into(),
+            ))
+        }
+    }
+
+    fn shutdown(&self, _persistent: &[SessionState]) {
+        super::sessions::flush_all_blocking(&self.inner);
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        true
+    }
+
+    fn recover(&self, _memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError> {
+        // Sessions are claimed from the store when their clients connect; retained messages
+        // are loaded by the watch in `Backplane::start`.
+        Ok(Recovery::default())
+    }
+
+    fn backplane(&self) -> Option<Arc<dyn Backplane>> {
+        Some(Arc::new(self.clone()))
+    }
+}
+
+impl Backplane for ClusterEngine {
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    fn start(&self, core: Weak<BrokerCore>) -> BackplaneFuture<anyhow::Result<()>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let _ = inner.core.set(core);
+            super::retained::start(&inner).await?;
+            super::readers::start(&inner).await?;
+            super::live::start(&inner);
+            super::sessions::start(&inner).await?;
+            super::node::start(&inner);
+            Ok(())
+        })
+    }
+
+    fn claim(&self, request: ClaimRequest) -> BackplaneFuture<Result<Claimed, DurabilityError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { super::sessions::claim(&inner, request).await })
+    }
+
+    fn attached(&self, session: &Arc<Session>) {
+        super::readers::attached(&self.inner, session);
+    }
+
+    fn interest(&self, filter: &str, added: bool) {
+        self.inner.live.changed(&self.inner, filter, added);
+    }
+
+    fn is_available(&self) -> bool {
+        self.inner.is_available()
+    }
+
+    fn maximum_qos(&self) -> QoS {
+        QoS::AtLeastOnce
+    }
+
+    fn shared_subscriptions(&self) -> bool {
+        false
+    }
+}
+
+/// A group or named queue cannot be kept in a cluster yet: refused, so that nothing
+/// advertises a queue that is not shared by the nodes.
+pub(crate) fn refuses_owner(owner: &QueueOwner) -> bool {
+    !matches!(owner, QueueOwner::Session(_))
+}

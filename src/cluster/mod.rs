@@ -1,0 +1,66 @@
+//! The cluster engine: ferromq nodes as front ends over a NATS JetStream cluster
+//! (docs/cluster.md; the design study is cluster-design.md in the shared reference).
+//!
+//! [`ClusterEngine`] is one more [`Durability`] engine, with a [`Backplane`]: the broker core
+//! hands it every publish and every session change and never asks which engine runs.
+//!
+//! | state | NATS asset | module |
+//! |---|---|---|
+//! | QoS 1 messages, stored once before PUBACK | streams `FMQ_MSG_<k>`, subjects `fmq.m.<k>.<topic>` | [`publish`], [`readers`] |
+//! | QoS 0 messages, live only | core subjects `fmq.t.<topic>`, one subscription per distinct local filter | [`live`] |
+//! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | [`sessions`], [`tracker`] |
+//! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | [`retained`] |
+//! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | [`node`] |
+//!
+//! JetStream consumers per node: one ordered reader per shard, one retained watch, and at
+//! most [`readers::CATCH_UP_READERS`] temporary catch-up readers for sessions resuming behind.
+//! Never one per MQTT subscription or session.
+
+pub mod codec;
+mod engine;
+mod live;
+mod node;
+pub mod probe;
+mod publish;
+mod readers;
+mod retained;
+mod sessions;
+pub mod subject;
+mod tracker;
+
+pub use engine::ClusterEngine;
+
+/// Subject prefix of live (QoS 0) messages.
+pub const LIVE_PREFIX: &str = "fmq.t";
+/// Session records.
+pub const SESSIONS_BUCKET: &str = "FMQ_SESS";
+/// Retained messages.
+pub const RETAINED_BUCKET: &str = "FMQ_RETAIN";
+/// Node heartbeats.
+pub const NODES_BUCKET: &str = "FMQ_NODES";
+
+/// The stream of message shard `k`.
+pub fn shard_stream(k: usize) -> String {
+    format!("FMQ_MSG_{k}")
+}
+
+/// The subject prefix of message shard `k`.
+pub fn shard_prefix(k: usize) -> String {
+    format!("fmq.m.{k}")
+}
+
+/// The shard of `topic`: a hash of its first two levels, so a topic always maps to one shard
+/// (per-topic order) and related topics spread over the shards' raft leaders.
+pub fn shard_of(topic: &str, shards: usize) -> usize {
+    let head = match topic.match_indices('/').nth(1) {
+        Some((at, _)) => &topic[..at],
+        None => topic,
+    };
+    // FNV-1a: the same on every node, build and version (std's hashers promise none of it).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in head.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}

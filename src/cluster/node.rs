@@ -1,0 +1,166 @@
+//! This node in `FMQ_NODES`: its id is unique among live nodes, its heartbeat is written
+//! every `heartbeatInterval`, and a heartbeat that does not get through for
+//! `quorumLossTimeout` means the JetStream quorum is out of reach: the node stops taking
+//! persistent work (CONNACK 0x88, DISCONNECT 0x9C) until it gets through again.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use serde::{Deserialize, Serialize};
+
+use super::engine::Inner;
+use super::subject::client_key;
+
+/// A node's heartbeat value.
+#[derive(Debug, Serialize, Deserialize)]
+struct Heartbeat {
+    instance: u64,
+    pid: u32,
+    /// Wall clock of the writer, ms since the Unix epoch.
+    at_ms: u64,
+}
+
+fn key(node_id: &str) -> String {
+    // Node ids are free text (`brokerName`); KV keys are not.
+    format!("n{}", client_key(node_id))
+}
+
+fn heartbeat(inner: &Inner) -> bytes::Bytes {
+    let value = Heartbeat {
+        instance: inner.instance,
+        pid: std::process::id(),
+        at_ms: crate::broker::durability::now_ms(),
+    };
+    bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// Refuse to start when another live node (a heartbeat younger than `nodeTimeout`) uses
+/// this node's id; else write the first heartbeat.
+pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let key = key(&inner.node_id);
+    let entry = inner
+        .nodes_kv
+        .entry(&key)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
+    if let Some(entry) = entry.filter(|e| e.operation == Operation::Put) {
+        if let Ok(other) = serde_json::from_slice::<Heartbeat>(&entry.value) {
+            let age_ms = crate::broker::durability::now_ms().saturating_sub(other.at_ms);
+            if other.instance != inner.instance && age_ms < inner.settings.node_timeout_ms {
+                // A fresh heartbeat: a live node, or this node's previous process killed a
+                // moment ago. A live one writes again within two intervals.
+                let wait = Duration::from_millis(inner.settings.heartbeat_interval_ms * 2 + 500);
+                tokio::time::sleep(wait).await;
+                let again = inner.nodes_kv.entry(&key).await.ok().flatten();
+                if again.is_some_and(|e| e.revision != entry.revision) {
+                    anyhow::bail!(
+                        "another live ferromq node already uses brokerName `{}` (pid {} on its \
+                         machine; its heartbeat is {age_ms} ms old and still written); give \
+                         every node its own brokerName",
+                        inner.node_id,
+                        other.pid
+                    );
+                }
+            }
+        }
+    }
+    inner
+        .nodes_kv
+        .put(&key, heartbeat(inner))
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
+    Ok(())
+}
+
+/// Write heartbeats; watch the quorum.
+pub fn start(inner: &Arc<Inner>) {
+    let node = inner.clone();
+    tokio::spawn(async move {
+        let key = key(&node.node_id);
+        let interval = Duration::from_millis(node.settings.heartbeat_interval_ms.max(10));
+        let quorum_loss = Duration::from_millis(node.settings.quorum_loss_timeout_ms.max(10));
+        let mut revision = node
+            .nodes_kv
+            .entry(&key)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.revision);
+        let mut last_ok = Instant::now();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let write = async {
+                match revision {
+                    Some(r) => node.nodes_kv.update(&key, heartbeat(&node), r).await,
+                    None => node
+                        .nodes_kv
+                        .put(&key, heartbeat(&node))
+                        .await
+                        .map_err(|e| {
+                            async_nats::jetstream::kv::UpdateError::with_source(
+                                UpdateErrorKind::Other,
+                                e,
+                            )
+                        }),
+                }
+            };
+            match tokio::time::timeout(quorum_loss, write).await {
+                Ok(Ok(r)) => {
+                    revision = Some(r);
+                    last_ok = Instant::now();
+                    set_available(&node, true);
+                }
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    // Written by someone else: another process with this node id.
+                    tracing::error!(
+                        node = %node.node_id,
+                        "another ferromq process wrote this node's heartbeat: two nodes share \
+                         a brokerName; this one stops taking persistent work"
+                    );
+                    revision = node
+                        .nodes_kv
+                        .entry(&key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|e| e.revision);
+                    set_available(&node, false);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("cluster heartbeat: {e}");
+                }
+                Err(_) => {}
+            }
+            if last_ok.elapsed() >= quorum_loss {
+                set_available(&node, false);
+            }
+        }
+    });
+}
+
+/// Change availability; on loss, close every connection holding a persistent session (they
+/// see the loss and send MQTT 5 clients DISCONNECT 0x9C, Use another server).
+fn set_available(inner: &Inner, available: bool) {
+    let was = inner.available.swap(available, Ordering::AcqRel);
+    if was == available {
+        return;
+    }
+    if available {
+        tracing::warn!(node = %inner.node_id, "cluster store quorum reachable again: taking persistent sessions");
+        return;
+    }
+    tracing::error!(
+        node = %inner.node_id,
+        "cluster store quorum unreachable for quorumLossTimeout: refusing persistent sessions \
+         and sending their clients to other nodes"
+    );
+    if let Some(core) = inner.core() {
+        for session in core.registry.persistent_sessions() {
+            session.kick_connection();
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `ferromq check --online`: does the configured NATS answer, with JetStream on?

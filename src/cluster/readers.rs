@@ -1,0 +1,218 @@
+//! Reading the message shards: one ordered reader per shard per node routes every QoS 1
+//! message to this node's sessions; a session that resumes behind gets a temporary catch-up
+//! reader per shard, from its floor, until it reaches the node's reader and joins it.
+//!
+//! Ordered consumers are ephemeral, in memory and single-replica on the server: cheap, and
+//! recreated by the client after a gap. Their number per node is the number of shards plus at
+//! most [`CATCH_UP_READERS`], whatever the number of sessions.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use futures_util::StreamExt;
+
+use super::codec::decode_message;
+use super::engine::Inner;
+use super::{shard_prefix, shard_stream};
+use crate::broker::session::Session;
+
+/// Catch-up readers running at once per node; more resuming sessions wait their turn.
+pub const CATCH_UP_READERS: usize = 8;
+
+/// How often a catch-up with nothing new to read checks whether it can join the live feed.
+const CATCH_UP_IDLE: Duration = Duration::from_millis(20);
+
+/// Start one reader per shard at the shard's end (what was stored before this node started
+/// is read by the catch-up of the sessions that need it).
+pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    for k in 0..inner.shards {
+        let mut stream = inner
+            .js
+            .get_stream(shard_stream(k))
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: stream {}: {e}", shard_stream(k)))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| anyhow::anyhow!("cluster: stream {}: {e}", shard_stream(k)))?
+            .state
+            .last_sequence;
+        inner.positions[k].store(last, Ordering::Release);
+        inner.routed[k].store(last, Ordering::Release);
+        tokio::spawn(node_reader(inner.clone(), k));
+    }
+    Ok(())
+}
+
+/// An ordered consumer of shard `k` from `from` (inclusive).
+async fn ordered_from(
+    inner: &Inner,
+    k: usize,
+    from: u64,
+) -> Result<push::Ordered, async_nats::Error> {
+    let stream = inner.js.get_stream(shard_stream(k)).await?;
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: inner.client.new_inbox(),
+            filter_subject: format!("{}.>", shard_prefix(k)),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from.max(1),
+            },
+            ..Default::default()
+        })
+        .await?;
+    Ok(consumer.messages().await?)
+}
+
+async fn node_reader(inner: Arc<Inner>, k: usize) {
+    loop {
+        let from = inner.positions[k].load(Ordering::Acquire) + 1;
+        let mut messages = match ordered_from(&inner, k, from).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(shard = k, "cluster reader: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(next) = messages.next().await {
+            let message = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(shard = k, "cluster reader: {e}");
+                    break;
+                }
+            };
+            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+                continue;
+            };
+            if seq <= inner.positions[k].load(Ordering::Acquire) {
+                continue;
+            }
+            let Some(core) = inner.core() else { return };
+            // Claimed before it is offered: a catch-up that has not read `seq` yet then
+            // stays on (see `catch_up`); routed after: floors never pass an entry not yet
+            // registered.
+            inner.positions[k].store(seq, Ordering::Release);
+            match decode_message(message.payload.clone()) {
+                Ok(frame) => core.deliver_from_backplane(
+                    frame.message,
+                    frame.publisher.as_deref(),
+                    |session| {
+                        inner
+                            .tracker
+                            .lock()
+                            .accept_live(session.client_id(), session.id(), k, seq)
+                    },
+                    |queued| inner.tracker.lock().kept(k, seq, &queued),
+                ),
+                Err(e) => tracing::warn!(shard = k, seq, "cluster reader skipped: {e}"),
+            }
+            inner.routed[k].store(seq, Ordering::Release);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A session is attached here: shards it must catch up on get their readers.
+pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
+    let behind: Vec<(usize, u64)> = {
+        let mut tracker = inner.tracker.lock();
+        let Some(t) = tracker.sessions.get_mut(session.client_id()) else {
+            return;
+        };
+        t.session_id = Some(session.id());
+        t.shards
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.catching_up)
+            .map(|(k, c)| (k, c.delivered_upto))
+            .collect()
+    };
+    for (k, floor) in behind {
+        tokio::spawn(catch_up(
+            inner.clone(),
+            session.client_id().clone(),
+            session.id(),
+            k,
+            floor,
+        ));
+    }
+}
+
+/// Feed `client_id`'s session shard `k` from after `floor` until it reaches the node's
+/// reader, then let the node's reader feed it.
+async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: usize, floor: u64) {
+    let Ok(_permit) = inner.catch_up.clone().acquire_owned().await else {
+        return;
+    };
+    let mut caught = floor;
+    loop {
+        let mut messages = match ordered_from(&inner, k, caught + 1).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(shard = k, client_id = %client_id, "cluster catch-up: {e}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if still_catching_up(&inner, &client_id, session_id, k) {
+                    continue;
+                }
+                return;
+            }
+        };
+        loop {
+            // The reader's position is read under the tracker's lock: a message the reader
+            // has claimed was either seen here (so this reader goes on and reads it) or is
+            // offered by the reader after the switch.
+            let went_live = {
+                let mut tracker = inner.tracker.lock();
+                let position = inner.positions[k].load(Ordering::Acquire);
+                tracker.try_go_live(&client_id, k, caught, position)
+            };
+            match went_live {
+                Some(false) => {}
+                Some(true) | None => return,
+            }
+            let next = tokio::time::timeout(CATCH_UP_IDLE, messages.next()).await;
+            let message = match next {
+                Err(_) => continue,
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(shard = k, "cluster catch-up: {e}");
+                    break;
+                }
+                Ok(None) => break,
+            };
+            let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
+                continue;
+            };
+            let Some(core) = inner.core() else { return };
+            match decode_message(message.payload.clone()) {
+                Ok(frame) => core.deliver_from_backplane(
+                    frame.message,
+                    frame.publisher.as_deref(),
+                    |session| {
+                        session.id() == session_id
+                            && inner.tracker.lock().accept_catch_up(&client_id, k, seq)
+                    },
+                    |queued| inner.tracker.lock().kept(k, seq, &queued),
+                ),
+                Err(e) => tracing::warn!(shard = k, seq, "cluster catch-up skipped: {e}"),
+            }
+            inner.tracker.lock().caught(&client_id, k, seq);
+            caught = seq;
+        }
+    }
+}
+
+fn still_catching_up(inner: &Inner, client_id: &str, session_id: u64, k: usize) -> bool {
+    inner
+        .tracker
+        .lock()
+        .sessions
+        .get(client_id)
+        .is_some_and(|t| {
+            t.session_id == Some(session_id) && t.shards.get(k).is_some_and(|c| c.catching_up)
+        })
+}

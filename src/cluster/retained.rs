@@ -1,0 +1,95 @@
+//! Retained messages in `FMQ_RETAIN` (key: [`super::subject::retained_key`], value: the
+//! message frame with its full topic). Every node keeps the whole set in its retained index,
+//! fed by a watch of the bucket; a SUBSCRIBE reads the local index, never NATS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::Operation;
+use futures_util::StreamExt;
+
+use super::codec::decode_message;
+use super::engine::Inner;
+use super::RETAINED_BUCKET;
+
+/// How long the start waits for the retained set before serving clients anyway.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Load the retained set into the core's index (before the listeners accept), then keep
+/// following the bucket.
+pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let stored = inner
+        .js
+        .get_stream(format!("KV_{RETAINED_BUCKET}"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: retained bucket: {e}"))?
+        .info()
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: retained bucket: {e}"))?
+        .state
+        .messages;
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    let mut loaded_tx = if stored == 0 { None } else { Some(loaded_tx) };
+    let node = inner.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut watch = match node.retained_kv.watch_with_history(">").await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!("cluster retained watch: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            while let Some(entry) = watch.next().await {
+                let entry = match entry {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!("cluster retained watch: {e}");
+                        break;
+                    }
+                };
+                apply(&node, &entry.key, entry.operation, entry.value);
+                if entry.delta == 0 {
+                    if let Some(tx) = loaded_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    if stored > 0 {
+        if tokio::time::timeout(LOAD_TIMEOUT, loaded_rx).await.is_err() {
+            tracing::warn!("cluster: retained messages still loading after {LOAD_TIMEOUT:?}");
+        }
+    }
+    Ok(())
+}
+
+fn apply(inner: &Inner, key: &str, operation: Operation, value: bytes::Bytes) {
+    let Some(core) = inner.core() else { return };
+    match operation {
+        Operation::Put => match decode_message(value) {
+            Ok(frame) => {
+                let message = frame.message;
+                if message.is_expired(std::time::Instant::now()) {
+                    return;
+                }
+                let topic = message.topic.clone();
+                inner
+                    .retained_keys
+                    .lock()
+                    .insert(key.to_owned(), topic.clone());
+                core.destinations.extend(std::iter::once(topic.clone()));
+                core.retained.write().set(&topic, message);
+            }
+            Err(e) => tracing::warn!(key, "cluster retained message skipped: {e}"),
+        },
+        Operation::Delete | Operation::Purge => {
+            if let Some(topic) = inner.retained_keys.lock().remove(key) {
+                core.retained.write().clear(&topic);
+            }
+        }
+    }
+}

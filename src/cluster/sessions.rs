@@ -1,0 +1,621 @@
+//! Persistent sessions in `FMQ_SESS`: the claim of a CONNECT (take over from the owner,
+//! fence it with a new epoch), record writes (compare-and-set on the KV revision: a node
+//! that lost the session can never write it again), kicks between nodes, and the changes the
+//! broker core commits.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use futures_util::StreamExt;
+
+use super::codec::{decode_message, SessionRecord};
+use super::engine::{refuses_owner, Inner};
+use super::shard_stream;
+use super::subject::client_key;
+use super::tracker::{Entry, Tracked};
+use crate::broker::durability::{
+    now_ms, Change, ClaimRequest, Claimed, Commit, DurabilityError, QueueOwner, SessionData,
+    SessionImage,
+};
+use crate::broker::session::inflight::{InflightEntry, InflightStage};
+use crate::broker::session::SessionState;
+use crate::protocol::QoS;
+
+/// How long a claim waits for the old owner to hand a session over.
+const KICK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often dirty records (acknowledgement progress) are written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Attempts of a claim against concurrent writers of the same record.
+const CLAIM_ATTEMPTS: usize = 6;
+
+fn unavailable(what: impl std::fmt::Display) -> DurabilityError {
+    DurabilityError::Unavailable(format!("cluster store: {what}"))
+}
+
+/// The subject a node answers kicks on.
+fn kick_subject(node_id: &str) -> String {
+    format!(
+        "fmq.node.{}.kick",
+        super::subject::topic_subject("n", node_id)
+    )
+}
+
+/// The changes the broker core commits, applied to the tracker and NATS.
+pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
+    let mut waits = Vec::new();
+    for change in changes {
+        match change {
+            Change::Published {
+                message,
+                retained,
+                publisher,
+            } => waits.push(super::publish::publish(
+                inner,
+                message,
+                retained,
+                publisher.as_deref(),
+            )),
+            Change::Sent {
+                owner: QueueOwner::Session(client_id),
+                seq,
+                packet_id,
+            }
+            | Change::Released {
+                owner: QueueOwner::Session(client_id),
+                seq,
+                packet_id,
+            } => inner.tracker.lock().sent(&client_id, seq, packet_id),
+            Change::Removed {
+                owner: QueueOwner::Session(client_id),
+                seq,
+            } => inner.tracker.lock().removed(&client_id, seq),
+            Change::SessionSaved(data) => waits.push(save(inner, data, true)),
+            Change::SessionEnded { client_id } => waits.push(end(inner, client_id)),
+            Change::QueueDeclared { owner } if refuses_owner(&owner) => {
+                return Commit::Done(Err(DurabilityError::Unavailable(
+                    "queues and shared subscription groups are not served by a cluster yet".into(),
+                )))
+            }
+            // Retained messages sent because of a SUBSCRIBE are not in the log (their queue
+            // entries are not tracked); other changes are node-local.
+            _ => {}
+        }
+    }
+    join(waits)
+}
+
+fn join(waits: Vec<Commit>) -> Commit {
+    let mut pending = Vec::new();
+    for wait in waits {
+        match wait {
+            Commit::Done(Ok(())) => {}
+            Commit::Done(Err(e)) => return Commit::Done(Err(e)),
+            Commit::Pending(f) => pending.push(f),
+        }
+    }
+    if pending.is_empty() {
+        return Commit::done();
+    }
+    Commit::Pending(Box::pin(async move {
+        for f in pending {
+            f.await?;
+        }
+        Ok(())
+    }))
+}
+
+/// A persistent session's client left.
+pub fn session_offline(inner: &Arc<Inner>, state: &SessionState) -> Commit {
+    let data = SessionData::of(state);
+    save(inner, data, false)
+}
+
+/// A session's own data changed (attach, SUBSCRIBE, UNSUBSCRIBE, offline): write its record.
+fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
+    let client_id = data.client_id.clone();
+    {
+        let mut tracker = inner.tracker.lock();
+        match tracker.sessions.get_mut(&client_id) {
+            Some(t) => {
+                t.data = data;
+                if t.connected && !connected {
+                    t.offline_since_ms = now_ms();
+                }
+                if connected {
+                    t.offline_since_ms = 0;
+                }
+                t.connected = connected;
+                t.dirty = true;
+            }
+            None => {
+                // A new session: it is fed from where the node's reader is now.
+                let t = Tracked::new(data, inner.shards, &inner.routed());
+                tracker.sessions.insert(client_id.clone(), t);
+            }
+        }
+    }
+    let inner = inner.clone();
+    Commit::Pending(Box::pin(
+        async move { write_record(&inner, &client_id).await },
+    ))
+}
+
+/// A persistent session ended here: delete its record (if this node still owns it).
+fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
+    let Some(t) = inner.tracker.lock().sessions.remove(&client_id) else {
+        return Commit::done();
+    };
+    let inner = inner.clone();
+    Commit::Pending(Box::pin(async move {
+        let lock = inner.record_lock(&client_id);
+        let _one_writer = lock.lock().await;
+        if t.revision == 0 {
+            return Ok(());
+        }
+        let key = client_key(&client_id);
+        match tokio::time::timeout(
+            inner.store_timeout,
+            inner
+                .sessions_kv
+                .delete_expect_revision(&key, Some(t.revision)),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            // Another node took it meanwhile: the session is theirs, not ended.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(unavailable("no answer ending a session")),
+        }
+    }))
+}
+
+/// Write `client_id`'s record as the tracker has it, with compare-and-set on the revision
+/// this node last wrote. A lost compare-and-set means another node took the session: the
+/// local copy is dropped (fenced).
+pub async fn write_record(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), DurabilityError> {
+    let lock = inner.record_lock(client_id);
+    let _one_writer = lock.lock().await;
+    let (record, revision) = {
+        let mut tracker = inner.tracker.lock();
+        let Some(t) = tracker.sessions.get_mut(client_id) else {
+            return Ok(());
+        };
+        t.dirty = false;
+        (t.record(&inner.node_id, &inner.routed()), t.revision)
+    };
+    let key = client_key(client_id);
+    let bytes = record.encode();
+    let written = if revision == 0 {
+        tokio::time::timeout(inner.store_timeout, inner.sessions_kv.create(&key, bytes))
+            .await
+            .map(|r| {
+                r.map_err(|e| {
+                    (
+                        e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                })
+            })
+    } else {
+        tokio::time::timeout(
+            inner.store_timeout,
+            inner.sessions_kv.update(&key, bytes, revision),
+        )
+        .await
+        .map(|r| {
+            r.map_err(|e| {
+                (
+                    e.kind() == UpdateErrorKind::WrongLastRevision,
+                    e.to_string(),
+                )
+            })
+        })
+    };
+    match written {
+        Ok(Ok(new_revision)) => {
+            if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
+                if t.epoch == record.epoch {
+                    t.revision = new_revision;
+                }
+            }
+            Ok(())
+        }
+        Ok(Err((true, _))) => {
+            fenced(inner, client_id, record.epoch).await;
+            Err(DurabilityError::Unavailable(format!(
+                "session {client_id} is served by another node now"
+            )))
+        }
+        Ok(Err((false, e))) => {
+            mark_dirty(inner, client_id);
+            Err(unavailable(e))
+        }
+        Err(_) => {
+            mark_dirty(inner, client_id);
+            Err(unavailable("no answer writing a session record"))
+        }
+    }
+}
+
+fn mark_dirty(inner: &Inner, client_id: &str) {
+    if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
+        t.dirty = true;
+    }
+}
+
+/// A write found the record changed by someone else: if another node owns it now (a higher
+/// epoch), this node's copy is stale: close its connection and forget it here.
+async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
+    let key = client_key(client_id);
+    let current = match inner.sessions_kv.entry(&key).await {
+        Ok(Some(e)) if e.operation == Operation::Put => SessionRecord::decode(&e.value).ok(),
+        Ok(_) => None,
+        Err(_) => return,
+    };
+    let ours = current
+        .as_ref()
+        .is_some_and(|r| r.owner == inner.node_id && r.epoch == epoch);
+    if ours {
+        return;
+    }
+    tracing::warn!(
+        client_id = %client_id,
+        owner = current.as_ref().map(|r| r.owner.as_str()).unwrap_or("none"),
+        "session taken over by another node: this node's copy is dropped (fenced)"
+    );
+    inner.tracker.lock().sessions.remove(client_id);
+    if let Some(core) = inner.core() {
+        core.hand_over(client_id);
+    }
+}
+
+/// CONNECT of `request.client_id` (see [`crate::broker::durability::Backplane::claim`]).
+pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed, DurabilityError> {
+    let client_id = request.client_id.clone();
+    let key = client_key(&client_id);
+    // A clean session elsewhere keeps nothing in the store: every node hears this kick.
+    broadcast_kick(inner, &key, &client_id).await;
+    let mut kicked = false;
+    for _ in 0..CLAIM_ATTEMPTS {
+        let entry = tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key))
+            .await
+            .map_err(|_| unavailable("no answer reading a session"))?
+            .map_err(unavailable)?;
+        let local_epoch = inner
+            .tracker
+            .lock()
+            .sessions
+            .get(&client_id)
+            .map(|t| (t.epoch, t.revision));
+        let Some((record, revision)) =
+            entry
+                .filter(|e| e.operation == Operation::Put)
+                .and_then(|e| {
+                    SessionRecord::decode(&e.value)
+                        .ok()
+                        .map(|r| (r, e.revision))
+                })
+        else {
+            // No record: a local copy whose record was written is stale (ended elsewhere).
+            if local_epoch.is_some_and(|(_, revision)| revision > 0) {
+                drop_local(inner, &client_id);
+            }
+            return Ok(Claimed::Here);
+        };
+        let ours = record.owner == inner.node_id
+            && local_epoch.is_some_and(|(epoch, _)| epoch == record.epoch);
+        if ours {
+            if request.clean_start {
+                // The broker discards it at attach; the record goes with it (SessionEnded).
+                return Ok(Claimed::Here);
+            }
+            return Ok(Claimed::Here);
+        }
+        if local_epoch.is_some() {
+            drop_local(inner, &client_id);
+        }
+        if record.owner != inner.node_id && !kicked {
+            kicked = true;
+            kick_owner(inner, &record.owner, &client_id).await;
+            continue;
+        }
+        if request.clean_start || record.expired(now_ms()) {
+            match inner
+                .sessions_kv
+                .delete_expect_revision(&key, Some(revision))
+                .await
+            {
+                Ok(()) => return Ok(Claimed::Here),
+                Err(_) => continue,
+            }
+        }
+        let taken = SessionRecord {
+            owner: inner.node_id.clone(),
+            epoch: record.epoch + 1,
+            connected: true,
+            ..record.clone()
+        };
+        match tokio::time::timeout(
+            inner.store_timeout,
+            inner.sessions_kv.update(&key, taken.encode(), revision),
+        )
+        .await
+        {
+            Ok(Ok(new_revision)) => {
+                return Ok(Claimed::Image(
+                    restore(inner, &client_id, taken, new_revision).await,
+                ))
+            }
+            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no answer taking a session over")),
+        }
+    }
+    Err(unavailable(format!(
+        "session {client_id} is being taken over by other nodes at the same time"
+    )))
+}
+
+/// Forget this node's copy of a session another node owns (or that ended elsewhere).
+fn drop_local(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    inner.tracker.lock().sessions.remove(client_id);
+    if let Some(core) = inner.core() {
+        core.hand_over(client_id);
+    }
+}
+
+/// The session of `record` (claimed at `revision`) as this node restores it: subscriptions,
+/// and the messages sent and not acknowledged, read back from the log with their packet ids
+/// in send order. Tracked from its floors, every shard catching up.
+async fn restore(
+    inner: &Arc<Inner>,
+    client_id: &Arc<str>,
+    record: SessionRecord,
+    revision: u64,
+) -> SessionImage {
+    let offline_for = if record.offline_since_ms == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(now_ms().saturating_sub(record.offline_since_ms))
+    };
+    let mut state = SessionState::new(client_id, true);
+    state.mqtt5 = record.mqtt5;
+    state.expiry_secs = record.expiry_secs;
+    state.subscriptions = record
+        .subscriptions
+        .iter()
+        .cloned()
+        .collect::<BTreeMap<_, _>>();
+    let data = SessionData::of(&state);
+    let mut floors = record.floors.clone();
+    floors.resize(inner.shards, 0);
+    let mut tracked = Tracked::new(data, inner.shards, &floors);
+    tracked.epoch = record.epoch;
+    tracked.revision = revision;
+    tracked.dirty = false;
+    for cursor in &mut tracked.shards {
+        cursor.catching_up = true;
+    }
+    inner
+        .tracker
+        .lock()
+        .sessions
+        .insert(client_id.clone(), tracked);
+    for inflight in &record.inflight {
+        let shard = inflight.shard as usize;
+        if shard >= inner.shards {
+            continue;
+        }
+        let Ok(stream) = inner.js.get_stream(shard_stream(shard)).await else {
+            continue;
+        };
+        // Gone from the log (older than maxOfflineAge): nothing to re-send.
+        let Ok(stored) = stream.direct_get(inflight.seq).await else {
+            continue;
+        };
+        let Ok(frame) = decode_message(stored.payload) else {
+            continue;
+        };
+        let queue_seq = crate::broker::durability::Durability::next_seq(&super::ClusterEngine {
+            inner: inner.clone(),
+        });
+        let qos = if inflight.qos >= 1 {
+            QoS::AtLeastOnce
+        } else {
+            continue;
+        };
+        let entry = InflightEntry {
+            packet_id: inflight.packet_id,
+            message: crate::broker::message::Message {
+                retain: false,
+                ..frame.message
+            },
+            qos,
+            retain: false,
+            subscription_id: inflight.subscription_id.and_then(std::num::NonZeroU32::new),
+            stage: InflightStage::AwaitingPubAck,
+            seq: Some(queue_seq),
+            shared_group: None,
+        };
+        if state.inflight.restore(entry) {
+            inner.tracker.lock().restored(
+                client_id,
+                queue_seq,
+                Entry {
+                    shard: inflight.shard,
+                    seq: inflight.seq,
+                    qos: inflight.qos,
+                    subscription_id: inflight.subscription_id,
+                    packet_id: Some(inflight.packet_id),
+                },
+            );
+        }
+    }
+    SessionImage { state, offline_for }
+}
+
+/// Ask `owner` to hand `client_id`'s session over (close its connection, write its last
+/// record) and wait for its answer, at most [`KICK_TIMEOUT`]: a dead or paused owner does not
+/// answer, and its last record is the truth (its later writes are fenced by the epoch).
+async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) {
+    let request = inner
+        .client
+        .request(kick_subject(owner), client_id.to_owned().into());
+    match tokio::time::timeout(KICK_TIMEOUT, request).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(owner, client_id, "kick: {e}"),
+        Err(_) => tracing::info!(
+            owner,
+            client_id,
+            "node did not hand the session over within {} ms; taking it",
+            KICK_TIMEOUT.as_millis()
+        ),
+    }
+}
+
+/// Tell every node that `client_id` connected here (clean sessions elsewhere end).
+async fn broadcast_kick(inner: &Inner, key: &str, client_id: &str) {
+    let mut payload = inner.instance.to_be_bytes().to_vec();
+    payload.extend_from_slice(client_id.as_bytes());
+    let _ = inner
+        .client
+        .publish(format!("fmq.kick.{key}"), payload.into())
+        .await;
+}
+
+/// Answer kicks and flush acknowledgement progress.
+pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let mut direct = inner
+        .client
+        .subscribe(kick_subject(&inner.node_id))
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: kick subscription: {e}"))?;
+    let mut broadcast = inner
+        .client
+        .subscribe("fmq.kick.>")
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: kick subscription: {e}"))?;
+    let node = inner.clone();
+    tokio::spawn(async move {
+        while let Some(message) = direct.next().await {
+            let node = node.clone();
+            tokio::spawn(async move {
+                let client_id: Arc<str> = Arc::from(String::from_utf8_lossy(&message.payload));
+                hand_over(&node, &client_id).await;
+                if let Some(reply) = message.reply {
+                    let _ = node.client.publish(reply, "ok".into()).await;
+                }
+            });
+        }
+    });
+    let node = inner.clone();
+    tokio::spawn(async move {
+        while let Some(message) = broadcast.next().await {
+            let Some((instance, client_id)) = message.payload.split_at_checked(8) else {
+                continue;
+            };
+            if instance == node.instance.to_be_bytes() {
+                continue;
+            }
+            let client_id = String::from_utf8_lossy(client_id);
+            if node.tracker.lock().sessions.contains_key(&*client_id) {
+                // Persistent: handed over by the owner's kick, with its record.
+                continue;
+            }
+            if let Some(core) = node.core() {
+                core.hand_over(&client_id);
+            }
+        }
+    });
+    let node = inner.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+        loop {
+            tick.tick().await;
+            let dirty: Vec<Arc<str>> = node
+                .tracker
+                .lock()
+                .sessions
+                .iter()
+                .filter(|(_, t)| t.dirty && t.revision > 0)
+                .map(|(c, _)| c.clone())
+                .collect();
+            futures_util::stream::iter(dirty)
+                .for_each_concurrent(64, |client_id| {
+                    let node = node.clone();
+                    async move {
+                        let _ = write_record(&node, &client_id).await;
+                    }
+                })
+                .await;
+        }
+    });
+    Ok(())
+}
+
+/// Another node takes `client_id`'s session: close it here, write its last record, forget it.
+async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    if let Some(core) = inner.core() {
+        core.hand_over(client_id);
+    }
+    let tracked = {
+        let mut tracker = inner.tracker.lock();
+        match tracker.sessions.get_mut(client_id) {
+            Some(t) => {
+                if t.connected {
+                    t.connected = false;
+                    t.offline_since_ms = now_ms();
+                }
+                true
+            }
+            None => false,
+        }
+    };
+    if tracked {
+        let _ = write_record(inner, client_id).await;
+        inner.tracker.lock().sessions.remove(client_id);
+    }
+}
+
+/// Graceful shutdown: every local session's record written as offline, bounded.
+pub fn flush_all_blocking(inner: &Arc<Inner>) {
+    let client_ids: Vec<Arc<str>> = {
+        let mut tracker = inner.tracker.lock();
+        let now = now_ms();
+        for t in tracker.sessions.values_mut() {
+            if t.connected {
+                t.connected = false;
+                t.offline_since_ms = now;
+            }
+            t.dirty = true;
+        }
+        tracker.sessions.keys().cloned().collect()
+    };
+    let inner = inner.clone();
+    let flush = async move {
+        futures_util::stream::iter(client_ids)
+            .for_each_concurrent(64, |client_id| {
+                let inner = inner.clone();
+                async move {
+                    let _ = write_record(&inner, &client_id).await;
+                }
+            })
+            .await;
+    };
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| {
+            handle.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+            })
+        });
+    } else {
+        tracing::warn!(
+            "cluster: session records not flushed at shutdown (single-threaded runtime)"
+        );
+    }
+}

@@ -1,0 +1,372 @@
+//! Where each local persistent session stands in the message log: per shard, how far it has
+//! been fed and which queued messages are not acknowledged yet, so that its record can say
+//! from where a resume on any node reads again (the shard's *floor*).
+//!
+//! Plain data under one mutex (no I/O): the readers ask it whether a session takes a message,
+//! the broker's acknowledgements update it, and the record writer reads records out of it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use crate::broker::durability::{QueueOwner, QueueSeq, QueuedFor, SessionData};
+use crate::broker::session::SessionId;
+use crate::cluster::codec::{InflightRef, SessionRecord};
+
+/// One shard of one session.
+#[derive(Debug, Clone, Default)]
+pub struct Cursor {
+    /// A catch-up reader feeds this shard (the node's reader skips the session on it).
+    pub catching_up: bool,
+    /// The highest sequence of this shard offered to the session.
+    pub delivered_upto: u64,
+    /// Everything of this shard up to here was offered and its queue entries registered
+    /// (by a catch-up, or at the start); the node's reader's routed position covers the rest.
+    pub caught_routed: u64,
+    /// Sequences queued for the session and not acknowledged (with their copy counts: an
+    /// MQTT 5 session gets one copy per matching subscription).
+    pub outstanding: BTreeMap<u64, u32>,
+    /// Sequences restored into the in-flight window at a resume (the catch-up skips them).
+    pub restored: BTreeSet<u64>,
+}
+
+impl Cursor {
+    /// Every message up to this sequence is done for the session.
+    fn floor(&self, reader_routed: u64) -> u64 {
+        let fed = if self.catching_up {
+            self.caught_routed
+        } else {
+            self.caught_routed.max(reader_routed)
+        };
+        match self.outstanding.keys().next() {
+            Some(first) => (first - 1).min(fed),
+            None => fed,
+        }
+    }
+}
+
+/// A kept queue entry's place in the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub shard: u32,
+    pub seq: u64,
+    pub qos: u8,
+    pub subscription_id: Option<u32>,
+    /// Sent with this packet id (in flight), or still queued.
+    pub packet_id: Option<u16>,
+}
+
+/// One local persistent session.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// The registry's session (a handed-over or replaced one no longer matches).
+    pub session_id: Option<SessionId>,
+    pub epoch: u64,
+    /// The record's KV revision this node last wrote or read (0: no record yet).
+    pub revision: u64,
+    pub data: SessionData,
+    pub connected: bool,
+    pub offline_since_ms: u64,
+    pub shards: Vec<Cursor>,
+    pub entries: BTreeMap<QueueSeq, Entry>,
+    /// Changed since the record was last written.
+    pub dirty: bool,
+}
+
+impl Tracked {
+    pub fn new(data: SessionData, shards: usize, start: &[u64]) -> Tracked {
+        Tracked {
+            session_id: None,
+            epoch: 1,
+            revision: 0,
+            data,
+            connected: true,
+            offline_since_ms: 0,
+            shards: (0..shards)
+                .map(|k| Cursor {
+                    delivered_upto: start.get(k).copied().unwrap_or(0),
+                    caught_routed: start.get(k).copied().unwrap_or(0),
+                    ..Cursor::default()
+                })
+                .collect(),
+            entries: BTreeMap::new(),
+            dirty: true,
+        }
+    }
+
+    /// The record to write, as of the readers' `positions`.
+    pub fn record(&self, owner: &str, positions: &[u64]) -> SessionRecord {
+        SessionRecord {
+            client_id: self.data.client_id.to_string(),
+            owner: owner.to_owned(),
+            epoch: self.epoch,
+            connected: self.connected,
+            offline_since_ms: self.offline_since_ms,
+            expiry_secs: self.data.expiry_secs,
+            mqtt5: self.data.mqtt5,
+            subscriptions: self
+                .data
+                .subscriptions
+                .iter()
+                .map(|(f, o)| (f.to_string(), *o))
+                .collect(),
+            floors: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(k, c)| c.floor(positions.get(k).copied().unwrap_or(0)))
+                .collect(),
+            inflight: self
+                .entries
+                .values()
+                .filter_map(|e| {
+                    Some(InflightRef {
+                        shard: e.shard,
+                        seq: e.seq,
+                        packet_id: e.packet_id?,
+                        qos: e.qos,
+                        subscription_id: e.subscription_id,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    fn add_entry(&mut self, queue_seq: QueueSeq, entry: Entry) {
+        if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
+            *cursor.outstanding.entry(entry.seq).or_insert(0) += 1;
+        }
+        self.entries.insert(queue_seq, entry);
+        self.dirty = true;
+    }
+
+    fn remove_entry(&mut self, queue_seq: QueueSeq) {
+        let Some(entry) = self.entries.remove(&queue_seq) else {
+            return;
+        };
+        if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
+            if let Some(count) = cursor.outstanding.get_mut(&entry.seq) {
+                *count -= 1;
+                if *count == 0 {
+                    cursor.outstanding.remove(&entry.seq);
+                    cursor.restored.remove(&entry.seq);
+                }
+            }
+        }
+        self.dirty = true;
+    }
+}
+
+/// Every local persistent session, by client id.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    pub sessions: HashMap<Arc<str>, Tracked>,
+}
+
+impl Tracker {
+    /// Whether the node's live reader offers message `seq` of `shard` to the session: not
+    /// while a catch-up reader feeds that shard, and never twice. Sessions not tracked (clean
+    /// ones) take everything.
+    pub fn accept_live(&mut self, client_id: &str, id: SessionId, shard: usize, seq: u64) -> bool {
+        let Some(t) = self.sessions.get_mut(client_id) else {
+            return true;
+        };
+        if t.session_id != Some(id) {
+            return false;
+        }
+        let Some(cursor) = t.shards.get_mut(shard) else {
+            return false;
+        };
+        if cursor.catching_up || seq <= cursor.delivered_upto {
+            return false;
+        }
+        cursor.delivered_upto = seq;
+        true
+    }
+
+    /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
+    /// already restored into its in-flight window, never twice).
+    pub fn accept_catch_up(&mut self, client_id: &str, shard: usize, seq: u64) -> bool {
+        let Some(cursor) = self
+            .sessions
+            .get_mut(client_id)
+            .and_then(|t| t.shards.get_mut(shard))
+        else {
+            return false;
+        };
+        if !cursor.catching_up || seq <= cursor.delivered_upto {
+            return false;
+        }
+        cursor.delivered_upto = seq;
+        !cursor.restored.contains(&seq)
+    }
+
+    /// A catch-up reader of `shard` has offered everything up to `caught_upto`: if the
+    /// node's reader has not gone past it, the session joins the live feed (`true`).
+    /// `false`: `gone` (the session left) or not yet (keep reading).
+    pub fn try_go_live(
+        &mut self,
+        client_id: &str,
+        shard: usize,
+        caught_upto: u64,
+        reader_position: u64,
+    ) -> Option<bool> {
+        let cursor = self
+            .sessions
+            .get_mut(client_id)
+            .and_then(|t| t.shards.get_mut(shard))?;
+        if !cursor.catching_up {
+            return Some(true);
+        }
+        cursor.caught_routed = cursor.caught_routed.max(caught_upto);
+        if reader_position > caught_upto.max(cursor.delivered_upto) {
+            return Some(false);
+        }
+        cursor.catching_up = false;
+        cursor.delivered_upto = cursor.delivered_upto.max(caught_upto);
+        Some(true)
+    }
+
+    /// A catch-up offered message `seq` of `shard` to the session and registered its entries.
+    pub fn caught(&mut self, client_id: &str, shard: usize, seq: u64) {
+        let Some(t) = self.sessions.get_mut(client_id) else {
+            return;
+        };
+        if let Some(c) = t.shards.get_mut(shard) {
+            c.caught_routed = c.caught_routed.max(seq);
+            t.dirty = true;
+        }
+    }
+
+    /// Queue entries made for message `seq` of `shard`.
+    pub fn kept(&mut self, shard: usize, seq: u64, queued: &[QueuedFor]) {
+        for q in queued {
+            let QueueOwner::Session(client_id) = &q.owner else {
+                continue;
+            };
+            if let Some(t) = self.sessions.get_mut(client_id) {
+                t.add_entry(
+                    q.seq,
+                    Entry {
+                        shard: shard as u32,
+                        seq,
+                        qos: q.qos as u8,
+                        subscription_id: q.subscription_id.map(|id| id.get()),
+                        packet_id: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// An entry restored into the in-flight window at a resume.
+    pub fn restored(&mut self, client_id: &str, queue_seq: QueueSeq, entry: Entry) {
+        if let Some(t) = self.sessions.get_mut(client_id) {
+            if let Some(cursor) = t.shards.get_mut(entry.shard as usize) {
+                cursor.restored.insert(entry.seq);
+            }
+            t.add_entry(queue_seq, entry);
+        }
+    }
+
+    pub fn sent(&mut self, client_id: &str, queue_seq: QueueSeq, packet_id: u16) {
+        if let Some(t) = self.sessions.get_mut(client_id) {
+            if let Some(e) = t.entries.get_mut(&queue_seq) {
+                e.packet_id = Some(packet_id);
+                t.dirty = true;
+            }
+        }
+    }
+
+    pub fn removed(&mut self, client_id: &str, queue_seq: QueueSeq) {
+        if let Some(t) = self.sessions.get_mut(client_id) {
+            t.remove_entry(queue_seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(client_id: &str) -> SessionData {
+        SessionData {
+            client_id: Arc::from(client_id),
+            subscriptions: vec![],
+            will: None,
+            expiry_secs: None,
+            mqtt5: false,
+        }
+    }
+
+    fn queued(client_id: &str, seq: QueueSeq) -> QueuedFor {
+        QueuedFor {
+            owner: QueueOwner::Session(Arc::from(client_id)),
+            seq,
+            qos: crate::protocol::QoS::AtLeastOnce,
+            retain: false,
+            subscription_id: None,
+        }
+    }
+
+    #[test]
+    fn the_floor_stays_below_the_oldest_unacknowledged_message() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 2, &[10, 0]);
+        t.session_id = Some(1);
+        tracker.sessions.insert(Arc::from("c"), t);
+        assert!(tracker.accept_live("c", 1, 0, 11));
+        tracker.kept(0, 11, &[queued("c", 100)]);
+        assert!(tracker.accept_live("c", 1, 0, 12));
+        tracker.kept(0, 12, &[queued("c", 101)]);
+        let floors = |tr: &Tracker, pos: &[u64]| tr.sessions["c"].record("n", pos).floors;
+        assert_eq!(floors(&tracker, &[20, 5]), vec![10, 5]);
+        tracker.removed("c", 101);
+        assert_eq!(floors(&tracker, &[20, 5]), vec![10, 5]);
+        tracker.removed("c", 100);
+        assert_eq!(floors(&tracker, &[20, 5]), vec![20, 5]);
+        // Never offered twice.
+        assert!(!tracker.accept_live("c", 1, 0, 12));
+        // Another session object under the same client id takes nothing.
+        assert!(!tracker.accept_live("c", 2, 0, 30));
+    }
+
+    #[test]
+    fn a_catch_up_hands_over_to_the_live_reader_without_a_gap() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[5]);
+        t.session_id = Some(1);
+        t.shards[0].catching_up = true;
+        tracker.sessions.insert(Arc::from("c"), t);
+        // The live reader is at 9 and skips the session.
+        assert!(!tracker.accept_live("c", 1, 0, 9));
+        assert!(tracker.accept_catch_up("c", 0, 6));
+        assert_eq!(tracker.try_go_live("c", 0, 6, 9), Some(false));
+        assert!(tracker.accept_catch_up("c", 0, 9));
+        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert!(!tracker.accept_live("c", 1, 0, 9));
+        assert!(tracker.accept_live("c", 1, 0, 10));
+        assert_eq!(tracker.try_go_live("gone", 0, 9, 9), None);
+    }
+
+    #[test]
+    fn restored_in_flight_messages_are_not_offered_again_and_count_until_acknowledged() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[3]);
+        t.shards[0].catching_up = true;
+        tracker.sessions.insert(Arc::from("c"), t);
+        let entry = Entry {
+            shard: 0,
+            seq: 4,
+            qos: 1,
+            subscription_id: None,
+            packet_id: Some(7),
+        };
+        tracker.restored("c", 50, entry);
+        assert!(!tracker.accept_catch_up("c", 0, 4));
+        assert!(tracker.accept_catch_up("c", 0, 5));
+        let record = tracker.sessions["c"].record("n", &[5]);
+        assert_eq!(record.floors, vec![3]);
+        assert_eq!(record.inflight.len(), 1);
+        assert_eq!(record.inflight[0].packet_id, 7);
+    }
+}
