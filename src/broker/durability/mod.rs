@@ -449,6 +449,9 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Durability>> {
             let store = RedbStore::open(directory.clone(), config.limits.store_limit_bytes).await?;
             Ok(Arc::new(store))
         }
+        (Persistence::JetStream(_), _) => {
+            anyhow::bail!("the JetStream engine is not built in this version")
+        }
         _ => Ok(Arc::new(MemoryOnly::default())),
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod console;
 mod delivery;
 mod destinations;
 mod extension;
+mod jetstream;
 mod jaas_plugin;
 mod names;
 mod plugins;
