@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod broker;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod control;

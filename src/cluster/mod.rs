@@ -1,0 +1,3 @@
+//! The cluster engine: ferromq nodes over NATS JetStream (docs/cluster.md).
+
+pub mod probe;
