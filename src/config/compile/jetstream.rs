@@ -186,10 +186,13 @@ fn settings(ctx: &mut Ctx<'_>, element: &Element) -> JetStreamSettings {
     }
     for child in &element.children {
         ctx.mark_subtree(child);
-        ctx.push(Diagnostic::error(
-            child.span.clone(),
-            format!("<{}> takes no elements, only attributes", SHOWN),
-        ));
+        ctx.push(
+            Diagnostic::error(
+                child.span.clone(),
+                format!("<{}> takes no elements, only attributes", SHOWN),
+            )
+            .with_hint("name the NATS servers in servers=\"nats://a:4222,nats://b:4222\""),
+        );
     }
     if !seen.contains("servers") {
         ctx.push(
