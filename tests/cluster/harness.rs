@@ -112,3 +112,19 @@ fn node_xml_is_a_cluster_node_configuration() {
     assert_eq!(js.servers, urls);
     assert_eq!(js.replicas, 3);
 }
+
+#[test]
+fn debians_nats_server_2_9_is_refused() {
+    use crate::support::nats::{version_of, MIN_VERSION};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = dir.path().join("nats-server");
+    std::fs::write(&fake, "#!/bin/sh\necho 'nats-server: v2.9.10'\n").expect("write");
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let version = version_of(&fake).expect("a version");
+    assert_eq!(version, (2, 9));
+    assert!(version < MIN_VERSION);
+    if let Some(found) = crate::support::nats::nats_server_binary() {
+        assert!(version_of(&found).is_some_and(|v| v >= MIN_VERSION));
+    }
+}
