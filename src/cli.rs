@@ -474,7 +474,8 @@ fn check(args: CheckArgs) -> ExitCode {
                         found.extend(runtime.block_on(crate::broker::preflight::try_bind(config)))
                     }
                     if args.online {
-                        found.extend(runtime.block_on(crate::broker::preflight::try_online(config)));
+                        found
+                            .extend(runtime.block_on(crate::broker::preflight::try_online(config)));
                         found.extend(runtime.block_on(crate::cluster::probe::check(config)));
                     }
                 }

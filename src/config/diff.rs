@@ -738,4 +738,3 @@ fn describe_persistence(p: &Persistence) -> String {
         ),
     }
 }
-

@@ -54,7 +54,11 @@ fn value_position(xml: &str, attr_and_value: &str) -> (u32, u32) {
 #[test]
 fn every_attribute_compiles_to_the_settings() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("node.creds"), "-----BEGIN NATS USER JWT-----\n").expect("creds");
+    std::fs::write(
+        dir.path().join("node.creds"),
+        "-----BEGIN NATS USER JWT-----\n",
+    )
+    .expect("creds");
     let xml = cluster_xml(
         "",
         r#"<fmq:jetStream servers="nats://10.0.0.1:4222, tls://nats2.example ,nats://[::1]:5222" replicas="5" messageShards="16" maxOfflineAge="2d" storeTimeout="1500ms" quorumLossTimeout="3s" heartbeatInterval="250" nodeTimeout="1m" credentials="node.creds"/>"#,
@@ -118,7 +122,12 @@ fn defaults_and_a_placeholder_password() {
     assert_eq!((js.replicas, js.message_shards), (3, 8));
     assert_eq!(js.max_offline_age_ms, 7 * 86_400_000);
     assert_eq!(
-        (js.store_timeout_ms, js.quorum_loss_timeout_ms, js.heartbeat_interval_ms, js.node_timeout_ms),
+        (
+            js.store_timeout_ms,
+            js.quorum_loss_timeout_ms,
+            js.heartbeat_interval_ms,
+            js.node_timeout_ms
+        ),
         (5000, 5000, 1000, 10_000)
     );
     let shown = format!("{config:?}");
@@ -137,26 +146,126 @@ fn mistakes_are_errors_at_their_position_with_a_hint() {
     let servers = r#"servers="nats://127.0.0.1:4222""#;
     // (broker attributes, adapter, message, where: Ok(needle at start) / Err(attr="value))
     let cases: Vec<(&str, String, &str, Result<&str, &str>)> = vec![
-        ("", r#"<fmq:jetStream replicas="3"/>"#.into(), "names no NATS servers", Ok("<fmq:jetStream")),
-        ("", r#"<fmq:jetStream servers=" , "/>"#.into(), "servers is empty", Err(r#"servers=" ,"#)),
-        ("", r#"<fmq:jetStream servers="http://h:4222"/>"#.into(), "has scheme `http`", Err(r#"servers="http"#)),
-        ("", r#"<fmq:jetStream servers="h:4222"/>"#.into(), "has no scheme", Err(r#"servers="h:"#)),
-        ("", r#"<fmq:jetStream servers="nats://h:99999"/>"#.into(), "not a port from 1 to 65535", Err(r#"servers="nats"#)),
-        ("", r#"<fmq:jetStream servers="nats://:4222"/>"#.into(), "has no valid host", Err(r#"servers="nats"#)),
-        ("", format!(r#"<fmq:jetStream {servers} replicas="6"/>"#), "replicas must be from 1 to 5, not 6", Err(r#"replicas="6"#)),
-        ("", format!(r#"<fmq:jetStream {servers} replicas="three"/>"#), "replicas must be a whole number", Err(r#"replicas="t"#)),
-        ("", format!(r#"<fmq:jetStream {servers} messageShards="0"/>"#), "messageShards must be from 1 to 64, not 0", Err(r#"messageShards="0"#)),
-        ("", format!(r#"<fmq:jetStream {servers} messageShards="65"/>"#), "messageShards must be from 1 to 64, not 65", Err(r#"messageShards="65"#)),
-        ("", format!(r#"<fmq:jetStream {servers} storeTimeout="5 sec"/>"#), "storeTimeout `5 sec` is not a duration", Err(r#"storeTimeout="5"#)),
-        ("", format!(r#"<fmq:jetStream {servers} maxOfflineAge="0d"/>"#), "maxOfflineAge must be longer than 0", Err(r#"maxOfflineAge="0"#)),
-        ("", format!(r#"<fmq:jetStream {servers} heartbeatInterval="20s"/>"#), "nodeTimeout (10000 ms) is not longer than heartbeatInterval", Err(r#"heartbeatInterval="2"#)),
-        ("", format!(r#"<fmq:jetStream {servers} credentials="missing.creds"/>"#), "missing.creds does not exist", Err(r#"credentials="m"#)),
-        ("", format!(r#"<fmq:jetStream {servers} user="fmq"/>"#), "user without password", Ok(r#"user="#)),
-        ("", format!(r#"<fmq:jetStream {servers} partitionPolicy="fail-fast"/>"#), "unknown attribute `partitionPolicy` on <ferromq:jetStream>", Ok("partitionPolicy")),
-        ("", format!(r#"<fmq:jetStream {servers}><fmq:server/></fmq:jetStream>"#), "takes no elements", Ok("<fmq:server")),
-        ("", format!(r#"<kahaDB directory="kaha"/><fmq:jetStream {servers}/>"#), "<kahaDB> beside <ferromq:jetStream>: a broker has exactly one store", Ok("<kahaDB")),
-        ("", format!(r#"<fmq:jetStream {servers}/><fmq:jetStream {servers}/>"#), "a second <ferromq:jetStream>", Ok("<fmq:jetStream/>")),
-        (r#"persistent="false""#, format!(r#"<fmq:jetStream {servers}/>"#), "clustering needs persistence", Err(r#"persistent="f"#)),
+        (
+            "",
+            r#"<fmq:jetStream replicas="3"/>"#.into(),
+            "names no NATS servers",
+            Ok("<fmq:jetStream"),
+        ),
+        (
+            "",
+            r#"<fmq:jetStream servers=" , "/>"#.into(),
+            "servers is empty",
+            Err(r#"servers=" ,"#),
+        ),
+        (
+            "",
+            r#"<fmq:jetStream servers="http://h:4222"/>"#.into(),
+            "has scheme `http`",
+            Err(r#"servers="http"#),
+        ),
+        (
+            "",
+            r#"<fmq:jetStream servers="h:4222"/>"#.into(),
+            "has no scheme",
+            Err(r#"servers="h:"#),
+        ),
+        (
+            "",
+            r#"<fmq:jetStream servers="nats://h:99999"/>"#.into(),
+            "not a port from 1 to 65535",
+            Err(r#"servers="nats"#),
+        ),
+        (
+            "",
+            r#"<fmq:jetStream servers="nats://:4222"/>"#.into(),
+            "has no valid host",
+            Err(r#"servers="nats"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} replicas="6"/>"#),
+            "replicas must be from 1 to 5, not 6",
+            Err(r#"replicas="6"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} replicas="three"/>"#),
+            "replicas must be a whole number",
+            Err(r#"replicas="t"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} messageShards="0"/>"#),
+            "messageShards must be from 1 to 64, not 0",
+            Err(r#"messageShards="0"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} messageShards="65"/>"#),
+            "messageShards must be from 1 to 64, not 65",
+            Err(r#"messageShards="65"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} storeTimeout="5 sec"/>"#),
+            "storeTimeout `5 sec` is not a duration",
+            Err(r#"storeTimeout="5"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} maxOfflineAge="0d"/>"#),
+            "maxOfflineAge must be longer than 0",
+            Err(r#"maxOfflineAge="0"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} heartbeatInterval="20s"/>"#),
+            "nodeTimeout (10000 ms) is not longer than heartbeatInterval",
+            Err(r#"heartbeatInterval="2"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} credentials="missing.creds"/>"#),
+            "missing.creds does not exist",
+            Err(r#"credentials="m"#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} user="fmq"/>"#),
+            "user without password",
+            Ok(r#"user="#),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers} partitionPolicy="fail-fast"/>"#),
+            "unknown attribute `partitionPolicy` on <ferromq:jetStream>",
+            Ok("partitionPolicy"),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers}><fmq:server/></fmq:jetStream>"#),
+            "takes no elements",
+            Ok("<fmq:server"),
+        ),
+        (
+            "",
+            format!(r#"<kahaDB directory="kaha"/><fmq:jetStream {servers}/>"#),
+            "<kahaDB> beside <ferromq:jetStream>: a broker has exactly one store",
+            Ok("<kahaDB"),
+        ),
+        (
+            "",
+            format!(r#"<fmq:jetStream {servers}/><fmq:jetStream {servers}/>"#),
+            "a second <ferromq:jetStream>",
+            Ok("<fmq:jetStream/>"),
+        ),
+        (
+            r#"persistent="false""#,
+            format!(r#"<fmq:jetStream {servers}/>"#),
+            "clustering needs persistence",
+            Err(r#"persistent="f"#),
+        ),
     ];
     for (broker_attrs, adapter, message, place) in cases {
         let xml = cluster_xml(broker_attrs, &adapter);
@@ -177,7 +286,12 @@ fn mistakes_are_errors_at_their_position_with_a_hint() {
             Ok(needle) => position(&xml, needle),
             Err(attr_and_value) => value_position(&xml, attr_and_value),
         };
-        assert_eq!((span.line, span.col), expected, "{message}: {}", loaded.diagnostics);
+        assert_eq!(
+            (span.line, span.col),
+            expected,
+            "{message}: {}",
+            loaded.diagnostics
+        );
         assert!(span.file.ends_with("activemq.xml"));
         assert!(found.hint.is_some(), "{message} has no hint");
         assert!(loaded.config.is_none() || loaded.diagnostics.has_errors());
@@ -196,7 +310,10 @@ fn a_misspelt_attribute_gets_a_suggestion_and_a_misplaced_element_is_pointed_hom
         .errors()
         .find(|d| d.message.contains("unknown attribute `replica`"))
         .expect("unknown attribute");
-    assert!(d.hint.as_deref().is_some_and(|h| h.contains("replicas")), "{d:?}");
+    assert!(
+        d.hint.as_deref().is_some_and(|h| h.contains("replicas")),
+        "{d:?}"
+    );
 
     let xml = cluster_xml("", "").replace(
         "    <persistenceAdapter>",
@@ -206,7 +323,10 @@ fn a_misspelt_attribute_gets_a_suggestion_and_a_misplaced_element_is_pointed_hom
     let d = loaded
         .diagnostics
         .errors()
-        .find(|d| d.message.contains("unknown ferromq element <ferromq:jetStream> in <broker>"))
+        .find(|d| {
+            d.message
+                .contains("unknown ferromq element <ferromq:jetStream> in <broker>")
+        })
         .unwrap_or_else(|| panic!("{}", loaded.diagnostics));
     assert_eq!(
         d.hint.as_deref(),
@@ -227,7 +347,10 @@ fn broker_name_localhost_is_a_warning_at_its_value() {
         .find(|d| d.message.contains("brokerName `localhost`"))
         .unwrap_or_else(|| panic!("{}", loaded.diagnostics));
     let span = warning.span.as_ref().expect("position");
-    assert_eq!((span.line, span.col), value_position(&xml, r#"brokerName="l"#));
+    assert_eq!(
+        (span.line, span.col),
+        value_position(&xml, r#"brokerName="l"#)
+    );
     // Left out, the name is ActiveMQ's default `localhost`: the warning points at <broker>.
     let xml = cluster_xml("", adapter).replace(r#" brokerName="n1""#, "");
     let loaded = load_in(dir.path(), &xml);
@@ -244,7 +367,13 @@ fn broker_name_localhost_is_a_warning_at_its_value() {
 fn ferromq(args: &[&std::ffi::OsStr]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
     command.args(args);
-    for var in ["ACTIVEMQ_BASE", "ACTIVEMQ_CONF", "ACTIVEMQ_DATA", "ACTIVEMQ_HOME", "RUST_LOG"] {
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
         command.env_remove(var);
     }
     command.output().expect("run ferromq")
@@ -280,7 +409,12 @@ fn check_reports_the_cluster_node() {
         text.contains("store: cluster node `n1` over NATS JetStream at nats://10.0.0.1:4222, nats://10.0.0.2:4222"),
         "{text}"
     );
-    assert!(text.contains("replicas 3, message shards 4, messages kept 604800000 ms, store timeout 5000 ms"), "{text}");
+    assert!(
+        text.contains(
+            "replicas 3, message shards 4, messages kept 604800000 ms, store timeout 5000 ms"
+        ),
+        "{text}"
+    );
     assert!(text.contains("heartbeat every 1000 ms, node dead after 10000 ms, quorum lost after 5000 ms; login: user fmq"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     let (ok, json) = check(&file, &["--format", "json"]);
@@ -295,8 +429,11 @@ fn check_reports_the_cluster_node() {
     assert!(!json.contains("s3cret"), "{json}");
 
     // An error exits 1 and is printed with its position.
-    std::fs::write(&file, cluster_xml("", r#"<fmq:jetStream servers="nats://h" replicas="0"/>"#))
-        .expect("write");
+    std::fs::write(
+        &file,
+        cluster_xml("", r#"<fmq:jetStream servers="nats://h" replicas="0"/>"#),
+    )
+    .expect("write");
     let (ok, text) = check(&file, &[]);
     assert!(!ok);
     let at = format!("{}:4:", file.display());
@@ -329,11 +466,18 @@ fn the_schema_accepts_the_element_in_a_persistence_adapter_and_checks_its_values
     )
     .expect("write");
     let Some(out) = xmllint(&file) else {
-        assert!(std::env::var_os("CI").is_none(), "xmllint is missing under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "xmllint is missing under CI"
+        );
         println!("skipped: xmllint not found (install libxml2-utils)");
         return;
     };
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(
         &file,
         cluster_xml(

@@ -67,15 +67,26 @@ async fn three_servers_survive_a_kill_and_take_the_server_back() {
 
     nats.kill(2);
     assert_eq!(nats.pid(2), None);
-    assert_eq!(http_status(nats.server(2).http_port, "/healthz"), None, "killed");
-    assert!(jetstream_works(&nats, 0).await, "two of three keep the quorum");
+    assert_eq!(
+        http_status(nats.server(2).http_port, "/healthz"),
+        None,
+        "killed"
+    );
+    assert!(
+        jetstream_works(&nats, 0).await,
+        "two of three keep the quorum"
+    );
     put_eventually(&kv, "k", "during").await;
 
     nats.restart(2).await;
     let new_pid = nats.pid(2).expect("restarted");
     assert_ne!(new_pid, pids[2]);
     for i in 0..3 {
-        assert_eq!(http_status(nats.server(i).http_port, "/healthz"), Some(200), "{i}");
+        assert_eq!(
+            http_status(nats.server(i).http_port, "/healthz"),
+            Some(200),
+            "{i}"
+        );
         assert!(jetstream_works(&nats, i).await, "server {i}");
     }
     let entry = kv.get("k").await.expect("get").expect("the value");
@@ -99,7 +110,10 @@ async fn three_servers_survive_a_kill_and_take_the_server_back() {
 #[test]
 fn node_xml_is_a_cluster_node_configuration() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let urls = vec!["nats://127.0.0.1:4222".to_owned(), "nats://127.0.0.1:4223".to_owned()];
+    let urls = vec![
+        "nats://127.0.0.1:4222".to_owned(),
+        "nats://127.0.0.1:4223".to_owned(),
+    ];
     let xml = node_xml("node-7", 1889, &urls, dir.path());
     let file = dir.path().join("activemq.xml");
     std::fs::write(&file, xml).expect("write");
@@ -127,4 +141,35 @@ fn debians_nats_server_2_9_is_refused() {
     if let Some(found) = crate::support::nats::nats_server_binary() {
         assert!(version_of(&found).is_some_and(|v| v >= MIN_VERSION));
     }
+}
+
+/// The node harness on a single-node broker (the cluster engine is not needed to test it):
+/// spawn waits until MQTT accepts, pause/resume keep the process, SIGTERM ends it cleanly,
+/// SIGKILL ends it at once.
+#[test]
+fn ferromq_nodes_start_serve_pause_and_stop_by_pid() {
+    use crate::support::cluster_nodes::FerromqNode;
+    use crate::support::xml::BrokerXml;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::free_port();
+    let file = dir.path().join("activemq.xml");
+    BrokerXml::new().mqtt(port, &[]).write(&file);
+
+    let mut node = FerromqNode::spawn(&file);
+    assert_eq!(node.mqtt_port, port);
+    let pid = node.pid().expect("running");
+    assert!(std::net::TcpStream::connect(node.mqtt_addr()).is_ok());
+    node.pause();
+    assert_eq!(node.try_exit_status(), None, "a paused node is still there");
+    node.resume();
+    let status = node.terminate().expect("exit status");
+    assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
+    assert_eq!(node.pid(), None);
+
+    let mut node = FerromqNode::spawn(&file);
+    assert_ne!(node.pid(), Some(pid));
+    node.kill();
+    assert_eq!(node.pid(), None);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }

@@ -21,7 +21,10 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
     assert!(report.jetstream);
     assert_eq!(report.cluster_size, 3, "{report:?}");
     assert_eq!(report.cluster_name.as_deref(), Some("fmq-test"));
-    assert!(["n1", "n2", "n3"].contains(&report.server_name.as_str()), "{report:?}");
+    assert!(
+        ["n1", "n2", "n3"].contains(&report.server_name.as_str()),
+        "{report:?}"
+    );
     assert!(report.replicas_fit());
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -48,7 +51,10 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
     // Five copies cannot be placed on three servers.
     std::fs::write(
         &file,
-        cluster_xml("", &format!(r#"<fmq:jetStream servers="{servers_attr}" replicas="5"/>"#)),
+        cluster_xml(
+            "",
+            &format!(r#"<fmq:jetStream servers="{servers_attr}" replicas="5"/>"#),
+        ),
     )
     .expect("write");
     let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
@@ -59,7 +65,10 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
         text.contains("error: replicas=\"5\" but the NATS cluster has 3 server(s)"),
         "{text}"
     );
-    assert!(text.contains("hint: lower replicas to the number of NATS servers"), "{text}");
+    assert!(
+        text.contains("hint: lower replicas to the number of NATS servers"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -71,15 +80,21 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
     let err = probe(&JetStreamSettings::with_servers(vec![url.clone()]))
         .await
         .expect_err("nothing listens");
-    assert!(started.elapsed() < std::time::Duration::from_secs(7), "bounded");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(7),
+        "bounded"
+    );
     assert!(
         matches!(&err, ProbeError::Connect { servers, .. } | ProbeError::Timeout { servers } if servers == &url),
         "{err:?}"
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("activemq.xml");
-    std::fs::write(&file, cluster_xml("", &format!(r#"<fmq:jetStream servers="{url}"/>"#)))
-        .expect("write");
+    std::fs::write(
+        &file,
+        cluster_xml("", &format!(r#"<fmq:jetStream servers="{url}"/>"#)),
+    )
+    .expect("write");
     let (ok, text) = tokio::task::spawn_blocking({
         let file = file.clone();
         move || check(&file, &["--online"])
@@ -89,7 +104,8 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
     assert!(!ok, "{text}");
     let at = format!("{}:4:7: error: ", file.display());
     assert!(
-        text.lines().any(|l| l.starts_with(&at) && l.contains(&format!("NATS at {url}"))),
+        text.lines()
+            .any(|l| l.starts_with(&at) && l.contains(&format!("NATS at {url}"))),
         "{text}"
     );
     assert!(text.contains("hint: start the NATS servers"), "{text}");

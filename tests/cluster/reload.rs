@@ -21,7 +21,10 @@ fn load(xml: &str) -> config::Config {
 }
 
 fn jetstream(attrs: &str) -> String {
-    cluster_xml("", &format!(r#"<fmq:jetStream servers="nats://127.0.0.1:4222" {attrs}/>"#))
+    cluster_xml(
+        "",
+        &format!(r#"<fmq:jetStream servers="nats://127.0.0.1:4222" {attrs}/>"#),
+    )
 }
 
 #[test]
@@ -29,9 +32,18 @@ fn every_jetstream_change_needs_a_restart_and_the_password_never_shows() {
     let running = load(&jetstream(r#"user="fmq" password="old-secret""#));
     assert!(diff(&running, &running).is_empty());
     for (attrs, needle) in [
-        (r#"user="fmq" password="old-secret" replicas="1""#, "replicas 1"),
-        (r#"user="fmq" password="old-secret" messageShards="2""#, "messageShards 2"),
-        (r#"user="fmq" password="old-secret" storeTimeout="9s""#, "storeTimeout 9000 ms"),
+        (
+            r#"user="fmq" password="old-secret" replicas="1""#,
+            "replicas 1",
+        ),
+        (
+            r#"user="fmq" password="old-secret" messageShards="2""#,
+            "messageShards 2",
+        ),
+        (
+            r#"user="fmq" password="old-secret" storeTimeout="9s""#,
+            "storeTimeout 9000 ms",
+        ),
         (r#"user="other" password="old-secret""#, "user other"),
         (r#"user="fmq" password="new-secret""#, "(another password)"),
     ] {
@@ -41,7 +53,10 @@ fn every_jetstream_change_needs_a_restart_and_the_password_never_shows() {
         assert_eq!(change.name, "persistenceAdapter");
         let text = change.to_string();
         assert!(text.contains(needle), "{text}");
-        assert!(text.ends_with("needs a restart; kept the running value"), "{text}");
+        assert!(
+            text.ends_with("needs a restart; kept the running value"),
+            "{text}"
+        );
         assert!(!text.contains("secret"), "{text}");
         assert!(!d.has_runtime_changes(), "{attrs}");
     }
@@ -50,7 +65,10 @@ fn every_jetstream_change_needs_a_restart_and_the_password_never_shows() {
 #[test]
 fn kahadb_and_jetstream_swapped_either_way_need_a_restart() {
     let cluster = load(&jetstream(""));
-    let kaha = load(&cluster_xml("", r#"<kahaDB directory="/var/lib/ferromq/kaha"/>"#));
+    let kaha = load(&cluster_xml(
+        "",
+        r#"<kahaDB directory="/var/lib/ferromq/kaha"/>"#,
+    ));
     for (running, new) in [(&kaha, &cluster), (&cluster, &kaha)] {
         let d = diff(running, new);
         assert_eq!(d.restart_needed.len(), 1, "{d:?}");
@@ -61,7 +79,9 @@ fn kahadb_and_jetstream_swapped_either_way_need_a_restart() {
     }
     let d = diff(&kaha, &cluster);
     assert_eq!(d.restart_needed[0].running, "kahaDB /var/lib/ferromq/kaha");
-    assert!(d.restart_needed[0].requested.starts_with("jetStream nats://127.0.0.1:4222 (replicas 3"));
+    assert!(d.restart_needed[0]
+        .requested
+        .starts_with("jetStream nats://127.0.0.1:4222 (replicas 3"));
 }
 
 #[tokio::test]
@@ -82,14 +102,19 @@ async fn the_reloader_keeps_the_running_store_and_applies_the_rest() {
     std::fs::write(&file, edited).expect("write");
     handle.request();
     let (config, d) = next_apply(&mut applied).await;
-    assert!(matches!(config.persistence, Persistence::Durable { .. }), "{:?}", config.persistence);
+    assert!(
+        matches!(config.persistence, Persistence::Durable { .. }),
+        "{:?}",
+        config.persistence
+    );
     assert_eq!(config.persistence, running.persistence);
     assert_eq!(config.listeners.len(), 2);
     assert_eq!(d.listeners_added, vec!["mqtt2".to_owned()]);
     assert_eq!(d.restart_needed[0].name, "persistenceAdapter");
     let text = logs.text();
     assert!(
-        text.contains("persistenceAdapter changed from kahaDB") && text.contains("to jetStream nats://127.0.0.1:4222")
+        text.contains("persistenceAdapter changed from kahaDB")
+            && text.contains("to jetStream nats://127.0.0.1:4222")
             && text.contains("needs a restart; kept the running value"),
         "{text}"
     );

@@ -3,7 +3,8 @@
 //! faults by pid (SIGKILL, SIGTERM, SIGSTOP/SIGCONT). [`node_xml`] writes a node's minimal
 //! configuration over a NATS cluster.
 //!
-//! Self-contained (std, rustix), so that an example can include it with `#[path]`; the binary
+//! Self-contained (std, rustix), so that an example can include it (`#[allow(dead_code)]
+//! #[path = "../tests/support/cluster_nodes.rs"] mod cluster_nodes;`); the binary
 //! is `CARGO_BIN_EXE_ferromq` in integration tests, else `FERROMQ_BIN`, else the `ferromq`
 //! beside the running executable's directory (`target/debug/examples/x` ->
 //! `target/debug/ferromq`).
@@ -121,7 +122,10 @@ impl FerromqNode {
         let deadline = Instant::now() + NODE_READY_WITHIN;
         loop {
             if let Some(status) = self.try_exit_status() {
-                panic!("ferromq on {} exited before serving: {status}", self.config.display());
+                panic!(
+                    "ferromq on {} exited before serving: {status}",
+                    self.config.display()
+                );
             }
             if TcpStream::connect_timeout(&self.mqtt_addr(), Duration::from_millis(200)).is_ok() {
                 return;
@@ -138,7 +142,9 @@ impl FerromqNode {
 
     /// The exit status, once the process has exited (reaped then).
     pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Wait for the process to exit by itself, at most `within`.

@@ -9,7 +9,7 @@
 //! directory, then `PATH`, refusing older versions.
 //!
 //! Self-contained (std, tokio, async-nats, rustix, tempfile), so that a chaos example can
-//! include it with `#[path]`.
+//! include it: `#[allow(dead_code)] #[path = "../tests/support/nats.rs"] mod nats;`.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -67,7 +67,10 @@ fn find_binary() -> Option<PathBuf> {
 
 fn python_scripts_dir() -> Option<PathBuf> {
     let out = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .stderr(Stdio::null())
         .output()
         .ok()?;
@@ -256,13 +259,17 @@ impl NatsCluster {
             .collect();
         for &i in &running {
             loop {
-                if healthz(self.servers[i].http_port).await && jetstream_answers(&self.servers[i]).await {
+                if healthz(self.servers[i].http_port).await
+                    && jetstream_answers(&self.servers[i]).await
+                {
                     break;
                 }
                 if Instant::now() > deadline {
                     let logs: Vec<String> = running
                         .iter()
-                        .map(|j| format!("--- {} ---\n{}", self.servers[*j].name, tail(&self.log(*j))))
+                        .map(|j| {
+                            format!("--- {} ---\n{}", self.servers[*j].name, tail(&self.log(*j)))
+                        })
                         .collect();
                     panic!(
                         "NATS cluster not ready within {READY_WITHIN:?} ({} not healthy)\n{}",

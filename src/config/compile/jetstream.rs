@@ -89,8 +89,7 @@ pub(super) fn persistence(
                 adapter.span.clone(),
                 format!(
                     "<{}> beside <{}>: a broker has exactly one store",
-                    adapter.name,
-                    SHOWN
+                    adapter.name, SHOWN
                 ),
             )
             .with_hint(format!(
@@ -213,8 +212,7 @@ fn settings(ctx: &mut Ctx<'_>, element: &Element) -> JetStreamSettings {
 /// `user` and `password` go together; `credentials` replaces both.
 fn login_rules(ctx: &mut Ctx<'_>, element: &Element, settings: &JetStreamSettings) {
     let at = |name: &str| element.attr(name).map(|a| a.span.clone());
-    if settings.credentials.is_some() && (settings.user.is_some() || settings.password.is_some())
-    {
+    if settings.credentials.is_some() && (settings.user.is_some() || settings.password.is_some()) {
         ctx.push(
             Diagnostic::error(
                 at("user").or_else(|| at("password")),
@@ -229,8 +227,9 @@ fn login_rules(ctx: &mut Ctx<'_>, element: &Element, settings: &JetStreamSetting
             ("password", "user")
         };
         ctx.push(
-            Diagnostic::error(at(present), format!("{present} without {missing}"))
-                .with_hint(format!("add {missing}=\"...\" (a ${{placeholder}} keeps it out of the file)")),
+            Diagnostic::error(at(present), format!("{present} without {missing}")).with_hint(
+                format!("add {missing}=\"...\" (a ${{placeholder}} keeps it out of the file)"),
+            ),
         );
     }
 }
@@ -299,7 +298,9 @@ pub(crate) fn parse_server_url(text: &str) -> Result<String, String> {
     };
     let scheme = scheme.to_ascii_lowercase();
     if scheme != "nats" && scheme != "tls" {
-        return Err(format!("has scheme `{scheme}`; NATS speaks nats:// or tls://"));
+        return Err(format!(
+            "has scheme `{scheme}`; NATS speaks nats:// or tls://"
+        ));
     }
     if rest.contains('@') {
         return Err("carries a login: use the user and password attributes instead".into());
@@ -416,7 +417,10 @@ fn credentials(ctx: &mut Ctx<'_>, attr: &Attr) -> Option<std::path::PathBuf> {
     if !path.is_file() {
         ctx.value_error(
             attr,
-            format!("the NATS credentials file {} does not exist", path.display()),
+            format!(
+                "the NATS credentials file {} does not exist",
+                path.display()
+            ),
             "relative paths are relative to the configuration file's directory",
         );
         return None;
@@ -424,7 +428,6 @@ fn credentials(ctx: &mut Ctx<'_>, attr: &Attr) -> Option<std::path::PathBuf> {
     ctx.read_file(&path);
     Some(path)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -488,6 +491,9 @@ mod tests {
             serde_json::to_string(&Persistence::JetStream(settings.clone())).unwrap_or_default()
         );
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("<redacted>") && shown.contains("user fmq"), "{shown}");
+        assert!(
+            shown.contains("<redacted>") && shown.contains("user fmq"),
+            "{shown}"
+        );
     }
 }
