@@ -230,7 +230,8 @@ pub struct CheckArgs {
     #[arg(long)]
     pub bind: bool,
     /// Also contact the LDAP servers the configuration names: bind as the connection user and
-    /// load the LDAP authorization map (without it, check contacts nothing remote).
+    /// load the LDAP authorization map; and the NATS servers of `<ferromq:jetStream>`: connect,
+    /// ask JetStream, count the cluster's servers (without it, check contacts nothing remote).
     #[arg(long)]
     pub online: bool,
     #[command(flatten)]
@@ -473,7 +474,9 @@ fn check(args: CheckArgs) -> ExitCode {
                         found.extend(runtime.block_on(crate::broker::preflight::try_bind(config)))
                     }
                     if args.online {
-                        found.extend(runtime.block_on(crate::broker::preflight::try_online(config)))
+                        found
+                            .extend(runtime.block_on(crate::broker::preflight::try_online(config)));
+                        found.extend(runtime.block_on(crate::cluster::probe::check(config)));
                     }
                 }
                 Err(e) => found.push(config::Diagnostic::error(

@@ -1,1 +1,180 @@
-//! `ferromq check --online`: does the configured NATS answer, with JetStream on?
+//! `ferromq check --online` for a cluster node: connect to the NATS servers of
+//! `<ferromq:jetStream>` the way the node would (same URLs, same login) and tell whether the
+//! node could start there: which server answered, whether JetStream is on for the account,
+//! how many servers the NATS cluster has, and whether `replicas` fits in it.
+//!
+//! The probe only reads: it creates no stream, bucket or consumer, so it is safe against a
+//! production cluster.
+
+use std::time::Duration;
+
+use crate::config::model::{Config, JetStreamSettings, Persistence};
+use crate::config::Diagnostic;
+
+/// The longest the whole probe (connect, then the JetStream account request) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the NATS side looks like from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// The server that accepted the connection: `host:port` as it announces itself.
+    pub connected_server: String,
+    /// Its `server_name` (the `-n`/`server_name` of its configuration) and version.
+    pub server_name: String,
+    pub version: String,
+    /// The server runs JetStream and the account may use it (`$JS.API.INFO` answered).
+    pub jetstream: bool,
+    /// The NATS cluster's name; `None` for a server that is not clustered.
+    pub cluster_name: Option<String>,
+    /// Servers in the cluster, counted from the client URLs the server advertises (the
+    /// server itself included); 1 for a server that is not clustered.
+    pub cluster_size: usize,
+    /// `replicas` of the configuration.
+    pub replicas: usize,
+}
+
+impl ProbeReport {
+    /// Whether every stream and bucket can have its `replicas` copies on distinct servers.
+    pub fn replicas_fit(&self) -> bool {
+        self.replicas <= self.cluster_size
+    }
+}
+
+/// Why the node could not use the servers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// No server accepted a connection (refused, unreachable, TLS, DNS, login).
+    #[error("cannot connect to NATS at {servers}: {reason}")]
+    Connect { servers: String, reason: String },
+    /// Nothing answered within [`PROBE_TIMEOUT`].
+    #[error("NATS at {servers} did not answer within {} s", PROBE_TIMEOUT.as_secs())]
+    Timeout { servers: String },
+    /// The `credentials` file could not be read.
+    #[error("cannot read the NATS credentials file {path}: {reason}")]
+    Credentials { path: String, reason: String },
+    /// Connected, but JetStream is off on the server or for the account.
+    #[error("NATS server {server} does not offer JetStream to this account: {reason}")]
+    NoJetStream { server: String, reason: String },
+}
+
+impl ProbeError {
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ProbeError::Connect { .. } | ProbeError::Timeout { .. } => {
+                "start the NATS servers (nats-server 2.10 or later with JetStream), or fix \
+                 `servers`: the node connects to them, the check uses the same addresses and login"
+            }
+            ProbeError::Credentials { .. } => {
+                "`credentials` names a .creds file as `nsc generate creds` writes it"
+            }
+            ProbeError::NoJetStream { .. } => {
+                "enable JetStream on every NATS server (`jetstream { store_dir: ... }` or `-js`) \
+                 and for the account ferromq logs in with"
+            }
+        }
+    }
+}
+
+/// Connect to `settings.servers` (at most [`PROBE_TIMEOUT`]) and look at the cluster.
+pub async fn probe(settings: &JetStreamSettings) -> Result<ProbeReport, ProbeError> {
+    let servers = settings.servers.join(",");
+    match tokio::time::timeout(PROBE_TIMEOUT, probe_unbounded(settings)).await {
+        Ok(result) => result,
+        Err(_) => Err(ProbeError::Timeout { servers }),
+    }
+}
+
+async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, ProbeError> {
+    let servers = settings.servers.join(",");
+    let mut options = async_nats::ConnectOptions::new()
+        .name("ferromq check --online")
+        .connection_timeout(PROBE_TIMEOUT)
+        .max_reconnects(Some(0));
+    if let Some(path) = &settings.credentials {
+        options = options
+            .credentials_file(path)
+            .await
+            .map_err(|e| ProbeError::Credentials {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let client = options
+        .connect(settings.servers.as_slice())
+        .await
+        .map_err(|e| ProbeError::Connect {
+            servers: servers.clone(),
+            reason: e.to_string(),
+        })?;
+    let info = client.server_info();
+    let connected_server = format!("{}:{}", info.host, info.port);
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let account = jetstream.query_account().await;
+    let _ = client.drain().await;
+    if let Err(e) = account {
+        return Err(ProbeError::NoJetStream {
+            server: connected_server,
+            reason: e.to_string(),
+        });
+    }
+    let mut urls = info.connect_urls.clone();
+    urls.sort();
+    urls.dedup();
+    Ok(ProbeReport {
+        connected_server,
+        server_name: info.server_name.clone(),
+        version: info.version.clone(),
+        jetstream: true,
+        cluster_name: info.cluster.clone(),
+        cluster_size: urls.len().max(1),
+        replicas: settings.replicas,
+    })
+}
+
+/// The probe as `check` diagnostics, at the `<ferromq:jetStream>` element: a note with what
+/// was found, an error when the node could not run there. Nothing for a configuration that
+/// is not a cluster node.
+pub async fn check(config: &Config) -> Vec<Diagnostic> {
+    let Persistence::JetStream(settings) = &config.persistence else {
+        return Vec::new();
+    };
+    let at = config.persistence_span.clone();
+    match probe(settings).await {
+        Err(e) => vec![Diagnostic::error(at, e.to_string()).with_hint(e.hint())],
+        Ok(report) => {
+            let cluster = match &report.cluster_name {
+                Some(name) => format!("NATS cluster `{name}` of {} server(s)", report.cluster_size),
+                None => "a NATS server that is not clustered".to_owned(),
+            };
+            let mut found = vec![Diagnostic::note(
+                at.clone(),
+                format!(
+                    "connected to NATS server `{}` at {} (version {}); JetStream enabled; {cluster}; \
+                     replicas {}",
+                    report.server_name,
+                    report.connected_server,
+                    report.version,
+                    report.replicas
+                ),
+            )];
+            if !report.replicas_fit() {
+                found.push(
+                    Diagnostic::error(
+                        at,
+                        format!(
+                            "replicas=\"{}\" but the NATS cluster has {} server(s): JetStream \
+                             cannot place the copies",
+                            report.replicas, report.cluster_size
+                        ),
+                    )
+                    .with_hint("lower replicas to the number of NATS servers, or add servers"),
+                );
+            }
+            found
+        }
+    }
+}

@@ -705,18 +705,26 @@ fn diff_restart(
             .offline_durable_subscriber_task_schedule_ms
             .to_string(),
     );
-    check(
-        "persistenceAdapter",
-        describe_persistence(persistence),
-        describe_persistence(&new.persistence),
-    );
+    let (running, requested) = persistence_text(persistence, &new.persistence);
+    check("persistenceAdapter", running, requested);
     out
+}
+
+/// Both sides as text; a change of the NATS password alone, which the text never shows, is
+/// told as such.
+fn persistence_text(running: &Persistence, new: &Persistence) -> (String, String) {
+    let (old_text, mut new_text) = (describe_persistence(running), describe_persistence(new));
+    if old_text == new_text && running != new {
+        new_text.push_str(" (another password)");
+    }
+    (old_text, new_text)
 }
 
 fn describe_persistence(p: &Persistence) -> String {
     match p {
         Persistence::Memory => "memory".to_owned(),
-        Persistence::JetStream(js) => format!("jetStream {}", js.servers.join(",")),
+        // Every setting but the password (see `persistence_text` for a changed password).
+        Persistence::JetStream(js) => js.describe(),
         Persistence::Durable {
             directory,
             journal_max_file_length_bytes: None,

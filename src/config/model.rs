@@ -810,7 +810,7 @@ pub enum Persistence {
     },
     /// `memoryPersistenceAdapter` or `persistent="false"`.
     Memory,
-    /// `<ferromq:jetStream>`: the cluster engine over NATS JetStream.
+    /// `<ferromq:jetStream>`: the cluster engine over NATS JetStream (docs/cluster.md).
     JetStream(JetStreamSettings),
 }
 
@@ -835,15 +835,66 @@ pub struct JetStreamSettings {
     /// `nodeTimeout` (default 10 s), ms: a node whose heartbeat is older is dead.
     pub node_timeout_ms: u64,
     /// `credentials`: a NATS .creds file (resolved against the config file's directory).
-    pub credentials: Option<std::path::PathBuf>,
+    pub credentials: Option<PathBuf>,
     /// `user` / `password` for NATS (placeholders allowed; never logged).
     pub user: Option<String>,
     #[serde(skip)]
     pub password: Option<String>,
 }
 
-impl std::fmt::Debug for JetStreamSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl JetStreamSettings {
+    /// Defaults of every attribute but `servers`, which has none.
+    pub const DEFAULT_REPLICAS: usize = 3;
+    pub const DEFAULT_MESSAGE_SHARDS: usize = 8;
+    pub const DEFAULT_MAX_OFFLINE_AGE_MS: u64 = 7 * 24 * 3_600_000;
+    pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_QUORUM_LOSS_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+    pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
+
+    /// Settings with every default and these servers.
+    pub fn with_servers(servers: Vec<String>) -> JetStreamSettings {
+        JetStreamSettings {
+            servers,
+            replicas: Self::DEFAULT_REPLICAS,
+            message_shards: Self::DEFAULT_MESSAGE_SHARDS,
+            max_offline_age_ms: Self::DEFAULT_MAX_OFFLINE_AGE_MS,
+            store_timeout_ms: Self::DEFAULT_STORE_TIMEOUT_MS,
+            quorum_loss_timeout_ms: Self::DEFAULT_QUORUM_LOSS_TIMEOUT_MS,
+            heartbeat_interval_ms: Self::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            node_timeout_ms: Self::DEFAULT_NODE_TIMEOUT_MS,
+            credentials: None,
+            user: None,
+            password: None,
+        }
+    }
+
+    /// One line for `check` and the reload diff: servers, replicas, shards, timeouts, how it
+    /// logs in (never the password).
+    pub fn describe(&self) -> String {
+        let login = match (&self.credentials, &self.user) {
+            (Some(creds), _) => format!(", credentials {}", creds.display()),
+            (None, Some(user)) => format!(", user {user}"),
+            (None, None) => String::new(),
+        };
+        format!(
+            "jetStream {} (replicas {}, messageShards {}, maxOfflineAge {} ms, storeTimeout {} ms, \
+             quorumLossTimeout {} ms, heartbeatInterval {} ms, nodeTimeout {} ms{login})",
+            self.servers.join(","),
+            self.replicas,
+            self.message_shards,
+            self.max_offline_age_ms,
+            self.store_timeout_ms,
+            self.quorum_loss_timeout_ms,
+            self.heartbeat_interval_ms,
+            self.node_timeout_ms,
+        )
+    }
+}
+
+/// Like the derived one, with the password redacted.
+impl fmt::Debug for JetStreamSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JetStreamSettings")
             .field("servers", &self.servers)
             .field("replicas", &self.replicas)
@@ -855,7 +906,7 @@ impl std::fmt::Debug for JetStreamSettings {
             .field("node_timeout_ms", &self.node_timeout_ms)
             .field("credentials", &self.credentials)
             .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }

@@ -172,9 +172,48 @@ pub struct EntrySummary {
 
 #[derive(Debug, Serialize)]
 pub struct StoreSummary {
-    /// `durable` or `memory`.
+    /// `durable`, `memory` or `cluster`.
     pub kind: &'static str,
     pub directory: Option<String>,
+    /// `<ferromq:jetStream>`: this broker is one node of a cluster over NATS JetStream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSummary>,
+}
+
+/// A cluster node's store: where NATS is and how state is kept there (never the password).
+#[derive(Debug, Serialize)]
+pub struct ClusterSummary {
+    /// The node id: `brokerName`.
+    pub node_id: String,
+    pub servers: Vec<String>,
+    pub replicas: usize,
+    pub message_shards: usize,
+    pub max_offline_age_ms: u64,
+    pub store_timeout_ms: u64,
+    pub quorum_loss_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub node_timeout_ms: u64,
+    /// `credentials FILE`, `user NAME` or `none`.
+    pub login: String,
+}
+
+fn cluster(node_id: &str, js: &crate::config::model::JetStreamSettings) -> ClusterSummary {
+    ClusterSummary {
+        node_id: node_id.to_owned(),
+        servers: js.servers.clone(),
+        replicas: js.replicas,
+        message_shards: js.message_shards,
+        max_offline_age_ms: js.max_offline_age_ms,
+        store_timeout_ms: js.store_timeout_ms,
+        quorum_loss_timeout_ms: js.quorum_loss_timeout_ms,
+        heartbeat_interval_ms: js.heartbeat_interval_ms,
+        node_timeout_ms: js.node_timeout_ms,
+        login: match (&js.credentials, &js.user) {
+            (Some(path), _) => format!("credentials {}", path.display()),
+            (None, Some(user)) => format!("user {user}"),
+            (None, None) => "none".to_owned(),
+        },
+    }
 }
 
 impl Summary {
@@ -240,14 +279,17 @@ impl Summary {
                 Persistence::Durable { directory, .. } => StoreSummary {
                     kind: "durable",
                     directory: Some(directory.display().to_string()),
+                    cluster: None,
                 },
                 Persistence::Memory => StoreSummary {
                     kind: "memory",
                     directory: None,
+                    cluster: None,
                 },
                 Persistence::JetStream(js) => StoreSummary {
-                    kind: "jetstream",
-                    directory: Some(js.servers.join(",")),
+                    kind: "cluster",
+                    directory: None,
+                    cluster: Some(cluster(&config.broker.broker_name, js)),
                 },
             },
             limits,
@@ -589,11 +631,29 @@ fn render_summary(out: &mut String, s: &Summary) {
             }
         }
     }
-    match &s.store.directory {
-        Some(dir) => {
+    match (&s.store.directory, &s.store.cluster) {
+        (_, Some(c)) => {
+            let _ = writeln!(
+                out,
+                "  store: cluster node `{}` over NATS JetStream at {}",
+                c.node_id,
+                c.servers.join(", ")
+            );
+            let _ = writeln!(
+                out,
+                "    replicas {}, message shards {}, messages kept {} ms, store timeout {} ms",
+                c.replicas, c.message_shards, c.max_offline_age_ms, c.store_timeout_ms
+            );
+            let _ = writeln!(
+                out,
+                "    heartbeat every {} ms, node dead after {} ms, quorum lost after {} ms; login: {}",
+                c.heartbeat_interval_ms, c.node_timeout_ms, c.quorum_loss_timeout_ms, c.login
+            );
+        }
+        (Some(dir), None) => {
             let _ = writeln!(out, "  store: durable, in {dir}");
         }
-        None => {
+        (None, None) => {
             let _ = writeln!(out, "  store: memory only (nothing survives a restart)");
         }
     }

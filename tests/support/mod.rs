@@ -13,6 +13,8 @@
 //! - [`keytool`]: JKS/JCEKS stores made by the real `keytool`;
 //! - [`tmpfs`]: a small real filesystem for the disk-full tests;
 //! - [`activemq`]: Apache ActiveMQ 5.17 itself, for the differential tests;
+//! - [`nats`]: a real NATS JetStream cluster (nats-server processes) for the cluster tests;
+//! - [`cluster_nodes`]: ferromq cluster nodes as processes, and their configuration;
 //! - [`security`], [`store`], [`tls`]: builders of security models, store records and
 //!   certificates, TLS clients and an echo server over `transport::upgrade`.
 #![allow(dead_code)] // each test binary uses a different subset
@@ -20,9 +22,11 @@
 pub mod activemq;
 pub mod broker;
 pub mod client;
+pub mod cluster_nodes;
 pub mod keytool;
 pub mod live;
 pub mod logs;
+pub mod nats;
 pub mod reload;
 pub mod security;
 pub mod slapd;

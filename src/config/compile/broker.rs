@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{shared_store, Ctx};
+use super::{jetstream, shared_store, Ctx};
 use crate::config::diagnostic::Diagnostic;
 use crate::config::model::{BrokerSettings, Persistence};
 use crate::config::tree::Element;
@@ -151,8 +151,12 @@ fn default_store(broker: &BrokerSettings) -> PathBuf {
         .join("KahaDB")
 }
 
-/// The element that configures the store: the first persistence adapter, else `<broker>`.
+/// The element that configures the store: `<ferromq:jetStream>`, else the first persistence
+/// adapter, else `<broker>`.
 pub(super) fn persistence_span(broker_element: &Element) -> crate::config::Span {
+    if let Some(cluster) = jetstream::elements(broker_element).first() {
+        return cluster.span.clone();
+    }
     broker_element
         .children
         .iter()
@@ -168,6 +172,10 @@ pub(super) fn persistence(
     broker_element: &Element,
     broker: &BrokerSettings,
 ) -> Persistence {
+    let cluster = jetstream::elements(broker_element);
+    if !cluster.is_empty() {
+        return jetstream::persistence(ctx, broker_element, broker, &cluster);
+    }
     let adapters = ctx.items(broker_element, "persistenceAdapter");
     if !broker.persistent {
         if let Some(first) = adapters.first() {

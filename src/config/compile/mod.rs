@@ -13,6 +13,7 @@ mod delivery;
 mod destinations;
 mod extension;
 mod jaas_plugin;
+mod jetstream;
 mod names;
 mod plugins;
 mod policy;

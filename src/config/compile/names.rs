@@ -14,8 +14,10 @@ const FERROMQ_ATTRIBUTES: &[&str] = &[
     super::ssl::KEY_ALIAS,
     super::shared_store::LOCAL_STORE,
 ];
-/// Extension elements ferromq reads (namespace `urn:ferromq`), all inside `<broker>`.
+/// Extension elements ferromq reads (namespace `urn:ferromq`) inside `<broker>`.
 const FERROMQ_ELEMENTS: &[&str] = &[super::shared::ELEMENT, super::system_topics::ELEMENT];
+/// Extension elements ferromq reads inside `<persistenceAdapter>`.
+const FERROMQ_ADAPTERS: &[&str] = &[super::jetstream::ELEMENT];
 
 /// Why some common names are ignored, for the warning's hint.
 const WHY_IGNORED: &[(&str, &str)] = &[
@@ -310,10 +312,18 @@ fn misplaced_or_unknown(
 fn unknown_ferromq_element(ctx: &mut Ctx<'_>, parent: &Element, child: &Element) {
     let hint = if FERROMQ_ELEMENTS.contains(&child.name.as_str()) {
         format!("put <ferromq:{}> directly inside <broker>", child.name)
-    } else {
-        known_names::did_you_mean(&child.name, FERROMQ_ELEMENTS.iter().copied()).unwrap_or_else(
-            || "<ferromq:sharedSubscriptions> and <ferromq:systemTopics> go inside <broker>".into(),
+    } else if FERROMQ_ADAPTERS.contains(&child.name.as_str()) {
+        format!(
+            "put <ferromq:{}> inside <broker><persistenceAdapter>",
+            child.name
         )
+    } else {
+        let known = FERROMQ_ELEMENTS.iter().chain(FERROMQ_ADAPTERS).copied();
+        known_names::did_you_mean(&child.name, known).unwrap_or_else(|| {
+            "<ferromq:sharedSubscriptions> and <ferromq:systemTopics> go inside <broker>, \
+             <ferromq:jetStream> inside <persistenceAdapter>"
+                .into()
+        })
     };
     ctx.push(
         Diagnostic::error(

@@ -1,0 +1,13 @@
+//! Cluster nodes over NATS JetStream: `<ferromq:jetStream>` in activemq.xml (`check`, every
+//! error at its position, the XSD), `check --online` against a real 3-server NATS cluster and
+//! a closed port, a reload that needs a restart, and the test harness itself (NATS servers
+//! killed and restarted by pid). Tests that need nats-server print a SKIP line without it
+//! (never under `CI`, which installs it).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config;
+mod harness;
+mod online;
+mod reload;

@@ -1,0 +1,117 @@
+//! `ferromq check --online` and `cluster::probe` against a real 3-server NATS JetStream
+//! cluster, and against a port where nothing listens.
+
+use ferromq::cluster::probe::{probe, ProbeError};
+use ferromq::config::JetStreamSettings;
+
+use super::config::{check, cluster_xml};
+use crate::support::nats::{free_ports, nats_server_or_skip, NatsCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let nats = NatsCluster::start(3).await;
+    let servers = nats.client_urls();
+
+    let report = probe(&JetStreamSettings::with_servers(servers.clone()))
+        .await
+        .expect("probe");
+    assert!(report.jetstream);
+    assert_eq!(report.cluster_size, 3, "{report:?}");
+    assert_eq!(report.cluster_name.as_deref(), Some("fmq-test"));
+    assert!(
+        ["n1", "n2", "n3"].contains(&report.server_name.as_str()),
+        "{report:?}"
+    );
+    assert!(report.replicas_fit());
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    let servers_attr = nats.servers_attribute();
+    std::fs::write(
+        &file,
+        cluster_xml("", &format!(r#"<fmq:jetStream servers="{servers_attr}"/>"#)),
+    )
+    .expect("write");
+    let (ok, text) = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || check(&file, &["--online"])
+    })
+    .await
+    .expect("check");
+    assert!(ok, "{text}");
+    assert!(text.contains("note: connected to NATS server `n"), "{text}");
+    assert!(
+        text.contains("JetStream enabled; NATS cluster `fmq-test` of 3 server(s); replicas 3"),
+        "{text}"
+    );
+
+    // Five copies cannot be placed on three servers.
+    std::fs::write(
+        &file,
+        cluster_xml(
+            "",
+            &format!(r#"<fmq:jetStream servers="{servers_attr}" replicas="5"/>"#),
+        ),
+    )
+    .expect("write");
+    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
+        .await
+        .expect("check");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("error: replicas=\"5\" but the NATS cluster has 3 server(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: lower replicas to the number of NATS servers"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = free_ports(1)[0];
+    let url = format!("nats://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let err = probe(&JetStreamSettings::with_servers(vec![url.clone()]))
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(7),
+        "bounded"
+    );
+    assert!(
+        matches!(&err, ProbeError::Connect { servers, .. } | ProbeError::Timeout { servers } if servers == &url),
+        "{err:?}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    std::fs::write(
+        &file,
+        cluster_xml("", &format!(r#"<fmq:jetStream servers="{url}"/>"#)),
+    )
+    .expect("write");
+    let (ok, text) = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || check(&file, &["--online"])
+    })
+    .await
+    .expect("check");
+    assert!(!ok, "{text}");
+    let at = format!("{}:4:7: error: ", file.display());
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&at) && l.contains(&format!("NATS at {url}"))),
+        "{text}"
+    );
+    assert!(text.contains("hint: start the NATS servers"), "{text}");
+    // Without --online nothing is contacted: the same file checks clean.
+    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &[]))
+        .await
+        .expect("check");
+    assert!(ok, "{text}");
+}
