@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -1,0 +1,3 @@
+//! The cluster engine over NATS JetStream (docs/cluster.md).
+
+pub mod subject;
