@@ -132,28 +132,27 @@ impl ClusterEngine {
             .await
             .map_err(|e| open_error("cannot connect to NATS", e))?;
         let mut js = jetstream::new(client.clone());
+        // Creating streams and buckets waits for their raft groups to form (several nodes
+        // starting together race for it): a longer bound than a store's.
+        js.set_timeout(SETUP_TIMEOUT);
         let store_timeout = Duration::from_millis(settings.store_timeout_ms.max(1));
-        js.set_timeout(store_timeout);
         let replicas = settings.replicas.max(1);
         let shards = settings.message_shards.max(1);
-        for k in 0..shards {
-            let config = stream::Config {
-                name: shard_stream(k),
-                subjects: vec![format!("{}.>", shard_prefix(k))],
-                retention: stream::RetentionPolicy::Limits,
-                storage: stream::StorageType::File,
-                num_replicas: replicas,
-                max_age: Duration::from_millis(settings.max_offline_age_ms),
-                allow_direct: true,
-                ..Default::default()
-            };
-            js.get_or_create_stream(config)
-                .await
-                .map_err(|e| open_error(&format!("stream {}", shard_stream(k)), e))?;
+        let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+        loop {
+            match create_assets(&js, settings, replicas, shards).await {
+                Ok(()) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!("{e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let sessions_kv = bucket(&js, SESSIONS_BUCKET, replicas).await?;
         let retained_kv = bucket(&js, RETAINED_BUCKET, replicas).await?;
         let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
+        js.set_timeout(store_timeout);
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             node_id: node_id.to_owned(),
@@ -183,6 +182,39 @@ impl ClusterEngine {
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
         Ok(ClusterEngine { inner })
     }
+}
+
+/// How long one setup request (create a stream or bucket) may take.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a node keeps trying to set the assets up at its start.
+const SETUP_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The message streams and the buckets, created when missing.
+async fn create_assets(
+    js: &jetstream::Context,
+    settings: &JetStreamSettings,
+    replicas: usize,
+    shards: usize,
+) -> anyhow::Result<()> {
+    for k in 0..shards {
+        let config = stream::Config {
+            name: shard_stream(k),
+            subjects: vec![format!("{}.>", shard_prefix(k))],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            max_age: Duration::from_millis(settings.max_offline_age_ms),
+            allow_direct: true,
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|e| open_error(&format!("stream {}", shard_stream(k)), e))?;
+    }
+    for name in [SESSIONS_BUCKET, RETAINED_BUCKET, NODES_BUCKET] {
+        bucket(js, name, replicas).await?;
+    }
+    Ok(())
 }
 
 /// The KV bucket `name`, created with `replicas` when it does not exist (an existing one is

@@ -49,10 +49,7 @@ fn encoded_level_len(level: &str) -> usize {
     if level.is_empty() {
         return 1;
     }
-    level
-        .bytes()
-        .map(|b| if is_kept(b) { 1 } else { 3 })
-        .sum()
+    level.bytes().map(|b| if is_kept(b) { 1 } else { 3 }).sum()
 }
 
 /// Length in bytes of the tokens of `topic` joined by `.`.

@@ -91,7 +91,9 @@ fn retained_keys_use_the_kv_charset_and_hash_long_topics() {
 fn client_keys_are_32_hex_digits() {
     let key = client_key("client-1");
     assert_eq!(key.len(), 32);
-    assert!(key.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+    assert!(key
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     // The first 16 bytes of SHA-256("abc").
     assert_eq!(client_key("abc"), "ba7816bf8f01cfea414140de5dae2223");
     assert_ne!(client_key("client-2"), key);
