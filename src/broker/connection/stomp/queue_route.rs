@@ -118,7 +118,21 @@ impl StompConn {
     }
 
     /// A SEND to a queue destination.
+    /// Queues are each node's own until they are shared through the cluster's store: a
+    /// cluster refuses them rather than serve a queue that other nodes do not see.
+    fn refuse_queues_in_cluster(&self, frame: &Frame) -> Result<(), Close> {
+        if self.core.backplane().is_some() {
+            return Err(Close::error(
+                "queues (/queue/, /temp-queue/) are not served by a ferromq cluster yet; use \
+                 /topic/ destinations",
+                Some(frame),
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
+        self.refuse_queues_in_cluster(frame)?;
         self.reply_temp_queue(frame)?;
         let frame = self
             .reply_to_rewritten(frame)
@@ -287,6 +301,7 @@ impl StompConn {
         id: String,
         ack: AckMode,
     ) -> Result<(), Close> {
+        self.refuse_queues_in_cluster(frame)?;
         if self.has_queue_sub(&id) {
             return Err(Close::error(
                 format!("Duplicate subscription id: {id}"),

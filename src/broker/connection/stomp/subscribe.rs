@@ -162,6 +162,13 @@ impl StompConn {
                     true,
                 )
             }
+            Some(_) if self.core.backplane().is_some() => {
+                return Err(Close::error(
+                    "durable subscriptions (activemq.subscriptionName) are not served by a \
+                     ferromq cluster yet; subscribe without it or use MQTT persistent sessions",
+                    Some(frame),
+                ));
+            }
             Some(durable_name) => {
                 let Some(client_id) = self.client_id.clone() else {
                     return Err(Close::error(
