@@ -175,6 +175,37 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
 /// this node last wrote. A lost compare-and-set means another node took the session: the
 /// local copy is dropped (fenced).
 pub async fn write_record(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), DurabilityError> {
+    match write_record_once(inner, client_id).await {
+        Err(Retry::Adopted) => write_record_once(inner, client_id)
+            .await
+            .map_err(Retry::into_error),
+        other => other.map_err(Retry::into_error),
+    }
+}
+
+/// Why one write did not go through.
+enum Retry {
+    /// This node's own older record was adopted: write again at once.
+    Adopted,
+    Failed(DurabilityError),
+}
+
+impl Retry {
+    fn into_error(self) -> DurabilityError {
+        match self {
+            Retry::Adopted => unavailable("session record replaced meanwhile"),
+            Retry::Failed(e) => e,
+        }
+    }
+}
+
+impl From<DurabilityError> for Retry {
+    fn from(e: DurabilityError) -> Self {
+        Retry::Failed(e)
+    }
+}
+
+async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), Retry> {
     let lock = inner.record_lock(client_id);
     let _one_writer = lock.lock().await;
     let (record, revision) = {
@@ -222,19 +253,63 @@ pub async fn write_record(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<()
             }
             Ok(())
         }
+        Ok(Err((true, _))) if revision == 0 => {
+            // A record this node left behind (an ended session whose delete has not landed
+            // yet, or one from before a restart) is taken over by the new session; another
+            // node's is not.
+            adopt_or_fence(inner, client_id, record.epoch).await
+        }
         Ok(Err((true, _))) => {
             fenced(inner, client_id, record.epoch).await;
             Err(DurabilityError::Unavailable(format!(
                 "session {client_id} is served by another node now"
-            )))
+            ))
+            .into())
         }
         Ok(Err((false, e))) => {
             mark_dirty(inner, client_id);
-            Err(unavailable(e))
+            Err(unavailable(e).into())
         }
         Err(_) => {
             mark_dirty(inner, client_id);
-            Err(unavailable("no answer writing a session record"))
+            Err(unavailable("no answer writing a session record").into())
+        }
+    }
+}
+
+/// A new session's record already exists: adopt it (its revision, a higher epoch) when this
+/// node owns it, so the next write replaces it; else this node's copy is stale.
+async fn adopt_or_fence(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Result<(), Retry> {
+    let key = client_key(client_id);
+    let existing = inner
+        .sessions_kv
+        .entry(&key)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|e| {
+            let record = SessionRecord::decode(&e.value).ok()?;
+            Some((record, e.revision))
+        });
+    match existing {
+        Some((record, revision)) if record.owner == inner.node_id => {
+            if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
+                t.epoch = record.epoch.max(epoch) + 1;
+                t.revision = revision;
+                t.dirty = true;
+            }
+            Err(Retry::Adopted)
+        }
+        Some(_) => {
+            fenced(inner, client_id, epoch).await;
+            Err(DurabilityError::Unavailable(format!(
+                "session {client_id} is served by another node now"
+            ))
+            .into())
+        }
+        None => {
+            mark_dirty(inner, client_id);
+            Err(unavailable("session record changed meanwhile").into())
         }
     }
 }
@@ -539,7 +614,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                 .lock()
                 .sessions
                 .iter()
-                .filter(|(_, t)| t.dirty && t.revision > 0)
+                .filter(|(_, t)| t.dirty)
                 .map(|(c, _)| c.clone())
                 .collect();
             futures_util::stream::iter(dirty)
