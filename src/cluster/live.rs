@@ -22,10 +22,13 @@ use super::LIVE_PREFIX;
 /// Recent live messages remembered to drop their other copies.
 const RECENT: usize = 8192;
 
-/// Filters this node follows, with how many local subscriptions use each.
+/// How many local subscriptions use a filter, and the tasks reading its NATS subscriptions.
+type Followed = (usize, Vec<JoinHandle<()>>);
+
+/// Filters this node follows.
 #[derive(Default)]
 pub struct Interest {
-    filters: parking_lot::Mutex<HashMap<String, (usize, Vec<JoinHandle<()>>)>>,
+    filters: parking_lot::Mutex<HashMap<String, Followed>>,
     arrivals: std::sync::OnceLock<mpsc::UnboundedSender<bytes::Bytes>>,
 }
 

@@ -59,10 +59,8 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    if stored > 0 {
-        if tokio::time::timeout(LOAD_TIMEOUT, loaded_rx).await.is_err() {
-            tracing::warn!("cluster: retained messages still loading after {LOAD_TIMEOUT:?}");
-        }
+    if stored > 0 && tokio::time::timeout(LOAD_TIMEOUT, loaded_rx).await.is_err() {
+        tracing::warn!("cluster: retained messages still loading after {LOAD_TIMEOUT:?}");
     }
     Ok(())
 }

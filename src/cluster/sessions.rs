@@ -419,9 +419,9 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         .await
         {
             Ok(Ok(new_revision)) => {
-                return Ok(Claimed::Image(
+                return Ok(Claimed::Image(Box::new(
                     restore(inner, &client_id, taken, new_revision).await,
-                ))
+                )))
             }
             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Ok(Err(e)) => return Err(unavailable(e)),

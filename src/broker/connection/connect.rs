@@ -502,7 +502,7 @@ async fn claim_in_cluster(
     match backplane.claim(request).await {
         Ok(Claimed::Here) => Ok(()),
         Ok(Claimed::Image(image)) => {
-            core.restore_claimed(image);
+            core.restore_claimed(*image);
             Ok(())
         }
         Err(e) if persistent => Err((

@@ -40,7 +40,7 @@ pub enum Claimed {
     Here,
     /// A kept session taken over from the shared engine (its owner was another broker, or
     /// this broker before a restart): restore it, then attach to it.
-    Image(SessionImage),
+    Image(Box<SessionImage>),
 }
 
 /// A persistent session as the shared engine kept it, for this broker to restore.
