@@ -145,6 +145,11 @@ pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
 /// Feed `client_id`'s session shard `k` from after `floor` until it reaches the node's
 /// reader, then let the node's reader feed it.
 async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: usize, floor: u64) {
+    // Nothing stored past the floor that the node's reader has not routed: live at once,
+    // without a consumer (the common case of a resume after a short absence).
+    if go_live(&inner, &client_id, k, floor) != Some(false) {
+        return;
+    }
     let Ok(_permit) = inner.catch_up.clone().acquire_owned().await else {
         return;
     };
@@ -162,15 +167,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             }
         };
         loop {
-            // The reader's position is read under the tracker's lock: a message the reader
-            // has claimed was either seen here (so this reader goes on and reads it) or is
-            // offered by the reader after the switch.
-            let went_live = {
-                let mut tracker = inner.tracker.lock();
-                let position = inner.positions[k].load(Ordering::Acquire);
-                tracker.try_go_live(&client_id, k, caught, position)
-            };
-            match went_live {
+            match go_live(&inner, &client_id, k, caught) {
                 Some(false) => {}
                 Some(true) | None => return,
             }
@@ -204,6 +201,15 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             caught = seq;
         }
     }
+}
+
+/// [`super::tracker::Tracker::try_go_live`] with the reader's position read under the
+/// tracker's lock: a message the reader has claimed was either seen here (so the catch-up
+/// goes on and reads it) or is offered by the reader after the switch.
+fn go_live(inner: &Inner, client_id: &str, k: usize, caught: u64) -> Option<bool> {
+    let mut tracker = inner.tracker.lock();
+    let position = inner.positions[k].load(Ordering::Acquire);
+    tracker.try_go_live(client_id, k, caught, position)
 }
 
 fn still_catching_up(inner: &Inner, client_id: &str, session_id: u64, k: usize) -> bool {
