@@ -180,7 +180,8 @@ impl Tracker {
             return false;
         }
         cursor.delivered_upto = seq;
-        true
+        // Re-sent from the in-flight window at the resume already.
+        !cursor.restored.contains(&seq)
     }
 
     /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
