@@ -81,6 +81,8 @@ pub fn start(inner: &Arc<Inner>) {
         let key = key(&node.node_id);
         let interval = Duration::from_millis(node.settings.heartbeat_interval_ms.max(10));
         let quorum_loss = Duration::from_millis(node.settings.quorum_loss_timeout_ms.max(10));
+        // A claim takes a session from an owner that does not answer its kick within this.
+        let silent_too_long = super::sessions::KICK_TIMEOUT;
         let mut revision = node
             .nodes_kv
             .entry(&key)
@@ -111,6 +113,17 @@ pub fn start(inner: &Arc<Inner>) {
             match tokio::time::timeout(quorum_loss, write).await {
                 Ok(Ok(r)) => {
                     revision = Some(r);
+                    if last_ok.elapsed() >= silent_too_long {
+                        // Others may have found this node dead meanwhile (it was paused or cut
+                        // off) and taken its sessions: find out before serving them further.
+                        tracing::warn!(
+                            node = %node.node_id,
+                            silent_ms = last_ok.elapsed().as_millis() as u64,
+                            "no heartbeat got through for longer than a takeover waits: \
+                             checking which sessions this node still owns"
+                        );
+                        super::sessions::verify_all(&node).await;
+                    }
                     last_ok = Instant::now();
                     set_available(&node, true);
                 }

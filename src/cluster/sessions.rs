@@ -24,7 +24,7 @@ use crate::broker::session::SessionState;
 use crate::protocol::QoS;
 
 /// How long a claim waits for the old owner to hand a session over.
-const KICK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often dirty records (acknowledgement progress) are written.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Attempts of a claim against concurrent writers of the same record.
@@ -346,6 +346,36 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     }
 }
 
+/// Whether this node still owns `client_id`'s session at `epoch`; if not, drop it here.
+async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
+    let still_tracked = inner
+        .tracker
+        .lock()
+        .sessions
+        .get(client_id)
+        .is_some_and(|t| t.epoch == epoch);
+    if still_tracked {
+        fenced(inner, client_id, epoch).await;
+    }
+}
+
+/// Check every local session against its record: after this node was unable to write for a
+/// while (paused, cut off), other nodes may have taken some over.
+pub async fn verify_all(inner: &Arc<Inner>) {
+    let owned: Vec<(Arc<str>, u64)> = inner
+        .tracker
+        .lock()
+        .sessions
+        .iter()
+        .map(|(c, t)| (c.clone(), t.epoch))
+        .collect();
+    futures_util::stream::iter(owned)
+        .for_each_concurrent(64, |(client_id, epoch)| async move {
+            verify(inner, &client_id, epoch).await;
+        })
+        .await;
+}
+
 /// CONNECT of `request.client_id` (see [`crate::broker::durability::Backplane::claim`]).
 pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed, DurabilityError> {
     let client_id = request.client_id.clone();
@@ -594,13 +624,28 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             if instance == node.instance.to_be_bytes() {
                 continue;
             }
-            let client_id = String::from_utf8_lossy(client_id);
-            if node.tracker.lock().sessions.contains_key(&*client_id) {
-                // Persistent: handed over by the owner's kick, with its record.
-                continue;
-            }
-            if let Some(core) = node.core() {
-                core.hand_over(&client_id);
+            let client_id: Arc<str> = Arc::from(String::from_utf8_lossy(client_id));
+            let epoch = node
+                .tracker
+                .lock()
+                .sessions
+                .get(&client_id)
+                .map(|t| t.epoch);
+            match epoch {
+                // Persistent: the owner's kick hands it over with its record; a node that
+                // missed that kick (paused, cut off) finds out here that it lost the session.
+                Some(epoch) => {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(KICK_TIMEOUT + Duration::from_millis(500)).await;
+                        verify(&node, &client_id, epoch).await;
+                    });
+                }
+                None => {
+                    if let Some(core) = node.core() {
+                        core.hand_over(&client_id);
+                    }
+                }
             }
         }
     });
