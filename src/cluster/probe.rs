@@ -27,16 +27,18 @@ pub struct ProbeReport {
     /// The NATS cluster's name; `None` for a server that is not clustered.
     pub cluster_name: Option<String>,
     /// Servers in the cluster, counted from the client URLs the server advertises (the
-    /// server itself included); 1 for a server that is not clustered.
-    pub cluster_size: usize,
+    /// server itself included); 1 for a server that is not clustered; `None` for a cluster
+    /// whose servers advertise no URLs (`no_advertise`).
+    pub cluster_size: Option<usize>,
     /// `replicas` of the configuration.
     pub replicas: usize,
 }
 
 impl ProbeReport {
     /// Whether every stream and bucket can have its `replicas` copies on distinct servers.
+    /// Unknown sizes are given the benefit of the doubt.
     pub fn replicas_fit(&self) -> bool {
-        self.replicas <= self.cluster_size
+        self.cluster_size.is_none_or(|size| self.replicas <= size)
     }
 }
 
@@ -130,7 +132,11 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
         version: info.version.clone(),
         jetstream: true,
         cluster_name: info.cluster.clone(),
-        cluster_size: urls.len().max(1),
+        cluster_size: match (&info.cluster, urls.len()) {
+            (None, _) => Some(1),
+            (Some(_), 0) => None,
+            (Some(_), n) => Some(n),
+        },
         replicas: settings.replicas,
     })
 }
@@ -146,9 +152,12 @@ pub async fn check(config: &Config) -> Vec<Diagnostic> {
     match probe(settings).await {
         Err(e) => vec![Diagnostic::error(at, e.to_string()).with_hint(e.hint())],
         Ok(report) => {
-            let cluster = match &report.cluster_name {
-                Some(name) => format!("NATS cluster `{name}` of {} server(s)", report.cluster_size),
-                None => "a NATS server that is not clustered".to_owned(),
+            let cluster = match (&report.cluster_name, report.cluster_size) {
+                (Some(name), Some(size)) => format!("NATS cluster `{name}` of {size} server(s)"),
+                (Some(name), None) => {
+                    format!("NATS cluster `{name}` of unknown size (its servers advertise no URLs)")
+                }
+                (None, _) => "a NATS server that is not clustered".to_owned(),
             };
             let mut found = vec![Diagnostic::note(
                 at.clone(),
@@ -168,7 +177,8 @@ pub async fn check(config: &Config) -> Vec<Diagnostic> {
                         format!(
                             "replicas=\"{}\" but the NATS cluster has {} server(s): JetStream \
                              cannot place the copies",
-                            report.replicas, report.cluster_size
+                            report.replicas,
+                            report.cluster_size.unwrap_or(1)
                         ),
                     )
                     .with_hint("lower replicas to the number of NATS servers, or add servers"),

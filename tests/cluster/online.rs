@@ -19,7 +19,7 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
         .await
         .expect("probe");
     assert!(report.jetstream);
-    assert_eq!(report.cluster_size, 3, "{report:?}");
+    assert_eq!(report.cluster_size, Some(3), "{report:?}");
     assert_eq!(report.cluster_name.as_deref(), Some("fmq-test"));
     assert!(
         ["n1", "n2", "n3"].contains(&report.server_name.as_str()),
@@ -114,4 +114,22 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
         .await
         .expect("check");
     assert!(ok, "{text}");
+}
+
+#[tokio::test]
+async fn a_single_server_is_not_a_cluster_for_three_replicas() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let nats = NatsCluster::start(1).await;
+    let report = probe(&JetStreamSettings::with_servers(nats.client_urls()))
+        .await
+        .expect("probe");
+    assert_eq!(report.cluster_name, None);
+    assert_eq!(report.cluster_size, Some(1));
+    assert_eq!(report.server_name, "n1");
+    assert!(!report.replicas_fit(), "3 replicas on one server");
+    let mut one = JetStreamSettings::with_servers(nats.client_urls());
+    one.replicas = 1;
+    assert!(probe(&one).await.expect("probe").replicas_fit());
 }
