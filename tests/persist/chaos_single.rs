@@ -1,0 +1,48 @@
+//! Scenario S0-single of the chaos harness (`tests/support/chaos`): QoS 1 publishers and
+//! persistent subscribers (rumqttc) on one durable `ferromq` process that is SIGKILLed under
+//! load and restarted on the same store and port. Every PUBACKed message reaches every matching
+//! subscriber (L = 0), in order per publisher and subscriber (O = 0), and every subscriber
+//! resumes its session.
+
+use std::time::Duration;
+
+use crate::chaos::checker::check;
+use crate::chaos::load::LoadConfig;
+use crate::chaos::single::{s0_single, BrokerProgram};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s0_single_kill_under_qos1_load_loses_and_reorders_nothing() {
+    let load = LoadConfig {
+        publishers: 4,
+        subscribers: 4,
+        rate: 200.0,
+        payload_size: 64,
+        duration: Duration::from_secs(10),
+        drain: Duration::from_secs(10),
+        quiet: Duration::from_secs(1),
+        topic_prefix: "chaos/s0".into(),
+        client_prefix: "s0".into(),
+        ..LoadConfig::default()
+    };
+    let program = BrokerProgram {
+        path: env!("CARGO_BIN_EXE_ferromq").into(),
+        env: Vec::new(),
+    };
+    let recording = tokio::time::timeout(
+        Duration::from_secs(40),
+        s0_single(program, &load, Duration::from_secs(4)),
+    )
+    .await
+    .expect("S0-single within 40 s")
+    .expect("broker process");
+    let report = check(&recording);
+    eprintln!("{report}");
+    assert!(report.acked > 1000, "the load ran: {report}");
+    assert_eq!(report.lost, 0, "{report}");
+    assert_eq!(report.inversions, 0, "{report}");
+    assert_eq!(report.unexpected, 0, "{report}");
+    let fault = &report.faults[0];
+    assert!(fault.clients_disconnected > 0, "the kill was seen: {report}");
+    assert_eq!(fault.clients_resumed, fault.clients_disconnected, "{report}");
+    assert_eq!(report.session_present_rate, 1.0, "{report}");
+}
