@@ -42,7 +42,13 @@ async fn s0_single_kill_under_qos1_load_loses_and_reorders_nothing() {
     assert_eq!(report.inversions, 0, "{report}");
     assert_eq!(report.unexpected, 0, "{report}");
     let fault = &report.faults[0];
-    assert!(fault.clients_disconnected > 0, "the kill was seen: {report}");
-    assert_eq!(fault.clients_resumed, fault.clients_disconnected, "{report}");
+    assert!(
+        fault.clients_disconnected > 0,
+        "the kill was seen: {report}"
+    );
+    assert_eq!(
+        fault.clients_resumed, fault.clients_disconnected,
+        "{report}"
+    );
     assert_eq!(report.session_present_rate, 1.0, "{report}");
 }

@@ -129,7 +129,9 @@ pub fn check(recording: &Recording) -> Report {
             unexpected += 1;
             continue;
         }
-        let count = delivered.entry((d.publisher, d.subscriber, d.seq)).or_insert(0);
+        let count = delivered
+            .entry((d.publisher, d.subscriber, d.seq))
+            .or_insert(0);
         *count += 1;
         if *count > 1 {
             duplicates += 1;
@@ -284,10 +286,26 @@ impl fmt::Display for Report {
             ("O inversions", self.inversions.to_string()),
             ("unexpected", self.unexpected.to_string()),
             ("F_pub max gap ms", opt(self.f_pub_max_gap_ms)),
-            ("PUBACK p50/p99 ms", format!("{} / {}", opt(self.puback_p50_ms), opt(self.puback_p99_ms))),
-            ("end-to-end p50/p99 ms", format!("{} / {}", opt(self.end_to_end_p50_ms), opt(self.end_to_end_p99_ms))),
-            ("reconnects (session present)", format!("{} ({})", self.reconnects, self.reconnects_with_session)),
-            ("session present rate", format!("{:.3}", self.session_present_rate)),
+            (
+                "PUBACK p50/p99 ms",
+                format!("{} / {}", opt(self.puback_p50_ms), opt(self.puback_p99_ms)),
+            ),
+            (
+                "end-to-end p50/p99 ms",
+                format!(
+                    "{} / {}",
+                    opt(self.end_to_end_p50_ms),
+                    opt(self.end_to_end_p99_ms)
+                ),
+            ),
+            (
+                "reconnects (session present)",
+                format!("{} ({})", self.reconnects, self.reconnects_with_session),
+            ),
+            (
+                "session present rate",
+                format!("{:.3}", self.session_present_rate),
+            ),
         ];
         for (name, value) in rows {
             writeln!(f, "{name:<30} {value}")?;
@@ -306,7 +324,11 @@ impl fmt::Display for Report {
             )?;
         }
         for lost in &self.lost_examples {
-            writeln!(f, "lost: publisher {} seq {} for subscriber {}", lost.publisher, lost.seq, lost.subscriber)?;
+            writeln!(
+                f,
+                "lost: publisher {} seq {} for subscriber {}",
+                lost.publisher, lost.seq, lost.subscriber
+            )?;
         }
         Ok(())
     }

@@ -1,9 +1,9 @@
 //! The checker on hand-made recordings: each kind of fault it must find is found.
 
-use super::*;
 use super::super::recorder::{
     ConnectRecord, Delivery, DisconnectRecord, FaultRecord, Plan, PublishRecord,
 };
+use super::*;
 
 /// Publisher 0 on `a/x`, publisher 1 on `b/x`; subscriber 0 on `a/+`, subscriber 1 on `#`,
 /// subscriber 2 on `b/x`.
@@ -64,7 +64,10 @@ fn a_clean_run_has_no_loss_duplicate_or_inversion() {
     let report = check(&clean_recording());
     assert_eq!(report.acked, 6);
     assert_eq!(report.expected, 12);
-    assert_eq!((report.lost, report.duplicates, report.inversions), (0, 0, 0));
+    assert_eq!(
+        (report.lost, report.duplicates, report.inversions),
+        (0, 0, 0)
+    );
     assert_eq!(report.unexpected, 0);
     assert_eq!(report.f_pub_max_gap_ms, Some(1.0));
     assert_eq!(report.puback_p50_ms, Some(0.5));

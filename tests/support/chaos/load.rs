@@ -283,7 +283,10 @@ struct PublisherState {
 
 impl PublisherState {
     fn ack(&mut self, seq: u64, t_us: u64) {
-        if let Some(record) = usize::try_from(seq).ok().and_then(|i| self.records.get_mut(i)) {
+        if let Some(record) = usize::try_from(seq)
+            .ok()
+            .and_then(|i| self.records.get_mut(i))
+        {
             record.t_puback_us.get_or_insert(t_us);
         }
     }
@@ -318,7 +321,10 @@ impl PublisherState {
     }
 
     fn finished(&self) -> bool {
-        self.sender_done && self.queued.is_empty() && self.pkids.is_empty() && self.collided.is_none()
+        self.sender_done
+            && self.queued.is_empty()
+            && self.pkids.is_empty()
+            && self.collided.is_none()
     }
 }
 

@@ -33,7 +33,9 @@ pub struct BrokerProcess {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// A durable broker named `name` with its KahaDB store in `store` and one MQTT connector on
