@@ -26,6 +26,7 @@ use clap::Parser;
 
 use chaos::checker::{check, Report};
 use chaos::load::LoadConfig;
+use chaos::mqtt::Protocol;
 use chaos::recorder::Recording;
 use chaos::single::{s0_single, BrokerProgram};
 
@@ -57,6 +58,10 @@ struct Args {
     /// Messages per second, all publishers together.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
+    /// MQTT version of the load clients: 3.1.1 (clean session 0) or 5 (clean start 0,
+    /// session expiry 3600 s).
+    #[arg(long, default_value = "3.1.1", value_parser = ["3.1.1", "5"])]
+    protocol: String,
     /// Payload bytes.
     #[arg(long, default_value_t = 256)]
     payload: usize,
@@ -130,6 +135,11 @@ async fn run_all(args: &Args, scenario: Scenario, program: BrokerProgram) -> Exi
     let mut reports = Vec::new();
     for run in 1..=args.runs {
         let load = LoadConfig {
+            protocol: if args.protocol == "5" {
+                Protocol::V5
+            } else {
+                Protocol::V311
+            },
             publishers: args.publishers,
             subscribers: args.subscribers,
             rate: args.rate,

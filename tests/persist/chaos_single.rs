@@ -2,17 +2,28 @@
 //! persistent subscribers (rumqttc) on one durable `ferromq` process that is SIGKILLed under
 //! load and restarted on the same store and port. Every PUBACKed message reaches every matching
 //! subscriber (L = 0), in order per publisher and subscriber (O = 0), and every subscriber
-//! resumes its session.
+//! resumes its session; with MQTT 3.1.1 clients and with MQTT 5 clients.
 
 use std::time::Duration;
 
 use crate::chaos::checker::check;
 use crate::chaos::load::LoadConfig;
+use crate::chaos::mqtt::Protocol;
 use crate::chaos::single::{s0_single, BrokerProgram};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s0_single_kill_under_qos1_load_loses_and_reorders_nothing() {
+    s0_single_passes(Protocol::V311, "s0-v311").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s0_single_with_mqtt5_sessions_loses_and_reorders_nothing() {
+    s0_single_passes(Protocol::V5, "s0-v5").await;
+}
+
+async fn s0_single_passes(protocol: Protocol, name: &str) {
     let load = LoadConfig {
+        protocol,
         publishers: 4,
         subscribers: 4,
         rate: 200.0,
@@ -20,8 +31,8 @@ async fn s0_single_kill_under_qos1_load_loses_and_reorders_nothing() {
         duration: Duration::from_secs(10),
         drain: Duration::from_secs(10),
         quiet: Duration::from_secs(1),
-        topic_prefix: "chaos/s0".into(),
-        client_prefix: "s0".into(),
+        topic_prefix: format!("chaos/{name}"),
+        client_prefix: name.into(),
         ..LoadConfig::default()
     };
     let program = BrokerProgram {

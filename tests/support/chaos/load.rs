@@ -1,5 +1,5 @@
-//! The chaos load: N QoS 1 publishers and M persistent subscribers (rumqttc, MQTT 3.1.1,
-//! clean session 0), each with a list of broker addresses, moving to the next address whenever
+//! The chaos load: N QoS 1 publishers and M persistent subscribers (rumqttc, MQTT 3.1.1 with
+//! clean session 0 or MQTT 5 with clean start 0 and session expiry 3600 s), each with a list of broker addresses, moving to the next address whenever
 //! its connection fails or cannot be made within the connect timeout. Publishing is rate
 //! bounded and stops at the end of the run; then publishers wait (bounded) for their last
 //! PUBACKs and subscribers for their last messages, and every client stops by itself.
@@ -11,10 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
-};
 use tokio::time::Instant;
+
+use super::mqtt::{client, Client, ClientSettings, Connection, MqttEvent, Protocol};
 
 use super::recorder::{
     decode_payload, encode_payload, ClientRef, Clock, ConnectRecord, ConnectionLog, Delivery,
@@ -25,6 +24,7 @@ use super::recorder::{
 /// 500 msg/s, 256-byte payloads).
 #[derive(Clone, Debug)]
 pub struct LoadConfig {
+    pub protocol: Protocol,
     pub publishers: usize,
     pub subscribers: usize,
     /// Messages per second, all publishers together.
@@ -51,6 +51,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> LoadConfig {
         LoadConfig {
+            protocol: Protocol::V311,
             publishers: 20,
             subscribers: 20,
             rate: 500.0,
@@ -91,14 +92,13 @@ impl LoadConfig {
         }
     }
 
-    fn options(&self, client_id: &str, address: SocketAddr) -> MqttOptions {
-        let mut options = MqttOptions::new(client_id, address.ip().to_string(), address.port());
-        options
-            .set_clean_session(false)
-            .set_keep_alive(self.keep_alive)
-            .set_inflight(100)
-            .set_request_channel_capacity(100_000);
-        options
+    fn settings(&self, client_id: String) -> ClientSettings {
+        ClientSettings {
+            protocol: self.protocol,
+            client_id,
+            keep_alive: self.keep_alive,
+            connect_timeout_s: self.connect_timeout_s,
+        }
     }
 }
 
@@ -123,13 +123,13 @@ impl Addresses {
 }
 
 #[allow(clippy::too_many_arguments)]
-/// Record a failed connection, then point `eventloop` at the next address and wait a moment.
+/// Record a failed connection, then point the connection at the next address and wait a moment.
 async fn move_on(
-    error: ConnectionError,
+    error: String,
     client: ClientRef,
-    client_id: &str,
+    settings: &ClientSettings,
     addresses: &mut Addresses,
-    eventloop: &mut EventLoop,
+    connection: &mut Connection,
     config: &LoadConfig,
     clock: Clock,
     log: &ConnectionLog,
@@ -138,24 +138,11 @@ async fn move_on(
         client,
         t_us: clock.now_us(),
         address: addresses.index(),
-        reason: error.to_string(),
+        reason: error,
     });
     addresses.next();
-    eventloop.mqtt_options = config.options(client_id, addresses.address());
+    connection.set_address(settings, addresses.address());
     tokio::time::sleep(config.retry_delay).await;
-}
-
-fn eventloop(
-    config: &LoadConfig,
-    client_id: &str,
-    addresses: &Addresses,
-) -> (AsyncClient, EventLoop) {
-    let options = config.options(client_id, addresses.address());
-    let (client, mut eventloop) = AsyncClient::new(options, 100_000);
-    eventloop
-        .network_options
-        .set_connection_timeout(config.connect_timeout_s);
-    (client, eventloop)
 }
 
 /// Runs the whole load against `addresses` (client `i` starts on address `i % len`); `fault`
@@ -185,7 +172,7 @@ where
             let subscriber = Subscriber {
                 id: j as u32,
                 filter: plan.subscriber_filters[j].clone(),
-                client_id: format!("{}-sub-{j}", config.client_prefix),
+                settings: config.settings(format!("{}-sub-{j}", config.client_prefix)),
                 addresses: Addresses {
                     list: list.clone(),
                     current: j,
@@ -228,7 +215,7 @@ where
             let publisher = Publisher {
                 id: i as u32,
                 topic: plan.publisher_topics[i].clone(),
-                client_id: format!("{}-pub-{i}", config.client_prefix),
+                settings: config.settings(format!("{}-pub-{i}", config.client_prefix)),
                 addresses: Addresses {
                     list: list.clone(),
                     current: i,
@@ -331,7 +318,7 @@ impl PublisherState {
 struct Publisher {
     id: u32,
     topic: String,
-    client_id: String,
+    settings: ClientSettings,
     addresses: Addresses,
     config: LoadConfig,
     clock: Clock,
@@ -341,7 +328,7 @@ struct Publisher {
 
 impl Publisher {
     async fn run(mut self) -> Vec<PublishRecord> {
-        let (client, mut eventloop) = eventloop(&self.config, &self.client_id, &self.addresses);
+        let (client, mut connection) = client(&self.settings, self.addresses.address());
         let state = Arc::new(Mutex::new(PublisherState::default()));
         let stop_at = self.start + self.config.duration;
         let sender = tokio::spawn(send(
@@ -361,27 +348,25 @@ impl Publisher {
             if state.lock().finished() {
                 break;
             }
-            let event = match tokio::time::timeout_at(give_up, eventloop.poll()).await {
+            let event = match tokio::time::timeout_at(give_up, connection.poll()).await {
                 Err(_) => break,
                 Ok(event) => event,
             };
             let now = self.clock.now_us();
             match event {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                Ok(MqttEvent::ConnAck { session_present }) => {
                     self.log.connected(ConnectRecord {
                         client: me,
                         t_us: now,
                         address: self.addresses.index(),
-                        session_present: ack.session_present,
+                        session_present,
                         reconnect: connected_before,
                     });
                     connected_before = true;
                 }
-                Ok(Event::Incoming(Incoming::PubAck(ack))) => state.lock().puback(ack.pkid, now),
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    state.lock().outgoing_publish(pkid, now)
-                }
-                Ok(Event::Outgoing(Outgoing::AwaitAck(pkid))) => {
+                Ok(MqttEvent::PubAck(pkid)) => state.lock().puback(pkid, now),
+                Ok(MqttEvent::OutgoingPublish(pkid)) => state.lock().outgoing_publish(pkid, now),
+                Ok(MqttEvent::AwaitAck(pkid)) => {
                     let mut state = state.lock();
                     if let Some(seq) = state.queued.pop_front() {
                         state.collided = Some((pkid, seq));
@@ -392,9 +377,9 @@ impl Publisher {
                     move_on(
                         error,
                         me,
-                        &self.client_id,
+                        &self.settings,
                         &mut self.addresses,
-                        &mut eventloop,
+                        &mut connection,
                         &self.config,
                         self.clock,
                         &self.log,
@@ -404,7 +389,7 @@ impl Publisher {
             }
         }
         sender.abort();
-        disconnect(&client, &mut eventloop).await;
+        disconnect(&client, &mut connection).await;
         let mut state = state.lock();
         for record in &mut state.records {
             if record.t_puback_us.is_none() && record.failure.is_none() {
@@ -418,7 +403,7 @@ impl Publisher {
 /// Hands QoS 1 PUBLISHes to `client` at this publisher's share of the rate until `stop_at`.
 #[allow(clippy::too_many_arguments)]
 async fn send(
-    client: AsyncClient,
+    client: Client,
     publisher: u32,
     topic: String,
     config: LoadConfig,
@@ -449,7 +434,7 @@ async fn send(
         });
         // Queued before the client can write it, so the event loop always finds it.
         state.queued.push_back(seq);
-        if let Err(error) = client.try_publish(&topic, QoS::AtLeastOnce, false, payload) {
+        if let Err(error) = client.try_publish(&topic, payload) {
             state.queued.pop_back();
             if let Some(record) = state.records.last_mut() {
                 record.failure = Some(format!("not handed to the client: {error}"));
@@ -460,14 +445,14 @@ async fn send(
 }
 
 /// A clean DISCONNECT when the connection is up (bounded; the session stays).
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+async fn disconnect(client: &Client, connection: &mut Connection) {
     if client.try_disconnect().is_err() {
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         loop {
-            match eventloop.poll().await {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            match connection.poll().await {
+                Ok(MqttEvent::OutgoingDisconnect) | Err(_) => break,
                 Ok(_) => {}
             }
         }
@@ -478,7 +463,7 @@ async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
 struct Subscriber {
     id: u32,
     filter: String,
-    client_id: String,
+    settings: ClientSettings,
     addresses: Addresses,
     config: LoadConfig,
     clock: Clock,
@@ -489,7 +474,7 @@ struct Subscriber {
 
 impl Subscriber {
     async fn run(mut self) -> Vec<Delivery> {
-        let (client, mut eventloop) = eventloop(&self.config, &self.client_id, &self.addresses);
+        let (client, mut connection) = client(&self.settings, self.addresses.address());
         let me = ClientRef::Subscriber(self.id);
         let mut deliveries = Vec::new();
         let mut connected = false;
@@ -506,44 +491,44 @@ impl Subscriber {
                     break;
                 }
             }
-            let event = match tokio::time::timeout(idle_check, eventloop.poll()).await {
+            let event = match tokio::time::timeout(idle_check, connection.poll()).await {
                 Err(_) => continue,
                 Ok(event) => event,
             };
             let now = self.clock.now_us();
             match event {
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                Ok(MqttEvent::ConnAck { session_present }) => {
                     connected = true;
                     last_activity = Instant::now();
                     self.log.connected(ConnectRecord {
                         client: me,
                         t_us: now,
                         address: self.addresses.index(),
-                        session_present: ack.session_present,
+                        session_present,
                         reconnect: connected_before,
                     });
                     connected_before = true;
                     // A session the broker lost has no subscription left: subscribe again (the
                     // checker sees the lost session in the session-present rate).
-                    if !ack.session_present {
-                        let _ = client.try_subscribe(&self.filter, QoS::AtLeastOnce);
+                    if !session_present {
+                        let _ = client.try_subscribe(&self.filter);
                     }
                 }
-                Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                Ok(MqttEvent::SubAck) => {
                     if !subscribed {
                         subscribed = true;
                         let _ = self.ready.try_send(());
                     }
                 }
-                Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                Ok(MqttEvent::Publish { payload, dup }) => {
                     last_activity = Instant::now();
-                    if let Some((publisher, seq, _)) = decode_payload(&publish.payload) {
+                    if let Some((publisher, seq, _)) = decode_payload(&payload) {
                         deliveries.push(Delivery {
                             subscriber: self.id,
                             publisher,
                             seq,
                             t_recv_us: now,
-                            dup: publish.dup,
+                            dup,
                         });
                     }
                 }
@@ -553,9 +538,9 @@ impl Subscriber {
                     move_on(
                         error,
                         me,
-                        &self.client_id,
+                        &self.settings,
                         &mut self.addresses,
-                        &mut eventloop,
+                        &mut connection,
                         &self.config,
                         self.clock,
                         &self.log,
@@ -564,7 +549,7 @@ impl Subscriber {
                 }
             }
         }
-        disconnect(&client, &mut eventloop).await;
+        disconnect(&client, &mut connection).await;
         deliveries
     }
 }

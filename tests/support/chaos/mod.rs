@@ -11,5 +11,6 @@
 
 pub mod checker;
 pub mod load;
+pub mod mqtt;
 pub mod recorder;
 pub mod single;
