@@ -187,7 +187,7 @@ fn summary(scenario: &str, reports: &[Report]) -> ExitCode {
         reports.iter().map(|r| r.inversions).collect::<Vec<_>>(),
     );
     println!(
-        "max F_pub gap {} ms; max stall at a fault {} ms; max F_sub {} ms; max resume {} ms; \
+        "max F_pub gap {} ms; max stall at a fault {} ms; max F_sub (disconnected subscribers) {} ms; max resume {} ms; \
          min session present rate {:.3}",
         max(&|r| r.f_pub_max_gap_ms),
         max(&|r| r
@@ -195,7 +195,12 @@ fn summary(scenario: &str, reports: &[Report]) -> ExitCode {
             .iter()
             .filter_map(|f| f.pub_stall_ms)
             .reduce(f64::max)),
-        max(&|r| r.faults.iter().filter_map(|f| f.f_sub_ms).reduce(f64::max)),
+        max(&|r| {
+            r.faults
+                .iter()
+                .filter_map(|f| f.f_sub_affected_max_ms.or(f.f_sub_ms))
+                .reduce(f64::max)
+        }),
         max(&|r| r
             .faults
             .iter()

@@ -7,7 +7,8 @@
 //!   (publisher, subscriber) pair (a redelivered duplicate is a D, not an O).
 //! - **F_pub**: the largest gap between consecutive PUBACKs (all publishers), and per fault
 //!   the stall: last PUBACK before it to first PUBACK after it.
-//! - **F_sub**: per fault, from the fault to the first delivery after it.
+//! - **F_sub**: per fault, from the fault to the first delivery after it; and to the moment
+//!   the last subscriber that lost its connection received again.
 //! - **resume**: per fault, the slowest client that lost its connection after the fault, from
 //!   the fault to its next accepted CONNECT; and the session-present rate of reconnects.
 
@@ -36,8 +37,11 @@ pub struct FaultFigures {
     pub at_ms: f64,
     /// Last PUBACK before the fault to the first after it.
     pub pub_stall_ms: Option<f64>,
-    /// Fault to the first delivery after it.
+    /// Fault to the first delivery after it (to any subscriber).
     pub f_sub_ms: Option<f64>,
+    /// Fault to the moment the last of the subscribers that lost their connection after it
+    /// received a message again (each one's first delivery after its disconnect).
+    pub f_sub_affected_max_ms: Option<f64>,
     /// Clients whose connection was lost after the fault (before the next fault).
     pub clients_disconnected: usize,
     /// Of those, clients connected again by the end of the run.
@@ -240,6 +244,21 @@ fn fault_figures(recording: &Recording, sorted_acks: &[u64]) -> Vec<FaultFigures
                     lost_at.entry(d.client).or_insert(d.t_us);
                 }
             }
+            let mut f_sub_affected = None;
+            for (&client, &lost) in &lost_at {
+                let ClientRef::Subscriber(subscriber) = client else {
+                    continue;
+                };
+                let first = recording
+                    .deliveries
+                    .iter()
+                    .filter(|d| d.subscriber == subscriber && d.t_recv_us >= lost)
+                    .map(|d| d.t_recv_us)
+                    .min();
+                if let Some(first) = first {
+                    f_sub_affected = f_sub_affected.max(Some(first - t));
+                }
+            }
             let mut resumed = HashSet::new();
             let mut resume_max = None;
             for (&client, &lost) in &lost_at {
@@ -259,6 +278,7 @@ fn fault_figures(recording: &Recording, sorted_acks: &[u64]) -> Vec<FaultFigures
                 at_ms: ms(t),
                 pub_stall_ms,
                 f_sub_ms: first_delivery_after(t).map(|r| ms(r - t)),
+                f_sub_affected_max_ms: f_sub_affected.map(ms),
                 clients_disconnected: lost_at.len(),
                 clients_resumed: resumed.len(),
                 resume_max_ms: resume_max.map(ms),
@@ -313,11 +333,13 @@ impl fmt::Display for Report {
         for fault in &self.faults {
             writeln!(
                 f,
-                "fault {:<24} at {:.0} ms: pub stall {} ms, F_sub {} ms, resumed {}/{} (max {} ms)",
+                "fault {:<24} at {:.0} ms: pub stall {} ms, F_sub {} ms (disconnected \
+                 subscribers {} ms), resumed {}/{} (max {} ms)",
                 fault.name,
                 fault.at_ms,
                 opt(fault.pub_stall_ms),
                 opt(fault.f_sub_ms),
+                opt(fault.f_sub_affected_max_ms),
                 fault.clients_resumed,
                 fault.clients_disconnected,
                 opt(fault.resume_max_ms),

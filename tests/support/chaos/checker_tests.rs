@@ -166,6 +166,8 @@ fn fault_figures_measure_the_stall_the_first_delivery_and_the_resume() {
     // PUBACKs at 1.5 ms and 2.5 ms around the fault at 1.6 ms.
     assert_eq!(fault.pub_stall_ms, Some(1.0));
     assert_eq!(fault.f_sub_ms, Some(0.2)); // the delivery at 1.8 ms
+                                           // Subscriber 0, cut off at 1.7 ms, next receives at 1.8 ms.
+    assert_eq!(fault.f_sub_affected_max_ms, Some(0.2));
     assert_eq!((fault.clients_disconnected, fault.clients_resumed), (1, 1));
     assert_eq!(fault.resume_max_ms, Some(0.5));
     assert_eq!(report.reconnects, 1);

@@ -38,30 +38,38 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// A durable broker named `name` with its KahaDB store in `store` and one MQTT connector on
-/// 127.0.0.1:`port`.
-pub fn durable_broker_xml(name: &str, store: &Path, port: u16) -> String {
+/// A broker named `name` with one MQTT connector on 127.0.0.1:`port`: durable with its KahaDB
+/// store in `store`, or (`store` = `None`) a memory broker that forgets everything when killed.
+pub fn broker_xml(name: &str, store: Option<&Path>, port: u16) -> String {
+    let persistence = match store {
+        Some(store) => format!(
+            r#">
+    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>"#,
+            store.display()
+        ),
+        None => r#" persistent="false">"#.into(),
+    };
     format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="{name}">
-    <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="{name}"{persistence}
     <transportConnectors>
       <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
     </transportConnectors>
   </broker>
 </beans>
-"#,
-        store.display()
+"#
     )
 }
 
 impl BrokerProcess {
-    /// Writes the configuration in a new temporary directory and starts the broker.
-    pub fn start(program: BrokerProgram) -> std::io::Result<BrokerProcess> {
+    /// Writes the configuration in a new temporary directory and starts the broker, durable
+    /// (KahaDB there) unless `durable` is false.
+    pub fn start(program: BrokerProgram, durable: bool) -> std::io::Result<BrokerProcess> {
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
         let config = dir.path().join("activemq.xml");
-        let xml = durable_broker_xml("chaos-single", &dir.path().join("kahadb"), port);
+        let store = dir.path().join("kahadb");
+        let xml = broker_xml("chaos-single", durable.then_some(store.as_path()), port);
         std::fs::write(&config, xml)?;
         let broker = BrokerProcess {
             program,
@@ -128,7 +136,18 @@ pub async fn s0_single(
     load: &LoadConfig,
     kill_at: Duration,
 ) -> std::io::Result<Recording> {
-    let broker = Arc::new(BrokerProcess::start(program)?);
+    kill_and_restart(program, true, load, kill_at).await
+}
+
+/// The load against one broker process (durable or not), SIGKILLed `kill_at` after publishing
+/// starts and restarted at once on the same port (and store).
+pub async fn kill_and_restart(
+    program: BrokerProgram,
+    durable: bool,
+    load: &LoadConfig,
+    kill_at: Duration,
+) -> std::io::Result<Recording> {
+    let broker = Arc::new(BrokerProcess::start(program, durable)?);
     if !broker.wait_listening(Duration::from_secs(20)).await {
         return Err(std::io::Error::other("the broker did not start listening"));
     }
