@@ -122,8 +122,8 @@ impl Addresses {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Record a failed connection, then point the connection at the next address and wait a moment.
+#[allow(clippy::too_many_arguments)]
 async fn move_on(
     error: String,
     client: ClientRef,
