@@ -5,7 +5,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../support/chaos/mod.rs"]
+mod chaos;
+
 mod admin_session;
+mod chaos_single;
 mod crash;
 mod crash_mixed;
 mod crash_qos2;

@@ -1,0 +1,555 @@
+//! The chaos load: N QoS 1 publishers and M persistent subscribers (rumqttc, MQTT 3.1.1 with
+//! clean session 0 or MQTT 5 with clean start 0 and session expiry 3600 s), each with a list of broker addresses, moving to the next address whenever
+//! its connection fails or cannot be made within the connect timeout. Publishing is rate
+//! bounded and stops at the end of the run; then publishers wait (bounded) for their last
+//! PUBACKs and subscribers for their last messages, and every client stops by itself.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::mqtt::{client, Client, ClientSettings, Connection, MqttEvent, Protocol};
+
+use super::recorder::{
+    decode_payload, encode_payload, ClientRef, Clock, ConnectRecord, ConnectionLog, Delivery,
+    DisconnectRecord, FaultLog, Plan, PublishRecord, Recording,
+};
+
+/// Load shape and bounds. [`LoadConfig::default`] is the design's load (20 + 20 clients,
+/// 500 msg/s, 256-byte payloads).
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    pub protocol: Protocol,
+    pub publishers: usize,
+    pub subscribers: usize,
+    /// Messages per second, all publishers together.
+    pub rate: f64,
+    /// Payload bytes (at least the 20-byte header).
+    pub payload_size: usize,
+    /// How long publishers publish.
+    pub duration: Duration,
+    /// After that, the longest wait for missing PUBACKs and deliveries.
+    pub drain: Duration,
+    /// A subscriber stops once publishing is over and nothing arrived for this long.
+    pub quiet: Duration,
+    /// Bound of one TCP connect + CONNACK, in whole seconds (rumqttc's unit).
+    pub connect_timeout_s: u64,
+    /// Wait between two connection attempts.
+    pub retry_delay: Duration,
+    pub keep_alive: Duration,
+    /// Topics are `<topic_prefix>/g<k>/p<i>`; make it unique per run.
+    pub topic_prefix: String,
+    /// Client ids are `<client_prefix>-pub-<i>` and `<client_prefix>-sub-<j>`.
+    pub client_prefix: String,
+}
+
+impl Default for LoadConfig {
+    fn default() -> LoadConfig {
+        LoadConfig {
+            protocol: Protocol::V311,
+            publishers: 20,
+            subscribers: 20,
+            rate: 500.0,
+            payload_size: 256,
+            duration: Duration::from_secs(30),
+            drain: Duration::from_secs(15),
+            quiet: Duration::from_secs(2),
+            connect_timeout_s: 2,
+            retry_delay: Duration::from_millis(100),
+            keep_alive: Duration::from_secs(5),
+            topic_prefix: "chaos".into(),
+            client_prefix: "chaos".into(),
+        }
+    }
+}
+
+/// Publisher topics fall in this many groups, for the wildcard filters to select.
+const GROUPS: usize = 4;
+
+impl LoadConfig {
+    /// Who publishes where and who subscribes to what: subscribers cycle through four kinds
+    /// of filter, one filter each (so one message reaches a subscriber at most once):
+    /// one group `<p>/g<k>/+`, everything `<p>/#`, one exact topic, and `<p>/+/p<i>`.
+    pub fn plan(&self) -> Plan {
+        let prefix = &self.topic_prefix;
+        let publishers = self.publishers.max(1);
+        let topic = |i: usize| format!("{prefix}/g{}/p{i}", i % GROUPS);
+        Plan {
+            publisher_topics: (0..self.publishers).map(topic).collect(),
+            subscriber_filters: (0..self.subscribers)
+                .map(|j| match j % 4 {
+                    0 => format!("{prefix}/g{}/+", (j / 4) % GROUPS),
+                    1 => format!("{prefix}/#"),
+                    2 => topic(j % publishers),
+                    _ => format!("{prefix}/+/p{}", j % publishers),
+                })
+                .collect(),
+        }
+    }
+
+    fn settings(&self, client_id: String) -> ClientSettings {
+        ClientSettings {
+            protocol: self.protocol,
+            client_id,
+            keep_alive: self.keep_alive,
+            connect_timeout_s: self.connect_timeout_s,
+        }
+    }
+}
+
+/// A client's broker list and where it is in it.
+struct Addresses {
+    list: Arc<[SocketAddr]>,
+    current: usize,
+}
+
+impl Addresses {
+    fn address(&self) -> SocketAddr {
+        self.list[self.current % self.list.len()]
+    }
+
+    fn index(&self) -> usize {
+        self.current % self.list.len()
+    }
+
+    fn next(&mut self) {
+        self.current = (self.current + 1) % self.list.len();
+    }
+}
+
+/// Record a failed connection, then point the connection at the next address and wait a moment.
+#[allow(clippy::too_many_arguments)]
+async fn move_on(
+    error: String,
+    client: ClientRef,
+    settings: &ClientSettings,
+    addresses: &mut Addresses,
+    connection: &mut Connection,
+    config: &LoadConfig,
+    clock: Clock,
+    log: &ConnectionLog,
+) {
+    log.lost(DisconnectRecord {
+        client,
+        t_us: clock.now_us(),
+        address: addresses.index(),
+        reason: error,
+    });
+    addresses.next();
+    connection.set_address(settings, addresses.address());
+    tokio::time::sleep(config.retry_delay).await;
+}
+
+/// Runs the whole load against `addresses` (client `i` starts on address `i % len`); `fault`
+/// runs concurrently, `fault_at` after publishing starts, and marks its faults in its
+/// [`FaultLog`]. Returns what every client recorded.
+pub async fn run<F, Fut>(
+    config: &LoadConfig,
+    addresses: &[SocketAddr],
+    fault_at: Duration,
+    fault: F,
+) -> Recording
+where
+    F: FnOnce(FaultLog) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    assert!(!addresses.is_empty(), "at least one broker address");
+    let clock = Clock::start();
+    let faults = FaultLog::new(clock);
+    let log = ConnectionLog::default();
+    let plan = config.plan();
+    let list: Arc<[SocketAddr]> = addresses.into();
+    let publishing_over = Arc::new(AtomicBool::new(false));
+
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(config.subscribers.max(1));
+    let subscribers: Vec<_> = (0..config.subscribers)
+        .map(|j| {
+            let subscriber = Subscriber {
+                id: j as u32,
+                filter: plan.subscriber_filters[j].clone(),
+                settings: config.settings(format!("{}-sub-{j}", config.client_prefix)),
+                addresses: Addresses {
+                    list: list.clone(),
+                    current: j,
+                },
+                config: config.clone(),
+                clock,
+                log: log.clone(),
+                publishing_over: publishing_over.clone(),
+                ready: ready_tx.clone(),
+            };
+            tokio::spawn(subscriber.run())
+        })
+        .collect();
+    drop(ready_tx);
+    // Every subscription exists before the first publish, so every PUBACKed message must reach
+    // every matching subscriber.
+    let subscribed_by = Instant::now() + config.drain;
+    for _ in 0..config.subscribers {
+        if tokio::time::timeout_at(subscribed_by, ready_rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            break;
+        }
+    }
+
+    let publish_start = Instant::now();
+    let fault_task = {
+        let faults = faults.clone();
+        let hook = fault(faults);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(publish_start + fault_at).await;
+            hook.await;
+        })
+    };
+    let publishers: Vec<_> = (0..config.publishers)
+        .map(|i| {
+            let publisher = Publisher {
+                id: i as u32,
+                topic: plan.publisher_topics[i].clone(),
+                settings: config.settings(format!("{}-pub-{i}", config.client_prefix)),
+                addresses: Addresses {
+                    list: list.clone(),
+                    current: i,
+                },
+                config: config.clone(),
+                clock,
+                log: log.clone(),
+                start: publish_start,
+            };
+            tokio::spawn(publisher.run())
+        })
+        .collect();
+
+    let mut publishes = Vec::new();
+    for publisher in publishers {
+        publishes.extend(publisher.await.unwrap_or_default());
+    }
+    publishing_over.store(true, Ordering::Relaxed);
+    let mut deliveries = Vec::new();
+    for subscriber in subscribers {
+        deliveries.extend(subscriber.await.unwrap_or_default());
+    }
+    let _ = fault_task.await;
+    let (connects, disconnects) = log.take();
+    Recording {
+        plan,
+        publishes,
+        deliveries,
+        connects,
+        disconnects,
+        faults: faults.take(),
+        duration_us: clock.now_us(),
+    }
+}
+
+/// What a publisher's sender and its event loop share.
+#[derive(Default)]
+struct PublisherState {
+    /// By sequence number.
+    records: Vec<PublishRecord>,
+    /// Handed to the client, not yet written (no packet id yet), in order.
+    queued: VecDeque<u64>,
+    /// Packet id -> sequence of the PUBLISHes written and not acknowledged.
+    pkids: HashMap<u16, u64>,
+    /// A PUBLISH rumqttc holds back because its packet id is still in use (`AwaitAck`).
+    collided: Option<(u16, u64)>,
+    /// The next PUBACK of this packet id is the one rumqttc already handled when it wrote the
+    /// collided PUBLISH (rumqttc reports that write before the PUBACK that freed the id).
+    acked_early: Option<u16>,
+    sender_done: bool,
+}
+
+impl PublisherState {
+    fn ack(&mut self, seq: u64, t_us: u64) {
+        if let Some(record) = usize::try_from(seq)
+            .ok()
+            .and_then(|i| self.records.get_mut(i))
+        {
+            record.t_puback_us.get_or_insert(t_us);
+        }
+    }
+
+    fn outgoing_publish(&mut self, pkid: u16, t_us: u64) {
+        if let Some((collided_pkid, seq)) = self.collided {
+            if collided_pkid == pkid {
+                self.collided = None;
+                if let Some(old) = self.pkids.insert(pkid, seq) {
+                    self.ack(old, t_us);
+                    self.acked_early = Some(pkid);
+                }
+                return;
+            }
+        }
+        // A packet id still in use is a retransmission after a reconnect.
+        if !self.pkids.contains_key(&pkid) {
+            if let Some(seq) = self.queued.pop_front() {
+                self.pkids.insert(pkid, seq);
+            }
+        }
+    }
+
+    fn puback(&mut self, pkid: u16, t_us: u64) {
+        if self.acked_early == Some(pkid) {
+            self.acked_early = None;
+            return;
+        }
+        if let Some(seq) = self.pkids.remove(&pkid) {
+            self.ack(seq, t_us);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.sender_done
+            && self.queued.is_empty()
+            && self.pkids.is_empty()
+            && self.collided.is_none()
+    }
+}
+
+struct Publisher {
+    id: u32,
+    topic: String,
+    settings: ClientSettings,
+    addresses: Addresses,
+    config: LoadConfig,
+    clock: Clock,
+    log: ConnectionLog,
+    start: Instant,
+}
+
+impl Publisher {
+    async fn run(mut self) -> Vec<PublishRecord> {
+        let (client, mut connection) = client(&self.settings, self.addresses.address());
+        let state = Arc::new(Mutex::new(PublisherState::default()));
+        let stop_at = self.start + self.config.duration;
+        let sender = tokio::spawn(send(
+            client.clone(),
+            self.id,
+            self.topic.clone(),
+            self.config.clone(),
+            self.clock,
+            state.clone(),
+            self.start,
+            stop_at,
+        ));
+        let give_up = stop_at + self.config.drain;
+        let me = ClientRef::Publisher(self.id);
+        let mut connected_before = false;
+        loop {
+            if state.lock().finished() {
+                break;
+            }
+            let event = match tokio::time::timeout_at(give_up, connection.poll()).await {
+                Err(_) => break,
+                Ok(event) => event,
+            };
+            let now = self.clock.now_us();
+            match event {
+                Ok(MqttEvent::ConnAck { session_present }) => {
+                    self.log.connected(ConnectRecord {
+                        client: me,
+                        t_us: now,
+                        address: self.addresses.index(),
+                        session_present,
+                        reconnect: connected_before,
+                    });
+                    connected_before = true;
+                }
+                Ok(MqttEvent::PubAck(pkid)) => state.lock().puback(pkid, now),
+                Ok(MqttEvent::OutgoingPublish(pkid)) => state.lock().outgoing_publish(pkid, now),
+                Ok(MqttEvent::AwaitAck(pkid)) => {
+                    let mut state = state.lock();
+                    if let Some(seq) = state.queued.pop_front() {
+                        state.collided = Some((pkid, seq));
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    move_on(
+                        error,
+                        me,
+                        &self.settings,
+                        &mut self.addresses,
+                        &mut connection,
+                        &self.config,
+                        self.clock,
+                        &self.log,
+                    )
+                    .await
+                }
+            }
+        }
+        sender.abort();
+        disconnect(&client, &mut connection).await;
+        let mut state = state.lock();
+        for record in &mut state.records {
+            if record.t_puback_us.is_none() && record.failure.is_none() {
+                record.failure = Some("no PUBACK by the end of the run".into());
+            }
+        }
+        std::mem::take(&mut state.records)
+    }
+}
+
+/// Hands QoS 1 PUBLISHes to `client` at this publisher's share of the rate until `stop_at`.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: Client,
+    publisher: u32,
+    topic: String,
+    config: LoadConfig,
+    clock: Clock,
+    state: Arc<Mutex<PublisherState>>,
+    start: Instant,
+    stop_at: Instant,
+) {
+    let per_publisher = config.rate / config.publishers.max(1) as f64;
+    let period = Duration::from_secs_f64(1.0 / per_publisher.max(0.001));
+    let mut ticks = tokio::time::interval_at(start, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        if Instant::now() >= stop_at {
+            break;
+        }
+        let mut state = state.lock();
+        let seq = state.records.len() as u64;
+        let t_send_us = clock.now_us();
+        let payload = encode_payload(publisher, seq, t_send_us, config.payload_size);
+        state.records.push(PublishRecord {
+            publisher,
+            seq,
+            t_send_us,
+            t_puback_us: None,
+            failure: None,
+        });
+        // Queued before the client can write it, so the event loop always finds it.
+        state.queued.push_back(seq);
+        if let Err(error) = client.try_publish(&topic, payload) {
+            state.queued.pop_back();
+            if let Some(record) = state.records.last_mut() {
+                record.failure = Some(format!("not handed to the client: {error}"));
+            }
+        }
+    }
+    state.lock().sender_done = true;
+}
+
+/// A clean DISCONNECT when the connection is up (bounded; the session stays).
+async fn disconnect(client: &Client, connection: &mut Connection) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match connection.poll().await {
+                Ok(MqttEvent::OutgoingDisconnect) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+struct Subscriber {
+    id: u32,
+    filter: String,
+    settings: ClientSettings,
+    addresses: Addresses,
+    config: LoadConfig,
+    clock: Clock,
+    log: ConnectionLog,
+    publishing_over: Arc<AtomicBool>,
+    ready: tokio::sync::mpsc::Sender<()>,
+}
+
+impl Subscriber {
+    async fn run(mut self) -> Vec<Delivery> {
+        let (client, mut connection) = client(&self.settings, self.addresses.address());
+        let me = ClientRef::Subscriber(self.id);
+        let mut deliveries = Vec::new();
+        let mut connected = false;
+        let mut connected_before = false;
+        let mut subscribed = false;
+        let mut last_activity = Instant::now();
+        let mut over_since: Option<Instant> = None;
+        let idle_check = Duration::from_millis(100);
+        loop {
+            if self.publishing_over.load(Ordering::Relaxed) {
+                let over = *over_since.get_or_insert_with(Instant::now);
+                let quiet = connected && last_activity.elapsed() >= self.config.quiet;
+                if quiet || over.elapsed() >= self.config.drain {
+                    break;
+                }
+            }
+            let event = match tokio::time::timeout(idle_check, connection.poll()).await {
+                Err(_) => continue,
+                Ok(event) => event,
+            };
+            let now = self.clock.now_us();
+            match event {
+                Ok(MqttEvent::ConnAck { session_present }) => {
+                    connected = true;
+                    last_activity = Instant::now();
+                    self.log.connected(ConnectRecord {
+                        client: me,
+                        t_us: now,
+                        address: self.addresses.index(),
+                        session_present,
+                        reconnect: connected_before,
+                    });
+                    connected_before = true;
+                    // A session the broker lost has no subscription left: subscribe again (the
+                    // checker sees the lost session in the session-present rate).
+                    if !session_present {
+                        let _ = client.try_subscribe(&self.filter);
+                    }
+                }
+                Ok(MqttEvent::SubAck) => {
+                    if !subscribed {
+                        subscribed = true;
+                        let _ = self.ready.try_send(());
+                    }
+                }
+                Ok(MqttEvent::Publish { payload, dup }) => {
+                    last_activity = Instant::now();
+                    if let Some((publisher, seq, _)) = decode_payload(&payload) {
+                        deliveries.push(Delivery {
+                            subscriber: self.id,
+                            publisher,
+                            seq,
+                            t_recv_us: now,
+                            dup,
+                        });
+                    }
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    connected = false;
+                    move_on(
+                        error,
+                        me,
+                        &self.settings,
+                        &mut self.addresses,
+                        &mut connection,
+                        &self.config,
+                        self.clock,
+                        &self.log,
+                    )
+                    .await
+                }
+            }
+        }
+        disconnect(&client, &mut connection).await;
+        deliveries
+    }
+}
