@@ -635,11 +635,15 @@ impl Conn {
                 granted.push((filter, kept));
             }
         }
-        self.send(Packet::SubAck(SubAck {
+        let suback = Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             return_codes,
             properties: None,
-        }))?;
+        });
+        if self.core.backplane().is_some() && self.session.is_persistent() {
+            return self.suback_when_kept(suback, granted);
+        }
+        self.send(suback)?;
         // Retained messages on SUBSCRIBE (3.1.1 3.3.1.3; MQTT 5 per Retain Handling), after
         // the SUBACK, with retain=1.
         // Each carries the subscription's identifier (MQTT 5 3.3.4-3).
@@ -650,6 +654,48 @@ impl Conn {
                     .deliver_retained(&self.session, message, qos, kept.id);
             }
         }
+        Ok(())
+    }
+
+    /// In a cluster: the SUBACK of a persistent session leaves once its record holds the new
+    /// subscriptions (a node that dies after the SUBACK then cannot lose them), and the
+    /// retained messages follow it, as on a single node.
+    fn suback_when_kept(
+        &mut self,
+        suback: Packet,
+        granted: Vec<(String, SubscriptionOptions)>,
+    ) -> Result<(), CloseReason> {
+        let data = self.with_session(|s| crate::broker::durability::SessionData::of(s))?;
+        let kept = self
+            .core
+            .durability()
+            .commit(vec![Change::SessionSaved(data)]);
+        let retained: Vec<(Message, QoS, Option<NonZeroU32>)> = granted
+            .iter()
+            .flat_map(|(filter, options)| {
+                self.core
+                    .retained_matching(filter)
+                    .into_iter()
+                    .map(|m| {
+                        let qos = min_qos(m.qos, options.qos);
+                        (m, qos, options.id)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let (core, session) = (self.core.clone(), self.session.clone());
+        self.pending_acks.push(async move {
+            if let Err(e) = kept.wait().await {
+                tracing::warn!(client_id = %session.client_id(), "subscription not kept in the cluster store yet: {e}");
+            }
+            for (message, qos, id) in retained {
+                core.deliver_retained(&session, message, qos, id);
+            }
+            Ready {
+                ack: Some(suback),
+                ..Ready::default()
+            }
+        });
         Ok(())
     }
 
