@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     /// The quorum answered within `quorumLossTimeout` (see `node.rs`).
     pub available: AtomicBool,
     pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    pub live_out: mpsc::Sender<super::publish::Live>,
     pub tracker: parking_lot::Mutex<Tracker>,
     /// Per shard: the last sequence the node's reader took (before routing it).
     pub positions: Vec<AtomicU64>,
@@ -154,6 +155,7 @@ impl ClusterEngine {
         let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
         js.set_timeout(store_timeout);
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
+        let (live_out, live_rx) = mpsc::channel(super::publish::LIVE_BACKLOG);
         let inner = Arc::new(Inner {
             node_id: node_id.to_owned(),
             instance: rand::random::<u64>() | 1,
@@ -170,6 +172,7 @@ impl ClusterEngine {
             core: OnceLock::new(),
             available: AtomicBool::new(true),
             outgoing,
+            live_out,
             tracker: parking_lot::Mutex::new(Tracker::default()),
             positions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             routed: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -180,6 +183,7 @@ impl ClusterEngine {
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
+        tokio::spawn(super::publish::run_live(inner.clone(), live_rx));
         Ok(ClusterEngine { inner })
     }
 }

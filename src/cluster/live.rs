@@ -21,6 +21,9 @@ use super::LIVE_PREFIX;
 
 /// Recent live messages remembered to drop their other copies.
 const RECENT: usize = 8192;
+/// Live arrivals waiting for the router: when it falls behind, the NATS subscriptions' own
+/// bounded buffers fill and NATS drops (a slow consumer, QoS 0): memory stays bounded.
+const ARRIVALS: usize = 8192;
 
 /// How many local subscriptions use a filter, and the tasks reading its NATS subscriptions.
 type Followed = (usize, Vec<JoinHandle<()>>);
@@ -29,7 +32,7 @@ type Followed = (usize, Vec<JoinHandle<()>>);
 #[derive(Default)]
 pub struct Interest {
     filters: parking_lot::Mutex<HashMap<String, Followed>>,
-    arrivals: std::sync::OnceLock<mpsc::UnboundedSender<bytes::Bytes>>,
+    arrivals: std::sync::OnceLock<mpsc::Sender<bytes::Bytes>>,
 }
 
 impl Interest {
@@ -75,7 +78,7 @@ impl Interest {
                         }
                     };
                     while let Some(message) = subscriber.next().await {
-                        if arrivals.send(message.payload).is_err() {
+                        if arrivals.send(message.payload).await.is_err() {
                             return;
                         }
                     }
@@ -87,7 +90,7 @@ impl Interest {
 
 /// Start routing live arrivals (subscriptions made before the start follow from here).
 pub fn start(inner: &Arc<Inner>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<bytes::Bytes>();
+    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(ARRIVALS);
     if inner.live.arrivals.set(tx).is_err() {
         return;
     }
@@ -114,7 +117,8 @@ pub fn start(inner: &Arc<Inner>) {
                 }
             }
             let Some(core) = node.core() else { return };
-            core.deliver_from_backplane(
+            // QoS 0 needs no pacing: a session's queue evicts its oldest QoS 0 messages.
+            let _ = core.deliver_from_backplane(
                 frame.message,
                 frame.publisher.as_deref(),
                 |_| true,

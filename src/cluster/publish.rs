@@ -21,10 +21,19 @@ use crate::protocol::QoS;
 
 type Done = oneshot::Sender<Result<(), DurabilityError>>;
 
-/// One thing to send.
+/// QoS 0 messages waiting to be written to NATS at most: beyond it (NATS slower than the
+/// publishers) a QoS 0 message is dropped and counted as a slow consumer's would be, so memory
+/// stays bounded. QoS 1 publishes are bounded by their publishers' in-flight windows.
+pub const LIVE_BACKLOG: usize = 16_384;
+
+/// A QoS 0 message for core NATS (no acknowledgement).
+pub struct Live {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// One thing to store.
 pub enum Outgoing {
-    /// Core NATS, no acknowledgement (QoS 0).
-    Live { subject: String, payload: Bytes },
     /// A JetStream publish; `done` hears whether it was stored (`None`: nobody waits).
     Store {
         subject: String,
@@ -74,11 +83,22 @@ pub fn publish(
             return Commit::Done(Err(e));
         }
         waits.push(rx);
-    } else if let Err(e) = send(Outgoing::Live {
-        subject: topic_subject(LIVE_PREFIX, &message.topic),
-        payload: payload.clone(),
-    }) {
-        return Commit::Done(Err(e));
+    } else {
+        let live = Live {
+            subject: topic_subject(LIVE_PREFIX, &message.topic),
+            payload: payload.clone(),
+        };
+        if inner.live_out.try_send(live).is_err() {
+            if let Some(core) = inner.core() {
+                let total = core.counters.dropped_queue_full();
+                if crate::broker::durability::should_log(total) {
+                    tracing::warn!(
+                        dropped_total = total,
+                        "QoS 0 message dropped: NATS is slower than the publishers"
+                    );
+                }
+            }
+        }
     }
     if retained != RetainedChange::Unchanged {
         let (tx, rx) = oneshot::channel();
@@ -118,19 +138,23 @@ pub fn publish(
     }))
 }
 
-/// The publishing task.
-pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+/// The task writing QoS 0 messages, in order.
+pub async fn run_live(inner: Arc<Inner>, mut rx: mpsc::Receiver<Live>) {
     let mut failures = 0u64;
+    while let Some(Live { subject, payload }) = rx.recv().await {
+        if let Err(e) = inner.client.publish(subject, payload).await {
+            failures += 1;
+            if crate::broker::durability::should_log(failures) {
+                tracing::warn!(failures_total = failures, "cluster live publish: {e}");
+            }
+        }
+    }
+}
+
+/// The task sending stores, in order.
+pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     while let Some(item) = rx.recv().await {
         match item {
-            Outgoing::Live { subject, payload } => {
-                if let Err(e) = inner.client.publish(subject, payload).await {
-                    failures += 1;
-                    if crate::broker::durability::should_log(failures) {
-                        tracing::warn!(failures_total = failures, "cluster live publish: {e}");
-                    }
-                }
-            }
             Outgoing::Store {
                 subject,
                 payload,

@@ -67,6 +67,7 @@ async fn ordered_from(
 }
 
 async fn node_reader(inner: Arc<Inner>, k: usize) {
+    let mut pace = Pace::default();
     loop {
         let from = inner.positions[k].load(Ordering::Acquire) + 1;
         let mut messages = match ordered_from(&inner, k, from).await {
@@ -96,8 +97,8 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             // stays on (see `catch_up`); routed after: floors never pass an entry not yet
             // registered.
             inner.positions[k].store(seq, Ordering::Release);
-            match decode_message(message.payload.clone()) {
-                Ok(frame) => core.deliver_from_backplane(
+            let routed = match decode_message(message.payload.clone()) {
+                Ok(frame) => Some(core.deliver_from_backplane(
                     frame.message,
                     frame.publisher.as_deref(),
                     |session| {
@@ -107,12 +108,58 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                             .accept_live(session.client_id(), session.id(), k, seq)
                     },
                     |queued| inner.tracker.lock().kept(k, seq, &queued),
-                ),
-                Err(e) => tracing::warn!(shard = k, seq, "cluster reader skipped: {e}"),
-            }
+                )),
+                Err(e) => {
+                    tracing::warn!(shard = k, seq, "cluster reader skipped: {e}");
+                    None
+                }
+            };
             inner.routed[k].store(seq, Ordering::Release);
+            if let Some(routed) = routed {
+                pace.after(&core, routed).await;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A reader waits, as a publisher does on a single node, for local subscribers it pushed
+/// above their soft limit (bounded by `OVERFILL_PAUSE_LIMIT_MS`; one that stays over is given
+/// up on until it drains), so a slow subscriber's queue does not grow without bound while the
+/// others keep up.
+#[derive(Default)]
+struct Pace {
+    given_up: Vec<crate::broker::runtime::Overfilled>,
+}
+
+impl Pace {
+    async fn after(
+        &mut self,
+        core: &crate::broker::runtime::BrokerCore,
+        routed: crate::broker::runtime::Routed,
+    ) {
+        if routed.overfilled.is_empty() {
+            return;
+        }
+        self.given_up.retain(|g| g.still_over());
+        let waiting: Vec<_> = routed
+            .overfilled
+            .into_iter()
+            .filter(|o| {
+                !self
+                    .given_up
+                    .iter()
+                    .any(|g| g.session.id() == o.session.id())
+            })
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let limit = Duration::from_millis(crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS);
+        let deadline = tokio::time::Instant::now() + limit;
+        core.wait_drained(&waiting, deadline).await;
+        self.given_up
+            .extend(waiting.into_iter().filter(|o| o.still_over()));
     }
 }
 
@@ -186,15 +233,22 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             };
             let Some(core) = inner.core() else { return };
             match decode_message(message.payload.clone()) {
-                Ok(frame) => core.deliver_from_backplane(
-                    frame.message,
-                    frame.publisher.as_deref(),
-                    |session| {
-                        session.id() == session_id
-                            && inner.tracker.lock().accept_catch_up(&client_id, k, seq)
-                    },
-                    |queued| inner.tracker.lock().kept(k, seq, &queued),
-                ),
+                Ok(frame) => {
+                    let routed = core.deliver_from_backplane(
+                        frame.message,
+                        frame.publisher.as_deref(),
+                        |session| {
+                            session.id() == session_id
+                                && inner.tracker.lock().accept_catch_up(&client_id, k, seq)
+                        },
+                        |queued| inner.tracker.lock().kept(k, seq, &queued),
+                    );
+                    // A long backlog is fed as fast as its client takes it, not into memory.
+                    while routed.overfilled.iter().any(|o| o.still_over()) {
+                        let pause = tokio::time::Instant::now() + Duration::from_secs(1);
+                        core.wait_drained(&routed.overfilled, pause).await;
+                    }
+                }
                 Err(e) => tracing::warn!(shard = k, seq, "cluster catch-up skipped: {e}"),
             }
             inner.tracker.lock().caught(&client_id, k, seq);

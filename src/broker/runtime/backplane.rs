@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::BrokerCore;
+use super::{BrokerCore, Routed};
 use crate::broker::durability::{Backplane, Change, QueuedFor, SessionImage};
 use crate::broker::message::Message;
 use crate::broker::session::Session;
@@ -20,14 +20,15 @@ impl BrokerCore {
     /// keeps it). `publisher`: the publishing client when it published on this broker (its
     /// No Local subscriptions skip the message). `kept` is told the queue entries made for
     /// persistent sessions at QoS 1/2 before any is queued (so an acknowledgement can never
-    /// arrive before the engine knows the entry).
+    /// arrive before the engine knows the entry). Returns the online sessions it left above
+    /// their soft limit (the engine's reader waits for them as a publisher would).
     pub fn deliver_from_backplane(
         &self,
         message: Message,
         publisher: Option<&str>,
         accept: impl FnMut(&Session) -> bool,
         kept: impl FnOnce(Vec<QueuedFor>),
-    ) {
+    ) -> Routed {
         let publisher = publisher
             .and_then(|client_id| self.registry.by_client_id(client_id))
             .map(|session| session.id());
@@ -41,7 +42,7 @@ impl BrokerCore {
             })
             .collect();
         kept(queued);
-        self.complete_route(plan);
+        self.complete_route(plan)
     }
 
     /// Put a session the shared engine kept into the registry, offline, with its
