@@ -1,19 +1,20 @@
 //! The cluster engine: ferromq nodes as front ends over a NATS JetStream cluster
 //! (docs/cluster.md; the design study is cluster-design.md in the shared reference).
 //!
-//! [`ClusterEngine`] is one more [`Durability`] engine, with a [`Backplane`]: the broker core
+//! [`ClusterEngine`] is one more [`crate::broker::durability::Durability`] engine, with a
+//! [`crate::broker::durability::Backplane`]: the broker core
 //! hands it every publish and every session change and never asks which engine runs.
 //!
 //! | state | NATS asset | module |
 //! |---|---|---|
-//! | QoS 1 messages, stored once before PUBACK | streams `FMQ_MSG_<k>`, subjects `fmq.m.<k>.<topic>` | [`publish`], [`readers`] |
-//! | QoS 0 messages, live only | core subjects `fmq.t.<topic>`, one subscription per distinct local filter | [`live`] |
-//! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | [`sessions`], [`tracker`] |
-//! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | [`retained`] |
-//! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | [`node`] |
+//! | QoS 1 messages, stored once before PUBACK | streams `FMQ_MSG_<k>`, subjects `fmq.m.<k>.<topic>` | `publish.rs`, `readers.rs` |
+//! | QoS 0 messages, live only | core subjects `fmq.t.<topic>`, one subscription per distinct local filter | `live.rs` |
+//! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | `sessions.rs`, `tracker.rs` |
+//! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
+//! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, and at
-//! most [`readers::CATCH_UP_READERS`] temporary catch-up readers for sessions resuming behind.
+//! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind.
 //! Never one per MQTT subscription or session.
 
 pub mod codec;
