@@ -11,3 +11,5 @@ mod config;
 mod harness;
 mod online;
 mod reload;
+mod rig;
+mod routing;
