@@ -40,11 +40,19 @@ fn heartbeat(inner: &Inner) -> bytes::Bytes {
 /// this node's id; else write the first heartbeat.
 pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let key = key(&inner.node_id);
-    let entry = inner
-        .nodes_kv
-        .entry(&key)
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
+    // A bucket just created by a node starting at the same time may not serve reads yet
+    // ("no responders" until its raft group has a leader): retry within a bound.
+    let deadline = tokio::time::Instant::now() + REGISTRY_DEADLINE;
+    let entry = loop {
+        match inner.nodes_kv.entry(&key).await {
+            Ok(entry) => break entry,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: node registry not ready: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("cluster: node registry: {e}"),
+        }
+    };
     if let Some(entry) = entry.filter(|e| e.operation == Operation::Put) {
         if let Ok(other) = serde_json::from_slice::<Heartbeat>(&entry.value) {
             let age_ms = crate::broker::durability::now_ms().saturating_sub(other.at_ms);
@@ -66,13 +74,20 @@ pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
             }
         }
     }
-    inner
-        .nodes_kv
-        .put(&key, heartbeat(inner))
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
-    Ok(())
+    loop {
+        match inner.nodes_kv.put(&key, heartbeat(inner)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: node registry not ready: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("cluster: node registry: {e}"),
+        }
+    }
 }
+
+/// How long a starting node keeps trying to read and write its registry entry.
+const REGISTRY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Write heartbeats; watch the quorum.
 pub fn start(inner: &Arc<Inner>) {
