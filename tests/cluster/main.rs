@@ -13,3 +13,4 @@ mod online;
 mod reload;
 mod rig;
 mod routing;
+mod sessions;
