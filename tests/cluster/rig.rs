@@ -31,6 +31,11 @@ impl Rig {
     /// serves MQTT), with `<ferromq:jetStream>` attributes `attributes` (e.g. [`FAST`]).
     /// `None` (after a SKIP line) without nats-server.
     pub async fn start(nodes: usize, attributes: &str) -> Option<Rig> {
+        Rig::start_with(nodes, attributes, "").await
+    }
+
+    /// [`Rig::start`] with `broker_children` (`<plugins>` ...) in every node's `<broker>`.
+    pub async fn start_with(nodes: usize, attributes: &str, broker_children: &str) -> Option<Rig> {
         nats_server_or_skip()?;
         let nats = NatsCluster::start(3).await;
         let mut rig = Rig {
@@ -40,7 +45,7 @@ impl Rig {
             attributes: attributes.to_owned(),
         };
         let files: Vec<PathBuf> = (0..nodes)
-            .map(|i| rig.write_node(&format!("node-{i}"), free_port(), ""))
+            .map(|i| rig.write_node(&format!("node-{i}"), free_port(), broker_children))
             .collect();
         let mut started: Vec<FerromqNode> = files.iter().map(|f| FerromqNode::start(f)).collect();
         tokio::task::block_in_place(|| started.iter_mut().for_each(FerromqNode::wait_serving));
