@@ -143,20 +143,21 @@ pub fn start(inner: &Arc<Inner>) {
                     set_available(&node, true);
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    // Written by someone else: another process with this node id.
-                    tracing::error!(
-                        node = %node.node_id,
-                        "another ferromq process wrote this node's heartbeat: two nodes share \
-                         a brokerName; this one stops taking persistent work"
-                    );
-                    revision = node
-                        .nodes_kv
-                        .entry(&key)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|e| e.revision);
-                    set_available(&node, false);
+                    let current = node.nodes_kv.entry(&key).await.ok().flatten();
+                    revision = current.as_ref().map(|e| e.revision);
+                    // A write of ours that timed out may still have been stored (the quorum
+                    // came back meanwhile): our own instance there is no other process.
+                    let ours = current
+                        .and_then(|e| serde_json::from_slice::<Heartbeat>(&e.value).ok())
+                        .is_some_and(|h| h.instance == node.instance);
+                    if !ours {
+                        tracing::error!(
+                            node = %node.node_id,
+                            "another ferromq process wrote this node's heartbeat: two nodes \
+                             share a brokerName; this one stops taking persistent work"
+                        );
+                        set_available(&node, false);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!("cluster heartbeat: {e}");
