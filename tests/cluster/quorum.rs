@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ferromq::protocol::{ConnectReason, Packet, QoS};
 
-use super::rig::{publish, publish_acked, puback_of, take_acked, v3, v3_ok, v5, v5_ok, Rig, FAST};
+use super::rig::{puback_of, publish, publish_acked, take_acked, v3, v3_ok, v5, v5_ok, Rig, FAST};
 
 /// quorumLossTimeout in [`FAST`], and how much later than it the node must have reacted
 /// (a heartbeat interval, the write's own timeout, a loaded 2-core machine).
@@ -39,32 +39,52 @@ async fn a_node_without_quorum_refuses_persistent_work_until_it_is_back() {
     // MQTT 5 holder: DISCONNECT 0x9C; MQTT 3.1.1 holder: closed.
     match holder5.recv_within(QUORUM_LOSS + MARGIN).await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x9C, "Use another server"),
-        other => panic!("expected DISCONNECT 0x9C, got {other:?} after {:?}", lost.elapsed()),
+        other => panic!(
+            "expected DISCONNECT 0x9C, got {other:?} after {:?}",
+            lost.elapsed()
+        ),
     }
     let sent_away = lost.elapsed();
     eprintln!("persistent MQTT 5 session sent away {sent_away:?} after the quorum loss");
-    assert!(sent_away >= QUORUM_LOSS, "not before quorumLossTimeout: {sent_away:?}");
+    assert!(
+        sent_away >= QUORUM_LOSS,
+        "not before quorumLossTimeout: {sent_away:?}"
+    );
     holder5.expect_closed().await;
-    assert!(holder3.closed_within(MARGIN).await.is_some(), "MQTT 3.1.1 holder closed");
+    assert!(
+        holder3.closed_within(MARGIN).await.is_some(),
+        "MQTT 3.1.1 holder closed"
+    );
 
     // New persistent sessions are refused; clean ones are still served.
     let (_, ack) = v5(addr, "q-new-5", false, Some(300)).await;
     assert_eq!(ack.reason, ConnectReason::ServerUnavailable, "CONNACK 0x88");
     let (_, ack) = v3(addr, "q-new-3", false).await;
-    assert_eq!(ack.reason, ConnectReason::ServerUnavailable, "return code 3");
+    assert_eq!(
+        ack.reason,
+        ConnectReason::ServerUnavailable,
+        "return code 3"
+    );
     let (_clean_later, _) = v3_ok(addr, "q-clean-later", true).await;
 
     // QoS 1 publishes of clean sessions are not acknowledged: MQTT 3.1.1 gets nothing,
     // MQTT 5 gets PUBACK 0x97 once its wait (5 s) is over.
-    clean3.send(publish("q/held", b"3", QoS::AtLeastOnce, Some(7))).await;
+    clean3
+        .send(publish("q/held", b"3", QoS::AtLeastOnce, Some(7)))
+        .await;
     let sent5 = Instant::now();
-    clean5.send(publish("q/refused", b"5", QoS::AtLeastOnce, Some(8))).await;
+    clean5
+        .send(publish("q/refused", b"5", QoS::AtLeastOnce, Some(8)))
+        .await;
     assert!(
         clean3.recv_within(Duration::from_secs(2)).await.is_none(),
         "no PUBACK without the quorum"
     );
     assert_eq!(puback_of(&mut clean5, 8).await, 0x97, "Quota exceeded");
-    eprintln!("MQTT 5 publish refused {:?} after it was sent", sent5.elapsed());
+    eprintln!(
+        "MQTT 5 publish refused {:?} after it was sent",
+        sent5.elapsed()
+    );
 
     // The servers come back: persistent sessions are taken again.
     rig.nats.restart(1).await;
@@ -76,15 +96,24 @@ async fn a_node_without_quorum_refuses_persistent_work_until_it_is_back() {
             break (c, ack);
         }
         assert_eq!(ack.reason, ConnectReason::ServerUnavailable);
-        assert!(back.elapsed() < Duration::from_secs(20), "persistent sessions never came back");
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "persistent sessions never came back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    eprintln!("persistent sessions taken again {:?} after the servers' restart", back.elapsed());
+    eprintln!(
+        "persistent sessions taken again {:?} after the servers' restart",
+        back.elapsed()
+    );
     assert!(ack.session_present, "the session kept through the loss");
     // The held MQTT 3.1.1 publish is stored and acknowledged now, and reaches the session.
     assert_eq!(puback_of(&mut clean3, 7).await, 0);
     let got = take_acked(&mut resumed, 1).await;
-    assert_eq!((&got[0].topic[..], &got[0].payload[..]), ("q/held", &b"3"[..]));
+    assert_eq!(
+        (&got[0].topic[..], &got[0].payload[..]),
+        ("q/held", &b"3"[..])
+    );
     let (_, ack) = v3_ok(addr, "q-new-3", false).await;
     assert!(!ack.session_present);
 }

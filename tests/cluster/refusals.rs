@@ -46,7 +46,13 @@ fn login(version: ProtocolVersion, id: &str, user: &str) -> ferromq::protocol::C
     connect
 }
 
-async fn connected(rig: &Rig, node: usize, version: ProtocolVersion, id: &str, user: &str) -> RawClient {
+async fn connected(
+    rig: &Rig,
+    node: usize,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+) -> RawClient {
     RawClient::connect_ok(rig.addr(node), login(version, id, user))
         .await
         .0
@@ -55,21 +61,32 @@ async fn connected(rig: &Rig, node: usize, version: ProtocolVersion, id: &str, u
 async fn not_advertised_and_refused(rig: &Rig, node: usize) {
     let addr = rig.addr(node);
     // CONNACK: Maximum QoS 1, Shared Subscription Available 0.
-    let (mut v5, ack) = RawClient::connect_ok(addr, login(ProtocolVersion::V5, "ref-5", "writer")).await;
+    let (mut v5, ack) =
+        RawClient::connect_ok(addr, login(ProtocolVersion::V5, "ref-5", "writer")).await;
     let props = ack.properties.expect("CONNACK properties");
     assert_eq!(props.maximum_qos, Some(1), "node {node}");
     assert_eq!(props.shared_subscription_available, Some(0), "node {node}");
     // SUBSCRIBE QoS 2 is granted 1; a shared subscription is refused 0x9E.
     assert_eq!(v5.subscribe(1, &[("open/q2", QoS::ExactlyOnce)]).await, [1]);
-    assert_eq!(v5.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)]).await, [0x9E]);
+    assert_eq!(
+        v5.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)])
+            .await,
+        [0x9E]
+    );
     // PUBLISH QoS 2: DISCONNECT 0x9B (QoS not supported).
-    v5.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3))).await;
+    v5.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3)))
+        .await;
     assert_eq!(disconnect_code(&mut v5).await, 0x9B, "node {node}");
 
     let mut v3 = connected(rig, node, ProtocolVersion::V311, "ref-3", "writer").await;
     assert_eq!(v3.subscribe(1, &[("open/q2", QoS::ExactlyOnce)]).await, [1]);
-    assert_eq!(v3.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)]).await, [0x80]);
-    v3.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3))).await;
+    assert_eq!(
+        v3.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)])
+            .await,
+        [0x80]
+    );
+    v3.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3)))
+        .await;
     v3.expect_closed().await;
 
     // An MQTT 5 will at QoS 2: CONNACK 0x9B.
@@ -84,7 +101,14 @@ async fn authorization_as_on_one_node(rig: &Rig) {
     // Readers on every node; a writer's messages on node 0 reach them all.
     let mut readers = Vec::new();
     for node in 0..3 {
-        let mut r = connected(rig, node, ProtocolVersion::V5, &format!("rd-{node}"), "reader").await;
+        let mut r = connected(
+            rig,
+            node,
+            ProtocolVersion::V5,
+            &format!("rd-{node}"),
+            "reader",
+        )
+        .await;
         assert_eq!(r.subscribe(1, &[("auth/#", QoS::AtLeastOnce)]).await, [1]);
         readers.push(r);
     }
@@ -94,17 +118,28 @@ async fn authorization_as_on_one_node(rig: &Rig) {
         let p = next_publish(r).await;
         assert_eq!(&p.payload[..], b"allowed");
         if let Some(id) = p.packet_id {
-            r.send(Packet::PubAck(ferromq::protocol::Ack::new(id))).await;
+            r.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
         }
     }
     // The reader may not write auth/...: MQTT 5 PUBACK 0x87 on every node, MQTT 3.1.1
     // acknowledged and dropped; nobody gets it.
     for node in 0..3 {
         let mut forger = connected(rig, node, ProtocolVersion::V5, "forge-5", "reader").await;
-        assert_eq!(publish_acked(&mut forger, "auth/t", b"forged", 1).await, 0x87, "node {node}");
+        assert_eq!(
+            publish_acked(&mut forger, "auth/t", b"forged", 1).await,
+            0x87,
+            "node {node}"
+        );
         let mut forger = connected(rig, node, ProtocolVersion::V311, "forge-3", "reader").await;
-        assert_eq!(publish_acked(&mut forger, "auth/t", b"forged", 1).await, 0, "node {node}");
-        forger.send(publish("auth/t", b"forged", QoS::AtMostOnce, None)).await;
+        assert_eq!(
+            publish_acked(&mut forger, "auth/t", b"forged", 1).await,
+            0,
+            "node {node}"
+        );
+        forger
+            .send(publish("auth/t", b"forged", QoS::AtMostOnce, None))
+            .await;
     }
     for r in &mut readers {
         no_publish(r, Duration::from_millis(300)).await;
@@ -112,13 +147,21 @@ async fn authorization_as_on_one_node(rig: &Rig) {
     // A subscription the user may not read is refused on every node (MQTT 5 0x87).
     for node in 0..3 {
         let mut c = connected(rig, node, ProtocolVersion::V5, "no-read", "reader").await;
-        assert_eq!(c.subscribe(1, &[("secret/t", QoS::AtLeastOnce)]).await, [0x87], "node {node}");
+        assert_eq!(
+            c.subscribe(1, &[("secret/t", QoS::AtLeastOnce)]).await,
+            [0x87],
+            "node {node}"
+        );
     }
     // A wrong password is refused on every node (MQTT 5 0x86).
     for node in 0..3 {
         let mut connect = login(ProtocolVersion::V5, "bad", "writer");
         connect.password = Some(Bytes::from_static(b"nope"));
         let (_, ack) = RawClient::connect(rig.addr(node), connect).await;
-        assert_eq!(ack.reason, ConnectReason::BadUserNameOrPassword, "node {node}");
+        assert_eq!(
+            ack.reason,
+            ConnectReason::BadUserNameOrPassword,
+            "node {node}"
+        );
     }
 }

@@ -84,14 +84,28 @@ impl Rig {
 }
 
 /// An MQTT 5 CONNECT on `addr`: clean start `clean`, Session Expiry Interval `expiry`.
-pub async fn v5(addr: SocketAddr, id: &str, clean: bool, expiry: Option<u32>) -> (RawClient, ConnAck) {
+pub async fn v5(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+    expiry: Option<u32>,
+) -> (RawClient, ConnAck) {
     RawClient::connect(addr, connect_v5(id, clean, expiry)).await
 }
 
 /// An MQTT 5 client that must be accepted.
-pub async fn v5_ok(addr: SocketAddr, id: &str, clean: bool, expiry: Option<u32>) -> (RawClient, ConnAck) {
+pub async fn v5_ok(
+    addr: SocketAddr,
+    id: &str,
+    clean: bool,
+    expiry: Option<u32>,
+) -> (RawClient, ConnAck) {
     let (c, ack) = v5(addr, id, clean, expiry).await;
-    assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success, "{id}: {ack:?}");
+    assert_eq!(
+        ack.reason,
+        ferromq::protocol::ConnectReason::Success,
+        "{id}: {ack:?}"
+    );
     (c, ack)
 }
 
@@ -103,7 +117,11 @@ pub async fn v3(addr: SocketAddr, id: &str, clean: bool) -> (RawClient, ConnAck)
 /// An MQTT 3.1.1 client that must be accepted.
 pub async fn v3_ok(addr: SocketAddr, id: &str, clean: bool) -> (RawClient, ConnAck) {
     let (c, ack) = v3(addr, id, clean).await;
-    assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success, "{id}: {ack:?}");
+    assert_eq!(
+        ack.reason,
+        ferromq::protocol::ConnectReason::Success,
+        "{id}: {ack:?}"
+    );
     (c, ack)
 }
 
@@ -141,7 +159,12 @@ pub fn publish_with(
 
 /// QoS 1 PUBLISH and wait for its PUBACK (its reason code is returned; 0 = success).
 /// Anything else arriving first (PUBLISH to the same client) is skipped.
-pub async fn publish_acked(client: &mut RawClient, topic: &str, payload: &[u8], packet_id: u16) -> u8 {
+pub async fn publish_acked(
+    client: &mut RawClient,
+    topic: &str,
+    payload: &[u8],
+    packet_id: u16,
+) -> u8 {
     client
         .send(publish(topic, payload, QoS::AtLeastOnce, Some(packet_id)))
         .await;
@@ -186,7 +209,9 @@ pub async fn take_acked(client: &mut RawClient, n: usize) -> Vec<Publish> {
     while got.len() < n {
         let p = next_publish(client).await;
         if let Some(id) = p.packet_id {
-            client.send(Packet::PubAck(ferromq::protocol::Ack::new(id))).await;
+            client
+                .send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
         }
         got.push(p);
     }
@@ -204,20 +229,36 @@ pub async fn no_publish(client: &mut RawClient, within: Duration) {
 /// `subscribers` got one (core NATS interest spreads between servers asynchronously after
 /// a SUBACK, so the first live messages may find no route yet), then drain what is left of
 /// them. Panics after 10 s.
-pub async fn prime_live(publisher: &mut RawClient, topic: &str, subscribers: &mut [&mut RawClient]) {
+pub async fn prime_live(
+    publisher: &mut RawClient,
+    topic: &str,
+    subscribers: &mut [&mut RawClient],
+) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut reached = vec![false; subscribers.len()];
     while reached.iter().any(|r| !r) {
-        assert!(Instant::now() < deadline, "live interest on {topic} never reached every node");
-        publisher.send(publish(topic, b"probe", QoS::AtMostOnce, None)).await;
+        assert!(
+            Instant::now() < deadline,
+            "live interest on {topic} never reached every node"
+        );
+        publisher
+            .send(publish(topic, b"probe", QoS::AtMostOnce, None))
+            .await;
         for (i, s) in subscribers.iter_mut().enumerate() {
-            if !reached[i] && next_publish_within(s, Duration::from_millis(100)).await.is_some() {
+            if !reached[i]
+                && next_publish_within(s, Duration::from_millis(100))
+                    .await
+                    .is_some()
+            {
                 reached[i] = true;
             }
         }
     }
     for s in subscribers.iter_mut() {
-        while next_publish_within(s, Duration::from_millis(200)).await.is_some() {}
+        while next_publish_within(s, Duration::from_millis(200))
+            .await
+            .is_some()
+        {}
     }
 }
 

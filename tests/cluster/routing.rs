@@ -26,8 +26,10 @@ async fn messages_and_retained_cross_every_node() {
         return;
     };
     live_and_stored_messages_reach_every_node(&rig).await;
+    publishers_on_every_node_keep_their_order_everywhere(&rig).await;
     mqtt5_properties_survive_the_trip(&rig).await;
     no_local_across_nodes_and_no_duplicates(&rig).await;
+    wills_and_downgrades_across_nodes(&rig).await;
     retained_set_read_and_cleared_anywhere(&mut rig).await;
     node_ids_are_unique_but_a_killed_node_comes_back(&mut rig).await;
 }
@@ -53,11 +55,25 @@ async fn live_and_stored_messages_reach_every_node(rig: &Rig) {
     let (mut exact, _) = v5_ok(rig.addr(0), "rt-exact", true, None).await;
     let (mut plus, _) = v5_ok(rig.addr(1), "rt-plus", true, None).await;
     let (mut hash, _) = v3_ok(rig.addr(2), "rt-hash", true).await;
-    assert_eq!(exact.subscribe(1, &[(ODD_TOPIC, QoS::AtLeastOnce)]).await, [1]);
-    assert_eq!(plus.subscribe(1, &[("route/+/x", QoS::AtLeastOnce)]).await, [1]);
-    assert_eq!(hash.subscribe(1, &[("route/#", QoS::AtLeastOnce)]).await, [1]);
+    assert_eq!(
+        exact.subscribe(1, &[(ODD_TOPIC, QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    assert_eq!(
+        plus.subscribe(1, &[("route/+/x", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    assert_eq!(
+        hash.subscribe(1, &[("route/#", QoS::AtLeastOnce)]).await,
+        [1]
+    );
     let (mut publisher, _) = v5_ok(rig.addr(0), "rt-pub", true, None).await;
-    prime_live(&mut publisher, ODD_TOPIC, &mut [&mut exact, &mut plus, &mut hash]).await;
+    prime_live(
+        &mut publisher,
+        ODD_TOPIC,
+        &mut [&mut exact, &mut plus, &mut hash],
+    )
+    .await;
 
     // QoS 0 and QoS 1 interleaved: each level keeps the publisher's order.
     for n in 0..N {
@@ -71,11 +87,26 @@ async fn live_and_stored_messages_reach_every_node(rig: &Rig) {
         );
     }
     let expected: Vec<u32> = (0..N).collect();
-    for (name, sub) in [("exact", &mut exact), ("plus", &mut plus), ("hash", &mut hash)] {
+    for (name, sub) in [
+        ("exact", &mut exact),
+        ("plus", &mut plus),
+        ("hash", &mut hash),
+    ] {
         let got = take_acked(sub, 2 * N as usize).await;
-        assert!(got.iter().all(|p| p.topic.as_ref() as &str == ODD_TOPIC), "{name}");
-        assert_eq!(numbers(&got, QoS::AtMostOnce), expected, "{name}: QoS 0 order");
-        assert_eq!(numbers(&got, QoS::AtLeastOnce), expected, "{name}: QoS 1 order");
+        assert!(
+            got.iter().all(|p| p.topic.as_ref() as &str == ODD_TOPIC),
+            "{name}"
+        );
+        assert_eq!(
+            numbers(&got, QoS::AtMostOnce),
+            expected,
+            "{name}: QoS 0 order"
+        );
+        assert_eq!(
+            numbers(&got, QoS::AtLeastOnce),
+            expected,
+            "{name}: QoS 1 order"
+        );
         no_publish(sub, Duration::from_millis(300)).await;
     }
     // A topic no filter matches reaches nobody.
@@ -85,6 +116,55 @@ async fn live_and_stored_messages_reach_every_node(rig: &Rig) {
     }
     let got = take_acked(&mut hash, 1).await;
     assert_eq!(got[0].topic.as_ref() as &str, "route/other/y");
+}
+
+/// One QoS 1 publisher per node, all at once on one topic: every subscriber (one per node)
+/// gets every message once, each publisher's in its order.
+async fn publishers_on_every_node_keep_their_order_everywhere(rig: &Rig) {
+    const N: usize = 40;
+    let mut subscribers = Vec::new();
+    for node in 0..3 {
+        let (mut s, _) = v5_ok(rig.addr(node), &format!("mp-sub-{node}"), true, None).await;
+        s.subscribe(1, &[("many/+", QoS::AtLeastOnce)]).await;
+        subscribers.push(s);
+    }
+    let publishers: Vec<_> = (0..3)
+        .map(|node| {
+            let addr = rig.addr(node);
+            tokio::spawn(async move {
+                let (mut p, _) = v5_ok(addr, &format!("mp-pub-{node}"), true, None).await;
+                for n in 0..N {
+                    let text = format!("{node}:{n}");
+                    let id = u16::try_from(n + 1).expect("small");
+                    assert_eq!(
+                        publish_acked(&mut p, "many/t", text.as_bytes(), id).await,
+                        0
+                    );
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.expect("publisher");
+    }
+    for (node, s) in subscribers.iter_mut().enumerate() {
+        let got = take_acked(s, 3 * N).await;
+        let mut per_publisher = vec![Vec::new(); 3];
+        for p in &got {
+            let text = std::str::from_utf8(&p.payload).expect("utf-8");
+            let (from, n) = text.split_once(':').expect("from:n");
+            let from: usize = from.parse().expect("node");
+            per_publisher[from].push(n.parse::<usize>().expect("n"));
+        }
+        for (from, numbers) in per_publisher.iter().enumerate() {
+            assert_eq!(
+                *numbers,
+                (0..N).collect::<Vec<_>>(),
+                "node {node} from {from}"
+            );
+        }
+        no_publish(s, Duration::from_millis(200)).await;
+    }
 }
 
 fn rich_properties() -> Properties {
@@ -113,7 +193,13 @@ async fn mqtt5_properties_survive_the_trip(rig: &Rig) {
 
     for (qos, id) in [(QoS::AtMostOnce, None), (QoS::AtLeastOnce, Some(7))] {
         publisher
-            .send(publish_with("props/a", b"{}", qos, id, Some(rich_properties())))
+            .send(publish_with(
+                "props/a",
+                b"{}",
+                qos,
+                id,
+                Some(rich_properties()),
+            ))
             .await;
         for sub in [&mut on1, &mut on2] {
             let got = take_acked(sub, 1).await.remove(0);
@@ -124,7 +210,10 @@ async fn mqtt5_properties_survive_the_trip(rig: &Rig) {
             assert_eq!(p.content_type, want.content_type);
             assert_eq!(p.response_topic, want.response_topic);
             assert_eq!(p.correlation_data, want.correlation_data);
-            assert_eq!(p.user_properties, want.user_properties, "order and repeats kept");
+            assert_eq!(
+                p.user_properties, want.user_properties,
+                "order and repeats kept"
+            );
             let expiry = p.message_expiry_interval.expect("expiry forwarded");
             assert!((298..=300).contains(&expiry), "remaining expiry {expiry}");
         }
@@ -132,7 +221,8 @@ async fn mqtt5_properties_survive_the_trip(rig: &Rig) {
     // The real-client view: rumqttc's MQTT 5 client publishes, rumqttc 3.1.1 on another
     // node gets the payload (3.1.1 has no properties).
     let mut v3 = crate::support::Client::connect(rig.addr(2), "pr-rumqttc-v3").await;
-    v3.subscribe("props/rumqttc", rumqttc::QoS::AtLeastOnce).await;
+    v3.subscribe("props/rumqttc", rumqttc::QoS::AtLeastOnce)
+        .await;
     let (client, events) = rumqttc_v5(rig.addr(1), "pr-rumqttc-v5");
     let properties = rumqttc::v5::mqttbytes::v5::PublishProperties {
         content_type: Some("application/json".into()),
@@ -207,7 +297,8 @@ async fn retained_at(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, V
     while let Some(p) = next_publish_within(&mut c, Duration::from_millis(400)).await {
         assert!(p.retain, "a retained message on SUBSCRIBE has RETAIN set");
         if let Some(id) = p.packet_id {
-            c.send(Packet::PubAck(ferromq::protocol::Ack::new(id))).await;
+            c.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
         }
         got.push((p.topic.to_string(), p.payload.to_vec()));
     }
@@ -227,29 +318,40 @@ async fn eventually_retained(addr: std::net::SocketAddr, filter: &str, want: &[(
         if got == want {
             return;
         }
-        assert!(Instant::now() < deadline, "retained on {addr} {filter}: {got:?}, want {want:?}");
+        assert!(
+            Instant::now() < deadline,
+            "retained on {addr} {filter}: {got:?}, want {want:?}"
+        );
     }
 }
 
 async fn retained_set_read_and_cleared_anywhere(rig: &mut Rig) {
     let (mut a, _) = v5_ok(rig.addr(0), "ret-a", true, None).await;
     a.send(retained(ODD_TOPIC, b"kept", QoS::AtLeastOnce, Some(1)))
-    .await;
+        .await;
     assert_eq!(super::rig::puback_of(&mut a, 1).await, 0);
     let started = Instant::now();
     eventually_retained(rig.addr(2), "route/#", &[(ODD_TOPIC, b"kept")]).await;
-    eprintln!("retained visible on node 2 {:?} after the PUBACK on node 0", started.elapsed());
+    eprintln!(
+        "retained visible on node 2 {:?} after the PUBACK on node 0",
+        started.elapsed()
+    );
     eventually_retained(rig.addr(0), "route/#", &[(ODD_TOPIC, b"kept")]).await;
 
     // Cleared on node 1 (3.1.1, QoS 0, empty payload): gone on 0 and 2.
     let (mut b, _) = v3_ok(rig.addr(1), "ret-b", true).await;
     b.send(retained(ODD_TOPIC, b"", QoS::AtMostOnce, None))
-    .await;
+        .await;
     eventually_retained(rig.addr(0), "route/#", &[]).await;
     eventually_retained(rig.addr(2), "route/#", &[]).await;
 
     // Set again; a node started afterwards has it at once.
-    a.send(retained("route/late", b"for the newcomer", QoS::AtLeastOnce, Some(2)))
+    a.send(retained(
+        "route/late",
+        b"for the newcomer",
+        QoS::AtLeastOnce,
+        Some(2),
+    ))
     .await;
     assert_eq!(super::rig::puback_of(&mut a, 2).await, 0);
     let file = rig.write_node("node-3", free_port(), "");
@@ -259,6 +361,77 @@ async fn retained_set_read_and_cleared_anywhere(rig: &mut Rig) {
         vec![("route/late".to_owned(), b"for the newcomer".to_vec())]
     );
     rig.nodes.push(late);
+}
+
+/// A will of a client dropped on node 0 reaches a subscriber on node 2; a QoS 1 message is
+/// delivered at QoS 0 to a QoS 0 subscription on another node; a retained message keeps its
+/// MQTT 5 properties through the bucket.
+async fn wills_and_downgrades_across_nodes(rig: &Rig) {
+    let (mut watcher, _) = v5_ok(rig.addr(2), "will-watch", true, None).await;
+    watcher.subscribe(1, &[("wills/#", QoS::AtLeastOnce)]).await;
+    let mut connect = crate::support::client::connect_packet("will-v3", true, 0);
+    connect.will = Some(crate::support::client::will(
+        "wills/v3",
+        b"gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (dying, ack) = crate::support::client::RawClient::connect(rig.addr(0), connect).await;
+    assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success);
+    drop(dying);
+    let got = take_acked(&mut watcher, 1).await;
+    assert_eq!(
+        (&got[0].topic[..], &got[0].payload[..]),
+        ("wills/v3", &b"gone"[..])
+    );
+    assert_eq!(got[0].qos, QoS::AtLeastOnce);
+
+    let (mut low, _) = v3_ok(rig.addr(1), "qos0-sub", true).await;
+    assert_eq!(low.subscribe(1, &[("down/t", QoS::AtMostOnce)]).await, [0]);
+    let (mut publisher, _) = v5_ok(rig.addr(0), "down-pub", true, None).await;
+    assert_eq!(publish_acked(&mut publisher, "down/t", b"q1", 1).await, 0);
+    let got = next_publish(&mut low).await;
+    assert_eq!(
+        (got.qos, got.packet_id, &got.payload[..]),
+        (QoS::AtMostOnce, None, &b"q1"[..])
+    );
+
+    let mut props = rich_properties();
+    props.message_expiry_interval = None;
+    let retained_with_properties = match publish_with(
+        "retprops/t",
+        b"r",
+        QoS::AtLeastOnce,
+        Some(2),
+        Some(props.clone()),
+    ) {
+        Packet::Publish(p) => Packet::Publish(ferromq::protocol::Publish { retain: true, ..p }),
+        other => other,
+    };
+    publisher.send(retained_with_properties).await;
+    assert_eq!(super::rig::puback_of(&mut publisher, 2).await, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        let (mut reader, _) = v5_ok(rig.addr(2), "retprops-reader", true, None).await;
+        reader
+            .subscribe(1, &[("retprops/#", QoS::AtLeastOnce)])
+            .await;
+        if let Some(p) = next_publish_within(&mut reader, Duration::from_millis(400)).await {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained message never reached node 2"
+        );
+    };
+    let p = got.properties.expect("retained properties");
+    assert_eq!(p.user_properties, props.user_properties);
+    assert_eq!(p.content_type, props.content_type);
+    assert_eq!(p.correlation_data, props.correlation_data);
+    assert_eq!(p.response_topic, props.response_topic);
+    publisher
+        .send(retained("retprops/t", b"", QoS::AtMostOnce, None))
+        .await;
 }
 
 async fn node_ids_are_unique_but_a_killed_node_comes_back(rig: &mut Rig) {
@@ -278,19 +451,31 @@ async fn node_ids_are_unique_but_a_killed_node_comes_back(rig: &mut Rig) {
         .expect("the duplicate node exits by itself")
         .expect("join");
     let text = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "a duplicate node id must not start: {text}");
-    assert!(text.contains("node-0"), "the message names the brokerName: {text}");
+    assert!(
+        !output.status.success(),
+        "a duplicate node id must not start: {text}"
+    );
+    assert!(
+        text.contains("node-0"),
+        "the message names the brokerName: {text}"
+    );
 
     // node-2 SIGKILLed (its heartbeat is still fresh) and started again with its own id.
     let config = rig.nodes[2].config.clone();
     rig.nodes[2].kill();
     let started = Instant::now();
     rig.nodes[2] = tokio::task::block_in_place(|| FerromqNode::spawn(&config));
-    eprintln!("node-2 serves again {:?} after its SIGKILL", started.elapsed());
+    eprintln!(
+        "node-2 serves again {:?} after its SIGKILL",
+        started.elapsed()
+    );
     // And it routes: a QoS 1 message from node 0 reaches a subscriber on it.
     let (mut sub, _) = v5_ok(rig.addr(2), "back-sub", true, None).await;
     sub.subscribe(1, &[("back/t", QoS::AtLeastOnce)]).await;
     let (mut publisher, _) = v5_ok(rig.addr(0), "back-pub", true, None).await;
-    assert_eq!(publish_acked(&mut publisher, "back/t", b"hello", 1).await, 0);
+    assert_eq!(
+        publish_acked(&mut publisher, "back/t", b"hello", 1).await,
+        0
+    );
     assert_eq!(&next_publish(&mut sub).await.payload[..], b"hello");
 }

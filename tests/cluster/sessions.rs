@@ -25,6 +25,8 @@ async fn sessions_move_between_nodes() {
     in_flight_messages_are_resent_first_on_the_new_node(&rig, ProtocolVersion::V311).await;
     in_flight_messages_are_resent_first_on_the_new_node(&rig, ProtocolVersion::V5).await;
     takeover_across_nodes_closes_the_old_connection(&rig).await;
+    subscription_changes_follow_the_session(&rig).await;
+    expired_messages_are_not_delivered_on_resume(&rig).await;
 }
 
 fn text(n: usize) -> Vec<u8> {
@@ -36,9 +38,18 @@ async fn publish_numbered(rig: &Rig, node: usize, topic: &str, from: usize, coun
     let (mut publisher, _) = v5_ok(rig.addr(node), &format!("pub-{topic}"), true, None).await;
     for n in from..from + count {
         let id = u16::try_from(n + 1).expect("small");
-        assert_eq!(publish_acked(&mut publisher, topic, &text(n), id).await, 0, "{n}");
+        assert_eq!(
+            publish_acked(&mut publisher, topic, &text(n), id).await,
+            0,
+            "{n}"
+        );
     }
-    publisher.send(Packet::Disconnect(Disconnect { reason: 0, properties: None })).await;
+    publisher
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
 }
 
 async fn offline_messages_follow_a_v311_session_to_another_node(rig: &Rig) {
@@ -47,7 +58,9 @@ async fn offline_messages_follow_a_v311_session_to_another_node(rig: &Rig) {
     options.set_clean_session(false);
     let mut first = crate::support::Client::connect_with(options.clone()).await;
     assert!(!first.session_present);
-    first.subscribe("sess/v3/#", rumqttc::QoS::AtLeastOnce).await;
+    first
+        .subscribe("sess/v3/#", rumqttc::QoS::AtLeastOnce)
+        .await;
     first.disconnect().await;
 
     publish_numbered(rig, 1, "sess/v3/t", 0, N).await;
@@ -55,10 +68,16 @@ async fn offline_messages_follow_a_v311_session_to_another_node(rig: &Rig) {
     let mut options = crate::support::options(rig.addr(2), "sess-v3");
     options.set_clean_session(false);
     let mut resumed = crate::support::Client::connect_with(options).await;
-    assert!(resumed.session_present, "the session was found on another node");
+    assert!(
+        resumed.session_present,
+        "the session was found on another node"
+    );
     for n in 0..N {
         let p = resumed.next_publish().await;
-        assert_eq!((p.topic.as_str(), &p.payload[..]), ("sess/v3/t", &text(n)[..]));
+        assert_eq!(
+            (p.topic.as_str(), &p.payload[..]),
+            ("sess/v3/t", &text(n)[..])
+        );
         assert_eq!(p.qos, rumqttc::QoS::AtLeastOnce);
     }
     resumed.no_publish_within(Duration::from_millis(300)).await;
@@ -70,7 +89,12 @@ async fn offline_messages_follow_a_v5_session_to_another_node(rig: &Rig) {
     let (mut first, ack) = v5_ok(rig.addr(1), "sess-v5", false, Some(300)).await;
     assert!(!ack.session_present);
     first.subscribe(1, &[("sess/v5/+", QoS::AtLeastOnce)]).await;
-    first.send(Packet::Disconnect(Disconnect { reason: 0, properties: None })).await;
+    first
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
     first.expect_closed().await;
 
     publish_numbered(rig, 2, "sess/v5/t", 0, N).await;
@@ -79,11 +103,20 @@ async fn offline_messages_follow_a_v5_session_to_another_node(rig: &Rig) {
     assert!(ack.session_present, "the session was found on another node");
     let got = take_acked(&mut resumed, N).await;
     let payloads: Vec<Vec<u8>> = got.iter().map(|p| p.payload.to_vec()).collect();
-    assert_eq!(payloads, (0..N).map(text).collect::<Vec<_>>(), "all, in order");
+    assert_eq!(
+        payloads,
+        (0..N).map(text).collect::<Vec<_>>(),
+        "all, in order"
+    );
     assert!(got.iter().all(|p| p.qos == QoS::AtLeastOnce && !p.dup));
     no_publish(&mut resumed, Duration::from_millis(300)).await;
     // Clean start ends it everywhere: a later resume finds nothing.
-    resumed.send(Packet::Disconnect(Disconnect { reason: 0, properties: None })).await;
+    resumed
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
     let (clean, ack) = v5_ok(rig.addr(2), "sess-v5", true, None).await;
     assert!(!ack.session_present);
     drop(clean);
@@ -115,9 +148,17 @@ async fn in_flight_messages_are_resent_first_on_the_new_node(rig: &Rig, version:
     assert!(ack.session_present, "{version:?}");
     for (n, want_id) in ids.iter().enumerate().skip(ACKED) {
         let p = next_publish(&mut resumed).await;
-        assert_eq!(&p.payload[..], &text(n)[..], "{version:?}: re-sent in order");
+        assert_eq!(
+            &p.payload[..],
+            &text(n)[..],
+            "{version:?}: re-sent in order"
+        );
         assert!(p.dup, "{version:?}: a re-sent message has DUP set");
-        assert_eq!(p.packet_id, Some(*want_id), "{version:?}: its packet id kept");
+        assert_eq!(
+            p.packet_id,
+            Some(*want_id),
+            "{version:?}: its packet id kept"
+        );
         resumed.send(Packet::PubAck(Ack::new(*want_id))).await;
     }
     // Then the new ones, after the re-sent.
@@ -127,7 +168,12 @@ async fn in_flight_messages_are_resent_first_on_the_new_node(rig: &Rig, version:
     assert_eq!(&got[1].payload[..], &text(N + 1)[..]);
     assert!(!got[0].dup && !got[1].dup);
     no_publish(&mut resumed, Duration::from_millis(300)).await;
-    resumed.send(Packet::Disconnect(Disconnect { reason: 0, properties: None })).await;
+    resumed
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
 }
 
 async fn takeover_across_nodes_closes_the_old_connection(rig: &Rig) {
@@ -158,4 +204,86 @@ async fn takeover_across_nodes_closes_the_old_connection(rig: &Rig) {
     let (mut old, _) = v5_ok(rig.addr(2), "take-clean-5", true, None).await;
     let (_new, _) = v5_ok(rig.addr(0), "take-clean-5", true, None).await;
     assert_eq!(disconnect_code(&mut old).await, 0x8E);
+}
+
+/// Subscribed on node 0, a second filter added on node 1 and the first removed: a resume on
+/// node 2 has exactly the second.
+async fn subscription_changes_follow_the_session(rig: &Rig) {
+    let (mut c, _) = v5_ok(rig.addr(0), "subs-move", false, Some(300)).await;
+    c.subscribe(1, &[("subs/one", QoS::AtLeastOnce)]).await;
+    drop(c);
+    let (mut c, ack) = v5_ok(rig.addr(1), "subs-move", false, Some(300)).await;
+    assert!(ack.session_present);
+    c.subscribe(2, &[("subs/two", QoS::AtLeastOnce)]).await;
+    c.send(Packet::Unsubscribe(ferromq::protocol::Unsubscribe {
+        packet_id: 3,
+        filters: vec!["subs/one".into()],
+        properties: None,
+    }))
+    .await;
+    match c.recv().await {
+        Packet::UnsubAck(a) => assert_eq!(a.reason_codes, [0]),
+        other => panic!("expected UNSUBACK, got {other:?}"),
+    }
+    c.send(Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: None,
+    }))
+    .await;
+    c.expect_closed().await;
+
+    publish_numbered(rig, 0, "subs/one", 0, 1).await;
+    publish_numbered(rig, 0, "subs/two", 1, 1).await;
+    let (mut c, ack) = v5_ok(rig.addr(2), "subs-move", false, Some(300)).await;
+    assert!(ack.session_present);
+    let got = take_acked(&mut c, 1).await;
+    assert_eq!(
+        (&got[0].topic[..], &got[0].payload[..]),
+        ("subs/two", &text(1)[..])
+    );
+    no_publish(&mut c, Duration::from_millis(300)).await;
+}
+
+/// A message stored for an offline session with a Message Expiry Interval of 1 s is not
+/// delivered when the session resumes on another node 2 s later; one without expiry is, with
+/// the remaining interval of one that has time left.
+async fn expired_messages_are_not_delivered_on_resume(rig: &Rig) {
+    use ferromq::protocol::Properties;
+    let (mut c, _) = v5_ok(rig.addr(0), "expiry", false, Some(300)).await;
+    c.subscribe(1, &[("exp/t", QoS::AtLeastOnce)]).await;
+    drop(c);
+    let (mut p, _) = v5_ok(rig.addr(1), "expiry-pub", true, None).await;
+    for (id, payload, expiry) in [
+        (1, "short", Some(1)),
+        (2, "long", Some(600)),
+        (3, "none", None),
+    ] {
+        let properties = expiry.map(|secs| Properties {
+            message_expiry_interval: Some(secs),
+            ..Properties::default()
+        });
+        p.send(super::rig::publish_with(
+            "exp/t",
+            payload.as_bytes(),
+            QoS::AtLeastOnce,
+            Some(id),
+            properties,
+        ))
+        .await;
+        assert_eq!(super::rig::puback_of(&mut p, id).await, 0);
+    }
+    // Message expiry is a matter of time: let the first one's second pass.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (mut c, ack) = v5_ok(rig.addr(2), "expiry", false, Some(300)).await;
+    assert!(ack.session_present);
+    let got = take_acked(&mut c, 2).await;
+    assert_eq!(&got[0].payload[..], b"long");
+    let left = got[0]
+        .properties
+        .as_ref()
+        .and_then(|p| p.message_expiry_interval)
+        .expect("the remaining expiry");
+    assert!((590..=598).contains(&left), "remaining {left}");
+    assert_eq!(&got[1].payload[..], b"none");
+    no_publish(&mut c, Duration::from_millis(300)).await;
 }
