@@ -26,6 +26,8 @@ async fn sessions_move_between_nodes() {
     in_flight_messages_are_resent_first_on_the_new_node(&rig, ProtocolVersion::V5).await;
     takeover_across_nodes_closes_the_old_connection(&rig).await;
     subscription_changes_follow_the_session(&rig).await;
+    a_session_comes_back_to_a_node_it_left(&rig).await;
+    a_takeover_moves_the_unacknowledged_messages(&rig).await;
     expired_messages_are_not_delivered_on_resume(&rig).await;
 }
 
@@ -286,4 +288,54 @@ async fn expired_messages_are_not_delivered_on_resume(rig: &Rig) {
     assert!((590..=598).contains(&left), "remaining {left}");
     assert_eq!(&got[1].payload[..], b"none");
     no_publish(&mut c, Duration::from_millis(300)).await;
+}
+
+/// Node 0 -> node 1 (messages taken and acknowledged there) -> node 0 again: node 0 serves
+/// what the record says now, not what it remembered: only the newer messages, once.
+async fn a_session_comes_back_to_a_node_it_left(rig: &Rig) {
+    let (mut c, _) = v3_ok(rig.addr(0), "boomerang", false).await;
+    c.subscribe(1, &[("boom/t", QoS::AtLeastOnce)]).await;
+    drop(c);
+    publish_numbered(rig, 2, "boom/t", 0, 5).await;
+    let (mut c, ack) = v3_ok(rig.addr(1), "boomerang", false).await;
+    assert!(ack.session_present);
+    let got = take_acked(&mut c, 5).await;
+    assert_eq!(&got[4].payload[..], &text(4)[..]);
+    c.send(Packet::Disconnect(Disconnect { reason: 0, properties: None })).await;
+    c.expect_closed().await;
+    publish_numbered(rig, 2, "boom/t", 5, 3).await;
+    let (mut c, ack) = v3_ok(rig.addr(0), "boomerang", false).await;
+    assert!(ack.session_present);
+    let got = take_acked(&mut c, 3).await;
+    let payloads: Vec<Vec<u8>> = got.iter().map(|p| p.payload.to_vec()).collect();
+    assert_eq!(payloads, (5..8).map(text).collect::<Vec<_>>());
+    no_publish(&mut c, Duration::from_millis(300)).await;
+}
+
+/// A connection on node 0 holding unacknowledged messages is taken over from node 2: the
+/// new connection gets them again first (DUP set, their packet ids), then the rest.
+async fn a_takeover_moves_the_unacknowledged_messages(rig: &Rig) {
+    let (mut old, _) = v5_ok(rig.addr(0), "take-inflight", false, Some(300)).await;
+    old.subscribe(1, &[("tif/t", QoS::AtLeastOnce)]).await;
+    publish_numbered(rig, 1, "tif/t", 0, 3).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let p = next_publish(&mut old).await;
+        assert_eq!(&p.payload[..], &text(n)[..]);
+        ids.push(p.packet_id.expect("QoS 1"));
+    }
+    let (mut new, ack) = v5_ok(rig.addr(2), "take-inflight", false, Some(300)).await;
+    assert!(ack.session_present);
+    assert_eq!(disconnect_code(&mut old).await, 0x8E);
+    for (n, id) in ids.iter().enumerate() {
+        let p = next_publish(&mut new).await;
+        assert_eq!(&p.payload[..], &text(n)[..], "re-sent in order");
+        assert!(p.dup);
+        assert_eq!(p.packet_id, Some(*id));
+        new.send(Packet::PubAck(Ack::new(*id))).await;
+    }
+    publish_numbered(rig, 1, "tif/t", 3, 1).await;
+    let got = take_acked(&mut new, 1).await;
+    assert_eq!(&got[0].payload[..], &text(3)[..]);
+    no_publish(&mut new, Duration::from_millis(300)).await;
 }
