@@ -10,6 +10,7 @@ mod support;
 mod config;
 mod harness;
 mod online;
+mod paho;
 mod quorum;
 mod refusals;
 mod reload;
