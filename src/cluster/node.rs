@@ -40,11 +40,19 @@ fn heartbeat(inner: &Inner) -> bytes::Bytes {
 /// this node's id; else write the first heartbeat.
 pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let key = key(&inner.node_id);
-    let entry = inner
-        .nodes_kv
-        .entry(&key)
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
+    // A bucket just created by a node starting at the same time may not serve reads yet
+    // ("no responders" until its raft group has a leader): retry within a bound.
+    let deadline = tokio::time::Instant::now() + REGISTRY_DEADLINE;
+    let entry = loop {
+        match inner.nodes_kv.entry(&key).await {
+            Ok(entry) => break entry,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: node registry not ready: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("cluster: node registry: {e}"),
+        }
+    };
     if let Some(entry) = entry.filter(|e| e.operation == Operation::Put) {
         if let Ok(other) = serde_json::from_slice::<Heartbeat>(&entry.value) {
             let age_ms = crate::broker::durability::now_ms().saturating_sub(other.at_ms);
@@ -66,13 +74,20 @@ pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
             }
         }
     }
-    inner
-        .nodes_kv
-        .put(&key, heartbeat(inner))
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: node registry: {e}"))?;
-    Ok(())
+    loop {
+        match inner.nodes_kv.put(&key, heartbeat(inner)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: node registry not ready: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => anyhow::bail!("cluster: node registry: {e}"),
+        }
+    }
 }
+
+/// How long a starting node keeps trying to read and write its registry entry.
+const REGISTRY_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Write heartbeats; watch the quorum.
 pub fn start(inner: &Arc<Inner>) {
@@ -128,20 +143,21 @@ pub fn start(inner: &Arc<Inner>) {
                     set_available(&node, true);
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    // Written by someone else: another process with this node id.
-                    tracing::error!(
-                        node = %node.node_id,
-                        "another ferromq process wrote this node's heartbeat: two nodes share \
-                         a brokerName; this one stops taking persistent work"
-                    );
-                    revision = node
-                        .nodes_kv
-                        .entry(&key)
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|e| e.revision);
-                    set_available(&node, false);
+                    let current = node.nodes_kv.entry(&key).await.ok().flatten();
+                    revision = current.as_ref().map(|e| e.revision);
+                    // A write of ours that timed out may still have been stored (the quorum
+                    // came back meanwhile): our own instance there is no other process.
+                    let ours = current
+                        .and_then(|e| serde_json::from_slice::<Heartbeat>(&e.value).ok())
+                        .is_some_and(|h| h.instance == node.instance);
+                    if !ours {
+                        tracing::error!(
+                            node = %node.node_id,
+                            "another ferromq process wrote this node's heartbeat: two nodes \
+                             share a brokerName; this one stops taking persistent work"
+                        );
+                        set_available(&node, false);
+                    }
                 }
                 Ok(Err(e)) => {
                     tracing::debug!("cluster heartbeat: {e}");

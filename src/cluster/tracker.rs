@@ -148,7 +148,11 @@ impl Tracked {
                 *count -= 1;
                 if *count == 0 {
                     cursor.outstanding.remove(&entry.seq);
-                    cursor.restored.remove(&entry.seq);
+                    // A restored message acknowledged before the catch-up reached it stays
+                    // marked, else the catch-up offers it again as a new message.
+                    if entry.seq <= cursor.delivered_upto {
+                        cursor.restored.remove(&entry.seq);
+                    }
                 }
             }
         }
@@ -181,7 +185,7 @@ impl Tracker {
         }
         cursor.delivered_upto = seq;
         // Re-sent from the in-flight window at the resume already.
-        !cursor.restored.contains(&seq)
+        !cursor.restored.remove(&seq)
     }
 
     /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
@@ -198,7 +202,7 @@ impl Tracker {
             return false;
         }
         cursor.delivered_upto = seq;
-        !cursor.restored.contains(&seq)
+        !cursor.restored.remove(&seq)
     }
 
     /// A catch-up reader of `shard` has offered everything up to `caught_upto`: if the
@@ -369,5 +373,26 @@ mod tests {
         assert_eq!(record.floors, vec![3]);
         assert_eq!(record.inflight.len(), 1);
         assert_eq!(record.inflight[0].packet_id, 7);
+    }
+
+    #[test]
+    fn a_restored_message_acknowledged_before_the_catch_up_reaches_it_is_not_offered_again() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[3]);
+        t.shards[0].catching_up = true;
+        tracker.sessions.insert(Arc::from("c"), t);
+        let entry = Entry {
+            shard: 0,
+            seq: 4,
+            qos: 1,
+            subscription_id: None,
+            packet_id: Some(7),
+        };
+        tracker.restored("c", 50, entry);
+        // The client acknowledges the re-sent copy before the catch-up has read seq 4.
+        tracker.removed("c", 50);
+        assert!(!tracker.accept_catch_up("c", 0, 4));
+        assert!(tracker.accept_catch_up("c", 0, 5));
+        assert!(tracker.sessions["c"].shards[0].restored.is_empty());
     }
 }

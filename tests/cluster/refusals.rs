@@ -1,0 +1,167 @@
+//! What a cluster does not serve yet is not advertised and is refused with the reason codes
+//! of MQTT 5 (QoS 2, shared subscriptions), and authorization works on every node as on one:
+//! each node reads the same `<plugins>` from its own activemq.xml.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use ferromq::protocol::{ConnectReason, Packet, ProtocolVersion, QoS};
+
+use super::rig::{next_publish, no_publish, publish, publish_acked, Rig, FAST};
+use crate::support::client::{connect_packet, connect_v5, will, RawClient};
+use crate::support::sub_options::disconnect_code;
+
+const SECURITY: &str = r#"    <plugins>
+      <simpleAuthenticationPlugin>
+        <users>
+          <authenticationUser username="writer" password="w" groups="writers"/>
+          <authenticationUser username="reader" password="r" groups="readers"/>
+        </users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="auth.>" read="readers,writers" write="writers" admin="readers,writers"/>
+        <authorizationEntry topic="open.>" read="readers,writers" write="readers,writers" admin="readers,writers"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_authorization_on_every_node() {
+    let Some(rig) = Rig::start_with(3, FAST, SECURITY).await else {
+        return;
+    };
+    for node in 0..3 {
+        not_advertised_and_refused(&rig, node).await;
+    }
+    authorization_as_on_one_node(&rig).await;
+}
+
+/// A CONNECT of `version` logged in as `user`.
+fn login(version: ProtocolVersion, id: &str, user: &str) -> ferromq::protocol::Connect {
+    let mut connect = match version {
+        ProtocolVersion::V5 => connect_v5(id, true, None),
+        _ => connect_packet(id, true, 0),
+    };
+    connect.username = Some(user.into());
+    connect.password = Some(Bytes::copy_from_slice(&user.as_bytes()[..1]));
+    connect
+}
+
+async fn connected(
+    rig: &Rig,
+    node: usize,
+    version: ProtocolVersion,
+    id: &str,
+    user: &str,
+) -> RawClient {
+    RawClient::connect_ok(rig.addr(node), login(version, id, user))
+        .await
+        .0
+}
+
+async fn not_advertised_and_refused(rig: &Rig, node: usize) {
+    let addr = rig.addr(node);
+    // CONNACK: Maximum QoS 1, Shared Subscription Available 0.
+    let (mut v5, ack) =
+        RawClient::connect_ok(addr, login(ProtocolVersion::V5, "ref-5", "writer")).await;
+    let props = ack.properties.expect("CONNACK properties");
+    assert_eq!(props.maximum_qos, Some(1), "node {node}");
+    assert_eq!(props.shared_subscription_available, Some(0), "node {node}");
+    // SUBSCRIBE QoS 2 is granted 1; a shared subscription is refused 0x9E.
+    assert_eq!(v5.subscribe(1, &[("open/q2", QoS::ExactlyOnce)]).await, [1]);
+    assert_eq!(
+        v5.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)])
+            .await,
+        [0x9E]
+    );
+    // PUBLISH QoS 2: DISCONNECT 0x9B (QoS not supported).
+    v5.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3)))
+        .await;
+    assert_eq!(disconnect_code(&mut v5).await, 0x9B, "node {node}");
+
+    let mut v3 = connected(rig, node, ProtocolVersion::V311, "ref-3", "writer").await;
+    assert_eq!(v3.subscribe(1, &[("open/q2", QoS::ExactlyOnce)]).await, [1]);
+    assert_eq!(
+        v3.subscribe(2, &[("$share/g/open/t", QoS::AtLeastOnce)])
+            .await,
+        [0x80]
+    );
+    v3.send(publish("open/q2", b"x", QoS::ExactlyOnce, Some(3)))
+        .await;
+    v3.expect_closed().await;
+
+    // An MQTT 5 will at QoS 2: CONNACK 0x9B.
+    let mut connect = login(ProtocolVersion::V5, "ref-will", "writer");
+    connect.will = Some(will("open/will", b"gone", QoS::ExactlyOnce, false));
+    let (mut refused, ack) = RawClient::connect(addr, connect).await;
+    assert_eq!(ack.reason, ConnectReason::QoSNotSupported, "node {node}");
+    refused.expect_closed().await;
+}
+
+async fn authorization_as_on_one_node(rig: &Rig) {
+    // Readers on every node; a writer's messages on node 0 reach them all.
+    let mut readers = Vec::new();
+    for node in 0..3 {
+        let mut r = connected(
+            rig,
+            node,
+            ProtocolVersion::V5,
+            &format!("rd-{node}"),
+            "reader",
+        )
+        .await;
+        assert_eq!(r.subscribe(1, &[("auth/#", QoS::AtLeastOnce)]).await, [1]);
+        readers.push(r);
+    }
+    let mut writer = connected(rig, 1, ProtocolVersion::V5, "wr", "writer").await;
+    assert_eq!(publish_acked(&mut writer, "auth/t", b"allowed", 1).await, 0);
+    for r in &mut readers {
+        let p = next_publish(r).await;
+        assert_eq!(&p.payload[..], b"allowed");
+        if let Some(id) = p.packet_id {
+            r.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
+        }
+    }
+    // The reader may not write auth/...: MQTT 5 PUBACK 0x87 on every node, MQTT 3.1.1
+    // acknowledged and dropped; nobody gets it.
+    for node in 0..3 {
+        let mut forger = connected(rig, node, ProtocolVersion::V5, "forge-5", "reader").await;
+        assert_eq!(
+            publish_acked(&mut forger, "auth/t", b"forged", 1).await,
+            0x87,
+            "node {node}"
+        );
+        let mut forger = connected(rig, node, ProtocolVersion::V311, "forge-3", "reader").await;
+        assert_eq!(
+            publish_acked(&mut forger, "auth/t", b"forged", 1).await,
+            0,
+            "node {node}"
+        );
+        forger
+            .send(publish("auth/t", b"forged", QoS::AtMostOnce, None))
+            .await;
+    }
+    for r in &mut readers {
+        no_publish(r, Duration::from_millis(300)).await;
+    }
+    // A subscription the user may not read is refused on every node (MQTT 5 0x87).
+    for node in 0..3 {
+        let mut c = connected(rig, node, ProtocolVersion::V5, "no-read", "reader").await;
+        assert_eq!(
+            c.subscribe(1, &[("secret/t", QoS::AtLeastOnce)]).await,
+            [0x87],
+            "node {node}"
+        );
+    }
+    // A wrong password is refused on every node (MQTT 5 0x86).
+    for node in 0..3 {
+        let mut connect = login(ProtocolVersion::V5, "bad", "writer");
+        connect.password = Some(Bytes::from_static(b"nope"));
+        let (_, ack) = RawClient::connect(rig.addr(node), connect).await;
+        assert_eq!(
+            ack.reason,
+            ConnectReason::BadUserNameOrPassword,
+            "node {node}"
+        );
+    }
+}
