@@ -9,6 +9,7 @@ mod support;
 
 mod config;
 mod harness;
+mod live_interest;
 mod online;
 mod paho;
 mod quorum;
