@@ -33,3 +33,38 @@ async fn a_qos0_message_right_after_the_suback_reaches_a_subscriber_on_another_n
     }
     assert!(missed.is_empty(), "missed after SUBACK: {missed:?}");
 }
+
+/// A retained message acknowledged on node 0 is there for a subscription made on node 1 right
+/// after the PUBACK (each node's retained index follows the bucket through a watch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_message_is_there_right_after_its_puback_on_another_node() {
+    let Some(rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let (mut publisher, _) = v5_ok(rig.addr(0), "rr-pub", true, None).await;
+    let mut missed = Vec::new();
+    for i in 0..20u16 {
+        let topic = format!("rr/{i}");
+        publisher
+            .send(super::rig::retained(
+                &topic,
+                b"r",
+                QoS::AtLeastOnce,
+                Some(i + 1),
+            ))
+            .await;
+        assert_eq!(super::rig::puback_of(&mut publisher, i + 1).await, 0);
+        let (mut sub, _) = v5_ok(rig.addr(1), &format!("rr-sub-{i}"), true, None).await;
+        sub.subscribe(1, &[(&topic, QoS::AtLeastOnce)]).await;
+        if next_publish_within(&mut sub, Duration::from_secs(1))
+            .await
+            .is_none()
+        {
+            missed.push(i);
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "retained missing right after the PUBACK: {missed:?}"
+    );
+}
