@@ -29,6 +29,7 @@ async fn sessions_move_between_nodes() {
     a_session_comes_back_to_a_node_it_left(&rig).await;
     a_takeover_moves_the_unacknowledged_messages(&rig).await;
     expired_messages_are_not_delivered_on_resume(&rig).await;
+    an_expired_session_is_not_resumed_elsewhere(&rig).await;
     // Last: it kills node 0.
     sessions_of_a_killed_node_resume_elsewhere_with_nothing_lost(&mut rig).await;
 }
@@ -410,4 +411,23 @@ async fn sessions_of_a_killed_node_resume_elsewhere_with_nothing_lost(rig: &mut 
             "{id}: got {seen:?}"
         );
     }
+}
+
+/// A session with a Session Expiry Interval of 1 s, offline for 2 s, is gone on every node:
+/// no session present, no subscription left.
+async fn an_expired_session_is_not_resumed_elsewhere(rig: &Rig) {
+    let (mut c, _) = v5_ok(rig.addr(0), "short-lived", false, Some(1)).await;
+    c.subscribe(1, &[("short/t", QoS::AtLeastOnce)]).await;
+    c.send(Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: None,
+    }))
+    .await;
+    c.expect_closed().await;
+    // Session expiry is a matter of time.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (mut c, ack) = v5_ok(rig.addr(1), "short-lived", false, Some(300)).await;
+    assert!(!ack.session_present, "expired");
+    publish_numbered(rig, 2, "short/t", 0, 1).await;
+    no_publish(&mut c, Duration::from_millis(500)).await;
 }
