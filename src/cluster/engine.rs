@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     /// One writer at a time per session record (each write is a compare-and-set on the
     /// revision the previous one returned).
     pub record_locks: parking_lot::Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recent CONNECTs here and on other nodes, to close the older of two racing ones.
+    pub claims: parking_lot::Mutex<super::claims::Claims>,
     /// Retained message keys -> topics (a delete marker carries only the key).
     pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
 }
@@ -153,6 +155,7 @@ impl ClusterEngine {
         let sessions_kv = bucket(&js, SESSIONS_BUCKET, replicas).await?;
         let retained_kv = bucket(&js, RETAINED_BUCKET, replicas).await?;
         let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
+        agree_on_shards(&nodes_kv, shards).await?;
         js.set_timeout(store_timeout);
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let (live_out, live_rx) = mpsc::channel(super::publish::LIVE_BACKLOG);
@@ -180,6 +183,7 @@ impl ClusterEngine {
             catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
             record_locks: parking_lot::Mutex::default(),
             retained_keys: parking_lot::Mutex::default(),
+            claims: parking_lot::Mutex::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -211,14 +215,62 @@ async fn create_assets(
             allow_direct: true,
             ..Default::default()
         };
-        js.get_or_create_stream(config)
+        let stream = js
+            .get_or_create_stream(config)
             .await
             .map_err(|e| open_error(&format!("stream {}", shard_stream(k)), e))?;
+        let running = &stream.cached_info().config;
+        let max_age = Duration::from_millis(settings.max_offline_age_ms);
+        if k == 0 && (running.num_replicas != replicas || running.max_age != max_age) {
+            // The streams exist: their settings are the cluster's (changed with NATS's own
+            // tools, `nats stream edit`), not one node's.
+            tracing::warn!(
+                "cluster: stream {} exists with replicas {} and max_age {} s; this node's \
+                 replicas {replicas} and maxOfflineAge {} s are not applied to it",
+                shard_stream(k),
+                running.num_replicas,
+                running.max_age.as_secs(),
+                max_age.as_secs()
+            );
+        }
     }
     for name in [SESSIONS_BUCKET, RETAINED_BUCKET, NODES_BUCKET] {
         bucket(js, name, replicas).await?;
     }
     Ok(())
+}
+
+/// The cluster's number of message shards, written by its first node: a node with another
+/// `messageShards` would route topics to other streams than its peers read, so it refuses to
+/// start.
+async fn agree_on_shards(nodes: &kv::Store, shards: usize) -> anyhow::Result<()> {
+    const KEY: &str = "cluster.messageShards";
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        match nodes.get(KEY).await {
+            Ok(Some(value)) => {
+                let theirs: usize = String::from_utf8_lossy(&value).trim().parse().unwrap_or(0);
+                if theirs != shards {
+                    anyhow::bail!(
+                        "cluster: this node's messageShards is {shards} but the cluster's is \
+                         {theirs}: every node of a cluster needs the same messageShards"
+                    );
+                }
+                return Ok(());
+            }
+            Ok(None) => {
+                if nodes.create(KEY, shards.to_string().into()).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            // A bucket whose raft group has no leader yet answers "no responders".
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!("cluster: node registry: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(open_error("node registry", e)),
+        }
+    }
 }
 
 /// The KV bucket `name`, created with `replicas` when it does not exist (an existing one is

@@ -17,6 +17,7 @@
 //! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind.
 //! Never one per MQTT subscription or session.
 
+mod claims;
 pub mod codec;
 mod engine;
 mod live;

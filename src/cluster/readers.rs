@@ -165,9 +165,23 @@ impl Pace {
 
 /// A session is attached here: shards it must catch up on get their readers.
 pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
+    super::sessions::announce(inner, session.client_id());
+    if !session.is_persistent() && inner.claims.lock().superseded(session.client_id()) {
+        // Another node's newer CONNECT was announced before this one attached.
+        if let Some(core) = inner.core() {
+            core.hand_over(session.client_id());
+        }
+        return;
+    }
     let behind: Vec<(usize, u64)> = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(session.client_id()) else {
+            if session.is_persistent() {
+                // Its claim was undone by a newer one (handed over before it attached).
+                if let Some(core) = inner.core() {
+                    core.hand_over(session.client_id());
+                }
+            }
             return;
         };
         t.session_id = Some(session.id());

@@ -380,9 +380,14 @@ pub async fn verify_all(inner: &Arc<Inner>) {
 pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed, DurabilityError> {
     let client_id = request.client_id.clone();
     let key = client_key(&client_id);
-    // A clean session elsewhere keeps nothing in the store: every node hears this kick.
-    broadcast_kick(inner, &key, &client_id).await;
-    let mut kicked = false;
+    // Announced to every node once attached (see `claims.rs`).
+    inner
+        .claims
+        .lock()
+        .claimed_here(&client_id, (now_ms(), inner.instance));
+    // The owner last asked to hand over: a claim that loses a race re-reads the record and
+    // asks the winner in turn, so two nodes never both hold the session.
+    let mut kicked: Option<(String, u64)> = None;
     for _ in 0..CLAIM_ATTEMPTS {
         let entry = tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key))
             .await
@@ -421,8 +426,9 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         if local_epoch.is_some() {
             drop_local(inner, &client_id);
         }
-        if record.owner != inner.node_id && !kicked {
-            kicked = true;
+        let owner_at = (record.owner.clone(), record.epoch);
+        if record.owner != inner.node_id && kicked.as_ref() != Some(&owner_at) {
+            kicked = Some(owner_at);
             kick_owner(inner, &record.owner, &client_id).await;
             continue;
         }
@@ -580,14 +586,20 @@ async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) {
     }
 }
 
-/// Tell every node that `client_id` connected here (clean sessions elsewhere end).
-async fn broadcast_kick(inner: &Inner, key: &str, client_id: &str) {
-    let mut payload = inner.instance.to_be_bytes().to_vec();
+/// Tell every node that `client_id` connected here, with when its claim started: an older
+/// connection with that client id anywhere closes (see `claims.rs`).
+pub fn announce(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    let Some((claimed_ms, instance)) = inner.claims.lock().local(client_id) else {
+        return;
+    };
+    let mut payload = instance.to_be_bytes().to_vec();
+    payload.extend_from_slice(&claimed_ms.to_be_bytes());
     payload.extend_from_slice(client_id.as_bytes());
-    let _ = inner
-        .client
-        .publish(format!("fmq.kick.{key}"), payload.into())
-        .await;
+    let subject = format!("fmq.kick.{}", client_key(client_id));
+    let node = inner.clone();
+    tokio::spawn(async move {
+        let _ = node.client.publish(subject, payload.into()).await;
+    });
 }
 
 /// Answer kicks and flush acknowledgement progress.
@@ -618,13 +630,22 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let node = inner.clone();
     tokio::spawn(async move {
         while let Some(message) = broadcast.next().await {
-            let Some((instance, client_id)) = message.payload.split_at_checked(8) else {
+            let payload = &message.payload;
+            if payload.len() < 16 {
                 continue;
-            };
-            if instance == node.instance.to_be_bytes() {
+            }
+            let (instance, rest) = payload.split_at(8);
+            let (claimed_ms, client_id) = rest.split_at(8);
+            let instance = u64::from_be_bytes(instance.try_into().unwrap_or_default());
+            let claimed_ms = u64::from_be_bytes(claimed_ms.try_into().unwrap_or_default());
+            if instance == node.instance {
                 continue;
             }
             let client_id: Arc<str> = Arc::from(String::from_utf8_lossy(client_id));
+            let older_here = node
+                .claims
+                .lock()
+                .announced(&client_id, (claimed_ms, instance));
             let epoch = node
                 .tracker
                 .lock()
@@ -641,11 +662,12 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                         verify(&node, &client_id, epoch).await;
                     });
                 }
-                None => {
+                None if older_here => {
                     if let Some(core) = node.core() {
                         core.hand_over(&client_id);
                     }
                 }
+                None => {}
             }
         }
     });
