@@ -56,6 +56,9 @@ pub(crate) struct Inner {
     pub record_locks: parking_lot::Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
     /// Recent CONNECTs here and on other nodes, to close the older of two racing ones.
     pub claims: parking_lot::Mutex<super::claims::Claims>,
+    /// The last `FMQ_RETAIN` revision the retained index applied, and its wake-up.
+    pub retained_applied: AtomicU64,
+    pub retained_progress: tokio::sync::Notify,
     /// Retained message keys -> topics (a delete marker carries only the key).
     pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
 }
@@ -183,6 +186,8 @@ impl ClusterEngine {
             catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
             record_locks: parking_lot::Mutex::default(),
             retained_keys: parking_lot::Mutex::default(),
+            retained_applied: AtomicU64::new(0),
+            retained_progress: tokio::sync::Notify::new(),
             claims: parking_lot::Mutex::default(),
         });
         super::node::register(&inner).await?;
@@ -370,6 +375,18 @@ impl Backplane for ClusterEngine {
 
     fn interest(&self, filter: &str, added: bool) {
         self.inner.live.changed(&self.inner, filter, added);
+    }
+
+    fn interest_ready(&self, filters: Vec<String>) -> BackplaneFuture<()> {
+        let inner = self.inner.clone();
+        let live = self
+            .inner
+            .live
+            .ready(&filters, super::sessions::KICK_TIMEOUT);
+        Box::pin(async move {
+            live.await;
+            super::retained::caught_up(&inner, super::sessions::KICK_TIMEOUT).await;
+        })
     }
 
     fn is_available(&self) -> bool {

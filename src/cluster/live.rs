@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -24,9 +25,19 @@ const RECENT: usize = 8192;
 /// Live arrivals waiting for the router: when it falls behind, the NATS subscriptions' own
 /// bounded buffers fill and NATS drops (a slow consumer, QoS 0): memory stays bounded.
 const ARRIVALS: usize = 8192;
+/// How long after its own server has a new subscription a SUBACK still waits, for the other
+/// NATS servers to have it too (see [`Interest::ready`]).
+const INTEREST_SETTLE: Duration = Duration::from_millis(25);
 
-/// How many local subscriptions use a filter, and the tasks reading its NATS subscriptions.
-type Followed = (usize, Vec<JoinHandle<()>>);
+/// A filter this node follows.
+struct Followed {
+    /// Local subscriptions using it.
+    users: usize,
+    /// The task holding its NATS subscriptions (aborting it unsubscribes).
+    task: Option<JoinHandle<()>>,
+    /// True once NATS has the subscriptions (subscribed and flushed).
+    ready: tokio::sync::watch::Receiver<bool>,
+}
 
 /// Filters this node follows.
 #[derive(Default)]
@@ -40,51 +51,85 @@ impl Interest {
     pub fn changed(&self, inner: &Arc<Inner>, filter: &str, added: bool) {
         let mut filters = self.filters.lock();
         if added {
-            let entry = filters
-                .entry(filter.to_owned())
-                .or_insert_with(|| (0, Vec::new()));
-            entry.0 += 1;
-            if entry.0 == 1 {
-                entry.1 = self.follow(inner, filter);
-            }
+            let entry = filters.entry(filter.to_owned()).or_insert_with(|| {
+                let (task, ready) = self.follow(inner, filter);
+                Followed {
+                    users: 0,
+                    task,
+                    ready,
+                }
+            });
+            entry.users += 1;
         } else if let Some(entry) = filters.get_mut(filter) {
-            entry.0 = entry.0.saturating_sub(1);
-            if entry.0 == 0 {
-                if let Some((_, tasks)) = filters.remove(filter) {
-                    for task in tasks {
-                        // Dropping the subscriber unsubscribes it.
-                        task.abort();
-                    }
+            entry.users = entry.users.saturating_sub(1);
+            if entry.users == 0 {
+                if let Some(task) = filters.remove(filter).and_then(|f| f.task) {
+                    // Dropping the subscribers unsubscribes them.
+                    task.abort();
                 }
             }
         }
     }
 
-    fn follow(&self, inner: &Arc<Inner>, filter: &str) -> Vec<JoinHandle<()>> {
-        let Some(arrivals) = self.arrivals.get().cloned() else {
-            return Vec::new();
+    /// Resolves once NATS has the subscriptions of `filters` (bounded by `within`): a SUBACK
+    /// waits for it, so that a QoS 0 message published after the SUBACK on this node's NATS
+    /// server is not missed.
+    pub fn ready(
+        &self,
+        filters: &[String],
+        within: Duration,
+    ) -> impl std::future::Future<Output = ()> {
+        let waits: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let followed = self.filters.lock();
+            filters
+                .iter()
+                .filter_map(|f| followed.get(f).map(|f| f.ready.clone()))
+                .collect()
         };
-        filter_subjects(LIVE_PREFIX, filter)
-            .into_iter()
-            .map(|subject| {
-                let client = inner.client.clone();
-                let arrivals = arrivals.clone();
-                tokio::spawn(async move {
-                    let mut subscriber = match client.subscribe(subject.clone()).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(subject, "cluster live subscription: {e}");
-                            return;
-                        }
-                    };
-                    while let Some(message) = subscriber.next().await {
-                        if arrivals.send(message.payload).await.is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect()
+        async move {
+            let all = async {
+                for mut ready in waits {
+                    let _ = ready.wait_for(|r| *r).await;
+                }
+            };
+            let _ = tokio::time::timeout(within, all).await;
+        }
+    }
+
+    fn follow(
+        &self,
+        inner: &Arc<Inner>,
+        filter: &str,
+    ) -> (Option<JoinHandle<()>>, tokio::sync::watch::Receiver<bool>) {
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let Some(arrivals) = self.arrivals.get().cloned() else {
+            // Before the start: followed by `start`.
+            return (None, ready);
+        };
+        let subjects: Vec<String> = filter_subjects(LIVE_PREFIX, filter).into_iter().collect();
+        let client = inner.client.clone();
+        let task = tokio::spawn(async move {
+            let mut subscribers = Vec::with_capacity(subjects.len());
+            for subject in subjects {
+                match client.subscribe(subject.clone()).await {
+                    Ok(s) => subscribers.push(s),
+                    Err(e) => tracing::warn!(subject, "cluster live subscription: {e}"),
+                }
+            }
+            // The server has the subscriptions once it answered a ping sent after them; it has
+            // told the other servers of them by then, and they take them in within about a
+            // round trip: a short settle covers that (interest spreads asynchronously in NATS).
+            let _ = client.flush().await;
+            tokio::time::sleep(INTEREST_SETTLE).await;
+            let _ = ready_tx.send(true);
+            let mut merged = futures_util::stream::select_all(subscribers);
+            while let Some(message) = merged.next().await {
+                if arrivals.send(message.payload).await.is_err() {
+                    return;
+                }
+            }
+        });
+        (Some(task), ready)
     }
 }
 
@@ -129,9 +174,10 @@ pub fn start(inner: &Arc<Inner>) {
     // Filters subscribed before the start (restored sessions) are followed now.
     let pending: Vec<String> = inner.live.filters.lock().keys().cloned().collect();
     for filter in pending {
-        let tasks = inner.live.follow(inner, &filter);
+        let (task, ready) = inner.live.follow(inner, &filter);
         if let Some(entry) = inner.live.filters.lock().get_mut(&filter) {
-            entry.1 = tasks;
+            entry.task = task;
+            entry.ready = ready;
         }
     }
 }

@@ -50,6 +50,9 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                     }
                 };
                 apply(&node, &entry.key, entry.operation, entry.value);
+                node.retained_applied
+                    .fetch_max(entry.revision, std::sync::atomic::Ordering::AcqRel);
+                node.retained_progress.notify_waiters();
                 if entry.delta == 0 {
                     if let Some(tx) = loaded_tx.take() {
                         let _ = tx.send(());
@@ -63,6 +66,30 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
         tracing::warn!("cluster: retained messages still loading after {LOAD_TIMEOUT:?}");
     }
     Ok(())
+}
+
+/// Resolves once this node's retained index holds everything the bucket held when it was
+/// called (bounded by `within`): a SUBSCRIBE waits for it, so a retained message whose PUBACK
+/// another node sent before the SUBSCRIBE is delivered.
+pub async fn caught_up(inner: &Inner, within: Duration) {
+    let wait = async {
+        let Ok(stream) = inner.js.get_stream(format!("KV_{RETAINED_BUCKET}")).await else {
+            return;
+        };
+        let last = stream.cached_info().state.last_sequence;
+        loop {
+            let progressed = inner.retained_progress.notified();
+            if inner
+                .retained_applied
+                .load(std::sync::atomic::Ordering::Acquire)
+                >= last
+            {
+                return;
+            }
+            progressed.await;
+        }
+    };
+    let _ = tokio::time::timeout(within, wait).await;
 }
 
 fn apply(inner: &Inner, key: &str, operation: Operation, value: bytes::Bytes) {

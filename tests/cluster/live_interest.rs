@@ -8,9 +8,6 @@ use ferromq::protocol::QoS;
 use super::rig::{next_publish_within, publish, v5_ok, Rig, FAST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the node's core NATS subscription for a new filter is made by a spawned task \
-            after the SUBACK has left (Backplane::interest is fire-and-forget), and NATS \
-            spreads interest between servers asynchronously: 13 of 20 QoS 0 messages lost"]
 async fn a_qos0_message_right_after_the_suback_reaches_a_subscriber_on_another_node() {
     let Some(rig) = Rig::start(2, FAST).await else {
         return;

@@ -537,6 +537,9 @@ impl Conn {
             },
         };
         let mut return_codes = Vec::with_capacity(sub.filters.len());
+        // In a cluster, the SUBACK waits for these filters' live subscriptions.
+        let mut subscribed = Vec::new();
+        let clustered = self.core.backplane().is_some();
         let mut granted = Vec::with_capacity(sub.filters.len());
         let security = self.core.security();
         for (filter, options) in sub.filters {
@@ -624,6 +627,9 @@ impl Conn {
             {
                 return Err(CloseReason::TakenOver);
             }
+            if clustered {
+                subscribed.push(filter.clone());
+            }
             return_codes.push(options.qos as u8);
             // MQTT 5 Retain Handling (v3 always sends them, as option 0).
             let send_retained = match options.retain_handling {
@@ -640,8 +646,9 @@ impl Conn {
             return_codes,
             properties: None,
         });
-        if self.core.backplane().is_some() && self.session.is_persistent() {
-            return self.suback_when_kept(suback, granted);
+        if let Some(backplane) = self.core.backplane() {
+            let ready = backplane.interest_ready(subscribed);
+            return self.suback_when_kept(suback, granted, ready);
         }
         self.send(suback)?;
         // Retained messages on SUBSCRIBE (3.1.1 3.3.1.3; MQTT 5 per Retain Handling), after
@@ -657,39 +664,36 @@ impl Conn {
         Ok(())
     }
 
-    /// In a cluster: the SUBACK of a persistent session leaves once its record holds the new
-    /// subscriptions (a node that dies after the SUBACK then cannot lose them), and the
-    /// retained messages follow it, as on a single node.
+    /// In a cluster: the SUBACK leaves once the node's live subscriptions are in place (`ready`)
+    /// and, for a persistent session, once its record holds the new subscriptions (a node that
+    /// dies after the SUBACK then cannot lose them); the retained messages follow it, as on a
+    /// single node.
     fn suback_when_kept(
         &mut self,
         suback: Packet,
         granted: Vec<(String, SubscriptionOptions)>,
+        ready: crate::broker::durability::BackplaneFuture<()>,
     ) -> Result<(), CloseReason> {
-        let data = self.with_session(|s| crate::broker::durability::SessionData::of(s))?;
-        let kept = self
-            .core
-            .durability()
-            .commit(vec![Change::SessionSaved(data)]);
-        let retained: Vec<(Message, QoS, Option<NonZeroU32>)> = granted
-            .iter()
-            .flat_map(|(filter, options)| {
-                self.core
-                    .retained_matching(filter)
-                    .into_iter()
-                    .map(|m| {
-                        let qos = min_qos(m.qos, options.qos);
-                        (m, qos, options.id)
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let kept = if self.session.is_persistent() {
+            let data = self.with_session(|s| crate::broker::durability::SessionData::of(s))?;
+            self.core
+                .durability()
+                .commit(vec![Change::SessionSaved(data)])
+        } else {
+            Commit::done()
+        };
         let (core, session) = (self.core.clone(), self.session.clone());
         self.pending_acks.push(async move {
+            ready.await;
             if let Err(e) = kept.wait().await {
                 tracing::warn!(client_id = %session.client_id(), "subscription not kept in the cluster store yet: {e}");
             }
-            for (message, qos, id) in retained {
-                core.deliver_retained(&session, message, qos, id);
+            // Read once the retained index caught up with the cluster (`ready`).
+            for (filter, options) in &granted {
+                for message in core.retained_matching(filter) {
+                    let qos = min_qos(message.qos, options.qos);
+                    core.deliver_retained(&session, message, qos, options.id);
+                }
             }
             Ready {
                 ack: Some(suback),

@@ -80,6 +80,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// the engine subscribes to the live subjects it needs (reference counted per filter).
     fn interest(&self, filter: &str, added: bool);
 
+    /// Resolves once the live subscriptions of `filters` are in place (bounded in time): the
+    /// SUBACK waits for it, so a QoS 0 message published after the SUBACK reaches the
+    /// subscriber.
+    fn interest_ready(&self, filters: Vec<String>) -> BackplaneFuture<()>;
+
     /// Whether the shared engine can take persistent work now (its quorum answered within
     /// the configured time). While it cannot, persistent CONNECTs are refused and persistent
     /// sessions' connections are closed (MQTT 5: DISCONNECT 0x9C, Use another server).
