@@ -229,7 +229,7 @@ run_one() {
 import json, sys
 r = json.loads(sys.argv[1]); t = r.get("traffic") or {}
 pl = (t.get("puback_latency_us") or {}); el = (t.get("latency_us") or {})
-groups = " ".join("%s %.0f%%" % (g["name"], g.get("cpu_percent") or 0) for g in r.get("process_groups", []))
+groups = " ".join("%s %.0f%% %.0f MiB" % (g["name"], g.get("cpu_percent") or 0, (g.get("peak_rss_kib") or 0) / 1024) for g in r.get("process_groups", []))
 print("  %-16s %10.0f msg/s  lost %s dup %s  PUBACK p50/p99 %s/%s us  e2e p50/p99 %s/%s us  CPU %s, loadgen %.0f%%  exit %s%s" % (
     r.get("label"), t.get("msgs_per_sec", 0), t.get("lost"), t.get("duplicates"),
     pl.get("p50"), pl.get("p99"), el.get("p50"), el.get("p99"), groups,
@@ -320,16 +320,18 @@ def rate(s, sc):
     return t.get("msgs_per_sec") if t else None
 def fmt(x, d=0):
     return "n/a" if x is None else f"{x:,.{d}f}"
-lines = ["| system | scenario | delivered msg/s | lost | dup | PUBACK p50 / p99 µs | end-to-end p50 / p99 µs | ferromq CPU % | nats CPU % | loadgen CPU % | exit |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+lines = ["| system | scenario | sent msg/s | delivered msg/s | lost | dup | PUBACK p50 / p99 µs | end-to-end p50 / p99 µs | ferromq CPU % | nats CPU % | loadgen CPU % | ferromq / nats peak RSS MiB | exit |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 for r in runs:
     rep = r.get("report") or {}; t = traffic(r)
     pl = t.get("puback_latency_us") or {}; el = t.get("latency_us") or {}
     g = {x["name"]: x.get("cpu_percent") for x in rep.get("process_groups", [])}
+    mem = {x["name"]: (x.get("peak_rss_kib") or 0) / 1024 or None for x in rep.get("process_groups", [])}
     lost = t.get("lost"); warn = " ⚠" if lost and rep.get("qos", 0) > 0 else ""
-    lines.append(f"| {names.get(r['system'], r['system'])} | {r['scenario']} | {fmt(t.get('msgs_per_sec'))} | {lost}{warn} | {t.get('duplicates')} | "
+    lines.append(f"| {names.get(r['system'], r['system'])} | {r['scenario']} | {fmt(t.get('sent_per_sec'))} | {fmt(t.get('msgs_per_sec'))} | {lost}{warn} | {t.get('duplicates')} | "
                  f"{fmt(pl.get('p50'))} / {fmt(pl.get('p99'))} | {fmt(el.get('p50'))} / {fmt(el.get('p99'))} | "
-                 f"{fmt(g.get('ferromq'))} | {fmt(g.get('nats'))} | {fmt(rep.get('loadgen_cpu_percent'))} | {r['exit']} |")
+                 f"{fmt(g.get('ferromq'))} | {fmt(g.get('nats'))} | {fmt(rep.get('loadgen_cpu_percent'))} | "
+                 f"{fmt(mem.get('ferromq'))} / {fmt(mem.get('nats'))} | {r['exit']} |")
 scen = sorted({r["scenario"] for r in runs}, key=lambda s: ["fanin-q1", "pairs-q1", "fanout-q0"].index(s) if s in ["fanin-q1", "pairs-q1", "fanout-q0"] else 9)
 ratios = [("b / a", "b", "a"), ("c1 / b", "c1", "b"), ("c2 / b", "c2", "b"), ("b / d1", "b", "d1"),
           ("c1 / d3", "c1", "d3"), ("c2 / d3", "c2", "d3"), ("c1 / d1", "c1", "d1")]

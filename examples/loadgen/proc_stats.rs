@@ -59,9 +59,20 @@ pub fn rss_kib(target: Target) -> Result<u64, String> {
     parse_status_rss_kib(&text).ok_or_else(|| format!("{path}: no VmRSS line"))
 }
 
+/// Peak resident set size in KiB since the process started (VmHWM of /proc/PID/status).
+pub fn peak_rss_kib(target: Target) -> Result<u64, String> {
+    let path = format!("{}/status", target.dir());
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status_kib(&text, "VmHWM:").ok_or_else(|| format!("{path}: no VmHWM line"))
+}
+
 fn parse_status_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.trim_start_matches("VmRSS:")
+    status_kib(status, "VmRSS:")
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.trim_start_matches(key)
         .split_whitespace()
         .next()?
         .parse()

@@ -110,6 +110,8 @@ pub struct ProcessGroupReport {
     pub cpu_secs: Option<f64>,
     /// `cpu_secs` as a percentage of one core over the window.
     pub cpu_percent: Option<f64>,
+    /// Sum of their peak resident memory (VmHWM) at the end of the window, KiB.
+    pub peak_rss_kib: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -192,11 +194,12 @@ impl Report {
         }
         for g in &self.process_groups {
             s += &format!(
-                "  {} (pids {:?}): CPU {} s, {}% of one core\n",
+                "  {} (pids {:?}): CPU {} s, {}% of one core, peak RSS {} KiB\n",
                 g.name,
                 g.pids,
                 opt(&g.cpu_secs.map(|c| format!("{c:.2}"))),
-                opt(&g.cpu_percent.map(|c| format!("{c:.0}")))
+                opt(&g.cpu_percent.map(|c| format!("{c:.0}"))),
+                opt(&g.peak_rss_kib)
             );
         }
         s += &format!(

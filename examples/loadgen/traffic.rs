@@ -312,6 +312,10 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
                 pids: pids.clone(),
                 cpu_secs: cpu,
                 cpu_percent: cpu.map(|c| c * 100.0 / own_wall_secs.max(1e-9)),
+                peak_rss_kib: pids
+                    .iter()
+                    .map(|pid| proc_stats::peak_rss_kib(Target::Pid(*pid)).ok())
+                    .sum(),
             }
         })
         .collect();
