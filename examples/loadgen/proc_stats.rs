@@ -59,7 +59,16 @@ pub fn rss_kib(target: Target) -> Result<u64, String> {
     parse_status_rss_kib(&text).ok_or_else(|| format!("{path}: no VmRSS line"))
 }
 
-/// Peak resident set size in KiB since the process started (VmHWM of /proc/PID/status).
+/// Reset the peak resident set size of a process to its current RSS (writes `5` to
+/// /proc/PID/clear_refs; needs the same user or CAP_SYS_ADMIN), so that a later
+/// [`peak_rss_kib`] gives the peak since now.
+pub fn reset_peak_rss(target: Target) -> Result<(), String> {
+    let path = format!("{}/clear_refs", target.dir());
+    std::fs::write(&path, b"5").map_err(|e| format!("cannot write {path}: {e}"))
+}
+
+/// Peak resident set size in KiB since the process started or since [`reset_peak_rss`]
+/// (VmHWM of /proc/PID/status).
 pub fn peak_rss_kib(target: Target) -> Result<u64, String> {
     let path = format!("{}/status", target.dir());
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;

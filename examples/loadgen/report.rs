@@ -110,8 +110,11 @@ pub struct ProcessGroupReport {
     pub cpu_secs: Option<f64>,
     /// `cpu_secs` as a percentage of one core over the window.
     pub cpu_percent: Option<f64>,
-    /// Sum of their peak resident memory (VmHWM) at the end of the window, KiB.
+    /// Sum of their peak resident memory (VmHWM) at the end of the window, KiB: the peak
+    /// within the window when `peak_rss_in_window` (reset at its start), else since each
+    /// process started.
     pub peak_rss_kib: Option<u64>,
+    pub peak_rss_in_window: bool,
 }
 
 #[derive(Debug, Serialize)]

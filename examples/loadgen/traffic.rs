@@ -208,6 +208,10 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
                 .collect()
         })
         .collect();
+    let peak_reset = s.cpu_groups.iter().all(|(_, pids)| {
+        pids.iter()
+            .all(|pid| proc_stats::reset_peak_rss(Target::Pid(*pid)).is_ok())
+    });
     let start = Instant::now();
     let stop_at = start + s.duration;
     let drain_until = stop_at + DRAIN_GRACE;
@@ -316,6 +320,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
                     .iter()
                     .map(|pid| proc_stats::peak_rss_kib(Target::Pid(*pid)).ok())
                     .sum(),
+                peak_rss_in_window: peak_reset,
             }
         })
         .collect();
