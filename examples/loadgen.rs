@@ -360,7 +360,10 @@ fn real_main(args: &Args) -> Result<Report, String> {
         return Err("--persistent-subscribers needs --mqtt-version 3.1.1".to_owned());
     }
     let ports_addrs = |ports: &[u16]| -> Result<Vec<SocketAddr>, String> {
-        ports.iter().map(|p| loopback_addr(&args.host, *p)).collect()
+        ports
+            .iter()
+            .map(|p| loopback_addr(&args.host, *p))
+            .collect()
     };
     let publisher_addrs = ports_addrs(&args.publisher_ports)?;
     let subscriber_addrs = ports_addrs(&args.subscriber_ports)?;
@@ -510,5 +513,34 @@ mod tests {
         assert!(loopback_addr("localhost", 1883).is_ok());
         let err = loopback_addr("192.0.2.1", 1883).expect_err("TEST-NET-1 is not loopback");
         assert!(err.contains("not a loopback"), "{err}");
+    }
+
+    #[test]
+    fn cpu_groups_are_a_name_and_pids() {
+        assert_eq!(
+            parse_cpu_group("nats=10,11, 12"),
+            Ok(("nats".to_owned(), vec![10, 11, 12]))
+        );
+        assert!(parse_cpu_group("nats").is_err());
+        assert!(parse_cpu_group("=1").is_err());
+        assert!(parse_cpu_group("nats=1,x").is_err());
+    }
+
+    #[test]
+    fn ports_lists_are_comma_separated() {
+        let args = Args::try_parse_from([
+            "loadgen",
+            "--port",
+            "1",
+            "--mode",
+            "pairs",
+            "--publisher-ports",
+            "1,2",
+            "--subscriber-ports",
+            "3,4,5",
+        ])
+        .expect("valid arguments");
+        assert_eq!(args.publisher_ports, vec![1, 2]);
+        assert_eq!(args.subscriber_ports, vec![3, 4, 5]);
     }
 }

@@ -164,7 +164,8 @@ async fn publish(conn: &mut Conn, plan: &PublisherPlan, st: &mut State) -> Resul
         }
         if plan.qos > 0 {
             let written_at = Instant::now();
-            st.awaiting_ack.extend(std::iter::repeat_n(written_at, n as usize));
+            st.awaiting_ack
+                .extend(std::iter::repeat_n(written_at, n as usize));
         }
         conn.write(&out, plan.drain_until).await?;
         out.clear();

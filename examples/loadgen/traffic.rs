@@ -309,7 +309,10 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             let cpu: Option<f64> = pids
                 .iter()
                 .zip(before)
-                .map(|(pid, b)| b.and_then(|b| b.since(Target::Pid(*pid)).ok()).map(|(c, _)| c))
+                .map(|(pid, b)| {
+                    b.and_then(|b| b.since(Target::Pid(*pid)).ok())
+                        .map(|(c, _)| c)
+                })
                 .sum();
             ProcessGroupReport {
                 name: name.clone(),
