@@ -129,6 +129,13 @@ mod tests {
     }
 
     #[test]
+    fn peak_rss_is_at_least_the_current_rss_after_a_reset() {
+        reset_peak_rss(Target::Current).expect("own clear_refs");
+        let peak = peak_rss_kib(Target::Current).expect("own VmHWM");
+        assert!(peak > 0 && peak >= rss_kib(Target::Current).expect("own VmRSS") / 2);
+    }
+
+    #[test]
     fn own_process_is_readable_and_burning_cpu_shows() {
         let before = CpuSample::take(Target::Current).expect("own stat");
         let mut x = 0u64;
