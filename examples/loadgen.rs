@@ -187,6 +187,40 @@ struct Args {
     /// How STOMP subscribers acknowledge.
     #[arg(long, value_enum, default_value = "auto")]
     stomp_ack: StompAck,
+    /// MQTT publishers spread over these ports (comma separated, publisher i on port
+    /// i mod n: several nodes of a cluster); default --port.
+    #[arg(long, value_delimiter = ',')]
+    publisher_ports: Vec<u16>,
+    /// MQTT subscribers spread over these ports, as --publisher-ports; default --port.
+    #[arg(long, value_delimiter = ',')]
+    subscriber_ports: Vec<u16>,
+    /// Subscribers connect with clean session 0 (MQTT 3.1.1 persistent sessions, kept in the
+    /// broker's store): QoS 1 messages then go through the durable path.
+    #[arg(long)]
+    persistent_subscribers: bool,
+    /// Milliseconds to wait between the last SUBACK and the first publish (lets subscription
+    /// interest reach the other nodes of a cluster).
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
+    /// `NAME=PID,PID,...` (repeatable): report the CPU time of that group of processes over
+    /// the measured window (e.g. every nats-server of a cluster).
+    #[arg(long = "cpu-pids", value_parser = parse_cpu_group)]
+    cpu_groups: Vec<(String, Vec<u32>)>,
+}
+
+/// `NAME=PID,PID,...` of `--cpu-pids`.
+fn parse_cpu_group(text: &str) -> Result<(String, Vec<u32>), String> {
+    let (name, pids) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text}: expected NAME=PID,PID,..."))?;
+    let pids = pids
+        .split(',')
+        .map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p}: {e}")))
+        .collect::<Result<Vec<u32>, String>>()?;
+    if name.is_empty() || pids.is_empty() {
+        return Err(format!("{text}: expected NAME=PID,PID,..."));
+    }
+    Ok((name.to_owned(), pids))
 }
 
 /// Longest run accepted, so that a typo cannot tie the machine up for hours.
@@ -322,6 +356,17 @@ fn real_main(args: &Args) -> Result<Report, String> {
             })
         })
         .transpose()?;
+    if args.persistent_subscribers && args.mqtt_version != MqttVersion::V311 {
+        return Err("--persistent-subscribers needs --mqtt-version 3.1.1".to_owned());
+    }
+    let ports_addrs = |ports: &[u16]| -> Result<Vec<SocketAddr>, String> {
+        ports
+            .iter()
+            .map(|p| loopback_addr(&args.host, *p))
+            .collect()
+    };
+    let publisher_addrs = ports_addrs(&args.publisher_ports)?;
+    let subscriber_addrs = ports_addrs(&args.subscriber_ports)?;
     let version = match args.mqtt_version {
         MqttVersion::V311 => wire::Version::V311,
         MqttVersion::V5 => wire::Version::V5,
@@ -340,6 +385,7 @@ fn real_main(args: &Args) -> Result<Report, String> {
             Some(cafile) if args.tls => Some(stream::TlsParams::new(cafile, &args.host)?),
             _ => None,
         },
+        clean_session: true,
     };
     let duration = Duration::from_secs_f64(args.duration_secs);
     // Setup (connects) + run + drain windows, with slack: past this the process ends itself.
@@ -377,6 +423,7 @@ fn real_main(args: &Args) -> Result<Report, String> {
         traffic: None,
         idle: None,
         broker: None,
+        process_groups: Vec::new(),
         loadgen_cpu_secs: 0.0,
         loadgen_cpu_percent: 0.0,
         loadgen_threads: args.threads.clamp(1, 64),
@@ -423,11 +470,17 @@ fn real_main(args: &Args) -> Result<Report, String> {
                     batch: args.batch,
                     inflight: args.inflight,
                     broker_pid: args.broker_pid,
+                    publisher_addrs,
+                    subscriber_addrs,
+                    persistent_subscribers: args.persistent_subscribers,
+                    settle: Duration::from_millis(args.settle_ms.min(10_000)),
+                    cpu_groups: args.cpu_groups.clone(),
                     run_id,
                 };
                 let r = traffic::run(&settings).await?;
                 report.traffic = Some(r.traffic);
                 report.broker = r.broker;
+                report.process_groups = r.process_groups;
                 report.errors = r.errors;
                 Ok((r.own_cpu_secs, r.own_wall_secs))
             }
@@ -460,5 +513,34 @@ mod tests {
         assert!(loopback_addr("localhost", 1883).is_ok());
         let err = loopback_addr("192.0.2.1", 1883).expect_err("TEST-NET-1 is not loopback");
         assert!(err.contains("not a loopback"), "{err}");
+    }
+
+    #[test]
+    fn cpu_groups_are_a_name_and_pids() {
+        assert_eq!(
+            parse_cpu_group("nats=10,11, 12"),
+            Ok(("nats".to_owned(), vec![10, 11, 12]))
+        );
+        assert!(parse_cpu_group("nats").is_err());
+        assert!(parse_cpu_group("=1").is_err());
+        assert!(parse_cpu_group("nats=1,x").is_err());
+    }
+
+    #[test]
+    fn ports_lists_are_comma_separated() {
+        let args = Args::try_parse_from([
+            "loadgen",
+            "--port",
+            "1",
+            "--mode",
+            "pairs",
+            "--publisher-ports",
+            "1,2",
+            "--subscriber-ports",
+            "3,4,5",
+        ])
+        .expect("valid arguments");
+        assert_eq!(args.publisher_ports, vec![1, 2]);
+        assert_eq!(args.subscriber_ports, vec![3, 4, 5]);
     }
 }

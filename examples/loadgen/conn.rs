@@ -31,10 +31,13 @@ pub struct ConnectParams {
     pub read_buf_bytes: usize,
     /// `Some` with `--tls`: every connection starts with a TLS handshake.
     pub tls: Option<TlsParams>,
+    /// CONNECT's clean session flag (false: an MQTT 3.1.1 persistent session).
+    pub clean_session: bool,
 }
 
 impl Conn {
-    /// TCP connect (plus TLS handshake), send CONNECT (clean session), wait for CONNACK 0.
+    /// TCP connect (plus TLS handshake), send CONNECT (clean session unless
+    /// `params.clean_session` is false), wait for CONNACK 0.
     pub async fn open(params: &ConnectParams, client_id: &str) -> Result<Conn, String> {
         let fut = Self::open_unbounded(params, client_id);
         tokio::time::timeout(params.timeout, fut)
@@ -68,7 +71,7 @@ impl Conn {
             &mut out,
             params.version,
             client_id,
-            true,
+            params.clean_session,
             params.keep_alive_secs,
         );
         conn.write(&out, Instant::now() + params.timeout).await?;

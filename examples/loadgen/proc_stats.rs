@@ -59,9 +59,29 @@ pub fn rss_kib(target: Target) -> Result<u64, String> {
     parse_status_rss_kib(&text).ok_or_else(|| format!("{path}: no VmRSS line"))
 }
 
+/// Reset the peak resident set size of a process to its current RSS (writes `5` to
+/// /proc/PID/clear_refs; needs the same user or CAP_SYS_ADMIN), so that a later
+/// [`peak_rss_kib`] gives the peak since now.
+pub fn reset_peak_rss(target: Target) -> Result<(), String> {
+    let path = format!("{}/clear_refs", target.dir());
+    std::fs::write(&path, b"5").map_err(|e| format!("cannot write {path}: {e}"))
+}
+
+/// Peak resident set size in KiB since the process started or since [`reset_peak_rss`]
+/// (VmHWM of /proc/PID/status).
+pub fn peak_rss_kib(target: Target) -> Result<u64, String> {
+    let path = format!("{}/status", target.dir());
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    status_kib(&text, "VmHWM:").ok_or_else(|| format!("{path}: no VmHWM line"))
+}
+
 fn parse_status_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.trim_start_matches("VmRSS:")
+    status_kib(status, "VmRSS:")
+}
+
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line.trim_start_matches(key)
         .split_whitespace()
         .next()?
         .parse()
@@ -106,6 +126,13 @@ mod tests {
         let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n";
         assert_eq!(parse_status_rss_kib(status), Some(1234));
         assert_eq!(parse_status_rss_kib("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn peak_rss_is_at_least_the_current_rss_after_a_reset() {
+        reset_peak_rss(Target::Current).expect("own clear_refs");
+        let peak = peak_rss_kib(Target::Current).expect("own VmHWM");
+        assert!(peak > 0 && peak >= rss_kib(Target::Current).expect("own VmRSS") / 2);
     }
 
     #[test]

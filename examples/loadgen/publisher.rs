@@ -6,9 +6,11 @@
 //! non-blocking reads between batches. That cannot deadlock, because at most `inflight` acks (a few
 //! bytes each) can ever be waiting in the socket.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
+use hdrhistogram::Histogram;
 
 use crate::conn::Conn;
 use crate::wire::{self, kind};
@@ -46,6 +48,10 @@ pub struct PublisherOutcome {
     pub acks_out_of_order: u64,
     /// True when publishing ended at `stop_at` (not at `max_messages` or on an error).
     pub ran_full_window: bool,
+    /// QoS 1/2: nanoseconds from the write of each PUBLISH to the read of its PUBACK (PUBCOMP
+    /// at QoS 2), as this task sees them: acknowledgements are read between batches, so a
+    /// value includes up to one batch write. `None` at QoS 0 or for STOMP publishers.
+    pub ack_latency_ns: Option<Histogram<u64>>,
     pub error: Option<String>,
 }
 
@@ -60,6 +66,9 @@ struct State {
     acked: u64,
     acks_out_of_order: u64,
     pubrel_due: Vec<u16>,
+    /// Write instants of the unacknowledged QoS 1/2 messages, oldest first (at most `inflight`).
+    awaiting_ack: VecDeque<Instant>,
+    ack_latency_ns: Option<Histogram<u64>>,
 }
 
 pub async fn run(mut conn: Conn, plan: PublisherPlan) -> PublisherOutcome {
@@ -68,6 +77,12 @@ pub async fn run(mut conn: Conn, plan: PublisherPlan) -> PublisherOutcome {
         acked: 0,
         acks_out_of_order: 0,
         pubrel_due: Vec::new(),
+        awaiting_ack: VecDeque::with_capacity(if plan.qos > 0 { plan.inflight } else { 0 }),
+        ack_latency_ns: if plan.qos > 0 {
+            crate::subscriber::new_histogram().ok()
+        } else {
+            None
+        },
     };
     let mut result = publish(&mut conn, &plan, &mut st).await;
     if result.is_ok() && plan.qos > 0 {
@@ -86,6 +101,7 @@ pub async fn run(mut conn: Conn, plan: PublisherPlan) -> PublisherOutcome {
         acked: st.acked,
         acks_out_of_order: st.acks_out_of_order,
         ran_full_window: result.is_ok() && st.sent < plan.max_messages.min(u64::from(u32::MAX)),
+        ack_latency_ns: st.ack_latency_ns,
         error: result
             .err()
             .map(|e| format!("publisher {}: {e}", plan.index)),
@@ -131,11 +147,9 @@ async fn publish(conn: &mut Conn, plan: &PublisherPlan, st: &mut State) -> Resul
                     started + Duration::from_secs_f64(st.sent as f64 / rate)
                 };
                 let wake = wake.min(plan.stop_at).min(last_write + plan.keep_alive / 2);
-                if room == 0 {
-                    let _ = tokio::time::timeout_at(wake.into(), conn.stream.readable()).await;
-                } else {
-                    tokio::time::sleep_until(wake.into()).await;
-                }
+                // Acknowledgements are read as they arrive, also while waiting for the next
+                // message due at a fixed rate: the PUBACK latency is not rounded up to it.
+                let _ = tokio::time::timeout_at(wake.into(), conn.stream.readable()).await;
                 continue;
             }
         }
@@ -147,6 +161,11 @@ async fn publish(conn: &mut Conn, plan: &PublisherPlan, st: &mut State) -> Resul
             let id = packet_id_of(st.sent);
             wire::publish(&mut out, conn.version, &plan.topic, plan.qos, id, &payload);
             st.sent += 1;
+        }
+        if plan.qos > 0 {
+            let written_at = Instant::now();
+            st.awaiting_ack
+                .extend(std::iter::repeat_n(written_at, n as usize));
         }
         conn.write(&out, plan.drain_until).await?;
         out.clear();
@@ -200,6 +219,11 @@ fn harvest(conn: &mut Conn, qos: u8, st: &mut State) -> Result<(), String> {
                     st.acks_out_of_order += 1;
                 }
                 st.acked += 1;
+                if let (Some(written_at), Some(h)) =
+                    (st.awaiting_ack.pop_front(), st.ack_latency_ns.as_mut())
+                {
+                    h.saturating_record((written_at.elapsed().as_nanos() as u64).max(1));
+                }
             }
             (kind::PUBREC, 2) => {
                 let id = wire::packet_id(frame.body).map_err(|e| e.to_string())?;

@@ -19,6 +19,8 @@ pub struct Report {
     pub traffic: Option<TrafficReport>,
     pub idle: Option<IdleReport>,
     pub broker: Option<BrokerReport>,
+    /// One entry per `--cpu-pids` group.
+    pub process_groups: Vec<ProcessGroupReport>,
     /// The load generator's own CPU seconds (all threads) over the measured window, and that as a
     /// percentage of one core: near 100 x threads means the load generator was the bottleneck.
     pub loadgen_cpu_secs: f64,
@@ -55,6 +57,9 @@ pub struct TrafficReport {
     pub msgs_per_sec: f64,
     /// Publish-to-receive time over every received message (under load this is queueing time).
     pub latency_us: Option<Latency>,
+    /// QoS 1/2 MQTT publishers: PUBLISH written to PUBACK (PUBCOMP) read, over every
+    /// acknowledged message: what a publisher waits for the broker to take responsibility.
+    pub puback_latency_us: Option<Latency>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +98,23 @@ pub struct BrokerReport {
     pub cpu_secs_per_million_msgs: Option<f64>,
     /// Resident memory at the end of the run.
     pub rss_kib: Option<u64>,
+}
+
+/// `--cpu-pids NAME=PID,PID`: CPU of a group of processes (e.g. every node of a cluster) over
+/// the measured window (from the first publish to the subscribers' end).
+#[derive(Debug, Serialize)]
+pub struct ProcessGroupReport {
+    pub name: String,
+    pub pids: Vec<u32>,
+    /// user + system seconds of all their threads; `None` when a process could not be read.
+    pub cpu_secs: Option<f64>,
+    /// `cpu_secs` as a percentage of one core over the window.
+    pub cpu_percent: Option<f64>,
+    /// Sum of their peak resident memory (VmHWM) at the end of the window, KiB: the peak
+    /// within the window when `peak_rss_in_window` (reset at its start), else since each
+    /// process started.
+    pub peak_rss_kib: Option<u64>,
+    pub peak_rss_in_window: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +167,12 @@ impl Report {
                     l.p50, l.p99, l.p999, l.max, l.mean, l.samples
                 );
             }
+            if let Some(l) = &t.puback_latency_us {
+                s += &format!(
+                    "  PUBACK latency us: p50 {:.1}  p99 {:.1}  p999 {:.1}  max {:.1}  mean {:.1} ({} samples)\n",
+                    l.p50, l.p99, l.p999, l.max, l.mean, l.samples
+                );
+            }
         }
         if let Some(i) = &self.idle {
             s += &format!(
@@ -165,6 +193,16 @@ impl Report {
                 opt(&b.cpu_secs.map(|c| format!("{c:.2}"))),
                 opt(&b.cpu_secs_per_million_msgs.map(|c| format!("{c:.2}"))),
                 opt(&b.rss_kib)
+            );
+        }
+        for g in &self.process_groups {
+            s += &format!(
+                "  {} (pids {:?}): CPU {} s, {}% of one core, peak RSS {} KiB\n",
+                g.name,
+                g.pids,
+                opt(&g.cpu_secs.map(|c| format!("{c:.2}"))),
+                opt(&g.cpu_percent.map(|c| format!("{c:.0}"))),
+                opt(&g.peak_rss_kib)
             );
         }
         s += &format!(

@@ -39,6 +39,7 @@ pub async fn run(mut conn: StompConn, plan: PublisherPlan, stomp: StompParams) -
         acked: st.acked,
         acks_out_of_order: st.acks_out_of_order,
         ran_full_window: result.is_ok() && st.sent < plan.max_messages.min(u64::from(u32::MAX)),
+        ack_latency_ns: None,
         error: result
             .err()
             .map(|e| format!("STOMP publisher {}: {e}", plan.index)),

@@ -2,6 +2,7 @@
 //! first, then starts the clock, publishes for the configured time, waits for the subscribers to
 //! drain, and turns the outcomes into a report.
 
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::conn::{Conn, ConnectParams};
 use crate::proc_stats::{self, CpuSample, Target};
 use crate::publisher::{self, PublisherOutcome, PublisherPlan};
-use crate::report::{BrokerReport, Latency, TrafficReport};
+use crate::report::{BrokerReport, Latency, ProcessGroupReport, TrafficReport};
 use crate::stomp_conn::{StompConn, StompParams};
 use crate::subscriber::{self, Expected, SubscriberOutcome, SubscriberPlan};
 use crate::{stomp_publisher, stomp_subscriber};
@@ -62,6 +63,17 @@ pub struct TrafficSettings {
     pub batch: usize,
     pub inflight: usize,
     pub broker_pid: Option<u32>,
+    /// MQTT publisher i connects to `publisher_addrs[i % len]`, subscriber i to
+    /// `subscriber_addrs[i % len]` (several nodes of a cluster); empty: `params.addr`.
+    pub publisher_addrs: Vec<SocketAddr>,
+    pub subscriber_addrs: Vec<SocketAddr>,
+    /// MQTT subscribers connect with clean session 0.
+    pub persistent_subscribers: bool,
+    /// Pause between the last SUBACK and the first publish (subscription interest spreading
+    /// to the other nodes of a cluster).
+    pub settle: Duration,
+    /// `--cpu-pids`: named groups of processes whose CPU time the report gives.
+    pub cpu_groups: Vec<(String, Vec<u32>)>,
     pub run_id: String,
 }
 
@@ -98,6 +110,15 @@ impl TrafficSettings {
         }
     }
 
+    /// The connection parameters of client `i` of a side whose addresses are `addrs`.
+    fn params_for(&self, addrs: &[SocketAddr], i: usize) -> ConnectParams {
+        let mut params = self.params.clone();
+        if !addrs.is_empty() {
+            params.addr = addrs[i % addrs.len()];
+        }
+        params
+    }
+
     /// The publishers' acknowledgement level: the MQTT QoS, or for STOMP 1 with receipts.
     pub fn publisher_qos(&self) -> u8 {
         match (self.publisher_protocol, self.stomp) {
@@ -132,6 +153,7 @@ enum AnyConn {
 pub struct TrafficResult {
     pub traffic: TrafficReport,
     pub broker: Option<BrokerReport>,
+    pub process_groups: Vec<ProcessGroupReport>,
     pub own_cpu_secs: f64,
     pub own_wall_secs: f64,
     pub errors: Vec<String>,
@@ -152,7 +174,9 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
                 AnyConn::Stomp(conn)
             }
             _ => {
-                let mut conn = Conn::open(&s.params, &client_id).await?;
+                let mut params = s.params_for(&s.subscriber_addrs, i);
+                params.clean_session = !s.persistent_subscribers;
+                let mut conn = Conn::open(&params, &client_id).await?;
                 conn.subscribe(&filter, s.qos, s.params.timeout).await?;
                 AnyConn::Mqtt(conn)
             }
@@ -165,13 +189,29 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
             (Protocol::Stomp, Some(stomp)) => {
                 AnyConn::Stomp(StompConn::open(&s.params, stomp.addr, &client_id).await?)
             }
-            _ => AnyConn::Mqtt(Conn::open(&s.params, &client_id).await?),
+            _ => AnyConn::Mqtt(Conn::open(&s.params_for(&s.publisher_addrs, i), &client_id).await?),
         });
+    }
+    if !s.settle.is_zero() {
+        tokio::time::sleep(s.settle).await;
     }
 
     let broker = s.broker_pid.map(Target::Pid);
     let broker_before = broker.map(CpuSample::take).transpose()?;
     let own_before = CpuSample::take(Target::Current)?;
+    let groups_before: Vec<Vec<Option<CpuSample>>> = s
+        .cpu_groups
+        .iter()
+        .map(|(_, pids)| {
+            pids.iter()
+                .map(|pid| CpuSample::take(Target::Pid(*pid)).ok())
+                .collect()
+        })
+        .collect();
+    let peak_reset = s.cpu_groups.iter().all(|(_, pids)| {
+        pids.iter()
+            .all(|pid| proc_stats::reset_peak_rss(Target::Pid(*pid)).is_ok())
+    });
     let start = Instant::now();
     let stop_at = start + s.duration;
     let drain_until = stop_at + DRAIN_GRACE;
@@ -261,6 +301,32 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
         }
     }
     let (own_cpu_secs, own_wall_secs) = own_before.since(Target::Current)?;
+    let process_groups = s
+        .cpu_groups
+        .iter()
+        .zip(&groups_before)
+        .map(|((name, pids), before)| {
+            let cpu: Option<f64> = pids
+                .iter()
+                .zip(before)
+                .map(|(pid, b)| {
+                    b.and_then(|b| b.since(Target::Pid(*pid)).ok())
+                        .map(|(c, _)| c)
+                })
+                .sum();
+            ProcessGroupReport {
+                name: name.clone(),
+                pids: pids.clone(),
+                cpu_secs: cpu,
+                cpu_percent: cpu.map(|c| c * 100.0 / own_wall_secs.max(1e-9)),
+                peak_rss_kib: pids
+                    .iter()
+                    .map(|pid| proc_stats::peak_rss_kib(Target::Pid(*pid)).ok())
+                    .sum(),
+                peak_rss_in_window: peak_reset,
+            }
+        })
+        .collect();
     let broker_report = match (s.broker_pid, broker, broker_before) {
         (Some(pid), Some(target), Some(before)) => {
             let received: u64 = subs.iter().map(|o| o.unique).sum();
@@ -292,6 +358,7 @@ pub async fn run(s: &TrafficSettings) -> Result<TrafficResult, String> {
     Ok(TrafficResult {
         traffic,
         broker: broker_report,
+        process_groups,
         own_cpu_secs,
         own_wall_secs,
         errors,
@@ -310,6 +377,12 @@ fn summarize(
     let sent: u64 = pubs.iter().map(|p| p.sent).sum();
     let acked: u64 = pubs.iter().map(|p| p.acked).sum();
     let mut latency = subscriber::new_histogram()?;
+    let mut puback_latency = subscriber::new_histogram()?;
+    for h in pubs.iter().filter_map(|p| p.ack_latency_ns.as_ref()) {
+        if puback_latency.add(h).is_err() {
+            errors.push("PUBACK latency histogram merge overflowed".to_owned());
+        }
+    }
     let mut last_receive = None;
     for sub in subs.iter_mut() {
         errors.extend(sub.error.take());
@@ -355,5 +428,6 @@ fn summarize(
             received as f64 / elapsed_secs
         },
         latency_us: Latency::from_ns(&latency),
+        puback_latency_us: Latency::from_ns(&puback_latency),
     })
 }
