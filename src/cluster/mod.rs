@@ -51,18 +51,29 @@ pub fn shard_prefix(k: usize) -> String {
     format!("fmq.m.{k}")
 }
 
-/// The shard of `topic`: a hash of its first two levels, so a topic always maps to one shard
-/// (per-topic order) and related topics spread over the shards' raft leaders.
+/// The shard of `topic`: a hash of the whole topic, so one topic is always in one stream
+/// (MQTT orders per topic) and topics spread over the shards and their raft leaders.
 pub fn shard_of(topic: &str, shards: usize) -> usize {
-    let head = match topic.match_indices('/').nth(1) {
-        Some((at, _)) => &topic[..at],
-        None => topic,
-    };
     // FNV-1a: the same on every node, build and version (std's hashers promise none of it).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in head.bytes() {
+    for b in topic.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100_0000_01b3);
     }
     (h % shards.max(1) as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_of;
+
+    #[test]
+    fn a_topic_keeps_its_shard_and_topics_spread_over_the_shards() {
+        assert_eq!(shard_of("lg/1/t3", 8), shard_of("lg/1/t3", 8));
+        let used: std::collections::BTreeSet<usize> = (0..64)
+            .map(|i| shard_of(&format!("lg/run/t{i}"), 8))
+            .collect();
+        assert!(used.len() >= 6, "{used:?}");
+        assert_eq!(shard_of("anything", 1), 0);
+    }
 }
