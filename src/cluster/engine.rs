@@ -197,6 +197,9 @@ impl ClusterEngine {
     }
 }
 
+/// Bytes of NATS's max_payload kept for the frame around a message (see `codec.rs`).
+const FRAME_MARGIN: usize = 1024;
+
 /// How long one setup request (create a stream or bucket) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node keeps trying to set the assets up at its start.
@@ -399,6 +402,16 @@ impl Backplane for ClusterEngine {
 
     fn shared_subscriptions(&self) -> bool {
         false
+    }
+
+    fn maximum_message_bytes(&self) -> usize {
+        // NATS's max_payload (1 MiB by default) less room for the frame around the message
+        // (origin, publisher client id, lengths).
+        self.inner
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(FRAME_MARGIN)
     }
 }
 

@@ -343,9 +343,13 @@ where
                         client_limits.and_then(|p| p.session_expiry_interval),
                         core.session_expiry_cap,
                     ),
-                    maximum_packet_size: announced_maximum_packet_size(
+                    maximum_packet_size: announced_maximum_packet_size(core.backplane().map_or(
                         params.listener.max_frame_size_bytes(),
-                    ),
+                        |b| {
+                            b.maximum_message_bytes()
+                                .min(params.listener.max_frame_size_bytes())
+                        },
+                    )),
                 },
             );
             if let Some(done) = &enhanced {

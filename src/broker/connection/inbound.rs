@@ -211,13 +211,19 @@ impl Conn {
                 "PUBLISH from a client with a Subscription Identifier",
             ));
         }
-        if p.qos == QoS::ExactlyOnce
-            && self
-                .core
-                .backplane()
-                .is_some_and(|b| b.maximum_qos() != QoS::ExactlyOnce)
-        {
-            return Err(CloseReason::QosNotSupported);
+        if let Some(backplane) = self.core.backplane() {
+            if p.qos == QoS::ExactlyOnce && backplane.maximum_qos() != QoS::ExactlyOnce {
+                return Err(CloseReason::QosNotSupported);
+            }
+            // Above the Maximum Packet Size a cluster announces (what NATS carries): MQTT 5
+            // DISCONNECT 0x95, MQTT 3 closed; never acknowledged and then lost.
+            let size = p.topic.len() + p.payload.len();
+            let max = backplane.maximum_message_bytes();
+            if size > max {
+                return Err(CloseReason::Malformed(
+                    crate::protocol::DecodeError::TooLarge { size, max },
+                ));
+            }
         }
         let alias = p.properties.as_ref().and_then(|props| props.topic_alias);
         let topic = self.resolve_topic_alias(p.topic, alias)?;

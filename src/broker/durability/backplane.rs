@@ -93,6 +93,10 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// The highest QoS served across brokers (the CONNACK's Maximum QoS).
     fn maximum_qos(&self) -> crate::protocol::QoS;
 
+    /// The largest message (topic + properties + payload, in bytes) the shared engine carries:
+    /// announced as the CONNACK's Maximum Packet Size, and a larger PUBLISH is refused.
+    fn maximum_message_bytes(&self) -> usize;
+
     /// Whether MQTT 5 shared subscriptions are served across brokers.
     fn shared_subscriptions(&self) -> bool;
 }
