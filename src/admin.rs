@@ -53,6 +53,11 @@ pub enum AdminError {
     )]
     NoStore,
     #[error(
+        "a cluster node keeps its sessions in NATS (KV bucket FMQ_SESS, one record per client \
+         id, read with `nats kv`); end one on any running node with --broker HOST:PORT"
+    )]
+    ClusterStore,
+    #[error(
         "the store is in use by a running broker: end the session on it with --broker \
          HOST:PORT ({0})"
     )]
@@ -112,6 +117,7 @@ fn escape_controls(s: &str) -> String {
 fn open_store(config: &Config) -> Result<Store, AdminError> {
     let directory = match (&config.persistence, config.broker.persistent) {
         (Persistence::Durable { directory, .. }, true) => directory.clone(),
+        (Persistence::JetStream(_), _) => return Err(AdminError::ClusterStore),
         _ => return Err(AdminError::NoStore),
     };
     Store::open(&directory, StoreLimits::default()).map_err(|e| match e {

@@ -684,11 +684,18 @@ fn render_summary(out: &mut String, s: &Summary) {
     for line in &s.delivery {
         let _ = writeln!(out, "  {line}");
     }
-    let _ = writeln!(
-        out,
-        "  shared subscriptions: one member per group, {} (online members first)",
-        s.shared_strategy
-    );
+    let _ = if s.store.kind == "cluster" {
+        writeln!(
+            out,
+            "  shared subscriptions: not served by a cluster yet (refused, 0x9E)"
+        )
+    } else {
+        writeln!(
+            out,
+            "  shared subscriptions: one member per group, {} (online members first)",
+            s.shared_strategy
+        )
+    };
     let _ = match s.system_topics_interval_ms {
         0 => writeln!(out, "  $SYS topics: off"),
         ms => writeln!(out, "  $SYS topics: every {ms} ms"),
