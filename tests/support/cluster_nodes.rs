@@ -189,6 +189,7 @@ impl FerromqNode {
     pub fn pause(&self) {
         if let Some(child) = &self.child {
             send(child, Signal::STOP);
+            super::nats::wait_stopped(child.id());
         }
     }
 

@@ -229,6 +229,7 @@ impl NatsCluster {
     pub fn pause(&self, i: usize) {
         if let Some(child) = &self.servers[i].child {
             signal(child, Signal::STOP);
+            wait_stopped(child.id());
         }
     }
 
@@ -317,6 +318,32 @@ pub fn signal(child: &Child, signal: Signal) {
     let pid = i32::try_from(child.id()).ok().and_then(Pid::from_raw);
     if let Some(pid) = pid {
         let _ = kill_process(pid, signal);
+    }
+}
+
+/// Wait (up to 2 s) until every thread of `pid` is stopped: a SIGSTOP is delivered to each
+/// thread as it next leaves the kernel, so a busy thread may answer one more request first.
+pub fn wait_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        let tasks = match std::fs::read_dir(format!("/proc/{pid}/task")) {
+            Ok(tasks) => tasks,
+            Err(_) => return,
+        };
+        let all_stopped = tasks.flatten().all(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    // The state follows the parenthesised command name, which may hold spaces.
+                    let after = stat.rsplit_once(')')?.1;
+                    after.trim_start().chars().next()
+                })
+                .is_none_or(|state| state == 'T' || state == 't')
+        });
+        if all_stopped {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
