@@ -14,3 +14,4 @@ pub mod load;
 pub mod mqtt;
 pub mod recorder;
 pub mod single;
+pub mod cluster;
