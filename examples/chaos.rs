@@ -124,7 +124,9 @@ const SCENARIOS: &[(&str, &str, Scenario)] = &[
     (
         "S1",
         "3 nats-servers + 3 ferromq nodes: SIGKILL node1 under load, its clients move",
-        |program, spec| Box::pin(async move { s1_kill_node(program, &spec.load, spec.fault_at).await }),
+        |program, spec| {
+            Box::pin(async move { s1_kill_node(program, &spec.load, spec.fault_at).await })
+        },
     ),
     (
         "S2",

@@ -1,8 +1,8 @@
 //! Cluster chaos smoke runs (`tests/support/chaos/cluster.rs`, docs/chaos.md): 3 nats-servers
 //! and 3 ferromq nodes under a small QoS 1 load of persistent sessions spread over the nodes.
 //! S1 SIGKILLs a node, S2 a nats-server that leads nothing, S6 SIGSTOPs a node for 10 s, S9
-//! kills the node holding a third of 150 idle persistent sessions (the example runs 1,000: in a
-//! debug build 150 keep this test short). Each must keep every PUBACKed message (L = 0).
+//! kills the node holding a third of 1,000 idle persistent sessions (about 5 s in a debug
+//! build). Each must keep every PUBACKed message (L = 0).
 
 use std::time::Duration;
 
@@ -114,14 +114,17 @@ async fn s9_sessions_of_a_killed_node_resume_and_consumers_stay_per_shard() {
         return;
     }
     let storm = StormConfig {
-        sessions: 150,
+        sessions: 1000,
         client_prefix: format!("cc-s9-{}", std::process::id()),
         topic_prefix: format!("cc/s9/{}", std::process::id()),
         resume_within: Duration::from_secs(30),
     };
-    let outcome = tokio::time::timeout(Duration::from_secs(150), s9_session_storm(program(), &storm))
-        .await
-        .expect("S9 within 150 s")
-        .expect("the rig starts");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(150),
+        s9_session_storm(program(), &storm),
+    )
+    .await
+    .expect("S9 within 150 s")
+    .expect("the rig starts");
     assert_passed(&outcome);
 }

@@ -216,6 +216,38 @@ pub fn pub_gap_ms(recording: &Recording, keep: impl Fn(u32) -> bool) -> Option<f
         .reduce(f64::max)
 }
 
+/// Up to `limit` order inversions, described: a first delivery of `(publisher, seq)` to a
+/// subscriber after a higher sequence of the same publisher, with both nodes (client index mod
+/// 3 is the node it started on) and the receive time.
+pub fn inversion_examples(recording: &Recording, limit: usize) -> Vec<String> {
+    let mut deliveries: Vec<_> = recording.deliveries.iter().collect();
+    deliveries.sort_by_key(|d| d.t_recv_us);
+    let mut highest: std::collections::HashMap<(u32, u32), u64> = Default::default();
+    let mut seen: std::collections::HashSet<(u32, u32, u64)> = Default::default();
+    let mut examples = Vec::new();
+    for d in deliveries {
+        if !seen.insert((d.publisher, d.subscriber, d.seq)) {
+            continue;
+        }
+        let top = highest.entry((d.publisher, d.subscriber)).or_insert(d.seq);
+        if d.seq < *top && examples.len() < limit {
+            examples.push(format!(
+                "p{} (node{}) seq {} reached s{} (node{}) at {:.3} s after seq {} (dup flag {})",
+                d.publisher,
+                d.publisher as usize % NODES + 1,
+                d.seq,
+                d.subscriber,
+                d.subscriber as usize % NODES + 1,
+                d.t_recv_us as f64 / 1e6,
+                top,
+                d.dup
+            ));
+        }
+        *top = (*top).max(d.seq);
+    }
+    examples
+}
+
 /// The pass criteria every cluster scenario shares: L = 0, nothing unexpected, and (when
 /// `order` holds) O = 0.
 fn common_violations(report: &Report, order: bool) -> Vec<String> {
@@ -237,7 +269,11 @@ fn common_violations(report: &Report, order: bool) -> Vec<String> {
 
 /// The subscribers that started on node `victim` (index): their reconnects after `after_us`,
 /// and how many of those had session present.
-fn victim_subscriber_resumes(recording: &Recording, victim: usize, after_us: u64) -> (usize, usize, usize) {
+fn victim_subscriber_resumes(
+    recording: &Recording,
+    victim: usize,
+    after_us: u64,
+) -> (usize, usize, usize) {
     let on_victim: Vec<u32> = (0..recording.plan.subscriber_filters.len() as u32)
         .filter(|j| *j as usize % NODES == victim)
         .collect();
@@ -282,7 +318,7 @@ pub async fn s1_kill_node(
         ));
     }
     let others = pub_gap_ms(&recording, |p| p as usize % NODES != 0);
-    let notes = vec![
+    let mut notes = vec![
         format!(
             "node1's persistent subscribers: {subs}, resumed {resumed}, session present {with_session}"
         ),
@@ -291,6 +327,9 @@ pub async fn s1_kill_node(
             others.map_or("-".into(), |v| format!("{v:.0}"))
         ),
     ];
+    for example in inversion_examples(&recording, 5) {
+        notes.push(format!("inversion: {example}"));
+    }
     Ok(Outcome {
         report: Some(report),
         notes,
@@ -342,12 +381,13 @@ async fn stream_leaders(
 
 /// Moves the leadership of every stream (message shards and KV buckets) off server `victim`
 /// (`$JS.API.STREAM.LEADER.STEPDOWN.<stream>`, preferring `preferred`) until none is led there
-/// (20 s bound). Returns how many step-downs it took.
+/// (20 s bound). Returns how many step-downs it took and the first error a step-down answered.
 async fn lead_nothing(
     client: &async_nats::Client,
     victim: &str,
     preferred: &str,
-) -> Result<usize, String> {
+) -> Result<(usize, Option<String>), String> {
+    let mut first_error = None;
     let js = async_nats::jetstream::new(client.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stepdowns = 0;
@@ -359,20 +399,27 @@ async fn lead_nothing(
             .map(|(name, _)| name)
             .collect();
         if led.is_empty() {
-            return Ok(stepdowns);
+            return Ok((stepdowns, first_error));
         }
         if Instant::now() > deadline {
             return Err(format!("{victim} still leads {led:?}"));
         }
         for name in led {
             let body = format!(r#"{{"placement":{{"preferred":"{preferred}"}}}}"#);
-            let _ = client
+            let answer = client
                 .request(
                     format!("$JS.API.STREAM.LEADER.STEPDOWN.{name}"),
                     body.into(),
                 )
                 .await;
             stepdowns += 1;
+            let text = match answer {
+                Ok(message) => String::from_utf8_lossy(&message.payload).into_owned(),
+                Err(e) => format!("request failed: {e}"),
+            };
+            if first_error.is_none() && !text.contains(r#""success":true"#) {
+                first_error = Some(text);
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -387,7 +434,9 @@ pub async fn s2_kill_follower_server(
     kill_at: Duration,
 ) -> std::io::Result<Outcome> {
     let rig = ClusterRig::start(program, FAST_TIMINGS).await?;
-    let names: Vec<String> = (0..NODES).map(|i| rig.nats.server(i).name.clone()).collect();
+    let names: Vec<String> = (0..NODES)
+        .map(|i| rig.nats.server(i).name.clone())
+        .collect();
     let meta = meta_leader(rig.nats.server(0).http_port)
         .ok_or_else(|| std::io::Error::other("no meta leader in /jsz"))?;
     let victim = (0..NODES)
@@ -402,12 +451,15 @@ pub async fn s2_kill_follower_server(
     let client = async_nats::connect(rig.nats.client_urls())
         .await
         .map_err(std::io::Error::other)?;
-    let stepdowns = lead_nothing(&client, &names[victim], &preferred)
+    let (stepdowns, stepdown_error) = lead_nothing(&client, &names[victim], &preferred)
         .await
         .map_err(std::io::Error::other)?;
     let mut notes = vec![format!(
-        "victim {} (meta leader {meta}); {stepdowns} stream step-downs before the load",
-        names[victim]
+        "victim {} (meta leader {meta}); {stepdowns} stream step-downs (preferring {preferred}) \
+         before the load, every stream's info then names another leader; first refused \
+         step-down: {}",
+        names[victim],
+        stepdown_error.as_deref().unwrap_or("none")
     )];
     // The hook kills by pid (the rig keeps the process handle and reaps it when dropped).
     let pid = rig
@@ -432,6 +484,9 @@ pub async fn s2_kill_follower_server(
     }
     let report = check(&recording);
     let violations = common_violations(&report, false);
+    for example in inversion_examples(&recording, 5) {
+        notes.push(format!("inversion: {example}"));
+    }
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -448,7 +503,7 @@ pub async fn s2_kill_follower_server(
 /// S6: node 1 is SIGSTOPped `stop_at` into publishing for `paused`; its clients' keep-alive
 /// (2 s here) makes them move to nodes 2 and 3, which take the sessions over; then SIGCONT.
 /// Must: L = 0, and the woken node drops the sessions it no longer owns (its log says
-/// "fenced" for them) instead of serving them further.
+/// "fenced" for them) instead of serving them further. O is reported (not a criterion of S6).
 pub async fn s6_pause_node(
     program: BrokerProgram,
     load: &LoadConfig,
@@ -476,7 +531,10 @@ pub async fn s6_pause_node(
             // The time until the woken node logs that it dropped a session it no longer owns.
             while woke.elapsed() < Duration::from_secs(10) {
                 let log = victim.log_text();
-                if log.get(before..).is_some_and(|new| new.contains("(fenced)")) {
+                if log
+                    .get(before..)
+                    .is_some_and(|new| new.contains("(fenced)"))
+                {
                     *fenced_after.lock() = Some(woke.elapsed().as_secs_f64() * 1000.0);
                     break;
                 }
@@ -486,7 +544,7 @@ pub async fn s6_pause_node(
         .await
     };
     let report = check(&recording);
-    let mut violations = common_violations(&report, true);
+    let mut violations = common_violations(&report, false);
     let log = victim.log_text();
     let fenced = log.matches("(fenced)").count();
     let checked = log.contains("checking which sessions this node still owns");
@@ -515,6 +573,9 @@ pub async fn s6_pause_node(
              SIGCONT",
             moved.len()
         ));
+    }
+    for example in inversion_examples(&recording, 5) {
+        notes.push(format!("inversion: {example}"));
     }
     notes.push(format!(
         "SIGCONT -> first fenced session: {} ms",
@@ -688,7 +749,10 @@ pub async fn s9_session_storm(
         started.elapsed().as_secs_f64()
     ));
     if subscribed < storm.sessions {
-        violations.push(format!("only {subscribed}/{} sessions subscribed", storm.sessions));
+        violations.push(format!(
+            "only {subscribed}/{} sessions subscribed",
+            storm.sessions
+        ));
     }
     let bound = NODES * (SHARDS + 1 + 8);
     let busy_consumers = count_consumers(&nats_client).await.unwrap_or(usize::MAX);
@@ -734,7 +798,9 @@ pub async fn s9_session_storm(
         ));
     }
     if after_consumers > bound {
-        violations.push(format!("{after_consumers} consumers after the resumes > {bound}"));
+        violations.push(format!(
+            "{after_consumers} consumers after the resumes > {bound}"
+        ));
     }
     // A QoS 1 message to each resumed session's filter, published on node 2.
     let publisher = ClientSettings {

@@ -10,8 +10,8 @@
 #![allow(dead_code)] // each includer uses a different part
 
 pub mod checker;
+pub mod cluster;
 pub mod load;
 pub mod mqtt;
 pub mod recorder;
 pub mod single;
-pub mod cluster;
