@@ -49,6 +49,11 @@ pub struct Outcome {
     pub violations: Vec<String>,
 }
 
+/// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads).
+fn log_level() -> String {
+    std::env::var("FERROMQ_CHAOS_LOG_LEVEL").unwrap_or_else(|_| "warn".into())
+}
+
 /// One ferromq node process, started from a configuration file; its stderr (warn level) goes
 /// to a log file the scenario reads. Killed when dropped.
 pub struct NodeProcess {
@@ -70,7 +75,7 @@ impl NodeProcess {
             .envs(self.program.env.iter().cloned())
             .args(["run", "--config"])
             .arg(&self.config)
-            .args(["--log-level", "warn"])
+            .args(["--log-level", &log_level()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -196,6 +201,19 @@ impl ClusterRig {
         })
     }
 
+    /// When `FERROMQ_CHAOS_KEEP_LOGS` names a directory, copy every node's log there as
+    /// `<label>-nodeN.log` (the rig's own directory goes with it).
+    pub fn keep_logs(&self, label: &str) {
+        let Some(dir) = std::env::var_os("FERROMQ_CHAOS_KEEP_LOGS") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::create_dir_all(&dir);
+        for node in &self.nodes {
+            let _ = std::fs::copy(&node.log, dir.join(format!("{label}-{}.log", node.name)));
+        }
+    }
+
     /// Every node's MQTT address, in order (load client `i` starts on node `i mod 3`).
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.address).collect()
@@ -267,6 +285,30 @@ fn common_violations(report: &Report, order: bool) -> Vec<String> {
     violations
 }
 
+/// The subscribers that started on node `victim` (index) whose first reconnect after
+/// `after_us` had no session present, described (client, when, which node).
+fn sessions_lost(recording: &Recording, victim: usize, after_us: u64, prefix: &str) -> Vec<String> {
+    let mut lost = Vec::new();
+    let subscribers = recording.plan.subscriber_filters.len() as u32;
+    for j in (0..subscribers).filter(|j| *j as usize % NODES == victim) {
+        let first = recording
+            .connects
+            .iter()
+            .filter(|c| c.client == ClientRef::Subscriber(j) && c.reconnect && c.t_us > after_us)
+            .min_by_key(|c| c.t_us);
+        if let Some(c) = first.filter(|c| !c.session_present) {
+            lost.push(format!(
+                "{prefix}-sub-{j} (filter {}) reconnected {:.0} ms after the fault to node{} \
+                 without session present",
+                recording.plan.subscriber_filters[j as usize],
+                (c.t_us - after_us) as f64 / 1000.0,
+                c.address + 1
+            ));
+        }
+    }
+    lost
+}
+
 /// The subscribers that started on node `victim` (index): their reconnects after `after_us`,
 /// and how many of those had session present.
 fn victim_subscriber_resumes(
@@ -330,6 +372,10 @@ pub async fn s1_kill_node(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
+    for lost in sessions_lost(&recording, 0, kill_us, &load.client_prefix) {
+        notes.push(format!("session lost: {lost}"));
+    }
+    rig.keep_logs(&load.client_prefix);
     Ok(Outcome {
         report: Some(report),
         notes,
