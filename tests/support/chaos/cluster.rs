@@ -20,8 +20,12 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+// Included here too (a test binary's support module may hold them already), so that the
+// harness stays self-contained for the example.
+#[allow(clippy::duplicate_mod)]
 #[path = "../cluster_nodes.rs"]
 pub mod cluster_nodes;
+#[allow(clippy::duplicate_mod)]
 #[path = "../nats.rs"]
 pub mod nats;
 
@@ -359,7 +363,7 @@ pub async fn s1_kill_node(
             "node1's subscribers: {resumed}/{subs} resumed, {with_session} with session present"
         ));
     }
-    let others = pub_gap_ms(&recording, |p| p as usize % NODES != 0);
+    let others = pub_gap_ms(&recording, |p| !(p as usize).is_multiple_of(NODES));
     let mut notes = vec![
         format!(
             "node1's persistent subscribers: {subs}, resumed {resumed}, session present {with_session}"
@@ -533,6 +537,7 @@ pub async fn s2_kill_follower_server(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
+    rig.keep_logs(&load.client_prefix);
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -623,6 +628,7 @@ pub async fn s6_pause_node(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
+    rig.keep_logs(&load.client_prefix);
     notes.push(format!(
         "SIGCONT -> first fenced session: {} ms",
         fenced_after
@@ -809,7 +815,9 @@ pub async fn s9_session_storm(
     if busy_consumers > bound {
         violations.push(format!("{busy_consumers} consumers > {bound}"));
     }
-    let victims: Vec<usize> = (0..storm.sessions).filter(|i| i % NODES == 0).collect();
+    let victims: Vec<usize> = (0..storm.sessions)
+        .filter(|i| i.is_multiple_of(NODES))
+        .collect();
     *shared.kill.lock() = Some(Instant::now());
     rig.nodes[0].kill();
     let deadline = Instant::now() + storm.resume_within;
@@ -885,6 +893,7 @@ pub async fn s9_session_storm(
             victims.len() - received
         ));
     }
+    rig.keep_logs(&storm.client_prefix);
     shared.stop.store(true, Ordering::Relaxed);
     for task in tasks {
         let _ = task.await;
