@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chaos;
 mod config;
 mod harness;
 mod live_interest;

@@ -10,6 +10,7 @@
 #![allow(dead_code)] // each includer uses a different part
 
 pub mod checker;
+pub mod cluster;
 pub mod load;
 pub mod mqtt;
 pub mod recorder;

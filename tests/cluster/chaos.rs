@@ -1,0 +1,130 @@
+//! Cluster chaos smoke runs (`tests/support/chaos/cluster.rs`, docs/chaos.md): 3 nats-servers
+//! and 3 ferromq nodes under a small QoS 1 load of persistent sessions spread over the nodes.
+//! S1 SIGKILLs a node, S2 a nats-server that leads nothing, S6 SIGSTOPs a node for 10 s, S9
+//! kills the node holding a third of 1,000 idle persistent sessions (about 5 s in a debug
+//! build). Each must keep every PUBACKed message (L = 0).
+
+use std::time::Duration;
+
+#[path = "../support/chaos/mod.rs"]
+mod rig;
+
+use rig::cluster::{
+    nats::nats_server_or_skip, s1_kill_node, s2_kill_follower_server, s6_pause_node,
+    s9_session_storm, Outcome, StormConfig,
+};
+use rig::load::LoadConfig;
+use rig::mqtt::Protocol;
+use rig::single::BrokerProgram;
+
+fn program() -> BrokerProgram {
+    BrokerProgram {
+        path: env!("CARGO_BIN_EXE_ferromq").into(),
+        env: Vec::new(),
+    }
+}
+
+/// 6 publishers and 6 subscribers (two of each per node), 150 msg/s, for `seconds`.
+fn small_load(name: &str, seconds: u64) -> LoadConfig {
+    LoadConfig {
+        protocol: Protocol::V311,
+        publishers: 6,
+        subscribers: 6,
+        rate: 150.0,
+        payload_size: 64,
+        duration: Duration::from_secs(seconds),
+        topic_prefix: format!("cc/{name}/{}", std::process::id()),
+        client_prefix: format!("cc-{name}-{}", std::process::id()),
+        ..LoadConfig::default()
+    }
+}
+
+fn assert_passed(outcome: &Outcome) {
+    if let Some(report) = &outcome.report {
+        eprintln!("{report}");
+    }
+    for note in &outcome.notes {
+        eprintln!("{note}");
+    }
+    assert!(
+        outcome.violations.is_empty(),
+        "violations: {:?}\nnotes: {:?}",
+        outcome.violations,
+        outcome.notes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s1_a_killed_node_loses_and_reorders_nothing_and_its_sessions_resume() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        s1_kill_node(program(), &small_load("s1", 10), Duration::from_secs(4)),
+    )
+    .await
+    .expect("S1 within 120 s")
+    .expect("the rig starts");
+    let report = outcome.report.as_ref().expect("a report");
+    assert!(report.reconnects > 0, "node1's clients moved: {report}");
+    assert_passed(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s2_a_killed_nats_server_that_leads_nothing_loses_nothing() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        s2_kill_follower_server(program(), &small_load("s2", 10), Duration::from_secs(4)),
+    )
+    .await
+    .expect("S2 within 120 s")
+    .expect("the rig starts and the victim leads nothing");
+    assert_passed(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_a_paused_node_fences_the_sessions_taken_over_while_it_slept() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(150),
+        s6_pause_node(
+            program(),
+            &small_load("s6", 20),
+            Duration::from_secs(3),
+            Duration::from_secs(10),
+        ),
+    )
+    .await
+    .expect("S6 within 150 s")
+    .expect("the rig starts");
+    let report = outcome.report.as_ref().expect("a report");
+    assert!(report.reconnects > 0, "node1's clients moved: {report}");
+    assert_passed(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s9_sessions_of_a_killed_node_resume_and_consumers_stay_per_shard() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let storm = StormConfig {
+        sessions: 1000,
+        client_prefix: format!("cc-s9-{}", std::process::id()),
+        topic_prefix: format!("cc/s9/{}", std::process::id()),
+        resume_within: Duration::from_secs(30),
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(150),
+        s9_session_storm(program(), &storm),
+    )
+    .await
+    .expect("S9 within 150 s")
+    .expect("the rig starts");
+    assert_passed(&outcome);
+}
