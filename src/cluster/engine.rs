@@ -42,6 +42,9 @@ pub(crate) struct Inner {
     /// The quorum answered within `quorumLossTimeout` (see `node.rs`).
     pub available: AtomicBool,
     pub outgoing: mpsc::UnboundedSender<Outgoing>,
+    /// The NATS connection as the client reports it: up or not, and how many times it came
+    /// up (stores in flight are sent again after a reconnect, readers start over).
+    pub connection: tokio::sync::watch::Receiver<Connection>,
     pub live_out: mpsc::Sender<super::publish::Live>,
     pub tracker: parking_lot::Mutex<Tracker>,
     /// Per shard: the last sequence the node's reader took (before routing it).
@@ -109,6 +112,42 @@ fn open_error(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("cluster: {what}: {e}")
 }
 
+/// The state of the node's NATS connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Connection {
+    pub up: bool,
+    /// Incremented on every (re)connection.
+    pub epoch: u64,
+}
+
+/// Follows the client's connection events into a watch.
+fn connection_events(
+    options: async_nats::ConnectOptions,
+) -> (
+    async_nats::ConnectOptions,
+    tokio::sync::watch::Receiver<Connection>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(Connection::default());
+    let tx = Arc::new(tx);
+    let options = options.event_callback(move |event| {
+        let tx = tx.clone();
+        async move {
+            match event {
+                async_nats::Event::Connected => tx.send_modify(|c| {
+                    c.up = true;
+                    c.epoch += 1;
+                }),
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("cluster: NATS connection lost; reconnecting");
+                    tx.send_modify(|c| c.up = false)
+                }
+                _ => {}
+            }
+        }
+    });
+    (options, rx)
+}
+
 impl ClusterEngine {
     /// Connect to NATS, create (or find) the streams and buckets, and register this node
     /// (`node_id`, the `brokerName`). Fails when NATS does not answer, JetStream is off, or
@@ -128,6 +167,7 @@ impl ClusterEngine {
         if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
             options = options.user_and_password(user.clone(), password.clone());
         }
+        let (options, connection) = connection_events(options);
         let servers: Vec<async_nats::ServerAddr> = settings
             .servers
             .iter()
@@ -178,6 +218,7 @@ impl ClusterEngine {
             core: OnceLock::new(),
             available: AtomicBool::new(true),
             outgoing,
+            connection,
             live_out,
             tracker: parking_lot::Mutex::new(Tracker::default()),
             positions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -220,6 +261,7 @@ async fn create_assets(
             storage: stream::StorageType::File,
             num_replicas: replicas,
             max_age: Duration::from_millis(settings.max_offline_age_ms),
+            duplicate_window: duplicate_window(settings),
             allow_direct: true,
             ..Default::default()
         };
@@ -246,6 +288,13 @@ async fn create_assets(
         bucket(js, name, replicas).await?;
     }
     Ok(())
+}
+
+/// How long a stream remembers a message id: a store is sent again (same id) until
+/// `storeTimeout` after its first send, so twice that, and at least 20 s; short, because
+/// NATS keeps every id of the window in memory.
+fn duplicate_window(settings: &JetStreamSettings) -> Duration {
+    Duration::from_millis(settings.store_timeout_ms.saturating_mul(2)).max(Duration::from_secs(20))
 }
 
 /// The cluster's number of message shards, written by its first node: a node with another

@@ -1,10 +1,13 @@
 //! One task sends everything this node publishes into NATS, in the order the broker handed
 //! it over: live (QoS 0) messages on core subjects, QoS 1 messages into their shard's stream,
 //! retained messages into `FMQ_RETAIN`. Stores are pipelined: the task sends the next
-//! message without waiting for the previous store's acknowledgement, which a separate wait
-//! reports to the publisher's commit (its PUBACK), bounded by `storeTimeout`.
+//! message without waiting for the previous store's acknowledgement, which is reported to the
+//! publisher's commit (its PUBACK), bounded by `storeTimeout`; stores not acknowledged are sent
+//! again in order (see [`run`]).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use bytes::Bytes;
@@ -151,50 +154,180 @@ pub async fn run_live(inner: Arc<Inner>, mut rx: mpsc::Receiver<Live>) {
     }
 }
 
-/// The task sending stores, in order.
+/// Stores sent and not yet acknowledged at most; more wait in the channel (resent together
+/// after a reconnect, so bounded).
+const MAX_IN_FLIGHT: usize = 4_096;
+
+/// A store the task sent and waits for, oldest first.
+struct InFlight {
+    subject: String,
+    payload: Bytes,
+    delete: bool,
+    /// The stream drops a second copy with this id (`Nats-Msg-Id`), so a store is sent again
+    /// without a duplicate.
+    id: String,
+    done: Option<Done>,
+    first_sent: Instant,
+    sent: Instant,
+    ack: AckFuture,
+}
+
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+impl InFlight {
+    fn publish(&self) -> Publish {
+        let mut publish = Publish::build()
+            .payload(self.payload.clone())
+            .message_id(self.id.as_str());
+        if self.delete {
+            publish = publish.header("KV-Operation", "DEL");
+        }
+        publish
+    }
+
+    /// Send (again); a failure to send shows as the answer.
+    async fn send(&mut self, inner: &Inner) {
+        self.sent = Instant::now();
+        self.ack = match inner
+            .js
+            .send_publish(self.subject.clone(), self.publish())
+            .await
+        {
+            Ok(ack) => Box::pin(async move {
+                ack.into_future()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("cluster store refused: {e}"))
+            }),
+            Err(e) => {
+                let e = format!("cluster store: {e}");
+                Box::pin(async move { Err(e) })
+            }
+        };
+    }
+
+    fn finish(self, result: Result<(), DurabilityError>) {
+        if let Some(done) = self.done {
+            let _ = done.send(result);
+        }
+    }
+}
+
+/// How long one send waits for its acknowledgement before everything in flight is sent
+/// again: a quarter of `storeTimeout`, at least 500 ms.
+fn attempt_timeout(store_timeout: Duration) -> Duration {
+    (store_timeout / 4)
+        .max(Duration::from_millis(500))
+        .min(store_timeout)
+}
+
+/// The task sending stores, in order, pipelined. A store whose acknowledgement does not come
+/// (its NATS server died with it, a stream leader is being elected) is sent again with the
+/// same message id, and so is every store sent after it, in their order, before anything
+/// new: a later message never lands in a stream ahead of an earlier one, and none twice.
+/// While the connection is down nothing new is sent (the client would write it first after
+/// reconnecting, ahead of the stores to repeat). A store not acknowledged within
+/// `storeTimeout` of its first send fails (its publisher gets no PUBACK).
 pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
-    while let Some(item) = rx.recv().await {
-        match item {
-            Outgoing::Store {
-                subject,
-                payload,
-                delete,
-                done,
-            } => {
-                let mut publish = Publish::build().payload(payload);
-                if delete {
-                    publish = publish.header("KV-Operation", "DEL");
+    let store_timeout = inner.store_timeout;
+    let attempt = attempt_timeout(store_timeout);
+    let mut connection = inner.connection.clone();
+    let mut epoch = connection.borrow().epoch;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut next_id = 0u64;
+    loop {
+        let up = connection.borrow().up;
+        tokio::select! {
+            biased;
+            changed = connection.changed() => {
+                if changed.is_err() {
+                    return;
                 }
-                let sent = inner.js.send_publish(subject, publish).await;
-                let timeout = inner.store_timeout;
-                match sent {
-                    Ok(ack) => {
-                        tokio::spawn(async move {
-                            let result =
-                                match tokio::time::timeout(timeout, ack.into_future()).await {
-                                    Ok(Ok(_)) => Ok(()),
-                                    Ok(Err(e)) => Err(DurabilityError::Unavailable(format!(
-                                        "cluster store refused: {e}"
-                                    ))),
-                                    Err(_) => Err(DurabilityError::Unavailable(format!(
-                                        "cluster store did not acknowledge within {} ms",
-                                        timeout.as_millis()
-                                    ))),
-                                };
-                            if let Some(done) = done {
-                                let _ = done.send(result);
-                            }
-                        });
+                let now = *connection.borrow_and_update();
+                if now.up && now.epoch != epoch {
+                    epoch = now.epoch;
+                    resend_all(&inner, &mut in_flight).await;
+                }
+            }
+            answer = front_answer(&mut in_flight, attempt), if !in_flight.is_empty() => {
+                match answer {
+                    Ok(()) => {
+                        if let Some(front) = in_flight.pop_front() {
+                            front.finish(Ok(()));
+                        }
                     }
                     Err(e) => {
-                        if let Some(done) = done {
-                            let _ = done.send(Err(DurabilityError::Unavailable(format!(
-                                "cluster store: {e}"
-                            ))));
+                        expire(&mut in_flight, store_timeout, &e);
+                        if !in_flight.is_empty() && connection.borrow().up {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            resend_all(&inner, &mut in_flight).await;
                         }
                     }
                 }
             }
+            item = rx.recv(), if up && in_flight.len() < MAX_IN_FLIGHT => {
+                let Some(Outgoing::Store { subject, payload, delete, done }) = item else {
+                    return;
+                };
+                next_id += 1;
+                let now = Instant::now();
+                let mut entry = InFlight {
+                    subject,
+                    payload,
+                    delete,
+                    id: format!("{:x}-{next_id:x}", inner.instance),
+                    done,
+                    first_sent: now,
+                    sent: now,
+                    ack: Box::pin(std::future::pending()),
+                };
+                entry.send(&inner).await;
+                in_flight.push_back(entry);
+            }
         }
+    }
+}
+
+/// The acknowledgement of the oldest store, or why it did not come within `attempt` of its
+/// last send.
+async fn front_answer(in_flight: &mut VecDeque<InFlight>, attempt: Duration) -> Result<(), String> {
+    let Some(front) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let deadline = front.sent + attempt;
+    match tokio::time::timeout_at(deadline.into(), &mut front.ack).await {
+        Ok(answer) => answer,
+        Err(_) => Err(format!(
+            "cluster store did not acknowledge within {} ms",
+            attempt.as_millis()
+        )),
+    }
+}
+
+/// Fail the stores sent `storeTimeout` ago or more (oldest first, so the front).
+fn expire(in_flight: &mut VecDeque<InFlight>, store_timeout: Duration, why: &str) {
+    while in_flight
+        .front()
+        .is_some_and(|f| f.first_sent.elapsed() >= store_timeout)
+    {
+        if let Some(front) = in_flight.pop_front() {
+            front.finish(Err(DurabilityError::Unavailable(format!(
+                "{why} (gave up after {} ms)",
+                store_timeout.as_millis()
+            ))));
+        }
+    }
+}
+
+/// Send every store in flight again, oldest first.
+async fn resend_all(inner: &Inner, in_flight: &mut VecDeque<InFlight>) {
+    if !in_flight.is_empty() {
+        tracing::debug!(
+            stores = in_flight.len(),
+            "cluster: sending unacknowledged stores again"
+        );
+    }
+    for entry in in_flight.iter_mut() {
+        entry.send(inner).await;
     }
 }

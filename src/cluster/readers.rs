@@ -46,13 +46,20 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long the creation of a reader's consumer may take before it is tried again.
+const CONSUMER_CREATE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// An ordered consumer of shard `k` from `from` (inclusive).
 async fn ordered_from(
     inner: &Inner,
     k: usize,
     from: u64,
 ) -> Result<push::Ordered, async_nats::Error> {
-    let stream = inner.js.get_stream(shard_stream(k)).await?;
+    // NATS places an ephemeral consumer on one of the stream's peers: on a dead one (until the
+    // cluster marks it offline) the create times out, and a quick retry lands elsewhere.
+    let mut js = inner.js.clone();
+    js.set_timeout(CONSUMER_CREATE_TIMEOUT);
+    let stream = js.get_stream(shard_stream(k)).await?;
     let consumer = stream
         .create_consumer(push::OrderedConfig {
             deliver_subject: inner.client.new_inbox(),
@@ -66,19 +73,59 @@ async fn ordered_from(
     Ok(consumer.messages().await?)
 }
 
+/// A reader with nothing to read for this long asks the stream whether it is behind: its
+/// consumer may sit on a NATS server that died, which the client's heartbeat check (5 s for
+/// ordered consumers, not configurable) notices only later.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The stream of shard `k` holds messages past what the node's reader took.
+async fn reader_is_behind(inner: &Inner, k: usize) -> bool {
+    let last = match inner.js.get_stream(shard_stream(k)).await {
+        Ok(stream) => stream.cached_info().state.last_sequence,
+        Err(_) => return false,
+    };
+    last > inner.positions[k].load(Ordering::Acquire)
+}
+
+/// The node's reader of shard `k`. Its consumer is made again from the next unread sequence
+/// after a reconnection to NATS and when it is idle while the stream holds more (a consumer
+/// lost with its server does not always say so).
 async fn node_reader(inner: Arc<Inner>, k: usize) {
     let mut pace = Pace::default();
+    let mut connection = inner.connection.clone();
     loop {
+        let epoch = connection.borrow_and_update().epoch;
         let from = inner.positions[k].load(Ordering::Acquire) + 1;
         let mut messages = match ordered_from(&inner, k, from).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(shard = k, "cluster reader: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        while let Some(next) = messages.next().await {
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                changed = connection.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if connection.borrow_and_update().epoch != epoch {
+                        tracing::debug!(shard = k, "cluster reader: reconnected; reading again");
+                        break;
+                    }
+                    continue;
+                }
+                () = tokio::time::sleep(IDLE_CHECK) => {
+                    if reader_is_behind(&inner, k).await {
+                        tracing::warn!(shard = k, "cluster reader: stalled behind its stream; reading again");
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let Some(next) = next else { break };
             let message = match next {
                 Ok(m) => m,
                 Err(e) => {
@@ -220,7 +267,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(shard = k, client_id = %client_id, "cluster catch-up: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 if still_catching_up(&inner, &client_id, session_id, k) {
                     continue;
                 }

@@ -32,16 +32,33 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let mut loaded_tx = if stored == 0 { None } else { Some(loaded_tx) };
     let node = inner.clone();
     tokio::spawn(async move {
+        let mut connection = node.connection.clone();
         loop {
+            let epoch = connection.borrow_and_update().epoch;
             let mut watch = match node.retained_kv.watch_with_history(">").await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!("cluster retained watch: {e}; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
             };
-            while let Some(entry) = watch.next().await {
+            loop {
+                // After a reconnection the watch starts over: its consumer may have been on
+                // the server that went away, which the client notices only seconds later.
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    changed = connection.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if connection.borrow_and_update().epoch != epoch {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                let Some(entry) = entry else { break };
                 let entry = match entry {
                     Ok(e) => e,
                     Err(e) => {

@@ -299,6 +299,10 @@ where
         }
     };
 
+    let claim_gate = match core.backplane() {
+        Some(_) => Some(core.claim_gate(&client_id).await),
+        None => None,
+    };
     if let Some(backplane) = core.backplane() {
         if let Err(refusal) =
             claim_in_cluster(core, backplane, &mut connect, &client_id, version).await
@@ -388,6 +392,7 @@ where
     if let Some(backplane) = core.backplane() {
         backplane.attached(&attached.session);
     }
+    drop(claim_gate);
 
     let inflight_window = client_limits
         .and_then(|p| p.receive_maximum)

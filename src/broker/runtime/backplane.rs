@@ -2,6 +2,7 @@
 //! [`crate::broker::durability::backplane`]): route what the engine delivers to local
 //! sessions, restore a session another broker kept, and let go of one another broker took.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{BrokerCore, Routed};
@@ -9,10 +10,54 @@ use crate::broker::durability::{Backplane, Change, QueuedFor, SessionImage};
 use crate::broker::message::Message;
 use crate::broker::session::Session;
 
+/// Per client id, the CONNECT currently claiming a session from the backplane and attaching
+/// it here.
+pub(crate) type ClaimGates =
+    Arc<parking_lot::Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>>;
+
+/// Held by a CONNECT from its claim until its session is attached (see
+/// [`BrokerCore::claim_gate`]); the last holder removes the entry.
+pub struct ClaimGate {
+    gates: ClaimGates,
+    client_id: Arc<str>,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for ClaimGate {
+    fn drop(&mut self) {
+        let mut gates = self.gates.lock();
+        // The map's handle and this guard's: nobody else waits.
+        if gates
+            .get(&self.client_id)
+            .is_some_and(|gate| Arc::strong_count(gate) <= 2)
+        {
+            gates.remove(&self.client_id);
+        }
+    }
+}
+
 impl BrokerCore {
     /// The backplane, when the engine is shared by several brokers.
     pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
         self.backplane.as_ref()
+    }
+
+    /// Wait until no other CONNECT of `client_id` on this broker is between its claim and
+    /// its attach. A client that gives up on a slow CONNECT and sends another would otherwise
+    /// have the second one find no session here yet (the first still restoring it) and start
+    /// a new one, which the first then takes over.
+    pub async fn claim_gate(&self, client_id: &Arc<str>) -> ClaimGate {
+        let gate = self
+            .claim_gates
+            .lock()
+            .entry(client_id.clone())
+            .or_default()
+            .clone();
+        ClaimGate {
+            gates: self.claim_gates.clone(),
+            client_id: client_id.clone(),
+            _held: gate.lock_owned().await,
+        }
     }
 
     /// A message the backplane delivers (published on any broker, this one included): route

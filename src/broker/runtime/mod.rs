@@ -88,6 +88,9 @@ pub struct BrokerCore {
     /// [`Durability::backplane`], asked once: with one, publishes go through the shared
     /// engine (see [`crate::broker::durability::backplane`]).
     backplane: Option<Arc<dyn crate::broker::durability::Backplane>>,
+    /// With a backplane: the client ids whose CONNECT is claiming and attaching a session
+    /// (see [`BrokerCore::claim_gate`]).
+    claim_gates: backplane::ClaimGates,
     /// Background commits that failed (logged when the total is a power of two).
     background_failures: Arc<std::sync::atomic::AtomicU64>,
     /// Signalled when a connection moved messages out of its session queue while some
@@ -156,6 +159,7 @@ impl BrokerCore {
             send_fail_after: parking_lot::Mutex::new(config.limits.send_fail_after()),
             pages_bodies: durability.keeps_bodies(),
             backplane: durability.backplane(),
+            claim_gates: backplane::ClaimGates::default(),
             durability,
             background_failures: Arc::default(),
             queue_progress: Notify::new(),
