@@ -533,7 +533,7 @@ pub async fn s2_kill_follower_server(
         ));
     }
     let report = check(&recording);
-    let violations = common_violations(&report, false);
+    let violations = common_violations(&report, true);
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
