@@ -353,8 +353,9 @@ mod tests {
         assert_eq!(tracker.try_go_live("gone", 0, 9, 9), None);
     }
 
-    #[test]
-    fn restored_in_flight_messages_are_not_offered_again_and_count_until_acknowledged() {
+    /// Session `c` catching up shard 0 from floor 3, with in-flight entry 50 (shard 0, seq 4,
+    /// packet id 7) restored from its record.
+    fn catching_up_with_restored_entry() -> Tracker {
         let mut tracker = Tracker::default();
         let mut t = Tracked::new(data("c"), 1, &[3]);
         t.shards[0].catching_up = true;
@@ -367,6 +368,12 @@ mod tests {
             packet_id: Some(7),
         };
         tracker.restored("c", 50, entry);
+        tracker
+    }
+
+    #[test]
+    fn restored_in_flight_messages_are_not_offered_again_and_count_until_acknowledged() {
+        let mut tracker = catching_up_with_restored_entry();
         assert!(!tracker.accept_catch_up("c", 0, 4));
         assert!(tracker.accept_catch_up("c", 0, 5));
         let record = tracker.sessions["c"].record("n", &[5]);
@@ -377,18 +384,7 @@ mod tests {
 
     #[test]
     fn a_restored_message_acknowledged_before_the_catch_up_reaches_it_is_not_offered_again() {
-        let mut tracker = Tracker::default();
-        let mut t = Tracked::new(data("c"), 1, &[3]);
-        t.shards[0].catching_up = true;
-        tracker.sessions.insert(Arc::from("c"), t);
-        let entry = Entry {
-            shard: 0,
-            seq: 4,
-            qos: 1,
-            subscription_id: None,
-            packet_id: Some(7),
-        };
-        tracker.restored("c", 50, entry);
+        let mut tracker = catching_up_with_restored_entry();
         // The client acknowledges the re-sent copy before the catch-up has read seq 4.
         tracker.removed("c", 50);
         assert!(!tracker.accept_catch_up("c", 0, 4));
