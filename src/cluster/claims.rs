@@ -11,8 +11,16 @@ use std::time::{Duration, Instant};
 /// How long a claim is remembered: far longer than a CONNECT takes.
 const WINDOW: Duration = Duration::from_secs(30);
 
-/// A claim's order: its wall-clock start (ms) and the claiming process (ties).
+/// A claim's order: its wall-clock start (µs) and the claiming process (ties).
 pub type ClaimStamp = (u64, u64);
+
+/// The wall clock in µs since the Unix epoch: two CONNECTs of one client a CONNACK apart on
+/// one machine are ordered by it (milliseconds could tie).
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
 
 /// Recent claims of this node and announcements of the others.
 #[derive(Debug, Default)]
@@ -35,11 +43,21 @@ impl Claims {
         }
     }
 
-    /// This node claims `client_id` now.
-    pub fn claimed_here(&mut self, client_id: &Arc<str>, stamp: ClaimStamp) {
+    /// This node claims `client_id` now (`now_us`, wall clock; `instance` breaks ties) and
+    /// returns the claim's stamp: later than every claim of `client_id` this node knows of,
+    /// so a CONNECT that follows another's announcement wins whatever the clocks say.
+    pub fn claimed_here(&mut self, client_id: &Arc<str>, now_us: u64, instance: u64) -> ClaimStamp {
         self.forget_old();
+        let known = [self.local.get(client_id), self.remote.get(client_id)]
+            .into_iter()
+            .flatten()
+            .map(|(us, _)| us + 1)
+            .max()
+            .unwrap_or(0);
+        let stamp = (now_us.max(known), instance);
         self.local.insert(client_id.clone(), stamp);
         self.order.push_back((Instant::now(), client_id.clone()));
+        stamp
     }
 
     /// This node's claim of `client_id`, while remembered.
@@ -76,8 +94,8 @@ mod tests {
         let id: Arc<str> = Arc::from("c");
         let mut b = Claims::default();
         let mut c = Claims::default();
-        b.claimed_here(&id, (100, 1));
-        c.claimed_here(&id, (105, 2));
+        b.claimed_here(&id, 100, 1);
+        c.claimed_here(&id, 105, 2);
         // C hears B's (older) claim: C keeps its connection.
         assert!(!c.announced(&id, (100, 1)));
         // B hears C's (newer) claim: B closes its own.
@@ -87,5 +105,19 @@ mod tests {
         // A node with no claim of its own closes whatever it holds.
         let mut a = Claims::default();
         assert!(a.announced(&id, (105, 2)));
+    }
+
+    #[test]
+    fn a_claim_after_an_announcement_wins_whatever_the_clock_says() {
+        let id: Arc<str> = Arc::from("c");
+        let mut a = Claims::default();
+        // A heard of a claim stamped 100 by a process with a higher tie-breaker.
+        assert!(a.announced(&id, (100, 9)));
+        let stamp = a.claimed_here(&id, 100, 1);
+        assert!(stamp > (100, 9));
+        assert!(!a.superseded("c"));
+        let mut b = Claims::default();
+        b.claimed_here(&id, 100, 9);
+        assert!(b.announced(&id, stamp), "the earlier claim closes");
     }
 }

@@ -384,7 +384,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
     inner
         .claims
         .lock()
-        .claimed_here(&client_id, (now_ms(), inner.instance));
+        .claimed_here(&client_id, super::claims::now_us(), inner.instance);
     // The owner last asked to hand over: a claim that loses a race re-reads the record and
     // asks the winner in turn, so two nodes never both hold the session.
     let mut kicked: Option<(String, u64)> = None;
@@ -589,11 +589,11 @@ async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) {
 /// Tell every node that `client_id` connected here, with when its claim started: an older
 /// connection with that client id anywhere closes (see `claims.rs`).
 pub fn announce(inner: &Arc<Inner>, client_id: &Arc<str>) {
-    let Some((claimed_ms, instance)) = inner.claims.lock().local(client_id) else {
+    let Some((claimed_us, instance)) = inner.claims.lock().local(client_id) else {
         return;
     };
     let mut payload = instance.to_be_bytes().to_vec();
-    payload.extend_from_slice(&claimed_ms.to_be_bytes());
+    payload.extend_from_slice(&claimed_us.to_be_bytes());
     payload.extend_from_slice(client_id.as_bytes());
     let subject = format!("fmq.kick.{}", client_key(client_id));
     let node = inner.clone();
@@ -635,9 +635,9 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                 continue;
             }
             let (instance, rest) = payload.split_at(8);
-            let (claimed_ms, client_id) = rest.split_at(8);
+            let (claimed_us, client_id) = rest.split_at(8);
             let instance = u64::from_be_bytes(instance.try_into().unwrap_or_default());
-            let claimed_ms = u64::from_be_bytes(claimed_ms.try_into().unwrap_or_default());
+            let claimed_us = u64::from_be_bytes(claimed_us.try_into().unwrap_or_default());
             if instance == node.instance {
                 continue;
             }
@@ -645,7 +645,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             let older_here = node
                 .claims
                 .lock()
-                .announced(&client_id, (claimed_ms, instance));
+                .announced(&client_id, (claimed_us, instance));
             let epoch = node
                 .tracker
                 .lock()
