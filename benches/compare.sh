@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned) and Apache ActiveMQ,
+# Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned), Apache ActiveMQ and
+# nats-server's MQTT listener,
 # one after the other on loopback, the same load generator scenarios against each, each broker
 # started fresh for every scenario. Writes benches/results/<date>/{results.md,results.json,
 # results.svg,runs.jsonl}. See benches/README.md.
 #
 # Environment (all optional):
-#   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq")
+#   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq
+#                     nats")
 #   SCENARIOS         scenario names to run (default: all; see the list below)
 #   DURATION_SECS     publishing time of each traffic scenario (default 8)
 #   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
@@ -21,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq}"
+read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq nats}"
 duration="${DURATION_SECS:-8}"
 read -r -a idle_counts <<<"${IDLE_CONNECTIONS:-10000 19000}"
 idle_hold="${IDLE_HOLD_SECS:-3}"
@@ -101,6 +103,7 @@ broker_available() {
     ferromq) return 0 ;;
     mosquitto|mosquitto-tuned) command -v mosquitto >/dev/null 2>&1 ;;
     activemq) [[ -f "$activemq_jar" && -f "$mqtt_client_jar" ]] && command -v java >/dev/null 2>&1 ;;
+    nats) command -v nats-server >/dev/null 2>&1 ;;
     *) return 1 ;;
   esac
 }
@@ -191,6 +194,20 @@ start_broker() {
         -Dactivemq.classpath="$dir:$mqtt_client_jar" \
         -jar "$activemq_jar" start "xbean:file:$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
       wait_tenths=1200
+      ;;
+    nats)
+      # nats-server's MQTT listener needs JetStream (QoS 1 messages and sessions are kept in
+      # its file store, synced every 2 minutes by default) and a server name.
+      mkdir -p "$dir/jetstream"
+      { echo "server_name: bench"; echo "listen: 127.0.0.1:$(free_port)"
+        echo "jetstream { store_dir: \"$dir/jetstream\" }"
+        echo "mqtt {"; echo "  listen: 127.0.0.1:$port"
+        if [[ "$tls" == tls ]]; then
+          echo "  tls { cert_file: \"$tls_dir/server-cert.pem\", key_file: \"$tls_dir/server-key.pem\" }"
+        fi
+        echo "}"
+      } >"$dir/nats.conf"
+      nats-server -c "$dir/nats.conf" >"$dir/broker.log" 2>&1 &
       ;;
   esac
   broker_pid=$!
@@ -290,13 +307,18 @@ for broker in "${brokers[@]}"; do
     tls=""
     stomp_port=""
     if [[ "$scenario" == stomp-* ]]; then
-      if [[ "$broker" == mosquitto* ]]; then
-        log "$broker $scenario: skipped, mosquitto has no STOMP"
+      if [[ "$broker" == mosquitto* || "$broker" == nats ]]; then
+        log "$broker $scenario: skipped, $broker has no STOMP"
         record "$broker" "$scenario" "" "skipped: no STOMP"
         continue
       fi
       stomp_port="$(free_port)"
       args="$args --stomp-port $stomp_port"
+    fi
+    if [[ "$broker" == nats && ( "$scenario" == stomp-* || "$scenario" == *-v5 || "$scenario" == shared-* ) ]]; then
+      log "$broker $scenario: skipped, nats-server's MQTT listener speaks MQTT 3.1.1 only, without shared subscriptions or STOMP"
+      record "$broker" "$scenario" "" "skipped: MQTT 3.1.1 only"
+      continue
     fi
     if [[ "$broker" == activemq && ( "$scenario" == *-v5 || "$scenario" == shared-* ) ]]; then
       log "$broker $scenario: skipped, ActiveMQ 5.17 has neither MQTT 5 nor shared subscriptions"
@@ -367,7 +389,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
-versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed')"
+versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed'); nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//' || echo 'not installed')"
 "$plot_bin" --input "$runs" --out-dir "$out_dir" \
   --meta "date=$started_at" --meta "machine=$machine" --meta "load average before the run=$load_before" \
   --meta "versions=$versions" --meta "duration per traffic scenario=${duration} s" \
