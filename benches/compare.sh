@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned), Apache ActiveMQ and
-# nats-server's MQTT listener,
+# Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned), Apache ActiveMQ,
+# nats-server's MQTT listener and RMQTT (when `rmqttd` is installed: `cargo install rmqttd`),
 # one after the other on loopback, the same load generator scenarios against each, each broker
 # started fresh for every scenario. Writes benches/results/<date>/{results.md,results.json,
 # results.svg,runs.jsonl}. See benches/README.md.
 #
 # Environment (all optional):
 #   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq
-#                     nats")
+#                     nats rmqtt"; one that is not installed is skipped with a line saying so)
 #   SCENARIOS         scenario names to run (default: all; see the list below)
 #   DURATION_SECS     publishing time of each traffic scenario (default 8)
 #   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq nats}"
+read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq nats rmqtt}"
 duration="${DURATION_SECS:-8}"
 read -r -a idle_counts <<<"${IDLE_CONNECTIONS:-10000 19000}"
 idle_hold="${IDLE_HOLD_SECS:-3}"
@@ -104,6 +104,7 @@ broker_available() {
     mosquitto|mosquitto-tuned) command -v mosquitto >/dev/null 2>&1 ;;
     activemq) [[ -f "$activemq_jar" && -f "$mqtt_client_jar" ]] && command -v java >/dev/null 2>&1 ;;
     nats) command -v nats-server >/dev/null 2>&1 ;;
+    rmqtt) command -v rmqttd >/dev/null 2>&1 ;;
     *) return 1 ;;
   esac
 }
@@ -209,6 +210,27 @@ start_broker() {
       } >"$dir/nats.conf"
       nats-server -c "$dir/nats.conf" >"$dir/broker.log" 2>&1 &
       ;;
+    rmqtt)
+      # Its defaults throttle a benchmark (16 in flight, 1,000 queued, 1,000 messages/s out of
+      # a queue, keep-alive >= 30 s): raised as mosquitto-tuned's queue is. Logs off.
+      { echo "node.id = 1"; echo "rpc.server_addr = \"127.0.0.1:$(free_port)\""
+        echo 'log.to = "off"'; echo 'log.level = "error"'
+        echo "plugins.dir = \"$dir/plugins/\""; echo 'plugins.default_startups = []'
+        echo "listener.tcp.external.addr = \"127.0.0.1:$port\""
+        echo "listener.tcp.external.workers = $(nproc)"
+        echo 'listener.tcp.external.max_connections = 1024000'
+        echo 'listener.tcp.external.max_handshaking_limit = 100000'
+        echo 'listener.tcp.external.backlog = 4096'
+        echo 'listener.tcp.external.allow_anonymous = true'
+        echo 'listener.tcp.external.min_keepalive = 0'
+        echo 'listener.tcp.external.max_inflight = 128'
+        echo 'listener.tcp.external.max_mqueue_len = 100000'
+        echo 'listener.tcp.external.mqueue_rate_limit = "4294967295,1s"'
+        echo 'listener.tcp.external.message_expiry_interval = "0s"'
+      } >"$dir/rmqtt.toml"
+      mkdir -p "$dir/plugins"
+      rmqttd -f "$dir/rmqtt.toml" >"$dir/broker.log" 2>&1 &
+      ;;
   esac
   broker_pid=$!
   for _ in $(seq 1 "$wait_tenths"); do
@@ -307,7 +329,7 @@ for broker in "${brokers[@]}"; do
     tls=""
     stomp_port=""
     if [[ "$scenario" == stomp-* ]]; then
-      if [[ "$broker" == mosquitto* || "$broker" == nats ]]; then
+      if [[ "$broker" == mosquitto* || "$broker" == nats || "$broker" == rmqtt ]]; then
         log "$broker $scenario: skipped, $broker has no STOMP"
         record "$broker" "$scenario" "" "skipped: no STOMP"
         continue
@@ -326,6 +348,11 @@ for broker in "${brokers[@]}"; do
       continue
     fi
     if [[ "$scenario" == *-tls ]]; then
+      if [[ "$broker" == rmqtt ]]; then
+        log "$broker $scenario: skipped, not configured for TLS here"
+        record "$broker" "$scenario" "" "skipped: TLS not configured"
+        continue
+      fi
       if [[ "$broker" == activemq ]]; then
         log "$broker $scenario: skipped, ActiveMQ's TLS needs a JKS key store"
         record "$broker" "$scenario" "" "skipped: TLS scenarios use PEM files"
@@ -389,7 +416,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
-versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed'); nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//' || echo 'not installed')"
+versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed'); nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//' || echo 'not installed'); rmqttd $(rmqttd --version 2>/dev/null | awk '{print $NF}' || echo 'not installed')"
 "$plot_bin" --input "$runs" --out-dir "$out_dir" \
   --meta "date=$started_at" --meta "machine=$machine" --meta "load average before the run=$load_before" \
   --meta "versions=$versions" --meta "duration per traffic scenario=${duration} s" \

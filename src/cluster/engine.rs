@@ -157,7 +157,10 @@ impl ClusterEngine {
             .name(format!("ferromq {node_id}"))
             .connection_timeout(Duration::from_secs(5))
             .ping_interval(Duration::from_secs(2))
-            .max_reconnects(None::<usize>);
+            .max_reconnects(None::<usize>)
+            // The local server first, as the deployment lists it (the client shuffles
+            // otherwise).
+            .retain_servers_order();
         if let Some(path) = &settings.credentials {
             options = options
                 .credentials_file(path)
@@ -451,6 +454,14 @@ impl Backplane for ClusterEngine {
 
     fn shared_subscriptions(&self) -> bool {
         false
+    }
+
+    fn topic_fits(&self, topic: &str) -> bool {
+        super::subject::topic_fits(topic)
+    }
+
+    fn filter_fits(&self, filter: &str) -> bool {
+        super::subject::filter_fits(filter)
     }
 
     fn maximum_message_bytes(&self) -> usize {

@@ -49,6 +49,15 @@ pub struct Interest {
 impl Interest {
     /// A local subscription to `filter` was added or removed.
     pub fn changed(&self, inner: &Arc<Inner>, filter: &str, added: bool) {
+        if !super::subject::filter_fits(filter) {
+            // NATS would drop the connection on it (MQTT SUBSCRIBE refuses such filters;
+            // this guards every other way in).
+            tracing::warn!(
+                filter_bytes = filter.len(),
+                "cluster: a filter too long for NATS subjects is not followed"
+            );
+            return;
+        }
         let mut filters = self.filters.lock();
         if added {
             let entry = filters.entry(filter.to_owned()).or_insert_with(|| {

@@ -54,6 +54,14 @@ pub fn publish(
     retained: RetainedChange,
     publisher: Option<&str>,
 ) -> Commit {
+    if !super::subject::topic_fits(&message.topic) {
+        // NATS drops a connection that sends a longer subject (MQTT PUBLISH refuses such
+        // topics; this guards wills and STOMP).
+        return Commit::Done(Err(DurabilityError::Unavailable(format!(
+            "topic of {} bytes is too long for the cluster's NATS subjects",
+            message.topic.len()
+        ))));
+    }
     let counter = inner
         .counter
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -246,6 +254,8 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 let now = *connection.borrow_and_update();
                 if now.up && now.epoch != epoch {
                     epoch = now.epoch;
+                    // A store that keeps costing the connection still ends at storeTimeout.
+                    expire(&mut in_flight, store_timeout, "the connection to NATS was lost");
                     resend_all(&inner, &mut in_flight).await;
                 }
             }

@@ -96,6 +96,27 @@ pub fn encode_topic(topic: &str, out: &mut String) {
 /// The subject `<prefix>.<tokens of topic>`, e.g. `topic_subject("fmq.t", "a/b")` is
 /// `fmq.t.a.b`. `prefix` is a valid subject of its own (not checked); an empty prefix gives the
 /// tokens alone.
+/// The longest subject ferromq sends: nats-server refuses a protocol line longer than its
+/// `max_control_line` (4 KiB by default) and drops the connection, and the line carries the
+/// subject, a reply inbox and sizes besides.
+pub const MAX_SUBJECT_LEN: usize = 3_584;
+
+/// The longest prefix a topic's subject gets (`fmq.m.<shard>`, shards up to 64, or `fmq.t`).
+const LONGEST_PREFIX: &str = "fmq.m.64";
+
+/// Whether `topic`'s subjects stay within [`MAX_SUBJECT_LEN`] (escaping lengthens a topic:
+/// a space becomes three bytes).
+pub fn topic_fits(topic: &str) -> bool {
+    topic_subject(LONGEST_PREFIX, topic).len() <= MAX_SUBJECT_LEN
+}
+
+/// Whether every subject of `filter` stays within [`MAX_SUBJECT_LEN`].
+pub fn filter_fits(filter: &str) -> bool {
+    filter_subjects(LONGEST_PREFIX, filter)
+        .iter()
+        .all(|s| s.len() <= MAX_SUBJECT_LEN)
+}
+
 pub fn topic_subject(prefix: &str, topic: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + 1 + encoded_len(topic));
     if !prefix.is_empty() {

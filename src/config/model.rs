@@ -827,8 +827,10 @@ pub struct JetStreamSettings {
     pub max_offline_age_ms: u64,
     /// `storeTimeout` (default 5 s), ms: a store ack not received within it refuses the publish.
     pub store_timeout_ms: u64,
-    /// `quorumLossTimeout` (default 5 s), ms: no successful heartbeat write for this long
-    /// and the node stops taking persistent work.
+    /// `quorumLossTimeout` (default 10 s), ms: no successful heartbeat write for this long
+    /// and the node stops taking persistent work. Longer than a JetStream leader election
+    /// (a stalled leader of the heartbeat bucket is replaced in about 5-8 s), so one NATS
+    /// server's failure is not taken for the loss of the quorum.
     pub quorum_loss_timeout_ms: u64,
     /// `heartbeatInterval` (default 1 s), ms.
     pub heartbeat_interval_ms: u64,
@@ -848,7 +850,7 @@ impl JetStreamSettings {
     pub const DEFAULT_MESSAGE_SHARDS: usize = 8;
     pub const DEFAULT_MAX_OFFLINE_AGE_MS: u64 = 7 * 24 * 3_600_000;
     pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 5_000;
-    pub const DEFAULT_QUORUM_LOSS_TIMEOUT_MS: u64 = 5_000;
+    pub const DEFAULT_QUORUM_LOSS_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
     pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
 

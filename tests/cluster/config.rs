@@ -128,7 +128,7 @@ fn defaults_and_a_placeholder_password() {
             js.heartbeat_interval_ms,
             js.node_timeout_ms
         ),
-        (5000, 5000, 1000, 10_000)
+        (5000, 10_000, 1000, 10_000)
     );
     let shown = format!("{config:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
@@ -415,7 +415,7 @@ fn check_reports_the_cluster_node() {
         ),
         "{text}"
     );
-    assert!(text.contains("heartbeat every 1000 ms, node dead after 10000 ms, quorum lost after 5000 ms; login: user fmq"), "{text}");
+    assert!(text.contains("heartbeat every 1000 ms, node dead after 10000 ms, quorum lost after 10000 ms; login: user fmq"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
     let (ok, json) = check(&file, &["--format", "json"]);
     assert!(ok, "{json}");

@@ -35,6 +35,14 @@ async fn a_node_without_quorum_refuses_persistent_work_until_it_is_back() {
     let lost = Instant::now();
     rig.nats.kill(1);
     rig.nats.kill(2);
+    // A SUBSCRIBE the store cannot keep gets no SUBACK (a resume elsewhere would not have
+    // the subscription): the connection is closed instead.
+    holder3
+        .send(crate::support::client::subscribe_packet(
+            2,
+            &[("q/unkept", QoS::AtLeastOnce)],
+        ))
+        .await;
 
     // MQTT 5 holder: DISCONNECT 0x9C; MQTT 3.1.1 holder: closed.
     match holder5.recv_within(QUORUM_LOSS + MARGIN).await {
@@ -51,6 +59,13 @@ async fn a_node_without_quorum_refuses_persistent_work_until_it_is_back() {
         "not before quorumLossTimeout: {sent_away:?}"
     );
     holder5.expect_closed().await;
+    loop {
+        match holder3.recv_within(MARGIN).await {
+            None => break,
+            Some(Packet::SubAck(s)) => panic!("SUBACK for a subscription not kept: {s:?}"),
+            Some(_) => {}
+        }
+    }
     assert!(
         holder3.closed_within(MARGIN).await.is_some(),
         "MQTT 3.1.1 holder closed"

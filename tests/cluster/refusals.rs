@@ -32,6 +32,7 @@ async fn refusals_and_authorization_on_every_node() {
     for node in 0..3 {
         not_advertised_and_refused(&rig, node).await;
     }
+    topics_too_long_for_nats_are_refused_and_the_node_keeps_serving(&rig).await;
     authorization_as_on_one_node(&rig).await;
 }
 
@@ -95,6 +96,59 @@ async fn not_advertised_and_refused(rig: &Rig, node: usize) {
     let (mut refused, ack) = RawClient::connect(addr, connect).await;
     assert_eq!(ack.reason, ConnectReason::QoSNotSupported, "node {node}");
     refused.expect_closed().await;
+}
+
+/// A topic whose NATS subject would pass nats-server's control line (4 KiB; a space is
+/// escaped to three bytes) is refused for that client alone: the node's NATS connection, and
+/// so every other client of the node, is untouched.
+async fn topics_too_long_for_nats_are_refused_and_the_node_keeps_serving(rig: &Rig) {
+    let long = format!("open/{}", "a".repeat(4_100));
+    let spaced = format!("open/{}", " ".repeat(1_500));
+    let mut sub = connected(rig, 0, ProtocolVersion::V5, "long-sub", "writer").await;
+    assert_eq!(
+        sub.subscribe(1, &[("open/after", QoS::AtLeastOnce)]).await,
+        [1]
+    );
+    // SUBSCRIBE: 0x8F (MQTT 5), 0x80 (3.1.1), beside a filter that is served.
+    assert_eq!(
+        sub.subscribe(
+            2,
+            &[
+                (long.as_str(), QoS::AtMostOnce),
+                ("open/ok", QoS::AtMostOnce)
+            ]
+        )
+        .await,
+        [0x8F, 0]
+    );
+    let mut v3 = connected(rig, 0, ProtocolVersion::V311, "long-sub-3", "writer").await;
+    assert_eq!(
+        v3.subscribe(1, &[(spaced.as_str(), QoS::AtLeastOnce)])
+            .await,
+        [0x80]
+    );
+    // PUBLISH: DISCONNECT 0x90 (MQTT 5), closed (3.1.1), never acknowledged.
+    let mut v5 = connected(rig, 0, ProtocolVersion::V5, "long-pub", "writer").await;
+    v5.send(publish(&long, b"x", QoS::AtLeastOnce, Some(1)))
+        .await;
+    assert_eq!(disconnect_code(&mut v5).await, 0x90);
+    let mut v3 = connected(rig, 0, ProtocolVersion::V311, "long-pub-3", "writer").await;
+    v3.send(publish(&spaced, b"x", QoS::AtLeastOnce, Some(1)))
+        .await;
+    v3.expect_closed().await;
+    // The node still stores and delivers, across nodes too.
+    let mut publisher = connected(rig, 1, ProtocolVersion::V5, "long-after", "writer").await;
+    assert_eq!(
+        publish_acked(&mut publisher, "open/after", b"still here", 1).await,
+        0
+    );
+    assert_eq!(&next_publish(&mut sub).await.payload[..], b"still here");
+    let mut publisher = connected(rig, 0, ProtocolVersion::V5, "long-after-0", "writer").await;
+    assert_eq!(
+        publish_acked(&mut publisher, "open/after", b"and here", 1).await,
+        0
+    );
+    assert_eq!(&next_publish(&mut sub).await.payload[..], b"and here");
 }
 
 async fn authorization_as_on_one_node(rig: &Rig) {

@@ -40,6 +40,9 @@ pub(crate) struct Ready {
     /// An MQTT 3 publish stayed refused past `sendFailIfNoSpace[AfterTimeout]`: close the
     /// connection (see `flow_control.rs`).
     pub close_no_space: bool,
+    /// A cluster could not keep what this acknowledgement promises (a SUBSCRIBE): close the
+    /// connection instead (MQTT 5 DISCONNECT 0x9C, Use another server).
+    pub close_unkept: bool,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;

@@ -217,6 +217,9 @@ impl Conn {
             }
             // Above the Maximum Packet Size a cluster announces (what NATS carries): MQTT 5
             // DISCONNECT 0x95, MQTT 3 closed; never acknowledged and then lost.
+            if !p.topic.is_empty() && !backplane.topic_fits(&p.topic) {
+                return Err(CloseReason::TopicTooLong(p.topic.len()));
+            }
             let size = p.topic.len() + p.payload.len();
             let max = backplane.maximum_message_bytes();
             if size > max {
@@ -256,6 +259,7 @@ impl Conn {
                         ack: None,
                         deliveries: None,
                         close_no_space: false,
+                        close_unkept: false,
                     }));
                 }
             }
@@ -301,6 +305,7 @@ impl Conn {
                 ack: Some(ack),
                 deliveries: None,
                 close_no_space: false,
+                close_unkept: false,
             }));
             Ok(())
         }
@@ -364,6 +369,7 @@ impl Conn {
                     ack: Some(ack),
                     deliveries: None,
                     close_no_space: false,
+                    close_unkept: false,
                 }));
                 return Ok(());
             }
@@ -408,6 +414,7 @@ impl Conn {
                     ack: Some(ack),
                     deliveries: None,
                     close_no_space: false,
+                    close_unkept: false,
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
@@ -452,6 +459,7 @@ impl Conn {
                     ack: Some(ack),
                     deliveries: None,
                     close_no_space: false,
+                    close_unkept: false,
                 },
                 Err(e) => {
                     tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");
@@ -588,6 +596,23 @@ impl Conn {
                     continue;
                 }
             };
+            if self
+                .core
+                .backplane()
+                .is_some_and(|b| !b.filter_fits(read_filter))
+            {
+                tracing::info!(
+                    filter_bytes = read_filter.len(),
+                    "subscription refused: the filter is too long for the cluster's NATS subjects"
+                );
+                return_codes.push(match self.version {
+                    ProtocolVersion::V5 => ReasonCode::TopicFilterInvalid.code(),
+                    ProtocolVersion::V31 | ProtocolVersion::V311 => {
+                        ReasonCode::SubAckFailureV3.code()
+                    }
+                });
+                continue;
+            }
             // A concrete filter names a topic that must exist or be created (admin); a
             // wildcard creates nothing (ActiveMQ's AbstractRegion.addConsumer).
             let permitted = if is_wildcard(read_filter) {
@@ -692,7 +717,13 @@ impl Conn {
         self.pending_acks.push(async move {
             ready.await;
             if let Err(e) = kept.wait().await {
-                tracing::warn!(client_id = %session.client_id(), "subscription not kept in the cluster store yet: {e}");
+                // No SUBACK for a subscription a resume elsewhere would not have: the client
+                // is sent away (its session is written again as it goes offline).
+                tracing::warn!(client_id = %session.client_id(), "subscription not kept in the cluster store: {e}; closing without SUBACK");
+                return Ready {
+                    close_unkept: true,
+                    ..Ready::default()
+                };
             }
             // Read once the retained index caught up with the cluster (`ready`).
             for (filter, options) in &granted {

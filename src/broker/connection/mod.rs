@@ -154,6 +154,10 @@ pub(crate) enum CloseReason {
     /// `sendFailIfNoSpace[AfterTimeout]`: closed without acknowledging it (the will is
     /// published; the client re-sends the message when it reconnects).
     NoSpace,
+    /// A cluster node cannot carry this PUBLISH's topic (longer, escaped, than a NATS subject
+    /// may be): MQTT 5 DISCONNECT 0x90 Topic Name invalid, MQTT 3 a closed connection; never
+    /// acknowledged.
+    TopicTooLong(usize),
     Internal(String),
 }
 
@@ -172,7 +176,8 @@ impl CloseReason {
             | CloseReason::ProtocolViolation(_)
             | CloseReason::TopicAliasInvalid(_)
             | CloseReason::ReceiveMaximumExceeded(_)
-            | CloseReason::QosNotSupported => Reason::ProtocolError,
+            | CloseReason::QosNotSupported
+            | CloseReason::TopicTooLong(_) => Reason::ProtocolError,
             CloseReason::UseAnotherServer => Reason::StoreUnavailable,
             CloseReason::AuthenticationFailed(_) => Reason::ReauthFailed,
             CloseReason::TakenOver => Reason::TakenOver,
@@ -198,6 +203,7 @@ impl CloseReason {
             CloseReason::ProtocolViolation(_) => Some(ReasonCode::ProtocolError.code()),
             CloseReason::AuthenticationFailed(_) => Some(ReasonCode::NotAuthorized.code()),
             CloseReason::TopicAliasInvalid(_) => Some(ReasonCode::TopicAliasInvalid.code()),
+            CloseReason::TopicTooLong(_) => Some(ReasonCode::TopicNameInvalid.code()),
             CloseReason::ReceiveMaximumExceeded(_) => {
                 Some(ReasonCode::ReceiveMaximumExceeded.code())
             }
@@ -266,6 +272,10 @@ impl std::fmt::Display for CloseReason {
             ),
             CloseReason::NoSpace => f.write_str(
                 "publish refused: memory or store full past sendFailIfNoSpace[AfterTimeout]",
+            ),
+            CloseReason::TopicTooLong(len) => write!(
+                f,
+                "PUBLISH topic of {len} bytes: too long for the cluster's NATS subjects"
             ),
             CloseReason::Internal(what) => write!(f, "internal error: {what}"),
         }
@@ -572,6 +582,9 @@ where
                     }
                     if ready.close_no_space {
                         return CloseReason::NoSpace;
+                    }
+                    if ready.close_unkept {
+                        return CloseReason::UseAnotherServer;
                     }
                 }
             }

@@ -99,4 +99,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether MQTT 5 shared subscriptions are served across brokers.
     fn shared_subscriptions(&self) -> bool;
+
+    /// Whether the shared engine can carry `topic` (a PUBLISH's topic name): its own naming
+    /// may bound the length (NATS subjects are bounded by the server's control line).
+    fn topic_fits(&self, topic: &str) -> bool;
+
+    /// Whether the shared engine can carry a subscription to `filter` (as [`Self::topic_fits`]).
+    fn filter_fits(&self, filter: &str) -> bool;
 }
