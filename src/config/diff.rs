@@ -510,6 +510,8 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
         connect_attempt_timeout_ms,
         max_frame_size_bytes,
         maximum_connections,
+        // A new backlog rebinds the listener (`Listener::needs_rebind`).
+        backlog: _,
         publish_dollar_topics,
         use_inactivity_monitor,
         allow_link_stealing,

@@ -404,7 +404,10 @@ impl Listener {
     /// TLS or not) differs from `running`. Anything else (options, TLS material, the URI text)
     /// applies to the connections accepted from then on, on the same socket.
     pub fn needs_rebind(&self, running: &Listener) -> bool {
-        self.host != running.host || self.port != running.port || self.scheme != running.scheme
+        self.host != running.host
+            || self.port != running.port
+            || self.scheme != running.scheme
+            || self.options.backlog != running.options.backlog
     }
 }
 
@@ -425,6 +428,10 @@ pub struct ListenerOptions {
     pub max_frame_size_bytes: u64,
     /// `maximumConnections`; `None` = unlimited.
     pub maximum_connections: Option<u32>,
+    /// `backlog`: the listen queue of connections the kernel accepted and the broker has not
+    /// yet taken (ActiveMQ's `TcpTransportServer`, default 5000); the kernel caps it at
+    /// `net.core.somaxconn`. A connect storm beyond it sees refused or retried SYNs.
+    pub backlog: u32,
     /// `transport.publishDollarTopics`, default false: publishes to `$...` are acked and dropped.
     pub publish_dollar_topics: bool,
     /// `transport.useInactivityMonitor`, default true; false disables keep-alive and connect
@@ -444,6 +451,11 @@ pub struct ListenerOptions {
     pub stomp: StompOptions,
 }
 
+impl ListenerOptions {
+    /// ActiveMQ's `TcpTransportServer.backlog`.
+    pub const DEFAULT_BACKLOG: u32 = 5_000;
+}
+
 impl Default for ListenerOptions {
     fn default() -> Self {
         ListenerOptions {
@@ -452,6 +464,7 @@ impl Default for ListenerOptions {
             connect_attempt_timeout_ms: Some(30_000),
             max_frame_size_bytes: 268_435_456,
             maximum_connections: None,
+            backlog: Self::DEFAULT_BACKLOG,
             publish_dollar_topics: false,
             use_inactivity_monitor: true,
             allow_link_stealing: true,

@@ -25,6 +25,18 @@ use crate::transport::{self, UpgradeLimits};
 /// Pause after an accept error (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A listening socket on `addr` with a listen queue of `backlog` (the kernel caps it at
+/// `net.core.somaxconn`); SO_REUSEADDR as tokio's own `bind` sets it.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Bind a connector's socket. Errors name the connector and where it is configured.
 pub async fn bind(listener: &Listener) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let where_ = format!(
@@ -38,7 +50,7 @@ pub async fn bind(listener: &Listener) -> anyhow::Result<(TcpListener, SocketAdd
             .collect();
     let mut last_error = None;
     for addr in candidates {
-        match TcpListener::bind(addr).await {
+        match listen(addr, listener.options.backlog) {
             Ok(tcp) => {
                 let local = tcp
                     .local_addr()
@@ -210,6 +222,28 @@ mod tests {
     /// size (plus the session and socket registration): keep it small, it is most of what an
     /// idle connection costs (the budget is 4 KiB of broker memory per idle connection).
     const CONNECTION_TASK_BUDGET_BYTES: usize = 1536;
+
+    /// The connector's `backlog` is the socket's listen queue, as `ss` reports it (Send-Q of
+    /// a listening socket).
+    #[tokio::test]
+    async fn the_backlog_option_sizes_the_listen_queue() {
+        let Ok(ss) = std::process::Command::new("ss").arg("-V").output() else {
+            eprintln!("SKIP: `ss` (iproute2) is not installed; cannot read the listen queue");
+            return;
+        };
+        assert!(ss.status.success());
+        for backlog in [7u32, 300] {
+            let tcp = listen("127.0.0.1:0".parse().expect("addr"), backlog).expect("listen");
+            let port = tcp.local_addr().expect("addr").port();
+            let out = std::process::Command::new("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .expect("ss");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let send_q: Vec<&str> = text.split_whitespace().collect();
+            assert_eq!(send_q.get(2), Some(&backlog.to_string().as_str()), "{text}");
+        }
+    }
 
     #[tokio::test]
     async fn plain_connection_task_fits_its_memory_budget() {

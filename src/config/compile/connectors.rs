@@ -216,6 +216,7 @@ enum Opt {
     ConnectAttemptTimeout,
     MaxFrameSize,
     MaximumConnections,
+    Backlog,
     SubscriptionStrategy,
     PublishDollarTopics,
     UseInactivityMonitor,
@@ -241,6 +242,7 @@ impl Opt {
             Opt::ConnectAttemptTimeout
             | Opt::MaxFrameSize
             | Opt::MaximumConnections
+            | Opt::Backlog
             | Opt::UseInactivityMonitor
             | Opt::AllowLinkStealing
             | Opt::NeedClientAuth
@@ -263,6 +265,7 @@ const ACTED: &[(&str, Opt)] = &[
     ("wireFormat.maxFrameSize", Opt::MaxFrameSize),
     ("transport.maxFrameSize", Opt::MaxFrameSize),
     ("maximumConnections", Opt::MaximumConnections),
+    ("backlog", Opt::Backlog),
     ("transport.subscriptionStrategy", Opt::SubscriptionStrategy),
     ("transport.publishDollarTopics", Opt::PublishDollarTopics),
     ("transport.useInactivityMonitor", Opt::UseInactivityMonitor),
@@ -517,6 +520,14 @@ fn apply(
                 ctx,
                 "expected a count of 1 or more",
                 "remove the option for no limit",
+            ),
+        },
+        Opt::Backlog => match number {
+            Ok(n) if n >= 1 => o.backlog = u32::try_from(n).unwrap_or(u32::MAX),
+            _ => bad(
+                ctx,
+                "expected a count of 1 or more",
+                "remove the option for ActiveMQ's default of 5000",
             ),
         },
         Opt::SubscriptionStrategy => match value.trim() {

@@ -127,7 +127,7 @@ fn max_keep_alive_is_milliseconds_in_whole_seconds() {
 fn every_connector_option_with_its_unit() {
     let uri =
         "mqtt+nio://[::]:0?transport.defaultKeepAlive=60000&amp;transport.connectAttemptTimeout=0\
-               &amp;transport.maxFrameSize=1024&amp;maximumConnections=10\
+               &amp;transport.maxFrameSize=1024&amp;maximumConnections=10&amp;backlog=2048\
                &amp;transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions\
                &amp;transport.publishDollarTopics=TRUE&amp;transport.useInactivityMonitor=false\
                &amp;allowLinkStealing=false&amp;transport.maxKeepAlive=120000";
@@ -148,6 +148,7 @@ fn every_connector_option_with_its_unit() {
             connect_attempt_timeout_ms: None,
             max_frame_size_bytes: 1024,
             maximum_connections: Some(10),
+            backlog: 2048,
             publish_dollar_topics: true,
             use_inactivity_monitor: false,
             // the attribute wins over the URI option
