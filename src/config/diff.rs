@@ -240,6 +240,17 @@ pub fn diff_with_changed_files(
                     },
                 )
             };
+            for old in listeners {
+                if let Some(now) = new.listeners.iter().find(|l| l.name == old.name) {
+                    if now.options.backlog != old.options.backlog && !now.needs_rebind(old) {
+                        restart.push(RestartSetting {
+                            name: "backlog",
+                            running: format!("{} (connector {})", old.options.backlog, old.name),
+                            requested: now.options.backlog.to_string(),
+                        });
+                    }
+                }
+            }
             let (running, requested) = (show(console), show(&new.console));
             if running != requested {
                 restart.push(RestartSetting {
@@ -258,6 +269,14 @@ pub fn diff_with_changed_files(
 pub fn keep_running_values(running: &Config, new: &mut Config) {
     new.broker = running.broker.clone();
     new.persistence = running.persistence.clone();
+    // A connector's listen queue is the one its socket was bound with.
+    for now in &mut new.listeners {
+        if let Some(old) = running.listeners.iter().find(|l| l.name == now.name) {
+            if !now.needs_rebind(old) {
+                now.options.backlog = old.options.backlog;
+            }
+        }
+    }
     // The console keeps its address; its users follow the new realm file.
     match (&running.console, new.console.as_mut()) {
         (Some(old), Some(now)) => {
@@ -510,7 +529,7 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
         connect_attempt_timeout_ms,
         max_frame_size_bytes,
         maximum_connections,
-        // A new backlog rebinds the listener (`Listener::needs_rebind`).
+        // Set at bind time: a change is a restart setting (see `diff_with_changed_files`).
         backlog: _,
         publish_dollar_topics,
         use_inactivity_monitor,

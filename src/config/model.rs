@@ -404,10 +404,7 @@ impl Listener {
     /// TLS or not) differs from `running`. Anything else (options, TLS material, the URI text)
     /// applies to the connections accepted from then on, on the same socket.
     pub fn needs_rebind(&self, running: &Listener) -> bool {
-        self.host != running.host
-            || self.port != running.port
-            || self.scheme != running.scheme
-            || self.options.backlog != running.options.backlog
+        self.host != running.host || self.port != running.port || self.scheme != running.scheme
     }
 }
 
@@ -430,7 +427,8 @@ pub struct ListenerOptions {
     pub maximum_connections: Option<u32>,
     /// `backlog`: the listen queue of connections the kernel accepted and the broker has not
     /// yet taken (ActiveMQ's `TcpTransportServer`, default 5000); the kernel caps it at
-    /// `net.core.somaxconn`. A connect storm beyond it sees refused or retried SYNs.
+    /// `net.core.somaxconn`. A connect storm beyond it sees refused or retried SYNs. Set when
+    /// the socket is bound: a change on reload needs a restart.
     pub backlog: u32,
     /// `transport.publishDollarTopics`, default false: publishes to `$...` are acked and dropped.
     pub publish_dollar_topics: bool,

@@ -94,3 +94,26 @@ fn delivery_policy_changes_are_named() {
     assert!(d.summary().contains("~delivery policy"), "{}", d.summary());
     assert!(!diff(&with_dlq, &with_dlq).delivery);
 }
+
+#[test]
+fn a_new_backlog_needs_a_restart_unless_the_connector_is_bound_again() {
+    let running = config(&connectors(&[MQTT]));
+    let mut new = config(&connectors(&[(
+        "mqtt",
+        "mqtt://127.0.0.1:1883?backlog=100",
+    )]));
+    let d = diff(&running, &new);
+    assert_eq!(d.restart_needed.len(), 1, "{}", d.summary());
+    assert_eq!(d.restart_needed[0].name, "backlog");
+    assert_eq!(d.restart_needed[0].requested, "100");
+    super::keep_running_values(&running, &mut new);
+    assert_eq!(new.listeners[0].options.backlog, 5_000);
+    // On another port the socket is bound anew, with the new queue.
+    let moved = config(&connectors(&[(
+        "mqtt",
+        "mqtt://127.0.0.1:1884?backlog=100",
+    )]));
+    let d = diff(&running, &moved);
+    assert!(d.restart_needed.is_empty(), "{}", d.summary());
+    assert!(d.listeners_changed[0].rebind);
+}
