@@ -120,6 +120,22 @@ pub struct Connection {
     pub epoch: u64,
 }
 
+/// Resolves once the NATS connection came up again after `epoch` (`true`), or when the
+/// engine is gone (`false`). Cancel-safe: a `select!` branch of a reader's loop.
+pub async fn reconnected_since(
+    connection: &mut tokio::sync::watch::Receiver<Connection>,
+    epoch: u64,
+) -> bool {
+    loop {
+        if connection.changed().await.is_err() {
+            return false;
+        }
+        if connection.borrow_and_update().epoch != epoch {
+            return true;
+        }
+    }
+}
+
 /// Follows the client's connection events into a watch.
 fn connection_events(
     options: async_nats::ConnectOptions,

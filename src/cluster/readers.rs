@@ -107,15 +107,12 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
-                changed = connection.changed() => {
-                    if changed.is_err() {
+                up = super::engine::reconnected_since(&mut connection, epoch) => {
+                    if !up {
                         return;
                     }
-                    if connection.borrow_and_update().epoch != epoch {
-                        tracing::debug!(shard = k, "cluster reader: reconnected; reading again");
-                        break;
-                    }
-                    continue;
+                    tracing::debug!(shard = k, "cluster reader: reconnected; reading again");
+                    break;
                 }
                 () = tokio::time::sleep(IDLE_CHECK) => {
                     if reader_is_behind(&inner, k).await {

@@ -48,14 +48,11 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                 // the server that went away, which the client notices only seconds later.
                 let entry = tokio::select! {
                     entry = watch.next() => entry,
-                    changed = connection.changed() => {
-                        if changed.is_err() {
+                    up = super::engine::reconnected_since(&mut connection, epoch) => {
+                        if !up {
                             return;
                         }
-                        if connection.borrow_and_update().epoch != epoch {
-                            break;
-                        }
-                        continue;
+                        break;
                     }
                 };
                 let Some(entry) = entry else { break };
