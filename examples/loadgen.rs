@@ -2,9 +2,10 @@
 //! STOMP queues, fixed-rate latency and idle connections, against any broker on this machine
 //! (ferromq, mosquitto, ActiveMQ).
 //!
-//! It speaks MQTT with its own small encoder (see `loadgen/wire.rs`) and STOMP 1.2 with
-//! ferromq's STOMP codec (`loadgen/stomp_*.rs`; `--protocol stomp`, and
-//! `--subscriber-protocol mqtt` for STOMP publishers with MQTT subscribers), batches socket writes, and
+//! It shares no code with the broker: it speaks MQTT with its own small encoder and decoder
+//! (`loadgen/wire.rs`) and STOMP 1.2 with its own frame codec (`loadgen/stomp_wire.rs`;
+//! `--protocol stomp`, and `--subscriber-protocol mqtt` for STOMP publishers with MQTT
+//! subscribers). It batches socket writes, and
 //! reports its own CPU time next to the broker's, so a reader can check that the load generator
 //! was not the bottleneck. Every run is bounded: by `--duration-secs`, by drain and connect
 //! timeouts, and by a hard cap on the whole process. Only loopback addresses are accepted.
@@ -31,6 +32,8 @@ mod stomp_conn;
 mod stomp_publisher;
 #[path = "loadgen/stomp_subscriber.rs"]
 mod stomp_subscriber;
+#[path = "loadgen/stomp_wire.rs"]
+mod stomp_wire;
 #[path = "loadgen/stream.rs"]
 mod stream;
 #[path = "loadgen/subscriber.rs"]

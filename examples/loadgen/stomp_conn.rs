@@ -1,4 +1,4 @@
-//! Opening STOMP connections with ferromq's STOMP codec: TCP connect (and TLS with `--tls`),
+//! Opening STOMP connections with the load generator's own STOMP codec (`stomp_wire.rs`): TCP connect (and TLS with `--tls`),
 //! CONNECT/CONNECTED in STOMP 1.2 without heart-beats, SUBSCRIBE confirmed by a RECEIPT; every
 //! step bounded by a timeout so that a broker that never answers cannot hang a run.
 
@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use ferromq::protocol::stomp::{encode, Command, Decoded, Decoder, Frame, Version};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::conn::ConnectParams;
+use crate::stomp_wire::{self, encode, Command, Frame};
 use crate::stream::Stream;
 
 /// How a STOMP subscriber acknowledges (STOMP 1.2 "SUBSCRIBE ack Header").
@@ -44,15 +44,11 @@ pub struct StompParams {
     pub ack: AckMode,
 }
 
-/// An established STOMP 1.2 connection: the socket, bytes read past the last frame, and the
-/// decoder (which remembers a partial frame's progress).
+/// An established STOMP 1.2 connection: the socket and the bytes read past the last frame.
 pub struct StompConn {
     pub stream: Stream,
     pub rbuf: BytesMut,
-    pub decoder: Decoder,
 }
-
-pub const VERSION: Version = Version::V1_2;
 
 impl StompConn {
     /// Connects and waits for CONNECTED.
@@ -89,7 +85,6 @@ impl StompConn {
         let mut conn = StompConn {
             stream,
             rbuf: BytesMut::with_capacity(params.read_buf_bytes),
-            decoder: Decoder::default(),
         };
         let connect = Frame::new(Command::Connect)
             .with_header("accept-version", "1.2")
@@ -99,10 +94,7 @@ impl StompConn {
         conn.send(&connect, Instant::now() + params.timeout).await?;
         let connected = conn.next_frame().await?;
         match connected.command {
-            Command::Connected if connected.header("version") == Some("1.2") => {
-                conn.decoder.set_version(VERSION);
-                Ok(conn)
-            }
+            Command::Connected if connected.header("version") == Some("1.2") => Ok(conn),
             Command::Connected => Err(format!(
                 "{client_id}: the broker chose STOMP {:?}, not 1.2",
                 connected.header("version")
@@ -136,7 +128,7 @@ impl StompConn {
 
     pub async fn send(&mut self, frame: &Frame, deadline: Instant) -> Result<(), String> {
         let mut out = BytesMut::new();
-        encode(frame, VERSION, &mut out);
+        encode(frame, &mut out);
         self.write(&out, deadline).await
     }
 
@@ -153,14 +145,7 @@ impl StompConn {
 
     /// Takes the next complete frame out of what has been read (heart-beats skipped).
     pub fn buffered_frame(&mut self) -> Result<Option<Frame>, String> {
-        loop {
-            match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(Decoded::Frame(frame))) => return Ok(Some(frame)),
-                Ok(Some(Decoded::HeartBeat)) => continue,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("from broker: {e}")),
-            }
-        }
+        stomp_wire::decode(&mut self.rbuf).map_err(|e| format!("from broker: {e}"))
     }
 
     /// Reads until one whole frame is buffered (setup only).

@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::stomp_wire::{encode, Command, Frame};
 use bytes::{Bytes, BytesMut};
-use ferromq::protocol::stomp::{encode, Command, Frame};
 
 use crate::publisher::{PublisherOutcome, PublisherPlan, PAYLOAD_HEADER_BYTES};
-use crate::stomp_conn::{describe, StompConn, StompParams, VERSION};
+use crate::stomp_conn::{describe, StompConn, StompParams};
 
 struct State {
     sent: u64,
@@ -120,7 +120,7 @@ async fn publish(
                 frame.headers[receipt_slot].1 = st.sent.to_string();
             }
             frame.body = Bytes::copy_from_slice(&payload);
-            encode(&frame, VERSION, &mut out);
+            encode(&frame, &mut out);
             st.sent += 1;
         }
         conn.write(&out, plan.drain_until).await?;

@@ -4,11 +4,11 @@
 
 use std::time::Instant;
 
+use crate::stomp_wire::{encode, Command, Frame};
 use bytes::BytesMut;
-use ferromq::protocol::stomp::{encode, Command, Frame};
 use hdrhistogram::Histogram;
 
-use crate::stomp_conn::{describe, AckMode, StompConn, VERSION};
+use crate::stomp_conn::{describe, AckMode, StompConn};
 use crate::subscriber::{SubscriberOutcome, SubscriberPlan, Tally};
 
 pub async fn run(
@@ -61,11 +61,7 @@ async fn receive(
                 let id = frame
                     .header("ack")
                     .ok_or("MESSAGE without an ack header under client-individual")?;
-                encode(
-                    &Frame::new(Command::Ack).with_header("id", id),
-                    VERSION,
-                    &mut out,
-                );
+                encode(&Frame::new(Command::Ack).with_header("id", id), &mut out);
             }
         }
         tally.progressed(plan, unique_before, now);
