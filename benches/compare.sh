@@ -289,6 +289,11 @@ for n in "${idle_counts[@]}"; do
   scenario_names+=("idle-$n")
   scenario_args[idle-$n]="--mode idle --connections $n"
 done
+# A connect storm: 10,000 clients with 1,000 attempts in flight (above mosquitto's listen
+# backlog of 100, below ferromq's and ActiveMQ's 5000): connects/s, failed connects and the
+# broker's CPU per connect.
+scenario_names+=("storm-10000")
+scenario_args[storm-10000]="--mode idle --connections 10000 --connect-concurrency 1000"
 if [[ -n "${SCENARIOS:-}" ]]; then
   read -r -a scenario_names <<<"$SCENARIOS"
 fi
@@ -326,8 +331,8 @@ for broker in "${brokers[@]}"; do
   for scenario in "${scenario_names[@]}"; do
     args="${scenario_args[$scenario]:-}"
     [[ -n "$args" ]] || { log "unknown scenario $scenario"; continue; }
-    if [[ "$scenario" == idle-* ]]; then
-      n="${scenario#idle-}"
+    if [[ "$scenario" == idle-* || "$scenario" == storm-* ]]; then
+      n="${scenario#*-}"
       if (( n + 1000 > fd_limit )); then
         log "$broker $scenario: skipped, the open-file limit is $fd_limit"
         record "$broker" "$scenario" "" "skipped: open-file limit $fd_limit"
@@ -378,7 +383,7 @@ for broker in "${brokers[@]}"; do
       continue
     fi
     set +e
-    if [[ "$scenario" != idle-* && "$warmup" != 0 ]]; then
+    if [[ "$scenario" != idle-* && "$scenario" != storm-* && "$warmup" != 0 ]]; then
       # shellcheck disable=SC2086
       timeout $((warmup * 2 + 120)) "$loadgen_bin" --port "$port" $args --duration-secs "$warmup" \
         --messages 5000 >/dev/null 2>&1
@@ -416,8 +421,9 @@ if t:
         t["msgs_per_sec"], t["lost"], t["expected"], lat.get("p99", 0),
         b.get("cpu_secs_per_million_msgs") or 0, r["loadgen_cpu_percent"]))
 elif i:
-    print("%d of %d connected, %s KiB/conn, %.0f conn/s" % (
-        i["connected"], i["requested"], i.get("kib_per_connection"), i["connects_per_sec"]))
+    print("%d of %d connected, %s KiB/conn, %.0f conn/s, broker %s ms CPU/connect" % (
+        i["connected"], i["requested"], i.get("kib_per_connection"), i["connects_per_sec"],
+        i.get("broker_cpu_ms_per_connect")))
 print("; ".join(r.get("errors") or []))
 PY
 )"

@@ -137,6 +137,10 @@ struct Args {
     /// Connections to open in idle mode.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
+    /// Idle mode: connection attempts in flight at once. The default stays below the smallest
+    /// listen backlog of the brokers compared (mosquitto's 100); a connect storm raises it.
+    #[arg(long, default_value_t = 64)]
+    connect_concurrency: usize,
     /// Broker process id: adds its CPU seconds per million messages and its RSS to the report.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -438,6 +442,7 @@ fn real_main(args: &Args) -> Result<Report, String> {
                 let settings = idle::IdleSettings {
                     params,
                     connections: args.connections.clamp(1, 1_000_000),
+                    connect_concurrency: args.connect_concurrency.clamp(1, 100_000),
                     hold: duration,
                     broker_pid: args.broker_pid,
                     run_id,

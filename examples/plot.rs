@@ -95,7 +95,7 @@ impl Runs {
             if !runs.brokers.contains(&broker) {
                 runs.brokers.push(broker.clone());
             }
-            if scenario.starts_with("idle-") && !runs.idle_scenarios.contains(&scenario) {
+            if is_connections_scenario(&scenario) && !runs.idle_scenarios.contains(&scenario) {
                 runs.idle_scenarios.push(scenario.clone());
             }
             let run = Run {
@@ -137,11 +137,19 @@ impl Runs {
     }
 }
 
+/// Scenarios that open connections and hold them (idle-N) or time a connect storm
+/// (storm-N): their figures are under `/idle`.
+fn is_connections_scenario(scenario: &str) -> bool {
+    scenario.starts_with("idle-") || scenario.starts_with("storm-")
+}
+
 /// The median of a broker's rounds of one scenario (compare.sh repeats noisy scenarios), by the
 /// scenario's headline figure; a failed round counts as the worst.
 fn median_run(scenario: &str, mut candidates: Vec<Run>) -> Run {
     let (pointer, better) = if scenario.starts_with("idle-") {
         ("/idle/kib_per_connection", Better::Lower)
+    } else if scenario.starts_with("storm-") {
+        ("/idle/broker_cpu_ms_per_connect", Better::Lower)
     } else if scenario == LATENCY {
         ("/traffic/latency_us/p99", Better::Lower)
     } else {
@@ -320,7 +328,10 @@ fn markdown(runs: &Runs, meta: &[(String, String)], targets: &[Target]) -> Strin
     md += "\n## Idle connections\n\n";
     table_header(&mut md, "measure", runs, "ferromq / best other");
     for scenario in &runs.idle_scenarios {
-        let n = scenario.trim_start_matches("idle-");
+        let n = match scenario.strip_prefix("storm-") {
+            Some(n) => format!("storm of {n}"),
+            None => scenario.trim_start_matches("idle-").to_owned(),
+        };
         for (ptr, title, better) in [
             (
                 "/idle/connected",
@@ -336,6 +347,16 @@ fn markdown(runs: &Runs, meta: &[(String, String)], targets: &[Target]) -> Strin
                 "/idle/connects_per_sec",
                 format!("{n}: connections accepted per second"),
                 Better::Higher,
+            ),
+            (
+                "/idle/failed",
+                format!("{n}: failed connects"),
+                Better::Lower,
+            ),
+            (
+                "/idle/broker_cpu_ms_per_connect",
+                format!("{n}: broker CPU ms per connect"),
+                Better::Lower,
             ),
         ] {
             let cells: Vec<String> = runs
@@ -492,6 +513,7 @@ fn targets(runs: &Runs) -> Vec<Target> {
     let idle = runs
         .idle_scenarios
         .iter()
+        .filter(|s| s.starts_with("idle-"))
         .max_by_key(|s| s.trim_start_matches("idle-").parse::<u64>().unwrap_or(0));
     let (detail, status) = match idle {
         Some(s) => match (

@@ -14,16 +14,16 @@ use crate::proc_stats::{self, CpuSample, Target};
 use crate::report::{BrokerReport, IdleReport};
 use crate::wire;
 
-/// Connection attempts in flight at once: enough to keep a broker busy accepting, and below the
-/// smallest listen backlog among the brokers compared (mosquitto listens with a backlog of 100);
-/// an overflowing backlog drops SYNs, and the 1 s SYN retransmit would then dominate the rate.
-const CONNECT_CONCURRENCY: usize = 64;
 /// Pause between the last CONNACK and the RSS reading, so the broker's allocations settle.
 const SETTLE: Duration = Duration::from_secs(1);
 
 pub struct IdleSettings {
     pub params: ConnectParams,
     pub connections: usize,
+    /// Connection attempts in flight at once (`--connect-concurrency`). Below the broker's
+    /// listen backlog, or an overflowing backlog drops SYNs and the 1 s SYN retransmit
+    /// dominates the rate (mosquitto listens with a backlog of 100).
+    pub connect_concurrency: usize,
     pub hold: Duration,
     pub broker_pid: Option<u32>,
     pub run_id: String,
@@ -42,7 +42,7 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
     let broker_cpu_before = broker.map(CpuSample::take).transpose()?;
     let own_before = CpuSample::take(Target::Current)?;
 
-    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(s.connect_concurrency));
     let dropped = Arc::new(AtomicUsize::new(0));
     let (release_tx, release_rx) = watch::channel(false);
     let (result_tx, mut result_rx) = mpsc::channel::<Result<(), String>>(1024);
@@ -89,6 +89,11 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
         }
     }
     let connect_secs = start.elapsed().as_secs_f64().max(1e-9);
+    // The broker's CPU while the connections were made: what a connect costs it.
+    let broker_connect_cpu_secs = match (broker, &broker_cpu_before) {
+        (Some(target), Some(before)) => Some(before.since(target)?.0),
+        _ => None,
+    };
     tokio::time::sleep(SETTLE).await;
     let rss_after_kib = broker.map(proc_stats::rss_kib).transpose()?;
     tokio::time::sleep(s.hold).await;
@@ -118,6 +123,9 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
             rss_before_kib,
             rss_after_kib,
             kib_per_connection,
+            broker_cpu_ms_per_connect: broker_connect_cpu_secs
+                .filter(|_| connected > 0)
+                .map(|cpu| cpu * 1000.0 / connected as f64),
             first_error,
         },
         broker: s.broker_pid.map(|pid| BrokerReport {

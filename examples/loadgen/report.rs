@@ -130,6 +130,10 @@ pub struct IdleReport {
     pub rss_after_kib: Option<u64>,
     /// (RSS with every connection open - RSS before) / connections.
     pub kib_per_connection: Option<f64>,
+    /// The broker's CPU time from the first connection attempt to the last CONNACK, divided
+    /// by the connections made (ms): what one connect costs it (TCP accept, task, CONNECT,
+    /// CONNACK).
+    pub broker_cpu_ms_per_connect: Option<f64>,
     pub first_error: Option<String>,
 }
 
@@ -176,8 +180,9 @@ impl Report {
         }
         if let Some(i) = &self.idle {
             s += &format!(
-                "  connections: {} of {} open ({} failed, {} dropped), {:.0} connects/s\n",
-                i.connected, i.requested, i.failed, i.dropped, i.connects_per_sec
+                "  connections: {} of {} open ({} failed, {} dropped), {:.0} connects/s, broker CPU {} ms per connect\n",
+                i.connected, i.requested, i.failed, i.dropped, i.connects_per_sec,
+                opt(&i.broker_cpu_ms_per_connect.map(|ms| format!("{ms:.4}")))
             );
             s += &format!(
                 "  broker RSS {} -> {} KiB: {} KiB per connection\n",
