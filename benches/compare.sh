@@ -94,7 +94,8 @@ broker_pid=""
 stop_broker() {
   [[ -n "$broker_pid" ]] || return 0
   kill -TERM "$broker_pid" 2>/dev/null || true
-  # Nothing is persisted (in-memory stores), so a broker slow to stop (the JVM) is not waited for.
+  # Each scenario starts a broker on a fresh directory, so a broker slow to stop (the JVM) is
+  # not waited for, even after a durable scenario.
   for _ in $(seq 1 30); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL "$broker_pid" 2>/dev/null || true
   wait "$broker_pid" 2>/dev/null || true
@@ -122,7 +123,9 @@ broker_available() {
 
 # The same activemq.xml serves ferromq and ActiveMQ: in-memory store (mosquitto keeps nothing on
 # disk either), one MQTT connector on loopback, no connection cap; plus a stomp+nio connector on
-# $stomp_port when it is set (the STOMP scenarios).
+# $stomp_port when it is set (the STOMP scenarios). With durable=true (the durable-* scenarios)
+# persistent="true": ferromq's store and ActiveMQ's KahaDB, both syncing to disk before a
+# PUBACK, in $work (a disk-backed /tmp here: never tmpfs, which would make fsync free).
 # With $3 = tls the connector is mqtt+nio+ssl with the PEM certificate made by make_tls_files
 # (ferromq reads PEM; ActiveMQ would need a JKS key store, so TLS scenarios skip ActiveMQ).
 write_activemq_xml() {
@@ -142,7 +145,7 @@ write_activemq_xml() {
        xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
                            http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench"
-          dataDirectory="${dir}/data" persistent="false" useJmx="false">
+          dataDirectory="${dir}/data" persistent="${durable:-false}" useJmx="false">
     ${ssl}
     <transportConnectors>
       <transportConnector name="mqtt" uri="${scheme}://127.0.0.1:${port}?maximumConnections=1000000"/>
@@ -212,7 +215,12 @@ start_broker() {
       # its file store, synced every 2 minutes by default) and a server name.
       mkdir -p "$dir/jetstream"
       { echo "server_name: bench"; echo "listen: 127.0.0.1:$(free_port)"
-        echo "jetstream { store_dir: \"$dir/jetstream\" }"
+        if [[ "${durable:-false}" == true ]]; then
+          # The durable scenarios: fsync every JetStream write, as ferromq and KahaDB do.
+          echo "jetstream { store_dir: \"$dir/jetstream\", sync_interval: always }"
+        else
+          echo "jetstream { store_dir: \"$dir/jetstream\" }"
+        fi
         echo "mqtt {"; echo "  listen: 127.0.0.1:$port"
         if [[ "$tls" == tls ]]; then
           echo "  tls { cert_file: \"$tls_dir/server-cert.pem\", key_file: \"$tls_dir/server-key.pem\" }"
@@ -256,8 +264,14 @@ start_broker() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Scenarios: name and load generator arguments (64-byte payloads throughout).
+# Scenarios: name and load generator arguments (64-byte payloads unless the name ends in -1k).
 scenario_names=(fanin-q0 fanin-q1 fanout-q0 fanout-q1 pairs-q0 pairs-q1 latency-q1)
+# The same with 1 KiB payloads.
+scenario_names+=(fanin-q0-1k fanin-q1-1k fanout-q0-1k fanout-q1-1k pairs-q0-1k pairs-q1-1k)
+# Durable QoS 1: fan-in to a persistent subscriber with every broker syncing each message to
+# disk before its PUBACK (ferromq's store, ActiveMQ's KahaDB, nats-server with
+# sync_interval: always); mosquitto and RMQTT, which do not, are skipped.
+scenario_names+=(durable-fanin-q1)
 # Over TLS (mqtt+nio+ssl; ActiveMQ skipped: it needs a JKS key store). Needs openssl.
 command -v openssl >/dev/null 2>&1 && scenario_names+=(fanin-q0-tls pairs-q1-tls)
 # MQTT 5 (as ratios of the 3.1.1 figures of the same run) and shared subscriptions (MQTT 5.0
@@ -282,6 +296,13 @@ declare -A scenario_args=(
   [pairs-q0]="--mode pairs --publishers 10 --qos 0"
   [pairs-q1]="--mode pairs --publishers 10 --qos 1"
   [latency-q1]="--mode latency --rate 1000 --qos 1"
+  [fanin-q0-1k]="--mode fan-in --publishers 10 --subscribers 1 --qos 0 --payload-bytes 1024"
+  [fanin-q1-1k]="--mode fan-in --publishers 10 --subscribers 1 --qos 1 --payload-bytes 1024"
+  [fanout-q0-1k]="--mode fan-out --publishers 1 --subscribers 10 --qos 0 --payload-bytes 1024"
+  [fanout-q1-1k]="--mode fan-out --publishers 1 --subscribers 10 --qos 1 --payload-bytes 1024"
+  [pairs-q0-1k]="--mode pairs --publishers 10 --qos 0 --payload-bytes 1024"
+  [pairs-q1-1k]="--mode pairs --publishers 10 --qos 1 --payload-bytes 1024"
+  [durable-fanin-q1]="--mode fan-in --publishers 10 --subscribers 1 --qos 1 --persistent-subscribers"
   [fanin-q0-tls]="--mode fan-in --publishers 10 --subscribers 1 --qos 0"
   [pairs-q1-tls]="--mode pairs --publishers 10 --qos 1"
 )
@@ -344,6 +365,15 @@ for broker in "${brokers[@]}"; do
     fi
     tls=""
     stomp_port=""
+    durable=false
+    if [[ "$scenario" == durable-* ]]; then
+      if [[ "$broker" == mosquitto* || "$broker" == rmqtt ]]; then
+        log "$broker $scenario: skipped, $broker does not sync each message to disk before acknowledging it"
+        record "$broker" "$scenario" "" "skipped: no per-message durability"
+        continue
+      fi
+      durable=true
+    fi
     if [[ "$scenario" == stomp-* ]]; then
       if [[ "$broker" == mosquitto* || "$broker" == nats || "$broker" == rmqtt ]]; then
         log "$broker $scenario: skipped, $broker has no STOMP"
