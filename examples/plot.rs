@@ -453,15 +453,6 @@ struct Target {
     status: Status,
 }
 
-/// The lowest value among the mosquitto variants (the efficiency and latency reference).
-fn best_mosquitto(runs: &Runs, scenario: &str, pointer: &str) -> Option<f64> {
-    runs.brokers
-        .iter()
-        .filter(|b| b.starts_with("mosquitto"))
-        .filter_map(|b| runs.value(scenario, b, pointer))
-        .reduce(f64::min)
-}
-
 fn targets(runs: &Runs) -> Vec<Target> {
     let mut out = Vec::new();
     // The targets are for the plain TCP MQTT scenarios; TLS and STOMP ones are shown, not judged.
