@@ -368,6 +368,11 @@ fn markdown(runs: &Runs, meta: &[(String, String)], targets: &[Target]) -> Strin
                 format!("{n}: broker CPU ms per connect"),
                 Better::Lower,
             ),
+            (
+                "/idle/broker_cpu_us_per_ping",
+                format!("{n}: broker CPU µs per keep-alive round (PINGREQ/PINGRESP)"),
+                Better::Lower,
+            ),
         ] {
             let cells: Vec<String> = runs
                 .brokers

@@ -44,6 +44,7 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
 
     let gate = Arc::new(Semaphore::new(s.connect_concurrency));
     let dropped = Arc::new(AtomicUsize::new(0));
+    let pings = Arc::new(AtomicUsize::new(0));
     let (release_tx, release_rx) = watch::channel(false);
     let (result_tx, mut result_rx) = mpsc::channel::<Result<(), String>>(1024);
     let start = Instant::now();
@@ -53,6 +54,7 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
         let client_id = format!("lg{}-i{i}", s.run_id);
         let gate = gate.clone();
         let dropped = dropped.clone();
+        let pings = pings.clone();
         let result_tx = result_tx.clone();
         let release = release_rx.clone();
         tasks.push(tokio::spawn(async move {
@@ -67,7 +69,7 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
                     let _ = result_tx.send(Ok(())).await;
                     drop(result_tx);
                     let keep_alive = Duration::from_secs(u64::from(params.keep_alive_secs.max(1)));
-                    if hold(conn, keep_alive, release).await.is_err() {
+                    if hold(conn, keep_alive, release, &pings).await.is_err() {
                         dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -96,7 +98,18 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
     };
     tokio::time::sleep(SETTLE).await;
     let rss_after_kib = broker.map(proc_stats::rss_kib).transpose()?;
+    // The hold: every connection only keeps alive, so the broker's CPU over it is what its
+    // keep-alive traffic costs (PINGREQ in, PINGRESP out, the keep-alive timer reset).
+    let hold_cpu_before = broker.map(CpuSample::take).transpose()?;
+    let pings_before = pings.load(Ordering::Relaxed);
     tokio::time::sleep(s.hold).await;
+    let hold_pings = pings.load(Ordering::Relaxed) - pings_before;
+    let broker_cpu_us_per_ping = match (broker, hold_cpu_before) {
+        (Some(target), Some(before)) if hold_pings > 0 => {
+            Some(before.since(target)?.0 * 1e6 / hold_pings as f64)
+        }
+        _ => None,
+    };
     let (own_cpu_secs, own_wall_secs) = own_before.since(Target::Current)?;
     let broker_cpu_secs = match (broker, broker_cpu_before) {
         (Some(target), Some(before)) => Some(before.since(target)?.0),
@@ -123,6 +136,8 @@ pub async fn run(s: &IdleSettings) -> Result<IdleResult, String> {
             rss_before_kib,
             rss_after_kib,
             kib_per_connection,
+            hold_pings,
+            broker_cpu_us_per_ping,
             broker_cpu_ms_per_connect: broker_connect_cpu_secs
                 .filter(|_| connected > 0)
                 .map(|cpu| cpu * 1000.0 / connected as f64),
@@ -144,6 +159,7 @@ async fn hold(
     mut conn: Conn,
     keep_alive: Duration,
     mut release: watch::Receiver<bool>,
+    pings: &AtomicUsize,
 ) -> Result<(), String> {
     let mut ping = tokio::time::interval(keep_alive / 2);
     ping.tick().await; // the first tick is immediate; CONNECT just counted as activity
@@ -158,6 +174,7 @@ async fn hold(
                 out.clear();
                 wire::pingreq(&mut out);
                 conn.write(&out, Instant::now() + keep_alive).await?;
+                pings.fetch_add(1, Ordering::Relaxed);
             }
             read = conn.stream.read_buf(&mut conn.rbuf) => {
                 match read {

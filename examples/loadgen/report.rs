@@ -134,6 +134,11 @@ pub struct IdleReport {
     /// by the connections made (ms): what one connect costs it (TCP accept, task, CONNECT,
     /// CONNACK).
     pub broker_cpu_ms_per_connect: Option<f64>,
+    /// PINGREQs sent while the connections were held.
+    pub hold_pings: usize,
+    /// The broker's CPU time over the hold divided by `hold_pings` (µs): the cost of one
+    /// keep-alive round of an idle connection.
+    pub broker_cpu_us_per_ping: Option<f64>,
     pub first_error: Option<String>,
 }
 
@@ -189,6 +194,11 @@ impl Report {
                 opt(&i.rss_before_kib),
                 opt(&i.rss_after_kib),
                 opt(&i.kib_per_connection.map(|k| format!("{k:.2}")))
+            );
+            s += &format!(
+                "  held: {} PINGREQs, broker CPU {} us per keep-alive round\n",
+                i.hold_pings,
+                opt(&i.broker_cpu_us_per_ping.map(|us| format!("{us:.2}")))
             );
         }
         if let Some(b) = &self.broker {
