@@ -308,7 +308,8 @@ declare -A scenario_args=(
 )
 for n in "${idle_counts[@]}"; do
   scenario_names+=("idle-$n")
-  scenario_args[idle-$n]="--mode idle --connections $n"
+  # Keep-alive 4 s: each connection sends a PINGREQ every 2 s while held (the keep-alive cost).
+  scenario_args[idle-$n]="--mode idle --connections $n --keep-alive-secs 4"
 done
 # A connect storm: 10,000 clients with 1,000 attempts in flight (above mosquitto's listen
 # backlog of 100, below ferromq's and ActiveMQ's 5000): connects/s, failed connects and the
