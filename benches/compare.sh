@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: ferromq, mosquitto (defaults), mosquitto (tuned), Apache ActiveMQ,
-# nats-server's MQTT listener and RMQTT (when `rmqttd` is installed: `cargo install rmqttd`),
+# nats-server's MQTT listener, RMQTT (`cargo install rmqttd --locked`) and rumqttd
+# (`cargo install rumqttd`: 0.20.0 does not build with --locked on Rust 1.95, see benches/README.md),
 # one after the other on loopback, the same load generator scenarios against each, each broker
 # started fresh for every scenario. Writes benches/results/<date>/{results.md,results.json,
 # results.svg,runs.jsonl}. See benches/README.md.
 #
 # Environment (all optional):
 #   BROKERS           brokers to run, in order (default "ferromq mosquitto mosquitto-tuned activemq
-#                     nats rmqtt"; one that is not installed is skipped with a line saying so)
+#                     nats rmqtt rumqttd"; one that is not installed is skipped with a line saying so)
 #   SCENARIOS         scenario names to run (default: all; see the list below)
 #   DURATION_SECS     publishing time of each traffic scenario (default 8)
 #   IDLE_CONNECTIONS  idle connection counts (default "10000 19000"; counts above the open-file
@@ -23,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq nats rmqtt}"
+read -r -a brokers <<<"${BROKERS:-ferromq mosquitto mosquitto-tuned activemq nats rmqtt rumqttd}"
 duration="${DURATION_SECS:-8}"
 read -r -a idle_counts <<<"${IDLE_CONNECTIONS:-10000 19000}"
 idle_hold="${IDLE_HOLD_SECS:-3}"
@@ -67,6 +68,12 @@ if [[ "${SKIP_INSTALL:-0}" != 1 ]]; then
     log "installing rmqttd (cargo install rmqttd --locked)"
     apt-get install -y -qq protobuf-compiler cmake >/dev/null || true
     cargo install --quiet rmqttd --locked || log "rmqttd: install failed; skipped"
+  fi
+  if [[ " ${brokers[*]} " == *" rumqttd "* ]] && ! command -v rumqttd >/dev/null 2>&1; then
+    # 0.20.0 with --locked pins metrics 0.22.1, which Rust 1.95 rejects (E0521); without
+    # --locked cargo picks a metrics release that builds.
+    log "installing rumqttd (cargo install rumqttd)"
+    cargo install --quiet rumqttd || log "rumqttd: install failed; skipped"
   fi
 fi
 
@@ -117,6 +124,7 @@ broker_available() {
     activemq) [[ -f "$activemq_jar" && -f "$mqtt_client_jar" ]] && command -v java >/dev/null 2>&1 ;;
     nats) command -v nats-server >/dev/null 2>&1 ;;
     rmqtt) command -v rmqttd >/dev/null 2>&1 ;;
+    rumqttd) command -v rumqttd >/dev/null 2>&1 ;;
     *) return 1 ;;
   esac
 }
@@ -250,6 +258,20 @@ start_broker() {
       mkdir -p "$dir/plugins"
       rmqttd -f "$dir/rmqtt.toml" >"$dir/broker.log" 2>&1 &
       ;;
+    rumqttd)
+      # One MQTT 3.1.1 listener (rumqttd serves MQTT 5 on a second port: the -v5 scenarios skip
+      # it). Its defaults cap connections at 10,010, pace accepts 1 ms apart and refuse
+      # payloads above 20 KiB: raised, as mosquitto-tuned's queue is. No console, no metrics.
+      { echo "id = 0"; echo "[router]"; echo "id = 0"; echo "max_connections = 1000000"
+        echo "max_outgoing_packet_count = 200"; echo "max_segment_size = 104857600"
+        echo "max_segment_count = 10"; echo "[v4.1]"; echo 'name = "v4-1"'
+        echo "listen = \"127.0.0.1:$port\""; echo "next_connection_delay_ms = 0"
+        echo "[v4.1.connections]"; echo "connection_timeout_ms = 60000"
+        echo "max_payload_size = 1048576"; echo "max_inflight_count = 100"
+        echo "dynamic_filters = true"
+      } >"$dir/rumqttd.toml"
+      rumqttd -q -c "$dir/rumqttd.toml" >"$dir/broker.log" 2>&1 &
+      ;;
   esac
   broker_pid=$!
   for _ in $(seq 1 "$wait_tenths"); do
@@ -368,7 +390,7 @@ for broker in "${brokers[@]}"; do
     stomp_port=""
     durable=false
     if [[ "$scenario" == durable-* ]]; then
-      if [[ "$broker" == mosquitto* || "$broker" == rmqtt ]]; then
+      if [[ "$broker" == mosquitto* || "$broker" == rmqtt || "$broker" == rumqttd ]]; then
         log "$broker $scenario: skipped, $broker does not sync each message to disk before acknowledging it"
         record "$broker" "$scenario" "" "skipped: no per-message durability"
         continue
@@ -376,7 +398,7 @@ for broker in "${brokers[@]}"; do
       durable=true
     fi
     if [[ "$scenario" == stomp-* ]]; then
-      if [[ "$broker" == mosquitto* || "$broker" == nats || "$broker" == rmqtt ]]; then
+      if [[ "$broker" == mosquitto* || "$broker" == nats || "$broker" == rmqtt* || "$broker" == rumqttd ]]; then
         log "$broker $scenario: skipped, $broker has no STOMP"
         record "$broker" "$scenario" "" "skipped: no STOMP"
         continue
@@ -389,13 +411,18 @@ for broker in "${brokers[@]}"; do
       record "$broker" "$scenario" "" "skipped: MQTT 3.1.1 only"
       continue
     fi
+    if [[ "$broker" == rumqttd && "$scenario" == *-v5 ]]; then
+      log "$broker $scenario: skipped, rumqttd serves MQTT 5 on a second listener, not configured here"
+      record "$broker" "$scenario" "" "skipped: MQTT 5 listener not configured"
+      continue
+    fi
     if [[ "$broker" == activemq && ( "$scenario" == *-v5 || "$scenario" == shared-* ) ]]; then
       log "$broker $scenario: skipped, ActiveMQ 5.17 has neither MQTT 5 nor shared subscriptions"
       record "$broker" "$scenario" "" "skipped: no MQTT 5 / shared subscriptions"
       continue
     fi
     if [[ "$scenario" == *-tls ]]; then
-      if [[ "$broker" == rmqtt ]]; then
+      if [[ "$broker" == rmqtt || "$broker" == rumqttd ]]; then
         log "$broker $scenario: skipped, not configured for TLS here"
         record "$broker" "$scenario" "" "skipped: TLS not configured"
         continue
@@ -464,7 +491,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 machine="$(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, Linux $(uname -r)"
-versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed'); nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//' || echo 'not installed'); rmqttd $(rmqttd --version 2>/dev/null | awk '{print $NF}' || echo 'not installed')"
+versions="ferromq $(git rev-parse --short HEAD 2>/dev/null || echo '?'); mosquitto $(mosquitto -h 2>/dev/null | sed -n '1s/.*version //p'); activemq $(dpkg-query -W -f '${Version}' activemq 2>/dev/null || echo 'not installed'); nats-server $(nats-server --version 2>/dev/null | sed 's/.*v//' || echo 'not installed'); rmqttd $(rmqttd --version 2>/dev/null | awk '{print $NF}' || echo 'not installed'); rumqttd $(rumqttd --version 2>/dev/null | awk '{print $NF}' || echo 'not installed')"
 "$plot_bin" --input "$runs" --out-dir "$out_dir" \
   --meta "date=$started_at" --meta "machine=$machine" --meta "load average before the run=$load_before" \
   --meta "versions=$versions" --meta "duration per traffic scenario=${duration} s" \
