@@ -531,6 +531,7 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
         maximum_connections,
         // Set at bind time: a change is a restart setting (see `diff_with_changed_files`).
         backlog: _,
+        subscription_prefetch,
         publish_dollar_topics,
         use_inactivity_monitor,
         allow_link_stealing,
@@ -564,6 +565,10 @@ fn diff_listener_options(old: &ListenerOptions, new: &ListenerOptions) -> Vec<&'
     check(
         *maximum_connections != new.maximum_connections,
         "maximumConnections",
+    );
+    check(
+        *subscription_prefetch != new.subscription_prefetch,
+        "transport.activeMQSubscriptionPrefetch",
     );
     check(
         *publish_dollar_topics != new.publish_dollar_topics,

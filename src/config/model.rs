@@ -430,6 +430,12 @@ pub struct ListenerOptions {
     /// `net.core.somaxconn`. A connect storm beyond it sees refused or retried SYNs. Set when
     /// the socket is bound: a change on reload needs a restart.
     pub backlog: u32,
+    /// `transport.activeMQSubscriptionPrefetch`: QoS 1/2 messages sent to one MQTT client and
+    /// not yet acknowledged (ActiveMQ's prefetch of the consumer behind an MQTT subscription);
+    /// the rest wait in the session's queue. `None` (absent, or <= 0 as ActiveMQ reads it):
+    /// [`crate::broker::routing::limits::DEFAULT_SUBSCRIPTION_PREFETCH`]. An MQTT 5 client's
+    /// Receive Maximum lowers it (3.3.4-7). At most 65535 (packet identifiers).
+    pub subscription_prefetch: Option<u16>,
     /// `transport.publishDollarTopics`, default false: publishes to `$...` are acked and dropped.
     pub publish_dollar_topics: bool,
     /// `transport.useInactivityMonitor`, default true; false disables keep-alive and connect
@@ -463,6 +469,7 @@ impl Default for ListenerOptions {
             max_frame_size_bytes: 268_435_456,
             maximum_connections: None,
             backlog: Self::DEFAULT_BACKLOG,
+            subscription_prefetch: None,
             publish_dollar_topics: false,
             use_inactivity_monitor: true,
             allow_link_stealing: true,

@@ -8,7 +8,9 @@ use crate::support::{
     TestBroker,
 };
 use bytes::BytesMut;
-use ferromq::broker::routing::limits::{pending_hard_cap, OVERFILL_PAUSE_LIMIT_MS};
+use ferromq::broker::routing::limits::{
+    pending_hard_cap, DEFAULT_SUBSCRIPTION_PREFETCH, OVERFILL_PAUSE_LIMIT_MS,
+};
 use ferromq::protocol::{decode, encode, Packet, ProtocolVersion, QoS};
 use rumqttc::QoS as Q;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,7 +164,7 @@ async fn stuck_subscriber_pauses_the_publisher_once_and_loses_nothing() {
     let (mut stuck, _) = RawClient::connected(broker.addr, "stuck-sub", true).await;
     stuck.subscribe(1, &[("bp/stuck", QoS::AtLeastOnce)]).await;
     let hard_cap = pending_hard_cap(STUCK_LIMIT);
-    let messages = broker.handle.core().inflight_window + hard_cap + 50;
+    let messages = DEFAULT_SUBSCRIPTION_PREFETCH + hard_cap + 50;
 
     // A publisher that waits for each PUBACK: every publish after the first overfill waits
     // for the broker to read it, which it does once it gave up on the stuck subscriber.

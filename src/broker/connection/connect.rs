@@ -17,6 +17,7 @@ use super::{
     PublisherPause, CLOSE_GRACE, TOPIC_ALIAS_MAXIMUM,
 };
 use crate::broker::durability::{Backplane, ClaimRequest, Claimed};
+use crate::broker::routing::limits::DEFAULT_SUBSCRIPTION_PREFETCH;
 use crate::broker::runtime::BrokerCore;
 use crate::broker::session::registry::{AttachError, SessionLifetime};
 use crate::metrics::Reason;
@@ -394,11 +395,14 @@ where
     }
     drop(claim_gate);
 
+    let prefetch = params
+        .listener
+        .options
+        .subscription_prefetch
+        .map_or(DEFAULT_SUBSCRIPTION_PREFETCH, usize::from);
     let inflight_window = client_limits
         .and_then(|p| p.receive_maximum)
-        .map_or(core.inflight_window, |max| {
-            core.inflight_window.min(usize::from(max).max(1))
-        });
+        .map_or(prefetch, |max| prefetch.min(usize::from(max).max(1)));
     let session_present = attached.session_present;
     let mut conn = Conn {
         core: core.clone(),

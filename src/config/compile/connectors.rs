@@ -217,6 +217,7 @@ enum Opt {
     MaxFrameSize,
     MaximumConnections,
     Backlog,
+    SubscriptionPrefetch,
     SubscriptionStrategy,
     PublishDollarTopics,
     UseInactivityMonitor,
@@ -235,6 +236,7 @@ impl Opt {
             Opt::DefaultKeepAlive
             | Opt::MaxKeepAlive
             | Opt::SubscriptionStrategy
+            | Opt::SubscriptionPrefetch
             | Opt::PublishDollarTopics => Some(Protocol::Mqtt),
             Opt::DefaultHeartBeat | Opt::HbGracePeriodMultiplier | Opt::MaxDataLength => {
                 Some(Protocol::Stomp)
@@ -266,6 +268,10 @@ const ACTED: &[(&str, Opt)] = &[
     ("transport.maxFrameSize", Opt::MaxFrameSize),
     ("maximumConnections", Opt::MaximumConnections),
     ("backlog", Opt::Backlog),
+    (
+        "transport.activeMQSubscriptionPrefetch",
+        Opt::SubscriptionPrefetch,
+    ),
     ("transport.subscriptionStrategy", Opt::SubscriptionStrategy),
     ("transport.publishDollarTopics", Opt::PublishDollarTopics),
     ("transport.useInactivityMonitor", Opt::UseInactivityMonitor),
@@ -528,6 +534,16 @@ fn apply(
                 ctx,
                 "expected a count of 1 or more",
                 "remove the option for ActiveMQ's default of 5000",
+            ),
+        },
+        // ActiveMQ: a value <= 0 means its defaults (MQTTProtocolConverter).
+        Opt::SubscriptionPrefetch => match number {
+            Ok(n) if n >= 1 => o.subscription_prefetch = Some(u16::try_from(n).unwrap_or(u16::MAX)),
+            Ok(_) => o.subscription_prefetch = None,
+            Err(_) => bad(
+                ctx,
+                "expected a count of messages",
+                "remove the option for the default of 100",
             ),
         },
         Opt::SubscriptionStrategy => match value.trim() {

@@ -130,7 +130,8 @@ fn every_connector_option_with_its_unit() {
                &amp;transport.maxFrameSize=1024&amp;maximumConnections=10&amp;backlog=2048\
                &amp;transport.subscriptionStrategy=mqtt-virtual-topic-subscriptions\
                &amp;transport.publishDollarTopics=TRUE&amp;transport.useInactivityMonitor=false\
-               &amp;allowLinkStealing=false&amp;transport.maxKeepAlive=120000";
+               &amp;allowLinkStealing=false&amp;transport.maxKeepAlive=120000\
+               &amp;transport.activeMQSubscriptionPrefetch=500";
     let inner = format!(
         "<transportConnectors><transportConnector name=\"n\" uri=\"{uri}\" allowLinkStealing=\"true\"/></transportConnectors>"
     );
@@ -149,6 +150,7 @@ fn every_connector_option_with_its_unit() {
             max_frame_size_bytes: 1024,
             maximum_connections: Some(10),
             backlog: 2048,
+            subscription_prefetch: Some(500),
             publish_dollar_topics: true,
             use_inactivity_monitor: false,
             // the attribute wins over the URI option
