@@ -20,6 +20,7 @@
 mod claims;
 pub mod codec;
 mod engine;
+mod groups;
 mod live;
 mod node;
 pub mod probe;

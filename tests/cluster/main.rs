@@ -19,3 +19,4 @@ mod reload;
 mod rig;
 mod routing;
 mod sessions;
+mod shared;
