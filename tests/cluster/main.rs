@@ -20,3 +20,4 @@ mod rig;
 mod routing;
 mod sessions;
 mod shared;
+mod shared_chaos;
