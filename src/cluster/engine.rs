@@ -460,10 +460,12 @@ impl Backplane for ClusterEngine {
         let inner = self.inner.clone();
         let (shared, filters): (Vec<String>, Vec<String>) =
             filters.into_iter().partition(|f| super::groups::is_shared(f));
+        // A group's first SUBSCRIBE makes its consumer (and the stream of the groups, for the
+        // first group): a raft round or two, slower than a core subscription.
         let groups = self
             .inner
             .groups
-            .ready(&shared, super::sessions::KICK_TIMEOUT);
+            .ready(&shared, super::groups::READY_TIMEOUT);
         let live = self
             .inner
             .live

@@ -59,6 +59,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 const IDLE: Duration = Duration::from_millis(100);
 /// A NAK'd message is redelivered after this (not at once to the same node in a loop).
 const NAK_DELAY: Duration = Duration::from_millis(100);
+/// The longest a SUBACK waits for its group to be in place (see [`Groups::ready`]).
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long after its server has the queue subscriptions a SUBACK still waits (as `live.rs`).
 const INTEREST_SETTLE: Duration = Duration::from_millis(25);
 
@@ -276,7 +278,13 @@ async fn serve(
     };
     tokio::time::sleep(INTEREST_SETTLE).await;
     let _ = ready.send(true);
-    let pulling = tokio::spawn(pull(inner.clone(), subscription.clone(), filter, consumer));
+    let pulling = tokio::spawn(pull(
+        inner.clone(),
+        subscription.clone(),
+        name,
+        filter,
+        consumer,
+    ));
     // Aborting this task (the last local member left) ends the pulling too.
     let _pulling = AbortOnDrop(pulling);
     let mut live = futures_util::stream::select_all(subscribers);
@@ -366,8 +374,9 @@ async fn shared_stream(inner: &Inner) -> Result<jetstream::stream::Stream, async
 async fn pull(
     inner: Arc<Inner>,
     subscription: Arc<str>,
+    name: String,
     filter: String,
-    consumer: jetstream::consumer::Consumer<pull::Config>,
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
 ) {
     let window = Arc::new(Semaphore::new(LOCAL_WINDOW));
     loop {
@@ -388,8 +397,13 @@ async fn pull(
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
+                // The consumer may be gone (deleted after `maxOfflineAge` without a pull, or by
+                // an operator): made again, from the messages that arrive from now on.
                 tracing::warn!(group = %subscription, "cluster group pull: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(again) = group_consumer(&inner, &name, &filter).await {
+                    consumer = again;
+                }
                 continue;
             }
         };
