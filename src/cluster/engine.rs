@@ -458,8 +458,9 @@ impl Backplane for ClusterEngine {
 
     fn interest_ready(&self, filters: Vec<String>) -> BackplaneFuture<()> {
         let inner = self.inner.clone();
-        let (shared, filters): (Vec<String>, Vec<String>) =
-            filters.into_iter().partition(|f| super::groups::is_shared(f));
+        let (shared, filters): (Vec<String>, Vec<String>) = filters
+            .into_iter()
+            .partition(|f| super::groups::is_shared(f));
         // A group's first SUBSCRIBE makes its consumer (and the stream of the groups, for the
         // first group): a raft round or two, slower than a core subscription.
         let groups = self

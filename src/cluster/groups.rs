@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-use async_nats::jetstream::message::{Acker, AckKind};
+use async_nats::jetstream::message::{AckKind, Acker};
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
@@ -244,11 +244,7 @@ fn ack_wait(inner: &Inner) -> Duration {
 }
 
 /// Serve one group on this node: its queue subscriptions (QoS 0) and its consumer (QoS 1).
-async fn serve(
-    inner: Arc<Inner>,
-    subscription: Arc<str>,
-    ready: tokio::sync::watch::Sender<bool>,
-) {
+async fn serve(inner: Arc<Inner>, subscription: Arc<str>, ready: tokio::sync::watch::Sender<bool>) {
     let Ok(Some(shared)) = parse_shared_subscription(&subscription) else {
         let _ = ready.send(true);
         return;

@@ -1,6 +1,7 @@
 //! MQTT 5 shared subscriptions across nodes with real clients on 3 nodes: members on
 //! different nodes share a group's messages, each QoS 1 and QoS 0 message delivered to exactly
-//! one member and none stranded (a direct subscriber still gets every one); a member whose
+//! one member and none stranded (a direct subscriber still gets every one), one JetStream
+//! consumer for the group whatever its members and nodes; a member whose
 //! session ends with unacknowledged messages, or whose node is SIGKILLed, has them delivered
 //! to a member on another node; a persistent member that is offline on a live node keeps its
 //! unacknowledged copy and gets it again when it comes back (MQTT 5 4.8.2).
@@ -90,7 +91,10 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
             [1]
         );
     }
-    assert_eq!(direct.subscribe(1, &[("sh/#", QoS::AtLeastOnce)]).await, [1]);
+    assert_eq!(
+        direct.subscribe(1, &[("sh/#", QoS::AtLeastOnce)]).await,
+        [1]
+    );
     let (mut publisher, _) = v5_ok(rig.addr(2), "sh-pub", true, None).await;
 
     // QoS 1: each acknowledged message to exactly one member, and members on every node
@@ -111,6 +115,8 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
             "member {i} (on node {i}) got none of {N}: {got:?}"
         );
     }
+    // One consumer for the group, whatever its members and nodes (O(shards + groups)).
+    assert_eq!(group_consumers(rig).await, 1);
     // A direct subscription to the same topics still gets every message once.
     let direct_got = collect(&mut [&mut direct], &[true], Duration::from_secs(10), |g| {
         total(g) >= N as usize
@@ -118,7 +124,10 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
     .await;
     exactly_once(&direct_got, 1..=N);
     // Nothing more for anybody (no late duplicate).
-    let late = collect(&mut members, &[true; 3], Duration::from_millis(500), |_| false).await;
+    let late = collect(&mut members, &[true; 3], Duration::from_millis(500), |_| {
+        false
+    })
+    .await;
     assert_eq!(total(&late), 0, "late copies: {late:?}");
 
     // QoS 0: through the group's queue subscriptions, one member each (published until the
@@ -137,7 +146,10 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
             break;
         }
     }
-    let _ = collect(&mut members, &[true; 3], Duration::from_millis(300), |_| false).await;
+    let _ = collect(&mut members, &[true; 3], Duration::from_millis(300), |_| {
+        false
+    })
+    .await;
     for n in 1..=N {
         publisher
             .send(publish(
@@ -153,9 +165,37 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
     })
     .await;
     exactly_once(&got, 1..=N);
-    let late = collect(&mut members, &[true; 3], Duration::from_millis(500), |_| false).await;
+    let late = collect(&mut members, &[true; 3], Duration::from_millis(500), |_| {
+        false
+    })
+    .await;
     assert_eq!(total(&late), 0, "late QoS 0 copies: {late:?}");
-    let _ = collect(&mut [&mut direct], &[true], Duration::from_millis(300), |_| false).await;
+    let _ = collect(
+        &mut [&mut direct],
+        &[true],
+        Duration::from_millis(300),
+        |_| false,
+    )
+    .await;
+}
+
+/// The durable consumers of the groups' stream.
+async fn group_consumers(rig: &Rig) -> usize {
+    use futures_util::TryStreamExt;
+    let client = async_nats::connect(rig.nats.client_urls())
+        .await
+        .expect("NATS client");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream("FMQ_SHARED")
+        .await
+        .expect("the groups' stream");
+    let names: Vec<String> = stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .expect("consumer names");
+    names.len()
 }
 
 /// `member` receives `n` messages and acknowledges none of them.
@@ -169,7 +209,11 @@ async fn held_unacknowledged(member: &mut RawClient, n: usize) -> Vec<u32> {
 }
 
 /// Publish `range` as QoS 1 on `topic`, each acknowledged.
-async fn publish_range(publisher: &mut RawClient, topic: &str, range: std::ops::RangeInclusive<u32>) {
+async fn publish_range(
+    publisher: &mut RawClient,
+    topic: &str,
+    range: std::ops::RangeInclusive<u32>,
+) {
     for n in range {
         assert_eq!(
             publish_acked(publisher, topic, n.to_string().as_bytes(), 1).await,
@@ -184,7 +228,9 @@ async fn a_member_whose_session_ends_hands_its_messages_to_another_node(rig: &Ri
     // another node, and the first one's connection (a clean session: it ends) drops.
     let (mut first, _) = v5_ok(rig.addr(0), "end-1", true, None).await;
     assert_eq!(
-        first.subscribe(1, &[("$share/ends/end/t", QoS::AtLeastOnce)]).await,
+        first
+            .subscribe(1, &[("$share/ends/end/t", QoS::AtLeastOnce)])
+            .await,
         [1]
     );
     let (mut publisher, _) = v5_ok(rig.addr(2), "end-pub", true, None).await;
@@ -192,7 +238,9 @@ async fn a_member_whose_session_ends_hands_its_messages_to_another_node(rig: &Ri
     let held = held_unacknowledged(&mut first, 10).await;
     let (mut second, _) = v5_ok(rig.addr(1), "end-2", true, None).await;
     assert_eq!(
-        second.subscribe(1, &[("$share/ends/end/t", QoS::AtLeastOnce)]).await,
+        second
+            .subscribe(1, &[("$share/ends/end/t", QoS::AtLeastOnce)])
+            .await,
         [1]
     );
     drop(first);
@@ -202,7 +250,11 @@ async fn a_member_whose_session_ends_hands_its_messages_to_another_node(rig: &Ri
     })
     .await;
     let got: BTreeSet<u32> = got[0].iter().copied().collect();
-    assert_eq!(got, (1..=20).collect(), "held by the first member: {held:?}");
+    assert_eq!(
+        got,
+        (1..=20).collect(),
+        "held by the first member: {held:?}"
+    );
 }
 
 async fn an_offline_persistent_member_keeps_its_copy_until_it_returns(rig: &Rig) {
@@ -211,7 +263,8 @@ async fn an_offline_persistent_member_keeps_its_copy_until_it_returns(rig: &Rig)
     // with DUP, when it reconnects; the other member (other node) gets the rest only.
     let (mut kept, _) = v5_ok(rig.addr(0), "keep-1", true, Some(300)).await;
     assert_eq!(
-        kept.subscribe(1, &[("$share/keeps/keep/t", QoS::AtLeastOnce)]).await,
+        kept.subscribe(1, &[("$share/keeps/keep/t", QoS::AtLeastOnce)])
+            .await,
         [1]
     );
     let (mut publisher, _) = v5_ok(rig.addr(2), "keep-pub", true, None).await;
@@ -219,7 +272,9 @@ async fn an_offline_persistent_member_keeps_its_copy_until_it_returns(rig: &Rig)
     let held = held_unacknowledged(&mut kept, 5).await;
     let (mut other, _) = v5_ok(rig.addr(1), "keep-2", true, None).await;
     assert_eq!(
-        other.subscribe(1, &[("$share/keeps/keep/t", QoS::AtLeastOnce)]).await,
+        other
+            .subscribe(1, &[("$share/keeps/keep/t", QoS::AtLeastOnce)])
+            .await,
         [1]
     );
     // A normal DISCONNECT: the session stays (expiry 300 s); the closed socket says the node
@@ -232,9 +287,16 @@ async fn an_offline_persistent_member_keeps_its_copy_until_it_returns(rig: &Rig)
     kept.expect_closed().await;
     publish_range(&mut publisher, "keep/t", 6..=10).await;
     // Longer than the ack wait (nodeTimeout 2 s): the copies are still the member's.
-    let others = collect(&mut [&mut other], &[true], Duration::from_secs(4), |_| false).await;
+    let others = collect(&mut [&mut other], &[true], Duration::from_secs(4), |_| {
+        false
+    })
+    .await;
     let others: BTreeSet<u32> = others[0].iter().copied().collect();
-    assert_eq!(others, (6..=10).collect(), "held by the offline member: {held:?}");
+    assert_eq!(
+        others,
+        (6..=10).collect(),
+        "held by the offline member: {held:?}"
+    );
     let (mut back, ack) = v5_ok(rig.addr(0), "keep-1", false, Some(300)).await;
     assert!(ack.session_present);
     let again = collect(&mut [&mut back], &[true], Duration::from_secs(10), |g| {
@@ -250,7 +312,9 @@ async fn a_killed_nodes_unacknowledged_messages_go_to_another_member(rig: &mut R
     // published after.
     let (mut doomed, _) = v5_ok(rig.addr(2), "kill-1", true, Some(300)).await;
     assert_eq!(
-        doomed.subscribe(1, &[("$share/kills/kill/t", QoS::AtLeastOnce)]).await,
+        doomed
+            .subscribe(1, &[("$share/kills/kill/t", QoS::AtLeastOnce)])
+            .await,
         [1]
     );
     let (mut publisher, _) = v5_ok(rig.addr(1), "kill-pub", true, None).await;
@@ -266,12 +330,19 @@ async fn a_killed_nodes_unacknowledged_messages_go_to_another_member(rig: &mut R
     let killed_at = Instant::now();
     tokio::task::block_in_place(|| rig.nodes[2].kill());
     publish_range(&mut publisher, "kill/t", 11..=20).await;
-    let got = collect(&mut [&mut survivor], &[true], Duration::from_secs(15), |g| {
-        g[0].iter().collect::<BTreeSet<_>>().len() >= 20
-    })
+    let got = collect(
+        &mut [&mut survivor],
+        &[true],
+        Duration::from_secs(15),
+        |g| g[0].iter().collect::<BTreeSet<_>>().len() >= 20,
+    )
     .await;
     let distinct: BTreeSet<u32> = got[0].iter().copied().collect();
-    assert_eq!(distinct, (1..=20).collect(), "held on the killed node: {held:?}");
+    assert_eq!(
+        distinct,
+        (1..=20).collect(),
+        "held on the killed node: {held:?}"
+    );
     eprintln!(
         "shared: the killed node's 10 copies redelivered within {:?}",
         killed_at.elapsed()

@@ -212,6 +212,12 @@ async fn s1_shared_kill_a_node_under_load() {
         missing.len(),
         duplicates,
     );
-    assert!(missing.is_empty(), "acknowledged, never delivered: {missing:?}");
-    assert_eq!(resumed, MEMBERS_PER_NODE as u32, "the killed node's members resumed");
+    assert!(
+        missing.is_empty(),
+        "acknowledged, never delivered: {missing:?}"
+    );
+    assert_eq!(
+        resumed, MEMBERS_PER_NODE as u32,
+        "the killed node's members resumed"
+    );
 }

@@ -194,8 +194,7 @@ impl BrokerCore {
             .shared_group(subscription)
             .map(MatchedGroup::of)?;
         let strategy = self.shared_strategy.load();
-        let (member, options) =
-            self.choose_member(strategy, &group.cursor, &group.members, 0)?;
+        let (member, options) = self.choose_member(strategy, &group.cursor, &group.members, 0)?;
         let mut target = shared_copy_for(&message, member.clone(), &options, group.subscription);
         target.shared_group = None;
         if target.qos != QoS::AtMostOnce {
@@ -213,14 +212,11 @@ impl BrokerCore {
     /// Whether a local member of the shared group subscribed as `subscription` has its client
     /// connected (a shared engine takes the group's messages only then).
     pub fn group_has_online_member(&self, subscription: &str) -> bool {
-        let members: SmallVec<[(SessionId, SubscriptionOptions); 4]> = match self
-            .subscriptions
-            .read()
-            .shared_group(subscription)
-        {
-            Some(group) => group.members().map(|(id, o)| (*id, *o)).collect(),
-            None => return false,
-        };
+        let members: SmallVec<[(SessionId, SubscriptionOptions); 4]> =
+            match self.subscriptions.read().shared_group(subscription) {
+                Some(group) => group.members().map(|(id, o)| (*id, *o)).collect(),
+                None => return false,
+            };
         let mut online = false;
         self.registry.for_each_of(&members, |session, _| {
             online |= session.is_attached();
