@@ -72,16 +72,13 @@ async fn member(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        match client.recv_within(Duration::from_millis(50)).await {
-            Some(Packet::Publish(p)) => {
-                let key = String::from_utf8_lossy(&p.payload).into_owned();
-                deliveries.lock().entry(key).or_default().push(index);
-                if let Some(id) = p.packet_id {
-                    try_send(&mut client, Packet::PubAck(Ack::new(id))).await;
-                }
+        // Nothing within 50 ms, or the connection is gone: the kill is noticed above.
+        if let Some(Packet::Publish(p)) = client.recv_within(Duration::from_millis(50)).await {
+            let key = String::from_utf8_lossy(&p.payload).into_owned();
+            deliveries.lock().entry(key).or_default().push(index);
+            if let Some(id) = p.packet_id {
+                try_send(&mut client, Packet::PubAck(Ack::new(id))).await;
             }
-            // Nothing within 50 ms (or the connection is gone: the kill is noticed above).
-            Some(_) | None => {}
         }
     }
     resumed
