@@ -83,6 +83,13 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
     let (mut b, _) = v5_ok(rig.addr(1), "sh-b", true, None).await;
     let (mut c, _) = v3_ok(rig.addr(2), "sh-c", true).await;
     let (mut direct, _) = v5_ok(rig.addr(1), "sh-direct", true, None).await;
+    // A second group with a single member at QoS 0: every QoS 1 message at QoS 0, once.
+    let (mut zero, _) = v5_ok(rig.addr(0), "sh-zero", true, None).await;
+    assert_eq!(
+        zero.subscribe(1, &[("$share/zero/sh/q1", QoS::AtMostOnce)])
+            .await,
+        [0]
+    );
     for member in [&mut a, &mut b, &mut c] {
         assert_eq!(
             member
@@ -115,8 +122,16 @@ async fn members_on_every_node_share_each_message_once(rig: &Rig) {
             "member {i} (on node {i}) got none of {N}: {got:?}"
         );
     }
-    // One consumer for the group, whatever its members and nodes (O(shards + groups)).
-    assert_eq!(group_consumers(rig).await, 1);
+    // One consumer per group, whatever its members and nodes (O(shards + groups)).
+    assert_eq!(group_consumers(rig).await, 2);
+    let zero_got = collect(&mut [&mut zero], &[true], Duration::from_secs(10), |g| {
+        total(g) >= N as usize
+    })
+    .await;
+    exactly_once(&zero_got, 1..=N);
+    // Acknowledged when queued (a QoS 0 delivery has no PUBACK): never delivered again.
+    let late = collect(&mut [&mut zero], &[true], Duration::from_secs(3), |_| false).await;
+    assert_eq!(total(&late), 0, "QoS 0 member got copies again: {late:?}");
     // A direct subscription to the same topics still gets every message once.
     let direct_got = collect(&mut [&mut direct], &[true], Duration::from_secs(10), |g| {
         total(g) >= N as usize
