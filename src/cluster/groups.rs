@@ -282,7 +282,7 @@ async fn serve(inner: Arc<Inner>, subscription: Arc<str>, ready: tokio::sync::wa
         consumer,
     ));
     // Aborting this task (the last local member left) ends the pulling too.
-    let _pulling = AbortOnDrop(pulling);
+    let mut pulling = AbortOnDrop(pulling);
     let mut live = futures_util::stream::select_all(subscribers);
     while let Some(message) = live.next().await {
         let frame = match decode_message(message.payload) {
@@ -296,6 +296,8 @@ async fn serve(inner: Arc<Inner>, subscription: Arc<str>, ready: tokio::sync::wa
         let seq = core.durability().next_seq();
         let _ = core.deliver_to_group(&subscription, frame.message, seq);
     }
+    // No live subscription (NATS refused them) or the client closed: QoS 1 goes on.
+    let _ = (&mut pulling.0).await;
 }
 
 struct AbortOnDrop(JoinHandle<()>);
