@@ -64,6 +64,8 @@ pub(crate) struct Inner {
     pub retained_progress: tokio::sync::Notify,
     /// Retained message keys -> topics (a delete marker carries only the key).
     pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
+    /// Shared subscription groups with local members (`groups.rs`).
+    pub groups: super::groups::Groups,
 }
 
 impl Inner {
@@ -249,6 +251,7 @@ impl ClusterEngine {
             retained_applied: AtomicU64::new(0),
             retained_progress: tokio::sync::Notify::new(),
             claims: parking_lot::Mutex::default(),
+            groups: super::groups::Groups::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -381,6 +384,7 @@ impl Durability for ClusterEngine {
     }
 
     fn commit(&self, changes: Vec<crate::broker::durability::Change>) -> Commit {
+        self.inner.groups.observe(&changes);
         super::sessions::commit(&self.inner, changes)
     }
 
@@ -445,16 +449,30 @@ impl Backplane for ClusterEngine {
     }
 
     fn interest(&self, filter: &str, added: bool) {
+        if super::groups::is_shared(filter) {
+            self.inner.groups.changed(&self.inner, filter, added);
+            return;
+        }
         self.inner.live.changed(&self.inner, filter, added);
     }
 
     fn interest_ready(&self, filters: Vec<String>) -> BackplaneFuture<()> {
         let inner = self.inner.clone();
+        let (shared, filters): (Vec<String>, Vec<String>) = filters
+            .into_iter()
+            .partition(|f| super::groups::is_shared(f));
+        // A group's first SUBSCRIBE makes its consumer (and the stream of the groups, for the
+        // first group): a raft round or two, slower than a core subscription.
+        let groups = self
+            .inner
+            .groups
+            .ready(&shared, super::groups::READY_TIMEOUT);
         let live = self
             .inner
             .live
             .ready(&filters, super::sessions::KICK_TIMEOUT);
         Box::pin(async move {
+            groups.await;
             live.await;
             super::retained::caught_up(&inner, super::sessions::KICK_TIMEOUT).await;
         })
@@ -469,7 +487,8 @@ impl Backplane for ClusterEngine {
     }
 
     fn shared_subscriptions(&self) -> bool {
-        false
+        // Served across nodes by `groups.rs`.
+        true
     }
 
     fn topic_fits(&self, topic: &str) -> bool {

@@ -12,14 +12,17 @@
 //! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | `sessions.rs`, `tracker.rs` |
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
+//! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, and at
-//! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind.
+//! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind;
+//! in the cluster, one durable consumer per shared subscription group.
 //! Never one per MQTT subscription or session.
 
 mod claims;
 pub mod codec;
 mod engine;
+mod groups;
 mod live;
 mod node;
 pub mod probe;

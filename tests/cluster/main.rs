@@ -19,3 +19,5 @@ mod reload;
 mod rig;
 mod routing;
 mod sessions;
+mod shared;
+mod shared_chaos;

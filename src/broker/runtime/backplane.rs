@@ -62,7 +62,8 @@ impl BrokerCore {
 
     /// A message the backplane delivers (published on any broker, this one included): route
     /// it to the local sessions `accept` admits, leaving the retained index alone (the engine
-    /// keeps it). `publisher`: the publishing client when it published on this broker (its
+    /// keeps it) and shared groups out (the engine gives each group's copy to one broker:
+    /// [`BrokerCore::deliver_to_group`]). `publisher`: the publishing client when it published on this broker (its
     /// No Local subscriptions skip the message). `kept` is told the queue entries made for
     /// persistent sessions at QoS 1/2 before any is queued (so an acknowledgement can never
     /// arrive before the engine knows the entry). Returns the online sessions it left above
@@ -77,7 +78,8 @@ impl BrokerCore {
         let publisher = publisher
             .and_then(|client_id| self.registry.by_client_id(client_id))
             .map(|session| session.id());
-        let (mut plan, changes) = self.plan_local_route(message, publisher.as_slice(), accept);
+        let (mut plan, changes) =
+            self.plan_local_route(message, publisher.as_slice(), accept, false);
         plan.updates_retained = false;
         let queued: Vec<QueuedFor> = changes
             .into_iter()

@@ -42,6 +42,7 @@ mod wills;
 pub use admission::Refusal;
 pub use destinations::TopicRefusal;
 pub use route::{Overfilled, RoutePlan, Routed};
+pub use route_shared::GroupCopy;
 pub use wills::will_delay_secs;
 
 /// Everything the connection tasks of one broker share.

@@ -287,7 +287,7 @@ impl BrokerCore {
         if self.backplane.is_some() {
             return self.plan_backplane_publish(message, publishers);
         }
-        self.plan_local_route(message, publishers, |_| true)
+        self.plan_local_route(message, publishers, |_| true, true)
     }
 
     /// The plan of a publish handed to the backplane: no local copies (they come back from
@@ -319,12 +319,15 @@ impl BrokerCore {
 
     /// Route to this broker's sessions only, whatever the engine (the `$SYS` topics, which
     /// are each broker's own, and what the backplane delivers). `accept` drops targets (the
-    /// backplane skips sessions still catching up from the shared engine).
+    /// backplane skips sessions still catching up from the shared engine). `with_groups`:
+    /// shared groups get their copy here (false for the backplane's deliveries: a shared engine
+    /// hands a group's copies to one broker itself, see [`Self::deliver_to_group`]).
     pub(crate) fn plan_local_route(
         &self,
         message: Message,
         publishers: &[SessionId],
         mut accept: impl FnMut(&Session) -> bool,
+        with_groups: bool,
     ) -> (RoutePlan, Vec<Change>) {
         let publisher = publishers.first().copied();
         let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
@@ -337,7 +340,11 @@ impl BrokerCore {
                     matches.push((*id, *options));
                 }
             },
-            |group| groups.push(MatchedGroup::of(group)),
+            |group| {
+                if with_groups {
+                    groups.push(MatchedGroup::of(group))
+                }
+            },
         );
         let limit = self.pending_limits.load().limit_for(&message.topic);
         let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
@@ -422,7 +429,12 @@ impl BrokerCore {
     pub fn keep_targets(&self, targets: &mut [RouteTarget]) -> Vec<QueuedFor> {
         let mut queued_for = Vec::new();
         for target in targets {
-            if target.session.is_persistent() && target.qos != QoS::AtMostOnce {
+            // A copy that already names its entry is the shared engine's own (see
+            // [`Self::deliver_to_group`]).
+            if target.seq.is_none()
+                && target.session.is_persistent()
+                && target.qos != QoS::AtMostOnce
+            {
                 let entry_seq = self.durability.next_seq();
                 target.seq = Some(entry_seq);
                 queued_for.push(QueuedFor {
@@ -513,6 +525,47 @@ impl BrokerCore {
             }
         }
         routed
+    }
+}
+
+impl BrokerCore {
+    /// Queue `message` (live: RETAIN cleared) for `target` alone, as [`Self::complete_route`]
+    /// queues one copy, without committing anything for it: the copy's entry number
+    /// (`target.seq`) belongs to the caller. Never paged out. True when it was queued; false
+    /// when the session ended or its queue was full.
+    pub(super) fn deliver_single(&self, message: Message, target: RouteTarget) -> bool {
+        let limit = self.pending_limits.load().limit_for(&message.topic);
+        let RouteTarget {
+            session,
+            qos,
+            retain,
+            subscription_id,
+            seq,
+            ..
+        } = target;
+        let item = QueuedMessage {
+            message: Message {
+                retain: false,
+                ..message
+            },
+            qos,
+            retain,
+            subscription_id,
+            seq,
+            paged: false,
+            shared_group: None,
+        };
+        let push_limit = if qos == QoS::AtMostOnce || session.is_attached() {
+            pending_hard_cap(limit)
+        } else {
+            limit
+        };
+        let outcome = session.deliver(item, push_limit, None);
+        self.count_delivery(&session, outcome, push_limit);
+        matches!(
+            outcome,
+            DeliverOutcome::Queued | DeliverOutcome::QueuedEvictedQos0
+        )
     }
 }
 

@@ -155,3 +155,81 @@ impl BrokerCore {
         sessions.into_iter().nth(chosen)
     }
 }
+
+/// A shared group's copy that [`BrokerCore::deliver_to_group`] gave to a local member.
+#[derive(Debug)]
+pub struct GroupCopy {
+    /// The member chosen.
+    pub session: Arc<Session>,
+    /// The QoS it is sent with: min(published QoS, the member's subscription QoS).
+    pub qos: QoS,
+    /// Queued on the member's session (false: the session ended or its queue was full).
+    pub queued: bool,
+}
+
+impl BrokerCore {
+    /// A shared engine's copy of `message` for the shared group subscribed here as
+    /// `subscription` (`$share/{group}/{filter}`, MQTT 5 4.8.2): give it to one local member,
+    /// chosen as for a local publish, with that member's options. A QoS 1/2 copy is entry
+    /// `seq` of the member's queue: the member's acknowledgement (or the copy's end by expiry
+    /// or refusal) commits `Change::Removed` with it, and nothing else is committed for it.
+    /// The core does not hand such a copy to another member when its session ends: the engine
+    /// does. `None`: no local member, or `message`'s topic does not match the group's filter.
+    pub fn deliver_to_group(
+        &self,
+        subscription: &str,
+        message: Message,
+        seq: crate::broker::durability::QueueSeq,
+    ) -> Option<GroupCopy> {
+        let Ok(Some(shared)) = crate::protocol::topic::parse_shared_subscription(subscription)
+        else {
+            return None;
+        };
+        if !crate::protocol::topic::matches(shared.filter, &message.topic) {
+            return None;
+        }
+        let group = self
+            .subscriptions
+            .read()
+            .shared_group(subscription)
+            .map(MatchedGroup::of)?;
+        let strategy = self.shared_strategy.load();
+        let (member, options) = self.choose_member(strategy, &group.cursor, &group.members, 0)?;
+        let mut target = shared_copy_for(&message, member.clone(), &options, group.subscription);
+        target.shared_group = None;
+        if target.qos != QoS::AtMostOnce {
+            target.seq = Some(seq);
+        }
+        let qos = target.qos;
+        let queued = self.deliver_single(message, target);
+        Some(GroupCopy {
+            session: member,
+            qos,
+            queued,
+        })
+    }
+
+    /// Whether a local member of the shared group subscribed as `subscription` has its client
+    /// connected (a shared engine takes the group's messages only then).
+    pub fn group_has_online_member(&self, subscription: &str) -> bool {
+        let members: SmallVec<[(SessionId, SubscriptionOptions); 4]> =
+            match self.subscriptions.read().shared_group(subscription) {
+                Some(group) => group.members().map(|(id, o)| (*id, *o)).collect(),
+                None => return false,
+            };
+        let mut online = false;
+        self.registry.for_each_of(&members, |session, _| {
+            online |= session.is_attached();
+        });
+        online
+    }
+
+    /// Whether `session` is still this broker's (not ended, not taken over by another).
+    pub fn holds_session(&self, session: &Session) -> bool {
+        !session.is_ended()
+            && self
+                .registry
+                .by_client_id(session.client_id())
+                .is_some_and(|held| held.id() == session.id())
+    }
+}

@@ -281,7 +281,7 @@ impl BrokerCore {
         // What routing would keep is the retained slot only (every copy is QoS 0): dropped,
         // on purpose.
         // Each broker's own, also in a cluster: routed locally only.
-        let (plan, _not_kept) = self.plan_local_route(message, &[], |_| true);
+        let (plan, _not_kept) = self.plan_local_route(message, &[], |_| true, true);
         self.complete_route(plan);
     }
 
