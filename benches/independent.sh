@@ -40,7 +40,7 @@ start() {
   echo "$1 did not listen"; tail "$work/broker.log"; exit 1
 }
 cpu_of() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
-printf '%-10s %-4s %-10s %14s %14s %16s\n' broker qos generator "msgs/s" "generator CPU" "broker CPU s"
+printf '%-10s %-4s %-10s %14s %14s %16s %10s\n' broker qos generator "msgs/s" "generator CPU" "broker CPU s" "lost"
 declare -A rate
 for broker in "${brokers[@]}"; do
   for qos in 0 1; do
@@ -49,18 +49,18 @@ for broker in "${brokers[@]}"; do
       before="$(cpu_of "$pid")"
       if [[ "$gen" == loadgen ]]; then
         out="$(target/release/examples/loadgen --port "$port" --mode fan-in --publishers 10 \
-          --subscribers 1 --qos "$qos" --duration-secs "$secs" --json)"
-        r="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.0f%%" % (r["traffic"]["msgs_per_sec"], r["loadgen_cpu_percent"]))' "$out")"
+          --subscribers 1 --qos "$qos" --duration-secs "$secs" --json || true)"
+        r="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.0f%% %d" % (r["traffic"]["msgs_per_sec"], r["loadgen_cpu_percent"], r["traffic"]["lost"]))' "$out")"
       else
-        out="$(node benches/independent/fanin.js --port "$port" --publishers 10 --qos "$qos" --seconds "$secs")"
-        r="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.0f%%" % (r["msgs_per_sec"], r["loadgen_cpu_percent"]))' "$out")"
+        out="$(node benches/independent/fanin.js --port "$port" --publishers 10 --qos "$qos" --seconds "$secs" || true)"
+        r="$(python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%.0f %.0f%% %d" % (r["msgs_per_sec"], r["loadgen_cpu_percent"], r["lost"]))' "$out")"
       fi
       after="$(cpu_of "$pid")"
       stop
-      read -r msgs gcpu <<<"$r"
+      read -r msgs gcpu lost <<<"$r"
       rate[$broker-$qos-$gen]="$msgs"
-      printf '%-10s %-4s %-10s %14s %14s %16s\n' "$broker" "$qos" "$gen" "$msgs" "$gcpu" \
-        "$(python3 -c "print('%.2f' % ($after - $before))")"
+      printf '%-10s %-4s %-10s %14s %14s %16s %10s\n' "$broker" "$qos" "$gen" "$msgs" "$gcpu" \
+        "$(python3 -c "print('%.2f' % ($after - $before))")" "$lost"
     done
   done
 done
