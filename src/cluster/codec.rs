@@ -24,6 +24,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::broker::durability::stored_v5::StoredV5;
+use crate::broker::durability::{KeptWill, WillOwner};
 use crate::broker::message::{Message, SampleStamp, V5Extras};
 use crate::broker::session::SubscriptionOptions;
 use crate::protocol::QoS;
@@ -195,6 +196,121 @@ pub struct SessionRecord {
     pub floors: Vec<u64>,
     /// Sent and not acknowledged, in send order.
     pub inflight: Vec<InflightRef>,
+    /// The will the session's last connection left, while it is still to be published or
+    /// cancelled (see `wills.rs`): published once by whoever removes it from the record with
+    /// a compare-and-set (the owner, a node taking the session, or the reaper).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will: Option<WillRecord>,
+    /// The owner's process (its `instance`): a node restarted with the same `brokerName` is
+    /// another process, which does not hold the sessions its predecessor held (0: unknown).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub owner_instance: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A will as a session record keeps it (MQTT 5 3.1.3.2; 3.1.1 3.1.3.2-3.1.3.4): the
+/// message, its properties, its owner (a will is authorized as the principal that connected
+/// with it) and when it is due.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WillRecord {
+    pub topic: String,
+    /// Base64 (standard alphabet).
+    pub payload: String,
+    pub qos: u8,
+    pub retain: bool,
+    /// The will properties ([`StoredV5`] layout, base64; empty for MQTT 3.1.1).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub properties: String,
+    /// The user that connected with it, and whether anonymously (`None`: not published).
+    pub owner: Option<(String, bool)>,
+    /// When it is published, ms since the Unix epoch: the Will Delay Interval (capped by the
+    /// session's expiry, MQTT 5 3.1.3.2.2) after its connection was lost. `None` while its
+    /// connection lives on the record's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// The Will Delay Interval, seconds (0 when absent).
+    #[serde(default)]
+    pub delay_secs: u32,
+}
+
+impl WillRecord {
+    pub fn of(will: &KeptWill) -> WillRecord {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let properties = StoredV5 {
+            properties: will.properties.clone(),
+            expires_at_ms: None,
+            will_deadline_ms: None,
+        }
+        .encode()
+        .unwrap_or_default();
+        WillRecord {
+            topic: will.message.topic.to_string(),
+            payload: b64.encode(&will.message.payload),
+            qos: will.message.qos as u8,
+            retain: will.message.retain,
+            properties: if properties.is_empty() {
+                String::new()
+            } else {
+                b64.encode(&properties)
+            },
+            owner: will
+                .owner
+                .as_ref()
+                .map(|o| (o.user.to_string(), o.anonymous)),
+            deadline_ms: will.deadline_ms,
+            delay_secs: will.delay_secs(),
+        }
+    }
+
+    /// The will to publish; `Err` for a record that is not one (corrupt or foreign).
+    pub fn to_kept(&self) -> Result<KeptWill, FrameError> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let payload = b64
+            .decode(&self.payload)
+            .map_err(|e| bad(format!("will payload: {e}")))?;
+        let properties = if self.properties.is_empty() {
+            None
+        } else {
+            let raw = b64
+                .decode(&self.properties)
+                .map_err(|e| bad(format!("will properties: {e}")))?;
+            StoredV5::decode(&Bytes::from(raw))
+                .map_err(|e| bad(e.to_string()))?
+                .properties
+        };
+        let qos = match self.qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            2 => QoS::ExactlyOnce,
+            _ => return Err(bad("will QoS 3")),
+        };
+        Ok(KeptWill {
+            message: Message {
+                stamp: SampleStamp::NONE,
+                topic: Arc::from(self.topic.as_str()),
+                payload: Bytes::from(payload),
+                qos,
+                retain: self.retain,
+                v5: None,
+            },
+            owner: self.owner.as_ref().map(|(user, anonymous)| WillOwner {
+                user: Arc::from(user.as_str()),
+                anonymous: *anonymous,
+            }),
+            properties,
+            deadline_ms: self.deadline_ms,
+        })
+    }
+
+    /// Due at `now_ms`: its deadline passed (a will whose connection is live is not due).
+    pub fn due(&self, now_ms: u64) -> bool {
+        self.deadline_ms.is_some_and(|at| at <= now_ms)
+    }
 }
 
 impl SessionRecord {
@@ -279,6 +395,8 @@ mod tests {
             subscriptions: vec![],
             floors: vec![0; 8],
             inflight: vec![],
+            will: None,
+            owner_instance: 0,
         };
         assert!(!r.expired(10_999));
         assert!(r.expired(11_000));

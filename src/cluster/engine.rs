@@ -66,6 +66,10 @@ pub(crate) struct Inner {
     pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
     /// Shared subscription groups with local members (`groups.rs`).
     pub groups: super::groups::Groups,
+    /// The other nodes' heartbeats as this node sees them (the will reaper's).
+    pub liveness: parking_lot::Mutex<super::wills::Liveness>,
+    /// This node's clean sessions' will records.
+    pub clean_wills: parking_lot::Mutex<super::wills::CleanWills>,
 }
 
 impl Inner {
@@ -252,6 +256,8 @@ impl ClusterEngine {
             retained_progress: tokio::sync::Notify::new(),
             claims: parking_lot::Mutex::default(),
             groups: super::groups::Groups::default(),
+            liveness: parking_lot::Mutex::default(),
+            clean_wills: parking_lot::Mutex::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -435,6 +441,7 @@ impl Backplane for ClusterEngine {
             super::live::start(&inner);
             super::sessions::start(&inner).await?;
             super::node::start(&inner);
+            super::reaper::start(&inner);
             Ok(())
         })
     }
@@ -446,6 +453,11 @@ impl Backplane for ClusterEngine {
 
     fn attached(&self, session: &Arc<Session>) {
         super::readers::attached(&self.inner, session);
+        super::wills::attached(&self.inner, session);
+    }
+
+    fn session_ended(&self, session: &Session) {
+        super::wills::ended(&self.inner, session);
     }
 
     fn interest(&self, filter: &str, added: bool) {

@@ -13,6 +13,7 @@
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
+//! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, and at
 //! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind;
@@ -28,10 +29,12 @@ mod node;
 pub mod probe;
 mod publish;
 mod readers;
+mod reaper;
 mod retained;
 mod sessions;
 pub mod subject;
 mod tracker;
+mod wills;
 
 pub use engine::ClusterEngine;
 

@@ -214,7 +214,9 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
             return Ok(());
         };
         t.dirty = false;
-        (t.record(&inner.node_id, &inner.routed()), t.revision)
+        let mut record = t.record(&inner.node_id, &inner.routed());
+        record.owner_instance = inner.instance;
+        (record, t.revision)
     };
     let key = client_key(client_id);
     let bytes = record.encode();
@@ -380,6 +382,9 @@ pub async fn verify_all(inner: &Arc<Inner>) {
 pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed, DurabilityError> {
     let client_id = request.client_id.clone();
     let key = client_key(&client_id);
+    if let (false, Some(will)) = (request.persistent, &request.will) {
+        super::wills::claim_clean(inner, &client_id, will).await;
+    }
     // Announced to every node once attached (see `claims.rs`).
     inner
         .claims
@@ -427,25 +432,42 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             drop_local(inner, &client_id);
         }
         let owner_at = (record.owner.clone(), record.epoch);
-        if record.owner != inner.node_id && kicked.as_ref() != Some(&owner_at) {
+        if !record.owner.is_empty()
+            && record.owner != inner.node_id
+            && kicked.as_ref() != Some(&owner_at)
+        {
             kicked = Some(owner_at);
             kick_owner(inner, &record.owner, &client_id).await;
             continue;
         }
-        if request.clean_start || record.expired(now_ms()) {
+        // The old connection's will, when this claim is the one to publish it (see
+        // `wills.rs`): published once the record without it is written.
+        let now = now_ms();
+        if request.clean_start || record.expired(now) {
+            let will = super::wills::due_when_taken(&record, true, now);
             match inner
                 .sessions_kv
                 .delete_expect_revision(&key, Some(revision))
                 .await
             {
-                Ok(()) => return Ok(Claimed::Here),
+                Ok(()) => {
+                    if let Some(will) = will {
+                        super::wills::publish(inner, &client_id, will, "its session ended");
+                    }
+                    return Ok(Claimed::Here);
+                }
                 Err(_) => continue,
             }
         }
+        let will = super::wills::due_when_taken(&record, false, now);
         let taken = SessionRecord {
             owner: inner.node_id.clone(),
             epoch: record.epoch + 1,
             connected: true,
+            // A will still within its delay is cancelled by this resume (MQTT 5 3.1.3-9);
+            // the new connection's is written when the session attaches.
+            will: None,
+            owner_instance: inner.instance,
             ..record.clone()
         };
         match tokio::time::timeout(
@@ -455,9 +477,17 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         .await
         {
             Ok(Ok(new_revision)) => {
+                if let Some(will) = will {
+                    super::wills::publish(
+                        inner,
+                        &client_id,
+                        will,
+                        "its connection was lost on another node",
+                    );
+                }
                 return Ok(Claimed::Image(Box::new(
                     restore(inner, &client_id, taken, new_revision).await,
-                )))
+                )));
             }
             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Ok(Err(e)) => return Err(unavailable(e)),
@@ -709,6 +739,12 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
                 if t.connected {
                     t.connected = false;
                     t.offline_since_ms = now_ms();
+                }
+                // A pending will goes with the session, for the taking node to cancel (a
+                // resume) or publish (its session ends); a connected one is this node's
+                // connection's, published (or not) as it closes here.
+                if let Some(will) = t.data.will.take() {
+                    t.data.will = will.deadline_ms.is_some().then_some(will);
                 }
                 true
             }

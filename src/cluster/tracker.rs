@@ -128,6 +128,8 @@ impl Tracked {
                     })
                 })
                 .collect(),
+            will: self.data.will.as_ref().map(super::codec::WillRecord::of),
+            owner_instance: 0,
         }
     }
 

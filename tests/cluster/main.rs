@@ -21,3 +21,4 @@ mod routing;
 mod sessions;
 mod shared;
 mod shared_chaos;
+mod wills;

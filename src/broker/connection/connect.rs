@@ -305,8 +305,15 @@ where
         None => None,
     };
     if let Some(backplane) = core.backplane() {
-        if let Err(refusal) =
-            claim_in_cluster(core, backplane, &mut connect, &client_id, version).await
+        if let Err(refusal) = claim_in_cluster(
+            core,
+            backplane,
+            &mut connect,
+            &client_id,
+            version,
+            &principal,
+        )
+        .await
         {
             let (reason, why) = refusal;
             return Err(refuse(writer, version, reason, why).await.by(
@@ -489,6 +496,7 @@ async fn claim_in_cluster(
     connect: &mut Connect,
     client_id: &Arc<str>,
     version: ProtocolVersion,
+    principal: &crate::security::Principal,
 ) -> Result<(), (ConnectReason, String)> {
     let maximum = backplane.maximum_qos();
     if let Some(will) = connect.will.as_mut().filter(|w| w.qos > maximum) {
@@ -511,6 +519,10 @@ async fn claim_in_cluster(
         client_id: client_id.clone(),
         clean_start: connect.clean_start,
         persistent,
+        will: connect
+            .will
+            .as_ref()
+            .map(|will| crate::broker::durability::KeptWill::new(will, principal)),
     };
     match backplane.claim(request).await {
         Ok(Claimed::Here) => Ok(()),

@@ -30,6 +30,9 @@ pub struct ClaimRequest {
     pub clean_start: bool,
     /// The new session outlives its connection.
     pub persistent: bool,
+    /// The CONNECT's will, with the principal that connected (kept by the engine so that
+    /// another broker publishes it if this one dies).
+    pub will: Option<crate::broker::durability::KeptWill>,
 }
 
 /// The answer to [`Backplane::claim`].
@@ -75,6 +78,10 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// a [`Claimed::Image`]): the engine starts feeding it, catching up from where its
     /// acknowledgements stopped.
     fn attached(&self, session: &Arc<Session>);
+
+    /// A session ended on this broker (a clean one at its connection's close, after its will
+    /// was published or discarded): the engine drops what it kept for it.
+    fn session_ended(&self, _session: &Session) {}
 
     /// A filter is now used by a local session (`added`), or no longer by any (`!added`):
     /// the engine subscribes to the live subjects it needs (reference counted per filter).

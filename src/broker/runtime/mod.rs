@@ -290,6 +290,9 @@ impl BrokerCore {
         self.session_ended_with_will(session);
         self.unindex(session);
         self.hand_over_shared(session);
+        if let Some(backplane) = &self.backplane {
+            backplane.session_ended(session);
+        }
         if session.is_persistent() {
             self.commit_background(vec![Change::SessionEnded {
                 client_id: session.client_id().clone(),

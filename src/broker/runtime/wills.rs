@@ -148,6 +148,24 @@ impl BrokerCore {
         }
     }
 
+    /// A will the shared engine (a cluster) took from a session no connection of this broker
+    /// holds: its broker died, or its session ended or was taken over here after that. It is
+    /// published as its recorded owner, authorized as of now (an unknown owner, or a named
+    /// one once authentication is off, is not), through the normal publish path. Returns
+    /// whether it was published.
+    pub fn publish_will_of_gone_session(&self, client_id: &str, will: KeptWill) -> bool {
+        let publisher = WillPublisher::Recovered {
+            authentication_enabled: will.owner.as_ref().is_some_and(|o| !o.anonymous),
+        };
+        let Some((plan, changes)) = self.plan_will(will, &publisher, client_id) else {
+            return false;
+        };
+        self.commit_background(changes);
+        self.complete_route(plan);
+        self.counters.wills_published();
+        true
+    }
+
     /// The route of a pending will, `None` when its publisher may not write its topic now.
     fn plan_will(
         &self,

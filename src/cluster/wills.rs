@@ -1,0 +1,243 @@
+//! Wills kept in NATS, so that a node's death does not lose them (MQTT 5 3.1.2.5, 3.1.3.2.2;
+//! MQTT 3.1.1 3.1.2.5: a will is published when its connection ends without DISCONNECT,
+//! after its Will Delay Interval, at the latest when its session ends).
+//!
+//! - A **persistent session's** will is the `will` field of its record in `FMQ_SESS`, written
+//!   with the record (the attach's write: while connected, no deadline; when its connection is
+//!   lost with a Will Delay Interval, the absolute deadline). The owner removes it from the
+//!   record when it publishes or discards it.
+//! - A **clean session's** will is a small record of its own, `w.<client hash>.<instance>` in
+//!   `FMQ_SESS`, written by the CONNECT's claim (before the CONNACK) and deleted when its
+//!   session ends here (after the will was published, or discarded by DISCONNECT). One key per
+//!   node process: a connection of the same client id on another node never overwrites it.
+//!
+//! Whoever removes a will from NATS with a compare-and-set publishes it, once: the owner (its
+//! own connection's close), a node taking the session over (`sessions::claim`), or the reaper
+//! for a dead node (`reaper.rs`). Losing the compare-and-set means someone else handled it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::{SessionRecord, WillRecord};
+use super::engine::Inner;
+use super::subject::client_key;
+use crate::broker::durability::{now_ms, KeptWill};
+use crate::broker::session::Session;
+
+/// Key prefix of clean sessions' will records.
+pub const CLEAN_PREFIX: &str = "w.";
+
+/// A clean session's will record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanWill {
+    pub client_id: String,
+    /// The node holding its connection, and that node's process.
+    pub owner: String,
+    pub owner_instance: u64,
+    pub will: WillRecord,
+}
+
+impl CleanWill {
+    pub fn encode(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<CleanWill> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+fn clean_key(client_id: &str, instance: u64) -> String {
+    format!("{CLEAN_PREFIX}{}.{instance:016x}", client_key(client_id))
+}
+
+/// This node's clean sessions' will records: written by a claim (by client id) until the
+/// session attaches, then by session id until it ends.
+#[derive(Debug, Default)]
+pub struct CleanWills {
+    claimed: HashMap<Arc<str>, u64>,
+    attached: HashMap<u64, (Arc<str>, u64)>,
+}
+
+/// The will of a CONNECT for a clean session: write its record before the CONNACK (bounded
+/// by `storeTimeout`; a failure is logged, and the will is then only this node's, as in a
+/// single broker).
+pub async fn claim_clean(inner: &Arc<Inner>, client_id: &Arc<str>, will: &KeptWill) {
+    let record = CleanWill {
+        client_id: client_id.to_string(),
+        owner: inner.node_id.clone(),
+        owner_instance: inner.instance,
+        will: WillRecord::of(will),
+    };
+    let key = clean_key(client_id, inner.instance);
+    match tokio::time::timeout(
+        inner.store_timeout,
+        inner.sessions_kv.put(&key, record.encode()),
+    )
+    .await
+    {
+        Ok(Ok(revision)) => {
+            inner
+                .clean_wills
+                .lock()
+                .claimed
+                .insert(client_id.clone(), revision);
+        }
+        Ok(Err(e)) => tracing::warn!(%client_id, "cluster: will not kept in NATS: {e}"),
+        Err(_) => tracing::warn!(%client_id, "cluster: will not kept in NATS: no answer"),
+    }
+}
+
+/// A session attached here: a clean one takes the will record its claim wrote.
+pub fn attached(inner: &Inner, session: &Session) {
+    if session.is_persistent() {
+        return;
+    }
+    let mut wills = inner.clean_wills.lock();
+    if let Some(revision) = wills.claimed.remove(session.client_id()) {
+        wills
+            .attached
+            .insert(session.id(), (session.client_id().clone(), revision));
+    }
+}
+
+/// A session ended here (its will was published or discarded already): delete its clean
+/// will record, if it still is the one this session wrote.
+pub fn ended(inner: &Arc<Inner>, session: &Session) {
+    let Some((client_id, revision)) = inner.clean_wills.lock().attached.remove(&session.id())
+    else {
+        return;
+    };
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let key = clean_key(&client_id, inner.instance);
+        let deleted = tokio::time::timeout(
+            inner.store_timeout,
+            inner
+                .sessions_kv
+                .delete_expect_revision(&key, Some(revision)),
+        )
+        .await;
+        if !matches!(deleted, Ok(Ok(()))) {
+            // Rewritten by a newer connection of the client here, or NATS did not answer (the
+            // reaper publishes it only if this node dies).
+            tracing::debug!(%client_id, "cluster: clean will record not deleted: {deleted:?}");
+        }
+    });
+}
+
+/// The will a node taking over `record` must publish: its session ends now (`ends`: Clean
+/// Start, or expired), or its connection was lost without a Will Delay Interval on a node
+/// that did not hand it over (dead), or its delay passed. A will still within its delay is
+/// cancelled by the resume (MQTT 5 3.1.3-9).
+pub fn due_when_taken(record: &SessionRecord, ends: bool, now_ms: u64) -> Option<KeptWill> {
+    let will = record.will.as_ref()?;
+    if !(ends || will.delay_secs == 0 || will.due(now_ms)) {
+        return None;
+    }
+    will.to_kept().ok()
+}
+
+/// The deadline of a will whose connection was lost at `lost_ms`: its Will Delay Interval,
+/// capped by the session's expiry (MQTT 5 3.1.3.2.2).
+pub fn deadline_after(will: &WillRecord, expiry_secs: Option<u32>, lost_ms: u64) -> u64 {
+    let wait = will.delay_secs.min(expiry_secs.unwrap_or(u32::MAX));
+    lost_ms.saturating_add(u64::from(wait) * 1000)
+}
+
+/// Publish `will` of `client_id` through this node's core (the normal publish path,
+/// authorized as its recorded owner now; a retained will updates `FMQ_RETAIN`).
+pub fn publish(inner: &Inner, client_id: &str, will: KeptWill, why: &str) {
+    let Some(core) = inner.core() else {
+        return;
+    };
+    let topic = will.message.topic.clone();
+    if core.publish_will_of_gone_session(client_id, will) {
+        tracing::info!(%client_id, %topic, "cluster: will published: {why}");
+    }
+}
+
+/// What this node knows of the other nodes' heartbeats, refreshed by the reaper's loop on
+/// every node: a node is dead when its heartbeat has not changed for `nodeTimeout` as seen
+/// from here (no clock is compared between machines), or is gone, or belongs to another
+/// process than the one that wrote a record.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Heartbeat key -> (writer's instance, revision, when this node saw that revision first).
+    seen: HashMap<String, (u64, u64, Instant)>,
+    /// When the view was first filled (a node with no heartbeat at all is dead only after).
+    pub since: Option<Instant>,
+    /// A node restarted since the reaper last looked (its old process's sessions are
+    /// orphans now).
+    pub restarted: bool,
+}
+
+/// A node's heartbeat key in `FMQ_NODES` (as `node.rs` writes it).
+pub fn heartbeat_key(node_id: &str) -> String {
+    format!("n{}", client_key(node_id))
+}
+
+impl Liveness {
+    /// Record a heartbeat read now (a node that restarted, another process writing its
+    /// heartbeat, sets [`Liveness::restarted`]).
+    pub fn observe(&mut self, key: &str, instance: u64, revision: u64) {
+        match self.seen.get_mut(key) {
+            Some(entry) if entry.1 == revision => {}
+            Some(entry) => {
+                self.restarted |= entry.0 != instance;
+                *entry = (instance, revision, Instant::now());
+            }
+            None => {
+                self.seen
+                    .insert(key.to_owned(), (instance, revision, Instant::now()));
+            }
+        }
+    }
+
+    /// Count every node's silence from now.
+    pub fn restart_clock(&mut self) {
+        let now = Instant::now();
+        for entry in self.seen.values_mut() {
+            entry.2 = now;
+        }
+    }
+
+    /// A heartbeat deleted from the bucket.
+    pub fn forget(&mut self, key: &str) {
+        self.seen.remove(key);
+    }
+
+    /// The heartbeat keys unchanged for `node_timeout`.
+    pub fn silent(&self, node_timeout: Duration) -> std::collections::HashSet<String> {
+        self.seen
+            .iter()
+            .filter(|(_, (_, _, at))| at.elapsed() >= node_timeout)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Whether the process `instance` (0: any) of `node_id` is dead.
+    pub fn dead(&self, node_id: &str, instance: u64, node_timeout: Duration) -> bool {
+        if node_id.is_empty() {
+            return true;
+        }
+        match self.seen.get(&heartbeat_key(node_id)) {
+            None => self.since.is_some(),
+            Some((current, _, _)) if instance != 0 && *current != instance => true,
+            Some((_, _, at)) => at.elapsed() >= node_timeout,
+        }
+    }
+}
+
+/// The owner of a record is dead or gone, as of `liveness`.
+pub fn owner_gone(liveness: &Liveness, record: &SessionRecord, node_timeout: Duration) -> bool {
+    liveness.dead(&record.owner, record.owner_instance, node_timeout)
+}
+
+/// Now, ms since the Unix epoch (for the reaper and the claim).
+pub fn now() -> u64 {
+    now_ms()
+}
