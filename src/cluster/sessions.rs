@@ -773,6 +773,7 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
     };
     let inner = inner.clone();
     let flush = async move {
+        super::wills::finish_deletes(&inner).await;
         futures_util::stream::iter(client_ids)
             .for_each_concurrent(64, |client_id| {
                 let inner = inner.clone();

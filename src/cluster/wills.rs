@@ -60,6 +60,9 @@ fn clean_key(client_id: &str, instance: u64) -> String {
 pub struct CleanWills {
     claimed: HashMap<Arc<str>, u64>,
     attached: HashMap<u64, (Arc<str>, u64)>,
+    /// Records being deleted (their session ended): key -> revision. A graceful stop
+    /// finishes them, so that the reaper does not publish a will the node published.
+    deleting: HashMap<String, u64>,
 }
 
 /// The will of a CONNECT for a clean session: write its record before the CONNACK (bounded
@@ -107,26 +110,47 @@ pub fn attached(inner: &Inner, session: &Session) {
 /// A session ended here (its will was published or discarded already): delete its clean
 /// will record, if it still is the one this session wrote.
 pub fn ended(inner: &Arc<Inner>, session: &Session) {
-    let Some((client_id, revision)) = inner.clean_wills.lock().attached.remove(&session.id())
-    else {
-        return;
+    let key = {
+        let mut wills = inner.clean_wills.lock();
+        let Some((client_id, revision)) = wills.attached.remove(&session.id()) else {
+            return;
+        };
+        let key = clean_key(&client_id, inner.instance);
+        wills.deleting.insert(key.clone(), revision);
+        key
     };
     let inner = inner.clone();
-    tokio::spawn(async move {
-        let key = clean_key(&client_id, inner.instance);
-        let deleted = tokio::time::timeout(
-            inner.store_timeout,
-            inner
-                .sessions_kv
-                .delete_expect_revision(&key, Some(revision)),
-        )
-        .await;
-        if !matches!(deleted, Ok(Ok(()))) {
-            // Rewritten by a newer connection of the client here, or NATS did not answer (the
-            // reaper publishes it only if this node dies).
-            tracing::debug!(%client_id, "cluster: clean will record not deleted: {deleted:?}");
-        }
-    });
+    tokio::spawn(async move { delete(&inner, key).await });
+}
+
+/// Delete a clean will record this node is deleting (see [`CleanWills::deleting`]).
+async fn delete(inner: &Inner, key: String) {
+    let Some(revision) = inner.clean_wills.lock().deleting.get(&key).copied() else {
+        return;
+    };
+    let deleted = tokio::time::timeout(
+        inner.store_timeout,
+        inner
+            .sessions_kv
+            .delete_expect_revision(&key, Some(revision)),
+    )
+    .await;
+    if !matches!(deleted, Ok(Ok(()))) {
+        // Rewritten by a newer connection of the client here, or NATS did not answer (the
+        // reaper publishes it only if this node dies).
+        tracing::debug!(%key, "cluster: clean will record not deleted: {deleted:?}");
+    }
+    let mut wills = inner.clean_wills.lock();
+    if wills.deleting.get(&key) == Some(&revision) {
+        wills.deleting.remove(&key);
+    }
+}
+
+/// A graceful stop: finish deleting the records of the clean sessions that ended (their
+/// connections closed first, publishing their wills).
+pub async fn finish_deletes(inner: &Inner) {
+    let keys: Vec<String> = inner.clean_wills.lock().deleting.keys().cloned().collect();
+    futures_util::future::join_all(keys.into_iter().map(|key| delete(inner, key))).await;
 }
 
 /// The will a node taking over `record` must publish: its session ends now (`ends`: Clean

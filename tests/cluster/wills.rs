@@ -138,6 +138,11 @@ async fn wills_and_expiry_of_a_dead_node() {
         connect.will = Some(will("will/clean", None));
         RawClient::connect_ok(rig.addr(0), connect).await.0
     };
+    let retained = {
+        let mut w = will("will/retained", None);
+        w.retain = true;
+        with_will(rig.addr(0), "w-retained", None, w).await
+    };
     let persistent = with_will(
         rig.addr(0),
         "w-persistent",
@@ -198,7 +203,9 @@ async fn wills_and_expiry_of_a_dead_node() {
 
     let killed = Instant::now();
     rig.nodes[0].kill();
-    drop((persistent, delayed, capped, resumed, online, clean3));
+    drop((
+        persistent, delayed, capped, resumed, online, clean3, retained,
+    ));
 
     // The resuming client comes back on node 2 (its claim waits for node 0's kick to time
     // out), within its delay.
@@ -225,7 +232,7 @@ async fn wills_and_expiry_of_a_dead_node() {
         assert_eq!(times.len(), 1, "{topic}: published {} times", times.len());
         times[0]
     };
-    for topic in ["will/clean", "will/persistent"] {
+    for topic in ["will/clean", "will/persistent", "will/retained"] {
         let at = once(topic);
         assert!(at <= NODE_TIMEOUT + BOUND, "{topic}: {at:?} after the kill");
     }
@@ -244,6 +251,17 @@ async fn wills_and_expiry_of_a_dead_node() {
         !got.contains_key("will/resumed"),
         "a resumed session's will: {got:?}"
     );
+
+    // A retained will is the topic's retained message on every node.
+    let (mut late, _) = super::rig::v5_ok(rig.addr(2), "w-late", true, None).await;
+    assert_eq!(
+        late.subscribe(1, &[("will/retained", QoS::AtMostOnce)])
+            .await,
+        [0]
+    );
+    let p = late.recv_publish().await;
+    assert!(p.retain, "{p:?}");
+    assert_eq!(&p.payload[..], b"gone:will/retained");
 
     // The short sessions' records go once expired; the capped one's too (its will went).
     for id in ["w-expires-offline", "w-expires-online", "w-capped"] {
@@ -319,4 +337,22 @@ async fn wills_and_expiry_of_a_dead_node() {
         .is_some(),
         "the published will is gone from the record"
     );
+
+    // A node stopped gracefully publishes its clients' wills itself, and the reaper does
+    // not publish them again once the node's heartbeat stops.
+    let (mut sub, _) = super::rig::v5_ok(rig.addr(0), "will-watcher-3", true, None).await;
+    assert_eq!(sub.subscribe(1, &[("will/#", QoS::AtLeastOnce)]).await, [1]);
+    let term = with_will(rig.addr(2), "w-term", None, will("will/term", None)).await;
+    let stopped = Instant::now();
+    let status = tokio::task::block_in_place(|| rig.nodes[2].terminate());
+    assert!(status.is_some(), "node 2 stops on SIGTERM");
+    drop(term);
+    let got = collect(
+        &mut sub,
+        stopped,
+        NODE_TIMEOUT + BOUND + Duration::from_secs(1),
+    )
+    .await;
+    eprintln!("after node 2's SIGTERM: {got:?}");
+    assert_eq!(got.get("will/term").map(Vec::len), Some(1), "{got:?}");
 }
