@@ -740,11 +740,13 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
                     t.connected = false;
                     t.offline_since_ms = now_ms();
                 }
-                // A pending will goes with the session, for the taking node to cancel (a
-                // resume) or publish (its session ends); a connected one is this node's
-                // connection's, published (or not) as it closes here.
+                // A will with a Will Delay (pending, or its connection closing now) goes with
+                // the session, for the taking node to cancel (a resume, MQTT 5 3.1.3-9) or
+                // publish (its session ends); one without is published by this node's
+                // connection as it closes (taken over).
                 if let Some(will) = t.data.will.take() {
-                    t.data.will = will.deadline_ms.is_some().then_some(will);
+                    t.data.will =
+                        (will.deadline_ms.is_some() || will.delay_secs() > 0).then_some(will);
                 }
                 true
             }

@@ -201,6 +201,25 @@ async fn wills_and_expiry_of_a_dead_node() {
     clean3.send(Packet::PingReq).await;
     assert!(matches!(clean3.recv().await, Packet::PingResp));
 
+    // Nodes alive: a client whose connection on node 1 is taken over from node 2 within its
+    // Will Delay keeps its session without its will (MQTT 5 3.1.3-9), and one that starts
+    // a new session there ends the old one, whose will goes out once.
+    for (id, clean) in [("w-live-resume", false), ("w-live-clean", true)] {
+        let topic = format!("will/{id}");
+        let mut old = with_will(rig.addr(1), id, Some(300), will(&topic, Some(5))).await;
+        let (mut new, ack) =
+            RawClient::connect(rig.addr(2), connect_v5(id, clean, Some(300))).await;
+        assert_eq!(
+            ack.reason,
+            ferromq::protocol::ConnectReason::Success,
+            "{id}"
+        );
+        assert_eq!(ack.session_present, !clean, "{id}");
+        old.expect_closed().await;
+        new.send(disconnect()).await;
+        new.expect_closed().await;
+    }
+
     let killed = Instant::now();
     rig.nodes[0].kill();
     drop((
@@ -250,6 +269,15 @@ async fn wills_and_expiry_of_a_dead_node() {
     assert!(
         !got.contains_key("will/resumed"),
         "a resumed session's will: {got:?}"
+    );
+    assert!(
+        !got.contains_key("will/w-live-resume"),
+        "a session resumed from a live node: its will: {got:?}"
+    );
+    assert_eq!(
+        got.get("will/w-live-clean").map(Vec::len),
+        Some(1),
+        "a session ended by a clean start on another node: its will once: {got:?}"
     );
 
     // A retained will is the topic's retained message on every node.

@@ -800,7 +800,9 @@ impl Conn {
             .and_then(|w| w.properties.as_ref())
             .and_then(|p| p.will_delay_interval)
             .is_some_and(|secs| secs > 0);
-        !delayed || self.session.is_ended()
+        // Handed over to another broker of a cluster: the session goes on there, which
+        // cancels (a resume) or publishes (a clean start) the will.
+        !delayed || (self.session.is_ended() && !self.session.is_handed_over())
     }
 
     /// Whether a due `will` waits for its Will Delay Interval instead of going out now: an

@@ -94,6 +94,9 @@ struct SessionInner {
     attachment: Option<Attachment>,
     /// Discarded (clean session ended or replaced): late deliveries are dropped.
     ended: bool,
+    /// Ended here because another broker of a cluster took it over: the session goes on
+    /// there, so a will within its Will Delay is that broker's to cancel or publish.
+    handed_over: bool,
     /// When the last connection left (or the session was restored): for the expiry of
     /// abandoned persistent sessions. `None` while attached.
     offline_since: Option<Instant>,
@@ -152,6 +155,7 @@ impl Session {
                 state,
                 attachment: None,
                 ended: false,
+                handed_over: false,
                 offline_since: Some(Instant::now()),
                 offline_before_restore: offline_for,
             }),
@@ -262,6 +266,18 @@ impl Session {
     }
 
     /// Mark the session discarded and kick any connection still attached.
+    /// Another broker took the session over: ended here, not ended (see
+    /// [`Session::is_handed_over`]).
+    pub(crate) fn end_handed_over(&self) {
+        self.inner.lock().handed_over = true;
+        self.end();
+    }
+
+    /// Ended here by [`Session::end_handed_over`].
+    pub fn is_handed_over(&self) -> bool {
+        self.inner.lock().handed_over
+    }
+
     pub(crate) fn end(&self) {
         let mut inner = self.inner.lock();
         inner.ended = true;

@@ -273,7 +273,7 @@ impl SessionRegistry {
     pub fn remove_handed_over(&self, client_id: &str) -> Option<Arc<Session>> {
         let mut by_client_id = self.by_client_id.lock();
         let session = by_client_id.remove(client_id)?;
-        session.end();
+        session.end_handed_over();
         self.by_id.write().remove(&session.id());
         Some(session)
     }
