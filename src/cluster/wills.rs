@@ -265,3 +265,110 @@ pub fn owner_gone(liveness: &Liveness, record: &SessionRecord, node_timeout: Dur
 pub fn now() -> u64 {
     now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::durability::KeptWill;
+    use crate::protocol::{LastWill, Properties, QoS};
+    use crate::security::Principal;
+
+    fn kept(delay: Option<u32>, deadline_ms: Option<u64>) -> KeptWill {
+        let will = LastWill {
+            topic: "will/t x".into(),
+            payload: bytes::Bytes::from_static(b"\x00bye\xff"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: Some(Box::new(Properties {
+                will_delay_interval: delay,
+                message_expiry_interval: Some(60),
+                content_type: Some("text/plain".into()),
+                ..Properties::default()
+            })),
+        };
+        KeptWill {
+            deadline_ms,
+            ..KeptWill::new(&will, &Principal::anonymous())
+        }
+    }
+
+    fn record(will: Option<KeptWill>) -> SessionRecord {
+        SessionRecord {
+            client_id: "c".into(),
+            owner: "n1".into(),
+            epoch: 1,
+            connected: true,
+            offline_since_ms: 0,
+            expiry_secs: Some(300),
+            mqtt5: true,
+            subscriptions: vec![],
+            floors: vec![],
+            inflight: vec![],
+            will: will.as_ref().map(WillRecord::of),
+            owner_instance: 7,
+        }
+    }
+
+    #[test]
+    fn a_will_round_trips_through_its_record() {
+        for will in [kept(Some(3), Some(1_000)), kept(None, None)] {
+            let back = WillRecord::of(&will).to_kept().expect("decodes");
+            assert_eq!(back, will);
+        }
+        let r = record(Some(kept(Some(3), None)));
+        assert_eq!(SessionRecord::decode(&r.encode()).expect("decodes"), r);
+        // A record written before wills were kept still reads, without one.
+        let mut old: serde_json::Value = serde_json::from_slice(&r.encode()).expect("json");
+        let object = old.as_object_mut().expect("object");
+        object.remove("will");
+        object.remove("owner_instance");
+        let back = SessionRecord::decode(&serde_json::to_vec(&old).expect("json")).expect("old");
+        assert_eq!((back.will, back.owner_instance), (None, 0));
+    }
+
+    #[test]
+    fn a_taking_node_publishes_only_what_is_due() {
+        let now = 10_000;
+        // No delay, its connection lost with its dead node: due.
+        assert!(due_when_taken(&record(Some(kept(None, None))), false, now).is_some());
+        // Within its delay: cancelled by the resume, published by a clean start.
+        let pending = record(Some(kept(Some(5), Some(now + 1))));
+        assert!(due_when_taken(&pending, false, now).is_none());
+        assert!(due_when_taken(&pending, true, now).is_some());
+        let connected = record(Some(kept(Some(5), None)));
+        assert!(due_when_taken(&connected, false, now).is_none());
+        // Past its deadline: due.
+        let late = record(Some(kept(Some(5), Some(now))));
+        assert!(due_when_taken(&late, false, now).is_some());
+        assert!(due_when_taken(&record(None), true, now).is_none());
+    }
+
+    #[test]
+    fn a_will_delay_is_capped_by_the_session_expiry() {
+        let will = WillRecord::of(&kept(Some(30), None));
+        assert_eq!(deadline_after(&will, Some(3), 1_000), 4_000);
+        assert_eq!(deadline_after(&will, None, 1_000), 31_000);
+    }
+
+    #[test]
+    fn a_node_is_dead_when_silent_gone_or_another_process() {
+        let timeout = Duration::from_millis(50);
+        let mut live = Liveness::default();
+        let key = heartbeat_key("n1");
+        live.observe(&key, 7, 1);
+        assert!(!live.dead("n1", 7, timeout));
+        assert!(!live.dead("n1", 0, timeout));
+        assert!(live.dead("n1", 8, timeout), "another process");
+        assert!(live.dead("", 0, timeout), "no owner");
+        assert!(!live.dead("n2", 0, timeout), "unknown before the view is filled");
+        live.since = Some(Instant::now());
+        assert!(live.dead("n2", 0, timeout), "no heartbeat at all");
+        std::thread::sleep(timeout);
+        assert!(live.dead("n1", 7, timeout), "silent");
+        live.observe(&key, 7, 2);
+        assert!(!live.dead("n1", 7, timeout), "wrote again");
+        assert!(!live.restarted);
+        live.observe(&key, 9, 3);
+        assert!(live.restarted);
+    }
+}
