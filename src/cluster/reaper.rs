@@ -56,11 +56,15 @@ struct Heartbeat {
 
 /// Follow the heartbeats; hold or take the lease; sweep while holding it.
 pub fn start(inner: &Arc<Inner>) {
+    let interval = Duration::from_millis(inner.settings.heartbeat_interval_ms.max(50));
+    let node_timeout = Duration::from_millis(inner.settings.node_timeout_ms.max(100));
+    // Half the heartbeats a node writes within nodeTimeout: another node's silence counts
+    // only while this node's own heartbeats got through (see `Liveness`).
+    let ticks = (node_timeout.as_millis() / interval.as_millis().max(1) / 2).max(1) as u64;
+    inner.liveness.lock().configure(&inner.node_id, ticks);
     follow_heartbeats(inner);
     let node = inner.clone();
     tokio::spawn(async move {
-        let interval = Duration::from_millis(node.settings.heartbeat_interval_ms.max(50));
-        let node_timeout = Duration::from_millis(node.settings.node_timeout_ms.max(100));
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut lease = LeaseState::default();
@@ -78,7 +82,7 @@ pub fn start(inner: &Arc<Inner>) {
             let dead_now = node.liveness.lock().silent(node_timeout);
             sweep_wanted |= dead_now.difference(&dead_before).next().is_some();
             dead_before = dead_now;
-            if !lease.renew(&node, node_timeout).await {
+            if !lease.renew(&node, node_timeout, ticks).await {
                 continue;
             }
             if sweep_wanted || Instant::now() >= next_sweep {
@@ -147,14 +151,15 @@ fn follow_heartbeats(inner: &Arc<Inner>) {
 struct LeaseState {
     /// The revision this node last wrote, while it holds the lease.
     held: Option<u64>,
-    /// Another holder's revision and when this node first saw it.
-    other: Option<(u64, Instant)>,
+    /// Another holder's revision, when this node first saw it, and its own heartbeats seen
+    /// then (a lease is stale only if this node's heartbeats got through meanwhile).
+    other: Option<(u64, Instant, u64)>,
 }
 
 impl LeaseState {
     /// Renew the lease (held), or take it when free or stale. Returns whether this node holds
     /// it now.
-    async fn renew(&mut self, inner: &Arc<Inner>, node_timeout: Duration) -> bool {
+    async fn renew(&mut self, inner: &Arc<Inner>, node_timeout: Duration, ticks: u64) -> bool {
         let value = bytes::Bytes::from(
             serde_json::to_vec(&Lease {
                 node: inner.node_id.clone(),
@@ -185,20 +190,26 @@ impl LeaseState {
         let taken = match current {
             Some(entry) if entry.operation == Operation::Put => {
                 let holder = serde_json::from_slice::<Lease>(&entry.value).ok();
-                let seen_since = match self.other {
-                    Some((r, at)) if r == entry.revision => at,
+                let own_writes = inner.liveness.lock().own_writes();
+                let (seen_since, writes_then) = match self.other {
+                    Some((r, at, w)) if r == entry.revision => (at, w),
                     _ => {
-                        self.other = Some((entry.revision, Instant::now()));
-                        Instant::now()
+                        self.other = Some((entry.revision, Instant::now(), own_writes));
+                        (Instant::now(), own_writes)
                     }
                 };
+                let ours = holder
+                    .as_ref()
+                    .is_some_and(|h| h.node == inner.node_id && h.instance == inner.instance);
                 let holder_dead = holder.as_ref().is_none_or(|h| {
                     inner
                         .liveness
                         .lock()
                         .dead(&h.node, h.instance, node_timeout)
                 });
-                if seen_since.elapsed() < node_timeout && !holder_dead {
+                let stale = seen_since.elapsed() >= node_timeout
+                    && own_writes.saturating_sub(writes_then) >= ticks;
+                if !ours && !stale && !holder_dead {
                     return false;
                 }
                 inner

@@ -184,19 +184,34 @@ pub fn publish(inner: &Inner, client_id: &str, will: KeptWill, why: &str) {
     }
 }
 
-/// What this node knows of the other nodes' heartbeats, refreshed by the reaper's loop on
-/// every node: a node is dead when its heartbeat has not changed for `nodeTimeout` as seen
-/// from here (no clock is compared between machines), or is gone, or belongs to another
-/// process than the one that wrote a record.
+/// What this node knows of the other nodes' heartbeats, followed by a watch on every node:
+/// a node is dead when its heartbeat has not changed for `nodeTimeout` as seen from here (no
+/// clock is compared between machines) while this node's own heartbeat kept being written
+/// (so a stalled `FMQ_NODES`, its raft leader being elected again, or this node cut off,
+/// kills nobody), or when it has no heartbeat, or another process writes it now.
 #[derive(Debug, Default)]
 pub struct Liveness {
-    /// Heartbeat key -> (writer's instance, revision, when this node saw that revision first).
-    seen: HashMap<String, (u64, u64, Instant)>,
+    seen: HashMap<String, Seen>,
+    /// This node's own heartbeat key, and how many of its writes this node has seen.
+    own_key: String,
+    own_writes: u64,
+    /// Own writes seen since a node's last change for its silence to count (0: time only).
+    ticks: u64,
     /// When the view was first filled (a node with no heartbeat at all is dead only after).
     pub since: Option<Instant>,
     /// A node restarted since the reaper last looked (its old process's sessions are
     /// orphans now).
     pub restarted: bool,
+}
+
+/// One heartbeat as this node last saw it change.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    instance: u64,
+    revision: u64,
+    at: Instant,
+    /// [`Liveness::own_writes`] then.
+    own_writes: u64,
 }
 
 /// A node's heartbeat key in `FMQ_NODES` (as `node.rs` writes it).
@@ -205,27 +220,49 @@ pub fn heartbeat_key(node_id: &str) -> String {
 }
 
 impl Liveness {
+    /// This node's heartbeat key, and how many of its own heartbeats must be seen during a
+    /// node's silence for it to count.
+    pub fn configure(&mut self, own_node_id: &str, ticks: u64) {
+        self.own_key = heartbeat_key(own_node_id);
+        self.ticks = ticks;
+    }
+
     /// Record a heartbeat read now (a node that restarted, another process writing its
     /// heartbeat, sets [`Liveness::restarted`]).
     pub fn observe(&mut self, key: &str, instance: u64, revision: u64) {
-        match self.seen.get_mut(key) {
-            Some(entry) if entry.1 == revision => {}
-            Some(entry) => {
-                self.restarted |= entry.0 != instance;
-                *entry = (instance, revision, Instant::now());
+        let changed = match self.seen.get(key) {
+            Some(seen) if seen.revision == revision => false,
+            Some(seen) => {
+                self.restarted |= seen.instance != instance;
+                true
             }
-            None => {
-                self.seen
-                    .insert(key.to_owned(), (instance, revision, Instant::now()));
-            }
+            None => true,
+        };
+        if !changed {
+            return;
         }
+        if key == self.own_key {
+            self.own_writes += 1;
+        }
+        let own_writes = self.own_writes;
+        self.seen.insert(
+            key.to_owned(),
+            Seen {
+                instance,
+                revision,
+                at: Instant::now(),
+                own_writes,
+            },
+        );
     }
 
     /// Count every node's silence from now.
     pub fn restart_clock(&mut self) {
         let now = Instant::now();
-        for entry in self.seen.values_mut() {
-            entry.2 = now;
+        let own_writes = self.own_writes;
+        for seen in self.seen.values_mut() {
+            seen.at = now;
+            seen.own_writes = own_writes;
         }
     }
 
@@ -234,11 +271,16 @@ impl Liveness {
         self.seen.remove(key);
     }
 
-    /// The heartbeat keys unchanged for `node_timeout`.
+    fn silent_for(&self, seen: &Seen, node_timeout: Duration) -> bool {
+        seen.at.elapsed() >= node_timeout
+            && self.own_writes.saturating_sub(seen.own_writes) >= self.ticks
+    }
+
+    /// The heartbeat keys silent for `node_timeout`.
     pub fn silent(&self, node_timeout: Duration) -> std::collections::HashSet<String> {
         self.seen
             .iter()
-            .filter(|(_, (_, _, at))| at.elapsed() >= node_timeout)
+            .filter(|(_, seen)| self.silent_for(seen, node_timeout))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -250,9 +292,15 @@ impl Liveness {
         }
         match self.seen.get(&heartbeat_key(node_id)) {
             None => self.since.is_some(),
-            Some((current, _, _)) if instance != 0 && *current != instance => true,
-            Some((_, _, at)) => at.elapsed() >= node_timeout,
+            Some(seen) if instance != 0 && seen.instance != instance => true,
+            Some(seen) => self.silent_for(seen, node_timeout),
         }
+    }
+
+    /// How many of its own heartbeats this node has seen (a clock that stops when
+    /// `FMQ_NODES` does).
+    pub fn own_writes(&self) -> u64 {
+        self.own_writes
     }
 }
 
@@ -360,7 +408,10 @@ mod tests {
         assert!(!live.dead("n1", 0, timeout));
         assert!(live.dead("n1", 8, timeout), "another process");
         assert!(live.dead("", 0, timeout), "no owner");
-        assert!(!live.dead("n2", 0, timeout), "unknown before the view is filled");
+        assert!(
+            !live.dead("n2", 0, timeout),
+            "unknown before the view is filled"
+        );
         live.since = Some(Instant::now());
         assert!(live.dead("n2", 0, timeout), "no heartbeat at all");
         std::thread::sleep(timeout);
@@ -370,5 +421,26 @@ mod tests {
         assert!(!live.restarted);
         live.observe(&key, 9, 3);
         assert!(live.restarted);
+    }
+
+    #[test]
+    fn silence_counts_only_while_this_nodes_own_heartbeats_get_through() {
+        let timeout = Duration::from_millis(50);
+        let mut live = Liveness::default();
+        live.configure("me", 2);
+        let (me, other) = (heartbeat_key("me"), heartbeat_key("other"));
+        live.observe(&me, 1, 1);
+        live.observe(&other, 2, 1);
+        std::thread::sleep(timeout);
+        // The bucket stalled: nobody's heartbeat moved, ours neither.
+        assert!(!live.dead("other", 2, timeout));
+        live.observe(&me, 1, 2);
+        assert!(
+            !live.dead("other", 2, timeout),
+            "one own write is not enough"
+        );
+        live.observe(&me, 1, 3);
+        assert!(live.dead("other", 2, timeout));
+        assert!(!live.dead("me", 1, timeout));
     }
 }
