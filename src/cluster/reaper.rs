@@ -77,6 +77,7 @@ pub fn start(inner: &Arc<Inner>) {
                 lease.held = None;
                 continue;
             }
+            wills::drop_unattached(&node);
             sweep_wanted |= std::mem::take(&mut node.liveness.lock().restarted);
             // Nodes found dead since the last look: sweep now.
             let dead_now = node.liveness.lock().silent(node_timeout);

@@ -58,7 +58,8 @@ fn clean_key(client_id: &str, instance: u64) -> String {
 /// session attaches, then by session id until it ends.
 #[derive(Debug, Default)]
 pub struct CleanWills {
-    claimed: HashMap<Arc<str>, u64>,
+    /// Client id -> (revision, when claimed).
+    claimed: HashMap<Arc<str>, (u64, Instant)>,
     attached: HashMap<u64, (Arc<str>, u64)>,
     /// Records being deleted (their session ended): key -> revision. A graceful stop
     /// finishes them, so that the reaper does not publish a will the node published.
@@ -87,7 +88,7 @@ pub async fn claim_clean(inner: &Arc<Inner>, client_id: &Arc<str>, will: &KeptWi
                 .clean_wills
                 .lock()
                 .claimed
-                .insert(client_id.clone(), revision);
+                .insert(client_id.clone(), (revision, Instant::now()));
         }
         Ok(Err(e)) => tracing::warn!(%client_id, "cluster: will not kept in NATS: {e}"),
         Err(_) => tracing::warn!(%client_id, "cluster: will not kept in NATS: no answer"),
@@ -100,7 +101,7 @@ pub fn attached(inner: &Inner, session: &Session) {
         return;
     }
     let mut wills = inner.clean_wills.lock();
-    if let Some(revision) = wills.claimed.remove(session.client_id()) {
+    if let Some((revision, _)) = wills.claimed.remove(session.client_id()) {
         wills
             .attached
             .insert(session.id(), (session.client_id().clone(), revision));
@@ -121,6 +122,35 @@ pub fn ended(inner: &Arc<Inner>, session: &Session) {
     };
     let inner = inner.clone();
     tokio::spawn(async move { delete(&inner, key).await });
+}
+
+/// How long a claim's will record waits for its session to attach: a CONNECT refused after
+/// its claim (client id in use, a CONNACK too large) never attaches.
+const ATTACH_WITHIN: Duration = Duration::from_secs(60);
+
+/// Delete the will records of claims that never attached (see [`ATTACH_WITHIN`]).
+pub fn drop_unattached(inner: &Arc<Inner>) {
+    let stale: Vec<String> = {
+        let mut wills = inner.clean_wills.lock();
+        let old: Vec<(Arc<str>, u64)> = wills
+            .claimed
+            .iter()
+            .filter(|(_, (_, at))| at.elapsed() >= ATTACH_WITHIN)
+            .map(|(c, (r, _))| (c.clone(), *r))
+            .collect();
+        old.into_iter()
+            .map(|(client_id, revision)| {
+                wills.claimed.remove(&client_id);
+                let key = clean_key(&client_id, inner.instance);
+                wills.deleting.insert(key.clone(), revision);
+                key
+            })
+            .collect()
+    };
+    for key in stale {
+        let inner = inner.clone();
+        tokio::spawn(async move { delete(&inner, key).await });
+    }
 }
 
 /// Delete a clean will record this node is deleting (see [`CleanWills::deleting`]).

@@ -73,6 +73,38 @@ async fn record(rig: &Rig, client_id: &str) -> Option<serde_json::Value> {
     serde_json::from_slice(&entry.value).ok()
 }
 
+/// How many clean-session will records `client_id` has in `FMQ_SESS`.
+async fn clean_will_records(rig: &Rig, client_id: &str) -> usize {
+    use futures_util::StreamExt;
+    let client = async_nats::connect(rig.nats.client_urls()[0].clone())
+        .await
+        .expect("NATS");
+    let kv = async_nats::jetstream::new(client)
+        .get_key_value("FMQ_SESS")
+        .await
+        .expect("FMQ_SESS");
+    let prefix = format!("w.{}.", ferromq::cluster::subject::client_key(client_id));
+    let Ok(keys) = kv.keys().await else {
+        return 0;
+    };
+    keys.filter_map(|k| async move { k.ok() })
+        .filter(|k| std::future::ready(k.starts_with(&prefix)))
+        .count()
+        .await
+}
+
+/// Poll until `client_id` has `n` clean will records, at most `within`.
+async fn clean_will_records_become(rig: &Rig, client_id: &str, n: usize, within: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if clean_will_records(rig, client_id).await == n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 /// Poll `client_id`'s record until `done` holds of it, at most `within`.
 async fn record_becomes(
     rig: &Rig,
@@ -201,6 +233,27 @@ async fn wills_and_expiry_of_a_dead_node() {
     clean3.send(Packet::PingReq).await;
     assert!(matches!(clean3.recv().await, Packet::PingResp));
 
+    // Nodes alive: a clean session's will record lives as long as its connection; a normal
+    // DISCONNECT discards the will, a lost connection publishes it (once, by its node).
+    for (id, lost) in [("w-bye", false), ("w-lost", true)] {
+        let topic = format!("will/{id}");
+        let mut c = with_will(rig.addr(1), id, None, will(&topic, None)).await;
+        assert_eq!(
+            clean_will_records(&rig, id).await,
+            1,
+            "{id}: written before the CONNACK"
+        );
+        if !lost {
+            c.send(disconnect()).await;
+            c.expect_closed().await;
+        }
+        drop(c);
+        assert!(
+            clean_will_records_become(&rig, id, 0, Duration::from_secs(5)).await,
+            "{id}: will record left"
+        );
+    }
+
     // Nodes alive: a client whose connection on node 1 is taken over from node 2 within its
     // Will Delay keeps its session without its will (MQTT 5 3.1.3-9), and one that starts
     // a new session there ends the old one, whose will goes out once.
@@ -270,6 +323,8 @@ async fn wills_and_expiry_of_a_dead_node() {
         !got.contains_key("will/resumed"),
         "a resumed session's will: {got:?}"
     );
+    assert!(!got.contains_key("will/w-bye"), "{got:?}");
+    assert_eq!(got.get("will/w-lost").map(Vec::len), Some(1), "{got:?}");
     assert!(
         !got.contains_key("will/w-live-resume"),
         "a session resumed from a live node: its will: {got:?}"
