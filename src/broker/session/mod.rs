@@ -265,8 +265,7 @@ impl Session {
         }
     }
 
-    /// Mark the session discarded and kick any connection still attached.
-    /// Another broker took the session over: ended here, not ended (see
+    /// Another broker took the session over: ended here, though it goes on there (see
     /// [`Session::is_handed_over`]).
     pub(crate) fn end_handed_over(&self) {
         self.inner.lock().handed_over = true;
@@ -278,6 +277,7 @@ impl Session {
         self.inner.lock().handed_over
     }
 
+    /// Mark the session discarded and kick any connection still attached.
     pub(crate) fn end(&self) {
         let mut inner = self.inner.lock();
         inner.ended = true;
