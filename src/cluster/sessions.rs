@@ -465,8 +465,12 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             epoch: record.epoch + 1,
             connected: true,
             // A will still within its delay is cancelled by this resume (MQTT 5 3.1.3-9);
-            // the new connection's is written when the session attaches.
-            will: None,
+            // the new connection's is kept from now on, before the CONNACK.
+            will: request
+                .will
+                .as_ref()
+                .filter(|_| request.persistent)
+                .map(super::codec::WillRecord::of),
             owner_instance: inner.instance,
             ..record.clone()
         };

@@ -283,12 +283,15 @@ async fn wills_and_expiry_of_a_dead_node() {
     // out), within its delay.
     let mut back = {
         let mut connect = connect_v5("w-resumed", false, Some(300));
-        connect.will = None;
+        connect.will = Some(will("will/back", None));
         let (c, ack) = RawClient::connect(rig.addr(2), connect).await;
         assert!(ack.session_present, "resumed");
         c
     };
     eprintln!("w-resumed resumed {:?} after the kill", killed.elapsed());
+    // Its new will is in its record from the claim on, before the CONNACK.
+    let now = record(&rig, "w-resumed").await.expect("resumed record");
+    assert_eq!(now["will"]["topic"], "will/back", "{now}");
 
     let got = collect(
         &mut sub,
@@ -324,6 +327,7 @@ async fn wills_and_expiry_of_a_dead_node() {
         "a resumed session's will: {got:?}"
     );
     assert!(!got.contains_key("will/w-bye"), "{got:?}");
+    assert!(!got.contains_key("will/back"), "{got:?}");
     assert_eq!(got.get("will/w-lost").map(Vec::len), Some(1), "{got:?}");
     assert!(
         !got.contains_key("will/w-live-resume"),
