@@ -70,6 +70,11 @@ pub struct CleanWills {
 /// by `storeTimeout`; a failure is logged, and the will is then only this node's, as in a
 /// single broker).
 pub async fn claim_clean(inner: &Arc<Inner>, client_id: &Arc<str>, will: &KeptWill) {
+    if !inner.is_available() {
+        // Clean sessions are served without the quorum: the will stays this node's.
+        tracing::debug!(%client_id, "cluster: quorum unreachable: will not kept in NATS");
+        return;
+    }
     let record = CleanWill {
         client_id: client_id.to_string(),
         owner: inner.node_id.clone(),
