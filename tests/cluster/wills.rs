@@ -260,6 +260,14 @@ async fn wills_and_expiry_of_a_dead_node() {
     for (id, clean) in [("w-live-resume", false), ("w-live-clean", true)] {
         let topic = format!("will/{id}");
         let mut old = with_will(rig.addr(1), id, Some(300), will(&topic, Some(5))).await;
+        // A new session's record (with its will) is written as its CONNACK leaves.
+        assert!(
+            record_becomes(&rig, id, Duration::from_secs(5), |r| r
+                .is_some_and(|r| r.get("will").is_some()))
+            .await
+            .is_some(),
+            "{id}: no record"
+        );
         let (mut new, ack) =
             RawClient::connect(rig.addr(2), connect_v5(id, clean, Some(300))).await;
         assert_eq!(
