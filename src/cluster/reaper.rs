@@ -38,6 +38,8 @@ use super::SESSIONS_BUCKET;
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// The lease's key in `FMQ_NODES`.
 const LEASE_KEY: &str = "reaper";
+/// How soon a sweep that could not read `FMQ_SESS` is tried again.
+const SWEEP_RETRY: Duration = Duration::from_secs(1);
 /// How long one sweep may read `FMQ_SESS`.
 const SCAN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -242,11 +244,11 @@ async fn sweep(inner: &Arc<Inner>, node_timeout: Duration) -> Option<Duration> {
         Ok(Ok(entries)) => entries,
         Ok(Err(e)) => {
             tracing::warn!("cluster reaper: reading {SESSIONS_BUCKET}: {e}");
-            return None;
+            return Some(SWEEP_RETRY);
         }
         Err(_) => {
             tracing::warn!("cluster reaper: reading {SESSIONS_BUCKET} took too long");
-            return None;
+            return Some(SWEEP_RETRY);
         }
     };
     let mut earliest: Option<u64> = None;
