@@ -15,9 +15,10 @@
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
 //!
-//! JetStream consumers per node: one ordered reader per shard, one retained watch, and at
-//! most `readers::CATCH_UP_READERS` temporary catch-up readers for sessions resuming behind;
-//! in the cluster, one durable consumer per shared subscription group.
+//! JetStream consumers per node: one ordered reader per shard, one retained watch, one
+//! heartbeat watch (the reaper's), at most `readers::CATCH_UP_READERS` temporary catch-up
+//! readers for sessions resuming behind, one during a reaper sweep; in the cluster, one
+//! durable consumer per shared subscription group.
 //! Never one per MQTT subscription or session.
 
 mod claims;
