@@ -1,6 +1,7 @@
 //! Cluster chaos smoke runs (`tests/support/chaos/cluster.rs`, docs/chaos.md): 3 nats-servers
 //! and 3 ferromq nodes under a small QoS 1 load of persistent sessions spread over the nodes.
-//! S1 SIGKILLs a node, S2 a nats-server that leads nothing, S6 SIGSTOPs a node for 10 s, S9
+//! S1 SIGKILLs a node, S2 a nats-server that leads nothing, S3 the nats-server that leads the
+//! hot shard's stream (a JetStream election under load), S6 SIGSTOPs a node for 10 s, S9
 //! kills the node holding a third of 1,000 idle persistent sessions (about 5 s in a debug
 //! build). Each must keep every PUBACKed message (L = 0).
 
@@ -13,6 +14,7 @@ use rig::cluster::{
     nats::nats_server_or_skip, s1_kill_node, s2_kill_follower_server, s6_pause_node,
     s9_session_storm, Outcome, StormConfig,
 };
+use rig::faults::{s3_kill_leader_server, S3Target};
 use rig::load::LoadConfig;
 use rig::mqtt::Protocol;
 use rig::single::BrokerProgram;
@@ -83,6 +85,34 @@ async fn s2_a_killed_nats_server_that_leads_nothing_loses_nothing() {
     .await
     .expect("S2 within 120 s")
     .expect("the rig starts and the victim leads nothing");
+    assert_passed(&outcome);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_a_killed_nats_server_leading_the_hot_shard_loses_and_reorders_nothing() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        s3_kill_leader_server(
+            program(),
+            &small_load("s3", 12),
+            Duration::from_secs(3),
+            S3Target::HotShard,
+        ),
+    )
+    .await
+    .expect("S3 within 120 s")
+    .expect("the rig starts and the victim leads the hot shard");
+    let report = outcome.report.as_ref().expect("a report");
+    // The kill struck while the load ran, and the hot shard's publishers got PUBACKs after it.
+    let hot = outcome
+        .figures
+        .iter()
+        .find(|(name, _)| name == "F_pub hot shard")
+        .map(|(_, v)| *v);
+    assert!(hot.is_some_and(|v| v > 0.0), "hot shard measured: {report}");
     assert_passed(&outcome);
 }
 

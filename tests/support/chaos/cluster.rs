@@ -14,7 +14,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +51,8 @@ pub struct Outcome {
     pub report: Option<Report>,
     pub notes: Vec<String>,
     pub violations: Vec<String>,
+    /// Named figures of the run (ms), summarised over runs (p50, p99, max) by the example.
+    pub figures: Vec<(String, f64)>,
 }
 
 /// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads).
@@ -67,15 +69,48 @@ pub struct NodeProcess {
     log: PathBuf,
     pub address: SocketAddr,
     child: Mutex<Option<Child>>,
+    /// The network namespace the node runs in (`ip netns exec`), for partitions.
+    netns: Option<String>,
 }
 
 impl NodeProcess {
-    fn spawn(&self) -> std::io::Result<()> {
+    /// A node not started yet ([`NodeProcess::spawn`] starts it), run inside network
+    /// namespace `netns` when given (`ip netns exec`, which execs: the pid is the node's).
+    pub fn new(
+        name: String,
+        program: BrokerProgram,
+        config: PathBuf,
+        log: PathBuf,
+        address: SocketAddr,
+        netns: Option<String>,
+    ) -> NodeProcess {
+        NodeProcess {
+            name,
+            program,
+            config,
+            log,
+            address,
+            child: Mutex::new(None),
+            netns,
+        }
+    }
+
+    pub fn spawn(&self) -> std::io::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)?;
-        let child = Command::new(&self.program.path)
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(&self.program.path);
+                command
+            }
+            None => Command::new(&self.program.path),
+        };
+        let child = command
             .envs(self.program.env.iter().cloned())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -179,6 +214,7 @@ impl ClusterRig {
                 config,
                 address: ([127, 0, 0, 1], port).into(),
                 child: Mutex::new(None),
+                netns: None,
             };
             node.spawn()?;
             nodes.push(Arc::new(node));
@@ -272,7 +308,7 @@ pub fn inversion_examples(recording: &Recording, limit: usize) -> Vec<String> {
 
 /// The pass criteria every cluster scenario shares: L = 0, nothing unexpected, and (when
 /// `order` holds) O = 0.
-fn common_violations(report: &Report, order: bool) -> Vec<String> {
+pub fn common_violations(report: &Report, order: bool) -> Vec<String> {
     let mut violations = Vec::new();
     if report.lost > 0 {
         violations.push(format!("L = {} (must be 0)", report.lost));
@@ -291,7 +327,12 @@ fn common_violations(report: &Report, order: bool) -> Vec<String> {
 
 /// The subscribers that started on node `victim` (index) whose first reconnect after
 /// `after_us` had no session present, described (client, when, which node).
-fn sessions_lost(recording: &Recording, victim: usize, after_us: u64, prefix: &str) -> Vec<String> {
+pub fn sessions_lost(
+    recording: &Recording,
+    victim: usize,
+    after_us: u64,
+    prefix: &str,
+) -> Vec<String> {
     let mut lost = Vec::new();
     let subscribers = recording.plan.subscriber_filters.len() as u32;
     for j in (0..subscribers).filter(|j| *j as usize % NODES == victim) {
@@ -315,7 +356,7 @@ fn sessions_lost(recording: &Recording, victim: usize, after_us: u64, prefix: &s
 
 /// The subscribers that started on node `victim` (index): their reconnects after `after_us`,
 /// and how many of those had session present.
-fn victim_subscriber_resumes(
+pub fn victim_subscriber_resumes(
     recording: &Recording,
     victim: usize,
     after_us: u64,
@@ -384,11 +425,12 @@ pub async fn s1_kill_node(
         report: Some(report),
         notes,
         violations,
+        figures: Vec::new(),
     })
 }
 
 /// The meta leader's server name, from a server's `/jsz` monitoring page.
-fn meta_leader(http_port: u16) -> Option<String> {
+pub fn meta_leader(http_port: u16) -> Option<String> {
     let body = http_get(http_port, "/jsz")?;
     let json: serde_json::Value = serde_json::from_str(&body).ok()?;
     json.get("meta_cluster")?
@@ -411,7 +453,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 }
 
 /// Every stream's name and its raft leader's server name.
-async fn stream_leaders(
+pub async fn stream_leaders(
     js: &async_nats::jetstream::Context,
 ) -> Result<Vec<(String, Option<String>)>, String> {
     use futures_util::TryStreamExt;
@@ -548,6 +590,7 @@ pub async fn s2_kill_follower_server(
         report: Some(report),
         notes,
         violations,
+        figures: Vec::new(),
     })
 }
 
@@ -639,6 +682,7 @@ pub async fn s6_pause_node(
         report: Some(report),
         notes,
         violations,
+        figures: Vec::new(),
     })
 }
 
@@ -665,7 +709,11 @@ struct StormClient {
 #[derive(Default)]
 struct StormShared {
     subscribed: AtomicUsize,
-    stop: AtomicBool,
+    /// Cancels every client's wait at once (a client never drops a connect in progress
+    /// before it: that would open another connection for the same client id).
+    stop: tokio_util::sync::CancellationToken,
+    /// Failed connections before a client's first SUBACK (the storm's CONNECT errors).
+    initial_errors: AtomicUsize,
     /// Per client: (µs from the kill to the CONNACK after it, session present).
     resumed: Mutex<Vec<(usize, f64, bool)>>,
     connect_errors: AtomicUsize,
@@ -679,12 +727,11 @@ impl StormClient {
         let (client, mut connection) = client(&self.settings, self.addresses[current]);
         let mut subscribed = false;
         let mut lost_once = false;
-        while !shared.stop.load(Ordering::Relaxed) {
-            let event =
-                match tokio::time::timeout(Duration::from_millis(200), connection.poll()).await {
-                    Err(_) => continue,
-                    Ok(event) => event,
-                };
+        loop {
+            let event = tokio::select! {
+                event = connection.poll() => event,
+                _ = shared.stop.cancelled() => break,
+            };
             match event {
                 Ok(MqttEvent::ConnAck { session_present }) => {
                     if !subscribed {
@@ -707,6 +754,12 @@ impl StormClient {
                     shared.received.lock().insert(self.index);
                 }
                 Ok(_) => {}
+                Err(_) if !subscribed => {
+                    // Not placed yet: the same node again, so that a third of the sessions
+                    // are on the node the storm kills.
+                    shared.initial_errors.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
                 Err(_) => {
                     if lost_once {
                         shared.connect_errors.fetch_add(1, Ordering::Relaxed);
@@ -724,7 +777,7 @@ impl StormClient {
 }
 
 /// JetStream consumers on every stream of the cluster (`$JS.API.CONSUMER.NAMES.<stream>`).
-async fn count_consumers(client: &async_nats::Client) -> Result<usize, String> {
+pub async fn count_consumers(client: &async_nats::Client) -> Result<usize, String> {
     use futures_util::TryStreamExt;
     let js = async_nats::jetstream::new(client.clone());
     let names: Vec<String> = js
@@ -745,12 +798,26 @@ async fn count_consumers(client: &async_nats::Client) -> Result<usize, String> {
     Ok(total)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     let i = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Raises this process's soft limit of open files to its hard limit (the brokers it starts
+/// inherit it): every storm client holds a socket here and one in a node. Returns the limit.
+fn raise_open_files_limit() -> String {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile)
+        .current
+        .map_or("unlimited".into(), |n| n.to_string())
 }
 
 /// S9 smoke: `sessions` idle persistent sessions (MQTT 3.1.1, clean session 0, one exact
@@ -762,6 +829,7 @@ pub async fn s9_session_storm(
     program: BrokerProgram,
     storm: &StormConfig,
 ) -> std::io::Result<Outcome> {
+    let fds = raise_open_files_limit();
     let rig = ClusterRig::start(program, FAST_TIMINGS).await?;
     let nats_client = async_nats::connect(rig.nats.client_urls())
         .await
@@ -796,9 +864,11 @@ pub async fn s9_session_storm(
     }
     let subscribed = shared.subscribed.load(Ordering::Relaxed);
     notes.push(format!(
-        "{subscribed}/{} sessions subscribed in {:.1} s",
+        "{subscribed}/{} sessions subscribed in {:.1} s; {} failed connections before a \
+         SUBACK; open files limit {fds}",
         storm.sessions,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        shared.initial_errors.load(Ordering::Relaxed),
     ));
     if subscribed < storm.sessions {
         violations.push(format!(
@@ -894,13 +964,26 @@ pub async fn s9_session_storm(
         ));
     }
     rig.keep_logs(&storm.client_prefix);
-    shared.stop.store(true, Ordering::Relaxed);
+    shared.stop.cancel();
     for task in tasks {
         let _ = task.await;
     }
+    let figures = vec![
+        ("resume p50".to_string(), percentile(&times, 0.5)),
+        ("resume p99".to_string(), percentile(&times, 0.99)),
+        (
+            "resume max".to_string(),
+            times.last().copied().unwrap_or(f64::NAN),
+        ),
+        (
+            "consumers with the sessions".to_string(),
+            busy_consumers as f64,
+        ),
+    ];
     Ok(Outcome {
         report: None,
         notes,
         violations,
+        figures,
     })
 }

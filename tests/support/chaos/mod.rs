@@ -11,7 +11,9 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod faults;
 pub mod load;
 pub mod mqtt;
+pub mod partition;
 pub mod recorder;
 pub mod single;

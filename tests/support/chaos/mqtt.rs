@@ -130,6 +130,18 @@ impl Client {
         }
     }
 
+    /// A QoS 1 PUBLISH with the RETAIN flag.
+    pub fn try_publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_publish(topic, V5QoS::AtLeastOnce, true, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     pub fn try_subscribe(&self, filter: &str) -> Result<(), String> {
         match self {
             Client::V311(c) => c
