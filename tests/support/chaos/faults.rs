@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::audit::audit_note;
 use super::checker::check;
 use super::cluster::{
     common_violations, inversion_examples, meta_leader, pub_gap_ms, stream_leaders,
@@ -314,6 +315,7 @@ pub async fn s3_kill_leader_server(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
+    notes.push(audit_note(&client, SHARDS, &recording).await);
     rig.keep_logs(&load.client_prefix);
     let mut figures = vec![(
         "F_pub all publishers".to_string(),
@@ -425,6 +427,7 @@ pub async fn s4_kill_machine(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
+    notes.push(audit_note(&client, SHARDS, &recording).await);
     rig.keep_logs(&load.client_prefix);
     let figures = vec![
         (

@@ -9,6 +9,7 @@
 //! the load, which marks in its [`recorder::FaultLog`] when it struck.
 #![allow(dead_code)] // each includer uses a different part
 
+pub mod audit;
 pub mod checker;
 pub mod cluster;
 pub mod faults;

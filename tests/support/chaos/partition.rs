@@ -23,20 +23,27 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::audit::audit_note;
 use super::checker::check;
 use super::cluster::{
     cluster_nodes, common_violations, inversion_examples, nats, pub_gap_ms, NodeProcess, Outcome,
-    NODES,
+    NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
 use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
 use super::single::{free_port, BrokerProgram};
 
-/// Node timings of S5: a node cut off from the quorum stops taking persistent work within
-/// 1.5 s, before a node of the majority takes a session over from it (the claim's 2 s kick
-/// bound), so that no session has two live owners; and within the criterion's 5 s.
-pub const PARTITION_TIMINGS: &str =
-    r#"replicas="3" heartbeatInterval="200ms" quorumLossTimeout="1500ms" nodeTimeout="3s""#;
+/// Node timings of S5, with `quorumLossTimeout` = `FERROMQ_CHAOS_S5_QUORUM_LOSS` (default
+/// 1500ms): a node cut off from the quorum stops taking persistent work within 1.5 s, before
+/// a node of the majority takes a session over from it (the claim's 2 s kick bound), so
+/// that no session has two live owners; and within the criterion's 5 s.
+pub fn partition_timings() -> String {
+    let quorum_loss =
+        std::env::var("FERROMQ_CHAOS_S5_QUORUM_LOSS").unwrap_or_else(|_| "1500ms".into());
+    format!(
+        r#"replicas="3" heartbeatInterval="200ms" quorumLossTimeout="{quorum_loss}" nodeTimeout="3s""#
+    )
+}
 
 /// Prefix of the namespace the test makes.
 const NETNS_PREFIX: &str = "fmq3-";
@@ -415,6 +422,11 @@ impl PartitionRig {
         self.nodes.iter().map(|n| n.address).collect()
     }
 
+    /// Every nats-server's client URL.
+    pub fn nats_urls(&self) -> Vec<String> {
+        self.servers.iter().map(NsServer::url).collect()
+    }
+
     /// Copies the node and server logs to `FERROMQ_CHAOS_KEEP_LOGS` when set.
     pub fn keep_logs(&self, label: &str) {
         let Some(keep) = std::env::var_os("FERROMQ_CHAOS_KEEP_LOGS") else {
@@ -576,7 +588,8 @@ pub async fn s5_partition(
     if let Some(why) = netns_unavailable() {
         return Err(std::io::Error::other(why));
     }
-    let rig = PartitionRig::start(program, PARTITION_TIMINGS).await?;
+    let timings = partition_timings();
+    let rig = PartitionRig::start(program, &timings).await?;
     let addresses = rig.addresses();
     let load = LoadConfig {
         duration: load
@@ -592,7 +605,8 @@ pub async fn s5_partition(
         keep_alive: Duration::from_secs(5),
         connect_timeout_s: 5,
     };
-    let ret_prefix = format!("{}/ret", load.topic_prefix);
+    // Beside the load's topics, not under them (its `<prefix>/#` subscribers would get them).
+    let ret_prefix = format!("{}-ret", load.topic_prefix);
     let writers = [(0usize, "w1"), (2, "w3")].map(|(node, name)| {
         tokio::spawn(retained_writer(
             settings(format!("{}-retained-{name}", load.client_prefix)),
@@ -812,6 +826,11 @@ pub async fn s5_partition(
     }
     let report = check(&recording);
     violations.extend(common_violations(&report, false));
+    notes.push(format!("node timings: {timings}"));
+    match async_nats::connect(rig.nats_urls()).await {
+        Ok(client) => notes.push(audit_note(&client, SHARDS, &recording).await),
+        Err(e) => notes.push(format!("store audit: no NATS connection: {e}")),
+    }
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
     notes.push(format!(
         "F_pub (largest PUBACK gap): publishers that started on node1/node2 {} ms, all {} ms",

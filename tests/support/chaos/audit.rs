@@ -1,0 +1,110 @@
+//! Where an acknowledged message went missing: read back every QoS 1 message the cluster
+//! stored (every `FMQ_MSG_<k>` stream, from its first message to its last, with an ordered
+//! consumer) and compare with what the publishers had acknowledged. A message PUBACKed and
+//! not in any stream was lost by the store path (ferromq's publish or NATS); one in a stream
+//! and never delivered to a matching subscriber was lost by the delivery path.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::recorder::{decode_payload, Recording};
+
+/// `(publisher, seq)` of every load message in the shard streams; errors say which stream
+/// could not be read.
+pub async fn stored_messages(
+    client: &async_nats::Client,
+    shards: usize,
+) -> Result<HashSet<(u32, u64)>, String> {
+    use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stored = HashSet::new();
+    for k in 0..shards {
+        let name = ferromq::cluster::shard_stream(k);
+        let mut stream = js
+            .get_stream(&name)
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| format!("{name}: {e}"))?
+            .state
+            .last_sequence;
+        if last == 0 {
+            continue;
+        }
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| format!("{name}: {e}"))?;
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+            let message = match next {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(format!("{name}: {e}")),
+                Ok(None) | Err(_) => return Err(format!("{name}: stopped before {last}")),
+            };
+            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            if let Ok(frame) = ferromq::cluster::codec::decode_message(message.payload.clone()) {
+                if let Some((publisher, seq, _)) = decode_payload(&frame.message.payload) {
+                    stored.insert((publisher, seq));
+                }
+            }
+            if sequence >= last {
+                break;
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// The acknowledged messages missing from `stored`: how many, and up to 10 `(publisher,
+/// seq, PUBACK time in s)`.
+pub fn acked_not_stored(
+    recording: &Recording,
+    stored: &HashSet<(u32, u64)>,
+) -> (usize, Vec<(u32, u64, f64)>) {
+    let mut missing: Vec<(u32, u64, f64)> = recording
+        .publishes
+        .iter()
+        .filter(|p| p.t_puback_us.is_some() && !stored.contains(&(p.publisher, p.seq)))
+        .map(|p| (p.publisher, p.seq, p.t_puback_us.unwrap_or(0) as f64 / 1e6))
+        .collect();
+    missing.sort_by(|a, b| a.2.total_cmp(&b.2));
+    let count = missing.len();
+    missing.truncate(10);
+    (count, missing)
+}
+
+/// One line for a run's notes: the audit's verdict on the acknowledged messages.
+pub async fn audit_note(
+    client: &async_nats::Client,
+    shards: usize,
+    recording: &Recording,
+) -> String {
+    match stored_messages(client, shards).await {
+        Ok(stored) => {
+            let (missing, examples) = acked_not_stored(recording, &stored);
+            format!(
+                "store audit: {} load messages in the streams; PUBACKed but in no stream: \
+                 {missing}{}",
+                stored.len(),
+                if examples.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (publisher, seq, PUBACK s: {examples:?})")
+                }
+            )
+        }
+        Err(e) => format!("store audit: could not read the streams: {e}"),
+    }
+}
