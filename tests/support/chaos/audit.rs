@@ -11,15 +11,24 @@ use futures_util::StreamExt;
 
 use super::recorder::{decode_payload, Recording};
 
-/// `(publisher, seq)` of every load message in the shard streams; errors say which stream
+/// What the shard streams hold of the load: every `(publisher, seq)`, and the stream order
+/// inversions (a publisher's message stored after a later one of the same publisher: a
+/// subscriber reading the stream gets them out of order).
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub messages: HashSet<(u32, u64)>,
+    pub inversions: usize,
+    /// Up to 5 `(publisher, seq stored late, the higher seq stored before it)`.
+    pub inversion_examples: Vec<(u32, u64, u64)>,
+}
+
+/// Reads every shard stream from its first message to its last; errors say which stream
 /// could not be read.
-pub async fn stored_messages(
-    client: &async_nats::Client,
-    shards: usize,
-) -> Result<HashSet<(u32, u64)>, String> {
+pub async fn stored_messages(client: &async_nats::Client, shards: usize) -> Result<Stored, String> {
     use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
     let js = async_nats::jetstream::new(client.clone());
-    let mut stored = HashSet::new();
+    let mut stored = Stored::default();
+    let mut highest: std::collections::HashMap<u32, u64> = Default::default();
     for k in 0..shards {
         let name = ferromq::cluster::shard_stream(k);
         let mut stream = js
@@ -56,7 +65,16 @@ pub async fn stored_messages(
             let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
             if let Ok(frame) = ferromq::cluster::codec::decode_message(message.payload.clone()) {
                 if let Some((publisher, seq, _)) = decode_payload(&frame.message.payload) {
-                    stored.insert((publisher, seq));
+                    if stored.messages.insert((publisher, seq)) {
+                        let top = highest.entry(publisher).or_insert(seq);
+                        if seq < *top {
+                            stored.inversions += 1;
+                            if stored.inversion_examples.len() < 5 {
+                                stored.inversion_examples.push((publisher, seq, *top));
+                            }
+                        }
+                        *top = (*top).max(seq);
+                    }
                 }
             }
             if sequence >= last {
@@ -93,15 +111,24 @@ pub async fn audit_note(
 ) -> String {
     match stored_messages(client, shards).await {
         Ok(stored) => {
-            let (missing, examples) = acked_not_stored(recording, &stored);
+            let (missing, examples) = acked_not_stored(recording, &stored.messages);
             format!(
                 "store audit: {} load messages in the streams; PUBACKed but in no stream: \
-                 {missing}{}",
-                stored.len(),
+                 {missing}{}; stored after a later message of their publisher: {}{}",
+                stored.messages.len(),
                 if examples.is_empty() {
                     String::new()
                 } else {
                     format!(" (publisher, seq, PUBACK s: {examples:?})")
+                },
+                stored.inversions,
+                if stored.inversion_examples.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (publisher, seq, stored after seq: {:?})",
+                        stored.inversion_examples
+                    )
                 }
             )
         }

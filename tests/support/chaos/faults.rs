@@ -32,9 +32,16 @@ use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
 use super::single::BrokerProgram;
 
 /// Node timings of S3 and S4: the rig's short heartbeats and node timeout, and the default
-/// `quorumLossTimeout` of 10 s, longer than a JetStream leader election.
-pub const ELECTION_TIMINGS: &str =
-    r#"replicas="3" heartbeatInterval="200ms" quorumLossTimeout="10s" nodeTimeout="3s""#;
+/// `quorumLossTimeout` of 10 s, longer than a JetStream leader election; `storeTimeout` is
+/// the engine's default (5 s) unless `FERROMQ_CHAOS_STORE_TIMEOUT` gives one (`15s`).
+pub fn election_timings() -> String {
+    let store = std::env::var("FERROMQ_CHAOS_STORE_TIMEOUT")
+        .map(|t| format!(r#" storeTimeout="{t}""#))
+        .unwrap_or_default();
+    format!(
+        r#"replicas="3" heartbeatInterval="200ms" quorumLossTimeout="10s" nodeTimeout="3s"{store}"#
+    )
+}
 
 /// The session bucket's stream.
 pub const SESSIONS_STREAM: &str = "KV_FMQ_SESS";
@@ -258,7 +265,8 @@ pub async fn s3_kill_leader_server(
     kill_at: Duration,
     target: S3Target,
 ) -> std::io::Result<Outcome> {
-    let rig = ClusterRig::start(program, ELECTION_TIMINGS).await?;
+    let timings = election_timings();
+    let rig = ClusterRig::start(program, &timings).await?;
     let client = async_nats::connect(rig.nats.client_urls())
         .await
         .map_err(std::io::Error::other)?;
@@ -316,6 +324,7 @@ pub async fn s3_kill_leader_server(
         notes.push(format!("inversion: {example}"));
     }
     notes.push(audit_note(&client, SHARDS, &recording).await);
+    notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
     let mut figures = vec![(
         "F_pub all publishers".to_string(),
@@ -354,7 +363,8 @@ pub async fn s4_kill_machine(
     load: &LoadConfig,
     kill_at: Duration,
 ) -> std::io::Result<Outcome> {
-    let rig = ClusterRig::start(program, ELECTION_TIMINGS).await?;
+    let timings = election_timings();
+    let rig = ClusterRig::start(program, &timings).await?;
     let client = async_nats::connect(rig.nats.client_urls())
         .await
         .map_err(std::io::Error::other)?;
@@ -428,6 +438,7 @@ pub async fn s4_kill_machine(
         notes.push(format!("inversion: {example}"));
     }
     notes.push(audit_note(&client, SHARDS, &recording).await);
+    notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
     let figures = vec![
         (
