@@ -200,6 +200,10 @@ impl BrokerHandle {
             reload.shutdown().await;
         }
         listener_set.lock().await.close();
+        if let Some(backplane) = core.backplane() {
+            // A cluster node hands its sessions over before anything is closed.
+            backplane.drain().await;
+        }
         shutdown.cancel();
         drop(task_alive);
         if tokio::time::timeout(SHUTDOWN_WAIT, tasks_done.recv())
@@ -312,6 +316,9 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         set.spawn(listener)?;
     }
     let listeners = set.addrs();
+    if let Some(backplane) = core.backplane() {
+        backplane.listening(published_listeners(&config, &listeners));
+    }
     let console = match &config.console {
         Some(console_config) => {
             let started = crate::console::start(
@@ -358,6 +365,20 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
         stop_signals: Some(stops),
         console,
     })
+}
+
+/// The served connectors as (scheme, host as written, bound port), for a cluster's Server
+/// References.
+fn published_listeners(
+    config: &Config,
+    bound: &[(String, SocketAddr)],
+) -> Vec<(crate::config::Scheme, String, u16)> {
+    server::served_listeners(config)
+        .filter_map(|l| {
+            let (_, addr) = bound.iter().find(|(name, _)| *name == l.name)?;
+            Some((l.scheme, l.host.clone(), addr.port()))
+        })
+        .collect()
 }
 
 /// What the console shows about this broker's configuration.

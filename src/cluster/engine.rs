@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub liveness: parking_lot::Mutex<super::wills::Liveness>,
     /// This node's clean sessions' will records.
     pub clean_wills: parking_lot::Mutex<super::wills::CleanWills>,
+    /// Published listeners, the other nodes' announcements, the drain (see `drain.rs`).
+    pub drain: super::drain::DrainState,
 }
 
 impl Inner {
@@ -258,6 +260,7 @@ impl ClusterEngine {
             groups: super::groups::Groups::default(),
             liveness: parking_lot::Mutex::default(),
             clean_wills: parking_lot::Mutex::default(),
+            drain: super::drain::DrainState::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -440,6 +443,7 @@ impl Backplane for ClusterEngine {
             super::readers::start(&inner).await?;
             super::live::start(&inner);
             super::sessions::start(&inner).await?;
+            super::drain::start(&inner).await?;
             super::node::start(&inner);
             super::reaper::start(&inner);
             Ok(())
@@ -509,6 +513,25 @@ impl Backplane for ClusterEngine {
 
     fn filter_fits(&self, filter: &str) -> bool {
         super::subject::filter_fits(filter)
+    }
+
+    fn listening(&self, listeners: Vec<(crate::config::Scheme, String, u16)>) {
+        self.inner.drain.set_listeners(listeners);
+        let inner = self.inner.clone();
+        tokio::spawn(async move { super::node::announce(&inner).await });
+    }
+
+    fn is_draining(&self) -> bool {
+        self.inner.drain.is_draining()
+    }
+
+    fn drain(&self) -> BackplaneFuture<()> {
+        let inner = self.inner.clone();
+        Box::pin(async move { super::drain::drain(&inner).await })
+    }
+
+    fn server_reference(&self, scheme: crate::config::Scheme, client_id: &str) -> Option<String> {
+        super::drain::server_reference(&self.inner, scheme, client_id)
     }
 
     fn maximum_message_bytes(&self) -> usize {

@@ -23,6 +23,7 @@
 
 mod claims;
 pub mod codec;
+mod drain;
 mod engine;
 mod groups;
 mod live;

@@ -20,6 +20,9 @@ struct Heartbeat {
     pid: u32,
     /// Wall clock of the writer, ms since the Unix epoch.
     at_ms: u64,
+    /// Where clients reach the node, whether it is draining (see `drain.rs`).
+    #[serde(flatten)]
+    announcement: super::drain::Announcement,
 }
 
 fn key(node_id: &str) -> String {
@@ -28,12 +31,54 @@ fn key(node_id: &str) -> String {
 }
 
 fn heartbeat(inner: &Inner) -> bytes::Bytes {
+    heartbeat_at(inner, crate::broker::durability::now_ms())
+}
+
+fn heartbeat_at(inner: &Inner, at_ms: u64) -> bytes::Bytes {
     let value = Heartbeat {
         instance: inner.instance,
         pid: std::process::id(),
-        at_ms: crate::broker::durability::now_ms(),
+        at_ms,
+        announcement: super::drain::Announcement {
+            node: inner.node_id.clone(),
+            listeners: inner.drain.listeners(),
+            draining: inner.drain.is_draining(),
+            available: inner.is_available(),
+        },
     };
     bytes::Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// Tell the other nodes at once where this node serves and whether it drains (they hear it
+/// again with every heartbeat).
+pub async fn announce(inner: &Inner) {
+    let subject = super::drain::announce_subject(&inner.node_id);
+    // Bounded: a heartbeat never waits on a NATS connection that is down.
+    let publish = inner.client.publish(subject, heartbeat(inner));
+    match tokio::time::timeout(ANNOUNCE_BOUND, publish).await {
+        Ok(Err(e)) => tracing::debug!("cluster: node announcement: {e}"),
+        Err(_) => tracing::debug!("cluster: node announcement not sent"),
+        Ok(Ok(())) => {}
+    }
+}
+
+/// How long an announcement may wait for the NATS client.
+const ANNOUNCE_BOUND: Duration = Duration::from_millis(250);
+
+/// The last heartbeat of a drained node: draining, and as old as can be, so that the node
+/// started again under the same id does not wait for it to age (see [`register`]).
+pub async fn farewell(inner: &Inner) {
+    announce(inner).await;
+    let _ = tokio::time::timeout(ANNOUNCE_BOUND, inner.client.flush()).await;
+    let put = inner
+        .nodes_kv
+        .put(key(&inner.node_id), heartbeat_at(inner, 0));
+    if tokio::time::timeout(inner.store_timeout, put)
+        .await
+        .is_err()
+    {
+        tracing::debug!("cluster: last heartbeat not written");
+    }
 }
 
 /// Refuse to start when another live node (a heartbeat younger than `nodeTimeout`) uses
@@ -110,6 +155,10 @@ pub fn start(inner: &Arc<Inner>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            if node.drain.is_finished() {
+                return;
+            }
+            announce(&node).await;
             let write = async {
                 match revision {
                     Some(r) => node.nodes_kv.update(&key, heartbeat(&node), r).await,

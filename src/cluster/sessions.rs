@@ -115,6 +115,15 @@ pub fn session_offline(inner: &Arc<Inner>, state: &SessionState) -> Commit {
 /// A session's own data changed (attach, SUBSCRIBE, UNSUBSCRIBE, offline): write its record.
 fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
     let client_id = data.client_id.clone();
+    if inner.drain.is_released(&client_id) {
+        // Handed over by the drain: the record is no longer this node's to write (a change
+        // of a still connected client is refused, so that no SUBACK promises it).
+        return if connected {
+            Commit::Done(Err(unavailable("this node is draining")))
+        } else {
+            Commit::done()
+        };
+    }
     {
         let mut tracker = inner.tracker.lock();
         match tracker.sessions.get_mut(&client_id) {
@@ -432,6 +441,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             drop_local(inner, &client_id);
         }
         let owner_at = (record.owner.clone(), record.epoch);
+        // No owner: released by a drained node, nobody to ask.
         if !record.owner.is_empty()
             && record.owner != inner.node_id
             && kicked.as_ref() != Some(&owner_at)

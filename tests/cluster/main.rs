@@ -9,6 +9,7 @@ mod support;
 
 mod chaos;
 mod config;
+mod drain;
 mod harness;
 mod live_interest;
 mod online;

@@ -185,6 +185,13 @@ impl FerromqNode {
         child.wait().ok()
     }
 
+    /// SIGTERM without waiting (see [`FerromqNode::wait_exit`]).
+    pub fn send_term(&self) {
+        if let Some(child) = &self.child {
+            send(child, Signal::TERM);
+        }
+    }
+
     /// SIGSTOP: the process keeps its sockets and answers nothing (a zombie owner).
     pub fn pause(&self) {
         if let Some(child) = &self.child {

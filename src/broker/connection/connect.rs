@@ -315,12 +315,28 @@ where
         )
         .await
         {
-            let (reason, why) = refusal;
-            return Err(refuse(writer, version, reason, why).await.by(
-                &client_id,
-                connect.username.as_deref(),
-                Some(Reason::StoreUnavailable),
-            ));
+            let (mut reason, why) = refusal;
+            // Another node can serve it: "Use another server" naming it (MQTT 5 4.11).
+            let reference = (reason == ConnectReason::ServerUnavailable
+                && version == ProtocolVersion::V5)
+                .then(|| backplane.server_reference(params.listener.scheme, &client_id))
+                .flatten();
+            if reference.is_some() {
+                reason = ConnectReason::UseAnotherServer;
+            }
+            let properties = reference.map(|r| {
+                Box::new(Properties {
+                    server_reference: Some(r),
+                    ..Properties::default()
+                })
+            });
+            return Err(refuse_with(writer, version, reason, why, properties)
+                .await
+                .by(
+                    &client_id,
+                    connect.username.as_deref(),
+                    Some(Reason::StoreUnavailable),
+                ));
         }
     }
 
@@ -508,6 +524,12 @@ async fn claim_in_cluster(
         }
         will.qos = maximum;
     }
+    if backplane.is_draining() {
+        return Err((
+            ConnectReason::ServerUnavailable,
+            "this cluster node is draining (shutting down)".into(),
+        ));
+    }
     let persistent = lifetime_of(connect) != SessionLifetime::EndsAtDisconnect;
     if persistent && !backplane.is_available() {
         return Err((
@@ -591,11 +613,22 @@ pub(super) async fn refuse<W: AsyncWrite + Unpin>(
     reason: ConnectReason,
     detail: String,
 ) -> HandshakeEnd {
+    refuse_with(writer, version, reason, detail, None).await
+}
+
+/// [`refuse`] with CONNACK properties (MQTT 5 only; a Server Reference).
+async fn refuse_with<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    version: ProtocolVersion,
+    reason: ConnectReason,
+    detail: String,
+    properties: Option<Box<Properties>>,
+) -> HandshakeEnd {
     let mut buf = BytesMut::with_capacity(8);
     let packet = Packet::ConnAck(ConnAck {
         session_present: false,
         reason,
-        properties: None,
+        properties: properties.filter(|_| version == ProtocolVersion::V5),
     });
     if encode(&packet, version, &mut buf).is_ok() {
         let _ = tokio::time::timeout(CLOSE_GRACE, async {

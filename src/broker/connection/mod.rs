@@ -53,7 +53,7 @@ use crate::broker::runtime::{will_delay_secs, BrokerCore, Overfilled, Routed};
 use crate::broker::session::{AttachToken, Session};
 use crate::config::Listener;
 use crate::protocol::{
-    decode, DecodeError, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
+    decode, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion, ReasonCode,
 };
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
@@ -527,9 +527,9 @@ where
                 let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
                 return if conn.core.clients.kicked_by_admin(key) {
                     CloseReason::AdministrativeAction
-                } else if conn.session.is_persistent()
-                    && conn.core.backplane().is_some_and(|b| !b.is_available())
-                {
+                } else if conn.core.backplane().is_some_and(|b| {
+                    b.is_draining() || (conn.session.is_persistent() && !b.is_available())
+                }) {
                     CloseReason::UseAnotherServer
                 } else {
                     CloseReason::TakenOver
@@ -781,6 +781,18 @@ impl Conn {
         }
     }
 
+    /// A cluster's Server Reference (MQTT 5 4.11) for "Use another server": live nodes
+    /// serving this connector's kind of transport; `None` when none is known.
+    fn server_reference(&self) -> Option<Box<Properties>> {
+        let backplane = self.core.backplane()?;
+        let reference =
+            backplane.server_reference(self.listener.scheme, &self.identity.client_id)?;
+        Some(Box::new(Properties {
+            server_reference: Some(reference),
+            ..Properties::default()
+        }))
+    }
+
     /// Whether closing for `reason` publishes the will. A takeover does, but an MQTT 5 will
     /// with a Will Delay Interval is not published when the new connection continues the
     /// session (MQTT 5 3.1.3-9: the delay has not passed and the session did not end); when
@@ -873,9 +885,12 @@ impl Conn {
                 // DISCONNECT goes out here.
                 self.output.out.clear();
             }
+            let properties = matches!(reason, CloseReason::UseAnotherServer)
+                .then(|| self.server_reference())
+                .flatten();
             let _ = self.send(Packet::Disconnect(Disconnect {
                 reason: code,
-                properties: None,
+                properties,
             }));
         }
         if socket_usable && !self.output.out.is_empty() {

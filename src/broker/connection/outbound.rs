@@ -191,7 +191,13 @@ impl Conn {
     /// Message Expiry Interval (counted).
     /// Stops at the output high-water mark.
     pub(super) fn pump(&mut self) -> Result<(), CloseReason> {
-        let window = self.limits.inflight_window;
+        // A draining cluster node starts no new QoS 1/2 exchange: what is queued is read
+        // again from the log by the node that resumes the session (no duplicate).
+        let window = if self.core.backplane().is_some_and(|b| b.is_draining()) {
+            0
+        } else {
+            self.limits.inflight_window
+        };
         let (version, max_packet_bytes) = (self.version, self.limits.max_packet_bytes);
         loop {
             if self.pending_acks.len() >= HELD_ENTRIES_MAX {

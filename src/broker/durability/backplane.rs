@@ -113,4 +113,30 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
 
     /// Whether the shared engine can carry a subscription to `filter` (as [`Self::topic_fits`]).
     fn filter_fits(&self, filter: &str) -> bool;
+
+    /// The connectors this broker serves clients on, once bound: (scheme, host as written,
+    /// bound port). The engine announces them to the other brokers, which name them in a
+    /// Server Reference (MQTT 5 4.11) when they send a client here.
+    fn listening(&self, _listeners: Vec<(crate::config::Scheme, String, u16)>) {}
+
+    /// Whether this broker is draining (a graceful shutdown handing its sessions over): new
+    /// deliveries of QoS 1/2 wait, and connections are closed with "Use another server".
+    fn is_draining(&self) -> bool {
+        false
+    }
+
+    /// Graceful drain before a shutdown (listeners already closed): hold new deliveries,
+    /// wait (bounded) for what is in flight to be acknowledged, write and release every
+    /// session, then close every connection (MQTT 5: DISCONNECT 0x9C with a Server
+    /// Reference). Resolves when done, or at its time bounds.
+    fn drain(&self) -> BackplaneFuture<()> {
+        Box::pin(async {})
+    }
+
+    /// The MQTT 5 Server Reference (4.11: space separated `host:port`) of live brokers that
+    /// serve `scheme`'s kind of connector (plain MQTT, MQTT over TLS, WebSocket, secure
+    /// WebSocket), for the client `client_id`; `None` when no other broker is known alive.
+    fn server_reference(&self, _scheme: crate::config::Scheme, _client_id: &str) -> Option<String> {
+        None
+    }
 }

@@ -1,0 +1,392 @@
+//! Where to send a client away to, and the graceful drain of a node.
+//!
+//! **Published listeners.** Each node announces the connectors clients reach it on (its
+//! heartbeat value in `FMQ_NODES`, and the same value on the core subject
+//! `fmq.nodes.<node key>` every `heartbeatInterval`), whether it is draining and whether its
+//! quorum answers. Every node keeps what the others announced (a core subscription, no
+//! JetStream consumer), and names live ones in the Server Reference (MQTT 5 4.11, property
+//! 0x1C) of a DISCONNECT 0x9C "Use another server": same kind of transport (plain MQTT, MQTT
+//! over TLS, WebSocket, secure WebSocket), space separated `host:port`, nodes whose quorum
+//! answers first, rotated per client so that the clients of one node spread over the others.
+//! A connector bound to a wildcard address (`0.0.0.0`, `::`) is published with the machine's
+//! host name, as ActiveMQ's `publishedAddressPolicy` does with `publishedHostStrategy`
+//! `HOSTNAME`.
+//!
+//! **Drain (SIGTERM).** With the listeners closed: the node announces it is draining (no node
+//! sends clients here any more), starts no new QoS 1 delivery ([`Inner::is_draining`] holds
+//! the connections' in-flight windows at 0), waits up to [`IN_FLIGHT_WAIT`] for the
+//! acknowledgements of what is in flight, writes every local session's record (its floors
+//! cover every acknowledged message; what was queued and not sent lies above them) with no
+//! owner, then closes every connection: MQTT 5 DISCONNECT 0x9C with a Server Reference, MQTT
+//! 3.1.1 a closed socket. A client resuming on another node takes its unowned record at
+//! once (no kick to wait for), with session present, and is fed from its floors: nothing it
+//! acknowledged comes again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::engine::Inner;
+use super::subject::client_key;
+use crate::broker::durability::now_ms;
+use crate::config::Scheme;
+
+/// How long a drain waits for the acknowledgements of the messages in flight.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
+/// How long a drain waits for its connections to close after it told them to.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Subject prefix of node announcements.
+const ANNOUNCE_PREFIX: &str = "fmq.nodes";
+/// At most this many addresses in one Server Reference.
+const REFERENCE_MAX: usize = 3;
+
+/// A connector as published to the other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// `mqtt`, `mqtt+ssl`, `ws` or `wss` (see [`kind_of`]).
+    pub kind: String,
+    /// `host:port` (an IPv6 literal in brackets).
+    pub address: String,
+}
+
+/// The kind of transport a Server Reference must keep: a client of a TLS connector is sent
+/// to a TLS connector. `None` for STOMP connectors (no Server Reference there).
+pub fn kind_of(scheme: Scheme) -> Option<&'static str> {
+    match scheme {
+        Scheme::Mqtt | Scheme::MqttNio => Some("mqtt"),
+        Scheme::MqttSsl | Scheme::MqttNioSsl => Some("mqtt+ssl"),
+        Scheme::Ws => Some("ws"),
+        Scheme::Wss => Some("wss"),
+        Scheme::Stomp | Scheme::StompNio | Scheme::StompSsl | Scheme::StompNioSsl => None,
+    }
+}
+
+/// `host` as clients reach it: a wildcard bind is published as the machine's host name.
+fn published_host(host: &str) -> String {
+    let wildcard = host.is_empty()
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
+    let host = if wildcard {
+        host_name().unwrap_or_else(|| host.to_owned())
+    } else {
+        host.to_owned()
+    };
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    }
+}
+
+/// The machine's host name (Linux: the kernel's; elsewhere `HOSTNAME`).
+fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+}
+
+/// What another node announced, and when it was last heard.
+#[derive(Debug, Clone)]
+struct Peer {
+    listeners: Vec<Published>,
+    draining: bool,
+    available: bool,
+    seen: Instant,
+}
+
+/// The drain and Server Reference state of a node (a field of [`Inner`]).
+#[derive(Debug, Default)]
+pub struct DrainState {
+    draining: AtomicBool,
+    /// The drain is over: no more heartbeats.
+    finished: AtomicBool,
+    listeners: parking_lot::RwLock<Vec<Published>>,
+    peers: parking_lot::Mutex<HashMap<String, Peer>>,
+    /// Sessions written without an owner by the drain: a later offline write of the same
+    /// session from this node is skipped (the record is no longer this node's to write).
+    released: parking_lot::Mutex<HashSet<Arc<str>>>,
+}
+
+impl DrainState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    pub fn is_released(&self, client_id: &str) -> bool {
+        self.is_draining() && self.released.lock().contains(client_id)
+    }
+
+    /// This node's published connectors.
+    pub fn listeners(&self) -> Vec<Published> {
+        self.listeners.read().clone()
+    }
+
+    /// Record this node's connectors (scheme, host as written, bound port).
+    pub fn set_listeners(&self, listeners: Vec<(Scheme, String, u16)>) {
+        let published = listeners
+            .into_iter()
+            .filter_map(|(scheme, host, port)| {
+                Some(Published {
+                    kind: kind_of(scheme)?.to_owned(),
+                    address: format!("{}:{port}", published_host(&host)),
+                })
+            })
+            .collect();
+        *self.listeners.write() = published;
+    }
+}
+
+/// The announcement of a node: its heartbeat value (see `node.rs`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Announcement {
+    #[serde(default)]
+    pub node: String,
+    #[serde(default)]
+    pub listeners: Vec<Published>,
+    #[serde(default)]
+    pub draining: bool,
+    #[serde(default)]
+    pub available: bool,
+}
+
+/// The subject node `node_id` announces itself on.
+pub fn announce_subject(node_id: &str) -> String {
+    format!("{ANNOUNCE_PREFIX}.{}", client_key(node_id))
+}
+
+/// Follow the other nodes' announcements.
+pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
+    let mut announcements = inner
+        .client
+        .subscribe(format!("{ANNOUNCE_PREFIX}.>"))
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: node announcements: {e}"))?;
+    let node = inner.clone();
+    tokio::spawn(async move {
+        while let Some(message) = announcements.next().await {
+            let Ok(a) = serde_json::from_slice::<Announcement>(&message.payload) else {
+                continue;
+            };
+            if a.node.is_empty() || a.node == node.node_id {
+                continue;
+            }
+            node.drain.peers.lock().insert(
+                a.node,
+                Peer {
+                    listeners: a.listeners,
+                    draining: a.draining,
+                    available: a.available,
+                    seen: Instant::now(),
+                },
+            );
+        }
+    });
+    Ok(())
+}
+
+/// The Server Reference for a client of a `scheme` connector: live, not draining nodes
+/// serving that kind of transport (those whose quorum answers first), rotated by the client
+/// id; `None` when there is none.
+pub fn server_reference(inner: &Inner, scheme: Scheme, client_id: &str) -> Option<String> {
+    let kind = kind_of(scheme)?;
+    // Heard within this: alive when this node last could tell (a node that lost its quorum
+    // still names the nodes it heard from before).
+    let alive_within = Duration::from_millis(
+        inner.settings.node_timeout_ms + inner.settings.quorum_loss_timeout_ms,
+    );
+    let mut candidates: Vec<(bool, String, String)> = inner
+        .drain
+        .peers
+        .lock()
+        .iter()
+        .filter(|(_, p)| !p.draining && p.seen.elapsed() < alive_within)
+        .flat_map(|(node, p)| {
+            p.listeners
+                .iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| (!p.available, node.clone(), l.address.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.sort();
+    let best = candidates
+        .iter()
+        .take_while(|c| c.0 == candidates[0].0)
+        .count();
+    // Spread the clients of this node over the best nodes.
+    let spread = (fnv(client_id) % best as u64) as usize;
+    candidates[..best].rotate_left(spread);
+    let addresses: Vec<String> = candidates
+        .into_iter()
+        .take(REFERENCE_MAX)
+        .map(|c| c.2)
+        .collect();
+    Some(addresses.join(" "))
+}
+
+fn fnv(text: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Graceful drain (see the module documentation). Bounded: about [`IN_FLIGHT_WAIT`] +
+/// `storeTimeout` + [`CLOSE_WAIT`] at worst.
+pub async fn drain(inner: &Arc<Inner>) {
+    if inner.drain.draining.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let started = Instant::now();
+    tracing::info!(node = %inner.node_id, "draining: handing every session over to the other nodes");
+    super::node::announce(inner).await;
+    let _ = tokio::time::timeout(Duration::from_millis(250), inner.client.flush()).await;
+    wait_in_flight(inner).await;
+    let in_flight_left = in_flight(inner);
+    let released = release_all(inner).await;
+    let Some(core) = inner.core() else {
+        return;
+    };
+    for session in core.registry.all() {
+        session.kick_connection();
+    }
+    let deadline = Instant::now() + CLOSE_WAIT;
+    while core.registry.all().iter().any(|s| s.is_attached()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    inner.drain.finished.store(true, Ordering::Release);
+    super::node::farewell(inner).await;
+    tracing::info!(
+        node = %inner.node_id,
+        sessions_released = released,
+        in_flight_left,
+        drain_ms = started.elapsed().as_millis() as u64,
+        "drained"
+    );
+}
+
+/// QoS 1 messages sent to connected local sessions and not acknowledged yet.
+fn in_flight(inner: &Inner) -> usize {
+    inner
+        .tracker
+        .lock()
+        .sessions
+        .values()
+        .filter(|t| t.connected)
+        .map(|t| t.entries.values().filter(|e| e.packet_id.is_some()).count())
+        .sum()
+}
+
+/// Wait (at most [`IN_FLIGHT_WAIT`]) until no connected session has a message in flight.
+/// Polled: acknowledgements arrive on many connections and settle in the tracker.
+async fn wait_in_flight(inner: &Inner) {
+    let deadline = Instant::now() + IN_FLIGHT_WAIT;
+    while in_flight(inner) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Write every local session's record as offline with no owner; returns how many were
+/// released. A session whose write failed stays tracked (the shutdown's flush writes it
+/// with this node as owner; the node that resumes it then finds no one to answer its kick).
+async fn release_all(inner: &Arc<Inner>) -> usize {
+    let client_ids: Vec<Arc<str>> = inner.tracker.lock().sessions.keys().cloned().collect();
+    futures_util::stream::iter(client_ids)
+        .map(|client_id| release(inner, client_id))
+        .buffer_unordered(64)
+        .filter(|released| std::future::ready(*released))
+        .count()
+        .await
+}
+
+async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
+    let lock = inner.record_lock(&client_id);
+    let _one_writer = lock.lock().await;
+    let (record, revision, epoch) = {
+        let mut tracker = inner.tracker.lock();
+        let Some(t) = tracker.sessions.get_mut(&client_id) else {
+            return false;
+        };
+        if t.connected {
+            t.connected = false;
+            t.offline_since_ms = now_ms();
+        }
+        (t.record("", &inner.routed()), t.revision, t.epoch)
+    };
+    let key = client_key(&client_id);
+    let bytes = record.encode();
+    let written = if revision == 0 {
+        tokio::time::timeout(inner.store_timeout, inner.sessions_kv.create(&key, bytes))
+            .await
+            .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    } else {
+        tokio::time::timeout(
+            inner.store_timeout,
+            inner.sessions_kv.update(&key, bytes, revision),
+        )
+        .await
+        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+    };
+    match written {
+        Ok(Ok(())) => {
+            inner.drain.released.lock().insert(client_id.clone());
+            let mut tracker = inner.tracker.lock();
+            if tracker
+                .sessions
+                .get(&client_id)
+                .is_some_and(|t| t.epoch == epoch)
+            {
+                tracker.sessions.remove(&client_id);
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(client_id = %client_id, "drain: session record not released: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(client_id = %client_id, "drain: no answer releasing a session record");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_binds_are_published_with_the_host_name_and_others_as_written() {
+        assert_eq!(published_host("10.0.0.1"), "10.0.0.1");
+        assert_eq!(published_host("broker-a.example"), "broker-a.example");
+        assert_eq!(published_host("fe80::1"), "[fe80::1]");
+        let wildcard = published_host("0.0.0.0");
+        assert_ne!(wildcard, "0.0.0.0");
+        assert!(!wildcard.is_empty());
+        assert_eq!(published_host("::"), wildcard);
+    }
+
+    #[test]
+    fn a_client_of_a_tls_connector_is_sent_to_a_tls_connector() {
+        assert_eq!(kind_of(Scheme::MqttNio), Some("mqtt"));
+        assert_eq!(kind_of(Scheme::MqttNioSsl), Some("mqtt+ssl"));
+        assert_eq!(kind_of(Scheme::Wss), Some("wss"));
+        assert_eq!(kind_of(Scheme::Stomp), None);
+    }
+}

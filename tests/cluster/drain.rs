@@ -1,0 +1,159 @@
+//! Graceful drain and "Use another server": a SIGTERMed node holds new deliveries, waits for
+//! the acknowledgement of what is in flight, releases its sessions and sends MQTT 5 clients
+//! DISCONNECT 0x9C with a Server Reference naming a live node (MQTT 3.1.1 clients: a closed
+//! socket); they resume there with session present and get nothing they acknowledged again.
+//! A node that loses its quorum names a node it last heard from, in its DISCONNECT 0x9C and
+//! in the CONNACK 0x9C refusing a new persistent session.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferromq::protocol::{Ack, ConnectReason, Packet, Properties, QoS};
+
+use super::rig::{
+    next_publish, no_publish, publish_acked, take_acked, v3_ok, v5, v5_ok, Rig, FAST,
+};
+use crate::support::STEP;
+
+/// The Server Reference of a DISCONNECT or CONNACK's properties.
+fn reference_of(properties: Option<&Properties>) -> Option<String> {
+    properties.and_then(|p| p.server_reference.clone())
+}
+
+/// Waits until `addr` refuses a new CONNECT with 0x9C naming `live` (the node began its
+/// drain: it takes no new session); returns how long that took.
+async fn wait_draining(addr: SocketAddr, live: SocketAddr) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (_, ack) = v5(addr, "drain-probe", true, None).await;
+        if ack.reason == ConnectReason::UseAnotherServer {
+            assert_eq!(
+                reference_of(ack.properties.as_deref()),
+                Some(live.to_string()),
+                "CONNACK's Server Reference"
+            );
+            return start.elapsed();
+        }
+        assert_eq!(ack.reason, ConnectReason::Success);
+        assert!(start.elapsed() < STEP, "{addr} never began draining");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_sends_clients_to_a_live_node_where_they_resume_without_duplicates() {
+    let Some(mut rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let (draining, live) = (rig.addr(0), rig.addr(1));
+    let (mut sub5, _) = v5_ok(draining, "drain-sub-5", false, Some(300)).await;
+    sub5.subscribe(1, &[("dr/#", QoS::AtLeastOnce)]).await;
+    let (mut sub3, _) = v3_ok(draining, "drain-sub-3", false).await;
+    sub3.subscribe(1, &[("dr/#", QoS::AtLeastOnce)]).await;
+    let (mut publisher, _) = v5_ok(live, "drain-pub", true, None).await;
+    for i in 1..=5u16 {
+        let topic = format!("dr/{i}");
+        assert_eq!(publish_acked(&mut publisher, &topic, b"x", i).await, 0);
+    }
+    take_acked(&mut sub5, 5).await;
+    take_acked(&mut sub3, 5).await;
+    // One more, received and not acknowledged yet by the MQTT 5 subscriber: in flight.
+    assert_eq!(publish_acked(&mut publisher, "dr/6", b"x", 6).await, 0);
+    let in_flight = next_publish(&mut sub5).await;
+    assert_eq!(&in_flight.topic[..], "dr/6");
+    take_acked(&mut sub3, 1).await;
+
+    let term = Instant::now();
+    rig.nodes[0].send_term();
+    let began = wait_draining(draining, live).await;
+    eprintln!("new sessions refused (0x9C) {began:?} after the SIGTERM");
+    // Published while node 0 drains: held there (never sent by it), delivered after the
+    // resume.
+    assert_eq!(publish_acked(&mut publisher, "dr/7", b"x", 7).await, 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let acked_at = Instant::now();
+    sub5.send(Packet::PubAck(Ack::new(in_flight.packet_id.unwrap_or(0))))
+        .await;
+
+    let disconnect = loop {
+        match sub5.recv_within(STEP).await {
+            Some(Packet::Disconnect(d)) => break d,
+            Some(Packet::Publish(p)) => panic!("a draining node sent a PUBLISH: {p:?}"),
+            Some(_) => {}
+            None => panic!("no DISCONNECT from the draining node"),
+        }
+    };
+    eprintln!(
+        "DISCONNECT {:#04x} {:?} after the last acknowledgement",
+        disconnect.reason,
+        acked_at.elapsed()
+    );
+    assert_eq!(disconnect.reason, 0x9C, "Use another server");
+    let reference = reference_of(disconnect.properties.as_deref());
+    assert_eq!(reference, Some(live.to_string()), "Server Reference");
+    sub5.expect_closed().await;
+    loop {
+        match sub3.recv_within(STEP).await {
+            None => break,
+            Some(Packet::Publish(p)) => panic!("a draining node sent a PUBLISH: {p:?}"),
+            Some(_) => {}
+        }
+    }
+    assert!(
+        sub3.closed_within(STEP).await.is_some(),
+        "MQTT 3.1.1 closed"
+    );
+
+    // Both resume where the reference says, with their sessions: dr/7 once, and nothing
+    // they acknowledged (dr/1..6) again.
+    let to: SocketAddr = reference
+        .as_deref()
+        .and_then(|r| r.parse().ok())
+        .expect("host:port");
+    let resumed_at = Instant::now();
+    let (mut again5, ack) = v5_ok(to, "drain-sub-5", false, Some(300)).await;
+    eprintln!("resumed in {:?}", resumed_at.elapsed());
+    assert!(ack.session_present, "MQTT 5 session present");
+    let (mut again3, ack) = v3_ok(to, "drain-sub-3", false).await;
+    assert!(ack.session_present, "MQTT 3.1.1 session present");
+    for client in [&mut again5, &mut again3] {
+        let got = take_acked(client, 1).await;
+        assert_eq!(&got[0].topic[..], "dr/7", "{:?}", got[0]);
+        assert!(!got[0].dup, "never sent before: {:?}", got[0]);
+        no_publish(client, Duration::from_secs(1)).await;
+    }
+    let status = tokio::task::block_in_place(|| rig.nodes[0].wait_exit(STEP));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_quorum_names_a_node_it_last_heard_from() {
+    let Some(mut rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let (lost, other) = (rig.addr(0), rig.addr(1));
+    let (mut holder, _) = v5_ok(lost, "ql-holder", false, Some(300)).await;
+    holder.subscribe(1, &[("ql/#", QoS::AtLeastOnce)]).await;
+    rig.nats.kill(1);
+    rig.nats.kill(2);
+    match holder.recv_within(STEP * 2).await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, 0x9C, "Use another server");
+            assert_eq!(
+                reference_of(d.properties.as_deref()),
+                Some(other.to_string()),
+                "Server Reference"
+            );
+        }
+        other => panic!("expected DISCONNECT 0x9C, got {other:?}"),
+    }
+    let (_, ack) = v5(lost, "ql-new", false, Some(300)).await;
+    assert_eq!(ack.reason, ConnectReason::UseAnotherServer, "CONNACK 0x9C");
+    assert_eq!(
+        reference_of(ack.properties.as_deref()),
+        Some(other.to_string())
+    );
+}
