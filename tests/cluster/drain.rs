@@ -63,7 +63,6 @@ async fn sigterm_sends_clients_to_a_live_node_where_they_resume_without_duplicat
     assert_eq!(&in_flight.topic[..], "dr/6");
     take_acked(&mut sub3, 1).await;
 
-    let term = Instant::now();
     rig.nodes[0].send_term();
     let began = wait_draining(draining, live).await;
     eprintln!("new sessions refused (0x9C) {began:?} after the SIGTERM");

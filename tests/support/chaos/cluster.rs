@@ -131,6 +131,33 @@ impl NodeProcess {
         }
     }
 
+    /// SIGTERM (a graceful drain) and wait for the exit, at most `within` (then SIGKILL);
+    /// the exit status when it exited by itself.
+    pub async fn terminate(&self, within: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(child) = self.child.lock().as_ref() {
+            nats::signal(child, rustix::process::Signal::TERM);
+        }
+        let give_up = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < give_up {
+            let exited = match self.child.lock().as_mut() {
+                Some(child) => child.try_wait().ok().flatten(),
+                None => return None,
+            };
+            if let Some(status) = exited {
+                self.child.lock().take();
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill();
+        None
+    }
+
+    /// Start the node again (same configuration, port and log).
+    pub fn restart(&self) -> std::io::Result<()> {
+        self.spawn()
+    }
+
     /// SIGSTOP: the node keeps its sockets and does nothing.
     pub fn pause(&self) {
         if let Some(child) = self.child.lock().as_ref() {

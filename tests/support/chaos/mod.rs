@@ -17,4 +17,5 @@ pub mod load;
 pub mod mqtt;
 pub mod partition;
 pub mod recorder;
+pub mod rolling;
 pub mod single;
