@@ -316,8 +316,12 @@ where
         .await
         {
             let (mut reason, why) = refusal;
-            // Another node can serve it: "Use another server" naming it (MQTT 5 4.11).
+            // This node cannot take sessions (draining, or its quorum lost) and another node
+            // can: "Use another server" naming it (MQTT 5 4.11). A store that is slow for
+            // every node (a leader election) stays 0x88.
+            let elsewhere = backplane.is_draining() || !backplane.is_available();
             let reference = (reason == ConnectReason::ServerUnavailable
+                && elsewhere
                 && version == ProtocolVersion::V5)
                 .then(|| backplane.server_reference(params.listener.scheme, &client_id))
                 .flatten();
