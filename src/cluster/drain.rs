@@ -327,7 +327,23 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
             t.connected = false;
             t.offline_since_ms = now_ms();
         }
-        (t.record("", &inner.routed()), t.revision, t.epoch)
+        let mut record = t.record("", &inner.routed());
+        // The will as the close that follows leaves it (see `wills.rs`): one without delay is
+        // published by this node as it closes the connection; one with a Will Delay waits in
+        // the record from now (the reaper publishes it, a resume within it cancels it).
+        record.will = record
+            .will
+            .take()
+            .filter(|w| w.delay_secs > 0)
+            .map(|mut w| {
+                w.deadline_ms = Some(super::wills::deadline_after(
+                    &w,
+                    record.expiry_secs,
+                    t.offline_since_ms,
+                ));
+                w
+            });
+        (record, t.revision, t.epoch)
     };
     let key = client_key(&client_id);
     let bytes = record.encode();

@@ -156,3 +156,35 @@ async fn a_node_without_quorum_names_a_node_it_last_heard_from() {
         Some(other.to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_clients_will_without_delay_is_published_once() {
+    let Some(mut rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let (draining, live) = (rig.addr(0), rig.addr(1));
+    let (mut watcher, _) = v5_ok(live, "dw-watcher", true, None).await;
+    watcher.subscribe(1, &[("dw/#", QoS::AtLeastOnce)]).await;
+    let mut connect = crate::support::client::connect_v5("dw-holder", false, Some(300));
+    connect.will = Some(crate::support::client::will(
+        "dw/will",
+        b"gone",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (mut holder, _) = crate::support::client::RawClient::connect_ok(draining, connect).await;
+    rig.nodes[0].send_term();
+    match holder.recv_within(STEP).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x9C),
+        other => panic!("expected DISCONNECT 0x9C, got {other:?}"),
+    }
+    let got = take_acked(&mut watcher, 1).await;
+    assert_eq!(
+        (&got[0].topic[..], &got[0].payload[..]),
+        ("dw/will", &b"gone"[..])
+    );
+    // The resume elsewhere finds no will left to publish, and nobody publishes it again.
+    let (_again, ack) = v5_ok(live, "dw-holder", false, Some(300)).await;
+    assert!(ack.session_present);
+    no_publish(&mut watcher, Duration::from_secs(2)).await;
+}
