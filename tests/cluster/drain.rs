@@ -159,7 +159,7 @@ async fn a_node_without_quorum_names_a_node_it_last_heard_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_clients_will_without_delay_is_published_once() {
-    let Some(mut rig) = Rig::start(2, FAST).await else {
+    let Some(rig) = Rig::start(2, FAST).await else {
         return;
     };
     let (draining, live) = (rig.addr(0), rig.addr(1));
