@@ -107,9 +107,14 @@ pub async fn s7_rolling_restart(
         notes.push(format!("inversion: {example}"));
     }
     rig.keep_logs(&load.client_prefix);
+    let mut figures = Vec::new();
+    if let Some(gap) = report.f_pub_max_gap_ms {
+        figures.push(("S7 F_pub ms".to_owned(), gap));
+    }
     Ok(Outcome {
         report: Some(report),
         notes,
         violations,
+        figures,
     })
 }
