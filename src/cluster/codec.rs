@@ -172,6 +172,13 @@ pub struct InflightRef {
     /// The Subscription Identifier it was sent with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription_id: Option<u32>,
+    /// QoS 2: PUBREC received and PUBREL sent (a resume re-sends the PUBREL, not the PUBLISH).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub released: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A persistent session as `FMQ_SESS` keeps it (key: [`super::subject::client_key`]).
@@ -205,6 +212,11 @@ pub struct SessionRecord {
     /// another process, which does not hold the sessions its predecessor held (0: unknown).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub owner_instance: u64,
+    /// Random per session (a new one after a clean start or the end of the session): names
+    /// the subjects of its inbound QoS 2 exchanges, so a new session never mistakes an old
+    /// one's packet id for its own (see `qos2.rs`). 0 in records of older nodes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -397,6 +409,7 @@ mod tests {
             inflight: vec![],
             will: None,
             owner_instance: 0,
+            incarnation: 0,
         };
         assert!(!r.expired(10_999));
         assert!(r.expired(11_000));

@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub clean_wills: parking_lot::Mutex<super::wills::CleanWills>,
     /// Published listeners, the other nodes' announcements, the drain (see `drain.rs`).
     pub drain: super::drain::DrainState,
+    /// Inbound QoS 2 exchanges held by this node until their PUBREL.
+    pub q2: super::qos2::Inbound,
 }
 
 impl Inner {
@@ -261,6 +263,7 @@ impl ClusterEngine {
             liveness: parking_lot::Mutex::default(),
             clean_wills: parking_lot::Mutex::default(),
             drain: super::drain::DrainState::default(),
+            q2: super::qos2::Inbound::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -499,7 +502,8 @@ impl Backplane for ClusterEngine {
     }
 
     fn maximum_qos(&self) -> QoS {
-        QoS::AtLeastOnce
+        // QoS 2 exactly once across nodes: `qos2.rs`.
+        QoS::ExactlyOnce
     }
 
     fn shared_subscriptions(&self) -> bool {

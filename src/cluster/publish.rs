@@ -43,6 +43,10 @@ pub enum Outgoing {
         payload: Bytes,
         delete: bool,
         done: Option<Done>,
+        /// A compare-and-set (`Nats-Expected-Last-Subject-Sequence`) with the message id the
+        /// store is known by on every node (QoS 2 releases, see `qos2.rs`): a "wrong last
+        /// sequence" answer means an earlier attempt stored it, and counts as stored.
+        expect: Option<(u64, String)>,
     },
 }
 
@@ -90,6 +94,7 @@ pub fn publish(
             payload: payload.clone(),
             delete: false,
             done: Some(tx),
+            expect: None,
         }) {
             return Commit::Done(Err(e));
         }
@@ -123,6 +128,7 @@ pub fn publish(
             },
             delete: retained == RetainedChange::Clear,
             done: Some(tx),
+            expect: None,
         };
         if let Err(e) = send(item) {
             return Commit::Done(Err(e));
@@ -175,6 +181,8 @@ struct InFlight {
     /// without a duplicate.
     id: String,
     done: Option<Done>,
+    /// The subject's last sequence this store expects (compare-and-set), if any.
+    expect: Option<u64>,
     first_sent: Instant,
     sent: Instant,
     ack: AckFuture,
@@ -190,6 +198,9 @@ impl InFlight {
         if self.delete {
             publish = publish.header("KV-Operation", "DEL");
         }
+        if let Some(last) = self.expect {
+            publish = publish.expected_last_subject_sequence(last);
+        }
         publish
     }
 
@@ -201,12 +212,24 @@ impl InFlight {
             .send_publish(self.subject.clone(), self.publish())
             .await
         {
-            Ok(ack) => Box::pin(async move {
-                ack.into_future()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("cluster store refused: {e}"))
-            }),
+            Ok(ack) => {
+                let compare_and_set = self.expect.is_some();
+                Box::pin(async move {
+                    match ack.into_future().await {
+                        Ok(_) => Ok(()),
+                        // Stored by an earlier attempt (the subject moved past the expected
+                        // sequence because of it).
+                        Err(e)
+                            if compare_and_set
+                                && e.kind()
+                                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(format!("cluster store refused: {e}")),
+                    }
+                })
+            }
             Err(e) => {
                 let e = format!("cluster store: {e}");
                 Box::pin(async move { Err(e) })
@@ -276,17 +299,22 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 }
             }
             item = rx.recv(), if up && in_flight.len() < MAX_IN_FLIGHT => {
-                let Some(Outgoing::Store { subject, payload, delete, done }) = item else {
+                let Some(Outgoing::Store { subject, payload, delete, done, expect }) = item else {
                     return;
                 };
                 next_id += 1;
                 let now = Instant::now();
+                let (expect, id) = match expect {
+                    Some((last, id)) => (Some(last), id),
+                    None => (None, format!("{:x}-{next_id:x}", inner.instance)),
+                };
                 let mut entry = InFlight {
                     subject,
                     payload,
                     delete,
-                    id: format!("{:x}-{next_id:x}", inner.instance),
+                    id,
                     done,
+                    expect,
                     first_sent: now,
                     sent: now,
                     ack: Box::pin(std::future::pending()),

@@ -141,7 +141,10 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             // stays on (see `catch_up`); routed after: floors never pass an entry not yet
             // registered.
             inner.positions[k].store(seq, Ordering::Release);
+            let held = super::qos2::is_held(message.headers.as_ref());
             let routed = match decode_message(message.payload.clone()) {
+                // A QoS 2 message not released yet: delivered from its released copy.
+                Ok(_) if held => None,
                 Ok(frame) => Some(core.deliver_from_backplane(
                     frame.message,
                     frame.publisher.as_deref(),
@@ -290,7 +293,9 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 continue;
             };
             let Some(core) = inner.core() else { return };
+            let held = super::qos2::is_held(message.headers.as_ref());
             match decode_message(message.payload.clone()) {
+                Ok(_) if held => {}
                 Ok(frame) => {
                     let routed = core.deliver_from_backplane(
                         frame.message,

@@ -45,8 +45,28 @@ fn kick_subject(node_id: &str) -> String {
 /// The changes the broker core commits, applied to the tracker and NATS.
 pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
     let mut waits = Vec::new();
+    // A persistent session's QoS 2 PUBLISH comes with the packet id to remember.
+    let inbound_qos2 = changes.iter().find_map(|c| match c {
+        Change::InboundQos2Received {
+            client_id,
+            packet_id,
+        } => Some((client_id.clone(), *packet_id)),
+        _ => None,
+    });
     for change in changes {
         match change {
+            Change::Published {
+                message,
+                retained,
+                publisher: Some(publisher),
+            } if message.qos == QoS::ExactlyOnce
+                && inbound_qos2.as_ref().is_some_and(|(c, _)| *c == publisher) =>
+            {
+                let packet_id = inbound_qos2.as_ref().map_or(0, |(_, id)| *id);
+                waits.push(super::qos2::received(
+                    inner, message, retained, publisher, packet_id,
+                ))
+            }
             Change::Published {
                 message,
                 retained,
@@ -57,16 +77,24 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
                 retained,
                 publisher.as_deref(),
             )),
+            Change::InboundQos2Released {
+                client_id,
+                packet_id,
+            } => waits.push(super::qos2::released(inner, client_id, packet_id)),
             Change::Sent {
                 owner: QueueOwner::Session(client_id),
                 seq,
                 packet_id,
-            }
-            | Change::Released {
+            } => waits.push(super::qos2::delivery_state(
+                inner, client_id, seq, packet_id, false,
+            )),
+            Change::Released {
                 owner: QueueOwner::Session(client_id),
                 seq,
                 packet_id,
-            } => inner.tracker.lock().sent(&client_id, seq, packet_id),
+            } => waits.push(super::qos2::delivery_state(
+                inner, client_id, seq, packet_id, true,
+            )),
             Change::Removed {
                 owner: QueueOwner::Session(client_id),
                 seq,
@@ -153,6 +181,7 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
 
 /// A persistent session ended here: delete its record (if this node still owns it).
 fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
+    inner.q2.forget(&client_id);
     let Some(t) = inner.tracker.lock().sessions.remove(&client_id) else {
         return Commit::done();
     };
@@ -217,7 +246,7 @@ impl From<DurabilityError> for Retry {
 async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), Retry> {
     let lock = inner.record_lock(client_id);
     let _one_writer = lock.lock().await;
-    let (record, revision) = {
+    let (record, revision, qos2_changes) = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(client_id) else {
             return Ok(());
@@ -225,7 +254,7 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
         t.dirty = false;
         let mut record = t.record(&inner.node_id, &inner.routed());
         record.owner_instance = inner.instance;
-        (record, t.revision)
+        (record, t.revision, t.qos2_changes)
     };
     let key = client_key(client_id);
     let bytes = record.encode();
@@ -260,6 +289,7 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
             if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
                 if t.epoch == record.epoch {
                     t.revision = new_revision;
+                    t.qos2_written = t.qos2_written.max(qos2_changes);
                 }
             }
             Ok(())
@@ -549,7 +579,11 @@ async fn restore(
     let mut tracked = Tracked::new(data, inner.shards, &floors);
     tracked.epoch = record.epoch;
     tracked.revision = revision;
-    tracked.dirty = false;
+    // A record of an older node has none: the new one is written at the attach.
+    tracked.dirty = record.incarnation == 0;
+    if record.incarnation != 0 {
+        tracked.incarnation = record.incarnation;
+    }
     for cursor in &mut tracked.shards {
         cursor.catching_up = true;
     }
@@ -563,34 +597,36 @@ async fn restore(
         if shard >= inner.shards {
             continue;
         }
-        let Ok(stream) = inner.js.get_stream(shard_stream(shard)).await else {
-            continue;
+        let stored = match inner.js.get_stream(shard_stream(shard)).await {
+            Ok(stream) => stream.direct_get(inflight.seq).await.ok(),
+            Err(_) => None,
         };
-        // Gone from the log (older than maxOfflineAge): nothing to re-send.
-        let Ok(stored) = stream.direct_get(inflight.seq).await else {
-            continue;
-        };
-        let Ok(frame) = decode_message(stored.payload) else {
-            continue;
+        let message = match stored.and_then(|s| decode_message(s.payload).ok()) {
+            Some(frame) => frame.message,
+            // A PUBREL to re-send needs no message.
+            None if inflight.released => super::qos2::released_placeholder(),
+            // Gone from the log (older than maxOfflineAge): nothing to re-send.
+            None => continue,
         };
         let queue_seq = crate::broker::durability::Durability::next_seq(&super::ClusterEngine {
             inner: inner.clone(),
         });
-        let qos = if inflight.qos >= 1 {
-            QoS::AtLeastOnce
-        } else {
-            continue;
+        let (qos, stage) = match (inflight.qos, inflight.released) {
+            (0, _) => continue,
+            (1, _) => (QoS::AtLeastOnce, InflightStage::AwaitingPubAck),
+            (_, false) => (QoS::ExactlyOnce, InflightStage::AwaitingPubRec),
+            (_, true) => (QoS::ExactlyOnce, InflightStage::AwaitingPubComp),
         };
         let entry = InflightEntry {
             packet_id: inflight.packet_id,
             message: crate::broker::message::Message {
                 retain: false,
-                ..frame.message
+                ..message
             },
             qos,
             retain: false,
             subscription_id: inflight.subscription_id.and_then(std::num::NonZeroU32::new),
-            stage: InflightStage::AwaitingPubAck,
+            stage,
             seq: Some(queue_seq),
             shared_group: None,
         };
@@ -604,6 +640,7 @@ async fn restore(
                     qos: inflight.qos,
                     subscription_id: inflight.subscription_id,
                     packet_id: Some(inflight.packet_id),
+                    released: inflight.released,
                 },
             );
         }
@@ -743,6 +780,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
 
 /// Another node takes `client_id`'s session: close it here, write its last record, forget it.
 async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    inner.q2.forget(client_id);
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }

@@ -53,6 +53,8 @@ pub struct Entry {
     pub subscription_id: Option<u32>,
     /// Sent with this packet id (in flight), or still queued.
     pub packet_id: Option<u16>,
+    /// QoS 2: PUBREC received, PUBREL sent.
+    pub released: bool,
 }
 
 /// One local persistent session.
@@ -70,6 +72,12 @@ pub struct Tracked {
     pub entries: BTreeMap<QueueSeq, Entry>,
     /// Changed since the record was last written.
     pub dirty: bool,
+    /// Names this session's inbound QoS 2 subjects (see `SessionRecord::incarnation`).
+    pub incarnation: u64,
+    /// Counts the QoS 2 delivery states recorded (PUBLISH or PUBREL about to be written)...
+    pub qos2_changes: u64,
+    /// ... and how many of them a record write has made durable (see `qos2::durable`).
+    pub qos2_written: u64,
 }
 
 impl Tracked {
@@ -90,6 +98,9 @@ impl Tracked {
                 .collect(),
             entries: BTreeMap::new(),
             dirty: true,
+            incarnation: rand::random::<u64>() | 1,
+            qos2_changes: 0,
+            qos2_written: 0,
         }
     }
 
@@ -125,11 +136,13 @@ impl Tracked {
                         packet_id: e.packet_id?,
                         qos: e.qos,
                         subscription_id: e.subscription_id,
+                        released: e.released,
                     })
                 })
                 .collect(),
             will: self.data.will.as_ref().map(super::codec::WillRecord::of),
             owner_instance: 0,
+            incarnation: self.incarnation,
         }
     }
 
@@ -259,6 +272,7 @@ impl Tracker {
                         qos: q.qos as u8,
                         subscription_id: q.subscription_id.map(|id| id.get()),
                         packet_id: None,
+                        released: false,
                     },
                 );
             }
@@ -275,13 +289,26 @@ impl Tracker {
         }
     }
 
-    pub fn sent(&mut self, client_id: &str, queue_seq: QueueSeq, packet_id: u16) {
-        if let Some(t) = self.sessions.get_mut(client_id) {
-            if let Some(e) = t.entries.get_mut(&queue_seq) {
-                e.packet_id = Some(packet_id);
-                t.dirty = true;
-            }
+    /// Entry `queue_seq` was sent with `packet_id` (`released`: its QoS 2 PUBREL). For a
+    /// QoS 2 entry, the count of changes a record write must make durable before the packet
+    /// is written (`None`: nothing to wait for).
+    pub fn sent(
+        &mut self,
+        client_id: &str,
+        queue_seq: QueueSeq,
+        packet_id: u16,
+        released: bool,
+    ) -> Option<u64> {
+        let t = self.sessions.get_mut(client_id)?;
+        let e = t.entries.get_mut(&queue_seq)?;
+        e.packet_id = Some(packet_id);
+        e.released = released;
+        t.dirty = true;
+        if e.qos < 2 {
+            return None;
         }
+        t.qos2_changes += 1;
+        Some(t.qos2_changes)
     }
 
     pub fn removed(&mut self, client_id: &str, queue_seq: QueueSeq) {
@@ -368,6 +395,7 @@ mod tests {
             qos: 1,
             subscription_id: None,
             packet_id: Some(7),
+            released: false,
         };
         tracker.restored("c", 50, entry);
         tracker

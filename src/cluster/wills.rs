@@ -389,6 +389,7 @@ mod tests {
             inflight: vec![],
             will: will.as_ref().map(WillRecord::of),
             owner_instance: 7,
+            incarnation: 0,
         }
     }
 

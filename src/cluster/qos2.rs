@@ -1,0 +1,452 @@
+//! QoS 2 exactly once across nodes (MQTT 5 4.3.3, 4.4).
+//!
+//! **Inbound, a client's PUBLISH.** The message is held in its topic's shard stream on a
+//! subject of its own exchange, `fmq.m.<k>.$q2.<client key>.<incarnation>.<packet id>` (no
+//! MQTT topic maps to a `$q2` token: `$` is escaped in topic subjects). PUBLISH: the subject's
+//! last message is read from the stream leader; a held copy of the same message means a
+//! re-sent PUBLISH (PUBREC, nothing written); otherwise the held copy (the message frame,
+//! header `Fmq-Q2: held`) is written with `Nats-Expected-Last-Subject-Sequence` = that last
+//! sequence (0: none). PUBREL: the released copy (the same frame, no header) is written on
+//! the same subject expecting the held copy's sequence; a "wrong last sequence" answer means
+//! an earlier attempt released it. The readers skip held copies and route released ones, so
+//! the message is delivered at PUBREL (the specification's method A) and exactly once: every
+//! step is a compare-and-set on one subject, whichever node the PUBLISH, its re-send and the
+//! PUBREL reach, and whatever failed between them. Message ids (`Nats-Msg-Id`) are derived
+//! from the exchange and the expected sequence, the same for every retry on every node.
+//! The incarnation (random per session, in its record) keeps a new session (clean start)
+//! from taking an old session's packet id for its own.
+//!
+//! **Outbound, a QoS 2 delivery.** The packet id and state (PUBLISH sent, PUBREL sent) of each
+//! QoS 2 entry are in the session record before the broker writes the PUBLISH or PUBREL
+//! ([`delivery_state`]: one record write carries every change made before it), so a session
+//! resumed on another node re-sends the PUBLISH (DUP) or the PUBREL by that state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::future::IntoFuture;
+use tokio::sync::oneshot;
+
+use super::codec::{decode_message, encode_message};
+use super::engine::Inner;
+use super::publish::Outgoing;
+use super::subject::{client_key, retained_key};
+use super::{shard_of, shard_prefix, shard_stream, RETAINED_BUCKET};
+use crate::broker::durability::{Commit, DurabilityError, QueueSeq, RetainedChange};
+use crate::broker::message::Message;
+
+/// The header marking a held copy.
+const STATE_HEADER: &str = "Fmq-Q2";
+const HELD: &str = "held";
+/// The header of a held copy that sets (`set`) or clears (`clear`) its topic's retained
+/// message at its release.
+const RETAIN_HEADER: &str = "Fmq-Retain";
+
+/// Attempts of a PUBLISH against a concurrent writer of its subject.
+const ATTEMPTS: usize = 3;
+
+fn unavailable(what: impl std::fmt::Display) -> DurabilityError {
+    DurabilityError::Unavailable(format!("cluster store (QoS 2): {what}"))
+}
+
+/// A held message this node wrote or found, until its PUBREL.
+#[derive(Clone)]
+struct Held {
+    shard: usize,
+    seq: u64,
+    incarnation: u64,
+    frame: Bytes,
+    retained: RetainedChange,
+}
+
+/// The node's held inbound exchanges by (client id, packet id): the PUBREL of a PUBLISH this
+/// node took needs no read. An entry that went stale (the session moved and came back) is
+/// harmless: its release's compare-and-set fails and counts as released.
+#[derive(Default)]
+pub struct Inbound {
+    held: parking_lot::Mutex<HashMap<(Arc<str>, u16), Held>>,
+}
+
+impl Inbound {
+    /// The session left this node: its exchanges are another node's now.
+    pub fn forget(&self, client_id: &str) {
+        self.held.lock().retain(|(c, _), _| &**c != client_id);
+    }
+}
+
+/// A message read from a shard is a held copy (not to be routed).
+pub fn is_held(headers: Option<&HeaderMap>) -> bool {
+    headers
+        .and_then(|h| h.get(STATE_HEADER))
+        .is_some_and(|v| v.as_str() == HELD)
+}
+
+/// The subject of `client_id`'s inbound exchange `packet_id` in shard `shard`.
+fn subject(shard: usize, client_id: &str, incarnation: u64, packet_id: u16) -> String {
+    format!(
+        "{}.$q2.{}.{incarnation:x}.{packet_id}",
+        shard_prefix(shard),
+        client_key(client_id)
+    )
+}
+
+fn incarnation_of(inner: &Inner, client_id: &str) -> Option<u64> {
+    inner
+        .tracker
+        .lock()
+        .sessions
+        .get(client_id)
+        .map(|t| t.incarnation)
+}
+
+/// A QoS 2 PUBLISH `packet_id` of the persistent session `client_id`: the PUBREC may go once
+/// the answer is `Ok` (the message is held, by this PUBLISH or an earlier copy of it).
+pub fn received(
+    inner: &Arc<Inner>,
+    message: Message,
+    retained: RetainedChange,
+    client_id: Arc<str>,
+    packet_id: u16,
+) -> Commit {
+    let Some(incarnation) = incarnation_of(inner, &client_id) else {
+        // Not a session of this node (being handed over): stored and routed at once, as
+        // QoS 1; the connection closes with its session.
+        return super::publish::publish(inner, message, retained, Some(&client_id));
+    };
+    if !super::subject::topic_fits(&message.topic) {
+        return Commit::Done(Err(unavailable(format!(
+            "topic of {} bytes is too long for the cluster's NATS subjects",
+            message.topic.len()
+        ))));
+    }
+    let counter = inner
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let frame = match encode_message(&message, inner.instance, counter, Some(&client_id)) {
+        Ok(f) => f,
+        Err(e) => return Commit::Done(Err(unavailable(e))),
+    };
+    let inner = inner.clone();
+    Commit::Pending(Box::pin(async move {
+        let shard = shard_of(&message.topic, inner.shards);
+        let subject = subject(shard, &client_id, incarnation, packet_id);
+        let held = hold(&inner, shard, &subject, &message, frame, retained).await?;
+        inner.q2.held.lock().insert(
+            (client_id, packet_id),
+            Held {
+                incarnation,
+                ..held
+            },
+        );
+        Ok(())
+    }))
+}
+
+/// Write the held copy of `message` on `subject` unless the subject holds it already.
+async fn hold(
+    inner: &Inner,
+    shard: usize,
+    subject: &str,
+    message: &Message,
+    frame: Bytes,
+    retained: RetainedChange,
+) -> Result<Held, DurabilityError> {
+    let stream = inner
+        .js
+        .get_stream_no_info(shard_stream(shard))
+        .await
+        .map_err(unavailable)?;
+    for _ in 0..ATTEMPTS {
+        // From the stream leader: a replica could still show a held copy released since.
+        let last = tokio::time::timeout(
+            inner.store_timeout,
+            stream.get_last_raw_message_by_subject(subject),
+        )
+        .await
+        .map_err(|_| unavailable("no answer reading an exchange"))?;
+        let expected = match last {
+            Ok(last) => {
+                if is_held(Some(&last.headers)) {
+                    if let Ok(kept) = decode_message(last.payload.clone()) {
+                        if same_message(&kept.message, message) {
+                            // A re-sent PUBLISH (on this node or another): held already.
+                            return Ok(Held {
+                                shard,
+                                seq: last.sequence,
+                                incarnation: 0,
+                                retained: retained_of(&last.headers),
+                                frame: last.payload,
+                            });
+                        }
+                    }
+                }
+                // A released exchange (the packet id is being reused), or a held copy of
+                // another message whose PUBREC was refused: replaced.
+                last.sequence
+            }
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => 0,
+            Err(e) => return Err(unavailable(e)),
+        };
+        let mut publish = PublishMessage::build()
+            .payload(frame.clone())
+            .header(STATE_HEADER, HELD)
+            .expected_last_subject_sequence(expected)
+            .message_id(format!("{subject}.h{expected}"));
+        match retained {
+            RetainedChange::Set => publish = publish.header(RETAIN_HEADER, "set"),
+            RetainedChange::Clear => publish = publish.header(RETAIN_HEADER, "clear"),
+            RetainedChange::Unchanged => {}
+        }
+        let ack = match inner.js.send_publish(subject.to_owned(), publish).await {
+            Ok(ack) => ack,
+            Err(e) => return Err(unavailable(e)),
+        };
+        match tokio::time::timeout(inner.store_timeout, ack.into_future()).await {
+            Ok(Ok(ack)) => {
+                return Ok(Held {
+                    shard,
+                    seq: ack.sequence,
+                    incarnation: 0,
+                    frame,
+                    retained,
+                })
+            }
+            // Someone wrote the subject since it was read (an earlier attempt of this
+            // PUBLISH, whose answer was lost): read again.
+            Ok(Err(e))
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+            {
+                continue
+            }
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no answer holding a message")),
+        }
+    }
+    Err(unavailable("the exchange's subject kept changing"))
+}
+
+/// A re-sent PUBLISH carries the same message (MQTT 5 4.3.3: same packet id, DUP set).
+fn same_message(a: &Message, b: &Message) -> bool {
+    a.topic == b.topic && a.payload == b.payload && a.retain == b.retain && a.qos == b.qos
+}
+
+fn retained_of(headers: &HeaderMap) -> RetainedChange {
+    match headers.get(RETAIN_HEADER).map(|v| v.as_str()) {
+        Some("set") => RetainedChange::Set,
+        Some("clear") => RetainedChange::Clear,
+        _ => RetainedChange::Unchanged,
+    }
+}
+
+/// PUBREL `packet_id` of the persistent session `client_id`: the PUBCOMP may go once the
+/// answer is `Ok` (the message is released, by this PUBREL or an earlier one, or there was
+/// nothing to release).
+pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Commit {
+    let Some(incarnation) = incarnation_of(inner, &client_id) else {
+        return Commit::done();
+    };
+    let cached = inner
+        .q2
+        .held
+        .lock()
+        .remove(&(client_id.clone(), packet_id))
+        .filter(|h| h.incarnation == incarnation);
+    if let Some(held) = cached {
+        // Handed to the store task now, behind this client's earlier publishes.
+        return release(inner, &client_id, incarnation, packet_id, held);
+    }
+    // The PUBLISH reached another node (or this one before a restart): find its held copy.
+    let inner = inner.clone();
+    Commit::Pending(Box::pin(async move {
+        match find_held(&inner, &client_id, incarnation, packet_id).await? {
+            Some(held) => {
+                release(&inner, &client_id, incarnation, packet_id, held)
+                    .wait()
+                    .await
+            }
+            None => Ok(()),
+        }
+    }))
+}
+
+/// The held copy of an exchange in any shard (its topic, so its shard, is unknown here):
+/// the latest, if several (a shard's copy of a packet id used before for another topic is
+/// released, so not held).
+async fn find_held(
+    inner: &Inner,
+    client_id: &str,
+    incarnation: u64,
+    packet_id: u16,
+) -> Result<Option<Held>, DurabilityError> {
+    let reads = (0..inner.shards).map(|shard| async move {
+        let stream = inner
+            .js
+            .get_stream_no_info(shard_stream(shard))
+            .await
+            .map_err(unavailable)?;
+        let subject = subject(shard, client_id, incarnation, packet_id);
+        match tokio::time::timeout(
+            inner.store_timeout,
+            stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        {
+            Ok(Ok(m)) if is_held(Some(&m.headers)) => Ok(Some((shard, m))),
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("no answer reading an exchange")),
+        }
+    });
+    let found = futures_util::future::try_join_all(reads).await?;
+    Ok(found
+        .into_iter()
+        .flatten()
+        .max_by_key(|(_, m)| m.time)
+        .map(|(shard, m)| Held {
+            shard,
+            seq: m.sequence,
+            incarnation,
+            retained: retained_of(&m.headers),
+            frame: m.payload,
+        }))
+}
+
+/// Release `held`: its retained change, then the released copy (compare-and-set on the held
+/// copy's sequence), in the store task's order.
+fn release(
+    inner: &Arc<Inner>,
+    client_id: &str,
+    incarnation: u64,
+    packet_id: u16,
+    held: Held,
+) -> Commit {
+    let subject = subject(held.shard, client_id, incarnation, packet_id);
+    let mut waits = Vec::new();
+    if held.retained != RetainedChange::Unchanged {
+        // Before the release: a failure between them leaves the exchange held, and the
+        // client's PUBREL again writes the same retained message.
+        let topic = decode_message(held.frame.clone())
+            .map(|f| f.message.topic)
+            .map_err(unavailable);
+        let topic = match topic {
+            Ok(t) => t,
+            Err(e) => return Commit::Done(Err(e)),
+        };
+        let clear = held.retained == RetainedChange::Clear;
+        waits.push(store(
+            inner,
+            format!("$KV.{RETAINED_BUCKET}.{}", retained_key(&topic)),
+            if clear {
+                Bytes::new()
+            } else {
+                held.frame.clone()
+            },
+            clear,
+            None,
+        ));
+    }
+    let id = format!("{subject}.r{}", held.seq);
+    waits.push(store(
+        inner,
+        subject,
+        held.frame,
+        false,
+        Some((held.seq, id)),
+    ));
+    Commit::Pending(Box::pin(async move {
+        for wait in waits {
+            match wait.await {
+                Ok(result) => result?,
+                Err(_) => return Err(unavailable("cluster publisher stopped")),
+            }
+        }
+        Ok(())
+    }))
+}
+
+/// Hand a store to the store task; its answer.
+fn store(
+    inner: &Inner,
+    subject: String,
+    payload: Bytes,
+    delete: bool,
+    expect: Option<(u64, String)>,
+) -> oneshot::Receiver<Result<(), DurabilityError>> {
+    let (tx, rx) = oneshot::channel();
+    // A send error drops `tx`: the receiver answers "stopped".
+    let _ = inner.outgoing.send(Outgoing::Store {
+        subject,
+        payload,
+        delete,
+        done: Some(tx),
+        expect,
+    });
+    rx
+}
+
+/// Outbound entry `queue_seq` of `client_id` is about to be written with `packet_id`
+/// (`released`: as PUBREL). A QoS 2 entry's state is in the session record when the answer
+/// is `Ok`; a QoS 1 entry's is written with the next progress flush.
+pub fn delivery_state(
+    inner: &Arc<Inner>,
+    client_id: Arc<str>,
+    queue_seq: QueueSeq,
+    packet_id: u16,
+    released: bool,
+) -> Commit {
+    let change = inner
+        .tracker
+        .lock()
+        .sent(&client_id, queue_seq, packet_id, released);
+    let Some(change) = change else {
+        return Commit::done();
+    };
+    let inner = inner.clone();
+    Commit::Pending(Box::pin(async move {
+        // Every change made before a write is in it: concurrent deliveries share one write.
+        for _ in 0..2 {
+            {
+                let lock = inner.record_lock(&client_id);
+                let _one_writer = lock.lock().await;
+                if durable(&inner, &client_id, change) {
+                    return Ok(());
+                }
+            }
+            super::sessions::write_record(&inner, &client_id).await?;
+            if durable(&inner, &client_id, change) {
+                return Ok(());
+            }
+        }
+        Err(unavailable("delivery state not written"))
+    }))
+}
+
+/// Change `change` of the session's QoS 2 delivery states is in its record (or the session
+/// is no longer this node's: its connection is being closed).
+fn durable(inner: &Inner, client_id: &str, change: u64) -> bool {
+    inner
+        .tracker
+        .lock()
+        .sessions
+        .get(client_id)
+        .is_none_or(|t| t.qos2_written >= change)
+}
+
+/// The message of a restored QoS 2 exchange whose PUBREL is re-sent while its message left
+/// the log (older than `maxOfflineAge`): only its packet id is written again.
+pub fn released_placeholder() -> Message {
+    Message {
+        stamp: crate::broker::message::SampleStamp::NONE,
+        topic: Arc::from(""),
+        payload: Bytes::new(),
+        qos: crate::protocol::QoS::ExactlyOnce,
+        retain: false,
+        v5: None,
+    }
+}
