@@ -132,6 +132,18 @@ pub fn received(
     };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
+        // A new session's record is written in the background: it must exist (with the
+        // incarnation) before a PUBREC, else a node taking the session over would not find
+        // what this one holds for it.
+        let unwritten = inner
+            .tracker
+            .lock()
+            .sessions
+            .get(&client_id)
+            .is_some_and(|t| t.revision == 0);
+        if unwritten {
+            super::sessions::write_record(&inner, &client_id).await?;
+        }
         let shard = shard_of(&message.topic, inner.shards);
         let subject = subject(shard, &client_id, incarnation, packet_id);
         let held = hold(&inner, shard, &subject, &message, frame, retained).await?;

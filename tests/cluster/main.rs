@@ -14,6 +14,7 @@ mod harness;
 mod live_interest;
 mod online;
 mod paho;
+mod qos2;
 mod quorum;
 mod refusals;
 mod reload;

@@ -1,0 +1,486 @@
+//! QoS 2 exactly once across nodes, with real clients: rumqttc's MQTT 5 client publishing
+//! and subscribing at QoS 2 on different nodes; the raw client for exact packets: a PUBLISH
+//! re-sent (DUP) on another node after the connection dropped before PUBREL, a PUBREL sent
+//! to another node than its PUBLISH, a packet id reused after PUBCOMP and by a new session
+//! (clean start), an outbound exchange resumed on another node (PUBREL re-sent, not the
+//! PUBLISH; or the PUBLISH with DUP), and the SIGKILL of the node serving both ends in the
+//! middle of a flow: every message delivered exactly once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ferromq::protocol::{Ack, Disconnect, Packet, Publish, QoS};
+
+use super::rig::{next_publish, no_publish, publish, v3_ok, v5_ok, Rig, FAST};
+use crate::support::client::RawClient;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos2_exactly_once_across_nodes() {
+    let Some(mut rig) = Rig::start(3, FAST).await else {
+        return;
+    };
+    advertised_and_granted(&rig).await;
+    rumqttc_v5_publishes_and_subscribes_at_qos2_on_different_nodes(&rig).await;
+    a_publish_resent_on_another_node_is_delivered_once(&rig).await;
+    a_pubrel_on_another_node_releases_the_message_once(&rig).await;
+    a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(&rig).await;
+    an_outbound_exchange_resumes_on_another_node_by_its_state(&rig).await;
+    // Last: it kills node 0.
+    a_node_killed_mid_flow_delivers_every_message_once(&mut rig).await;
+}
+
+fn pubrec(id: u16) -> Packet {
+    Packet::PubRec(Ack::new(id))
+}
+fn pubrel(id: u16) -> Packet {
+    Packet::PubRel(Ack::new(id))
+}
+fn pubcomp(id: u16) -> Packet {
+    Packet::PubComp(Ack::new(id))
+}
+
+fn dup(packet: Packet) -> Packet {
+    match packet {
+        Packet::Publish(p) => Packet::Publish(Publish { dup: true, ..p }),
+        other => other,
+    }
+}
+
+/// The next packet that is not a PUBLISH or PINGRESP... : the acknowledgement `want`
+/// (PUBREC / PUBCOMP / PUBREL) of `id`, within 10 s; PUBLISHes met meanwhile are returned.
+async fn expect_ack(client: &mut RawClient, want: &str, id: u16) -> (u8, Vec<Publish>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut skipped = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match client.recv_within(left).await {
+            Some(Packet::PubRec(a)) if want == "PUBREC" && a.packet_id == id => {
+                return (a.reason, skipped)
+            }
+            Some(Packet::PubComp(a)) if want == "PUBCOMP" && a.packet_id == id => {
+                return (a.reason, skipped)
+            }
+            Some(Packet::PubRel(a)) if want == "PUBREL" && a.packet_id == id => {
+                return (a.reason, skipped)
+            }
+            Some(Packet::Publish(p)) => skipped.push(p),
+            Some(Packet::PingResp) => {}
+            Some(other) => panic!("expected {want} {id}, got {other:?}"),
+            None => panic!("no {want} for {id}"),
+        }
+    }
+}
+
+fn disconnect() -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason: 0,
+        properties: None,
+    })
+}
+
+/// A QoS 2 subscriber on `addr` (a clean session) that got its SUBACK.
+async fn subscriber(addr: SocketAddr, id: &str, filter: &str) -> RawClient {
+    let (mut sub, _) = v5_ok(addr, id, true, None).await;
+    assert_eq!(sub.subscribe(1, &[(filter, QoS::ExactlyOnce)]).await, [2]);
+    sub
+}
+
+/// Receive one QoS 2 message completely (PUBREC, PUBREL, PUBCOMP); its payload.
+async fn receive_qos2(sub: &mut RawClient) -> Vec<u8> {
+    let p = next_publish(sub).await;
+    assert_eq!(p.qos, QoS::ExactlyOnce);
+    let id = p.packet_id.expect("QoS 2 has a packet id");
+    sub.send(pubrec(id)).await;
+    expect_ack(sub, "PUBREL", id).await;
+    sub.send(pubcomp(id)).await;
+    p.payload.to_vec()
+}
+
+async fn advertised_and_granted(rig: &Rig) {
+    for node in 0..3 {
+        let (mut v5, ack) = v5_ok(rig.addr(node), "q2-adv", true, None).await;
+        let props = ack.properties.expect("CONNACK properties");
+        assert_eq!(props.maximum_qos, None, "node {node}: Maximum QoS absent = 2");
+        assert_eq!(v5.subscribe(1, &[("q2/adv", QoS::ExactlyOnce)]).await, [2]);
+        let (mut v3, _) = v3_ok(rig.addr(node), "q2-adv-3", true).await;
+        assert_eq!(v3.subscribe(1, &[("q2/adv", QoS::ExactlyOnce)]).await, [2]);
+    }
+    // An MQTT 5 will at QoS 2 is accepted and published at QoS 2 on another node.
+    let mut sub = subscriber(rig.addr(1), "q2-will-sub", "q2/will").await;
+    let mut connect = crate::support::client::connect_v5("q2-will", true, None);
+    connect.will = Some(crate::support::client::will(
+        "q2/will",
+        b"gone",
+        QoS::ExactlyOnce,
+        false,
+    ));
+    let (mut with_will, ack) = RawClient::connect(rig.addr(0), connect).await;
+    assert_eq!(ack.reason, ferromq::protocol::ConnectReason::Success);
+    with_will
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0x04, // Disconnect with Will Message
+            properties: None,
+        }))
+        .await;
+    assert_eq!(receive_qos2(&mut sub).await, b"gone");
+}
+
+async fn rumqttc_v5_publishes_and_subscribes_at_qos2_on_different_nodes(rig: &Rig) {
+    use rumqttc::v5::mqttbytes::v5::Packet as V5Packet;
+    use rumqttc::v5::mqttbytes::QoS as V5QoS;
+    use rumqttc::v5::Event;
+    const N: usize = 20;
+    let (sub, mut sub_events) = rumqttc_v5(rig.addr(0), "q2-rq-sub");
+    sub.subscribe("q2/rq/#", V5QoS::ExactlyOnce)
+        .await
+        .expect("subscribe");
+    // Wait for the SUBACK before publishing.
+    loop {
+        match sub_events.recv().await.expect("subscriber events") {
+            Event::Incoming(V5Packet::SubAck(ack)) => {
+                assert_eq!(
+                    format!("{:?}", ack.return_codes),
+                    "[Success(ExactlyOnce)]",
+                    "granted QoS 2"
+                );
+                break;
+            }
+            _ => continue,
+        }
+    }
+    let (publisher, mut pub_events) = rumqttc_v5(rig.addr(1), "q2-rq-pub");
+    for n in 0..N {
+        publisher
+            .publish(
+                "q2/rq/t",
+                V5QoS::ExactlyOnce,
+                false,
+                format!("rq{n:02}").into_bytes(),
+            )
+            .await
+            .expect("publish");
+    }
+    let mut completed = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while completed < N {
+        match tokio::time::timeout_at(deadline, pub_events.recv()).await {
+            Ok(Some(Event::Incoming(V5Packet::PubComp(_)))) => completed += 1,
+            Ok(Some(_)) => {}
+            other => panic!("PUBCOMP {completed} of {N}: {other:?}"),
+        }
+    }
+    let mut got = Vec::new();
+    let end = tokio::time::Instant::now() + Duration::from_secs(20);
+    // Every message, then nothing more for 1 s.
+    loop {
+        let wait = if got.len() < N {
+            end
+        } else {
+            tokio::time::Instant::now() + Duration::from_secs(1)
+        };
+        match tokio::time::timeout_at(wait, sub_events.recv()).await {
+            Ok(Some(Event::Incoming(V5Packet::Publish(p)))) => {
+                assert_eq!(p.qos, V5QoS::ExactlyOnce);
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("subscriber event loop ended"),
+            Err(_) if got.len() >= N => break,
+            Err(_) => panic!("got {} of {N}: {got:?}", got.len()),
+        }
+    }
+    let want: Vec<String> = (0..N).map(|n| format!("rq{n:02}")).collect();
+    assert_eq!(got, want, "each once, in order");
+}
+
+/// A rumqttc MQTT 5 client whose events arrive on a channel (the loop stops at an error).
+fn rumqttc_v5(
+    addr: SocketAddr,
+    id: &str,
+) -> (
+    rumqttc::v5::AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::v5::Event>,
+) {
+    let options = rumqttc::v5::MqttOptions::new(id, addr.ip().to_string(), addr.port());
+    let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 100);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn a_publish_resent_on_another_node_is_delivered_once(rig: &Rig) {
+    let mut sub = subscriber(rig.addr(2), "q2-dup-sub", "q2/dup").await;
+    let message = publish("q2/dup", b"once", QoS::ExactlyOnce, Some(7));
+    let (mut first, _) = v5_ok(rig.addr(0), "q2-dup-pub", false, Some(300)).await;
+    first.send(message.clone()).await;
+    assert_eq!(expect_ack(&mut first, "PUBREC", 7).await.0, 0);
+    // Held, not delivered before its PUBREL (method A).
+    no_publish(&mut sub, Duration::from_millis(500)).await;
+    // Dropped before PUBREL; the client did not see the PUBREC, re-sends on node 1.
+    drop(first);
+    let (mut again, ack) = v5_ok(rig.addr(1), "q2-dup-pub", false, Some(300)).await;
+    assert!(ack.session_present);
+    again.send(dup(message)).await;
+    assert_eq!(expect_ack(&mut again, "PUBREC", 7).await.0, 0);
+    again.send(pubrel(7)).await;
+    assert_eq!(expect_ack(&mut again, "PUBCOMP", 7).await.0, 0);
+    assert_eq!(receive_qos2(&mut sub).await, b"once");
+    // The PUBCOMP lost as well: the PUBREL re-sent on node 2 completes, nothing delivered.
+    drop(again);
+    let (mut third, ack) = v5_ok(rig.addr(2), "q2-dup-pub", false, Some(300)).await;
+    assert!(ack.session_present);
+    third.send(pubrel(7)).await;
+    expect_ack(&mut third, "PUBCOMP", 7).await;
+    no_publish(&mut sub, Duration::from_secs(1)).await;
+    third.send(disconnect()).await;
+}
+
+async fn a_pubrel_on_another_node_releases_the_message_once(rig: &Rig) {
+    let mut sub = subscriber(rig.addr(0), "q2-rel-sub", "q2/rel/+").await;
+    // MQTT 3.1.1 and 5: the PUBREC received, the PUBREL goes to another node.
+    let (mut v3, _) = v3_ok(rig.addr(1), "q2-rel-3", false).await;
+    v3.send(publish("q2/rel/3", b"three", QoS::ExactlyOnce, Some(1)))
+        .await;
+    expect_ack(&mut v3, "PUBREC", 1).await;
+    drop(v3);
+    let (mut v3, ack) = v3_ok(rig.addr(2), "q2-rel-3", false).await;
+    assert!(ack.session_present);
+    v3.send(pubrel(1)).await;
+    expect_ack(&mut v3, "PUBCOMP", 1).await;
+    assert_eq!(receive_qos2(&mut sub).await, b"three");
+
+    let (mut v5, _) = v5_ok(rig.addr(2), "q2-rel-5", false, Some(300)).await;
+    v5.send(publish("q2/rel/5", b"five", QoS::ExactlyOnce, Some(9)))
+        .await;
+    expect_ack(&mut v5, "PUBREC", 9).await;
+    drop(v5);
+    let (mut v5, ack) = v5_ok(rig.addr(0), "q2-rel-5", false, Some(300)).await;
+    assert!(ack.session_present);
+    v5.send(pubrel(9)).await;
+    assert_eq!(expect_ack(&mut v5, "PUBCOMP", 9).await.0, 0);
+    assert_eq!(receive_qos2(&mut sub).await, b"five");
+    no_publish(&mut sub, Duration::from_secs(1)).await;
+    v5.send(disconnect()).await;
+}
+
+async fn a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(rig: &Rig) {
+    let mut sub = subscriber(rig.addr(1), "q2-reuse-sub", "q2/reuse").await;
+    let (mut p, _) = v5_ok(rig.addr(0), "q2-reuse", false, Some(300)).await;
+    for payload in [&b"first"[..], b"second"] {
+        p.send(publish("q2/reuse", payload, QoS::ExactlyOnce, Some(3)))
+            .await;
+        expect_ack(&mut p, "PUBREC", 3).await;
+        p.send(pubrel(3)).await;
+        expect_ack(&mut p, "PUBCOMP", 3).await;
+        assert_eq!(receive_qos2(&mut sub).await, payload);
+    }
+    // Held and never released; then a new session (clean start) sends the same message
+    // with the same packet id: a new message, not a re-send of the old session's.
+    p.send(publish("q2/reuse", b"third", QoS::ExactlyOnce, Some(3)))
+        .await;
+    expect_ack(&mut p, "PUBREC", 3).await;
+    drop(p);
+    let (mut fresh, ack) = v5_ok(rig.addr(2), "q2-reuse", true, Some(300)).await;
+    assert!(!ack.session_present);
+    fresh
+        .send(publish("q2/reuse", b"third", QoS::ExactlyOnce, Some(3)))
+        .await;
+    expect_ack(&mut fresh, "PUBREC", 3).await;
+    fresh.send(pubrel(3)).await;
+    expect_ack(&mut fresh, "PUBCOMP", 3).await;
+    assert_eq!(receive_qos2(&mut sub).await, b"third");
+    no_publish(&mut sub, Duration::from_secs(1)).await;
+    fresh.send(disconnect()).await;
+}
+
+async fn an_outbound_exchange_resumes_on_another_node_by_its_state(rig: &Rig) {
+    let (mut sub, _) = v5_ok(rig.addr(0), "q2-out", false, Some(300)).await;
+    assert_eq!(sub.subscribe(1, &[("q2/out", QoS::ExactlyOnce)]).await, [2]);
+    let (mut publisher, _) = v5_ok(rig.addr(1), "q2-out-pub", true, None).await;
+    for (n, payload) in [&b"released"[..], b"unanswered"].into_iter().enumerate() {
+        let id = n as u16 + 1;
+        publisher
+            .send(publish("q2/out", payload, QoS::ExactlyOnce, Some(id)))
+            .await;
+        expect_ack(&mut publisher, "PUBREC", id).await;
+        publisher.send(pubrel(id)).await;
+        expect_ack(&mut publisher, "PUBCOMP", id).await;
+    }
+    // The first: PUBREC sent, PUBREL received, no PUBCOMP. The second: not answered.
+    let first = next_publish(&mut sub).await;
+    assert_eq!(&first.payload[..], b"released");
+    let first_id = first.packet_id.expect("id");
+    sub.send(pubrec(first_id)).await;
+    let (_, meanwhile) = expect_ack(&mut sub, "PUBREL", first_id).await;
+    let second = match meanwhile.into_iter().next() {
+        Some(p) => p,
+        None => next_publish(&mut sub).await,
+    };
+    assert_eq!(&second.payload[..], b"unanswered");
+    let second_id = second.packet_id.expect("id");
+    drop(sub);
+
+    // On node 2: the PUBREL of the first (not its PUBLISH), the PUBLISH of the second, DUP.
+    let (mut resumed, ack) = v5_ok(rig.addr(2), "q2-out", false, Some(300)).await;
+    assert!(ack.session_present);
+    match resumed.recv().await {
+        Packet::PubRel(a) => assert_eq!(a.packet_id, first_id),
+        other => panic!("expected the PUBREL re-sent first, got {other:?}"),
+    }
+    let again = next_publish(&mut resumed).await;
+    assert_eq!(
+        (&again.payload[..], again.packet_id, again.dup),
+        (&b"unanswered"[..], Some(second_id), true)
+    );
+    resumed.send(pubcomp(first_id)).await;
+    resumed.send(pubrec(second_id)).await;
+    expect_ack(&mut resumed, "PUBREL", second_id).await;
+    resumed.send(pubcomp(second_id)).await;
+    no_publish(&mut resumed, Duration::from_secs(1)).await;
+    resumed.send(disconnect()).await;
+}
+
+/// A QoS 2 receiver as a client must be: a PUBLISH whose packet id awaits its PUBREL is a
+/// re-send (PUBREC again, not a new message).
+#[derive(Default)]
+struct Receiver {
+    awaiting_release: BTreeSet<u16>,
+    delivered: Vec<Bytes>,
+}
+
+impl Receiver {
+    async fn handle(&mut self, client: &mut RawClient, packet: Packet) {
+        match packet {
+            Packet::Publish(p) => {
+                let id = p.packet_id.expect("QoS 2");
+                if self.awaiting_release.insert(id) {
+                    self.delivered.push(p.payload);
+                }
+                client.send(pubrec(id)).await;
+            }
+            Packet::PubRel(a) => {
+                self.awaiting_release.remove(&a.packet_id);
+                client.send(pubcomp(a.packet_id)).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Where a publisher's exchange stands, as the client keeps it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sent {
+    Publish,
+    Release,
+}
+
+async fn a_node_killed_mid_flow_delivers_every_message_once(rig: &mut Rig) {
+    const N: u16 = 30;
+    let topic = "q2/kill";
+    let (mut sub, _) = v5_ok(rig.addr(0), "q2-kill-sub", false, Some(300)).await;
+    assert_eq!(sub.subscribe(1, &[(topic, QoS::ExactlyOnce)]).await, [2]);
+    let (killed_tx, mut killed_rx) = tokio::sync::watch::channel(false);
+    let resume_at = rig.addr(2);
+    let receiving = tokio::spawn(async move {
+        let mut receiver = Receiver::default();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut moved = false;
+        // Until every message and 1 s of nothing more.
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            match sub.recv_within(Duration::from_millis(200)).await {
+                Some(packet) => {
+                    receiver.handle(&mut sub, packet).await;
+                    quiet_since = Instant::now();
+                }
+                None if *killed_rx.borrow_and_update() && !moved => {
+                    let (resumed, ack) = v5_ok(resume_at, "q2-kill-sub", false, Some(300)).await;
+                    assert!(ack.session_present, "the subscriber's session resumed");
+                    sub = resumed;
+                    moved = true;
+                }
+                None => {}
+            }
+            if receiver.delivered.len() >= usize::from(N)
+                && quiet_since.elapsed() > Duration::from_secs(1)
+            {
+                break;
+            }
+        }
+        receiver.delivered
+    });
+
+    let (mut publisher, _) = v5_ok(rig.addr(0), "q2-kill-pub", false, Some(300)).await;
+    let mut exchanges: BTreeMap<u16, Sent> = BTreeMap::new();
+    let message = |id: u16| publish(topic, format!("k{id:02}").as_bytes(), QoS::ExactlyOnce, Some(id));
+    for id in 1..=N {
+        publisher.send(message(id)).await;
+        exchanges.insert(id, Sent::Publish);
+    }
+    // Half the PUBRECs in, their PUBRELs sent: node 0 dies with the rest in the air.
+    let mut recs = 0;
+    while recs < N / 2 {
+        match publisher.recv().await {
+            Packet::PubRec(a) => {
+                recs += 1;
+                exchanges.insert(a.packet_id, Sent::Release);
+                publisher.send(pubrel(a.packet_id)).await;
+            }
+            Packet::PubComp(a) => {
+                exchanges.remove(&a.packet_id);
+            }
+            _ => {}
+        }
+    }
+    rig.nodes[0].kill();
+    let _ = killed_tx.send(true);
+    drop(publisher);
+
+    // The publisher resumes on node 1 and re-sends by its own state (MQTT 5 4.4).
+    let (mut publisher, ack) = v5_ok(rig.addr(1), "q2-kill-pub", false, Some(300)).await;
+    assert!(ack.session_present, "the publisher's session resumed");
+    for (&id, sent) in &exchanges {
+        match sent {
+            Sent::Publish => publisher.send(dup(message(id))).await,
+            Sent::Release => publisher.send(pubrel(id)).await,
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !exchanges.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match publisher.recv_within(left).await {
+            Some(Packet::PubRec(a)) => {
+                assert_eq!(a.reason, 0);
+                exchanges.insert(a.packet_id, Sent::Release);
+                publisher.send(pubrel(a.packet_id)).await;
+            }
+            Some(Packet::PubComp(a)) => {
+                exchanges.remove(&a.packet_id);
+            }
+            Some(_) => {}
+            None => panic!("exchanges left: {exchanges:?}"),
+        }
+    }
+    let delivered = receiving.await.expect("receiver");
+    let mut counts: BTreeMap<Bytes, usize> = BTreeMap::new();
+    for payload in &delivered {
+        *counts.entry(payload.clone()).or_default() += 1;
+    }
+    let want: BTreeSet<Bytes> = (1..=N)
+        .map(|id| Bytes::from(format!("k{id:02}")))
+        .collect();
+    let lost: Vec<_> = want.iter().filter(|w| !counts.contains_key(*w)).collect();
+    let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert!(twice.is_empty(), "duplicates: {twice:?}");
+    assert_eq!(delivered.len(), usize::from(N));
+    publisher.send(disconnect()).await;
+}
