@@ -45,7 +45,8 @@ pub enum Outgoing {
         done: Option<Done>,
         /// A compare-and-set (`Nats-Expected-Last-Subject-Sequence`) with the message id the
         /// store is known by on every node (QoS 2 releases, see `qos2.rs`): a "wrong last
-        /// sequence" answer means an earlier attempt stored it, and counts as stored.
+        /// sequence" answer is final (not sent again) and reported as
+        /// [`DurabilityError::Stale`] for the caller to read the subject.
         expect: Option<(u64, String)>,
     },
 }
@@ -188,7 +189,8 @@ struct InFlight {
     ack: AckFuture,
 }
 
-type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+/// `Ok(false)`: stored; `Ok(true)`: a compare-and-set found the subject elsewhere.
+type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
 
 impl InFlight {
     fn publish(&self) -> Publish {
@@ -216,15 +218,13 @@ impl InFlight {
                 let compare_and_set = self.expect.is_some();
                 Box::pin(async move {
                     match ack.into_future().await {
-                        Ok(_) => Ok(()),
-                        // Stored by an earlier attempt (the subject moved past the expected
-                        // sequence because of it).
+                        Ok(_) => Ok(false),
                         Err(e)
                             if compare_and_set
                                 && e.kind()
                                     == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
                         {
-                            Ok(())
+                            Ok(true)
                         }
                         Err(e) => Err(format!("cluster store refused: {e}")),
                     }
@@ -284,9 +284,17 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             }
             answer = front_answer(&mut in_flight, attempt), if !in_flight.is_empty() => {
                 match answer {
-                    Ok(()) => {
+                    Ok(conflict) => {
                         if let Some(front) = in_flight.pop_front() {
-                            front.finish(Ok(()));
+                            let result = if conflict {
+                                Err(DurabilityError::Stale(format!(
+                                    "{} was written meanwhile",
+                                    front.subject
+                                )))
+                            } else {
+                                Ok(())
+                            };
+                            front.finish(result);
                         }
                     }
                     Err(e) => {
@@ -328,7 +336,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
 
 /// The acknowledgement of the oldest store, or why it did not come within `attempt` of its
 /// last send.
-async fn front_answer(in_flight: &mut VecDeque<InFlight>, attempt: Duration) -> Result<(), String> {
+async fn front_answer(in_flight: &mut VecDeque<InFlight>, attempt: Duration) -> Result<bool, String> {
     let Some(front) = in_flight.front_mut() else {
         return std::future::pending().await;
     };

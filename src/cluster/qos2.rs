@@ -65,7 +65,7 @@ struct Held {
 
 /// The node's held inbound exchanges by (client id, packet id): the PUBREL of a PUBLISH this
 /// node took needs no read. An entry that went stale (the session moved and came back) is
-/// harmless: its release's compare-and-set fails and counts as released.
+/// harmless: its release's compare-and-set fails, and the subject is read again.
 #[derive(Default)]
 pub struct Inbound {
     held: parking_lot::Mutex<HashMap<(Arc<str>, u16), Held>>,
@@ -268,21 +268,34 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
         .lock()
         .remove(&(client_id.clone(), packet_id))
         .filter(|h| h.incarnation == incarnation);
-    if let Some(held) = cached {
-        // Handed to the store task now, behind this client's earlier publishes.
-        return release(inner, &client_id, incarnation, packet_id, held);
-    }
-    // The PUBLISH reached another node (or this one before a restart): find its held copy.
+    // The held copy this node wrote or found is released through the store task now, behind
+    // this client's earlier publishes; without one (the PUBLISH reached another node, or
+    // this one before a restart) it is looked for first.
+    let first = cached.map(|held| release(inner, &client_id, incarnation, packet_id, held));
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
-        match find_held(&inner, &client_id, incarnation, packet_id).await? {
-            Some(held) => {
-                release(&inner, &client_id, incarnation, packet_id, held)
-                    .wait()
-                    .await
+        let mut attempt = first;
+        for _ in 0..ATTEMPTS {
+            let result = match attempt.take() {
+                Some(pending) => pending.wait().await,
+                None => match find_held(&inner, &client_id, incarnation, packet_id).await? {
+                    Some(held) => {
+                        release(&inner, &client_id, incarnation, packet_id, held)
+                            .wait()
+                            .await
+                    }
+                    // Released already (by an earlier PUBREL), or never held.
+                    None => return Ok(()),
+                },
+            };
+            match result {
+                // The subject moved on since its held copy was read: an earlier attempt
+                // released it, or a later copy of the PUBLISH is the one to release.
+                Err(DurabilityError::Stale(_)) => continue,
+                other => return other,
             }
-            None => Ok(()),
         }
+        Err(unavailable("the exchange's subject kept changing"))
     }))
 }
 

@@ -382,6 +382,7 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
         "session taken over by another node: this node's copy is dropped (fenced)"
     );
     inner.tracker.lock().sessions.remove(client_id);
+    inner.q2.forget(client_id);
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
@@ -545,6 +546,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
 
 /// Forget this node's copy of a session another node owns (or that ended elsewhere).
 fn drop_local(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    inner.q2.forget(client_id);
     inner.tracker.lock().sessions.remove(client_id);
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
