@@ -14,7 +14,7 @@
 //! it started. The cluster scenarios (S1 kill a ferromq node, S2 kill a nats-server that leads
 //! nothing, S3 kill the nats-server leading the hot shard or the session bucket, S4 a node and
 //! its nats-server together, S5 a black-hole partition of one machine in network namespaces,
-//! S6 SIGSTOP a node, S9 many persistent sessions) run 3 nats-servers and 3 nodes
+//! S6 SIGSTOP a node, S8 S1 at QoS 2, S9 many persistent sessions) run 3 nats-servers and 3 nodes
 //! (`tests/support/chaos/cluster.rs`, `faults.rs`, `partition.rs`) and add their own figures
 //! and pass criteria.
 
@@ -199,6 +199,21 @@ const SCENARIOS: &[(&str, &str, Scenario)] = &[
         },
     ),
     (
+        "S8",
+        "S1 with QoS 2: publishers and subscribers at QoS 2, SIGKILL node1; L = 0 and D = 0",
+        |program, spec| {
+            Box::pin(async move {
+                let load = LoadConfig {
+                    qos: 2,
+                    ..spec.load
+                };
+                let mut outcome = s1_kill_node(program, &load, spec.fault_at).await?;
+                qos2_criteria(&mut outcome);
+                Ok(outcome)
+            })
+        },
+    ),
+    (
         "S9",
         "3 nats-servers + 3 ferromq nodes: --sessions idle persistent sessions, consumers \
          counted, SIGKILL the node holding a third of them",
@@ -215,6 +230,26 @@ const SCENARIOS: &[(&str, &str, Scenario)] = &[
         },
     ),
 ];
+
+/// S8's pass criteria: L = 0 and D = 0 (exactly once). Order is reported, not required: a
+/// QoS 2 message is delivered at its PUBREL, and after a failover the load's publishers
+/// (rumqttc) re-send their PUBRELs in packet id order, not in the order of their PUBRECs.
+fn qos2_criteria(outcome: &mut Outcome) {
+    outcome.violations.retain(|v| !v.starts_with("O = "));
+    if let Some(report) = outcome.report.as_ref() {
+        if report.inversions > 0 {
+            outcome.notes.push(format!(
+                "O = {} (reported: the clients' PUBREL order after the failover)",
+                report.inversions
+            ));
+        }
+        if report.duplicates > 0 {
+            outcome
+                .violations
+                .push(format!("D = {} (QoS 2 is exactly once)", report.duplicates));
+        }
+    }
+}
 
 fn main() -> ExitCode {
     if std::env::var_os(RUN_AS_BROKER).is_some() {

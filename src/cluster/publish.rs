@@ -336,7 +336,10 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
 
 /// The acknowledgement of the oldest store, or why it did not come within `attempt` of its
 /// last send.
-async fn front_answer(in_flight: &mut VecDeque<InFlight>, attempt: Duration) -> Result<bool, String> {
+async fn front_answer(
+    in_flight: &mut VecDeque<InFlight>,
+    attempt: Duration,
+) -> Result<bool, String> {
     let Some(front) = in_flight.front_mut() else {
         return std::future::pending().await;
     };

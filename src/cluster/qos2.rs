@@ -69,12 +69,33 @@ struct Held {
 #[derive(Default)]
 pub struct Inbound {
     held: parking_lot::Mutex<HashMap<(Arc<str>, u16), Held>>,
+    /// Per client, the latest release: resolves once it is handed to the store task. A
+    /// release waits for the one before it, so releases reach the stream in PUBREL order
+    /// (the order of delivery) even when one must first look for its held copy.
+    last_release: parking_lot::Mutex<HashMap<Arc<str>, oneshot::Receiver<()>>>,
 }
 
 impl Inbound {
     /// The session left this node: its exchanges are another node's now.
     pub fn forget(&self, client_id: &str) {
         self.held.lock().retain(|(c, _), _| &**c != client_id);
+        self.last_release.lock().remove(client_id);
+    }
+
+    /// Queue a release of `client_id` behind the previous one: the previous one's signal
+    /// (`None`: nothing to wait for) and this one's.
+    fn queue_release(
+        &self,
+        client_id: &Arc<str>,
+    ) -> (Option<oneshot::Receiver<()>>, oneshot::Sender<()>) {
+        let (tx, rx) = oneshot::channel();
+        let previous = self.last_release.lock().insert(client_id.clone(), rx);
+        let previous = previous.and_then(|mut p| match p.try_recv() {
+            // Handed over (or given up): nothing to wait for.
+            Ok(()) | Err(oneshot::error::TryRecvError::Closed) => None,
+            Err(oneshot::error::TryRecvError::Empty) => Some(p),
+        });
+        (previous, tx)
     }
 }
 
@@ -270,33 +291,62 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
         .filter(|h| h.incarnation == incarnation);
     // The held copy this node wrote or found is released through the store task now, behind
     // this client's earlier publishes; without one (the PUBLISH reached another node, or
-    // this one before a restart) it is looked for first.
-    let first = cached.map(|held| release(inner, &client_id, incarnation, packet_id, held));
+    // this one before a restart) it is looked for first, and later releases wait for it.
+    let (previous, queued) = inner.q2.queue_release(&client_id);
+    let (first, cached) = match (previous.is_none(), cached) {
+        (true, Some(held)) => (
+            Some(release(inner, &client_id, incarnation, packet_id, held)),
+            None,
+        ),
+        (_, cached) => (None, cached),
+    };
+    let queued = if first.is_some() {
+        drop(queued);
+        None
+    } else {
+        Some(queued)
+    };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
-        let mut attempt = first;
-        for _ in 0..ATTEMPTS {
-            let result = match attempt.take() {
-                Some(pending) => pending.wait().await,
-                None => match find_held(&inner, &client_id, incarnation, packet_id).await? {
-                    Some(held) => {
-                        release(&inner, &client_id, incarnation, packet_id, held)
-                            .wait()
-                            .await
-                    }
-                    // Released already (by an earlier PUBREL), or never held.
-                    None => return Ok(()),
-                },
-            };
-            match result {
-                // The subject moved on since its held copy was read: an earlier attempt
-                // released it, or a later copy of the PUBLISH is the one to release.
-                Err(DurabilityError::Stale(_)) => continue,
-                other => return other,
-            }
+        if let Some(previous) = previous {
+            let _ = previous.await;
         }
-        Err(unavailable("the exchange's subject kept changing"))
+        let first = first
+            .or_else(|| cached.map(|h| release(&inner, &client_id, incarnation, packet_id, h)));
+        settle(&inner, &client_id, incarnation, packet_id, first, queued).await
     }))
+}
+
+/// Wait for a release (`first`, or one of the held copy found in the shards), reading the
+/// subject again when its compare-and-set failed. `queued` (the signal later releases of the
+/// client wait for) is dropped once the release is handed to the store task.
+async fn settle(
+    inner: &Arc<Inner>,
+    client_id: &Arc<str>,
+    incarnation: u64,
+    packet_id: u16,
+    first: Option<Commit>,
+    mut queued: Option<oneshot::Sender<()>>,
+) -> Result<(), DurabilityError> {
+    let mut attempt = first;
+    for _ in 0..ATTEMPTS {
+        let pending = match attempt.take() {
+            Some(pending) => pending,
+            None => match find_held(inner, client_id, incarnation, packet_id).await? {
+                Some(held) => release(inner, client_id, incarnation, packet_id, held),
+                // Released already (by an earlier PUBREL), or never held.
+                None => return Ok(()),
+            },
+        };
+        drop(queued.take());
+        match pending.wait().await {
+            // The subject moved on since its held copy was read: an earlier attempt
+            // released it, or a later copy of the PUBLISH is the one to release.
+            Err(DurabilityError::Stale(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(unavailable("the exchange's subject kept changing"))
 }
 
 /// The held copy of an exchange in any shard (its topic, so its shard, is unknown here):

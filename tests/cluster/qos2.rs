@@ -102,7 +102,10 @@ async fn advertised_and_granted(rig: &Rig) {
     for node in 0..3 {
         let (mut v5, ack) = v5_ok(rig.addr(node), "q2-adv", true, None).await;
         let props = ack.properties.expect("CONNACK properties");
-        assert_eq!(props.maximum_qos, None, "node {node}: Maximum QoS absent = 2");
+        assert_eq!(
+            props.maximum_qos, None,
+            "node {node}: Maximum QoS absent = 2"
+        );
         assert_eq!(v5.subscribe(1, &[("q2/adv", QoS::ExactlyOnce)]).await, [2]);
         let (mut v3, _) = v3_ok(rig.addr(node), "q2-adv-3", true).await;
         assert_eq!(v3.subscribe(1, &[("q2/adv", QoS::ExactlyOnce)]).await, [2]);
@@ -420,7 +423,14 @@ async fn a_node_killed_mid_flow_delivers_every_message_once(rig: &mut Rig) {
 
     let (mut publisher, _) = v5_ok(rig.addr(0), "q2-kill-pub", false, Some(300)).await;
     let mut exchanges: BTreeMap<u16, Sent> = BTreeMap::new();
-    let message = |id: u16| publish(topic, format!("k{id:02}").as_bytes(), QoS::ExactlyOnce, Some(id));
+    let message = |id: u16| {
+        publish(
+            topic,
+            format!("k{id:02}").as_bytes(),
+            QoS::ExactlyOnce,
+            Some(id),
+        )
+    };
     for id in 1..=N {
         publisher.send(message(id)).await;
         exchanges.insert(id, Sent::Publish);
@@ -474,9 +484,7 @@ async fn a_node_killed_mid_flow_delivers_every_message_once(rig: &mut Rig) {
     for payload in &delivered {
         *counts.entry(payload.clone()).or_default() += 1;
     }
-    let want: BTreeSet<Bytes> = (1..=N)
-        .map(|id| Bytes::from(format!("k{id:02}")))
-        .collect();
+    let want: BTreeSet<Bytes> = (1..=N).map(|id| Bytes::from(format!("k{id:02}"))).collect();
     let lost: Vec<_> = want.iter().filter(|w| !counts.contains_key(*w)).collect();
     let twice: Vec<_> = counts.iter().filter(|(_, c)| **c > 1).collect();
     assert!(lost.is_empty(), "lost: {lost:?}");

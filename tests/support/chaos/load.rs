@@ -46,6 +46,10 @@ pub struct LoadConfig {
     pub topic_prefix: String,
     /// Client ids are `<client_prefix>-pub-<i>` and `<client_prefix>-sub-<j>`.
     pub client_prefix: String,
+    /// QoS of the publishes and subscriptions: 1, or 2 (a publish counts as acknowledged at
+    /// its PUBREC; a subscriber takes a PUBLISH whose packet id awaits its PUBREL as the
+    /// re-send it is, not as a new message, as a QoS 2 receiver must).
+    pub qos: u8,
 }
 
 impl Default for LoadConfig {
@@ -64,6 +68,7 @@ impl Default for LoadConfig {
             keep_alive: Duration::from_secs(5),
             topic_prefix: "chaos".into(),
             client_prefix: "chaos".into(),
+            qos: 1,
         }
     }
 }
@@ -169,6 +174,22 @@ where
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(config.subscribers.max(1));
     let subscribers: Vec<_> = (0..config.subscribers)
         .map(|j| {
+            if config.qos == 2 {
+                // rumqttc cannot resume a QoS 2 exchange (see `qos2_sub.rs`).
+                let subscriber = super::qos2_sub::Qos2Subscriber {
+                    id: j as u32,
+                    filter: plan.subscriber_filters[j].clone(),
+                    settings: config.settings(format!("{}-sub-{j}", config.client_prefix)),
+                    addresses: list.clone(),
+                    start: j,
+                    config: config.clone(),
+                    clock,
+                    log: log.clone(),
+                    publishing_over: publishing_over.clone(),
+                    ready: ready_tx.clone(),
+                };
+                return tokio::spawn(subscriber.run());
+            }
             let subscriber = Subscriber {
                 id: j as u32,
                 filter: plan.subscriber_filters[j].clone(),
@@ -297,6 +318,13 @@ impl PublisherState {
         }
     }
 
+    /// QoS 2: the broker took the message; the exchange ends at its PUBCOMP.
+    fn pubrec(&mut self, pkid: u16, t_us: u64) {
+        if let Some(&seq) = self.pkids.get(&pkid) {
+            self.ack(seq, t_us);
+        }
+    }
+
     fn puback(&mut self, pkid: u16, t_us: u64) {
         if self.acked_early == Some(pkid) {
             self.acked_early = None;
@@ -365,6 +393,7 @@ impl Publisher {
                     connected_before = true;
                 }
                 Ok(MqttEvent::PubAck(pkid)) => state.lock().puback(pkid, now),
+                Ok(MqttEvent::PubRec(pkid)) => state.lock().pubrec(pkid, now),
                 Ok(MqttEvent::OutgoingPublish(pkid)) => state.lock().outgoing_publish(pkid, now),
                 Ok(MqttEvent::AwaitAck(pkid)) => {
                     let mut state = state.lock();
@@ -434,7 +463,7 @@ async fn send(
         });
         // Queued before the client can write it, so the event loop always finds it.
         state.queued.push_back(seq);
-        if let Err(error) = client.try_publish(&topic, payload) {
+        if let Err(error) = client.try_publish_qos(&topic, payload, config.qos) {
             state.queued.pop_back();
             if let Some(record) = state.records.last_mut() {
                 record.failure = Some(format!("not handed to the client: {error}"));
@@ -480,6 +509,7 @@ impl Subscriber {
         let mut connected = false;
         let mut connected_before = false;
         let mut subscribed = false;
+        let mut awaiting_release: std::collections::HashSet<u16> = Default::default();
         let mut last_activity = Instant::now();
         let mut over_since: Option<Instant> = None;
         let idle_check = Duration::from_millis(100);
@@ -511,7 +541,8 @@ impl Subscriber {
                     // A session the broker lost has no subscription left: subscribe again (the
                     // checker sees the lost session in the session-present rate).
                     if !session_present {
-                        let _ = client.try_subscribe(&self.filter);
+                        awaiting_release.clear();
+                        let _ = client.try_subscribe_qos(&self.filter, self.config.qos);
                     }
                 }
                 Ok(MqttEvent::SubAck) => {
@@ -520,8 +551,21 @@ impl Subscriber {
                         let _ = self.ready.try_send(());
                     }
                 }
-                Ok(MqttEvent::Publish { payload, dup }) => {
+                Ok(MqttEvent::PubRel(pkid)) => {
+                    awaiting_release.remove(&pkid);
+                }
+                Ok(MqttEvent::Publish {
+                    payload,
+                    dup,
+                    pkid,
+                    qos,
+                }) => {
                     last_activity = Instant::now();
+                    // QoS 2: a PUBLISH whose packet id awaits its PUBREL is that message
+                    // again (the broker resumed the exchange), not a new one.
+                    if qos == 2 && !awaiting_release.insert(pkid) {
+                        continue;
+                    }
                     if let Some((publisher, seq, _)) = decode_payload(&payload) {
                         deliveries.push(Delivery {
                             subscriber: self.id,

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod load;
 pub mod mqtt;
 pub mod partition;
+pub mod qos2_sub;
 pub mod recorder;
 pub mod rolling;
 pub mod single;

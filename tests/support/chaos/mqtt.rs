@@ -36,7 +36,12 @@ pub enum MqttEvent {
     ConnAck {
         session_present: bool,
     },
+    /// PUBACK, or the PUBCOMP that ends a QoS 2 exchange.
     PubAck(u16),
+    /// QoS 2: the broker took the message (PUBREC); rumqttc answers PUBREL.
+    PubRec(u16),
+    /// QoS 2: the broker released a message it sent (PUBREL); rumqttc answers PUBCOMP.
+    PubRel(u16),
     /// rumqttc wrote a QoS 1 PUBLISH with this packet id (a new one or a re-send).
     OutgoingPublish(u16),
     /// rumqttc holds a PUBLISH back until this packet id is acknowledged.
@@ -45,6 +50,9 @@ pub enum MqttEvent {
     Publish {
         payload: Bytes,
         dup: bool,
+        /// Packet id (0 for QoS 0) and QoS.
+        pkid: u16,
+        qos: u8,
     },
     OutgoingDisconnect,
     Other,
@@ -153,6 +161,30 @@ impl Client {
         }
     }
 
+    /// [`Client::try_publish`] at QoS `qos` (1 or 2).
+    pub fn try_publish_qos(&self, topic: &str, payload: Vec<u8>, qos: u8) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_publish(topic, v311_qos(qos), false, payload)
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_publish(topic, v5_qos(qos), false, payload)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// [`Client::try_subscribe`] at QoS `qos` (1 or 2).
+    pub fn try_subscribe_qos(&self, filter: &str, qos: u8) -> Result<(), String> {
+        match self {
+            Client::V311(c) => c
+                .try_subscribe(filter, v311_qos(qos))
+                .map_err(|e| e.to_string()),
+            Client::V5(c) => c
+                .try_subscribe(filter, v5_qos(qos))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
     pub fn try_disconnect(&self) -> Result<(), String> {
         match self {
             Client::V311(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -174,10 +206,15 @@ impl Connection {
                             session_present: ack.session_present,
                         },
                         Incoming::PubAck(ack) => MqttEvent::PubAck(ack.pkid),
+                        Incoming::PubComp(ack) => MqttEvent::PubAck(ack.pkid),
+                        Incoming::PubRec(ack) => MqttEvent::PubRec(ack.pkid),
+                        Incoming::PubRel(rel) => MqttEvent::PubRel(rel.pkid),
                         Incoming::SubAck(_) => MqttEvent::SubAck,
                         Incoming::Publish(publish) => MqttEvent::Publish {
                             payload: publish.payload,
                             dup: publish.dup,
+                            pkid: publish.pkid,
+                            qos: publish.qos as u8,
                         },
                         _ => MqttEvent::Other,
                     },
@@ -192,10 +229,15 @@ impl Connection {
                             session_present: ack.session_present,
                         },
                         V5Packet::PubAck(ack) => MqttEvent::PubAck(ack.pkid),
+                        V5Packet::PubComp(ack) => MqttEvent::PubAck(ack.pkid),
+                        V5Packet::PubRec(ack) => MqttEvent::PubRec(ack.pkid),
+                        V5Packet::PubRel(rel) => MqttEvent::PubRel(rel.pkid),
                         V5Packet::SubAck(_) => MqttEvent::SubAck,
                         V5Packet::Publish(publish) => MqttEvent::Publish {
                             payload: publish.payload,
                             dup: publish.dup,
+                            pkid: publish.pkid,
+                            qos: publish.qos as u8,
                         },
                         _ => MqttEvent::Other,
                     },
@@ -221,5 +263,21 @@ fn outgoing_event(outgoing: Outgoing) -> MqttEvent {
         Outgoing::AwaitAck(pkid) => MqttEvent::AwaitAck(pkid),
         Outgoing::Disconnect => MqttEvent::OutgoingDisconnect,
         _ => MqttEvent::Other,
+    }
+}
+
+fn v311_qos(qos: u8) -> QoS {
+    if qos >= 2 {
+        QoS::ExactlyOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn v5_qos(qos: u8) -> V5QoS {
+    if qos >= 2 {
+        V5QoS::ExactlyOnce
+    } else {
+        V5QoS::AtLeastOnce
     }
 }
