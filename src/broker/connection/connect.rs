@@ -165,8 +165,8 @@ struct ConnAckExtras<'a> {
 
 /// The CONNACK properties telling an MQTT 5 client what this broker supports.
 fn connack_properties(core: &BrokerCore, extras: ConnAckExtras<'_>) -> Properties {
-    // A cluster announces what it serves across nodes (QoS 2 and shared subscriptions are
-    // not served there yet: docs/cluster.md).
+    // A cluster announces what it serves across nodes (shared subscriptions are not served
+    // there yet: docs/cluster.md).
     let cluster = core.backplane();
     let maximum_qos = cluster
         .map(|b| b.maximum_qos())

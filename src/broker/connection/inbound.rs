@@ -648,7 +648,13 @@ impl Conn {
             let mut options = options;
             if let Some(maximum) = self.core.backplane().map(|b| b.maximum_qos()) {
                 // The server may grant less than asked (3.9.3); never more than CONNACK's
-                // Maximum QoS.
+                // Maximum QoS. A cluster's shared subscription group keeps no QoS 2 exchange
+                // state across nodes: granted QoS 1 at most (docs/cluster.md).
+                let maximum = if filter.starts_with("$share/") {
+                    maximum.min(QoS::AtLeastOnce)
+                } else {
+                    maximum
+                };
                 options.qos = options.qos.min(maximum);
             }
             let kept = SubscriptionOptions::from_subscribe(&options, subscription_id);
