@@ -427,6 +427,11 @@ fn deliver(
 ) {
     let (message, acker) = message.split();
     let acker = Arc::new(acker);
+    if super::qos2::is_held(message.headers.as_ref()) {
+        // A QoS 2 message not released yet (its released copy follows on the same subject).
+        send_ack(acker, AckKind::Ack);
+        return;
+    }
     let frame = match decode_message(message.payload) {
         Ok(f) => f,
         Err(e) => {
