@@ -315,7 +315,17 @@ async fn group_consumer(
     filter: &str,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
     let stream = shared_stream(inner).await?;
-    let subjects: Vec<String> = filter_subjects(ANY_SHARD, filter).into_iter().collect();
+    let mut subjects: Vec<String> = filter_subjects(ANY_SHARD, filter).into_iter().collect();
+    // Released QoS 2 messages are on their exchange's subject (`qos2.rs`), not their topic's:
+    // read too (unless a wildcard subject covers them already), and matched by topic at
+    // delivery.
+    let released = format!("{ANY_SHARD}.{}", super::qos2::SUBJECT_TOKEN);
+    if !subjects
+        .iter()
+        .any(|s| super::qos2::subjects_collide(s, &format!("{released}.x.y.z")))
+    {
+        subjects.push(format!("{released}.>"));
+    }
     let (filter_subject, filter_subjects) = match subjects.as_slice() {
         [one] => (one.clone(), Vec::new()),
         _ => (String::new(), subjects),

@@ -106,10 +106,27 @@ pub fn is_held(headers: Option<&HeaderMap>) -> bool {
         .is_some_and(|v| v.as_str() == HELD)
 }
 
+/// The token after a shard's prefix of every inbound QoS 2 exchange's subject.
+pub const SUBJECT_TOKEN: &str = "$q2";
+
+/// Whether NATS subject (or filter) `a` and subject `b` have a subject in common (`*` one
+/// token, `>` the rest): a consumer's filter subjects must not.
+pub fn subjects_collide(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('.'), b.split('.'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => continue,
+            _ => return false,
+        }
+    }
+}
+
 /// The subject of `client_id`'s inbound exchange `packet_id` in shard `shard`.
 fn subject(shard: usize, client_id: &str, incarnation: u64, packet_id: u16) -> String {
     format!(
-        "{}.$q2.{}.{incarnation:x}.{packet_id}",
+        "{}.{SUBJECT_TOKEN}.{}.{incarnation:x}.{packet_id}",
         shard_prefix(shard),
         client_key(client_id)
     )
@@ -523,5 +540,21 @@ pub fn released_placeholder() -> Message {
         qos: crate::protocol::QoS::ExactlyOnce,
         retain: false,
         v5: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::subjects_collide;
+
+    #[test]
+    fn filter_subjects_that_cover_exchange_subjects_are_recognised() {
+        let exchange = "fmq.m.*.$q2.x.y.z";
+        assert!(subjects_collide("fmq.m.*.>", exchange));
+        assert!(subjects_collide("fmq.m.*.*.>", exchange));
+        assert!(subjects_collide("fmq.m.*.*.*.*.*", exchange));
+        assert!(!subjects_collide("fmq.m.*.a.>", exchange));
+        assert!(!subjects_collide("fmq.m.*.*.*", exchange));
+        assert!(!subjects_collide("fmq.m.*.a", exchange));
     }
 }

@@ -27,6 +27,7 @@ async fn qos2_exactly_once_across_nodes() {
     a_pubrel_on_another_node_releases_the_message_once(&rig).await;
     a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(&rig).await;
     an_outbound_exchange_resumes_on_another_node_by_its_state(&rig).await;
+    a_shared_subscription_gets_a_qos2_message_once_at_qos1(&rig).await;
     // Last: it kills node 0.
     a_node_killed_mid_flow_delivers_every_message_once(&mut rig).await;
 }
@@ -349,6 +350,34 @@ async fn an_outbound_exchange_resumes_on_another_node_by_its_state(rig: &Rig) {
     resumed.send(pubcomp(second_id)).await;
     no_publish(&mut resumed, Duration::from_secs(1)).await;
     resumed.send(disconnect()).await;
+}
+
+/// A shared subscription at QoS 2 is granted QoS 1, and its group reads the shards (where a
+/// QoS 2 message is held before its PUBREL): the message reaches it once, released.
+async fn a_shared_subscription_gets_a_qos2_message_once_at_qos1(rig: &Rig) {
+    let (mut member, _) = v5_ok(rig.addr(1), "q2-shared", true, None).await;
+    assert_eq!(
+        member
+            .subscribe(1, &[("$share/q2g/q2/shared/#", QoS::ExactlyOnce)])
+            .await,
+        [1]
+    );
+    let (mut publisher, _) = v5_ok(rig.addr(0), "q2-shared-pub", false, Some(300)).await;
+    publisher
+        .send(publish("q2/shared/t", b"shared", QoS::ExactlyOnce, Some(5)))
+        .await;
+    expect_ack(&mut publisher, "PUBREC", 5).await;
+    // Held: not delivered before the PUBREL.
+    no_publish(&mut member, Duration::from_millis(500)).await;
+    publisher.send(pubrel(5)).await;
+    expect_ack(&mut publisher, "PUBCOMP", 5).await;
+    let p = next_publish(&mut member).await;
+    assert_eq!((&p.payload[..], p.qos), (&b"shared"[..], QoS::AtLeastOnce));
+    member
+        .send(Packet::PubAck(Ack::new(p.packet_id.expect("QoS 1"))))
+        .await;
+    no_publish(&mut member, Duration::from_secs(1)).await;
+    publisher.send(disconnect()).await;
 }
 
 /// A QoS 2 receiver as a client must be: a PUBLISH whose packet id awaits its PUBREL is a
