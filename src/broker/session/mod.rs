@@ -272,7 +272,7 @@ impl Session {
         self.end();
     }
 
-    /// Ended here by [`Session::end_handed_over`].
+    /// Ended here by `Session::end_handed_over`.
     pub fn is_handed_over(&self) -> bool {
         self.inner.lock().handed_over
     }
