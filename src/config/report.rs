@@ -687,7 +687,9 @@ fn render_summary(out: &mut String, s: &Summary) {
     let _ = if s.store.kind == "cluster" {
         writeln!(
             out,
-            "  shared subscriptions: not served by a cluster yet (refused, 0x9E)"
+            "  shared subscriptions: across nodes (QoS 0 by a NATS queue group, QoS 1 by one \
+             JetStream consumer per group, QoS 2 granted as QoS 1); among one node's members {}",
+            s.shared_strategy
         )
     } else {
         writeln!(

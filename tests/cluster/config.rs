@@ -416,6 +416,10 @@ fn check_reports_the_cluster_node() {
         "{text}"
     );
     assert!(text.contains("heartbeat every 1000 ms, node dead after 10000 ms, quorum lost after 10000 ms; login: user fmq"), "{text}");
+    assert!(
+        text.contains("shared subscriptions: across nodes (QoS 0 by a NATS queue group"),
+        "{text}"
+    );
     assert!(!text.contains("s3cret"), "{text}");
     let (ok, json) = check(&file, &["--format", "json"]);
     assert!(ok, "{json}");
