@@ -1,6 +1,6 @@
 //! Turns the runs of `benches/compare.sh` (one JSON object per line: broker, scenario, the load
 //! generator's report or an error) into `results.md` (tables with absolute numbers and ratios
-//! ferromq / best of the others, plus the performance targets of the benchmark issue),
+//! ferromq / best of the others, plus the performance targets against every peer: see benches/README.md),
 //! `results.json` (everything, machine-readable) and `results.svg` (bar charts).
 //!
 //! The SVG is written by hand: three bar panels need no plotting library.
@@ -387,7 +387,7 @@ fn markdown(runs: &Runs, meta: &[(String, String)], targets: &[Target]) -> Strin
         }
     }
 
-    md += "\n## Targets (benchmark issue)\n\n| target | result | status |\n|---|---|---|\n";
+    md += "\n## Targets (against every peer)\n\n| target | result | status |\n|---|---|---|\n";
     for t in targets {
         md += &format!("| {} | {} | {} |\n", t.what, t.detail, t.status.label());
     }

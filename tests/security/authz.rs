@@ -384,7 +384,7 @@ fn wildcard_subscriptions_need_read_on_an_entry_the_lookup_finds() {
     );
 }
 
-/// The example, with the SUBACK codes ActiveMQ 5.17 gives a `viewers`-only user.
+/// A mixed-permission example, with the SUBACK codes ActiveMQ 5.17 gives a `viewers`-only user.
 #[test]
 fn wildcard_subscriptions_as_activemq_5_17_answers_them() {
     let sec = security(

@@ -1,4 +1,4 @@
-//! Fixed cases: the answers measured on ActiveMQ 5.17 (the issue's wildcard cases, admin,
+//! Fixed cases: the answers measured on ActiveMQ 5.17 (ActiveMQ's documented wildcard cases, admin,
 //! principals, `defaultEntry`, refusals), each run against ActiveMQ and ferromq and compared, and
 //! ActiveMQ's answers checked against the measured ones.
 
@@ -34,7 +34,7 @@ fn codes(observed: &Observed, user: usize, filters: usize) -> Vec<SubOutcome> {
 
 /// A fixed case, in both ways of keeping admin out of the way (an admin-only `>` entry must not
 /// change a read or write answer): the same differences check as the random rounds, and the
-/// SUBACK codes the issue measured on 5.17, from both brokers.
+/// SUBACK codes measured on ActiveMQ 5.17, from both brokers.
 async fn fixed_case(
     label: &str,
     entries: Vec<Entry>,
