@@ -19,9 +19,9 @@ use crate::protocol::{Packet, ProtocolVersion, Publish, QoS, ReasonCode};
 
 use super::{CloseReason, Conn};
 
-/// The Receive Maximum the broker announces in CONNACK and enforces: its in-flight window.
+/// The Receive Maximum the broker announces in CONNACK and enforces.
 pub(super) fn server_receive_maximum(core: &BrokerCore) -> u16 {
-    u16::try_from(core.inflight_window)
+    u16::try_from(core.receive_maximum)
         .unwrap_or(u16::MAX)
         .max(1)
 }

@@ -20,7 +20,7 @@ pub fn pending_hard_cap(soft_limit: usize) -> usize {
 }
 /// The broker's Receive Maximum (MQTT 5 3.2.2.3.3): QoS 1/2 publishes a client may have
 /// unanswered towards the broker.
-pub const DEFAULT_INFLIGHT_WINDOW: usize = 32;
+pub const DEFAULT_RECEIVE_MAXIMUM: usize = 32;
 /// QoS 1/2 messages sent to one MQTT client and not yet acknowledged when the connector sets
 /// no `transport.activeMQSubscriptionPrefetch`; the rest wait in the session's queue.
 /// ActiveMQ's prefetch for the QoS 1/2 subscription of a persistent session

@@ -17,7 +17,7 @@ use crate::broker::durability::{Change, Commit, Durability, KeptWill, SessionDat
 use crate::broker::message::Message;
 use crate::broker::queues::Queues;
 use crate::broker::routing::destinations::DestinationMap;
-use crate::broker::routing::limits::{PendingLimits, DEFAULT_INFLIGHT_WINDOW};
+use crate::broker::routing::limits::{PendingLimits, DEFAULT_RECEIVE_MAXIMUM};
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::routing::retained::RetainedStore;
 use crate::broker::routing::router::SubscriptionTree;
@@ -68,8 +68,10 @@ pub struct BrokerCore {
     pub memory: Arc<MemoryGauge>,
     /// Swapped whole on reload, so a changed `policyEntry` applies from the next publish.
     pub pending_limits: arc_swap::ArcSwap<PendingLimits>,
-    /// QoS 1/2 messages in flight per client.
-    pub inflight_window: usize,
+    /// The Receive Maximum announced to and enforced on clients: QoS 1/2 publishes a client
+    /// may have unanswered towards the broker (MQTT 5 3.2.2.3.3). The window towards a
+    /// subscriber is the connector's `transport.activeMQSubscriptionPrefetch`.
+    pub receive_maximum: usize,
     /// `offlineDurableSubscriberTimeout`: no offline session outlives it, whatever Session
     /// Expiry Interval its client asked for (read at startup only, like the sweeper's).
     pub session_expiry_cap: Option<std::time::Duration>,
@@ -150,7 +152,7 @@ impl BrokerCore {
             pending_limits: arc_swap::ArcSwap::from_pointee(PendingLimits::from_policies(
                 &config.policies,
             )),
-            inflight_window: DEFAULT_INFLIGHT_WINDOW,
+            receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
             session_expiry_cap: crate::broker::session::expiry::AbandonedSessionTimeout::of(config)
                 .map(|a| a.timeout),
             shared_strategy: StrategyCell::new(config.shared_strategy),
