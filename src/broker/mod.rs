@@ -367,8 +367,9 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     })
 }
 
-/// The served connectors as (scheme, host as written, bound port), for a cluster's Server
-/// References.
+/// The served connectors as (scheme, published host, published port), for a cluster's Server
+/// References: each connector's `<publishedAddressPolicy>` applied to its host as written and
+/// its bound port.
 fn published_listeners(
     config: &Config,
     bound: &[(String, SocketAddr)],
@@ -376,7 +377,9 @@ fn published_listeners(
     server::served_listeners(config)
         .filter_map(|l| {
             let (_, addr) = bound.iter().find(|(name, _)| *name == l.name)?;
-            Some((l.scheme, l.host.clone(), addr.port()))
+            let (host, port) =
+                server::published_address::published_address(&l.published, &l.host, addr.port());
+            Some((l.scheme, host, port))
         })
         .collect()
 }

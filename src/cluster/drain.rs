@@ -8,9 +8,9 @@
 //! 0x1C) of a DISCONNECT 0x9C "Use another server": same kind of transport (plain MQTT, MQTT
 //! over TLS, WebSocket, secure WebSocket), space separated `host:port`, nodes whose quorum
 //! answers first, rotated per client so that the clients of one node spread over the others.
-//! A connector bound to a wildcard address (`0.0.0.0`, `::`) is published with the machine's
-//! host name, as ActiveMQ's `publishedAddressPolicy` does with `publishedHostStrategy`
-//! `HOSTNAME`.
+//! Each connector is published by its `<publishedAddressPolicy>` (ActiveMQ's: host strategy,
+//! `hostMapping`, `portMapping`); a wildcard bind (`0.0.0.0`, `::`) is the machine's host
+//! name, as ActiveMQ names it.
 //!
 //! **Drain (SIGTERM).** With the listeners closed: the node announces it is draining (no node
 //! sends clients here any more), starts no new QoS 1 delivery ([`Inner::is_draining`] holds
@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::engine::Inner;
 use super::subject::client_key;
 use crate::broker::durability::now_ms;
+use crate::broker::server::published_address::{host_name, is_wildcard};
 use crate::config::Scheme;
 
 /// How long a drain waits for the acknowledgements of the messages in flight.
@@ -65,13 +66,11 @@ pub fn kind_of(scheme: Scheme) -> Option<&'static str> {
     }
 }
 
-/// `host` as clients reach it: a wildcard bind is published as the machine's host name.
+/// `host` as clients reach it (the connector's published address, see
+/// `broker::server::published_address`): an IPv6 literal in brackets; a wildcard bind left
+/// over is the machine's host name.
 fn published_host(host: &str) -> String {
-    let wildcard = host.is_empty()
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified());
-    let host = if wildcard {
+    let host = if is_wildcard(host) {
         host_name().unwrap_or_else(|| host.to_owned())
     } else {
         host.to_owned()
@@ -81,15 +80,6 @@ fn published_host(host: &str) -> String {
     } else {
         host
     }
-}
-
-/// The machine's host name (Linux: the kernel's; elsewhere `HOSTNAME`).
-fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
 }
 
 /// What another node announced, and when it was last heard.
@@ -132,7 +122,7 @@ impl DrainState {
         self.listeners.read().clone()
     }
 
-    /// Record this node's connectors (scheme, host as written, bound port).
+    /// Record this node's connectors (scheme, published host, published port).
     pub fn set_listeners(&self, listeners: Vec<(Scheme, String, u16)>) {
         let published = listeners
             .into_iter()

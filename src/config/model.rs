@@ -395,7 +395,42 @@ pub struct Listener {
     pub inactivity: Inactivity,
     /// The `uri` attribute as written (placeholders resolved).
     pub uri: String,
+    /// `<publishedAddressPolicy>`: the address other nodes of a cluster name in MQTT 5 Server
+    /// References for this connector.
+    pub published: PublishedAddressPolicy,
     pub span: Span,
+}
+
+/// ActiveMQ's `PublishedAddressPolicy` of a `<transportConnector>`: how the address clients
+/// are told to reach this connector at is made from its URI. ActiveMQ publishes it to clients
+/// with `updateClusterClients`; a ferromq cluster node names it in MQTT 5 Server References
+/// (DISCONNECT or CONNACK 0x9C "Use another server", MQTT 5 4.11). Applied in this order, as
+/// ActiveMQ does: the host strategy, then `hostMapping` on the result, `portMapping` on the
+/// bound port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishedAddressPolicy {
+    /// `publishedHostStrategy` (case-insensitive, default `DEFAULT`).
+    pub host_strategy: PublishedHostStrategy,
+    /// `hostMapping`: published host -> host to publish instead (e.g. a NAT's outside name).
+    pub host_mapping: Vec<(String, String)>,
+    /// `portMapping`: bound port -> port to publish instead.
+    pub port_mapping: Vec<(u16, u16)>,
+}
+
+/// `publishedHostStrategy`, ActiveMQ's names. A wildcard bind (`0.0.0.0`, `::`) is the
+/// machine's host name under every strategy but `IPADDRESS` (ActiveMQ's connect URI names a
+/// wildcard bind by the host name before the strategy applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum PublishedHostStrategy {
+    /// The host as written in the URI.
+    #[default]
+    Default,
+    /// The host resolved to its IP address (the first IPv4 one, as Java prefers).
+    IpAddress,
+    /// The host name. ferromq does no reverse lookup: an IP literal stays as written.
+    HostName,
+    /// The fully qualified name. ferromq does no canonical-name lookup: as `HOSTNAME`.
+    Fqdn,
 }
 
 impl Listener {

@@ -188,3 +188,50 @@ async fn a_drained_clients_will_without_delay_is_published_once() {
     assert!(ack.session_present);
     no_publish(&mut watcher, Duration::from_secs(2)).await;
 }
+
+/// A connector's `<publishedAddressPolicy>` (ActiveMQ's host strategy, `hostMapping`,
+/// `portMapping`) is what other nodes name in their Server References: here the address a
+/// NAT in front of node 1 would expose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_reference_is_the_connectors_published_address() {
+    let Some(mut rig) = Rig::start(1, FAST).await else {
+        return;
+    };
+    let port = crate::support::free_port();
+    let file = rig.write_node("node-1", port, "");
+    let xml = std::fs::read_to_string(&file).expect("node config");
+    let connector = format!(r#"uri="mqtt://127.0.0.1:{port}"/>"#);
+    let with_policy = format!(
+        r#"uri="mqtt://127.0.0.1:{port}">
+        <publishedAddressPolicy><publishedAddressPolicy publishedHostStrategy="IPADDRESS">
+          <hostMapping><map xmlns="http://www.springframework.org/schema/beans">
+            <entry key="127.0.0.1" value="broker1.example.com"/></map></hostMapping>
+          <portMapping><map xmlns="http://www.springframework.org/schema/beans">
+            <entry key="{port}" value="31883"/></map></portMapping>
+        </publishedAddressPolicy></publishedAddressPolicy>
+      </transportConnector>"#
+    );
+    assert!(xml.contains(&connector), "{xml}");
+    std::fs::write(&file, xml.replacen(&connector, &with_policy, 1)).expect("rewrite config");
+    let mut node = crate::support::cluster_nodes::FerromqNode::start(&file);
+    tokio::task::block_in_place(|| node.wait_serving());
+    rig.nodes.push(node);
+
+    let (mut client, _) = v5_ok(rig.addr(0), "published-address", true, None).await;
+    // Node 0 has heard node 1's announcement once a drain would name it.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    rig.nodes[0].send_term();
+    let disconnect = loop {
+        match client.recv_within(STEP).await {
+            Some(Packet::Disconnect(d)) => break d,
+            Some(_) => {}
+            None => panic!("no DISCONNECT from the draining node"),
+        }
+    };
+    assert_eq!(disconnect.reason, 0x9C, "Use another server");
+    assert_eq!(
+        reference_of(disconnect.properties.as_deref()).as_deref(),
+        Some("broker1.example.com:31883"),
+        "Server Reference"
+    );
+}

@@ -79,6 +79,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
             options: ListenerOptions::default(),
             inactivity: Default::default(),
             uri: "mqtt://127.0.0.1:0".into(),
+            published: Default::default(),
             span: span(1),
         }],
         ssl: None,

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod listener;
 pub mod listener_set;
+pub mod published_address;
 
 use crate::config::{Config, Listener};
 

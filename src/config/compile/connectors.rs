@@ -112,6 +112,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
             inactivity: Inactivity::of(&options),
             options,
             uri: uri_attr.value.clone(),
+            published: super::published_address::policy(ctx, connector),
             span: connector.span.clone(),
         };
         check_clash(ctx, &listeners, &listener);

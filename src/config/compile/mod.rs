@@ -17,6 +17,7 @@ mod jetstream;
 mod names;
 mod plugins;
 mod policy;
+mod published_address;
 mod shared;
 mod shared_store;
 mod ssl;
