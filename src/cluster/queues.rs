@@ -5,7 +5,8 @@
 //!   `subject.rs` on the ActiveMQ name) with a message id; its RECEIPT leaves after the
 //!   stream's acknowledgement (bounded by `storeTimeout`: no acknowledgement, an ERROR). Work
 //!   queue retention: a message stays until a consumer acknowledged it (or `maxOfflineAge`),
-//!   so one sent while the queue has no consumer waits for one.
+//!   so one sent while the queue has no consumer waits for one. The stream is made at the
+//!   node's start, in the background.
 //! - **Competing consumers.** One durable pull consumer per queue (`Q` + a hash of the name,
 //!   explicit acknowledgement, ack wait `nodeTimeout`), pulled by every node with a local
 //!   consumer of the queue while the local consumers' prefetch windows have room. A pulled
@@ -171,9 +172,13 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
                 duplicate_window: duplicate_window(inner),
                 ..Default::default()
             };
-            let deadline = Instant::now() + Duration::from_secs(10);
+            // Creating a stream waits for its raft group to form: a longer bound than a
+            // store's.
+            let mut js = inner.js.clone();
+            js.set_timeout(Duration::from_secs(10));
+            let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                match inner.js.get_or_create_stream(config.clone()).await {
+                match js.get_or_create_stream(config.clone()).await {
                     Ok(_) => return Ok(()),
                     Err(e) if Instant::now() < deadline => {
                         tracing::warn!("cluster queue stream: {e}; retrying");
@@ -185,6 +190,17 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
         })
         .await
         .map(|_| ())
+}
+
+/// At the node's start: make [`QUEUE_STREAM`] in the background, so the first SEND does not
+/// wait for its raft group.
+pub fn start(inner: &Arc<Inner>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ensure_stream(&inner).await {
+            tracing::warn!("{e} (made again at the first queue use)");
+        }
+    });
 }
 
 /// Hand a store to the ordered store task (started on first use); the answer resolves when
