@@ -261,7 +261,9 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
                 });
             }
             Err(e) => {
-                let _ = next.done.send(Err(unavailable(format!("cluster store: {e}"))));
+                let _ = next
+                    .done
+                    .send(Err(unavailable(format!("cluster store: {e}"))));
             }
         }
     }

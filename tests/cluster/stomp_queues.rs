@@ -78,7 +78,12 @@ async fn subscribe(c: &mut StompClient, destination: &str, id: &str, extra: &[(&
 }
 
 /// A persistent SEND with a receipt: `true` when the RECEIPT came (within `within`).
-async fn send_receipted(c: &mut StompClient, destination: &str, body: &str, within: Duration) -> bool {
+async fn send_receipted(
+    c: &mut StompClient,
+    destination: &str,
+    body: &str,
+    within: Duration,
+) -> bool {
     let receipt = format!("r-{body}");
     c.send(
         "SEND",
@@ -161,7 +166,10 @@ async fn each_message_to_exactly_one_consumer(stomp: &[SocketAddr]) {
     let q = "/queue/work.one";
     let mut b = connected(stomp[1]).await;
     let mut c = connected(stomp[2]).await;
-    let opts = [("ack", "client-individual"), ("activemq.prefetchSize", "10")];
+    let opts = [
+        ("ack", "client-individual"),
+        ("activemq.prefetchSize", "10"),
+    ];
     subscribe(&mut b, q, "b", &opts).await;
     subscribe(&mut c, q, "c", &opts).await;
     let mut producer = connected(stomp[0]).await;
@@ -171,7 +179,13 @@ async fn each_message_to_exactly_one_consumer(stomp: &[SocketAddr]) {
     }
     let got = collect(&mut [&mut b, &mut c], true, N, Duration::from_secs(20)).await;
     // Nothing more arrives: each message once.
-    let more = collect(&mut [&mut b, &mut c], true, usize::MAX, Duration::from_secs(1)).await;
+    let more = collect(
+        &mut [&mut b, &mut c],
+        true,
+        usize::MAX,
+        Duration::from_secs(1),
+    )
+    .await;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_consumer = [0usize; 2];
     for (i, f) in got.iter().chain(more.iter()) {
@@ -205,16 +219,23 @@ async fn a_message_waits_for_a_consumer_on_another_node(stomp: &[SocketAddr]) {
     let got = collect(&mut [&mut c], true, 5, Duration::from_secs(10)).await;
     let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
     let expected: Vec<String> = (0..5).map(|n| format!("later-{n}")).collect();
-    assert_eq!(bodies, expected, "sent before any consumer, received in order");
+    assert_eq!(
+        bodies, expected,
+        "sent before any consumer, received in order"
+    );
     assert!(got.iter().all(|(_, f)| f.header("redelivered").is_none()));
 }
 
-async fn a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(
-    stomp: &[SocketAddr],
-) {
+async fn a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(stomp: &[SocketAddr]) {
     let q = "/queue/work.handover";
     let mut x = connected(stomp[1]).await;
-    subscribe(&mut x, q, "x", &[("ack", "client"), ("activemq.prefetchSize", "5")]).await;
+    subscribe(
+        &mut x,
+        q,
+        "x",
+        &[("ack", "client"), ("activemq.prefetchSize", "5")],
+    )
+    .await;
     let mut producer = connected(stomp[0]).await;
     for n in 0..5 {
         send_ok(&mut producer, q, &format!("h-{n}")).await;
@@ -225,7 +246,10 @@ async fn a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(
     subscribe(&mut y, q, "y", &[("ack", "client-individual")]).await;
     // Held past nodeTimeout (2 s, the ack wait): the holding node extends it, nothing moves.
     let early = collect(&mut [&mut y], true, 1, Duration::from_secs(3)).await;
-    assert!(early.is_empty(), "held messages stay with their consumer: {early:?}");
+    assert!(
+        early.is_empty(),
+        "held messages stay with their consumer: {early:?}"
+    );
     drop(x);
     let moved = collect(&mut [&mut y], true, 5, Duration::from_secs(10)).await;
     let bodies: BTreeSet<String> = moved.iter().map(|(_, f)| f.body_text()).collect();
@@ -239,13 +263,31 @@ async fn a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(
 
 async fn nack_and_the_redelivery_limit_dead_letter_once(stomp: &[SocketAddr]) {
     let mut dlq = connected(stomp[2]).await;
-    subscribe(&mut dlq, "/queue/ActiveMQ.DLQ", "d", &[("ack", "client-individual")]).await;
+    subscribe(
+        &mut dlq,
+        "/queue/ActiveMQ.DLQ",
+        "d",
+        &[("ack", "client-individual")],
+    )
+    .await;
     // No redelivery policy for this queue: a NACK dead-letters at once.
     let mut refuser = connected(stomp[1]).await;
-    subscribe(&mut refuser, "/queue/work.refused", "r", &[("ack", "client-individual")]).await;
+    subscribe(
+        &mut refuser,
+        "/queue/work.refused",
+        "r",
+        &[("ack", "client-individual")],
+    )
+    .await;
     // The plugin's policy: two redeliveries, then the dead-letter queue.
     let mut retrier = connected(stomp[1]).await;
-    subscribe(&mut retrier, "/queue/retry.work", "t", &[("ack", "client-individual")]).await;
+    subscribe(
+        &mut retrier,
+        "/queue/retry.work",
+        "t",
+        &[("ack", "client-individual")],
+    )
+    .await;
     let mut producer = connected(stomp[0]).await;
     send_ok(&mut producer, "/queue/work.refused", "poison").await;
     send_ok(&mut producer, "/queue/retry.work", "flaky").await;
@@ -268,8 +310,17 @@ async fn nack_and_the_redelivery_limit_dead_letter_once(stomp: &[SocketAddr]) {
     }
     assert_eq!(deliveries, 3, "delivered once and redelivered twice");
     let dead = collect(&mut [&mut dlq], true, 2, Duration::from_secs(10)).await;
-    let more = collect(&mut [&mut dlq, &mut retrier, &mut refuser], true, usize::MAX, Duration::from_secs(2)).await;
-    assert!(more.is_empty(), "dead-lettered once, not redelivered again: {more:?}");
+    let more = collect(
+        &mut [&mut dlq, &mut retrier, &mut refuser],
+        true,
+        usize::MAX,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        more.is_empty(),
+        "dead-lettered once, not redelivered again: {more:?}"
+    );
     let mut bodies: Vec<(String, Option<String>)> = dead
         .iter()
         .map(|(_, f)| {
@@ -300,7 +351,9 @@ async fn temporary_queues_are_refused(stomp: &[SocketAddr]) {
     let f = c.recv().await;
     assert_eq!(f.command, "ERROR", "{f:?}");
     assert!(
-        f.header("message").unwrap_or_default().contains("temporary queues"),
+        f.header("message")
+            .unwrap_or_default()
+            .contains("temporary queues"),
         "{f:?}"
     );
 }
@@ -308,7 +361,13 @@ async fn temporary_queues_are_refused(stomp: &[SocketAddr]) {
 async fn a_killed_nodes_unacknowledged_messages_come_back(rig: &mut Rig, stomp: &[SocketAddr]) {
     let q = "/queue/work.killed";
     let mut x = connected(stomp[1]).await;
-    subscribe(&mut x, q, "x", &[("ack", "client-individual"), ("activemq.prefetchSize", "4")]).await;
+    subscribe(
+        &mut x,
+        q,
+        "x",
+        &[("ack", "client-individual"), ("activemq.prefetchSize", "4")],
+    )
+    .await;
     let mut producer = connected(stomp[0]).await;
     for n in 0..4 {
         send_ok(&mut producer, q, &format!("k-{n}")).await;
@@ -323,7 +382,9 @@ async fn a_killed_nodes_unacknowledged_messages_come_back(rig: &mut Rig, stomp: 
     let bodies: BTreeSet<String> = moved.iter().map(|(_, f)| f.body_text()).collect();
     let expected: BTreeSet<String> = (0..4).map(|n| format!("k-{n}")).collect();
     assert_eq!(bodies, expected, "back from the dead node");
-    assert!(moved.iter().all(|(_, f)| f.header("redelivered") == Some("true")));
+    assert!(moved
+        .iter()
+        .all(|(_, f)| f.header("redelivered") == Some("true")));
     // Not before the ack wait (nodeTimeout, 2 s) ran out.
     assert!(
         killed_at.elapsed() >= Duration::from_millis(1200),
@@ -355,15 +416,26 @@ async fn no_receipt_without_the_store(rig: &mut Rig, stomp: &[SocketAddr]) {
 const S1_PER_PRODUCER: usize = 600;
 
 type Seen = Arc<parking_lot::Mutex<BTreeMap<String, usize>>>;
+/// Per consumer: (deliveries, of them redelivered).
+type PerConsumer = Arc<parking_lot::Mutex<Vec<(usize, usize)>>>;
 
 /// A consumer on `addr` acknowledging everything it gets until `stop`.
-async fn s1_consumer(addr: SocketAddr, seen: Seen, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn s1_consumer(
+    index: usize,
+    addr: SocketAddr,
+    seen: Seen,
+    counts: PerConsumer,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut c = connected(addr).await;
     subscribe(
         &mut c,
         "/queue/s1.load",
         "s",
-        &[("ack", "client-individual"), ("activemq.prefetchSize", "20")],
+        &[
+            ("ack", "client-individual"),
+            ("activemq.prefetchSize", "20"),
+        ],
     )
     .await;
     loop {
@@ -377,6 +449,11 @@ async fn s1_consumer(addr: SocketAddr, seen: Seen, mut stop: tokio::sync::watch:
             return; // the node is gone (ERROR or closed)
         }
         *seen.lock().entry(f.body_text()).or_default() += 1;
+        {
+            let mut counts = counts.lock();
+            counts[index].0 += 1;
+            counts[index].1 += usize::from(f.header("redelivered") == Some("true"));
+        }
         ack(&mut c, &f).await;
     }
 }
@@ -389,10 +466,17 @@ async fn s1_queues_kill_a_node_under_load() {
     };
     let seen: Seen = Arc::default();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let counts: PerConsumer = Arc::new(parking_lot::Mutex::new(vec![(0, 0); 6]));
     let mut consumers = Vec::new();
-    for addr in &stomp {
-        for _ in 0..2 {
-            consumers.push(tokio::spawn(s1_consumer(*addr, seen.clone(), stop.clone())));
+    for (node, addr) in stomp.iter().enumerate() {
+        for k in 0..2 {
+            consumers.push(tokio::spawn(s1_consumer(
+                node * 2 + k,
+                *addr,
+                seen.clone(),
+                counts.clone(),
+                stop.clone(),
+            )));
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -438,13 +522,20 @@ async fn s1_queues_kill_a_node_under_load() {
         let _ = c.await;
     }
     let seen = seen.lock().clone();
-    let lost: Vec<&String> = receipted.iter().filter(|b| !seen.contains_key(*b)).collect();
+    let lost: Vec<&String> = receipted
+        .iter()
+        .filter(|b| !seen.contains_key(*b))
+        .collect();
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!(
         "S1 queues: receipted {}, delivered {}, lost {}, duplicates {duplicates}",
         receipted.len(),
         seen.len(),
         lost.len()
+    );
+    println!(
+        "S1 queues: per consumer (deliveries, redelivered), two per node: {:?}",
+        counts.lock()
     );
     assert!(lost.is_empty(), "receipted but never delivered: {lost:?}");
     assert_eq!(receipted.len(), 2 * S1_PER_PRODUCER, "every SEND receipted");

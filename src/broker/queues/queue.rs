@@ -462,7 +462,12 @@ impl QueueState {
     pub fn held(&self) -> std::collections::HashSet<QueueSeq> {
         let mut held: std::collections::HashSet<QueueSeq> = self.ready.keys().copied().collect();
         for slot in &self.consumers {
-            held.extend(slot.assigned.iter().chain(slot.delivered.iter()).map(|e| e.seq));
+            held.extend(
+                slot.assigned
+                    .iter()
+                    .chain(slot.delivered.iter())
+                    .map(|e| e.seq),
+            );
         }
         held
     }
