@@ -332,8 +332,9 @@ impl SharedQueues for ClusterQueues {
                 let task = tokio::spawn(pull(inner.clone(), name.clone()));
                 pullers.insert(name, task);
             }
-        } else if let Some(task) = pullers.remove(queue) {
-            task.abort();
+        } else {
+            // The puller ends by itself after its pull request (what that brings goes back
+            // too): aborted, the request's messages would wait for the ack wait.
             drop(pullers);
             give_back_all(&inner, queue);
         }
@@ -448,6 +449,17 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
             tokio::time::sleep(IDLE).await;
             continue;
         };
+        if core.queues.consumer_count(&name) == 0 {
+            // Checked again under the pullers' lock: a consumer arriving now either finds
+            // this task gone (and starts another) or is seen here.
+            let mut pullers = inner.queues.pullers.lock();
+            if core.queues.consumer_count(&name) == 0 {
+                pullers.remove(&name);
+                drop(pullers);
+                give_back_all(&inner, &name);
+                return;
+            }
+        }
         let room = core.queues.shared_room(&name);
         if room == 0 || !inner.is_available() {
             drop(core);
