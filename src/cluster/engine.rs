@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub drain: super::drain::DrainState,
     /// Inbound QoS 2 exchanges held by this node until their PUBREL.
     pub q2: super::qos2::Inbound,
+    /// STOMP queues: entries pulled into local queues, their pullers (`queues.rs`).
+    pub queues: super::queues::SharedQueueState,
 }
 
 impl Inner {
@@ -264,6 +266,7 @@ impl ClusterEngine {
             clean_wills: parking_lot::Mutex::default(),
             drain: super::drain::DrainState::default(),
             q2: super::qos2::Inbound::default(),
+            queues: super::queues::SharedQueueState::default(),
         });
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
@@ -397,7 +400,15 @@ impl Durability for ClusterEngine {
 
     fn commit(&self, changes: Vec<crate::broker::durability::Change>) -> Commit {
         self.inner.groups.observe(&changes);
-        super::sessions::commit(&self.inner, changes)
+        let acknowledged = super::queues::observe(&self.inner, &changes);
+        let rest = super::sessions::commit(&self.inner, changes);
+        match acknowledged {
+            Commit::Done(Ok(())) => rest,
+            acknowledged => Commit::Pending(Box::pin(async move {
+                let first = acknowledged.wait().await;
+                rest.wait().await.and(first)
+            })),
+        }
     }
 
     fn session_offline(&self, state: &SessionState) -> Commit {
@@ -441,6 +452,11 @@ impl Backplane for ClusterEngine {
     fn start(&self, core: Weak<BrokerCore>) -> BackplaneFuture<anyhow::Result<()>> {
         let inner = self.inner.clone();
         Box::pin(async move {
+            if let Some(core) = core.upgrade() {
+                // STOMP queues are kept in the cluster's queue stream (`queues.rs`).
+                core.queues
+                    .set_shared(Arc::new(super::queues::ClusterQueues::new(&inner)));
+            }
             let _ = inner.core.set(core);
             super::retained::start(&inner).await?;
             super::readers::start(&inner).await?;
@@ -449,6 +465,7 @@ impl Backplane for ClusterEngine {
             super::drain::start(&inner).await?;
             super::node::start(&inner);
             super::reaper::start(&inner);
+            super::queues::start(&inner);
             Ok(())
         })
     }
@@ -549,8 +566,10 @@ impl Backplane for ClusterEngine {
     }
 }
 
-/// A group or named queue cannot be kept in a cluster yet: refused, so that nothing
-/// advertises a queue that is not shared by the nodes.
+/// A single node's group queue cannot be kept in a cluster (shared subscriptions have their
+/// own consumers, `groups.rs`): refused, so that nothing advertises what the nodes do not
+/// share. Named queues are kept by the queue stream (`queues.rs`), which needs no record of
+/// the queue.
 pub(crate) fn refuses_owner(owner: &QueueOwner) -> bool {
-    !matches!(owner, QueueOwner::Session(_))
+    matches!(owner, QueueOwner::Group(_))
 }

@@ -14,12 +14,13 @@
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
+//! | STOMP queues: each message to one consumer on any node | stream `FMQ_QUEUES` (work queue), one durable consumer per queue | `queues.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, one
 //! heartbeat watch (the reaper's), at most `readers::CATCH_UP_READERS` temporary catch-up
 //! readers for sessions resuming behind, one during a reaper sweep; in the cluster, one
-//! durable consumer per shared subscription group.
+//! durable consumer per shared subscription group and per STOMP queue with consumers.
 //! Never one per MQTT subscription or session.
 
 mod claims;
@@ -32,6 +33,7 @@ mod node;
 pub mod probe;
 mod publish;
 mod qos2;
+mod queues;
 mod readers;
 mod reaper;
 mod retained;

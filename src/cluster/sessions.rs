@@ -103,7 +103,7 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
             Change::SessionEnded { client_id } => waits.push(end(inner, client_id)),
             Change::QueueDeclared { owner } if refuses_owner(&owner) => {
                 return Commit::Done(Err(DurabilityError::Unavailable(
-                    "queues and shared subscription groups are not served by a cluster yet".into(),
+                    "a single node's subscription group is not kept by a cluster".into(),
                 )))
             }
             // Retained messages sent because of a SUBSCRIBE are not in the log (their queue

@@ -23,4 +23,5 @@ mod routing;
 mod sessions;
 mod shared;
 mod shared_chaos;
+mod stomp_queues;
 mod wills;

@@ -28,6 +28,7 @@ mod consumer;
 pub(crate) mod dead_letter;
 mod queue;
 mod selector_filter;
+mod shared;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,6 +44,7 @@ pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
+pub use shared::SharedQueues;
 
 use crate::broker::durability::{
     now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,
@@ -152,6 +154,8 @@ pub struct Queues {
     /// Dead letters, redelivery and prefetch (`Config.delivery`), swapped by a reload.
     policies: Arc<ArcSwap<DeliveryPolicy>>,
     next_consumer: AtomicU64,
+    /// The store shared by the brokers of a cluster keeps the (non-temporary) queues.
+    shared: std::sync::OnceLock<Arc<dyn SharedQueues>>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -185,6 +189,7 @@ impl Queues {
             memory,
             policies: Arc::new(ArcSwap::from_pointee(policies)),
             next_consumer: AtomicU64::new(1),
+            shared: std::sync::OnceLock::new(),
         })
     }
 
@@ -257,6 +262,10 @@ impl Queues {
 
     /// Keep the queue's record (so it exists after a restart, as in ActiveMQ's store).
     fn declare_in_background(&self, queue: &Arc<Queue>) {
+        if self.shared().is_some() {
+            // The shared store keeps a queue's messages, not a record of it.
+            return;
+        }
         let commit = self.durability.commit(vec![Change::QueueDeclared {
             owner: queue.owner.clone(),
         }]);
@@ -441,6 +450,10 @@ impl Queues {
         message: Message,
         persistent: bool,
     ) -> Result<Commit, SendError> {
+        if let Some(shared) = self.shared().filter(|_| !queue.temporary) {
+            // Stored for every broker; queued here only if a local consumer takes it.
+            return Ok(shared.store(&queue.name, &message));
+        }
         let entry = Entry {
             seq: self.durability.next_seq(),
             message: self.memory.charge(message),
@@ -509,8 +522,14 @@ impl Queues {
     pub fn subscribe(&self, name: &str, spec: ConsumerSpec) -> QueueConsumer {
         let queue = self.get_or_create(name);
         let id = self.next_consumer.fetch_add(1, Ordering::Relaxed);
-        let ((), out) = queue.with(|s, now, ctx, out| s.add_consumer(id, spec, now, ctx, out));
+        let (consumers, out) = queue.with(|s, now, ctx, out| {
+            s.add_consumer(id, spec, now, ctx, out);
+            s.consumer_count()
+        });
         self.settle_in_background(&queue, out);
+        if let Some(shared) = self.shared().filter(|_| !queue.temporary) {
+            shared.consumers(&queue.name, consumers);
+        }
         QueueConsumer {
             queues: self.me.clone(),
             queue,
@@ -706,6 +725,24 @@ impl Queues {
             not_before: None,
         };
         tracing::debug!(queue = %from.name, dead_letter_queue = %target.name, cause = %dead.cause, "message dead-lettered");
+        if let Some(shared) = self.shared().filter(|_| !target.temporary && original.kept) {
+            // Stored in the dead-letter queue for every broker, then removed from `from`;
+            // back in `from` (still kept there) when that fails.
+            let commit = shared.dead_letter(&from.name, original.seq, &target.name, &entry.message);
+            let (me, from) = (self.me.clone(), from.clone());
+            return self.spawned(async move {
+                match commit.wait().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        tracing::warn!(queue = %from.name, "dead-letter move not kept, message stays: {e}");
+                        match me.upgrade() {
+                            Some(queues) => queues.insert(&from, original).wait().await,
+                            None => Ok(()),
+                        }
+                    }
+                }
+            });
+        }
         let mut changes = Vec::new();
         if original.kept {
             changes.push(Change::Removed {
@@ -922,11 +959,15 @@ impl QueueConsumer {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let ((), out) = self.queue.with(|s, now, ctx, out| {
+        let (consumers, out) = self.queue.with(|s, now, ctx, out| {
             s.remove_consumer(self.id, now, ctx, out);
+            s.consumer_count()
         });
         if let Some(queues) = self.queues.upgrade() {
             queues.settle_in_background(&self.queue, out);
+            if let Some(shared) = queues.shared().filter(|_| !self.queue.temporary) {
+                shared.consumers(&self.queue.name, consumers);
+            }
         }
     }
 }

@@ -428,6 +428,50 @@ impl QueueState {
         Ok(())
     }
 
+    /// Messages the consumers could still take now: the room of their prefetch windows (of
+    /// the exclusive consumer's alone when there is one) less what waits already. A cluster
+    /// node pulls no more than this from the shared store.
+    pub fn room(&self) -> usize {
+        let room = match self.consumers.iter().find(|c| c.exclusive) {
+            Some(exclusive) => exclusive.room(),
+            None => self
+                .consumers
+                .iter()
+                .map(Slot::room)
+                .fold(0usize, usize::saturating_add),
+        };
+        room.saturating_sub(self.ready.len())
+    }
+
+    /// The waiting messages (not dispatched), with when each may be dispatched.
+    pub fn waiting(&self) -> Vec<(QueueSeq, Option<Instant>)> {
+        self.ready.values().map(|e| (e.seq, e.not_before)).collect()
+    }
+
+    /// Take waiting messages `seqs` out of the queue without removing them from the store
+    /// (a cluster node gives them back to the shared store for another node); returns those
+    /// that were still waiting.
+    pub fn withdraw(&mut self, seqs: &[QueueSeq]) -> Vec<QueueSeq> {
+        seqs.iter()
+            .filter(|seq| self.ready.remove(seq).is_some())
+            .copied()
+            .collect()
+    }
+
+    /// Every message held: waiting, dispatched or delivered.
+    pub fn held(&self) -> std::collections::HashSet<QueueSeq> {
+        let mut held: std::collections::HashSet<QueueSeq> = self.ready.keys().copied().collect();
+        for slot in &self.consumers {
+            held.extend(
+                slot.assigned
+                    .iter()
+                    .chain(slot.delivered.iter())
+                    .map(|e| e.seq),
+            );
+        }
+        held
+    }
+
     /// Remove every message not delivered to a consumer (ready and dispatched but not taken).
     /// Delivered ones stay with their consumers. Returns how many went.
     pub fn purge(&mut self, out: &mut Outcome) -> usize {

@@ -674,3 +674,99 @@ async fn higher_priority_consumers_with_room_are_served_first() {
         "once the others are full"
     );
 }
+
+/// What a shared store (a cluster) was asked.
+#[derive(Default)]
+struct FakeShared {
+    stored: parking_lot::Mutex<Vec<(String, String)>>,
+    dead: parking_lot::Mutex<Vec<(String, QueueSeq, String)>>,
+    consumers: parking_lot::Mutex<Vec<(String, usize)>>,
+}
+
+impl SharedQueues for FakeShared {
+    fn store(&self, queue: &str, message: &Message) -> Commit {
+        let body = String::from_utf8_lossy(&message.payload).into_owned();
+        self.stored.lock().push((queue.to_owned(), body));
+        Commit::done()
+    }
+
+    fn dead_letter(&self, from: &str, seq: QueueSeq, to: &str, _message: &Message) -> Commit {
+        self.dead.lock().push((from.to_owned(), seq, to.to_owned()));
+        Commit::done()
+    }
+
+    fn consumers(&self, queue: &str, consumers: usize) {
+        self.consumers.lock().push((queue.to_owned(), consumers));
+    }
+}
+
+#[tokio::test]
+async fn a_shared_store_keeps_sends_and_feeds_the_local_queue_within_its_windows() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        DeliveryPolicy::default(),
+    );
+    let shared = Arc::new(FakeShared::default());
+    queues.set_shared(shared.clone());
+    // A send goes to the shared store only: nothing is queued (nor declared) here.
+    let commit = queues
+        .send("s", message("a", QoS::AtLeastOnce))
+        .expect("sent");
+    assert!(matches!(commit, Commit::Done(Ok(()))));
+    assert_eq!(
+        *shared.stored.lock(),
+        vec![("s".to_owned(), "a".to_owned())]
+    );
+    assert!(queues.shared_held("s").is_empty());
+    assert!(engine.changes().is_empty(), "{:?}", engine.changes());
+
+    let consumer = queues.subscribe("s", spec(2));
+    assert_eq!(queues.shared_room("s"), 2);
+    for seq in [100, 101, 102] {
+        queues.insert_shared("s", seq, message(&seq.to_string(), QoS::AtLeastOnce), 1);
+    }
+    // Two fit the window; the third waits and takes no room.
+    assert_eq!(queues.shared_room("s"), 0);
+    let taken = consumer.take(10).expect("taken");
+    assert_eq!(payloads(&taken), vec!["100", "101"]);
+    assert!(taken.iter().all(|d| d.redelivered && d.delivery_count == 2));
+    let waiting: Vec<QueueSeq> = queues
+        .shared_waiting("s")
+        .into_iter()
+        .map(|w| w.0)
+        .collect();
+    assert_eq!(waiting, vec![102]);
+    assert_eq!(queues.withdraw_shared("s", &[102, 999]), vec![102]);
+    assert_eq!(queues.shared_held("s"), [100, 101].into_iter().collect());
+
+    // An ACK removes the kept entry (the store acknowledges it); a NACK dead-letters it
+    // through the shared store.
+    consumer
+        .ack(100)
+        .expect("acked")
+        .wait()
+        .await
+        .expect("kept");
+    assert!(engine.changes().iter().any(|c| matches!(
+        c,
+        Change::Removed { owner: QueueOwner::Queue(q), seq: 100 } if &**q == "s"
+    )));
+    consumer
+        .nack(101)
+        .expect("refused")
+        .wait()
+        .await
+        .expect("kept");
+    assert_eq!(
+        *shared.dead.lock(),
+        vec![("s".to_owned(), 101, "ActiveMQ.DLQ".to_owned())]
+    );
+    assert!(queues.shared_held("s").is_empty());
+    consumer.close();
+    assert_eq!(
+        *shared.consumers.lock(),
+        vec![("s".to_owned(), 1), ("s".to_owned(), 0)]
+    );
+}

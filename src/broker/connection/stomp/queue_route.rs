@@ -111,20 +111,25 @@ impl StompConn {
             .header("reply-to")
             .and_then(|r| r.strip_prefix("/temp-queue/"))
         {
+            self.refuse_temporary_in_cluster(&Destination::TempQueue(name.to_owned()), frame)?;
             let name = name.to_owned();
             self.own_temporary(&name, frame)?;
         }
         Ok(())
     }
 
-    /// A SEND to a queue destination.
-    /// Queues are each node's own until they are shared through the cluster's store: a
-    /// cluster refuses them rather than serve a queue that other nodes do not see.
-    fn refuse_queues_in_cluster(&self, frame: &Frame) -> Result<(), Close> {
-        if self.core.backplane().is_some() {
+    /// Temporary queues are each connection's own: a cluster refuses them (another node's
+    /// client could not reach one), while named queues are shared by the nodes
+    /// (`cluster/queues.rs`).
+    fn refuse_temporary_in_cluster(&self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
+        let temporary = matches!(
+            dest,
+            Destination::TempQueue(_) | Destination::RemoteTempQueue(_)
+        );
+        if temporary && self.core.backplane().is_some() {
             return Err(Close::error(
-                "queues (/queue/, /temp-queue/) are not served by a ferromq cluster yet; use \
-                 /topic/ destinations",
+                "temporary queues (/temp-queue/) are not served by a ferromq cluster; use a \
+                 named /queue/ destination",
                 Some(frame),
             ));
         }
@@ -132,7 +137,7 @@ impl StompConn {
     }
 
     pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
-        self.refuse_queues_in_cluster(frame)?;
+        self.refuse_temporary_in_cluster(dest, frame)?;
         self.reply_temp_queue(frame)?;
         let frame = self
             .reply_to_rewritten(frame)
@@ -301,7 +306,7 @@ impl StompConn {
         id: String,
         ack: AckMode,
     ) -> Result<(), Close> {
-        self.refuse_queues_in_cluster(frame)?;
+        self.refuse_temporary_in_cluster(dest, frame)?;
         if self.has_queue_sub(&id) {
             return Err(Close::error(
                 format!("Duplicate subscription id: {id}"),

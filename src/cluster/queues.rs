@@ -1,0 +1,646 @@
+//! STOMP queues across nodes (ActiveMQ's point-to-point `/queue/x`): every message of a queue
+//! is stored once in the stream [`QUEUE_STREAM`] and consumed once, by a consumer on any node.
+//!
+//! - **Store.** A SEND is a JetStream publish on `fmq.q.<queue name>` (the topic codec of
+//!   `subject.rs` on the ActiveMQ name) with a message id; its RECEIPT leaves after the
+//!   stream's acknowledgement (bounded by `storeTimeout`: no acknowledgement, an ERROR). Work
+//!   queue retention: a message stays until a consumer acknowledged it (or `maxOfflineAge`),
+//!   so one sent while the queue has no consumer waits for one. The stream is made at the
+//!   node's start, in the background.
+//! - **Competing consumers.** One durable pull consumer per queue (`Q` + a hash of the name,
+//!   explicit acknowledgement, ack wait `nodeTimeout`), pulled by every node with a local
+//!   consumer of the queue while the local consumers' prefetch windows have room. A pulled
+//!   message becomes an entry of the node's local [`crate::broker::queues::Queue`], so
+//!   round-robin, prefetch, selectors, exclusive consumers and the redelivery policy are the
+//!   single node's rules among the node's consumers. JetStream's delivery count is the entry's
+//!   redelivery count.
+//! - **Acknowledgement.** The local queue's `Change::Removed` of the entry (STOMP ACK, auto
+//!   ack, an expiry, a discard) acknowledges the JetStream message; the commit (the ACK's
+//!   RECEIPT) waits for the server's confirmation.
+//! - **Given back.** An entry waiting in the local queue that no local consumer takes (it left,
+//!   its window stays full, its selector refuses the message) is given back (NAK) after
+//!   [`GIVE_BACK_AFTER`], with what remains of a redelivery delay; another node's consumer gets
+//!   it. While a local consumer holds an entry the node extends its ack wait; a dead node's
+//!   entries come back to the others after `nodeTimeout`.
+//! - **Dead letters** (`Queues::move_dead_letter`): stored on the dead-letter queue's subject
+//!   with the message id `dlq.<stream sequence of the original>`, then the original is
+//!   acknowledged: a node that dies between the two leaves the original to be redelivered, and
+//!   its second dead-lettering is dropped by the stream's duplicate window (at least three
+//!   `nodeTimeout`s): never lost, never twice.
+//!
+//! Temporary queues are each connection's own and stay refused in a cluster (see
+//! `stomp/queue_route.rs`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::{AckKind, Acker, PublishMessage};
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio::task::JoinHandle;
+
+use super::codec::{decode_message, encode_message};
+use super::engine::Inner;
+use super::subject::topic_subject;
+use crate::broker::durability::{Change, Commit, DurabilityError, QueueOwner, QueueSeq};
+use crate::broker::message::Message;
+use crate::broker::queues::SharedQueues;
+
+/// The stream of every queue's messages.
+pub const QUEUE_STREAM: &str = "FMQ_QUEUES";
+/// Subject prefix of queue messages.
+pub const QUEUE_PREFIX: &str = "fmq.q";
+/// The most a node pulls in one request (small, so that nodes share the messages).
+const BATCH: usize = 16;
+/// How long one pull request waits for messages.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+/// How often a node whose consumers have no room looks again.
+const IDLE: Duration = Duration::from_millis(20);
+/// An entry waiting this long in a local queue, taken by no local consumer, goes back to the
+/// shared store (between one and two sweeps of this period).
+pub const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
+/// A message given back is offered again after at least this (not at once to the same node
+/// in a loop).
+const NAK_DELAY: Duration = Duration::from_millis(100);
+
+/// An entry pulled from the store and held by a local queue.
+struct Pending {
+    queue: Arc<str>,
+    stream_seq: u64,
+    acker: Arc<Acker>,
+}
+
+/// A store to send, in order.
+struct Store {
+    subject: String,
+    id: String,
+    payload: Bytes,
+    done: oneshot::Sender<Result<(), DurabilityError>>,
+}
+
+/// This node's side of the shared queues.
+#[derive(Default)]
+pub struct SharedQueueState {
+    /// Local entry -> its JetStream message.
+    pending: parking_lot::Mutex<HashMap<QueueSeq, Pending>>,
+    /// Queues with local consumers -> their pulling task.
+    pullers: parking_lot::Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
+    /// The ordered store task's input (started on first use).
+    stores: std::sync::OnceLock<mpsc::UnboundedSender<Store>>,
+    /// [`QUEUE_STREAM`] exists.
+    stream: OnceCell<()>,
+    sweeper: std::sync::OnceLock<()>,
+}
+
+/// What the broker's [`crate::broker::queues::Queues`] calls.
+pub struct ClusterQueues {
+    inner: Weak<Inner>,
+}
+
+impl ClusterQueues {
+    pub fn new(inner: &Arc<Inner>) -> ClusterQueues {
+        ClusterQueues {
+            inner: Arc::downgrade(inner),
+        }
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> DurabilityError {
+    DurabilityError::Unavailable(why.into())
+}
+
+/// The subject of queue `name`'s messages.
+pub fn queue_subject(name: &str) -> String {
+    topic_subject(QUEUE_PREFIX, name)
+}
+
+/// The durable consumer of queue `name`: `Q` and 32 hex digits of the SHA-256 of the name.
+fn consumer_name(name: &str) -> String {
+    let digest = Sha256::digest(name.as_bytes());
+    let mut out = String::with_capacity(33);
+    out.push('Q');
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// How long JetStream waits for an entry's acknowledgement before it gives the message to
+/// another node: `nodeTimeout` (a live node extends it while a local consumer holds it).
+fn ack_wait(inner: &Inner) -> Duration {
+    Duration::from_millis(inner.settings.node_timeout_ms.max(1000))
+}
+
+/// The stream's duplicate window: a dead letter stored again by another node after the first
+/// node died (an ack wait later) must still be recognised.
+fn duplicate_window(inner: &Inner) -> Duration {
+    Duration::from_millis(inner.settings.store_timeout_ms.saturating_mul(2))
+        .max(ack_wait(inner) * 3)
+        .max(Duration::from_secs(20))
+}
+
+fn send_ack(acker: Arc<Acker>, kind: AckKind) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            if let Err(e) = acker.ack_with(kind).await {
+                tracing::debug!("cluster queue: acknowledgement not sent: {e}");
+            }
+        });
+    }
+}
+
+/// [`QUEUE_STREAM`], made when missing.
+async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
+    inner
+        .queues
+        .stream
+        .get_or_try_init(|| async {
+            let config = stream::Config {
+                name: QUEUE_STREAM.to_owned(),
+                subjects: vec![format!("{QUEUE_PREFIX}.>")],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: inner.settings.replicas.max(1),
+                max_age: Duration::from_millis(inner.settings.max_offline_age_ms),
+                duplicate_window: duplicate_window(inner),
+                ..Default::default()
+            };
+            // Creating a stream waits for its raft group to form: a longer bound than a
+            // store's.
+            let mut js = inner.js.clone();
+            js.set_timeout(Duration::from_secs(10));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match js.get_or_create_stream(config.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::warn!("cluster queue stream: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(unavailable(format!("cluster queue stream: {e}"))),
+                }
+            }
+        })
+        .await
+        .map(|_| ())
+}
+
+/// At the node's start: make [`QUEUE_STREAM`] in the background, so the first SEND does not
+/// wait for its raft group.
+pub fn start(inner: &Arc<Inner>) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ensure_stream(&inner).await {
+            tracing::warn!("{e} (made again at the first queue use)");
+        }
+    });
+}
+
+/// Hand a store to the ordered store task (started on first use); the answer resolves when
+/// the stream acknowledged it, within `storeTimeout`.
+fn store(inner: &Arc<Inner>, subject: String, id: String, payload: Bytes) -> Commit {
+    let stores = inner.queues.stores.get_or_init(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_stores(Arc::downgrade(inner), rx));
+        tx
+    });
+    let (done, answer) = oneshot::channel();
+    if stores
+        .send(Store {
+            subject,
+            id,
+            payload,
+            done,
+        })
+        .is_err()
+    {
+        return Commit::Done(Err(unavailable("the cluster engine stopped")));
+    }
+    Commit::Pending(Box::pin(async move {
+        answer
+            .await
+            .unwrap_or_else(|_| Err(unavailable("the cluster engine stopped")))
+    }))
+}
+
+/// Sends stores in the order they were handed over (a producer's messages keep their order
+/// in the queue), each acknowledgement awaited on its own.
+async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) {
+    while let Some(next) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = ensure_stream(&inner).await {
+            let _ = next.done.send(Err(e));
+            continue;
+        }
+        if !inner.is_available() {
+            let _ = next.done.send(Err(unavailable(
+                "the cluster store's quorum is unreachable from this node",
+            )));
+            continue;
+        }
+        let publish = PublishMessage::build()
+            .payload(next.payload)
+            .message_id(next.id.as_str());
+        let timeout = inner.store_timeout;
+        match inner.js.send_publish(next.subject, publish).await {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    let result = match tokio::time::timeout(timeout, ack.into_future()).await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
+                        Err(_) => Err(unavailable("cluster store not acknowledged in time")),
+                    };
+                    let _ = next.done.send(result);
+                });
+            }
+            Err(e) => {
+                let _ = next
+                    .done
+                    .send(Err(unavailable(format!("cluster store: {e}"))));
+            }
+        }
+    }
+}
+
+impl SharedQueues for ClusterQueues {
+    fn store(&self, queue: &str, message: &Message) -> Commit {
+        let Some(inner) = self.inner.upgrade() else {
+            return Commit::Done(Err(unavailable("the cluster engine stopped")));
+        };
+        let counter = inner.counter.fetch_add(1, Ordering::Relaxed);
+        let payload = match encode_message(message, inner.instance, counter, None) {
+            Ok(p) => p,
+            Err(e) => return Commit::Done(Err(unavailable(e.to_string()))),
+        };
+        let id = format!("q.{:x}.{counter}", inner.instance);
+        store(&inner, queue_subject(queue), id, payload)
+    }
+
+    fn dead_letter(&self, from: &str, seq: QueueSeq, to: &str, message: &Message) -> Commit {
+        let Some(inner) = self.inner.upgrade() else {
+            return Commit::Done(Err(unavailable("the cluster engine stopped")));
+        };
+        let original = inner
+            .queues
+            .pending
+            .lock()
+            .get(&seq)
+            .map(|p| (p.stream_seq, p.acker.clone()));
+        let Some((stream_seq, acker)) = original else {
+            return Commit::Done(Err(unavailable(format!(
+                "dead letter of queue://{from}: its stored message is not held here"
+            ))));
+        };
+        let payload = match encode_message(message, inner.instance, 0, None) {
+            Ok(p) => p,
+            Err(e) => return Commit::Done(Err(unavailable(e.to_string()))),
+        };
+        let stored = store(
+            &inner,
+            queue_subject(to),
+            format!("dlq.{stream_seq}"),
+            payload,
+        );
+        let timeout = inner.store_timeout;
+        Commit::Pending(Box::pin(async move {
+            stored.wait().await?;
+            inner.queues.pending.lock().remove(&seq);
+            // Not confirmed: the original comes back after the ack wait and its second dead
+            // letter is dropped as a duplicate.
+            let _ = tokio::time::timeout(timeout, acker.double_ack()).await;
+            Ok(())
+        }))
+    }
+
+    fn consumers(&self, queue: &str, consumers: usize) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        start_sweeper(&inner);
+        let mut pullers = inner.queues.pullers.lock();
+        if consumers > 0 {
+            let running = pullers.get(queue).is_some_and(|t| !t.is_finished());
+            if !running {
+                let name: Arc<str> = Arc::from(queue);
+                let task = tokio::spawn(pull(inner.clone(), name.clone()));
+                pullers.insert(name, task);
+            }
+        } else {
+            // The puller ends by itself after its pull request (what that brings goes back
+            // too): aborted, the request's messages would wait for the ack wait.
+            drop(pullers);
+            give_back_all(&inner, queue);
+        }
+    }
+}
+
+/// The local queue `queue` has no consumer any more: everything it waits with goes back.
+fn give_back_all(inner: &Arc<Inner>, queue: &str) {
+    let Some(core) = inner.core() else { return };
+    let waiting: Vec<QueueSeq> = core
+        .queues
+        .shared_waiting(queue)
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    let gone = core.queues.withdraw_shared(queue, &waiting);
+    let mut pending = inner.queues.pending.lock();
+    for seq in gone {
+        if let Some(p) = pending.remove(&seq) {
+            send_ack(p.acker, AckKind::Nak(Some(NAK_DELAY)));
+        }
+    }
+}
+
+/// The committed changes: a removed entry of a shared queue acknowledges its JetStream
+/// message; the commit is done when the server confirmed it.
+pub fn observe(inner: &Arc<Inner>, changes: &[Change]) -> Commit {
+    let mut ackers = Vec::new();
+    {
+        let mut pending = None;
+        for change in changes {
+            if let Change::Removed {
+                owner: QueueOwner::Queue(_),
+                seq,
+            } = change
+            {
+                let pending = pending.get_or_insert_with(|| inner.queues.pending.lock());
+                if let Some(p) = pending.remove(seq) {
+                    ackers.push(p.acker);
+                }
+            }
+        }
+    }
+    if ackers.is_empty() {
+        return Commit::done();
+    }
+    let timeout = inner.store_timeout;
+    let task = tokio::spawn(async move {
+        for acker in ackers {
+            match tokio::time::timeout(timeout, acker.double_ack()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(unavailable(format!(
+                        "cluster queue acknowledgement refused: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(unavailable(
+                        "cluster queue acknowledgement not confirmed in time",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    });
+    Commit::Pending(Box::pin(async move {
+        task.await
+            .unwrap_or_else(|e| Err(unavailable(format!("acknowledgement task failed: {e}"))))
+    }))
+}
+
+/// The queue's durable consumer (made when missing), from the queue's first waiting message.
+async fn queue_consumer(
+    inner: &Inner,
+    name: &str,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
+    ensure_stream(inner).await?;
+    let stream = inner.js.get_stream(QUEUE_STREAM).await?;
+    let durable = consumer_name(name);
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: queue_subject(name),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: ack_wait(inner),
+                max_ack_pending: 10_000,
+                inactive_threshold: Duration::from_millis(inner.settings.max_offline_age_ms),
+                num_replicas: inner.settings.replicas.max(1),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// Pull queue `name`'s messages while the local consumers have room.
+async fn pull(inner: Arc<Inner>, name: Arc<str>) {
+    let mut consumer = loop {
+        match queue_consumer(&inner, &name).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(queue = %name, "cluster queue consumer: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    loop {
+        let Some(core) = inner.core() else {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        };
+        if core.queues.consumer_count(&name) == 0 {
+            // Checked again under the pullers' lock: a consumer arriving now either finds
+            // this task gone (and starts another) or is seen here.
+            let mut pullers = inner.queues.pullers.lock();
+            if core.queues.consumer_count(&name) == 0 {
+                pullers.remove(&name);
+                drop(pullers);
+                give_back_all(&inner, &name);
+                return;
+            }
+        }
+        let room = core.queues.shared_room(&name);
+        if room == 0 || !inner.is_available() {
+            drop(core);
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        drop(core);
+        let batch = consumer
+            .fetch()
+            .max_messages(room.min(BATCH))
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(queue = %name, "cluster queue pull: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(again) = queue_consumer(&inner, &name).await {
+                    consumer = again;
+                }
+                continue;
+            }
+        };
+        while let Some(next) = batch.next().await {
+            match next {
+                Ok(message) => take(&inner, &name, message),
+                Err(e) => {
+                    tracing::debug!(queue = %name, "cluster queue pull: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A pulled message becomes an entry of the local queue.
+fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
+    let (stream_seq, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered),
+        Err(e) => {
+            tracing::warn!(queue = %name, "cluster queue: message without metadata: {e}");
+            return;
+        }
+    };
+    let (message, acker) = message.split();
+    let acker = Arc::new(acker);
+    let frame = match decode_message(message.payload) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(queue = %name, "cluster queue: stored message skipped: {e}");
+            send_ack(acker, AckKind::Term);
+            return;
+        }
+    };
+    let Some(core) = inner.core() else {
+        send_ack(acker, AckKind::Nak(Some(NAK_DELAY)));
+        return;
+    };
+    let seq = core.durability().next_seq();
+    inner.queues.pending.lock().insert(
+        seq,
+        Pending {
+            queue: name.clone(),
+            stream_seq,
+            acker,
+        },
+    );
+    let redeliveries = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
+    core.queues
+        .insert_shared(name, seq, frame.message, redeliveries);
+}
+
+/// Every [`GIVE_BACK_AFTER`]: give back the entries that waited in a local queue since the
+/// previous sweep; every `ack_wait / 4`: extend the ack wait of the entries held here, and
+/// give back those no local queue holds any more.
+fn start_sweeper(inner: &Arc<Inner>) {
+    if inner.queues.sweeper.set(()).is_err() {
+        return;
+    }
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let mut seen: HashMap<Arc<str>, HashSet<QueueSeq>> = HashMap::new();
+        // Entries pulled but not found in their local queue at the last look (one being
+        // inserted right then is found at the next).
+        let mut suspects: HashSet<QueueSeq> = HashSet::new();
+        let mut last_progress = Instant::now();
+        loop {
+            tokio::time::sleep(GIVE_BACK_AFTER).await;
+            let Some(inner) = weak.upgrade() else { return };
+            let Some(core) = inner.core() else { continue };
+            let queues: Vec<Arc<str>> = inner.queues.pullers.lock().keys().cloned().collect();
+            seen.retain(|q, _| queues.contains(q));
+            let now = Instant::now();
+            for queue in queues {
+                let waiting = core.queues.shared_waiting(&queue);
+                let before = seen.remove(&queue).unwrap_or_default();
+                let stale: Vec<QueueSeq> = waiting
+                    .iter()
+                    .filter(|(seq, _)| before.contains(seq))
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                let delays: HashMap<QueueSeq, Option<Instant>> = waiting.iter().copied().collect();
+                let gone = core.queues.withdraw_shared(&queue, &stale);
+                {
+                    let mut pending = inner.queues.pending.lock();
+                    for seq in &gone {
+                        if let Some(p) = pending.remove(seq) {
+                            let delay = delays
+                                .get(seq)
+                                .copied()
+                                .flatten()
+                                .map(|at| at.saturating_duration_since(now))
+                                .unwrap_or_default()
+                                .max(NAK_DELAY);
+                            send_ack(p.acker, AckKind::Nak(Some(delay)));
+                        }
+                    }
+                }
+                seen.insert(
+                    queue,
+                    waiting
+                        .into_iter()
+                        .map(|(seq, _)| seq)
+                        .filter(|seq| !gone.contains(seq))
+                        .collect(),
+                );
+            }
+            if now.duration_since(last_progress) < ack_wait(&inner) / 4 {
+                continue;
+            }
+            last_progress = now;
+            let held: Vec<(QueueSeq, Arc<str>, Arc<Acker>)> = inner
+                .queues
+                .pending
+                .lock()
+                .iter()
+                .map(|(seq, p)| (*seq, p.queue.clone(), p.acker.clone()))
+                .collect();
+            let mut by_queue: HashMap<Arc<str>, HashSet<QueueSeq>> = HashMap::new();
+            let mut lost = Vec::new();
+            let mut again = HashSet::new();
+            for (seq, queue, acker) in held {
+                let local = by_queue
+                    .entry(queue.clone())
+                    .or_insert_with(|| core.queues.shared_held(&queue));
+                if local.contains(&seq) {
+                    send_ack(acker, AckKind::Progress);
+                } else if suspects.contains(&seq) {
+                    lost.push(seq);
+                } else {
+                    send_ack(acker, AckKind::Progress);
+                    again.insert(seq);
+                }
+            }
+            suspects = again;
+            let mut pending = inner.queues.pending.lock();
+            for seq in lost {
+                // Gone from the local queue without a removal (the queue was deleted): back.
+                if let Some(p) = pending.remove(&seq) {
+                    send_ack(p.acker, AckKind::Nak(Some(NAK_DELAY)));
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_subjects() {
+        let name = consumer_name("orders.eu");
+        assert_eq!(name.len(), 33);
+        assert!(super::super::subject::is_valid_token(&name));
+        assert_ne!(name, consumer_name("orders.us"));
+        // One token per queue name: a queue's consumer never reads another queue.
+        assert_eq!(queue_subject("orders.eu"), "fmq.q.orders%2Eeu");
+        assert!(super::super::subject::is_valid_subject(&queue_subject(
+            "a b/c.d"
+        )));
+    }
+}

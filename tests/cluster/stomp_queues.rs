@@ -1,0 +1,542 @@
+//! STOMP queues across nodes, with real nats-servers and ferromq processes and a raw STOMP
+//! client: each message of a queue to exactly one consumer wherever the producer and the
+//! consumers are; a message sent with no consumer waits for one on another node; a consumer
+//! that leaves without acknowledging, or whose node is SIGKILLed, has its messages redelivered
+//! to another node's consumer (`redelivered:true`); NACK and the redelivery plugin's limit
+//! dead-letter once; a SEND's RECEIPT only once NATS stored it (quorum stopped: an ERROR, no
+//! RECEIPT); temporary queues refused. S1 for queues (a node SIGKILLed under load) is
+//! `s1_queues_kill_a_node_under_load` (ignored: run with `--ignored --nocapture`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::rig::{Rig, FAST};
+use crate::support::cluster_nodes::FerromqNode;
+use crate::support::free_port;
+
+#[path = "../stomp/client.rs"]
+#[allow(dead_code)]
+mod stomp_client;
+
+use stomp_client::{Received, StompClient};
+
+/// Redelivery for queues `retry.>`: twice, 100 ms apart, then the dead-letter queue.
+const PLUGIN: &str = "<plugins><redeliveryPlugin><redeliveryPolicyMap><redeliveryPolicyMap>\
+     <redeliveryPolicyEntries><redeliveryPolicy queue=\"retry.>\" maximumRedeliveries=\"2\" \
+     initialRedeliveryDelay=\"100\" redeliveryDelay=\"100\"/></redeliveryPolicyEntries>\
+     </redeliveryPolicyMap></redeliveryPolicyMap></redeliveryPlugin></plugins>";
+
+/// A rig of `nodes` ferromq nodes, each with a STOMP connector too; their STOMP addresses.
+async fn stomp_rig(nodes: usize) -> Option<(Rig, Vec<SocketAddr>)> {
+    let mut rig = Rig::start_with(0, FAST, PLUGIN).await?;
+    let mut stomp = Vec::new();
+    let mut started = Vec::new();
+    for i in 0..nodes {
+        let file = rig.write_node(&format!("node-{i}"), free_port(), PLUGIN);
+        let port = free_port();
+        let xml = std::fs::read_to_string(&file).expect("node config");
+        let xml = xml.replacen(
+            "    </transportConnectors>",
+            &format!(
+                "      <transportConnector name=\"stomp\" uri=\"stomp://127.0.0.1:{port}\"/>\n    </transportConnectors>"
+            ),
+            1,
+        );
+        std::fs::write(&file, xml).expect("write node config");
+        started.push(FerromqNode::start(&file));
+        stomp.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    tokio::task::block_in_place(|| started.iter_mut().for_each(FerromqNode::wait_serving));
+    rig.nodes = started;
+    Some((rig, stomp))
+}
+
+async fn connected(addr: SocketAddr) -> StompClient {
+    let mut c = StompClient::tcp(addr).await;
+    c.connect(&[]).await;
+    c
+}
+
+/// SUBSCRIBE with a receipt, expected.
+async fn subscribe(c: &mut StompClient, destination: &str, id: &str, extra: &[(&str, &str)]) {
+    let receipt = format!("sub-{id}");
+    let mut headers = vec![
+        ("destination", destination),
+        ("id", id),
+        ("receipt", receipt.as_str()),
+    ];
+    headers.extend_from_slice(extra);
+    c.send("SUBSCRIBE", &headers, "").await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f.command.as_str(), f.header("receipt-id")),
+        ("RECEIPT", Some(receipt.as_str())),
+        "{f:?}"
+    );
+}
+
+/// A persistent SEND with a receipt: `true` when the RECEIPT came (within `within`).
+async fn send_receipted(
+    c: &mut StompClient,
+    destination: &str,
+    body: &str,
+    within: Duration,
+) -> bool {
+    let receipt = format!("r-{body}");
+    c.send(
+        "SEND",
+        &[
+            ("destination", destination),
+            ("persistent", "true"),
+            ("receipt", receipt.as_str()),
+        ],
+        body,
+    )
+    .await;
+    match c.recv_within(within).await {
+        Some(f) if f.command == "RECEIPT" => {
+            assert_eq!(f.header("receipt-id"), Some(receipt.as_str()), "{f:?}");
+            true
+        }
+        other => {
+            eprintln!("SEND {body} to {destination}: {other:?}");
+            false
+        }
+    }
+}
+
+async fn send_ok(c: &mut StompClient, destination: &str, body: &str) {
+    assert!(
+        send_receipted(c, destination, body, Duration::from_secs(5)).await,
+        "no RECEIPT for {body} to {destination}"
+    );
+}
+
+async fn ack(c: &mut StompClient, m: &Received) {
+    let id = m.header("ack").expect("an ack header");
+    c.send("ACK", &[("id", id)], "").await;
+}
+
+async fn nack(c: &mut StompClient, m: &Received) {
+    let id = m.header("ack").expect("an ack header");
+    c.send("NACK", &[("id", id)], "").await;
+}
+
+/// MESSAGE frames `clients` receive within `within` (stopping early once `expected` in all),
+/// acknowledging each when `acknowledge`; (client index, frame) in arrival order.
+async fn collect(
+    clients: &mut [&mut StompClient],
+    acknowledge: bool,
+    expected: usize,
+    within: Duration,
+) -> Vec<(usize, Received)> {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    while got.len() < expected && Instant::now() < deadline {
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Some(f) = c.recv_within(Duration::from_millis(20)).await {
+                assert_eq!(f.command, "MESSAGE", "{f:?}");
+                if acknowledge {
+                    ack(c, &f).await;
+                }
+                got.push((i, f));
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_queues_across_nodes() {
+    let Some((mut rig, stomp)) = stomp_rig(3).await else {
+        return;
+    };
+    each_message_to_exactly_one_consumer(&stomp).await;
+    a_message_waits_for_a_consumer_on_another_node(&stomp).await;
+    a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(&stomp).await;
+    nack_and_the_redelivery_limit_dead_letter_once(&stomp).await;
+    temporary_queues_are_refused(&stomp).await;
+    a_killed_nodes_unacknowledged_messages_come_back(&mut rig, &stomp).await;
+    no_receipt_without_the_store(&mut rig, &stomp).await;
+}
+
+async fn each_message_to_exactly_one_consumer(stomp: &[SocketAddr]) {
+    let q = "/queue/work.one";
+    let mut b = connected(stomp[1]).await;
+    let mut c = connected(stomp[2]).await;
+    let opts = [
+        ("ack", "client-individual"),
+        ("activemq.prefetchSize", "10"),
+    ];
+    subscribe(&mut b, q, "b", &opts).await;
+    subscribe(&mut c, q, "c", &opts).await;
+    let mut producer = connected(stomp[0]).await;
+    const N: usize = 200;
+    for n in 0..N {
+        send_ok(&mut producer, q, &n.to_string()).await;
+    }
+    let got = collect(&mut [&mut b, &mut c], true, N, Duration::from_secs(20)).await;
+    // Nothing more arrives: each message once.
+    let more = collect(
+        &mut [&mut b, &mut c],
+        true,
+        usize::MAX,
+        Duration::from_secs(1),
+    )
+    .await;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut per_consumer = [0usize; 2];
+    for (i, f) in got.iter().chain(more.iter()) {
+        *seen.entry(f.body_text()).or_default() += 1;
+        per_consumer[*i] += 1;
+        assert_eq!(f.header("destination"), Some(q), "{f:?}");
+    }
+    let expected: BTreeSet<String> = (0..N).map(|n| n.to_string()).collect();
+    assert_eq!(
+        seen.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "every message delivered"
+    );
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {twice:?}");
+    assert!(
+        per_consumer.iter().all(|n| *n > 0),
+        "both nodes' consumers share the queue: {per_consumer:?}"
+    );
+}
+
+async fn a_message_waits_for_a_consumer_on_another_node(stomp: &[SocketAddr]) {
+    let q = "/queue/work.later";
+    let mut producer = connected(stomp[0]).await;
+    for n in 0..5 {
+        send_ok(&mut producer, q, &format!("later-{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut c = connected(stomp[2]).await;
+    subscribe(&mut c, q, "c", &[("ack", "client-individual")]).await;
+    let got = collect(&mut [&mut c], true, 5, Duration::from_secs(10)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    let expected: Vec<String> = (0..5).map(|n| format!("later-{n}")).collect();
+    assert_eq!(
+        bodies, expected,
+        "sent before any consumer, received in order"
+    );
+    assert!(got.iter().all(|(_, f)| f.header("redelivered").is_none()));
+}
+
+async fn a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(stomp: &[SocketAddr]) {
+    let q = "/queue/work.handover";
+    let mut x = connected(stomp[1]).await;
+    subscribe(
+        &mut x,
+        q,
+        "x",
+        &[("ack", "client"), ("activemq.prefetchSize", "5")],
+    )
+    .await;
+    let mut producer = connected(stomp[0]).await;
+    for n in 0..5 {
+        send_ok(&mut producer, q, &format!("h-{n}")).await;
+    }
+    let held = collect(&mut [&mut x], false, 5, Duration::from_secs(10)).await;
+    assert_eq!(held.len(), 5, "the first consumer holds all five");
+    let mut y = connected(stomp[2]).await;
+    subscribe(&mut y, q, "y", &[("ack", "client-individual")]).await;
+    // Held past nodeTimeout (2 s, the ack wait): the holding node extends it, nothing moves.
+    let early = collect(&mut [&mut y], true, 1, Duration::from_secs(3)).await;
+    assert!(
+        early.is_empty(),
+        "held messages stay with their consumer: {early:?}"
+    );
+    drop(x);
+    let moved = collect(&mut [&mut y], true, 5, Duration::from_secs(10)).await;
+    let bodies: BTreeSet<String> = moved.iter().map(|(_, f)| f.body_text()).collect();
+    let expected: BTreeSet<String> = (0..5).map(|n| format!("h-{n}")).collect();
+    assert_eq!(bodies, expected, "redelivered on another node");
+    assert_eq!(moved.len(), 5, "each once: {moved:?}");
+    for (_, f) in &moved {
+        assert_eq!(f.header("redelivered"), Some("true"), "{f:?}");
+    }
+}
+
+async fn nack_and_the_redelivery_limit_dead_letter_once(stomp: &[SocketAddr]) {
+    let mut dlq = connected(stomp[2]).await;
+    subscribe(
+        &mut dlq,
+        "/queue/ActiveMQ.DLQ",
+        "d",
+        &[("ack", "client-individual")],
+    )
+    .await;
+    // No redelivery policy for this queue: a NACK dead-letters at once.
+    let mut refuser = connected(stomp[1]).await;
+    subscribe(
+        &mut refuser,
+        "/queue/work.refused",
+        "r",
+        &[("ack", "client-individual")],
+    )
+    .await;
+    // The plugin's policy: two redeliveries, then the dead-letter queue.
+    let mut retrier = connected(stomp[1]).await;
+    subscribe(
+        &mut retrier,
+        "/queue/retry.work",
+        "t",
+        &[("ack", "client-individual")],
+    )
+    .await;
+    let mut producer = connected(stomp[0]).await;
+    send_ok(&mut producer, "/queue/work.refused", "poison").await;
+    send_ok(&mut producer, "/queue/retry.work", "flaky").await;
+    let m = collect(&mut [&mut refuser], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(m.len(), 1, "{m:?}");
+    nack(&mut refuser, &m[0].1).await;
+    let mut deliveries = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while deliveries < 3 && Instant::now() < deadline {
+        for (_, f) in collect(&mut [&mut retrier], false, 1, Duration::from_millis(500)).await {
+            assert_eq!(f.body_text(), "flaky");
+            assert_eq!(
+                f.header("redelivered"),
+                (deliveries > 0).then_some("true"),
+                "delivery {deliveries}: {f:?}"
+            );
+            deliveries += 1;
+            nack(&mut retrier, &f).await;
+        }
+    }
+    assert_eq!(deliveries, 3, "delivered once and redelivered twice");
+    let dead = collect(&mut [&mut dlq], true, 2, Duration::from_secs(10)).await;
+    let more = collect(
+        &mut [&mut dlq, &mut retrier, &mut refuser],
+        true,
+        usize::MAX,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        more.is_empty(),
+        "dead-lettered once, not redelivered again: {more:?}"
+    );
+    let mut bodies: Vec<(String, Option<String>)> = dead
+        .iter()
+        .map(|(_, f)| {
+            (
+                f.body_text(),
+                f.header("original-destination").map(str::to_owned),
+            )
+        })
+        .collect();
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        vec![
+            ("flaky".to_owned(), Some("/queue/retry.work".to_owned())),
+            ("poison".to_owned(), Some("/queue/work.refused".to_owned())),
+        ]
+    );
+}
+
+async fn temporary_queues_are_refused(stomp: &[SocketAddr]) {
+    let mut c = connected(stomp[0]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[("destination", "/temp-queue/replies"), ("id", "1")],
+        "",
+    )
+    .await;
+    let f = c.recv().await;
+    assert_eq!(f.command, "ERROR", "{f:?}");
+    assert!(
+        f.header("message")
+            .unwrap_or_default()
+            .contains("temporary queues"),
+        "{f:?}"
+    );
+}
+
+async fn a_killed_nodes_unacknowledged_messages_come_back(rig: &mut Rig, stomp: &[SocketAddr]) {
+    let q = "/queue/work.killed";
+    let mut x = connected(stomp[1]).await;
+    subscribe(
+        &mut x,
+        q,
+        "x",
+        &[("ack", "client-individual"), ("activemq.prefetchSize", "4")],
+    )
+    .await;
+    let mut producer = connected(stomp[0]).await;
+    for n in 0..4 {
+        send_ok(&mut producer, q, &format!("k-{n}")).await;
+    }
+    let held = collect(&mut [&mut x], false, 4, Duration::from_secs(10)).await;
+    assert_eq!(held.len(), 4);
+    let mut y = connected(stomp[2]).await;
+    subscribe(&mut y, q, "y", &[("ack", "client-individual")]).await;
+    rig.nodes[1].kill();
+    let killed_at = Instant::now();
+    let moved = collect(&mut [&mut y], true, 4, Duration::from_secs(15)).await;
+    let bodies: BTreeSet<String> = moved.iter().map(|(_, f)| f.body_text()).collect();
+    let expected: BTreeSet<String> = (0..4).map(|n| format!("k-{n}")).collect();
+    assert_eq!(bodies, expected, "back from the dead node");
+    assert!(moved
+        .iter()
+        .all(|(_, f)| f.header("redelivered") == Some("true")));
+    // Not before the ack wait (nodeTimeout, 2 s) ran out.
+    assert!(
+        killed_at.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        killed_at.elapsed()
+    );
+}
+
+async fn no_receipt_without_the_store(rig: &mut Rig, stomp: &[SocketAddr]) {
+    let mut producer = connected(stomp[0]).await;
+    send_ok(&mut producer, "/queue/work.quorum", "before").await;
+    tokio::task::block_in_place(|| {
+        rig.nats.stop(1);
+        rig.nats.stop(2);
+    });
+    let receipted = send_receipted(
+        &mut producer,
+        "/queue/work.quorum",
+        "after",
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(!receipted, "a RECEIPT for a message NATS could not store");
+}
+
+// ---- S1 for queues: a node SIGKILLed under load ----
+
+/// Messages each producer sends.
+const S1_PER_PRODUCER: usize = 600;
+
+type Seen = Arc<parking_lot::Mutex<BTreeMap<String, usize>>>;
+/// Per consumer: (deliveries, of them redelivered).
+type PerConsumer = Arc<parking_lot::Mutex<Vec<(usize, usize)>>>;
+
+/// A consumer on `addr` acknowledging everything it gets until `stop`.
+async fn s1_consumer(
+    index: usize,
+    addr: SocketAddr,
+    seen: Seen,
+    counts: PerConsumer,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut c = connected(addr).await;
+    subscribe(
+        &mut c,
+        "/queue/s1.load",
+        "s",
+        &[
+            ("ack", "client-individual"),
+            ("activemq.prefetchSize", "20"),
+        ],
+    )
+    .await;
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let Some(f) = c.recv_within(Duration::from_millis(50)).await else {
+            continue;
+        };
+        if f.command != "MESSAGE" {
+            return; // the node is gone (ERROR or closed)
+        }
+        *seen.lock().entry(f.body_text()).or_default() += 1;
+        {
+            let mut counts = counts.lock();
+            counts[index].0 += 1;
+            counts[index].1 += usize::from(f.header("redelivered") == Some("true"));
+        }
+        ack(&mut c, &f).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "S1 for STOMP queues (about 40 s): run with --ignored --nocapture"]
+async fn s1_queues_kill_a_node_under_load() {
+    let Some((mut rig, stomp)) = stomp_rig(3).await else {
+        return;
+    };
+    let seen: Seen = Arc::default();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let counts: PerConsumer = Arc::new(parking_lot::Mutex::new(vec![(0, 0); 6]));
+    let mut consumers = Vec::new();
+    for (node, addr) in stomp.iter().enumerate() {
+        for k in 0..2 {
+            consumers.push(tokio::spawn(s1_consumer(
+                node * 2 + k,
+                *addr,
+                seen.clone(),
+                counts.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut producers = Vec::new();
+    for p in [0usize, 2] {
+        let (addr, sent) = (stomp[p], sent.clone());
+        producers.push(tokio::spawn(async move {
+            let mut c = connected(addr).await;
+            let mut receipted = Vec::new();
+            for n in 0..S1_PER_PRODUCER {
+                let body = format!("p{p}-{n}");
+                if send_receipted(&mut c, "/queue/s1.load", &body, Duration::from_secs(10)).await {
+                    receipted.push(body);
+                }
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            receipted
+        }));
+    }
+    while sent.load(std::sync::atomic::Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rig.nodes[1].kill();
+    let mut receipted = BTreeSet::new();
+    for p in producers {
+        receipted.extend(p.await.expect("producer"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let delivered = seen.lock().len();
+        if receipted.iter().all(|b| seen.lock().contains_key(b)) {
+            println!("S1 queues: all {delivered} delivered");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Late duplicates still arriving are counted too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = stop_tx.send(true);
+    for c in consumers {
+        let _ = c.await;
+    }
+    let seen = seen.lock().clone();
+    let lost: Vec<&String> = receipted
+        .iter()
+        .filter(|b| !seen.contains_key(*b))
+        .collect();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!(
+        "S1 queues: receipted {}, delivered {}, lost {}, duplicates {duplicates}",
+        receipted.len(),
+        seen.len(),
+        lost.len()
+    );
+    println!(
+        "S1 queues: per consumer (deliveries, redelivered), two per node: {:?}",
+        counts.lock()
+    );
+    assert!(lost.is_empty(), "receipted but never delivered: {lost:?}");
+    assert_eq!(receipted.len(), 2 * S1_PER_PRODUCER, "every SEND receipted");
+}
