@@ -1,5 +1,7 @@
 //! The session registry: client id -> session (used at CONNECT and close) and session id ->
-//! session (used by publishers on every delivery, behind a read lock).
+//! session (used by publishers when they resolve a route, behind a read lock; a resolved route
+//! is reused while the routes generation kept here is unchanged, see
+//! `broker/runtime/route_cache.rs`).
 //!
 //! Lock order, everywhere: registry client-id map -> a session's mutex -> subscription tree.
 //! Publishers take only the id map (read) and then one session mutex at a time.
