@@ -19,6 +19,8 @@
 #                     whose JIT compiler otherwise makes the first seconds several times slower.
 #   LATENCY_ROUNDS    runs of each latency scenario per broker; the median is shown (default 3)
 #   OUT_DIR           output folder (default benches/results/<UTC date>)
+#   FERROMQ_BEFORE_BIN  another ferromq binary (a baseline): list "ferromq-before" in BROKERS to
+#                     run it in the same run as target/release/ferromq, as one more broker
 #   SKIP_INSTALL=1    do not apt-get anything; SKIP_BUILD=1 use the existing release binaries
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -120,6 +122,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 broker_available() {
   case "$1" in
     ferromq) return 0 ;;
+    ferromq-before) [[ -x "${FERROMQ_BEFORE_BIN:-}" ]] ;;
     mosquitto|mosquitto-tuned) command -v mosquitto >/dev/null 2>&1 ;;
     activemq) [[ -f "$activemq_jar" && -f "$mqtt_client_jar" ]] && command -v java >/dev/null 2>&1 ;;
     nats) command -v nats-server >/dev/null 2>&1 ;;
@@ -190,9 +193,11 @@ start_broker() {
   port="$(free_port)"
   local wait_tenths=100
   case "$name" in
-    ferromq)
+    ferromq|ferromq-before)
       write_activemq_xml "$dir" "$port" "$tls"
-      NO_COLOR=1 "$ferromq_bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
+      local bin="$ferromq_bin"
+      [[ "$name" == ferromq ]] || bin="$FERROMQ_BEFORE_BIN"
+      NO_COLOR=1 "$bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/broker.log" 2>&1 &
       ;;
     mosquitto|mosquitto-tuned)
       { echo "listener $port 127.0.0.1"; echo "allow_anonymous true"; echo "persistence false"

@@ -149,3 +149,45 @@ async fn mqtt_31_clients_are_served() {
     assert_eq!(old.recv().await, Packet::PingResp);
     broker.shutdown().await;
 }
+
+/// A publisher streams to one topic (its route is resolved once and then reused) while a
+/// subscriber unsubscribes and subscribes again: nothing published after the UNSUBACK reaches
+/// it, everything published after the SUBACK does. A second subscriber stays throughout and
+/// tells when the publisher's messages were routed.
+#[tokio::test]
+async fn a_streaming_publisher_follows_subscription_changes_at_once() {
+    let broker = TestBroker::default().await;
+    let mut publ = Client::connect(broker.addr, "pub").await;
+    let mut steady = Client::connect(broker.addr, "steady").await;
+    let mut toggled = Client::connect(broker.addr, "toggled").await;
+    steady.subscribe("stream/t", Q::AtMostOnce).await;
+    toggled.subscribe("stream/+", Q::AtMostOnce).await;
+    const BURST: usize = 5;
+    for round in 0..30 {
+        for i in 0..BURST {
+            let payload = format!("on-{round}-{i}");
+            publ.publish("stream/t", Q::AtMostOnce, false, payload.as_bytes())
+                .await;
+        }
+        for i in 0..BURST {
+            let expected = format!("on-{round}-{i}");
+            assert_eq!(steady.next_publish().await.payload, expected.as_bytes());
+            // In order, with nothing from an "off" phase before it.
+            assert_eq!(toggled.next_publish().await.payload, expected.as_bytes());
+        }
+        toggled.unsubscribe("stream/+").await;
+        for i in 0..BURST {
+            let payload = format!("off-{round}-{i}");
+            publ.publish("stream/t", Q::AtMostOnce, false, payload.as_bytes())
+                .await;
+        }
+        // Routed (the steady subscriber has them) before the toggled one subscribes again.
+        for i in 0..BURST {
+            let expected = format!("off-{round}-{i}");
+            assert_eq!(steady.next_publish().await.payload, expected.as_bytes());
+        }
+        toggled.subscribe("stream/+", Q::AtMostOnce).await;
+    }
+    toggled.no_publish_within(Duration::from_millis(100)).await;
+    broker.shutdown().await;
+}

@@ -36,6 +36,7 @@ mod backplane;
 mod destinations;
 mod recovery;
 mod route;
+mod route_cache;
 mod route_shared;
 mod wills;
 
@@ -48,8 +49,12 @@ pub use wills::will_delay_secs;
 /// Everything the connection tasks of one broker share.
 pub struct BrokerCore {
     pub registry: SessionRegistry,
-    /// filter -> (session id -> the subscription's options).
+    /// filter -> (session id -> the subscription's options). Read it freely; change it only
+    /// through [`Self::change_subscriptions`] (publishers cache routes resolved from it).
     pub subscriptions: RwLock<SubscriptionTree<SessionId, SubscriptionOptions>>,
+    /// This broker among the others of the process (tests run many): the key of its routes in
+    /// the per-thread route cache (see `route_cache.rs`).
+    route_cache_id: u64,
     pub retained: RwLock<RetainedStore<Message>>,
     /// Which topics exist: using another one creates it, which needs `admin` (see
     /// [`crate::broker::routing::destinations`]).
@@ -141,6 +146,7 @@ impl BrokerCore {
         Ok(BrokerCore {
             registry: SessionRegistry::default(),
             subscriptions: RwLock::new(SubscriptionTree::new()),
+            route_cache_id: route_cache::next_broker_id(),
             retained: RwLock::new(RetainedStore::default()),
             destinations: DestinationMap::default(),
             queues: Queues::new(durability.clone(), memory.clone(), config.delivery.clone()),
@@ -302,14 +308,26 @@ impl BrokerCore {
         }
     }
 
+    /// Change the subscription tree with `f` (under its write lock), then invalidate every
+    /// route cached before (see `route_cache.rs`): the next publish resolves its route again.
+    pub(crate) fn change_subscriptions<R>(
+        &self,
+        f: impl FnOnce(&mut SubscriptionTree<SessionId, SubscriptionOptions>) -> R,
+    ) -> R {
+        let result = f(&mut self.subscriptions.write());
+        self.registry.routes_changed();
+        result
+    }
+
     /// Remove a session's subscriptions from the tree.
     fn unindex(&self, session: &Session) {
         session.with_state_unchecked(|s| {
-            let mut tree = self.subscriptions.write();
-            for filter in s.subscriptions.keys() {
-                tree.remove(filter, &session.id());
-                self.interest(filter, false);
-            }
+            self.change_subscriptions(|tree| {
+                for filter in s.subscriptions.keys() {
+                    tree.remove(filter, &session.id());
+                    self.interest(filter, false);
+                }
+            })
         });
     }
 
@@ -317,11 +335,12 @@ impl BrokerCore {
     fn index(&self, session: &Session) {
         // Lock order: session, then tree (as everywhere else).
         session.with_state_unchecked(|s| {
-            let mut tree = self.subscriptions.write();
-            for (filter, sub) in &s.subscriptions {
-                tree.insert(filter, session.id(), *sub);
-                self.interest(filter, true);
-            }
+            self.change_subscriptions(|tree| {
+                for (filter, sub) in &s.subscriptions {
+                    tree.insert(filter, session.id(), *sub);
+                    self.interest(filter, true);
+                }
+            })
         });
     }
 
@@ -373,9 +392,7 @@ impl BrokerCore {
                 if session.is_persistent() {
                     self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);
                 }
-                self.subscriptions
-                    .write()
-                    .insert(filter, session.id(), options);
+                self.change_subscriptions(|tree| tree.insert(filter, session.id(), options));
             })
             .is_some()
     }
@@ -385,7 +402,7 @@ impl BrokerCore {
         session.with_state(generation, |s| {
             let existed = s.subscriptions.remove(filter).is_some();
             if existed {
-                self.subscriptions.write().remove(filter, &session.id());
+                self.change_subscriptions(|tree| tree.remove(filter, &session.id()));
                 self.interest(filter, false);
                 if session.is_persistent() {
                     self.commit_background(vec![Change::SessionSaved(SessionData::of(s))]);

@@ -111,10 +111,11 @@ impl BrokerCore {
             }
             // Lock order: session, then tree (as everywhere else).
             session.with_state_unchecked(|s| {
-                let mut tree = self.subscriptions.write();
-                for (filter, sub) in &s.subscriptions {
-                    tree.insert(filter, session.id(), *sub);
-                }
+                self.change_subscriptions(|tree| {
+                    for (filter, sub) in &s.subscriptions {
+                        tree.insert(filter, session.id(), *sub);
+                    }
+                })
             });
         }
         self.publish_recovered_wills(wills, config);

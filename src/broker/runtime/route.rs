@@ -17,6 +17,7 @@ use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
 use crate::protocol::QoS;
 
+use super::route_cache::{self, CachedRoute, CachedTarget, Run, MAX_CACHED_MATCHES};
 use super::route_shared::{MatchedGroup, MatchedGroups};
 use super::BrokerCore;
 
@@ -287,7 +288,91 @@ impl BrokerCore {
         if self.backplane.is_some() {
             return self.plan_backplane_publish(message, publishers);
         }
-        self.plan_local_route(message, publishers, |_| true, true)
+        let generation = self.registry.routes_generation();
+        let route = match route_cache::lookup(self.route_cache_id, generation, &message.topic) {
+            Some(route) => route,
+            None => {
+                let route = self.resolve_route(&message.topic);
+                route_cache::store(
+                    self.route_cache_id,
+                    generation,
+                    &message.topic,
+                    route.clone(),
+                );
+                route
+            }
+        };
+        match route {
+            Some(targets) => self.plan_resolved_route(message, publishers, &targets),
+            None => self.plan_local_route(message, publishers, |_| true, true),
+        }
+    }
+
+    /// The sessions and subscriptions `topic` matches, to be cached (see `route_cache.rs`);
+    /// `None` when a shared group matches or too many subscriptions do (not cached: planned
+    /// by [`Self::plan_local_route`] each time). The caller read the routes generation
+    /// before this.
+    fn resolve_route(&self, topic: &str) -> CachedRoute {
+        let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
+            SmallVec::new();
+        let mut grouped = false;
+        self.subscriptions.read().for_each_match_and_group(
+            topic,
+            |id, options| matches.push((*id, *options)),
+            |_| grouped = true,
+        );
+        if grouped || matches.len() > MAX_CACHED_MATCHES {
+            return None;
+        }
+        // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
+        matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
+        let mut targets = Vec::with_capacity(matches.len());
+        self.registry.for_each_run(&matches, |session, run| {
+            targets.push(CachedTarget {
+                session: Arc::downgrade(session),
+                run: run.iter().copied().collect(),
+            });
+        });
+        Some(targets.into())
+    }
+
+    /// [`Self::plan_local_route`] from a resolved route: the same copies, No Local applied
+    /// for `publishers` here (the cached route holds every matching subscription).
+    fn plan_resolved_route(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+        resolved: &[CachedTarget],
+    ) -> (RoutePlan, Vec<Change>) {
+        let limit = self.pending_limits.load().limit_for(&message.topic);
+        let mut targets: SmallVec<[RouteTarget; INLINE_TARGETS]> =
+            SmallVec::with_capacity(resolved.len());
+        for target in resolved {
+            // Gone: the session ended (and the generation moved on; this entry is stale and
+            // only a publish racing with that end sees it, as it could see the session).
+            let Some(session) = target.session.upgrade() else {
+                continue;
+            };
+            let own = target
+                .run
+                .first()
+                .is_some_and(|(id, _)| publishers.contains(id));
+            if own && target.run.iter().any(|(_, o)| o.no_local()) {
+                let run: Run = target
+                    .run
+                    .iter()
+                    .filter(|(_, o)| !o.no_local())
+                    .copied()
+                    .collect();
+                push_targets(&mut targets, &session, &message, &run);
+            } else if let [(_, only)] = target.run.as_slice() {
+                targets.push(copy_for(session, &message, only));
+            } else {
+                push_targets(&mut targets, &session, &message, &target.run);
+            }
+        }
+        let retained = retained_change(&message);
+        self.finish_plan(message, targets, limit, retained)
     }
 
     /// The plan of a publish handed to the backplane: no local copies (they come back from
@@ -683,6 +768,16 @@ mod tests {
         mqtt5: bool,
         subscriptions: &[(&str, SubscriptionOptions)],
     ) -> Arc<Session> {
+        attached_with(core, client_id, mqtt5, subscriptions).0
+    }
+
+    /// [`session_with`] and the generation of the connection attaching it.
+    fn attached_with(
+        core: &BrokerCore,
+        client_id: &str,
+        mqtt5: bool,
+        subscriptions: &[(&str, SubscriptionOptions)],
+    ) -> (Arc<Session>, u64) {
         let lifetime = SessionLifetime::Kept { expiry_secs: None };
         let attached = core
             .attach(client_id, true, lifetime, true, None, mqtt5)
@@ -695,7 +790,7 @@ mod tests {
                 *options
             ));
         }
-        attached.session
+        (attached.session, attached.token.generation)
     }
 
     #[test]
@@ -760,5 +855,173 @@ mod tests {
         assert_eq!(copies(&plan), [(QoS::AtLeastOnce, false, Some(2))]);
         let (plan, _) = core.plan_route(retained("t"), None);
         assert_eq!(copies(&plan).len(), 2, "a will has no origin session");
+    }
+
+    /// Client ids of the sessions a plan delivers to, sorted.
+    fn receivers(plan: &RoutePlan) -> Vec<String> {
+        let mut ids: Vec<String> = plan
+            .targets
+            .iter()
+            .map(|t| t.session.client_id().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn plan_to(core: &BrokerCore, topic: &str, publisher: Option<SessionId>) -> Vec<String> {
+        receivers(&core.plan_route(retained(topic), publisher).0)
+    }
+
+    #[test]
+    fn a_cached_route_follows_every_change_of_subscriptions_and_sessions() {
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        let q1 = options(QoS::AtLeastOnce, false, false, 0);
+        let (a, a_gen) = attached_with(&core, "a", true, &[("t/+", q1)]);
+        // Twice each: the second plan is served from the cache.
+        for _ in 0..2 {
+            assert_eq!(plan_to(&core, "t/x", None), ["a"]);
+        }
+        let (b, b_gen) = attached_with(&core, "b", false, &[("t/x", q1)]);
+        for _ in 0..2 {
+            assert_eq!(plan_to(&core, "t/x", None), ["a", "b"]);
+        }
+        // A changed subscription (same filter, now No Local) applies at once.
+        assert_eq!(core.unsubscribe(&a, a_gen, "t/+"), Some(true));
+        for _ in 0..2 {
+            assert_eq!(plan_to(&core, "t/x", None), ["b"]);
+        }
+        assert!(core.subscribe(&a, a_gen, "t/x", options(QoS::AtMostOnce, true, false, 0)));
+        for _ in 0..2 {
+            assert_eq!(plan_to(&core, "t/x", None), ["a", "b"]);
+            assert_eq!(plan_to(&core, "t/x", Some(a.id())), ["b"], "No Local");
+            assert_eq!(plan_to(&core, "t/x", Some(b.id())), ["a", "b"]);
+        }
+        // The QoS of a copy is the message's against the current subscription.
+        assert!(core.subscribe(&b, b_gen, "t/x", options(QoS::AtMostOnce, false, false, 0)));
+        let (plan, _) = core.plan_route(retained("t/x"), None);
+        assert!(plan.targets.iter().all(|t| t.qos == QoS::AtMostOnce));
+        // A session that ends is no longer routed to, nor is its replacement until it
+        // subscribes.
+        let ended = core
+            .attach(
+                "c",
+                true,
+                SessionLifetime::EndsAtDisconnect,
+                true,
+                None,
+                true,
+            )
+            .expect("attach");
+        assert!(core.subscribe(&ended.session, ended.token.generation, "t/#", q1));
+        assert_eq!(plan_to(&core, "t/x", None), ["a", "b", "c"]);
+        assert_eq!(
+            core.detach(&ended.session, ended.token.generation),
+            crate::broker::session::registry::Detached::Ended
+        );
+        assert_eq!(plan_to(&core, "t/x", None), ["a", "b"]);
+        // Other topics are cached apart.
+        assert_eq!(plan_to(&core, "t/y", None), Vec::<String>::new());
+        assert_eq!(plan_to(&core, "t/x", None), ["a", "b"]);
+    }
+
+    #[test]
+    fn brokers_in_one_thread_do_not_share_cached_routes() {
+        let (one, _) = crate::broker::runtime::test_core(Recording::new());
+        let (two, _) = crate::broker::runtime::test_core(Recording::new());
+        let q0 = options(QoS::AtMostOnce, false, false, 0);
+        session_with(&one, "on-one", false, &[("t", q0)]);
+        session_with(&two, "on-two", false, &[("t", q0)]);
+        for _ in 0..3 {
+            assert_eq!(plan_to(&one, "t", None), ["on-one"]);
+            assert_eq!(plan_to(&two, "t", None), ["on-two"]);
+        }
+    }
+
+    #[test]
+    fn a_shared_group_still_takes_turns_behind_the_cache() {
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        let q0 = options(QoS::AtMostOnce, false, false, 0);
+        session_with(&core, "m1", true, &[("$share/g/t", q0)]);
+        session_with(&core, "m2", true, &[("$share/g/t", q0)]);
+        session_with(&core, "direct", true, &[("t", q0)]);
+        let mut members = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let got = plan_to(&core, "t", None);
+            assert_eq!(
+                got.len(),
+                2,
+                "one direct copy and one for the group: {got:?}"
+            );
+            assert!(got.contains(&"direct".to_string()));
+            members.extend(got.into_iter().filter(|id| id != "direct"));
+        }
+        assert_eq!(members.into_iter().collect::<Vec<_>>(), ["m1", "m2"]);
+    }
+
+    /// A publisher streams on one thread while another subscribes and unsubscribes: a publish
+    /// planned wholly after an UNSUBSCRIBE returned never goes to that subscription, and one
+    /// planned wholly after a SUBSCRIBE returned always does.
+    #[test]
+    fn a_streaming_publisher_sees_every_subscription_change_at_once() {
+        use std::sync::atomic::AtomicU64;
+
+        let (core, _) = crate::broker::runtime::test_core(Recording::new());
+        let q0 = options(QoS::AtMostOnce, false, false, 0);
+        session_with(&core, "steady", false, &[("s/t", q0)]);
+        let (toggled, generation) = attached_with(&core, "toggled", false, &[]);
+        // (number of changes made << 1) | subscribed now; CHANGING while a change is made (a
+        // publish planned meanwhile may see either side).
+        const CHANGING: u64 = u64::MAX;
+        let state = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let publisher = {
+            let (core, state, done) = (core.clone(), state.clone(), done.clone());
+            std::thread::spawn(move || {
+                let (mut checked, mut seen_on, mut seen_off) = (0u64, 0u64, 0u64);
+                while !done.load(Ordering::SeqCst) {
+                    let before = state.load(Ordering::SeqCst);
+                    let got = plan_to(&core, "s/t", None);
+                    let after = state.load(Ordering::SeqCst);
+                    assert!(got.contains(&"steady".to_string()), "{got:?}");
+                    if before == after && before != CHANGING {
+                        let subscribed = before & 1 == 1;
+                        assert_eq!(
+                            got.contains(&"toggled".to_string()),
+                            subscribed,
+                            "after change {}: {got:?}",
+                            before >> 1
+                        );
+                        checked += 1;
+                        if subscribed {
+                            seen_on += 1;
+                        } else {
+                            seen_off += 1;
+                        }
+                    }
+                }
+                (checked, seen_on, seen_off)
+            })
+        };
+        for change in 1..=200u64 {
+            let subscribe = change % 2 == 1;
+            state.store(CHANGING, Ordering::SeqCst);
+            if subscribe {
+                assert!(core.subscribe(&toggled, generation, "s/+", q0));
+            } else {
+                assert_eq!(core.unsubscribe(&toggled, generation, "s/+"), Some(true));
+            }
+            state.store((change << 1) | u64::from(subscribe), Ordering::SeqCst);
+            // Let the publisher plan a few times in this state.
+            for _ in 0..50 {
+                std::hint::spin_loop();
+                std::thread::yield_now();
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        let (checked, seen_on, seen_off) = publisher.join().expect("publisher thread");
+        assert!(
+            seen_on > 0 && seen_off > 0,
+            "checked {checked}: on {seen_on}, off {seen_off}"
+        );
     }
 }

@@ -1,5 +1,7 @@
 //! The session registry: client id -> session (used at CONNECT and close) and session id ->
-//! session (used by publishers on every delivery, behind a read lock).
+//! session (used by publishers when they resolve a route, behind a read lock; a resolved route
+//! is reused while the routes generation kept here is unchanged, see
+//! `broker/runtime/route_cache.rs`).
 //!
 //! Lock order, everywhere: registry client-id map -> a session's mutex -> subscription tree.
 //! Publishers take only the id map (read) and then one session mutex at a time.
@@ -83,6 +85,12 @@ pub struct SessionRegistry {
     by_id: RwLock<HashMap<SessionId, Arc<Session>, ahash::RandomState>>,
     next_session_id: AtomicU64,
     next_generation: AtomicU64,
+    /// Bumped after every change that can change where a publish goes: a session removed
+    /// here, a subscription added or removed in the tree (see
+    /// [`crate::broker::runtime::BrokerCore::subscriptions_write`]). Routes cached by
+    /// publishers are valid only for the generation they were resolved at. Written rarely
+    /// (subscribe, unsubscribe, a session's end), read once per publish.
+    routes_generation: AtomicU64,
 }
 
 impl SessionRegistry {
@@ -125,7 +133,7 @@ impl SessionRegistry {
                 });
             }
             old.end();
-            self.by_id.write().remove(&old.id());
+            self.remove_by_id(old.id());
         }
         let mut state = SessionState::new(client_id, lifetime != SessionLifetime::EndsAtDisconnect);
         if let SessionLifetime::Kept { expiry_secs } = lifetime {
@@ -149,7 +157,7 @@ impl SessionRegistry {
         let mut by_client_id = self.by_client_id.lock();
         if let Some(old) = by_client_id.get(state.client_id.as_str()).cloned() {
             old.end();
-            self.by_id.write().remove(&old.id());
+            self.remove_by_id(old.id());
         }
         self.insert_locked(&mut by_client_id, state, offline_for)
     }
@@ -183,11 +191,29 @@ impl SessionRegistry {
         {
             by_client_id.remove(session.client_id());
         }
-        self.by_id.write().remove(&session.id());
+        self.remove_by_id(session.id());
         Detached::Ended
     }
 
-    /// The session with `id`, if it still exists (publishers' hot path).
+    /// Remove `id` from the id map; the routes cached with it are stale from now on.
+    fn remove_by_id(&self, id: SessionId) {
+        self.by_id.write().remove(&id);
+        self.routes_changed();
+    }
+
+    /// Something that decides routes changed (after the change, before it is acknowledged
+    /// to anyone): every route cached before is resolved again.
+    pub fn routes_changed(&self) {
+        self.routes_generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The current routes generation: a route resolved after reading it is valid while the
+    /// generation stays the same.
+    pub fn routes_generation(&self) -> u64 {
+        self.routes_generation.load(Ordering::SeqCst)
+    }
+
+    /// The session with `id`, if it still exists.
     pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
         self.by_id.read().get(&id).cloned()
     }
@@ -263,7 +289,7 @@ impl SessionRegistry {
         }
         by_client_id.remove(client_id);
         session.end();
-        self.by_id.write().remove(&session.id());
+        self.remove_by_id(session.id());
         Some(Ok(session))
     }
 
@@ -274,7 +300,7 @@ impl SessionRegistry {
         let mut by_client_id = self.by_client_id.lock();
         let session = by_client_id.remove(client_id)?;
         session.end_handed_over();
-        self.by_id.write().remove(&session.id());
+        self.remove_by_id(session.id());
         Some(session)
     }
 
