@@ -262,6 +262,7 @@ mod tests {
         };
         let task = serve_socket(stream, params);
         let size = std::mem::size_of_val(&task);
+        eprintln!("plain connection task future: {size} bytes");
         drop((task, client));
         assert!(
             size <= CONNECTION_TASK_BUDGET_BYTES,
