@@ -221,7 +221,7 @@ mod tests {
     /// The whole task of an idle plain-TCP connection lives in one allocation of this future's
     /// size (plus the session and socket registration): keep it small, it is most of what an
     /// idle connection costs (the budget is 4 KiB of broker memory per idle connection).
-    const CONNECTION_TASK_BUDGET_BYTES: usize = 1536;
+    const CONNECTION_TASK_BUDGET_BYTES: usize = 1024;
 
     /// The connector's `backlog` is the socket's listen queue, as `ss` reports it (Send-Q of
     /// a listening socket).
