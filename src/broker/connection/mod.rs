@@ -24,7 +24,6 @@ pub mod keepalive;
 mod outbound;
 mod outbound_aliases;
 mod page_in;
-mod park;
 mod problem_info;
 mod read;
 mod receive_quota;
@@ -44,7 +43,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::OptionFuture;
-use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -398,35 +396,26 @@ where
         peer = %params.peer,
         client_id = tracing::field::Empty,
     );
-    // Two phases chained, so that the task holds one at a time: the handshake (boxed, freed
-    // once done, with the parameters and the unsplit stream), then the established connection,
-    // which holds only what it needs (idle memory, see `park.rs`).
-    Box::pin(open(stream, params))
-        .then(|established| OptionFuture::from(established.map(Established::serve)))
-        .map(|_: Option<()>| ())
-        .instrument(span)
+    serve_in_span(stream, params).instrument(span)
 }
 
-/// An MQTT connection after its CONNACK: what its task holds for the rest of its life.
-struct Established<S> {
-    conn: Box<Conn>,
-    reader: tokio::io::ReadHalf<S>,
-    writer: tokio::io::WriteHalf<S>,
-    read_buf: BytesMut,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-}
-
-/// The CONNECT handshake: the established connection, or `None` once refused and closed.
-async fn open<S>(stream: S, params: ConnectionParams) -> Option<Established<S>>
+async fn serve_in_span<S>(stream: S, params: ConnectionParams)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::new();
-    let handshake = connect::handshake(&mut reader, &mut writer, &mut read_buf, &params).await;
-    let conn = match handshake {
-        Ok(conn) => Box::new(conn),
+    // Memory of an idle connection: the handshake and the close are boxed so that a
+    // connection holds only the phase it is in; the connection state is boxed and no `match`
+    // temporary holding it lives across an await (it would stay in this future's layout).
+    let handshake = Box::pin(connect::handshake(
+        &mut reader,
+        &mut writer,
+        &mut read_buf,
+        &params,
+    ));
+    let established = match handshake.await {
+        Ok(conn) => Some(Box::new(conn)),
         Err(end) => {
             end.log(&params.core);
             if let Some(reason) = end.metric_reason() {
@@ -442,10 +431,12 @@ where
                     reason,
                 );
             }
-            drop(end);
-            shut_down(&mut writer).await;
-            return None;
+            None
         }
+    };
+    let Some(mut conn) = established else {
+        Box::pin(shut_down(&mut writer)).await;
+        return;
     };
     tracing::Span::current().record(
         "client_id",
@@ -463,83 +454,21 @@ where
         keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),
         "connected"
     );
-    Some(Established {
-        conn,
-        reader,
-        writer,
+    let reason = run(
+        &mut conn,
+        &mut reader,
+        &mut writer,
         read_buf,
-        peer: params.peer,
-        shutdown: params.shutdown.clone(),
-    })
-}
-
-impl<S> Established<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    /// Serve the connection until it closes, parking it whenever it is quiet. Works on the
-    /// fields of `self` in place (destructuring would give them a second slot in the future).
-    async fn serve(mut self) {
-        let mut keep_alive = KeepAlive::new(self.conn.identity.keep_alive_limit);
-        let expiry = tokio::time::sleep_until(keep_alive.deadline());
-        tokio::pin!(expiry);
-        // Kept across parked periods: a change while parked is seen when the connection wakes.
-        let mut security_changes = self.conn.core.watch_security();
-        // The active phase is boxed and freed whenever the connection parks: while parked,
-        // the task holds only the small wait in `park::wait`.
-        let reason = loop {
-            let active = Box::pin(run(
-                &mut self.conn,
-                &mut self.reader,
-                &mut self.writer,
-                &mut self.read_buf,
-                &self.shutdown,
-                &mut keep_alive,
-                expiry.as_mut(),
-                &mut security_changes,
-            ))
-            .await;
-            if let Err(reason) = active {
-                break reason;
-            }
-            let woken = park::wait(
-                &self.conn.core.counters,
-                &self.conn.token.kick,
-                &self.conn.token.wake,
-                &mut self.reader,
-                &mut self.read_buf,
-                &self.shutdown,
-                keep_alive.is_enabled(),
-                expiry.as_mut(),
-                &mut security_changes,
-            )
-            .await;
-            match woken {
-                park::Woken::Read(Ok(0)) => break CloseReason::PeerClosed,
-                park::Woken::Read(Ok(_)) => {
-                    keep_alive.touch();
-                    expiry.as_mut().reset(keep_alive.deadline());
-                }
-                park::Woken::Read(Err(e)) => break CloseReason::Io(e),
-                park::Woken::Deliveries => self.conn.output.pump_wanted = true,
-                park::Woken::SecurityChanged => {
-                    if let Err(reason) = self.conn.drop_denied_subscriptions() {
-                        break reason;
-                    }
-                }
-                // Shutdown, kick, keep-alive deadline: the active phase sees which and closes.
-                park::Woken::Other => {}
-            }
-        };
-        let conn = self.conn;
-        conn.core
-            .clients
-            .remove(crate::broker::clients::ClientKey::Mqtt(
-                conn.token.generation,
-            ));
-        if Box::pin(conn.close(reason, &mut self.writer, self.peer)).await {
-            Box::pin(linger(&mut self.reader)).await;
-        }
+        &params.shutdown,
+    )
+    .await;
+    conn.core
+        .clients
+        .remove(crate::broker::clients::ClientKey::Mqtt(
+            conn.token.generation,
+        ));
+    if Box::pin(conn.close(reason, &mut writer, params.peer)).await {
+        Box::pin(linger(&mut reader)).await;
     }
 }
 
@@ -548,39 +477,39 @@ async fn shut_down<W: AsyncWrite + Unpin>(writer: &mut W) {
     let _ = tokio::time::timeout(CLOSE_GRACE, writer.shutdown()).await;
 }
 
-/// The read/write loop of an established connection, until it closes (`Err`: why) or has been
-/// quiet for [`park::QUIET`] with nothing pending (`Ok`: the caller parks it).
-#[allow(clippy::too_many_arguments)]
+/// The read/write loop of an established connection.
 async fn run<R, W>(
     conn: &mut Conn,
     reader: &mut R,
     writer: &mut W,
-    read_buf: &mut BytesMut,
+    mut read_buf: BytesMut,
     shutdown: &CancellationToken,
-    keep_alive: &mut KeepAlive,
-    mut expiry: std::pin::Pin<&mut tokio::time::Sleep>,
-    security_changes: &mut tokio::sync::watch::Receiver<u64>,
-) -> Result<park::Quiet, CloseReason>
+) -> CloseReason
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut keep_alive = KeepAlive::new(conn.identity.keep_alive_limit);
+    let expiry = tokio::time::sleep_until(keep_alive.deadline());
+    tokio::pin!(expiry);
     let wake = conn.token.wake.clone();
     let kick = conn.token.kick.clone();
-    let quiet = tokio::time::sleep(park::QUIET);
-    tokio::pin!(quiet);
-    let mut quiet_armed = false;
+    let mut security_changes = conn.core.watch_security();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
     // Packets that arrived with the CONNECT (a pipelining client) are already buffered.
-    conn.handle_buffered(read_buf, max_frame)?;
+    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+        return reason;
+    }
     loop {
         if conn.output.pump_wanted && conn.output.out.len() < OUT_HIGH_WATER_BYTES {
             if conn.output.out.capacity() == 0 {
                 // Start a batch with room for many packets rather than growing from zero.
                 conn.output.out.reserve(OUT_BATCH_START_BYTES);
             }
-            conn.pump()?;
+            if let Err(reason) = conn.pump() {
+                return reason;
+            }
         }
         let can_read = conn.output.out.len() < OUT_HIGH_WATER_BYTES
             && conn.pending_acks.has_room()
@@ -591,23 +520,12 @@ where
             .paused_until
             .unwrap_or_else(tokio::time::Instant::now);
         let reauth_deadline = conn.reauth_deadline();
-        // Nothing pending: park after [`park::QUIET`] of this (timer moved on each quiet start).
-        if conn.nothing_pending(read_buf, needs_flush) {
-            if !quiet_armed {
-                quiet
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + park::QUIET);
-                quiet_armed = true;
-            }
-        } else {
-            quiet_armed = false;
-        }
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Err(CloseReason::ServerShutdown),
+            _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
             _ = kick.cancelled() => {
                 let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
-                return Err(if conn.core.clients.kicked_by_admin(key) {
+                return if conn.core.clients.kicked_by_admin(key) {
                     CloseReason::AdministrativeAction
                 } else if conn.core.backplane().is_some_and(|b| {
                     b.is_draining() || (conn.session.is_persistent() && !b.is_available())
@@ -615,7 +533,7 @@ where
                     CloseReason::UseAnotherServer
                 } else {
                     CloseReason::TakenOver
-                });
+                };
             }
             res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
@@ -626,25 +544,27 @@ where
                         // `pump` and `send` allocate a new one when there is output again.
                         conn.output.out = BytesMut::new();
                     }
-                    Err(e) => return Err(CloseReason::Io(e)),
+                    Err(e) => return CloseReason::Io(e),
                 }
             }
-            res = read::read_some(reader, read_buf), if can_read => match res {
-                Ok(0) => return Err(CloseReason::PeerClosed),
+            res = read::read_some(reader, &mut read_buf), if can_read => match res {
+                Ok(0) => return CloseReason::PeerClosed,
                 Ok(_) => {
                     keep_alive.touch();
                     expiry.as_mut().reset(keep_alive.deadline());
-                    conn.handle_buffered(read_buf, max_frame)?;
+                    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                        return reason;
+                    }
                 }
-                Err(e) => return Err(CloseReason::Io(e)),
+                Err(e) => return CloseReason::Io(e),
             },
             // Not while paused for an overfilled subscriber: we are not reading, so the
             // client's packets wait unseen in the socket (the pause is bounded; when it ends the
             // read branch above runs before this one).
-            _ = expiry.as_mut(), if keep_alive.is_enabled()
+            _ = &mut expiry, if keep_alive.is_enabled()
                 && conn.pause.overfilled.is_empty()
                 && conn.flow.held.is_none() => {
-                return Err(CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default()));
+                return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
                 if let Some(ready) = ready {
@@ -653,16 +573,18 @@ where
                         conn.pause_for(routed);
                     }
                     if let Some(packet) = ready.ack {
-                        conn.send(packet)?;
+                        if let Err(reason) = conn.send(packet) {
+                            return reason;
+                        }
                     }
                     if let Some(deliveries) = ready.deliveries {
                         conn.output.out.extend_from_slice(&deliveries);
                     }
                     if ready.close_no_space {
-                        return Err(CloseReason::NoSpace);
+                        return CloseReason::NoSpace;
                     }
                     if ready.close_unkept {
-                        return Err(CloseReason::UseAnotherServer);
+                        return CloseReason::UseAnotherServer;
                     }
                 }
             }
@@ -673,36 +595,45 @@ where
             })), if !conn.pause.overfilled.is_empty() => {
                 conn.end_pause(pause_deadline);
                 // The packets read before the pause that it left unhandled.
-                conn.handle_buffered(read_buf, max_frame)?;
+                if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                    return reason;
+                }
             }
             // Boxed for the same reason: a held publish is rare.
             _ = OptionFuture::from(conn.flow.held.is_some().then(|| {
                 Box::pin(tokio::time::sleep(flow_control::HELD_RETRY))
             })), if conn.flow.held.is_some() => {
-                conn.retry_held()?;
+                if let Err(reason) = conn.retry_held() {
+                    return reason;
+                }
                 if conn.flow.held.is_none() {
                     // Admitted or refused: read on, starting with the deferred publishes.
                     keep_alive.touch();
                     expiry.as_mut().reset(keep_alive.deadline());
-                    conn.handle_buffered(read_buf, max_frame)?;
+                    if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
+                        return reason;
+                    }
                 }
             }
             page = OptionFuture::from(conn.output.page_in.as_mut()), if conn.output.page_in.is_some() => {
                 if let Some(page) = page {
-                    conn.finish_page_in(*page)?;
+                    if let Err(reason) = conn.finish_page_in(*page) {
+                        return reason;
+                    }
                 }
             }
             // Boxed, and only while a re-authentication waits for the client (rare).
             _ = OptionFuture::from(reauth_deadline.map(|deadline| {
                 Box::pin(tokio::time::sleep_until(deadline))
             })), if reauth_deadline.is_some() => {
-                return Err(CloseReason::AuthenticationFailed("re-authentication timed out"));
+                return CloseReason::AuthenticationFailed("re-authentication timed out");
             }
             _ = wake.notified() => conn.output.pump_wanted = true,
             Ok(()) = security_changes.changed() => {
-                conn.drop_denied_subscriptions()?;
+                if let Err(reason) = conn.drop_denied_subscriptions() {
+                    return reason;
+                }
             }
-            _ = quiet.as_mut(), if quiet_armed => return Ok(park::Quiet),
         }
     }
 }

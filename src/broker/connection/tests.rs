@@ -216,29 +216,3 @@ async fn a_publish_the_engine_refuses_is_acknowledged_only_once_a_retry_is_kept(
     };
     assert_eq!(&delivered.payload[..], b"kept");
 }
-
-/// The sizes docs/scaling.md accounts for, printed (`--nocapture`) for the record.
-#[test]
-fn print_idle_connection_sizes() {
-    use std::mem::size_of;
-    eprintln!("Conn: {} bytes", size_of::<super::Conn>());
-    eprintln!("  Identity: {}", size_of::<super::Identity>());
-    eprintln!("  ClientLimits: {}", size_of::<super::ClientLimits>());
-    eprintln!("  Output: {}", size_of::<super::Output>());
-    eprintln!("  PendingAcks: {}", size_of::<super::PendingAcks>());
-    eprintln!("  PublisherPause: {}", size_of::<super::PublisherPause>());
-    eprintln!("  FlowControl: {}", size_of::<super::FlowControl>());
-    eprintln!(
-        "  AttachToken: {}",
-        size_of::<crate::broker::session::AttachToken>()
-    );
-    eprintln!("  Principal: {}", size_of::<crate::security::Principal>());
-    eprintln!("  AuthzCache: {}", size_of::<crate::security::AuthzCache>());
-    eprintln!(
-        "  Option<LastWill>: {}",
-        size_of::<Option<crate::protocol::LastWill>>()
-    );
-    eprintln!("Session: {}", size_of::<crate::broker::session::Session>());
-    eprintln!("tokio Sleep: {}", size_of::<tokio::time::Sleep>());
-    eprintln!("tokio TcpStream: {}", size_of::<tokio::net::TcpStream>());
-}
