@@ -1,0 +1,129 @@
+//! What a store's acknowledgement is worth. JetStream answers a publish whose message id
+//! (`Nats-Msg-Id`) is in the stream's duplicate window with `duplicate: true` and the
+//! sequence recorded for that id, without storing anything. After a partition heals that
+//! record can be a proposal that never committed: the leader that proposed it lost its
+//! leadership, the entry was truncated, and the id stayed in its duplicate window (nats-server
+//! clears staged ids on a leader change since 2.11, nats-io/nats-server#6486, but a server that
+//! leads again after a partition may still hold them). Acknowledging the publisher on such an
+//! answer acknowledges a message no stream has. So a duplicate answer for a message shard is
+//! checked against the stream: the message at that sequence must carry the id; when it does
+//! not, the message is stored again under a fresh id (a duplicate at worst, never a loss).
+//!
+//! Every acknowledgement is logged at debug under the target `ferromq::store_ack` (stream,
+//! sequence, duplicate flag, message id), so a run can look up where a message went:
+//! `--log-level warn,ferromq::store_ack=debug`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use std::future::IntoFuture;
+
+/// The log target of store acknowledgements.
+pub const TARGET: &str = "ferromq::store_ack";
+
+/// The longest the check of a duplicate answer (one read of the stream's leader) may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How a duplicate answer's message is stored again when the stream does not have it.
+pub struct Again {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+/// Log `ack` of the store of message id `id`; when it is a duplicate answer for a message
+/// shard, make sure the stream holds the message (`again`: how to store it afresh, `None`
+/// for a store that must not be repeated under another id, such as a compare-and-set). `Ok`
+/// means the message is in its stream.
+pub async fn confirm(
+    js: &Context,
+    ack: PublishAck,
+    id: &str,
+    again: Option<Again>,
+) -> Result<(), String> {
+    tracing::debug!(
+        target: TARGET,
+        stream = %ack.stream,
+        seq = ack.sequence,
+        duplicate = ack.duplicate,
+        id,
+        "stored"
+    );
+    if !ack.duplicate || !ack.stream.starts_with("FMQ_MSG_") {
+        return Ok(());
+    }
+    match holds(js, &ack.stream, ack.sequence, id).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        Err(e) => return Err(format!("duplicate answer for {id} not checked: {e}")),
+    }
+    tracing::warn!(
+        target: TARGET,
+        stream = %ack.stream,
+        seq = ack.sequence,
+        id,
+        "the stream answered a store as a duplicate of a message it does not hold: storing it again"
+    );
+    let Some(again) = again else {
+        return Err(format!(
+            "{} answered {id} as a duplicate of sequence {} it does not hold",
+            ack.stream, ack.sequence
+        ));
+    };
+    let fresh = format!("{id}.{:x}", rand::random::<u64>());
+    let publish = Publish::build()
+        .payload(again.payload)
+        .message_id(fresh.as_str());
+    let answer: PublishAckFuture = js
+        .send_publish(again.subject, publish)
+        .await
+        .map_err(|e| format!("cluster store: {e}"))?;
+    let ack = answer
+        .into_future()
+        .await
+        .map_err(|e| format!("cluster store refused: {e}"))?;
+    tracing::debug!(
+        target: TARGET,
+        stream = %ack.stream,
+        seq = ack.sequence,
+        duplicate = ack.duplicate,
+        id = %fresh,
+        "stored again"
+    );
+    if ack.duplicate {
+        return Err(format!(
+            "{} answered a fresh id {fresh} as a duplicate",
+            ack.stream
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `stream` holds a message with id `id` at `seq` (read from the stream's leader).
+async fn holds(js: &Context, stream: &str, seq: u64, id: &str) -> Result<bool, String> {
+    let read = async {
+        let stream = js
+            .get_stream_no_info(stream)
+            .await
+            .map_err(|e| e.to_string())?;
+        match stream.get_raw_message(seq).await {
+            Ok(message) => Ok(message
+                .headers
+                .get("Nats-Msg-Id")
+                .is_some_and(|v| v.as_str() == id)),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(CHECK_TIMEOUT, read)
+        .await
+        .map_err(|_| format!("no answer within {} ms", CHECK_TIMEOUT.as_millis()))?
+}
