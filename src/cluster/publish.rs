@@ -221,6 +221,7 @@ impl InFlight {
                 let again = (!compare_and_set && !self.delete).then(|| super::store_ack::Again {
                     subject: self.subject.clone(),
                     payload: self.payload.clone(),
+                    ledger: inner.ledger.clone(),
                 });
                 Box::pin(async move {
                     match ack.into_future().await {

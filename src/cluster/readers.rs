@@ -41,6 +41,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             .last_sequence;
         inner.positions[k].store(last, Ordering::Release);
         inner.routed[k].store(last, Ordering::Release);
+        inner.ledger.start(k, last);
         tokio::spawn(node_reader(inner.clone(), k));
     }
     Ok(())
@@ -169,6 +170,13 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             // stays on (see `catch_up`); routed after: floors never pass an entry not yet
             // registered.
             inner.positions[k].store(seq, Ordering::Release);
+            // Confirms (or repairs) this node's acknowledged stores up to `seq`.
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str());
+            inner.ledger.read(&inner.js, k, seq, id);
             let held = super::qos2::is_held(message.headers.as_ref());
             let routed = match decode_message(message.payload.clone()) {
                 // A QoS 2 message not released yet: delivered from its released copy.
