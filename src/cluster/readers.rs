@@ -310,6 +310,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 return;
             }
         };
+        let mut progress = tokio::time::Instant::now();
         loop {
             match go_live(&inner, &client_id, k, caught) {
                 Some(false) => {}
@@ -317,6 +318,16 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             }
             let next = tokio::time::timeout(CATCH_UP_IDLE, messages.next()).await;
             let message = match next {
+                // Not live yet, so the node's reader is past `caught`: a consumer that gives
+                // nothing for IDLE_CHECK sits on a server that is behind (or gone): start over.
+                Err(_) if progress.elapsed() >= IDLE_CHECK => {
+                    tracing::warn!(
+                        shard = k,
+                        client_id = %client_id,
+                        "cluster catch-up: stalled behind its stream; reading again"
+                    );
+                    break;
+                }
                 Err(_) => continue,
                 Ok(Some(Ok(m))) => m,
                 Ok(Some(Err(e))) => {
@@ -352,6 +363,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             }
             inner.tracker.lock().caught(&client_id, k, seq);
             caught = seq;
+            progress = tokio::time::Instant::now();
         }
     }
 }
