@@ -38,6 +38,7 @@ mod readers;
 mod reaper;
 mod retained;
 mod sessions;
+mod store_ack;
 pub mod subject;
 mod tracker;
 mod wills;

@@ -216,9 +216,18 @@ impl InFlight {
         {
             Ok(ack) => {
                 let compare_and_set = self.expect.is_some();
+                // A duplicate answer is checked against the stream (see `store_ack.rs`).
+                let (js, id) = (inner.js.clone(), self.id.clone());
+                let again = (!compare_and_set && !self.delete).then(|| super::store_ack::Again {
+                    subject: self.subject.clone(),
+                    payload: self.payload.clone(),
+                    ledger: inner.ledger.clone(),
+                });
                 Box::pin(async move {
                     match ack.into_future().await {
-                        Ok(_) => Ok(false),
+                        Ok(ack) => super::store_ack::confirm(&js, ack, &id, again)
+                            .await
+                            .map(|()| false),
                         Err(e)
                             if compare_and_set
                                 && e.kind()

@@ -41,6 +41,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             .last_sequence;
         inner.positions[k].store(last, Ordering::Release);
         inner.routed[k].store(last, Ordering::Release);
+        inner.ledger.start(k, last);
         tokio::spawn(node_reader(inner.clone(), k));
     }
     Ok(())
@@ -80,12 +81,23 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The stream of shard `k` holds messages past what the node's reader took.
 async fn reader_is_behind(inner: &Inner, k: usize) -> bool {
-    let last = match inner.js.get_stream(shard_stream(k)).await {
-        Ok(stream) => stream.cached_info().state.last_sequence,
-        Err(_) => return false,
-    };
-    last > inner.positions[k].load(Ordering::Acquire)
+    stream_last(inner, k)
+        .await
+        .is_some_and(|last| last > inner.positions[k].load(Ordering::Acquire))
 }
+
+/// The last sequence of shard `k`'s stream (its leader's answer), if it answers in time.
+async fn stream_last(inner: &Inner, k: usize) -> Option<u64> {
+    let mut js = inner.js.clone();
+    js.set_timeout(CONSUMER_CREATE_TIMEOUT);
+    let stream = js.get_stream(shard_stream(k)).await.ok()?;
+    Some(stream.cached_info().state.last_sequence)
+}
+
+/// A reader that has not reached, within this, the last sequence its stream had at the
+/// start of it starts over: its consumer may sit on a server still catching up after a
+/// partition healed, which delivers a trickle (never idle for [`IDLE_CHECK`]) or nothing.
+const LAG_CHECK: Duration = Duration::from_secs(3);
 
 /// The node's reader of shard `k`. Its consumer is made again from the next unread sequence
 /// after a reconnection to NATS and when it is idle while the stream holds more (a consumer
@@ -104,9 +116,26 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                 continue;
             }
         };
+        let mut lag = tokio::time::interval(LAG_CHECK);
+        lag.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The stream's last sequence at the previous lag check, when the reader was behind it.
+        let mut owed: Option<u64> = None;
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
+                _ = lag.tick() => {
+                    let position = inner.positions[k].load(Ordering::Acquire);
+                    if owed.is_some_and(|target| position < target) {
+                        tracing::warn!(
+                            shard = k,
+                            position,
+                            "cluster reader: fell behind its stream; reading again"
+                        );
+                        break;
+                    }
+                    owed = stream_last(&inner, k).await.filter(|last| *last > position);
+                    continue;
+                }
                 up = super::engine::reconnected_since(&mut connection, epoch) => {
                     if !up {
                         return;
@@ -141,6 +170,13 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             // stays on (see `catch_up`); routed after: floors never pass an entry not yet
             // registered.
             inner.positions[k].store(seq, Ordering::Release);
+            // Confirms (or repairs) this node's acknowledged stores up to `seq`.
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str());
+            inner.ledger.read(&inner.js, k, seq, id);
             let held = super::qos2::is_held(message.headers.as_ref());
             let routed = match decode_message(message.payload.clone()) {
                 // A QoS 2 message not released yet: delivered from its released copy.
@@ -274,6 +310,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 return;
             }
         };
+        let mut progress = tokio::time::Instant::now();
         loop {
             match go_live(&inner, &client_id, k, caught) {
                 Some(false) => {}
@@ -281,6 +318,16 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             }
             let next = tokio::time::timeout(CATCH_UP_IDLE, messages.next()).await;
             let message = match next {
+                // Not live yet, so the node's reader is past `caught`: a consumer that gives
+                // nothing for IDLE_CHECK sits on a server that is behind (or gone): start over.
+                Err(_) if progress.elapsed() >= IDLE_CHECK => {
+                    tracing::warn!(
+                        shard = k,
+                        client_id = %client_id,
+                        "cluster catch-up: stalled behind its stream; reading again"
+                    );
+                    break;
+                }
                 Err(_) => continue,
                 Ok(Some(Ok(m))) => m,
                 Ok(Some(Err(e))) => {
@@ -316,6 +363,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             }
             inner.tracker.lock().caught(&client_id, k, seq);
             caught = seq;
+            progress = tokio::time::Instant::now();
         }
     }
 }

@@ -365,10 +365,12 @@ fn mark_dirty(inner: &Inner, client_id: &str) {
 /// epoch), this node's copy is stale: close its connection and forget it here.
 async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     let key = client_key(client_id);
-    let current = match inner.sessions_kv.entry(&key).await {
-        Ok(Some(e)) if e.operation == Operation::Put => SessionRecord::decode(&e.value).ok(),
-        Ok(_) => None,
-        Err(_) => return,
+    let current = match tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key))
+        .await
+    {
+        Ok(Ok(Some(e))) if e.operation == Operation::Put => SessionRecord::decode(&e.value).ok(),
+        Ok(Ok(_)) => None,
+        Ok(Err(_)) | Err(_) => return,
     };
     let ours = current
         .as_ref()
@@ -388,17 +390,46 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     }
 }
 
-/// Whether this node still owns `client_id`'s session at `epoch`; if not, drop it here.
+/// How long [`verify`] waits for one read of a session record, and how often it tries: a
+/// node that comes back takes persistent work only after its check, so the check is bounded
+/// (a NATS request's own default is 10 s).
+const VERIFY_READ_TIMEOUT: Duration = Duration::from_millis(1_500);
+const VERIFY_ATTEMPTS: usize = 2;
+
+/// Whether this node still owns `client_id`'s session at `epoch`; if not, or if its record
+/// cannot be read in time, drop it here (its client reconnects and claims it again, from the
+/// record: nothing is lost, what was not yet written as progress is delivered again).
 async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
-    let still_tracked = inner
-        .tracker
-        .lock()
-        .sessions
-        .get(client_id)
-        .is_some_and(|t| t.epoch == epoch);
-    if still_tracked {
+    let key = client_key(client_id);
+    for _ in 0..VERIFY_ATTEMPTS {
+        let still_tracked = inner
+            .tracker
+            .lock()
+            .sessions
+            .get(client_id)
+            .is_some_and(|t| t.epoch == epoch);
+        if !still_tracked {
+            return;
+        }
+        let read = tokio::time::timeout(VERIFY_READ_TIMEOUT, inner.sessions_kv.entry(&key)).await;
+        let current = match read {
+            Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+                SessionRecord::decode(&e.value).ok()
+            }
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        if current.is_some_and(|r| r.owner == inner.node_id && r.epoch == epoch) {
+            return;
+        }
         fenced(inner, client_id, epoch).await;
+        return;
     }
+    tracing::warn!(
+        client_id = %client_id,
+        "session record not readable after this node was cut off: closing the session here"
+    );
+    drop_local(inner, client_id);
 }
 
 /// Check every local session against its record: after this node was unable to write for a
@@ -478,7 +509,13 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             && kicked.as_ref() != Some(&owner_at)
         {
             kicked = Some(owner_at);
-            kick_owner(inner, &record.owner, &client_id).await;
+            if !kick_owner(inner, &record.owner, &client_id).await {
+                // A silent owner may be cut off from NATS and still serving the session: it
+                // stops by itself within quorumLossTimeout, and only then is it taken.
+                super::node::wait_until_silent(inner, &record.owner)
+                    .await
+                    .map_err(unavailable)?;
+            }
             continue;
         }
         // The old connection's will, when this claim is the one to publish it (see
@@ -653,19 +690,26 @@ async fn restore(
 /// Ask `owner` to hand `client_id`'s session over (close its connection, write its last
 /// record) and wait for its answer, at most [`KICK_TIMEOUT`]: a dead or paused owner does not
 /// answer, and its last record is the truth (its later writes are fenced by the epoch).
-async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) {
+/// Whether the owner answered.
+async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) -> bool {
     let request = inner
         .client
         .request(kick_subject(owner), client_id.to_owned().into());
     match tokio::time::timeout(KICK_TIMEOUT, request).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::debug!(owner, client_id, "kick: {e}"),
-        Err(_) => tracing::info!(
-            owner,
-            client_id,
-            "node did not hand the session over within {} ms; taking it",
-            KICK_TIMEOUT.as_millis()
-        ),
+        Ok(Ok(_)) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(owner, client_id, "kick: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::info!(
+                owner,
+                client_id,
+                "node did not hand the session over within {} ms",
+                KICK_TIMEOUT.as_millis()
+            );
+            false
+        }
     }
 }
 

@@ -20,7 +20,14 @@ pub struct Stored {
     pub inversions: usize,
     /// Up to 5 `(publisher, seq stored late, the higher seq stored before it)`.
     pub inversion_examples: Vec<(u32, u64, u64)>,
+    /// Readers started over because their consumer stalled.
+    pub restarts: usize,
 }
+
+/// A stream reader that gets nothing for this long starts over.
+const STALL: Duration = Duration::from_secs(3);
+/// The longest the audit reads one stream.
+const AUDIT_BOUND: Duration = Duration::from_secs(120);
 
 /// Reads every shard stream from its first message to its last; errors say which stream
 /// could not be read.
@@ -44,43 +51,76 @@ pub async fn stored_messages(client: &async_nats::Client, shards: usize) -> Resu
         if last == 0 {
             continue;
         }
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| format!("{name}: {e}"))?;
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-            let message = match next {
-                Ok(Some(Ok(message))) => message,
-                Ok(Some(Err(e))) => return Err(format!("{name}: {e}")),
-                Ok(None) | Err(_) => return Err(format!("{name}: stopped before {last}")),
+        // An ordered consumer sits on one of the stream's servers; after a heal that can be
+        // one still catching up, which delivers nothing for a long while. So a reader that
+        // gets nothing for `STALL` starts over from the next sequence (NATS places the new
+        // consumer anew), within `AUDIT_BOUND` per stream.
+        let started = std::time::Instant::now();
+        let mut next_seq = 1u64;
+        let mut restarts = 0usize;
+        'stream: loop {
+            if started.elapsed() > AUDIT_BOUND {
+                return Err(format!(
+                    "{name}: stopped before {last} (at {next_seq}, {restarts} restarts)"
+                ));
+            }
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: next_seq,
+                    },
+                    ..Default::default()
+                })
+                .await;
+            let mut messages = match consumer {
+                Ok(consumer) => match consumer.messages().await {
+                    Ok(messages) => messages,
+                    Err(_) => {
+                        restarts += 1;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+                Err(_) => {
+                    restarts += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
             };
-            let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-            if let Ok(frame) = ferromq::cluster::codec::decode_message(message.payload.clone()) {
-                if let Some((publisher, seq, _)) = decode_payload(&frame.message.payload) {
-                    if stored.messages.insert((publisher, seq)) {
-                        let top = highest.entry(publisher).or_insert(seq);
-                        if seq < *top {
-                            stored.inversions += 1;
-                            if stored.inversion_examples.len() < 5 {
-                                stored.inversion_examples.push((publisher, seq, *top));
+            loop {
+                let message = match tokio::time::timeout(STALL, messages.next()).await {
+                    Ok(Some(Ok(message))) => message,
+                    Ok(Some(Err(_))) | Ok(None) | Err(_) => {
+                        restarts += 1;
+                        continue 'stream;
+                    }
+                };
+                let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+                if sequence < next_seq {
+                    continue;
+                }
+                next_seq = sequence + 1;
+                if let Ok(frame) = ferromq::cluster::codec::decode_message(message.payload.clone())
+                {
+                    if let Some((publisher, seq, _)) = decode_payload(&frame.message.payload) {
+                        if stored.messages.insert((publisher, seq)) {
+                            let top = highest.entry(publisher).or_insert(seq);
+                            if seq < *top {
+                                stored.inversions += 1;
+                                if stored.inversion_examples.len() < 5 {
+                                    stored.inversion_examples.push((publisher, seq, *top));
+                                }
                             }
+                            *top = (*top).max(seq);
                         }
-                        *top = (*top).max(seq);
                     }
                 }
-            }
-            if sequence >= last {
-                break;
+                if sequence >= last {
+                    break 'stream;
+                }
             }
         }
+        stored.restarts += restarts;
     }
     Ok(stored)
 }
@@ -114,7 +154,8 @@ pub async fn audit_note(
             let (missing, examples) = acked_not_stored(recording, &stored.messages);
             format!(
                 "store audit: {} load messages in the streams; PUBACKed but in no stream: \
-                 {missing}{}; stored after a later message of their publisher: {}{}",
+                 {missing}{}; stored after a later message of their publisher: {}{}; \
+                 readers started over after a stall: {}",
                 stored.messages.len(),
                 if examples.is_empty() {
                     String::new()
@@ -129,7 +170,8 @@ pub async fn audit_note(
                         " (publisher, seq, stored after seq: {:?})",
                         stored.inversion_examples
                     )
-                }
+                },
+                stored.restarts
             )
         }
         Err(e) => format!("store audit: could not read the streams: {e}"),
