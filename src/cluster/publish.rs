@@ -580,3 +580,78 @@ async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shard_stream_and_the_retained_bucket_have_their_own_queue() {
+        assert_eq!(queue_of("fmq.m.3.a.b", 8), 3);
+        assert_eq!(queue_of("fmq.m.0.a", 8), 0);
+        assert_eq!(queue_of("fmq.m.7.$q2.c.1.5", 8), 7);
+        assert_eq!(queue_of("$KV.FMQ_RETAIN.a_2fb", 8), 8);
+        // Not a shard of this cluster, another bucket: the last queue.
+        assert_eq!(queue_of("fmq.m.8.a", 8), 9);
+        assert_eq!(queue_of("fmq.m.x.a", 8), 9);
+        assert_eq!(queue_of("$KV.FMQ_RETAINED.a", 8), 9);
+        assert_eq!(queue_of("$KV.FMQ_SESS.a", 8), 9);
+    }
+
+    fn entry(age: Duration) -> (InFlight, oneshot::Receiver<Result<(), DurabilityError>>) {
+        let (tx, rx) = oneshot::channel();
+        let taken = Instant::now() - age;
+        let entry = InFlight {
+            subject: "fmq.m.0.t".into(),
+            payload: Bytes::new(),
+            delete: false,
+            id: "x".into(),
+            done: Some(tx),
+            expect: None,
+            first_sent: taken,
+            sent: taken,
+            ack: Box::pin(std::future::pending()),
+        };
+        (entry, rx)
+    }
+
+    #[test]
+    fn a_failed_attempt_fails_only_what_is_past_store_timeout_and_probes_with_the_front() {
+        let timeout = Duration::from_secs(5);
+        let (old, mut old_rx) = entry(Duration::from_secs(6));
+        let (young, mut young_rx) = entry(Duration::from_secs(1));
+        let mut queue = Queue {
+            entries: VecDeque::from([old, young]),
+            mode: Mode::Open,
+        };
+        queue.failed(timeout, "no answer");
+        assert!(matches!(
+            old_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert!(young_rx.try_recv().is_err(), "still waiting");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
+        // The front is not live until its re-send: nothing answers for it meanwhile.
+        assert!(!queue.front_live());
+        let deadline = queue.deadline(attempt_timeout(timeout), timeout);
+        assert!(deadline.is_some_and(|d| d <= Instant::now() + RETRY_PAUSE));
+    }
+
+    #[test]
+    fn a_drain_whose_resent_stores_all_expired_probes_with_the_ones_that_waited() {
+        let timeout = Duration::from_secs(5);
+        let (resent, _r1) = entry(Duration::from_secs(6));
+        let (waited, _r2) = entry(Duration::from_secs(1));
+        let mut queue = Queue {
+            entries: VecDeque::from([resent, waited]),
+            mode: Mode::Drain { resent: 1 },
+        };
+        queue.expire(timeout, "no answer");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
+        queue.expire(Duration::ZERO, "no answer");
+        assert!(queue.entries.is_empty());
+        assert_eq!(queue.mode, Mode::Open, "an empty queue is open");
+    }
+}
