@@ -1,6 +1,6 @@
-//! One task sends everything this node publishes into NATS, in the order the broker handed
-//! it over: live (QoS 0) messages on core subjects, QoS 1 messages into their shard's stream,
-//! retained messages into `FMQ_RETAIN`. Stores are pipelined: the task sends the next
+//! One task sends everything this node publishes into NATS: live (QoS 0) messages on core
+//! subjects in the order the broker handed them over, QoS 1 messages into their shard's
+//! stream, retained messages into `FMQ_RETAIN`. Stores are pipelined: the task sends the next
 //! message without waiting for the previous store's acknowledgement, which is reported to the
 //! publisher's commit (its PUBACK), bounded by `storeTimeout`. Stores go through one queue
 //! per shard stream (and one for the retained bucket), so a stream whose leader is being
