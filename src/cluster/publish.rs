@@ -1,9 +1,11 @@
-//! One task sends everything this node publishes into NATS, in the order the broker handed
-//! it over: live (QoS 0) messages on core subjects, QoS 1 messages into their shard's stream,
-//! retained messages into `FMQ_RETAIN`. Stores are pipelined: the task sends the next
+//! One task sends everything this node publishes into NATS: live (QoS 0) messages on core
+//! subjects in the order the broker handed them over, QoS 1 messages into their shard's
+//! stream, retained messages into `FMQ_RETAIN`. Stores are pipelined: the task sends the next
 //! message without waiting for the previous store's acknowledgement, which is reported to the
-//! publisher's commit (its PUBACK), bounded by `storeTimeout`; stores not acknowledged are sent
-//! again in order (see [`run`]).
+//! publisher's commit (its PUBACK), bounded by `storeTimeout`. Stores go through one queue
+//! per shard stream (and one for the retained bucket), so a stream whose leader is being
+//! elected holds only its own publishers; within a queue, stores not acknowledged are sent
+//! again in order, and nothing newer is sent meanwhile (see [`run`]).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -169,11 +171,12 @@ pub async fn run_live(inner: Arc<Inner>, mut rx: mpsc::Receiver<Live>) {
     }
 }
 
-/// Stores sent and not yet acknowledged at most; more wait in the channel (resent together
-/// after a reconnect, so bounded).
+/// Stores handed to the task and not yet acknowledged, over all its queues, at most: beyond
+/// it the task stops taking new ones (they wait in the channel, bounded by the publishers'
+/// in-flight windows), so memory stays bounded.
 const MAX_IN_FLIGHT: usize = 4_096;
 
-/// A store the task sent and waits for, oldest first.
+/// A store the task took, oldest first in its queue.
 struct InFlight {
     subject: String,
     payload: Bytes,
@@ -184,6 +187,8 @@ struct InFlight {
     done: Option<Done>,
     /// The subject's last sequence this store expects (compare-and-set), if any.
     expect: Option<u64>,
+    /// When the task took it: the first send, or the start of its wait behind a re-send
+    /// (`storeTimeout` counts from here).
     first_sent: Instant,
     sent: Instant,
     ack: AckFuture,
@@ -253,30 +258,173 @@ impl InFlight {
     }
 }
 
-/// How long one send waits for its acknowledgement before everything in flight is sent
-/// again: a quarter of `storeTimeout`, at least 500 ms.
+/// How long one send waits for its acknowledgement before the queue's front is sent again:
+/// a quarter of `storeTimeout`, at least 500 ms.
 fn attempt_timeout(store_timeout: Duration) -> Duration {
     (store_timeout / 4)
         .max(Duration::from_millis(500))
         .min(store_timeout)
 }
 
-/// The task sending stores, in order, pipelined. A store whose acknowledgement does not come
-/// (its NATS server died with it, a stream leader is being elected) is sent again with the
-/// same message id, and so is every store sent after it, in their order, before anything
-/// new: a later message never lands in a stream ahead of an earlier one, and none twice.
-/// While the connection is down nothing new is sent (the client would write it first after
-/// reconnecting, ahead of the stores to repeat). A store not acknowledged within
-/// `storeTimeout` of its first send fails (its publisher gets no PUBACK).
+/// The pause before the front of a queue is sent again after a failed attempt.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Which queue a subject's stores go through: one per message shard (its stream's raft
+/// leader), one for the retained bucket, one for anything else.
+fn queue_of(subject: &str, shards: usize) -> usize {
+    if let Some(rest) = subject.strip_prefix("fmq.m.") {
+        let shard = rest.split('.').next().and_then(|k| k.parse::<usize>().ok());
+        if let Some(k) = shard.filter(|k| *k < shards) {
+            return k;
+        }
+    } else if subject
+        .strip_prefix("$KV.")
+        .and_then(|rest| rest.strip_prefix(RETAINED_BUCKET))
+        .is_some_and(|rest| rest.starts_with('.'))
+    {
+        return shards;
+    }
+    shards + 1
+}
+
+/// Where a queue stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Every store is sent when taken; each is in flight.
+    Open,
+    /// The front was not acknowledged: only the front is sent (again, at `retry` when set)
+    /// until it is acknowledged; the rest of the queue waits.
+    Probe { retry: Option<Instant> },
+    /// The front came through after a probe: the first `resent` stores were sent again, in
+    /// order; nothing newer is sent until they are all acknowledged.
+    Drain { resent: usize },
+}
+
+/// The stores of one stream (or bucket), oldest first.
+struct Queue {
+    entries: VecDeque<InFlight>,
+    mode: Mode,
+}
+
+impl Queue {
+    /// Whether the front has a send whose answer is awaited.
+    fn front_live(&self) -> bool {
+        !self.entries.is_empty() && !matches!(self.mode, Mode::Probe { retry: Some(_) })
+    }
+
+    /// The next instant the task has to look at this queue without an answer: the front's
+    /// attempt timing out, a probe's re-send, a waiting store's `storeTimeout`.
+    fn deadline(&self, attempt: Duration, store_timeout: Duration) -> Option<Instant> {
+        let front = self.entries.front()?;
+        let expiry = front.first_sent + store_timeout;
+        let next = match self.mode {
+            Mode::Probe { retry: Some(at) } => at,
+            _ => front.sent + attempt,
+        };
+        Some(next.min(expiry))
+    }
+
+    /// Fail the stores taken `storeTimeout` ago or more (oldest first, so the front).
+    fn expire(&mut self, store_timeout: Duration, why: &str) {
+        let now = Instant::now();
+        while self
+            .entries
+            .front()
+            .is_some_and(|f| now.saturating_duration_since(f.first_sent) >= store_timeout)
+        {
+            if let Some(front) = self.entries.pop_front() {
+                front.finish(Err(DurabilityError::Unavailable(format!(
+                    "{why} (gave up after {} ms)",
+                    store_timeout.as_millis()
+                ))));
+            }
+            if let Mode::Drain { resent } = &mut self.mode {
+                *resent = resent.saturating_sub(1);
+            }
+        }
+        if self.entries.is_empty() {
+            self.mode = Mode::Open;
+        } else if self.mode == (Mode::Drain { resent: 0 }) {
+            // What was re-sent is gone; the rest was never sent: probe with it.
+            self.mode = Mode::Probe {
+                retry: Some(Instant::now()),
+            };
+        }
+    }
+
+    /// The front was not acknowledged (`why`): fail what is past `storeTimeout`, then send
+    /// only the front again, after a pause.
+    fn failed(&mut self, store_timeout: Duration, why: &str) {
+        self.mode = Mode::Probe { retry: None };
+        self.expire(store_timeout, why);
+        if !self.entries.is_empty() {
+            self.mode = Mode::Probe {
+                retry: Some(Instant::now() + RETRY_PAUSE),
+            };
+        }
+    }
+}
+
+/// The acknowledgement of the front of one of the queues that has one in flight: the queue's
+/// index and the answer. Pending while there is none.
+fn front_answers(
+    queues: &mut [Queue],
+) -> impl std::future::Future<Output = (usize, Result<bool, String>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (k, queue) in queues.iter_mut().enumerate() {
+            if !queue.front_live() {
+                continue;
+            }
+            if let Some(front) = queue.entries.front_mut() {
+                if let std::task::Poll::Ready(answer) = front.ack.as_mut().poll(cx) {
+                    return std::task::Poll::Ready((k, answer));
+                }
+            }
+        }
+        std::task::Poll::Pending
+    })
+}
+
+/// The task sending stores, pipelined, through one queue per shard stream (and one for the
+/// retained bucket): a stream whose leader is being elected holds only its own stores, and
+/// their publishers' acknowledgements, never those of another stream.
+///
+/// Within a queue, order is kept across failures: a store whose acknowledgement does not come
+/// within an attempt (its NATS server died with it, a leader is being elected) is sent again
+/// with the same message id, alone, until it is acknowledged; then the stores sent after it
+/// are sent again in their order, and nothing newer goes to that stream until they are
+/// acknowledged too. So a later message never lands in a stream ahead of an earlier one
+/// (the first send of a newer store could otherwise reach a newly elected leader before the
+/// earlier one's re-send), and the stream drops a repeated one by its id. While the
+/// connection is down nothing new is sent (the client would write it first after
+/// reconnecting); after a reconnection every queue with stores in flight starts over the
+/// same way. A store not acknowledged within `storeTimeout` of being taken fails (its
+/// publisher gets no acknowledgement).
 pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let store_timeout = inner.store_timeout;
     let attempt = attempt_timeout(store_timeout);
     let mut connection = inner.connection.clone();
     let mut epoch = connection.borrow().epoch;
-    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut queues: Vec<Queue> = (0..inner.shards + 2)
+        .map(|_| Queue {
+            entries: VecDeque::new(),
+            mode: Mode::Open,
+        })
+        .collect();
+    let mut taken = 0usize;
     let mut next_id = 0u64;
     loop {
         let up = connection.borrow().up;
+        let deadline = queues
+            .iter()
+            .filter_map(|q| q.deadline(attempt, store_timeout))
+            .min();
+        let wake = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             changed = connection.changed() => {
@@ -286,15 +434,21 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 let now = *connection.borrow_and_update();
                 if now.up && now.epoch != epoch {
                     epoch = now.epoch;
-                    // A store that keeps costing the connection still ends at storeTimeout.
-                    expire(&mut in_flight, store_timeout, "the connection to NATS was lost");
-                    resend_all(&inner, &mut in_flight).await;
+                    for queue in queues.iter_mut().filter(|q| !q.entries.is_empty()) {
+                        // A store that keeps costing the connection still ends at storeTimeout.
+                        queue.mode = Mode::Probe { retry: None };
+                        queue.expire(store_timeout, "the connection to NATS was lost");
+                        if !queue.entries.is_empty() {
+                            queue.mode = Mode::Probe { retry: Some(Instant::now()) };
+                        }
+                    }
                 }
             }
-            answer = front_answer(&mut in_flight, attempt), if !in_flight.is_empty() => {
+            (k, answer) = front_answers(&mut queues) => {
+                let queue = &mut queues[k];
                 match answer {
                     Ok(conflict) => {
-                        if let Some(front) = in_flight.pop_front() {
+                        if let Some(front) = queue.entries.pop_front() {
                             let result = if conflict {
                                 Err(DurabilityError::Stale(format!(
                                     "{} was written meanwhile",
@@ -305,17 +459,55 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                             };
                             front.finish(result);
                         }
+                        acknowledged(&inner, queue, up).await;
                     }
-                    Err(e) => {
-                        expire(&mut in_flight, store_timeout, &e);
-                        if !in_flight.is_empty() && connection.borrow().up {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            resend_all(&inner, &mut in_flight).await;
+                    Err(e) => queue.failed(store_timeout, &e),
+                }
+            }
+            () = wake => {
+                let now = Instant::now();
+                for queue in queues.iter_mut() {
+                    let Some((sent, first_sent)) =
+                        queue.entries.front().map(|f| (f.sent, f.first_sent))
+                    else {
+                        continue;
+                    };
+                    let expired = now.saturating_duration_since(first_sent) >= store_timeout;
+                    match queue.mode {
+                        Mode::Probe { retry: Some(at) } if at <= now => {
+                            queue.expire(store_timeout, "the stream did not acknowledge");
+                            let Mode::Probe { .. } = queue.mode else {
+                                continue;
+                            };
+                            if up {
+                                queue.mode = Mode::Probe { retry: None };
+                                if let Some(front) = queue.entries.front_mut() {
+                                    front.send(&inner).await;
+                                }
+                            } else {
+                                queue.mode = Mode::Probe {
+                                    retry: Some(now + RETRY_PAUSE),
+                                };
+                            }
+                        }
+                        Mode::Probe { retry: Some(_) } => {
+                            if expired {
+                                queue.expire(store_timeout, "the stream did not acknowledge");
+                            }
+                        }
+                        _ => {
+                            if expired || now.saturating_duration_since(sent) >= attempt {
+                                let why = format!(
+                                    "cluster store did not acknowledge within {} ms",
+                                    attempt.as_millis()
+                                );
+                                queue.failed(store_timeout, &why);
+                            }
                         }
                     }
                 }
             }
-            item = rx.recv(), if up && in_flight.len() < MAX_IN_FLIGHT => {
+            item = rx.recv(), if up && taken < MAX_IN_FLIGHT => {
                 let Some(Outgoing::Store { subject, payload, delete, done, expect }) = item else {
                     return;
                 };
@@ -336,56 +528,139 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     sent: now,
                     ack: Box::pin(std::future::pending()),
                 };
-                entry.send(&inner).await;
-                in_flight.push_back(entry);
+                let queue = &mut queues[queue_of(&entry.subject, inner.shards)];
+                // Behind a probe or a drain a store waits (an empty queue is always open).
+                if queue.mode == Mode::Open {
+                    entry.send(&inner).await;
+                }
+                queue.entries.push_back(entry);
             }
         }
+        taken = queues.iter().map(|q| q.entries.len()).sum();
     }
 }
 
-/// The acknowledgement of the oldest store, or why it did not come within `attempt` of its
-/// last send.
-async fn front_answer(
-    in_flight: &mut VecDeque<InFlight>,
-    attempt: Duration,
-) -> Result<bool, String> {
-    let Some(front) = in_flight.front_mut() else {
-        return std::future::pending().await;
-    };
-    let deadline = front.sent + attempt;
-    match tokio::time::timeout_at(deadline.into(), &mut front.ack).await {
-        Ok(answer) => answer,
-        Err(_) => Err(format!(
-            "cluster store did not acknowledge within {} ms",
-            attempt.as_millis()
-        )),
+/// The front of `queue` was acknowledged and taken off. After a probe, the rest is sent again
+/// in order (the first sends' answers are stale) and nothing newer goes until it is through;
+/// once it is, what waited behind it is sent and the queue is open again.
+async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
+    if queue.entries.is_empty() {
+        queue.mode = Mode::Open;
+        return;
     }
-}
-
-/// Fail the stores sent `storeTimeout` ago or more (oldest first, so the front).
-fn expire(in_flight: &mut VecDeque<InFlight>, store_timeout: Duration, why: &str) {
-    while in_flight
-        .front()
-        .is_some_and(|f| f.first_sent.elapsed() >= store_timeout)
-    {
-        if let Some(front) = in_flight.pop_front() {
-            front.finish(Err(DurabilityError::Unavailable(format!(
-                "{why} (gave up after {} ms)",
-                store_timeout.as_millis()
-            ))));
+    match queue.mode {
+        Mode::Open => {}
+        Mode::Probe { .. } => {
+            if !up {
+                // Sent again after the reconnection.
+                queue.mode = Mode::Probe {
+                    retry: Some(Instant::now() + RETRY_PAUSE),
+                };
+                return;
+            }
+            tracing::debug!(
+                stores = queue.entries.len(),
+                "cluster: a stream acknowledged again; sending its stores again in order"
+            );
+            for entry in queue.entries.iter_mut() {
+                entry.send(inner).await;
+            }
+            queue.mode = Mode::Drain {
+                resent: queue.entries.len(),
+            };
+        }
+        Mode::Drain { resent } => {
+            let resent = resent.saturating_sub(1);
+            if resent > 0 {
+                queue.mode = Mode::Drain { resent };
+                return;
+            }
+            if !up {
+                queue.mode = Mode::Probe {
+                    retry: Some(Instant::now() + RETRY_PAUSE),
+                };
+                return;
+            }
+            // Every store re-sent is through: what waited behind them goes now.
+            for entry in queue.entries.iter_mut() {
+                entry.send(inner).await;
+            }
+            queue.mode = Mode::Open;
         }
     }
 }
 
-/// Send every store in flight again, oldest first.
-async fn resend_all(inner: &Inner, in_flight: &mut VecDeque<InFlight>) {
-    if !in_flight.is_empty() {
-        tracing::debug!(
-            stores = in_flight.len(),
-            "cluster: sending unacknowledged stores again"
-        );
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_shard_stream_and_the_retained_bucket_have_their_own_queue() {
+        assert_eq!(queue_of("fmq.m.3.a.b", 8), 3);
+        assert_eq!(queue_of("fmq.m.0.a", 8), 0);
+        assert_eq!(queue_of("fmq.m.7.$q2.c.1.5", 8), 7);
+        assert_eq!(queue_of("$KV.FMQ_RETAIN.a_2fb", 8), 8);
+        // Not a shard of this cluster, another bucket: the last queue.
+        assert_eq!(queue_of("fmq.m.8.a", 8), 9);
+        assert_eq!(queue_of("fmq.m.x.a", 8), 9);
+        assert_eq!(queue_of("$KV.FMQ_RETAINED.a", 8), 9);
+        assert_eq!(queue_of("$KV.FMQ_SESS.a", 8), 9);
     }
-    for entry in in_flight.iter_mut() {
-        entry.send(inner).await;
+
+    fn entry(age: Duration) -> (InFlight, oneshot::Receiver<Result<(), DurabilityError>>) {
+        let (tx, rx) = oneshot::channel();
+        let taken = Instant::now() - age;
+        let entry = InFlight {
+            subject: "fmq.m.0.t".into(),
+            payload: Bytes::new(),
+            delete: false,
+            id: "x".into(),
+            done: Some(tx),
+            expect: None,
+            first_sent: taken,
+            sent: taken,
+            ack: Box::pin(std::future::pending()),
+        };
+        (entry, rx)
+    }
+
+    #[test]
+    fn a_failed_attempt_fails_only_what_is_past_store_timeout_and_probes_with_the_front() {
+        let timeout = Duration::from_secs(5);
+        let (old, mut old_rx) = entry(Duration::from_secs(6));
+        let (young, mut young_rx) = entry(Duration::from_secs(1));
+        let mut queue = Queue {
+            entries: VecDeque::from([old, young]),
+            mode: Mode::Open,
+        };
+        queue.failed(timeout, "no answer");
+        assert!(matches!(
+            old_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert!(young_rx.try_recv().is_err(), "still waiting");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
+        // The front is not live until its re-send: nothing answers for it meanwhile.
+        assert!(!queue.front_live());
+        let deadline = queue.deadline(attempt_timeout(timeout), timeout);
+        assert!(deadline.is_some_and(|d| d <= Instant::now() + RETRY_PAUSE));
+    }
+
+    #[test]
+    fn a_drain_whose_resent_stores_all_expired_probes_with_the_ones_that_waited() {
+        let timeout = Duration::from_secs(5);
+        let (resent, _r1) = entry(Duration::from_secs(6));
+        let (waited, _r2) = entry(Duration::from_secs(1));
+        let mut queue = Queue {
+            entries: VecDeque::from([resent, waited]),
+            mode: Mode::Drain { resent: 1 },
+        };
+        queue.expire(timeout, "no answer");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
+        queue.expire(Duration::ZERO, "no answer");
+        assert!(queue.entries.is_empty());
+        assert_eq!(queue.mode, Mode::Open, "an empty queue is open");
     }
 }

@@ -149,7 +149,24 @@ pub async fn audit_note(
     shards: usize,
     recording: &Recording,
 ) -> String {
-    match stored_messages(client, shards).await {
+    audit(client, shards, recording).await.0
+}
+
+/// The audit's note (see [`audit_note`]) and the messages stored after a later message of
+/// their publisher (`None` when the streams could not be read). Each publisher of the load
+/// has one topic, so these are inversions per (publisher, topic) in the store itself.
+pub async fn audit(
+    client: &async_nats::Client,
+    shards: usize,
+    recording: &Recording,
+) -> (String, Option<usize>) {
+    let stored = stored_messages(client, shards).await;
+    let inversions = stored.as_ref().ok().map(|s| s.inversions);
+    (describe(stored, recording), inversions)
+}
+
+fn describe(stored: Result<Stored, String>, recording: &Recording) -> String {
+    match stored {
         Ok(stored) => {
             let (missing, examples) = acked_not_stored(recording, &stored.messages);
             format!(

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::audit::audit_note;
+use super::audit::audit;
 use super::checker::check;
 use super::cluster::{
     common_violations, inversion_examples, meta_leader, pub_gap_ms, stream_leaders,
@@ -265,7 +265,32 @@ pub async fn s3_kill_leader_server(
     kill_at: Duration,
     target: S3Target,
 ) -> std::io::Result<Outcome> {
-    let timings = election_timings();
+    s3_kill_leader_server_with(program, load, kill_at, target, &election_timings()).await
+}
+
+/// The publishers whose topic's shard stream is not in `led` (the streams the victim led
+/// when it died): the ones a stream election must not hold.
+pub fn publishers_off(load: &LoadConfig, led: &[String]) -> Vec<u32> {
+    (0u32..)
+        .zip(&load.plan().publisher_topics)
+        .filter(|(_, topic)| {
+            let stream = ferromq::cluster::shard_stream(ferromq::cluster::shard_of(topic, SHARDS));
+            !led.contains(&stream)
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// [`s3_kill_leader_server`] with the nodes' cluster attributes given (`timings`, such as
+/// [`election_timings`] with a `storeTimeout`).
+pub async fn s3_kill_leader_server_with(
+    program: BrokerProgram,
+    load: &LoadConfig,
+    kill_at: Duration,
+    target: S3Target,
+    timings: &str,
+) -> std::io::Result<Outcome> {
+    let timings = timings.to_string();
     let rig = ClusterRig::start(program, &timings).await?;
     let client = async_nats::connect(rig.nats.client_urls())
         .await
@@ -301,6 +326,9 @@ pub async fn s3_kill_leader_server(
     let report = check(&recording);
     let violations = common_violations(&report, true);
     let hot_gap = pub_gap_ms(&recording, |p| hot_publishers.contains(&p));
+    let led_at_kill = led.lock().clone();
+    let off = publishers_off(load, &led_at_kill);
+    let off_gap = pub_gap_ms(&recording, |p| off.contains(&p));
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
     let mut notes = vec![
         format!(
@@ -310,9 +338,10 @@ pub async fn s3_kill_leader_server(
             new_leader.as_deref().unwrap_or("nobody")
         ),
         format!(
-            "hot shard {hot} (publishers {hot_publishers:?}): F_pub {} ms; all publishers: \
-             F_pub {} ms",
+            "hot shard {hot} (publishers {hot_publishers:?}): F_pub {} ms; publishers of \
+             shards the victim did not lead ({off:?}): F_pub {} ms; all publishers: F_pub {} ms",
             fmt(hot_gap),
+            fmt(off_gap),
             fmt(report.f_pub_max_gap_ms)
         ),
         format!(
@@ -323,7 +352,8 @@ pub async fn s3_kill_leader_server(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
-    notes.push(audit_note(&client, SHARDS, &recording).await);
+    let (audit_line, stored_inversions) = audit(&client, SHARDS, &recording).await;
+    notes.push(audit_line);
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
     let mut figures = vec![(
@@ -332,6 +362,12 @@ pub async fn s3_kill_leader_server(
     )];
     if target == S3Target::HotShard {
         figures.push(("F_pub hot shard".into(), hot_gap.unwrap_or(0.0)));
+    }
+    if let Some(gap) = off_gap {
+        figures.push(("F_pub shards the victim did not lead".into(), gap));
+    }
+    if let Some(n) = stored_inversions {
+        figures.push(("stored out of order".into(), n as f64));
     }
     figures.push((
         "slowest persistent CONNECT from the kill".into(),
@@ -406,6 +442,9 @@ pub async fn s4_kill_machine(
     let other_gap = pub_gap_ms(&recording, |p| {
         !hot_publishers.contains(&p) && !on_victim(p)
     });
+    let led_at_kill = led.lock().clone();
+    let off = publishers_off(load, &led_at_kill);
+    let off_gap = pub_gap_ms(&recording, |p| off.contains(&p) && !on_victim(p));
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
     let resume_ms = report
         .faults
@@ -422,10 +461,11 @@ pub async fn s4_kill_machine(
         ),
         format!(
             "F_pub (largest PUBACK gap) of publishers not on {}: hot shard {hot} {} ms, other \
-             shards {} ms; all {} ms",
+             shards {} ms (shards the victim did not lead {} ms); all {} ms",
             node.name,
             fmt(hot_gap),
             fmt(other_gap),
+            fmt(off_gap),
             fmt(report.f_pub_max_gap_ms)
         ),
         format!(
@@ -437,10 +477,11 @@ pub async fn s4_kill_machine(
     for example in inversion_examples(&recording, 5) {
         notes.push(format!("inversion: {example}"));
     }
-    notes.push(audit_note(&client, SHARDS, &recording).await);
+    let (audit_line, stored_inversions) = audit(&client, SHARDS, &recording).await;
+    notes.push(audit_line);
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
-    let figures = vec![
+    let mut figures = vec![
         (
             "F_pub hot shard, surviving publishers".to_string(),
             hot_gap.unwrap_or(0.0),
@@ -450,6 +491,15 @@ pub async fn s4_kill_machine(
             other_gap.unwrap_or(0.0),
         ),
     ];
+    if let Some(gap) = off_gap {
+        figures.push((
+            "F_pub shards the victim did not lead, surviving publishers".into(),
+            gap,
+        ));
+    }
+    if let Some(n) = stored_inversions {
+        figures.push(("stored out of order".into(), n as f64));
+    }
     Ok(Outcome {
         report: Some(report),
         notes,
