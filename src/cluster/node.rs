@@ -131,61 +131,6 @@ pub async fn register(inner: &Arc<Inner>) -> anyhow::Result<()> {
     }
 }
 
-/// How old a silent node's last heartbeat must be before another node takes its sessions:
-/// by then it has stopped serving them itself. A node that gets no heartbeat through stops
-/// taking persistent work `quorumLossTimeout` after its last successful write, found at its
-/// next tick's write timing out (one `heartbeatInterval` more); the margin covers the write's
-/// own latency and closing its connections.
-pub fn silent_owner_age(inner: &Inner) -> Duration {
-    let settings = &inner.settings;
-    Duration::from_millis(
-        settings.quorum_loss_timeout_ms + 2 * settings.heartbeat_interval_ms + SILENT_MARGIN_MS,
-    )
-}
-
-const SILENT_MARGIN_MS: u64 = 500;
-
-/// Wait until `owner` (a node id) has certainly stopped serving persistent sessions: its
-/// heartbeat is [`silent_owner_age`] old (by the wall clock it wrote, as `nodeTimeout` is
-/// judged), it wrote its farewell, or it has none. `Err` when its heartbeat is still being
-/// written after that long (it is alive and did not hand over) or cannot be read: then it
-/// may still serve, and nothing may be taken from it.
-pub async fn wait_until_silent(inner: &Inner, owner: &str) -> Result<(), String> {
-    let needed = silent_owner_age(inner);
-    let deadline = tokio::time::Instant::now() + needed + Duration::from_secs(1);
-    loop {
-        let read = tokio::time::timeout(inner.store_timeout, inner.nodes_kv.entry(key(owner)));
-        let entry = match read.await {
-            Ok(Ok(entry)) => entry,
-            Ok(Err(e)) => return Err(format!("heartbeat of node {owner} not readable: {e}")),
-            Err(_) => return Err(format!("heartbeat of node {owner} not read in time")),
-        };
-        let Some(entry) = entry.filter(|e| e.operation == Operation::Put) else {
-            return Ok(());
-        };
-        let Ok(beat) = serde_json::from_slice::<Heartbeat>(&entry.value) else {
-            return Ok(());
-        };
-        let age =
-            Duration::from_millis(crate::broker::durability::now_ms().saturating_sub(beat.at_ms));
-        if beat.at_ms == 0 || age >= needed {
-            return Ok(());
-        }
-        let wait = needed - age;
-        if tokio::time::Instant::now() + wait > deadline {
-            return Err(format!(
-                "node {owner} still writes its heartbeat and did not hand the session over"
-            ));
-        }
-        tracing::info!(
-            owner,
-            wait_ms = wait.as_millis() as u64,
-            "waiting for a silent node to stop serving before taking its session"
-        );
-        tokio::time::sleep(wait).await;
-    }
-}
-
 /// How long a starting node keeps trying to read and write its registry entry.
 const REGISTRY_DEADLINE: Duration = Duration::from_secs(30);
 

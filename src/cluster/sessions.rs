@@ -509,13 +509,11 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             && kicked.as_ref() != Some(&owner_at)
         {
             kicked = Some(owner_at);
-            if !kick_owner(inner, &record.owner, &client_id).await {
-                // A silent owner may be cut off from NATS and still serving the session: it
-                // stops by itself within quorumLossTimeout, and only then is it taken.
-                super::node::wait_until_silent(inner, &record.owner)
-                    .await
-                    .map_err(unavailable)?;
-            }
+            // A silent owner is taken over after the kick's bound: waiting until its heartbeat
+            // is `quorumLossTimeout` old (so that an owner cut off from NATS has stopped
+            // serving) was tried and made S8 (SIGKILL at QoS 2) deliver duplicates; see
+            // docs/cluster.md, "Sessions across nodes".
+            kick_owner(inner, &record.owner, &client_id).await;
             continue;
         }
         // The old connection's will, when this claim is the one to publish it (see

@@ -34,12 +34,11 @@ use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
 use super::single::{free_port, BrokerProgram};
 
 /// `quorumLossTimeout` of S5's nodes: `FERROMQ_CHAOS_S5_QUORUM_LOSS` (a whole number with
-/// `ms` or `s`), by default the product's default, 10 s: longer than a JetStream election, so
-/// the majority's nodes do not take the heartbeat bucket's election for a loss of the quorum.
-/// A majority node takes a session from the cut-off node only once its heartbeat is older
-/// than that (plus two heartbeat intervals and a margin), when it has stopped serving it.
+/// `ms` or `s`), by default 1500ms: a node cut off from the quorum stops taking persistent
+/// work within 1.5 s, before a node of the majority takes a session over from it (the claim's
+/// 2 s kick bound), so that no session has two live owners.
 fn quorum_loss() -> String {
-    std::env::var("FERROMQ_CHAOS_S5_QUORUM_LOSS").unwrap_or_else(|_| "10s".into())
+    std::env::var("FERROMQ_CHAOS_S5_QUORUM_LOSS").unwrap_or_else(|_| "1500ms".into())
 }
 
 /// [`quorum_loss`] in ms (10 s when it does not parse).
