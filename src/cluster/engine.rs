@@ -468,7 +468,6 @@ impl Backplane for ClusterEngine {
             super::drain::start(&inner).await?;
             super::node::start(&inner);
             super::reaper::start(&inner);
-            super::queues::start(&inner);
             Ok(())
         })
     }

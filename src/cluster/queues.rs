@@ -156,7 +156,9 @@ fn send_ack(acker: Arc<Acker>, kind: AckKind) {
     }
 }
 
-/// [`QUEUE_STREAM`], made when missing.
+/// [`QUEUE_STREAM`], made when missing, at the first use of a queue on this node (a cluster
+/// without STOMP queues keeps no such stream: its raft group would be one more to recover
+/// after a restart of the servers); the first SEND waits for its raft group to form.
 async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
     inner
         .queues
@@ -179,6 +181,13 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match js.get_or_create_stream(config.clone()).await {
+                    // A new stream answers stores only once its raft group has a leader.
+                    Ok(mut stream) if Instant::now() < deadline => match stream.info().await {
+                        Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
+                            return Ok(())
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    },
                     Ok(_) => return Ok(()),
                     Err(e) if Instant::now() < deadline => {
                         tracing::warn!("cluster queue stream: {e}; retrying");
@@ -190,17 +199,6 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
         })
         .await
         .map(|_| ())
-}
-
-/// At the node's start: make [`QUEUE_STREAM`] in the background, so the first SEND does not
-/// wait for its raft group.
-pub fn start(inner: &Arc<Inner>) {
-    let inner = inner.clone();
-    tokio::spawn(async move {
-        if let Err(e) = ensure_stream(&inner).await {
-            tracing::warn!("{e} (made again at the first queue use)");
-        }
-    });
 }
 
 /// Hand a store to the ordered store task (started on first use); the answer resolves when

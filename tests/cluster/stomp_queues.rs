@@ -173,6 +173,18 @@ async fn each_message_to_exactly_one_consumer(stomp: &[SocketAddr]) {
     subscribe(&mut b, q, "b", &opts).await;
     subscribe(&mut c, q, "c", &opts).await;
     let mut producer = connected(stomp[0]).await;
+    // The cluster's first queue use makes the queue stream: its SEND waits for the stream's
+    // raft group to form (docs/cluster.md, "STOMP queues across nodes").
+    assert!(
+        send_receipted(&mut producer, q, "first", Duration::from_secs(40)).await,
+        "no RECEIPT for the first SEND"
+    );
+    let first = collect(&mut [&mut b, &mut c], true, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        first.len(),
+        1,
+        "the first message to one consumer: {first:?}"
+    );
     const N: usize = 200;
     for n in 0..N {
         send_ok(&mut producer, q, &n.to_string()).await;
