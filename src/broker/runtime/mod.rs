@@ -50,7 +50,7 @@ pub use wills::will_delay_secs;
 pub struct BrokerCore {
     pub registry: SessionRegistry,
     /// filter -> (session id -> the subscription's options). Read it freely; change it only
-    /// through [`Self::change_subscriptions`] (publishers cache routes resolved from it).
+    /// through `BrokerCore::change_subscriptions` (publishers cache routes resolved from it).
     pub subscriptions: RwLock<SubscriptionTree<SessionId, SubscriptionOptions>>,
     /// This broker among the others of the process (tests run many): the key of its routes in
     /// the per-thread route cache (see `route_cache.rs`).
