@@ -12,6 +12,7 @@ mod admin_session;
 mod chaos_single;
 mod crash;
 mod crash_mixed;
+mod crash_online;
 mod crash_qos2;
 mod destination_admin;
 mod disk_full;
