@@ -1,6 +1,6 @@
-//! Crash safety of "delivered before stored": with an ONLINE persistent subscriber, a QoS 1
-//! publish is routed before its commit is durable, and its PUBACK may leave as soon as the
-//! subscriber acknowledged it (the entry is then never written). The `ferromq` binary is
+//! Crash safety with an ONLINE persistent subscriber: every QoS 1 publish is PUBACKed only
+//! after its commit is durable, and deliveries to the connected subscriber run meanwhile (a
+//! change that routes or acknowledges before the commit must still pass this). The `ferromq` binary is
 //! killed with SIGKILL at random moments while several publishers stream numbered messages
 //! to the subscriber, which acknowledges everything and reconnects after each restart. At the
 //! end every message the broker PUBACKed must have reached the subscriber: delivered before
