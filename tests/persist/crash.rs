@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferromq::protocol::{Ack, Packet, QoS};
 
-use crate::support::wire::{numbered_publish, payload_number, CrashRig, Wire};
+use crate::support::wire::{payload_number, publish_numbers, CrashRig, Wire};
 
 const MESSAGES: u32 = 10_000;
 const KILLS: u32 = 10;
@@ -28,31 +28,11 @@ async fn publish_some(
     progress: &AtomicUsize,
 ) -> std::io::Result<()> {
     let todo: Vec<u32> = (0..MESSAGES).filter(|n| !acked.contains(n)).collect();
-    let mut todo = todo.into_iter();
-    let mut in_flight: std::collections::HashMap<u16, u32> = Default::default();
-    let mut next_id: u16 = 1;
-    loop {
-        while in_flight.len() < WINDOW {
-            let Some(number) = todo.next() else { break };
-            let id = next_id;
-            next_id = next_id.checked_add(1).unwrap_or(1);
-            wire.send(&numbered_publish(TOPIC, number, id)).await?;
-            in_flight.insert(id, number);
-        }
-        if in_flight.is_empty() {
-            return Ok(());
-        }
-        match wire.recv(Duration::from_secs(5)).await? {
-            Some(Packet::PubAck(a)) => {
-                if let Some(number) = in_flight.remove(&a.packet_id) {
-                    acked.insert(number);
-                    progress.store(acked.len(), Ordering::Relaxed);
-                }
-            }
-            Some(other) => panic!("unexpected packet to the publisher: {other:?}"),
-            None => return Err(std::io::ErrorKind::TimedOut.into()),
-        }
-    }
+    publish_numbers(wire, TOPIC, todo, WINDOW, |number| {
+        acked.insert(number);
+        progress.store(acked.len(), Ordering::Relaxed);
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

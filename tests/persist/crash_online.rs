@@ -6,7 +6,7 @@
 //! end every message the broker PUBACKed must have reached the subscriber: delivered before
 //! a kill, or redelivered from the store after the restart (duplicates allowed at QoS 1).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ferromq::protocol::{Ack, Packet, QoS};
 use parking_lot::Mutex;
 
-use crate::support::wire::{numbered_publish, payload_number, CrashRig, Wire};
+use crate::support::wire::{payload_number, publish_numbers, CrashRig, Wire};
 
 const PUBLISHERS: u32 = 4;
 const MESSAGES_PER_PUBLISHER: u32 = 5_000;
@@ -39,31 +39,11 @@ async fn publish_some(
             .filter(|n| !acked.contains(n))
             .collect()
     };
-    let mut todo = todo.into_iter();
-    let mut in_flight: HashMap<u16, u32> = HashMap::new();
-    let mut next_id: u16 = 1;
-    loop {
-        while in_flight.len() < WINDOW {
-            let Some(number) = todo.next() else { break };
-            let id = next_id;
-            next_id = next_id.checked_add(1).unwrap_or(1);
-            wire.send(&numbered_publish(TOPIC, number, id)).await?;
-            in_flight.insert(id, number);
-        }
-        if in_flight.is_empty() {
-            return Ok(());
-        }
-        match wire.recv(Duration::from_secs(5)).await? {
-            Some(Packet::PubAck(a)) => {
-                if let Some(number) = in_flight.remove(&a.packet_id) {
-                    acked.lock().insert(number);
-                    progress.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            Some(other) => panic!("unexpected packet to a publisher: {other:?}"),
-            None => return Err(std::io::ErrorKind::TimedOut.into()),
-        }
-    }
+    publish_numbers(wire, TOPIC, todo, WINDOW, |number| {
+        acked.lock().insert(number);
+        progress.fetch_add(1, Ordering::Relaxed);
+    })
+    .await
 }
 
 /// The online subscriber: acknowledges every delivery, reconnects (clean session 0) after each

@@ -111,6 +111,43 @@ impl Wire {
     }
 }
 
+/// Sends `numbers` as [`numbered_publish`]es on `topic` with at most `window` unacknowledged,
+/// calling `on_ack` with each number its PUBACK acknowledges. Returns when every number is
+/// acknowledged, or the connection's error (5 s without a packet: `TimedOut`), so the caller
+/// reconnects and sends what `on_ack` has not seen.
+pub async fn publish_numbers(
+    wire: &mut Wire,
+    topic: &str,
+    numbers: impl IntoIterator<Item = u32>,
+    window: usize,
+    mut on_ack: impl FnMut(u32),
+) -> std::io::Result<()> {
+    let mut todo = numbers.into_iter();
+    let mut in_flight: std::collections::HashMap<u16, u32> = Default::default();
+    let mut next_id: u16 = 1;
+    loop {
+        while in_flight.len() < window {
+            let Some(number) = todo.next() else { break };
+            let id = next_id;
+            next_id = next_id.checked_add(1).unwrap_or(1);
+            wire.send(&numbered_publish(topic, number, id)).await?;
+            in_flight.insert(id, number);
+        }
+        if in_flight.is_empty() {
+            return Ok(());
+        }
+        match wire.recv(Duration::from_secs(5)).await? {
+            Some(Packet::PubAck(a)) => {
+                if let Some(number) = in_flight.remove(&a.packet_id) {
+                    on_ack(number);
+                }
+            }
+            Some(other) => panic!("unexpected packet to a publisher: {other:?}"),
+            None => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+}
+
 /// A QoS 1 PUBLISH whose payload is `number` (4 bytes, big endian).
 pub fn numbered_publish(topic: &str, number: u32, packet_id: u16) -> Packet {
     Packet::Publish(Publish {
