@@ -147,6 +147,9 @@ fn shard_of_stream(stream: &str) -> Option<usize> {
 /// Acknowledged stores kept at most before the oldest are given up on (a reader stalled that
 /// long cannot confirm them; they are logged).
 const LEDGER_LIMIT: usize = 200_000;
+/// Payload bytes the ledger keeps at most (payloads up to NATS's `max_payload` would make
+/// [`LEDGER_LIMIT`] entries many GiB): past it the oldest are given up on the same way.
+const LEDGER_BYTES: usize = 64 * 1024 * 1024;
 /// Per shard, how many of the last read (sequence, id) pairs are remembered for an
 /// acknowledgement that arrives after the reader read its message.
 const RECENT: usize = 16_384;
@@ -164,6 +167,8 @@ struct Pending {
 struct Shard {
     /// By sequence.
     pending: BTreeMap<u64, Pending>,
+    /// The payload bytes of `pending`.
+    pending_bytes: usize,
     /// The last sequence the node's reader read.
     read_upto: u64,
     /// The last [`RECENT`] sequences read, with the id of the message (if it had one).
@@ -197,7 +202,8 @@ impl Ledger {
                 return;
             };
             if seq > shard.read_upto {
-                shard.pending.insert(
+                shard.pending_bytes += again.payload.len();
+                let replaced = shard.pending.insert(
                     seq,
                     Pending {
                         id: id.to_owned(),
@@ -205,20 +211,31 @@ impl Ledger {
                         payload: again.payload.clone(),
                     },
                 );
-                let total: usize = shards.iter().map(|s| s.pending.len()).sum();
-                if total > LEDGER_LIMIT {
-                    // The shard with the oldest reader gives up its oldest entry.
-                    if let Some(shard) = shards.iter_mut().max_by_key(|s| s.pending.len()) {
-                        if let Some((seq, p)) = shard.pending.pop_first() {
-                            tracing::warn!(
-                                target: TARGET,
-                                shard = k,
-                                seq,
-                                id = %p.id,
-                                "acknowledged store not confirmed: the reader is too far behind"
-                            );
-                        }
+                if let Some(old) = replaced {
+                    shard.pending_bytes = shard.pending_bytes.saturating_sub(old.payload.len());
+                }
+                loop {
+                    let (entries, bytes) = shards.iter().fold((0, 0), |(n, b), s| {
+                        (n + s.pending.len(), b + s.pending_bytes)
+                    });
+                    if entries <= LEDGER_LIMIT && bytes <= LEDGER_BYTES {
+                        break;
                     }
+                    // The shard with the most waiting gives up its oldest entry.
+                    let Some(shard) = shards.iter_mut().max_by_key(|s| s.pending.len()) else {
+                        break;
+                    };
+                    let Some((seq, p)) = shard.pending.pop_first() else {
+                        break;
+                    };
+                    shard.pending_bytes = shard.pending_bytes.saturating_sub(p.payload.len());
+                    tracing::warn!(
+                        target: TARGET,
+                        shard = k,
+                        seq,
+                        id = %p.id,
+                        "acknowledged store not confirmed: the reader is too far behind"
+                    );
                 }
                 return;
             }
@@ -259,6 +276,7 @@ impl Ledger {
                     break;
                 }
                 let (at, pending) = entry.remove_entry();
+                shard.pending_bytes = shard.pending_bytes.saturating_sub(pending.payload.len());
                 if at == seq && id == Some(pending.id.as_str()) {
                     continue;
                 }
