@@ -401,6 +401,12 @@ impl Durability for ClusterEngine {
         self.inner.next_queue_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    /// The origin counter of the message's frame, from which its store's message id is
+    /// derived (see `publish.rs`).
+    fn store_id(&self) -> Option<u64> {
+        Some(self.inner.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
     fn commit(&self, changes: Vec<crate::broker::durability::Change>) -> Commit {
         self.inner.groups.observe(&changes);
         let acknowledged = super::queues::observe(&self.inner, &changes);

@@ -50,16 +50,29 @@ pub enum Outgoing {
         /// sequence" answer is final (not sent again) and reported as
         /// [`DurabilityError::Stale`] for the caller to read the subject.
         expect: Option<(u64, String)>,
+        /// The message id when the caller keeps it across its retries of this store (a
+        /// publish's [`message_id`]); `None`: the task picks one.
+        id: Option<String>,
     },
 }
 
+/// The message id (`Nats-Msg-Id`) of the store of the message this node numbered `counter`:
+/// the same for every retry of its commit (see [`Durability::store_id`]).
+///
+/// [`Durability::store_id`]: crate::broker::durability::Durability::store_id
+pub fn message_id(instance: u64, counter: u64) -> String {
+    format!("{instance:x}-m{counter:x}")
+}
+
 /// Hand a publish to the task; the answer resolves when what gates its acknowledgement is
-/// stored (at once for QoS 0).
+/// stored (at once for QoS 0). `store_id`: the number its connection keeps across retries of
+/// this commit (`None`: a fresh one).
 pub fn publish(
     inner: &Arc<Inner>,
     message: Message,
     retained: RetainedChange,
     publisher: Option<&str>,
+    store_id: Option<u64>,
 ) -> Commit {
     if !super::subject::topic_fits(&message.topic) {
         // NATS drops a connection that sends a longer subject (MQTT PUBLISH refuses such
@@ -69,9 +82,11 @@ pub fn publish(
             message.topic.len()
         ))));
     }
-    let counter = inner
-        .counter
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counter = store_id.unwrap_or_else(|| {
+        inner
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    });
     let payload = match encode_message(&message, inner.instance, counter, publisher) {
         Ok(p) => p,
         Err(e) => return Commit::Done(Err(DurabilityError::Unavailable(e.to_string()))),
@@ -98,6 +113,8 @@ pub fn publish(
             delete: false,
             done: Some(tx),
             expect: None,
+            // A publish its connection may retry is stored under an id of its own.
+            id: store_id.map(|_| message_id(inner.instance, counter)),
         }) {
             return Commit::Done(Err(e));
         }
@@ -132,6 +149,7 @@ pub fn publish(
             delete: retained == RetainedChange::Clear,
             done: Some(tx),
             expect: None,
+            id: None,
         };
         if let Err(e) = send(item) {
             return Commit::Done(Err(e));
@@ -187,9 +205,15 @@ struct InFlight {
     done: Option<Done>,
     /// The subject's last sequence this store expects (compare-and-set), if any.
     expect: Option<u64>,
-    /// When the task took it: the first send, or the start of its wait behind a re-send
-    /// (`storeTimeout` counts from here).
-    first_sent: Instant,
+    /// Whether its caller retries it under the same id after a failure, so that it is kept
+    /// as an orphan (see [`Queue::expire`]).
+    kept_id: bool,
+    /// Its waiter was told it failed; it stays first in its queue until its publisher's
+    /// retry takes it over, it is acknowledged, or `expires` passes.
+    orphan: bool,
+    /// When its waiter is told it failed (`storeTimeout` after it was taken or taken over),
+    /// or, for an orphan, when it is dropped.
+    expires: Instant,
     sent: Instant,
     ack: AckFuture,
 }
@@ -266,6 +290,11 @@ fn attempt_timeout(store_timeout: Duration) -> Duration {
         .min(store_timeout)
 }
 
+/// How long a failed publish is kept first in its queue for its connection's retry (which
+/// comes after the connection's retry pause, 25 ms) to take it over; past it, the connection
+/// gave up (its refusal deadline, or it closed) and the store is dropped.
+const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
 /// The pause before the front of a queue is sent again after a failed attempt.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -313,10 +342,10 @@ impl Queue {
     }
 
     /// The next instant the task has to look at this queue without an answer: the front's
-    /// attempt timing out, a probe's re-send, a waiting store's `storeTimeout`.
-    fn deadline(&self, attempt: Duration, store_timeout: Duration) -> Option<Instant> {
+    /// attempt timing out, a probe's re-send, the front's `expires`.
+    fn deadline(&self, attempt: Duration) -> Option<Instant> {
         let front = self.entries.front()?;
-        let expiry = front.first_sent + store_timeout;
+        let expiry = front.expires;
         let next = match self.mode {
             Mode::Probe { retry: Some(at) } => at,
             _ => front.sent + attempt,
@@ -325,18 +354,34 @@ impl Queue {
     }
 
     /// Fail the stores taken `storeTimeout` ago or more (oldest first, so the front).
+    ///
+    /// A publish whose connection commits it again under the same id (`kept_id`) is not
+    /// dropped at once: its waiter is told, and it stays first, an orphan, for
+    /// [`ORPHAN_GRACE`] more. The retry takes it over ([`Queue::take_over`]) where it stands,
+    /// so it is neither stored twice (it may have landed with its acknowledgement lost) nor
+    /// overtaken by what its publisher sent after it, which waits behind it in this queue.
     fn expire(&mut self, store_timeout: Duration, why: &str) {
         let now = Instant::now();
-        while self
-            .entries
-            .front()
-            .is_some_and(|f| now.saturating_duration_since(f.first_sent) >= store_timeout)
-        {
+        let failure = || {
+            Err(DurabilityError::Unavailable(format!(
+                "{why} (gave up after {} ms)",
+                store_timeout.as_millis()
+            )))
+        };
+        while let Some(front) = self.entries.front_mut() {
+            if front.expires > now {
+                break;
+            }
+            if front.kept_id && !front.orphan {
+                front.orphan = true;
+                front.expires = now + ORPHAN_GRACE.min(store_timeout);
+                if let Some(done) = front.done.take() {
+                    let _ = done.send(failure());
+                }
+                break;
+            }
             if let Some(front) = self.entries.pop_front() {
-                front.finish(Err(DurabilityError::Unavailable(format!(
-                    "{why} (gave up after {} ms)",
-                    store_timeout.as_millis()
-                ))));
+                front.finish(failure());
             }
             if let Mode::Drain { resent } = &mut self.mode {
                 *resent = resent.saturating_sub(1);
@@ -350,6 +395,23 @@ impl Queue {
                 retry: Some(Instant::now()),
             };
         }
+    }
+
+    /// A retry of the orphan `id` (the commit of the same publish, again): it takes the
+    /// orphan's place, with a new `storeTimeout`. Gives `done` back when there is none.
+    fn take_over(
+        &mut self,
+        id: &str,
+        done: Option<Done>,
+        store_timeout: Duration,
+    ) -> Option<Option<Done>> {
+        let Some(orphan) = self.entries.iter_mut().find(|e| e.orphan && e.id == id) else {
+            return Some(done);
+        };
+        orphan.orphan = false;
+        orphan.done = done;
+        orphan.expires = Instant::now() + store_timeout;
+        None
     }
 
     /// The front was not acknowledged (`why`): fail what is past `storeTimeout`, then send
@@ -417,7 +479,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
         let up = connection.borrow().up;
         let deadline = queues
             .iter()
-            .filter_map(|q| q.deadline(attempt, store_timeout))
+            .filter_map(|q| q.deadline(attempt))
             .min();
         let wake = async move {
             match deadline {
@@ -467,12 +529,12 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             () = wake => {
                 let now = Instant::now();
                 for queue in queues.iter_mut() {
-                    let Some((sent, first_sent)) =
-                        queue.entries.front().map(|f| (f.sent, f.first_sent))
+                    let Some((sent, expires)) =
+                        queue.entries.front().map(|f| (f.sent, f.expires))
                     else {
                         continue;
                     };
-                    let expired = now.saturating_duration_since(first_sent) >= store_timeout;
+                    let expired = now >= expires;
                     match queue.mode {
                         Mode::Probe { retry: Some(at) } if at <= now => {
                             queue.expire(store_timeout, "the stream did not acknowledge");
@@ -508,14 +570,25 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 }
             }
             item = rx.recv(), if up && taken < MAX_IN_FLIGHT => {
-                let Some(Outgoing::Store { subject, payload, delete, done, expect }) = item else {
+                let Some(Outgoing::Store { subject, payload, delete, done, expect, id }) = item
+                else {
                     return;
                 };
                 next_id += 1;
                 let now = Instant::now();
-                let (expect, id) = match expect {
-                    Some((last, id)) => (Some(last), id),
-                    None => (None, format!("{:x}-{next_id:x}", inner.instance)),
+                let (expect, id, kept_id) = match (expect, id) {
+                    (Some((last, id)), _) => (Some(last), id, true),
+                    (None, Some(id)) => (None, id, true),
+                    (None, None) => (None, format!("{:x}-{next_id:x}", inner.instance), false),
+                };
+                let queue = &mut queues[queue_of(&subject, inner.shards)];
+                let done = if kept_id {
+                    match queue.take_over(&id, done, store_timeout) {
+                        Some(done) => done,
+                        None => continue,
+                    }
+                } else {
+                    done
                 };
                 let mut entry = InFlight {
                     subject,
@@ -524,11 +597,12 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     id,
                     done,
                     expect,
-                    first_sent: now,
+                    kept_id,
+                    orphan: false,
+                    expires: now + store_timeout,
                     sent: now,
                     ack: Box::pin(std::future::pending()),
                 };
-                let queue = &mut queues[queue_of(&entry.subject, inner.shards)];
                 // Behind a probe or a drain a store waits (an empty queue is always open).
                 if queue.mode == Mode::Open {
                     entry.send(&inner).await;
@@ -607,17 +681,26 @@ mod tests {
         assert_eq!(queue_of("$KV.FMQ_SESS.a", 8), 9);
     }
 
-    fn entry(age: Duration) -> (InFlight, oneshot::Receiver<Result<(), DurabilityError>>) {
+    /// The tests' `storeTimeout`.
+    const TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A store taken `age` ago; `id`: one its publisher keeps across retries.
+    fn entry(
+        age: Duration,
+        id: Option<&str>,
+    ) -> (InFlight, oneshot::Receiver<Result<(), DurabilityError>>) {
         let (tx, rx) = oneshot::channel();
         let taken = Instant::now() - age;
         let entry = InFlight {
             subject: "fmq.m.0.t".into(),
             payload: Bytes::new(),
             delete: false,
-            id: "x".into(),
+            id: id.unwrap_or("x").into(),
             done: Some(tx),
             expect: None,
-            first_sent: taken,
+            kept_id: id.is_some(),
+            orphan: false,
+            expires: taken + TIMEOUT,
             sent: taken,
             ack: Box::pin(std::future::pending()),
         };
@@ -626,9 +709,9 @@ mod tests {
 
     #[test]
     fn a_failed_attempt_fails_only_what_is_past_store_timeout_and_probes_with_the_front() {
-        let timeout = Duration::from_secs(5);
-        let (old, mut old_rx) = entry(Duration::from_secs(6));
-        let (young, mut young_rx) = entry(Duration::from_secs(1));
+        let timeout = TIMEOUT;
+        let (old, mut old_rx) = entry(Duration::from_secs(6), None);
+        let (young, mut young_rx) = entry(Duration::from_secs(1), None);
         let mut queue = Queue {
             entries: VecDeque::from([old, young]),
             mode: Mode::Open,
@@ -643,15 +726,15 @@ mod tests {
         assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
         // The front is not live until its re-send: nothing answers for it meanwhile.
         assert!(!queue.front_live());
-        let deadline = queue.deadline(attempt_timeout(timeout), timeout);
+        let deadline = queue.deadline(attempt_timeout(timeout));
         assert!(deadline.is_some_and(|d| d <= Instant::now() + RETRY_PAUSE));
     }
 
     #[test]
     fn a_drain_whose_resent_stores_all_expired_probes_with_the_ones_that_waited() {
-        let timeout = Duration::from_secs(5);
-        let (resent, _r1) = entry(Duration::from_secs(6));
-        let (waited, _r2) = entry(Duration::from_secs(1));
+        let timeout = TIMEOUT;
+        let (resent, _r1) = entry(Duration::from_secs(6), None);
+        let (waited, _r2) = entry(Duration::from_secs(1), None);
         let mut queue = Queue {
             entries: VecDeque::from([resent, waited]),
             mode: Mode::Drain { resent: 1 },
@@ -659,8 +742,68 @@ mod tests {
         queue.expire(timeout, "no answer");
         assert_eq!(queue.entries.len(), 1);
         assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
-        queue.expire(Duration::ZERO, "no answer");
+        if let Some(front) = queue.entries.front_mut() {
+            front.expires = Instant::now();
+        }
+        queue.expire(timeout, "no answer");
         assert!(queue.entries.is_empty());
         assert_eq!(queue.mode, Mode::Open, "an empty queue is open");
+    }
+
+    #[test]
+    fn a_publish_past_store_timeout_is_kept_first_for_its_retry_to_take_over() {
+        let (old, mut old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
+        let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
+        let mut queue = Queue {
+            entries: VecDeque::from([old, young]),
+            mode: Mode::Open,
+        };
+        queue.failed(TIMEOUT, "no answer");
+        // Its publisher hears of the failure, but the store keeps its place.
+        assert!(matches!(
+            old_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert_eq!(queue.entries.len(), 2);
+        assert!(queue.entries.front().is_some_and(|f| f.orphan));
+        // Another store's id takes nothing over.
+        let (tx, _rx) = oneshot::channel();
+        assert!(queue.take_over("i-m9", Some(tx), TIMEOUT).is_some());
+        // The retry under the same id does, where the orphan stands, with a new deadline.
+        let (tx, mut retry_rx) = oneshot::channel();
+        assert!(queue.take_over("i-m1", Some(tx), TIMEOUT).is_none());
+        assert_eq!(queue.entries.len(), 2);
+        let front = queue
+            .entries
+            .front()
+            .map(|f| (f.id.clone(), f.orphan, f.expires));
+        assert!(front.is_some_and(|(id, orphan, expires)| id == "i-m1"
+            && !orphan
+            && expires > Instant::now() + Duration::from_secs(4)));
+        assert!(
+            retry_rx.try_recv().is_err(),
+            "the retry waits for the stream"
+        );
+    }
+
+    #[test]
+    fn an_orphan_nobody_takes_over_is_dropped_after_its_grace() {
+        let (old, _old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
+        let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
+        let mut queue = Queue {
+            entries: VecDeque::from([old, young]),
+            mode: Mode::Open,
+        };
+        queue.expire(TIMEOUT, "no answer");
+        assert_eq!(queue.entries.len(), 2, "kept as an orphan");
+        if let Some(front) = queue.entries.front_mut() {
+            front.expires = Instant::now();
+        }
+        queue.expire(TIMEOUT, "no answer");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(queue
+            .entries
+            .front()
+            .is_some_and(|f| f.id == "i-m2" && !f.orphan));
     }
 }

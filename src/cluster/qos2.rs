@@ -153,7 +153,7 @@ pub fn received(
     let Some(incarnation) = incarnation_of(inner, &client_id) else {
         // Not a session of this node (being handed over): stored and routed at once, as
         // QoS 1; the connection closes with its session.
-        return super::publish::publish(inner, message, retained, Some(&client_id));
+        return super::publish::publish(inner, message, retained, Some(&client_id), None);
     };
     if !super::subject::topic_fits(&message.topic) {
         return Commit::Done(Err(unavailable(format!(
@@ -478,6 +478,7 @@ fn store(
         delete,
         done: Some(tx),
         expect,
+        id: None,
     });
     rx
 }

@@ -59,6 +59,7 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
                 message,
                 retained,
                 publisher: Some(publisher),
+                store_id: _,
             } if message.qos == QoS::ExactlyOnce
                 && inbound_qos2.as_ref().is_some_and(|(c, _)| *c == publisher) =>
             {
@@ -71,11 +72,13 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
                 message,
                 retained,
                 publisher,
+                store_id,
             } => waits.push(super::publish::publish(
                 inner,
                 message,
                 retained,
                 publisher.as_deref(),
+                store_id,
             )),
             Change::InboundQos2Released {
                 client_id,

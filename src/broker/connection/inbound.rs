@@ -350,6 +350,9 @@ impl Conn {
     ) -> Result<(), CloseReason> {
         let v5 = self.version == ProtocolVersion::V5;
         let (plan, mut changes) = self.core.plan_route(message, Some(self.session.id()));
+        // Every retry below commits the same publish under the same identity.
+        let store_id = self.core.durability().store_id();
+        Change::set_store_id(&mut changes, store_id);
         let qos2_change = inbound_qos2
             .filter(|_| self.session.is_persistent())
             .map(|packet_id| Change::InboundQos2Received {
@@ -404,6 +407,7 @@ impl Conn {
                 attempts += 1;
                 let (replanned, mut changes) =
                     core.plan_route(plan.into_message(), Some(session.id()));
+                Change::set_store_id(&mut changes, store_id);
                 changes.extend(qos2_change.clone());
                 plan = replanned;
                 result = core.durability().commit(changes).wait().await;

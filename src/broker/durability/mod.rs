@@ -292,6 +292,11 @@ pub enum Change {
         retained: RetainedChange,
         /// The publishing client (No Local subscriptions of its session skip the message).
         publisher: Option<Arc<str>>,
+        /// The identity the engine stores this publish under, from [`Durability::store_id`],
+        /// the same for every commit of it that its connection retries, so a store that did
+        /// land before its acknowledgement was lost is neither kept twice nor overtaken by
+        /// later publishes. `None`: the engine picks a fresh one.
+        store_id: Option<u64>,
     },
     /// A topic (MQTT form) now exists in the broker's destination map: created by a SUBSCRIBE
     /// or PUBLISH, or declared in `<destinations>`. Kept (no error when it is already) and
@@ -300,6 +305,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// Give the publishes among `changes` the identity `id` (see [`Durability::store_id`]).
+    pub fn set_store_id(changes: &mut [Change], id: Option<u64>) {
+        for change in changes {
+            if let Change::Published { store_id, .. } = change {
+                *store_id = id;
+            }
+        }
+    }
+
     pub fn sent(client_id: &Arc<str>, seq: QueueSeq, packet_id: u16) -> Change {
         Change::Sent {
             owner: QueueOwner::Session(client_id.clone()),
@@ -390,6 +404,13 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// Keep `changes` all-or-nothing, after every batch submitted before (the order of calls
     /// is the order of application, whether or not the answers are awaited).
     fn commit(&self, changes: Vec<Change>) -> Commit;
+
+    /// An identity for one publish whose commit its connection may retry, set in its
+    /// [`Change::Published`] on every attempt ([`Change::set_store_id`]). `None` (the
+    /// default): the engine has no use for one.
+    fn store_id(&self) -> Option<u64> {
+        None
+    }
 
     /// A persistent session's client left: its offline time starts now. Its will is gone
     /// (published or discarded), unless it is pending (kept with its deadline).

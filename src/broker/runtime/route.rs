@@ -392,6 +392,7 @@ impl BrokerCore {
             message: message.clone(),
             retained,
             publisher,
+            store_id: None,
         };
         let plan = RoutePlan {
             message,
