@@ -14,9 +14,9 @@
 //! it started. The cluster scenarios (S1 kill a ferromq node, S2 kill a nats-server that leads
 //! nothing, S3 kill the nats-server leading the hot shard or the session bucket, S4 a node and
 //! its nats-server together, S5 a black-hole partition of one machine in network namespaces,
-//! S6 SIGSTOP a node, S8 S1 at QoS 2, S9 many persistent sessions) run 3 nats-servers and 3 nodes
-//! (`tests/support/chaos/cluster.rs`, `faults.rs`, `partition.rs`) and add their own figures
-//! and pass criteria.
+//! S6 SIGSTOP a node, S8 S1 at QoS 2, S8-S3 S3 at QoS 2, S9 many persistent sessions) run 3
+//! nats-servers and 3 nodes (`tests/support/chaos/cluster.rs`, `faults.rs`, `partition.rs`)
+//! and add their own figures and pass criteria.
 
 #[path = "../tests/support/chaos/mod.rs"]
 mod chaos;
@@ -208,6 +208,24 @@ const SCENARIOS: &[(&str, &str, Scenario)] = &[
                     ..spec.load
                 };
                 let mut outcome = s1_kill_node(program, &load, spec.fault_at).await?;
+                qos2_criteria(&mut outcome);
+                Ok(outcome)
+            })
+        },
+    ),
+    (
+        "S8-S3",
+        "S3 with QoS 2: publishers and subscribers at QoS 2, SIGKILL the nats-server leading \
+         the hot shard's stream; L = 0 and D = 0",
+        |program, spec| {
+            Box::pin(async move {
+                let load = LoadConfig {
+                    qos: 2,
+                    ..spec.load
+                };
+                let mut outcome =
+                    s3_kill_leader_server(program, &load, spec.fault_at, S3Target::HotShard)
+                        .await?;
                 qos2_criteria(&mut outcome);
                 Ok(outcome)
             })

@@ -477,10 +477,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut next_id = 0u64;
     loop {
         let up = connection.borrow().up;
-        let deadline = queues
-            .iter()
-            .filter_map(|q| q.deadline(attempt))
-            .min();
+        let deadline = queues.iter().filter_map(|q| q.deadline(attempt)).min();
         let wake = async move {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
