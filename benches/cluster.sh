@@ -20,6 +20,12 @@
 #              saturated scenarios PUBACK latency is mostly queueing: in-flight / throughput)
 #   fanout-q0  1 publisher -> 10 subscribers, QoS 0, clean sessions (last: it can leave a
 #              ferromq cluster node with a backlog of QoS 0 messages still being delivered)
+# Not run unless named in SCENARIOS:
+#   fanin-q2   fanin-q1 at QoS 2 (publishes and subscription; a publish counts at its PUBCOMP)
+#   pairs-q2   pairs-q1 at QoS 2
+#   shared-q1  1 publisher -> one shared subscription ($share/g/...) of 10 members, QoS 1, MQTT
+#              3.1.1 members (each message to one member); nats-server's MQTT listener has no
+#              shared subscriptions, so d1/d3 skip it
 #
 # Environment (all optional):
 #   SYSTEMS, SCENARIOS  subsets of the lists above
@@ -221,6 +227,14 @@ run_one() {
     fanin-q1) args=(--mode fan-in --qos 1 --persistent-subscribers) ;;
     pairs-q1) args=(--mode pairs --qos 1 --persistent-subscribers) ;;
     fanout-q0) args=(--mode fan-out --qos 0) ;;
+    fanin-q2) args=(--mode fan-in --qos 2 --persistent-subscribers) ;;
+    pairs-q2) args=(--mode pairs --qos 2 --persistent-subscribers) ;;
+    shared-q1)
+      if [[ "$system" == d* ]]; then
+        log "$system $scenario: skipped (nats-server's MQTT listener has no shared subscriptions)"
+        return 0
+      fi
+      args=(--mode shared --publishers 1 --subscribers 10 --qos 1) ;;
     *) die "unknown scenario $scenario" ;;
   esac
   local cpu=(--cpu-pids "nats=$nats_pids")
@@ -344,7 +358,7 @@ for r in runs:
                  f"{fmt(pl.get('p50'))} / {fmt(pl.get('p99'))} | {fmt(el.get('p50'))} / {fmt(el.get('p99'))} | "
                  f"{fmt(g.get('ferromq'))} | {fmt(g.get('nats'))} | {fmt(rep.get('loadgen_cpu_percent'))} | "
                  f"{fmt(mem.get('ferromq'))} / {fmt(mem.get('nats'))} | {r['exit']} |")
-order = ["fanin-q1", "pairs-q1", "latency-q1", "fanout-q0"]
+order = ["fanin-q1", "pairs-q1", "fanin-q2", "pairs-q2", "shared-q1", "latency-q1", "fanout-q0"]
 scen = sorted({r["scenario"] for r in runs}, key=lambda s: order.index(s) if s in order else 9)
 ratios = [("b / a", "b", "a"), ("c1 / b", "c1", "b"), ("c2 / b", "c2", "b"), ("b / d1", "b", "d1"),
           ("c1 / d3", "c1", "d3"), ("c2 / d3", "c2", "d3"), ("c1 / d1", "c1", "d1")]
