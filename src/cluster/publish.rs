@@ -333,6 +333,9 @@ enum Mode {
 struct Queue {
     entries: VecDeque<InFlight>,
     mode: Mode,
+    /// Orphans are kept past their grace: set while the connection to NATS is down, when the
+    /// task takes nothing from its channel, where the retries that would take them over wait.
+    hold_orphans: bool,
 }
 
 impl Queue {
@@ -372,6 +375,10 @@ impl Queue {
             if front.expires > now {
                 break;
             }
+            if front.orphan && self.hold_orphans {
+                front.expires = now + ORPHAN_GRACE.min(store_timeout);
+                break;
+            }
             if front.kept_id && !front.orphan {
                 front.orphan = true;
                 front.expires = now + ORPHAN_GRACE.min(store_timeout);
@@ -394,6 +401,22 @@ impl Queue {
             self.mode = Mode::Probe {
                 retry: Some(Instant::now()),
             };
+        }
+    }
+
+    /// Forget the stores whose connection stopped waiting for them before they were
+    /// acknowledged (it closed): its client sends them again, wherever it reconnects, or,
+    /// gone, was promised nothing. Sending them after a stream came back (a healed partition)
+    /// would only store stale copies behind what the client sent again elsewhere. Only
+    /// publishes whose connection keeps their id are forgotten (a retained change of a QoS 0
+    /// message has no waiter by design). Called only where what follows sends the queue
+    /// again, so no count of re-sent stores is upset.
+    fn forget_abandoned(&mut self) {
+        self.entries.retain(|e| {
+            !(e.kept_id && !e.orphan && e.done.as_ref().is_some_and(|d| d.is_closed()))
+        });
+        if self.entries.is_empty() {
+            self.mode = Mode::Open;
         }
     }
 
@@ -471,12 +494,16 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
         .map(|_| Queue {
             entries: VecDeque::new(),
             mode: Mode::Open,
+            hold_orphans: false,
         })
         .collect();
     let mut taken = 0usize;
     let mut next_id = 0u64;
     loop {
         let up = connection.borrow().up;
+        for queue in queues.iter_mut() {
+            queue.hold_orphans = !up;
+        }
         let deadline = queues.iter().filter_map(|q| q.deadline(attempt)).min();
         let wake = async move {
             match deadline {
@@ -494,8 +521,11 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 if now.up && now.epoch != epoch {
                     epoch = now.epoch;
                     for queue in queues.iter_mut().filter(|q| !q.entries.is_empty()) {
-                        // A store that keeps costing the connection still ends at storeTimeout.
+                        // A store that keeps costing the connection still ends at storeTimeout;
+                        // an orphan gets its grace anew, for the retries that waited in the
+                        // channel meanwhile.
                         queue.mode = Mode::Probe { retry: None };
+                        queue.hold_orphans = true;
                         queue.expire(store_timeout, "the connection to NATS was lost");
                         if !queue.entries.is_empty() {
                             queue.mode = Mode::Probe { retry: Some(Instant::now()) };
@@ -539,6 +569,10 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                                 continue;
                             };
                             if up {
+                                queue.forget_abandoned();
+                                if queue.entries.is_empty() {
+                                    continue;
+                                }
                                 queue.mode = Mode::Probe { retry: None };
                                 if let Some(front) = queue.entries.front_mut() {
                                     front.send(&inner).await;
@@ -629,6 +663,10 @@ async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
                 };
                 return;
             }
+            queue.forget_abandoned();
+            if queue.entries.is_empty() {
+                return;
+            }
             tracing::debug!(
                 stores = queue.entries.len(),
                 "cluster: a stream acknowledged again; sending its stores again in order"
@@ -653,6 +691,7 @@ async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
                 return;
             }
             // Every store re-sent is through: what waited behind them goes now.
+            queue.forget_abandoned();
             for entry in queue.entries.iter_mut() {
                 entry.send(inner).await;
             }
@@ -712,6 +751,7 @@ mod tests {
         let mut queue = Queue {
             entries: VecDeque::from([old, young]),
             mode: Mode::Open,
+            hold_orphans: false,
         };
         queue.failed(timeout, "no answer");
         assert!(matches!(
@@ -735,6 +775,7 @@ mod tests {
         let mut queue = Queue {
             entries: VecDeque::from([resent, waited]),
             mode: Mode::Drain { resent: 1 },
+            hold_orphans: false,
         };
         queue.expire(timeout, "no answer");
         assert_eq!(queue.entries.len(), 1);
@@ -754,6 +795,7 @@ mod tests {
         let mut queue = Queue {
             entries: VecDeque::from([old, young]),
             mode: Mode::Open,
+            hold_orphans: false,
         };
         queue.failed(TIMEOUT, "no answer");
         // Its publisher hears of the failure, but the store keeps its place.
@@ -790,6 +832,7 @@ mod tests {
         let mut queue = Queue {
             entries: VecDeque::from([old, young]),
             mode: Mode::Open,
+            hold_orphans: false,
         };
         queue.expire(TIMEOUT, "no answer");
         assert_eq!(queue.entries.len(), 2, "kept as an orphan");
@@ -802,5 +845,50 @@ mod tests {
             .entries
             .front()
             .is_some_and(|f| f.id == "i-m2" && !f.orphan));
+    }
+
+    #[test]
+    fn an_orphan_is_kept_while_the_connection_to_nats_is_down() {
+        let (old, _old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
+        let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
+        let mut queue = Queue {
+            entries: VecDeque::from([old, young]),
+            mode: Mode::Open,
+            hold_orphans: false,
+        };
+        queue.expire(TIMEOUT, "no answer");
+        // Down: the retry that would take it over waits in the channel, untaken.
+        queue.hold_orphans = true;
+        if let Some(front) = queue.entries.front_mut() {
+            front.expires = Instant::now();
+        }
+        queue.expire(TIMEOUT, "the connection to NATS was lost");
+        assert_eq!(queue.entries.len(), 2, "kept");
+        assert!(queue
+            .entries
+            .front()
+            .is_some_and(|f| f.orphan && f.expires > Instant::now() + Duration::from_secs(1)));
+        let (tx, _rx) = oneshot::channel();
+        assert!(queue.take_over("i-m1", Some(tx), TIMEOUT).is_none());
+    }
+
+    #[test]
+    fn a_store_whose_connection_closed_is_forgotten_before_the_queue_is_sent_again() {
+        let (orphan, _orphan_rx) = entry(Duration::from_secs(6), Some("i-m1"));
+        let (abandoned, abandoned_rx) = entry(Duration::from_secs(1), Some("i-m2"));
+        let (waiting, _waiting_rx) = entry(Duration::from_secs(1), Some("i-m3"));
+        let (retained, retained_rx) = entry(Duration::from_secs(1), None);
+        let mut queue = Queue {
+            entries: VecDeque::from([orphan, abandoned, waiting, retained]),
+            mode: Mode::Probe { retry: None },
+            hold_orphans: false,
+        };
+        queue.expire(TIMEOUT, "no answer");
+        drop(abandoned_rx);
+        drop(retained_rx);
+        queue.forget_abandoned();
+        let ids: Vec<&str> = queue.entries.iter().map(|e| e.id.as_str()).collect();
+        // The orphan waits for its retry; a store without a kept id is not the connection's.
+        assert_eq!(ids, ["i-m1", "i-m3", "x"]);
     }
 }
