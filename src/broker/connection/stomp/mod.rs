@@ -19,6 +19,7 @@
 
 mod connect;
 mod destination;
+mod durable_cluster;
 mod frames;
 mod headers;
 mod heartbeat;
@@ -164,6 +165,8 @@ pub(crate) struct Ready {
     released_hold: bool,
     /// A COMMIT whose room is now granted: its frames are applied now (rare: boxed).
     transaction: Option<Box<frames::AdmittedTransaction>>,
+    /// A durable subscription claimed from the cluster (rare: boxed).
+    durable: Option<Box<durable_cluster::ClaimedDurable>>,
 }
 
 type PendingWork = Pin<Box<dyn Future<Output = Ready> + Send>>;
@@ -409,6 +412,9 @@ where
                     };
                     return Close::Administrative(frame);
                 }
+                if let Some(close) = conn.durable_kicked() {
+                    return close;
+                }
                 conn.out.pump_wanted = true;
             }
             Ok(()) = security_changes.changed() => {
@@ -578,6 +584,9 @@ impl StompConn {
         if let Some(transaction) = ready.transaction {
             self.apply_transaction(*transaction)?;
         }
+        if let Some(claimed) = ready.durable {
+            self.finish_claim(*claimed)?;
+        }
         match ready.fail {
             Some(close) => Err(close),
             None => Ok(()),
@@ -663,6 +672,12 @@ impl StompConn {
                     for frame in &ready.frames {
                         self.send(frame);
                     }
+                    if let Some(claimed) = ready.durable {
+                        // A durable session claimed from the cluster is attached and then
+                        // released with the others below: written offline, not left
+                        // claimed by a connection that is gone.
+                        let _ = self.finish_claim(*claimed);
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -674,6 +689,10 @@ impl StompConn {
         if let Close::Error(frame) | Close::Administrative(frame) = &reason {
             self.send(frame);
         }
+        // Before the last frames (a DISCONNECT's RECEIPT) leave: a client that subscribes
+        // again as soon as it reads them, here or on another cluster node, finds its durable
+        // subscriptions released.
+        self.release_subscriptions();
         if socket_usable {
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 loop {
@@ -689,6 +708,5 @@ impl StompConn {
             })
             .await;
         }
-        self.release_subscriptions();
     }
 }
