@@ -180,8 +180,10 @@ impl StompConn {
 
     /// The RECEIPT of a durable SUBSCRIBE in a cluster: once the live interest is in place
     /// (`ready`) and the session's record holds the subscription (`kept`); else an ERROR.
+    /// Subscription `key` delivers nothing before it.
     pub(super) fn receipt_when_kept(
         &mut self,
+        key: u64,
         ready: BackplaneFuture<()>,
         kept: Commit,
         frame: &Frame,
@@ -193,6 +195,7 @@ impl StompConn {
             match kept.wait().await {
                 Ok(()) => Ready {
                     frames: receipt.into_iter().collect(),
+                    receipted_sub: Some(key),
                     ..Ready::default()
                 },
                 Err(e) => Ready {

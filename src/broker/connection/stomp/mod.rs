@@ -167,6 +167,8 @@ pub(crate) struct Ready {
     transaction: Option<Box<frames::AdmittedTransaction>>,
     /// A durable subscription claimed from the cluster (rare: boxed).
     durable: Option<Box<durable_cluster::ClaimedDurable>>,
+    /// The subscription (its key) whose RECEIPT is among `frames`: it may deliver now.
+    receipted_sub: Option<u64>,
 }
 
 type PendingWork = Pin<Box<dyn Future<Output = Ready> + Send>>;
@@ -580,6 +582,12 @@ impl StompConn {
         }
         for frame in &ready.frames {
             self.send(frame);
+        }
+        if let Some(key) = ready.receipted_sub {
+            if let Some(sub) = self.subs.iter_mut().find(|s| s.key == key) {
+                sub.awaits_receipt = false;
+                self.out.pump_wanted = true;
+            }
         }
         if let Some(transaction) = ready.transaction {
             self.apply_transaction(*transaction)?;

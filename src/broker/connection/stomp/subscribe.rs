@@ -77,6 +77,9 @@ pub(super) struct Sub {
     /// consumer of this durable subscription and not acknowledged: sent with
     /// `redelivered:true` (JMS redelivery).
     redeliver: usize,
+    /// Nothing is sent before the SUBSCRIBE's RECEIPT, which waits (a durable one in a
+    /// cluster, see `durable_cluster.rs`).
+    pub(super) awaits_receipt: bool,
 }
 
 /// The client id of the persistent session of durable subscription `name` of STOMP client
@@ -353,12 +356,13 @@ impl StompConn {
             durable: durable_name.is_some(),
             selector,
             redeliver,
+            awaits_receipt: kept.is_some(),
         });
         self.out.pump_wanted = true;
         match kept {
             // In a cluster the RECEIPT says that the subscription is kept (see
             // `durable_cluster.rs`).
-            Some((ready, kept)) => self.receipt_when_kept(ready, kept, frame),
+            Some((ready, kept)) => self.receipt_when_kept(key, ready, kept, frame),
             None => self.receipt(frame),
         }
         Ok(())
@@ -595,6 +599,9 @@ impl StompConn {
         let mut wall_ms = None;
         let security = self.core.current_security();
         for index in 0..self.subs.len() {
+            if self.subs[index].awaits_receipt {
+                continue;
+            }
             loop {
                 if self.out.bytes >= OUT_HIGH_WATER_BYTES {
                     self.out.pump_wanted = true;
