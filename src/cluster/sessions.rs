@@ -196,19 +196,41 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
             return Ok(());
         }
         let key = client_key(&client_id);
-        match tokio::time::timeout(
-            inner.store_timeout,
-            inner
-                .sessions_kv
-                .delete_expect_revision(&key, Some(t.revision)),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            // Another node took it meanwhile: the session is theirs, not ended.
-            Ok(Err(_)) => Ok(()),
-            Err(_) => Err(unavailable("no answer ending a session")),
+        let mut revision = t.revision;
+        for _ in 0..2 {
+            match tokio::time::timeout(
+                inner.store_timeout,
+                inner
+                    .sessions_kv
+                    .delete_expect_revision(&key, Some(revision)),
+            )
+            .await
+            {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => {}
+                Err(_) => return Err(unavailable("no answer ending a session")),
+            }
+            // A write of this node's that was under way when the session ended (its offline
+            // record, written as its consumer left just before) moved the revision: still
+            // this node's at this epoch, it is deleted at the new one. Another node's
+            // (a higher epoch, or another owner): taken meanwhile, theirs, not ended.
+            let current =
+                tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key)).await;
+            match current {
+                Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+                    let ours = SessionRecord::decode(&e.value)
+                        .is_ok_and(|r| r.owner == inner.node_id && r.epoch == t.epoch);
+                    if !ours {
+                        return Ok(());
+                    }
+                    revision = e.revision;
+                }
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(unavailable("no answer ending a session")),
+            }
         }
+        Err(unavailable("session record changed while it was ended"))
     }))
 }
 
