@@ -196,19 +196,41 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
             return Ok(());
         }
         let key = client_key(&client_id);
-        match tokio::time::timeout(
-            inner.store_timeout,
-            inner
-                .sessions_kv
-                .delete_expect_revision(&key, Some(t.revision)),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            // Another node took it meanwhile: the session is theirs, not ended.
-            Ok(Err(_)) => Ok(()),
-            Err(_) => Err(unavailable("no answer ending a session")),
+        let mut revision = t.revision;
+        for _ in 0..2 {
+            match tokio::time::timeout(
+                inner.store_timeout,
+                inner
+                    .sessions_kv
+                    .delete_expect_revision(&key, Some(revision)),
+            )
+            .await
+            {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(_)) => {}
+                Err(_) => return Err(unavailable("no answer ending a session")),
+            }
+            // A write of this node's that was under way when the session ended (its offline
+            // record, written as its consumer left just before) moved the revision: still
+            // this node's at this epoch, it is deleted at the new one. Another node's
+            // (a higher epoch, or another owner): taken meanwhile, theirs, not ended.
+            let current =
+                tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key)).await;
+            match current {
+                Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+                    let ours = SessionRecord::decode(&e.value)
+                        .is_ok_and(|r| r.owner == inner.node_id && r.epoch == t.epoch);
+                    if !ours {
+                        return Ok(());
+                    }
+                    revision = e.revision;
+                }
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => return Err(unavailable("no answer ending a session")),
+            }
         }
+        Err(unavailable("session record changed while it was ended"))
     }))
 }
 
@@ -516,7 +538,10 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             // is `quorumLossTimeout` old (so that an owner cut off from NATS has stopped
             // serving) was tried and made S8 (SIGKILL at QoS 2) deliver duplicates; see
             // docs/cluster.md, "Sessions across nodes".
-            kick_owner(inner, &record.owner, &client_id).await;
+            let answer = kick_owner(inner, &record.owner, &client_id, !request.take_over).await;
+            if answer == KickAnswer::InUse {
+                return Ok(Claimed::InUse);
+            }
             continue;
         }
         // The old connection's will, when this claim is the one to publish it (see
@@ -688,19 +713,45 @@ async fn restore(
     SessionImage { state, offline_for }
 }
 
+/// The header of a kick that only takes an idle session (see [`ClaimRequest::take_over`]).
+const KICK_IF_IDLE: &str = "Fmq-Kick-If-Idle";
+/// The answer of an owner whose client holds the session (a kick with [`KICK_IF_IDLE`]).
+const IN_USE: &[u8] = b"in-use";
+
+/// How an owner answered a kick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KickAnswer {
+    HandedOver,
+    /// A kick with [`KICK_IF_IDLE`]: its client holds the session there, which it keeps.
+    InUse,
+    /// No answer within [`KICK_TIMEOUT`] (a dead or paused owner), or no responder.
+    Silent,
+}
+
 /// Ask `owner` to hand `client_id`'s session over (close its connection, write its last
 /// record) and wait for its answer, at most [`KICK_TIMEOUT`]: a dead or paused owner does not
 /// answer, and its last record is the truth (its later writes are fenced by the epoch).
-/// Whether the owner answered.
-async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) -> bool {
-    let request = inner
-        .client
-        .request(kick_subject(owner), client_id.to_owned().into());
+/// `if_idle`: only a session no client holds there is handed over.
+async fn kick_owner(inner: &Inner, owner: &str, client_id: &str, if_idle: bool) -> KickAnswer {
+    let payload = client_id.to_owned().into();
+    let request = async {
+        if if_idle {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(KICK_IF_IDLE, "1");
+            inner
+                .client
+                .request_with_headers(kick_subject(owner), headers, payload)
+                .await
+        } else {
+            inner.client.request(kick_subject(owner), payload).await
+        }
+    };
     match tokio::time::timeout(KICK_TIMEOUT, request).await {
-        Ok(Ok(_)) => true,
+        Ok(Ok(answer)) if &answer.payload[..] == IN_USE => KickAnswer::InUse,
+        Ok(Ok(_)) => KickAnswer::HandedOver,
         Ok(Err(e)) => {
             tracing::debug!(owner, client_id, "kick: {e}");
-            false
+            KickAnswer::Silent
         }
         Err(_) => {
             tracing::info!(
@@ -709,9 +760,20 @@ async fn kick_owner(inner: &Inner, owner: &str, client_id: &str) -> bool {
                 "node did not hand the session over within {} ms",
                 KICK_TIMEOUT.as_millis()
             );
-            false
+            KickAnswer::Silent
         }
     }
+}
+
+/// Whether a client of this node holds `client_id`'s session, or is claiming it now (between
+/// its claim and its attach): a kick with [`KICK_IF_IDLE`] leaves it here.
+fn in_use_here(inner: &Inner, client_id: &str) -> bool {
+    inner.core().is_some_and(|core| {
+        core.registry
+            .by_client_id(client_id)
+            .is_some_and(|s| s.is_attached())
+            || core.is_claiming(client_id)
+    })
 }
 
 /// Tell every node that `client_id` connected here, with when its claim started: an older
@@ -748,9 +810,21 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             let node = node.clone();
             tokio::spawn(async move {
                 let client_id: Arc<str> = Arc::from(String::from_utf8_lossy(&message.payload));
-                hand_over(&node, &client_id).await;
+                let if_idle = message
+                    .headers
+                    .as_ref()
+                    .is_some_and(|h| h.get(KICK_IF_IDLE).is_some());
+                let answer: &'static [u8] = if if_idle && in_use_here(&node, &client_id) {
+                    IN_USE
+                } else {
+                    hand_over(&node, &client_id).await;
+                    b"ok"
+                };
                 if let Some(reply) = message.reply {
-                    let _ = node.client.publish(reply, "ok".into()).await;
+                    let _ = node
+                        .client
+                        .publish(reply, bytes::Bytes::from_static(answer))
+                        .await;
                 }
             });
         }

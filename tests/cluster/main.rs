@@ -23,5 +23,6 @@ mod routing;
 mod sessions;
 mod shared;
 mod shared_chaos;
+mod stomp_durable;
 mod stomp_queues;
 mod wills;

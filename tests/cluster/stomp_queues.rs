@@ -18,7 +18,7 @@ use crate::support::free_port;
 
 #[path = "../stomp/client.rs"]
 #[allow(dead_code)]
-mod stomp_client;
+pub(super) mod stomp_client;
 
 use stomp_client::{Received, StompClient};
 
@@ -29,7 +29,7 @@ const PLUGIN: &str = "<plugins><redeliveryPlugin><redeliveryPolicyMap><redeliver
      </redeliveryPolicyMap></redeliveryPolicyMap></redeliveryPlugin></plugins>";
 
 /// A rig of `nodes` ferromq nodes, each with a STOMP connector too; their STOMP addresses.
-async fn stomp_rig(nodes: usize) -> Option<(Rig, Vec<SocketAddr>)> {
+pub(super) async fn stomp_rig(nodes: usize) -> Option<(Rig, Vec<SocketAddr>)> {
     let mut rig = Rig::start_with(0, FAST, PLUGIN).await?;
     let mut stomp = Vec::new();
     let mut started = Vec::new();
@@ -60,7 +60,12 @@ async fn connected(addr: SocketAddr) -> StompClient {
 }
 
 /// SUBSCRIBE with a receipt, expected.
-async fn subscribe(c: &mut StompClient, destination: &str, id: &str, extra: &[(&str, &str)]) {
+pub(super) async fn subscribe(
+    c: &mut StompClient,
+    destination: &str,
+    id: &str,
+    extra: &[(&str, &str)],
+) {
     let receipt = format!("sub-{id}");
     let mut headers = vec![
         ("destination", destination),
@@ -78,7 +83,7 @@ async fn subscribe(c: &mut StompClient, destination: &str, id: &str, extra: &[(&
 }
 
 /// A persistent SEND with a receipt: `true` when the RECEIPT came (within `within`).
-async fn send_receipted(
+pub(super) async fn send_receipted(
     c: &mut StompClient,
     destination: &str,
     body: &str,
@@ -107,14 +112,14 @@ async fn send_receipted(
     }
 }
 
-async fn send_ok(c: &mut StompClient, destination: &str, body: &str) {
+pub(super) async fn send_ok(c: &mut StompClient, destination: &str, body: &str) {
     assert!(
         send_receipted(c, destination, body, Duration::from_secs(5)).await,
         "no RECEIPT for {body} to {destination}"
     );
 }
 
-async fn ack(c: &mut StompClient, m: &Received) {
+pub(super) async fn ack(c: &mut StompClient, m: &Received) {
     let id = m.header("ack").expect("an ack header");
     c.send("ACK", &[("id", id)], "").await;
 }

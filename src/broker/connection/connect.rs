@@ -549,6 +549,7 @@ async fn claim_in_cluster(
             .will
             .as_ref()
             .map(|will| crate::broker::durability::KeptWill::new(will, principal)),
+        take_over: true,
     };
     match backplane.claim(request).await {
         Ok(Claimed::Here) => Ok(()),
@@ -556,6 +557,11 @@ async fn claim_in_cluster(
             core.restore_claimed(*image);
             Ok(())
         }
+        // Never the answer to a claim that takes over.
+        Ok(Claimed::InUse) => Err((
+            ConnectReason::ServerUnavailable,
+            "the session is in use on another cluster node".into(),
+        )),
         Err(e) if persistent => Err((
             ConnectReason::ServerUnavailable,
             format!("the cluster store did not answer: {e}"),

@@ -33,6 +33,12 @@ pub struct ClaimRequest {
     /// The CONNECT's will, with the principal that connected (kept by the engine so that
     /// another broker publishes it if this one dies).
     pub will: Option<crate::broker::durability::KeptWill>,
+    /// `true` (MQTT): the session is taken from a broker whose client is still connected
+    /// (that connection closes, "session taken over"). `false` (a STOMP durable
+    /// subscription): a broker whose client holds the session now keeps it and the claim
+    /// answers [`Claimed::InUse`], as ActiveMQ refuses a second consumer of a durable
+    /// subscription; a broker that does not answer (dead) still loses it.
+    pub take_over: bool,
 }
 
 /// The answer to [`Backplane::claim`].
@@ -44,6 +50,9 @@ pub enum Claimed {
     /// A kept session taken over from the shared engine (its owner was another broker, or
     /// this broker before a restart): restore it, then attach to it.
     Image(Box<SessionImage>),
+    /// Not taken: its owner's client is connected there (only when
+    /// [`ClaimRequest::take_over`] is `false`).
+    InUse,
 }
 
 /// A persistent session as the shared engine kept it, for this broker to restore.

@@ -60,6 +60,12 @@ impl BrokerCore {
         }
     }
 
+    /// Whether a claim of `client_id` holds its gate now (see [`BrokerCore::claim_gate`]):
+    /// between its claim and its attach.
+    pub fn is_claiming(&self, client_id: &str) -> bool {
+        self.claim_gates.lock().contains_key(client_id)
+    }
+
     /// A message the backplane delivers (published on any broker, this one included): route
     /// it to the local sessions `accept` admits, leaving the retained index alone (the engine
     /// keeps it) and shared groups out (the engine gives each group's copy to one broker:

@@ -41,6 +41,7 @@ mod route_shared;
 mod wills;
 
 pub use admission::Refusal;
+pub use backplane::ClaimGate;
 pub use destinations::TopicRefusal;
 pub use route::{Overfilled, RoutePlan, Routed};
 pub use route_shared::GroupCopy;
@@ -295,6 +296,13 @@ impl BrokerCore {
     /// Remove an ended session's subscriptions, and its kept copy when it was persistent. A
     /// will pending on it is due now (MQTT 5 3.1.2.5: at the latest when the session ends).
     pub(crate) fn forget(&self, session: &Session) {
+        let ended = self.forget_committing(session);
+        self.settle_in_background(ended);
+    }
+
+    /// [`Self::forget`], returning the commit that ends the session's kept copy (done at once
+    /// for a clean session): what a RECEIPT for removing it waits for.
+    pub(crate) fn forget_committing(&self, session: &Session) -> Commit {
         self.session_ended_with_will(session);
         self.unindex(session);
         self.hand_over_shared(session);
@@ -302,10 +310,11 @@ impl BrokerCore {
             backplane.session_ended(session);
         }
         if session.is_persistent() {
-            self.commit_background(vec![Change::SessionEnded {
+            return self.durability.commit(vec![Change::SessionEnded {
                 client_id: session.client_id().clone(),
             }]);
         }
+        Commit::done()
     }
 
     /// Change the subscription tree with `f` (under its write lock), then invalidate every

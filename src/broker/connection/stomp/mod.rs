@@ -19,6 +19,7 @@
 
 mod connect;
 mod destination;
+mod durable_cluster;
 mod frames;
 mod headers;
 mod heartbeat;
@@ -164,6 +165,10 @@ pub(crate) struct Ready {
     released_hold: bool,
     /// A COMMIT whose room is now granted: its frames are applied now (rare: boxed).
     transaction: Option<Box<frames::AdmittedTransaction>>,
+    /// A durable subscription claimed from the cluster (rare: boxed).
+    durable: Option<Box<durable_cluster::ClaimedDurable>>,
+    /// The subscription (its key) whose RECEIPT is among `frames`: it may deliver now.
+    receipted_sub: Option<u64>,
 }
 
 type PendingWork = Pin<Box<dyn Future<Output = Ready> + Send>>;
@@ -409,6 +414,9 @@ where
                     };
                     return Close::Administrative(frame);
                 }
+                if let Some(close) = conn.durable_kicked() {
+                    return close;
+                }
                 conn.out.pump_wanted = true;
             }
             Ok(()) = security_changes.changed() => {
@@ -575,8 +583,17 @@ impl StompConn {
         for frame in &ready.frames {
             self.send(frame);
         }
+        if let Some(key) = ready.receipted_sub {
+            if let Some(sub) = self.subs.iter_mut().find(|s| s.key == key) {
+                sub.awaits_receipt = false;
+                self.out.pump_wanted = true;
+            }
+        }
         if let Some(transaction) = ready.transaction {
             self.apply_transaction(*transaction)?;
+        }
+        if let Some(claimed) = ready.durable {
+            self.finish_claim(*claimed)?;
         }
         match ready.fail {
             Some(close) => Err(close),
@@ -663,6 +680,12 @@ impl StompConn {
                     for frame in &ready.frames {
                         self.send(frame);
                     }
+                    if let Some(claimed) = ready.durable {
+                        // A durable session claimed from the cluster is attached and then
+                        // released with the others below: written offline, not left
+                        // claimed by a connection that is gone.
+                        let _ = self.finish_claim(*claimed);
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -674,6 +697,10 @@ impl StompConn {
         if let Close::Error(frame) | Close::Administrative(frame) = &reason {
             self.send(frame);
         }
+        // Before the last frames (a DISCONNECT's RECEIPT) leave: a client that subscribes
+        // again as soon as it reads them, here or on another cluster node, finds its durable
+        // subscriptions released.
+        self.release_subscriptions();
         if socket_usable {
             let _ = tokio::time::timeout(CLOSE_GRACE, async {
                 loop {
@@ -689,6 +716,5 @@ impl StompConn {
             })
             .await;
         }
-        self.release_subscriptions();
     }
 }

@@ -17,6 +17,7 @@ use tokio::task::AbortHandle;
 use super::destination::{
     is_wildcard, mqtt_temp_topic_name, stomp_destination_of, topic_to_mqtt, Destination,
 };
+use super::durable_cluster::{kept_record, ClaimFor};
 use super::headers;
 use super::mapping::{message_frame, Delivery};
 use super::selector::topic_selects;
@@ -26,7 +27,7 @@ use crate::broker::message::min_qos;
 use crate::broker::runtime::TopicRefusal;
 use crate::broker::selector::Selector;
 use crate::broker::session::queue::QueuedMessage;
-use crate::broker::session::registry::SessionLifetime;
+use crate::broker::session::registry::{AttachError, Attached, SessionLifetime};
 use crate::broker::session::{AttachToken, Session, SubscriptionOptions};
 use crate::config::DestinationKind;
 use crate::metrics::latency::DeliveredBy;
@@ -69,19 +70,41 @@ pub(super) struct Sub {
     pub(super) unacked: VecDeque<Unacked>,
     /// A durable subscription (`activemq.subscriptionName`): its session outlives the
     /// connection, and what is unacknowledged at the end is delivered again.
-    durable: bool,
+    pub(super) durable: bool,
     /// The `selector` header: only messages it selects are sent (see `selector.rs`).
     selector: Option<Box<Selector>>,
     /// How many messages at the head of the session's queue were delivered to an earlier
     /// consumer of this durable subscription and not acknowledged: sent with
     /// `redelivered:true` (JMS redelivery).
     redeliver: usize,
+    /// Nothing is sent before the SUBSCRIBE's RECEIPT, which waits (a durable one in a
+    /// cluster, see `durable_cluster.rs`).
+    pub(super) awaits_receipt: bool,
 }
 
 /// The client id of the persistent session of durable subscription `name` of STOMP client
 /// `client_id`: U+0000 first (no MQTT client id can be it), lengths so no two pairs collide.
 pub(super) fn durable_session_id(client_id: &str, name: &str) -> String {
     format!("\u{0}stomp-durable:{}:{client_id}:{name}", client_id.len())
+}
+
+/// A topic SUBSCRIBE checked and named, before its session is attached.
+pub(super) struct SubscribeRequest {
+    key: u64,
+    id: String,
+    filter: String,
+    ack: AckMode,
+    prefetch: usize,
+    durable_name: Option<String>,
+    selector: Option<Box<Selector>>,
+}
+
+/// Resolves when `kick` is cancelled; never without one.
+async fn kicked(kick: Option<&tokio_util::sync::CancellationToken>) {
+    match kick {
+        Some(kick) => kick.cancelled().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// ActiveMQ's default prefetch of a durable STOMP topic subscription.
@@ -149,6 +172,15 @@ impl StompConn {
         };
         let key = self.next_sub_key;
         self.next_sub_key += 1;
+        let request = SubscribeRequest {
+            key,
+            id,
+            filter,
+            ack,
+            prefetch,
+            durable_name: durable_name.map(str::to_owned),
+            selector,
+        };
         let attached = match durable_name {
             None => {
                 // U+0000 first: no MQTT client id can be this (MQTT 1.5.4-2).
@@ -162,13 +194,6 @@ impl StompConn {
                     true,
                 )
             }
-            Some(_) if self.core.backplane().is_some() => {
-                return Err(Close::error(
-                    "durable subscriptions (activemq.subscriptionName) are not served by a \
-                     ferromq cluster yet; subscribe without it or use MQTT persistent sessions",
-                    Some(frame),
-                ));
-            }
             Some(durable_name) => {
                 let Some(client_id) = self.client_id.clone() else {
                     return Err(Close::error(
@@ -177,8 +202,13 @@ impl StompConn {
                         Some(frame),
                     ));
                 };
+                let session_id = durable_session_id(&client_id, durable_name);
+                if self.core.backplane().is_some() {
+                    // Claimed from whichever node holds it first (`durable_cluster.rs`).
+                    return self.claim_durable(session_id, frame, ClaimFor::Subscribe(request));
+                }
                 self.core.attach(
-                    &durable_session_id(&client_id, durable_name),
+                    &session_id,
                     false,
                     SessionLifetime::Kept { expiry_secs: None },
                     false,
@@ -187,6 +217,27 @@ impl StompConn {
                 )
             }
         };
+        self.finish_subscribe(request, attached, frame)
+    }
+
+    /// The rest of a SUBSCRIBE once its session is attached (or refused, `Err`): the durable
+    /// subscription's topic and redeliveries, the subscription itself, the RECEIPT.
+    pub(super) fn finish_subscribe(
+        &mut self,
+        request: SubscribeRequest,
+        attached: Result<Attached, AttachError>,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        let SubscribeRequest {
+            key,
+            id,
+            filter,
+            ack,
+            prefetch,
+            durable_name,
+            selector,
+        } = request;
+        let durable_name = durable_name.as_deref();
         let attached = attached.map_err(|_| {
             Close::error(
                 format!(
@@ -257,10 +308,19 @@ impl StompConn {
             return Err(Close::error("subscription not created", Some(frame)));
         }
         let (sub_wake, conn_wake) = (attached.token.wake.clone(), self.wake.clone());
+        // A durable subscription's session can be taken from this connection (another
+        // node's claim, the store's quorum lost, a drain): the connection hears of it
+        // (`durable_kicked`).
+        let kick = durable_name.map(|_| attached.token.kick.clone());
         let forwarder = tokio::spawn(async move {
             loop {
-                sub_wake.notified().await;
-                conn_wake.notify_one();
+                tokio::select! {
+                    _ = sub_wake.notified() => conn_wake.notify_one(),
+                    _ = kicked(kick.as_ref()) => {
+                        conn_wake.notify_one();
+                        return;
+                    }
+                }
             }
         })
         .abort_handle();
@@ -273,6 +333,16 @@ impl StompConn {
                     .deliver_retained(&attached.session, message, qos, None);
             }
         }
+        let kept = self
+            .core
+            .backplane()
+            .filter(|_| durable_name.is_some())
+            .map(|backplane| {
+                (
+                    backplane.interest_ready(vec![filter.clone()]),
+                    kept_record(&self.core, &attached.session, attached.token.generation),
+                )
+            });
         self.subs.push(Sub {
             key,
             id,
@@ -286,9 +356,15 @@ impl StompConn {
             durable: durable_name.is_some(),
             selector,
             redeliver,
+            awaits_receipt: kept.is_some(),
         });
         self.out.pump_wanted = true;
-        self.receipt(frame);
+        match kept {
+            // In a cluster the RECEIPT says that the subscription is kept (see
+            // `durable_cluster.rs`).
+            Some((ready, kept)) => self.receipt_when_kept(key, ready, kept, frame),
+            None => self.receipt(frame),
+        }
         Ok(())
     }
 
@@ -372,6 +448,12 @@ impl StompConn {
         if let Some(durable_id) = durable_id {
             // ActiveMQ's RemoveSubscriptionInfo: the durable subscription and what it kept go.
             if let Some(Ok(session)) = self.core.registry.remove_offline(&durable_id) {
+                if self.core.backplane().is_some() {
+                    // The RECEIPT once no node can resume it (its record deleted).
+                    let ended = self.core.forget_committing(&session);
+                    self.receipt_after(ended, frame, "the durable subscription was not removed");
+                    return Ok(());
+                }
                 self.core.forget(&session);
             }
         }
@@ -390,24 +472,43 @@ impl StompConn {
                 Some(frame),
             ));
         };
-        match self
-            .core
-            .registry
-            .remove_offline(&durable_session_id(&client_id, name))
-        {
+        let session_id = durable_session_id(&client_id, name);
+        if self.core.backplane().is_some() {
+            // Another node may hold it: claimed first (`durable_cluster.rs`).
+            return self.claim_durable(session_id, frame, ClaimFor::Remove);
+        }
+        self.remove_local_durable(&session_id, frame)
+    }
+
+    /// The removal of durable subscription `session_id` held (offline) by this node, as
+    /// [`Self::remove_offline_durable`] describes it.
+    pub(super) fn remove_local_durable(
+        &mut self,
+        session_id: &str,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        match self.core.registry.remove_offline(session_id) {
             Some(Ok(session)) => {
+                if self.core.backplane().is_some() {
+                    let ended = self.core.forget_committing(&session);
+                    self.receipt_after(ended, frame, "the durable subscription was not removed");
+                    return Ok(());
+                }
                 self.core.forget(&session);
                 self.receipt(frame);
                 Ok(())
             }
             Some(Err(_)) => Err(Close::error("Durable consumer is in use", Some(frame))),
-            None => Err(Close::error(
-                format!(
-                    "No durable subscription exists for clientID: {client_id} and \
-                     subscriptionName: {name}"
-                ),
-                Some(frame),
-            )),
+            None => {
+                let (client_id, name) = durable_parts(session_id).unwrap_or_default();
+                Err(Close::error(
+                    format!(
+                        "No durable subscription exists for clientID: {client_id} and \
+                         subscriptionName: {name}"
+                    ),
+                    Some(frame),
+                ))
+            }
         }
     }
 
@@ -421,11 +522,19 @@ impl StompConn {
             let unacked = std::mem::take(&mut sub.unacked);
             // Not redelivered yet by this consumer: they stay first in the queue.
             let not_redelivered = sub.redeliver;
+            // In a cluster the session's record lists what is in flight: a resume on any
+            // node sends those again first, with `redelivered:true`.
+            let mut sent = Vec::new();
             sub.session.with_state(sub.token.generation, |s| {
                 let mut no_room = Vec::new();
                 for u in unacked {
-                    if !no_room.is_empty() || s.inflight.insert(&u.item).is_none() {
+                    if !no_room.is_empty() {
                         no_room.push(u.item);
+                        continue;
+                    }
+                    match s.inflight.insert(&u.item) {
+                        Some(packet_id) => sent.extend(u.item.seq.map(|seq| (seq, packet_id))),
+                        None => no_room.push(u.item),
                     }
                 }
                 // Beyond the 65535 ids the in-flight window can number (a prefetch that
@@ -443,14 +552,28 @@ impl StompConn {
                 }
                 let mut refused = Vec::new();
                 for item in again {
-                    if !refused.is_empty() || s.inflight.insert(&item).is_none() {
+                    if !refused.is_empty() {
                         refused.push(item);
+                        continue;
+                    }
+                    match s.inflight.insert(&item) {
+                        Some(packet_id) => sent.extend(item.seq.map(|seq| (seq, packet_id))),
+                        None => refused.push(item),
                     }
                 }
                 for item in refused.into_iter().rev() {
                     s.pending.push_front(item);
                 }
             });
+            if self.core.backplane().is_some() && !sent.is_empty() {
+                // Before the detach below writes the record (the engine notes them at once).
+                let client_id = sub.session.client_id().clone();
+                self.core.commit_background(
+                    sent.into_iter()
+                        .map(|(seq, packet_id)| Change::sent(&client_id, seq, packet_id))
+                        .collect(),
+                );
+            }
         } else {
             self.core
                 .unsubscribe(&sub.session, sub.token.generation, &sub.filter);
@@ -476,6 +599,9 @@ impl StompConn {
         let mut wall_ms = None;
         let security = self.core.current_security();
         for index in 0..self.subs.len() {
+            if self.subs[index].awaits_receipt {
+                continue;
+            }
             loop {
                 if self.out.bytes >= OUT_HIGH_WATER_BYTES {
                     self.out.pump_wanted = true;
@@ -795,12 +921,19 @@ fn dead_letter_target(
 /// `client-id:subscriptionName` (ActiveMQ's `SubscriptionKey`) of a durable subscription's
 /// session id (see [`durable_session_id`]).
 fn durable_subscription_key(session: &str) -> Option<String> {
+    let (client_id, name) = durable_parts(session)?;
+    Some(format!("{client_id}:{name}"))
+}
+
+/// (client-id, subscription name) of a durable subscription's session id (see
+/// [`durable_session_id`]).
+pub(super) fn durable_parts(session: &str) -> Option<(&str, &str)> {
     let rest = session.strip_prefix("\u{0}stomp-durable:")?;
     let (len, rest) = rest.split_once(':')?;
     let len: usize = len.parse().ok()?;
     let client_id = rest.get(..len)?;
     let name = rest.get(len..)?.strip_prefix(':')?;
-    Some(format!("{client_id}:{name}"))
+    Some((client_id, name))
 }
 
 /// `message` as it enters dead-letter queue `to` from topic `original` (`/topic/a.b`): no
