@@ -63,7 +63,19 @@ async fn three_servers_survive_a_kill_and_take_the_server_back() {
         })
         .await
         .expect("bucket with 3 replicas");
-    kv.put("k", "before".into()).await.expect("put");
+    // A bucket just made answers once its stream's raft group has a leader: on a loaded
+    // machine the first put can find no stream yet.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match kv.put("k", "before".into()).await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("put before the kill: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("put: {e}"),
+        }
+    }
 
     nats.kill(2);
     assert_eq!(nats.pid(2), None);
