@@ -419,7 +419,10 @@ async fn pull(
             match next {
                 Ok(message) => deliver(&inner, &subscription, &filter, &window, message),
                 Err(e) => {
+                    // A consumer whose raft group has no leader yet (just made, or after a
+                    // server died) answers every pull at once (503): pause, not a busy loop.
                     tracing::debug!(group = %subscription, "cluster group pull: {e}");
+                    tokio::time::sleep(super::PULL_ERROR_PAUSE).await;
                     break;
                 }
             }

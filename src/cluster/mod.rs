@@ -46,6 +46,10 @@ mod wills;
 pub use engine::ClusterEngine;
 
 /// Subject prefix of live (QoS 0) messages.
+/// The pause of a pull loop (shared subscriptions, queues) after a pull request failed: a
+/// consumer whose raft group has no leader answers every request at once.
+pub(crate) const PULL_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub const LIVE_PREFIX: &str = "fmq.t";
 /// Session records.
 pub const SESSIONS_BUCKET: &str = "FMQ_SESS";

@@ -486,7 +486,10 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
             match next {
                 Ok(message) => take(&inner, &name, message),
                 Err(e) => {
+                    // A consumer whose raft group has no leader yet (just made, or after a
+                    // server died) answers every pull at once (503): pause, not a busy loop.
                     tracing::debug!(queue = %name, "cluster queue pull: {e}");
+                    tokio::time::sleep(super::PULL_ERROR_PAUSE).await;
                     break;
                 }
             }
