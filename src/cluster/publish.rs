@@ -717,6 +717,14 @@ mod tests {
         assert_eq!(queue_of("$KV.FMQ_SESS.a", 8), 9);
     }
 
+    fn queue_of_entries<const N: usize>(entries: [InFlight; N], mode: Mode) -> Queue {
+        Queue {
+            entries: VecDeque::from(entries),
+            mode,
+            hold_orphans: false,
+        }
+    }
+
     /// The tests' `storeTimeout`.
     const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -748,11 +756,7 @@ mod tests {
         let timeout = TIMEOUT;
         let (old, mut old_rx) = entry(Duration::from_secs(6), None);
         let (young, mut young_rx) = entry(Duration::from_secs(1), None);
-        let mut queue = Queue {
-            entries: VecDeque::from([old, young]),
-            mode: Mode::Open,
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries([old, young], Mode::Open);
         queue.failed(timeout, "no answer");
         assert!(matches!(
             old_rx.try_recv(),
@@ -772,11 +776,7 @@ mod tests {
         let timeout = TIMEOUT;
         let (resent, _r1) = entry(Duration::from_secs(6), None);
         let (waited, _r2) = entry(Duration::from_secs(1), None);
-        let mut queue = Queue {
-            entries: VecDeque::from([resent, waited]),
-            mode: Mode::Drain { resent: 1 },
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries([resent, waited], Mode::Drain { resent: 1 });
         queue.expire(timeout, "no answer");
         assert_eq!(queue.entries.len(), 1);
         assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
@@ -792,11 +792,7 @@ mod tests {
     fn a_publish_past_store_timeout_is_kept_first_for_its_retry_to_take_over() {
         let (old, mut old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
         let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
-        let mut queue = Queue {
-            entries: VecDeque::from([old, young]),
-            mode: Mode::Open,
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries([old, young], Mode::Open);
         queue.failed(TIMEOUT, "no answer");
         // Its publisher hears of the failure, but the store keeps its place.
         assert!(matches!(
@@ -829,11 +825,7 @@ mod tests {
     fn an_orphan_nobody_takes_over_is_dropped_after_its_grace() {
         let (old, _old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
         let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
-        let mut queue = Queue {
-            entries: VecDeque::from([old, young]),
-            mode: Mode::Open,
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries([old, young], Mode::Open);
         queue.expire(TIMEOUT, "no answer");
         assert_eq!(queue.entries.len(), 2, "kept as an orphan");
         if let Some(front) = queue.entries.front_mut() {
@@ -851,11 +843,7 @@ mod tests {
     fn an_orphan_is_kept_while_the_connection_to_nats_is_down() {
         let (old, _old_rx) = entry(Duration::from_secs(6), Some("i-m1"));
         let (young, _young_rx) = entry(Duration::from_secs(1), Some("i-m2"));
-        let mut queue = Queue {
-            entries: VecDeque::from([old, young]),
-            mode: Mode::Open,
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries([old, young], Mode::Open);
         queue.expire(TIMEOUT, "no answer");
         // Down: the retry that would take it over waits in the channel, untaken.
         queue.hold_orphans = true;
@@ -878,11 +866,10 @@ mod tests {
         let (abandoned, abandoned_rx) = entry(Duration::from_secs(1), Some("i-m2"));
         let (waiting, _waiting_rx) = entry(Duration::from_secs(1), Some("i-m3"));
         let (retained, retained_rx) = entry(Duration::from_secs(1), None);
-        let mut queue = Queue {
-            entries: VecDeque::from([orphan, abandoned, waiting, retained]),
-            mode: Mode::Probe { retry: None },
-            hold_orphans: false,
-        };
+        let mut queue = queue_of_entries(
+            [orphan, abandoned, waiting, retained],
+            Mode::Probe { retry: None },
+        );
         queue.expire(TIMEOUT, "no answer");
         drop(abandoned_rx);
         drop(retained_rx);

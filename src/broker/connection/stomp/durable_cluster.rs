@@ -29,7 +29,6 @@ use crate::broker::durability::{
     BackplaneFuture, Change, ClaimRequest, Claimed, Commit, DurabilityError, SessionData,
 };
 use crate::broker::runtime::ClaimGate;
-use crate::broker::session::registry::SessionLifetime;
 use crate::broker::session::Session;
 use crate::protocol::stomp::Frame;
 
@@ -161,14 +160,7 @@ impl StompConn {
                 self.remove_local_durable(&session_id, &frame)
             }
             ClaimFor::Subscribe(request) => {
-                let attached = self.core.attach(
-                    &session_id,
-                    false,
-                    SessionLifetime::Kept { expiry_secs: None },
-                    false,
-                    None,
-                    true,
-                );
+                let attached = self.attach_durable(&session_id);
                 if let (Ok(attached), Some(backplane)) = (&attached, self.core.backplane()) {
                     backplane.attached(&attached.session);
                 }

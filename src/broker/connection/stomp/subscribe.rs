@@ -207,14 +207,7 @@ impl StompConn {
                     // Claimed from whichever node holds it first (`durable_cluster.rs`).
                     return self.claim_durable(session_id, frame, ClaimFor::Subscribe(request));
                 }
-                self.core.attach(
-                    &session_id,
-                    false,
-                    SessionLifetime::Kept { expiry_secs: None },
-                    false,
-                    None,
-                    true,
-                )
+                self.attach_durable(&session_id)
             }
         };
         self.finish_subscribe(request, attached, frame)
@@ -222,6 +215,20 @@ impl StompConn {
 
     /// The rest of a SUBSCRIBE once its session is attached (or refused, `Err`): the durable
     /// subscription's topic and redeliveries, the subscription itself, the RECEIPT.
+    /// Attach this connection to the kept session of a durable subscription: never clean,
+    /// kept without expiry, never stolen from a consumer that holds it (ActiveMQ refuses a
+    /// second consumer of a durable subscription), the last flag as every STOMP session has it.
+    pub(super) fn attach_durable(&self, session_id: &str) -> Result<Attached, AttachError> {
+        self.core.attach(
+            session_id,
+            false,
+            SessionLifetime::Kept { expiry_secs: None },
+            false,
+            None,
+            true,
+        )
+    }
+
     pub(super) fn finish_subscribe(
         &mut self,
         request: SubscribeRequest,
