@@ -278,15 +278,26 @@ impl Reloader {
     }
 }
 
-/// Every diagnostic at its severity, each with file:line:col and hint.
+/// Every diagnostic at its severity, each with file:line:col and hint, on one log line: the
+/// log escapes line breaks (a `\n` would show), so the hint follows after `; `.
 fn log_diagnostics(diagnostics: &Diagnostics) {
     for d in &diagnostics.0 {
+        let line = one_line(&d.to_string());
         match d.severity {
-            Severity::Error => tracing::error!("{d}"),
-            Severity::Warning => tracing::warn!("{d}"),
-            Severity::Note => tracing::info!("{d}"),
+            Severity::Error => tracing::error!("{line}"),
+            Severity::Warning => tracing::warn!("{line}"),
+            Severity::Note => tracing::info!("{line}"),
         }
     }
+}
+
+/// `text`'s lines, trimmed, joined by `; `.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn describe_reasons(reasons: &[ReloadReason]) -> String {
@@ -307,4 +318,15 @@ fn describe_reasons(reasons: &[ReloadReason]) -> String {
     }
     parts.dedup();
     parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_logged_diagnostic_keeps_its_hint_on_the_same_line() {
+        assert_eq!(
+            super::one_line("a.xml:3:4: error: bad\n  hint: do this\n"),
+            "a.xml:3:4: error: bad; hint: do this"
+        );
+    }
 }

@@ -142,6 +142,12 @@ fn golden_files_show_what_the_issue_asks_for() {
         hints.contains(&"did you mean `persistenceAdapter`?".to_owned()),
         "{hints:?}"
     );
+    // An element with no near name still gets a hint, at either depth.
+    let schema_hints = hints
+        .iter()
+        .filter(|h| h.starts_with("not an element of ActiveMQ's broker schema"))
+        .count();
+    assert_eq!(schema_hints, 2, "{hints:?}");
 
     let placeholder = first_error("tests/fixtures/config/unresolved-placeholder.xml");
     assert!(placeholder.message.contains("${mqtt.host}"));

@@ -122,9 +122,11 @@ fn check_type(ctx: &mut Ctx<'_>, element: &Element, quiet: bool) {
             element.span.clone(),
             format!("unknown element <{}>", element.name),
         );
-        if let Some(h) = hint {
-            d = d.with_hint(h);
-        }
+        d = d.with_hint(hint.unwrap_or_else(|| {
+            "not an element of ActiveMQ's broker schema that ferromq knows: check its spelling \
+             (docs/migration.md, section 8, lists what ferromq reads)"
+                .to_string()
+        }));
         ctx.push(d);
         return;
     };
@@ -302,10 +304,16 @@ fn misplaced_or_unknown(
     );
     let hint = known_names::did_you_mean(&child.name, properties)
         .or_else(|| known_names::did_you_mean(&child.name, known_names::element_names()));
-    if let Some(h) = hint {
-        d = d.with_hint(h);
-    }
+    d = d.with_hint(hint.unwrap_or_else(|| no_such_element(&parent.name)));
     ctx.push(d);
+}
+
+/// The hint of an element ActiveMQ's schema does not have (no near name either).
+fn no_such_element(parent: &str) -> String {
+    format!(
+        "not an element of ActiveMQ's broker schema that ferromq knows in <{parent}>: check its \
+         spelling and where it sits (docs/migration.md, section 8, lists what ferromq reads)"
+    )
 }
 
 /// A `urn:ferromq` element no section read: misspelt, or not where it belongs.
