@@ -34,7 +34,17 @@ async fn wait_draining(addr: SocketAddr, live: SocketAddr) -> Duration {
             );
             return start.elapsed();
         }
-        assert_eq!(ack.reason, ConnectReason::Success);
+        // Before the drain: Success. During it, 0x88 while this node cannot name a live node
+        // yet (on a loaded machine the other node's heartbeat can look stale for a moment); a
+        // client retries, and so does this probe.
+        assert!(
+            matches!(
+                ack.reason,
+                ConnectReason::Success | ConnectReason::ServerUnavailable
+            ),
+            "{:?}",
+            ack.reason
+        );
         assert!(start.elapsed() < STEP, "{addr} never began draining");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
