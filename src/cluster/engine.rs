@@ -52,7 +52,7 @@ pub(crate) struct Inner {
     /// Per shard: the last sequence the node's reader routed (records' floors go no further).
     pub routed: Vec<AtomicU64>,
     /// Acknowledged stores waiting for the node's reader to read them back (`store_ack.rs`).
-    pub ledger: Arc<super::store_ack::Ledger>,
+    pub ledger: Arc<super::ledger::Ledger>,
     pub live: live::Interest,
     /// Bounds the temporary catch-up readers (JetStream consumers stay O(shards)).
     pub catch_up: Arc<Semaphore>,
@@ -256,7 +256,7 @@ impl ClusterEngine {
             tracker: parking_lot::Mutex::new(Tracker::default()),
             positions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             routed: (0..shards).map(|_| AtomicU64::new(0)).collect(),
-            ledger: Arc::new(super::store_ack::Ledger::new(shards)),
+            ledger: Arc::new(super::ledger::Ledger::new(shards)),
             live: live::Interest::default(),
             catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
             record_locks: parking_lot::Mutex::default(),

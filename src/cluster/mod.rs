@@ -28,6 +28,7 @@ pub mod codec;
 mod drain;
 mod engine;
 mod groups;
+mod ledger;
 mod live;
 mod node;
 pub mod probe;

@@ -44,7 +44,33 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
         inner.ledger.start(k, last);
         tokio::spawn(node_reader(inner.clone(), k));
     }
+    let advisories = inner
+        .client
+        .subscribe(LEADER_ELECTED)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: subscribe to {LEADER_ELECTED}: {e}"))?;
+    tokio::spawn(leader_advisories(inner.clone(), advisories));
     Ok(())
+}
+
+/// JetStream's advisory of a stream's newly elected leader (the stream's name is the last token).
+const LEADER_ELECTED: &str = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.*";
+
+/// A message shard's stream elected a leader: the ledger reads its settling stores of that
+/// shard again (`ledger.rs`). The readers' periodic look notices a change too; this is sooner.
+async fn leader_advisories(inner: Arc<Inner>, mut advisories: async_nats::Subscriber) {
+    while let Some(advisory) = advisories.next().await {
+        let stream = advisory.subject.rsplit('.').next().unwrap_or_default();
+        let Some(k) = stream
+            .strip_prefix("FMQ_MSG_")
+            .and_then(|k| k.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        inner
+            .ledger
+            .leader_changed(&inner.js, k, "a leader advisory");
+    }
 }
 
 /// How long the creation of a reader's consumer may take before it is tried again.
@@ -79,19 +105,59 @@ async fn ordered_from(
 /// ordered consumers, not configurable) notices only later.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// The stream of shard `k` holds messages past what the node's reader took.
-async fn reader_is_behind(inner: &Inner, k: usize) -> bool {
-    stream_last(inner, k)
-        .await
-        .is_some_and(|last| last > inner.positions[k].load(Ordering::Acquire))
+/// What a look at shard `k`'s stream found (its leader's answer).
+struct StreamView {
+    last: u64,
+    /// The leader's server name and since when it leads: a leader that lost its leadership
+    /// and won it back is a change too.
+    leader: Option<String>,
 }
 
-/// The last sequence of shard `k`'s stream (its leader's answer), if it answers in time.
-async fn stream_last(inner: &Inner, k: usize) -> Option<u64> {
+/// Look at shard `k`'s stream, if it answers in time.
+async fn look(inner: &Inner, k: usize) -> Option<StreamView> {
     let mut js = inner.js.clone();
     js.set_timeout(CONSUMER_CREATE_TIMEOUT);
     let stream = js.get_stream(shard_stream(k)).await.ok()?;
-    Some(stream.cached_info().state.last_sequence)
+    let info = stream.cached_info();
+    let leader = info.cluster.as_ref().and_then(|c| {
+        c.leader
+            .as_ref()
+            .map(|name| format!("{name}@{:?}", c.leader_since))
+    });
+    Some(StreamView {
+        last: info.state.last_sequence,
+        leader,
+    })
+}
+
+/// The leader and end of a shard's stream the reader saw last. A change of leader, or a
+/// stream that got shorter, can have taken back entries already acknowledged and read: the
+/// ledger reads its settling stores of the shard again (`ledger.rs`).
+#[derive(Default)]
+struct LeaderWatch {
+    leader: Option<String>,
+    last: u64,
+}
+
+impl LeaderWatch {
+    /// Note `view`; `Some(last)` of the stream when it answered.
+    fn saw(&mut self, inner: &Inner, k: usize, view: Option<StreamView>) -> Option<u64> {
+        let view = view?;
+        let another = matches!((&self.leader, &view.leader), (Some(a), Some(b)) if a != b);
+        let shorter = view.last < self.last;
+        if view.leader.is_some() {
+            self.leader = view.leader;
+        }
+        self.last = view.last;
+        if another {
+            inner.ledger.leader_changed(&inner.js, k, "another leader");
+        } else if shorter {
+            inner
+                .ledger
+                .leader_changed(&inner.js, k, "a shorter stream");
+        }
+        Some(view.last)
+    }
 }
 
 /// A reader that has not reached, within this, the last sequence its stream had at the
@@ -111,6 +177,7 @@ const BUSY_PROGRESS: u64 = 1_000;
 /// lost with its server does not always say so).
 async fn node_reader(inner: Arc<Inner>, k: usize) {
     let mut pace = Pace::default();
+    let mut watch = LeaderWatch::default();
     let mut connection = inner.connection.clone();
     loop {
         let epoch = connection.borrow_and_update().epoch;
@@ -144,7 +211,9 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                         );
                         break;
                     }
-                    owed = stream_last(&inner, k).await.filter(|last| *last > position);
+                    owed = watch
+                        .saw(&inner, k, look(&inner, k).await)
+                        .filter(|last| *last > position);
                     continue;
                 }
                 up = super::engine::reconnected_since(&mut connection, epoch) => {
@@ -152,10 +221,13 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                         return;
                     }
                     tracing::debug!(shard = k, "cluster reader: reconnected; reading again");
+                    // A leader may have changed while this node could not see it.
+                    inner.ledger.leader_changed(&inner.js, k, "a reconnection to NATS");
                     break;
                 }
                 () = tokio::time::sleep(IDLE_CHECK) => {
-                    if reader_is_behind(&inner, k).await {
+                    let last = watch.saw(&inner, k, look(&inner, k).await);
+                    if last.is_some_and(|last| last > inner.positions[k].load(Ordering::Acquire)) {
                         tracing::warn!(shard = k, "cluster reader: stalled behind its stream; reading again");
                         break;
                     }

@@ -9,18 +9,13 @@
 //! checked against the stream: the message at that sequence must carry the id; when it does
 //! not, the message is stored again under a fresh id (a duplicate at worst, never a loss).
 //!
-//! And an acknowledgement is checked once more by the node's own reader of the shard
-//! ([`Ledger`]): every acknowledged store of a message shard is kept (id, subject, payload)
-//! until the reader reads its sequence from the stream. When the stream holds another message
-//! there, or none (the reader passed it), the acknowledgement was not kept by the stream and
-//! the message is stored again under a fresh id. A raft entry acknowledged and then truncated
-//! when a partition heals (nats-io/nats-server#7545) is repaired this way, not lost.
+//! And an acknowledgement is checked again later by the node's own reader of the shard, and
+//! once more after the stream's leader changes: [`super::ledger`].
 //!
 //! Every acknowledgement is logged at debug under the target `ferromq::store_ack` (stream,
 //! sequence, duplicate flag, message id), so a run can look up where a message went:
 //! `--log-level warn,ferromq::store_ack=debug`.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,7 +37,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Again {
     pub subject: String,
     pub payload: Bytes,
-    pub ledger: Arc<Ledger>,
+    pub ledger: Arc<super::ledger::Ledger>,
 }
 
 /// Log `ack` of the store of message id `id`; when it is a duplicate answer for a message
@@ -105,7 +100,11 @@ pub async fn confirm(
 }
 
 /// Store `again`'s message under a fresh id derived from `id`: its sequence and the id.
-async fn store_afresh(js: &Context, id: &str, again: &Again) -> Result<(u64, String), String> {
+pub(super) async fn store_afresh(
+    js: &Context,
+    id: &str,
+    again: &Again,
+) -> Result<(u64, String), String> {
     let fresh = format!(
         "{}.{:x}",
         id.split('.').next().unwrap_or(id),
@@ -144,195 +143,8 @@ fn shard_of_stream(stream: &str) -> Option<usize> {
     stream.strip_prefix("FMQ_MSG_")?.parse().ok()
 }
 
-/// Acknowledged stores kept at most before the oldest are given up on (a reader stalled that
-/// long cannot confirm them; they are logged).
-const LEDGER_LIMIT: usize = 200_000;
-/// Payload bytes the ledger keeps at most (payloads up to NATS's `max_payload` would make
-/// [`LEDGER_LIMIT`] entries many GiB): past it the oldest are given up on the same way.
-const LEDGER_BYTES: usize = 64 * 1024 * 1024;
-/// Per shard, how many of the last read (sequence, id) pairs are remembered for an
-/// acknowledgement that arrives after the reader read its message.
-const RECENT: usize = 16_384;
-/// How long a re-store keeps trying.
-const RESTORE_FOR: Duration = Duration::from_secs(120);
-
-/// A store acknowledged and not yet read back by the node's reader.
-struct Pending {
-    id: String,
-    subject: String,
-    payload: Bytes,
-}
-
-#[derive(Default)]
-struct Shard {
-    /// By sequence.
-    pending: BTreeMap<u64, Pending>,
-    /// The payload bytes of `pending`.
-    pending_bytes: usize,
-    /// The last sequence the node's reader read.
-    read_upto: u64,
-    /// The last [`RECENT`] sequences read, with the id of the message (if it had one).
-    recent: VecDeque<(u64, Option<String>)>,
-}
-
-/// Acknowledged stores of message shards waiting for the node's reader (see the module).
-pub struct Ledger {
-    shards: parking_lot::Mutex<Vec<Shard>>,
-}
-
-impl Ledger {
-    pub fn new(shards: usize) -> Self {
-        Ledger {
-            shards: parking_lot::Mutex::new((0..shards).map(|_| Shard::default()).collect()),
-        }
-    }
-
-    /// The reader of shard `k` starts at `last` (what is older was not stored by this node).
-    pub fn start(&self, k: usize, last: u64) {
-        if let Some(shard) = self.shards.lock().get_mut(k) {
-            shard.read_upto = shard.read_upto.max(last);
-        }
-    }
-
-    /// The stream acknowledged `id` at `seq` of shard `k`.
-    fn acknowledged(self: &Arc<Self>, js: &Context, k: usize, seq: u64, id: &str, again: &Again) {
-        let verdict = {
-            let mut shards = self.shards.lock();
-            let Some(shard) = shards.get_mut(k) else {
-                return;
-            };
-            if seq > shard.read_upto {
-                shard.pending_bytes += again.payload.len();
-                let replaced = shard.pending.insert(
-                    seq,
-                    Pending {
-                        id: id.to_owned(),
-                        subject: again.subject.clone(),
-                        payload: again.payload.clone(),
-                    },
-                );
-                if let Some(old) = replaced {
-                    shard.pending_bytes = shard.pending_bytes.saturating_sub(old.payload.len());
-                }
-                loop {
-                    let (entries, bytes) = shards.iter().fold((0, 0), |(n, b), s| {
-                        (n + s.pending.len(), b + s.pending_bytes)
-                    });
-                    if entries <= LEDGER_LIMIT && bytes <= LEDGER_BYTES {
-                        break;
-                    }
-                    // The shard with the most waiting gives up its oldest entry.
-                    let Some(shard) = shards.iter_mut().max_by_key(|s| s.pending.len()) else {
-                        break;
-                    };
-                    let Some((seq, p)) = shard.pending.pop_first() else {
-                        break;
-                    };
-                    shard.pending_bytes = shard.pending_bytes.saturating_sub(p.payload.len());
-                    tracing::warn!(
-                        target: TARGET,
-                        shard = k,
-                        seq,
-                        id = %p.id,
-                        "acknowledged store not confirmed: the reader is too far behind"
-                    );
-                }
-                return;
-            }
-            shard
-                .recent
-                .iter()
-                .find(|(s, _)| *s == seq)
-                .map(|(_, read)| read.as_deref() == Some(id))
-        };
-        if verdict != Some(true) {
-            let missing = Pending {
-                id: id.to_owned(),
-                subject: again.subject.clone(),
-                payload: again.payload.clone(),
-            };
-            self.clone().restore(js.clone(), k, seq, missing);
-        }
-    }
-
-    /// The node's reader of shard `k` read `seq`, a message with `id` (its `Nats-Msg-Id`).
-    pub fn read(self: &Arc<Self>, js: &Context, k: usize, seq: u64, id: Option<&str>) {
-        let mut missing = Vec::new();
-        {
-            let mut shards = self.shards.lock();
-            let Some(shard) = shards.get_mut(k) else {
-                return;
-            };
-            if seq <= shard.read_upto {
-                return;
-            }
-            shard.read_upto = seq;
-            shard.recent.push_back((seq, id.map(str::to_owned)));
-            if shard.recent.len() > RECENT {
-                shard.recent.pop_front();
-            }
-            while let Some(entry) = shard.pending.first_entry() {
-                if *entry.key() > seq {
-                    break;
-                }
-                let (at, pending) = entry.remove_entry();
-                shard.pending_bytes = shard.pending_bytes.saturating_sub(pending.payload.len());
-                if at == seq && id == Some(pending.id.as_str()) {
-                    continue;
-                }
-                missing.push((at, pending));
-            }
-        }
-        for (at, pending) in missing {
-            self.clone().restore(js.clone(), k, at, pending);
-        }
-    }
-
-    /// Store again a message whose acknowledgement the stream did not keep.
-    fn restore(self: Arc<Self>, js: Context, k: usize, seq: u64, missing: Pending) {
-        tracing::warn!(
-            target: TARGET,
-            shard = k,
-            seq,
-            id = %missing.id,
-            "an acknowledged store is not in its stream (another message or none at its \
-             sequence): storing it again"
-        );
-        let again = Again {
-            subject: missing.subject,
-            payload: missing.payload,
-            ledger: self.clone(),
-        };
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let mut pause = Duration::from_millis(200);
-            loop {
-                match store_afresh(&js, &missing.id, &again).await {
-                    Ok((seq, fresh)) => {
-                        again.ledger.acknowledged(&js, k, seq, &fresh, &again);
-                        return;
-                    }
-                    Err(e) if started.elapsed() < RESTORE_FOR => {
-                        tracing::debug!(target: TARGET, "storing again: {e}; retrying");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_secs(2));
-                    }
-                    Err(e) => {
-                        tracing::error!(
-                            target: TARGET,
-                            id = %missing.id,
-                            "an acknowledged message could not be stored again: {e}"
-                        );
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
 /// Whether `stream` holds a message with id `id` at `seq` (read from the stream's leader).
-async fn holds(js: &Context, stream: &str, seq: u64, id: &str) -> Result<bool, String> {
+pub(super) async fn holds(js: &Context, stream: &str, seq: u64, id: &str) -> Result<bool, String> {
     let read = async {
         let stream = js
             .get_stream_no_info(stream)

@@ -25,4 +25,5 @@ mod shared;
 mod shared_chaos;
 mod stomp_durable;
 mod stomp_queues;
+mod taken_back;
 mod wills;

@@ -95,7 +95,8 @@ impl FerromqNode {
         let child = Command::new(ferromq_binary())
             .args(["run", "--config"])
             .arg(xml_path)
-            .args(["--log-level", "warn"])
+            // A failing test's nodes can say more: FERROMQ_TEST_NODE_LOG="warn,ferromq::store_ack=debug".
+            .args(["--log-level", &node_log_level()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -225,4 +226,9 @@ fn mqtt_port_of(xml: &str) -> Option<u16> {
     let after = &xml[xml.find("mqtt://")? + "mqtt://".len()..];
     let authority = after.split(['"', '?', '/']).next()?;
     authority.rsplit(':').next()?.parse().ok()
+}
+
+/// The nodes' `--log-level`: `warn`, or `FERROMQ_TEST_NODE_LOG` when set.
+fn node_log_level() -> String {
+    std::env::var("FERROMQ_TEST_NODE_LOG").unwrap_or_else(|_| "warn".to_owned())
 }
