@@ -166,6 +166,24 @@ async fn a_malformed_frame_closes_only_its_connection() {
 }
 
 #[tokio::test]
+async fn an_mqtt_client_on_the_stomp_port_is_refused_at_once() {
+    let env = crate::broker().await;
+    let mut mqtt = env.stomp().await;
+    // An MQTT 3.1.1 CONNECT (client id "x", keep-alive 60): it holds no LF, so a decoder
+    // waiting for the command line would wait until the connect timeout.
+    mqtt.send_raw(b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x")
+        .await;
+    let e = mqtt.recv().await;
+    assert_eq!(e.command, "ERROR");
+    assert!(
+        e.header("message")
+            .is_some_and(|m| m.contains("Not a STOMP frame")),
+        "{e:?}"
+    );
+    mqtt.expect_closed_within(crate::support::STEP).await;
+}
+
+#[tokio::test]
 async fn wildcard_queues_selectors_and_unserved_activemq_headers_are_refused() {
     let env = crate::broker().await;
     for headers in [

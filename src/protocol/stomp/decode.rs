@@ -159,7 +159,12 @@ impl Decoder {
                 }
                 Phase::Command => {
                     let max = self.limits.max_command_length;
-                    let Some(lf) = self.find(buf, b'\n') else {
+                    let found = self.find(buf, b'\n');
+                    let line_so_far = &buf[..found.unwrap_or(buf.len()).min(max + 2)];
+                    if let Some(&b) = line_so_far.iter().find(|&&b| is_binary(b)) {
+                        return Err(StompError::NotStomp(b));
+                    }
+                    let Some(lf) = found else {
                         return self.wait_for_line(buf, max, StompError::CommandTooLong { max });
                     };
                     let line = line_at(buf, 0, lf);
@@ -342,6 +347,12 @@ impl Decoder {
 }
 
 /// The line `start..lf` without the LF and without a CR before it.
+/// A byte no command line holds: a control byte other than tab and CR (STOMP 1.2 "Augmented
+/// BNF": a command is letters; ActiveMQ trims spaces and tabs around it).
+fn is_binary(b: u8) -> bool {
+    (b < 0x20 && b != b'\t' && b != b'\r') || b == 0x7f
+}
+
 fn line_at(buf: &[u8], start: usize, lf: usize) -> &[u8] {
     let line = buf.get(start..lf).unwrap_or_default();
     line.strip_suffix(b"\r").unwrap_or(line)
@@ -470,6 +481,26 @@ mod tests {
             decode_all(&mut Decoder::default(), b"SEND\nnocolon\n\n\0"),
             Err(StompError::MissingColon)
         );
+    }
+
+    #[test]
+    fn an_mqtt_connect_is_refused_at_its_first_byte() {
+        let mut decoder = Decoder::default();
+        // An MQTT 3.1.1 CONNECT's fixed header: no LF ever comes.
+        let mut buf = BytesMut::from(&b"\x10\x0c\x00\x04MQTT"[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(StompError::NotStomp(0x10)));
+        let mut decoder = Decoder::default();
+        let mut split = BytesMut::from(&b"CONN"[..]);
+        assert_eq!(decoder.decode(&mut split), Ok(None));
+        split.extend_from_slice(b"\x01");
+        assert_eq!(decoder.decode(&mut split), Err(StompError::NotStomp(0x01)));
+        // Tabs, CR and spaces around a command stay allowed, as ActiveMQ trims them.
+        let mut decoder = Decoder::default();
+        let mut ok = BytesMut::from(&b"\tDISCONNECT \r\n\n\x00"[..]);
+        assert!(matches!(
+            decoder.decode(&mut ok),
+            Ok(Some(Decoded::Frame(_)))
+        ));
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub enum StompError {
     /// the first 64 characters, lossily decoded.
     #[error("Unknown STOMP action: {0}")]
     UnknownCommand(String),
+    /// A control byte (other than tab and CR) before the end of the command line: the peer does
+    /// not speak STOMP at all (an MQTT CONNECT starts with 0x10). Refused at once rather than
+    /// after the command-length limit or the connect timeout (ActiveMQ waits for the line).
+    #[error("Not a STOMP frame: byte 0x{0:02x} in the command line (is this an MQTT or other binary client on a STOMP port?)")]
+    NotStomp(u8),
     /// A NUL byte inside a header line (a frame ends at NUL: STOMP 1.2 "Augmented BNF" has no
     /// NUL in `header-name` or `header-value`).
     #[error("A header contains a NUL byte")]

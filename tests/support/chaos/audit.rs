@@ -22,6 +22,15 @@ pub struct Stored {
     pub inversion_examples: Vec<(u32, u64, u64)>,
     /// Readers started over because their consumer stalled.
     pub restarts: usize,
+    /// Where each `(publisher, seq)` is stored: `(shard, stream sequence, Nats-Msg-Id)`, every
+    /// copy (a message stored again has two).
+    pub locations: std::collections::HashMap<(u32, u64), Vec<(usize, u64, String)>>,
+    /// What the streams' leaders hold, read one sequence at a time (`STREAM.MSG.GET`, answered
+    /// by the leader): the consumer view above comes from whichever replica NATS placed the
+    /// reading consumer on, and replicas can differ after a partition heals.
+    pub at_leaders: HashSet<(u32, u64)>,
+    /// Sequences the leaders did not answer for (neither a message nor "no message").
+    pub leader_unread: usize,
 }
 
 /// A stream reader that gets nothing for this long starts over.
@@ -103,6 +112,16 @@ pub async fn stored_messages(client: &async_nats::Client, shards: usize) -> Resu
                 if let Ok(frame) = ferromq::cluster::codec::decode_message(message.payload.clone())
                 {
                     if let Some((publisher, seq, _)) = decode_payload(&frame.message.payload) {
+                        let id = message
+                            .headers
+                            .as_ref()
+                            .and_then(|h| h.get("Nats-Msg-Id"))
+                            .map_or_else(String::new, |v| v.as_str().to_owned());
+                        stored
+                            .locations
+                            .entry((publisher, seq))
+                            .or_default()
+                            .push((k, sequence, id));
                         if stored.messages.insert((publisher, seq)) {
                             let top = highest.entry(publisher).or_insert(seq);
                             if seq < *top {
@@ -121,8 +140,47 @@ pub async fn stored_messages(client: &async_nats::Client, shards: usize) -> Resu
             }
         }
         stored.restarts += restarts;
+        let (held, unread) = read_from_leader(&stream, 1, last).await;
+        stored.at_leaders.extend(held);
+        stored.leader_unread += unread;
     }
     Ok(stored)
+}
+
+/// The load messages `stream`'s leader holds from `first` to `last`, and how many sequences
+/// it did not answer for.
+async fn read_from_leader(
+    stream: &async_nats::jetstream::stream::Stream,
+    first: u64,
+    last: u64,
+) -> (Vec<(u32, u64)>, usize) {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let answers: Vec<Result<Option<(u32, u64)>, ()>> = futures_util::stream::iter(first..=last)
+        .map(|seq| async move {
+            for _ in 0..3 {
+                match tokio::time::timeout(Duration::from_secs(2), stream.get_raw_message(seq))
+                    .await
+                {
+                    Ok(Ok(m)) => {
+                        let load = ferromq::cluster::codec::decode_message(m.payload.clone())
+                            .ok()
+                            .and_then(|f| decode_payload(&f.message.payload))
+                            .map(|(publisher, seq, _)| (publisher, seq));
+                        return Ok(load);
+                    }
+                    Ok(Err(e)) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                        return Ok(None)
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            Err(())
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    let unread = answers.iter().filter(|a| a.is_err()).count();
+    (answers.into_iter().flatten().flatten().collect(), unread)
 }
 
 /// The acknowledged messages missing from `stored`: how many, and up to 10 `(publisher,
@@ -152,6 +210,33 @@ pub async fn audit_note(
     audit(client, shards, recording).await.0
 }
 
+/// [`audit_note`], and where each of `lost` (`(publisher, seq)` PUBACKed and not delivered to
+/// some subscriber) is stored: `(shard, stream sequence, message id)` per copy, to look up in
+/// the nodes' `ferromq::store_ack` logs.
+pub async fn audit_note_locating(
+    client: &async_nats::Client,
+    shards: usize,
+    recording: &Recording,
+    lost: &[(u32, u64)],
+) -> String {
+    let stored = stored_messages(client, shards).await;
+    let located: Vec<String> = match &stored {
+        Ok(stored) => lost
+            .iter()
+            .map(|key| format!("{key:?} at {:?}", stored.locations.get(key)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut note = describe(stored, recording);
+    if !located.is_empty() {
+        note.push_str(&format!(
+            "; lost deliveries stored at (shard, seq, id): {}",
+            located.join(", ")
+        ));
+    }
+    note
+}
+
 /// The audit's note (see [`audit_note`]) and the messages stored after a later message of
 /// their publisher (`None` when the streams could not be read). Each publisher of the load
 /// has one topic, so these are inversions per (publisher, topic) in the store itself.
@@ -169,16 +254,22 @@ fn describe(stored: Result<Stored, String>, recording: &Recording) -> String {
     match stored {
         Ok(stored) => {
             let (missing, examples) = acked_not_stored(recording, &stored.messages);
+            let (missing_at_leaders, leader_examples) =
+                acked_not_stored(recording, &stored.at_leaders);
+            let replica_only = stored.messages.difference(&stored.at_leaders).count();
+            let leader_only = stored.at_leaders.difference(&stored.messages).count();
             format!(
                 "store audit: {} load messages in the streams; PUBACKed but in no stream: \
-                 {missing}{}; stored after a later message of their publisher: {}{}; \
-                 readers started over after a stall: {}",
+                 {missing}{}; at the leaders: {} (PUBACKed but not at the leaders: \
+                 {missing_at_leaders}{}; read from a replica but not at the leader: \
+                 {replica_only}; at the leader but not read from a replica: {leader_only}; \
+                 sequences the leaders did not answer: {}); stored after a later message of \
+                 their publisher: {}{}; readers started over after a stall: {}",
                 stored.messages.len(),
-                if examples.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (publisher, seq, PUBACK s: {examples:?})")
-                },
+                examples_of(&examples),
+                stored.at_leaders.len(),
+                examples_of(&leader_examples),
+                stored.leader_unread,
                 stored.inversions,
                 if stored.inversion_examples.is_empty() {
                     String::new()
@@ -192,5 +283,13 @@ fn describe(stored: Result<Stored, String>, recording: &Recording) -> String {
             )
         }
         Err(e) => format!("store audit: could not read the streams: {e}"),
+    }
+}
+
+fn examples_of(examples: &[(u32, u64, f64)]) -> String {
+    if examples.is_empty() {
+        String::new()
+    } else {
+        format!(" (publisher, seq, PUBACK s: {examples:?})")
     }
 }

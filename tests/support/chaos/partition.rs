@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::audit_note;
+use super::audit::audit_note_locating;
 use super::checker::check;
 use super::cluster::{
     cluster_nodes, common_violations, inversion_examples, nats, pub_gap_ms, NodeProcess, Outcome,
@@ -853,7 +853,15 @@ pub async fn s5_partition(
     violations.extend(common_violations(&report, false));
     notes.push(format!("node timings: {timings}"));
     match async_nats::connect(rig.nats_urls()).await {
-        Ok(client) => notes.push(audit_note(&client, SHARDS, &recording).await),
+        Ok(client) => {
+            let mut lost: Vec<(u32, u64)> = report
+                .lost_examples
+                .iter()
+                .map(|l| (l.publisher, l.seq))
+                .collect();
+            lost.dedup();
+            notes.push(audit_note_locating(&client, SHARDS, &recording, &lost).await);
+        }
         Err(e) => notes.push(format!("store audit: no NATS connection: {e}")),
     }
     let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
