@@ -56,6 +56,7 @@ pub async fn confirm(
         seq = ack.sequence,
         duplicate = ack.duplicate,
         id,
+        subject = again.as_ref().map_or("", |a| a.subject.as_str()),
         "stored"
     );
     let Some(shard) = shard_of_stream(&ack.stream) else {

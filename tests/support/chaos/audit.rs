@@ -184,16 +184,23 @@ async fn read_from_leader(
 }
 
 /// The acknowledged messages missing from `stored`: how many, and up to 10 `(publisher,
-/// seq, PUBACK time in s)`.
+/// seq, PUBACK time in s, how the acknowledgement was attributed)`.
 pub fn acked_not_stored(
     recording: &Recording,
     stored: &HashSet<(u32, u64)>,
-) -> (usize, Vec<(u32, u64, f64)>) {
-    let mut missing: Vec<(u32, u64, f64)> = recording
+) -> (usize, Vec<(u32, u64, f64, &'static str)>) {
+    let mut missing: Vec<(u32, u64, f64, &'static str)> = recording
         .publishes
         .iter()
         .filter(|p| p.t_puback_us.is_some() && !stored.contains(&(p.publisher, p.seq)))
-        .map(|p| (p.publisher, p.seq, p.t_puback_us.unwrap_or(0) as f64 / 1e6))
+        .map(|p| {
+            (
+                p.publisher,
+                p.seq,
+                p.t_puback_us.unwrap_or(0) as f64 / 1e6,
+                p.acked_via.unwrap_or("?"),
+            )
+        })
         .collect();
     missing.sort_by(|a, b| a.2.total_cmp(&b.2));
     let count = missing.len();
@@ -286,10 +293,10 @@ fn describe(stored: Result<Stored, String>, recording: &Recording) -> String {
     }
 }
 
-fn examples_of(examples: &[(u32, u64, f64)]) -> String {
+fn examples_of(examples: &[(u32, u64, f64, &str)]) -> String {
     if examples.is_empty() {
         String::new()
     } else {
-        format!(" (publisher, seq, PUBACK s: {examples:?})")
+        format!(" (publisher, seq, PUBACK s, acknowledged by: {examples:?})")
     }
 }

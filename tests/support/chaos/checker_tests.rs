@@ -21,6 +21,7 @@ fn acked(publisher: u32, seq: u64) -> PublishRecord {
         t_send_us: seq * 1000,
         t_puback_us: Some(seq * 1000 + 500),
         failure: None,
+        acked_via: None,
     }
 }
 
@@ -100,6 +101,7 @@ fn a_message_never_acked_is_not_lost() {
         t_send_us: 3000,
         t_puback_us: None,
         failure: Some("no PUBACK by the end".into()),
+        acked_via: None,
     });
     let report = check(&recording);
     assert_eq!(report.lost, 0);

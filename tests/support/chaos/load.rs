@@ -290,12 +290,15 @@ struct PublisherState {
 }
 
 impl PublisherState {
-    fn ack(&mut self, seq: u64, t_us: u64) {
+    fn ack(&mut self, seq: u64, t_us: u64, via: &'static str) {
         if let Some(record) = usize::try_from(seq)
             .ok()
             .and_then(|i| self.records.get_mut(i))
         {
-            record.t_puback_us.get_or_insert(t_us);
+            if record.t_puback_us.is_none() {
+                record.t_puback_us = Some(t_us);
+                record.acked_via = Some(via);
+            }
         }
     }
 
@@ -304,7 +307,7 @@ impl PublisherState {
             if collided_pkid == pkid {
                 self.collided = None;
                 if let Some(old) = self.pkids.insert(pkid, seq) {
-                    self.ack(old, t_us);
+                    self.ack(old, t_us, "collision");
                     self.acked_early = Some(pkid);
                 }
                 return;
@@ -321,7 +324,7 @@ impl PublisherState {
     /// QoS 2: the broker took the message; the exchange ends at its PUBCOMP.
     fn pubrec(&mut self, pkid: u16, t_us: u64) {
         if let Some(&seq) = self.pkids.get(&pkid) {
-            self.ack(seq, t_us);
+            self.ack(seq, t_us, "pubrec");
         }
     }
 
@@ -331,7 +334,7 @@ impl PublisherState {
             return;
         }
         if let Some(seq) = self.pkids.remove(&pkid) {
-            self.ack(seq, t_us);
+            self.ack(seq, t_us, "puback");
         }
     }
 
@@ -460,6 +463,7 @@ async fn send(
             t_send_us,
             t_puback_us: None,
             failure: None,
+            acked_via: None,
         });
         // Queued before the client can write it, so the event loop always finds it.
         state.queued.push_back(seq);

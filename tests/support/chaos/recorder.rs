@@ -37,6 +37,11 @@ pub struct PublishRecord {
     /// When its PUBACK arrived; `None` with a `failure`.
     pub t_puback_us: Option<u64>,
     pub failure: Option<String>,
+    /// How the acknowledgement was attributed to this message: `puback`, `pubrec`, or
+    /// `collision` (rumqttc wrote another PUBLISH under its packet id, which the recorder
+    /// takes as its PUBACK having arrived: the audit names these when they are missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acked_via: Option<&'static str>,
 }
 
 /// One PUBLISH a subscriber received (its payload names the publisher and sequence).
