@@ -403,12 +403,25 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     if ours {
         return;
     }
+    {
+        let mut tracker = inner.tracker.lock();
+        // The write that failed was of the copy at `epoch`. When the copy tracked now is
+        // another epoch, a newer claim of the same client on this node replaced it meanwhile
+        // (its record is the one that moved): that session is not fenced by the old write.
+        if tracker
+            .sessions
+            .get(client_id)
+            .is_some_and(|t| t.epoch != epoch)
+        {
+            return;
+        }
+        tracker.sessions.remove(client_id);
+    }
     tracing::warn!(
         client_id = %client_id,
         owner = current.as_ref().map(|r| r.owner.as_str()).unwrap_or("none"),
         "session taken over by another node: this node's copy is dropped (fenced)"
     );
-    inner.tracker.lock().sessions.remove(client_id);
     inner.q2.forget(client_id);
     if let Some(core) = inner.core() {
         core.hand_over(client_id);

@@ -286,6 +286,10 @@ struct PublisherState {
     /// The next PUBACK of this packet id is the one rumqttc already handled when it wrote the
     /// collided PUBLISH (rumqttc reports that write before the PUBACK that freed the id).
     acked_early: Option<u16>,
+    /// Packet ids in flight at a reconnection: rumqttc writes each again first (its `clean`
+    /// keeps a collided PUBLISH aside), so that write is a retransmission, not the collided
+    /// PUBLISH taking the id over (which would count the first as acknowledged).
+    retransmitting: std::collections::HashSet<u16>,
     sender_done: bool,
 }
 
@@ -303,6 +307,9 @@ impl PublisherState {
     }
 
     fn outgoing_publish(&mut self, pkid: u16, t_us: u64) {
+        if self.retransmitting.remove(&pkid) {
+            return;
+        }
         if let Some((collided_pkid, seq)) = self.collided {
             if collided_pkid == pkid {
                 self.collided = None;
@@ -386,6 +393,10 @@ impl Publisher {
             let now = self.clock.now_us();
             match event {
                 Ok(MqttEvent::ConnAck { session_present }) => {
+                    {
+                        let mut state = state.lock();
+                        state.retransmitting = state.pkids.keys().copied().collect();
+                    }
                     self.log.connected(ConnectRecord {
                         client: me,
                         t_us: now,
