@@ -11,6 +11,9 @@ use futures_util::StreamExt;
 
 use super::recorder::{decode_payload, Recording};
 
+/// Where a message is stored: `(shard, stream sequence, Nats-Msg-Id)`.
+pub type Location = (usize, u64, String);
+
 /// What the shard streams hold of the load: every `(publisher, seq)`, and the stream order
 /// inversions (a publisher's message stored after a later one of the same publisher: a
 /// subscriber reading the stream gets them out of order).
@@ -24,7 +27,7 @@ pub struct Stored {
     pub restarts: usize,
     /// Where each `(publisher, seq)` is stored: `(shard, stream sequence, Nats-Msg-Id)`, every
     /// copy (a message stored again has two).
-    pub locations: std::collections::HashMap<(u32, u64), Vec<(usize, u64, String)>>,
+    pub locations: std::collections::HashMap<(u32, u64), Vec<Location>>,
     /// What the streams' leaders hold, read one sequence at a time (`STREAM.MSG.GET`, answered
     /// by the leader): the consumer view above comes from whichever replica NATS placed the
     /// reading consumer on, and replicas can differ after a partition heals.
