@@ -397,22 +397,11 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
         Ok(Ok(_)) => None,
         Ok(Err(_)) | Err(_) => return,
     };
-    let ours = current
-        .as_ref()
-        .is_some_and(|r| r.owner == inner.node_id && r.epoch == epoch);
-    if ours {
-        return;
-    }
+    let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
     {
         let mut tracker = inner.tracker.lock();
-        // The write that failed was of the copy at `epoch`. When the copy tracked now is
-        // another epoch, a newer claim of the same client on this node replaced it meanwhile
-        // (its record is the one that moved): that session is not fenced by the old write.
-        if tracker
-            .sessions
-            .get(client_id)
-            .is_some_and(|t| t.epoch != epoch)
-        {
+        let tracked = tracker.sessions.get(client_id).map(|t| t.epoch);
+        if !fences(&inner.node_id, epoch, tracked, owner) {
             return;
         }
         tracker.sessions.remove(client_id);
@@ -426,6 +415,18 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
+}
+
+/// Whether a failed write of this node's copy at `epoch` fences (drops) the copy tracked now
+/// (`tracked`: its epoch), given the record's `(owner, epoch)` read after the failure. Not when
+/// the record is this node's at that epoch (the write raced one of its own), and not when the
+/// copy tracked now is another epoch: a newer claim of the same client on this node replaced
+/// the copy that was written, and moved the record itself.
+fn fences(node: &str, epoch: u64, tracked: Option<u64>, record: Option<(&str, u64)>) -> bool {
+    if record.is_some_and(|(owner, e)| owner == node && e == epoch) {
+        return false;
+    }
+    tracked.is_none_or(|t| t == epoch)
 }
 
 /// How long [`verify`] waits for one read of a session record, and how often it tries: a
@@ -984,5 +985,28 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
         tracing::warn!(
             "cluster: session records not flushed at shutdown (single-threaded runtime)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fences;
+
+    #[test]
+    fn a_failed_write_fences_only_the_copy_it_was_written_for() {
+        // Another node took the session: the copy written at epoch 3 goes.
+        assert!(fences("n1", 3, Some(3), Some(("n2", 4))));
+        // The record is gone (ended elsewhere): the copy goes.
+        assert!(fences("n1", 3, Some(3), None));
+        // A newer claim of the same client on this node (epoch 4) moved the record: the
+        // failed write was of the old copy; the new one stays.
+        assert!(!fences("n1", 3, Some(4), Some(("n1", 4))));
+        // ... even when yet another node owns the record now: that is for the new copy's own
+        // writes to find out.
+        assert!(!fences("n1", 3, Some(4), Some(("n2", 5))));
+        // The record is this node's at the written epoch: nothing to fence.
+        assert!(!fences("n1", 3, Some(3), Some(("n1", 3))));
+        // Nothing tracked any more: nothing to keep.
+        assert!(fences("n1", 3, None, Some(("n2", 4))));
     }
 }
