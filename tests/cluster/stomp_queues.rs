@@ -194,7 +194,42 @@ async fn each_message_to_exactly_one_consumer(stomp: &[SocketAddr]) {
     for n in 0..N {
         send_ok(&mut producer, q, &n.to_string()).await;
     }
-    let got = collect(&mut [&mut b, &mut c], true, N, Duration::from_secs(20)).await;
+    // Sharing without a race on which node's puller starts first: b takes its prefetch (10)
+    // and acknowledges nothing, so what b's node does not hold must reach c on the other node.
+    let held_by_b = collect(&mut [&mut b], false, 10, Duration::from_secs(20)).await;
+    assert_eq!(held_by_b.len(), 10, "b's prefetch filled");
+    // Until c has the rest, or nothing came for 1 s (b's node may hold a few it pulled
+    // beyond b's prefetch until b acknowledges).
+    let mut to_c = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = Instant::now();
+    while to_c.len() < N - held_by_b.len() && Instant::now() < deadline {
+        match c.recv_within(Duration::from_millis(200)).await {
+            Some(f) => {
+                assert_eq!(f.command, "MESSAGE", "{f:?}");
+                ack(&mut c, &f).await;
+                to_c.push(f);
+                last = Instant::now();
+            }
+            None if !to_c.is_empty() && last.elapsed() > Duration::from_secs(1) => break,
+            None => {}
+        }
+    }
+    for (_, m) in &held_by_b {
+        ack(&mut b, m).await;
+    }
+    let rest = collect(
+        &mut [&mut b, &mut c],
+        true,
+        N.saturating_sub(held_by_b.len() + to_c.len()),
+        Duration::from_secs(20),
+    )
+    .await;
+    let got: Vec<(usize, Received)> = held_by_b
+        .into_iter()
+        .chain(to_c.into_iter().map(|m| (1, m)))
+        .chain(rest)
+        .collect();
     // Nothing more arrives: each message once.
     let more = collect(
         &mut [&mut b, &mut c],
