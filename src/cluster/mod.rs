@@ -41,6 +41,7 @@ mod retained;
 mod sessions;
 mod store_ack;
 pub mod subject;
+mod temp_queues;
 mod tracker;
 mod wills;
 

@@ -102,12 +102,16 @@ pub struct SharedQueueState {
 /// What the broker's [`crate::broker::queues::Queues`] calls.
 pub struct ClusterQueues {
     inner: Weak<Inner>,
+    /// This node's temporary queues, each served to the other nodes by its task
+    /// (`temp_queues.rs`), aborted when the queue is deleted.
+    temporary: parking_lot::Mutex<HashMap<String, JoinHandle<()>>>,
 }
 
 impl ClusterQueues {
     pub fn new(inner: &Arc<Inner>) -> ClusterQueues {
         ClusterQueues {
             inner: Arc::downgrade(inner),
+            temporary: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 }
@@ -268,6 +272,29 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
 }
 
 impl SharedQueues for ClusterQueues {
+    fn temporary_created(&self, queue: &str) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let task = super::temp_queues::serve(&inner, queue);
+        if let Some(old) = self.temporary.lock().insert(queue.to_owned(), task) {
+            old.abort();
+        }
+    }
+
+    fn temporary_deleted(&self, queue: &str) {
+        if let Some(task) = self.temporary.lock().remove(queue) {
+            task.abort();
+        }
+    }
+
+    fn send_to_remote_temporary(&self, queue: &str, message: &Message) -> Commit {
+        let Some(inner) = self.inner.upgrade() else {
+            return Commit::Done(Err(unavailable("the cluster engine stopped")));
+        };
+        super::temp_queues::send(&inner, queue, message)
+    }
+
     fn store(&self, queue: &str, message: &Message) -> Commit {
         let Some(inner) = self.inner.upgrade() else {
             return Commit::Done(Err(unavailable("the cluster engine stopped")));

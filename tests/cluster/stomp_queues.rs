@@ -162,7 +162,7 @@ async fn stomp_queues_across_nodes() {
     a_message_waits_for_a_consumer_on_another_node(&stomp).await;
     a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(&stomp).await;
     nack_and_the_redelivery_limit_dead_letter_once(&stomp).await;
-    temporary_queues_are_refused(&stomp).await;
+    temporary_queues_carry_replies_across_nodes(&stomp).await;
     a_killed_nodes_unacknowledged_messages_come_back(&mut rig, &stomp).await;
     no_receipt_without_the_store(&mut rig, &stomp).await;
 }
@@ -392,22 +392,95 @@ async fn nack_and_the_redelivery_limit_dead_letter_once(stomp: &[SocketAddr]) {
     );
 }
 
-async fn temporary_queues_are_refused(stomp: &[SocketAddr]) {
-    let mut c = connected(stomp[0]).await;
-    c.send(
-        "SUBSCRIBE",
-        &[("destination", "/temp-queue/replies"), ("id", "1")],
-        "",
-    )
-    .await;
-    let f = c.recv().await;
-    assert_eq!(f.command, "ERROR", "{f:?}");
-    assert!(
-        f.header("message")
-            .unwrap_or_default()
-            .contains("temporary queues"),
-        "{f:?}"
+/// Request and reply across nodes: the requester's temporary queue lives on its node; the
+/// responder on another node replies to `/remote-temp-queue/...` with a RECEIPT once the
+/// requester's node queued it; once the requester is gone, a send to it is refused with
+/// ActiveMQ's words; another connection may not consume from it.
+async fn temporary_queues_carry_replies_across_nodes(stomp: &[SocketAddr]) {
+    let requests = "/queue/work.requests";
+    let mut responder = connected(stomp[1]).await;
+    subscribe(&mut responder, requests, "req", &[]).await;
+    let mut requester = connected(stomp[0]).await;
+    subscribe(&mut requester, "/temp-queue/replies", "rep", &[]).await;
+    requester
+        .send(
+            "SEND",
+            &[
+                ("destination", requests),
+                ("reply-to", "/temp-queue/replies"),
+                ("correlation-id", "c1"),
+                ("receipt", "sent"),
+            ],
+            "ping",
+        )
+        .await;
+    let receipt = requester.recv().await;
+    assert_eq!(receipt.command, "RECEIPT", "{receipt:?}");
+    let request = collect(&mut [&mut responder], false, 1, Duration::from_secs(20)).await;
+    let reply_to = request
+        .first()
+        .and_then(|(_, m)| m.header("reply-to"))
+        .expect("the request and its reply-to")
+        .to_owned();
+    assert!(reply_to.starts_with("/remote-temp-queue/ID:"), "{reply_to}");
+    responder
+        .send(
+            "SEND",
+            &[
+                ("destination", reply_to.as_str()),
+                ("correlation-id", "c1"),
+                ("receipt", "replied"),
+            ],
+            "pong",
+        )
+        .await;
+    let answer = responder.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(
+        answer.as_ref().map(|f| f.command.as_str()),
+        Some("RECEIPT"),
+        "the reply queued on the requester's node: {answer:?}"
     );
+    let reply = collect(&mut [&mut requester], false, 1, Duration::from_secs(10)).await;
+    let (_, reply) = reply.first().expect("the reply on the requester's node");
+    assert_eq!(reply.body_text(), "pong");
+    assert_eq!(reply.header("correlation-id"), Some("c1"));
+    assert_eq!(reply.header("destination"), Some("/temp-queue/replies"));
+
+    let mut thief = connected(stomp[2]).await;
+    thief
+        .send(
+            "SUBSCRIBE",
+            &[("destination", reply_to.as_str()), ("id", "steal")],
+            "",
+        )
+        .await;
+    let refused = thief.recv().await;
+    assert_eq!(refused.command, "ERROR", "{refused:?}");
+
+    requester.send("DISCONNECT", &[], "").await;
+    drop(requester);
+    // The queue goes with its connection (once the requester's node saw it close).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut late = connected(stomp[1]).await;
+        late.send(
+            "SEND",
+            &[("destination", reply_to.as_str()), ("receipt", "late")],
+            "too late",
+        )
+        .await;
+        let f = late.recv().await;
+        if f.command == "ERROR" {
+            assert!(
+                f.header("message")
+                    .is_some_and(|m| m.contains("Cannot publish to a deleted Destination")),
+                "{f:?}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still accepted: {f:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn a_killed_nodes_unacknowledged_messages_come_back(rig: &mut Rig, stomp: &[SocketAddr]) {

@@ -308,6 +308,10 @@ impl Queues {
             ..self.new_queue(name)
         };
         queues.insert(queue.name.clone(), Arc::new(queue));
+        drop(queues);
+        if let Some(shared) = self.shared() {
+            shared.temporary_created(name);
+        }
         true
     }
 
@@ -322,6 +326,9 @@ impl Queues {
         let Some(queue) = self.queues.write().remove(name) else {
             return false;
         };
+        if let (true, Some(shared)) = (queue.temporary, self.shared()) {
+            shared.temporary_deleted(name);
+        }
         let (_, mut out) = queue.with(|s, _, _, out| s.purge(out));
         // Entries delivered and unacknowledged go with the queue's record.
         out.changes.clear();

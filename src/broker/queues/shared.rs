@@ -33,6 +33,19 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// Queue `queue` has `consumers` local consumers now (after one came or went): the store
     /// feeds the local queue while it has any.
     fn consumers(&self, queue: &str, consumers: usize);
+
+    /// Temporary queue `queue` was made on this broker. A temporary queue lives on its
+    /// connection's broker only (never in the shared store); from now on the other brokers'
+    /// sends to it reach it here, until [`SharedQueues::temporary_deleted`].
+    fn temporary_created(&self, queue: &str);
+
+    /// Temporary queue `queue` of this broker is gone (its connection closed).
+    fn temporary_deleted(&self, queue: &str);
+
+    /// Send `message` to temporary queue `queue` of another broker: done once that broker
+    /// queued it; an error when no broker has that queue (ActiveMQ's "Cannot publish to a
+    /// deleted Destination").
+    fn send_to_remote_temporary(&self, queue: &str, message: &Message) -> Commit;
 }
 
 impl Queues {
@@ -43,6 +56,17 @@ impl Queues {
 
     pub(super) fn shared(&self) -> Option<&Arc<dyn SharedQueues>> {
         self.shared.get()
+    }
+
+    /// Whether a shared store (a cluster) keeps the queues.
+    pub fn is_shared(&self) -> bool {
+        self.shared().is_some()
+    }
+
+    /// [`SharedQueues::send_to_remote_temporary`]: `None` without a shared store (a single
+    /// broker has every temporary queue itself).
+    pub fn send_remote_temporary(&self, name: &str, message: &Message) -> Option<Commit> {
+        Some(self.shared()?.send_to_remote_temporary(name, message))
     }
 
     /// Messages the local consumers of queue `name` could take now (see `QueueState::room`);

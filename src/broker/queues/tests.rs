@@ -681,6 +681,7 @@ struct FakeShared {
     stored: parking_lot::Mutex<Vec<(String, String)>>,
     dead: parking_lot::Mutex<Vec<(String, QueueSeq, String)>>,
     consumers: parking_lot::Mutex<Vec<(String, usize)>>,
+    temporary: parking_lot::Mutex<Vec<String>>,
 }
 
 impl SharedQueues for FakeShared {
@@ -698,6 +699,48 @@ impl SharedQueues for FakeShared {
     fn consumers(&self, queue: &str, consumers: usize) {
         self.consumers.lock().push((queue.to_owned(), consumers));
     }
+
+    fn temporary_created(&self, queue: &str) {
+        self.temporary.lock().push(format!("+{queue}"));
+    }
+
+    fn temporary_deleted(&self, queue: &str) {
+        self.temporary.lock().push(format!("-{queue}"));
+    }
+
+    fn send_to_remote_temporary(&self, queue: &str, message: &Message) -> Commit {
+        let body = String::from_utf8_lossy(&message.payload).into_owned();
+        self.stored.lock().push((format!("remote:{queue}"), body));
+        Commit::done()
+    }
+}
+
+#[tokio::test]
+async fn a_temporary_queue_is_announced_to_the_shared_store_and_stays_local() {
+    let queues = Queues::new(
+        Recording::new(),
+        MemoryGauge::new(u64::MAX),
+        DeliveryPolicy::default(),
+    );
+    let shared = Arc::new(FakeShared::default());
+    queues.set_shared(shared.clone());
+    assert!(queues.create_temporary("ID:c-1:r"));
+    // A send to it is queued here, not stored in the shared store.
+    let sent = queues
+        .send_temporary("ID:c-1:r", message("a", QoS::AtLeastOnce))
+        .expect("a temporary queue");
+    assert!(sent.is_ok());
+    assert!(shared.stored.lock().is_empty());
+    // Another broker's temporary queue is reached through the shared store.
+    assert!(queues
+        .send_remote_temporary("ID:c-2:r", &message("b", QoS::AtLeastOnce))
+        .is_some());
+    assert_eq!(
+        *shared.stored.lock(),
+        vec![("remote:ID:c-2:r".to_owned(), "b".to_owned())]
+    );
+    assert!(queues.delete("ID:c-1:r"));
+    assert_eq!(*shared.temporary.lock(), ["+ID:c-1:r", "-ID:c-1:r"]);
 }
 
 #[tokio::test]

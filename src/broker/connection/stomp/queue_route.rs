@@ -111,33 +111,13 @@ impl StompConn {
             .header("reply-to")
             .and_then(|r| r.strip_prefix("/temp-queue/"))
         {
-            self.refuse_temporary_in_cluster(&Destination::TempQueue(name.to_owned()), frame)?;
             let name = name.to_owned();
             self.own_temporary(&name, frame)?;
         }
         Ok(())
     }
 
-    /// Temporary queues are each connection's own: a cluster refuses them (another node's
-    /// client could not reach one), while named queues are shared by the nodes
-    /// (`cluster/queues.rs`).
-    fn refuse_temporary_in_cluster(&self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
-        let temporary = matches!(
-            dest,
-            Destination::TempQueue(_) | Destination::RemoteTempQueue(_)
-        );
-        if temporary && self.core.backplane().is_some() {
-            return Err(Close::error(
-                "temporary queues (/temp-queue/) are not served by a ferromq cluster; use a \
-                 named /queue/ destination",
-                Some(frame),
-            ));
-        }
-        Ok(())
-    }
-
     pub(super) fn queue_send(&mut self, dest: &Destination, frame: &Frame) -> Result<(), Close> {
-        self.refuse_temporary_in_cluster(dest, frame)?;
         self.reply_temp_queue(frame)?;
         let frame = self
             .reply_to_rewritten(frame)
@@ -153,13 +133,33 @@ impl StompConn {
                 (Arc::from(name.as_str()), false)
             }
             Destination::TempQueue(name) => (self.own_temporary(name, &frame)?, true),
-            Destination::RemoteTempQueue(name) => {
-                if !self.core.queues.is_temporary(name) {
+            Destination::RemoteTempQueue(name) if !self.core.queues.is_temporary(name) => {
+                if !self.core.queues.is_shared() {
                     return Err(Close::error(
                         format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
                         Some(&frame),
                     ));
                 }
+                // Another node's, in a cluster (`cluster/temp_queues.rs`).
+                self.core
+                    .queues
+                    .may_use_temporary(&security, &self.principal, Action::Write, name)
+                    .map_err(|r| refused(r, &self.principal.user, "temp-queue", name, &frame))?;
+                drop(security);
+                let message = message_of_send(&frame, Arc::from(name.as_str()), Instant::now());
+                let Some(commit) = self.core.queues.send_remote_temporary(name, &message) else {
+                    return Err(Close::error(
+                        format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
+                        Some(&frame),
+                    ));
+                };
+                self.core
+                    .counters
+                    .message_in(message.qos, message.payload.len());
+                self.after_commit(commit, Self::receipt_for(&frame), "message not delivered");
+                return Ok(());
+            }
+            Destination::RemoteTempQueue(name) => {
                 self.core
                     .queues
                     .may_use_temporary(&security, &self.principal, Action::Write, name)
@@ -306,7 +306,6 @@ impl StompConn {
         id: String,
         ack: AckMode,
     ) -> Result<(), Close> {
-        self.refuse_temporary_in_cluster(dest, frame)?;
         if self.has_queue_sub(&id) {
             return Err(Close::error(
                 format!("Duplicate subscription id: {id}"),
