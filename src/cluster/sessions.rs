@@ -508,6 +508,13 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             .await
             .map_err(|_| unavailable("no answer reading a session"))?
             .map_err(unavailable)?;
+        let entry = match entry {
+            Some(e) if e.operation == Operation::Put => Some(e),
+            // "No record" makes a new session: believed only from the bucket's leader. A
+            // read may be answered by any replica, and one that rejoined after a partition
+            // and has not caught up yet does not have the record.
+            _ => leader_entry(inner, &key).await?,
+        };
         let local_epoch = inner
             .tracker
             .lock()
@@ -619,6 +626,47 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
     Err(unavailable(format!(
         "session {client_id} is being taken over by other nodes at the same time"
     )))
+}
+
+/// The session record `key` as the bucket's leader has it (`STREAM.MSG.GET`, never a
+/// replica's direct answer); `None` when there is none or it was deleted.
+async fn leader_entry(
+    inner: &Arc<Inner>,
+    key: &str,
+) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {
+    let subject = format!("{}{key}", inner.sessions_kv.prefix);
+    let read = inner
+        .sessions_kv
+        .stream
+        .get_last_raw_message_by_subject(&subject);
+    let message = match tokio::time::timeout(inner.store_timeout, read).await {
+        Err(_) => return Err(unavailable("no answer reading a session from its leader")),
+        Ok(Err(e))
+            if e.kind()
+                == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+        {
+            return Ok(None)
+        }
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Ok(Ok(m)) => m,
+    };
+    let deleted = message
+        .headers
+        .get("KV-Operation")
+        .is_some_and(|op| op.as_str() != "PUT");
+    if deleted {
+        return Ok(None);
+    }
+    Ok(Some(async_nats::jetstream::kv::Entry {
+        bucket: inner.sessions_kv.name.clone(),
+        key: key.to_owned(),
+        value: message.payload,
+        revision: message.sequence,
+        delta: 0,
+        created: message.time,
+        operation: Operation::Put,
+        seen_current: false,
+    }))
 }
 
 /// Forget this node's copy of a session another node owns (or that ended elsewhere).
