@@ -513,7 +513,16 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             // "No record" makes a new session: believed only from the bucket's leader. A
             // read may be answered by any replica, and one that rejoined after a partition
             // and has not caught up yet does not have the record.
-            _ => leader_entry(inner, &key).await?,
+            _ => {
+                let leader = leader_entry(inner, &key).await?;
+                if leader.is_some() {
+                    tracing::warn!(
+                        client_id = %client_id,
+                        "a replica answered without the session record; its leader has it"
+                    );
+                }
+                leader
+            }
         };
         let local_epoch = inner
             .tracker
