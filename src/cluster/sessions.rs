@@ -510,9 +510,13 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             .map_err(unavailable)?;
         let entry = match entry {
             Some(e) if e.operation == Operation::Put => Some(e),
-            // "No record" makes a new session: believed only from the bucket's leader. A
-            // read may be answered by any replica, and one that rejoined after a partition
-            // and has not caught up yet does not have the record.
+            // A clean start discards any session anyway: nothing of the client's is lost if a
+            // lagging replica hides its record (the new session's first write, a create,
+            // finds it and the client is sent to connect again).
+            other if request.clean_start => other,
+            // "No record" makes a new session where one is to be resumed: believed only from
+            // the bucket's leader. A read may be answered by any replica, and one that
+            // rejoined after a partition and has not caught up yet does not have the record.
             _ => {
                 let leader = leader_entry(inner, &key).await?;
                 if leader.is_some() {
