@@ -160,7 +160,7 @@ impl Decoder {
                 Phase::Command => {
                     let max = self.limits.max_command_length;
                     let found = self.find(buf, b'\n');
-                    let line_so_far = &buf[..found.unwrap_or(buf.len()).min(max + 2)];
+                    let line_so_far = &buf[..found.unwrap_or(buf.len()).min(max.saturating_add(2))];
                     if let Some(&b) = line_so_far.iter().find(|&&b| is_binary(b)) {
                         return Err(StompError::NotStomp(b));
                     }
