@@ -494,6 +494,16 @@ mod tests {
         assert_eq!(decoder.decode(&mut split), Ok(None));
         split.extend_from_slice(b"\x01");
         assert_eq!(decoder.decode(&mut split), Err(StompError::NotStomp(0x01)));
+        // With every limit unlimited too (the scan's bound must not overflow).
+        let mut decoder = Decoder::new(StompLimits {
+            max_command_length: usize::MAX,
+            max_header_length: usize::MAX,
+            max_headers: usize::MAX,
+            max_data_length: usize::MAX,
+            max_frame_size: usize::MAX,
+        });
+        let mut buf = BytesMut::from(&b"\x10\x0c"[..]);
+        assert_eq!(decoder.decode(&mut buf), Err(StompError::NotStomp(0x10)));
         // Tabs, CR and spaces around a command stay allowed, as ActiveMQ trims them.
         let mut decoder = Decoder::default();
         let mut ok = BytesMut::from(&b"\tDISCONNECT \r\n\n\x00"[..]);
