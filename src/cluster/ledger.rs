@@ -197,7 +197,7 @@ impl Ledger {
                 if let Some(old) = shard.pending.insert(seq, store) {
                     shard.pending_bytes = shard.pending_bytes.saturating_sub(old.payload.len());
                 }
-                bound_pending(&mut shards, k);
+                bound_pending(&mut shards);
                 return;
             }
             let read_back = shard
@@ -390,9 +390,8 @@ impl Ledger {
     }
 }
 
-/// Past the pending bounds, the shard with the most waiting gives up its oldest entry
-/// (`k`: the shard that just grew, for the log).
-fn bound_pending(shards: &mut [Shard], k: usize) {
+/// Past the pending bounds, the shard with the most waiting gives up its oldest entry.
+fn bound_pending(shards: &mut [Shard]) {
     loop {
         let (entries, bytes) = shards.iter().fold((0, 0), |(n, b), s| {
             (n + s.pending.len(), b + s.pending_bytes)
@@ -400,7 +399,11 @@ fn bound_pending(shards: &mut [Shard], k: usize) {
         if entries <= LEDGER_LIMIT && bytes <= LEDGER_BYTES {
             return;
         }
-        let Some(shard) = shards.iter_mut().max_by_key(|s| s.pending.len()) else {
+        let Some((k, shard)) = shards
+            .iter_mut()
+            .enumerate()
+            .max_by_key(|(_, s)| s.pending.len())
+        else {
             return;
         };
         let Some((seq, p)) = shard.pending.pop_first() else {

@@ -32,10 +32,11 @@ const ACCEPTED: &[u8] = b"+OK";
 
 /// The core NATS subject of temporary queue `name` (hex: a name may hold any character).
 pub fn subject(name: &str) -> String {
+    use std::fmt::Write;
     let mut subject = String::with_capacity(7 + name.len() * 2);
     subject.push_str("fmq.tq.");
     for b in name.bytes() {
-        subject.push_str(&format!("{b:02x}"));
+        let _ = write!(subject, "{b:02x}");
     }
     subject
 }

@@ -123,48 +123,30 @@ impl StompConn {
             .reply_to_rewritten(frame)
             .unwrap_or_else(|| frame.clone());
         let security = self.core.current_security();
-        let (name, temporary) = match dest {
+        // `remote`: another node's temporary queue, in a cluster (`cluster/temp_queues.rs`).
+        let (name, temporary, remote) = match dest {
             Destination::Queue(name) => {
                 check_name(name, &frame)?;
                 self.core
                     .queues
                     .may_use(&security, &self.principal, Action::Write, name)
                     .map_err(|r| refused(r, &self.principal.user, "queue", name, &frame))?;
-                (Arc::from(name.as_str()), false)
+                (Arc::from(name.as_str()), false, false)
             }
-            Destination::TempQueue(name) => (self.own_temporary(name, &frame)?, true),
-            Destination::RemoteTempQueue(name) if !self.core.queues.is_temporary(name) => {
-                if !self.core.queues.is_shared() {
+            Destination::TempQueue(name) => (self.own_temporary(name, &frame)?, true, false),
+            Destination::RemoteTempQueue(name) => {
+                let remote = !self.core.queues.is_temporary(name);
+                if remote && !self.core.queues.is_shared() {
                     return Err(Close::error(
                         format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
                         Some(&frame),
                     ));
                 }
-                // Another node's, in a cluster (`cluster/temp_queues.rs`).
                 self.core
                     .queues
                     .may_use_temporary(&security, &self.principal, Action::Write, name)
                     .map_err(|r| refused(r, &self.principal.user, "temp-queue", name, &frame))?;
-                drop(security);
-                let message = message_of_send(&frame, Arc::from(name.as_str()), Instant::now());
-                let Some(commit) = self.core.queues.send_remote_temporary(name, &message) else {
-                    return Err(Close::error(
-                        format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
-                        Some(&frame),
-                    ));
-                };
-                self.core
-                    .counters
-                    .message_in(message.qos, message.payload.len());
-                self.after_commit(commit, Self::receipt_for(&frame), "message not delivered");
-                return Ok(());
-            }
-            Destination::RemoteTempQueue(name) => {
-                self.core
-                    .queues
-                    .may_use_temporary(&security, &self.principal, Action::Write, name)
-                    .map_err(|r| refused(r, &self.principal.user, "temp-queue", name, &frame))?;
-                (Arc::from(name.as_str()), true)
+                (Arc::from(name.as_str()), true, remote)
             }
             Destination::Topic(_) | Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
                 return Err(Close::error("not a queue destination", Some(&frame)))
@@ -177,6 +159,16 @@ impl StompConn {
             .counters
             .message_in(message.qos, message.payload.len());
         message.stamp = SampleStamp::for_publish(received);
+        if remote {
+            let Some(commit) = self.core.queues.send_remote_temporary(&name, &message) else {
+                return Err(Close::error(
+                    format!("Cannot publish to a deleted Destination: temp-queue://{name}"),
+                    Some(&frame),
+                ));
+            };
+            self.after_commit(commit, Self::receipt_for(&frame), "message not delivered");
+            return Ok(());
+        }
         let sent = if self.applying_transaction() {
             self.core
                 .queues
