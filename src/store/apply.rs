@@ -23,6 +23,95 @@ impl RefDeltas {
     }
 }
 
+/// What one group knows without asking its tables, so that the common path of a durable
+/// publish (a new body, its queue entries, their removal once acknowledged) takes the fewest
+/// B-tree operations:
+///
+/// - ids at or above `fresh_from` (the committed `NEXT_ID_KEY`, which the store raises above
+///   every id its tables hold when it opens) were never committed: a new body's id needs no
+///   lookup to prove it unused, and its reference count none to read;
+/// - which sessions exist, once looked up (kept true by the group's own puts and deletes);
+/// - which queue entries a later batch of the group removes for certain: a state change of
+///   such an entry (a QoS 1 delivery's packet id, written when the PUBLISH goes out) is not
+///   written, since the removal leaves nothing of it.
+pub(crate) struct Group {
+    fresh_from: u64,
+    put: HashSet<MessageId>,
+    sessions: HashMap<Arc<str>, bool>,
+    /// (client id, seq) -> where (batch, op) the group's last removal of that entry is.
+    removed_at: HashMap<(Arc<str>, u64), (usize, usize)>,
+}
+
+impl Group {
+    /// `batches`: the group's batches in order (`None` for work that is not a batch). Only
+    /// removals in batches that cannot be refused (no new body or queue entry: validation and
+    /// the store's limits refuse nothing else) are counted as certain.
+    pub(crate) fn new<'a>(
+        fresh_from: u64,
+        batches: impl Iterator<Item = Option<&'a [Op]>>,
+    ) -> Group {
+        let mut removed_at = HashMap::new();
+        for (b, ops) in batches.enumerate() {
+            let Some(ops) = ops else { continue };
+            if ops.iter().any(can_be_refused) {
+                continue;
+            }
+            for (i, op) in ops.iter().enumerate() {
+                if let Op::Dequeue { client_id, seq } = op {
+                    removed_at.insert((client_id.clone(), *seq), (b, i));
+                }
+            }
+        }
+        Group {
+            fresh_from,
+            put: HashSet::new(),
+            sessions: HashMap::new(),
+            removed_at,
+        }
+    }
+
+    /// Whether message id `id` has a body now, in this group's transaction.
+    fn has_message(&self, t: &Tables<'_>, id: MessageId) -> Result<bool, StoreError> {
+        if self.put.contains(&id) {
+            return Ok(true);
+        }
+        if id >= self.fresh_from {
+            return Ok(false);
+        }
+        t.messages.get(id).map(|v| v.is_some()).map_err(storage)
+    }
+
+    fn has_session(&mut self, t: &Tables<'_>, client_id: &Arc<str>) -> Result<bool, StoreError> {
+        if let Some(exists) = self.sessions.get(client_id) {
+            return Ok(*exists);
+        }
+        let exists = t.sessions.get(&**client_id).map_err(storage)?.is_some();
+        self.sessions.insert(client_id.clone(), exists);
+        Ok(exists)
+    }
+
+    /// Whether the entry `client_id`/`seq` is removed later in the group than op `at`.
+    fn removed_after(&self, client_id: &Arc<str>, seq: u64, at: (usize, usize)) -> bool {
+        if self.removed_at.is_empty() {
+            return false;
+        }
+        self.removed_at
+            .get(&(client_id.clone(), seq))
+            .is_some_and(|removal| *removal > at)
+    }
+}
+
+/// Whether validation or a store limit may refuse a batch holding `op`.
+fn can_be_refused(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::PutMessage { .. }
+            | Op::SetRetained { .. }
+            | Op::Enqueue { .. }
+            | Op::EnqueueOwned { .. }
+    )
+}
+
 /// What a group's garbage collection did.
 #[derive(Debug, Default)]
 pub(crate) struct Collected {
@@ -55,20 +144,20 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
 /// Refuses a batch that refers to a session or message that does not exist (at this point of
 /// the group, including the batch's own earlier ops), or that reuses a message id. Runs before
 /// the batch changes anything, so a refused batch leaves no trace.
-pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
+pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<(), StoreError> {
     let mut put_here: HashSet<MessageId> = HashSet::new();
     let mut sessions_here: HashMap<&str, bool> = HashMap::new();
     let mut queues_here: HashMap<&OwnedQueue, bool> = HashMap::new();
-    let message_exists = |put_here: &HashSet<MessageId>, id: MessageId| {
+    let message_exists = |group: &Group, put_here: &HashSet<MessageId>, id: MessageId| {
         if put_here.contains(&id) {
             return Ok(true);
         }
-        t.messages.get(id).map(|v| v.is_some()).map_err(storage)
+        group.has_message(t, id)
     };
     for op in ops {
         match op {
             Op::PutMessage { id, .. } => {
-                if message_exists(&put_here, *id)? {
+                if message_exists(group, &put_here, *id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "message id {id} is already in use (allocate ids with Store::allocate_id)"
                     )));
@@ -76,7 +165,7 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
                 put_here.insert(*id);
             }
             Op::SetRetained { topic, message_id } => {
-                if !message_exists(&put_here, *message_id)? {
+                if !message_exists(group, &put_here, *message_id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "retained message for {topic:?} refers to unknown message {message_id}"
                     )));
@@ -87,14 +176,14 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
             } => {
                 let session_exists = match sessions_here.get(&**client_id) {
                     Some(exists) => *exists,
-                    None => t.sessions.get(&**client_id).map_err(storage)?.is_some(),
+                    None => group.has_session(t, client_id)?,
                 };
                 if !session_exists {
                     return Err(StoreError::InvalidOp(format!(
                         "enqueue for unknown session {client_id:?} (PutSession first)"
                     )));
                 }
-                if !message_exists(&put_here, entry.message_id)? {
+                if !message_exists(group, &put_here, entry.message_id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "enqueue for {client_id:?} refers to unknown message {}",
                         entry.message_id
@@ -122,7 +211,7 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
                         queue.kind, queue.name
                     )));
                 }
-                if !message_exists(&put_here, entry.message_id)? {
+                if !message_exists(group, &put_here, entry.message_id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "enqueue for {:?} {:?} refers to unknown message {}",
                         queue.kind, queue.name, entry.message_id
@@ -150,14 +239,17 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op]) -> Result<(), StoreError> {
 
 /// Applies a validated batch. Returns the bytes of message bodies it stored. An error here is
 /// the engine's (I/O): the caller abandons the whole group.
+/// `batch`: its place in the group (see [`Group::new`]).
 pub(crate) fn apply(
     t: &mut Tables<'_>,
     ops: &[Op],
+    batch: usize,
+    group: &mut Group,
     deltas: &mut RefDeltas,
     damaged: &mut u64,
 ) -> Result<u64, StoreError> {
     let mut stored_bytes = 0u64;
-    for op in ops {
+    for (index, op) in ops.iter().enumerate() {
         match op {
             Op::PutMessage { id, message } => {
                 let encoded = encode_message(message);
@@ -165,6 +257,7 @@ pub(crate) fn apply(
                 t.messages
                     .insert(*id, encoded.as_slice())
                     .map_err(storage)?;
+                group.put.insert(*id);
                 // Tracked so that an unreferenced body is collected at the end of the group.
                 deltas.add(*id, 0);
             }
@@ -193,8 +286,12 @@ pub(crate) fn apply(
                 t.sessions
                     .insert(&**client_id, encode_session(session).as_slice())
                     .map_err(storage)?;
+                group.sessions.insert(client_id.clone(), true);
             }
-            Op::DeleteSession { client_id } => delete_session(t, client_id, deltas, damaged)?,
+            Op::DeleteSession { client_id } => {
+                delete_session(t, client_id, deltas, damaged)?;
+                group.sessions.insert(client_id.clone(), false);
+            }
             Op::Enqueue {
                 client_id,
                 seq,
@@ -214,7 +311,11 @@ pub(crate) fn apply(
                 client_id,
                 seq,
                 state,
-            } => set_queue_state(t, client_id, *seq, *state, damaged)?,
+            } => {
+                if !group.removed_after(client_id, *seq, (batch, index)) {
+                    set_queue_state(t, client_id, *seq, *state, damaged)?;
+                }
+            }
             Op::Dequeue { client_id, seq } => {
                 let removed = t
                     .queues
@@ -407,10 +508,24 @@ fn delete_queue(
 }
 
 /// Applies the group's reference changes; frees bodies nothing references any more.
-pub(crate) fn collect(t: &mut Tables<'_>, deltas: RefDeltas) -> Result<Collected, StoreError> {
+///
+/// A count is read only when it can exist: a body put by this group ([`Group`]'s fresh ids)
+/// has none yet, and a count that falls is taken out as it is read (one operation instead of
+/// a read and a removal, for the common last reference).
+pub(crate) fn collect(
+    t: &mut Tables<'_>,
+    deltas: RefDeltas,
+    group: &Group,
+) -> Result<Collected, StoreError> {
     let mut collected = Collected::default();
     for (id, delta) in deltas.0 {
-        let current = t.refs.get(id).map_err(storage)?.map(|v| v.value());
+        let current = if id >= group.fresh_from {
+            None
+        } else if delta < 0 {
+            t.refs.remove(id).map_err(storage)?.map(|v| v.value())
+        } else {
+            t.refs.get(id).map_err(storage)?.map(|v| v.value())
+        };
         let current = i64::try_from(current.unwrap_or(0)).unwrap_or(i64::MAX);
         let now = current.saturating_add(delta);
         if now > 0 {
@@ -427,7 +542,10 @@ pub(crate) fn collect(t: &mut Tables<'_>, deltas: RefDeltas) -> Result<Collected
                 "message reference count fell below zero"
             );
         }
-        t.refs.remove(id).map_err(storage)?;
+        if delta == 0 && id < group.fresh_from {
+            // Read, not taken out, above: a count of 0 left by damage goes too.
+            t.refs.remove(id).map_err(storage)?;
+        }
         let freed = t
             .messages
             .remove(id)
@@ -436,4 +554,254 @@ pub(crate) fn collect(t: &mut Tables<'_>, deltas: RefDeltas) -> Result<Collected
         collected.freed_bytes += freed.unwrap_or(0);
     }
     Ok(collected)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use redb::{Database, ReadableDatabase, ReadableTableMetadata};
+
+    use super::*;
+    use crate::protocol::QoS;
+    use crate::store::tables::{MESSAGES, QUEUES, REFS};
+    use crate::store::types::{QueueEntry, SessionRecord, StoredMessage};
+
+    fn database() -> Database {
+        Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("in-memory database")
+    }
+
+    fn body(payload: &'static [u8]) -> StoredMessage {
+        StoredMessage {
+            topic: Arc::from("a/b"),
+            payload: Bytes::from_static(payload),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Bytes::new(),
+        }
+    }
+
+    fn entry(message_id: MessageId) -> QueueEntry {
+        QueueEntry {
+            message_id,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_id: None,
+            state: QueueState::Queued,
+        }
+    }
+
+    /// Runs `batches` as one group the way the writer does (validate, apply, collect) and
+    /// commits it; returns each batch's validation outcome.
+    fn group(db: &Database, fresh_from: u64, batches: &[Vec<Op>]) -> Vec<Result<(), StoreError>> {
+        let txn = db.begin_write().expect("write");
+        let mut outcomes = Vec::new();
+        {
+            let mut t = Tables::open(&txn).expect("tables");
+            let mut group = Group::new(fresh_from, batches.iter().map(|b| Some(b.as_slice())));
+            let (mut deltas, mut damaged) = (RefDeltas::default(), 0);
+            for (i, ops) in batches.iter().enumerate() {
+                let outcome = validate(&t, ops, &mut group);
+                if outcome.is_ok() {
+                    apply(&mut t, ops, i, &mut group, &mut deltas, &mut damaged).expect("apply");
+                }
+                outcomes.push(outcome);
+            }
+            collect(&mut t, deltas, &group).expect("collect");
+        }
+        txn.commit().expect("commit");
+        outcomes
+    }
+
+    fn state(db: &Database, client: &str, seq: u64) -> Option<QueueState> {
+        let txn = db.begin_read().expect("read");
+        let queues = txn.open_table(QUEUES).expect("queues");
+        let value = queues.get((client, seq)).expect("get")?;
+        let entry = codec::decode_queue_entry(&Bytes::copy_from_slice(value.value()));
+        Some(entry.expect("decodes").state)
+    }
+
+    fn counts(db: &Database) -> (u64, u64) {
+        let txn = db.begin_read().expect("read");
+        let messages = txn
+            .open_table(MESSAGES)
+            .expect("messages")
+            .len()
+            .expect("len");
+        let refs = txn.open_table(REFS).expect("refs").len().expect("len");
+        (messages, refs)
+    }
+
+    fn session_with(client: &Arc<str>, id: MessageId, seq: u64) -> Vec<Op> {
+        vec![
+            Op::PutSession {
+                client_id: client.clone(),
+                session: SessionRecord::default(),
+            },
+            Op::PutMessage {
+                id,
+                message: body(b"m"),
+            },
+            Op::Enqueue {
+                client_id: client.clone(),
+                seq,
+                entry: entry(id),
+            },
+        ]
+    }
+
+    #[test]
+    fn a_state_change_removed_later_in_the_group_is_skipped_and_the_body_freed() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        let sent = Op::SetQueueState {
+            client_id: c.clone(),
+            seq: 2,
+            state: QueueState::Sent { packet_id: 9 },
+        };
+        let removed = Op::Dequeue {
+            client_id: c.clone(),
+            seq: 2,
+        };
+        assert!(group(&db, 1, &[session_with(&c, 1, 2)])
+            .iter()
+            .all(Result::is_ok));
+        assert_eq!(counts(&db), (1, 1));
+        let outcomes = group(&db, 3, &[vec![sent], vec![removed]]);
+        assert!(outcomes.iter().all(Result::is_ok));
+        assert_eq!(state(&db, "c", 2), None);
+        assert_eq!(
+            counts(&db),
+            (0, 0),
+            "the last reference freed the body and its count"
+        );
+    }
+
+    #[test]
+    fn a_state_change_is_kept_when_the_removal_can_be_refused_or_comes_first() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        assert!(group(&db, 1, &[session_with(&c, 1, 2)])
+            .iter()
+            .all(Result::is_ok));
+        let sent = |packet_id| Op::SetQueueState {
+            client_id: c.clone(),
+            seq: 2,
+            state: QueueState::Sent { packet_id },
+        };
+        // The removal shares its batch with an enqueue of an unknown message: refused whole.
+        let refused_removal = vec![
+            Op::Dequeue {
+                client_id: c.clone(),
+                seq: 2,
+            },
+            Op::Enqueue {
+                client_id: c.clone(),
+                seq: 5,
+                entry: entry(77),
+            },
+        ];
+        let outcomes = group(&db, 3, &[vec![sent(9)], refused_removal]);
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::InvalidOp(_))));
+        assert_eq!(state(&db, "c", 2), Some(QueueState::Sent { packet_id: 9 }));
+        // A removal before the state change: the change finds no entry, as it always did.
+        let removal_first = vec![
+            Op::Dequeue {
+                client_id: c.clone(),
+                seq: 2,
+            },
+            sent(10),
+        ];
+        assert!(group(&db, 3, &[removal_first]).iter().all(Result::is_ok));
+        assert_eq!(state(&db, "c", 2), None);
+    }
+
+    #[test]
+    fn an_id_reused_within_a_group_or_below_the_fresh_mark_is_refused() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        assert!(group(&db, 1, &[session_with(&c, 1, 2)])
+            .iter()
+            .all(Result::is_ok));
+        let put = |id| {
+            vec![Op::PutMessage {
+                id,
+                message: body(b"again"),
+            }]
+        };
+        // Id 1 is committed and below the mark: looked up, refused.
+        assert!(matches!(
+            group(&db, 3, &[put(1)])[0],
+            Err(StoreError::InvalidOp(_))
+        ));
+        // Id 8 is above the mark, put twice in one group: the second is refused.
+        let outcomes = group(&db, 3, &[put(8), put(8)]);
+        assert!(outcomes[0].is_ok());
+        assert!(matches!(outcomes[1], Err(StoreError::InvalidOp(_))));
+    }
+
+    #[test]
+    fn counts_of_old_bodies_are_read_and_new_ones_written_without_a_read() {
+        let db = database();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        // One body for two sessions, committed.
+        let mut first = session_with(&a, 1, 2);
+        first.push(Op::PutSession {
+            client_id: b.clone(),
+            session: SessionRecord::default(),
+        });
+        first.push(Op::Enqueue {
+            client_id: b.clone(),
+            seq: 3,
+            entry: entry(1),
+        });
+        assert!(group(&db, 1, &[first]).iter().all(Result::is_ok));
+        assert_eq!(counts(&db), (1, 1));
+        // One reference goes: the count falls to 1 and the body stays.
+        let drop_a = vec![Op::Dequeue {
+            client_id: a.clone(),
+            seq: 2,
+        }];
+        assert!(group(&db, 4, &[drop_a]).iter().all(Result::is_ok));
+        assert_eq!(counts(&db), (1, 1));
+        let txn = db.begin_read().expect("read");
+        let refs = txn.open_table(REFS).expect("refs");
+        assert_eq!(refs.get(1).expect("get").map(|v| v.value()), Some(1));
+        drop((refs, txn));
+        // The last goes: body and count freed.
+        let drop_b = vec![Op::Dequeue {
+            client_id: b.clone(),
+            seq: 3,
+        }];
+        assert!(group(&db, 4, &[drop_b]).iter().all(Result::is_ok));
+        assert_eq!(counts(&db), (0, 0));
+        // A new body nothing references is collected in its own group.
+        assert!(group(
+            &db,
+            4,
+            &[vec![Op::PutMessage {
+                id: 4,
+                message: body(b"x")
+            }]]
+        )
+        .iter()
+        .all(Result::is_ok));
+        assert_eq!(counts(&db), (0, 0));
+    }
+
+    #[test]
+    fn the_fresh_mark_is_raised_above_every_id_the_tables_hold() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        assert!(group(&db, 1, &[session_with(&c, 40, 41)])
+            .iter()
+            .all(Result::is_ok));
+        // No group wrote NEXT_ID_KEY here (the writer does): the counter says 1.
+        let (next_id, _) = crate::store::read_counters(&db).expect("counters");
+        assert_eq!(next_id, 41, "above message 40 (and its count)");
+    }
 }

@@ -92,7 +92,7 @@ pub use types::{
 
 use lock::DirLock;
 use space::DiskSpace;
-use tables::{storage, MESSAGES, META, NEXT_ID_KEY};
+use tables::{storage, MESSAGES, META, NEXT_ID_KEY, REFS};
 use writer::{DbSlot, Health, Request, Writer};
 
 /// Whose queue [`Store::read_payloads_of`] reads.
@@ -256,6 +256,7 @@ impl Store {
             space: space.clone(),
             health: health.clone(),
             failures_in_row: 0,
+            detached_refusals: 0,
         };
         let writer = std::thread::Builder::new()
             .name("ferromq-store".into())
@@ -319,7 +320,10 @@ impl Store {
                 return Err(refusal);
             }
             let (reply, answer) = oneshot::channel();
-            self.send(Request::Commit { ops, reply })?;
+            self.send(Request::Commit {
+                ops,
+                reply: Some(reply),
+            })?;
             Some(answer)
         };
         Ok(async move {
@@ -328,6 +332,21 @@ impl Store {
                 Some(answer) => answer.await.map_err(|_| StoreError::Closed)?,
             }
         })
+    }
+
+    /// Queues `ops` for the writer like [`Store::submit`], for bookkeeping nobody waits for
+    /// (a delivery's packet id, an acknowledged entry's removal): no answer is made, so it
+    /// costs no channel, task or wake-up per batch. A refusal at submission is returned; one
+    /// inside its group is logged by the writer (rate-limited), and a failed group is logged
+    /// as every failed group is.
+    pub fn submit_detached(&self, ops: Vec<Op>) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if let Some(refusal) = self.inner.health.refusal() {
+            return Err(refusal);
+        }
+        self.send(Request::Commit { ops, reply: None })
     }
 
     /// Deletes every persistent session that is not in `online` and was last seen more than
@@ -554,17 +573,31 @@ pub(crate) fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
         Err(redb::TableError::TableDoesNotExist(_)) => 1,
         Err(e) => return Err(storage(e)),
     };
+    // The writer takes every id at or above `next_id` for unused (it neither looks a new
+    // body's id up nor reads its reference count), so `next_id` is raised above the highest
+    // id the tables hold even when the counter says less (a store damaged or edited by hand).
+    let mut above_every_id = 1u64;
     let message_bytes = match txn.open_table(MESSAGES) {
         Ok(messages) => {
             let mut total = 0u64;
             for item in messages.iter().map_err(storage)? {
-                let (_, body) = item.map_err(storage)?;
+                let (id, body) = item.map_err(storage)?;
                 total += body.value().len() as u64;
+                above_every_id = above_every_id.max(id.value().saturating_add(1));
             }
             total
         }
         Err(redb::TableError::TableDoesNotExist(_)) => 0,
         Err(e) => return Err(storage(e)),
     };
-    Ok((next_id.max(1), message_bytes))
+    match txn.open_table(REFS) {
+        Ok(refs) => {
+            if let Some((id, _)) = refs.last().map_err(storage)? {
+                above_every_id = above_every_id.max(id.value().saturating_add(1));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
+    Ok((next_id.max(above_every_id), message_bytes))
 }

@@ -31,7 +31,7 @@ use redb::{Database, Durability, ReadableTable};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{self, RefDeltas};
+use super::apply::{self, Group, RefDeltas};
 use super::space::{self, DiskSpace};
 use super::tables::{storage, Tables, NEXT_ID_KEY};
 use super::types::Op;
@@ -80,9 +80,11 @@ impl Health {
 const MAX_GROUP_REQUESTS: usize = 4096;
 
 pub(crate) enum Request {
+    /// `reply`: `None` for a detached batch ([`super::Store::submit_detached`]): nobody waits
+    /// for it, and the writer logs its refusal itself.
     Commit {
         ops: Vec<Op>,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Option<oneshot::Sender<Result<(), StoreError>>>,
     },
     ExpireSessions {
         now_ms: u64,
@@ -104,7 +106,7 @@ enum Work {
 
 /// Who to answer, once the group's fate is known.
 enum Waiter {
-    Commit(oneshot::Sender<Result<(), StoreError>>),
+    Commit(Option<oneshot::Sender<Result<(), StoreError>>>),
     ExpireSessions(oneshot::Sender<Result<Vec<Arc<str>>, StoreError>>),
 }
 
@@ -126,6 +128,9 @@ pub(crate) struct Writer {
     pub health: Arc<Health>,
     /// Failed groups since the last one that went through.
     pub failures_in_row: u64,
+    /// Detached batches refused (each refusal is a bug or a race the caller could not see:
+    /// a delivery state for a session that ended meanwhile); logged at the 1st, 2nd, 4th...
+    pub detached_refusals: u64,
 }
 
 impl Writer {
@@ -177,6 +182,15 @@ impl Writer {
         match result {
             Ok(outcomes) => {
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                    if let (Waiter::Commit(None), Err(refusal)) = (&waiter, &outcome) {
+                        self.detached_refusals += 1;
+                        if self.detached_refusals.is_power_of_two() {
+                            tracing::warn!(
+                                refusals_total = self.detached_refusals,
+                                "store update refused: {refusal}"
+                            );
+                        }
+                    }
                     answer(waiter, outcome);
                 }
                 if self.failures_in_row > 0 {
@@ -334,14 +348,21 @@ impl Writer {
         let mut group_cost = 0u64;
         let mut max_id = None;
         let (mut batches, mut ops_count, mut refused_full) = (0u64, 0u64, 0u64);
+        let mut group = Group::new(
+            self.persisted_next_id,
+            works.iter().map(|work| match work {
+                Work::Commit(ops) => Some(ops.as_slice()),
+                Work::ExpireSessions { .. } => None,
+            }),
+        );
         let collected = {
             let mut t = Tables::open(&txn)?;
-            for work in works {
+            for (batch, work) in works.iter().enumerate() {
                 let outcome = match work {
                     Work::Commit(ops) => {
                         let used =
                             self.counters.message_bytes.load(Ordering::Relaxed) + stored_bytes;
-                        match self.check(&t, ops, used, group_cost) {
+                        match self.check(&t, ops, used, group_cost, &mut group) {
                             Err(refusal) => {
                                 if matches!(
                                     refusal,
@@ -356,8 +377,14 @@ impl Writer {
                                     group_cost =
                                         group_cost.saturating_add(space::disk_cost(incoming));
                                 }
-                                stored_bytes +=
-                                    apply::apply(&mut t, ops, &mut deltas, &mut damaged)?;
+                                stored_bytes += apply::apply(
+                                    &mut t,
+                                    ops,
+                                    batch,
+                                    &mut group,
+                                    &mut deltas,
+                                    &mut damaged,
+                                )?;
                                 max_id = max_id.max(apply::max_id(ops));
                                 batches += 1;
                                 ops_count += ops.len() as u64;
@@ -377,13 +404,13 @@ impl Writer {
                                 client_id: client_id.clone(),
                             })
                             .collect();
-                        apply::apply(&mut t, &ops, &mut deltas, &mut damaged)?;
+                        apply::apply(&mut t, &ops, batch, &mut group, &mut deltas, &mut damaged)?;
                         Ok(expired)
                     }
                 };
                 outcomes.push(outcome);
             }
-            let collected = apply::collect(&mut t, deltas)?;
+            let collected = apply::collect(&mut t, deltas, &group)?;
             if let Some(next_id) = max_id.and_then(|id| id.checked_add(1)) {
                 if next_id > self.persisted_next_id {
                     t.meta.insert(NEXT_ID_KEY, next_id).map_err(storage)?;
@@ -429,6 +456,7 @@ impl Writer {
         ops: &[Op],
         used_bytes: u64,
         group_cost: u64,
+        group: &mut Group,
     ) -> Result<u64, StoreError> {
         let incoming_bytes = apply::incoming_message_bytes(ops);
         if incoming_bytes > 0 {
@@ -447,7 +475,7 @@ impl Writer {
                     .map_err(|no_room| disk_full(space, no_room))?;
             }
         }
-        apply::validate(t, ops)?;
+        apply::validate(t, ops, group)?;
         Ok(incoming_bytes)
     }
 }
@@ -527,7 +555,12 @@ fn refuse_for(
 
 fn refuse(request: Request, refusal: &StoreError) {
     match request {
-        Request::Commit { reply, .. } => {
+        // A detached batch refused while the store reopens: the failure that closed it was
+        // logged, and this refusal is one of its consequences.
+        Request::Commit { reply: None, .. } => {}
+        Request::Commit {
+            reply: Some(reply), ..
+        } => {
             let _ = reply.send(Err(refusal.clone()));
         }
         Request::ExpireSessions { reply, .. } => {
@@ -539,9 +572,10 @@ fn refuse(request: Request, refusal: &StoreError) {
 fn answer(waiter: Waiter, outcome: Outcome) {
     // A caller that stopped waiting (its future was dropped) is no error.
     match waiter {
-        Waiter::Commit(reply) => {
+        Waiter::Commit(Some(reply)) => {
             let _ = reply.send(outcome.map(drop));
         }
+        Waiter::Commit(None) => {}
         Waiter::ExpireSessions(reply) => {
             let _ = reply.send(outcome);
         }

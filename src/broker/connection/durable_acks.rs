@@ -92,6 +92,16 @@ impl PendingAcks {
             .push_back(Box::pin(ack));
     }
 
+    /// The next entry if it is ready now, without waiting. One group commit releases many
+    /// acknowledgements at once; taking all of them before the connection writes sends them
+    /// (and routes their messages) in one batch, not one socket write per acknowledgement.
+    /// Polled with a no-op waker: the caller must poll [`PendingAcks::next_ready`] again
+    /// before it waits (the connection's `select!` does, every round).
+    pub(crate) fn ready_now(&mut self) -> Option<Ready> {
+        use futures_util::FutureExt;
+        self.next_ready().now_or_never().flatten()
+    }
+
     /// The next entry in arrival order, once ready (`None` when nothing is pending).
     /// Cancel-safe.
     pub(crate) async fn next_ready(&mut self) -> Option<Ready> {

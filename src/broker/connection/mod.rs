@@ -567,25 +567,19 @@ where
                 return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
-                if let Some(ready) = ready {
-                    if let Some(plan) = ready.route {
-                        let routed = conn.core.complete_route(plan);
-                        conn.pause_for(routed);
+                let mut next = ready;
+                let mut taken = 0;
+                while let Some(ready) = next {
+                    if let Err(reason) = conn.apply_ready(ready) {
+                        return reason;
                     }
-                    if let Some(packet) = ready.ack {
-                        if let Err(reason) = conn.send(packet) {
-                            return reason;
-                        }
-                    }
-                    if let Some(deliveries) = ready.deliveries {
-                        conn.output.out.extend_from_slice(&deliveries);
-                    }
-                    if ready.close_no_space {
-                        return CloseReason::NoSpace;
-                    }
-                    if ready.close_unkept {
-                        return CloseReason::UseAnotherServer;
-                    }
+                    taken += 1;
+                    // The rest that the same group commit released go out in the same write.
+                    next = if taken < READY_BATCH && conn.pause.overfilled.is_empty() {
+                        conn.pending_acks.ready_now()
+                    } else {
+                        None
+                    };
                 }
             }
             // Boxed, and only while paused: `select!` keeps room for every branch's future
@@ -659,7 +653,33 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
     }
 }
 
+/// Most acknowledgements handled in one round of the connection loop before it writes (and
+/// looks at its other events): one group commit's worth for a client with a large window.
+const READY_BATCH: usize = 256;
+
 impl Conn {
+    /// Acts on one acknowledgement the store released, in arrival order: route its message,
+    /// queue its acknowledgement and any deliveries held behind it.
+    fn apply_ready(&mut self, ready: durable_acks::Ready) -> Result<(), CloseReason> {
+        if let Some(plan) = ready.route {
+            let routed = self.core.complete_route(plan);
+            self.pause_for(routed);
+        }
+        if let Some(packet) = ready.ack {
+            self.send(packet)?;
+        }
+        if let Some(deliveries) = ready.deliveries {
+            self.output.out.extend_from_slice(&deliveries);
+        }
+        if ready.close_no_space {
+            return Err(CloseReason::NoSpace);
+        }
+        if ready.close_unkept {
+            return Err(CloseReason::UseAnotherServer);
+        }
+        Ok(())
+    }
+
     /// Handle the complete packets in `read_buf`, stopping early when a publish pauses this
     /// connection (the rest waits in `read_buf` for the pause to end, so a paused publisher
     /// adds at most one message to the session it overfilled, however much it pipelined).

@@ -405,6 +405,14 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     /// is the order of application, whether or not the answers are awaited).
     fn commit(&self, changes: Vec<Change>) -> Commit;
 
+    /// [`Durability::commit`] for changes nobody waits for (a QoS 1 delivery's packet id, an
+    /// acknowledged entry's removal), in the same order as every other commit. An engine that
+    /// reports such a commit's failure itself answers [`Commit::Done`] at once and saves the
+    /// caller a task per commit; the default is a plain commit, settled by the caller.
+    fn commit_detached(&self, changes: Vec<Change>) -> Commit {
+        self.commit(changes)
+    }
+
     /// An identity for one publish whose commit its connection may retry, set in its
     /// [`Change::Published`] on every attempt ([`Change::set_store_id`]). `None` (the
     /// default): the engine has no use for one.

@@ -225,6 +225,15 @@ impl Durability for RedbStore {
         }
     }
 
+    /// Submitted without an answer: the store's writer logs a refusal (rate-limited).
+    fn commit_detached(&self, changes: Vec<Change>) -> Commit {
+        if changes.is_empty() {
+            return Commit::done();
+        }
+        let ops = self.ops_of(changes);
+        Commit::Done(self.store.submit_detached(ops).map_err(error_of))
+    }
+
     /// `storeUsage`, then the store's own check (`Store::check_room`): the free space of its
     /// filesystem against its reserve (cached `statvfs`, measured at most every 100 ms), and
     /// whether it is being reopened after a failed write.

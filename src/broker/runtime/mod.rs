@@ -203,7 +203,7 @@ impl BrokerCore {
         if changes.is_empty() {
             return;
         }
-        self.settle_in_background(self.durability.commit(changes));
+        self.settle_in_background(self.durability.commit_detached(changes));
     }
 
     /// Let `commit` finish without waiting for it; a failure is logged (rate-limited).

@@ -40,6 +40,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesOrdered;
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -59,6 +60,8 @@ use subscribe::Sub;
 const OUT_HIGH_WATER_BYTES: usize = 256 * 1024;
 /// Work waiting for the store (SEND commits, ordered receipts) beyond which reading pauses.
 const PENDING_MAX: usize = 64;
+/// Most released receipts and deliveries handled in one round of the loop before it writes.
+const READY_BATCH: usize = 64;
 /// How long closing may spend flushing output (the ERROR frame) and shutting the socket down.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long closing waits for the store to answer the connection's pending SENDs.
@@ -376,6 +379,16 @@ where
                 if let Some(ready) = ready {
                     if let Err(close) = conn.apply_ready(ready) {
                         return close;
+                    }
+                    // What the same group commit released goes out in the same write (a
+                    // no-op waker here: this branch polls `next` again before the task waits).
+                    for _ in 1..READY_BATCH {
+                        let Some(Some(ready)) = conn.pending.next().now_or_never() else {
+                            break;
+                        };
+                        if let Err(close) = conn.apply_ready(ready) {
+                            return close;
+                        }
                     }
                     if can_read_after(conn) {
                         // Frames read while work waited may now be handled.
