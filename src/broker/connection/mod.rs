@@ -575,7 +575,12 @@ where
                     }
                     taken += 1;
                     // The rest that the same group commit released go out in the same write.
-                    next = if taken < READY_BATCH && conn.pause.overfilled.is_empty() {
+                    // Not in a cluster: there the S5 chaos runs lost messages with it (see
+                    // docs/cluster.md), and the cause is not found yet.
+                    next = if taken < READY_BATCH
+                        && conn.pause.overfilled.is_empty()
+                        && conn.core.backplane().is_none()
+                    {
                         conn.pending_acks.ready_now()
                     } else {
                         None

@@ -30,6 +30,19 @@ pub struct Lost {
     pub subscriber: u32,
 }
 
+/// The losses of one subscriber (times in ms since the load started).
+#[derive(Clone, Debug, Serialize)]
+pub struct LostSpan {
+    pub subscriber: u32,
+    pub count: usize,
+    pub first_puback_ms: f64,
+    pub last_puback_ms: f64,
+    /// (ms, broker address index, session present) of each accepted CONNECT.
+    pub connects: Vec<(f64, usize, bool)>,
+    /// (ms, broker address index, reason) of each lost or failed connection.
+    pub disconnects: Vec<(f64, usize, String)>,
+}
+
 /// Figures around one fault (milliseconds; `None` when there was nothing to measure).
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultFigures {
@@ -64,6 +77,9 @@ pub struct Report {
     /// L.
     pub lost: usize,
     pub lost_examples: Vec<Lost>,
+    /// Per subscriber with losses: how many, when the lost messages were acknowledged, and
+    /// its connection history (what a reader of the node logs looks for first).
+    pub lost_by_subscriber: Vec<LostSpan>,
     /// D.
     pub duplicates: usize,
     /// Deliveries with the DUP flag set.
@@ -153,6 +169,7 @@ pub fn check(recording: &Recording) -> Report {
     }
 
     let (mut expected, mut lost, mut lost_examples) = (0, 0, Vec::new());
+    let mut spans: std::collections::BTreeMap<u32, (usize, u64, u64)> = Default::default();
     let mut failures: HashMap<String, usize> = HashMap::new();
     let mut acks = Vec::new();
     let mut latencies = Vec::new();
@@ -168,6 +185,10 @@ pub fn check(recording: &Recording) -> Report {
             expected += 1;
             if !delivered.contains_key(&(p.publisher, subscriber, p.seq)) {
                 lost += 1;
+                let span = spans.entry(subscriber).or_insert((0usize, t_ack, t_ack));
+                span.0 += 1;
+                span.1 = span.1.min(t_ack);
+                span.2 = span.2.max(t_ack);
                 if lost_examples.len() < LOST_EXAMPLES {
                     lost_examples.push(Lost {
                         publisher: p.publisher,
@@ -178,6 +199,30 @@ pub fn check(recording: &Recording) -> Report {
             }
         }
     }
+    let lost_by_subscriber = spans
+        .into_iter()
+        .map(|(subscriber, (count, first, last))| {
+            let is_it = |c: &ClientRef| matches!(c, ClientRef::Subscriber(s) if *s == subscriber);
+            LostSpan {
+                subscriber,
+                count,
+                first_puback_ms: ms(first),
+                last_puback_ms: ms(last),
+                connects: recording
+                    .connects
+                    .iter()
+                    .filter(|c| is_it(&c.client))
+                    .map(|c| (ms(c.t_us), c.address, c.session_present))
+                    .collect(),
+                disconnects: recording
+                    .disconnects
+                    .iter()
+                    .filter(|d| is_it(&d.client))
+                    .map(|d| (ms(d.t_us), d.address, d.reason.clone()))
+                    .collect(),
+            }
+        })
+        .collect();
     acks.sort_unstable();
     latencies.sort_unstable();
     end_to_end.sort_unstable();
@@ -200,6 +245,7 @@ pub fn check(recording: &Recording) -> Report {
         deliveries: recording.deliveries.len(),
         lost,
         lost_examples,
+        lost_by_subscriber,
         duplicates,
         dup_flagged,
         inversions,
@@ -350,6 +396,19 @@ impl fmt::Display for Report {
                 f,
                 "lost: publisher {} seq {} for subscriber {}",
                 lost.publisher, lost.seq, lost.subscriber
+            )?;
+        }
+        for span in &self.lost_by_subscriber {
+            writeln!(
+                f,
+                "lost for subscriber {}: {} messages PUBACKed at {:.0}-{:.0} ms; its CONNECTs \
+                 (ms, address, session present): {:?}; its lost connections: {:?}",
+                span.subscriber,
+                span.count,
+                span.first_puback_ms,
+                span.last_puback_ms,
+                span.connects,
+                span.disconnects
             )?;
         }
         Ok(())

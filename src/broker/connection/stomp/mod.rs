@@ -382,7 +382,9 @@ where
                     }
                     // What the same group commit released goes out in the same write (a
                     // no-op waker here: this branch polls `next` again before the task waits).
-                    for _ in 1..READY_BATCH {
+                    // Not in a cluster, as for MQTT (docs/cluster.md).
+                    let batch = if conn.core.backplane().is_none() { READY_BATCH } else { 1 };
+                    for _ in 1..batch {
                         let Some(Some(ready)) = conn.pending.next().now_or_never() else {
                             break;
                         };
