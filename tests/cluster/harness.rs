@@ -94,11 +94,16 @@ async fn three_servers_survive_a_kill_and_take_the_server_back() {
     let new_pid = nats.pid(2).expect("restarted");
     assert_ne!(new_pid, pids[2]);
     for i in 0..3 {
-        assert_eq!(
-            http_status(nats.server(i).http_port, "/healthz"),
-            Some(200),
-            "{i}"
-        );
+        // A restarted server answers 503 while its JetStream catches up with the others
+        // (seen on a loaded CI machine): healthy within a bound, not at once.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let port = nats.server(i).http_port;
+        let mut status = http_status(port, "/healthz");
+        while status != Some(200) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            status = http_status(port, "/healthz");
+        }
+        assert_eq!(status, Some(200), "server {i} healthy within 30 s");
         assert!(jetstream_works(&nats, i).await, "server {i}");
     }
     let entry = kv.get("k").await.expect("get").expect("the value");
