@@ -318,13 +318,14 @@ async fn group_consumer(
     let mut subjects: Vec<String> = filter_subjects(ANY_SHARD, filter).into_iter().collect();
     // Released QoS 2 messages are on their exchange's subject (`qos2.rs`), not their topic's:
     // read too (unless a wildcard subject covers them already), and matched by topic at
-    // delivery.
+    // delivery. Exactly the exchange subjects' three tokens, not `>`: NATS refuses filter
+    // subjects that overlap, and `>` would overlap a topic filter of more levels.
     let released = format!("{ANY_SHARD}.{}", super::qos2::SUBJECT_TOKEN);
     if !subjects
         .iter()
         .any(|s| super::qos2::subjects_collide(s, &format!("{released}.x.y.z")))
     {
-        subjects.push(format!("{released}.>"));
+        subjects.push(format!("{released}.*.*.*"));
     }
     let (filter_subject, filter_subjects) = match subjects.as_slice() {
         [one] => (one.clone(), Vec::new()),

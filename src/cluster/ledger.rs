@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::store_ack::{store_afresh, Again, TARGET};
+use super::store_ack::{store_again, Again, TARGET};
 
 /// Acknowledged stores kept at most before the oldest are given up on (a reader stalled that
 /// long cannot confirm them; they are logged).
@@ -62,6 +62,8 @@ struct Pending {
     id: String,
     subject: String,
     payload: Bytes,
+    /// A QoS 2 release: the held copy's sequence (see [`Again::expect`]).
+    expect: Option<u64>,
 }
 
 /// A store read back, kept until [`SETTLE_FOR`] after that.
@@ -186,6 +188,7 @@ impl Ledger {
             id: id.to_owned(),
             subject: again.subject.clone(),
             payload: again.payload.clone(),
+            expect: again.expect,
         };
         let missing = {
             let mut shards = self.shards.lock();
@@ -360,17 +363,19 @@ impl Ledger {
         let again = Again {
             subject: missing.subject,
             payload: missing.payload,
+            expect: missing.expect,
             ledger: self.clone(),
         };
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
             let mut pause = Duration::from_millis(200);
             loop {
-                match store_afresh(&js, &missing.id, &again).await {
-                    Ok((seq, fresh)) => {
+                match store_again(&js, &missing.id, &again).await {
+                    Ok(Some((seq, fresh))) => {
                         again.ledger.acknowledged(&js, k, seq, &fresh, &again);
                         return;
                     }
+                    Ok(None) => return,
                     Err(e) if started.elapsed() < RESTORE_FOR => {
                         tracing::debug!(target: TARGET, "storing again: {e}; retrying");
                         tokio::time::sleep(pause).await;
@@ -490,6 +495,7 @@ mod tests {
             id: id.to_owned(),
             subject: "fmq.m.0.a".to_owned(),
             payload: Bytes::from(vec![0u8; len]),
+            expect: None,
         }
     }
 

@@ -247,9 +247,12 @@ impl InFlight {
                 let compare_and_set = self.expect.is_some();
                 // A duplicate answer is checked against the stream (see `store_ack.rs`).
                 let (js, id) = (inner.js.clone(), self.id.clone());
-                let again = (!compare_and_set && !self.delete).then(|| super::store_ack::Again {
+                // A compare-and-set is a QoS 2 release: kept in the ledger with the held
+                // copy's sequence, so that a release taken back is released again.
+                let again = (!self.delete).then(|| super::store_ack::Again {
                     subject: self.subject.clone(),
                     payload: self.payload.clone(),
+                    expect: self.expect,
                     ledger: inner.ledger.clone(),
                 });
                 Box::pin(async move {

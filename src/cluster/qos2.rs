@@ -298,7 +298,13 @@ fn retained_of(headers: &HeaderMap) -> RetainedChange {
 /// nothing to release).
 pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Commit {
     let Some(incarnation) = incarnation_of(inner, &client_id) else {
-        return Commit::done();
+        // The session is leaving this node (handed over, fenced): what it holds is released
+        // by the PUBREL its client sends again where it resumes. A PUBCOMP here would end
+        // the exchange with its message still held.
+        return Commit::Done(Err(unavailable(format!(
+            "session {client_id} is not served by this node: PUBREL {packet_id} is left to \
+             the node it resumes on"
+        ))));
     };
     let cached = inner
         .q2
@@ -310,6 +316,8 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
     // this client's earlier publishes; without one (the PUBLISH reached another node, or
     // this one before a restart) it is looked for first, and later releases wait for it.
     let (previous, queued) = inner.q2.queue_release(&client_id);
+    // The held copy as this node knew it: released even when the stream lost it.
+    let known = cached.clone();
     let (first, cached) = match (previous.is_none(), cached) {
         (true, Some(held)) => (
             Some(release(inner, &client_id, incarnation, packet_id, held)),
@@ -328,31 +336,65 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
         if let Some(previous) = previous {
             let _ = previous.await;
         }
-        let first = first
-            .or_else(|| cached.map(|h| release(&inner, &client_id, incarnation, packet_id, h)));
-        settle(&inner, &client_id, incarnation, packet_id, first, queued).await
+        let first = first.or_else(|| {
+            cached
+                .clone()
+                .map(|h| release(&inner, &client_id, incarnation, packet_id, h))
+        });
+        let exchange = Exchange {
+            client_id: &client_id,
+            incarnation,
+            packet_id,
+        };
+        settle(&inner, exchange, first, known, queued).await
     }))
 }
 
-/// Wait for a release (`first`, or one of the held copy found in the shards), reading the
-/// subject again when its compare-and-set failed. `queued` (the signal later releases of the
-/// client wait for) is dropped once the release is handed to the store task.
-async fn settle(
-    inner: &Arc<Inner>,
-    client_id: &Arc<str>,
+/// One inbound exchange of a session.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    client_id: &'a Arc<str>,
     incarnation: u64,
     packet_id: u16,
+}
+
+/// Wait for a release (`first`, or one of the held copy found in the shards), reading the
+/// subject again when its compare-and-set failed. `known`: the held copy this node wrote or
+/// found at the PUBLISH, released even when its stream no longer holds it (see
+/// [`taken_back`]). `queued` (the signal later releases of the client wait for) is dropped
+/// once the release is handed to the store task.
+async fn settle(
+    inner: &Arc<Inner>,
+    exchange: Exchange<'_>,
     first: Option<Commit>,
+    mut known: Option<Held>,
     mut queued: Option<oneshot::Sender<()>>,
 ) -> Result<(), DurabilityError> {
+    let Exchange {
+        client_id,
+        incarnation,
+        packet_id,
+    } = exchange;
     let mut attempt = first;
     for _ in 0..ATTEMPTS {
         let pending = match attempt.take() {
             Some(pending) => pending,
             None => match find_held(inner, client_id, incarnation, packet_id).await? {
                 Some(held) => release(inner, client_id, incarnation, packet_id, held),
-                // Released already (by an earlier PUBREL), or never held.
-                None => return Ok(()),
+                None => match known.take() {
+                    Some(held) => match taken_back(inner, exchange, &held).await? {
+                        Some(last) => release(
+                            inner,
+                            client_id,
+                            incarnation,
+                            packet_id,
+                            Held { seq: last, ..held },
+                        ),
+                        None => return Ok(()),
+                    },
+                    // Released already (by an earlier PUBREL), or never held.
+                    None => return Ok(()),
+                },
             },
         };
         drop(queued.take());
@@ -364,6 +406,143 @@ async fn settle(
         }
     }
     Err(unavailable("the exchange's subject kept changing"))
+}
+
+/// Whether the stream took back the held copy `held` this node acknowledged with a PUBREC
+/// (a raft entry truncated at a leader change, nats-io/nats-server#7545): its subject's last
+/// message is older than it (or there is none), and not its release. `Some`: that last
+/// sequence (0: none), for the release to expect. `None`: released already, or the subject
+/// moved on past it (an exchange this node's copy is stale for).
+async fn taken_back(
+    inner: &Inner,
+    exchange: Exchange<'_>,
+    held: &Held,
+) -> Result<Option<u64>, DurabilityError> {
+    let subject = subject(
+        held.shard,
+        exchange.client_id,
+        exchange.incarnation,
+        exchange.packet_id,
+    );
+    let stream = inner
+        .js
+        .get_stream_no_info(shard_stream(held.shard))
+        .await
+        .map_err(unavailable)?;
+    let last = tokio::time::timeout(
+        inner.store_timeout,
+        stream.get_last_raw_message_by_subject(&subject),
+    )
+    .await
+    .map_err(|_| unavailable("no answer reading an exchange"))?;
+    let last = match last {
+        Ok(last) if last.payload == held.frame && !is_held(Some(&last.headers)) => return Ok(None),
+        Ok(last) if last.sequence >= held.seq => return Ok(None),
+        Ok(last) => last.sequence,
+        Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => 0,
+        Err(e) => return Err(unavailable(e)),
+    };
+    tracing::warn!(
+        target: super::store_ack::TARGET,
+        subject,
+        seq = held.seq,
+        "an acknowledged held QoS 2 message is not in its stream: releasing this node's copy"
+    );
+    Ok(Some(last))
+}
+
+/// Store again the released copy `again` of an exchange (acknowledged with message id `id`)
+/// that its stream does not hold (taken back at a leader
+/// change). Looked at first, so that it is never released twice:
+/// - the exchange's subject ends with this release: held already (`None`);
+/// - it ends with this held copy: released on it (compare-and-set, a fresh id);
+/// - it moved on (the packet id serves a newer exchange) or back: stored beside the
+///   exchange, on [`SIDE_SUFFIX`], where it changes no exchange's compare-and-set.
+pub(super) async fn release_again(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+    again: &super::store_ack::Again,
+) -> Result<Option<(u64, String)>, String> {
+    let shard = again
+        .subject
+        .strip_prefix("fmq.m.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|k| k.parse::<usize>().ok())
+        .ok_or_else(|| format!("{} is not an exchange subject", again.subject))?;
+    let stream = js
+        .get_stream_no_info(shard_stream(shard))
+        .await
+        .map_err(|e| e.to_string())?;
+    for _ in 0..ATTEMPTS {
+        let last = tokio::time::timeout(
+            RELEASE_AGAIN_TIMEOUT,
+            stream.get_last_raw_message_by_subject(&again.subject),
+        )
+        .await
+        .map_err(|_| "no answer reading an exchange".to_owned())?;
+        let expect = match last {
+            Ok(last) if last.payload == again.payload => {
+                if !is_held(Some(&last.headers)) {
+                    return Ok(None);
+                }
+                last.sequence
+            }
+            Ok(_) => return release_beside(js, id, again).await.map(Some),
+            Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => {
+                return release_beside(js, id, again).await.map(Some)
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let fresh = super::store_ack::fresh_id(id);
+        let publish = PublishMessage::build()
+            .payload(again.payload.clone())
+            .message_id(fresh.as_str())
+            .expected_last_subject_sequence(expect);
+        let ack = js
+            .send_publish(again.subject.clone(), publish)
+            .await
+            .map_err(|e| format!("cluster store: {e}"))?;
+        match tokio::time::timeout(RELEASE_AGAIN_TIMEOUT, ack.into_future()).await {
+            Ok(Ok(ack)) => {
+                tracing::debug!(
+                    target: super::store_ack::TARGET,
+                    stream = %ack.stream,
+                    seq = ack.sequence,
+                    id = %fresh,
+                    "released again"
+                );
+                return Ok(Some((ack.sequence, fresh)));
+            }
+            Ok(Err(e))
+                if e.kind()
+                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
+            Ok(Err(e)) => return Err(format!("cluster store refused: {e}")),
+            Err(_) => return Err("no answer releasing again".to_owned()),
+        }
+    }
+    Err("the exchange's subject kept changing".to_owned())
+}
+
+/// The suffix of the subject beside an exchange's where a release is stored again once the
+/// exchange's subject moved on: the readers route it like a release (it carries no held
+/// mark), and no exchange compares against it.
+const SIDE_SUFFIX: &str = "r";
+
+/// The longest one read or store of [`release_again`] may take.
+const RELEASE_AGAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn release_beside(
+    js: &async_nats::jetstream::Context,
+    id: &str,
+    again: &super::store_ack::Again,
+) -> Result<(u64, String), String> {
+    let beside = super::store_ack::Again {
+        subject: format!("{}{SIDE_SUFFIX}", again.subject),
+        payload: again.payload.clone(),
+        expect: None,
+        ledger: again.ledger.clone(),
+    };
+    super::store_ack::store_afresh(js, id, &beside).await
 }
 
 /// The held copy of an exchange in any shard (its topic, so its shard, is unknown here):

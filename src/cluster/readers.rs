@@ -21,6 +21,10 @@ use crate::broker::session::Session;
 /// Catch-up readers running at once per node; more resuming sessions wait their turn.
 pub const CATCH_UP_READERS: usize = 8;
 
+/// The log target of every message a node's reader reads (debug), and of the local sessions
+/// it does not offer one to (debug): a run traced message by message.
+const READ_TARGET: &str = "ferromq::cluster::read";
+
 /// How often a catch-up with nothing new to read checks whether it can join the live feed.
 const CATCH_UP_IDLE: Duration = Duration::from_millis(20);
 
@@ -261,6 +265,9 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                 .map(|v| v.as_str());
             inner.ledger.read(&inner.js, k, seq, id);
             let held = super::qos2::is_held(message.headers.as_ref());
+            // Where each message went, for a run that must be traced message by message:
+            // `--log-level warn,ferromq::cluster::read=debug`.
+            tracing::debug!(target: READ_TARGET, shard = k, seq, id, held, "read");
             let routed = match decode_message(message.payload.clone()) {
                 // A QoS 2 message not released yet: delivered from its released copy.
                 Ok(_) if held => None,
@@ -268,12 +275,35 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                     frame.message,
                     frame.publisher.as_deref(),
                     |session| {
-                        inner
-                            .tracker
-                            .lock()
-                            .accept_live(session.client_id(), session.id(), k, seq)
+                        let offered = inner.tracker.lock().accept_live(
+                            session.client_id(),
+                            session.id(),
+                            k,
+                            seq,
+                        );
+                        if !offered {
+                            tracing::debug!(
+                                target: READ_TARGET,
+                                shard = k,
+                                seq,
+                                client_id = %session.client_id(),
+                                "not offered live"
+                            );
+                        }
+                        offered
                     },
-                    |queued| inner.tracker.lock().kept(k, seq, &queued),
+                    |queued| {
+                        for q in &queued {
+                            tracing::debug!(
+                                target: READ_TARGET,
+                                shard = k,
+                                seq,
+                                queue_seq = q.seq,
+                                "kept"
+                            );
+                        }
+                        inner.tracker.lock().kept(k, seq, &queued)
+                    },
                 )),
                 Err(e) => {
                     tracing::warn!(shard = k, seq, "cluster reader skipped: {e}");
@@ -282,6 +312,7 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             };
             inner.routed[k].store(seq, Ordering::Release);
             if let Some(routed) = routed {
+                tracing::debug!(target: READ_TARGET, shard = k, seq, offered = routed.offered, "routed");
                 pace.after(&core, routed).await;
             }
         }
@@ -424,6 +455,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             };
             let Some(core) = inner.core() else { return };
             let held = super::qos2::is_held(message.headers.as_ref());
+            tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, held, "caught up");
             match decode_message(message.payload.clone()) {
                 Ok(_) if held => {}
                 Ok(frame) => {

@@ -325,13 +325,15 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
             // node's is not.
             adopt_or_fence(inner, client_id, record.epoch).await
         }
-        Ok(Err((true, _))) => {
-            fenced(inner, client_id, record.epoch).await;
-            Err(DurabilityError::Unavailable(format!(
+        Ok(Err((true, _))) => match fenced(inner, client_id, record.epoch).await {
+            // An earlier write of this node landed with its answer lost (a leader's death):
+            // its revision is taken, and the write made again at once.
+            Fence::Own => Err(Retry::Adopted),
+            Fence::Dropped | Fence::Unknown => Err(DurabilityError::Unavailable(format!(
                 "session {client_id} is served by another node now"
             ))
-            .into())
-        }
+            .into()),
+        },
         Ok(Err((false, e))) => {
             mark_dirty(inner, client_id);
             Err(unavailable(e).into())
@@ -367,7 +369,7 @@ async fn adopt_or_fence(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) ->
             Err(Retry::Adopted)
         }
         Some(_) => {
-            fenced(inner, client_id, epoch).await;
+            let _ = fenced(inner, client_id, epoch).await;
             Err(DurabilityError::Unavailable(format!(
                 "session {client_id} is served by another node now"
             ))
@@ -386,23 +388,44 @@ fn mark_dirty(inner: &Inner, client_id: &str) {
     }
 }
 
+/// What [`fenced`] found.
+enum Fence {
+    /// The record is this node's copy at the epoch written: a write of its own landed
+    /// meanwhile. Its revision is now the copy's, marked to be written again.
+    Own,
+    /// Another node's, or this node's copy is not tracked any more: dropped here.
+    Dropped,
+    /// The record could not be read, or the copy tracked now is a newer claim: left alone.
+    Unknown,
+}
+
 /// A write found the record changed by someone else: if another node owns it now (a higher
 /// epoch), this node's copy is stale: close its connection and forget it here.
-async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
+async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
     let key = client_key(client_id);
-    let current = match tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key))
-        .await
-    {
-        Ok(Ok(Some(e))) if e.operation == Operation::Put => SessionRecord::decode(&e.value).ok(),
-        Ok(Ok(_)) => None,
-        Ok(Err(_)) | Err(_) => return,
-    };
+    let (current, revision) =
+        match tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key)).await {
+            Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+                (SessionRecord::decode(&e.value).ok(), e.revision)
+            }
+            Ok(Ok(_)) => (None, 0),
+            Ok(Err(_)) | Err(_) => return Fence::Unknown,
+        };
     let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
     {
         let mut tracker = inner.tracker.lock();
+        let tracked = tracker.sessions.get_mut(client_id);
+        let own = current.as_ref().is_some_and(|r| {
+            r.owner == inner.node_id && r.epoch == epoch && r.owner_instance == inner.instance
+        });
+        if let Some(t) = tracked.filter(|t| own && t.epoch == epoch) {
+            t.revision = revision;
+            t.dirty = true;
+            return Fence::Own;
+        }
         let tracked = tracker.sessions.get(client_id).map(|t| t.epoch);
         if !fences(&inner.node_id, epoch, tracked, owner) {
-            return;
+            return Fence::Unknown;
         }
         tracker.sessions.remove(client_id);
     }
@@ -415,6 +438,7 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
+    Fence::Dropped
 }
 
 /// Whether a failed write of this node's copy at `epoch` fences (drops) the copy tracked now
@@ -461,7 +485,7 @@ async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
         if current.is_some_and(|r| r.owner == inner.node_id && r.epoch == epoch) {
             return;
         }
-        fenced(inner, client_id, epoch).await;
+        let _ = fenced(inner, client_id, epoch).await;
         return;
     }
     tracing::warn!(

@@ -37,13 +37,16 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Again {
     pub subject: String,
     pub payload: Bytes,
+    /// For the released copy of a QoS 2 exchange: the sequence of the held copy it replaces.
+    /// It is stored again by [`super::qos2::release_again`], which looks at its exchange
+    /// first, never blindly under a fresh id.
+    pub expect: Option<u64>,
     pub ledger: Arc<super::ledger::Ledger>,
 }
 
 /// Log `ack` of the store of message id `id`; when it is a duplicate answer for a message
 /// shard, make sure the stream holds the message (`again`: how to store it afresh, `None`
-/// for a store that must not be repeated under another id, such as a compare-and-set). `Ok`
-/// means the message is in its stream.
+/// for a store that must not be repeated). `Ok` means the message is in its stream.
 pub async fn confirm(
     js: &Context,
     ack: PublishAck,
@@ -95,9 +98,24 @@ pub async fn confirm(
             ack.stream, ack.sequence
         ));
     };
-    let (seq, fresh) = store_afresh(js, id, &again).await?;
-    again.ledger.acknowledged(js, shard, seq, &fresh, &again);
+    if let Some((seq, fresh)) = store_again(js, id, &again).await? {
+        again.ledger.acknowledged(js, shard, seq, &fresh, &again);
+    }
     Ok(())
+}
+
+/// Store `again`'s message once more because its stream does not hold the acknowledged copy:
+/// where it went and its id, or `None` when the stream holds it elsewhere already (a QoS 2
+/// release another PUBREL wrote again).
+pub(super) async fn store_again(
+    js: &Context,
+    id: &str,
+    again: &Again,
+) -> Result<Option<(u64, String)>, String> {
+    match again.expect {
+        None => store_afresh(js, id, again).await.map(Some),
+        Some(_) => super::qos2::release_again(js, id, again).await,
+    }
 }
 
 /// Store `again`'s message under a fresh id derived from `id`: its sequence and the id.
@@ -106,11 +124,7 @@ pub(super) async fn store_afresh(
     id: &str,
     again: &Again,
 ) -> Result<(u64, String), String> {
-    let fresh = format!(
-        "{}.{:x}",
-        id.split('.').next().unwrap_or(id),
-        rand::random::<u64>()
-    );
+    let fresh = fresh_id(id);
     let publish = Publish::build()
         .payload(again.payload.clone())
         .message_id(fresh.as_str());
@@ -137,6 +151,15 @@ pub(super) async fn store_afresh(
         ));
     }
     Ok((ack.sequence, fresh))
+}
+
+/// A fresh message id derived from `id` (its first token and a random suffix).
+pub(super) fn fresh_id(id: &str) -> String {
+    format!(
+        "{}.{:x}",
+        id.split('.').next().unwrap_or(id),
+        rand::random::<u64>()
+    )
 }
 
 /// `k` of `FMQ_MSG_<k>`.

@@ -377,6 +377,23 @@ async fn a_shared_subscription_gets_a_qos2_message_once_at_qos1(rig: &Rig) {
         .send(Packet::PubAck(Ack::new(p.packet_id.expect("QoS 1"))))
         .await;
     no_publish(&mut member, Duration::from_secs(1)).await;
+
+    // A group whose filter has as many levels as an exchange subject has tokens past the
+    // shard (NATS refuses a consumer whose filter subjects overlap): released messages too.
+    let (mut deep, _) = v5_ok(rig.addr(2), "q2-shared-deep", true, None).await;
+    assert_eq!(
+        deep.subscribe(1, &[("$share/q2deep/+/+/+/+/+", QoS::ExactlyOnce)])
+            .await,
+        [1]
+    );
+    publisher
+        .send(publish("q2/d/e/e/p", b"deep", QoS::ExactlyOnce, Some(6)))
+        .await;
+    expect_ack(&mut publisher, "PUBREC", 6).await;
+    publisher.send(pubrel(6)).await;
+    expect_ack(&mut publisher, "PUBCOMP", 6).await;
+    let p = next_publish(&mut deep).await;
+    assert_eq!(&p.payload[..], b"deep");
     publisher.send(disconnect()).await;
 }
 
@@ -520,4 +537,53 @@ async fn a_node_killed_mid_flow_delivers_every_message_once(rig: &mut Rig) {
     assert!(twice.is_empty(), "duplicates: {twice:?}");
     assert_eq!(delivered.len(), usize::from(N));
     publisher.send(disconnect()).await;
+}
+
+/// A release the store refuses (no NATS quorum for a while, longer than `storeTimeout`) is
+/// tried again until it is stored: the PUBCOMP comes, and the message is delivered, on the
+/// same open connection (a client re-sends a PUBREL only when it reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pubrel_refused_by_the_store_is_released_once_the_store_is_back() {
+    const PATIENT: &str = r#"replicas="3" messageShards="2" heartbeatInterval="200ms" quorumLossTimeout="60s" nodeTimeout="60s" storeTimeout="1s""#;
+    let Some(rig) = Rig::start(1, PATIENT).await else {
+        return;
+    };
+    let (mut sub, _) = v3_ok(rig.addr(0), "rr-sub", true).await;
+    assert_eq!(sub.subscribe(1, &[("rr/#", QoS::AtLeastOnce)]).await, [1]);
+    let (mut publisher, _) = v3_ok(rig.addr(0), "rr-pub", false).await;
+    publisher
+        .send(publish("rr/a", b"released-late", QoS::ExactlyOnce, Some(5)))
+        .await;
+    expect_ack(&mut publisher, "PUBREC", 5).await;
+    // Two of the three nats-servers stop answering: no stream has a quorum.
+    rig.nats.pause(0);
+    rig.nats.pause(1);
+    publisher.send(pubrel(5)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    rig.nats.resume(0);
+    rig.nats.resume(1);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut completed = false;
+    let mut delivered = false;
+    while !(completed && delivered) && Instant::now() < deadline {
+        if !completed {
+            if let Some(packet) = publisher.recv_within(Duration::from_millis(200)).await {
+                match packet {
+                    Packet::PubComp(a) if a.packet_id == 5 => completed = true,
+                    Packet::PingResp => {}
+                    other => panic!("publisher: expected PUBCOMP 5, got {other:?}"),
+                }
+            }
+        }
+        if !delivered {
+            if let Some(p) =
+                super::rig::next_publish_within(&mut sub, Duration::from_millis(200)).await
+            {
+                assert_eq!(&p.payload[..], b"released-late");
+                delivered = true;
+            }
+        }
+    }
+    assert!(completed, "PUBCOMP 5 after the store came back");
+    assert!(delivered, "the released message delivered");
 }

@@ -28,6 +28,12 @@ pub(super) enum Flow {
     DisconnectWithWill,
 }
 
+/// How long a PUBREL whose release the store refuses is tried again before its connection is
+/// closed (longer than a cluster store's leader election, so a failover does not close it).
+const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause between two attempts of such a release.
+const RELEASE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl Conn {
     pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
         match packet {
@@ -441,7 +447,12 @@ impl Conn {
     }
 
     /// PUBREL: forget the inbound QoS 2 id, then PUBCOMP once that is durable (else a crash
-    /// could bring the id back and swallow the client's next message that reuses it).
+    /// could bring the id back and swallow the client's next message that reuses it). In a
+    /// cluster the release is what delivers the message (`cluster/qos2.rs`), so a release the
+    /// store refused is tried again, not dropped: a client re-sends its PUBREL only when it
+    /// reconnects (MQTT 5 4.4), and until then its message would stay held. Past
+    /// [`RELEASE_RETRY_FOR`] the connection is closed instead, so that the client re-sends the
+    /// PUBREL where it reconnects.
     fn on_pubrel(&mut self, packet_id: u16) -> Result<(), CloseReason> {
         self.with_session(|s| s.inbound_qos2.remove(&packet_id))?;
         let ack = Packet::PubComp(Ack::new(packet_id));
@@ -452,12 +463,31 @@ impl Conn {
             client_id: self.session.client_id().clone(),
             packet_id,
         };
-        let committed = match self.core.durability().commit(vec![released]) {
+        let committed = match self.core.durability().commit(vec![released.clone()]) {
             Commit::Done(Ok(())) => return self.ack(ack),
             pending_or_failed => pending_or_failed,
         };
+        let core = self.core.clone();
+        let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
-            match committed.wait().await {
+            let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
+            let mut result = committed.wait().await;
+            let mut logged = false;
+            while let Err(e) = &result {
+                if closing.is_cancelled() || tokio::time::Instant::now() >= give_up_at {
+                    break;
+                }
+                if !logged {
+                    tracing::warn!(packet_id, "PUBCOMP waits: the store refused the release, trying again: {e}");
+                    logged = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RELEASE_RETRY_PAUSE) => {}
+                    _ = closing.cancelled() => break,
+                }
+                result = core.durability().commit(vec![released.clone()]).wait().await;
+            }
+            match result {
                 Ok(()) => Ready {
                     route: None,
                     ack: Some(ack),
@@ -466,8 +496,11 @@ impl Conn {
                     close_unkept: false,
                 },
                 Err(e) => {
-                    tracing::warn!(packet_id, "PUBCOMP withheld, the store failed: {e}");
-                    Ready::default()
+                    tracing::warn!(packet_id, "PUBCOMP withheld, the store kept refusing the release: {e}; closing, so that the client sends the PUBREL again where it reconnects");
+                    Ready {
+                        close_unkept: !closing.is_cancelled(),
+                        ..Ready::default()
+                    }
                 }
             }
         });

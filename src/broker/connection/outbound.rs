@@ -262,6 +262,13 @@ impl Conn {
                             && fits
                             && authz.allowed(security, principal, Action::Read, &message.topic);
                         if !allowed {
+                            tracing::trace!(
+                                target: "ferromq::delivery",
+                                live,
+                                fits,
+                                seq = ?item.seq,
+                                "dropped from the queue"
+                            );
                             if !live {
                                 expired += 1;
                             } else if !fits {
@@ -343,6 +350,17 @@ impl Conn {
         let gated = batch.iter().any(|(header, item)| {
             header.packet_id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some()
         });
+        let traced = tracing::enabled!(target: "ferromq::delivery", tracing::Level::TRACE);
+        for (header, item) in batch.iter().filter(|_| traced) {
+            tracing::trace!(
+                target: "ferromq::delivery",
+                packet_id = ?header.packet_id,
+                seq = ?item.seq,
+                gated,
+                held = !self.pending_acks.is_empty(),
+                "delivered"
+            );
+        }
         let committed = if gated {
             self.core.durability().commit(changes)
         } else {

@@ -311,7 +311,9 @@ impl Session {
         if item.seq.is_some() && page_at.is_some_and(|n| inner.state.pending.len() >= n) {
             item.page_out();
         }
+        let seq = item.seq;
         let outcome = inner.state.pending.push(item, limit);
+        tracing::trace!(target: "ferromq::delivery", client_id = %self.client_id, seq = ?seq, ?outcome, "queued");
         drop(inner);
         if let Some(wake) = wake {
             if outcome != EnqueueOutcome::DroppedFull {

@@ -579,9 +579,25 @@ impl Subscriber {
                     // QoS 2: a PUBLISH whose packet id awaits its PUBREL is that message
                     // again (the broker resumed the exchange), not a new one.
                     if qos == 2 && !awaiting_release.insert(pkid) {
+                        if let Some((publisher, seq, _)) = decode_payload(&payload) {
+                            eprintln!(
+                                "subscriber {}: PUBLISH of publisher {publisher} seq {seq} \
+                                 (packet id {pkid}, dup {dup}) taken as a re-send: its packet \
+                                 id awaits a PUBREL",
+                                self.id
+                            );
+                        }
                         continue;
                     }
                     if let Some((publisher, seq, _)) = decode_payload(&payload) {
+                        if super::recorder::trace_deliveries() {
+                            eprintln!(
+                                "delivery: subscriber {} publisher {publisher} seq {seq} \
+                                 packet id {pkid} qos {qos} dup {dup} at {} ms",
+                                self.id,
+                                now / 1000
+                            );
+                        }
                         deliveries.push(Delivery {
                             subscriber: self.id,
                             publisher,

@@ -26,7 +26,8 @@ use tokio::time::Instant;
 use super::load::LoadConfig;
 use super::mqtt::{ClientSettings, Protocol, SESSION_EXPIRY_S};
 use super::recorder::{
-    decode_payload, ClientRef, Clock, ConnectRecord, ConnectionLog, Delivery, DisconnectRecord,
+    decode_payload, trace_deliveries, ClientRef, Clock, ConnectRecord, ConnectionLog, Delivery,
+    DisconnectRecord,
 };
 
 /// What the subscriber needs from the load.
@@ -228,8 +229,20 @@ impl Qos2Subscriber {
                             (QoS::ExactlyOnce, Some(id)) => awaiting_release.insert(id),
                             _ => true,
                         };
+                        let decoded = decode_payload(&p.payload);
+                        if let Some((publisher, seq, _)) = decoded.filter(|_| trace_deliveries()) {
+                            eprintln!(
+                                "delivery: subscriber {} publisher {publisher} seq {seq} packet \
+                                 id {:?} qos {:?} dup {} fresh {fresh} at {} ms",
+                                self.id,
+                                p.packet_id,
+                                p.qos,
+                                p.dup,
+                                now / 1000
+                            );
+                        }
                         if fresh {
-                            if let Some((publisher, seq, _)) = decode_payload(&p.payload) {
+                            if let Some((publisher, seq, _)) = decoded {
                                 deliveries.push(Delivery {
                                     subscriber: self.id,
                                     publisher,
@@ -247,6 +260,14 @@ impl Qos2Subscriber {
                     }
                     Packet::PubRel(a) => {
                         last_activity = Instant::now();
+                        if trace_deliveries() {
+                            eprintln!(
+                                "delivery: subscriber {} PUBREL {} at {} ms",
+                                self.id,
+                                a.packet_id,
+                                now / 1000
+                            );
+                        }
                         awaiting_release.remove(&a.packet_id);
                         Some(Packet::PubComp(Ack::new(a.packet_id)))
                     }

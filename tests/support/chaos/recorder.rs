@@ -186,3 +186,10 @@ pub fn decode_payload(payload: &[u8]) -> Option<(u32, u64, u64)> {
     let t_send = u64::from_be_bytes(payload.get(12..20)?.try_into().ok()?);
     Some((publisher, seq, t_send))
 }
+
+/// `FERROMQ_CHAOS_TRACE_DELIVERIES` set: every delivery is printed (a run traced message by
+/// message, beside the nodes' `ferromq::cluster::read` log).
+pub fn trace_deliveries() -> bool {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("FERROMQ_CHAOS_TRACE_DELIVERIES").is_some())
+}
