@@ -408,7 +408,13 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
             Ok(Ok(Some(e))) if e.operation == Operation::Put => {
                 (SessionRecord::decode(&e.value).ok(), e.revision)
             }
-            Ok(Ok(_)) => (None, 0),
+            // "No record" drops the copy only from the bucket's leader: any replica may answer
+            // a read, and one that is catching up (a leader change) does not have the record.
+            Ok(Ok(_)) => match leader_entry(inner, &key).await {
+                Ok(Some(e)) => (SessionRecord::decode(&e.value).ok(), e.revision),
+                Ok(None) => (None, 0),
+                Err(_) => return Fence::Unknown,
+            },
             Ok(Err(_)) | Err(_) => return Fence::Unknown,
         };
     let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
