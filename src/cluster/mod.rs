@@ -70,6 +70,17 @@ pub fn shard_prefix(k: usize) -> String {
     format!("fmq.m.{k}")
 }
 
+/// The shard `k` of a message subject `fmq.m.<k>.…` (the inverse of [`shard_prefix`]);
+/// `None` for any other subject.
+pub fn shard_of_subject(subject: &str) -> Option<usize> {
+    subject
+        .strip_prefix("fmq.m.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The shard of `topic`: a hash of the whole topic, so one topic is always in one stream
 /// (MQTT orders per topic) and topics spread over the shards and their raft leaders.
 pub fn shard_of(topic: &str, shards: usize) -> usize {

@@ -304,9 +304,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Which queue a subject's stores go through: one per message shard (its stream's raft
 /// leader), one for the retained bucket, one for anything else.
 fn queue_of(subject: &str, shards: usize) -> usize {
-    if let Some(rest) = subject.strip_prefix("fmq.m.") {
-        let shard = rest.split('.').next().and_then(|k| k.parse::<usize>().ok());
-        if let Some(k) = shard.filter(|k| *k < shards) {
+    if subject.starts_with("fmq.m.") {
+        if let Some(k) = super::shard_of_subject(subject).filter(|k| *k < shards) {
             return k;
         }
     } else if subject

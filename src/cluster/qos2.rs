@@ -463,11 +463,7 @@ pub(super) async fn release_again(
     id: &str,
     again: &super::store_ack::Again,
 ) -> Result<Option<(u64, String)>, String> {
-    let shard = again
-        .subject
-        .strip_prefix("fmq.m.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|k| k.parse::<usize>().ok())
+    let shard = super::shard_of_subject(&again.subject)
         .ok_or_else(|| format!("{} is not an exchange subject", again.subject))?;
     let stream = js
         .get_stream_no_info(shard_stream(shard))

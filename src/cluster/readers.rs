@@ -293,7 +293,10 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                         offered
                     },
                     |queued| {
-                        for q in &queued {
+                        // One check per message, not one trace call per queued copy.
+                        let tracing_kept =
+                            tracing::enabled!(target: READ_TARGET, tracing::Level::DEBUG);
+                        for q in queued.iter().filter(|_| tracing_kept) {
                             tracing::debug!(
                                 target: READ_TARGET,
                                 shard = k,

@@ -420,16 +420,17 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
     let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
     {
         let mut tracker = inner.tracker.lock();
-        let tracked = tracker.sessions.get_mut(client_id);
         let own = current.as_ref().is_some_and(|r| {
             r.owner == inner.node_id && r.epoch == epoch && r.owner_instance == inner.instance
         });
-        if let Some(t) = tracked.filter(|t| own && t.epoch == epoch) {
-            t.revision = revision;
-            t.dirty = true;
-            return Fence::Own;
-        }
-        let tracked = tracker.sessions.get(client_id).map(|t| t.epoch);
+        let tracked = match tracker.sessions.get_mut(client_id) {
+            Some(t) if own && t.epoch == epoch => {
+                t.revision = revision;
+                t.dirty = true;
+                return Fence::Own;
+            }
+            t => t.map(|t| t.epoch),
+        };
         if !fences(&inner.node_id, epoch, tracked, owner) {
             return Fence::Unknown;
         }

@@ -470,7 +470,12 @@ async fn temporary_queues_carry_replies_across_nodes(stomp: &[SocketAddr]) {
         )
         .await;
         let f = late.recv().await;
-        if f.command == "ERROR" {
+        let message = f.header("message").unwrap_or_default();
+        // NATS spreads the loss of the queue's subscriber between servers on its own time: a
+        // request routed to a server that still had it waits out its answer instead. That SEND
+        // is refused too, but the answer the test waits for is the definite one.
+        let unanswered = f.command == "ERROR" && message.contains("did not answer");
+        if f.command == "ERROR" && !unanswered {
             assert!(
                 f.header("message")
                     .is_some_and(|m| m.contains("Cannot publish to a deleted Destination")),
@@ -478,7 +483,10 @@ async fn temporary_queues_carry_replies_across_nodes(stomp: &[SocketAddr]) {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "still accepted: {f:?}");
+        assert!(
+            Instant::now() < deadline,
+            "still not refused as deleted: {f:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
