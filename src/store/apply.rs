@@ -509,6 +509,11 @@ fn delete_queue(
 
 /// Applies the group's reference changes; frees bodies nothing references any more.
 ///
+/// A body with one reference has no count row: the absence of a row means 1 (a body with
+/// none is freed in the group that drops it). The common durable message, queued for one
+/// session, so costs no count write when stored and none when acknowledged. Stores written
+/// with a row for every body open unchanged: a row of 1 means what its absence does.
+///
 /// A count is read only when it can exist: a body put by this group ([`Group`]'s fresh ids)
 /// has none yet, and a count that falls is taken out as it is read (one operation instead of
 /// a read and a removal, for the common last reference).
@@ -519,18 +524,30 @@ pub(crate) fn collect(
 ) -> Result<Collected, StoreError> {
     let mut collected = Collected::default();
     for (id, delta) in deltas.0 {
-        let current = if id >= group.fresh_from {
+        let fresh = id >= group.fresh_from;
+        let row = if fresh {
             None
         } else if delta < 0 {
             t.refs.remove(id).map_err(storage)?.map(|v| v.value())
         } else {
             t.refs.get(id).map_err(storage)?.map(|v| v.value())
         };
-        let current = i64::try_from(current.unwrap_or(0)).unwrap_or(i64::MAX);
+        // Without a row: a committed body has one reference, a fresh one none yet.
+        let implied = row.is_none() && !fresh;
+        let current = row.unwrap_or(u64::from(implied));
+        let current = i64::try_from(current).unwrap_or(i64::MAX);
         let now = current.saturating_add(delta);
-        if now > 0 {
+        if now > 1 {
             if delta != 0 {
                 t.refs.insert(id, now.unsigned_abs()).map_err(storage)?;
+            }
+            continue;
+        }
+        if now == 1 {
+            // A row of 0 left by damage, raised to 1: the row goes (a falling count's row
+            // was taken out as it was read).
+            if delta > 0 && row.is_some() {
+                t.refs.remove(id).map_err(storage)?;
             }
             continue;
         }
@@ -542,7 +559,7 @@ pub(crate) fn collect(
                 "message reference count fell below zero"
             );
         }
-        if delta == 0 && id < group.fresh_from {
+        if delta == 0 && row.is_some() {
             // Read, not taken out, above: a count of 0 left by damage goes too.
             t.refs.remove(id).map_err(storage)?;
         }
@@ -551,6 +568,14 @@ pub(crate) fn collect(
             .remove(id)
             .map_err(storage)?
             .map(|body| body.value().len() as u64);
+        if implied && freed.is_none() && now == 0 {
+            // No row and no body: a reference dropped from a message that was not there.
+            collected.negative_refcounts += 1;
+            tracing::warn!(
+                message_id = id,
+                "a reference was dropped from a message the store does not hold"
+            );
+        }
         collected.freed_bytes += freed.unwrap_or(0);
     }
     Ok(collected)
@@ -669,7 +694,7 @@ mod tests {
         assert!(group(&db, 1, &[session_with(&c, 1, 2)])
             .iter()
             .all(Result::is_ok));
-        assert_eq!(counts(&db), (1, 1));
+        assert_eq!(counts(&db), (1, 0), "one reference: no count row");
         let outcomes = group(&db, 3, &[vec![sent], vec![removed]]);
         assert!(outcomes.iter().all(Result::is_ok));
         assert_eq!(state(&db, "c", 2), None);
@@ -761,17 +786,17 @@ mod tests {
         });
         assert!(group(&db, 1, &[first]).iter().all(Result::is_ok));
         assert_eq!(counts(&db), (1, 1));
-        // One reference goes: the count falls to 1 and the body stays.
+        let txn = db.begin_read().expect("read");
+        let refs = txn.open_table(REFS).expect("refs");
+        assert_eq!(refs.get(1).expect("get").map(|v| v.value()), Some(2));
+        drop((refs, txn));
+        // One reference goes: the count falls to 1 (no row) and the body stays.
         let drop_a = vec![Op::Dequeue {
             client_id: a.clone(),
             seq: 2,
         }];
         assert!(group(&db, 4, &[drop_a]).iter().all(Result::is_ok));
-        assert_eq!(counts(&db), (1, 1));
-        let txn = db.begin_read().expect("read");
-        let refs = txn.open_table(REFS).expect("refs");
-        assert_eq!(refs.get(1).expect("get").map(|v| v.value()), Some(1));
-        drop((refs, txn));
+        assert_eq!(counts(&db), (1, 0));
         // The last goes: body and count freed.
         let drop_b = vec![Op::Dequeue {
             client_id: b.clone(),

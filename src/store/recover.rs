@@ -485,7 +485,8 @@ impl Scan {
         Ok(())
     }
 
-    /// Makes every stored count equal the references found; frees unreferenced bodies.
+    /// Makes every stored count equal the references found (no row for one reference);
+    /// frees unreferenced bodies.
     fn refcounts(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
         let mut stored = HashMap::new();
         for item in t.refs.iter().map_err(storage)? {
@@ -501,10 +502,12 @@ impl Scan {
             .collect();
         for id in ids {
             let found = self.references.get(&id).copied().unwrap_or(0);
-            let recorded = stored.get(&id).copied().unwrap_or(0);
             let has_body = self.bodies.contains_key(&id) || self.undecodable_bodies.contains(&id);
+            // A body without a count row has one reference (`apply::collect`).
+            let row = stored.get(&id).copied();
+            let recorded = row.unwrap_or(u64::from(has_body));
             if found == 0 && (self.references_uncertain || !has_body) {
-                if !has_body && recorded > 0 {
+                if !has_body && row.is_some() {
                     t.refs.remove(id).map_err(storage)?;
                     self.changed = true;
                 }
@@ -526,7 +529,11 @@ impl Scan {
                 self.stats.orphan_messages_freed += 1;
                 self.changed = true;
             } else if found != recorded {
-                t.refs.insert(id, found).map_err(storage)?;
+                if found == 1 {
+                    t.refs.remove(id).map_err(storage)?;
+                } else {
+                    t.refs.insert(id, found).map_err(storage)?;
+                }
                 self.stats.refcounts_repaired += 1;
                 self.changed = true;
             }

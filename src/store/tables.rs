@@ -6,7 +6,8 @@ use super::StoreError;
 
 /// Message id -> encoded [`super::StoredMessage`] (written once per publish).
 pub(crate) const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Message id -> how many queue entries and retained slots reference it.
+/// Message id -> how many queue entries and retained slots reference it, for bodies with two
+/// or more; a body without a row has one (`apply::collect`).
 pub(crate) const REFS: TableDefinition<u64, u64> = TableDefinition::new("message_refs");
 /// Topic -> id of the message retained on it.
 pub(crate) const RETAINED: TableDefinition<&str, u64> = TableDefinition::new("retained");

@@ -166,3 +166,87 @@ async fn a_truncated_file_is_refused_with_an_error_naming_it() {
         }
     }
 }
+
+/// The counts a store keeps: a row only for a body with two or more references.
+fn count_rows(dir: &Path) -> Vec<(u64, u64)> {
+    let db = Database::open(dir.join(DATABASE_FILE_NAME)).expect("raw open");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let refs = txn.open_table(REFS).expect("refs");
+    refs.iter()
+        .expect("iter")
+        .map(|item| {
+            let (id, count) = item.expect("row");
+            (id.value(), count.value())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_body_with_one_reference_has_no_count_row_and_older_rows_of_one_still_count() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, only_a) = store_with_two_queued(dir.path()).await;
+    assert_eq!(
+        count_rows(dir.path()),
+        vec![(shared, 2)],
+        "one reference needs no row"
+    );
+    // A store written before: a row of 1 for the single-reference body. It opens clean, and
+    // an extra row on a single-reference body is repaired away rather than counted.
+    with_raw_db(dir.path(), |txn| {
+        txn.open_table(REFS)
+            .expect("refs")
+            .insert(only_a, 1)
+            .expect("old row");
+    });
+    let store = Store::open(dir.path(), StoreLimits::default()).expect("open");
+    let recovered = store.recover().expect("recover");
+    assert_eq!(recovered.stats.refcounts_repaired, 0, "{}", recovered.stats);
+    assert_eq!(
+        recovered.stats.orphan_messages_freed, 0,
+        "{}",
+        recovered.stats
+    );
+    // b's acknowledgement leaves the shared body one reference (no row); a's frees both.
+    let dequeue = |client: &str| {
+        let session = recovered
+            .sessions
+            .iter()
+            .find(|s| &*s.client_id == client)
+            .expect("session");
+        session
+            .queue
+            .iter()
+            .map(|e| Op::Dequeue {
+                client_id: session.client_id.clone(),
+                seq: e.seq,
+            })
+            .collect::<Vec<_>>()
+    };
+    store.commit(dequeue("b")).await.expect("ack b");
+    assert!(store.stats().message_bytes > 0, "a's messages are kept");
+    store.commit(dequeue("a")).await.expect("ack a");
+    assert_eq!(store.stats().message_bytes, 0, "every body freed");
+    drop(store);
+    assert_eq!(count_rows(dir.path()), vec![], "no rows left");
+    let store = Store::open(dir.path(), StoreLimits::default()).expect("reopen");
+    let again = store.recover().expect("recover again");
+    assert_eq!(again.stats.problems.len(), 0, "{}", again.stats);
+    assert_eq!(again.stats.messages, 0, "{}", again.stats);
+}
+
+#[tokio::test]
+async fn a_wrong_count_row_on_a_single_reference_body_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (shared, only_a) = store_with_two_queued(dir.path()).await;
+    with_raw_db(dir.path(), |txn| {
+        txn.open_table(REFS)
+            .expect("refs")
+            .insert(only_a, 5)
+            .expect("wrong row");
+    });
+    let store = Store::open(dir.path(), StoreLimits::default()).expect("open");
+    let recovered = store.recover().expect("recover");
+    assert_eq!(recovered.stats.refcounts_repaired, 1, "{}", recovered.stats);
+    drop((recovered, store));
+    assert_eq!(count_rows(dir.path()), vec![(shared, 2)]);
+}
