@@ -104,6 +104,49 @@ enum Work {
     },
 }
 
+/// Frees a group's work (its batches, bodies, client ids) on a thread of its own: the store
+/// thread is what bounds durable throughput, and freeing a group of a few hundred ops took
+/// about 7 % of it. Without that thread (it could not be started) work is freed in place.
+struct Freeing {
+    sender: Option<std::sync::mpsc::Sender<Vec<Work>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Freeing {
+    fn start() -> Freeing {
+        let (sender, receiver) = std::sync::mpsc::channel::<Vec<Work>>();
+        let thread = std::thread::Builder::new()
+            .name("ferromq-store-free".into())
+            .spawn(move || receiver.into_iter().for_each(drop));
+        match thread {
+            Ok(thread) => Freeing {
+                sender: Some(sender),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                tracing::warn!("store: freeing in place (no thread for it: {e})");
+                Freeing {
+                    sender: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+
+    fn free(&self, works: Vec<Work>) {
+        if let Some(Err(returned)) = self.sender.as_ref().map(|s| s.send(works)) {
+            drop(returned.0);
+        }
+    }
+
+    fn stop(mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Who to answer, once the group's fate is known.
 enum Waiter {
     Commit(Option<oneshot::Sender<Result<(), StoreError>>>),
@@ -136,6 +179,7 @@ pub(crate) struct Writer {
 impl Writer {
     /// Serves requests until every [`super::Store`] handle is gone.
     pub(crate) fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+        let freeing = Freeing::start();
         while let Some(first) = requests.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP_REQUESTS {
@@ -144,17 +188,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(failure) = self.commit_group(group) {
+            if let Err(failure) = self.commit_group(group, &freeing) {
                 if !self.reopen(failure, &mut requests) {
                     break;
                 }
             }
         }
+        freeing.stop();
     }
 
     /// Commits one group and answers its callers. `Err`: the engine failed and the database
     /// must be reopened (the callers were answered with the error returned).
-    fn commit_group(&mut self, group: Vec<Request>) -> Result<(), StoreError> {
+    fn commit_group(&mut self, group: Vec<Request>, freeing: &Freeing) -> Result<(), StoreError> {
         let (works, waiters): (Vec<Work>, Vec<Waiter>) = group
             .into_iter()
             .map(|request| match request {
@@ -179,6 +224,7 @@ impl Writer {
             Some(db) => self.run_transaction(db, &works),
             None => Err(StoreError::storage("writing", "the database is closed")),
         };
+        freeing.free(works);
         match result {
             Ok(outcomes) => {
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
