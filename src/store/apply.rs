@@ -40,6 +40,10 @@ pub(crate) struct Group {
     sessions: HashMap<Arc<str>, bool>,
     /// (client id, seq) -> where (batch, op) the group's last removal of that entry is.
     removed_at: HashMap<(Arc<str>, u64), (usize, usize)>,
+    /// Queue entries the group's batches removed, taken out of the table together at its end
+    /// ([`collect`]): consecutive entries then cost one pass over their leaf, not one B-tree
+    /// removal each (a subscriber acknowledges its queue's head, in order).
+    dequeued: HashMap<Arc<str>, HashSet<u64>>,
 }
 
 impl Group {
@@ -67,7 +71,16 @@ impl Group {
             put: HashSet::new(),
             sessions: HashMap::new(),
             removed_at,
+            dequeued: HashMap::new(),
         }
+    }
+
+    /// Whether an earlier batch of the group removed entry `client_id`/`seq` (still in the
+    /// table until [`collect`]).
+    fn dequeued(&self, client_id: &str, seq: u64) -> bool {
+        self.dequeued
+            .get(client_id)
+            .is_some_and(|seqs| seqs.contains(&seq))
     }
 
     /// Whether message id `id` has a body now, in this group's transaction.
@@ -289,6 +302,8 @@ pub(crate) fn apply(
                 group.sessions.insert(client_id.clone(), true);
             }
             Op::DeleteSession { client_id } => {
+                // Its removed entries are still in the table: taken with all the others.
+                group.dequeued.remove(client_id);
                 delete_session(t, client_id, deltas, damaged)?;
                 group.sessions.insert(client_id.clone(), false);
             }
@@ -297,6 +312,10 @@ pub(crate) fn apply(
                 seq,
                 entry,
             } => {
+                if group.dequeued(client_id, *seq) {
+                    // The key is used again after its removal: the removal goes first.
+                    remove_dequeued(t, group, Some(client_id), deltas, damaged)?;
+                }
                 let previous = t
                     .queues
                     .insert((&**client_id, *seq), encode_queue_entry(entry).as_slice())
@@ -312,19 +331,20 @@ pub(crate) fn apply(
                 seq,
                 state,
             } => {
-                if !group.removed_after(client_id, *seq, (batch, index)) {
+                // Not when removed later in the group, nor when removed already: the
+                // removal leaves nothing of the entry.
+                if !group.removed_after(client_id, *seq, (batch, index))
+                    && !group.dequeued(client_id, *seq)
+                {
                     set_queue_state(t, client_id, *seq, *state, damaged)?;
                 }
             }
             Op::Dequeue { client_id, seq } => {
-                let removed = t
-                    .queues
-                    .remove((&**client_id, *seq))
-                    .map_err(storage)?
-                    .map(|old| Bytes::copy_from_slice(old.value()));
-                if let Some(removed) = removed {
-                    unreference_entry(&removed, deltas, damaged);
-                }
+                group
+                    .dequeued
+                    .entry(client_id.clone())
+                    .or_default()
+                    .insert(*seq);
             }
             Op::DeclareQueue { queue } => {
                 t.owned_queues
@@ -381,6 +401,58 @@ pub(crate) fn apply(
         }
     }
     Ok(stored_bytes)
+}
+
+/// The most keys between two removed ones that a single pass over their range steps over;
+/// removals farther apart are taken in passes of their own.
+const MAX_REMOVAL_GAP: u64 = 64;
+
+/// `sorted` (ascending, distinct) cut into inclusive ranges whose neighbours lie at most
+/// [`MAX_REMOVAL_GAP`] apart.
+fn removal_runs(sorted: &[u64]) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &key in sorted {
+        match runs.last_mut() {
+            Some((_, last)) if key - *last <= MAX_REMOVAL_GAP => *last = key,
+            _ => runs.push((key, key)),
+        }
+    }
+    runs
+}
+
+/// Takes the group's removed queue entries out of the table (of `only` that session, or of
+/// all), a pass per run of nearby seqs, dropping the references they held.
+fn remove_dequeued(
+    t: &mut Tables<'_>,
+    group: &mut Group,
+    only: Option<&Arc<str>>,
+    deltas: &mut RefDeltas,
+    damaged: &mut u64,
+) -> Result<(), StoreError> {
+    let sessions: Vec<(Arc<str>, HashSet<u64>)> = match only {
+        Some(client_id) => group.dequeued.remove_entry(client_id).into_iter().collect(),
+        None => group.dequeued.drain().collect(),
+    };
+    for (client_id, seqs) in sessions {
+        let mut sorted: Vec<u64> = seqs.into_iter().collect();
+        sorted.sort_unstable();
+        let client_id: &str = &client_id;
+        for (first, last) in removal_runs(&sorted) {
+            let removed: Vec<Bytes> = t
+                .queues
+                .extract_from_if((client_id, first)..=(client_id, last), |key, _| {
+                    sorted.binary_search(&key.1).is_ok()
+                })
+                .map_err(storage)?
+                .map(|item| item.map(|(_, v)| Bytes::copy_from_slice(v.value())))
+                .collect::<Result<_, _>>()
+                .map_err(storage)?;
+            for entry in &removed {
+                unreference_entry(entry, deltas, damaged);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drops the reference a removed queue entry held. An undecodable entry (damage) cannot say
@@ -507,7 +579,9 @@ fn delete_queue(
     Ok(())
 }
 
-/// Applies the group's reference changes; frees bodies nothing references any more.
+/// Ends a group's changes: takes its removed queue entries out of the table, applies its
+/// reference changes and frees the bodies nothing references any more (entries and bodies
+/// in passes over runs of nearby keys, see [`removal_runs`]).
 ///
 /// A body with one reference has no count row: the absence of a row means 1 (a body with
 /// none is freed in the group that drops it). The common durable message, queued for one
@@ -519,10 +593,15 @@ fn delete_queue(
 /// a read and a removal, for the common last reference).
 pub(crate) fn collect(
     t: &mut Tables<'_>,
-    deltas: RefDeltas,
-    group: &Group,
+    mut deltas: RefDeltas,
+    group: &mut Group,
+    damaged: &mut u64,
 ) -> Result<Collected, StoreError> {
+    remove_dequeued(t, group, None, &mut deltas, damaged)?;
     let mut collected = Collected::default();
+    // Bodies nothing references any more; `true`: without a count row (one reference implied),
+    // so a missing body there is damage.
+    let mut unreferenced: Vec<(MessageId, bool)> = Vec::new();
     for (id, delta) in deltas.0 {
         let fresh = id >= group.fresh_from;
         let row = if fresh {
@@ -563,20 +642,32 @@ pub(crate) fn collect(
             // Read, not taken out, above: a count of 0 left by damage goes too.
             t.refs.remove(id).map_err(storage)?;
         }
-        let freed = t
+        unreferenced.push((id, implied && now == 0));
+    }
+    unreferenced.sort_unstable();
+    let ids: Vec<MessageId> = unreferenced.iter().map(|(id, _)| *id).collect();
+    let mut freed_ids = HashSet::new();
+    for (first, last) in removal_runs(&ids) {
+        let bodies = t
             .messages
-            .remove(id)
-            .map_err(storage)?
-            .map(|body| body.value().len() as u64);
-        if implied && freed.is_none() && now == 0 {
-            // No row and no body: a reference dropped from a message that was not there.
-            collected.negative_refcounts += 1;
-            tracing::warn!(
-                message_id = id,
-                "a reference was dropped from a message the store does not hold"
-            );
+            .extract_from_if(first..=last, |id, _| ids.binary_search(&id).is_ok())
+            .map_err(storage)?;
+        for body in bodies {
+            let (id, body) = body.map_err(storage)?;
+            freed_ids.insert(id.value());
+            collected.freed_bytes += body.value().len() as u64;
         }
-        collected.freed_bytes += freed.unwrap_or(0);
+    }
+    for (id, _) in unreferenced
+        .iter()
+        .filter(|(id, implied)| *implied && !freed_ids.contains(id))
+    {
+        // No row and no body: a reference dropped from a message that was not there.
+        collected.negative_refcounts += 1;
+        tracing::warn!(
+            message_id = id,
+            "a reference was dropped from a message the store does not hold"
+        );
     }
     Ok(collected)
 }
@@ -635,7 +726,7 @@ mod tests {
                 }
                 outcomes.push(outcome);
             }
-            collect(&mut t, deltas, &group).expect("collect");
+            collect(&mut t, deltas, &mut group, &mut damaged).expect("collect");
         }
         txn.commit().expect("commit");
         outcomes
@@ -815,6 +906,146 @@ mod tests {
         )
         .iter()
         .all(Result::is_ok));
+        assert_eq!(counts(&db), (0, 0));
+    }
+
+    #[test]
+    fn removal_runs_join_keys_up_to_the_gap_apart() {
+        assert_eq!(removal_runs(&[]), vec![]);
+        assert_eq!(removal_runs(&[5]), vec![(5, 5)]);
+        let far = 10 + MAX_REMOVAL_GAP + 1;
+        assert_eq!(
+            removal_runs(&[1, 2, 4, 10, far, far + MAX_REMOVAL_GAP]),
+            vec![(1, 10), (far, far + MAX_REMOVAL_GAP)]
+        );
+    }
+
+    /// A session `c` with one body and entry per seq in `seqs` (body id = seq + 1000).
+    fn queued(db: &Database, c: &Arc<str>, seqs: impl Iterator<Item = u64>) {
+        let mut ops = vec![Op::PutSession {
+            client_id: c.clone(),
+            session: SessionRecord::default(),
+        }];
+        for seq in seqs {
+            ops.push(Op::PutMessage {
+                id: seq + 1000,
+                message: body(b"m"),
+            });
+            ops.push(Op::Enqueue {
+                client_id: c.clone(),
+                seq,
+                entry: entry(seq + 1000),
+            });
+        }
+        assert!(group(db, 1, &[ops]).iter().all(Result::is_ok));
+    }
+
+    fn seqs_of(db: &Database, client: &str) -> Vec<u64> {
+        let txn = db.begin_read().expect("read");
+        let queues = txn.open_table(QUEUES).expect("queues");
+        queues
+            .range((client, 0u64)..=(client, u64::MAX))
+            .expect("range")
+            .map(|item| item.expect("entry").0.value().1)
+            .collect()
+    }
+
+    #[test]
+    fn removals_of_a_group_take_exactly_their_entries_and_bodies_near_or_far() {
+        let db = database();
+        let (c, other): (Arc<str>, Arc<str>) = (Arc::from("c"), Arc::from("d"));
+        queued(&db, &c, 1..=300);
+        queued(&db, &other, 400..=402);
+        // Every third entry, a run far from the rest, and one of another session, each in a
+        // batch of its own (one per acknowledgement).
+        let mut removed: Vec<u64> = (1..=150).filter(|s| s % 3 == 0).collect();
+        removed.extend([290, 300]);
+        let mut batches: Vec<Vec<Op>> = removed
+            .iter()
+            .map(|&seq| {
+                vec![Op::Dequeue {
+                    client_id: c.clone(),
+                    seq,
+                }]
+            })
+            .collect();
+        batches.push(vec![Op::Dequeue {
+            client_id: other.clone(),
+            seq: 401,
+        }]);
+        assert!(group(&db, 2000, &batches).iter().all(Result::is_ok));
+        let kept: Vec<u64> = (1..=300).filter(|s| !removed.contains(s)).collect();
+        assert_eq!(seqs_of(&db, "c"), kept);
+        assert_eq!(seqs_of(&db, "d"), vec![400, 402]);
+        let (messages, refs) = counts(&db);
+        assert_eq!(messages, (kept.len() + 2) as u64, "each removed body freed");
+        assert_eq!(refs, 0);
+        let txn = db.begin_read().expect("read");
+        let bodies = txn.open_table(MESSAGES).expect("messages");
+        for seq in &removed {
+            assert!(bodies.get(seq + 1000).expect("get").is_none(), "{seq}");
+        }
+        for seq in &kept {
+            assert!(bodies.get(seq + 1000).expect("get").is_some(), "{seq}");
+        }
+    }
+
+    #[test]
+    fn a_key_enqueued_again_or_a_session_deleted_after_a_removal_in_the_group_stays_exact() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        queued(&db, &c, 1..=3);
+        // Entry 2 removed, then its key used again for another body, in one group.
+        let again = vec![
+            vec![Op::Dequeue {
+                client_id: c.clone(),
+                seq: 2,
+            }],
+            vec![
+                Op::PutMessage {
+                    id: 2000,
+                    message: body(b"new"),
+                },
+                Op::Enqueue {
+                    client_id: c.clone(),
+                    seq: 2,
+                    entry: entry(2000),
+                },
+            ],
+        ];
+        assert!(group(&db, 2000, &again).iter().all(Result::is_ok));
+        assert_eq!(seqs_of(&db, "c"), vec![1, 2, 3]);
+        let txn = db.begin_read().expect("read");
+        let queues = txn.open_table(QUEUES).expect("queues");
+        let value = queues.get(("c", 2u64)).expect("get").expect("entry 2");
+        let decoded = codec::decode_queue_entry(&Bytes::copy_from_slice(value.value()));
+        assert_eq!(decoded.expect("decodes").message_id, 2000);
+        drop((value, queues, txn));
+        assert_eq!(counts(&db), (3, 0), "1001, 1003 and 2000; 1002 freed");
+        // A removal, then the session's deletion: every entry and body goes, no damage.
+        let end = vec![
+            vec![Op::Dequeue {
+                client_id: c.clone(),
+                seq: 1,
+            }],
+            vec![Op::DeleteSession {
+                client_id: c.clone(),
+            }],
+        ];
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = Tables::open(&txn).expect("tables");
+            let mut group = Group::new(3000, end.iter().map(|b| Some(b.as_slice())));
+            let (mut deltas, mut damaged) = (RefDeltas::default(), 0);
+            for (i, ops) in end.iter().enumerate() {
+                validate(&t, ops, &mut group).expect("valid");
+                apply(&mut t, ops, i, &mut group, &mut deltas, &mut damaged).expect("apply");
+            }
+            let collected = collect(&mut t, deltas, &mut group, &mut damaged).expect("collect");
+            assert_eq!((damaged, collected.negative_refcounts), (0, 0));
+        }
+        txn.commit().expect("commit");
+        assert_eq!(seqs_of(&db, "c"), Vec::<u64>::new());
         assert_eq!(counts(&db), (0, 0));
     }
 

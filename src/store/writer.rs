@@ -456,7 +456,7 @@ impl Writer {
                 };
                 outcomes.push(outcome);
             }
-            let collected = apply::collect(&mut t, deltas, &group)?;
+            let collected = apply::collect(&mut t, deltas, &mut group, &mut damaged)?;
             if let Some(next_id) = max_id.and_then(|id| id.checked_add(1)) {
                 if next_id > self.persisted_next_id {
                     t.meta.insert(NEXT_ID_KEY, next_id).map_err(storage)?;
