@@ -1023,7 +1023,7 @@ mod tests {
         drop((value, queues, txn));
         assert_eq!(counts(&db), (3, 0), "1001, 1003 and 2000; 1002 freed");
         // A removal, then the session's deletion: every entry and body goes, no damage.
-        let end = vec![
+        let end = [
             vec![Op::Dequeue {
                 client_id: c.clone(),
                 seq: 1,
