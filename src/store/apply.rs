@@ -438,19 +438,33 @@ fn remove_dequeued(
         sorted.sort_unstable();
         let client_id: &str = &client_id;
         for (first, last) in removal_runs(&sorted) {
-            let removed: Vec<Bytes> = t
+            let removed = t
                 .queues
                 .extract_from_if((client_id, first)..=(client_id, last), |key, _| {
                     sorted.binary_search(&key.1).is_ok()
                 })
-                .map_err(storage)?
-                .map(|item| item.map(|(_, v)| Bytes::copy_from_slice(v.value())))
-                .collect::<Result<_, _>>()
                 .map_err(storage)?;
-            for entry in &removed {
-                unreference_entry(entry, deltas, damaged);
-            }
+            unreference_extracted(removed, deltas, damaged)?;
         }
+    }
+    Ok(())
+}
+
+/// Drops the references of the queue entries `extracted` takes out of their table (an
+/// `extract_from_if` over encoded entries: each is removed as it is read).
+fn unreference_extracted<'a, K: redb::Key + 'static>(
+    extracted: impl Iterator<
+        Item = redb::Result<(
+            redb::AccessGuard<'a, K>,
+            redb::AccessGuard<'a, &'static [u8]>,
+        )>,
+    >,
+    deltas: &mut RefDeltas,
+    damaged: &mut u64,
+) -> Result<(), StoreError> {
+    for item in extracted {
+        let (_, entry) = item.map_err(storage)?;
+        unreference_entry(&Bytes::copy_from_slice(entry.value()), deltas, damaged);
     }
     Ok(())
 }
@@ -518,16 +532,11 @@ fn delete_session(
 ) -> Result<(), StoreError> {
     let client_id: &str = client_id;
     t.sessions.remove(client_id).map_err(storage)?;
-    let removed: Vec<Bytes> = t
+    let removed = t
         .queues
         .extract_from_if((client_id, 0u64)..=(client_id, u64::MAX), |_, _| true)
-        .map_err(storage)?
-        .map(|item| item.map(|(_, v)| Bytes::copy_from_slice(v.value())))
-        .collect::<Result<_, _>>()
         .map_err(storage)?;
-    for entry in &removed {
-        unreference_entry(entry, deltas, damaged);
-    }
+    unreference_extracted(removed, deltas, damaged)?;
     t.inbound_qos2
         .retain_in((client_id, 0u16)..=(client_id, u16::MAX), |_, _| false)
         .map_err(storage)?;
@@ -566,17 +575,11 @@ fn delete_queue(
 ) -> Result<(), StoreError> {
     let (kind, name) = (queue.kind.code(), &*queue.name);
     t.owned_queues.remove((kind, name)).map_err(storage)?;
-    let removed: Vec<Bytes> = t
+    let removed = t
         .owned_entries
         .extract_from_if((kind, name, 0u64)..=(kind, name, u64::MAX), |_, _| true)
-        .map_err(storage)?
-        .map(|item| item.map(|(_, v)| Bytes::copy_from_slice(v.value())))
-        .collect::<Result<_, _>>()
         .map_err(storage)?;
-    for entry in &removed {
-        unreference_entry(entry, deltas, damaged);
-    }
-    Ok(())
+    unreference_extracted(removed, deltas, damaged)
 }
 
 /// Ends a group's changes: takes its removed queue entries out of the table, applies its
