@@ -31,56 +31,46 @@ impl RefDeltas {
 ///   every id its tables hold when it opens) were never committed: a new body's id needs no
 ///   lookup to prove it unused, and its reference count none to read;
 /// - which sessions exist, once looked up (kept true by the group's own puts and deletes);
-/// - which queue entries a later batch of the group removes for certain: a state change of
-///   such an entry (a QoS 1 delivery's packet id, written when the PUBLISH goes out) is not
-///   written, since the removal leaves nothing of it.
+/// - what becomes of each session queue entry the group changes ([`EntryChange`]), applied
+///   at the group's end ([`collect`]): a state change of an entry the group also removes (a
+///   QoS 1 delivery's packet id, written when the PUBLISH goes out, then its PUBACK) is never
+///   written, and the removals are taken out together, consecutive entries in one pass over
+///   their leaf rather than one B-tree removal each (a subscriber acknowledges its queue's
+///   head, in order).
 pub(crate) struct Group {
     fresh_from: u64,
     put: HashSet<MessageId>,
     sessions: HashMap<Arc<str>, bool>,
-    /// (client id, seq) -> where (batch, op) the group's last removal of that entry is.
-    removed_at: HashMap<(Arc<str>, u64), (usize, usize)>,
-    /// Queue entries the group's batches removed, taken out of the table together at its end
-    /// ([`collect`]): consecutive entries then cost one pass over their leaf, not one B-tree
-    /// removal each (a subscriber acknowledges its queue's head, in order).
-    dequeued: HashMap<Arc<str>, HashSet<u64>>,
+    /// Client id -> seq -> the last change the group's applied batches made to that entry.
+    entries: HashMap<Arc<str>, HashMap<u64, EntryChange>>,
+}
+
+/// What a group does to an existing session queue entry, kept until its end.
+#[derive(Clone, Copy)]
+enum EntryChange {
+    State(QueueState),
+    /// Removed; a later state change finds no entry, as it would in the table.
+    Removed,
 }
 
 impl Group {
-    /// `batches`: the group's batches in order (`None` for work that is not a batch). Only
-    /// removals in batches that cannot be refused (no new body or queue entry: validation and
-    /// the store's limits refuse nothing else) are counted as certain.
-    pub(crate) fn new<'a>(
-        fresh_from: u64,
-        batches: impl Iterator<Item = Option<&'a [Op]>>,
-    ) -> Group {
-        let mut removed_at = HashMap::new();
-        for (b, ops) in batches.enumerate() {
-            let Some(ops) = ops else { continue };
-            if ops.iter().any(can_be_refused) {
-                continue;
-            }
-            for (i, op) in ops.iter().enumerate() {
-                if let Op::Dequeue { client_id, seq } = op {
-                    removed_at.insert((client_id.clone(), *seq), (b, i));
-                }
-            }
-        }
+    pub(crate) fn new(fresh_from: u64) -> Group {
         Group {
             fresh_from,
             put: HashSet::new(),
             sessions: HashMap::new(),
-            removed_at,
-            dequeued: HashMap::new(),
+            entries: HashMap::new(),
         }
     }
 
-    /// Whether an earlier batch of the group removed entry `client_id`/`seq` (still in the
-    /// table until [`collect`]).
-    fn dequeued(&self, client_id: &str, seq: u64) -> bool {
-        self.dequeued
-            .get(client_id)
-            .is_some_and(|seqs| seqs.contains(&seq))
+    fn change_entry(&mut self, client_id: &Arc<str>, seq: u64, change: EntryChange) {
+        let changes = self.entries.entry(client_id.clone()).or_default();
+        match (changes.get(&seq), change) {
+            (Some(EntryChange::Removed), EntryChange::State(_)) => {}
+            _ => {
+                changes.insert(seq, change);
+            }
+        }
     }
 
     /// Whether message id `id` has a body now, in this group's transaction.
@@ -102,27 +92,6 @@ impl Group {
         self.sessions.insert(client_id.clone(), exists);
         Ok(exists)
     }
-
-    /// Whether the entry `client_id`/`seq` is removed later in the group than op `at`.
-    fn removed_after(&self, client_id: &Arc<str>, seq: u64, at: (usize, usize)) -> bool {
-        if self.removed_at.is_empty() {
-            return false;
-        }
-        self.removed_at
-            .get(&(client_id.clone(), seq))
-            .is_some_and(|removal| *removal > at)
-    }
-}
-
-/// Whether validation or a store limit may refuse a batch holding `op`.
-fn can_be_refused(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::PutMessage { .. }
-            | Op::SetRetained { .. }
-            | Op::Enqueue { .. }
-            | Op::EnqueueOwned { .. }
-    )
 }
 
 /// What a group's garbage collection did.
@@ -250,19 +219,18 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<
     Ok(())
 }
 
-/// Applies a validated batch. Returns the bytes of message bodies it stored. An error here is
-/// the engine's (I/O): the caller abandons the whole group.
-/// `batch`: its place in the group (see [`Group::new`]).
+/// Applies a validated batch (its session queue entries' state changes and removals at the
+/// group's end, see [`Group`]). Returns the bytes of message bodies it stored. An error here
+/// is the engine's (I/O): the caller abandons the whole group.
 pub(crate) fn apply(
     t: &mut Tables<'_>,
     ops: &[Op],
-    batch: usize,
     group: &mut Group,
     deltas: &mut RefDeltas,
     damaged: &mut u64,
 ) -> Result<u64, StoreError> {
     let mut stored_bytes = 0u64;
-    for (index, op) in ops.iter().enumerate() {
+    for op in ops {
         match op {
             Op::PutMessage { id, message } => {
                 let encoded = encode_message(message);
@@ -302,8 +270,8 @@ pub(crate) fn apply(
                 group.sessions.insert(client_id.clone(), true);
             }
             Op::DeleteSession { client_id } => {
-                // Its removed entries are still in the table: taken with all the others.
-                group.dequeued.remove(client_id);
+                // Every entry goes, changed by the group or not.
+                group.entries.remove(client_id);
                 delete_session(t, client_id, deltas, damaged)?;
                 group.sessions.insert(client_id.clone(), false);
             }
@@ -312,9 +280,10 @@ pub(crate) fn apply(
                 seq,
                 entry,
             } => {
-                if group.dequeued(client_id, *seq) {
-                    // The key is used again after its removal: the removal goes first.
-                    remove_dequeued(t, group, Some(client_id), deltas, damaged)?;
+                // A pending change was the replaced entry's; the insert below drops that
+                // entry's reference as a removal would.
+                if let Some(changes) = group.entries.get_mut(client_id) {
+                    changes.remove(seq);
                 }
                 let previous = t
                     .queues
@@ -330,21 +299,9 @@ pub(crate) fn apply(
                 client_id,
                 seq,
                 state,
-            } => {
-                // Not when removed later in the group, nor when removed already: the
-                // removal leaves nothing of the entry.
-                if !group.removed_after(client_id, *seq, (batch, index))
-                    && !group.dequeued(client_id, *seq)
-                {
-                    set_queue_state(t, client_id, *seq, *state, damaged)?;
-                }
-            }
+            } => group.change_entry(client_id, *seq, EntryChange::State(*state)),
             Op::Dequeue { client_id, seq } => {
-                group
-                    .dequeued
-                    .entry(client_id.clone())
-                    .or_default()
-                    .insert(*seq);
+                group.change_entry(client_id, *seq, EntryChange::Removed)
             }
             Op::DeclareQueue { queue } => {
                 t.owned_queues
@@ -420,31 +377,32 @@ fn removal_runs(sorted: &[u64]) -> Vec<(u64, u64)> {
     runs
 }
 
-/// Takes the group's removed queue entries out of the table (of `only` that session, or of
-/// all), a pass per run of nearby seqs, dropping the references they held.
-fn remove_dequeued(
+/// Applies the group's pending session queue entry changes: each state change, then the
+/// removals, a pass per run of nearby seqs, dropping the references they held.
+fn change_entries(
     t: &mut Tables<'_>,
     group: &mut Group,
-    only: Option<&Arc<str>>,
     deltas: &mut RefDeltas,
     damaged: &mut u64,
 ) -> Result<(), StoreError> {
-    let sessions: Vec<(Arc<str>, HashSet<u64>)> = match only {
-        Some(client_id) => group.dequeued.remove_entry(client_id).into_iter().collect(),
-        None => group.dequeued.drain().collect(),
-    };
-    for (client_id, seqs) in sessions {
-        let mut sorted: Vec<u64> = seqs.into_iter().collect();
-        sorted.sort_unstable();
+    for (client_id, changes) in group.entries.drain() {
+        let mut removed = Vec::new();
+        for (seq, change) in changes {
+            match change {
+                EntryChange::State(state) => set_queue_state(t, &client_id, seq, state, damaged)?,
+                EntryChange::Removed => removed.push(seq),
+            }
+        }
+        removed.sort_unstable();
         let client_id: &str = &client_id;
-        for (first, last) in removal_runs(&sorted) {
-            let removed = t
+        for (first, last) in removal_runs(&removed) {
+            let extracted = t
                 .queues
                 .extract_from_if((client_id, first)..=(client_id, last), |key, _| {
-                    sorted.binary_search(&key.1).is_ok()
+                    removed.binary_search(&key.1).is_ok()
                 })
                 .map_err(storage)?;
-            unreference_extracted(removed, deltas, damaged)?;
+            unreference_extracted(extracted, deltas, damaged)?;
         }
     }
     Ok(())
@@ -582,8 +540,8 @@ fn delete_queue(
     unreference_extracted(removed, deltas, damaged)
 }
 
-/// Ends a group's changes: takes its removed queue entries out of the table, applies its
-/// reference changes and frees the bodies nothing references any more (entries and bodies
+/// Ends a group's changes: applies its session queue entries' state changes and removals,
+/// its reference changes and frees the bodies nothing references any more (entries and bodies
 /// in passes over runs of nearby keys, see [`removal_runs`]).
 ///
 /// A body with one reference has no count row: the absence of a row means 1 (a body with
@@ -600,7 +558,7 @@ pub(crate) fn collect(
     group: &mut Group,
     damaged: &mut u64,
 ) -> Result<Collected, StoreError> {
-    remove_dequeued(t, group, None, &mut deltas, damaged)?;
+    change_entries(t, group, &mut deltas, damaged)?;
     let mut collected = Collected::default();
     // Bodies nothing references any more; `true`: without a count row (one reference implied),
     // so a missing body there is damage.
@@ -720,12 +678,12 @@ mod tests {
         let mut outcomes = Vec::new();
         {
             let mut t = Tables::open(&txn).expect("tables");
-            let mut group = Group::new(fresh_from, batches.iter().map(|b| Some(b.as_slice())));
+            let mut group = Group::new(fresh_from);
             let (mut deltas, mut damaged) = (RefDeltas::default(), 0);
-            for (i, ops) in batches.iter().enumerate() {
+            for ops in batches {
                 let outcome = validate(&t, ops, &mut group);
                 if outcome.is_ok() {
-                    apply(&mut t, ops, i, &mut group, &mut deltas, &mut damaged).expect("apply");
+                    apply(&mut t, ops, &mut group, &mut deltas, &mut damaged).expect("apply");
                 }
                 outcomes.push(outcome);
             }
@@ -800,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn a_state_change_is_kept_when_the_removal_can_be_refused_or_comes_first() {
+    fn a_state_change_is_kept_when_the_removal_is_refused_and_lost_when_it_comes_first() {
         let db = database();
         let c: Arc<str> = Arc::from("c");
         assert!(group(&db, 1, &[session_with(&c, 1, 2)])
@@ -837,6 +795,38 @@ mod tests {
         ];
         assert!(group(&db, 3, &[removal_first]).iter().all(Result::is_ok));
         assert_eq!(state(&db, "c", 2), None);
+    }
+
+    #[test]
+    fn a_state_change_before_its_key_is_enqueued_again_does_not_reach_the_new_entry() {
+        let db = database();
+        let c: Arc<str> = Arc::from("c");
+        queued(&db, &c, 1..=2);
+        let reused = vec![
+            vec![Op::SetQueueState {
+                client_id: c.clone(),
+                seq: 2,
+                state: QueueState::Sent { packet_id: 9 },
+            }],
+            vec![
+                Op::PutMessage {
+                    id: 2000,
+                    message: body(b"new"),
+                },
+                Op::Enqueue {
+                    client_id: c.clone(),
+                    seq: 2,
+                    entry: entry(2000),
+                },
+            ],
+        ];
+        assert!(group(&db, 2000, &reused).iter().all(Result::is_ok));
+        assert_eq!(state(&db, "c", 2), Some(entry(2000).state));
+        assert_eq!(
+            counts(&db),
+            (2, 0),
+            "1001 and 2000; 1002 freed by the replacement"
+        );
     }
 
     #[test]
@@ -1038,11 +1028,11 @@ mod tests {
         let txn = db.begin_write().expect("write");
         {
             let mut t = Tables::open(&txn).expect("tables");
-            let mut group = Group::new(3000, end.iter().map(|b| Some(b.as_slice())));
+            let mut group = Group::new(3000);
             let (mut deltas, mut damaged) = (RefDeltas::default(), 0);
-            for (i, ops) in end.iter().enumerate() {
+            for ops in &end {
                 validate(&t, ops, &mut group).expect("valid");
-                apply(&mut t, ops, i, &mut group, &mut deltas, &mut damaged).expect("apply");
+                apply(&mut t, ops, &mut group, &mut deltas, &mut damaged).expect("apply");
             }
             let collected = collect(&mut t, deltas, &mut group, &mut damaged).expect("collect");
             assert_eq!((damaged, collected.negative_refcounts), (0, 0));

@@ -394,16 +394,10 @@ impl Writer {
         let mut group_cost = 0u64;
         let mut max_id = None;
         let (mut batches, mut ops_count, mut refused_full) = (0u64, 0u64, 0u64);
-        let mut group = Group::new(
-            self.persisted_next_id,
-            works.iter().map(|work| match work {
-                Work::Commit(ops) => Some(ops.as_slice()),
-                Work::ExpireSessions { .. } => None,
-            }),
-        );
+        let mut group = Group::new(self.persisted_next_id);
         let collected = {
             let mut t = Tables::open(&txn)?;
-            for (batch, work) in works.iter().enumerate() {
+            for work in works {
                 let outcome = match work {
                     Work::Commit(ops) => {
                         let used =
@@ -426,7 +420,6 @@ impl Writer {
                                 stored_bytes += apply::apply(
                                     &mut t,
                                     ops,
-                                    batch,
                                     &mut group,
                                     &mut deltas,
                                     &mut damaged,
@@ -450,7 +443,7 @@ impl Writer {
                                 client_id: client_id.clone(),
                             })
                             .collect();
-                        apply::apply(&mut t, &ops, batch, &mut group, &mut deltas, &mut damaged)?;
+                        apply::apply(&mut t, &ops, &mut group, &mut deltas, &mut damaged)?;
                         Ok(expired)
                     }
                 };
