@@ -2,10 +2,12 @@
 //! reference counting that frees message bodies when their last reference goes.
 
 use std::collections::{HashMap, HashSet};
+
+use ahash::{AHashMap, AHashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::codec::{self, encode_message, encode_queue_entry, encode_session};
 use super::tables::{storage, Tables};
@@ -15,7 +17,7 @@ use super::StoreError;
 /// Pending reference-count changes of one group, applied (and bodies freed) at its end: a
 /// message fanned out to N sessions costs one refcount write, not N.
 #[derive(Default)]
-pub(crate) struct RefDeltas(HashMap<MessageId, i64>);
+pub(crate) struct RefDeltas(AHashMap<MessageId, i64>);
 
 impl RefDeltas {
     fn add(&mut self, id: MessageId, delta: i64) {
@@ -39,10 +41,13 @@ impl RefDeltas {
 ///   head, in order).
 pub(crate) struct Group {
     fresh_from: u64,
-    put: HashSet<MessageId>,
-    sessions: HashMap<Arc<str>, bool>,
+    put: AHashSet<MessageId>,
+    /// Seeds the per-batch sets of [`validate`] (a fresh seed per batch costs more than
+    /// the batch's lookups).
+    hasher: ahash::RandomState,
+    sessions: AHashMap<Arc<str>, bool>,
     /// Client id -> seq -> the last change the group's applied batches made to that entry.
-    entries: HashMap<Arc<str>, HashMap<u64, EntryChange>>,
+    entries: AHashMap<Arc<str>, AHashMap<u64, EntryChange>>,
 }
 
 /// What a group does to an existing session queue entry, kept until its end.
@@ -57,9 +62,10 @@ impl Group {
     pub(crate) fn new(fresh_from: u64) -> Group {
         Group {
             fresh_from,
-            put: HashSet::new(),
-            sessions: HashMap::new(),
-            entries: HashMap::new(),
+            put: AHashSet::new(),
+            hasher: ahash::RandomState::new(),
+            sessions: AHashMap::new(),
+            entries: AHashMap::new(),
         }
     }
 
@@ -127,10 +133,10 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
 /// the group, including the batch's own earlier ops), or that reuses a message id. Runs before
 /// the batch changes anything, so a refused batch leaves no trace.
 pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<(), StoreError> {
-    let mut put_here: HashSet<MessageId> = HashSet::new();
-    let mut sessions_here: HashMap<&str, bool> = HashMap::new();
-    let mut queues_here: HashMap<&OwnedQueue, bool> = HashMap::new();
-    let message_exists = |group: &Group, put_here: &HashSet<MessageId>, id: MessageId| {
+    let mut put_here = HashSet::with_hasher(group.hasher.clone());
+    let mut sessions_here: HashMap<&str, bool, _> = HashMap::with_hasher(group.hasher.clone());
+    let mut queues_here: HashMap<&OwnedQueue, bool, _> = HashMap::with_hasher(group.hasher.clone());
+    let message_exists = |group: &Group, put_here: &HashSet<MessageId, _>, id: MessageId| {
         if put_here.contains(&id) {
             return Ok(true);
         }
@@ -563,9 +569,12 @@ pub(crate) fn collect(
     // Bodies nothing references any more; `true`: without a count row (one reference implied),
     // so a missing body there is damage.
     let mut unreferenced: Vec<(MessageId, bool)> = Vec::new();
+    // Rows are written only below, one per id: with none at the start, no id has one (the
+    // common case of messages queued for one session each), and no lookup is needed.
+    let rows_exist = t.refs.len().map_err(storage)? > 0;
     for (id, delta) in deltas.0 {
         let fresh = id >= group.fresh_from;
-        let row = if fresh {
+        let row = if fresh || !rows_exist {
             None
         } else if delta < 0 {
             t.refs.remove(id).map_err(storage)?.map(|v| v.value())
@@ -607,7 +616,7 @@ pub(crate) fn collect(
     }
     unreferenced.sort_unstable();
     let ids: Vec<MessageId> = unreferenced.iter().map(|(id, _)| *id).collect();
-    let mut freed_ids = HashSet::new();
+    let mut freed_ids = AHashSet::new();
     for (first, last) in removal_runs(&ids) {
         let bodies = t
             .messages
