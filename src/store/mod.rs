@@ -65,6 +65,8 @@
 mod apply;
 mod codec;
 mod error;
+#[cfg(test)]
+mod group_equivalence;
 mod lock;
 mod recover;
 mod space;
