@@ -303,12 +303,14 @@ async fn create_assets(
             max_age: Duration::from_millis(settings.max_offline_age_ms),
             duplicate_window: duplicate_window(settings),
             allow_direct: true,
+            max_consumers: super::MAX_CONSUMERS_PER_STREAM,
             ..Default::default()
         };
         let stream = js
             .get_or_create_stream(config)
             .await
             .map_err(|e| open_error(&format!("stream {}", shard_stream(k)), e))?;
+        super::raise_consumer_limit(js, &stream).await;
         let running = &stream.cached_info().config;
         let max_age = Duration::from_millis(settings.max_offline_age_ms);
         if k == 0 && (running.num_replicas != replicas || running.max_age != max_age) {

@@ -354,6 +354,7 @@ async fn group_consumer(
 /// [`SHARED_STREAM`], made when missing: it sources every shard from its next message on.
 async fn shared_stream(inner: &Inner) -> Result<jetstream::stream::Stream, async_nats::Error> {
     if let Ok(stream) = inner.js.get_stream(SHARED_STREAM).await {
+        super::raise_consumer_limit(&inner.js, &stream).await;
         return Ok(stream);
     }
     let mut sources = Vec::with_capacity(inner.shards);
@@ -374,9 +375,12 @@ async fn shared_stream(inner: &Inner) -> Result<jetstream::stream::Stream, async
         storage: stream::StorageType::File,
         num_replicas: inner.settings.replicas.max(1),
         max_age: Duration::from_millis(inner.settings.max_offline_age_ms),
+        max_consumers: super::MAX_CONSUMERS_PER_STREAM,
         ..Default::default()
     };
-    Ok(inner.js.get_or_create_stream(config).await?)
+    let stream = inner.js.get_or_create_stream(config).await?;
+    super::raise_consumer_limit(&inner.js, &stream).await;
+    Ok(stream)
 }
 
 /// Pull the group's QoS 1 messages while a local member is connected, and give each to one.

@@ -60,6 +60,44 @@ pub const RETAINED_BUCKET: &str = "FMQ_RETAIN";
 /// Node heartbeats.
 pub const NODES_BUCKET: &str = "FMQ_NODES";
 
+/// The consumer limit set on every stream ferromq creates. NATS 2.15 gives a stream that
+/// sets none a default of 1000 (the server's `default_max_consumers`; -1 no longer means
+/// unlimited), which a cluster passes with more than 1000 shared subscription groups or
+/// STOMP queues (one durable consumer each), or for a while when many sessions catch up at
+/// once (async-nats keeps an abandoned ordered consumer on the server for 30 s). Past it,
+/// NATS refuses new consumers ("maximum consumers limit reached", 10026). A limit the NATS
+/// operator sets on the account still applies.
+pub const MAX_CONSUMERS_PER_STREAM: i32 = 1_000_000;
+
+/// Gives `stream`, found without a consumer limit (made before ferromq set one), the limit of
+/// [`MAX_CONSUMERS_PER_STREAM`]. A server that cannot change it (NATS before 2.11 refuses
+/// to edit a stream's consumer limit) keeps its default: logged with the command to run.
+pub(crate) async fn raise_consumer_limit(
+    js: &async_nats::jetstream::Context,
+    stream: &async_nats::jetstream::stream::Stream,
+) {
+    let running = &stream.cached_info().config;
+    if running.max_consumers > 0 {
+        return;
+    }
+    let mut config = running.clone();
+    config.max_consumers = MAX_CONSUMERS_PER_STREAM;
+    match js.update_stream(&config).await {
+        Ok(_) => tracing::info!(
+            stream = %config.name,
+            max_consumers = MAX_CONSUMERS_PER_STREAM,
+            "cluster: stream had no consumer limit (NATS 2.15 applies 1000); set"
+        ),
+        Err(e) => tracing::warn!(
+            stream = %config.name,
+            "cluster: stream has no consumer limit and it cannot be set ({e}); NATS 2.15 \
+             refuses consumers past 1000: `nats stream edit {} --max-consumers {}`",
+            config.name,
+            MAX_CONSUMERS_PER_STREAM
+        ),
+    }
+}
+
 /// The stream of message shard `k`.
 pub fn shard_stream(k: usize) -> String {
     format!("FMQ_MSG_{k}")

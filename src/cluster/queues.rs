@@ -176,6 +176,7 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
                 num_replicas: inner.settings.replicas.max(1),
                 max_age: Duration::from_millis(inner.settings.max_offline_age_ms),
                 duplicate_window: duplicate_window(inner),
+                max_consumers: super::MAX_CONSUMERS_PER_STREAM,
                 ..Default::default()
             };
             // Creating a stream waits for its raft group to form: a longer bound than a
@@ -188,7 +189,8 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
                     // A new stream answers stores only once its raft group has a leader.
                     Ok(mut stream) if Instant::now() < deadline => match stream.info().await {
                         Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
-                            return Ok(())
+                            super::raise_consumer_limit(&js, &stream).await;
+                            return Ok(());
                         }
                         _ => tokio::time::sleep(Duration::from_millis(200)).await,
                     },

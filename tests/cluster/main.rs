@@ -9,6 +9,7 @@ mod support;
 
 mod chaos;
 mod config;
+mod consumer_limit;
 mod drain;
 mod harness;
 mod live_interest;
