@@ -15,9 +15,19 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
     let nats = NatsCluster::start(3).await;
     let servers = nats.client_urls();
 
-    let report = probe(&JetStreamSettings::with_servers(servers.clone()))
-        .await
-        .expect("probe");
+    // A server may answer before it has heard of its last peer (the servers are ready, their
+    // routes still forming): the probe reports what the server it reached sees, so ask again
+    // until that is the whole cluster, within 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let report = loop {
+        let report = probe(&JetStreamSettings::with_servers(servers.clone()))
+            .await
+            .expect("probe");
+        if report.cluster_size == Some(3) || std::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert!(report.jetstream);
     assert_eq!(report.cluster_size, Some(3), "{report:?}");
     assert_eq!(report.cluster_name.as_deref(), Some("fmq-test"));
