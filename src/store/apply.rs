@@ -643,7 +643,7 @@ pub(crate) fn collect(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use bytes::Bytes;
@@ -670,7 +670,23 @@ mod tests {
         }
     }
 
-    fn entry(message_id: MessageId) -> QueueEntry {
+    /// A batch that puts body `id` and queues it at `seq` (a key used again, when it exists).
+    fn new_body_at(c: &Arc<str>, seq: u64, id: MessageId) -> Vec<Op> {
+        vec![
+            Op::PutMessage {
+                id,
+                message: body(b"new"),
+            },
+            Op::Enqueue {
+                client_id: c.clone(),
+                seq,
+                entry: entry(id),
+            },
+        ]
+    }
+
+    /// A queued QoS 1 entry of body `message_id`.
+    pub(in crate::store) fn entry(message_id: MessageId) -> QueueEntry {
         QueueEntry {
             message_id,
             qos: QoS::AtLeastOnce,
@@ -817,17 +833,7 @@ mod tests {
                 seq: 2,
                 state: QueueState::Sent { packet_id: 9 },
             }],
-            vec![
-                Op::PutMessage {
-                    id: 2000,
-                    message: body(b"new"),
-                },
-                Op::Enqueue {
-                    client_id: c.clone(),
-                    seq: 2,
-                    entry: entry(2000),
-                },
-            ],
+            new_body_at(&c, 2, 2000),
         ];
         assert!(group(&db, 2000, &reused).iter().all(Result::is_ok));
         assert_eq!(state(&db, "c", 2), Some(entry(2000).state));
@@ -1003,17 +1009,7 @@ mod tests {
                 client_id: c.clone(),
                 seq: 2,
             }],
-            vec![
-                Op::PutMessage {
-                    id: 2000,
-                    message: body(b"new"),
-                },
-                Op::Enqueue {
-                    client_id: c.clone(),
-                    seq: 2,
-                    entry: entry(2000),
-                },
-            ],
+            new_body_at(&c, 2, 2000),
         ];
         assert!(group(&db, 2000, &again).iter().all(Result::is_ok));
         assert_eq!(seqs_of(&db, "c"), vec![1, 2, 3]);

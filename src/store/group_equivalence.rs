@@ -13,9 +13,10 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::apply::tests::entry;
 use super::apply::{apply, collect, validate, Group, RefDeltas};
 use super::tables::{Tables, MESSAGES, META, NEXT_ID_KEY, QUEUES, REFS, RETAINED, SESSIONS};
-use super::types::{MessageId, Op, QueueEntry, QueueState, SessionRecord, StoredMessage};
+use super::types::{Op, QueueState, SessionRecord, StoredMessage};
 use crate::protocol::QoS;
 
 const CLIENTS: [&str; 3] = ["a", "b", "c"];
@@ -72,16 +73,6 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn client(i: usize) -> Arc<str> {
     Arc::from(CLIENTS[i])
-}
-
-fn entry(message_id: MessageId) -> QueueEntry {
-    QueueEntry {
-        message_id,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        subscription_id: None,
-        state: QueueState::Queued,
-    }
 }
 
 /// The op batches of `steps`, ids given out in order from 1 (bodies and seqs share them, as
