@@ -74,6 +74,13 @@ struct Args {
     /// Payload bytes.
     #[arg(long, default_value_t = 256)]
     payload: usize,
+    /// Seconds a subscriber waits without a delivery, once publishing is over, before it
+    /// leaves (a longer wait tells a late backlog from a stranded one).
+    #[arg(long, default_value_t = 2.0)]
+    quiet: f64,
+    /// Longest wait, in seconds after publishing, for missing PUBACKs and deliveries.
+    #[arg(long, default_value_t = 15.0)]
+    drain: f64,
     /// Print each run's report as one JSON line too.
     #[arg(long)]
     json: bool,
@@ -331,6 +338,8 @@ async fn run_all(args: &Args, scenario: Scenario, program: BrokerProgram) -> Exi
             rate: args.rate,
             payload_size: args.payload,
             duration,
+            quiet: Duration::from_secs_f64(args.quiet),
+            drain: Duration::from_secs_f64(args.drain),
             topic_prefix: format!("chaos/{}/r{run}", std::process::id()),
             client_prefix: format!("chaos-{}-r{run}", std::process::id()),
             ..LoadConfig::default()

@@ -25,6 +25,10 @@ pub const CATCH_UP_READERS: usize = 8;
 /// it does not offer one to (debug): a run traced message by message.
 const READ_TARGET: &str = "ferromq::cluster::read";
 
+/// How long a catch-up keeps its reader while its client works through what it was fed;
+/// longer, and the reader goes to another session until the client has caught up.
+const CLIENT_BEHIND: Duration = Duration::from_secs(1);
+
 /// How often a catch-up with nothing new to read checks whether it can join the live feed.
 const CATCH_UP_IDLE: Duration = Duration::from_millis(20);
 
@@ -411,14 +415,21 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
     if go_live(&inner, &client_id, k, floor) != Some(false) {
         return;
     }
-    let Ok(_permit) = inner.catch_up.clone().acquire_owned().await else {
-        return;
-    };
     let mut caught = floor;
     loop {
+        // Taken for one consumer's reading and given back whenever this catch-up waits (a
+        // retry, a start over, its client taking what it was fed), so that sessions whose
+        // client or server is slow never keep every other resumed session waiting for one.
+        let Ok(permit) = inner.catch_up.clone().acquire_owned().await else {
+            return;
+        };
+        if !still_catching_up(&inner, &client_id, session_id, k) {
+            return;
+        }
         let mut messages = match ordered_from(&inner, k, caught + 1).await {
             Ok(m) => m,
             Err(e) => {
+                drop(permit);
                 tracing::warn!(shard = k, client_id = %client_id, "cluster catch-up: {e}; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if still_catching_up(&inner, &client_id, session_id, k) {
@@ -458,9 +469,11 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             };
             let Some(core) = inner.core() else { return };
             let held = super::qos2::is_held(message.headers.as_ref());
-            tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, held, "caught up");
+            let mut overfilled = Vec::new();
             match decode_message(message.payload.clone()) {
-                Ok(_) if held => {}
+                Ok(_) if held => {
+                    tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, "caught up (held)");
+                }
                 Ok(frame) => {
                     let routed = core.deliver_from_backplane(
                         frame.message,
@@ -471,17 +484,37 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                         },
                         |queued| inner.tracker.lock().kept(k, seq, &queued),
                     );
-                    // A long backlog is fed as fast as its client takes it, not into memory.
-                    while routed.overfilled.iter().any(|o| o.still_over()) {
-                        let pause = tokio::time::Instant::now() + Duration::from_secs(1);
-                        core.wait_drained(&routed.overfilled, pause).await;
-                    }
+                    tracing::debug!(
+                        target: READ_TARGET,
+                        shard = k,
+                        seq,
+                        client_id = %client_id,
+                        offered = routed.offered,
+                        "caught up"
+                    );
+                    overfilled = routed.overfilled;
                 }
                 Err(e) => tracing::warn!(shard = k, seq, "cluster catch-up skipped: {e}"),
             }
             inner.tracker.lock().caught(&client_id, k, seq);
             caught = seq;
             progress = tokio::time::Instant::now();
+            // A long backlog is fed as fast as its client takes it, not into memory.
+            if overfilled.iter().any(|o| o.still_over()) {
+                let pause = tokio::time::Instant::now() + CLIENT_BEHIND;
+                core.wait_drained(&overfilled, pause).await;
+                if overfilled.iter().any(|o| o.still_over()) {
+                    // A slow client: its consumer and permit go while it catches up, and
+                    // reading starts again after `caught`.
+                    drop(messages);
+                    drop(permit);
+                    while overfilled.iter().any(|o| o.still_over()) {
+                        let pause = tokio::time::Instant::now() + CLIENT_BEHIND;
+                        core.wait_drained(&overfilled, pause).await;
+                    }
+                    break;
+                }
+            }
         }
     }
 }

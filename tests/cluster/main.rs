@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod catch_up;
 mod chaos;
 mod config;
 mod consumer_limit;
