@@ -1008,13 +1008,13 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
 /// Another node takes `client_id`'s session: close it here, write its last record, forget it.
 async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
     inner.q2.forget(client_id);
-    if let Some(core) = inner.core() {
-        core.hand_over(client_id);
-    }
     let tracked = {
         let mut tracker = inner.tracker.lock();
         match tracker.sessions.get_mut(client_id) {
             Some(t) => {
+                // Before the session leaves the registry: what the readers route from now on
+                // no longer reaches it, so its floors must not follow them.
+                t.freeze(&inner.routed());
                 if t.connected {
                     t.connected = false;
                     t.offline_since_ms = now_ms();
@@ -1032,6 +1032,9 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
             None => false,
         }
     };
+    if let Some(core) = inner.core() {
+        core.hand_over(client_id);
+    }
     if tracked {
         let _ = write_record(inner, client_id).await;
         inner.tracker.lock().sessions.remove(client_id);

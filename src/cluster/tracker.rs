@@ -146,6 +146,21 @@ impl Tracked {
         }
     }
 
+    /// The session leaves this node (handed over): its floors stop following the node's
+    /// readers at `routed`, the positions they have routed now, and no reader offers it
+    /// anything more. Without this, a record written after the session left the broker's
+    /// registry would put its floors past messages routed meanwhile, which no longer reached
+    /// it, and the node taking it would never read them.
+    pub fn freeze(&mut self, routed: &[u64]) {
+        for (k, cursor) in self.shards.iter_mut().enumerate() {
+            if !cursor.catching_up {
+                let reader = routed.get(k).copied().unwrap_or(0);
+                cursor.caught_routed = cursor.caught_routed.max(reader);
+                cursor.catching_up = true;
+            }
+        }
+    }
+
     fn add_entry(&mut self, queue_seq: QueueSeq, entry: Entry) {
         if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
             *cursor.outstanding.entry(entry.seq).or_insert(0) += 1;
@@ -362,6 +377,28 @@ mod tests {
         assert!(!tracker.accept_live("c", 1, 0, 12));
         // Another session object under the same client id takes nothing.
         assert!(!tracker.accept_live("c", 2, 0, 30));
+    }
+
+    #[test]
+    fn a_frozen_session_takes_nothing_more_and_its_floors_stay() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 2, &[5, 5]);
+        t.session_id = Some(1);
+        tracker.sessions.insert(Arc::from("c"), t);
+        assert!(tracker.accept_live("c", 1, 0, 8));
+        tracker.kept(0, 8, &[queued("c", 100)]);
+        let floors = |tr: &Tracker, pos: &[u64]| tr.sessions["c"].record("n", pos).floors;
+        assert_eq!(floors(&tracker, &[9, 12]), vec![7, 12]);
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.freeze(&[9, 12]);
+        }
+        // Messages the readers route after it left are not its own any more ...
+        assert!(!tracker.accept_live("c", 1, 0, 10));
+        assert!(!tracker.accept_live("c", 1, 1, 13));
+        // ... and its floors do not pass them, whatever the readers' positions.
+        assert_eq!(floors(&tracker, &[30, 40]), vec![7, 12]);
+        tracker.removed("c", 100);
+        assert_eq!(floors(&tracker, &[30, 40]), vec![9, 12]);
     }
 
     #[test]
