@@ -72,12 +72,21 @@ pub const MAX_CONSUMERS_PER_STREAM: i32 = 1_000_000;
 /// Gives `stream`, found without a consumer limit (made before ferromq set one), the limit of
 /// [`MAX_CONSUMERS_PER_STREAM`]. A server that cannot change it (NATS before 2.11 refuses
 /// to edit a stream's consumer limit) keeps its default: logged with the command to run.
+/// Tried once per stream per process: the groups' stream is looked up for every group's
+/// consumer, and a refusal would not change on the next try.
 pub(crate) async fn raise_consumer_limit(
     js: &async_nats::jetstream::Context,
     stream: &async_nats::jetstream::stream::Stream,
 ) {
+    static TRIED: parking_lot::Mutex<Option<std::collections::HashSet<String>>> =
+        parking_lot::Mutex::new(None);
     let running = &stream.cached_info().config;
-    if running.max_consumers > 0 {
+    if running.max_consumers > 0
+        || !TRIED
+            .lock()
+            .get_or_insert_with(Default::default)
+            .insert(running.name.clone())
+    {
         return;
     }
     let mut config = running.clone();

@@ -119,15 +119,10 @@ const BUSY_PROGRESS: u64 = 1_000;
 /// The retained bucket's last revision as its stream's leader reports it, if it answers in
 /// time.
 async fn bucket_last(inner: &Inner) -> Option<u64> {
-    let look = async {
-        let mut stream = inner
-            .js
-            .get_stream(format!("KV_{RETAINED_BUCKET}"))
-            .await
-            .ok()?;
-        Some(stream.info().await.ok()?.state.last_sequence)
-    };
-    tokio::time::timeout(LAG_CHECK, look).await.ok().flatten()
+    // Looking the stream up fetches its info: one request, not two.
+    let look = inner.js.get_stream(format!("KV_{RETAINED_BUCKET}"));
+    let stream = tokio::time::timeout(LAG_CHECK, look).await.ok()?.ok()?;
+    Some(stream.cached_info().state.last_sequence)
 }
 
 /// Resolves once this node's retained index holds everything the bucket held when it was
