@@ -232,6 +232,7 @@ impl ClusterEngine {
         let retained_kv = bucket(&js, RETAINED_BUCKET, replicas).await?;
         let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
         agree_on_shards(&nodes_kv, shards).await?;
+        wait_readable(&sessions_kv, SESSIONS_BUCKET).await?;
         js.set_timeout(store_timeout);
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
         let (live_out, live_rx) = mpsc::channel(super::publish::LIVE_BACKLOG);
@@ -368,6 +369,24 @@ async fn agree_on_shards(nodes: &kv::Store, shards: usize) -> anyhow::Result<()>
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => return Err(open_error("node registry", e)),
+        }
+    }
+}
+
+/// Wait until `store` answers a read: a bucket whose raft group has no leader yet, or whose
+/// replicas do not serve direct gets yet (just created by a node starting at the same time),
+/// answers "no responders", and a node opens its listeners only once it can answer a
+/// CONNECT's claim. The key read is not a client's (those are 32 hex digits).
+async fn wait_readable(store: &kv::Store, name: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        match store.entry("fmq-ready-probe").await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("cluster: bucket {name} not readable yet: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(open_error(&format!("bucket {name}"), e)),
         }
     }
 }

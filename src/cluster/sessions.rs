@@ -214,10 +214,8 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
             // record, written as its consumer left just before) moved the revision: still
             // this node's at this epoch, it is deleted at the new one. Another node's
             // (a higher epoch, or another owner): taken meanwhile, theirs, not ended.
-            let current =
-                tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key)).await;
-            match current {
-                Ok(Ok(Some(e))) if e.operation == Operation::Put => {
+            match read_record(&inner, &key).await? {
+                Some(e) if e.operation == Operation::Put => {
                     let ours = SessionRecord::decode(&e.value)
                         .is_ok_and(|r| r.owner == inner.node_id && r.epoch == t.epoch);
                     if !ours {
@@ -225,9 +223,7 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
                     }
                     revision = e.revision;
                 }
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(e)) => return Err(unavailable(e)),
-                Err(_) => return Err(unavailable("no answer ending a session")),
+                _ => return Ok(()),
             }
         }
         Err(unavailable("session record changed while it was ended"))
@@ -403,20 +399,19 @@ enum Fence {
 /// epoch), this node's copy is stale: close its connection and forget it here.
 async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
     let key = client_key(client_id);
-    let (current, revision) =
-        match tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key)).await {
-            Ok(Ok(Some(e))) if e.operation == Operation::Put => {
-                (SessionRecord::decode(&e.value).ok(), e.revision)
-            }
-            // "No record" drops the copy only from the bucket's leader: any replica may answer
-            // a read, and one that is catching up (a leader change) does not have the record.
-            Ok(Ok(_)) => match leader_entry(inner, &key).await {
-                Ok(Some(e)) => (SessionRecord::decode(&e.value).ok(), e.revision),
-                Ok(None) => (None, 0),
-                Err(_) => return Fence::Unknown,
-            },
-            Ok(Err(_)) | Err(_) => return Fence::Unknown,
-        };
+    let (current, revision) = match read_record(inner, &key).await {
+        Ok(Some(e)) if e.operation == Operation::Put => {
+            (SessionRecord::decode(&e.value).ok(), e.revision)
+        }
+        // "No record" drops the copy only from the bucket's leader: any replica may answer
+        // a read, and one that is catching up (a leader change) does not have the record.
+        Ok(_) => match leader_entry(inner, &key).await {
+            Ok(Some(e)) => (SessionRecord::decode(&e.value).ok(), e.revision),
+            Ok(None) => (None, 0),
+            Err(_) => return Fence::Unknown,
+        },
+        Err(_) => return Fence::Unknown,
+    };
     let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
     {
         let mut tracker = inner.tracker.lock();
@@ -535,10 +530,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
     // asks the winner in turn, so two nodes never both hold the session.
     let mut kicked: Option<(String, u64)> = None;
     for _ in 0..CLAIM_ATTEMPTS {
-        let entry = tokio::time::timeout(inner.store_timeout, inner.sessions_kv.entry(&key))
-            .await
-            .map_err(|_| unavailable("no answer reading a session"))?
-            .map_err(unavailable)?;
+        let entry = read_record(inner, &key).await?;
         let entry = match entry {
             Some(e) if e.operation == Operation::Put => Some(e),
             // A clean start discards any session anyway: nothing of the client's is lost if a
@@ -671,6 +663,32 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         "session {client_id} is being taken over by other nodes at the same time"
     )))
 }
+
+/// The session record under `key`, read within `storeTimeout`. A read refused before then
+/// is tried again every [`READ_RETRY`]: NATS answers "no responders" while a bucket's raft
+/// group elects a leader and before a replica that just started serves direct gets, which
+/// lasts well under a second; a read changes nothing, so trying again is always safe.
+async fn read_record(
+    inner: &Inner,
+    key: &str,
+) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {
+    let deadline = tokio::time::Instant::now() + inner.store_timeout;
+    loop {
+        let read = tokio::time::timeout_at(deadline, inner.sessions_kv.entry(key)).await;
+        match read {
+            Ok(Ok(entry)) => return Ok(entry),
+            Ok(Err(e)) if tokio::time::Instant::now() + READ_RETRY < deadline => {
+                tracing::debug!("cluster store: session read refused, trying again: {e}");
+                tokio::time::sleep(READ_RETRY).await;
+            }
+            Ok(Err(e)) => return Err(unavailable(e)),
+            Err(_) => return Err(unavailable("no answer reading a session")),
+        }
+    }
+}
+
+/// How long a refused session read waits before it is tried again.
+const READ_RETRY: Duration = Duration::from_millis(100);
 
 /// The session record `key` as the bucket's leader has it (`STREAM.MSG.GET`, never a
 /// replica's direct answer); `None` when there is none or it was deleted.

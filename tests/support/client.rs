@@ -229,6 +229,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         }
     }
 
+    /// As [`Self::subscribe`], but PUBLISHes that arrive before the SUBACK are skipped: a
+    /// server may start sending matching messages before it (MQTT 5 3.8.4), and a cluster
+    /// node does when a message stored just before the SUBSCRIBE comes back from its stream
+    /// after the subscription is in place.
+    pub async fn subscribe_skipping(&mut self, packet_id: u16, filters: &[(&str, QoS)]) -> Vec<u8> {
+        self.send(subscribe_packet(packet_id, filters)).await;
+        loop {
+            match self.recv().await {
+                Packet::SubAck(s) if s.packet_id == packet_id => return s.return_codes,
+                Packet::Publish(_) => {}
+                other => panic!("expected SUBACK {packet_id}, got {other:?}"),
+            }
+        }
+    }
+
     /// Wait until the broker closes the connection; returns how long that took (on tokio's
     /// clock: exact when the test runs with paused time). Any packets that arrive first are
     /// skipped.
