@@ -9,19 +9,27 @@ use std::sync::Arc;
 use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata};
 
-use super::codec::{self, encode_message, encode_queue_entry, encode_session};
+use super::codec::{
+    self, encode_message, encode_queue_entry, encode_queue_entry_with_body, encode_session,
+};
 use super::tables::{storage, Tables};
 use super::types::{MessageId, Op, OwnedQueue, QueueState};
 use super::StoreError;
 
 /// Pending reference-count changes of one group, applied (and bodies freed) at its end: a
 /// message fanned out to N sessions costs one refcount write, not N.
+///
+/// Entries that carry their own body ([`Op::PutQueued`]) hold no reference: their removal
+/// frees the body with them, counted in `freed_with_entries`.
 #[derive(Default)]
-pub(crate) struct RefDeltas(AHashMap<MessageId, i64>);
+pub(crate) struct RefDeltas {
+    counts: AHashMap<MessageId, i64>,
+    freed_with_entries: u64,
+}
 
 impl RefDeltas {
     fn add(&mut self, id: MessageId, delta: i64) {
-        *self.0.entry(id).or_default() += delta;
+        *self.counts.entry(id).or_default() += delta;
     }
 }
 
@@ -112,7 +120,9 @@ pub(crate) struct Collected {
 pub(crate) fn incoming_message_bytes(ops: &[Op]) -> u64 {
     ops.iter()
         .map(|op| match op {
-            Op::PutMessage { message, .. } => codec::encoded_message_len(message),
+            Op::PutMessage { message, .. } | Op::PutQueued { message, .. } => {
+                codec::encoded_message_len(message)
+            }
             _ => 0,
         })
         .sum()
@@ -123,6 +133,7 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
     ops.iter()
         .filter_map(|op| match op {
             Op::PutMessage { id, .. } => Some(*id),
+            Op::PutQueued { seq, entry, .. } => Some((*seq).max(entry.message_id)),
             Op::Enqueue { seq, .. } | Op::EnqueueOwned { seq, .. } => Some(*seq),
             _ => None,
         })
@@ -134,6 +145,8 @@ pub(crate) fn max_id(ops: &[Op]) -> Option<u64> {
 /// the batch changes anything, so a refused batch leaves no trace.
 pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<(), StoreError> {
     let mut put_here = HashSet::with_hasher(group.hasher.clone());
+    // Ids of bodies kept in their entries: in use, but not bodies other ops may refer to.
+    let mut carried_here = HashSet::with_hasher(group.hasher.clone());
     let mut sessions_here: HashMap<&str, bool, _> = HashMap::with_hasher(group.hasher.clone());
     let mut queues_here: HashMap<&OwnedQueue, bool, _> = HashMap::with_hasher(group.hasher.clone());
     let message_exists = |group: &Group, put_here: &HashSet<MessageId, _>, id: MessageId| {
@@ -145,12 +158,32 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<
     for op in ops {
         match op {
             Op::PutMessage { id, .. } => {
-                if message_exists(group, &put_here, *id)? {
+                if carried_here.contains(id) || message_exists(group, &put_here, *id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "message id {id} is already in use (allocate ids with Store::allocate_id)"
                     )));
                 }
                 put_here.insert(*id);
+            }
+            Op::PutQueued {
+                client_id, entry, ..
+            } => {
+                let id = entry.message_id;
+                if carried_here.contains(&id) || message_exists(group, &put_here, id)? {
+                    return Err(StoreError::InvalidOp(format!(
+                        "message id {id} is already in use (allocate ids with Store::allocate_id)"
+                    )));
+                }
+                let session_exists = match sessions_here.get(&**client_id) {
+                    Some(exists) => *exists,
+                    None => group.has_session(t, client_id)?,
+                };
+                if !session_exists {
+                    return Err(StoreError::InvalidOp(format!(
+                        "enqueue for unknown session {client_id:?} (PutSession first)"
+                    )));
+                }
+                carried_here.insert(id);
             }
             Op::SetRetained { topic, message_id } => {
                 if !message_exists(group, &put_here, *message_id)? {
@@ -286,20 +319,20 @@ pub(crate) fn apply(
                 seq,
                 entry,
             } => {
-                // A pending change was the replaced entry's; the insert below drops that
-                // entry's reference as a removal would.
-                if let Some(changes) = group.entries.get_mut(client_id) {
-                    changes.remove(seq);
-                }
-                let previous = t
-                    .queues
-                    .insert((&**client_id, *seq), encode_queue_entry(entry).as_slice())
-                    .map_err(storage)?
-                    .map(|old| Bytes::copy_from_slice(old.value()));
-                if let Some(previous) = previous {
-                    unreference_entry(&previous, deltas, damaged);
-                }
+                let record = encode_queue_entry(entry);
+                put_entry(t, group, deltas, damaged, client_id, *seq, &record)?;
                 deltas.add(entry.message_id, 1);
+            }
+            Op::PutQueued {
+                client_id,
+                seq,
+                entry,
+                message,
+            } => {
+                let body = encode_message(message);
+                stored_bytes += body.len() as u64;
+                let record = encode_queue_entry_with_body(entry, &body);
+                put_entry(t, group, deltas, damaged, client_id, *seq, &record)?;
             }
             Op::SetQueueState {
                 client_id,
@@ -364,6 +397,33 @@ pub(crate) fn apply(
         }
     }
     Ok(stored_bytes)
+}
+
+/// Writes session queue entry `seq` of `client_id` (encoded `record`), dropping the
+/// reference of the entry it replaces.
+fn put_entry(
+    t: &mut Tables<'_>,
+    group: &mut Group,
+    deltas: &mut RefDeltas,
+    damaged: &mut u64,
+    client_id: &Arc<str>,
+    seq: u64,
+    record: &[u8],
+) -> Result<(), StoreError> {
+    // A pending change was the replaced entry's; the insert below drops that entry's
+    // reference as a removal would.
+    if let Some(changes) = group.entries.get_mut(client_id) {
+        changes.remove(&seq);
+    }
+    let previous = t
+        .queues
+        .insert((&**client_id, seq), record)
+        .map_err(storage)?
+        .map(|old| Bytes::copy_from_slice(old.value()));
+    if let Some(previous) = previous {
+        unreference_entry(&previous, deltas, damaged);
+    }
+    Ok(())
 }
 
 /// The most keys between two removed ones that a single pass over their range steps over;
@@ -433,12 +493,15 @@ fn unreference_extracted<'a, K: redb::Key + 'static>(
     Ok(())
 }
 
-/// Drops the reference a removed queue entry held. An undecodable entry (damage) cannot say
-/// which body it referenced: it is counted, and the next recovery's reference recount frees
-/// the body.
+/// Drops the reference a removed queue entry held, or counts the body it carried as freed.
+/// An undecodable entry (damage) cannot say which body it referenced: it is counted, and the
+/// next recovery's reference recount frees the body.
 fn unreference_entry(encoded: &Bytes, deltas: &mut RefDeltas, damaged: &mut u64) {
-    match codec::decode_queue_entry(encoded) {
-        Ok(entry) => deltas.add(entry.message_id, -1),
+    match codec::decode_queue_record(encoded) {
+        Ok(codec::QueueRecord {
+            body: Some(body), ..
+        }) => deltas.freed_with_entries += body.len() as u64,
+        Ok(record) => deltas.add(record.entry.message_id, -1),
         Err(e) => {
             *damaged += 1;
             tracing::warn!(error = %e, "removed a damaged queue entry");
@@ -475,10 +538,13 @@ fn restated(
     owner: &str,
     seq: u64,
 ) -> Option<Vec<u8>> {
-    match codec::decode_queue_entry(&current?) {
-        Ok(mut entry) => {
-            entry.state = state;
-            Some(encode_queue_entry(&entry))
+    match codec::decode_queue_record(&current?) {
+        Ok(mut record) => {
+            record.entry.state = state;
+            Some(match &record.body {
+                Some(body) => encode_queue_entry_with_body(&record.entry, body),
+                None => encode_queue_entry(&record.entry),
+            })
         }
         Err(e) => {
             *damaged += 1;
@@ -565,14 +631,17 @@ pub(crate) fn collect(
     damaged: &mut u64,
 ) -> Result<Collected, StoreError> {
     change_entries(t, group, &mut deltas, damaged)?;
-    let mut collected = Collected::default();
+    let mut collected = Collected {
+        freed_bytes: deltas.freed_with_entries,
+        ..Collected::default()
+    };
     // Bodies nothing references any more; `true`: without a count row (one reference implied),
     // so a missing body there is damage.
     let mut unreferenced: Vec<(MessageId, bool)> = Vec::new();
     // Rows are written only below, one per id: with none at the start, no id has one (the
     // common case of messages queued for one session each), and no lookup is needed.
     let rows_exist = t.refs.len().map_err(storage)? > 0;
-    for (id, delta) in deltas.0 {
+    for (id, delta) in deltas.counts {
         let fresh = id >= group.fresh_from;
         let row = if fresh || !rows_exist {
             None
@@ -722,7 +791,8 @@ pub(super) mod tests {
         let txn = db.begin_read().expect("read");
         let queues = txn.open_table(QUEUES).expect("queues");
         let value = queues.get((client, seq)).expect("get")?;
-        let entry = codec::decode_queue_entry(&Bytes::copy_from_slice(value.value()));
+        let entry =
+            codec::decode_queue_record(&Bytes::copy_from_slice(value.value())).map(|r| r.entry);
         Some(entry.expect("decodes").state)
     }
 
@@ -1016,7 +1086,8 @@ pub(super) mod tests {
         let txn = db.begin_read().expect("read");
         let queues = txn.open_table(QUEUES).expect("queues");
         let value = queues.get(("c", 2u64)).expect("get").expect("entry 2");
-        let decoded = codec::decode_queue_entry(&Bytes::copy_from_slice(value.value()));
+        let decoded =
+            codec::decode_queue_record(&Bytes::copy_from_slice(value.value())).map(|r| r.entry);
         assert_eq!(decoded.expect("decodes").message_id, 2000);
         drop((value, queues, txn));
         assert_eq!(counts(&db), (3, 0), "1001, 1003 and 2000; 1002 freed");

@@ -243,35 +243,68 @@ pub(crate) fn decode_message(buf: &Bytes) -> Result<StoredMessage, DecodeError> 
     })
 }
 
+/// The state byte's flag of an entry that carries its message's body ([`super::Op::PutQueued`]).
+/// Older builds read it as an invalid state: a store written with such entries is not read by
+/// a build from before them.
+const WITH_BODY: u8 = 0x80;
+
+/// A session or owned queue entry as stored: the entry, and the encoded body
+/// ([`encode_message`]) when the entry carries its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueRecord {
+    pub entry: QueueEntry,
+    pub body: Option<Bytes>,
+}
+
 pub(crate) fn encode_queue_entry(e: &QueueEntry) -> Vec<u8> {
-    let mut w = Writer::new(14);
+    encode_entry(e, None)
+}
+
+/// An entry carrying `body` (an [`encode_message`] record) in one value.
+pub(crate) fn encode_queue_entry_with_body(e: &QueueEntry, body: &[u8]) -> Vec<u8> {
+    encode_entry(e, Some(body))
+}
+
+fn encode_entry(e: &QueueEntry, body: Option<&[u8]>) -> Vec<u8> {
+    let mut w = Writer::new(14 + body.map_or(0, |b| b.len() + 8));
     w.u64(e.message_id);
     w.u8(e.qos as u8);
     w.u8(u8::from(e.retain));
+    let flag = if body.is_some() { WITH_BODY } else { 0 };
     match e.state {
-        QueueState::Queued => w.u8(0),
+        QueueState::Queued => w.u8(flag),
         QueueState::Sent { packet_id } => {
-            w.u8(1);
+            w.u8(1 | flag);
             w.u16(packet_id);
         }
         QueueState::Released { packet_id } => {
-            w.u8(2);
+            w.u8(2 | flag);
             w.u16(packet_id);
         }
     }
-    // Trailing, and only when present: entries without one keep the original layout.
-    if let Some(id) = e.subscription_id {
-        w.u32(id);
+    match body {
+        // Trailing, and only when present: entries without one keep the original layout.
+        None => {
+            if let Some(id) = e.subscription_id {
+                w.u32(id);
+            }
+        }
+        // Always there (0: none), so that the body's place is fixed.
+        Some(body) => {
+            w.u32(e.subscription_id.unwrap_or(0));
+            w.bytes(body);
+        }
     }
     w.0
 }
 
-pub(crate) fn decode_queue_entry(buf: &Bytes) -> Result<QueueEntry, DecodeError> {
+pub(crate) fn decode_queue_record(buf: &Bytes) -> Result<QueueRecord, DecodeError> {
     let mut r = Reader::new(buf, "queue entry")?;
     let message_id = r.u64()?;
     let qos = r.qos()?;
     let retain = r.bool()?;
-    let state = match r.u8()? {
+    let state_byte = r.u8()?;
+    let state = match state_byte & !WITH_BODY {
         0 => QueueState::Queued,
         1 => QueueState::Sent {
             packet_id: r.u16()?,
@@ -281,20 +314,26 @@ pub(crate) fn decode_queue_entry(buf: &Bytes) -> Result<QueueEntry, DecodeError>
         },
         other => return Err(r.error(format!("invalid queue state {other}"))),
     };
-    let subscription_id = if r.at_end() {
+    let with_body = state_byte & WITH_BODY != 0;
+    let subscription_id = if r.at_end() && !with_body {
         None
     } else {
-        match r.u32()? {
-            0 => return Err(r.error("subscription identifier 0".to_owned())),
-            id => Some(id),
+        match (r.u32()?, with_body) {
+            (0, true) => None,
+            (0, false) => return Err(r.error("subscription identifier 0".to_owned())),
+            (id, _) => Some(id),
         }
     };
-    r.finish(QueueEntry {
-        message_id,
-        qos,
-        retain,
-        subscription_id,
-        state,
+    let body = if with_body { Some(r.bytes()?) } else { None };
+    r.finish(QueueRecord {
+        entry: QueueEntry {
+            message_id,
+            qos,
+            retain,
+            subscription_id,
+            state,
+        },
+        body,
     })
 }
 
@@ -425,6 +464,10 @@ pub(crate) fn decode_session(buf: &Bytes) -> Result<SessionRecord, DecodeError> 
 mod tests {
     use super::*;
 
+    fn decode_queue_entry(buf: &Bytes) -> Result<QueueEntry, DecodeError> {
+        decode_queue_record(buf).map(|record| record.entry)
+    }
+
     fn message() -> StoredMessage {
         StoredMessage {
             topic: Arc::from("a/b"),
@@ -458,6 +501,13 @@ mod tests {
                 };
                 let back = decode_queue_entry(&Bytes::from(encode_queue_entry(&e))).expect("e");
                 assert_eq!(back, e);
+                let body = encode_message(&m);
+                let with_body = encode_queue_entry_with_body(&e, &body);
+                let back = decode_queue_record(&Bytes::from(with_body)).expect("entry + body");
+                assert_eq!(back.entry, e);
+                let carried = back.body.expect("carried body");
+                assert_eq!(&carried[..], &body[..]);
+                assert_eq!(decode_message(&carried).expect("carried message"), m);
             }
         }
         let s = SessionRecord {
@@ -551,6 +601,30 @@ mod tests {
         for cut in 0..encoded.len() {
             let err = decode_message(&Bytes::copy_from_slice(&encoded[..cut]));
             assert!(err.is_err(), "truncated at {cut} must not decode");
+        }
+        let entry = QueueEntry {
+            message_id: 7,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_id: Some(3),
+            state: QueueState::Sent { packet_id: 2 },
+        };
+        let carried = encode_queue_entry_with_body(&entry, &encoded);
+        for cut in 0..carried.len() {
+            let err = decode_queue_record(&Bytes::copy_from_slice(&carried[..cut]));
+            assert!(
+                err.is_err(),
+                "entry with body truncated at {cut} must not decode"
+            );
+        }
+        for i in 0..carried.len() {
+            for bit in 0..8 {
+                let mut damaged = carried.clone();
+                damaged[i] ^= 1 << bit;
+                if let Ok(record) = decode_queue_record(&Bytes::from(damaged)) {
+                    let _ = record.body.map(|body| decode_message(&body));
+                }
+            }
         }
         let session = encode_session(&SessionRecord::default());
         for i in 0..session.len() {

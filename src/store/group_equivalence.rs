@@ -2,7 +2,8 @@
 //! would with one group per batch. The group's shortcuts (state changes of entries it also
 //! removes left unwritten, removals and freed bodies taken out at its end, count rows read
 //! only when they can exist) are checked here against that reference, on random sequences of
-//! the batches the broker submits (a publish with its body, retained slot and queue entries;
+//! the batches the broker submits (a publish with its body, retained slot and queue entries,
+//! or carried in its single entry;
 //! a delivery's packet id; an acknowledgement; a session saved or ended; a retained slot
 //! cleared; an enqueue of an unknown body, refused).
 
@@ -24,10 +25,12 @@ const CLIENTS: [&str; 3] = ["a", "b", "c"];
 /// One step of the broker's traffic, before ids are given out.
 #[derive(Debug, Clone)]
 enum Step {
-    /// A body queued for `to` (client indexes; repeats give one entry each), retained or not.
+    /// A body queued for `to` (client indexes; repeats give one entry each), retained or not;
+    /// `carried`: stored in its entry when it has one and is not retained, as the broker does.
     Publish {
         to: Vec<usize>,
         retain: bool,
+        carried: bool,
     },
     /// `seq_back`: how far below the newest id the entry's seq is (may name no entry).
     Sent {
@@ -58,8 +61,8 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     let client = 0..CLIENTS.len();
     prop_oneof![
-        4 => (prop::collection::vec(0..CLIENTS.len(), 0..3), any::<bool>())
-            .prop_map(|(to, retain)| Step::Publish { to, retain }),
+        4 => (prop::collection::vec(0..CLIENTS.len(), 0..3), any::<bool>(), any::<bool>())
+            .prop_map(|(to, retain, carried)| Step::Publish { to, retain, carried }),
         2 => (client.clone(), 0..6u64).prop_map(|(client, seq_back)| Step::Sent { client, seq_back }),
         3 => (client.clone(), 0..6u64).prop_map(|(client, seq_back)| Step::Acked { client, seq_back }),
         1 => (client.clone(), 0..6u64)
@@ -90,19 +93,32 @@ fn batches(steps: &[Step]) -> Vec<Vec<Op>> {
     let seq_below = |next_id: u64, back: u64| next_id.saturating_sub(1 + back);
     for step in steps {
         let ops = match step {
-            Step::Publish { to, retain } => {
+            Step::Publish {
+                to,
+                retain,
+                carried,
+            } => {
                 let id = next_id;
                 next_id += 1;
-                let mut ops = vec![Op::PutMessage {
-                    id,
-                    message: StoredMessage {
-                        topic: Arc::from("t"),
-                        payload: Bytes::from(id.to_be_bytes().to_vec()),
-                        qos: QoS::AtLeastOnce,
-                        retain: *retain,
-                        properties: Bytes::new(),
-                    },
-                }];
+                let message = StoredMessage {
+                    topic: Arc::from("t"),
+                    payload: Bytes::from(id.to_be_bytes().to_vec()),
+                    qos: QoS::AtLeastOnce,
+                    retain: *retain,
+                    properties: Bytes::new(),
+                };
+                if let ([i], false, true) = (&to[..], retain, carried) {
+                    let seq = next_id;
+                    next_id += 1;
+                    out.push(vec![Op::PutQueued {
+                        client_id: client(*i),
+                        seq,
+                        entry: entry(id),
+                        message,
+                    }]);
+                    continue;
+                }
+                let mut ops = vec![Op::PutMessage { id, message }];
                 if *retain {
                     ops.push(Op::SetRetained {
                         topic: Arc::from("t"),
@@ -180,9 +196,11 @@ fn batches(steps: &[Step]) -> Vec<Vec<Op>> {
 
 /// Commits `batches` in groups of the given sizes (the rest in one last group), as the
 /// writer does: validate each batch, apply the valid ones, collect at the group's end, raise
-/// the id mark. Returns whether each batch was accepted.
-fn commit_in_groups(db: &Database, batches: &[Vec<Op>], sizes: &[usize]) -> Vec<bool> {
+/// the id mark. Returns whether each batch was accepted, and the message bytes stored less
+/// those freed (the writer's storeUsage counter).
+fn commit_in_groups(db: &Database, batches: &[Vec<Op>], sizes: &[usize]) -> (Vec<bool>, u64) {
     let mut accepted = Vec::new();
+    let mut message_bytes = 0u64;
     let mut rest = batches;
     let mut sizes = sizes.iter().copied();
     while !rest.is_empty() {
@@ -203,20 +221,36 @@ fn commit_in_groups(db: &Database, batches: &[Vec<Op>], sizes: &[usize]) -> Vec<
             for ops in group_batches {
                 let ok = validate(&t, ops, &mut group).is_ok();
                 if ok {
-                    apply(&mut t, ops, &mut group, &mut deltas, &mut damaged).expect("apply");
+                    message_bytes +=
+                        apply(&mut t, ops, &mut group, &mut deltas, &mut damaged).expect("apply");
                     max_id = max_id.max(super::apply::max_id(ops));
                 }
                 accepted.push(ok);
             }
             let collected = collect(&mut t, deltas, &mut group, &mut damaged).expect("collect");
             assert_eq!((damaged, collected.negative_refcounts), (0, 0));
+            message_bytes = message_bytes
+                .checked_sub(collected.freed_bytes)
+                .expect("freed no more than stored");
             if let Some(next) = max_id.map(|id| id + 1).filter(|n| *n > fresh_from) {
                 t.meta.insert(NEXT_ID_KEY, next).expect("mark");
             }
         }
         txn.commit().expect("commit");
     }
-    accepted
+    (accepted, message_bytes)
+}
+
+/// The bytes of every body a snapshot holds: stored ones and those carried in entries.
+fn bytes_held(snapshot: &Snapshot) -> u64 {
+    let (bodies, _, _, _, entries, _) = snapshot;
+    let stored: usize = bodies.values().map(Vec::len).sum();
+    let carried: usize = entries
+        .values()
+        .filter_map(|raw| super::codec::decode_queue_record(&Bytes::from(raw.clone())).ok())
+        .filter_map(|record| record.body.map(|b| b.len()))
+        .sum();
+    (stored + carried) as u64
 }
 
 type Snapshot = (
@@ -290,9 +324,13 @@ proptest! {
     ) {
         let batches = batches(&steps);
         let (alone, grouped) = (database(), database());
-        let accepted_alone = commit_in_groups(&alone, &batches, &vec![1; batches.len()]);
-        let accepted_grouped = commit_in_groups(&grouped, &batches, &sizes);
+        let (accepted_alone, bytes_alone) =
+            commit_in_groups(&alone, &batches, &vec![1; batches.len()]);
+        let (accepted_grouped, bytes_grouped) = commit_in_groups(&grouped, &batches, &sizes);
         prop_assert_eq!(accepted_alone, accepted_grouped);
-        prop_assert_eq!(snapshot(&alone), snapshot(&grouped));
+        let tables = snapshot(&alone);
+        prop_assert_eq!(&tables, &snapshot(&grouped));
+        prop_assert_eq!(bytes_alone, bytes_held(&tables));
+        prop_assert_eq!(bytes_grouped, bytes_held(&tables));
     }
 }

@@ -515,13 +515,19 @@ impl Store {
                 payloads.push(None);
                 continue;
             };
-            let entry = codec::decode_queue_entry(&entry)
+            let record = codec::decode_queue_record(&entry)
                 .map_err(|e| StoreError::storage("reading a queue entry", e))?;
-            let Some(body) = messages.get(entry.message_id).map_err(storage)? else {
-                payloads.push(None);
-                continue;
+            let body = match record.body {
+                Some(carried) => carried,
+                None => match messages.get(record.entry.message_id).map_err(storage)? {
+                    Some(body) => bytes::Bytes::copy_from_slice(body.value()),
+                    None => {
+                        payloads.push(None);
+                        continue;
+                    }
+                },
             };
-            let message = codec::decode_message(&bytes::Bytes::copy_from_slice(body.value()))
+            let message = codec::decode_message(&body)
                 .map_err(|e| StoreError::storage("reading a message body", e))?;
             payloads.push(Some(message.payload));
         }
@@ -579,7 +585,7 @@ pub(crate) fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
     // body's id up nor reads its reference count), so `next_id` is raised above the highest
     // id the tables hold even when the counter says less (a store damaged or edited by hand).
     let mut above_every_id = 1u64;
-    let message_bytes = match txn.open_table(MESSAGES) {
+    let mut message_bytes = match txn.open_table(MESSAGES) {
         Ok(messages) => {
             let mut total = 0u64;
             for item in messages.iter().map_err(storage)? {
@@ -592,6 +598,25 @@ pub(crate) fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
         Err(redb::TableError::TableDoesNotExist(_)) => 0,
         Err(e) => return Err(storage(e)),
     };
+    // Bodies carried in session queue entries (`Op::PutQueued`) count as stored bodies too.
+    match txn.open_table(tables::QUEUES) {
+        Ok(queues) => {
+            for item in queues.iter().map_err(storage)? {
+                let (_, value) = item.map_err(storage)?;
+                let raw = bytes::Bytes::copy_from_slice(value.value());
+                if let Ok(codec::QueueRecord {
+                    entry,
+                    body: Some(body),
+                }) = codec::decode_queue_record(&raw)
+                {
+                    message_bytes += body.len() as u64;
+                    above_every_id = above_every_id.max(entry.message_id.saturating_add(1));
+                }
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(storage(e)),
+    }
     match txn.open_table(REFS) {
         Ok(refs) => {
             if let Some((id, _)) = refs.last().map_err(storage)? {

@@ -197,6 +197,35 @@ impl Scan {
         Some(message)
     }
 
+    /// The message an entry carries in its own record ([`super::Op::PutQueued`]), counted as
+    /// a stored body; `None` when it cannot be decoded (reported; the entry is kept, as an
+    /// unreadable body is).
+    fn carried(&mut self, body: &Bytes, owner: &str, seq: u64) -> Option<StoredMessage> {
+        self.stats.messages += 1;
+        self.stats.message_bytes += body.len() as u64;
+        match codec::decode_message(body) {
+            Ok(message) => Some(message),
+            Err(e) => {
+                self.problem(format!(
+                    "queued message {seq} of {owner:?} kept but unreadable: {e}"
+                ));
+                None
+            }
+        }
+    }
+
+    /// An entry kept in the store but not restored (its owner's record is unreadable or of
+    /// an unknown kind): the body it refers to stays, the one it carries is counted.
+    fn keep_unrestored(&mut self, entry: &super::types::QueueEntry, carried: Option<&Bytes>) {
+        match carried {
+            Some(body) => {
+                self.stats.messages += 1;
+                self.stats.message_bytes += body.len() as u64;
+            }
+            None => *self.references.entry(entry.message_id).or_default() += 1,
+        }
+    }
+
     /// The payload of body `id` (decoded before, so it is readable).
     fn payload(t: &Tables<'_>, id: MessageId) -> Result<Bytes, StoreError> {
         let Some(value) = t.messages.get(id).map_err(storage)? else {
@@ -266,22 +295,23 @@ impl Scan {
         Ok(())
     }
 
+    /// Read entry by entry (not collected first): an entry may carry its body, and a paged
+    /// one must not stay in memory.
     fn queues(&mut self, t: &mut Tables<'_>) -> Result<(), StoreError> {
-        let mut entries = Vec::new();
+        let mut drop_keys = Vec::new();
+        let mut in_memory: HashMap<Arc<str>, usize> = HashMap::new();
+        let mut last_client: Option<Arc<str>> = None;
         for item in t.queues.iter().map_err(storage)? {
             let (key, value) = item.map_err(storage)?;
             let (client_id, seq) = key.value();
-            entries.push((
-                Arc::<str>::from(client_id),
-                seq,
-                Bytes::copy_from_slice(value.value()),
-            ));
-        }
-        let mut drop_keys = Vec::new();
-        let mut in_memory: HashMap<Arc<str>, usize> = HashMap::new();
-        for (client_id, seq, raw) in entries {
-            let entry = match codec::decode_queue_entry(&raw) {
-                Ok(entry) => entry,
+            let client_id = match last_client.take() {
+                Some(last) if &*last == client_id => last,
+                _ => Arc::<str>::from(client_id),
+            };
+            last_client = Some(client_id.clone());
+            let raw = Bytes::copy_from_slice(value.value());
+            let (entry, carried) = match codec::decode_queue_record(&raw) {
+                Ok(record) => (record.entry, record.body),
                 Err(e) => {
                     self.references_uncertain = true;
                     self.problem(format!(
@@ -294,7 +324,7 @@ impl Scan {
                 // A session record that failed to decode still owns its queue: keep it.
                 let session_stored = t.sessions.get(&*client_id).map_err(storage)?.is_some();
                 if session_stored {
-                    *self.references.entry(entry.message_id).or_default() += 1;
+                    self.keep_unrestored(&entry, carried.as_ref());
                 } else {
                     drop_keys.push((client_id.clone(), seq));
                     self.problem(format!(
@@ -303,8 +333,12 @@ impl Scan {
                 }
                 continue;
             }
-            let Some(mut message) = self.reference(entry.message_id) else {
-                if !self.undecodable_bodies.contains(&entry.message_id) {
+            let found = match &carried {
+                Some(body) => self.carried(body, &client_id, seq),
+                None => self.reference(entry.message_id),
+            };
+            let Some(mut message) = found else {
+                if carried.is_none() && !self.undecodable_bodies.contains(&entry.message_id) {
                     drop_keys.push((client_id.clone(), seq));
                     self.problem(format!(
                         "queued message {seq} of {client_id:?} lost: its body {} is missing",
@@ -320,9 +354,15 @@ impl Scan {
             }
             let held = in_memory.entry(client_id.clone()).or_default();
             let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
-            if !paged {
+            if paged {
+                // Nothing may keep the carried record alive: its payload is left in the store.
+                message.payload = Bytes::new();
+                message.properties = Bytes::copy_from_slice(&message.properties);
+            } else {
                 *held += 1;
-                message.payload = Self::payload(t, entry.message_id)?;
+                if carried.is_none() {
+                    message.payload = Self::payload(t, entry.message_id)?;
+                }
             }
             if let Some(session) = self.sessions.get_mut(&client_id) {
                 session.queue.push(RecoveredEntry {
@@ -371,22 +411,15 @@ impl Scan {
                 "owned queue {name:?} of unknown kind {code} kept but not restored"
             ));
         }
-        let mut entries = Vec::new();
+        let mut drop_keys = Vec::new();
+        let mut in_memory: HashMap<OwnedQueue, usize> = HashMap::new();
         for item in t.owned_entries.iter().map_err(storage)? {
             let (key, value) = item.map_err(storage)?;
             let (code, name, seq) = key.value();
-            entries.push((
-                code,
-                Arc::<str>::from(name),
-                seq,
-                Bytes::copy_from_slice(value.value()),
-            ));
-        }
-        let mut drop_keys = Vec::new();
-        let mut in_memory: HashMap<OwnedQueue, usize> = HashMap::new();
-        for (code, name, seq, raw) in entries {
-            let entry = match codec::decode_queue_entry(&raw) {
-                Ok(entry) => entry,
+            let name = Arc::<str>::from(name);
+            let raw = Bytes::copy_from_slice(value.value());
+            let (entry, carried) = match codec::decode_queue_record(&raw) {
+                Ok(record) => (record.entry, record.body),
                 Err(e) => {
                     self.references_uncertain = true;
                     self.problem(format!(
@@ -396,7 +429,7 @@ impl Scan {
                 }
             };
             if unknown_kinds.contains(&(code, name.clone())) {
-                *self.references.entry(entry.message_id).or_default() += 1;
+                self.keep_unrestored(&entry, carried.as_ref());
                 continue;
             }
             let owner = QueueKind::from_code(code).map(|kind| OwnedQueue {
@@ -410,8 +443,12 @@ impl Scan {
                 ));
                 continue;
             };
-            let Some(mut message) = self.reference(entry.message_id) else {
-                if !self.undecodable_bodies.contains(&entry.message_id) {
+            let found = match &carried {
+                Some(body) => self.carried(body, &name, seq),
+                None => self.reference(entry.message_id),
+            };
+            let Some(mut message) = found else {
+                if carried.is_none() && !self.undecodable_bodies.contains(&entry.message_id) {
                     drop_keys.push((code, name.clone(), seq));
                     self.problem(format!(
                         "queued message {seq} of owned queue {name:?} lost: its body {} is \
@@ -424,9 +461,15 @@ impl Scan {
             self.stats.owned_entries += 1;
             let held = in_memory.entry(owner.clone()).or_default();
             let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
-            if !paged {
+            if paged {
+                // Nothing may keep the carried record alive: its payload is left in the store.
+                message.payload = Bytes::new();
+                message.properties = Bytes::copy_from_slice(&message.properties);
+            } else {
                 *held += 1;
-                message.payload = Self::payload(t, entry.message_id)?;
+                if carried.is_none() {
+                    message.payload = Self::payload(t, entry.message_id)?;
+                }
             }
             if let Some(queue) = self.owned.get_mut(&owner) {
                 queue.queue.push(RecoveredEntry {

@@ -196,6 +196,18 @@ pub enum Op {
         seq: QueueSeq,
         entry: QueueEntry,
     },
+    /// [`Op::PutMessage`] and one [`Op::Enqueue`] of it in one record: a message queued for
+    /// one session and nothing else (not retained, no other queue) keeps its body in its
+    /// queue entry, so it costs one insert when stored and one removal when acknowledged
+    /// instead of two of each. No other op may refer to `entry.message_id` (its body is not
+    /// a stored message of its own); the session must exist and the id be unused, as for
+    /// the two ops it replaces. Counted against storeUsage like [`Op::PutMessage`].
+    PutQueued {
+        client_id: Arc<str>,
+        seq: QueueSeq,
+        entry: QueueEntry,
+        message: StoredMessage,
+    },
     /// Move a queue entry to `state` (no error when the entry is gone).
     SetQueueState {
         client_id: Arc<str>,

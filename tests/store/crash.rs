@@ -1,6 +1,9 @@
 //! kill -9 at random moments while batches are being committed: every batch the store
 //! acknowledged must be there after reopening, every acknowledged removal must stay removed.
 //!
+//! Bodies are stored both ways: on their own with an entry referring to them, and carried
+//! in their entry.
+//!
 //! The child is this test binary re-invoked on `crash_child_entry_point` with
 //! `FERROMQ_STORE_CRASH_DIR` set; it commits numbered messages from many tasks at once and
 //! prints `ACK n` once a message is durable, `DELREQ n` before asking to remove one and
@@ -61,17 +64,27 @@ async fn child_task(store: Store, first: u64) {
         }
         let id = store.allocate_id();
         let seq = store.allocate_id();
-        let mut ops = vec![
-            Op::PutMessage {
-                id,
-                message: message("t", n.to_string().as_bytes(), QoS::AtLeastOnce),
-            },
-            Op::Enqueue {
+        let body = message("t", n.to_string().as_bytes(), QoS::AtLeastOnce);
+        let entry = queued(id, QoS::AtLeastOnce);
+        // Half of those not retained carry their body in their entry, as the broker stores
+        // a message queued for one session.
+        let mut ops = if n % 2 == 1 && n % 5 != 0 {
+            vec![Op::PutQueued {
                 client_id: client.clone(),
                 seq,
-                entry: queued(id, QoS::AtLeastOnce),
-            },
-        ];
+                entry,
+                message: body,
+            }]
+        } else {
+            vec![
+                Op::PutMessage { id, message: body },
+                Op::Enqueue {
+                    client_id: client.clone(),
+                    seq,
+                    entry,
+                },
+            ]
+        };
         if n % 5 == 0 {
             ops.push(Op::SetRetained {
                 topic: Arc::from(format!("r/{first}")),

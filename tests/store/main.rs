@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod carried;
 mod crash;
 mod damage;
 mod disk;

@@ -65,6 +65,10 @@ impl RedbStore {
                     queued_for,
                 } => {
                     let id = self.store.allocate_id();
+                    if let Some(op) = carried_in_entry(&message, id, retained, &queued_for) {
+                        ops.push(op);
+                        continue;
+                    }
                     let body_needed = retained == RetainedChange::Set || !queued_for.is_empty();
                     if body_needed {
                         ops.push(Op::PutMessage {
@@ -151,6 +155,38 @@ impl RedbStore {
         }
         ops
     }
+}
+
+/// The one op storing `message` when it is queued for one session and nothing else (not
+/// retained, no retained message cleared): its body goes in its queue entry
+/// ([`Op::PutQueued`]), one record instead of a body and an entry. `None` otherwise.
+fn carried_in_entry(
+    message: &Message,
+    id: u64,
+    retained: RetainedChange,
+    queued_for: &[super::QueuedFor],
+) -> Option<Op> {
+    let [copy] = queued_for else {
+        return None;
+    };
+    let QueueOwner::Session(client_id) = &copy.owner else {
+        return None;
+    };
+    if retained != RetainedChange::Unchanged {
+        return None;
+    }
+    Some(Op::PutQueued {
+        client_id: client_id.clone(),
+        seq: copy.seq,
+        entry: QueueEntry {
+            message_id: id,
+            qos: copy.qos,
+            retain: copy.retain,
+            subscription_id: copy.subscription_id.map(NonZeroU32::get),
+            state: QueueState::Queued,
+        },
+        message: stored_message(message),
+    })
 }
 
 /// Where a queue owner's entries are stored: `Ok(client id)` for a session's queue (the
