@@ -10,7 +10,8 @@ use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::codec::{
-    self, encode_message, encode_queue_entry, encode_queue_entry_with_body, encode_session,
+    self, encode_message, encode_queue_entry, encode_queue_entry_with_body,
+    encode_queue_entry_with_message, encode_session,
 };
 use super::tables::{storage, Tables};
 use super::types::{MessageId, Op, OwnedQueue, QueueState};
@@ -329,9 +330,8 @@ pub(crate) fn apply(
                 entry,
                 message,
             } => {
-                let body = encode_message(message);
-                stored_bytes += body.len() as u64;
-                let record = encode_queue_entry_with_body(entry, &body);
+                stored_bytes += codec::encoded_message_len(message);
+                let record = encode_queue_entry_with_message(entry, message);
                 put_entry(t, group, deltas, damaged, client_id, *seq, &record)?;
             }
             Op::SetQueueState {

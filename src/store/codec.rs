@@ -213,18 +213,28 @@ impl<'a> Reader<'a> {
 }
 
 pub(crate) fn encode_message(m: &StoredMessage) -> Vec<u8> {
-    let mut w = Writer::new(16 + m.topic.len() + m.properties.len() + m.payload.len());
+    let mut w = Writer(Vec::with_capacity(encoded_len(m)));
+    put_message(&mut w, m);
+    w.0
+}
+
+fn encoded_len(m: &StoredMessage) -> usize {
+    1 + 2 + 3 * 4 + m.topic.len() + m.properties.len() + m.payload.len()
+}
+
+/// The message record (its own version byte first), appended to `w`.
+fn put_message(w: &mut Writer, m: &StoredMessage) {
+    w.u8(FORMAT_VERSION);
     w.u8(m.qos as u8);
     w.u8(u8::from(m.retain));
     w.bytes(m.topic.as_bytes());
     w.bytes(&m.properties);
     w.bytes(&m.payload);
-    w.0
 }
 
 /// `encode_message(m).len()`, without encoding.
 pub(crate) fn encoded_message_len(m: &StoredMessage) -> u64 {
-    (1 + 2 + 3 * 4 + m.topic.len() + m.properties.len() + m.payload.len()) as u64
+    encoded_len(m) as u64
 }
 
 pub(crate) fn decode_message(buf: &Bytes) -> Result<StoredMessage, DecodeError> {
@@ -262,11 +272,29 @@ pub(crate) fn encode_queue_entry(e: &QueueEntry) -> Vec<u8> {
 
 /// An entry carrying `body` (an [`encode_message`] record) in one value.
 pub(crate) fn encode_queue_entry_with_body(e: &QueueEntry, body: &[u8]) -> Vec<u8> {
-    encode_entry(e, Some(body))
+    encode_entry(e, Some(Carried::Encoded(body)))
 }
 
-fn encode_entry(e: &QueueEntry, body: Option<&[u8]>) -> Vec<u8> {
-    let mut w = Writer::new(14 + body.map_or(0, |b| b.len() + 8));
+/// An entry carrying message `m`, encoded in one pass (what [`encode_queue_entry_with_body`]
+/// makes of `encode_message(m)`).
+pub(crate) fn encode_queue_entry_with_message(e: &QueueEntry, m: &StoredMessage) -> Vec<u8> {
+    encode_entry(e, Some(Carried::Message(m)))
+}
+
+/// The body an entry carries, as encoded bytes or still to encode.
+#[derive(Clone, Copy)]
+enum Carried<'a> {
+    Encoded(&'a [u8]),
+    Message(&'a StoredMessage),
+}
+
+fn encode_entry(e: &QueueEntry, body: Option<Carried<'_>>) -> Vec<u8> {
+    let body_len = match body {
+        None => 0,
+        Some(Carried::Encoded(bytes)) => bytes.len(),
+        Some(Carried::Message(m)) => encoded_len(m),
+    };
+    let mut w = Writer::new(14 + body_len + 8);
     w.u64(e.message_id);
     w.u8(e.qos as u8);
     w.u8(u8::from(e.retain));
@@ -290,9 +318,14 @@ fn encode_entry(e: &QueueEntry, body: Option<&[u8]>) -> Vec<u8> {
             }
         }
         // Always there (0: none), so that the body's place is fixed.
-        Some(body) => {
+        Some(Carried::Encoded(body)) => {
             w.u32(e.subscription_id.unwrap_or(0));
             w.bytes(body);
+        }
+        Some(Carried::Message(m)) => {
+            w.u32(e.subscription_id.unwrap_or(0));
+            w.u32(u32::try_from(body_len).unwrap_or(u32::MAX));
+            put_message(&mut w, m);
         }
     }
     w.0
@@ -503,6 +536,7 @@ mod tests {
                 assert_eq!(back, e);
                 let body = encode_message(&m);
                 let with_body = encode_queue_entry_with_body(&e, &body);
+                assert_eq!(encode_queue_entry_with_message(&e, &m), with_body);
                 let back = decode_queue_record(&Bytes::from(with_body)).expect("entry + body");
                 assert_eq!(back.entry, e);
                 let carried = back.body.expect("carried body");
