@@ -551,11 +551,15 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                 leader
             }
         };
+        // A copy being handed over has left the broker's registry: attaching "this node's
+        // session" would make a new, empty one while its record still names this node. It is
+        // taken over from its record like another node's.
         let local_epoch = inner
             .tracker
             .lock()
             .sessions
             .get(&client_id)
+            .filter(|t| !t.handed_over)
             .map(|t| (t.epoch, t.revision));
         let Some((record, revision)) =
             entry
@@ -566,6 +570,12 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                         .map(|r| (r, e.revision))
                 })
         else {
+            tracing::debug!(
+                client_id = %client_id,
+                local = ?local_epoch,
+                clean_start = request.clean_start,
+                "claim: no session record; the session starts here"
+            );
             // No record: a local copy whose record was written is stale (ended elsewhere).
             if local_epoch.is_some_and(|(_, revision)| revision > 0) {
                 drop_local(inner, &client_id);
@@ -574,6 +584,14 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         };
         let ours = record.owner == inner.node_id
             && local_epoch.is_some_and(|(epoch, _)| epoch == record.epoch);
+        tracing::debug!(
+            client_id = %client_id,
+            owner = %record.owner,
+            epoch = record.epoch,
+            local = ?local_epoch,
+            ours,
+            "claim: session record read"
+        );
         if ours {
             if request.clean_start {
                 // The broker discards it at attach; the record goes with it (SessionEnded).
@@ -1045,17 +1063,26 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
                     t.data.will =
                         (will.deadline_ms.is_some() || will.delay_secs() > 0).then_some(will);
                 }
-                true
+                Some(t.epoch)
             }
-            None => false,
+            None => None,
         }
     };
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
-    if tracked {
+    if let Some(epoch) = tracked {
         let _ = write_record(inner, client_id).await;
-        inner.tracker.lock().sessions.remove(client_id);
+        // Only the copy handed over: a claim on this node may have restored the session
+        // meanwhile (a newer copy, not handed over).
+        let mut tracker = inner.tracker.lock();
+        if tracker
+            .sessions
+            .get(client_id)
+            .is_some_and(|t| t.handed_over && t.epoch == epoch)
+        {
+            tracker.sessions.remove(client_id);
+        }
     }
 }
 

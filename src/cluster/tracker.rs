@@ -78,6 +78,9 @@ pub struct Tracked {
     pub qos2_changes: u64,
     /// ... and how many of them a record write has made durable (see `qos2::durable`).
     pub qos2_written: u64,
+    /// Handed over ([`Tracked::freeze`]): out of the broker's registry, kept here only until
+    /// its last record is written. Not this node's session any more for a claim.
+    pub handed_over: bool,
 }
 
 impl Tracked {
@@ -101,6 +104,7 @@ impl Tracked {
             incarnation: rand::random::<u64>() | 1,
             qos2_changes: 0,
             qos2_written: 0,
+            handed_over: false,
         }
     }
 
@@ -152,6 +156,7 @@ impl Tracked {
     /// registry would put its floors past messages routed meanwhile, which no longer reached
     /// it, and the node taking it would never read them.
     pub fn freeze(&mut self, routed: &[u64]) {
+        self.handed_over = true;
         for (k, cursor) in self.shards.iter_mut().enumerate() {
             if !cursor.catching_up {
                 let reader = routed.get(k).copied().unwrap_or(0);

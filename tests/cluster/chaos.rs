@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 #[path = "../support/chaos/mod.rs"]
-mod rig;
+pub mod rig;
 
 use rig::cluster::{
     nats::nats_server_or_skip, s1_kill_node, s2_kill_follower_server, s6_pause_node,

@@ -12,6 +12,7 @@ mod chaos;
 mod config;
 mod consumer_limit;
 mod drain;
+mod handed_over;
 mod harness;
 mod live_interest;
 mod online;
