@@ -169,6 +169,14 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
                 t.connected = connected;
                 t.dirty = true;
             }
+            // Not tracked and going offline: a copy this node let go of (fenced, dropped,
+            // handed over) whose connection closed after; a new session is always tracked
+            // from its attach. Writing it would make a record with fresh floors over the
+            // session's own.
+            None if !connected => {
+                tracing::debug!(client_id = %client_id, "offline save of an untracked session skipped");
+                return Commit::done();
+            }
             None => {
                 // A new session: it is fed from where the node's reader is now.
                 let t = Tracked::new(data, inner.shards, &inner.routed());
