@@ -175,15 +175,7 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<
                         "message id {id} is already in use (allocate ids with Store::allocate_id)"
                     )));
                 }
-                let session_exists = match sessions_here.get(&**client_id) {
-                    Some(exists) => *exists,
-                    None => group.has_session(t, client_id)?,
-                };
-                if !session_exists {
-                    return Err(StoreError::InvalidOp(format!(
-                        "enqueue for unknown session {client_id:?} (PutSession first)"
-                    )));
-                }
+                require_session(t, group, &sessions_here, client_id)?;
                 carried_here.insert(id);
             }
             Op::SetRetained { topic, message_id } => {
@@ -196,15 +188,7 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<
             Op::Enqueue {
                 client_id, entry, ..
             } => {
-                let session_exists = match sessions_here.get(&**client_id) {
-                    Some(exists) => *exists,
-                    None => group.has_session(t, client_id)?,
-                };
-                if !session_exists {
-                    return Err(StoreError::InvalidOp(format!(
-                        "enqueue for unknown session {client_id:?} (PutSession first)"
-                    )));
-                }
+                require_session(t, group, &sessions_here, client_id)?;
                 if !message_exists(group, &put_here, entry.message_id)? {
                     return Err(StoreError::InvalidOp(format!(
                         "enqueue for {client_id:?} refers to unknown message {}",
@@ -257,6 +241,27 @@ pub(crate) fn validate(t: &Tables<'_>, ops: &[Op], group: &mut Group) -> Result<
         }
     }
     Ok(())
+}
+
+/// Refuses an enqueue for a session that does not exist at this point of the group
+/// (`sessions_here`: what the batch's earlier ops did).
+fn require_session<S: std::hash::BuildHasher>(
+    t: &Tables<'_>,
+    group: &mut Group,
+    sessions_here: &HashMap<&str, bool, S>,
+    client_id: &Arc<str>,
+) -> Result<(), StoreError> {
+    let exists = match sessions_here.get(&**client_id) {
+        Some(exists) => *exists,
+        None => group.has_session(t, client_id)?,
+    };
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidOp(format!(
+            "enqueue for unknown session {client_id:?} (PutSession first)"
+        )))
+    }
 }
 
 /// Applies a validated batch (its session queue entries' state changes and removals at the

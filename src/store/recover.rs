@@ -226,6 +226,30 @@ impl Scan {
         }
     }
 
+    /// Whether an entry's payload is left in the store (paged: a queued entry past the first
+    /// `queued_in_memory` of its queue, `held` counting them); otherwise `message` gets it.
+    fn hold_or_page(
+        &self,
+        t: &Tables<'_>,
+        held: &mut usize,
+        entry: &super::types::QueueEntry,
+        carried: bool,
+        message: &mut StoredMessage,
+    ) -> Result<bool, StoreError> {
+        let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
+        if paged {
+            // Nothing may keep the carried record alive: its payload is left in the store.
+            message.payload = Bytes::new();
+            message.properties = Bytes::copy_from_slice(&message.properties);
+        } else {
+            *held += 1;
+            if !carried {
+                message.payload = Self::payload(t, entry.message_id)?;
+            }
+        }
+        Ok(paged)
+    }
+
     /// The payload of body `id` (decoded before, so it is readable).
     fn payload(t: &Tables<'_>, id: MessageId) -> Result<Bytes, StoreError> {
         let Some(value) = t.messages.get(id).map_err(storage)? else {
@@ -353,17 +377,7 @@ impl Scan {
                 QueueState::Released { .. } => self.stats.released += 1,
             }
             let held = in_memory.entry(client_id.clone()).or_default();
-            let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
-            if paged {
-                // Nothing may keep the carried record alive: its payload is left in the store.
-                message.payload = Bytes::new();
-                message.properties = Bytes::copy_from_slice(&message.properties);
-            } else {
-                *held += 1;
-                if carried.is_none() {
-                    message.payload = Self::payload(t, entry.message_id)?;
-                }
-            }
+            let paged = self.hold_or_page(t, held, &entry, carried.is_some(), &mut message)?;
             if let Some(session) = self.sessions.get_mut(&client_id) {
                 session.queue.push(RecoveredEntry {
                     seq,
@@ -460,17 +474,7 @@ impl Scan {
             };
             self.stats.owned_entries += 1;
             let held = in_memory.entry(owner.clone()).or_default();
-            let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
-            if paged {
-                // Nothing may keep the carried record alive: its payload is left in the store.
-                message.payload = Bytes::new();
-                message.properties = Bytes::copy_from_slice(&message.properties);
-            } else {
-                *held += 1;
-                if carried.is_none() {
-                    message.payload = Self::payload(t, entry.message_id)?;
-                }
-            }
+            let paged = self.hold_or_page(t, held, &entry, carried.is_some(), &mut message)?;
             if let Some(queue) = self.owned.get_mut(&owner) {
                 queue.queue.push(RecoveredEntry {
                     seq,
