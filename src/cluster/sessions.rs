@@ -562,13 +562,15 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         // A copy being handed over has left the broker's registry: attaching "this node's
         // session" would make a new, empty one while its record still names this node. It is
         // taken over from its record like another node's.
-        let local_epoch = inner
+        let tracked = inner
             .tracker
             .lock()
             .sessions
             .get(&client_id)
-            .filter(|t| !t.handed_over)
-            .map(|t| (t.epoch, t.revision));
+            .map(|t| (t.epoch, t.revision, t.handed_over));
+        let local_epoch = tracked
+            .filter(|(_, _, handed_over)| !handed_over)
+            .map(|(epoch, revision, _)| (epoch, revision));
         let Some((record, revision)) =
             entry
                 .filter(|e| e.operation == Operation::Put)
@@ -585,7 +587,8 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                 "claim: no session record; the session starts here"
             );
             // No record: a local copy whose record was written is stale (ended elsewhere).
-            if local_epoch.is_some_and(|(_, revision)| revision > 0) {
+            // (A copy being handed over too: the session it would be written for is gone.)
+            if tracked.is_some_and(|(_, revision, _)| revision > 0) {
                 drop_local(inner, &client_id);
             }
             return Ok(Claimed::Here);
