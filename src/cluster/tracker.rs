@@ -394,9 +394,12 @@ mod tests {
         tracker.kept(0, 8, &[queued("c", 100)]);
         let floors = |tr: &Tracker, pos: &[u64]| tr.sessions["c"].record("n", pos).floors;
         assert_eq!(floors(&tracker, &[9, 12]), vec![7, 12]);
+        assert!(!tracker.sessions["c"].handed_over);
         if let Some(t) = tracker.sessions.get_mut("c") {
             t.freeze(&[9, 12]);
         }
+        // ... marked, so that a claim on this node does not take it for its own ...
+        assert!(tracker.sessions["c"].handed_over);
         // Messages the readers route after it left are not its own any more ...
         assert!(!tracker.accept_live("c", 1, 0, 10));
         assert!(!tracker.accept_live("c", 1, 1, 13));
