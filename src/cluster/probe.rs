@@ -112,10 +112,23 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
             servers: servers.clone(),
             reason: e.to_string(),
         })?;
-    let info = client.server_info();
+    let mut info = client.server_info();
     let connected_server = format!("{}:{}", info.host, info.port);
     let jetstream = async_nats::jetstream::new(client.clone());
     let account = jetstream.query_account().await;
+    // The servers a cluster gossips (`connect_urls`) can miss one whose route is being made
+    // again (seen under load): before saying `replicas` does not fit, look again for a while
+    // (the client takes every INFO the server sends).
+    for _ in 0..RECOUNT_TRIES {
+        if info.cluster.is_none() || known_servers(&info) >= settings.replicas.max(1) {
+            break;
+        }
+        tokio::time::sleep(RECOUNT_WAIT).await;
+        let again = client.server_info();
+        if known_servers(&again) > known_servers(&info) {
+            info = again;
+        }
+    }
     let _ = client.drain().await;
     if let Err(e) = account {
         return Err(ProbeError::NoJetStream {
@@ -123,9 +136,7 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
             reason: e.to_string(),
         });
     }
-    let mut urls = info.connect_urls.clone();
-    urls.sort();
-    urls.dedup();
+    let urls = known_urls(&info);
     Ok(ProbeReport {
         connected_server,
         server_name: info.server_name.clone(),
@@ -139,6 +150,23 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
         },
         replicas: settings.replicas,
     })
+}
+
+/// How often, and how far apart, the probe looks again at the servers a cluster gossips
+/// when they seem too few for `replicas` (2 s in all).
+const RECOUNT_TRIES: usize = 8;
+const RECOUNT_WAIT: Duration = Duration::from_millis(250);
+
+/// The distinct client URLs of the cluster's servers as the server last told them.
+fn known_urls(info: &async_nats::ServerInfo) -> Vec<String> {
+    let mut urls = info.connect_urls.clone();
+    urls.sort();
+    urls.dedup();
+    urls
+}
+
+fn known_servers(info: &async_nats::ServerInfo) -> usize {
+    known_urls(info).len()
 }
 
 /// The probe as `check` diagnostics, at the `<ferromq:jetStream>` element: a note with what
