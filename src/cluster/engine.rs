@@ -64,8 +64,11 @@ pub(crate) struct Inner {
     /// The last `FMQ_RETAIN` revision the retained index applied, and its wake-up.
     pub retained_applied: AtomicU64,
     pub retained_progress: tokio::sync::Notify,
-    /// Retained message keys -> topics (a delete marker carries only the key).
-    pub retained_keys: parking_lot::Mutex<HashMap<String, Arc<str>>>,
+    /// Retained message keys -> their topic and the revision the index holds (a delete
+    /// marker carries only the key).
+    pub retained_keys: parking_lot::Mutex<HashMap<String, super::retained::Slot>>,
+    /// Retained stores this node sent and how many of them were answered.
+    pub retained_puts: super::retained::Puts,
     /// Shared subscription groups with local members (`groups.rs`).
     pub groups: super::groups::Groups,
     /// The other nodes' heartbeats as this node sees them (the will reaper's).
@@ -262,6 +265,7 @@ impl ClusterEngine {
             catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
             record_locks: parking_lot::Mutex::default(),
             retained_keys: parking_lot::Mutex::default(),
+            retained_puts: super::retained::Puts::default(),
             retained_applied: AtomicU64::new(0),
             retained_progress: tokio::sync::Notify::new(),
             claims: parking_lot::Mutex::default(),

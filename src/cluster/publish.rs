@@ -154,6 +154,7 @@ pub fn publish(
         if let Err(e) = send(item) {
             return Commit::Done(Err(e));
         }
+        inner.retained_puts.sent();
         if stored {
             waits.push(rx);
         }
@@ -218,8 +219,10 @@ struct InFlight {
     ack: AckFuture,
 }
 
-/// `Ok(false)`: stored; `Ok(true)`: a compare-and-set found the subject elsewhere.
-type AckFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, String>> + Send>>;
+/// `Ok(Some(sequence))`: stored at `sequence` of its stream; `Ok(None)`: a compare-and-set
+/// found the subject elsewhere.
+type AckFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<u64>, String>> + Send>>;
 
 impl InFlight {
     fn publish(&self) -> Publish {
@@ -257,15 +260,18 @@ impl InFlight {
                 });
                 Box::pin(async move {
                     match ack.into_future().await {
-                        Ok(ack) => super::store_ack::confirm(&js, ack, &id, again)
-                            .await
-                            .map(|()| false),
+                        Ok(ack) => {
+                            let sequence = ack.sequence;
+                            super::store_ack::confirm(&js, ack, &id, again)
+                                .await
+                                .map(|()| Some(sequence))
+                        }
                         Err(e)
                             if compare_and_set
                                 && e.kind()
                                     == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
                         {
-                            Ok(true)
+                            Ok(None)
                         }
                         Err(e) => Err(format!("cluster store refused: {e}")),
                     }
@@ -456,7 +462,7 @@ impl Queue {
 /// index and the answer. Pending while there is none.
 fn front_answers(
     queues: &mut [Queue],
-) -> impl std::future::Future<Output = (usize, Result<bool, String>)> + '_ {
+) -> impl std::future::Future<Output = (usize, Result<Option<u64>, String>)> + '_ {
     std::future::poll_fn(move |cx| {
         for (k, queue) in queues.iter_mut().enumerate() {
             if !queue.front_live() {
@@ -501,6 +507,9 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
         .collect();
     let mut taken = 0usize;
     let mut next_id = 0u64;
+    let retained_queue = inner.shards;
+    // Retained stores taken into their queue so far (see `retained::Puts`).
+    let mut retained_taken = 0u64;
     loop {
         let up = connection.borrow().up;
         for queue in queues.iter_mut() {
@@ -538,15 +547,27 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             (k, answer) = front_answers(&mut queues) => {
                 let queue = &mut queues[k];
                 match answer {
-                    Ok(conflict) => {
+                    Ok(stored) => {
                         if let Some(front) = queue.entries.pop_front() {
-                            let result = if conflict {
-                                Err(DurabilityError::Stale(format!(
+                            let result = match stored {
+                                None => Err(DurabilityError::Stale(format!(
                                     "{} was written meanwhile",
                                     front.subject
-                                )))
-                            } else {
-                                Ok(())
+                                ))),
+                                Some(revision) => {
+                                    if k == retained_queue {
+                                        // Before its publisher hears it: a SUBSCRIBE after
+                                        // the PUBACK finds it here.
+                                        super::retained::apply_stored(
+                                            &inner,
+                                            &front.subject,
+                                            front.delete,
+                                            &front.payload,
+                                            revision,
+                                        );
+                                    }
+                                    Ok(())
+                                }
                             };
                             front.finish(result);
                         }
@@ -614,7 +635,11 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     (None, Some(id)) => (None, id, true),
                     (None, None) => (None, format!("{:x}-{next_id:x}", inner.instance), false),
                 };
-                let queue = &mut queues[queue_of(&subject, inner.shards)];
+                let k = queue_of(&subject, inner.shards);
+                if k == retained_queue {
+                    retained_taken += 1;
+                }
+                let queue = &mut queues[k];
                 let done = if kept_id {
                     match queue.take_over(&id, done, store_timeout) {
                         Some(done) => done,
@@ -644,6 +669,10 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             }
         }
         taken = queues.iter().map(|q| q.entries.len()).sum();
+        let settled = retained_taken - queues[retained_queue].entries.len() as u64;
+        if inner.retained_puts.settle(settled) {
+            inner.retained_progress.notify_waiters();
+        }
     }
 }
 

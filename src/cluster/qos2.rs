@@ -617,6 +617,7 @@ fn release(
             clear,
             None,
         ));
+        inner.retained_puts.sent();
     }
     let id = format!("{subject}.r{}", held.seq);
     waits.push(store(

@@ -1,9 +1,18 @@
 //! Retained messages in `FMQ_RETAIN` (key: [`super::subject::retained_key`], value: the
 //! message frame with its full topic). Every node keeps the whole set in its retained index,
-//! fed by a watch of the bucket; a SUBSCRIBE reads the local index, never NATS.
+//! fed by a watch of the bucket and by the answers to its own stores; a SUBSCRIBE reads the
+//! local index, never NATS.
+//!
+//! Both feeds apply a key's change only when its revision is newer than the one the index
+//! holds for that key, so the index converges on the bucket whatever order they arrive in: a
+//! publish acknowledged late (after a partition healed) never puts back a value the watch
+//! already replaced, and a watch started over does not set back what an answer applied.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
@@ -48,9 +57,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
             // The bucket's last revision at the previous check, when the watch was behind it.
             let mut owed: Option<u64> = None;
             // Where the watch was at the previous check.
-            let mut checked_at = node
-                .retained_applied
-                .load(std::sync::atomic::Ordering::Acquire);
+            let mut checked_at = node.retained_applied.load(Ordering::Acquire);
             loop {
                 // After a reconnection the watch starts over: its consumer may have been on
                 // the server that went away, which the client notices only seconds later.
@@ -63,7 +70,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                         break;
                     }
                     _ = lag.tick() => {
-                        let applied = node.retained_applied.load(std::sync::atomic::Ordering::Acquire);
+                        let applied = node.retained_applied.load(Ordering::Acquire);
                         // A watch that moves fast is busy, not stuck: a new one would not
                         // read faster, and would read the whole set again.
                         let busy = applied.saturating_sub(checked_at) >= BUSY_PROGRESS;
@@ -87,9 +94,15 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                         break;
                     }
                 };
-                apply(&node, &entry.key, entry.operation, entry.value);
+                apply(
+                    &node,
+                    &entry.key,
+                    entry.operation,
+                    entry.value,
+                    entry.revision,
+                );
                 node.retained_applied
-                    .fetch_max(entry.revision, std::sync::atomic::Ordering::AcqRel);
+                    .fetch_max(entry.revision, Ordering::AcqRel);
                 node.retained_progress.notify_waiters();
                 if entry.delta == 0 {
                     if let Some(tx) = loaded_tx.take() {
@@ -126,9 +139,12 @@ async fn bucket_last(inner: &Inner) -> Option<u64> {
 }
 
 /// Resolves once this node's retained index holds everything the bucket held when it was
-/// called (bounded by `within`): a SUBSCRIBE waits for it, so a retained message whose PUBACK
-/// another node sent before the SUBSCRIBE is delivered.
+/// called and every retained store this node sent before it was answered (bounded by
+/// `within`): a SUBSCRIBE waits for it, so a retained message whose PUBACK another node sent
+/// before the SUBSCRIBE is delivered, and so is one its own connection published just before
+/// at QoS 0.
 pub async fn caught_up(inner: &Inner, within: Duration) {
+    let sent = inner.retained_puts.sent.load(Ordering::Acquire);
     let wait = async {
         let Ok(stream) = inner.js.get_stream(format!("KV_{RETAINED_BUCKET}")).await else {
             return;
@@ -136,10 +152,8 @@ pub async fn caught_up(inner: &Inner, within: Duration) {
         let last = stream.cached_info().state.last_sequence;
         loop {
             let progressed = inner.retained_progress.notified();
-            if inner
-                .retained_applied
-                .load(std::sync::atomic::Ordering::Acquire)
-                >= last
+            if inner.retained_applied.load(Ordering::Acquire) >= last
+                && inner.retained_puts.settled.load(Ordering::Acquire) >= sent
             {
                 return;
             }
@@ -149,29 +163,93 @@ pub async fn caught_up(inner: &Inner, within: Duration) {
     let _ = tokio::time::timeout(within, wait).await;
 }
 
-fn apply(inner: &Inner, key: &str, operation: Operation, value: bytes::Bytes) {
+/// What the retained index holds for one key of the bucket.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The topic (`None`: only a delete marker was seen for the key, which names no topic).
+    topic: Option<Arc<str>>,
+    /// The bucket revision of the change the index holds for the key.
+    revision: u64,
+}
+
+/// Retained stores this node handed to its publish task (`sent`) and how many of them the
+/// task has finished, stored or failed (`settled`).
+#[derive(Debug, Default)]
+pub struct Puts {
+    sent: AtomicU64,
+    settled: AtomicU64,
+}
+
+impl Puts {
+    /// One more retained store handed to the publish task.
+    pub fn sent(&self) {
+        self.sent.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The task has finished `settled` retained stores in all; whether that is news.
+    pub fn settle(&self, settled: u64) -> bool {
+        self.settled.swap(settled, Ordering::AcqRel) != settled
+    }
+}
+
+/// A retained store of this node was acknowledged at `revision` (`subject`:
+/// `$KV.FMQ_RETAIN.<key>`; `payload`: the message frame, empty for a delete).
+pub fn apply_stored(inner: &Inner, subject: &str, delete: bool, payload: &Bytes, revision: u64) {
+    let Some(key) = subject
+        .strip_prefix("$KV.")
+        .and_then(|rest| rest.strip_prefix(RETAINED_BUCKET))
+        .and_then(|rest| rest.strip_prefix('.'))
+    else {
+        return;
+    };
+    let operation = if delete {
+        Operation::Delete
+    } else {
+        Operation::Put
+    };
+    apply(inner, key, operation, payload.clone(), revision);
+}
+
+/// Apply the change of `key` at `revision` to the retained index, unless the index already
+/// holds that key at this revision or a newer one. A message that has expired clears its
+/// topic (it replaced the value before it).
+fn apply(inner: &Inner, key: &str, operation: Operation, value: Bytes, revision: u64) {
     let Some(core) = inner.core() else { return };
-    match operation {
+    // Held while the index changes, so the two feeds apply one key's changes in turn.
+    let mut keys = inner.retained_keys.lock();
+    let known = keys.get(key);
+    if known.is_some_and(|slot| slot.revision >= revision) {
+        return;
+    }
+    let before = known.and_then(|slot| slot.topic.clone());
+    let set = match operation {
         Operation::Put => match decode_message(value) {
-            Ok(frame) => {
-                let message = frame.message;
-                if message.is_expired(std::time::Instant::now()) {
-                    return;
-                }
-                let topic = message.topic.clone();
-                inner
-                    .retained_keys
-                    .lock()
-                    .insert(key.to_owned(), topic.clone());
+            Ok(frame) => Some(frame.message),
+            Err(e) => {
+                // The bucket no longer holds the value before it either: the key is cleared.
+                tracing::warn!(key, "cluster retained message skipped: {e}");
+                None
+            }
+        },
+        Operation::Delete | Operation::Purge => None,
+    };
+    let topic = match set {
+        Some(message) => {
+            let topic = message.topic.clone();
+            if message.is_expired(std::time::Instant::now()) {
+                core.retained.write().clear(&topic);
+            } else {
                 core.destinations.extend(std::iter::once(topic.clone()));
                 core.retained.write().set(&topic, message);
             }
-            Err(e) => tracing::warn!(key, "cluster retained message skipped: {e}"),
-        },
-        Operation::Delete | Operation::Purge => {
-            if let Some(topic) = inner.retained_keys.lock().remove(key) {
-                core.retained.write().clear(&topic);
-            }
+            Some(topic)
         }
-    }
+        None => {
+            if let Some(topic) = &before {
+                core.retained.write().clear(topic);
+            }
+            before
+        }
+    };
+    keys.insert(key.to_owned(), Slot { topic, revision });
 }

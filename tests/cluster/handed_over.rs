@@ -11,26 +11,6 @@ use ferromq::protocol::QoS;
 
 use super::chaos::rig::faults::make_leader;
 use super::rig::{next_publish, publish_acked, v3, v3_ok, Rig, FAST};
-use crate::support::cluster_nodes::{node_xml_with, FerromqNode};
-
-/// Node `name` on its own MQTT port, connected to nats-server `server` only.
-fn node_on(rig: &Rig, name: &str, server: usize) -> FerromqNode {
-    let port = crate::support::free_port();
-    let data = rig.dir.path().join(format!("{name}-{port}"));
-    std::fs::create_dir_all(&data).expect("node data dir");
-    let xml = node_xml_with(
-        name,
-        port,
-        &[rig.nats.server(server).client_url()],
-        &data,
-        FAST,
-    );
-    let file = data.join("activemq.xml");
-    std::fs::write(&file, xml).expect("write node config");
-    let mut node = FerromqNode::start(&file);
-    tokio::task::block_in_place(|| node.wait_serving());
-    node
-}
 
 /// How many times the race is set up: whether the CONNECT's record read reaches a replica
 /// that answers (then the race is run) or the paused leader (then it is refused) is NATS's
@@ -43,7 +23,7 @@ async fn a_session_being_handed_over_is_not_attached_empty_on_its_node() {
         return;
     };
     // A on server 0; the session bucket led by server 2.
-    let a = node_on(&rig, "node-a", 0);
+    let a = rig.node_on("node-a", 0, FAST);
     let a_addr = a.mqtt_addr();
     rig.nodes.push(a);
     let admin = async_nats::connect(rig.nats.server(0).client_url())

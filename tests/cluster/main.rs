@@ -21,6 +21,7 @@ mod qos2;
 mod quorum;
 mod refusals;
 mod reload;
+mod retained_order;
 mod rig;
 mod routing;
 mod sessions;

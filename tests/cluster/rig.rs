@@ -81,6 +81,26 @@ impl Rig {
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.nodes[i].mqtt_addr()
     }
+
+    /// Start node `name` on its own MQTT port, connected to nats-server `server` only, with
+    /// `attributes` (waited for until it serves MQTT; not added to `nodes`).
+    pub fn node_on(&self, name: &str, server: usize, attributes: &str) -> FerromqNode {
+        let port = free_port();
+        let data = self.dir.path().join(format!("{name}-{port}"));
+        std::fs::create_dir_all(&data).expect("node data dir");
+        let xml = node_xml_with(
+            name,
+            port,
+            &[self.nats.server(server).client_url()],
+            &data,
+            attributes,
+        );
+        let file = data.join("activemq.xml");
+        std::fs::write(&file, xml).expect("write node config");
+        let mut node = FerromqNode::start(&file);
+        tokio::task::block_in_place(|| node.wait_serving());
+        node
+    }
 }
 
 /// An MQTT 5 CONNECT on `addr`: clean start `clean`, Session Expiry Interval `expiry`.
@@ -267,5 +287,42 @@ pub fn retained(topic: &str, payload: &[u8], qos: QoS, packet_id: Option<u16>) -
     match publish(topic, payload, qos, packet_id) {
         Packet::Publish(p) => Packet::Publish(Publish { retain: true, ..p }),
         other => other,
+    }
+}
+
+/// Subscribe `filter` on a fresh connection to `addr`: the retained messages that arrive
+/// within 400 ms, as (topic, payload).
+pub async fn retained_at(addr: SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
+    let (mut c, _) = v5_ok(addr, "rt-reader", true, None).await;
+    c.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
+    let mut got = Vec::new();
+    while let Some(p) = next_publish_within(&mut c, Duration::from_millis(400)).await {
+        assert!(p.retain, "a retained message on SUBSCRIBE has RETAIN set");
+        if let Some(id) = p.packet_id {
+            c.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
+        }
+        got.push((p.topic.to_string(), p.payload.to_vec()));
+    }
+    got
+}
+
+/// [`retained_at`] until it equals `want` (each node's index follows the bucket through a
+/// watch: a moment after the publisher's PUBACK); panics after 5 s with what it saw.
+pub async fn eventually_retained(addr: SocketAddr, filter: &str, want: &[(&str, &[u8])]) {
+    let want: Vec<(String, Vec<u8>)> = want
+        .iter()
+        .map(|(t, p)| (t.to_string(), p.to_vec()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let got = retained_at(addr, filter).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retained on {addr} {filter}: {got:?}, want {want:?}"
+        );
     }
 }

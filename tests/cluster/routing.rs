@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use ferromq::protocol::{Packet, Properties, QoS};
 
 use super::rig::{
-    next_publish, next_publish_within, no_publish, prime_live, publish, publish_acked,
-    publish_with, retained, take_acked, v3_ok, v5_ok, Rig, FAST,
+    eventually_retained, next_publish, next_publish_within, no_publish, prime_live, publish,
+    publish_acked, publish_with, retained, retained_at, take_acked, v3_ok, v5_ok, Rig, FAST,
 };
 use crate::support::cluster_nodes::{ferromq_binary, FerromqNode};
 use crate::support::free_port;
@@ -286,43 +286,6 @@ async fn no_local_across_nodes_and_no_duplicates(rig: &Rig) {
         no_publish(sub, Duration::from_millis(500)).await;
     }
     no_publish(&mut me, Duration::from_millis(300)).await;
-}
-
-/// Subscribe `filter` on a fresh connection to `addr`: the retained messages that arrive
-/// within 400 ms, as (topic, payload).
-async fn retained_at(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
-    let (mut c, _) = v5_ok(addr, "rt-reader", true, None).await;
-    c.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
-    let mut got = Vec::new();
-    while let Some(p) = next_publish_within(&mut c, Duration::from_millis(400)).await {
-        assert!(p.retain, "a retained message on SUBSCRIBE has RETAIN set");
-        if let Some(id) = p.packet_id {
-            c.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
-                .await;
-        }
-        got.push((p.topic.to_string(), p.payload.to_vec()));
-    }
-    got
-}
-
-/// [`retained_at`] until it equals `want` (each node's index follows the bucket through a
-/// watch: a moment after the publisher's PUBACK); panics after 5 s with what it saw.
-async fn eventually_retained(addr: std::net::SocketAddr, filter: &str, want: &[(&str, &[u8])]) {
-    let want: Vec<(String, Vec<u8>)> = want
-        .iter()
-        .map(|(t, p)| (t.to_string(), p.to_vec()))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = retained_at(addr, filter).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "retained on {addr} {filter}: {got:?}, want {want:?}"
-        );
-    }
 }
 
 async fn retained_set_read_and_cleared_anywhere(rig: &mut Rig) {

@@ -376,8 +376,10 @@ impl BrokerCore {
     }
 
     /// The plan of a publish handed to the backplane: no local copies (they come back from
-    /// the engine), the retained slot updated here at once (a client that publishes a
-    /// retained message and then subscribes gets it on this broker).
+    /// the engine), and no retained slot updated here: the engine updates the retained index
+    /// when the store is acknowledged, in the order of the shared store's revisions (a slot
+    /// set here when the commit completes could replace a newer value another broker
+    /// published meanwhile, and stay stale).
     fn plan_backplane_publish(
         &self,
         message: Message,
@@ -398,7 +400,7 @@ impl BrokerCore {
             message,
             targets: SmallVec::new(),
             limit: 0,
-            updates_retained: true,
+            updates_retained: false,
         };
         (plan, vec![change])
     }
