@@ -221,19 +221,16 @@ impl ClusterEngine {
         let replicas = settings.replicas.max(1);
         let shards = settings.message_shards.max(1);
         let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
-        loop {
+        let [sessions_kv, retained_kv, nodes_kv] = loop {
             match create_assets(&js, settings, replicas, shards).await {
-                Ok(()) => break,
+                Ok(buckets) => break buckets,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!("{e}; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e),
             }
-        }
-        let sessions_kv = bucket(&js, SESSIONS_BUCKET, replicas).await?;
-        let retained_kv = bucket(&js, RETAINED_BUCKET, replicas).await?;
-        let nodes_kv = bucket(&js, NODES_BUCKET, replicas).await?;
+        };
         agree_on_shards(&nodes_kv, shards).await?;
         wait_readable(&sessions_kv, SESSIONS_BUCKET).await?;
         js.set_timeout(store_timeout);
@@ -291,13 +288,14 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node keeps trying to set the assets up at its start.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The message streams and the buckets, created when missing.
+/// The message streams and the buckets, created when missing; returns the session, retained
+/// and node buckets, in that order (each step of a node's start is retried as a whole).
 async fn create_assets(
     js: &jetstream::Context,
     settings: &JetStreamSettings,
     replicas: usize,
     shards: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<[kv::Store; 3]> {
     for k in 0..shards {
         let config = stream::Config {
             name: shard_stream(k),
@@ -331,10 +329,11 @@ async fn create_assets(
             );
         }
     }
-    for name in [SESSIONS_BUCKET, RETAINED_BUCKET, NODES_BUCKET] {
-        bucket(js, name, replicas).await?;
-    }
-    Ok(())
+    Ok([
+        bucket(js, SESSIONS_BUCKET, replicas).await?,
+        bucket(js, RETAINED_BUCKET, replicas).await?,
+        bucket(js, NODES_BUCKET, replicas).await?,
+    ])
 }
 
 /// How long a stream remembers a message id: a store is sent again (same id) until

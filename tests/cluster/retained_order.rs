@@ -8,12 +8,14 @@
 //! And a retained message published at QoS 0 is there for a SUBSCRIBE on the same
 //! connection right after it.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use ferromq::protocol::{Packet, QoS};
 
 use super::chaos::rig::faults::make_leader;
 use super::rig::{next_publish_within, puback_of, retained, v5_ok, Rig, FAST};
+use crate::support::client::{subscribe_packet, RawClient};
 
 /// [`FAST`] with a `storeTimeout` long enough to outlast the stopped stream leader, so the
 /// late store is acknowledged rather than refused.
@@ -21,37 +23,96 @@ fn patient() -> String {
     FAST.replace(r#"storeTimeout="1s""#, r#"storeTimeout="20s""#)
 }
 
-/// [`retained_now`] until `topic` alone holds `payload` on `addr` (30 s bound). A CONNECT
-/// the node does not answer (its NATS connection is being made again around the stopped
-/// server) is tried again.
-async fn settles_on(addr: std::net::SocketAddr, topic: &str, payload: &[u8]) {
-    let want = [(topic.to_owned(), payload.to_vec())];
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = tokio::spawn(retained_now(addr, "ro/#")).await;
-        if got.as_ref().is_ok_and(|got| got == &want) {
-            return;
+/// One node's retained set as a client sees it: one connection, re-subscribing to read
+/// (Retain Handling 0 sends the retained messages at every SUBSCRIBE, 3.3.1.3), made again
+/// when the node closes it. Stopping a nats-server can cost the nodes on the other servers
+/// their NATS connection for a while (its routes stall), and a new CONNECT then waits for the
+/// session bucket; a connection made before the stop only needs the node's own index.
+struct Reader {
+    addr: SocketAddr,
+    name: String,
+    client: Option<RawClient>,
+    packet_id: u16,
+}
+
+impl Reader {
+    async fn connect(addr: SocketAddr, name: &str) -> Reader {
+        let (client, _) = v5_ok(addr, name, true, None).await;
+        Reader {
+            addr,
+            name: name.to_owned(),
+            client: Some(client),
+            packet_id: 0,
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "retained on {addr}: {got:?}, want {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    /// The retained messages of `ro/#` as (topic, payload); `None` when the node did not
+    /// answer (the connection is made again at the next read).
+    async fn read(&mut self) -> Option<Vec<(String, Vec<u8>)>> {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => {
+                let (addr, name) = (self.addr, self.name.clone());
+                // A panic (no CONNACK in time) is a read that failed, not the test's.
+                tokio::spawn(async move { v5_ok(addr, &name, true, None).await.0 })
+                    .await
+                    .ok()?
+            }
+        };
+        self.packet_id = self.packet_id.wrapping_add(1).max(1);
+        let id = self.packet_id;
+        let (client, got) = tokio::spawn(async move {
+            let mut client = client;
+            let got = subscribe_for_retained(&mut client, id).await;
+            (client, got)
+        })
+        .await
+        .ok()?;
+        if got.is_some() {
+            self.client = Some(client);
+        }
+        got
+    }
+
+    /// [`Reader::read`] until `topic` alone holds `payload` (60 s bound).
+    async fn settles_on(&mut self, topic: &str, payload: &[u8]) {
+        let want = vec![(topic.to_owned(), payload.to_vec())];
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.read().await;
+            if got.as_ref() == Some(&want) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retained on {} ({}): {got:?}, want {want:?}",
+                self.name,
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
-/// The retained messages a SUBSCRIBE to `filter` on `addr` gets, as (topic, payload); a
-/// message delivered live meanwhile (v1 reaching its subscribers late) is not one of them.
-async fn retained_now(addr: std::net::SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
-    let (mut c, _) = v5_ok(addr, "ro-reader", true, None).await;
-    c.subscribe(1, &[(filter, QoS::AtMostOnce)]).await;
+/// SUBSCRIBE `ro/#` (packet id `id`) and collect the retained messages that follow its
+/// SUBACK; a message delivered live meanwhile (v1 reaching its subscribers late) is not one.
+async fn subscribe_for_retained(client: &mut RawClient, id: u16) -> Option<Vec<(String, Vec<u8>)>> {
+    client
+        .send(subscribe_packet(id, &[("ro/#", QoS::AtMostOnce)]))
+        .await;
+    loop {
+        match client.recv_within(Duration::from_secs(10)).await? {
+            Packet::SubAck(ack) if ack.packet_id == id => break,
+            _ => continue,
+        }
+    }
     let mut got = Vec::new();
-    while let Some(p) = next_publish_within(&mut c, Duration::from_millis(400)).await {
+    while let Some(p) = next_publish_within(client, Duration::from_millis(400)).await {
         if p.retain {
             got.push((p.topic.to_string(), p.payload.to_vec()));
         }
     }
-    got
+    Some(got)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +151,9 @@ async fn a_late_acknowledgement_does_not_put_an_older_retained_value_back() {
     on_a.send(retained(topic, b"v0", QoS::AtLeastOnce, Some(1)))
         .await;
     assert_eq!(puback_of(&mut on_a, 1).await, 0, "v0 stored");
-    settles_on(b_addr, topic, b"v0").await;
+    let mut on_a_read = Reader::connect(a_addr, "ro-reader-a").await;
+    let mut on_b_read = Reader::connect(b_addr, "ro-reader-b").await;
+    on_b_read.settles_on(topic, b"v0").await;
 
     let (mut on_b, _) = v5_ok(b_addr, "ro-b", true, None).await;
     // The stream's leader stops: v1's stream store waits, its bucket store does not.
@@ -101,24 +164,23 @@ async fn a_late_acknowledgement_does_not_put_an_older_retained_value_back() {
     // B replaces it (QoS 0: the bucket only), and A's index follows the bucket.
     on_b.send(retained(topic, b"v2", QoS::AtMostOnce, None))
         .await;
-    settles_on(b_addr, topic, b"v2").await;
-    settles_on(a_addr, topic, b"v2").await;
+    on_b_read.settles_on(topic, b"v2").await;
+    on_a_read.settles_on(topic, b"v2").await;
 
     // The stream answers again: v1 is acknowledged, late.
     rig.nats.resume(2);
     let acknowledged = on_a
-        .recv_within(Duration::from_secs(30))
+        .recv_within(Duration::from_secs(60))
         .await
-        .expect("v1 acknowledged once its stream answers (connection closed or 30 s)");
+        .expect("v1 acknowledged once its stream answers (connection closed or 60 s)");
     assert!(
         matches!(&acknowledged, Packet::PubAck(ack) if ack.packet_id == 2 && ack.reason == 0),
         "v1's answer: {acknowledged:?}"
     );
     // The bucket holds v2 (newer revision); so must every index, for good.
     for _ in 0..3 {
-        for addr in [a_addr, b_addr] {
-            settles_on(addr, topic, b"v2").await;
-        }
+        on_a_read.settles_on(topic, b"v2").await;
+        on_b_read.settles_on(topic, b"v2").await;
     }
     let stored = async_nats::jetstream::new(admin)
         .get_key_value("FMQ_RETAIN")
