@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::encode_message;
 use super::engine::Inner;
-use super::subject::{retained_key, topic_subject};
-use super::{shard_of, shard_prefix, LIVE_PREFIX, RETAINED_BUCKET};
+use super::subject::topic_subject;
+use super::{shard_of, shard_prefix, LIVE_PREFIX};
 use crate::broker::durability::{Commit, DurabilityError, RetainedChange};
 use crate::broker::message::Message;
 use crate::protocol::QoS;
@@ -137,26 +137,11 @@ pub fn publish(
         }
     }
     if retained != RetainedChange::Unchanged {
-        let (tx, rx) = oneshot::channel();
-        let subject = format!("$KV.{RETAINED_BUCKET}.{}", retained_key(&message.topic));
-        let item = Outgoing::Store {
-            subject,
-            payload: if retained == RetainedChange::Set {
-                payload
-            } else {
-                Bytes::new()
-            },
-            delete: retained == RetainedChange::Clear,
-            done: Some(tx),
-            expect: None,
-            id: None,
-        };
-        if let Err(e) = send(item) {
-            return Commit::Done(Err(e));
-        }
-        inner.retained_puts.sent();
-        if stored {
-            waits.push(rx);
+        let clear = retained == RetainedChange::Clear;
+        match super::retained::send_change(inner, &message.topic, payload, clear) {
+            Ok(rx) if stored => waits.push(rx),
+            Ok(_) => {}
+            Err(e) => return Commit::Done(Err(e)),
         }
     }
     if waits.is_empty() {
@@ -314,11 +299,7 @@ fn queue_of(subject: &str, shards: usize) -> usize {
         if let Some(k) = super::shard_of_subject(subject).filter(|k| *k < shards) {
             return k;
         }
-    } else if subject
-        .strip_prefix("$KV.")
-        .and_then(|rest| rest.strip_prefix(RETAINED_BUCKET))
-        .is_some_and(|rest| rest.starts_with('.'))
-    {
+    } else if super::retained::key_of_subject(subject).is_some() {
         return shards;
     }
     shards + 1

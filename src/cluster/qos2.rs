@@ -34,8 +34,8 @@ use tokio::sync::oneshot;
 use super::codec::{decode_message, encode_message};
 use super::engine::Inner;
 use super::publish::Outgoing;
-use super::subject::{client_key, retained_key};
-use super::{shard_of, shard_prefix, shard_stream, RETAINED_BUCKET};
+use super::subject::client_key;
+use super::{shard_of, shard_prefix, shard_stream};
 use crate::broker::durability::{Commit, DurabilityError, QueueSeq, RetainedChange};
 use crate::broker::message::Message;
 
@@ -606,18 +606,10 @@ fn release(
             Err(e) => return Commit::Done(Err(e)),
         };
         let clear = held.retained == RetainedChange::Clear;
-        waits.push(store(
-            inner,
-            format!("$KV.{RETAINED_BUCKET}.{}", retained_key(&topic)),
-            if clear {
-                Bytes::new()
-            } else {
-                held.frame.clone()
-            },
-            clear,
-            None,
-        ));
-        inner.retained_puts.sent();
+        match super::retained::send_change(inner, &topic, held.frame.clone(), clear) {
+            Ok(rx) => waits.push(rx),
+            Err(e) => return Commit::Done(Err(e)),
+        }
     }
     let id = format!("{subject}.r{}", held.seq);
     waits.push(store(

@@ -13,13 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 
 use super::codec::decode_message;
 use super::engine::Inner;
+use super::publish::Outgoing;
+use super::subject::retained_key;
 use super::RETAINED_BUCKET;
+use crate::broker::durability::DurabilityError;
 
 /// How long the start waits for the retained set before serving clients anyway.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -192,14 +196,47 @@ impl Puts {
     }
 }
 
-/// A retained store of this node was acknowledged at `revision` (`subject`:
-/// `$KV.FMQ_RETAIN.<key>`; `payload`: the message frame, empty for a delete).
+/// Hand the retained change of `topic` to the publish task: `frame` (the message frame) set,
+/// or, with `clear`, a delete marker. Counted for [`caught_up`] once handed over; the
+/// receiver hears whether the bucket stored it. A publish and a QoS 2 release write their
+/// retained messages through it.
+pub fn send_change(
+    inner: &Inner,
+    topic: &str,
+    frame: Bytes,
+    clear: bool,
+) -> Result<oneshot::Receiver<Result<(), DurabilityError>>, DurabilityError> {
+    let (tx, rx) = oneshot::channel();
+    let store = Outgoing::Store {
+        subject: format!("$KV.{RETAINED_BUCKET}.{}", retained_key(topic)),
+        payload: if clear { Bytes::new() } else { frame },
+        delete: clear,
+        done: Some(tx),
+        expect: None,
+        id: None,
+    };
+    if inner.outgoing.send(store).is_err() {
+        return Err(DurabilityError::Unavailable(
+            "cluster publisher stopped".into(),
+        ));
+    }
+    inner.retained_puts.sent();
+    Ok(rx)
+}
+
+/// The bucket key a store's subject writes, when it is a retained change
+/// (`$KV.FMQ_RETAIN.<key>`).
+pub fn key_of_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("$KV.")?
+        .strip_prefix(RETAINED_BUCKET)?
+        .strip_prefix('.')
+}
+
+/// A retained store of this node was acknowledged at `revision` (`payload`: the message
+/// frame, empty for a delete).
 pub fn apply_stored(inner: &Inner, subject: &str, delete: bool, payload: &Bytes, revision: u64) {
-    let Some(key) = subject
-        .strip_prefix("$KV.")
-        .and_then(|rest| rest.strip_prefix(RETAINED_BUCKET))
-        .and_then(|rest| rest.strip_prefix('.'))
-    else {
+    let Some(key) = key_of_subject(subject) else {
         return;
     };
     let operation = if delete {
