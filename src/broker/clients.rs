@@ -13,7 +13,6 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::broker::session::Session;
 
@@ -79,9 +78,10 @@ pub struct LiveClient {
 /// How an administrator's disconnect reaches a connection task.
 #[derive(Debug)]
 pub enum Kick {
-    /// MQTT: the session's kick token (cancelled by a takeover too; the task then asks
-    /// [`ClientRegistry::kicked_by_admin`] which it was).
-    Token(CancellationToken),
+    /// MQTT: the kick of the connection `generation` of the entry's session (a takeover kicks
+    /// the same way; the task then asks [`ClientRegistry::kicked_by_admin`] which it was). The
+    /// session kicks it, so that a parked connection is woken too.
+    Session { generation: u64 },
     /// STOMP: the task's wake-up; on waking it checks [`LiveClient::kicked_by_admin`] (no token
     /// and no extra branch in an idle task).
     Wake(Arc<Notify>),
@@ -184,7 +184,11 @@ impl ClientRegistry {
             .ok_or(KickError::NotFound)?;
         entry.kicked_by_admin.store(true, Ordering::Release);
         match &entry.kick {
-            Kick::Token(token) => token.cancel(),
+            Kick::Session { generation } => {
+                if let Some(session) = entry.session.as_ref().and_then(Weak::upgrade) {
+                    session.kick_generation(*generation);
+                }
+            }
             // A stored permit if the task is busy: it sees the flag at its next wait.
             Kick::Wake(wake) => wake.notify_one(),
         }
@@ -242,7 +246,7 @@ pub fn unix_ms_now() -> u64 {
 mod tests {
     use super::*;
 
-    fn client(kick: CancellationToken) -> NewClient {
+    fn client(session: Option<&Arc<Session>>) -> NewClient {
         let (_, listener) = crate::broker::runtime::test_core(Arc::new(
             crate::broker::durability::MemoryOnly::default(),
         ));
@@ -253,8 +257,8 @@ mod tests {
             peer: "127.0.0.1:1".parse().expect("addr"),
             listener,
             keep_alive_secs: 60,
-            session: None,
-            kick: Kick::Token(kick),
+            session: session.map(Arc::downgrade),
+            kick: Kick::Session { generation: 1 },
         }
     }
 
@@ -270,7 +274,7 @@ mod tests {
     fn a_registry_without_a_console_records_nothing() {
         let registry = ClientRegistry::default();
         assert!(registry
-            .register(ClientKey::Mqtt(1), client(CancellationToken::new()))
+            .register(ClientKey::Mqtt(1), client(None))
             .is_none());
         assert_eq!(registry.counts(), (0, 0));
     }
@@ -282,8 +286,12 @@ mod tests {
         }
         assert_eq!(ClientKey::parse("mqtt-x"), None);
         let registry = ClientRegistry::new(true);
-        let kick = CancellationToken::new();
-        registry.register(ClientKey::Mqtt(1), client(kick.clone()));
+        let session = Arc::new(Session::new(
+            1,
+            crate::broker::session::SessionState::new("c", false),
+        ));
+        let kick = session.attach(1).kick;
+        registry.register(ClientKey::Mqtt(1), client(Some(&session)));
         assert!(!registry.kicked_by_admin(ClientKey::Mqtt(1)));
         assert!(registry.disconnect(ClientKey::Mqtt(2)).is_err());
         assert!(registry.disconnect(ClientKey::Mqtt(1)).is_ok());

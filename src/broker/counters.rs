@@ -15,6 +15,9 @@ pub struct Counters {
     connections_accepted: AtomicU64,
     connections_refused_limit: AtomicU64,
     connections_current: AtomicU64,
+    /// Connections parked now (idle, no task of their own; see
+    /// `broker::connection::parking`). Included in `connections_current`.
+    connections_parked: AtomicU64,
     /// Per QoS (index 0, 1, 2): messages and payload bytes received and sent.
     messages_in: [AtomicU64; 3],
     bytes_in: [AtomicU64; 3],
@@ -164,6 +167,20 @@ impl Counters {
 
     pub(crate) fn connection_closed(&self) {
         self.connections_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// An idle connection parked (`true`) or woke up (`false`).
+    pub fn connection_parked(&self, parked: bool) {
+        if parked {
+            self.connections_parked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_parked.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many connections are parked now (counted in the current connections too).
+    pub fn connections_parked(&self) -> u64 {
+        self.connections_parked.load(Ordering::Relaxed)
     }
 
     pub fn snapshot(&self) -> CountersSnapshot {

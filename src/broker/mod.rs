@@ -205,6 +205,7 @@ impl BrokerHandle {
             backplane.drain().await;
         }
         shutdown.cancel();
+        core.parking.wake_stopped();
         drop(task_alive);
         if tokio::time::timeout(SHUTDOWN_WAIT, tasks_done.recv())
             .await

@@ -148,8 +148,14 @@ fn connections(core: &BrokerCore, out: &mut Vec<Family>) {
             .console_auth_failures
             .load(std::sync::atomic::Ordering::Relaxed),
     );
+    let parked = Family::gauge(
+        "connections_parked",
+        "Idle plain-TCP MQTT connections parked now (no task of their own; counted in connections too).",
+        core.counters.connections_parked() as f64,
+    );
     out.extend([
         current,
+        parked,
         accepted,
         opened,
         established,

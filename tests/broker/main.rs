@@ -21,6 +21,7 @@ mod mqtt5_limits;
 mod mqtt5_protocol;
 mod mqtt5_publish;
 mod mqtt5_subscriptions;
+mod parking;
 mod prefetch;
 mod pubsub;
 mod retained;

@@ -499,7 +499,9 @@ where
             listener: params.listener.clone(),
             keep_alive_secs: u32::from(server_keep_alive.unwrap_or(connect.keep_alive_secs)),
             session: Some(Arc::downgrade(&conn.session)),
-            kick: crate::broker::clients::Kick::Token(conn.token.kick.clone()),
+            kick: crate::broker::clients::Kick::Session {
+                generation: conn.token.generation,
+            },
         },
     );
     Ok(conn)

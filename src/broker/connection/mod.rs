@@ -24,15 +24,19 @@ pub mod keepalive;
 mod outbound;
 mod outbound_aliases;
 mod page_in;
+pub(crate) mod parking;
 mod problem_info;
 mod read;
 mod receive_quota;
+mod slot;
 pub mod stomp;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
 pub use flow_control::MQTT5_QUOTA_WAIT;
+pub use parking::PARK_AFTER_IDLE;
+pub use slot::ConnectionSlot;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,7 +47,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::future::OptionFuture;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -380,15 +385,57 @@ struct FlowControl {
     deferred: flow_control::Deferred,
 }
 
+/// A byte stream a connection may park (see [`parking`]): plain TCP only; TLS and WebSocket
+/// streams keep state in user space and keep their task.
+pub trait ParkableStream: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
+    /// Whether [`ParkableStream::into_tcp`] gives the socket.
+    const PARKABLE: bool = false;
+
+    /// The plain TCP socket under this stream, or the stream back.
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Err(self)
+    }
+}
+
+impl ParkableStream for tokio::net::TcpStream {
+    const PARKABLE: bool = true;
+
+    fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
+        Ok(self)
+    }
+}
+
+impl ParkableStream for Box<dyn crate::transport::AsyncStream> {}
+
+impl ParkableStream for tokio::io::DuplexStream {}
+
 /// Serve one client on `stream` until it disconnects, fails, is taken over or the broker
 /// shuts down. Never panics on peer input; every outcome is logged with the peer address.
 ///
 /// A plain function returning the future (not an `async fn`): an `async fn` would keep its own
 /// copy of `stream` and `params` beside the inner future's, in every connection's task.
-pub fn serve<S>(stream: S, params: ConnectionParams) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub fn serve<S: ParkableStream>(
+    stream: S,
+    params: ConnectionParams,
+) -> impl Future<Output = ()> + Send {
+    serve_with_slot(stream, params, None)
+}
+
+/// [`serve`] for a plain TCP connection a listener accepted: `slot` is held for the
+/// connection's whole life, and the connection parks while it is idle (see [`parking`]).
+pub fn serve_tcp(
+    stream: tokio::net::TcpStream,
+    params: ConnectionParams,
+    slot: ConnectionSlot,
+) -> impl Future<Output = ()> + Send {
+    serve_with_slot(stream, params, Some(slot))
+}
+
+fn serve_with_slot<S: ParkableStream>(
+    stream: S,
+    params: ConnectionParams,
+    slot: Option<ConnectionSlot>,
+) -> impl Future<Output = ()> + Send {
     params.listener.stats.opened(crate::config::Protocol::Mqtt);
     let span = tracing::info_span!(
         "conn",
@@ -396,18 +443,36 @@ where
         peer = %params.peer,
         client_id = tracing::field::Empty,
     );
-    serve_in_span(stream, params).instrument(span)
+    serve_in_span(stream, params, slot).instrument(span)
 }
 
-async fn serve_in_span<S>(stream: S, params: ConnectionParams)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve_in_span<S: ParkableStream>(
+    stream: S,
+    params: ConnectionParams,
+    slot: Option<ConnectionSlot>,
+) {
+    // Memory of a connection: the handshake phase is boxed (and freed when it ends) so that a
+    // connection's task holds only the phase it is in.
+    let Some(established) = Box::pin(handshake_phase(stream, params, slot)).await else {
+        return;
+    };
+    let (conn, reader, writer, read_buf, phase) = established;
+    serve_established(conn, reader, writer, read_buf, phase).await;
+}
+
+/// What the handshake phase hands to the established phase.
+type Handshaken<S> = (Box<Conn>, ReadHalf<S>, WriteHalf<S>, BytesMut, Established);
+
+/// CONNECT to CONNACK; `None` when the connection was refused (and closed).
+async fn handshake_phase<S: ParkableStream>(
+    stream: S,
+    params: ConnectionParams,
+    slot: Option<ConnectionSlot>,
+) -> Option<Handshaken<S>> {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::new();
-    // Memory of an idle connection: the handshake and the close are boxed so that a
-    // connection holds only the phase it is in; the connection state is boxed and no `match`
-    // temporary holding it lives across an await (it would stay in this future's layout).
+    // The connection state is boxed and no `match` temporary holding it lives across an
+    // await (it would stay in this future's layout).
     let handshake = Box::pin(connect::handshake(
         &mut reader,
         &mut writer,
@@ -434,9 +499,9 @@ where
             None
         }
     };
-    let Some(mut conn) = established else {
+    let Some(conn) = established else {
         Box::pin(shut_down(&mut writer)).await;
-        return;
+        return None;
     };
     tracing::Span::current().record(
         "client_id",
@@ -454,21 +519,152 @@ where
         keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),
         "connected"
     );
-    let reason = run(
-        &mut conn,
-        &mut reader,
-        &mut writer,
-        read_buf,
-        &params.shutdown,
-    )
-    .await;
+    let phase = Established {
+        keep_alive: KeepAlive::new(conn.identity.keep_alive_limit),
+        security: conn.core.watch_security(),
+        peer: params.peer,
+        shutdown: params.shutdown.clone(),
+        parkable: S::PARKABLE && slot.is_some(),
+        _slot: slot,
+    };
+    Some((conn, reader, writer, read_buf, phase))
+}
+
+/// What an established connection keeps besides [`Conn`] and its socket, from task to task
+/// when it parks.
+pub(crate) struct Established {
+    keep_alive: KeepAlive,
+    /// Security reloads (a parked connection sees one that happened while it was parked).
+    security: watch::Receiver<u64>,
+    peer: SocketAddr,
+    /// Cancelled when the broker shuts down.
+    shutdown: CancellationToken,
+    /// The connection parks while idle.
+    parkable: bool,
+    /// The listener's hold on this connection, released when it ends.
+    _slot: Option<ConnectionSlot>,
+}
+
+/// How an established connection's read/write loop ended.
+enum Ended {
+    Close(CloseReason),
+    /// Idle: the connection goes to the parking lot.
+    Park,
+}
+
+impl From<CloseReason> for Ended {
+    fn from(reason: CloseReason) -> Self {
+        Ended::Close(reason)
+    }
+}
+
+/// The established phase, from CONNACK (or a wake-up) until the connection closes or parks.
+async fn serve_established<S: ParkableStream>(
+    mut conn: Box<Conn>,
+    mut reader: ReadHalf<S>,
+    mut writer: WriteHalf<S>,
+    read_buf: BytesMut,
+    mut phase: Established,
+) {
+    let reason = match run(&mut conn, &mut reader, &mut writer, read_buf, &mut phase).await {
+        Ended::Close(reason) => reason,
+        // `run` announced the park to the session (`Conn::try_begin_park`).
+        Ended::Park => match reader.unsplit(writer).into_tcp() {
+            Ok(tcp) => match tcp.into_std() {
+                Ok(socket) => {
+                    parking::park(conn, socket, phase);
+                    return;
+                }
+                Err(e) => {
+                    conn.session.unparked(conn.token.generation);
+                    let peer = phase.peer;
+                    let no_reader = None::<&mut tokio::io::Empty>;
+                    finish(
+                        conn,
+                        CloseReason::Io(e),
+                        &mut tokio::io::sink(),
+                        no_reader,
+                        peer,
+                    )
+                    .await;
+                    return;
+                }
+            },
+            Err(stream) => {
+                conn.session.unparked(conn.token.generation);
+                (reader, writer) = tokio::io::split(stream);
+                CloseReason::Internal("a stream that cannot park was parked".into())
+            }
+        },
+    };
+    finish(conn, reason, &mut writer, Some(&mut reader), phase.peer).await;
+}
+
+/// A woken parked connection's new task (see [`parking`]).
+fn resume(parked: Box<parking::Parked>, woken: parking::Woken) -> impl Future<Output = ()> + Send {
+    let span = tracing::info_span!(
+        "conn",
+        listener = %parked.conn.listener.name,
+        peer = %parked.phase.peer,
+        client_id = %crate::security::Bounded(&parked.conn.identity.client_id),
+    );
+    resume_in_span(parked, woken).instrument(span)
+}
+
+async fn resume_in_span(parked: Box<parking::Parked>, woken: parking::Woken) {
+    let parking::Parked {
+        mut conn,
+        stream,
+        phase,
+        ..
+    } = *parked;
+    conn.session.unparked(conn.token.generation);
+    // What was queued while parked, and what a wake-up ring announced.
+    conn.output.pump_wanted = true;
+    if !woken.out.is_empty() {
+        conn.output.out = woken.out;
+    }
+    let socket: std::net::TcpStream = stream.into();
+    match tokio::net::TcpStream::from_std(socket) {
+        Ok(tcp) => {
+            let (reader, writer) = tokio::io::split(tcp);
+            serve_established(conn, reader, writer, woken.read, phase).await;
+        }
+        Err(e) => {
+            let peer = phase.peer;
+            let no_reader = None::<&mut tokio::io::Empty>;
+            finish(
+                conn,
+                CloseReason::Io(e),
+                &mut tokio::io::sink(),
+                no_reader,
+                peer,
+            )
+            .await;
+        }
+    }
+}
+
+/// Close an established connection (see [`Conn::close`]) and linger when it asks to.
+async fn finish<W, R>(
+    conn: Box<Conn>,
+    reason: CloseReason,
+    writer: &mut W,
+    reader: Option<&mut R>,
+    peer: SocketAddr,
+) where
+    W: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
     conn.core
         .clients
         .remove(crate::broker::clients::ClientKey::Mqtt(
             conn.token.generation,
         ));
-    if Box::pin(conn.close(reason, &mut writer, params.peer)).await {
-        Box::pin(linger(&mut reader)).await;
+    if Box::pin(conn.close(reason, writer, peer)).await {
+        if let Some(reader) = reader {
+            Box::pin(linger(reader)).await;
+        }
     }
 }
 
@@ -483,32 +679,44 @@ async fn run<R, W>(
     reader: &mut R,
     writer: &mut W,
     mut read_buf: BytesMut,
-    shutdown: &CancellationToken,
-) -> CloseReason
+    phase: &mut Established,
+) -> Ended
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut keep_alive = KeepAlive::new(conn.identity.keep_alive_limit);
-    let expiry = tokio::time::sleep_until(keep_alive.deadline());
+    // One timer serves the keep-alive deadline and, for a connection that may park, the
+    // check whether it has been idle for `PARK_AFTER_IDLE` (see `parking`).
+    let mut park_check = phase
+        .parkable
+        .then(|| tokio::time::Instant::now() + PARK_AFTER_IDLE);
+    let timer_at = |keep_alive: &KeepAlive, park_check: Option<tokio::time::Instant>| {
+        park_check.map_or(keep_alive.deadline(), |check| {
+            check.min(keep_alive.deadline())
+        })
+    };
+    let expiry = tokio::time::sleep_until(timer_at(&phase.keep_alive, park_check));
     tokio::pin!(expiry);
+    // Rounds of the loop since the last park check: 1 means only the check's own round.
+    let mut rounds_since_check: u32 = 0;
     let wake = conn.token.wake.clone();
     let kick = conn.token.kick.clone();
-    let mut security_changes = conn.core.watch_security();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
-    // Packets that arrived with the CONNECT (a pipelining client) are already buffered.
+    // Packets that arrived with the CONNECT (a pipelining client) or were read while the
+    // connection was parked are already buffered.
     if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
-        return reason;
+        return reason.into();
     }
     loop {
+        rounds_since_check = rounds_since_check.saturating_add(1);
         if conn.output.pump_wanted && conn.output.out.len() < OUT_HIGH_WATER_BYTES {
             if conn.output.out.capacity() == 0 {
                 // Start a batch with room for many packets rather than growing from zero.
                 conn.output.out.reserve(OUT_BATCH_START_BYTES);
             }
             if let Err(reason) = conn.pump() {
-                return reason;
+                return reason.into();
             }
         }
         let can_read = conn.output.out.len() < OUT_HIGH_WATER_BYTES
@@ -522,10 +730,10 @@ where
         let reauth_deadline = conn.reauth_deadline();
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return CloseReason::ServerShutdown,
+            _ = phase.shutdown.cancelled() => return CloseReason::ServerShutdown.into(),
             _ = kick.cancelled() => {
                 let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
-                return if conn.core.clients.kicked_by_admin(key) {
+                let reason = if conn.core.clients.kicked_by_admin(key) {
                     CloseReason::AdministrativeAction
                 } else if conn.core.backplane().is_some_and(|b| {
                     b.is_draining() || (conn.session.is_persistent() && !b.is_available())
@@ -534,6 +742,7 @@ where
                 } else {
                     CloseReason::TakenOver
                 };
+                return reason.into();
             }
             res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
@@ -544,34 +753,46 @@ where
                         // `pump` and `send` allocate a new one when there is output again.
                         conn.output.out = BytesMut::new();
                     }
-                    Err(e) => return CloseReason::Io(e),
+                    Err(e) => return CloseReason::Io(e).into(),
                 }
             }
             res = read::read_some(reader, &mut read_buf), if can_read => match res {
-                Ok(0) => return CloseReason::PeerClosed,
+                Ok(0) => return CloseReason::PeerClosed.into(),
                 Ok(_) => {
-                    keep_alive.touch();
-                    expiry.as_mut().reset(keep_alive.deadline());
+                    phase.keep_alive.touch();
+                    expiry.as_mut().reset(timer_at(&phase.keep_alive, park_check));
                     if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
-                        return reason;
+                        return reason.into();
                     }
                 }
-                Err(e) => return CloseReason::Io(e),
+                Err(e) => return CloseReason::Io(e).into(),
             },
             // Not while paused for an overfilled subscriber: we are not reading, so the
             // client's packets wait unseen in the socket (the pause is bounded; when it ends the
             // read branch above runs before this one).
-            _ = &mut expiry, if keep_alive.is_enabled()
+            _ = &mut expiry, if (phase.keep_alive.is_enabled() || park_check.is_some())
                 && conn.pause.overfilled.is_empty()
                 && conn.flow.held.is_none() => {
-                return CloseReason::KeepAliveExpired(keep_alive.limit().unwrap_or_default());
+                let now = tokio::time::Instant::now();
+                if now >= phase.keep_alive.deadline() {
+                    return CloseReason::KeepAliveExpired(phase.keep_alive.limit().unwrap_or_default()).into();
+                }
+                if rounds_since_check <= 1
+                    && conn.quiet(&read_buf, needs_flush)
+                    && conn.try_begin_park(&wake, &kick, &phase.shutdown)
+                {
+                    return Ended::Park;
+                }
+                rounds_since_check = 0;
+                park_check = park_check.map(|_| now + PARK_AFTER_IDLE);
+                expiry.as_mut().reset(timer_at(&phase.keep_alive, park_check));
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
                 let mut next = ready;
                 let mut taken = 0;
                 while let Some(ready) = next {
                     if let Err(reason) = conn.apply_ready(ready) {
-                        return reason;
+                        return reason.into();
                     }
                     taken += 1;
                     // The rest that the same group commit released go out in the same write.
@@ -595,7 +816,7 @@ where
                 conn.end_pause(pause_deadline);
                 // The packets read before the pause that it left unhandled.
                 if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
-                    return reason;
+                    return reason.into();
                 }
             }
             // Boxed for the same reason: a held publish is rare.
@@ -603,21 +824,21 @@ where
                 Box::pin(tokio::time::sleep(flow_control::HELD_RETRY))
             })), if conn.flow.held.is_some() => {
                 if let Err(reason) = conn.retry_held() {
-                    return reason;
+                    return reason.into();
                 }
                 if conn.flow.held.is_none() {
                     // Admitted or refused: read on, starting with the deferred publishes.
-                    keep_alive.touch();
-                    expiry.as_mut().reset(keep_alive.deadline());
+                    phase.keep_alive.touch();
+                    expiry.as_mut().reset(timer_at(&phase.keep_alive, park_check));
                     if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
-                        return reason;
+                        return reason.into();
                     }
                 }
             }
             page = OptionFuture::from(conn.output.page_in.as_mut()), if conn.output.page_in.is_some() => {
                 if let Some(page) = page {
                     if let Err(reason) = conn.finish_page_in(*page) {
-                        return reason;
+                        return reason.into();
                     }
                 }
             }
@@ -625,12 +846,12 @@ where
             _ = OptionFuture::from(reauth_deadline.map(|deadline| {
                 Box::pin(tokio::time::sleep_until(deadline))
             })), if reauth_deadline.is_some() => {
-                return CloseReason::AuthenticationFailed("re-authentication timed out");
+                return CloseReason::AuthenticationFailed("re-authentication timed out").into();
             }
             _ = wake.notified() => conn.output.pump_wanted = true,
-            Ok(()) = security_changes.changed() => {
+            Ok(()) = phase.security.changed() => {
                 if let Err(reason) = conn.drop_denied_subscriptions() {
-                    return reason;
+                    return reason.into();
                 }
             }
         }

@@ -124,6 +124,8 @@ pub struct BrokerCore {
     pub console_users: ArcSwap<Vec<crate::console::realm::RealmUser>>,
     /// When this broker was built (uptime).
     pub started_at: std::time::Instant,
+    /// Idle plain-TCP connections without a task (see [`crate::broker::connection::parking`]).
+    pub(crate) parking: crate::broker::connection::parking::Lot,
 }
 
 impl std::fmt::Debug for BrokerCore {
@@ -189,6 +191,7 @@ impl BrokerCore {
                     .unwrap_or_default(),
             ),
             started_at: std::time::Instant::now(),
+            parking: Default::default(),
         })
     }
 

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::connection::{self, ConnectionParams, ListenerSettings};
+use crate::broker::connection::{self, ConnectionParams, ConnectionSlot, ListenerSettings};
 use crate::broker::runtime::BrokerCore;
 use crate::config::{Listener, Protocol};
 use crate::transport::{self, UpgradeLimits};
@@ -69,19 +69,6 @@ pub async fn bind(listener: &Listener) -> anyhow::Result<(TcpListener, SocketAdd
     }
 }
 
-/// Counts a listener's open connections; the slot is released when the task ends.
-struct ConnectionSlot {
-    active: Arc<AtomicU32>,
-    core: Arc<BrokerCore>,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-        self.core.counters.connection_closed();
-    }
-}
-
 /// Accept until `shutdown`; each socket gets its own task. `task_alive` is cloned into every
 /// task so the broker can wait for all of them to end. `live_settings` may be swapped by a reload
 /// (new options, new TLS material): each connection takes the settings current when it is
@@ -129,10 +116,7 @@ pub async fn accept_loop(
         core.counters.connections_accepted();
         core.counters.connection_opened();
         settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnectionSlot {
-            active: active.clone(),
-            core: core.clone(),
-        };
+        let slot = ConnectionSlot::new(active.clone(), core.clone(), task_alive.clone());
         let params = ConnectionParams {
             core: core.clone(),
             listener: settings.clone(),
@@ -141,26 +125,29 @@ pub async fn accept_loop(
             peer_cert_subject: None,
             shutdown: shutdown.clone(),
         };
-        let alive = task_alive.clone();
-        // `map` keeps the slot and the liveness sender alive with the task without a wrapping
-        // `async` block, which would hold a second copy of the socket and parameters.
-        tokio::spawn(serve_socket(stream, params).map(move |()| drop((slot, alive))));
+        tokio::spawn(serve_socket(stream, params, slot));
     }
 }
 
 /// Turn an accepted socket into an MQTT byte stream for the connector's scheme (TLS and/or
 /// WebSocket handshakes, bounded by the connect-attempt timeout) and serve it. Runs in the
 /// connection's own task, never in the accept loop.
-fn serve_socket(stream: TcpStream, params: ConnectionParams) -> impl Future<Output = ()> + Send {
+/// `slot` lives as long as the connection (a plain MQTT connection carries it when it parks).
+fn serve_socket(
+    stream: TcpStream,
+    params: ConnectionParams,
+    slot: ConnectionSlot,
+) -> impl Future<Output = ()> + Send {
     let _ = stream.set_nodelay(true);
     let scheme = params.listener.scheme;
     if !scheme.is_tls() && !scheme.is_websocket() && scheme.protocol() != Some(Protocol::Stomp) {
-        return Either::Left(connection::serve(stream, params));
+        return Either::Left(connection::serve_tcp(stream, params, slot));
     }
     // Boxed: the TLS/WebSocket handshake and stream types, and a STOMP connection, are larger
     // than a plain MQTT connection, and every task would otherwise reserve room for them
-    // (idle memory).
-    Either::Right(Box::pin(upgrade_and_serve(stream, params)))
+    // (idle memory). `map` keeps the slot with the task without a wrapping `async` block,
+    // which would hold a second copy of the socket and parameters.
+    Either::Right(Box::pin(upgrade_and_serve(stream, params)).map(move |()| drop(slot)))
 }
 
 /// The TLS and/or WebSocket handshake, then the MQTT or STOMP connection over the upgraded
@@ -218,10 +205,11 @@ mod tests {
     use super::*;
     use crate::broker::durability::MemoryOnly;
 
-    /// The whole task of an idle plain-TCP connection lives in one allocation of this future's
-    /// size (plus the session and socket registration): keep it small, it is most of what an
-    /// idle connection costs (the budget is 4 KiB of broker memory per idle connection).
-    const CONNECTION_TASK_BUDGET_BYTES: usize = 1536;
+    /// The whole task of a plain-TCP connection lives in one allocation of this future's size
+    /// (plus the session and socket registration): keep it small, it is most of what a
+    /// connection that is not parked costs. It includes the listener's slot (24 bytes, carried
+    /// into the parked record when the connection parks).
+    const CONNECTION_TASK_BUDGET_BYTES: usize = 1600;
 
     /// The connector's `backlog` is the socket's listen queue, as `ss` reports it (Send-Q of
     /// a listening socket).
@@ -252,6 +240,12 @@ mod tests {
         let addr = tcp.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = tcp.accept().await.expect("accept");
+        core.counters.connection_opened();
+        let slot = ConnectionSlot::new(
+            Arc::new(AtomicU32::new(1)),
+            core.clone(),
+            mpsc::channel(1).0,
+        );
         let params = ConnectionParams {
             core,
             listener,
@@ -260,7 +254,7 @@ mod tests {
             peer_cert_subject: None,
             shutdown: CancellationToken::new(),
         };
-        let task = serve_socket(stream, params);
+        let task = serve_socket(stream, params, slot);
         let size = std::mem::size_of_val(&task);
         drop((task, client));
         assert!(

@@ -199,7 +199,7 @@ impl ListenerSet {
             }
             let removed = self.running.remove(index);
             let addr = removed.addr;
-            stop(removed).await;
+            stop(removed, &self.core).await;
             tracing::info!(listener = %name, %addr, "connector removed: stopped listening, its clients were disconnected");
         }
         for wanted in served.iter().copied() {
@@ -278,12 +278,12 @@ impl ListenerSet {
         let bound = if same_port {
             // Only the scheme changed: the port must be free before it can be bound again.
             // A failure here leaves the connector stopped; the next reload tries again.
-            stop(self.running.remove(index)).await;
+            stop(self.running.remove(index), &self.core).await;
             BoundListener::bind(config, wanted).await?
         } else {
             // Bind first: when that fails the old socket keeps serving.
             let bound = BoundListener::bind(config, wanted).await?;
-            stop(self.running.remove(index)).await;
+            stop(self.running.remove(index), &self.core).await;
             bound
         };
         let addr = self.spawn(bound)?;
@@ -305,8 +305,9 @@ impl RunningListener {
 }
 
 /// Stop a listener's accept loop (closing its socket) and close its connections.
-async fn stop(listener: RunningListener) {
+async fn stop(listener: RunningListener, core: &BrokerCore) {
     listener.stop.cancel();
+    core.parking.wake_stopped();
     let _ = listener.accept_task.await;
 }
 

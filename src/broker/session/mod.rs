@@ -22,15 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 pub mod expiry;
 pub mod inflight;
+mod park;
 pub mod queue;
 pub mod registry;
 pub mod subscription;
 pub mod wills;
 
+use crate::broker::connection::parking::ParkedAt;
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::inflight::Inflight;
 use crate::broker::session::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
 use crate::protocol::QoS;
+use park::ParkState;
 
 /// Process-unique session number: the subscription tree's key (a client id can be reused by a
 /// new session while the old one's subscriptions are still being removed).
@@ -86,6 +89,18 @@ struct Attachment {
     generation: u64,
     kick: CancellationToken,
     wake: Arc<Notify>,
+    /// Whether the connection is parked (its deliveries and kicks must wake it).
+    park: ParkState,
+}
+
+impl Attachment {
+    /// Close this connection (takeover, console, session end): cancels its kick token and
+    /// returns the parked connection to wake so that it sees it.
+    #[must_use]
+    fn kick(&mut self) -> Option<ParkedAt> {
+        self.kick.cancel();
+        self.park.ring()
+    }
 }
 
 #[derive(Debug)]
@@ -137,6 +152,13 @@ pub struct AttachToken {
     pub kick: CancellationToken,
     /// Notified when messages are queued for this connection.
     pub wake: Arc<Notify>,
+}
+
+/// Wake a parked connection (after the session's lock is released: the lot takes its own).
+fn wake_parked(parked: Option<ParkedAt>) {
+    if let Some(at) = parked {
+        at.wake();
+    }
 }
 
 impl Session {
@@ -227,9 +249,7 @@ impl Session {
     /// cancelled). Called by the registry under its lock.
     pub(crate) fn attach(&self, generation: u64) -> AttachToken {
         let mut inner = self.inner.lock();
-        if let Some(old) = inner.attachment.take() {
-            old.kick.cancel();
-        }
+        let parked = inner.attachment.take().and_then(|mut old| old.kick());
         let token = AttachToken {
             generation,
             kick: CancellationToken::new(),
@@ -239,10 +259,63 @@ impl Session {
             generation,
             kick: token.kick.clone(),
             wake: token.wake.clone(),
+            park: ParkState::Running,
         });
         inner.offline_since = None;
         inner.offline_before_restore = Duration::ZERO;
+        drop(inner);
+        wake_parked(parked);
         token
+    }
+
+    /// The connection `generation` is about to park: from now on a delivery or kick marks it
+    /// poked. False when it no longer holds the session.
+    pub(crate) fn begin_park(&self, generation: u64) -> bool {
+        match &mut self.inner.lock().attachment {
+            Some(a) if a.generation == generation => {
+                a.park = ParkState::Parking;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection `generation` is in the lot at `at`. `Err(at)` when it was rung since
+    /// [`Session::begin_park`] (or lost the session): the caller wakes it at once.
+    pub(crate) fn finish_park(&self, generation: u64, at: ParkedAt) -> Result<(), ParkedAt> {
+        match &mut self.inner.lock().attachment {
+            Some(a) if a.generation == generation && matches!(a.park, ParkState::Parking) => {
+                a.park = ParkState::Parked(at);
+                Ok(())
+            }
+            Some(a) if a.generation == generation => {
+                a.park = ParkState::Running;
+                Err(at)
+            }
+            _ => Err(at),
+        }
+    }
+
+    /// The connection `generation` runs in its own task again (it did not park after
+    /// [`Session::begin_park`], or it woke up).
+    pub(crate) fn unparked(&self, generation: u64) {
+        if let Some(a) = &mut self.inner.lock().attachment {
+            if a.generation == generation {
+                a.park = ParkState::Running;
+            }
+        }
+    }
+
+    /// Close the connection `generation` if it still holds the session (the console's
+    /// disconnect).
+    pub fn kick_generation(&self, generation: u64) {
+        let mut inner = self.inner.lock();
+        let parked = match &mut inner.attachment {
+            Some(a) if a.generation == generation => a.kick(),
+            _ => None,
+        };
+        drop(inner);
+        wake_parked(parked);
     }
 
     /// Detach the connection `generation`; false when another connection holds the session.
@@ -260,9 +333,13 @@ impl Session {
 
     /// Close the connection attached now, if any (it detaches as usual; the session stays).
     pub fn kick_connection(&self) {
-        if let Some(a) = &self.inner.lock().attachment {
-            a.kick.cancel();
-        }
+        let parked = self
+            .inner
+            .lock()
+            .attachment
+            .as_mut()
+            .and_then(Attachment::kick);
+        wake_parked(parked);
     }
 
     /// Another broker took the session over: ended here, though it goes on there (see
@@ -281,9 +358,9 @@ impl Session {
     pub(crate) fn end(&self) {
         let mut inner = self.inner.lock();
         inner.ended = true;
-        if let Some(old) = inner.attachment.take() {
-            old.kick.cancel();
-        }
+        let parked = inner.attachment.take().and_then(|mut old| old.kick());
+        drop(inner);
+        wake_parked(parked);
     }
 
     /// Queue a message for this session under the slow-consumer rule of [`queue`].
@@ -301,10 +378,10 @@ impl Session {
         if inner.ended {
             return DeliverOutcome::DroppedEnded;
         }
-        let wake = match &inner.attachment {
-            Some(a) => Some(a.wake.clone()),
+        let (wake, parked) = match &mut inner.attachment {
+            Some(a) => (Some(a.wake.clone()), a.park.ring()),
             None if item.qos == QoS::AtMostOnce => return DeliverOutcome::DroppedOffline,
-            None => None,
+            None => (None, None),
         };
         let online = inner.attachment.is_some();
         let page_at = page_after.map(|n| if online { pending_hard_cap(n) } else { n });
@@ -320,6 +397,7 @@ impl Session {
                 wake.notify_one();
             }
         }
+        wake_parked(parked);
         match outcome {
             EnqueueOutcome::Queued => DeliverOutcome::Queued,
             EnqueueOutcome::QueuedEvictedOldestQos0 => DeliverOutcome::QueuedEvictedQos0,
@@ -352,6 +430,11 @@ impl Session {
         let mut inner = self.inner.lock();
         let ended = inner.ended;
         f(&mut inner.state, ended)
+    }
+
+    /// Whether the session has any subscription.
+    pub fn has_subscriptions(&self) -> bool {
+        !self.inner.lock().state.subscriptions.is_empty()
     }
 
     /// A copy of the state for a [`crate::broker::durability::SessionStore`].

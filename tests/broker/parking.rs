@@ -1,0 +1,210 @@
+//! Parking: an idle plain-TCP connection gives up its task and waits in the broker's readiness
+//! loop (`broker::connection::parking`). Every way into a connection must work the same while
+//! it is parked: the client's packets (PINGREQ answered by the loop itself, anything else by a
+//! new task), deliveries, keep-alive expiry with the will, takeover, the console's kick,
+//! shutdown. The broker's `connections_parked` gauge says parking happened, so each test fails
+//! if connections stop parking.
+
+use std::time::Duration;
+
+use crate::support::{
+    ack, connect_packet, connect_v5, publish_packet, will, RawClient, TestBroker,
+};
+use ferromq::protocol::{Packet, QoS, ReasonCode};
+use tokio::time::Instant;
+
+/// Wait (up to 10 s) until at least `n` connections of `broker` are parked.
+async fn parked(broker: &TestBroker, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = broker.handle.core().counters.connections_parked();
+        if now >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} parked connections, {now} are"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn parked_connections_answer_pingreq_in_mqtt_3_and_5() {
+    let broker = TestBroker::default().await;
+    let (mut v3, _) = RawClient::connected(broker.addr, "park-v3", true).await;
+    let mut v5 = RawClient::connected_v5(broker.addr, "park-v5").await;
+    parked(&broker, 2).await;
+    // Parked connections are still connections: counted as such.
+    assert_eq!(
+        broker.handle.core().counters.snapshot().connections_current,
+        2
+    );
+    for client in [&mut v3, &mut v5] {
+        client.send(Packet::PingReq).await;
+        assert_eq!(client.recv().await, Packet::PingResp);
+    }
+    // And they park again.
+    parked(&broker, 2).await;
+    v5.send(Packet::PingReq).await;
+    assert_eq!(v5.recv().await, Packet::PingResp);
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_publish_after_parking_is_acknowledged_and_delivered_to_a_parked_subscriber() {
+    let broker = TestBroker::default().await;
+    let (mut sub, _) = RawClient::connected(broker.addr, "park-sub", true).await;
+    assert_eq!(sub.subscribe(1, &[("park/t", QoS::AtLeastOnce)]).await, [1]);
+    let (mut publisher, _) = RawClient::connected(broker.addr, "park-pub", true).await;
+    parked(&broker, 2).await;
+    publisher
+        .send(publish_packet(
+            "park/t",
+            b"woken",
+            QoS::AtLeastOnce,
+            Some(7),
+            false,
+        ))
+        .await;
+    assert_eq!(publisher.recv().await, Packet::PubAck(ack(7)));
+    let delivered = sub.recv_publish().await;
+    assert_eq!(&delivered.payload[..], b"woken");
+    let id = delivered.packet_id.expect("QoS 1 delivery has a packet id");
+    sub.send(Packet::PubAck(ack(id))).await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn subscribe_after_parking_works_and_receives() {
+    let broker = TestBroker::default().await;
+    let mut c = RawClient::connected_v5(broker.addr, "park-late-sub").await;
+    parked(&broker, 1).await;
+    assert_eq!(c.subscribe(1, &[("park/late", QoS::AtMostOnce)]).await, [0]);
+    let (mut publisher, _) = RawClient::connected(broker.addr, "park-late-pub", true).await;
+    publisher
+        .send(publish_packet(
+            "park/late",
+            b"hi",
+            QoS::AtMostOnce,
+            None,
+            false,
+        ))
+        .await;
+    assert_eq!(&c.recv_publish().await.payload[..], b"hi");
+    broker.shutdown().await;
+}
+
+/// The loop keeps the deadline: a parked connection that sends nothing is closed at 1.5 x its
+/// keep-alive and its will is published; one that sends PINGREQs (answered by the loop) lives on.
+#[tokio::test]
+async fn keep_alive_expiry_of_a_parked_connection_closes_it_and_publishes_the_will() {
+    let broker = TestBroker::default().await;
+    let (mut watcher, _) = RawClient::connected(broker.addr, "park-watcher", true).await;
+    assert_eq!(
+        watcher
+            .subscribe(1, &[("will/park", QoS::AtLeastOnce)])
+            .await,
+        [1]
+    );
+    let mut connect = connect_packet("park-sleepy", true, 2);
+    connect.will = Some(will("will/park", b"gone", QoS::AtLeastOnce, false));
+    let (mut sleepy, _) = RawClient::connect_ok(broker.addr, connect).await;
+    let start = Instant::now();
+    let (mut pinger, _) =
+        RawClient::connect_ok(broker.addr, connect_packet("park-pinger", true, 2)).await;
+    parked(&broker, 3).await;
+    // The pinger keeps its connection for two limits (3 s each), parked between PINGREQs.
+    let pinging = tokio::spawn(async move {
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            pinger.send(Packet::PingReq).await;
+            assert_eq!(pinger.recv().await, Packet::PingResp);
+        }
+        pinger
+    });
+    let closed = sleepy
+        .closed_within(Duration::from_secs(10))
+        .await
+        .map(|_| start.elapsed())
+        .expect("closed at the deadline");
+    assert!(
+        closed >= Duration::from_millis(2900) && closed <= Duration::from_millis(4000),
+        "closed after {closed:?}, expected 3 s (1.5 x keep-alive 2 s)"
+    );
+    let will = watcher.recv_publish().await;
+    assert_eq!(&will.payload[..], b"gone");
+    if let Some(id) = will.packet_id {
+        watcher.send(Packet::PubAck(ack(id))).await;
+    }
+    let mut pinger = pinging
+        .await
+        .expect("the pinger's PINGREQs were all answered");
+    assert!(
+        broker.handle.core().counters.connections_parked() >= 1,
+        "the pinger stays parked between PINGREQs"
+    );
+    pinger.send(Packet::PingReq).await;
+    assert_eq!(pinger.recv().await, Packet::PingResp);
+    broker.shutdown().await;
+}
+
+/// A real client (rumqttc, keep-alive 2 s: a PINGREQ every 2 s, answered while parked) that
+/// publishes and receives after every park.
+#[tokio::test]
+async fn a_rumqttc_client_works_across_parking() {
+    let broker = TestBroker::default().await;
+    let mut options = crate::support::options(broker.addr, "park-rumqttc");
+    options.set_keep_alive(Duration::from_secs(2));
+    let mut client = crate::support::Client::connect_with(options).await;
+    client
+        .subscribe("park/rumqttc", rumqttc::QoS::AtLeastOnce)
+        .await;
+    for round in 0..3u8 {
+        parked(&broker, 1).await;
+        // Past at least one of the client's PINGREQs.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        client
+            .publish("park/rumqttc", rumqttc::QoS::AtLeastOnce, false, &[round])
+            .await;
+        let got = client.next_publish().await;
+        assert_eq!(&got.payload[..], &[round]);
+    }
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn takeover_of_a_parked_client_closes_it_in_mqtt_3_and_5() {
+    let broker = TestBroker::with_uri_options(&["allowLinkStealing=true"]).await;
+    let (mut old_v3, _) = RawClient::connected(broker.addr, "park-steal-3", true).await;
+    let mut old_v5 = RawClient::connected_v5(broker.addr, "park-steal-5").await;
+    parked(&broker, 2).await;
+    let (_new_v3, _) = RawClient::connected(broker.addr, "park-steal-3", true).await;
+    old_v3.expect_closed().await;
+    let _new_v5 = RawClient::connected_v5(broker.addr, "park-steal-5").await;
+    match old_v5.recv_within(Duration::from_secs(5)).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SessionTakenOver.code()),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    old_v5.expect_closed().await;
+    broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections_with_disconnect_for_mqtt_5() {
+    let broker = TestBroker::default().await;
+    let (mut v3, _) = RawClient::connected(broker.addr, "park-stop-3", true).await;
+    let mut v5 = RawClient::connect_ok(broker.addr, connect_v5("park-stop-5", true, None))
+        .await
+        .0;
+    parked(&broker, 2).await;
+    let stopping = tokio::spawn(broker.shutdown());
+    match v5.recv_within(Duration::from_secs(5)).await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason, ReasonCode::ServerShuttingDown.code())
+        }
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    v3.expect_closed().await;
+    stopping.await.expect("shutdown completes");
+}
