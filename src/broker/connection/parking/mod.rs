@@ -308,3 +308,20 @@ impl Conn {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a parked connection keeps besides its session: this record (one allocation, its
+    /// `Conn` another) and a slot in the lot's map. Together they are most of an idle
+    /// connection's memory (docs/scaling.md): keep them small.
+    #[test]
+    fn a_parked_record_stays_small() {
+        let record = std::mem::size_of::<super::Parked>();
+        let conn = std::mem::size_of::<Conn>();
+        eprintln!("parked record {record} bytes, connection state {conn} bytes");
+        assert!(record <= 160, "Parked is {record} bytes");
+        assert!(conn <= 640, "Conn is {conn} bytes");
+    }
+}
