@@ -441,7 +441,7 @@ where
             client_id,
             principal,
             authz: AuthzCache::default(),
-            will: connect.will,
+            will: connect.will.map(Box::new),
             keep_alive_limit,
             enhanced_auth: None,
         },

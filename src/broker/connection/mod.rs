@@ -313,7 +313,9 @@ struct Identity {
     client_id: Arc<str>,
     principal: Principal,
     authz: AuthzCache,
-    will: Option<LastWill>,
+    /// Boxed: most clients set none, and every connection (parked or not) would carry its
+    /// 72 bytes.
+    will: Option<Box<LastWill>>,
     keep_alive_limit: Option<Duration>,
     /// Only for a client that authenticated with an MQTT 5 Authentication Method.
     enhanced_auth: Option<Box<enhanced_auth::EnhancedAuth>>,
@@ -1150,7 +1152,8 @@ impl Conn {
         let will = self
             .will_due(&reason)
             .then(|| self.identity.will.take())
-            .flatten();
+            .flatten()
+            .map(|will| *will);
         match will {
             Some(will) if self.will_waits(&reason, &will) => {
                 // Pending until its delay passes or its session ends (MQTT 5 3.1.3-9).

@@ -156,7 +156,11 @@ impl Durability for MemoryOnly {
         for state in states {
             // A will kept while its client was connected is not due (this engine keeps
             // nothing across a crash); a pending one is re-armed.
-            let will = state.kept_will.clone().filter(|w| w.deadline_ms.is_some());
+            let will = state
+                .kept_will
+                .as_deref()
+                .cloned()
+                .filter(|w| w.deadline_ms.is_some());
             recovery.sessions.push(RecoveredSession {
                 state,
                 offline_for: Duration::ZERO,

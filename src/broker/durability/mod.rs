@@ -237,7 +237,7 @@ impl SessionData {
                 .iter()
                 .map(|(filter, sub)| (Arc::from(filter.as_str()), *sub))
                 .collect(),
-            will: state.kept_will.clone(),
+            will: state.kept_will.as_deref().cloned(),
             expiry_secs: state.expiry_secs,
             mqtt5: state.mqtt5,
         }

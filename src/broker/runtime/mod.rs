@@ -277,7 +277,7 @@ impl BrokerCore {
         }
         if attached.session.is_persistent() {
             let data = attached.session.with_state_unchecked(|s| {
-                s.kept_will = will.map(|(will, owner)| KeptWill::new(will, owner));
+                s.kept_will = will.map(|(will, owner)| Box::new(KeptWill::new(will, owner)));
                 SessionData::of(s)
             });
             self.commit_background(vec![Change::SessionSaved(data)]);

@@ -81,15 +81,15 @@ impl BrokerCore {
                         if will.deadline_ms != Some(deadline_ms) {
                             // Connected at a crash: its deadline counts from this start; keep
                             // it so that another restart does not start the delay over.
-                            state.kept_will = Some(KeptWill {
+                            state.kept_will = Some(Box::new(KeptWill {
                                 deadline_ms: Some(deadline_ms),
                                 ..will
-                            });
+                            }));
                             self.commit_background(vec![Change::SessionSaved(SessionData::of(
                                 &state,
                             ))]);
                         } else {
-                            state.kept_will = Some(will);
+                            state.kept_will = Some(Box::new(will));
                         }
                         armed = Some(Duration::from_millis(deadline_ms - now_ms));
                     }

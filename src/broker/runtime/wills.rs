@@ -52,7 +52,7 @@ impl BrokerCore {
         kept.deadline_ms = Some(now_ms().saturating_add(u64::from(wait_secs) * 1000));
         // Set before detaching, so the offline record keeps it.
         let set = session
-            .with_state(generation, |s| s.kept_will = Some(kept))
+            .with_state(generation, |s| s.kept_will = Some(Box::new(kept)))
             .is_some();
         if !set {
             // Taken over meanwhile: by a resume (not published) or a clean start (ended).
@@ -113,7 +113,7 @@ impl BrokerCore {
     fn publish_pending_will(&self, session: &Session, publisher: &WillPublisher) {
         let pending = session.with_state_unchecked(|s| {
             s.kept_will
-                .as_ref()
+                .as_deref()
                 .filter(|w| w.deadline_ms.is_some())
                 .cloned()
         });
@@ -123,7 +123,7 @@ impl BrokerCore {
         let planned = self.plan_will(will.clone(), publisher, session.client_id());
         let plan = session.with_state_ended(|s, ended| {
             // Resumed, or published by another path, while the route was planned.
-            if s.kept_will.as_ref() != Some(&will) {
+            if s.kept_will.as_deref() != Some(&will) {
                 return None;
             }
             s.kept_will = None;

@@ -64,7 +64,7 @@ pub struct SessionState {
     /// The will of the connected client, as kept with a persistent session (its kept data is
     /// written whole on SUBSCRIBE, so the will travels with the state).
     #[serde(skip)]
-    pub kept_will: Option<crate::broker::durability::KeptWill>,
+    pub kept_will: Option<Box<crate::broker::durability::KeptWill>>,
     /// MQTT 5 Session Expiry Interval of a persistent session, in seconds: it ends this long
     /// after its client left (the broker's `offlineDurableSubscriberTimeout`, when set, still
     /// caps it). `None`: no limit of its own (MQTT 3, or 5 with 0xFFFFFFFF). `Some(0)`: a

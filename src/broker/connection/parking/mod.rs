@@ -121,8 +121,9 @@ impl std::fmt::Debug for Shared {
 #[derive(Default)]
 struct State {
     parked: HashMap<u64, Box<Parked>>,
-    /// Keep-alive deadlines, earliest first. An entry whose connection woke or moved its
-    /// deadline is skipped when it comes up.
+    /// Keep-alive deadlines, earliest first, one entry per parked connection with keep-alive.
+    /// An entry whose connection woke is dropped when it comes up; one whose connection's
+    /// PINGREQs moved its deadline is pushed again with the new deadline.
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     commands: Vec<Command>,
 }

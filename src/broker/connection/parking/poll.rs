@@ -103,12 +103,11 @@ fn expire(shared: &Shared) {
                 break;
             }
             state.deadlines.pop();
-            let passed = state
-                .parked
-                .get(&key)
-                .is_some_and(|p| p.deadline().is_some_and(|d| d <= now));
-            if passed {
-                due.extend(state.parked.remove(&key));
+            // One entry per parked connection: a deadline that PINGREQs moved is pushed again.
+            match state.parked.get(&key).and_then(|p| p.deadline()) {
+                Some(deadline) if deadline <= now => due.extend(state.parked.remove(&key)),
+                Some(later) => state.deadlines.push(std::cmp::Reverse((later, key))),
+                None => {}
             }
         }
     }
@@ -124,12 +123,9 @@ fn readable(shared: &Shared, key: u64) {
         return;
     };
     match answer_pings(&mut parked) {
+        // The deadline moved later: its entry in `deadlines` is re-armed when it comes up.
         Ok(()) => {
-            let mut state = shared.state.lock();
-            if let Some(deadline) = parked.deadline() {
-                state.deadlines.push(std::cmp::Reverse((deadline, key)));
-            }
-            state.parked.insert(key, parked);
+            shared.state.lock().parked.insert(key, parked);
         }
         Err(woken) => shared.wake_up(parked, woken),
     }
