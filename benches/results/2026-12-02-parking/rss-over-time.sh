@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# RSS per idle connection over a hold, for each broker binary given: 19,000 idle MQTT 3.1.1
+# connections over plain TCP, keep-alive 4 s (a PINGREQ every 2 s), RSS sampled 4, 8, 12 and
+# 16 s after the load generator starts (its connect phase takes ~3 s).
+# Usage (from the repository root, after `cargo build --release --examples`):
+#   benches/results/2026-12-02-parking/rss-over-time.sh BIN...
+set -euo pipefail
+ulimit -n 20000
+dir=$(mktemp -d /tmp/rss-over-time.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir/data"
+cat >"$dir/activemq.xml" <<XML
+<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench"
+          dataDirectory="$dir/data" persistent="false" useJmx="false">
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt+nio://127.0.0.1:21883?maximumConnections=1000000"/>
+    </transportConnectors>
+  </broker>
+</beans>
+XML
+for bin in "$@"; do
+  NO_COLOR=1 "$bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/log" 2>&1 &
+  pid=$!
+  sleep 1.5
+  start=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  target/release/examples/loadgen --port 21883 --mode idle --connections 19000 \
+    --keep-alive-secs 4 --duration-secs 14 >/dev/null 2>&1 &
+  load=$!
+  for at in 4 8 12 16; do
+    sleep 4
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    echo "$bin ${at}s: $(( (rss - start) * 1024 / 19000 )) bytes per connection (RSS $rss KiB, before $start KiB)"
+  done
+  wait "$load" || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  sleep 2
+done
