@@ -334,6 +334,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
                 Err(e) => {
                     // Stop what was started: the broker does not run without its console.
                     shutdown.cancel();
+                    core.parking.wake_stopped();
                     return Err(e);
                 }
             }

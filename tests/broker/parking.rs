@@ -208,3 +208,34 @@ async fn shutdown_closes_parked_connections_with_disconnect_for_mqtt_5() {
     v3.expect_closed().await;
     stopping.await.expect("shutdown completes");
 }
+
+/// A client that only publishes (small packets the readiness loop reads and hands to a new
+/// task) and never sends PINGREQ is alive: every byte moves the keep-alive deadline, also the
+/// ones read while the connection was parked.
+#[tokio::test]
+async fn publishes_read_while_parked_keep_the_connection_alive() {
+    let broker = TestBroker::default().await;
+    let (mut client, _) =
+        RawClient::connect_ok(broker.addr, connect_packet("park-talker", true, 2)).await;
+    assert_eq!(
+        client.subscribe(1, &[("park/talk", QoS::AtMostOnce)]).await,
+        [0]
+    );
+    // Five publishes 1.5 s apart: 7.5 s in all, well past the 3 s limit (1.5 x 2 s), each
+    // arriving at a parked connection.
+    for round in 0..5u8 {
+        parked(&broker, 1).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        client
+            .send(publish_packet(
+                "park/talk",
+                &[round],
+                QoS::AtMostOnce,
+                None,
+                false,
+            ))
+            .await;
+        assert_eq!(&client.recv_publish().await.payload[..], &[round]);
+    }
+    broker.shutdown().await;
+}

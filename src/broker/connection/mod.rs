@@ -705,6 +705,18 @@ where
     let kick = conn.token.kick.clone();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
+    // A connection woken from the parking lot closes before anything else, as the biased
+    // `select!` below would have it: it was shut down, kicked, or its keep-alive expired.
+    if phase.shutdown.is_cancelled() {
+        return CloseReason::ServerShutdown.into();
+    }
+    if kick.is_cancelled() {
+        return conn.kick_reason().into();
+    }
+    if tokio::time::Instant::now() >= phase.keep_alive.deadline() {
+        let limit = phase.keep_alive.limit().unwrap_or_default();
+        return CloseReason::KeepAliveExpired(limit).into();
+    }
     // Packets that arrived with the CONNECT (a pipelining client) or were read while the
     // connection was parked are already buffered.
     if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
@@ -733,19 +745,7 @@ where
         tokio::select! {
             biased;
             _ = phase.shutdown.cancelled() => return CloseReason::ServerShutdown.into(),
-            _ = kick.cancelled() => {
-                let key = crate::broker::clients::ClientKey::Mqtt(conn.token.generation);
-                let reason = if conn.core.clients.kicked_by_admin(key) {
-                    CloseReason::AdministrativeAction
-                } else if conn.core.backplane().is_some_and(|b| {
-                    b.is_draining() || (conn.session.is_persistent() && !b.is_available())
-                }) {
-                    CloseReason::UseAnotherServer
-                } else {
-                    CloseReason::TakenOver
-                };
-                return reason.into();
-            }
+            _ = kick.cancelled() => return conn.kick_reason().into(),
             res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
                     Ok(WriteStep::Wrote) => needs_flush = true,
@@ -779,8 +779,11 @@ where
                 if now >= phase.keep_alive.deadline() {
                     return CloseReason::KeepAliveExpired(phase.keep_alive.limit().unwrap_or_default()).into();
                 }
+                // Not with a policy reload unseen: the parked connection would keep the
+                // subscriptions it denies.
                 if rounds_since_check <= 1
                     && conn.quiet(&read_buf, needs_flush)
+                    && !phase.security.has_changed().unwrap_or(false)
                     && conn.try_begin_park(&wake, &kick, &phase.shutdown)
                 {
                     return Ended::Park;
@@ -886,6 +889,23 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 const READY_BATCH: usize = 256;
 
 impl Conn {
+    /// Why the connection's kick token was cancelled: the console, a cluster drain or lost
+    /// quorum (persistent sessions go elsewhere), or a takeover.
+    fn kick_reason(&self) -> CloseReason {
+        let key = crate::broker::clients::ClientKey::Mqtt(self.token.generation);
+        if self.core.clients.kicked_by_admin(key) {
+            CloseReason::AdministrativeAction
+        } else if self
+            .core
+            .backplane()
+            .is_some_and(|b| b.is_draining() || (self.session.is_persistent() && !b.is_available()))
+        {
+            CloseReason::UseAnotherServer
+        } else {
+            CloseReason::TakenOver
+        }
+    }
+
     /// Acts on one acknowledgement the store released, in arrival order: route its message,
     /// queue its acknowledgement and any deliveries held behind it.
     fn apply_ready(&mut self, ready: durable_acks::Ready) -> Result<(), CloseReason> {

@@ -378,10 +378,10 @@ impl Session {
         if inner.ended {
             return DeliverOutcome::DroppedEnded;
         }
-        let (wake, parked) = match &mut inner.attachment {
-            Some(a) => (Some(a.wake.clone()), a.park.ring()),
+        let parked = match &mut inner.attachment {
+            Some(a) => a.park.ring(),
             None if item.qos == QoS::AtMostOnce => return DeliverOutcome::DroppedOffline,
-            None => (None, None),
+            None => None,
         };
         let online = inner.attachment.is_some();
         let page_at = page_after.map(|n| if online { pending_hard_cap(n) } else { n });
@@ -391,12 +391,14 @@ impl Session {
         let seq = item.seq;
         let outcome = inner.state.pending.push(item, limit);
         tracing::trace!(target: "ferromq::delivery", client_id = %self.client_id, seq = ?seq, ?outcome, "queued");
-        drop(inner);
-        if let Some(wake) = wake {
+        // Notified under the lock: a connection about to park (`Session::begin_park`, then a
+        // look for this permit) sees either the permit or the ring above, never neither.
+        if let Some(a) = &inner.attachment {
             if outcome != EnqueueOutcome::DroppedFull {
-                wake.notify_one();
+                a.wake.notify_one();
             }
         }
+        drop(inner);
         wake_parked(parked);
         match outcome {
             EnqueueOutcome::Queued => DeliverOutcome::Queued,

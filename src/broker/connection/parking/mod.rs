@@ -118,6 +118,15 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// Why the lot did not take a connection in.
+enum Refused {
+    /// Its connector is stopping or the security policy changed: it runs, and may park later.
+    NotNow,
+    /// The lot cannot take connections (socket registration failed, the loop stopped): it
+    /// keeps its task for good rather than retry every quiet period.
+    Failed,
+}
+
 #[derive(Default)]
 struct State {
     parked: HashMap<u64, Box<Parked>>,
@@ -126,6 +135,25 @@ struct State {
     /// PINGREQs moved its deadline is pushed again with the new deadline.
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     commands: Vec<Command>,
+    /// The loop ended (`Command::Stop`): nothing is admitted any more.
+    stopped: bool,
+}
+
+impl State {
+    /// Entries of connections that woke stay in `deadlines` until they come up, which for a
+    /// connection that parks and wakes often (a subscriber with a message every few seconds,
+    /// keep-alive of minutes) would be many per connection: past twice the parked count, the
+    /// heap is rebuilt from the parked connections' deadlines (amortized O(1) per park).
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.parked.len() + 64 {
+            return;
+        }
+        self.deadlines = self
+            .parked
+            .iter()
+            .filter_map(|(key, p)| p.deadline().map(|d| std::cmp::Reverse((d, *key))))
+            .collect();
+    }
 }
 
 impl Lot {
@@ -181,22 +209,30 @@ impl Shared {
     /// Take a connection in: `Err` gives it back when its stop token is cancelled (checked
     /// under the lock that [`Command::WakeStopped`] takes, so the two cannot miss each other)
     /// or the socket cannot be registered.
-    fn admit(self: &Arc<Self>, mut parked: Box<Parked>) -> Result<u64, Box<Parked>> {
+    fn admit(self: &Arc<Self>, mut parked: Box<Parked>) -> Result<u64, (Box<Parked>, Refused)> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let Ok(token) = usize::try_from(key) else {
-            return Err(parked);
+            return Err((parked, Refused::Failed));
         };
         let mut state = self.state.lock();
-        if parked.phase.shutdown.is_cancelled() {
-            return Err(parked);
+        if state.stopped {
+            return Err((parked, Refused::Failed));
+        }
+        // Checked under the lock that `WakeStopped` and `WakeSubscribed` take, and those are
+        // queued only after the token is cancelled or the policy swapped: the two cannot miss
+        // each other.
+        if parked.phase.shutdown.is_cancelled()
+            || parked.phase.security.has_changed().unwrap_or(false)
+        {
+            return Err((parked, Refused::NotNow));
         }
         if let Err(e) = self.registry.register(
             &mut parked.stream,
             mio::Token(token),
             mio::Interest::READABLE,
         ) {
-            tracing::warn!("cannot park an idle connection: {e}");
-            return Err(parked);
+            tracing::warn!("cannot park an idle connection (it keeps its task): {e}");
+            return Err((parked, Refused::Failed));
         }
         if let Some(deadline) = parked.deadline() {
             let earliest = state.deadlines.peek().map(|e| e.0 .0);
@@ -208,6 +244,7 @@ impl Shared {
         }
         parked.conn.core.counters.connection_parked(true);
         state.parked.insert(key, parked);
+        state.compact_deadlines();
         Ok(key)
     }
 
@@ -231,6 +268,8 @@ pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Establis
     });
     let core = parked.conn.core.clone();
     let Some(lot) = core.parking.start(core.watch_security()) else {
+        let mut parked = parked;
+        parked.phase.parkable = false;
         tokio::spawn(super::resume(parked, Woken::default()));
         return;
     };
@@ -245,7 +284,10 @@ pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Establis
                 at.wake();
             }
         }
-        Err(parked) => {
+        Err((mut parked, refused)) => {
+            if matches!(refused, Refused::Failed) {
+                parked.phase.parkable = false;
+            }
             tokio::spawn(super::resume(parked, Woken::default()));
         }
     }
@@ -324,5 +366,21 @@ mod tests {
         eprintln!("parked record {record} bytes, connection state {conn} bytes");
         assert!(record <= 160, "Parked is {record} bytes");
         assert!(conn <= 640, "Conn is {conn} bytes");
+    }
+
+    /// Deadlines of connections that woke do not pile up: past twice the parked count (plus
+    /// a floor) the heap keeps only the parked connections' own.
+    #[test]
+    fn stale_deadlines_are_dropped_when_they_pile_up() {
+        let mut state = State::default();
+        let now = Instant::now();
+        for key in 0..64 {
+            state.deadlines.push(std::cmp::Reverse((now, key)));
+        }
+        state.compact_deadlines();
+        assert_eq!(state.deadlines.len(), 64, "at the floor nothing is rebuilt");
+        state.deadlines.push(std::cmp::Reverse((now, 64)));
+        state.compact_deadlines();
+        assert!(state.deadlines.is_empty(), "no connection is parked");
     }
 }

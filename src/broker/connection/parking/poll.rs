@@ -61,6 +61,7 @@ fn run_commands(shared: &Shared) -> bool {
                     take_where(&mut state.parked, |p| p.phase.shutdown.is_cancelled())
                 }
                 Command::Stop => {
+                    state.stopped = true;
                     let parked: Vec<Box<Parked>> = state.parked.drain().map(|(_, p)| p).collect();
                     drop(state);
                     for p in &parked {
@@ -146,6 +147,9 @@ fn answer_pings(parked: &mut Parked) -> Result<(), Woken> {
                 })
             }
             Ok(n) => {
+                // Any byte from the client is activity (MQTT 3.1.1 3.1.2.10), whether this loop
+                // answers it or the connection's task handles it.
+                parked.phase.keep_alive.touch();
                 read.extend_from_slice(&buf[..n]);
                 if !only_pings(&read) || read.len() >= READ_LIMIT_BYTES {
                     return Err(Woken {
@@ -174,7 +178,6 @@ fn answer_pings(parked: &mut Parked) -> Result<(), Woken> {
             out: BytesMut::new(),
         });
     }
-    parked.phase.keep_alive.touch();
     let answer: Vec<u8> = PINGRESP.repeat(read.len() / PINGREQ.len());
     let mut written = 0;
     while written < answer.len() {
