@@ -387,7 +387,7 @@ struct FlowControl {
     deferred: flow_control::Deferred,
 }
 
-/// A byte stream a connection may park (see [`parking`]): plain TCP only; TLS and WebSocket
+/// A byte stream a connection may park (see `connection::parking`): plain TCP only; TLS and WebSocket
 /// streams keep state in user space and keep their task.
 pub trait ParkableStream: AsyncRead + AsyncWrite + Unpin + Send + 'static + Sized {
     /// Whether [`ParkableStream::into_tcp`] gives the socket.
@@ -424,7 +424,7 @@ pub fn serve<S: ParkableStream>(
 }
 
 /// [`serve`] for a plain TCP connection a listener accepted: `slot` is held for the
-/// connection's whole life, and the connection parks while it is idle (see [`parking`]).
+/// connection's whole life, and the connection parks while it is idle (see `connection::parking`).
 pub fn serve_tcp(
     stream: tokio::net::TcpStream,
     params: ConnectionParams,
@@ -602,7 +602,7 @@ async fn serve_established<S: ParkableStream>(
     finish(conn, reason, &mut writer, Some(&mut reader), phase.peer).await;
 }
 
-/// A woken parked connection's new task (see [`parking`]).
+/// A woken parked connection's new task (see `connection::parking`).
 fn resume(parked: Box<parking::Parked>, woken: parking::Woken) -> impl Future<Output = ()> + Send {
     let span = tracing::info_span!(
         "conn",
