@@ -318,32 +318,23 @@ async fn purging_a_queue_empties_it() {
 
 #[tokio::test]
 async fn a_raw_mqtt5_client_reads_disconnect_0x98() {
-    let env = Env::start().await;
-    let mut raw = crate::support::RawClient::connected_v5(env.listener("mqtt"), "raw-kick").await;
-    let id = connection_id(&env, "raw-kick").await;
-    assert_eq!(
-        act(env.console, &format!("/api/clients/{id}/disconnect"), ADMIN)
-            .await
-            .status,
-        200
-    );
-    match raw.recv().await {
-        ferromq::protocol::Packet::Disconnect(d) => assert_eq!(d.reason, 0x98),
-        other => panic!("expected DISCONNECT, got {other:?}"),
-    }
-    raw.expect_closed().await;
-    env.broker.shutdown().await;
+    disconnect_reads_0x98("raw-kick", false).await;
 }
 
 /// The same for a connection parked while idle (no task of its own): the kick wakes it.
 #[tokio::test]
 async fn a_parked_mqtt5_client_reads_disconnect_0x98() {
+    disconnect_reads_0x98("raw-parked-kick", true).await;
+}
+
+/// A raw MQTT 5 client `client_id` (after it parked, when `parked`) disconnected from the
+/// console reads DISCONNECT 0x98 (Administrative action) and is closed.
+async fn disconnect_reads_0x98(client_id: &str, parked: bool) {
     let env = Env::start().await;
-    let mut raw =
-        crate::support::RawClient::connected_v5(env.listener("mqtt"), "raw-parked-kick").await;
-    let id = connection_id(&env, "raw-parked-kick").await;
+    let mut raw = crate::support::RawClient::connected_v5(env.listener("mqtt"), client_id).await;
+    let id = connection_id(&env, client_id).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while env.broker.handle.core().counters.connections_parked() == 0 {
+    while parked && env.broker.handle.core().counters.connections_parked() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the idle connection did not park"

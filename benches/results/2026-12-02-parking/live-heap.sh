@@ -8,17 +8,8 @@ set -euo pipefail
 bin=$1
 ulimit -n 20000
 dir=$(mktemp -d /tmp/live-heap.XXXXXX)
-mkdir -p "$dir/data"
-cat >"$dir/activemq.xml" <<XML
-<beans xmlns="http://www.springframework.org/schema/beans">
-  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="bench"
-          dataDirectory="$dir/data" persistent="false" useJmx="false">
-    <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt+nio://127.0.0.1:21883?maximumConnections=1000000"/>
-    </transportConnectors>
-  </broker>
-</beans>
-XML
+source "$(dirname "${BASH_SOURCE[0]}")/broker-config.sh"
+write_config "$dir"
 NO_COLOR=1 heaptrack -o "$dir/heap" "$bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/log" 2>&1 &
 sleep 3
 pid=$(pgrep -f "^$bin --log-level" | head -1)

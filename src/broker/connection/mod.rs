@@ -579,16 +579,7 @@ async fn serve_established<S: ParkableStream>(
                 }
                 Err(e) => {
                     conn.session.unparked(conn.token.generation);
-                    let peer = phase.peer;
-                    let no_reader = None::<&mut tokio::io::Empty>;
-                    finish(
-                        conn,
-                        CloseReason::Io(e),
-                        &mut tokio::io::sink(),
-                        no_reader,
-                        peer,
-                    )
-                    .await;
+                    finish_without_socket(conn, e, phase.peer).await;
                     return;
                 }
             },
@@ -632,19 +623,22 @@ async fn resume_in_span(parked: Box<parking::Parked>, woken: parking::Woken) {
             let (reader, writer) = tokio::io::split(tcp);
             serve_established(conn, reader, writer, woken.read, phase).await;
         }
-        Err(e) => {
-            let peer = phase.peer;
-            let no_reader = None::<&mut tokio::io::Empty>;
-            finish(
-                conn,
-                CloseReason::Io(e),
-                &mut tokio::io::sink(),
-                no_reader,
-                peer,
-            )
-            .await;
-        }
+        Err(e) => finish_without_socket(conn, e, phase.peer).await,
     }
+}
+
+/// Close a connection whose socket could not be moved between tokio and the parking lot
+/// (`e`): the will, the session and the counters as for any socket error, nothing written.
+async fn finish_without_socket(conn: Box<Conn>, e: io::Error, peer: SocketAddr) {
+    let no_reader = None::<&mut tokio::io::Empty>;
+    finish(
+        conn,
+        CloseReason::Io(e),
+        &mut tokio::io::sink(),
+        no_reader,
+        peer,
+    )
+    .await;
 }
 
 /// Close an established connection (see [`Conn::close`]) and linger when it asks to.
