@@ -13,28 +13,12 @@ use crate::support::{
 use ferromq::protocol::{Packet, QoS, ReasonCode};
 use tokio::time::Instant;
 
-/// Wait (up to 10 s) until at least `n` connections of `broker` are parked.
-async fn parked(broker: &TestBroker, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let now = broker.handle.core().counters.connections_parked();
-        if now >= n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected {n} parked connections, {now} are"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn parked_connections_answer_pingreq_in_mqtt_3_and_5() {
     let broker = TestBroker::default().await;
     let (mut v3, _) = RawClient::connected(broker.addr, "park-v3", true).await;
     let mut v5 = RawClient::connected_v5(broker.addr, "park-v5").await;
-    parked(&broker, 2).await;
+    broker.parked(2).await;
     // Parked connections are still connections: counted as such.
     assert_eq!(
         broker.handle.core().counters.snapshot().connections_current,
@@ -45,7 +29,7 @@ async fn parked_connections_answer_pingreq_in_mqtt_3_and_5() {
         assert_eq!(client.recv().await, Packet::PingResp);
     }
     // And they park again.
-    parked(&broker, 2).await;
+    broker.parked(2).await;
     v5.send(Packet::PingReq).await;
     assert_eq!(v5.recv().await, Packet::PingResp);
     broker.shutdown().await;
@@ -57,7 +41,7 @@ async fn a_publish_after_parking_is_acknowledged_and_delivered_to_a_parked_subsc
     let (mut sub, _) = RawClient::connected(broker.addr, "park-sub", true).await;
     assert_eq!(sub.subscribe(1, &[("park/t", QoS::AtLeastOnce)]).await, [1]);
     let (mut publisher, _) = RawClient::connected(broker.addr, "park-pub", true).await;
-    parked(&broker, 2).await;
+    broker.parked(2).await;
     publisher
         .send(publish_packet(
             "park/t",
@@ -79,7 +63,7 @@ async fn a_publish_after_parking_is_acknowledged_and_delivered_to_a_parked_subsc
 async fn subscribe_after_parking_works_and_receives() {
     let broker = TestBroker::default().await;
     let mut c = RawClient::connected_v5(broker.addr, "park-late-sub").await;
-    parked(&broker, 1).await;
+    broker.parked(1).await;
     assert_eq!(c.subscribe(1, &[("park/late", QoS::AtMostOnce)]).await, [0]);
     let (mut publisher, _) = RawClient::connected(broker.addr, "park-late-pub", true).await;
     publisher
@@ -113,7 +97,7 @@ async fn keep_alive_expiry_of_a_parked_connection_closes_it_and_publishes_the_wi
     let start = Instant::now();
     let (mut pinger, _) =
         RawClient::connect_ok(broker.addr, connect_packet("park-pinger", true, 2)).await;
-    parked(&broker, 3).await;
+    broker.parked(3).await;
     // The pinger keeps its connection for two limits (3 s each), parked between PINGREQs.
     let pinging = tokio::spawn(async move {
         for _ in 0..6 {
@@ -161,7 +145,7 @@ async fn a_rumqttc_client_works_across_parking() {
         .subscribe("park/rumqttc", rumqttc::QoS::AtLeastOnce)
         .await;
     for round in 0..3u8 {
-        parked(&broker, 1).await;
+        broker.parked(1).await;
         // Past at least one of the client's PINGREQs.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         client
@@ -178,7 +162,7 @@ async fn takeover_of_a_parked_client_closes_it_in_mqtt_3_and_5() {
     let broker = TestBroker::with_uri_options(&["allowLinkStealing=true"]).await;
     let (mut old_v3, _) = RawClient::connected(broker.addr, "park-steal-3", true).await;
     let mut old_v5 = RawClient::connected_v5(broker.addr, "park-steal-5").await;
-    parked(&broker, 2).await;
+    broker.parked(2).await;
     let (_new_v3, _) = RawClient::connected(broker.addr, "park-steal-3", true).await;
     old_v3.expect_closed().await;
     let _new_v5 = RawClient::connected_v5(broker.addr, "park-steal-5").await;
@@ -197,7 +181,7 @@ async fn shutdown_closes_parked_connections_with_disconnect_for_mqtt_5() {
     let mut v5 = RawClient::connect_ok(broker.addr, connect_v5("park-stop-5", true, None))
         .await
         .0;
-    parked(&broker, 2).await;
+    broker.parked(2).await;
     let stopping = tokio::spawn(broker.shutdown());
     match v5.recv_within(Duration::from_secs(5)).await {
         Some(Packet::Disconnect(d)) => {
@@ -224,7 +208,7 @@ async fn publishes_read_while_parked_keep_the_connection_alive() {
     // Five publishes 1.5 s apart: 7.5 s in all, well past the 3 s limit (1.5 x 2 s), each
     // arriving at a parked connection.
     for round in 0..5u8 {
-        parked(&broker, 1).await;
+        broker.parked(1).await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
         client
             .send(publish_packet(

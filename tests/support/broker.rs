@@ -22,6 +22,23 @@ pub struct TestBroker {
 }
 
 impl TestBroker {
+    /// Wait (up to 10 s) until at least `n` of this broker's connections are parked (idle
+    /// plain-TCP connections without a task, see `broker::connection::parking`).
+    pub async fn parked(&self, n: u64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = self.handle.core().counters.connections_parked();
+            if now >= n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {n} parked connections, {now} are"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn start(config: Config) -> TestBroker {
         let listener = first_listener(&config);
         let handle = broker::start(config).await.expect("broker starts");

@@ -159,9 +159,9 @@ impl State {
 impl Lot {
     /// The running loop, started now if it is not yet (from a connection task: it needs the
     /// runtime and the broker's security watch).
-    fn start(&self, security: watch::Receiver<u64>) -> Option<&Arc<Shared>> {
+    fn start(&self, security: impl FnOnce() -> watch::Receiver<u64>) -> Option<&Arc<Shared>> {
         self.started
-            .get_or_init(|| match Shared::start(security) {
+            .get_or_init(|| match Shared::start(security()) {
                 Ok(shared) => Some(shared),
                 Err(e) => {
                     tracing::warn!("idle connections cannot park (they keep their tasks): {e}");
@@ -267,7 +267,7 @@ pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Establis
         phase,
     });
     let core = parked.conn.core.clone();
-    let Some(lot) = core.parking.start(core.watch_security()) else {
+    let Some(lot) = core.parking.start(|| core.watch_security()) else {
         let mut parked = parked;
         parked.phase.parkable = false;
         tokio::spawn(super::resume(parked, Woken::default()));
