@@ -223,3 +223,121 @@ async fn publishes_read_while_parked_keep_the_connection_alive() {
     }
     broker.shutdown().await;
 }
+
+/// Many park and wake cycles with real clients lose and duplicate nothing. Publishers pause
+/// between some publishes longer than the broker's idle delay (500 ms), so publishers and
+/// subscribers park and wake again and again while messages are in flight; every subscriber
+/// (QoS 1 and QoS 2 subscriptions, rumqttc acknowledging) must receive every publish exactly
+/// once (no reconnect: a duplicate would be a broker resend) and each publisher's publishes in
+/// the order they were acknowledged.
+#[tokio::test]
+async fn park_and_wake_cycles_under_traffic_lose_and_duplicate_nothing() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const PUBLISHERS: usize = 3;
+    const PER_PUBLISHER: usize = 12;
+    const SUBSCRIBERS: usize = 4;
+    let broker = TestBroker::default().await;
+    let most_parked = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (core, most_parked) = (broker.handle.core().clone(), most_parked.clone());
+        tokio::spawn(async move {
+            loop {
+                most_parked.fetch_max(core.counters.connections_parked(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut subscribers = Vec::new();
+    for s in 0..SUBSCRIBERS {
+        let mut client =
+            crate::support::Client::connect(broker.addr, &format!("cycle-sub-{s}")).await;
+        let qos = if s % 2 == 0 {
+            rumqttc::QoS::AtLeastOnce
+        } else {
+            rumqttc::QoS::ExactlyOnce
+        };
+        client.subscribe("cycle/#", qos).await;
+        subscribers.push(tokio::spawn(async move {
+            let mut got: Vec<String> = Vec::new();
+            while got.len() < PUBLISHERS * PER_PUBLISHER {
+                match client.publish_within(Duration::from_secs(10)).await {
+                    Some(p) => got.push(String::from_utf8_lossy(&p.payload).into_owned()),
+                    None => break,
+                }
+            }
+            // Anything more would be a duplicate.
+            while let Some(p) = client.publish_within(Duration::from_millis(300)).await {
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+            }
+            client.disconnect().await;
+            got
+        }));
+    }
+    let mut publishers = Vec::new();
+    for p in 0..PUBLISHERS {
+        let mut client =
+            crate::support::Client::connect(broker.addr, &format!("cycle-pub-{p}")).await;
+        publishers.push(tokio::spawn(async move {
+            for k in 0..PER_PUBLISHER {
+                // 0, 60, 650 or 800 ms, the same for every publisher: in the long pauses
+                // the broker parks everyone, publishers and subscribers.
+                let gap_ms = [0, 60, 650, 800][k % 4];
+                tokio::time::sleep(Duration::from_millis(gap_ms)).await;
+                let qos = if k % 2 == 0 {
+                    rumqttc::QoS::AtLeastOnce
+                } else {
+                    rumqttc::QoS::ExactlyOnce
+                };
+                let payload = format!("p{p}-{k:02}");
+                client
+                    .publish(&format!("cycle/p{p}"), qos, false, payload.as_bytes())
+                    .await;
+            }
+            client.disconnect().await;
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    for (s, subscriber) in subscribers.into_iter().enumerate() {
+        let got = subscriber.await.expect("subscriber");
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for payload in &got {
+            *counts.entry(payload.as_str()).or_default() += 1;
+        }
+        for p in 0..PUBLISHERS {
+            let expected: Vec<String> =
+                (0..PER_PUBLISHER).map(|k| format!("p{p}-{k:02}")).collect();
+            let mine: Vec<&String> = got
+                .iter()
+                .filter(|g| g.starts_with(&format!("p{p}-")))
+                .collect();
+            for e in &expected {
+                assert_eq!(
+                    counts.get(e.as_str()),
+                    Some(&1),
+                    "subscriber {s}: {e} in {got:?}"
+                );
+            }
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "subscriber {s}: publisher {p}'s messages out of order: {mine:?}"
+            );
+        }
+        assert_eq!(
+            got.len(),
+            PUBLISHERS * PER_PUBLISHER,
+            "subscriber {s}: {got:?}"
+        );
+    }
+    sampler.abort();
+    let most = most_parked.load(Ordering::Relaxed);
+    assert!(
+        most >= (PUBLISHERS + SUBSCRIBERS - 2) as u64,
+        "connections parked during the traffic (at most {most} at once): the test must cycle them"
+    );
+    broker.shutdown().await;
+}

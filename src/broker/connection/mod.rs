@@ -365,9 +365,14 @@ struct Output {
 }
 
 /// Back-pressure: reading pauses while subscriber sessions this client's publishes pushed
-/// above their soft limit drain (instead of dropping acknowledged messages).
+/// above their soft limit drain (instead of dropping acknowledged messages). Boxed and
+/// allocated on the first pause: most connections never pause, and every connection (parked
+/// or not) would carry its 64 bytes.
 #[derive(Default)]
-struct PublisherPause {
+struct PublisherPause(Option<Box<PauseState>>);
+
+#[derive(Default)]
+struct PauseState {
     overfilled: Vec<Overfilled>,
     /// When the current pause ends regardless (a stuck subscriber must not stall us forever).
     paused_until: Option<tokio::time::Instant>,
@@ -375,6 +380,17 @@ struct PublisherPause {
     /// limit (a stuck subscriber costs one pause; then its QoS 1/2 queue is bounded by the
     /// broker-wide memory and store limits, its QoS 0 queue by the hard cap).
     given_up: Vec<Overfilled>,
+}
+
+impl PublisherPause {
+    /// The sessions the connection waits for (empty: not paused).
+    fn overfilled(&self) -> &[Overfilled] {
+        self.0.as_deref().map_or(&[], |s| &s.overfilled)
+    }
+
+    fn paused_until(&self) -> Option<tokio::time::Instant> {
+        self.0.as_deref().and_then(|s| s.paused_until)
+    }
 }
 
 /// Producer flow control (see `flow_control.rs`).
@@ -719,21 +735,17 @@ where
     loop {
         rounds_since_check = rounds_since_check.saturating_add(1);
         if conn.output.pump_wanted && conn.output.out.len() < OUT_HIGH_WATER_BYTES {
-            if conn.output.out.capacity() == 0 {
-                // Start a batch with room for many packets rather than growing from zero.
-                conn.output.out.reserve(OUT_BATCH_START_BYTES);
-            }
             if let Err(reason) = conn.pump() {
                 return reason.into();
             }
         }
         let can_read = conn.output.out.len() < OUT_HIGH_WATER_BYTES
             && conn.pending_acks.has_room()
-            && conn.pause.overfilled.is_empty()
+            && conn.pause.overfilled().is_empty()
             && conn.flow.deferred.has_room();
         let pause_deadline = conn
             .pause
-            .paused_until
+            .paused_until()
             .unwrap_or_else(tokio::time::Instant::now);
         let reauth_deadline = conn.reauth_deadline();
         tokio::select! {
@@ -767,7 +779,7 @@ where
             // client's packets wait unseen in the socket (the pause is bounded; when it ends the
             // read branch above runs before this one).
             _ = &mut expiry, if (phase.keep_alive.is_enabled() || park_check.is_some())
-                && conn.pause.overfilled.is_empty()
+                && conn.pause.overfilled().is_empty()
                 && conn.flow.held.is_none() => {
                 let now = tokio::time::Instant::now();
                 if now >= phase.keep_alive.deadline() {
@@ -798,7 +810,7 @@ where
                     // Not in a cluster: there the S5 chaos runs lost messages with it (see
                     // docs/cluster.md), and the cause is not found yet.
                     next = if taken < READY_BATCH
-                        && conn.pause.overfilled.is_empty()
+                        && conn.pause.overfilled().is_empty()
                         && conn.core.backplane().is_none()
                     {
                         conn.pending_acks.ready_now()
@@ -809,9 +821,9 @@ where
             }
             // Boxed, and only while paused: `select!` keeps room for every branch's future
             // even when its branch is disabled, and this one is large (idle memory).
-            _ = OptionFuture::from((!conn.pause.overfilled.is_empty()).then(|| {
-                Box::pin(conn.core.wait_drained(&conn.pause.overfilled, pause_deadline))
-            })), if !conn.pause.overfilled.is_empty() => {
+            _ = OptionFuture::from((!conn.pause.overfilled().is_empty()).then(|| {
+                Box::pin(conn.core.wait_drained(conn.pause.overfilled(), pause_deadline))
+            })), if !conn.pause.overfilled().is_empty() => {
                 conn.end_pause(pause_deadline);
                 // The packets read before the pause that it left unhandled.
                 if let Err(reason) = conn.handle_buffered(&mut read_buf, max_frame) {
@@ -931,7 +943,7 @@ impl Conn {
         read_buf: &mut BytesMut,
         max_frame: usize,
     ) -> Result<(), CloseReason> {
-        while self.pause.overfilled.is_empty() {
+        while self.pause.overfilled().is_empty() {
             if self.flow.held.is_none() {
                 if let Some(publish) = self.flow.deferred.pop() {
                     self.handle(Packet::Publish(publish))?;
@@ -975,17 +987,18 @@ impl Conn {
             return;
         }
         let own = self.session.id();
-        self.pause.given_up.retain(Overfilled::still_over);
-        let given_up = &self.pause.given_up;
-        let before = self.pause.overfilled.len();
-        self.pause
+        let pause = self.pause.0.get_or_insert_with(Default::default);
+        pause.given_up.retain(Overfilled::still_over);
+        let given_up = &pause.given_up;
+        let before = pause.overfilled.len();
+        pause
             .overfilled
             .extend(routed.overfilled.into_iter().filter(|o| {
                 let id = o.session.id();
                 id != own && !given_up.iter().any(|g| g.session.id() == id)
             }));
-        if self.pause.overfilled.len() > before && self.pause.paused_until.is_none() {
-            self.pause.paused_until =
+        if pause.overfilled.len() > before && pause.paused_until.is_none() {
+            pause.paused_until =
                 Some(tokio::time::Instant::now() + Duration::from_millis(OVERFILL_PAUSE_LIMIT_MS));
         }
     }
@@ -993,22 +1006,28 @@ impl Conn {
     /// The pause ended (`deadline` passed or the sessions drained): sessions still over their
     /// soft limit at the deadline are given up on.
     fn end_pause(&mut self, deadline: tokio::time::Instant) {
-        let overfilled = std::mem::take(&mut self.pause.overfilled);
-        self.pause.paused_until = None;
-        if tokio::time::Instant::now() < deadline {
+        let Some(mut pause) = self.pause.0.take() else {
             return;
-        }
-        for o in overfilled {
-            let id = o.session.id();
-            if o.still_over() && !self.pause.given_up.iter().any(|g| g.session.id() == id) {
-                tracing::warn!(
-                    subscriber = %o.session.client_id(),
-                    soft_limit = o.soft_limit,
-                    "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: publishing on \
-                     (its queue is bounded by memoryUsage/storeUsage)"
-                );
-                self.pause.given_up.push(o);
+        };
+        let overfilled = std::mem::take(&mut pause.overfilled);
+        pause.paused_until = None;
+        if tokio::time::Instant::now() >= deadline {
+            for o in overfilled {
+                let id = o.session.id();
+                if o.still_over() && !pause.given_up.iter().any(|g| g.session.id() == id) {
+                    tracing::warn!(
+                        subscriber = %o.session.client_id(),
+                        soft_limit = o.soft_limit,
+                        "subscriber did not drain within {OVERFILL_PAUSE_LIMIT_MS} ms: publishing \
+                         on (its queue is bounded by memoryUsage/storeUsage)"
+                    );
+                    pause.given_up.push(o);
+                }
             }
+        }
+        // Sessions given up on are remembered; otherwise the pause's memory goes.
+        if !pause.given_up.is_empty() {
+            self.pause.0 = Some(pause);
         }
     }
 

@@ -347,6 +347,13 @@ impl Conn {
         batch: Vec<(Header, QueuedMessage)>,
         changes: Vec<Change>,
     ) -> Result<(), CloseReason> {
+        if !batch.is_empty() && self.output.out.capacity() == 0 {
+            // Start a batch with room for many packets rather than growing from zero; only
+            // when there is one: every new or woken connection pumps once, mostly for nothing,
+            // and a 16 KiB block allocated and freed per connect splits the heap around the
+            // connections' long-lived state (docs/scaling.md).
+            self.output.out.reserve(super::OUT_BATCH_START_BYTES);
+        }
         let gated = batch.iter().any(|(header, item)| {
             header.packet_id.is_some() && item.qos == QoS::ExactlyOnce && item.seq.is_some()
         });
