@@ -341,3 +341,42 @@ async fn park_and_wake_cycles_under_traffic_lose_and_duplicate_nothing() {
     );
     broker.shutdown().await;
 }
+
+/// A connection parks soon after its CONNECT (a connect storm must not leave a task per
+/// connection behind), and, once woken, waits the longer interval before parking again (a
+/// client active every few hundred ms keeps its task).
+#[tokio::test]
+async fn a_new_connection_parks_soon_and_a_woken_one_waits_longer() {
+    use ferromq::broker::connection::{PARK_AFTER_CONNECT, PARK_AFTER_IDLE};
+    let broker = TestBroker::default().await;
+    let started = Instant::now();
+    let (mut client, _) = RawClient::connected(broker.addr, "park-soon", true).await;
+    broker.parked(1).await;
+    let first_park = started.elapsed();
+    // The short interval, checked twice at most (the CONNACK's write counts as activity),
+    // with room for a loaded machine; the long one alone would take 500 ms or more.
+    assert!(
+        first_park < PARK_AFTER_IDLE - Duration::from_millis(50),
+        "parked {first_park:?} after CONNECT (short interval {PARK_AFTER_CONNECT:?})"
+    );
+    // Woken by a packet the loop does not answer itself.
+    assert_eq!(
+        client.subscribe(1, &[("park/soon", QoS::AtMostOnce)]).await,
+        [0]
+    );
+    let woken = Instant::now();
+    let counters = &broker.handle.core().counters;
+    while woken.elapsed() < PARK_AFTER_IDLE - Duration::from_millis(100) {
+        assert_eq!(
+            counters.connections_parked(),
+            0,
+            "parked again {:?} after a wake-up",
+            woken.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.parked(1).await;
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Packet::PingResp);
+    broker.shutdown().await;
+}

@@ -35,7 +35,7 @@ mod tests;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
 pub use flow_control::MQTT5_QUOTA_WAIT;
-pub use parking::PARK_AFTER_IDLE;
+pub use parking::{PARK_AFTER_CONNECT, PARK_AFTER_IDLE};
 pub use slot::ConnectionSlot;
 
 use std::collections::VecDeque;
@@ -543,6 +543,7 @@ async fn handshake_phase<S: ParkableStream>(
         peer: params.peer,
         shutdown: params.shutdown.clone(),
         parkable: S::PARKABLE && slot.is_some(),
+        parked_before: false,
         _slot: slot,
     };
     Some((conn, reader, writer, read_buf, phase))
@@ -559,6 +560,9 @@ pub(crate) struct Established {
     shutdown: CancellationToken,
     /// The connection parks while idle.
     parkable: bool,
+    /// It has parked before: it waits [`PARK_AFTER_IDLE`] to park again, not
+    /// [`PARK_AFTER_CONNECT`].
+    parked_before: bool,
     /// The listener's hold on this connection, released when it ends.
     _slot: Option<ConnectionSlot>,
 }
@@ -624,9 +628,10 @@ async fn resume_in_span(parked: Box<parking::Parked>, woken: parking::Woken) {
     let parking::Parked {
         mut conn,
         stream,
-        phase,
+        mut phase,
         ..
     } = *parked;
+    phase.parked_before = true;
     conn.session.unparked(conn.token.generation);
     // What was queued while parked, and what a wake-up ring announced.
     conn.output.pump_wanted = true;
@@ -698,10 +703,18 @@ where
     W: AsyncWrite + Unpin,
 {
     // One timer serves the keep-alive deadline and, for a connection that may park, the
-    // check whether it has been idle for `PARK_AFTER_IDLE` (see `parking`).
+    // check whether it has been idle for `park_after` (see `parking`).
+    // A connection still busy after a few short checks is an active one: it checks at the
+    // long interval from then on (a timer every 50 ms costs a busy connection CPU for nothing).
+    let mut short_checks_left: u8 = if phase.parked_before { 0 } else { 4 };
+    let mut park_after = if phase.parked_before {
+        PARK_AFTER_IDLE
+    } else {
+        PARK_AFTER_CONNECT
+    };
     let mut park_check = phase
         .parkable
-        .then(|| tokio::time::Instant::now() + PARK_AFTER_IDLE);
+        .then(|| tokio::time::Instant::now() + park_after);
     let timer_at = |keep_alive: &KeepAlive, park_check: Option<tokio::time::Instant>| {
         park_check.map_or(keep_alive.deadline(), |check| {
             check.min(keep_alive.deadline())
@@ -795,7 +808,11 @@ where
                     return Ended::Park;
                 }
                 rounds_since_check = 0;
-                park_check = park_check.map(|_| now + PARK_AFTER_IDLE);
+                short_checks_left = short_checks_left.saturating_sub(1);
+                if short_checks_left == 0 {
+                    park_after = PARK_AFTER_IDLE;
+                }
+                park_check = park_check.map(|_| now + park_after);
                 expiry.as_mut().reset(timer_at(&phase.keep_alive, park_check));
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {

@@ -3,7 +3,8 @@
 //! Most connections of a large deployment are idle (a sensor that publishes once a minute).
 //! A connection task costs about 1.4 KiB even when it only waits (its future, tokio's socket
 //! registration, the keep-alive timer), three times what mosquitto spends on a whole client.
-//! So a connection that has had nothing to do for [`PARK_AFTER_IDLE`] (no input, no output,
+//! So a connection that has had nothing to do for [`PARK_AFTER_IDLE`] ([`PARK_AFTER_CONNECT`]
+//! before its first park) (no input, no output,
 //! nothing waiting for the store, no pause) ends its task and leaves behind a [`Parked`]
 //! record: its state, its socket (registered with this broker's one readiness loop, not
 //! tokio's) and its keep-alive deadline. The loop (a thread, see `poll.rs`) answers PINGREQs
@@ -36,10 +37,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Conn, Established};
 
-/// How long a connection must have had nothing to do before it parks. Long enough that a
-/// client publishing several times a second keeps its task; short enough that a connect storm
-/// does not leave thousands of idle tasks behind.
+/// How long a connection that has parked before must have had nothing to do before it parks
+/// again: long enough that a client publishing or receiving several times a second keeps its
+/// task instead of paying a park and a wake-up per message.
 pub const PARK_AFTER_IDLE: Duration = Duration::from_millis(500);
+
+/// How long a connection that has never parked must have had nothing to do before it parks
+/// the first time. Short, because a connect storm is the peak of the broker's memory: every
+/// task alive at once stays in the allocator after it ends (its 128-byte-aligned blocks become
+/// holes pinned by the long-lived objects allocated around them; see docs/scaling.md). With 50
+/// ms only the connections of the last 50-100 ms of a storm hold a task. A client that sends
+/// its SUBSCRIBE later than that pays one wake-up, and from then on [`PARK_AFTER_IDLE`].
+pub const PARK_AFTER_CONNECT: Duration = Duration::from_millis(50);
 
 /// The readiness loop's own token (parked connections get keys from 1 up).
 const WAKER_TOKEN: mio::Token = mio::Token(0);
