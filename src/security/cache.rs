@@ -19,6 +19,9 @@ type DecisionMap = HashMap<Box<str>, u8>;
 /// connection carries one null pointer for both.
 #[derive(Debug, Default)]
 struct Maps {
+    /// The [`Security::generation`] and the principal the decisions were made for. Here rather
+    /// than beside the box: an idle connection (parked or not) would carry their 64 bytes.
+    filled_for: Option<(u64, Principal)>,
     decisions: [DecisionMap; 3],
     /// `None`: the topic is not tracked (the registry was full), remembered so the registry
     /// is not asked again on every publish.
@@ -50,8 +53,6 @@ pub enum UseDecision {
 /// different principal empties it first, so a stale decision is never returned.
 #[derive(Debug)]
 pub struct AuthzCache {
-    generation: Option<u64>,
-    principal: Option<Principal>,
     /// Indexed by action (read, write, admin); keyed by topic so lookups borrow `&str`.
     /// Allocated on the first decision: a connection that never publishes or receives (and
     /// every connection of a broker without authorization) carries no maps (idle memory).
@@ -70,8 +71,6 @@ impl AuthzCache {
     /// A cache that holds at most `capacity` decisions per action (at least 1).
     pub fn with_capacity(capacity: usize) -> AuthzCache {
         AuthzCache {
-            generation: None,
-            principal: None,
             decisions: None,
             capacity: capacity.max(1),
             misses: 0,
@@ -134,20 +133,17 @@ impl AuthzCache {
         action: Action,
         mqtt_topic: &str,
     ) -> u8 {
-        if self.generation != Some(security.generation())
-            || !self
-                .principal
-                .as_ref()
-                .is_some_and(|p| same_principal(p, principal))
+        let maps = self.decisions.get_or_insert_with(Default::default);
+        let generation = security.generation();
+        if !maps
+            .filled_for
+            .as_ref()
+            .is_some_and(|(filled, p)| *filled == generation && same_principal(p, principal))
         {
-            self.clear();
-            self.generation = Some(security.generation());
-            self.principal = Some(principal.clone());
+            maps.decisions.iter_mut().for_each(HashMap::clear);
+            maps.filled_for = Some((generation, principal.clone()));
         }
-        let map = &mut self
-            .decisions
-            .get_or_insert_with(Default::default)
-            .decisions[action_slot(action)];
+        let map = &mut maps.decisions[action_slot(action)];
         if let Some(&flags) = map.get(mqtt_topic) {
             return flags;
         }
@@ -180,16 +176,6 @@ impl AuthzCache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    fn clear(&mut self) {
-        for map in self
-            .decisions
-            .iter_mut()
-            .flat_map(|maps| maps.decisions.iter_mut())
-        {
-            map.clear();
-        }
     }
 
     /// Count a publish of `bytes` payload bytes to `mqtt_topic` in `registry`: the registry is
@@ -292,6 +278,34 @@ mod tests {
             UseDecision::AllowedUnknown,
             "without authorization the caller only records the topic"
         );
+    }
+
+    #[test]
+    fn another_principal_starts_over_and_topic_counts_do_not_fill_decisions() {
+        use crate::broker::topic_stats::TopicStatsRegistry;
+        let security = security();
+        let anonymous = Principal::anonymous();
+        let alice = Principal {
+            user: Arc::from("alice"),
+            groups: vec![Arc::from("users")],
+            anonymous: false,
+        };
+        let mut cache = AuthzCache::default();
+        // Counters first: the box exists, the decisions are still for no one.
+        cache.count_publish(&TopicStatsRegistry::new(true, 4), "a/b", 1);
+        assert!(cache.is_empty());
+        assert!(cache.allowed(&security, &anonymous, Action::Write, "a/b"));
+        assert!(cache.allowed(&security, &anonymous, Action::Write, "a/b"));
+        assert_eq!(cache.misses(), 1);
+        // Another principal: decided again, then from the cache.
+        assert!(cache.allowed(&security, &alice, Action::Write, "a/b"));
+        assert!(cache.allowed(&security, &alice.clone(), Action::Write, "a/b"));
+        assert_eq!(cache.misses(), 2);
+        assert_eq!(cache.len(), 1, "the anonymous decision was dropped");
+        assert!(cache.allowed(&security, &anonymous, Action::Write, "a/b"));
+        assert_eq!(cache.misses(), 3);
+        // The anonymous principal is one shared user name.
+        assert!(Arc::ptr_eq(&anonymous.user, &Principal::anonymous().user));
     }
 
     #[test]

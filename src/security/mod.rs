@@ -107,9 +107,13 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The principal of a client the broker does not authenticate. Its user name is one
+    /// shared string, not an allocation per connection (idle memory).
     pub fn anonymous() -> Self {
+        static ANONYMOUS: std::sync::LazyLock<Arc<str>> =
+            std::sync::LazyLock::new(|| Arc::from("anonymous"));
         Principal {
-            user: Arc::from("anonymous"),
+            user: Arc::clone(&ANONYMOUS),
             groups: Vec::new(),
             anonymous: true,
         }

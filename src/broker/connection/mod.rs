@@ -542,8 +542,11 @@ async fn handshake_phase<S: ParkableStream>(
         security: conn.core.watch_security(),
         peer: params.peer,
         shutdown: params.shutdown.clone(),
-        parkable: S::PARKABLE && slot.is_some(),
-        parked_before: false,
+        park: if S::PARKABLE && slot.is_some() {
+            ParkAfter::Connect
+        } else {
+            ParkAfter::Never
+        },
         _slot: slot,
     };
     Some((conn, reader, writer, read_buf, phase))
@@ -558,13 +561,21 @@ pub(crate) struct Established {
     peer: SocketAddr,
     /// Cancelled when the broker shuts down.
     shutdown: CancellationToken,
-    /// The connection parks while idle.
-    parkable: bool,
-    /// It has parked before: it waits [`PARK_AFTER_IDLE`] to park again, not
-    /// [`PARK_AFTER_CONNECT`].
-    parked_before: bool,
+    /// Whether the connection parks while idle, and after how long.
+    park: ParkAfter,
     /// The listener's hold on this connection, released when it ends.
     _slot: Option<ConnectionSlot>,
+}
+
+/// Whether and when an idle connection parks (see `parking`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParkAfter {
+    /// Never: TLS, WebSocket, or a lot that could not take it.
+    Never,
+    /// It has not parked yet: after [`PARK_AFTER_CONNECT`].
+    Connect,
+    /// It has parked before: after [`PARK_AFTER_IDLE`].
+    Idle,
 }
 
 /// How an established connection's read/write loop ended.
@@ -631,7 +642,9 @@ async fn resume_in_span(parked: Box<parking::Parked>, woken: parking::Woken) {
         mut phase,
         ..
     } = *parked;
-    phase.parked_before = true;
+    if phase.park == ParkAfter::Connect {
+        phase.park = ParkAfter::Idle;
+    }
     conn.session.unparked(conn.token.generation);
     // What was queued while parked, and what a wake-up ring announced.
     conn.output.pump_wanted = true;
@@ -706,15 +719,12 @@ where
     // check whether it has been idle for `park_after` (see `parking`).
     // A connection still busy after a few short checks is an active one: it checks at the
     // long interval from then on (a timer every 50 ms costs a busy connection CPU for nothing).
-    let mut short_checks_left: u8 = if phase.parked_before { 0 } else { 4 };
-    let mut park_after = if phase.parked_before {
-        PARK_AFTER_IDLE
-    } else {
-        PARK_AFTER_CONNECT
+    let (mut park_after, mut short_checks_left) = match phase.park {
+        ParkAfter::Connect => (PARK_AFTER_CONNECT, 4u8),
+        ParkAfter::Never | ParkAfter::Idle => (PARK_AFTER_IDLE, 0),
     };
-    let mut park_check = phase
-        .parkable
-        .then(|| tokio::time::Instant::now() + park_after);
+    let mut park_check =
+        (phase.park != ParkAfter::Never).then(|| tokio::time::Instant::now() + park_after);
     let timer_at = |keep_alive: &KeepAlive, park_check: Option<tokio::time::Instant>| {
         park_check.map_or(keep_alive.deadline(), |check| {
             check.min(keep_alive.deadline())

@@ -278,7 +278,7 @@ pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Establis
     let core = parked.conn.core.clone();
     let Some(lot) = core.parking.start(|| core.watch_security()) else {
         let mut parked = parked;
-        parked.phase.parkable = false;
+        parked.phase.park = super::ParkAfter::Never;
         tokio::spawn(super::resume(parked, Woken::default()));
         return;
     };
@@ -295,7 +295,7 @@ pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Establis
         }
         Err((mut parked, refused)) => {
             if matches!(refused, Refused::Failed) {
-                parked.phase.parkable = false;
+                parked.phase.park = super::ParkAfter::Never;
             }
             tokio::spawn(super::resume(parked, Woken::default()));
         }
@@ -374,7 +374,7 @@ mod tests {
         let conn = std::mem::size_of::<Conn>();
         eprintln!("parked record {record} bytes, connection state {conn} bytes");
         assert!(record <= 160, "Parked is {record} bytes");
-        assert!(conn <= 448, "Conn is {conn} bytes");
+        assert!(conn <= 384, "Conn is {conn} bytes");
     }
 
     /// Deadlines of connections that woke do not pile up: past twice the parked count (plus
