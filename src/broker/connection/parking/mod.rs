@@ -3,9 +3,9 @@
 //! Most connections of a large deployment are idle (a sensor that publishes once a minute).
 //! A connection task costs about 1.4 KiB even when it only waits (its future, tokio's socket
 //! registration, the keep-alive timer), three times what mosquitto spends on a whole client.
-//! So a connection that has had nothing to do for [`PARK_AFTER_IDLE`] ([`PARK_AFTER_CONNECT`]
-//! before its first park) (no input, no output,
-//! nothing waiting for the store, no pause) ends its task and leaves behind a [`Parked`]
+//! So a connection that has had nothing to do (no input, no output, nothing waiting for the
+//! store, no pause) for [`PARK_AFTER_CONNECT`] before its first park, [`PARK_AFTER_IDLE`]
+//! after it, ends its task and leaves behind a [`Parked`]
 //! record: its state, its socket (registered with this broker's one readiness loop, not
 //! tokio's) and its keep-alive deadline. The loop (a thread, see `poll.rs`) answers PINGREQs
 //! itself and moves the keep-alive deadline; anything else wakes the connection, which gets a
