@@ -288,6 +288,32 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node keeps trying to set the assets up at its start.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The state of stream `name`, read at a node's start. Retried until [`SETUP_DEADLINE`]: the
+/// request runs with the store timeout, and while a stream's raft group settles (nodes and
+/// servers starting together, a loaded machine) one request can time out; a node that gave up
+/// then would exit instead of serving. Errors: the last request's, past the deadline.
+pub(super) async fn stream_state_at_start(
+    js: &jetstream::Context,
+    name: &str,
+) -> anyhow::Result<stream::State> {
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        let attempt: anyhow::Result<stream::State> = async {
+            let mut found = js.get_stream(name).await?;
+            Ok(found.info().await?.state.clone())
+        }
+        .await;
+        match attempt {
+            Ok(state) => return Ok(state),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!("cluster: stream {name}: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("cluster: stream {name}: {e}")),
+        }
+    }
+}
+
 /// The message streams and the buckets, created when missing; returns the session, retained
 /// and node buckets, in that order (each step of a node's start is retried as a whole).
 async fn create_assets(

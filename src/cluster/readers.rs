@@ -36,16 +36,8 @@ const CATCH_UP_IDLE: Duration = Duration::from_millis(20);
 /// is read by the catch-up of the sessions that need it).
 pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     for k in 0..inner.shards {
-        let mut stream = inner
-            .js
-            .get_stream(shard_stream(k))
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: stream {}: {e}", shard_stream(k)))?;
-        let last = stream
-            .info()
-            .await
-            .map_err(|e| anyhow::anyhow!("cluster: stream {}: {e}", shard_stream(k)))?
-            .state
+        let last = super::engine::stream_state_at_start(&inner.js, &shard_stream(k))
+            .await?
             .last_sequence;
         inner.positions[k].store(last, Ordering::Release);
         inner.routed[k].store(last, Ordering::Release);

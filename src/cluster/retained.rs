@@ -31,15 +31,8 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Load the retained set into the core's index (before the listeners accept), then keep
 /// following the bucket.
 pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
-    let stored = inner
-        .js
-        .get_stream(format!("KV_{RETAINED_BUCKET}"))
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: retained bucket: {e}"))?
-        .info()
-        .await
-        .map_err(|e| anyhow::anyhow!("cluster: retained bucket: {e}"))?
-        .state
+    let stored = super::engine::stream_state_at_start(&inner.js, &format!("KV_{RETAINED_BUCKET}"))
+        .await?
         .messages;
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     let mut loaded_tx = if stored == 0 { None } else { Some(loaded_tx) };
