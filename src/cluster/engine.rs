@@ -220,17 +220,8 @@ impl ClusterEngine {
         let store_timeout = Duration::from_millis(settings.store_timeout_ms.max(1));
         let replicas = settings.replicas.max(1);
         let shards = settings.message_shards.max(1);
-        let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
-        let [sessions_kv, retained_kv, nodes_kv] = loop {
-            match create_assets(&js, settings, replicas, shards).await {
-                Ok(buckets) => break buckets,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!("{e}; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let [sessions_kv, retained_kv, nodes_kv] =
+            until_setup_deadline(|| create_assets(&js, settings, replicas, shards)).await?;
         agree_on_shards(&nodes_kv, shards).await?;
         wait_readable(&sessions_kv, SESSIONS_BUCKET).await?;
         js.set_timeout(store_timeout);
@@ -288,30 +279,46 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node keeps trying to set the assets up at its start.
 const SETUP_DEADLINE: Duration = Duration::from_secs(60);
 
-/// The state of stream `name`, read at a node's start. Retried until [`SETUP_DEADLINE`]: the
-/// request runs with the store timeout, and while a stream's raft group settles (nodes and
-/// servers starting together, a loaded machine) one request can time out; a node that gave up
-/// then would exit instead of serving. Errors: the last request's, past the deadline.
+/// A step of a node's start, tried every 500 ms until [`SETUP_DEADLINE`]: while a stream's
+/// raft group forms or elects (nodes and servers starting together, a loaded machine) one
+/// request can time out, and a node that gave up then would exit instead of serving.
+/// Errors: the last attempt's, past the deadline.
+async fn until_setup_deadline<T, F, Fut>(mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!("{e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The state of stream `name`, read at a node's start (retried, see [`until_setup_deadline`]:
+/// the request runs with the store timeout).
 pub(super) async fn stream_state_at_start(
     js: &jetstream::Context,
     name: &str,
 ) -> anyhow::Result<stream::State> {
-    let deadline = tokio::time::Instant::now() + SETUP_DEADLINE;
-    loop {
-        let attempt: anyhow::Result<stream::State> = async {
-            let mut found = js.get_stream(name).await?;
-            Ok(found.info().await?.state.clone())
-        }
-        .await;
-        match attempt {
-            Ok(state) => return Ok(state),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!("cluster: stream {name}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(anyhow::anyhow!("cluster: stream {name}: {e}")),
-        }
-    }
+    until_setup_deadline(|| async {
+        let mut found = js
+            .get_stream(name)
+            .await
+            .map_err(|e| open_error(&format!("stream {name}"), e))?;
+        let info = found
+            .info()
+            .await
+            .map_err(|e| open_error(&format!("stream {name}"), e))?;
+        Ok(info.state.clone())
+    })
+    .await
 }
 
 /// The message streams and the buckets, created when missing; returns the session, retained

@@ -719,12 +719,20 @@ where
     // check whether it has been idle for `park_after` (see `parking`).
     // A connection still busy after a few short checks is an active one: it checks at the
     // long interval from then on (a timer every 50 ms costs a busy connection CPU for nothing).
-    let (mut park_after, mut short_checks_left) = match phase.park {
-        ParkAfter::Connect => (PARK_AFTER_CONNECT, 4u8),
-        ParkAfter::Never | ParkAfter::Idle => (PARK_AFTER_IDLE, 0),
+    let mut short_checks_left: u8 = if phase.park == ParkAfter::Connect {
+        4
+    } else {
+        0
     };
-    let mut park_check =
-        (phase.park != ParkAfter::Never).then(|| tokio::time::Instant::now() + park_after);
+    let park_after = |short_checks_left: u8| {
+        if short_checks_left > 0 {
+            PARK_AFTER_CONNECT
+        } else {
+            PARK_AFTER_IDLE
+        }
+    };
+    let mut park_check = (phase.park != ParkAfter::Never)
+        .then(|| tokio::time::Instant::now() + park_after(short_checks_left));
     let timer_at = |keep_alive: &KeepAlive, park_check: Option<tokio::time::Instant>| {
         park_check.map_or(keep_alive.deadline(), |check| {
             check.min(keep_alive.deadline())
@@ -819,10 +827,7 @@ where
                 }
                 rounds_since_check = 0;
                 short_checks_left = short_checks_left.saturating_sub(1);
-                if short_checks_left == 0 {
-                    park_after = PARK_AFTER_IDLE;
-                }
-                park_check = park_check.map(|_| now + park_after);
+                park_check = park_check.map(|_| now + park_after(short_checks_left));
                 expiry.as_mut().reset(timer_at(&phase.keep_alive, park_check));
             }
             ready = conn.pending_acks.next_ready(), if !conn.pending_acks.is_empty() => {
