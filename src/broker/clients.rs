@@ -290,12 +290,12 @@ mod tests {
             1,
             crate::broker::session::SessionState::new("c", false),
         ));
-        let kick = session.attach(1).kick;
+        let kick = session.attach(1).signals;
         registry.register(ClientKey::Mqtt(1), client(Some(&session)));
         assert!(!registry.kicked_by_admin(ClientKey::Mqtt(1)));
         assert!(registry.disconnect(ClientKey::Mqtt(2)).is_err());
         assert!(registry.disconnect(ClientKey::Mqtt(1)).is_ok());
-        assert!(kick.is_cancelled());
+        assert!(kick.is_kicked());
         assert!(registry.kicked_by_admin(ClientKey::Mqtt(1)));
         assert_eq!(registry.counts(), (1, 0));
         assert_eq!(registry.per_listener("mqtt"), 1);

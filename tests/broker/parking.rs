@@ -381,3 +381,91 @@ async fn a_new_connection_parks_soon_and_a_woken_one_waits_longer() {
     assert_eq!(client.recv().await, Packet::PingResp);
     broker.shutdown().await;
 }
+
+/// What a parked connection keeps and what it rebuilds (`parking/record.rs`): its MQTT 5 topic
+/// aliases, its Receive Maximum and its login's rights survive the park; its authorization
+/// decisions are dropped and made again, so a denied topic stays denied and an allowed one
+/// allowed.
+#[tokio::test]
+async fn mqtt5_state_and_rights_survive_a_park() {
+    use bytes::Bytes;
+    use ferromq::protocol::{Properties, Publish};
+    const SECURITY: &str = r#"
+    <plugins>
+      <simpleAuthenticationPlugin>
+        <users><authenticationUser username="dev" password="pw" groups="devices"/></users>
+      </simpleAuthenticationPlugin>
+      <authorizationPlugin><map><authorizationMap><authorizationEntries>
+        <authorizationEntry topic="open.>" read="devices" write="devices" admin="devices"/>
+        <authorizationEntry topic="closed.>" read="admins" write="admins" admin="admins"/>
+      </authorizationEntries></authorizationMap></map></authorizationPlugin>
+    </plugins>"#;
+    let publish = |topic: &str, alias: Option<u16>, id: u16, payload: &'static [u8]| {
+        Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: topic.into(),
+            packet_id: Some(id),
+            payload: Bytes::from_static(payload),
+            properties: alias.map(|alias| {
+                Box::new(Properties {
+                    topic_alias: Some(alias),
+                    ..Properties::default()
+                })
+            }),
+        })
+    };
+    let broker = TestBroker::from_xml(&crate::support::activemq_xml(&[], SECURITY)).await;
+    let login = |id: &str| {
+        let mut connect = connect_v5(id, true, None);
+        connect.username = Some("dev".into());
+        connect.password = Some(Bytes::from_static(b"pw"));
+        connect.properties = Some(Box::new(Properties {
+            receive_maximum: Some(1),
+            ..Properties::default()
+        }));
+        connect
+    };
+    let (mut sub, _) = RawClient::connect_ok(broker.addr, login("park-alias-sub")).await;
+    assert_eq!(sub.subscribe(1, &[("open/t", QoS::AtLeastOnce)]).await, [1]);
+    let (mut publisher, _) = RawClient::connect_ok(broker.addr, login("park-alias-pub")).await;
+    let puback = |packet: Packet| match packet {
+        Packet::PubAck(a) => (a.packet_id, a.reason),
+        other => panic!("expected PUBACK, got {other:?}"),
+    };
+    publisher.send(publish("open/t", Some(1), 1, b"one")).await;
+    assert_eq!(puback(publisher.recv().await), (1, 0));
+    publisher.send(publish("closed/t", None, 2, b"no")).await;
+    assert_eq!(puback(publisher.recv().await), (2, 0x87));
+    let first = sub.recv_publish().await;
+    assert_eq!(&first.payload[..], b"one");
+    sub.send(Packet::PubAck(ack(first.packet_id.expect("QoS 1"))))
+        .await;
+    broker.parked(2).await;
+    // The alias only: the topic comes from the state kept while parked.
+    publisher.send(publish("", Some(1), 3, b"two")).await;
+    assert_eq!(puback(publisher.recv().await), (3, 0));
+    publisher.send(publish("closed/t", None, 4, b"no")).await;
+    assert_eq!(
+        puback(publisher.recv().await),
+        (4, 0x87),
+        "denied after the park"
+    );
+    publisher.send(publish("open/t", None, 5, b"three")).await;
+    assert_eq!(puback(publisher.recv().await), (5, 0));
+    // Receive Maximum 1 kept: the second delivery waits for the first's PUBACK.
+    let second = sub.recv_publish().await;
+    assert_eq!(
+        (&second.topic[..], &second.payload[..]),
+        ("open/t", &b"two"[..])
+    );
+    assert!(
+        sub.recv_within(Duration::from_millis(300)).await.is_none(),
+        "a second delivery in flight past the client's Receive Maximum of 1"
+    );
+    sub.send(Packet::PubAck(ack(second.packet_id.expect("QoS 1"))))
+        .await;
+    assert_eq!(&sub.recv_publish().await.payload[..], b"three");
+    broker.shutdown().await;
+}

@@ -431,23 +431,27 @@ where
         .and_then(|p| p.receive_maximum)
         .map_or(prefetch, |max| prefetch.min(usize::from(max).max(1)));
     let session_present = attached.session_present;
+    debug_assert_eq!(attached.session.client_id(), &client_id);
     let mut conn = Conn {
         core: core.clone(),
         listener: params.listener.clone(),
         version,
-        session: attached.session,
-        token: attached.token,
+        keep_alive_limit_ms: keep_alive_limit.and_then(|limit| {
+            std::num::NonZeroU32::new(u32::try_from(limit.as_millis()).unwrap_or(u32::MAX))
+        }),
+        // The session's copy of the client id, not a second one (idle memory).
         identity: Identity {
-            client_id,
+            client_id: attached.session.client_id().clone(),
             principal,
             authz: AuthzCache::default(),
             will: connect.will.map(Box::new),
-            keep_alive_limit,
             enhanced_auth: None,
         },
         limits: ClientLimits {
-            inflight_window,
-            max_packet_bytes,
+            inflight_window: u16::try_from(inflight_window).unwrap_or(u16::MAX),
+            max_packet_size: client_limits
+                .and_then(|p| p.maximum_packet_size)
+                .and_then(std::num::NonZeroU32::new),
             topic_aliases: Vec::new(),
             unacked_inbound: 0,
             // Only on an explicit request: a client that leaves the property out may expect
@@ -466,6 +470,8 @@ where
         pending_acks: PendingAcks::default(),
         pause: PublisherPause::default(),
         flow: FlowControl::default(),
+        session: attached.session,
+        token: attached.token,
     };
     // MQTT 3.1 has no session-present bit (the byte is reserved).
     let connack = Packet::ConnAck(ConnAck {

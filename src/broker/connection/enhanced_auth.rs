@@ -53,7 +53,7 @@ const RE_AUTHENTICATE: u8 = 0x19;
 const DEFAULT_EXCHANGE_LIMIT: Duration = Duration::from_secs(30);
 
 /// What a connection that authenticated with a method remembers (boxed in `Identity`).
-pub(super) struct EnhancedAuth {
+pub(in crate::broker::connection) struct EnhancedAuth {
     mechanism: ScramMechanism,
     peer: SocketAddr,
     tls: bool,

@@ -292,6 +292,11 @@ pub(crate) struct Conn {
     core: Arc<BrokerCore>,
     listener: Arc<ListenerSettings>,
     version: ProtocolVersion,
+    /// The keep-alive limit decided at CONNECT, in milliseconds (`None`: the inactivity
+    /// monitor is off; at most 49 days, past ActiveMQ's and MQTT's largest), read once to
+    /// start the connection's [`KeepAlive`], which holds it from then on (a woken connection
+    /// has this `None`). Four bytes beside `version`, where `Conn` has room anyway.
+    keep_alive_limit_ms: Option<std::num::NonZeroU32>,
     session: Arc<Session>,
     token: AttachToken,
     /// Who the client is and what it may do.
@@ -316,7 +321,6 @@ struct Identity {
     /// Boxed: most clients set none, and every connection (parked or not) would carry its
     /// 72 bytes.
     will: Option<Box<LastWill>>,
-    keep_alive_limit: Option<Duration>,
     /// Only for a client that authenticated with an MQTT 5 Authentication Method.
     enhanced_auth: Option<Box<enhanced_auth::EnhancedAuth>>,
 }
@@ -330,12 +334,13 @@ impl Identity {
 
 /// Limits the client set at CONNECT, and its topic aliases.
 struct ClientLimits {
-    /// QoS 1/2 deliveries in flight at most: the broker's window, capped by an MQTT 5 client's
-    /// Receive Maximum.
-    inflight_window: usize,
-    /// An MQTT 5 client's Maximum Packet Size: larger deliveries are dropped for it (counted
-    /// in `dropped_packet_too_large`), as MQTT 5 3.1.2-25 requires.
-    max_packet_bytes: Option<usize>,
+    /// QoS 1/2 deliveries in flight at most: the broker's window (a u16 option), capped by an
+    /// MQTT 5 client's Receive Maximum (a two-byte integer). See [`ClientLimits::inflight_window`].
+    inflight_window: u16,
+    /// An MQTT 5 client's Maximum Packet Size (a four-byte integer, not 0: 3.1.2.11.4): larger
+    /// deliveries are dropped for it (counted in `dropped_packet_too_large`), as MQTT 5
+    /// 3.1.2-25 requires. See [`ClientLimits::max_packet_bytes`].
+    max_packet_size: Option<std::num::NonZeroU32>,
     /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
     topic_aliases: Vec<(u16, Arc<str>)>,
     /// The client's QoS 1/2 PUBLISHes not yet answered with PUBACK, PUBCOMP or a PUBREC
@@ -351,6 +356,19 @@ struct ClientLimits {
     /// window was full (see `Conn::resend_inflight`). Boxed and rare: one pointer when idle.
     #[allow(clippy::box_collection)]
     resend_held: Option<Box<VecDeque<u16>>>,
+}
+
+impl ClientLimits {
+    /// QoS 1/2 deliveries in flight at most.
+    fn inflight_window(&self) -> usize {
+        usize::from(self.inflight_window)
+    }
+
+    /// The client's Maximum Packet Size in bytes (`None`: no limit).
+    fn max_packet_bytes(&self) -> Option<usize> {
+        self.max_packet_size
+            .map(|max| usize::try_from(max.get()).unwrap_or(usize::MAX))
+    }
 }
 
 /// What goes to the socket.
@@ -534,11 +552,14 @@ async fn handshake_phase<S: ParkableStream>(
     });
     tracing::debug!(
         version = ?conn.version,
-        keep_alive_ms = conn.identity.keep_alive_limit.map(|d| d.as_millis() as u64),
+        keep_alive_ms = conn.keep_alive_limit_ms,
         "connected"
     );
     let phase = Established {
-        keep_alive: KeepAlive::new(conn.identity.keep_alive_limit),
+        keep_alive: KeepAlive::new(
+            conn.keep_alive_limit_ms
+                .map(|ms| Duration::from_millis(u64::from(ms.get()))),
+        ),
         security: conn.core.watch_security(),
         peer: params.peer,
         shutdown: params.shutdown.clone(),
@@ -630,18 +651,19 @@ fn resume(parked: Box<parking::Parked>, woken: parking::Woken) -> impl Future<Ou
         "conn",
         listener = %parked.conn.listener.name,
         peer = %parked.phase.peer,
-        client_id = %crate::security::Bounded(&parked.conn.identity.client_id),
+        client_id = %crate::security::Bounded(parked.conn.session.client_id()),
     );
     resume_in_span(parked, woken).instrument(span)
 }
 
 async fn resume_in_span(parked: Box<parking::Parked>, woken: parking::Woken) {
     let parking::Parked {
-        mut conn,
+        conn,
         stream,
         mut phase,
         ..
     } = *parked;
+    let mut conn = conn.into_conn();
     if phase.park == ParkAfter::Connect {
         phase.park = ParkAfter::Idle;
     }
@@ -742,8 +764,7 @@ where
     tokio::pin!(expiry);
     // Rounds of the loop since the last park check: 1 means only the check's own round.
     let mut rounds_since_check: u32 = 0;
-    let wake = conn.token.wake.clone();
-    let kick = conn.token.kick.clone();
+    let signals = conn.token.signals.clone();
     let max_frame = conn.listener.max_frame_size_bytes();
     let mut needs_flush = false;
     // A connection woken from the parking lot closes before anything else, as the biased
@@ -751,7 +772,7 @@ where
     if phase.shutdown.is_cancelled() {
         return CloseReason::ServerShutdown.into();
     }
-    if kick.is_cancelled() {
+    if signals.is_kicked() {
         return conn.kick_reason().into();
     }
     if tokio::time::Instant::now() >= phase.keep_alive.deadline() {
@@ -782,7 +803,7 @@ where
         tokio::select! {
             biased;
             _ = phase.shutdown.cancelled() => return CloseReason::ServerShutdown.into(),
-            _ = kick.cancelled() => return conn.kick_reason().into(),
+            _ = signals.kicked() => return conn.kick_reason().into(),
             res = write_or_flush(writer, &mut conn.output.out), if !conn.output.out.is_empty() || needs_flush => {
                 match res {
                     Ok(WriteStep::Wrote) => needs_flush = true,
@@ -821,7 +842,7 @@ where
                 if rounds_since_check <= 1
                     && conn.quiet(&read_buf, needs_flush)
                     && !phase.security.has_changed().unwrap_or(false)
-                    && conn.try_begin_park(&wake, &kick, &phase.shutdown)
+                    && conn.try_begin_park(&signals, &phase.shutdown)
                 {
                     return Ended::Park;
                 }
@@ -891,7 +912,7 @@ where
             })), if reauth_deadline.is_some() => {
                 return CloseReason::AuthenticationFailed("re-authentication timed out").into();
             }
-            _ = wake.notified() => conn.output.pump_wanted = true,
+            _ = signals.wake.notified() => conn.output.pump_wanted = true,
             Ok(()) = phase.security.changed() => {
                 if let Err(reason) = conn.drop_denied_subscriptions() {
                     return reason.into();
@@ -927,7 +948,7 @@ async fn write_or_flush<W: AsyncWrite + Unpin>(
 const READY_BATCH: usize = 256;
 
 impl Conn {
-    /// Why the connection's kick token was cancelled: the console, a cluster drain or lost
+    /// Why the connection was kicked: the console, a cluster drain or lost
     /// quorum (persistent sessions go elsewhere), or a takeover.
     fn kick_reason(&self) -> CloseReason {
         let key = crate::broker::clients::ClientKey::Mqtt(self.token.generation);

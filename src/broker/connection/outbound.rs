@@ -45,7 +45,7 @@ impl Conn {
         self.encode_packet(&packet)?;
         let too_large = self
             .limits
-            .max_packet_bytes
+            .max_packet_bytes()
             .is_some_and(|max| self.output.out.len() - start > max);
         if too_large && strip_problem_information(&mut packet) {
             self.output.out.truncate(start);
@@ -73,7 +73,7 @@ impl Conn {
     /// the rest follow one per ended exchange ([`Self::resend_next_held`]).
     pub(super) fn resend_inflight(&mut self) -> Result<(), CloseReason> {
         let entries = self.with_session(|s| s.inflight.iter().cloned().collect::<Vec<_>>())?;
-        let window = self.limits.inflight_window;
+        let window = self.limits.inflight_window();
         let mut held = VecDeque::new();
         let mut resent = 0;
         for entry in &entries {
@@ -163,7 +163,7 @@ impl Conn {
 
     /// Whether the re-sent PUBLISH of `e` fits the client's Maximum Packet Size.
     fn resend_fits(&self, e: &InflightEntry) -> bool {
-        let Some(max) = self.limits.max_packet_bytes else {
+        let Some(max) = self.limits.max_packet_bytes() else {
             return true;
         };
         let version = self.version;
@@ -196,9 +196,9 @@ impl Conn {
         let window = if self.core.backplane().is_some_and(|b| b.is_draining()) {
             0
         } else {
-            self.limits.inflight_window
+            self.limits.inflight_window()
         };
-        let (version, max_packet_bytes) = (self.version, self.limits.max_packet_bytes);
+        let (version, max_packet_bytes) = (self.version, self.limits.max_packet_bytes());
         loop {
             if self.pending_acks.len() >= HELD_ENTRIES_MAX {
                 // Resumed when an entry leaves (the run loop pumps after every event).

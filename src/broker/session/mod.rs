@@ -3,10 +3,10 @@
 //! [`SessionState`] is plain, serializable data (subscriptions, pending queue, outbound
 //! in-flight window, inbound QoS 2 packet ids) so that a durable [`crate::broker::durability::SessionStore`]
 //! can persist it unchanged. [`Session`] wraps it for the runtime: a short-held mutex, plus the
-//! current connection's attachment (generation number, kick token, wake-up signal).
+//! current connection's attachment (generation number, and its kick and wake-up signals).
 //!
 //! Delivery into a session never blocks: it pushes under the mutex and pokes the attached
-//! connection's [`Notify`]; the connection task does all socket work.
+//! connection's wake-up (see [`signals`]); the connection task does all socket work.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,16 +15,15 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 // tokio's clock (not std's): offline time then follows paused time in tests.
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub mod expiry;
 pub mod inflight;
 mod park;
 pub mod queue;
 pub mod registry;
+pub mod signals;
 pub mod subscription;
 pub mod wills;
 
@@ -34,6 +33,7 @@ use crate::broker::session::inflight::Inflight;
 use crate::broker::session::queue::{EnqueueOutcome, PendingQueue, QueuedMessage};
 use crate::protocol::QoS;
 use park::ParkState;
+use signals::AttachSignals;
 
 /// Process-unique session number: the subscription tree's key (a client id can be reused by a
 /// new session while the old one's subscriptions are still being removed).
@@ -87,18 +87,17 @@ impl SessionState {
 #[derive(Debug)]
 struct Attachment {
     generation: u64,
-    kick: CancellationToken,
-    wake: Arc<Notify>,
+    signals: Arc<AttachSignals>,
     /// Whether the connection is parked (its deliveries and kicks must wake it).
     park: ParkState,
 }
 
 impl Attachment {
-    /// Close this connection (takeover, console, session end): cancels its kick token and
-    /// returns the parked connection to wake so that it sees it.
+    /// Close this connection (takeover, console, session end): kicks it and returns the
+    /// parked connection to wake so that it sees it.
     #[must_use]
     fn kick(&mut self) -> Option<ParkedAt> {
-        self.kick.cancel();
+        self.signals.kick();
         self.park.ring()
     }
 }
@@ -148,10 +147,10 @@ pub struct Session {
 #[derive(Debug, Clone)]
 pub struct AttachToken {
     pub generation: u64,
-    /// Cancelled when another connection takes the session over.
-    pub kick: CancellationToken,
-    /// Notified when messages are queued for this connection.
-    pub wake: Arc<Notify>,
+    /// Kicked when another connection takes the session over (or the console, the session's
+    /// end, a cluster drain); its `wake` is notified when messages are queued for this
+    /// connection.
+    pub signals: Arc<AttachSignals>,
 }
 
 /// Wake a parked connection (after the session's lock is released: the lot takes its own).
@@ -252,13 +251,11 @@ impl Session {
         let parked = inner.attachment.take().and_then(|mut old| old.kick());
         let token = AttachToken {
             generation,
-            kick: CancellationToken::new(),
-            wake: Arc::new(Notify::new()),
+            signals: Arc::default(),
         };
         inner.attachment = Some(Attachment {
             generation,
-            kick: token.kick.clone(),
-            wake: token.wake.clone(),
+            signals: token.signals.clone(),
             park: ParkState::Running,
         });
         inner.offline_since = None;
@@ -395,7 +392,7 @@ impl Session {
         // look for this permit) sees either the permit or the ring above, never neither.
         if let Some(a) = &inner.attachment {
             if outcome != EnqueueOutcome::DroppedFull {
-                a.wake.notify_one();
+                a.signals.wake.notify_one();
             }
         }
         drop(inner);
@@ -490,8 +487,8 @@ mod tests {
         let s = Session::new(1, SessionState::new("c", true));
         let first = s.attach(1);
         let second = s.attach(2);
-        assert!(first.kick.is_cancelled());
-        assert!(!second.kick.is_cancelled());
+        assert!(first.signals.is_kicked());
+        assert!(!second.signals.is_kicked());
         assert_eq!(s.with_state(1, |_| ()), None);
         assert_eq!(s.with_state(2, |_| ()), Some(()));
         assert!(
@@ -509,9 +506,12 @@ mod tests {
             s.deliver(item(QoS::AtMostOnce), 10, None),
             DeliverOutcome::Queued
         );
-        tokio::time::timeout(std::time::Duration::from_secs(1), token.wake.notified())
-            .await
-            .expect("woken");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            token.signals.wake.notified(),
+        )
+        .await
+        .expect("woken");
     }
 
     #[test]
@@ -539,7 +539,7 @@ mod tests {
         let s = Session::new(1, SessionState::new("c", false));
         let token = s.attach(1);
         s.end();
-        assert!(token.kick.is_cancelled());
+        assert!(token.signals.is_kicked());
         assert_eq!(
             s.deliver(item(QoS::AtLeastOnce), 10, None),
             DeliverOutcome::DroppedEnded

@@ -397,7 +397,7 @@ mod tests {
         let b = r
             .attach("c", true, SessionLifetime::of_v3(true), true, false)
             .expect("steal");
-        assert!(a.token.kick.is_cancelled());
+        assert!(a.token.signals.is_kicked());
         assert_eq!(
             r.detach(&a.session, a.token.generation),
             Detached::TakenOver

@@ -23,6 +23,8 @@
 //! TLS and WebSocket connections do not park (their streams keep state in user space).
 
 mod poll;
+mod record;
+mod trim;
 
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +34,12 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{Conn, Established};
+use crate::broker::session::signals::AttachSignals;
+use record::ParkedConn;
 
 /// How long a connection that has parked before must have had nothing to do before it parks
 /// again: long enough that a client publishing or receiving several times a second keeps its
@@ -74,9 +78,10 @@ impl ParkedAt {
     }
 }
 
-/// A parked connection: everything its task held, and the socket.
+/// A parked connection: what its task held that outlives a quiet moment, and the socket. One
+/// allocation, in the same size class as the [`Conn`] it replaces (see `record.rs`).
 pub(crate) struct Parked {
-    pub(super) conn: Box<Conn>,
+    pub(super) conn: ParkedConn,
     pub(super) stream: mio::net::TcpStream,
     pub(super) phase: Established,
     /// The session had subscriptions when it parked (a security reload wakes it).
@@ -144,6 +149,8 @@ struct State {
     /// PINGREQs moved its deadline is pushed again with the new deadline.
     deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     commands: Vec<Command>,
+    /// Parks since the allocator's free pages were last given back (`trim.rs`).
+    trim: trim::Trim,
     /// The loop ended (`Command::Stop`): nothing is admitted any more.
     stopped: bool,
 }
@@ -253,6 +260,12 @@ impl Shared {
         }
         parked.conn.core.counters.connection_parked(true);
         state.parked.insert(key, parked);
+        let first_of_burst = state.trim.due_at().is_none();
+        state.trim.parked(Instant::now());
+        if first_of_burst && state.trim.due_at().is_some() {
+            // The loop may be asleep until a keep-alive deadline: it must see the trim's time.
+            let _ = self.waker.wake();
+        }
         state.compact_deadlines();
         Ok(key)
     }
@@ -269,6 +282,9 @@ impl Shared {
 /// park (no loop, the broker is closing), it gets a new task at once.
 pub(super) fn park(conn: Box<Conn>, stream: std::net::TcpStream, phase: Established) {
     let subscribed = conn.session.has_subscriptions();
+    // The `Conn` box is freed before the record's is allocated: of the same size class, the
+    // allocator hands the same memory back (see `record.rs`).
+    let conn = ParkedConn::keep(conn);
     let parked = Box::new(Parked {
         stream: mio::net::TcpStream::from_std(stream),
         subscribed,
@@ -339,11 +355,10 @@ impl Conn {
     /// arrived meanwhile: a delivery's wake-up (then pumped), a kick, the shutdown.
     pub(super) fn try_begin_park(
         &mut self,
-        wake: &Notify,
-        kick: &CancellationToken,
+        signals: &AttachSignals,
         shutdown: &CancellationToken,
     ) -> bool {
-        if kick.is_cancelled() || shutdown.is_cancelled() {
+        if signals.is_kicked() || shutdown.is_cancelled() {
             return false;
         }
         if !self.session.begin_park(self.token.generation) {
@@ -351,8 +366,8 @@ impl Conn {
         }
         // A delivery queued before the announcement left its permit on `wake`; one queued
         // after it marks the session's park state instead (see `Session::finish_park`).
-        let delivered = wake.notified().now_or_never().is_some();
-        if delivered || kick.is_cancelled() || shutdown.is_cancelled() {
+        let delivered = signals.wake.notified().now_or_never().is_some();
+        if delivered || signals.is_kicked() || shutdown.is_cancelled() {
             self.session.unparked(self.token.generation);
             self.output.pump_wanted |= delivered;
             return false;
@@ -365,16 +380,28 @@ impl Conn {
 mod tests {
     use super::*;
 
-    /// What a parked connection keeps besides its session: this record (one allocation, its
-    /// `Conn` another) and a slot in the lot's map. Together they are most of an idle
-    /// connection's memory (docs/scaling.md): keep them small.
+    /// What a parked connection keeps besides its session: this record (one allocation) and
+    /// an entry in the lot's map. Together they are most of an idle connection's memory
+    /// (docs/scaling.md): keep them small, and the record in the allocator's size class of
+    /// the `Conn` it replaces (`record.rs` says why).
     #[test]
-    fn a_parked_record_stays_small() {
-        let record = std::mem::size_of::<super::Parked>();
-        let conn = std::mem::size_of::<Conn>();
-        eprintln!("parked record {record} bytes, connection state {conn} bytes");
-        assert!(record <= 160, "Parked is {record} bytes");
-        assert!(conn <= 384, "Conn is {conn} bytes");
+    fn a_parked_record_stays_small_and_in_the_size_class_of_a_conn() {
+        use std::mem::size_of;
+        // glibc on 64 bits: a chunk is the request plus 8 bytes, rounded up to 16.
+        let class = |bytes: usize| (bytes + 8).div_ceil(16) * 16;
+        // mio's socket keeps a selector id in debug builds only.
+        let debug_only = size_of::<mio::net::TcpStream>() - size_of::<std::net::TcpStream>();
+        let record = size_of::<super::Parked>() - debug_only;
+        let conn = size_of::<Conn>();
+        let (kept, phase) = (size_of::<ParkedConn>(), size_of::<Established>());
+        eprintln!("parked record {record} B (kept state {kept}, phase {phase}), Conn {conn} B");
+        assert!(record <= 320, "Parked is {record} bytes");
+        assert!(conn <= 320, "Conn is {conn} bytes");
+        assert_eq!(
+            class(record),
+            class(conn),
+            "Parked {record} B, Conn {conn} B"
+        );
     }
 
     /// Deadlines of connections that woke do not pile up: past twice the parked count (plus

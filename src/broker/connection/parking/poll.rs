@@ -23,12 +23,15 @@ const EVENTS_PER_WAIT: usize = 1024;
 pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
     let mut events = mio::Events::with_capacity(EVENTS_PER_WAIT);
     loop {
-        let timeout = shared
-            .state
-            .lock()
-            .deadlines
-            .peek()
-            .map(|e| e.0 .0.saturating_duration_since(Instant::now()));
+        let timeout = {
+            let state = shared.state.lock();
+            let deadline = state.deadlines.peek().map(|e| e.0 .0);
+            [deadline, state.trim.due_at()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() != ErrorKind::Interrupted {
                 tracing::error!("parked connections' loop: {e}");
@@ -45,6 +48,9 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
             return;
         }
         expire(&shared);
+        if shared.state.lock().trim.take_due(Instant::now()) {
+            super::trim::release_free_memory();
+        }
     }
 }
 

@@ -226,7 +226,7 @@ impl StompConn {
         let session = self
             .subs
             .iter()
-            .find_map(|s| (s.durable && s.token.kick.is_cancelled()).then_some(&s.session))?;
+            .find_map(|s| (s.durable && s.token.signals.is_kicked()).then_some(&s.session))?;
         let (client_id, name) = durable_parts(session.client_id()).unwrap_or_default();
         let backplane = self.core.backplane();
         let why = if session.is_handed_over() {

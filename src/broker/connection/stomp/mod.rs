@@ -451,7 +451,7 @@ fn can_read_after(conn: &StompConn) -> bool {
 /// Resolves when another connection took this one's client-id over (`allowLinkStealing`).
 async fn client_id_kicked(claim: Option<&connect::ClientIdClaim>) {
     match claim {
-        Some(claim) => claim.token.kick.cancelled().await,
+        Some(claim) => claim.token.signals.kicked().await,
         None => std::future::pending().await,
     }
 }

@@ -99,10 +99,10 @@ pub(super) struct SubscribeRequest {
     selector: Option<Box<Selector>>,
 }
 
-/// Resolves when `kick` is cancelled; never without one.
-async fn kicked(kick: Option<&tokio_util::sync::CancellationToken>) {
-    match kick {
-        Some(kick) => kick.cancelled().await,
+/// Resolves when the connection is kicked; never without its signals.
+async fn kicked(signals: Option<&crate::broker::session::signals::AttachSignals>) {
+    match signals {
+        Some(signals) => signals.kicked().await,
         None => std::future::pending().await,
     }
 }
@@ -314,16 +314,16 @@ impl StompConn {
         ) {
             return Err(Close::error("subscription not created", Some(frame)));
         }
-        let (sub_wake, conn_wake) = (attached.token.wake.clone(), self.wake.clone());
+        let (sub_wake, conn_wake) = (attached.token.signals.clone(), self.wake.clone());
         // A durable subscription's session can be taken from this connection (another
         // node's claim, the store's quorum lost, a drain): the connection hears of it
         // (`durable_kicked`).
-        let kick = durable_name.map(|_| attached.token.kick.clone());
+        let kick = durable_name.map(|_| attached.token.signals.clone());
         let forwarder = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = sub_wake.notified() => conn_wake.notify_one(),
-                    _ = kicked(kick.as_ref()) => {
+                    _ = sub_wake.wake.notified() => conn_wake.notify_one(),
+                    _ = kicked(kick.as_deref()) => {
                         conn_wake.notify_one();
                         return;
                     }
