@@ -3,11 +3,12 @@
 //! A connect storm allocates a task, buffers and a handshake per connection, all alive at
 //! once; parking frees them. glibc's allocator keeps what was freed for reuse, and an idle
 //! broker reuses little of it: with 19,000 connections parked after one storm, about 130
-//! bytes per connection were whole free pages inside the heap (benches/results/2026-12-03-
-//! parked-record/). `malloc_trim(0)` hands such pages back (`madvise`), keeping the memory
-//! mapped for reuse. The lot's loop calls it once parks have stopped for [`QUIET`] after at
-//! least [`MIN_PARKS`] of them: after a storm or a reconnect wave, not while connections come
-//! and go (each call walks every arena under its lock, a few milliseconds for tens of MB).
+//! bytes per connection were whole free pages inside the heap
+//! (benches/results/2026-12-03-parked-record/). `malloc_trim(0)` hands such pages back
+//! (`madvise`), keeping the memory mapped for reuse. The lot's loop calls it once parks have
+//! stopped for [`QUIET`] after at least [`MIN_PARKS`] of them: after a storm or a reconnect
+//! wave, not while connections come and go (each call walks every arena under its lock; the
+//! time it took is logged at debug level).
 //!
 //! Other allocators return memory on their own; the call exists only for glibc.
 
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant};
 /// Parks since the last trim before one is worth its walk of the heap.
 pub(super) const MIN_PARKS: usize = 1024;
 
-/// How long no connection must have parked before the trim (the burst is over).
-pub(super) const QUIET: Duration = Duration::from_secs(1);
+/// How long no connection must have parked before the trim (the burst is over). A storm's
+/// connections park every few milliseconds; 250 ms without one means it ended.
+pub(super) const QUIET: Duration = Duration::from_millis(250);
 
 /// Parks counted since the last trim.
 #[derive(Debug, Default)]
