@@ -173,8 +173,7 @@ impl ClientRegistry {
         }
     }
 
-    /// Close a connection as an administrator: its task sees its kick token cancelled and
-    /// asks [`ClientRegistry::kicked_by_admin`] why.
+    /// Close a connection as an administrator: its task sees itself kicked and asks [`ClientRegistry::kicked_by_admin`] why.
     pub fn disconnect(&self, key: ClientKey) -> Result<Arc<LiveClient>, KickError> {
         let entry = self
             .live

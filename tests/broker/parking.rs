@@ -469,3 +469,58 @@ async fn mqtt5_state_and_rights_survive_a_park() {
     assert_eq!(&sub.recv_publish().await.payload[..], b"three");
     broker.shutdown().await;
 }
+
+/// A publisher that a stuck subscriber paused once (2 s, then given up on) is not paused for
+/// it again after it parked: the parked record keeps the pause's list of sessions given up on.
+#[tokio::test]
+async fn a_publisher_that_gave_up_on_a_stuck_subscriber_is_not_paused_again_after_a_park() {
+    use crate::support::{activemq_xml, pending_limit_policy};
+    use ferromq::broker::connection::PARK_AFTER_IDLE;
+    use ferromq::broker::routing::limits::{
+        pending_hard_cap, DEFAULT_SUBSCRIPTION_PREFETCH, OVERFILL_PAUSE_LIMIT_MS,
+    };
+    const STUCK_LIMIT: usize = 10;
+    let policy = pending_limit_policy("park.stuck", STUCK_LIMIT);
+    let broker = TestBroker::from_xml(&activemq_xml(&[], &policy)).await;
+    // Never reads its socket, so never acknowledges.
+    let (mut stuck, _) = RawClient::connected(broker.addr, "park-stuck-sub", true).await;
+    assert_eq!(
+        stuck
+            .subscribe(1, &[("park/stuck", QoS::AtLeastOnce)])
+            .await,
+        [1]
+    );
+    let (mut publisher, _) = RawClient::connected(broker.addr, "park-stuck-pub", true).await;
+    let publish = |id: u16| publish_packet("park/stuck", b"x", QoS::AtLeastOnce, Some(id), false);
+    let messages = DEFAULT_SUBSCRIPTION_PREFETCH + pending_hard_cap(STUCK_LIMIT) + 50;
+    let started = Instant::now();
+    for i in 0..messages {
+        let id = u16::try_from(i % 60_000 + 1).expect("packet id");
+        publisher.send(publish(id)).await;
+        assert_eq!(publisher.recv().await, Packet::PubAck(ack(id)));
+    }
+    let pause = Duration::from_millis(OVERFILL_PAUSE_LIMIT_MS);
+    assert!(started.elapsed() >= pause, "paused once before giving up");
+    let counters = &broker.handle.core().counters;
+    let parked_by = Instant::now() + PARK_AFTER_IDLE * 4;
+    while counters.connections_parked() == 0 && Instant::now() < parked_by {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both may park (the stuck subscriber's deliveries fit its socket buffer); the publisher
+    // has had nothing to do for longer than its park delay.
+    tokio::time::sleep(PARK_AFTER_IDLE * 2).await;
+    assert!(counters.connections_parked() >= 1, "nothing parked");
+    // A pause stops reading after the publish that caused it (its PUBACK goes out): the
+    // second publish is the one that would wait.
+    let again = Instant::now();
+    for id in [1, 2] {
+        publisher.send(publish(id)).await;
+        assert_eq!(publisher.recv().await, Packet::PubAck(ack(id)));
+    }
+    assert!(
+        again.elapsed() < pause / 2,
+        "paused again for {:?} after a park",
+        again.elapsed()
+    );
+    broker.shutdown().await;
+}

@@ -358,9 +358,12 @@ where
     let response_information = client_limits
         .filter(|p| p.request_response_information == Some(1))
         .and_then(|_| response_information(core, &client_id, &principal));
-    let max_packet_bytes = client_limits
+    // Not 0: the decoder refuses a Maximum Packet Size of 0 (3.1.2.11.4).
+    let max_packet_size = client_limits
         .and_then(|p| p.maximum_packet_size)
-        .map(|max| usize::try_from(max).unwrap_or(usize::MAX));
+        .and_then(std::num::NonZeroU32::new);
+    let max_packet_bytes =
+        max_packet_size.map(|max| usize::try_from(max.get()).unwrap_or(usize::MAX));
     // Built before the session is attached: a CONNACK the client cannot receive ends the
     // connection with the session untouched.
     let connack_properties = match version {
@@ -449,9 +452,7 @@ where
         },
         limits: ClientLimits {
             inflight_window: u16::try_from(inflight_window).unwrap_or(u16::MAX),
-            max_packet_size: client_limits
-                .and_then(|p| p.maximum_packet_size)
-                .and_then(std::num::NonZeroU32::new),
+            max_packet_size,
             topic_aliases: Vec::new(),
             unacked_inbound: 0,
             // Only on an explicit request: a client that leaves the property out may expect

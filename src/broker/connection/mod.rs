@@ -293,7 +293,8 @@ pub(crate) struct Conn {
     listener: Arc<ListenerSettings>,
     version: ProtocolVersion,
     /// The keep-alive limit decided at CONNECT, in milliseconds (`None`: the inactivity
-    /// monitor is off; at most 49 days, past ActiveMQ's and MQTT's largest), read once to
+    /// monitor is off; a `transport.defaultKeepAlive` above 49.7 days is held as 49.7 days,
+    /// MQTT's own largest is 65,535 s x 1.5), read once to
     /// start the connection's [`KeepAlive`], which holds it from then on (a woken connection
     /// has this `None`). Four bytes beside `version`, where `Conn` has room anyway.
     keep_alive_limit_ms: Option<std::num::NonZeroU32>,

@@ -259,12 +259,19 @@ impl Shared {
             }
         }
         parked.conn.core.counters.connection_parked(true);
+        let first_park = parked.phase.park == super::ParkAfter::Connect;
         state.parked.insert(key, parked);
-        let first_of_burst = state.trim.due_at().is_none();
-        state.trim.parked(Instant::now());
-        if first_of_burst && state.trim.due_at().is_some() {
-            // The loop may be asleep until a keep-alive deadline: it must see the trim's time.
-            let _ = self.waker.wake();
+        // New connections only: a storm or a reconnect wave, not subscribers that wake for
+        // a delivery and park again (a trim per broadcast would give back pages the next one
+        // takes again).
+        if first_park {
+            let was_due = state.trim.due_at().is_some();
+            state.trim.parked(Instant::now());
+            if !was_due && state.trim.due_at().is_some() {
+                // The count just reached the minimum, and the loop may be asleep until a
+                // keep-alive deadline: it must see the trim's time.
+                let _ = self.waker.wake();
+            }
         }
         state.compact_deadlines();
         Ok(key)
@@ -389,9 +396,19 @@ mod tests {
         use std::mem::size_of;
         // glibc on 64 bits: a chunk is the request plus 8 bytes, rounded up to 16.
         let class = |bytes: usize| (bytes + 8).div_ceil(16) * 16;
-        // mio's socket keeps a selector id in debug builds only.
-        let debug_only = size_of::<mio::net::TcpStream>() - size_of::<std::net::TcpStream>();
-        let record = size_of::<super::Parked>() - debug_only;
+        // In a release build: mio's socket keeps a selector id in debug builds only, so the
+        // record's size is modelled from its fields with the release socket (a plain fd).
+        let record = (size_of::<ParkedConn>()
+            + size_of::<Established>()
+            + size_of::<std::net::TcpStream>()
+            + size_of::<bool>())
+        .next_multiple_of(8);
+        #[cfg(not(debug_assertions))]
+        assert_eq!(
+            record,
+            size_of::<super::Parked>(),
+            "the model of the record's size"
+        );
         let conn = size_of::<Conn>();
         let (kept, phase) = (size_of::<ParkedConn>(), size_of::<Established>());
         eprintln!("parked record {record} B (kept state {kept}, phase {phase}), Conn {conn} B");

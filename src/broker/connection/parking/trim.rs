@@ -5,23 +5,25 @@
 //! broker reuses little of it: with 19,000 connections parked after one storm, about 130
 //! bytes per connection were whole free pages inside the heap
 //! (benches/results/2026-12-03-parked-record/). `malloc_trim(0)` hands such pages back
-//! (`madvise`), keeping the memory mapped for reuse. The lot's loop calls it once parks have
-//! stopped for [`QUIET`] after at least [`MIN_PARKS`] of them: after a storm or a reconnect
-//! wave, not while connections come and go (each call walks every arena under its lock; the
-//! time it took is logged at debug level).
+//! (`madvise`), keeping the memory mapped for reuse. The lot's loop calls it once new
+//! connections have stopped parking for [`QUIET`] after at least [`MIN_PARKS`] of them: after
+//! a storm or a reconnect wave. Parks of connections that parked before (subscribers woken by
+//! a delivery) do not count, so a broadcast to many parked subscribers does not trim each time
+//! (each call walks every arena under its lock; the time it took is logged at debug level).
 //!
 //! Other allocators return memory on their own; the call exists only for glibc.
 
 use std::time::{Duration, Instant};
 
-/// Parks since the last trim before one is worth its walk of the heap.
+/// First parks of new connections since the last trim before one is worth its walk of the
+/// heap.
 pub(super) const MIN_PARKS: usize = 1024;
 
-/// How long no connection must have parked before the trim (the burst is over). A storm's
-/// connections park every few milliseconds; 250 ms without one means it ended.
+/// How long no new connection must have parked before the trim (the burst is over). A
+/// storm's connections park every few milliseconds; 250 ms without one means it ended.
 pub(super) const QUIET: Duration = Duration::from_millis(250);
 
-/// Parks counted since the last trim.
+/// First parks of new connections counted since the last trim.
 #[derive(Debug, Default)]
 pub(super) struct Trim {
     parks: usize,
@@ -29,7 +31,7 @@ pub(super) struct Trim {
 }
 
 impl Trim {
-    /// A connection parked at `now`.
+    /// A new connection parked for the first time at `now`.
     pub(super) fn parked(&mut self, now: Instant) {
         self.parks += 1;
         self.last_park = Some(now);
@@ -72,7 +74,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_only_after_enough_parks_and_a_quiet_second() {
+    fn due_only_after_enough_parks_and_a_quiet_moment() {
         let start = Instant::now();
         let mut trim = Trim::default();
         assert_eq!(trim.due_at(), None);

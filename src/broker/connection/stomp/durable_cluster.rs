@@ -219,8 +219,8 @@ impl StompConn {
         }));
     }
 
-    /// A durable subscription whose session was taken from this connection (its kick token
-    /// cancelled): the ERROR that ends the connection, naming it. The connection's other
+    /// A durable subscription whose session was taken from this connection (its attachment
+    /// kicked): the ERROR that ends the connection, naming it. The connection's other
     /// subscriptions end as at any close (durable ones kept offline).
     pub(super) fn durable_kicked(&self) -> Option<Close> {
         let session = self

@@ -314,16 +314,16 @@ impl StompConn {
         ) {
             return Err(Close::error("subscription not created", Some(frame)));
         }
-        let (sub_wake, conn_wake) = (attached.token.signals.clone(), self.wake.clone());
+        let (signals, conn_wake) = (attached.token.signals.clone(), self.wake.clone());
         // A durable subscription's session can be taken from this connection (another
         // node's claim, the store's quorum lost, a drain): the connection hears of it
         // (`durable_kicked`).
-        let kick = durable_name.map(|_| attached.token.signals.clone());
+        let watch_kick = durable_name.is_some();
         let forwarder = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = sub_wake.wake.notified() => conn_wake.notify_one(),
-                    _ = kicked(kick.as_deref()) => {
+                    _ = signals.wake.notified() => conn_wake.notify_one(),
+                    _ = kicked(watch_kick.then_some(&*signals)) => {
                         conn_wake.notify_one();
                         return;
                     }
