@@ -11,7 +11,8 @@ use ferromq::protocol::{Packet, Properties, QoS};
 
 const QUIET: Duration = Duration::from_millis(300);
 
-const SECURITY: &str = r#"
+/// A user `dev` (password `pw`, group `devices`) who may use `open.>` and not `closed.>`.
+pub(crate) const SECURITY: &str = r#"
     <plugins>
       <simpleAuthenticationPlugin>
         <users><authenticationUser username="dev" password="pw" groups="devices"/></users>

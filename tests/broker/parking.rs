@@ -390,16 +390,6 @@ async fn a_new_connection_parks_soon_and_a_woken_one_waits_longer() {
 async fn mqtt5_state_and_rights_survive_a_park() {
     use bytes::Bytes;
     use ferromq::protocol::{Properties, Publish};
-    const SECURITY: &str = r#"
-    <plugins>
-      <simpleAuthenticationPlugin>
-        <users><authenticationUser username="dev" password="pw" groups="devices"/></users>
-      </simpleAuthenticationPlugin>
-      <authorizationPlugin><map><authorizationMap><authorizationEntries>
-        <authorizationEntry topic="open.>" read="devices" write="devices" admin="devices"/>
-        <authorizationEntry topic="closed.>" read="admins" write="admins" admin="admins"/>
-      </authorizationEntries></authorizationMap></map></authorizationPlugin>
-    </plugins>"#;
     let publish = |topic: &str, alias: Option<u16>, id: u16, payload: &'static [u8]| {
         Packet::Publish(Publish {
             dup: false,
@@ -416,7 +406,11 @@ async fn mqtt5_state_and_rights_survive_a_park() {
             }),
         })
     };
-    let broker = TestBroker::from_xml(&crate::support::activemq_xml(&[], SECURITY)).await;
+    let broker = TestBroker::from_xml(&crate::support::activemq_xml(
+        &[],
+        crate::mqtt5_acks::SECURITY,
+    ))
+    .await;
     let login = |id: &str| {
         let mut connect = connect_v5(id, true, None);
         connect.username = Some("dev".into());
