@@ -290,19 +290,25 @@ pub fn retained(topic: &str, payload: &[u8], qos: QoS, packet_id: Option<u16>) -
     }
 }
 
-/// Subscribe `filter` on a fresh connection to `addr`: the retained messages that arrive
-/// within 400 ms, as (topic, payload).
+/// Subscribe `filter` on a fresh connection to `addr`: the retained messages (RETAIN set)
+/// that arrive within 400 ms, as (topic, payload).
+///
+/// A live message is left out: a retained PUBLISH sent meanwhile (a clearing one too) also
+/// reaches the new subscription as a normal message, RETAIN 0 (MQTT 5 3.3.1.3). A retained
+/// message wrongly sent without RETAIN is then missing from the result, which the callers
+/// compare with what they want.
 pub async fn retained_at(addr: SocketAddr, filter: &str) -> Vec<(String, Vec<u8>)> {
     let (mut c, _) = v5_ok(addr, "rt-reader", true, None).await;
     c.subscribe(1, &[(filter, QoS::AtLeastOnce)]).await;
     let mut got = Vec::new();
     while let Some(p) = next_publish_within(&mut c, Duration::from_millis(400)).await {
-        assert!(p.retain, "a retained message on SUBSCRIBE has RETAIN set");
         if let Some(id) = p.packet_id {
             c.send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
                 .await;
         }
-        got.push((p.topic.to_string(), p.payload.to_vec()));
+        if p.retain {
+            got.push((p.topic.to_string(), p.payload.to_vec()));
+        }
     }
     got
 }

@@ -77,10 +77,7 @@ async fn ferromq_rate(
 
 async fn mosquitto_rate() -> Option<f64> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = crate::support::free_port();
     let conf = dir.path().join("mosquitto.conf");
     std::fs::write(
         &conf,

@@ -100,9 +100,7 @@ async fn a_changed_address_is_bound_again() {
     // reload fails (and keeps the running config), so probe again, a few times at most.
     let mut port = 0;
     for attempt in 0..5u64 {
-        let spare = std::net::TcpListener::bind("127.0.0.1:0").expect("probe port");
-        port = spare.local_addr().expect("addr").port();
-        drop(spare);
+        port = crate::support::free_port();
         let uri = format!("mqtt://127.0.0.1:{port}");
         let stats = live
             .edit(&broker_xml("", &[("mqtt", ANY), ("moving", &uri)]))

@@ -27,6 +27,9 @@ pub mod keytool;
 pub mod live;
 pub mod logs;
 pub mod nats;
+// Also included by the self-contained `nats.rs` and `chaos/single.rs`.
+#[allow(clippy::duplicate_mod)]
+pub mod ports;
 pub mod reload;
 pub mod security;
 pub mod slapd;
@@ -70,12 +73,10 @@ pub async fn settle_watch() {
     settle_for(Duration::from_millis(150)).await;
 }
 
-/// A free TCP port on 127.0.0.1 (for a broker process that must bind a known port).
+/// A free TCP port on 127.0.0.1 (for a broker process that must bind a known port), below the
+/// ephemeral range (see `ports.rs`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    ports::free_port().expect("a free loopback port")
 }
 
 /// Kills the child process when dropped, so a failing test leaves no process behind.

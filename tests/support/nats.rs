@@ -12,13 +12,17 @@
 //! include it: `#[allow(dead_code)] #[path = "../tests/support/nats.rs"] mod nats;`.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
+
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
 
 /// The oldest nats-server the cluster engine works with.
 pub const MIN_VERSION: (u32, u32) = (2, 10);
@@ -367,15 +371,9 @@ fn config_text(server: &NatsServer, routes: &[String], clustered: bool) -> Strin
     )
 }
 
-/// `count` distinct free loopback ports (all held until every one is chosen).
+/// `count` distinct free loopback ports (see `ports.rs`).
 pub fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    ports::distinct_free_ports(count)
 }
 
 /// `GET /healthz` on the monitoring port answered 200.

@@ -9,7 +9,6 @@
 //! `cn=<pattern>,ou=Topic|Queue,ou=Destination,ou=ActiveMQ,...` with `cn=admin|read|write`
 //! children whose `member` values are group DNs (`$` in a pattern is `>`).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -266,10 +265,7 @@ pub fn permission_ldif(kind_base: &str, pattern: &str, perm: &str, members: &[St
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    super::free_port()
 }
 
 fn slapd_conf(dir: &Path) -> String {

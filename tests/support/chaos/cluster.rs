@@ -177,6 +177,24 @@ impl NodeProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's first panics and ERROR lines (at most `max`), each prefixed with the node's
+    /// name: a failing scenario's message then says what the nodes saw, where a CI page shows
+    /// nothing else of their logs.
+    pub fn alarms(&self, max: usize) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter(|line| line.contains("panicked") || line.contains(" ERROR "))
+            .take(max)
+            .map(|line| {
+                format!(
+                    "{} log: {}",
+                    self.name,
+                    line.chars().take(300).collect::<String>()
+                )
+            })
+            .collect()
+    }
+
     /// Waits until the node accepts TCP connections (at most `within`), or its process exits.
     pub async fn wait_listening(&self, within: Duration) -> bool {
         let give_up = tokio::time::Instant::now() + within;
@@ -285,6 +303,11 @@ impl ClusterRig {
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.nodes.iter().map(|n| n.address).collect()
     }
+}
+
+/// Every node's [`NodeProcess::alarms`] (four at most each), for a scenario's notes.
+pub fn log_alarms(nodes: &[Arc<NodeProcess>]) -> Vec<String> {
+    nodes.iter().flat_map(|node| node.alarms(4)).collect()
 }
 
 /// The largest gap between consecutive PUBACKs of the publishers `keep` selects, ms.
@@ -448,6 +471,7 @@ pub async fn s1_kill_node(
         notes.push(format!("session lost: {lost}"));
     }
     rig.keep_logs(&load.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     Ok(Outcome {
         report: Some(report),
         notes,
@@ -607,6 +631,7 @@ pub async fn s2_kill_follower_server(
         notes.push(format!("inversion: {example}"));
     }
     rig.keep_logs(&load.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -699,6 +724,7 @@ pub async fn s6_pause_node(
         notes.push(format!("inversion: {example}"));
     }
     rig.keep_logs(&load.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     notes.push(format!(
         "SIGCONT -> first fenced session: {} ms",
         fenced_after
@@ -991,6 +1017,7 @@ pub async fn s9_session_storm(
         ));
     }
     rig.keep_logs(&storm.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     shared.stop.cancel();
     for task in tasks {
         let _ = task.await;

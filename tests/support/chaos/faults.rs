@@ -24,7 +24,7 @@ use parking_lot::Mutex;
 use super::audit::audit;
 use super::checker::check;
 use super::cluster::{
-    common_violations, inversion_examples, meta_leader, pub_gap_ms, stream_leaders,
+    common_violations, inversion_examples, log_alarms, meta_leader, pub_gap_ms, stream_leaders,
     victim_subscriber_resumes, ClusterRig, Outcome, NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
@@ -356,6 +356,7 @@ pub async fn s3_kill_leader_server_with(
     notes.push(audit_line);
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     let mut figures = vec![(
         "F_pub all publishers".to_string(),
         report.f_pub_max_gap_ms.unwrap_or(0.0),
@@ -481,6 +482,7 @@ pub async fn s4_kill_machine(
     notes.push(audit_line);
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
+    notes.extend(log_alarms(&rig.nodes));
     let mut figures = vec![
         (
             "F_pub hot shard, surviving publishers".to_string(),

@@ -31,11 +31,13 @@ pub struct BrokerProcess {
     _dir: tempfile::TempDir,
 }
 
-/// A free TCP port on 127.0.0.1.
+#[allow(clippy::duplicate_mod)]
+#[path = "../ports.rs"]
+mod ports;
+
+/// A free TCP port on 127.0.0.1, below the ephemeral range (see `ports.rs`).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    ports::free_port()
 }
 
 /// A broker named `name` with one MQTT connector on 127.0.0.1:`port`: durable with its KahaDB
