@@ -638,3 +638,45 @@ impl Backplane for ClusterEngine {
 pub(crate) fn refuses_owner(owner: &QueueOwner) -> bool {
     matches!(owner, QueueOwner::Group(_))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A step that keeps failing is tried every 500 ms until the start's deadline, then its
+    /// last error ends the start (the node exits with it instead of hanging).
+    #[tokio::test(start_paused = true)]
+    async fn a_start_step_that_keeps_failing_gives_up_at_the_deadline_with_its_error() {
+        let attempts = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let result: anyhow::Result<()> = until_setup_deadline(|| async {
+            let n = attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            Err(anyhow::anyhow!("attempt {n}: no JetStream"))
+        })
+        .await;
+        let waited = started.elapsed();
+        let error = result.expect_err("gives up").to_string();
+        let tried = attempts.load(Ordering::Relaxed);
+        assert!(error.starts_with(&format!("attempt {tried}:")), "{error}");
+        assert!(
+            (SETUP_DEADLINE..SETUP_DEADLINE + Duration::from_secs(1)).contains(&waited),
+            "{waited:?}"
+        );
+        assert_eq!(tried, 121, "every 500 ms for 60 s, and once at the start");
+    }
+
+    /// A step that fails while a raft group forms and then succeeds is not given up on.
+    #[tokio::test(start_paused = true)]
+    async fn a_start_step_that_succeeds_late_is_kept() {
+        let attempts = AtomicU32::new(0);
+        let result = until_setup_deadline(|| async {
+            match attempts.fetch_add(1, Ordering::Relaxed) {
+                0..=5 => Err(anyhow::anyhow!("no leader yet")),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(result.expect("kept trying"), 6);
+    }
+}
