@@ -171,13 +171,14 @@ pub fn start(inner: &Arc<Inner>) {
                 }
             }
             let Some(core) = node.core() else { return };
+            // Charged to `memoryUsage`, and dropped (counted) when it is reached, as a local
+            // QoS 0 publish is.
+            let Some(message) = core.admit(frame.message) else {
+                continue;
+            };
             // QoS 0 needs no pacing: a session's queue evicts its oldest QoS 0 messages.
-            let _ = core.deliver_from_backplane(
-                frame.message,
-                frame.publisher.as_deref(),
-                |_| true,
-                |_| {},
-            );
+            let _ =
+                core.deliver_from_backplane(message, frame.publisher.as_deref(), |_| true, |_| {});
         }
     });
     // Filters subscribed before the start (restored sessions) are followed now.

@@ -32,6 +32,54 @@ const CLIENT_BEHIND: Duration = Duration::from_secs(1);
 /// How often a catch-up with nothing new to read checks whether it can join the live feed.
 const CATCH_UP_IDLE: Duration = Duration::from_millis(20);
 
+/// How often a reader paused by the `memoryUsage` limit looks again (a held local publish is
+/// tried as often: `connection/flow_control.rs`).
+const MEMORY_RETRY: Duration = Duration::from_millis(25);
+
+/// Readers paused by the `memoryUsage` limit since the process started (their warnings are
+/// logged at the 1st, 2nd, 4th, 8th... pause).
+static MEMORY_PAUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Waits while this node holds as many bytes of messages as its `memoryUsage` allows: a
+/// reader then reads nothing more (the messages wait in their stream, stored and acknowledged
+/// already), as a local publisher would be held unacknowledged, and goes on once deliveries
+/// and acknowledgements have freed some. What it reads is charged to the limit
+/// ([`crate::broker::routing::memory`]) like a local publish. `Some(true)`: it waited;
+/// `None`: the node is gone.
+async fn memory_room(inner: &Inner, shard: usize) -> Option<bool> {
+    let mut paused_at: Option<tokio::time::Instant> = None;
+    loop {
+        let core = inner.core()?;
+        if !core.memory.is_full() {
+            if let Some(at) = paused_at {
+                let waited = at.elapsed();
+                tracing::debug!(
+                    shard,
+                    waited_ms = waited.as_millis() as u64,
+                    "cluster reader: memory freed, reading on"
+                );
+            }
+            return Some(paused_at.is_some());
+        }
+        if paused_at.is_none() {
+            paused_at = Some(tokio::time::Instant::now());
+            let total = MEMORY_PAUSES.fetch_add(1, Ordering::Relaxed) + 1;
+            if crate::broker::durability::should_log(total) {
+                tracing::warn!(
+                    shard,
+                    limit_bytes = core.memory.limit_bytes(),
+                    used_bytes = core.memory.used_bytes(),
+                    total,
+                    "cluster reader paused: messages held in memory reached the memoryUsage \
+                     limit; the next ones wait in their stream"
+                );
+            }
+        }
+        drop(core);
+        tokio::time::sleep(MEMORY_RETRY).await;
+    }
+}
+
 /// Start one reader per shard at the shard's end (what was stored before this node started
 /// is read by the catch-up of the sessions that need it).
 pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
@@ -248,6 +296,17 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             if seq <= inner.positions[k].load(Ordering::Acquire) {
                 continue;
             }
+            // Before the claim: a paused reader has not read the message for anyone yet.
+            match memory_room(&inner, k).await {
+                None => return,
+                // The pause is not the reader falling behind its stream.
+                Some(true) => {
+                    owed = None;
+                    checked_at = inner.positions[k].load(Ordering::Acquire);
+                    lag.reset();
+                }
+                Some(false) => {}
+            }
             let Some(core) = inner.core() else { return };
             // Claimed before it is offered: a catch-up that has not read `seq` yet then
             // stays on (see `catch_up`); routed after: floors never pass an entry not yet
@@ -264,52 +323,76 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             // Where each message went, for a run that must be traced message by message:
             // `--log-level warn,ferromq::cluster::read=debug`.
             tracing::debug!(target: READ_TARGET, shard = k, seq, id, held, "read");
+            // Online sessions this message found at their pending limit: their catch-up
+            // readers start after the routing.
+            let mut behind = Vec::new();
             let routed = match decode_message(message.payload.clone()) {
                 // A QoS 2 message not released yet: delivered from its released copy.
                 Ok(_) if held => None,
-                Ok(frame) => Some(core.deliver_from_backplane(
-                    frame.message,
-                    frame.publisher.as_deref(),
-                    |session| {
-                        let offered = inner.tracker.lock().accept_live(
-                            session.client_id(),
-                            session.id(),
-                            k,
-                            seq,
-                        );
-                        if !offered {
-                            tracing::debug!(
-                                target: READ_TARGET,
-                                shard = k,
-                                seq,
-                                client_id = %session.client_id(),
-                                "not offered live"
-                            );
-                        }
-                        offered
-                    },
-                    |queued| {
-                        // One check per message, not one trace call per queued copy.
-                        let tracing_kept =
-                            tracing::enabled!(target: READ_TARGET, tracing::Level::DEBUG);
-                        for q in queued.iter().filter(|_| tracing_kept) {
-                            tracing::debug!(
-                                target: READ_TARGET,
-                                shard = k,
-                                seq,
-                                queue_seq = q.seq,
-                                "kept"
-                            );
-                        }
-                        inner.tracker.lock().kept(k, seq, &queued)
-                    },
-                )),
+                Ok(frame) => {
+                    let limit = core.pending_limits.load().limit_for(&frame.message.topic);
+                    Some(core.deliver_from_backplane(
+                        core.memory.charge(frame.message),
+                        frame.publisher.as_deref(),
+                        |session| {
+                            let mut tracker = inner.tracker.lock();
+                            if let Some(after) = at_pending_limit(session, limit)
+                                .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
+                                .flatten()
+                            {
+                                tracing::debug!(
+                                    target: READ_TARGET,
+                                    shard = k,
+                                    seq,
+                                    client_id = %session.client_id(),
+                                    "at its pending limit: fed from the stream"
+                                );
+                                // Read under the tracker's lock: an attach after this finds the
+                                // shard behind and starts its catch-up (`attached`).
+                                if session.is_attached() {
+                                    behind.push((session.client_id().clone(), session.id(), after));
+                                }
+                                return false;
+                            }
+                            let offered =
+                                tracker.accept_live(session.client_id(), session.id(), k, seq);
+                            if !offered {
+                                tracing::debug!(
+                                    target: READ_TARGET,
+                                    shard = k,
+                                    seq,
+                                    client_id = %session.client_id(),
+                                    "not offered live"
+                                );
+                            }
+                            offered
+                        },
+                        |queued| {
+                            // One check per message, not one trace call per queued copy.
+                            let tracing_kept =
+                                tracing::enabled!(target: READ_TARGET, tracing::Level::DEBUG);
+                            for q in queued.iter().filter(|_| tracing_kept) {
+                                tracing::debug!(
+                                    target: READ_TARGET,
+                                    shard = k,
+                                    seq,
+                                    queue_seq = q.seq,
+                                    "kept"
+                                );
+                            }
+                            inner.tracker.lock().kept(k, seq, &queued)
+                        },
+                    ))
+                }
                 Err(e) => {
                     tracing::warn!(shard = k, seq, "cluster reader skipped: {e}");
                     None
                 }
             };
             inner.routed[k].store(seq, Ordering::Release);
+            for (client_id, session_id, after) in behind {
+                tokio::spawn(catch_up(inner.clone(), client_id, session_id, k, after));
+            }
             if let Some(routed) = routed {
                 tracing::debug!(target: READ_TARGET, shard = k, seq, offered = routed.offered, "routed");
                 pace.after(&core, routed).await;
@@ -317,6 +400,12 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Whether the persistent `session` holds `limit` (its pending limit) or more messages: the
+/// node's reader feeds it no more (see [`super::tracker::Tracker::fall_behind`]).
+fn at_pending_limit(session: &Session, limit: usize) -> bool {
+    session.is_persistent() && session.with_state_unchecked(|s| s.pending.len()) >= limit
 }
 
 /// A reader waits, as a publisher does on a single node, for local subscribers it pushed
@@ -459,6 +548,9 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
                 continue;
             };
+            if memory_room(&inner, k).await.is_none() {
+                return;
+            }
             let Some(core) = inner.core() else { return };
             let held = super::qos2::is_held(message.headers.as_ref());
             let mut overfilled = Vec::new();
@@ -468,7 +560,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 }
                 Ok(frame) => {
                     let routed = core.deliver_from_backplane(
-                        frame.message,
+                        core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
                         |session| {
                             session.id() == session_id

@@ -223,6 +223,27 @@ impl Tracker {
         !cursor.restored.remove(&seq)
     }
 
+    /// The node's reader stops feeding `shard` to the session, whose queue reached its pending
+    /// limit: from what it offered last, the shard is read for it by a catch-up reader (at
+    /// once when it is online, at its resume otherwise), so that what it has not taken waits in
+    /// the stream rather than in this node's memory (a single broker pages such a queue out to
+    /// its store). Returns the sequence its catch-up reads after; `None`: not tracked (a
+    /// clean session), or it already falls behind.
+    pub fn fall_behind(&mut self, client_id: &str, id: SessionId, shard: usize) -> Option<u64> {
+        let t = self.sessions.get_mut(client_id)?;
+        if t.session_id != Some(id) {
+            return None;
+        }
+        let cursor = t.shards.get_mut(shard)?;
+        if cursor.catching_up {
+            return None;
+        }
+        cursor.catching_up = true;
+        // Everything up to what it was offered last is registered: its floor stays there.
+        cursor.caught_routed = cursor.caught_routed.max(cursor.delivered_upto);
+        Some(cursor.delivered_upto)
+    }
+
     /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
     /// already restored into its in-flight window, never twice).
     pub fn accept_catch_up(&mut self, client_id: &str, shard: usize, seq: u64) -> bool {
@@ -425,6 +446,28 @@ mod tests {
         assert!(!tracker.accept_live("c", 1, 0, 9));
         assert!(tracker.accept_live("c", 1, 0, 10));
         assert_eq!(tracker.try_go_live("gone", 0, 9, 9), None);
+    }
+
+    /// A live session at its pending limit falls behind: the reader skips it, its floor stays
+    /// at what it was offered, and a catch-up from there feeds it until it rejoins the reader.
+    #[test]
+    fn a_session_at_its_pending_limit_falls_behind_and_catches_up_from_what_it_was_offered() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[0]);
+        t.session_id = Some(1);
+        tracker.sessions.insert(Arc::from("c"), t);
+        assert!(tracker.accept_live("c", 1, 0, 4));
+        assert_eq!(tracker.fall_behind("c", 2, 0), None, "another session");
+        assert_eq!(tracker.fall_behind("clean", 1, 0), None, "not tracked");
+        assert_eq!(tracker.fall_behind("c", 1, 0), Some(4));
+        assert_eq!(tracker.fall_behind("c", 1, 0), None, "already behind");
+        let floors = |tr: &Tracker, pos: &[u64]| tr.sessions["c"].record("n", pos).floors;
+        // The reader routes 5..=9 without it: its floor does not pass 4.
+        assert!(!tracker.accept_live("c", 1, 0, 5));
+        assert_eq!(floors(&tracker, &[9]), vec![4]);
+        assert!(tracker.accept_catch_up("c", 0, 5));
+        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert!(tracker.accept_live("c", 1, 0, 10));
     }
 
     /// Session `c` catching up shard 0 from floor 3, with in-flight entry 50 (shard 0, seq 4,

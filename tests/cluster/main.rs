@@ -15,6 +15,7 @@ mod drain;
 mod handed_over;
 mod harness;
 mod live_interest;
+mod memory_limit;
 mod online;
 mod paho;
 mod qos2;

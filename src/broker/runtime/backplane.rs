@@ -66,8 +66,9 @@ impl BrokerCore {
         self.claim_gates.lock().contains_key(client_id)
     }
 
-    /// A message the backplane delivers (published on any broker, this one included): route
-    /// it to the local sessions `accept` admits, leaving the retained index alone (the engine
+    /// A message the backplane delivers (published on any broker, this one included), charged
+    /// to `memoryUsage` by the caller ([`BrokerCore::admit`] for QoS 0; the engine's readers
+    /// wait for room, then charge): route it to the local sessions `accept` admits, leaving the retained index alone (the engine
     /// keeps it) and shared groups out (the engine gives each group's copy to one broker:
     /// [`BrokerCore::deliver_to_group`]). `publisher`: the publishing client when it published on this broker (its
     /// No Local subscriptions skip the message). `kept` is told the queue entries made for
