@@ -334,39 +334,7 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                     Some(core.deliver_from_backplane(
                         core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
-                        |session| {
-                            let mut tracker = inner.tracker.lock();
-                            if let Some(after) = at_pending_limit(session, limit)
-                                .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
-                                .flatten()
-                            {
-                                tracing::debug!(
-                                    target: READ_TARGET,
-                                    shard = k,
-                                    seq,
-                                    client_id = %session.client_id(),
-                                    "at its pending limit: fed from the stream"
-                                );
-                                // Read under the tracker's lock: an attach after this finds the
-                                // shard behind and starts its catch-up (`attached`).
-                                if session.is_attached() {
-                                    behind.push((session.client_id().clone(), session.id(), after));
-                                }
-                                return false;
-                            }
-                            let offered =
-                                tracker.accept_live(session.client_id(), session.id(), k, seq);
-                            if !offered {
-                                tracing::debug!(
-                                    target: READ_TARGET,
-                                    shard = k,
-                                    seq,
-                                    client_id = %session.client_id(),
-                                    "not offered live"
-                                );
-                            }
-                            offered
-                        },
+                        |session| offer_live(&inner, session, k, seq, limit, &mut behind),
                         |queued| {
                             // One check per message, not one trace call per queued copy.
                             let tracing_kept =
@@ -400,6 +368,48 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// An online session whose shard fell behind: its client id, session id and the sequence its
+/// catch-up reads after.
+type Behind = (Arc<str>, crate::broker::session::SessionId, u64);
+
+/// Whether the node's reader offers message `seq` of shard `k` to `session` (the tracker's
+/// [`super::tracker::Tracker::accept_live`]); not to a persistent session at its pending
+/// limit `limit`, whose shard falls behind instead (an online one is pushed to `behind`, for a
+/// catch-up reader to start after the routing).
+fn offer_live(
+    inner: &Inner,
+    session: &Session,
+    k: usize,
+    seq: u64,
+    limit: usize,
+    behind: &mut Vec<Behind>,
+) -> bool {
+    let mut tracker = inner.tracker.lock();
+    let fell_behind = at_pending_limit(session, limit)
+        .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
+        .flatten();
+    let why = match fell_behind {
+        Some(after) => {
+            // Read under the tracker's lock: an attach after this finds the shard behind and
+            // starts its catch-up (`attached`).
+            if session.is_attached() {
+                behind.push((session.client_id().clone(), session.id(), after));
+            }
+            "at its pending limit: fed from the stream"
+        }
+        None if tracker.accept_live(session.client_id(), session.id(), k, seq) => return true,
+        None => "not offered live",
+    };
+    tracing::debug!(
+        target: READ_TARGET,
+        shard = k,
+        seq,
+        client_id = %session.client_id(),
+        "{why}"
+    );
+    false
 }
 
 /// Whether the persistent `session` holds `limit` (its pending limit) or more messages: the
