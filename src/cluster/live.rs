@@ -5,7 +5,8 @@
 //! A message that matches two of this node's filters arrives once per matching NATS
 //! subscription: copies are recognised by their identity (origin process, counter) in a
 //! window of recent ones and routed once. Each subscription delivers in publish order, so the
-//! first copy of every message keeps the publisher's order.
+//! first copy of every message keeps the publisher's order. This node's own messages come back
+//! too (NATS echoes them) and are skipped: they reached its sessions at their publish.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -160,6 +161,11 @@ pub fn start(inner: &Arc<Inner>) {
                     continue;
                 }
             };
+            // This node's own QoS 0 messages reached its sessions at their publish (see
+            // `BrokerCore::plan_route_from`).
+            if frame.origin_instance == node.instance {
+                continue;
+            }
             let identity = (frame.origin_instance, frame.origin_counter);
             if !seen.insert(identity) {
                 continue;

@@ -375,16 +375,27 @@ impl BrokerCore {
         self.finish_plan(message, targets, limit, retained)
     }
 
-    /// The plan of a publish handed to the backplane: no local copies (they come back from
-    /// the engine), and no retained slot updated here: the engine updates the retained index
-    /// when the store is acknowledged, in the order of the shared store's revisions (a slot
-    /// set here when the commit completes could replace a newer value another broker
-    /// published meanwhile, and stay stale).
+    /// The plan of a publish handed to the backplane, and no retained slot updated here: the
+    /// engine updates the retained index when the store is acknowledged, in the order of the
+    /// shared store's revisions (a slot set here when the commit completes could replace a
+    /// newer value another broker published meanwhile, and stay stale).
+    ///
+    /// A QoS 0 message reaches this broker's own subscribers here, at its publish, as on a
+    /// single broker; the engine skips its own copy of it. Coming back from the engine it
+    /// could reach a subscription the same client made right after the PUBLISH: a second,
+    /// live copy besides the retained one. Shared groups still get it from the engine, which
+    /// picks one member among all brokers. A QoS 1/2 message has no local copies here: they
+    /// come from the engine once it is stored, in the stream's order.
     fn plan_backplane_publish(
         &self,
         message: Message,
         publishers: &[SessionId],
     ) -> (RoutePlan, Vec<Change>) {
+        let (targets, limit) = if message.qos == QoS::AtMostOnce {
+            self.local_targets(&message, publishers, |_| true, false)
+        } else {
+            (SmallVec::new(), 0)
+        };
         let retained = retained_change(&message);
         let publisher = publishers
             .first()
@@ -398,8 +409,8 @@ impl BrokerCore {
         };
         let plan = RoutePlan {
             message,
-            targets: SmallVec::new(),
-            limit: 0,
+            targets,
+            limit,
             updates_retained: false,
         };
         (plan, vec![change])
@@ -414,9 +425,23 @@ impl BrokerCore {
         &self,
         message: Message,
         publishers: &[SessionId],
-        mut accept: impl FnMut(&Session) -> bool,
+        accept: impl FnMut(&Session) -> bool,
         with_groups: bool,
     ) -> (RoutePlan, Vec<Change>) {
+        let (targets, limit) = self.local_targets(&message, publishers, accept, with_groups);
+        let retained = retained_change(&message);
+        self.finish_plan(message, targets, limit, retained)
+    }
+
+    /// The copies of `message` for this broker's sessions (see [`Self::plan_local_route`])
+    /// and the pending limit of its topic.
+    fn local_targets(
+        &self,
+        message: &Message,
+        publishers: &[SessionId],
+        mut accept: impl FnMut(&Session) -> bool,
+        with_groups: bool,
+    ) -> (SmallVec<[RouteTarget; INLINE_TARGETS]>, usize) {
         let publisher = publishers.first().copied();
         let mut matches: SmallVec<[(SessionId, SubscriptionOptions); INLINE_TARGETS]> =
             SmallVec::new();
@@ -441,7 +466,7 @@ impl BrokerCore {
             // The common case, one matching subscription: one copy, whatever the version.
             if let Some(session) = self.registry.get(*id) {
                 if accept(&session) {
-                    targets.push(copy_for(session, &message, options));
+                    targets.push(copy_for(session, message, options));
                 }
             }
         } else {
@@ -449,17 +474,16 @@ impl BrokerCore {
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
             self.registry.for_each_run(&matches, |session, run| {
                 if accept(session) {
-                    push_targets(&mut targets, session, &message, run);
+                    push_targets(&mut targets, session, message, run);
                 }
             });
         }
         if !groups.is_empty() {
             self.choose_shared_members(publisher, groups, |session, options, subscription| {
-                targets.push(shared_copy_for(&message, session, &options, subscription));
+                targets.push(shared_copy_for(message, session, &options, subscription));
             });
         }
-        let retained = retained_change(&message);
-        self.finish_plan(message, targets, limit, retained)
+        (targets, limit)
     }
 
     /// A plan that delivers `message` (live: RETAIN already cleared) to `target` alone and
