@@ -549,6 +549,15 @@ impl Backplane for ClusterEngine {
         super::wills::ended(&self.inner, session);
     }
 
+    fn subscribing(&self, session: crate::broker::session::SessionId, filter: &str) {
+        let floors = self.inner.ledger.unread_high();
+        let routed = self.inner.routed();
+        self.inner
+            .tracker
+            .lock()
+            .subscribing(session, filter, floors, &routed);
+    }
+
     fn interest(&self, filter: &str, added: bool) {
         if super::groups::is_shared(filter) {
             self.inner.groups.changed(&self.inner, filter, added);

@@ -175,6 +175,16 @@ impl Ledger {
         }
     }
 
+    /// Per shard, the highest sequence of a store this node had acknowledged that its reader
+    /// has not read back yet (0: none).
+    pub fn unread_high(&self) -> Vec<u64> {
+        self.shards
+            .lock()
+            .iter()
+            .map(|shard| shard.pending.last_key_value().map_or(0, |(seq, _)| *seq))
+            .collect()
+    }
+
     /// The stream acknowledged `id` at `seq` of shard `k`.
     pub(super) fn acknowledged(
         self: &Arc<Self>,

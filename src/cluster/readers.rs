@@ -331,10 +331,14 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                 Ok(_) if held => None,
                 Ok(frame) => {
                     let limit = core.pending_limits.load().limit_for(&frame.message.topic);
+                    let topic = frame.message.topic.clone();
                     Some(core.deliver_from_backplane(
                         core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
-                        |session| offer_live(&inner, session, k, seq, limit, &mut behind),
+                        |session| {
+                            offer_live(&inner, session, k, seq, limit, &mut behind)
+                                && !stored_before_subscribing(&inner, session, k, seq, &topic)
+                        },
                         |queued| {
                             // One check per message, not one trace call per queued copy.
                             let tracing_kept =
@@ -410,6 +414,40 @@ fn offer_live(
         "{why}"
     );
     false
+}
+
+/// Whether message `seq` of shard `k` on `topic` was stored and acknowledged before every
+/// subscription of `session` it matches was made on this node (a client's SUBSCRIBE after
+/// its own PUBACK, say): on a single broker such a subscription never gets it, and here the
+/// reader may read it after the SUBSCRIBE. Its retained copy, if any, comes with the SUBACK.
+fn stored_before_subscribing(
+    inner: &Inner,
+    session: &Session,
+    k: usize,
+    seq: u64,
+    topic: &str,
+) -> bool {
+    let younger = {
+        let mut tracker = inner.tracker.lock();
+        if !tracker.has_young() {
+            return false;
+        }
+        tracker.prune_young(&inner.routed());
+        tracker.younger_than(session.id(), k, seq)
+    };
+    if younger.is_empty() {
+        return false;
+    }
+    let older_match = session.with_state_unchecked(|s| {
+        s.subscriptions.keys().any(|filter| {
+            !younger.contains(filter) && crate::protocol::topic::matches(filter, topic)
+        })
+    });
+    if !older_match {
+        tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %session.client_id(),
+            "stored before the subscription was made: not offered");
+    }
+    !older_match
 }
 
 /// Whether the persistent `session` holds `limit` (its pending limit) or more messages: the
@@ -569,12 +607,14 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                     tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, "caught up (held)");
                 }
                 Ok(frame) => {
+                    let topic = frame.message.topic.clone();
                     let routed = core.deliver_from_backplane(
                         core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
                         |session| {
                             session.id() == session_id
                                 && inner.tracker.lock().accept_catch_up(&client_id, k, seq)
+                                && !stored_before_subscribing(&inner, session, k, seq, &topic)
                         },
                         |queued| inner.tracker.lock().kept(k, seq, &queued),
                     );

@@ -199,9 +199,63 @@ impl Tracked {
 #[derive(Debug, Default)]
 pub struct Tracker {
     pub sessions: HashMap<Arc<str>, Tracked>,
+    /// Subscriptions made while stores this node had acknowledged were not read back yet,
+    /// per session (clean ones too): kept until the node's reader routed past them.
+    young: HashMap<SessionId, Vec<Young>>,
+}
+
+/// A subscription and, per shard, the last store this node had acknowledged when it was
+/// made: those stores and older ones are not the subscription's.
+#[derive(Debug, Clone)]
+struct Young {
+    filter: String,
+    floors: Vec<u64>,
+}
+
+impl Young {
+    fn needed(&self, routed: &[u64]) -> bool {
+        self.floors.iter().zip(routed).any(|(floor, r)| floor > r)
+    }
 }
 
 impl Tracker {
+    /// Session `id` subscribes to `filter` while the stores this node acknowledged reach
+    /// `floors` per shard and its reader routed `routed`.
+    pub fn subscribing(&mut self, id: SessionId, filter: &str, floors: Vec<u64>, routed: &[u64]) {
+        self.prune_young(routed);
+        let young = Young {
+            filter: filter.to_owned(),
+            floors,
+        };
+        if young.needed(routed) {
+            self.young.entry(id).or_default().push(young);
+        }
+    }
+
+    /// Forget the subscriptions the node's reader routed past.
+    pub fn prune_young(&mut self, routed: &[u64]) {
+        self.young.retain(|_, list| {
+            list.retain(|y| y.needed(routed));
+            !list.is_empty()
+        });
+    }
+
+    /// Whether some subscription is young (the readers' common case is none).
+    pub fn has_young(&self) -> bool {
+        !self.young.is_empty()
+    }
+
+    /// The filters of session `id` made after message `seq` of `shard` was acknowledged
+    /// (the message was stored before them).
+    pub fn younger_than(&self, id: SessionId, shard: usize, seq: u64) -> Vec<String> {
+        self.young.get(&id).map_or_else(Vec::new, |list| {
+            list.iter()
+                .filter(|y| y.floors.get(shard).is_some_and(|floor| *floor >= seq))
+                .map(|y| y.filter.clone())
+                .collect()
+        })
+    }
+
     /// Whether the node's live reader offers message `seq` of `shard` to the session: not
     /// while a catch-up reader feeds that shard, and never twice. Sessions not tracked (clean
     /// ones) take everything.
@@ -381,6 +435,25 @@ mod tests {
             retain: false,
             subscription_id: None,
         }
+    }
+
+    #[test]
+    fn a_young_subscription_refuses_what_was_stored_before_it_until_the_reader_passes() {
+        let mut tracker = Tracker::default();
+        // Nothing acknowledged and unread: nothing to remember.
+        tracker.subscribing(1, "a/#", vec![5, 0], &[5, 0]);
+        assert!(!tracker.has_young());
+        // Shard 0: stores up to 9 acknowledged, the reader at 5.
+        tracker.subscribing(1, "b/#", vec![9, 0], &[5, 0]);
+        assert!(tracker.has_young());
+        assert_eq!(tracker.younger_than(1, 0, 9), ["b/#"]);
+        assert!(tracker.younger_than(1, 0, 10).is_empty(), "stored after it");
+        assert!(tracker.younger_than(1, 1, 1).is_empty(), "another shard");
+        assert!(tracker.younger_than(2, 0, 7).is_empty(), "another session");
+        tracker.prune_young(&[8, 0]);
+        assert_eq!(tracker.younger_than(1, 0, 9), ["b/#"]);
+        tracker.prune_young(&[9, 0]);
+        assert!(!tracker.has_young(), "the reader routed past it");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ferromq::protocol::{Packet, QoS};
+use ferromq::protocol::{Ack, Packet, QoS};
 
 use super::chaos::rig::faults::make_leader;
 use super::rig::{next_publish_within, puback_of, retained, v5_ok, Rig, FAST};
@@ -216,5 +216,41 @@ async fn a_qos0_retained_message_is_there_for_a_subscribe_right_after_it() {
     }
     // Published before the subscription: no live copy follows the retained one (the node
     // delivers its own QoS 0 messages at their publish, not when NATS echoes them).
+    super::rig::no_publish(&mut client, Duration::from_millis(500)).await;
+}
+
+/// A QoS 1 retained message acknowledged before a SUBSCRIBE on the same node reaches the new
+/// subscription once, as its retained copy: the node's reader, which may read the message
+/// from its stream after the SUBSCRIBE, does not add a live copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_retained_message_acknowledged_before_a_subscribe_comes_once() {
+    let Some(rig) = Rig::start(1, FAST).await else {
+        return;
+    };
+    let (mut client, _) = v5_ok(rig.addr(0), "ro-own1", true, None).await;
+    for round in 0..20u8 {
+        let topic = format!("ro/own1/{round}");
+        let payload = [b'q', round];
+        let packet_id = u16::from(round) + 1;
+        client
+            .send(retained(
+                &topic,
+                &payload,
+                QoS::AtLeastOnce,
+                Some(packet_id),
+            ))
+            .await;
+        assert_eq!(puback_of(&mut client, packet_id).await, 0, "round {round}");
+        let granted = client
+            .subscribe(packet_id, &[(&topic, QoS::AtLeastOnce)])
+            .await;
+        assert_eq!(granted, [1]);
+        let got = super::rig::next_publish(&mut client).await;
+        assert!(got.retain, "round {round}: the retained copy, RETAIN set");
+        assert_eq!(&got.payload[..], &payload, "round {round}");
+        if let Some(id) = got.packet_id {
+            client.send(Packet::PubAck(Ack::new(id))).await;
+        }
+    }
     super::rig::no_publish(&mut client, Duration::from_millis(500)).await;
 }

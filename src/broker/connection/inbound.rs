@@ -695,6 +695,9 @@ impl Conn {
                 options.qos = options.qos.min(maximum);
             }
             let kept = SubscriptionOptions::from_subscribe(&options, subscription_id);
+            if let (Some(backplane), false, false) = (self.core.backplane(), existed, shared) {
+                backplane.subscribing(self.session.id(), &filter);
+            }
             if !self
                 .core
                 .subscribe(&self.session, self.token.generation, &filter, kept)

@@ -92,6 +92,11 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// was published or discarded): the engine drops what it kept for it.
     fn session_ended(&self, _session: &Session) {}
 
+    /// A client's SUBSCRIBE adds `filter`, new to its session: messages the engine stored
+    /// and acknowledged before it must not reach that subscription, as on a single broker
+    /// (they may not have been read back yet when it is made).
+    fn subscribing(&self, _session: crate::broker::session::SessionId, _filter: &str) {}
+
     /// A filter is now used by a local session (`added`), or no longer by any (`!added`):
     /// the engine subscribes to the live subjects it needs (reference counted per filter).
     fn interest(&self, filter: &str, added: bool);

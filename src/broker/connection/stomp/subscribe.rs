@@ -306,6 +306,14 @@ impl StompConn {
         } else {
             0
         };
+        if let Some(backplane) = self.core.backplane() {
+            let existed = attached
+                .session
+                .with_state_unchecked(|s| s.subscriptions.contains_key(&filter));
+            if !existed {
+                backplane.subscribing(attached.session.id(), &filter);
+            }
+        }
         if !self.core.subscribe(
             &attached.session,
             attached.token.generation,
