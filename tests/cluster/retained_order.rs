@@ -194,29 +194,12 @@ async fn a_late_acknowledgement_does_not_put_an_older_retained_value_back() {
     assert_eq!(&stored.message.payload[..], b"v2", "the bucket's value");
 }
 
+/// A retained QoS 0 message is there for a SUBSCRIBE right after it on the same connection,
+/// and no live copy follows the retained one (the node delivers its own QoS 0 messages at
+/// their publish, not when NATS echoes them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos0_retained_message_is_there_for_a_subscribe_right_after_it() {
-    let Some(rig) = Rig::start(1, FAST).await else {
-        return;
-    };
-    let (mut client, _) = v5_ok(rig.addr(0), "ro-own", true, None).await;
-    for round in 0..20u8 {
-        let topic = format!("ro/own/{round}");
-        let payload = [b'r', round];
-        client
-            .send(retained(&topic, &payload, QoS::AtMostOnce, None))
-            .await;
-        let granted = client
-            .subscribe(u16::from(round) + 1, &[(&topic, QoS::AtMostOnce)])
-            .await;
-        assert_eq!(granted, [0]);
-        let got = super::rig::next_publish(&mut client).await;
-        assert!(got.retain, "round {round}: the retained copy, RETAIN set");
-        assert_eq!(&got.payload[..], &payload, "round {round}");
-    }
-    // Published before the subscription: no live copy follows the retained one (the node
-    // delivers its own QoS 0 messages at their publish, not when NATS echoes them).
-    super::rig::no_publish(&mut client, Duration::from_millis(500)).await;
+    publish_retained_then_subscribe(QoS::AtMostOnce).await;
 }
 
 /// A QoS 1 retained message acknowledged before a SUBSCRIBE on the same node reaches the new
@@ -224,27 +207,35 @@ async fn a_qos0_retained_message_is_there_for_a_subscribe_right_after_it() {
 /// from its stream after the SUBSCRIBE, does not add a live copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos1_retained_message_acknowledged_before_a_subscribe_comes_once() {
+    publish_retained_then_subscribe(QoS::AtLeastOnce).await;
+}
+
+/// 20 rounds on one connection to a one-node cluster: publish a retained message at `qos`
+/// (acknowledged first at QoS 1), subscribe to its topic at `qos`, and get its retained copy;
+/// at the end, nothing else arrives.
+async fn publish_retained_then_subscribe(qos: QoS) {
     let Some(rig) = Rig::start(1, FAST).await else {
         return;
     };
-    let (mut client, _) = v5_ok(rig.addr(0), "ro-own1", true, None).await;
+    let (mut client, _) = v5_ok(rig.addr(0), "ro-own", true, None).await;
     for round in 0..20u8 {
-        let topic = format!("ro/own1/{round}");
-        let payload = [b'q', round];
+        let topic = format!("ro/own/{round}");
+        let payload = [b'r', round];
         let packet_id = u16::from(round) + 1;
+        let acknowledged = qos != QoS::AtMostOnce;
         client
             .send(retained(
                 &topic,
                 &payload,
-                QoS::AtLeastOnce,
-                Some(packet_id),
+                qos,
+                acknowledged.then_some(packet_id),
             ))
             .await;
-        assert_eq!(puback_of(&mut client, packet_id).await, 0, "round {round}");
-        let granted = client
-            .subscribe(packet_id, &[(&topic, QoS::AtLeastOnce)])
-            .await;
-        assert_eq!(granted, [1]);
+        if acknowledged {
+            assert_eq!(puback_of(&mut client, packet_id).await, 0, "round {round}");
+        }
+        let granted = client.subscribe(packet_id, &[(&topic, qos)]).await;
+        assert_eq!(granted, [qos as u8]);
         let got = super::rig::next_publish(&mut client).await;
         assert!(got.retain, "round {round}: the retained copy, RETAIN set");
         assert_eq!(&got.payload[..], &payload, "round {round}");

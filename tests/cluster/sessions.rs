@@ -145,6 +145,11 @@ async fn in_flight_messages_are_resent_first_on_the_new_node(rig: &Rig, version:
             sub.send(Packet::PubAck(Ack::new(ids[n]))).await;
         }
     }
+    // The node has taken the 4 PUBACKs once it answers a PINGREQ sent after them: a takeover
+    // of a connection that has not read them yet re-sends those messages too (QoS 1 allows
+    // it; this test checks the in-flight window, not that race).
+    sub.send(Packet::PingReq).await;
+    assert_eq!(sub.recv().await, Packet::PingResp, "{version:?}: PINGRESP");
     // Gone without DISCONNECT, 6 messages unacknowledged.
     drop(sub);
 
