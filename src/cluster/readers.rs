@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 
 use super::codec::decode_message;
 use super::engine::Inner;
+use super::tracker::Tracker;
 use super::{shard_prefix, shard_stream};
 use crate::broker::session::Session;
 
@@ -335,10 +336,7 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                     Some(core.deliver_from_backplane(
                         core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
-                        |session| {
-                            offer_live(&inner, session, k, seq, limit, &mut behind)
-                                && !stored_before_subscribing(&inner, session, k, seq, &topic)
-                        },
+                        |session| offer_live(&inner, session, k, (seq, &topic), limit, &mut behind),
                         |queued| {
                             // One check per message, not one trace call per queued copy.
                             let tracing_kept =
@@ -378,19 +376,23 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
 /// catch-up reads after.
 type Behind = (Arc<str>, crate::broker::session::SessionId, u64);
 
-/// Whether the node's reader offers message `seq` of shard `k` to `session` (the tracker's
-/// [`super::tracker::Tracker::accept_live`]); not to a persistent session at its pending
+/// Whether the node's reader offers message `seq` of shard `k`, on `topic`, to `session` (the
+/// tracker's [`super::tracker::Tracker::accept_live`]); not to a subscription made after it
+/// was stored ([`stored_before_subscribing`]), nor to a persistent session at its pending
 /// limit `limit`, whose shard falls behind instead (an online one is pushed to `behind`, for a
 /// catch-up reader to start after the routing).
 fn offer_live(
     inner: &Inner,
     session: &Session,
     k: usize,
-    seq: u64,
+    (seq, topic): (u64, &str),
     limit: usize,
     behind: &mut Vec<Behind>,
 ) -> bool {
     let mut tracker = inner.tracker.lock();
+    if stored_before_subscribing(inner, &mut tracker, session, k, seq, topic) {
+        return false;
+    }
     let fell_behind = at_pending_limit(session, limit)
         .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
         .flatten();
@@ -422,19 +424,17 @@ fn offer_live(
 /// reader may read it after the SUBSCRIBE. Its retained copy, if any, comes with the SUBACK.
 fn stored_before_subscribing(
     inner: &Inner,
+    tracker: &mut Tracker,
     session: &Session,
     k: usize,
     seq: u64,
     topic: &str,
 ) -> bool {
-    let younger = {
-        let mut tracker = inner.tracker.lock();
-        if !tracker.has_young() {
-            return false;
-        }
-        tracker.prune_young(&inner.routed());
-        tracker.younger_than(session.id(), k, seq)
-    };
+    if !tracker.has_young() {
+        return false;
+    }
+    tracker.prune_young(&inner.routed());
+    let younger = tracker.younger_than(session.id(), k, seq);
     if younger.is_empty() {
         return false;
     }
@@ -612,9 +612,19 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                         core.memory.charge(frame.message),
                         frame.publisher.as_deref(),
                         |session| {
-                            session.id() == session_id
-                                && inner.tracker.lock().accept_catch_up(&client_id, k, seq)
-                                && !stored_before_subscribing(&inner, session, k, seq, &topic)
+                            if session.id() != session_id {
+                                return false;
+                            }
+                            let mut tracker = inner.tracker.lock();
+                            tracker.accept_catch_up(&client_id, k, seq)
+                                && !stored_before_subscribing(
+                                    &inner,
+                                    &mut tracker,
+                                    session,
+                                    k,
+                                    seq,
+                                    &topic,
+                                )
                         },
                         |queued| inner.tracker.lock().kept(k, seq, &queued),
                     );

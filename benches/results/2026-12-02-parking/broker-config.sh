@@ -14,18 +14,19 @@ write_config() {
 XML
 }
 
-# hold_idle BIN DIR: start BIN on DIR's config (its log in DIR/log, with RUST_LOG as the caller
-# exports it), hold 19,000 idle connections (keep-alive 4 s, 16 s) and return 10 s into the
-# hold; sets pid, load (the load generator's pid) and start (the broker's RSS before, KiB).
+# hold_idle BIN DIR [HOLD_S [RETURN_S]]: start BIN on DIR's config (its log in DIR/log, with
+# RUST_LOG as the caller exports it), hold 19,000 idle connections (keep-alive 4 s) for HOLD_S
+# seconds (16) and return RETURN_S seconds (10) into the hold; sets pid, load (the load
+# generator's pid) and start (the broker's RSS before, KiB).
 hold_idle() {
   NO_COLOR=1 "$1" --log-level warn run --config "$2/activemq.xml" >"$2/log" 2>&1 &
   pid=$!
   sleep 1.5
   start=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
   target/release/examples/loadgen --port 21883 --mode idle --connections 19000 \
-    --keep-alive-secs 4 --duration-secs 16 >/dev/null 2>&1 &
+    --keep-alive-secs 4 --duration-secs "${3:-16}" >/dev/null 2>&1 &
   load=$!
-  sleep 10
+  sleep "${4:-10}"
 }
 
 # rss_per_connection: the broker's RSS growth since `start`, in bytes per connection.

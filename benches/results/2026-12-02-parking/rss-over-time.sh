@@ -11,13 +11,7 @@ trap 'rm -rf "$dir"' EXIT
 source "$(dirname "${BASH_SOURCE[0]}")/broker-config.sh"
 write_config "$dir"
 for bin in "$@"; do
-  NO_COLOR=1 "$bin" --log-level warn run --config "$dir/activemq.xml" >"$dir/log" 2>&1 &
-  pid=$!
-  sleep 1.5
-  start=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-  target/release/examples/loadgen --port 21883 --mode idle --connections 19000 \
-    --keep-alive-secs 4 --duration-secs 14 >/dev/null 2>&1 &
-  load=$!
+  hold_idle "$bin" "$dir" 14 0
   for at in 4 8 12 16; do
     sleep 4
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")

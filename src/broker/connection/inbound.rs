@@ -695,7 +695,7 @@ impl Conn {
                 options.qos = options.qos.min(maximum);
             }
             let kept = SubscriptionOptions::from_subscribe(&options, subscription_id);
-            if let (Some(backplane), false, false) = (self.core.backplane(), existed, shared) {
+            if let Some(backplane) = self.core.backplane().filter(|_| !existed && !shared) {
                 backplane.subscribing(self.session.id(), &filter);
             }
             if !self

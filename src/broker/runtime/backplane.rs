@@ -66,7 +66,8 @@ impl BrokerCore {
         self.claim_gates.lock().contains_key(client_id)
     }
 
-    /// A message the backplane delivers (published on any broker, this one included), charged
+    /// A message the backplane delivers (QoS 1/2 published on any broker, this one included;
+    /// QoS 0 from the others, this broker's own reached its sessions at their publish), charged
     /// to `memoryUsage` by the caller ([`BrokerCore::admit`] for QoS 0; the engine's readers
     /// wait for room, then charge): route it to the local sessions `accept` admits, leaving the retained index alone (the engine
     /// keeps it) and shared groups out (the engine gives each group's copy to one broker:
