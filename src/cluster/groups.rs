@@ -293,8 +293,13 @@ async fn serve(inner: Arc<Inner>, subscription: Arc<str>, ready: tokio::sync::wa
             }
         };
         let Some(core) = inner.core() else { continue };
+        // Charged to `memoryUsage`, and dropped (counted) when it is reached, as a local
+        // QoS 0 publish is.
+        let Some(message) = core.admit(frame.message) else {
+            continue;
+        };
         let seq = core.durability().next_seq();
-        let _ = core.deliver_to_group(&subscription, frame.message, seq);
+        let _ = core.deliver_to_group(&subscription, message, seq);
     }
     // No live subscription (NATS refused them) or the client closed: QoS 1 goes on.
     let _ = (&mut pulling.0).await;
@@ -393,11 +398,16 @@ async fn pull(
 ) {
     let window = Arc::new(Semaphore::new(LOCAL_WINDOW));
     loop {
-        let online = inner
-            .core()
-            .is_some_and(|core| core.group_has_online_member(&subscription));
+        // Nothing more while the node is at its `memoryUsage` limit: the messages wait in
+        // their stream (stored and acknowledged already), as its shard readers' do.
+        let (online, full) = inner.core().map_or((false, false), |core| {
+            (
+                core.group_has_online_member(&subscription),
+                core.memory.is_full(),
+            )
+        });
         let free = window.available_permits();
-        if !online || free == 0 {
+        if !online || full || free == 0 {
             tokio::time::sleep(IDLE).await;
             continue;
         }
@@ -483,7 +493,7 @@ fn deliver(
             _window: permit,
         },
     );
-    let copy = core.deliver_to_group(subscription, frame.message, seq);
+    let copy = core.deliver_to_group(subscription, core.memory.charge(frame.message), seq);
     let mut pending = inner.groups.pending.lock();
     let Some(mut entry) = pending.remove(&seq) else {
         return;

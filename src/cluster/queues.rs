@@ -488,7 +488,9 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
             }
         }
         let room = core.queues.shared_room(&name);
-        if room == 0 || !inner.is_available() {
+        // At the node's `memoryUsage` limit the messages wait in their stream, as the shard
+        // readers' do.
+        if room == 0 || core.memory.is_full() || !inner.is_available() {
             drop(core);
             tokio::time::sleep(IDLE).await;
             continue;
@@ -559,8 +561,8 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
         },
     );
     let redeliveries = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
-    core.queues
-        .insert_shared(name, seq, frame.message, redeliveries);
+    let message = core.memory.charge(frame.message);
+    core.queues.insert_shared(name, seq, message, redeliveries);
 }
 
 /// Every [`GIVE_BACK_AFTER`]: give back the entries that waited in a local queue since the

@@ -2,7 +2,8 @@
 //! its `memoryUsage` like its own publishes; a persistent session at its pending limit is fed
 //! from the stream by a catch-up reader instead of from memory (a single broker pages such a
 //! queue out to its store); and a node at its limit reads no further until deliveries free
-//! memory (the messages wait in their streams, stored and acknowledged already).
+//! memory (the messages wait in their streams, stored and acknowledged already). A STOMP
+//! queue's messages taken from the stream are charged too.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 use ferromq::protocol::{Ack, Packet, QoS};
 
 use crate::rig::{next_publish_within, publish, v3_ok, Rig, FAST};
+use crate::stomp_queues::stomp_client::StompClient;
+use crate::stomp_queues::{ack, stomp_rig_with, subscribe};
 use crate::support::client::RawClient;
 use crate::support::pending_limit_policy;
 
@@ -121,15 +124,114 @@ async fn an_offline_session_keeps_its_pending_limit_in_memory_and_the_rest_in_th
     receive_all(&mut back, "mem-away").await;
 }
 
-/// Two nodes with [`MEMORY_LIMIT_BYTES`] and [`PENDING_LIMIT`], `$SYS` topics every 100 ms.
-async fn start() -> Option<Rig> {
-    let children = format!(
+/// A STOMP queue consumer that acknowledges nothing, with a prefetch of twice what the limit
+/// holds: its node takes the queue's messages from the stream until they fill its memory
+/// (charged like any other message), then leaves the rest in the stream; acknowledged, they
+/// all come, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stomp_queue_consumer_that_acknowledges_nothing_holds_its_node_at_the_limit() {
+    let Some((rig, stomp)) = stomp_rig_with(2, &children()).await else {
+        return;
+    };
+    let highest = watch_memory(rig.addr(1)).await;
+    let queue = "/queue/mem.q";
+    let mut consumer = StompClient::tcp(stomp[1]).await;
+    consumer.connect(&[]).await;
+    let prefetch = MESSAGES.to_string();
+    let options = [
+        ("ack", "client-individual"),
+        ("activemq.prefetchSize", prefetch.as_str()),
+    ];
+    subscribe(&mut consumer, queue, "stuck", &options).await;
+
+    let mut producer = StompClient::tcp(stomp[0]).await;
+    producer.connect(&[]).await;
+    for n in 0..MESSAGES {
+        // The cluster's first queue use makes the queue stream (its raft group forms first).
+        let within = Duration::from_secs(if n == 0 { 40 } else { 5 });
+        send_numbered(&mut producer, queue, n, within).await;
+    }
+    let mut bodies = Vec::new();
+    let mut held = Vec::new();
+    while let Some(m) = consumer.recv_within(Duration::from_secs(2)).await {
+        assert_eq!(m.command, "MESSAGE", "{m:?}");
+        bodies.push(m.body_text()[..4].to_owned());
+        held.push(m);
+    }
+    let most = highest.load(Ordering::Relaxed);
+    eprintln!(
+        "a STOMP consumer acknowledging nothing: {} of {MESSAGES} delivered, node 1 held at \
+         most {most} B (limit {MEMORY_LIMIT_BYTES} B)",
+        held.len()
+    );
+    assert!(
+        held.len() < usize::from(MESSAGES),
+        "node 1 took all {MESSAGES} ({most} B seen): its limit did not hold it"
+    );
+    // What one pull may bring beyond the limit.
+    let pull_bytes = 16 * QUEUE_MESSAGE_CHARGE;
+    assert!(
+        (MEMORY_LIMIT_BYTES / 2..=MEMORY_LIMIT_BYTES + pull_bytes).contains(&most),
+        "node 1 held {most} B of a queue's messages ({} delivered) with a limit of \
+         {MEMORY_LIMIT_BYTES} B",
+        held.len()
+    );
+    for m in &held {
+        ack(&mut consumer, m).await;
+    }
+    while bodies.len() < usize::from(MESSAGES) {
+        let Some(m) = consumer.recv_within(Duration::from_secs(10)).await else {
+            panic!("{} of {MESSAGES} messages arrived", bodies.len());
+        };
+        assert_eq!(m.command, "MESSAGE", "{m:?}");
+        ack(&mut consumer, &m).await;
+        bodies.push(m.body_text()[..4].to_owned());
+    }
+    bodies.sort();
+    let want: Vec<String> = (0..MESSAGES).map(|n| format!("{n:04}")).collect();
+    assert_eq!(bodies, want, "each message once");
+}
+
+/// What a message of [`queue_body`] on the queue of the STOMP test is charged (its
+/// destination, as its topic, is shorter than the body's slack).
+const QUEUE_MESSAGE_CHARGE: u64 = PAYLOAD_BYTES as u64 + 64 + 128;
+
+/// A body of [`PAYLOAD_BYTES`] starting with `n` in four digits.
+fn queue_body(n: u16) -> String {
+    format!("{n:04}{}", "x".repeat(PAYLOAD_BYTES - 4))
+}
+
+/// SEND message `n` (persistent, [`queue_body`]) to `queue`, and wait for its RECEIPT.
+async fn send_numbered(c: &mut StompClient, queue: &str, n: u16, within: Duration) {
+    let receipt = format!("r-{n}");
+    let headers = [
+        ("destination", queue),
+        ("persistent", "true"),
+        ("receipt", receipt.as_str()),
+    ];
+    c.send("SEND", &headers, &queue_body(n)).await;
+    match c.recv_within(within).await {
+        Some(f) if f.command == "RECEIPT" => {
+            assert_eq!(f.header("receipt-id"), Some(receipt.as_str()), "{f:?}")
+        }
+        other => panic!("no RECEIPT for message {n}: {other:?}"),
+    }
+}
+
+/// Every node's `<broker>` children: `memoryUsage` of [`MEMORY_LIMIT_BYTES`], a pending limit
+/// of [`PENDING_LIMIT`], `$SYS` topics every 100 ms.
+fn children() -> String {
+    format!(
         r#"<ferromq:systemTopics interval="100"/>
     <systemUsage><systemUsage><memoryUsage><memoryUsage limit="512 kb"/></memoryUsage></systemUsage></systemUsage>
     {}"#,
         pending_limit_policy(">", PENDING_LIMIT)
-    );
-    Rig::start_with(2, FAST, &children).await
+    )
+}
+
+/// Two nodes with [`children`].
+async fn start() -> Option<Rig> {
+    Rig::start_with(2, FAST, &children()).await
 }
 
 /// A client on `addr` subscribed to [`TOPIC`] at QoS 1 (`clean`: a clean session).

@@ -30,11 +30,20 @@ const PLUGIN: &str = "<plugins><redeliveryPlugin><redeliveryPolicyMap><redeliver
 
 /// A rig of `nodes` ferromq nodes, each with a STOMP connector too; their STOMP addresses.
 pub(super) async fn stomp_rig(nodes: usize) -> Option<(Rig, Vec<SocketAddr>)> {
-    let mut rig = Rig::start_with(0, FAST, PLUGIN).await?;
+    stomp_rig_with(nodes, PLUGIN).await
+}
+
+/// [`stomp_rig`] with `broker_children` in each node's `<broker>` instead of the redelivery
+/// plugin.
+pub(super) async fn stomp_rig_with(
+    nodes: usize,
+    broker_children: &str,
+) -> Option<(Rig, Vec<SocketAddr>)> {
+    let mut rig = Rig::start_with(0, FAST, broker_children).await?;
     let mut stomp = Vec::new();
     let mut started = Vec::new();
     for i in 0..nodes {
-        let file = rig.write_node(&format!("node-{i}"), free_port(), PLUGIN);
+        let file = rig.write_node(&format!("node-{i}"), free_port(), broker_children);
         let port = free_port();
         let xml = std::fs::read_to_string(&file).expect("node config");
         let xml = xml.replacen(
