@@ -550,7 +550,17 @@ impl Backplane for ClusterEngine {
     }
 
     fn subscribing(&self, session: crate::broker::session::SessionId, filter: &str) {
-        let floors = self.inner.ledger.unread_high();
+        // A message the reader has read and not routed yet (its position) may be one of this
+        // node's acknowledged stores too: the ledger forgets a store when it is read, before
+        // it is routed. Read after the ledger, whose lock orders it after the reader's store.
+        let floors = self
+            .inner
+            .ledger
+            .unread_high()
+            .into_iter()
+            .zip(&self.inner.positions)
+            .map(|(unread, position)| unread.max(position.load(Ordering::Acquire)))
+            .collect();
         let routed = self.inner.routed();
         self.inner
             .tracker

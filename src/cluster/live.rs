@@ -183,8 +183,12 @@ pub fn start(inner: &Arc<Inner>) {
                 continue;
             };
             // QoS 0 needs no pacing: a session's queue evicts its oldest QoS 0 messages.
-            let _ =
-                core.deliver_from_backplane(message, frame.publisher.as_deref(), |_| true, |_| {});
+            let _ = core.deliver_from_backplane(
+                message,
+                frame.publisher.as_deref(),
+                |_| crate::broker::runtime::Offer::All,
+                |_| {},
+            );
         }
     });
     // Filters subscribed before the start (restored sessions) are followed now.

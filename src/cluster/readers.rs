@@ -15,8 +15,10 @@ use futures_util::StreamExt;
 
 use super::codec::decode_message;
 use super::engine::Inner;
-use super::tracker::Tracker;
 use super::{shard_prefix, shard_stream};
+use smallvec::SmallVec;
+
+use crate::broker::runtime::Offer;
 use crate::broker::session::Session;
 
 /// Catch-up readers running at once per node; more resuming sessions wait their turn.
@@ -376,11 +378,15 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
 /// catch-up reads after.
 type Behind = (Arc<str>, crate::broker::session::SessionId, u64);
 
-/// Whether the node's reader offers message `seq` of shard `k`, on `topic`, to `session` (the
-/// tracker's [`super::tracker::Tracker::accept_live`]); not to a subscription made after it
-/// was stored ([`stored_before_subscribing`]), nor to a persistent session at its pending
-/// limit `limit`, whose shard falls behind instead (an online one is pushed to `behind`, for a
-/// catch-up reader to start after the routing).
+/// What the node's reader offers of message `seq` of shard `k`, on `topic`, to `session`
+/// (the tracker's [`super::tracker::Tracker::accept_live`]): not the copies through
+/// subscriptions made after it was stored ([`older_subscriptions`]), nothing to a persistent
+/// session at its pending limit `limit`, whose shard falls behind instead (an online one is
+/// pushed to `behind`, for a catch-up reader to start after the routing).
+///
+/// The session's lock is never taken under the tracker's: the session's callbacks into the
+/// store (a persistent session going offline, its record changing) take the tracker's under
+/// the session's, and the two orders would deadlock.
 fn offer_live(
     inner: &Inner,
     session: &Session,
@@ -388,26 +394,30 @@ fn offer_live(
     (seq, topic): (u64, &str),
     limit: usize,
     behind: &mut Vec<Behind>,
-) -> bool {
-    let mut tracker = inner.tracker.lock();
-    if stored_before_subscribing(inner, &mut tracker, session, k, seq, topic) {
-        return false;
+) -> Offer {
+    let at_limit = at_pending_limit(session, limit);
+    let younger = younger_subscriptions(inner, session, k, seq);
+    let offer = older_subscriptions(session, &younger, k, seq, topic);
+    if offer == Offer::Nothing {
+        return offer;
     }
-    let fell_behind = at_pending_limit(session, limit)
+    let mut tracker = inner.tracker.lock();
+    let fell_behind = at_limit
         .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
         .flatten();
     let why = match fell_behind {
         Some(after) => {
-            // Read under the tracker's lock: an attach after this finds the shard behind and
-            // starts its catch-up (`attached`).
+            // Read under the tracker's lock (no lock of its own): an attach after this finds
+            // the shard behind and starts its catch-up (`attached`).
             if session.is_attached() {
                 behind.push((session.client_id().clone(), session.id(), after));
             }
             "at its pending limit: fed from the stream"
         }
-        None if tracker.accept_live(session.client_id(), session.id(), k, seq) => return true,
+        None if tracker.accept_live(session.client_id(), session.id(), k, seq) => return offer,
         None => "not offered live",
     };
+    drop(tracker);
     tracing::debug!(
         target: READ_TARGET,
         shard = k,
@@ -415,39 +425,63 @@ fn offer_live(
         client_id = %session.client_id(),
         "{why}"
     );
-    false
+    Offer::Nothing
 }
 
-/// Whether message `seq` of shard `k` on `topic` was stored and acknowledged before every
-/// subscription of `session` it matches was made on this node (a client's SUBSCRIBE after
-/// its own PUBACK, say): on a single broker such a subscription never gets it, and here the
-/// reader may read it after the SUBSCRIBE. Its retained copy, if any, comes with the SUBACK.
-fn stored_before_subscribing(
-    inner: &Inner,
-    tracker: &mut Tracker,
+/// The filters `session` subscribed to on this node after message `seq` of shard `k` was
+/// stored and acknowledged (the tracker's young subscriptions; none in the common case).
+fn younger_subscriptions(inner: &Inner, session: &Session, k: usize, seq: u64) -> Vec<String> {
+    let mut tracker = inner.tracker.lock();
+    if !tracker.has_young() {
+        return Vec::new();
+    }
+    tracker.prune_young(&inner.routed());
+    tracker.younger_than(session.id(), k, seq)
+}
+
+/// Which subscriptions of `session` get message `seq` of shard `k` on `topic`, given the
+/// filters `younger` than it ([`younger_subscriptions`]): only the older ones. A
+/// subscription made after the message was stored (a client's SUBSCRIBE after its own
+/// PUBACK, say) never gets it on a single broker, and here the reader may read it after the
+/// SUBSCRIBE; its retained copy, if any, came with the SUBACK. Through an older overlapping
+/// subscription the message still comes (an MQTT 5 session gets one copy per subscription:
+/// only the younger ones' are left out).
+fn older_subscriptions(
     session: &Session,
+    younger: &[String],
     k: usize,
     seq: u64,
     topic: &str,
-) -> bool {
-    if !tracker.has_young() {
-        return false;
-    }
-    tracker.prune_young(&inner.routed());
-    let younger = tracker.younger_than(session.id(), k, seq);
+) -> Offer {
     if younger.is_empty() {
-        return false;
+        return Offer::All;
     }
-    let older_match = session.with_state_unchecked(|s| {
-        s.subscriptions.keys().any(|filter| {
-            !younger.contains(filter) && crate::protocol::topic::matches(filter, topic)
-        })
+    let (older, left_out) = session.with_state_unchecked(|s| {
+        let mut older = false;
+        let mut left_out = SmallVec::new();
+        let matching = s
+            .subscriptions
+            .iter()
+            .filter(|(filter, _)| crate::protocol::topic::matches(filter, topic));
+        for (filter, options) in matching {
+            if younger.contains(filter) {
+                left_out.push(*options);
+            } else {
+                older = true;
+            }
+        }
+        (older, left_out)
     });
-    if !older_match {
+    if !older {
         tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %session.client_id(),
             "stored before the subscription was made: not offered");
+        return Offer::Nothing;
     }
-    !older_match
+    if left_out.is_empty() {
+        Offer::All
+    } else {
+        Offer::Except(left_out)
+    }
 }
 
 /// Whether the persistent `session` holds `limit` (its pending limit) or more messages: the
@@ -509,6 +543,9 @@ pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
     let behind: Vec<(usize, u64)> = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(session.client_id()) else {
+            // The hand-over takes the registry's and the session's locks: not under the
+            // tracker's (see `offer_live`).
+            drop(tracker);
             if session.is_persistent() {
                 // Its claim was undone by a newer one (handed over before it attached).
                 if let Some(core) = inner.core() {
@@ -613,18 +650,14 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                         frame.publisher.as_deref(),
                         |session| {
                             if session.id() != session_id {
-                                return false;
+                                return Offer::Nothing;
                             }
-                            let mut tracker = inner.tracker.lock();
-                            tracker.accept_catch_up(&client_id, k, seq)
-                                && !stored_before_subscribing(
-                                    &inner,
-                                    &mut tracker,
-                                    session,
-                                    k,
-                                    seq,
-                                    &topic,
-                                )
+                            if !inner.tracker.lock().accept_catch_up(&client_id, k, seq) {
+                                return Offer::Nothing;
+                            }
+                            // The session's lock not under the tracker's (see `offer_live`).
+                            let younger = younger_subscriptions(&inner, session, k, seq);
+                            older_subscriptions(session, &younger, k, seq, &topic)
                         },
                         |queued| inner.tracker.lock().kept(k, seq, &queued),
                     );

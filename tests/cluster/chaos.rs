@@ -5,8 +5,9 @@
 //! of order, and publishers of shards with a leader must not wait for it), S6 SIGSTOPs a node for 10 s, S9
 //! kills the node holding a third of 1,000 idle persistent sessions (about 5 s in a debug
 //! build); S7 restarts the 3 nodes in turn by SIGTERM (MQTT 5 clients) and must also
-//! duplicate nothing; S8 is S1 at QoS 2 and must duplicate nothing either. Each must keep every
-//! PUBACKed message (L = 0).
+//! duplicate nothing; S8 is S1 at QoS 2 and must duplicate nothing either; S5 black-holes one
+//! machine (its nats-server and node, in a network namespace the test makes: root and `ip`)
+//! for 15 s and heals it. Each must keep every PUBACKed message (L = 0).
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use rig::cluster::{
 use rig::faults::{election_timings, s3_kill_leader_server, s3_kill_leader_server_with, S3Target};
 use rig::load::LoadConfig;
 use rig::mqtt::Protocol;
+use rig::partition::{netns_unavailable, s5_partition};
 use rig::single::BrokerProgram;
 
 fn program() -> BrokerProgram {
@@ -88,6 +90,33 @@ async fn s2_a_killed_nats_server_that_leads_nothing_loses_nothing() {
     .await
     .expect("S2 within 120 s")
     .expect("the rig starts and the victim leads nothing");
+    assert_passed(&outcome);
+}
+
+/// The partition's checks (docs/chaos.md, S5): L = 0, the cut-off node refuses persistent
+/// sessions and no session has two owners, every node serves the same retained messages after
+/// the heal. A node that stops answering (a deadlock, say) fails L: its clients are fed no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_a_partitioned_machine_that_heals_loses_nothing() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    if let Some(why) = netns_unavailable() {
+        eprintln!("{why}");
+        return;
+    }
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(240),
+        s5_partition(
+            program(),
+            &small_load("s5", 10),
+            Duration::from_secs(6),
+            Duration::from_secs(15),
+        ),
+    )
+    .await
+    .expect("S5 within 240 s")
+    .expect("the rig starts");
     assert_passed(&outcome);
 }
 

@@ -30,5 +30,6 @@ mod shared;
 mod shared_chaos;
 mod stomp_durable;
 mod stomp_queues;
+mod subscribe_order;
 mod taken_back;
 mod wills;

@@ -5,10 +5,58 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{BrokerCore, Routed};
 use crate::broker::durability::{Backplane, Change, QueuedFor, SessionImage};
 use crate::broker::message::Message;
-use crate::broker::session::Session;
+use crate::broker::session::{Session, SessionId, SubscriptionOptions};
+
+/// What a local session gets of a message the backplane delivers (the `accept` of
+/// [`BrokerCore::deliver_from_backplane`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Offer {
+    /// A copy per matching subscription (MQTT 5; one copy for MQTT 3.1.1), as on a single
+    /// broker.
+    All,
+    /// Nothing.
+    Nothing,
+    /// All but the copies through subscriptions with these options, one left out per entry:
+    /// subscriptions made after the message was stored. Copies through subscriptions with
+    /// equal options are equal, so which one of them is left out does not matter.
+    Except(SmallVec<[SubscriptionOptions; 1]>),
+}
+
+impl Offer {
+    /// Whether the one matching subscription, with `options`, gets its copy.
+    pub(super) fn admits(&self, options: &SubscriptionOptions) -> bool {
+        match self {
+            Offer::All => true,
+            Offer::Nothing => false,
+            Offer::Except(left_out) => !left_out.contains(options),
+        }
+    }
+
+    /// The matching subscriptions of one session (`run`, in order) that get their copy.
+    pub(super) fn kept<'a>(
+        &self,
+        run: &'a [(SessionId, SubscriptionOptions)],
+    ) -> std::borrow::Cow<'a, [(SessionId, SubscriptionOptions)]> {
+        match self {
+            Offer::All => run.into(),
+            Offer::Nothing => (&run[..0]).into(),
+            Offer::Except(left_out) => {
+                let mut kept = run.to_vec();
+                for options in left_out {
+                    if let Some(at) = kept.iter().position(|(_, o)| o == options) {
+                        kept.remove(at);
+                    }
+                }
+                kept.into()
+            }
+        }
+    }
+}
 
 /// Per client id, the CONNECT currently claiming a session from the backplane and attaching
 /// it here.
@@ -80,7 +128,7 @@ impl BrokerCore {
         &self,
         message: Message,
         publisher: Option<&str>,
-        accept: impl FnMut(&Session) -> bool,
+        accept: impl FnMut(&Session) -> Offer,
         kept: impl FnOnce(Vec<QueuedFor>),
     ) -> Routed {
         let publisher = publisher

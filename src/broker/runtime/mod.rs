@@ -41,7 +41,7 @@ mod route_shared;
 mod wills;
 
 pub use admission::Refusal;
-pub use backplane::ClaimGate;
+pub use backplane::{ClaimGate, Offer};
 pub use destinations::TopicRefusal;
 pub use route::{Overfilled, RoutePlan, Routed};
 pub use route_shared::GroupCopy;

@@ -17,6 +17,7 @@ use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
 use crate::protocol::QoS;
 
+use super::backplane::Offer;
 use super::route_cache::{self, CachedRoute, CachedTarget, Run, MAX_CACHED_MATCHES};
 use super::route_shared::{MatchedGroup, MatchedGroups};
 use super::BrokerCore;
@@ -304,7 +305,7 @@ impl BrokerCore {
         };
         match route {
             Some(targets) => self.plan_resolved_route(message, publishers, &targets),
-            None => self.plan_local_route(message, publishers, |_| true, true),
+            None => self.plan_local_route(message, publishers, |_| Offer::All, true),
         }
     }
 
@@ -392,7 +393,7 @@ impl BrokerCore {
         publishers: &[SessionId],
     ) -> (RoutePlan, Vec<Change>) {
         let (targets, limit) = if message.qos == QoS::AtMostOnce {
-            self.local_targets(&message, publishers, |_| true, false)
+            self.local_targets(&message, publishers, |_| Offer::All, false)
         } else {
             (SmallVec::new(), 0)
         };
@@ -425,7 +426,7 @@ impl BrokerCore {
         &self,
         message: Message,
         publishers: &[SessionId],
-        accept: impl FnMut(&Session) -> bool,
+        accept: impl FnMut(&Session) -> Offer,
         with_groups: bool,
     ) -> (RoutePlan, Vec<Change>) {
         let (targets, limit) = self.local_targets(&message, publishers, accept, with_groups);
@@ -439,7 +440,7 @@ impl BrokerCore {
         &self,
         message: &Message,
         publishers: &[SessionId],
-        mut accept: impl FnMut(&Session) -> bool,
+        mut accept: impl FnMut(&Session) -> Offer,
         with_groups: bool,
     ) -> (SmallVec<[RouteTarget; INLINE_TARGETS]>, usize) {
         let publisher = publishers.first().copied();
@@ -465,7 +466,7 @@ impl BrokerCore {
         if let [(id, options)] = matches.as_slice() {
             // The common case, one matching subscription: one copy, whatever the version.
             if let Some(session) = self.registry.get(*id) {
-                if accept(&session) {
+                if accept(&session).admits(options) {
                     targets.push(copy_for(session, message, options));
                 }
             }
@@ -473,9 +474,7 @@ impl BrokerCore {
             // Runs per session; within one, highest QoS first (what a 3.1.1 session gets).
             matches.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.qos.cmp(&a.1.qos)));
             self.registry.for_each_run(&matches, |session, run| {
-                if accept(session) {
-                    push_targets(&mut targets, session, message, run);
-                }
+                push_targets(&mut targets, session, message, &accept(session).kept(run));
             });
         }
         if !groups.is_empty() {

@@ -140,6 +140,10 @@ pub struct Session {
     persistent: bool,
     /// Mirrors [`SessionState::mqtt5`], so routing reads it without the session lock.
     mqtt5: AtomicBool,
+    /// Mirrors whether a connection is attached (set under the lock of `inner`), so that
+    /// [`Session::is_attached`] takes no lock: a cluster node reads it under its tracker's
+    /// lock, which the session's callbacks into the store take under the session's.
+    attached: AtomicBool,
     inner: Mutex<SessionInner>,
 }
 
@@ -172,6 +176,7 @@ impl Session {
             client_id: Arc::from(state.client_id.as_str()),
             persistent: state.persistent,
             mqtt5: AtomicBool::new(state.mqtt5),
+            attached: AtomicBool::new(false),
             inner: Mutex::new(SessionInner {
                 state,
                 attachment: None,
@@ -213,8 +218,9 @@ impl Session {
         self.inner.lock().ended
     }
 
+    /// Whether a connection holds the session now (no lock taken).
     pub fn is_attached(&self) -> bool {
-        self.inner.lock().attachment.is_some()
+        self.attached.load(Ordering::SeqCst)
     }
 
     /// How long no connection has held the session; `None` while one does.
@@ -258,6 +264,7 @@ impl Session {
             signals: token.signals.clone(),
             park: ParkState::Running,
         });
+        self.attached.store(true, Ordering::SeqCst);
         inner.offline_since = None;
         inner.offline_before_restore = Duration::ZERO;
         drop(inner);
@@ -321,6 +328,7 @@ impl Session {
         match &inner.attachment {
             Some(a) if a.generation == generation => {
                 inner.attachment = None;
+                self.attached.store(false, Ordering::SeqCst);
                 inner.offline_since = Some(Instant::now());
                 true
             }
@@ -356,6 +364,7 @@ impl Session {
         let mut inner = self.inner.lock();
         inner.ended = true;
         let parked = inner.attachment.take().and_then(|mut old| old.kick());
+        self.attached.store(false, Ordering::SeqCst);
         drop(inner);
         wake_parked(parked);
     }

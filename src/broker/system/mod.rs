@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::message::{Message, SampleStamp};
-use crate::broker::runtime::BrokerCore;
+use crate::broker::runtime::{BrokerCore, Offer};
 use crate::protocol::QoS;
 
 pub use load::LoadAverage;
@@ -281,7 +281,7 @@ impl BrokerCore {
         // What routing would keep is the retained slot only (every copy is QoS 0): dropped,
         // on purpose.
         // Each broker's own, also in a cluster: routed locally only.
-        let (plan, _not_kept) = self.plan_local_route(message, &[], |_| true, true);
+        let (plan, _not_kept) = self.plan_local_route(message, &[], |_| Offer::All, true);
         self.complete_route(plan);
     }
 
