@@ -397,15 +397,23 @@ async fn pull(
     mut consumer: jetstream::consumer::Consumer<pull::Config>,
 ) {
     let window = Arc::new(Semaphore::new(LOCAL_WINDOW));
+    // At the memory limit since the last look (logged once per pause).
+    let mut paused = false;
     loop {
         // Nothing more while the node is at its `memoryUsage` limit: the messages wait in
         // their stream (stored and acknowledged already), as its shard readers' do.
         let (online, full) = inner.core().map_or((false, false), |core| {
-            (
-                core.group_has_online_member(&subscription),
-                core.memory.is_full(),
-            )
+            let full = core.memory.is_full();
+            if full && !paused {
+                super::readers::memory_paused(
+                    &core,
+                    "cluster group pull",
+                    &format!("group {subscription}"),
+                );
+            }
+            (core.group_has_online_member(&subscription), full)
         });
+        paused = full;
         let free = window.available_permits();
         if !online || full || free == 0 {
             tokio::time::sleep(IDLE).await;

@@ -471,6 +471,8 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
             }
         }
     };
+    // At the memory limit since the last look (logged once per pause).
+    let mut paused = false;
     loop {
         let Some(core) = inner.core() else {
             tokio::time::sleep(IDLE).await;
@@ -490,7 +492,12 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
         let room = core.queues.shared_room(&name);
         // At the node's `memoryUsage` limit the messages wait in their stream, as the shard
         // readers' do.
-        if room == 0 || core.memory.is_full() || !inner.is_available() {
+        let full = core.memory.is_full();
+        if full && !paused {
+            super::readers::memory_paused(&core, "cluster queue pull", &format!("queue {name}"));
+        }
+        paused = full;
+        if room == 0 || full || !inner.is_available() {
             drop(core);
             tokio::time::sleep(IDLE).await;
             continue;

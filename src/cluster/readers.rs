@@ -43,6 +43,22 @@ const MEMORY_RETRY: Duration = Duration::from_millis(25);
 /// logged at the 1st, 2nd, 4th, 8th... pause).
 static MEMORY_PAUSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// A reader or pull of this node (`who`, reading `what`: a shard, a queue, a group) paused at
+/// the `memoryUsage` limit: counted and logged at the 1st, 2nd, 4th, 8th... pause.
+pub(super) fn memory_paused(core: &crate::broker::runtime::BrokerCore, who: &str, what: &str) {
+    let total = MEMORY_PAUSES.fetch_add(1, Ordering::Relaxed) + 1;
+    if crate::broker::durability::should_log(total) {
+        tracing::warn!(
+            what,
+            limit_bytes = core.memory.limit_bytes(),
+            used_bytes = core.memory.used_bytes(),
+            total,
+            "{who} paused: messages held in memory reached the memoryUsage limit; the next \
+             ones wait in their stream"
+        );
+    }
+}
+
 /// Waits while this node holds as many bytes of messages as its `memoryUsage` allows: a
 /// reader then reads nothing more (the messages wait in their stream, stored and acknowledged
 /// already), as a local publisher would be held unacknowledged, and goes on once deliveries
@@ -66,17 +82,7 @@ async fn memory_room(inner: &Inner, shard: usize) -> Option<bool> {
         }
         if paused_at.is_none() {
             paused_at = Some(tokio::time::Instant::now());
-            let total = MEMORY_PAUSES.fetch_add(1, Ordering::Relaxed) + 1;
-            if crate::broker::durability::should_log(total) {
-                tracing::warn!(
-                    shard,
-                    limit_bytes = core.memory.limit_bytes(),
-                    used_bytes = core.memory.used_bytes(),
-                    total,
-                    "cluster reader paused: messages held in memory reached the memoryUsage \
-                     limit; the next ones wait in their stream"
-                );
-            }
+            memory_paused(&core, "cluster reader", &format!("shard {shard}"));
         }
         drop(core);
         tokio::time::sleep(MEMORY_RETRY).await;
