@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 
 use super::codec::decode_message;
 use super::engine::Inner;
+use super::tracker::Tracker;
 use super::{shard_prefix, shard_stream};
 use smallvec::SmallVec;
 
@@ -402,12 +403,18 @@ fn offer_live(
     behind: &mut Vec<Behind>,
 ) -> Offer {
     let at_limit = at_pending_limit(session, limit);
-    let younger = younger_subscriptions(inner, session, k, seq);
-    let offer = older_subscriptions(session, &younger, k, seq, topic);
-    if offer == Offer::Nothing {
-        return offer;
-    }
     let mut tracker = inner.tracker.lock();
+    let younger = younger_than(inner, &mut tracker, session, k, seq);
+    let mut offer = Offer::All;
+    if !younger.is_empty() {
+        // A young subscription (rare): the session is read with the tracker's lock dropped.
+        drop(tracker);
+        offer = older_subscriptions(session, &younger, k, seq, topic);
+        if offer == Offer::Nothing {
+            return offer;
+        }
+        tracker = inner.tracker.lock();
+    }
     let fell_behind = at_limit
         .then(|| tracker.fall_behind(session.client_id(), session.id(), k))
         .flatten();
@@ -437,7 +444,17 @@ fn offer_live(
 /// The filters `session` subscribed to on this node after message `seq` of shard `k` was
 /// stored and acknowledged (the tracker's young subscriptions; none in the common case).
 fn younger_subscriptions(inner: &Inner, session: &Session, k: usize, seq: u64) -> Vec<String> {
-    let mut tracker = inner.tracker.lock();
+    younger_than(inner, &mut inner.tracker.lock(), session, k, seq)
+}
+
+/// [`younger_subscriptions`] under the tracker's lock the caller holds.
+fn younger_than(
+    inner: &Inner,
+    tracker: &mut Tracker,
+    session: &Session,
+    k: usize,
+    seq: u64,
+) -> Vec<String> {
     if !tracker.has_young() {
         return Vec::new();
     }
