@@ -237,6 +237,11 @@ fn store(inner: &Arc<Inner>, subject: String, id: String, payload: Bytes) -> Com
 /// Sends stores in the order they were handed over (a producer's messages keep their order
 /// in the queue), each acknowledgement awaited on its own.
 async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) {
+    // Until the stream has acknowledged one store from here: a stream just made has a leader
+    // before this node's server knows the stream's subjects, and a store sent then has "no
+    // responders" (nothing received it). So the first store is awaited here and sent again
+    // while that lasts; the ones after it wait (a producer's order holds).
+    let mut answered_once = false;
     while let Some(next) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
         if let Err(e) = ensure_stream(&inner).await {
@@ -247,6 +252,12 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
             let _ = next.done.send(Err(unavailable(
                 "the cluster store's quorum is unreachable from this node",
             )));
+            continue;
+        }
+        if !answered_once {
+            let result = first_store(&inner, &next).await;
+            answered_once = result.is_ok();
+            let _ = next.done.send(result);
             continue;
         }
         let publish = PublishMessage::build()
@@ -272,6 +283,41 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
         }
     }
 }
+
+/// `store` sent and its acknowledgement awaited, sent again (same message id: the stream
+/// keeps one copy) while the answer is "no responders", within `storeTimeout`.
+async fn first_store(inner: &Inner, store: &Store) -> Result<(), DurabilityError> {
+    let deadline = Instant::now() + inner.store_timeout;
+    loop {
+        let publish = PublishMessage::build()
+            .payload(store.payload.clone())
+            .message_id(store.id.as_str());
+        let answer = async {
+            inner
+                .js
+                .send_publish(store.subject.clone(), publish)
+                .await?
+                .into_future()
+                .await
+                .map_err(async_nats::Error::from)
+        };
+        let error = match tokio::time::timeout_at(deadline.into(), answer).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => return Err(unavailable("cluster store not acknowledged in time")),
+        };
+        let no_responders = error
+            .downcast_ref::<jetstream::context::PublishError>()
+            .is_some_and(|e| e.kind() == jetstream::context::PublishErrorKind::StreamNotFound);
+        if !no_responders || Instant::now() + FIRST_STORE_RETRY >= deadline {
+            return Err(unavailable(format!("cluster store refused: {error}")));
+        }
+        tokio::time::sleep(FIRST_STORE_RETRY).await;
+    }
+}
+
+/// How long a first store answered "no responders" waits before it is sent again.
+const FIRST_STORE_RETRY: Duration = Duration::from_millis(100);
 
 impl SharedQueues for ClusterQueues {
     fn temporary_created(&self, queue: &str) {

@@ -53,9 +53,28 @@ fn assert_passed(outcome: &Outcome) {
     for note in &outcome.notes {
         eprintln!("{note}");
     }
+    // The losses per subscriber go into the panic message too: a CI log keeps the panic
+    // messages when it cuts the rest of a long output.
+    let lost: Vec<String> = outcome
+        .report
+        .iter()
+        .flat_map(|r| &r.lost_by_subscriber)
+        .map(|span| {
+            format!(
+                "subscriber {}: {} PUBACKed at {:.0}-{:.0} ms; CONNECTs (ms, address, present) \
+                 {:?}; lost connections {:?}",
+                span.subscriber,
+                span.count,
+                span.first_puback_ms,
+                span.last_puback_ms,
+                span.connects,
+                span.disconnects
+            )
+        })
+        .collect();
     assert!(
         outcome.violations.is_empty(),
-        "violations: {:?}\nnotes: {:?}",
+        "violations: {:?}\nlost: {lost:?}\nnotes: {:?}",
         outcome.violations,
         outcome.notes
     );

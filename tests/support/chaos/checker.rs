@@ -98,6 +98,10 @@ pub struct Report {
     pub reconnects_with_session: usize,
     /// Share of reconnects with session present (1.0 when there was none).
     pub session_present_rate: f64,
+    /// Clients whose first CONNECT of the run, with no failed attempt before it, was answered
+    /// "session present": a broker must not say so of a client id it never saw (MQTT 3.1.1
+    /// 3.2.2.2). Each as "<client> at <ms> ms on address <i>".
+    pub present_at_first_connect: Vec<String>,
     pub faults: Vec<FaultFigures>,
 }
 
@@ -236,6 +240,26 @@ pub fn check(recording: &Recording) -> Report {
         reconnects_with_session as f64 / reconnects.len() as f64
     };
 
+    let present_at_first_connect = recording
+        .connects
+        .iter()
+        .filter(|c| !c.reconnect && c.session_present)
+        .filter(|c| {
+            !recording
+                .disconnects
+                .iter()
+                .any(|d| d.client == c.client && d.t_us <= c.t_us)
+        })
+        .map(|c| {
+            format!(
+                "{:?} at {:.0} ms on address {}",
+                c.client,
+                ms(c.t_us),
+                c.address
+            )
+        })
+        .collect();
+
     Report {
         duration_s: recording.duration_us as f64 / 1e6,
         publishes: recording.publishes.len(),
@@ -258,6 +282,7 @@ pub fn check(recording: &Recording) -> Report {
         reconnects: reconnects.len(),
         reconnects_with_session,
         session_present_rate,
+        present_at_first_connect,
         faults: fault_figures(recording, &acks),
     }
 }
@@ -371,6 +396,10 @@ impl fmt::Display for Report {
             (
                 "session present rate",
                 format!("{:.3}", self.session_present_rate),
+            ),
+            (
+                "present at a first CONNECT",
+                self.present_at_first_connect.len().to_string(),
             ),
         ];
         for (name, value) in rows {

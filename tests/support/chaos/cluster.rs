@@ -55,9 +55,12 @@ pub struct Outcome {
     pub figures: Vec<(String, f64)>,
 }
 
-/// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads).
+/// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads) and the
+/// session claims at debug (a few lines per CONNECT: which record a claim found, what it
+/// decided), which [`lost_subscribers_in_logs`] shows when a subscriber lost messages.
 fn log_level() -> String {
-    std::env::var("FERROMQ_CHAOS_LOG_LEVEL").unwrap_or_else(|_| "warn".into())
+    std::env::var("FERROMQ_CHAOS_LOG_LEVEL")
+        .unwrap_or_else(|_| "warn,ferromq::cluster::sessions=debug".into())
 }
 
 /// One ferromq node process, started from a configuration file; its stderr (warn level) goes
@@ -310,6 +313,39 @@ pub fn log_alarms(nodes: &[Arc<NodeProcess>]) -> Vec<String> {
     nodes.iter().flat_map(|node| node.alarms(4)).collect()
 }
 
+/// What each node logged about the subscribers that lost messages (at most 6 lines per node
+/// and subscriber): a failing scenario's message then carries the claims, fencings and
+/// catch-up retries of the sessions that lost, where a CI page shows nothing else of the logs.
+pub fn lost_subscribers_in_logs(
+    nodes: &[Arc<NodeProcess>],
+    report: &Report,
+    client_prefix: &str,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    for span in report.lost_by_subscriber.iter().take(3) {
+        let client_id = format!("{client_prefix}-sub-{}", span.subscriber);
+        let needle = format!("client_id={client_id}");
+        for node in nodes {
+            let log = node.log_text();
+            let about: Vec<&str> = log.lines().filter(|l| l.contains(&needle)).collect();
+            // The first and the last lines: how it began and where it stopped.
+            let shown = about
+                .iter()
+                .take(3)
+                .chain(about.iter().skip(3.max(about.len().saturating_sub(3))));
+            for line in shown {
+                lines.push(format!(
+                    "{} log about {client_id} ({} lines): {}",
+                    node.name,
+                    about.len(),
+                    line.chars().take(300).collect::<String>()
+                ));
+            }
+        }
+    }
+    lines
+}
+
 /// The largest gap between consecutive PUBACKs of the publishers `keep` selects, ms.
 pub fn pub_gap_ms(recording: &Recording, keep: impl Fn(u32) -> bool) -> Option<f64> {
     let mut acks: Vec<u64> = recording
@@ -371,6 +407,12 @@ pub fn common_violations(report: &Report, order: bool) -> Vec<String> {
     }
     if report.acked == 0 {
         violations.push("nothing was acknowledged".into());
+    }
+    if !report.present_at_first_connect.is_empty() {
+        violations.push(format!(
+            "session present at a first CONNECT: {:?}",
+            report.present_at_first_connect
+        ));
     }
     violations
 }
@@ -472,6 +514,11 @@ pub async fn s1_kill_node(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
+    notes.extend(lost_subscribers_in_logs(
+        &rig.nodes,
+        &report,
+        &load.client_prefix,
+    ));
     Ok(Outcome {
         report: Some(report),
         notes,
@@ -632,6 +679,11 @@ pub async fn s2_kill_follower_server(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
+    notes.extend(lost_subscribers_in_logs(
+        &rig.nodes,
+        &report,
+        &load.client_prefix,
+    ));
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -725,6 +777,11 @@ pub async fn s6_pause_node(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
+    notes.extend(lost_subscribers_in_logs(
+        &rig.nodes,
+        &report,
+        &load.client_prefix,
+    ));
     notes.push(format!(
         "SIGCONT -> first fenced session: {} ms",
         fenced_after

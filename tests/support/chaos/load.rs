@@ -554,8 +554,10 @@ impl Subscriber {
                     });
                     connected_before = true;
                     // A session the broker lost has no subscription left: subscribe again (the
-                    // checker sees the lost session in the session-present rate).
-                    if !session_present {
+                    // checker sees the lost session in the session-present rate). Until a SUBACK
+                    // came, subscribe whatever the flag says: a first CONNECT whose CONNACK came
+                    // after the client's timeout made the session the retry then resumes.
+                    if !session_present || !subscribed {
                         awaiting_release.clear();
                         let _ = client.try_subscribe_qos(&self.filter, self.config.qos);
                     }

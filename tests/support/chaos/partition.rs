@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::audit::audit_note_locating;
 use super::checker::check;
 use super::cluster::{
-    cluster_nodes, common_violations, inversion_examples, log_alarms, nats, pub_gap_ms,
-    NodeProcess, Outcome, NODES, SHARDS,
+    cluster_nodes, common_violations, inversion_examples, log_alarms, lost_subscribers_in_logs,
+    nats, pub_gap_ms, NodeProcess, Outcome, NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
 use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
@@ -875,6 +875,11 @@ pub async fn s5_partition(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
+    notes.extend(lost_subscribers_in_logs(
+        &rig.nodes,
+        &report,
+        &load.client_prefix,
+    ));
     let figures = vec![
         (
             "node3 closed the last probe session".to_string(),

@@ -176,6 +176,10 @@ impl Qos2Subscriber {
             if !session_present {
                 // A session the broker lost has no subscription and no exchange left.
                 awaiting_release.clear();
+            }
+            // Until a SUBACK came, subscribe whatever the flag says: a first CONNECT answered
+            // after the client's timeout made the session its retry resumes.
+            if !session_present || !subscribed {
                 if let Err(error) = wire.send(self.subscribe_packet()).await {
                     self.lost(me, index, error);
                     current += 1;
