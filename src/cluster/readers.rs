@@ -370,7 +370,13 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
             };
             inner.routed[k].store(seq, Ordering::Release);
             for (client_id, session_id, after) in behind {
-                tokio::spawn(catch_up(inner.clone(), client_id, session_id, k, after));
+                let start = inner
+                    .tracker
+                    .lock()
+                    .start_catch_up(&client_id, session_id, k);
+                if start {
+                    tokio::spawn(catch_up(inner.clone(), client_id, session_id, k, after));
+                }
             }
             if let Some(routed) = routed {
                 tracing::debug!(target: READ_TARGET, shard = k, seq, offered = routed.offered, "routed");
@@ -578,11 +584,15 @@ pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
             return;
         };
         t.session_id = Some(session.id());
-        t.shards
+        let floors: Vec<(usize, u64)> = t
+            .shards
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.catching_up)
             .map(|(k, c)| (k, c.delivered_upto))
+            .collect();
+        floors
+            .into_iter()
+            .filter(|&(k, _)| tracker.start_catch_up(session.client_id(), session.id(), k))
             .collect()
     };
     for (k, floor) in behind {
@@ -599,6 +609,12 @@ pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
 /// Feed `client_id`'s session shard `k` from after `floor` until it reaches the node's
 /// reader, then let the node's reader feed it.
 async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: usize, floor: u64) {
+    let _running = CatchUpRunning {
+        inner: inner.clone(),
+        client_id: client_id.clone(),
+        session_id,
+        k,
+    };
     // Nothing stored past the floor that the node's reader has not routed: live at once,
     // without a consumer (the common case of a resume after a short absence).
     if go_live(&inner, &client_id, k, floor) != Some(false) {
@@ -716,6 +732,24 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 }
             }
         }
+    }
+}
+
+/// Marks a catch-up reader stopped whichever way it returns (see
+/// [`super::tracker::Tracker::start_catch_up`]); the switch to live clears the mark itself.
+struct CatchUpRunning {
+    inner: Arc<Inner>,
+    client_id: Arc<str>,
+    session_id: u64,
+    k: usize,
+}
+
+impl Drop for CatchUpRunning {
+    fn drop(&mut self) {
+        self.inner
+            .tracker
+            .lock()
+            .catch_up_stopped(&self.client_id, self.session_id, self.k);
     }
 }
 

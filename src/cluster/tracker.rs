@@ -27,6 +27,11 @@ pub struct Cursor {
     pub outstanding: BTreeMap<u64, u32>,
     /// Sequences restored into the in-flight window at a resume (the catch-up skips them).
     pub restored: BTreeSet<u64>,
+    /// The session whose catch-up reader runs on this shard now: one at a time, however
+    /// often its client reconnects (a client that gives up on slow CONNACKs and reconnects
+    /// every 100 ms attached it hundreds of times, and a reader per attach starved every
+    /// other session's catch-up of its turn).
+    pub catch_up_for: Option<SessionId>,
 }
 
 impl Cursor {
@@ -298,6 +303,35 @@ impl Tracker {
         Some(cursor.delivered_upto)
     }
 
+    /// Whether a catch-up reader is to start for session `id` on `shard`: the shard is behind
+    /// and none runs for that session yet (it is then marked as running).
+    pub fn start_catch_up(&mut self, client_id: &str, id: SessionId, shard: usize) -> bool {
+        let Some(t) = self.sessions.get_mut(client_id) else {
+            return false;
+        };
+        if t.session_id != Some(id) {
+            return false;
+        }
+        match t.shards.get_mut(shard) {
+            Some(cursor) if cursor.catching_up && cursor.catch_up_for != Some(id) => {
+                cursor.catch_up_for = Some(id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The catch-up reader of session `id` on `shard` stopped (if it was the running one).
+    pub fn catch_up_stopped(&mut self, client_id: &str, id: SessionId, shard: usize) {
+        let cursor = self
+            .sessions
+            .get_mut(client_id)
+            .and_then(|t| t.shards.get_mut(shard));
+        if let Some(cursor) = cursor.filter(|c| c.catch_up_for == Some(id)) {
+            cursor.catch_up_for = None;
+        }
+    }
+
     /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
     /// already restored into its in-flight window, never twice).
     pub fn accept_catch_up(&mut self, client_id: &str, shard: usize, seq: u64) -> bool {
@@ -337,6 +371,8 @@ impl Tracker {
             return Some(false);
         }
         cursor.catching_up = false;
+        // Under the same lock as the switch: a fall behind right after it starts a new one.
+        cursor.catch_up_for = None;
         cursor.delivered_upto = cursor.delivered_upto.max(caught_upto);
         Some(true)
     }
@@ -519,6 +555,35 @@ mod tests {
         assert!(!tracker.accept_live("c", 1, 0, 9));
         assert!(tracker.accept_live("c", 1, 0, 10));
         assert_eq!(tracker.try_go_live("gone", 0, 9, 9), None);
+    }
+
+    #[test]
+    fn one_catch_up_runs_per_session_and_shard_however_often_it_attaches() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[5]);
+        t.session_id = Some(1);
+        t.shards[0].catching_up = true;
+        tracker.sessions.insert(Arc::from("c"), t);
+        assert!(tracker.start_catch_up("c", 1, 0));
+        // Attached again (a reconnect): the running one goes on.
+        assert!(!tracker.start_catch_up("c", 1, 0));
+        // A newer session (another incarnation) gets its own.
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.session_id = Some(2);
+        }
+        assert!(tracker.start_catch_up("c", 2, 0));
+        // The old one stopping leaves the new one's mark alone.
+        tracker.catch_up_stopped("c", 1, 0);
+        assert!(!tracker.start_catch_up("c", 2, 0));
+        // Gone live: the mark goes with the switch, so a fall behind right after starts one.
+        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert_eq!(tracker.fall_behind("c", 2, 0), Some(9));
+        assert!(tracker.start_catch_up("c", 2, 0));
+        tracker.catch_up_stopped("c", 2, 0);
+        assert!(tracker.start_catch_up("c", 2, 0));
+        // Nothing to catch up on a live shard.
+        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert!(!tracker.start_catch_up("c", 2, 0));
     }
 
     /// A live session at its pending limit falls behind: the reader skips it, its floor stays

@@ -536,9 +536,17 @@ impl Subscriber {
                     break;
                 }
             }
-            let event = match tokio::time::timeout(idle_check, connection.poll()).await {
-                Err(_) => continue,
-                Ok(event) => event,
+            // A connect is awaited whole (bounded by the client's connect timeout): a poll
+            // dropped mid-connect drops the connection before its CONNACK, and the next poll
+            // sends another CONNECT. Cut every 100 ms, a subscriber of a slow node sent ten
+            // CONNECTs a second and never saw a CONNACK.
+            let event = if connected {
+                match tokio::time::timeout(idle_check, connection.poll()).await {
+                    Err(_) => continue,
+                    Ok(event) => event,
+                }
+            } else {
+                connection.poll().await
             };
             let now = self.clock.now_us();
             match event {
