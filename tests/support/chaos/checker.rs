@@ -428,19 +428,25 @@ impl fmt::Display for Report {
             )?;
         }
         for span in &self.lost_by_subscriber {
-            writeln!(
-                f,
-                "lost for subscriber {}: {} messages PUBACKed at {:.0}-{:.0} ms; its CONNECTs \
-                 (ms, address, session present): {:?}; its lost connections: {:?}",
-                span.subscriber,
-                span.count,
-                span.first_puback_ms,
-                span.last_puback_ms,
-                span.connects,
-                span.disconnects
-            )?;
+            writeln!(f, "lost for {span}")?;
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for LostSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "subscriber {}: {} messages PUBACKed at {:.0}-{:.0} ms; its CONNECTs (ms, address, \
+             session present): {:?}; its lost connections: {:?}",
+            self.subscriber,
+            self.count,
+            self.first_puback_ms,
+            self.last_puback_ms,
+            self.connects,
+            self.disconnects
+        )
     }
 }
 
