@@ -374,7 +374,7 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
                     .tracker
                     .lock()
                     .start_catch_up(&client_id, session_id, k);
-                if start {
+                if start.is_some() {
                     tokio::spawn(catch_up(inner.clone(), client_id, session_id, k, after));
                 }
             }
@@ -584,15 +584,13 @@ pub fn attached(inner: &Arc<Inner>, session: &Arc<Session>) {
             return;
         };
         t.session_id = Some(session.id());
-        let floors: Vec<(usize, u64)> = t
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(k, c)| (k, c.delivered_upto))
-            .collect();
-        floors
-            .into_iter()
-            .filter(|&(k, _)| tracker.start_catch_up(session.client_id(), session.id(), k))
+        let shards = t.shards.len();
+        (0..shards)
+            .filter_map(|k| {
+                tracker
+                    .start_catch_up(session.client_id(), session.id(), k)
+                    .map(|floor| (k, floor))
+            })
             .collect()
     };
     for (k, floor) in behind {

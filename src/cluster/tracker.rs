@@ -303,31 +303,35 @@ impl Tracker {
         Some(cursor.delivered_upto)
     }
 
+    /// `client_id`'s cursor on `shard`, when it is tracked.
+    fn cursor(&mut self, client_id: &str, shard: usize) -> Option<&mut Cursor> {
+        self.sessions
+            .get_mut(client_id)
+            .and_then(|t| t.shards.get_mut(shard))
+    }
+
     /// Whether a catch-up reader is to start for session `id` on `shard`: the shard is behind
-    /// and none runs for that session yet (it is then marked as running).
-    pub fn start_catch_up(&mut self, client_id: &str, id: SessionId, shard: usize) -> bool {
-        let Some(t) = self.sessions.get_mut(client_id) else {
-            return false;
-        };
+    /// and none runs for that session yet (it is then marked as running). Returns the
+    /// sequence it reads after.
+    pub fn start_catch_up(&mut self, client_id: &str, id: SessionId, shard: usize) -> Option<u64> {
+        let t = self.sessions.get_mut(client_id)?;
         if t.session_id != Some(id) {
-            return false;
+            return None;
         }
-        match t.shards.get_mut(shard) {
-            Some(cursor) if cursor.catching_up && cursor.catch_up_for != Some(id) => {
-                cursor.catch_up_for = Some(id);
-                true
-            }
-            _ => false,
+        let cursor = t.shards.get_mut(shard)?;
+        if !cursor.catching_up || cursor.catch_up_for == Some(id) {
+            return None;
         }
+        cursor.catch_up_for = Some(id);
+        Some(cursor.delivered_upto)
     }
 
     /// The catch-up reader of session `id` on `shard` stopped (if it was the running one).
     pub fn catch_up_stopped(&mut self, client_id: &str, id: SessionId, shard: usize) {
-        let cursor = self
-            .sessions
-            .get_mut(client_id)
-            .and_then(|t| t.shards.get_mut(shard));
-        if let Some(cursor) = cursor.filter(|c| c.catch_up_for == Some(id)) {
+        if let Some(cursor) = self
+            .cursor(client_id, shard)
+            .filter(|c| c.catch_up_for == Some(id))
+        {
             cursor.catch_up_for = None;
         }
     }
@@ -335,11 +339,7 @@ impl Tracker {
     /// Whether a catch-up reader offers message `seq` of `shard` to the session (not one
     /// already restored into its in-flight window, never twice).
     pub fn accept_catch_up(&mut self, client_id: &str, shard: usize, seq: u64) -> bool {
-        let Some(cursor) = self
-            .sessions
-            .get_mut(client_id)
-            .and_then(|t| t.shards.get_mut(shard))
-        else {
+        let Some(cursor) = self.cursor(client_id, shard) else {
             return false;
         };
         if !cursor.catching_up || seq <= cursor.delivered_upto {
@@ -359,10 +359,7 @@ impl Tracker {
         caught_upto: u64,
         reader_position: u64,
     ) -> Option<bool> {
-        let cursor = self
-            .sessions
-            .get_mut(client_id)
-            .and_then(|t| t.shards.get_mut(shard))?;
+        let cursor = self.cursor(client_id, shard)?;
         if !cursor.catching_up {
             return Some(true);
         }
@@ -564,26 +561,26 @@ mod tests {
         t.session_id = Some(1);
         t.shards[0].catching_up = true;
         tracker.sessions.insert(Arc::from("c"), t);
-        assert!(tracker.start_catch_up("c", 1, 0));
+        assert_eq!(tracker.start_catch_up("c", 1, 0), Some(5));
         // Attached again (a reconnect): the running one goes on.
-        assert!(!tracker.start_catch_up("c", 1, 0));
+        assert_eq!(tracker.start_catch_up("c", 1, 0), None);
         // A newer session (another incarnation) gets its own.
         if let Some(t) = tracker.sessions.get_mut("c") {
             t.session_id = Some(2);
         }
-        assert!(tracker.start_catch_up("c", 2, 0));
+        assert_eq!(tracker.start_catch_up("c", 2, 0), Some(5));
         // The old one stopping leaves the new one's mark alone.
         tracker.catch_up_stopped("c", 1, 0);
-        assert!(!tracker.start_catch_up("c", 2, 0));
+        assert_eq!(tracker.start_catch_up("c", 2, 0), None);
         // Gone live: the mark goes with the switch, so a fall behind right after starts one.
         assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
         assert_eq!(tracker.fall_behind("c", 2, 0), Some(9));
-        assert!(tracker.start_catch_up("c", 2, 0));
+        assert_eq!(tracker.start_catch_up("c", 2, 0), Some(9));
         tracker.catch_up_stopped("c", 2, 0);
-        assert!(tracker.start_catch_up("c", 2, 0));
+        assert_eq!(tracker.start_catch_up("c", 2, 0), Some(9));
         // Nothing to catch up on a live shard.
         assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
-        assert!(!tracker.start_catch_up("c", 2, 0));
+        assert_eq!(tracker.start_catch_up("c", 2, 0), None);
     }
 
     /// A live session at its pending limit falls behind: the reader skips it, its floor stays
