@@ -489,7 +489,7 @@ fn older_subscriptions(
         let mut older = false;
         let mut left_out = SmallVec::new();
         let matching = s
-            .subscriptions
+            .subscriptions()
             .iter()
             .filter(|(filter, _)| crate::protocol::topic::matches(filter, topic));
         for (filter, options) in matching {
@@ -516,7 +516,7 @@ fn older_subscriptions(
 /// Whether the persistent `session` holds `limit` (its pending limit) or more messages: the
 /// node's reader feeds it no more (see [`super::tracker::Tracker::fall_behind`]).
 fn at_pending_limit(session: &Session, limit: usize) -> bool {
-    session.is_persistent() && session.with_state_unchecked(|s| s.pending.len()) >= limit
+    session.is_persistent() && session.with_state_unchecked(|s| s.pending().len()) >= limit
 }
 
 /// A reader waits, as a publisher does on a single node, for local subscribers it pushed

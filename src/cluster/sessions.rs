@@ -786,7 +786,7 @@ async fn restore(
     let mut state = SessionState::new(client_id, true);
     state.mqtt5 = record.mqtt5;
     state.expiry_secs = record.expiry_secs;
-    state.subscriptions = record
+    *state.subscriptions_mut() = record
         .subscriptions
         .iter()
         .cloned()
@@ -848,7 +848,7 @@ async fn restore(
             seq: Some(queue_seq),
             shared_group: None,
         };
-        if state.inflight.restore(entry) {
+        if state.inflight_mut().restore(entry) {
             inner.tracker.lock().restored(
                 client_id,
                 queue_seq,

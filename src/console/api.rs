@@ -121,7 +121,7 @@ pub(super) async fn clients(
             let subscriptions = match &c.session {
                 Some(session) => session
                     .upgrade()
-                    .map_or(0, |s| s.with_state_unchecked(|st| st.subscriptions.len())),
+                    .map_or(0, |s| s.with_state_unchecked(|st| st.subscriptions().len())),
                 None => c.subscriptions(),
             };
             json!({
@@ -161,7 +161,11 @@ pub(super) async fn sessions(
         .map(|s| {
             let connected = s.is_attached();
             let (pending, inflight, subscriptions) = s.with_state_unchecked(|st| {
-                (st.pending.len(), st.inflight.len(), st.subscriptions.len())
+                (
+                    st.pending().len(),
+                    st.inflight().len(),
+                    st.subscriptions().len(),
+                )
             });
             let last_seen = (!connected)
                 .then(|| s.offline_for())
@@ -208,7 +212,7 @@ pub(super) async fn topics(
     names.extend(core.retained.read().iter().map(|(t, _)| t.to_owned()));
     for session in core.registry.all() {
         session.with_state_unchecked(|st| {
-            for filter in st.subscriptions.keys() {
+            for filter in st.subscriptions().keys() {
                 let filter = match crate::protocol::topic::parse_shared_subscription(filter) {
                     Ok(Some(share)) => share.filter,
                     _ => filter.as_str(),

@@ -283,7 +283,7 @@ fn attributes(console: &Console) -> BTreeMap<&'static str, Value> {
     // Messages held: every session's pending and in-flight messages, and every queue's.
     let mut held = 0usize;
     for session in core.registry.all() {
-        held += session.with_state_unchecked(|s| s.pending.len() + s.inflight.len());
+        held += session.with_state_unchecked(|s| s.pending().len() + s.inflight().len());
     }
     let mut queue_consumers = 0usize;
     for name in core.queues.names() {

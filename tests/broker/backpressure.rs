@@ -112,7 +112,7 @@ async fn slow_subscriber_loses_no_qos1_message_and_others_keep_flowing() {
         let queued = core
             .registry
             .by_client_id("slow-sub")
-            .map(|s| s.snapshot().pending.len())
+            .map(|s| s.snapshot().pending().len())
             .unwrap_or(0);
         if queued > LIMIT {
             break;
@@ -193,11 +193,11 @@ async fn stuck_subscriber_pauses_the_publisher_once_and_loses_nothing() {
     // Every acknowledged message is still held for the subscriber: queued past the hard cap
     // (which only bounds QoS 0), or in flight; memoryUsage bounds the whole.
     assert!(
-        state.pending.len() > hard_cap,
+        state.pending().len() > hard_cap,
         "{} queued",
-        state.pending.len()
+        state.pending().len()
     );
-    assert_eq!(state.pending.len() + state.inflight.len(), messages);
+    assert_eq!(state.pending().len() + state.inflight().len(), messages);
     assert_eq!(broker.handle.counters().dropped_queue_full, 0);
     broker.shutdown().await;
 }

@@ -72,17 +72,17 @@ async fn slow_consumers_are_bounded_and_do_not_stall_others() {
         .expect("session")
         .snapshot();
     assert!(
-        stuck0.pending.len() <= cap,
+        stuck0.pending().len() <= cap,
         "{} queued",
-        stuck0.pending.len()
+        stuck0.pending().len()
     );
     let stuck1 = core
         .registry
         .by_client_id("stuck1")
         .expect("session")
         .snapshot();
-    assert!(stuck1.inflight.len() <= DEFAULT_SUBSCRIPTION_PREFETCH);
-    assert_eq!(stuck1.pending.len() + stuck1.inflight.len(), MESSAGES);
+    assert!(stuck1.inflight().len() <= DEFAULT_SUBSCRIPTION_PREFETCH);
+    assert_eq!(stuck1.pending().len() + stuck1.inflight().len(), MESSAGES);
     let counters = broker.handle.counters();
     // stuck0 (QoS 0): the hard cap queued plus what the socket buffers hold; the rest evicted.
     let must_drop = (MESSAGES / 4) as u64;

@@ -99,7 +99,7 @@ impl Conn {
             // Not received as far as QoS 2 de-duplication goes until it is admitted: a
             // connection that takes the session over meanwhile must route the client's re-sent
             // PUBLISH, not acknowledge it as a duplicate.
-            self.with_session(|s| s.inbound_qos2.remove(&id))?;
+            self.with_session(|s| s.inbound_qos2_mut().remove(&id))?;
         }
         let held = HeldPublish {
             message,
@@ -126,7 +126,7 @@ impl Conn {
         match self.core.admit_acknowledged(message) {
             Ok(message) => {
                 if let Some(id) = inbound_qos2 {
-                    self.with_session(|s| s.inbound_qos2.insert(id))?;
+                    self.with_session(|s| s.inbound_qos2_mut().insert(id))?;
                 }
                 self.publish_admitted(message, inbound_qos2, ack)
             }

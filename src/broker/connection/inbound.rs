@@ -149,7 +149,7 @@ impl Conn {
         &mut self,
         f: impl FnOnce(&mut Inflight) -> AckOutcome,
     ) -> Result<bool, CloseReason> {
-        match self.with_session(|s| f(&mut s.inflight))? {
+        match self.with_session(|s| f(s.inflight_mut()))? {
             AckOutcome::Accepted { seq } => {
                 self.output.pump_wanted = true;
                 if let Some(seq) = seq {
@@ -179,7 +179,7 @@ impl Conn {
             return self.on_delivery_ack(|w| w.on_pubrec_refused(packet_id));
         }
         let release = Packet::PubRel(Ack::new(packet_id));
-        let seq = match self.with_session(|s| s.inflight.on_pubrec(packet_id))? {
+        let seq = match self.with_session(|s| s.inflight_mut().on_pubrec(packet_id))? {
             AckOutcome::Accepted { seq } => seq,
             AckOutcome::Unknown => {
                 tracing::debug!("PUBREC for an unknown packet id: PUBREL anyway");
@@ -276,7 +276,7 @@ impl Conn {
                 // Exactly once: route on first receipt, remember the id until PUBREL; a
                 // re-sent PUBLISH with that id is acknowledged again but not routed.
                 let ack = Packet::PubRec(Ack::new(id));
-                if self.with_session(|s| s.inbound_qos2.insert(id))? {
+                if self.with_session(|s| s.inbound_qos2_mut().insert(id))? {
                     self.publish_acked(message, Some(id), ack)?;
                 } else {
                     self.ack(ack)?;
@@ -334,7 +334,7 @@ impl Conn {
         if let Err(reason) = self.authorize(&message) {
             if let Some(id) = inbound_qos2.filter(|_| v5) {
                 // A PUBREC >= 0x80 ends the exchange: no PUBREL follows.
-                self.with_session(|s| s.inbound_qos2.remove(&id))?;
+                self.with_session(|s| s.inbound_qos2_mut().remove(&id))?;
             }
             return self.ack(with_reason(ack, reason));
         }
@@ -428,7 +428,7 @@ impl Conn {
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
-                        session.with_state_unchecked(|s| s.inbound_qos2.remove(&id));
+                        session.with_state_unchecked(|s| s.inbound_qos2_mut().remove(&id));
                     }
                     if !counted {
                         core.publish_refused(&plan.message().topic, &e);
@@ -454,7 +454,7 @@ impl Conn {
     /// [`RELEASE_RETRY_FOR`] the connection is closed instead, so that the client re-sends the
     /// PUBREL where it reconnects.
     fn on_pubrel(&mut self, packet_id: u16) -> Result<(), CloseReason> {
-        self.with_session(|s| s.inbound_qos2.remove(&packet_id))?;
+        self.with_session(|s| s.inbound_qos2_mut().remove(&packet_id))?;
         let ack = Packet::PubComp(Ack::new(packet_id));
         if !self.session.is_persistent() {
             return self.ack(ack);
@@ -681,7 +681,7 @@ impl Conn {
                 });
                 continue;
             }
-            let existed = self.with_session(|s| s.subscriptions.contains_key(&filter))?;
+            let existed = self.with_session(|s| s.subscriptions().contains_key(&filter))?;
             let mut options = options;
             if let Some(maximum) = self.core.backplane().map(|b| b.maximum_qos()) {
                 // The server may grant less than asked (3.9.3); never more than CONNACK's
@@ -794,7 +794,7 @@ impl Conn {
     pub(super) fn drop_denied_subscriptions(&mut self) -> Result<(), CloseReason> {
         let security = self.core.security();
         let filters: Vec<String> =
-            self.with_session(|s| s.subscriptions.keys().cloned().collect())?;
+            self.with_session(|s| s.subscriptions().keys().cloned().collect())?;
         for filter in filters {
             let read_filter = match parse_shared_subscription(&filter) {
                 Ok(Some(share)) => share.filter,

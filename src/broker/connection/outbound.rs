@@ -72,7 +72,7 @@ impl Conn {
     /// of them go now: an MQTT 5 client may have lowered its Receive Maximum since (3.3.4-9);
     /// the rest follow one per ended exchange ([`Self::resend_next_held`]).
     pub(super) fn resend_inflight(&mut self) -> Result<(), CloseReason> {
-        let entries = self.with_session(|s| s.inflight.iter().cloned().collect::<Vec<_>>())?;
+        let entries = self.with_session(|s| s.inflight().iter().cloned().collect::<Vec<_>>())?;
         let window = self.limits.inflight_window();
         let mut held = VecDeque::new();
         let mut resent = 0;
@@ -101,7 +101,7 @@ impl Conn {
                 break;
             };
             let entry = self.with_session(|s| {
-                s.inflight
+                s.inflight()
                     .iter()
                     .find(|e| e.packet_id == packet_id)
                     .cloned()
@@ -224,7 +224,7 @@ impl Conn {
                 .with_state(self.token.generation, |s| {
                     let mut batch = Vec::new();
                     while batch.len() < PUMP_BATCH {
-                        let head_needs_window = match s.pending.front() {
+                        let head_needs_window = match s.pending().front() {
                             None => break,
                             // Its payload must be read back first (see `page_in.rs`).
                             Some(head) if head.paged => {
@@ -233,10 +233,10 @@ impl Conn {
                             }
                             Some(head) => head.qos != QoS::AtMostOnce,
                         };
-                        if head_needs_window && s.inflight.len() >= window {
+                        if head_needs_window && s.inflight().len() >= window {
                             break;
                         }
-                        let Some(item) = s.pending.pop_front() else {
+                        let Some(item) = s.pending_mut().pop_front() else {
                             break;
                         };
                         let message = &item.message;
@@ -282,13 +282,13 @@ impl Conn {
                             continue;
                         }
                         let packet_id = if head_needs_window {
-                            s.inflight.insert(&item)
+                            s.inflight_mut().insert(&item)
                         } else {
                             None
                         };
                         if head_needs_window && packet_id.is_none() {
                             // No packet id free: keep the message at the head for later.
-                            s.pending.push_front(item);
+                            s.pending_mut().push_front(item);
                             break;
                         }
                         if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
@@ -299,7 +299,7 @@ impl Conn {
                         }
                         batch.push((Header::of(&item, packet_id, alias), item));
                     }
-                    (batch, s.pending.len())
+                    (batch, s.pending().len())
                 })
                 .ok_or(CloseReason::TakenOver)?;
             for _ in 0..denied {

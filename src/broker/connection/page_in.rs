@@ -31,7 +31,7 @@ impl Conn {
         if self.output.page_in.is_some() {
             return Ok(());
         }
-        let seqs = self.with_session(|s| s.pending.paged_head(PAGE_IN_BATCH))?;
+        let seqs = self.with_session(|s| s.pending().paged_head(PAGE_IN_BATCH))?;
         if seqs.is_empty() {
             return Ok(());
         }
@@ -64,7 +64,7 @@ impl Conn {
         let page: Vec<(QueueSeq, Option<Bytes>)> = seqs.into_iter().zip(payloads).collect();
         let memory = self.core.memory.clone();
         let gone = self.with_session(|s| {
-            s.pending.page_in(page, |envelope, payload| {
+            s.pending_mut().page_in(page, |envelope, payload| {
                 memory.charge(Message {
                     payload,
                     ..envelope.clone()

@@ -35,7 +35,7 @@ impl Conn {
         }
         if publish.qos == QoS::ExactlyOnce && publish.dup {
             if let Some(id) = publish.packet_id {
-                if self.with_session(|s| s.inbound_qos2.contains(&id))? {
+                if self.with_session(|s| s.inbound_qos2().contains(&id))? {
                     return Ok(());
                 }
             }

@@ -53,7 +53,7 @@ impl SessionStore for MemorySessionStore {
     fn save(&self, state: &SessionState) -> Result<(), StoreError> {
         self.sessions
             .lock()
-            .insert(state.client_id.clone(), state.clone());
+            .insert(state.client_id.to_string(), state.clone());
         Ok(())
     }
 
@@ -180,7 +180,7 @@ mod tests {
         let store = MemorySessionStore::default();
         let mut s = SessionState::new("a", true);
         store.save(&s).expect("save");
-        s.inbound_qos2.insert(5);
+        s.inbound_qos2_mut().insert(5);
         store.save(&s).expect("replace");
         let all = store.load_all().expect("load");
         assert_eq!(all, vec![s]);
@@ -202,7 +202,7 @@ mod tests {
             .expect("recover")
             .sessions
             .into_iter()
-            .map(|s| s.state.client_id)
+            .map(|s| s.state.client_id.to_string())
             .collect();
         ids.sort();
         assert_eq!(ids, ["a", "b"]);

@@ -231,9 +231,9 @@ pub struct SessionData {
 impl SessionData {
     pub fn of(state: &SessionState) -> SessionData {
         SessionData {
-            client_id: Arc::from(state.client_id.as_str()),
+            client_id: state.client_id.clone(),
             subscriptions: state
-                .subscriptions
+                .subscriptions()
                 .iter()
                 .map(|(filter, sub)| (Arc::from(filter.as_str()), *sub))
                 .collect(),

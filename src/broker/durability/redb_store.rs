@@ -530,7 +530,7 @@ fn restore_session(
     state.mqtt5 = recovered.record.mqtt5;
     for sub in recovered.record.subscriptions {
         let id = sub.subscription_id.and_then(NonZeroU32::new);
-        state.subscriptions.insert(
+        state.subscriptions_mut().insert(
             sub.filter.to_string(),
             SubscriptionOptions::from_subscribe(&sub.options, id),
         );
@@ -541,7 +541,7 @@ fn restore_session(
         let item = queued_message(entry, memory);
         let (packet_id, stage) = match state_in_store {
             QueueState::Queued => {
-                state.pending.push_unbounded(item);
+                state.pending_mut().push_unbounded(item);
                 continue;
             }
             // ... or in flight: re-sent on reconnect.
@@ -551,7 +551,7 @@ fn restore_session(
             QueueState::Sent { packet_id } => (packet_id, InflightStage::AwaitingPubAck),
             QueueState::Released { packet_id } => (packet_id, InflightStage::AwaitingPubComp),
         };
-        let restored = state.inflight.restore(InflightEntry {
+        let restored = state.inflight_mut().restore(InflightEntry {
             packet_id,
             message: item.message.clone(),
             qos: item.qos,
@@ -564,10 +564,10 @@ fn restore_session(
         if !restored {
             // Two entries claim one packet id (cannot happen unless the file was edited):
             // send the later one again as a new delivery rather than lose it.
-            state.pending.push_unbounded(item);
+            state.pending_mut().push_unbounded(item);
         }
     }
-    state.inbound_qos2 = recovered.inbound_qos2;
+    *state.inbound_qos2_mut() = recovered.inbound_qos2;
     state
 }
 

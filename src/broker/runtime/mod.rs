@@ -335,7 +335,7 @@ impl BrokerCore {
     fn unindex(&self, session: &Session) {
         session.with_state_unchecked(|s| {
             self.change_subscriptions(|tree| {
-                for filter in s.subscriptions.keys() {
+                for filter in s.subscriptions().keys() {
                     tree.remove(filter, &session.id());
                     self.interest(filter, false);
                 }
@@ -348,7 +348,7 @@ impl BrokerCore {
         // Lock order: session, then tree (as everywhere else).
         session.with_state_unchecked(|s| {
             self.change_subscriptions(|tree| {
-                for (filter, sub) in &s.subscriptions {
+                for (filter, sub) in s.subscriptions() {
                     tree.insert(filter, session.id(), *sub);
                     self.interest(filter, true);
                 }
@@ -396,7 +396,10 @@ impl BrokerCore {
     ) -> bool {
         session
             .with_state(generation, |s| {
-                if s.subscriptions.insert(filter.to_owned(), options).is_none() {
+                if s.subscriptions_mut()
+                    .insert(filter.to_owned(), options)
+                    .is_none()
+                {
                     self.interest(filter, true);
                 }
                 // Committed before the tree entry exists: no publish can queue for a session
@@ -412,7 +415,7 @@ impl BrokerCore {
     /// Remove a subscription; `None` when taken over, else whether it existed.
     pub fn unsubscribe(&self, session: &Session, generation: u64, filter: &str) -> Option<bool> {
         session.with_state(generation, |s| {
-            let existed = s.subscriptions.remove(filter).is_some();
+            let existed = s.subscriptions_mut().remove(filter).is_some();
             if existed {
                 self.change_subscriptions(|tree| tree.remove(filter, &session.id()));
                 self.interest(filter, false);

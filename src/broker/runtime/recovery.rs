@@ -45,7 +45,7 @@ impl BrokerCore {
             self.destinations.extend(
                 recovered
                     .state
-                    .subscriptions
+                    .subscriptions()
                     .keys()
                     .map(|filter| match parse_shared_subscription(filter) {
                         Ok(Some(share)) => share.filter,
@@ -112,7 +112,7 @@ impl BrokerCore {
             // Lock order: session, then tree (as everywhere else).
             session.with_state_unchecked(|s| {
                 self.change_subscriptions(|tree| {
-                    for (filter, sub) in &s.subscriptions {
+                    for (filter, sub) in s.subscriptions() {
                         tree.insert(filter, session.id(), *sub);
                     }
                 })

@@ -37,7 +37,7 @@ impl Overfilled {
     /// Still online and still above its soft limit: its publisher keeps waiting.
     pub fn still_over(&self) -> bool {
         self.session.is_attached()
-            && self.session.with_state_unchecked(|s| s.pending.len()) > self.soft_limit
+            && self.session.with_state_unchecked(|s| s.pending().len()) > self.soft_limit
     }
 }
 
@@ -627,7 +627,9 @@ impl BrokerCore {
                 outcome,
                 DeliverOutcome::Queued | DeliverOutcome::QueuedEvictedQos0
             );
-            if back_pressure && queued && session.with_state_unchecked(|s| s.pending.len()) > limit
+            if back_pressure
+                && queued
+                && session.with_state_unchecked(|s| s.pending().len()) > limit
             {
                 routed.overfilled.push(Overfilled {
                     session,

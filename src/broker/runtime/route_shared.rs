@@ -77,12 +77,12 @@ impl BrokerCore {
     pub(super) fn hand_over_shared(&self, session: &Session) {
         let orphans: Vec<(Arc<str>, Message)> = session.with_state_unchecked(|s| {
             let in_flight = s
-                .inflight
+                .inflight()
                 .iter()
                 .filter(|e| e.qos == QoS::AtLeastOnce && e.stage == InflightStage::AwaitingPubAck);
             let in_flight =
                 in_flight.filter_map(|e| Some((e.shared_group.clone()?, e.message.clone())));
-            let queued = s.pending.iter().filter(|item| !item.paged);
+            let queued = s.pending().iter().filter(|item| !item.paged);
             let queued =
                 queued.filter_map(|item| Some((item.shared_group.clone()?, item.message.clone())));
             in_flight.chain(queued).collect()

@@ -62,14 +62,18 @@ pub struct Inflight {
 
 impl Default for Inflight {
     fn default() -> Self {
+        Inflight::new()
+    }
+}
+
+impl Inflight {
+    pub const fn new() -> Self {
         Inflight {
             entries: VecDeque::new(),
             next_packet_id: 1,
         }
     }
-}
 
-impl Inflight {
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 // tokio's clock (not std's): offline time then follows paused time in tests.
 use tokio::time::Instant;
 
@@ -42,18 +41,38 @@ pub type SessionId = u64;
 pub use subscription::SubscriptionOptions;
 
 /// Everything a session is, as data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// What only a session with subscriptions or messages uses (its subscriptions, queues and
+/// packet-id sets, [`SessionQueues`]) is allocated on first use: an idle connection without a
+/// subscription (most of a large fleet between reports) carries one pointer for them instead
+/// of 128 bytes of empty collections (docs/scaling.md, "What an idle connection costs").
+#[derive(Debug, Clone, Default)]
 pub struct SessionState {
-    pub client_id: String,
+    /// The session's client id, shared with its [`Session`] (one allocation).
+    pub client_id: Arc<str>,
     /// Clean session 0: the state is kept while the client is offline.
     pub persistent: bool,
-    /// Topic filter -> the subscription's options.
-    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
     /// The client last attached spoke MQTT 5: deliveries go one copy per matching subscription
     /// (else one per session at the highest QoS). A resumed session takes its new
     /// connection's version.
-    #[serde(default)]
     pub mqtt5: bool,
+    /// MQTT 5 Session Expiry Interval of a persistent session, in seconds: it ends this long
+    /// after its client left (the broker's `offlineDurableSubscriberTimeout`, when set, still
+    /// caps it). `None`: no limit of its own (MQTT 3, or 5 with 0xFFFFFFFF). `Some(0)`: a
+    /// resumed persistent session whose new connection asked for 0, so it ends at disconnect.
+    pub expiry_secs: Option<u32>,
+    /// The will of the connected client, as kept with a persistent session (its kept data is
+    /// written whole on SUBSCRIBE, so the will travels with the state).
+    pub kept_will: Option<Box<crate::broker::durability::KeptWill>>,
+    /// `None` until something is subscribed, queued or in flight.
+    queues: Option<Box<SessionQueues>>,
+}
+
+/// A session's subscriptions and message queues (see [`SessionState`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionQueues {
+    /// Topic filter -> the subscription's options.
+    pub subscriptions: BTreeMap<String, SubscriptionOptions>,
     /// Routed here, not yet sent.
     pub pending: PendingQueue,
     /// Sent at QoS 1/2, not yet acknowledged.
@@ -61,27 +80,103 @@ pub struct SessionState {
     /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released by PUBREL: a PUBLISH
     /// re-sent with one of these ids is acknowledged but not routed again.
     pub inbound_qos2: BTreeSet<u16>,
-    /// The will of the connected client, as kept with a persistent session (its kept data is
-    /// written whole on SUBSCRIBE, so the will travels with the state).
-    #[serde(skip)]
-    pub kept_will: Option<Box<crate::broker::durability::KeptWill>>,
-    /// MQTT 5 Session Expiry Interval of a persistent session, in seconds: it ends this long
-    /// after its client left (the broker's `offlineDurableSubscriberTimeout`, when set, still
-    /// caps it). `None`: no limit of its own (MQTT 3, or 5 with 0xFFFFFFFF). `Some(0)`: a
-    /// resumed persistent session whose new connection asked for 0, so it ends at disconnect.
-    #[serde(default)]
-    pub expiry_secs: Option<u32>,
 }
+
+/// What a session that never subscribed nor queued anything reads.
+static NO_QUEUES: SessionQueues = SessionQueues {
+    subscriptions: BTreeMap::new(),
+    pending: PendingQueue::new(),
+    inflight: Inflight::new(),
+    inbound_qos2: BTreeSet::new(),
+};
 
 impl SessionState {
     pub fn new(client_id: &str, persistent: bool) -> Self {
         SessionState {
-            client_id: client_id.to_owned(),
+            client_id: Arc::from(client_id),
             persistent,
             ..SessionState::default()
         }
     }
+
+    /// The subscriptions and queues, empty ones if none were ever allocated.
+    pub fn queues(&self) -> &SessionQueues {
+        self.queues.as_deref().unwrap_or(&NO_QUEUES)
+    }
+
+    /// The subscriptions and queues to change, allocated on first use.
+    pub fn queues_mut(&mut self) -> &mut SessionQueues {
+        self.queues.get_or_insert_with(Box::default)
+    }
+
+    /// Give the queues' allocation back when nothing is in it (a connection going idle).
+    pub fn release_empty_queues(&mut self) {
+        if self.queues.as_deref().is_some_and(SessionQueues::is_empty) {
+            self.queues = None;
+        }
+    }
+
+    /// Topic filter -> the subscription's options.
+    pub fn subscriptions(&self) -> &BTreeMap<String, SubscriptionOptions> {
+        &self.queues().subscriptions
+    }
+
+    pub fn subscriptions_mut(&mut self) -> &mut BTreeMap<String, SubscriptionOptions> {
+        &mut self.queues_mut().subscriptions
+    }
+
+    /// Routed here, not yet sent.
+    pub fn pending(&self) -> &PendingQueue {
+        &self.queues().pending
+    }
+
+    pub fn pending_mut(&mut self) -> &mut PendingQueue {
+        &mut self.queues_mut().pending
+    }
+
+    /// Sent at QoS 1/2, not yet acknowledged.
+    pub fn inflight(&self) -> &Inflight {
+        &self.queues().inflight
+    }
+
+    pub fn inflight_mut(&mut self) -> &mut Inflight {
+        &mut self.queues_mut().inflight
+    }
+
+    /// Inbound QoS 2 packet ids between PUBREC and PUBREL.
+    pub fn inbound_qos2(&self) -> &BTreeSet<u16> {
+        &self.queues().inbound_qos2
+    }
+
+    pub fn inbound_qos2_mut(&mut self) -> &mut BTreeSet<u16> {
+        &mut self.queues_mut().inbound_qos2
+    }
 }
+
+impl SessionQueues {
+    /// Nothing subscribed, queued, in flight or awaiting a PUBREL. The next outbound packet
+    /// id is not state worth keeping (any free id will do).
+    fn is_empty(&self) -> bool {
+        self.subscriptions.is_empty()
+            && self.pending.is_empty()
+            && self.inflight.is_empty()
+            && self.inbound_qos2.is_empty()
+    }
+}
+
+/// Equal as data: a session whose queues were never allocated equals one with empty queues.
+impl PartialEq for SessionState {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.persistent == other.persistent
+            && self.mqtt5 == other.mqtt5
+            && self.expiry_secs == other.expiry_secs
+            && self.kept_will == other.kept_will
+            && self.queues() == other.queues()
+    }
+}
+
+impl Eq for SessionState {}
 
 /// The connection currently serving a session.
 #[derive(Debug)]
@@ -173,7 +268,7 @@ impl Session {
     pub fn restored(id: SessionId, state: SessionState, offline_for: Duration) -> Self {
         Session {
             id,
-            client_id: Arc::from(state.client_id.as_str()),
+            client_id: state.client_id.clone(),
             persistent: state.persistent,
             mqtt5: AtomicBool::new(state.mqtt5),
             attached: AtomicBool::new(false),
@@ -275,9 +370,12 @@ impl Session {
     /// The connection `generation` is about to park: from now on a delivery or kick marks it
     /// poked. False when it no longer holds the session.
     pub(crate) fn begin_park(&self, generation: u64) -> bool {
-        match &mut self.inner.lock().attachment {
+        let inner = &mut *self.inner.lock();
+        match &mut inner.attachment {
             Some(a) if a.generation == generation => {
                 a.park = ParkState::Parking;
+                // A parked connection keeps only what outlives a quiet moment.
+                inner.state.release_empty_queues();
                 true
             }
             _ => false,
@@ -391,11 +489,11 @@ impl Session {
         };
         let online = inner.attachment.is_some();
         let page_at = page_after.map(|n| if online { pending_hard_cap(n) } else { n });
-        if item.seq.is_some() && page_at.is_some_and(|n| inner.state.pending.len() >= n) {
+        if item.seq.is_some() && page_at.is_some_and(|n| inner.state.pending().len() >= n) {
             item.page_out();
         }
         let seq = item.seq;
-        let outcome = inner.state.pending.push(item, limit);
+        let outcome = inner.state.pending_mut().push(item, limit);
         tracing::trace!(target: "ferromq::delivery", client_id = %self.client_id, seq = ?seq, ?outcome, "queued");
         // Notified under the lock: a connection about to park (`Session::begin_park`, then a
         // look for this permit) sees either the permit or the ring above, never neither.
@@ -442,7 +540,7 @@ impl Session {
 
     /// Whether the session has any subscription.
     pub fn has_subscriptions(&self) -> bool {
-        !self.inner.lock().state.subscriptions.is_empty()
+        !self.inner.lock().state.subscriptions().is_empty()
     }
 
     /// A copy of the state for a [`crate::broker::durability::SessionStore`].
@@ -488,7 +586,7 @@ mod tests {
             s.deliver(item(QoS::AtLeastOnce), 10, None),
             DeliverOutcome::Queued
         );
-        assert_eq!(s.snapshot().pending.len(), 1);
+        assert_eq!(s.snapshot().pending().len(), 1);
     }
 
     #[test]
@@ -553,5 +651,44 @@ mod tests {
             s.deliver(item(QoS::AtLeastOnce), 10, None),
             DeliverOutcome::DroppedEnded
         );
+    }
+
+    /// An idle session (no subscription, nothing queued) is most of a large fleet's memory:
+    /// its collections are not allocated, and a session that emptied gives them back when its
+    /// connection parks (docs/scaling.md).
+    #[test]
+    fn an_idle_session_holds_no_collections() {
+        assert!(
+            std::mem::size_of::<Session>() <= 168,
+            "Session is {} bytes",
+            std::mem::size_of::<Session>()
+        );
+        let mut state = SessionState::new("c", true);
+        assert!(state.queues.is_none());
+        assert!(state.pending().is_empty() && state.subscriptions().is_empty());
+        assert!(state.queues.is_none(), "reading allocates nothing");
+        state
+            .subscriptions_mut()
+            .insert("a/b".into(), SubscriptionOptions::qos(QoS::AtLeastOnce));
+        let subscribed = state.clone();
+        state.release_empty_queues();
+        assert_eq!(state, subscribed, "a subscription is kept");
+        state.subscriptions_mut().clear();
+        assert_ne!(state, subscribed);
+        state.release_empty_queues();
+        assert!(state.queues.is_none());
+        assert_eq!(state, SessionState::new("c", true), "no queues equals empty ones");
+
+        let s = Session::new(1, SessionState::new("c", false));
+        let token = s.attach(1);
+        assert_eq!(
+            s.deliver(item(QoS::AtLeastOnce), 10, None),
+            DeliverOutcome::Queued
+        );
+        assert!(s.begin_park(token.generation));
+        assert_eq!(s.snapshot().pending().len(), 1, "a queued message stays");
+        s.with_state_unchecked(|st| st.pending_mut().pop_front());
+        assert!(s.begin_park(token.generation));
+        assert!(s.inner.lock().state.queues.is_none());
     }
 }

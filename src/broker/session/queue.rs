@@ -90,6 +90,13 @@ pub struct PendingQueue {
 }
 
 impl PendingQueue {
+    pub const fn new() -> Self {
+        PendingQueue {
+            items: VecDeque::new(),
+            qos0_count: 0,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -155,7 +155,7 @@ impl SessionRegistry {
     /// `offline_for`: how long its client had been gone when the broker stopped.
     pub fn restore(&self, state: SessionState, offline_for: Duration) -> Arc<Session> {
         let mut by_client_id = self.by_client_id.lock();
-        if let Some(old) = by_client_id.get(state.client_id.as_str()).cloned() {
+        if let Some(old) = by_client_id.get(&*state.client_id).cloned() {
             old.end();
             self.remove_by_id(old.id());
         }
@@ -319,7 +319,7 @@ impl SessionRegistry {
             } else if session.is_persistent() {
                 census.offline += 1;
             }
-            let depth = session.with_state_unchecked(|s| s.pending.len()) as u64;
+            let depth = session.with_state_unchecked(|s| s.pending().len()) as u64;
             census.queued += depth;
             census.deepest_queue = census.deepest_queue.max(depth);
         }

@@ -39,7 +39,7 @@ impl StompConn {
         let seqs = sub
             .session
             .with_state(sub.token.generation, |s| {
-                s.pending.paged_head(PAGE_IN_BATCH)
+                s.pending().paged_head(PAGE_IN_BATCH)
             })
             .unwrap_or_default();
         if seqs.is_empty() {
@@ -77,7 +77,7 @@ impl StompConn {
         let page: Vec<(QueueSeq, Option<Bytes>)> = seqs.into_iter().zip(payloads).collect();
         let memory = self.core.memory.clone();
         let gone = sub.session.with_state(sub.token.generation, |s| {
-            s.pending.page_in(page, |envelope, payload| {
+            s.pending_mut().page_in(page, |envelope, payload| {
                 memory.charge(Message {
                     payload,
                     ..envelope.clone()

@@ -272,7 +272,7 @@ impl StompConn {
             let stale: Vec<String> = attached
                 .session
                 .with_state(attached.token.generation, |s| {
-                    s.subscriptions
+                    s.subscriptions()
                         .keys()
                         .filter(|f| **f != filter)
                         .cloned()
@@ -288,10 +288,14 @@ impl StompConn {
                     .session
                     .with_state(attached.token.generation, |s| {
                         let mut seqs = Vec::new();
-                        while let Some(item) = s.pending.pop_front() {
+                        while let Some(item) = s.pending_mut().pop_front() {
                             seqs.extend(item.seq);
                         }
-                        seqs.extend(std::mem::take(&mut s.inflight).iter().filter_map(|e| e.seq));
+                        seqs.extend(
+                            std::mem::take(s.inflight_mut())
+                                .iter()
+                                .filter_map(|e| e.seq),
+                        );
                         seqs
                     })
                     .unwrap_or_default()
@@ -309,7 +313,7 @@ impl StompConn {
         if let Some(backplane) = self.core.backplane() {
             let existed = attached
                 .session
-                .with_state_unchecked(|s| s.subscriptions.contains_key(&filter));
+                .with_state_unchecked(|s| s.subscriptions().contains_key(&filter));
             if !existed {
                 backplane.subscribing(attached.session.id(), &filter);
             }
@@ -547,7 +551,7 @@ impl StompConn {
                         no_room.push(u.item);
                         continue;
                     }
-                    match s.inflight.insert(&u.item) {
+                    match s.inflight_mut().insert(&u.item) {
                         Some(packet_id) => sent.extend(u.item.seq.map(|seq| (seq, packet_id))),
                         None => no_room.push(u.item),
                     }
@@ -555,12 +559,12 @@ impl StompConn {
                 // Beyond the 65535 ids the in-flight window can number (a prefetch that
                 // large): back at the head of the queue, in order, without the flag.
                 for item in no_room.into_iter().rev() {
-                    s.pending.push_front(item);
+                    s.pending_mut().push_front(item);
                 }
                 // Those never sent again by this consumer are still redeliveries.
                 let mut again = Vec::with_capacity(not_redelivered.min(64));
                 for _ in 0..not_redelivered {
-                    match s.pending.pop_front() {
+                    match s.pending_mut().pop_front() {
                         Some(item) => again.push(item),
                         None => break,
                     }
@@ -571,13 +575,13 @@ impl StompConn {
                         refused.push(item);
                         continue;
                     }
-                    match s.inflight.insert(&item) {
+                    match s.inflight_mut().insert(&item) {
                         Some(packet_id) => sent.extend(item.seq.map(|seq| (seq, packet_id))),
                         None => refused.push(item),
                     }
                 }
                 for item in refused.into_iter().rev() {
-                    s.pending.push_front(item);
+                    s.pending_mut().push_front(item);
                 }
             });
             if self.core.backplane().is_some() && !sent.is_empty() {
@@ -638,17 +642,17 @@ impl StompConn {
                     sub.session.with_state(sub.token.generation, |s| {
                         let mut batch = Vec::with_capacity(room.min(8));
                         while batch.len() < room {
-                            if s.pending.front().is_some_and(|head| head.paged) {
+                            if s.pending().front().is_some_and(|head| head.paged) {
                                 // Its payload must be read back first (see `page_in.rs`).
                                 head_paged = true;
                                 break;
                             }
-                            match s.pending.pop_front() {
+                            match s.pending_mut().pop_front() {
                                 Some(item) => batch.push(item),
                                 None => break,
                             }
                         }
-                        (batch, s.pending.len())
+                        (batch, s.pending().len())
                     })
                 else {
                     break;
@@ -827,7 +831,7 @@ impl StompConn {
 fn requeue_unacknowledged(session: &Session, generation: u64) -> usize {
     session
         .with_state(generation, |s| {
-            let inflight = std::mem::take(&mut s.inflight);
+            let inflight = std::mem::take(s.inflight_mut());
             let items: Vec<QueuedMessage> = inflight
                 .iter()
                 .map(|e| QueuedMessage {
@@ -842,7 +846,7 @@ fn requeue_unacknowledged(session: &Session, generation: u64) -> usize {
                 .collect();
             let count = items.len();
             for item in items.into_iter().rev() {
-                s.pending.push_front(item);
+                s.pending_mut().push_front(item);
             }
             count
         })
