@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 pub mod expiry;
 pub mod inflight;
+mod keyed;
 mod park;
 pub mod queue;
 pub mod registry;
@@ -209,8 +210,9 @@ struct SessionInner {
     /// When the last connection left (or the session was restored): for the expiry of
     /// abandoned persistent sessions. `None` while attached.
     offline_since: Option<Instant>,
-    /// Offline time carried over from before a restart (added to `offline_since`'s).
-    offline_before_restore: Duration,
+    /// Offline time carried over from before a restart, in whole seconds (added to
+    /// `offline_since`'s; expiry intervals are seconds too).
+    offline_before_restore_secs: u32,
 }
 
 /// What [`Session::deliver`] did with a message.
@@ -278,7 +280,8 @@ impl Session {
                 ended: false,
                 handed_over: false,
                 offline_since: Some(Instant::now()),
-                offline_before_restore: offline_for,
+                offline_before_restore_secs: u32::try_from(offline_for.as_secs())
+                    .unwrap_or(u32::MAX),
             }),
         }
     }
@@ -321,9 +324,9 @@ impl Session {
     /// How long no connection has held the session; `None` while one does.
     pub fn offline_for(&self) -> Option<Duration> {
         let inner = self.inner.lock();
-        inner
-            .offline_since
-            .map(|since| since.elapsed() + inner.offline_before_restore)
+        inner.offline_since.map(|since| {
+            since.elapsed() + Duration::from_secs(u64::from(inner.offline_before_restore_secs))
+        })
     }
 
     /// The session's own expiry interval (see [`SessionState::expiry_secs`]).
@@ -361,7 +364,7 @@ impl Session {
         });
         self.attached.store(true, Ordering::SeqCst);
         inner.offline_since = None;
-        inner.offline_before_restore = Duration::ZERO;
+        inner.offline_before_restore_secs = 0;
         drop(inner);
         wake_parked(parked);
         token
@@ -659,7 +662,7 @@ mod tests {
     #[test]
     fn an_idle_session_holds_no_collections() {
         assert!(
-            std::mem::size_of::<Session>() <= 168,
+            std::mem::size_of::<Session>() <= 152,
             "Session is {} bytes",
             std::mem::size_of::<Session>()
         );
@@ -677,7 +680,11 @@ mod tests {
         assert_ne!(state, subscribed);
         state.release_empty_queues();
         assert!(state.queues.is_none());
-        assert_eq!(state, SessionState::new("c", true), "no queues equals empty ones");
+        assert_eq!(
+            state,
+            SessionState::new("c", true),
+            "no queues equals empty ones"
+        );
 
         let s = Session::new(1, SessionState::new("c", false));
         let token = s.attach(1);

@@ -6,13 +6,14 @@
 //! Lock order, everywhere: registry client-id map -> a session's mutex -> subscription tree.
 //! Publishers take only the id map (read) and then one session mutex at a time.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::broker::session::keyed::{ByClientId, ById};
 use crate::broker::session::{AttachToken, Session, SessionId, SessionState};
 
 /// Why a CONNECT could not get its session.
@@ -79,10 +80,10 @@ impl SessionLifetime {
 
 #[derive(Debug, Default)]
 pub struct SessionRegistry {
-    by_client_id: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    by_client_id: Mutex<HashSet<ByClientId>>,
     /// Looked up once per delivery: ahash, not the default SipHash (a session id is a
     /// process-local counter, not attacker-chosen, so HashDoS resistance buys nothing here).
-    by_id: RwLock<HashMap<SessionId, Arc<Session>, ahash::RandomState>>,
+    by_id: RwLock<HashSet<ById, ahash::RandomState>>,
     next_session_id: AtomicU64,
     next_generation: AtomicU64,
     /// Bumped after every change that can change where a publish goes: a session removed
@@ -108,7 +109,7 @@ impl SessionRegistry {
     ) -> Result<Attached, AttachError> {
         let mut by_client_id = self.by_client_id.lock();
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let existing = by_client_id.get(client_id).cloned();
+        let existing = by_client_id.get(client_id).map(|e| e.0.clone());
         if let Some(old) = &existing {
             if old.is_attached() && !allow_link_stealing {
                 return Err(AttachError::ClientIdInUse);
@@ -155,7 +156,7 @@ impl SessionRegistry {
     /// `offline_for`: how long its client had been gone when the broker stopped.
     pub fn restore(&self, state: SessionState, offline_for: Duration) -> Arc<Session> {
         let mut by_client_id = self.by_client_id.lock();
-        if let Some(old) = by_client_id.get(&*state.client_id).cloned() {
+        if let Some(old) = by_client_id.get(&*state.client_id).map(|e| e.0.clone()) {
             old.end();
             self.remove_by_id(old.id());
         }
@@ -164,14 +165,15 @@ impl SessionRegistry {
 
     fn insert_locked(
         &self,
-        by_client_id: &mut HashMap<Arc<str>, Arc<Session>>,
+        by_client_id: &mut HashSet<ByClientId>,
         state: SessionState,
         offline_for: Duration,
     ) -> Arc<Session> {
         let id = self.next_session_id.fetch_add(1, Ordering::Relaxed) + 1;
         let session = Arc::new(Session::restored(id, state, offline_for));
-        by_client_id.insert(session.client_id().clone(), session.clone());
-        self.by_id.write().insert(id, session.clone());
+        // `replace`: a session this one supersedes leaves the set (`insert` would keep it).
+        by_client_id.replace(ByClientId(session.clone()));
+        self.by_id.write().replace(ById(session.clone()));
         session
     }
 
@@ -186,10 +188,10 @@ impl SessionRegistry {
         }
         session.end();
         if by_client_id
-            .get(session.client_id())
-            .is_some_and(|s| Arc::ptr_eq(s, session))
+            .get(&**session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(&s.0, session))
         {
-            by_client_id.remove(session.client_id());
+            by_client_id.remove(&**session.client_id());
         }
         self.remove_by_id(session.id());
         Detached::Ended
@@ -215,7 +217,7 @@ impl SessionRegistry {
 
     /// The session with `id`, if it still exists.
     pub fn get(&self, id: SessionId) -> Option<Arc<Session>> {
-        self.by_id.read().get(&id).cloned()
+        self.by_id.read().get(&id).map(|e| e.0.clone())
     }
 
     /// Run `f` once per run of equal ids in `items` (sorted by id) whose session still exists,
@@ -228,7 +230,7 @@ impl SessionRegistry {
         let by_id = self.by_id.read();
         for run in items.chunk_by(|a, b| a.0 == b.0) {
             if let Some(s) = run.first().and_then(|(id, _)| by_id.get(id)) {
-                f(s, run);
+                f(&s.0, run);
             }
         }
     }
@@ -242,28 +244,32 @@ impl SessionRegistry {
         let by_id = self.by_id.read();
         for (id, extra) in items {
             if let Some(s) = by_id.get(id) {
-                f(s, *extra);
+                f(&s.0, *extra);
             }
         }
     }
 
     /// The session of `client_id`, online or offline.
     pub fn by_client_id(&self, client_id: &str) -> Option<Arc<Session>> {
-        self.by_client_id.lock().get(client_id).cloned()
+        self.by_client_id.lock().get(client_id).map(|e| e.0.clone())
     }
 
     /// Every session, online or offline (for the console).
     pub fn all(&self) -> Vec<Arc<Session>> {
-        self.by_client_id.lock().values().cloned().collect()
+        self.by_client_id
+            .lock()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect()
     }
 
     /// Every persistent session (for the store at shutdown).
     pub fn persistent_sessions(&self) -> Vec<Arc<Session>> {
         self.by_client_id
             .lock()
-            .values()
-            .filter(|s| s.is_persistent())
-            .cloned()
+            .iter()
+            .filter(|s| s.0.is_persistent())
+            .map(|s| s.0.clone())
             .collect()
     }
 
@@ -273,8 +279,8 @@ impl SessionRegistry {
         self.by_client_id
             .lock()
             .iter()
-            .filter(|(_, s)| s.is_attached())
-            .map(|(id, _)| id.clone())
+            .filter(|s| s.0.is_attached())
+            .map(|s| s.0.client_id().clone())
             .collect()
     }
 
@@ -283,7 +289,7 @@ impl SessionRegistry {
     /// kept and returned as `Err` (its client came back meanwhile).
     pub fn remove_offline(&self, client_id: &str) -> Option<Result<Arc<Session>, Arc<Session>>> {
         let mut by_client_id = self.by_client_id.lock();
-        let session = by_client_id.get(client_id).cloned()?;
+        let session = by_client_id.get(client_id).map(|e| e.0.clone())?;
         if session.is_attached() {
             return Some(Err(session));
         }
@@ -298,7 +304,7 @@ impl SessionRegistry {
     /// is ended in the shared engine. Returns it so the caller can drop its subscriptions.
     pub fn remove_handed_over(&self, client_id: &str) -> Option<Arc<Session>> {
         let mut by_client_id = self.by_client_id.lock();
-        let session = by_client_id.remove(client_id)?;
+        let session = by_client_id.take(client_id)?.0;
         session.end_handed_over();
         self.remove_by_id(session.id());
         Some(session)
@@ -311,7 +317,12 @@ impl SessionRegistry {
     /// Sessions online and offline and their queues, for the metrics scrape: one pass, each
     /// session's lock taken on its own (never under the registry's).
     pub fn census(&self) -> SessionCensus {
-        let sessions: Vec<Arc<Session>> = self.by_client_id.lock().values().cloned().collect();
+        let sessions: Vec<Arc<Session>> = self
+            .by_client_id
+            .lock()
+            .iter()
+            .map(|e| e.0.clone())
+            .collect();
         let mut census = SessionCensus::default();
         for session in sessions {
             if session.is_attached() {

@@ -22,11 +22,12 @@
 //!
 //! TLS and WebSocket connections do not park (their streams keep state in user space).
 
+mod deadlines;
 mod poll;
 mod record;
 mod trim;
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -147,7 +148,7 @@ struct State {
     /// Keep-alive deadlines, earliest first, one entry per parked connection with keep-alive.
     /// An entry whose connection woke is dropped when it comes up; one whose connection's
     /// PINGREQs moved its deadline is pushed again with the new deadline.
-    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    deadlines: deadlines::Deadlines,
     commands: Vec<Command>,
     /// Parks since the allocator's free pages were last given back (`trim.rs`).
     trim: trim::Trim,
@@ -164,11 +165,12 @@ impl State {
         if self.deadlines.len() <= 2 * self.parked.len() + 64 {
             return;
         }
-        self.deadlines = self
-            .parked
-            .iter()
-            .filter_map(|(key, p)| p.deadline().map(|d| std::cmp::Reverse((d, *key))))
-            .collect();
+        let parked = &self.parked;
+        self.deadlines.rebuild(
+            parked
+                .iter()
+                .filter_map(|(key, p)| p.deadline().map(|d| (d, *key))),
+        );
     }
 }
 
@@ -251,8 +253,8 @@ impl Shared {
             return Err((parked, Refused::Failed));
         }
         if let Some(deadline) = parked.deadline() {
-            let earliest = state.deadlines.peek().map(|e| e.0 .0);
-            state.deadlines.push(std::cmp::Reverse((deadline, key)));
+            let earliest = state.deadlines.earliest();
+            state.deadlines.push(deadline, key);
             if earliest.is_none_or(|earliest| deadline < earliest) {
                 // The loop sleeps until the earliest deadline it knew.
                 let _ = self.waker.wake();
@@ -428,11 +430,11 @@ mod tests {
         let mut state = State::default();
         let now = Instant::now();
         for key in 0..64 {
-            state.deadlines.push(std::cmp::Reverse((now, key)));
+            state.deadlines.push(now, key);
         }
         state.compact_deadlines();
         assert_eq!(state.deadlines.len(), 64, "at the floor nothing is rebuilt");
-        state.deadlines.push(std::cmp::Reverse((now, 64)));
+        state.deadlines.push(now, 64);
         state.compact_deadlines();
         assert!(state.deadlines.is_empty(), "no connection is parked");
     }

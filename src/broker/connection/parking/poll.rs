@@ -25,7 +25,7 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
     loop {
         let timeout = {
             let state = shared.state.lock();
-            let deadline = state.deadlines.peek().map(|e| e.0 .0);
+            let deadline = state.deadlines.earliest();
             [deadline, state.trim.due_at()]
                 .into_iter()
                 .flatten()
@@ -110,15 +110,11 @@ fn expire(shared: &Shared) {
     let mut due = Vec::new();
     {
         let mut state = shared.state.lock();
-        while let Some(std::cmp::Reverse((at, key))) = state.deadlines.peek().copied() {
-            if at > now {
-                break;
-            }
-            state.deadlines.pop();
+        while let Some(key) = state.deadlines.pop_due(now) {
             // One entry per parked connection: a deadline that PINGREQs moved is pushed again.
             match state.parked.get(&key).and_then(|p| p.deadline()) {
                 Some(deadline) if deadline <= now => due.extend(state.parked.remove(&key)),
-                Some(later) => state.deadlines.push(std::cmp::Reverse((later, key))),
+                Some(later) => state.deadlines.push(later, key),
                 None => {}
             }
         }
