@@ -444,7 +444,6 @@ where
         }),
         // The session's copy of the client id, not a second one (idle memory).
         identity: Identity {
-            client_id: attached.session.client_id().clone(),
             principal,
             authz: AuthzCache::default(),
             will: connect.will.map(Box::new),
@@ -453,7 +452,7 @@ where
         limits: ClientLimits {
             inflight_window: u16::try_from(inflight_window).unwrap_or(u16::MAX),
             max_packet_size,
-            topic_aliases: Vec::new(),
+            topic_aliases: None,
             unacked_inbound: 0,
             // Only on an explicit request: a client that leaves the property out may expect
             // the 2-4 byte acknowledgements of most brokers (Eclipse Paho's test client
@@ -494,7 +493,7 @@ where
     core.clients.register(
         crate::broker::clients::ClientKey::Mqtt(conn.token.generation),
         crate::broker::clients::NewClient {
-            client_id: conn.identity.client_id.clone(),
+            client_id: conn.session.client_id().clone(),
             protocol_version: match version {
                 ProtocolVersion::V31 => "3.1",
                 ProtocolVersion::V311 => "3.1.1",

@@ -316,7 +316,7 @@ impl Conn {
         }
         let data = properties.authentication_data.unwrap_or_default();
         let source = LoginSource {
-            client_id: &self.identity.client_id,
+            client_id: self.session.client_id(),
             peer: state.peer,
             tls: state.tls,
         };

@@ -98,11 +98,8 @@ impl Conn {
         if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
             return Err(CloseReason::TopicAliasInvalid(alias));
         }
-        let known = self
-            .limits
-            .topic_aliases
-            .iter_mut()
-            .find(|(a, _)| *a == alias);
+        let aliases = self.limits.topic_aliases.get_or_insert_with(Box::default);
+        let known = aliases.iter_mut().find(|(a, _)| *a == alias);
         match (topic.is_empty(), known) {
             (true, Some((_, topic))) => Ok(topic.clone()),
             (true, None) => Err(CloseReason::ProtocolViolation(
@@ -114,7 +111,7 @@ impl Conn {
             }
             (false, None) => {
                 let topic: Arc<str> = Arc::from(topic);
-                self.limits.topic_aliases.push((alias, topic.clone()));
+                aliases.push((alias, topic.clone()));
                 Ok(topic)
             }
         }

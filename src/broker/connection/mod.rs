@@ -36,7 +36,7 @@ mod tests;
 pub(crate) use durable_acks::{PendingAcks, Ready};
 pub use flow_control::MQTT5_QUOTA_WAIT;
 pub use parking::{PARK_AFTER_CONNECT, PARK_AFTER_IDLE};
-pub use slot::ConnectionSlot;
+pub use slot::{ConnectionSlot, ConnectorSlots};
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -316,7 +316,6 @@ pub(crate) struct Conn {
 
 /// Who the client is and what it may do.
 struct Identity {
-    client_id: Arc<str>,
     principal: Principal,
     authz: AuthzCache,
     /// Boxed: most clients set none, and every connection (parked or not) would carry its
@@ -333,6 +332,9 @@ impl Identity {
     }
 }
 
+/// An MQTT 5 client's topic aliases: (alias, topic).
+type TopicAliases = Vec<(u16, Arc<str>)>;
+
 /// Limits the client set at CONNECT, and its topic aliases.
 struct ClientLimits {
     /// QoS 1/2 deliveries in flight at most: the broker's window (a u16 option), capped by an
@@ -343,7 +345,10 @@ struct ClientLimits {
     /// 3.1.2-25 requires. See [`ClientLimits::max_packet_bytes`].
     max_packet_size: Option<std::num::NonZeroU32>,
     /// The MQTT 5 client's topic aliases (alias -> topic), at most [`TOPIC_ALIAS_MAXIMUM`].
-    topic_aliases: Vec<(u16, Arc<str>)>,
+    /// Boxed on first use: most clients set none, and every connection (parked or not) would
+    /// carry an empty `Vec`'s 24 bytes.
+    #[allow(clippy::box_collection)]
+    topic_aliases: Option<Box<TopicAliases>>,
     /// The client's QoS 1/2 PUBLISHes not yet answered with PUBACK, PUBCOMP or a PUBREC
     /// >= 0x80 (MQTT 5 only; see `receive_quota.rs`).
     unacked_inbound: u16,
@@ -542,13 +547,13 @@ async fn handshake_phase<S: ParkableStream>(
     };
     tracing::Span::current().record(
         "client_id",
-        tracing::field::display(crate::security::Bounded(&conn.identity.client_id)),
+        tracing::field::display(crate::security::Bounded(conn.session.client_id())),
     );
     crate::metrics::access::connected(crate::metrics::access::Who {
         listener: &params.listener.stats,
         protocol: crate::config::Protocol::Mqtt,
         peer: params.peer,
-        client_id: Some(&conn.identity.client_id),
+        client_id: Some(conn.session.client_id()),
         user: conn.identity.user(),
     });
     tracing::debug!(
@@ -1121,7 +1126,7 @@ impl Conn {
     fn server_reference(&self) -> Option<Box<Properties>> {
         let backplane = self.core.backplane()?;
         let reference =
-            backplane.server_reference(self.listener.scheme, &self.identity.client_id)?;
+            backplane.server_reference(self.listener.scheme, self.session.client_id())?;
         Some(Box::new(Properties {
             server_reference: Some(reference),
             ..Properties::default()
@@ -1192,7 +1197,7 @@ impl Conn {
                 listener: &self.listener.stats,
                 protocol: crate::config::Protocol::Mqtt,
                 peer,
-                client_id: Some(&self.identity.client_id),
+                client_id: Some(self.session.client_id()),
                 user: self.identity.user(),
             },
             reason.metric_reason(),

@@ -3,7 +3,7 @@
 //! including any TLS or WebSocket handshake, runs in the connection's own task.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::connection::{self, ConnectionParams, ConnectionSlot, ListenerSettings};
+use crate::broker::connection::{
+    self, ConnectionParams, ConnectionSlot, ConnectorSlots, ListenerSettings,
+};
 use crate::broker::runtime::BrokerCore;
 use crate::config::{Listener, Protocol};
 use crate::transport::{self, UpgradeLimits};
@@ -80,7 +82,7 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     task_alive: mpsc::Sender<()>,
 ) {
-    let active = Arc::new(AtomicU32::new(0));
+    let slots = ConnectorSlots::new(core.clone());
     core.metrics
         .listeners
         .register(live_settings.load().stats.clone());
@@ -100,7 +102,7 @@ pub async fn accept_loop(
             }
         };
         if let Some(max) = settings.options.maximum_connections {
-            if active.load(Ordering::Relaxed) >= max {
+            if slots.active() >= max {
                 core.counters.connections_refused_limit();
                 crate::metrics::access::refused_at_accept(
                     &settings.stats,
@@ -112,11 +114,10 @@ pub async fn accept_loop(
                 continue;
             }
         }
-        active.fetch_add(1, Ordering::Relaxed);
         core.counters.connections_accepted();
         core.counters.connection_opened();
         settings.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let slot = ConnectionSlot::new(active.clone(), core.clone(), task_alive.clone());
+        let slot = slots.open(task_alive.clone());
         let params = ConnectionParams {
             core: core.clone(),
             listener: settings.clone(),
@@ -241,11 +242,7 @@ mod tests {
         let client = TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = tcp.accept().await.expect("accept");
         core.counters.connection_opened();
-        let slot = ConnectionSlot::new(
-            Arc::new(AtomicU32::new(1)),
-            core.clone(),
-            mpsc::channel(1).0,
-        );
+        let slot = ConnectorSlots::new(core.clone()).open(mpsc::channel(1).0);
         let params = ConnectionParams {
             core,
             listener,

@@ -414,8 +414,8 @@ mod tests {
         let conn = size_of::<Conn>();
         let (kept, phase) = (size_of::<ParkedConn>(), size_of::<Established>());
         eprintln!("parked record {record} B (kept state {kept}, phase {phase}), Conn {conn} B");
-        assert!(record <= 320, "Parked is {record} bytes");
-        assert!(conn <= 320, "Conn is {conn} bytes");
+        assert!(record <= 280, "Parked is {record} bytes");
+        assert!(conn <= 280, "Conn is {conn} bytes");
         assert_eq!(
             class(record),
             class(conn),

@@ -7,8 +7,8 @@
 //! (one pointer): no pause is running, but it remembers the subscribers a pause gave up on, so
 //! that a publisher is not paused for them again after every park. The
 //! authorization cache is dropped too (a cache, refilled on demand; for a client that published
-//! before parking, a sensor reporting once a minute, its largest allocation), and the client
-//! id, which the session holds (the connection shares the session's copy).
+//! before parking, a sensor reporting once a minute, its largest allocation). The client id
+//! is the session's (neither a `Conn` nor a record holds its own).
 //!
 //! The record lives inside the lot's one allocation per connection ([`super::Parked`]) instead
 //! of a boxed `Conn` beside it, and is kept within the same allocator size class as `Conn`
@@ -67,7 +67,6 @@ impl ParkedConn {
         debug_assert!(pause.overfilled().is_empty());
         debug_assert!(flow.held.is_none() && flow.deferred.is_empty());
         let Identity {
-            client_id: _,
             principal,
             authz: _,
             will,
@@ -95,7 +94,6 @@ impl ParkedConn {
             version: self.version,
             keep_alive_limit_ms: None,
             identity: Identity {
-                client_id: self.session.client_id().clone(),
                 principal: self.principal,
                 authz: AuthzCache::default(),
                 will: self.will,
