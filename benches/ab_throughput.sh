@@ -12,13 +12,14 @@
 #   ROUNDS          rounds per scenario (default 5)
 #   DURATION_SECS   publishing time of each run (default 6)
 #   SCENARIOS       subset of: fanin-q0 fanin-q1 pairs-q1 fanin-q1-store fanin-q1-store-psub
-#                   (default), and pairs-q0, fanout-q0 (only when named)
+#                   (default), and pairs-q0, fanout-q0, fanout-q1 (only when named)
 #   OUT             JSON lines output (default benches/results/ab-<UTC date>.jsonl)
 #
 # Scenarios (64-byte payloads, MQTT 3.1.1, loadgen clients are clean sessions):
 #   fanin-q0, fanin-q1  10 publishers -> 1 subscriber on a wildcard, persistent="false"
 #   pairs-q1            10 publisher/subscriber pairs, QoS 1, persistent="false"
 #   pairs-q0, fanout-q0 10 pairs at QoS 0; 1 publisher -> 10 subscribers at QoS 0
+#   fanout-q1           1 publisher -> 10 subscribers at QoS 1 (window 100 per subscriber)
 #   fanin-q1-store      as fanin-q1 with persistent="true" and a kahaDB directory (temp dir)
 #   fanin-q1-store-psub as fanin-q1-store plus one PERSISTENT subscriber (clean session 0, QoS 1,
 #                       on lg/#, benches/mqtt_bulk.py) receiving and acknowledging during the run:
@@ -42,6 +43,7 @@ declare -A args=(
   [pairs-q1]="--mode pairs --publishers 10 --qos 1"
   [pairs-q0]="--mode pairs --publishers 10 --qos 0"
   [fanout-q0]="--mode fan-out --publishers 1 --subscribers 10 --qos 0"
+  [fanout-q1]="--mode fan-out --publishers 1 --subscribers 10 --qos 1"
   [fanin-q1-store]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
   [fanin-q1-store-psub]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
 )

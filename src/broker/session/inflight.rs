@@ -54,10 +54,31 @@ pub enum AckOutcome {
 }
 
 /// In-flight window in send order (retransmission keeps the original order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inflight {
     entries: VecDeque<InflightEntry>,
     next_packet_id: u16,
+    /// The entries' ids lie in send order on the circle of ids, from the oldest's to the
+    /// newest's: an id past the newest's and short of the oldest's is then free without a
+    /// scan of the window (a scan per delivery was the costliest step of a QoS 1 fan-out).
+    /// False once an id had to be found by a scan (the ids wrapped onto a live exchange) or
+    /// a restored one came out of turn; true again when the window empties.
+    #[serde(skip)]
+    ids_in_turn: bool,
+}
+
+impl PartialEq for Inflight {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries && self.next_packet_id == other.next_packet_id
+    }
+}
+
+impl Eq for Inflight {}
+
+/// Steps from id `from` forward to id `to` on the circle of packet ids 1..=65535.
+fn ids_between(from: u16, to: u16) -> u32 {
+    let span = u32::from(u16::MAX);
+    (u32::from(to) + span - u32::from(from)) % span
 }
 
 impl Default for Inflight {
@@ -71,6 +92,7 @@ impl Inflight {
         Inflight {
             entries: VecDeque::new(),
             next_packet_id: 1,
+            ids_in_turn: true,
         }
     }
 
@@ -115,6 +137,11 @@ impl Inflight {
         if self.entries.iter().any(|e| e.packet_id == entry.packet_id) {
             return false;
         }
+        if self.entries.is_empty() {
+            self.ids_in_turn = true;
+        } else if !self.is_past_newest(entry.packet_id) {
+            self.ids_in_turn = false;
+        }
         self.next_packet_id = entry.packet_id.checked_add(1).unwrap_or(1);
         self.entries.push_back(entry);
         true
@@ -124,12 +151,32 @@ impl Inflight {
         if self.entries.len() >= usize::from(u16::MAX) {
             return None;
         }
+        if self.entries.is_empty() {
+            self.ids_in_turn = true;
+        }
+        let candidate = self.next_packet_id;
+        if self.ids_in_turn && self.is_past_newest(candidate) {
+            self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
+            return Some(candidate);
+        }
+        self.ids_in_turn = false;
         loop {
             let candidate = self.next_packet_id;
             self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
             if !self.entries.iter().any(|e| e.packet_id == candidate) {
                 return Some(candidate);
             }
+        }
+    }
+
+    /// `id` lies past the newest entry's id and short of the oldest's, going round the circle
+    /// from the oldest (true for an empty window). Only meaningful while `ids_in_turn`.
+    fn is_past_newest(&self, id: u16) -> bool {
+        match (self.entries.front(), self.entries.back()) {
+            (Some(oldest), Some(newest)) => {
+                ids_between(oldest.packet_id, id) > ids_between(oldest.packet_id, newest.packet_id)
+            }
+            _ => true,
         }
     }
 
@@ -248,8 +295,8 @@ mod tests {
     #[test]
     fn packet_ids_wrap_and_skip_ids_in_use() {
         let mut w = Inflight {
-            entries: VecDeque::new(),
             next_packet_id: u16::MAX,
+            ..Inflight::new()
         };
         assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(u16::MAX));
         assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(1));
@@ -266,5 +313,80 @@ mod tests {
         w.on_puback(ids[2]);
         let left: Vec<u16> = w.iter().map(|e| e.packet_id).collect();
         assert_eq!(left, vec![ids[0], ids[1], ids[3], ids[4]]);
+    }
+
+    /// The reference: the next id at or after `next` (going round) that no live entry holds.
+    fn scanned_id(live: &[u16], next: u16) -> u16 {
+        let mut candidate = next;
+        while live.contains(&candidate) {
+            candidate = candidate.checked_add(1).unwrap_or(1);
+        }
+        candidate
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Send,
+        /// Acknowledge the live entry at this index (modulo the window's length).
+        Ack(usize),
+        /// Jump the next id (as a long-running session's ids do after 65,535 sends).
+        Jump(u16),
+        /// Jump the next id to a few ids before a live entry's (the ids wrapped onto it).
+        JumpNear(usize, u8),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            6 => Just(Step::Send),
+            4 => any::<usize>().prop_map(Step::Ack),
+            1 => (1u16..=u16::MAX).prop_map(Step::Jump),
+            1 => (any::<usize>(), any::<u8>()).prop_map(|(i, back)| Step::JumpNear(i, back)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Handing out ids without a scan gives exactly the ids a scan would, never a live one,
+        /// whatever the order of acknowledgements and however the ids wrap.
+        #[test]
+        fn ids_handed_out_in_turn_are_those_a_scan_finds(
+            steps in proptest::collection::vec(step(), 1..400),
+            restored in proptest::collection::vec(1u16..=u16::MAX, 0..5),
+        ) {
+            let mut w = Inflight::new();
+            for id in restored {
+                let entry = InflightEntry {
+                    packet_id: id,
+                    message: msg(QoS::AtLeastOnce).message,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    subscription_id: None,
+                    stage: InflightStage::AwaitingPubAck,
+                    seq: None,
+                    shared_group: None,
+                };
+                w.restore(entry);
+            }
+            for step in steps {
+                let live: Vec<u16> = w.iter().map(|e| e.packet_id).collect();
+                match step {
+                    Step::Send => {
+                        let expected = scanned_id(&live, w.next_packet_id);
+                        proptest::prop_assert_eq!(w.insert(&msg(QoS::AtLeastOnce)), Some(expected));
+                    }
+                    Step::Ack(i) if !live.is_empty() => {
+                        let id = live[i % live.len()];
+                        proptest::prop_assert_eq!(w.on_puback(id), AckOutcome::Accepted { seq: None });
+                    }
+                    Step::Ack(_) => {}
+                    Step::Jump(next) => w.next_packet_id = next,
+                    Step::JumpNear(i, back) if !live.is_empty() => {
+                        let id = u32::from(live[i % live.len()]) + u32::from(u16::MAX) - u32::from(back % 8);
+                        w.next_packet_id = u16::try_from((id - 1) % u32::from(u16::MAX) + 1).unwrap_or(1);
+                    }
+                    Step::JumpNear(..) => {}
+                }
+            }
+        }
     }
 }
