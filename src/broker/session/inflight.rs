@@ -315,6 +315,25 @@ mod tests {
         assert_eq!(left, vec![ids[0], ids[1], ids[3], ids[4]]);
     }
 
+    /// One exchange never acknowledged while the ids wrap around it twice: its id is never
+    /// handed out again, and no two live exchanges share an id.
+    #[test]
+    fn ids_wrapping_around_a_stuck_exchange_skip_it() {
+        let mut w = Inflight::new();
+        let stuck = w.insert(&msg(QoS::AtLeastOnce)).expect("id");
+        for _ in 0..(2 * usize::from(u16::MAX) + 100) {
+            let id = w.insert(&msg(QoS::AtLeastOnce)).expect("id");
+            assert_ne!(id, stuck);
+            let live: Vec<u16> = w.iter().map(|e| e.packet_id).collect();
+            assert_eq!(live.len(), 2, "the stuck one and the one just sent");
+            assert_eq!(w.on_puback(id), AckOutcome::Accepted { seq: None });
+        }
+        assert_eq!(
+            w.iter().map(|e| e.packet_id).collect::<Vec<_>>(),
+            vec![stuck]
+        );
+    }
+
     /// The reference: the next id at or after `next` (going round) that no live entry holds.
     fn scanned_id(live: &[u16], next: u16) -> u16 {
         let mut candidate = next;
