@@ -93,7 +93,7 @@ impl Conn {
         alias: Option<u16>,
     ) -> Result<Arc<str>, CloseReason> {
         let Some(alias) = alias else {
-            return Ok(super::topic_names::shared_topic(topic));
+            return Ok(self.core.shared_topic(topic));
         };
         if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
             return Err(CloseReason::TopicAliasInvalid(alias));

@@ -32,7 +32,6 @@ mod slot;
 pub mod stomp;
 #[cfg(test)]
 mod tests;
-mod topic_names;
 
 pub(crate) use durable_acks::{PendingAcks, Ready};
 pub use flow_control::MQTT5_QUOTA_WAIT;

@@ -242,6 +242,12 @@ impl BrokerCore {
         }
     }
 
+    /// The topic name of a received PUBLISH as the `Arc<str>` an earlier message to the same
+    /// name was routed with on this thread (see [`route_cache::shared_topic`]).
+    pub fn shared_topic(&self, topic: String) -> Arc<str> {
+        route_cache::shared_topic(self.route_cache_id, topic)
+    }
+
     /// Route a published message now: update the retained store, then queue its copies (see
     /// [`Self::plan_route`]), one per matching shared group to the member it chooses included.
     /// Never blocks on a subscriber. What it changes in the kept state is committed but not

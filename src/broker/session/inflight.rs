@@ -154,15 +154,14 @@ impl Inflight {
         if self.entries.is_empty() {
             self.ids_in_turn = true;
         }
-        let candidate = self.next_packet_id;
-        if self.ids_in_turn && self.is_past_newest(candidate) {
-            self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
-            return Some(candidate);
-        }
-        self.ids_in_turn = false;
         loop {
             let candidate = self.next_packet_id;
             self.next_packet_id = candidate.checked_add(1).unwrap_or(1);
+            if self.ids_in_turn && self.is_past_newest(candidate) {
+                return Some(candidate);
+            }
+            // Found by a scan: the ids no longer go round in turn.
+            self.ids_in_turn = false;
             if !self.entries.iter().any(|e| e.packet_id == candidate) {
                 return Some(candidate);
             }
