@@ -243,7 +243,8 @@ impl BrokerCore {
     }
 
     /// The topic name of a received PUBLISH as the `Arc<str>` an earlier message to the same
-    /// name was routed with on this thread (see [`route_cache::shared_topic`]).
+    /// name was routed with on this thread, so a hot topic is not copied once per message
+    /// (the per-thread table is the route cache's).
     pub fn shared_topic(&self, topic: String) -> Arc<str> {
         route_cache::shared_topic(self.route_cache_id, topic)
     }
