@@ -41,6 +41,7 @@ use super::subject::filter_subjects;
 use super::{shard_prefix, shard_stream, LIVE_PREFIX};
 
 use crate::broker::durability::{Change, QueueOwner, QueueSeq};
+use crate::broker::routing::memory::Body;
 use crate::broker::session::Session;
 use crate::protocol::topic::{matches, parse_shared_subscription};
 use crate::protocol::QoS;
@@ -295,7 +296,7 @@ async fn serve(inner: Arc<Inner>, subscription: Arc<str>, ready: tokio::sync::wa
         let Some(core) = inner.core() else { continue };
         // Charged to `memoryUsage`, and dropped (counted) when it is reached, as a local
         // QoS 0 publish is.
-        let Some(message) = core.admit(frame.message) else {
+        let Some(message) = core.admit(frame.message, Body::Uncharged) else {
             continue;
         };
         let seq = core.durability().next_seq();

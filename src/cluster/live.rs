@@ -20,6 +20,7 @@ use super::codec::decode_message;
 use super::engine::Inner;
 use super::subject::filter_subjects;
 use super::LIVE_PREFIX;
+use crate::broker::routing::memory::Body;
 
 /// Recent live messages remembered to drop their other copies.
 const RECENT: usize = 8192;
@@ -179,7 +180,7 @@ pub fn start(inner: &Arc<Inner>) {
             let Some(core) = node.core() else { return };
             // Charged to `memoryUsage`, and dropped (counted) when it is reached, as a local
             // QoS 0 publish is.
-            let Some(message) = core.admit(frame.message) else {
+            let Some(message) = core.admit(frame.message, Body::Uncharged) else {
                 continue;
             };
             // QoS 0 needs no pacing: a session's queue evicts its oldest QoS 0 messages.

@@ -11,7 +11,7 @@ mod properties;
 mod reason;
 mod wire;
 
-pub use decode::decode;
+pub use decode::{complete_packets, decode, decode_frozen, CompletePackets};
 pub use encode::{encode, encode_publish, publish_packet_len};
 pub use error::{DecodeError, EncodeError};
 pub use reason::{connect_reason_code_v5, connect_return_code_v3, ReasonCode};

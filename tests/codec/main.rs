@@ -5,6 +5,7 @@
 
 #[macro_use]
 mod frames;
+mod chunks;
 mod encoding;
 mod malformed;
 mod malformed_v5;

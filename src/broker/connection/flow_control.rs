@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::inbound::with_reason;
 use super::{CloseReason, Conn};
 use crate::broker::message::Message;
+use crate::broker::routing::memory::Body;
 use crate::broker::runtime::Refusal;
 use crate::protocol::{Packet, ProtocolVersion, Publish, ReasonCode};
 
@@ -123,7 +124,8 @@ impl Conn {
             ack,
             refuse_at,
         } = *held;
-        match self.core.admit_acknowledged(message) {
+        // Its read's charge is not kept: it is charged on its own.
+        match self.core.admit_acknowledged(message, Body::Uncharged) {
             Ok(message) => {
                 if let Some(id) = inbound_qos2 {
                     self.with_session(|s| s.inbound_qos2_mut().insert(id))?;

@@ -9,6 +9,7 @@ use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
 use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::message::{min_qos, Message, SampleStamp, V5Extras};
 use crate::broker::routing::destinations::is_wildcard;
+use crate::broker::routing::memory::Body;
 use crate::broker::runtime::{Routed, TopicRefusal};
 use crate::broker::session::inflight::{AckOutcome, Inflight};
 use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
@@ -35,9 +36,11 @@ const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60
 const RELEASE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Conn {
-    pub(super) fn handle(&mut self, packet: Packet) -> Result<Flow, CloseReason> {
+    /// Handle one packet from the client; `body` says how a PUBLISH's payload is charged
+    /// to `memoryUsage` (see `memory.rs`).
+    pub(super) fn handle(&mut self, packet: Packet, body: Body) -> Result<Flow, CloseReason> {
         match packet {
-            Packet::Publish(p) => self.on_publish(p)?,
+            Packet::Publish(p) => self.on_publish(p, body)?,
             Packet::PubAck(a) => self.on_delivery_ack(|w| w.on_puback(a.packet_id))?,
             Packet::PubRec(a) => self.on_pubrec(a.packet_id, a.reason)?,
             Packet::PubComp(a) => self.on_delivery_ack(|w| w.on_pubcomp(a.packet_id))?,
@@ -203,7 +206,7 @@ impl Conn {
         Ok(())
     }
 
-    fn on_publish(&mut self, p: Publish) -> Result<(), CloseReason> {
+    fn on_publish(&mut self, p: Publish, body: Body) -> Result<(), CloseReason> {
         let received = self.core.counters.message_in(p.qos, p.payload.len());
         if p.properties
             .as_ref()
@@ -246,7 +249,7 @@ impl Conn {
         };
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => {
-                let Some(message) = self.core.admit(message) else {
+                let Some(message) = self.core.admit(message, body) else {
                     return Ok(());
                 };
                 if self.pending_acks.is_empty() {
@@ -267,14 +270,14 @@ impl Conn {
                 }
             }
             (QoS::AtLeastOnce, Some(id)) => {
-                self.publish_acked(message, None, Packet::PubAck(Ack::new(id)))?;
+                self.publish_acked(message, None, Packet::PubAck(Ack::new(id)), body)?;
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 // Exactly once: route on first receipt, remember the id until PUBREL; a
                 // re-sent PUBLISH with that id is acknowledged again but not routed.
                 let ack = Packet::PubRec(Ack::new(id));
                 if self.with_session(|s| s.inbound_qos2_mut().insert(id))? {
-                    self.publish_acked(message, Some(id), ack)?;
+                    self.publish_acked(message, Some(id), ack, body)?;
                 } else {
                     self.ack(ack)?;
                 }
@@ -326,6 +329,7 @@ impl Conn {
         message: Message,
         inbound_qos2: Option<u16>,
         ack: Packet,
+        body: Body,
     ) -> Result<(), CloseReason> {
         let v5 = self.version == ProtocolVersion::V5;
         if let Err(reason) = self.authorize(&message) {
@@ -335,7 +339,7 @@ impl Conn {
             }
             return self.ack(with_reason(ack, reason));
         }
-        match self.core.admit_acknowledged(message) {
+        match self.core.admit_acknowledged(message, body) {
             Ok(message) => self.publish_admitted(message, inbound_qos2, ack),
             Err((message, refusal)) => self.hold(message, inbound_qos2, ack, refusal),
         }

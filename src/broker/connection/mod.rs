@@ -45,7 +45,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::future::OptionFuture;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
@@ -54,11 +54,13 @@ use tracing::Instrument;
 
 use crate::broker::connection::keepalive::KeepAlive;
 use crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS;
+use crate::broker::routing::memory::{Body, Received};
 use crate::broker::runtime::{will_delay_secs, BrokerCore, Overfilled, Routed};
 use crate::broker::session::{AttachToken, Session};
 use crate::config::Listener;
+use crate::protocol::codec::{complete_packets, decode_frozen};
 use crate::protocol::{
-    decode, DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion, ReasonCode,
+    DecodeError, Disconnect, LastWill, Packet, Properties, ProtocolVersion, ReasonCode,
 };
 use crate::security::{AuthzCache, Principal};
 use crate::transport::SharedTls;
@@ -996,20 +998,59 @@ impl Conn {
     /// Handle the complete packets in `read_buf`, stopping early when a publish pauses this
     /// connection (the rest waits in `read_buf` for the pause to end, so a paused publisher
     /// adds at most one message to the session it overfilled, however much it pipelined).
+    /// The complete packets are taken out of `read_buf` as one read charged to `memoryUsage`
+    /// (see `memory.rs`), and the messages are slices of it.
     /// `Err`: close the connection for that reason.
     fn handle_buffered(
         &mut self,
         read_buf: &mut BytesMut,
         max_frame: usize,
     ) -> Result<(), CloseReason> {
+        let mut read = None;
+        let handled = self.handle_received(read_buf, &mut read, max_frame);
+        if let Some(Received { bytes: rest, .. }) = read.filter(|r| !r.bytes.is_empty()) {
+            if handled.is_ok() {
+                // Paused within a read: the packets not handled yet go back in front of what
+                // follows them, and are taken out again when the pause ends.
+                let mut unhandled = BytesMut::with_capacity(rest.len() + read_buf.len());
+                unhandled.extend_from_slice(&rest);
+                unhandled.extend_from_slice(read_buf);
+                *read_buf = unhandled;
+            }
+        }
+        handled
+    }
+
+    /// [`Self::handle_buffered`], `read` holding what is left of the current read and the
+    /// charge its admitted messages add to.
+    fn handle_received(
+        &mut self,
+        read_buf: &mut BytesMut,
+        read: &mut Option<Received>,
+        max_frame: usize,
+    ) -> Result<(), CloseReason> {
         while self.pause.overfilled().is_empty() {
             if self.flow.held.is_none() {
                 if let Some(publish) = self.flow.deferred.pop() {
-                    self.handle(Packet::Publish(publish))?;
+                    // Read before the current read: charged on its own when admitted.
+                    self.handle(Packet::Publish(publish), Body::Uncharged)?;
                     continue;
                 }
             }
-            match decode(read_buf, Some(self.version), max_frame) {
+            let current = match read {
+                Some(current) if !current.bytes.is_empty() => current,
+                _ => {
+                    let found =
+                        complete_packets(read_buf, max_frame).map_err(CloseReason::Malformed)?;
+                    if found.bytes == 0 {
+                        return Ok(());
+                    }
+                    let received = self.core.memory.receive(&read_buf[..found.bytes]);
+                    read_buf.advance(found.bytes);
+                    read.insert(received)
+                }
+            };
+            match decode_frozen(&mut current.bytes, self.version, max_frame) {
                 // While a publish is held (or publishes wait behind one), later publishes wait
                 // in order; every other packet is handled, so the client's acknowledgements of
                 // its own deliveries keep its queue moving (no deadlock on its own messages).
@@ -1024,7 +1065,7 @@ impl Conn {
                     if let Packet::Publish(publish) = &packet {
                         self.count_inbound_publish(publish)?;
                     }
-                    match self.handle(packet)? {
+                    match self.handle(packet, Body::Received(&current.charge))? {
                         inbound::Flow::Continue => {}
                         inbound::Flow::Disconnect => return Err(CloseReason::ClientDisconnect),
                         inbound::Flow::DisconnectWithWill => {
@@ -1032,7 +1073,13 @@ impl Conn {
                         }
                     }
                 }
-                Ok(None) => return Ok(()),
+                // `complete_packets` framed whole packets only.
+                Ok(None) => {
+                    return Err(CloseReason::Malformed(DecodeError::Malformed {
+                        packet: "fixed header",
+                        reason: "a packet framed as complete was not",
+                    }))
+                }
                 Err(e) => return Err(CloseReason::Malformed(e)),
             }
         }

@@ -7,6 +7,14 @@
 //! when the last reference goes (delivered and acknowledged, dropped by a full queue, expired
 //! session, replaced retained message...), so no exit path has to remember to release it.
 //!
+//! What an MQTT connection receives is charged per read instead ([`MemoryGauge::receive`]):
+//! the complete packets of one read are copied into one allocation of their exact size, every
+//! message decoded from it is a slice of it, and each message admitted adds its share to the
+//! read's one charge. A message then keeps its read in memory, not the socket buffer of 8 KiB
+//! or more that a slice of the read buffer would hold (a retained message published alone
+//! would hold one such buffer), and a publisher's messages cost a few allocations per read
+//! rather than one per message.
+//!
 //! When usage reaches the limit, new QoS 1/2 publishes are refused like a full store (not
 //! acknowledged; the client re-sends them later) and QoS 0 publishes are dropped. ActiveMQ
 //! blocks the producer instead; a refusal keeps the connection's other traffic (acks that free
@@ -69,8 +77,7 @@ impl MemoryGauge {
     /// `message` with its payload charged to this gauge until its last copy is dropped.
     /// Charge a message once, where it enters the broker: every clone shares the charge.
     pub fn charge(self: &Arc<Self>, message: Message) -> Message {
-        let charged_bytes =
-            message.topic.len() as u64 + message.payload.len() as u64 + MESSAGE_OVERHEAD_BYTES;
+        let charged_bytes = share_of(&message);
         self.used_bytes.fetch_add(charged_bytes, Ordering::Relaxed);
         let charge = Charge {
             payload: message.payload,
@@ -82,6 +89,87 @@ impl MemoryGauge {
             ..message
         }
     }
+}
+
+impl MemoryGauge {
+    /// `received`, the complete packets of one read, copied into one allocation of its exact
+    /// size: packets decoded from [`Received::bytes`] (`decode_frozen`) are slices of it.
+    /// Nothing is charged yet; each message admitted from it adds its share to
+    /// [`Received::charge`] ([`super::super::runtime::BrokerCore::admit`] with
+    /// [`Body::Received`]), released together when the last slice of the read is dropped.
+    pub fn receive(self: &Arc<Self>, received: &[u8]) -> Received {
+        let charge = Arc::new(ReceivedCharge {
+            gauge: self.clone(),
+            charged_bytes: AtomicU64::new(0),
+        });
+        let bytes = Bytes::from_owner(ReceivedBytes {
+            bytes: received.to_vec(),
+            _charge: charge.clone(),
+        });
+        Received { bytes, charge }
+    }
+}
+
+/// One read of a connection ([`MemoryGauge::receive`]).
+#[derive(Debug)]
+pub struct Received {
+    /// The read's packets; every slice of them holds the charge.
+    pub bytes: Bytes,
+    /// What the messages admitted from it are charged.
+    pub charge: Arc<ReceivedCharge>,
+}
+
+/// The charge of one read: the sum of its admitted messages' shares (topic, payload and
+/// [`MESSAGE_OVERHEAD_BYTES`] each, as [`MemoryGauge::charge`] charges a message), released
+/// from the gauge when the last slice of the read is dropped.
+#[derive(Debug)]
+pub struct ReceivedCharge {
+    gauge: Arc<MemoryGauge>,
+    charged_bytes: AtomicU64,
+}
+
+impl ReceivedCharge {
+    /// Charge `message`, whose payload is a slice of this read, as admitted.
+    pub fn add(&self, message: &Message) {
+        let bytes = share_of(message);
+        self.charged_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.gauge.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ReceivedCharge {
+    fn drop(&mut self) {
+        self.gauge
+            .used_bytes
+            .fetch_sub(*self.charged_bytes.get_mut(), Ordering::Relaxed);
+    }
+}
+
+/// The owner of a read's bytes: holds its charge until the last slice is dropped.
+struct ReceivedBytes {
+    bytes: Vec<u8>,
+    _charge: Arc<ReceivedCharge>,
+}
+
+impl AsRef<[u8]> for ReceivedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// What a message is charged: its topic, its payload and [`MESSAGE_OVERHEAD_BYTES`].
+fn share_of(message: &Message) -> u64 {
+    message.topic.len() as u64 + message.payload.len() as u64 + MESSAGE_OVERHEAD_BYTES
+}
+
+/// Whether a message entering the broker is charged to the gauge already, and how.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Its payload is a slice of this read ([`MemoryGauge::receive`]): admission adds its
+    /// share to the read's charge.
+    Received(&'a ReceivedCharge),
+    /// Not charged yet: admission charges it on its own ([`MemoryGauge::charge`]).
+    Uncharged,
 }
 
 /// The owner of a charged payload: releases its bytes from the gauge when the last `Bytes`
@@ -121,6 +209,35 @@ mod tests {
             retain: false,
             v5: None,
         }
+    }
+
+    #[test]
+    fn a_read_is_charged_for_its_admitted_messages_until_its_last_slice_goes() {
+        let gauge = MemoryGauge::new(10_000);
+        let mut read = vec![0u8; 100];
+        read[10] = 7;
+        let received = gauge.receive(&read);
+        assert_eq!(gauge.used_bytes(), 0, "nothing admitted yet");
+        let first = received.bytes.slice(0..40);
+        let second = received.bytes.slice(40..100);
+        assert_eq!(first[10], 7, "the slices are the read's bytes");
+        let admitted = |payload: &Bytes| Message {
+            payload: payload.clone(),
+            ..message("t", b"")
+        };
+        received.charge.add(&admitted(&first));
+        received.charge.add(&admitted(&second));
+        let expected = 1 + 40 + 1 + 60 + 2 * MESSAGE_OVERHEAD_BYTES;
+        assert_eq!(gauge.used_bytes(), expected);
+        drop(received);
+        drop(first);
+        assert_eq!(
+            gauge.used_bytes(),
+            expected,
+            "a message still holds the read"
+        );
+        drop(second);
+        assert_eq!(gauge.used_bytes(), 0);
     }
 
     #[test]

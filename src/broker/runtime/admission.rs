@@ -3,6 +3,7 @@
 
 use crate::broker::durability::{should_log, DurabilityError};
 use crate::broker::message::Message;
+use crate::broker::routing::memory::Body;
 use crate::protocol::QoS;
 
 use super::BrokerCore;
@@ -42,11 +43,15 @@ impl BrokerCore {
     }
 
     /// A client's QoS 1/2 PUBLISH entering the broker: charged to the memory gauge (once,
-    /// shared by every copy) when the `memoryUsage` limit and the durability engine's room
-    /// (`storeUsage`, disk space) let it in. `Err`: it may not be acknowledged now; the caller
-    /// holds it and asks again (producer flow control). Not counted: see
-    /// [`Self::count_held`].
-    pub fn admit_acknowledged(&self, message: Message) -> Result<Message, (Message, Refusal)> {
+    /// shared by every copy; added to its read's charge if `body` says so) when the `memoryUsage`
+    /// limit and the durability engine's room (`storeUsage`, disk space) let it in. `Err`: it
+    /// may not be acknowledged now; the caller holds it and asks again (producer flow
+    /// control). Not counted: see [`Self::count_held`].
+    pub fn admit_acknowledged(
+        &self,
+        message: Message,
+        body: Body,
+    ) -> Result<Message, (Message, Refusal)> {
         if self.memory.is_full() {
             return Err((message, Refusal::MemoryFull));
         }
@@ -54,7 +59,7 @@ impl BrokerCore {
         if let Err(e) = self.durability.check_room(incoming) {
             return Err((message, Refusal::Durability(e)));
         }
-        Ok(self.memory.charge(message))
+        Ok(self.charged(message, body))
     }
 
     /// A QoS 1/2 publish held back for `refusal` (once per publish): counted and logged
@@ -79,11 +84,11 @@ impl BrokerCore {
     }
 
     /// A client's QoS 0 PUBLISH entering the broker: charged to the memory gauge (once, shared
-    /// by every copy), or `None` (dropped, counted and logged, rate-limited) when the
-    /// `memoryUsage` limit is reached.
-    pub fn admit(&self, message: Message) -> Option<Message> {
+    /// by every copy; added to its read's charge if `body` says so), or `None` (dropped, counted
+    /// and logged, rate-limited) when the `memoryUsage` limit is reached.
+    pub fn admit(&self, message: Message, body: Body) -> Option<Message> {
         if !self.memory.is_full() {
-            return Some(self.memory.charge(message));
+            return Some(self.charged(message, body));
         }
         let (total, outcome) = if message.qos == QoS::AtMostOnce {
             (self.counters.dropped_memory_full(), "QoS 0 publish dropped")
@@ -103,5 +108,15 @@ impl BrokerCore {
             );
         }
         None
+    }
+
+    fn charged(&self, message: Message, body: Body) -> Message {
+        match body {
+            Body::Received(read) => {
+                read.add(&message);
+                message
+            }
+            Body::Uncharged => self.memory.charge(message),
+        }
     }
 }

@@ -9,7 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::error::{DecodeError, PROTOCOL_NAME_SHOWN_CHARS};
 use super::properties::{read_properties, PropertyContext};
 use super::reason;
-use super::wire::{read_fixed_header, Reader};
+use super::wire::{read_fixed_header, FixedHeader, Reader};
 use crate::protocol::packet::*;
 use crate::protocol::topic::{
     parse_shared_subscription, validate_topic_filter, validate_topic_name,
@@ -63,6 +63,40 @@ pub fn decode(
     version: Option<ProtocolVersion>,
     max_size: usize,
 ) -> Result<Option<Packet>, DecodeError> {
+    let Some((kind, header)) = frame_at_front(buf, version, max_size)? else {
+        return Ok(None);
+    };
+    let mut frame = buf.split_to(header.header_len + header.remaining_len);
+    frame.advance(header.header_len);
+    let body = frame.freeze();
+    // `packet_kind` refused everything but CONNECT while `version` is None.
+    let version = version.unwrap_or(ProtocolVersion::V311);
+    decode_body(kind, &body, version).map(Some)
+}
+
+/// [`decode`] from a frozen buffer, after the connection's CONNECT (`version` is known): the
+/// packet's slices (payload, properties) share `buf`'s storage, and with it whatever owns it
+/// (a received chunk charged to `memoryUsage`, see `complete_packets`).
+pub fn decode_frozen(
+    buf: &mut Bytes,
+    version: ProtocolVersion,
+    max_size: usize,
+) -> Result<Option<Packet>, DecodeError> {
+    let Some((kind, header)) = frame_at_front(buf, Some(version), max_size)? else {
+        return Ok(None);
+    };
+    let mut body = buf.split_to(header.header_len + header.remaining_len);
+    body.advance(header.header_len);
+    decode_body(kind, &body, version).map(Some)
+}
+
+/// The kind and fixed header of the packet at the front of `buf` when all of it is there;
+/// `Ok(None)` while it is not.
+fn frame_at_front(
+    buf: &[u8],
+    version: Option<ProtocolVersion>,
+    max_size: usize,
+) -> Result<Option<(Kind, FixedHeader)>, DecodeError> {
     let Some(&first_byte) = buf.first() else {
         return Ok(None);
     };
@@ -76,17 +110,53 @@ pub fn decode(
             max: max_size,
         });
     }
-    let total_len = header.header_len + header.remaining_len;
-    if buf.len() < total_len {
+    if buf.len() < header.header_len + header.remaining_len {
         return Ok(None);
     }
-    let mut frame = buf.split_to(total_len);
-    frame.advance(header.header_len);
-    let body = frame.freeze();
-    // `packet_kind` refused everything but CONNECT while `version` is None.
-    let version = version.unwrap_or(ProtocolVersion::V311);
-    decode_body(kind, &body, version).map(Some)
+    Ok(Some((kind, header)))
 }
+
+/// The complete packets at the front of a received buffer: how many bytes they take and how
+/// many of them are PUBLISH packets. Only the fixed headers are read (MQTT 5.0 2.1); a
+/// packet's content is checked when it is decoded. Stops before an incomplete packet, and
+/// before one whose fixed header is malformed or whose remaining length passes `max_size`:
+/// the error is returned only when no complete packet comes before it, so the packets the
+/// peer sent before a bad one are still handled.
+pub fn complete_packets(buf: &[u8], max_size: usize) -> Result<CompletePackets, DecodeError> {
+    let mut found = CompletePackets::default();
+    while let Some(rest) = buf.get(found.bytes..).filter(|rest| !rest.is_empty()) {
+        let header = match read_fixed_header(rest) {
+            Ok(Some(header)) if header.remaining_len <= max_size => header,
+            Ok(Some(header)) if found.bytes == 0 => {
+                return Err(DecodeError::TooLarge {
+                    size: header.remaining_len,
+                    max: max_size,
+                })
+            }
+            Err(e) if found.bytes == 0 => return Err(e),
+            Ok(_) | Err(_) => break,
+        };
+        let len = header.header_len + header.remaining_len;
+        if rest.len() < len {
+            break;
+        }
+        found.bytes += len;
+        found.publishes += usize::from(rest.first().is_some_and(|b| b >> 4 == PUBLISH_TYPE));
+    }
+    Ok(found)
+}
+
+/// What [`complete_packets`] found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CompletePackets {
+    /// Bytes of complete packets at the front of the buffer.
+    pub bytes: usize,
+    /// How many of them are PUBLISH packets.
+    pub publishes: usize,
+}
+
+/// The control packet type of PUBLISH (MQTT 5.0 2.1.2).
+const PUBLISH_TYPE: u8 = 3;
 
 /// Reads the packet type and checks the flags (MQTT 3.1.1 / 5.0 section 2.1.3).
 fn packet_kind(first_byte: u8, version: Option<ProtocolVersion>) -> Result<Kind, DecodeError> {

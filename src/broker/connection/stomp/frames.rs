@@ -14,6 +14,7 @@ use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
 use crate::broker::message::{Message, SampleStamp};
+use crate::broker::routing::memory::Body;
 use crate::broker::runtime::{BrokerCore, Refusal, TopicRefusal};
 use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame};
@@ -296,7 +297,7 @@ impl StompConn {
                 // ActiveMQ blocks a non-persistent producer too (producer flow control).
                 return self.hold(message, Refusal::MemoryFull, receipt);
             }
-            if let Some(message) = self.core.admit(message) {
+            if let Some(message) = self.core.admit(message, Body::Uncharged) {
                 let (plan, changes) = self.core.plan_route_from(message, &self.origin());
                 self.core.commit_background(changes);
                 if self.pending.is_empty() {
@@ -314,7 +315,7 @@ impl StompConn {
             }
             return;
         }
-        match self.core.admit_acknowledged(message) {
+        match self.core.admit_acknowledged(message, Body::Uncharged) {
             Ok(message) => self.publish_admitted(message, receipt),
             Err((message, refusal)) => self.hold(message, refusal, receipt),
         }
@@ -731,7 +732,7 @@ fn transaction_room(core: &BrokerCore, frames: &[Frame]) -> Result<(), Refusal> 
 /// against `memoryUsage` only (it is never written to the store).
 fn admit(core: &BrokerCore, message: Message) -> Result<Message, (Message, Refusal)> {
     if message.qos != QoS::AtMostOnce {
-        return core.admit_acknowledged(message);
+        return core.admit_acknowledged(message, Body::Uncharged);
     }
     if core.memory.is_full() {
         return Err((message, Refusal::MemoryFull));

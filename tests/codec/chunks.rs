@@ -1,0 +1,84 @@
+//! Received chunks: `complete_packets` finds exactly the whole packets at the front of a
+//! buffer cut anywhere, and `decode_frozen` reads from such a chunk what `decode` reads from
+//! the buffer itself.
+
+use bytes::{Bytes, BytesMut};
+use ferromq::protocol::codec::{complete_packets, decode_frozen};
+use ferromq::protocol::*;
+use proptest::prelude::*;
+
+use crate::strategies::{packet, version};
+use crate::{encoded, MAX};
+
+/// Packets a client sends after its CONNECT, in one version.
+fn stream() -> impl Strategy<Value = (ProtocolVersion, Vec<Packet>)> {
+    version().prop_flat_map(|version| {
+        let after_connect = packet(version)
+            .prop_filter("CONNECT comes first", |p| !matches!(p, Packet::Connect(_)));
+        (Just(version), prop::collection::vec(after_connect, 1..8))
+    })
+}
+
+proptest! {
+    #[test]
+    fn complete_packets_are_the_whole_packets_before_any_cut(
+        (version, packets) in stream(),
+        cut_fraction in 0.0f64..=1.0,
+    ) {
+        let mut wire = BytesMut::new();
+        let mut ends = Vec::new();
+        for p in &packets {
+            wire.extend_from_slice(&encoded(p, version));
+            ends.push((wire.len(), matches!(p, Packet::Publish(_))));
+        }
+        let cut = (wire.len() as f64 * cut_fraction) as usize;
+        let found = complete_packets(&wire[..cut], MAX).expect("valid packets");
+        let whole: Vec<_> = ends.iter().filter(|(end, _)| *end <= cut).collect();
+        prop_assert_eq!(found.bytes, whole.last().map_or(0, |(end, _)| *end));
+        prop_assert_eq!(found.publishes, whole.iter().filter(|(_, publish)| *publish).count());
+
+        let mut chunk = Bytes::copy_from_slice(&wire[..found.bytes]);
+        let mut buffer = BytesMut::from(&wire[..found.bytes]);
+        for _ in 0..whole.len() {
+            let frozen = decode_frozen(&mut chunk, version, MAX).expect("decodes").expect("whole");
+            let mutable = decode(&mut buffer, Some(version), MAX).expect("decodes").expect("whole");
+            prop_assert_eq!(frozen, mutable);
+        }
+        prop_assert!(chunk.is_empty() && buffer.is_empty());
+        prop_assert_eq!(decode_frozen(&mut chunk, version, MAX), Ok(None));
+    }
+}
+
+#[test]
+fn a_bad_fixed_header_is_an_error_only_when_nothing_complete_precedes_it() {
+    let ping = [0xC0, 0x00];
+    let five_byte_length = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
+    assert!(complete_packets(&five_byte_length, MAX).is_err());
+    let after_ping = [&ping[..], &five_byte_length[..]].concat();
+    let found = complete_packets(&after_ping, MAX).expect("the PINGREQ comes first");
+    assert_eq!((found.bytes, found.publishes), (2, 0));
+    assert!(complete_packets(&after_ping[found.bytes..], MAX).is_err());
+}
+
+#[test]
+fn a_packet_above_the_maximum_is_too_large_before_it_arrives() {
+    // A PUBLISH announcing 200 bytes, 3 of them here, against a maximum of 100.
+    let header = [0x30, 0xC8, 0x01, 0, 1, b'a'];
+    assert_eq!(
+        complete_packets(&header, 100),
+        Err(DecodeError::TooLarge {
+            size: 200,
+            max: 100
+        })
+    );
+    assert_eq!(complete_packets(&header[..2], 100).map(|f| f.bytes), Ok(0));
+}
+
+#[test]
+fn a_bad_packet_type_is_left_to_the_decoder() {
+    // Type 0 is reserved: framed like any packet, refused when decoded.
+    let reserved = [0x00, 0x00];
+    assert_eq!(complete_packets(&reserved, MAX).map(|f| f.bytes), Ok(2));
+    let mut chunk = Bytes::copy_from_slice(&reserved);
+    assert!(decode_frozen(&mut chunk, ProtocolVersion::V5, MAX).is_err());
+}
