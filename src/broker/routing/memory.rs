@@ -89,13 +89,11 @@ impl MemoryGauge {
             ..message
         }
     }
-}
 
-impl MemoryGauge {
     /// `received`, the complete packets of one read, copied into one allocation of its exact
     /// size: packets decoded from [`Received::bytes`] (`decode_frozen`) are slices of it.
     /// Nothing is charged yet; each message admitted from it adds its share to
-    /// [`Received::charge`] ([`super::super::runtime::BrokerCore::admit`] with
+    /// [`Received::charge`] ([`crate::broker::runtime::BrokerCore::admit`] with
     /// [`Body::Received`]), released together when the last slice of the read is dropped.
     pub fn receive(self: &Arc<Self>, received: &[u8]) -> Received {
         let charge = Arc::new(ReceivedCharge {
