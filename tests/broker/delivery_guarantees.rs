@@ -469,3 +469,64 @@ async fn a_held_qos2_publish_resent_after_a_reconnect_is_routed_not_taken_for_a_
     assert_eq!(&delivered.payload[..], b"exactly-once");
     broker.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_retained_message_does_not_keep_the_memory_of_the_read_it_arrived_in() {
+    let broker = TestBroker::from_xml(&activemq_xml(
+        &[],
+        r#"<systemUsage><systemUsage>
+             <memoryUsage><memoryUsage limit="4 kb"/></memoryUsage>
+           </systemUsage></systemUsage>"#,
+    ))
+    .await;
+    // One write under 8 KiB, so one read: a small retained message, then a QoS 0 message larger than
+    // the limit that no one subscribes to (admitted: the limit was not reached before it).
+    let (mut publisher, _) = RawClient::connected(broker.addr, "pub", true).await;
+    let mut write = bytes::BytesMut::new();
+    let big = vec![b'q'; 6 * 1024];
+    for packet in [
+        publish_packet("status/x", b"online", QoS::AtMostOnce, None, true),
+        publish_packet("nobody/listens", &big, QoS::AtMostOnce, None, false),
+    ] {
+        ferromq::protocol::encode(
+            &packet,
+            ferromq::protocol::ProtocolVersion::V311,
+            &mut write,
+        )
+        .expect("encode");
+    }
+    publisher.send_raw(&write).await;
+    // A ping answered: both publishes were handled.
+    publisher.send(Packet::PingReq).await;
+    assert!(matches!(publisher.recv().await, Packet::PingResp));
+    let used = broker.handle.core().memory.used_bytes();
+    assert!(
+        used < 1024,
+        "{used} bytes still charged: only the retained copy should be"
+    );
+    // The big message went to no one: its memory is free again, so another publisher's QoS 1
+    // message is acknowledged (not held as if memory were full).
+    let (mut other, _) = RawClient::connected(broker.addr, "other", true).await;
+    other
+        .send(publish_packet(
+            "a/b",
+            b"x",
+            QoS::AtLeastOnce,
+            Some(1),
+            false,
+        ))
+        .await;
+    match other.recv_within(STEP).await {
+        Some(Packet::PubAck(a)) => assert_eq!(a.packet_id, 1),
+        got => panic!("the QoS 1 publish was not acknowledged: {got:?}"),
+    }
+    // The retained message is still served, from its own copy.
+    let (mut sub, _) = RawClient::connected(broker.addr, "sub", true).await;
+    sub.subscribe(1, &[("status/x", QoS::AtMostOnce)]).await;
+    let retained = sub.recv_publish().await;
+    assert_eq!(
+        (&retained.payload[..], retained.retain),
+        (&b"online"[..], true)
+    );
+    broker.shutdown().await;
+}

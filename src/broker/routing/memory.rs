@@ -90,6 +90,17 @@ impl MemoryGauge {
         }
     }
 
+    /// `message` in an allocation and a charge of its own: for a message kept until replaced
+    /// (a retained one), which must not keep alive the read its payload is a slice of, nor so
+    /// the charge of that read's other messages (they would stay charged after delivery, and
+    /// one retained message could hold the gauge at its limit for good).
+    pub fn kept_apart(self: &Arc<Self>, message: &Message) -> Message {
+        self.charge(Message {
+            payload: Bytes::copy_from_slice(&message.payload),
+            ..message.clone()
+        })
+    }
+
     /// `received`, the complete packets of one read, copied into one allocation of its exact
     /// size: packets decoded from [`Received::bytes`] (`decode_frozen`) are slices of it.
     /// Nothing is charged yet; each message admitted from it adds its share to
@@ -235,6 +246,30 @@ mod tests {
             "a message still holds the read"
         );
         drop(second);
+        assert_eq!(gauge.used_bytes(), 0);
+    }
+
+    #[test]
+    fn a_copy_kept_apart_frees_its_read_and_the_read_s_other_charges() {
+        let gauge = MemoryGauge::new(10_000);
+        let received = gauge.receive(&[0u8; 1_000]);
+        let admitted = |payload: Bytes| Message {
+            payload,
+            ..message("t", b"")
+        };
+        let big = admitted(received.bytes.slice(0..990));
+        let small = admitted(received.bytes.slice(990..1_000));
+        received.charge.add(&big);
+        received.charge.add(&small);
+        let kept = gauge.kept_apart(&small);
+        drop((received, big, small));
+        assert_eq!(
+            gauge.used_bytes(),
+            1 + 10 + MESSAGE_OVERHEAD_BYTES,
+            "only the copy"
+        );
+        assert_eq!(kept.payload.len(), 10);
+        drop(kept);
         assert_eq!(gauge.used_bytes(), 0);
     }
 

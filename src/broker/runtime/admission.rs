@@ -112,6 +112,9 @@ impl BrokerCore {
 
     fn charged(&self, message: Message, body: Body) -> Message {
         match body {
+            // Kept until replaced: a copy of its own, so that it does not keep its read alive
+            // (nor the charges of the read's other messages) after they are delivered.
+            Body::Received(_) if message.retain => self.memory.kept_apart(&message),
             Body::Received(read) => {
                 read.add(&message);
                 message
