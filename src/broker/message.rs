@@ -108,6 +108,27 @@ impl V5Extras {
 }
 
 impl Message {
+    /// This message with its payload and correlation data copied: it shares no allocation
+    /// with the read it was decoded from, so keeping it does not keep that read.
+    pub fn detached(&self) -> Message {
+        let v5 = self
+            .v5
+            .as_ref()
+            .map(|v5| match &v5.properties.correlation_data {
+                Some(data) => {
+                    let mut copy = V5Extras::clone(v5);
+                    copy.properties.correlation_data = Some(Bytes::copy_from_slice(data));
+                    Arc::new(copy)
+                }
+                None => v5.clone(),
+            });
+        Message {
+            payload: Bytes::copy_from_slice(&self.payload),
+            v5,
+            ..self.clone()
+        }
+    }
+
     /// Past its Message Expiry Interval at `now`: not delivered any more.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.v5
@@ -216,6 +237,34 @@ pub(crate) mod qos_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_detached_message_shares_no_bytes_with_its_read() {
+        let read = Bytes::from(vec![7u8; 64]);
+        let properties = Properties {
+            correlation_data: Some(read.slice(0..8)),
+            content_type: Some("text/plain".into()),
+            ..Properties::default()
+        };
+        let message = Message {
+            stamp: SampleStamp::NONE,
+            topic: Arc::from("a/b"),
+            payload: read.slice(8..64),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            v5: Some(Arc::new(V5Extras {
+                properties,
+                expires_at: None,
+            })),
+        };
+        let detached = message.detached();
+        assert_eq!(detached, message, "the same message");
+        let within_read = |b: &Bytes| read.as_ptr_range().contains(&b.as_ptr());
+        assert!(!within_read(&detached.payload));
+        let v5 = detached.v5.as_ref().expect("v5 extras kept");
+        let data = v5.properties.correlation_data.as_ref().expect("kept");
+        assert!(!within_read(data));
+    }
 
     #[test]
     fn message_round_trips_through_json() {

@@ -24,6 +24,7 @@ mod mqtt5_subscriptions;
 mod parking;
 mod prefetch;
 mod pubsub;
+mod read_memory;
 mod retained;
 mod security;
 mod session;

@@ -32,7 +32,7 @@ proptest! {
             ends.push((wire.len(), matches!(p, Packet::Publish(_))));
         }
         let cut = (wire.len() as f64 * cut_fraction) as usize;
-        let found = complete_packets(&wire[..cut], MAX).expect("valid packets");
+        let found = complete_packets(&wire[..cut], MAX, usize::MAX).expect("valid packets");
         let whole: Vec<_> = ends.iter().filter(|(end, _)| *end <= cut).collect();
         prop_assert_eq!(found.bytes, whole.last().map_or(0, |(end, _)| *end));
         prop_assert_eq!(found.publishes, whole.iter().filter(|(_, publish)| *publish).count());
@@ -47,17 +47,44 @@ proptest! {
         prop_assert!(chunk.is_empty() && buffer.is_empty());
         prop_assert_eq!(decode_frozen(&mut chunk, version, MAX), Ok(None));
     }
+
+    #[test]
+    fn complete_packets_come_in_groups_of_at_most_max_bytes_or_one_larger_packet(
+        (version, packets) in stream(),
+        max_bytes in 1usize..600,
+    ) {
+        let mut wire = Vec::new();
+        let mut ends = vec![0];
+        for p in &packets {
+            wire.extend_from_slice(&encoded(p, version));
+            ends.push(wire.len());
+        }
+        let mut start = 0;
+        while start < wire.len() {
+            let found = complete_packets(&wire[start..], MAX, max_bytes).expect("valid packets");
+            let end = start + found.bytes;
+            prop_assert!(ends.contains(&end), "a group ends at a packet's end");
+            let packets_in_group = ends.iter().filter(|e| **e > start && **e <= end).count();
+            prop_assert!(
+                found.bytes <= max_bytes || packets_in_group == 1,
+                "{} bytes in {} packets against {}", found.bytes, packets_in_group, max_bytes
+            );
+            let next_packet_fits = ends.iter().find(|e| **e > end).is_some_and(|next| next - start <= max_bytes);
+            prop_assert!(!next_packet_fits, "the group stopped before a packet that fits");
+            start = end;
+        }
+    }
 }
 
 #[test]
 fn a_bad_fixed_header_is_an_error_only_when_nothing_complete_precedes_it() {
     let ping = [0xC0, 0x00];
     let five_byte_length = [0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01];
-    assert!(complete_packets(&five_byte_length, MAX).is_err());
+    assert!(complete_packets(&five_byte_length, MAX, usize::MAX).is_err());
     let after_ping = [&ping[..], &five_byte_length[..]].concat();
-    let found = complete_packets(&after_ping, MAX).expect("the PINGREQ comes first");
+    let found = complete_packets(&after_ping, MAX, usize::MAX).expect("the PINGREQ comes first");
     assert_eq!((found.bytes, found.publishes), (2, 0));
-    assert!(complete_packets(&after_ping[found.bytes..], MAX).is_err());
+    assert!(complete_packets(&after_ping[found.bytes..], MAX, usize::MAX).is_err());
 }
 
 #[test]
@@ -65,20 +92,26 @@ fn a_packet_above_the_maximum_is_too_large_before_it_arrives() {
     // A PUBLISH announcing 200 bytes, 3 of them here, against a maximum of 100.
     let header = [0x30, 0xC8, 0x01, 0, 1, b'a'];
     assert_eq!(
-        complete_packets(&header, 100),
+        complete_packets(&header, 100, usize::MAX),
         Err(DecodeError::TooLarge {
             size: 200,
             max: 100
         })
     );
-    assert_eq!(complete_packets(&header[..2], 100).map(|f| f.bytes), Ok(0));
+    assert_eq!(
+        complete_packets(&header[..2], 100, usize::MAX).map(|f| f.bytes),
+        Ok(0)
+    );
 }
 
 #[test]
 fn a_bad_packet_type_is_left_to_the_decoder() {
     // Type 0 is reserved: framed like any packet, refused when decoded.
     let reserved = [0x00, 0x00];
-    assert_eq!(complete_packets(&reserved, MAX).map(|f| f.bytes), Ok(2));
+    assert_eq!(
+        complete_packets(&reserved, MAX, usize::MAX).map(|f| f.bytes),
+        Ok(2)
+    );
     let mut chunk = Bytes::copy_from_slice(&reserved);
     assert!(decode_frozen(&mut chunk, ProtocolVersion::V5, MAX).is_err());
 }

@@ -18,6 +18,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::time::Instant;
 
 use super::inbound::with_reason;
@@ -51,7 +53,17 @@ impl Deferred {
         self.0.as_ref().is_none_or(|q| q.len() < DEFERRED_MAX)
     }
 
-    pub(super) fn push(&mut self, publish: Publish) {
+    /// `publish`, with its bytes copied out of the read it came in (that read is charged for
+    /// what stays in memory, and a publish waiting for room must not wait on its own bytes).
+    pub(super) fn push(&mut self, mut publish: Publish) {
+        publish.payload = Bytes::copy_from_slice(&publish.payload);
+        if let Some(data) = publish
+            .properties
+            .as_mut()
+            .and_then(|p| p.correlation_data.as_mut())
+        {
+            *data = Bytes::copy_from_slice(data);
+        }
         self.0.get_or_insert_with(Box::default).push_back(publish);
     }
 
@@ -103,7 +115,9 @@ impl Conn {
             self.with_session(|s| s.inbound_qos2_mut().remove(&id))?;
         }
         let held = HeldPublish {
-            message,
+            // Copied out of its read: the read is charged for what stays in memory
+            // (`Received::settle`), and a held publish must not wait on its own bytes.
+            message: message.detached(),
             inbound_qos2,
             ack,
             refuse_at: self.refusal_deadline(),

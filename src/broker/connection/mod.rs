@@ -54,7 +54,7 @@ use tracing::Instrument;
 
 use crate::broker::connection::keepalive::KeepAlive;
 use crate::broker::routing::limits::OVERFILL_PAUSE_LIMIT_MS;
-use crate::broker::routing::memory::{Body, Received};
+use crate::broker::routing::memory::{Body, Received, READ_GROUP_BYTES};
 use crate::broker::runtime::{will_delay_secs, BrokerCore, Overfilled, Routed};
 use crate::broker::session::{AttachToken, Session};
 use crate::config::Listener;
@@ -1029,12 +1029,13 @@ impl Conn {
         let mut read = None;
         let mut publishes = 0;
         let handled = self.handle_received(read_buf, &mut read, &mut publishes, max_frame);
-        if let Some(Received { bytes: rest, .. }) = read.filter(|r| !r.bytes.is_empty()) {
-            if handled.is_ok() {
+        if let Some(last) = read {
+            last.settle();
+            if handled.is_ok() && !last.bytes.is_empty() {
                 // Paused within a read: the packets not handled yet go back in front of what
                 // follows them, and are taken out again when the pause ends.
-                let mut unhandled = BytesMut::with_capacity(rest.len() + read_buf.len());
-                unhandled.extend_from_slice(&rest);
+                let mut unhandled = BytesMut::with_capacity(last.bytes.len() + read_buf.len());
+                unhandled.extend_from_slice(&last.bytes);
                 unhandled.extend_from_slice(read_buf);
                 *read_buf = unhandled;
             }
@@ -1062,14 +1063,17 @@ impl Conn {
             let current = match read {
                 Some(current) if !current.bytes.is_empty() => current,
                 _ => {
-                    let found =
-                        complete_packets(read_buf, max_frame).map_err(CloseReason::Malformed)?;
+                    let found = complete_packets(read_buf, max_frame, READ_GROUP_BYTES)
+                        .map_err(CloseReason::Malformed)?;
                     if found.bytes == 0 {
                         return Ok(());
                     }
                     *publishes += found.publishes;
                     let received = self.core.memory.receive(&read_buf[..found.bytes]);
                     read_buf.advance(found.bytes);
+                    if let Some(handled) = read.take() {
+                        handled.settle();
+                    }
                     read.insert(received)
                 }
             };

@@ -8,12 +8,16 @@
 //! session, replaced retained message...), so no exit path has to remember to release it.
 //!
 //! What an MQTT connection receives is charged per read instead ([`MemoryGauge::receive`]):
-//! the complete packets of one read are copied into one allocation of their exact size, every
-//! message decoded from it is a slice of it, and each message admitted adds its share to the
-//! read's one charge. A message then keeps its read in memory, not the socket buffer of 8 KiB
-//! or more that a slice of the read buffer would hold (a retained message published alone
-//! would hold one such buffer), and a publisher's messages cost a few allocations per read
-//! rather than one per message.
+//! the complete packets of one read (at most [`READ_GROUP_BYTES`] of them, or one larger
+//! packet alone) are copied into one allocation of their exact size, every message decoded
+//! from it is a slice of it, and each message admitted adds its share to the read's one
+//! charge. A message then keeps its read in memory, not the socket buffer of 8 KiB or more
+//! that a slice of the read buffer would hold (a retained message published alone would hold
+//! one such buffer), and a publisher's messages cost a few allocations per read rather than
+//! one per message. Once the read is handled, its bytes that are no admitted message's payload
+//! (headers, topics, packets refused or not published) are charged too ([`Received::settle`]):
+//! they stay in memory as long as one of its messages does (queued for an offline session),
+//! so the gauge counts them; a read whose messages are all gone releases them at once.
 //!
 //! When usage reaches the limit, new QoS 1/2 publishes are refused like a full store (not
 //! acknowledged; the client re-sends them later) and QoS 0 publishes are dropped. ActiveMQ
@@ -35,6 +39,12 @@ pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1 << 30;
 /// Bytes charged per message on top of its topic and payload: the message value, its queue
 /// slot and reference counts, rounded up.
 pub const MESSAGE_OVERHEAD_BYTES: u64 = 128;
+
+/// The most bytes of packets taken as one read ([`MemoryGauge::receive`]); a larger packet
+/// comes alone. Bounds what one small message kept from a read keeps of its neighbours (a
+/// large refused PUBLISH next to it is never in the same allocation). A socket read is
+/// 8 KiB, so a busy publisher's reads are not split.
+pub const READ_GROUP_BYTES: usize = 16 * 1024;
 
 /// Bytes of messages held in memory, against the configured limit. Shared by every charge.
 #[derive(Debug)]
@@ -95,10 +105,7 @@ impl MemoryGauge {
     /// the charge of that read's other messages (they would stay charged after delivery, and
     /// one retained message could hold the gauge at its limit for good).
     pub fn kept_apart(self: &Arc<Self>, message: &Message) -> Message {
-        self.charge(Message {
-            payload: Bytes::copy_from_slice(&message.payload),
-            ..message.clone()
-        })
+        self.charge(message.detached())
     }
 
     /// `received`, the complete packets of one read, copied into one allocation of its exact
@@ -110,12 +117,17 @@ impl MemoryGauge {
         let charge = Arc::new(ReceivedCharge {
             gauge: self.clone(),
             charged_bytes: AtomicU64::new(0),
+            payload_bytes: AtomicU64::new(0),
         });
         let bytes = Bytes::from_owner(ReceivedBytes {
             bytes: received.to_vec(),
             _charge: charge.clone(),
         });
-        Received { bytes, charge }
+        Received {
+            bytes,
+            charge,
+            taken_bytes: received.len(),
+        }
     }
 }
 
@@ -126,15 +138,36 @@ pub struct Received {
     pub bytes: Bytes,
     /// What the messages admitted from it are charged.
     pub charge: Arc<ReceivedCharge>,
+    /// Its length when received (`bytes` shrinks as packets are decoded from its front).
+    taken_bytes: usize,
+}
+
+impl Received {
+    /// The read is handled but for its last `bytes.len()` bytes (given back to the
+    /// connection's buffer after a pause): charge its handled bytes that are not an admitted
+    /// message's payload, held until its last slice goes like the rest of its charge.
+    pub fn settle(&self) {
+        let handled = (self.taken_bytes - self.bytes.len()) as u64;
+        let payload = self.charge.payload_bytes.load(Ordering::Relaxed);
+        let rest = handled.saturating_sub(payload);
+        self.charge.charged_bytes.fetch_add(rest, Ordering::Relaxed);
+        self.charge
+            .gauge
+            .used_bytes
+            .fetch_add(rest, Ordering::Relaxed);
+    }
 }
 
 /// The charge of one read: the sum of its admitted messages' shares (topic, payload and
-/// [`MESSAGE_OVERHEAD_BYTES`] each, as [`MemoryGauge::charge`] charges a message), released
-/// from the gauge when the last slice of the read is dropped.
+/// [`MESSAGE_OVERHEAD_BYTES`] each, as [`MemoryGauge::charge`] charges a message) and its
+/// other bytes ([`Received::settle`]), released from the gauge when the last slice of the
+/// read is dropped.
 #[derive(Debug)]
 pub struct ReceivedCharge {
     gauge: Arc<MemoryGauge>,
     charged_bytes: AtomicU64,
+    /// Bytes of the read that are admitted messages' payloads (charged in their shares).
+    payload_bytes: AtomicU64,
 }
 
 impl ReceivedCharge {
@@ -142,6 +175,8 @@ impl ReceivedCharge {
     pub fn add(&self, message: &Message) {
         let bytes = share_of(message);
         self.charged_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.payload_bytes
+            .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
         self.gauge.used_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
@@ -246,6 +281,30 @@ mod tests {
             "a message still holds the read"
         );
         drop(second);
+        assert_eq!(gauge.used_bytes(), 0);
+    }
+
+    #[test]
+    fn a_settled_read_is_charged_for_its_handled_bytes_that_are_no_admitted_payload() {
+        let gauge = MemoryGauge::new(10_000);
+        let mut received = gauge.receive(&[0u8; 100]);
+        let kept = received.bytes.split_to(40).slice(30..40);
+        received.charge.add(&Message {
+            payload: kept.clone(),
+            ..message("t", b"")
+        });
+        let _paused_here = received.bytes.split_to(20);
+        // 60 handled, 10 of them an admitted payload; 40 go back to the connection's buffer.
+        received.settle();
+        let share = 1 + 10 + MESSAGE_OVERHEAD_BYTES;
+        assert_eq!(gauge.used_bytes(), share + 50);
+        drop((received, _paused_here));
+        assert_eq!(
+            gauge.used_bytes(),
+            share + 50,
+            "the kept payload holds the read"
+        );
+        drop(kept);
         assert_eq!(gauge.used_bytes(), 0);
     }
 

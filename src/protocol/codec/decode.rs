@@ -121,8 +121,14 @@ fn frame_at_front(
 /// packet's content is checked when it is decoded. Stops before an incomplete packet, and
 /// before one whose fixed header is malformed or whose remaining length passes `max_size`:
 /// the error is returned only when no complete packet comes before it, so the packets the
-/// peer sent before a bad one are still handled.
-pub fn complete_packets(buf: &[u8], max_size: usize) -> Result<CompletePackets, DecodeError> {
+/// peer sent before a bad one are still handled. Also stops before a packet that would take
+/// the total past `max_bytes`; the first packet is taken whatever its size, so a packet
+/// larger than `max_bytes` comes alone.
+pub fn complete_packets(
+    buf: &[u8],
+    max_size: usize,
+    max_bytes: usize,
+) -> Result<CompletePackets, DecodeError> {
     let mut found = CompletePackets::default();
     while let Some(rest) = buf.get(found.bytes..).filter(|rest| !rest.is_empty()) {
         let header = match read_fixed_header(rest) {
@@ -137,7 +143,7 @@ pub fn complete_packets(buf: &[u8], max_size: usize) -> Result<CompletePackets, 
             Ok(_) | Err(_) => break,
         };
         let len = header.header_len + header.remaining_len;
-        if rest.len() < len {
+        if rest.len() < len || (found.bytes > 0 && found.bytes + len > max_bytes) {
             break;
         }
         found.bytes += len;
