@@ -114,10 +114,10 @@ impl Message {
         let v5 = self
             .v5
             .as_ref()
-            .map(|v5| match &v5.properties.correlation_data {
-                Some(data) => {
+            .map(|v5| match v5.properties.correlation_data {
+                Some(_) => {
                     let mut copy = V5Extras::clone(v5);
-                    copy.properties.correlation_data = Some(Bytes::copy_from_slice(data));
+                    copy.properties.detach();
                     Arc::new(copy)
                 }
                 None => v5.clone(),

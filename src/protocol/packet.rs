@@ -65,6 +65,48 @@ pub struct Properties {
     pub shared_subscription_available: Option<u8>,
 }
 
+/// A copy of `bytes` in an allocation of its own. The decoder's binary fields are slices of
+/// the buffer they were read from; a field kept longer than its packet (a will, a message
+/// waiting for room) is detached so that it does not keep that whole buffer in memory.
+fn detached(bytes: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(bytes)
+}
+
+impl Properties {
+    /// Copy the binary properties (correlation data, authentication data) into allocations of
+    /// their own, so that keeping them does not keep the buffer they were decoded from.
+    pub fn detach(&mut self) {
+        for data in [&mut self.correlation_data, &mut self.authentication_data]
+            .into_iter()
+            .flatten()
+        {
+            *data = detached(data);
+        }
+    }
+}
+
+impl LastWill {
+    /// Detach the will's payload and binary properties from the CONNECT they came in, which
+    /// was read into a buffer of 8 KiB or more that the connection would otherwise keep for
+    /// its whole life.
+    pub fn detach(&mut self) {
+        self.payload = detached(&self.payload);
+        if let Some(properties) = self.properties.as_mut() {
+            properties.detach();
+        }
+    }
+}
+
+impl Publish {
+    /// Detach the payload and binary properties from the read they came in.
+    pub fn detach(&mut self) {
+        self.payload = detached(&self.payload);
+        if let Some(properties) = self.properties.as_mut() {
+            properties.detach();
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Connect(Box<Connect>),

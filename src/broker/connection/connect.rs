@@ -611,7 +611,13 @@ async fn read_connect<R: AsyncRead + Unpin>(
 ) -> Result<Box<Connect>, HandshakeEnd> {
     loop {
         match decode(read_buf, None, max_frame) {
-            Ok(Some(Packet::Connect(c))) => return Ok(c),
+            Ok(Some(Packet::Connect(mut c))) => {
+                // Kept for the connection's life: not a slice of its first read buffer.
+                if let Some(will) = c.will.as_mut() {
+                    will.detach();
+                }
+                return Ok(c);
+            }
             Ok(Some(_)) => return Err(HandshakeEnd::FirstPacketNotConnect),
             Ok(None) => {}
             Err(e) => return Err(HandshakeEnd::Malformed(e)),
@@ -660,5 +666,54 @@ async fn refuse_with<W: AsyncWrite + Unpin>(
         detail,
         cause: cause_of(reason),
         who: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::protocol::{LastWill, QoS};
+
+    #[tokio::test]
+    async fn a_will_is_not_a_slice_of_the_buffer_its_connect_was_read_into() {
+        let connect = Connect {
+            protocol: ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive_secs: 60,
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            properties: None,
+            will: Some(LastWill {
+                topic: "status/c".into(),
+                payload: Bytes::from_static(b"offline"),
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                properties: None,
+            }),
+        };
+        let mut wire = BytesMut::new();
+        encode(
+            &Packet::Connect(Box::new(connect)),
+            ProtocolVersion::V311,
+            &mut wire,
+        )
+        .expect("encode");
+        let (mut client, mut server) = tokio::io::duplex(1024);
+        client.write_all(&wire).await.expect("write");
+        let mut read_buf = BytesMut::with_capacity(16 * 1024);
+        let buffer = read_buf.as_ptr_range().start..read_buf.as_ptr().wrapping_add(16 * 1024);
+        let connect = read_connect(&mut server, &mut read_buf, 1 << 20)
+            .await
+            .expect("a CONNECT");
+        let will = connect.will.expect("the will");
+        assert_eq!(&will.payload[..], b"offline");
+        assert!(
+            !buffer.contains(&will.payload.as_ptr()),
+            "the will keeps the connection's first read buffer"
+        );
     }
 }

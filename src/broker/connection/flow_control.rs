@@ -18,8 +18,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use tokio::time::Instant;
 
 use super::inbound::with_reason;
@@ -56,14 +54,7 @@ impl Deferred {
     /// `publish`, with its bytes copied out of the read it came in (that read is charged for
     /// what stays in memory, and a publish waiting for room must not wait on its own bytes).
     pub(super) fn push(&mut self, mut publish: Publish) {
-        publish.payload = Bytes::copy_from_slice(&publish.payload);
-        if let Some(data) = publish
-            .properties
-            .as_mut()
-            .and_then(|p| p.correlation_data.as_mut())
-        {
-            *data = Bytes::copy_from_slice(data);
-        }
+        publish.detach();
         self.0.get_or_insert_with(Box::default).push_back(publish);
     }
 

