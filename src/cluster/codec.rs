@@ -97,7 +97,9 @@ pub fn encode_message(
     Ok(out.freeze())
 }
 
-/// Read a frame back (the payload shares `bytes`).
+/// Read a frame back. The payload is a copy: `bytes` is a slice of the NATS client's read
+/// buffer (64 KiB, shared by every message read into it), which a kept message (retained, queued
+/// for a slow session) would otherwise keep whole.
 pub fn decode_message(mut bytes: Bytes) -> Result<Frame, FrameError> {
     if bytes.remaining() < 18 {
         return Err(bad("shorter than its header"));
@@ -137,7 +139,7 @@ pub fn decode_message(mut bytes: Bytes) -> Result<Frame, FrameError> {
         message: Message {
             stamp: SampleStamp::NONE,
             topic,
-            payload: bytes,
+            payload: Bytes::copy_from_slice(&bytes),
             qos,
             retain: flags & RETAIN != 0,
             v5,
@@ -383,6 +385,17 @@ mod tests {
                 assert_eq!(frame.publisher.as_deref(), publisher);
             }
         }
+    }
+
+    #[test]
+    fn a_decoded_payload_does_not_keep_the_buffer_it_was_read_from() {
+        let frame = encode_message(&message(false), 1, 2, None).expect("encodes");
+        let mut read = bytes::BytesMut::with_capacity(64 * 1024);
+        read.extend_from_slice(&frame);
+        let buffer = read.as_ptr()..read.as_ptr().wrapping_add(64 * 1024);
+        let decoded = decode_message(read.split().freeze()).expect("decodes");
+        assert_eq!(&decoded.message.payload[..], b"payload");
+        assert!(!buffer.contains(&decoded.message.payload.as_ptr()));
     }
 
     #[test]
