@@ -73,6 +73,34 @@ fn detached(bytes: &Bytes) -> Bytes {
 }
 
 impl Properties {
+    /// The bytes its strings, binary data and lists take on the heap (their contents and,
+    /// for user properties, the two `String`s of each pair): what keeping it costs beyond the
+    /// struct itself.
+    pub fn heap_bytes(&self) -> usize {
+        let strings = [
+            &self.content_type,
+            &self.response_topic,
+            &self.assigned_client_identifier,
+            &self.authentication_method,
+            &self.response_information,
+            &self.server_reference,
+            &self.reason_string,
+        ]
+        .into_iter()
+        .flatten()
+        .map(String::len);
+        let binary = [&self.correlation_data, &self.authentication_data]
+            .into_iter()
+            .flatten()
+            .map(Bytes::len);
+        let user = self
+            .user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2 * std::mem::size_of::<String>());
+        strings.chain(binary).chain(user).sum::<usize>()
+            + self.subscription_identifiers.len() * std::mem::size_of::<u32>()
+    }
+
     /// Copy the binary properties (correlation data, authentication data) into allocations of
     /// their own, so that keeping them does not keep the buffer they were decoded from.
     pub fn detach(&mut self) {

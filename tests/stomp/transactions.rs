@@ -91,13 +91,25 @@ async fn fill_memory(env: &crate::Env) -> StompClient {
 
 #[tokio::test]
 async fn a_commit_is_admitted_whole_never_part_routed_then_refused() {
-    // Three 5 KB messages under an 8 KB limit that refuses at once: the memory has room
-    // when the COMMIT comes, so the whole transaction is admitted, not the first message
-    // routed and the others refused.
+    // 4 KB kept, then three 2 KB messages under an 8 KB limit that refuses at once: the
+    // memory has room when the COMMIT comes, so the whole transaction is admitted, not the
+    // first messages routed and the last refused. (A transaction larger than the limit
+    // itself is refused as it grows: it is held in memory until COMMIT.)
     let env = crate::broker_with(&tiny_memory(r#"sendFailIfNoSpace="true""#)).await;
     offline_subscriber(&env).await;
     let mut p = env.connected(&[]).await;
-    let bodies: Vec<String> = (0..3).map(|n| format!("{n}{}", "x".repeat(5000))).collect();
+    p.send(
+        "SEND",
+        &[
+            ("destination", "/topic/d.kept"),
+            ("persistent", "true"),
+            ("receipt", "k"),
+        ],
+        &"k".repeat(4000),
+    )
+    .await;
+    assert_eq!(p.recv().await.command, "RECEIPT");
+    let bodies: Vec<String> = (0..3).map(|n| format!("{n}{}", "x".repeat(2000))).collect();
     begin_and_send(&mut p, "t", &bodies).await;
     p.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
         .await;
@@ -105,7 +117,12 @@ async fn a_commit_is_admitted_whole_never_part_routed_then_refused() {
     assert_eq!(answer.command, "RECEIPT", "{answer:?}");
     assert_eq!(answer.header("receipt-id"), Some("c"));
     let (payloads, _sub) = drain(&env, Duration::from_millis(500)).await;
-    assert_eq!(payloads, bodies, "every message of the commit, in order");
+    assert_eq!(payloads[0].len(), 4000, "the kept message first");
+    assert_eq!(
+        payloads[1..],
+        bodies,
+        "every message of the commit, in order"
+    );
     env.broker.shutdown().await;
 }
 
@@ -312,5 +329,55 @@ async fn receipts_of_acks_inside_a_transaction_leave_at_once() {
     c.send("COMMIT", &[("transaction", "t"), ("receipt", "c")], "")
         .await;
     assert_eq!(c.recv().await.header("receipt-id"), Some("c"));
+    env.broker.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_open_transaction_is_charged_to_memory_and_one_larger_than_the_limit_is_refused() {
+    let env = crate::broker_with(&tiny_memory("")).await;
+    let used = || env.broker.handle.core().memory.used_bytes();
+    let mut p = env.connected(&[]).await;
+    p.send("BEGIN", &[("transaction", "t")], "").await;
+    let body = "b".repeat(2000);
+    for n in 0..2 {
+        let receipt = format!("s{n}");
+        p.send(
+            "SEND",
+            &[
+                ("destination", "/topic/d.tx"),
+                ("transaction", "t"),
+                ("receipt", &receipt),
+            ],
+            &body,
+        )
+        .await;
+        assert_eq!(p.recv().await.command, "RECEIPT");
+    }
+    let charged = used();
+    assert!(charged >= 4000, "{charged} bytes charged for 4,000 held");
+    p.send("ABORT", &[("transaction", "t"), ("receipt", "a")], "")
+        .await;
+    assert_eq!(p.recv().await.command, "RECEIPT");
+    assert_eq!(used(), 0, "released at ABORT");
+    // Five of them (10 KB) do not fit an 8 kb limit: refused when the SEND that passes it
+    // arrives, nothing applied.
+    p.send("BEGIN", &[("transaction", "big")], "").await;
+    for _ in 0..5 {
+        p.send(
+            "SEND",
+            &[("destination", "/topic/d.tx"), ("transaction", "big")],
+            &body,
+        )
+        .await;
+    }
+    let error = p.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    let message = error.header("message").unwrap_or_default();
+    assert!(
+        message.contains("larger than the memory limit"),
+        "{message}"
+    );
+    p.expect_closed_within(Duration::from_secs(2)).await;
+    assert_eq!(used(), 0, "released with the connection");
     env.broker.shutdown().await;
 }

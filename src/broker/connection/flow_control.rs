@@ -3,10 +3,11 @@
 //! connection stops reading until it is admitted, as ActiveMQ blocks a producer.
 //!
 //! - While held, the connection still writes, and still reads every packet but PUBLISH: later
-//!   PUBLISH packets wait in order ([`Deferred`], bounded by [`DEFERRED_MAX`]; then reading
-//!   stops). So a client that publishes and subscribes keeps acknowledging its own
-//!   deliveries, which frees the memory its publish waits for: it cannot deadlock. Its
-//!   keep-alive does not run out while a publish is held (we are the ones holding it).
+//!   PUBLISH packets wait in order ([`Deferred`], bounded by [`DEFERRED_MAX`] packets and
+//!   [`DEFERRED_MAX_BYTES`]; then reading stops). So a client that publishes and subscribes
+//!   keeps acknowledging its own deliveries, which frees the memory its publish waits for: it
+//!   does not deadlock while its window of unacknowledged publishes stays within those
+//!   bounds. Its keep-alive does not run out while a publish is held (we hold it).
 //! - The held publish is tried again every [`HELD_RETRY`].
 //! - An MQTT 5 client is refused with PUBACK/PUBREC 0x97 (Quota exceeded) after
 //!   `sendFailIfNoSpaceAfterTimeout`, at once with `sendFailIfNoSpace="true"`, else after
@@ -36,32 +37,51 @@ pub const MQTT5_QUOTA_WAIT: Duration = Duration::from_secs(5);
 /// reading stops. Above any client's own window of unacknowledged publishes.
 pub(super) const DEFERRED_MAX: usize = 256;
 
+/// ... or up to this many bytes of payload, whichever comes first: they are held in memory
+/// outside `memoryUsage` (charging them would make the held publish wait for room its own
+/// followers take), so a connection may hold this much beyond the limit while it is paused,
+/// not 256 packets of up to `maxFrameSize` each.
+pub(super) const DEFERRED_MAX_BYTES: usize = 1024 * 1024;
+
 /// PUBLISH packets waiting behind a held one, in arrival order. Allocated on first use; boxed
 /// so that a connection that never holds one pays one pointer, not a `VecDeque` (idle memory).
-#[allow(clippy::box_collection)]
 #[derive(Debug, Default)]
-pub(super) struct Deferred(Option<Box<VecDeque<Publish>>>);
+pub(super) struct Deferred(Option<Box<DeferredQueue>>);
+
+#[derive(Debug, Default)]
+pub(super) struct DeferredQueue {
+    publishes: VecDeque<Publish>,
+    /// Their payloads' bytes.
+    bytes: usize,
+}
 
 impl Deferred {
     pub(super) fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.is_empty())
+        self.0.as_ref().is_none_or(|q| q.publishes.is_empty())
     }
 
     pub(super) fn has_room(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.len() < DEFERRED_MAX)
+        self.0
+            .as_ref()
+            .is_none_or(|q| q.publishes.len() < DEFERRED_MAX && q.bytes < DEFERRED_MAX_BYTES)
     }
 
     /// `publish`, with its bytes copied out of the read it came in (that read is charged for
     /// what stays in memory, and a publish waiting for room must not wait on its own bytes).
     pub(super) fn push(&mut self, mut publish: Publish) {
         publish.detach();
-        self.0.get_or_insert_with(Box::default).push_back(publish);
+        let queue = self.0.get_or_insert_with(Box::default);
+        queue.bytes += publish.payload.len();
+        queue.publishes.push_back(publish);
     }
 
     pub(super) fn pop(&mut self) -> Option<Publish> {
         let queue = self.0.as_mut()?;
-        let publish = queue.pop_front();
-        if queue.is_empty() {
+        let publish = queue.publishes.pop_front();
+        if let Some(publish) = &publish {
+            queue.bytes -= publish.payload.len();
+        }
+        if queue.publishes.is_empty() {
             self.0 = None;
         }
         publish
@@ -169,5 +189,44 @@ impl Conn {
             ProtocolVersion::V5 => self.ack(with_reason(held.ack, ReasonCode::QuotaExceeded)),
             ProtocolVersion::V31 | ProtocolVersion::V311 => Err(CloseReason::NoSpace),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::QoS;
+
+    fn publish(payload_bytes: usize) -> Publish {
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t".into(),
+            packet_id: Some(1),
+            payload: Bytes::from(vec![0; payload_bytes]),
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn deferred_publishes_are_bounded_by_count_and_by_bytes() {
+        let mut by_bytes = Deferred::default();
+        while by_bytes.has_room() {
+            by_bytes.push(publish(64 * 1024));
+        }
+        assert_eq!(by_bytes.0.as_ref().map(|q| q.publishes.len()), Some(16));
+        by_bytes.pop();
+        assert!(by_bytes.has_room(), "room again once one is taken");
+        let mut by_count = Deferred::default();
+        while by_count.has_room() {
+            by_count.push(publish(1));
+        }
+        assert_eq!(
+            by_count.0.as_ref().map(|q| q.publishes.len()),
+            Some(DEFERRED_MAX)
+        );
     }
 }

@@ -36,8 +36,8 @@ use crate::broker::message::Message;
 /// ferromq has no JVM heap, so a file written that way gets this default; see docs.)
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1 << 30;
 
-/// Bytes charged per message on top of its topic and payload: the message value, its queue
-/// slot and reference counts, rounded up.
+/// Bytes charged per message on top of its topic, payload and properties: the message value,
+/// its queue slot and reference counts, rounded up.
 pub const MESSAGE_OVERHEAD_BYTES: u64 = 128;
 
 /// The most bytes of packets taken as one read ([`MemoryGauge::receive`]); a larger packet
@@ -100,6 +100,16 @@ impl MemoryGauge {
         }
     }
 
+    /// `bytes` held in memory outside any message (the SENDs of an open STOMP transaction),
+    /// charged until the returned value is dropped; [`HeldBytes::add`] charges more.
+    pub fn hold(self: &Arc<Self>, bytes: u64) -> HeldBytes {
+        self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+        HeldBytes {
+            gauge: self.clone(),
+            bytes,
+        }
+    }
+
     /// `message` in an allocation and a charge of its own: for a message kept until replaced
     /// (a retained one), which must not keep alive the read its payload is a slice of, nor so
     /// the charge of that read's other messages (they would stay charged after delivery, and
@@ -128,6 +138,34 @@ impl MemoryGauge {
             charge,
             taken_bytes: received.len(),
         }
+    }
+}
+
+/// Bytes charged by [`MemoryGauge::hold`], released when dropped.
+#[derive(Debug)]
+pub struct HeldBytes {
+    gauge: Arc<MemoryGauge>,
+    bytes: u64,
+}
+
+impl HeldBytes {
+    /// Charge `bytes` more.
+    pub fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        self.gauge.used_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// What is held.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.gauge
+            .used_bytes
+            .fetch_sub(self.bytes, Ordering::Relaxed);
     }
 }
 
@@ -175,8 +213,16 @@ impl ReceivedCharge {
     pub fn add(&self, message: &Message) {
         let bytes = share_of(message);
         self.charged_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.payload_bytes
-            .fetch_add(message.payload.len() as u64, Ordering::Relaxed);
+        // Its correlation data is a slice of the read too, and charged in its share.
+        let correlation = message
+            .v5
+            .as_ref()
+            .and_then(|v5| v5.properties.correlation_data.as_ref())
+            .map_or(0, |data| data.len());
+        self.payload_bytes.fetch_add(
+            (message.payload.len() + correlation) as u64,
+            Ordering::Relaxed,
+        );
         self.gauge.used_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 }
@@ -201,9 +247,13 @@ impl AsRef<[u8]> for ReceivedBytes {
     }
 }
 
-/// What a message is charged: its topic, its payload and [`MESSAGE_OVERHEAD_BYTES`].
+/// What a message is charged: its topic, its payload, its MQTT 5 properties (user properties,
+/// correlation data... and the struct holding them) and [`MESSAGE_OVERHEAD_BYTES`].
 fn share_of(message: &Message) -> u64 {
-    message.topic.len() as u64 + message.payload.len() as u64 + MESSAGE_OVERHEAD_BYTES
+    let properties = message.v5.as_ref().map_or(0, |v5| {
+        std::mem::size_of::<crate::broker::message::V5Extras>() + v5.properties.heap_bytes()
+    });
+    (message.topic.len() + message.payload.len() + properties) as u64 + MESSAGE_OVERHEAD_BYTES
 }
 
 /// Whether a message entering the broker is charged to the gauge already, and how.
@@ -346,6 +396,37 @@ mod tests {
         drop(copies);
         assert_eq!(gauge.used_bytes(), expected, "a slice still holds the body");
         drop(slice);
+        assert_eq!(gauge.used_bytes(), 0);
+    }
+
+    #[test]
+    fn a_message_is_charged_for_its_mqtt5_properties_too() {
+        let gauge = MemoryGauge::new(1 << 20);
+        let properties = crate::protocol::Properties {
+            user_properties: vec![("k".into(), "v".repeat(10_000))],
+            correlation_data: Some(Bytes::from(vec![0; 5_000])),
+            ..Default::default()
+        };
+        let with_properties = Message {
+            v5: Some(Arc::new(crate::broker::message::V5Extras {
+                properties,
+                expires_at: None,
+            })),
+            ..message("t", b"p")
+        };
+        let charged = gauge.charge(with_properties);
+        assert!(gauge.used_bytes() > 15_000, "{}", gauge.used_bytes());
+        drop(charged);
+        assert_eq!(gauge.used_bytes(), 0);
+    }
+
+    #[test]
+    fn held_bytes_are_charged_until_dropped() {
+        let gauge = MemoryGauge::new(1_000);
+        let mut held = gauge.hold(100);
+        held.add(50);
+        assert_eq!((gauge.used_bytes(), held.bytes()), (150, 150));
+        drop(held);
         assert_eq!(gauge.used_bytes(), 0);
     }
 

@@ -14,7 +14,7 @@ use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
 use crate::broker::message::{Message, SampleStamp};
-use crate::broker::routing::memory::Body;
+use crate::broker::routing::memory::{Body, HeldBytes, MESSAGE_OVERHEAD_BYTES};
 use crate::broker::runtime::{BrokerCore, Refusal, TopicRefusal};
 use crate::config::DestinationKind;
 use crate::protocol::stomp::{Command, Frame};
@@ -25,16 +25,33 @@ use crate::security::Action;
 /// when it arrived, its `receipt` already answered).
 #[derive(Default)]
 pub(crate) struct Transactions {
-    open: HashMap<String, Vec<Frame>>,
+    open: HashMap<String, OpenTransaction>,
     /// A COMMIT admitted whole is being applied: its SENDs are not checked against the
     /// broker-wide limits again (all or nothing).
     applying: bool,
+}
+
+/// The frames of an open transaction, and their memory: charged to `memoryUsage` as they
+/// arrive (they are held in memory until COMMIT), released once the COMMIT has charged each
+/// message it carries, or at ABORT.
+struct OpenTransaction {
+    frames: Vec<Frame>,
+    charge: HeldBytes,
 }
 
 /// A COMMIT whose room the broker-wide limits granted: its frames and its RECEIPT.
 pub(crate) struct AdmittedTransaction {
     frames: Vec<Frame>,
     receipt: Option<Frame>,
+    /// Its frames' memory until they are applied (see [`OpenTransaction`]).
+    charge: HeldBytes,
+}
+
+/// What a frame held in a transaction is charged: its body, its headers and the message
+/// overhead.
+fn held_frame_bytes(frame: &Frame) -> u64 {
+    let headers: usize = frame.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    (frame.body.len() + headers) as u64 + MESSAGE_OVERHEAD_BYTES
 }
 
 /// Stale plans (a receiving session ended between planning and commit) are planned again
@@ -477,7 +494,14 @@ impl StompConn {
                 Some(frame),
             ));
         }
-        self.transactions().open.insert(id, Vec::new());
+        let charge = self.core.memory.hold(0);
+        self.transactions().open.insert(
+            id,
+            OpenTransaction {
+                frames: Vec::new(),
+                charge,
+            },
+        );
         self.receipt(frame);
         Ok(())
     }
@@ -500,7 +524,27 @@ impl StompConn {
                     Some(&frame),
                 ))
             }
-            Command::Send => self.check_transacted_send(&frame)?,
+            Command::Send => {
+                self.check_transacted_send(&frame)?;
+                let held = self
+                    .transactions()
+                    .open
+                    .get(&id)
+                    .map_or(0, |t| t.charge.bytes());
+                if held + held_frame_bytes(&frame) > self.core.memory.limit_bytes() {
+                    // Held in memory until COMMIT: a transaction larger than `memoryUsage`
+                    // could never be kept. The connection closes, nothing of it applied.
+                    return Err(Close::error(
+                        format!(
+                            "Usage Manager Memory Usage limit reached: transaction {id} is \
+                             larger than the memory limit; not committed, nothing of it \
+                             applied. See \
+                             http://activemq.apache.org/producer-flow-control.html for more info"
+                        ),
+                        Some(&frame),
+                    ));
+                }
+            }
             _ => self.check_transacted_ack(&frame)?,
         }
         let receipt = Self::receipt_for(&frame);
@@ -508,7 +552,8 @@ impl StompConn {
             .headers
             .retain(|(n, _)| n != "receipt" && n != "transaction");
         if let Some(held) = self.transactions().open.get_mut(&id) {
-            held.push(frame);
+            held.charge.add(held_frame_bytes(&frame));
+            held.frames.push(frame);
         }
         if let Some(receipt) = receipt {
             self.send_ordered(receipt);
@@ -605,10 +650,11 @@ impl StompConn {
             ));
         };
         let transaction = AdmittedTransaction {
-            frames: held,
+            frames: held.frames,
             receipt: Self::receipt_for(frame),
+            charge: held.charge,
         };
-        match transaction_room(&self.core, &transaction.frames) {
+        match transaction_room(&self.core, &transaction.frames, transaction.charge.bytes()) {
             Ok(()) => self.apply_transaction(transaction),
             Err(refusal) => {
                 self.hold_transaction(id, transaction, refusal);
@@ -678,7 +724,7 @@ impl StompConn {
                     };
                 }
                 tokio::time::sleep(HELD_RETRY).await;
-                match transaction_room(&core, &transaction.frames) {
+                match transaction_room(&core, &transaction.frames, transaction.charge.bytes()) {
                     Ok(()) => break,
                     Err(why) => refusal = why,
                 }
@@ -707,13 +753,15 @@ impl StompConn {
 }
 
 /// Whether the broker-wide limits have room for every SEND of a transaction at once:
-/// `memoryUsage` for all, `storeUsage` (and disk) for the persistent ones' bytes together.
-fn transaction_room(core: &BrokerCore, frames: &[Frame]) -> Result<(), Refusal> {
+/// `memoryUsage` for all (not counting `own_bytes`, what the transaction's frames are already
+/// charged: it must not wait for room that it takes itself), `storeUsage` (and disk) for the
+/// persistent ones' bytes together.
+fn transaction_room(core: &BrokerCore, frames: &[Frame], own_bytes: u64) -> Result<(), Refusal> {
     let sends = || frames.iter().filter(|f| f.command == Command::Send);
     if sends().next().is_none() {
         return Ok(());
     }
-    if core.memory.is_full() {
+    if core.memory.used_bytes().saturating_sub(own_bytes) >= core.memory.limit_bytes() {
         return Err(Refusal::MemoryFull);
     }
     let persistent_bytes: u64 = sends()
