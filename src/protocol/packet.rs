@@ -113,25 +113,27 @@ impl Properties {
     }
 }
 
+/// [`detached`] a payload and the binary properties that come with it.
+fn detach_body(payload: &mut Bytes, properties: Option<&mut Box<Properties>>) {
+    *payload = detached(payload);
+    if let Some(properties) = properties {
+        properties.detach();
+    }
+}
+
 impl LastWill {
     /// Detach the will's payload and binary properties from the CONNECT they came in, which
     /// was read into a buffer of 8 KiB or more that the connection would otherwise keep for
     /// its whole life.
     pub fn detach(&mut self) {
-        self.payload = detached(&self.payload);
-        if let Some(properties) = self.properties.as_mut() {
-            properties.detach();
-        }
+        detach_body(&mut self.payload, self.properties.as_mut());
     }
 }
 
 impl Publish {
     /// Detach the payload and binary properties from the read they came in.
     pub fn detach(&mut self) {
-        self.payload = detached(&self.payload);
-        if let Some(properties) = self.properties.as_mut() {
-            properties.detach();
-        }
+        detach_body(&mut self.payload, self.properties.as_mut());
     }
 }
 

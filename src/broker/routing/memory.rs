@@ -87,12 +87,9 @@ impl MemoryGauge {
     /// `message` with its payload charged to this gauge until its last copy is dropped.
     /// Charge a message once, where it enters the broker: every clone shares the charge.
     pub fn charge(self: &Arc<Self>, message: Message) -> Message {
-        let charged_bytes = share_of(&message);
-        self.used_bytes.fetch_add(charged_bytes, Ordering::Relaxed);
         let charge = Charge {
+            _held: self.hold(share_of(&message)),
             payload: message.payload,
-            charged_bytes,
-            gauge: self.clone(),
         };
         Message {
             payload: Bytes::from_owner(charge),
@@ -100,8 +97,8 @@ impl MemoryGauge {
         }
     }
 
-    /// `bytes` held in memory outside any message (the SENDs of an open STOMP transaction),
-    /// charged until the returned value is dropped; [`HeldBytes::add`] charges more.
+    /// `bytes` charged until the returned value is dropped (a message's charge, the SENDs of
+    /// an open STOMP transaction); [`HeldBytes::add`] charges more.
     pub fn hold(self: &Arc<Self>, bytes: u64) -> HeldBytes {
         self.used_bytes.fetch_add(bytes, Ordering::Relaxed);
         HeldBytes {
@@ -185,6 +182,12 @@ impl Received {
     /// connection's buffer after a pause): charge its handled bytes that are not an admitted
     /// message's payload, held until its last slice goes like the rest of its charge.
     pub fn settle(&self) {
+        if self.charge.charged_bytes.load(Ordering::Relaxed) == 0 {
+            // Nothing admitted from it (acknowledgements, a subscribe...): no message keeps a
+            // slice of it (retained messages and publishes held for room are copies), so it
+            // goes as soon as it is handled. Spares the shared gauge two updates per read.
+            return;
+        }
         let handled = (self.taken_bytes - self.bytes.len()) as u64;
         let payload = self.charge.payload_bytes.load(Ordering::Relaxed);
         let rest = handled.saturating_sub(payload);
@@ -266,25 +269,16 @@ pub enum Body<'a> {
     Uncharged,
 }
 
-/// The owner of a charged payload: releases its bytes from the gauge when the last `Bytes`
-/// sharing it is dropped.
+/// The owner of a charged payload: releases its bytes from the gauge (its [`HeldBytes`]) when
+/// the last `Bytes` sharing it is dropped.
 struct Charge {
     payload: Bytes,
-    charged_bytes: u64,
-    gauge: Arc<MemoryGauge>,
+    _held: HeldBytes,
 }
 
 impl AsRef<[u8]> for Charge {
     fn as_ref(&self) -> &[u8] {
         &self.payload
-    }
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.gauge
-            .used_bytes
-            .fetch_sub(self.charged_bytes, Ordering::Relaxed);
     }
 }
 
