@@ -55,14 +55,24 @@ async fn three_servers_survive_a_kill_and_take_the_server_back() {
     // A replicated key-value bucket, written before the kill, is read after it.
     let client = async_nats::connect(urls.clone()).await.expect("connect");
     let js = async_nats::jetstream::new(client);
-    let kv = js
-        .create_key_value(async_nats::jetstream::kv::Config {
+    // The meta group of three servers just started may take longer than a request's 5 s to
+    // answer on a loaded machine (the whole test suite at once): asked again until 20 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let kv = loop {
+        let config = async_nats::jetstream::kv::Config {
             bucket: "HARNESS".into(),
             num_replicas: 3,
             ..Default::default()
-        })
-        .await
-        .expect("bucket with 3 replicas");
+        };
+        match js.create_key_value(config).await {
+            Ok(kv) => break kv,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("bucket with 3 replicas: {e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("bucket with 3 replicas: {e}"),
+        }
+    };
     // A bucket just made answers once its stream's raft group has a leader: on a loaded
     // machine the first put can find no stream yet.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
