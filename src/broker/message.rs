@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::broker::durability::now_ms;
 use crate::broker::durability::stored_v5::StoredV5;
+use crate::broker::durability::{now_ms, PagedBody};
 pub use crate::metrics::latency::SampleStamp;
 use crate::protocol::{Properties, QoS};
 
@@ -129,6 +129,53 @@ impl Message {
         }
     }
 
+    /// This message as a paged-out queue entry keeps it in memory (its envelope): without its
+    /// payload, and without MQTT 5 properties that take more heap than a side of their own
+    /// (their expiry stays, so an expired entry is known without reading it back). Both are
+    /// kept by the durability engine and come back with [`Message::read_back`]; smaller
+    /// properties stay, shared with the message's other copies.
+    pub fn envelope(&self) -> Message {
+        let v5 = match &self.v5 {
+            Some(v5) if v5.properties.heap_bytes() > PROPERTIES_KEPT_IN_ENVELOPE => {
+                v5.expires_at.map(|expires_at| {
+                    Arc::new(V5Extras {
+                        properties: Properties::default(),
+                        expires_at: Some(expires_at),
+                    })
+                })
+            }
+            other => other.clone(),
+        };
+        Message {
+            payload: Bytes::new(),
+            v5,
+            ..self.clone()
+        }
+    }
+
+    /// The message of paged-out `envelope` ([`Message::envelope`]) with `body`, read back from
+    /// the durability engine: the payload, and the properties unless the envelope kept them.
+    /// The envelope's expiry is the one that counts (it is the message's, to the instant).
+    pub fn read_back(envelope: &Message, body: PagedBody) -> Message {
+        let kept_in_envelope = envelope
+            .v5
+            .as_ref()
+            .is_some_and(|v5| v5.properties != Properties::default());
+        let v5 = match body.v5 {
+            Some(stored) if !kept_in_envelope && stored.properties != Properties::default() => {
+                let mut v5 = Arc::unwrap_or_clone(stored);
+                v5.expires_at = envelope.v5.as_ref().and_then(|v5| v5.expires_at);
+                Some(Arc::new(v5))
+            }
+            _ => envelope.v5.clone(),
+        };
+        Message {
+            payload: body.payload,
+            v5,
+            ..envelope.clone()
+        }
+    }
+
     /// Past its Message Expiry Interval at `now`: not delivered any more.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.v5
@@ -137,6 +184,11 @@ impl Message {
             .is_some_and(|at| at <= now)
     }
 }
+
+/// Heap bytes of properties a paged-out envelope keeps (see [`Message::envelope`]): up to the
+/// size of the side that would replace them, so an envelope costs at most about two sides
+/// more than a message without properties, whatever was published.
+const PROPERTIES_KEPT_IN_ENVELOPE: usize = std::mem::size_of::<V5Extras>();
 
 /// `at` as ms since the Unix epoch (by the wall clock now).
 fn wall_ms_of(at: Instant) -> u64 {
@@ -237,6 +289,104 @@ pub(crate) mod qos_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_properties(properties: Properties, expiry_secs: Option<u32>) -> Message {
+        let now = Instant::now();
+        let properties = Properties {
+            message_expiry_interval: expiry_secs,
+            ..properties
+        };
+        Message {
+            stamp: SampleStamp::NONE,
+            topic: "t".into(),
+            payload: Bytes::from_static(b"payload"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            v5: V5Extras::from_publish(Some(Box::new(properties)), now),
+        }
+    }
+
+    fn large_properties() -> Properties {
+        Properties {
+            user_properties: vec![("pad".into(), "u".repeat(4_000))],
+            content_type: Some("text/plain".into()),
+            ..Properties::default()
+        }
+    }
+
+    #[test]
+    fn an_envelope_drops_large_properties_and_keeps_the_expiry() {
+        let message = with_properties(large_properties(), Some(60));
+        let envelope = message.envelope();
+        assert!(envelope.payload.is_empty());
+        let v5 = envelope.v5.as_ref().expect("the expiry stays");
+        assert_eq!(v5.properties, Properties::default());
+        assert_eq!(
+            v5.expires_at,
+            message.v5.as_ref().and_then(|v| v.expires_at)
+        );
+
+        let without_expiry = with_properties(large_properties(), None).envelope();
+        assert!(without_expiry.v5.is_none(), "nothing left of the side");
+    }
+
+    #[test]
+    fn an_envelope_shares_small_properties_with_the_message() {
+        let small = Properties {
+            content_type: Some("text/plain".into()),
+            ..Properties::default()
+        };
+        let message = with_properties(small, Some(60));
+        let envelope = message.envelope();
+        let (kept, original) = (envelope.v5.expect("kept"), message.v5.expect("sent"));
+        assert!(Arc::ptr_eq(&kept, &original), "the same side, not a copy");
+    }
+
+    #[test]
+    fn read_back_restores_dropped_properties_under_the_envelopes_expiry() {
+        let message = with_properties(large_properties(), Some(60));
+        let envelope = message.envelope();
+        // As the store gives it back: its expiry went through wall-clock milliseconds.
+        let stored = message.v5.as_ref().map(|v5| v5.to_stored()).expect("v5");
+        let body = PagedBody {
+            payload: message.payload.clone(),
+            v5: V5Extras::from_stored(stored),
+        };
+        let back = Message::read_back(&envelope, body);
+        assert_eq!(back.payload, message.payload);
+        let (back_v5, sent_v5) = (back.v5.expect("back"), message.v5.expect("sent"));
+        assert_eq!(back_v5.properties, sent_v5.properties);
+        assert_eq!(back_v5.expires_at, sent_v5.expires_at, "to the instant");
+    }
+
+    #[test]
+    fn read_back_keeps_properties_the_envelope_kept() {
+        let small = Properties {
+            content_type: Some("kept".into()),
+            ..Properties::default()
+        };
+        let message = with_properties(small, None);
+        let envelope = message.envelope();
+        let body = PagedBody {
+            payload: message.payload.clone(),
+            v5: None,
+        };
+        let back = Message::read_back(&envelope, body);
+        assert!(Arc::ptr_eq(
+            back.v5.as_ref().expect("kept"),
+            message.v5.as_ref().expect("sent")
+        ));
+
+        let plain = Message {
+            v5: None,
+            ..message
+        };
+        let body = PagedBody {
+            payload: plain.payload.clone(),
+            v5: None,
+        };
+        assert_eq!(Message::read_back(&plain.envelope(), body), plain);
+    }
 
     #[test]
     fn a_detached_message_shares_no_bytes_with_its_read() {

@@ -97,7 +97,7 @@ use space::DiskSpace;
 use tables::{storage, MESSAGES, META, NEXT_ID_KEY, REFS};
 use writer::{DbSlot, Health, Request, Writer};
 
-/// Whose queue [`Store::read_payloads_of`] reads.
+/// Whose queue [`Store::read_paged_of`] reads.
 #[derive(Clone, Copy)]
 enum PagedQueue<'a> {
     Session(&'a str),
@@ -430,7 +430,7 @@ impl Store {
 
     /// [`Store::recover`], reading the payloads of at most `queued_in_memory` queued (not yet
     /// sent) entries per session; the others come back `paged`, with an empty payload, to be
-    /// read with [`Store::read_payloads`] when needed. Message bodies are decoded one at a time
+    /// read with [`Store::read_paged`] when needed. Message bodies are decoded one at a time
     /// and their payloads not held, so recovery's memory does not grow with the store's size.
     pub fn recover_paged(&self, queued_in_memory: usize) -> Result<Recovered, StoreError> {
         let recovered = {
@@ -448,32 +448,33 @@ impl Store {
         Ok(recovered)
     }
 
-    /// The payloads of queue entries `seqs` of `client_id`, in the order asked; `None` for an
-    /// entry (or body) that is not there. Reads a snapshot (a read transaction beside the
-    /// writer); it blocks, so from async code run it in `spawn_blocking`.
-    pub fn read_payloads(
+    /// The messages (payload and MQTT 5 properties) of queue entries `seqs` of `client_id`,
+    /// in the order asked; `None` for an entry (or body) that is not there. Reads a snapshot (a
+    /// read transaction beside the writer); it blocks, so from async code run it in
+    /// `spawn_blocking`.
+    pub fn read_paged(
         &self,
         client_id: &str,
         seqs: &[QueueSeq],
-    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
-        self.read_payloads_of(PagedQueue::Session(client_id), seqs)
+    ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
+        self.read_paged_of(PagedQueue::Session(client_id), seqs)
     }
 
-    /// [`Store::read_payloads`] for entries of an owned queue (the paged entries of
+    /// [`Store::read_paged`] for entries of an owned queue (the paged entries of
     /// [`Recovered::queues`]).
-    pub fn read_owned_payloads(
+    pub fn read_owned_paged(
         &self,
         queue: &OwnedQueue,
         seqs: &[QueueSeq],
-    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
-        self.read_payloads_of(PagedQueue::Owned(queue), seqs)
+    ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
+        self.read_paged_of(PagedQueue::Owned(queue), seqs)
     }
 
-    fn read_payloads_of(
+    fn read_paged_of(
         &self,
         queue: PagedQueue<'_>,
         seqs: &[QueueSeq],
-    ) -> Result<Vec<Option<bytes::Bytes>>, StoreError> {
+    ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
         let db = self.inner.db.lock();
         let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
             detail: "the store is being reopened after a failed write".into(),
@@ -509,10 +510,10 @@ impl Store {
                 }
             }
         }
-        let mut payloads = Vec::with_capacity(seqs.len());
+        let mut messages_read = Vec::with_capacity(seqs.len());
         for entry in entries {
             let Some(entry) = entry else {
-                payloads.push(None);
+                messages_read.push(None);
                 continue;
             };
             let record = codec::decode_queue_record(&entry)
@@ -522,16 +523,16 @@ impl Store {
                 None => match messages.get(record.entry.message_id).map_err(storage)? {
                     Some(body) => bytes::Bytes::copy_from_slice(body.value()),
                     None => {
-                        payloads.push(None);
+                        messages_read.push(None);
                         continue;
                     }
                 },
             };
             let message = codec::decode_message(&body)
                 .map_err(|e| StoreError::storage("reading a message body", e))?;
-            payloads.push(Some(message.payload));
+            messages_read.push(Some(message));
         }
-        Ok(payloads)
+        Ok(messages_read)
     }
 
     pub fn stats(&self) -> StoreStats {

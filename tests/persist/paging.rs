@@ -14,12 +14,12 @@ use crate::support::wire::{spawn_broker, subscribe, KillOnDrop, Wire};
 use bytes::Bytes;
 use ferromq::protocol::{Ack, Packet, Publish, QoS};
 
-const MEMORY_LIMIT_MB: u64 = 16;
+pub(crate) const MEMORY_LIMIT_MB: u64 = 16;
 /// What the broker process may hold beyond `memoryUsage`: the store's page cache (64 MiB at
 /// most) and the process itself (code, runtime, allocator slack: 28 MiB; 24 was passed by
 /// 1 MiB while draining when the whole suite ran in parallel on 2 cores, the allocator's
 /// per-thread caches growing with the scheduling) ...
-const RSS_MARGIN_MB: u64 = 64 + 28;
+pub(crate) const RSS_MARGIN_MB: u64 = 64 + 28;
 /// ... plus the envelope of each paged-out message (topic, QoS, sequence: measured about 134
 /// bytes with a 6-byte topic; 8x `memoryUsage` queued took 11 MiB more than 3x).
 const ENVELOPE_BYTES: u64 = 160;
@@ -27,7 +27,7 @@ const PAYLOAD_BYTES: usize = 1024;
 /// Three times `memoryUsage` of payload.
 const MESSAGES: u32 = (3 * MEMORY_LIMIT_MB * 1024 * 1024 / PAYLOAD_BYTES as u64) as u32;
 
-fn config(dir: &Path, port: u16) -> std::path::PathBuf {
+pub(crate) fn config(dir: &Path, port: u16) -> std::path::PathBuf {
     let xml = format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="paging" persistent="true">
@@ -49,7 +49,7 @@ fn config(dir: &Path, port: u16) -> std::path::PathBuf {
 }
 
 /// Resident memory of process `pid` in MiB (Linux `/proc`).
-fn rss_mb(pid: u32) -> u64 {
+pub(crate) fn rss_mb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     let kb: u64 = status
         .lines()

@@ -1,17 +1,16 @@
 //! Reading paged-out messages back before delivery (ActiveMQ's store cursor): a session queue
 //! longer than its pending limit holds only the envelopes of its kept messages (topic, QoS,
-//! properties, the engine's `seq`); their payloads stay with the durability engine until
-//! they reach the head of the queue. One page of [`PAGE_IN_BATCH`] payloads is read at a time,
-//! off the connection task; the page's payloads are charged to `memoryUsage` while held.
+//! expiry, small properties, the engine's `seq`: `Message::envelope`); their payloads and
+//! larger properties stay with the durability engine until they reach the head of the queue.
+//! One page of [`PAGE_IN_BATCH`] messages is read at a time, off the connection task; the
+//! page's messages are charged to `memoryUsage` while held.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::{CloseReason, Conn};
-use crate::broker::durability::{DurabilityError, QueueSeq};
+use crate::broker::durability::{DurabilityError, PagedBody, QueueSeq};
 use crate::broker::message::Message;
 
 /// Payloads read back per page.
@@ -19,7 +18,10 @@ pub(super) const PAGE_IN_BATCH: usize = 256;
 /// After a failed read, the next one waits this long (the engine may be reopening).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
 
-type PageResult = (Vec<QueueSeq>, Result<Vec<Option<Bytes>>, DurabilityError>);
+type PageResult = (
+    Vec<QueueSeq>,
+    Result<Vec<Option<PagedBody>>, DurabilityError>,
+);
 
 /// A page being read. Its output is boxed: the connection task keeps room for every branch's
 /// output in its `select!`, and most connections never page (idle memory).
@@ -61,14 +63,11 @@ impl Conn {
                 return Ok(());
             }
         };
-        let page: Vec<(QueueSeq, Option<Bytes>)> = seqs.into_iter().zip(payloads).collect();
+        let page: Vec<(QueueSeq, Option<PagedBody>)> = seqs.into_iter().zip(payloads).collect();
         let memory = self.core.memory.clone();
         let gone = self.with_session(|s| {
-            s.pending_mut().page_in(page, |envelope, payload| {
-                memory.charge(Message {
-                    payload,
-                    ..envelope.clone()
-                })
+            s.pending_mut().page_in(page, |envelope, body| {
+                memory.charge(Message::read_back(envelope, body))
             })
         })?;
         if gone > 0 {

@@ -77,9 +77,18 @@ pub enum DurabilityError {
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;
 
+/// A paged-out message read back ([`Durability::read_payloads`]): its payload and the MQTT 5
+/// side kept with it (STOMP headers are user properties), which a paged session queue entry
+/// does not hold in memory ([`crate::broker::session::queue::QueuedMessage::page_out`]).
+#[derive(Debug, Clone)]
+pub struct PagedBody {
+    pub payload: Bytes,
+    pub v5: Option<Arc<crate::broker::message::V5Extras>>,
+}
+
 /// The answer to [`Durability::read_payloads`].
 pub type PageFuture =
-    Pin<Box<dyn Future<Output = Result<Vec<Option<Bytes>>, DurabilityError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Vec<Option<PagedBody>>, DurabilityError>> + Send>>;
 
 /// The answer to [`Durability::commit`]: done at once (memory-only, or nothing to keep), or a
 /// future that resolves once the changes are durable. Either way the changes were submitted
@@ -445,8 +454,8 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
         false
     }
 
-    /// The payloads of queue entries `seqs` of session `client_id`, in the order asked
-    /// (`None`: the entry is gone).
+    /// The payloads and properties of queue entries `seqs` of session `client_id`, in the
+    /// order asked (`None`: the entry is gone).
     fn read_payloads(&self, _client_id: &Arc<str>, _seqs: Vec<QueueSeq>) -> PageFuture {
         Box::pin(std::future::ready(Err(DurabilityError::Unavailable(
             "this engine keeps no message bodies".into(),

@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::stored_v5::StoredV5;
 use super::{
     now_ms, Change, Commit, Durability, DurabilityError, DurabilityStats, KeptWill, PageFuture,
-    QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange, SessionData,
-    WillOwner,
+    PagedBody, QueueOwner, QueueSeq, RecoveredCounts, RecoveredSession, Recovery, RetainedChange,
+    SessionData, WillOwner,
 };
 use crate::broker::message::{Message, SampleStamp, V5Extras};
 use crate::broker::routing::memory::MemoryGauge;
@@ -288,9 +288,10 @@ impl Durability for RedbStore {
     fn read_payloads(&self, client_id: &Arc<str>, seqs: Vec<QueueSeq>) -> PageFuture {
         let (store, client_id) = (self.store.clone(), client_id.clone());
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.read_payloads(&client_id, &seqs))
+            tokio::task::spawn_blocking(move || store.read_paged(&client_id, &seqs))
                 .await
                 .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+                .map(paged_bodies)
                 .map_err(error_of)
         })
     }
@@ -302,9 +303,10 @@ impl Durability for RedbStore {
             Err(queue) => queue,
         };
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.read_owned_payloads(&queue, &seqs))
+            tokio::task::spawn_blocking(move || store.read_owned_paged(&queue, &seqs))
                 .await
                 .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+                .map(paged_bodies)
                 .map_err(error_of)
         })
     }
@@ -356,6 +358,21 @@ fn decode_or_log(bytes: &bytes::Bytes, topic: &str) -> StoredV5 {
         tracing::warn!(%topic, "stored MQTT 5 properties dropped: {e}");
         StoredV5::default()
     })
+}
+
+/// Messages read back for paged-out queue entries, as what page-in needs of them.
+fn paged_bodies(read: Vec<Option<StoredMessage>>) -> Vec<Option<PagedBody>> {
+    read.into_iter()
+        .map(|stored| {
+            stored.map(|stored| {
+                let message = message_from_stored(stored);
+                PagedBody {
+                    payload: message.payload,
+                    v5: message.v5,
+                }
+            })
+        })
+        .collect()
 }
 
 fn message_from_stored(stored: StoredMessage) -> Message {

@@ -676,10 +676,11 @@ impl Queues {
                     let mut state = queue.state.lock();
                     let mut loaded = Vec::with_capacity(seqs.len());
                     for (seq, payload) in seqs.iter().zip(payloads) {
-                        let message = payload.and_then(|bytes| {
+                        // A queue's envelope keeps its properties (selectors read them).
+                        let message = payload.and_then(|body| {
                             let envelope = state.envelope(*seq)?;
                             Some(queues.memory.charge(Message {
-                                payload: bytes,
+                                payload: body.payload,
                                 ..envelope
                             }))
                         });
@@ -805,9 +806,9 @@ impl Queues {
             };
             match result {
                 Ok(mut payloads) => match payloads.pop().flatten() {
-                    Some(bytes) => {
+                    Some(body) => {
                         dead.entry.message = queues.memory.charge(Message {
-                            payload: bytes,
+                            payload: body.payload,
                             ..dead.entry.message
                         });
                         dead.entry.paged = false;

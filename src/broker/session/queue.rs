@@ -30,6 +30,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::broker::durability::PagedBody;
 use crate::broker::message::{qos_serde, Message};
 use crate::protocol::QoS;
 
@@ -65,9 +66,10 @@ pub struct QueuedMessage {
 }
 
 impl QueuedMessage {
-    /// Drop the payload from memory: the durability engine keeps it under `seq`.
+    /// Keep only the envelope in memory ([`Message::envelope`]: no payload, no large
+    /// properties): the durability engine keeps the message under `seq`.
     pub fn page_out(&mut self) {
-        self.message.payload = bytes::Bytes::new();
+        self.message = self.message.envelope();
         self.paged = true;
     }
 }
@@ -145,16 +147,16 @@ impl PendingQueue {
             .collect()
     }
 
-    /// Give paged-out messages their payloads back: `page` is `(seq, payload)` for entries
-    /// taken from the head with [`Self::paged_head`], in queue order (`None`: the engine no
-    /// longer has the entry, so it is removed). `fill` makes the in-memory message of an item
-    /// from its envelope and payload (the caller charges it to the memory gauge). Only the head
+    /// Give paged-out messages their bodies back: `page` is `(seq, body)` for entries taken
+    /// from the head with [`Self::paged_head`], in queue order (`None`: the engine no longer
+    /// has the entry, so it is removed). `fill` makes the in-memory message of an item from
+    /// its envelope and body (the caller charges it to the memory gauge). Only the head
     /// is walked (the page's items are there: the queue only grows at its back meanwhile), so
     /// the cost is the page's, not the queue's. Returns how many entries were gone.
     pub fn page_in(
         &mut self,
-        page: Vec<(crate::broker::durability::QueueSeq, Option<bytes::Bytes>)>,
-        mut fill: impl FnMut(&Message, bytes::Bytes) -> Message,
+        page: Vec<(crate::broker::durability::QueueSeq, Option<PagedBody>)>,
+        mut fill: impl FnMut(&Message, PagedBody) -> Message,
     ) -> usize {
         let scan_limit = page.len() * 2 + 64;
         let mut page = page.into_iter().peekable();
@@ -168,9 +170,9 @@ impl PendingQueue {
                 index += 1;
                 continue;
             }
-            match page.next().and_then(|(_, payload)| payload) {
-                Some(payload) => {
-                    item.message = fill(&item.message, payload);
+            match page.next().and_then(|(_, body)| body) {
+                Some(body) => {
+                    item.message = fill(&item.message, body);
                     item.paged = false;
                     index += 1;
                 }
@@ -309,11 +311,12 @@ mod tests {
         assert_eq!(q.paged_head(10), Vec::<u64>::new(), "head not paged yet");
         assert_eq!(q.pop_front().map(|i| i.message.payload[0]), Some(1));
         assert_eq!(q.paged_head(2), vec![2, 3]);
-        let page = vec![(2, Some(Bytes::from_static(&[20]))), (3, None)];
-        let gone = q.page_in(page, |envelope, payload| Message {
-            payload,
-            ..envelope.clone()
-        });
+        let body = PagedBody {
+            payload: Bytes::from_static(&[20]),
+            v5: None,
+        };
+        let page = vec![(2, Some(body)), (3, None)];
+        let gone = q.page_in(page, Message::read_back);
         assert_eq!(gone, 1, "entry 3 was gone from the store");
         let left: Vec<(Option<u64>, bool)> = q.iter().map(|i| (i.seq, i.paged)).collect();
         assert_eq!(left, vec![(Some(2), false), (Some(4), true)]);

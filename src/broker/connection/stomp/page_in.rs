@@ -5,10 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::StompConn;
-use crate::broker::durability::{DurabilityError, QueueSeq};
+use crate::broker::durability::{DurabilityError, PagedBody, QueueSeq};
 use crate::broker::message::Message;
 
 /// Payloads read back per page.
@@ -20,7 +18,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
 pub(super) type PageResult = (
     u64,
     Vec<QueueSeq>,
-    Result<Vec<Option<Bytes>>, DurabilityError>,
+    Result<Vec<Option<PagedBody>>, DurabilityError>,
 );
 
 /// A page being read.
@@ -74,14 +72,11 @@ impl StompConn {
         let Some(sub) = self.subs.iter().find(|s| s.key == key) else {
             return;
         };
-        let page: Vec<(QueueSeq, Option<Bytes>)> = seqs.into_iter().zip(payloads).collect();
+        let page: Vec<(QueueSeq, Option<PagedBody>)> = seqs.into_iter().zip(payloads).collect();
         let memory = self.core.memory.clone();
         let gone = sub.session.with_state(sub.token.generation, |s| {
-            s.pending_mut().page_in(page, |envelope, payload| {
-                memory.charge(Message {
-                    payload,
-                    ..envelope.clone()
-                })
+            s.pending_mut().page_in(page, |envelope, body| {
+                memory.charge(Message::read_back(envelope, body))
             })
         });
         if gone.is_some_and(|n| n > 0) {
