@@ -429,12 +429,17 @@ impl Tracker {
     ) -> Option<u64> {
         let t = self.sessions.get_mut(client_id)?;
         let e = t.entries.get_mut(&queue_seq)?;
+        let unchanged = e.packet_id == Some(packet_id) && e.released == released;
         e.packet_id = Some(packet_id);
         e.released = released;
-        t.dirty = true;
         if e.qos < 2 {
+            // A QoS 1 copy sent again as it was (a resume re-sends its in-flight window)
+            // changes nothing in the record: a client that reconnects over and over does not
+            // make a write per reconnect.
+            t.dirty |= !unchanged;
             return None;
         }
+        t.dirty = true;
         t.qos2_changes += 1;
         Some(t.qos2_changes)
     }
@@ -622,6 +627,18 @@ mod tests {
         };
         tracker.restored("c", 50, entry);
         tracker
+    }
+
+    #[test]
+    fn a_qos1_copy_sent_again_under_its_packet_id_leaves_the_record_clean() {
+        let mut tracker = catching_up_with_restored_entry();
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.dirty = false;
+        }
+        assert_eq!(tracker.sent("c", 50, 7, false), None);
+        assert!(!tracker.sessions["c"].dirty, "re-sent as it was");
+        assert_eq!(tracker.sent("c", 50, 8, false), None);
+        assert!(tracker.sessions["c"].dirty, "another packet id");
     }
 
     #[test]
