@@ -86,6 +86,13 @@ pub struct Tracked {
     /// Handed over ([`Tracked::freeze`]): out of the broker's registry, kept here only until
     /// its last record is written. Not this node's session any more for a claim.
     pub handed_over: bool,
+    /// The last read or write that found this copy the owner of its record (`confirmed.rs`).
+    pub confirmed: Option<super::confirmed::Confirmation>,
+    /// Counts the changes of `data` and `connected`...
+    pub data_changes: u64,
+    /// ... and how many of them a record write has made durable: a save that changes nothing
+    /// the record does not already hold is not written again.
+    pub data_written: u64,
 }
 
 impl Tracked {
@@ -110,7 +117,20 @@ impl Tracked {
             qos2_changes: 0,
             qos2_written: 0,
             handed_over: false,
+            confirmed: None,
+            data_changes: 1,
+            data_written: 0,
         }
+    }
+
+    /// Whether the record, as this node last wrote it, holds `data` and `connected` as they
+    /// are now (a save of the same changes nothing).
+    pub fn holds(&self, data: &SessionData, connected: bool) -> bool {
+        !self.handed_over
+            && self.revision > 0
+            && self.data_written >= self.data_changes
+            && self.connected == connected
+            && self.data == *data
     }
 
     /// The record to write, as of the readers' `positions`.
