@@ -38,6 +38,11 @@ pub struct Counters {
     dropped_memory_full: AtomicU64,
     dropped_packet_too_large: AtomicU64,
     dropped_expired: AtomicU64,
+    cluster_claims: AtomicU64,
+    cluster_claims_confirmed: AtomicU64,
+    cluster_record_reads: AtomicU64,
+    cluster_record_writes: AtomicU64,
+    cluster_records_unchanged: AtomicU64,
 }
 
 /// A point-in-time copy of [`Counters`].
@@ -92,6 +97,18 @@ pub struct CountersSnapshot {
     pub dropped_packet_too_large: u64,
     /// Queued messages dropped because their MQTT 5 Message Expiry Interval passed.
     pub dropped_expired: u64,
+    /// Cluster node: CONNECTs (and STOMP durable subscriptions) that claimed their session.
+    pub cluster_claims: u64,
+    /// ... of which answered from this node's recent confirmation that it owns the session,
+    /// without reading its record.
+    pub cluster_claims_confirmed: u64,
+    /// Cluster node: reads of session records (claims, fencing checks, ends).
+    pub cluster_record_reads: u64,
+    /// Cluster node: writes and deletes of session records sent (claims, saves, progress,
+    /// hand-overs, ends).
+    pub cluster_record_writes: u64,
+    /// Cluster node: session saves not written because the record already held them.
+    pub cluster_records_unchanged: u64,
 }
 
 macro_rules! bump {
@@ -123,6 +140,11 @@ impl Counters {
         dropped_memory_full,
         dropped_packet_too_large,
         dropped_expired,
+        cluster_claims,
+        cluster_claims_confirmed,
+        cluster_record_reads,
+        cluster_record_writes,
+        cluster_records_unchanged,
     );
 
     /// A message of `qos` with `payload_bytes` received from a client (PUBLISH, SEND); returns
@@ -209,6 +231,11 @@ impl Counters {
             dropped_memory_full: get(&self.dropped_memory_full),
             dropped_packet_too_large: get(&self.dropped_packet_too_large),
             dropped_expired: get(&self.dropped_expired),
+            cluster_claims: get(&self.cluster_claims),
+            cluster_claims_confirmed: get(&self.cluster_claims_confirmed),
+            cluster_record_reads: get(&self.cluster_record_reads),
+            cluster_record_writes: get(&self.cluster_record_writes),
+            cluster_records_unchanged: get(&self.cluster_records_unchanged),
         }
     }
 }

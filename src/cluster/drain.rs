@@ -316,6 +316,7 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
         if t.connected {
             t.connected = false;
             t.offline_since_ms = now_ms();
+            t.data_changes += 1;
         }
         let mut record = t.record("", &inner.routed());
         // The will as the close that follows leaves it (see `wills.rs`): one without delay is

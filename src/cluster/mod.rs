@@ -25,6 +25,7 @@
 
 mod claims;
 pub mod codec;
+mod confirmed;
 mod drain;
 mod engine;
 mod groups;

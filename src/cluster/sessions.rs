@@ -155,10 +155,21 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
             Commit::done()
         };
     }
-    {
+    let covering = {
         let mut tracker = inner.tracker.lock();
         match tracker.sessions.get_mut(&client_id) {
+            // The record holds it already (a client that reconnects and takes its own
+            // connection over, again and again): nothing to write. Acknowledgement progress
+            // is the flusher's, as always.
+            Some(t) if t.holds(&data, connected) => {
+                drop(tracker);
+                super::confirmed::count(inner, |c| c.cluster_records_unchanged());
+                return Commit::done();
+            }
             Some(t) => {
+                if t.data != data || t.connected != connected {
+                    t.data_changes += 1;
+                }
                 t.data = data;
                 if t.connected && !connected {
                     t.offline_since_ms = now_ms();
@@ -168,6 +179,7 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
                 }
                 t.connected = connected;
                 t.dirty = true;
+                t.data_changes
             }
             // Not tracked and going offline: a copy this node let go of (fenced, dropped,
             // handed over) whose connection closed after; a new session is always tracked
@@ -180,14 +192,16 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
             None => {
                 // A new session: it is fed from where the node's reader is now.
                 let t = Tracked::new(data, inner.shards, &inner.routed());
+                let covering = t.data_changes;
                 tracker.sessions.insert(client_id.clone(), t);
+                covering
             }
         }
-    }
+    };
     let inner = inner.clone();
-    Commit::Pending(Box::pin(
-        async move { write_record(&inner, &client_id).await },
-    ))
+    Commit::Pending(Box::pin(async move {
+        write_record_covering(&inner, &client_id, Some(covering)).await
+    }))
 }
 
 /// A persistent session ended here: delete its record (if this node still owns it).
@@ -206,6 +220,7 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
         let key = client_key(&client_id);
         let mut revision = t.revision;
         for _ in 0..2 {
+            super::confirmed::count(&inner, |c| c.cluster_record_writes());
             match tokio::time::timeout(
                 inner.store_timeout,
                 inner
@@ -242,8 +257,19 @@ fn end(inner: &Arc<Inner>, client_id: Arc<str>) -> Commit {
 /// this node last wrote. A lost compare-and-set means another node took the session: the
 /// local copy is dropped (fenced).
 pub async fn write_record(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), DurabilityError> {
-    match write_record_once(inner, client_id).await {
-        Err(Retry::Adopted) => write_record_once(inner, client_id)
+    write_record_covering(inner, client_id, None).await
+}
+
+/// [`write_record`] for a save that made change `covering` of the copy's data (see
+/// `Tracked::data_changes`): nothing is written when a write that took the record's lock
+/// first made it durable already (saves queued behind a slow write make one write).
+async fn write_record_covering(
+    inner: &Arc<Inner>,
+    client_id: &Arc<str>,
+    covering: Option<u64>,
+) -> Result<(), DurabilityError> {
+    match write_record_once(inner, client_id, covering).await {
+        Err(Retry::Adopted) => write_record_once(inner, client_id, covering)
             .await
             .map_err(Retry::into_error),
         other => other.map_err(Retry::into_error),
@@ -272,19 +298,30 @@ impl From<DurabilityError> for Retry {
     }
 }
 
-async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(), Retry> {
+async fn write_record_once(
+    inner: &Arc<Inner>,
+    client_id: &Arc<str>,
+    covering: Option<u64>,
+) -> Result<(), Retry> {
     let lock = inner.record_lock(client_id);
     let _one_writer = lock.lock().await;
-    let (record, revision, qos2_changes) = {
+    let (record, revision, qos2_changes, data_changes) = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(client_id) else {
             return Ok(());
         };
+        if covering.is_some_and(|change| t.data_written >= change) {
+            drop(tracker);
+            super::confirmed::count(inner, |c| c.cluster_records_unchanged());
+            return Ok(());
+        }
         t.dirty = false;
         let mut record = t.record(&inner.node_id, &inner.routed());
         record.owner_instance = inner.instance;
-        (record, t.revision, t.qos2_changes)
+        (record, t.revision, t.qos2_changes, t.data_changes)
     };
+    super::confirmed::count(inner, |c| c.cluster_record_writes());
+    let sent = super::confirmed::Sent::now(inner);
     let key = client_key(client_id);
     let bytes = record.encode();
     let written = if revision == 0 {
@@ -319,6 +356,9 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
                 if t.epoch == record.epoch {
                     t.revision = new_revision;
                     t.qos2_written = t.qos2_written.max(qos2_changes);
+                    t.data_written = t.data_written.max(data_changes);
+                    // The compare-and-set went through: the record was this copy's.
+                    sent.confirm(t);
                 }
             }
             Ok(())
@@ -353,6 +393,7 @@ async fn write_record_once(inner: &Arc<Inner>, client_id: &Arc<str>) -> Result<(
 /// node owns it, so the next write replaces it; else this node's copy is stale.
 async fn adopt_or_fence(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Result<(), Retry> {
     let key = client_key(client_id);
+    super::confirmed::count(inner, |c| c.cluster_record_reads());
     let existing = inner
         .sessions_kv
         .entry(&key)
@@ -484,6 +525,7 @@ async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
         if !still_tracked {
             return;
         }
+        super::confirmed::count(inner, |c| c.cluster_record_reads());
         let read = tokio::time::timeout(VERIFY_READ_TIMEOUT, inner.sessions_kv.entry(&key)).await;
         let current = match read {
             Ok(Ok(Some(e))) if e.operation == Operation::Put => {
@@ -526,6 +568,7 @@ pub async fn verify_all(inner: &Arc<Inner>) {
 pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed, DurabilityError> {
     let client_id = request.client_id.clone();
     let key = client_key(&client_id);
+    super::confirmed::count(inner, |c| c.cluster_claims());
     if let (false, Some(will)) = (request.persistent, &request.will) {
         super::wills::claim_clean(inner, &client_id, will).await;
     }
@@ -534,10 +577,18 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         .claims
         .lock()
         .claimed_here(&client_id, super::claims::now_us(), inner.instance);
+    // A resume right after a claim, or a write, that found this node the owner (a client
+    // reconnecting over and over): the same answer, without reading again.
+    if super::confirmed::still_ours(inner, &request) {
+        super::confirmed::count(inner, |c| c.cluster_claims_confirmed());
+        tracing::debug!(client_id = %client_id, "claim: this node owns the session (confirmed just before)");
+        return Ok(Claimed::Here);
+    }
     // The owner last asked to hand over: a claim that loses a race re-reads the record and
     // asks the winner in turn, so two nodes never both hold the session.
     let mut kicked: Option<(String, u64)> = None;
     for _ in 0..CLAIM_ATTEMPTS {
+        let sent = super::confirmed::Sent::now(inner);
         let entry = read_record(inner, &key).await?;
         let entry = match entry {
             Some(e) if e.operation == Operation::Put => Some(e),
@@ -608,6 +659,11 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                 // The broker discards it at attach; the record goes with it (SessionEnded).
                 return Ok(Claimed::Here);
             }
+            if let Some(t) = inner.tracker.lock().sessions.get_mut(&client_id) {
+                if t.epoch == record.epoch && !t.handed_over {
+                    sent.confirm(t);
+                }
+            }
             return Ok(Claimed::Here);
         }
         if local_epoch.is_some() {
@@ -635,6 +691,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         let now = now_ms();
         if request.clean_start || record.expired(now) {
             let will = super::wills::due_when_taken(&record, true, now);
+            super::confirmed::count(inner, |c| c.cluster_record_writes());
             match inner
                 .sessions_kv
                 .delete_expect_revision(&key, Some(revision))
@@ -664,6 +721,8 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             owner_instance: inner.instance,
             ..record.clone()
         };
+        super::confirmed::count(inner, |c| c.cluster_record_writes());
+        let sent = super::confirmed::Sent::now(inner);
         match tokio::time::timeout(
             inner.store_timeout,
             inner.sessions_kv.update(&key, taken.encode(), revision),
@@ -679,9 +738,13 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                         "its connection was lost on another node",
                     );
                 }
-                return Ok(Claimed::Image(Box::new(
-                    restore(inner, &client_id, taken, new_revision).await,
-                )));
+                let image = restore(inner, &client_id, taken, new_revision).await;
+                if let Some(t) = inner.tracker.lock().sessions.get_mut(&client_id) {
+                    if t.revision == new_revision {
+                        sent.confirm(t);
+                    }
+                }
+                return Ok(Claimed::Image(Box::new(image)));
             }
             Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
             Ok(Err(e)) => return Err(unavailable(e)),
@@ -703,6 +766,7 @@ async fn read_record(
 ) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {
     let deadline = tokio::time::Instant::now() + inner.store_timeout;
     loop {
+        super::confirmed::count(inner, |c| c.cluster_record_reads());
         let read = tokio::time::timeout_at(deadline, inner.sessions_kv.entry(key)).await;
         match read {
             Ok(Ok(entry)) => return Ok(entry),
@@ -726,6 +790,7 @@ async fn leader_entry(
     key: &str,
 ) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {
     let subject = format!("{}{key}", inner.sessions_kv.prefix);
+    super::confirmed::count(inner, |c| c.cluster_record_reads());
     let read = inner
         .sessions_kv
         .stream
@@ -1062,6 +1127,7 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
                 // Before the session leaves the registry: what the readers route from now on
                 // no longer reaches it, so its floors must not follow them.
                 t.freeze(&inner.routed());
+                t.data_changes += 1;
                 if t.connected {
                     t.connected = false;
                     t.offline_since_ms = now_ms();
@@ -1106,6 +1172,7 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
             if t.connected {
                 t.connected = false;
                 t.offline_since_ms = now;
+                t.data_changes += 1;
             }
             t.dirty = true;
         }

@@ -86,6 +86,13 @@ pub struct Tracked {
     /// Handed over ([`Tracked::freeze`]): out of the broker's registry, kept here only until
     /// its last record is written. Not this node's session any more for a claim.
     pub handed_over: bool,
+    /// The last read or write that found this copy the owner of its record (`confirmed.rs`).
+    pub confirmed: Option<super::confirmed::Confirmation>,
+    /// Counts the changes of `data` and `connected`...
+    pub data_changes: u64,
+    /// ... and how many of them a record write has made durable: a save that changes nothing
+    /// the record does not already hold is not written again.
+    pub data_written: u64,
 }
 
 impl Tracked {
@@ -110,7 +117,20 @@ impl Tracked {
             qos2_changes: 0,
             qos2_written: 0,
             handed_over: false,
+            confirmed: None,
+            data_changes: 1,
+            data_written: 0,
         }
+    }
+
+    /// Whether the record, as this node last wrote it, holds `data` and `connected` as they
+    /// are now (a save of the same changes nothing).
+    pub fn holds(&self, data: &SessionData, connected: bool) -> bool {
+        !self.handed_over
+            && self.revision > 0
+            && self.data_written >= self.data_changes
+            && self.connected == connected
+            && self.data == *data
     }
 
     /// The record to write, as of the readers' `positions`.
@@ -429,12 +449,17 @@ impl Tracker {
     ) -> Option<u64> {
         let t = self.sessions.get_mut(client_id)?;
         let e = t.entries.get_mut(&queue_seq)?;
+        let unchanged = e.packet_id == Some(packet_id) && e.released == released;
         e.packet_id = Some(packet_id);
         e.released = released;
-        t.dirty = true;
         if e.qos < 2 {
+            // A QoS 1 copy sent again as it was (a resume re-sends its in-flight window)
+            // changes nothing in the record: a client that reconnects over and over does not
+            // make a write per reconnect.
+            t.dirty |= !unchanged;
             return None;
         }
+        t.dirty = true;
         t.qos2_changes += 1;
         Some(t.qos2_changes)
     }
@@ -622,6 +647,18 @@ mod tests {
         };
         tracker.restored("c", 50, entry);
         tracker
+    }
+
+    #[test]
+    fn a_qos1_copy_sent_again_under_its_packet_id_leaves_the_record_clean() {
+        let mut tracker = catching_up_with_restored_entry();
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.dirty = false;
+        }
+        assert_eq!(tracker.sent("c", 50, 7, false), None);
+        assert!(!tracker.sessions["c"].dirty, "re-sent as it was");
+        assert_eq!(tracker.sent("c", 50, 8, false), None);
+        assert!(tracker.sessions["c"].dirty, "another packet id");
     }
 
     #[test]

@@ -253,6 +253,28 @@ impl Publisher {
             ("memory/used".into(), memory_used.to_string()),
             ("memory/limit".into(), memory_limit.to_string()),
         ];
+        if core.backplane().is_some() {
+            // What claims and session records cost this cluster node (docs/cluster.md).
+            out.extend([
+                ("cluster/claims".into(), counters.cluster_claims.to_string()),
+                (
+                    "cluster/claims/confirmed".into(),
+                    counters.cluster_claims_confirmed.to_string(),
+                ),
+                (
+                    "cluster/records/read".into(),
+                    counters.cluster_record_reads.to_string(),
+                ),
+                (
+                    "cluster/records/written".into(),
+                    counters.cluster_record_writes.to_string(),
+                ),
+                (
+                    "cluster/records/unchanged".into(),
+                    counters.cluster_records_unchanged.to_string(),
+                ),
+            ]);
+        }
         for ((name, read), load) in LOADS.iter().zip(self.loads.iter_mut()) {
             let averages = load.update(read(&totals), elapsed);
             for ((window, _), average) in load::WINDOWS.iter().zip(averages) {
