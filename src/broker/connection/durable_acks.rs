@@ -43,6 +43,10 @@ pub(crate) struct Ready {
     /// A cluster could not keep what this acknowledgement promises (a SUBSCRIBE): close the
     /// connection instead (MQTT 5 DISCONNECT 0x9C, Use another server).
     pub close_unkept: bool,
+    /// The released state of this QoS 2 delivery (packet id) was never stored, so no PUBREL
+    /// left: its in-flight entry goes back to awaiting PUBREC, as the store has it, and the
+    /// PUBLISH is sent again when its session resumes.
+    pub unreleased: Option<u16>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;

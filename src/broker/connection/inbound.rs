@@ -35,6 +35,37 @@ const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60
 /// The pause between two attempts of such a release.
 const RELEASE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Wait for `committed`, the commit of `change`, and while the store refuses it (an I/O error
+/// while it reopens, a cluster store's leader election) commit it again, for at most
+/// [`RELEASE_RETRY_FOR`] or until the connection closes. The state change of a QoS 2 exchange
+/// must be durable before the packet that follows it leaves, and its client sends nothing
+/// again before it reconnects: giving up is the caller's to turn into a close.
+async fn commit_retried(
+    core: &Arc<crate::broker::runtime::BrokerCore>,
+    closing: &tokio_util::sync::CancellationToken,
+    committed: Commit,
+    change: Change,
+) -> Result<(), DurabilityError> {
+    let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
+    let mut result = committed.wait().await;
+    let mut logged = false;
+    while let Err(e) = &result {
+        if closing.is_cancelled() || tokio::time::Instant::now() >= give_up_at {
+            break;
+        }
+        if !logged {
+            tracing::warn!("a QoS 2 state change waits: the store refused it, trying again: {e}");
+            logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RELEASE_RETRY_PAUSE) => {}
+            _ = closing.cancelled() => break,
+        }
+        result = core.durability().commit(vec![change.clone()]).wait().await;
+    }
+    result
+}
+
 impl Conn {
     /// Handle one packet from the client; `body` says how a PUBLISH's payload is charged
     /// to `memoryUsage` (see `memory.rs`).
@@ -165,7 +196,11 @@ impl Conn {
     /// PUBREC of one of our QoS 2 deliveries: answered with PUBREL, also for an unknown id (the
     /// client waits for it either way). For a kept entry the PUBREL leaves only once the
     /// entry's "released" state is durable: after a crash the restarted broker must re-send the
-    /// PUBREL, not the PUBLISH the client may already have completed.
+    /// PUBREL, not the PUBLISH the client may already have completed. A release the store
+    /// refuses is tried again ([`commit_retried`]); past [`RELEASE_RETRY_FOR`] the connection
+    /// closes without the PUBREL and the entry awaits its PUBREC again (`Ready::unreleased`),
+    /// so memory and store agree and the resumed session re-sends the PUBLISH (DUP=1), which
+    /// the client answers with PUBREC without delivering it twice (MQTT 4.3.3).
     ///
     /// An MQTT 5 PUBREC with a reason code >= 0x80 ends the exchange instead (MQTT 5 4.3.3-4,
     /// 4.9): no PUBREL, the message is discarded and its in-flight slot freed.
@@ -190,17 +225,26 @@ impl Conn {
             return self.ack(release);
         };
         let released = Change::released(self.session.client_id(), seq, packet_id);
-        let committed = match self.core.durability().commit(vec![released]) {
+        let committed = match self.core.durability().commit(vec![released.clone()]) {
             Commit::Done(Ok(())) => return self.ack(release),
-            pending => pending,
+            pending_or_failed => pending_or_failed,
         };
+        let core = self.core.clone();
+        let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
-            if let Err(e) = committed.wait().await {
-                tracing::warn!("QoS 2 release state not stored, sending PUBREL anyway: {e}");
-            }
-            Ready {
-                ack: Some(release),
-                ..Ready::default()
+            match commit_retried(&core, &closing, committed, released).await {
+                Ok(()) => Ready {
+                    ack: Some(release),
+                    ..Ready::default()
+                },
+                Err(e) => {
+                    tracing::warn!(packet_id, "PUBREL withheld, the store kept refusing the release: {e}; closing, so that the PUBLISH is sent again where the client reconnects");
+                    Ready {
+                        close_unkept: !closing.is_cancelled(),
+                        unreleased: Some(packet_id),
+                        ..Ready::default()
+                    }
+                }
             }
         });
         Ok(())
@@ -266,6 +310,7 @@ impl Conn {
                         deliveries: None,
                         close_no_space: false,
                         close_unkept: false,
+                        unreleased: None,
                     }));
                 }
             }
@@ -312,6 +357,7 @@ impl Conn {
                 deliveries: None,
                 close_no_space: false,
                 close_unkept: false,
+                unreleased: None,
             }));
             Ok(())
         }
@@ -380,6 +426,7 @@ impl Conn {
                     deliveries: None,
                     close_no_space: false,
                     close_unkept: false,
+                    unreleased: None,
                 }));
                 return Ok(());
             }
@@ -426,6 +473,7 @@ impl Conn {
                     deliveries: None,
                     close_no_space: false,
                     close_unkept: false,
+                    unreleased: None,
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
@@ -471,30 +519,10 @@ impl Conn {
         let core = self.core.clone();
         let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
-            let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
-            let mut result = committed.wait().await;
-            let mut logged = false;
-            while let Err(e) = &result {
-                if closing.is_cancelled() || tokio::time::Instant::now() >= give_up_at {
-                    break;
-                }
-                if !logged {
-                    tracing::warn!(packet_id, "PUBCOMP waits: the store refused the release, trying again: {e}");
-                    logged = true;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(RELEASE_RETRY_PAUSE) => {}
-                    _ = closing.cancelled() => break,
-                }
-                result = core.durability().commit(vec![released.clone()]).wait().await;
-            }
-            match result {
+            match commit_retried(&core, &closing, committed, released).await {
                 Ok(()) => Ready {
-                    route: None,
                     ack: Some(ack),
-                    deliveries: None,
-                    close_no_space: false,
-                    close_unkept: false,
+                    ..Ready::default()
                 },
                 Err(e) => {
                     tracing::warn!(packet_id, "PUBCOMP withheld, the store kept refusing the release: {e}; closing, so that the client sends the PUBREL again where it reconnects");

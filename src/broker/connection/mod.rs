@@ -1005,6 +1005,9 @@ impl Conn {
         if let Some(deliveries) = ready.deliveries {
             self.output.out.extend_from_slice(&deliveries);
         }
+        if let Some(packet_id) = ready.unreleased {
+            self.with_session(|s| s.inflight_mut().unrelease(packet_id))?;
+        }
         if ready.close_no_space {
             return Err(CloseReason::NoSpace);
         }
@@ -1180,6 +1183,9 @@ impl Conn {
                     }
                     if let Some(deliveries) = ready.deliveries {
                         self.output.out.extend_from_slice(&deliveries);
+                    }
+                    if let Some(packet_id) = ready.unreleased {
+                        let _ = self.with_session(|s| s.inflight_mut().unrelease(packet_id));
                     }
                 }
                 Ok(None) => break,

@@ -80,6 +80,23 @@ impl Client {
         }
     }
 
+    /// The packets received until the connection closes, which must happen within `wait`.
+    async fn until_closed(&mut self, wait: Duration) -> Vec<Packet> {
+        let mut packets = Vec::new();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(packet) = decode(&mut self.buf, Some(VERSION), 1 << 20).expect("decode")
+            {
+                packets.push(packet);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return packets,
+                Err(_) => panic!("still open after {wait:?}; received {packets:?}"),
+            }
+        }
+    }
+
     async fn next(&mut self) -> Packet {
         self.next_within(Duration::from_secs(5))
             .await
@@ -181,6 +198,71 @@ async fn qos2_delivery_waits_until_its_sent_state_is_kept_and_changes_come_in_or
         "{changes:#?}"
     );
     assert!(received < inbound_released, "{changes:#?}");
+}
+
+/// A QoS 2 delivery whose PUBREC was answered: the delivered packet id.
+async fn delivered_and_recorded(sub: &mut Client, publisher: &mut Client) -> u16 {
+    publisher.send(publish_qos2(7)).await;
+    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    let Packet::Publish(delivered) = sub.next().await else {
+        panic!("expected the delivery");
+    };
+    let packet_id = delivered.packet_id.expect("QoS 2 delivery has a packet id");
+    sub.send(Packet::PubRec(Ack::new(packet_id))).await;
+    packet_id
+}
+
+fn unavailable() -> Option<crate::broker::durability::DurabilityError> {
+    Some(crate::broker::durability::DurabilityError::Unavailable(
+        "test: store reopening".into(),
+    ))
+}
+
+#[tokio::test]
+async fn a_pubrel_waits_for_a_refused_release_to_be_kept_on_a_retry() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(|c| matches!(c, Change::Released { .. }), unavailable());
+    let packet_id = delivered_and_recorded(&mut sub, &mut publisher).await;
+    assert_eq!(
+        sub.next_within(Duration::from_millis(500)).await,
+        None,
+        "PUBREL before the released state was kept"
+    );
+    recording.refuse_when(|_| false, None);
+    assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
+    assert!(recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::Released { packet_id: p, .. } if *p == packet_id)));
+}
+
+/// The store refuses the released state for good: no PUBREL ever leaves; the connection is
+/// closed, and the resumed session sends the PUBLISH again (DUP=1), as the store has it.
+#[tokio::test(start_paused = true)]
+async fn a_release_never_kept_closes_without_pubrel_and_the_publish_is_sent_again() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(|c| matches!(c, Change::Released { .. }), unavailable());
+    let packet_id = delivered_and_recorded(&mut sub, &mut publisher).await;
+    let before_close = sub.until_closed(Duration::from_secs(120)).await;
+    assert!(
+        !before_close.iter().any(|p| matches!(p, Packet::PubRel(_))),
+        "a PUBREL for a release never kept: {before_close:?}"
+    );
+    recording.refuse_when(|_| false, None);
+    let mut sub = Client::connect(&core, &listener, "sub").await;
+    let Packet::Publish(again) = sub.next().await else {
+        panic!("expected the PUBLISH again");
+    };
+    assert!(again.dup, "re-sent with DUP");
+    assert_eq!(again.packet_id, Some(packet_id));
+    sub.send(Packet::PubRec(Ack::new(packet_id))).await;
+    assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! A recording engine for unit tests: every committed change in order, commits that finish
 //! only when the test says so ([`Recording::hold_when`]) and refusals on demand
-//! ([`Recording::refuse_with`]). It keeps nothing across instances.
+//! ([`Recording::refuse_when`]). It keeps nothing across instances.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,12 @@ struct State {
     /// Commits with a change matching this stay pending until [`Recording::release`].
     hold: Option<fn(&Change) -> bool>,
     waiting: Vec<oneshot::Sender<()>>,
-    refusal: Option<DurabilityError>,
+    /// Commits with a change matching this are refused with the error.
+    refusal: Option<(ChangeFilter, DurabilityError)>,
 }
+
+/// Which changes a hold or a refusal applies to.
+type ChangeFilter = fn(&Change) -> bool;
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -64,7 +68,13 @@ impl Recording {
 
     /// Refuse every commit that carries a message with `error` (`None`: accept again).
     pub fn refuse_with(&self, error: Option<DurabilityError>) {
-        self.state.lock().refusal = error;
+        self.refuse_when(|c| matches!(c, Change::Message { .. }), error);
+    }
+
+    /// Refuse every commit with a change for which `matches` is true with `error` (`None`:
+    /// accept again).
+    pub fn refuse_when(&self, matches: fn(&Change) -> bool, error: Option<DurabilityError>) {
+        self.state.lock().refusal = error.map(|e| (matches, e));
     }
 }
 
@@ -79,9 +89,10 @@ impl Durability for Recording {
 
     fn commit(&self, changes: Vec<Change>) -> Commit {
         let mut state = self.state.lock();
-        let stores_message = changes.iter().any(|c| matches!(c, Change::Message { .. }));
-        if let (Some(error), true) = (&state.refusal, stores_message) {
-            return Commit::Done(Err(error.clone()));
+        if let Some((matches, error)) = &state.refusal {
+            if changes.iter().any(matches) {
+                return Commit::Done(Err(error.clone()));
+            }
         }
         let held = state
             .hold

@@ -195,6 +195,18 @@ impl Inflight {
         }
     }
 
+    /// Undo [`Inflight::on_pubrec`] of `packet_id` (its released state was never stored and
+    /// no PUBREL left): it awaits its PUBREC again, and a resumed session re-sends its PUBLISH.
+    pub fn unrelease(&mut self, packet_id: u16) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| e.packet_id == packet_id && e.stage == InflightStage::AwaitingPubComp)
+        {
+            e.stage = InflightStage::AwaitingPubRec;
+        }
+    }
+
     /// MQTT 5 PUBREC with a reason code >= 0x80: the client refused the message, the exchange
     /// is over (no PUBREL follows, MQTT 5 4.3.3-4) and the entry is removed.
     pub fn on_pubrec_refused(&mut self, packet_id: u16) -> AckOutcome {
