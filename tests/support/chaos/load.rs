@@ -349,7 +349,10 @@ impl PublisherState {
     /// its pending list (see [`super::mqtt::Connection::take_unwritten_publishes`]), are handed
     /// over again by `resubmit`, in their order, behind what the sender handed over since
     /// rumqttc emptied its channel (those are the last of `queued`, which keeps the order in
-    /// which rumqttc will write them).
+    /// which rumqttc will write them). The sender hands over under the same lock, so only a
+    /// message it handed over between rumqttc emptying its channel (inside the poll that
+    /// failed) and this call is written before older ones: a window of microseconds per lost
+    /// connection against the sender's tens of milliseconds between messages.
     fn requeue(
         &mut self,
         unwritten: Vec<super::mqtt::Unwritten>,
