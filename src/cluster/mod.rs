@@ -47,6 +47,7 @@ mod tracker;
 mod wills;
 
 pub use engine::ClusterEngine;
+pub use store_ack::payload_digest;
 
 /// Subject prefix of live (QoS 0) messages.
 /// The pause of a pull loop (shared subscriptions, queues) after a pull request failed: a

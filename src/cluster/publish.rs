@@ -92,6 +92,27 @@ pub fn publish(
         Err(e) => return Commit::Done(Err(DurabilityError::Unavailable(e.to_string()))),
     };
     let stored = message.qos != QoS::AtMostOnce;
+    // Which commit a publisher's acknowledgement came from, for a run traced message by message
+    // (see `store_ack.rs`): every attempt of the commit, and how it ended.
+    let traced = (stored
+        && tracing::enabled!(target: super::store_ack::TARGET, tracing::Level::DEBUG))
+    .then(|| {
+        // Empty when the publish task picks the id (a store nobody retries).
+        let id = store_id.map_or_else(String::new, |_| message_id(inner.instance, counter));
+        let digest = format!(
+            "{:016x}",
+            super::store_ack::payload_digest(&message.payload)
+        );
+        tracing::debug!(
+            target: super::store_ack::TARGET,
+            id = %id,
+            digest = %digest,
+            publisher = publisher.unwrap_or(""),
+            topic = %message.topic,
+            "commit"
+        );
+        (id, digest)
+    });
     let mut waits = Vec::new();
     let send = |item: Outgoing| {
         if inner.outgoing.send(item).is_err() {
@@ -148,17 +169,35 @@ pub fn publish(
         return Commit::done();
     }
     Commit::Pending(Box::pin(async move {
+        let mut result = Ok(());
         for rx in waits {
-            match rx.await {
-                Ok(result) => result?,
-                Err(_) => {
-                    return Err(DurabilityError::Unavailable(
-                        "cluster publisher stopped".into(),
-                    ))
-                }
+            result = match rx.await {
+                Ok(result) => result,
+                Err(_) => Err(DurabilityError::Unavailable(
+                    "cluster publisher stopped".into(),
+                )),
+            };
+            if result.is_err() {
+                break;
             }
         }
-        Ok(())
+        if let Some((id, digest)) = &traced {
+            match &result {
+                Ok(()) => tracing::debug!(
+                    target: super::store_ack::TARGET,
+                    id = %id,
+                    digest = %digest,
+                    "commit acknowledged"
+                ),
+                Err(e) => tracing::debug!(
+                    target: super::store_ack::TARGET,
+                    id = %id,
+                    digest = %digest,
+                    "commit failed: {e}"
+                ),
+            }
+        }
+        result
     }))
 }
 

@@ -14,7 +14,11 @@
 //!
 //! Every acknowledgement is logged at debug under the target `ferromq::store_ack` (stream,
 //! sequence, duplicate flag, message id), so a run can look up where a message went:
-//! `--log-level warn,ferromq::store_ack=debug`.
+//! `--log-level warn,ferromq::store_ack=debug`. So is every commit of a QoS 1/2 publish
+//! (`publish.rs`): its message id, its publisher, a digest of its payload
+//! ([`payload_digest`]) and how the commit ended, which is when the publisher's acknowledgement
+//! is released. A message a client was acknowledged for is then found by its payload alone:
+//! which node committed it, under which id, and what the stream answered for that id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -162,6 +166,16 @@ pub(super) fn fresh_id(id: &str) -> String {
     )
 }
 
+/// The digest of a message's payload in the commit lines of the debug log (64-bit FNV-1a):
+/// stable across builds and machines, so a test can compute it from a payload it sent.
+pub fn payload_digest(payload: &[u8]) -> u64 {
+    payload
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+}
+
 /// `k` of `FMQ_MSG_<k>`.
 fn shard_of_stream(stream: &str) -> Option<usize> {
     stream.strip_prefix("FMQ_MSG_")?.parse().ok()
@@ -191,4 +205,18 @@ pub(super) async fn holds(js: &Context, stream: &str, seq: u64, id: &str) -> Res
     tokio::time::timeout(CHECK_TIMEOUT, read)
         .await
         .map_err(|_| format!("no answer within {} ms", CHECK_TIMEOUT.as_millis()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_digest_is_64_bit_fnv_1a() {
+        // The published test vectors of FNV-1a: a test run computes the same digest of a
+        // payload it sent to find the message in the nodes' logs.
+        assert_eq!(payload_digest(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(payload_digest(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(payload_digest(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 }

@@ -55,12 +55,14 @@ pub struct Outcome {
     pub figures: Vec<(String, f64)>,
 }
 
-/// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads) and the
+/// The nodes' log level: `FERROMQ_CHAOS_LOG_LEVEL`, default `warn` (what S6 reads), the
 /// session claims at debug (a few lines per CONNECT: which record a claim found, what it
-/// decided), which [`lost_subscribers_in_logs`] shows when a subscriber lost messages.
+/// decided), which [`lost_subscribers_in_logs`] shows when a subscriber lost messages, and the
+/// commits and store acknowledgements at debug (a few lines per QoS 1 publish), which
+/// [`lost_publishes_in_logs`] shows when an acknowledged message was lost.
 fn log_level() -> String {
     std::env::var("FERROMQ_CHAOS_LOG_LEVEL")
-        .unwrap_or_else(|_| "warn,ferromq::cluster::sessions=debug".into())
+        .unwrap_or_else(|_| "warn,ferromq::cluster::sessions=debug,ferromq::store_ack=debug".into())
 }
 
 /// One ferromq node process, started from a configuration file; its stderr (warn level) goes
@@ -344,6 +346,98 @@ pub fn lost_subscribers_in_logs(
         }
     }
     lines
+}
+
+/// What each node logged about the first lost messages (`(publisher, seq)`, at most 4, and
+/// at most 10 lines per node and message): the commits of the message (found by the digest of
+/// its payload), what the stream answered for the message ids they used, and what the ledger
+/// did with them; with the publisher's CONNECTs and lost connections. A message PUBACKed
+/// without a "commit acknowledged" line was acknowledged by no commit of it (the recorder
+/// attributed another PUBACK to it); one with it and no stream holding it was taken back by
+/// the store after its acknowledgement.
+pub fn lost_publishes_in_logs(
+    nodes: &[Arc<NodeProcess>],
+    recording: &Recording,
+    lost: &[(u32, u64)],
+    payload_size: usize,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let logs: Vec<(String, String)> = nodes
+        .iter()
+        .map(|node| (node.name.clone(), node.log_text()))
+        .collect();
+    for &(publisher, seq) in lost.iter().filter(|key| seen.insert(**key)).take(4) {
+        let Some(record) = recording
+            .publishes
+            .iter()
+            .find(|p| p.publisher == publisher && p.seq == seq)
+        else {
+            continue;
+        };
+        let payload =
+            super::recorder::encode_payload(publisher, seq, record.t_send_us, payload_size);
+        let digest = format!("digest={:016x}", ferromq::cluster::payload_digest(&payload));
+        let connects: Vec<(f64, usize, bool)> = recording
+            .connects
+            .iter()
+            .filter(|c| c.client == ClientRef::Publisher(publisher))
+            .map(|c| (c.t_us as f64 / 1000.0, c.address, c.session_present))
+            .collect();
+        let losses: Vec<(f64, usize)> = recording
+            .disconnects
+            .iter()
+            .filter(|d| d.client == ClientRef::Publisher(publisher))
+            .map(|d| (d.t_us as f64 / 1000.0, d.address))
+            .collect();
+        lines.push(format!(
+            "lost publish p{publisher} seq {seq}: sent at {:.1} ms, PUBACK at {:?} ms ({:?}), \
+             {digest}; publisher's CONNECTs (ms, address, session present): {connects:?}; \
+             lost connections (ms, address), first 10 and last 10: {:?} {:?}",
+            record.t_send_us as f64 / 1000.0,
+            record.t_puback_us.map(|t| t as f64 / 1000.0),
+            record.acked_via,
+            losses.iter().take(10).collect::<Vec<_>>(),
+            losses
+                .iter()
+                .skip(losses.len().saturating_sub(10).max(10))
+                .collect::<Vec<_>>()
+        ));
+        for (name, log) in &logs {
+            // The message ids its commits used, then every line about those ids (stores
+            // again use the id's first token with a suffix).
+            let ids: Vec<String> = log
+                .lines()
+                .filter(|l| l.contains(&digest))
+                .filter_map(|l| l.split(" id=").nth(1))
+                .filter_map(|rest| rest.split([' ', '"']).next())
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let about: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains(&digest) || ids.iter().any(|id| mentions_id(l, id)))
+                .collect();
+            for line in about.iter().take(10) {
+                lines.push(format!(
+                    "{name} log about p{publisher} seq {seq} ({} lines): {}",
+                    about.len(),
+                    line.chars().take(300).collect::<String>()
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// Whether `line` names message id `id` itself or a fresh id derived from it (`<id>.<hex>`),
+/// not a longer id that starts with it.
+fn mentions_id(line: &str, id: &str) -> bool {
+    line.match_indices(id).any(|(at, _)| {
+        let after = line[at + id.len()..].chars().next();
+        let before = line[..at].chars().next_back();
+        matches!(before, Some('=' | '"')) && matches!(after, None | Some('"' | ' ' | '.'))
+    })
 }
 
 /// The largest gap between consecutive PUBACKs of the publishers `keep` selects, ms.
@@ -1097,4 +1191,21 @@ pub async fn s9_session_storm(
         violations,
         figures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_id;
+
+    #[test]
+    fn a_message_id_is_found_with_its_fresh_copies_and_not_in_a_longer_id() {
+        let stored = r#"DEBUG ferromq::store_ack: stored stream=FMQ_MSG_5 seq=9 duplicate=true id="4a-m1f" subject="fmq.m.5.t""#;
+        assert!(mentions_id(stored, "4a-m1f"));
+        assert!(!mentions_id(stored, "4a-m1"));
+        let again = "WARN ferromq::store_ack: storing it again shard=5 seq=9 id=4a-m1f";
+        assert!(mentions_id(again, "4a-m1f"));
+        let fresh = r#"DEBUG ferromq::store_ack: stored again stream=FMQ_MSG_5 seq=12 duplicate=false id=4a-m1f.9c"#;
+        assert!(mentions_id(fresh, "4a-m1f"));
+        assert!(!mentions_id("commit id=x4a-m1f digest=00", "4a-m1f"));
+    }
 }

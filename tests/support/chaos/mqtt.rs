@@ -64,6 +64,15 @@ pub enum Client {
     V5(rumqttc::v5::AsyncClient),
 }
 
+/// A PUBLISH handed to rumqttc and never written (see [`Connection::take_unwritten_publishes`]).
+#[derive(Clone, Debug)]
+pub struct Unwritten {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+}
+
 /// Boxed: the two event loops differ in size, and there is one per client.
 pub enum Connection {
     V311(Box<rumqttc::EventLoop>),
@@ -243,6 +252,54 @@ impl Connection {
                     },
                     rumqttc::v5::Event::Outgoing(outgoing) => outgoing_event(outgoing),
                 })
+            }
+        }
+    }
+
+    /// Take out of rumqttc's pending list the PUBLISHes it was handed and never wrote (no
+    /// packet id yet), in order, for the caller to hand them over again.
+    ///
+    /// At a lost connection rumqttc moves every request still in its channel into that list,
+    /// after the PUBLISHes in flight, and at the next connection writes the whole list without
+    /// its in-flight window: the new PUBLISHes then take packet ids still in flight, each such
+    /// collision replaces the one before (which is never written), and a new PUBLISH can take
+    /// the packet id of a retransmission still waiting in the list. A broker outage thus
+    /// silently dropped most of what a publisher queued meanwhile, and the recorder, which maps
+    /// packet ids to messages from rumqttc's events, credited PUBACKs to the wrong messages
+    /// (some never written). Handed over again through the channel, they wait for the window.
+    pub fn take_unwritten_publishes(&mut self) -> Vec<Unwritten> {
+        match self {
+            Connection::V311(c) => {
+                let mut taken = Vec::new();
+                c.pending.retain(|request| match request {
+                    rumqttc::Request::Publish(p) if p.pkid == 0 => {
+                        taken.push(Unwritten {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                        });
+                        false
+                    }
+                    _ => true,
+                });
+                taken
+            }
+            Connection::V5(c) => {
+                let mut taken = Vec::new();
+                c.pending.retain(|request| match request {
+                    rumqttc::v5::Request::Publish(p) if p.pkid == 0 => {
+                        taken.push(Unwritten {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            qos: p.qos as u8,
+                            retain: p.retain,
+                        });
+                        false
+                    }
+                    _ => true,
+                });
+                taken
             }
         }
     }

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::audit::audit_note_locating;
 use super::checker::check;
 use super::cluster::{
-    cluster_nodes, common_violations, inversion_examples, log_alarms, lost_subscribers_in_logs,
-    nats, pub_gap_ms, NodeProcess, Outcome, NODES, SHARDS,
+    cluster_nodes, common_violations, inversion_examples, log_alarms, lost_publishes_in_logs,
+    lost_subscribers_in_logs, nats, pub_gap_ms, NodeProcess, Outcome, NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
 use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
@@ -852,6 +852,7 @@ pub async fn s5_partition(
     let report = check(&recording);
     violations.extend(common_violations(&report, false));
     notes.push(format!("node timings: {timings}"));
+    let mut lost_publishes = Vec::new();
     match async_nats::connect(rig.nats_urls()).await {
         Ok(client) => {
             let mut lost: Vec<(u32, u64)> = report
@@ -861,6 +862,7 @@ pub async fn s5_partition(
                 .collect();
             lost.dedup();
             notes.push(audit_note_locating(&client, SHARDS, &recording, &lost).await);
+            lost_publishes = lost;
         }
         Err(e) => notes.push(format!("store audit: no NATS connection: {e}")),
     }
@@ -879,6 +881,12 @@ pub async fn s5_partition(
         &rig.nodes,
         &report,
         &load.client_prefix,
+    ));
+    notes.extend(lost_publishes_in_logs(
+        &rig.nodes,
+        &recording,
+        &lost_publishes,
+        load.payload_size,
     ));
     let figures = vec![
         (
