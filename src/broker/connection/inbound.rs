@@ -225,23 +225,42 @@ impl Conn {
             return self.ack(release);
         };
         let released = Change::released(self.session.client_id(), seq, packet_id);
-        let committed = match self.core.durability().commit(vec![released.clone()]) {
-            Commit::Done(Ok(())) => return self.ack(release),
+        self.ack_when_kept(
+            released,
+            release,
+            (packet_id, true),
+            "PUBREL withheld, the store kept refusing the release; closing, so that the PUBLISH is sent again where the client reconnects",
+        )
+    }
+
+    /// Send `ack` (of exchange `packet_id`) once `change` is durable, trying it again while
+    /// the store refuses it ([`commit_retried`]). When the store keeps refusing, the
+    /// connection closes without `ack` (`gave_up` is logged), and with `undo_release` the
+    /// outbound exchange awaits its PUBREC again (see `Ready::unreleased`).
+    fn ack_when_kept(
+        &mut self,
+        change: Change,
+        ack: Packet,
+        (packet_id, undo_release): (u16, bool),
+        gave_up: &'static str,
+    ) -> Result<(), CloseReason> {
+        let committed = match self.core.durability().commit(vec![change.clone()]) {
+            Commit::Done(Ok(())) => return self.ack(ack),
             pending_or_failed => pending_or_failed,
         };
         let core = self.core.clone();
         let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
-            match commit_retried(&core, &closing, committed, released).await {
+            match commit_retried(&core, &closing, committed, change).await {
                 Ok(()) => Ready {
-                    ack: Some(release),
+                    ack: Some(ack),
                     ..Ready::default()
                 },
                 Err(e) => {
-                    tracing::warn!(packet_id, "PUBREL withheld, the store kept refusing the release: {e}; closing, so that the PUBLISH is sent again where the client reconnects");
+                    tracing::warn!(packet_id, error = %e, "{gave_up}");
                     Ready {
                         close_unkept: !closing.is_cancelled(),
-                        unreleased: Some(packet_id),
+                        unreleased: undo_release.then_some(packet_id),
                         ..Ready::default()
                     }
                 }
@@ -512,28 +531,12 @@ impl Conn {
             client_id: self.session.client_id().clone(),
             packet_id,
         };
-        let committed = match self.core.durability().commit(vec![released.clone()]) {
-            Commit::Done(Ok(())) => return self.ack(ack),
-            pending_or_failed => pending_or_failed,
-        };
-        let core = self.core.clone();
-        let closing = self.pending_acks.closing();
-        self.pending_acks.push(async move {
-            match commit_retried(&core, &closing, committed, released).await {
-                Ok(()) => Ready {
-                    ack: Some(ack),
-                    ..Ready::default()
-                },
-                Err(e) => {
-                    tracing::warn!(packet_id, "PUBCOMP withheld, the store kept refusing the release: {e}; closing, so that the client sends the PUBREL again where it reconnects");
-                    Ready {
-                        close_unkept: !closing.is_cancelled(),
-                        ..Ready::default()
-                    }
-                }
-            }
-        });
-        Ok(())
+        self.ack_when_kept(
+            released,
+            ack,
+            (packet_id, false),
+            "PUBCOMP withheld, the store kept refusing the release; closing, so that the client sends the PUBREL again where it reconnects",
+        )
     }
 
     /// The `$` rule and write authorization; counts and logs a refusal. `Err`: the MQTT 5

@@ -200,8 +200,22 @@ async fn qos2_delivery_waits_until_its_sent_state_is_kept_and_changes_come_in_or
     assert!(received < inbound_released, "{changes:#?}");
 }
 
-/// A QoS 2 delivery whose PUBREC was answered: the delivered packet id.
-async fn delivered_and_recorded(sub: &mut Client, publisher: &mut Client) -> u16 {
+/// A persistent QoS 2 subscriber that sent its PUBREC while the engine refuses to keep
+/// released states.
+struct RefusedRelease {
+    recording: Arc<Recording>,
+    core: Arc<BrokerCore>,
+    listener: Arc<ListenerSettings>,
+    sub: Client,
+    packet_id: u16,
+}
+
+async fn pubrec_sent_while_releases_are_refused() -> RefusedRelease {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(|c| matches!(c, Change::Released { .. }), unavailable());
     publisher.send(publish_qos2(7)).await;
     assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
     let Packet::Publish(delivered) = sub.next().await else {
@@ -209,7 +223,13 @@ async fn delivered_and_recorded(sub: &mut Client, publisher: &mut Client) -> u16
     };
     let packet_id = delivered.packet_id.expect("QoS 2 delivery has a packet id");
     sub.send(Packet::PubRec(Ack::new(packet_id))).await;
-    packet_id
+    RefusedRelease {
+        recording,
+        core,
+        listener,
+        sub,
+        packet_id,
+    }
 }
 
 fn unavailable() -> Option<crate::broker::durability::DurabilityError> {
@@ -220,12 +240,12 @@ fn unavailable() -> Option<crate::broker::durability::DurabilityError> {
 
 #[tokio::test]
 async fn a_pubrel_waits_for_a_refused_release_to_be_kept_on_a_retry() {
-    let recording = Recording::new();
-    let (core, listener) = core_with(recording.clone());
-    let mut sub = subscriber(&core, &listener).await;
-    let mut publisher = Client::connect(&core, &listener, "pub").await;
-    recording.refuse_when(|c| matches!(c, Change::Released { .. }), unavailable());
-    let packet_id = delivered_and_recorded(&mut sub, &mut publisher).await;
+    let RefusedRelease {
+        recording,
+        mut sub,
+        packet_id,
+        ..
+    } = pubrec_sent_while_releases_are_refused().await;
     assert_eq!(
         sub.next_within(Duration::from_millis(500)).await,
         None,
@@ -243,12 +263,13 @@ async fn a_pubrel_waits_for_a_refused_release_to_be_kept_on_a_retry() {
 /// closed, and the resumed session sends the PUBLISH again (DUP=1), as the store has it.
 #[tokio::test(start_paused = true)]
 async fn a_release_never_kept_closes_without_pubrel_and_the_publish_is_sent_again() {
-    let recording = Recording::new();
-    let (core, listener) = core_with(recording.clone());
-    let mut sub = subscriber(&core, &listener).await;
-    let mut publisher = Client::connect(&core, &listener, "pub").await;
-    recording.refuse_when(|c| matches!(c, Change::Released { .. }), unavailable());
-    let packet_id = delivered_and_recorded(&mut sub, &mut publisher).await;
+    let RefusedRelease {
+        recording,
+        core,
+        listener,
+        mut sub,
+        packet_id,
+    } = pubrec_sent_while_releases_are_refused().await;
     let before_close = sub.until_closed(Duration::from_secs(120)).await;
     assert!(
         !before_close.iter().any(|p| matches!(p, Packet::PubRel(_))),
