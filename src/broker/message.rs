@@ -136,14 +136,12 @@ impl Message {
     /// properties stay, shared with the message's other copies.
     pub fn envelope(&self) -> Message {
         let v5 = match &self.v5 {
-            Some(v5) if v5.properties.heap_bytes() > PROPERTIES_KEPT_IN_ENVELOPE => {
-                v5.expires_at.map(|expires_at| {
-                    Arc::new(V5Extras {
-                        properties: Properties::default(),
-                        expires_at: Some(expires_at),
-                    })
+            Some(v5) if !kept_in_envelope(&v5.properties) => v5.expires_at.map(|expires_at| {
+                Arc::new(V5Extras {
+                    properties: Properties::default(),
+                    expires_at: Some(expires_at),
                 })
-            }
+            }),
             other => other.clone(),
         };
         Message {
@@ -189,6 +187,11 @@ impl Message {
 /// size of the side that would replace them, so an envelope costs at most about two sides
 /// more than a message without properties, whatever was published.
 const PROPERTIES_KEPT_IN_ENVELOPE: usize = std::mem::size_of::<V5Extras>();
+
+/// Whether a paged-out envelope keeps `properties` ([`Message::envelope`]).
+pub fn kept_in_envelope(properties: &Properties) -> bool {
+    properties.heap_bytes() <= PROPERTIES_KEPT_IN_ENVELOPE
+}
 
 /// `at` as ms since the Unix epoch (by the wall clock now).
 fn wall_ms_of(at: Instant) -> u64 {

@@ -433,13 +433,30 @@ impl Store {
     /// read with [`Store::read_paged`] when needed. Message bodies are decoded one at a time
     /// and their payloads not held, so recovery's memory does not grow with the store's size.
     pub fn recover_paged(&self, queued_in_memory: usize) -> Result<Recovered, StoreError> {
+        self.recover_envelopes(queued_in_memory, None)
+    }
+
+    /// [`Store::recover_paged`], where a paged session entry keeps `envelope_properties` of
+    /// its message's properties (the encoded bytes; the caller knows their format and what an
+    /// envelope keeps of them) and gets the rest back with its payload from
+    /// [`Store::read_paged`]. An owned queue's paged entries keep all of theirs.
+    pub fn recover_envelopes(
+        &self,
+        queued_in_memory: usize,
+        envelope_properties: Option<fn(&bytes::Bytes) -> bytes::Bytes>,
+    ) -> Result<Recovered, StoreError> {
         let recovered = {
             let db = self.inner.db.lock();
             let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
                 detail: "the store is being reopened after a failed write".into(),
                 out_of_space: false,
             })?;
-            recover::recover(db, self.inner.engine_repaired, queued_in_memory)?
+            recover::recover(
+                db,
+                self.inner.engine_repaired,
+                queued_in_memory,
+                envelope_properties,
+            )?
         };
         self.inner
             .counters

@@ -110,6 +110,7 @@ pub(crate) fn recover(
     db: &Database,
     engine_repaired: bool,
     queued_in_memory: usize,
+    envelope_properties: Option<fn(&Bytes) -> Bytes>,
 ) -> Result<Recovered, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
     let (recovered, changed) = {
@@ -120,6 +121,7 @@ pub(crate) fn recover(
                 ..RecoveryStats::default()
             },
             queued_in_memory,
+            envelope_properties,
             ..Scan::default()
         };
         scan.messages(&t)?;
@@ -145,6 +147,9 @@ struct Scan {
     stats: RecoveryStats,
     /// Envelopes only: payloads are read when an entry keeps one (see [`Scan::payload`]).
     bodies: HashMap<MessageId, StoredMessage>,
+    /// What a paged session entry keeps of its message's properties (see
+    /// [`super::Store::recover_envelopes`]); `None`: all of them.
+    envelope_properties: Option<fn(&Bytes) -> Bytes>,
     /// Queued entries per session whose payloads are read; the rest are paged.
     queued_in_memory: usize,
     /// Ids of stored bodies that could not be decoded: kept, never freed here.
@@ -173,7 +178,10 @@ impl Scan {
             self.stats.message_bytes += raw.len() as u64;
             match codec::decode_message(&raw) {
                 Ok(mut message) => {
+                    // The envelope only: nothing may keep `raw` (the payload) alive, and an
+                    // entry that needs the whole message reads it again (`Scan::body`).
                     message.payload = Bytes::new();
+                    message.properties = self.envelope_properties_of(&message.properties);
                     self.bodies.insert(id, message);
                 }
                 Err(e) => {
@@ -226,38 +234,53 @@ impl Scan {
         }
     }
 
+    /// What an envelope keeps of `properties`, in an allocation of its own.
+    fn envelope_properties_of(&self, properties: &Bytes) -> Bytes {
+        match self.envelope_properties {
+            Some(slim) => slim(properties),
+            None => Bytes::copy_from_slice(properties),
+        }
+    }
+
     /// Whether an entry's payload is left in the store (paged: a queued entry past the first
     /// `queued_in_memory` of its queue, `held` counting them); otherwise `message` gets it.
+    /// A paged entry keeps its envelope's properties, all of them with `all_properties` (an
+    /// owned queue's: selectors read them before its payload is read back).
     fn hold_or_page(
         &self,
         t: &Tables<'_>,
         held: &mut usize,
         entry: &super::types::QueueEntry,
         carried: bool,
+        all_properties: bool,
         message: &mut StoredMessage,
     ) -> Result<bool, StoreError> {
         let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
         if paged {
             // Nothing may keep the carried record alive: its payload is left in the store.
             message.payload = Bytes::new();
-            message.properties = Bytes::copy_from_slice(&message.properties);
+            message.properties = match (all_properties, carried) {
+                (false, _) => self.envelope_properties_of(&message.properties),
+                (true, true) => Bytes::copy_from_slice(&message.properties),
+                (true, false) => Bytes::copy_from_slice(&Self::body(t, entry.message_id)?.1),
+            };
         } else {
             *held += 1;
             if !carried {
-                message.payload = Self::payload(t, entry.message_id)?;
+                (message.payload, message.properties) = Self::body(t, entry.message_id)?;
             }
         }
         Ok(paged)
     }
 
-    /// The payload of body `id` (decoded before, so it is readable).
-    fn payload(t: &Tables<'_>, id: MessageId) -> Result<Bytes, StoreError> {
+    /// The payload and properties of body `id` (decoded before, so it is readable).
+    fn body(t: &Tables<'_>, id: MessageId) -> Result<(Bytes, Bytes), StoreError> {
         let Some(value) = t.messages.get(id).map_err(storage)? else {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), Bytes::new()));
         };
         let raw = Bytes::copy_from_slice(value.value());
         codec::decode_message(&raw)
-            .map(|m| m.payload)
+            .map(|m| (m.payload, m.properties))
             .map_err(|e| StoreError::storage("reading a message body", e))
     }
 
@@ -271,7 +294,7 @@ impl Scan {
         for (topic, id) in found {
             match self.reference(id) {
                 Some(mut message) => {
-                    message.payload = Self::payload(t, id)?;
+                    (message.payload, message.properties) = Self::body(t, id)?;
                     self.retained
                         .push((topic, RecoveredMessage { id, message }));
                 }
@@ -377,7 +400,8 @@ impl Scan {
                 QueueState::Released { .. } => self.stats.released += 1,
             }
             let held = in_memory.entry(client_id.clone()).or_default();
-            let paged = self.hold_or_page(t, held, &entry, carried.is_some(), &mut message)?;
+            let paged =
+                self.hold_or_page(t, held, &entry, carried.is_some(), false, &mut message)?;
             if let Some(session) = self.sessions.get_mut(&client_id) {
                 session.queue.push(RecoveredEntry {
                     seq,
@@ -474,7 +498,8 @@ impl Scan {
             };
             self.stats.owned_entries += 1;
             let held = in_memory.entry(owner.clone()).or_default();
-            let paged = self.hold_or_page(t, held, &entry, carried.is_some(), &mut message)?;
+            let paged =
+                self.hold_or_page(t, held, &entry, carried.is_some(), true, &mut message)?;
             if let Some(queue) = self.owned.get_mut(&owner) {
                 queue.queue.push(RecoveredEntry {
                     seq,

@@ -1,9 +1,9 @@
 //! A paged-out queue entry keeps its MQTT 5 properties in the store, not in RAM: an offline
 //! persistent session is sent far more user-property bytes than `memoryUsage` (each message's
 //! properties are large, its payload small), every message is acknowledged, the broker's
-//! resident memory stays within `memoryUsage` plus the margin of the payload paging test, and
-//! the session then receives every message with its properties and expiry intact. A real
-//! MQTT 5 client library (rumqttc) publishes and receives.
+//! resident memory stays within `memoryUsage` plus the margin of the payload paging test, also
+//! after a kill -9 and restart, and the session then receives every message with its
+//! properties and expiry intact. A real MQTT 5 client library (rumqttc) publishes and receives.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -140,8 +140,23 @@ async fn large_properties_of_a_long_offline_queue_stay_in_the_store() {
         "RSS {peak} MiB > {bound} MiB while publishing"
     );
 
+    // A restart (kill -9) reads the queue back as envelopes too: recovery holds neither the
+    // payloads nor the large properties of paged entries.
+    {
+        let mut child = broker.lock();
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        *child = spawn_broker(&config);
+    }
+    let pid = broker.lock().id();
     // The session gets every message back, properties and expiry included.
     let (_sub, mut events) = connected(options(port, "pp-sub", false)).await;
+    let after_restart = rss_mb(pid);
+    println!("after a restart: RSS {after_restart} MiB");
+    assert!(
+        after_restart <= bound,
+        "RSS {after_restart} MiB > {bound} MiB after a restart"
+    );
     let mut seen = BTreeMap::new();
     while seen.len() < MESSAGES as usize {
         match tokio::time::timeout(Duration::from_secs(20), events.poll()).await {

@@ -43,7 +43,7 @@ impl RedbStore {
             let store = Store::open(&directory, limits)
                 .map_err(|e| anyhow::anyhow!("cannot open the durable store: {e}"))?;
             let recovered = store
-                .recover_paged(PAGE_AFTER_RECOVERY)
+                .recover_envelopes(PAGE_AFTER_RECOVERY, Some(envelope_properties))
                 .map_err(|e| anyhow::anyhow!("cannot recover the durable store: {e}"))?;
             Ok::<_, anyhow::Error>((store, recovered))
         })
@@ -358,6 +358,29 @@ fn decode_or_log(bytes: &bytes::Bytes, topic: &str) -> StoredV5 {
         tracing::warn!(%topic, "stored MQTT 5 properties dropped: {e}");
         StoredV5::default()
     })
+}
+
+/// What a paged-out session entry recovered from the store keeps of its message's stored
+/// MQTT 5 side: the rule of [`Message::envelope`] (large properties stay in the store, the
+/// expiry stays), applied to the encoded bytes so that recovery never holds them all.
+fn envelope_properties(stored: &bytes::Bytes) -> bytes::Bytes {
+    if stored.is_empty() {
+        return bytes::Bytes::new();
+    }
+    let Ok(v5) = StoredV5::decode(stored) else {
+        // Read again, and logged, where the whole message is read back.
+        return bytes::Bytes::copy_from_slice(stored);
+    };
+    match &v5.properties {
+        Some(properties) if !crate::broker::message::kept_in_envelope(properties) => encode_or_log(
+            &StoredV5 {
+                properties: None,
+                ..v5
+            },
+            "",
+        ),
+        _ => bytes::Bytes::copy_from_slice(stored),
+    }
 }
 
 /// Messages read back for paged-out queue entries, as what page-in needs of them.
