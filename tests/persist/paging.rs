@@ -60,6 +60,18 @@ pub(crate) fn rss_mb(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// Kill -9 the broker and start it again on `config`; the new process id.
+pub(crate) fn kill_and_restart(
+    broker: &parking_lot::Mutex<std::process::Child>,
+    config: &Path,
+) -> u32 {
+    let mut child = broker.lock();
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    *child = spawn_broker(config);
+    child.id()
+}
+
 async fn publish_all(addr: SocketAddr, pid: u32) -> u64 {
     let mut publisher = Wire::connect(addr, "pub", true).await;
     let mut peak = 0;
@@ -114,13 +126,7 @@ async fn three_times_memory_usage_queued_offline_stays_within_memory_usage() {
     );
 
     // A restart reads the queue back paged too.
-    {
-        let mut child = broker.lock();
-        child.kill().expect("kill");
-        child.wait().expect("wait");
-        *child = spawn_broker(&config);
-    }
-    let pid = broker.lock().id();
+    let pid = kill_and_restart(&broker, &config);
     let mut sub = Wire::connect(addr, "sub", false).await;
     let after_restart = rss_mb(pid);
     println!("after a restart: RSS {after_restart} MiB");

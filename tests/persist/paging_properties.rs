@@ -13,7 +13,7 @@ use rumqttc::v5::mqttbytes::v5::{ConnectProperties, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, Incoming, MqttOptions};
 
-use super::paging::{config, rss_mb, MEMORY_LIMIT_MB, RSS_MARGIN_MB};
+use super::paging::{config, kill_and_restart, rss_mb, MEMORY_LIMIT_MB, RSS_MARGIN_MB};
 use crate::support::free_port;
 use crate::support::wire::{spawn_broker, KillOnDrop};
 
@@ -142,13 +142,7 @@ async fn large_properties_of_a_long_offline_queue_stay_in_the_store() {
 
     // A restart (kill -9) reads the queue back as envelopes too: recovery holds neither the
     // payloads nor the large properties of paged entries.
-    {
-        let mut child = broker.lock();
-        child.kill().expect("kill");
-        child.wait().expect("wait");
-        *child = spawn_broker(&config);
-    }
-    let pid = broker.lock().id();
+    let pid = kill_and_restart(&broker, &config);
     // The session gets every message back, properties and expiry included.
     let (_sub, mut events) = connected(options(port, "pp-sub", false)).await;
     let after_restart = rss_mb(pid);
