@@ -262,7 +262,11 @@ impl Scan {
             message.properties = match (all_properties, carried) {
                 (false, _) => self.envelope_properties_of(&message.properties),
                 (true, true) => Bytes::copy_from_slice(&message.properties),
-                (true, false) => Bytes::copy_from_slice(&Self::body(t, entry.message_id)?.1),
+                // The shared body's envelope was slimmed: read its properties again.
+                (true, false) if self.envelope_properties.is_some() => {
+                    Bytes::copy_from_slice(&Self::body(t, entry.message_id)?.1)
+                }
+                (true, false) => message.properties.clone(),
             };
         } else {
             *held += 1;
