@@ -465,6 +465,34 @@ impl Queue {
         None
     }
 
+    /// The task woke for this queue while its front's send is awaited (`sent`: when it was
+    /// last sent; `expired`: it is past `expires`). An attempt without an answer is a failure:
+    /// probe with the front. A front past `storeTimeout` whose latest send is still within its
+    /// attempt, as in a drain after a stream came back (its stores were taken long before),
+    /// only has its waiter told ([`Queue::expire`]): its send and those behind it stay in
+    /// flight. Failing it instead would start the drain over for every store taken before the
+    /// outage, a probe pause and a re-send of the whole queue each.
+    fn woke(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        expired: bool,
+        attempt: Duration,
+        store_timeout: Duration,
+    ) {
+        let unanswered = now.saturating_duration_since(sent) >= attempt;
+        let draining = matches!(self.mode, Mode::Open | Mode::Drain { .. });
+        if expired && !unanswered && draining {
+            self.expire(store_timeout, "the stream did not acknowledge in time");
+        } else if expired || unanswered {
+            let why = format!(
+                "cluster store did not acknowledge within {} ms",
+                attempt.as_millis()
+            );
+            self.failed(store_timeout, &why);
+        }
+    }
+
     /// The front was not acknowledged (`why`): fail what is past `storeTimeout`, then send
     /// only the front again, after a pause.
     fn failed(&mut self, store_timeout: Duration, why: &str) {
@@ -631,15 +659,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                                 queue.expire(store_timeout, "the stream did not acknowledge");
                             }
                         }
-                        _ => {
-                            if expired || now.saturating_duration_since(sent) >= attempt {
-                                let why = format!(
-                                    "cluster store did not acknowledge within {} ms",
-                                    attempt.as_millis()
-                                );
-                                queue.failed(store_timeout, &why);
-                            }
-                        }
+                        _ => queue.woke(now, sent, expired, attempt, store_timeout),
                     }
                 }
             }
@@ -837,6 +857,56 @@ mod tests {
         queue.expire(timeout, "no answer");
         assert!(queue.entries.is_empty());
         assert_eq!(queue.mode, Mode::Open, "an empty queue is open");
+    }
+
+    /// A store taken `age` ago and sent again just now (a drain after a stream came back).
+    fn resent(
+        age: Duration,
+        id: Option<&str>,
+    ) -> (InFlight, oneshot::Receiver<Result<(), DurabilityError>>) {
+        let (mut entry, rx) = entry(age, id);
+        entry.sent = Instant::now();
+        (entry, rx)
+    }
+
+    #[test]
+    fn a_drain_fails_stores_past_store_timeout_without_starting_over() {
+        let attempt = attempt_timeout(TIMEOUT);
+        let (old, mut old_rx) = resent(Duration::from_secs(9), None);
+        let (kept, mut kept_rx) = resent(Duration::from_secs(8), Some("i-m2"));
+        let (young, mut young_rx) = resent(Duration::from_secs(1), None);
+        let mut queue = queue_of_entries([old, kept, young], Mode::Drain { resent: 3 });
+        let now = Instant::now();
+        queue.woke(now, now, true, attempt, TIMEOUT);
+        // Its publisher hears it failed; the re-sends behind it stay in flight.
+        assert!(matches!(
+            old_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert_eq!(queue.mode, Mode::Drain { resent: 2 });
+        assert!(queue.front_live());
+        // The next front, kept for its publisher's retry, is told too and stays first.
+        queue.woke(now, now, true, attempt, TIMEOUT);
+        assert!(matches!(
+            kept_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert_eq!(queue.mode, Mode::Drain { resent: 2 });
+        assert!(queue.entries.front().is_some_and(|f| f.orphan));
+        assert!(young_rx.try_recv().is_err(), "still waiting");
+    }
+
+    #[test]
+    fn a_drain_whose_front_gets_no_answer_within_an_attempt_probes() {
+        let attempt = attempt_timeout(TIMEOUT);
+        let (front, _front_rx) = entry(Duration::from_secs(2), None);
+        let (next, _next_rx) = resent(Duration::from_secs(1), None);
+        let mut queue = queue_of_entries([front, next], Mode::Drain { resent: 2 });
+        let now = Instant::now();
+        let sent = now - attempt;
+        queue.woke(now, sent, false, attempt, TIMEOUT);
+        assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
+        assert_eq!(queue.entries.len(), 2);
     }
 
     #[test]
