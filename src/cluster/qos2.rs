@@ -73,6 +73,33 @@ pub struct Inbound {
     /// release waits for the one before it, so releases reach the stream in PUBREL order
     /// (the order of delivery) even when one must first look for its held copy.
     last_release: parking_lot::Mutex<HashMap<Arc<str>, oneshot::Receiver<()>>>,
+    /// The exchanges whose PUBREL this node is releasing, by (client id, packet id): the
+    /// receiver resolves when the release ends (its sender is dropped). A PUBLISH that reuses
+    /// the packet id meanwhile waits for it (see [`received`]).
+    releasing: parking_lot::Mutex<HashMap<ExchangeKey, tokio::sync::watch::Receiver<()>>>,
+}
+
+/// An inbound exchange of this node: (client id, packet id).
+type ExchangeKey = (Arc<str>, u16);
+
+/// Ends the entry of one release in [`Inbound::releasing`] when the release ends (or its
+/// connection stops waiting for it).
+struct Releasing {
+    inner: Arc<Inner>,
+    key: ExchangeKey,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        let mut releasing = self.inner.q2.releasing.lock();
+        if releasing
+            .get(&self.key)
+            .is_some_and(|rx| rx.same_channel(&self._done.subscribe()))
+        {
+            releasing.remove(&self.key);
+        }
+    }
 }
 
 impl Inbound {
@@ -182,6 +209,28 @@ pub fn received(
         if unwritten {
             super::sessions::write_record(&inner, &client_id).await?;
         }
+        // A client may send a new PUBLISH under the packet id of an exchange whose PUBREL it
+        // sent just before, without waiting for the PUBCOMP (rumqttc 0.24 does after a
+        // reconnect: it counts no PUBREL in flight and checks only its PUBLISHes for packet
+        // ids in use). Held now, the new message would replace the held copy that PUBREL is
+        // releasing, and that message, acknowledged with a PUBREC, would never be delivered.
+        let releasing = inner
+            .q2
+            .releasing
+            .lock()
+            .get(&(client_id.clone(), packet_id))
+            .cloned();
+        if let Some(mut releasing) = releasing {
+            // Resolves when the release ends: its sender is dropped.
+            if tokio::time::timeout(inner.store_timeout, releasing.changed())
+                .await
+                .is_err()
+            {
+                return Err(unavailable(format!(
+                    "packet id {packet_id} is still being released for the PUBREL before it"
+                )));
+            }
+        }
         let shard = shard_of(&message.topic, inner.shards);
         let subject = subject(shard, &client_id, incarnation, packet_id);
         let held = hold(&inner, shard, &subject, &message, frame, retained).await?;
@@ -224,6 +273,12 @@ async fn hold(
                     if let Ok(kept) = decode_message(last.payload.clone()) {
                         if same_message(&kept.message, message) {
                             // A re-sent PUBLISH (on this node or another): held already.
+                            trace_exchange(
+                                "held already",
+                                subject,
+                                last.sequence,
+                                &message.payload,
+                            );
                             return Ok(Held {
                                 shard,
                                 seq: last.sequence,
@@ -257,13 +312,14 @@ async fn hold(
         };
         match tokio::time::timeout(inner.store_timeout, ack.into_future()).await {
             Ok(Ok(ack)) => {
+                trace_exchange("held", subject, ack.sequence, &message.payload);
                 return Ok(Held {
                     shard,
                     seq: ack.sequence,
                     incarnation: 0,
                     frame,
                     retained,
-                })
+                });
             }
             // Someone wrote the subject since it was read (an earlier attempt of this
             // PUBLISH, whose answer was lost): read again.
@@ -278,6 +334,19 @@ async fn hold(
         }
     }
     Err(unavailable("the exchange's subject kept changing"))
+}
+
+/// A step of an inbound exchange in the debug log of the store path (`ferromq::store_ack`),
+/// with the digest of the message's payload, so that a test can follow one message through
+/// its held copy and its release on every node.
+fn trace_exchange(step: &str, subject: &str, seq: u64, payload: &[u8]) {
+    tracing::debug!(
+        target: super::store_ack::TARGET,
+        subject,
+        seq,
+        digest = %format_args!("{:016x}", super::store_ack::payload_digest(payload)),
+        "QoS 2 {step}"
+    );
 }
 
 /// A re-sent PUBLISH carries the same message (MQTT 5 4.3.3: same packet id, DUP set).
@@ -331,8 +400,20 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
     } else {
         Some(queued)
     };
+    let (done, waiters) = tokio::sync::watch::channel(());
+    inner
+        .q2
+        .releasing
+        .lock()
+        .insert((client_id.clone(), packet_id), waiters);
+    let releasing = Releasing {
+        inner: inner.clone(),
+        key: (client_id.clone(), packet_id),
+        _done: done,
+    };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
+        let _releasing = releasing;
         if let Some(previous) = previous {
             let _ = previous.await;
         }
@@ -393,7 +474,16 @@ async fn settle(
                         None => return Ok(()),
                     },
                     // Released already (by an earlier PUBREL), or never held.
-                    None => return Ok(()),
+                    None => {
+                        tracing::debug!(
+                            target: super::store_ack::TARGET,
+                            client_id = %client_id,
+                            incarnation,
+                            packet_id,
+                            "PUBREL: nothing held to release"
+                        );
+                        return Ok(());
+                    }
                 },
             },
         };
@@ -609,6 +699,11 @@ fn release(
         match super::retained::send_change(inner, &topic, held.frame.clone(), clear) {
             Ok(rx) => waits.push(rx),
             Err(e) => return Commit::Done(Err(e)),
+        }
+    }
+    if tracing::enabled!(target: super::store_ack::TARGET, tracing::Level::DEBUG) {
+        if let Ok(kept) = decode_message(held.frame.clone()) {
+            trace_exchange("releasing", &subject, held.seq, &kept.message.payload);
         }
     }
     let id = format!("{subject}.r{}", held.seq);

@@ -26,6 +26,7 @@ async fn qos2_exactly_once_across_nodes() {
     a_publish_resent_on_another_node_is_delivered_once(&rig).await;
     a_pubrel_on_another_node_releases_the_message_once(&rig).await;
     a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(&rig).await;
+    a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(&rig).await;
     an_outbound_exchange_resumes_on_another_node_by_its_state(&rig).await;
     a_shared_subscription_gets_a_qos2_message_once_at_qos1(&rig).await;
     // Last: it kills node 0.
@@ -303,6 +304,96 @@ async fn a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(r
     assert_eq!(receive_qos2(&mut sub).await, b"third");
     no_publish(&mut sub, Duration::from_secs(1)).await;
     fresh.send(disconnect()).await;
+}
+
+/// Receive `n` QoS 2 messages completely, whether their exchanges interleave or not; their
+/// payloads in the order of their PUBLISHes.
+async fn receive_qos2_messages(sub: &mut RawClient, n: usize) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut open = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < n || !open.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match sub.recv_within(left).await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.qos, QoS::ExactlyOnce);
+                let id = p.packet_id.expect("QoS 2 has a packet id");
+                assert!(open.insert(id), "packet id {id} reused before its PUBCOMP");
+                got.push(p.payload.to_vec());
+                sub.send(pubrec(id)).await;
+            }
+            Some(Packet::PubRel(a)) => {
+                open.remove(&a.packet_id);
+                sub.send(pubcomp(a.packet_id)).await;
+            }
+            Some(Packet::PingResp) => {}
+            other => panic!("{} of {n} QoS 2 messages, then {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+/// A client that sends new PUBLISHes under the packet ids of the PUBRELs it just sent, before
+/// their PUBCOMPs (rumqttc 0.24 does after a reconnect: its PUBRELs again, then new messages
+/// on the same ids), here on the node its session moved to: every message a PUBREL releases
+/// was acknowledged with a PUBREC and is delivered; each new one is held after that release,
+/// not over it.
+async fn a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(rig: &Rig) {
+    const EXCHANGES: u16 = 20;
+    let mut sub = subscriber(rig.addr(2), "q2-rel-reuse-sub", "q2/relreuse").await;
+    let (mut p, _) = v5_ok(rig.addr(0), "q2-rel-reuse", false, Some(300)).await;
+    for id in 1..=EXCHANGES {
+        let payload = format!("a{id}");
+        p.send(publish(
+            "q2/relreuse",
+            payload.as_bytes(),
+            QoS::ExactlyOnce,
+            Some(id),
+        ))
+        .await;
+        expect_ack(&mut p, "PUBREC", id).await;
+    }
+    drop(p);
+    let (mut p, ack) = v5_ok(rig.addr(1), "q2-rel-reuse", false, Some(300)).await;
+    assert!(ack.session_present);
+    for id in 1..=EXCHANGES {
+        p.send(pubrel(id)).await;
+    }
+    for id in 1..=EXCHANGES {
+        let payload = format!("b{id}");
+        p.send(publish(
+            "q2/relreuse",
+            payload.as_bytes(),
+            QoS::ExactlyOnce,
+            Some(id),
+        ))
+        .await;
+    }
+    // A PUBCOMP and a PUBREC per packet id, in any order; then the new exchanges end.
+    let mut acks = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acks.len() < 2 * usize::from(EXCHANGES) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match p.recv_within(left).await {
+            Some(Packet::PubComp(a)) => assert!(acks.insert(("PUBCOMP", a.packet_id))),
+            Some(Packet::PubRec(a)) => assert!(acks.insert(("PUBREC", a.packet_id))),
+            Some(Packet::PingResp) => {}
+            other => panic!("{} acknowledgements, then {other:?}", acks.len()),
+        }
+    }
+    for id in 1..=EXCHANGES {
+        p.send(pubrel(id)).await;
+        expect_ack(&mut p, "PUBCOMP", id).await;
+    }
+    let mut got = receive_qos2_messages(&mut sub, 2 * usize::from(EXCHANGES)).await;
+    got.sort();
+    let mut want: Vec<Vec<u8>> = (1..=EXCHANGES)
+        .flat_map(|id| [format!("a{id}").into_bytes(), format!("b{id}").into_bytes()])
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "every released message and every new one, once");
+    no_publish(&mut sub, Duration::from_secs(1)).await;
+    p.send(disconnect()).await;
 }
 
 async fn an_outbound_exchange_resumes_on_another_node_by_its_state(rig: &Rig) {

@@ -348,6 +348,17 @@ pub fn lost_subscribers_in_logs(
     lines
 }
 
+/// The lost messages of `report`'s examples, `(publisher, seq)`, each once.
+pub fn lost_publishes(report: &Report) -> Vec<(u32, u64)> {
+    let mut lost: Vec<(u32, u64)> = report
+        .lost_examples
+        .iter()
+        .map(|l| (l.publisher, l.seq))
+        .collect();
+    lost.dedup();
+    lost
+}
+
 /// What each node logged about the first lost messages (`(publisher, seq)`, at most 4, and
 /// at most 10 lines per node and message): the commits of the message (found by the digest of
 /// its payload), what the stream answered for the message ids they used, and what the ledger
@@ -360,6 +371,7 @@ pub fn lost_publishes_in_logs(
     recording: &Recording,
     lost: &[(u32, u64)],
     payload_size: usize,
+    client_prefix: &str,
 ) -> Vec<String> {
     let mut lines = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -406,7 +418,7 @@ pub fn lost_publishes_in_logs(
         for (name, log) in &logs {
             // The message ids its commits used, then every line about those ids (stores
             // again use the id's first token with a suffix).
-            let ids: Vec<String> = log
+            let mut ids: Vec<String> = log
                 .lines()
                 .filter(|l| l.contains(&digest))
                 .filter_map(|l| l.split(" id=").nth(1))
@@ -414,9 +426,22 @@ pub fn lost_publishes_in_logs(
                 .filter(|id| !id.is_empty())
                 .map(str::to_owned)
                 .collect();
+            // A QoS 2 exchange's steps name its subject and held sequence: its release is
+            // stored as `<subject>.r<held sequence>`.
+            ids.extend(
+                log.lines()
+                    .filter(|l| l.contains(&digest))
+                    .filter_map(release_id_of_exchange_line),
+            );
+            // What the publisher's PUBRELs found (QoS 2).
+            let pubrels = format!("client_id={client_prefix}-pub-{publisher} ");
             let about: Vec<&str> = log
                 .lines()
-                .filter(|l| l.contains(&digest) || ids.iter().any(|id| mentions_id(l, id)))
+                .filter(|l| {
+                    l.contains(&digest)
+                        || ids.iter().any(|id| mentions_id(l, id))
+                        || (l.contains(&pubrels) && l.contains("PUBREL"))
+                })
                 .collect();
             for line in about.iter().take(10) {
                 lines.push(format!(
@@ -428,6 +453,18 @@ pub fn lost_publishes_in_logs(
         }
     }
     lines
+}
+
+/// The message id of the release of the QoS 2 exchange a `QoS 2 ...` line of the store path
+/// names (`subject=... seq=<held sequence>`).
+fn release_id_of_exchange_line(line: &str) -> Option<String> {
+    let field = |name: &str| {
+        line.split(&format!(" {name}="))
+            .nth(1)
+            .and_then(|rest| rest.trim_start_matches('"').split([' ', '"']).next())
+            .filter(|v| !v.is_empty())
+    };
+    Some(format!("{}.r{}", field("subject")?, field("seq")?))
 }
 
 /// Whether `line` names message id `id` itself or a fresh id derived from it (`<id>.<hex>`),
@@ -613,6 +650,13 @@ pub async fn s1_kill_node(
         &report,
         &load.client_prefix,
     ));
+    notes.extend(lost_publishes_in_logs(
+        &rig.nodes,
+        &recording,
+        &lost_publishes(&report),
+        load.payload_size,
+        &load.client_prefix,
+    ));
     Ok(Outcome {
         report: Some(report),
         notes,
@@ -778,6 +822,13 @@ pub async fn s2_kill_follower_server(
         &report,
         &load.client_prefix,
     ));
+    notes.extend(lost_publishes_in_logs(
+        &rig.nodes,
+        &recording,
+        &lost_publishes(&report),
+        load.payload_size,
+        &load.client_prefix,
+    ));
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -874,6 +925,13 @@ pub async fn s6_pause_node(
     notes.extend(lost_subscribers_in_logs(
         &rig.nodes,
         &report,
+        &load.client_prefix,
+    ));
+    notes.extend(lost_publishes_in_logs(
+        &rig.nodes,
+        &recording,
+        &lost_publishes(&report),
+        load.payload_size,
         &load.client_prefix,
     ));
     notes.push(format!(
@@ -1195,7 +1253,19 @@ pub async fn s9_session_storm(
 
 #[cfg(test)]
 mod tests {
-    use super::mentions_id;
+    use super::{mentions_id, release_id_of_exchange_line};
+
+    #[test]
+    fn a_qos2_exchange_line_names_the_id_of_its_release() {
+        let held = r#"DEBUG ferromq::store_ack: QoS 2 releasing subject="fmq.m.0.$q2.ab.cd.7" seq=41 digest=00ff"#;
+        assert_eq!(
+            release_id_of_exchange_line(held).as_deref(),
+            Some("fmq.m.0.$q2.ab.cd.7.r41")
+        );
+        let stored = r#"DEBUG ferromq::store_ack: stored stream=FMQ_MSG_0 seq=44 duplicate=false id="fmq.m.0.$q2.ab.cd.7.r41" subject="fmq.m.0.$q2.ab.cd.7""#;
+        assert!(mentions_id(stored, "fmq.m.0.$q2.ab.cd.7.r41"));
+        assert_eq!(release_id_of_exchange_line("commit id=x digest=00"), None);
+    }
 
     #[test]
     fn a_message_id_is_found_with_its_fresh_copies_and_not_in_a_longer_id() {

@@ -26,8 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::audit::audit_note_locating;
 use super::checker::check;
 use super::cluster::{
-    cluster_nodes, common_violations, inversion_examples, log_alarms, lost_publishes_in_logs,
-    lost_subscribers_in_logs, nats, pub_gap_ms, NodeProcess, Outcome, NODES, SHARDS,
+    cluster_nodes, common_violations, inversion_examples, log_alarms, lost_publishes,
+    lost_publishes_in_logs, lost_subscribers_in_logs, nats, pub_gap_ms, NodeProcess, Outcome,
+    NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
 use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
@@ -852,17 +853,12 @@ pub async fn s5_partition(
     let report = check(&recording);
     violations.extend(common_violations(&report, false));
     notes.push(format!("node timings: {timings}"));
-    let mut lost_publishes = Vec::new();
+    let mut lost_examples = Vec::new();
     match async_nats::connect(rig.nats_urls()).await {
         Ok(client) => {
-            let mut lost: Vec<(u32, u64)> = report
-                .lost_examples
-                .iter()
-                .map(|l| (l.publisher, l.seq))
-                .collect();
-            lost.dedup();
+            let lost = lost_publishes(&report);
             notes.push(audit_note_locating(&client, SHARDS, &recording, &lost).await);
-            lost_publishes = lost;
+            lost_examples = lost;
         }
         Err(e) => notes.push(format!("store audit: no NATS connection: {e}")),
     }
@@ -885,8 +881,9 @@ pub async fn s5_partition(
     notes.extend(lost_publishes_in_logs(
         &rig.nodes,
         &recording,
-        &lost_publishes,
+        &lost_examples,
         load.payload_size,
+        &load.client_prefix,
     ));
     let figures = vec![
         (
