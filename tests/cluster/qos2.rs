@@ -342,15 +342,17 @@ async fn a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(rig: &Rig
     const EXCHANGES: u16 = 20;
     let mut sub = subscriber(rig.addr(2), "q2-rel-reuse-sub", "q2/relreuse").await;
     let (mut p, _) = v5_ok(rig.addr(0), "q2-rel-reuse", false, Some(300)).await;
-    for id in 1..=EXCHANGES {
-        let payload = format!("a{id}");
-        p.send(publish(
+    let message = |prefix: char, id: u16| {
+        let payload = format!("{prefix}{id}");
+        publish(
             "q2/relreuse",
             payload.as_bytes(),
             QoS::ExactlyOnce,
             Some(id),
-        ))
-        .await;
+        )
+    };
+    for id in 1..=EXCHANGES {
+        p.send(message('a', id)).await;
         expect_ack(&mut p, "PUBREC", id).await;
     }
     drop(p);
@@ -360,14 +362,7 @@ async fn a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(rig: &Rig
         p.send(pubrel(id)).await;
     }
     for id in 1..=EXCHANGES {
-        let payload = format!("b{id}");
-        p.send(publish(
-            "q2/relreuse",
-            payload.as_bytes(),
-            QoS::ExactlyOnce,
-            Some(id),
-        ))
-        .await;
+        p.send(message('b', id)).await;
     }
     // A PUBCOMP and a PUBREC per packet id, in any order; then the new exchanges end.
     let mut acks = BTreeSet::new();

@@ -348,6 +348,26 @@ pub fn lost_subscribers_in_logs(
     lines
 }
 
+/// What the nodes logged about the subscribers that lost messages and about the first lost
+/// messages (see [`lost_subscribers_in_logs`], [`lost_publishes_in_logs`]): a failing
+/// scenario's notes.
+pub fn losses_in_logs(
+    nodes: &[Arc<NodeProcess>],
+    report: &Report,
+    recording: &Recording,
+    load: &LoadConfig,
+) -> Vec<String> {
+    let mut lines = lost_subscribers_in_logs(nodes, report, &load.client_prefix);
+    lines.extend(lost_publishes_in_logs(
+        nodes,
+        recording,
+        &lost_publishes(report),
+        load.payload_size,
+        &load.client_prefix,
+    ));
+    lines
+}
+
 /// The lost messages of `report`'s examples, `(publisher, seq)`, each once.
 pub fn lost_publishes(report: &Report) -> Vec<(u32, u64)> {
     let mut lost: Vec<(u32, u64)> = report
@@ -645,18 +665,7 @@ pub async fn s1_kill_node(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
-    notes.extend(lost_publishes_in_logs(
-        &rig.nodes,
-        &recording,
-        &lost_publishes(&report),
-        load.payload_size,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, load));
     Ok(Outcome {
         report: Some(report),
         notes,
@@ -817,18 +826,7 @@ pub async fn s2_kill_follower_server(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
-    notes.extend(lost_publishes_in_logs(
-        &rig.nodes,
-        &recording,
-        &lost_publishes(&report),
-        load.payload_size,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, load));
     notes.push(format!(
         "F_pub (largest PUBACK gap, all publishers): {} ms",
         report
@@ -922,18 +920,7 @@ pub async fn s6_pause_node(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
-    notes.extend(lost_publishes_in_logs(
-        &rig.nodes,
-        &recording,
-        &lost_publishes(&report),
-        load.payload_size,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, &load));
     notes.push(format!(
         "SIGCONT -> first fenced session: {} ms",
         fenced_after

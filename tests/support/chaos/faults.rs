@@ -24,9 +24,8 @@ use parking_lot::Mutex;
 use super::audit::audit;
 use super::checker::check;
 use super::cluster::{
-    common_violations, inversion_examples, log_alarms, lost_publishes, lost_publishes_in_logs,
-    lost_subscribers_in_logs, meta_leader, pub_gap_ms, stream_leaders, victim_subscriber_resumes,
-    ClusterRig, Outcome, NODES, SHARDS,
+    common_violations, inversion_examples, log_alarms, losses_in_logs, meta_leader, pub_gap_ms,
+    stream_leaders, victim_subscriber_resumes, ClusterRig, Outcome, NODES, SHARDS,
 };
 use super::load::{run, LoadConfig};
 use super::mqtt::{client, ClientSettings, MqttEvent, Protocol};
@@ -358,18 +357,7 @@ pub async fn s3_kill_leader_server_with(
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
-    notes.extend(lost_publishes_in_logs(
-        &rig.nodes,
-        &recording,
-        &lost_publishes(&report),
-        load.payload_size,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, load));
     let mut figures = vec![(
         "F_pub all publishers".to_string(),
         report.f_pub_max_gap_ms.unwrap_or(0.0),
@@ -496,18 +484,7 @@ pub async fn s4_kill_machine(
     notes.push(format!("node timings: {timings}"));
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
-    notes.extend(lost_publishes_in_logs(
-        &rig.nodes,
-        &recording,
-        &lost_publishes(&report),
-        load.payload_size,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, load));
     let mut figures = vec![
         (
             "F_pub hot shard, surviving publishers".to_string(),

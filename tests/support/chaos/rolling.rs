@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 
 use super::checker::check;
 use super::cluster::{
-    common_violations, inversion_examples, log_alarms, lost_subscribers_in_logs, pub_gap_ms,
-    ClusterRig, Outcome, FAST_TIMINGS,
+    common_violations, inversion_examples, log_alarms, losses_in_logs, pub_gap_ms, ClusterRig,
+    Outcome, FAST_TIMINGS,
 };
 use super::load::{run, LoadConfig};
 use super::recorder::Recording;
@@ -109,11 +109,7 @@ pub async fn s7_rolling_restart(
     }
     rig.keep_logs(&load.client_prefix);
     notes.extend(log_alarms(&rig.nodes));
-    notes.extend(lost_subscribers_in_logs(
-        &rig.nodes,
-        &report,
-        &load.client_prefix,
-    ));
+    notes.extend(losses_in_logs(&rig.nodes, &report, &recording, load));
     let mut figures = Vec::new();
     if let Some(gap) = report.f_pub_max_gap_ms {
         figures.push(("S7 F_pub ms".to_owned(), gap));
