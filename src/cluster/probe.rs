@@ -11,8 +11,12 @@ use std::time::Duration;
 use crate::config::model::{Config, JetStreamSettings, Persistence};
 use crate::config::Diagnostic;
 
-/// The longest the whole probe (connect, then the JetStream account request) may take.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest the whole probe (connect, the JetStream account request, and up to
+/// [`RECOUNT_TRIES`] looks at the cluster's servers) may take.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest the connection to the first server that answers may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the NATS side looks like from this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +95,7 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
     let servers = settings.servers.join(",");
     let mut options = async_nats::ConnectOptions::new()
         .name("ferromq check --online")
-        .connection_timeout(PROBE_TIMEOUT)
+        .connection_timeout(CONNECT_TIMEOUT)
         .max_reconnects(Some(0));
     if let Some(path) = &settings.credentials {
         options = options
@@ -153,8 +157,9 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
 }
 
 /// How often, and how far apart, the probe looks again at the servers a cluster gossips
-/// when they seem too few for `replicas` (2 s in all).
-const RECOUNT_TRIES: usize = 8;
+/// when they seem too few for `replicas` (5 s in all: on a loaded machine a route came back
+/// after more than 2 s, and `check` then said three servers were two).
+const RECOUNT_TRIES: usize = 20;
 const RECOUNT_WAIT: Duration = Duration::from_millis(250);
 
 /// The distinct client URLs of the cluster's servers as the server last told them.
