@@ -615,7 +615,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
     };
     // Nothing stored past the floor that the node's reader has not routed: live at once,
     // without a consumer (the common case of a resume after a short absence).
-    if go_live(&inner, &client_id, k, floor) != Some(false) {
+    if go_live(&inner, &client_id, session_id, k, floor) != Some(false) {
         return;
     }
     let mut caught = floor;
@@ -643,7 +643,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
         };
         let mut progress = tokio::time::Instant::now();
         loop {
-            match go_live(&inner, &client_id, k, caught) {
+            match go_live(&inner, &client_id, session_id, k, caught) {
                 Some(false) => {}
                 Some(true) | None => return,
             }
@@ -710,7 +710,7 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                 }
                 Err(e) => tracing::warn!(shard = k, seq, "cluster catch-up skipped: {e}"),
             }
-            inner.tracker.lock().caught(&client_id, k, seq);
+            inner.tracker.lock().caught(&client_id, session_id, k, seq);
             caught = seq;
             progress = tokio::time::Instant::now();
             // A long backlog is fed as fast as its client takes it, not into memory.
@@ -754,10 +754,10 @@ impl Drop for CatchUpRunning {
 /// [`super::tracker::Tracker::try_go_live`] with the reader's position read under the
 /// tracker's lock: a message the reader has claimed was either seen here (so the catch-up
 /// goes on and reads it) or is offered by the reader after the switch.
-fn go_live(inner: &Inner, client_id: &str, k: usize, caught: u64) -> Option<bool> {
+fn go_live(inner: &Inner, client_id: &str, session_id: u64, k: usize, caught: u64) -> Option<bool> {
     let mut tracker = inner.tracker.lock();
     let position = inner.positions[k].load(Ordering::Acquire);
-    tracker.try_go_live(client_id, k, caught, position)
+    tracker.try_go_live(client_id, session_id, k, caught, position)
 }
 
 fn still_catching_up(inner: &Inner, client_id: &str, session_id: u64, k: usize) -> bool {

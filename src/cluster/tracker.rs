@@ -324,6 +324,19 @@ impl Tracker {
     }
 
     /// `client_id`'s cursor on `shard`, when it is tracked.
+    /// The cursor of `shard` while `id` is the session's current attachment.
+    fn attached_cursor(
+        &mut self,
+        client_id: &str,
+        id: SessionId,
+        shard: usize,
+    ) -> Option<&mut Cursor> {
+        self.sessions
+            .get_mut(client_id)
+            .filter(|t| t.session_id == Some(id))
+            .and_then(|t| t.shards.get_mut(shard))
+    }
+
     fn cursor(&mut self, client_id: &str, shard: usize) -> Option<&mut Cursor> {
         self.sessions
             .get_mut(client_id)
@@ -372,14 +385,20 @@ impl Tracker {
     /// A catch-up reader of `shard` has offered everything up to `caught_upto`: if the
     /// node's reader has not gone past it, the session joins the live feed (`true`).
     /// `false`: `gone` (the session left) or not yet (keep reading).
+    ///
+    /// Only the catch-up of the session's current attachment `id` counts: a reader left from
+    /// an earlier attachment of the same client (it came back to this node meanwhile) is
+    /// `gone`, else it would move the new attachment live past what its own catch-up has not
+    /// offered yet.
     pub fn try_go_live(
         &mut self,
         client_id: &str,
+        id: SessionId,
         shard: usize,
         caught_upto: u64,
         reader_position: u64,
     ) -> Option<bool> {
-        let cursor = self.cursor(client_id, shard)?;
+        let cursor = self.attached_cursor(client_id, id, shard)?;
         if !cursor.catching_up {
             return Some(true);
         }
@@ -394,11 +413,18 @@ impl Tracker {
         Some(true)
     }
 
-    /// A catch-up offered message `seq` of `shard` to the session and registered its entries.
-    pub fn caught(&mut self, client_id: &str, shard: usize, seq: u64) {
+    /// A catch-up of attachment `id` offered message `seq` of `shard` to the session and
+    /// registered its entries. A reader of an earlier attachment changes nothing: it offered
+    /// to nobody, and counting its reading as routed would let the record's floor pass what
+    /// the current attachment was never given (a client hopping between nodes lost whole
+    /// ranges so).
+    pub fn caught(&mut self, client_id: &str, id: SessionId, shard: usize, seq: u64) {
         let Some(t) = self.sessions.get_mut(client_id) else {
             return;
         };
+        if t.session_id != Some(id) {
+            return;
+        }
         if let Some(c) = t.shards.get_mut(shard) {
             c.caught_routed = c.caught_routed.max(seq);
             t.dirty = true;
@@ -571,12 +597,12 @@ mod tests {
         // The live reader is at 9 and skips the session.
         assert!(!tracker.accept_live("c", 1, 0, 9));
         assert!(tracker.accept_catch_up("c", 0, 6));
-        assert_eq!(tracker.try_go_live("c", 0, 6, 9), Some(false));
+        assert_eq!(tracker.try_go_live("c", 1, 0, 6, 9), Some(false));
         assert!(tracker.accept_catch_up("c", 0, 9));
-        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert_eq!(tracker.try_go_live("c", 1, 0, 9, 9), Some(true));
         assert!(!tracker.accept_live("c", 1, 0, 9));
         assert!(tracker.accept_live("c", 1, 0, 10));
-        assert_eq!(tracker.try_go_live("gone", 0, 9, 9), None);
+        assert_eq!(tracker.try_go_live("gone", 1, 0, 9, 9), None);
     }
 
     #[test]
@@ -597,14 +623,20 @@ mod tests {
         // The old one stopping leaves the new one's mark alone.
         tracker.catch_up_stopped("c", 1, 0);
         assert_eq!(tracker.start_catch_up("c", 2, 0), None);
+        // The old one's reading moves nothing of the new one's.
+        let routed = tracker.sessions["c"].shards[0].caught_routed;
+        assert_eq!(tracker.try_go_live("c", 1, 0, 9, 9), None);
+        tracker.caught("c", 1, 0, 9);
+        assert_eq!(tracker.sessions["c"].shards[0].caught_routed, routed);
+        assert!(tracker.sessions["c"].shards[0].catching_up);
         // Gone live: the mark goes with the switch, so a fall behind right after starts one.
-        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert_eq!(tracker.try_go_live("c", 2, 0, 9, 9), Some(true));
         assert_eq!(tracker.fall_behind("c", 2, 0), Some(9));
         assert_eq!(tracker.start_catch_up("c", 2, 0), Some(9));
         tracker.catch_up_stopped("c", 2, 0);
         assert_eq!(tracker.start_catch_up("c", 2, 0), Some(9));
         // Nothing to catch up on a live shard.
-        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert_eq!(tracker.try_go_live("c", 2, 0, 9, 9), Some(true));
         assert_eq!(tracker.start_catch_up("c", 2, 0), None);
     }
 
@@ -626,7 +658,7 @@ mod tests {
         assert!(!tracker.accept_live("c", 1, 0, 5));
         assert_eq!(floors(&tracker, &[9]), vec![4]);
         assert!(tracker.accept_catch_up("c", 0, 5));
-        assert_eq!(tracker.try_go_live("c", 0, 9, 9), Some(true));
+        assert_eq!(tracker.try_go_live("c", 1, 0, 9, 9), Some(true));
         assert!(tracker.accept_live("c", 1, 0, 10));
     }
 
