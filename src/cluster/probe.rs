@@ -12,7 +12,7 @@ use crate::config::model::{Config, JetStreamSettings, Persistence};
 use crate::config::Diagnostic;
 
 /// The longest the whole probe (connect, the JetStream account request, and up to
-/// [`RECOUNT_TRIES`] looks at the cluster's servers) may take.
+/// `RECOUNT_TRIES` looks at the cluster's servers) may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest the connection to the first server that answers may take.
