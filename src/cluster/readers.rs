@@ -687,11 +687,16 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                         frame.publisher.as_deref(),
                         |session| {
                             if session.id() != session_id {
+                                tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, "catch-up refused: another attachment");
                                 return Offer::Nothing;
                             }
-                            if !inner.tracker.lock().accept_catch_up(&client_id, k, seq) {
+                            let mut tracker = inner.tracker.lock();
+                            if !tracker.accept_catch_up(&client_id, k, seq) {
+                                let why = tracker.sessions.get(&*client_id).and_then(|t| t.shards.get(k)).map(|c| (c.catching_up, c.delivered_upto, c.restored.contains(&seq)));
+                                tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, why = ?why, "catch-up refused");
                                 return Offer::Nothing;
                             }
+                            drop(tracker);
                             // The session's lock not under the tracker's (see `offer_live`).
                             let younger = younger_subscriptions(&inner, session, k, seq);
                             older_subscriptions(session, &younger, k, seq, &topic)

@@ -333,7 +333,7 @@ impl Tracker {
     ) -> Option<&mut Cursor> {
         self.sessions
             .get_mut(client_id)
-            .filter(|t| t.session_id == Some(id))
+            .filter(|t| t.session_id == Some(id) && !t.handed_over)
             .and_then(|t| t.shards.get_mut(shard))
     }
 
@@ -422,7 +422,10 @@ impl Tracker {
         let Some(t) = self.sessions.get_mut(client_id) else {
             return;
         };
-        if t.session_id != Some(id) {
+        // Nor does a reader still running after the copy was handed over (taken out of the
+        // broker): what it reads reaches no session, and its last record must keep the floor
+        // where the session let go (see `freeze`).
+        if t.session_id != Some(id) || t.handed_over {
             return;
         }
         if let Some(c) = t.shards.get_mut(shard) {
@@ -638,6 +641,26 @@ mod tests {
         // Nothing to catch up on a live shard.
         assert_eq!(tracker.try_go_live("c", 2, 0, 9, 9), Some(true));
         assert_eq!(tracker.start_catch_up("c", 2, 0), None);
+    }
+
+    /// A catch-up reader that goes on after its session was handed over (taken out of the
+    /// broker, its last record not yet written) offers to nobody: it must not move the floor
+    /// that record keeps (a client moving between nodes every few hundred ms lost whole
+    /// ranges so).
+    #[test]
+    fn a_catch_up_after_the_hand_over_moves_nothing() {
+        let mut tracker = Tracker::default();
+        let mut t = Tracked::new(data("c"), 1, &[5]);
+        t.session_id = Some(1);
+        t.shards[0].catching_up = true;
+        tracker.sessions.insert(Arc::from("c"), t);
+        tracker.caught("c", 1, 0, 7);
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.freeze(&[20]);
+        }
+        tracker.caught("c", 1, 0, 12);
+        assert_eq!(tracker.try_go_live("c", 1, 0, 12, 12), None);
+        assert_eq!(tracker.sessions["c"].record("n", &[20]).floors, vec![7]);
     }
 
     /// A live session at its pending limit falls behind: the reader skips it, its floor stays
