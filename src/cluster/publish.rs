@@ -481,8 +481,9 @@ impl Queue {
         store_timeout: Duration,
     ) {
         let unanswered = now.saturating_duration_since(sent) >= attempt;
-        let draining = matches!(self.mode, Mode::Open | Mode::Drain { .. });
-        if expired && !unanswered && draining {
+        // Open or draining: the sends behind the front are in flight (a probe sends only it).
+        let sends_in_flight = matches!(self.mode, Mode::Open | Mode::Drain { .. });
+        if expired && !unanswered && sends_in_flight {
             self.expire(store_timeout, "the stream did not acknowledge in time");
         } else if expired || unanswered {
             let why = format!(

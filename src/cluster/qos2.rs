@@ -87,7 +87,8 @@ type ExchangeKey = (Arc<str>, u16);
 struct Releasing {
     inner: Arc<Inner>,
     key: ExchangeKey,
-    _done: tokio::sync::watch::Sender<()>,
+    /// Dropped with the release: its receivers' `changed` resolves.
+    done: tokio::sync::watch::Sender<()>,
 }
 
 impl Drop for Releasing {
@@ -95,7 +96,7 @@ impl Drop for Releasing {
         let mut releasing = self.inner.q2.releasing.lock();
         if releasing
             .get(&self.key)
-            .is_some_and(|rx| rx.same_channel(&self._done.subscribe()))
+            .is_some_and(|rx| rx.same_channel(&self.done.subscribe()))
         {
             releasing.remove(&self.key);
         }
@@ -409,7 +410,7 @@ pub fn released(inner: &Arc<Inner>, client_id: Arc<str>, packet_id: u16) -> Comm
     let releasing = Releasing {
         inner: inner.clone(),
         key: (client_id.clone(), packet_id),
-        _done: done,
+        done,
     };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {

@@ -692,8 +692,21 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
                             }
                             let mut tracker = inner.tracker.lock();
                             if !tracker.accept_catch_up(&client_id, k, seq) {
-                                let why = tracker.sessions.get(&*client_id).and_then(|t| t.shards.get(k)).map(|c| (c.catching_up, c.delivered_upto, c.restored.contains(&seq)));
-                                tracing::debug!(target: READ_TARGET, shard = k, seq, client_id = %client_id, why = ?why, "catch-up refused");
+                                // Why, evaluated only when logged: not catching up, or already
+                                // offered (`delivered_upto` past `seq`); `delivered_upto` equal
+                                // to `seq`: an in-flight entry restored at the resume.
+                                tracing::debug!(
+                                    target: READ_TARGET,
+                                    shard = k,
+                                    seq,
+                                    client_id = %client_id,
+                                    cursor = ?tracker
+                                        .sessions
+                                        .get(&*client_id)
+                                        .and_then(|t| t.shards.get(k))
+                                        .map(|c| (c.catching_up, c.delivered_upto)),
+                                    "catch-up refused"
+                                );
                                 return Offer::Nothing;
                             }
                             drop(tracker);
