@@ -205,6 +205,13 @@ pub struct SessionRecord {
     pub floors: Vec<u64>,
     /// Sent and not acknowledged, in send order.
     pub inflight: Vec<InflightRef>,
+    /// Per shard, messages above its floor that are done all the same, as `(shard, seq)`:
+    /// acknowledged while an older one was not (a copy re-sent at a resume and acknowledged
+    /// before the resume's catch-up reached its place). A resume skips them; without this it
+    /// would read them again from the floor and send them as new messages (a QoS 2 message
+    /// delivered twice). Absent in records of older nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<(u32, u64)>,
     /// The will the session's last connection left, while it is still to be published or
     /// cancelled (see `wills.rs`): published once by whoever removes it from the record with
     /// a compare-and-set (the owner, a node taking the session, or the reaper).
@@ -420,6 +427,7 @@ mod tests {
             subscriptions: vec![],
             floors: vec![0; 8],
             inflight: vec![],
+            done: vec![(3, 17)],
             will: None,
             owner_instance: 0,
             incarnation: 0,

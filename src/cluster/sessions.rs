@@ -316,7 +316,9 @@ async fn write_record_once(
             return Ok(());
         }
         t.dirty = false;
-        let mut record = t.record(&inner.node_id, &inner.routed());
+        let routed = inner.routed();
+        t.prune_done(&routed);
+        let mut record = t.record(&inner.node_id, &routed);
         record.owner_instance = inner.instance;
         (record, t.revision, t.qos2_changes, t.data_changes)
     };
@@ -870,6 +872,7 @@ async fn restore(
     for cursor in &mut tracked.shards {
         cursor.catching_up = true;
     }
+    tracked.done_above_floors(&record.done);
     inner
         .tracker
         .lock()

@@ -25,8 +25,13 @@ pub struct Cursor {
     /// Sequences queued for the session and not acknowledged (with their copy counts: an
     /// MQTT 5 session gets one copy per matching subscription).
     pub outstanding: BTreeMap<u64, u32>,
-    /// Sequences restored into the in-flight window at a resume (the catch-up skips them).
+    /// Sequences restored into the in-flight window at a resume, or done above the record's
+    /// floor when it was read (the catch-up skips them).
     pub restored: BTreeSet<u64>,
+    /// Sequences acknowledged that the floor may not cover yet: above an older outstanding
+    /// one, or past what the catch-up has registered. The record lists those above its floor
+    /// (`SessionRecord::done`), so that a resume elsewhere does not send them again.
+    pub done: BTreeSet<u64>,
     /// The session whose catch-up reader runs on this shard now: one at a time, however
     /// often its client reconnects (a client that gives up on slow CONNACKs and reconnects
     /// every 100 ms attached it hundreds of times, and a reader per attach starved every
@@ -155,6 +160,15 @@ impl Tracked {
                 .enumerate()
                 .map(|(k, c)| c.floor(positions.get(k).copied().unwrap_or(0)))
                 .collect(),
+            done: self
+                .shards
+                .iter()
+                .enumerate()
+                .flat_map(|(k, c)| {
+                    let floor = c.floor(positions.get(k).copied().unwrap_or(0));
+                    c.done.range(floor + 1..).map(move |seq| (k as u32, *seq))
+                })
+                .collect(),
             inflight: self
                 .entries
                 .values()
@@ -191,6 +205,29 @@ impl Tracked {
         }
     }
 
+    /// Forgets the done sequences the floors (as of the readers' `routed` positions) cover.
+    pub fn prune_done(&mut self, routed: &[u64]) {
+        for (k, cursor) in self.shards.iter_mut().enumerate() {
+            if cursor.done.is_empty() {
+                continue;
+            }
+            let floor = cursor.floor(routed.get(k).copied().unwrap_or(0));
+            cursor.done = cursor.done.split_off(&(floor + 1));
+        }
+    }
+
+    /// Marks what a record says is done above its floors, so that no reader offers it again.
+    pub fn done_above_floors(&mut self, done: &[(u32, u64)]) {
+        for (shard, seq) in done {
+            if let Some(cursor) = self.shards.get_mut(*shard as usize) {
+                if *seq > cursor.caught_routed {
+                    cursor.restored.insert(*seq);
+                    cursor.done.insert(*seq);
+                }
+            }
+        }
+    }
+
     fn add_entry(&mut self, queue_seq: QueueSeq, entry: Entry) {
         if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
             *cursor.outstanding.entry(entry.seq).or_insert(0) += 1;
@@ -208,6 +245,21 @@ impl Tracked {
                 *count -= 1;
                 if *count == 0 {
                     cursor.outstanding.remove(&entry.seq);
+                    // Only a copy the client was sent is done by its removal (acknowledged);
+                    // one removed unsent was dropped (its session ended or was handed over
+                    // meanwhile, or it expired): the next owner reads it again and decides.
+                    let acknowledged = entry.packet_id.is_some();
+                    let older_outstanding = cursor
+                        .outstanding
+                        .keys()
+                        .next()
+                        .is_some_and(|first| *first < entry.seq);
+                    // Live, the node's reader routed it before it was offered: the floor
+                    // covers it once nothing older is outstanding.
+                    let past_caught = cursor.catching_up && entry.seq > cursor.caught_routed;
+                    if acknowledged && (older_outstanding || past_caught) {
+                        cursor.done.insert(entry.seq);
+                    }
                     // A restored message acknowledged before the catch-up reached it stays
                     // marked, else the catch-up offers it again as a new message.
                     if entry.seq <= cursor.delivered_upto {
@@ -735,5 +787,58 @@ mod tests {
         assert!(!tracker.accept_catch_up("c", 0, 4));
         assert!(tracker.accept_catch_up("c", 0, 5));
         assert!(tracker.sessions["c"].shards[0].restored.is_empty());
+    }
+
+    #[test]
+    fn a_restored_message_acknowledged_before_the_catch_up_reaches_it_is_done_in_the_record() {
+        let mut tracker = catching_up_with_restored_entry();
+        tracker.removed("c", 50);
+        let record = tracker.sessions["c"].record("n", &[9]);
+        assert_eq!(record.floors, vec![3]);
+        assert!(record.inflight.is_empty());
+        assert_eq!(record.done, vec![(0, 4)]);
+        // The next owner, tracking the session from that record, does not offer it again...
+        let mut next = Tracked::new(data("c"), 1, &record.floors);
+        next.shards[0].catching_up = true;
+        next.done_above_floors(&record.done);
+        let mut tracker = Tracker::default();
+        tracker.sessions.insert(Arc::from("c"), next);
+        assert!(!tracker.accept_catch_up("c", 0, 4));
+        assert!(tracker.accept_catch_up("c", 0, 5));
+        // ... and keeps it in its own records until its floor passes it.
+        assert_eq!(tracker.sessions["c"].record("n", &[9]).done, vec![(0, 4)]);
+        let id: SessionId = 7;
+        if let Some(t) = tracker.sessions.get_mut("c") {
+            t.session_id = Some(id);
+        }
+        tracker.caught("c", id, 0, 5);
+        let t = tracker.sessions.get_mut("c").expect("tracked");
+        assert_eq!(t.record("n", &[9]).floors, vec![5]);
+        assert!(t.record("n", &[9]).done.is_empty());
+        t.prune_done(&[9]);
+        assert!(t.shards[0].done.is_empty());
+    }
+
+    #[test]
+    fn a_message_acknowledged_above_an_older_outstanding_one_is_done_in_the_record() {
+        let mut tracker = Tracker::default();
+        tracker
+            .sessions
+            .insert(Arc::from("c"), Tracked::new(data("c"), 1, &[10]));
+        tracker.kept(0, 11, &[queued("c", 100)]);
+        tracker.kept(0, 12, &[queued("c", 101)]);
+        tracker.kept(0, 13, &[queued("c", 102)]);
+        tracker.sent("c", 100, 1, false);
+        tracker.sent("c", 101, 2, false);
+        tracker.removed("c", 101);
+        // Removed unsent (dropped, not acknowledged): read again by the next owner.
+        tracker.removed("c", 102);
+        let record = tracker.sessions["c"].record("n", &[12]);
+        assert_eq!((record.floors, record.done), (vec![10], vec![(0, 12)]));
+        tracker.removed("c", 100);
+        let t = tracker.sessions.get_mut("c").expect("tracked");
+        t.prune_done(&[12]);
+        let record = t.record("n", &[12]);
+        assert_eq!((record.floors, record.done), (vec![12], vec![]));
     }
 }

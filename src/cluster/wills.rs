@@ -387,6 +387,7 @@ mod tests {
             subscriptions: vec![],
             floors: vec![],
             inflight: vec![],
+            done: vec![],
             will: will.as_ref().map(WillRecord::of),
             owner_instance: 7,
             incarnation: 0,

@@ -3,7 +3,8 @@
 //! re-sent (DUP) on another node after the connection dropped before PUBREL, a PUBREL sent
 //! to another node than its PUBLISH, a packet id reused after PUBCOMP and by a new session
 //! (clean start), an outbound exchange resumed on another node (PUBREL re-sent, not the
-//! PUBLISH; or the PUBLISH with DUP), and the SIGKILL of the node serving both ends in the
+//! PUBLISH; or the PUBLISH with DUP), a subscriber moving between nodes right after its
+//! PUBRECs while a publisher goes on, and the SIGKILL of the node serving both ends in the
 //! middle of a flow: every message delivered exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,7 @@ async fn qos2_exactly_once_across_nodes() {
     a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(&rig).await;
     a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(&rig).await;
     an_outbound_exchange_resumes_on_another_node_by_its_state(&rig).await;
+    a_subscriber_hopping_between_nodes_mid_flow_gets_each_message_once(&rig).await;
     a_shared_subscription_gets_a_qos2_message_once_at_qos1(&rig).await;
     // Last: it kills node 0.
     a_node_killed_mid_flow_delivers_every_message_once(&mut rig).await;
@@ -436,6 +438,96 @@ async fn an_outbound_exchange_resumes_on_another_node_by_its_state(rig: &Rig) {
     resumed.send(pubcomp(second_id)).await;
     no_publish(&mut resumed, Duration::from_secs(1)).await;
     resumed.send(disconnect()).await;
+}
+
+/// A persistent subscriber that leaves its node right after a PUBREC, every few messages,
+/// and resumes on the next one while a publisher goes on: each node re-sends the PUBRELs it
+/// finds in the session's record, the client completes them before the node's catch-up has
+/// read that far, and leaves again. Every message reaches it once: none is sent again as a
+/// new message on a later node (the record says which messages above its floors are done).
+async fn a_subscriber_hopping_between_nodes_mid_flow_gets_each_message_once(rig: &Rig) {
+    const MESSAGES: usize = 600;
+    const PUBRECS_PER_VISIT: usize = 20;
+    const HOPS: usize = 18;
+    let connect = |node: usize| v5_ok(rig.addr(node), "q2-hop", false, Some(300));
+    let (mut sub, _) = connect(1).await;
+    assert_eq!(
+        sub.subscribe(1, &[("q2/hop/#", QoS::ExactlyOnce)]).await,
+        [2]
+    );
+    let (mut publisher, _) = v5_ok(rig.addr(0), "q2-hop-pub", true, None).await;
+    let publishing = tokio::spawn(async move {
+        for n in 0..MESSAGES {
+            let id = (n % 1000) as u16 + 1;
+            let topic = format!("q2/hop/t{}", n % 4);
+            let payload = format!("hop{n:04}");
+            publisher
+                .send(publish(
+                    &topic,
+                    payload.as_bytes(),
+                    QoS::ExactlyOnce,
+                    Some(id),
+                ))
+                .await;
+            expect_ack(&mut publisher, "PUBREC", id).await;
+            publisher.send(pubrel(id)).await;
+            expect_ack(&mut publisher, "PUBCOMP", id).await;
+        }
+        publisher.send(disconnect()).await;
+    });
+    let mut copies: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+    // Packet ids PUBRECed and not yet released: a PUBLISH on one of them is a re-send.
+    let mut open = BTreeSet::new();
+    let (mut hops, mut pubrecs) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let quiet = copies.len() == MESSAGES && open.is_empty() && publishing.is_finished();
+        let wait = if quiet {
+            Duration::from_secs(2)
+        } else {
+            deadline.saturating_duration_since(Instant::now())
+        };
+        match sub.recv_within(wait).await {
+            Some(Packet::Publish(p)) => {
+                let id = p.packet_id.expect("QoS 2 has a packet id");
+                if open.insert(id) {
+                    *copies.entry(p.payload.to_vec()).or_default() += 1;
+                }
+                sub.send(pubrec(id)).await;
+                pubrecs += 1;
+                if hops < HOPS && pubrecs == PUBRECS_PER_VISIT {
+                    drop(sub);
+                    hops += 1;
+                    pubrecs = 0;
+                    let (resumed, ack) = connect((1 + hops) % 3).await;
+                    assert!(ack.session_present, "hop {hops}: session present");
+                    sub = resumed;
+                }
+            }
+            Some(Packet::PubRel(a)) => {
+                open.remove(&a.packet_id);
+                sub.send(pubcomp(a.packet_id)).await;
+            }
+            Some(Packet::PingResp) => {}
+            Some(other) => panic!("unexpected {other:?}"),
+            None if quiet => break,
+            None => panic!(
+                "{} of {MESSAGES} messages after {hops} hops, {} exchanges open",
+                copies.len(),
+                open.len()
+            ),
+        }
+    }
+    publishing.await.expect("publisher");
+    let twice: Vec<_> = copies
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(payload, n)| (String::from_utf8_lossy(payload).into_owned(), *n))
+        .collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    assert_eq!(copies.len(), MESSAGES, "every message");
+    assert_eq!(hops, HOPS);
+    sub.send(disconnect()).await;
 }
 
 /// A shared subscription at QoS 2 is granted QoS 1, and its group reads the shards (where a
