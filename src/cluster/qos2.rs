@@ -771,12 +771,12 @@ pub fn delivery_state(
             {
                 let lock = inner.record_lock(&client_id);
                 let _one_writer = lock.lock().await;
-                if durable(&inner, &client_id, change) {
+                if durable(&inner, &client_id, change)? {
                     return Ok(());
                 }
             }
             super::sessions::write_record(&inner, &client_id).await?;
-            if durable(&inner, &client_id, change) {
+            if durable(&inner, &client_id, change)? {
                 return Ok(());
             }
         }
@@ -784,15 +784,15 @@ pub fn delivery_state(
     }))
 }
 
-/// Change `change` of the session's QoS 2 delivery states is in its record (or the session
-/// is no longer this node's: its connection is being closed).
-fn durable(inner: &Inner, client_id: &str, change: u64) -> bool {
-    inner
-        .tracker
-        .lock()
-        .sessions
-        .get(client_id)
-        .is_none_or(|t| t.qos2_written >= change)
+/// Whether change `change` of the session's QoS 2 delivery states is in its record. An error
+/// once the session is no longer this node's (handed over, or ended): the node taking it
+/// would not know an exchange opened here now, and could give its packet id to another
+/// message; the connection closes without sending it.
+fn durable(inner: &Inner, client_id: &str, change: u64) -> Result<bool, DurabilityError> {
+    match inner.tracker.lock().sessions.get(client_id) {
+        Some(t) if !t.handed_over => Ok(t.qos2_written >= change),
+        _ => Err(unavailable("the session left this node")),
+    }
 }
 
 /// The message of a restored QoS 2 exchange whose PUBREL is re-sent while its message left

@@ -40,13 +40,17 @@ pub(crate) struct Ready {
     /// An MQTT 3 publish stayed refused past `sendFailIfNoSpace[AfterTimeout]`: close the
     /// connection (see `flow_control.rs`).
     pub close_no_space: bool,
-    /// A cluster could not keep what this acknowledgement promises (a SUBSCRIBE): close the
-    /// connection instead (MQTT 5 DISCONNECT 0x9C, Use another server).
+    /// The store could not keep what this packet promises (a SUBSCRIBE's subscription in a
+    /// cluster, a QoS 2 release, the state of a QoS 2 delivery): close the connection instead
+    /// of sending it (MQTT 5 DISCONNECT 0x9C, Use another server).
     pub close_unkept: bool,
     /// The released state of this QoS 2 delivery (packet id) was never stored, so no PUBREL
     /// left: its in-flight entry goes back to awaiting PUBREC, as the store has it, and the
     /// PUBLISH is sent again when its session resumes.
     pub unreleased: Option<u16>,
+    /// Deliveries (packet ids, in send order) whose PUBLISH never left because their state
+    /// was not stored: back to the head of the session's queue (see `Inflight::unsend`).
+    pub unsent: Vec<u16>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = Ready> + Send>>;

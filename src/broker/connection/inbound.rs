@@ -330,6 +330,7 @@ impl Conn {
                         close_no_space: false,
                         close_unkept: false,
                         unreleased: None,
+                        unsent: Vec::new(),
                     }));
                 }
             }
@@ -377,6 +378,7 @@ impl Conn {
                 close_no_space: false,
                 close_unkept: false,
                 unreleased: None,
+                unsent: Vec::new(),
             }));
             Ok(())
         }
@@ -446,6 +448,7 @@ impl Conn {
                     close_no_space: false,
                     close_unkept: false,
                     unreleased: None,
+                    unsent: Vec::new(),
                 }));
                 return Ok(());
             }
@@ -493,6 +496,7 @@ impl Conn {
                     close_no_space: false,
                     close_unkept: false,
                     unreleased: None,
+                    unsent: Vec::new(),
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {

@@ -1008,6 +1008,9 @@ impl Conn {
         if let Some(packet_id) = ready.unreleased {
             self.with_session(|s| s.inflight_mut().unrelease(packet_id))?;
         }
+        if !ready.unsent.is_empty() {
+            self.unsend(&ready.unsent)?;
+        }
         if ready.close_no_space {
             return Err(CloseReason::NoSpace);
         }
@@ -1186,6 +1189,9 @@ impl Conn {
                     }
                     if let Some(packet_id) = ready.unreleased {
                         let _ = self.with_session(|s| s.inflight_mut().unrelease(packet_id));
+                    }
+                    if !ready.unsent.is_empty() {
+                        let _ = self.unsend(&ready.unsent);
                     }
                 }
                 Ok(None) => break,

@@ -339,9 +339,10 @@ impl Conn {
     }
 
     /// Write a batch taken from the queue, with the changes it caused. A batch holding a kept
-    /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]); a
-    /// batch behind such a one waits its turn, so deliveries keep their order. Everything else
-    /// goes straight to the output buffer.
+    /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]), and
+    /// is not sent when the store refuses them: the connection closes
+    /// ([`UNSTORED_DELIVERY`]). A batch behind such a one waits its turn, so deliveries keep
+    /// their order. Everything else goes straight to the output buffer.
     fn deliver_batch(
         &mut self,
         batch: Vec<(Header, QueuedMessage)>,
@@ -377,7 +378,9 @@ impl Conn {
         let committed = match committed {
             Commit::Done(result) => {
                 if let Err(e) = result {
-                    tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");
+                    tracing::warn!("{UNSTORED_DELIVERY}: {e}");
+                    self.unsend(&packet_ids_of(&batch))?;
+                    return Err(CloseReason::UseAnotherServer);
                 }
                 if self.pending_acks.is_empty() {
                     for (header, item) in batch {
@@ -402,6 +405,7 @@ impl Conn {
                 .delivery_latency
                 .record(DeliveredBy::Mqtt, item.message.stamp);
         }
+        let unsent = packet_ids_of(&batch);
         let Some(committed) = committed else {
             self.pending_acks.push(std::future::ready(Ready {
                 deliveries: Some(held),
@@ -410,19 +414,50 @@ impl Conn {
             return Ok(());
         };
         self.pending_acks.push(async move {
-            if let Err(e) = committed.await {
-                // Holding the messages back would stall this subscriber for good; they go out,
-                // and only a crash before the store recovers could repeat them.
-                tracing::warn!("QoS 2 delivery state not stored, sending anyway: {e}");
-            }
-            Ready {
-                deliveries: Some(held),
-                ..Ready::default()
+            match committed.await {
+                Ok(()) => Ready {
+                    deliveries: Some(held),
+                    ..Ready::default()
+                },
+                Err(e) => {
+                    tracing::warn!("{UNSTORED_DELIVERY}: {e}");
+                    Ready {
+                        close_unkept: true,
+                        unsent,
+                        ..Ready::default()
+                    }
+                }
             }
         });
         Ok(())
     }
+
+    /// Put the deliveries `packet_ids` (in send order), which never left, back at the head of
+    /// the session's queue, in their order.
+    pub(super) fn unsend(&mut self, packet_ids: &[u16]) -> Result<(), CloseReason> {
+        self.with_session(|s| {
+            for packet_id in packet_ids.iter().rev() {
+                if let Some(item) = s.inflight_mut().unsend(*packet_id) {
+                    s.pending_mut().push_front(item);
+                }
+            }
+        })
+    }
 }
+
+/// The packet ids of a batch's QoS 1/2 deliveries, in send order.
+fn packet_ids_of(batch: &[(Header, QueuedMessage)]) -> Vec<u16> {
+    batch.iter().filter_map(|(h, _)| h.packet_id).collect()
+}
+
+/// Logged when the state of a QoS 2 delivery could not be stored before its PUBLISH. The
+/// batch is not sent and the connection closes (MQTT 5: DISCONNECT 0x9C): a PUBLISH whose
+/// packet id the store does not know opens an exchange that a resume elsewhere (a cluster
+/// node taking the session, or this broker after a crash) cannot see, and may then give
+/// that packet id to another message, which the client must take as a re-send and drop
+/// (MQTT 5 4.3.3). Unsent, the message stays queued and is delivered at the resume.
+const UNSTORED_DELIVERY: &str =
+    "QoS 2 delivery state not stored; closing without sending, the resumed session delivers it";
 
 /// What one delivery's PUBLISH says besides the message itself.
 #[derive(Debug, Clone, Copy)]

@@ -286,6 +286,42 @@ async fn a_release_never_kept_closes_without_pubrel_and_the_publish_is_sent_agai
     assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
 }
 
+/// The store refuses the state of a QoS 2 delivery (its packet id, before the PUBLISH): the
+/// PUBLISH is not sent (an exchange the store does not know could collide with a packet id a
+/// resume gives another message) and the connection closes; the resumed session delivers it.
+#[tokio::test]
+async fn a_qos2_delivery_whose_state_is_refused_is_not_sent_and_comes_at_the_resume() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(|c| matches!(c, Change::Sent { .. }), unavailable());
+    publisher.send(publish_qos2(7)).await;
+    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    publisher.send(Packet::PubRel(Ack::new(7))).await;
+    assert_eq!(publisher.next().await, Packet::PubComp(Ack::new(7)));
+    let before_close = sub.until_closed(Duration::from_secs(10)).await;
+    assert!(
+        !before_close.iter().any(|p| matches!(p, Packet::Publish(_))),
+        "a PUBLISH whose delivery state was not kept: {before_close:?}"
+    );
+    recording.refuse_when(|_| false, None);
+    let mut sub = Client::connect(&core, &listener, "sub").await;
+    let Packet::Publish(delivered) = sub.next().await else {
+        panic!("expected the delivery at the resume");
+    };
+    assert_eq!(&delivered.payload[..], b"m");
+    let packet_id = delivered.packet_id.expect("QoS 2 has a packet id");
+    assert!(recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::Sent { packet_id: p, .. } if *p == packet_id)));
+    sub.send(Packet::PubRec(Ack::new(packet_id))).await;
+    assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
+    sub.send(Packet::PubComp(Ack::new(packet_id))).await;
+    assert_eq!(sub.next_within(Duration::from_millis(300)).await, None);
+}
+
 #[tokio::test]
 async fn a_publish_the_engine_refuses_is_acknowledged_only_once_a_retry_is_kept() {
     let recording = Recording::new();

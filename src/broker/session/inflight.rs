@@ -195,6 +195,27 @@ impl Inflight {
         }
     }
 
+    /// Take back the exchange of `packet_id` whose PUBLISH never left (its delivery state
+    /// was not stored): the message goes back to the head of the session's queue, as the
+    /// store still has it, and its packet id is free again. An exchange the client already
+    /// answered is left alone.
+    pub fn unsend(&mut self, packet_id: u16) -> Option<QueuedMessage> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.packet_id == packet_id && e.stage != InflightStage::AwaitingPubComp)?;
+        let e = self.entries.remove(at)?;
+        Some(QueuedMessage {
+            message: e.message,
+            qos: e.qos,
+            retain: e.retain,
+            subscription_id: e.subscription_id,
+            seq: e.seq,
+            paged: false,
+            shared_group: e.shared_group,
+        })
+    }
+
     /// Undo [`Inflight::on_pubrec`] of `packet_id` (its released state was never stored and
     /// no PUBREL left): it awaits its PUBREC again, and a resumed session re-sends its PUBLISH.
     pub fn unrelease(&mut self, packet_id: u16) {
