@@ -784,14 +784,16 @@ pub fn delivery_state(
     }))
 }
 
-/// Whether change `change` of the session's QoS 2 delivery states is in its record. An error
-/// once the session is no longer this node's (handed over, or ended): the node taking it
-/// would not know an exchange opened here now, and could give its packet id to another
-/// message; the connection closes without sending it.
+/// Whether change `change` of the session's QoS 2 delivery states is in its record.
+/// [`DurabilityError::Stale`] once the session is no longer this node's (handed over, fenced
+/// or ended): the node taking it would not know an exchange opened here now, and could give
+/// its packet id to another message; the connection closes without sending it.
 fn durable(inner: &Inner, client_id: &str, change: u64) -> Result<bool, DurabilityError> {
     match inner.tracker.lock().sessions.get(client_id) {
         Some(t) if !t.handed_over => Ok(t.qos2_written >= change),
-        _ => Err(unavailable("the session left this node")),
+        _ => Err(DurabilityError::Stale(format!(
+            "session {client_id} left this node"
+        ))),
     }
 }
 

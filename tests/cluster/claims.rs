@@ -4,16 +4,18 @@
 //! own recent confirmation that it owns the session, and does not write a record that holds
 //! the session as it is already: far fewer reads and writes of the record than CONNECTs
 //! (`$SYS/broker/cluster/...`), and the session keeps its subscription and its queued QoS 1
-//! messages, on this node and on the next.
+//! messages, on this node and on the next. CONNECTs whose clients left while they waited
+//! behind another CONNECT of the same client id are not claimed at all.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferromq::protocol::QoS;
+use ferromq::protocol::{ConnectReason, Packet, QoS};
 
-use super::rig::{next_publish_within, v3_ok, Rig, FAST};
+use super::rig::{next_publish_within, v3, v3_ok, Rig, FAST};
+use crate::support::client::{connect_packet, RawClient};
 
 /// CONNECTs of the storm.
 const STORM: usize = 50;
@@ -149,4 +151,80 @@ async fn a_reconnect_storm_of_one_client_reads_and_writes_its_record_far_less_th
             break;
         }
     }
+}
+
+/// CONNECTs of one client id queued behind a slow claim (the owner node paused: its kick waits
+/// out its bound), whose clients closed their connections meanwhile without sending anything
+/// more, are not claimed: each would take the session over for a connection that is gone.
+/// The one that waited is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connects_whose_clients_left_while_queued_are_not_claimed() {
+    const GONE: usize = 20;
+    let Some(rig) = Rig::start_with(2, FAST, r#"<ferromq:systemTopics interval="100"/>"#).await
+    else {
+        return;
+    };
+    let figures = watch_figures(rig.addr(0)).await;
+    let (_holder, _) = v3_ok(rig.addr(1), "queued-sub", false).await;
+    let before = figure(&figures, "claims").await;
+    rig.nodes[1].pause();
+    let node0 = rig.addr(0);
+    let waiting = tokio::spawn(async move { v3(node0, "queued-sub", false).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..GONE {
+        let mut gone = RawClient::tcp(node0).await;
+        gone.send(Packet::Connect(Box::new(connect_packet(
+            "queued-sub",
+            false,
+            0,
+        ))))
+        .await;
+        drop(gone);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.nodes[1].resume();
+    let (_client, ack) = waiting.await.expect("the waiting CONNECT");
+    assert_eq!(ack.reason, ConnectReason::Success, "{ack:?}");
+    let claimed = figure(&figures, "claims").await - before;
+    assert!(
+        claimed <= 2,
+        "{claimed} claims for 1 CONNECT that waited and {GONE} whose clients left"
+    );
+
+    // A client that sends its packets right after its CONNECT and closes (fire and forget) is
+    // served all the same: its PUBLISH reaches a subscriber.
+    let (mut watcher, _) = v3_ok(node0, "queued-watch", true).await;
+    watcher.subscribe(1, &[("ff/t", QoS::AtMostOnce)]).await;
+    let (_holder, _) = v3_ok(rig.addr(1), "queued-ff", false).await;
+    rig.nodes[1].pause();
+    let waiting = tokio::spawn(async move { v3(node0, "queued-ff", false).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut fire_and_forget = RawClient::tcp(node0).await;
+    fire_and_forget
+        .send(Packet::Connect(Box::new(connect_packet(
+            "queued-ff",
+            false,
+            0,
+        ))))
+        .await;
+    fire_and_forget
+        .send(super::rig::publish(
+            "ff/t",
+            b"sent before the CONNACK",
+            QoS::AtMostOnce,
+            None,
+        ))
+        .await;
+    fire_and_forget
+        .send(Packet::Disconnect(ferromq::protocol::Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
+    drop(fire_and_forget);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rig.nodes[1].resume();
+    let _ = waiting.await;
+    let got = super::rig::next_publish(&mut watcher).await;
+    assert_eq!(&got.payload[..], b"sent before the CONNACK");
 }

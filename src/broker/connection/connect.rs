@@ -47,6 +47,9 @@ pub(super) enum HandshakeEnd {
     Shutdown,
     /// The session was attached and the connection already closed (and logged) normally.
     ClosedAfterAttach,
+    /// Closed by the peer, with nothing sent after its CONNECT, while the CONNECT waited for
+    /// another CONNECT of the same client id (see [`claim_gate_unless_gone`]): not claimed.
+    ClosedWhileQueued,
     /// Even the smallest CONNACK is larger than the client's Maximum Packet Size: closed
     /// without CONNACK (MQTT 5 3.1.2-24; no DISCONNECT may precede CONNACK, 3.14.0-1).
     ConnAckTooLarge {
@@ -76,6 +79,10 @@ impl HandshakeEnd {
             HandshakeEnd::Io(e) => tracing::debug!("socket error before CONNECT: {e}"),
             HandshakeEnd::Shutdown => tracing::debug!("broker shutting down during CONNECT"),
             HandshakeEnd::ClosedAfterAttach => {}
+            HandshakeEnd::ClosedWhileQueued => tracing::debug!(
+                "closed by the peer while its CONNECT waited for another CONNECT of its client \
+                 id: not claimed"
+            ),
             HandshakeEnd::ConnAckTooLarge { size, max } => tracing::info!(
                 "closing without CONNACK: its {size} bytes exceed the client's \
                  Maximum Packet Size of {max}"
@@ -90,7 +97,9 @@ impl HandshakeEnd {
     pub(super) fn metric_reason(&self) -> Option<Reason> {
         Some(match self {
             HandshakeEnd::Timeout => Reason::ConnectTimeout,
-            HandshakeEnd::Closed | HandshakeEnd::Io(_) => Reason::ClosedBeforeConnect,
+            HandshakeEnd::Closed | HandshakeEnd::Io(_) | HandshakeEnd::ClosedWhileQueued => {
+                Reason::ClosedBeforeConnect
+            }
             HandshakeEnd::Malformed(_) | HandshakeEnd::FirstPacketNotConnect => {
                 Reason::ProtocolError
             }
@@ -301,7 +310,10 @@ where
     };
 
     let claim_gate = match core.backplane() {
-        Some(_) => Some(core.claim_gate(&client_id).await),
+        Some(_) => match claim_gate_unless_gone(core, &client_id, reader, read_buf).await {
+            Some(gate) => Some(gate),
+            None => return Err(HandshakeEnd::ClosedWhileQueued),
+        },
         None => None,
     };
     if let Some(backplane) = core.backplane() {
@@ -518,6 +530,49 @@ where
 /// (see [`crate::broker::durability::backplane`]). `Err`: the CONNACK refusal, with why.
 /// A will above the cluster's Maximum QoS is refused for MQTT 5 (3.2.2-12) and lowered to it
 /// for MQTT 3, which cannot be told.
+/// How much a client may send after its CONNECT while the CONNECT waits at the claim gate
+/// (MQTT 5 3.1.4 lets it send packets before the CONNACK); past this, it is not read until the
+/// CONNACK.
+const SENT_WHILE_QUEUED_MAX: usize = 64 * 1024;
+
+/// The claim gate of `client_id` (see [`BrokerCore::claim_gate`]), or `None` when the peer
+/// closes its connection while waiting, having sent nothing after its CONNECT. A client that
+/// gives up on slow CONNACKs and connects again leaves such CONNECTs queued behind one
+/// another; claimed in turn, each would take the session over (a record read and write, a
+/// kick) for a connection that is gone. What the client sends meanwhile stays in `read_buf`
+/// for after the CONNACK; a client that sent packets and then closed (fire and forget) is
+/// served as if it had waited.
+async fn claim_gate_unless_gone<R: AsyncRead + Unpin>(
+    core: &BrokerCore,
+    client_id: &Arc<str>,
+    reader: &mut R,
+    read_buf: &mut BytesMut,
+) -> Option<crate::broker::runtime::ClaimGate> {
+    let mut reading = true;
+    {
+        let gate = core.claim_gate(client_id);
+        tokio::pin!(gate);
+        loop {
+            tokio::select! {
+                biased;
+                gate = &mut gate => return Some(gate),
+                read = read_some(reader, read_buf),
+                    if reading && read_buf.len() < SENT_WHILE_QUEUED_MAX =>
+                {
+                    match read {
+                        Ok(0) | Err(_) if read_buf.is_empty() => break,
+                        Ok(0) | Err(_) => reading = false,
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    // The gate future is dropped: this waiter no longer counts.
+    core.forget_idle_claim_gate(client_id);
+    None
+}
+
 async fn claim_in_cluster(
     core: &Arc<BrokerCore>,
     backplane: &Arc<dyn Backplane>,

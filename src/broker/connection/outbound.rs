@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use super::outbound_aliases::AliasUse;
 use super::problem_info::strip_problem_information;
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
-use crate::broker::durability::{Change, Commit};
+use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::message::Message;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
@@ -340,9 +340,10 @@ impl Conn {
 
     /// Write a batch taken from the queue, with the changes it caused. A batch holding a kept
     /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]), and
-    /// is not sent when the store refuses them: the connection closes
-    /// ([`UNSTORED_DELIVERY`]). A batch behind such a one waits its turn, so deliveries keep
-    /// their order. Everything else goes straight to the output buffer.
+    /// is not sent when its session left this broker meanwhile: the connection closes
+    /// ([`SESSION_LEFT`]; other refusals: [`SENT_ANYWAY`]). A batch behind such a one waits
+    /// its turn, so deliveries keep their order. Everything else goes straight to the output
+    /// buffer.
     fn deliver_batch(
         &mut self,
         batch: Vec<(Header, QueuedMessage)>,
@@ -377,10 +378,14 @@ impl Conn {
         };
         let committed = match committed {
             Commit::Done(result) => {
-                if let Err(e) = result {
-                    tracing::warn!("{UNSTORED_DELIVERY}: {e}");
-                    self.unsend(&packet_ids_of(&batch))?;
-                    return Err(CloseReason::UseAnotherServer);
+                match result {
+                    Err(e @ DurabilityError::Stale(_)) => {
+                        tracing::warn!("{SESSION_LEFT}: {e}");
+                        self.unsend(&packet_ids_of(&batch))?;
+                        return Err(CloseReason::UseAnotherServer);
+                    }
+                    Err(e) => tracing::warn!("{SENT_ANYWAY}: {e}"),
+                    Ok(()) => {}
                 }
                 if self.pending_acks.is_empty() {
                     for (header, item) in batch {
@@ -415,15 +420,20 @@ impl Conn {
         };
         self.pending_acks.push(async move {
             match committed.await {
-                Ok(()) => Ready {
-                    deliveries: Some(held),
-                    ..Ready::default()
-                },
-                Err(e) => {
-                    tracing::warn!("{UNSTORED_DELIVERY}: {e}");
+                Err(e @ DurabilityError::Stale(_)) => {
+                    tracing::warn!("{SESSION_LEFT}: {e}");
                     Ready {
                         close_unkept: true,
                         unsent,
+                        ..Ready::default()
+                    }
+                }
+                result => {
+                    if let Err(e) = result {
+                        tracing::warn!("{SENT_ANYWAY}: {e}");
+                    }
+                    Ready {
+                        deliveries: Some(held),
                         ..Ready::default()
                     }
                 }
@@ -450,14 +460,24 @@ fn packet_ids_of(batch: &[(Header, QueuedMessage)]) -> Vec<u16> {
     batch.iter().filter_map(|(h, _)| h.packet_id).collect()
 }
 
-/// Logged when the state of a QoS 2 delivery could not be stored before its PUBLISH. The
-/// batch is not sent and the connection closes (MQTT 5: DISCONNECT 0x9C): a PUBLISH whose
-/// packet id the store does not know opens an exchange that a resume elsewhere (a cluster
-/// node taking the session, or this broker after a crash) cannot see, and may then give
-/// that packet id to another message, which the client must take as a re-send and drop
-/// (MQTT 5 4.3.3). Unsent, the message stays queued and is delivered at the resume.
-const UNSTORED_DELIVERY: &str =
-    "QoS 2 delivery state not stored; closing without sending, the resumed session delivers it";
+/// Logged when the state of a QoS 2 delivery could not be stored because its session is no
+/// longer this broker's (a cluster node that handed it over or was fenced; a session that
+/// ended): the batch is not sent, its messages go back to the head of the queue, and the
+/// connection closes (MQTT 5: DISCONNECT 0x9C). A PUBLISH sent then would open an exchange
+/// the session's new owner does not know, which may give that packet id to another message,
+/// which the client must take as a re-send and drop (MQTT 5 4.3.3).
+const SESSION_LEFT: &str =
+    "QoS 2 delivery state not stored, the session left this broker; closing without sending";
+
+/// Logged when the store refuses the state of a QoS 2 delivery for another reason (it is
+/// unreachable or failing). The batch goes out all the same: holding it back would stall the
+/// subscriber for as long as the store is down. Closing instead was tried: in a cluster it
+/// moved every subscriber of a node cut from the store's leader to other nodes during the
+/// store's election, and the S8-S3 chaos runs then lost and duplicated deliveries, which they
+/// did not with the batch sent (docs/cluster.md). Only a crash before the store recovers, or
+/// the session moving meanwhile (then the next write fails and the case above applies), can
+/// repeat one of them.
+const SENT_ANYWAY: &str = "QoS 2 delivery state not stored, sending anyway";
 
 /// What one delivery's PUBLISH says besides the message itself.
 #[derive(Debug, Clone, Copy)]

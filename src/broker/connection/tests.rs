@@ -286,16 +286,22 @@ async fn a_release_never_kept_closes_without_pubrel_and_the_publish_is_sent_agai
     assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
 }
 
-/// The store refuses the state of a QoS 2 delivery (its packet id, before the PUBLISH): the
-/// PUBLISH is not sent (an exchange the store does not know could collide with a packet id a
-/// resume gives another message) and the connection closes; the resumed session delivers it.
+/// The store refuses the state of a QoS 2 delivery (its packet id, before the PUBLISH)
+/// because the session is no longer this broker's: the PUBLISH is not sent (an exchange the
+/// session's owner does not know could collide with a packet id it gives another message) and
+/// the connection closes; the resumed session delivers it.
 #[tokio::test]
-async fn a_qos2_delivery_whose_state_is_refused_is_not_sent_and_comes_at_the_resume() {
+async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_resume() {
     let recording = Recording::new();
     let (core, listener) = core_with(recording.clone());
     let mut sub = subscriber(&core, &listener).await;
     let mut publisher = Client::connect(&core, &listener, "pub").await;
-    recording.refuse_when(|c| matches!(c, Change::Sent { .. }), unavailable());
+    recording.refuse_when(
+        |c| matches!(c, Change::Sent { .. }),
+        Some(crate::broker::durability::DurabilityError::Stale(
+            "test: the session left".into(),
+        )),
+    );
     publisher.send(publish_qos2(7)).await;
     assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
     publisher.send(Packet::PubRel(Ack::new(7))).await;
@@ -320,6 +326,23 @@ async fn a_qos2_delivery_whose_state_is_refused_is_not_sent_and_comes_at_the_res
     assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
     sub.send(Packet::PubComp(Ack::new(packet_id))).await;
     assert_eq!(sub.next_within(Duration::from_millis(300)).await, None);
+}
+
+/// A store that refuses the state of a QoS 2 delivery for another reason (unavailable) does
+/// not stall the subscriber: the PUBLISH goes out.
+#[tokio::test]
+async fn a_qos2_delivery_whose_state_the_store_fails_is_sent_anyway() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let mut sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(|c| matches!(c, Change::Sent { .. }), unavailable());
+    publisher.send(publish_qos2(7)).await;
+    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    let Packet::Publish(delivered) = sub.next().await else {
+        panic!("expected the delivery");
+    };
+    assert_eq!(&delivered.payload[..], b"m");
 }
 
 #[tokio::test]

@@ -108,6 +108,18 @@ impl BrokerCore {
         }
     }
 
+    /// Forget `client_id`'s claim gate when nobody holds it or waits for it any more (a
+    /// waiter gave up: its client closed the connection).
+    pub fn forget_idle_claim_gate(&self, client_id: &str) {
+        let mut gates = self.claim_gates.lock();
+        if gates
+            .get(client_id)
+            .is_some_and(|gate| Arc::strong_count(gate) == 1)
+        {
+            gates.remove(client_id);
+        }
+    }
+
     /// Whether a claim of `client_id` holds its gate now (see [`BrokerCore::claim_gate`]):
     /// between its claim and its attach.
     pub fn is_claiming(&self, client_id: &str) -> bool {
