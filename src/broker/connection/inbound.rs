@@ -29,28 +29,33 @@ pub(super) enum Flow {
     DisconnectWithWill,
 }
 
-/// How long a PUBREL whose release the store refuses is tried again before its connection is
-/// closed (longer than a cluster store's leader election, so a failover does not close it).
-const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-/// The pause between two attempts of such a release.
+/// How long a QoS 2 state change (a PUBREL's release, a delivery's packet id) that the store
+/// refuses is tried again before its connection is closed (longer than a cluster store's
+/// leader election, so a failover does not close it).
+pub(super) const RELEASE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// The pause between two attempts of such a change.
 const RELEASE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Wait for `committed`, the commit of `change`, and while the store refuses it (an I/O error
-/// while it reopens, a cluster store's leader election) commit it again, for at most
+/// Wait for `committed`, the commit of `changes`, and while the store refuses them (an I/O
+/// error while it reopens, a cluster store's leader election) commit them again, for at most
 /// [`RELEASE_RETRY_FOR`] or until the connection closes. The state change of a QoS 2 exchange
 /// must be durable before the packet that follows it leaves, and its client sends nothing
-/// again before it reconnects: giving up is the caller's to turn into a close.
-async fn commit_retried(
+/// again before it reconnects: giving up is the caller's to turn into a close. A
+/// [`DurabilityError::Stale`] refusal (the session is no longer this broker's) is final.
+pub(super) async fn commit_retried(
     core: &Arc<crate::broker::runtime::BrokerCore>,
     closing: &tokio_util::sync::CancellationToken,
     committed: Commit,
-    change: Change,
+    changes: Vec<Change>,
 ) -> Result<(), DurabilityError> {
     let give_up_at = tokio::time::Instant::now() + RELEASE_RETRY_FOR;
     let mut result = committed.wait().await;
     let mut logged = false;
     while let Err(e) = &result {
-        if closing.is_cancelled() || tokio::time::Instant::now() >= give_up_at {
+        if closing.is_cancelled()
+            || tokio::time::Instant::now() >= give_up_at
+            || matches!(e, DurabilityError::Stale(_))
+        {
             break;
         }
         if !logged {
@@ -61,7 +66,7 @@ async fn commit_retried(
             _ = tokio::time::sleep(RELEASE_RETRY_PAUSE) => {}
             _ = closing.cancelled() => break,
         }
-        result = core.durability().commit(vec![change.clone()]).wait().await;
+        result = core.durability().commit(changes.clone()).wait().await;
     }
     result
 }
@@ -251,7 +256,7 @@ impl Conn {
         let core = self.core.clone();
         let closing = self.pending_acks.closing();
         self.pending_acks.push(async move {
-            match commit_retried(&core, &closing, committed, change).await {
+            match commit_retried(&core, &closing, committed, vec![change]).await {
                 Ok(()) => Ready {
                     ack: Some(ack),
                     ..Ready::default()

@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use super::outbound_aliases::AliasUse;
 use super::problem_info::strip_problem_information;
 use super::{CloseReason, Conn, Ready, OUT_HIGH_WATER_BYTES};
-use crate::broker::durability::{Change, Commit, DurabilityError};
+use crate::broker::durability::{Change, Commit};
 use crate::broker::message::Message;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
@@ -339,11 +339,10 @@ impl Conn {
     }
 
     /// Write a batch taken from the queue, with the changes it caused. A batch holding a kept
-    /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]), and
-    /// is not sent when its session left this broker meanwhile: the connection closes
-    /// ([`SESSION_LEFT`]; other refusals: [`SENT_ANYWAY`]). A batch behind such a one waits
-    /// its turn, so deliveries keep their order. Everything else goes straight to the output
-    /// buffer.
+    /// QoS 2 exchange waits until those changes are durable (see [`super::durable_acks`]),
+    /// tried again while the store refuses them, and is not sent when they cannot be kept: the
+    /// connection closes ([`UNSTORED_DELIVERY`]). A batch behind such a one waits its turn, so
+    /// deliveries keep their order. Everything else goes straight to the output buffer.
     fn deliver_batch(
         &mut self,
         batch: Vec<(Header, QueuedMessage)>,
@@ -370,39 +369,51 @@ impl Conn {
                 "delivered"
             );
         }
-        let committed = if gated {
-            self.core.durability().commit(changes)
-        } else {
+        if !gated {
             self.core.commit_background(changes);
-            Commit::done()
-        };
-        let committed = match committed {
-            Commit::Done(result) => {
-                match result {
-                    Err(e @ DurabilityError::Stale(_)) => {
-                        tracing::warn!("{SESSION_LEFT}: {e}");
-                        self.unsend(&packet_ids_of(&batch))?;
-                        return Err(CloseReason::UseAnotherServer);
-                    }
-                    Err(e) => tracing::warn!("{SENT_ANYWAY}: {e}"),
-                    Ok(()) => {}
-                }
-                if self.pending_acks.is_empty() {
-                    for (header, item) in batch {
-                        self.send_publish(&item.message, header)?;
-                        self.core
-                            .metrics
-                            .delivery_latency
-                            .record(DeliveredBy::Mqtt, item.message.stamp);
-                    }
-                    return Ok(());
-                }
-                None
+            if self.pending_acks.is_empty() {
+                return self.write_batch(batch);
             }
-            Commit::Pending(done) => Some(done),
-        };
+            let held = self.encode_held(&batch)?;
+            self.pending_acks.push(std::future::ready(Ready {
+                deliveries: Some(held),
+                ..Ready::default()
+            }));
+            return Ok(());
+        }
+        let committed = self.core.durability().commit(changes.clone());
+        if matches!(committed, Commit::Done(Ok(()))) && self.pending_acks.is_empty() {
+            return self.write_batch(batch);
+        }
+        let held = self.encode_held(&batch)?;
+        let unsent = packet_ids_of(&batch);
+        let core = self.core.clone();
+        let closing = self.pending_acks.closing();
+        self.pending_acks.push(async move {
+            match super::inbound::commit_retried(&core, &closing, committed, changes).await {
+                Ok(()) => Ready {
+                    deliveries: Some(held),
+                    ..Ready::default()
+                },
+                Err(e) => {
+                    if !closing.is_cancelled() {
+                        tracing::warn!("{UNSTORED_DELIVERY}: {e}");
+                    }
+                    Ready {
+                        close_unkept: !closing.is_cancelled(),
+                        unsent,
+                        ..Ready::default()
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Encode a batch that waits (for the store, or behind one that does).
+    fn encode_held(&self, batch: &[(Header, QueuedMessage)]) -> Result<BytesMut, CloseReason> {
         let mut held = BytesMut::new();
-        for (header, item) in &batch {
+        for (header, item) in batch {
             encode_delivery(&item.message, *header, self.version, &mut held)?;
             // Counted as written now, though it waits for what is ahead of it (or the store).
             self.core
@@ -410,35 +421,18 @@ impl Conn {
                 .delivery_latency
                 .record(DeliveredBy::Mqtt, item.message.stamp);
         }
-        let unsent = packet_ids_of(&batch);
-        let Some(committed) = committed else {
-            self.pending_acks.push(std::future::ready(Ready {
-                deliveries: Some(held),
-                ..Ready::default()
-            }));
-            return Ok(());
-        };
-        self.pending_acks.push(async move {
-            match committed.await {
-                Err(e @ DurabilityError::Stale(_)) => {
-                    tracing::warn!("{SESSION_LEFT}: {e}");
-                    Ready {
-                        close_unkept: true,
-                        unsent,
-                        ..Ready::default()
-                    }
-                }
-                result => {
-                    if let Err(e) = result {
-                        tracing::warn!("{SENT_ANYWAY}: {e}");
-                    }
-                    Ready {
-                        deliveries: Some(held),
-                        ..Ready::default()
-                    }
-                }
-            }
-        });
+        Ok(held)
+    }
+
+    /// Write a batch whose changes need no wait straight to the output buffer.
+    fn write_batch(&mut self, batch: Vec<(Header, QueuedMessage)>) -> Result<(), CloseReason> {
+        for (header, item) in batch {
+            self.send_publish(&item.message, header)?;
+            self.core
+                .metrics
+                .delivery_latency
+                .record(DeliveredBy::Mqtt, item.message.stamp);
+        }
         Ok(())
     }
 
@@ -460,24 +454,19 @@ fn packet_ids_of(batch: &[(Header, QueuedMessage)]) -> Vec<u16> {
     batch.iter().filter_map(|(h, _)| h.packet_id).collect()
 }
 
-/// Logged when the state of a QoS 2 delivery could not be stored because its session is no
-/// longer this broker's (a cluster node that handed it over or was fenced; a session that
-/// ended): the batch is not sent, its messages go back to the head of the queue, and the
-/// connection closes (MQTT 5: DISCONNECT 0x9C). A PUBLISH sent then would open an exchange
-/// the session's new owner does not know, which may give that packet id to another message,
-/// which the client must take as a re-send and drop (MQTT 5 4.3.3).
-const SESSION_LEFT: &str =
-    "QoS 2 delivery state not stored, the session left this broker; closing without sending";
-
-/// Logged when the store refuses the state of a QoS 2 delivery for another reason (it is
-/// unreachable or failing). The batch goes out all the same: holding it back would stall the
-/// subscriber for as long as the store is down. Closing instead was tried: in a cluster it
-/// moved every subscriber of a node cut from the store's leader to other nodes during the
-/// store's election, and the S8-S3 chaos runs then lost and duplicated deliveries, which they
-/// did not with the batch sent (docs/cluster.md). Only a crash before the store recovers, or
-/// the session moving meanwhile (then the next write fails and the case above applies), can
-/// repeat one of them.
-const SENT_ANYWAY: &str = "QoS 2 delivery state not stored, sending anyway";
+/// Logged when the state of a QoS 2 delivery (its packet id, before the PUBLISH) could not
+/// be stored: the store refused it until its session was no longer this broker's (a cluster
+/// node that handed it over or was fenced; an ended session), or for
+/// [`super::inbound::RELEASE_RETRY_FOR`]. The batch is not sent, its messages go back to the
+/// head of the queue, and the connection closes (MQTT 5: DISCONNECT 0x9C); the resumed
+/// session delivers them. A PUBLISH sent without its state would open an exchange that a
+/// resume (on another node, or after a crash) does not know, which may give that packet id to
+/// another message, which the client must take as a re-send and drop (MQTT 5 4.3.3): a loss
+/// the cluster's chaos runs showed (a node cut from its NATS server sent such PUBLISHes; the
+/// node that took the sessions reused their packet ids). While the store refuses, the
+/// subscriber's deliveries wait (it stays connected): a pause, not a loss.
+const UNSTORED_DELIVERY: &str =
+    "QoS 2 delivery state not stored; closing without sending, the resumed session delivers it";
 
 /// What one delivery's PUBLISH says besides the message itself.
 #[derive(Debug, Clone, Copy)]

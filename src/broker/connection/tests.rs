@@ -328,10 +328,10 @@ async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_res
     assert_eq!(sub.next_within(Duration::from_millis(300)).await, None);
 }
 
-/// A store that refuses the state of a QoS 2 delivery for another reason (unavailable) does
-/// not stall the subscriber: the PUBLISH goes out.
+/// A store that refuses the state of a QoS 2 delivery for a while (unavailable: reopening, a
+/// cluster store's election) holds the PUBLISH back, without closing, until a retry is kept.
 #[tokio::test]
-async fn a_qos2_delivery_whose_state_the_store_fails_is_sent_anyway() {
+async fn a_qos2_delivery_waits_for_its_refused_state_to_be_kept_on_a_retry() {
     let recording = Recording::new();
     let (core, listener) = core_with(recording.clone());
     let mut sub = subscriber(&core, &listener).await;
@@ -339,10 +339,21 @@ async fn a_qos2_delivery_whose_state_the_store_fails_is_sent_anyway() {
     recording.refuse_when(|c| matches!(c, Change::Sent { .. }), unavailable());
     publisher.send(publish_qos2(7)).await;
     assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    assert_eq!(
+        sub.next_within(Duration::from_millis(500)).await,
+        None,
+        "a PUBLISH before its delivery state was kept"
+    );
+    recording.refuse_when(|_| false, None);
     let Packet::Publish(delivered) = sub.next().await else {
-        panic!("expected the delivery");
+        panic!("expected the delivery once the store keeps its state");
     };
     assert_eq!(&delivered.payload[..], b"m");
+    let packet_id = delivered.packet_id.expect("QoS 2 has a packet id");
+    assert!(recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::Sent { packet_id: p, .. } if *p == packet_id)));
 }
 
 #[tokio::test]
