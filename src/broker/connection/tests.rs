@@ -286,35 +286,30 @@ async fn a_release_never_kept_closes_without_pubrel_and_the_publish_is_sent_agai
     assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
 }
 
-/// The store refuses the state of a QoS 2 delivery (its packet id, before the PUBLISH)
-/// because the session is no longer this broker's: the PUBLISH is not sent (an exchange the
-/// session's owner does not know could collide with a packet id it gives another message) and
-/// the connection closes; the resumed session delivers it.
-#[tokio::test]
-async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_resume() {
+/// A persistent QoS 2 subscriber, and a QoS 2 message published to it while the engine
+/// refuses its delivery states (the packet id each PUBLISH goes out with) with `error`.
+async fn published_while_delivery_states_are_refused(
+    error: crate::broker::durability::DurabilityError,
+) -> (
+    Arc<Recording>,
+    Arc<BrokerCore>,
+    Arc<ListenerSettings>,
+    Client,
+) {
     let recording = Recording::new();
     let (core, listener) = core_with(recording.clone());
-    let mut sub = subscriber(&core, &listener).await;
+    let sub = subscriber(&core, &listener).await;
     let mut publisher = Client::connect(&core, &listener, "pub").await;
-    recording.refuse_when(
-        |c| matches!(c, Change::Sent { .. }),
-        Some(crate::broker::durability::DurabilityError::Stale(
-            "test: the session left".into(),
-        )),
-    );
+    recording.refuse_when(|c| matches!(c, Change::Sent { .. }), Some(error));
     publisher.send(publish_qos2(7)).await;
     assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
-    publisher.send(Packet::PubRel(Ack::new(7))).await;
-    assert_eq!(publisher.next().await, Packet::PubComp(Ack::new(7)));
-    let before_close = sub.until_closed(Duration::from_secs(10)).await;
-    assert!(
-        !before_close.iter().any(|p| matches!(p, Packet::Publish(_))),
-        "a PUBLISH whose delivery state was not kept: {before_close:?}"
-    );
-    recording.refuse_when(|_| false, None);
-    let mut sub = Client::connect(&core, &listener, "sub").await;
+    (recording, core, listener, sub)
+}
+
+/// The next packet is the message's PUBLISH, and its delivery state was kept; its packet id.
+async fn delivered_with_its_state_kept(sub: &mut Client, recording: &Recording) -> u16 {
     let Packet::Publish(delivered) = sub.next().await else {
-        panic!("expected the delivery at the resume");
+        panic!("expected the delivery");
     };
     assert_eq!(&delivered.payload[..], b"m");
     let packet_id = delivered.packet_id.expect("QoS 2 has a packet id");
@@ -322,6 +317,27 @@ async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_res
         .changes()
         .iter()
         .any(|c| matches!(c, Change::Sent { packet_id: p, .. } if *p == packet_id)));
+    packet_id
+}
+
+/// The store refuses the state of a QoS 2 delivery (its packet id, before the PUBLISH)
+/// because the session is no longer this broker's: the PUBLISH is not sent (an exchange the
+/// session's owner does not know could collide with a packet id it gives another message) and
+/// the connection closes; the resumed session delivers it.
+#[tokio::test]
+async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_resume() {
+    let (recording, core, listener, mut sub) = published_while_delivery_states_are_refused(
+        crate::broker::durability::DurabilityError::Stale("test: the session left".into()),
+    )
+    .await;
+    let before_close = sub.until_closed(Duration::from_secs(10)).await;
+    assert!(
+        !before_close.iter().any(|p| matches!(p, Packet::Publish(_))),
+        "a PUBLISH whose delivery state was not kept: {before_close:?}"
+    );
+    recording.refuse_when(|_| false, None);
+    let mut sub = Client::connect(&core, &listener, "sub").await;
+    let packet_id = delivered_with_its_state_kept(&mut sub, &recording).await;
     sub.send(Packet::PubRec(Ack::new(packet_id))).await;
     assert_eq!(sub.next().await, Packet::PubRel(Ack::new(packet_id)));
     sub.send(Packet::PubComp(Ack::new(packet_id))).await;
@@ -332,28 +348,15 @@ async fn a_qos2_delivery_of_a_session_that_left_is_not_sent_and_comes_at_the_res
 /// cluster store's election) holds the PUBLISH back, without closing, until a retry is kept.
 #[tokio::test]
 async fn a_qos2_delivery_waits_for_its_refused_state_to_be_kept_on_a_retry() {
-    let recording = Recording::new();
-    let (core, listener) = core_with(recording.clone());
-    let mut sub = subscriber(&core, &listener).await;
-    let mut publisher = Client::connect(&core, &listener, "pub").await;
-    recording.refuse_when(|c| matches!(c, Change::Sent { .. }), unavailable());
-    publisher.send(publish_qos2(7)).await;
-    assert_eq!(publisher.next().await, Packet::PubRec(Ack::new(7)));
+    let (recording, _core, _listener, mut sub) =
+        published_while_delivery_states_are_refused(unavailable().expect("an error")).await;
     assert_eq!(
         sub.next_within(Duration::from_millis(500)).await,
         None,
         "a PUBLISH before its delivery state was kept"
     );
     recording.refuse_when(|_| false, None);
-    let Packet::Publish(delivered) = sub.next().await else {
-        panic!("expected the delivery once the store keeps its state");
-    };
-    assert_eq!(&delivered.payload[..], b"m");
-    let packet_id = delivered.packet_id.expect("QoS 2 has a packet id");
-    assert!(recording
-        .changes()
-        .iter()
-        .any(|c| matches!(c, Change::Sent { packet_id: p, .. } if *p == packet_id)));
+    delivered_with_its_state_kept(&mut sub, &recording).await;
 }
 
 #[tokio::test]
