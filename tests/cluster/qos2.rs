@@ -765,3 +765,55 @@ async fn a_pubrel_refused_by_the_store_is_released_once_the_store_is_back() {
     assert!(completed, "PUBCOMP 5 after the store came back");
     assert!(delivered, "the released message delivered");
 }
+
+/// A clean session's QoS 2 PUBLISH whose store gets no answer in time (no NATS quorum for
+/// longer than `storeTimeout` and the MQTT 5 refusal wait): the store may still land and the
+/// message be delivered, so no PUBREC 0x97 ("not accepted", which a client answers by
+/// publishing it again: a second copy) is sent; the connection closes without a PUBREC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_sessions_qos2_publish_of_unknown_outcome_is_not_refused_but_closed() {
+    const PATIENT: &str = r#"replicas="3" messageShards="2" heartbeatInterval="200ms" quorumLossTimeout="60s" nodeTimeout="60s" storeTimeout="1s""#;
+    let Some(rig) = Rig::start(1, PATIENT).await else {
+        return;
+    };
+    let (mut publisher, _) = v5_ok(rig.addr(0), "uo-pub", true, None).await;
+    rig.nats.pause(0);
+    rig.nats.pause(1);
+    publisher
+        .send(publish(
+            "uo/a",
+            b"outcome-unknown",
+            QoS::ExactlyOnce,
+            Some(3),
+        ))
+        .await;
+    // Past storeTimeout (1 s) and the refusal wait (5 s).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut answer = None;
+    while Instant::now() < deadline {
+        match publisher.recv_within(Duration::from_millis(500)).await {
+            Some(Packet::PingResp) => {}
+            Some(Packet::Disconnect(d)) => {
+                answer = Some(format!("DISCONNECT {:#x}", d.reason));
+                break;
+            }
+            Some(other) => panic!("no PUBREC for a publish of unknown outcome, got {other:?}"),
+            None if publisher
+                .closed_within(Duration::from_millis(1))
+                .await
+                .is_some() =>
+            {
+                answer = Some("closed".into());
+                break;
+            }
+            None => {}
+        }
+    }
+    rig.nats.resume(0);
+    rig.nats.resume(1);
+    let answer = answer.expect("the connection closed without a PUBREC");
+    assert!(
+        answer == "DISCONNECT 0x9c" || answer == "closed",
+        "{answer}"
+    );
+}

@@ -510,6 +510,25 @@ impl Conn {
                     if !counted {
                         core.publish_refused(&plan.message().topic, &e);
                     }
+                    // A QoS 2 message of a session that keeps no exchange across nodes is
+                    // stored as it is, delivered once stored (not at its PUBREL): a cluster
+                    // store that did not answer in time may still land it, and a PUBREC 0x97
+                    // would have the client publish it again, a second copy. Such a client
+                    // gets no PUBREC: the connection closes, promising nothing either way.
+                    let outcome_unknown = inbound_qos2.is_some()
+                        && qos2_change.is_none()
+                        && matches!(e, DurabilityError::Unavailable(_))
+                        && core.backplane().is_some();
+                    if outcome_unknown {
+                        tracing::warn!(
+                            "QoS 2 publish not stored in time and perhaps stored later: closing \
+                             without PUBREC rather than refusing it (0x97): {e}"
+                        );
+                        return Ready {
+                            close_unkept: !closing.is_cancelled(),
+                            ..Ready::default()
+                        };
+                    }
                     // The same outcome as a held publish past its deadline: MQTT 5 is told
                     // (0x97), MQTT 3 is closed when sendFailIfNoSpace set a deadline.
                     Ready {
