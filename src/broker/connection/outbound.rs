@@ -369,8 +369,18 @@ impl Conn {
                 "delivered"
             );
         }
-        if !gated {
+        // A commit to wait for (a QoS 2 batch whose changes are not durable yet), with the
+        // changes to try again.
+        let waiting = if gated {
+            match self.core.durability().commit(changes.clone()) {
+                Commit::Done(Ok(())) => None,
+                committed => Some((committed, changes)),
+            }
+        } else {
             self.core.commit_background(changes);
+            None
+        };
+        let Some((committed, changes)) = waiting else {
             if self.pending_acks.is_empty() {
                 return self.write_batch(batch);
             }
@@ -380,11 +390,7 @@ impl Conn {
                 ..Ready::default()
             }));
             return Ok(());
-        }
-        let committed = self.core.durability().commit(changes.clone());
-        if matches!(committed, Commit::Done(Ok(()))) && self.pending_acks.is_empty() {
-            return self.write_batch(batch);
-        }
+        };
         let held = self.encode_held(&batch)?;
         let unsent = packet_ids_of(&batch);
         let core = self.core.clone();
