@@ -188,8 +188,11 @@ impl ClusterEngine {
     pub async fn open(settings: &JetStreamSettings, node_id: &str) -> anyhow::Result<Self> {
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("ferromq {node_id}"))
-            .connection_timeout(Duration::from_secs(5))
-            .ping_interval(Duration::from_secs(2))
+            // A server that stopped answering (paused, hung) keeps its sockets open: pings
+            // find it (three unanswered, about 3 s) and a reconnect spends at most 2 s on
+            // it before trying the next server, well inside `quorumLossTimeout`.
+            .connection_timeout(Duration::from_secs(2))
+            .ping_interval(Duration::from_secs(1))
             .max_reconnects(None::<usize>)
             // The local server first, as the deployment lists it (the client shuffles
             // otherwise).

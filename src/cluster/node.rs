@@ -141,6 +141,7 @@ pub fn start(inner: &Arc<Inner>) {
         let key = key(&node.node_id);
         let interval = Duration::from_millis(node.settings.heartbeat_interval_ms.max(10));
         let quorum_loss = Duration::from_millis(node.settings.quorum_loss_timeout_ms.max(10));
+        let attempt = attempt_bound(interval, quorum_loss);
         // A claim takes a session from an owner that does not answer its kick within this.
         let silent_too_long = super::sessions::KICK_TIMEOUT;
         let mut revision = node
@@ -151,6 +152,11 @@ pub fn start(inner: &Arc<Inner>) {
             .flatten()
             .map(|e| e.revision);
         let mut last_ok = Instant::now();
+        let mut verified_at = last_ok;
+        let mut checking: Option<tokio::task::JoinHandle<()>> = None;
+        let node_timeout = Duration::from_millis(node.settings.node_timeout_ms)
+            .max(super::sessions::VERIFY_QUICKLY);
+        let mut sent = SentHeartbeats::default();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -159,53 +165,46 @@ pub fn start(inner: &Arc<Inner>) {
                 return;
             }
             announce(&node).await;
+            let at_ms = sent.record(crate::broker::durability::now_ms());
+            let value = heartbeat_at(&node, at_ms);
             let write = async {
                 match revision {
-                    Some(r) => node.nodes_kv.update(&key, heartbeat(&node), r).await,
-                    None => node
-                        .nodes_kv
-                        .put(&key, heartbeat(&node))
-                        .await
-                        .map_err(|e| {
-                            async_nats::jetstream::kv::UpdateError::with_source(
-                                UpdateErrorKind::Other,
-                                e,
-                            )
-                        }),
+                    Some(r) => node.nodes_kv.update(&key, value, r).await,
+                    None => node.nodes_kv.put(&key, value).await.map_err(|e| {
+                        async_nats::jetstream::kv::UpdateError::with_source(
+                            UpdateErrorKind::Other,
+                            e,
+                        )
+                    }),
                 }
             };
-            match tokio::time::timeout(quorum_loss, write).await {
+            let mut got_through = None;
+            match tokio::time::timeout(attempt, write).await {
                 Ok(Ok(r)) => {
                     revision = Some(r);
-                    if last_ok.elapsed() >= silent_too_long {
-                        // Others may have found this node dead meanwhile (it was paused or cut
-                        // off) and taken its sessions: find out before serving them further.
-                        tracing::warn!(
-                            node = %node.node_id,
-                            silent_ms = last_ok.elapsed().as_millis() as u64,
-                            "no heartbeat got through for longer than a takeover waits: \
-                             checking which sessions this node still owns"
-                        );
-                        super::sessions::verify_all(&node).await;
-                    }
-                    last_ok = Instant::now();
-                    set_available(&node, true);
+                    got_through = Some(Instant::now());
                 }
                 Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
-                    let current = node.nodes_kv.entry(&key).await.ok().flatten();
+                    let read = tokio::time::timeout(attempt, node.nodes_kv.entry(&key)).await;
+                    let current = read.ok().and_then(|r| r.ok()).flatten();
                     revision = current.as_ref().map(|e| e.revision);
-                    // A write of ours that timed out may still have been stored (the quorum
-                    // came back meanwhile): our own instance there is no other process.
-                    let ours = current
+                    // An earlier write of ours that was given up on may have been stored
+                    // since (a slow store, or a new leader): our own instance there is no
+                    // other process, and the store answered that write.
+                    let landed = current
                         .and_then(|e| serde_json::from_slice::<Heartbeat>(&e.value).ok())
-                        .is_some_and(|h| h.instance == node.instance);
-                    if !ours {
-                        tracing::error!(
-                            node = %node.node_id,
-                            "another ferromq process wrote this node's heartbeat: two nodes \
-                             share a brokerName; this one stops taking persistent work"
-                        );
-                        set_available(&node, false);
+                        .filter(|h| h.instance == node.instance);
+                    match landed {
+                        Some(h) => got_through = sent.sent_at(h.at_ms),
+                        None if revision.is_some() => {
+                            tracing::error!(
+                                node = %node.node_id,
+                                "another ferromq process wrote this node's heartbeat: two \
+                                 nodes share a brokerName; this one stops taking persistent work"
+                            );
+                            set_available(&node, false);
+                        }
+                        None => {}
                     }
                 }
                 Ok(Err(e)) => {
@@ -213,11 +212,87 @@ pub fn start(inner: &Arc<Inner>) {
                 }
                 Err(_) => {}
             }
+            if let Some(at) = got_through.filter(|at| *at > last_ok) {
+                // A silence is checked once: a later write credited with an earlier send
+                // time (it landed late) does not start another check of the same silence.
+                if last_ok.elapsed() >= silent_too_long && verified_at < last_ok {
+                    // Others may have found this node dead meanwhile (it was paused or cut
+                    // off) and taken its sessions: find out before serving them further.
+                    tracing::warn!(
+                        node = %node.node_id,
+                        silent_ms = last_ok.elapsed().as_millis() as u64,
+                        "no heartbeat got through for longer than a takeover waits: \
+                         checking which sessions this node still owns"
+                    );
+                    if node.is_available() {
+                        // The quorum was never lost: the sessions are served meanwhile, and
+                        // their check may outlast the election of the session bucket (its
+                        // leader may be what stopped answering; no replica answers a read
+                        // until it has a new one), in its own task, one at a time.
+                        if checking.as_ref().is_none_or(|c| c.is_finished()) {
+                            let node = node.clone();
+                            checking = Some(tokio::spawn(async move {
+                                super::sessions::verify_all(&node, node_timeout).await;
+                            }));
+                        }
+                    } else {
+                        super::sessions::verify_all(&node, super::sessions::VERIFY_QUICKLY).await;
+                    }
+                    verified_at = Instant::now();
+                }
+                last_ok = at;
+                if last_ok.elapsed() < quorum_loss {
+                    set_available(&node, true);
+                }
+            }
             if last_ok.elapsed() >= quorum_loss {
                 set_available(&node, false);
             }
         }
     });
+}
+
+/// The heartbeats this node sent lately, by their `at_ms`: when one that was given up on
+/// turns out stored, the quorum answered it, and it counts from when it was sent.
+#[derive(Default)]
+struct SentHeartbeats(std::collections::VecDeque<(u64, Instant)>);
+
+impl SentHeartbeats {
+    /// Heartbeats remembered: more than fit in `quorumLossTimeout` at one per attempt.
+    const KEPT: usize = 16;
+
+    /// Record a heartbeat about to be sent; returns its `at_ms`, made unique (a clock that
+    /// stood still or stepped back gives the previous one + 1).
+    fn record(&mut self, now_ms: u64) -> u64 {
+        let at_ms = match self.0.back() {
+            Some((last, _)) if *last >= now_ms => last + 1,
+            _ => now_ms,
+        };
+        if self.0.len() == Self::KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back((at_ms, Instant::now()));
+        at_ms
+    }
+
+    /// When the heartbeat with `at_ms` was sent, if it is one of the remembered ones.
+    fn sent_at(&self, at_ms: u64) -> Option<Instant> {
+        self.0.iter().find(|(a, _)| *a == at_ms).map(|(_, i)| *i)
+    }
+}
+
+/// How long one heartbeat write waits for its answer before the next is sent.
+///
+/// A write that reached a `KV_FMQ_NODES` leader that stopped answering (paused, cut off) is
+/// never answered, and the bucket's next leader (elected after the raft election timeout,
+/// 4-9 s in nats-server) answers only writes sent to it after its election: waiting for one
+/// answer for all of `quorumLossTimeout` made every node declare the quorum lost when that
+/// one server paused, though two of three answered. A write given up on that is stored
+/// later still counts ([`SentHeartbeats`]), so a slow store is not taken for a lost one.
+fn attempt_bound(interval: Duration, quorum_loss: Duration) -> Duration {
+    interval
+        .max(Duration::from_millis(500))
+        .min(quorum_loss / 4)
 }
 
 /// Change availability; on loss, close every connection holding a persistent session (they
@@ -240,5 +315,39 @@ fn set_available(inner: &Inner, available: bool) {
         for session in core.registry.persistent_sessions() {
             session.kick_connection();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_write_waits_one_interval_within_a_quarter_of_the_window() {
+        let ms = Duration::from_millis;
+        // The defaults: 1 s interval, 10 s window.
+        assert_eq!(attempt_bound(ms(1_000), ms(10_000)), ms(1_000));
+        // Short intervals wait 500 ms, unless the window is short too.
+        assert_eq!(attempt_bound(ms(200), ms(10_000)), ms(500));
+        assert_eq!(attempt_bound(ms(200), ms(1_500)), ms(375));
+        // A long interval is cut to a quarter of the window: four tries fit.
+        assert_eq!(attempt_bound(ms(5_000), ms(10_000)), ms(2_500));
+    }
+
+    #[test]
+    fn sent_heartbeats_have_distinct_times_and_are_found_by_them() {
+        let mut sent = SentHeartbeats::default();
+        let first = sent.record(1_000);
+        // A clock that stands still or steps back still gives a time of its own.
+        let second = sent.record(1_000);
+        let third = sent.record(900);
+        assert_eq!((first, second, third), (1_000, 1_001, 1_002));
+        assert!(sent.sent_at(1_001).is_some());
+        assert!(sent.sent_at(999).is_none());
+        for t in 0..SentHeartbeats::KEPT as u64 {
+            sent.record(2_000 + t);
+        }
+        assert!(sent.sent_at(1_000).is_none(), "only the last ones are kept");
+        assert!(sent.sent_at(2_000).is_some());
     }
 }

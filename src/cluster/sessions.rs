@@ -354,6 +354,7 @@ async fn write_record_once(
     };
     match written {
         Ok(Ok(new_revision)) => {
+            tracing::trace!(client_id = %client_id, epoch = record.epoch, read_revision = revision, revision = new_revision, "session record written");
             if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
                 if t.epoch == record.epoch {
                     t.revision = new_revision;
@@ -371,15 +372,23 @@ async fn write_record_once(
             // node's is not.
             adopt_or_fence(inner, client_id, record.epoch).await
         }
-        Ok(Err((true, _))) => match fenced(inner, client_id, record.epoch).await {
-            // An earlier write of this node landed with its answer lost (a leader's death):
-            // its revision is taken, and the write made again at once.
-            Fence::Own => Err(Retry::Adopted),
-            Fence::Dropped | Fence::Unknown => Err(DurabilityError::Unavailable(format!(
-                "session {client_id} is served by another node now"
-            ))
-            .into()),
-        },
+        Ok(Err((true, _))) => {
+            tracing::debug!(
+                client_id = %client_id,
+                epoch = record.epoch,
+                read_revision = revision,
+                "session record changed by another writer: checking who owns it"
+            );
+            match fenced(inner, client_id, record.epoch).await {
+                // An earlier write of this node landed with its answer lost (a leader's
+                // death): its revision is taken, and the write made again at once.
+                Fence::Own => Err(Retry::Adopted),
+                Fence::Dropped | Fence::Unknown => Err(DurabilityError::Unavailable(format!(
+                    "session {client_id} is served by another node now"
+                ))
+                .into()),
+            }
+        }
         Ok(Err((false, e))) => {
             mark_dirty(inner, client_id);
             Err(unavailable(e).into())
@@ -485,6 +494,9 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
     tracing::warn!(
         client_id = %client_id,
         owner = current.as_ref().map(|r| r.owner.as_str()).unwrap_or("none"),
+        owner_epoch = current.as_ref().map(|r| r.epoch).unwrap_or(0),
+        epoch,
+        revision,
         "session taken over by another node: this node's copy is dropped (fenced)"
     );
     inner.q2.forget(client_id);
@@ -506,18 +518,20 @@ fn fences(node: &str, epoch: u64, tracked: Option<u64>, record: Option<(&str, u6
     tracked.is_none_or(|t| t == epoch)
 }
 
-/// How long [`verify`] waits for one read of a session record, and how often it tries: a
-/// node that comes back takes persistent work only after its check, so the check is bounded
-/// (a NATS request's own default is 10 s).
+/// How long [`verify`] waits for one read of a session record (a NATS request's own default
+/// is 10 s), and for all of them when the node comes back from a lost quorum: it takes
+/// persistent work only after its check, so that check is short.
 const VERIFY_READ_TIMEOUT: Duration = Duration::from_millis(1_500);
-const VERIFY_ATTEMPTS: usize = 2;
+pub const VERIFY_QUICKLY: Duration = Duration::from_secs(3);
 
 /// Whether this node still owns `client_id`'s session at `epoch`; if not, or if its record
-/// cannot be read in time, drop it here (its client reconnects and claims it again, from the
-/// record: nothing is lost, what was not yet written as progress is delivered again).
-async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
+/// cannot be read within `patience`, drop it here (its client reconnects and claims it again,
+/// from the record: nothing is lost, what was not yet written as progress is delivered again).
+async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64, patience: Duration) {
     let key = client_key(client_id);
-    for _ in 0..VERIFY_ATTEMPTS {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut first = true;
+    while std::mem::take(&mut first) || tokio::time::Instant::now() < deadline {
         let still_tracked = inner
             .tracker
             .lock()
@@ -534,9 +548,28 @@ async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
                 SessionRecord::decode(&e.value).ok()
             }
             Ok(Ok(_)) => None,
-            Ok(Err(_)) | Err(_) => continue,
+            Ok(Err(_)) | Err(_) => {
+                // No replica answers while the bucket has no leader.
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
+            }
         };
-        if current.is_some_and(|r| r.owner == inner.node_id && r.epoch == epoch) {
+        let ours = |r: &SessionRecord| r.owner == inner.node_id && r.epoch == epoch;
+        if current.as_ref().is_some_and(ours) {
+            return;
+        }
+        // Any replica answers a read, and one behind the others (a record written a moment
+        // ago, a server that rejoined) may have no record or an older owner: a session is
+        // closed here only on its leader's word.
+        let from_leader = match leader_entry(inner, &key).await {
+            Ok(entry) => entry.and_then(|e| SessionRecord::decode(&e.value).ok()),
+            Err(_) => {
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
+            }
+        };
+        if from_leader.as_ref().is_some_and(ours) {
+            tracing::debug!(client_id = %client_id, "verify: a replica was behind; the leader has this node's record");
             return;
         }
         let _ = fenced(inner, client_id, epoch).await;
@@ -550,8 +583,9 @@ async fn verify(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) {
 }
 
 /// Check every local session against its record: after this node was unable to write for a
-/// while (paused, cut off), other nodes may have taken some over.
-pub async fn verify_all(inner: &Arc<Inner>) {
+/// while (paused, cut off), other nodes may have taken some over. A record not read within
+/// `patience` drops its session here.
+pub async fn verify_all(inner: &Arc<Inner>, patience: Duration) {
     let owned: Vec<(Arc<str>, u64)> = inner
         .tracker
         .lock()
@@ -561,7 +595,7 @@ pub async fn verify_all(inner: &Arc<Inner>) {
         .collect();
     futures_util::stream::iter(owned)
         .for_each_concurrent(64, |(client_id, epoch)| async move {
-            verify(inner, &client_id, epoch).await;
+            verify(inner, &client_id, epoch, patience).await;
         })
         .await;
 }
@@ -652,6 +686,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             client_id = %client_id,
             owner = %record.owner,
             epoch = record.epoch,
+            revision,
             local = ?local_epoch,
             ours,
             "claim: session record read"
@@ -732,6 +767,14 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         .await
         {
             Ok(Ok(new_revision)) => {
+                tracing::debug!(
+                    client_id = %client_id,
+                    from = %record.owner,
+                    epoch = taken.epoch,
+                    read_revision = revision,
+                    revision = new_revision,
+                    "claim: session taken over"
+                );
                 if let Some(will) = will {
                     super::wills::publish(
                         inner,
@@ -748,7 +791,10 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                 }
                 return Ok(Claimed::Image(Box::new(image)));
             }
-            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                tracing::debug!(client_id = %client_id, read_revision = revision, "claim: the record changed since it was read; reading again");
+                continue;
+            }
             Ok(Err(e)) => return Err(unavailable(e)),
             Err(_) => return Err(unavailable("no answer taking a session over")),
         }
@@ -1082,7 +1128,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                     let node = node.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(KICK_TIMEOUT + Duration::from_millis(500)).await;
-                        verify(&node, &client_id, epoch).await;
+                        verify(&node, &client_id, epoch, VERIFY_QUICKLY).await;
                     });
                 }
                 None if older_here => {

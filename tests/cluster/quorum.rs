@@ -3,12 +3,14 @@
 //! CONNACK 0x88 / return code 3, MQTT 5 clients holding one get DISCONNECT 0x9C (Use another
 //! server), MQTT 3.1.1 ones are closed, a QoS 1 publish is not acknowledged (MQTT 5: PUBACK
 //! 0x97 after its wait); with the servers back, persistent sessions are taken again and the
-//! held MQTT 3.1.1 publish is acknowledged once stored.
+//! held MQTT 3.1.1 publish is acknowledged once stored. One server of three paused while it
+//! leads the node registry is no quorum loss.
 
 use std::time::{Duration, Instant};
 
 use ferromq::protocol::{ConnectReason, Packet, QoS};
 
+use super::chaos::rig::faults::{leader_of, make_leader};
 use super::rig::{puback_of, publish, publish_acked, take_acked, v3, v3_ok, v5, v5_ok, Rig, FAST};
 
 /// quorumLossTimeout in [`FAST`], and how much later than it the node must have reacted
@@ -147,4 +149,112 @@ async fn a_node_without_quorum_refuses_persistent_work_until_it_is_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(!ack.session_present);
+}
+
+/// The default heartbeat and quorum timings (`heartbeatInterval` 1 s, `quorumLossTimeout`
+/// 10 s, `nodeTimeout` 10 s, `storeTimeout` 5 s), two message shards.
+const DEFAULT_TIMINGS: &str = r#"replicas="3" messageShards="2""#;
+
+/// How long the paused server stays paused: longer than `quorumLossTimeout`.
+const PAUSE: Duration = Duration::from_secs(12);
+
+/// The bucket's next leader must be elected within this for the run to say anything: a
+/// node's heartbeat gets through a heartbeat interval or two after it, inside the 10 s
+/// window. nats-server draws each follower's election timeout between 4 and 9 s, so about
+/// one pause in six elects later; such a pause is repeated ([`PAUSES`]).
+const ELECTED_WITHIN: Duration = Duration::from_secs(7);
+const PAUSES: usize = 3;
+
+/// A nats-server that stops answering (SIGSTOP) while it leads `KV_FMQ_NODES` is one server
+/// of three: the other two elect a new leader for the bucket, and no node may take that for
+/// a lost quorum (DISCONNECT 0x9C to every persistent session, CONNACK 0x88). A heartbeat
+/// write sent to the paused leader is never answered; a node that waited for that answer
+/// for all of `quorumLossTimeout` declared the quorum lost on every pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_server_leading_the_node_registry_costs_no_node_its_quorum() {
+    let Some(rig) = Rig::start(3, DEFAULT_TIMINGS).await else {
+        return;
+    };
+    let mut holders = Vec::new();
+    for i in 0..3 {
+        let (mut holder, _) = v5_ok(rig.addr(i), &format!("pq-holder-{i}"), false, Some(300)).await;
+        holder.subscribe(1, &[("pq/#", QoS::AtLeastOnce)]).await;
+        holders.push(holder);
+    }
+    // Every node is connected to the first server it lists (server 0): the paused one is
+    // another, so what is measured is the bucket's election, not a node's reconnect.
+    let victim = 1;
+    let victim_name = rig.nats.server(victim).name.clone();
+    let admin = async_nats::connect(rig.nats.server(2).client_url())
+        .await
+        .expect("admin connection");
+    let mut elections = Vec::new();
+    for _ in 0..PAUSES {
+        make_leader(&admin, "KV_FMQ_NODES", &victim_name)
+            .await
+            .expect("the node registry led by server 1");
+        let paused = Instant::now();
+        rig.nats.pause(victim);
+        let mut elected = None;
+        while paused.elapsed() < PAUSE {
+            if elected.is_none() {
+                // Asked often: a request that reached the paused leader is never answered.
+                let ask = leader_of(&admin, "KV_FMQ_NODES");
+                let leader = tokio::time::timeout(Duration::from_millis(300), ask).await;
+                if leader.ok().flatten().is_some_and(|l| l != victim_name) {
+                    elected = Some(paused.elapsed());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        rig.nats.resume(victim);
+        eprintln!("KV_FMQ_NODES led again {elected:?} after the pause");
+        elections.push(elected);
+        if elected.is_some_and(|e| e <= ELECTED_WITHIN) {
+            for (i, holder) in holders.iter_mut().enumerate() {
+                if let Some(p) = holder.recv_within(Duration::from_millis(500)).await {
+                    panic!(
+                        "node {i} acted on a lost quorum though the bucket was led again \
+                         {elected:?} after the pause: {p:?}"
+                    );
+                }
+            }
+            // A new persistent session is taken on every node.
+            for i in 0..3 {
+                let (_, ack) = v5(rig.addr(i), &format!("pq-new-{i}"), false, Some(300)).await;
+                assert_eq!(ack.reason, ConnectReason::Success, "node {i}: {ack:?}");
+            }
+            return;
+        }
+        // A slow election may cost the quorum (allowed): holders sent away come back.
+        for (i, holder) in holders.iter_mut().enumerate() {
+            if holder
+                .recv_within(Duration::from_millis(500))
+                .await
+                .is_some()
+            {
+                *holder = resumed_holder(rig.addr(i), &format!("pq-holder-{i}")).await;
+            }
+        }
+        // The store settles before the next pause.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    panic!(
+        "no pause of {PAUSES} had its bucket led again within {ELECTED_WITHIN:?} (elections: \
+         {elections:?}); the check needs one"
+    );
+}
+
+/// A persistent MQTT 5 session `id` on `addr` once the node takes persistent sessions again
+/// (20 s bound).
+async fn resumed_holder(addr: std::net::SocketAddr, id: &str) -> crate::support::client::RawClient {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (holder, ack) = v5(addr, id, false, Some(300)).await;
+        if ack.reason == ConnectReason::Success {
+            return holder;
+        }
+        assert!(Instant::now() < deadline, "{id} not taken again: {ack:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
