@@ -417,6 +417,13 @@ async fn adopt_or_fence(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) ->
         });
     match existing {
         Some((record, revision)) if record.owner == inner.node_id => {
+            tracing::debug!(
+                client_id = %client_id,
+                epoch,
+                record_epoch = record.epoch,
+                revision,
+                "a new session's record exists and names this node: adopted"
+            );
             if let Some(t) = inner.tracker.lock().sessions.get_mut(client_id) {
                 t.epoch = record.epoch.max(epoch) + 1;
                 t.revision = revision;
