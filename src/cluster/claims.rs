@@ -27,6 +27,9 @@ pub fn now_us() -> u64 {
 pub struct Claims {
     local: HashMap<Arc<str>, ClaimStamp>,
     remote: HashMap<Arc<str>, ClaimStamp>,
+    /// Sessions this node let go of (handed over on a kick, fenced), with the stamp of its
+    /// claim that was current then.
+    let_go: HashMap<Arc<str>, ClaimStamp>,
     order: VecDeque<(Instant, Arc<str>)>,
 }
 
@@ -39,6 +42,7 @@ impl Claims {
             if let Some((_, client_id)) = self.order.pop_front() {
                 self.local.remove(&client_id);
                 self.remote.remove(&client_id);
+                self.let_go.remove(&client_id);
             }
         }
     }
@@ -75,6 +79,23 @@ impl Claims {
         self.local.get(client_id).is_none_or(|local| *local < stamp)
     }
 
+    /// This node let `client_id`'s session go (another node takes it): a connection of this
+    /// node's latest claim that attaches only now must not make it a new session here.
+    pub fn let_go(&mut self, client_id: &Arc<str>) {
+        if let Some(stamp) = self.local.get(client_id).copied() {
+            self.let_go.insert(client_id.clone(), stamp);
+        }
+    }
+
+    /// Whether the session of this node's latest claim of `client_id` was let go since that
+    /// claim (a newer claim here is a new question).
+    pub fn let_go_since_claim(&self, client_id: &str) -> bool {
+        match (self.local.get(client_id), self.let_go.get(client_id)) {
+            (Some(local), Some(gone)) => local == gone,
+            _ => false,
+        }
+    }
+
     /// Whether another node announced a newer claim than this node's (this node's
     /// connection attached after that announcement arrived).
     pub fn superseded(&self, client_id: &str) -> bool {
@@ -105,6 +126,20 @@ mod tests {
         // A node with no claim of its own closes whatever it holds.
         let mut a = Claims::default();
         assert!(a.announced(&id, (105, 2)));
+    }
+
+    #[test]
+    fn a_session_let_go_after_its_claim_is_known_until_the_next_claim() {
+        let id: Arc<str> = Arc::from("c");
+        let mut a = Claims::default();
+        a.let_go(&id);
+        assert!(!a.let_go_since_claim("c"), "no claim here: nothing to know");
+        a.claimed_here(&id, 100, 1);
+        assert!(!a.let_go_since_claim("c"));
+        a.let_go(&id);
+        assert!(a.let_go_since_claim("c"), "handed over after the claim");
+        a.claimed_here(&id, 100, 1);
+        assert!(!a.let_go_since_claim("c"), "a newer claim here");
     }
 
     #[test]

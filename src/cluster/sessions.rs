@@ -189,6 +189,24 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
                 tracing::debug!(client_id = %client_id, "offline save of an untracked session skipped");
                 return Commit::done();
             }
+            // The copy this node's latest claim restored was let go before its connection
+            // attached (another node's kick came in between, or a fence): made new here, its
+            // fresh floors would replace the record's and skip what was stored meanwhile.
+            // The late connection is closed instead; its client connects again and claims.
+            None if inner.claims.lock().let_go_since_claim(&client_id) => {
+                drop(tracker);
+                tracing::info!(
+                    client_id = %client_id,
+                    "a session let go during its CONNECT here is not made new: closing its connection"
+                );
+                if let Some(core) = inner.core() {
+                    // Not from within the broker's own call (it may hold the session).
+                    tokio::spawn(async move { core.hand_over(&client_id) });
+                }
+                return Commit::Done(Err(unavailable(
+                    "the session was taken by another node during its CONNECT",
+                )));
+            }
             None => {
                 // A new session: it is fed from where the node's reader is now.
                 let t = Tracked::new(data, inner.shards, &inner.routed());
@@ -498,6 +516,7 @@ async fn fenced(inner: &Arc<Inner>, client_id: &Arc<str>, epoch: u64) -> Fence {
         }
         tracker.sessions.remove(client_id);
     }
+    inner.claims.lock().let_go(client_id);
     tracing::warn!(
         client_id = %client_id,
         owner = current.as_ref().map(|r| r.owner.as_str()).unwrap_or("none"),
@@ -1175,6 +1194,7 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
 
 /// Another node takes `client_id`'s session: close it here, write its last record, forget it.
 async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
+    inner.claims.lock().let_go(client_id);
     inner.q2.forget(client_id);
     let tracked = {
         let mut tracker = inner.tracker.lock();
