@@ -734,3 +734,52 @@ async fn newer_protocol_levels_get_connack_0x84_in_v5_form() {
     assert_eq!(connack.reason, ConnectReason::Success);
     broker.shutdown().await;
 }
+
+/// A PUBREL after a refused QoS 2 PUBLISH (PUBREC >= 0x80 ends the exchange, MQTT 5 4.3.3;
+/// paho-mqtt 2.2 sends one anyway) is answered PUBCOMP 0x92 Packet Identifier not found,
+/// never 0x00: a client reporting its PUBCOMP's reason must not report success for a message
+/// nobody gets. The id used again for an accepted PUBLISH completes with 0x00 as usual, and a
+/// PUBREL for an id never used keeps its old answer (0x00: a PUBREL repeated after a lost
+/// PUBCOMP is not told "failed").
+#[tokio::test]
+async fn a_pubrel_for_a_refused_qos2_publish_gets_pubcomp_packet_identifier_not_found() {
+    let broker =
+        TestBroker::from_xml(&activemq_xml(&["transport.publishDollarTopics=false"], "")).await;
+    let (mut client, _) = v5_client(&broker, "refused-rel", Properties::default()).await;
+    client
+        .send(publish_packet("$x", b"x", QoS::ExactlyOnce, Some(7), false))
+        .await;
+    assert!(matches!(client.recv().await, Packet::PubRec(a) if a.reason == 0x90));
+    client.send(Packet::PubRel(Ack::new(7))).await;
+    match client.recv().await {
+        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (7, 0x92)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // Answered once: the refusal is forgotten with it.
+    client.send(Packet::PubRel(Ack::new(7))).await;
+    match client.recv().await {
+        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (7, 0x00)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    // Refused, then used again for an accepted PUBLISH: that exchange completes normally.
+    client
+        .send(publish_packet("$x", b"x", QoS::ExactlyOnce, Some(8), false))
+        .await;
+    assert!(matches!(client.recv().await, Packet::PubRec(a) if a.reason == 0x90));
+    client
+        .send(publish_packet(
+            "ok/x",
+            b"y",
+            QoS::ExactlyOnce,
+            Some(8),
+            false,
+        ))
+        .await;
+    assert!(matches!(client.recv().await, Packet::PubRec(a) if a.reason == 0x00));
+    client.send(Packet::PubRel(Ack::new(8))).await;
+    match client.recv().await {
+        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (8, 0x00)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    broker.shutdown().await;
+}

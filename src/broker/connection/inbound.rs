@@ -346,7 +346,12 @@ impl Conn {
                 // Exactly once: route on first receipt, remember the id until PUBREL; a
                 // re-sent PUBLISH with that id is acknowledged again but not routed.
                 let ack = Packet::PubRec(Ack::new(id));
-                if self.with_session(|s| s.inbound_qos2_mut().insert(id))? {
+                let first = self.with_session(|s| {
+                    // A new exchange: an earlier refusal of this id is over.
+                    s.take_refused_qos2(id);
+                    s.inbound_qos2_mut().insert(id)
+                })?;
+                if first {
                     self.publish_acked(message, Some(id), ack, body)?;
                 } else {
                     self.ack(ack)?;
@@ -550,6 +555,18 @@ impl Conn {
     /// [`RELEASE_RETRY_FOR`] the connection is closed instead, so that the client re-sends the
     /// PUBREL where it reconnects.
     fn on_pubrel(&mut self, packet_id: u16) -> Result<(), CloseReason> {
+        // A PUBREL after this connection's PUBREC >= 0x80 (some clients send one anyway):
+        // the message was refused, nothing is released, and PUBCOMP says so (MQTT 5 3.7.2.1)
+        // instead of reporting success for a message nobody will get.
+        if self.with_session(|s| s.take_refused_qos2(packet_id))? {
+            tracing::debug!(
+                packet_id,
+                "PUBREL for a refused QoS 2 PUBLISH: PUBCOMP 0x92"
+            );
+            let mut ack = Ack::new(packet_id);
+            ack.reason = ReasonCode::PacketIdentifierNotFound.code();
+            return self.ack(Packet::PubComp(ack));
+        }
         self.with_session(|s| s.inbound_qos2_mut().remove(&packet_id))?;
         let ack = Packet::PubComp(Ack::new(packet_id));
         if !self.session.is_persistent() {

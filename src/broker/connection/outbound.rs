@@ -38,6 +38,13 @@ impl Conn {
         let start = self.output.out.len();
         if self.version == ProtocolVersion::V5 {
             self.release_receive_quota(&packet);
+            if let Packet::PubRec(refused) = &packet {
+                if refused.reason >= 0x80 {
+                    let id = refused.packet_id;
+                    // Taken over meanwhile: that connection answers its own PUBRELs.
+                    let _ = self.with_session(|s| s.refused_qos2_mut().insert(id));
+                }
+            }
             if !self.limits.problem_info {
                 strip_problem_information(&mut packet);
             }

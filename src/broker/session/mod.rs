@@ -81,6 +81,11 @@ pub struct SessionQueues {
     /// Inbound QoS 2 packet ids received (PUBREC sent) and not yet released by PUBREL: a PUBLISH
     /// re-sent with one of these ids is acknowledged but not routed again.
     pub inbound_qos2: BTreeSet<u16>,
+    /// Inbound QoS 2 packet ids this connection refused with a PUBREC >= 0x80 (the exchange
+    /// ended there, MQTT 5 4.3.3): a PUBREL for one of them, which a client should not send,
+    /// is answered PUBCOMP 0x92 (Packet Identifier not found), never success. Not kept in a
+    /// store: a later connection answers such a PUBREL as any unknown one.
+    pub refused_qos2: BTreeSet<u16>,
 }
 
 /// What a session that never subscribed nor queued anything reads.
@@ -89,6 +94,7 @@ static NO_QUEUES: SessionQueues = SessionQueues {
     pending: PendingQueue::new(),
     inflight: Inflight::new(),
     inbound_qos2: BTreeSet::new(),
+    refused_qos2: BTreeSet::new(),
 };
 
 impl SessionState {
@@ -152,6 +158,18 @@ impl SessionState {
     pub fn inbound_qos2_mut(&mut self) -> &mut BTreeSet<u16> {
         &mut self.queues_mut().inbound_qos2
     }
+
+    /// Inbound QoS 2 packet ids refused with a PUBREC >= 0x80 on this connection.
+    pub fn refused_qos2_mut(&mut self) -> &mut BTreeSet<u16> {
+        &mut self.queues_mut().refused_qos2
+    }
+
+    /// Whether `packet_id` was refused (and forget it): only the allocated queues can hold one.
+    pub fn take_refused_qos2(&mut self, packet_id: u16) -> bool {
+        self.queues
+            .as_mut()
+            .is_some_and(|q| q.refused_qos2.remove(&packet_id))
+    }
 }
 
 impl SessionQueues {
@@ -162,6 +180,7 @@ impl SessionQueues {
             && self.pending.is_empty()
             && self.inflight.is_empty()
             && self.inbound_qos2.is_empty()
+            && self.refused_qos2.is_empty()
     }
 }
 

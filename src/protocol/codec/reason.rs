@@ -3,7 +3,7 @@
 
 use crate::protocol::packet::ConnectReason;
 
-/// The MQTT 5 reason codes the broker sends in PUBACK, PUBREC, SUBACK, UNSUBACK and DISCONNECT
+/// The MQTT 5 reason codes the broker sends in PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK and DISCONNECT
 /// (MQTT 5.0 section 2.4). Packets carry the byte ([`ReasonCode::code`]); MQTT 3 encoders
 /// leave it out, except SUBACK's failure return code 0x80 ([`ReasonCode::SubAckFailureV3`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,9 @@ pub enum ReasonCode {
     UseAnotherServer,
     /// SUBACK: shared subscriptions are not served (CONNACK said so).
     SharedSubscriptionsNotSupported,
+    /// PUBCOMP: the PUBREL's packet id names no exchange, here one the broker refused with
+    /// a PUBREC >= 0x80 (MQTT 5 3.7.2.1).
+    PacketIdentifierNotFound,
 }
 
 impl ReasonCode {
@@ -56,6 +59,7 @@ impl ReasonCode {
             ReasonCode::SessionTakenOver => 0x8E,
             ReasonCode::TopicFilterInvalid => 0x8F,
             ReasonCode::TopicNameInvalid => 0x90,
+            ReasonCode::PacketIdentifierNotFound => 0x92,
             ReasonCode::ReceiveMaximumExceeded => 0x93,
             ReasonCode::TopicAliasInvalid => 0x94,
             ReasonCode::QuotaExceeded => 0x97,
