@@ -751,16 +751,10 @@ async fn a_pubrel_for_a_refused_qos2_publish_gets_pubcomp_packet_identifier_not_
         .await;
     assert!(matches!(client.recv().await, Packet::PubRec(a) if a.reason == 0x90));
     client.send(Packet::PubRel(Ack::new(7))).await;
-    match client.recv().await {
-        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (7, 0x92)),
-        other => panic!("expected PUBCOMP, got {other:?}"),
-    }
+    expect_pubcomp(&mut client, 7, 0x92).await;
     // Answered once: the refusal is forgotten with it.
     client.send(Packet::PubRel(Ack::new(7))).await;
-    match client.recv().await {
-        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (7, 0x00)),
-        other => panic!("expected PUBCOMP, got {other:?}"),
-    }
+    expect_pubcomp(&mut client, 7, 0x00).await;
     // Refused, then used again for an accepted PUBLISH: that exchange completes normally.
     client
         .send(publish_packet("$x", b"x", QoS::ExactlyOnce, Some(8), false))
@@ -777,9 +771,14 @@ async fn a_pubrel_for_a_refused_qos2_publish_gets_pubcomp_packet_identifier_not_
         .await;
     assert!(matches!(client.recv().await, Packet::PubRec(a) if a.reason == 0x00));
     client.send(Packet::PubRel(Ack::new(8))).await;
+    expect_pubcomp(&mut client, 8, 0x00).await;
+    broker.shutdown().await;
+}
+
+/// The next packet is PUBCOMP for `packet_id` with reason code `reason`.
+async fn expect_pubcomp(client: &mut RawClient, packet_id: u16, reason: u8) {
     match client.recv().await {
-        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (8, 0x00)),
+        Packet::PubComp(a) => assert_eq!((a.packet_id, a.reason), (packet_id, reason)),
         other => panic!("expected PUBCOMP, got {other:?}"),
     }
-    broker.shutdown().await;
 }
