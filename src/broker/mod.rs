@@ -17,6 +17,7 @@
 //! [`server::apply::BrokerApply`], which swaps the security snapshot and reconciles the
 //! listeners ([`server::listener_set`]) with each valid new configuration.
 
+pub mod allocator;
 pub mod clients;
 pub mod connection;
 pub mod counters;
@@ -303,6 +304,7 @@ async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<Bro
     ));
     queues::sweep_periodically(Arc::downgrade(&core.queues), shutdown.clone());
     system::spawn(&core, shutdown.clone());
+    allocator::spawn_release(shutdown.clone());
     // cachedLDAPAuthorizationMap: loads the entries now and follows LDAP changes.
     crate::security::ldap::authz_map::spawn_refresher(Arc::downgrade(&core), shutdown.clone());
     let (events_tx, events) = mpsc::unbounded_channel();

@@ -50,7 +50,7 @@ pub(super) fn run(shared: Arc<Shared>, mut poll: mio::Poll) {
         expire(&shared);
         if shared.state.lock().trim.take_due(Instant::now()) {
             let started = Instant::now();
-            super::trim::release_free_memory();
+            crate::broker::allocator::release_free_memory();
             tracing::debug!(
                 took_us = started.elapsed().as_micros() as u64,
                 "returned the allocator's free pages to the system after a burst of parks"

@@ -11,7 +11,8 @@
 //! a delivery) do not count, so a broadcast to many parked subscribers does not trim each time
 //! (each call walks every arena under its lock; the time it took is logged at debug level).
 //!
-//! Other allocators return memory on their own; the call exists only for glibc.
+//! The call is `crate::broker::allocator::release_free_memory` (glibc only), which also
+//! returns what stays free after other bursts, once a second at most.
 
 use std::time::{Duration, Instant};
 
@@ -54,21 +55,6 @@ impl Trim {
     }
 }
 
-/// Return the allocator's free pages to the system; the bytes the process's RSS went down
-/// by are not measured here (see the module documentation for the figures).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-pub(super) fn release_free_memory() {
-    // SAFETY: `malloc_trim` takes no pointer and is thread-safe (it locks each arena); it
-    // only releases pages no allocation uses.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub(super) fn release_free_memory() {}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +74,6 @@ mod tests {
         assert!(!trim.take_due(start + QUIET), "parks are still coming");
         assert!(trim.take_due(start + QUIET * 2));
         assert_eq!(trim.due_at(), None, "counted again from zero");
-        release_free_memory();
+        crate::broker::allocator::release_free_memory();
     }
 }
