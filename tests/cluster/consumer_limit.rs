@@ -49,15 +49,29 @@ async fn streams_take_more_consumers_than_the_nats_default_and_old_streams_are_r
 
     // A groups' stream made without a limit (as by an older node) is given it when a node
     // next makes a group's consumer on it.
-    js.create_stream(stream::Config {
-        name: "FMQ_SHARED".into(),
-        subjects: vec!["limit-test.>".into()],
-        retention: stream::RetentionPolicy::Interest,
-        num_replicas: 3,
-        ..Default::default()
-    })
-    .await
-    .expect("a groups' stream without a consumer limit");
+    // Placing three replicas needs every server current in the meta group: on a loaded
+    // machine one can briefly count as offline (10005, "no suitable peers"), as the node's
+    // own set-up retries.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let made = js
+            .create_stream(stream::Config {
+                name: "FMQ_SHARED".into(),
+                subjects: vec!["limit-test.>".into()],
+                retention: stream::RetentionPolicy::Interest,
+                num_replicas: 3,
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("a groups' stream without a consumer limit: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("a groups' stream without a consumer limit: {e}"),
+        }
+    }
     assert!(max_consumers(&js, "FMQ_SHARED").await <= 1_000);
     let (mut member, _) = v5_ok(rig.addr(0), "limit-member", true, None).await;
     assert_eq!(
