@@ -30,7 +30,28 @@ pub struct Claims {
     /// Sessions this node let go of (handed over on a kick, fenced), with the stamp of its
     /// claim that was current then.
     let_go: HashMap<Arc<str>, ClaimStamp>,
+    /// Claims of this node that found no session to resume (no record, a clean start, an
+    /// expired record): the only claims whose connection may start a new session here.
+    starts_here: HashMap<Arc<str>, ClaimStamp>,
+    /// When each client id was last claimed or announced: it is forgotten [`WINDOW`] after
+    /// that, not after its first mention.
+    last_heard: HashMap<Arc<str>, Instant>,
     order: VecDeque<(Instant, Arc<str>)>,
+}
+
+/// Whether a connection whose session this node does not track may start a new one here
+/// (see [`Claims::new_session`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewSession {
+    /// This node's latest claim found no session to resume, and nothing let it go since.
+    Allowed,
+    /// The session of this node's latest claim was let go since (another node's kick, a
+    /// fence): another node holds it now.
+    LetGo,
+    /// This node's latest claim restored or confirmed a session (its copy was dropped
+    /// since), or no claim is remembered: starting afresh would replace the session's record
+    /// with fresh floors.
+    NotClaimedNew,
 }
 
 impl Claims {
@@ -39,12 +60,27 @@ impl Claims {
             if at.elapsed() < WINDOW {
                 break;
             }
-            if let Some((_, client_id)) = self.order.pop_front() {
+            let Some((_, client_id)) = self.order.pop_front() else {
+                break;
+            };
+            let heard_since = self
+                .last_heard
+                .get(&client_id)
+                .is_some_and(|at| at.elapsed() < WINDOW);
+            if !heard_since {
                 self.local.remove(&client_id);
                 self.remote.remove(&client_id);
                 self.let_go.remove(&client_id);
+                self.starts_here.remove(&client_id);
+                self.last_heard.remove(&client_id);
             }
         }
+    }
+
+    fn heard_of(&mut self, client_id: &Arc<str>) {
+        let now = Instant::now();
+        self.last_heard.insert(client_id.clone(), now);
+        self.order.push_back((now, client_id.clone()));
     }
 
     /// This node claims `client_id` now (`now_us`, wall clock; `instance` breaks ties) and
@@ -60,7 +96,7 @@ impl Claims {
             .unwrap_or(0);
         let stamp = (now_us.max(known), instance);
         self.local.insert(client_id.clone(), stamp);
-        self.order.push_back((Instant::now(), client_id.clone()));
+        self.heard_of(client_id);
         stamp
     }
 
@@ -75,7 +111,7 @@ impl Claims {
         self.forget_old();
         let newest = self.remote.entry(client_id.clone()).or_insert(stamp);
         *newest = (*newest).max(stamp);
-        self.order.push_back((Instant::now(), client_id.clone()));
+        self.heard_of(client_id);
         self.local.get(client_id).is_none_or(|local| *local < stamp)
     }
 
@@ -87,12 +123,28 @@ impl Claims {
         }
     }
 
-    /// Whether the session of this node's latest claim of `client_id` was let go since that
-    /// claim (a newer claim here is a new question).
-    pub fn let_go_since_claim(&self, client_id: &str) -> bool {
-        match (self.local.get(client_id), self.let_go.get(client_id)) {
-            (Some(local), Some(gone)) => local == gone,
-            _ => false,
+    /// This node's latest claim of `client_id` found no session to resume: its connection
+    /// starts a new one.
+    pub fn starts_here(&mut self, client_id: &Arc<str>) {
+        if let Some(stamp) = self.local.get(client_id).copied() {
+            self.starts_here.insert(client_id.clone(), stamp);
+        }
+    }
+
+    /// Whether a connection of `client_id` whose session this node does not track may make
+    /// a new one: only when this node's latest claim said the session starts here and the
+    /// session was not let go since (a newer claim here is a new question).
+    pub fn new_session(&self, client_id: &str) -> NewSession {
+        let Some(latest) = self.local.get(client_id) else {
+            return NewSession::NotClaimedNew;
+        };
+        if self.let_go.get(client_id) == Some(latest) {
+            return NewSession::LetGo;
+        }
+        if self.starts_here.get(client_id) == Some(latest) {
+            NewSession::Allowed
+        } else {
+            NewSession::NotClaimedNew
         }
     }
 
@@ -129,17 +181,57 @@ mod tests {
     }
 
     #[test]
-    fn a_session_let_go_after_its_claim_is_known_until_the_next_claim() {
+    fn only_a_claim_that_found_no_session_starts_a_new_one() {
         let id: Arc<str> = Arc::from("c");
         let mut a = Claims::default();
-        a.let_go(&id);
-        assert!(!a.let_go_since_claim("c"), "no claim here: nothing to know");
+        a.starts_here(&id);
+        assert_eq!(
+            a.new_session("c"),
+            NewSession::NotClaimedNew,
+            "no claim here: nothing allowed"
+        );
         a.claimed_here(&id, 100, 1);
-        assert!(!a.let_go_since_claim("c"));
+        assert_eq!(
+            a.new_session("c"),
+            NewSession::NotClaimedNew,
+            "a claim that restored or confirmed a session"
+        );
+        a.starts_here(&id);
+        assert_eq!(a.new_session("c"), NewSession::Allowed);
         a.let_go(&id);
-        assert!(a.let_go_since_claim("c"), "handed over after the claim");
+        assert_eq!(
+            a.new_session("c"),
+            NewSession::LetGo,
+            "handed over after the claim"
+        );
         a.claimed_here(&id, 100, 1);
-        assert!(!a.let_go_since_claim("c"), "a newer claim here");
+        assert_eq!(
+            a.new_session("c"),
+            NewSession::NotClaimedNew,
+            "a newer claim here is a new question"
+        );
+        a.starts_here(&id);
+        assert_eq!(a.new_session("c"), NewSession::Allowed);
+    }
+
+    #[test]
+    fn a_claim_is_remembered_for_the_window_after_its_latest_mention() {
+        let id: Arc<str> = Arc::from("c");
+        let other: Arc<str> = Arc::from("d");
+        let mut a = Claims::default();
+        a.claimed_here(&id, 100, 1);
+        a.claimed_here(&id, 200, 1);
+        a.starts_here(&id);
+        // The first mention aged out of the window; the claim after it did not.
+        let first = a.order.front_mut().expect("mentioned");
+        first.0 = first
+            .0
+            .checked_sub(WINDOW)
+            .expect("a clock past the window");
+        a.claimed_here(&other, 300, 1);
+        assert_eq!(a.order.len(), 2, "the aged mention is gone");
+        assert_eq!(a.local("c"), Some((200, 1)));
+        assert_eq!(a.new_session("c"), NewSession::Allowed);
     }
 
     #[test]

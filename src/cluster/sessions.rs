@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
 use futures_util::StreamExt;
 
+use super::claims::NewSession;
 use super::codec::{decode_message, SessionRecord};
 use super::engine::{refuses_owner, Inner};
 use super::shard_stream;
@@ -189,23 +190,27 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
                 tracing::debug!(client_id = %client_id, "offline save of an untracked session skipped");
                 return Commit::done();
             }
-            // The copy this node's latest claim restored was let go before its connection
-            // attached (another node's kick came in between, or a fence): made new here, its
-            // fresh floors would replace the record's and skip what was stored meanwhile.
+            // A session starts here only when this node's latest claim found none to resume.
+            // Any other untracked copy (restored, then let go before its connection attached
+            // on another node's kick or a fence; confirmed, then dropped) made new would
+            // replace the record's floors with fresh ones and skip what was stored meanwhile.
             // The late connection is closed instead; its client connects again and claims.
-            None if inner.claims.lock().let_go_since_claim(&client_id) => {
+            None if inner.claims.lock().new_session(&client_id) != NewSession::Allowed => {
                 drop(tracker);
+                let why = inner.claims.lock().new_session(&client_id);
                 tracing::info!(
                     client_id = %client_id,
-                    "a session let go during its CONNECT here is not made new: closing its connection"
+                    ?why,
+                    "a session this node's claim did not start is not made new here: closing its connection"
                 );
                 if let Some(core) = inner.core() {
                     // Not from within the broker's own call (it may hold the session).
                     tokio::spawn(async move { core.hand_over(&client_id) });
                 }
-                return Commit::Done(Err(unavailable(
-                    "the session was taken by another node during its CONNECT",
-                )));
+                return Commit::Done(Err(unavailable(match why {
+                    NewSession::LetGo => "the session was taken by another node during its CONNECT",
+                    _ => "the session was let go here during its CONNECT",
+                })));
             }
             None => {
                 // A new session: it is fed from where the node's reader is now.
@@ -704,6 +709,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             if tracked.is_some_and(|(_, revision, _)| revision > 0) {
                 drop_local(inner, &client_id);
             }
+            inner.claims.lock().starts_here(&client_id);
             return Ok(Claimed::Here);
         };
         let ours = record.owner == inner.node_id
@@ -720,6 +726,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
         if ours {
             if request.clean_start {
                 // The broker discards it at attach; the record goes with it (SessionEnded).
+                inner.claims.lock().starts_here(&client_id);
                 return Ok(Claimed::Here);
             }
             if let Some(t) = inner.tracker.lock().sessions.get_mut(&client_id) {
@@ -764,6 +771,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                     if let Some(will) = will {
                         super::wills::publish(inner, &client_id, will, "its session ended");
                     }
+                    inner.claims.lock().starts_here(&client_id);
                     return Ok(Claimed::Here);
                 }
                 Err(_) => continue,
@@ -1221,6 +1229,11 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
             None => None,
         }
     };
+    tracing::info!(
+        client_id = %client_id,
+        epoch = ?tracked,
+        "another node's claim asked for the session: handed over"
+    );
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
