@@ -217,9 +217,12 @@ pub enum Format {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The configuration file.
-    #[arg(default_value = DEFAULT_CONFIG)]
-    pub file: PathBuf,
+    /// The configuration file (default conf/activemq.xml).
+    #[arg(conflicts_with = "config")]
+    pub file: Option<PathBuf>,
+    /// The configuration file, as `run --config` takes it.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
@@ -455,7 +458,13 @@ fn is_quoted_string(text: &str) -> bool {
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let mut loaded = config::load_file(&args.file, &args.props.load_options());
+    let file = args
+        .file
+        .as_ref()
+        .or(args.config.as_ref())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    let mut loaded = config::load_file(&file, &args.props.load_options());
     // What `run` builds before serving (TLS, security, the store directory), when the file
     // itself is valid: a check that passes means a start that gets as far as binding.
     if let Some(config) = loaded

@@ -9,6 +9,7 @@ mod support;
 
 mod catch_up;
 mod chaos;
+mod claim_attach;
 mod claims;
 mod config;
 mod consumer_limit;

@@ -467,6 +467,29 @@ fn check_binary_exit_codes() {
     let missing = ferromq(&["check", "no/such/file.xml"]);
     assert_eq!(missing.status.code(), Some(1));
 
+    // The file as `run` takes it, and the default when none is named.
+    for args in [
+        &[
+            "check",
+            "--config",
+            "tests/fixtures/config/typo-element.xml",
+        ][..],
+        &["check", "-c", "tests/fixtures/config/typo-element.xml"][..],
+    ] {
+        let named = ferromq(args);
+        assert_eq!(named.status.code(), Some(1), "{args:?}");
+        assert!(stdout(&named).contains("did you mean `transportConnector`?"));
+    }
+    let default = ferromq(&["check"]);
+    assert_eq!(default.status.code(), Some(0), "{}", stdout(&default));
+    assert!(stdout(&default).contains("mqtt: mqtt://127.0.0.1:1883"));
+    let both = ferromq(&["check", "conf/activemq.xml", "-c", "conf/activemq.xml"]);
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "a file named twice is a usage error"
+    );
+
     let usage = ferromq(&["check", "--no-such-flag"]);
     assert_eq!(usage.status.code(), Some(2));
 
