@@ -1196,9 +1196,18 @@ impl Conn {
                 }
                 Ok(None) => break,
                 Err(_) => {
+                    // None of them was acknowledged to the client. Where one the store keeps
+                    // anyway shows up differs: a single broker routes it when it recovers
+                    // the store; a cluster node's readers deliver it from its stream.
+                    let late_ones = if self.core.backplane().is_some() {
+                        "delivered from the cluster's streams"
+                    } else {
+                        "delivered after the next restart"
+                    };
                     tracing::warn!(
-                        "durable store did not answer within {} ms; pending publishes of this \
-                         connection are delivered after the next restart",
+                        "durable store did not answer within {} ms; this connection's publishes \
+                         it has not acknowledged were not acknowledged to the client either \
+                         (those the store keeps anyway are {late_ones})",
                         PENDING_ACKS_DRAIN_LIMIT.as_millis()
                     );
                     break;
