@@ -186,8 +186,10 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
 }
 
 /// The Server Reference for a client of a `scheme` connector: live, not draining nodes
-/// serving that kind of transport (those whose quorum answers first), rotated by the client
-/// id; `None` when there is none.
+/// serving that kind of transport whose quorum answers (their announcements say so, every
+/// `heartbeatInterval`), rotated by the client id; `None` when there is none. A node that
+/// refuses persistent work too is not named: when every node lost the quorum, a client told
+/// to use another server would only go round them.
 pub fn server_reference(inner: &Inner, scheme: Scheme, client_id: &str) -> Option<String> {
     let kind = kind_of(scheme)?;
     // Heard within this: alive when this node last could tell (a node that lost its quorum
@@ -195,17 +197,17 @@ pub fn server_reference(inner: &Inner, scheme: Scheme, client_id: &str) -> Optio
     let alive_within = Duration::from_millis(
         inner.settings.node_timeout_ms + inner.settings.quorum_loss_timeout_ms,
     );
-    let mut candidates: Vec<(bool, String, String)> = inner
+    let mut candidates: Vec<(String, String)> = inner
         .drain
         .peers
         .lock()
         .iter()
-        .filter(|(_, p)| !p.draining && p.seen.elapsed() < alive_within)
+        .filter(|(_, p)| !p.draining && p.available && p.seen.elapsed() < alive_within)
         .flat_map(|(node, p)| {
             p.listeners
                 .iter()
                 .filter(|l| l.kind == kind)
-                .map(|l| (!p.available, node.clone(), l.address.clone()))
+                .map(|l| (node.clone(), l.address.clone()))
                 .collect::<Vec<_>>()
         })
         .collect();
@@ -213,17 +215,13 @@ pub fn server_reference(inner: &Inner, scheme: Scheme, client_id: &str) -> Optio
         return None;
     }
     candidates.sort();
-    let best = candidates
-        .iter()
-        .take_while(|c| c.0 == candidates[0].0)
-        .count();
-    // Spread the clients of this node over the best nodes.
-    let spread = (fnv(client_id) % best as u64) as usize;
-    candidates[..best].rotate_left(spread);
+    // Spread the clients of this node over the others.
+    let spread = (fnv(client_id) % candidates.len() as u64) as usize;
+    candidates.rotate_left(spread);
     let addresses: Vec<String> = candidates
         .into_iter()
         .take(REFERENCE_MAX)
-        .map(|c| c.2)
+        .map(|c| c.1)
         .collect();
     Some(addresses.join(" "))
 }

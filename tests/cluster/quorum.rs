@@ -258,3 +258,50 @@ async fn resumed_holder(addr: std::net::SocketAddr, id: &str) -> crate::support:
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// When every node lost the quorum, none is named as "another server": a new persistent
+/// MQTT 5 session gets CONNACK 0x88 without a Server Reference on each node, instead of 0x9C
+/// naming a node that refuses it too (its client would only go round them). Each node hears
+/// the other's state in its announcements, every heartbeat interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_node_is_named_as_another_server_when_every_node_lost_the_quorum() {
+    let Some(mut rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let lost = Instant::now();
+    rig.nats.kill(1);
+    rig.nats.kill(2);
+    let refused_plainly = |ack: &ferromq::protocol::ConnAck| {
+        ack.reason == ConnectReason::ServerUnavailable
+            && ack
+                .properties
+                .as_ref()
+                .is_none_or(|p| p.server_reference.is_none())
+    };
+    // Right after the loss a node may still name the other (its last word was "available");
+    // once both refuse, neither names the other.
+    loop {
+        let (_, first) = v5(rig.addr(0), "q-none-0", false, Some(300)).await;
+        let (_, second) = v5(rig.addr(1), "q-none-1", false, Some(300)).await;
+        if refused_plainly(&first) && refused_plainly(&second) {
+            break;
+        }
+        assert!(
+            lost.elapsed() < QUORUM_LOSS + MARGIN * 2,
+            "after {:?}: node 0 {first:?}, node 1 {second:?}",
+            lost.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "both nodes refuse without naming the other {:?} after the loss",
+        lost.elapsed()
+    );
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..2 {
+            let (_, ack) = v5(rig.addr(i), "q-none-again", false, Some(300)).await;
+            assert!(refused_plainly(&ack), "node {i}: {ack:?}");
+        }
+    }
+}
