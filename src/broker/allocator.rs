@@ -8,7 +8,8 @@
 //! queued messages of 6 KB were recovered and drained: 100 MiB of anonymous memory resident,
 //! 8.5 MiB of it in use; `malloc_trim(0)` brought it to 15 MiB.
 //!
-//! [`spawn_release`] looks at the allocator's free bytes every [`CHECK_EVERY`] and trims when
+//! [`spawn_release`] looks at the allocator's free bytes every [`CHECK_EVERY`] (less often
+//! when a look is slow: [`next_look_in`]) and trims when
 //! at least [`WORTH_RETURNING`] stayed free across two looks: memory freed and taken again
 //! within a second is a running load's working set, and giving it back would only cost page
 //! faults. `malloc_trim(0)` hands whole free pages back (`madvise`) and keeps them mapped
@@ -22,8 +23,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-/// How often the allocator's free bytes are looked at.
+/// How often the allocator's free bytes are looked at, at most (see [`next_look_in`]).
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Looking and trimming lock each arena in turn and walk its free lists: on a very large heap
+/// that takes milliseconds. The time spent on them is kept under this share of the time.
+const SHARE_OF_TIME: u32 = 1_000;
+
+/// When to look again after a look (and trim) that took `took`: [`CHECK_EVERY`], or later
+/// when looking costs more than 1/[`SHARE_OF_TIME`] of the time.
+pub fn next_look_in(took: Duration) -> Duration {
+    CHECK_EVERY.max(took.saturating_mul(SHARE_OF_TIME))
+}
 
 /// Free bytes worth a trim when they stayed free from one look to the next.
 pub const WORTH_RETURNING: usize = 8 << 20;
@@ -47,26 +58,30 @@ impl Release {
 /// Start the background task of this module (ends with `shutdown`).
 pub fn spawn_release(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(CHECK_EVERY);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut release = Release::default();
+        let mut wait = CHECK_EVERY;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            let Some(free) = free_bytes() else { return };
-            if !release.looked(free) {
-                continue;
-            }
-            // The trim walks every arena under its lock: off the runtime's workers.
-            let trimmed = tokio::task::spawn_blocking(move || {
+            // Both walk every arena under its lock: off the runtime's workers.
+            let looked = tokio::task::spawn_blocking(move || {
                 let started = Instant::now();
-                release_free_memory();
-                started.elapsed()
+                let free = free_bytes()?;
+                let trimmed = release.looked(free);
+                if trimmed {
+                    release_free_memory();
+                }
+                Some((release, free, trimmed, started.elapsed()))
             })
             .await;
-            if let Ok(took) = trimmed {
+            let Ok(Some((after, free, trimmed, took))) = looked else {
+                return;
+            };
+            release = after;
+            wait = next_look_in(took);
+            if trimmed {
                 tracing::debug!(
                     free_bytes = free,
                     took_us = took.as_micros() as u64,
@@ -123,6 +138,15 @@ mod tests {
         assert!(release.looked(WORTH_RETURNING));
         assert!(!release.looked(WORTH_RETURNING - 1), "too little to bother");
         assert!(!release.looked(WORTH_RETURNING), "taken again in between");
+    }
+
+    #[test]
+    fn looking_takes_at_most_a_thousandth_of_the_time() {
+        assert_eq!(next_look_in(Duration::from_micros(300)), CHECK_EVERY);
+        assert_eq!(
+            next_look_in(Duration::from_millis(5)),
+            Duration::from_secs(5)
+        );
     }
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
