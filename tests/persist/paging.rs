@@ -67,10 +67,29 @@ pub(crate) fn anon_rss_mb(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// The broker's memory once a queue was drained: within `bound` at once, and within
+/// `memoryUsage` plus the process margin once idle (what the drain read back, and the store's
+/// cache the recovery filled, was freed; the allocator gives it back to the system).
+pub(crate) async fn assert_drained_memory(pid: u32, bound: u64) {
+    let drained = anon_rss_mb(pid);
+    println!("drained: anonymous RSS {drained} MiB");
+    assert!(
+        drained <= bound,
+        "anonymous RSS {drained} MiB while draining"
+    );
+    let idle_bound = MEMORY_LIMIT_MB + PROCESS_MARGIN_MB;
+    let idle = settled_anon_rss_mb(pid, idle_bound).await;
+    println!("idle after the drain: anonymous RSS {idle} MiB (bound {idle_bound})");
+    assert!(
+        idle <= idle_bound,
+        "anonymous RSS {idle} MiB idle after the drain"
+    );
+}
+
 /// Anonymous RSS of `pid` once the broker has been idle: polled for up to 5 s until it is
 /// at most `bound` (the allocator's free pages go back to the system within about two
 /// seconds, `broker/allocator.rs`); the last figure.
-pub(crate) async fn settled_anon_rss_mb(pid: u32, bound: u64) -> u64 {
+async fn settled_anon_rss_mb(pid: u32, bound: u64) -> u64 {
     let give_up = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let now = anon_rss_mb(pid);
@@ -169,19 +188,5 @@ async fn three_times_memory_usage_queued_offline_stays_within_memory_usage() {
         }
     }
     assert_eq!(seen, (0..MESSAGES).collect());
-    let drained = anon_rss_mb(pid);
-    println!("drained: anonymous RSS {drained} MiB");
-    assert!(
-        drained <= bound,
-        "anonymous RSS {drained} MiB while draining"
-    );
-    // Drained and idle: what the drain read back (and the store's cache the recovery
-    // filled) was freed; the allocator gives it back to the system.
-    let idle_bound = MEMORY_LIMIT_MB + PROCESS_MARGIN_MB;
-    let idle = settled_anon_rss_mb(pid, idle_bound).await;
-    println!("idle after the drain: anonymous RSS {idle} MiB (bound {idle_bound})");
-    assert!(
-        idle <= idle_bound,
-        "anonymous RSS {idle} MiB idle after the drain"
-    );
+    assert_drained_memory(pid, bound).await;
 }

@@ -14,8 +14,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, Incoming, MqttOptions};
 
 use super::paging::{
-    anon_rss_mb, config, kill_and_restart, settled_anon_rss_mb, MEMORY_LIMIT_MB, PROCESS_MARGIN_MB,
-    RSS_MARGIN_MB,
+    anon_rss_mb, assert_drained_memory, config, kill_and_restart, MEMORY_LIMIT_MB, RSS_MARGIN_MB,
 };
 use crate::support::free_port;
 use crate::support::wire::{spawn_broker, KillOnDrop};
@@ -184,19 +183,5 @@ async fn large_properties_of_a_long_offline_queue_stay_in_the_store() {
     }
     assert_eq!(seen.len(), MESSAGES as usize);
     assert_eq!(seen.keys().next_back(), Some(&(MESSAGES - 1)));
-    let drained = anon_rss_mb(pid);
-    println!("drained: anonymous RSS {drained} MiB");
-    assert!(
-        drained <= bound,
-        "anonymous RSS {drained} MiB while draining"
-    );
-    // Drained and idle: what the drain read back (and the store's cache the recovery
-    // filled) was freed; the allocator gives it back to the system.
-    let idle_bound = MEMORY_LIMIT_MB + PROCESS_MARGIN_MB;
-    let idle = settled_anon_rss_mb(pid, idle_bound).await;
-    println!("idle after the drain: anonymous RSS {idle} MiB (bound {idle_bound})");
-    assert!(
-        idle <= idle_bound,
-        "anonymous RSS {idle} MiB idle after the drain"
-    );
+    assert_drained_memory(pid, bound).await;
 }
