@@ -31,6 +31,7 @@ mod engine;
 mod groups;
 mod ledger;
 mod live;
+mod lost_race;
 mod node;
 pub mod probe;
 mod publish;

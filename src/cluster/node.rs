@@ -184,7 +184,7 @@ pub fn start(inner: &Arc<Inner>) {
                     revision = Some(r);
                     got_through = Some(Instant::now());
                 }
-                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                Ok(Err(e)) if super::lost_race::update(&e) => {
                     let read = tokio::time::timeout(attempt, node.nodes_kv.entry(&key)).await;
                     let current = read.ok().and_then(|r| r.ok()).flatten();
                     revision = current.as_ref().map(|e| e.revision);

@@ -290,13 +290,7 @@ impl InFlight {
                                 .await
                                 .map(|()| Some(sequence))
                         }
-                        Err(e)
-                            if compare_and_set
-                                && e.kind()
-                                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-                        {
-                            Ok(None)
-                        }
+                        Err(e) if compare_and_set && super::lost_race::publish(&e) => Ok(None),
                         Err(e) => Err(format!("cluster store refused: {e}")),
                     }
                 })

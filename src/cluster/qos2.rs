@@ -324,12 +324,7 @@ async fn hold(
             }
             // Someone wrote the subject since it was read (an earlier attempt of this
             // PUBLISH, whose answer was lost): read again.
-            Ok(Err(e))
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
-            {
-                continue
-            }
+            Ok(Err(e)) if super::lost_race::publish(&e) => continue,
             Ok(Err(e)) => return Err(unavailable(e)),
             Err(_) => return Err(unavailable("no answer holding a message")),
         }
@@ -600,9 +595,7 @@ pub(super) async fn release_again(
                 );
                 return Ok(Some((ack.sequence, fresh)));
             }
-            Ok(Err(e))
-                if e.kind()
-                    == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {}
+            Ok(Err(e)) if super::lost_race::publish(&e) => {}
             Ok(Err(e)) => return Err(format!("cluster store refused: {e}")),
             Err(_) => return Err("no answer releasing again".to_owned()),
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Operation, UpdateErrorKind};
+use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
 
 use super::claims::NewSession;
@@ -194,19 +194,18 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
             // Any other untracked copy (restored, then let go before its connection attached
             // on another node's kick or a fence; confirmed, then dropped) made new would
             // replace the record's floors with fresh ones and skip what was stored meanwhile.
-            // The late connection is closed instead; its client connects again and claims.
+            // The refusal is immediate: at an attach the broker refuses the CONNECT (no
+            // CONNACK was sent yet) and its client connects again and claims; any other save
+            // of such a copy comes from a connection whose session was let go, which the
+            // path that let it go has closed.
             None if inner.claims.lock().new_session(&client_id) != NewSession::Allowed => {
                 drop(tracker);
                 let why = inner.claims.lock().new_session(&client_id);
                 tracing::info!(
                     client_id = %client_id,
                     ?why,
-                    "a session this node's claim did not start is not made new here: closing its connection"
+                    "a session this node's claim did not start is not made new here: refusing its CONNECT"
                 );
-                if let Some(core) = inner.core() {
-                    // Not from within the broker's own call (it may hold the session).
-                    tokio::spawn(async move { core.hand_over(&client_id) });
-                }
                 return Commit::Done(Err(unavailable(match why {
                     NewSession::LetGo => "the session was taken by another node during its CONNECT",
                     _ => "the session was let go here during its CONNECT",
@@ -352,28 +351,14 @@ async fn write_record_once(
     let written = if revision == 0 {
         tokio::time::timeout(inner.store_timeout, inner.sessions_kv.create(&key, bytes))
             .await
-            .map(|r| {
-                r.map_err(|e| {
-                    (
-                        e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists,
-                        e.to_string(),
-                    )
-                })
-            })
+            .map(|r| r.map_err(|e| (super::lost_race::create(&e), e.to_string())))
     } else {
         tokio::time::timeout(
             inner.store_timeout,
             inner.sessions_kv.update(&key, bytes, revision),
         )
         .await
-        .map(|r| {
-            r.map_err(|e| {
-                (
-                    e.kind() == UpdateErrorKind::WrongLastRevision,
-                    e.to_string(),
-                )
-            })
-        })
+        .map(|r| r.map_err(|e| (super::lost_race::update(&e), e.to_string())))
     };
     match written {
         Ok(Ok(new_revision)) => {
@@ -825,7 +810,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                 }
                 return Ok(Claimed::Image(Box::new(image)));
             }
-            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+            Ok(Err(e)) if super::lost_race::update(&e) => {
                 tracing::debug!(client_id = %client_id, read_revision = revision, "claim: the record changed since it was read; reading again");
                 continue;
             }

@@ -12,6 +12,7 @@ mod chaos;
 mod claim_attach;
 mod claims;
 mod config;
+mod connect_race;
 mod consumer_limit;
 mod drain;
 mod handed_over;

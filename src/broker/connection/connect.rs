@@ -430,6 +430,18 @@ where
             .await
             .by(&client_id, connect.username.as_deref(), None))
         }
+        // Retryable: the client's next CONNECT claims the session where it is now.
+        Err(AttachError::Refused(why)) => {
+            return Err(
+                refuse(writer, version, ConnectReason::ServerUnavailable, why)
+                    .await
+                    .by(
+                        &client_id,
+                        connect.username.as_deref(),
+                        Some(Reason::StoreUnavailable),
+                    ),
+            )
+        }
     };
 
     if let Some(backplane) = core.backplane() {

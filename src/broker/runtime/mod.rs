@@ -280,7 +280,17 @@ impl BrokerCore {
                 s.kept_will = will.map(|(will, owner)| Box::new(KeptWill::new(will, owner)));
                 SessionData::of(s)
             });
-            self.commit_background(vec![Change::SessionSaved(data)]);
+            let saved = self
+                .durability
+                .commit_detached(vec![Change::SessionSaved(data)]);
+            // A cluster refuses at once a session that is not this node's to start (taken
+            // by another node between this CONNECT's claim and now): the CONNECT is refused,
+            // before any CONNACK, and the session leaves the registry as handed over.
+            if let (Commit::Done(Err(e)), Some(_)) = (&saved, self.backplane()) {
+                self.hand_over(client_id);
+                return Err(AttachError::Refused(e.to_string()));
+            }
+            self.settle_in_background(saved);
         }
         Ok(attached)
     }

@@ -17,10 +17,14 @@ use crate::broker::session::keyed::{ByClientId, ById};
 use crate::broker::session::{AttachToken, Session, SessionId, SessionState};
 
 /// Why a CONNECT could not get its session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AttachError {
     #[error("client id already connected and allowLinkStealing is false")]
     ClientIdInUse,
+    /// The shared engine refused the persistent session at once (in a cluster: another node
+    /// took it during this CONNECT, or this node is draining): nothing was attached.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// A connection's session after CONNECT.

@@ -245,15 +245,16 @@ impl StompConn {
             selector,
         } = request;
         let durable_name = durable_name.as_deref();
-        let attached = attached.map_err(|_| {
-            Close::error(
-                format!(
+        let attached = attached.map_err(|e| {
+            let message = match e {
+                AttachError::ClientIdInUse => format!(
                     "Durable consumer is in use for client: {} and subscriptionName: {}",
                     self.client_id.as_deref().unwrap_or_default(),
                     durable_name.unwrap_or_default()
                 ),
-                Some(frame),
-            )
+                AttachError::Refused(why) => format!("the subscription's session: {why}"),
+            };
+            Close::error(message, Some(frame))
         })?;
         // `activemq.noLocal:true`: nothing this connection sends (MQTT No Local).
         let no_local = frame.header("activemq.noLocal") == Some("true");
