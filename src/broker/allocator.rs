@@ -9,11 +9,10 @@
 //! 8.5 MiB of it in use; `malloc_trim(0)` brought it to 15 MiB.
 //!
 //! [`spawn_release`] looks at the allocator's free bytes every [`CHECK_EVERY`] (less often
-//! when a look is slow: [`next_look_in`]) and trims when
-//! at least [`WORTH_RETURNING`] stayed free across two looks: memory freed and taken again
-//! within a second is a running load's working set, and giving it back would only cost page
-//! faults. `malloc_trim(0)` hands whole free pages back (`madvise`) and keeps them mapped
-//! for reuse. The connection lot trims on its own right after a burst of parks
+//! when a look is slow: [`next_look_in`]) and trims when at least [`WORTH_RETURNING`] freed
+//! since the last trim stayed free across two looks: memory freed and taken again within a
+//! second is a running load's working set, and giving it back would only cost page faults.
+//! `malloc_trim(0)` hands whole free pages back (`madvise`) and keeps them mapped for reuse. The connection lot trims on its own right after a burst of parks
 //! (`connection/parking/trim.rs`), so that a storm's memory goes back before the next look.
 //!
 //! Other allocators (and other C libraries) return memory on their own; both calls are
@@ -39,19 +38,32 @@ pub fn next_look_in(took: Duration) -> Duration {
 /// Free bytes worth a trim when they stayed free from one look to the next.
 pub const WORTH_RETURNING: usize = 8 << 20;
 
-/// When to trim, from the free bytes of successive looks.
-#[derive(Debug, Default)]
+/// When to trim, from the free bytes of successive looks. A trim leaves the bytes it returned
+/// counted as free (their pages are given back, the chunks stay in the arena), so what
+/// counts is what was freed since the last trim: the free bytes above the lowest figure seen
+/// since then.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Release {
-    free_at_last_look: usize,
+    /// Free bytes right after the last trim, or fewer if some were taken again since.
+    baseline: usize,
+    freed_at_last_look: usize,
 }
 
 impl Release {
-    /// The allocator holds `free` bytes now: whether to trim (enough was free at the last look
-    /// too; the next trim then needs two more looks).
+    /// The allocator holds `free` bytes now: whether to trim (enough was freed since the
+    /// last trim at this look and the one before).
     pub fn looked(&mut self, free: usize) -> bool {
-        let due = free >= WORTH_RETURNING && self.free_at_last_look >= WORTH_RETURNING;
-        self.free_at_last_look = if due { 0 } else { free };
+        self.baseline = self.baseline.min(free);
+        let freed = free - self.baseline;
+        let due = freed >= WORTH_RETURNING && self.freed_at_last_look >= WORTH_RETURNING;
+        self.freed_at_last_look = if due { 0 } else { freed };
         due
+    }
+
+    /// A trim left `free` bytes counted as free.
+    pub fn trimmed(&mut self, free: usize) {
+        self.baseline = free;
+        self.freed_at_last_look = 0;
     }
 }
 
@@ -72,6 +84,7 @@ pub fn spawn_release(shutdown: CancellationToken) {
                 let trimmed = release.looked(free);
                 if trimmed {
                     release_free_memory();
+                    release.trimmed(free_bytes()?);
                 }
                 Some((release, free, trimmed, started.elapsed()))
             })
@@ -131,13 +144,33 @@ mod tests {
         let mut release = Release::default();
         assert!(!release.looked(WORTH_RETURNING), "one look is not enough");
         assert!(release.looked(WORTH_RETURNING * 2), "free at two looks");
+        release.trimmed(WORTH_RETURNING * 2);
+        for _ in 0..5 {
+            assert!(
+                !release.looked(WORTH_RETURNING * 2),
+                "what was trimmed still counts as free: not trimmed again"
+            );
+        }
+        // Some of it is taken again, then more than that is freed.
+        assert!(!release.looked(WORTH_RETURNING / 2));
         assert!(
-            !release.looked(WORTH_RETURNING * 2),
-            "after a trim, two more looks"
+            !release.looked(WORTH_RETURNING * 3 / 2 - 1),
+            "too little freed since"
         );
-        assert!(release.looked(WORTH_RETURNING));
-        assert!(!release.looked(WORTH_RETURNING - 1), "too little to bother");
-        assert!(!release.looked(WORTH_RETURNING), "taken again in between");
+        assert!(!release.looked(WORTH_RETURNING * 3 / 2));
+        assert!(
+            release.looked(WORTH_RETURNING * 3 / 2),
+            "freed since the trim, twice"
+        );
+        release.trimmed(WORTH_RETURNING * 3 / 2);
+        assert!(
+            !release.looked(WORTH_RETURNING * 3),
+            "one look is not enough"
+        );
+        assert!(
+            !release.looked(WORTH_RETURNING * 2 - 1),
+            "taken again in between"
+        );
     }
 
     #[test]
