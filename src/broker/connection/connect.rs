@@ -505,7 +505,10 @@ where
     });
     conn.identity.enhanced_auth = enhanced.map(enhanced_auth::Authenticated::into_state);
     let established = match conn.send(connack) {
-        Ok(()) => conn.resend_inflight(),
+        Ok(()) => match write_connack(&mut conn, writer).await {
+            Ok(()) => conn.resend_inflight(),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     if let Err(reason) = established {
@@ -535,6 +538,22 @@ where
         },
     );
     Ok(conn)
+}
+
+/// Write the CONNACK `conn` has queued (the only bytes in its buffer) now, before the
+/// connection's loop: a session taken over before the loop's first write closes with
+/// DISCONNECT 0x8E and drops what was queued, and a DISCONNECT must not come first (MQTT
+/// 3.14.0-1; a cluster takes sessions over often during a CONNECT race).
+async fn write_connack<W: AsyncWrite + Unpin>(
+    conn: &mut Conn,
+    writer: &mut W,
+) -> Result<(), super::CloseReason> {
+    let mut connack = std::mem::take(&mut conn.output.out);
+    writer
+        .write_all_buf(&mut connack)
+        .await
+        .map_err(super::CloseReason::Io)?;
+    writer.flush().await.map_err(super::CloseReason::Io)
 }
 
 /// Wait for CONNECT under the connect-attempt timeout, giving up at broker shutdown.
