@@ -30,7 +30,7 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 const SHARE_OF_TIME: u32 = 1_000;
 
 /// When to look again after a look (and trim) that took `took`: [`CHECK_EVERY`], or later
-/// when looking costs more than 1/[`SHARE_OF_TIME`] of the time.
+/// when looking costs more than a thousandth of the time.
 pub fn next_look_in(took: Duration) -> Duration {
     CHECK_EVERY.max(took.saturating_mul(SHARE_OF_TIME))
 }
