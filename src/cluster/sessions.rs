@@ -198,25 +198,32 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
             // CONNACK was sent yet) and its client connects again and claims; any other save
             // of such a copy comes from a connection whose session was let go, which the
             // path that let it go has closed.
-            None if inner.claims.lock().new_session(&client_id) != NewSession::Allowed => {
-                drop(tracker);
-                let why = inner.claims.lock().new_session(&client_id);
-                tracing::info!(
-                    client_id = %client_id,
-                    ?why,
-                    "a session this node's claim did not start is not made new here: refusing its CONNECT"
-                );
-                return Commit::Done(Err(unavailable(match why {
-                    NewSession::LetGo => "the session was taken by another node during its CONNECT",
-                    _ => "the session was let go here during its CONNECT",
-                })));
-            }
             None => {
-                // A new session: it is fed from where the node's reader is now.
-                let t = Tracked::new(data, inner.shards, &inner.routed());
-                let covering = t.data_changes;
-                tracker.sessions.insert(client_id.clone(), t);
-                covering
+                // Read first: the claims' lock is not held past the verdict.
+                let verdict = inner.claims.lock().new_session(&client_id);
+                match verdict {
+                    NewSession::Allowed => {
+                        // A new session: it is fed from where the node's reader is now.
+                        let t = Tracked::new(data, inner.shards, &inner.routed());
+                        let covering = t.data_changes;
+                        tracker.sessions.insert(client_id.clone(), t);
+                        covering
+                    }
+                    why => {
+                        drop(tracker);
+                        tracing::info!(
+                            client_id = %client_id,
+                            ?why,
+                            "a session this node's claim did not start is not made new here: refusing its CONNECT"
+                        );
+                        return Commit::Done(Err(unavailable(match why {
+                            NewSession::LetGo => {
+                                "the session was taken by another node during its CONNECT"
+                            }
+                            _ => "the session was let go here during its CONNECT",
+                        })));
+                    }
+                }
             }
         }
     };
