@@ -180,9 +180,12 @@ impl PropertyArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The configuration file (default conf/activemq.xml), as `check FILE` takes it.
+    #[arg(conflicts_with = "config")]
+    pub file: Option<PathBuf>,
     /// The configuration file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Reload when the file (or anything it names) changes, even without a
     /// runtimeConfigurationPlugin.
     #[arg(long)]
@@ -457,13 +460,16 @@ fn is_quoted_string(text: &str) -> bool {
     true
 }
 
-fn check(args: CheckArgs) -> ExitCode {
-    let file = args
-        .file
-        .as_ref()
-        .or(args.config.as_ref())
+/// The file `run` and `check` read: the positional one, else `--config`, else the default.
+fn config_file(positional: Option<&PathBuf>, option: Option<&PathBuf>) -> PathBuf {
+    positional
+        .or(option)
         .cloned()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let file = config_file(args.file.as_ref(), args.config.as_ref());
     let mut loaded = config::load_file(&file, &args.props.load_options());
     // What `run` builds before serving (TLS, security, the store directory), when the file
     // itself is valid: a check that passes means a start that gets as far as binding.
@@ -511,7 +517,8 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs, format: LogFormat) -> ExitCode {
-    let loaded = config::load_file(&args.config, &args.props.load_options());
+    let file = config_file(args.file.as_ref(), args.config.as_ref());
+    let loaded = config::load_file(&file, &args.props.load_options());
     for d in &loaded.diagnostics.0 {
         print_diagnostic(d, format);
     }
@@ -520,10 +527,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         Err(_) => {
             say(
                 format,
-                &format!(
-                    "ferromq: {} has errors; not starting",
-                    args.config.display()
-                ),
+                &format!("ferromq: {} has errors; not starting", file.display()),
             );
             return ExitCode::from(1);
         }
@@ -539,10 +543,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         }
         say(
             format,
-            &format!(
-                "ferromq: {} has errors; not starting",
-                args.config.display()
-            ),
+            &format!("ferromq: {} has errors; not starting", file.display()),
         );
         return ExitCode::from(1);
     }

@@ -96,7 +96,9 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
     let mut options = async_nats::ConnectOptions::new()
         .name("ferromq check --online")
         .connection_timeout(CONNECT_TIMEOUT)
-        .max_reconnects(Some(0));
+        .max_reconnects(Some(0))
+        // The servers in the order `run` tries them (the client shuffles otherwise).
+        .retain_servers_order();
     if let Some(path) = &settings.credentials {
         options = options
             .credentials_file(path)

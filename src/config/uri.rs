@@ -14,8 +14,11 @@ pub struct TransportUri {
     pub scheme: String,
     /// Host without IPv6 brackets (`0.0.0.0`, `localhost`, `::`).
     pub host: String,
-    /// `None` when the URI has no port (`vm://localhost`).
+    /// `None` when the URI has no port (`vm://localhost`) or a bad one (see `bad_port`).
     pub port: Option<u16>,
+    /// A port that is not a number from 0 to 65535: kept apart from the fatal shape errors so
+    /// that the compiler reports it together with the options' problems, not instead of them.
+    pub bad_port: Option<UriError>,
     /// Path after the authority, e.g. `/mqtt` for WebSocket URIs; empty when absent.
     pub path: String,
     /// Query options in the order written (duplicates kept so the compiler can warn).
@@ -97,6 +100,10 @@ pub fn parse(uri: &str) -> Result<TransportUri, UriError> {
     };
     let authority_offset = lead + char_count(&uri[..after_scheme]);
     let (host, port) = parse_authority(authority, authority_offset)?;
+    let (port, bad_port) = match port {
+        Ok(port) => (port, None),
+        Err(e) => (None, Some(e)),
+    };
     let query_offset = authority_offset + char_count(before_query) + 1;
     let options = match query {
         Some(q) => parse_query(q, query_offset)?,
@@ -106,6 +113,7 @@ pub fn parse(uri: &str) -> Result<TransportUri, UriError> {
         scheme: scheme.to_ascii_lowercase(),
         host,
         port,
+        bad_port,
         path: path.to_owned(),
         options,
     })
@@ -115,7 +123,10 @@ fn char_count(s: &str) -> usize {
     s.chars().count()
 }
 
-fn parse_authority(authority: &str, offset: usize) -> Result<(String, Option<u16>), UriError> {
+/// The host, and the port (an error of its own: see `TransportUri::bad_port`).
+type Authority = (String, Result<Option<u16>, UriError>);
+
+fn parse_authority(authority: &str, offset: usize) -> Result<Authority, UriError> {
     if authority.is_empty() {
         return Err(error(
             offset,
@@ -182,10 +193,7 @@ fn parse_authority(authority: &str, offset: usize) -> Result<(String, Option<u16
             None,
         ));
     }
-    let port = match port_text {
-        None => None,
-        Some(p) => Some(parse_port(p, port_offset)?),
-    };
+    let port = port_text.map(|p| parse_port(p, port_offset)).transpose();
     Ok((host.to_owned(), port))
 }
 
@@ -302,16 +310,19 @@ mod tests {
 
     #[test]
     fn errors_point_at_the_problem() {
-        let e = parse("mqtt://0.0.0.0:99999").expect_err("out of range");
+        // A bad port is not fatal to the parse: the options after it are still read.
+        let uri = parse("mqtt://0.0.0.0:99999?a=1").expect("options still parsed");
+        let e = uri.bad_port.as_ref().expect("out of range");
         assert_eq!(e.offset, 15);
         assert!(e.message.contains("out of range"));
+        assert_eq!((uri.port, opts(&uri)), (None, vec![("a", "1")]));
         assert_eq!(parse("0.0.0.0:1883").expect_err("no scheme").offset, 0);
         assert!(parse("mqtt://:::1883")
             .expect_err("brackets")
             .message
             .contains("IPv6"));
         assert!(parse("mqtt://:1883").is_err());
-        assert!(parse("mqtt://host:12ab").is_err());
+        assert!(parse("mqtt://host:12ab").is_ok_and(|uri| uri.bad_port.is_some()));
         assert!(parse("mqtt://[::1:1883").is_err());
         let bad_escape = parse("mqtt://h:1?k=%zz").expect_err("escape");
         assert_eq!(bad_escape.offset, 13);

@@ -500,6 +500,33 @@ fn check_binary_exit_codes() {
 }
 
 #[test]
+fn run_takes_the_file_as_check_does() {
+    // A file with errors: `run` reads the one named, however it is named, and refuses to
+    // start naming it (the default file would start a broker).
+    let bad = "tests/fixtures/config/typo-element.xml";
+    for args in [
+        &["run", bad][..],
+        &["run", "--config", bad],
+        &["run", "-c", bad],
+    ] {
+        let out = ferromq(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("did you mean `transportConnector`?")
+                && stderr.contains(&format!("ferromq: {bad} has errors; not starting")),
+            "{args:?}: {stderr}"
+        );
+    }
+    let both = ferromq(&["run", bad, "-c", bad]);
+    assert_eq!(
+        both.status.code(),
+        Some(2),
+        "a file named twice is a usage error"
+    );
+}
+
+#[test]
 fn check_binary_json() {
     let out = ferromq(&[
         "check",

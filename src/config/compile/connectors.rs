@@ -72,12 +72,7 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
         let parsed = match uri::parse(&uri_attr.value) {
             Ok(p) => p,
             Err(e) => {
-                let span = span_in_value(uri_attr, e.offset);
-                let mut d = Diagnostic::error(span, format!("bad connector URI: {}", e.message));
-                if let Some(h) = e.hint {
-                    d = d.with_hint(h);
-                }
-                ctx.push(d);
+                ctx.push(bad_uri(uri_attr, &e));
                 broken += 1;
                 continue;
             }
@@ -88,6 +83,13 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
             }
             continue;
         };
+        if let Some(e) = &parsed.bad_port {
+            ctx.push(bad_uri(uri_attr, e));
+            // The options are still checked, so that one `check` names every problem.
+            listener_options(ctx, connector, uri_attr, &parsed, scheme);
+            broken += 1;
+            continue;
+        }
         let Some(port) = parsed.port else {
             ctx.push(
                 Diagnostic::error(
@@ -125,6 +127,16 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
         );
     }
     listeners
+}
+
+/// The error of a URI that does not parse, pointing inside the attribute's value.
+fn bad_uri(uri_attr: &Attr, e: &uri::UriError) -> Diagnostic {
+    let span = span_in_value(uri_attr, e.offset);
+    let d = Diagnostic::error(span, format!("bad connector URI: {}", e.message));
+    match &e.hint {
+        Some(h) => d.with_hint(h.clone()),
+        None => d,
+    }
 }
 
 fn check_unique_name(
