@@ -939,7 +939,7 @@ where
             })), if reauth_deadline.is_some() => {
                 return CloseReason::AuthenticationFailed("re-authentication timed out").into();
             }
-            _ = signals.wake.notified() => conn.output.pump_wanted = true,
+            _ = signals.woken() => conn.output.pump_wanted = true,
             Ok(()) = phase.security.changed() => {
                 if let Err(reason) = conn.drop_denied_subscriptions() {
                     return reason.into();

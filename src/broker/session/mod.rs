@@ -521,7 +521,7 @@ impl Session {
         // look for this permit) sees either the permit or the ring above, never neither.
         if let Some(a) = &inner.attachment {
             if outcome != EnqueueOutcome::DroppedFull {
-                a.signals.wake.notify_one();
+                a.signals.wake_up();
             }
         }
         drop(inner);
@@ -635,12 +635,9 @@ mod tests {
             s.deliver(item(QoS::AtMostOnce), 10, None),
             DeliverOutcome::Queued
         );
-        tokio::time::timeout(
-            std::time::Duration::from_secs(1),
-            token.signals.wake.notified(),
-        )
-        .await
-        .expect("woken");
+        tokio::time::timeout(std::time::Duration::from_secs(1), token.signals.woken())
+            .await
+            .expect("woken");
     }
 
     #[test]

@@ -375,7 +375,7 @@ impl Conn {
         }
         // A delivery queued before the announcement left its permit on `wake`; one queued
         // after it marks the session's park state instead (see `Session::finish_park`).
-        let delivered = signals.wake.notified().now_or_never().is_some();
+        let delivered = signals.woken().now_or_never().is_some();
         if delivered || signals.is_kicked() || shutdown.is_cancelled() {
             self.session.unparked(self.token.generation);
             self.output.pump_wanted |= delivered;

@@ -335,7 +335,7 @@ impl StompConn {
         let forwarder = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = signals.wake.notified() => conn_wake.notify_one(),
+                    _ = signals.woken() => conn_wake.notify_one(),
                     _ = kicked(watch_kick.then_some(&*signals)) => {
                         conn_wake.notify_one();
                         return;
