@@ -1196,10 +1196,14 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
 async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
     inner.claims.lock().let_go(client_id);
     inner.q2.forget(client_id);
+    // A kick the claiming node sent again (its first answer was slow) finds the session
+    // handed over already: written again, logged once.
+    let mut again = false;
     let tracked = {
         let mut tracker = inner.tracker.lock();
         match tracker.sessions.get_mut(client_id) {
             Some(t) => {
+                again = t.handed_over;
                 // Before the session leaves the registry: what the readers route from now on
                 // no longer reaches it, so its floors must not follow them.
                 t.freeze(&inner.routed());
@@ -1221,11 +1225,15 @@ async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
             None => None,
         }
     };
-    tracing::info!(
-        client_id = %client_id,
-        epoch = ?tracked,
-        "another node's claim asked for the session: handed over"
-    );
+    if again {
+        tracing::debug!(client_id = %client_id, epoch = ?tracked, "asked again for a session handed over");
+    } else {
+        tracing::info!(
+            client_id = %client_id,
+            epoch = ?tracked,
+            "another node's claim asked for the session: handed over"
+        );
+    }
     if let Some(core) = inner.core() {
         core.hand_over(client_id);
     }
