@@ -25,6 +25,7 @@ async fn qos2_exactly_once_across_nodes() {
     advertised_and_granted(&rig).await;
     rumqttc_v5_publishes_and_subscribes_at_qos2_on_different_nodes(&rig).await;
     a_publish_resent_on_another_node_is_delivered_once(&rig).await;
+    a_burst_resent_at_once_on_the_same_node_is_delivered_once(&rig).await;
     a_pubrel_on_another_node_releases_the_message_once(&rig).await;
     a_packet_id_reused_after_pubcomp_or_by_a_new_session_is_a_new_message(&rig).await;
     a_packet_id_reused_right_after_its_pubrel_keeps_both_messages(&rig).await;
@@ -248,6 +249,62 @@ async fn a_publish_resent_on_another_node_is_delivered_once(rig: &Rig) {
     expect_ack(&mut third, "PUBCOMP", 7).await;
     no_publish(&mut sub, Duration::from_secs(1)).await;
     third.send(disconnect()).await;
+}
+
+/// A publisher sends a burst, drops its connection without reading, reconnects to the same
+/// node at once and sends the burst again (DUP), completing every exchange: each message,
+/// acknowledged with a PUBCOMP, is delivered once. The re-sent PUBLISHes come while the
+/// first ones' holds are still on their way to the store; a PUBREC from the packet id
+/// alone, then a PUBCOMP for a PUBREL that found nothing held yet, lost messages.
+async fn a_burst_resent_at_once_on_the_same_node_is_delivered_once(rig: &Rig) {
+    const BURST: u16 = 20;
+    const ROUNDS: usize = 5;
+    let mut sub = subscriber(rig.addr(1), "q2-burst-sub", "q2/burst").await;
+    let (mut client, _) = v5_ok(rig.addr(0), "q2-burst", false, Some(300)).await;
+    let mut sent = Vec::new();
+    for round in 0..ROUNDS {
+        let burst: Vec<(u16, Packet)> = (1..=BURST)
+            .map(|id| {
+                let payload = format!("r{round}-{id}");
+                sent.push(payload.clone().into_bytes());
+                let message = publish("q2/burst", payload.as_bytes(), QoS::ExactlyOnce, Some(id));
+                (id, message)
+            })
+            .collect();
+        for (_, message) in &burst {
+            client.send(message.clone()).await;
+        }
+        drop(client);
+        let (mut again, ack) = v5_ok(rig.addr(0), "q2-burst", false, Some(300)).await;
+        assert!(ack.session_present, "round {round}");
+        for (_, message) in &burst {
+            again.send(dup(message.clone())).await;
+        }
+        let mut open: BTreeSet<u16> = burst.iter().map(|(id, _)| *id).collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !open.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match again.recv_within(left).await {
+                Some(Packet::PubRec(a)) => {
+                    assert_eq!(a.reason, 0, "round {round}: PUBREC {}", a.packet_id);
+                    again.send(pubrel(a.packet_id)).await;
+                }
+                Some(Packet::PubComp(a)) => {
+                    assert_eq!(a.reason, 0, "round {round}: PUBCOMP {}", a.packet_id);
+                    open.remove(&a.packet_id);
+                }
+                Some(Packet::PingResp) => {}
+                other => panic!("round {round}: exchanges {open:?} open, then {other:?}"),
+            }
+        }
+        client = again;
+    }
+    let mut got = receive_qos2_messages(&mut sub, sent.len()).await;
+    no_publish(&mut sub, Duration::from_secs(1)).await;
+    got.sort();
+    sent.sort();
+    assert_eq!(got, sent, "every completed message once");
+    client.send(disconnect()).await;
 }
 
 async fn a_pubrel_on_another_node_releases_the_message_once(rig: &Rig) {

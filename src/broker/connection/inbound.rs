@@ -351,7 +351,13 @@ impl Conn {
                     s.take_refused_qos2(id);
                     s.inbound_qos2_mut().insert(id)
                 })?;
-                if first {
+                // In a cluster a persistent session's exchange is kept in the store, and
+                // the id here may be that of a PUBLISH whose hold is still on its way (the
+                // client dropped the connection and sent it again here at once): a PUBREC
+                // from the id alone, then a PUBCOMP for a PUBREL that found nothing held
+                // yet, lost the message. The store answers a re-send as held already.
+                let kept_in_store = self.core.backplane().is_some() && self.session.is_persistent();
+                if first || kept_in_store {
                     self.publish_acked(message, Some(id), ack, body)?;
                 } else {
                     self.ack(ack)?;
