@@ -84,6 +84,9 @@ pub enum EnqueueOutcome {
     DroppedFull,
 }
 
+/// A queue's capacity (in slots) it may keep however empty: small queues are not resized.
+const SHRINK_ABOVE_SLOTS: usize = 1024;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingQueue {
     items: VecDeque<QueuedMessage>,
@@ -183,6 +186,9 @@ impl PendingQueue {
                 }
             }
         }
+        if gone > 0 {
+            self.shrink_when_sparse();
+        }
         gone
     }
 
@@ -203,7 +209,21 @@ impl PendingQueue {
         if item.qos == QoS::AtMostOnce {
             self.qos0_count -= 1;
         }
+        self.shrink_when_sparse();
         Some(item)
+    }
+
+    /// Give back the room a drained backlog left: a `VecDeque` keeps its largest capacity,
+    /// so a session that once queued a million messages held about 100 MB of empty slots
+    /// until it ended (measured: 119 MiB of RSS 70 s after the drain). Halved when a quarter
+    /// is in use, so a queue that grows again does not shrink and grow in turn, and the
+    /// copying costs O(1) per pop over time.
+    fn shrink_when_sparse(&mut self) {
+        let capacity = self.items.capacity();
+        if capacity > SHRINK_ABOVE_SLOTS && self.items.len() <= capacity / 4 {
+            self.items
+                .shrink_to((self.items.len() * 2).max(SHRINK_ABOVE_SLOTS));
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &QueuedMessage> {
@@ -241,6 +261,33 @@ mod tests {
 
     fn payloads(q: &PendingQueue) -> Vec<u8> {
         q.iter().map(|i| i.message.payload[0]).collect()
+    }
+
+    #[test]
+    fn a_drained_backlog_gives_its_room_back() {
+        let mut q = PendingQueue::default();
+        for n in 0..100_000u32 {
+            q.push_unbounded(item(n as u8, QoS::AtLeastOnce));
+        }
+        let peak = q.items.capacity();
+        assert!(peak >= 100_000);
+        while q.len() > 10 {
+            q.pop_front();
+        }
+        assert!(
+            q.items.capacity() <= 2 * SHRINK_ABOVE_SLOTS,
+            "{} slots kept for {} items (peak {peak})",
+            q.items.capacity(),
+            q.len()
+        );
+        // Small queues are left alone.
+        let mut small = PendingQueue::default();
+        for n in 0..100 {
+            small.push_unbounded(item(n, QoS::AtLeastOnce));
+        }
+        let capacity = small.items.capacity();
+        while small.pop_front().is_some() {}
+        assert_eq!(small.items.capacity(), capacity);
     }
 
     #[test]
