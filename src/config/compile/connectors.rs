@@ -524,11 +524,13 @@ fn apply(
                 }
             }
             _ => {
+                // A size with a unit ("100mb") is worth translating; a number that is not
+                // positive is not (its translation is itself).
                 let hint = match values::parse_size_bytes(value) {
-                    Ok(bytes) => {
+                    Ok(bytes) if number.is_err() && bytes > 0 => {
                         format!("ActiveMQ reads a plain number of bytes here: write {bytes}")
                     }
-                    Err(_) => "a number of bytes, e.g. 104857600 for 100 MiB".to_owned(),
+                    _ => "a number of bytes, e.g. 104857600 for 100 MiB".to_owned(),
                 };
                 bad(ctx, "expected a positive number of bytes", &hint)
             }

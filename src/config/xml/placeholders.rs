@@ -94,6 +94,19 @@ impl Substitution<'_, '_> {
             return;
         }
         for attr in &mut element.attrs {
+            if resolver::has_unclosed_placeholder(&attr.raw) {
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        attr.value_span.clone(),
+                        // Not the value itself: it may be a password.
+                        format!(
+                            "a `${{` in the value of `{}` is never closed: left as written, as Spring does",
+                            attr.name
+                        ),
+                    )
+                    .with_hint("close the placeholder: `${name}` or `${name:default}`"),
+                );
+            }
             match self.resolver.resolve(&attr.raw) {
                 Ok(value) => attr.value = value,
                 Err(err) => self.report(&err, &attr.value_span),

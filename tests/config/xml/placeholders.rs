@@ -127,6 +127,33 @@ fn an_unresolved_placeholder_is_an_error_at_the_attribute_value() {
 }
 
 #[test]
+fn an_unclosed_placeholder_is_a_warning_at_the_attribute_value_that_hides_it() {
+    let xml = with_configurer(
+        "",
+        "  <x uri=\"mqtt://h:${mqtt.port:1883\" secret=\"a${b\"/>",
+    );
+    let (doc, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
+    assert!(!diagnostics.has_errors(), "{diagnostics}");
+    let warnings: Vec<_> = diagnostics.warnings().collect();
+    assert_eq!(warnings.len(), 2, "{diagnostics}");
+    assert_eq!(position(warnings[0]).1, 5);
+    assert!(
+        warnings[0].message.contains("`uri` is never closed"),
+        "{}",
+        warnings[0].message
+    );
+    // The value is not repeated: it may be a password.
+    assert!(
+        !warnings[1].message.contains("a${b"),
+        "{}",
+        warnings[1].message
+    );
+    // Left as written, as Spring does.
+    let x = find(&doc.expect("document").root, "x").clone();
+    assert_eq!(value(&x, "uri"), "mqtt://h:${mqtt.port:1883");
+}
+
+#[test]
 fn ignore_unresolvable_placeholders_keeps_them_literal() {
     let xml = with_configurer(
         "    <property name=\"ignoreUnresolvablePlaceholders\" value=\"true\"/>\n",

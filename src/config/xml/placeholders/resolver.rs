@@ -254,6 +254,20 @@ impl Resolver<'_> {
 
 /// Index of the `}` that closes a placeholder whose `${` was just consumed, counting nested
 /// braces as Spring does.
+/// Whether `text` has a `${` that is never closed (Spring leaves it as written, so the value
+/// then fails wherever it is used, far from the cause).
+pub(super) fn has_unclosed_placeholder(text: &str) -> bool {
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after_prefix = &rest[start + 2..];
+        match placeholder_end(after_prefix) {
+            Some(end) => rest = &after_prefix[end + 1..],
+            None => return true,
+        }
+    }
+    false
+}
+
 fn placeholder_end(text: &str) -> Option<usize> {
     let mut nesting = 0usize;
     for (index, byte) in text.bytes().enumerate() {
@@ -294,6 +308,14 @@ mod tests {
             ignore_unresolvable: false,
             decryptor: None,
         }
+    }
+
+    #[test]
+    fn unclosed_placeholders_are_found() {
+        assert!(has_unclosed_placeholder("mqtt://h:${port:1883"));
+        assert!(has_unclosed_placeholder("${a}${b"));
+        assert!(!has_unclosed_placeholder("${a}-${b:${c}}"));
+        assert!(!has_unclosed_placeholder("no placeholder"));
     }
 
     #[test]
