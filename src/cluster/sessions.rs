@@ -809,7 +809,15 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
                         "its connection was lost on another node",
                     );
                 }
-                let image = restore(inner, &client_id, taken, new_revision).await;
+                let image = match restore(inner, &client_id, taken, new_revision).await {
+                    Ok(image) => image,
+                    Err(e) => {
+                        // Owned by the record now, not served: the client's next CONNECT
+                        // (here or elsewhere) restores it again from the same record.
+                        drop_local(inner, &client_id);
+                        return Err(e);
+                    }
+                };
                 if let Some(t) = inner.tracker.lock().sessions.get_mut(&client_id) {
                     if t.revision == new_revision {
                         sent.confirm(t);
@@ -916,7 +924,7 @@ async fn restore(
     client_id: &Arc<str>,
     record: SessionRecord,
     revision: u64,
-) -> SessionImage {
+) -> Result<SessionImage, DurabilityError> {
     let offline_for = if record.offline_since_ms == 0 {
         Duration::ZERO
     } else {
@@ -955,10 +963,7 @@ async fn restore(
         if shard >= inner.shards {
             continue;
         }
-        let stored = match inner.js.get_stream(shard_stream(shard)).await {
-            Ok(stream) => stream.direct_get(inflight.seq).await.ok(),
-            Err(_) => None,
-        };
+        let stored = in_flight_message(inner, shard, inflight.seq).await?;
         let message = match stored.and_then(|s| decode_message(s.payload).ok()) {
             Some(frame) => frame.message,
             // A PUBREL to re-send needs no message.
@@ -1003,7 +1008,46 @@ async fn restore(
             );
         }
     }
-    SessionImage { state, offline_for }
+    Ok(SessionImage { state, offline_for })
+}
+
+/// The message at `seq` of shard `shard`, for an in-flight entry of a restored session: from
+/// any replica first, then from the stream's leader, which alone says for sure that it is
+/// gone (`None`: older than `maxOfflineAge`). A replica behind the others answers "not
+/// found" for a message stored a moment ago; taken for gone, the entry was dropped and its
+/// message delivered again as new, under another packet id, while the client still held the
+/// first exchange open (a subscriber moving between nodes every few hundred milliseconds).
+async fn in_flight_message(
+    inner: &Arc<Inner>,
+    shard: usize,
+    seq: u64,
+) -> Result<Option<async_nats::jetstream::message::StreamMessage>, DurabilityError> {
+    let stream = inner
+        .js
+        .get_stream_no_info(shard_stream(shard))
+        .await
+        .map_err(unavailable)?;
+    if let Ok(Ok(message)) = tokio::time::timeout(inner.store_timeout, stream.direct_get(seq)).await
+    {
+        return Ok(Some(message));
+    }
+    match tokio::time::timeout(inner.store_timeout, stream.get_raw_message(seq)).await {
+        Ok(Ok(message)) => Ok(Some(message)),
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(unavailable(format!(
+            "reading in-flight message {seq} of shard {shard}: {e}"
+        ))),
+        Err(_) => Err(unavailable(format!(
+            "no answer reading in-flight message {seq} of shard {shard}"
+        ))),
+    }
 }
 
 /// The header of a kick that only takes an idle session (see [`ClaimRequest::take_over`]).
