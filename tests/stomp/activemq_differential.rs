@@ -433,7 +433,7 @@ async fn compare(test: &str, group: &[(&'static str, scripts::Run)]) {
 
     let mut report = String::new();
     let mut used = std::collections::BTreeSet::new();
-    for (((name, _), activemq), ferromq) in runs.iter().zip(&by_activemq).zip(&by_ferromq) {
+    for (((name, run), activemq), ferromq) in runs.iter().zip(&by_activemq).zip(&by_ferromq) {
         let expected = expected_of_ferromq(name, activemq, &mut used);
         if show {
             eprintln!(
@@ -443,6 +443,21 @@ async fn compare(test: &str, group: &[(&'static str, scripts::Run)]) {
             );
         }
         if &expected != ferromq {
+            // ActiveMQ's own answer can race (an ERROR it writes just before closing is lost
+            // to the reset when the client's next frame is still unread): a difference must
+            // show again with ActiveMQ's second answer to count.
+            let again = transcripts(amq_target, &[(*name, *run)]).await;
+            let mut unused = std::collections::BTreeSet::new();
+            if again
+                .first()
+                .is_some_and(|a| &expected_of_ferromq(name, a, &mut unused) == ferromq)
+            {
+                eprintln!(
+                    "{name}: ActiveMQ answered differently once, then as ferromq does: {}",
+                    diff(&expected, ferromq)
+                );
+                continue;
+            }
             report.push_str(&format!(
                 "--- {name}: `-` ActiveMQ (KNOWN and OPEN applied), `+` ferromq\n{}",
                 diff(&expected, ferromq)
