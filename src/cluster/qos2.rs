@@ -260,6 +260,9 @@ async fn hold(
         .get_stream_no_info(shard_stream(shard))
         .await
         .map_err(unavailable)?;
+    // Set once a write of this PUBLISH lost its compare-and-set: someone else wrote the
+    // exchange's subject after this PUBLISH read it.
+    let mut raced = false;
     for _ in 0..ATTEMPTS {
         // From the stream leader: a replica could still show a held copy released since.
         let last = tokio::time::timeout(
@@ -290,8 +293,19 @@ async fn hold(
                         }
                     }
                 }
-                // A released exchange (the packet id is being reused), or a held copy of
-                // another message whose PUBREC was refused: replaced.
+                // Another message on the subject after a lost race: a newer PUBLISH of this
+                // client under the same packet id (from its next connection, while this one
+                // is closing) wrote it since this one read. Replacing it would lose that
+                // message, acknowledged or about to be, and have its PUBREL release this
+                // one again; this PUBLISH is stale and gives up (its client sent it again,
+                // or will). Without a race, a released exchange (the packet id is being
+                // reused) or a held copy of another message whose PUBREC was refused is
+                // replaced.
+                if raced {
+                    return Err(unavailable(format!(
+                        "exchange {subject} moved on to another message while this PUBLISH was                          being held"
+                    )));
+                }
                 last.sequence
             }
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => 0,
@@ -324,7 +338,10 @@ async fn hold(
             }
             // Someone wrote the subject since it was read (an earlier attempt of this
             // PUBLISH, whose answer was lost): read again.
-            Ok(Err(e)) if super::lost_race::publish(&e) => continue,
+            Ok(Err(e)) if super::lost_race::publish(&e) => {
+                raced = true;
+                continue;
+            }
             Ok(Err(e)) => return Err(unavailable(e)),
             Err(_) => return Err(unavailable("no answer holding a message")),
         }
