@@ -36,7 +36,9 @@ use super::engine::Inner;
 use super::publish::Outgoing;
 use super::subject::client_key;
 use super::{shard_of, shard_prefix, shard_stream};
-use crate::broker::durability::{Commit, DurabilityError, QueueSeq, RetainedChange};
+use crate::broker::durability::{
+    Commit, DurabilityError, QueueSeq, ReceivingConnection, RetainedChange,
+};
 use crate::broker::message::Message;
 
 /// The header marking a held copy.
@@ -169,18 +171,31 @@ fn incarnation_of(inner: &Inner, client_id: &str) -> Option<u64> {
         .map(|t| t.incarnation)
 }
 
-/// A QoS 2 PUBLISH `packet_id` of the persistent session `client_id`: the PUBREC may go once
-/// the answer is `Ok` (the message is held, by this PUBLISH or an earlier copy of it).
+/// A QoS 2 PUBLISH `packet_id` of the persistent session `client_id`, read on `connection`:
+/// the PUBREC may go once the answer is `Ok` (the message is held, by this PUBLISH or an
+/// earlier copy of it). Nothing is written for a connection a newer one took the session
+/// from (see [`ReceivingConnection`]).
 pub fn received(
     inner: &Arc<Inner>,
     message: Message,
     retained: RetainedChange,
     client_id: Arc<str>,
     packet_id: u16,
+    connection: Option<ReceivingConnection>,
 ) -> Commit {
     let Some(incarnation) = incarnation_of(inner, &client_id) else {
-        // Not a session of this node (being handed over): stored and routed at once, as
-        // QoS 1; the connection closes with its session.
+        // Not a session of this node: it is being handed over. A connection already closing
+        // (kicked by the node that took the session) sends no PUBREC, and its client
+        // re-sends the PUBLISH where it resumes: stored here too, the message would be
+        // delivered twice.
+        if connection.as_ref().is_some_and(|c| c.is_closing()) {
+            return Commit::Done(Err(unavailable(format!(
+                "session {client_id} left this node while its connection was closing: \
+                 PUBLISH {packet_id} is left to the node it resumes on"
+            ))));
+        }
+        // Still served here for a moment: stored and routed at once, as QoS 1; the
+        // connection closes with its session.
         return super::publish::publish(inner, message, retained, Some(&client_id), None);
     };
     if !super::subject::topic_fits(&message.topic) {
@@ -234,7 +249,16 @@ pub fn received(
         }
         let shard = shard_of(&message.topic, inner.shards);
         let subject = subject(shard, &client_id, incarnation, packet_id);
-        let held = hold(&inner, shard, &subject, &message, frame, retained).await?;
+        let held = hold(
+            &inner,
+            shard,
+            &subject,
+            &message,
+            frame,
+            retained,
+            connection.as_ref(),
+        )
+        .await?;
         inner.q2.held.lock().insert(
             (client_id, packet_id),
             Held {
@@ -246,7 +270,8 @@ pub fn received(
     }))
 }
 
-/// Write the held copy of `message` on `subject` unless the subject holds it already.
+/// Write the held copy of `message` on `subject` unless the subject holds it already, or
+/// `connection` no longer holds its session.
 async fn hold(
     inner: &Inner,
     shard: usize,
@@ -254,6 +279,7 @@ async fn hold(
     message: &Message,
     frame: Bytes,
     retained: RetainedChange,
+    connection: Option<&ReceivingConnection>,
 ) -> Result<Held, DurabilityError> {
     let stream = inner
         .js
@@ -303,7 +329,8 @@ async fn hold(
                 // replaced.
                 if raced {
                     return Err(unavailable(format!(
-                        "exchange {subject} moved on to another message while this PUBLISH was                          being held"
+                        "exchange {subject} moved on to another message while this PUBLISH was \
+                         being held"
                     )));
                 }
                 last.sequence
@@ -311,6 +338,15 @@ async fn hold(
             Err(e) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => 0,
             Err(e) => return Err(unavailable(e)),
         };
+        // Checked after the read: a newer connection of the session attached after this
+        // point reads the subject after it too, so the two writes meet in the
+        // compare-and-set rather than this one replacing what the newer one held.
+        if connection.is_some_and(|c| !c.holds_session()) {
+            return Err(unavailable(format!(
+                "the connection that read this PUBLISH no longer holds its session: {subject} \
+                 is left to the newer connection"
+            )));
+        }
         let mut publish = PublishMessage::build()
             .payload(frame.clone())
             .header(STATE_HEADER, HELD)

@@ -51,7 +51,8 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
         Change::InboundQos2Received {
             client_id,
             packet_id,
-        } => Some((client_id.clone(), *packet_id)),
+            connection,
+        } => Some((client_id.clone(), *packet_id, connection.clone())),
         _ => None,
     });
     for change in changes {
@@ -62,11 +63,15 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
                 publisher: Some(publisher),
                 store_id: _,
             } if message.qos == QoS::ExactlyOnce
-                && inbound_qos2.as_ref().is_some_and(|(c, _)| *c == publisher) =>
+                && inbound_qos2
+                    .as_ref()
+                    .is_some_and(|(c, _, _)| *c == publisher) =>
             {
-                let packet_id = inbound_qos2.as_ref().map_or(0, |(_, id)| *id);
+                let (packet_id, connection) = inbound_qos2
+                    .as_ref()
+                    .map_or((0, None), |(_, id, conn)| (*id, conn.clone()));
                 waits.push(super::qos2::received(
-                    inner, message, retained, publisher, packet_id,
+                    inner, message, retained, publisher, packet_id, connection,
                 ))
             }
             Change::Published {

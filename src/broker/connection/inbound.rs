@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{CloseReason, Conn, Ready, TOPIC_ALIAS_MAXIMUM};
-use crate::broker::durability::{Change, Commit, DurabilityError};
+use crate::broker::durability::{Change, Commit, DurabilityError, ReceivingConnection};
 use crate::broker::message::{min_qos, Message, SampleStamp, V5Extras};
 use crate::broker::routing::destinations::is_wildcard;
 use crate::broker::routing::memory::Body;
@@ -448,6 +448,7 @@ impl Conn {
             .map(|packet_id| Change::InboundQos2Received {
                 client_id: self.session.client_id().clone(),
                 packet_id,
+                connection: Some(self.receiving_connection()),
             });
         changes.extend(qos2_change.clone());
         let first = match self.core.durability().commit(changes) {
@@ -473,6 +474,7 @@ impl Conn {
         let (core, session) = (self.core.clone(), self.session.clone());
         let refuse_at = self.refusal_deadline();
         let closing = self.pending_acks.closing();
+        let receiving = self.receiving_connection();
         self.pending_acks.push(async move {
             let mut plan = plan;
             let mut result = first.wait().await;
@@ -483,7 +485,9 @@ impl Conn {
                 // once. Full or unavailable: again after a pause, until the deadline.
                 let stale = matches!(e, DurabilityError::Stale(_));
                 let in_time = refuse_at.is_none_or(|at| tokio::time::Instant::now() < at);
-                if closing.is_cancelled() || !(in_time || (stale && attempts == 0)) {
+                // A newer connection took the session: its client re-sends the publish there.
+                let superseded = closing.is_cancelled() || !receiving.holds_session();
+                if superseded || !(in_time || (stale && attempts == 0)) {
                     break;
                 }
                 if !stale && !counted {
@@ -516,9 +520,11 @@ impl Conn {
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
-                        session.with_state_unchecked(|s| s.inbound_qos2_mut().remove(&id));
+                        // Only while this connection holds the session: a newer one may have
+                        // taken the packet id for the re-sent PUBLISH.
+                        receiving.with_session(|s| s.inbound_qos2_mut().remove(&id));
                     }
-                    if !counted {
+                    if !counted && receiving.holds_session() {
                         core.publish_refused(&plan.message().topic, &e);
                     }
                     // A QoS 2 message of a session that keeps no exchange across nodes is
@@ -551,6 +557,15 @@ impl Conn {
             }
         });
         Ok(())
+    }
+
+    /// This connection, as a store that keeps a QoS 2 exchange beyond it sees it.
+    fn receiving_connection(&mut self) -> ReceivingConnection {
+        ReceivingConnection::new(
+            self.session.clone(),
+            self.token.generation,
+            self.pending_acks.closing(),
+        )
     }
 
     /// PUBREL: forget the inbound QoS 2 id, then PUBCOMP once that is durable (else a crash

@@ -32,6 +32,7 @@
 
 pub mod backplane;
 mod memory;
+mod receiving;
 mod recording;
 mod redb_store;
 pub mod stored_v5;
@@ -52,6 +53,7 @@ use crate::security::Principal;
 
 pub use backplane::{Backplane, BackplaneFuture, ClaimRequest, Claimed, SessionImage};
 pub use memory::{MemoryOnly, MemorySessionStore, SessionStore, StoreError};
+pub use receiving::ReceivingConnection;
 pub use recording::Recording;
 pub use redb_store::RedbStore;
 
@@ -278,8 +280,15 @@ pub enum Change {
     },
     /// Queue entry `seq` is done: acknowledged, expired, or refused at delivery.
     Removed { owner: QueueOwner, seq: QueueSeq },
-    /// Inbound QoS 2 PUBLISH `packet_id` received (PUBREC follows).
-    InboundQos2Received { client_id: Arc<str>, packet_id: u16 },
+    /// Inbound QoS 2 PUBLISH `packet_id` received (PUBREC follows), on `connection` (`None`:
+    /// not from a live connection). A store that writes the exchange where another
+    /// connection of the session can find it writes nothing once `connection` no longer
+    /// holds its session.
+    InboundQos2Received {
+        client_id: Arc<str>,
+        packet_id: u16,
+        connection: Option<ReceivingConnection>,
+    },
     /// PUBREL for inbound `packet_id` received (PUBCOMP follows).
     InboundQos2Released { client_id: Arc<str>, packet_id: u16 },
     /// A persistent session's own data, written whole.

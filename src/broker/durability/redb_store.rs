@@ -135,6 +135,7 @@ impl RedbStore {
                 Change::InboundQos2Received {
                     client_id,
                     packet_id,
+                    connection: _,
                 } => ops.push(Op::AddInboundQos2 {
                     client_id,
                     packet_id,
