@@ -99,7 +99,7 @@ pub fn parse(uri: &str) -> Result<TransportUri, UriError> {
         None => (before_query, ""),
     };
     let authority_offset = lead + char_count(&uri[..after_scheme]);
-    let (host, port) = parse_authority(authority, authority_offset)?;
+    let (host, port) = parse_authority(authority, authority_offset, usual_port(scheme))?;
     let (port, bad_port) = match port {
         Ok(port) => (port, None),
         Err(e) => (None, Some(e)),
@@ -126,7 +126,25 @@ fn char_count(s: &str) -> usize {
 /// The host, and the port (an error of its own: see `TransportUri::bad_port`).
 type Authority = (String, Result<Option<u16>, UriError>);
 
-fn parse_authority(authority: &str, offset: usize) -> Result<Authority, UriError> {
+/// The port a hint's example uses for `scheme`: the protocol's registered port (MQTT 1883,
+/// 8883 with TLS) or ActiveMQ's default for its connector (STOMP 61613, 61612 with TLS;
+/// WebSocket 61614; AMQP 5672; OpenWire 61616).
+fn usual_port(scheme: &str) -> u16 {
+    let scheme = scheme.to_ascii_lowercase();
+    let tls = scheme.contains("ssl") || scheme == "wss" || scheme.ends_with("+wss");
+    match scheme.split('+').next().unwrap_or("") {
+        "mqtt" if tls => 8883,
+        "mqtt" => 1883,
+        "stomp" if tls => 61612,
+        "stomp" => 61613,
+        "ws" | "wss" => 61614,
+        "amqp" => 5672,
+        "tcp" | "nio" | "ssl" | "auto" => 61616,
+        _ => 1883,
+    }
+}
+
+fn parse_authority(authority: &str, offset: usize, port: u16) -> Result<Authority, UriError> {
     if authority.is_empty() {
         return Err(error(
             offset,
@@ -146,7 +164,7 @@ fn parse_authority(authority: &str, offset: usize) -> Result<Authority, UriError
             return Err(error(
                 offset,
                 "`[` of an IPv6 address is never closed",
-                Some("write IPv6 hosts as `[::1]:1883`"),
+                Some(&format!("write IPv6 hosts as `[::1]:{port}`")),
             ));
         };
         let host = &inner[..close];
@@ -159,16 +177,27 @@ fn parse_authority(authority: &str, offset: usize) -> Result<Authority, UriError
                 return Err(error(
                     port_offset,
                     format!("unexpected `{after}` after the IPv6 address"),
-                    Some("write IPv6 hosts as `[::1]:1883`"),
+                    Some(&format!("write IPv6 hosts as `[::1]:{port}`")),
                 ))
             }
         }
     } else {
+        // An unclosed `${` left as written (warned about at its attribute) has its own colon
+        // (`${port:1883`): not an IPv6 address.
+        if let Some(at) = authority.find("${") {
+            return Err(error(
+                offset + char_count(&authority[..at]),
+                format!("`{authority}` holds a placeholder that was never resolved"),
+                Some(
+                    "close the placeholder (`${name}` or `${name:default}`) or define its property",
+                ),
+            ));
+        }
         if authority.matches(':').count() > 1 {
             return Err(error(
                 offset,
                 format!("`{authority}` looks like an IPv6 address without brackets"),
-                Some("write IPv6 hosts in brackets: `[::]:1883`"),
+                Some(&format!("write IPv6 hosts in brackets: `[::]:{port}`")),
             ));
         }
         match authority.split_once(':') {
@@ -322,6 +351,21 @@ mod tests {
             .message
             .contains("IPv6"));
         assert!(parse("mqtt://:1883").is_err());
+        let placeholder = parse("mqtt://0.0.0.0:${port:1883").expect_err("unresolved");
+        assert!(
+            placeholder.message.contains("never resolved"),
+            "{placeholder:?}"
+        );
+        assert_eq!(placeholder.offset, 15);
+        let hint = |uri: &str| parse(uri).expect_err("IPv6 without brackets").hint;
+        assert_eq!(
+            hint("stomp://:::61613").as_deref(),
+            Some("write IPv6 hosts in brackets: `[::]:61613`")
+        );
+        assert_eq!(
+            hint("mqtt+ssl://::1:8883").as_deref(),
+            Some("write IPv6 hosts in brackets: `[::]:8883`")
+        );
         assert!(parse("mqtt://host:12ab").is_ok_and(|uri| uri.bad_port.is_some()));
         assert!(parse("mqtt://[::1:1883").is_err());
         let bad_escape = parse("mqtt://h:1?k=%zz").expect_err("escape");

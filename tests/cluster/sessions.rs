@@ -30,8 +30,30 @@ async fn sessions_move_between_nodes() {
     a_takeover_moves_the_unacknowledged_messages(&rig).await;
     expired_messages_are_not_delivered_on_resume(&rig).await;
     an_expired_session_is_not_resumed_elsewhere(&rig).await;
+    a_new_session_is_found_on_another_node_right_after_its_connack(&rig).await;
     // Last: it kills node 0.
     sessions_of_a_killed_node_resume_elsewhere_with_nothing_lost(&mut rig).await;
+}
+
+/// A new persistent session's CONNACK promises a session its client may resume anywhere:
+/// dropped at once and connected to the next node, the client finds it (session present 1).
+/// Its record was written in the background after the CONNACK, so a client that came back
+/// within a millisecond or so got a new session there instead.
+async fn a_new_session_is_found_on_another_node_right_after_its_connack(rig: &Rig) {
+    for round in 0..30 {
+        let id = format!("fresh-{round}");
+        let (first, ack) = v5_ok(rig.addr(round % 3), &id, false, Some(300)).await;
+        assert!(!ack.session_present, "{id}: a new session");
+        drop(first);
+        let (mut second, ack) = v5_ok(rig.addr((round + 1) % 3), &id, false, Some(300)).await;
+        assert!(ack.session_present, "{id}: resumed on the next node");
+        second
+            .send(Packet::Disconnect(Disconnect {
+                reason: 0,
+                properties: None,
+            }))
+            .await;
+    }
 }
 
 fn text(n: usize) -> Vec<u8> {

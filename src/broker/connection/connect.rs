@@ -411,7 +411,7 @@ where
         ProtocolVersion::V31 | ProtocolVersion::V311 => None,
     };
 
-    let attached = match core.attach(
+    let (attached, record_saved) = match core.attach_saving(
         &client_id,
         connect.clean_start,
         lifetime_of(&connect),
@@ -446,6 +446,25 @@ where
 
     if let Some(backplane) = core.backplane() {
         backplane.attached(&attached.session);
+    }
+    // The session-present flag of the client's next CONNECT, on any node, rests on this
+    // record: written before the CONNACK, under the claim gate.
+    if let Err(e) = record_saved.wait().await {
+        // Released like a connection that closed at once: kept offline here, its record
+        // written later if the session is still this node's. The client connects again.
+        core.detach(&attached.session, attached.token.generation);
+        return Err(refuse(
+            writer,
+            version,
+            ConnectReason::ServerUnavailable,
+            format!("the session's record was not written: {e}"),
+        )
+        .await
+        .by(
+            &client_id,
+            connect.username.as_deref(),
+            Some(Reason::StoreUnavailable),
+        ));
     }
     drop(claim_gate);
 

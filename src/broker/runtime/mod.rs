@@ -264,6 +264,33 @@ impl BrokerCore {
         will: Option<(&LastWill, &Principal)>,
         mqtt5: bool,
     ) -> Result<Attached, AttachError> {
+        let (attached, saved) = self.attach_saving(
+            client_id,
+            clean_start,
+            lifetime,
+            allow_link_stealing,
+            will,
+            mqtt5,
+        )?;
+        self.settle_in_background(saved);
+        Ok(attached)
+    }
+
+    /// [`BrokerCore::attach`] for a CONNECT whose CONNACK promises the session: with the
+    /// write of a new persistent session's record still to wait for in a cluster (else
+    /// settled in the background, as `attach` does). A new session's record that lands after
+    /// its CONNACK would let the client, reconnecting to another node at once, find no
+    /// session there (session present 0 after 1); the caller sends the CONNACK once this is
+    /// `Ok`.
+    pub fn attach_saving(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        lifetime: SessionLifetime,
+        allow_link_stealing: bool,
+        will: Option<(&LastWill, &Principal)>,
+        mqtt5: bool,
+    ) -> Result<(Attached, Commit), AttachError> {
         let attached =
             self.registry
                 .attach(client_id, clean_start, lifetime, allow_link_stealing, mqtt5)?;
@@ -290,9 +317,14 @@ impl BrokerCore {
                 self.hand_over(client_id);
                 return Err(AttachError::Refused(e.to_string()));
             }
+            // A resumed session's record exists already (its claim read or wrote it): what
+            // changes now (connected, the will) is written in the background, as before.
+            if self.backplane().is_some() && !attached.session_present {
+                return Ok((attached, saved));
+            }
             self.settle_in_background(saved);
         }
-        Ok(attached)
+        Ok((attached, Commit::done()))
     }
 
     /// A connection closed: end a clean session, or save a persistent one now offline.
