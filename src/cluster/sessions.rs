@@ -958,11 +958,12 @@ async fn restore(
         cursor.catching_up = true;
     }
     tracked.done_above_floors(&record.done);
-    inner
-        .tracker
-        .lock()
-        .sessions
-        .insert(client_id.clone(), tracked);
+    // The copy enters the tracker only once its in-flight list is complete (below). Inserted
+    // first, a kick that came while the messages were read back handed over a copy lacking
+    // the entries not read yet: its last record (`hand_over`) dropped exchanges the client
+    // still held open, and the node taking the session gave their packet ids to other
+    // messages (lost at the client as re-sends) and sent their messages again as new
+    // (duplicates). A QoS 2 subscriber moving among three nodes every 10-300 ms hit it.
     for inflight in &record.inflight {
         let shard = inflight.shard as usize;
         if shard >= inner.shards {
@@ -999,8 +1000,7 @@ async fn restore(
             shared_group: None,
         };
         if state.inflight_mut().restore(entry) {
-            inner.tracker.lock().restored(
-                client_id,
+            tracked.restore_entry(
                 queue_seq,
                 Entry {
                     shard: inflight.shard,
@@ -1012,6 +1012,21 @@ async fn restore(
                 },
             );
         }
+    }
+    {
+        let mut tracker = inner.tracker.lock();
+        // A kick that came while the messages were read back found no copy here and let the
+        // session go at once (`hand_over`): another node may hold it already, from the record
+        // this claim wrote (which lists every entry). Neither tracked nor served here: the
+        // CONNECT is refused and its client connects again. (Checked under the tracker's
+        // lock, which `hand_over` takes after `let_go`: a kick after this finds the whole
+        // copy and hands it over with every entry.)
+        if inner.claims.lock().new_session(client_id) == NewSession::LetGo {
+            return Err(unavailable(format!(
+                "session {client_id} was taken by another node while it was restored here"
+            )));
+        }
+        tracker.sessions.insert(client_id.clone(), tracked);
     }
     Ok(SessionImage { state, offline_for })
 }

@@ -228,6 +228,15 @@ impl Tracked {
         }
     }
 
+    /// An entry restored into the in-flight window at a resume, before the copy is tracked
+    /// (see `sessions::restore`): the catch-up does not offer its message again.
+    pub fn restore_entry(&mut self, queue_seq: QueueSeq, entry: Entry) {
+        if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
+            cursor.restored.insert(entry.seq);
+        }
+        self.add_entry(queue_seq, entry);
+    }
+
     fn add_entry(&mut self, queue_seq: QueueSeq, entry: Entry) {
         if let Some(cursor) = self.shards.get_mut(entry.shard as usize) {
             *cursor.outstanding.entry(entry.seq).or_insert(0) += 1;
@@ -508,13 +517,11 @@ impl Tracker {
         }
     }
 
-    /// An entry restored into the in-flight window at a resume.
+    /// An entry restored into the in-flight window of a tracked copy (tests).
+    #[cfg(test)]
     pub fn restored(&mut self, client_id: &str, queue_seq: QueueSeq, entry: Entry) {
         if let Some(t) = self.sessions.get_mut(client_id) {
-            if let Some(cursor) = t.shards.get_mut(entry.shard as usize) {
-                cursor.restored.insert(entry.seq);
-            }
-            t.add_entry(queue_seq, entry);
+            t.restore_entry(queue_seq, entry);
         }
     }
 
