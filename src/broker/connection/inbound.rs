@@ -262,7 +262,17 @@ impl Conn {
                     ..Ready::default()
                 },
                 Err(e) => {
-                    tracing::warn!(packet_id, error = %e, "{gave_up}");
+                    if matches!(e, DurabilityError::Stale(_)) {
+                        // Not a refusal: the session moved on (another node took it) and the
+                        // exchange goes on from its record where it resumes.
+                        tracing::debug!(
+                            packet_id,
+                            error = %e,
+                            "acknowledgement withheld: the session left this broker"
+                        );
+                    } else {
+                        tracing::warn!(packet_id, error = %e, "{gave_up}");
+                    }
                     Ready {
                         close_unkept: !closing.is_cancelled(),
                         unreleased: undo_release.then_some(packet_id),
