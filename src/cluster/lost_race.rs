@@ -38,6 +38,13 @@ pub fn publish(e: &PublishError) -> bool {
     e.kind() == PublishErrorKind::WrongLastSequence || says_wrong_last_sequence(e)
 }
 
+/// A publish whose message id another publish of the same id is still writing (10158,
+/// "duplicate message id is in process"): two connections of one client holding the same
+/// QoS 2 copy at once. The other write decides; read the subject again once it landed.
+pub fn in_process(e: &PublishError) -> bool {
+    server_code(e) == Some(ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+}
+
 /// A KV update at a revision found another one.
 pub fn update(e: &UpdateError) -> bool {
     e.kind() == UpdateErrorKind::WrongLastRevision || says_wrong_last_sequence(e)

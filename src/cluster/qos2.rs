@@ -50,6 +50,9 @@ const RETAIN_HEADER: &str = "Fmq-Retain";
 
 /// Attempts of a PUBLISH against a concurrent writer of its subject.
 const ATTEMPTS: usize = 3;
+/// The pause before reading an exchange again after its held copy was found being written
+/// by another connection (a loopback store write takes well under this).
+const IN_PROCESS_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 fn unavailable(what: impl std::fmt::Display) -> DurabilityError {
     DurabilityError::Unavailable(format!("cluster store (QoS 2): {what}"))
@@ -184,19 +187,14 @@ pub fn received(
     connection: Option<ReceivingConnection>,
 ) -> Commit {
     let Some(incarnation) = incarnation_of(inner, &client_id) else {
-        // Not a session of this node: it is being handed over. A connection already closing
-        // (kicked by the node that took the session) sends no PUBREC, and its client
-        // re-sends the PUBLISH where it resumes: stored here too, the message would be
-        // delivered twice.
-        if connection.as_ref().is_some_and(|c| c.is_closing()) {
-            return Commit::Done(Err(unavailable(format!(
-                "session {client_id} left this node while its connection was closing: \
-                 PUBLISH {packet_id} is left to the node it resumes on"
-            ))));
-        }
-        // Still served here for a moment: stored and routed at once, as QoS 1; the
-        // connection closes with its session.
-        return super::publish::publish(inner, message, retained, Some(&client_id), None);
+        // Not a session of this node: it is being handed over, and its connection is closed
+        // by the hand-over (or closing already). No PUBREC goes: its client re-sends the
+        // PUBLISH where the session resumes. Stored here as QoS 1, as it once was, the message
+        // was delivered twice (a publisher reconnecting to another node after each burst).
+        return Commit::Done(Err(unavailable(format!(
+            "session {client_id} left this node: PUBLISH {packet_id} is left to the node it \
+             resumes on"
+        ))));
     };
     if !super::subject::topic_fits(&message.topic) {
         return Commit::Done(Err(unavailable(format!(
@@ -362,6 +360,13 @@ async fn hold(
             Err(e) => return Err(unavailable(e)),
         };
         match tokio::time::timeout(inner.store_timeout, ack.into_future()).await {
+            // The message id was written before (by an earlier attempt, or another connection
+            // of the client with the same expected sequence): what was kept may be another
+            // message; the read says which.
+            Ok(Ok(ack)) if ack.duplicate => {
+                raced = true;
+                continue;
+            }
             Ok(Ok(ack)) => {
                 trace_exchange("held", subject, ack.sequence, &message.payload);
                 return Ok(Held {
@@ -376,6 +381,13 @@ async fn hold(
             // PUBLISH, whose answer was lost): read again.
             Ok(Err(e)) if super::lost_race::publish(&e) => {
                 raced = true;
+                continue;
+            }
+            // The same held copy (same message id) being written by another connection of
+            // the client: read again once that write had time to land.
+            Ok(Err(e)) if super::lost_race::in_process(&e) => {
+                raced = true;
+                tokio::time::sleep(IN_PROCESS_PAUSE).await;
                 continue;
             }
             Ok(Err(e)) => return Err(unavailable(e)),
