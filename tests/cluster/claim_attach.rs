@@ -13,7 +13,7 @@ use ferromq::broker::durability::{
     Backplane, Change, ClaimRequest, Claimed, Durability, DurabilityError, SessionData,
 };
 use ferromq::broker::session::SessionState;
-use ferromq::cluster::codec::SessionRecord;
+use ferromq::cluster::codec::{InflightRef, SessionRecord};
 use ferromq::cluster::subject::client_key;
 use ferromq::cluster::{ClusterEngine, SESSIONS_BUCKET};
 use ferromq::config::model::JetStreamSettings;
@@ -143,4 +143,106 @@ async fn a_session_taken_between_a_claim_and_its_attach_is_not_started_afresh() 
         .await
         .expect("a clean start's session starts here");
     assert_eq!(record(&nats, "c").await.0, "node-b");
+}
+
+/// A node taking a session reads back the messages of its in-flight list one by one; a kick
+/// from a third node during those reads must not hand over a copy lacking the entries not
+/// read yet. The record lists 200 QoS 2 exchanges whose PUBREL is to be re-sent (no message
+/// to read, but each entry is still looked for: about a millisecond apiece), so that C's
+/// claim lands while B restores. The node after B must get every open exchange, else it
+/// gives their packet ids to other messages while the client holds them open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_kicked_while_it_is_restored_hands_over_every_open_exchange() {
+    const OPEN: u16 = 200;
+    let Some(_) = nats_server_or_skip() else {
+        return;
+    };
+    let nats = NatsCluster::start(3).await;
+    let a = engine(&nats, "node-a").await;
+    let b = engine(&nats, "node-b").await;
+    let c = engine(&nats, "node-c").await;
+    let bucket = bucket(&nats).await;
+
+    // Node A owns the record (it does not track the session: it answers a kick at once).
+    let record = SessionRecord {
+        client_id: "hop".to_owned(),
+        owner: a.node_id().to_owned(),
+        epoch: 1,
+        connected: false,
+        // Left a moment ago (not expired).
+        offline_since_ms: u64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock after 1970")
+                .as_millis(),
+        )
+        .expect("ms fit"),
+        expiry_secs: Some(3600),
+        mqtt5: true,
+        subscriptions: Vec::new(),
+        floors: vec![0, 0],
+        inflight: (1..=OPEN)
+            .map(|packet_id| InflightRef {
+                shard: u32::from(packet_id % 2),
+                seq: 1_000_000 + u64::from(packet_id),
+                packet_id,
+                qos: 2,
+                subscription_id: None,
+                released: true,
+            })
+            .collect(),
+        done: Vec::new(),
+        will: None,
+        owner_instance: 0,
+        incarnation: 7,
+    };
+    bucket
+        .create(client_key("hop"), record.encode())
+        .await
+        .expect("write the record");
+
+    // B takes it and starts reading its in-flight list back; once B's claim is in the
+    // record, C claims it from B.
+    let b_claim = tokio::spawn(async move {
+        let taken = b.claim(request("hop", false)).await;
+        (b, taken)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let current = bucket
+            .get(client_key("hop"))
+            .await
+            .expect("read")
+            .expect("a record");
+        if SessionRecord::decode(&current).expect("decode").owner == "node-b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B never took the session");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let image = match c.claim(request("hop", false)).await {
+        Ok(Claimed::Image(image)) => image,
+        Ok(_) => panic!("C did not restore the session"),
+        Err(e) => panic!("C's claim: {e}"),
+    };
+    let restored = image.state.inflight().len();
+    assert_eq!(
+        restored,
+        usize::from(OPEN),
+        "C restored {restored} of the {OPEN} open exchanges"
+    );
+    // B's claim either finished before C's kick (then it handed over a whole copy) or was
+    // refused (it let the session go while restoring): never a partial hand-over.
+    let (_b, _taken) = b_claim.await.expect("B's claim task");
+    drop(a);
+}
+
+async fn bucket(nats: &NatsCluster) -> async_nats::jetstream::kv::Store {
+    let client = async_nats::connect(nats.client_urls())
+        .await
+        .expect("NATS client");
+    async_nats::jetstream::new(client)
+        .get_key_value(SESSIONS_BUCKET)
+        .await
+        .expect("session bucket")
 }
