@@ -191,7 +191,9 @@ pub fn received(
         // by the hand-over (or closing already). No PUBREC goes: its client re-sends the
         // PUBLISH where the session resumes. Stored here as QoS 1, as it once was, the message
         // was delivered twice (a publisher reconnecting to another node after each burst).
-        return Commit::Done(Err(unavailable(format!(
+        // Stale, not a store refusal: nothing is counted or logged while the connection
+        // waits for the hand-over to close it.
+        return Commit::Done(Err(DurabilityError::Stale(format!(
             "session {client_id} left this node: PUBLISH {packet_id} is left to the node it \
              resumes on"
         ))));
