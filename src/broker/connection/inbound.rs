@@ -530,9 +530,9 @@ impl Conn {
                 },
                 Err(e) => {
                     if let Some(id) = inbound_qos2 {
-                        // Only while this connection holds the session: a newer one may have
-                        // taken the packet id for the re-sent PUBLISH.
-                        receiving.with_session(|s| s.inbound_qos2_mut().remove(&id));
+                        // Not stored: a re-send of it (on a newer connection too) must be
+                        // stored, not answered from the packet id as a duplicate.
+                        session.with_state_unchecked(|s| s.inbound_qos2_mut().remove(&id));
                     }
                     if !counted && receiving.holds_session() {
                         core.publish_refused(&plan.message().topic, &e);

@@ -41,14 +41,6 @@ impl ReceivingConnection {
         self.session.with_state(self.generation, |_| ()).is_some()
     }
 
-    /// Run `f` on the session's state if this connection still holds the session.
-    pub fn with_session<R>(
-        &self,
-        f: impl FnOnce(&mut crate::broker::session::SessionState) -> R,
-    ) -> Option<R> {
-        self.session.with_state(self.generation, f)
-    }
-
     /// Whether the connection has started to close (taken over, lost, or disconnected).
     pub fn is_closing(&self) -> bool {
         self.closing.is_cancelled()
