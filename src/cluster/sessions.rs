@@ -57,21 +57,26 @@ pub fn commit(inner: &Arc<Inner>, changes: Vec<Change>) -> Commit {
     });
     for change in changes {
         match change {
+            // The publisher is named from the broker's registry, which no longer has a
+            // session this node handed over while its connection is still open: the packet
+            // id's change names the session instead. Stored as a plain publish, such a
+            // QoS 2 message was delivered at once, and again when its client re-sent it
+            // where the session resumed.
             Change::Published {
                 message,
                 retained,
-                publisher: Some(publisher),
+                publisher,
                 store_id: _,
             } if message.qos == QoS::ExactlyOnce
                 && inbound_qos2
                     .as_ref()
-                    .is_some_and(|(c, _, _)| *c == publisher) =>
+                    .is_some_and(|(c, _, _)| publisher.as_ref().is_none_or(|p| p == c)) =>
             {
-                let (packet_id, connection) = inbound_qos2
-                    .as_ref()
-                    .map_or((0, None), |(_, id, conn)| (*id, conn.clone()));
+                let Some((client_id, packet_id, connection)) = inbound_qos2.clone() else {
+                    continue;
+                };
                 waits.push(super::qos2::received(
-                    inner, message, retained, publisher, packet_id, connection,
+                    inner, message, retained, client_id, packet_id, connection,
                 ))
             }
             Change::Published {
