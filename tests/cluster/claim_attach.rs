@@ -246,3 +246,45 @@ async fn bucket(nats: &NatsCluster) -> async_nats::jetstream::kv::Store {
         .await
         .expect("session bucket")
 }
+
+/// A QoS 2 PUBLISH read by a connection whose session this node no longer has (handed over
+/// to another node while the client's old connection stayed open) names no publisher: the
+/// broker's registry lost the session. It must still be taken as its exchange, which this
+/// node cannot hold any more (refused: the client re-sends it where it resumed), not stored
+/// as a plain publish, which was delivered at once and again at the re-send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_publish_of_a_session_not_held_here_is_not_stored_as_a_plain_publish() {
+    let Some(_) = nats_server_or_skip() else {
+        return;
+    };
+    let nats = NatsCluster::start(3).await;
+    let a = engine(&nats, "node-a").await;
+    let message = ferromq::broker::message::Message {
+        stamp: ferromq::broker::message::SampleStamp::NONE,
+        topic: Arc::from("q2/left"),
+        payload: bytes::Bytes::from_static(b"once"),
+        qos: ferromq::protocol::QoS::ExactlyOnce,
+        retain: false,
+        v5: None,
+    };
+    let outcome = a
+        .commit(vec![
+            Change::Published {
+                message,
+                retained: ferromq::broker::durability::RetainedChange::Unchanged,
+                publisher: None,
+                store_id: None,
+            },
+            Change::InboundQos2Received {
+                client_id: Arc::from("left"),
+                packet_id: 1,
+                connection: None,
+            },
+        ])
+        .wait()
+        .await;
+    assert!(
+        matches!(outcome, Err(DurabilityError::Stale(_))),
+        "a QoS 2 PUBLISH of a session not held here was {outcome:?}"
+    );
+}
