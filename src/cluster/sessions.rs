@@ -30,6 +30,9 @@ pub const KICK_TIMEOUT: Duration = Duration::from_secs(2);
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Attempts of a claim against concurrent writers of the same record.
 const CLAIM_ATTEMPTS: usize = 6;
+/// The first pause after a claim's write lost to another writer; doubled each time (at most
+/// 16 times: 80 ms).
+const CLAIM_RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 fn unavailable(what: impl std::fmt::Display) -> DurabilityError {
     DurabilityError::Unavailable(format!("cluster store: {what}"))
@@ -656,7 +659,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
     // The owner last asked to hand over: a claim that loses a race re-reads the record and
     // asks the winner in turn, so two nodes never both hold the session.
     let mut kicked: Option<(String, u64)> = None;
-    for _ in 0..CLAIM_ATTEMPTS {
+    for attempt in 0..CLAIM_ATTEMPTS {
         let sent = super::confirmed::Sent::now(inner);
         let entry = read_record(inner, &key).await?;
         let entry = match entry {
@@ -837,6 +840,11 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             }
             Ok(Err(e)) if super::lost_race::update(&e) => {
                 tracing::debug!(client_id = %client_id, read_revision = revision, "claim: the record changed since it was read; reading again");
+                // The other writer is usually the node the client just left, writing the
+                // session offline or handing it over: a moment lets it finish, where reading
+                // again at once could lose every attempt to its writes (a client hopping
+                // nodes one CONNECT after another was refused 0x88 once in 300 hops).
+                tokio::time::sleep(CLAIM_RETRY_PAUSE * (1 << attempt.min(4))).await;
                 continue;
             }
             Ok(Err(e)) => return Err(unavailable(e)),
