@@ -72,20 +72,29 @@ async fn attach(engine: &ClusterEngine, client_id: &str) -> Result<(), Durabilit
 
 /// The owner and epoch `client_id`'s record names.
 async fn record(nats: &NatsCluster, client_id: &str) -> (String, u64) {
-    let client = async_nats::connect(nats.client_urls())
-        .await
-        .expect("NATS client");
-    let bucket = async_nats::jetstream::new(client)
-        .get_key_value(SESSIONS_BUCKET)
-        .await
-        .expect("session bucket");
-    let value = bucket
-        .get(client_key(client_id))
-        .await
-        .expect("read the record")
-        .expect("a record");
-    let record = SessionRecord::decode(&value).expect("decode the record");
+    let bucket = bucket(nats).await;
+    let record = read_record(&bucket, client_id).await;
     (record.owner, record.epoch)
+}
+
+/// `client_id`'s record. A read is tried again for up to 10 s while the bucket answers "no
+/// responders" (its raft group electing a leader, which three servers started by each test
+/// of this file on a loaded 2-core runner can take seconds to do).
+async fn read_record(bucket: &async_nats::jetstream::kv::Store, client_id: &str) -> SessionRecord {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bucket.get(client_key(client_id)).await {
+            Ok(value) => {
+                let value = value.expect("a record");
+                return SessionRecord::decode(&value).expect("decode the record");
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("reading {client_id}'s record again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("read the record: {e}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,12 +218,7 @@ async fn a_session_kicked_while_it_is_restored_hands_over_every_open_exchange() 
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let current = bucket
-            .get(client_key("hop"))
-            .await
-            .expect("read")
-            .expect("a record");
-        if SessionRecord::decode(&current).expect("decode").owner == "node-b" {
+        if read_record(&bucket, "hop").await.owner == "node-b" {
             break;
         }
         assert!(Instant::now() < deadline, "B never took the session");
@@ -241,10 +245,19 @@ async fn bucket(nats: &NatsCluster) -> async_nats::jetstream::kv::Store {
     let client = async_nats::connect(nats.client_urls())
         .await
         .expect("NATS client");
-    async_nats::jetstream::new(client)
-        .get_key_value(SESSIONS_BUCKET)
-        .await
-        .expect("session bucket")
+    let js = async_nats::jetstream::new(client);
+    // Tried again while the bucket's raft group elects (see `read_record`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match js.get_key_value(SESSIONS_BUCKET).await {
+            Ok(bucket) => return bucket,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("opening the session bucket again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("session bucket: {e}"),
+        }
+    }
 }
 
 /// A QoS 2 PUBLISH read by a connection whose session this node no longer has (handed over
