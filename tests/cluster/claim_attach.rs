@@ -205,10 +205,17 @@ async fn a_session_kicked_while_it_is_restored_hands_over_every_open_exchange() 
         owner_instance: 0,
         incarnation: 7,
     };
-    bucket
-        .create(client_key("hop"), record.encode())
-        .await
-        .expect("write the record");
+    // Tried again while the bucket's raft group elects (see `read_record`).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = bucket.create(client_key("hop"), record.encode()).await {
+        // An earlier attempt that landed without its answer.
+        if e.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists {
+            break;
+        }
+        assert!(Instant::now() < deadline, "write the record: {e}");
+        eprintln!("writing the record again: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // B takes it and starts reading its in-flight list back; once B's claim is in the
     // record, C claims it from B.
