@@ -77,22 +77,28 @@ async fn record(nats: &NatsCluster, client_id: &str) -> (String, u64) {
     (record.owner, record.epoch)
 }
 
-/// `client_id`'s record. A read is tried again for up to 10 s while the bucket answers "no
-/// responders" (its raft group electing a leader, which three servers started by each test
-/// of this file on a loaded 2-core runner can take seconds to do).
+/// `client_id`'s record.
 async fn read_record(bucket: &async_nats::jetstream::kv::Store, client_id: &str) -> SessionRecord {
+    let value = while_electing("read the record", || bucket.get(client_key(client_id))).await;
+    SessionRecord::decode(&value.expect("a record")).expect("decode the record")
+}
+
+/// `step`, tried again for up to 10 s while it fails: the bucket answers "no responders"
+/// while its raft group elects a leader, which three servers started by each test of this
+/// file can take seconds to do on a loaded 2-core runner.
+async fn while_electing<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match bucket.get(client_key(client_id)).await {
-            Ok(value) => {
-                let value = value.expect("a record");
-                return SessionRecord::decode(&value).expect("decode the record");
-            }
+        match step().await {
+            Ok(value) => return value,
             Err(e) if Instant::now() < deadline => {
-                eprintln!("reading {client_id}'s record again: {e}");
+                eprintln!("{what}, again: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(e) => panic!("read the record: {e}"),
+            Err(e) => panic!("{what}: {e}"),
         }
     }
 }
@@ -253,18 +259,10 @@ async fn bucket(nats: &NatsCluster) -> async_nats::jetstream::kv::Store {
         .await
         .expect("NATS client");
     let js = async_nats::jetstream::new(client);
-    // Tried again while the bucket's raft group elects (see `read_record`).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match js.get_key_value(SESSIONS_BUCKET).await {
-            Ok(bucket) => return bucket,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("opening the session bucket again: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("session bucket: {e}"),
-        }
-    }
+    while_electing("open the session bucket", || {
+        js.get_key_value(SESSIONS_BUCKET)
+    })
+    .await
 }
 
 /// A QoS 2 PUBLISH read by a connection whose session this node no longer has (handed over
