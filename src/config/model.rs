@@ -366,6 +366,19 @@ impl Scheme {
         }
     }
 
+    /// The port a hint's example uses: the protocol's registered port (MQTT 1883, 8883 with
+    /// TLS) or ActiveMQ's default for its connector (STOMP 61613, 61612 with TLS; WebSocket
+    /// 61614).
+    pub fn usual_port(self) -> u16 {
+        match (self.protocol(), self.is_tls()) {
+            (Some(Protocol::Mqtt), false) => 1883,
+            (Some(Protocol::Mqtt), true) => 8883,
+            (Some(Protocol::Stomp), false) => 61613,
+            (Some(Protocol::Stomp), true) => 61612,
+            (None, _) => 61614,
+        }
+    }
+
     /// Whether connections of this connector may speak `protocol` (WebSocket connectors serve
     /// both).
     pub fn serves(self, protocol: Protocol) -> bool {

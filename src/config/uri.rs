@@ -99,7 +99,13 @@ pub fn parse(uri: &str) -> Result<TransportUri, UriError> {
         None => (before_query, ""),
     };
     let authority_offset = lead + char_count(&uri[..after_scheme]);
-    let (host, port) = parse_authority(authority, authority_offset, usual_port(scheme))?;
+    let (host, port) = parse_authority(
+        authority,
+        authority_offset,
+        // An unknown scheme is reported by the connector check; its hints say MQTT's port.
+        crate::config::model::Scheme::parse(&scheme.to_ascii_lowercase())
+            .map_or(1883, crate::config::model::Scheme::usual_port),
+    )?;
     let (port, bad_port) = match port {
         Ok(port) => (port, None),
         Err(e) => (None, Some(e)),
@@ -125,24 +131,6 @@ fn char_count(s: &str) -> usize {
 
 /// The host, and the port (an error of its own: see `TransportUri::bad_port`).
 type Authority = (String, Result<Option<u16>, UriError>);
-
-/// The port a hint's example uses for `scheme`: the protocol's registered port (MQTT 1883,
-/// 8883 with TLS) or ActiveMQ's default for its connector (STOMP 61613, 61612 with TLS;
-/// WebSocket 61614; AMQP 5672; OpenWire 61616).
-fn usual_port(scheme: &str) -> u16 {
-    let scheme = scheme.to_ascii_lowercase();
-    let tls = scheme.contains("ssl") || scheme == "wss" || scheme.ends_with("+wss");
-    match scheme.split('+').next().unwrap_or("") {
-        "mqtt" if tls => 8883,
-        "mqtt" => 1883,
-        "stomp" if tls => 61612,
-        "stomp" => 61613,
-        "ws" | "wss" => 61614,
-        "amqp" => 5672,
-        "tcp" | "nio" | "ssl" | "auto" => 61616,
-        _ => 1883,
-    }
-}
 
 fn parse_authority(authority: &str, offset: usize, port: u16) -> Result<Authority, UriError> {
     if authority.is_empty() {

@@ -570,12 +570,8 @@ impl Conn {
     }
 
     /// This connection, as a store that keeps a QoS 2 exchange beyond it sees it.
-    fn receiving_connection(&mut self) -> ReceivingConnection {
-        ReceivingConnection::new(
-            self.session.clone(),
-            self.token.generation,
-            self.pending_acks.closing(),
-        )
+    fn receiving_connection(&self) -> ReceivingConnection {
+        ReceivingConnection::new(self.session.clone(), self.token.generation)
     }
 
     /// PUBREL: forget the inbound QoS 2 id, then PUBCOMP once that is durable (else a crash

@@ -12,26 +12,21 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-
 use crate::broker::session::Session;
 
-/// One connection's hold on its session, and whether it is closing.
+/// One connection's hold on its session.
 #[derive(Clone)]
 pub struct ReceivingConnection {
     session: Arc<Session>,
     /// The attachment generation of the connection (`AttachToken::generation`).
     generation: u64,
-    /// Cancelled once the connection starts to close.
-    closing: CancellationToken,
 }
 
 impl ReceivingConnection {
-    pub fn new(session: Arc<Session>, generation: u64, closing: CancellationToken) -> Self {
+    pub fn new(session: Arc<Session>, generation: u64) -> Self {
         ReceivingConnection {
             session,
             generation,
-            closing,
         }
     }
 
@@ -39,11 +34,6 @@ impl ReceivingConnection {
     /// took the session over (on this broker) or the connection detached.
     pub fn holds_session(&self) -> bool {
         self.session.with_state(self.generation, |_| ()).is_some()
-    }
-
-    /// Whether the connection has started to close (taken over, lost, or disconnected).
-    pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
     }
 }
 
@@ -61,7 +51,6 @@ impl std::fmt::Debug for ReceivingConnection {
         f.debug_struct("ReceivingConnection")
             .field("client_id", self.session.client_id())
             .field("generation", &self.generation)
-            .field("closing", &self.is_closing())
             .finish()
     }
 }
