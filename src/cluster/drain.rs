@@ -40,6 +40,9 @@ use crate::config::Scheme;
 pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(2);
 /// How long a drain waits for its connections to close after it told them to.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a drain that finds the NATS connection down waits for it to come back before
+/// it gives the hand-over up.
+const RECONNECT_GRACE: Duration = Duration::from_secs(1);
 /// Subject prefix of node announcements.
 const ANNOUNCE_PREFIX: &str = "fmq.nodes";
 /// At most this many addresses in one Server Reference.
@@ -102,6 +105,9 @@ pub struct DrainState {
     /// Sessions written without an owner by the drain: a later offline write of the same
     /// session from this node is skipped (the record is no longer this node's to write).
     released: parking_lot::Mutex<HashSet<Arc<str>>>,
+    /// When the drain and the shutdown's last record writes must be over (set as the drain
+    /// starts): every store wait from then on is cut to what is left of it.
+    deadline: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl DrainState {
@@ -115,6 +121,15 @@ impl DrainState {
 
     pub fn is_released(&self, client_id: &str) -> bool {
         self.is_draining() && self.released.lock().contains(client_id)
+    }
+
+    /// How long a store write may still wait: `usual` before a drain, what is left of the
+    /// drain's deadline (at most `usual`) once it started.
+    pub fn store_wait(&self, usual: Duration) -> Duration {
+        match *self.deadline.lock() {
+            Some(deadline) => usual.min(deadline.saturating_duration_since(Instant::now())),
+            None => usual,
+        }
     }
 
     /// This node's published connectors.
@@ -235,19 +250,36 @@ fn fnv(text: &str) -> u64 {
     h
 }
 
-/// Graceful drain (see the module documentation). Bounded: about [`IN_FLIGHT_WAIT`] +
-/// `storeTimeout` + [`CLOSE_WAIT`] at worst.
+/// Graceful drain (see the module documentation). Bounded as a whole, with the shutdown's
+/// last record writes ([`DrainState::store_wait`]): [`IN_FLIGHT_WAIT`] + `storeTimeout` +
+/// [`CLOSE_WAIT`] at worst. A node that cannot reach NATS (the connection down for
+/// [`RECONNECT_GRACE`], or its quorum lost) hands nothing over: it closes its connections
+/// and exits, and its sessions are taken over as a dead node's (`nodeTimeout`).
 pub async fn drain(inner: &Arc<Inner>) {
     if inner.drain.draining.swap(true, Ordering::AcqRel) {
         return;
     }
     let started = Instant::now();
-    tracing::info!(node = %inner.node_id, "draining: handing every session over to the other nodes");
-    super::node::announce(inner).await;
-    let _ = tokio::time::timeout(Duration::from_millis(250), inner.client.flush()).await;
-    wait_in_flight(inner).await;
-    let in_flight_left = in_flight(inner);
-    let released = release_all(inner).await;
+    *inner.drain.deadline.lock() =
+        Some(started + IN_FLIGHT_WAIT + inner.store_timeout + CLOSE_WAIT);
+    let reachable = nats_reachable(inner).await;
+    let (in_flight_left, released) = if reachable {
+        tracing::info!(node = %inner.node_id, "draining: handing every session over to the other nodes");
+        super::node::announce(inner).await;
+        let _ = tokio::time::timeout(Duration::from_millis(250), inner.client.flush()).await;
+        wait_in_flight(inner).await;
+        (in_flight(inner), release_all(inner).await)
+    } else {
+        // Nothing can be written: the records keep this node as owner, and the other nodes
+        // take the sessions over once its heartbeats stop.
+        *inner.drain.deadline.lock() = Some(Instant::now());
+        tracing::warn!(
+            node = %inner.node_id,
+            "draining without NATS (connection down or quorum lost): no session handed over; \
+             the other nodes take them over after nodeTimeout"
+        );
+        (in_flight(inner), 0)
+    };
     let Some(core) = inner.core() else {
         return;
     };
@@ -259,7 +291,9 @@ pub async fn drain(inner: &Arc<Inner>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     inner.drain.finished.store(true, Ordering::Release);
-    super::node::farewell(inner).await;
+    if reachable {
+        super::node::farewell(inner).await;
+    }
     tracing::info!(
         node = %inner.node_id,
         sessions_released = released,
@@ -267,6 +301,17 @@ pub async fn drain(inner: &Arc<Inner>) {
         drain_ms = started.elapsed().as_millis() as u64,
         "drained"
     );
+}
+
+/// Whether this node can write to the cluster store: its NATS connection is up (or comes
+/// back within [`RECONNECT_GRACE`]) and its quorum answers.
+async fn nats_reachable(inner: &Inner) -> bool {
+    let connected = || inner.client.connection_state() == async_nats::connection::State::Connected;
+    let deadline = Instant::now() + RECONNECT_GRACE;
+    while !connected() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    connected() && inner.is_available()
 }
 
 /// QoS 1 messages sent to connected local sessions and not acknowledged yet.
@@ -336,17 +381,15 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
     };
     let key = client_key(&client_id);
     let bytes = record.encode();
+    let wait = inner.drain.store_wait(inner.store_timeout);
     let written = if revision == 0 {
-        tokio::time::timeout(inner.store_timeout, inner.sessions_kv.create(&key, bytes))
+        tokio::time::timeout(wait, inner.sessions_kv.create(&key, bytes))
             .await
             .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
     } else {
-        tokio::time::timeout(
-            inner.store_timeout,
-            inner.sessions_kv.update(&key, bytes, revision),
-        )
-        .await
-        .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        tokio::time::timeout(wait, inner.sessions_kv.update(&key, bytes, revision))
+            .await
+            .map(|r| r.map(|_| ()).map_err(|e| e.to_string()))
     };
     match written {
         Ok(Ok(())) => {

@@ -73,7 +73,7 @@ pub async fn farewell(inner: &Inner) {
     let put = inner
         .nodes_kv
         .put(key(&inner.node_id), heartbeat_at(inner, 0));
-    if tokio::time::timeout(inner.store_timeout, put)
+    if tokio::time::timeout(inner.drain.store_wait(inner.store_timeout), put)
         .await
         .is_err()
     {

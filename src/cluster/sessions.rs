@@ -1344,6 +1344,7 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
         }
         tracker.sessions.keys().cloned().collect()
     };
+    let inner_for_wait = inner.clone();
     let inner = inner.clone();
     let flush = async move {
         super::wills::finish_deletes(&inner).await;
@@ -1362,7 +1363,14 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
+                // What the drain's deadline leaves (nothing when NATS was out of reach).
+                let wait = inner_for_wait.drain.store_wait(Duration::from_secs(5));
+                if tokio::time::timeout(wait, flush).await.is_err() {
+                    tracing::warn!(
+                        "cluster: session records not all written at shutdown; their \
+                         sessions resume from the last written record"
+                    );
+                }
             })
         });
     } else {

@@ -245,3 +245,37 @@ async fn the_server_reference_is_the_connectors_published_address() {
         "Server Reference"
     );
 }
+
+/// A SIGTERMed node that cannot reach any nats-server hands nothing over and exits within
+/// its reconnect grace and close wait: it does not wait `storeTimeout` for each record,
+/// heartbeat and last flush that cannot be written (three times the default 5 s before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_nats_servers_are_gone_exits_promptly_on_sigterm() {
+    // Default storeTimeout (5 s), so that a wait on a store write shows.
+    let attributes = r#"replicas="3" messageShards="2" heartbeatInterval="200ms" quorumLossTimeout="1500ms" nodeTimeout="2s""#;
+    let Some(mut rig) = Rig::start(1, attributes).await else {
+        return;
+    };
+    let (mut holder, _) = v5_ok(rig.addr(0), "gone-holder", false, Some(300)).await;
+    holder.subscribe(1, &[("gone/#", QoS::AtLeastOnce)]).await;
+    for i in 0..3 {
+        rig.nats.kill(i);
+    }
+    let termed = Instant::now();
+    rig.nodes[0].send_term();
+    let status = tokio::task::block_in_place(|| rig.nodes[0].wait_exit(STEP * 2));
+    let took = termed.elapsed();
+    eprintln!("exited {took:?} after the SIGTERM: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "a drain with nothing to write to took {took:?}"
+    );
+    assert!(
+        holder.closed_within(STEP).await.is_some(),
+        "the client's connection closed"
+    );
+}

@@ -346,13 +346,15 @@ where
                     ..Properties::default()
                 })
             });
+            // A drain's refusal is the node shutting down, not its store failing.
+            let metric = if backplane.is_draining() {
+                Reason::ServerShutdown
+            } else {
+                Reason::StoreUnavailable
+            };
             return Err(refuse_with(writer, version, reason, why, properties)
                 .await
-                .by(
-                    &client_id,
-                    connect.username.as_deref(),
-                    Some(Reason::StoreUnavailable),
-                ));
+                .by(&client_id, connect.username.as_deref(), Some(metric)));
         }
     }
 

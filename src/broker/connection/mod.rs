@@ -152,13 +152,16 @@ pub(crate) enum CloseReason {
     /// An administrator closed the connection from the console (DISCONNECT 0x98 to an
     /// MQTT 5 client; the will is published, as for any close the client did not ask for).
     AdministrativeAction,
-    /// A QoS the broker does not serve now (QoS 2 in a cluster, which announces Maximum
-    /// QoS 1): MQTT 5 gets DISCONNECT 0x9B (3.2.2-11), MQTT 3 a closed connection.
+    /// A QoS the broker does not serve now (QoS 2 from a backplane whose Maximum QoS is
+    /// lower): MQTT 5 gets DISCONNECT 0x9B (3.2.2-11), MQTT 3 a closed connection.
     QosNotSupported,
-    /// A cluster node lost its shared engine's quorum: a client holding a persistent session
-    /// is sent away (MQTT 5 DISCONNECT 0x9C, Use another server; MQTT 3 a closed connection)
-    /// so that it resumes on a node that can keep its messages.
-    UseAnotherServer,
+    /// A cluster node drains (`draining`: SIGTERM, its sessions handed over) or lost its
+    /// shared engine's quorum: the client is sent away (MQTT 5 DISCONNECT 0x9C, Use another
+    /// server, with a Server Reference; MQTT 3 a closed connection) so that it resumes on a
+    /// node that can keep its messages.
+    UseAnotherServer {
+        draining: bool,
+    },
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
     /// 3.1.1 3.1.2.5: the will is published whenever the connection closes without one).
     ServerShutdown,
@@ -190,7 +193,8 @@ impl CloseReason {
             | CloseReason::ReceiveMaximumExceeded(_)
             | CloseReason::QosNotSupported
             | CloseReason::TopicTooLong(_) => Reason::ProtocolError,
-            CloseReason::UseAnotherServer => Reason::StoreUnavailable,
+            CloseReason::UseAnotherServer { draining: true } => Reason::ServerShutdown,
+            CloseReason::UseAnotherServer { draining: false } => Reason::StoreUnavailable,
             CloseReason::AuthenticationFailed(_) => Reason::ReauthFailed,
             CloseReason::TakenOver => Reason::TakenOver,
             CloseReason::AdministrativeAction => Reason::AdminDisconnect,
@@ -221,7 +225,7 @@ impl CloseReason {
             }
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
             CloseReason::QosNotSupported => Some(ReasonCode::QoSNotSupported.code()),
-            CloseReason::UseAnotherServer => Some(ReasonCode::UseAnotherServer.code()),
+            CloseReason::UseAnotherServer { .. } => Some(ReasonCode::UseAnotherServer.code()),
             CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
             CloseReason::Internal(_) => Some(ReasonCode::ImplementationSpecificError.code()),
             CloseReason::ClientDisconnect
@@ -277,9 +281,12 @@ impl std::fmt::Display for CloseReason {
             }
             CloseReason::ServerShutdown => f.write_str("broker shutting down"),
             CloseReason::QosNotSupported => {
-                f.write_str("QoS 2 PUBLISH: this cluster serves QoS 0 and 1 (Maximum QoS 1)")
+                f.write_str("QoS 2 PUBLISH: the store serves QoS 0 and 1 (Maximum QoS 1)")
             }
-            CloseReason::UseAnotherServer => f.write_str(
+            CloseReason::UseAnotherServer { draining: true } => f.write_str(
+                "this node is draining (shutting down), its sessions handed over: use another server",
+            ),
+            CloseReason::UseAnotherServer { draining: false } => f.write_str(
                 "the cluster store's quorum is unreachable from this node: use another server",
             ),
             CloseReason::NoSpace => f.write_str(
@@ -981,12 +988,14 @@ impl Conn {
         let key = crate::broker::clients::ClientKey::Mqtt(self.token.generation);
         if self.core.clients.kicked_by_admin(key) {
             CloseReason::AdministrativeAction
-        } else if self
+        } else if let Some(backplane) = self
             .core
             .backplane()
-            .is_some_and(|b| b.is_draining() || (self.session.is_persistent() && !b.is_available()))
+            .filter(|b| b.is_draining() || (self.session.is_persistent() && !b.is_available()))
         {
-            CloseReason::UseAnotherServer
+            CloseReason::UseAnotherServer {
+                draining: backplane.is_draining(),
+            }
         } else {
             CloseReason::TakenOver
         }
@@ -1015,7 +1024,9 @@ impl Conn {
             return Err(CloseReason::NoSpace);
         }
         if ready.close_unkept {
-            return Err(CloseReason::UseAnotherServer);
+            return Err(CloseReason::UseAnotherServer {
+                draining: self.core.backplane().is_some_and(|b| b.is_draining()),
+            });
         }
         Ok(())
     }
@@ -1320,7 +1331,7 @@ impl Conn {
                 // DISCONNECT goes out here.
                 self.output.out.clear();
             }
-            let properties = matches!(reason, CloseReason::UseAnotherServer)
+            let properties = matches!(reason, CloseReason::UseAnotherServer { .. })
                 .then(|| self.server_reference())
                 .flatten();
             let _ = self.send(Packet::Disconnect(Disconnect {

@@ -392,3 +392,18 @@ async fn a_publish_the_engine_refuses_is_acknowledged_only_once_a_retry_is_kept(
     };
     assert_eq!(&delivered.payload[..], b"kept");
 }
+
+/// A drain's "Use another server" is the node shutting down in the access log and the
+/// metrics; a lost quorum's is the store being unavailable. Both send DISCONNECT 0x9C.
+#[test]
+fn a_drain_is_logged_as_a_shutdown_and_a_lost_quorum_as_the_store() {
+    use super::CloseReason;
+    use crate::metrics::Reason;
+    let drained = CloseReason::UseAnotherServer { draining: true };
+    let unkept = CloseReason::UseAnotherServer { draining: false };
+    assert_eq!(drained.metric_reason(), Reason::ServerShutdown);
+    assert_eq!(unkept.metric_reason(), Reason::StoreUnavailable);
+    assert_eq!(drained.server_disconnect_code(), Some(0x9C));
+    assert_eq!(unkept.server_disconnect_code(), Some(0x9C));
+    assert!(drained.to_string().contains("draining"), "{drained}");
+}
