@@ -471,6 +471,7 @@ fn config_file(positional: Option<&PathBuf>, option: Option<&PathBuf>) -> PathBu
 fn check(args: CheckArgs) -> ExitCode {
     let file = config_file(args.file.as_ref(), args.config.as_ref());
     let mut loaded = config::load_file(&file, &args.props.load_options());
+    let mut online = config::report::Online::default();
     // What `run` builds before serving (TLS, security, the store directory), when the file
     // itself is valid: a check that passes means a start that gets as far as binding.
     if let Some(config) = loaded
@@ -491,7 +492,9 @@ fn check(args: CheckArgs) -> ExitCode {
                     if args.online {
                         found
                             .extend(runtime.block_on(crate::broker::preflight::try_online(config)));
-                        found.extend(runtime.block_on(crate::cluster::probe::check(config)));
+                        let nats = runtime.block_on(crate::cluster::probe::check(config));
+                        found.extend(nats.diagnostics);
+                        online.nats_max_payload = nats.max_payload;
                     }
                 }
                 Err(e) => found.push(config::Diagnostic::error(
@@ -503,8 +506,8 @@ fn check(args: CheckArgs) -> ExitCode {
         loaded.diagnostics.extend(found);
     }
     let output = match args.format {
-        Format::Text => config::report::text(&loaded),
-        Format::Json => config::report::json(&loaded),
+        Format::Text => config::report::text_with(&loaded, online),
+        Format::Json => config::report::json_with(&loaded, online),
     };
     print!("{output}");
     let failed = loaded.diagnostics.has_errors()

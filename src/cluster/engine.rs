@@ -274,9 +274,6 @@ impl ClusterEngine {
     }
 }
 
-/// Bytes of NATS's max_payload kept for the frame around a message (see `codec.rs`).
-const FRAME_MARGIN: usize = 1024;
-
 /// How long one setup request (create a stream or bucket) may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a node keeps trying to set the assets up at its start.
@@ -645,11 +642,7 @@ impl Backplane for ClusterEngine {
     fn maximum_message_bytes(&self) -> usize {
         // NATS's max_payload (1 MiB by default) less room for the frame around the message
         // (origin, publisher client id, lengths).
-        self.inner
-            .client
-            .server_info()
-            .max_payload
-            .saturating_sub(FRAME_MARGIN)
+        JetStreamSettings::max_message_bytes(self.inner.client.server_info().max_payload)
     }
 }
 

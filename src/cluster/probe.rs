@@ -36,6 +36,8 @@ pub struct ProbeReport {
     pub cluster_size: Option<usize>,
     /// `replicas` of the configuration.
     pub replicas: usize,
+    /// The server's `max_payload` (bytes): what the node's messages are capped by.
+    pub max_payload: usize,
 }
 
 impl ProbeReport {
@@ -155,6 +157,7 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
             (Some(_), n) => Some(n),
         },
         replicas: settings.replicas,
+        max_payload: info.max_payload,
     })
 }
 
@@ -176,16 +179,27 @@ fn known_servers(info: &async_nats::ServerInfo) -> usize {
     known_urls(info).len()
 }
 
-/// The probe as `check` diagnostics, at the `<ferromq:jetStream>` element: a note with what
-/// was found, an error when the node could not run there. Nothing for a configuration that
-/// is not a cluster node.
-pub async fn check(config: &Config) -> Vec<Diagnostic> {
+/// What `check --online` found at the NATS servers.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// A note with what was found, an error when the node could not run there.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The `max_payload` the server announced, when one answered.
+    pub max_payload: Option<usize>,
+}
+
+/// The probe as `check` diagnostics, at the `<ferromq:jetStream>` element. Nothing for a
+/// configuration that is not a cluster node.
+pub async fn check(config: &Config) -> Checked {
     let Persistence::JetStream(settings) = &config.persistence else {
-        return Vec::new();
+        return Checked::default();
     };
     let at = config.persistence_span.clone();
     match probe(settings).await {
-        Err(e) => vec![Diagnostic::error(at, e.to_string()).with_hint(e.hint())],
+        Err(e) => Checked {
+            diagnostics: vec![Diagnostic::error(at, e.to_string()).with_hint(e.hint())],
+            max_payload: None,
+        },
         Ok(report) => {
             let cluster = match (&report.cluster_name, report.cluster_size) {
                 (Some(name), Some(size)) => format!("NATS cluster `{name}` of {size} server(s)"),
@@ -198,11 +212,12 @@ pub async fn check(config: &Config) -> Vec<Diagnostic> {
                 at.clone(),
                 format!(
                     "connected to NATS server `{}` at {} (version {}); JetStream enabled; {cluster}; \
-                     replicas {}",
+                     replicas {}; max_payload {} bytes",
                     report.server_name,
                     report.connected_server,
                     report.version,
-                    report.replicas
+                    report.replicas,
+                    report.max_payload
                 ),
             )];
             if !report.replicas_fit() {
@@ -219,7 +234,10 @@ pub async fn check(config: &Config) -> Vec<Diagnostic> {
                     .with_hint("lower replicas to the number of NATS servers, or add servers"),
                 );
             }
-            found
+            Checked {
+                diagnostics: found,
+                max_payload: Some(report.max_payload),
+            }
         }
     }
 }

@@ -919,6 +919,19 @@ impl JetStreamSettings {
     pub const DEFAULT_QUORUM_LOSS_TIMEOUT_MS: u64 = 10_000;
     pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
     pub const DEFAULT_NODE_TIMEOUT_MS: u64 = 10_000;
+    /// nats-server's default `max_payload` (1 MiB): the largest message it carries unless its
+    /// configuration says otherwise.
+    pub const NATS_DEFAULT_MAX_PAYLOAD: usize = 1 << 20;
+    /// Bytes of NATS's `max_payload` a node keeps for the frame around an MQTT message (origin,
+    /// publisher client id, lengths; `cluster/codec.rs`).
+    pub const MESSAGE_FRAME_MARGIN: usize = 1024;
+
+    /// The largest MQTT message (topic and payload bytes) a node carries over NATS servers
+    /// whose `max_payload` is `max_payload`: what it announces as Maximum Packet Size (as a
+    /// Remaining Length) and the PUBLISH above which it closes the connection.
+    pub fn max_message_bytes(max_payload: usize) -> usize {
+        max_payload.saturating_sub(Self::MESSAGE_FRAME_MARGIN)
+    }
 
     /// Settings with every default and these servers.
     pub fn with_servers(servers: Vec<String>) -> JetStreamSettings {

@@ -13,16 +13,29 @@ use serde::Serialize;
 
 use super::diagnostic::Severity;
 use super::model::{
-    Authentication, AuthzEntry, Config, JaasAuth, KeyMaterial, Listener, LoginModuleKind,
-    Persistence, PrincipalKind, Protocol, SharedStrategy, StoreKind,
+    Authentication, AuthzEntry, Config, JaasAuth, JetStreamSettings, KeyMaterial, Listener,
+    LoginModuleKind, Persistence, PrincipalKind, Protocol, SharedStrategy, StoreKind,
 };
 use super::{properties, Loaded};
 
+/// What `check --online` learned from the servers the configuration names, where the
+/// summary shows it instead of a default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Online {
+    /// NATS's `max_payload` (bytes) as the server the probe reached announced it.
+    pub nats_max_payload: Option<usize>,
+}
+
 /// Human-readable report.
 pub fn text(loaded: &Loaded) -> String {
+    text_with(loaded, Online::default())
+}
+
+/// [`text`] with what `check --online` learned.
+pub fn text_with(loaded: &Loaded, online: Online) -> String {
     let mut out = loaded.diagnostics.to_string();
     match &loaded.config {
-        Some(config) => render_summary(&mut out, &Summary::of(config)),
+        Some(config) => render_summary(&mut out, &Summary::with(config, online)),
         None if loaded.diagnostics.has_errors() => {}
         None => out.push_str("nothing to summarise\n"),
     }
@@ -33,6 +46,11 @@ pub fn text(loaded: &Loaded) -> String {
 
 /// `{"valid": bool, "diagnostics": [...], "summary": {...} | null}`.
 pub fn json(loaded: &Loaded) -> String {
+    json_with(loaded, Online::default())
+}
+
+/// [`json`] with what `check --online` learned.
+pub fn json_with(loaded: &Loaded, online: Online) -> String {
     let diagnostics: Vec<JsonDiagnostic<'_>> = loaded
         .diagnostics
         .0
@@ -52,7 +70,7 @@ pub fn json(loaded: &Loaded) -> String {
         "errors": errors,
         "warnings": warnings,
         "diagnostics": diagnostics,
-        "summary": loaded.config.as_ref().map(Summary::of),
+        "summary": loaded.config.as_ref().map(|c| Summary::with(c, online)),
     });
     let mut text = value.to_string();
     text.push('\n');
@@ -123,6 +141,9 @@ pub struct ListenerSummary {
     /// `None`: no timeout (or the inactivity monitor is off). Resolved as above.
     pub connect_attempt_timeout_ms: Option<u64>,
     pub max_frame_size_bytes: u64,
+    /// A cluster node's MQTT listener: the smaller cap NATS puts on a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_cap: Option<ClusterCap>,
     /// `None`: unlimited.
     pub maximum_connections: Option<u32>,
     pub inactivity_monitor: bool,
@@ -132,6 +153,19 @@ pub struct ListenerSummary {
     /// The STOMP options, on connectors that serve STOMP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stomp: Option<StompSummary>,
+}
+
+/// The largest MQTT message a cluster node carries: NATS's `max_payload` less the frame
+/// around the message. Below `wireFormat.maxFrameSize` it is the listener's real limit (the
+/// CONNACK announces it, a larger PUBLISH closes the connection).
+#[derive(Debug, Serialize)]
+pub struct ClusterCap {
+    /// The servers' `max_payload`: as `check --online` read it, else nats-server's default.
+    pub nats_max_payload_bytes: u64,
+    /// `true` when read from a server (`check --online`), `false` for the default.
+    pub probed: bool,
+    /// Topic and payload bytes of the largest PUBLISH the node accepts.
+    pub max_message_bytes: u64,
 }
 
 /// A STOMP-serving connector's options as the connection applies them.
@@ -218,6 +252,11 @@ fn cluster(node_id: &str, js: &crate::config::model::JetStreamSettings) -> Clust
 
 impl Summary {
     pub fn of(config: &Config) -> Summary {
+        Summary::with(config, Online::default())
+    }
+
+    /// [`Summary::of`] with what `check --online` learned.
+    pub fn with(config: &Config, online: Online) -> Summary {
         let mut limits = BTreeMap::new();
         let l = &config.limits;
         for (name, value) in [
@@ -235,7 +274,11 @@ impl Summary {
         }
         Summary {
             broker_name: config.broker.broker_name.clone(),
-            listeners: config.listeners.iter().map(listener).collect(),
+            listeners: config
+                .listeners
+                .iter()
+                .map(|l| listener(l, cluster_cap(config, online)))
+                .collect(),
             tls: config.ssl.as_ref().map(|s| TlsSummary {
                 key_store: s.key_store.as_ref().map(material),
                 trust_store: s.trust_store.as_ref().map(material),
@@ -339,7 +382,22 @@ fn console_line(c: &crate::config::model::ConsoleConfig) -> String {
     )
 }
 
-fn listener(l: &Listener) -> ListenerSummary {
+/// The cap NATS puts on a cluster node's messages; `None` without a cluster.
+fn cluster_cap(config: &Config, online: Online) -> Option<ClusterCap> {
+    if !matches!(config.persistence, Persistence::JetStream(_)) {
+        return None;
+    }
+    let max_payload = online
+        .nats_max_payload
+        .unwrap_or(JetStreamSettings::NATS_DEFAULT_MAX_PAYLOAD);
+    Some(ClusterCap {
+        nats_max_payload_bytes: max_payload as u64,
+        probed: online.nats_max_payload.is_some(),
+        max_message_bytes: JetStreamSettings::max_message_bytes(max_payload) as u64,
+    })
+}
+
+fn listener(l: &Listener, cluster_cap: Option<ClusterCap>) -> ListenerSummary {
     let host = if l.host.contains(':') {
         format!("[{}]", l.host)
     } else {
@@ -355,6 +413,10 @@ fn listener(l: &Listener) -> ListenerSummary {
         max_keep_alive_secs: l.inactivity.max_keep_alive_secs,
         connect_attempt_timeout_ms: l.inactivity.connect_attempt_timeout.map(millis),
         max_frame_size_bytes: o.max_frame_size_bytes,
+        // STOMP frames have their own limit; the cap binds only below maxFrameSize.
+        cluster_cap: cluster_cap.filter(|cap| {
+            l.scheme.serves(Protocol::Mqtt) && cap.max_message_bytes < o.max_frame_size_bytes
+        }),
         maximum_connections: o.maximum_connections,
         inactivity_monitor: l.inactivity.monitored,
         client_certificates: match (l.scheme.is_tls(), o.need_client_auth, o.want_client_auth) {
@@ -569,14 +631,33 @@ fn render_summary(out: &mut String, s: &Summary) {
             );
             continue;
         }
+        let max_frame = l
+            .cluster_cap
+            .as_ref()
+            .map_or(l.max_frame_size_bytes, |cap| cap.max_message_bytes);
         let _ = writeln!(
             out,
             "    {}: {}://{} (default keep-alive {keep_alive}, connect timeout {timeout}, max frame {}, max connections {max_conn}{certificates})",
             l.name,
             l.scheme,
             l.address,
-            human_bytes(l.max_frame_size_bytes),
+            human_bytes(max_frame),
         );
+        if let Some(cap) = &l.cluster_cap {
+            let _ = writeln!(
+                out,
+                "      max frame capped by the cluster: NATS max_payload {} ({}) less {} of frame; \
+                 wireFormat.maxFrameSize {}",
+                human_bytes(cap.nats_max_payload_bytes),
+                if cap.probed {
+                    "as the server announced it"
+                } else {
+                    "nats-server's default; check --online reads the servers' value"
+                },
+                human_bytes(JetStreamSettings::MESSAGE_FRAME_MARGIN as u64),
+                human_bytes(l.max_frame_size_bytes),
+            );
+        }
         if let Some(stomp) = stomp {
             let _ = writeln!(out, "      STOMP by sub-protocol: {stomp}");
         }

@@ -421,6 +421,16 @@ fn check_reports_the_cluster_node() {
         "{text}"
     );
     assert!(!text.contains("s3cret"), "{text}");
+    // The MQTT listener's real cap is NATS's max_payload (1 MiB unless the servers say
+    // otherwise) less the frame around a message, not wireFormat.maxFrameSize.
+    assert!(
+        text.contains("mqtt: mqtt://127.0.0.1:1883 (default keep-alive none, connect timeout 30000 ms, max frame 1023 KiB,"),
+        "{text}"
+    );
+    assert!(
+        text.contains("max frame capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; wireFormat.maxFrameSize 256 MiB"),
+        "{text}"
+    );
     let (ok, json) = check(&file, &["--format", "json"]);
     assert!(ok, "{json}");
     let value: serde_json::Value = serde_json::from_str(&json).expect("json");
@@ -430,6 +440,10 @@ fn check_reports_the_cluster_node() {
     assert_eq!(cluster["replicas"], 3);
     assert_eq!(cluster["message_shards"], 4);
     assert_eq!(cluster["servers"][1], "nats://10.0.0.2:4222");
+    let cap = &value["summary"]["listeners"][0]["cluster_cap"];
+    assert_eq!(cap["max_message_bytes"], 1_047_552);
+    assert_eq!(cap["nats_max_payload_bytes"], 1_048_576);
+    assert_eq!(cap["probed"], false);
     assert!(!json.contains("s3cret"), "{json}");
 
     // An error exits 1 and is printed with its position.

@@ -126,6 +126,35 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
     assert!(ok, "{text}");
 }
 
+/// `check --online` gives the MQTT listener the cap of the `max_payload` the server announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_caps_the_max_frame_by_the_servers_max_payload() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let nats = NatsCluster::start_with(1, "max_payload: 2MB").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    let servers_attr = nats.servers_attribute();
+    std::fs::write(
+        &file,
+        cluster_xml(
+            "",
+            &format!(r#"<fmq:jetStream servers="{servers_attr}" replicas="1"/>"#),
+        ),
+    )
+    .expect("write");
+    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
+        .await
+        .expect("check");
+    assert!(ok, "{text}");
+    assert!(text.contains("max frame 2047 KiB,"), "{text}");
+    assert!(
+        text.contains("max frame capped by the cluster: NATS max_payload 2 MiB (as the server announced it) less 1 KiB of frame"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn a_single_server_is_not_a_cluster_for_three_replicas() {
     if nats_server_or_skip().is_none() {

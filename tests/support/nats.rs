@@ -133,6 +133,12 @@ impl NatsCluster {
     /// and wait until every one is healthy and JetStream answers ([`READY_WITHIN`]).
     /// Panics without a nats-server: call [`nats_server_or_skip`] first.
     pub async fn start(n: usize) -> NatsCluster {
+        NatsCluster::start_with(n, "").await
+    }
+
+    /// [`NatsCluster::start`] with `extra` appended to every server's configuration (e.g.
+    /// `max_payload: 2MB`).
+    pub async fn start_with(n: usize, extra: &str) -> NatsCluster {
         let binary = nats_server_binary().expect(SKIP_MESSAGE);
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
         let ports = free_ports(3 * n);
@@ -158,8 +164,8 @@ impl NatsCluster {
             .map(|s| format!("nats-route://127.0.0.1:{}", s.cluster_port))
             .collect();
         for server in &servers {
-            std::fs::write(&server.config, config_text(server, &routes, n > 1))
-                .expect("write nats-server config");
+            let text = config_text(server, &routes, n > 1) + extra + "\n";
+            std::fs::write(&server.config, text).expect("write nats-server config");
         }
         let mut cluster = NatsCluster {
             binary,

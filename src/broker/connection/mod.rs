@@ -235,6 +235,31 @@ impl CloseReason {
         }
     }
 
+    /// What the log says about this close: its `Display`, except for a packet above a cluster
+    /// node's cap (`cluster_max`: NATS's `max_payload` less the frame around a message), whose
+    /// hint names `max_payload`: raising `wireFormat.maxFrameSize` (`listener_max`) cannot
+    /// lift it.
+    fn describe(&self, cluster_max: Option<usize>, listener_max: usize) -> String {
+        match (self, cluster_max) {
+            (CloseReason::Malformed(DecodeError::TooLarge { size, .. }), Some(cap))
+                if *size > cap =>
+            {
+                let also = if *size > listener_max {
+                    ", and wireFormat.maxFrameSize"
+                } else {
+                    ""
+                };
+                format!(
+                    "packet of {size} bytes exceeds the maximum of {cap} bytes this cluster node \
+                     carries (NATS's max_payload less {} bytes of frame; raise max_payload in \
+                     the NATS servers' configuration{also} to accept it)",
+                    crate::config::JetStreamSettings::MESSAGE_FRAME_MARGIN
+                )
+            }
+            _ => self.to_string(),
+        }
+    }
+
     fn is_protocol_error(&self) -> bool {
         matches!(
             self,
@@ -1310,7 +1335,11 @@ impl Conn {
         );
         if reason.is_protocol_error() {
             self.core.counters.protocol_errors();
-            tracing::info!("closing: {reason}");
+            let cluster_max = self.core.backplane().map(|b| b.maximum_message_bytes());
+            tracing::info!(
+                "closing: {}",
+                reason.describe(cluster_max, self.listener.max_frame_size_bytes())
+            );
         } else {
             tracing::debug!("closing: {reason}");
         }

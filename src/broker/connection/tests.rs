@@ -407,3 +407,47 @@ fn a_drain_is_logged_as_a_shutdown_and_a_lost_quorum_as_the_store() {
     assert_eq!(unkept.server_disconnect_code(), Some(0x9C));
     assert!(drained.to_string().contains("draining"), "{drained}");
 }
+
+/// A PUBLISH above a cluster node's cap is logged with a hint that names NATS's
+/// `max_payload`, not `wireFormat.maxFrameSize` (which cannot lift the cap); elsewhere, and
+/// below the cap, the codec's own hint stands.
+#[test]
+fn a_publish_above_the_cluster_cap_names_max_payload() {
+    use super::CloseReason;
+    use crate::protocol::DecodeError;
+    let cap = 1_047_552;
+    let listener_max = 256 << 20;
+    let over_cap = CloseReason::Malformed(DecodeError::TooLarge {
+        size: 2_000_000,
+        max: cap,
+    });
+    let text = over_cap.describe(Some(cap), listener_max);
+    assert!(
+        text.contains("raise max_payload in the NATS servers' configuration to accept it"),
+        "{text}"
+    );
+    assert!(
+        text.contains("2000000 bytes") && text.contains("1047552 bytes"),
+        "{text}"
+    );
+    assert!(!text.contains("maxFrameSize"), "{text}");
+    // Above both: both are named.
+    let over_both = over_cap.describe(Some(cap), 1_000_000);
+    assert!(
+        over_both.contains("max_payload") && over_both.contains("wireFormat.maxFrameSize"),
+        "{over_both}"
+    );
+    // A single node: raise maxFrameSize.
+    let single = over_cap.describe(None, 1_000_000);
+    assert!(single.contains("raise wireFormat.maxFrameSize"), "{single}");
+    // Above a listener limit below the cap: maxFrameSize is the one to raise.
+    let under_cap = CloseReason::Malformed(DecodeError::TooLarge {
+        size: 5000,
+        max: 4096,
+    });
+    let text = under_cap.describe(Some(cap), 4096);
+    assert!(
+        text.contains("raise wireFormat.maxFrameSize") && !text.contains("max_payload"),
+        "{text}"
+    );
+}
