@@ -93,18 +93,34 @@ impl Substitution<'_, '_> {
             resolve_quietly(element, &self.environment_only);
             return;
         }
+        let element_name = element.name.as_str();
+        let property_name = element.attr_value("name").map(str::to_owned);
+        let property_name = property_name.as_deref();
         for attr in &mut element.attrs {
             if resolver::has_unclosed_placeholder(&attr.raw) {
-                self.diagnostics.push(
+                // Not the value itself in the message: it may be a password.
+                let named = path_name(element_name, property_name, &attr.name);
+                let found = if is_path(named, &attr.raw) {
+                    // Spring would leave it as written: the broker would then create and use
+                    // a directory (or look for a file) of that literal name.
+                    Diagnostic::error(
+                        attr.value_span.clone(),
+                        format!(
+                            "a `${{` in the path `{named}` is never closed: Spring would use it as \
+                             written, a file or directory named with the `${{`"
+                        ),
+                    )
+                } else {
                     Diagnostic::warning(
                         attr.value_span.clone(),
-                        // Not the value itself: it may be a password.
                         format!(
                             "a `${{` in the value of `{}` is never closed: left as written, as Spring does",
                             attr.name
                         ),
                     )
-                    .with_hint("close the placeholder: `${name}` or `${name:default}`"),
+                };
+                self.diagnostics.push(
+                    found.with_hint("close the placeholder with }: `${name}` or `${name:default}`"),
                 );
             }
             match self.resolver.resolve(&attr.raw) {
@@ -145,6 +161,34 @@ impl Substitution<'_, '_> {
         };
         self.diagnostics.push(diagnostic.with_hint(hint));
     }
+}
+
+/// What an attribute of `element` (whose `name` attribute is `property`) sets: its own name,
+/// or for a Spring `<property name="..." value="...">` the property's name.
+fn path_name<'a>(element: &str, property: Option<&'a str>, attribute: &'a str) -> &'a str {
+    match (element, property) {
+        ("property", Some(property)) if attribute == "value" => property,
+        _ => attribute,
+    }
+}
+
+/// Whether the attribute or property `name` with the value `raw` names a file or directory:
+/// a data or store directory (`dataDirectory`, `<kahaDB directory>`, ...), key and trust
+/// stores, ferromq's key, credentials and realm files, or any `file:` location. An unclosed
+/// `${` there is an error: the broker would create or read a path of that literal name.
+fn is_path(name: &str, raw: &str) -> bool {
+    const FILE_ATTRIBUTES: [&str; 6] = [
+        "directoryArchive",
+        "keyStore",
+        "trustStore",
+        "keyFile",
+        "credentials",
+        "realm",
+    ];
+    name == "directory"
+        || name.ends_with("Directory")
+        || FILE_ATTRIBUTES.contains(&name)
+        || raw.trim_start().starts_with("file:")
 }
 
 /// Resolve what can be resolved and leave the rest literal (errors in a configurer's own

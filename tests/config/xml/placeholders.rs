@@ -154,6 +154,57 @@ fn an_unclosed_placeholder_is_a_warning_at_the_attribute_value_that_hides_it() {
 }
 
 #[test]
+fn an_unclosed_placeholder_in_a_path_is_an_error_at_its_value() {
+    let xml = with_configurer(
+        "",
+        "  <broker dataDirectory=\"${activemq.data\">\n\
+           <kahaDB directory=\"${activemq.data/kahadb\"/>\n\
+           <sslContext keyStore=\"file:${activemq.conf/broker.ks\" trustStore=\"${t\"/>\n\
+           <bean><property name=\"tmpDataDirectory\" value=\"${x\"/></bean>\n\
+           <x brokerName=\"n${b\"/>\n\
+         </broker>",
+    );
+    let (_, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
+    let errors: Vec<_> = diagnostics.errors().collect();
+    let at: Vec<(u32, u32)> = errors
+        .iter()
+        .map(|e| (position(e).1, position(e).2))
+        .collect();
+    assert_eq!(
+        at,
+        vec![(5, 26), (6, 20), (7, 23), (7, 67), (8, 48)],
+        "{diagnostics}"
+    );
+    for error in &errors {
+        assert!(
+            error.message.contains("is never closed"),
+            "{}",
+            error.message
+        );
+        let hint = error.hint.as_deref().expect("hint");
+        assert!(hint.starts_with("close the placeholder with }"), "{hint}");
+    }
+    assert!(
+        errors[1].message.contains("the path `directory`"),
+        "{}",
+        errors[1].message
+    );
+    assert!(
+        errors[4].message.contains("the path `tmpDataDirectory`"),
+        "{}",
+        errors[4].message
+    );
+    // Free text stays a warning.
+    let warnings: Vec<_> = diagnostics.warnings().collect();
+    assert_eq!(warnings.len(), 1, "{diagnostics}");
+    assert!(
+        warnings[0].message.contains("`brokerName`"),
+        "{}",
+        warnings[0].message
+    );
+}
+
+#[test]
 fn ignore_unresolvable_placeholders_keeps_them_literal() {
     let xml = with_configurer(
         "    <property name=\"ignoreUnresolvablePlaceholders\" value=\"true\"/>\n",
