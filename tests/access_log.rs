@@ -157,3 +157,89 @@ async fn a_socket_over_maximum_connections_is_logged_as_refused() {
     first.disconnect().await;
     broker.shutdown().await;
 }
+
+/// A flood of sockets beyond `maximumConnections` does not flood the log: the first refusal
+/// has its WARN and its access line, the others of the next 10 s one summary of each, with
+/// their count.
+#[tokio::test(flavor = "current_thread")]
+async fn a_flood_over_maximum_connections_is_logged_once_then_summarised() {
+    let (logs, _guard) = Logs::capture();
+    let xml = BrokerXml::new().mqtt(0, &["maximumConnections=1"]).build();
+    let broker = TestBroker::from_xml(&xml).await;
+    let first = Client::connect(broker.addr, "first").await;
+    const FLOOD: usize = 30;
+    for _ in 0..FLOOD {
+        let mut extra = TcpStream::connect(broker.addr).await.expect("connect");
+        let mut buf = [0u8; 1];
+        // Closed by the broker at accept: the read ends.
+        let read = tokio::time::timeout(STEP, extra.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    }
+    let warnings = |logs: &Logs| {
+        logs.text()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("maximumConnections reached"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let refused = |logs: &Logs| {
+        access_lines(logs)
+            .into_iter()
+            .filter(|l| l.contains("reason=\"max_connections\""))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(warnings(&logs).len(), 1, "{}", logs.text());
+    assert_eq!(refused(&logs).len(), 1, "{}", logs.text());
+    // The metric still counts every one.
+    let metrics = ferromq::metrics::render(broker.handle.core());
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ferromq_connections_refused_total{")
+                && l.contains("reason=\"max_connections\"")
+                && l.ends_with(&format!(" {FLOOD}"))),
+        "{metrics}"
+    );
+    assert!(refused(&logs)[0].contains("peer="), "{}", logs.text());
+    // The window's summary: one WARN and one access line with the count, no peer.
+    let summary = line_with_within(
+        &logs,
+        &["event=\"refused\"", "reason=\"max_connections\"", "count="],
+        Duration::from_secs(15),
+    )
+    .await;
+    assert!(
+        summary.contains(&format!("count={}", FLOOD - 1)),
+        "{summary}"
+    );
+    assert!(!summary.contains("peer="), "{summary}");
+    let warnings = warnings(&logs);
+    assert_eq!(warnings.len(), 2, "{}", logs.text());
+    assert!(
+        warnings[1].contains(&format!("{} more connection(s) closed", FLOOD - 1)),
+        "{}",
+        warnings[1]
+    );
+    assert_eq!(refused(&logs).len(), 2, "{}", logs.text());
+    first.disconnect().await;
+    broker.shutdown().await;
+}
+
+/// [`line_with`] with its own bound.
+async fn line_with_within(logs: &Logs, parts: &[&str], within: Duration) -> String {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(line) = access_lines(logs)
+            .into_iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            return line;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no access line with {parts:?} in:\n{}",
+            logs.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,4 +1,5 @@
-//! The access log: one line per connect, disconnect and refusal (MQTT and STOMP), as tracing
+//! The access log: one line per connect, disconnect and refusal (MQTT and STOMP; a flood of
+//! refusals beyond `maximumConnections` as one line per 10 s, `broker::server::refusals`), as tracing
 //! events on the [`TARGET`] target with structured fields (`event`, `listener`, `protocol`,
 //! `peer`, `client_id`, `user`, `reason`), so a JSON log format prints them as fields. Never a
 //! password. The same calls count the connection in its connector's [`ListenerStats`].
@@ -62,6 +63,26 @@ pub fn refused_at_accept(listener: &ListenerStats, peer: SocketAddr, reason: Rea
         user: None,
     };
     event("refused", who, Some(reason));
+}
+
+/// A socket refused at accept and counted, but not logged on its own line: one of a flood
+/// beyond `maximumConnections`, which [`refused_at_accept_summary`] logs as a number.
+pub fn refused_at_accept_quietly(listener: &ListenerStats, reason: Reason) {
+    listener.refused_at_accept(reason);
+}
+
+/// One line for `count` sockets refused at accept (and counted) by
+/// [`refused_at_accept_quietly`]: `event="refused"`, no peer, their `count`.
+pub fn refused_at_accept_summary(listener: &ListenerStats, reason: Reason, count: u64) {
+    tracing::info!(
+        target: TARGET,
+        event = "refused",
+        listener = %listener.name,
+        protocol = protocol_name(listener.default_protocol),
+        reason = reason.as_str(),
+        count,
+        "refused"
+    );
 }
 
 fn event(event: &'static str, who: Who<'_>, reason: Option<Reason>) {

@@ -15,8 +15,10 @@ use futures_util::future::Either;
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::refusals::{self, RefusalLog};
 use crate::broker::connection::{
     self, ConnectionParams, ConnectionSlot, ConnectorSlots, ListenerSettings,
 };
@@ -86,10 +88,16 @@ pub async fn accept_loop(
     core.metrics
         .listeners
         .register(live_settings.load().stats.clone());
+    let mut refusals = RefusalLog::new(refusals::SUMMARY_EVERY);
     loop {
+        let summary_due = refusals.summary_due();
         let accepted = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            () = sleep_until(summary_due) => {
+                log_refusals(&live_settings.load(), &mut refusals);
+                continue;
+            }
             accepted = tcp.accept() => accepted,
         };
         let settings = live_settings.load_full();
@@ -104,12 +112,20 @@ pub async fn accept_loop(
         if let Some(max) = settings.options.maximum_connections {
             if slots.active() >= max {
                 core.counters.connections_refused_limit();
-                crate::metrics::access::refused_at_accept(
-                    &settings.stats,
-                    peer,
-                    crate::metrics::Reason::MaxConnections,
-                );
-                tracing::warn!(listener = %settings.name, %peer, max, "maximumConnections reached: connection closed");
+                let reason = crate::metrics::Reason::MaxConnections;
+                if refusals.refused(Instant::now()) {
+                    crate::metrics::access::refused_at_accept(&settings.stats, peer, reason);
+                    tracing::warn!(
+                        listener = %settings.name,
+                        %peer,
+                        max,
+                        "maximumConnections reached: connection closed (more within {} s are \
+                         counted and logged as one line)",
+                        refusals::SUMMARY_EVERY.as_secs()
+                    );
+                } else {
+                    crate::metrics::access::refused_at_accept_quietly(&settings.stats, reason);
+                }
                 drop(stream);
                 continue;
             }
@@ -128,6 +144,31 @@ pub async fn accept_loop(
         };
         tokio::spawn(serve_socket(stream, params, slot));
     }
+    log_refusals(&live_settings.load(), &mut refusals);
+}
+
+/// Until `due`; never without one.
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The summary of the refusals at `maximumConnections` counted since the last line, if any.
+fn log_refusals(settings: &ListenerSettings, refusals: &mut RefusalLog) {
+    let count = refusals.take_summary(Instant::now());
+    if count == 0 {
+        return;
+    }
+    let reason = crate::metrics::Reason::MaxConnections;
+    crate::metrics::access::refused_at_accept_summary(&settings.stats, reason, count);
+    tracing::warn!(
+        listener = %settings.name,
+        max = settings.options.maximum_connections,
+        count,
+        "maximumConnections reached: {count} more connection(s) closed since the last such line"
+    );
 }
 
 /// Turn an accepted socket into an MQTT byte stream for the connector's scheme (TLS and/or

@@ -1,4 +1,5 @@
-//! The broker as a network server: one accept loop per connector ([`listener`]), the running
+//! The broker as a network server: one accept loop per connector ([`listener`]; its refusals
+//! beyond `maximumConnections` logged without flooding the log, [`refusals`]), the running
 //! listeners reconciled with each reloaded configuration ([`listener_set`]), and what a reload
 //! applies to a running broker ([`apply`]).
 
@@ -6,6 +7,7 @@ pub mod apply;
 pub mod listener;
 pub mod listener_set;
 pub mod published_address;
+pub mod refusals;
 
 use crate::config::{Config, Listener};
 
