@@ -349,7 +349,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log_level, cli.log_format);
+    init_tracing(&cli.log_level, cli.log_format, &cli.command);
     match cli.command {
         Command::Run(args) => run(args, cli.log_format),
         Command::Check(args) => check(args),
@@ -367,19 +367,32 @@ pub fn main() -> ExitCode {
 /// does), which RFC 6066 forbids but is harmless: the name is ignored. Errors still show.
 const QUIET_TARGETS: &str = "rustls::msgs::handshake=error";
 
+/// Added to `--log-level` for `check` and the other one-shot commands, whose output is a
+/// report on stdout: the NATS client logs its connection at INFO (`connected successfully`,
+/// `event: connected`) while `check --online` probes the servers, lines that ran into the
+/// report on a terminal. The report's own note says which server answered; the client's
+/// warnings and errors still show.
+const REPORT_QUIET_TARGETS: &str = "async_nats=warn";
+
 /// The filter of `--log-level`: the level as given, plus [`QUIET_TARGETS`] unless it names
-/// rustls itself.
-fn log_filter(level: &str) -> String {
-    if level.contains("rustls") {
-        level.to_owned()
-    } else {
-        format!("{level},{QUIET_TARGETS}")
+/// rustls itself, and for a command other than `run` [`REPORT_QUIET_TARGETS`] unless it names
+/// the NATS client.
+fn log_filter(level: &str, command: &Command) -> String {
+    let mut filter = level.to_owned();
+    if !level.contains("rustls") {
+        filter.push(',');
+        filter.push_str(QUIET_TARGETS);
     }
+    if !matches!(command, Command::Run(_)) && !level.contains("async_nats") {
+        filter.push(',');
+        filter.push_str(REPORT_QUIET_TARGETS);
+    }
+    filter
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
+fn init_tracing(level: &str, format: LogFormat, command: &Command) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(level)))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(log_filter(level, command)))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

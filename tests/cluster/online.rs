@@ -155,6 +155,59 @@ async fn online_check_caps_the_max_frame_by_the_servers_max_payload() {
     );
 }
 
+/// `ferromq check --online FILE` with stdout and stderr into one file, in the order a terminal
+/// shows them.
+fn check_online_as_a_terminal_shows_it(file: &std::path::Path) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_path = dir.path().join("out");
+    let out = std::fs::File::create(&out_path).expect("create");
+    let err = out.try_clone().expect("clone");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .arg("check")
+        .arg("--online")
+        .arg(file)
+        .env_remove("RUST_LOG")
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .expect("run ferromq");
+    let text = std::fs::read_to_string(&out_path).expect("read");
+    assert!(status.success(), "{text}");
+    text
+}
+
+/// The report of `check --online` is not interleaved with the NATS client's log lines: every
+/// line is the report's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_output_is_the_report_alone() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let nats = NatsCluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    let servers_attr = nats.servers_attribute();
+    std::fs::write(
+        &file,
+        cluster_xml(
+            "",
+            &format!(r#"<fmq:jetStream servers="{servers_attr}" replicas="1"/>"#),
+        ),
+    )
+    .expect("write");
+    let text = tokio::task::spawn_blocking(move || check_online_as_a_terminal_shows_it(&file))
+        .await
+        .expect("check");
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("note: connected to NATS server `n1`"),
+        "{text}"
+    );
+    assert!(!text.contains("async_nats"), "{text}");
+    assert!(!text.contains(" INFO "), "{text}");
+    assert!(text.ends_with("0 error(s), 0 warning(s)\n"), "{text}");
+}
+
 #[tokio::test]
 async fn a_single_server_is_not_a_cluster_for_three_replicas() {
     if nats_server_or_skip().is_none() {
