@@ -127,9 +127,13 @@ pub enum SessionCommand {
     /// Print each persistent session of a stopped broker: client id, subscriptions, queued
     /// messages, seconds since its client was last seen.
     List {
-        /// The configuration file (its store directory is read).
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// The configuration file whose store directory is read (default conf/activemq.xml),
+        /// as `check FILE` takes it.
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The configuration file, as `run --config` takes it.
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         props: PropertyArgs,
     },
@@ -473,7 +477,8 @@ fn is_quoted_string(text: &str) -> bool {
     true
 }
 
-/// The file `run` and `check` read: the positional one, else `--config`, else the default.
+/// The file `run`, `check` and `session list` read: the positional one, else `--config`, else
+/// the default.
 fn config_file(positional: Option<&PathBuf>, option: Option<&PathBuf>) -> PathBuf {
     positional
         .or(option)
@@ -899,8 +904,13 @@ fn load_or_report(file: &std::path::Path, props: &PropertyArgs) -> Option<config
 
 fn session(command: SessionCommand) -> ExitCode {
     match command {
-        SessionCommand::List { config, props } => {
-            let Some(config) = load_or_report(&config, &props) else {
+        SessionCommand::List {
+            file,
+            config,
+            props,
+        } => {
+            let file = config_file(file.as_ref(), config.as_ref());
+            let Some(config) = load_or_report(&file, &props) else {
                 return ExitCode::from(1);
             };
             match crate::admin::list_sessions(&config) {

@@ -94,6 +94,14 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
         .find(|l| l.starts_with("gone-offline\t"))
         .unwrap_or_else(|| panic!("listed:\n{listing}"));
     assert_eq!(row.split('\t').nth(2), Some("5"), "5 queued: {row}");
+    // The file as `run FILE` and `check FILE` take it: the same listing.
+    let out = ferromq(&["session", "list", &config_arg(&config)]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), listing);
+    // Not both.
+    let both = config_arg(&config);
+    let out = ferromq(&["session", "list", &both, "--config", &both]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     let out = ferromq(&[
         "session",
         "end",
