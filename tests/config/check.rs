@@ -499,6 +499,27 @@ fn check_binary_exit_codes() {
     assert_eq!(denied.status.code(), Some(1));
 }
 
+/// A bad value given with `-D` is reported at the attribute that uses it, saying where the
+/// value came from (the file alone shows only `${mqtt.port:1883}`).
+#[test]
+fn a_bad_value_from_the_command_line_says_it_came_from_dash_d() {
+    let out = ferromq(&["check", "-D", "mqtt.port=99999", "conf/activemq.xml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("port 99999 is out of range"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.starts_with("conf/activemq.xml:103:"), "{line}");
+    assert!(
+        line.ends_with("(the value comes from `-D mqtt.port` on the command line)"),
+        "{line}"
+    );
+    // From the file, nothing is said.
+    let out = ferromq(&["check", "-D", "other=1", "conf/activemq.xml"]);
+    assert!(!stdout(&out).contains("-D"), "{}", stdout(&out));
+}
+
 #[test]
 fn run_takes_the_file_as_check_does() {
     // A file with errors: `run` reads the one named, however it is named, and refuses to
@@ -764,6 +785,7 @@ mod random_trees {
                 main_file: PathBuf::from("/nonexistent/random.xml"),
                 properties: BTreeMap::new(),
                 local_store: false,
+                from_command_line: Vec::new(),
             };
             let mut diagnostics = Diagnostics::default();
             let config = compile(&doc, &mut diagnostics);

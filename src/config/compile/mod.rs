@@ -176,6 +176,8 @@ pub(super) struct Ctx<'d> {
     loader_errors: Vec<Span>,
     used: HashSet<Span>,
     files: Vec<PathBuf>,
+    /// Attribute values that took a `--set`/`-D` value: a diagnostic there names it.
+    from_command_line: &'d [super::xml::FromCommandLine],
     pub properties: &'d BTreeMap<String, String>,
     /// Directory of the main configuration file; relative resource paths resolve against it.
     pub config_dir: PathBuf,
@@ -190,6 +192,7 @@ impl<'d> Ctx<'d> {
             loader_errors: loader.errors().filter_map(|d| d.span.clone()).collect(),
             used: HashSet::new(),
             files: Vec::new(),
+            from_command_line: &doc.from_command_line,
             properties: &doc.properties,
             local_store: doc.local_store,
             config_dir: doc
@@ -200,7 +203,18 @@ impl<'d> Ctx<'d> {
         }
     }
 
-    pub fn push(&mut self, diagnostic: Diagnostic) {
+    pub fn push(&mut self, mut diagnostic: Diagnostic) {
+        if let Some(given) = diagnostic
+            .span
+            .as_ref()
+            .and_then(|at| self.from_command_line.iter().find(|value| value.covers(at)))
+        {
+            diagnostic.message = format!(
+                "{} (the value comes from {} on the command line)",
+                diagnostic.message,
+                given.describe()
+            );
+        }
         let follows_loader_error = diagnostic.span.as_ref().is_some_and(|new| {
             self.loader_errors
                 .iter()

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use super::diagnostic::{Diagnostic, Diagnostics, Span};
 use super::tree::Element;
 use super::LoadOptions;
+pub use placeholders::FromCommandLine;
 
 /// A loaded document: the `<beans>` (or bare `<broker>`) root with imports spliced in.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct LoadedDocument {
     pub properties: BTreeMap<String, String>,
     /// [`LoadOptions::local_store`](crate::config::LoadOptions::local_store).
     pub local_store: bool,
+    /// Attribute values that took a `--set`/`-D` value, for the diagnostics about them.
+    pub from_command_line: Vec<FromCommandLine>,
 }
 
 /// Read, parse and expand the configuration file at `path`. `None` when the main file cannot
@@ -89,13 +92,21 @@ fn load_text(
     };
     let environment = placeholders::Environment::new(name, options);
     imports::expand(&mut root, name, &environment, files, diagnostics);
-    let properties = placeholders::resolve(&mut root, &environment, files, diagnostics);
+    let mut from_command_line = Vec::new();
+    let properties = placeholders::resolve(
+        &mut root,
+        &environment,
+        files,
+        diagnostics,
+        &mut from_command_line,
+    );
     Some(LoadedDocument {
         root,
         files: std::mem::take(files),
         main_file: name.to_path_buf(),
         properties,
         local_store: options.local_store,
+        from_command_line,
     })
 }
 

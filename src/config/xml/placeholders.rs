@@ -40,6 +40,7 @@ pub(super) fn resolve(
     environment: &Environment,
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Diagnostics,
+    from_command_line: &mut Vec<FromCommandLine>,
 ) -> BTreeMap<String, String> {
     let configurers = configurer::find(root, environment, diagnostics);
     let Some(first) = configurers.first() else {
@@ -64,6 +65,7 @@ pub(super) fn resolve(
         ignore_unresolvable: configurers.iter().all(|c| c.ignore_unresolvable),
         // One merged lookup: the first jasypt configurer's encryptor decrypts every ENC(...).
         decryptor: configurers.iter().find_map(|c| c.decryptor.clone()),
+        overridden: Default::default(),
     };
     let skip: Vec<&[usize]> = configurers.iter().map(|c| c.path.as_slice()).collect();
     let mut walker = Substitution {
@@ -71,9 +73,43 @@ pub(super) fn resolve(
         environment_only: environment.resolver_without_files(),
         skip: &skip,
         diagnostics,
+        from_command_line,
     };
     walker.element(root, &mut Vec::new());
     resolver.effective_properties()
+}
+
+/// An attribute value whose placeholders took a `--set`/`-D` value: a diagnostic about the
+/// value says so, since the file alone does not show where the value came from.
+#[derive(Debug, Clone)]
+pub struct FromCommandLine {
+    /// The value's first character.
+    pub span: Span,
+    /// How many characters from there belong to the value (as written or resolved, the
+    /// longer).
+    pub chars: usize,
+    /// The `--set`/`-D` names it took, in order.
+    pub properties: Vec<String>,
+}
+
+impl FromCommandLine {
+    /// Whether `span` falls within the value.
+    pub fn covers(&self, span: &Span) -> bool {
+        span.file == self.span.file
+            && span.line == self.span.line
+            && span.col >= self.span.col
+            && ((span.col - self.span.col) as usize) < self.chars
+    }
+
+    /// `` `-D a` ``, or `` `-D a`, `-D b` ``.
+    pub fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .properties
+            .iter()
+            .map(|p| format!("`-D {p}`"))
+            .collect();
+        names.join(", ")
+    }
 }
 
 /// Walks the tree replacing placeholders in attribute values and text.
@@ -85,6 +121,8 @@ struct Substitution<'r, 'd> {
     /// Tree paths (child indexes from the root) of the configurer beans.
     skip: &'r [&'r [usize]],
     diagnostics: &'d mut Diagnostics,
+    /// The attribute values that took a `--set`/`-D` value.
+    from_command_line: &'d mut Vec<FromCommandLine>,
 }
 
 impl Substitution<'_, '_> {
@@ -123,8 +161,19 @@ impl Substitution<'_, '_> {
                     found.with_hint("close the placeholder with }: `${name}` or `${name:default}`"),
                 );
             }
+            self.resolver.take_overridden();
             match self.resolver.resolve(&attr.raw) {
-                Ok(value) => attr.value = value,
+                Ok(value) => {
+                    let properties = self.resolver.take_overridden();
+                    if !properties.is_empty() {
+                        self.from_command_line.push(FromCommandLine {
+                            span: attr.value_span.clone(),
+                            chars: attr.raw.chars().count().max(value.chars().count()),
+                            properties,
+                        });
+                    }
+                    attr.value = value;
+                }
                 Err(err) => self.report(&err, &attr.value_span),
             }
         }

@@ -1,6 +1,7 @@
 //! Placeholder syntax (`${name}`, `${name:default}`, nested `${${name}}`, values that contain
 //! placeholders) and the lookup of names in an ordered list of sources.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -55,6 +56,7 @@ impl Environment {
             ],
             ignore_unresolvable: false,
             decryptor: None,
+            overridden: RefCell::default(),
         }
     }
 }
@@ -105,6 +107,9 @@ pub(super) struct Resolver<'e> {
     pub(super) ignore_unresolvable: bool,
     /// The encryptor of a jasypt configurer, for `ENC(...)` values.
     pub(super) decryptor: Option<Decryptor>,
+    /// The names found among the `--set`/`-D` values since the last
+    /// [`take_overridden`](Resolver::take_overridden).
+    pub(super) overridden: RefCell<Vec<String>>,
 }
 
 impl Resolver<'_> {
@@ -119,7 +124,13 @@ impl Resolver<'_> {
     fn lookup(&self, name: &str) -> Option<String> {
         self.order.iter().find_map(|source| match source {
             Source::Files => self.files.get(name).cloned(),
-            Source::Overrides => self.environment.overrides.get(name).cloned(),
+            Source::Overrides => {
+                let value = self.environment.overrides.get(name).cloned();
+                if value.is_some() {
+                    self.overridden.borrow_mut().push(name.to_owned());
+                }
+                value
+            }
             Source::Env { relaxed: true } => self.environment.env_var_relaxed(name),
             Source::Env { relaxed: false } => self.environment.env_var(name),
             Source::Defaults => self.environment.defaults.get(name).cloned(),
@@ -203,6 +214,15 @@ impl Resolver<'_> {
                 reason: err.reason,
                 hint: err.hint,
             })
+    }
+
+    /// The names whose value came from `--set`/`-D` since the last call, in the order used,
+    /// each once.
+    pub(super) fn take_overridden(&self) -> Vec<String> {
+        let mut names = std::mem::take(&mut *self.overridden.borrow_mut());
+        let mut seen = BTreeSet::new();
+        names.retain(|name| seen.insert(name.clone()));
+        names
     }
 
     /// Where lookups go, in order, for an "unresolved placeholder" hint.
@@ -307,7 +327,20 @@ mod tests {
             order: vec![Source::Files, Source::Overrides, Source::Defaults],
             ignore_unresolvable: false,
             decryptor: None,
+            overridden: RefCell::default(),
         }
+    }
+
+    #[test]
+    fn names_taken_from_overrides_are_reported_once() {
+        let env = environment(&[("port", "99999"), ("host", "h")]);
+        let r = resolver(&env, &[("uri", "mqtt://${host}:${port}"), ("host", "file")]);
+        assert_eq!(
+            r.resolve("${uri}/${port}").as_deref(),
+            Ok("mqtt://file:99999/99999")
+        );
+        assert_eq!(r.take_overridden(), vec!["port".to_owned()]);
+        assert!(r.take_overridden().is_empty(), "taken");
     }
 
     #[test]
