@@ -451,3 +451,60 @@ fn a_publish_above_the_cluster_cap_names_max_payload() {
         "{text}"
     );
 }
+
+/// A single broker whose store refuses a persistent session's save at once (reopening after
+/// a failed write) refuses the CONNECT with 0x88 (MQTT 3.1.1 return code 3, Server
+/// unavailable) instead of serving a session it cannot keep; once the store takes writes
+/// again the client's next CONNECT is served, and the session's save is recorded.
+#[tokio::test]
+async fn a_connect_whose_session_the_store_refuses_at_once_is_refused_server_unavailable() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    recording.refuse_when(|c| matches!(c, Change::SessionSaved(_)), unavailable());
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let params = ConnectionParams {
+        core: core.clone(),
+        listener: listener.clone(),
+        peer: "127.0.0.1:1".parse().expect("addr"),
+        tls: false,
+        peer_cert_subject: None,
+        shutdown: CancellationToken::new(),
+    };
+    tokio::spawn(serve(theirs, params));
+    let mut refused = Client {
+        stream: ours,
+        buf: BytesMut::new(),
+    };
+    refused
+        .send(Packet::Connect(Box::new(Connect {
+            protocol: VERSION,
+            clean_start: false,
+            keep_alive_secs: 0,
+            client_id: "kept".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: None,
+        })))
+        .await;
+    let answer = refused.until_closed(Duration::from_secs(5)).await;
+    match answer.as_slice() {
+        [Packet::ConnAck(ack)] => assert_eq!(
+            ack.reason,
+            crate::protocol::ConnectReason::ServerUnavailable,
+            "{ack:?}"
+        ),
+        other => panic!("expected one CONNACK refusing the CONNECT, got {other:?}"),
+    }
+    assert!(!recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::SessionSaved(_))));
+
+    recording.refuse_when(|_| false, None);
+    let _served = Client::connect(&core, &listener, "kept").await;
+    assert!(recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::SessionSaved(d) if &*d.client_id == "kept")));
+}

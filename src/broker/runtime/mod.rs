@@ -281,7 +281,8 @@ impl BrokerCore {
     /// settled in the background, as `attach` does). A new session's record that lands after
     /// its CONNACK would let the client, reconnecting to another node at once, find no
     /// session there (session present 0 after 1); the caller sends the CONNACK once this is
-    /// `Ok`.
+    /// `Ok`. The commit is also the store's refusal when a single broker's store refused
+    /// the save at once (reopening after an I/O error): the caller refuses the CONNECT.
     pub fn attach_saving(
         &self,
         client_id: &str,
@@ -316,6 +317,12 @@ impl BrokerCore {
             if let (Commit::Done(Err(e)), Some(_)) = (&saved, self.backplane()) {
                 self.hand_over(client_id);
                 return Err(AttachError::Refused(e.to_string()));
+            }
+            // A single broker's store that refuses at once is reopening after a failed write
+            // (or closed): the caller refuses the CONNECT (0x88) as a cluster's does for a
+            // record it could not write, rather than serve a session its store cannot keep.
+            if matches!(saved, Commit::Done(Err(_))) {
+                return Ok((attached, saved));
             }
             // A resumed session's record exists already (its claim read or wrote it): what
             // changes now (connected, the will) is written in the background, as before.
