@@ -41,8 +41,9 @@ pub(crate) struct Ready {
     /// connection (see `flow_control.rs`).
     pub close_no_space: bool,
     /// The store could not keep what this packet promises (a SUBSCRIBE's subscription in a
-    /// cluster, a QoS 2 release, the state of a QoS 2 delivery): close the connection instead
-    /// of sending it (MQTT 5 DISCONNECT 0x9C, Use another server).
+    /// cluster, a QoS 2 release, the state of a QoS 2 delivery, the first copy of a re-sent
+    /// QoS 2 PUBLISH): close the connection instead of sending it (MQTT 5 DISCONNECT 0x9C, Use
+    /// another server, from a cluster node; 0x89, Server busy, from a single broker).
     pub close_unkept: bool,
     /// The released state of this QoS 2 delivery (packet id) was never stored, so no PUBREL
     /// left: its in-flight entry goes back to awaiting PUBREC, as the store has it, and the

@@ -12,6 +12,7 @@ use crate::broker::routing::destinations::is_wildcard;
 use crate::broker::routing::memory::Body;
 use crate::broker::runtime::{Routed, TopicRefusal};
 use crate::broker::session::inflight::{AckOutcome, Inflight};
+use crate::broker::session::qos2_storing;
 use crate::broker::session::{SessionId, SessionState, SubscriptionOptions};
 use crate::protocol::topic::parse_shared_subscription;
 use crate::protocol::{
@@ -369,6 +370,25 @@ impl Conn {
                 let kept_in_store = self.core.backplane().is_some() && self.session.is_persistent();
                 if first || kept_in_store {
                     self.publish_acked(message, Some(id), ack, body)?;
+                } else if let Some(outcome) = self.session.qos2_being_stored(id) {
+                    // The first copy's commit is still on its way (on the connection this one
+                    // took the session from, or on this one): a PUBREC now would stand for a
+                    // message the store may yet refuse. Answer once it is known; not kept,
+                    // the connection closes without a PUBREC and the client sends it again,
+                    // to be stored then (its id was forgotten with the refusal).
+                    self.pending_acks.push(async move {
+                        if qos2_storing::kept(outcome).await {
+                            Ready {
+                                ack: Some(ack),
+                                ..Ready::default()
+                            }
+                        } else {
+                            Ready {
+                                close_unkept: true,
+                                ..Ready::default()
+                            }
+                        }
+                    });
                 } else {
                     self.ack(ack)?;
                 }
@@ -481,6 +501,12 @@ impl Conn {
             }
             pending_or_refused => pending_or_refused,
         };
+        // A re-send of this QoS 2 PUBLISH meanwhile waits for this answer (`qos2_storing.rs`).
+        let outcome = inbound_qos2.map(|packet_id| {
+            let (answer, outcome) = qos2_storing::outcome();
+            self.session.storing_qos2(packet_id, outcome.clone());
+            (packet_id, answer, outcome)
+        });
         let (core, session) = (self.core.clone(), self.session.clone());
         let refuse_at = self.refusal_deadline();
         let closing = self.pending_acks.closing();
@@ -518,6 +544,17 @@ impl Conn {
                 plan = replanned;
                 result = core.durability().commit(changes).wait().await;
             }
+            if result.is_err() {
+                if let Some(id) = inbound_qos2 {
+                    // Not stored: a re-send of it (on a newer connection too) must be
+                    // stored, not answered from the packet id as a duplicate.
+                    session.with_state_unchecked(|s| s.inbound_qos2_mut().remove(&id));
+                }
+            }
+            if let Some((packet_id, answer, outcome)) = outcome {
+                answer.send_replace(Some(result.is_ok()));
+                session.qos2_stored(packet_id, &outcome);
+            }
             match result {
                 Ok(()) => Ready {
                     route: Some(plan),
@@ -529,11 +566,6 @@ impl Conn {
                     unsent: Vec::new(),
                 },
                 Err(e) => {
-                    if let Some(id) = inbound_qos2 {
-                        // Not stored: a re-send of it (on a newer connection too) must be
-                        // stored, not answered from the packet id as a duplicate.
-                        session.with_state_unchecked(|s| s.inbound_qos2_mut().remove(&id));
-                    }
                     if !counted && receiving.holds_session() {
                         core.publish_refused(&plan.message().topic, &e);
                     }

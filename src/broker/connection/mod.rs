@@ -162,6 +162,10 @@ pub(crate) enum CloseReason {
     UseAnotherServer {
         draining: bool,
     },
+    /// A single broker's store did not keep what a packet would promise (reopening after a
+    /// failed write): closed without it, so that the client re-sends on its next connection
+    /// (MQTT 5 DISCONNECT 0x89, Server busy; MQTT 3 a closed connection).
+    StoreRefused,
     /// Broker shutdown. Not a DISCONNECT from the client, so the will IS published (MQTT
     /// 3.1.1 3.1.2.5: the will is published whenever the connection closes without one).
     ServerShutdown,
@@ -194,7 +198,9 @@ impl CloseReason {
             | CloseReason::QosNotSupported
             | CloseReason::TopicTooLong(_) => Reason::ProtocolError,
             CloseReason::UseAnotherServer { draining: true } => Reason::ServerShutdown,
-            CloseReason::UseAnotherServer { draining: false } => Reason::StoreUnavailable,
+            CloseReason::UseAnotherServer { draining: false } | CloseReason::StoreRefused => {
+                Reason::StoreUnavailable
+            }
             CloseReason::AuthenticationFailed(_) => Reason::ReauthFailed,
             CloseReason::TakenOver => Reason::TakenOver,
             CloseReason::AdministrativeAction => Reason::AdminDisconnect,
@@ -226,6 +232,7 @@ impl CloseReason {
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown.code()),
             CloseReason::QosNotSupported => Some(ReasonCode::QoSNotSupported.code()),
             CloseReason::UseAnotherServer { .. } => Some(ReasonCode::UseAnotherServer.code()),
+            CloseReason::StoreRefused => Some(ReasonCode::ServerBusy.code()),
             CloseReason::NoSpace => Some(ReasonCode::QuotaExceeded.code()),
             CloseReason::Internal(_) => Some(ReasonCode::ImplementationSpecificError.code()),
             CloseReason::ClientDisconnect
@@ -313,6 +320,10 @@ impl std::fmt::Display for CloseReason {
             ),
             CloseReason::UseAnotherServer { draining: false } => f.write_str(
                 "the cluster store's quorum is unreachable from this node: use another server",
+            ),
+            CloseReason::StoreRefused => f.write_str(
+                "the store did not keep what this exchange needs (reopening after a failed \
+                 write): closed unacknowledged, for the client to send it again",
             ),
             CloseReason::NoSpace => f.write_str(
                 "publish refused: memory or store full past sendFailIfNoSpace[AfterTimeout]",
@@ -1049,8 +1060,11 @@ impl Conn {
             return Err(CloseReason::NoSpace);
         }
         if ready.close_unkept {
-            return Err(CloseReason::UseAnotherServer {
-                draining: self.core.backplane().is_some_and(|b| b.is_draining()),
+            return Err(match self.core.backplane() {
+                Some(backplane) => CloseReason::UseAnotherServer {
+                    draining: backplane.is_draining(),
+                },
+                None => CloseReason::StoreRefused,
             });
         }
         Ok(())

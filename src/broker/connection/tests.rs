@@ -508,3 +508,102 @@ async fn a_connect_whose_session_the_store_refuses_at_once_is_refused_server_una
         .iter()
         .any(|c| matches!(c, Change::SessionSaved(d) if &*d.client_id == "kept")));
 }
+
+/// Client `id` connected (persistent session) on a new in-process connection, its CONNACK
+/// read.
+async fn reconnect(core: &Arc<BrokerCore>, listener: &Arc<ListenerSettings>, id: &str) -> Client {
+    Client::connect(core, listener, id).await
+}
+
+/// A persistent publisher's QoS 2 PUBLISH whose commit the engine holds, then the client's
+/// new connection taking the session over and sending it again (DUP): the re-send's
+/// connection, with the first copy's commit still on its way.
+async fn qos2_resent_while_its_first_copy_is_stored() -> (
+    Arc<Recording>,
+    Arc<BrokerCore>,
+    Arc<ListenerSettings>,
+    Client,
+) {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    recording.hold_when(|c| matches!(c, Change::InboundQos2Received { .. }));
+    let mut first = reconnect(&core, &listener, "q2pub").await;
+    first.send(publish_qos2(5)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !recording
+        .changes()
+        .iter()
+        .any(|c| matches!(c, Change::InboundQos2Received { packet_id: 5, .. }))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first copy never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut again = reconnect(&core, &listener, "q2pub").await;
+    let Packet::Publish(mut resent) = publish_qos2(5) else {
+        unreachable!("publish_qos2 makes a PUBLISH");
+    };
+    resent.dup = true;
+    again.send(Packet::Publish(resent)).await;
+    (recording, core, listener, again)
+}
+
+/// The first copy's commit fails (a store I/O error) after the client re-sent it on a new
+/// connection: the re-send gets no PUBREC (it would stand for a message nobody stored); the
+/// connection closes, and the client's next re-send is stored and acknowledged.
+#[tokio::test]
+async fn a_resent_qos2_publish_is_not_acknowledged_for_a_first_copy_the_store_failed() {
+    let (recording, core, listener, mut again) = qos2_resent_while_its_first_copy_is_stored().await;
+    assert_eq!(
+        again.next_within(Duration::from_millis(300)).await,
+        None,
+        "PUBREC before the first copy's commit answered"
+    );
+    recording.fail_held();
+    let before_close = again.until_closed(Duration::from_secs(5)).await;
+    assert!(
+        !before_close.iter().any(|p| matches!(p, Packet::PubRec(_))),
+        "PUBREC for a message the store did not keep: {before_close:?}"
+    );
+    let stored_before = recording
+        .changes()
+        .iter()
+        .filter(|c| matches!(c, Change::InboundQos2Received { packet_id: 5, .. }))
+        .count();
+    let mut third = reconnect(&core, &listener, "q2pub").await;
+    third.send(publish_qos2(5)).await;
+    assert_eq!(third.next().await, Packet::PubRec(Ack::new(5)));
+    let stored_after = recording
+        .changes()
+        .iter()
+        .filter(|c| matches!(c, Change::InboundQos2Received { packet_id: 5, .. }))
+        .count();
+    assert_eq!(
+        stored_after,
+        stored_before + 1,
+        "stored again, then acknowledged"
+    );
+}
+
+/// The first copy's commit lands after the re-send: the re-send's PUBREC follows it, and the
+/// message is not stored twice.
+#[tokio::test]
+async fn a_resent_qos2_publish_is_acknowledged_once_its_first_copy_is_kept() {
+    let (recording, _core, _listener, mut again) =
+        qos2_resent_while_its_first_copy_is_stored().await;
+    assert_eq!(
+        again.next_within(Duration::from_millis(300)).await,
+        None,
+        "PUBREC before the first copy's commit answered"
+    );
+    recording.release();
+    assert_eq!(again.next().await, Packet::PubRec(Ack::new(5)));
+    let stored = recording
+        .changes()
+        .iter()
+        .filter(|c| matches!(c, Change::InboundQos2Received { packet_id: 5, .. }))
+        .count();
+    assert_eq!(stored, 1, "stored once");
+}

@@ -66,6 +66,17 @@ impl Recording {
         }
     }
 
+    /// Fail every pending commit (a group commit whose write failed: its waiters get
+    /// `Unavailable`) and stop holding new ones. Their changes stay in [`Recording::changes`].
+    pub fn fail_held(&self) {
+        let waiting = {
+            let mut state = self.state.lock();
+            state.hold = None;
+            std::mem::take(&mut state.waiting)
+        };
+        drop(waiting);
+    }
+
     /// Refuse every commit that carries a message with `error` (`None`: accept again).
     pub fn refuse_with(&self, error: Option<DurabilityError>) {
         self.refuse_when(|c| matches!(c, Change::Message { .. }), error);

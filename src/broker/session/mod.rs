@@ -21,6 +21,7 @@ pub mod expiry;
 pub mod inflight;
 mod keyed;
 mod park;
+pub mod qos2_storing;
 pub mod queue;
 pub mod registry;
 pub mod signals;
@@ -86,6 +87,9 @@ pub struct SessionQueues {
     /// is answered PUBCOMP 0x92 (Packet Identifier not found), never success. Not kept in a
     /// store: a later connection answers such a PUBREL as any unknown one.
     pub refused_qos2: BTreeSet<u16>,
+    /// Inbound QoS 2 PUBLISHes whose commit is on its way (not data: a copy of the state has
+    /// none, and it does not count in equality).
+    pub storing_qos2: qos2_storing::StoringQos2,
 }
 
 /// What a session that never subscribed nor queued anything reads.
@@ -95,6 +99,7 @@ static NO_QUEUES: SessionQueues = SessionQueues {
     inflight: Inflight::new(),
     inbound_qos2: BTreeSet::new(),
     refused_qos2: BTreeSet::new(),
+    storing_qos2: qos2_storing::StoringQos2::new(),
 };
 
 impl SessionState {
@@ -181,6 +186,7 @@ impl SessionQueues {
             && self.inflight.is_empty()
             && self.inbound_qos2.is_empty()
             && self.refused_qos2.is_empty()
+            && self.storing_qos2.is_empty()
     }
 }
 
@@ -307,6 +313,28 @@ impl Session {
 
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// The first copy of inbound QoS 2 `packet_id` is being stored (see `qos2_storing.rs`).
+    pub fn storing_qos2(&self, packet_id: u16, outcome: qos2_storing::Qos2Outcome) {
+        self.inner
+            .lock()
+            .state
+            .queues_mut()
+            .storing_qos2
+            .begin(packet_id, outcome);
+    }
+
+    /// What a re-sent QoS 2 `packet_id` must wait for: its first copy's commit, if pending.
+    pub fn qos2_being_stored(&self, packet_id: u16) -> Option<qos2_storing::Qos2Outcome> {
+        self.inner.lock().state.queues().storing_qos2.of(packet_id)
+    }
+
+    /// The commit behind `outcome` answered.
+    pub fn qos2_stored(&self, packet_id: u16, outcome: &qos2_storing::Qos2Outcome) {
+        if let Some(queues) = self.inner.lock().state.queues.as_mut() {
+            queues.storing_qos2.settle(packet_id, outcome);
+        }
     }
 
     pub fn client_id(&self) -> &Arc<str> {

@@ -18,6 +18,9 @@ pub enum ReasonCode {
     ProtocolError,
     ImplementationSpecificError,
     NotAuthorized,
+    /// DISCONNECT: the server cannot go on with this client now (its store refuses writes
+    /// for a moment); the client connects again (MQTT 5 3.14.2.1, 0x89).
+    ServerBusy,
     ServerShuttingDown,
     KeepAliveTimeout,
     SessionTakenOver,
@@ -54,6 +57,7 @@ impl ReasonCode {
             ReasonCode::ProtocolError => 0x82,
             ReasonCode::ImplementationSpecificError => 0x83,
             ReasonCode::NotAuthorized => 0x87,
+            ReasonCode::ServerBusy => 0x89,
             ReasonCode::ServerShuttingDown => 0x8B,
             ReasonCode::KeepAliveTimeout => 0x8D,
             ReasonCode::SessionTakenOver => 0x8E,
