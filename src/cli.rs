@@ -101,6 +101,19 @@ pub enum Command {
     ///
     /// Exit 0 when the console answered, 1 when it is unreachable or refused the login.
     Status(StatusArgs),
+    /// Write the default configuration built into ferromq (conf/activemq.xml and the files
+    /// beside it) into DIR/conf/, to edit and run with `ferromq run`.
+    ///
+    /// `run` and `check` use the built-in copy when no file is named and conf/activemq.xml
+    /// does not exist. Refuses to replace an existing file. Exit 0 when written, 1 on errors.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to write conf/ into (created if missing).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -178,6 +191,7 @@ impl PropertyArgs {
             overrides: self.properties.iter().cloned().collect::<BTreeMap<_, _>>(),
             use_env: true,
             local_store: self.local_store,
+            embedded_default: false,
         }
     }
 }
@@ -363,6 +377,7 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => jasypt_command(&args, false),
         Command::Session(command) => session(command),
         Command::Status(args) => status(args),
+        Command::Init(args) => init(args),
     }
 }
 
@@ -478,17 +493,57 @@ fn is_quoted_string(text: &str) -> bool {
 }
 
 /// The file `run`, `check` and `session list` read: the positional one, else `--config`, else
-/// the default.
-fn config_file(positional: Option<&PathBuf>, option: Option<&PathBuf>) -> PathBuf {
-    positional
-        .or(option)
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+/// the default, `conf/activemq.xml`; with the options to load it with. Where the default is
+/// not on disk, the copy built into the binary stands for it (`config::embedded`).
+fn config_file(
+    positional: Option<&PathBuf>,
+    option: Option<&PathBuf>,
+    props: &PropertyArgs,
+) -> (PathBuf, LoadOptions) {
+    let mut options = props.load_options();
+    let file = match positional.or(option) {
+        Some(named) => named.clone(),
+        None if config::embedded::needed() => {
+            options.embedded_default = true;
+            config::embedded::main_file()
+        }
+        None => PathBuf::from(DEFAULT_CONFIG),
+    };
+    (file, options)
+}
+
+/// Where the built-in default configuration is used, say so (on standard error, so that a
+/// report on standard output stays the report alone).
+fn tell_if_embedded(options: &LoadOptions) {
+    if options.embedded_default {
+        eprintln!(
+            "ferromq: no {DEFAULT_CONFIG} in this directory: using the default configuration \
+             built into ferromq (as {DEFAULT_CONFIG}, data under ./data); `ferromq init` writes \
+             it out to edit"
+        );
+    }
+}
+
+/// `ferromq init [DIR]`: write the built-in default configuration into DIR/conf/.
+fn init(args: InitArgs) -> ExitCode {
+    match config::embedded::write_out(&args.dir) {
+        Ok(written) => {
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ferromq: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check(args: CheckArgs) -> ExitCode {
-    let file = config_file(args.file.as_ref(), args.config.as_ref());
-    let mut loaded = config::load_file(&file, &args.props.load_options());
+    let (file, options) = config_file(args.file.as_ref(), args.config.as_ref(), &args.props);
+    tell_if_embedded(&options);
+    let mut loaded = config::load_file(&file, &options);
     let mut online = config::report::Online::default();
     // What `run` builds before serving (TLS, security, the store directory), when the file
     // itself is valid: a check that passes means a start that gets as far as binding.
@@ -538,8 +593,9 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn run(args: RunArgs, format: LogFormat) -> ExitCode {
-    let file = config_file(args.file.as_ref(), args.config.as_ref());
-    let loaded = config::load_file(&file, &args.props.load_options());
+    let (file, options) = config_file(args.file.as_ref(), args.config.as_ref(), &args.props);
+    tell_if_embedded(&options);
+    let loaded = config::load_file(&file, &options);
     for d in &loaded.diagnostics.0 {
         print_diagnostic(d, format);
     }
@@ -581,8 +637,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let serve =
-        crate::broker::run_until_signal_with_reload(config, args.props.load_options(), args.watch);
+    let serve = crate::broker::run_until_signal_with_reload(config, options, args.watch);
     match runtime.block_on(serve) {
         Ok(crate::broker::Stopped::Gracefully) => ExitCode::SUCCESS,
         // Not returning: dropping the runtime would wait for the tasks being given up on.
@@ -894,8 +949,8 @@ fn passwd(args: PasswdArgs) -> ExitCode {
     }
 }
 
-fn load_or_report(file: &std::path::Path, props: &PropertyArgs) -> Option<config::Config> {
-    let loaded = config::load_file(file, &props.load_options());
+fn load_or_report(file: &std::path::Path, options: &LoadOptions) -> Option<config::Config> {
+    let loaded = config::load_file(file, options);
     for d in loaded.diagnostics.errors() {
         eprintln!("{d}");
     }
@@ -909,8 +964,9 @@ fn session(command: SessionCommand) -> ExitCode {
             config,
             props,
         } => {
-            let file = config_file(file.as_ref(), config.as_ref());
-            let Some(config) = load_or_report(&file, &props) else {
+            let (file, options) = config_file(file.as_ref(), config.as_ref(), &props);
+            tell_if_embedded(&options);
+            let Some(config) = load_or_report(&file, &options) else {
                 return ExitCode::from(1);
             };
             match crate::admin::list_sessions(&config) {
@@ -966,7 +1022,7 @@ fn session(command: SessionCommand) -> ExitCode {
             props,
             ..
         } => {
-            let Some(config) = load_or_report(&config, &props) else {
+            let Some(config) = load_or_report(&config, &props.load_options()) else {
                 return ExitCode::from(1);
             };
             match crate::admin::end_session_in_store(&config, &client_id) {

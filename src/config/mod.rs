@@ -8,6 +8,7 @@ pub mod compile;
 pub mod delivery_policy;
 pub mod diagnostic;
 pub mod diff;
+pub mod embedded;
 pub mod jaas;
 pub mod jasypt;
 pub mod known_names;
@@ -41,6 +42,9 @@ pub struct LoadOptions {
     /// `--local-store`: run a shared or replicated store configuration (JDBC, a shared-file or
     /// database locker) on ferromq's local store with a warning instead of refusing it.
     pub local_store: bool,
+    /// Load the default configuration built into the binary (see [`embedded`]): its files are
+    /// read from the binary under `./conf/`, not from disk.
+    pub embedded_default: bool,
 }
 
 impl Default for LoadOptions {
@@ -49,6 +53,7 @@ impl Default for LoadOptions {
             overrides: BTreeMap::new(),
             use_env: true,
             local_store: false,
+            embedded_default: false,
         }
     }
 }

@@ -74,6 +74,7 @@ async fn certificate_subject_maps_to_a_user_whose_groups_are_authorized() {
         .collect(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     };
     let loaded = load_file(&dir.path().join("activemq.xml"), &options);
     let text = loaded.diagnostics.to_string();

@@ -24,6 +24,7 @@ fn options() -> LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     }
 }
 

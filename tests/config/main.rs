@@ -7,6 +7,7 @@ mod support;
 
 mod activemq_examples;
 mod check;
+mod embedded_default;
 mod migration_guide;
 mod packaging;
 mod preflight;

@@ -23,6 +23,7 @@ fn no_env() -> LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     }
 }
 

@@ -59,6 +59,7 @@ async fn stomp_over_tls_logs_in_with_the_client_certificate() {
         .collect(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     };
     let loaded = load_file(&dir.path().join("activemq.xml"), &options);
     let text = loaded.diagnostics.to_string();

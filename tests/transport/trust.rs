@@ -453,6 +453,7 @@ async fn cert_login_broker(dir: &Path, key_store: &Path, trust_store: &Path) -> 
         .collect(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     };
     let loaded = ferromq::config::load_file(&config_path, &options);
     let text = loaded.diagnostics.to_string();

@@ -16,6 +16,7 @@ pub(super) fn options() -> LoadOptions {
         overrides: BTreeMap::new(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     }
 }
 

@@ -15,6 +15,7 @@ fn config(inner: &str) -> Config {
         overrides: BTreeMap::new(),
         use_env: false,
         local_store: false,
+        embedded_default: false,
     };
     let loaded = load_str(&xml, std::path::Path::new("."), &options);
     let text = loaded.diagnostics.to_string();

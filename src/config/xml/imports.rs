@@ -144,7 +144,7 @@ impl Expander<'_> {
             ));
             return Vec::new();
         }
-        let text = match read_text(&path) {
+        let text = match read_text(&path, self.environment.embedded_default) {
             Ok(text) => text,
             Err(err) => {
                 let not_found =

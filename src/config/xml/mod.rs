@@ -46,7 +46,7 @@ pub fn load_document(
     options: &LoadOptions,
     diagnostics: &mut Diagnostics,
 ) -> Option<LoadedDocument> {
-    let text = match read_text(path) {
+    let text = match read_text(path, options.embedded_default) {
         Ok(text) => text,
         Err(err @ ReadError::Io(_)) => {
             diagnostics.push(err.into_diagnostic(path, None).with_hint(
@@ -170,8 +170,10 @@ impl ReadError {
 
 /// A configuration file's text, decoded as its byte-order mark or XML declaration says
 /// (UTF-8 when neither does); see [`encoding`].
-fn read_text(path: &Path) -> Result<String, ReadError> {
-    let bytes = std::fs::read(path).map_err(ReadError::Io)?;
+/// `embedded`: the built-in default configuration's files come from the binary
+/// ([`super::embedded`]).
+fn read_text(path: &Path, embedded: bool) -> Result<String, ReadError> {
+    let bytes = super::embedded::read(path, embedded).map_err(ReadError::Io)?;
     encoding::decode(bytes).map_err(ReadError::Decode)
 }
 

@@ -320,6 +320,7 @@ impl Environment {
             overrides: options.overrides.clone(),
             use_env: options.use_env,
             defaults: BTreeMap::new(),
+            embedded_default: options.embedded_default,
         };
         let (config_dir, default_base) = launcher_locations(config_file);
         let base = environment.launcher_value("activemq.base", default_base);

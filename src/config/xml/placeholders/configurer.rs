@@ -442,7 +442,7 @@ impl Configurer {
                 return None;
             }
         };
-        let bytes = match std::fs::read(&path) {
+        let bytes = match crate::config::embedded::read(&path, environment.embedded_default) {
             Ok(bytes) => bytes,
             Err(err)
                 if err.kind() == std::io::ErrorKind::NotFound && self.ignore_resource_not_found =>

@@ -16,6 +16,9 @@ pub(in crate::config::xml) struct Environment {
     pub(super) use_env: bool,
     /// `activemq.base`, `activemq.home`, `activemq.conf`, `activemq.data`.
     pub(super) defaults: BTreeMap<String, String>,
+    /// Files of the built-in default configuration are read from the binary
+    /// ([`LoadOptions::embedded_default`](crate::config::LoadOptions::embedded_default)).
+    pub(in crate::config::xml) embedded_default: bool,
 }
 
 impl Environment {
@@ -313,6 +316,7 @@ mod tests {
                 .collect(),
             use_env: false,
             defaults: BTreeMap::from([("activemq.conf".to_owned(), "/etc/amq".to_owned())]),
+            embedded_default: false,
         }
     }
 

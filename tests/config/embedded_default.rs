@@ -1,0 +1,145 @@
+//! The default configuration built into the binary: `check` and `run` without a file, in a
+//! directory without `conf/activemq.xml`, use it as if it were that file (data under
+//! `./data`); `ferromq init` writes it out, byte for byte the repository's `conf/`, and
+//! refuses to replace a file.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::free_port;
+
+fn ferromq(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(dir);
+    command
+}
+
+#[test]
+fn check_without_a_file_in_an_empty_directory_checks_the_built_in_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ferromq(dir.path())
+        .arg("check")
+        .output()
+        .expect("check runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("default configuration built into ferromq"),
+        "{stderr}"
+    );
+    let data = dir.path().join("data").join("kahadb");
+    assert!(
+        stdout.contains(&format!("store: durable, in {}", data.display())),
+        "the store is ./data/kahadb: {stdout}"
+    );
+    assert!(stdout.contains("mqtt://127.0.0.1:1883"), "{stdout}");
+}
+
+#[test]
+fn run_without_a_file_in_an_empty_directory_serves_the_built_in_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = ferromq(dir.path())
+        .args(["run", "-D", &format!("mqtt.port={port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut stream = loop {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) {
+            break stream;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ferromq exited before serving: {status}");
+        }
+        assert!(Instant::now() < deadline, "never served on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // MQTT 3.1.1 CONNECT, client id "e", clean session, keep-alive 0.
+    stream
+        .write_all(&[
+            0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 1, b'e',
+        ])
+        .expect("send CONNECT");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    assert!(
+        dir.path().join("data").join("kahadb").is_dir(),
+        "the store is under ./data"
+    );
+    assert!(
+        !dir.path().join("conf").exists(),
+        "nothing written into conf/"
+    );
+    // SIGTERM (through kill(1)): the broker exits cleanly.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within 15 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn init_writes_the_repositorys_conf_and_refuses_to_replace_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ferromq(dir.path())
+        .args(["init", "site"])
+        .output()
+        .expect("init runs");
+    assert!(out.status.success(), "{out:?}");
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let conf = dir.path().join("site").join("conf");
+    for name in [
+        "activemq.xml",
+        "credentials.properties",
+        "users.properties",
+        "groups.properties",
+        "login.config",
+    ] {
+        let written = std::fs::read(conf.join(name)).expect("written");
+        let original = std::fs::read(shipped.join(name)).expect("shipped");
+        assert!(written == original, "{name} differs from conf/{name}");
+    }
+    std::fs::write(conf.join("users.properties"), "mine=secret\n").expect("edit");
+    let again = ferromq(dir.path())
+        .args(["init", "site"])
+        .output()
+        .expect("init runs");
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not replacing"));
+    assert_eq!(
+        std::fs::read_to_string(conf.join("users.properties")).expect("read"),
+        "mine=secret\n",
+        "an edited file is left alone"
+    );
+    // The written copy is now the default of that directory: no built-in note.
+    let check = ferromq(&dir.path().join("site"))
+        .arg("check")
+        .output()
+        .expect("check runs");
+    assert!(check.status.success(), "{check:?}");
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("built into"));
+}
