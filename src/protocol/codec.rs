@@ -14,6 +14,12 @@ mod wire;
 pub use decode::{complete_packets, decode, decode_frozen, CompletePackets};
 pub use encode::{encode, encode_publish, publish_packet_len};
 pub use error::{DecodeError, EncodeError};
+
+/// The encoded length in bytes of an MQTT 5 property block's content (without its length
+/// prefix; MQTT 5 2.2.2): what a message's properties cost as their encoded form.
+pub fn properties_len(properties: &crate::protocol::Properties) -> usize {
+    properties::properties_content_len(Some(properties))
+}
 pub use reason::{connect_reason_code_v5, connect_return_code_v3, ReasonCode};
 
 /// MQTT 5 message or will properties (the will set of MQTT 5 Table 2-4: payload format,

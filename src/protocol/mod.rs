@@ -5,6 +5,6 @@ pub mod packet;
 pub mod stomp;
 pub mod topic;
 
-pub use codec::{decode, encode, DecodeError, EncodeError, ReasonCode};
+pub use codec::{decode, encode, properties_len, DecodeError, EncodeError, ReasonCode};
 pub use packet::*;
 pub use topic::TopicError;

@@ -491,7 +491,9 @@ where
         identity: Identity {
             principal,
             authz: AuthzCache::default(),
-            will: connect.will.map(Box::new),
+            will: connect
+                .will
+                .map(|will| Box::new(super::HeldWill::new(will, &core.memory))),
             enhanced_auth: None,
         },
         limits: ClientLimits {

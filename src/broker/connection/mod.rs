@@ -370,9 +370,39 @@ struct Identity {
     authz: AuthzCache,
     /// Boxed: most clients set none, and every connection (parked or not) would carry its
     /// 72 bytes.
-    will: Option<Box<LastWill>>,
+    will: Option<Box<HeldWill>>,
     /// Only for a client that authenticated with an MQTT 5 Authentication Method.
     enhanced_auth: Option<Box<enhanced_auth::EnhancedAuth>>,
+}
+
+/// A connected client's will, charged to `memoryUsage` while its connection holds it (a
+/// will is kept from CONNECT until the connection ends, and may be large: 600 clients with
+/// 65 KB wills held 38 MiB). The CONNECT is never refused for it (ActiveMQ has no limit on
+/// wills); what the charge does is pause QoS 1/2 publishers sooner, as any held message does.
+/// Published, the will is charged as a message instead.
+pub(super) struct HeldWill {
+    will: LastWill,
+    _charge: crate::broker::routing::memory::HeldBytes,
+}
+
+impl HeldWill {
+    fn new(will: LastWill, gauge: &Arc<crate::broker::routing::memory::MemoryGauge>) -> Self {
+        let bytes = will_bytes(&will);
+        HeldWill {
+            will,
+            _charge: gauge.hold(bytes),
+        }
+    }
+}
+
+/// What a will holds in memory, as charged: its topic, payload and properties (their
+/// encoded size, which their decoded form is close to).
+fn will_bytes(will: &LastWill) -> u64 {
+    let properties = will
+        .properties
+        .as_deref()
+        .map_or(0, crate::protocol::properties_len);
+    (will.topic.len() + will.payload.len() + properties) as u64
 }
 
 impl Identity {
@@ -1294,7 +1324,7 @@ impl Conn {
             .identity
             .will
             .as_ref()
-            .and_then(|w| w.properties.as_ref())
+            .and_then(|w| w.will.properties.as_ref())
             .and_then(|p| p.will_delay_interval)
             .is_some_and(|secs| secs > 0);
         // Handed over to another broker of a cluster: the session goes on there, which
@@ -1394,7 +1424,8 @@ impl Conn {
             .will_due(&reason)
             .then(|| self.identity.will.take())
             .flatten()
-            .map(|will| *will);
+            // Its charge ends here: published, it is charged as a message.
+            .map(|held| held.will);
         match will {
             Some(will) if self.will_waits(&reason, &will) => {
                 // Pending until its delay passes or its session ends (MQTT 5 3.1.3-9).

@@ -607,3 +607,83 @@ async fn a_resent_qos2_publish_is_acknowledged_once_its_first_copy_is_kept() {
         .count();
     assert_eq!(stored, 1, "stored once");
 }
+
+/// A connected client's will is charged to `memoryUsage` from its CONNECT (a large will is
+/// held for the connection's whole life), and the charge ends with the connection, whether
+/// the will is discarded (DISCONNECT) or published (a dropped socket).
+#[tokio::test]
+async fn a_connected_clients_will_is_charged_until_its_connection_ends() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording);
+    let before = core.memory.used_bytes();
+    let will_payload = vec![7u8; 60 * 1024];
+    let connect = |id: &str| {
+        Packet::Connect(Box::new(Connect {
+            protocol: VERSION,
+            clean_start: true,
+            keep_alive_secs: 0,
+            client_id: id.into(),
+            will: Some(crate::protocol::LastWill {
+                topic: "wills/w".into(),
+                payload: Bytes::from(will_payload.clone()),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: None,
+            }),
+            username: None,
+            password: None,
+            properties: None,
+        }))
+    };
+    let open = |id: &'static str| {
+        let (core, listener, packet) = (core.clone(), listener.clone(), connect(id));
+        async move {
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            let params = ConnectionParams {
+                core,
+                listener,
+                peer: "127.0.0.1:1".parse().expect("addr"),
+                tls: false,
+                peer_cert_subject: None,
+                shutdown: CancellationToken::new(),
+            };
+            tokio::spawn(serve(theirs, params));
+            let mut client = Client {
+                stream: ours,
+                buf: BytesMut::new(),
+            };
+            client.send(packet).await;
+            assert!(matches!(client.next().await, Packet::ConnAck(_)));
+            client
+        }
+    };
+    let wait_for = |want: u64| {
+        let core = core.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while core.memory.used_bytes() != want {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "memoryUsage {} bytes, expected {want}",
+                    core.memory.used_bytes()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    let will_bytes = (will_payload.len() + "wills/w".len()) as u64;
+
+    let mut discarding = open("will-1").await;
+    wait_for(before + will_bytes).await;
+    let dropping = open("will-2").await;
+    wait_for(before + 2 * will_bytes).await;
+    discarding
+        .send(Packet::Disconnect(crate::protocol::Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
+    wait_for(before + will_bytes).await;
+    drop(dropping);
+    wait_for(before).await;
+}

@@ -21,12 +21,12 @@ use std::sync::Arc;
 
 use super::super::durable_acks::PendingAcks;
 use super::super::{
-    enhanced_auth::EnhancedAuth, ClientLimits, Conn, FlowControl, Identity, ListenerSettings,
-    Output, PublisherPause,
+    enhanced_auth::EnhancedAuth, ClientLimits, Conn, FlowControl, HeldWill, Identity,
+    ListenerSettings, Output, PublisherPause,
 };
 use crate::broker::runtime::BrokerCore;
 use crate::broker::session::{AttachToken, Session};
-use crate::protocol::{LastWill, ProtocolVersion};
+use crate::protocol::ProtocolVersion;
 use crate::security::{AuthzCache, Principal};
 
 /// A parked connection's lasting state (see the module's documentation).
@@ -39,7 +39,7 @@ pub(crate) struct ParkedConn {
     /// Not paused (see [`Conn::quiet`]); the sessions it gave up on, if any.
     pause: PublisherPause,
     principal: Principal,
-    will: Option<Box<LastWill>>,
+    will: Option<Box<HeldWill>>,
     enhanced_auth: Option<Box<EnhancedAuth>>,
     limits: ClientLimits,
 }
