@@ -164,9 +164,10 @@ pub enum SessionCommand {
         /// of the process list).
         #[arg(long, requires = "broker", value_name = "VAR")]
         password_env: Option<String>,
-        /// Without --broker: the configuration of the stopped broker whose store to change.
-        #[arg(long, short, default_value = DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// Without --broker: the configuration of the stopped broker whose store to change
+        /// (default conf/activemq.xml, or the built-in default where there is none).
+        #[arg(long, short, value_name = "FILE")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         props: PropertyArgs,
     },
@@ -1022,7 +1023,9 @@ fn session(command: SessionCommand) -> ExitCode {
             props,
             ..
         } => {
-            let Some(config) = load_or_report(&config, &props.load_options()) else {
+            let (file, options) = config_file(None, config.as_ref(), &props);
+            tell_if_embedded(&options);
+            let Some(config) = load_or_report(&file, &options) else {
                 return ExitCode::from(1);
             };
             match crate::admin::end_session_in_store(&config, &client_id) {
