@@ -67,6 +67,11 @@ pub enum AdminError {
     #[error("no persistent session with client id `{0}` in the store")]
     NoSuchSession(String),
     #[error(
+        "no store at {0} (the broker of this configuration never ran here, or its data \
+         directory is elsewhere: -D activemq.data=DIR)"
+    )]
+    NoStoreYet(String),
+    #[error(
         "`{0}` is a STOMP durable subscription: on a running broker a STOMP client with that \
          client-id ends it (UNSUBSCRIBE with activemq.subscriptionName); --config ends it in \
          a stopped broker's store"
@@ -120,6 +125,10 @@ fn open_store(config: &Config) -> Result<Store, AdminError> {
         (Persistence::JetStream(_), _) => return Err(AdminError::ClusterStore),
         _ => return Err(AdminError::NoStore),
     };
+    // Opening creates a store: an offline command reads one, it does not make one.
+    if !directory.exists() {
+        return Err(AdminError::NoStoreYet(directory.display().to_string()));
+    }
     Store::open(&directory, StoreLimits::default()).map_err(|e| match e {
         StoreError::Locked { .. } => AdminError::BrokerRunning(e),
         other => AdminError::Store(other),

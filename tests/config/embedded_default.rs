@@ -143,3 +143,18 @@ fn init_writes_the_repositorys_conf_and_refuses_to_replace_it() {
     assert!(check.status.success(), "{check:?}");
     assert!(!String::from_utf8_lossy(&check.stderr).contains("built into"));
 }
+
+/// `session list` of a configuration whose broker never ran here reads no store and makes
+/// none: it says where it looked.
+#[test]
+fn session_list_where_no_broker_ran_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = ferromq(dir.path())
+        .args(["session", "list"])
+        .output()
+        .expect("session list runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no store at"), "{stderr}");
+    assert!(!dir.path().join("data").exists(), "a store was created");
+}
