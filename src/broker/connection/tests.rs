@@ -22,6 +22,20 @@ fn core_with(recording: Arc<Recording>) -> (Arc<BrokerCore>, Arc<ListenerSetting
     crate::broker::runtime::test_core(recording)
 }
 
+/// MQTT 3.1.1 CONNECT of a persistent session (clean session 0), no will.
+fn persistent_connect(id: &str) -> Connect {
+    Connect {
+        protocol: VERSION,
+        clean_start: false,
+        keep_alive_secs: 0,
+        client_id: id.into(),
+        will: None,
+        username: None,
+        password: None,
+        properties: None,
+    }
+}
+
 /// A client on one end of an in-process stream whose other end a connection task serves.
 struct Client {
     stream: DuplexStream,
@@ -29,8 +43,20 @@ struct Client {
 }
 
 impl Client {
+    /// A persistent session's client `id` connected, its CONNACK read.
     async fn connect(core: &Arc<BrokerCore>, listener: &Arc<ListenerSettings>, id: &str) -> Self {
-        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        let mut client = Client::open(core, listener, persistent_connect(id)).await;
+        assert!(matches!(client.next().await, Packet::ConnAck(_)));
+        client
+    }
+
+    /// A new connection served by `core` with `connect` sent on it (nothing read yet).
+    async fn open(
+        core: &Arc<BrokerCore>,
+        listener: &Arc<ListenerSettings>,
+        connect: Connect,
+    ) -> Self {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let params = ConnectionParams {
             core: core.clone(),
             listener: listener.clone(),
@@ -44,19 +70,7 @@ impl Client {
             stream: ours,
             buf: BytesMut::new(),
         };
-        client
-            .send(Packet::Connect(Box::new(Connect {
-                protocol: VERSION,
-                clean_start: false,
-                keep_alive_secs: 0,
-                client_id: id.into(),
-                will: None,
-                username: None,
-                password: None,
-                properties: None,
-            })))
-            .await;
-        assert!(matches!(client.next().await, Packet::ConnAck(_)));
+        client.send(Packet::Connect(Box::new(connect))).await;
         client
     }
 
@@ -461,32 +475,7 @@ async fn a_connect_whose_session_the_store_refuses_at_once_is_refused_server_una
     let recording = Recording::new();
     let (core, listener) = core_with(recording.clone());
     recording.refuse_when(|c| matches!(c, Change::SessionSaved(_)), unavailable());
-    let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let params = ConnectionParams {
-        core: core.clone(),
-        listener: listener.clone(),
-        peer: "127.0.0.1:1".parse().expect("addr"),
-        tls: false,
-        peer_cert_subject: None,
-        shutdown: CancellationToken::new(),
-    };
-    tokio::spawn(serve(theirs, params));
-    let mut refused = Client {
-        stream: ours,
-        buf: BytesMut::new(),
-    };
-    refused
-        .send(Packet::Connect(Box::new(Connect {
-            protocol: VERSION,
-            clean_start: false,
-            keep_alive_secs: 0,
-            client_id: "kept".into(),
-            will: None,
-            username: None,
-            password: None,
-            properties: None,
-        })))
-        .await;
+    let mut refused = Client::open(&core, &listener, persistent_connect("kept")).await;
     let answer = refused.until_closed(Duration::from_secs(5)).await;
     match answer.as_slice() {
         [Packet::ConnAck(ack)] => assert_eq!(
@@ -509,12 +498,6 @@ async fn a_connect_whose_session_the_store_refuses_at_once_is_refused_server_una
         .any(|c| matches!(c, Change::SessionSaved(d) if &*d.client_id == "kept")));
 }
 
-/// Client `id` connected (persistent session) on a new in-process connection, its CONNACK
-/// read.
-async fn reconnect(core: &Arc<BrokerCore>, listener: &Arc<ListenerSettings>, id: &str) -> Client {
-    Client::connect(core, listener, id).await
-}
-
 /// A persistent publisher's QoS 2 PUBLISH whose commit the engine holds, then the client's
 /// new connection taking the session over and sending it again (DUP): the re-send's
 /// connection, with the first copy's commit still on its way.
@@ -527,7 +510,7 @@ async fn qos2_resent_while_its_first_copy_is_stored() -> (
     let recording = Recording::new();
     let (core, listener) = core_with(recording.clone());
     recording.hold_when(|c| matches!(c, Change::InboundQos2Received { .. }));
-    let mut first = reconnect(&core, &listener, "q2pub").await;
+    let mut first = Client::connect(&core, &listener, "q2pub").await;
     first.send(publish_qos2(5)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !recording
@@ -541,7 +524,7 @@ async fn qos2_resent_while_its_first_copy_is_stored() -> (
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut again = reconnect(&core, &listener, "q2pub").await;
+    let mut again = Client::connect(&core, &listener, "q2pub").await;
     let Packet::Publish(mut resent) = publish_qos2(5) else {
         unreachable!("publish_qos2 makes a PUBLISH");
     };
@@ -572,7 +555,7 @@ async fn a_resent_qos2_publish_is_not_acknowledged_for_a_first_copy_the_store_fa
         .iter()
         .filter(|c| matches!(c, Change::InboundQos2Received { packet_id: 5, .. }))
         .count();
-    let mut third = reconnect(&core, &listener, "q2pub").await;
+    let mut third = Client::connect(&core, &listener, "q2pub").await;
     third.send(publish_qos2(5)).await;
     assert_eq!(third.next().await, Packet::PubRec(Ack::new(5)));
     let stored_after = recording
@@ -617,42 +600,22 @@ async fn a_connected_clients_will_is_charged_until_its_connection_ends() {
     let (core, listener) = core_with(recording);
     let before = core.memory.used_bytes();
     let will_payload = vec![7u8; 60 * 1024];
-    let connect = |id: &str| {
-        Packet::Connect(Box::new(Connect {
-            protocol: VERSION,
-            clean_start: true,
-            keep_alive_secs: 0,
-            client_id: id.into(),
-            will: Some(crate::protocol::LastWill {
-                topic: "wills/w".into(),
-                payload: Bytes::from(will_payload.clone()),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                properties: None,
-            }),
-            username: None,
-            password: None,
-            properties: None,
-        }))
-    };
     let open = |id: &'static str| {
-        let (core, listener, packet) = (core.clone(), listener.clone(), connect(id));
+        let (core, listener) = (core.clone(), listener.clone());
+        let will = crate::protocol::LastWill {
+            topic: "wills/w".into(),
+            payload: Bytes::from(will_payload.clone()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+        };
         async move {
-            let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            let params = ConnectionParams {
-                core,
-                listener,
-                peer: "127.0.0.1:1".parse().expect("addr"),
-                tls: false,
-                peer_cert_subject: None,
-                shutdown: CancellationToken::new(),
+            let connect = Connect {
+                clean_start: true,
+                will: Some(will),
+                ..persistent_connect(id)
             };
-            tokio::spawn(serve(theirs, params));
-            let mut client = Client {
-                stream: ours,
-                buf: BytesMut::new(),
-            };
-            client.send(packet).await;
+            let mut client = Client::open(&core, &listener, connect).await;
             assert!(matches!(client.next().await, Packet::ConnAck(_)));
             client
         }
