@@ -6,7 +6,9 @@
 //! broker runs on this copy as if it were `./conf/activemq.xml`: `${activemq.conf}` is
 //! `./conf`, `${activemq.base}` the current directory and `${activemq.data}` `./data`, exactly
 //! as when the files are on disk. While such a load runs ([`LoadOptions::embedded_default`]),
-//! the files of the set are read from the binary, never from disk.
+//! a file of the set that exists on disk in `./conf/` is read from disk, the others from the
+//! binary: so a reload after `ferromq init` (or with `--watch`, once the file appears) reads
+//! the file written out and edited, not the built-in copy.
 //!
 //! [`LoadOptions::embedded_default`]: super::LoadOptions::embedded_default
 
@@ -63,11 +65,15 @@ pub fn file(path: &Path) -> Option<&'static [u8]> {
         .map(|(_, contents)| *contents)
 }
 
-/// Read `path`: from the built-in set when `embedded` and the set has it, else from disk.
+/// Read `path` from disk; when it is not there, `embedded`, and the built-in set has it,
+/// from the binary.
 pub fn read(path: &Path, embedded: bool) -> std::io::Result<Vec<u8>> {
-    match embedded.then(|| file(path)).flatten() {
-        Some(contents) => Ok(contents.to_vec()),
-        None => std::fs::read(path),
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && embedded => match file(path) {
+            Some(contents) => Ok(contents.to_vec()),
+            None => Err(e),
+        },
+        read => read,
     }
 }
 

@@ -42,8 +42,8 @@ pub struct LoadOptions {
     /// `--local-store`: run a shared or replicated store configuration (JDBC, a shared-file or
     /// database locker) on ferromq's local store with a warning instead of refusing it.
     pub local_store: bool,
-    /// Load the default configuration built into the binary (see [`embedded`]): its files are
-    /// read from the binary under `./conf/`, not from disk.
+    /// Load the default configuration built into the binary (see [`embedded`]): a file of it
+    /// missing from `./conf/` is read from the binary instead.
     pub embedded_default: bool,
 }
 

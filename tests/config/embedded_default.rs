@@ -158,3 +158,54 @@ fn session_list_where_no_broker_ran_says_so_and_creates_nothing() {
     assert!(stderr.contains("no store at"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "a store was created");
 }
+
+/// A broker running on the built-in default with `--watch` picks up `conf/activemq.xml` once
+/// it is written out (`ferromq init`) and edited: the reload reads the file on disk, not the
+/// built-in copy.
+#[test]
+fn a_watched_built_in_default_reloads_the_file_written_out_and_edited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (port, second) = (free_port(), free_port());
+    let mut child = ferromq(dir.path())
+        .args(["run", "--watch", "-D", &format!("mqtt.port={port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run starts");
+    let serves = |port: u16, within: Duration| {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    };
+    assert!(
+        serves(port, Duration::from_secs(30)),
+        "never served on {port}"
+    );
+    let init = ferromq(dir.path()).arg("init").output().expect("init runs");
+    assert!(init.status.success(), "{init:?}");
+    let file = dir.path().join("conf").join("activemq.xml");
+    let text = std::fs::read_to_string(&file).expect("written out");
+    let edited = text.replacen(
+        "</transportConnectors>",
+        &format!(
+            "    <transportConnector name=\"second\" uri=\"mqtt://127.0.0.1:{second}\"/>\n        </transportConnectors>"
+        ),
+        1,
+    );
+    assert_ne!(edited, text, "the file has a </transportConnectors>");
+    std::fs::write(&file, edited).expect("edit");
+    let reloaded = serves(second, Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(
+        reloaded,
+        "the edited file's second connector never served on {second}"
+    );
+}
