@@ -517,12 +517,16 @@ fn config_file(
 /// report on standard output stays the report alone).
 fn tell_if_embedded(options: &LoadOptions) {
     if options.embedded_default {
-        eprintln!(
-            "ferromq: no {DEFAULT_CONFIG} in this directory: using the default configuration \
-             built into ferromq (as {DEFAULT_CONFIG}, data under ./data); `ferromq init` writes \
-             it out to edit"
-        );
+        eprintln!("{}", embedded_notice());
     }
+}
+
+fn embedded_notice() -> String {
+    format!(
+        "ferromq: no {DEFAULT_CONFIG} in this directory: using the default configuration built \
+         into ferromq (as {DEFAULT_CONFIG}, data under ./data); `ferromq init` writes it out to \
+         edit"
+    )
 }
 
 /// `ferromq init [DIR]`: write the built-in default configuration into DIR/conf/.
@@ -595,7 +599,17 @@ fn check(args: CheckArgs) -> ExitCode {
 
 fn run(args: RunArgs, format: LogFormat) -> ExitCode {
     let (file, options) = config_file(args.file.as_ref(), args.config.as_ref(), &args.props);
-    tell_if_embedded(&options);
+    // With JSON logs, every line is JSON: the notice too.
+    let shown = if options.embedded_default {
+        let notice = embedded_notice();
+        match format {
+            LogFormat::Text => eprintln!("{notice}"),
+            LogFormat::Json => tracing::info!("{notice}"),
+        }
+        format!("the built-in default configuration (as {})", file.display())
+    } else {
+        file.display().to_string()
+    };
     let loaded = config::load_file(&file, &options);
     for d in &loaded.diagnostics.0 {
         print_diagnostic(d, format);
@@ -605,7 +619,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         Err(_) => {
             say(
                 format,
-                &format!("ferromq: {} has errors; not starting", file.display()),
+                &format!("ferromq: {shown} has errors; not starting"),
             );
             return ExitCode::from(1);
         }

@@ -262,13 +262,29 @@ pub async fn drain(inner: &Arc<Inner>) {
     let started = Instant::now();
     *inner.drain.deadline.lock() =
         Some(started + IN_FLIGHT_WAIT + inner.store_timeout + CLOSE_WAIT);
-    let reachable = nats_reachable(inner).await;
+    let mut reachable = nats_reachable(inner).await;
     let (in_flight_left, released) = if reachable {
         tracing::info!(node = %inner.node_id, "draining: handing every session over to the other nodes");
         super::node::announce(inner).await;
         let _ = tokio::time::timeout(Duration::from_millis(250), inner.client.flush()).await;
         wait_in_flight(inner).await;
-        (in_flight(inner), release_all(inner).await)
+        let in_flight_left = in_flight(inner);
+        let released = release_all(inner).await;
+        if released.released == 0 && released.unanswered > 0 {
+            // Not one write answered within the wait (servers hung, or cut off since the
+            // check above): the last heartbeat and the final flush would only wait the rest
+            // of the bound out.
+            *inner.drain.deadline.lock() = Some(Instant::now());
+            reachable = false;
+            tracing::warn!(
+                node = %inner.node_id,
+                unanswered = released.unanswered,
+                "draining: the cluster store answered no session release; exiting without \
+                 the rest of the hand-over (the other nodes take the sessions over after \
+                 nodeTimeout)"
+            );
+        }
+        (in_flight_left, released.released)
     } else {
         // Nothing can be written: the records keep this node as owner, and the other nodes
         // take the sessions over once its heartbeats stop.
@@ -335,26 +351,48 @@ async fn wait_in_flight(inner: &Inner) {
     }
 }
 
-/// Write every local session's record as offline with no owner; returns how many were
-/// released. A session whose write failed stays tracked (the shutdown's flush writes it
-/// with this node as owner; the node that resumes it then finds no one to answer its kick).
-async fn release_all(inner: &Arc<Inner>) -> usize {
+/// What [`release_all`] did.
+#[derive(Debug, Default)]
+struct Releases {
+    released: usize,
+    /// Writes the store did not answer within the drain's wait.
+    unanswered: usize,
+}
+
+/// What became of one session's release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    Released,
+    Refused,
+    Unanswered,
+}
+
+/// Write every local session's record as offline with no owner. A session whose write
+/// failed stays tracked (the shutdown's flush writes it with this node as owner; the node
+/// that resumes it then finds no one to answer its kick).
+async fn release_all(inner: &Arc<Inner>) -> Releases {
     let client_ids: Vec<Arc<str>> = inner.tracker.lock().sessions.keys().cloned().collect();
     futures_util::stream::iter(client_ids)
         .map(|client_id| release(inner, client_id))
         .buffer_unordered(64)
-        .filter(|released| std::future::ready(*released))
-        .count()
+        .fold(Releases::default(), |mut all, one| {
+            match one {
+                Release::Released => all.released += 1,
+                Release::Unanswered => all.unanswered += 1,
+                Release::Refused => {}
+            }
+            std::future::ready(all)
+        })
         .await
 }
 
-async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
+async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> Release {
     let lock = inner.record_lock(&client_id);
     let _one_writer = lock.lock().await;
     let (record, revision, epoch) = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(&client_id) else {
-            return false;
+            return Release::Refused;
         };
         if t.connected {
             t.connected = false;
@@ -402,15 +440,15 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> bool {
             {
                 tracker.sessions.remove(&client_id);
             }
-            true
+            Release::Released
         }
         Ok(Err(e)) => {
             tracing::warn!(client_id = %client_id, "drain: session record not released: {e}");
-            false
+            Release::Refused
         }
         Err(_) => {
             tracing::warn!(client_id = %client_id, "drain: no answer releasing a session record");
-            false
+            Release::Unanswered
         }
     }
 }

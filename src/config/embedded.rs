@@ -45,9 +45,15 @@ pub fn main_file() -> PathBuf {
 }
 
 /// Whether a run or check that names no file must use the built-in copy: `conf/activemq.xml`
-/// does not exist in the current directory.
+/// certainly does not exist in the current directory. A path that cannot be looked at (an
+/// unreadable `conf/`) or that is a link to nothing is not "missing": the load then reports
+/// it, rather than the broker falling back to an open default configuration in place of a
+/// file it could not read.
 pub fn needed() -> bool {
-    !Path::new(CONF_DIR).join(MAIN_FILE).exists()
+    matches!(
+        std::fs::symlink_metadata(Path::new(CONF_DIR).join(MAIN_FILE)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
 }
 
 /// The built-in contents of `path`, when it names a file of the set in the current
@@ -90,7 +96,8 @@ pub fn write_out(dir: &Path) -> Result<Vec<PathBuf>, String> {
         .collect();
     let existing: Vec<String> = targets
         .iter()
-        .filter(|(path, _)| path.exists())
+        // A link (even to nothing) counts as existing: nothing is written through one.
+        .filter(|(path, _)| std::fs::symlink_metadata(path).is_ok())
         .map(|(path, _)| path.display().to_string())
         .collect();
     if !existing.is_empty() {
@@ -102,7 +109,12 @@ pub fn write_out(dir: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(&conf).map_err(|e| format!("cannot create {}: {e}", conf.display()))?;
     let mut written = Vec::new();
     for (path, contents) in targets {
-        std::fs::write(&path, contents)
+        // `create_new`: never through a link or over a file that appeared meanwhile.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, contents))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         written.push(path);
     }

@@ -279,3 +279,38 @@ async fn a_node_whose_nats_servers_are_gone_exits_promptly_on_sigterm() {
         "the client's connection closed"
     );
 }
+
+/// A SIGTERMed node whose nats-servers hang (SIGSTOP: the sockets stay open, nothing
+/// answers) learns it from the first writes of the drain: when not one session release is
+/// answered within `storeTimeout`, it skips the last heartbeat and the final flush (each of
+/// which would wait out the rest of the drain's bound) and exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_nats_servers_hang_exits_after_one_unanswered_round_on_sigterm() {
+    let attributes = r#"replicas="3" messageShards="2" heartbeatInterval="200ms" quorumLossTimeout="10s" nodeTimeout="2s" storeTimeout="2s""#;
+    let Some(mut rig) = Rig::start(1, attributes).await else {
+        return;
+    };
+    let (mut holder, _) = v5_ok(rig.addr(0), "hung-holder", false, Some(300)).await;
+    holder.subscribe(1, &[("hung/#", QoS::AtLeastOnce)]).await;
+    for i in 0..3 {
+        rig.nats.pause(i);
+    }
+    let termed = Instant::now();
+    rig.nodes[0].send_term();
+    let status = tokio::task::block_in_place(|| rig.nodes[0].wait_exit(STEP * 3));
+    let took = termed.elapsed();
+    for i in 0..3 {
+        rig.nats.resume(i);
+    }
+    eprintln!("exited {took:?} after the SIGTERM: {status:?}");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "clean exit: {status:?}"
+    );
+    // storeTimeout (2 s) for the releases, then the close: about 3 s. Before, the rest of
+    // the bound went to the last heartbeat and the final flush: about 6 s.
+    assert!(
+        took < Duration::from_millis(4_500),
+        "a drain that no write answered took {took:?}"
+    );
+}

@@ -209,3 +209,25 @@ fn a_watched_built_in_default_reloads_the_file_written_out_and_edited() {
         "the edited file's second connector never served on {second}"
     );
 }
+
+/// A `conf/activemq.xml` that exists but cannot be read (a link to nothing) is an error, never
+/// a reason to run the built-in, open default instead; and `init` writes nothing through it.
+#[test]
+fn an_unreadable_conf_is_an_error_not_a_fallback_to_the_built_in_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).expect("conf/");
+    let target = dir.path().join("elsewhere.xml");
+    std::os::unix::fs::symlink(&target, conf.join("activemq.xml")).expect("symlink");
+    let out = ferromq(dir.path())
+        .arg("check")
+        .output()
+        .expect("check runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("cannot read"), "{said}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("built into"));
+    let init = ferromq(dir.path()).arg("init").output().expect("init runs");
+    assert_eq!(init.status.code(), Some(1), "{init:?}");
+    assert!(!target.exists(), "init wrote through the link");
+}
