@@ -257,6 +257,21 @@ fn store_directory_usable(directory: &Path) -> Result<(), String> {
                     path.display()
                 ))
             }
+            // A link to nothing: creating the directory (or one under it) fails with "File
+            // exists", which says nothing of the link.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) =>
+            {
+                let target = std::fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Err(format!(
+                    "the store directory {shown} cannot be created: {} is a link to {target}, \
+                     which does not exist",
+                    path.display()
+                ));
+            }
             // Missing, or under a file (ENOTDIR): look at the parent.
             Err(e)
                 if matches!(

@@ -177,6 +177,17 @@ fn store_directory_under_a_file_fails_check_and_run() {
     both_fail(dir.path(), &config, 2, "is a file, not a directory");
 }
 
+/// A store under a link to nothing (`data -> /missing`): `run` cannot create it ("File
+/// exists"), so `check` says so too, naming the link.
+#[test]
+fn store_directory_under_a_dangling_link_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("data"))
+        .expect("symlink");
+    let config = write_config(dir.path(), "data/store", "");
+    both_fail(dir.path(), &config, 2, "which does not exist");
+}
+
 const JDBC: &str = r##"        <persistenceAdapter>
             <jdbcPersistenceAdapter dataSource="#postgres"/>
         </persistenceAdapter>"##;
