@@ -274,6 +274,12 @@ async fn a_node_whose_nats_servers_are_gone_exits_promptly_on_sigterm() {
         took < Duration::from_secs(6),
         "a drain with nothing to write to took {took:?}"
     );
+    // No other node to name: "server shutting down" (0x8B), not "use another server"
+    // (0x9C) naming none.
+    match holder.recv_within(STEP).await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x8B, "{d:?}"),
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
     assert!(
         holder.closed_within(STEP).await.is_some(),
         "the client's connection closed"

@@ -1407,6 +1407,14 @@ impl Conn {
             let properties = matches!(reason, CloseReason::UseAnotherServer { .. })
                 .then(|| self.server_reference())
                 .flatten();
+            // A drain with no other node to name is the server shutting down (MQTT 5 0x8B):
+            // "use another server" with none named would send the client nowhere.
+            let code = match reason {
+                CloseReason::UseAnotherServer { draining: true } if properties.is_none() => {
+                    ReasonCode::ServerShuttingDown.code()
+                }
+                _ => code,
+            };
             let _ = self.send(Packet::Disconnect(Disconnect {
                 reason: code,
                 properties,
