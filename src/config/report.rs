@@ -158,7 +158,7 @@ pub struct ListenerSummary {
 /// The largest MQTT message a cluster node carries: NATS's `max_payload` less the frame
 /// around the message. Below `wireFormat.maxFrameSize` it is the listener's real limit (the
 /// CONNACK announces it, a larger PUBLISH closes the connection).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct ClusterCap {
     /// The servers' `max_payload`: as `check --online` read it, else nats-server's default.
     pub nats_max_payload_bytes: u64,
@@ -179,6 +179,10 @@ pub struct StompSummary {
     pub max_data_length_bytes: u32,
     /// `wireFormat.maxFrameSize`; `None`: unlimited.
     pub max_frame_size_bytes: Option<u64>,
+    /// A cluster node's connector: the smaller cap NATS puts on a message (a larger SEND
+    /// is refused with an ERROR), when it is below `transport.maxDataLength`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_cap: Option<ClusterCap>,
 }
 
 #[derive(Debug, Serialize)]
@@ -435,8 +439,31 @@ fn listener(l: &Listener, cluster_cap: Option<ClusterCap>) -> ListenerSummary {
             hb_grace_period_multiplier: o.stomp.hb_grace_period_multiplier,
             max_data_length_bytes: o.stomp.max_data_length_bytes,
             max_frame_size_bytes: o.stomp.max_frame_size_bytes,
+            cluster_cap: cluster_cap
+                .filter(|cap| cap.max_message_bytes < u64::from(o.stomp.max_data_length_bytes)),
         }),
     }
+}
+
+/// Where a cluster node's STOMP max body comes from, when NATS caps it below
+/// `transport.maxDataLength`.
+fn stomp_cap_line(out: &mut String, stomp: Option<&StompSummary>) {
+    let Some((st, cap)) = stomp.and_then(|st| st.cluster_cap.map(|cap| (st, cap))) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "      max body capped by the cluster: NATS max_payload {} ({}) less {} of frame; \
+         transport.maxDataLength {}",
+        human_bytes(cap.nats_max_payload_bytes),
+        if cap.probed {
+            "as the server announced it"
+        } else {
+            "nats-server's default; check --online reads the servers' value"
+        },
+        human_bytes(JetStreamSettings::MESSAGE_FRAME_MARGIN as u64),
+        human_bytes(u64::from(st.max_data_length_bytes)),
+    );
 }
 
 fn material(m: &KeyMaterial) -> String {
@@ -596,17 +623,20 @@ fn render_summary(out: &mut String, s: &Summary) {
         } else {
             format!(", client certificates {}", l.client_certificates)
         };
-        let stomp = l.stomp.as_ref().map(|st| {
-            format!(
+        let stomp =
+            l.stomp.as_ref().map(|st| {
+                format!(
                 "heart-beat {} ms for clients that send none, heart-beat grace x{}, max body {}, \
                  max STOMP frame {}",
                 st.default_heart_beat,
                 st.hb_grace_period_multiplier,
-                human_bytes(u64::from(st.max_data_length_bytes)),
+                human_bytes(st.cluster_cap.map_or(u64::from(st.max_data_length_bytes), |cap| {
+                    cap.max_message_bytes
+                })),
                 st.max_frame_size_bytes
                     .map_or("unlimited".to_owned(), human_bytes)
             )
-        });
+            });
         let mut keep_alive = match l.default_keep_alive_ms {
             0 => "none".to_owned(),
             ms => format!("{ms} ms"),
@@ -629,6 +659,7 @@ fn render_summary(out: &mut String, s: &Summary) {
                 l.address,
                 stomp.unwrap_or_default(),
             );
+            stomp_cap_line(out, l.stomp.as_ref());
             continue;
         }
         let max_frame = l
@@ -660,6 +691,7 @@ fn render_summary(out: &mut String, s: &Summary) {
         }
         if let Some(stomp) = stomp {
             let _ = writeln!(out, "      STOMP by sub-protocol: {stomp}");
+            stomp_cap_line(out, l.stomp.as_ref());
         }
     }
     match &s.tls {

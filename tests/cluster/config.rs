@@ -391,6 +391,47 @@ pub fn check(file: &Path, extra: &[&str]) -> (bool, String) {
     )
 }
 
+/// A cluster node's STOMP connector: max body capped as the MQTT listener's max frame.
+#[test]
+fn check_caps_the_stomp_max_body_on_a_cluster_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    let xml = cluster_xml("", r#"<fmq:jetStream servers="nats://10.0.0.1:4222"/>"#).replacen(
+        "    </transportConnectors>",
+        "      <transportConnector name=\"stomp\" uri=\"stomp://127.0.0.1:61613\"/>\n    </transportConnectors>",
+        1,
+    );
+    std::fs::write(&file, xml).expect("write");
+    let (ok, text) = check(&file, &[]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("stomp: stomp://127.0.0.1:61613 (STOMP; "),
+        "{text}"
+    );
+    assert!(text.contains(", max body 1023 KiB, "), "{text}");
+    assert!(!text.contains("max body 100 MiB"), "{text}");
+    assert!(
+        text.contains("max body capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; transport.maxDataLength 100 MiB"),
+        "{text}"
+    );
+    let (ok, json) = check(&file, &["--format", "json"]);
+    assert!(ok, "{json}");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let cap = &value["summary"]["listeners"][1]["stomp"]["cluster_cap"];
+    assert_eq!(cap["max_message_bytes"], 1_047_552, "{json}");
+
+    // Without a cluster: the connector's own maxDataLength, no cap.
+    let xml = std::fs::read_to_string(&file).expect("read").replace(
+        r#"<fmq:jetStream servers="nats://10.0.0.1:4222"/>"#,
+        r#"<kahaDB directory="data"/>"#,
+    );
+    std::fs::write(&file, xml).expect("write");
+    let (ok, text) = check(&file, &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("max body 100 MiB"), "{text}");
+    assert!(!text.contains("max body capped"), "{text}");
+}
+
 #[test]
 fn check_reports_the_cluster_node() {
     let dir = tempfile::tempdir().expect("tempdir");

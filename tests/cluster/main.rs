@@ -32,6 +32,7 @@ mod sessions;
 mod shared;
 mod shared_chaos;
 mod stomp_durable;
+mod stomp_limits;
 mod stomp_queues;
 mod subscribe_order;
 mod taken_back;

@@ -149,6 +149,8 @@ impl StompConn {
             }
             _ => self.temp_topic(&dest, Action::Write, frame)?,
         };
+        self.cluster_topic_fits(&topic, header, frame)?;
+        self.cluster_message_fits(&topic, frame)?;
         self.reply_temp_queue(frame)?;
         let rewritten;
         let frame = match self.reply_to_rewritten(frame) {
@@ -583,10 +585,14 @@ impl StompConn {
                         Some(frame),
                     ));
                 }
+                self.cluster_topic_fits(&topic, header, frame)?;
+                self.cluster_message_fits(&topic, frame)?;
                 self.authorize_write(&topic, name, frame)
             }
             Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
-                self.temp_topic(&dest, Action::Write, frame).map(|_| ())
+                let topic = self.temp_topic(&dest, Action::Write, frame)?;
+                self.cluster_topic_fits(&topic, header, frame)?;
+                self.cluster_message_fits(&topic, frame)
             }
             // Checked at COMMIT (they may be created or deleted meanwhile).
             Destination::TempQueue(_) | Destination::RemoteTempQueue(_) => Ok(()),

@@ -14,9 +14,11 @@
 //! pump, ACK/NACK), `mapping.rs` (SEND headers <-> message), `headers.rs` (ActiveMQ's headers
 //! honoured or refused), `destination.rs`,
 //! `heartbeat.rs`, `options.rs` (the connector's limits), `page_in.rs` (durable subscriptions'
-//! paged messages), `queue_route.rs` (the queue engine's entry). Bytes <-> frames:
+//! paged messages), `queue_route.rs` (the queue engine's entry), `cluster_limits.rs` (what a
+//! cluster node's NATS cannot carry, refused). Bytes <-> frames:
 //! [`crate::protocol::stomp`].
 
+mod cluster_limits;
 mod connect;
 mod destination;
 mod durable_cluster;

@@ -127,6 +127,8 @@ impl StompConn {
         let (name, temporary, remote) = match dest {
             Destination::Queue(name) => {
                 check_name(name, &frame)?;
+                self.cluster_topic_fits(name, &format!("/queue/{name}"), &frame)?;
+                self.cluster_message_fits(name, &frame)?;
                 self.core
                     .queues
                     .may_use(&security, &self.principal, Action::Write, name)
@@ -308,6 +310,7 @@ impl StompConn {
         let (name, destination) = match dest {
             Destination::Queue(name) => {
                 check_name(name, frame)?;
+                self.cluster_topic_fits(name, &format!("/queue/{name}"), frame)?;
                 self.core
                     .queues
                     .may_use(&security, &self.principal, Action::Read, name)
@@ -472,6 +475,8 @@ impl StompConn {
     /// (name, authorization), so that a refused one fails then, not at COMMIT.
     pub(super) fn check_queue_send(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
         check_name(name, frame)?;
+        self.cluster_topic_fits(name, &format!("/queue/{name}"), frame)?;
+        self.cluster_message_fits(name, frame)?;
         let security = self.core.current_security();
         self.core
             .queues

@@ -1,0 +1,108 @@
+//! What a cluster node cannot carry over NATS, refused at once with an ERROR (as the MQTT
+//! side refuses it, see `inbound.rs`): a destination whose NATS subject would pass the
+//! server's control line (nats-server drops the node's connection over one), and a SEND
+//! larger than NATS's `max_payload` less the frame around a message. Nothing of a refused
+//! frame reaches NATS or a local subscriber. Off a cluster node everything passes.
+
+use super::{Close, StompConn};
+use crate::config::JetStreamSettings;
+use crate::protocol::stomp::Frame;
+
+impl StompConn {
+    /// A topic SEND's `topic` (or a queue's name: queue subjects are shorter than a topic's
+    /// longest) must fit the cluster's NATS subjects; `destination` names it in the ERROR.
+    pub(super) fn cluster_topic_fits(
+        &self,
+        topic: &str,
+        destination: &str,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        match self.core.backplane() {
+            Some(b) if !b.topic_fits(topic) => Err(too_long(destination, frame)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A topic SUBSCRIBE's `filter` must fit the cluster's NATS subjects.
+    pub(super) fn cluster_filter_fits(
+        &self,
+        filter: &str,
+        destination: &str,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        match self.core.backplane() {
+            Some(b) if !b.filter_fits(filter) => Err(too_long(destination, frame)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A SEND (to `topic`: an MQTT topic or a queue name) must fit the cluster's cap on a
+    /// message: its destination, headers (they travel as properties) and body.
+    pub(super) fn cluster_message_fits(&self, topic: &str, frame: &Frame) -> Result<(), Close> {
+        let Some(backplane) = self.core.backplane() else {
+            return Ok(());
+        };
+        let max = backplane.maximum_message_bytes();
+        let size = send_size(topic, frame);
+        if size <= max {
+            return Ok(());
+        }
+        tracing::info!(
+            size,
+            max,
+            "STOMP SEND refused: larger than the cluster carries"
+        );
+        Err(Close::error(too_large_message(size, max), Some(frame)))
+    }
+}
+
+/// The bytes of a SEND as the cluster carries it: destination, headers and body.
+fn send_size(topic: &str, frame: &Frame) -> usize {
+    let headers: usize = frame
+        .headers
+        .iter()
+        .filter(|(n, _)| n != "destination")
+        .map(|(n, v)| n.len() + v.len())
+        .sum();
+    topic.len() + headers + frame.body.len()
+}
+
+fn too_large_message(size: usize, max: usize) -> String {
+    format!(
+        "message of {size} bytes (destination, headers and body) exceeds the maximum of {max} \
+         bytes this cluster node carries (NATS's max_payload less {} bytes of frame; raise \
+         max_payload in the NATS servers' configuration to accept it)",
+        JetStreamSettings::MESSAGE_FRAME_MARGIN
+    )
+}
+
+fn too_long(destination: &str, frame: &Frame) -> Close {
+    tracing::info!(
+        destination_bytes = destination.len(),
+        "STOMP frame refused: the destination is too long for the cluster's NATS subjects"
+    );
+    Close::error(
+        format!(
+            "destination of {} bytes is too long for the cluster's NATS subjects",
+            destination.len()
+        ),
+        Some(frame),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::stomp::Command;
+
+    #[test]
+    fn a_send_counts_its_destination_headers_and_body() {
+        let frame = Frame::new(Command::Send)
+            .with_header("destination", "/topic/a")
+            .with_header("k", "vv");
+        let mut frame = frame;
+        frame.body = bytes::Bytes::from_static(b"12345");
+        assert_eq!(send_size("a", &frame), 1 + 3 + 5);
+        assert!(too_large_message(10, 9).contains("max_payload"));
+    }
+}

@@ -1,0 +1,153 @@
+//! What a cluster node cannot carry over NATS refused to STOMP clients at once with an
+//! ERROR, as to MQTT clients: a destination whose NATS subject would pass the servers'
+//! control line (SUBSCRIBE and SEND, topics and queues; nothing reaches NATS, the node's
+//! connection stays up), and a SEND above NATS's `max_payload` less the frame around a
+//! message (persistent or not, topic or queue: no RECEIPT, no local delivery, no store
+//! attempt held for `storeTimeout`).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::stomp_queues::stomp_client::{Received, StompClient};
+use super::stomp_queues::{stomp_rig, subscribe};
+
+/// Sooner than `storeTimeout` (5 s), which a store attempt would have waited.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
+async fn connected(addr: SocketAddr) -> StompClient {
+    let mut c = StompClient::tcp(addr).await;
+    c.connect(&[]).await;
+    c
+}
+
+/// `command` to `destination` (headers `extra`, a receipt) on a new connection: the ERROR
+/// that comes at once, no RECEIPT.
+async fn refused_at_once(
+    addr: SocketAddr,
+    command: &str,
+    destination: &str,
+    extra: &[(&str, &str)],
+    body: &str,
+) -> Received {
+    let mut c = connected(addr).await;
+    let mut headers = vec![("destination", destination), ("receipt", "r")];
+    if command == "SUBSCRIBE" {
+        headers.push(("id", "s"));
+    }
+    headers.extend_from_slice(extra);
+    let started = Instant::now();
+    c.send(command, &headers, body).await;
+    let f = c.recv_within(AT_ONCE).await;
+    let f = f.unwrap_or_else(|| panic!("no answer to {command} within {AT_ONCE:?}"));
+    assert_eq!(f.command, "ERROR", "{command} {extra:?}: {f:?}");
+    assert!(started.elapsed() < AT_ONCE, "{:?}", started.elapsed());
+    f
+}
+
+/// Non-persistent `ping` SENDs from `from` until `to` (subscribed to `destination`) gets
+/// one: the interest crossed the cluster.
+async fn cross(from: &mut StompClient, to: &mut StompClient, destination: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        from.send("SEND", &[("destination", destination)], "ping")
+            .await;
+        if let Some(f) = to.recv_within(Duration::from_millis(300)).await {
+            assert_eq!(f.command, "MESSAGE", "{f:?}");
+            return;
+        }
+    }
+    panic!("no message to {destination} crossed the cluster");
+}
+
+/// MESSAGE frames `c` gets within `within`.
+async fn drain(c: &mut StompClient, within: Duration) -> Vec<Received> {
+    let mut got = Vec::new();
+    while let Some(f) = c.recv_within(within).await {
+        got.push(f);
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_refuses_what_nats_cannot_carry() {
+    let Some((_rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    destinations_too_long_for_nats_subjects(&stomp).await;
+    messages_above_the_cluster_cap(&stomp).await;
+}
+
+async fn destinations_too_long_for_nats_subjects(stomp: &[SocketAddr]) {
+    let spaces = " ".repeat(2000);
+    let queue = format!("/queue/long{spaces}");
+    let topic = format!("/topic/{spaces}");
+    for destination in [&queue, &topic] {
+        for command in ["SUBSCRIBE", "SEND"] {
+            let f = refused_at_once(stomp[0], command, destination, &[], "x").await;
+            let message = f.header("message").unwrap_or_default();
+            assert!(
+                message.contains("too long for the cluster's NATS subjects"),
+                "{command} {}: {f:?}",
+                &destination[..10]
+            );
+        }
+    }
+    // The node goes on: its NATS connection carries a message from the other node.
+    let mut sub = connected(stomp[0]).await;
+    subscribe(&mut sub, "/topic/after.long", "a", &[]).await;
+    let mut producer = connected(stomp[1]).await;
+    cross(&mut producer, &mut sub, "/topic/after.long").await;
+}
+
+async fn messages_above_the_cluster_cap(stomp: &[SocketAddr]) {
+    // nats-server's default max_payload (1 MiB) is the cap, well under maxDataLength.
+    let big = "b".repeat((1 << 20) + 1);
+    let destination = "/topic/big";
+    let mut local = connected(stomp[0]).await;
+    subscribe(&mut local, destination, "l", &[]).await;
+    let mut remote = connected(stomp[1]).await;
+    subscribe(&mut remote, destination, "r", &[]).await;
+    let mut producer = connected(stomp[0]).await;
+    cross(&mut producer, &mut remote, destination).await;
+    drain(&mut local, Duration::from_millis(300)).await;
+    for persistent in ["true", "false"] {
+        let f = refused_at_once(
+            stomp[0],
+            "SEND",
+            destination,
+            &[("persistent", persistent)],
+            &big,
+        )
+        .await;
+        let message = f.header("message").unwrap_or_default();
+        assert!(message.contains("max_payload"), "{f:?}");
+    }
+    let f = refused_at_once(stomp[0], "SEND", "/queue/big", &[], &big).await;
+    assert!(f.header("message").is_some(), "{f:?}");
+    // Not delivered here either (no partial delivery).
+    let got = drain(&mut local, Duration::from_millis(500)).await;
+    assert!(
+        got.iter().all(|f| f.body.len() < 1 << 20),
+        "a refused SEND was delivered"
+    );
+    // And a message after them goes through as before.
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", destination),
+                ("persistent", "true"),
+                ("receipt", "ok"),
+            ],
+            "after",
+        )
+        .await;
+    let f = producer.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let got = drain(&mut remote, Duration::from_secs(2)).await;
+    assert!(
+        got.iter().any(|f| f.body_text() == "after"),
+        "{:?}",
+        got.iter().map(Received::body_text).collect::<Vec<_>>()
+    );
+}
