@@ -451,10 +451,27 @@ fn stomp_cap_line(out: &mut String, stomp: Option<&StompSummary>) {
     let Some((st, cap)) = stomp.and_then(|st| st.cluster_cap.map(|cap| (st, cap))) else {
         return;
     };
+    cluster_cap_line(
+        out,
+        "max body",
+        &cap,
+        "transport.maxDataLength",
+        u64::from(st.max_data_length_bytes),
+    );
+}
+
+/// `      <limit> capped by the cluster: NATS max_payload ... ; <setting> <value>`.
+fn cluster_cap_line(
+    out: &mut String,
+    limit: &str,
+    cap: &ClusterCap,
+    setting: &str,
+    setting_bytes: u64,
+) {
     let _ = writeln!(
         out,
-        "      max body capped by the cluster: NATS max_payload {} ({}) less {} of frame; \
-         transport.maxDataLength {}",
+        "      {limit} capped by the cluster: NATS max_payload {} ({}) less {} of frame; \
+         {setting} {}",
         human_bytes(cap.nats_max_payload_bytes),
         if cap.probed {
             "as the server announced it"
@@ -462,7 +479,7 @@ fn stomp_cap_line(out: &mut String, stomp: Option<&StompSummary>) {
             "nats-server's default; check --online reads the servers' value"
         },
         human_bytes(JetStreamSettings::MESSAGE_FRAME_MARGIN as u64),
-        human_bytes(u64::from(st.max_data_length_bytes)),
+        human_bytes(setting_bytes),
     );
 }
 
@@ -675,18 +692,12 @@ fn render_summary(out: &mut String, s: &Summary) {
             human_bytes(max_frame),
         );
         if let Some(cap) = &l.cluster_cap {
-            let _ = writeln!(
+            cluster_cap_line(
                 out,
-                "      max frame capped by the cluster: NATS max_payload {} ({}) less {} of frame; \
-                 wireFormat.maxFrameSize {}",
-                human_bytes(cap.nats_max_payload_bytes),
-                if cap.probed {
-                    "as the server announced it"
-                } else {
-                    "nats-server's default; check --online reads the servers' value"
-                },
-                human_bytes(JetStreamSettings::MESSAGE_FRAME_MARGIN as u64),
-                human_bytes(l.max_frame_size_bytes),
+                "max frame",
+                cap,
+                "wireFormat.maxFrameSize",
+                l.max_frame_size_bytes,
             );
         }
         if let Some(stomp) = stomp {
