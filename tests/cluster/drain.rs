@@ -184,9 +184,11 @@ async fn a_drained_clients_will_without_delay_is_published_once() {
     ));
     let (mut holder, _) = crate::support::client::RawClient::connect_ok(draining, connect).await;
     rig.nodes[0].send_term();
+    // 0x9C naming the live node, or 0x8B when the draining node has not heard the other one
+    // yet (both just started): the will is the same either way.
     match holder.recv_within(STEP).await {
-        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, 0x9C),
-        other => panic!("expected DISCONNECT 0x9C, got {other:?}"),
+        Some(Packet::Disconnect(d)) => assert!(matches!(d.reason, 0x9C | 0x8B), "{d:?}"),
+        other => panic!("expected DISCONNECT 0x9C or 0x8B, got {other:?}"),
     }
     let got = take_acked(&mut watcher, 1).await;
     assert_eq!(
