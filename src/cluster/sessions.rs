@@ -1344,7 +1344,8 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
         }
         tracker.sessions.keys().cloned().collect()
     };
-    let inner_for_wait = inner.clone();
+    // What the drain's deadline leaves (nothing when NATS was out of reach).
+    let wait = inner.drain.store_wait(Duration::from_secs(5));
     let inner = inner.clone();
     let flush = async move {
         super::wills::finish_deletes(&inner).await;
@@ -1363,8 +1364,6 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
     if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                // What the drain's deadline leaves (nothing when NATS was out of reach).
-                let wait = inner_for_wait.drain.store_wait(Duration::from_secs(5));
                 if tokio::time::timeout(wait, flush).await.is_err() {
                     tracing::warn!(
                         "cluster: session records not all written at shutdown; their \

@@ -261,6 +261,7 @@ impl Summary {
 
     /// [`Summary::of`] with what `check --online` learned.
     pub fn with(config: &Config, online: Online) -> Summary {
+        let cap = cluster_cap(config, online);
         let mut limits = BTreeMap::new();
         let l = &config.limits;
         for (name, value) in [
@@ -278,11 +279,7 @@ impl Summary {
         }
         Summary {
             broker_name: config.broker.broker_name.clone(),
-            listeners: config
-                .listeners
-                .iter()
-                .map(|l| listener(l, cluster_cap(config, online)))
-                .collect(),
+            listeners: config.listeners.iter().map(|l| listener(l, cap)).collect(),
             tls: config.ssl.as_ref().map(|s| TlsSummary {
                 key_store: s.key_store.as_ref().map(material),
                 trust_store: s.trust_store.as_ref().map(material),

@@ -1054,16 +1054,30 @@ impl Conn {
         let key = crate::broker::clients::ClientKey::Mqtt(self.token.generation);
         if self.core.clients.kicked_by_admin(key) {
             CloseReason::AdministrativeAction
-        } else if let Some(backplane) = self
+        } else if self
             .core
             .backplane()
-            .filter(|b| b.is_draining() || (self.session.is_persistent() && !b.is_available()))
+            .is_some_and(|b| b.is_draining() || (self.session.is_persistent() && !b.is_available()))
         {
-            CloseReason::UseAnotherServer {
-                draining: backplane.is_draining(),
-            }
+            self.sent_away()
         } else {
             CloseReason::TakenOver
+        }
+    }
+
+    /// Why a connection whose session this broker cannot keep is closed: a cluster node sends
+    /// the client to another one (a draining node that knows no other live node is shutting
+    /// down: "use another server" naming none would send it nowhere); a single broker whose
+    /// store refused closes it for the client to send again.
+    fn sent_away(&self) -> CloseReason {
+        match self.core.backplane() {
+            None => CloseReason::StoreRefused,
+            Some(b) if b.is_draining() && self.server_reference().is_none() => {
+                CloseReason::ServerShutdown
+            }
+            Some(b) => CloseReason::UseAnotherServer {
+                draining: b.is_draining(),
+            },
         }
     }
 
@@ -1090,12 +1104,7 @@ impl Conn {
             return Err(CloseReason::NoSpace);
         }
         if ready.close_unkept {
-            return Err(match self.core.backplane() {
-                Some(backplane) => CloseReason::UseAnotherServer {
-                    draining: backplane.is_draining(),
-                },
-                None => CloseReason::StoreRefused,
-            });
+            return Err(self.sent_away());
         }
         Ok(())
     }
@@ -1407,14 +1416,6 @@ impl Conn {
             let properties = matches!(reason, CloseReason::UseAnotherServer { .. })
                 .then(|| self.server_reference())
                 .flatten();
-            // A drain with no other node to name is the server shutting down (MQTT 5 0x8B):
-            // "use another server" with none named would send the client nowhere.
-            let code = match reason {
-                CloseReason::UseAnotherServer { draining: true } if properties.is_none() => {
-                    ReasonCode::ServerShuttingDown.code()
-                }
-                _ => code,
-            };
             let _ = self.send(Packet::Disconnect(Disconnect {
                 reason: code,
                 properties,

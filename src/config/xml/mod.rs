@@ -170,8 +170,8 @@ impl ReadError {
 
 /// A configuration file's text, decoded as its byte-order mark or XML declaration says
 /// (UTF-8 when neither does); see [`encoding`].
-/// `embedded`: the built-in default configuration's files come from the binary
-/// ([`super::embedded`]).
+/// `embedded`: a file of the built-in default configuration missing from disk is read from
+/// the binary ([`super::embedded`]).
 fn read_text(path: &Path, embedded: bool) -> Result<String, ReadError> {
     let bytes = super::embedded::read(path, embedded).map_err(ReadError::Io)?;
     encoding::decode(bytes).map_err(ReadError::Decode)

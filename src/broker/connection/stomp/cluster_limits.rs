@@ -10,15 +10,16 @@ use crate::protocol::stomp::Frame;
 
 impl StompConn {
     /// A topic SEND's `topic` (or a queue's name: queue subjects are shorter than a topic's
-    /// longest) must fit the cluster's NATS subjects; `destination` names it in the ERROR.
+    /// longest) must fit the cluster's NATS subjects; the ERROR gives the length of the
+    /// destination as the client wrote it (`destination_bytes`).
     pub(super) fn cluster_topic_fits(
         &self,
         topic: &str,
-        destination: &str,
+        destination_bytes: usize,
         frame: &Frame,
     ) -> Result<(), Close> {
         match self.core.backplane() {
-            Some(b) if !b.topic_fits(topic) => Err(too_long(destination, frame)),
+            Some(b) if !b.topic_fits(topic) => Err(too_long(destination_bytes, frame)),
             _ => Ok(()),
         }
     }
@@ -27,11 +28,11 @@ impl StompConn {
     pub(super) fn cluster_filter_fits(
         &self,
         filter: &str,
-        destination: &str,
+        destination_bytes: usize,
         frame: &Frame,
     ) -> Result<(), Close> {
         match self.core.backplane() {
-            Some(b) if !b.filter_fits(filter) => Err(too_long(destination, frame)),
+            Some(b) if !b.filter_fits(filter) => Err(too_long(destination_bytes, frame)),
             _ => Ok(()),
         }
     }
@@ -56,6 +57,12 @@ impl StompConn {
     }
 }
 
+/// The length of queue `name`'s destination as a client writes it (`/queue/<name>`), for the
+/// ERROR of a name too long.
+pub(super) fn queue_destination_bytes(name: &str) -> usize {
+    "/queue/".len() + name.len()
+}
+
 /// The bytes of a SEND as the cluster carries it: destination, headers and body.
 fn send_size(topic: &str, frame: &Frame) -> usize {
     let headers: usize = frame
@@ -76,15 +83,15 @@ fn too_large_message(size: usize, max: usize) -> String {
     )
 }
 
-fn too_long(destination: &str, frame: &Frame) -> Close {
+fn too_long(destination_bytes: usize, frame: &Frame) -> Close {
     tracing::info!(
-        destination_bytes = destination.len(),
+        destination_bytes,
         "STOMP frame refused: the destination is too long for the cluster's NATS subjects"
     );
     Close::error(
         format!(
-            "destination of {} bytes is too long for the cluster's NATS subjects",
-            destination.len()
+            "destination of {destination_bytes} bytes is too long for the cluster's NATS \
+             subjects"
         ),
         Some(frame),
     )

@@ -149,7 +149,7 @@ impl StompConn {
             }
             _ => self.temp_topic(&dest, Action::Write, frame)?,
         };
-        self.cluster_topic_fits(&topic, header, frame)?;
+        self.cluster_topic_fits(&topic, header.len(), frame)?;
         self.cluster_message_fits(&topic, frame)?;
         self.reply_temp_queue(frame)?;
         let rewritten;
@@ -585,13 +585,13 @@ impl StompConn {
                         Some(frame),
                     ));
                 }
-                self.cluster_topic_fits(&topic, header, frame)?;
+                self.cluster_topic_fits(&topic, header.len(), frame)?;
                 self.cluster_message_fits(&topic, frame)?;
                 self.authorize_write(&topic, name, frame)
             }
             Destination::TempTopic(_) | Destination::RemoteTempTopic(_) => {
                 let topic = self.temp_topic(&dest, Action::Write, frame)?;
-                self.cluster_topic_fits(&topic, header, frame)?;
+                self.cluster_topic_fits(&topic, header.len(), frame)?;
                 self.cluster_message_fits(&topic, frame)
             }
             // Checked at COMMIT (they may be created or deleted meanwhile).

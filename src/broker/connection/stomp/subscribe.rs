@@ -170,7 +170,7 @@ impl StompConn {
             }
             _ => self.temp_topic(&dest, Action::Read, frame)?,
         };
-        self.cluster_filter_fits(&filter, header, frame)?;
+        self.cluster_filter_fits(&filter, header.len(), frame)?;
         let key = self.next_sub_key;
         self.next_sub_key += 1;
         let request = SubscribeRequest {

@@ -16,8 +16,8 @@ pub(in crate::config::xml) struct Environment {
     pub(super) use_env: bool,
     /// `activemq.base`, `activemq.home`, `activemq.conf`, `activemq.data`.
     pub(super) defaults: BTreeMap<String, String>,
-    /// Files of the built-in default configuration are read from the binary
-    /// ([`LoadOptions::embedded_default`](crate::config::LoadOptions::embedded_default)).
+    /// A file of the built-in default configuration missing from disk is read from the
+    /// binary ([`LoadOptions::embedded_default`](crate::config::LoadOptions::embedded_default)).
     pub(in crate::config::xml) embedded_default: bool,
 }
 
