@@ -171,16 +171,42 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
     }
     let covering = {
         let mut tracker = inner.tracker.lock();
-        match tracker.sessions.get_mut(&client_id) {
-            // The record holds it already (a client that reconnects and takes its own
-            // connection over, again and again): nothing to write. Acknowledgement progress
-            // is the flusher's, as always.
-            Some(t) if t.holds(&data, connected) => {
+        let mut tracked = tracker.sessions.get_mut(&client_id);
+        // Read first: the claims' lock is not held past the verdict.
+        let verdict = match tracked {
+            None if connected => inner.claims.lock().new_session(&client_id),
+            _ => NewSession::NotClaimedNew,
+        };
+        match save_route(tracked.as_deref(), &data, connected, verdict) {
+            SaveRoute::Unchanged => {
                 drop(tracker);
                 super::confirmed::count(inner, |c| c.cluster_records_unchanged());
                 return Commit::done();
             }
-            Some(t) => {
+            SaveRoute::Skip(why) => {
+                drop(tracker);
+                tracing::debug!(client_id = %client_id, "offline save skipped: {why}");
+                return Commit::done();
+            }
+            SaveRoute::Refuse(why) => {
+                drop(tracker);
+                tracing::info!(
+                    client_id = %client_id,
+                    "a session this node's claim did not start is not made new here: refusing its CONNECT ({why})"
+                );
+                return Commit::Done(Err(unavailable(why)));
+            }
+            SaveRoute::Start => {
+                // A new session: it is fed from where the node's reader is now.
+                let t = Tracked::new(data, inner.shards, &inner.routed());
+                let covering = t.data_changes;
+                tracker.sessions.insert(client_id.clone(), t);
+                covering
+            }
+            SaveRoute::Update => {
+                let Some(t) = tracked.take() else {
+                    return Commit::done();
+                };
                 if t.data != data || t.connected != connected {
                     t.data_changes += 1;
                 }
@@ -195,55 +221,68 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
                 t.dirty = true;
                 t.data_changes
             }
-            // Not tracked and going offline: a copy this node let go of (fenced, dropped,
-            // handed over) whose connection closed after; a new session is always tracked
-            // from its attach. Writing it would make a record with fresh floors over the
-            // session's own.
-            None if !connected => {
-                tracing::debug!(client_id = %client_id, "offline save of an untracked session skipped");
-                return Commit::done();
-            }
-            // A session starts here only when this node's latest claim found none to resume.
-            // Any other untracked copy (restored, then let go before its connection attached
-            // on another node's kick or a fence; confirmed, then dropped) made new would
-            // replace the record's floors with fresh ones and skip what was stored meanwhile.
-            // The refusal is immediate: at an attach the broker refuses the CONNECT (no
-            // CONNACK was sent yet) and its client connects again and claims; any other save
-            // of such a copy comes from a connection whose session was let go, which the
-            // path that let it go has closed.
-            None => {
-                // Read first: the claims' lock is not held past the verdict.
-                let verdict = inner.claims.lock().new_session(&client_id);
-                match verdict {
-                    NewSession::Allowed => {
-                        // A new session: it is fed from where the node's reader is now.
-                        let t = Tracked::new(data, inner.shards, &inner.routed());
-                        let covering = t.data_changes;
-                        tracker.sessions.insert(client_id.clone(), t);
-                        covering
-                    }
-                    why => {
-                        drop(tracker);
-                        tracing::info!(
-                            client_id = %client_id,
-                            ?why,
-                            "a session this node's claim did not start is not made new here: refusing its CONNECT"
-                        );
-                        return Commit::Done(Err(unavailable(match why {
-                            NewSession::LetGo => {
-                                "the session was taken by another node during its CONNECT"
-                            }
-                            _ => "the session was let go here during its CONNECT",
-                        })));
-                    }
-                }
-            }
         }
     };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
         write_record_covering(&inner, &client_id, Some(covering)).await
     }))
+}
+
+/// What a save of a persistent session's own data does with this node's copy (see
+/// [`save_route`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveRoute {
+    /// The record holds it already: nothing to write.
+    Unchanged,
+    /// The tracked copy takes the data and its record is written.
+    Update,
+    /// A new session starts here: tracked from now, its first record written.
+    Start,
+    /// An offline save of a copy that is not this node's to write: nothing written.
+    Skip(&'static str),
+    /// A connection's save (its attach) of a copy this node let go: its CONNECT is refused
+    /// before any CONNACK, and its client connects again and claims where the session is.
+    Refuse(&'static str),
+}
+
+/// How [`save`] treats `data` (`connected`: the client is attached) given this node's copy
+/// `tracked` and, when there is none, `verdict`, what this node's latest claim allows.
+///
+/// - A copy the record holds already (a client reconnecting and taking its own connection
+///   over, again and again) is left as it is; acknowledgement progress is the flusher's.
+/// - A copy being handed over (another node's kick came after this node's claim found the
+///   session its own) is the hand-over's to write, and the taking node's after. The broker's
+///   registry let it go already, so a connection attaching now made a new, empty session:
+///   written, it would replace the session's subscriptions and floors.
+/// - No copy and going offline: a copy this node let go of (fenced, dropped, handed over)
+///   whose connection closed after; a new session is always tracked from its attach.
+///   Writing it would make a record with fresh floors over the session's own.
+/// - No copy at an attach: a session starts here only when this node's latest claim found
+///   none to resume. Any other untracked copy (restored, then let go before its connection
+///   attached on another node's kick or a fence; confirmed, then dropped) made new would
+///   replace the record's floors with fresh ones and skip what was stored meanwhile.
+fn save_route(
+    tracked: Option<&Tracked>,
+    data: &SessionData,
+    connected: bool,
+    verdict: NewSession,
+) -> SaveRoute {
+    const TAKEN: &str = "the session was taken by another node during its CONNECT";
+    match tracked {
+        Some(t) if t.holds(data, connected) => SaveRoute::Unchanged,
+        Some(t) if t.handed_over && connected => SaveRoute::Refuse(TAKEN),
+        Some(t) if t.handed_over => SaveRoute::Skip("the session is being handed over"),
+        Some(_) => SaveRoute::Update,
+        None if !connected => SaveRoute::Skip("the session is not tracked here"),
+        None => match verdict {
+            NewSession::Allowed => SaveRoute::Start,
+            NewSession::LetGo => SaveRoute::Refuse(TAKEN),
+            NewSession::NotClaimedNew => {
+                SaveRoute::Refuse("the session was let go here during its CONNECT")
+            }
+        },
+    }
 }
 
 /// A persistent session ended here: delete its record (if this node still owns it).
@@ -1381,7 +1420,52 @@ pub fn flush_all_blocking(inner: &Arc<Inner>) {
 
 #[cfg(test)]
 mod tests {
-    use super::fences;
+    use super::{fences, save_route, NewSession, SaveRoute, SessionData, Tracked};
+    use crate::broker::session::SessionState;
+
+    fn data() -> SessionData {
+        SessionData::of(&SessionState::new("c", true))
+    }
+
+    #[test]
+    fn a_copy_handed_over_during_a_connect_is_neither_made_new_nor_written() {
+        let mut t = Tracked::new(data(), 2, &[0, 0]);
+        // Another node's kick after this node's claim confirmed the session.
+        t.freeze(&[5, 5]);
+        let allowed = NewSession::Allowed;
+        assert!(matches!(
+            save_route(Some(&t), &data(), true, allowed),
+            SaveRoute::Refuse(_)
+        ));
+        assert!(matches!(
+            save_route(Some(&t), &data(), false, allowed),
+            SaveRoute::Skip(_)
+        ));
+        // The copy this node still serves takes the change.
+        let served = Tracked::new(data(), 2, &[0, 0]);
+        assert_eq!(
+            save_route(Some(&served), &data(), true, allowed),
+            SaveRoute::Update
+        );
+    }
+
+    #[test]
+    fn an_untracked_session_starts_only_where_its_latest_claim_found_none() {
+        assert_eq!(
+            save_route(None, &data(), true, NewSession::Allowed),
+            SaveRoute::Start
+        );
+        for verdict in [NewSession::LetGo, NewSession::NotClaimedNew] {
+            assert!(matches!(
+                save_route(None, &data(), true, verdict),
+                SaveRoute::Refuse(_)
+            ));
+        }
+        assert!(matches!(
+            save_route(None, &data(), false, NewSession::Allowed),
+            SaveRoute::Skip(_)
+        ));
+    }
 
     #[test]
     fn a_failed_write_fences_only_the_copy_it_was_written_for() {

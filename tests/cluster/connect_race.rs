@@ -3,13 +3,14 @@
 //! DISCONNECT before it), success or a refusal the client can retry (0x88), never another
 //! code, and the session keeps its subscription (session present on every success after the
 //! first). A connection that lost the race between its claim and its attach is refused at
-//! its CONNACK; one taken over after its CONNACK gets DISCONNECT 0x8E.
+//! its CONNACK; one taken over after its CONNACK gets DISCONNECT 0x8E. After the races the
+//! session still has its subscription.
 
 use std::time::Duration;
 
 use ferromq::protocol::{ConnectReason, Packet, QoS};
 
-use super::rig::{publish, v5_ok, Rig, FAST};
+use super::rig::{next_publish_within, publish, publish_acked, v5_ok, Rig, FAST};
 use crate::support::client::{connect_v5, RawClient};
 
 /// Pairs of CONNECTs.
@@ -30,6 +31,14 @@ async fn first_packet(addr: std::net::SocketAddr) -> Option<Packet> {
     let until = tokio::time::Instant::now() + HOLD;
     while let Ok(Some(_)) = tokio::time::timeout_at(until, client.recv_within(HOLD)).await {}
     first
+}
+
+/// How long node 0's and node 1's CONNECTs of `pair` wait before they are sent: from node 0
+/// leading by 3 ms to node 1 leading by 3 ms, in steps of 200 µs.
+fn stagger(pair: usize) -> (Duration, Duration) {
+    let node_0_leads_us = 3_000 - (pair as i64 % 31) * 200;
+    let wait = |us: i64| Duration::from_micros(us.max(0).unsigned_abs());
+    (wait(-node_0_leads_us), wait(node_0_leads_us))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,10 +70,19 @@ async fn racing_connects_of_one_session_on_two_nodes_are_each_answered_with_a_co
 
     let (mut accepted, mut refused) = (0, 0);
     for pair in 0..PAIRS {
-        let (a, b) = tokio::join!(first_packet(rig.addr(0)), async {
-            tokio::time::sleep(Duration::from_millis((pair % 6) as u64)).await;
-            first_packet(rig.addr(1)).await
-        });
+        // Swept across the pairs: the session's owner claims first in some pairs and last
+        // in others, and the other node's kick lands at every point of the owner's CONNECT.
+        let (wait_0, wait_1) = stagger(pair);
+        let (a, b) = tokio::join!(
+            async {
+                tokio::time::sleep(wait_0).await;
+                first_packet(rig.addr(0)).await
+            },
+            async {
+                tokio::time::sleep(wait_1).await;
+                first_packet(rig.addr(1)).await
+            }
+        );
         for (node, answer) in [(0, a), (1, b)] {
             match answer {
                 Some(Packet::ConnAck(ack)) if ack.reason == ConnectReason::Success => {
@@ -83,6 +101,27 @@ async fn racing_connects_of_one_session_on_two_nodes_are_each_answered_with_a_co
     }
     flowing.abort();
     eprintln!("{PAIRS} pairs: {accepted} CONNACK 0x00, {refused} CONNACK 0x88");
+    // The session kept its subscription through the races: a message published now reaches
+    // it, behind what queued meanwhile.
+    let (mut resumed, ack) = v5_ok(rig.addr(0), ID, false, Some(600)).await;
+    assert!(ack.session_present, "the session survived the races");
+    let (mut late, _) = v5_ok(rig.addr(1), "race-late", true, None).await;
+    assert_eq!(publish_acked(&mut late, "race/after", b"after", 1).await, 0);
+    let mut taken = 0usize;
+    loop {
+        let p = next_publish_within(&mut resumed, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no message on race/after after {taken} others"));
+        if let Some(id) = p.packet_id {
+            resumed
+                .send(Packet::PubAck(ferromq::protocol::Ack::new(id)))
+                .await;
+        }
+        if p.topic == "race/after" {
+            break;
+        }
+        taken += 1;
+    }
     // One CONNECT of a pair may lose to the other; a pair in which both lose is rare.
     assert!(
         accepted >= PAIRS / 2,
