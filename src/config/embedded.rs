@@ -8,7 +8,10 @@
 //! as when the files are on disk. While such a load runs ([`LoadOptions::embedded_default`]),
 //! a file of the set that exists on disk in `./conf/` is read from disk, the others from the
 //! binary: so a reload after `ferromq init` (or with `--watch`, once the file appears) reads
-//! the file written out and edited, not the built-in copy.
+//! the file written out and edited, not the built-in copy. Only while `${activemq.conf}` is
+//! `./conf` by default: a conf directory named with `-D activemq.conf=DIR` or
+//! `ACTIVEMQ_CONF=DIR` is read from disk alone, as ActiveMQ reads it (a properties file missing
+//! there is an error, not the built-in one).
 //!
 //! [`LoadOptions::embedded_default`]: super::LoadOptions::embedded_default
 

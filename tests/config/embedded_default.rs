@@ -231,3 +231,57 @@ fn an_unreadable_conf_is_an_error_not_a_fallback_to_the_built_in_default() {
     assert_eq!(init.status.code(), Some(1), "{init:?}");
     assert!(!target.exists(), "init wrote through the link");
 }
+
+/// A conf directory named on the command line (`-D activemq.conf=DIR`) or by the start
+/// script's variable (`ACTIVEMQ_CONF=DIR`) is read from disk alone, also when it is `./conf`:
+/// as in ActiveMQ, the configurer's `credentials.properties` missing there is an error, never
+/// the built-in file; present there, it is read.
+#[test]
+fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).expect("elsewhere/");
+    let own_conf = dir.path().join("conf");
+    for named in [own_conf.clone(), elsewhere.clone()] {
+        let named = named.display().to_string();
+        let by_option = ferromq(dir.path())
+            .env_remove("ACTIVEMQ_CONF")
+            .env_remove("activemq.conf")
+            .args(["check", "-D", &format!("activemq.conf={named}")])
+            .output()
+            .expect("check runs");
+        let by_variable = ferromq(dir.path())
+            .env("ACTIVEMQ_CONF", &named)
+            .arg("check")
+            .output()
+            .expect("check runs");
+        for (how, out) in [("-D", by_option), ("ACTIVEMQ_CONF", by_variable)] {
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{how} {named}: {stdout}");
+            assert!(
+                stdout.contains(&format!(
+                    "cannot read properties file `{named}/credentials.properties`"
+                )),
+                "{how} {named}: {stdout}"
+            );
+        }
+    }
+    std::fs::write(
+        elsewhere.join("credentials.properties"),
+        "activemq.username=system\nactivemq.password=manager\n",
+    )
+    .expect("write credentials.properties");
+    let named = elsewhere.display().to_string();
+    let by_option = ferromq(dir.path())
+        .env_remove("ACTIVEMQ_CONF")
+        .args(["check", "-D", &format!("activemq.conf={named}")])
+        .output()
+        .expect("check runs");
+    let by_variable = ferromq(dir.path())
+        .env("ACTIVEMQ_CONF", &named)
+        .arg("check")
+        .output()
+        .expect("check runs");
+    assert!(by_option.status.success(), "{by_option:?}");
+    assert!(by_variable.status.success(), "{by_variable:?}");
+}

@@ -320,8 +320,15 @@ impl Environment {
             overrides: options.overrides.clone(),
             use_env: options.use_env,
             defaults: BTreeMap::new(),
-            embedded_default: options.embedded_default,
+            embedded_default: false,
         };
+        // The built-in set stands for `./conf` only while that is `activemq.conf` by default.
+        // A conf directory named with `-D activemq.conf` or `ACTIVEMQ_CONF` is the user's: in
+        // ActiveMQ `${activemq.conf}` is the system property the start script sets from
+        // `ACTIVEMQ_CONF`, and a properties file missing there is an error (unless
+        // `ignoreResourceNotFound`), never a file found somewhere else.
+        environment.embedded_default =
+            options.embedded_default && environment.named_launcher_value("activemq.conf").is_none();
         let (config_dir, default_base) = launcher_locations(config_file);
         let base = environment.launcher_value("activemq.base", default_base);
         // `activemq.home` and `activemq.data` follow an overridden `activemq.base`.
@@ -342,12 +349,17 @@ impl Environment {
     /// `activemq.base`: `--set activemq.base=...`, else the variable `activemq.base` or
     /// `ACTIVEMQ_BASE` (what ActiveMQ's start script reads), else `default`.
     fn launcher_value(&self, name: &str, default: PathBuf) -> String {
+        self.named_launcher_value(name)
+            .unwrap_or_else(|| default.to_string_lossy().into_owned())
+    }
+
+    /// `name` as the command line or the environment gives it, if either does.
+    fn named_launcher_value(&self, name: &str) -> Option<String> {
         if let Some(value) = self.overrides.get(name) {
-            return value.clone();
+            return Some(value.clone());
         }
         let script_variable = name.replace('.', "_").to_ascii_uppercase();
         self.env_var(name)
             .or_else(|| self.env_var(&script_variable))
-            .unwrap_or_else(|| default.to_string_lossy().into_owned())
     }
 }
