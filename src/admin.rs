@@ -62,6 +62,31 @@ pub enum AdminError {
          HOST:PORT ({0})"
     )]
     BrokerRunning(StoreError),
+    /// [`AdminError::NoStore`] for `session list`: MQTT (what `--broker` speaks) has no way
+    /// to list sessions, the web console does.
+    #[error(
+        "the configuration keeps no durable store (persistent=\"false\" or \
+         memoryPersistenceAdapter): its sessions live in the running broker only; its web \
+         console lists them (page /sessions, GET /api/sessions; `ferromq run --console \
+         HOST:PORT` turns it on, docs/console.md)"
+    )]
+    NoStoreToList,
+    /// [`AdminError::ClusterStore`] for `session list`.
+    #[error(
+        "a cluster node keeps its sessions in NATS (KV bucket FMQ_SESS, one record per client \
+         id, keyed by a hash of it): `session list` cannot read them; each node's web console \
+         lists the sessions that node holds (page /sessions, GET /api/sessions), and `session \
+         end CLIENT_ID --broker HOST:PORT` ends one on any running node"
+    )]
+    ClusterStoreToList,
+    /// [`AdminError::BrokerRunning`] for `session list`.
+    #[error(
+        "the store is in use by a running broker ({0}): `session list` reads a stopped \
+         broker's store; on the running broker its web console lists the sessions (page \
+         /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
+         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends one"
+    )]
+    BrokerRunningToList(StoreError),
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("no persistent session with client id `{0}` in the store")]
@@ -137,7 +162,14 @@ fn open_store(config: &Config) -> Result<Store, AdminError> {
 
 /// The persistent sessions in the (stopped) broker's store, by client id.
 pub fn list_sessions(config: &Config) -> Result<Vec<KeptSession>, AdminError> {
-    sessions_in(&open_store(config)?)
+    // `--broker` ends a session over MQTT, which cannot list any: the advice differs.
+    let store = open_store(config).map_err(|e| match e {
+        AdminError::NoStore => AdminError::NoStoreToList,
+        AdminError::ClusterStore => AdminError::ClusterStoreToList,
+        AdminError::BrokerRunning(e) => AdminError::BrokerRunningToList(e),
+        other => other,
+    })?;
+    sessions_in(&store)
 }
 
 fn sessions_in(store: &Store) -> Result<Vec<KeptSession>, AdminError> {

@@ -80,6 +80,15 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
         "{out:?}"
     );
 
+    // `session list` cannot use the running broker's store, nor `--broker` (MQTT cannot list
+    // sessions): it points at the console, which can.
+    let out = ferromq(&["session", "list", "--config", &config_arg(&config)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("in use by a running broker"), "{said}");
+    assert!(said.contains("GET /api/sessions"), "{said}");
+    assert!(said.contains("session end CLIENT_ID --broker"), "{said}");
+
     // Stopped broker: list, then end in the store.
     {
         let mut child = broker.lock();
@@ -119,4 +128,55 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
         !session_present(addr, "gone-offline").await,
         "ended in the store"
     );
+}
+
+/// `session list` of a memory-only broker or of a cluster node has no store to read: it says
+/// where the sessions can be listed (the console; for a cluster, not by `session list`), and
+/// names `--broker` only for `session end`.
+#[test]
+fn session_list_without_a_store_says_where_sessions_are_listed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let memory = dir.path().join("memory.xml");
+    std::fs::write(
+        &memory,
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="m" persistent="false">
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:1883"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+    )
+    .expect("write memory.xml");
+    let node = dir.path().join("node.xml");
+    std::fs::write(
+        &node,
+        r#"<beans xmlns="http://www.springframework.org/schema/beans" xmlns:fmq="urn:ferromq">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="n1">
+    <persistenceAdapter>
+      <fmq:jetStream servers="nats://127.0.0.1:4222"/>
+    </persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:1883"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+    )
+    .expect("write node.xml");
+    for (file, expected) in [
+        (&memory, "its web console lists them"),
+        (&node, "`session list` cannot read them"),
+    ] {
+        let out = ferromq(&["session", "list", &config_arg(file)]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(expected), "{said}");
+        assert!(said.contains("GET /api/sessions"), "{said}");
+        assert!(
+            !said.contains("with --broker"),
+            "`session list` takes no --broker: {said}"
+        );
+    }
 }
