@@ -635,7 +635,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         }
         say(
             format,
-            &format!("ferromq: {} has errors; not starting", file.display()),
+            &format!("ferromq: {shown} has errors; not starting"),
         );
         return ExitCode::from(1);
     }

@@ -25,6 +25,9 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
         if let Err(problem) = resolve_console(console) {
             found.push(problem);
         }
+        if console.users.is_empty() {
+            found.push(console_without_users(console));
+        }
     }
     for listener in config.listeners.iter().filter(|l| l.scheme.is_tls()) {
         if let Err(e) = load_tls(config, listener) {
@@ -151,6 +154,32 @@ fn resolve_console(console: &ConsoleConfig) -> Result<Vec<SocketAddr>, Diagnosti
             console.host
         ))),
     }
+}
+
+/// A console nobody can log in to: the broker refuses to serve it (it is never open to
+/// everyone), and says so before it opens the store, with the file to write.
+fn console_without_users(console: &ConsoleConfig) -> Diagnostic {
+    let message = format!(
+        "the web console at {} (from {}) has no users: nobody could log in, and it is never open \
+         to everyone",
+        console.address(),
+        console.source
+    );
+    let hint = match &console.realm {
+        Some(realm) => format!(
+            "add a user to the realm file {}: a line `admin: PASSWORD, admin` (role admin acts, \
+             role user reads; docs/console.md, \"Users and roles\")",
+            realm.display()
+        ),
+        None => "name a realm file: create jetty-realm.properties beside activemq.xml with a \
+                 line `admin: PASSWORD, admin` (role admin acts, role user reads) and add \
+                 <ferromq:console realm=\"jetty-realm.properties\"/> inside <broker> \
+                 (xmlns:ferromq=\"urn:ferromq\"), or import a jetty.xml; on the built-in \
+                 default configuration, `ferromq init` first writes conf/activemq.xml to edit \
+                 (docs/console.md)"
+            .to_owned(),
+    };
+    Diagnostic::error(console.span.clone(), message).with_hint(hint)
 }
 
 /// The host and port `run` will bind, resolved the way `run` resolves them (the system

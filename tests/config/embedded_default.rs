@@ -285,3 +285,46 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
     assert!(by_option.status.success(), "{by_option:?}");
     assert!(by_variable.status.success(), "{by_variable:?}");
 }
+
+/// `run --console HOST:PORT` on the built-in default (which names no realm file) stops before
+/// it opens the store, and says which file to write and how.
+#[test]
+fn a_console_without_users_is_refused_before_the_store_opens_with_the_file_to_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let console = format!("127.0.0.1:{}", free_port());
+    let mut child = ferromq(dir.path())
+        .args(["run", "-D", &format!("mqtt.port={}", free_port())])
+        .args(["--console", &console])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferromq run --console {console} still runs after 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut stderr).expect("stderr");
+    }
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no users"), "{stderr}");
+    assert!(
+        stderr.contains("create jetty-realm.properties beside activemq.xml")
+            && stderr.contains("admin: PASSWORD, admin")
+            && stderr.contains("ferromq init"),
+        "the hint says which file to write and how: {stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "the store was opened before the console was refused"
+    );
+}
