@@ -18,6 +18,11 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest the connection to the first server that answers may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The longest the JetStream account request (`$JS.API.INFO`) may take. Short enough that
+/// the connection and this request end within [`PROBE_TIMEOUT`], so that a request nobody
+/// answers is told apart from a server that does not answer at all.
+const ACCOUNT_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// What the NATS side looks like from this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
@@ -60,6 +65,17 @@ pub enum ProbeError {
     /// The `credentials` file could not be read.
     #[error("cannot read the NATS credentials file {path}: {reason}")]
     Credentials { path: String, reason: String },
+    /// Connected to a clustered server that announces JetStream, but nothing answered the
+    /// JetStream account request: in a NATS cluster only the JetStream meta leader answers
+    /// it, and a cluster just started (or with too few of its servers running) has none yet.
+    #[error(
+        "NATS server {server} (cluster `{cluster}`) accepted the connection and announces \
+         JetStream, but its JetStream API did not answer within {} s: the JetStream cluster \
+         most likely has no meta leader yet (its servers are still starting or electing one, \
+         or too few of them run to elect one)",
+        ACCOUNT_TIMEOUT.as_secs()
+    )]
+    NoMetaLeader { server: String, cluster: String },
     /// Connected, but JetStream is off on the server or for the account.
     #[error("NATS server {server} does not offer JetStream to this account: {reason}")]
     NoJetStream { server: String, reason: String },
@@ -75,6 +91,13 @@ impl ProbeError {
             }
             ProbeError::Credentials { .. } => {
                 "`credentials` names a .creds file as `nsc generate creds` writes it"
+            }
+            ProbeError::NoMetaLeader { .. } => {
+                "wait a few seconds and run the check again: a NATS cluster elects its JetStream \
+                 meta leader within seconds once enough of its servers run; if it stays like \
+                 this, start the servers that do not run (a server that cannot reach the others \
+                 logs `Waiting for routing to be established`; a new cluster of three waited for \
+                 all three)"
             }
             ProbeError::NoJetStream { .. } => {
                 "enable JetStream on every NATS server (`jetstream { store_dir: ... }` or `-js`) \
@@ -122,8 +145,21 @@ async fn probe_unbounded(settings: &JetStreamSettings) -> Result<ProbeReport, Pr
         })?;
     let mut info = client.server_info();
     let connected_server = format!("{}:{}", info.host, info.port);
-    let jetstream = async_nats::jetstream::new(client.clone());
+    let mut jetstream = async_nats::jetstream::new(client.clone());
+    jetstream.set_timeout(ACCOUNT_TIMEOUT);
     let account = jetstream.query_account().await;
+    if let (Err(e), true, Some(cluster)) = (&account, info.jetstream, &info.cluster) {
+        if matches!(
+            e.kind(),
+            async_nats::jetstream::context::AccountErrorKind::TimedOut
+        ) {
+            let _ = client.drain().await;
+            return Err(ProbeError::NoMetaLeader {
+                server: format!("`{}` at {connected_server}", info.server_name),
+                cluster: cluster.clone(),
+            });
+        }
+    }
     // The servers a cluster gossips (`connect_urls`) can miss one whose route is being made
     // again (seen under load): before saying `replicas` does not fit, look again for a while
     // (the client takes every INFO the server sends).

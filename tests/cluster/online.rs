@@ -81,6 +81,56 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
     );
 }
 
+/// A NATS cluster whose JetStream has no meta leader yet (one of its three servers runs, as
+/// when the others are still starting): the server accepts the connection, its JetStream API
+/// answers nothing, and `check --online` says so within its bound, and to wait and retry;
+/// once the other servers run, the same check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_check_before_jetstream_has_a_meta_leader_says_to_wait_and_retry() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let mut nats = NatsCluster::start_first_of(3).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("activemq.xml");
+    let url = nats.server(0).client_url();
+    std::fs::write(
+        &file,
+        cluster_xml("", &format!(r#"<fmq:jetStream servers="{url}"/>"#)),
+    )
+    .expect("write");
+    let started = std::time::Instant::now();
+    let (ok, text) = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || check(&file, &["--online"])
+    })
+    .await
+    .expect("check");
+    assert!(!ok, "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(12),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("(cluster `fmq-test`) accepted the connection and announces JetStream")
+            && text.contains("most likely has no meta leader yet"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hint: wait a few seconds and run the check again"),
+        "{text}"
+    );
+    assert!(!text.contains("did not answer within 10 s"), "{text}");
+
+    nats.start_the_others().await;
+    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
+        .await
+        .expect("check");
+    assert!(ok, "{text}");
+    assert!(text.contains("JetStream enabled"), "{text}");
+}
+
 #[tokio::test]
 async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
     // A port that was free a moment ago: nothing listens there.

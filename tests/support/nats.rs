@@ -139,6 +139,48 @@ impl NatsCluster {
     /// [`NatsCluster::start`] with `extra` appended to every server's configuration (e.g.
     /// `max_payload: 2MB`).
     pub async fn start_with(n: usize, extra: &str) -> NatsCluster {
+        let mut cluster = NatsCluster::configure(n, extra);
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// `n` servers configured as one cluster of which only the first runs, returned once it
+    /// accepts clients: its JetStream has no meta leader (no majority of the servers runs), as
+    /// in a cluster whose other servers are still starting.
+    /// [`start_the_others`](Self::start_the_others) completes it.
+    pub async fn start_first_of(n: usize) -> NatsCluster {
+        let mut cluster = NatsCluster::configure(n, "");
+        cluster.spawn(0);
+        let port = cluster.servers[0].client_port;
+        let deadline = Instant::now() + READY_WITHIN;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server n1 never listened on {port}\n{}",
+                tail(&cluster.log(0))
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        cluster
+    }
+
+    /// Start every server that does not run (after [`start_first_of`](Self::start_first_of))
+    /// and wait until the whole cluster is healthy. All at once: a new cluster of three with
+    /// two running did not elect a JetStream meta leader within 30 s.
+    pub async fn start_the_others(&mut self) {
+        for i in 0..self.servers.len() {
+            if self.servers[i].child.is_none() {
+                self.spawn(i);
+            }
+        }
+        self.wait_ready().await;
+    }
+
+    /// The servers' files written, none started.
+    fn configure(n: usize, extra: &str) -> NatsCluster {
         let binary = nats_server_binary().expect(SKIP_MESSAGE);
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
         let ports = free_ports(3 * n);
@@ -167,16 +209,11 @@ impl NatsCluster {
             let text = config_text(server, &routes, n > 1) + extra + "\n";
             std::fs::write(&server.config, text).expect("write nats-server config");
         }
-        let mut cluster = NatsCluster {
+        NatsCluster {
             binary,
             servers,
             dir,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
         }
-        cluster.wait_ready().await;
-        cluster
     }
 
     pub fn len(&self) -> usize {
