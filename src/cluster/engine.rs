@@ -213,9 +213,10 @@ impl ClusterEngine {
             .map(|s| s.parse())
             .collect::<Result<_, _>>()
             .map_err(|e| open_error("servers", e))?;
-        let client = async_nats::connect_with_options(servers, options)
-            .await
-            .map_err(|e| open_error("cannot connect to NATS", e))?;
+        let client = connect_until_setup_deadline(&settings.servers, || {
+            async_nats::connect_with_options(servers.clone(), options.clone())
+        })
+        .await?;
         let mut js = jetstream::new(client.clone());
         // Creating streams and buckets waits for their raft groups to form (several nodes
         // starting together race for it): a longer bound than a store's.
@@ -298,6 +299,83 @@ where
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The first wait between two connection attempts at a node's start; each failure doubles it,
+/// up to [`CONNECT_RETRY_MAX`].
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two connection attempts at a node's start.
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The node's first connection to NATS, tried again with a growing wait until
+/// [`SETUP_DEADLINE`] after the first attempt: a node started a moment before its
+/// nats-servers (a host's services starting together) waits for them instead of exiting.
+/// Each failed attempt is one WARN line with the servers tried. An error a new attempt
+/// cannot mend (a refused login, TLS, an address that does not parse) ends the start at once.
+/// SIGTERM during the wait ends the process at once: `run` owns the signal only once the
+/// broker serves. Errors: the last attempt's, past the deadline, with the servers and the
+/// time waited.
+async fn connect_until_setup_deadline<T, F, Fut>(
+    servers: &[String],
+    mut connect: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, async_nats::ConnectError>>,
+{
+    let shown = servers.join(", ");
+    let started = tokio::time::Instant::now();
+    let deadline = started + SETUP_DEADLINE;
+    let mut wait = CONNECT_RETRY_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let error = match connect().await {
+            Ok(client) => {
+                if attempts > 1 {
+                    tracing::info!(
+                        "cluster: connected to NATS ({shown}) after {attempts} attempts"
+                    );
+                }
+                return Ok(client);
+            }
+            Err(e) => e,
+        };
+        if !connect_may_succeed_later(&error.kind()) {
+            return Err(open_error(
+                &format!("cannot connect to NATS ({shown})"),
+                error,
+            ));
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(anyhow::anyhow!(
+                "cluster: cannot connect to NATS: no server of {shown} accepted a connection \
+                 within {} s ({attempts} attempts; the last: {error}); start the NATS servers \
+                 first, or check <ferromq:jetStream servers=\"...\">",
+                SETUP_DEADLINE.as_secs()
+            ));
+        }
+        let pause = wait.min(deadline - now);
+        tracing::warn!(
+            "cluster: cannot connect to NATS ({shown}): {error}; trying again in {} ms \
+             (for up to {} s after the first attempt)",
+            pause.as_millis(),
+            SETUP_DEADLINE.as_secs()
+        );
+        tokio::time::sleep(pause).await;
+        wait = (wait * 2).min(CONNECT_RETRY_MAX);
+    }
+}
+
+/// Whether a failed connection may succeed later without a change of configuration: a server
+/// not up yet (refused, timed out, not resolvable yet), not a refused login or TLS setup.
+fn connect_may_succeed_later(kind: &async_nats::ConnectErrorKind) -> bool {
+    use async_nats::ConnectErrorKind as K;
+    match kind {
+        K::Io | K::TimedOut | K::Dns | K::MaxReconnects => true,
+        K::ServerParse | K::Authentication | K::AuthorizationViolation | K::Tls => false,
     }
 }
 
@@ -679,6 +757,72 @@ mod tests {
             "{waited:?}"
         );
         assert_eq!(tried, 121, "every 500 ms for 60 s, and once at the start");
+    }
+
+    fn refused() -> async_nats::ConnectError {
+        async_nats::ConnectError::with_source(
+            async_nats::ConnectErrorKind::Io,
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        )
+    }
+
+    /// NATS servers that come up after the node: the connection is tried again, with a
+    /// growing wait, until one accepts.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_connection_refused_is_tried_again_until_a_server_accepts() {
+        let attempts = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let servers = ["nats://127.0.0.1:1".to_owned()];
+        let result = connect_until_setup_deadline(&servers, || async {
+            match attempts.fetch_add(1, Ordering::Relaxed) {
+                0..=4 => Err(refused()),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(result.expect("connected"), 5);
+        // 250 + 500 + 1000 + 2000 + 4000 ms.
+        assert_eq!(started.elapsed(), Duration::from_millis(7_750));
+    }
+
+    /// Servers that never come: the start ends at the deadline, saying which servers it
+    /// tried for how long.
+    #[tokio::test(start_paused = true)]
+    async fn a_first_connection_refused_until_the_deadline_ends_the_start() {
+        let attempts = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let servers = [
+            "nats://127.0.0.1:1".to_owned(),
+            "nats://127.0.0.1:2".to_owned(),
+        ];
+        let result: anyhow::Result<()> = connect_until_setup_deadline(&servers, || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(refused())
+        })
+        .await;
+        let error = result.expect_err("gives up").to_string();
+        assert_eq!(started.elapsed(), SETUP_DEADLINE);
+        assert!(
+            error.contains("nats://127.0.0.1:1, nats://127.0.0.1:2") && error.contains("60 s"),
+            "{error}"
+        );
+        // At 0, 0.25, 0.75, 1.75, 3.75 s, then every 5 s from 7.75 to 57.75 s, and at 60 s
+        // (the last wait cut at the deadline).
+        assert_eq!(attempts.load(Ordering::Relaxed), 17);
+    }
+
+    /// A refused login is not mended by waiting: the start ends at the first attempt.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_login_ends_the_start_at_once() {
+        let attempts = AtomicU32::new(0);
+        let servers = ["nats://127.0.0.1:1".to_owned()];
+        let result: anyhow::Result<()> = connect_until_setup_deadline(&servers, || async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(async_nats::ConnectErrorKind::AuthorizationViolation.into())
+        })
+        .await;
+        assert!(result.is_err());
+        assert_eq!(attempts.load(Ordering::Relaxed), 1);
     }
 
     /// A step that fails while a raft group forms and then succeeds is not given up on.

@@ -31,6 +31,7 @@ mod routing;
 mod sessions;
 mod shared;
 mod shared_chaos;
+mod start;
 mod stomp_durable;
 mod stomp_limits;
 mod stomp_queues;

@@ -123,7 +123,7 @@ async fn online_check_before_jetstream_has_a_meta_leader_says_to_wait_and_retry(
     );
     assert!(!text.contains("did not answer within 10 s"), "{text}");
 
-    nats.start_the_others().await;
+    nats.start_all().await;
     let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
         .await
         .expect("check");

@@ -90,16 +90,27 @@ impl FerromqNode {
 
     /// Run it without waiting (for a node expected to refuse to start).
     pub fn start(xml_path: &Path) -> FerromqNode {
+        // A failing test's nodes can say more: FERROMQ_TEST_NODE_LOG="warn,ferromq::store_ack=debug".
+        FerromqNode::start_to(xml_path, &node_log_level(), Stdio::inherit())
+    }
+
+    /// [`FerromqNode::start`] at log level `level`, its log (stderr) written to `log` (for a
+    /// test that reads what the node said; [`read_log`] reads it).
+    pub fn start_logging(xml_path: &Path, level: &str, log: &Path) -> FerromqNode {
+        let file = std::fs::File::create(log).expect("create the node's log file");
+        FerromqNode::start_to(xml_path, level, Stdio::from(file))
+    }
+
+    fn start_to(xml_path: &Path, level: &str, stderr: Stdio) -> FerromqNode {
         let text = std::fs::read_to_string(xml_path).expect("read the node's activemq.xml");
         let mqtt_port = mqtt_port_of(&text).expect("the node's activemq.xml has an mqtt:// port");
         let child = Command::new(ferromq_binary())
             .args(["run", "--config"])
             .arg(xml_path)
-            // A failing test's nodes can say more: FERROMQ_TEST_NODE_LOG="warn,ferromq::store_ack=debug".
-            .args(["--log-level", &node_log_level()])
+            .args(["--log-level", level])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn ferromq");
         FerromqNode {
@@ -219,6 +230,11 @@ fn send(child: &Child, signal: Signal) {
     if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
         let _ = kill_process(pid, signal);
     }
+}
+
+/// What a node started with [`FerromqNode::start_logging`] has logged so far.
+pub fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }
 
 /// The port of the first `mqtt://host:port` in a configuration's text.

@@ -140,17 +140,15 @@ impl NatsCluster {
     /// `max_payload: 2MB`).
     pub async fn start_with(n: usize, extra: &str) -> NatsCluster {
         let mut cluster = NatsCluster::configure(n, extra);
-        for i in 0..n {
-            cluster.spawn(i);
-        }
-        cluster.wait_ready().await;
+        cluster.start_all().await;
         cluster
     }
 
     /// `n` servers configured as one cluster of which only the first runs, returned once it
     /// accepts clients: its JetStream has no meta leader (no majority of the servers runs), as
-    /// in a cluster whose other servers are still starting.
-    /// [`start_the_others`](Self::start_the_others) completes it.
+    /// in a cluster whose other servers are still starting. [`start_all`](Self::start_all)
+    /// completes it (all at once: a new cluster of three with two running did not elect a
+    /// JetStream meta leader within 30 s).
     pub async fn start_first_of(n: usize) -> NatsCluster {
         let mut cluster = NatsCluster::configure(n, "");
         cluster.spawn(0);
@@ -167,20 +165,10 @@ impl NatsCluster {
         cluster
     }
 
-    /// Start every server that does not run (after [`start_first_of`](Self::start_first_of))
-    /// and wait until the whole cluster is healthy. All at once: a new cluster of three with
-    /// two running did not elect a JetStream meta leader within 30 s.
-    pub async fn start_the_others(&mut self) {
-        for i in 0..self.servers.len() {
-            if self.servers[i].child.is_none() {
-                self.spawn(i);
-            }
-        }
-        self.wait_ready().await;
-    }
-
-    /// The servers' files written, none started.
-    fn configure(n: usize, extra: &str) -> NatsCluster {
+    /// The cluster of [`NatsCluster::start_with`], its ports chosen and its configurations
+    /// written, but no server started yet (for a client started before its servers):
+    /// [`NatsCluster::start_all`] starts them.
+    pub fn configure(n: usize, extra: &str) -> NatsCluster {
         let binary = nats_server_binary().expect(SKIP_MESSAGE);
         let dir = tempfile::tempdir().expect("tempdir for nats-server");
         let ports = free_ports(3 * n);
@@ -214,6 +202,16 @@ impl NatsCluster {
             servers,
             dir,
         }
+    }
+
+    /// Start every server not running yet and wait until the cluster is ready.
+    pub async fn start_all(&mut self) {
+        for i in 0..self.servers.len() {
+            if self.servers[i].child.is_none() {
+                self.spawn(i);
+            }
+        }
+        self.wait_ready().await;
     }
 
     pub fn len(&self) -> usize {
