@@ -694,6 +694,13 @@ impl Backplane for ClusterEngine {
         super::subject::topic_fits(topic)
     }
 
+    fn topic_bytes_carried(&self, topic: &str) -> (usize, usize) {
+        (
+            super::subject::topic_subject_bytes(topic),
+            super::subject::MAX_SUBJECT_LEN,
+        )
+    }
+
     fn filter_fits(&self, filter: &str) -> bool {
         super::subject::filter_fits(filter)
     }

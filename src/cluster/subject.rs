@@ -107,7 +107,13 @@ const LONGEST_PREFIX: &str = "fmq.m.64";
 /// Whether `topic`'s subjects stay within [`MAX_SUBJECT_LEN`] (escaping lengthens a topic:
 /// a space becomes three bytes).
 pub fn topic_fits(topic: &str) -> bool {
-    topic_subject(LONGEST_PREFIX, topic).len() <= MAX_SUBJECT_LEN
+    topic_subject_bytes(topic) <= MAX_SUBJECT_LEN
+}
+
+/// The length of `topic`'s longest subject (behind the longest prefix, escaped), which
+/// [`topic_fits`] compares with [`MAX_SUBJECT_LEN`].
+pub fn topic_subject_bytes(topic: &str) -> usize {
+    LONGEST_PREFIX.len() + 1 + encoded_len(topic)
 }
 
 /// Whether every subject of `filter` stays within [`MAX_SUBJECT_LEN`].

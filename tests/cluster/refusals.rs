@@ -9,8 +9,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use ferromq::protocol::{ConnectReason, Packet, ProtocolVersion, QoS};
 
-use super::rig::{next_publish, no_publish, publish, publish_acked, Rig, FAST};
+use super::rig::{next_publish, no_publish, publish, publish_acked, v3_ok, Rig, FAST};
 use crate::support::client::{connect_packet, connect_v5, will, RawClient};
+use crate::support::cluster_nodes::{read_log, FerromqNode};
+use crate::support::nats::{nats_server_or_skip, NatsCluster};
 use crate::support::sub_options::disconnect_code;
 
 const SECURITY: &str = r#"    <plugins>
@@ -237,5 +239,64 @@ async fn authorization_as_on_one_node(rig: &Rig) {
             ConnectReason::BadUserNameOrPassword,
             "node {node}"
         );
+    }
+}
+
+/// An MQTT 3.1.1 client whose PUBLISH topic is too long for NATS subjects sees only a closed
+/// connection: the node's log says why (the topic's length, as a subject, the limit, the
+/// hint), once for the connection, without the topic or the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_3_1_1_publish_too_long_for_nats_is_logged_with_why() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let nats = NatsCluster::start(1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = super::start::write_node(dir.path(), &nats.client_urls());
+    let log = dir.path().join("node.log");
+    let mut node = FerromqNode::start_logging(&file, "info", &log);
+    tokio::task::block_in_place(|| node.wait_serving());
+    // 1,505 bytes; 1,500 spaces are 4,500 bytes escaped.
+    let spaced = format!("open/{}", " ".repeat(1_500));
+    let (mut v3, _) = v3_ok(node.mqtt_addr(), "long-pub-3", true).await;
+    v3.send(publish(
+        &spaced,
+        b"payload-not-logged",
+        QoS::AtLeastOnce,
+        Some(1),
+    ))
+    .await;
+    v3.expect_closed().await;
+    let said = eventually_logged(&log, "PUBLISH refused").await;
+    let lines: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("PUBLISH refused"))
+        .collect();
+    assert_eq!(lines.len(), 1, "once for the connection:\n{said}");
+    let line = lines[0];
+    for part in [
+        "a topic of 1505 bytes is 4514 bytes as the cluster's NATS subject",
+        "above the 3584 bytes",
+        "hint: publish to a shorter topic",
+        "long-pub-3",
+    ] {
+        assert!(line.contains(part), "{part:?} missing from {line}");
+    }
+    assert!(
+        !said.contains("payload-not-logged") && !said.contains("open/ "),
+        "neither payload nor topic is logged:\n{said}"
+    );
+    assert!(node.terminate().is_some());
+}
+
+/// The node's log once it holds `needle` (within 5 s).
+async fn eventually_logged(log: &std::path::Path, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let said = read_log(log);
+        if said.contains(needle) || std::time::Instant::now() > deadline {
+            return said;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

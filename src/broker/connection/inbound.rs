@@ -303,6 +303,19 @@ impl Conn {
             // Above the Maximum Packet Size a cluster announces (what NATS carries): MQTT 5
             // DISCONNECT 0x95, MQTT 3 closed; never acknowledged and then lost.
             if !p.topic.is_empty() && !backplane.topic_fits(&p.topic) {
+                // The client is told nothing but a closed socket (MQTT 3) or 0x90: the log
+                // says why, once (the connection ends here), without the topic or payload.
+                let (subject_bytes, max_subject_bytes) = backplane.topic_bytes_carried(&p.topic);
+                tracing::info!(
+                    topic_bytes = p.topic.len(),
+                    subject_bytes,
+                    max_subject_bytes,
+                    "PUBLISH refused, connection closed: a topic of {} bytes is {subject_bytes} \
+                     bytes as the cluster's NATS subject, above the {max_subject_bytes} bytes a \
+                     subject may take (a byte other than A-Z, a-z, 0-9, '_', '-' and '/' takes \
+                     three, escaped); hint: publish to a shorter topic",
+                    p.topic.len()
+                );
                 return Err(CloseReason::TopicTooLong(p.topic.len()));
             }
             let size = p.topic.len() + p.payload.len();

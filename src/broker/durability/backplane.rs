@@ -125,6 +125,12 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// may bound the length (NATS subjects are bounded by the server's control line).
     fn topic_fits(&self, topic: &str) -> bool;
 
+    /// For a topic [`Self::topic_fits`] refuses: the length it takes in the shared engine's
+    /// naming and the most that naming allows, in bytes, for the line that says why.
+    fn topic_bytes_carried(&self, topic: &str) -> (usize, usize) {
+        (topic.len(), usize::MAX)
+    }
+
     /// Whether the shared engine can carry a subscription to `filter` (as [`Self::topic_fits`]).
     fn filter_fits(&self, filter: &str) -> bool;
 
