@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::stomp_queues::stomp_client::{Received, StompClient};
-use super::stomp_queues::{stomp_rig, subscribe};
+use super::stomp_queues::{stomp_rig, stomp_rig_with, subscribe};
 
 /// Sooner than `storeTimeout` (5 s), which a store attempt would have waited.
 const AT_ONCE: Duration = Duration::from_secs(2);
@@ -92,6 +92,17 @@ async fn destinations_too_long_for_nats_subjects(stomp: &[SocketAddr]) {
             );
         }
     }
+    // A queue name that just fits, with ActiveMQ's shared `ActiveMQ.DLQ`: served.
+    let just_fits = format!("/queue/dlq{}", " ".repeat(1_190));
+    let mut c = connected(stomp[0]).await;
+    c.send(
+        "SEND",
+        &[("destination", just_fits.as_str()), ("receipt", "fits")],
+        "kept",
+    )
+    .await;
+    let f = c.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
     // The node goes on: its NATS connection carries a message from the other node.
     let mut sub = connected(stomp[0]).await;
     subscribe(&mut sub, "/topic/after.long", "a", &[]).await;
@@ -150,4 +161,45 @@ async fn messages_above_the_cluster_cap(stomp: &[SocketAddr]) {
         "{:?}",
         got.iter().map(Received::body_text).collect::<Vec<_>>()
     );
+}
+
+/// Every queue's dead letters to a queue of its own (`ActiveMQ.DLQ.Queue.` + its name).
+const INDIVIDUAL_DLQ: &str = "<destinationPolicy><policyMap><policyEntries>\
+     <policyEntry queue=\">\"><deadLetterStrategy><individualDeadLetterStrategy/>\
+     </deadLetterStrategy></policyEntry></policyEntries></policyMap></destinationPolicy>";
+
+/// A queue whose own name fits NATS subjects but whose dead-letter queue's name
+/// (`individualDeadLetterStrategy`: `ActiveMQ.DLQ.Queue.` + the name, 25 bytes more as a
+/// subject) would not is refused at SEND and SUBSCRIBE with an ERROR that says why: a message
+/// NACKed there could never be dead-lettered. A queue 30 bytes shorter is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_refuses_a_queue_whose_dead_letter_queue_is_too_long() {
+    let Some((_rig, stomp)) = stomp_rig_with(1, INDIVIDUAL_DLQ).await else {
+        return;
+    };
+    // As a subject: 9 bytes of prefix, "dlq", 3 bytes per space: 3,582 of 3,584 bytes.
+    let just_fits = format!("/queue/dlq{}", " ".repeat(1_190));
+    for command in ["SEND", "SUBSCRIBE"] {
+        let f = refused_at_once(stomp[0], command, &just_fits, &[], "x").await;
+        let message = f.header("message").unwrap_or_default();
+        assert!(
+            message.contains("dead-letter queue") && message.contains("NATS subjects"),
+            "{command}: {f:?}"
+        );
+    }
+    // Ten spaces fewer: the dead-letter queue fits too.
+    let shorter = format!("/queue/dlq{}", " ".repeat(1_180));
+    let mut c = connected(stomp[0]).await;
+    c.send(
+        "SEND",
+        &[
+            ("destination", shorter.as_str()),
+            ("persistent", "true"),
+            ("receipt", "ok"),
+        ],
+        "kept",
+    )
+    .await;
+    let f = c.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
 }

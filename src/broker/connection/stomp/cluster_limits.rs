@@ -5,6 +5,7 @@
 //! frame reaches NATS or a local subscriber. Off a cluster node everything passes.
 
 use super::{Close, StompConn};
+use crate::config::delivery_policy::{DeadLetterReason, DeliveryPolicy, Destination};
 use crate::config::JetStreamSettings;
 use crate::protocol::stomp::Frame;
 
@@ -20,6 +21,35 @@ impl StompConn {
     ) -> Result<(), Close> {
         match self.core.backplane() {
             Some(b) if !b.topic_fits(topic) => Err(too_long(destination_bytes, frame)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queue `name` (a SEND or a SUBSCRIBE) must fit the cluster's NATS subjects, and so must
+    /// the dead-letter queue its policy names for it (ActiveMQ's `ActiveMQ.DLQ`, or an
+    /// `individualDeadLetterStrategy`'s prefix + name + suffix): a message NACKed or expired
+    /// there would otherwise be refused by NATS long after its SEND was acknowledged.
+    pub(super) fn cluster_queue_fits(&self, name: &str, frame: &Frame) -> Result<(), Close> {
+        let Some(backplane) = self.core.backplane() else {
+            return Ok(());
+        };
+        if !backplane.topic_fits(name) {
+            return Err(too_long(queue_destination_bytes(name), frame));
+        }
+        let policy = self.core.queues.delivery_policy();
+        match dead_letter_queue(&policy, name) {
+            Some(dlq) if !backplane.topic_fits(&dlq) => {
+                tracing::info!(
+                    queue_bytes = name.len(),
+                    dead_letter_queue_bytes = dlq.len(),
+                    "STOMP frame refused: the queue's dead-letter queue is too long for the \
+                     cluster's NATS subjects"
+                );
+                Err(Close::error(
+                    dead_letter_too_long(name.len(), dlq.len()),
+                    Some(frame),
+                ))
+            }
             _ => Ok(()),
         }
     }
@@ -55,6 +85,31 @@ impl StompConn {
         );
         Err(Close::error(too_large_message(size, max), Some(frame)))
     }
+}
+
+/// The queue a message of queue `name` is dead-lettered to (a dead-letter topic is served as
+/// the queue of that name); `None` when none is (a discarding strategy, or `name` is a
+/// dead-letter queue itself, out of which nothing is dead-lettered). A persistent message's
+/// answer: the name does not depend on the message, only whether one is kept.
+fn dead_letter_queue(policy: &DeliveryPolicy, name: &str) -> Option<String> {
+    let queue = Destination::queue(name);
+    if policy.is_dead_letter_destination(&queue) {
+        return None;
+    }
+    policy
+        .dead_letter_for(&queue)
+        .destination_for(&queue, true, DeadLetterReason::Rejected, None)
+        .map(|to| to.name)
+}
+
+fn dead_letter_too_long(queue_bytes: usize, dead_letter_bytes: usize) -> String {
+    format!(
+        "the dead-letter queue of this queue ({queue_bytes} bytes) would be named with \
+         {dead_letter_bytes} bytes (its deadLetterStrategy's prefix and suffix around the \
+         queue's name), too long for the cluster's NATS subjects: a message dead-lettered \
+         there could not be kept; use a shorter queue name, or a sharedDeadLetterStrategy for \
+         it"
+    )
 }
 
 /// The length of queue `name`'s destination as a client writes it (`/queue/<name>`), for the

@@ -34,7 +34,6 @@ use crate::metrics::latency::DeliveredBy;
 use crate::protocol::stomp::{Frame, Version};
 use crate::security::Action;
 
-use super::cluster_limits;
 use super::destination::{remote_temp_name, Destination};
 use super::mapping::{message_frame, message_of_send, Delivery};
 use super::subscribe::AckMode;
@@ -128,11 +127,7 @@ impl StompConn {
         let (name, temporary, remote) = match dest {
             Destination::Queue(name) => {
                 check_name(name, &frame)?;
-                self.cluster_topic_fits(
-                    name,
-                    cluster_limits::queue_destination_bytes(name),
-                    &frame,
-                )?;
+                self.cluster_queue_fits(name, &frame)?;
                 self.cluster_message_fits(name, &frame)?;
                 self.core
                     .queues
@@ -315,11 +310,7 @@ impl StompConn {
         let (name, destination) = match dest {
             Destination::Queue(name) => {
                 check_name(name, frame)?;
-                self.cluster_topic_fits(
-                    name,
-                    cluster_limits::queue_destination_bytes(name),
-                    frame,
-                )?;
+                self.cluster_queue_fits(name, frame)?;
                 self.core
                     .queues
                     .may_use(&security, &self.principal, Action::Read, name)
@@ -484,7 +475,7 @@ impl StompConn {
     /// (name, authorization), so that a refused one fails then, not at COMMIT.
     pub(super) fn check_queue_send(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {
         check_name(name, frame)?;
-        self.cluster_topic_fits(name, cluster_limits::queue_destination_bytes(name), frame)?;
+        self.cluster_queue_fits(name, frame)?;
         self.cluster_message_fits(name, frame)?;
         let security = self.core.current_security();
         self.core
