@@ -279,9 +279,27 @@ pub async fn drain(inner: &Arc<Inner>) {
             tracing::warn!(
                 node = %inner.node_id,
                 unanswered = released.unanswered,
-                "draining: the cluster store answered no session release; exiting without \
-                 the rest of the hand-over (the other nodes take the sessions over after \
-                 nodeTimeout)"
+                refused = released.refused,
+                "draining: the cluster store answered no session release ({} unanswered, {} \
+                 refused: client ids {}); exiting without the rest of the hand-over (the \
+                 other nodes take the sessions over after nodeTimeout)",
+                released.unanswered,
+                released.refused,
+                released.failed_client_ids()
+            );
+        } else if released.unanswered + released.refused > 0 {
+            tracing::warn!(
+                node = %inner.node_id,
+                released = released.released,
+                unanswered = released.unanswered,
+                refused = released.refused,
+                "draining: {} session records not released ({} unanswered, {} refused: client \
+                 ids {}); the other nodes take those sessions over once this node is gone \
+                 (nodeTimeout); each session's error at debug (ferromq::cluster::drain=debug)",
+                released.unanswered + released.refused,
+                released.unanswered,
+                released.refused,
+                released.failed_client_ids()
             );
         }
         (in_flight_left, released.released)
@@ -351,18 +369,61 @@ async fn wait_in_flight(inner: &Inner) {
     }
 }
 
+/// How many client ids of the sessions whose release failed the drain's one WARN line names.
+const NAMED_IN_SUMMARY: usize = 5;
+
 /// What [`release_all`] did.
 #[derive(Debug, Default)]
 struct Releases {
     released: usize,
     /// Writes the store did not answer within the drain's wait.
     unanswered: usize,
+    /// Writes the store refused.
+    refused: usize,
+    /// The first [`NAMED_IN_SUMMARY`] client ids of the releases that failed (unanswered or
+    /// refused), for the summary line.
+    first_failed: Vec<Arc<str>>,
+}
+
+impl Releases {
+    fn add(&mut self, client_id: Arc<str>, release: Release) {
+        match release {
+            Release::Released | Release::Gone => {
+                if release == Release::Released {
+                    self.released += 1;
+                }
+                return;
+            }
+            Release::Unanswered => self.unanswered += 1,
+            Release::Refused => self.refused += 1,
+        }
+        if self.first_failed.len() < NAMED_IN_SUMMARY {
+            self.first_failed.push(client_id);
+        }
+    }
+
+    /// The summary's `client ids a, b, ... (and N more)`.
+    fn failed_client_ids(&self) -> String {
+        let named: Vec<String> = self
+            .first_failed
+            .iter()
+            .map(|id| crate::security::Bounded(id).to_string())
+            .collect();
+        let more = (self.unanswered + self.refused).saturating_sub(named.len());
+        if more == 0 {
+            named.join(", ")
+        } else {
+            format!("{} and {more} more", named.join(", "))
+        }
+    }
 }
 
 /// What became of one session's release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Release {
     Released,
+    /// Not this node's to release any more (handed over meanwhile).
+    Gone,
     Refused,
     Unanswered,
 }
@@ -372,15 +433,16 @@ enum Release {
 /// that resumes it then finds no one to answer its kick).
 async fn release_all(inner: &Arc<Inner>) -> Releases {
     let client_ids: Vec<Arc<str>> = inner.tracker.lock().sessions.keys().cloned().collect();
+    // One line for all the failures (a hung store fails every release alike), each
+    // session's at debug.
     futures_util::stream::iter(client_ids)
-        .map(|client_id| release(inner, client_id))
+        .map(|client_id| async move {
+            let one = release(inner, client_id.clone()).await;
+            (client_id, one)
+        })
         .buffer_unordered(64)
-        .fold(Releases::default(), |mut all, one| {
-            match one {
-                Release::Released => all.released += 1,
-                Release::Unanswered => all.unanswered += 1,
-                Release::Refused => {}
-            }
+        .fold(Releases::default(), |mut all, (client_id, one)| {
+            all.add(client_id, one);
             std::future::ready(all)
         })
         .await
@@ -392,7 +454,7 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> Release {
     let (record, revision, epoch) = {
         let mut tracker = inner.tracker.lock();
         let Some(t) = tracker.sessions.get_mut(&client_id) else {
-            return Release::Refused;
+            return Release::Gone;
         };
         if t.connected {
             t.connected = false;
@@ -443,11 +505,11 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> Release {
             Release::Released
         }
         Ok(Err(e)) => {
-            tracing::warn!(client_id = %client_id, "drain: session record not released: {e}");
+            tracing::debug!(client_id = %client_id, "drain: session record not released: {e}");
             Release::Refused
         }
         Err(_) => {
-            tracing::warn!(client_id = %client_id, "drain: no answer releasing a session record");
+            tracing::debug!(client_id = %client_id, "drain: no answer releasing a session record");
             Release::Unanswered
         }
     }
@@ -456,6 +518,20 @@ async fn release(inner: &Arc<Inner>, client_id: Arc<str>) -> Release {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Failed releases are counted; the summary names the first five, and how many more.
+    #[test]
+    fn failed_releases_are_summed_up_with_the_first_client_ids() {
+        let mut all = Releases::default();
+        all.add(Arc::from("ok"), Release::Released);
+        all.add(Arc::from("gone"), Release::Gone);
+        for i in 0..7 {
+            all.add(Arc::from(format!("c{i}")), Release::Unanswered);
+        }
+        all.add(Arc::from("r"), Release::Refused);
+        assert_eq!((all.released, all.unanswered, all.refused), (1, 7, 1));
+        assert_eq!(all.failed_client_ids(), "c0, c1, c2, c3, c4 and 3 more");
+    }
 
     #[test]
     fn wildcard_binds_are_published_with_the_host_name_and_others_as_written() {

@@ -13,6 +13,7 @@ use ferromq::protocol::{Ack, ConnectReason, Packet, Properties, QoS};
 use super::rig::{
     next_publish, no_publish, publish_acked, take_acked, v3_ok, v5, v5_ok, Rig, FAST,
 };
+use crate::support::cluster_nodes::{read_log, FerromqNode};
 use crate::support::STEP;
 
 /// The Server Reference of a DISCONNECT or CONNACK's properties.
@@ -321,4 +322,50 @@ async fn a_node_whose_nats_servers_hang_exits_after_one_unanswered_round_on_sigt
         took < Duration::from_millis(4_500),
         "a drain that no write answered took {took:?}"
     );
+}
+
+/// A SIGTERMed node whose nats-servers hang logs its unanswered session releases as one WARN
+/// line (how many, the first client ids), not one per session; each session's own line is at
+/// debug.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_session_releases_are_one_warn_line() {
+    let attributes = r#"replicas="3" messageShards="2" heartbeatInterval="200ms" quorumLossTimeout="10s" nodeTimeout="2s" storeTimeout="2s""#;
+    let Some(rig) = Rig::start(0, attributes).await else {
+        return;
+    };
+    let file = rig.write_node("node-0", crate::support::free_port(), "");
+    let log = rig.dir.path().join("node-0.log");
+    let mut node = FerromqNode::start_logging(&file, "info", &log);
+    tokio::task::block_in_place(|| node.wait_serving());
+    const SESSIONS: usize = 8;
+    let mut holders = Vec::new();
+    for i in 0..SESSIONS {
+        let (mut holder, _) = v5_ok(node.mqtt_addr(), &format!("hung-{i}"), false, Some(300)).await;
+        holder.subscribe(1, &[("hung/#", QoS::AtLeastOnce)]).await;
+        holders.push(holder);
+    }
+    for i in 0..3 {
+        rig.nats.pause(i);
+    }
+    node.send_term();
+    let status = tokio::task::block_in_place(|| node.wait_exit(STEP * 3));
+    for i in 0..3 {
+        rig.nats.resume(i);
+    }
+    let said = read_log(&log);
+    assert!(status.is_some(), "the node exited:\n{said}");
+    let release_warnings: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("releas"))
+        .collect();
+    assert_eq!(release_warnings.len(), 1, "one line:\n{said}");
+    let line = release_warnings[0];
+    assert!(
+        line.contains(&format!("{SESSIONS} unanswered")) && line.contains("and 3 more"),
+        "{line}"
+    );
+    let named = (0..SESSIONS)
+        .filter(|i| line.contains(&format!("hung-{i}")))
+        .count();
+    assert_eq!(named, 5, "the first five client ids: {line}");
 }
