@@ -35,6 +35,7 @@ use super::codec::{decode_message, encode_message};
 use super::engine::Inner;
 use super::publish::Outgoing;
 use super::subject::client_key;
+use super::tracker::SentState;
 use super::{shard_of, shard_prefix, shard_stream};
 use crate::broker::durability::{
     Commit, DurabilityError, QueueSeq, ReceivingConnection, RetainedChange,
@@ -817,12 +818,23 @@ pub fn delivery_state(
     packet_id: u16,
     released: bool,
 ) -> Commit {
-    let change = inner
+    let sent = inner
         .tracker
         .lock()
         .sent(&client_id, queue_seq, packet_id, released);
-    let Some(change) = change else {
-        return Commit::done();
+    let change = match sent {
+        SentState::Wait(change) => change,
+        SentState::Nothing => return Commit::done(),
+        SentState::Untracked if held_by_clean_session(inner, &client_id) => return Commit::done(),
+        // A persistent session's delivery after the session left this node (its queue entry
+        // has a number only in a persistent session or a subscription group's copy): the node
+        // that holds the session now would not know an exchange opened here, as with a copy
+        // handed over ([`durable`]).
+        SentState::Untracked => {
+            return Commit::Done(Err(DurabilityError::Stale(format!(
+                "session {client_id} is not this node's"
+            ))))
+        }
     };
     let inner = inner.clone();
     Commit::Pending(Box::pin(async move {
@@ -842,6 +854,17 @@ pub fn delivery_state(
         }
         Err(unavailable("delivery state not written"))
     }))
+}
+
+/// Whether this node's broker holds `client_id`'s session as a clean one (its lifetime is
+/// the connection's): a subscription group's copy delivered to it has a queue entry number,
+/// and nothing of it is kept.
+fn held_by_clean_session(inner: &Inner, client_id: &str) -> bool {
+    inner.core().is_some_and(|core| {
+        core.registry
+            .by_client_id(client_id)
+            .is_some_and(|session| !session.is_persistent())
+    })
 }
 
 /// Whether change `change` of the session's QoS 2 delivery states is in its record.

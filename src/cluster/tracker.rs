@@ -281,6 +281,19 @@ impl Tracked {
     }
 }
 
+/// What a delivery's packet waits for before it is written (see [`Tracker::sent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SentState {
+    /// Nothing: a QoS 1 entry (its progress goes with the next flush), or an entry the log
+    /// does not hold.
+    Nothing,
+    /// A record write that makes the QoS 2 state change of this count durable.
+    Wait(u64),
+    /// The session is not tracked here: a persistent session this node let go (handed over,
+    /// fenced, released by a drain, dropped), or a clean session, which keeps nothing.
+    Untracked,
+}
+
 /// Every local persistent session, by client id.
 #[derive(Debug, Default)]
 pub struct Tracker {
@@ -525,18 +538,23 @@ impl Tracker {
         }
     }
 
-    /// Entry `queue_seq` was sent with `packet_id` (`released`: its QoS 2 PUBREL). For a
-    /// QoS 2 entry, the count of changes a record write must make durable before the packet
-    /// is written (`None`: nothing to wait for).
+    /// Entry `queue_seq` was sent with `packet_id` (`released`: its QoS 2 PUBREL): what the
+    /// packet must wait for before it is written (see [`SentState`]).
     pub fn sent(
         &mut self,
         client_id: &str,
         queue_seq: QueueSeq,
         packet_id: u16,
         released: bool,
-    ) -> Option<u64> {
-        let t = self.sessions.get_mut(client_id)?;
-        let e = t.entries.get_mut(&queue_seq)?;
+    ) -> SentState {
+        let Some(t) = self.sessions.get_mut(client_id) else {
+            return SentState::Untracked;
+        };
+        // An entry the log does not hold (a retained message sent at SUBSCRIBE): nothing of
+        // it is in the record.
+        let Some(e) = t.entries.get_mut(&queue_seq) else {
+            return SentState::Nothing;
+        };
         let unchanged = e.packet_id == Some(packet_id) && e.released == released;
         e.packet_id = Some(packet_id);
         e.released = released;
@@ -545,11 +563,11 @@ impl Tracker {
             // changes nothing in the record: a client that reconnects over and over does not
             // make a write per reconnect.
             t.dirty |= !unchanged;
-            return None;
+            return SentState::Nothing;
         }
         t.dirty = true;
         t.qos2_changes += 1;
-        Some(t.qos2_changes)
+        SentState::Wait(t.qos2_changes)
     }
 
     pub fn removed(&mut self, client_id: &str, queue_seq: QueueSeq) {
@@ -769,9 +787,9 @@ mod tests {
         if let Some(t) = tracker.sessions.get_mut("c") {
             t.dirty = false;
         }
-        assert_eq!(tracker.sent("c", 50, 7, false), None);
+        assert_eq!(tracker.sent("c", 50, 7, false), SentState::Nothing);
         assert!(!tracker.sessions["c"].dirty, "re-sent as it was");
-        assert_eq!(tracker.sent("c", 50, 8, false), None);
+        assert_eq!(tracker.sent("c", 50, 8, false), SentState::Nothing);
         assert!(tracker.sessions["c"].dirty, "another packet id");
     }
 

@@ -158,6 +158,13 @@ async fn a_session_taken_between_a_claim_and_its_attach_is_not_started_afresh() 
         .await
         .expect("a clean start's session starts here");
     assert_eq!(record(&nats, "c").await.0, "node-b");
+
+    // A delivery of the session on A, which no longer holds it, is refused as stale (the
+    // node that holds it would not know an exchange opened on A), not sent without its
+    // state.
+    let client_id: Arc<str> = Arc::from("c");
+    let sent = a.commit(vec![Change::sent(&client_id, 1, 1)]).wait().await;
+    assert!(matches!(sent, Err(DurabilityError::Stale(_))), "{sent:?}");
 }
 
 /// A node taking a session reads back the messages of its in-flight list one by one; a kick
