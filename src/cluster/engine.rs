@@ -297,7 +297,16 @@ where
                 tracing::warn!("{e}; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "{e:#} (tried for {} s); hint: a NATS cluster answers \"JetStream system \
+                     temporarily unavailable\" (10008), or lets requests time out, while it has \
+                     no JetStream meta leader, most often because fewer than a majority of its \
+                     servers run: start the others; `ferromq check --online FILE` reports what \
+                     the servers say",
+                    SETUP_DEADLINE.as_secs()
+                ))
+            }
         }
     }
 }
@@ -745,7 +754,8 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A step that keeps failing is tried every 500 ms until the start's deadline, then its
-    /// last error ends the start (the node exits with it instead of hanging).
+    /// last error, with the likely cause and what to run, ends the start (the node exits with
+    /// it instead of hanging).
     #[tokio::test(start_paused = true)]
     async fn a_start_step_that_keeps_failing_gives_up_at_the_deadline_with_its_error() {
         let attempts = AtomicU32::new(0);
@@ -759,6 +769,11 @@ mod tests {
         let error = result.expect_err("gives up").to_string();
         let tried = attempts.load(Ordering::Relaxed);
         assert!(error.starts_with(&format!("attempt {tried}:")), "{error}");
+        // What an admin does about it: a cluster without a JetStream meta leader.
+        assert!(
+            error.contains("no JetStream meta leader") && error.contains("check --online"),
+            "{error}"
+        );
         assert!(
             (SETUP_DEADLINE..SETUP_DEADLINE + Duration::from_secs(1)).contains(&waited),
             "{waited:?}"

@@ -85,8 +85,11 @@ async fn destinations_too_long_for_nats_subjects(stomp: &[SocketAddr]) {
         for command in ["SUBSCRIBE", "SEND"] {
             let f = refused_at_once(stomp[0], command, destination, &[], "x").await;
             let message = f.header("message").unwrap_or_default();
+            // The ERROR names the limit and why spaces count three times.
             assert!(
-                message.contains("too long for the cluster's NATS subjects"),
+                message.contains("too long for the cluster's NATS subjects")
+                    && message.contains("above the 3584 bytes a subject may take")
+                    && message.contains("takes three"),
                 "{command} {}: {f:?}",
                 &destination[..10]
             );
@@ -183,7 +186,8 @@ async fn stomp_refuses_a_queue_whose_dead_letter_queue_is_too_long() {
         let f = refused_at_once(stomp[0], command, &just_fits, &[], "x").await;
         let message = f.header("message").unwrap_or_default();
         assert!(
-            message.contains("dead-letter queue") && message.contains("NATS subjects"),
+            message.contains("dead-letter queue")
+                && message.contains("above the 3584 bytes a subject may take"),
             "{command}: {f:?}"
         );
     }

@@ -20,7 +20,11 @@ impl StompConn {
         frame: &Frame,
     ) -> Result<(), Close> {
         match self.core.backplane() {
-            Some(b) if !b.topic_fits(topic) => Err(too_long(destination_bytes, frame)),
+            Some(b) if !b.topic_fits(topic) => Err(too_long(
+                destination_bytes,
+                b.topic_bytes_carried(topic),
+                frame,
+            )),
             _ => Ok(()),
         }
     }
@@ -34,7 +38,11 @@ impl StompConn {
             return Ok(());
         };
         if !backplane.topic_fits(name) {
-            return Err(too_long(queue_destination_bytes(name), frame));
+            return Err(too_long(
+                queue_destination_bytes(name),
+                backplane.topic_bytes_carried(name),
+                frame,
+            ));
         }
         let policy = self.core.queues.delivery_policy();
         match dead_letter_queue(&policy, name) {
@@ -46,7 +54,7 @@ impl StompConn {
                      cluster's NATS subjects"
                 );
                 Err(Close::error(
-                    dead_letter_too_long(name.len(), dlq.len()),
+                    dead_letter_too_long(name.len(), backplane.topic_bytes_carried(&dlq)),
                     Some(frame),
                 ))
             }
@@ -62,7 +70,11 @@ impl StompConn {
         frame: &Frame,
     ) -> Result<(), Close> {
         match self.core.backplane() {
-            Some(b) if !b.filter_fits(filter) => Err(too_long(destination_bytes, frame)),
+            Some(b) if !b.filter_fits(filter) => Err(too_long(
+                destination_bytes,
+                b.topic_bytes_carried(filter),
+                frame,
+            )),
             _ => Ok(()),
         }
     }
@@ -102,15 +114,21 @@ fn dead_letter_queue(policy: &DeliveryPolicy, name: &str) -> Option<String> {
         .map(|to| to.name)
 }
 
-fn dead_letter_too_long(queue_bytes: usize, dead_letter_bytes: usize) -> String {
+fn dead_letter_too_long(
+    queue_bytes: usize,
+    (subject_bytes, max_subject_bytes): (usize, usize),
+) -> String {
     format!(
-        "the dead-letter queue of this queue ({queue_bytes} bytes) would be named with \
-         {dead_letter_bytes} bytes (its deadLetterStrategy's prefix and suffix around the \
-         queue's name), too long for the cluster's NATS subjects: a message dead-lettered \
-         there could not be kept; use a shorter queue name, or a sharedDeadLetterStrategy for \
-         it"
+        "the dead-letter queue of this queue (a name of {queue_bytes} bytes) would take \
+         {subject_bytes} bytes as the cluster's NATS subject (its deadLetterStrategy's prefix \
+         and suffix around the queue's name), above the {max_subject_bytes} bytes a subject may \
+         take ({ESCAPED}): a message dead-lettered there could not be kept; use a shorter queue \
+         name, or a sharedDeadLetterStrategy for it"
     )
 }
+
+/// How a name grows as a NATS subject, for the ERRORs of names too long.
+const ESCAPED: &str = "a byte other than A-Z, a-z, 0-9, '_' and '-' takes three, escaped";
 
 /// The length of queue `name`'s destination as a client writes it (`/queue/<name>`), for the
 /// ERROR of a name too long.
@@ -138,15 +156,24 @@ fn too_large_message(size: usize, max: usize) -> String {
     )
 }
 
-fn too_long(destination_bytes: usize, frame: &Frame) -> Close {
+/// `carried`: the destination's length as the cluster's NATS subject (its longest; for a
+/// filter, with its wildcards as written) and the most a subject may take, in bytes.
+fn too_long(
+    destination_bytes: usize,
+    (subject_bytes, max_subject_bytes): (usize, usize),
+    frame: &Frame,
+) -> Close {
     tracing::info!(
         destination_bytes,
+        subject_bytes,
+        max_subject_bytes,
         "STOMP frame refused: the destination is too long for the cluster's NATS subjects"
     );
     Close::error(
         format!(
             "destination of {destination_bytes} bytes is too long for the cluster's NATS \
-             subjects"
+             subjects: it takes {subject_bytes} bytes as a subject, above the \
+             {max_subject_bytes} bytes a subject may take ({ESCAPED}); use a shorter name"
         ),
         Some(frame),
     )
