@@ -212,17 +212,38 @@ pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSess
     Ok(session)
 }
 
-/// End `client_id`'s session on the running broker at `addr`: CONNECT with Clean Session 1
-/// (as `username`/`password` when given), CONNACK, DISCONNECT.
+/// End `client_id`'s session on the running broker at `addr`; whether it had one. Two MQTT
+/// 3.1.1 connections (as `username`/`password` when given), each CONNECT, CONNACK,
+/// DISCONNECT: the first with Clean Session 0, whose CONNACK's Session Present says whether
+/// a session existed (MQTT 3.1.1 3.2.2.2; none existing, it makes one, which the second
+/// discards); the second with Clean Session 1, which discards the session (3.1.2.4).
+/// Queued messages the first connection is sent are not acknowledged: they go with the
+/// session. Errors: the broker unreachable or silent ([`AdminError::Connect`]), a CONNECT
+/// refused ([`AdminError::Refused`]), a STOMP durable subscription's id.
 pub async fn end_session_online(
     addr: SocketAddr,
     client_id: &str,
     username: Option<String>,
     password: Option<String>,
-) -> Result<(), AdminError> {
+) -> Result<bool, AdminError> {
     if client_id.starts_with(STOMP_READABLE) || client_id.starts_with('\u{0}') {
         return Err(AdminError::StompOnline(client_id.to_owned()));
     }
+    let existed =
+        connect_and_disconnect(addr, client_id, false, username.clone(), password.clone()).await?;
+    connect_and_disconnect(addr, client_id, true, username, password).await?;
+    Ok(existed)
+}
+
+/// One MQTT 3.1.1 connection of `client_id` to `addr` (`clean_session`): CONNECT, CONNACK,
+/// DISCONNECT. Its CONNACK's Session Present.
+async fn connect_and_disconnect(
+    addr: SocketAddr,
+    client_id: &str,
+    clean_session: bool,
+    username: Option<String>,
+    password: Option<String>,
+) -> Result<bool, AdminError> {
     let failed = |detail: String| AdminError::Connect { addr, detail };
     let mut stream = tokio::time::timeout(STEP, tokio::net::TcpStream::connect(addr))
         .await
@@ -230,7 +251,7 @@ pub async fn end_session_online(
         .map_err(|e| failed(e.to_string()))?;
     let connect = Packet::Connect(Box::new(Connect {
         protocol: ProtocolVersion::V311,
-        clean_start: true,
+        clean_start: clean_session,
         keep_alive_secs: 0,
         client_id: client_id.to_owned(),
         will: None,
@@ -274,7 +295,7 @@ pub async fn end_session_online(
         .await
         .map_err(|e| failed(e.to_string()))?;
     let _ = stream.shutdown().await;
-    Ok(())
+    Ok(connack.session_present)
 }
 
 #[cfg(test)]

@@ -1021,9 +1021,16 @@ fn session(command: SessionCommand) -> ExitCode {
             };
             let ended = crate::admin::end_session_online(addr, &client_id, username, password);
             match runtime.block_on(ended) {
-                Ok(()) => {
+                Ok(true) => {
                     println!("session `{client_id}` ended on {addr}");
                     ExitCode::SUCCESS
+                }
+                Ok(false) => {
+                    eprintln!(
+                        "ferromq: {addr} kept no session with client id `{client_id}`: nothing \
+                         ended (the client ids a broker keeps: its web console, page /sessions)"
+                    );
+                    ExitCode::from(1)
                 }
                 Err(e) => {
                     eprintln!("ferromq: {e}");

@@ -64,6 +64,18 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
     ]);
     assert!(out.status.success(), "{out:?}");
     assert!(!session_present(addr, "gone-online").await, "ended online");
+    // A client id the broker keeps no session of: nothing ended, and it says so.
+    let out = ferromq(&["session", "end", "never-was", "--broker", &addr.to_string()]);
+    assert!(!out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("kept no session with client id `never-was`"),
+        "{said}"
+    );
+    assert!(
+        !session_present(addr, "never-was").await,
+        "none made either"
+    );
 
     // The store is the running broker's: `--config` says to use --broker.
     abandoned(addr, "gone-offline", 5).await;
