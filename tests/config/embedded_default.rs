@@ -244,18 +244,7 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
     let own_conf = dir.path().join("conf");
     for named in [own_conf.clone(), elsewhere.clone()] {
         let named = named.display().to_string();
-        let by_option = ferromq(dir.path())
-            .env_remove("ACTIVEMQ_CONF")
-            .env_remove("activemq.conf")
-            .args(["check", "-D", &format!("activemq.conf={named}")])
-            .output()
-            .expect("check runs");
-        let by_variable = ferromq(dir.path())
-            .env("ACTIVEMQ_CONF", &named)
-            .arg("check")
-            .output()
-            .expect("check runs");
-        for (how, out) in [("-D", by_option), ("ACTIVEMQ_CONF", by_variable)] {
+        for (how, out) in check_naming_conf(dir.path(), &named) {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(1), "{how} {named}: {stdout}");
             assert!(
@@ -272,18 +261,26 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
     )
     .expect("write credentials.properties");
     let named = elsewhere.display().to_string();
-    let by_option = ferromq(dir.path())
+    for (how, out) in check_naming_conf(dir.path(), &named) {
+        assert!(out.status.success(), "{how}: {out:?}");
+    }
+}
+
+/// `ferromq check` in `dir` (no file named: the built-in default) with the conf directory
+/// `named` given both ways ActiveMQ takes it: `-D activemq.conf=` and `ACTIVEMQ_CONF`.
+fn check_naming_conf(dir: &Path, named: &str) -> [(&'static str, std::process::Output); 2] {
+    let by_option = ferromq(dir)
         .env_remove("ACTIVEMQ_CONF")
+        .env_remove("activemq.conf")
         .args(["check", "-D", &format!("activemq.conf={named}")])
         .output()
         .expect("check runs");
-    let by_variable = ferromq(dir.path())
-        .env("ACTIVEMQ_CONF", &named)
+    let by_variable = ferromq(dir)
+        .env("ACTIVEMQ_CONF", named)
         .arg("check")
         .output()
         .expect("check runs");
-    assert!(by_option.status.success(), "{by_option:?}");
-    assert!(by_variable.status.success(), "{by_variable:?}");
+    [("-D", by_option), ("ACTIVEMQ_CONF", by_variable)]
 }
 
 /// `run --console HOST:PORT` on the built-in default (which names no realm file) stops before
