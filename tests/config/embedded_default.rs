@@ -253,6 +253,12 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
                 )),
                 "{how} {named}: {stdout}"
             );
+            // The hint names where the directory came from, and both ways out.
+            assert!(
+                stdout.contains(&format!("`${{activemq.conf}}` is `{named}` here"))
+                    && stdout.contains("leave activemq.conf unset"),
+                "{how} {named}: {stdout}"
+            );
         }
     }
     std::fs::write(

@@ -458,10 +458,7 @@ impl Configurer {
                             path.display()
                         ),
                     )
-                    .with_hint(
-                        "fix the location (relative paths are relative to this XML file), create \
-                         the file, or set the bean property ignoreResourceNotFound to true",
-                    ),
+                    .with_hint(missing_file_hint(&location.raw, environment)),
                 );
                 return None;
             }
@@ -484,4 +481,25 @@ impl Configurer {
 fn decode_properties_text(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes)
         .unwrap_or_else(|err| err.into_bytes().into_iter().map(char::from).collect())
+}
+
+/// The hint of a properties file that cannot be read at `raw` (the location as written). A
+/// location under `${activemq.conf}` that the command line or the environment names
+/// (`-D activemq.conf=DIR`, `ACTIVEMQ_CONF=DIR`) says where that came from: the file is to be
+/// created there, or the value left out to read `./conf` (and, with no file named, the
+/// built-in default's files).
+fn missing_file_hint(raw: &str, environment: &Environment) -> String {
+    const GENERAL: &str = "fix the location (relative paths are relative to this XML file), \
+                           create the file, or set the bean property ignoreResourceNotFound to true";
+    match environment
+        .named_launcher_value("activemq.conf")
+        .filter(|_| raw.contains("${activemq.conf}"))
+    {
+        Some(dir) => format!(
+            "`${{activemq.conf}}` is `{dir}` here, named by -D activemq.conf or ACTIVEMQ_CONF: \
+             create the file in that directory, or leave activemq.conf unset to read ./conf; \
+             else {GENERAL}"
+        ),
+        None => GENERAL.to_owned(),
+    }
 }
