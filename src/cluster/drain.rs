@@ -388,12 +388,11 @@ struct Releases {
 impl Releases {
     fn add(&mut self, client_id: Arc<str>, release: Release) {
         match release {
-            Release::Released | Release::Gone => {
-                if release == Release::Released {
-                    self.released += 1;
-                }
+            Release::Released => {
+                self.released += 1;
                 return;
             }
+            Release::Gone => return,
             Release::Unanswered => self.unanswered += 1,
             Release::Refused => self.refused += 1,
         }

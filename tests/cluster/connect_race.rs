@@ -22,15 +22,26 @@ const ID: &str = "race-c";
 /// Send CONNECT on a fresh socket to `addr`, hold the connection for [`HOLD`] taking
 /// deliveries without acknowledging them, and return the first packet the node sent.
 async fn first_packet(addr: std::net::SocketAddr) -> Option<Packet> {
-    let mut client = RawClient::tcp(addr).await;
-    client.version = ferromq::protocol::ProtocolVersion::V5;
-    client
-        .send(Packet::Connect(Box::new(connect_v5(ID, false, Some(600)))))
-        .await;
+    let mut client = sent_connect(addr, ID).await;
     let first = client.recv_within(Duration::from_secs(10)).await;
     let until = tokio::time::Instant::now() + HOLD;
     while let Ok(Some(_)) = tokio::time::timeout_at(until, client.recv_within(HOLD)).await {}
     first
+}
+
+/// A fresh socket to `addr` that has sent the CONNECT of `client_id`'s persistent MQTT 5
+/// session (Session Expiry Interval 600 s), nothing read yet.
+async fn sent_connect(addr: std::net::SocketAddr, client_id: &str) -> RawClient {
+    let mut client = RawClient::tcp(addr).await;
+    client.version = ferromq::protocol::ProtocolVersion::V5;
+    client
+        .send(Packet::Connect(Box::new(connect_v5(
+            client_id,
+            false,
+            Some(600),
+        ))))
+        .await;
+    client
 }
 
 /// How long node 0's and node 1's CONNECTs of `pair` wait before they are sent: from node 0
@@ -185,15 +196,7 @@ async fn try_send(client: &mut RawClient, packet: Packet) {
 
 /// A CONNECT of the QoS 2 subscriber on `addr`: the connection, if it was accepted.
 async fn connect_q2(addr: std::net::SocketAddr) -> Option<RawClient> {
-    let mut client = RawClient::tcp(addr).await;
-    client.version = ferromq::protocol::ProtocolVersion::V5;
-    client
-        .send(Packet::Connect(Box::new(connect_v5(
-            Q2_ID,
-            false,
-            Some(600),
-        ))))
-        .await;
+    let mut client = sent_connect(addr, Q2_ID).await;
     match client.recv_within(Duration::from_secs(10)).await {
         Some(Packet::ConnAck(ack)) if ack.reason == ConnectReason::Success => {
             assert!(ack.session_present, "the QoS 2 session was started afresh");

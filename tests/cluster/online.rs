@@ -45,12 +45,7 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
         cluster_xml("", &format!(r#"<fmq:jetStream servers="{servers_attr}"/>"#)),
     )
     .expect("write");
-    let (ok, text) = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || check(&file, &["--online"])
-    })
-    .await
-    .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(ok, "{text}");
     assert!(text.contains("note: connected to NATS server `n"), "{text}");
     assert!(
@@ -67,9 +62,7 @@ async fn online_check_sees_the_three_servers_and_whether_replicas_fit() {
         ),
     )
     .expect("write");
-    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
-        .await
-        .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(!ok, "{text}");
     assert!(
         text.contains("error: replicas=\"5\" but the NATS cluster has 3 server(s)"),
@@ -100,12 +93,7 @@ async fn online_check_before_jetstream_has_a_meta_leader_says_to_wait_and_retry(
     )
     .expect("write");
     let started = std::time::Instant::now();
-    let (ok, text) = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || check(&file, &["--online"])
-    })
-    .await
-    .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(!ok, "{text}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(12),
@@ -124,9 +112,7 @@ async fn online_check_before_jetstream_has_a_meta_leader_says_to_wait_and_retry(
     assert!(!text.contains("did not answer within 10 s"), "{text}");
 
     nats.start_all().await;
-    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
-        .await
-        .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(ok, "{text}");
     assert!(text.contains("JetStream enabled"), "{text}");
 }
@@ -155,12 +141,7 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
         cluster_xml("", &format!(r#"<fmq:jetStream servers="{url}"/>"#)),
     )
     .expect("write");
-    let (ok, text) = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || check(&file, &["--online"])
-    })
-    .await
-    .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(!ok, "{text}");
     let at = format!("{}:4:7: error: ", file.display());
     assert!(
@@ -170,9 +151,7 @@ async fn online_check_against_a_closed_port_is_an_error_with_a_hint() {
     );
     assert!(text.contains("hint: start the NATS servers"), "{text}");
     // Without --online nothing is contacted: the same file checks clean.
-    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &[]))
-        .await
-        .expect("check");
+    let (ok, text) = check_off_runtime(&file, &[]).await;
     assert!(ok, "{text}");
 }
 
@@ -194,9 +173,7 @@ async fn online_check_caps_the_max_frame_by_the_servers_max_payload() {
         ),
     )
     .expect("write");
-    let (ok, text) = tokio::task::spawn_blocking(move || check(&file, &["--online"]))
-        .await
-        .expect("check");
+    let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(ok, "{text}");
     assert!(text.contains("max frame 2047 KiB,"), "{text}");
     assert!(
@@ -274,4 +251,13 @@ async fn a_single_server_is_not_a_cluster_for_three_replicas() {
     let mut one = JetStreamSettings::with_servers(nats.client_urls());
     one.replicas = 1;
     assert!(probe(&one).await.expect("probe").replicas_fit());
+}
+
+/// `ferromq check FILE EXTRA...` on a blocking thread (it waits on the child process; the
+/// test's runtime keeps serving): whether it passed, and what it printed.
+async fn check_off_runtime(file: &std::path::Path, extra: &[&'static str]) -> (bool, String) {
+    let (file, extra) = (file.to_path_buf(), extra.to_vec());
+    tokio::task::spawn_blocking(move || check(&file, &extra))
+        .await
+        .expect("check")
 }
