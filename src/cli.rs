@@ -1022,13 +1022,19 @@ fn session(command: SessionCommand) -> ExitCode {
             let ended = crate::admin::end_session_online(addr, &client_id, username, password);
             match runtime.block_on(ended) {
                 Ok(true) => {
-                    println!("session `{client_id}` ended on {addr}");
+                    println!(
+                        "session `{client_id}` ended on {addr} (a client connected with that \
+                         id was disconnected, and makes a new session if it connects again)"
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(false) => {
                     eprintln!(
-                        "ferromq: {addr} kept no session with client id `{client_id}`: nothing \
-                         ended (the client ids a broker keeps: its web console, page /sessions)"
+                        "ferromq: {addr} kept no session with client id `{client_id}`: \
+                         nothing ended, though a client connected with that id (a clean \
+                         session) was disconnected, since ending a session over MQTT \
+                         takes its connection over (the client ids a broker keeps: its web \
+                         console, page /sessions)"
                     );
                     ExitCode::from(1)
                 }

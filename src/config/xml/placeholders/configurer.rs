@@ -497,8 +497,9 @@ fn missing_file_hint(raw: &str, environment: &Environment) -> String {
     {
         Some(dir) => format!(
             "`${{activemq.conf}}` is `{dir}` here, named by -D activemq.conf or ACTIVEMQ_CONF: \
-             create the file in that directory, or leave activemq.conf unset to read ./conf; \
-             else {GENERAL}"
+             create the file in that directory (an empty one will do when the placeholders it \
+             would set have defaults), or leave activemq.conf unset to read ./conf (the \
+             built-in default's files when no file is named and there is none); else {GENERAL}"
         ),
         None => GENERAL.to_owned(),
     }
