@@ -127,11 +127,11 @@ pub struct StatusArgs {
     #[arg(long, value_name = "FILE")]
     pub cacert: Option<PathBuf>,
     /// The console user (a role of `user` or `admin` in jetty-realm.properties).
-    #[arg(long)]
-    pub user: Option<String>,
+    #[arg(long, visible_alias = "user")]
+    pub username: Option<String>,
     /// The name of an environment variable holding the password (kept out of the process
     /// list).
-    #[arg(long, requires = "user", value_name = "VAR")]
+    #[arg(long, requires = "username", value_name = "VAR")]
     pub password_env: Option<String>,
 }
 
@@ -712,7 +712,7 @@ fn status(args: StatusArgs) -> ExitCode {
         None => None,
     };
     let credentials = args
-        .user
+        .username
         .as_deref()
         .map(|u| (u, password.as_deref().unwrap_or("")));
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -743,7 +743,9 @@ fn status(args: StatusArgs) -> ExitCode {
             }
         },
         Ok((401, _)) => {
-            eprintln!("ferromq: the console refused the login (give --user and --password-env)");
+            eprintln!(
+                "ferromq: the console refused the login (give --username and --password-env)"
+            );
             ExitCode::from(1)
         }
         Ok((code, _)) => {

@@ -75,7 +75,7 @@ fn parse_url(base: &str) -> anyhow::Result<(bool, &str)> {
     if authority.contains('@') {
         anyhow::bail!(
             "the console URL must not carry a user name or password (user:password@): give \
-             --user and --password-env instead"
+             --username and --password-env instead"
         );
     }
     if authority.is_empty() {
@@ -319,7 +319,9 @@ mod tests {
                 .map(|e| e.to_string())
                 .unwrap_or_default()
         };
-        assert!(refused("http://admin:admin@127.0.0.1:8161").contains("--user and --password-env"));
+        assert!(
+            refused("http://admin:admin@127.0.0.1:8161").contains("--username and --password-env")
+        );
         assert!(refused("http://admin@h:1/").contains("--password-env"));
         assert!(refused("http://h:8161/console").contains("takes no path (got /console)"));
         assert!(refused("http://h:8161/console").contains("give http://h:8161"));

@@ -252,40 +252,42 @@ async fn a_reload_rereads_the_realm_file() {
     env.broker.shutdown().await;
 }
 
-#[tokio::test]
-async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
-    let env = Env::start().await;
-    let url = format!("http://{}", env.console);
-    let console = env.console;
-    let output = tokio::task::spawn_blocking(move || {
+/// `ferromq status --console URL` logged in as `user_option` names it (`--username`, or
+/// `--user`, the name it had first).
+async fn status_as_viewer(url: String, user_option: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
         ferromq()
-            .args([
-                "status",
-                "--console",
-                &url,
-                "--user",
-                "viewer",
-                "--password-env",
-                "CONSOLE_PW",
-            ])
+            .args(["status", "--console", &url, user_option, "viewer"])
+            .args(["--password-env", "CONSOLE_PW"])
             .env("CONSOLE_PW", crate::PASSWORD)
             .output()
             .expect("run status")
     })
     .await
-    .expect("status ran");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("broker console-test (ferromq "), "{stdout}");
-    assert!(
-        stdout.contains("connections: 0 (mqtt 0, stomp 0)"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("listener mqtt mqtt "), "{stdout}");
+    .expect("status ran")
+}
+
+#[tokio::test]
+async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
+    let env = Env::start().await;
+    let url = format!("http://{}", env.console);
+    let console = env.console;
+    // `--username`, as `session end` names its user; `--user` still works.
+    for user_option in ["--username", "--user"] {
+        let output = status_as_viewer(url.clone(), user_option).await;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{user_option}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("broker console-test (ferromq "), "{stdout}");
+        assert!(
+            stdout.contains("connections: 0 (mqtt 0, stomp 0)"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("listener mqtt mqtt "), "{stdout}");
+    }
     // A wrong password: refused, non-zero.
     let url = format!("http://{console}");
     let refused = tokio::task::spawn_blocking(move || {
@@ -294,7 +296,7 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
                 "status",
                 "--console",
                 &url,
-                "--user",
+                "--username",
                 "viewer",
                 "--password-env",
                 "CONSOLE_PW",
@@ -306,6 +308,11 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     .await
     .expect("status ran");
     assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refused the login (give --username and --password-env)"),
+        "{stderr}"
+    );
     // https:// to this plain console, and a URL with the password in it: what to give instead.
     let ca = crate::support::tls::Ca::new("some CA");
     write(env.dir.path(), "ca.pem", &ca.pem());
@@ -337,7 +344,7 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     assert_eq!(with_password.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&with_password.stderr);
     assert!(
-        stderr.contains("give --user and --password-env"),
+        stderr.contains("give --username and --password-env"),
         "{stderr}"
     );
     env.broker.shutdown().await;
@@ -393,7 +400,7 @@ async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
                 "--console",
                 &format!("https://127.0.0.1:{}", addr.port()),
             ])
-            .args(["--user", "viewer", "--password-env", "CONSOLE_PW"])
+            .args(["--username", "viewer", "--password-env", "CONSOLE_PW"])
             .env("CONSOLE_PW", crate::PASSWORD);
         if let Some(file) = cacert {
             command.arg("--cacert").arg(dir.path().join(file));
@@ -423,7 +430,7 @@ async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
     let wrong_scheme = tokio::task::spawn_blocking(move || {
         ferromq()
             .args(["status", "--console", &http_url])
-            .args(["--user", "viewer", "--password-env", "CONSOLE_PW"])
+            .args(["--username", "viewer", "--password-env", "CONSOLE_PW"])
             .env("CONSOLE_PW", crate::PASSWORD)
             .output()
             .expect("run status")
@@ -553,4 +560,27 @@ async fn a_console_address_override_is_kept_by_reloads() {
         reloader.reload(&[ferromq::reload::ReloadReason::Signal]).await,
         ferromq::reload::ReloadResult::NoRuntimeChange { summary } if summary == "no change"
     ));
+}
+
+/// `status --help` names the user option as `session end` does, and its old name beside it.
+#[test]
+fn status_help_names_username_with_user_as_its_alias() {
+    let help = ferromq()
+        .args(["status", "--help"])
+        .output()
+        .expect("run status --help");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    assert!(text.contains("--username <USERNAME>"), "{text}");
+    assert!(text.contains("[alias: --user]"), "{text}");
+    // The password still needs a user, by either name.
+    let alone = ferromq()
+        .args(["status", "--password-env", "CONSOLE_PW"])
+        .output()
+        .expect("run status");
+    assert_eq!(alone.status.code(), Some(2), "{alone:?}");
+    assert!(
+        String::from_utf8_lossy(&alone.stderr).contains("--username <USERNAME>"),
+        "{alone:?}"
+    );
 }
