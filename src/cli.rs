@@ -119,9 +119,19 @@ pub struct InitArgs {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The console's URL: http://HOST:PORT, or https://HOST:PORT for a console with
-    /// sslContext="true" (then give --cacert).
-    #[arg(long, default_value = "http://127.0.0.1:8161")]
-    pub console: String,
+    /// sslContext="true" (then give --cacert). Default: the console the configuration file
+    /// enables (jetty.xml's jettyPort bean or <ferromq:console>), the file `run` reads
+    /// (--config, else conf/activemq.xml, else the built-in default); where that file enables
+    /// none or cannot be loaded, http://127.0.0.1:8161, ActiveMQ's console address. A console
+    /// placed by `run --console HOST:PORT` is in no file: give its URL here.
+    #[arg(long, value_name = "URL")]
+    pub console: Option<String>,
+    /// Without --console: the configuration file whose console to ask, as `run --config`
+    /// takes it.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "console")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub props: PropertyArgs,
     /// PEM file of the CA that signed the https console's certificate (the CA, not the
     /// certificate itself); the certificate's host name must match the URL's.
     #[arg(long, value_name = "FILE")]
@@ -725,37 +735,75 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (url, origin) = match &args.console {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, origin) = configured_console_url(args.config.as_ref(), &args.props);
+            (url, Some(origin))
+        }
+    };
     let answer = runtime.block_on(crate::console::status::get(
-        &args.console,
+        &url,
         "/api/overview",
         credentials,
         args.cacert.as_deref(),
     ));
-    match answer {
+    let failed = match answer {
         Ok((200, body)) => match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(overview) => {
                 print!("{}", crate::console::status::describe(&overview));
-                ExitCode::SUCCESS
+                return ExitCode::SUCCESS;
             }
-            Err(e) => {
-                eprintln!("ferromq: the console's answer is not JSON: {e}");
-                ExitCode::from(1)
-            }
+            Err(e) => format!("the console's answer is not JSON: {e}"),
         },
         Ok((401, _)) => {
-            eprintln!(
-                "ferromq: the console refused the login (give --username and --password-env)"
-            );
-            ExitCode::from(1)
+            "the console refused the login (give --username and --password-env)".to_owned()
         }
-        Ok((code, _)) => {
-            eprintln!("ferromq: the console answered HTTP {code}");
-            ExitCode::from(1)
-        }
-        Err(e) => {
-            eprintln!("ferromq: {e:#}");
-            ExitCode::from(1)
-        }
+        Ok((code, _)) => format!("the console answered HTTP {code}"),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("ferromq: {failed}");
+    // A console the user did not name: say where its address came from, since the one
+    // that failed may not be the one they meant.
+    if let Some(origin) = origin {
+        eprintln!("ferromq: asked {url}, {origin}; give --console URL to ask another");
+    }
+    ExitCode::from(1)
+}
+
+/// The console `status` asks without `--console`: the one the configuration `run` would read
+/// (`--config`, else conf/activemq.xml, else the built-in default) enables, as `run` serves it
+/// without `--console`; else ActiveMQ's address. With where that address came from.
+fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (String, String) {
+    let (file, options) = config_file(None, config, props);
+    let shown = if options.embedded_default {
+        "the built-in default configuration".to_owned()
+    } else {
+        file.display().to_string()
+    };
+    let loaded = config::load_file(&file, &options);
+    let default = crate::console::status::default_url();
+    match loaded.config {
+        Some(config) => match &config.console {
+            Some(console) => (
+                crate::console::status::url_of(console),
+                format!("the console {shown} enables ({})", console.source),
+            ),
+            None => (
+                default,
+                format!(
+                    "ActiveMQ's console address: {shown} enables no console (one that \
+                     `run --console HOST:PORT` placed is in no file)"
+                ),
+            ),
+        },
+        None => (
+            default,
+            format!(
+                "ActiveMQ's console address: {shown} cannot be loaded (`ferromq check` says \
+                 why)"
+            ),
+        ),
     }
 }
 

@@ -12,6 +12,32 @@ use serde_json::Value;
 /// How long `status` waits for the console.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The console `status` asks when neither `--console` nor the configuration names one:
+/// ActiveMQ's jetty.xml address.
+pub fn default_url() -> String {
+    use crate::config::compile::console::{DEFAULT_HOST, DEFAULT_PORT};
+    format!("http://{DEFAULT_HOST}:{DEFAULT_PORT}")
+}
+
+/// The URL of the console `console` configures, as a client on this machine reaches it: https
+/// when it serves the broker's `<sslContext>`, and a wildcard host (`0.0.0.0`, `::`), which
+/// names no address to connect to, as the loopback address of its family.
+pub fn url_of(console: &crate::config::ConsoleConfig) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let scheme = if console.tls { "https" } else { "http" };
+    let host = console.host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) if ip.is_unspecified() => Ipv4Addr::LOCALHOST.to_string(),
+        Ok(IpAddr::V6(ip)) if ip.is_unspecified() => Ipv6Addr::LOCALHOST.to_string(),
+        _ => host.to_owned(),
+    };
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{}", console.port)
+    } else {
+        format!("{scheme}://{host}:{}", console.port)
+    }
+}
+
 /// GET `path` from the console at `base` (`http://host:port` or `https://host:port`; a
 /// trailing `/` and ActiveMQ's console path `/admin/` are ignored) with basic auth; the status
 /// code and the body. Over https the console's certificate must chain to a CA certificate of
@@ -297,6 +323,40 @@ pub fn describe(overview: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn console(host: &str, port: u16, tls: bool) -> crate::config::ConsoleConfig {
+        crate::config::ConsoleConfig {
+            host: host.to_owned(),
+            port,
+            source: "jetty.xml",
+            realm: None,
+            users: Vec::new(),
+            metrics_open: false,
+            tls,
+            max_connections: 1,
+            span: None,
+        }
+    }
+
+    #[test]
+    fn a_configured_console_is_asked_where_a_local_client_reaches_it() {
+        assert_eq!(
+            url_of(&console("127.0.0.1", 8162, false)),
+            "http://127.0.0.1:8162"
+        );
+        assert_eq!(
+            url_of(&console("broker.example", 8443, true)),
+            "https://broker.example:8443"
+        );
+        assert_eq!(
+            url_of(&console("0.0.0.0", 8161, false)),
+            "http://127.0.0.1:8161"
+        );
+        assert_eq!(url_of(&console("::", 8161, false)), "http://[::1]:8161");
+        assert_eq!(url_of(&console("[::]", 8161, false)), "http://[::1]:8161");
+        assert_eq!(url_of(&console("fe80::1", 9, false)), "http://[fe80::1]:9");
+        assert_eq!(default_url(), "http://127.0.0.1:8161");
+    }
 
     #[test]
     fn urls_with_credentials_or_a_path_are_refused_with_what_to_give() {

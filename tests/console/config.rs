@@ -362,6 +362,78 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach the console"));
 }
 
+/// Without `--console`, `status` asks the console the configuration `run` would read enables
+/// (conf/activemq.xml of the working directory, or `--config FILE`), and says where the
+/// address came from when it gets no answer there.
+#[tokio::test]
+async fn ferromq_status_without_console_asks_the_console_of_the_configuration() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).expect("conf/");
+    let port = crate::support::free_port();
+    write(&conf, "jetty.xml", &jetty_xml(&port.to_string()));
+    write(&conf, "jetty-realm.properties", REALM);
+    write(&conf, "activemq.xml", &activemq_importing_jetty());
+    let file = conf.join("activemq.xml");
+    let broker = TestBroker::start(crate::support::xml::load_file(&file)).await;
+    assert_eq!(broker.handle.console_addr().map(|a| a.port()), Some(port));
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let status = |cwd: std::path::PathBuf, config: Option<std::path::PathBuf>| {
+        let mut command = ferromq();
+        command
+            .current_dir(cwd)
+            .arg("status")
+            .args(["--username", "viewer", "--password-env", "CONSOLE_PW"])
+            .env("CONSOLE_PW", crate::PASSWORD);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        tokio::task::spawn_blocking(move || command.output().expect("run status"))
+    };
+    for (cwd, config) in [
+        (dir.path().to_path_buf(), None),
+        (elsewhere.path().to_path_buf(), Some(file.clone())),
+    ] {
+        let output = status(cwd, config.clone()).await.expect("status ran");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{config:?}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("broker jetty (ferromq "), "{stdout}");
+    }
+    broker.shutdown().await;
+    let gone = status(dir.path().to_path_buf(), None)
+        .await
+        .expect("status ran");
+    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "asked http://127.0.0.1:{port}, the console conf/activemq.xml enables (jetty.xml); \
+             give --console URL"
+        )),
+        "{stderr}"
+    );
+    // A configuration that enables no console (the built-in default): ActiveMQ's address,
+    // said to be that. Only while nothing else serves it on this machine.
+    if std::net::TcpListener::bind(("127.0.0.1", 8161)).is_ok() {
+        let fallback = status(elsewhere.path().to_path_buf(), None)
+            .await
+            .expect("status ran");
+        assert_eq!(fallback.status.code(), Some(1), "{fallback:?}");
+        let stderr = String::from_utf8_lossy(&fallback.stderr);
+        assert!(
+            stderr.contains(
+                "asked http://127.0.0.1:8161, ActiveMQ's console address: the built-in \
+                 default configuration enables no console"
+            ),
+            "{stderr}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
     use crate::support::tls::{tls_connect, tls_connector, Ca};
