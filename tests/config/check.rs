@@ -797,3 +797,78 @@ mod random_trees {
         }
     }
 }
+
+/// A relative launcher directory (`-D activemq.conf=DIR`, `ACTIVEMQ_CONF=DIR`, and the same for
+/// `activemq.base`) is relative to the working directory, as for ActiveMQ's JVM (its start
+/// script passes the value on as written), not to the configuration file's directory: the
+/// properties file read is the one under the directory `check` runs in.
+#[test]
+fn a_relative_launcher_directory_is_relative_to_the_working_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("site");
+    let work = dir.path().join("work");
+    for (parent, port) in [(&work, 1884), (&site, 1885)] {
+        let named = parent.join("named");
+        std::fs::create_dir_all(named.join("conf")).expect("mkdir");
+        let ports = format!("mqtt.port={port}\n");
+        std::fs::write(named.join("ports.properties"), &ports).expect("write");
+        std::fs::write(named.join("conf").join("ports.properties"), &ports).expect("write");
+    }
+    let xml = |location: &str| {
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer">
+    <property name="locations"><value>file:{location}/ports.properties</value></property>
+  </bean>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="b" persistent="false">
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:${{mqtt.port}}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#
+        )
+    };
+    std::fs::write(site.join("by-conf.xml"), xml("${activemq.conf}")).expect("write");
+    std::fs::write(site.join("by-base.xml"), xml("${activemq.base}/conf")).expect("write");
+    for (file, property, variable) in [
+        ("by-conf.xml", "activemq.conf", "ACTIVEMQ_CONF"),
+        ("by-base.xml", "activemq.base", "ACTIVEMQ_BASE"),
+    ] {
+        let file = site.join(file);
+        let check = |set: Option<&str>, variable_value: Option<&str>| {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+            command
+                .current_dir(&work)
+                .env_remove("RUST_LOG")
+                .arg("check")
+                .arg(&file);
+            for var in [
+                "ACTIVEMQ_BASE",
+                "ACTIVEMQ_CONF",
+                "ACTIVEMQ_DATA",
+                "ACTIVEMQ_HOME",
+            ] {
+                command.env_remove(var);
+            }
+            if let Some(value) = set {
+                command.args(["-D", &format!("{property}={value}")]);
+            }
+            if let Some(value) = variable_value {
+                command.env(variable, value);
+            }
+            command.output().expect("run ferromq")
+        };
+        for (how, out) in [
+            ("-D", check(Some("named"), None)),
+            (variable, check(None, Some("named"))),
+        ] {
+            let text = stdout(&out);
+            assert_eq!(out.status.code(), Some(0), "{property} by {how}: {text}");
+            assert!(
+                text.contains("mqtt://127.0.0.1:1884"),
+                "{property} by {how}: the file under the working directory: {text}"
+            );
+        }
+    }
+}

@@ -353,13 +353,16 @@ impl Environment {
             .unwrap_or_else(|| default.to_string_lossy().into_owned())
     }
 
-    /// `name` as the command line or the environment gives it, if either does.
+    /// `name` as the command line or the environment gives it, if either does; a relative
+    /// directory made absolute against the working directory ([`resolver::launcher_directory`]).
     fn named_launcher_value(&self, name: &str) -> Option<String> {
-        if let Some(value) = self.overrides.get(name) {
-            return Some(value.clone());
-        }
         let script_variable = name.replace('.', "_").to_ascii_uppercase();
-        self.env_var(name)
-            .or_else(|| self.env_var(&script_variable))
+        let value = match self.overrides.get(name) {
+            Some(value) => value.clone(),
+            None => self
+                .env_var(name)
+                .or_else(|| self.env_var(&script_variable))?,
+        };
+        Some(resolver::launcher_directory(name, value))
     }
 }

@@ -21,6 +21,30 @@ pub(in crate::config::xml) struct Environment {
     pub(in crate::config::xml) embedded_default: bool,
 }
 
+/// The system properties ActiveMQ's start script sets (from `ACTIVEMQ_BASE` and the like):
+/// directories.
+const LAUNCHER_PROPERTIES: [&str; 4] = [
+    "activemq.base",
+    "activemq.home",
+    "activemq.conf",
+    "activemq.data",
+];
+
+/// A launcher property's value as the command line or the environment gives it. ActiveMQ's
+/// start script hands a relative `ACTIVEMQ_CONF` (or `-Dactivemq.conf=`) to the JVM as written
+/// and does not change directory, so Java resolves it against the working directory: here too,
+/// rather than against the directory of the file that uses it. A value with a placeholder in
+/// it is left as written (it resolves first, and its result is then taken as a location is).
+pub(super) fn launcher_directory(name: &str, value: String) -> String {
+    if !LAUNCHER_PROPERTIES.contains(&name) || value.is_empty() || value.contains("${") {
+        return value;
+    }
+    match std::path::absolute(&value) {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(_) => value,
+    }
+}
+
 impl Environment {
     pub(super) fn env_var(&self, name: &str) -> Option<String> {
         if !self.use_env || name.is_empty() || name.contains(['=', '\0']) {
@@ -132,10 +156,16 @@ impl Resolver<'_> {
                 if value.is_some() {
                     self.overridden.borrow_mut().push(name.to_owned());
                 }
-                value
+                value.map(|value| launcher_directory(name, value))
             }
-            Source::Env { relaxed: true } => self.environment.env_var_relaxed(name),
-            Source::Env { relaxed: false } => self.environment.env_var(name),
+            Source::Env { relaxed: true } => self
+                .environment
+                .env_var_relaxed(name)
+                .map(|value| launcher_directory(name, value)),
+            Source::Env { relaxed: false } => self
+                .environment
+                .env_var(name)
+                .map(|value| launcher_directory(name, value)),
             Source::Defaults => self.environment.defaults.get(name).cloned(),
         })
     }
