@@ -696,16 +696,18 @@ fn print_diagnostic(d: &config::diagnostic::Diagnostic, format: LogFormat) {
     let file = d.span.as_ref().map(|s| s.file.display().to_string());
     let line = d.span.as_ref().map(|s| s.line);
     let column = d.span.as_ref().map(|s| s.col);
+    // Present only for the built-in copy, whose `file` is not on disk.
+    let builtin = d.span.as_ref().and_then(|s| s.builtin.then_some(true));
     let hint = d.hint.as_deref();
     match d.severity {
         Severity::Error => {
-            tracing::error!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+            tracing::error!(target: "ferromq::config", file, builtin, line, column, hint, "{}", d.message)
         }
         Severity::Warning => {
-            tracing::warn!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+            tracing::warn!(target: "ferromq::config", file, builtin, line, column, hint, "{}", d.message)
         }
         Severity::Note => {
-            tracing::info!(target: "ferromq::config", file, line, column, hint, "{}", d.message)
+            tracing::info!(target: "ferromq::config", file, builtin, line, column, hint, "{}", d.message)
         }
     }
 }

@@ -12,16 +12,38 @@ pub struct Span {
     pub file: Arc<PathBuf>,
     pub line: u32,
     pub col: u32,
+    /// The text was the copy built into the binary, not a file on disk
+    /// ([`crate::config::embedded`]): `file` is where it stands in, which does not exist.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
 }
 
 impl Span {
     pub fn new(file: Arc<PathBuf>, line: u32, col: u32) -> Self {
-        Span { file, line, col }
+        Span {
+            file,
+            line,
+            col,
+            builtin: false,
+        }
     }
 }
 
+/// `file:line:col`; for the built-in copy `built-in conf/activemq.xml:line:col (embedded in
+/// the binary)`, so that no one looks for the absolute path of a file that is not on disk.
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.builtin {
+            let name = self.file.file_name().unwrap_or(self.file.as_os_str());
+            return write!(
+                f,
+                "built-in {}/{}:{}:{} (embedded in the binary)",
+                crate::config::embedded::CONF_DIR,
+                name.to_string_lossy(),
+                self.line,
+                self.col
+            );
+        }
         write!(f, "{}:{}:{}", self.file.display(), self.line, self.col)
     }
 }
@@ -135,5 +157,25 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_position_in_the_built_in_copy_names_no_path_on_disk() {
+        let file = Arc::new(PathBuf::from("/srv/nowhere/conf/activemq.xml"));
+        let on_disk = Span::new(Arc::clone(&file), 26, 13);
+        assert_eq!(on_disk.to_string(), "/srv/nowhere/conf/activemq.xml:26:13");
+        let builtin = Span {
+            builtin: true,
+            ..on_disk
+        };
+        assert_eq!(
+            builtin.to_string(),
+            "built-in conf/activemq.xml:26:13 (embedded in the binary)"
+        );
     }
 }

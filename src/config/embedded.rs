@@ -75,14 +75,15 @@ pub fn file(path: &Path) -> Option<&'static [u8]> {
 }
 
 /// Read `path` from disk; when it is not there, `embedded`, and the built-in set has it,
-/// from the binary.
-pub fn read(path: &Path, embedded: bool) -> std::io::Result<Vec<u8>> {
+/// from the binary. With whether the contents came from the binary (then `path` names a file
+/// that does not exist, and positions in it are shown as the built-in copy's).
+pub fn read(path: &Path, embedded: bool) -> std::io::Result<(Vec<u8>, bool)> {
     match std::fs::read(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && embedded => match file(path) {
-            Some(contents) => Ok(contents.to_vec()),
+            Some(contents) => Ok((contents.to_vec(), true)),
             None => Err(e),
         },
-        read => read,
+        read => read.map(|bytes| (bytes, false)),
     }
 }
 

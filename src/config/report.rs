@@ -58,6 +58,7 @@ pub fn json_with(loaded: &Loaded, online: Online) -> String {
         .map(|d| JsonDiagnostic {
             severity: d.severity,
             file: d.span.as_ref().map(|s| s.file.display().to_string()),
+            builtin: d.span.as_ref().is_some_and(|s| s.builtin),
             line: d.span.as_ref().map(|s| s.line),
             column: d.span.as_ref().map(|s| s.col),
             message: &d.message,
@@ -88,6 +89,9 @@ fn counts(loaded: &Loaded) -> (usize, usize) {
 struct JsonDiagnostic<'a> {
     severity: Severity,
     file: Option<String>,
+    /// `file` is not on disk: the position is in the built-in copy that stands for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    builtin: bool,
     line: Option<u32>,
     column: Option<u32>,
     message: &'a str,

@@ -235,32 +235,60 @@ fn an_unreadable_conf_is_an_error_not_a_fallback_to_the_built_in_default() {
 /// A conf directory named on the command line (`-D activemq.conf=DIR`) or by the start
 /// script's variable (`ACTIVEMQ_CONF=DIR`) is read from disk alone, also when it is `./conf`:
 /// as in ActiveMQ, the configurer's `credentials.properties` missing there is an error, never
-/// the built-in file; present there, it is read.
+/// the built-in file; present there, it is read. A relative one is relative to the working
+/// directory, as ActiveMQ's JVM takes it. The error's position is in the built-in file, and
+/// says so: there is no `conf/activemq.xml` on disk to open at that line.
 #[test]
 fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // As the child sees its working directory (getcwd resolves links).
+    let cwd = dir.path().canonicalize().expect("canonical tempdir");
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).expect("elsewhere/");
     let own_conf = dir.path().join("conf");
-    for named in [own_conf.clone(), elsewhere.clone()] {
-        let named = named.display().to_string();
+    let relative = ("elsewhere".to_owned(), cwd.join("elsewhere"));
+    for (named, resolved) in [
+        (own_conf.display().to_string(), own_conf.clone()),
+        (elsewhere.display().to_string(), elsewhere.clone()),
+        relative,
+    ] {
+        let resolved = resolved.display().to_string();
         for (how, out) in check_naming_conf(dir.path(), &named) {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert_eq!(out.status.code(), Some(1), "{how} {named}: {stdout}");
             assert!(
                 stdout.contains(&format!(
-                    "cannot read properties file `{named}/credentials.properties`"
+                    "cannot read properties file `{resolved}/credentials.properties`"
                 )),
                 "{how} {named}: {stdout}"
             );
             // The hint names where the directory came from, and both ways out.
             assert!(
-                stdout.contains(&format!("`${{activemq.conf}}` is `{named}` here"))
+                stdout.contains(&format!("`${{activemq.conf}}` is `{resolved}` here"))
                     && stdout.contains("leave activemq.conf unset"),
                 "{how} {named}: {stdout}"
             );
+            assert!(
+                stdout.starts_with("built-in conf/activemq.xml:")
+                    && stdout.contains(" (embedded in the binary): error: cannot read"),
+                "{how} {named}: the position is the built-in file's: {stdout}"
+            );
+            assert!(
+                !stdout.contains(&cwd.join("conf").join("activemq.xml").display().to_string()),
+                "{how} {named}: no path of a file that is not on disk: {stdout}"
+            );
         }
     }
+    // JSON keeps the path and says it is the built-in copy.
+    let json = ferromq(dir.path())
+        .env_remove("ACTIVEMQ_CONF")
+        .args(["check", "--format", "json", "-D", "activemq.conf=elsewhere"])
+        .output()
+        .expect("check runs");
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["builtin"], true, "{report}");
+    assert!(first["line"].as_u64().is_some(), "{report}");
     std::fs::write(
         elsewhere.join("credentials.properties"),
         "activemq.username=system\nactivemq.password=manager\n",

@@ -144,8 +144,8 @@ impl Expander<'_> {
             ));
             return Vec::new();
         }
-        let text = match read_text(&path, self.environment.embedded_default) {
-            Ok(text) => text,
+        let (text, builtin) = match read_text(&path, self.environment.embedded_default) {
+            Ok(read) => read,
             Err(err) => {
                 let not_found =
                     matches!(&err, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound);
@@ -167,7 +167,7 @@ impl Expander<'_> {
         self.files.push(path.clone());
         // The imported root (or, for `<beans>`, its children) lands below the parent.
         let depth_left = MAX_ELEMENT_DEPTH.saturating_sub(parent_depth);
-        let mut root = match parse_text(&text, &path, depth_left) {
+        let mut root = match parse_text(&text, &path, builtin, depth_left) {
             Ok(root) => root,
             Err(diagnostic) => {
                 self.diagnostics.push(*diagnostic);

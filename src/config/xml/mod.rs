@@ -46,8 +46,8 @@ pub fn load_document(
     options: &LoadOptions,
     diagnostics: &mut Diagnostics,
 ) -> Option<LoadedDocument> {
-    let text = match read_text(path, options.embedded_default) {
-        Ok(text) => text,
+    let (text, builtin) = match read_text(path, options.embedded_default) {
+        Ok(read) => read,
         Err(err @ ReadError::Io(_)) => {
             diagnostics.push(err.into_diagnostic(path, None).with_hint(
                 "give the path of an activemq.xml file (`ferromq check FILE`, `ferromq run --config FILE`)",
@@ -60,7 +60,7 @@ pub fn load_document(
         }
     };
     let mut files = vec![path.to_path_buf()];
-    load_text(&text, path, options, &mut files, diagnostics)
+    load_text(&text, path, builtin, options, &mut files, diagnostics)
 }
 
 /// Like [`load_document`] for XML held in memory; `name` is the path diagnostics show and
@@ -73,17 +73,19 @@ pub fn load_document_from_str(
     diagnostics: &mut Diagnostics,
 ) -> Option<LoadedDocument> {
     let mut files = Vec::new();
-    load_text(text, name, options, &mut files, diagnostics)
+    load_text(text, name, false, options, &mut files, diagnostics)
 }
 
+/// `builtin`: `text` is the built-in copy of `name` ([`Span::builtin`]).
 fn load_text(
     text: &str,
     name: &Path,
+    builtin: bool,
     options: &LoadOptions,
     files: &mut Vec<PathBuf>,
     diagnostics: &mut Diagnostics,
 ) -> Option<LoadedDocument> {
-    let mut root = match parse_text(text, name, reader::MAX_ELEMENT_DEPTH) {
+    let mut root = match parse_text(text, name, builtin, reader::MAX_ELEMENT_DEPTH) {
         Ok(root) => root,
         Err(diagnostic) => {
             diagnostics.push(*diagnostic);
@@ -110,11 +112,16 @@ fn load_text(
     })
 }
 
-/// Parse one file's text, reporting positions against `name`; `max_depth` as in
-/// [`reader::parse_document`].
-fn parse_text(text: &str, name: &Path, max_depth: usize) -> Result<Element, Box<Diagnostic>> {
+/// Parse one file's text, reporting positions against `name` (`builtin`: the built-in copy
+/// of it, [`Span::builtin`]); `max_depth` as in [`reader::parse_document`].
+fn parse_text(
+    text: &str,
+    name: &Path,
+    builtin: bool,
+    max_depth: usize,
+) -> Result<Element, Box<Diagnostic>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    reader::parse_document(text, Arc::new(name.to_path_buf()), max_depth)
+    reader::parse_document(text, Arc::new(name.to_path_buf()), builtin, max_depth)
 }
 
 /// Why a file could not be read as text.
@@ -171,10 +178,11 @@ impl ReadError {
 /// A configuration file's text, decoded as its byte-order mark or XML declaration says
 /// (UTF-8 when neither does); see [`encoding`].
 /// `embedded`: a file of the built-in default configuration missing from disk is read from
-/// the binary ([`super::embedded`]).
-fn read_text(path: &Path, embedded: bool) -> Result<String, ReadError> {
-    let bytes = super::embedded::read(path, embedded).map_err(ReadError::Io)?;
-    encoding::decode(bytes).map_err(ReadError::Decode)
+/// the binary ([`super::embedded`]); the `bool` says it was.
+fn read_text(path: &Path, embedded: bool) -> Result<(String, bool), ReadError> {
+    let (bytes, builtin) = super::embedded::read(path, embedded).map_err(ReadError::Io)?;
+    let text = encoding::decode(bytes).map_err(ReadError::Decode)?;
+    Ok((text, builtin))
 }
 
 /// A Spring resource location (`file:`, `classpath:` or a plain path) -> a file path; relative

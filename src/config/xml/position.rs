@@ -10,13 +10,15 @@ use crate::config::diagnostic::Span;
 pub(super) struct LineIndex<'a> {
     text: &'a str,
     file: Arc<PathBuf>,
+    /// The text is the built-in copy of `file` ([`Span::builtin`]).
+    builtin: bool,
     /// Byte offset of the first character of each line; `line_starts[0] == 0`.
     line_starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
     /// Lines end at `\n`, `\r\n` or a lone `\r` (XML's end-of-line rule).
-    pub(super) fn new(text: &'a str, file: Arc<PathBuf>) -> Self {
+    pub(super) fn new(text: &'a str, file: Arc<PathBuf>, builtin: bool) -> Self {
         let bytes = text.as_bytes();
         let mut line_starts = vec![0];
         for (i, &b) in bytes.iter().enumerate() {
@@ -28,6 +30,7 @@ impl<'a> LineIndex<'a> {
         LineIndex {
             text,
             file,
+            builtin,
             line_starts,
         }
     }
@@ -35,7 +38,10 @@ impl<'a> LineIndex<'a> {
     /// The span of a byte offset; offsets past the end map to the end of the text.
     pub(super) fn span(&self, offset: usize) -> Span {
         let (line, col) = self.line_col(offset);
-        Span::new(Arc::clone(&self.file), line, col)
+        Span {
+            builtin: self.builtin,
+            ..Span::new(Arc::clone(&self.file), line, col)
+        }
     }
 
     /// 1-based line and column; the column counts characters, not bytes.
@@ -76,7 +82,7 @@ mod tests {
     #[test]
     fn columns_count_characters_and_all_line_ends() {
         let text = "ab\ncdé\r\nxyz\rq";
-        let index = LineIndex::new(text, Arc::new(PathBuf::from("t.xml")));
+        let index = LineIndex::new(text, Arc::new(PathBuf::from("t.xml")), false);
         assert_eq!(index.line_col(0), (1, 1));
         assert_eq!(index.line_col(3), (2, 1));
         // `é` is two bytes but one column.

@@ -32,14 +32,18 @@ pub(super) const MAX_ELEMENT_DEPTH: usize = 256;
 /// Parse one document. The text must not start with a byte-order mark (the caller strips it so
 /// that columns on line 1 are not shifted by an invisible character). `max_depth`: the deepest
 /// element allowed (root = 1); an imported file gets what is left below its `<import>`.
+/// `builtin`: the text is the built-in copy of `file` ([`Span::builtin`]).
+///
+/// [`Span::builtin`]: crate::config::Span::builtin
 pub(super) fn parse_document(
     text: &str,
     file: Arc<PathBuf>,
+    builtin: bool,
     max_depth: usize,
 ) -> Result<Element, Box<Diagnostic>> {
     DocumentParser {
         text,
-        index: LineIndex::new(text, file),
+        index: LineIndex::new(text, file, builtin),
         bindings: Vec::new(),
         stack: Vec::new(),
         root: None,

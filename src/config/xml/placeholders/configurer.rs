@@ -443,7 +443,7 @@ impl Configurer {
             }
         };
         let bytes = match crate::config::embedded::read(&path, environment.embedded_default) {
-            Ok(bytes) => bytes,
+            Ok((bytes, _)) => bytes,
             Err(err)
                 if err.kind() == std::io::ErrorKind::NotFound && self.ignore_resource_not_found =>
             {
