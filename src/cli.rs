@@ -286,8 +286,8 @@ pub struct ExplainArgs {
     /// The configuration file.
     #[arg(long, short, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// The user name.
-    #[arg(long, short)]
+    /// The user name (`--username`, as `status` and `session end` name it, works too).
+    #[arg(long, short, visible_alias = "username")]
     pub user: String,
     /// Log in with this password first and use the groups the login yields (visible to other
     /// local users in the process list: prefer --group on shared machines).

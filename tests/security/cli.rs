@@ -167,12 +167,13 @@ fn explain_on_the_security_example() {
     );
     assert!(text.contains("GRANTS via g:users"), "{text}");
 
+    // `--username`, as `status` and `session end` name it, is the same option.
     let denied = ferromq(
         &[
             "explain",
             "--config",
             file,
-            "--user",
+            "--username",
             "guest",
             "--topic",
             "USERS/#",
