@@ -30,12 +30,13 @@ fn unavailable(what: impl std::fmt::Display) -> DurabilityError {
     ))
 }
 
-/// At most `limit` session records of `FMQ_SESS`, each bounded by `storeTimeout`.
+/// At most `limit` session records of `FMQ_SESS`, read within `storeTimeout` as a whole.
 pub async fn read(inner: &Inner, limit: usize) -> Result<KeptSessions, DurabilityError> {
     if !inner.is_available() {
         return Err(unavailable("this node's quorum is unreachable"));
     }
-    let stream = &inner.sessions_kv.stream;
+    let deadline = tokio::time::Instant::now() + inner.store_timeout;
+    let stream = inner.sessions_kv.stream.clone();
     let config = pull::Config {
         description: Some("ferromq console: session records".into()),
         deliver_policy: DeliverPolicy::LastPerSubject,
@@ -46,22 +47,28 @@ pub async fn read(inner: &Inner, limit: usize) -> Result<KeptSessions, Durabilit
         num_replicas: 1,
         ..Default::default()
     };
-    let consumer = tokio::time::timeout(inner.store_timeout, stream.create_consumer(config))
+    let consumer = tokio::time::timeout_at(deadline, stream.create_consumer(config))
         .await
         .map_err(|_| unavailable("no answer"))?
         .map_err(unavailable)?;
+    let read = tokio::time::timeout_at(deadline, read_pages(&consumer, limit))
+        .await
+        .map_err(|_| unavailable("no answer within storeTimeout"))
+        .and_then(|read| read);
+    // Deleted after the answer rather than before it: one left behind (no answer, or this
+    // node stopped) goes by itself after INACTIVE.
     let name = consumer.cached_info().name.clone();
-    let read = read_pages(inner, &consumer, limit).await;
-    // A consumer left behind goes after INACTIVE anyway; deleting it now spares the server.
-    let deleted = tokio::time::timeout(inner.store_timeout, stream.delete_consumer(&name)).await;
-    if !matches!(deleted, Ok(Ok(_))) {
-        tracing::debug!(consumer = %name, "console's session read: consumer not deleted; it expires");
-    }
+    let wait = inner.store_timeout;
+    tokio::spawn(async move {
+        let deleted = tokio::time::timeout(wait, stream.delete_consumer(&name)).await;
+        if !matches!(deleted, Ok(Ok(_))) {
+            tracing::debug!(consumer = %name, "console's session read: consumer not deleted; it expires");
+        }
+    });
     read
 }
 
 async fn read_pages(
-    inner: &Inner,
     consumer: &async_nats::jetstream::consumer::Consumer<pull::Config>,
     limit: usize,
 ) -> Result<KeptSessions, DurabilityError> {
@@ -73,28 +80,16 @@ async fn read_pages(
         let page = PAGE
             .min(limit - out.read)
             .min(usize::try_from(out.unread).unwrap_or(usize::MAX));
-        let fetched = async {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(page)
-                .messages()
-                .await
-                .map_err(unavailable)?;
-            let mut got = Vec::with_capacity(page);
-            while let Some(message) = batch.next().await {
-                got.push(message.map_err(unavailable)?);
-            }
-            Ok::<_, DurabilityError>(got)
-        };
-        let messages = tokio::time::timeout(inner.store_timeout, fetched)
+        let mut batch = consumer
+            .fetch()
+            .max_messages(page)
+            .messages()
             .await
-            .map_err(|_| unavailable("no answer"))??;
-        if messages.is_empty() {
-            // Pending fell (records deleted while reading): nothing more to read.
-            out.unread = 0;
-            break;
-        }
-        for message in messages {
+            .map_err(unavailable)?;
+        let mut fetched = 0usize;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(unavailable)?;
+            fetched += 1;
             out.read += 1;
             if let Ok(info) = message.info() {
                 out.unread = info.pending;
@@ -110,6 +105,10 @@ async fn read_pages(
             if let Some(kept) = kept_session(&message.payload) {
                 out.sessions.push(kept);
             }
+        }
+        if fetched == 0 {
+            // Pending fell (records deleted while reading): nothing more to read.
+            out.unread = 0;
         }
     }
     Ok(out)
