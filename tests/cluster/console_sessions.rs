@@ -4,14 +4,21 @@
 //! no session (session present 0) and none of what was queued for it.
 
 use std::net::SocketAddr;
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
+use ferromq::broker::durability::Backplane;
+use ferromq::cluster::codec::SessionRecord;
+use ferromq::cluster::subject::client_key;
+use ferromq::cluster::{ClusterEngine, SESSIONS_BUCKET};
+use ferromq::config::model::JetStreamSettings;
 use ferromq::protocol::{Disconnect, Packet, QoS};
 use serde_json::Value;
 
 use super::rig::{no_publish, publish_acked, take_acked, v3_ok, v5_ok, Rig, FAST};
 use crate::console_http::{act, get};
 use crate::support::cluster_nodes::FerromqNode;
+use crate::support::nats::{nats_server_or_skip, NatsCluster};
 use crate::support::{free_port, STEP};
 
 const REALM: &str = "admin: adminpw, admin\nviewer: viewerpw, user\n";
@@ -149,4 +156,124 @@ async fn a_console_lists_and_deletes_the_sessions_its_node_does_not_hold() {
     // The busy one still works on its node.
     assert_eq!(publish_acked(&mut publisher, "kb/1", b"x", 2).await, 0);
     take_acked(&mut busy, 1).await;
+}
+
+/// A released record of `client_id` (no owner, offline).
+fn released_record(client_id: &str) -> SessionRecord {
+    SessionRecord {
+        client_id: client_id.into(),
+        owner: String::new(),
+        epoch: 1,
+        connected: false,
+        offline_since_ms: 1_700_000_000_000,
+        expiry_secs: None,
+        mqtt5: false,
+        subscriptions: Vec::new(),
+        floors: vec![0, 0],
+        inflight: Vec::new(),
+        done: Vec::new(),
+        will: None,
+        owner_instance: 0,
+        incarnation: 1,
+    }
+}
+
+/// `step`, tried again for up to 10 s while the bucket elects its leader.
+async fn while_electing<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match step().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}, again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// The engine's read of the session records stops at its bound, in pages, and says how many
+/// it left unread; clean sessions' will records are not read, deleted records and STOMP
+/// durable subscriptions' are read and not listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_records_are_read_in_pages_up_to_the_bound() {
+    let Some(_) = nats_server_or_skip() else {
+        return;
+    };
+    let nats = NatsCluster::start(3).await;
+    let mut settings = JetStreamSettings::with_servers(nats.client_urls());
+    settings.message_shards = 2;
+    settings.heartbeat_interval_ms = 200;
+    settings.quorum_loss_timeout_ms = 1_500;
+    settings.node_timeout_ms = 2_000;
+    settings.store_timeout_ms = 2_000;
+    let engine = ClusterEngine::open(&settings, "node-r")
+        .await
+        .expect("engine open");
+    engine.start(Weak::new()).await.expect("engine start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.is_available() {
+        assert!(Instant::now() < deadline, "no quorum");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = async_nats::connect(nats.client_urls())
+        .await
+        .expect("NATS client");
+    let js = async_nats::jetstream::new(client);
+    let bucket = while_electing("open the session bucket", || {
+        js.get_key_value(SESSIONS_BUCKET)
+    })
+    .await;
+    const RECORDS: usize = 300;
+    for i in 0..RECORDS {
+        let id = format!("many-{i:03}");
+        bucket
+            .put(client_key(&id), released_record(&id).encode())
+            .await
+            .expect("put");
+    }
+    let stomp = "\u{0}stomp-durable:3:app:orders";
+    bucket
+        .put(client_key(stomp), released_record(stomp).encode())
+        .await
+        .expect("put");
+    bucket
+        .put(client_key("gone"), released_record("gone").encode())
+        .await
+        .expect("put");
+    bucket.delete(client_key("gone")).await.expect("delete");
+    bucket
+        .put(
+            format!("w.{}.0000000000000001", client_key("clean")),
+            "{}".into(),
+        )
+        .await
+        .expect("put");
+
+    let all = engine.kept_sessions(1000).await.expect("read");
+    assert_eq!(all.sessions.len(), RECORDS, "listed");
+    assert_eq!(
+        all.read,
+        RECORDS + 2,
+        "the STOMP record and the deletion read too"
+    );
+    assert_eq!(all.unread, 0);
+    assert!(all
+        .sessions
+        .iter()
+        .all(|s| s.owner.is_none() && !s.connected));
+
+    let bounded = engine.kept_sessions(260).await.expect("read");
+    assert_eq!(bounded.read, 260, "two pages: 256 and 4");
+    assert_eq!(bounded.unread, (RECORDS + 2 - 260) as u64, "left unread");
+    assert!(bounded.sessions.len() <= 260);
+
+    let one = engine.kept_session("many-007").await.expect("read");
+    assert_eq!(one.map(|k| k.client_id), Some("many-007".to_owned()));
+    assert_eq!(engine.kept_session("gone").await.expect("read"), None);
+    assert_eq!(engine.kept_session("never").await.expect("read"), None);
 }
