@@ -20,7 +20,8 @@
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, one
 //! heartbeat watch (the reaper's), at most `readers::CATCH_UP_READERS` temporary catch-up
-//! readers for sessions resuming behind, one during a reaper sweep; in the cluster, one
+//! readers for sessions resuming behind, one during a reaper sweep, one while the web console
+//! reads the session records (`kept.rs`); in the cluster, one
 //! durable consumer per shared subscription group and per STOMP queue with consumers.
 //! Never one per MQTT subscription or session.
 
