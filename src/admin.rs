@@ -74,9 +74,10 @@ pub enum AdminError {
     /// [`AdminError::ClusterStore`] for `session list`.
     #[error(
         "a cluster node keeps its sessions in NATS (KV bucket FMQ_SESS, one record per client \
-         id, keyed by a hash of it): `session list` cannot read them; each node's web console \
-         lists the sessions that node holds (page /sessions, GET /api/sessions), and `session \
-         end CLIENT_ID --broker HOST:PORT` ends one on any running node"
+         id, keyed by a hash of it): `session list` cannot read them; each running node's web \
+         console lists them (page /sessions, GET /api/sessions: its own, and those the \
+         cluster keeps elsewhere or on no node) and deletes one, and `session end CLIENT_ID \
+         --broker HOST:PORT` ends one on any running node"
     )]
     ClusterStoreToList,
     /// [`AdminError::BrokerRunning`] for `session list`.

@@ -733,6 +733,24 @@ impl Backplane for ClusterEngine {
         super::drain::server_reference(&self.inner, scheme, client_id)
     }
 
+    fn kept_sessions(
+        &self,
+        limit: usize,
+    ) -> BackplaneFuture<Result<crate::broker::durability::KeptSessions, DurabilityError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { super::kept::read(&inner, limit).await })
+    }
+
+    fn kept_session(
+        &self,
+        client_id: &str,
+    ) -> BackplaneFuture<Result<Option<crate::broker::durability::KeptSession>, DurabilityError>>
+    {
+        let inner = self.inner.clone();
+        let client_id = client_id.to_owned();
+        Box::pin(async move { super::kept::read_one(&inner, &client_id).await })
+    }
+
     fn maximum_message_bytes(&self) -> usize {
         // NATS's max_payload (1 MiB by default) less room for the frame around the message
         // (origin, publisher client id, lengths).

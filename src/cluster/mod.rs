@@ -16,10 +16,12 @@
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
 //! | STOMP queues: each message to one consumer on any node | stream `FMQ_QUEUES` (work queue), one durable consumer per queue | `queues.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
+//! | the session records read for the web console (bounded, one temporary consumer) | KV `FMQ_SESS` | `kept.rs` |
 //!
 //! JetStream consumers per node: one ordered reader per shard, one retained watch, one
 //! heartbeat watch (the reaper's), at most `readers::CATCH_UP_READERS` temporary catch-up
-//! readers for sessions resuming behind, one during a reaper sweep; in the cluster, one
+//! readers for sessions resuming behind, one during a reaper sweep, one while the web console
+//! reads the session records (`kept.rs`); in the cluster, one
 //! durable consumer per shared subscription group and per STOMP queue with consumers.
 //! Never one per MQTT subscription or session.
 
@@ -29,6 +31,7 @@ mod confirmed;
 mod drain;
 mod engine;
 mod groups;
+mod kept;
 mod ledger;
 mod live;
 mod lost_race;

@@ -899,7 +899,7 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
 /// is tried again every [`READ_RETRY`]: NATS answers "no responders" while a bucket's raft
 /// group elects a leader and before a replica that just started serves direct gets, which
 /// lasts well under a second; a read changes nothing, so trying again is always safe.
-async fn read_record(
+pub(super) async fn read_record(
     inner: &Inner,
     key: &str,
 ) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {
@@ -924,7 +924,7 @@ const READ_RETRY: Duration = Duration::from_millis(100);
 
 /// The session record `key` as the bucket's leader has it (`STREAM.MSG.GET`, never a
 /// replica's direct answer); `None` when there is none or it was deleted.
-async fn leader_entry(
+pub(super) async fn leader_entry(
     inner: &Arc<Inner>,
     key: &str,
 ) -> Result<Option<async_nats::jetstream::kv::Entry>, DurabilityError> {

@@ -154,7 +154,8 @@ pub(super) async fn sessions(
     let now = crate::broker::clients::unix_ms_now();
     let mut all = console.core.registry.all();
     all.sort_by(|a, b| a.client_id().cmp(b.client_id()));
-    let sessions: Vec<Value> = all
+    let backplane = console.core.backplane();
+    let mut sessions: Vec<Value> = all
         .iter()
         // STOMP subscription sessions are internal: the clients page shows their connection.
         .filter(|s| !s.client_id().starts_with('\0'))
@@ -171,7 +172,7 @@ pub(super) async fn sessions(
                 .then(|| s.offline_for())
                 .flatten()
                 .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
-            json!({
+            let mut entry = json!({
                 "client_id": &**s.client_id(),
                 "connected": connected,
                 "persistent": s.is_persistent(),
@@ -180,10 +181,24 @@ pub(super) async fn sessions(
                 "subscriptions": subscriptions,
                 "last_seen_unix_ms": last_seen,
                 "expiry_secs": s.expiry_secs(),
-            })
+            });
+            if let (Some(backplane), Value::Object(map)) = (backplane, &mut entry) {
+                map.insert("held_by".into(), json!(backplane.node_id()));
+                map.insert("here".into(), json!(true));
+            }
+            entry
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    let Some(backplane) = backplane.cloned() else {
+        return Ok(Json(json!({ "sessions": sessions })));
+    };
+    let held_here: std::collections::HashSet<String> =
+        all.iter().map(|s| s.client_id().to_string()).collect();
+    drop(all);
+    let (elsewhere, cluster) =
+        super::kept::listed_elsewhere(&console, &backplane, &held_here).await;
+    sessions.extend(elsewhere);
+    Ok(Json(json!({ "sessions": sessions, "cluster": cluster })))
 }
 
 /// `?system=true` on /api/topics: list the broker's `$SYS` topics too.
@@ -336,6 +351,14 @@ pub(super) async fn delete_session(
     if client_id.starts_with('\0') {
         return Ok(not_found(format!("no session {client_id}")));
     }
+    let client_id: Arc<str> = Arc::from(client_id);
+    // On a cluster node, no CONNECT of this client id claims or attaches here meanwhile: the
+    // session is either this broker's (ended here) or not (ended across the cluster).
+    let backplane = console.core.backplane().cloned();
+    let _gate = match &backplane {
+        Some(_) => Some(console.core.claim_gate(&client_id).await),
+        None => None,
+    };
     Ok(match console.core.registry.remove_offline(&client_id) {
         Some(Ok(session)) => {
             console.core.forget(&session);
@@ -345,7 +368,7 @@ pub(super) async fn delete_session(
                 client_id = %crate::security::Bounded(&client_id),
                 "console: offline session deleted with its queue"
             );
-            Json(json!({ "ok": true, "client_id": client_id })).into_response()
+            Json(json!({ "ok": true, "client_id": &*client_id })).into_response()
         }
         Some(Err(_)) => (
             StatusCode::CONFLICT,
@@ -354,7 +377,12 @@ pub(super) async fn delete_session(
             })),
         )
             .into_response(),
-        None => not_found(format!("no session {client_id}")),
+        None => match &backplane {
+            Some(backplane) => {
+                super::kept::end_elsewhere(&console, backplane, &client_id, &user, peer).await
+            }
+            None => not_found(format!("no session {client_id}")),
+        },
     })
 }
 

@@ -10,6 +10,7 @@ pub mod ui;
 mod api;
 pub mod auth;
 mod jolokia;
+mod kept;
 mod server;
 pub mod status;
 

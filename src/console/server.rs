@@ -43,6 +43,8 @@ pub struct Console {
     pub(super) csrf: CsrfSecret,
     pub(super) info: ConsoleInfo,
     reload: Mutex<Option<watch::Receiver<ReloadStats>>>,
+    /// On a cluster node: the last read of the cluster's session records.
+    pub(super) kept: super::kept::KeptCache,
 }
 
 impl Console {
@@ -140,6 +142,7 @@ pub async fn start(
         csrf: CsrfSecret::random(),
         info,
         reload: Mutex::new(None),
+        kept: Default::default(),
     });
     let router = router(console.clone());
     let stop = CancellationToken::new();

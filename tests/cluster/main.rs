@@ -7,12 +7,17 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[path = "../console/http.rs"]
+#[allow(dead_code)]
+mod console_http;
+
 mod catch_up;
 mod chaos;
 mod claim_attach;
 mod claims;
 mod config;
 mod connect_race;
+mod console_sessions;
 mod consumer_limit;
 mod drain;
 mod handed_over;

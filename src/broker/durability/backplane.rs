@@ -68,6 +68,35 @@ pub struct SessionImage {
     pub offline_for: Duration,
 }
 
+/// A persistent session as the shared engine keeps it, read for the web console (see
+/// [`Backplane::kept_sessions`]): it may be held by another broker, or by none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSession {
+    pub client_id: String,
+    /// The broker that holds it (its node id); `None`: no broker (released by a drain, or
+    /// its broker died), until a client resumes it.
+    pub owner: Option<String>,
+    /// A client is connected to it (on `owner`).
+    pub connected: bool,
+    pub subscriptions: usize,
+    /// Messages sent and not acknowledged.
+    pub inflight: usize,
+    /// When its client left, ms since the Unix epoch (`None` while connected, or unknown).
+    pub offline_since_ms: Option<u64>,
+    /// MQTT 5 Session Expiry Interval (`None`: the broker's own rule).
+    pub expiry_secs: Option<u32>,
+}
+
+/// A bounded read of the sessions the shared engine keeps.
+#[derive(Debug, Clone, Default)]
+pub struct KeptSessions {
+    pub sessions: Vec<KeptSession>,
+    /// Records read (deleted ones, and ones not listed, included).
+    pub read: usize,
+    /// Records past the bound, not read.
+    pub unread: u64,
+}
+
 /// What an engine shared by several brokers adds to [`super::Durability`].
 pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// This broker's node id (`brokerName`), for logs and `$SYS`.
@@ -158,5 +187,24 @@ pub trait Backplane: Send + Sync + std::fmt::Debug + 'static {
     /// WebSocket), for the client `client_id`; `None` when no other broker is known alive.
     fn server_reference(&self, _scheme: crate::config::Scheme, _client_id: &str) -> Option<String> {
         None
+    }
+
+    /// At most `limit` of the persistent sessions the shared engine keeps, wherever they are
+    /// held (this broker's among them), for the web console; read without blocking the
+    /// broker. A session is ended across brokers by a [`Self::claim`] with Clean Start.
+    fn kept_sessions(
+        &self,
+        _limit: usize,
+    ) -> BackplaneFuture<Result<KeptSessions, DurabilityError>> {
+        Box::pin(async { Ok(KeptSessions::default()) })
+    }
+
+    /// The session the shared engine keeps for `client_id`, if any (see
+    /// [`Self::kept_sessions`]).
+    fn kept_session(
+        &self,
+        _client_id: &str,
+    ) -> BackplaneFuture<Result<Option<KeptSession>, DurabilityError>> {
+        Box::pin(async { Ok(None) })
     }
 }

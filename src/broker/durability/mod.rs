@@ -51,7 +51,9 @@ use crate::config::{Config, Persistence};
 use crate::protocol::{LastWill, Properties, QoS};
 use crate::security::Principal;
 
-pub use backplane::{Backplane, BackplaneFuture, ClaimRequest, Claimed, SessionImage};
+pub use backplane::{
+    Backplane, BackplaneFuture, ClaimRequest, Claimed, KeptSession, KeptSessions, SessionImage,
+};
 pub use memory::{MemoryOnly, MemorySessionStore, SessionStore, StoreError};
 pub use receiving::ReceivingConnection;
 pub use recording::Recording;

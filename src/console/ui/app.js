@@ -198,8 +198,8 @@ const tablePages = {
     return clients.length + " connected";
   },
   sessions: async () => {
-    const { sessions } = await getJson("/api/sessions");
-    renderRows("sessions", sessions, (s) => ({ "client-id": s.client_id, connected: s.connected }), [
+    const { sessions, cluster } = await getJson("/api/sessions");
+    renderRows("sessions", sessions, (s) => ({ "client-id": s.client_id, connected: s.connected, here: s.here !== false }), [
       [(s) => s.client_id],
       [(s) => (s.connected ? "online" : "offline")],
       [(s) => s.pending, true],
@@ -207,9 +207,13 @@ const tablePages = {
       [(s) => s.subscriptions, true],
       [(s) => (s.connected ? "now" : when(s.last_seen_unix_ms))],
       [(s) => s.expiry_secs, true],
+      [(s) => s.held_by],
     ], (s) => (s.connected ? null : actionButton("Delete", "/api/sessions/" + segment(s.client_id) + "/delete",
       "Delete the offline session of " + s.client_id + "?")));
-    return sessions.length + " sessions";
+    let note = "";
+    if (cluster && cluster.error) note = " (the cluster's session records could not be read: " + cluster.error + ")";
+    else if (cluster && cluster.truncated) note = " (the first " + cluster.records_read + " of the cluster's session records were read; " + cluster.records_unread + " more not listed)";
+    return sessions.length + " sessions" + note;
   },
   topics: async () => {
     const { topics, truncated } = await getJson("/api/topics");

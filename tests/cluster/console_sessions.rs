@@ -1,0 +1,279 @@
+//! The web console of a cluster node lists the persistent sessions the cluster keeps that its
+//! broker does not hold (released by a drained node: no node holds them; or held by another
+//! node), and its delete ends one across the cluster: a client resuming it afterwards finds
+//! no session (session present 0) and none of what was queued for it.
+
+use std::net::SocketAddr;
+use std::sync::Weak;
+use std::time::{Duration, Instant};
+
+use ferromq::broker::durability::Backplane;
+use ferromq::cluster::codec::SessionRecord;
+use ferromq::cluster::subject::client_key;
+use ferromq::cluster::{ClusterEngine, SESSIONS_BUCKET};
+use ferromq::config::model::JetStreamSettings;
+use ferromq::protocol::{Disconnect, Packet, QoS};
+use serde_json::Value;
+
+use super::rig::{no_publish, publish_acked, take_acked, v3_ok, v5_ok, Rig, FAST};
+use crate::console_http::{act, get};
+use crate::support::cluster_nodes::FerromqNode;
+use crate::support::nats::{nats_server_or_skip, NatsCluster};
+use crate::support::{free_port, STEP};
+
+const REALM: &str = "admin: adminpw, admin\nviewer: viewerpw, user\n";
+const ADMIN: (&str, &str) = ("admin", "adminpw");
+const VIEWER: (&str, &str) = ("viewer", "viewerpw");
+
+/// A node `name` over the rig's NATS cluster with its web console on `console`.
+fn console_node(rig: &Rig, name: &str, console: SocketAddr) -> FerromqNode {
+    let realm = rig.dir.path().join("jetty-realm.properties");
+    std::fs::write(&realm, REALM).expect("realm");
+    let element = format!(
+        r#"<console xmlns="urn:ferromq" host="127.0.0.1" port="{}" realm="{}"/>"#,
+        console.port(),
+        realm.display()
+    );
+    let file = rig.write_node(name, free_port(), &element);
+    let mut node = FerromqNode::start(&file);
+    tokio::task::block_in_place(|| node.wait_serving());
+    node
+}
+
+/// `/api/sessions`' entry for `client_id`, if listed.
+fn listed<'a>(answer: &'a Value, client_id: &str) -> Option<&'a Value> {
+    answer["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["client_id"] == client_id)
+}
+
+/// `/api/sessions` until `until` holds of it (the listing is read again every few seconds).
+async fn sessions_until(console: SocketAddr, what: &str, until: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + STEP * 3;
+    loop {
+        let answer = get(console, "/api/sessions", Some(VIEWER)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let json = answer.json();
+        if until(&json) {
+            return json;
+        }
+        assert!(Instant::now() < deadline, "{what}: {json:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_lists_and_deletes_the_sessions_its_node_does_not_hold() {
+    let Some(mut rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let console_node = console_node(&rig, "node-c", console);
+    let watched = console_node.mqtt_addr();
+
+    // A persistent subscriber on node 0, which drains: its session is released into the
+    // cluster's records with no owner.
+    let (mut released, _) = v3_ok(rig.addr(0), "kept-released", false).await;
+    released.subscribe(1, &[("ks/#", QoS::AtLeastOnce)]).await;
+    // A persistent MQTT 5 subscriber connected to node 1: held there.
+    let (mut busy, _) = v5_ok(rig.addr(1), "kept-busy", false, Some(600)).await;
+    busy.subscribe(1, &[("kb/#", QoS::AtLeastOnce)]).await;
+    // A persistent session offline on the console's own node: listed once, as its broker's.
+    let (mut local, _) = v3_ok(watched, "kept-local", false).await;
+    local
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
+    local.expect_closed().await;
+
+    let status = tokio::task::block_in_place(|| rig.nodes[0].terminate());
+    assert!(status.is_some_and(|s| s.success()), "drained: {status:?}");
+    released.expect_closed().await;
+    // Queued for the released session while no node holds it.
+    let (mut publisher, _) = v5_ok(rig.addr(1), "kept-pub", true, None).await;
+    assert_eq!(publish_acked(&mut publisher, "ks/1", b"queued", 1).await, 0);
+
+    let answer = sessions_until(console, "the released session is listed", |json| {
+        listed(json, "kept-released").is_some() && listed(json, "kept-local").is_some()
+    })
+    .await;
+    let entry = listed(&answer, "kept-released").expect("listed");
+    assert_eq!(entry["connected"], false, "{entry}");
+    assert_eq!(entry["held_by"], "cluster (no node)", "{entry}");
+    assert_eq!(entry["here"], false, "{entry}");
+    assert_eq!(entry["persistent"], true, "{entry}");
+    assert_eq!(entry["subscriptions"], 1, "{entry}");
+    assert!(entry["last_seen_unix_ms"].as_u64().is_some(), "{entry}");
+    let entry = listed(&answer, "kept-busy").expect("the other node's session is listed");
+    assert_eq!(entry["connected"], true, "{entry}");
+    assert_eq!(entry["held_by"], "node-1", "{entry}");
+    assert_eq!(entry["expiry_secs"], 600, "{entry}");
+    let local_entries: Vec<&Value> = answer["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter(|s| s["client_id"] == "kept-local")
+        .collect();
+    assert_eq!(local_entries.len(), 1, "once: {answer:#}");
+    assert_eq!(local_entries[0]["held_by"], "node-c");
+    assert_eq!(local_entries[0]["here"], true);
+    let cluster = &answer["cluster"];
+    assert_eq!(cluster["truncated"], false, "{cluster}");
+    assert_eq!(cluster["records_unread"], 0, "{cluster}");
+    assert!(cluster["error"].is_null(), "{cluster}");
+    assert_eq!(cluster["limit"], 1000, "{cluster}");
+
+    // A session whose client is connected on another node is not ended.
+    let refused = act(console, "/api/sessions/kept-busy/delete", ADMIN).await;
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert_eq!(refused.json()["held_by"], "node-1");
+    no_publish(&mut busy, Duration::from_millis(300)).await;
+    assert!(
+        busy.closed_within(Duration::from_millis(100))
+            .await
+            .is_none(),
+        "kept its connection"
+    );
+
+    // The released one is ended across the cluster.
+    let deleted = act(console, "/api/sessions/kept-released/delete", ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["held_by"], "cluster (no node)");
+    let unknown = act(console, "/api/sessions/kept-never/delete", ADMIN).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let answer = get(console, "/api/sessions", Some(VIEWER)).await.json();
+    assert!(listed(&answer, "kept-released").is_none(), "{answer:#}");
+
+    // Its client resumes on a live node: no session, nothing of what was queued.
+    let (mut again, ack) = v3_ok(rig.addr(1), "kept-released", false).await;
+    assert!(!ack.session_present, "the session was ended");
+    no_publish(&mut again, Duration::from_secs(1)).await;
+
+    // The busy one still works on its node.
+    assert_eq!(publish_acked(&mut publisher, "kb/1", b"x", 2).await, 0);
+    take_acked(&mut busy, 1).await;
+}
+
+/// A released record of `client_id` (no owner, offline).
+fn released_record(client_id: &str) -> SessionRecord {
+    SessionRecord {
+        client_id: client_id.into(),
+        owner: String::new(),
+        epoch: 1,
+        connected: false,
+        offline_since_ms: 1_700_000_000_000,
+        expiry_secs: None,
+        mqtt5: false,
+        subscriptions: Vec::new(),
+        floors: vec![0, 0],
+        inflight: Vec::new(),
+        done: Vec::new(),
+        will: None,
+        owner_instance: 0,
+        incarnation: 1,
+    }
+}
+
+/// `step`, tried again for up to 10 s while the bucket elects its leader.
+async fn while_electing<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    mut step: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match step().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}, again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// The engine's read of the session records stops at its bound, in pages, and says how many
+/// it left unread; clean sessions' will records are not read, deleted records and STOMP
+/// durable subscriptions' are read and not listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_records_are_read_in_pages_up_to_the_bound() {
+    let Some(_) = nats_server_or_skip() else {
+        return;
+    };
+    let nats = NatsCluster::start(3).await;
+    let mut settings = JetStreamSettings::with_servers(nats.client_urls());
+    settings.message_shards = 2;
+    settings.heartbeat_interval_ms = 200;
+    settings.quorum_loss_timeout_ms = 1_500;
+    settings.node_timeout_ms = 2_000;
+    settings.store_timeout_ms = 2_000;
+    let engine = ClusterEngine::open(&settings, "node-r")
+        .await
+        .expect("engine open");
+    engine.start(Weak::new()).await.expect("engine start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !engine.is_available() {
+        assert!(Instant::now() < deadline, "no quorum");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = async_nats::connect(nats.client_urls())
+        .await
+        .expect("NATS client");
+    let js = async_nats::jetstream::new(client);
+    let bucket = while_electing("open the session bucket", || {
+        js.get_key_value(SESSIONS_BUCKET)
+    })
+    .await;
+    const RECORDS: usize = 300;
+    for i in 0..RECORDS {
+        let id = format!("many-{i:03}");
+        bucket
+            .put(client_key(&id), released_record(&id).encode())
+            .await
+            .expect("put");
+    }
+    let stomp = "\u{0}stomp-durable:3:app:orders";
+    bucket
+        .put(client_key(stomp), released_record(stomp).encode())
+        .await
+        .expect("put");
+    bucket
+        .put(client_key("gone"), released_record("gone").encode())
+        .await
+        .expect("put");
+    bucket.delete(client_key("gone")).await.expect("delete");
+    bucket
+        .put(
+            format!("w.{}.0000000000000001", client_key("clean")),
+            "{}".into(),
+        )
+        .await
+        .expect("put");
+
+    let all = engine.kept_sessions(1000).await.expect("read");
+    assert_eq!(all.sessions.len(), RECORDS, "listed");
+    assert_eq!(
+        all.read,
+        RECORDS + 2,
+        "the STOMP record and the deletion read too"
+    );
+    assert_eq!(all.unread, 0);
+    assert!(all
+        .sessions
+        .iter()
+        .all(|s| s.owner.is_none() && !s.connected));
+
+    let bounded = engine.kept_sessions(260).await.expect("read");
+    assert_eq!(bounded.read, 260, "two pages: 256 and 4");
+    assert_eq!(bounded.unread, (RECORDS + 2 - 260) as u64, "left unread");
+    assert!(bounded.sessions.len() <= 260);
+
+    let one = engine.kept_session("many-007").await.expect("read");
+    assert_eq!(one.map(|k| k.client_id), Some("many-007".to_owned()));
+    assert_eq!(engine.kept_session("gone").await.expect("read"), None);
+    assert_eq!(engine.kept_session("never").await.expect("read"), None);
+}
