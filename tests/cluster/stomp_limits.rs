@@ -207,3 +207,86 @@ async fn stomp_refuses_a_queue_whose_dead_letter_queue_is_too_long() {
     let f = c.recv_within(Duration::from_secs(10)).await;
     assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
 }
+
+/// Every topic's dead letters to a queue of its own per durable subscriber
+/// (`ActiveMQ.DLQ.Topic.` + the topic + `.` + `client-id:subscriptionName`).
+const PER_SUBSCRIBER_DLQ: &str = "<destinationPolicy><policyMap><policyEntries>\
+     <policyEntry topic=\">\"><deadLetterStrategy><individualDeadLetterStrategy \
+     destinationPerDurableSubscriber=\"true\"/></deadLetterStrategy></policyEntry>\
+     </policyEntries></policyMap></destinationPolicy>";
+
+/// A durable topic SUBSCRIBE whose topic fits NATS subjects but whose dead-letter queue's name
+/// (the topic, and with `destinationPerDurableSubscriber` the client id and subscription name
+/// too) would not is refused with an ERROR that says why, as a queue's is: a message NACKed
+/// there could never be dead-lettered. The same topic with a short subscription name is
+/// served, and a NACK there is dead-lettered to its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_refuses_a_durable_subscription_whose_dead_letter_queue_is_too_long() {
+    let Some((_rig, stomp)) = stomp_rig_with(1, PER_SUBSCRIBER_DLQ).await else {
+        return;
+    };
+    let durable = |name: &'static str| [("activemq.subscriptionName", name), ("ack", "client")];
+    // As a subject: 9 bytes of prefix, "dlq", 3 bytes per space: 3,582 of 3,584 bytes; its
+    // dead-letter queue 25 bytes more for the prefix alone.
+    let long_topic = format!("/topic/dlq{}", " ".repeat(1_190));
+    // A short topic, and a subscription name of 1,200 spaces: 3,600 bytes as a subject.
+    let long_name: &'static str = " ".repeat(1_200).leak();
+    for (topic, name) in [(long_topic.as_str(), "s"), ("/topic/dlq", long_name)] {
+        let mut c = StompClient::tcp(stomp[0]).await;
+        c.connect(&[("client-id", "c")]).await;
+        let started = Instant::now();
+        c.send(
+            "SUBSCRIBE",
+            &[
+                &[("destination", topic), ("id", "s"), ("receipt", "r")][..],
+                &durable(name)[..],
+            ]
+            .concat(),
+            "",
+        )
+        .await;
+        let f = c.recv_within(AT_ONCE).await;
+        let f = f.unwrap_or_else(|| panic!("no answer to the SUBSCRIBE within {AT_ONCE:?}"));
+        assert!(started.elapsed() < AT_ONCE, "{:?}", started.elapsed());
+        let message = f.header("message").unwrap_or_default();
+        assert!(
+            f.command == "ERROR"
+                && f.header("receipt-id") == Some("r")
+                && message.contains("dead-letter queue of this durable subscription")
+                && message.contains("above the 3584 bytes a subject may take"),
+            "topic of {} bytes, name of {} bytes: {f:?}",
+            topic.len(),
+            name.len()
+        );
+    }
+    // A short name: served, and its NACKed message reaches its dead-letter queue.
+    let mut sub = StompClient::tcp(stomp[0]).await;
+    sub.connect(&[("client-id", "c")]).await;
+    subscribe(&mut sub, "/topic/dlq", "s", &durable("ok")).await;
+    let mut producer = connected(stomp[0]).await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/dlq"),
+                ("persistent", "true"),
+                ("receipt", "sent"),
+            ],
+            "dead",
+        )
+        .await;
+    let f = producer.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let m = sub.recv_within(Duration::from_secs(10)).await;
+    let m = m.expect("the durable subscriber's message");
+    assert_eq!(m.command, "MESSAGE", "{m:?}");
+    let ack = m.header("ack").unwrap_or_default().to_owned();
+    sub.send("NACK", &[("id", ack.as_str()), ("receipt", "nacked")], "")
+        .await;
+    let f = sub.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let mut dlq = connected(stomp[0]).await;
+    subscribe(&mut dlq, "/queue/ActiveMQ.DLQ.Topic.dlq.c:ok", "d", &[]).await;
+    let m = dlq.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(m.map(|m| m.body_text()), Some("dead".to_owned()));
+}

@@ -4,6 +4,7 @@
 //! larger than NATS's `max_payload` less the frame around a message. Nothing of a refused
 //! frame reaches NATS or a local subscriber. Off a cluster node everything passes.
 
+use super::subscribe::{durable_dead_letter_queue, subscription_key};
 use super::{Close, StompConn};
 use crate::config::delivery_policy::{DeadLetterReason, DeliveryPolicy, Destination};
 use crate::config::JetStreamSettings;
@@ -55,6 +56,68 @@ impl StompConn {
                 );
                 Err(Close::error(
                     dead_letter_too_long(name.len(), backplane.topic_bytes_carried(&dlq)),
+                    Some(frame),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A durable topic SUBSCRIBE (subscription `name` of client `client_id`) to MQTT filter
+    /// `filter`: the queue a message NACKed there is dead-lettered to must fit the cluster's
+    /// NATS subjects too (an `individualDeadLetterStrategy`'s prefix and suffix around the
+    /// topic's name, with `destinationPerDurableSubscriber` the client id and subscription
+    /// name as well), or every NACK there would fail long after the SUBSCRIBE was accepted.
+    /// A wildcard filter is checked as written; a message on a longer topic it matches is
+    /// refused at its NACK ([`Self::cluster_dead_letter_fits`]).
+    pub(super) fn cluster_durable_fits(
+        &self,
+        filter: &str,
+        client_id: &str,
+        name: &str,
+        frame: &Frame,
+    ) -> Result<(), Close> {
+        let Some(backplane) = self.core.backplane() else {
+            return Ok(());
+        };
+        let key = subscription_key(client_id, name);
+        let policy = self.core.queues.delivery_policy();
+        match durable_dead_letter_queue(&policy, filter, true, Some(&key)) {
+            Some(dlq) if !backplane.topic_fits(&dlq) => {
+                tracing::info!(
+                    topic_bytes = filter.len(),
+                    subscription_key_bytes = key.len(),
+                    dead_letter_queue_bytes = dlq.len(),
+                    "STOMP SUBSCRIBE refused: the durable subscription's dead-letter queue is \
+                     too long for the cluster's NATS subjects"
+                );
+                Err(Close::error(
+                    durable_dead_letter_too_long(
+                        filter.len(),
+                        key.len(),
+                        backplane.topic_bytes_carried(&dlq),
+                    ),
+                    Some(frame),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A message NACKed on a durable subscription goes to dead-letter queue `to` only if its
+    /// name fits the cluster's NATS subjects (a wildcard subscription's message may have a
+    /// topic longer than the filter checked at SUBSCRIBE): nats-server drops the node's
+    /// connection over a subject too long.
+    pub(super) fn cluster_dead_letter_fits(&self, to: &str, frame: &Frame) -> Result<(), Close> {
+        match self.core.backplane() {
+            Some(b) if !b.topic_fits(to) => {
+                let (subject_bytes, max_subject_bytes) = b.topic_bytes_carried(to);
+                Err(Close::error(
+                    format!(
+                        "the NACKed message could not be dead-lettered: its dead-letter queue \
+                         would take {subject_bytes} bytes as the cluster's NATS subject, above \
+                         the {max_subject_bytes} bytes a subject may take ({ESCAPED})"
+                    ),
                     Some(frame),
                 ))
             }
@@ -124,6 +187,22 @@ fn dead_letter_too_long(
          and suffix around the queue's name), above the {max_subject_bytes} bytes a subject may \
          take ({ESCAPED}): a message dead-lettered there could not be kept; use a shorter queue \
          name, or a sharedDeadLetterStrategy for it"
+    )
+}
+
+fn durable_dead_letter_too_long(
+    topic_bytes: usize,
+    key_bytes: usize,
+    (subject_bytes, max_subject_bytes): (usize, usize),
+) -> String {
+    format!(
+        "the dead-letter queue of this durable subscription (a topic of {topic_bytes} bytes; \
+         client-id, ':' and subscription name of {key_bytes} bytes) would take {subject_bytes} \
+         bytes as the cluster's NATS subject (its deadLetterStrategy's prefix and suffix around \
+         the topic's name, and with destinationPerDurableSubscriber the client-id and \
+         subscription name), above the {max_subject_bytes} bytes a subject may take \
+         ({ESCAPED}): a message NACKed there could not be dead-lettered; use a shorter topic, \
+         client-id or subscription name, or a sharedDeadLetterStrategy for the topic"
     )
 }
 
