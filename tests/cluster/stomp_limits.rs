@@ -3,7 +3,9 @@
 //! control line (SUBSCRIBE and SEND, topics and queues; nothing reaches NATS, the node's
 //! connection stays up), and a SEND above NATS's `max_payload` less the frame around a
 //! message (persistent or not, topic or queue: no RECEIPT, no local delivery, no store
-//! attempt held for `storeTimeout`).
+//! attempt held for `storeTimeout`), refused by its `content-length` or the body read so far
+//! before the body is read. A queue or a durable topic subscription whose dead-letter queue's
+//! name would pass the subjects' bound is refused too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -75,6 +77,7 @@ async fn stomp_refuses_what_nats_cannot_carry() {
     };
     destinations_too_long_for_nats_subjects(&stomp).await;
     messages_above_the_cluster_cap(&stomp).await;
+    bodies_above_the_cluster_cap_refused_before_they_are_read(&stomp).await;
 }
 
 async fn destinations_too_long_for_nats_subjects(stomp: &[SocketAddr]) {
@@ -289,4 +292,55 @@ async fn stomp_refuses_a_durable_subscription_whose_dead_letter_queue_is_too_lon
     subscribe(&mut dlq, "/queue/ActiveMQ.DLQ.Topic.dlq.c:ok", "d", &[]).await;
     let m = dlq.recv_within(Duration::from_secs(10)).await;
     assert_eq!(m.map(|m| m.body_text()), Some("dead".to_owned()));
+}
+
+/// A SEND whose `content-length` passes the cap gets its ERROR at once, before its body is
+/// sent (the node does not buffer up to `transport.maxDataLength`, 100 MiB); one without
+/// `content-length` as soon as the body read so far passes it, without waiting for its NUL. A
+/// local temporary queue's messages never cross NATS: not capped.
+async fn bodies_above_the_cluster_cap_refused_before_they_are_read(stomp: &[SocketAddr]) {
+    for destination in ["/queue/big", "/topic/big"] {
+        let mut c = connected(stomp[0]).await;
+        let started = Instant::now();
+        // 50 MiB announced, 3 bytes sent.
+        let head =
+            format!("SEND\ndestination:{destination}\ncontent-length:52428800\nreceipt:r\n\nabc");
+        c.send_raw(head.as_bytes()).await;
+        let f = c.recv_within(AT_ONCE).await;
+        let f = f.unwrap_or_else(|| panic!("{destination}: no ERROR within {AT_ONCE:?}"));
+        assert!(started.elapsed() < AT_ONCE, "{:?}", started.elapsed());
+        let message = f.header("message").unwrap_or_default();
+        assert!(
+            f.command == "ERROR"
+                && f.header("receipt-id") == Some("r")
+                && message.contains("52428800 bytes (its content-length)")
+                && message.contains("max_payload"),
+            "{destination}: {f:?}"
+        );
+        c.expect_closed_within(AT_ONCE).await;
+    }
+    // No content-length: 1 MiB of body and no NUL yet.
+    let mut c = connected(stomp[0]).await;
+    c.send_raw(b"SEND\ndestination:/queue/big\n\n").await;
+    c.send_raw(&vec![b'b'; 1 << 20]).await;
+    let f = c.recv_within(AT_ONCE).await;
+    let f = f.unwrap_or_else(|| panic!("no ERROR within {AT_ONCE:?} of a body without its NUL"));
+    let message = f.header("message").unwrap_or_default();
+    assert!(
+        f.command == "ERROR"
+            && message.contains("(read so far)")
+            && message.contains("max_payload"),
+        "{f:?}"
+    );
+    // This connection's own temporary queue keeps a message above the cap.
+    let mut c = connected(stomp[0]).await;
+    let big = "t".repeat((1 << 20) + 1);
+    c.send(
+        "SEND",
+        &[("destination", "/temp-queue/big"), ("receipt", "temp")],
+        &big,
+    )
+    .await;
+    let f = c.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
 }
