@@ -292,6 +292,47 @@ async fn stomp_refuses_a_durable_subscription_whose_dead_letter_queue_is_too_lon
     subscribe(&mut dlq, "/queue/ActiveMQ.DLQ.Topic.dlq.c:ok", "d", &[]).await;
     let m = dlq.recv_within(Duration::from_secs(10)).await;
     assert_eq!(m.map(|m| m.body_text()), Some("dead".to_owned()));
+    a_wildcard_subscriptions_nack_whose_dead_letter_queue_is_too_long(&stomp).await;
+}
+
+/// A wildcard durable subscription passes its SUBSCRIBE (checked as written), but a message on
+/// a topic long enough that its dead-letter queue would not fit NATS subjects (the topic itself
+/// fits) is refused at its NACK with an ERROR, nothing sent to NATS.
+async fn a_wildcard_subscriptions_nack_whose_dead_letter_queue_is_too_long(stomp: &[SocketAddr]) {
+    let mut sub = StompClient::tcp(stomp[0]).await;
+    sub.connect(&[("client-id", "w")]).await;
+    let durable = [("activemq.subscriptionName", "ok"), ("ack", "client")];
+    subscribe(&mut sub, "/topic/wild.>", "s", &durable).await;
+    // As a subject, the topic takes 3,569 of 3,584 bytes; its dead-letter queue 36 more.
+    let topic = format!("/topic/wild.{}", " ".repeat(1_185));
+    let mut producer = connected(stomp[0]).await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", topic.as_str()),
+                ("persistent", "true"),
+                ("receipt", "sent"),
+            ],
+            "long",
+        )
+        .await;
+    let f = producer.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let m = sub.recv_within(Duration::from_secs(10)).await;
+    let m = m.expect("the wildcard subscriber's message");
+    let ack = m.header("ack").unwrap_or_default().to_owned();
+    sub.send("NACK", &[("id", ack.as_str()), ("receipt", "nacked")], "")
+        .await;
+    let f = sub.recv_within(AT_ONCE).await;
+    let f = f.unwrap_or_else(|| panic!("no answer to the NACK within {AT_ONCE:?}"));
+    let message = f.header("message").unwrap_or_default();
+    assert!(
+        f.command == "ERROR"
+            && message.contains("could not be dead-lettered")
+            && message.contains("above the 3584 bytes a subject may take"),
+        "{f:?}"
+    );
 }
 
 /// A SEND whose `content-length` passes the cap gets its ERROR at once, before its body is
