@@ -1,7 +1,8 @@
 //! Command line: `ferromq run`, `ferromq check`, `ferromq explain`, `ferromq passwd`. Parses
 //! arguments, sets up logging, dispatches, and maps outcomes to exit codes (0 ok, 1 invalid config
 //! or runtime failure, 2 usage error, 3 `explain` decided "denied", 128 + N when a second signal
-//! N (SIGINT 2, SIGTERM 15) cut a graceful shutdown short).
+//! N (SIGINT 2, SIGTERM 15) cut a graceful shutdown short, or a signal N stopped the start
+//! before the broker served: a line names the step it interrupted).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -666,9 +667,9 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
     match runtime.block_on(serve) {
         Ok(crate::broker::Stopped::Gracefully) => ExitCode::SUCCESS,
         // Not returning: dropping the runtime would wait for the tasks being given up on.
-        Ok(crate::broker::Stopped::Forced(signal)) => {
-            std::process::exit(128 + i32::from(signal.number()))
-        }
+        Ok(
+            crate::broker::Stopped::Forced(signal) | crate::broker::Stopped::BeforeServing(signal),
+        ) => std::process::exit(128 + i32::from(signal.number())),
         Err(e) => {
             say(format, &format!("ferromq: {e:#}"));
             ExitCode::from(1)

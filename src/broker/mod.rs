@@ -30,6 +30,7 @@ pub mod runtime;
 pub mod selector;
 pub mod server;
 pub mod session;
+pub mod starting;
 pub mod system;
 pub mod topic_stats;
 
@@ -87,6 +88,10 @@ pub enum Stopped {
     /// A second SIGINT/SIGTERM arrived while draining: the caller should exit at once (with
     /// 128 + the signal's number, the shell's convention for "killed by").
     Forced(StopSignal),
+    /// SIGINT/SIGTERM arrived before the broker served (a cluster node waiting on NATS): the
+    /// start was abandoned (logged with the step it was at) and the caller should exit at
+    /// once, with 128 + the signal's number as before the broker handled it.
+    BeforeServing(StopSignal),
 }
 
 impl BrokerHandle {
@@ -143,6 +148,12 @@ impl BrokerHandle {
             hangup: false,
             shutdown: true,
         })
+    }
+
+    /// [`BrokerHandle::own_stop_signals`] with the handlers `early` installed before the
+    /// start (`ferromq run`), so that a signal received as the start ended still stops it.
+    pub fn adopt_stop_signals(&mut self, early: crate::control::signal::StartSignals) {
+        self.control.adopt_signals(early);
     }
 
     /// The next SIGINT/SIGTERM; `None` when they are not owned (or no longer forwarded).
@@ -255,6 +266,7 @@ pub async fn start_with(
     config: Config,
     durability: Arc<dyn durability::Durability>,
 ) -> anyhow::Result<BrokerHandle> {
+    starting::enter("recovering the persistent state");
     let core = Arc::new(BrokerCore::new(&config, durability.clone())?);
     let mut recovery = durability
         .recover(&core.memory)
@@ -280,6 +292,7 @@ pub async fn start_with(
     }
     if let Some(backplane) = core.backplane() {
         // Readers and the retained index before the listeners accept anyone.
+        starting::enter("starting the cluster node (readers, retained index, sessions)");
         backplane.start(Arc::downgrade(&core)).await?;
         tracing::info!(node = backplane.node_id(), "cluster node started");
     }
@@ -287,6 +300,7 @@ pub async fn start_with(
 }
 
 async fn start_core(config: Config, core: Arc<BrokerCore>) -> anyhow::Result<BrokerHandle> {
+    starting::enter("binding the listeners");
     let lifecycle = Lifecycle::default();
     // Load TLS material and bind everything before spawning anything, so a bad store or a
     // port in use fails the start cleanly.
@@ -445,7 +459,8 @@ async fn dispatch(
     }
 }
 
-/// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully; a second
+/// Start the broker and serve until SIGTERM or Ctrl-C, then shut down gracefully (one during
+/// the start abandons it: [`Stopped::BeforeServing`], logged with the step); a second
 /// SIGTERM or Ctrl-C while draining returns [`Stopped::Forced`] at once (the caller exits), or
 /// ends the process itself with 128 + the signal's number, from a thread of its own, when that
 /// comes first or the runtime is stuck ([`crate::control::forced_exit`]).
@@ -470,8 +485,33 @@ pub async fn run_until_signal_with_reload(
         tracing::info!("broker start=\"false\": configuration built, not serving");
         return Ok(Stopped::Gracefully);
     }
-    let mut handle = start(config.clone()).await?;
-    handle.own_stop_signals()?;
+    // Owned from before the start: a cluster node may wait on NATS for up to a minute there,
+    // and a signal's default action would end it without a line.
+    let mut early = crate::control::signal::StartSignals::install()?;
+    let step = starting::Step::default();
+    let started = {
+        let start = starting::tracked(&step, start(config.clone()));
+        tokio::pin!(start);
+        tokio::select! {
+            biased;
+            signal = early.next() => Err(signal),
+            started = &mut start => Ok(started),
+        }
+    };
+    let mut handle = match started {
+        Ok(handle) => handle?,
+        Err(signal) => {
+            tracing::warn!(
+                step = step.current(),
+                "{signal} received during start-up, while {}: stopped before serving \
+                 (exit status {})",
+                step.current(),
+                128 + u32::from(signal.number())
+            );
+            return Ok(Stopped::BeforeServing(signal));
+        }
+    };
+    handle.adopt_stop_signals(early);
     // Not through the control task: it runs on this runtime, which may be what is stuck.
     crate::control::forced_exit::exit_at_second_stop_signal()?;
     for (name, addr) in handle.listener_addrs() {

@@ -19,6 +19,7 @@ use crate::broker::durability::{
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::runtime::BrokerCore;
 use crate::broker::session::{Session, SessionState};
+use crate::broker::starting;
 use crate::config::JetStreamSettings;
 use crate::protocol::QoS;
 
@@ -213,6 +214,7 @@ impl ClusterEngine {
             .map(|s| s.parse())
             .collect::<Result<_, _>>()
             .map_err(|e| open_error("servers", e))?;
+        starting::enter("connecting to NATS");
         let client = connect_until_setup_deadline(&settings.servers, || {
             async_nats::connect_with_options(servers.clone(), options.clone())
         })
@@ -224,9 +226,12 @@ impl ClusterEngine {
         let store_timeout = Duration::from_millis(settings.store_timeout_ms.max(1));
         let replicas = settings.replicas.max(1);
         let shards = settings.message_shards.max(1);
+        starting::enter("creating the cluster's JetStream streams and buckets");
         let [sessions_kv, retained_kv, nodes_kv] =
             until_setup_deadline(|| create_assets(&js, settings, replicas, shards)).await?;
+        starting::enter("agreeing on the message shards with the other nodes");
         agree_on_shards(&nodes_kv, shards).await?;
+        starting::enter("waiting for the session bucket to answer");
         wait_readable(&sessions_kv, SESSIONS_BUCKET).await?;
         js.set_timeout(store_timeout);
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
@@ -268,6 +273,7 @@ impl ClusterEngine {
             q2: super::qos2::Inbound::default(),
             queues: super::queues::SharedQueueState::default(),
         });
+        starting::enter("registering the node");
         super::node::register(&inner).await?;
         tokio::spawn(super::publish::run(inner.clone(), outgoing_rx));
         tokio::spawn(super::publish::run_live(inner.clone(), live_rx));
@@ -322,8 +328,8 @@ const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
 /// nats-servers (a host's services starting together) waits for them instead of exiting.
 /// Each failed attempt is one WARN line with the servers tried. An error a new attempt
 /// cannot mend (a refused login, TLS, an address that does not parse) ends the start at once.
-/// SIGTERM during the wait ends the process at once: `run` owns the signal only once the
-/// broker serves. Errors: the last attempt's, past the deadline, with the servers and the
+/// SIGTERM during the wait ends the start at once (`run` owns the stop signals from before
+/// the start and logs the step they interrupted). Errors: the last attempt's, past the deadline, with the servers and the
 /// time waited.
 async fn connect_until_setup_deadline<T, F, Fut>(
     servers: &[String],

@@ -133,3 +133,34 @@ impl SignalStreams {
         std::future::pending().await
     }
 }
+
+/// SIGINT and SIGTERM owned while a broker starts, before its control task owns them: a node
+/// that waits on NATS at its start can then say which step a stop interrupted instead of
+/// vanishing (the default action ends the process without a line).
+pub struct StartSignals(SignalStreams);
+
+impl StartSignals {
+    /// Own SIGINT and SIGTERM from now on (for good, as any handler). Must be called inside a
+    /// tokio runtime. Errors: the OS refused a handler, or the platform is not Unix.
+    pub fn install() -> io::Result<StartSignals> {
+        SignalStreams::install(Signals {
+            hangup: false,
+            shutdown: true,
+        })
+        .map(StartSignals)
+    }
+
+    /// The next SIGINT or SIGTERM received since [`StartSignals::install`].
+    pub async fn next(&mut self) -> StopSignal {
+        loop {
+            if let Received::Stop(signal) = self.0.next().await {
+                return signal;
+            }
+        }
+    }
+
+    /// The streams, with what they received and no one took yet, for the control task.
+    pub(super) fn into_streams(self) -> SignalStreams {
+        self.0
+    }
+}

@@ -216,6 +216,13 @@ impl ControlLink {
         Ok(())
     }
 
+    /// Own the stop signals `early` held while the broker started: a signal it received and
+    /// no one took yet reaches the task, so one sent as the start ended is neither lost nor
+    /// seen twice (as a second, separately installed handler would see it).
+    pub fn adopt_signals(&self, early: super::signal::StartSignals) {
+        let _ = self.commands.send(Command::Signals(early.into_streams()));
+    }
+
     /// Wait until the task has applied every command sent before (the watches are set up).
     pub async fn synced(&self) {
         let (tx, rx) = oneshot::channel();

@@ -1,7 +1,9 @@
 //! A node's start before its NATS servers: the first connection is tried again (with a
 //! growing wait, each failure logged with the servers tried) for up to 60 s, so a node started
 //! a moment before its nats-servers serves once they are up; servers that never come end the
-//! start with code 1 and a line that says so; SIGTERM during the wait ends the process at once.
+//! start with code 1 and a line that says so; SIGTERM during the wait ends the process at once,
+//! and SIGTERM while the node creates its streams (no JetStream meta leader yet) ends it with
+//! 143 and a line naming that step.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -101,5 +103,43 @@ async fn sigterm_while_a_node_waits_for_its_nats_servers_ends_it_at_once() {
         status.is_some_and(|s| !s.success()),
         "SIGTERM did not end the waiting node within 3 s ({status:?}):\n{}",
         read_log(&log)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_node_creates_its_streams_says_so_and_exits_143() {
+    if nats_server_or_skip().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One server of three: it accepts the node, but its JetStream has no meta leader, so the
+    // streams cannot be created (retried for up to 60 s).
+    let nats = NatsCluster::start_first_of(3).await;
+    let file = write_node(dir.path(), &[nats.server(0).client_url()]);
+    let log = dir.path().join("node.log");
+    let mut node = FerromqNode::start_logging(&file, "info", &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !read_log(&log).contains("retrying") {
+        assert!(
+            Instant::now() < deadline && node.try_exit_status().is_none(),
+            "the node never retried creating its streams:\n{}",
+            read_log(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.send_term();
+    let status = tokio::task::block_in_place(|| node.wait_exit(Duration::from_secs(5)));
+    let said = read_log(&log);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(143),
+        "{status:?}:\n{said}"
+    );
+    assert!(
+        said.contains(
+            "SIGTERM received during start-up, while creating the cluster's JetStream streams \
+             and buckets: stopped before serving (exit status 143)"
+        ),
+        "{said}"
     );
 }

@@ -3,7 +3,9 @@
 //! control line (SUBSCRIBE and SEND, topics and queues; nothing reaches NATS, the node's
 //! connection stays up), and a SEND above NATS's `max_payload` less the frame around a
 //! message (persistent or not, topic or queue: no RECEIPT, no local delivery, no store
-//! attempt held for `storeTimeout`).
+//! attempt held for `storeTimeout`), refused by its `content-length` or the body read so far
+//! before the body is read. A queue or a durable topic subscription whose dead-letter queue's
+//! name would pass the subjects' bound is refused too.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -75,6 +77,7 @@ async fn stomp_refuses_what_nats_cannot_carry() {
     };
     destinations_too_long_for_nats_subjects(&stomp).await;
     messages_above_the_cluster_cap(&stomp).await;
+    bodies_above_the_cluster_cap_refused_before_they_are_read(&stomp).await;
 }
 
 async fn destinations_too_long_for_nats_subjects(stomp: &[SocketAddr]) {
@@ -202,6 +205,181 @@ async fn stomp_refuses_a_queue_whose_dead_letter_queue_is_too_long() {
             ("receipt", "ok"),
         ],
         "kept",
+    )
+    .await;
+    let f = c.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+}
+
+/// Every topic's dead letters to a queue of its own per durable subscriber
+/// (`ActiveMQ.DLQ.Topic.` + the topic + `.` + `client-id:subscriptionName`).
+const PER_SUBSCRIBER_DLQ: &str = "<destinationPolicy><policyMap><policyEntries>\
+     <policyEntry topic=\">\"><deadLetterStrategy><individualDeadLetterStrategy \
+     destinationPerDurableSubscriber=\"true\"/></deadLetterStrategy></policyEntry>\
+     </policyEntries></policyMap></destinationPolicy>";
+
+/// A durable topic SUBSCRIBE whose topic fits NATS subjects but whose dead-letter queue's name
+/// (the topic, and with `destinationPerDurableSubscriber` the client id and subscription name
+/// too) would not is refused with an ERROR that says why, as a queue's is: a message NACKed
+/// there could never be dead-lettered. The same topic with a short subscription name is
+/// served, and a NACK there is dead-lettered to its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stomp_refuses_a_durable_subscription_whose_dead_letter_queue_is_too_long() {
+    let Some((_rig, stomp)) = stomp_rig_with(1, PER_SUBSCRIBER_DLQ).await else {
+        return;
+    };
+    let durable = |name: &'static str| [("activemq.subscriptionName", name), ("ack", "client")];
+    // As a subject: 9 bytes of prefix, "dlq", 3 bytes per space: 3,582 of 3,584 bytes; its
+    // dead-letter queue 25 bytes more for the prefix alone.
+    let long_topic = format!("/topic/dlq{}", " ".repeat(1_190));
+    // A short topic, and a subscription name of 1,200 spaces: 3,600 bytes as a subject.
+    let long_name: &'static str = " ".repeat(1_200).leak();
+    for (topic, name) in [(long_topic.as_str(), "s"), ("/topic/dlq", long_name)] {
+        let mut c = StompClient::tcp(stomp[0]).await;
+        c.connect(&[("client-id", "c")]).await;
+        let started = Instant::now();
+        c.send(
+            "SUBSCRIBE",
+            &[
+                &[("destination", topic), ("id", "s"), ("receipt", "r")][..],
+                &durable(name)[..],
+            ]
+            .concat(),
+            "",
+        )
+        .await;
+        let f = c.recv_within(AT_ONCE).await;
+        let f = f.unwrap_or_else(|| panic!("no answer to the SUBSCRIBE within {AT_ONCE:?}"));
+        assert!(started.elapsed() < AT_ONCE, "{:?}", started.elapsed());
+        let message = f.header("message").unwrap_or_default();
+        assert!(
+            f.command == "ERROR"
+                && f.header("receipt-id") == Some("r")
+                && message.contains("dead-letter queue of this durable subscription")
+                && message.contains("above the 3584 bytes a subject may take"),
+            "topic of {} bytes, name of {} bytes: {f:?}",
+            topic.len(),
+            name.len()
+        );
+    }
+    // A short name: served, and its NACKed message reaches its dead-letter queue.
+    let mut sub = StompClient::tcp(stomp[0]).await;
+    sub.connect(&[("client-id", "c")]).await;
+    subscribe(&mut sub, "/topic/dlq", "s", &durable("ok")).await;
+    let mut producer = connected(stomp[0]).await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", "/topic/dlq"),
+                ("persistent", "true"),
+                ("receipt", "sent"),
+            ],
+            "dead",
+        )
+        .await;
+    let f = producer.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let m = sub.recv_within(Duration::from_secs(10)).await;
+    let m = m.expect("the durable subscriber's message");
+    assert_eq!(m.command, "MESSAGE", "{m:?}");
+    let ack = m.header("ack").unwrap_or_default().to_owned();
+    sub.send("NACK", &[("id", ack.as_str()), ("receipt", "nacked")], "")
+        .await;
+    let f = sub.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let mut dlq = connected(stomp[0]).await;
+    subscribe(&mut dlq, "/queue/ActiveMQ.DLQ.Topic.dlq.c:ok", "d", &[]).await;
+    let m = dlq.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(m.map(|m| m.body_text()), Some("dead".to_owned()));
+    a_wildcard_subscriptions_nack_whose_dead_letter_queue_is_too_long(&stomp).await;
+}
+
+/// A wildcard durable subscription passes its SUBSCRIBE (checked as written), but a message on
+/// a topic long enough that its dead-letter queue would not fit NATS subjects (the topic itself
+/// fits) is refused at its NACK with an ERROR, nothing sent to NATS.
+async fn a_wildcard_subscriptions_nack_whose_dead_letter_queue_is_too_long(stomp: &[SocketAddr]) {
+    let mut sub = StompClient::tcp(stomp[0]).await;
+    sub.connect(&[("client-id", "w")]).await;
+    let durable = [("activemq.subscriptionName", "ok"), ("ack", "client")];
+    subscribe(&mut sub, "/topic/wild.>", "s", &durable).await;
+    // As a subject, the topic takes 3,569 of 3,584 bytes; its dead-letter queue 36 more.
+    let topic = format!("/topic/wild.{}", " ".repeat(1_185));
+    let mut producer = connected(stomp[0]).await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", topic.as_str()),
+                ("persistent", "true"),
+                ("receipt", "sent"),
+            ],
+            "long",
+        )
+        .await;
+    let f = producer.recv_within(Duration::from_secs(10)).await;
+    assert_eq!(f.map(|f| f.command), Some("RECEIPT".to_owned()));
+    let m = sub.recv_within(Duration::from_secs(10)).await;
+    let m = m.expect("the wildcard subscriber's message");
+    let ack = m.header("ack").unwrap_or_default().to_owned();
+    sub.send("NACK", &[("id", ack.as_str()), ("receipt", "nacked")], "")
+        .await;
+    let f = sub.recv_within(AT_ONCE).await;
+    let f = f.unwrap_or_else(|| panic!("no answer to the NACK within {AT_ONCE:?}"));
+    let message = f.header("message").unwrap_or_default();
+    assert!(
+        f.command == "ERROR"
+            && message.contains("could not be dead-lettered")
+            && message.contains("above the 3584 bytes a subject may take"),
+        "{f:?}"
+    );
+}
+
+/// A SEND whose `content-length` passes the cap gets its ERROR at once, before its body is
+/// sent (the node does not buffer up to `transport.maxDataLength`, 100 MiB); one without
+/// `content-length` as soon as the body read so far passes it, without waiting for its NUL. A
+/// local temporary queue's messages never cross NATS: not capped.
+async fn bodies_above_the_cluster_cap_refused_before_they_are_read(stomp: &[SocketAddr]) {
+    for destination in ["/queue/big", "/topic/big"] {
+        let mut c = connected(stomp[0]).await;
+        let started = Instant::now();
+        // 50 MiB announced, 3 bytes sent.
+        let head =
+            format!("SEND\ndestination:{destination}\ncontent-length:52428800\nreceipt:r\n\nabc");
+        c.send_raw(head.as_bytes()).await;
+        let f = c.recv_within(AT_ONCE).await;
+        let f = f.unwrap_or_else(|| panic!("{destination}: no ERROR within {AT_ONCE:?}"));
+        assert!(started.elapsed() < AT_ONCE, "{:?}", started.elapsed());
+        let message = f.header("message").unwrap_or_default();
+        assert!(
+            f.command == "ERROR"
+                && f.header("receipt-id") == Some("r")
+                && message.contains("52428800 bytes (its content-length)")
+                && message.contains("max_payload"),
+            "{destination}: {f:?}"
+        );
+        c.expect_closed_within(AT_ONCE).await;
+    }
+    // No content-length: 1 MiB of body and no NUL yet.
+    let mut c = connected(stomp[0]).await;
+    c.send_raw(b"SEND\ndestination:/queue/big\n\n").await;
+    c.send_raw(&vec![b'b'; 1 << 20]).await;
+    let f = c.recv_within(AT_ONCE).await;
+    let f = f.unwrap_or_else(|| panic!("no ERROR within {AT_ONCE:?} of a body without its NUL"));
+    let message = f.header("message").unwrap_or_default();
+    assert!(
+        f.command == "ERROR"
+            && message.contains("(read so far)")
+            && message.contains("max_payload"),
+        "{f:?}"
+    );
+    // This connection's own temporary queue keeps a message above the cap.
+    let mut c = connected(stomp[0]).await;
+    let big = "t".repeat((1 << 20) + 1);
+    c.send(
+        "SEND",
+        &[("destination", "/temp-queue/big"), ("receipt", "temp")],
+        &big,
     )
     .await;
     let f = c.recv_within(Duration::from_secs(10)).await;

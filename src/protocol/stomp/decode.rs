@@ -16,6 +16,18 @@ pub enum Decoded {
     HeartBeat,
 }
 
+/// A frame whose headers are read and whose body is still arriving (see
+/// [`Decoder::body_in_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyInProgress<'a> {
+    pub command: Command,
+    pub headers: &'a [(String, String)],
+    /// Its `content-length` header, when it has one.
+    pub content_length: Option<usize>,
+    /// How many bytes of its body are buffered so far.
+    pub received: usize,
+}
+
 /// Where the decoder is inside the frame at the front of the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -123,6 +135,23 @@ impl Decoder {
         self.headers = Vec::new();
         self.content_length = None;
         self.unknown_command = None;
+    }
+
+    /// The frame at the front of `buf` (the buffer [`Decoder::decode`] last returned
+    /// `Ok(None)` for) once its headers are read and until its body is complete: the caller
+    /// may refuse it by the size it announces or has sent so far without waiting for the
+    /// rest. `None` between frames, while headers are read, and for an unknown command
+    /// (read whole, then refused).
+    pub fn body_in_progress<'a>(&'a self, buf: &[u8]) -> Option<BodyInProgress<'a>> {
+        if self.phase != Phase::Body || self.unknown_command.is_some() {
+            return None;
+        }
+        Some(BodyInProgress {
+            command: self.command,
+            headers: &self.headers,
+            content_length: self.content_length,
+            received: buf.len().saturating_sub(self.body_start),
+        })
     }
 
     /// The `receipt` header of the frame the last [`StompError::UnknownCommand`] refused (read
@@ -458,6 +487,38 @@ mod tests {
         );
         let frame = one_frame(&mut decoder, b"CONNECT\npasscode:a\\b\n\n\0");
         assert_eq!(frame.header("passcode"), Some("a\\b"));
+    }
+
+    #[test]
+    fn a_body_in_progress_shows_its_headers_and_size_so_far() {
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::from(&b"SEND\ndestination:/queue/a\ncontent-length:50"[..]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        assert_eq!(decoder.body_in_progress(&buf), None, "headers not read yet");
+        buf.extend_from_slice(b"\n\nabc");
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        let body = decoder.body_in_progress(&buf).expect("a body in progress");
+        assert_eq!(body.command, Command::Send);
+        assert_eq!(body.content_length, Some(50));
+        assert_eq!(body.received, 3);
+        assert_eq!(body.headers[0], ("destination".into(), "/queue/a".into()));
+        let mut unbounded = Decoder::default();
+        let mut buf = BytesMut::from(&b"SEND\n\n12345"[..]);
+        assert_eq!(unbounded.decode(&mut buf), Ok(None));
+        let body = unbounded
+            .body_in_progress(&buf)
+            .expect("a body in progress");
+        assert_eq!((body.content_length, body.received), (None, 5));
+        buf.extend_from_slice(b"\0");
+        assert!(matches!(
+            unbounded.decode(&mut buf),
+            Ok(Some(Decoded::Frame(_)))
+        ));
+        assert_eq!(unbounded.body_in_progress(&buf), None, "between frames");
+        let mut unknown = Decoder::default();
+        let mut buf = BytesMut::from(&b"SNED\n\n12345"[..]);
+        assert_eq!(unknown.decode(&mut buf), Ok(None));
+        assert_eq!(unknown.body_in_progress(&buf), None, "an unknown command");
     }
 
     #[test]

@@ -14,7 +14,7 @@ mod error;
 mod escape;
 mod frame;
 
-pub use decode::{Decoded, Decoder};
+pub use decode::{BodyInProgress, Decoded, Decoder};
 pub use encode::{encode, HEART_BEAT};
 pub use error::{StompError, StompLimits};
 pub use frame::{Command, Frame, Version};

@@ -510,7 +510,16 @@ impl StompConn {
             match decoder.decode(read_buf) {
                 Ok(Some(Decoded::Frame(frame))) => self.handle(frame)?,
                 Ok(Some(Decoded::HeartBeat)) => {}
-                Ok(None) => return Ok(()),
+                Ok(None) => {
+                    // A cluster node refuses a SEND it cannot carry before its body is all
+                    // buffered (up to `transport.maxDataLength`, 100 MiB by default).
+                    if self.core.backplane().is_some() {
+                        if let Some(body) = decoder.body_in_progress(read_buf) {
+                            self.cluster_body_fits(&body)?;
+                        }
+                    }
+                    return Ok(());
+                }
                 Err(e) => {
                     self.core.counters.protocol_errors();
                     let mut close = Close::error(e.to_string(), None);

@@ -205,6 +205,7 @@ impl StompConn {
                 };
                 let session_id = durable_session_id(&client_id, durable_name);
                 if self.core.backplane().is_some() {
+                    self.cluster_durable_fits(&request.filter, &client_id, durable_name, frame)?;
                     // Claimed from whichever node holds it first (`durable_cluster.rs`).
                     return self.claim_durable(session_id, frame, ClaimFor::Subscribe(request));
                 }
@@ -869,6 +870,7 @@ impl StompConn {
         to: &str,
         frame: &Frame,
     ) -> Result<(), Close> {
+        self.cluster_dead_letter_fits(to, frame)?;
         let original = stomp_destination_of(&item.message.topic, &self.session_name);
         let copy = dead_letter_copy(&item.message, &original, to);
         let commit = match self.core.queues.send(to, copy) {
@@ -921,21 +923,29 @@ fn dead_letter_target(
     message: &crate::broker::message::Message,
     session: &str,
 ) -> Option<String> {
-    use crate::config::delivery_policy::{DeadLetterReason, Destination};
-    let topic = Destination::topic(crate::security::destination::mqtt_to_activemq(
-        &message.topic,
-    ));
     let persistent = message.qos != QoS::AtMostOnce;
     let subscriber = durable_subscription_key(session);
-    let policy = core.queues.delivery_policy();
+    durable_dead_letter_queue(
+        &core.queues.delivery_policy(),
+        &message.topic,
+        persistent,
+        subscriber.as_deref(),
+    )
+}
+
+/// The queue a message of MQTT topic `topic` NACKed on durable subscription `subscriber`
+/// (`client-id:subscriptionName`) is dead-lettered to (see [`dead_letter_target`]).
+pub(super) fn durable_dead_letter_queue(
+    policy: &crate::config::delivery_policy::DeliveryPolicy,
+    topic: &str,
+    persistent: bool,
+    subscriber: Option<&str>,
+) -> Option<String> {
+    use crate::config::delivery_policy::{DeadLetterReason, Destination};
+    let topic = Destination::topic(crate::security::destination::mqtt_to_activemq(topic));
     policy
         .dead_letter_for(&topic)
-        .destination_for(
-            &topic,
-            persistent,
-            DeadLetterReason::Rejected,
-            subscriber.as_deref(),
-        )
+        .destination_for(&topic, persistent, DeadLetterReason::Rejected, subscriber)
         .map(|to| to.name)
 }
 
@@ -943,7 +953,12 @@ fn dead_letter_target(
 /// session id (see [`durable_session_id`]).
 fn durable_subscription_key(session: &str) -> Option<String> {
     let (client_id, name) = durable_parts(session)?;
-    Some(format!("{client_id}:{name}"))
+    Some(subscription_key(client_id, name))
+}
+
+/// ActiveMQ's `SubscriptionKey` of durable subscription `name` of client `client_id`.
+pub(super) fn subscription_key(client_id: &str, name: &str) -> String {
+    format!("{client_id}:{name}")
 }
 
 /// (client-id, subscription name) of a durable subscription's session id (see
