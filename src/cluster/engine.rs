@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub live: live::Interest,
     /// Bounds the temporary catch-up readers (JetStream consumers stay O(shards)).
     pub catch_up: Arc<Semaphore>,
+    /// Failed shard reads (consumer creates), logged without flooding (`retry_log.rs`).
+    pub read_retries: parking_lot::Mutex<super::retry_log::RetryLog>,
     /// One writer at a time per session record (each write is a compare-and-set on the
     /// revision the previous one returned).
     pub record_locks: parking_lot::Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
@@ -260,6 +262,7 @@ impl ClusterEngine {
             ledger: Arc::new(super::ledger::Ledger::new(shards)),
             live: live::Interest::default(),
             catch_up: Arc::new(Semaphore::new(super::readers::CATCH_UP_READERS)),
+            read_retries: parking_lot::Mutex::default(),
             record_locks: parking_lot::Mutex::default(),
             retained_keys: parking_lot::Mutex::default(),
             retained_puts: super::retained::Puts::default(),

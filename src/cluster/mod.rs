@@ -43,6 +43,7 @@ mod queues;
 mod readers;
 mod reaper;
 mod retained;
+mod retry_log;
 mod sessions;
 mod store_ack;
 pub mod subject;

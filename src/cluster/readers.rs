@@ -158,6 +158,53 @@ async fn ordered_from(
     Ok(consumer.messages().await?)
 }
 
+/// A failed consumer create of shard `k`, by the node's reader or by the catch-up of
+/// `client_id`: at WARN when the node's [`RetryLog`](super::retry_log::RetryLog) says so,
+/// else at debug.
+fn log_failed_read(inner: &Inner, k: usize, client_id: Option<&str>, e: &async_nats::Error) {
+    use super::retry_log::Failure;
+    let reader = if client_id.is_some() {
+        "cluster catch-up"
+    } else {
+        "cluster reader"
+    };
+    let client_id = client_id.map(|id| tracing::field::display(crate::security::Bounded(id)));
+    match inner
+        .read_retries
+        .lock()
+        .failed(tokio::time::Instant::now())
+    {
+        Failure::Log { unlogged: 0 } => {
+            tracing::warn!(shard = k, client_id, "{reader}: {e}; retrying");
+        }
+        Failure::Log { unlogged } => tracing::warn!(
+            shard = k,
+            client_id,
+            unlogged,
+            "{reader}: {e}; retrying (the node's shard reads failed {unlogged} more times \
+             since the last such line: those are logged at debug level)"
+        ),
+        Failure::Counted => {
+            tracing::debug!(shard = k, client_id, "{reader}: {e}; retrying");
+        }
+    }
+}
+
+/// A shard read started: after failed ones, one INFO line for the node.
+fn log_reading_again(inner: &Inner) {
+    let again = inner
+        .read_retries
+        .lock()
+        .read_again(tokio::time::Instant::now());
+    if let Some((unlogged, lasted)) = again {
+        tracing::info!(
+            unlogged_failures = unlogged,
+            failing_for_ms = lasted.as_millis() as u64,
+            "cluster readers: a shard read started again after failed ones"
+        );
+    }
+}
+
 /// A reader with nothing to read for this long asks the stream whether it is behind: its
 /// consumer may sit on a NATS server that died, which the client's heartbeat check (5 s for
 /// ordered consumers, not configurable) notices only later.
@@ -241,9 +288,12 @@ async fn node_reader(inner: Arc<Inner>, k: usize) {
         let epoch = connection.borrow_and_update().epoch;
         let from = inner.positions[k].load(Ordering::Acquire) + 1;
         let mut messages = match ordered_from(&inner, k, from).await {
-            Ok(m) => m,
+            Ok(m) => {
+                log_reading_again(&inner);
+                m
+            }
             Err(e) => {
-                tracing::warn!(shard = k, "cluster reader: {e}; retrying");
+                log_failed_read(&inner, k, None, &e);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -630,10 +680,13 @@ async fn catch_up(inner: Arc<Inner>, client_id: Arc<str>, session_id: u64, k: us
             return;
         }
         let mut messages = match ordered_from(&inner, k, caught + 1).await {
-            Ok(m) => m,
+            Ok(m) => {
+                log_reading_again(&inner);
+                m
+            }
             Err(e) => {
                 drop(permit);
-                tracing::warn!(shard = k, client_id = %client_id, "cluster catch-up: {e}; retrying");
+                log_failed_read(&inner, k, Some(&client_id), &e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 if still_catching_up(&inner, &client_id, session_id, k) {
                     continue;

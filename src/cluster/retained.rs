@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use async_nats::jetstream::kv::Operation;
 use futures_util::StreamExt;
@@ -21,6 +22,7 @@ use futures_util::StreamExt;
 use super::codec::decode_message;
 use super::engine::Inner;
 use super::publish::Outgoing;
+use super::retry_log::{Failure, RetryLog};
 use super::subject::retained_key;
 use super::RETAINED_BUCKET;
 use crate::broker::durability::DurabilityError;
@@ -39,12 +41,34 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let node = inner.clone();
     tokio::spawn(async move {
         let mut connection = node.connection.clone();
+        let mut retries = RetryLog::default();
         loop {
             let epoch = connection.borrow_and_update().epoch;
             let mut watch = match node.retained_kv.watch_with_history(">").await {
-                Ok(w) => w,
+                Ok(w) => {
+                    if let Some((unlogged, lasted)) = retries.read_again(Instant::now()) {
+                        tracing::info!(
+                            unlogged_failures = unlogged,
+                            failing_for_ms = lasted.as_millis() as u64,
+                            "cluster retained watch: reading again after failed starts"
+                        );
+                    }
+                    w
+                }
                 Err(e) => {
-                    tracing::warn!("cluster retained watch: {e}; retrying");
+                    match retries.failed(Instant::now()) {
+                        Failure::Log { unlogged: 0 } => {
+                            tracing::warn!("cluster retained watch: {e}; retrying");
+                        }
+                        Failure::Log { unlogged } => tracing::warn!(
+                            unlogged,
+                            "cluster retained watch: {e}; retrying (failed {unlogged} more \
+                             times since the last such line: those are logged at debug level)"
+                        ),
+                        Failure::Counted => {
+                            tracing::debug!("cluster retained watch: {e}; retrying");
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
