@@ -446,7 +446,7 @@ fn listener(l: &Listener, cluster_cap: Option<ClusterCap>) -> ListenerSummary {
     }
 }
 
-/// Where a cluster node's STOMP max body comes from, when NATS caps it below
+/// Where a cluster node's STOMP max SEND comes from, when NATS caps it below
 /// `transport.maxDataLength`.
 fn stomp_cap_line(out: &mut String, stomp: Option<&StompSummary>) {
     let Some((st, cap)) = stomp.and_then(|st| st.cluster_cap.map(|cap| (st, cap))) else {
@@ -454,7 +454,7 @@ fn stomp_cap_line(out: &mut String, stomp: Option<&StompSummary>) {
     };
     cluster_cap_line(
         out,
-        "max body",
+        "max SEND",
         &cap,
         "transport.maxDataLength",
         u64::from(st.max_data_length_bytes),
@@ -641,20 +641,27 @@ fn render_summary(out: &mut String, s: &Summary) {
         } else {
             format!(", client certificates {}", l.client_certificates)
         };
-        let stomp =
-            l.stomp.as_ref().map(|st| {
-                format!(
-                "heart-beat {} ms for clients that send none, heart-beat grace x{}, max body {}, \
+        let stomp = l.stomp.as_ref().map(|st| {
+            // NATS caps what a cluster node carries as a whole: destination, headers and body.
+            let size = match st.cluster_cap {
+                Some(cap) => format!(
+                    "max SEND {} (destination, headers and body)",
+                    human_bytes(cap.max_message_bytes)
+                ),
+                None => format!(
+                    "max body {}",
+                    human_bytes(u64::from(st.max_data_length_bytes))
+                ),
+            };
+            format!(
+                "heart-beat {} ms for clients that send none, heart-beat grace x{}, {size}, \
                  max STOMP frame {}",
                 st.default_heart_beat,
                 st.hb_grace_period_multiplier,
-                human_bytes(st.cluster_cap.map_or(u64::from(st.max_data_length_bytes), |cap| {
-                    cap.max_message_bytes
-                })),
                 st.max_frame_size_bytes
                     .map_or("unlimited".to_owned(), human_bytes)
             )
-            });
+        });
         let mut keep_alive = match l.default_keep_alive_ms {
             0 => "none".to_owned(),
             ms => format!("{ms} ms"),

@@ -391,7 +391,7 @@ pub fn check(file: &Path, extra: &[&str]) -> (bool, String) {
     )
 }
 
-/// A cluster node's STOMP connector: max body capped as the MQTT listener's max frame.
+/// A cluster node's STOMP connector: the whole SEND capped as the MQTT listener's max frame.
 #[test]
 fn check_caps_the_stomp_max_body_on_a_cluster_node() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -408,10 +408,13 @@ fn check_caps_the_stomp_max_body_on_a_cluster_node() {
         text.contains("stomp: stomp://127.0.0.1:61613 (STOMP; "),
         "{text}"
     );
-    assert!(text.contains(", max body 1023 KiB, "), "{text}");
+    assert!(
+        text.contains(", max SEND 1023 KiB (destination, headers and body), "),
+        "{text}"
+    );
     assert!(!text.contains("max body 100 MiB"), "{text}");
     assert!(
-        text.contains("max body capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; transport.maxDataLength 100 MiB"),
+        text.contains("max SEND capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; transport.maxDataLength 100 MiB"),
         "{text}"
     );
     let (ok, json) = check(&file, &["--format", "json"]);
@@ -429,7 +432,7 @@ fn check_caps_the_stomp_max_body_on_a_cluster_node() {
     let (ok, text) = check(&file, &[]);
     assert!(ok, "{text}");
     assert!(text.contains("max body 100 MiB"), "{text}");
-    assert!(!text.contains("max body capped"), "{text}");
+    assert!(!text.contains("max SEND"), "{text}");
 }
 
 #[test]
