@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | QoS 1 messages, stored once before PUBACK | streams `FMQ_MSG_<k>`, subjects `fmq.m.<k>.<topic>` | `publish.rs`, `readers.rs` |
 //! | QoS 0 messages, live only | core subjects `fmq.t.<topic>`, one subscription per distinct local filter | `live.rs` |
-//! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | `sessions.rs`, `tracker.rs` |
+//! | persistent sessions: owner, epoch, subscriptions, per-shard floors, in-flight | KV `FMQ_SESS`, compare-and-set on the revision | `sessions/`, `tracker.rs` |
 //! | inbound QoS 2 exchanges (held until PUBREL), outbound QoS 2 states | `$q2` subjects of the shard streams, the session record | `qos2.rs` |
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |

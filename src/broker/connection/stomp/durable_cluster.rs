@@ -1,7 +1,7 @@
 //! STOMP durable topic subscriptions (`activemq.subscriptionName`) in a cluster: the
 //! persistent session that serves one (see `subscribe.rs`) is claimed from whichever node
 //! holds it, exactly as an MQTT CONNECT claims a persistent session (`connect.rs`,
-//! `src/cluster/sessions.rs`), so the cluster's session machinery keeps it: its record with
+//! `src/cluster/sessions/`), so the cluster's session machinery keeps it: its record with
 //! the subscription, its floors in the shard streams, what its consumer was sent and did not
 //! acknowledge (re-sent with `redelivered:true` wherever it resumes), a dead node's sessions
 //! taken over after the kick bound.
