@@ -105,8 +105,8 @@ pub enum Command {
     /// Write the default configuration built into ferromq (conf/activemq.xml and the files
     /// beside it) into DIR/conf/, to edit and run with `ferromq run`.
     ///
-    /// `run` and `check` use the built-in copy when no file is named and conf/activemq.xml
-    /// does not exist. Refuses to replace an existing file. Exit 0 when written, 1 on errors.
+    /// `run`, `check`, `explain`, `status` and `session` use the built-in copy when no file is
+    /// named and conf/activemq.xml does not exist. Refuses to replace an existing file. Exit 0 when written, 1 on errors.
     Init(InitArgs),
 }
 
@@ -284,11 +284,17 @@ pub enum ExplainAction {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// The configuration file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// The user name (`--username`, as `status` and `session end` name it, works too).
-    #[arg(long, short, visible_alias = "username")]
+    /// The configuration file (default conf/activemq.xml, else the built-in default), as
+    /// `run --config` takes it.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The user name (as `status` and `session end` name it; `--user` works too).
+    #[arg(
+        long = "username",
+        short = 'u',
+        visible_alias = "user",
+        value_name = "USER"
+    )]
     pub user: String,
     /// Log in with this password first and use the groups the login yields (visible to other
     /// local users in the process list: prefer --group on shared machines).
@@ -504,7 +510,7 @@ fn is_quoted_string(text: &str) -> bool {
     true
 }
 
-/// The file `run`, `check` and `session list` read: the positional one, else `--config`, else
+/// The file `run`, `check`, `explain`, `status` and `session` read: the positional one, else `--config`, else
 /// the default, `conf/activemq.xml`; with the options to load it with. Where the default is
 /// not on disk, the copy built into the binary stands for it (`config::embedded`).
 fn config_file(
@@ -522,6 +528,15 @@ fn config_file(
         None => PathBuf::from(DEFAULT_CONFIG),
     };
     (file, options)
+}
+
+/// How messages name the configuration `config_file` chose: its path, or the built-in default.
+fn shown_config(file: &std::path::Path, options: &LoadOptions) -> String {
+    if options.embedded_default {
+        "the built-in default configuration".to_owned()
+    } else {
+        file.display().to_string()
+    }
 }
 
 /// Where the built-in default configuration is used, say so (on standard error, so that a
@@ -813,12 +828,16 @@ fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (St
 fn explain(args: ExplainArgs) -> ExitCode {
     use crate::security::{explain, explain_destination, Action, AuthRequest};
 
-    let loaded = config::load_file(&args.config, &args.props.load_options());
+    // The configuration `run` would serve, chosen the same way, so that the answer is about
+    // the broker `run` starts in this directory.
+    let (file, options) = config_file(None, args.config.as_ref(), &args.props);
+    tell_if_embedded(&options);
+    let loaded = config::load_file(&file, &options);
     let config = match loaded.into_result() {
         Ok(c) => c,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
-            eprintln!("ferromq: {} has errors", args.config.display());
+            eprintln!("ferromq: {} has errors", shown_config(&file, &options));
             return ExitCode::from(1);
         }
     };
