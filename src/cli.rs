@@ -123,8 +123,9 @@ pub struct StatusArgs {
     /// sslContext="true" (then give --cacert). Default: the console the configuration file
     /// enables (jetty.xml's jettyPort bean or <ferromq:console>), the file `run` reads
     /// (--config, else conf/activemq.xml, else the built-in default); where that file enables
-    /// none or cannot be loaded, http://127.0.0.1:8161, ActiveMQ's console address. A console
-    /// placed by `run --console HOST:PORT` is in no file: give its URL here.
+    /// none, or (when not named with --config) cannot be loaded, http://127.0.0.1:8161,
+    /// ActiveMQ's console address. A file named with --config that cannot be loaded is an
+    /// error. A console placed by `run --console HOST:PORT` is in no file: give its URL here.
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
     /// Without --console: the configuration file whose console to ask, as `run --config`
@@ -755,10 +756,13 @@ fn status(args: StatusArgs) -> ExitCode {
     };
     let (url, origin) = match &args.console {
         Some(url) => (url.clone(), None),
-        None => {
-            let (url, origin) = configured_console_url(args.config.as_ref(), &args.props);
-            (url, Some(origin))
-        }
+        None => match configured_console_url(args.config.as_ref(), &args.props) {
+            Ok((url, origin)) => (url, Some(origin)),
+            Err(failed) => {
+                eprintln!("ferromq: {failed}");
+                return ExitCode::from(1);
+            }
+        },
     };
     let answer = runtime.block_on(crate::console::status::get(
         &url,
@@ -774,9 +778,7 @@ fn status(args: StatusArgs) -> ExitCode {
             }
             Err(e) => format!("the console's answer is not JSON: {e}"),
         },
-        Ok((401, _)) => {
-            "the console refused the login (give --username and --password-env)".to_owned()
-        }
+        Ok((401, _)) => refused_login(args.username.as_deref(), args.password_env.as_deref()),
         Ok((code, _)) => format!("the console answered HTTP {code}"),
         Err(e) => format!("{e:#}"),
     };
@@ -789,20 +791,43 @@ fn status(args: StatusArgs) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Why the console refused the login (HTTP 401), from what was given: a user without
+/// `--password-env` sent an empty password, which is rarely what was meant.
+fn refused_login(username: Option<&str>, password_env: Option<&str>) -> String {
+    match (username, password_env) {
+        (None, _) => "the console refused the login: no user was given (give --username and \
+             --password-env)"
+            .to_owned(),
+        (Some(user), None) => format!(
+            "the console refused the login of `{user}`: the password is missing \
+             (--password-env VAR not given: VAR names the environment variable that holds it)"
+        ),
+        (Some(user), Some(var)) => format!(
+            "the console refused the login of `{user}` with the password in {var} (check both \
+             against the console's realm file)"
+        ),
+    }
+}
+
 /// The console `status` asks without `--console`: the one the configuration `run` would read
 /// (`--config`, else conf/activemq.xml, else the built-in default) enables, as `run` serves it
 /// without `--console`; else ActiveMQ's address. With where that address came from.
-fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (String, String) {
+///
+/// A file named with `--config` that cannot be loaded is an error (its errors printed on
+/// standard error, the `Err` saying what to do): it names the broker that was
+/// meant, and asking ActiveMQ's address instead could print another broker's overview as if
+/// it were that one's. The implicit default falls back, as a file nobody named says nothing of
+/// where the console is.
+fn configured_console_url(
+    config: Option<&PathBuf>,
+    props: &PropertyArgs,
+) -> Result<(String, String), String> {
     let (file, options) = config_file(None, config, props);
-    let shown = if options.embedded_default {
-        "the built-in default configuration".to_owned()
-    } else {
-        file.display().to_string()
-    };
+    let shown = shown_config(&file, &options);
     let loaded = config::load_file(&file, &options);
     let default = crate::console::status::default_url();
-    match loaded.config {
-        Some(config) => match &config.console {
+    match &loaded.config {
+        Some(config) => Ok(match &config.console {
             Some(console) => (
                 crate::console::status::url_of(console),
                 format!("the console {shown} enables ({})", console.source),
@@ -814,14 +839,24 @@ fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (St
                      `run --console HOST:PORT` placed is in no file)"
                 ),
             ),
-        },
-        None => (
+        }),
+        None if config.is_some() => {
+            for d in loaded.diagnostics.errors() {
+                eprintln!("{d}");
+            }
+            Err(format!(
+                "{shown} has errors (above), so the console it enables is unknown; `ferromq \
+                 check {shown}` shows the details, and --console URL asks a console without \
+                 reading the file"
+            ))
+        }
+        None => Ok((
             default,
             format!(
                 "ActiveMQ's console address: {shown} cannot be loaded (`ferromq check` says \
                  why)"
             ),
-        ),
+        )),
     }
 }
 
