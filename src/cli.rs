@@ -105,8 +105,8 @@ pub enum Command {
     /// Write the default configuration built into ferromq (conf/activemq.xml and the files
     /// beside it) into DIR/conf/, to edit and run with `ferromq run`.
     ///
-    /// `run` and `check` use the built-in copy when no file is named and conf/activemq.xml
-    /// does not exist. Refuses to replace an existing file. Exit 0 when written, 1 on errors.
+    /// `run`, `check`, `explain`, `status` and `session` use the built-in copy when no file is
+    /// named and conf/activemq.xml does not exist. Refuses to replace an existing file. Exit 0 when written, 1 on errors.
     Init(InitArgs),
 }
 
@@ -123,8 +123,9 @@ pub struct StatusArgs {
     /// sslContext="true" (then give --cacert). Default: the console the configuration file
     /// enables (jetty.xml's jettyPort bean or <ferromq:console>), the file `run` reads
     /// (--config, else conf/activemq.xml, else the built-in default); where that file enables
-    /// none or cannot be loaded, http://127.0.0.1:8161, ActiveMQ's console address. A console
-    /// placed by `run --console HOST:PORT` is in no file: give its URL here.
+    /// none, or (when not named with --config) cannot be loaded, http://127.0.0.1:8161,
+    /// ActiveMQ's console address. A file named with --config that cannot be loaded is an
+    /// error. A console placed by `run --console HOST:PORT` is in no file: give its URL here.
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
     /// Without --console: the configuration file whose console to ask, as `run --config`
@@ -284,11 +285,17 @@ pub enum ExplainAction {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// The configuration file.
-    #[arg(long, short, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
-    /// The user name (`--username`, as `status` and `session end` name it, works too).
-    #[arg(long, short, visible_alias = "username")]
+    /// The configuration file (default conf/activemq.xml, else the built-in default), as
+    /// `run --config` takes it.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The user name (as `status` and `session end` name it; `--user` works too).
+    #[arg(
+        long = "username",
+        short = 'u',
+        visible_alias = "user",
+        value_name = "USER"
+    )]
     pub user: String,
     /// Log in with this password first and use the groups the login yields (visible to other
     /// local users in the process list: prefer --group on shared machines).
@@ -504,7 +511,7 @@ fn is_quoted_string(text: &str) -> bool {
     true
 }
 
-/// The file `run`, `check` and `session list` read: the positional one, else `--config`, else
+/// The file `run`, `check`, `explain`, `status` and `session` read: the positional one, else `--config`, else
 /// the default, `conf/activemq.xml`; with the options to load it with. Where the default is
 /// not on disk, the copy built into the binary stands for it (`config::embedded`).
 fn config_file(
@@ -522,6 +529,15 @@ fn config_file(
         None => PathBuf::from(DEFAULT_CONFIG),
     };
     (file, options)
+}
+
+/// How messages name the configuration `config_file` chose: its path, or the built-in default.
+fn shown_config(file: &std::path::Path, options: &LoadOptions) -> String {
+    if options.embedded_default {
+        "the built-in default configuration".to_owned()
+    } else {
+        file.display().to_string()
+    }
 }
 
 /// Where the built-in default configuration is used, say so (on standard error, so that a
@@ -740,10 +756,13 @@ fn status(args: StatusArgs) -> ExitCode {
     };
     let (url, origin) = match &args.console {
         Some(url) => (url.clone(), None),
-        None => {
-            let (url, origin) = configured_console_url(args.config.as_ref(), &args.props);
-            (url, Some(origin))
-        }
+        None => match configured_console_url(args.config.as_ref(), &args.props) {
+            Ok((url, origin)) => (url, Some(origin)),
+            Err(failed) => {
+                eprintln!("ferromq: {failed}");
+                return ExitCode::from(1);
+            }
+        },
     };
     let answer = runtime.block_on(crate::console::status::get(
         &url,
@@ -759,9 +778,7 @@ fn status(args: StatusArgs) -> ExitCode {
             }
             Err(e) => format!("the console's answer is not JSON: {e}"),
         },
-        Ok((401, _)) => {
-            "the console refused the login (give --username and --password-env)".to_owned()
-        }
+        Ok((401, _)) => refused_login(args.username.as_deref(), args.password_env.as_deref()),
         Ok((code, _)) => format!("the console answered HTTP {code}"),
         Err(e) => format!("{e:#}"),
     };
@@ -774,20 +791,43 @@ fn status(args: StatusArgs) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// Why the console refused the login (HTTP 401), from what was given: a user without
+/// `--password-env` sent an empty password, which is rarely what was meant.
+fn refused_login(username: Option<&str>, password_env: Option<&str>) -> String {
+    match (username, password_env) {
+        (None, _) => "the console refused the login: no user was given (give --username and \
+             --password-env)"
+            .to_owned(),
+        (Some(user), None) => format!(
+            "the console refused the login of `{user}`: the password is missing \
+             (--password-env VAR not given: VAR names the environment variable that holds it)"
+        ),
+        (Some(user), Some(var)) => format!(
+            "the console refused the login of `{user}` with the password in {var} (check both \
+             against the console's realm file)"
+        ),
+    }
+}
+
 /// The console `status` asks without `--console`: the one the configuration `run` would read
 /// (`--config`, else conf/activemq.xml, else the built-in default) enables, as `run` serves it
 /// without `--console`; else ActiveMQ's address. With where that address came from.
-fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (String, String) {
+///
+/// A file named with `--config` that cannot be loaded is an error (its errors printed on
+/// standard error, the `Err` saying what to do): it names the broker that was
+/// meant, and asking ActiveMQ's address instead could print another broker's overview as if
+/// it were that one's. The implicit default falls back, as a file nobody named says nothing of
+/// where the console is.
+fn configured_console_url(
+    config: Option<&PathBuf>,
+    props: &PropertyArgs,
+) -> Result<(String, String), String> {
     let (file, options) = config_file(None, config, props);
-    let shown = if options.embedded_default {
-        "the built-in default configuration".to_owned()
-    } else {
-        file.display().to_string()
-    };
+    let shown = shown_config(&file, &options);
     let loaded = config::load_file(&file, &options);
     let default = crate::console::status::default_url();
-    match loaded.config {
-        Some(config) => match &config.console {
+    match &loaded.config {
+        Some(config) => Ok(match &config.console {
             Some(console) => (
                 crate::console::status::url_of(console),
                 format!("the console {shown} enables ({})", console.source),
@@ -799,26 +839,40 @@ fn configured_console_url(config: Option<&PathBuf>, props: &PropertyArgs) -> (St
                      `run --console HOST:PORT` placed is in no file)"
                 ),
             ),
-        },
-        None => (
+        }),
+        None if config.is_some() => {
+            for d in loaded.diagnostics.errors() {
+                eprintln!("{d}");
+            }
+            Err(format!(
+                "{shown} has errors (above), so the console it enables is unknown; `ferromq \
+                 check {shown}` shows the details, and --console URL asks a console without \
+                 reading the file"
+            ))
+        }
+        None => Ok((
             default,
             format!(
                 "ActiveMQ's console address: {shown} cannot be loaded (`ferromq check` says \
                  why)"
             ),
-        ),
+        )),
     }
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
     use crate::security::{explain, explain_destination, Action, AuthRequest};
 
-    let loaded = config::load_file(&args.config, &args.props.load_options());
+    // The configuration `run` would serve, chosen the same way, so that the answer is about
+    // the broker `run` starts in this directory.
+    let (file, options) = config_file(None, args.config.as_ref(), &args.props);
+    tell_if_embedded(&options);
+    let loaded = config::load_file(&file, &options);
     let config = match loaded.into_result() {
         Ok(c) => c,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
-            eprintln!("ferromq: {} has errors", args.config.display());
+            eprintln!("ferromq: {} has errors", shown_config(&file, &options));
             return ExitCode::from(1);
         }
     };

@@ -428,6 +428,7 @@ fn console_info(config: &Config, bound: &[(String, SocketAddr)]) -> crate::conso
             .broker
             .persistent
             .then(|| config.limits.store_limit_bytes.unwrap_or(0)),
+        store_in_cluster: matches!(config.persistence, crate::config::Persistence::JetStream(_)),
         metrics_open: config.console.as_ref().is_some_and(|c| c.metrics_open),
     }
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::auth::{authenticate, authorize_action, Denied, Peer, User};
-use super::Console;
+use super::{Console, ConsoleInfo};
 use crate::broker::clients::ClientKey;
 use crate::broker::BrokerCore;
 
@@ -45,6 +45,27 @@ fn percent(used: u64, limit: u64) -> u64 {
     }
 }
 
+/// The overview's `store`: `null` for a memory-only broker; on a cluster node, where the
+/// messages are (the node keeps none, so used and limit bytes would read as an empty store);
+/// else the local store's figures, `used` read only then.
+fn store_overview(info: &ConsoleInfo, used: impl FnOnce() -> u64) -> Value {
+    if info.store_in_cluster {
+        return json!({ "kind": "cluster", "engine": "NATS JetStream" });
+    }
+    match info.store_limit_bytes {
+        Some(limit) => {
+            let used = used();
+            json!({
+                "kind": "local",
+                "used_bytes": used,
+                "limit_bytes": limit,
+                "percent": percent(used, limit),
+            })
+        }
+        None => Value::Null,
+    }
+}
+
 /// Sessions online and offline.
 fn session_counts(core: &BrokerCore) -> (usize, usize) {
     let sessions = core.registry.all();
@@ -63,10 +84,7 @@ pub(super) async fn overview(
     let (online, offline) = session_counts(core);
     let memory_used = core.memory.used_bytes();
     let memory_limit = core.memory.limit_bytes();
-    let store = console.info.store_limit_bytes.map(|limit| {
-        let used = core.durability().stats().message_bytes;
-        json!({ "used_bytes": used, "limit_bytes": limit, "percent": percent(used, limit) })
-    });
+    let store = store_overview(&console.info, || core.durability().stats().message_bytes);
     let listeners: Vec<Value> = console
         .info
         .listeners
@@ -405,4 +423,36 @@ pub(super) async fn purge_queue(
         "console: queue purged"
     );
     Ok(Json(json!({ "ok": true, "name": name, "purged": purged })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(store_limit_bytes: Option<u64>, store_in_cluster: bool) -> ConsoleInfo {
+        ConsoleInfo {
+            broker_name: "b".to_owned(),
+            config_file: "activemq.xml".to_owned(),
+            listeners: Vec::new(),
+            store_limit_bytes,
+            store_in_cluster,
+            metrics_open: false,
+        }
+    }
+
+    #[test]
+    fn the_overview_says_a_cluster_nodes_messages_are_in_the_cluster() {
+        // A cluster node is persistent: it has a limit (0 when unset) but no store of its own.
+        let cluster = store_overview(&info(Some(0), true), || unreachable!("no local store"));
+        assert_eq!(
+            cluster,
+            json!({ "kind": "cluster", "engine": "NATS JetStream" })
+        );
+        let local = store_overview(&info(Some(200), false), || 50);
+        assert_eq!(
+            local,
+            json!({ "kind": "local", "used_bytes": 50, "limit_bytes": 200, "percent": 25 })
+        );
+        assert!(store_overview(&info(None, false), || 0).is_null());
+    }
 }

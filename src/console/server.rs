@@ -34,6 +34,9 @@ pub struct ConsoleInfo {
     pub listeners: Vec<ListenerInfo>,
     /// `storeUsage` limit of a broker with a durable store; `None`: memory only.
     pub store_limit_bytes: Option<u64>,
+    /// A cluster node: its messages are kept in NATS JetStream, not in a store of its own, so
+    /// it has no store figures to show.
+    pub store_in_cluster: bool,
     pub metrics_open: bool,
 }
 

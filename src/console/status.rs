@@ -308,7 +308,13 @@ pub fn describe(overview: &Value) -> String {
         s(&mem["percent"])
     );
     let store = &overview["store"];
-    if !store.is_null() {
+    if store["kind"] == "cluster" {
+        let _ = writeln!(
+            out,
+            "store: in the cluster ({}); this node keeps none of its own",
+            s(&store["engine"])
+        );
+    } else if !store.is_null() {
         let _ = writeln!(
             out,
             "store: {} of {} bytes ({}%)",
@@ -336,6 +342,26 @@ mod tests {
             max_connections: 1,
             span: None,
         }
+    }
+
+    #[test]
+    fn a_cluster_nodes_store_is_described_as_the_clusters() {
+        let mut overview = serde_json::json!({
+            "store": { "kind": "cluster", "engine": "NATS JetStream" },
+        });
+        let text = describe(&overview);
+        assert!(
+            text.contains("store: in the cluster (NATS JetStream); this node keeps none"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("store: - of"),
+            "no local store figures: {text}"
+        );
+        overview["store"] = serde_json::json!({
+            "kind": "local", "used_bytes": 5, "limit_bytes": 10, "percent": 50,
+        });
+        assert!(describe(&overview).contains("store: 5 of 10 bytes (50%)"));
     }
 
     #[test]

@@ -73,6 +73,28 @@ async fn a_console_lists_and_deletes_the_sessions_its_node_does_not_hold() {
     let console_node = console_node(&rig, "node-c", console);
     let watched = console_node.mqtt_addr();
 
+    // The node keeps no store of its own: the overview and `ferromq status` say where its
+    // messages are instead of an empty store's figures.
+    let overview = get(console, "/api/overview", Some(VIEWER)).await.json();
+    assert_eq!(overview["store"]["kind"], "cluster", "{overview:#}");
+    let url = format!("http://{console}");
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ferromq"))
+            .args(["status", "--console", &url, "--username", VIEWER.0])
+            .args(["--password-env", "CONSOLE_PW"])
+            .env("CONSOLE_PW", VIEWER.1)
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{status:?}");
+    assert!(
+        stdout.contains("store: in the cluster (NATS JetStream)") && !stdout.contains("0 of 0"),
+        "{stdout}"
+    );
+
     // A persistent subscriber on node 0, which drains: its session is released into the
     // cluster's records with no owner.
     let (mut released, _) = v3_ok(rig.addr(0), "kept-released", false).await;

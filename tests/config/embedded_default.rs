@@ -263,9 +263,20 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
                 "{how} {named}: {stdout}"
             );
             // The hint names where the directory came from, and both ways out.
+            let origin = match how {
+                "-D" => "`-D activemq.conf` on the command line",
+                _ => "the environment variable ACTIVEMQ_CONF",
+            };
             assert!(
-                stdout.contains(&format!("`${{activemq.conf}}` is `{resolved}` here"))
-                    && stdout.contains("leave activemq.conf unset"),
+                stdout.contains(&format!(
+                    "`${{activemq.conf}}` is `{resolved}` here, named by {origin}:"
+                )) && stdout.contains("leave activemq.conf unset"),
+                "{how} {named}: {stdout}"
+            );
+            // No XML file on disk whose location could be fixed: `init` writes one out.
+            assert!(
+                stdout.contains("write the configuration out with `ferromq init`")
+                    && !stdout.contains("relative to this XML file"),
                 "{how} {named}: {stdout}"
             );
             assert!(
@@ -298,6 +309,107 @@ fn a_named_conf_directory_never_falls_back_to_the_built_in_files() {
     for (how, out) in check_naming_conf(dir.path(), &named) {
         assert!(out.status.success(), "{how}: {out:?}");
     }
+}
+
+/// The launcher's variables empty count as unset, as ActiveMQ's start script tests them
+/// (`[ -z "$ACTIVEMQ_CONF" ]`): the built-in default is checked as without them, its files
+/// from the binary and its data under `./data`. An empty `-D activemq.conf=` is kept as given,
+/// and the error it leads to says it came from the command line.
+#[test]
+fn empty_launcher_variables_count_as_unset_and_an_empty_option_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data").join("kahadb");
+    for variable in [
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_HOME",
+        "ACTIVEMQ_DATA",
+    ] {
+        let out = ferromq(dir.path())
+            .env_remove("ACTIVEMQ_CONF")
+            .env_remove("ACTIVEMQ_BASE")
+            .env_remove("ACTIVEMQ_HOME")
+            .env_remove("ACTIVEMQ_DATA")
+            .env(variable, "")
+            .arg("check")
+            .output()
+            .expect("check runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{variable}=: {stdout}");
+        assert!(
+            stdout.contains(&format!("store: durable, in {}", data.display())),
+            "{variable}=: the store is ./data/kahadb: {stdout}"
+        );
+    }
+    let out = ferromq(dir.path())
+        .env_remove("ACTIVEMQ_CONF")
+        .args(["check", "-D", "activemq.conf="])
+        .output()
+        .expect("check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "cannot read properties file `/credentials.properties` of the placeholder \
+             configurer"
+        ) && stdout
+            .contains("(the location's value comes from `-D activemq.conf` on the command line)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "`${activemq.conf}` is empty here, as `-D activemq.conf` on the command line gives it"
+        ),
+        "{stdout}"
+    );
+}
+
+/// A properties file missing under a relative `-D activemq.conf=DIR`, in a file on disk: the
+/// hint says what each relative part is relative to (the directory to the working directory,
+/// as ActiveMQ's JVM takes it; the location to the XML file).
+#[test]
+fn a_missing_properties_file_hint_says_what_relative_parts_are_relative_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path().canonicalize().expect("canonical tempdir");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).expect("conf/");
+    std::fs::write(
+        conf.join("activemq.xml"),
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer">
+    <property name="locations"><value>file:${activemq.conf}/creds.properties</value></property>
+  </bean>
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="b" persistent="false">
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:1883"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+    )
+    .expect("write activemq.xml");
+    let out = ferromq(dir.path())
+        .env_remove("ACTIVEMQ_CONF")
+        .args(["check", "-D", "activemq.conf=elsewhere"])
+        .output()
+        .expect("check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let resolved = cwd.join("elsewhere");
+    assert!(
+        stdout.contains(&format!(
+            "`${{activemq.conf}}` is `{}` here, named by `-D activemq.conf` on the command line",
+            resolved.display()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "a relative location is relative to this XML file's directory, a relative \
+             activemq.* directory in it to the working directory"
+        ),
+        "{stdout}"
+    );
 }
 
 /// `ferromq check` in `dir` (no file named: the built-in default) with the conf directory

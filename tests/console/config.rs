@@ -310,7 +310,27 @@ async fn ferromq_status_prints_the_overview_and_fails_when_unreachable() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
-        stderr.contains("refused the login (give --username and --password-env)"),
+        stderr.contains("refused the login of `viewer` with the password in CONSOLE_PW"),
+        "{stderr}"
+    );
+    // A user without --password-env: the missing password is what to fix.
+    let url = format!("http://{console}");
+    let no_password = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .args(["status", "--console", &url, "--username", "viewer"])
+            .env_remove("CONSOLE_PW")
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    assert_eq!(no_password.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&no_password.stderr);
+    assert!(
+        stderr.contains(
+            "refused the login of `viewer`: the password is missing (--password-env VAR not \
+             given"
+        ),
         "{stderr}"
     );
     // https:// to this plain console, and a URL with the password in it: what to give instead.
@@ -428,6 +448,66 @@ async fn ferromq_status_without_console_asks_the_console_of_the_configuration() 
             stderr.contains(
                 "asked http://127.0.0.1:8161, ActiveMQ's console address: the built-in \
                  default configuration enables no console"
+            ),
+            "{stderr}"
+        );
+    }
+}
+
+/// `status --config FILE` where FILE cannot be loaded fails, saying why and what to do: the
+/// file names the broker meant, and ActiveMQ's address could be another broker's console.
+/// The implicit conf/activemq.xml still falls back to that address.
+#[test]
+fn status_with_a_named_config_that_cannot_be_loaded_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let unresolved = BrokerXml::new()
+        .name("${never.set}")
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build()
+        .replace(
+            "<broker ",
+            "<bean class=\"org.springframework.beans.factory.config.\
+             PropertyPlaceholderConfigurer\"/>\n<broker ",
+        );
+    write(dir.path(), "broken.xml", &unresolved);
+    let status = |args: &[&str]| {
+        ferromq()
+            .current_dir(dir.path())
+            .env_remove("never.set")
+            .env_remove("NEVER_SET")
+            .arg("status")
+            .args(args)
+            .output()
+            .expect("run status")
+    };
+    let named = status(&["--config", "broken.xml"]);
+    let stderr = String::from_utf8_lossy(&named.stderr);
+    assert_eq!(named.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unresolved placeholder `${never.set}`"),
+        "what is wrong: {stderr}"
+    );
+    assert!(
+        stderr.contains("ferromq: broken.xml has errors (above)")
+            && stderr.contains("`ferromq check broken.xml` shows the details")
+            && stderr.contains("--console URL"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("asked http://"), "nothing asked: {stderr}");
+    assert!(named.stdout.is_empty(), "no overview: {named:?}");
+    // Not named: conf/activemq.xml of the working directory, unloadable, falls back to
+    // ActiveMQ's address (only while nothing serves it on this machine).
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).expect("conf/");
+    write(&conf, "activemq.xml", &unresolved);
+    if std::net::TcpListener::bind(("127.0.0.1", 8161)).is_ok() {
+        let implicit = status(&[]);
+        let stderr = String::from_utf8_lossy(&implicit.stderr);
+        assert_eq!(implicit.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "asked http://127.0.0.1:8161, ActiveMQ's console address: conf/activemq.xml \
+                 cannot be loaded"
             ),
             "{stderr}"
         );

@@ -497,3 +497,75 @@ fn explain_destination_maps_topics_to_mqtt_and_temps_to_the_temp_entry() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("open to every principal"), "{text}");
 }
+
+/// `ferromq explain` in `dir`, its environment without the launcher variables.
+fn explain_in(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(dir).arg("explain").args(args);
+    for variable in [
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_HOME",
+        "ACTIVEMQ_DATA",
+    ] {
+        command.env_remove(variable);
+    }
+    command.output().expect("ferromq runs")
+}
+
+/// Without a file named and without `conf/activemq.xml`, `explain` decides with the built-in
+/// default, as `check` and `run` choose it, and says so; `conf/activemq.xml` there is read.
+#[test]
+fn explain_without_a_file_uses_the_configuration_run_would_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["-u", "someone", "--topic", "a/b", "--action", "publish"];
+    let built_in = explain_in(dir.path(), &args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&built_in.stdout),
+        String::from_utf8_lossy(&built_in.stderr),
+    );
+    assert_eq!(built_in.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("ALLOWED: user `someone`"), "{stdout}");
+    assert!(
+        stderr.contains("using the default configuration built into ferromq"),
+        "{stderr}"
+    );
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).expect("conf/");
+    std::fs::write(conf.join("activemq.xml"), SECURITY_EXAMPLE).expect("write config");
+    let on_disk = explain_in(
+        dir.path(),
+        &[
+            "-u",
+            "guest",
+            "-g",
+            "guests",
+            "--topic",
+            "USERS/#",
+            "--action",
+            "subscribe",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&on_disk.stdout);
+    assert_eq!(on_disk.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("conf/activemq.xml:"), "{stdout}");
+}
+
+/// The user option's name in clap's errors and help is `--username`, the name `status` and
+/// `session end` give it; `--user` and `-u` still work.
+#[test]
+fn explain_names_its_user_option_username() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = explain_in(dir.path(), &["--topic", "a", "--action", "publish"]);
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(missing.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--username <USER>"), "{stderr}");
+    assert!(!stderr.contains("--user <USER>"), "{stderr}");
+    for option in ["--user", "-u", "--username"] {
+        let given = explain_in(
+            dir.path(),
+            &[option, "x", "--topic", "a", "--action", "publish"],
+        );
+        assert_eq!(given.status.code(), Some(0), "{option}: {given:?}");
+    }
+}

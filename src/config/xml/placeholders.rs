@@ -334,7 +334,13 @@ impl Environment {
         // `activemq.home` and `activemq.data` follow an overridden `activemq.base`.
         let home = environment.launcher_value("activemq.home", PathBuf::from(&base));
         let conf = environment.launcher_value("activemq.conf", config_dir);
-        let data = environment.launcher_value("activemq.data", Path::new(&base).join("data"));
+        // Through the rule for a given directory: a relative base (an empty `-D activemq.base=`
+        // kept as given) puts the data under the working directory, said as an absolute path.
+        let derived_data = resolver::launcher_directory(
+            "activemq.data",
+            Path::new(&base).join("data").to_string_lossy().into_owned(),
+        );
+        let data = environment.launcher_value("activemq.data", PathBuf::from(derived_data));
         for (name, value) in [
             ("activemq.base", base),
             ("activemq.home", home),
@@ -356,13 +362,41 @@ impl Environment {
     /// `name` as the command line or the environment gives it, if either does; a relative
     /// directory made absolute against the working directory ([`resolver::launcher_directory`]).
     fn named_launcher_value(&self, name: &str) -> Option<String> {
+        self.named_launcher(name).map(|(value, _)| value)
+    }
+
+    /// [`named_launcher_value`](Self::named_launcher_value), with where it was named. An empty
+    /// environment variable names nothing ([`Environment::env_var`]), as in ActiveMQ's start
+    /// script; an empty `-D` value is kept as given.
+    pub(super) fn named_launcher(&self, name: &str) -> Option<(String, LauncherOrigin)> {
         let script_variable = name.replace('.', "_").to_ascii_uppercase();
-        let value = match self.overrides.get(name) {
-            Some(value) => value.clone(),
-            None => self
-                .env_var(name)
-                .or_else(|| self.env_var(&script_variable))?,
+        let (value, origin) = match self.overrides.get(name) {
+            Some(value) => (value.clone(), LauncherOrigin::CommandLine(name.to_owned())),
+            None => [name, script_variable.as_str()]
+                .into_iter()
+                .find_map(|variable| {
+                    self.env_var(variable)
+                        .map(|value| (value, LauncherOrigin::Variable(variable.to_owned())))
+                })?,
         };
-        Some(resolver::launcher_directory(name, value))
+        Some((resolver::launcher_directory(name, value), origin))
+    }
+}
+
+/// Where a launcher directory (`activemq.conf`, ...) was named, for messages about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LauncherOrigin {
+    /// `-D name=...` (`--set`).
+    CommandLine(String),
+    /// The environment variable of this name (`ACTIVEMQ_CONF`).
+    Variable(String),
+}
+
+impl std::fmt::Display for LauncherOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LauncherOrigin::CommandLine(name) => write!(f, "`-D {name}` on the command line"),
+            LauncherOrigin::Variable(name) => write!(f, "the environment variable {name}"),
+        }
     }
 }

@@ -254,7 +254,9 @@ function renderOverview(o) {
   }
   setText("uptime", duration(o.uptime_secs));
   setText("memory-bytes", o.memory ? bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes) : "–");
-  setText("store-bytes", o.store ? bytes(o.store.used_bytes) + " of " + bytes(o.store.limit_bytes) : "no store");
+  setText("store-bytes", !o.store ? "no store"
+    : o.store.kind === "cluster" ? "in the cluster (" + o.store.engine + ")"
+    : bytes(o.store.used_bytes) + " of " + bytes(o.store.limit_bytes));
   const reload = o.last_reload || { result: "none", diagnostics: [] };
   const result = document.getElementById("reload-result");
   result.textContent = { none: "none since start", ok: "ok", error: "failed, the running configuration was kept" }[reload.result] || reload.result;

@@ -425,8 +425,8 @@ impl Configurer {
         diagnostics: &mut Diagnostics,
     ) -> Option<(PathBuf, BTreeMap<String, String>)> {
         let at = || location.span.clone();
-        let text = match environment.resolve_location(&location.raw) {
-            Ok(text) => text,
+        let (text, from_command_line) = match environment.resolve_location_noting(&location.raw) {
+            Ok(resolved) => resolved,
             Err(err) => {
                 diagnostics.push(Diagnostic::error(at(), err.to_string()).with_hint(
                     "a configurer's location is resolved against --set/-D values, environment \
@@ -450,15 +450,34 @@ impl Configurer {
                 return None;
             }
             Err(err) => {
+                // As a value's diagnostics say it (`Ctx::push`): the file alone does not show
+                // that `-D activemq.conf=` made the path.
+                let given = if from_command_line.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<String> = from_command_line
+                        .iter()
+                        .map(|name| format!("`-D {name}`"))
+                        .collect();
+                    format!(
+                        " (the location's value comes from {} on the command line)",
+                        names.join(", ")
+                    )
+                };
                 diagnostics.push(
                     Diagnostic::error(
                         at(),
                         format!(
-                            "cannot read properties file `{}` of the placeholder configurer: {err}",
+                            "cannot read properties file `{}` of the placeholder configurer: \
+                             {err}{given}",
                             path.display()
                         ),
                     )
-                    .with_hint(missing_file_hint(&location.raw, environment)),
+                    .with_hint(missing_file_hint(
+                        &location.raw,
+                        &location.span,
+                        environment,
+                    )),
                 );
                 return None;
             }
@@ -483,24 +502,56 @@ fn decode_properties_text(bytes: Vec<u8>) -> String {
         .unwrap_or_else(|err| err.into_bytes().into_iter().map(char::from).collect())
 }
 
-/// The hint of a properties file that cannot be read at `raw` (the location as written). A
-/// location under `${activemq.conf}` that the command line or the environment names
-/// (`-D activemq.conf=DIR`, `ACTIVEMQ_CONF=DIR`) says where that came from: the file is to be
-/// created there, or the value left out to read `./conf` (and, with no file named, the
-/// built-in default's files).
-fn missing_file_hint(raw: &str, environment: &Environment) -> String {
-    const GENERAL: &str = "fix the location (relative paths are relative to this XML file), \
-                           create the file, or set the bean property ignoreResourceNotFound to true";
+/// The hint of a properties file that cannot be read at `raw` (the location as written, at
+/// `span`). A location under `${activemq.conf}` that the command line or the environment names
+/// (`-D activemq.conf=DIR`, `ACTIVEMQ_CONF=DIR`) says which of them named it: the file is to
+/// be created there, or the value left out to read `./conf` (and, with no file named, the
+/// built-in default's files). The built-in configuration is no file on disk whose location
+/// could be changed: `ferromq init` writes one out.
+fn missing_file_hint(raw: &str, span: &Span, environment: &Environment) -> String {
+    let general = if span.builtin {
+        "create the file, or write the configuration out with `ferromq init` and change the \
+         location there (the built-in configuration is no file on disk to edit)"
+            .to_owned()
+    } else {
+        // A launcher directory given relative was made absolute against the working
+        // directory before the location was resolved against this file's directory.
+        let names_a_given_directory = [
+            "activemq.base",
+            "activemq.home",
+            "activemq.conf",
+            "activemq.data",
+        ]
+        .iter()
+        .any(|name| {
+            raw.contains(&format!("${{{name}}}")) && environment.named_launcher(name).is_some()
+        });
+        let relative = if names_a_given_directory {
+            "a relative location is relative to this XML file's directory, a relative \
+             activemq.* directory in it to the working directory"
+        } else {
+            "a relative location is relative to this XML file's directory"
+        };
+        format!(
+            "fix the location ({relative}), create the file, or set the bean property \
+             ignoreResourceNotFound to true"
+        )
+    };
+    const UNSET: &str = "leave activemq.conf unset to read ./conf (the built-in default's \
+                         files when no file is named and there is none)";
     match environment
-        .named_launcher_value("activemq.conf")
+        .named_launcher("activemq.conf")
         .filter(|_| raw.contains("${activemq.conf}"))
     {
-        Some(dir) => format!(
-            "`${{activemq.conf}}` is `{dir}` here, named by -D activemq.conf or ACTIVEMQ_CONF: \
-             create the file in that directory (an empty one will do when the placeholders it \
-             would set have defaults), or leave activemq.conf unset to read ./conf (the \
-             built-in default's files when no file is named and there is none); else {GENERAL}"
+        Some((dir, origin)) if dir.is_empty() => format!(
+            "`${{activemq.conf}}` is empty here, as {origin} gives it: name the directory \
+             that holds the file, or {UNSET}; else {general}"
         ),
-        None => GENERAL.to_owned(),
+        Some((dir, origin)) => format!(
+            "`${{activemq.conf}}` is `{dir}` here, named by {origin}: create the file in that \
+             directory (an empty one will do when the placeholders it would set have \
+             defaults), or {UNSET}; else {general}"
+        ),
+        None => general,
     }
 }

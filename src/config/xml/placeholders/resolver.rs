@@ -45,12 +45,26 @@ pub(super) fn launcher_directory(name: &str, value: String) -> String {
     }
 }
 
+/// Whether the environment variable `name` is one of the launcher's directories, under any
+/// of the names a lookup tries (`ACTIVEMQ_CONF`, `activemq.conf`, `activemq_conf`).
+fn is_launcher_variable(name: &str) -> bool {
+    let normalized = name.replace(['.', '-'], "_").to_ascii_lowercase();
+    LAUNCHER_PROPERTIES
+        .iter()
+        .any(|property| property.replace('.', "_") == normalized)
+}
+
 impl Environment {
+    /// The environment variable `name`. An empty launcher directory variable counts as unset:
+    /// ActiveMQ's start script tests them with `[ -z "$ACTIVEMQ_CONF" ]` and uses its default,
+    /// where taking the empty value would put `${activemq.conf}/x` at the filesystem's root.
     pub(super) fn env_var(&self, name: &str) -> Option<String> {
         if !self.use_env || name.is_empty() || name.contains(['=', '\0']) {
             return None;
         }
-        std::env::var(name).ok()
+        std::env::var(name)
+            .ok()
+            .filter(|value| !(value.is_empty() && is_launcher_variable(name)))
     }
 
     /// Spring's environment lookup: the name, then with `.` and `-` as `_`, then that in upper
@@ -69,6 +83,17 @@ impl Environment {
         text: &str,
     ) -> Result<String, PlaceholderError> {
         self.resolver_without_files().resolve(text)
+    }
+
+    /// [`resolve_location`](Self::resolve_location), with the `--set`/`-D` names the result
+    /// took, so that an error about the location can say where its value came from.
+    pub(in crate::config::xml) fn resolve_location_noting(
+        &self,
+        text: &str,
+    ) -> Result<(String, Vec<String>), PlaceholderError> {
+        let resolver = self.resolver_without_files();
+        let resolved = resolver.resolve(text)?;
+        Ok((resolved, resolver.take_overridden()))
     }
 
     pub(super) fn resolver_without_files(&self) -> Resolver<'_> {
