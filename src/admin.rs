@@ -63,12 +63,12 @@ pub enum AdminError {
     )]
     BrokerRunning(StoreError),
     /// [`AdminError::NoStore`] for `session list`: MQTT (what `--broker` speaks) has no way
-    /// to list sessions, the web console does.
+    /// to list sessions, the web console does (MQTT ones only: no STOMP durable subscription).
     #[error(
         "the configuration keeps no durable store (persistent=\"false\" or \
          memoryPersistenceAdapter): its sessions live in the running broker only; its web \
          console lists them (page /sessions, GET /api/sessions; `ferromq run --console \
-         HOST:PORT` turns it on, docs/console.md)"
+         HOST:PORT` turns it on, docs/console.md){STOMP_NOT_LISTED}"
     )]
     NoStoreToList,
     /// [`AdminError::ClusterStore`] for `session list`.
@@ -77,7 +77,7 @@ pub enum AdminError {
          id, keyed by a hash of it): `session list` cannot read them; each running node's web \
          console lists them (page /sessions, GET /api/sessions: its own, and those the \
          cluster keeps elsewhere or on no node) and deletes one, and `session end CLIENT_ID \
-         --broker HOST:PORT` ends one on any running node"
+         --broker HOST:PORT` ends one on any running node{STOMP_NOT_LISTED}"
     )]
     ClusterStoreToList,
     /// [`AdminError::BrokerRunning`] for `session list`.
@@ -85,7 +85,8 @@ pub enum AdminError {
         "the store is in use by a running broker ({0}): `session list` reads a stopped \
          broker's store; on the running broker its web console lists the sessions (page \
          /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
-         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends one"
+         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends one\
+         {STOMP_NOT_LISTED}"
     )]
     BrokerRunningToList(StoreError),
     #[error("{0}")]
@@ -108,6 +109,13 @@ pub enum AdminError {
     #[error("the broker refused the connection: {0:?} (check --username/--password)")]
     Refused(ConnectReason),
 }
+
+/// What the hints of `session list` that send to the web console add: it lists MQTT sessions
+/// only, and a running broker has no tool that lists STOMP durable subscriptions.
+const STOMP_NOT_LISTED: &str = "; the web console lists no STOMP durable subscriptions (no \
+     tool does on a running broker or a cluster): a STOMP client connected with the \
+     subscription's client-id removes one with UNSUBSCRIBE (headers id and \
+     activemq.subscriptionName: the subscription's name)";
 
 /// How a STOMP durable subscription's session id starts (`connection/stomp/subscribe.rs`).
 const STOMP_DURABLE: &str = "\u{0}stomp-durable:";

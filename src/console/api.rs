@@ -359,6 +359,24 @@ pub(super) async fn disconnect(
     })
 }
 
+/// The one value of `key` in an action's query string. A name goes there rather than in the
+/// path when the path cannot carry it: browsers (the WHATWG URL parser) take a `.` or `..`
+/// segment, even written `%2E`, as a dot segment and remove it before sending. Given twice, it
+/// is refused rather than one of them guessed at; the error says why there is no name.
+fn named(params: &[(String, String)], key: &str, what: &str) -> Result<String, String> {
+    let mut values = params.iter().filter(|(k, _)| k == key).map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(value), None) => Ok(value.clone()),
+        (None, _) => Err(format!("name the {what}: ?{key}=...")),
+        (Some(_), Some(_)) => Err(format!("{key} given more than once")),
+    }
+}
+
+fn bad_request(what: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": what }))).into_response()
+}
+
+/// `POST /api/sessions/{client_id}/delete`.
 pub(super) async fn delete_session(
     State(console): State<Arc<Console>>,
     Path(client_id): Path<String>,
@@ -366,8 +384,26 @@ pub(super) async fn delete_session(
     headers: HeaderMap,
 ) -> Result<Response, Denied> {
     let user = admin(&console, &headers)?;
+    Ok(end_session(&console, client_id, &user, peer).await)
+}
+
+/// `POST /api/sessions/delete?client_id=...`: any client id, `.` and `..` included.
+pub(super) async fn delete_session_named(
+    State(console): State<Arc<Console>>,
+    Query(params): Query<Vec<(String, String)>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, Denied> {
+    let user = admin(&console, &headers)?;
+    Ok(match named(&params, "client_id", "session's client id") {
+        Ok(client_id) => end_session(&console, client_id, &user, peer).await,
+        Err(why) => bad_request(why),
+    })
+}
+
+async fn end_session(console: &Console, client_id: String, user: &User, peer: Peer) -> Response {
     if client_id.starts_with('\0') {
-        return Ok(not_found(format!("no session {client_id}")));
+        return not_found(format!("no session {client_id}"));
     }
     let client_id: Arc<str> = Arc::from(client_id);
     // On a cluster node, no CONNECT of this client id claims or attaches here meanwhile: the
@@ -377,7 +413,7 @@ pub(super) async fn delete_session(
         Some(_) => Some(console.core.claim_gate(&client_id).await),
         None => None,
     };
-    Ok(match console.core.registry.remove_offline(&client_id) {
+    match console.core.registry.remove_offline(&client_id) {
         Some(Ok(session)) => {
             console.core.forget(&session);
             tracing::info!(
@@ -397,13 +433,14 @@ pub(super) async fn delete_session(
             .into_response(),
         None => match &backplane {
             Some(backplane) => {
-                super::kept::end_elsewhere(&console, backplane, &client_id, &user, peer).await
+                super::kept::end_elsewhere(console, backplane, &client_id, user, peer).await
             }
             None => not_found(format!("no session {client_id}")),
         },
-    })
+    }
 }
 
+/// `POST /api/queues/{name}/purge`.
 pub(super) async fn purge_queue(
     State(console): State<Arc<Console>>,
     Path(name): Path<String>,
@@ -411,8 +448,26 @@ pub(super) async fn purge_queue(
     headers: HeaderMap,
 ) -> Result<Response, Denied> {
     let user = admin(&console, &headers)?;
+    Ok(purge(&console, name, &user, peer))
+}
+
+/// `POST /api/queues/purge?name=...`: any queue name, `.` and `..` included.
+pub(super) async fn purge_queue_named(
+    State(console): State<Arc<Console>>,
+    Query(params): Query<Vec<(String, String)>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+) -> Result<Response, Denied> {
+    let user = admin(&console, &headers)?;
+    Ok(match named(&params, "name", "queue") {
+        Ok(name) => purge(&console, name, &user, peer),
+        Err(why) => bad_request(why),
+    })
+}
+
+fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Response {
     if !console.core.queues.exists(&name) {
-        return Ok(not_found(format!("no queue {name}")));
+        return not_found(format!("no queue {name}"));
     }
     let purged = console.core.queues.purge(&name);
     tracing::info!(
@@ -422,7 +477,7 @@ pub(super) async fn purge_queue(
         purged,
         "console: queue purged"
     );
-    Ok(Json(json!({ "ok": true, "name": name, "purged": purged })).into_response())
+    Json(json!({ "ok": true, "name": name, "purged": purged })).into_response()
 }
 
 #[cfg(test)]

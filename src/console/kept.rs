@@ -10,7 +10,7 @@
 //!
 //! Ending one is the claim every Clean Start CONNECT makes ([`Backplane::claim`]): it asks the
 //! holding node to hand the session over (a node whose client is connected keeps it: 409, as
-//! for a connected local session), and deletes the record with a compare-and-set on the
+//! for a connected local session, naming the node that refused), and deletes the record with a compare-and-set on the
 //! revision it read, so that a client resuming the session at that moment either wins (the
 //! delete fails, the claim reads again) or finds no session. It runs under this node's claim
 //! gate for the client id, as a CONNECT's does.
@@ -166,6 +166,7 @@ pub async fn end_elsewhere(
             )
         }
     };
+    // Who held it when read: what the answer says of a session that was ended.
     let held_by = kept.owner.clone().unwrap_or_else(|| NO_NODE.to_owned());
     // The claim of a Clean Start CONNECT (with no will, and no connection to attach): a
     // node whose client holds the session keeps it.
@@ -188,15 +189,28 @@ pub async fn end_elsewhere(
                 console.core.forget(&session);
             }
         }
-        Ok(Claimed::InUse) => {
+        // Named after the node that refused, not the one read above: a client resuming the
+        // session on another node between the read and the claim moved it there.
+        Ok(Claimed::InUse { holder: Some(node) }) => {
             return answer(
                 StatusCode::CONFLICT,
                 json!({
                     "error": format!(
-                        "the session's client is connected on cluster node {held_by}: \
+                        "the session's client is connected on cluster node {node}: \
                          disconnect it there first"
                     ),
-                    "held_by": held_by,
+                    "held_by": node,
+                }),
+            )
+        }
+        Ok(Claimed::InUse { holder: None }) => {
+            return answer(
+                StatusCode::CONFLICT,
+                json!({
+                    "error": "the session's client is connected on a cluster node the \
+                              cluster did not name (the sessions page lists where): \
+                              disconnect it there first",
+                    "held_by": Value::Null,
                 }),
             )
         }

@@ -189,6 +189,10 @@ fn router(console: Arc<Console>) -> Router {
             post(api::delete_session),
         )
         .route("/api/queues/{name}/purge", post(api::purge_queue))
+        // The same actions with the name in the query string, which no client rewrites: the
+        // pages use these (a browser removes a `.` or `..` path segment, even as `%2E`).
+        .route("/api/sessions/delete", post(api::delete_session_named))
+        .route("/api/queues/purge", post(api::purge_queue_named))
         // Jolokia ignores the path of a POST (Telegraf's jolokia2 input POSTs to `<url>/read`):
         // every POST under /api/jolokia/ is the bulk endpoint; the rest in `fallback`.
         .route(

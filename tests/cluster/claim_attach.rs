@@ -56,7 +56,7 @@ async fn claim(engine: &ClusterEngine, client_id: &str, clean_start: bool) -> &'
     match engine.claim(request(client_id, clean_start)).await {
         Ok(Claimed::Here) => "here",
         Ok(Claimed::Image(_)) => "image",
-        Ok(Claimed::InUse) => "in use",
+        Ok(Claimed::InUse { .. }) => "in use",
         Err(e) => panic!("claim of {client_id} on {}: {e}", engine.node_id()),
     }
 }

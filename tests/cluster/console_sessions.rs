@@ -180,6 +180,48 @@ async fn a_console_lists_and_deletes_the_sessions_its_node_does_not_hold() {
     take_acked(&mut busy, 1).await;
 }
 
+/// A delete that races a client resuming the session on another node: the console reads the
+/// record naming the node that held it, the client is connected elsewhere by the time the
+/// claim asks, and the 409 names where it is connected now, not where it was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delete_names_the_node_the_session_moved_to() {
+    let Some(rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _console_node = console_node(&rig, "node-c", console);
+
+    // Held on node 0, its client connected there.
+    let (mut first, _) = v5_ok(rig.addr(0), "kept-hopper", false, Some(600)).await;
+    first.subscribe(1, &[("kh/#", QoS::AtLeastOnce)]).await;
+    // Node 0 answers no kick from now on: a claim waits its bound (2 s) for it before
+    // reading the record again, which holds the hop and the delete apart.
+    rig.nodes[0].pause();
+    let node1 = rig.addr(1);
+    let hop = tokio::spawn(async move { v5_ok(node1, "kept-hopper", false, Some(600)).await });
+    // The console reads the record while it still names node 0 (node 1's claim is waiting
+    // for node 0), asks node 0 in turn, and finds the session on node 1 when it reads again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = act(console, "/api/sessions/kept-hopper/delete", ADMIN).await;
+    let hopped = hop.await;
+    rig.nodes[0].resume();
+    let (mut second, ack) = hopped.expect("the client resumed on node 1");
+    assert!(ack.session_present, "node 1 took the session over");
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    let body = refused.json();
+    assert_eq!(body["held_by"], "node-1", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cluster node node-1:")),
+        "{body}"
+    );
+    // Its client keeps the session on node 1.
+    let (mut publisher, _) = v5_ok(rig.addr(1), "kept-hop-pub", true, None).await;
+    assert_eq!(publish_acked(&mut publisher, "kh/1", b"x", 1).await, 0);
+    take_acked(&mut second, 1).await;
+}
+
 /// A released record of `client_id` (no owner, offline).
 fn released_record(client_id: &str) -> SessionRecord {
     SessionRecord {

@@ -316,6 +316,108 @@ async fn purging_a_queue_empties_it() {
     env.broker.shutdown().await;
 }
 
+/// A persistent session of `client_id`, offline.
+async fn leave_offline_session(env: &Env, client_id: &str) {
+    let mut options =
+        rumqttc::MqttOptions::new(client_id, "127.0.0.1", env.listener("mqtt").port());
+    options.set_clean_session(false);
+    let mut client = crate::support::Client::connect_with(options).await;
+    client.subscribe("dots/#", rumqttc::QoS::AtLeastOnce).await;
+    client.disconnect().await;
+    offline_session(env, client_id).await;
+}
+
+/// A queue `name` holding one message.
+async fn queue_with_a_message(env: &Env, name: &str) {
+    let mut producer = StompClient::tcp(env.listener("stomp")).await;
+    producer.connect(&[]).await;
+    let destination = format!("/queue/{name}");
+    producer
+        .send(
+            "SEND",
+            &[("destination", &destination), ("receipt", "r")],
+            "m",
+        )
+        .await;
+    assert_eq!(producer.recv().await.command, "RECEIPT");
+}
+
+fn session_listed(env_sessions: &Value, client_id: &str) -> bool {
+    env_sessions["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["client_id"] == client_id)
+}
+
+/// A name that is `.` or `..` is a dot segment in a path, which browsers remove before sending
+/// even when written `%2E`: the actions also take the name in the query string, where nothing
+/// rewrites it; scripts' path form with `%2E` still works.
+#[tokio::test]
+async fn sessions_and_queues_named_dot_and_dot_dot_are_deleted_and_purged_by_query() {
+    let env = Env::start().await;
+    leave_offline_session(&env, ".").await;
+    leave_offline_session(&env, "..").await;
+    leave_offline_session(&env, "a b+c/?").await;
+
+    for client_id in ["..", "a%20b%2Bc%2F%3F"] {
+        let path = format!("/api/sessions/delete?client_id={client_id}");
+        let deleted = act(env.console, &path, ADMIN).await;
+        assert_eq!(deleted.status, 200, "{path}: {}", deleted.text());
+    }
+    let deleted = act(env.console, "/api/sessions/%2E/delete", ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["client_id"], ".");
+    let sessions = get(env.console, "/api/sessions", Some(ADMIN)).await.json();
+    for client_id in [".", "..", "a b+c/?"] {
+        assert!(
+            !session_listed(&sessions, client_id),
+            "{client_id}: {sessions}"
+        );
+    }
+    let again = act(env.console, "/api/sessions/delete?client_id=..", ADMIN).await;
+    assert_eq!(again.status, 404, "{}", again.text());
+
+    queue_with_a_message(&env, ".").await;
+    queue_with_a_message(&env, "..").await;
+    let purged = act(env.console, "/api/queues/purge?name=.", ADMIN).await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(purged.json()["name"], ".");
+    assert_eq!(purged.json()["purged"], 1);
+    let purged = act(env.console, "/api/queues/%2E%2E/purge", ADMIN).await;
+    assert_eq!(purged.status, 200, "{}", purged.text());
+    assert_eq!(purged.json()["name"], "..");
+    let queues = get(env.console, "/api/queues", Some(ADMIN)).await.json();
+    for queue in queues["queues"].as_array().expect("queues") {
+        assert_eq!(queue["depth"], 0, "{queues}");
+    }
+
+    // No name, or two: nothing is done.
+    for path in [
+        "/api/sessions/delete",
+        "/api/sessions/delete?client_id=a&client_id=b",
+        "/api/queues/purge",
+        "/api/queues/purge?name=.&name=..",
+    ] {
+        let refused = act(env.console, path, ADMIN).await;
+        assert_eq!(refused.status, 400, "{path}: {}", refused.text());
+    }
+    // The login and the CSRF token come first.
+    let anonymous =
+        crate::http::request(env.console, "POST", "/api/queues/purge?name=.", None, &[]).await;
+    assert_eq!(anonymous.status, 401);
+    let no_token = crate::http::request(
+        env.console,
+        "POST",
+        "/api/sessions/delete",
+        Some(ADMIN),
+        &[],
+    )
+    .await;
+    assert_eq!(no_token.status, 403);
+    env.broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_raw_mqtt5_client_reads_disconnect_0x98() {
     disconnect_reads_0x98("raw-kick", false).await;

@@ -5,8 +5,9 @@ Run by tests/console/browser.rs, which starts the broker with its console and pa
 MQTT clients (paho) and a STOMP client (stomp.py) connect first; the script then checks what the
 pages render from the JSON API, compares it with /api/overview and a /metrics scrape, clicks
 Disconnect on one MQTT client as an admin and waits for that client to see its connection end,
-checks that a read-only user gets no action buttons, and deletes an offline session and purges a
-queue through their pages. Exits 1 at the first failed check.
+checks that a read-only user gets no action buttons, and deletes offline sessions and purges
+queues through their pages (client ids and queue names `.` and `..` among them: dot segments in a
+URL path). Exits 1 at the first failed check.
 """
 
 import argparse
@@ -36,6 +37,8 @@ KEEPER = "console-keeper"
 MARKUP_ID = '<b id="injected">bold</b>'
 QUEUE = "console.q"
 OFFLINE = "console-offline"
+# Names that are dot segments in a URL path.
+DOT_NAMES = (".", "..")
 
 
 def fail(message):
@@ -291,6 +294,24 @@ def main():
                  "the deleted session's row is gone")
         sessions = json.loads(http_get(base + "/api/sessions", admin))["sessions"]
         check(all(s["client_id"] != OFFLINE for s in sessions), "the session is gone from /api/sessions")
+        # Client ids that are dot segments in a URL path: the browser would remove them from a
+        # /api/sessions/{id}/delete path, even written %2E.
+        for dots in DOT_NAMES:
+            dotted = MqttClient(args.mqtt, dots, mqtt.MQTTv311, clean_session=False)
+            check(dotted.refused is None, f"client {dots!r} connected")
+            dotted.stop()
+        for dots in DOT_NAMES:
+            dots_row = f'#sessions tr[data-client-id="{dots}"][data-connected="false"]'
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, dots_row + ' button[data-action="delete"]'),
+                     f"sessions page lists the offline session {dots!r}")
+            driver.find_element(By.CSS_SELECTOR, dots_row + ' button[data-action="delete"]').click()
+            wait_for(driver, expected_conditions.alert_is_present(), "a confirmation dialog")
+            driver.switch_to.alert.accept()
+            wait_for(driver, lambda d: text_of(d, "action-result").startswith("Done: Delete the offline session of " + dots)
+                     and not d.find_elements(By.CSS_SELECTOR, f'#sessions tr[data-client-id="{dots}"]'),
+                     f"the session {dots!r} was deleted through the page (action: {text_of(driver, 'action-result')!r})")
+            sessions = json.loads(http_get(base + "/api/sessions", admin))["sessions"]
+            check(all(s["client_id"] != dots for s in sessions), f"the session {dots!r} is gone from /api/sessions")
         driver.get(base + "/topics")
         wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#topics tr[data-topic="console/t"]'),
                  "topics page lists console/t")
@@ -334,6 +355,20 @@ def main():
                  "queues page shows the depth 0 after Purge")
         check(json.loads(http_get(base + "/api/queues", admin))["queues"][0]["depth"] == 0,
               "the queue is empty after Purge")
+        # Queues whose names are dot segments in a URL path, purged through the page too.
+        for dots in DOT_NAMES:
+            stomp_conn.send("/queue/" + dots, "d")
+            dots_row = f'#queues tr[data-queue="{dots}"]'
+            wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, dots_row)
+                     and d_text(d, dots_row + " td:nth-child(2)") == "1", f"queues page lists queue {dots!r} with 1 message")
+            driver.find_element(By.CSS_SELECTOR, dots_row + ' button[data-action="purge"]').click()
+            wait_for(driver, expected_conditions.alert_is_present(), "a confirmation dialog")
+            driver.switch_to.alert.accept()
+            wait_for(driver, lambda d: text_of(d, "action-result").startswith("Done: Purge every message of queue " + dots)
+                     and d_text(d, dots_row + " td:nth-child(2)") == "0",
+                     f"queue {dots!r} was purged through the page (action: {text_of(driver, 'action-result')!r})")
+            depth = [q["depth"] for q in json.loads(http_get(base + "/api/queues", admin))["queues"] if q["name"] == dots]
+            check(depth == [0], f"queue {dots!r} is empty after Purge")
         errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         check(not errors, f"no errors in the browser console {errors}")
     finally:

@@ -143,8 +143,8 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
 }
 
 /// `session list` of a memory-only broker or of a cluster node has no store to read: it says
-/// where the sessions can be listed (the console; for a cluster, not by `session list`), and
-/// names `--broker` only for `session end`.
+/// where the sessions can be listed (the console; for a cluster, not by `session list`), that
+/// STOMP durable subscriptions are not, and names `--broker` only for `session end`.
 #[test]
 fn session_list_without_a_store_says_where_sessions_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -186,6 +186,13 @@ fn session_list_without_a_store_says_where_sessions_are_listed() {
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains(expected), "{said}");
         assert!(said.contains("GET /api/sessions"), "{said}");
+        // The console lists MQTT sessions only: the hint says how a STOMP durable
+        // subscription is removed instead.
+        assert!(
+            said.contains("the web console lists no STOMP durable subscriptions")
+                && said.contains("UNSUBSCRIBE (headers id and activemq.subscriptionName"),
+            "{said}"
+        );
         assert!(
             !said.contains("with --broker"),
             "`session list` takes no --broker: {said}"

@@ -675,7 +675,7 @@ async fn claim_in_cluster(
             Ok(())
         }
         // Never the answer to a claim that takes over.
-        Ok(Claimed::InUse) => Err((
+        Ok(Claimed::InUse { .. }) => Err((
             ConnectReason::ServerUnavailable,
             "the session is in use on another cluster node".into(),
         )),

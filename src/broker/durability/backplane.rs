@@ -52,7 +52,12 @@ pub enum Claimed {
     Image(Box<SessionImage>),
     /// Not taken: its owner's client is connected there (only when
     /// [`ClaimRequest::take_over`] is `false`).
-    InUse,
+    InUse {
+        /// The broker that answered that its client holds the session, when the engine
+        /// knows it: the one holding it at the refusal, which is not necessarily the one an
+        /// earlier read of the session named (its client may have moved since).
+        holder: Option<String>,
+    },
 }
 
 /// A persistent session as the shared engine kept it, for this broker to restore.

@@ -124,7 +124,9 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             // docs/cluster.md, "Sessions across nodes".
             let answer = kick_owner(inner, &record.owner, &client_id, !request.take_over).await;
             if answer == KickAnswer::InUse {
-                return Ok(Claimed::InUse);
+                return Ok(Claimed::InUse {
+                    holder: Some(record.owner.clone()),
+                });
             }
             continue;
         }

@@ -71,11 +71,11 @@ function url(path) {
   return location.origin + path;
 }
 
-// A path segment for a name: encodeURIComponent leaves "." and "..", which browsers and
-// proxies collapse as dot segments; %2E reaches the console as the name itself.
-function segment(name) {
-  if (name === "." || name === "..") return name.replace(/\./g, "%2E");
-  return encodeURIComponent(name);
+// An action's URL with a name in its query string. In the path a name "." or ".." is a dot
+// segment, which the browser removes before sending even when written %2E; the query string
+// is sent as written.
+function named(path, key, name) {
+  return path + "?" + key + "=" + encodeURIComponent(name);
 }
 
 async function getJson(path) {
@@ -193,7 +193,9 @@ const tablePages = {
       [(c) => when(c.connected_unix_ms)],
       [(c) => c.keep_alive_secs, true],
       [(c) => c.subscriptions, true],
-    ], (c) => actionButton("Disconnect", "/api/clients/" + segment(c.id) + "/disconnect",
+    ],
+    // The connection id is the console's own (mqtt-N, stomp-N): never a dot segment.
+    (c) => actionButton("Disconnect", "/api/clients/" + encodeURIComponent(c.id) + "/disconnect",
       "Disconnect client " + c.client_id + "?"));
     return clients.length + " connected";
   },
@@ -208,7 +210,7 @@ const tablePages = {
       [(s) => (s.connected ? "now" : when(s.last_seen_unix_ms))],
       [(s) => s.expiry_secs, true],
       [(s) => s.held_by],
-    ], (s) => (s.connected ? null : actionButton("Delete", "/api/sessions/" + segment(s.client_id) + "/delete",
+    ], (s) => (s.connected ? null : actionButton("Delete", named("/api/sessions/delete", "client_id", s.client_id),
       "Delete the offline session of " + s.client_id + "?")));
     let note = "";
     if (cluster && cluster.error) note = " (the cluster's session records could not be read: " + cluster.error + ")";
@@ -240,7 +242,7 @@ const tablePages = {
       [(q) => perSecond(q.rates.enqueued), true],
       [(q) => q.dequeued, true],
       [(q) => perSecond(q.rates.dequeued), true],
-    ], (q) => actionButton("Purge", "/api/queues/" + segment(q.name) + "/purge",
+    ], (q) => actionButton("Purge", named("/api/queues/purge", "name", q.name),
       "Purge every message of queue " + q.name + "?"));
     return queues.length + " queues";
   },

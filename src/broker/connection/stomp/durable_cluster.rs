@@ -141,7 +141,7 @@ impl StompConn {
             Ok(Claimed::Image(image)) => {
                 self.core.restore_claimed(*image);
             }
-            Ok(Claimed::InUse) => {
+            Ok(Claimed::InUse { .. }) => {
                 return Err(match purpose {
                     ClaimFor::Subscribe(_) => in_use(&session_id, &frame),
                     ClaimFor::Remove => Close::error("Durable consumer is in use", Some(&frame)),
