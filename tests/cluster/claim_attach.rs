@@ -18,7 +18,7 @@ use ferromq::cluster::subject::client_key;
 use ferromq::cluster::{ClusterEngine, SESSIONS_BUCKET};
 use ferromq::config::model::JetStreamSettings;
 
-use crate::support::nats::{nats_server_or_skip, NatsCluster};
+use crate::support::nats::{nats_server_or_skip, while_electing, NatsCluster};
 
 /// An engine named `node_id` over `nats`, started as a broker starts it (without a broker),
 /// once it counts the quorum as reachable.
@@ -81,26 +81,6 @@ async fn record(nats: &NatsCluster, client_id: &str) -> (String, u64) {
 async fn read_record(bucket: &async_nats::jetstream::kv::Store, client_id: &str) -> SessionRecord {
     let value = while_electing("read the record", || bucket.get(client_key(client_id))).await;
     SessionRecord::decode(&value.expect("a record")).expect("decode the record")
-}
-
-/// `step`, tried again for up to 10 s while it fails: the bucket answers "no responders"
-/// while its raft group elects a leader, which three servers started by each test of this
-/// file can take seconds to do on a loaded 2-core runner.
-async fn while_electing<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    what: &str,
-    mut step: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match step().await {
-            Ok(value) => return value,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("{what}, again: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ use serde_json::Value;
 use super::rig::{no_publish, publish_acked, take_acked, v3_ok, v5_ok, Rig, FAST};
 use crate::console_http::{act, get};
 use crate::support::cluster_nodes::FerromqNode;
-use crate::support::nats::{nats_server_or_skip, NatsCluster};
+use crate::support::nats::{nats_server_or_skip, while_electing, NatsCluster};
 use crate::support::{free_port, STEP};
 
 const REALM: &str = "admin: adminpw, admin\nviewer: viewerpw, user\n";
@@ -239,24 +239,6 @@ fn released_record(client_id: &str) -> SessionRecord {
         will: None,
         owner_instance: 0,
         incarnation: 1,
-    }
-}
-
-/// `step`, tried again for up to 10 s while the bucket elects its leader.
-async fn while_electing<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
-    what: &str,
-    mut step: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match step().await {
-            Ok(value) => return value,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("{what}, again: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("{what}: {e}"),
-        }
     }
 }
 

@@ -461,3 +461,24 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
+
+/// `step`, tried again for up to 10 s while it fails: a bucket answers "no responders" while
+/// its raft group elects a leader, which three servers just started can take seconds to do on
+/// a loaded 2-core runner. Panics with `what` and the last error after that.
+pub async fn while_electing<T, E, F>(what: &str, mut step: impl FnMut() -> F) -> T
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match step().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}, again: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
