@@ -466,6 +466,19 @@ pub(super) async fn purge_queue_named(
 }
 
 fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Response {
+    // On a cluster node a queue's waiting messages are in NATS (`FMQ_QUEUES`), pulled into
+    // each node's local queue only while its consumers have room: purging the local one
+    // would answer "done" and leave them to be delivered.
+    if console.core.backplane().is_some() {
+        return (
+            StatusCode::NOT_IMPLEMENTED,
+            Json(json!({
+                "error": "purge is not served on a cluster node: a queue's messages wait in \
+                          NATS JetStream, not in this node (docs/console.md)"
+            })),
+        )
+            .into_response();
+    }
     if !console.core.queues.exists(&name) {
         return not_found(format!("no queue {name}"));
     }
