@@ -960,8 +960,10 @@ where
                     }
                     taken += 1;
                     // The rest that the same group commit released go out in the same write.
-                    // Not in a cluster: there the S5 chaos runs lost messages with it (see
-                    // docs/cluster.md), and the cause is not found yet.
+                    // Not in a cluster: there a machine partitioned and healed under load
+                    // lost acknowledged messages with this batching, for a cause not yet
+                    // found, so a cluster node answers each store on its own (docs/cluster.md,
+                    // "batched acknowledgement writes").
                     next = if taken < READY_BATCH
                         && conn.pause.overfilled().is_empty()
                         && conn.core.backplane().is_none()

@@ -120,7 +120,8 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             kicked = Some(owner_at);
             // A silent owner is taken over after the kick's bound: waiting until its heartbeat
             // is `quorumLossTimeout` old (so that an owner cut off from NATS has stopped
-            // serving) was tried and made S8 (SIGKILL at QoS 2) deliver duplicates; see
+            // serving) was tried, and with it a node SIGKILLed under QoS 2 load left messages
+            // delivered twice (in every run, for a cause not found; none without it); see
             // docs/cluster.md, "Sessions across nodes".
             let answer = kick_owner(inner, &record.owner, &client_id, !request.take_over).await;
             if answer == KickAnswer::InUse {
