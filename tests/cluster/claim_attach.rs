@@ -22,7 +22,7 @@ use crate::support::nats::{nats_server_or_skip, while_electing, NatsCluster};
 
 /// An engine named `node_id` over `nats`, started as a broker starts it (without a broker),
 /// once it counts the quorum as reachable.
-async fn engine(nats: &NatsCluster, node_id: &str) -> ClusterEngine {
+pub(crate) async fn engine(nats: &NatsCluster, node_id: &str) -> ClusterEngine {
     let mut settings = JetStreamSettings::with_servers(nats.client_urls());
     settings.message_shards = 2;
     settings.heartbeat_interval_ms = 200;

@@ -4,14 +4,12 @@
 //! no session (session present 0) and none of what was queued for it.
 
 use std::net::SocketAddr;
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
 use ferromq::broker::durability::Backplane;
 use ferromq::cluster::codec::SessionRecord;
 use ferromq::cluster::subject::client_key;
-use ferromq::cluster::{ClusterEngine, SESSIONS_BUCKET};
-use ferromq::config::model::JetStreamSettings;
+use ferromq::cluster::SESSIONS_BUCKET;
 use ferromq::protocol::{Disconnect, Packet, QoS};
 use serde_json::Value;
 
@@ -263,21 +261,7 @@ async fn the_session_records_are_read_in_pages_up_to_the_bound() {
         return;
     };
     let nats = NatsCluster::start(3).await;
-    let mut settings = JetStreamSettings::with_servers(nats.client_urls());
-    settings.message_shards = 2;
-    settings.heartbeat_interval_ms = 200;
-    settings.quorum_loss_timeout_ms = 1_500;
-    settings.node_timeout_ms = 2_000;
-    settings.store_timeout_ms = 2_000;
-    let engine = ClusterEngine::open(&settings, "node-r")
-        .await
-        .expect("engine open");
-    engine.start(Weak::new()).await.expect("engine start");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !engine.is_available() {
-        assert!(Instant::now() < deadline, "no quorum");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let engine = crate::claim_attach::engine(&nats, "node-r").await;
     let client = async_nats::connect(nats.client_urls())
         .await
         .expect("NATS client");

@@ -513,10 +513,8 @@ impl StompConn {
                 Ok(None) => {
                     // A cluster node refuses a SEND it cannot carry before its body is all
                     // buffered (up to `transport.maxDataLength`, 100 MiB by default).
-                    if self.core.backplane().is_some() {
-                        if let Some(body) = decoder.body_in_progress(read_buf) {
-                            self.cluster_body_fits(&body)?;
-                        }
+                    if let Some(body) = decoder.body_in_progress(read_buf) {
+                        self.cluster_body_fits(&body)?;
                     }
                     return Ok(());
                 }
