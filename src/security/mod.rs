@@ -32,6 +32,7 @@ pub mod ldap;
 pub mod password;
 pub mod sasl;
 pub mod scram;
+pub mod scram_keys;
 pub mod simple;
 pub mod tables;
 pub mod throttle;

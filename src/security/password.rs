@@ -76,12 +76,12 @@ impl StoredPassword {
     }
 
     /// The SCRAM credentials this password gives its user: both mechanisms for a plain-text
-    /// password (derived now, with fresh random salts: PBKDF2 runs here, at load, never during
-    /// a login), the one mechanism of a SCRAM credential, none for a bcrypt or Argon2 hash
-    /// (SCRAM needs the password or its salted form, which a hash does not give).
+    /// password (derived once, with fresh random salts, when first used or by the background
+    /// thread: [`ScramKeys`]), the one mechanism of a SCRAM credential, none for a bcrypt or
+    /// Argon2 hash (SCRAM needs the password or its salted form, which a hash does not give).
     pub fn scram_keys(&self) -> ScramKeys {
         match self {
-            StoredPassword::Plain(plain) => ScramKeys::from_plain_password(plain),
+            StoredPassword::Plain(plain) => ScramKeys::from_plain_password(plain.clone()),
             StoredPassword::Scram(credential) => ScramKeys::from_credential(credential.clone()),
             StoredPassword::Bcrypt(_) | StoredPassword::Argon2(_) => ScramKeys::default(),
         }

@@ -13,8 +13,9 @@
 //! The server keeps only `StoredKey = H(HMAC(SaltedPassword, "Client Key"))` and
 //! `ServerKey = HMAC(SaltedPassword, "Server Key")` with the salt and iteration count
 //! ([`ScramCredential`]); `SaltedPassword = PBKDF2-HMAC(password, salt, iterations)` is computed
-//! when credentials are made (at load for plain-text users, by `ferromq passwd --algorithm
-//! scram-sha-256` otherwise), never during a login, so a login costs a few HMACs.
+//! when credentials are made (by `ferromq passwd --algorithm scram-sha-256`, or for a plain-text
+//! password once, in the background after a load or at its first use: [`ScramKeys`]), never
+//! again during a login, so a login costs a few HMACs.
 //!
 //! Not supported: channel binding (`p=` is refused; `y` is accepted, since we never offer the
 //! `-PLUS` mechanisms), mandatory extensions (`m=`), an authorization identity other than the
@@ -30,6 +31,8 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
+
+pub use super::scram_keys::ScramKeys;
 
 /// RFC 7677's minimum iteration count, and the count of credentials derived at load.
 pub const DEFAULT_ITERATIONS: u32 = 4096;
@@ -282,47 +285,6 @@ impl ScramCredential {
     pub fn verify_password(&self, password: &[u8]) -> bool {
         let again = ScramCredential::derive(self.mechanism, password, &self.salt, self.iterations);
         again.stored_key.ct_eq(&self.stored_key).into()
-    }
-}
-
-/// The SCRAM credentials of one user, one per mechanism it can use.
-#[derive(Debug, Clone, Default)]
-pub struct ScramKeys {
-    sha256: Option<Arc<ScramCredential>>,
-    sha512: Option<Arc<ScramCredential>>,
-}
-
-impl ScramKeys {
-    /// Credentials for both mechanisms from a plain-text password, with fresh random salts.
-    pub fn from_plain_password(password: &[u8]) -> ScramKeys {
-        let make = |m| {
-            Some(Arc::new(ScramCredential::generate(
-                m,
-                password,
-                DEFAULT_ITERATIONS,
-            )))
-        };
-        ScramKeys {
-            sha256: make(ScramMechanism::Sha256),
-            sha512: make(ScramMechanism::Sha512),
-        }
-    }
-
-    /// Only the mechanism of a stored credential.
-    pub fn from_credential(credential: Arc<ScramCredential>) -> ScramKeys {
-        let mut keys = ScramKeys::default();
-        match credential.mechanism {
-            ScramMechanism::Sha256 => keys.sha256 = Some(credential),
-            ScramMechanism::Sha512 => keys.sha512 = Some(credential),
-        }
-        keys
-    }
-
-    pub fn get(&self, mechanism: ScramMechanism) -> Option<&Arc<ScramCredential>> {
-        match mechanism {
-            ScramMechanism::Sha256 => self.sha256.as_ref(),
-            ScramMechanism::Sha512 => self.sha512.as_ref(),
-        }
     }
 }
 

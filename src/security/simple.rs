@@ -17,7 +17,8 @@ use crate::config::SimpleAuth;
 #[derive(Debug)]
 struct UserRecord {
     password: StoredPassword,
-    /// Derived at load for a plain-text password (see [`StoredPassword::scram_keys`]).
+    /// For a plain-text password, derived in the background after the load or at first use
+    /// (see [`StoredPassword::scram_keys`]).
     scram: ScramKeys,
     groups: Vec<Arc<str>>,
 }
@@ -61,6 +62,7 @@ impl SimpleAuthenticator {
                 .collect(),
             anonymous: true,
         });
+        super::scram_keys::warm(users.values().map(|u| &u.scram));
         Ok(SimpleAuthenticator { users, anonymous })
     }
 
@@ -93,7 +95,7 @@ impl SimpleAuthenticator {
     /// The SCRAM credential of `user` for `mechanism`.
     pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> CredentialLookup {
         match self.users.get(user).map(|r| r.scram.get(mechanism)) {
-            Some(Some(credential)) => CredentialLookup::Found(credential.clone()),
+            Some(Some(credential)) => CredentialLookup::Found(credential),
             Some(None) => CredentialLookup::NotForScram,
             None => CredentialLookup::Unknown,
         }

@@ -97,7 +97,8 @@ impl Decryption {
 }
 
 /// users.properties: `user=password` (plaintext or a recognised hash or SCRAM credential), with
-/// each user's SCRAM credentials (derived here for plain-text passwords).
+/// each user's SCRAM credentials (for plain-text passwords, derived in the background after the
+/// parse or at first use: [`ScramKeys`]).
 #[derive(Debug, Default)]
 pub struct UsersTable {
     passwords: HashMap<String, StoredPassword>,
@@ -132,14 +133,15 @@ impl UsersTable {
         let scram = passwords
             .iter()
             .map(|(user, stored)| (user.clone(), stored.scram_keys()))
-            .collect();
+            .collect::<HashMap<_, _>>();
+        super::scram_keys::warm(scram.values());
         Ok(UsersTable { passwords, scram })
     }
 
     /// The SCRAM credential of `user` for `mechanism`.
     pub fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> CredentialLookup {
         match self.scram.get(user).map(|keys| keys.get(mechanism)) {
-            Some(Some(credential)) => CredentialLookup::Found(credential.clone()),
+            Some(Some(credential)) => CredentialLookup::Found(credential),
             Some(None) => CredentialLookup::NotForScram,
             None => CredentialLookup::Unknown,
         }
