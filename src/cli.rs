@@ -813,8 +813,9 @@ fn refused_login(username: Option<&str>, password_env: Option<&str>) -> String {
 /// (`--config`, else conf/activemq.xml, else the built-in default) enables, as `run` serves it
 /// without `--console`; else ActiveMQ's address. With where that address came from.
 ///
-/// A file named with `--config` that cannot be loaded is an error (its errors printed on
-/// standard error, the `Err` saying what to do): it names the broker that was
+/// A file named with `--config` that cannot be loaded is an error (one that cannot be read
+/// says so with the OS error; otherwise its errors are printed on standard error, the `Err`
+/// saying what to do): it names the broker that was
 /// meant, and asking ActiveMQ's address instead could print another broker's overview as if
 /// it were that one's. The implicit default falls back, as a file nobody named says nothing of
 /// where the console is.
@@ -824,6 +825,16 @@ fn configured_console_url(
 ) -> Result<(String, String), String> {
     let (file, options) = config_file(None, config, props);
     let shown = shown_config(&file, &options);
+    // A named file that cannot be read has no errors `check` could show: say why it cannot be
+    // read (a typo in the path, a permission) instead.
+    if config.is_some() {
+        if let Err(e) = readable(&file) {
+            return Err(format!(
+                "cannot read {shown}: {e}; give the path of the broker's activemq.xml, or \
+                 --console URL to ask a console without reading a file"
+            ));
+        }
+    }
     let loaded = config::load_file(&file, &options);
     let default = crate::console::status::default_url();
     match &loaded.config {
@@ -858,6 +869,12 @@ fn configured_console_url(
             ),
         )),
     }
+}
+
+/// Whether `path` can be opened and read (a directory opens but cannot be read).
+fn readable(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open(path)?.read(&mut [0u8; 1]).map(|_| ())
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
