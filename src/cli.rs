@@ -61,13 +61,14 @@ pub enum Command {
     /// summary of listeners, TLS, users, authorization and storage. Binds no port and starts
     /// nothing. Exit 0 when valid (warnings allowed), 1 on errors, 2 on usage errors.
     Check(CheckArgs),
-    /// Explain whether a user may publish or subscribe to a topic, or send to or subscribe to a
-    /// queue or temporary destination, and which entries decide it.
+    /// Explain whether a user may publish or subscribe to a topic, a queue or a temporary
+    /// destination, and which entries decide it.
     ///
     /// Prints ALLOWED or DENIED, the ActiveMQ destination the MQTT topic maps to, and every
     /// authorization entry that applies (file:line, pattern, the groups it grants). The user's
     /// groups come from the authentication plugin (a real login when --password is given) or
-    /// from --group. A shared subscription `$share/<group>/<filter>` is decided by its inner
+    /// from --group; without an authentication plugin every client is user `anonymous` with
+    /// no groups, and that is the user explained. A shared subscription `$share/<group>/<filter>` is decided by its inner
     /// filter, as the broker decides it. A topic or filter that is not valid MQTT (publish to
     /// `a/#`, subscribe to `a+`, empty) prints INVALID. Exit 0 when allowed, 3 when denied,
     /// 2 when the topic or filter is invalid (a usage error: there is nothing to authorize),
@@ -943,6 +944,13 @@ fn explain(args: ExplainArgs) -> ExitCode {
             }
         }
         Some(password) => {
+            // Without an authentication plugin the login succeeds as `anonymous` whatever the
+            // password: say so before an answer that does not name the user asked about.
+            let note = if security.authentication_enabled() {
+                String::new()
+            } else {
+                explain::no_authentication_note(&security, &args.user, false)
+            };
             let request = AuthRequest {
                 client_id: "ferromq-explain",
                 username: Some(&args.user),
@@ -969,6 +977,10 @@ fn explain(args: ExplainArgs) -> ExitCode {
                         topic.as_deref().unwrap_or_default(),
                         action,
                     )),
+                })
+                .map(|mut explained| {
+                    explained.text.insert_str(0, &note);
+                    explained
                 })
         }
     };
