@@ -1160,16 +1160,19 @@ fn session(command: SessionCommand) -> ExitCode {
                 Ok(true) => {
                     println!(
                         "session `{client_id}` ended on {addr} (a client connected with that \
-                         id was disconnected, and makes a new session if it connects again)"
+                         id, if one was, was disconnected, and makes a new session if it \
+                         connects again)"
                     );
                     ExitCode::SUCCESS
                 }
                 Ok(false) => {
+                    // Whether a client was connected is not known here: a clean session's
+                    // client is taken over like any other, and its CONNACK says the same.
                     eprintln!(
                         "ferromq: {addr} kept no session with client id `{client_id}`: \
-                         nothing ended, though a client connected with that id (a clean \
-                         session) was disconnected, since ending a session over MQTT \
-                         takes its connection over (the client ids a broker keeps: its web \
+                         nothing ended (a client connected with that id on a clean session, \
+                         if one was, was disconnected, since ending a session over MQTT \
+                         takes its connection over; the client ids a broker keeps: its web \
                          console, page /sessions)"
                     );
                     ExitCode::from(1)
