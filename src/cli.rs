@@ -61,13 +61,14 @@ pub enum Command {
     /// summary of listeners, TLS, users, authorization and storage. Binds no port and starts
     /// nothing. Exit 0 when valid (warnings allowed), 1 on errors, 2 on usage errors.
     Check(CheckArgs),
-    /// Explain whether a user may publish or subscribe to a topic, or send to or subscribe to a
-    /// queue or temporary destination, and which entries decide it.
+    /// Explain whether a user may publish or subscribe to a topic, a queue or a temporary
+    /// destination, and which entries decide it.
     ///
     /// Prints ALLOWED or DENIED, the ActiveMQ destination the MQTT topic maps to, and every
     /// authorization entry that applies (file:line, pattern, the groups it grants). The user's
     /// groups come from the authentication plugin (a real login when --password is given) or
-    /// from --group. A shared subscription `$share/<group>/<filter>` is decided by its inner
+    /// from --group; without an authentication plugin every client is user `anonymous` with
+    /// no groups, and that is the user explained. A shared subscription `$share/<group>/<filter>` is decided by its inner
     /// filter, as the broker decides it. A topic or filter that is not valid MQTT (publish to
     /// `a/#`, subscribe to `a+`, empty) prints INVALID. Exit 0 when allowed, 3 when denied,
     /// 2 when the topic or filter is invalid (a usage error: there is nothing to authorize),
@@ -813,8 +814,9 @@ fn refused_login(username: Option<&str>, password_env: Option<&str>) -> String {
 /// (`--config`, else conf/activemq.xml, else the built-in default) enables, as `run` serves it
 /// without `--console`; else ActiveMQ's address. With where that address came from.
 ///
-/// A file named with `--config` that cannot be loaded is an error (its errors printed on
-/// standard error, the `Err` saying what to do): it names the broker that was
+/// A file named with `--config` that cannot be loaded is an error (one that cannot be read
+/// says so with the OS error; otherwise its errors are printed on standard error, the `Err`
+/// saying what to do): it names the broker that was
 /// meant, and asking ActiveMQ's address instead could print another broker's overview as if
 /// it were that one's. The implicit default falls back, as a file nobody named says nothing of
 /// where the console is.
@@ -824,6 +826,16 @@ fn configured_console_url(
 ) -> Result<(String, String), String> {
     let (file, options) = config_file(None, config, props);
     let shown = shown_config(&file, &options);
+    // A named file that cannot be read has no errors `check` could show: say why it cannot be
+    // read (a typo in the path, a permission) instead.
+    if config.is_some() {
+        if let Err(e) = readable(&file) {
+            return Err(format!(
+                "cannot read {shown}: {e}; give the path of the broker's activemq.xml, or \
+                 --console URL to ask a console without reading a file"
+            ));
+        }
+    }
     let loaded = config::load_file(&file, &options);
     let default = crate::console::status::default_url();
     match &loaded.config {
@@ -858,6 +870,12 @@ fn configured_console_url(
             ),
         )),
     }
+}
+
+/// Whether `path` can be opened and read (a directory opens but cannot be read).
+fn readable(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Read as _;
+    std::fs::File::open(path)?.read(&mut [0u8; 1]).map(|_| ())
 }
 
 fn explain(args: ExplainArgs) -> ExitCode {
@@ -926,6 +944,13 @@ fn explain(args: ExplainArgs) -> ExitCode {
             }
         }
         Some(password) => {
+            // Without an authentication plugin the login succeeds as `anonymous` whatever the
+            // password: say so before an answer that does not name the user asked about.
+            let note = if security.authentication_enabled() {
+                String::new()
+            } else {
+                explain::no_authentication_note(&security, &args.user, false)
+            };
             let request = AuthRequest {
                 client_id: "ferromq-explain",
                 username: Some(&args.user),
@@ -952,6 +977,10 @@ fn explain(args: ExplainArgs) -> ExitCode {
                         topic.as_deref().unwrap_or_default(),
                         action,
                     )),
+                })
+                .map(|mut explained| {
+                    explained.text.insert_str(0, &note);
+                    explained
                 })
         }
     };
@@ -1131,16 +1160,19 @@ fn session(command: SessionCommand) -> ExitCode {
                 Ok(true) => {
                     println!(
                         "session `{client_id}` ended on {addr} (a client connected with that \
-                         id was disconnected, and makes a new session if it connects again)"
+                         id, if one was, was disconnected, and makes a new session if it \
+                         connects again)"
                     );
                     ExitCode::SUCCESS
                 }
                 Ok(false) => {
+                    // Whether a client was connected is not known here: a clean session's
+                    // client is taken over like any other, and its CONNACK says the same.
                     eprintln!(
                         "ferromq: {addr} kept no session with client id `{client_id}`: \
-                         nothing ended, though a client connected with that id (a clean \
-                         session) was disconnected, since ending a session over MQTT \
-                         takes its connection over (the client ids a broker keeps: its web \
+                         nothing ended (a client connected with that id on a clean session, \
+                         if one was, was disconnected, since ending a session over MQTT \
+                         takes its connection over; the client ids a broker keeps: its web \
                          console, page /sessions)"
                     );
                     ExitCode::from(1)

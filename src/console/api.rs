@@ -66,11 +66,19 @@ fn store_overview(info: &ConsoleInfo, used: impl FnOnce() -> u64) -> Value {
     }
 }
 
-/// Sessions online and offline.
+/// Whether `/api/sessions` lists a session (and the overview counts it): STOMP's internal
+/// sessions (durable subscriptions, a connected client's client-id hold), whose ids start
+/// with U+0000, are not; the clients page shows their connection.
+fn listed_session(client_id: &str) -> bool {
+    !client_id.starts_with('\0')
+}
+
+/// Sessions online and offline: the broker's own that `/api/sessions` lists.
 fn session_counts(core: &BrokerCore) -> (usize, usize) {
     let sessions = core.registry.all();
-    let online = sessions.iter().filter(|s| s.is_attached()).count();
-    (online, sessions.len() - online)
+    let listed = || sessions.iter().filter(|s| listed_session(s.client_id()));
+    let online = listed().filter(|s| s.is_attached()).count();
+    (online, listed().count() - online)
 }
 
 pub(super) async fn overview(
@@ -175,8 +183,7 @@ pub(super) async fn sessions(
     let backplane = console.core.backplane();
     let mut sessions: Vec<Value> = all
         .iter()
-        // STOMP subscription sessions are internal: the clients page shows their connection.
-        .filter(|s| !s.client_id().starts_with('\0'))
+        .filter(|s| listed_session(s.client_id()))
         .map(|s| {
             let connected = s.is_attached();
             let (pending, inflight, subscriptions) = s.with_state_unchecked(|st| {

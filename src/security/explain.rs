@@ -108,13 +108,20 @@ pub fn explain_with(
 }
 
 /// The principal `explain` decides for: `user` with the `groups` given, or with the groups the
-/// authentication plugin knows (a note in `out` when it does not know the user).
+/// authentication plugin knows (a note in `out` when it does not know the user). Without an
+/// authentication plugin, the principal the broker gives every client
+/// ([`Principal::anonymous`]), with a note saying so: an answer for `user` would describe a
+/// client the broker never has.
 pub(super) fn resolve_principal(
     security: &Security,
     user: &str,
     groups: Option<&[String]>,
     out: &mut String,
 ) -> Principal {
+    if !security.authentication_enabled() {
+        out.push_str(&no_authentication_note(security, user, groups.is_some()));
+        return Principal::anonymous();
+    }
     let groups: Vec<Arc<str>> = match groups {
         Some(given) => given.iter().map(|g| Arc::from(g.as_str())).collect(),
         None => match security.groups_of(user) {
@@ -134,6 +141,30 @@ pub(super) fn resolve_principal(
         groups,
         anonymous: false,
     }
+}
+
+/// What `explain` says about `user` (and `--group`, when `groups_given`) when the broker has no
+/// authentication plugin: the broker checks no user name or password and every client is user
+/// `anonymous` with no groups, which is what the decision is for. With an authorization plugin,
+/// ActiveMQ refuses such clients every destination; the broker lets its entries decide.
+pub fn no_authentication_note(security: &Security, user: &str, groups_given: bool) -> String {
+    let mut note = format!(
+        "note: no authentication plugin is configured: the broker checks no user name or \
+         password and every client is user `anonymous` with no groups, so the answer is for \
+         `anonymous`, not `{user}`"
+    );
+    if groups_given {
+        note.push_str(" (--group does not apply)");
+    }
+    note.push('\n');
+    if security.authorization_enabled() {
+        note.push_str(
+            "note: ActiveMQ would refuse every destination to such clients (\"User is not \
+             authenticated.\"); this broker lets the authorization entries decide for \
+             `anonymous`\n",
+        );
+    }
+    note
 }
 
 /// [`explain_principal`], then whether the destination exists by configuration and whether

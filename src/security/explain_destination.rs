@@ -141,7 +141,8 @@ fn explain_point_to_point(
     let mut out = String::new();
     let verb = match action {
         Action::Read => "subscribe to",
-        Action::Write => "send to",
+        // The word of `--action publish`, which is also what the MQTT side calls it.
+        Action::Write => "publish to",
         Action::Admin => "create",
     };
     let who = super::explain::describe_principal(principal);

@@ -313,6 +313,12 @@ impl Security {
         self.authorizer.is_some()
     }
 
+    /// False when there is no authentication plugin: every client is
+    /// [`Principal::anonymous`], whatever user name it presents.
+    pub fn authentication_enabled(&self) -> bool {
+        !self.authenticator.is_none()
+    }
+
     pub fn login_throttle(&self) -> &LoginThrottle {
         &self.throttle
     }

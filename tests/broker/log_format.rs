@@ -12,7 +12,9 @@ use ferromq::protocol::{Packet, QoS};
 use serde_json::Value;
 
 /// Every line of `stream`, each sent as it is read (to its end).
-fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+pub(crate) fn lines_of(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
@@ -24,7 +26,7 @@ fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Rec
 }
 
 /// `line` parsed: it must be one JSON object with a timestamp, a level and a target.
-fn parse(line: &str) -> Value {
+pub(crate) fn parse(line: &str) -> Value {
     let value: Value = serde_json::from_str(line)
         .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {line}"));
     assert!(value.is_object(), "{line}");
@@ -37,7 +39,7 @@ fn parse(line: &str) -> Value {
 
 /// The next event (parsed) whose message contains `text`, within 10 s; every line read on the
 /// way is checked and kept in `seen`.
-async fn event_with(
+pub(crate) async fn event_with(
     lines: &std::sync::mpsc::Receiver<String>,
     seen: &mut Vec<Value>,
     text: &str,

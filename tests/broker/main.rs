@@ -25,6 +25,7 @@ mod parking;
 mod prefetch;
 mod pubsub;
 mod read_memory;
+mod receive_maximum_log;
 mod retained;
 mod security;
 mod session;

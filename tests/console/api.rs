@@ -461,3 +461,63 @@ async fn topics_count_what_is_published_over_mqtt_and_stomp() {
     assert_eq!(stomp_subscriptions(clients), Some(serde_json::json!(1)));
     env.broker.shutdown().await;
 }
+
+/// The overview's session counts are the sessions `/api/sessions` lists: MQTT sessions, online
+/// and offline, and none of the broker's internal STOMP sessions (a connected STOMP client's
+/// client-id, its topic subscriptions, its durable subscriptions, connected or not).
+#[tokio::test]
+async fn overview_session_counts_are_what_the_sessions_api_lists() {
+    let env = Env::start().await;
+    let mqtt = env.listener("mqtt");
+    let online = Client::connect(mqtt, "mqtt-online").await;
+    let (kept, _) = crate::support::RawClient::connected(mqtt, "mqtt-kept", false).await;
+    drop(kept);
+    let mut stomp = StompClient::tcp(env.listener("stomp")).await;
+    stomp.connect(&[("client-id", "stomp-app")]).await;
+    for (id, extra) in [
+        ("1", None),
+        ("2", Some(("activemq.subscriptionName", "d1"))),
+    ] {
+        let mut headers = vec![
+            ("destination", "/topic/plant.line1"),
+            ("id", id),
+            ("receipt", id),
+        ];
+        headers.extend(extra);
+        stomp.send("SUBSCRIBE", &headers, "").await;
+        assert_eq!(stomp.recv().await.command, "RECEIPT");
+    }
+
+    // Both read until they agree on the expected counts (the MQTT session goes offline when
+    // its connection's close is seen, the STOMP durable subscription when its client leaves).
+    let counts = |expected: (u64, u64)| async move {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let overview = get(env.console, "/api/overview", Some(VIEWER)).await.json();
+            let listed = get(env.console, "/api/sessions", Some(VIEWER)).await.json();
+            let sessions = listed["sessions"].as_array().cloned().unwrap_or_default();
+            let connected = sessions.iter().filter(|s| s["connected"] == true).count();
+            let from_list = (connected as u64, (sessions.len() - connected) as u64);
+            let from_overview = (
+                overview["sessions"]["online"].as_u64().unwrap_or(u64::MAX),
+                overview["sessions"]["offline"].as_u64().unwrap_or(u64::MAX),
+            );
+            if from_overview == expected && from_list == expected {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expected {expected:?}: overview {from_overview:?}, /api/sessions {from_list:?} \
+                 ({listed})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    counts((1, 1)).await;
+    stomp.send("DISCONNECT", &[], "").await;
+    stomp.expect_closed_within(STEP).await;
+    // The durable subscription is kept offline, and is still not counted.
+    counts((1, 1)).await;
+    drop(online);
+    env.broker.shutdown().await;
+}

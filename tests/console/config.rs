@@ -514,6 +514,40 @@ fn status_with_a_named_config_that_cannot_be_loaded_fails() {
     }
 }
 
+/// `status --config FILE` where FILE cannot be read (a typo in the path, a directory) says
+/// so, with the path and the OS error: there are no errors in it for `check` to show.
+#[test]
+fn status_with_a_named_config_that_cannot_be_read_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf")).expect("conf/");
+    let status = |config: &str| {
+        ferromq()
+            .current_dir(dir.path())
+            .args(["status", "--config", config])
+            .output()
+            .expect("run status")
+    };
+    for (config, why) in [
+        ("conf/activmq.xml", "No such file or directory"),
+        ("conf", "Is a directory"),
+    ] {
+        let out = status(config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{config}: {stderr}");
+        assert!(
+            stderr.contains(&format!("ferromq: cannot read {config}: {why}")),
+            "{config}: {stderr}"
+        );
+        assert!(stderr.contains("--console URL"), "{stderr}");
+        assert!(
+            !stderr.contains("has errors") && !stderr.contains("ferromq check"),
+            "nothing for check to show: {stderr}"
+        );
+        assert!(!stderr.contains("asked http://"), "nothing asked: {stderr}");
+        assert!(out.stdout.is_empty(), "no overview: {out:?}");
+    }
+}
+
 #[tokio::test]
 async fn with_ssl_context_the_console_serves_https_with_the_brokers_key() {
     use crate::support::tls::{tls_connect, tls_connector, Ca};

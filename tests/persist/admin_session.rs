@@ -69,9 +69,11 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
     assert!(!out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("kept no session with client id `never-was`"),
+        said.contains("kept no session with client id `never-was`: nothing ended"),
         "{said}"
     );
+    // No client was connected with that id: nothing says one was disconnected.
+    assert!(said.contains("if one was, was disconnected"), "{said}");
     assert!(
         !session_present(addr, "never-was").await,
         "none made either"

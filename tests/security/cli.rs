@@ -362,7 +362,9 @@ fn explain_destination_decides_queues_by_queue_entries() {
     let (code, text, _) = explain_destination(file, "guest", "/queue/orders.eu", "publish");
     assert_eq!(code, Some(0), "{text}");
     assert!(
-        text.starts_with("ALLOWED: user `guest` (groups: guests) may send to `/queue/orders.eu`"),
+        text.starts_with(
+            "ALLOWED: user `guest` (groups: guests) may publish to `/queue/orders.eu`"
+        ),
         "{text}"
     );
     assert!(
@@ -525,7 +527,8 @@ fn explain_without_a_file_uses_the_configuration_run_would_use() {
         String::from_utf8_lossy(&built_in.stderr),
     );
     assert_eq!(built_in.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("ALLOWED: user `someone`"), "{stdout}");
+    // The built-in default has no authentication plugin: every client is `anonymous`.
+    assert!(stdout.contains("ALLOWED: user `anonymous`"), "{stdout}");
     assert!(
         stderr.contains("using the default configuration built into ferromq"),
         "{stderr}"
@@ -568,4 +571,76 @@ fn explain_names_its_user_option_username() {
         );
         assert_eq!(given.status.code(), Some(0), "{option}: {given:?}");
     }
+}
+
+/// Without an authentication plugin the broker checks no user name or password and every
+/// client is user `anonymous` with no groups: `explain` decides for that principal, says so,
+/// and says that ActiveMQ would refuse such clients every destination. `--group` and
+/// `--password` change nothing, as they change nothing for `run`.
+#[test]
+fn explain_without_an_authentication_plugin_decides_for_anonymous() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("activemq.xml");
+    let config = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="open" persistent="false">
+    <plugins>
+      <authorizationPlugin>
+        <map>
+          <authorizationMap>
+            <authorizationEntries>
+              <authorizationEntry topic="public.>" read="*" write="*" admin="*"/>
+              <authorizationEntry topic="private.>" read="admins" write="admins" admin="admins"/>
+            </authorizationEntries>
+          </authorizationMap>
+        </map>
+      </authorizationPlugin>
+    </plugins>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#;
+    std::fs::write(&path, config).expect("write config");
+    let file = path.to_str().expect("utf8 path");
+    let explain = |extra: &[&str], topic: &str| {
+        let mut args = vec!["explain", "--config", file, "-u", "alice"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--topic", topic, "--action", "publish"]);
+        let out = ferromq(&args, "");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let no_plugin = "note: no authentication plugin is configured: the broker checks no user \
+                     name or password and every client is user `anonymous` with no groups, so \
+                     the answer is for `anonymous`, not `alice`";
+
+    let (code, text) = explain(&[], "private/x");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with(no_plugin), "{text}");
+    assert!(!text.contains("does not know user"), "{text}");
+    assert!(text.contains("User is not authenticated."), "{text}");
+    assert!(
+        text.contains("DENIED: user `anonymous` (groups: none) may not publish to `private/x`"),
+        "{text}"
+    );
+    // The groups a client of this broker never has do not allow it either.
+    let (code, text) = explain(&["--group", "admins"], "private/x");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("(--group does not apply)"), "{text}");
+    assert!(text.contains("DENIED: user `anonymous`"), "{text}");
+    // A login succeeds as `anonymous` whatever the password, as `run` lets the client in.
+    let (code, text) = explain(&["--password", "anything"], "private/x");
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.starts_with(no_plugin), "{text}");
+    assert!(text.contains("DENIED: user `anonymous`"), "{text}");
+    // An entry granting `*` grants `anonymous`.
+    let (code, text) = explain(&[], "public/x");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("ALLOWED: user `anonymous` (groups: none) may publish to `public/x`"),
+        "{text}"
+    );
 }

@@ -165,6 +165,34 @@ async fn a_malformed_frame_closes_only_its_connection() {
     assert_eq!(good.recv().await.body, b"still here");
 }
 
+/// A frame refused by its `content-length` before its body is read (a number above
+/// `maxDataLength`, or too large to be a number at all) is named by the ERROR's `receipt-id`,
+/// as every other refusal of a frame with a `receipt` is (STOMP 1.2 "ERROR").
+#[tokio::test]
+async fn a_content_length_refused_before_the_body_names_its_receipt() {
+    let env = crate::broker().await;
+    for length in ["99999999999999999999999999", "104857601"] {
+        let mut bad = env.connected(&[]).await;
+        bad.send_raw(
+            format!(
+                "SEND\ndestination:/queue/q\nreceipt:big-{length}\ncontent-length:{length}\n\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        let e = bad.recv().await;
+        assert_eq!(e.command, "ERROR");
+        assert!(
+            e.header("message")
+                .is_some_and(|m| m.contains("maxDataLength")),
+            "{e:?}"
+        );
+        let receipt = format!("big-{length}");
+        assert_eq!(e.header("receipt-id"), Some(receipt.as_str()), "{e:?}");
+        bad.expect_closed_within(crate::support::STEP).await;
+    }
+}
+
 #[tokio::test]
 async fn an_mqtt_client_on_the_stomp_port_is_refused_at_once() {
     let env = crate::broker().await;

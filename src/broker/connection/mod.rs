@@ -27,7 +27,7 @@ mod page_in;
 pub(crate) mod parking;
 mod problem_info;
 mod read;
-mod receive_quota;
+pub(crate) mod receive_quota;
 mod slot;
 pub mod stomp;
 #[cfg(test)]
@@ -1388,7 +1388,14 @@ impl Conn {
             },
             reason.metric_reason(),
         );
-        if reason.is_protocol_error() {
+        if let CloseReason::ReceiveMaximumExceeded(maximum) = reason {
+            self.core.counters.protocol_errors();
+            receive_quota::log_exceeded(
+                &self.core.receive_maximum_warnings,
+                self.session.client_id(),
+                maximum,
+            );
+        } else if reason.is_protocol_error() {
             self.core.counters.protocol_errors();
             let cluster_max = self.core.backplane().map(|b| b.maximum_message_bytes());
             tracing::info!(

@@ -78,6 +78,10 @@ pub struct BrokerCore {
     /// may have unanswered towards the broker (MQTT 5 3.2.2.3.3). The window towards a
     /// subscriber is the connector's `transport.activeMQSubscriptionPrefetch`.
     pub receive_maximum: usize,
+    /// Which clients disconnected for exceeding [`Self::receive_maximum`] were warned about
+    /// recently (a client that keeps exceeding it reconnects in a loop).
+    pub(crate) receive_maximum_warnings:
+        crate::broker::connection::receive_quota::ReceiveMaximumWarnings,
     /// `offlineDurableSubscriberTimeout`: no offline session outlives it, whatever Session
     /// Expiry Interval its client asked for (read at startup only, like the sweeper's).
     pub session_expiry_cap: Option<std::time::Duration>,
@@ -162,6 +166,7 @@ impl BrokerCore {
                 &config.policies,
             )),
             receive_maximum: DEFAULT_RECEIVE_MAXIMUM,
+            receive_maximum_warnings: Default::default(),
             session_expiry_cap: crate::broker::session::expiry::AbandonedSessionTimeout::of(config)
                 .map(|a| a.timeout),
             shared_strategy: StrategyCell::new(config.shared_strategy),

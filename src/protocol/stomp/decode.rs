@@ -70,7 +70,8 @@ pub struct Decoder {
     /// The command line named no command: the frame is still read whole (as ActiveMQ does)
     /// so that the ERROR can carry its `receipt-id`, then refused.
     unknown_command: Option<String>,
-    /// The `receipt` header of the last frame refused as a whole (an unknown command).
+    /// The `receipt` header of the last frame refused: read whole (an unknown command), or
+    /// refused once its headers were (partly) read.
     failed_receipt: Option<String>,
 }
 
@@ -122,6 +123,12 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, StompError> {
         let result = self.step(buf);
         if result.is_err() {
+            // A frame refused once some of its headers were read (a `content-length` above
+            // `maxDataLength`, a body without its NUL) relates to that frame: its ERROR carries
+            // the `receipt-id` of its `receipt` (STOMP 1.2 "ERROR"), as other refusals do.
+            if let Some((_, receipt)) = self.headers.iter().find(|(name, _)| name == "receipt") {
+                self.failed_receipt = Some(receipt.clone());
+            }
             self.reset();
         }
         result
@@ -154,8 +161,9 @@ impl Decoder {
         })
     }
 
-    /// The `receipt` header of the frame the last [`StompError::UnknownCommand`] refused (read
-    /// whole first), for the ERROR frame's `receipt-id` (STOMP 1.2 "ERROR").
+    /// The `receipt` header of the frame the last error refused (an unknown command, read whole
+    /// first; or a frame refused after a `receipt` header of it was read), for the ERROR
+    /// frame's `receipt-id` (STOMP 1.2 "ERROR"). `None` when the refused frame had none.
     pub fn failed_receipt(&self) -> Option<&str> {
         self.failed_receipt.as_deref()
     }
@@ -597,6 +605,33 @@ mod tests {
             Err(StompError::UnknownCommand("FOO".into()))
         );
         assert_eq!(decoder.failed_receipt(), Some("r:1"));
+    }
+
+    #[test]
+    fn a_frame_refused_after_its_headers_keeps_its_receipt() {
+        // A content-length too large for a number, one above the limit, a body without NUL.
+        for bytes in [
+            &b"SEND\ndestination:/queue/a\nreceipt:r\\c2\ncontent-length:99999999999999999999999\n\n"[..],
+            &b"SEND\ndestination:/queue/a\nreceipt:r\\c2\ncontent-length:104857601\n\n"[..],
+            &b"SEND\nreceipt:r\\c2\ncontent-length:1\n\nab\0"[..],
+        ] {
+            let mut decoder = Decoder::default();
+            decoder.set_version(Version::V1_2);
+            assert!(decode_all(&mut decoder, bytes).is_err());
+            assert_eq!(decoder.failed_receipt(), Some("r:2"), "{bytes:?}");
+        }
+        // Without a receipt header: none.
+        let mut decoder = Decoder::default();
+        assert_eq!(
+            decode_all(
+                &mut decoder,
+                b"SEND\ncontent-length:99999999999999999999999\n\n"
+            ),
+            Err(StompError::DataTooLong {
+                max: StompLimits::default().max_data_length
+            })
+        );
+        assert_eq!(decoder.failed_receipt(), None);
     }
 
     #[test]

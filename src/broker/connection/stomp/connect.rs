@@ -333,9 +333,11 @@ async fn read_connect<R: AsyncRead + Unpin>(
             }
             Ok(None) => {}
             Err(e) => {
-                return Err(Ended::Refuse(
-                    Frame::new(Command::Error).with_header("message", e.to_string()),
-                ))
+                let mut error = Frame::new(Command::Error).with_header("message", e.to_string());
+                if let Some(receipt) = decoder.failed_receipt() {
+                    error = error.with_header("receipt-id", receipt);
+                }
+                return Err(Ended::Refuse(error));
             }
         }
         match read_some(reader, read_buf).await {
