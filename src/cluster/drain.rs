@@ -200,6 +200,20 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The other nodes heard from within `nodeTimeout`, draining ones included (a queue's purge
+/// waits for their answers).
+pub fn live_peers(inner: &Inner) -> Vec<String> {
+    let within = Duration::from_millis(inner.settings.node_timeout_ms);
+    inner
+        .drain
+        .peers
+        .lock()
+        .iter()
+        .filter(|(_, p)| p.seen.elapsed() < within)
+        .map(|(node, _)| node.clone())
+        .collect()
+}
+
 /// The Server Reference for a client of a `scheme` connector: live, not draining nodes
 /// serving that kind of transport whose quorum answers (their announcements say so, every
 /// `heartbeatInterval`), rotated by the client id; `None` when there is none. A node that

@@ -625,6 +625,7 @@ impl Backplane for ClusterEngine {
             super::live::start(&inner);
             super::sessions::start(&inner).await?;
             super::drain::start(&inner).await?;
+            super::queue_purge::start(&inner).await?;
             super::node::start(&inner);
             super::reaper::start(&inner);
             Ok(())

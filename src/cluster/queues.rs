@@ -27,6 +27,9 @@
 //!   acknowledged: a node that dies between the two leaves the original to be redelivered, and
 //!   its second dead-lettering is dropped by the stream's duplicate window (at least three
 //!   `nodeTimeout`s): never lost, never twice.
+//! - **Purge** (an administrator's, `queue_purge.rs`): the entries pulled below the purge
+//!   point leave the local queue or, delivered, are dropped once given back; the queue's
+//!   floor holds its pulls meanwhile.
 //!
 //! Temporary queues are each connection's own and stay refused in a cluster (see
 //! `stomp/queue_route.rs`).
@@ -68,13 +71,16 @@ const IDLE: Duration = Duration::from_millis(20);
 pub const GIVE_BACK_AFTER: Duration = Duration::from_millis(250);
 /// A message given back is offered again after at least this (not at once to the same node
 /// in a loop).
-const NAK_DELAY: Duration = Duration::from_millis(100);
+pub(super) const NAK_DELAY: Duration = Duration::from_millis(100);
 
 /// An entry pulled from the store and held by a local queue.
-struct Pending {
-    queue: Arc<str>,
-    stream_seq: u64,
-    acker: Arc<Acker>,
+pub(super) struct Pending {
+    pub queue: Arc<str>,
+    pub stream_seq: u64,
+    pub acker: Arc<Acker>,
+    /// Delivered when a purge removed it from the stream (`queue_purge.rs`): its ACK is sent
+    /// without waiting for an answer about a message the stream no longer holds.
+    pub purged: bool,
 }
 
 /// A store to send, in order.
@@ -89,7 +95,10 @@ struct Store {
 #[derive(Default)]
 pub struct SharedQueueState {
     /// Local entry -> its JetStream message.
-    pending: parking_lot::Mutex<HashMap<QueueSeq, Pending>>,
+    pub(super) pending: parking_lot::Mutex<HashMap<QueueSeq, Pending>>,
+    /// Queues being purged -> below which stream sequence a pulled message is purged, and
+    /// until when (`queue_purge.rs`). A pull takes it shared, a purge exclusively.
+    pub(super) floors: parking_lot::RwLock<HashMap<Arc<str>, super::queue_purge::Floor>>,
     /// Queues with local consumers -> their pulling task.
     pullers: parking_lot::Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
     /// The ordered store task's input (started on first use).
@@ -116,7 +125,7 @@ impl ClusterQueues {
     }
 }
 
-fn unavailable(why: impl Into<String>) -> DurabilityError {
+pub(super) fn unavailable(why: impl Into<String>) -> DurabilityError {
     DurabilityError::Unavailable(why.into())
 }
 
@@ -150,7 +159,7 @@ fn duplicate_window(inner: &Inner) -> Duration {
         .max(Duration::from_secs(20))
 }
 
-fn send_ack(acker: Arc<Acker>, kind: AckKind) {
+pub(super) fn send_ack(acker: Arc<Acker>, kind: AckKind) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
             if let Err(e) = acker.ack_with(kind).await {
@@ -392,6 +401,14 @@ impl SharedQueues for ClusterQueues {
         }))
     }
 
+    fn purge(&self, queue: &str) -> crate::broker::queues::PurgeFuture {
+        let Some(inner) = self.inner.upgrade() else {
+            return Box::pin(async { Err(unavailable("the cluster engine stopped")) });
+        };
+        let queue = queue.to_owned();
+        Box::pin(async move { super::queue_purge::purge(&inner, &queue).await })
+    }
+
     fn consumers(&self, queue: &str, consumers: usize) {
         let Some(inner) = self.inner.upgrade() else {
             return;
@@ -445,8 +462,11 @@ pub fn observe(inner: &Arc<Inner>, changes: &[Change]) -> Commit {
             } = change
             {
                 let pending = pending.get_or_insert_with(|| inner.queues.pending.lock());
-                if let Some(p) = pending.remove(seq) {
-                    ackers.push(p.acker);
+                match pending.remove(seq) {
+                    // The stream's purge removed it (or will): nothing to wait for.
+                    Some(p) if p.purged => send_ack(p.acker, AckKind::Ack),
+                    Some(p) => ackers.push(p.acker),
+                    None => {}
                 }
             }
         }
@@ -543,7 +563,9 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
             super::readers::memory_paused(&core, "cluster queue pull", &format!("queue {name}"));
         }
         paused = full;
-        if room == 0 || full || !inner.is_available() {
+        // While the queue is purged, what waits in the stream is left to the purge.
+        let purging = super::queue_purge::purging(&inner, &name);
+        if room == 0 || full || purging || !inner.is_available() {
             drop(core);
             tokio::time::sleep(IDLE).await;
             continue;
@@ -592,6 +614,18 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
     };
     let (message, acker) = message.split();
     let acker = Arc::new(acker);
+    // Held shared until the entry is in the local queue: a purge running now either comes
+    // first (the message is left to the stream's purge) or finds the entry and drops it.
+    let floors = inner.queues.floors.read();
+    if let Some(hold) = floors
+        .get(name)
+        .and_then(|f| f.purges(stream_seq, Instant::now()))
+    {
+        drop(floors);
+        // Back after the hold should the stream's purge fail; gone if it succeeds.
+        send_ack(acker, AckKind::Nak(Some(hold.max(NAK_DELAY))));
+        return;
+    }
     let frame = match decode_message(message.payload) {
         Ok(f) => f,
         Err(e) => {
@@ -611,11 +645,13 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
             queue: name.clone(),
             stream_seq,
             acker,
+            purged: false,
         },
     );
     let redeliveries = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
     let message = core.memory.charge(frame.message);
     core.queues.insert_shared(name, seq, message, redeliveries);
+    drop(floors);
 }
 
 /// Every [`GIVE_BACK_AFTER`]: give back the entries that waited in a local queue since the

@@ -455,7 +455,7 @@ pub(super) async fn purge_queue(
     headers: HeaderMap,
 ) -> Result<Response, Denied> {
     let user = admin(&console, &headers)?;
-    Ok(purge(&console, name, &user, peer))
+    Ok(purge(&console, name, &user, peer).await)
 }
 
 /// `POST /api/queues/purge?name=...`: any queue name, `.` and `..` included.
@@ -467,24 +467,49 @@ pub(super) async fn purge_queue_named(
 ) -> Result<Response, Denied> {
     let user = admin(&console, &headers)?;
     Ok(match named(&params, "name", "queue") {
-        Ok(name) => purge(&console, name, &user, peer),
+        Ok(name) => purge(&console, name, &user, peer).await,
         Err(why) => bad_request(why),
     })
 }
 
-fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Response {
+async fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Response {
     // On a cluster node a queue's waiting messages are in NATS (`FMQ_QUEUES`), pulled into
-    // each node's local queue only while its consumers have room: purging the local one
-    // would answer "done" and leave them to be delivered.
-    if console.core.backplane().is_some() {
-        return (
-            StatusCode::NOT_IMPLEMENTED,
-            Json(json!({
-                "error": "purge is not served on a cluster node: a queue's messages wait in \
-                          NATS JetStream, not in this node (docs/console.md)"
-            })),
-        )
-            .into_response();
+    // each node's local queue only while its consumers have room: the purge is the
+    // cluster's (`src/cluster/queue_purge.rs`), not this broker's local queue.
+    if let Some(everywhere) = console.core.queues.purge_everywhere(&name) {
+        return match everywhere.await {
+            Ok(done) if !done.known => not_found(format!("no queue {name}")),
+            Ok(done) => {
+                tracing::info!(
+                    admin = %user.name,
+                    peer = %peer.0,
+                    queue = %crate::security::Bounded(&name),
+                    purged = done.purged,
+                    silent = ?done.silent,
+                    "console: queue purged across the cluster"
+                );
+                Json(json!({
+                    "ok": true,
+                    "name": name,
+                    "purged": done.purged,
+                    "nodes": { "answered": done.answered, "silent": done.silent },
+                }))
+                .into_response()
+            }
+            Err(e) => {
+                tracing::warn!(
+                    admin = %user.name,
+                    peer = %peer.0,
+                    queue = %crate::security::Bounded(&name),
+                    "console: queue purge across the cluster failed: {e}"
+                );
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": format!("queue {name} not purged: {e}") })),
+                )
+                    .into_response()
+            }
+        };
     }
     if !console.core.queues.exists(&name) {
         return not_found(format!("no queue {name}"));

@@ -176,18 +176,6 @@ async fn a_console_lists_and_deletes_the_sessions_its_node_does_not_hold() {
     // The busy one still works on its node.
     assert_eq!(publish_acked(&mut publisher, "kb/1", b"x", 2).await, 0);
     take_acked(&mut busy, 1).await;
-
-    // A queue's waiting messages are in NATS, not in this node: a purge is refused rather
-    // than answered "done" with nothing removed.
-    for path in ["/api/queues/purge?name=q", "/api/queues/q/purge"] {
-        let purge = act(console, path, ADMIN).await;
-        assert_eq!(purge.status, 501, "{path}: {}", purge.text());
-        assert!(
-            purge.text().contains("not served on a cluster node"),
-            "{path}: {}",
-            purge.text()
-        );
-    }
 }
 
 /// A delete that races a client resuming the session on another node: the console reads the

@@ -17,6 +17,7 @@ mod claim_attach;
 mod claims;
 mod config;
 mod connect_race;
+mod console_purge;
 mod console_sessions;
 mod consumer_limit;
 mod drain;

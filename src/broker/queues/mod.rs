@@ -44,7 +44,7 @@ pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
-pub use shared::SharedQueues;
+pub use shared::{PurgeFuture, SharedPurge, SharedQueues};
 
 use crate::broker::durability::{
     now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,

@@ -4,7 +4,7 @@
 //! caller does after the lock is released ([`Outcome`]: store changes, consumers to wake,
 //! messages to move to a dead-letter queue, a time to look again).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -145,6 +145,10 @@ pub(super) struct QueueState {
     consumers: Vec<Slot>,
     /// Where round-robin looks first.
     cursor: usize,
+    /// Delivered entries a purge of the shared store (a cluster) removed there: their
+    /// consumer keeps them and its ACK succeeds, but one it gives back (it leaves, or NACKs)
+    /// is dropped, not delivered again, as ActiveMQ drops a purged message in flight.
+    purged: HashSet<QueueSeq>,
     pub counts: QueueCounts,
 }
 
@@ -155,6 +159,7 @@ impl QueueState {
             ready: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
+            purged: HashSet::new(),
             counts: QueueCounts::default(),
         }
     }
@@ -244,6 +249,10 @@ impl QueueState {
             self.ready.insert(entry.seq, entry);
         }
         for mut entry in slot.delivered {
+            if self.purged.remove(&entry.seq) {
+                self.drop_purged(&entry, out);
+                continue;
+            }
             entry.redeliveries = entry.redeliveries.saturating_add(1);
             self.counts.redelivered += 1;
             self.ready.insert(entry.seq, entry);
@@ -374,6 +383,7 @@ impl QueueState {
         };
         let count = gone.len();
         for entry in gone {
+            self.purged.remove(&entry.seq);
             self.counts.dequeued += 1;
             self.removed(&entry, out);
         }
@@ -401,6 +411,11 @@ impl QueueState {
         let Some(mut entry) = slot.delivered.remove(position) else {
             return Err(AckError::NotHeld(seq));
         };
+        if self.purged.remove(&seq) {
+            self.drop_purged(&entry, out);
+            self.dispatch(now, ctx, out);
+            return Ok(());
+        }
         match ctx.policy.after_rejection(
             ctx.destination,
             entry.persistent,
@@ -456,6 +471,51 @@ impl QueueState {
             .filter(|seq| self.ready.remove(seq).is_some())
             .copied()
             .collect()
+    }
+
+    /// A purge of the shared store (a cluster) removes entries `seqs` there: those waiting or
+    /// dispatched and not yet taken leave the queue with no store change (the store's purge
+    /// removes them); those delivered stay with their consumers, marked (see `purged`).
+    /// Returns the entries that left and how many delivered ones were marked.
+    pub fn purge_entries(
+        &mut self,
+        seqs: &HashSet<QueueSeq>,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) -> (Vec<QueueSeq>, usize) {
+        let mut gone: Vec<QueueSeq> = Vec::new();
+        self.ready.retain(|seq, _| {
+            let hit = seqs.contains(seq);
+            if hit {
+                gone.push(*seq);
+            }
+            !hit
+        });
+        let mut marked = 0;
+        for slot in &mut self.consumers {
+            slot.assigned.retain(|e| {
+                let hit = seqs.contains(&e.seq);
+                if hit {
+                    gone.push(e.seq);
+                }
+                !hit
+            });
+            for entry in slot.delivered.iter().filter(|e| seqs.contains(&e.seq)) {
+                if self.purged.insert(entry.seq) {
+                    marked += 1;
+                }
+            }
+        }
+        self.counts.dequeued += gone.len() as u64;
+        self.dispatch(now, ctx, out);
+        (gone, marked)
+    }
+
+    /// A purged delivered entry its consumer gave back: it leaves the queue.
+    fn drop_purged(&mut self, entry: &Entry, out: &mut Outcome) {
+        self.counts.dequeued += 1;
+        self.removed(entry, out);
     }
 
     /// Every message held: waiting, dispatched or delivered.

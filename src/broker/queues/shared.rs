@@ -10,14 +10,36 @@
 //! entry acknowledges it there) and through [`SharedQueues`].
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::broker::durability::{Commit, QueueSeq};
+use crate::broker::durability::{Commit, DurabilityError, QueueSeq};
 use crate::broker::message::Message;
 
 use super::queue::Entry;
 use super::Queues;
+
+/// What a purge of a queue across the brokers sharing the store did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedPurge {
+    /// Messages of the queue the store removed: every one it held when the purge began,
+    /// waiting there, taken by a broker and not yet delivered, or delivered to a consumer and
+    /// not acknowledged (see [`SharedQueues::purge`]).
+    pub purged: u64,
+    /// Some broker has the queue (declared or used since it started), or the store held
+    /// messages of it: `false` is an unknown queue.
+    pub known: bool,
+    /// The brokers that dropped their copies before the store's purge.
+    pub answered: Vec<String>,
+    /// The brokers believed alive that did not answer in time: copies they took may still
+    /// reach their consumers.
+    pub silent: Vec<String>,
+}
+
+/// The answer of [`SharedQueues::purge`].
+pub type PurgeFuture = Pin<Box<dyn Future<Output = Result<SharedPurge, DurabilityError>> + Send>>;
 
 /// What the shared store does for [`Queues`].
 pub trait SharedQueues: Send + Sync + 'static {
@@ -33,6 +55,14 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// Queue `queue` has `consumers` local consumers now (after one came or went): the store
     /// feeds the local queue while it has any.
     fn consumers(&self, queue: &str, consumers: usize);
+
+    /// Purge queue `queue` everywhere (an administrator's purge): every message of it the
+    /// store holds when the purge begins is removed there, and every broker drops the copies
+    /// it took and has not delivered ([`Queues::purge_shared`]). Copies delivered to a
+    /// consumer and not acknowledged stay with it and are not delivered again (ActiveMQ's
+    /// purge removes messages in flight too). Messages stored after the purge began are not
+    /// touched.
+    fn purge(&self, queue: &str) -> PurgeFuture;
 
     /// Temporary queue `queue` was made on this broker. A temporary queue lives on its
     /// connection's broker only (never in the shared store); from now on the other brokers'
@@ -126,6 +156,36 @@ impl Queues {
         };
         let gone = queue.state.lock().withdraw(seqs);
         gone
+    }
+
+    /// The store's purge removes entries `seqs` of queue `name` ([`SharedQueues::purge`]):
+    /// those waiting or dispatched and not yet taken leave the queue; those delivered stay
+    /// with their consumers and are dropped when given back. Returns the entries that left
+    /// and how many delivered ones stay.
+    pub fn purge_shared(&self, name: &str, seqs: &HashSet<QueueSeq>) -> (Vec<QueueSeq>, usize) {
+        let Some(queue) = self.queues.read().get(name).cloned() else {
+            return (Vec::new(), 0);
+        };
+        let (result, out) = queue.with(|s, now, ctx, out| s.purge_entries(seqs, now, ctx, out));
+        self.settle_in_background(&queue, out);
+        result
+    }
+
+    /// Purge queue `name` on every broker sharing the store ([`SharedQueues::purge`]);
+    /// `None` without a shared store, or for a temporary queue of this broker (never in the
+    /// shared store): [`Queues::purge`] purges those here.
+    pub fn purge_everywhere(&self, name: &str) -> Option<PurgeFuture> {
+        let shared = self.shared()?;
+        if self.is_temporary(name) {
+            return None;
+        }
+        Some(shared.purge(name))
+    }
+
+    /// Whether queue `name` is one the shared store keeps and this broker has (declared or
+    /// used since it started; not a temporary queue).
+    pub fn has_shared(&self, name: &str) -> bool {
+        self.queues.read().get(name).is_some_and(|q| !q.temporary)
     }
 
     /// Every entry queue `name` holds (waiting, dispatched, delivered).

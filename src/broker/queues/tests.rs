@@ -713,6 +713,16 @@ impl SharedQueues for FakeShared {
         self.stored.lock().push((format!("remote:{queue}"), body));
         Commit::done()
     }
+
+    fn purge(&self, queue: &str) -> PurgeFuture {
+        let known = self.stored.lock().iter().any(|(q, _)| q == queue);
+        Box::pin(async move {
+            Ok(SharedPurge {
+                known,
+                ..SharedPurge::default()
+            })
+        })
+    }
 }
 
 #[tokio::test]
@@ -812,4 +822,62 @@ async fn a_shared_store_keeps_sends_and_feeds_the_local_queue_within_its_windows
         *shared.consumers.lock(),
         vec![("s".to_owned(), 1), ("s".to_owned(), 0)]
     );
+}
+
+#[tokio::test]
+async fn a_shared_purge_drops_undelivered_entries_and_delivered_ones_once_given_back() {
+    let engine = Recording::new();
+    let queues = Queues::new(
+        engine.clone(),
+        MemoryGauge::new(u64::MAX),
+        DeliveryPolicy::default(),
+    );
+    let shared = Arc::new(FakeShared::default());
+    queues.set_shared(shared.clone());
+    let a = queues.subscribe("p", spec(2));
+    let b = queues.subscribe("p", spec(2));
+    for seq in [10, 11, 12, 13, 14, 15] {
+        queues.insert_shared("p", seq, message(&seq.to_string(), QoS::AtLeastOnce), 0);
+    }
+    // Round-robin: a has 10 and 12 delivered, b has 11 and 13 dispatched but not taken, 14
+    // and 15 wait.
+    assert_eq!(payloads(&a.take(10).expect("taken")), ["10", "12"]);
+
+    // The store's purge takes everything but 15 (stored after its point).
+    let purged: std::collections::HashSet<QueueSeq> = [10, 11, 12, 13, 14].into();
+    let (mut gone, kept) = queues.purge_shared("p", &purged);
+    gone.sort_unstable();
+    assert_eq!((gone, kept), (vec![11, 13, 14], 2));
+    assert_eq!(
+        payloads(&b.take(10).expect("taken")),
+        ["15"],
+        "b's room freed"
+    );
+    assert!(engine.changes().is_empty(), "{:?}", engine.changes());
+
+    // a's ACK of a purged delivery succeeds; what it NACKs or leaves with is dropped, not
+    // dead-lettered nor handed to b.
+    a.ack(10).expect("acked").wait().await.expect("kept");
+    a.nack(12).expect("refused").wait().await.expect("kept");
+    assert!(shared.dead.lock().is_empty());
+    assert_eq!(queues.shared_held("p"), [15].into_iter().collect());
+    queues.insert_shared("p", 16, message("16", QoS::AtLeastOnce), 0);
+    assert_eq!(payloads(&a.take(10).expect("taken")), ["16"]);
+    let purged: std::collections::HashSet<QueueSeq> = [16].into();
+    assert_eq!(queues.purge_shared("p", &purged), (vec![], 1));
+    a.close();
+    assert_eq!(queues.shared_held("p"), [15].into_iter().collect());
+    assert!(
+        b.take(10).expect("nothing").is_empty(),
+        "16 not redelivered"
+    );
+    let removed: Vec<QueueSeq> = engine
+        .changes()
+        .iter()
+        .filter_map(|c| match c {
+            Change::Removed { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(removed, [10, 12, 16]);
 }
