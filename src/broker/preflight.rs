@@ -257,14 +257,16 @@ fn security_span(config: &Config) -> Option<Span> {
 }
 
 /// Whether the store directory exists as a writable directory or could be created: the
-/// nearest existing ancestor must be a writable directory. Nothing is created.
+/// nearest existing ancestor must be a writable directory, and a directory made there (and
+/// removed at once) must be made: `access(2)` says yes to root on a filesystem that refuses
+/// every `mkdir` (`/proc`, `/sys`), where `run` would then fail. Nothing is left behind.
 fn store_directory_usable(directory: &Path) -> Result<(), String> {
     let shown = directory.display();
     let mut candidate = Some(directory);
     while let Some(path) = candidate {
         match std::fs::metadata(path) {
             Ok(meta) if meta.is_dir() => {
-                return match writable(path) {
+                return match writable(path).and_then(|()| directory_can_be_made_in(path)) {
                     Ok(()) => Ok(()),
                     Err(e) if path == directory => {
                         Err(format!("the store directory {shown} is not writable: {e}"))
@@ -312,9 +314,25 @@ fn store_directory_usable(directory: &Path) -> Result<(), String> {
         candidate = path.parent().filter(|p| !p.as_os_str().is_empty());
     }
     // A relative path whose every component is missing: it lives in the working directory.
-    writable(Path::new(".")).map_err(|e| {
-        format!("the store directory {shown} cannot be created in the working directory: {e}")
-    })
+    writable(Path::new("."))
+        .and_then(|()| directory_can_be_made_in(Path::new(".")))
+        .map_err(|e| {
+            format!("the store directory {shown} cannot be created in the working directory: {e}")
+        })
+}
+
+/// Make a directory in `parent` and remove it: the store makes its directory and files there.
+fn directory_can_be_made_in(parent: &Path) -> Result<(), String> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let probe = parent.join(format!(".ferromq-check-{}-{nanos}", std::process::id()));
+    std::fs::create_dir(&probe).map_err(|e| format!("a directory cannot be made there ({e})"))?;
+    // Ours, just made and empty: a failure to remove it is only reported.
+    if let Err(e) = std::fs::remove_dir(&probe) {
+        tracing::warn!("could not remove {}: {e}", probe.display());
+    }
+    Ok(())
 }
 
 /// The kernel's own answer (`access(2)` with W_OK|X_OK), which accounts for root and ACLs.

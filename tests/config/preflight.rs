@@ -109,6 +109,30 @@ fn check_creates_no_store_directory() {
     let check = ferromq(&["check", &config], dir.path());
     assert_eq!(check.status.code(), Some(0), "{}", text(&check));
     assert!(!dir.path().join("data").exists(), "check created the store");
+    // Nor leaves the directory it made to see that one can be made there.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ferromq-check")
+        })
+        .collect();
+    assert!(left.is_empty(), "check left {left:?}");
+}
+
+/// `/proc` passes `access(2)`'s write check for root, but no directory can be made there:
+/// `run` fails to create the store, so `check` must fail too.
+#[test]
+fn store_directory_where_no_directory_can_be_made_fails_check_and_run() {
+    if !Path::new("/proc/self").exists() {
+        eprintln!("skipped: no /proc on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "/proc/ferromq-store", "");
+    both_fail(dir.path(), &config, 2, "cannot be created");
 }
 
 #[test]
