@@ -172,6 +172,7 @@ async fn stomp_queues_across_nodes() {
     a_consumer_gone_unacknowledged_hands_its_messages_to_another_node(&stomp).await;
     nack_and_the_redelivery_limit_dead_letter_once(&stomp).await;
     temporary_queues_carry_replies_across_nodes(&stomp).await;
+    a_transaction_is_applied_at_commit(&stomp).await;
     a_killed_nodes_unacknowledged_messages_come_back(&mut rig, &stomp).await;
     no_receipt_without_the_store(&mut rig, &stomp).await;
 }
@@ -498,6 +499,72 @@ async fn temporary_queues_carry_replies_across_nodes(stomp: &[SocketAddr]) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Expect the RECEIPT `id` next on `c`.
+async fn receipt(c: &mut StompClient, id: &str) {
+    let f = c.recv_within(Duration::from_secs(10)).await;
+    assert!(
+        f.as_ref()
+            .is_some_and(|f| f.command == "RECEIPT" && f.header("receipt-id") == Some(id)),
+        "RECEIPT {id} expected: {f:?}"
+    );
+}
+
+/// A STOMP transaction on a cluster node: its SENDs reach another node's consumer only after
+/// COMMIT, whose RECEIPT leaves once NATS stored each of them; its ACKs are kept at COMMIT;
+/// ABORT applies nothing. (NATS takes no store of several messages and acknowledgements as
+/// one unit: a node applies a COMMIT frame by frame, docs/stomp.md "Transactions".)
+async fn a_transaction_is_applied_at_commit(stomp: &[SocketAddr]) {
+    let q = "/queue/work.tx";
+    let mut c = connected(stomp[1]).await;
+    subscribe(&mut c, q, "c", &[("ack", "client-individual")]).await;
+    let mut p = connected(stomp[0]).await;
+    for (tx, end) in [("aborted", "ABORT"), ("committed", "COMMIT")] {
+        p.send("BEGIN", &[("transaction", tx)], "").await;
+        for n in 0..3 {
+            p.send(
+                "SEND",
+                &[
+                    ("destination", q),
+                    ("persistent", "true"),
+                    ("transaction", tx),
+                ],
+                &format!("{tx}-{n}"),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            c.recv_within(Duration::from_millis(200)).await.is_none(),
+            "nothing of {tx} before its {end}"
+        );
+        p.send(end, &[("transaction", tx), ("receipt", tx)], "")
+            .await;
+        receipt(&mut p, tx).await;
+    }
+    let got = collect(&mut [&mut c], false, 3, Duration::from_secs(10)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    assert_eq!(bodies, ["committed-0", "committed-1", "committed-2"]);
+    c.send("BEGIN", &[("transaction", "acks")], "").await;
+    for (_, m) in &got {
+        let id = m.header("ack").expect("an ack header");
+        c.send("ACK", &[("id", id), ("transaction", "acks")], "")
+            .await;
+    }
+    c.send(
+        "COMMIT",
+        &[("transaction", "acks"), ("receipt", "acks")],
+        "",
+    )
+    .await;
+    receipt(&mut c, "acks").await;
+    c.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    receipt(&mut c, "bye").await;
+    let mut after = connected(stomp[2]).await;
+    subscribe(&mut after, q, "after", &[]).await;
+    let left = collect(&mut [&mut after], false, 1, Duration::from_secs(2)).await;
+    assert!(left.is_empty(), "acknowledged at COMMIT: {left:?}");
 }
 
 async fn a_killed_nodes_unacknowledged_messages_come_back(rig: &mut Rig, stomp: &[SocketAddr]) {

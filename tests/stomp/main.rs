@@ -11,6 +11,7 @@ mod activemq_differential;
 mod back_pressure;
 mod client;
 mod composite;
+mod crash_transactions;
 mod dead_letter;
 mod dead_letter_kept;
 mod durable;

@@ -19,6 +19,8 @@
 //!   one commit (never lost, never twice). They are recovered at start ([`Queues::restore`]).
 //!   Non-persistent messages live in memory only. Both are charged to `memoryUsage`; a send
 //!   the broker cannot keep is refused ([`SendError`]), never accepted and dropped.
+//! - A STOMP transaction's sends and acknowledgements are staged and kept by one commit with
+//!   the rest of the transaction (`staged.rs`).
 //!
 //! Locks: one registry lock (name -> queue, taken briefly) and one mutex per queue, never
 //! held across an await nor two at once; store commits and wake-ups happen after release.
@@ -29,6 +31,7 @@ pub(crate) mod dead_letter;
 mod queue;
 mod selector_filter;
 mod shared;
+mod staged;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -45,6 +48,7 @@ pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, Queue
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
 pub use shared::{PurgeFuture, SharedPurge, SharedQueues};
+pub use staged::QueueStaging;
 
 use crate::broker::durability::{
     now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,
@@ -988,5 +992,7 @@ impl Drop for QueueConsumer {
 
 #[cfg(test)]
 mod policy_tests;
+#[cfg(test)]
+mod staged_tests;
 #[cfg(test)]
 mod tests;

@@ -391,6 +391,56 @@ impl QueueState {
         Ok(count)
     }
 
+    /// Take deliveries `seqs` of consumer `id` out of its window for an acknowledgement kept
+    /// later, with other changes (a STOMP transaction's COMMIT): all of them or, when one is
+    /// not held, none. They are counted and the window refilled by [`Self::acknowledged`]
+    /// once the removal is kept, or given back by [`Self::given_back`] if it is not.
+    pub fn take_delivered(
+        &mut self,
+        id: ConsumerId,
+        seqs: &[QueueSeq],
+    ) -> Result<Vec<Entry>, AckError> {
+        let index = self.index_of(id)?;
+        let slot = &mut self.consumers[index];
+        if let Some(missing) = seqs
+            .iter()
+            .find(|seq| !slot.delivered.iter().any(|e| e.seq == **seq))
+        {
+            return Err(AckError::NotHeld(*missing));
+        }
+        let mut taken = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(at) = slot.delivered.iter().position(|e| e.seq == *seq) {
+                taken.extend(slot.delivered.remove(at));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// `count` deliveries taken out by [`Self::take_delivered`] are acknowledged for good
+    /// (their removal is kept): counted, and the consumers' windows refilled.
+    pub fn acknowledged(&mut self, count: usize, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+        self.counts.dequeued += count as u64;
+        self.dispatch(now, ctx, out);
+    }
+
+    /// Deliveries taken out by [`Self::take_delivered`] whose acknowledgement was not kept:
+    /// back in the queue in their place, redelivered, as when their consumer leaves.
+    pub fn given_back(
+        &mut self,
+        entries: Vec<Entry>,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
+        for mut entry in entries {
+            entry.redeliveries = entry.redeliveries.saturating_add(1);
+            self.counts.redelivered += 1;
+            self.ready.insert(entry.seq, entry);
+        }
+        self.dispatch(now, ctx, out);
+    }
+
     /// Consumer `id` refuses delivery `seq` (a poison ack: STOMP NACK): redelivered after the
     /// redelivery policy's delay while it allows, else dead-lettered or dropped.
     pub fn nack(

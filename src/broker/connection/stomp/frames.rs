@@ -29,6 +29,9 @@ pub(crate) struct Transactions {
     /// A COMMIT admitted whole is being applied: its SENDs are not checked against the
     /// broker-wide limits again (all or nothing).
     applying: bool,
+    /// What the COMMIT being applied commits, gathered for one store commit (`commit.rs`);
+    /// `None` on a cluster node, which applies a COMMIT frame by frame.
+    pub(super) staging: Option<Box<super::commit::Staging>>,
 }
 
 /// The frames of an open transaction, and their memory: charged to `memoryUsage` as they
@@ -41,6 +44,7 @@ struct OpenTransaction {
 
 /// A COMMIT whose room the broker-wide limits granted: its frames and its RECEIPT.
 pub(crate) struct AdmittedTransaction {
+    id: String,
     frames: Vec<Frame>,
     receipt: Option<Frame>,
     /// Its frames' memory until they are applied (see [`OpenTransaction`]).
@@ -56,7 +60,7 @@ fn held_frame_bytes(frame: &Frame) -> u64 {
 
 /// Stale plans (a receiving session ended between planning and commit) are planned again
 /// this many times.
-const STALE_REPLANS: u32 = 3;
+pub(super) const STALE_REPLANS: u32 = 3;
 
 impl StompConn {
     /// One frame from the client. `Err`: close (with an ERROR frame when it says so).
@@ -299,6 +303,13 @@ impl StompConn {
         if self.applying_transaction() {
             // Its room was granted with the whole transaction's.
             let message = self.core.memory.charge(message);
+            if self.staging().is_some() {
+                let planned = self.core.plan_route_from(message, &self.origin());
+                if let Some(staging) = self.staging() {
+                    staging.route(planned);
+                }
+                return;
+            }
             if message.qos != QoS::AtMostOnce {
                 return self.publish_admitted(message, receipt);
             }
@@ -468,7 +479,7 @@ impl StompConn {
 
     /// The sessions of this connection's subscriptions: `activemq.noLocal` ones skip what it
     /// sends.
-    fn origin(&self) -> Vec<crate::broker::session::SessionId> {
+    pub(super) fn origin(&self) -> Vec<crate::broker::session::SessionId> {
         self.subs.iter().map(|s| s.session.id()).collect()
     }
 
@@ -656,6 +667,7 @@ impl StompConn {
             ));
         };
         let transaction = AdmittedTransaction {
+            id: id.clone(),
             frames: held.frames,
             receipt: Self::receipt_for(frame),
             charge: held.charge,
@@ -669,11 +681,45 @@ impl StompConn {
         }
     }
 
-    /// Apply a COMMIT whose room is granted, then queue its RECEIPT after its messages.
+    /// Apply a COMMIT whose room is granted: its frames are staged and kept by one store
+    /// commit, then applied, then its RECEIPT leaves (`commit.rs`). A frame refused now (an
+    /// ACK of a message no longer held) applies nothing of it.
     pub(super) fn apply_transaction(
         &mut self,
         transaction: AdmittedTransaction,
     ) -> Result<(), Close> {
+        if self.core.backplane().is_some() {
+            return self.apply_in_order(transaction);
+        }
+        self.transactions().applying = true;
+        self.transactions().staging = Some(Box::default());
+        let result = transaction
+            .frames
+            .iter()
+            .try_for_each(|op| match op.command {
+                Command::Send => self.on_send(op),
+                _ => self.on_ack(op),
+            });
+        let transactions = self.transactions();
+        transactions.applying = false;
+        let staging = transactions.staging.take();
+        match (result, staging) {
+            (Ok(()), Some(staging)) => {
+                self.commit_staged(transaction.id, *staging, transaction.receipt);
+                Ok(())
+            }
+            (Err(close), Some(staging)) => {
+                self.abandon_staged(*staging);
+                Err(close)
+            }
+            (result, None) => result,
+        }
+    }
+
+    /// A COMMIT on a cluster node: each frame applied in order as if it came alone (each
+    /// persistent message its own store in NATS JetStream; no store takes them as one unit
+    /// there), then the RECEIPT after all of them.
+    fn apply_in_order(&mut self, transaction: AdmittedTransaction) -> Result<(), Close> {
         self.transactions().applying = true;
         let result = transaction
             .frames

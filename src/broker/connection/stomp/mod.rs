@@ -10,7 +10,8 @@
 //! wake-up of the connection task.
 //!
 //! Files: `connect.rs` (CONNECT/STOMP, CONNECTED), `frames.rs` (the client's frames: SEND,
-//! receipts, transactions, DISCONNECT), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, the delivery
+//! receipts, transactions, DISCONNECT), `commit.rs` (a transaction's COMMIT as one store
+//! commit), `subscribe.rs` (SUBSCRIBE, UNSUBSCRIBE, the delivery
 //! pump, ACK/NACK), `mapping.rs` (SEND headers <-> message), `headers.rs` (ActiveMQ's headers
 //! honoured or refused), `destination.rs`,
 //! `heartbeat.rs`, `options.rs` (the connector's limits), `page_in.rs` (durable subscriptions'
@@ -19,6 +20,9 @@
 //! [`crate::protocol::stomp`].
 
 mod cluster_limits;
+mod commit;
+#[cfg(test)]
+mod commit_tests;
 mod connect;
 mod destination;
 mod durable_cluster;
@@ -172,6 +176,8 @@ pub(crate) struct Ready {
     transaction: Option<Box<frames::AdmittedTransaction>>,
     /// A durable subscription claimed from the cluster (rare: boxed).
     durable: Option<Box<durable_cluster::ClaimedDurable>>,
+    /// A transaction's commit settled (rare: boxed).
+    committed: Option<Box<commit::Committed>>,
     /// The subscription (its key) whose RECEIPT is among `frames`: it may deliver now.
     receipted_sub: Option<u64>,
 }
@@ -613,6 +619,9 @@ impl StompConn {
                 self.out.pump_wanted = true;
             }
         }
+        if let Some(done) = ready.committed {
+            self.committed(*done);
+        }
         if let Some(transaction) = ready.transaction {
             self.apply_transaction(*transaction)?;
         }
@@ -700,6 +709,9 @@ impl StompConn {
                 Ok(Some(ready)) => {
                     if let Some(plan) = ready.route {
                         self.core.complete_route(plan);
+                    }
+                    if let Some(done) = ready.committed {
+                        self.committed_at_close(*done);
                     }
                     for frame in &ready.frames {
                         self.send(frame);

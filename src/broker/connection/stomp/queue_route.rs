@@ -171,6 +171,23 @@ impl StompConn {
             self.after_commit(commit, Self::receipt_for(&frame), "message not delivered");
             return Ok(());
         }
+        if let Some(staging) = self
+            .transactions
+            .as_mut()
+            .and_then(|t| t.staging.as_deref_mut())
+        {
+            // Kept with the rest of its transaction, in the queue once all of it is kept.
+            return self
+                .core
+                .queues
+                .stage_send(&mut staging.queues, &name, temporary, message)
+                .map_err(|e| {
+                    Close::error(
+                        format!("message to queue://{name} refused: {e}"),
+                        Some(&frame),
+                    )
+                });
+        }
         let sent = if self.applying_transaction() {
             self.core
                 .queues
@@ -500,6 +517,24 @@ impl StompConn {
         let sub = &mut subs.subs[index];
         let seq = sub.unacked[at].1;
         let nack = frame.command == crate::protocol::stomp::Command::Nack;
+        let staging = self
+            .transactions
+            .as_mut()
+            .and_then(|t| t.staging.as_deref_mut());
+        if let (false, Some(staging)) = (nack, staging) {
+            // Kept with the rest of its transaction; counted once all of it is kept.
+            let done: Vec<(u64, QueueSeq)> = if sub.ack == AckMode::Client {
+                sub.unacked.drain(..=at).collect()
+            } else {
+                sub.unacked.remove(at).into_iter().collect()
+            };
+            let seqs: Vec<QueueSeq> = done.iter().map(|(_, seq)| *seq).collect();
+            sub.consumer
+                .stage_ack(&mut staging.queues, &seqs)
+                .map_err(|e| Close::error(e.to_string(), Some(frame)))?;
+            staging.queue_acked(done.into_iter().map(|(n, _)| n));
+            return Ok(true);
+        }
         let result = if nack {
             sub.unacked.remove(at);
             sub.consumer.nack(seq)

@@ -781,6 +781,10 @@ impl StompConn {
                 if self.queue_ack(n, frame)? {
                     return Ok(());
                 }
+                if self.staging().is_some_and(|s| s.acknowledged(n)) {
+                    // An earlier (cumulative) ACK of the same transaction covered it.
+                    return Ok(());
+                }
             }
             return Err(Close::error(
                 format!(
@@ -792,6 +796,7 @@ impl StompConn {
         };
         let nack = frame.command == Command::Nack;
         let sub = &mut self.subs[index];
+        let key = sub.key;
         let done: Vec<Unacked> = match sub.ack {
             AckMode::Client if !nack => sub.unacked.drain(..=at).collect(),
             _ => sub.unacked.remove(at).into_iter().collect(),
@@ -821,6 +826,11 @@ impl StompConn {
             .iter()
             .filter_map(|u| u.item.seq.map(|seq| Change::removed(&client_id, seq)))
             .collect();
+        if let Some(staging) = self.staging() {
+            // Kept with the rest of its transaction (NACK is never transacted).
+            staging.topic_acked(key, done, changes);
+            return Ok(());
+        }
         self.core.commit_background(changes);
         self.out.pump_wanted = true;
         self.receipt(frame);

@@ -1,0 +1,251 @@
+//! COMMIT of a STOMP transaction as one store commit (docs/stomp.md, "Transactions").
+//!
+//! Every persistent SEND of the transaction (to queues, and to topics for durable
+//! subscriptions and persistent MQTT sessions) and every ACK is kept by a single
+//! [`Durability::commit`](crate::broker::durability::Durability::commit), which the store
+//! applies all or nothing (one write transaction). Nothing of the transaction is visible before
+//! that commit is kept: its messages reach their queues and subscribers after it, its
+//! acknowledgements take effect after it, and its RECEIPT follows. If the commit fails, nothing
+//! of it is applied: its messages are dropped, the messages it acknowledged stay
+//! unacknowledged (and go back to be redelivered once the connection closes), and the client
+//! gets an ERROR, which closes the connection, as any store failure does.
+//!
+//! While the frames of an admitted COMMIT are applied, `publish` and `queue_send` (SEND),
+//! `on_ack` and `queue_ack` (ACK) put what they would commit into [`Staging`] instead of
+//! committing it. The commit and what follows it run in a task of their own, so that once
+//! the store has kept the transaction its messages reach their queues and subscribers even if
+//! the connection is gone by then.
+//!
+//! A cluster node is not served here: its queues, topics and acknowledgements live in NATS
+//! JetStream streams and consumers, which take no commit spanning several of them (see
+//! `frames.rs`, `apply_in_order`, and docs/cluster.md).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::frames::STALE_REPLANS;
+use super::subscribe::Unacked;
+use super::{Close, Ready, StompConn};
+use crate::broker::durability::{Change, Commit, DurabilityError};
+use crate::broker::queues::QueueStaging;
+use crate::broker::runtime::{BrokerCore, RoutePlan, Routed};
+use crate::broker::session::SessionId;
+use crate::protocol::stomp::Frame;
+
+/// What the frames of a COMMIT being applied would commit, gathered for one commit.
+#[derive(Default)]
+pub(crate) struct Staging {
+    /// Topic SENDs in order: where each goes, and what keeps it (planned again if a receiving
+    /// session ended before the commit).
+    routes: Vec<(RoutePlan, Vec<Change>)>,
+    /// Queue SENDs and the ACKs of queue messages.
+    pub(super) queues: QueueStaging,
+    /// The removals the ACKs of topic messages keep (durable subscriptions' and persistent
+    /// sessions' entries).
+    topic_removals: Vec<Change>,
+    /// The topic deliveries those ACKs took out of their subscriptions' windows, by
+    /// subscription key: back in the window if the commit fails.
+    topic_acked: Vec<(u64, Vec<Unacked>)>,
+    /// Message numbers the transaction acknowledged so far: an ACK of one of them again (an
+    /// earlier cumulative ACK covered it) changes nothing, as in ActiveMQ, where the messages
+    /// a transaction acknowledges stay dispatched until it commits.
+    acked: HashSet<u64>,
+}
+
+impl Staging {
+    /// A topic SEND: its plan and the changes that keep it.
+    pub(super) fn route(&mut self, planned: (RoutePlan, Vec<Change>)) {
+        self.routes.push(planned);
+    }
+
+    /// An ACK of topic deliveries `done` of subscription `key`, kept by `removals`.
+    pub(super) fn topic_acked(&mut self, key: u64, done: Vec<Unacked>, removals: Vec<Change>) {
+        self.acked.extend(done.iter().map(|u| u.message_id));
+        self.topic_removals.extend(removals);
+        self.topic_acked.push((key, done));
+    }
+
+    /// Queue deliveries numbered `numbers` were acknowledged (staged in [`Self::queues`]).
+    pub(super) fn queue_acked(&mut self, numbers: impl IntoIterator<Item = u64>) {
+        self.acked.extend(numbers);
+    }
+
+    /// Whether message number `n` was acknowledged by an earlier ACK of the transaction.
+    pub(super) fn acknowledged(&self, n: u64) -> bool {
+        self.acked.contains(&n)
+    }
+}
+
+/// What the connection does once a transaction's commit is settled (rare: boxed in
+/// [`Ready`]).
+pub(crate) struct Committed {
+    /// The routes of its topic SENDs (kept): subscribers they overfilled pause this client.
+    routed: Routed,
+    /// Its topic ACKs, when the commit failed: back in their subscriptions' windows, so a
+    /// durable subscription keeps them as delivered and not acknowledged.
+    give_back: Vec<(u64, Vec<Unacked>)>,
+}
+
+/// Every change of the transaction, for one commit.
+fn changes(
+    routes: &[(RoutePlan, Vec<Change>)],
+    queues: &QueueStaging,
+    topic_removals: &[Change],
+) -> Vec<Change> {
+    routes
+        .iter()
+        .flat_map(|(_, changes)| changes.iter())
+        .chain(queues.changes())
+        .chain(topic_removals)
+        .cloned()
+        .collect()
+}
+
+impl StompConn {
+    /// The COMMIT whose frames are being staged, if there is one.
+    pub(super) fn staging(&mut self) -> Option<&mut Staging> {
+        self.transactions.as_mut()?.staging.as_deref_mut()
+    }
+
+    /// Commit everything `staging` gathered for transaction `id` as one unit; apply it once
+    /// kept, then send `receipt` (in order with the work already waiting). A failed commit
+    /// applies nothing and closes the connection with an ERROR naming the COMMIT's receipt.
+    pub(super) fn commit_staged(&mut self, id: String, staging: Staging, receipt: Option<Frame>) {
+        let Staging {
+            routes,
+            queues,
+            topic_removals,
+            topic_acked,
+            acked: _,
+        } = staging;
+        // Submitted now: the store keeps it after what this connection committed before and
+        // before what it commits next.
+        let commit = self
+            .core
+            .durability()
+            .commit(changes(&routes, &queues, &topic_removals));
+        let task = tokio::spawn(keep(
+            self.core.clone(),
+            self.origin(),
+            commit,
+            routes,
+            queues,
+            topic_removals,
+        ));
+        self.pending.push_back(Box::pin(async move {
+            let kept = task.await.unwrap_or_else(|e| {
+                Err(DurabilityError::Unavailable(format!(
+                    "transaction task failed: {e}"
+                )))
+            });
+            match kept {
+                Ok(routed) => Ready {
+                    frames: receipt.into_iter().collect(),
+                    committed: Some(Box::new(Committed {
+                        routed,
+                        give_back: Vec::new(),
+                    })),
+                    ..Ready::default()
+                },
+                Err(e) => {
+                    let mut error = Close::error(
+                        format!("transaction {id} not committed, nothing of it applied: {e}"),
+                        None,
+                    );
+                    let receipt_id = receipt.as_ref().and_then(|r| r.header("receipt-id"));
+                    if let (Close::Error(frame), Some(r)) = (&mut error, receipt_id) {
+                        frame.headers.push(("receipt-id".to_owned(), r.to_owned()));
+                    }
+                    Ready {
+                        fail: Some(error),
+                        committed: Some(Box::new(Committed {
+                            routed: Routed::default(),
+                            give_back: topic_acked,
+                        })),
+                        ..Ready::default()
+                    }
+                }
+            }
+        }));
+    }
+
+    /// A frame of the COMMIT was refused while it was applied: nothing of the transaction is
+    /// committed, and what its ACKs took out of their windows goes back.
+    pub(super) fn abandon_staged(&mut self, staging: Staging) {
+        self.core.queues.undo_staged(staging.queues);
+        self.give_back(staging.topic_acked);
+    }
+
+    /// A transaction's commit is settled (see [`Committed`]).
+    pub(super) fn committed(&mut self, done: Committed) {
+        self.give_back(done.give_back);
+        self.pause_for(done.routed);
+        self.out.pump_wanted = true;
+    }
+
+    /// [`Committed`] while the connection closes: only what its subscriptions keep matters.
+    pub(super) fn committed_at_close(&mut self, done: Committed) {
+        self.give_back(done.give_back);
+    }
+
+    /// Topic deliveries an ACK took out, back in their subscriptions' windows in delivery
+    /// order.
+    fn give_back(&mut self, acked: Vec<(u64, Vec<Unacked>)>) {
+        for (key, done) in acked {
+            if let Some(sub) = self.subs.iter_mut().find(|s| s.key == key) {
+                sub.unacked.extend(done);
+                sub.unacked
+                    .make_contiguous()
+                    .sort_unstable_by_key(|u| u.message_id);
+            }
+        }
+    }
+}
+
+/// Wait for the transaction's commit (planned again, its topic SENDs, when a receiving
+/// session ended meanwhile); once it is kept, the queue SENDs enter their queues, the queue
+/// ACKs count and the topic SENDs are routed; when it is not, the queue ACKs are undone.
+async fn keep(
+    core: Arc<BrokerCore>,
+    origin: Vec<SessionId>,
+    first: Commit,
+    mut routes: Vec<(RoutePlan, Vec<Change>)>,
+    queues: QueueStaging,
+    topic_removals: Vec<Change>,
+) -> Result<Routed, DurabilityError> {
+    let mut result = first.wait().await;
+    let mut replans = 0;
+    while let Err(DurabilityError::Stale(_)) = &result {
+        if replans == STALE_REPLANS {
+            break;
+        }
+        replans += 1;
+        routes = routes
+            .into_iter()
+            .map(|(plan, _)| core.plan_route_from(plan.into_message(), &origin))
+            .collect();
+        let again = changes(&routes, &queues, &topic_removals);
+        result = core.durability().commit(again).wait().await;
+    }
+    match result {
+        Ok(()) => {
+            core.queues.apply_staged(queues);
+            let mut routed = Routed::default();
+            for (plan, _) in routes {
+                let done = core.complete_route(plan);
+                routed.offered += done.offered;
+                routed.overfilled.extend(done.overfilled);
+            }
+            Ok(routed)
+        }
+        Err(e) => {
+            core.queues.undo_staged(queues);
+            for (plan, kept) in &routes {
+                if !kept.is_empty() {
+                    core.publish_refused(&plan.message().topic, &e);
+                }
+            }
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! A STOMP transaction's queue work, staged for one store commit with the rest of the
+//! transaction: the messages it sends (entries not in their queues yet) and the deliveries it
+//! acknowledges (out of their consumers' windows, not removed yet), with the changes that keep
+//! both. The caller commits every change of the transaction at once; once that commit is kept,
+//! [`Queues::apply_staged`] puts the messages in their queues and counts the acknowledgements,
+//! so a consumer sees nothing of the transaction before all of it is kept. If the commit fails,
+//! [`Queues::undo_staged`] gives the acknowledged deliveries back to their queues (redelivered,
+//! as when their consumer leaves) and the messages are dropped: nothing of it happened.
+//!
+//! Not for queues kept by a shared store (a cluster): their sends and acknowledgements are
+//! stored by that store one by one (`shared.rs`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::queue::{AckError, Entry};
+use super::{Queue, QueueConsumer, Queues, SendError};
+use crate::broker::durability::{now_ms, Change, DurabilityError, QueueSeq};
+use crate::broker::message::Message;
+use crate::protocol::QoS;
+
+/// A message staged for a queue.
+struct StagedSend {
+    queue: Arc<Queue>,
+    entry: Entry,
+}
+
+/// Deliveries of one consumer staged as acknowledged.
+struct StagedAck {
+    queue: Arc<Queue>,
+    entries: Vec<Entry>,
+}
+
+/// The queue work of one transaction, in frame order (see the module documentation).
+#[derive(Default)]
+pub struct QueueStaging {
+    sends: Vec<StagedSend>,
+    acks: Vec<StagedAck>,
+    changes: Vec<Change>,
+}
+
+impl std::fmt::Debug for QueueStaging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStaging")
+            .field("sends", &self.sends.len())
+            .field("acks", &self.acks.len())
+            .field("changes", &self.changes.len())
+            .finish()
+    }
+}
+
+impl QueueStaging {
+    /// What keeps the staged work: new entries (and the records of queues not known to be
+    /// kept yet), removals of acknowledged ones.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+}
+
+impl Queues {
+    /// Stage `message` for queue `name` (a temporary queue when `temporary`: it must exist).
+    /// Its room was granted with the rest of its transaction: it is not checked against
+    /// `memoryUsage`/`storeUsage` again. Nothing reaches the queue before
+    /// [`Queues::apply_staged`].
+    pub fn stage_send(
+        &self,
+        staging: &mut QueueStaging,
+        name: &str,
+        temporary: bool,
+        message: Message,
+    ) -> Result<(), SendError> {
+        let queue = if temporary {
+            self.queues
+                .read()
+                .get(name)
+                .filter(|q| q.temporary)
+                .cloned()
+                .ok_or_else(|| {
+                    SendError::Durability(DurabilityError::Unavailable(
+                        "the temporary queue was deleted".into(),
+                    ))
+                })?
+        } else {
+            self.get_or_create(name)
+        };
+        if self.shared().is_some() && !queue.temporary {
+            return Err(SendError::Durability(DurabilityError::Unavailable(
+                "a queue kept by the cluster takes no staged sends".into(),
+            )));
+        }
+        let persistent = message.qos != QoS::AtMostOnce;
+        let entry = Entry {
+            seq: self.durability.next_seq(),
+            message: self.memory.charge(message),
+            persistent,
+            kept: persistent && !queue.temporary,
+            paged: false,
+            redeliveries: 0,
+            accepted_ms: now_ms(),
+            not_before: None,
+        };
+        if entry.kept {
+            for change in self.kept(&queue, &entry) {
+                // One record of a new queue is enough for the whole transaction.
+                let declared = matches!(change, Change::QueueDeclared { .. })
+                    && staging.changes.contains(&change);
+                if !declared {
+                    staging.changes.push(change);
+                }
+            }
+        }
+        staging.sends.push(StagedSend { queue, entry });
+        Ok(())
+    }
+
+    /// The staged work's changes are kept: the messages enter their queues (and are
+    /// dispatched), in the order they were staged, and the acknowledgements count.
+    pub fn apply_staged(&self, staging: QueueStaging) {
+        for StagedSend { queue, entry } in staging.sends {
+            if entry.kept {
+                queue.declared.store(true, Ordering::Relaxed);
+            }
+            let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
+            self.settle_in_background(&queue, out);
+        }
+        for StagedAck { queue, entries } in staging.acks {
+            let count = entries.len();
+            let ((), out) = queue.with(|s, now, ctx, out| s.acknowledged(count, now, ctx, out));
+            drop(entries);
+            self.settle_in_background(&queue, out);
+        }
+    }
+
+    /// The staged work's changes were not kept: the staged messages are dropped, the
+    /// acknowledged deliveries go back to their queues, redelivered.
+    pub fn undo_staged(&self, staging: QueueStaging) {
+        drop(staging.sends);
+        for StagedAck { queue, entries } in staging.acks {
+            let ((), out) = queue.with(|s, now, ctx, out| s.given_back(entries, now, ctx, out));
+            self.settle_in_background(&queue, out);
+        }
+    }
+}
+
+impl QueueConsumer {
+    /// Stage the acknowledgement of deliveries `seqs` (all held by this consumer, or none is
+    /// staged): they leave its window now, and their removal is kept with the rest of the
+    /// transaction.
+    pub fn stage_ack(&self, staging: &mut QueueStaging, seqs: &[QueueSeq]) -> Result<(), AckError> {
+        let (taken, _) = self
+            .queue
+            .with(|s, _, _, _| s.take_delivered(self.id, seqs));
+        let entries = taken?;
+        for entry in entries.iter().filter(|e| e.kept) {
+            staging.changes.push(Change::Removed {
+                owner: self.queue.owner.clone(),
+                seq: entry.seq,
+            });
+        }
+        staging.acks.push(StagedAck {
+            queue: self.queue.clone(),
+            entries,
+        });
+        Ok(())
+    }
+}
