@@ -164,7 +164,7 @@ impl Security {
         self.throttle.record_failure(ip, Instant::now());
         tracing::warn!(
             client_id = %super::Bounded(source.client_id),
-            user = ?user.map(super::Bounded),
+            user = user.map(|u| tracing::field::display(super::Bounded(u))),
             peer = %source.peer,
             %mechanism,
             reason,
