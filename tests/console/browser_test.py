@@ -353,6 +353,8 @@ def main():
         driver.switch_to.alert.accept()
         wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, queue_row + " td:nth-child(2)").text == "0",
                  "queues page shows the depth 0 after Purge")
+        wait_for(driver, lambda d: text_of(d, "action-result").endswith("(3 messages purged)"),
+                 f"the page says how many messages the purge removed (action: {text_of(driver, 'action-result')!r})")
         check(json.loads(http_get(base + "/api/queues", admin))["queues"][0]["depth"] == 0,
               "the queue is empty after Purge")
         # Queues whose names are dot segments in a URL path, purged through the page too.

@@ -84,6 +84,22 @@ async function getJson(path) {
   return response.json();
 }
 
+// What an action's answer adds to "Done": how many messages a purge removed and, on a
+// cluster node, the nodes that did not answer it (copies they took may still be delivered).
+function outcome(body) {
+  let text = "";
+  if (typeof body.purged === "number") {
+    text += " (" + body.purged + " message" + (body.purged === 1 ? "" : "s") + " purged";
+    const silent = body.nodes && Array.isArray(body.nodes.silent) ? body.nodes.silent : [];
+    if (silent.length) {
+      text += "; nodes that did not answer: " + silent.join(", ") +
+        ": messages they had already taken may still be delivered";
+    }
+    text += ")";
+  }
+  return text;
+}
+
 // Runs an admin action: POST with the CSRF token of the last overview.
 async function act(path, question, button) {
   if (!overview || !window.confirm(question)) return;
@@ -100,7 +116,7 @@ async function act(path, question, button) {
       const reason = body && body.error ? body.error : "HTTP " + response.status;
       throw new Error(reason);
     }
-    actionResult("Done: " + question.replace(/\?$/, ""), false);
+    actionResult("Done: " + question.replace(/\?$/, "") + outcome(body), false);
     await refresh();
   } catch (err) {
     actionResult("Action failed: " + err.message, true);
