@@ -427,7 +427,7 @@ fn console_info(config: &Config, bound: &[(String, SocketAddr)]) -> crate::conso
         store_limit_bytes: config
             .broker
             .persistent
-            .then(|| config.limits.store_limit_bytes.unwrap_or(0)),
+            .then(|| config.limits.store_limit().unwrap_or(0)),
         store_in_cluster: matches!(config.persistence, crate::config::Persistence::JetStream(_)),
         metrics_open: config.console.as_ref().is_some_and(|c| c.metrics_open),
     }

@@ -125,8 +125,9 @@ pub(super) async fn overview(
         "subscriptions": core.subscriptions.read().len(),
         "memory": {
             "used_bytes": memory_used,
+            // `null`: no limit (`limit="0"`).
             "limit_bytes": memory_limit,
-            "percent": percent(memory_used, memory_limit),
+            "percent": percent(memory_used, memory_limit.unwrap_or(0)),
         },
         "store": store,
         "csrf_token": console.csrf.token(&user.name),

@@ -293,7 +293,8 @@ fn attributes(console: &Console) -> BTreeMap<&'static str, Value> {
         }
     }
     let memory_used = core.memory.used_bytes();
-    let memory_limit = core.memory.limit_bytes();
+    // ActiveMQ's MBean reads 0 for no limit (its `Usage` keeps it as a limit of 0).
+    let memory_limit = core.memory.limit_bytes().unwrap_or(0);
     let store_limit = console.info.store_limit_bytes.unwrap_or(0);
     let store_used = core.durability().stats().message_bytes;
     let uptime = core.started_at.elapsed();

@@ -300,13 +300,18 @@ pub fn describe(overview: &Value) -> String {
         s(&m["sent"])
     );
     let mem = &overview["memory"];
-    let _ = writeln!(
-        out,
-        "memory: {} of {} bytes ({}%)",
-        s(&mem["used_bytes"]),
-        s(&mem["limit_bytes"]),
-        s(&mem["percent"])
-    );
+    let _ = if mem["limit_bytes"].is_null() {
+        // `memoryUsage limit="0"`: no limit, so no share of one either.
+        writeln!(out, "memory: {} bytes (no limit)", s(&mem["used_bytes"]))
+    } else {
+        writeln!(
+            out,
+            "memory: {} of {} bytes ({}%)",
+            s(&mem["used_bytes"]),
+            s(&mem["limit_bytes"]),
+            s(&mem["percent"])
+        )
+    };
     let store = &overview["store"];
     if store["kind"] == "cluster" {
         let _ = writeln!(
@@ -362,6 +367,15 @@ mod tests {
             "kind": "local", "used_bytes": 5, "limit_bytes": 10, "percent": 50,
         });
         assert!(describe(&overview).contains("store: 5 of 10 bytes (50%)"));
+    }
+
+    #[test]
+    fn a_memory_without_a_limit_is_described_so() {
+        let overview = serde_json::json!({
+            "memory": { "used_bytes": 7, "limit_bytes": null, "percent": 0 },
+        });
+        let text = describe(&overview);
+        assert!(text.contains("memory: 7 bytes (no limit)"), "{text}");
     }
 
     #[test]

@@ -332,11 +332,15 @@ fn resources(core: &BrokerCore, out: &mut Vec<Family>) {
         .unit_bytes()
         .sample(vec![], core.memory.used_bytes()),
     );
-    out.push(
-        Family::new("memory_limit", "The memoryUsage limit.", Kind::Gauge)
-            .unit_bytes()
-            .sample(vec![], core.memory.limit_bytes()),
-    );
+    // Without a limit (`limit="0"`) there is no figure: a 0 would read as always full to a
+    // rule that divides usage by it, as the store's limit is left out without one.
+    if let Some(limit) = core.memory.limit_bytes() {
+        out.push(
+            Family::new("memory_limit", "The memoryUsage limit.", Kind::Gauge)
+                .unit_bytes()
+                .sample(vec![], limit),
+        );
+    }
     let durability = core.durability();
     if !durability.keeps_sessions() {
         return;

@@ -255,7 +255,9 @@ function renderOverview(o) {
       : (typeof value === "number" && node.dataset.unit === "%" ? value.toFixed(1) : String(value)) + (node.dataset.unit || "");
   }
   setText("uptime", duration(o.uptime_secs));
-  setText("memory-bytes", o.memory ? bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes) : "–");
+  // A limit of null is none (memoryUsage limit="0").
+  setText("memory-bytes", !o.memory ? "–" : o.memory.limit_bytes === null ? bytes(o.memory.used_bytes) + " (no limit)"
+    : bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes));
   setText("store-bytes", !o.store ? "no store"
     : o.store.kind === "cluster" ? "in the cluster (" + o.store.engine + ")"
     : bytes(o.store.used_bytes) + " of " + bytes(o.store.limit_bytes));
