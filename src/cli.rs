@@ -129,6 +129,10 @@ pub struct StatusArgs {
     /// error. A console placed by `run --console HOST:PORT` is in no file: give its URL here.
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
+    /// The configuration file whose console to ask, as `run FILE` and `check FILE` take it
+    /// (the same as --config FILE).
+    #[arg(conflicts_with_all = ["config", "console"])]
+    pub file: Option<PathBuf>,
     /// Without --console: the configuration file whose console to ask, as `run --config`
     /// takes it.
     #[arg(long, short, value_name = "FILE", conflicts_with = "console")]
@@ -757,13 +761,15 @@ fn status(args: StatusArgs) -> ExitCode {
     };
     let (url, origin) = match &args.console {
         Some(url) => (url.clone(), None),
-        None => match configured_console_url(args.config.as_ref(), &args.props) {
-            Ok((url, origin)) => (url, Some(origin)),
-            Err(failed) => {
-                eprintln!("ferromq: {failed}");
-                return ExitCode::from(1);
+        None => {
+            match configured_console_url(args.config.as_ref().or(args.file.as_ref()), &args.props) {
+                Ok((url, origin)) => (url, Some(origin)),
+                Err(failed) => {
+                    eprintln!("ferromq: {failed}");
+                    return ExitCode::from(1);
+                }
             }
-        },
+        }
     };
     let answer = runtime.block_on(crate::console::status::get(
         &url,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::auth::{authenticate, authorize_action, Denied, Peer, User};
-use super::{Console, ConsoleInfo};
+use super::{Console, ConsoleInfo, StoreInfo};
 use crate::broker::clients::ClientKey;
 use crate::broker::BrokerCore;
 
@@ -47,22 +47,21 @@ fn percent(used: u64, limit: u64) -> u64 {
 
 /// The overview's `store`: `null` for a memory-only broker; on a cluster node, where the
 /// messages are (the node keeps none, so used and limit bytes would read as an empty store);
-/// else the local store's figures, `used` read only then.
+/// else the local store's figures, `used` read only then, with `limit_bytes` `null` when no
+/// `storeUsage` limit applies (a 0 would read as a store that is full).
 fn store_overview(info: &ConsoleInfo, used: impl FnOnce() -> u64) -> Value {
-    if info.store_in_cluster {
-        return json!({ "kind": "cluster", "engine": "NATS JetStream" });
-    }
-    match info.store_limit_bytes {
-        Some(limit) => {
+    match info.store {
+        StoreInfo::Cluster => json!({ "kind": "cluster", "engine": "NATS JetStream" }),
+        StoreInfo::Local { limit_bytes } => {
             let used = used();
             json!({
                 "kind": "local",
                 "used_bytes": used,
-                "limit_bytes": limit,
-                "percent": percent(used, limit),
+                "limit_bytes": limit_bytes,
+                "percent": percent(used, limit_bytes.unwrap_or(0)),
             })
         }
-        None => Value::Null,
+        StoreInfo::MemoryOnly => Value::Null,
     }
 }
 
@@ -530,30 +529,42 @@ async fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Resp
 mod tests {
     use super::*;
 
-    fn info(store_limit_bytes: Option<u64>, store_in_cluster: bool) -> ConsoleInfo {
+    fn info(store: StoreInfo) -> ConsoleInfo {
         ConsoleInfo {
             broker_name: "b".to_owned(),
             config_file: "activemq.xml".to_owned(),
             listeners: Vec::new(),
-            store_limit_bytes,
-            store_in_cluster,
+            store,
             metrics_open: false,
         }
     }
 
     #[test]
     fn the_overview_says_a_cluster_nodes_messages_are_in_the_cluster() {
-        // A cluster node is persistent: it has a limit (0 when unset) but no store of its own.
-        let cluster = store_overview(&info(Some(0), true), || unreachable!("no local store"));
+        let cluster = store_overview(&info(StoreInfo::Cluster), || unreachable!("no local store"));
         assert_eq!(
             cluster,
             json!({ "kind": "cluster", "engine": "NATS JetStream" })
         );
-        let local = store_overview(&info(Some(200), false), || 50);
+        let local = store_overview(
+            &info(StoreInfo::Local {
+                limit_bytes: Some(200),
+            }),
+            || 50,
+        );
         assert_eq!(
             local,
             json!({ "kind": "local", "used_bytes": 50, "limit_bytes": 200, "percent": 25 })
         );
-        assert!(store_overview(&info(None, false), || 0).is_null());
+        assert!(store_overview(&info(StoreInfo::MemoryOnly), || 0).is_null());
+    }
+
+    #[test]
+    fn a_store_without_a_limit_has_no_limit_figure() {
+        let local = store_overview(&info(StoreInfo::Local { limit_bytes: None }), || 50);
+        assert_eq!(
+            local,
+            json!({ "kind": "local", "used_bytes": 50, "limit_bytes": null, "percent": 0 })
+        );
     }
 }

@@ -260,6 +260,7 @@ function renderOverview(o) {
     : bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes));
   setText("store-bytes", !o.store ? "no store"
     : o.store.kind === "cluster" ? "in the cluster (" + o.store.engine + ")"
+    : o.store.limit_bytes === null ? bytes(o.store.used_bytes) + " (no storeUsage limit)"
     : bytes(o.store.used_bytes) + " of " + bytes(o.store.limit_bytes));
   const reload = o.last_reload || { result: "none", diagnostics: [] };
   const result = document.getElementById("reload-result");
