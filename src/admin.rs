@@ -11,8 +11,9 @@
 //! STOMP durable subscriptions are persistent sessions too; their stored client ids start with
 //! U+0000 (`U+0000 stomp-durable:<len>:<client-id>:<name>`, which no MQTT client id can be), so
 //! they are shown and accepted as `stomp:<client-id>:<name>` (see [`readable_client_id`]). A
-//! running broker has no MQTT way to end one (no MQTT client may use that id): a STOMP client
-//! with that `client-id` ends it with UNSUBSCRIBE `activemq.subscriptionName:<name>`.
+//! running broker has no MQTT way to end one (no MQTT client may use that id): its web console
+//! does (a single broker's), or a STOMP client with that `client-id` with UNSUBSCRIBE
+//! `activemq.subscriptionName:<name>`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::broker::session::kind::{durable_parts, stomp_readable_id, STOMP_READABLE_PREFIX};
 use crate::config::{Config, Persistence};
 use crate::protocol::{
     decode, encode, Connect, ConnectReason, Disconnect, Packet, ProtocolVersion,
@@ -63,12 +65,13 @@ pub enum AdminError {
     )]
     BrokerRunning(StoreError),
     /// [`AdminError::NoStore`] for `session list`: MQTT (what `--broker` speaks) has no way
-    /// to list sessions, the web console does (MQTT ones only: no STOMP durable subscription).
+    /// to list sessions, the web console does (STOMP durable subscriptions too).
     #[error(
         "the configuration keeps no durable store (persistent=\"false\" or \
          memoryPersistenceAdapter): its sessions live in the running broker only; its web \
-         console lists them (page /sessions, GET /api/sessions; `ferromq run --console \
-         HOST:PORT` turns it on, docs/console.md){STOMP_NOT_LISTED}"
+         console lists them, STOMP durable subscriptions as stomp:<client-id>:<name> (page \
+         /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
+         docs/console.md)"
     )]
     NoStoreToList,
     /// [`AdminError::ClusterStore`] for `session list`.
@@ -83,10 +86,10 @@ pub enum AdminError {
     /// [`AdminError::BrokerRunning`] for `session list`.
     #[error(
         "the store is in use by a running broker ({0}): `session list` reads a stopped \
-         broker's store; on the running broker its web console lists the sessions (page \
+         broker's store; on the running broker its web console lists the sessions, STOMP \
+         durable subscriptions as stomp:<client-id>:<name>, and deletes an offline one (page \
          /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
-         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends one\
-         {STOMP_NOT_LISTED}"
+         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends an MQTT one"
     )]
     BrokerRunningToList(StoreError),
     #[error("{0}")]
@@ -99,9 +102,10 @@ pub enum AdminError {
     )]
     NoStoreYet(String),
     #[error(
-        "`{0}` is a STOMP durable subscription: on a running broker a STOMP client with that \
-         client-id ends it (UNSUBSCRIBE with activemq.subscriptionName); --config ends it in \
-         a stopped broker's store"
+        "`{0}` is a STOMP durable subscription: on a running broker the web console's Delete \
+         ends it (POST /api/sessions/delete?client_id=..., a single broker's console), or a \
+         STOMP client with that client-id (UNSUBSCRIBE with activemq.subscriptionName); \
+         --config ends it in a stopped broker's store"
     )]
     StompOnline(String),
     #[error("cannot reach the broker at {addr}: {detail}")]
@@ -110,35 +114,24 @@ pub enum AdminError {
     Refused(ConnectReason),
 }
 
-/// What the hints of `session list` that send to the web console add: it lists MQTT sessions
-/// only, and a running broker has no tool that lists STOMP durable subscriptions.
-const STOMP_NOT_LISTED: &str = "; the web console lists no STOMP durable subscriptions (no \
-     tool does on a running broker or a cluster): a STOMP client connected with the \
+/// What the hint of `session list` on a cluster node adds: a cluster node's console lists MQTT
+/// sessions only, and no tool lists a cluster's STOMP durable subscriptions.
+const STOMP_NOT_LISTED: &str = "; a cluster node's web console lists no STOMP durable \
+     subscriptions (no tool does on a cluster): a STOMP client connected with the \
      subscription's client-id removes one with UNSUBSCRIBE (headers id and \
      activemq.subscriptionName: the subscription's name)";
 
-/// How a STOMP durable subscription's session id starts (`connection/stomp/subscribe.rs`).
-const STOMP_DURABLE: &str = "\u{0}stomp-durable:";
-
-/// How its readable form starts.
-const STOMP_READABLE: &str = "stomp:";
+/// How the readable form of a STOMP durable subscription's id starts.
+const STOMP_READABLE: &str = STOMP_READABLE_PREFIX;
 
 /// A stored client id as `session list` shows it: a STOMP durable subscription's
 /// (`U+0000 stomp-durable:<len>:<client-id>:<name>`) as `stomp:<client-id>:<name>`; any other
 /// control character as `\u{..}`; everything else as is.
 pub fn readable_client_id(stored: &str) -> String {
-    if let Some(rest) = stored.strip_prefix(STOMP_DURABLE) {
-        let parsed = rest.split_once(':').and_then(|(len, rest)| {
-            let len = len.parse::<usize>().ok()?;
-            let client_id = rest.get(..len)?;
-            let name = rest.get(len..)?.strip_prefix(':')?;
-            Some(format!("{STOMP_READABLE}{client_id}:{name}"))
-        });
-        if let Some(readable) = parsed {
-            return escape_controls(&readable);
-        }
+    match durable_parts(stored) {
+        Some((client_id, name)) => escape_controls(&stomp_readable_id(client_id, name)),
+        None => escape_controls(stored),
     }
-    escape_controls(stored)
 }
 
 fn escape_controls(s: &str) -> String {

@@ -145,8 +145,9 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
 }
 
 /// `session list` of a memory-only broker or of a cluster node has no store to read: it says
-/// where the sessions can be listed (the console; for a cluster, not by `session list`), that
-/// STOMP durable subscriptions are not, and names `--broker` only for `session end`.
+/// where the sessions can be listed (the console, STOMP durable subscriptions too on a single
+/// broker; for a cluster, not by `session list`, and its console lists no STOMP durable
+/// subscription), and names `--broker` only for `session end`.
 #[test]
 fn session_list_without_a_store_says_where_sessions_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -179,20 +180,26 @@ fn session_list_without_a_store_says_where_sessions_are_listed() {
 "#,
     )
     .expect("write node.xml");
-    for (file, expected) in [
-        (&memory, "its web console lists them"),
-        (&node, "`session list` cannot read them"),
+    for (file, expected, stomp_listed) in [
+        (&memory, "its web console lists them", true),
+        (&node, "`session list` cannot read them", false),
     ] {
         let out = ferromq(&["session", "list", &config_arg(file)]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains(expected), "{said}");
         assert!(said.contains("GET /api/sessions"), "{said}");
-        // The console lists MQTT sessions only: the hint says how a STOMP durable
-        // subscription is removed instead.
-        assert!(
-            said.contains("the web console lists no STOMP durable subscriptions")
+        // A cluster node's console lists MQTT sessions only: the hint says how a STOMP
+        // durable subscription is removed instead; a single broker's lists them.
+        assert_eq!(
+            said.contains("a cluster node's web console lists no STOMP durable subscriptions")
                 && said.contains("UNSUBSCRIBE (headers id and activemq.subscriptionName"),
+            !stomp_listed,
+            "{said}"
+        );
+        assert_eq!(
+            said.contains("STOMP durable subscriptions as stomp:<client-id>:<name>"),
+            stomp_listed,
             "{said}"
         );
         assert!(

@@ -54,6 +54,12 @@ pub fn durable_parts(session_id: &str) -> Option<(&str, &str)> {
     Some((client_id, name))
 }
 
+/// The registry id of the hold a connected STOMP client has on its `client-id` (present
+/// while that client is connected).
+pub fn stomp_client_hold_id(client_id: &str) -> String {
+    format!("\u{0}stomp-client:{client_id}")
+}
+
 /// The readable id of a STOMP durable subscription, `stomp:<client-id>:<name>`.
 pub fn stomp_readable_id(client_id: &str, name: &str) -> String {
     format!("{STOMP_READABLE_PREFIX}{client_id}:{name}")

@@ -210,8 +210,11 @@ const tablePages = {
       [(s) => (s.connected ? "now" : when(s.last_seen_unix_ms))],
       [(s) => s.expiry_secs, true],
       [(s) => s.held_by],
+      [(s) => (s.kind === "stomp-durable-subscription" ? "STOMP durable subscription" + (s.destination ? " to " + s.destination : "") : "MQTT")],
     ], (s) => (s.connected ? null : actionButton("Delete", named("/api/sessions/delete", "client_id", s.client_id),
-      "Delete the offline session of " + s.client_id + "?")));
+      s.kind === "stomp-durable-subscription"
+        ? "Delete STOMP durable subscription " + s.subscription_name + " of client-id " + s.stomp_client_id + " with the messages it kept?"
+        : "Delete the offline session of " + s.client_id + "?")));
     let note = "";
     if (cluster && cluster.error) note = " (the cluster's session records could not be read: " + cluster.error + ")";
     else if (cluster && cluster.truncated) note = " (the first " + cluster.records_read + " of the cluster's session records were read; " + cluster.records_unread + " more not listed)";
