@@ -3,8 +3,11 @@
 //! broker's store or on a running broker.
 //!
 //! A running broker owns its store exclusively, so there a session is ended the way MQTT ends
-//! one: a connection with the session's client id and Clean Session 1 (MQTT 3.1.1 3.1.2.4)
-//! discards it, then disconnects. That connection is authenticated and authorized like any
+//! one: an MQTT 5 connection with the session's client id, Clean Start 0 and Session Expiry
+//! Interval 0 resumes it (its CONNACK's Session Present says whether there was one) and makes
+//! it end when that connection closes (MQTT 5 3.1.2.11.2), then disconnects; where there was
+//! one, a second connection with Clean Start 1 discards what is left before the command
+//! returns. That connection is authenticated and authorized like any
 //! other, so only a user the broker lets in can do it; with `allowLinkStealing` it also closes
 //! the session's live connection, if any.
 //!
@@ -214,14 +217,18 @@ pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSess
     Ok(session)
 }
 
-/// End `client_id`'s session on the running broker at `addr`; whether it had one. Two MQTT
-/// 3.1.1 connections (as `username`/`password` when given), each CONNECT, CONNACK,
-/// DISCONNECT: the first with Clean Session 0, whose CONNACK's Session Present says whether
-/// a session existed (MQTT 3.1.1 3.2.2.2; none existing, it makes one, which the second
-/// discards); the second with Clean Session 1, which discards the session (3.1.2.4).
-/// Queued messages the first connection is sent are not acknowledged: they go with the
-/// session. Errors: the broker unreachable or silent ([`AdminError::Connect`]), a CONNECT
-/// refused ([`AdminError::Refused`]), a STOMP durable subscription's id.
+/// End `client_id`'s session on the running broker at `addr`; whether it had one. MQTT 5
+/// connections (as `username`/`password` when given), each CONNECT, CONNACK, DISCONNECT. The
+/// first has Clean Start 0 and Session Expiry Interval 0: its CONNACK's Session Present says
+/// whether a session existed (MQTT 5 3.2.2.1.1), and whatever it attached to (the resumed
+/// session, or one it made when there was none) ends when it closes (3.1.2.11.2), so nothing
+/// is left behind whatever happens next. None existing, that is all. One existing, a second
+/// connection with Clean Start 1 discards the session at its CONNACK (3.1.2.4), so that it is
+/// gone when this returns rather than once the broker has seen the first close; if that
+/// connection fails, the session still ends with the first (logged). Queued messages the
+/// first connection is sent are not acknowledged: they go with the session. Errors: the
+/// broker unreachable or silent ([`AdminError::Connect`]), the first CONNECT refused
+/// ([`AdminError::Refused`]), a STOMP durable subscription's id.
 pub async fn end_session_online(
     addr: SocketAddr,
     client_id: &str,
@@ -233,16 +240,26 @@ pub async fn end_session_online(
     }
     let existed =
         connect_and_disconnect(addr, client_id, false, username.clone(), password.clone()).await?;
-    connect_and_disconnect(addr, client_id, true, username, password).await?;
-    Ok(existed)
+    if !existed {
+        return Ok(false);
+    }
+    if let Err(e) = connect_and_disconnect(addr, client_id, true, username, password).await {
+        tracing::warn!(
+            client_id = %crate::security::Bounded(client_id),
+            "the session ends with the first connection (Session Expiry Interval 0), but the \
+             Clean Start connection that makes sure of it failed: {e}"
+        );
+    }
+    Ok(true)
 }
 
-/// One MQTT 3.1.1 connection of `client_id` to `addr` (`clean_session`): CONNECT, CONNACK,
-/// DISCONNECT. Its CONNACK's Session Present.
+/// One MQTT 5 connection of `client_id` to `addr` with `clean_start` and no Session Expiry
+/// Interval (0: the session ends when it closes): CONNECT, CONNACK, DISCONNECT. Its CONNACK's
+/// Session Present.
 async fn connect_and_disconnect(
     addr: SocketAddr,
     client_id: &str,
-    clean_session: bool,
+    clean_start: bool,
     username: Option<String>,
     password: Option<String>,
 ) -> Result<bool, AdminError> {
@@ -252,8 +269,8 @@ async fn connect_and_disconnect(
         .map_err(|_| failed("timed out".into()))?
         .map_err(|e| failed(e.to_string()))?;
     let connect = Packet::Connect(Box::new(Connect {
-        protocol: ProtocolVersion::V311,
-        clean_start: clean_session,
+        protocol: ProtocolVersion::V5,
+        clean_start,
         keep_alive_secs: 0,
         client_id: client_id.to_owned(),
         will: None,
@@ -262,14 +279,14 @@ async fn connect_and_disconnect(
         properties: None,
     }));
     let mut out = BytesMut::new();
-    encode(&connect, ProtocolVersion::V311, &mut out).map_err(|e| failed(e.to_string()))?;
+    encode(&connect, ProtocolVersion::V5, &mut out).map_err(|e| failed(e.to_string()))?;
     stream
         .write_all(&out)
         .await
         .map_err(|e| failed(e.to_string()))?;
     let mut buf = BytesMut::new();
     let connack = loop {
-        match decode(&mut buf, Some(ProtocolVersion::V311), 1 << 16) {
+        match decode(&mut buf, Some(ProtocolVersion::V5), 1 << 16) {
             Ok(Some(Packet::ConnAck(ack))) => break ack,
             Ok(Some(other)) => return Err(failed(format!("expected CONNACK, got {other:?}"))),
             Ok(None) => {}
@@ -291,7 +308,7 @@ async fn connect_and_disconnect(
         reason: 0,
         properties: None,
     });
-    encode(&disconnect, ProtocolVersion::V311, &mut out).map_err(|e| failed(e.to_string()))?;
+    encode(&disconnect, ProtocolVersion::V5, &mut out).map_err(|e| failed(e.to_string()))?;
     stream
         .write_all(&out)
         .await

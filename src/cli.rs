@@ -95,7 +95,8 @@ pub enum Command {
     ///
     /// `list` and `end --config` read the store of a STOPPED broker (a running one owns it).
     /// `end --broker HOST:PORT` ends a session on a RUNNING broker by connecting with its client
-    /// id and clean session 1 (MQTT 3.1.1 3.1.2.4), authenticated like any client. Either way the
+    /// id over MQTT 5 (Session Expiry Interval 0, then Clean Start 1 where there was a
+    /// session: nothing is left behind), authenticated like any client. Either way the
     /// session's queued messages go with it. Exit 0 when done, 1 on errors.
     #[command(subcommand)]
     Session(SessionCommand),
