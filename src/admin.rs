@@ -3,16 +3,20 @@
 //! broker's store or on a running broker.
 //!
 //! A running broker owns its store exclusively, so there a session is ended the way MQTT ends
-//! one: a connection with the session's client id and Clean Session 1 (MQTT 3.1.1 3.1.2.4)
-//! discards it, then disconnects. That connection is authenticated and authorized like any
+//! one: an MQTT 5 connection with the session's client id, Clean Start 0 and Session Expiry
+//! Interval 0 resumes it (its CONNACK's Session Present says whether there was one) and makes
+//! it end when that connection closes (MQTT 5 3.1.2.11.2), then disconnects; where there was
+//! one, a second connection with Clean Start 1 discards what is left before the command
+//! returns. That connection is authenticated and authorized like any
 //! other, so only a user the broker lets in can do it; with `allowLinkStealing` it also closes
 //! the session's live connection, if any.
 //!
 //! STOMP durable subscriptions are persistent sessions too; their stored client ids start with
 //! U+0000 (`U+0000 stomp-durable:<len>:<client-id>:<name>`, which no MQTT client id can be), so
 //! they are shown and accepted as `stomp:<client-id>:<name>` (see [`readable_client_id`]). A
-//! running broker has no MQTT way to end one (no MQTT client may use that id): a STOMP client
-//! with that `client-id` ends it with UNSUBSCRIBE `activemq.subscriptionName:<name>`.
+//! running broker has no MQTT way to end one (no MQTT client may use that id): its web console
+//! does (a single broker's), or a STOMP client with that `client-id` with UNSUBSCRIBE
+//! `activemq.subscriptionName:<name>`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +24,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::broker::session::kind::{durable_parts, stomp_readable_id, STOMP_READABLE_PREFIX};
 use crate::config::{Config, Persistence};
 use crate::protocol::{
     decode, encode, Connect, ConnectReason, Disconnect, Packet, ProtocolVersion,
@@ -63,12 +68,13 @@ pub enum AdminError {
     )]
     BrokerRunning(StoreError),
     /// [`AdminError::NoStore`] for `session list`: MQTT (what `--broker` speaks) has no way
-    /// to list sessions, the web console does (MQTT ones only: no STOMP durable subscription).
+    /// to list sessions, the web console does (STOMP durable subscriptions too).
     #[error(
         "the configuration keeps no durable store (persistent=\"false\" or \
          memoryPersistenceAdapter): its sessions live in the running broker only; its web \
-         console lists them (page /sessions, GET /api/sessions; `ferromq run --console \
-         HOST:PORT` turns it on, docs/console.md){STOMP_NOT_LISTED}"
+         console lists them, STOMP durable subscriptions as stomp:<client-id>:<name> (page \
+         /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
+         docs/console.md)"
     )]
     NoStoreToList,
     /// [`AdminError::ClusterStore`] for `session list`.
@@ -83,10 +89,10 @@ pub enum AdminError {
     /// [`AdminError::BrokerRunning`] for `session list`.
     #[error(
         "the store is in use by a running broker ({0}): `session list` reads a stopped \
-         broker's store; on the running broker its web console lists the sessions (page \
+         broker's store; on the running broker its web console lists the sessions, STOMP \
+         durable subscriptions as stomp:<client-id>:<name>, and deletes an offline one (page \
          /sessions, GET /api/sessions; `ferromq run --console HOST:PORT` turns it on, \
-         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends one\
-         {STOMP_NOT_LISTED}"
+         docs/console.md), and `session end CLIENT_ID --broker HOST:PORT` ends an MQTT one"
     )]
     BrokerRunningToList(StoreError),
     #[error("{0}")]
@@ -99,9 +105,10 @@ pub enum AdminError {
     )]
     NoStoreYet(String),
     #[error(
-        "`{0}` is a STOMP durable subscription: on a running broker a STOMP client with that \
-         client-id ends it (UNSUBSCRIBE with activemq.subscriptionName); --config ends it in \
-         a stopped broker's store"
+        "`{0}` is a STOMP durable subscription: on a running broker the web console's Delete \
+         ends it (POST /api/sessions/delete?client_id=..., a single broker's console), or a \
+         STOMP client with that client-id (UNSUBSCRIBE with activemq.subscriptionName); \
+         --config ends it in a stopped broker's store"
     )]
     StompOnline(String),
     #[error("cannot reach the broker at {addr}: {detail}")]
@@ -110,35 +117,24 @@ pub enum AdminError {
     Refused(ConnectReason),
 }
 
-/// What the hints of `session list` that send to the web console add: it lists MQTT sessions
-/// only, and a running broker has no tool that lists STOMP durable subscriptions.
-const STOMP_NOT_LISTED: &str = "; the web console lists no STOMP durable subscriptions (no \
-     tool does on a running broker or a cluster): a STOMP client connected with the \
+/// What the hint of `session list` on a cluster node adds: a cluster node's console lists MQTT
+/// sessions only, and no tool lists a cluster's STOMP durable subscriptions.
+const STOMP_NOT_LISTED: &str = "; a cluster node's web console lists no STOMP durable \
+     subscriptions (no tool does on a cluster): a STOMP client connected with the \
      subscription's client-id removes one with UNSUBSCRIBE (headers id and \
      activemq.subscriptionName: the subscription's name)";
 
-/// How a STOMP durable subscription's session id starts (`connection/stomp/subscribe.rs`).
-const STOMP_DURABLE: &str = "\u{0}stomp-durable:";
-
-/// How its readable form starts.
-const STOMP_READABLE: &str = "stomp:";
+/// How the readable form of a STOMP durable subscription's id starts.
+const STOMP_READABLE: &str = STOMP_READABLE_PREFIX;
 
 /// A stored client id as `session list` shows it: a STOMP durable subscription's
 /// (`U+0000 stomp-durable:<len>:<client-id>:<name>`) as `stomp:<client-id>:<name>`; any other
 /// control character as `\u{..}`; everything else as is.
 pub fn readable_client_id(stored: &str) -> String {
-    if let Some(rest) = stored.strip_prefix(STOMP_DURABLE) {
-        let parsed = rest.split_once(':').and_then(|(len, rest)| {
-            let len = len.parse::<usize>().ok()?;
-            let client_id = rest.get(..len)?;
-            let name = rest.get(len..)?.strip_prefix(':')?;
-            Some(format!("{STOMP_READABLE}{client_id}:{name}"))
-        });
-        if let Some(readable) = parsed {
-            return escape_controls(&readable);
-        }
+    match durable_parts(stored) {
+        Some((client_id, name)) => escape_controls(&stomp_readable_id(client_id, name)),
+        None => escape_controls(stored),
     }
-    escape_controls(stored)
 }
 
 fn escape_controls(s: &str) -> String {
@@ -221,14 +217,18 @@ pub fn end_session_in_store(config: &Config, client_id: &str) -> Result<KeptSess
     Ok(session)
 }
 
-/// End `client_id`'s session on the running broker at `addr`; whether it had one. Two MQTT
-/// 3.1.1 connections (as `username`/`password` when given), each CONNECT, CONNACK,
-/// DISCONNECT: the first with Clean Session 0, whose CONNACK's Session Present says whether
-/// a session existed (MQTT 3.1.1 3.2.2.2; none existing, it makes one, which the second
-/// discards); the second with Clean Session 1, which discards the session (3.1.2.4).
-/// Queued messages the first connection is sent are not acknowledged: they go with the
-/// session. Errors: the broker unreachable or silent ([`AdminError::Connect`]), a CONNECT
-/// refused ([`AdminError::Refused`]), a STOMP durable subscription's id.
+/// End `client_id`'s session on the running broker at `addr`; whether it had one. MQTT 5
+/// connections (as `username`/`password` when given), each CONNECT, CONNACK, DISCONNECT. The
+/// first has Clean Start 0 and Session Expiry Interval 0: its CONNACK's Session Present says
+/// whether a session existed (MQTT 5 3.2.2.1.1), and whatever it attached to (the resumed
+/// session, or one it made when there was none) ends when it closes (3.1.2.11.2), so nothing
+/// is left behind whatever happens next. None existing, that is all. One existing, a second
+/// connection with Clean Start 1 discards the session at its CONNACK (3.1.2.4), so that it is
+/// gone when this returns rather than once the broker has seen the first close; if that
+/// connection fails, the session still ends with the first (logged). Queued messages the
+/// first connection is sent are not acknowledged: they go with the session. Errors: the
+/// broker unreachable or silent ([`AdminError::Connect`]), the first CONNECT refused
+/// ([`AdminError::Refused`]), a STOMP durable subscription's id.
 pub async fn end_session_online(
     addr: SocketAddr,
     client_id: &str,
@@ -240,16 +240,26 @@ pub async fn end_session_online(
     }
     let existed =
         connect_and_disconnect(addr, client_id, false, username.clone(), password.clone()).await?;
-    connect_and_disconnect(addr, client_id, true, username, password).await?;
-    Ok(existed)
+    if !existed {
+        return Ok(false);
+    }
+    if let Err(e) = connect_and_disconnect(addr, client_id, true, username, password).await {
+        tracing::warn!(
+            client_id = %crate::security::Bounded(client_id),
+            "the session ends with the first connection (Session Expiry Interval 0), but the \
+             Clean Start connection that makes sure of it failed: {e}"
+        );
+    }
+    Ok(true)
 }
 
-/// One MQTT 3.1.1 connection of `client_id` to `addr` (`clean_session`): CONNECT, CONNACK,
-/// DISCONNECT. Its CONNACK's Session Present.
+/// One MQTT 5 connection of `client_id` to `addr` with `clean_start` and no Session Expiry
+/// Interval (0: the session ends when it closes): CONNECT, CONNACK, DISCONNECT. Its CONNACK's
+/// Session Present.
 async fn connect_and_disconnect(
     addr: SocketAddr,
     client_id: &str,
-    clean_session: bool,
+    clean_start: bool,
     username: Option<String>,
     password: Option<String>,
 ) -> Result<bool, AdminError> {
@@ -259,8 +269,8 @@ async fn connect_and_disconnect(
         .map_err(|_| failed("timed out".into()))?
         .map_err(|e| failed(e.to_string()))?;
     let connect = Packet::Connect(Box::new(Connect {
-        protocol: ProtocolVersion::V311,
-        clean_start: clean_session,
+        protocol: ProtocolVersion::V5,
+        clean_start,
         keep_alive_secs: 0,
         client_id: client_id.to_owned(),
         will: None,
@@ -269,14 +279,14 @@ async fn connect_and_disconnect(
         properties: None,
     }));
     let mut out = BytesMut::new();
-    encode(&connect, ProtocolVersion::V311, &mut out).map_err(|e| failed(e.to_string()))?;
+    encode(&connect, ProtocolVersion::V5, &mut out).map_err(|e| failed(e.to_string()))?;
     stream
         .write_all(&out)
         .await
         .map_err(|e| failed(e.to_string()))?;
     let mut buf = BytesMut::new();
     let connack = loop {
-        match decode(&mut buf, Some(ProtocolVersion::V311), 1 << 16) {
+        match decode(&mut buf, Some(ProtocolVersion::V5), 1 << 16) {
             Ok(Some(Packet::ConnAck(ack))) => break ack,
             Ok(Some(other)) => return Err(failed(format!("expected CONNACK, got {other:?}"))),
             Ok(None) => {}
@@ -298,7 +308,7 @@ async fn connect_and_disconnect(
         reason: 0,
         properties: None,
     });
-    encode(&disconnect, ProtocolVersion::V311, &mut out).map_err(|e| failed(e.to_string()))?;
+    encode(&disconnect, ProtocolVersion::V5, &mut out).map_err(|e| failed(e.to_string()))?;
     stream
         .write_all(&out)
         .await

@@ -95,7 +95,8 @@ pub enum Command {
     ///
     /// `list` and `end --config` read the store of a STOPPED broker (a running one owns it).
     /// `end --broker HOST:PORT` ends a session on a RUNNING broker by connecting with its client
-    /// id and clean session 1 (MQTT 3.1.1 3.1.2.4), authenticated like any client. Either way the
+    /// id over MQTT 5 (Session Expiry Interval 0, then Clean Start 1 where there was a
+    /// session: nothing is left behind), authenticated like any client. Either way the
     /// session's queued messages go with it. Exit 0 when done, 1 on errors.
     #[command(subcommand)]
     Session(SessionCommand),
@@ -129,6 +130,10 @@ pub struct StatusArgs {
     /// error. A console placed by `run --console HOST:PORT` is in no file: give its URL here.
     #[arg(long, value_name = "URL")]
     pub console: Option<String>,
+    /// The configuration file whose console to ask, as `run FILE` and `check FILE` take it
+    /// (the same as --config FILE).
+    #[arg(conflicts_with_all = ["config", "console"])]
+    pub file: Option<PathBuf>,
     /// Without --console: the configuration file whose console to ask, as `run --config`
     /// takes it.
     #[arg(long, short, value_name = "FILE", conflicts_with = "console")]
@@ -757,13 +762,15 @@ fn status(args: StatusArgs) -> ExitCode {
     };
     let (url, origin) = match &args.console {
         Some(url) => (url.clone(), None),
-        None => match configured_console_url(args.config.as_ref(), &args.props) {
-            Ok((url, origin)) => (url, Some(origin)),
-            Err(failed) => {
-                eprintln!("ferromq: {failed}");
-                return ExitCode::from(1);
+        None => {
+            match configured_console_url(args.config.as_ref().or(args.file.as_ref()), &args.props) {
+                Ok((url, origin)) => (url, Some(origin)),
+                Err(failed) => {
+                    eprintln!("ferromq: {failed}");
+                    return ExitCode::from(1);
+                }
             }
-        },
+        }
     };
     let answer = runtime.block_on(crate::console::status::get(
         &url,

@@ -424,11 +424,13 @@ fn console_info(config: &Config, bound: &[(String, SocketAddr)]) -> crate::conso
         broker_name: config.broker.broker_name.clone(),
         config_file: config.source.display().to_string(),
         listeners,
-        store_limit_bytes: config
-            .broker
-            .persistent
-            .then(|| config.limits.store_limit_bytes.unwrap_or(0)),
-        store_in_cluster: matches!(config.persistence, crate::config::Persistence::JetStream(_)),
+        store: match (&config.persistence, config.broker.persistent) {
+            (crate::config::Persistence::JetStream(_), _) => crate::console::StoreInfo::Cluster,
+            (_, true) => crate::console::StoreInfo::Local {
+                limit_bytes: config.limits.store_limit(),
+            },
+            (_, false) => crate::console::StoreInfo::MemoryOnly,
+        },
         metrics_open: config.console.as_ref().is_some_and(|c| c.metrics_open),
     }
 }

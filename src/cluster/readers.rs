@@ -51,7 +51,7 @@ pub(super) fn memory_paused(core: &crate::broker::runtime::BrokerCore, who: &str
     if crate::broker::durability::should_log(total) {
         tracing::warn!(
             what,
-            limit_bytes = core.memory.limit_bytes(),
+            limit_bytes = core.memory.limit_bytes().unwrap_or(0),
             used_bytes = core.memory.used_bytes(),
             total,
             "{who} paused: messages held in memory reached the memoryUsage limit; the next \

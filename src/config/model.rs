@@ -992,10 +992,15 @@ impl fmt::Debug for JetStreamSettings {
     }
 }
 
-/// `systemUsage`: limits in bytes.
+/// `systemUsage`: limits in bytes, as written. 0 is no limit, as in ActiveMQ (its `Usage` is
+/// never full at a limit of 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Limits {
+    /// `None`: not configured, the 1 GB default applies; `Some(0)`: no limit (also where
+    /// ActiveMQ leaves it 0: a `<memoryUsage>` without `limit`, a `<systemUsage>` without
+    /// `<memoryUsage>`).
     pub memory_limit_bytes: Option<u64>,
+    /// `None` or `Some(0)`: no limit.
     pub store_limit_bytes: Option<u64>,
     pub temp_limit_bytes: Option<u64>,
     /// `systemUsage@sendFailIfNoSpace`: a producer the limits stop is refused at once instead
@@ -1006,6 +1011,11 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The `storeUsage` limit the store applies; `None`: none (not configured, or 0).
+    pub fn store_limit(&self) -> Option<u64> {
+        self.store_limit_bytes.filter(|&bytes| bytes > 0)
+    }
+
     /// How long a publisher stopped by a full memory or store is blocked before its publish is
     /// refused: `None` = as long as it takes (ActiveMQ's default producer flow control).
     pub fn send_fail_after(&self) -> Option<std::time::Duration> {

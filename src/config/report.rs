@@ -817,6 +817,8 @@ fn render_summary(out: &mut String, s: &Summary) {
             .iter()
             .map(|(k, v)| match k.strip_suffix("_ms") {
                 Some(name) => format!("{name} {v} ms"),
+                // A limit of 0 is ActiveMQ's "no limit".
+                None if *v == 0 => format!("{} no limit", k.trim_end_matches("_limit_bytes")),
                 None => format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)),
             })
             .collect();

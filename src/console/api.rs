@@ -12,9 +12,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::auth::{authenticate, authorize_action, Denied, Peer, User};
-use super::{Console, ConsoleInfo};
+use super::{Console, ConsoleInfo, StoreInfo};
 use crate::broker::clients::ClientKey;
-use crate::broker::BrokerCore;
+use crate::broker::session::kind::{
+    stomp_client_hold_id, stomp_durable_id, stomp_readable_id, SessionKind, STOMP_READABLE_PREFIX,
+};
+use crate::security::destination::mqtt_to_activemq;
 
 /// A listener as the overview shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -47,38 +50,38 @@ fn percent(used: u64, limit: u64) -> u64 {
 
 /// The overview's `store`: `null` for a memory-only broker; on a cluster node, where the
 /// messages are (the node keeps none, so used and limit bytes would read as an empty store);
-/// else the local store's figures, `used` read only then.
+/// else the local store's figures, `used` read only then, with `limit_bytes` `null` when no
+/// `storeUsage` limit applies (a 0 would read as a store that is full).
 fn store_overview(info: &ConsoleInfo, used: impl FnOnce() -> u64) -> Value {
-    if info.store_in_cluster {
-        return json!({ "kind": "cluster", "engine": "NATS JetStream" });
-    }
-    match info.store_limit_bytes {
-        Some(limit) => {
+    match info.store {
+        StoreInfo::Cluster => json!({ "kind": "cluster", "engine": "NATS JetStream" }),
+        StoreInfo::Local { limit_bytes } => {
             let used = used();
             json!({
                 "kind": "local",
                 "used_bytes": used,
-                "limit_bytes": limit,
-                "percent": percent(used, limit),
+                "limit_bytes": limit_bytes,
+                "percent": percent(used, limit_bytes.unwrap_or(0)),
             })
         }
-        None => Value::Null,
+        StoreInfo::MemoryOnly => Value::Null,
     }
 }
 
-/// Whether `/api/sessions` lists a session (and the overview counts it): STOMP's internal
-/// sessions (durable subscriptions, a connected client's client-id hold), whose ids start
-/// with U+0000, are not; the clients page shows their connection.
-fn listed_session(client_id: &str) -> bool {
-    !client_id.starts_with('\0')
-}
+/// `kind` of an `/api/sessions` entry that is a STOMP durable topic subscription.
+const STOMP_DURABLE_KIND: &str = "stomp-durable-subscription";
 
-/// Sessions online and offline: the broker's own that `/api/sessions` lists.
-fn session_counts(core: &BrokerCore) -> (usize, usize) {
-    let sessions = core.registry.all();
-    let listed = || sessions.iter().filter(|s| listed_session(s.client_id()));
-    let online = listed().filter(|s| s.is_attached()).count();
-    (online, listed().count() - online)
+/// How `/api/sessions` lists a session of this broker, if it does: MQTT sessions, and on a
+/// single broker STOMP durable subscriptions (a cluster node keeps theirs as records in NATS
+/// that its listing leaves out, and removes them through STOMP's own claim: not listed there
+/// at all). STOMP's other internal sessions (non-durable subscriptions, a connected client's
+/// client-id hold) are not sessions to a user: the clients page shows their connection.
+fn listed_kind<'a>(console: &Console, session_id: &'a str) -> Option<SessionKind<'a>> {
+    match SessionKind::of(session_id) {
+        SessionKind::StompDurable { .. } if console.core.backplane().is_some() => None,
+        SessionKind::StompInternal => None,
+        kind => Some(kind),
+    }
 }
 
 pub(super) async fn overview(
@@ -89,7 +92,9 @@ pub(super) async fn overview(
     let core = &console.core;
     let counters = core.counters.snapshot();
     let (mqtt, stomp) = core.clients.counts();
-    let (online, offline) = session_counts(core);
+    // What the metrics count (`ferromq_sessions`, `ferromq_stomp_durable_subscriptions`), and
+    // on a single broker what /api/sessions lists of each kind.
+    let census = core.registry.census();
     let memory_used = core.memory.used_bytes();
     let memory_limit = core.memory.limit_bytes();
     let store = store_overview(&console.info, || core.durability().stats().message_bytes);
@@ -121,12 +126,17 @@ pub(super) async fn overview(
             "received": counters.bytes_in_by_qos.iter().sum::<u64>(),
             "sent": counters.bytes_out_by_qos.iter().sum::<u64>(),
         },
-        "sessions": { "online": online, "offline": offline },
+        "sessions": { "online": census.online, "offline": census.offline },
+        "stomp_durable_subscriptions": {
+            "online": census.stomp_durable_online,
+            "offline": census.stomp_durable_offline,
+        },
         "subscriptions": core.subscriptions.read().len(),
         "memory": {
             "used_bytes": memory_used,
+            // `null`: no limit (`limit="0"`).
             "limit_bytes": memory_limit,
-            "percent": percent(memory_used, memory_limit),
+            "percent": percent(memory_used, memory_limit.unwrap_or(0)),
         },
         "store": store,
         "csrf_token": console.csrf.token(&user.name),
@@ -183,14 +193,15 @@ pub(super) async fn sessions(
     let backplane = console.core.backplane();
     let mut sessions: Vec<Value> = all
         .iter()
-        .filter(|s| listed_session(s.client_id()))
-        .map(|s| {
+        .filter_map(|s| Some((s, listed_kind(&console, s.client_id())?)))
+        .map(|(s, kind)| {
             let connected = s.is_attached();
-            let (pending, inflight, subscriptions) = s.with_state_unchecked(|st| {
+            let (pending, inflight, subscriptions, filter) = s.with_state_unchecked(|st| {
                 (
                     st.pending().len(),
                     st.inflight().len(),
                     st.subscriptions().len(),
+                    st.subscriptions().keys().next().cloned(),
                 )
             });
             let last_seen = (!connected)
@@ -199,6 +210,7 @@ pub(super) async fn sessions(
                 .map(|d| now.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
             let mut entry = json!({
                 "client_id": &**s.client_id(),
+                "kind": "mqtt",
                 "connected": connected,
                 "persistent": s.is_persistent(),
                 "pending": pending,
@@ -207,6 +219,24 @@ pub(super) async fn sessions(
                 "last_seen_unix_ms": last_seen,
                 "expiry_secs": s.expiry_secs(),
             });
+            if let (SessionKind::StompDurable { client_id, name }, Value::Object(map)) =
+                (kind, &mut entry)
+            {
+                // The id `session list` shows and `session end` takes; the stored one starts
+                // with U+0000.
+                map.insert(
+                    "client_id".into(),
+                    json!(stomp_readable_id(client_id, name)),
+                );
+                map.insert("kind".into(), json!(STOMP_DURABLE_KIND));
+                map.insert("stomp_client_id".into(), json!(client_id));
+                map.insert("subscription_name".into(), json!(name));
+                // A durable subscription has one topic (or wildcard), kept as an MQTT filter.
+                map.insert(
+                    "destination".into(),
+                    json!(filter.map(|f| format!("/topic/{}", mqtt_to_activemq(&f)))),
+                );
+            }
             if let (Some(backplane), Value::Object(map)) = (backplane, &mut entry) {
                 map.insert("held_by".into(), json!(backplane.node_id()));
                 map.insert("here".into(), json!(true));
@@ -412,6 +442,14 @@ async fn end_session(console: &Console, client_id: String, user: &User, peer: Pe
     if client_id.starts_with('\0') {
         return not_found(format!("no session {client_id}"));
     }
+    // An MQTT client may be named like a STOMP durable subscription's readable id: its
+    // session comes first, as `session end` takes the stored id first.
+    if console.core.backplane().is_none()
+        && client_id.starts_with(STOMP_READABLE_PREFIX)
+        && console.core.registry.by_client_id(&client_id).is_none()
+    {
+        return end_stomp_durable(console, &client_id, user, peer);
+    }
     let client_id: Arc<str> = Arc::from(client_id);
     // On a cluster node, no CONNECT of this client id claims or attaches here meanwhile: the
     // session is either this broker's (ended here) or not (ended across the cluster).
@@ -444,6 +482,85 @@ async fn end_session(console: &Console, client_id: String, user: &User, peer: Pe
             }
             None => not_found(format!("no session {client_id}")),
         },
+    }
+}
+
+/// Delete the STOMP durable subscription whose readable id (`stomp:<client-id>:<name>`) is
+/// `readable`, with what it kept, on a single broker: as ActiveMQ's
+/// `destroyDurableSubscriber`, refused while in use. 409 while a STOMP client with its
+/// client-id is connected (consuming it or not: it could resume it any moment, as an MQTT
+/// session's connected client holds it), or when two subscriptions read the same (a `:` in a
+/// client-id makes `stomp:a:b:c` either `a`'s `b:c` or `a:b`'s `c`).
+fn end_stomp_durable(console: &Console, readable: &str, user: &User, peer: Peer) -> Response {
+    let matching: Vec<(String, String)> = console
+        .core
+        .registry
+        .all()
+        .iter()
+        .filter_map(|s| match SessionKind::of(s.client_id()) {
+            SessionKind::StompDurable { client_id, name }
+                if stomp_readable_id(client_id, name) == readable =>
+            {
+                Some((client_id.to_owned(), name.to_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    let (client_id, name) =
+        match matching.as_slice() {
+            [] => return not_found(format!("no session {readable}")),
+            [one] => one.clone(),
+            _ => return (
+                StatusCode::CONFLICT,
+                Json(json!({
+                    "error": format!(
+                        "{} STOMP durable subscriptions read {readable} (a client-id with `:`): \
+                         remove the one meant with UNSUBSCRIBE from a STOMP client with its \
+                         client-id (header activemq.subscriptionName)",
+                        matching.len()
+                    )
+                })),
+            )
+                .into_response(),
+        };
+    let in_use = || {
+        (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "error": format!(
+                    "the subscription's STOMP client (client-id {client_id}) is connected: \
+                     disconnect it first"
+                )
+            })),
+        )
+            .into_response()
+    };
+    if console
+        .core
+        .registry
+        .by_client_id(&stomp_client_hold_id(&client_id))
+        .is_some()
+    {
+        return in_use();
+    }
+    match console
+        .core
+        .registry
+        .remove_offline(&stomp_durable_id(&client_id, &name))
+    {
+        Some(Ok(session)) => {
+            console.core.forget(&session);
+            tracing::info!(
+                admin = %user.name,
+                peer = %peer.0,
+                client_id = %crate::security::Bounded(&client_id),
+                subscription = %crate::security::Bounded(&name),
+                "console: STOMP durable subscription deleted with what it kept"
+            );
+            Json(json!({ "ok": true, "client_id": readable })).into_response()
+        }
+        Some(Err(_)) => in_use(),
+        None => not_found(format!("no session {readable}")),
     }
 }
 
@@ -529,30 +646,42 @@ async fn purge(console: &Console, name: String, user: &User, peer: Peer) -> Resp
 mod tests {
     use super::*;
 
-    fn info(store_limit_bytes: Option<u64>, store_in_cluster: bool) -> ConsoleInfo {
+    fn info(store: StoreInfo) -> ConsoleInfo {
         ConsoleInfo {
             broker_name: "b".to_owned(),
             config_file: "activemq.xml".to_owned(),
             listeners: Vec::new(),
-            store_limit_bytes,
-            store_in_cluster,
+            store,
             metrics_open: false,
         }
     }
 
     #[test]
     fn the_overview_says_a_cluster_nodes_messages_are_in_the_cluster() {
-        // A cluster node is persistent: it has a limit (0 when unset) but no store of its own.
-        let cluster = store_overview(&info(Some(0), true), || unreachable!("no local store"));
+        let cluster = store_overview(&info(StoreInfo::Cluster), || unreachable!("no local store"));
         assert_eq!(
             cluster,
             json!({ "kind": "cluster", "engine": "NATS JetStream" })
         );
-        let local = store_overview(&info(Some(200), false), || 50);
+        let local = store_overview(
+            &info(StoreInfo::Local {
+                limit_bytes: Some(200),
+            }),
+            || 50,
+        );
         assert_eq!(
             local,
             json!({ "kind": "local", "used_bytes": 50, "limit_bytes": 200, "percent": 25 })
         );
-        assert!(store_overview(&info(None, false), || 0).is_null());
+        assert!(store_overview(&info(StoreInfo::MemoryOnly), || 0).is_null());
+    }
+
+    #[test]
+    fn a_store_without_a_limit_has_no_limit_figure() {
+        let local = store_overview(&info(StoreInfo::Local { limit_bytes: None }), || 50);
+        assert_eq!(
+            local,
+            json!({ "kind": "local", "used_bytes": 50, "limit_bytes": null, "percent": 0 })
+        );
     }
 }

@@ -18,7 +18,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::auth::authenticate;
-use super::Console;
+use super::{Console, StoreInfo};
 
 /// Requests in one bulk POST at most (Telegraf sends one per configured metric).
 const MAX_BULK: usize = 256;
@@ -293,8 +293,13 @@ fn attributes(console: &Console) -> BTreeMap<&'static str, Value> {
         }
     }
     let memory_used = core.memory.used_bytes();
-    let memory_limit = core.memory.limit_bytes();
-    let store_limit = console.info.store_limit_bytes.unwrap_or(0);
+    // ActiveMQ's MBean reads 0 for no limit (its `Usage` keeps it as a limit of 0).
+    let memory_limit = core.memory.limit_bytes().unwrap_or(0);
+    // 0 without a limit, as ActiveMQ's MBean reads a limit of 0.
+    let store_limit = match console.info.store {
+        StoreInfo::Local { limit_bytes } => limit_bytes.unwrap_or(0),
+        StoreInfo::MemoryOnly | StoreInfo::Cluster => 0,
+    };
     let store_used = core.durability().stats().message_bytes;
     let uptime = core.started_at.elapsed();
     BTreeMap::from([

@@ -118,6 +118,8 @@ pub async fn listed_elsewhere(
 fn entry(kept: &KeptSession) -> Value {
     json!({
         "client_id": kept.client_id,
+        // The records of STOMP durable subscriptions are left out of the listing.
+        "kind": "mqtt",
         "connected": kept.connected,
         "persistent": true,
         // Its messages wait in the cluster's streams: counted only where it is resumed.

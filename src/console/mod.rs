@@ -15,4 +15,4 @@ mod server;
 pub mod status;
 
 pub use api::ListenerInfo;
-pub use server::{start, Console, ConsoleHandle, ConsoleInfo};
+pub use server::{start, Console, ConsoleHandle, ConsoleInfo, StoreInfo};

@@ -32,12 +32,21 @@ pub struct ConsoleInfo {
     pub broker_name: String,
     pub config_file: String,
     pub listeners: Vec<ListenerInfo>,
-    /// `storeUsage` limit of a broker with a durable store; `None`: memory only.
-    pub store_limit_bytes: Option<u64>,
+    pub store: StoreInfo,
+    pub metrics_open: bool,
+}
+
+/// Where the broker keeps its messages, as the overview shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreInfo {
+    /// `persistent="false"` or a memory adapter: no store.
+    MemoryOnly,
+    /// A durable store of its own, with its `storeUsage` limit (`None`: none; the free disk
+    /// space still bounds it).
+    Local { limit_bytes: Option<u64> },
     /// A cluster node: its messages are kept in NATS JetStream, not in a store of its own, so
     /// it has no store figures to show.
-    pub store_in_cluster: bool,
-    pub metrics_open: bool,
+    Cluster,
 }
 
 /// The state every request handler shares.

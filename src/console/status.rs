@@ -300,13 +300,18 @@ pub fn describe(overview: &Value) -> String {
         s(&m["sent"])
     );
     let mem = &overview["memory"];
-    let _ = writeln!(
-        out,
-        "memory: {} of {} bytes ({}%)",
-        s(&mem["used_bytes"]),
-        s(&mem["limit_bytes"]),
-        s(&mem["percent"])
-    );
+    let _ = if mem["limit_bytes"].is_null() {
+        // `memoryUsage limit="0"`: no limit, so no share of one either.
+        writeln!(out, "memory: {} bytes (no limit)", s(&mem["used_bytes"]))
+    } else {
+        writeln!(
+            out,
+            "memory: {} of {} bytes ({}%)",
+            s(&mem["used_bytes"]),
+            s(&mem["limit_bytes"]),
+            s(&mem["percent"])
+        )
+    };
     let store = &overview["store"];
     if store["kind"] == "cluster" {
         let _ = writeln!(
@@ -314,7 +319,17 @@ pub fn describe(overview: &Value) -> String {
             "store: in the cluster ({}); this node keeps none of its own",
             s(&store["engine"])
         );
-    } else if !store.is_null() {
+    } else if store.is_null() {
+        let _ = writeln!(out, "store: none (memory only)");
+    } else if store["limit_bytes"].is_null() {
+        // No `storeUsage` limit (ferromq applies no default one): what bounds the store is
+        // the reserve of free disk space it keeps (docs/durable-store.md, "Disk full").
+        let _ = writeln!(
+            out,
+            "store: {} bytes (no storeUsage limit; the disk's free space bounds it)",
+            s(&store["used_bytes"])
+        );
+    } else {
         let _ = writeln!(
             out,
             "store: {} of {} bytes ({}%)",
@@ -362,6 +377,25 @@ mod tests {
             "kind": "local", "used_bytes": 5, "limit_bytes": 10, "percent": 50,
         });
         assert!(describe(&overview).contains("store: 5 of 10 bytes (50%)"));
+        overview["store"] = serde_json::json!({
+            "kind": "local", "used_bytes": 5, "limit_bytes": null, "percent": 0,
+        });
+        let text = describe(&overview);
+        assert!(
+            text.contains("store: 5 bytes (no storeUsage limit; the disk's free space bounds it)"),
+            "{text}"
+        );
+        overview["store"] = serde_json::Value::Null;
+        assert!(describe(&overview).contains("store: none (memory only)"));
+    }
+
+    #[test]
+    fn a_memory_without_a_limit_is_described_so() {
+        let overview = serde_json::json!({
+            "memory": { "used_bytes": 7, "limit_bytes": null, "percent": 0 },
+        });
+        let text = describe(&overview);
+        assert!(text.contains("memory: 7 bytes (no limit)"), "{text}");
     }
 
     #[test]

@@ -274,14 +274,27 @@ fn stomp_frames(core: &BrokerCore, out: &mut Vec<Family>) {
 
 fn sessions(core: &BrokerCore, out: &mut Vec<Family>) {
     let census = core.registry.census();
+    // MQTT sessions only, as the console's overview and /api/sessions count them: STOMP keeps
+    // its topic subscriptions as sessions too, and its durable ones have their own figure.
     out.push(
         Family::new(
             "sessions",
-            "Sessions: online (a connection holds it) and offline (persistent, no connection).",
+            "MQTT sessions: online (a connection holds it) and offline (persistent, no \
+             connection).",
             Kind::Gauge,
         )
         .with("state", "online", census.online)
         .with("state", "offline", census.offline),
+    );
+    out.push(
+        Family::new(
+            "stomp_durable_subscriptions",
+            "STOMP durable topic subscriptions: online (a connected client consumes it) and \
+             offline (kept, no consumer).",
+            Kind::Gauge,
+        )
+        .with("state", "online", census.stomp_durable_online)
+        .with("state", "offline", census.stomp_durable_offline),
     );
     out.push(Family::gauge(
         "subscriptions",
@@ -295,8 +308,8 @@ fn sessions(core: &BrokerCore, out: &mut Vec<Family>) {
     ));
     out.push(Family::gauge(
         "queued_messages",
-        "Messages queued for delivery to MQTT sessions, summed over all sessions (queues: \
-         ferromq_destination_queue_messages).",
+        "Messages queued for delivery to MQTT sessions and STOMP topic subscriptions, summed \
+         (queues: ferromq_destination_queue_messages).",
         census.queued as f64,
     ));
     out.push(Family::gauge(
@@ -332,11 +345,15 @@ fn resources(core: &BrokerCore, out: &mut Vec<Family>) {
         .unit_bytes()
         .sample(vec![], core.memory.used_bytes()),
     );
-    out.push(
-        Family::new("memory_limit", "The memoryUsage limit.", Kind::Gauge)
-            .unit_bytes()
-            .sample(vec![], core.memory.limit_bytes()),
-    );
+    // Without a limit (`limit="0"`) there is no figure: a 0 would read as always full to a
+    // rule that divides usage by it, as the store's limit is left out without one.
+    if let Some(limit) = core.memory.limit_bytes() {
+        out.push(
+            Family::new("memory_limit", "The memoryUsage limit.", Kind::Gauge)
+                .unit_bytes()
+                .sample(vec![], limit),
+        );
+    }
     let durability = core.durability();
     if !durability.keeps_sessions() {
         return;

@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    activemq_xml, load_xml, pending_limit_policy, Client, RawClient, TestBroker, STEP,
+    activemq_xml, load_xml, pending_limit_policy, publish_packet, Client, RawClient, TestBroker,
+    STEP,
 };
 use ferromq::broker::routing::limits::{pending_hard_cap, DEFAULT_SUBSCRIPTION_PREFETCH};
 use ferromq::protocol::QoS;
@@ -112,4 +113,65 @@ async fn bind_error_names_the_connector_and_its_line() {
     assert!(err.contains("busy-connector"), "{err}");
     assert!(err.contains("<memory>.xml:5:"), "{err}");
     first.shutdown().await;
+}
+
+/// `limit="0"` is no limit, as in ActiveMQ (its `Usage` counts 0 % of a limit of 0): QoS 1
+/// publishes held for an offline subscriber are all acknowledged, QoS 0 is delivered, and
+/// nothing is refused or dropped, for `memoryUsage` and `storeUsage` alike.
+#[tokio::test]
+async fn a_limit_of_0_is_no_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = crate::support::BrokerXml::new()
+        .kahadb(dir.path())
+        .child(
+            r#"<systemUsage><systemUsage>
+      <memoryUsage><memoryUsage limit="0"/></memoryUsage>
+      <storeUsage><storeUsage limit="0 mb"/></storeUsage>
+    </systemUsage></systemUsage>"#,
+        )
+        .mqtt(0, &[])
+        .build();
+    let broker = TestBroker::from_xml(&xml).await;
+    let (mut kept, _) = RawClient::connected(broker.addr, "kept", false).await;
+    kept.subscribe(1, &[("zero", QoS::AtLeastOnce)]).await;
+    drop(kept);
+    let (mut online, _) = RawClient::connected(broker.addr, "online", true).await;
+    online.subscribe(1, &[("zero", QoS::AtMostOnce)]).await;
+
+    let (mut publisher, _) = RawClient::connected(broker.addr, "pub", true).await;
+    let payload = vec![b'x'; 400];
+    for id in 1..=20u16 {
+        publisher
+            .send(publish_packet(
+                "zero",
+                &payload,
+                QoS::AtLeastOnce,
+                Some(id),
+                false,
+            ))
+            .await;
+        match publisher.recv_within(Duration::from_secs(2)).await {
+            Some(ferromq::protocol::Packet::PubAck(a)) => assert_eq!(a.packet_id, id),
+            other => panic!("QoS 1 publish {id} not acknowledged: {other:?}"),
+        }
+    }
+    publisher
+        .send(publish_packet("zero", b"q0", QoS::AtMostOnce, None, false))
+        .await;
+    let mut got_qos0 = false;
+    for _ in 0..21 {
+        let p = online.recv_publish().await;
+        got_qos0 |= &p.payload[..] == b"q0";
+    }
+    assert!(got_qos0, "the QoS 0 publish was delivered");
+    let counters = broker.handle.counters();
+    assert_eq!(
+        (
+            counters.refused_memory_full,
+            counters.refused_store_full,
+            counters.dropped_memory_full
+        ),
+        (0, 0, 0)
+    );
+    broker.shutdown().await;
 }

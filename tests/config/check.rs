@@ -309,6 +309,77 @@ fn send_fail_if_no_space_is_read_and_reported_in_milliseconds() {
     );
 }
 
+/// A usage limit of 0 is no limit, as in ActiveMQ (its `Usage` counts 0 % of a limit of 0),
+/// also where ActiveMQ leaves the memory limit at 0 (a `<memoryUsage>` without `limit`,
+/// `percentOfJvmHeap` of 0 or less, a `<systemUsage>` without `<memoryUsage>`: those warn);
+/// `check` says "no limit"; a negative limit is an error at its value, as ActiveMQ refuses it.
+#[test]
+fn a_usage_limit_of_0_is_no_limit_and_a_negative_one_is_refused() {
+    let xml = |memory: &str| {
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors><transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/></transportConnectors>
+        <systemUsage><systemUsage>
+{memory}
+          <storeUsage><storeUsage limit="0"/></storeUsage>
+        </systemUsage></systemUsage>
+      </broker></beans>"#
+        )
+    };
+    let load = |memory: &str| ferromq::config::load_str(&xml(memory), Path::new("."), &options());
+    let memory_limit = |loaded: &Loaded| {
+        loaded
+            .config
+            .as_ref()
+            .expect("valid")
+            .limits
+            .memory_limit_bytes
+    };
+
+    let loaded = load(r#"<memoryUsage><memoryUsage limit="0"/></memoryUsage>"#);
+    assert_eq!(memory_limit(&loaded), Some(0));
+    assert_eq!(
+        loaded.diagnostics.warnings().count(),
+        0,
+        "{}",
+        loaded.diagnostics
+    );
+    let text = report::text(&loaded);
+    assert!(
+        text.contains("limits: memory no limit, store no limit"),
+        "{text}"
+    );
+
+    for unset in [
+        r#"<memoryUsage><memoryUsage/></memoryUsage>"#,
+        r#"<memoryUsage><memoryUsage percentOfJvmHeap="0"/></memoryUsage>"#,
+        r#"<memoryUsage><memoryUsage percentOfJvmHeap="-5"/></memoryUsage>"#,
+        "",
+    ] {
+        let loaded = load(unset);
+        assert_eq!(memory_limit(&loaded), Some(0), "{unset}");
+        assert!(
+            loaded
+                .diagnostics
+                .warnings()
+                .any(|w| w.message.contains("no limit")),
+            "{unset}: {}",
+            loaded.diagnostics
+        );
+    }
+    // Above 0 ActiveMQ takes a share of its JVM heap; ferromq has none: the 1 GB default.
+    let loaded = load(r#"<memoryUsage><memoryUsage percentOfJvmHeap="70"/></memoryUsage>"#);
+    assert_eq!(memory_limit(&loaded), None);
+
+    let loaded = load(r#"<memoryUsage><memoryUsage limit="-1"/></memoryUsage>"#);
+    let errors: Vec<_> = loaded.diagnostics.errors().collect();
+    assert_eq!(errors.len(), 1, "{}", loaded.diagnostics);
+    let span = errors[0].span.as_ref().expect("a position");
+    assert_eq!((span.line, span.col), (5, 34), "{}", loaded.diagnostics);
+    assert!(errors[0].message.contains("negative"), "{}", errors[0]);
+}
+
 fn write_tls_material(dir: &Path) {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("generate certificate");

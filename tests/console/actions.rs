@@ -451,3 +451,147 @@ async fn disconnect_reads_0x98(client_id: &str, parked: bool) {
     raw.expect_closed().await;
     env.broker.shutdown().await;
 }
+
+/// The entry of `/api/sessions` whose `client_id` is `id`, once `ready` holds for it.
+async fn session_entry(
+    console: std::net::SocketAddr,
+    id: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        let sessions = get(console, "/api/sessions", Some(ADMIN)).await.json();
+        let found = sessions["sessions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["client_id"] == id && ready(s))
+            .cloned();
+        if let Some(entry) = found {
+            return entry;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{id}: {sessions}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// SUBSCRIBE to durable subscription `orders` of `/topic/plant.line1`, awaiting its RECEIPT.
+async fn subscribe_orders(stomp: &mut StompClient) {
+    stomp
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/topic/plant.line1"),
+                ("id", "1"),
+                ("activemq.subscriptionName", "orders"),
+                ("receipt", "subscribed"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+}
+
+/// A single broker's console lists a STOMP durable subscription as `stomp:<client-id>:<name>`
+/// with its kind and destination, and its Delete ends it with what it kept: refused (409)
+/// while a STOMP client with its client-id is connected (consuming it or not), and gone for
+/// good afterwards, across a restart of the real binary, its client then starting afresh.
+#[tokio::test]
+async fn a_stomp_durable_subscription_is_listed_and_deleted_with_what_it_kept() {
+    use crate::support::cluster_nodes::FerromqNode;
+    use crate::support::free_port;
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::write(dir.path(), "jetty-realm.properties", crate::REALM);
+    let (mqtt_port, stomp_port, console_port) = (free_port(), free_port(), free_port());
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="durable-console">
+    <console xmlns="urn:ferromq" host="127.0.0.1" port="{console_port}" realm="jetty-realm.properties"/>
+    <persistenceAdapter><kahaDB directory="{store}"/></persistenceAdapter>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{mqtt_port}"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:{stomp_port}"/>
+    </transportConnectors>
+  </broker>
+</beans>
+"#,
+        store = dir.path().join("store").display()
+    );
+    crate::write(dir.path(), "activemq.xml", &xml);
+    let config = dir.path().join("activemq.xml");
+    let mut broker = FerromqNode::spawn(&config);
+    let console: std::net::SocketAddr = ([127, 0, 0, 1], console_port).into();
+    let stomp_addr: std::net::SocketAddr = ([127, 0, 0, 1], stomp_port).into();
+    const ID: &str = "stomp:app:orders";
+
+    let mut stomp = StompClient::tcp(stomp_addr).await;
+    stomp.connect(&[("client-id", "app")]).await;
+    subscribe_orders(&mut stomp).await;
+    let entry = session_entry(console, ID, |s| s["connected"] == true).await;
+    assert_eq!(entry["kind"], "stomp-durable-subscription", "{entry}");
+    assert_eq!(entry["destination"], "/topic/plant.line1", "{entry}");
+    assert_eq!(entry["stomp_client_id"], "app");
+    assert_eq!(entry["subscription_name"], "orders");
+    assert_eq!(entry["persistent"], true);
+    let path = "/api/sessions/delete?client_id=stomp%3Aapp%3Aorders";
+    let consumed = act(console, path, ADMIN).await;
+    assert_eq!(consumed.status, 409, "{}", consumed.text());
+    // No longer consumed, its client still connected: still refused.
+    stomp
+        .send("UNSUBSCRIBE", &[("id", "1"), ("receipt", "u")], "")
+        .await;
+    assert_eq!(stomp.recv().await.command, "RECEIPT");
+    let connected = act(console, path, ADMIN).await;
+    assert_eq!(connected.status, 409, "{}", connected.text());
+    assert!(
+        connected.text().contains("client-id app"),
+        "{}",
+        connected.text()
+    );
+    stomp.send("DISCONNECT", &[], "").await;
+    stomp.expect_closed_within(STEP).await;
+
+    // Kept for it meanwhile.
+    let mut publisher = crate::support::Client::connect(broker.mqtt_addr(), "pub").await;
+    for _ in 0..3 {
+        publisher
+            .publish("plant/line1", rumqttc::QoS::AtLeastOnce, false, b"m")
+            .await;
+    }
+    let entry = session_entry(console, ID, |s| {
+        s["connected"] == false && s["pending"] == 3
+    })
+    .await;
+    assert!(entry["last_seen_unix_ms"].as_u64().is_some(), "{entry}");
+    let overview = get(console, "/api/overview", Some(ADMIN)).await.json();
+    assert_eq!(
+        overview["stomp_durable_subscriptions"],
+        serde_json::json!({ "online": 0, "offline": 1 }),
+        "{overview}"
+    );
+
+    let deleted = act(console, path, ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let sessions = get(console, "/api/sessions", Some(ADMIN)).await.json();
+    assert!(!sessions.to_string().contains(ID), "deleted: {sessions}");
+    assert_eq!(act(console, path, ADMIN).await.status, 404, "deleted once");
+    drop(publisher);
+
+    // Gone from the store too: after a restart nothing is listed nor delivered.
+    assert!(broker.terminate().is_some_and(|s| s.success()));
+    let mut broker = FerromqNode::spawn(&config);
+    let sessions = get(console, "/api/sessions", Some(ADMIN)).await.json();
+    assert!(!sessions.to_string().contains(ID), "{sessions}");
+    let mut stomp = StompClient::tcp(stomp_addr).await;
+    stomp.connect(&[("client-id", "app")]).await;
+    subscribe_orders(&mut stomp).await;
+    assert!(
+        stomp
+            .recv_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "the kept messages went with the subscription"
+    );
+    stomp.send("DISCONNECT", &[], "").await;
+    broker.terminate();
+}

@@ -462,9 +462,10 @@ async fn topics_count_what_is_published_over_mqtt_and_stomp() {
     env.broker.shutdown().await;
 }
 
-/// The overview's session counts are the sessions `/api/sessions` lists: MQTT sessions, online
-/// and offline, and none of the broker's internal STOMP sessions (a connected STOMP client's
-/// client-id, its topic subscriptions, its durable subscriptions, connected or not).
+/// The overview's session counts are what `/api/sessions` lists of each kind: `sessions` its
+/// MQTT sessions, `stomp_durable_subscriptions` its STOMP durable subscriptions, online and
+/// offline; none of the broker's other internal STOMP sessions (a connected STOMP client's
+/// client-id, its non-durable topic subscriptions) is either.
 #[tokio::test]
 async fn overview_session_counts_are_what_the_sessions_api_lists() {
     let env = Env::start().await;
@@ -488,21 +489,29 @@ async fn overview_session_counts_are_what_the_sessions_api_lists() {
         assert_eq!(stomp.recv().await.command, "RECEIPT");
     }
 
-    // Both read until they agree on the expected counts (the MQTT session goes offline when
-    // its connection's close is seen, the STOMP durable subscription when its client leaves).
-    let counts = |expected: (u64, u64)| async move {
+    // Both read until they agree on the expected counts, (online, offline) of MQTT sessions
+    // and of STOMP durable subscriptions (the MQTT session goes offline when its
+    // connection's close is seen, the STOMP durable subscription when its client leaves).
+    let counts = |expected: [(u64, u64); 2]| async move {
         let deadline = tokio::time::Instant::now() + STEP;
         loop {
             let overview = get(env.console, "/api/overview", Some(VIEWER)).await.json();
             let listed = get(env.console, "/api/sessions", Some(VIEWER)).await.json();
             let sessions = listed["sessions"].as_array().cloned().unwrap_or_default();
-            let connected = sessions.iter().filter(|s| s["connected"] == true).count();
-            let from_list = (connected as u64, (sessions.len() - connected) as u64);
-            let from_overview = (
-                overview["sessions"]["online"].as_u64().unwrap_or(u64::MAX),
-                overview["sessions"]["offline"].as_u64().unwrap_or(u64::MAX),
-            );
-            if from_overview == expected && from_list == expected {
+            let of_kind = |kind: &str| {
+                let all: Vec<_> = sessions.iter().filter(|s| s["kind"] == kind).collect();
+                let connected = all.iter().filter(|s| s["connected"] == true).count();
+                (connected as u64, (all.len() - connected) as u64)
+            };
+            let from_list = [of_kind("mqtt"), of_kind("stomp-durable-subscription")];
+            let figure = |name: &str| {
+                (
+                    overview[name]["online"].as_u64().unwrap_or(u64::MAX),
+                    overview[name]["offline"].as_u64().unwrap_or(u64::MAX),
+                )
+            };
+            let from_overview = [figure("sessions"), figure("stomp_durable_subscriptions")];
+            if from_overview == expected && from_list == expected && sessions.len() == 3 {
                 return;
             }
             assert!(
@@ -513,11 +522,11 @@ async fn overview_session_counts_are_what_the_sessions_api_lists() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     };
-    counts((1, 1)).await;
+    counts([(1, 1), (1, 0)]).await;
     stomp.send("DISCONNECT", &[], "").await;
     stomp.expect_closed_within(STEP).await;
-    // The durable subscription is kept offline, and is still not counted.
-    counts((1, 1)).await;
+    // The durable subscription is kept offline.
+    counts([(1, 1), (0, 1)]).await;
     drop(online);
     env.broker.shutdown().await;
 }

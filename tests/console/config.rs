@@ -454,6 +454,56 @@ async fn ferromq_status_without_console_asks_the_console_of_the_configuration() 
     }
 }
 
+/// `status FILE` takes the file as `run FILE` and `check FILE` do; a durable broker without a
+/// `storeUsage` limit has none (ferromq applies no default one): the overview's
+/// `store.limit_bytes` is `null` and `status` says so, not "0 of 0 bytes".
+#[tokio::test]
+async fn status_takes_the_file_positionally_and_shows_a_store_without_a_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "jetty-realm.properties", REALM);
+    let port = crate::support::free_port();
+    let xml = BrokerXml::new()
+        .name("store-test")
+        .kahadb(&dir.path().join("store"))
+        .child(&format!(
+            r#"<console xmlns="urn:ferromq" host="127.0.0.1" port="{port}" realm="jetty-realm.properties"/>"#
+        ))
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .build();
+    write(dir.path(), "activemq.xml", &xml);
+    let file = dir.path().join("activemq.xml");
+    let broker = TestBroker::start(crate::support::xml::load_file(&file)).await;
+    let console = broker.handle.console_addr().expect("console runs");
+    let overview = get(console, "/api/overview", Some(VIEWER)).await.json();
+    assert_eq!(overview["store"]["kind"], "local", "{overview}");
+    assert!(overview["store"]["limit_bytes"].is_null(), "{overview}");
+
+    let output = tokio::task::spawn_blocking(move || {
+        ferromq()
+            .arg("status")
+            .arg(&file)
+            .args(["--username", "viewer", "--password-env", "CONSOLE_PW"])
+            .env("CONSOLE_PW", crate::PASSWORD)
+            .output()
+            .expect("run status")
+    })
+    .await
+    .expect("status ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("broker store-test (ferromq "), "{stdout}");
+    assert!(
+        stdout.contains("bytes (no storeUsage limit; the disk's free space bounds it)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(" of 0 bytes"), "{stdout}");
+    broker.shutdown().await;
+}
+
 /// `status --config FILE` where FILE cannot be loaded fails, saying why and what to do: the
 /// file names the broker meant, and ActiveMQ's address could be another broker's console.
 /// The implicit conf/activemq.xml still falls back to that address.

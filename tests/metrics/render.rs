@@ -293,6 +293,63 @@ async fn stomp_connections_and_sends_are_counted() {
     broker.shutdown().await;
 }
 
+/// `ferromq_sessions` counts MQTT sessions only, as the console's overview and /api/sessions
+/// do: STOMP's topic subscriptions are sessions inside the broker, and its durable ones are
+/// counted apart, online while their client consumes them, offline once it is gone.
+#[tokio::test]
+async fn stomp_subscriptions_are_not_counted_as_mqtt_sessions() {
+    let xml = BrokerXml::new()
+        .connector("mqtt", "mqtt://127.0.0.1:0")
+        .connector("stomp", "stomp://127.0.0.1:0")
+        .build();
+    let broker = TestBroker::from_xml(&xml).await;
+    let _mqtt = Client::connect(broker.addr, "mqtt-client").await;
+    let stomp_addr = broker.handle.listener_addrs()[1].1;
+    let mut stomp = TcpStream::connect(stomp_addr).await.expect("connect");
+    stomp
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nclient-id:app\n\n\0")
+        .await
+        .expect("write");
+    read_frame(&mut stomp, "CONNECTED").await;
+    stomp
+        .write_all(
+            b"SUBSCRIBE\nid:1\ndestination:/topic/plain\n\n\0\
+              SUBSCRIBE\nid:2\ndestination:/topic/kept\nactivemq.subscriptionName:orders\n\
+              receipt:1\n\n\0",
+        )
+        .await
+        .expect("write");
+    read_frame(&mut stomp, "RECEIPT").await;
+    let sessions = |e: &Exposition, state| e.value("ferromq_sessions", &[("state", state)]);
+    let durable =
+        |e: &Exposition, state| e.value("ferromq_stomp_durable_subscriptions", &[("state", state)]);
+    let now = scrape(&broker);
+    assert_eq!(
+        (sessions(&now, "online"), sessions(&now, "offline")),
+        (1.0, 0.0),
+        "the MQTT client's session only"
+    );
+    assert_eq!(
+        (durable(&now, "online"), durable(&now, "offline")),
+        (1.0, 0.0)
+    );
+    stomp
+        .write_all(b"DISCONNECT\nreceipt:2\n\n\0")
+        .await
+        .expect("write");
+    read_frame(&mut stomp, "RECEIPT").await;
+    let gone = scrape_until(broker.handle.core(), "durable subscription offline", |e| {
+        durable(e, "offline") == 1.0
+    })
+    .await;
+    assert_eq!(durable(&gone, "online"), 0.0);
+    assert_eq!(
+        (sessions(&gone, "online"), sessions(&gone, "offline")),
+        (1.0, 0.0)
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn reloads_are_counted_with_their_last_result() {
     let xml = BrokerXml::new().mqtt(0, &[]).build();

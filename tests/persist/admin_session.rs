@@ -145,8 +145,9 @@ async fn an_abandoned_session_is_ended_online_and_in_a_stopped_brokers_store() {
 }
 
 /// `session list` of a memory-only broker or of a cluster node has no store to read: it says
-/// where the sessions can be listed (the console; for a cluster, not by `session list`), that
-/// STOMP durable subscriptions are not, and names `--broker` only for `session end`.
+/// where the sessions can be listed (the console, STOMP durable subscriptions too on a single
+/// broker; for a cluster, not by `session list`, and its console lists no STOMP durable
+/// subscription), and names `--broker` only for `session end`.
 #[test]
 fn session_list_without_a_store_says_where_sessions_are_listed() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -179,25 +180,112 @@ fn session_list_without_a_store_says_where_sessions_are_listed() {
 "#,
     )
     .expect("write node.xml");
-    for (file, expected) in [
-        (&memory, "its web console lists them"),
-        (&node, "`session list` cannot read them"),
+    for (file, expected, stomp_listed) in [
+        (&memory, "its web console lists them", true),
+        (&node, "`session list` cannot read them", false),
     ] {
         let out = ferromq(&["session", "list", &config_arg(file)]);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let said = String::from_utf8_lossy(&out.stderr);
         assert!(said.contains(expected), "{said}");
         assert!(said.contains("GET /api/sessions"), "{said}");
-        // The console lists MQTT sessions only: the hint says how a STOMP durable
-        // subscription is removed instead.
-        assert!(
-            said.contains("the web console lists no STOMP durable subscriptions")
+        // A cluster node's console lists MQTT sessions only: the hint says how a STOMP
+        // durable subscription is removed instead; a single broker's lists them.
+        assert_eq!(
+            said.contains("a cluster node's web console lists no STOMP durable subscriptions")
                 && said.contains("UNSUBSCRIBE (headers id and activemq.subscriptionName"),
+            !stomp_listed,
+            "{said}"
+        );
+        assert_eq!(
+            said.contains("STOMP durable subscriptions as stomp:<client-id>:<name>"),
+            stomp_listed,
             "{said}"
         );
         assert!(
             !said.contains("with --broker"),
             "`session list` takes no --broker: {said}"
         );
+    }
+}
+
+/// A TCP proxy to `to` that forwards the first `forwarded` connections made to it and closes
+/// every later one at once: a broker that becomes unreachable between two connections.
+async fn proxy_closing_after(to: std::net::SocketAddr, forwarded: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    tokio::spawn(async move {
+        let mut accepted = 0;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            accepted += 1;
+            if accepted > forwarded {
+                drop(inbound);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Whether the broker keeps a session of `client_id`, asked so that the asking leaves none:
+/// MQTT 5, Clean Start 0, Session Expiry Interval 0.
+async fn keeps_session(addr: std::net::SocketAddr, client_id: &str) -> bool {
+    let (mut client, ack) = crate::support::RawClient::connect_ok(
+        addr,
+        crate::support::connect_v5(client_id, false, None),
+    )
+    .await;
+    client
+        .send(Packet::Disconnect(ferromq::protocol::Disconnect {
+            reason: 0,
+            properties: None,
+        }))
+        .await;
+    ack.session_present
+}
+
+/// `session end --broker` leaves no session behind when the broker cannot be reached after
+/// its first connection: where there was none, that connection (Session Expiry Interval 0)
+/// made nothing that outlives it and nothing more is needed; where there was one, that
+/// connection resumed it with expiry 0, so it ends when it closes even though the Clean Start
+/// connection that would make sure of it fails.
+#[tokio::test]
+async fn ending_a_session_online_leaves_none_when_the_broker_goes_away_midway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = write_crash_config(dir.path(), port, 1000);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let broker = Arc::new(parking_lot::Mutex::new(spawn_broker(&config)));
+    let _kill = KillOnDrop(broker.clone());
+    // Serving (the proxy does not retry).
+    drop(Wire::connect(addr, "ready", true).await);
+
+    let once = proxy_closing_after(addr, 1).await;
+    let ended = ferromq::admin::end_session_online(once, "never-was", None, None).await;
+    assert!(matches!(ended, Ok(false)), "{ended:?}");
+    assert!(
+        !keeps_session(addr, "never-was").await,
+        "the connection that found no session left none"
+    );
+
+    abandoned(addr, "kept", 2).await;
+    let once = proxy_closing_after(addr, 1).await;
+    let ended = ferromq::admin::end_session_online(once, "kept", None, None).await;
+    assert!(matches!(ended, Ok(true)), "{ended:?}");
+    // It ends once the broker has seen that connection close.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while keeps_session(addr, "kept").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the resumed session outlived its connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

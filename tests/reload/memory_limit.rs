@@ -69,7 +69,7 @@ async fn a_raised_memory_limit_applies_without_a_restart() {
         (1, 0),
         "{stats:?}"
     );
-    assert_eq!(live.handle.core().memory.limit_bytes(), 1 << 20);
+    assert_eq!(live.handle.core().memory.limit_bytes(), Some(1 << 20));
     // The publish held by the old limit is admitted under the new one.
     let held_id = held + 1;
     assert!(

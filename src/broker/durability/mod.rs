@@ -516,7 +516,7 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Durability>> {
             Ok(Arc::new(engine))
         }
         (Persistence::Durable { directory, .. }, true) => {
-            let store = RedbStore::open(directory.clone(), config.limits.store_limit_bytes).await?;
+            let store = RedbStore::open(directory.clone(), config.limits.store_limit()).await?;
             Ok(Arc::new(store))
         }
         _ => Ok(Arc::new(MemoryOnly::default())),

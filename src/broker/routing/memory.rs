@@ -19,6 +19,9 @@
 //! they stay in memory as long as one of its messages does (queued for an offline session),
 //! so the gauge counts them; a read whose messages are all gone releases them at once.
 //!
+//! A limit of 0 is no limit, as in ActiveMQ (`Usage.caclPercentUsage` answers 0 % for a limit
+//! of 0, so the usage is never full): `limit="0"` and a `<memoryUsage>` left without one.
+//!
 //! When usage reaches the limit, new QoS 1/2 publishes are refused like a full store (not
 //! acknowledged; the client re-sends them later) and QoS 0 publishes are dropped. ActiveMQ
 //! blocks the producer instead; a refusal keeps the connection's other traffic (acks that free
@@ -50,10 +53,12 @@ pub const READ_GROUP_BYTES: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct MemoryGauge {
     used_bytes: AtomicU64,
+    /// 0: no limit.
     limit_bytes: AtomicU64,
 }
 
 impl MemoryGauge {
+    /// A gauge of `limit_bytes`; 0 is no limit.
     pub fn new(limit_bytes: u64) -> Arc<MemoryGauge> {
         Arc::new(MemoryGauge {
             used_bytes: AtomicU64::new(0),
@@ -61,7 +66,7 @@ impl MemoryGauge {
         })
     }
 
-    /// From the configured `memoryUsage` limit, else [`DEFAULT_MEMORY_LIMIT_BYTES`].
+    /// From the configured `memoryUsage` limit (0: none), else [`DEFAULT_MEMORY_LIMIT_BYTES`].
     pub fn from_limit(configured_bytes: Option<u64>) -> Arc<MemoryGauge> {
         Self::new(configured_bytes.unwrap_or(DEFAULT_MEMORY_LIMIT_BYTES))
     }
@@ -70,18 +75,31 @@ impl MemoryGauge {
         self.used_bytes.load(Ordering::Relaxed)
     }
 
-    pub fn limit_bytes(&self) -> u64 {
-        self.limit_bytes.load(Ordering::Relaxed)
+    /// The limit; `None`: there is none.
+    pub fn limit_bytes(&self) -> Option<u64> {
+        match self.limit_bytes.load(Ordering::Relaxed) {
+            0 => None,
+            limit => Some(limit),
+        }
     }
 
-    /// A reloaded limit: applies to the next publish (what is held stays held).
+    /// A reloaded limit (0: none): applies to the next publish (what is held stays held).
     pub fn set_limit_bytes(&self, limit_bytes: u64) {
         self.limit_bytes.store(limit_bytes, Ordering::Relaxed);
     }
 
-    /// Usage has reached the limit: new messages are refused until some are released.
+    /// Usage has reached the limit: new messages are refused until some are released. Never
+    /// without a limit.
     pub fn is_full(&self) -> bool {
-        self.used_bytes() >= self.limit_bytes()
+        self.limit_bytes()
+            .is_some_and(|limit| self.used_bytes() >= limit)
+    }
+
+    /// Whether `more` bytes on top of `held` would be over the limit (a transaction that could
+    /// never be kept); never without a limit.
+    pub fn exceeds_limit(&self, held: u64, more: u64) -> bool {
+        self.limit_bytes()
+            .is_some_and(|limit| held.saturating_add(more) > limit)
     }
 
     /// `message` with its payload charged to this gauge until its last copy is dropped.
@@ -441,5 +459,21 @@ mod tests {
             !gauge.is_full(),
             "nothing held: the next message is admitted"
         );
+    }
+
+    /// ActiveMQ's `Usage` counts 0 % of a limit of 0: never full.
+    #[test]
+    fn a_limit_of_0_is_no_limit() {
+        let gauge = MemoryGauge::new(0);
+        assert!(!gauge.is_full(), "empty");
+        let held = gauge.charge(message("t", &[0; 10]));
+        assert!(!gauge.is_full(), "something held");
+        assert_eq!(gauge.limit_bytes(), None);
+        assert!(!gauge.exceeds_limit(u64::MAX, 1));
+        gauge.set_limit_bytes(1);
+        assert!(gauge.is_full(), "a limit set by a reload applies");
+        gauge.set_limit_bytes(0);
+        assert!(!gauge.is_full(), "and 0 lifts it");
+        drop(held);
     }
 }

@@ -71,7 +71,7 @@ impl BrokerCore {
                 if should_log(total) {
                     tracing::warn!(
                         %topic,
-                        limit_bytes = self.memory.limit_bytes(),
+                        limit_bytes = self.memory.limit_bytes().unwrap_or(0),
                         used_bytes = self.memory.used_bytes(),
                         total,
                         "publisher paused, publish not acknowledged yet: messages held in memory \
@@ -101,7 +101,7 @@ impl BrokerCore {
         if should_log(total) {
             tracing::warn!(
                 topic = %message.topic,
-                limit_bytes = self.memory.limit_bytes(),
+                limit_bytes = self.memory.limit_bytes().unwrap_or(0),
                 used_bytes = self.memory.used_bytes(),
                 total,
                 "{outcome}: messages held in memory reached the memoryUsage limit"

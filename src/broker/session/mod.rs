@@ -20,6 +20,7 @@ use tokio::time::Instant;
 pub mod expiry;
 pub mod inflight;
 mod keyed;
+pub mod kind;
 mod park;
 pub mod qos2_storing;
 pub mod queue;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use parking_lot::{Mutex, RwLock};
 
 use crate::broker::session::keyed::{ByClientId, ById};
+use crate::broker::session::kind::SessionKind;
 use crate::broker::session::{AttachToken, Session, SessionId, SessionState};
 
 /// Why a CONNECT could not get its session.
@@ -319,7 +320,9 @@ impl SessionRegistry {
     }
 
     /// Sessions online and offline and their queues, for the metrics scrape: one pass, each
-    /// session's lock taken on its own (never under the registry's).
+    /// session's lock taken on its own (never under the registry's). MQTT sessions and STOMP
+    /// durable subscriptions are counted apart (the console lists MQTT sessions as sessions);
+    /// STOMP's other internal sessions are not counted, their queues are.
     pub fn census(&self) -> SessionCensus {
         let sessions: Vec<Arc<Session>> = self
             .by_client_id
@@ -329,10 +332,14 @@ impl SessionRegistry {
             .collect();
         let mut census = SessionCensus::default();
         for session in sessions {
-            if session.is_attached() {
-                census.online += 1;
-            } else if session.is_persistent() {
-                census.offline += 1;
+            let attached = session.is_attached();
+            let offline = !attached && session.is_persistent();
+            match SessionKind::of(session.client_id()) {
+                SessionKind::Mqtt if attached => census.online += 1,
+                SessionKind::Mqtt if offline => census.offline += 1,
+                SessionKind::StompDurable { .. } if attached => census.stomp_durable_online += 1,
+                SessionKind::StompDurable { .. } if offline => census.stomp_durable_offline += 1,
+                _ => {}
             }
             let depth = session.with_state_unchecked(|s| s.pending().len()) as u64;
             census.queued += depth;
@@ -349,11 +356,16 @@ impl SessionRegistry {
 /// What [`SessionRegistry::census`] counts.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SessionCensus {
-    /// Sessions a connection holds.
+    /// MQTT sessions a connection holds.
     pub online: u64,
-    /// Persistent sessions without a connection.
+    /// Persistent MQTT sessions without a connection.
     pub offline: u64,
-    /// Messages queued for delivery over all sessions.
+    /// STOMP durable topic subscriptions a connected client consumes.
+    pub stomp_durable_online: u64,
+    /// STOMP durable topic subscriptions kept without a consumer.
+    pub stomp_durable_offline: u64,
+    /// Messages queued for delivery over all sessions: MQTT sessions and STOMP topic
+    /// subscriptions.
     pub queued: u64,
     /// The longest session queue.
     pub deepest_queue: u64,

@@ -213,7 +213,8 @@ impl Publisher {
         // Held for delivery: MQTT session queues, ActiveMQ queues, retained messages.
         let stored = sessions.queued + core.queues.totals().messages as u64 + retained as u64;
         let memory_used = core.memory.used_bytes();
-        let memory_limit = core.memory.limit_bytes();
+        // 0: no limit, as ActiveMQ keeps it.
+        let memory_limit = core.memory.limit_bytes().unwrap_or(0);
         let mut out: Vec<(String, String)> = vec![
             ("version".into(), version_line()),
             ("bytes/received".into(), totals.bytes_received.to_string()),

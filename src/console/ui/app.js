@@ -226,8 +226,11 @@ const tablePages = {
       [(s) => (s.connected ? "now" : when(s.last_seen_unix_ms))],
       [(s) => s.expiry_secs, true],
       [(s) => s.held_by],
+      [(s) => (s.kind === "stomp-durable-subscription" ? "STOMP durable subscription" + (s.destination ? " to " + s.destination : "") : "MQTT")],
     ], (s) => (s.connected ? null : actionButton("Delete", named("/api/sessions/delete", "client_id", s.client_id),
-      "Delete the offline session of " + s.client_id + "?")));
+      s.kind === "stomp-durable-subscription"
+        ? "Delete STOMP durable subscription " + s.subscription_name + " of client-id " + s.stomp_client_id + " with the messages it kept?"
+        : "Delete the offline session of " + s.client_id + "?")));
     let note = "";
     if (cluster && cluster.error) note = " (the cluster's session records could not be read: " + cluster.error + ")";
     else if (cluster && cluster.truncated) note = " (the first " + cluster.records_read + " of the cluster's session records were read; " + cluster.records_unread + " more not listed)";
@@ -271,9 +274,12 @@ function renderOverview(o) {
       : (typeof value === "number" && node.dataset.unit === "%" ? value.toFixed(1) : String(value)) + (node.dataset.unit || "");
   }
   setText("uptime", duration(o.uptime_secs));
-  setText("memory-bytes", o.memory ? bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes) : "–");
+  // A limit of null is none (memoryUsage limit="0").
+  setText("memory-bytes", !o.memory ? "–" : o.memory.limit_bytes === null ? bytes(o.memory.used_bytes) + " (no limit)"
+    : bytes(o.memory.used_bytes) + " of " + bytes(o.memory.limit_bytes));
   setText("store-bytes", !o.store ? "no store"
     : o.store.kind === "cluster" ? "in the cluster (" + o.store.engine + ")"
+    : o.store.limit_bytes === null ? bytes(o.store.used_bytes) + " (no storeUsage limit)"
     : bytes(o.store.used_bytes) + " of " + bytes(o.store.limit_bytes));
   const reload = o.last_reload || { result: "none", diagnostics: [] };
   const result = document.getElementById("reload-result");

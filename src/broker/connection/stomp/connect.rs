@@ -250,7 +250,7 @@ pub(super) struct ClientIdClaim {
 
 /// The registry name of the claim on STOMP client-id `client_id`.
 fn claim_name(client_id: &str) -> String {
-    format!("\u{0}stomp-client:{client_id}")
+    crate::broker::session::kind::stomp_client_hold_id(client_id)
 }
 
 /// Claim `client_id` for a new connection; `Err`: the ERROR message (ActiveMQ's

@@ -544,7 +544,11 @@ impl StompConn {
                     .open
                     .get(&id)
                     .map_or(0, |t| t.charge.bytes());
-                if held + held_frame_bytes(&frame) > self.core.memory.limit_bytes() {
+                if self
+                    .core
+                    .memory
+                    .exceeds_limit(held, held_frame_bytes(&frame))
+                {
                     // Held in memory until COMMIT: a transaction larger than `memoryUsage`
                     // could never be kept. The connection closes, nothing of it applied.
                     return Err(Close::error(
@@ -813,7 +817,11 @@ fn transaction_room(core: &BrokerCore, frames: &[Frame], own_bytes: u64) -> Resu
     if sends().next().is_none() {
         return Ok(());
     }
-    if core.memory.used_bytes().saturating_sub(own_bytes) >= core.memory.limit_bytes() {
+    let memory_full = core
+        .memory
+        .limit_bytes()
+        .is_some_and(|limit| core.memory.used_bytes().saturating_sub(own_bytes) >= limit);
+    if memory_full {
         return Err(Refusal::MemoryFull);
     }
     let persistent_bytes: u64 = sends()
@@ -856,7 +864,7 @@ fn no_space_message(
         Refusal::MemoryFull if refused_at_once => format!(
             "Usage Manager memory limit ({}) reached. Rejecting send for producer ({producer}) \
              to prevent flooding {destination}. {SEE}",
-            core.memory.limit_bytes()
+            core.memory.limit_bytes().unwrap_or(0)
         ),
         Refusal::MemoryFull => format!(
             "Usage Manager Memory Usage limit reached. Stopping producer ({producer}) to \

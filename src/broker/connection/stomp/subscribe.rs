@@ -85,7 +85,7 @@ pub(super) struct Sub {
 /// The client id of the persistent session of durable subscription `name` of STOMP client
 /// `client_id`: U+0000 first (no MQTT client id can be it), lengths so no two pairs collide.
 pub(super) fn durable_session_id(client_id: &str, name: &str) -> String {
-    format!("\u{0}stomp-durable:{}:{client_id}:{name}", client_id.len())
+    crate::broker::session::kind::stomp_durable_id(client_id, name)
 }
 
 /// A topic SUBSCRIBE checked and named, before its session is attached.
@@ -974,12 +974,7 @@ pub(super) fn subscription_key(client_id: &str, name: &str) -> String {
 /// (client-id, subscription name) of a durable subscription's session id (see
 /// [`durable_session_id`]).
 pub(super) fn durable_parts(session: &str) -> Option<(&str, &str)> {
-    let rest = session.strip_prefix("\u{0}stomp-durable:")?;
-    let (len, rest) = rest.split_once(':')?;
-    let len: usize = len.parse().ok()?;
-    let client_id = rest.get(..len)?;
-    let name = rest.get(len..)?.strip_prefix(':')?;
-    Some((client_id, name))
+    crate::broker::session::kind::durable_parts(session)
 }
 
 /// `message` as it enters dead-letter queue `to` from topic `original` (`/topic/a.b`): no
