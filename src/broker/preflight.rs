@@ -2,8 +2,8 @@
 //! `ferromq check` passing means `ferromq run` starts: each TLS connector's rustls configuration
 //! (certificate and key read, the key matched against the certificate), the security snapshot
 //! (authentication plugins with their login.config modules and options, authorization), and the
-//! store directory checked by path and permission (not created, not opened: a running broker
-//! may hold its lock), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
+//! store directory checked by path and permission (not created, not opened) and for a running
+//! broker holding its lock (looked up, never taken: `store::held_by_another`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -60,6 +60,26 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                 Diagnostic::error(config.persistence_span.clone(), problem).with_hint(
                     "point the store (kahaDB directory or the broker's dataDirectory) at a \
                      directory the broker may create and write",
+                ),
+            );
+        } else if let Some(holder) = crate::store::held_by_another(directory) {
+            // Looked up without taking the lock (see `held_by_another`): a broker starting
+            // while `check` runs is never locked out by it.
+            found.push(
+                Diagnostic::error(
+                    config.persistence_span.clone(),
+                    format!(
+                        "the store directory {} is already in use by another broker{}",
+                        directory.display(),
+                        holder
+                            .map(|pid| format!(" (pid {pid})"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_hint(
+                    "stop that broker first, or give this one its own store: another kahaDB \
+                     directory or dataDirectory (`-D activemq.data=DIR` where the file uses \
+                     ${activemq.data})",
                 ),
             );
         }

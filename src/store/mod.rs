@@ -84,6 +84,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
+pub use lock::held_by_another;
 pub use recover::RecoveryStats;
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{

@@ -212,6 +212,39 @@ fn store_directory_under_a_dangling_link_fails_check_and_run() {
     both_fail(dir.path(), &config, 2, "which does not exist");
 }
 
+/// A store whose lock another process holds (a running broker): `run` would fail to open it,
+/// so `check` says so too, with the holder's pid, and passes again once it is released.
+#[test]
+fn a_store_held_by_another_process_fails_check_and_run() {
+    if !Path::new("/proc/locks").exists() {
+        eprintln!("skipped: no /proc/locks on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    // This test process stands for the running broker: the same lock on the same file.
+    let lock = std::fs::File::create(store.join("ferromq.lock")).expect("lock file");
+    lock.try_lock().expect("take the lock");
+    std::fs::write(
+        store.join("ferromq.lock"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("write pid");
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        &format!(
+            "is already in use by another broker (pid {})",
+            std::process::id()
+        ),
+    );
+    drop(lock);
+    both_pass(dir.path(), &config);
+}
+
 const JDBC: &str = r##"        <persistenceAdapter>
             <jdbcPersistenceAdapter dataSource="#postgres"/>
         </persistenceAdapter>"##;
