@@ -82,6 +82,16 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                      ${activemq.data})",
                 ),
             );
+        } else if let Err(problem) = crate::store::database_file_usable(directory) {
+            // Read from its first bytes only: the store is never opened by `check`.
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "move that file away (it is not a ferromq store; keep it if it is someone \
+                     else's data): the broker then starts with an empty store in {}, or point \
+                     the store at another directory",
+                    directory.display()
+                )),
+            );
         }
     }
     found

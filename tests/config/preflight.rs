@@ -245,6 +245,21 @@ fn a_store_held_by_another_process_fails_check_and_run() {
     both_pass(dir.path(), &config);
 }
 
+/// A store file that is not a store (overwritten, or another program's file in its place):
+/// `run` cannot open it, so `check` says so from its first bytes, without opening it.
+#[test]
+fn a_store_file_that_is_not_a_store_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::write(store.join("ferromq.redb"), "junk\n").expect("write");
+    both_fail(dir.path(), &config, 2, "is not a ferromq store");
+    // An empty file is where the broker makes a new store.
+    std::fs::write(store.join("ferromq.redb"), "").expect("write");
+    both_pass(dir.path(), &config);
+}
+
 const JDBC: &str = r##"        <persistenceAdapter>
             <jdbcPersistenceAdapter dataSource="#postgres"/>
         </persistenceAdapter>"##;
