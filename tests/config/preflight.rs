@@ -431,3 +431,67 @@ fn a_file_nested_twenty_thousand_deep_is_an_error_not_a_crash() {
         );
     }
 }
+
+/// `-D activemq.data=' '` (or `ACTIVEMQ_DATA=' '`) is an empty data directory, as
+/// `dataDirectory="  "` in the file is: refused by both commands at the attribute that uses it,
+/// and no directory named " " is made.
+#[test]
+fn a_blank_data_directory_from_the_command_line_or_environment_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+    <broker xmlns="http://activemq.apache.org/schema/core" start="false" dataDirectory="${activemq.data}">
+        <persistenceAdapter><kahaDB directory="${activemq.data}/kahadb"/></persistenceAdapter>
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#;
+    let path = dir.path().join("activemq.xml");
+    std::fs::write(&path, xml).expect("write");
+    let config = path.display().to_string();
+    let located = format!("{config}:3:");
+    for (command, by_env) in [
+        (
+            vec!["check", "-D", "activemq.data= ", config.as_str()],
+            false,
+        ),
+        (
+            vec!["run", "-c", config.as_str(), "-D", "activemq.data= "],
+            false,
+        ),
+        (vec!["check", config.as_str()], true),
+        (vec!["run", "-c", config.as_str()], true),
+    ] {
+        let mut run = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+        run.current_dir(dir.path()).args(&command);
+        for var in [
+            "ACTIVEMQ_BASE",
+            "ACTIVEMQ_CONF",
+            "ACTIVEMQ_HOME",
+            "RUST_LOG",
+        ] {
+            run.env_remove(var);
+        }
+        if by_env {
+            run.env("ACTIVEMQ_DATA", "  ");
+        } else {
+            run.env_remove("ACTIVEMQ_DATA");
+        }
+        let out = run.output().expect("run ferromq");
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {said}");
+        assert!(
+            said.contains(&located) && said.contains("dataDirectory is empty"),
+            "{command:?}: {said}"
+        );
+        let made: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|name| name.to_string_lossy().trim().is_empty())
+            .collect();
+        assert!(made.is_empty(), "{command:?} made {made:?}");
+    }
+}
