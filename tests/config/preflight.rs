@@ -495,3 +495,45 @@ fn a_blank_data_directory_from_the_command_line_or_environment_fails_check_and_r
         assert!(made.is_empty(), "{command:?} made {made:?}");
     }
 }
+
+/// A console realm whose users all lack the roles the console knows: nobody could use the
+/// console. Both `check` and `run`'s start say so (a warning: the broker starts).
+#[test]
+fn a_console_realm_without_console_roles_is_warned_by_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "bob: pw, guest\n",
+    )
+    .expect("write");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <ferromq:console port="0" realm="jetty-realm.properties"/>"#,
+    );
+    let warning = "warning: no user of the console realm file";
+    let roles = "has the role `admin` or `user` (only guest): nobody can use the web console";
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let said = text(&check);
+    assert!(
+        said.contains(&format!("{config}:3:")) && said.contains(warning) && said.contains(roles),
+        "{said}"
+    );
+    let denied = ferromq(&["check", "--deny-warnings", &config], dir.path());
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied));
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(
+        text(&run).contains(warning) && text(&run).contains(roles),
+        "{}",
+        text(&run)
+    );
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "bob: pw, guest\nalice: pw, user\n",
+    )
+    .expect("write");
+    let fixed = ferromq(&["check", "--deny-warnings", &config], dir.path());
+    assert_eq!(fixed.status.code(), Some(0), "{}", text(&fixed));
+}
