@@ -25,6 +25,15 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
         if let Err(problem) = resolve_console(console) {
             found.push(problem);
         }
+        // A console of the file was compared with the connectors when compiled; one placed by
+        // `--console` is compared here, so that `check --console` refuses what `run` could
+        // not bind.
+        if console.source == ConsoleConfig::COMMAND_LINE {
+            found.extend(crate::config::compile::console_clash(
+                &config.listeners,
+                console,
+            ));
+        }
         if console.users.is_empty() {
             found.push(console_without_users(console));
         }

@@ -537,3 +537,82 @@ fn a_console_realm_without_console_roles_is_warned_by_check_and_run() {
     let fixed = ferromq(&["check", "--deny-warnings", &config], dir.path());
     assert_eq!(fixed.status.code(), Some(0), "{}", text(&fixed));
 }
+
+/// `check --console HOST:PORT` checks the console `run --console HOST:PORT` serves: refused
+/// by both without users or on a connector's port, accepted by both with a realm's users.
+#[test]
+fn check_console_validates_what_run_console_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <transportConnectors>
+            <transportConnector name="fixed" uri="mqtt://127.0.0.1:27555"/>
+        </transportConnectors>"#,
+    );
+    let both = |console: &str, code: i32, needle: &str| {
+        for args in [
+            vec!["check", "--console", console, config.as_str()],
+            vec![
+                "check",
+                "--format",
+                "json",
+                "--console",
+                console,
+                config.as_str(),
+            ],
+            vec!["run", "--console", console, "-c", config.as_str()],
+        ] {
+            let out = ferromq(&args, dir.path());
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+            assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+        }
+    };
+    // The file names no realm: a console placed by --console has no users.
+    both(
+        "127.0.0.1:27556",
+        1,
+        "the web console at 127.0.0.1:27556 (from --console) has no users",
+    );
+    let plain = ferromq(&["check", &config], dir.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "admin: pw, admin\n",
+    )
+    .expect("write");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <ferromq:console port="0" realm="jetty-realm.properties"/>
+        <transportConnectors>
+            <transportConnector name="fixed" uri="mqtt://127.0.0.1:27555"/>
+        </transportConnectors>"#,
+    );
+    let both = |console: &str, code: i32, needle: &str| {
+        for args in [
+            vec!["check", "--console", console, config.as_str()],
+            vec!["run", "--console", console, "-c", config.as_str()],
+        ] {
+            let out = ferromq(&args, dir.path());
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+            assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+        }
+    };
+    both(
+        "localhost:27555",
+        1,
+        "the web console listens on localhost:27555, which clashes with connector `fixed`",
+    );
+    both("127.0.0.1:27556", 0, "");
+    let shown = ferromq(
+        &["check", "--console", "127.0.0.1:27556", &config],
+        dir.path(),
+    );
+    assert!(
+        text(&shown).contains("web console: http://127.0.0.1:27556 from --console"),
+        "{}",
+        text(&shown)
+    );
+}
