@@ -277,6 +277,10 @@ pub struct CheckArgs {
     /// ask JetStream, count the cluster's servers (without it, check contacts nothing remote).
     #[arg(long)]
     pub online: bool,
+    /// Check the web console on this address (HOST:PORT) as `run --console` serves it: its
+    /// users from the configuration's realm file, its host resolved (and bound with --bind).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_console_address)]
+    pub console: Option<(String, u16)>,
     #[command(flatten)]
     pub props: PropertyArgs,
 }
@@ -582,6 +586,11 @@ fn check(args: CheckArgs) -> ExitCode {
     let (file, options) = config_file(args.file.as_ref(), args.config.as_ref(), &args.props);
     tell_if_embedded(&options);
     let mut loaded = config::load_file(&file, &options);
+    // As `run --console` does, before the preflight: a console placed on the command line must
+    // pass the same checks (users, host, port) as one the file enables.
+    if let (Some((host, port)), Some(config)) = (args.console.clone(), loaded.config.as_mut()) {
+        config.override_console_address(host, port);
+    }
     let mut online = config::report::Online::default();
     // What `run` builds before serving (TLS, security, the store directory), when the file
     // itself is valid: a check that passes means a start that gets as far as binding.

@@ -2,8 +2,8 @@
 //! `ferromq check` passing means `ferromq run` starts: each TLS connector's rustls configuration
 //! (certificate and key read, the key matched against the certificate), the security snapshot
 //! (authentication plugins with their login.config modules and options, authorization), and the
-//! store directory checked by path and permission (not created, not opened: a running broker
-//! may hold its lock), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
+//! store directory checked by path and permission (not created, not opened) and for a running
+//! broker holding its lock (looked up, never taken: `store::held_by_another`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -24,6 +24,15 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
     if let Some(console) = &config.console {
         if let Err(problem) = resolve_console(console) {
             found.push(problem);
+        }
+        // A console of the file was compared with the connectors when compiled; one placed by
+        // `--console` is compared here, so that `check --console` refuses what `run` could
+        // not bind.
+        if console.source == ConsoleConfig::COMMAND_LINE {
+            found.extend(crate::config::compile::console_clash(
+                &config.listeners,
+                console,
+            ));
         }
         if console.users.is_empty() {
             found.push(console_without_users(console));
@@ -61,6 +70,36 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                     "point the store (kahaDB directory or the broker's dataDirectory) at a \
                      directory the broker may create and write",
                 ),
+            );
+        } else if let Some(holder) = crate::store::held_by_another(directory) {
+            // Looked up without taking the lock (see `held_by_another`): a broker starting
+            // while `check` runs is never locked out by it.
+            found.push(
+                Diagnostic::error(
+                    config.persistence_span.clone(),
+                    format!(
+                        "the store directory {} is already in use by another broker{}",
+                        directory.display(),
+                        holder
+                            .map(|pid| format!(" (pid {pid})"))
+                            .unwrap_or_default()
+                    ),
+                )
+                .with_hint(
+                    "stop that broker first, or give this one its own store: another kahaDB \
+                     directory or dataDirectory (`-D activemq.data=DIR` where the file uses \
+                     ${activemq.data})",
+                ),
+            );
+        } else if let Err(problem) = crate::store::database_file_usable(directory) {
+            // Read from its first bytes only: the store is never opened by `check`.
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "move that file away (it is not a ferromq store; keep it if it is someone \
+                     else's data): the broker then starts with an empty store in {}, or point \
+                     the store at another directory",
+                    directory.display()
+                )),
             );
         }
     }

@@ -84,6 +84,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
+pub use lock::held_by_another;
 pub use recover::RecoveryStats;
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{
@@ -568,6 +569,44 @@ impl Store {
     }
 }
 
+/// The first bytes of every redb database file (redb 4's `MAGICNUMBER`, in
+/// `tree_store/page_store/header.rs`): redb refuses a non-empty file that does not start with
+/// them ("Not a redb database").
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Whether the database file in `dir` is one `Store::open` can open, judged from its first
+/// bytes only (`ferromq check` must not open the store: a running broker may own it): `Ok`
+/// when it is missing or empty (a new store is made there) or starts as a redb file does,
+/// else why not. Whether a redb file's contents are sound is only known by opening it.
+pub fn database_file_usable(dir: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let path = dir.join(DATABASE_FILE_NAME);
+    let shown = path.display();
+    let meta = match std::fs::metadata(&path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("cannot inspect the store file {shown}: {e}")),
+    };
+    if !meta.is_file() {
+        return Err(format!("the store file {shown} is not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let mut head = Vec::with_capacity(REDB_MAGIC.len());
+    std::fs::File::open(&path)
+        .and_then(|file| file.take(REDB_MAGIC.len() as u64).read_to_end(&mut head))
+        .map_err(|e| format!("cannot read the store file {shown}: {e}"))?;
+    if head == REDB_MAGIC {
+        Ok(())
+    } else {
+        Err(format!(
+            "the store file {shown} is not a ferromq store (it does not start as a redb \
+             database does)"
+        ))
+    }
+}
+
 /// Opens (creating if needed) the database file at `path`; true when the engine had to
 /// repair it (after a crash or a failed write). Used at open and to reopen after a failed
 /// write, under the directory lock held by the [`Store`].
@@ -645,4 +684,31 @@ pub(crate) fn read_counters(db: &Database) -> Result<(u64, u64), StoreError> {
         Err(e) => return Err(storage(e)),
     }
     Ok((next_id.max(above_every_id), message_bytes))
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    /// The magic is redb's own: a file the engine makes passes, so an engine upgrade that
+    /// changed it would fail here rather than make `check` refuse good stores.
+    #[test]
+    fn a_file_the_engine_made_passes_and_junk_does_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(database_file_usable(dir.path()), Ok(()));
+        let path = dir.path().join(DATABASE_FILE_NAME);
+        std::fs::write(&path, b"").expect("write");
+        assert_eq!(database_file_usable(dir.path()), Ok(()));
+        std::fs::remove_file(&path).expect("rm");
+        drop(Database::create(&path).expect("create"));
+        assert_eq!(database_file_usable(dir.path()), Ok(()));
+        for junk in [&b"junk\n"[..], b"r", b"SQLite format 3\0"] {
+            std::fs::write(&path, junk).expect("write");
+            let refused = database_file_usable(dir.path()).expect_err("junk passed");
+            assert!(refused.contains("is not a ferromq store"), "{refused}");
+        }
+        std::fs::remove_file(&path).expect("rm");
+        std::fs::create_dir(&path).expect("mkdir");
+        assert!(database_file_usable(dir.path()).is_err());
+    }
 }

@@ -212,6 +212,54 @@ fn store_directory_under_a_dangling_link_fails_check_and_run() {
     both_fail(dir.path(), &config, 2, "which does not exist");
 }
 
+/// A store whose lock another process holds (a running broker): `run` would fail to open it,
+/// so `check` says so too, with the holder's pid, and passes again once it is released.
+#[test]
+fn a_store_held_by_another_process_fails_check_and_run() {
+    if !Path::new("/proc/locks").exists() {
+        eprintln!("skipped: no /proc/locks on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    // This test process stands for the running broker: the same lock on the same file.
+    let lock = std::fs::File::create(store.join("ferromq.lock")).expect("lock file");
+    lock.try_lock().expect("take the lock");
+    std::fs::write(
+        store.join("ferromq.lock"),
+        format!("{}\n", std::process::id()),
+    )
+    .expect("write pid");
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        &format!(
+            "is already in use by another broker (pid {})",
+            std::process::id()
+        ),
+    );
+    drop(lock);
+    both_pass(dir.path(), &config);
+}
+
+/// A store file that is not a store (overwritten, or another program's file in its place):
+/// `run` cannot open it, so `check` says so from its first bytes, without opening it.
+#[test]
+fn a_store_file_that_is_not_a_store_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    std::fs::write(store.join("ferromq.redb"), "junk\n").expect("write");
+    both_fail(dir.path(), &config, 2, "is not a ferromq store");
+    // An empty file is where the broker makes a new store.
+    std::fs::write(store.join("ferromq.redb"), "").expect("write");
+    both_pass(dir.path(), &config);
+}
+
 const JDBC: &str = r##"        <persistenceAdapter>
             <jdbcPersistenceAdapter dataSource="#postgres"/>
         </persistenceAdapter>"##;
@@ -382,4 +430,189 @@ fn a_file_nested_twenty_thousand_deep_is_an_error_not_a_crash() {
             text(&out)
         );
     }
+}
+
+/// `-D activemq.data=' '` (or `ACTIVEMQ_DATA=' '`) is an empty data directory, as
+/// `dataDirectory="  "` in the file is: refused by both commands at the attribute that uses it,
+/// and no directory named " " is made.
+#[test]
+fn a_blank_data_directory_from_the_command_line_or_environment_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+    <broker xmlns="http://activemq.apache.org/schema/core" start="false" dataDirectory="${activemq.data}">
+        <persistenceAdapter><kahaDB directory="${activemq.data}/kahadb"/></persistenceAdapter>
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#;
+    let path = dir.path().join("activemq.xml");
+    std::fs::write(&path, xml).expect("write");
+    let config = path.display().to_string();
+    let located = format!("{config}:3:");
+    for (command, by_env) in [
+        (
+            vec!["check", "-D", "activemq.data= ", config.as_str()],
+            false,
+        ),
+        (
+            vec!["run", "-c", config.as_str(), "-D", "activemq.data= "],
+            false,
+        ),
+        (vec!["check", config.as_str()], true),
+        (vec!["run", "-c", config.as_str()], true),
+    ] {
+        let mut run = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+        run.current_dir(dir.path()).args(&command);
+        for var in [
+            "ACTIVEMQ_BASE",
+            "ACTIVEMQ_CONF",
+            "ACTIVEMQ_HOME",
+            "RUST_LOG",
+        ] {
+            run.env_remove(var);
+        }
+        if by_env {
+            run.env("ACTIVEMQ_DATA", "  ");
+        } else {
+            run.env_remove("ACTIVEMQ_DATA");
+        }
+        let out = run.output().expect("run ferromq");
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {said}");
+        assert!(
+            said.contains(&located) && said.contains("dataDirectory is empty"),
+            "{command:?}: {said}"
+        );
+        let made: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .filter(|name| name.to_string_lossy().trim().is_empty())
+            .collect();
+        assert!(made.is_empty(), "{command:?} made {made:?}");
+    }
+}
+
+/// A console realm whose users all lack the roles the console knows: nobody could use the
+/// console. Both `check` and `run`'s start say so (a warning: the broker starts).
+#[test]
+fn a_console_realm_without_console_roles_is_warned_by_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "bob: pw, guest\n",
+    )
+    .expect("write");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <ferromq:console port="0" realm="jetty-realm.properties"/>"#,
+    );
+    let warning = "warning: no user of the console realm file";
+    let roles = "has the role `admin` or `user` (only guest): nobody can use the web console";
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let said = text(&check);
+    assert!(
+        said.contains(&format!("{config}:3:")) && said.contains(warning) && said.contains(roles),
+        "{said}"
+    );
+    let denied = ferromq(&["check", "--deny-warnings", &config], dir.path());
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied));
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(
+        text(&run).contains(warning) && text(&run).contains(roles),
+        "{}",
+        text(&run)
+    );
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "bob: pw, guest\nalice: pw, user\n",
+    )
+    .expect("write");
+    let fixed = ferromq(&["check", "--deny-warnings", &config], dir.path());
+    assert_eq!(fixed.status.code(), Some(0), "{}", text(&fixed));
+}
+
+/// `check --console HOST:PORT` checks the console `run --console HOST:PORT` serves: refused
+/// by both without users or on a connector's port, accepted by both with a realm's users.
+#[test]
+fn check_console_validates_what_run_console_serves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <transportConnectors>
+            <transportConnector name="fixed" uri="mqtt://127.0.0.1:27555"/>
+        </transportConnectors>"#,
+    );
+    let both = |console: &str, code: i32, needle: &str| {
+        for args in [
+            vec!["check", "--console", console, config.as_str()],
+            vec![
+                "check",
+                "--format",
+                "json",
+                "--console",
+                console,
+                config.as_str(),
+            ],
+            vec!["run", "--console", console, "-c", config.as_str()],
+        ] {
+            let out = ferromq(&args, dir.path());
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+            assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+        }
+    };
+    // The file names no realm: a console placed by --console has no users.
+    both(
+        "127.0.0.1:27556",
+        1,
+        "the web console at 127.0.0.1:27556 (from --console) has no users",
+    );
+    let plain = ferromq(&["check", &config], dir.path());
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+
+    std::fs::write(
+        dir.path().join("jetty-realm.properties"),
+        "admin: pw, admin\n",
+    )
+    .expect("write");
+    let config = write_config(
+        dir.path(),
+        "data",
+        r#"        <ferromq:console port="0" realm="jetty-realm.properties"/>
+        <transportConnectors>
+            <transportConnector name="fixed" uri="mqtt://127.0.0.1:27555"/>
+        </transportConnectors>"#,
+    );
+    let both = |console: &str, code: i32, needle: &str| {
+        for args in [
+            vec!["check", "--console", console, config.as_str()],
+            vec!["run", "--console", console, "-c", config.as_str()],
+        ] {
+            let out = ferromq(&args, dir.path());
+            assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+            assert!(text(&out).contains(needle), "{args:?}: {}", text(&out));
+        }
+    };
+    both(
+        "localhost:27555",
+        1,
+        "the web console listens on localhost:27555, which clashes with connector `fixed`",
+    );
+    both("127.0.0.1:27556", 0, "");
+    let shown = ferromq(
+        &["check", "--console", "127.0.0.1:27556", &config],
+        dir.path(),
+    );
+    assert!(
+        text(&shown).contains("web console: http://127.0.0.1:27556 from --console"),
+        "{}",
+        text(&shown)
+    );
 }

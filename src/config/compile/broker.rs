@@ -25,11 +25,15 @@ pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> BrokerSettings {
     };
     let data_directory = match ctx.attr(broker, "dataDirectory") {
         Some(a) if a.value.trim().is_empty() => {
-            ctx.value_error(
-                a,
-                "dataDirectory is empty",
-                "remove the attribute to use `activemq-data`, or write `${activemq.data}`",
-            );
+            // Empty from a placeholder: the blank value was given outside the file (`-D
+            // activemq.data= `, `ACTIVEMQ_DATA=" "`), and that is what to change.
+            let hint = if a.raw.contains("${") {
+                "give the placeholder a directory (`-D activemq.data=DIR`, `ACTIVEMQ_DATA=DIR`) \
+                 or leave it unset for the default"
+            } else {
+                "remove the attribute to use `activemq-data`, or write `${activemq.data}`"
+            };
+            ctx.value_error(a, "dataDirectory is empty", hint);
             defaults.data_directory
         }
         // As in ActiveMQ, a relative data directory is relative to the working directory.

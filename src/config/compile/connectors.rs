@@ -759,32 +759,41 @@ pub(super) fn check_console_clash(
     listeners: &[Listener],
     console: &crate::config::ConsoleConfig,
 ) {
-    if console.port == 0 {
-        return;
+    if let Some(clash) = console_clash(listeners, console) {
+        ctx.push(clash);
     }
-    let clash = listeners.iter().find(|l| {
+}
+
+/// [`check_console_clash`]'s finding, also for a console placed by `--console` after the file
+/// was compiled (the preflight of `check --console` and `run --console`).
+pub fn console_clash(
+    listeners: &[Listener],
+    console: &crate::config::ConsoleConfig,
+) -> Option<Diagnostic> {
+    if console.port == 0 {
+        return None;
+    }
+    let other = listeners.iter().find(|l| {
         l.port == console.port
             && (is_wildcard(&l.host)
                 || is_wildcard(&console.host)
                 || same_address(&l.host, &console.host))
-    });
-    if let Some(other) = clash {
-        ctx.push(
-            Diagnostic::error(
-                console.span.clone(),
-                format!(
-                    "the web console listens on {}:{}, which clashes with connector `{}` on {}:{} (line {})",
-                    display_host(&console.host),
-                    console.port,
-                    other.name,
-                    display_host(&other.host),
-                    other.port,
-                    other.span.line
-                ),
-            )
-            .with_hint("give the console its own port (ActiveMQ's is 8161)"),
-        );
-    }
+    })?;
+    Some(
+        Diagnostic::error(
+            console.span.clone(),
+            format!(
+                "the web console listens on {}:{}, which clashes with connector `{}` on {}:{} (line {})",
+                display_host(&console.host),
+                console.port,
+                other.name,
+                display_host(&other.host),
+                other.port,
+                other.span.line
+            ),
+        )
+        .with_hint("give the console its own port (ActiveMQ's is 8161)"),
+    )
 }
 
 /// `<networkConnectors>`: parsed only to say that bridging brokers is not supported yet.

@@ -59,9 +59,52 @@ pub(super) fn console(
     };
     let realm_span = console.span.clone();
     if let Some(path) = console.realm.clone() {
-        console.users = read_realm(ctx, &path, realm_span);
+        console.users = read_realm(ctx, &path, realm_span.clone());
+        if let Some(warning) = nobody_may_use(&console.users, &path, realm_span) {
+            ctx.push(warning);
+        }
     }
     Some(console)
+}
+
+/// Users, but none with a role the console knows: every login would be refused (403), and
+/// the console would serve nobody. A warning, not an error: the console itself starts and a
+/// reload of the realm file can fix it (Jetty's realm files often carry roles of other web
+/// apps, so users without ours are normal; only when none has one is something wrong).
+fn nobody_may_use(users: &[realm::RealmUser], path: &Path, at: Option<Span>) -> Option<Diagnostic> {
+    if users.is_empty() || users.iter().any(realm::RealmUser::may_read) {
+        return None;
+    }
+    let mut roles: Vec<&str> = users
+        .iter()
+        .flat_map(|u| u.roles.iter().map(String::as_str))
+        .collect();
+    roles.sort_unstable();
+    roles.dedup();
+    let found = if roles.is_empty() {
+        "no roles at all".to_owned()
+    } else {
+        format!("only {}", roles.join(", "))
+    };
+    Some(
+        Diagnostic::warning(
+            at,
+            format!(
+                "no user of the console realm file {} has the role `{}` or `{}` ({found}): \
+                 nobody can use the web console",
+                path.display(),
+                realm::ADMIN_ROLE,
+                realm::USER_ROLE
+            ),
+        )
+        .with_hint(format!(
+            "the console accepts two roles: `{}` (reads and acts) and `{}` (reads); give a \
+             user one of them, e.g. `NAME: PASSWORD, {}` (docs/console.md, \"Users and roles\")",
+            realm::ADMIN_ROLE,
+            realm::USER_ROLE,
+            realm::USER_ROLE
+        )),
+    )
 }
 
 /// What jetty.xml's beans say.
@@ -311,6 +354,32 @@ mod tests {
         let off = valid(load(""));
         let diff = crate::config::diff::diff(&off, &running);
         assert_eq!(diff.restart_needed[0].running, "off");
+    }
+
+    #[test]
+    fn a_realm_whose_users_have_no_console_role_is_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let realm = dir.path().join("realm.properties");
+        let element = format!(
+            "<ferromq:console port=\"0\" realm=\"{}\"/>",
+            realm.display()
+        );
+        std::fs::write(&realm, "bob: pw, guest\ncarol: pw\n").expect("write");
+        let loaded = load(&element);
+        let warned: Vec<_> = loaded
+            .diagnostics
+            .warnings()
+            .filter(|d| d.message.contains("nobody can use the web console"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{warned:?}");
+        assert!(
+            warned[0]
+                .message
+                .contains("has the role `admin` or `user` (only guest)"),
+            "{warned:?}"
+        );
+        std::fs::write(&realm, "bob: pw, guest\nalice: pw, user\n").expect("write");
+        assert!(!has(&load(&element).diagnostics, "nobody can use"));
     }
 
     #[test]

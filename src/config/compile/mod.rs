@@ -8,6 +8,7 @@
 
 mod broker;
 mod connectors;
+pub use connectors::console_clash;
 pub(crate) mod console;
 mod delivery;
 mod destinations;

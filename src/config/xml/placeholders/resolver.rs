@@ -35,8 +35,17 @@ const LAUNCHER_PROPERTIES: [&str; 4] = [
 /// and does not change directory, so Java resolves it against the working directory: here too,
 /// rather than against the directory of the file that uses it. A value with a placeholder in
 /// it is left as written (it resolves first, and its result is then taken as a location is).
+/// A value of white space only is taken as empty: made absolute it would name a directory
+/// called " " in the working directory, where `dataDirectory="  "` written in the file is an
+/// error ("dataDirectory is empty"); empty, it meets the same rules as `-D activemq.data=`.
 pub(super) fn launcher_directory(name: &str, value: String) -> String {
-    if !LAUNCHER_PROPERTIES.contains(&name) || value.is_empty() || value.contains("${") {
+    if !LAUNCHER_PROPERTIES.contains(&name) {
+        return value;
+    }
+    if value.trim().is_empty() {
+        return String::new();
+    }
+    if value.contains("${") {
         return value;
     }
     match std::path::absolute(&value) {
