@@ -985,7 +985,10 @@ fn check_summarises_a_large_users_file_in_linear_time() {
     let printed = stdout(&text);
     assert_eq!(text.status.code(), Some(0), "{printed}");
     assert!(took.as_secs() < 10, "check of {users} users took {took:?}");
-    let listed = printed.lines().filter(|l| l.starts_with("    user ")).count();
+    let listed = printed
+        .lines()
+        .filter(|l| l.starts_with("    user "))
+        .count();
     assert_eq!(listed, 20, "{printed}");
     assert!(
         printed.contains(&format!("... and {} more users", users - 20)),
