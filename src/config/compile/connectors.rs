@@ -764,7 +764,7 @@ pub(super) fn check_console_clash(
     }
 }
 
-/// [`check_console_clash`]'s finding, also for a console placed by `--console` after the file
+/// `check_console_clash`'s finding, also for a console placed by `--console` after the file
 /// was compiled (the preflight of `check --console` and `run --console`).
 pub fn console_clash(
     listeners: &[Listener],
