@@ -181,6 +181,21 @@ const PAGE_IN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 type Pending = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;
 
 impl Queues {
+    /// A new entry of `queue` for `message`, charged to the memory gauge, with the next
+    /// sequence number; kept (stored) when persistent and the queue is not temporary.
+    fn new_entry(&self, queue: &Queue, message: Message, persistent: bool) -> Entry {
+        Entry {
+            seq: self.durability.next_seq(),
+            message: self.memory.charge(message),
+            persistent,
+            kept: persistent && !queue.temporary,
+            paged: false,
+            redeliveries: 0,
+            accepted_ms: now_ms(),
+            not_before: None,
+        }
+    }
+
     pub fn new(
         durability: Arc<dyn Durability>,
         memory: Arc<MemoryGauge>,
@@ -465,16 +480,7 @@ impl Queues {
             // Stored for every broker; queued here only if a local consumer takes it.
             return Ok(shared.store(&queue.name, &message));
         }
-        let entry = Entry {
-            seq: self.durability.next_seq(),
-            message: self.memory.charge(message),
-            persistent,
-            kept: persistent && !queue.temporary,
-            paged: false,
-            redeliveries: 0,
-            accepted_ms: now_ms(),
-            not_before: None,
-        };
+        let entry = self.new_entry(queue, message, persistent);
         let queue = queue.clone();
         if !entry.kept {
             return Ok(self.insert(&queue, entry));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::queue::{AckError, Entry};
 use super::{Queue, QueueConsumer, Queues, SendError};
-use crate::broker::durability::{now_ms, Change, DurabilityError, QueueSeq};
+use crate::broker::durability::{Change, DurabilityError, QueueSeq};
 use crate::broker::message::Message;
 use crate::protocol::QoS;
 
@@ -89,16 +89,7 @@ impl Queues {
             )));
         }
         let persistent = message.qos != QoS::AtMostOnce;
-        let entry = Entry {
-            seq: self.durability.next_seq(),
-            message: self.memory.charge(message),
-            persistent,
-            kept: persistent && !queue.temporary,
-            paged: false,
-            redeliveries: 0,
-            accepted_ms: now_ms(),
-            not_before: None,
-        };
+        let entry = self.new_entry(&queue, message, persistent);
         if entry.kept {
             for change in self.kept(&queue, &entry) {
                 // One record of a new queue is enough for the whole transaction.
