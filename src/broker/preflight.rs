@@ -91,6 +91,13 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                      ${activemq.data})",
                 ),
             );
+        } else if let Err(problem) = crate::store::store_files_writable(directory) {
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(
+                    "give the store's files back to the user the broker runs as (chown), or \
+                     move them away if they are not a store's",
+                ),
+            );
         } else if let Err(problem) = crate::store::database_file_usable(directory) {
             // Read from its first bytes only: the store is never opened by `check`.
             found.push(

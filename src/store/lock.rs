@@ -94,18 +94,28 @@ fn read_pid(file: &mut File) -> Option<u32> {
 pub fn held_by_another(dir: &Path) -> Option<Option<u32>> {
     use std::os::unix::fs::MetadataExt;
     let path = dir.join(LOCK_FILE_NAME);
-    let meta = std::fs::metadata(&path).ok()?;
+    // The database file too: redb holds a flock on it while open, so a running broker whose
+    // lock file was deleted is still found (`run` would fail to open the database).
+    let targets: Vec<(u32, u32, u64)> = [path.clone(), dir.join(super::DATABASE_FILE_NAME)]
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|meta| {
+            (
+                rustix::fs::major(meta.dev()),
+                rustix::fs::minor(meta.dev()),
+                meta.ino(),
+            )
+        })
+        .collect();
+    if targets.is_empty() {
+        return None;
+    }
     let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    let target = (
-        rustix::fs::major(meta.dev()),
-        rustix::fs::minor(meta.dev()),
-        meta.ino(),
-    );
     let own = i64::from(std::process::id());
     let holder = locks
         .lines()
         .filter_map(parse_flock_line)
-        .find(|(pid, file)| *file == target && *pid != own)?;
+        .find(|(pid, file)| targets.contains(file) && *pid != own)?;
     let pid = u32::try_from(holder.0).ok().filter(|pid| *pid > 0);
     // A holder in another pid namespace is shown without its pid: the pid file names it.
     Some(pid.or_else(|| {

@@ -574,6 +574,35 @@ impl Store {
 /// them ("Not a redb database").
 const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
+/// Whether the store's files in `dir` that exist (the lock file, the database file) are
+/// regular files this user may read and write, as `Store::open` needs: a lock file that is a
+/// directory, or files left owned by another user (a broker once started as root), pass the
+/// directory's checks and fail at `run`. Looked at with `access(2)`: nothing is opened.
+pub fn store_files_writable(dir: &Path) -> Result<(), String> {
+    for name in [lock::LOCK_FILE_NAME, DATABASE_FILE_NAME] {
+        let path = dir.join(name);
+        let shown = path.display();
+        match std::fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(format!("{shown} is not a regular file"));
+            }
+            Ok(_) => rustix::fs::access(
+                &path,
+                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+            )
+            .map_err(|e| {
+                format!(
+                    "{shown} cannot be read and written by this user: {}",
+                    std::io::Error::from(e)
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot inspect {shown}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// Whether the database file in `dir` is one `Store::open` can open, judged from its first
 /// bytes only (`ferromq check` must not open the store: a running broker may own it): `Ok`
 /// when it is missing or empty (a new store is made there) or starts as a redb file does,

@@ -245,6 +245,44 @@ fn a_store_held_by_another_process_fails_check_and_run() {
     both_pass(dir.path(), &config);
 }
 
+/// A running broker whose lock file was deleted still holds its database (redb's own flock):
+/// `run` cannot open it, so `check` finds the holder there too.
+#[test]
+fn a_store_whose_lock_file_was_deleted_is_still_found_held() {
+    if !Path::new("/proc/locks").exists() {
+        eprintln!("skipped: no /proc/locks on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    // This test process stands for the broker: the database open, no lock file.
+    let open = redb::Database::create(store.join("ferromq.redb")).expect("open the store");
+    let check = ferromq(&["check", &config], dir.path());
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(
+        text(&check).contains("is already in use by another broker"),
+        "{}",
+        text(&check)
+    );
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    drop(open);
+    std::fs::remove_file(store.join("ferromq.lock")).ok();
+    both_pass(dir.path(), &config);
+}
+
+/// Store files `run` cannot open: a lock file that is a directory.
+#[test]
+fn a_lock_file_that_is_a_directory_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(store.join("ferromq.lock")).expect("mkdir");
+    both_fail(dir.path(), &config, 2, "ferromq.lock is not a regular file");
+}
+
 /// A store file that is not a store (overwritten, or another program's file in its place):
 /// `run` cannot open it, so `check` says so from its first bytes, without opening it.
 #[test]
