@@ -654,3 +654,87 @@ fn check_console_validates_what_run_console_serves() {
         text(&shown)
     );
 }
+
+/// A config whose data directory and kahaDB directory are written as `data` and `kaha`.
+fn write_kaha_config(dir: &Path, data_directory: &str, kaha_directory: &str) -> String {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+    <broker xmlns="http://activemq.apache.org/schema/core" start="false"{data_directory}>
+        <persistenceAdapter><kahaDB directory="{kaha_directory}"/></persistenceAdapter>
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#
+    );
+    let path = dir.join("activemq.xml");
+    std::fs::write(&path, xml).expect("write config");
+    path.display().to_string()
+}
+
+/// `ferromq ARGS` with `ACTIVEMQ_DATA` set to `data` (or unset).
+fn ferromq_with_data(args: &[&str], dir: &Path, data: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(dir).args(args);
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    if let Some(data) = data {
+        command.env("ACTIVEMQ_DATA", data);
+    }
+    command.output().expect("run ferromq")
+}
+
+/// `<kahaDB directory="${activemq.data}/kahadb">` without a `dataDirectory`: a blank
+/// `activemq.data` (`-D`, empty or spaces, or `ACTIVEMQ_DATA`) would make the store `/kahadb`.
+/// Both commands refuse it at the attribute's value, naming the placeholder.
+#[test]
+fn a_blank_data_placeholder_in_the_kahadb_directory_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_kaha_config(dir.path(), "", "${activemq.data}/kahadb");
+    // Line 4, the value of `directory`.
+    let located = format!("{config}:4:");
+    let needle = "the kahaDB directory `${activemq.data}/kahadb` starts with ${activemq.data}, \
+                  which is blank: the path would become `/kahadb`";
+    for (args, data) in [
+        (
+            vec!["check", "-D", "activemq.data= ", config.as_str()],
+            None,
+        ),
+        (vec!["check", "-D", "activemq.data=", config.as_str()], None),
+        (
+            vec!["run", "-c", config.as_str(), "-D", "activemq.data="],
+            None,
+        ),
+        (vec!["check", config.as_str()], Some("  ")),
+        (vec!["run", "-c", config.as_str()], Some(" ")),
+        (
+            vec!["check", "--format", "json", config.as_str()],
+            Some(" "),
+        ),
+    ] {
+        let out = ferromq_with_data(&args, dir.path(), data);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains(needle), "{args:?}: {said}");
+        if !args.contains(&"json") {
+            assert!(said.contains(&located), "{args:?}: {said}");
+            assert!(said.contains("-D activemq.data=DIR"), "{args:?}: {said}");
+        }
+    }
+    // Given a directory, both pass and the store is made there.
+    let data = dir.path().join("data").display().to_string();
+    let given = format!("activemq.data={data}");
+    let check = ferromq_with_data(&["check", "-D", &given, &config], dir.path(), None);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let run = ferromq_with_data(&["run", "-c", &config, "-D", &given], dir.path(), None);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+}
