@@ -64,6 +64,7 @@
 
 mod apply;
 mod codec;
+pub mod directory;
 mod error;
 #[cfg(test)]
 mod group_equivalence;
@@ -204,6 +205,9 @@ impl Store {
     /// After a crash the storage engine rolls back a torn last commit here; call
     /// [`Store::recover`] next to read the state back.
     pub fn open(dir: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
+        // `a/missing/../store` is made as `a/store`: `create_dir_all` would make `missing`
+        // only to step out of it, and leave it behind (`directory::plan`).
+        let dir = &directory::creation_path(dir);
         std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             detail: e.to_string(),

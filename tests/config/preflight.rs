@@ -738,3 +738,62 @@ fn a_blank_data_placeholder_in_the_kahadb_directory_fails_check_and_run() {
     let run = ferromq_with_data(&["run", "-c", &config, "-D", &given], dir.path(), None);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
 }
+
+/// A `..` after a directory that does not exist yet: the kernel resolves it physically once
+/// that directory is made, so `zz/../afile/sub` lies under the file `afile` and `run` cannot
+/// make it. `check` judges the path the same way, and neither command leaves `zz` behind.
+#[test]
+fn a_parent_step_after_a_missing_directory_is_judged_as_run_resolves_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("afile"), "x").expect("write");
+    let base = dir.path().display().to_string();
+    let config = write_kaha_config(dir.path(), "", "${activemq.data}/kahadb");
+    let bad = format!("activemq.data={base}/zz/../afile/sub");
+    let needle = format!("{base}/afile is a file, not a directory");
+    for args in [
+        vec!["check", "-D", bad.as_str(), config.as_str()],
+        vec!["run", "-c", config.as_str(), "-D", bad.as_str()],
+    ] {
+        let out = ferromq_with_data(&args, dir.path(), None);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains(&format!("{config}:4:")) && said.contains(&needle),
+            "{args:?}: {said}"
+        );
+        assert!(!dir.path().join("zz").exists(), "{args:?} left zz behind");
+    }
+    // The same detour to a good place: both pass, the store is made where the kernel puts
+    // it, and `zz` is not made on the way (a broker that serves: one with start="false" opens
+    // no store).
+    let good = format!("activemq.data={base}/zz/../data");
+    let check = ferromq_with_data(&["check", "-D", &good, &config], dir.path(), None);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace(r#" start="false""#, ""),
+    )
+    .expect("write");
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .current_dir(dir.path())
+        .args(["run", "-c", &config, "-D", &good])
+        .env_remove("ACTIVEMQ_DATA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the broker");
+    let store = dir.path().join("data/kahadb/ferromq.redb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !store.is_file() && std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = broker.try_wait() {
+            panic!("the broker ended: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    broker.kill().expect("stop the broker");
+    broker.wait().expect("reap the broker");
+    assert!(store.is_file(), "no store at {}", store.display());
+    assert!(!dir.path().join("zz").exists(), "run left zz behind");
+}
