@@ -4,7 +4,8 @@
 //! (authentication plugins with their login.config modules and options, authorization), and the
 //! store directory checked by path and permission (not created, not opened; a `..` judged as
 //! the kernel resolves it while `run` makes the directory: `store::directory`), for a running
-//! broker holding its lock (looked up, never taken: `store::held_by_another`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
+//! broker holding its lock (looked up, never taken: `store::held_by_another`), and its
+//! database file by its first bytes and its header's length (`store::database_file_whole`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,16 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                     "move that file away (it is not a ferromq store; keep it if it is someone \
                      else's data): the broker then starts with an empty store in {}, or point \
                      the store at another directory",
+                    directory.display()
+                )),
+            );
+        } else if let Err(problem) = crate::store::database_file_whole(opened) {
+            // From its header and length only: the store is never opened by `check`.
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "put the whole file back (finish the copy, or restore it from a backup); \
+                     or, to give up what it holds, move it away: the broker then starts with \
+                     an empty store in {}",
                     directory.display()
                 )),
             );

@@ -797,3 +797,39 @@ fn a_parent_step_after_a_missing_directory_is_judged_as_run_resolves_it() {
     assert!(store.is_file(), "no store at {}", store.display());
     assert!(!dir.path().join("zz").exists(), "run left zz behind");
 }
+
+/// A store file cut short after a valid header (a partial copy): `run` cannot open it, and
+/// `check` says so from the header and the file's length, without opening the store.
+#[test]
+fn a_store_file_cut_short_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let file = store.join("ferromq.redb");
+    // A database of a few regions, closed.
+    {
+        const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let db = redb::Database::create(&file).expect("create the store");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for i in 0..32u64 {
+                table.insert(i, &[7u8; 40_000][..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let whole = std::fs::read(&file).expect("read the store");
+    assert!(whole.len() > 3 * 4096, "{} bytes", whole.len());
+    std::fs::write(&file, &whole[..whole.len() / 2 + 100]).expect("cut");
+    both_fail(dir.path(), &config, 2, "is damaged: it is");
+    let check = ferromq(&["check", &config], dir.path());
+    assert!(
+        text(&check).contains("hint: put the whole file back"),
+        "{}",
+        text(&check)
+    );
+    std::fs::write(&file, &whole).expect("restore");
+    both_pass(dir.path(), &config);
+}
