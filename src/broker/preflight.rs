@@ -8,13 +8,14 @@
 //! database file by its first bytes and its header's length (`store::database_file_whole`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::broker::server::listener_set::{load_tls, ConnectorTlsError};
 use crate::config::{
     Authentication, Config, ConsoleConfig, Diagnostic, Listener, Persistence, Span,
 };
 use crate::security::Security;
+use crate::store::directory::Planned;
 
 /// Every problem `run` would hit before serving, as located errors (empty when it would start).
 pub fn preflight(config: &Config) -> Vec<Diagnostic> {
@@ -68,7 +69,7 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
     {
         // The store's files are looked at by the path `run` opens them by.
         let usable = store_directory_usable(directory);
-        let opened = usable.as_deref().unwrap_or(directory);
+        let opened = usable.as_ref().map_or(directory, |planned| &planned.path);
         if let Err(problem) = &usable {
             found.push(
                 Diagnostic::error(config.persistence_span.clone(), problem.clone()).with_hint(
@@ -121,6 +122,17 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                      or, to give up what it holds, move it away: the broker then starts with \
                      an empty store in {}",
                     directory.display()
+                )),
+            );
+        } else if let Some(problem) = usable.as_ref().ok().and_then(no_room_to_start) {
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "free space on that filesystem (`df -h {}` shows it), or point the store \
+                     at another one",
+                    usable
+                        .as_ref()
+                        .map_or(directory, |planned| &planned.existing)
+                        .display()
                 )),
             );
         }
@@ -319,12 +331,12 @@ fn security_span(config: &Config) -> Option<Span> {
 
 /// Whether the store directory exists as a writable directory or could be created, judged
 /// as the kernel resolves the path while `run` makes it (`store::directory::plan`: a `..`
-/// after a directory not made yet steps back to where it would be made); `Ok` with the path
-/// `run` opens it by. The deepest existing directory must be writable, and a directory made
+/// after a directory not made yet steps back to where it would be made); `Ok` with the walk
+/// (its `path` is the one `run` opens the store by). The deepest existing directory must be writable, and a directory made
 /// there (and removed at once) must be made: `access(2)` says yes to root on a filesystem
 /// that refuses every `mkdir` (`/proc`, `/sys`), where `run` would then fail. Nothing is left
 /// behind.
-fn store_directory_usable(directory: &Path) -> Result<PathBuf, String> {
+fn store_directory_usable(directory: &Path) -> Result<Planned, String> {
     use crate::store::directory::{plan, Blocked};
     let shown = directory.display();
     let planned = plan(directory).map_err(|blocked| match blocked {
@@ -345,7 +357,7 @@ fn store_directory_usable(directory: &Path) -> Result<PathBuf, String> {
     })?;
     let at = &planned.existing;
     match writable(at).and_then(|()| directory_can_be_made_in(at)) {
-        Ok(()) => Ok(planned.path),
+        Ok(()) => Ok(planned),
         Err(e) if !planned.to_make => {
             Err(format!("the store directory {shown} is not writable: {e}"))
         }
@@ -357,6 +369,54 @@ fn store_directory_usable(directory: &Path) -> Result<PathBuf, String> {
             "the store directory {shown} cannot be created: {} is not writable: {e}",
             at.display()
         )),
+    }
+}
+
+/// Why `run` could not start for want of space where the store is made, if so: it writes its
+/// pid in the lock file (a block), a new database's first pages (a second block: measured on
+/// tmpfs, 4 KiB free fails and 8 KiB starts), and makes the missing directories and files (an
+/// inode each). A lower bound, so that `check` never refuses a store `run` would open: the
+/// free space a directory takes depends on the filesystem and is not counted, nor what a
+/// store that is already large needs at open. Root may use the filesystem's reserved blocks,
+/// as `run` as root does.
+fn no_room_to_start(planned: &Planned) -> Option<String> {
+    let vfs = rustix::fs::statvfs(&planned.existing).ok()?;
+    let root = rustix::process::geteuid().is_root();
+    let (blocks, inodes) = if root {
+        (vfs.f_bfree, vfs.f_ffree)
+    } else {
+        (vfs.f_bavail, vfs.f_favail)
+    };
+    let block = vfs.f_frsize.max(1);
+    let free_bytes = blocks.saturating_mul(block);
+    let exists = |name: &str| {
+        std::fs::metadata(planned.path.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
+    };
+    let new_database = !exists(crate::store::DATABASE_FILE_NAME);
+    let needed_bytes = block * if new_database { 2 } else { 1 };
+    let new_files = u64::from(!exists(crate::store::LOCK_FILE_NAME)) + u64::from(new_database);
+    // `f_files` of 0: the filesystem does not count inodes (btrfs), so none can be missing.
+    let needed_inodes = new_files + u64::from(planned.to_make);
+    let shown = planned.existing.display();
+    if free_bytes < needed_bytes {
+        Some(format!(
+            "the filesystem of {shown} has {free_bytes} bytes free for this user: the broker \
+             needs at least {needed_bytes} there to write its pid in the store's lock file{} \
+             (`run` would fail with \"No space left on device\")",
+            if new_database {
+                " and make its database"
+            } else {
+                ""
+            }
+        ))
+    } else if vfs.f_files > 0 && inodes < needed_inodes {
+        Some(format!(
+            "the filesystem of {shown} has {inodes} inodes free for this user: the broker \
+             needs {needed_inodes} there for the store's directory and files (`run` would \
+             fail with \"No space left on device\")"
+        ))
+    } else {
+        None
     }
 }
 

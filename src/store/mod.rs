@@ -86,6 +86,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use lock::held_by_another;
+pub(crate) use lock::LOCK_FILE_NAME;
 pub use recover::RecoveryStats;
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{

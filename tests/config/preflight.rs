@@ -833,3 +833,27 @@ fn a_store_file_cut_short_fails_check_and_run() {
     std::fs::write(&file, &whole).expect("restore");
     both_pass(dir.path(), &config);
 }
+
+/// A store on a full filesystem: `run` cannot write its pid in the lock file ("No space left
+/// on device"), so `check` says so from `statvfs`, at the store, before `run` makes anything.
+/// With two free blocks (a new store's least, measured on tmpfs) both start.
+#[test]
+fn a_store_on_a_full_filesystem_fails_check_and_run() {
+    let Some(fs) = crate::support::tmpfs::SmallFs::mount(64) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = fs.path().join("data");
+    let config = write_config(dir.path(), &store.display().to_string(), "");
+    fs.fill("filler", 64 * 1024);
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        "bytes free for this user: the broker needs at least 8192 there to write its pid",
+    );
+    assert!(!store.exists(), "a refused run made the store directory");
+    fs.remove("filler");
+    fs.fill("filler", 64 * 1024 - 8 * 1024);
+    both_pass(dir.path(), &config);
+}
