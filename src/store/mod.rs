@@ -601,7 +601,24 @@ pub fn store_files_writable(dir: &Path) -> Result<(), String> {
                     std::io::Error::from(e)
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A link to nothing is followed when the file is made: fine while the place it
+            // names can be made, "No such file or directory" at open when its directory is
+            // missing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Ok(target) = std::fs::read_link(&path) else {
+                    continue;
+                };
+                let target = dir.join(&target);
+                let parent_is_dir = target
+                    .parent()
+                    .is_some_and(|parent| std::fs::metadata(parent).is_ok_and(|m| m.is_dir()));
+                if !parent_is_dir {
+                    return Err(format!(
+                        "{shown} is a link to {}, whose directory does not exist",
+                        target.display()
+                    ));
+                }
+            }
             Err(e) => return Err(format!("cannot inspect {shown}: {e}")),
         }
     }

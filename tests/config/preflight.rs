@@ -857,3 +857,26 @@ fn a_store_on_a_full_filesystem_fails_check_and_run() {
     fs.fill("filler", 64 * 1024 - 8 * 1024);
     both_pass(dir.path(), &config);
 }
+
+/// A store file that is a link into a directory that does not exist: `run` fails to open it
+/// ("No such file or directory"), so `check` says so; a link to a file it can make is fine.
+#[test]
+fn a_store_file_linked_into_a_missing_directory_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let missing = dir.path().join("gone").join("ferromq.redb");
+    std::os::unix::fs::symlink(&missing, store.join("ferromq.redb")).expect("symlink");
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        &format!(
+            "is a link to {}, whose directory does not exist",
+            missing.display()
+        ),
+    );
+    std::fs::create_dir(dir.path().join("gone")).expect("mkdir");
+    both_pass(dir.path(), &config);
+}
