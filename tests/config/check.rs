@@ -1101,3 +1101,60 @@ fn check_prints_the_default_limits_it_applies() {
     let text = report::text(&loaded);
     assert!(text.contains("limits: memory 1 gb\n"), "{text}");
 }
+
+/// A store path whose leading placeholder is blank would start at the filesystem's root
+/// (`${activemq.base}/data` -> `/data`): an error at the value, for `dataDirectory` as for the
+/// kahaDB directory; a placeholder with a value, or blank text after a literal prefix, is not.
+#[test]
+fn a_blank_leading_placeholder_in_a_data_directory_is_refused() {
+    let xml = |data_directory: &str| {
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+      <broker xmlns="http://activemq.apache.org/schema/core" dataDirectory="{data_directory}">
+        <transportConnectors><transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/></transportConnectors>
+      </broker></beans>"#
+        )
+    };
+    let load = |data_directory: &str, value: &str| {
+        let mut options = options();
+        options
+            .overrides
+            .insert("my.base".to_owned(), value.to_owned());
+        ferromq::config::load_str(&xml(data_directory), Path::new("."), &options)
+    };
+    for (written, value) in [("${my.base}/data", " "), ("file:${my.base}/data", "")] {
+        let loaded = load(written, value);
+        let errors: Vec<_> = loaded.diagnostics.errors().collect();
+        assert_eq!(errors.len(), 1, "{written}: {}", loaded.diagnostics);
+        assert!(
+            errors[0].message.contains(&format!(
+                "dataDirectory `{written}` starts with ${{my.base}}, which is blank"
+            )),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(
+            errors[0].span.as_ref().map(|s| s.line),
+            Some(3),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("-D my.base=DIR")),
+            "{}",
+            errors[0]
+        );
+    }
+    for (written, value) in [("${my.base}/data", "/srv"), ("${my.base}data", "")] {
+        let loaded = load(written, value);
+        assert!(
+            !loaded.diagnostics.has_errors(),
+            "{written}: {}",
+            loaded.diagnostics
+        );
+    }
+}
