@@ -118,9 +118,9 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
             // From its header and length only: the store is never opened by `check`.
             found.push(
                 Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
-                    "put the whole file back (finish the copy, or restore it from a backup); \
-                     or, to give up what it holds, move it away: the broker then starts with \
-                     an empty store in {}",
+                    "put a good copy of the file back (finish the copy, or restore a \
+                     backup); or, to give up what it holds, move it away: the broker then \
+                     starts with an empty store in {}",
                     directory.display()
                 )),
             );

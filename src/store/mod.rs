@@ -644,17 +644,17 @@ pub fn database_file_usable(dir: &Path) -> Result<(), String> {
 }
 
 /// Whether the redb file in `dir` is as long as its header says, as the engine judges it at
-/// open ([`redb_length_problem`]): a copy cut short after a valid header fails `run`. `Ok`
+/// open ([`redb_header_problem`]): a copy cut short after a valid header fails `run`. `Ok`
 /// when the file is missing, empty or not a redb file ([`database_file_usable`] says that).
 /// Read from its header and length only, without opening the store or taking its lock.
 pub fn database_file_whole(dir: &Path) -> Result<(), String> {
     let path = dir.join(DATABASE_FILE_NAME);
     match read_head(&path)? {
         Some((head, file_len)) if head.get(..REDB_MAGIC.len()) == Some(&REDB_MAGIC[..]) => {
-            match redb_length_problem(&head, file_len) {
+            match redb_header_problem(&head, file_len) {
                 None => Ok(()),
                 Some(problem) => Err(format!(
-                    "the store file {} is damaged: {problem}; the broker cannot open it",
+                    "the store file {} {problem}; the broker cannot open it",
                     path.display()
                 )),
             }
@@ -697,20 +697,28 @@ fn read_head(path: &Path) -> Result<Option<(Vec<u8>, u64)>, String> {
 const REDB_HEADER_BYTES: usize = 320;
 /// redb's page size, which `Store` does not change: a file of another is refused at open.
 const REDB_PAGE_SIZE: u64 = 4096;
+/// Where the first of the header's two commit slots starts, and the size of one.
+const REDB_SLOT_0: usize = 64;
+const REDB_SLOT_BYTES: usize = 128;
+/// The file format redb 4.6 writes and reads (`FILE_FORMAT_VERSION3`).
+const REDB_FILE_FORMAT: u8 = 3;
 /// Flag of the header's "god byte" (offset 9): the last writer did not close the file, so
 /// redb rebuilds the layout from the file's length instead of trusting the stored counts.
 const REDB_RECOVERY_REQUIRED: u8 = 2;
 
 /// Why redb 4.6 would refuse to open a file with this `header` and `file_len`, by the rules
-/// of its `UnrepairedDatabaseHeader::finalize` and `layout_from_file_len`: a file closed
+/// of its `UnrepairedDatabaseHeader::from_bytes`, `finalize` and `layout_from_file_len`: both
+/// commit slots must be of file format 3 (1 and 2 need redb's manual upgrade); a file closed
 /// cleanly must be at least as long as the layout its header stores (it is only ever shrunk
 /// after a smaller one is written), and any other length must be one redb writes (a
-/// super-header page, whole regions, then a partial region of whole pages). `None`: the
-/// length is one redb accepts. The fields are read, never trusted for arithmetic (checked).
-fn redb_length_problem(header: &[u8], file_len: u64) -> Option<String> {
+/// super-header page, whole regions, then a partial region of whole pages). `None`: redb
+/// accepts them. The text follows "the store file PATH". The fields are read, never trusted
+/// for arithmetic (checked).
+fn redb_header_problem(header: &[u8], file_len: u64) -> Option<String> {
     if header.len() < REDB_HEADER_BYTES {
         return Some(format!(
-            "it is {file_len} bytes long, shorter than a redb header ({REDB_HEADER_BYTES} bytes)"
+            "is damaged: it is {file_len} bytes long, shorter than a redb header \
+             ({REDB_HEADER_BYTES} bytes)"
         ));
     }
     let u32_at = |offset: usize| {
@@ -727,9 +735,27 @@ fn redb_length_problem(header: &[u8], file_len: u64) -> Option<String> {
     let trailing_data_pages = u32_at(28);
     if page_size != REDB_PAGE_SIZE || region_max_data_pages == 0 {
         return Some(format!(
-            "its header is damaged (page size {page_size}, {region_max_data_pages} pages per \
-             region)"
+            "is damaged: its header says a page size of {page_size} and \
+             {region_max_data_pages} pages per region"
         ));
+    }
+    // Each commit slot starts with its file format; redb reads 3 and asks for a manual
+    // upgrade of 1 and 2.
+    for slot in [REDB_SLOT_0, REDB_SLOT_0 + REDB_SLOT_BYTES] {
+        match header[slot] {
+            REDB_FILE_FORMAT => {}
+            old @ (1 | 2) => {
+                return Some(format!(
+                    "is in redb's file format {old}, which this broker's engine (format \
+                     {REDB_FILE_FORMAT}) opens only after redb's manual upgrade"
+                ))
+            }
+            other => {
+                return Some(format!(
+                    "is damaged: a commit slot of its header says file format {other}"
+                ))
+            }
+        }
     }
     let full_region_bytes = (region_header_pages + region_max_data_pages) * page_size;
     if !recovery_required {
@@ -744,8 +770,8 @@ fn redb_length_problem(header: &[u8], file_len: u64) -> Option<String> {
         match stored_len {
             Some(stored) if file_len < stored => {
                 return Some(format!(
-                    "it is {file_len} bytes long, but its header says {stored} (cut short: a \
-                     partial copy, or a full disk while it was copied)"
+                    "is damaged: it is {file_len} bytes long, but its header says {stored} \
+                     (cut short: a partial copy, or a full disk while it was copied)"
                 ))
             }
             Some(stored) if file_len == stored => return None,
@@ -756,8 +782,8 @@ fn redb_length_problem(header: &[u8], file_len: u64) -> Option<String> {
     let min_len = page_size * (region_header_pages + 2);
     if file_len < min_len {
         return Some(format!(
-            "it is {file_len} bytes long, shorter than the smallest redb database ({min_len} \
-             bytes)"
+            "is damaged: it is {file_len} bytes long, shorter than the smallest redb \
+             database ({min_len} bytes)"
         ));
     }
     let mut remaining = file_len - page_size;
@@ -771,8 +797,8 @@ fn redb_length_problem(header: &[u8], file_len: u64) -> Option<String> {
         None
     } else {
         Some(format!(
-            "its length ({file_len} bytes) is not one redb writes (cut short or padded by a \
-             copy)"
+            "is damaged: its length ({file_len} bytes) is not one redb writes (cut short \
+             or padded by a copy)"
         ))
     }
 }
@@ -949,5 +975,20 @@ mod header_tests {
             }
         }
         assert!(refused > 10, "only {refused} lengths were refused");
+
+        // A commit slot of another file format: refused by both, an old one named as such.
+        for (offset, format) in [(64, 2u8), (192, 1), (64, 9)] {
+            let mut other = copies[0].clone();
+            other[offset] = format;
+            std::fs::write(&path, &other).expect("write");
+            let judged = database_file_whole(&store).expect_err("another format passed");
+            assert!(open_database(&path).is_err(), "format {format} opened");
+            let expected = if format < 3 {
+                format!("is in redb's file format {format}")
+            } else {
+                format!("is damaged: a commit slot of its header says file format {format}")
+            };
+            assert!(judged.contains(&expected), "{judged}");
+        }
     }
 }

@@ -826,7 +826,7 @@ fn a_store_file_cut_short_fails_check_and_run() {
     both_fail(dir.path(), &config, 2, "is damaged: it is");
     let check = ferromq(&["check", &config], dir.path());
     assert!(
-        text(&check).contains("hint: put the whole file back"),
+        text(&check).contains("hint: put a good copy of the file back"),
         "{}",
         text(&check)
     );
