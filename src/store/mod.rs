@@ -941,6 +941,7 @@ mod header_tests {
         std::fs::create_dir(&store).expect("mkdir");
         let path = store.join(DATABASE_FILE_NAME);
         let mut refused = 0;
+        let (mut open_failures, mut open_refused) = (0, 0);
         for (copy, bytes) in copies.iter().enumerate() {
             let closed = copy == 0;
             let full = bytes.len();
@@ -965,7 +966,13 @@ mod header_tests {
                      says {:?}",
                     opened.err()
                 );
+                if !closed && opened.is_err() {
+                    open_failures += 1;
+                }
                 if let Err(problem) = judged {
+                    if !closed {
+                        open_refused += 1;
+                    }
                     assert!(
                         problem.contains("is damaged") || problem.contains("not a ferromq store"),
                         "{problem}"
@@ -975,6 +982,9 @@ mod header_tests {
             }
         }
         assert!(refused > 10, "only {refused} lengths were refused");
+        println!(
+            "open copy: check refused {open_refused} of the {open_failures} cuts open refused"
+        );
 
         // A commit slot of another file format: refused by both, an old one named as such.
         for (offset, format) in [(64, 2u8), (192, 1), (64, 9)] {

@@ -880,3 +880,45 @@ fn a_store_file_linked_into_a_missing_directory_fails_check_and_run() {
     std::fs::create_dir(dir.path().join("gone")).expect("mkdir");
     both_pass(dir.path(), &config);
 }
+
+/// A store `check` cannot judge without opening it (a copy of a running store, cut at a page
+/// boundary: redb rebuilds such a file from its trees): `run` fails at open, and says so at
+/// the store's place in the file, as for the errors `check` finds.
+#[test]
+fn a_store_that_fails_at_open_is_reported_at_its_place_in_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace(r#" start="false""#, ""),
+    )
+    .expect("write");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let file = store.join("ferromq.redb");
+    let copy_while_open = {
+        const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let db = redb::Database::create(&file).expect("create the store");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for i in 0..32u64 {
+                table.insert(i, &[7u8; 40_000][..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        std::fs::read(&file).expect("read the open store")
+    };
+    std::fs::write(&file, &copy_while_open[..4 * 4096]).expect("cut");
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    let said = text(&run);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{config}:2:"))
+            && said.contains("error: cannot open the durable store"),
+        "{said}"
+    );
+    assert!(said.contains("could not be started"), "{said}");
+}
