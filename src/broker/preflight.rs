@@ -1,11 +1,14 @@
 //! What `run` builds before it binds a socket or opens the store, done without either, so that
 //! `ferromq check` passing means `ferromq run` starts: each TLS connector's rustls configuration
 //! (certificate and key read, the key matched against the certificate), the security snapshot
-//! (authentication plugins with their login.config modules and options, authorization), and the
+//! (authentication plugins with their login.config modules and options, authorization), the
 //! store directory checked by path and permission (not created, not opened; a `..` judged as
 //! the kernel resolves it while `run` makes the directory: `store::directory`), for a running
-//! broker holding its lock (looked up, never taken: `store::held_by_another`), and its
-//! database file by its first bytes and its header's length (`store::database_file_whole`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
+//! broker holding its lock (looked up, never taken: `store::held_by_another`), for its files
+//! (regular, writable, a link `run` can follow), its database file by its first bytes and its
+//! header (`store::database_file_whole`) and the free space `run` needs to start there, and
+//! each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`]
+//! first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
