@@ -694,6 +694,7 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let store_span = config.persistence_span.clone();
     let serve = crate::broker::run_until_signal_with_reload(config, options, args.watch);
     match runtime.block_on(serve) {
         Ok(crate::broker::Stopped::Gracefully) => ExitCode::SUCCESS,
@@ -701,6 +702,22 @@ fn run(args: RunArgs, format: LogFormat) -> ExitCode {
         Ok(
             crate::broker::Stopped::Forced(signal) | crate::broker::Stopped::BeforeServing(signal),
         ) => std::process::exit(128 + i32::from(signal.number())),
+        // A store that fails at open for a cause the preflight cannot see without opening it
+        // (damage inside the database): still reported at the store's place in the file.
+        Err(e)
+            if e.chain()
+                .any(|cause| cause.is::<crate::store::StoreError>()) =>
+        {
+            let located = config::diagnostic::Diagnostic::error(store_span, format!("{e:#}"))
+                .with_hint(
+                "`ferromq check` looks at the store without opening it (docs/durable-store.md, \
+                     \"One broker per store\"); move the store's files away to start empty, or \
+                     point the store at another directory",
+            );
+            print_diagnostic(&located, format);
+            say(format, &format!("ferromq: {shown} could not be started"));
+            ExitCode::from(1)
+        }
         Err(e) => {
             say(format, &format!("ferromq: {e:#}"));
             ExitCode::from(1)

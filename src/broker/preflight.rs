@@ -1,9 +1,14 @@
 //! What `run` builds before it binds a socket or opens the store, done without either, so that
 //! `ferromq check` passing means `ferromq run` starts: each TLS connector's rustls configuration
 //! (certificate and key read, the key matched against the certificate), the security snapshot
-//! (authentication plugins with their login.config modules and options, authorization), and the
-//! store directory checked by path and permission (not created, not opened) and for a running
-//! broker holding its lock (looked up, never taken: `store::held_by_another`), and each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`] first, so both fail the same way.
+//! (authentication plugins with their login.config modules and options, authorization), the
+//! store directory checked by path and permission (not created, not opened; a `..` judged as
+//! the kernel resolves it while `run` makes the directory: `store::directory`), for a running
+//! broker holding its lock (looked up, never taken: `store::held_by_another`), for its files
+//! (regular, writable, a link `run` can follow), its database file by its first bytes and its
+//! header (`store::database_file_whole`) and the free space `run` needs to start there, and
+//! each connector's host resolved as `run` resolves it. `run` calls the same [`preflight`]
+//! first, so both fail the same way.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -13,6 +18,7 @@ use crate::config::{
     Authentication, Config, ConsoleConfig, Diagnostic, Listener, Persistence, Span,
 };
 use crate::security::Security;
+use crate::store::directory::Planned;
 
 /// Every problem `run` would hit before serving, as located errors (empty when it would start).
 pub fn preflight(config: &Config) -> Vec<Diagnostic> {
@@ -64,14 +70,17 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
     if let (Persistence::Durable { directory, .. }, true) =
         (&config.persistence, config.broker.persistent)
     {
-        if let Err(problem) = store_directory_usable(directory) {
+        // The store's files are looked at by the path `run` opens them by.
+        let usable = store_directory_usable(directory);
+        let opened = usable.as_ref().map_or(directory, |planned| &planned.path);
+        if let Err(problem) = &usable {
             found.push(
-                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(
+                Diagnostic::error(config.persistence_span.clone(), problem.clone()).with_hint(
                     "point the store (kahaDB directory or the broker's dataDirectory) at a \
                      directory the broker may create and write",
                 ),
             );
-        } else if let Some(holder) = crate::store::held_by_another(directory) {
+        } else if let Some(holder) = crate::store::held_by_another(opened) {
             // Looked up without taking the lock (see `held_by_another`): a broker starting
             // while `check` runs is never locked out by it.
             found.push(
@@ -91,14 +100,14 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                      ${activemq.data})",
                 ),
             );
-        } else if let Err(problem) = crate::store::store_files_writable(directory) {
+        } else if let Err(problem) = crate::store::store_files_writable(opened) {
             found.push(
                 Diagnostic::error(config.persistence_span.clone(), problem).with_hint(
                     "give the store's files back to the user the broker runs as (chown), or \
                      move them away if they are not a store's",
                 ),
             );
-        } else if let Err(problem) = crate::store::database_file_usable(directory) {
+        } else if let Err(problem) = crate::store::database_file_usable(opened) {
             // Read from its first bytes only: the store is never opened by `check`.
             found.push(
                 Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
@@ -106,6 +115,27 @@ pub fn preflight(config: &Config) -> Vec<Diagnostic> {
                      else's data): the broker then starts with an empty store in {}, or point \
                      the store at another directory",
                     directory.display()
+                )),
+            );
+        } else if let Err(problem) = crate::store::database_file_whole(opened) {
+            // From its header and length only: the store is never opened by `check`.
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "put a good copy of the file back (finish the copy, or restore a \
+                     backup); or, to give up what it holds, move it away: the broker then \
+                     starts with an empty store in {}",
+                    directory.display()
+                )),
+            );
+        } else if let Some(problem) = usable.as_ref().ok().and_then(no_room_to_start) {
+            found.push(
+                Diagnostic::error(config.persistence_span.clone(), problem).with_hint(format!(
+                    "free space on that filesystem (`df -h {}` shows it), or point the store \
+                     at another one",
+                    usable
+                        .as_ref()
+                        .map_or(directory, |planned| &planned.existing)
+                        .display()
                 )),
             );
         }
@@ -302,69 +332,95 @@ fn security_span(config: &Config) -> Option<Span> {
         .map(|e| e.span.clone())
 }
 
-/// Whether the store directory exists as a writable directory or could be created: the
-/// nearest existing ancestor must be a writable directory, and a directory made there (and
-/// removed at once) must be made: `access(2)` says yes to root on a filesystem that refuses
-/// every `mkdir` (`/proc`, `/sys`), where `run` would then fail. Nothing is left behind.
-fn store_directory_usable(directory: &Path) -> Result<(), String> {
+/// Whether the store directory exists as a writable directory or could be created, judged
+/// as the kernel resolves the path while `run` makes it (`store::directory::plan`: a `..`
+/// after a directory not made yet steps back to where it would be made); `Ok` with the walk
+/// (its `path` is the one `run` opens the store by). The deepest existing directory must be writable, and a directory made
+/// there (and removed at once) must be made: `access(2)` says yes to root on a filesystem
+/// that refuses every `mkdir` (`/proc`, `/sys`), where `run` would then fail. Nothing is left
+/// behind.
+fn store_directory_usable(directory: &Path) -> Result<Planned, String> {
+    use crate::store::directory::{plan, Blocked};
     let shown = directory.display();
-    let mut candidate = Some(directory);
-    while let Some(path) = candidate {
-        match std::fs::metadata(path) {
-            Ok(meta) if meta.is_dir() => {
-                return match writable(path).and_then(|()| directory_can_be_made_in(path)) {
-                    Ok(()) => Ok(()),
-                    Err(e) if path == directory => {
-                        Err(format!("the store directory {shown} is not writable: {e}"))
-                    }
-                    Err(e) => Err(format!(
-                        "the store directory {shown} cannot be created: {} is not writable: {e}",
-                        path.display()
-                    )),
-                };
-            }
-            Ok(_) if path == directory => {
-                return Err(format!(
-                    "the store directory {shown} exists but is not a directory"
-                ))
-            }
-            Ok(_) => {
-                return Err(format!(
-                    "the store directory {shown} cannot be created: {} is a file, not a directory",
-                    path.display()
-                ))
-            }
-            // A link to nothing: creating the directory (or one under it) fails with "File
-            // exists", which says nothing of the link.
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    && std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink()) =>
-            {
-                let target = std::fs::read_link(path)
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_else(|_| "?".into());
-                return Err(format!(
-                    "the store directory {shown} cannot be created: {} is a link to {target}, \
-                     which does not exist",
-                    path.display()
-                ));
-            }
-            // Missing, or under a file (ENOTDIR): look at the parent.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-                ) => {}
-            Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+    let planned = plan(directory).map_err(|blocked| match blocked {
+        Blocked::NotADirectory { last: true, .. } => {
+            format!("the store directory {shown} exists but is not a directory")
         }
-        candidate = path.parent().filter(|p| !p.as_os_str().is_empty());
+        Blocked::NotADirectory { path, last: false } => format!(
+            "the store directory {shown} cannot be created: {} is a file, not a directory",
+            path.display()
+        ),
+        Blocked::DanglingLink { path, target } => format!(
+            "the store directory {shown} cannot be created: {} is a link to {}, which does not \
+             exist",
+            path.display(),
+            target.display()
+        ),
+        Blocked::Inspect { path, error } => format!("cannot inspect {}: {error}", path.display()),
+    })?;
+    let at = &planned.existing;
+    match writable(at).and_then(|()| directory_can_be_made_in(at)) {
+        Ok(()) => Ok(planned),
+        Err(e) if !planned.to_make => {
+            Err(format!("the store directory {shown} is not writable: {e}"))
+        }
+        // A relative path whose every component is missing: it lives in the working directory.
+        Err(e) if at == Path::new(".") && directory.is_relative() => Err(format!(
+            "the store directory {shown} cannot be created in the working directory: {e}"
+        )),
+        Err(e) => Err(format!(
+            "the store directory {shown} cannot be created: {} is not writable: {e}",
+            at.display()
+        )),
     }
-    // A relative path whose every component is missing: it lives in the working directory.
-    writable(Path::new("."))
-        .and_then(|()| directory_can_be_made_in(Path::new(".")))
-        .map_err(|e| {
-            format!("the store directory {shown} cannot be created in the working directory: {e}")
-        })
+}
+
+/// Why `run` could not start for want of space where the store is made, if so: it writes its
+/// pid in the lock file (a block), a new database's first pages (a second block: measured on
+/// tmpfs, 4 KiB free fails and 8 KiB starts), and makes the missing directories and files (an
+/// inode each). A lower bound, so that `check` never refuses a store `run` would open: the
+/// free space a directory takes depends on the filesystem and is not counted, nor what a
+/// store that is already large needs at open. Root may use the filesystem's reserved blocks,
+/// as `run` as root does.
+fn no_room_to_start(planned: &Planned) -> Option<String> {
+    let vfs = rustix::fs::statvfs(&planned.existing).ok()?;
+    let root = rustix::process::geteuid().is_root();
+    let (blocks, inodes) = if root {
+        (vfs.f_bfree, vfs.f_ffree)
+    } else {
+        (vfs.f_bavail, vfs.f_favail)
+    };
+    let block = vfs.f_frsize.max(1);
+    let free_bytes = blocks.saturating_mul(block);
+    let exists = |name: &str| {
+        std::fs::metadata(planned.path.join(name)).is_ok_and(|m| m.is_file() && m.len() > 0)
+    };
+    let new_database = !exists(crate::store::DATABASE_FILE_NAME);
+    let needed_bytes = block * if new_database { 2 } else { 1 };
+    let new_files = u64::from(!exists(crate::store::LOCK_FILE_NAME)) + u64::from(new_database);
+    // `f_files` of 0: the filesystem does not count inodes (btrfs), so none can be missing.
+    let needed_inodes = new_files + u64::from(planned.to_make);
+    let shown = planned.existing.display();
+    if free_bytes < needed_bytes {
+        Some(format!(
+            "the filesystem of {shown} has {free_bytes} bytes free for this user: the broker \
+             needs at least {needed_bytes} there to write its pid in the store's lock file{} \
+             (`run` would fail with \"No space left on device\")",
+            if new_database {
+                " and make its database"
+            } else {
+                ""
+            }
+        ))
+    } else if vfs.f_files > 0 && inodes < needed_inodes {
+        Some(format!(
+            "the filesystem of {shown} has {inodes} inodes free for this user: the broker \
+             needs {needed_inodes} there for the store's directory and files (`run` would \
+             fail with \"No space left on device\")"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Make a directory in `parent` and remove it: the store makes its directory and files there.

@@ -110,8 +110,14 @@ pub struct Summary {
     /// `cachedLDAPAuthorizationMap`: where its entries are loaded from at run time.
     pub authorization_ldap: Option<String>,
     pub store: StoreSummary,
-    /// `systemUsage` values by name; the unit is the name's suffix (`_bytes`, `_ms`).
+    /// `systemUsage` values by name, as the broker applies them; the unit is the name's suffix
+    /// (`_bytes`, `_ms`); a size of 0 is no limit. Includes the defaults applied where the file
+    /// sets none (named in `default_limits`).
     pub limits: BTreeMap<&'static str, u64>,
+    /// The names in `limits` whose value is ferromq's default, not the file's: the memory
+    /// limit (1 gb, ActiveMQ's `BrokerService` default) and, with a local store, the store
+    /// limit (0, none: the disk's free space bounds the store).
+    pub default_limits: Vec<&'static str>,
     /// `offlineDurableSubscriberTimeout`: an offline persistent session is deleted after this
     /// long; `None`: kept until its client returns.
     pub offline_session_timeout_ms: Option<u64>,
@@ -281,6 +287,22 @@ impl Summary {
                 limits.insert(name, v);
             }
         }
+        // What the broker applies where the file says nothing: printed too, so that the limit
+        // a publisher meets is never a surprise.
+        let mut default_limits = Vec::new();
+        if l.memory_limit_bytes.is_none() {
+            limits.insert(
+                "memory_limit_bytes",
+                crate::broker::routing::memory::DEFAULT_MEMORY_LIMIT_BYTES,
+            );
+            default_limits.push("memory_limit_bytes");
+        }
+        let local_store =
+            config.broker.persistent && matches!(config.persistence, Persistence::Durable { .. });
+        if l.store_limit_bytes.is_none() && local_store {
+            limits.insert("store_limit_bytes", 0);
+            default_limits.push("store_limit_bytes");
+        }
         Summary {
             broker_name: config.broker.broker_name.clone(),
             listeners: config.listeners.iter().map(|l| listener(l, cap)).collect(),
@@ -341,6 +363,7 @@ impl Summary {
                 },
             },
             limits,
+            default_limits,
             offline_session_timeout_ms: config.broker.offline_durable_subscriber_timeout_ms,
             policies: config
                 .policies
@@ -815,11 +838,18 @@ fn render_summary(out: &mut String, s: &Summary) {
         let limits: Vec<String> = s
             .limits
             .iter()
-            .map(|(k, v)| match k.strip_suffix("_ms") {
-                Some(name) => format!("{name} {v} ms"),
-                // A limit of 0 is ActiveMQ's "no limit".
-                None if *v == 0 => format!("{} no limit", k.trim_end_matches("_limit_bytes")),
-                None => format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)),
+            .map(|(k, v)| {
+                let figure = match k.strip_suffix("_ms") {
+                    Some(name) => format!("{name} {v} ms"),
+                    // A limit of 0 is ActiveMQ's "no limit".
+                    None if *v == 0 => format!("{} no limit", k.trim_end_matches("_limit_bytes")),
+                    None => format!("{} {}", k.trim_end_matches("_limit_bytes"), human_bytes(*v)),
+                };
+                if s.default_limits.contains(k) {
+                    format!("{figure} (default)")
+                } else {
+                    figure
+                }
             })
             .collect();
         let _ = writeln!(out, "  limits: {}", limits.join(", "));
@@ -889,16 +919,18 @@ fn list_or_none(items: &[String]) -> String {
     }
 }
 
-/// `67108864` -> `64 MiB`; exact values only, so the text never rounds a limit.
+/// `67108864` -> `64 mb`: exact values only, so the text never rounds a limit, and in ActiveMQ's
+/// own units (kb, mb, gb; `b` below a whole kilobyte), so that a figure copied into a size
+/// attribute (`limit="64 mb"`) reads back as the same size ([`crate::config::values::parse_size_bytes`]).
 fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["TiB", "GiB", "MiB", "KiB"];
-    for (i, unit) in UNITS.iter().enumerate() {
-        let size = 1u64 << (10 * (4 - i));
+    const UNITS: [(&str, u32); 3] = [("gb", 30), ("mb", 20), ("kb", 10)];
+    for (unit, shift) in UNITS {
+        let size = 1u64 << shift;
         if bytes >= size && bytes.is_multiple_of(size) {
             return format!("{} {unit}", bytes / size);
         }
     }
-    format!("{bytes} bytes")
+    format!("{bytes} b")
 }
 
 #[cfg(test)]
@@ -907,9 +939,33 @@ mod tests {
 
     #[test]
     fn human_bytes_is_exact() {
-        assert_eq!(human_bytes(64 << 20), "64 MiB");
-        assert_eq!(human_bytes(100 << 30), "100 GiB");
-        assert_eq!(human_bytes(1536), "1536 bytes");
-        assert_eq!(human_bytes(1025), "1025 bytes");
+        assert_eq!(human_bytes(64 << 20), "64 mb");
+        assert_eq!(human_bytes(100 << 30), "100 gb");
+        assert_eq!(human_bytes(1 << 40), "1024 gb");
+        assert_eq!(human_bytes(1536), "1536 b");
+        assert_eq!(human_bytes(1025), "1025 b");
+        assert_eq!(human_bytes(1024), "1 kb");
+    }
+
+    /// Every figure `check` prints reads back as the same size in a size attribute.
+    #[test]
+    fn printed_sizes_read_back_as_the_same_size() {
+        for bytes in [
+            1u64,
+            1023,
+            1024,
+            1536,
+            64 << 20,
+            100 << 30,
+            1 << 40,
+            5 << 50,
+        ] {
+            let printed = human_bytes(bytes);
+            assert_eq!(
+                crate::config::values::parse_size_bytes(&printed),
+                Ok(bytes),
+                "{printed}"
+            );
+        }
     }
 }

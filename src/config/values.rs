@@ -27,13 +27,26 @@ impl ValueError {
 }
 
 const SIZE_HINT: &str =
-    "write a whole number with an optional unit: b, k/kb, m/mb, g/gb, t/tb (powers of 1024), e.g. \"64 mb\"";
+    "write a whole number with an optional unit: b, k/kb, m/mb, g/gb (powers of 1024, \
+     case-free), e.g. \"64 mb\"; a plain number is bytes";
 
-/// A size in bytes, as ActiveMQ's memory property editor reads it: a whole number followed by
-/// an optional unit `b`, `k`/`kb`, `m`/`mb`, `g`/`gb`, `t`/`tb` (powers of 1024), case-free,
-/// spaces allowed around the unit. A plain number is bytes.
+/// Java's `\s` in ActiveMQ's size pattern: ASCII space, tab, line feed, vertical tab, form feed
+/// and carriage return, nothing else (a no-break space is not a separator there).
+fn is_java_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\u{b}' | '\u{c}' | '\r')
+}
+
+/// A size in bytes, as ActiveMQ 5.17's `MemoryPropertyEditor` reads it
+/// (`XBeanByteConverterUtil.convertToLongBytes`: `^\s*(\d+)\s*(b|k(b)?|m(b)?|g(b)?)?\s*$`,
+/// case-insensitive): ASCII digits, then an optional unit `b`, `k`/`kb`, `m`/`mb`, `g`/`gb`
+/// (powers of 1024), with spaces (Java's `\s`) allowed around the unit. A plain number is
+/// bytes. No sign, no fraction, no `t`/`tb`, no `MiB`: ActiveMQ refuses those too; the error's
+/// hint then gives the same size in a unit it accepts (`64 MiB` -> `64 mb`, `1 tb` -> `1024 gb`).
+/// Sizes above `i64::MAX` bytes are refused (ActiveMQ's `long` overflows silently there).
+///
+/// Errors: a [`ValueError`] naming the text, with what to write instead.
 pub fn parse_size_bytes(text: &str) -> Result<u64, ValueError> {
-    let trimmed = text.trim();
+    let trimmed = text.trim_matches(is_java_space);
     let digits_end = trimmed
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(trimmed.len());
@@ -44,29 +57,58 @@ pub fn parse_size_bytes(text: &str) -> Result<u64, ValueError> {
             SIZE_HINT,
         ));
     }
-    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let unit = unit.trim_start_matches(is_java_space).to_ascii_lowercase();
+    let multiplier: u64 = match unit.as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1 << 10,
         "m" | "mb" => 1 << 20,
         "g" | "gb" => 1 << 30,
-        "t" | "tb" => 1 << 40,
         other => {
-            return Err(ValueError::new(
-                format!("`{text}` is not a size: unknown unit `{other}`"),
-                SIZE_HINT,
-            ))
+            return Err(match accepted_spelling(digits, other) {
+                Some(instead) => ValueError::new(
+                    format!(
+                        "`{text}` is not a size ActiveMQ reads: its units are b, kb, mb and gb \
+                         (powers of 1024), not `{}`",
+                        other.trim()
+                    ),
+                    format!("write \"{instead}\", the same size in a unit ActiveMQ reads"),
+                ),
+                None => ValueError::new(
+                    format!("`{text}` is not a size: unknown unit `{other}`"),
+                    SIZE_HINT,
+                ),
+            })
         }
     };
     digits
         .parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(multiplier))
+        .filter(|&bytes| i64::try_from(bytes).is_ok())
         .ok_or_else(|| {
             ValueError::new(
-                format!("`{text}` is too large (more than {} bytes)", u64::MAX),
+                format!("`{text}` is too large (more than {} bytes)", i64::MAX),
                 SIZE_HINT,
             )
         })
+}
+
+/// The spelling ActiveMQ accepts for `digits` followed by a unit it does not read but which
+/// names a power of 1024 (`MiB`, `tb`, `bytes`, `megabytes`); `None` for anything else, and
+/// when the size in gigabytes would not fit.
+fn accepted_spelling(digits: &str, unit: &str) -> Option<String> {
+    let unit = unit.trim();
+    let unit = unit.strip_suffix('s').unwrap_or(unit);
+    let (shift, name) = match unit {
+        "byte" => (0, "b"),
+        "kib" | "kilobyte" | "kbyte" => (0, "kb"),
+        "mib" | "megabyte" | "mbyte" => (0, "mb"),
+        "gib" | "gigabyte" | "gbyte" => (0, "gb"),
+        "t" | "tb" | "tib" | "terabyte" | "tbyte" => (10, "gb"),
+        _ => return None,
+    };
+    let n = digits.parse::<u64>().ok()?.checked_mul(1 << shift)?;
+    Some(format!("{n} {name}"))
 }
 
 /// A duration in milliseconds, written as a whole number the way ActiveMQ's attributes
@@ -131,7 +173,9 @@ mod tests {
             ("64 MB", 64 << 20),
             ("1k", 1024),
             ("1 KB", 1024),
-            ("2t", 2 << 40),
+            ("1G", 1 << 30),
+            ("3 Gb", 3 << 30),
+            ("\t64\n mB ", 64 << 20),
             ("7", 7),
             ("7b", 7),
             ("  5 m  ", 5 << 20),
@@ -144,12 +188,52 @@ mod tests {
 
     #[test]
     fn bad_sizes_say_why() {
-        for text in ["", "gb", "1.5 gb", "-1", "10 zb", "1 g b"] {
+        for text in [
+            "",
+            "gb",
+            "1.5 gb",
+            "-1",
+            "+1",
+            "10 zb",
+            "1 g b",
+            "2t",
+            "64\u{a0}mb",
+            "\u{661}",
+        ] {
             let err = parse_size_bytes(text).expect_err(text);
             assert!(err.message.contains(text), "{}", err.message);
         }
-        let err = parse_size_bytes("99999999999 tb").expect_err("overflow");
+        let err = parse_size_bytes("99999999999 gb").expect_err("overflow");
         assert!(err.message.contains("too large"), "{}", err.message);
+        // ActiveMQ reads a `long`: one byte more is refused.
+        assert_eq!(parse_size_bytes("9223372036854775807"), Ok(i64::MAX as u64));
+        assert!(parse_size_bytes("9223372036854775808").is_err());
+    }
+
+    /// What `check` prints (`64 mb`) is read back, and the spellings ActiveMQ refuses but
+    /// that name a size (`64 MiB`, `1 tb`) are refused with the size in a unit it reads.
+    #[test]
+    fn sizes_in_units_activemq_refuses_are_translated_in_the_hint() {
+        for (text, instead) in [
+            ("64 MiB", "64 mb"),
+            ("64MiB", "64 mb"),
+            ("100 GiB", "100 gb"),
+            ("512 KiB", "512 kb"),
+            ("1 tb", "1024 gb"),
+            ("2 TiB", "2048 gb"),
+            ("2t", "2048 gb"),
+            ("7 bytes", "7 b"),
+            ("3 megabytes", "3 mb"),
+        ] {
+            let err = parse_size_bytes(text).expect_err(text);
+            assert_eq!(
+                err.hint,
+                format!("write \"{instead}\", the same size in a unit ActiveMQ reads"),
+                "{text}"
+            );
+            assert!(err.message.contains(text), "{}", err.message);
+            assert!(parse_size_bytes(instead).is_ok(), "{instead}");
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@
 
 mod apply;
 mod codec;
+pub mod directory;
 mod error;
 #[cfg(test)]
 mod group_equivalence;
@@ -85,6 +86,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
 pub use lock::held_by_another;
+pub(crate) use lock::LOCK_FILE_NAME;
 pub use recover::RecoveryStats;
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{
@@ -204,6 +206,9 @@ impl Store {
     /// After a crash the storage engine rolls back a torn last commit here; call
     /// [`Store::recover`] next to read the state back.
     pub fn open(dir: &Path, limits: StoreLimits) -> Result<Store, StoreError> {
+        // `a/missing/../store` is made as `a/store`: `create_dir_all` would make `missing`
+        // only to step out of it, and leave it behind (`directory::plan`).
+        let dir = &directory::creation_path(dir);
         std::fs::create_dir_all(dir).map_err(|e| StoreError::CreateDir {
             dir: dir.to_path_buf(),
             detail: e.to_string(),
@@ -596,7 +601,24 @@ pub fn store_files_writable(dir: &Path) -> Result<(), String> {
                     std::io::Error::from(e)
                 )
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A link to nothing is followed when the file is made: fine while the place it
+            // names can be made, "No such file or directory" at open when its directory is
+            // missing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Ok(target) = std::fs::read_link(&path) else {
+                    continue;
+                };
+                let target = dir.join(&target);
+                let parent_is_dir = target
+                    .parent()
+                    .is_some_and(|parent| std::fs::metadata(parent).is_ok_and(|m| m.is_dir()));
+                if !parent_is_dir {
+                    return Err(format!(
+                        "{shown} is a link to {}, whose directory does not exist",
+                        target.display()
+                    ));
+                }
+            }
             Err(e) => return Err(format!("cannot inspect {shown}: {e}")),
         }
     }
@@ -604,34 +626,179 @@ pub fn store_files_writable(dir: &Path) -> Result<(), String> {
 }
 
 /// Whether the database file in `dir` is one `Store::open` can open, judged from its first
-/// bytes only (`ferromq check` must not open the store: a running broker may own it): `Ok`
-/// when it is missing or empty (a new store is made there) or starts as a redb file does,
-/// else why not. Whether a redb file's contents are sound is only known by opening it.
+/// bytes only (`ferromq check` must not open the store, nor take its lock: a running broker
+/// may own it, and one starting meanwhile must find it free): `Ok` when it is missing or empty
+/// (a new store is made there) or starts as a redb file does, else why not. Whether it is
+/// whole is [`database_file_whole`]'s question; whether its contents are sound is only known
+/// by opening it.
 pub fn database_file_usable(dir: &Path) -> Result<(), String> {
-    use std::io::Read;
     let path = dir.join(DATABASE_FILE_NAME);
+    match read_head(&path)? {
+        Some((head, _)) if head.get(..REDB_MAGIC.len()) != Some(&REDB_MAGIC[..]) => Err(format!(
+            "the store file {} is not a ferromq store (it does not start as a redb database \
+             does)",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the redb file in `dir` is as long as its header says, as the engine judges it at
+/// open ([`redb_header_problem`]): a copy cut short after a valid header fails `run`. `Ok`
+/// when the file is missing, empty or not a redb file ([`database_file_usable`] says that).
+/// Read from its header and length only, without opening the store or taking its lock.
+pub fn database_file_whole(dir: &Path) -> Result<(), String> {
+    let path = dir.join(DATABASE_FILE_NAME);
+    match read_head(&path)? {
+        Some((head, file_len)) if head.get(..REDB_MAGIC.len()) == Some(&REDB_MAGIC[..]) => {
+            match redb_header_problem(&head, file_len) {
+                None => Ok(()),
+                Some(problem) => Err(format!(
+                    "the store file {} {problem}; the broker cannot open it",
+                    path.display()
+                )),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The first [`REDB_HEADER_BYTES`] of the file at `path` (fewer when it is shorter) and its
+/// length; `None` when it is missing or empty. Errors: not a regular file, unreadable.
+fn read_head(path: &Path) -> Result<Option<(Vec<u8>, u64)>, String> {
+    use std::io::Read;
     let shown = path.display();
-    let meta = match std::fs::metadata(&path) {
+    let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot inspect the store file {shown}: {e}")),
     };
     if !meta.is_file() {
         return Err(format!("the store file {shown} is not a regular file"));
     }
     if meta.len() == 0 {
-        return Ok(());
+        return Ok(None);
     }
-    let mut head = Vec::with_capacity(REDB_MAGIC.len());
-    std::fs::File::open(&path)
-        .and_then(|file| file.take(REDB_MAGIC.len() as u64).read_to_end(&mut head))
+    let mut head = Vec::with_capacity(REDB_HEADER_BYTES);
+    let file_len = std::fs::File::open(path)
+        .and_then(|file| {
+            // The length of the open file: the header and the length it is compared with
+            // come from the same file, also if it is replaced meanwhile.
+            let len = file.metadata()?.len();
+            file.take(REDB_HEADER_BYTES as u64).read_to_end(&mut head)?;
+            Ok(len)
+        })
         .map_err(|e| format!("cannot read the store file {shown}: {e}"))?;
-    if head == REDB_MAGIC {
-        Ok(())
+    Ok(Some((head, file_len)))
+}
+
+/// The bytes of a redb file's header: 64 of geometry, then two commit slots of 128
+/// (redb 4.6, `tree_store/page_store/header.rs`, `DB_HEADER_SIZE`).
+const REDB_HEADER_BYTES: usize = 320;
+/// redb's page size, which `Store` does not change: a file of another is refused at open.
+const REDB_PAGE_SIZE: u64 = 4096;
+/// Where the first of the header's two commit slots starts, and the size of one.
+const REDB_SLOT_0: usize = 64;
+const REDB_SLOT_BYTES: usize = 128;
+/// The file format redb 4.6 writes and reads (`FILE_FORMAT_VERSION3`).
+const REDB_FILE_FORMAT: u8 = 3;
+/// Flag of the header's "god byte" (offset 9): the last writer did not close the file, so
+/// redb rebuilds the layout from the file's length instead of trusting the stored counts.
+const REDB_RECOVERY_REQUIRED: u8 = 2;
+
+/// Why redb 4.6 would refuse to open a file with this `header` and `file_len`, by the rules
+/// of its `UnrepairedDatabaseHeader::from_bytes`, `finalize` and `layout_from_file_len`: both
+/// commit slots must be of file format 3 (1 and 2 need redb's manual upgrade); a file closed
+/// cleanly must be at least as long as the layout its header stores (it is only ever shrunk
+/// after a smaller one is written), and any other length must be one redb writes (a
+/// super-header page, whole regions, then a partial region of whole pages). `None`: redb
+/// accepts them. The text follows "the store file PATH". The fields are read, never trusted
+/// for arithmetic (checked).
+fn redb_header_problem(header: &[u8], file_len: u64) -> Option<String> {
+    if header.len() < REDB_HEADER_BYTES {
+        return Some(format!(
+            "is damaged: it is {file_len} bytes long, shorter than a redb header \
+             ({REDB_HEADER_BYTES} bytes)"
+        ));
+    }
+    let u32_at = |offset: usize| {
+        header
+            .get(offset..offset + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+    };
+    let recovery_required = header[9] & REDB_RECOVERY_REQUIRED != 0;
+    let page_size = u32_at(12);
+    let region_header_pages = u32_at(16);
+    let region_max_data_pages = u32_at(20);
+    let full_regions = u32_at(24);
+    let trailing_data_pages = u32_at(28);
+    if page_size != REDB_PAGE_SIZE || region_max_data_pages == 0 {
+        return Some(format!(
+            "is damaged: its header says a page size of {page_size} and \
+             {region_max_data_pages} pages per region"
+        ));
+    }
+    // Each commit slot starts with its file format; redb reads 3 and asks for a manual
+    // upgrade of 1 and 2.
+    for slot in [REDB_SLOT_0, REDB_SLOT_0 + REDB_SLOT_BYTES] {
+        match header[slot] {
+            REDB_FILE_FORMAT => {}
+            old @ (1 | 2) => {
+                return Some(format!(
+                    "is in redb's file format {old}, which this broker's engine (format \
+                     {REDB_FILE_FORMAT}) opens only after redb's manual upgrade"
+                ))
+            }
+            other => {
+                return Some(format!(
+                    "is damaged: a commit slot of its header says file format {other}"
+                ))
+            }
+        }
+    }
+    let full_region_bytes = (region_header_pages + region_max_data_pages) * page_size;
+    if !recovery_required {
+        let trailing_bytes = if trailing_data_pages > 0 {
+            (region_header_pages + trailing_data_pages) * page_size
+        } else {
+            0
+        };
+        let stored_len = full_regions
+            .checked_mul(full_region_bytes)
+            .and_then(|regions| regions.checked_add(page_size + trailing_bytes));
+        match stored_len {
+            Some(stored) if file_len < stored => {
+                return Some(format!(
+                    "is damaged: it is {file_len} bytes long, but its header says {stored} \
+                     (cut short: a partial copy, or a full disk while it was copied)"
+                ))
+            }
+            Some(stored) if file_len == stored => return None,
+            _ => {}
+        }
+    }
+    // Recovery (or a file longer than its header says): the layout is rebuilt from the length.
+    let min_len = page_size * (region_header_pages + 2);
+    if file_len < min_len {
+        return Some(format!(
+            "is damaged: it is {file_len} bytes long, shorter than the smallest redb \
+             database ({min_len} bytes)"
+        ));
+    }
+    let mut remaining = file_len - page_size;
+    remaining -= (remaining / full_region_bytes) * full_region_bytes;
+    let whole = if remaining >= (region_header_pages + 1) * page_size {
+        (remaining - region_header_pages * page_size).is_multiple_of(page_size)
     } else {
-        Err(format!(
-            "the store file {shown} is not a ferromq store (it does not start as a redb \
-             database does)"
+        remaining == 0
+    };
+    if whole {
+        None
+    } else {
+        Some(format!(
+            "is damaged: its length ({file_len} bytes) is not one redb writes (cut short \
+             or padded by a copy)"
         ))
     }
 }
@@ -739,5 +906,99 @@ mod header_tests {
         std::fs::remove_file(&path).expect("rm");
         std::fs::create_dir(&path).expect("mkdir");
         assert!(database_file_usable(dir.path()).is_err());
+    }
+
+    /// A database of a few regions' worth of pages, and a copy of it taken while it was open
+    /// (its header then says "recovery required", as a crashed broker's does).
+    fn closed_and_open_copies(dir: &Path) -> Vec<Vec<u8>> {
+        const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let path = dir.join("source.redb");
+        let db = Database::create(&path).expect("create");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for i in 0..64u64 {
+                table.insert(i, &[7u8; 40_000][..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        let open_copy = std::fs::read(&path).expect("read");
+        drop(db);
+        let closed = std::fs::read(&path).expect("read");
+        vec![closed, open_copy]
+    }
+
+    /// `check` judges a cut or padded store file as the engine does when `run` opens it: for
+    /// each length of a file closed cleanly, the header check refuses exactly the files
+    /// `open_database` fails on. A file left open (a crash, a copy of a running store) is
+    /// rebuilt by the engine from its pages: the header check refuses only lengths no layout
+    /// has, never one the engine opens; a cut at a region boundary is found by opening it.
+    #[test]
+    fn a_cut_store_file_is_refused_from_its_header_as_the_engine_refuses_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let copies = closed_and_open_copies(dir.path());
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).expect("mkdir");
+        let path = store.join(DATABASE_FILE_NAME);
+        let mut refused = 0;
+        let (mut open_failures, mut open_refused) = (0, 0);
+        for (copy, bytes) in copies.iter().enumerate() {
+            let closed = copy == 0;
+            let full = bytes.len();
+            let page = REDB_PAGE_SIZE as usize;
+            let mut lengths = vec![5, 9, 100, 320, 4095, page, page + 1, 2 * page, 3 * page];
+            lengths.extend([full / 2, full - page, full - 1, full, full + 1, full + page]);
+            lengths.extend((4..full / page).step_by(7).map(|pages| pages * page));
+            for len in lengths {
+                let mut cut = bytes.clone();
+                cut.resize(len, 0);
+                std::fs::write(&path, &cut).expect("write");
+                let judged = database_file_usable(&store).and(database_file_whole(&store));
+                let opened = open_database(&path).map(drop);
+                let agrees = if closed {
+                    judged.is_ok() == opened.is_ok()
+                } else {
+                    judged.is_ok() || opened.is_err()
+                };
+                assert!(
+                    agrees,
+                    "{len} of {full} bytes (closed: {closed}): check says {judged:?}, open \
+                     says {:?}",
+                    opened.err()
+                );
+                if !closed && opened.is_err() {
+                    open_failures += 1;
+                }
+                if let Err(problem) = judged {
+                    if !closed {
+                        open_refused += 1;
+                    }
+                    assert!(
+                        problem.contains("is damaged") || problem.contains("not a ferromq store"),
+                        "{problem}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 10, "only {refused} lengths were refused");
+        println!(
+            "open copy: check refused {open_refused} of the {open_failures} cuts open refused"
+        );
+
+        // A commit slot of another file format: refused by both, an old one named as such.
+        for (offset, format) in [(64, 2u8), (192, 1), (64, 9)] {
+            let mut other = copies[0].clone();
+            other[offset] = format;
+            std::fs::write(&path, &other).expect("write");
+            let judged = database_file_whole(&store).expect_err("another format passed");
+            assert!(open_database(&path).is_err(), "format {format} opened");
+            let expected = if format < 3 {
+                format!("is in redb's file format {format}")
+            } else {
+                format!("is damaged: a commit slot of its header says file format {format}")
+            };
+            assert!(judged.contains(&expected), "{judged}");
+        }
     }
 }

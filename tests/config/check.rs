@@ -1003,3 +1003,158 @@ fn check_summarises_a_large_users_file_in_linear_time() {
     assert_eq!(all["user7"], serde_json::json!(["admins", "users"]));
     assert_eq!(all["user8"], serde_json::json!(["users"]));
 }
+
+/// What `check` prints of a limit is what the file may say: `limit="64 mb"` is printed
+/// `memory 64 mb`, and that text written back gives the same limit. `64 MiB` (not a unit
+/// ActiveMQ reads) is refused at its value with the spelling that works.
+#[test]
+fn printed_limits_read_back_and_mib_is_refused_with_the_accepted_spelling() {
+    let xml = |memory: &str, store: &str| {
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
+        <transportConnectors><transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/></transportConnectors>
+        <systemUsage><systemUsage>
+          <memoryUsage><memoryUsage limit="{memory}"/></memoryUsage>
+          <storeUsage><storeUsage limit="{store}"/></storeUsage>
+        </systemUsage></systemUsage>
+      </broker></beans>"#
+        )
+    };
+    let load = |memory: &str, store: &str| {
+        ferromq::config::load_str(&xml(memory, store), Path::new("."), &options())
+    };
+    let loaded = load("64 mb", "100 gb");
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    let text = report::text(&loaded);
+    assert!(
+        text.contains("limits: memory 64 mb, store 100 gb"),
+        "{text}"
+    );
+    let printed = |text: &str, name: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("limits:"))
+            .expect("a limits line");
+        line.split(", ")
+            .find_map(|part| part.trim_start_matches("  limits: ").strip_prefix(name))
+            .expect("the limit")
+            .trim()
+            .to_owned()
+    };
+    let memory = printed(&text, "memory ");
+    let store = printed(&text, "store ");
+    let again = load(&memory, &store);
+    assert!(!again.diagnostics.has_errors(), "{}", again.diagnostics);
+    assert_eq!(
+        again.config.as_ref().expect("valid").limits,
+        loaded.config.as_ref().expect("valid").limits
+    );
+
+    let refused = load("64 MiB", "1 tb");
+    let errors: Vec<_> = refused.diagnostics.errors().collect();
+    assert_eq!(errors.len(), 2, "{}", refused.diagnostics);
+    let span = errors[0].span.as_ref().expect("a position");
+    assert_eq!((span.line, span.col), (5, 44), "{}", refused.diagnostics);
+    assert_eq!(
+        errors[0].hint.as_deref(),
+        Some("write \"64 mb\", the same size in a unit ActiveMQ reads")
+    );
+    assert_eq!(
+        errors[1].hint.as_deref(),
+        Some("write \"1024 gb\", the same size in a unit ActiveMQ reads")
+    );
+}
+
+/// A broker whose file sets no memory limit gets ActiveMQ's 1 gb default, and a local store
+/// no store limit: `check` prints both, marked as defaults, in text and JSON.
+#[test]
+fn check_prints_the_default_limits_it_applies() {
+    let xml = r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <broker xmlns="http://activemq.apache.org/schema/core" dataDirectory="data">
+        <transportConnectors><transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/></transportConnectors>
+      </broker></beans>"#;
+    let loaded = ferromq::config::load_str(xml, Path::new("."), &options());
+    assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
+    let text = report::text(&loaded);
+    assert!(
+        text.contains("limits: memory 1 gb (default), store no limit (default)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report::json(&loaded)).expect("json");
+    assert_eq!(
+        json["summary"]["limits"]["memory_limit_bytes"],
+        serde_json::json!(1u64 << 30),
+        "{json}"
+    );
+    assert_eq!(
+        json["summary"]["default_limits"],
+        serde_json::json!(["memory_limit_bytes", "store_limit_bytes"]),
+        "{json}"
+    );
+    // Memory only: no store limit to speak of; a written memory limit is not a default.
+    let memory_only = xml.replace(r#"dataDirectory="data""#, r#"persistent="false""#).replace(
+        "</transportConnectors>",
+        r#"</transportConnectors><systemUsage><systemUsage><memoryUsage><memoryUsage limit="1 gb"/></memoryUsage></systemUsage></systemUsage>"#,
+    );
+    let loaded = ferromq::config::load_str(&memory_only, Path::new("."), &options());
+    let text = report::text(&loaded);
+    assert!(text.contains("limits: memory 1 gb\n"), "{text}");
+}
+
+/// A store path whose leading placeholder is blank would start at the filesystem's root
+/// (`${activemq.base}/data` -> `/data`): an error at the value, for `dataDirectory` as for the
+/// kahaDB directory; a placeholder with a value, or blank text after a literal prefix, is not.
+#[test]
+fn a_blank_leading_placeholder_in_a_data_directory_is_refused() {
+    let xml = |data_directory: &str| {
+        format!(
+            r#"<beans xmlns="http://www.springframework.org/schema/beans">
+      <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+      <broker xmlns="http://activemq.apache.org/schema/core" dataDirectory="{data_directory}">
+        <transportConnectors><transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/></transportConnectors>
+      </broker></beans>"#
+        )
+    };
+    let load = |data_directory: &str, value: &str| {
+        let mut options = options();
+        options
+            .overrides
+            .insert("my.base".to_owned(), value.to_owned());
+        ferromq::config::load_str(&xml(data_directory), Path::new("."), &options)
+    };
+    for (written, value) in [("${my.base}/data", " "), ("file:${my.base}/data", "")] {
+        let loaded = load(written, value);
+        let errors: Vec<_> = loaded.diagnostics.errors().collect();
+        assert_eq!(errors.len(), 1, "{written}: {}", loaded.diagnostics);
+        assert!(
+            errors[0].message.contains(&format!(
+                "dataDirectory `{written}` starts with ${{my.base}}, which is blank"
+            )),
+            "{}",
+            errors[0]
+        );
+        assert_eq!(
+            errors[0].span.as_ref().map(|s| s.line),
+            Some(3),
+            "{}",
+            errors[0]
+        );
+        assert!(
+            errors[0]
+                .hint
+                .as_deref()
+                .is_some_and(|h| h.contains("-D my.base=DIR")),
+            "{}",
+            errors[0]
+        );
+    }
+    for (written, value) in [("${my.base}/data", "/srv"), ("${my.base}data", "")] {
+        let loaded = load(written, value);
+        assert!(
+            !loaded.diagnostics.has_errors(),
+            "{written}: {}",
+            loaded.diagnostics
+        );
+    }
+}

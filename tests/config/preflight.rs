@@ -654,3 +654,271 @@ fn check_console_validates_what_run_console_serves() {
         text(&shown)
     );
 }
+
+/// A config whose data directory and kahaDB directory are written as `data` and `kaha`.
+fn write_kaha_config(dir: &Path, data_directory: &str, kaha_directory: &str) -> String {
+    let xml = format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans">
+    <bean class="org.springframework.beans.factory.config.PropertyPlaceholderConfigurer"/>
+    <broker xmlns="http://activemq.apache.org/schema/core" start="false"{data_directory}>
+        <persistenceAdapter><kahaDB directory="{kaha_directory}"/></persistenceAdapter>
+        <transportConnectors>
+            <transportConnector name="mqtt" uri="mqtt://127.0.0.1:0"/>
+        </transportConnectors>
+    </broker>
+</beans>
+"#
+    );
+    let path = dir.join("activemq.xml");
+    std::fs::write(&path, xml).expect("write config");
+    path.display().to_string()
+}
+
+/// `ferromq ARGS` with `ACTIVEMQ_DATA` set to `data` (or unset).
+fn ferromq_with_data(args: &[&str], dir: &Path, data: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferromq"));
+    command.current_dir(dir).args(args);
+    for var in [
+        "ACTIVEMQ_BASE",
+        "ACTIVEMQ_CONF",
+        "ACTIVEMQ_DATA",
+        "ACTIVEMQ_HOME",
+        "RUST_LOG",
+    ] {
+        command.env_remove(var);
+    }
+    if let Some(data) = data {
+        command.env("ACTIVEMQ_DATA", data);
+    }
+    command.output().expect("run ferromq")
+}
+
+/// `<kahaDB directory="${activemq.data}/kahadb">` without a `dataDirectory`: a blank
+/// `activemq.data` (`-D`, empty or spaces, or `ACTIVEMQ_DATA`) would make the store `/kahadb`.
+/// Both commands refuse it at the attribute's value, naming the placeholder.
+#[test]
+fn a_blank_data_placeholder_in_the_kahadb_directory_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_kaha_config(dir.path(), "", "${activemq.data}/kahadb");
+    // Line 4, the value of `directory`.
+    let located = format!("{config}:4:");
+    let needle = "the kahaDB directory `${activemq.data}/kahadb` starts with ${activemq.data}, \
+                  which is blank: the path would become `/kahadb`";
+    for (args, data) in [
+        (
+            vec!["check", "-D", "activemq.data= ", config.as_str()],
+            None,
+        ),
+        (vec!["check", "-D", "activemq.data=", config.as_str()], None),
+        (
+            vec!["run", "-c", config.as_str(), "-D", "activemq.data="],
+            None,
+        ),
+        (vec!["check", config.as_str()], Some("  ")),
+        (vec!["run", "-c", config.as_str()], Some(" ")),
+        (
+            vec!["check", "--format", "json", config.as_str()],
+            Some(" "),
+        ),
+    ] {
+        let out = ferromq_with_data(&args, dir.path(), data);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains(needle), "{args:?}: {said}");
+        if !args.contains(&"json") {
+            assert!(said.contains(&located), "{args:?}: {said}");
+            assert!(said.contains("-D activemq.data=DIR"), "{args:?}: {said}");
+        }
+    }
+    // Given a directory, both pass and the store is made there.
+    let data = dir.path().join("data").display().to_string();
+    let given = format!("activemq.data={data}");
+    let check = ferromq_with_data(&["check", "-D", &given, &config], dir.path(), None);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let run = ferromq_with_data(&["run", "-c", &config, "-D", &given], dir.path(), None);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+}
+
+/// A `..` after a directory that does not exist yet: the kernel resolves it physically once
+/// that directory is made, so `zz/../afile/sub` lies under the file `afile` and `run` cannot
+/// make it. `check` judges the path the same way, and neither command leaves `zz` behind.
+#[test]
+fn a_parent_step_after_a_missing_directory_is_judged_as_run_resolves_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("afile"), "x").expect("write");
+    let base = dir.path().display().to_string();
+    let config = write_kaha_config(dir.path(), "", "${activemq.data}/kahadb");
+    let bad = format!("activemq.data={base}/zz/../afile/sub");
+    let needle = format!("{base}/afile is a file, not a directory");
+    for args in [
+        vec!["check", "-D", bad.as_str(), config.as_str()],
+        vec!["run", "-c", config.as_str(), "-D", bad.as_str()],
+    ] {
+        let out = ferromq_with_data(&args, dir.path(), None);
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(
+            said.contains(&format!("{config}:4:")) && said.contains(&needle),
+            "{args:?}: {said}"
+        );
+        assert!(!dir.path().join("zz").exists(), "{args:?} left zz behind");
+    }
+    // The same detour to a good place: both pass, the store is made where the kernel puts
+    // it, and `zz` is not made on the way (a broker that serves: one with start="false" opens
+    // no store).
+    let good = format!("activemq.data={base}/zz/../data");
+    let check = ferromq_with_data(&["check", "-D", &good, &config], dir.path(), None);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace(r#" start="false""#, ""),
+    )
+    .expect("write");
+    let mut broker = Command::new(env!("CARGO_BIN_EXE_ferromq"))
+        .current_dir(dir.path())
+        .args(["run", "-c", &config, "-D", &good])
+        .env_remove("ACTIVEMQ_DATA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the broker");
+    let store = dir.path().join("data/kahadb/ferromq.redb");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !store.is_file() && std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = broker.try_wait() {
+            panic!("the broker ended: {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    broker.kill().expect("stop the broker");
+    broker.wait().expect("reap the broker");
+    assert!(store.is_file(), "no store at {}", store.display());
+    assert!(!dir.path().join("zz").exists(), "run left zz behind");
+}
+
+/// A store file cut short after a valid header (a partial copy): `run` cannot open it, and
+/// `check` says so from the header and the file's length, without opening the store.
+#[test]
+fn a_store_file_cut_short_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let file = store.join("ferromq.redb");
+    // A database of a few regions, closed.
+    {
+        const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let db = redb::Database::create(&file).expect("create the store");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for i in 0..32u64 {
+                table.insert(i, &[7u8; 40_000][..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+    let whole = std::fs::read(&file).expect("read the store");
+    assert!(whole.len() > 3 * 4096, "{} bytes", whole.len());
+    std::fs::write(&file, &whole[..whole.len() / 2 + 100]).expect("cut");
+    both_fail(dir.path(), &config, 2, "is damaged: it is");
+    let check = ferromq(&["check", &config], dir.path());
+    assert!(
+        text(&check).contains("hint: put a good copy of the file back"),
+        "{}",
+        text(&check)
+    );
+    std::fs::write(&file, &whole).expect("restore");
+    both_pass(dir.path(), &config);
+}
+
+/// A store on a full filesystem: `run` cannot write its pid in the lock file ("No space left
+/// on device"), so `check` says so from `statvfs`, at the store, before `run` makes anything.
+/// With two free blocks (a new store's least, measured on tmpfs) both start.
+#[test]
+fn a_store_on_a_full_filesystem_fails_check_and_run() {
+    let Some(fs) = crate::support::tmpfs::SmallFs::mount(64) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = fs.path().join("data");
+    let config = write_config(dir.path(), &store.display().to_string(), "");
+    fs.fill("filler", 64 * 1024);
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        "bytes free for this user: the broker needs at least 8192 there to write its pid",
+    );
+    assert!(!store.exists(), "a refused run made the store directory");
+    fs.remove("filler");
+    fs.fill("filler", 64 * 1024 - 8 * 1024);
+    both_pass(dir.path(), &config);
+}
+
+/// A store file that is a link into a directory that does not exist: `run` fails to open it
+/// ("No such file or directory"), so `check` says so; a link to a file it can make is fine.
+#[test]
+fn a_store_file_linked_into_a_missing_directory_fails_check_and_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let missing = dir.path().join("gone").join("ferromq.redb");
+    std::os::unix::fs::symlink(&missing, store.join("ferromq.redb")).expect("symlink");
+    both_fail(
+        dir.path(),
+        &config,
+        2,
+        &format!(
+            "is a link to {}, whose directory does not exist",
+            missing.display()
+        ),
+    );
+    std::fs::create_dir(dir.path().join("gone")).expect("mkdir");
+    both_pass(dir.path(), &config);
+}
+
+/// A store `check` cannot judge without opening it (a copy of a running store, cut at a page
+/// boundary: redb rebuilds such a file from its trees): `run` fails at open, and says so at
+/// the store's place in the file, as for the errors `check` finds.
+#[test]
+fn a_store_that_fails_at_open_is_reported_at_its_place_in_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "data", "");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .expect("read")
+            .replace(r#" start="false""#, ""),
+    )
+    .expect("write");
+    let store = dir.path().join("data").join("localhost").join("KahaDB");
+    std::fs::create_dir_all(&store).expect("mkdir");
+    let file = store.join("ferromq.redb");
+    let copy_while_open = {
+        const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+        let db = redb::Database::create(&file).expect("create the store");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for i in 0..32u64 {
+                table.insert(i, &[7u8; 40_000][..]).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        std::fs::read(&file).expect("read the open store")
+    };
+    std::fs::write(&file, &copy_while_open[..4 * 4096]).expect("cut");
+    let run = ferromq(&["run", "-c", &config], dir.path());
+    let said = text(&run);
+    assert_eq!(run.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("{config}:2:"))
+            && said.contains("error: cannot open the durable store"),
+        "{said}"
+    );
+    assert!(said.contains("could not be started"), "{said}");
+}

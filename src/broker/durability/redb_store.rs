@@ -40,11 +40,13 @@ impl RedbStore {
     ) -> anyhow::Result<RedbStore> {
         let limits = StoreLimits { store_limit_bytes };
         let (store, recovered) = tokio::task::spawn_blocking(move || {
+            // The `StoreError` is kept in the chain: `run` reports it at the store's place
+            // in the configuration.
             let store = Store::open(&directory, limits)
-                .map_err(|e| anyhow::anyhow!("cannot open the durable store: {e}"))?;
+                .map_err(|e| anyhow::Error::new(e).context("cannot open the durable store"))?;
             let recovered = store
                 .recover_envelopes(PAGE_AFTER_RECOVERY, Some(envelope_properties))
-                .map_err(|e| anyhow::anyhow!("cannot recover the durable store: {e}"))?;
+                .map_err(|e| anyhow::Error::new(e).context("cannot recover the durable store"))?;
             Ok::<_, anyhow::Error>((store, recovered))
         })
         .await

@@ -36,6 +36,10 @@ pub(super) fn settings(ctx: &mut Ctx<'_>, broker: &Element) -> BrokerSettings {
             ctx.value_error(a, "dataDirectory is empty", hint);
             defaults.data_directory
         }
+        Some(a) if blank_leading_placeholder(a).is_some() => {
+            blank_placeholder_error(ctx, a, "dataDirectory");
+            defaults.data_directory
+        }
         // As in ActiveMQ, a relative data directory is relative to the working directory.
         Some(a) => PathBuf::from(strip_file_prefix(a.value.trim())),
         None => defaults.data_directory,
@@ -97,6 +101,53 @@ fn offline_task_schedule_ms(ctx: &mut Ctx<'_>, broker: &Element) -> Option<u64> 
 
 fn strip_file_prefix(value: &str) -> &str {
     value.strip_prefix("file:").unwrap_or(value)
+}
+
+/// The placeholder a path attribute starts with (`${activemq.data}` in
+/// `${activemq.data}/kahadb`, also after `file:`) when it resolved to nothing but spaces, so
+/// that the path became one from the root (`/kahadb`). Only a placeholder followed by literal text
+/// from `/` on is judged: its resolved value is what precedes that text.
+fn blank_leading_placeholder(attr: &crate::config::tree::Attr) -> Option<&str> {
+    let raw = strip_file_prefix(attr.raw.trim());
+    let after_open = raw.strip_prefix("${")?;
+    let close = after_open.find('}')?;
+    let (placeholder, rest) = raw.split_at(close + 3);
+    if !rest.starts_with('/') || rest.contains("${") {
+        return None;
+    }
+    let value = strip_file_prefix(attr.value.trim_start());
+    let resolved = value.strip_suffix(rest.trim_end())?;
+    // An attribute whose whole value is blank is refused as empty already.
+    (resolved.trim().is_empty() && !value.trim().is_empty()).then_some(placeholder)
+}
+
+/// A path attribute made from a blank placeholder: an error at its value, naming the
+/// placeholder and what the path became.
+fn blank_placeholder_error(ctx: &mut Ctx<'_>, attr: &crate::config::tree::Attr, what: &str) {
+    let placeholder = blank_leading_placeholder(attr).unwrap_or("${...}");
+    let name = placeholder
+        .trim_start_matches("${")
+        .trim_end_matches('}')
+        .split(':')
+        .next()
+        .unwrap_or_default();
+    let hint = if name == "activemq.data" {
+        "give the placeholder a directory (`-D activemq.data=DIR`, `ACTIVEMQ_DATA=DIR`) or leave \
+         it unset for the default"
+            .to_owned()
+    } else {
+        format!("give {placeholder} a directory (`-D {name}=DIR`) or remove it from the path")
+    };
+    ctx.value_error(
+        attr,
+        format!(
+            "{what} `{}` starts with {placeholder}, which is blank: the path would become `{}`, \
+             from the root of the filesystem",
+            attr.raw.trim(),
+            strip_file_prefix(attr.value.trim())
+        ),
+        &hint,
+    );
 }
 
 /// Elements of `<persistenceAdapter>` that ferromq replaces by its own durable store, with a
@@ -242,6 +293,10 @@ pub(super) fn persistence(
         "kahaDB" => {
             ctx.mark(adapter);
             let directory = match ctx.attr(adapter, "directory") {
+                Some(a) if blank_leading_placeholder(a).is_some() => {
+                    blank_placeholder_error(ctx, a, "the kahaDB directory");
+                    default_store(broker)
+                }
                 Some(a) if !a.value.trim().is_empty() => {
                     PathBuf::from(strip_file_prefix(a.value.trim()))
                 }

@@ -530,7 +530,7 @@ fn apply(
                     Ok(bytes) if number.is_err() && bytes > 0 => {
                         format!("ActiveMQ reads a plain number of bytes here: write {bytes}")
                     }
-                    _ => "a number of bytes, e.g. 104857600 for 100 MiB".to_owned(),
+                    _ => "a number of bytes, e.g. 104857600 for 100 mb".to_owned(),
                 };
                 bad(ctx, "expected a positive number of bytes", &hint)
             }
@@ -609,11 +609,19 @@ fn apply(
             Ok(bytes) if bytes > 0 && bytes <= i64::from(i32::MAX) => {
                 o.stomp.max_data_length_bytes = bytes as u32
             }
-            _ => bad(
-                ctx,
-                "expected a positive number of bytes up to 2147483647",
-                "a plain number of bytes (ActiveMQ reads a Java int), e.g. 104857600 for 100 MiB",
-            ),
+            _ => {
+                // As for maxFrameSize: a size with a unit ("100 mb", copied from `check`'s
+                // summary) is translated into the plain number ActiveMQ reads here.
+                let hint = match values::parse_size_bytes(value) {
+                    Ok(bytes) if number.is_err() && bytes > 0 && bytes <= i32::MAX as u64 => {
+                        format!("ActiveMQ reads a plain number of bytes here (a Java int): write {bytes}")
+                    }
+                    _ => "a plain number of bytes (ActiveMQ reads a Java int), e.g. 104857600 \
+                          for 100 mb"
+                        .to_owned(),
+                };
+                bad(ctx, "expected a positive number of bytes up to 2147483647", &hint)
+            }
         },
         Opt::PublishDollarTopics
         | Opt::UseInactivityMonitor

@@ -57,12 +57,14 @@ function duration(secs) {
   return parts.join(" ");
 }
 
+// In ActiveMQ's units (powers of 1024, spelled as its size attributes take them), whole when
+// exact: a limit shown as "64 mb" can be written back as limit="64 mb".
 function bytes(n) {
   if (n === null || n === undefined) return "–";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["b", "kb", "mb", "gb"];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return (i ? n.toFixed(1) : String(n)) + " " + units[i];
+  return (Number.isInteger(n) ? String(n) : n.toFixed(1)) + " " + units[i];
 }
 
 // An absolute URL of a console path: a page opened with user:pass@ in its URL resolves a
