@@ -364,8 +364,10 @@ fn local_store_attribute_runs_jdbc_locally_with_a_warning() {
 #[test]
 fn check_bind_reports_a_port_in_use_at_its_connector() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = held.local_addr().expect("addr").port();
+    // Below the ephemeral range: once released, no outgoing connection of another test can
+    // take the port before the last check binds it again.
+    let port = crate::support::free_port();
+    let held = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     let xml = format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans">
     <broker xmlns="http://activemq.apache.org/schema/core" persistent="false">
