@@ -22,9 +22,11 @@
 //! A note is dropped when its message is acknowledged or dead-lettered (the acknowledging node
 //! tells the others with a forget note), purged (`queue_purge.rs`'s end notice), or below the
 //! stream's first sequence (looked at every [`PRUNE_EVERY`] while notes are kept). At most
-//! [`CAPACITY`] notes are kept: past that the lowest sequences are forgotten. A forgotten note,
-//! one lost or late (past the NAK's delay), and a node started after a note was sent all
-//! degrade to JetStream's count for that message: each pull counts, as before.
+//! [`CAPACITY`] notes are kept: past that the lowest sequences are forgotten. A starting node
+//! asks the others for theirs ([`SYNC_SUBJECT`], in the background). A forgotten note, one
+//! lost or late (past the NAK's delay), and one a starting node had not learned yet when it
+//! pulled the message all degrade to JetStream's count for that message: each pull counts, as
+//! before.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +40,11 @@ use super::engine::Inner;
 
 /// Where nodes tell each other what give-backs left of a message's redelivery count.
 pub const NOTE_SUBJECT: &str = "fmq.qgb";
+/// Where a starting node asks the others for the notes they keep ([`Batch`] answers).
+pub const SYNC_SUBJECT: &str = "fmq.qgbsync";
+/// Notes per answer to a starting node (some 100 bytes each in JSON: well within NATS's
+/// default 1 MiB payload).
+const SYNC_CHUNK: usize = 2_000;
 /// The most notes a node keeps (about 100 bytes each).
 pub const CAPACITY: usize = 100_000;
 /// How often a node with notes drops those below the stream's first sequence.
@@ -59,6 +66,16 @@ pub struct Note {
     /// The message left the stream (acknowledged, dead-lettered): drop its note.
     #[serde(default)]
     pub forget: bool,
+}
+
+/// One part of a node's answer to a starting node: the notes it keeps, [`SYNC_CHUNK`] at a
+/// time, in JSON; `last` on the final part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// The answering node's id.
+    pub node: String,
+    pub notes: Vec<Note>,
+    pub last: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +136,20 @@ impl GiveBacks {
             _ => plain,
         };
         u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// Every note kept, for a starting node.
+    pub fn notes(&self) -> Vec<Note> {
+        self.by_seq
+            .iter()
+            .map(|(seq, t)| Note {
+                seq: *seq,
+                queue: t.queue.to_string(),
+                delivered: t.delivered,
+                redeliveries: t.redeliveries,
+                forget: false,
+            })
+            .collect()
     }
 
     /// Drop the note of message `seq`; whether there was one.
@@ -218,13 +249,31 @@ async fn publish(client: &async_nats::Client, note: &Note, timeout: Duration) {
 }
 
 /// Take the other nodes' notes (this node's own come back too: applying one twice changes
-/// nothing), and drop the notes below the stream's first sequence every [`PRUNE_EVERY`].
+/// nothing), answer starting nodes with the notes kept here, ask the others for theirs (in
+/// the background: a pull before their answers counts as JetStream does), and drop the notes
+/// below the stream's first sequence every [`PRUNE_EVERY`].
 pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     let mut notes = inner
         .client
         .subscribe(NOTE_SUBJECT)
         .await
         .map_err(|e| anyhow::anyhow!("cluster: queue give-back subscription: {e}"))?;
+    let mut requests = inner
+        .client
+        .subscribe(SYNC_SUBJECT)
+        .await
+        .map_err(|e| anyhow::anyhow!("cluster: queue give-back subscription: {e}"))?;
+    let node = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let Some(inner) = node.upgrade() else { return };
+            let Some(reply) = request.reply else { continue };
+            answer(&inner, reply).await;
+        }
+    });
+    // After the note subscription: a note sent while the others answer arrives through it.
+    let node = inner.clone();
+    tokio::spawn(async move { ask(&node).await });
     let node = Arc::downgrade(inner);
     tokio::spawn(async move {
         while let Some(message) = notes.next().await {
@@ -258,6 +307,94 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Send the notes kept here to a starting node's `reply` subject, [`SYNC_CHUNK`] at a time.
+async fn answer(inner: &Inner, reply: async_nats::Subject) {
+    let notes = inner.queues.give_backs.lock().notes();
+    let mut chunks: Vec<Vec<Note>> = notes.chunks(SYNC_CHUNK).map(<[Note]>::to_vec).collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    let count = chunks.len();
+    for (i, notes) in chunks.into_iter().enumerate() {
+        let batch = Batch {
+            node: inner.node_id.clone(),
+            notes,
+            last: i + 1 == count,
+        };
+        let Ok(payload) = serde_json::to_vec(&batch) else {
+            return;
+        };
+        let publish = inner.client.publish(reply.clone(), payload.into());
+        if !matches!(
+            tokio::time::timeout(inner.store_timeout, publish).await,
+            Ok(Ok(()))
+        ) {
+            tracing::debug!("cluster queue: give-back notes not sent to a starting node");
+            return;
+        }
+    }
+}
+
+/// How long a starting node waits at most for the others' notes.
+const SYNC_WAIT: Duration = Duration::from_secs(3);
+
+/// Ask the other nodes for the notes they keep and apply them, until every node believed
+/// alive answered in full, or `storeTimeout` (at most [`SYNC_WAIT`]) passed. A node just
+/// started may know no peer yet (their heartbeats come within `heartbeatInterval`): it then
+/// takes what comes within that time.
+async fn ask(inner: &Arc<Inner>) {
+    let inbox = inner.client.new_inbox();
+    let Ok(mut replies) = inner.client.subscribe(inbox.clone()).await else {
+        return;
+    };
+    if inner
+        .client
+        .publish_with_reply(SYNC_SUBJECT, inbox, bytes::Bytes::new())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut done = std::collections::HashSet::new();
+    let mut learned = 0usize;
+    let deadline = tokio::time::Instant::now() + inner.store_timeout.min(SYNC_WAIT);
+    loop {
+        let expected: Vec<String> = super::drain::live_peers(inner)
+            .into_iter()
+            .filter(|n| *n != inner.node_id)
+            .collect();
+        if !expected.is_empty() && expected.iter().all(|n| done.contains(n)) {
+            break;
+        }
+        match tokio::time::timeout_at(deadline, replies.next()).await {
+            Ok(Some(message)) => {
+                // A peer's payload: one that is not a batch is skipped.
+                let Ok(batch) = serde_json::from_slice::<Batch>(&message.payload) else {
+                    continue;
+                };
+                learned += batch.notes.len();
+                let mut tallies = inner.queues.give_backs.lock();
+                for note in &batch.notes {
+                    tallies.apply(note);
+                }
+                drop(tallies);
+                if batch.last {
+                    done.insert(batch.node);
+                }
+            }
+            _ => break,
+        }
+    }
+    let _ = replies.unsubscribe().await;
+    if learned > 0 {
+        tracing::debug!(
+            notes = learned,
+            nodes = done.len(),
+            "cluster queue: give-back notes learned from the other nodes"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -343,6 +480,25 @@ mod tests {
         // The lowest sequences went first.
         assert_eq!(tallies.redeliveries(0, 2), 1);
         assert_eq!(tallies.redeliveries(CAPACITY as u64 + 9, 2), 0);
+    }
+
+    #[test]
+    fn a_starting_node_learns_every_note_kept() {
+        let mut kept = GiveBacks::default();
+        kept.apply(&note(3, 2, 0));
+        kept.apply(&note(9, 1, 1));
+        let batch = Batch {
+            node: "node-0".to_owned(),
+            notes: kept.notes(),
+            last: true,
+        };
+        let wire = serde_json::to_vec(&batch).expect("json");
+        let got: Batch = serde_json::from_slice(&wire).expect("batch");
+        let mut learned = GiveBacks::default();
+        got.notes.iter().for_each(|n| learned.apply(n));
+        assert_eq!(learned.notes(), kept.notes());
+        assert_eq!(learned.redeliveries(3, 3), 0);
+        assert_eq!(learned.redeliveries(9, 2), 1);
     }
 
     #[test]

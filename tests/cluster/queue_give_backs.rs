@@ -4,7 +4,7 @@
 //! redelivered once, as the redelivery plugin's `maximumRedeliveries="1"` allows, and only then
 //! is it dead-lettered. The console's `depth` is what the stream holds (the same on every
 //! node), `held` what the node pulled, and a node's `enqueued` counts what was sent through
-//! it, not its pulls.
+//! it, not its pulls. A node started after the give-backs learns them from the others.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,37 +35,44 @@ struct Node {
     console: SocketAddr,
 }
 
-/// 3 nats-servers and 3 nodes, each with a STOMP connector, a web console and the plugin.
-async fn rig() -> Option<(Rig, Vec<Node>)> {
+/// 3 nats-servers and `count` nodes, each with a STOMP connector, a web console and the plugin.
+async fn rig(count: usize) -> Option<(Rig, Vec<Node>)> {
     let mut rig = Rig::start_with(0, FAST, PLUGIN).await?;
     let realm = rig.dir.path().join("jetty-realm.properties");
     std::fs::write(&realm, REALM).expect("realm");
     let mut nodes = Vec::new();
     let mut started = Vec::new();
-    for i in 0..3 {
-        let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let children = format!(
-            r#"{PLUGIN}<console xmlns="urn:ferromq" host="127.0.0.1" port="{}" realm="{}"/>"#,
-            console.port(),
-            realm.display()
-        );
-        let file = rig.write_node(&format!("node-{i}"), free_port(), &children);
-        let stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let xml = std::fs::read_to_string(&file).expect("node config");
-        let xml = xml.replacen(
-            "    </transportConnectors>",
-            &format!(
-                "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
-            ),
-            1,
-        );
-        std::fs::write(&file, xml).expect("write node config");
-        started.push(FerromqNode::start(&file));
-        nodes.push(Node { stomp, console });
+    for i in 0..count {
+        let (node, process) = start_node(&rig, i);
+        started.push(process);
+        nodes.push(node);
     }
     tokio::task::block_in_place(|| started.iter_mut().for_each(FerromqNode::wait_serving));
     rig.nodes = started;
     Some((rig, nodes))
+}
+
+/// Node `i` of `rig` started (not yet serving).
+fn start_node(rig: &Rig, i: usize) -> (Node, FerromqNode) {
+    let realm = rig.dir.path().join("jetty-realm.properties");
+    let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let children = format!(
+        r#"{PLUGIN}<console xmlns="urn:ferromq" host="127.0.0.1" port="{}" realm="{}"/>"#,
+        console.port(),
+        realm.display()
+    );
+    let file = rig.write_node(&format!("node-{i}"), free_port(), &children);
+    let stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let xml = std::fs::read_to_string(&file).expect("node config");
+    let xml = xml.replacen(
+        "    </transportConnectors>",
+        &format!(
+            "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
+        ),
+        1,
+    );
+    std::fs::write(&file, xml).expect("write node config");
+    (Node { stomp, console }, FerromqNode::start(&file))
 }
 
 async fn connected(addr: SocketAddr) -> StompClient {
@@ -91,7 +98,7 @@ async fn queue_figures(console: SocketAddr) -> (Value, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn give_backs_are_not_deliveries() {
-    let Some((_rig, nodes)) = rig().await else {
+    let Some((_rig, nodes)) = rig(3).await else {
         return;
     };
     let mut producer = connected(nodes[2].stomp).await;
@@ -201,4 +208,58 @@ async fn give_backs_are_not_deliveries() {
     let (answer, entry) = queue_figures(nodes[0].console).await;
     assert_eq!(entry["depth"], 0, "the stream holds none: {answer}");
     assert_eq!(entry["enqueued"], 0, "{answer}");
+}
+
+/// A node started after the give-backs asks the others for their notes: its consumer gets
+/// every message as a first delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_later_learns_the_give_backs() {
+    let Some((mut rig, mut nodes)) = rig(1).await else {
+        return;
+    };
+    let mut producer = connected(nodes[0].stomp).await;
+    assert!(
+        send_receipted(&mut producer, Q, "m0", Duration::from_secs(40)).await,
+        "no RECEIPT for the first SEND"
+    );
+    let mut picky = connected(nodes[0].stomp).await;
+    let picky_opts = [
+        ("activemq.prefetchSize", "10"),
+        ("selector", "nothing = 'x'"),
+    ];
+    subscribe(&mut picky, Q, "p", &picky_opts).await;
+    const LATE: usize = 10;
+    for n in 1..LATE {
+        send_ok(&mut producer, Q, &format!("m{n}")).await;
+    }
+    // Each message pulled and given back by node 0 a few times.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (node, mut process) = start_node(&rig, 1);
+    tokio::task::block_in_place(|| process.wait_serving());
+    rig.nodes.push(process);
+    nodes.push(node);
+    let mut worker = connected(nodes[1].stomp).await;
+    subscribe(&mut worker, Q, "w", &[]).await;
+    let mut got: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < LATE && Instant::now() < deadline {
+        if let Some(f) = worker.recv_within(Duration::from_millis(50)).await {
+            assert_eq!(f.command, "MESSAGE", "{f:?}");
+            got.entry(f.body_text())
+                .or_default()
+                .push(f.header("redelivered") == Some("true"));
+        }
+    }
+    let redelivered: Vec<&String> = got
+        .iter()
+        .filter(|(_, d)| d.as_slice() != [false])
+        .map(|(body, _)| body)
+        .collect();
+    assert!(
+        redelivered.is_empty(),
+        "{} of {LATE} not a single first delivery: {got:?}",
+        redelivered.len()
+    );
+    assert_eq!(got.len(), LATE, "{got:?}");
 }
