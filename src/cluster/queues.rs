@@ -22,8 +22,9 @@
 //!   its window stays full, its selector refuses the message) is given back (NAK) after
 //!   [`GIVE_BACK_AFTER`], with what remains of a redelivery delay; another node's consumer gets
 //!   it. The NAK follows a note of the entry's redelivery count to every node
-//!   (`give_backs::give_back`), so the give-back itself does not count as a delivery. While a local consumer holds an entry the node extends its ack wait; a dead node's
-//!   entries come back to the others after `nodeTimeout`.
+//!   (`give_backs::give_back`), so the give-back itself does not count as a delivery. While a
+//!   local consumer holds an entry the node extends its ack wait; a dead node's entries come
+//!   back to the others after `nodeTimeout`.
 //! - **Dead letters** (`Queues::move_dead_letter`): stored on the dead-letter queue's subject
 //!   with the message id `dlq.<stream sequence of the original>`, then the original is
 //!   acknowledged: a node that dies between the two leaves the original to be redelivered, and
