@@ -626,6 +626,7 @@ impl Backplane for ClusterEngine {
             super::sessions::start(&inner).await?;
             super::drain::start(&inner).await?;
             super::queue_purge::start(&inner).await?;
+            super::give_backs::start(&inner).await?;
             super::node::start(&inner);
             super::reaper::start(&inner);
             Ok(())

@@ -15,6 +15,7 @@
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
 //! | STOMP queues: each message to one consumer on any node | stream `FMQ_QUEUES` (work queue), one durable consumer per queue | `queues.rs` |
+//! | a STOMP queue's give-backs: every node learns a given-back message's true redelivery count before it can pull it again | core subjects `fmq.qgb`, `fmq.qgbsync` (a starting node asks for the notes) | `give_backs.rs` |
 //! | a STOMP queue's purge: every node drops its pulled copies, then the stream's purge | core subjects `fmq.qpurge.request`, `fmq.qpurge.done` | `queue_purge.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
 //! | the session records read for the web console (bounded, one temporary consumer) | KV `FMQ_SESS` | `kept.rs` |
@@ -31,6 +32,7 @@ pub mod codec;
 mod confirmed;
 mod drain;
 mod engine;
+mod give_backs;
 mod groups;
 mod kept;
 mod ledger;

@@ -152,7 +152,7 @@ pub async fn purge(inner: &Arc<Inner>, queue: &str) -> Result<SharedPurge, Durab
     })
 }
 
-fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
+pub(super) fn stream_missing(e: &async_nats::jetstream::context::GetStreamError) -> bool {
     matches!(
         e.kind(),
         async_nats::jetstream::context::GetStreamErrorKind::JetStream(api)
@@ -231,6 +231,12 @@ async fn lift_everywhere(inner: &Inner, queue: &str, before: u64) {
 
 /// The floor of `queue` at `before` ends here (a later purge's floor stays).
 fn lift(inner: &Inner, queue: &str, before: u64) {
+    // The purge removed those messages (or, failed, leaves them to count each pull again).
+    inner
+        .queues
+        .give_backs
+        .lock()
+        .forget_queue_below(queue, before);
     let mut floors = inner.queues.floors.write();
     if floors.get(queue).is_some_and(|f| f.before <= before) {
         floors.remove(queue);

@@ -12,16 +12,19 @@
 //!   consumer of the queue while the local consumers' prefetch windows have room. A pulled
 //!   message becomes an entry of the node's local [`crate::broker::queues::Queue`], so
 //!   round-robin, prefetch, selectors, exclusive consumers and the redelivery policy are the
-//!   single node's rules among the node's consumers. JetStream's delivery count is the entry's
-//!   redelivery count.
+//!   single node's rules among the node's consumers. The entry's redelivery count is
+//!   JetStream's delivery count less the pulls that ended in a give-back with no delivery
+//!   (`give_backs.rs`): only a MESSAGE sent to a client and not acknowledged counts.
 //! - **Acknowledgement.** The local queue's `Change::Removed` of the entry (STOMP ACK, auto
 //!   ack, an expiry, a discard) acknowledges the JetStream message; the commit (the ACK's
 //!   RECEIPT) waits for the server's confirmation.
 //! - **Given back.** An entry waiting in the local queue that no local consumer takes (it left,
 //!   its window stays full, its selector refuses the message) is given back (NAK) after
 //!   [`GIVE_BACK_AFTER`], with what remains of a redelivery delay; another node's consumer gets
-//!   it. While a local consumer holds an entry the node extends its ack wait; a dead node's
-//!   entries come back to the others after `nodeTimeout`.
+//!   it. The NAK follows a note of the entry's redelivery count to every node
+//!   (`give_backs::give_back`), so the give-back itself does not count as a delivery. While a
+//!   local consumer holds an entry the node extends its ack wait; a dead node's entries come
+//!   back to the others after `nodeTimeout`.
 //! - **Dead letters** (`Queues::move_dead_letter`): stored on the dead-letter queue's subject
 //!   with the message id `dlq.<stream sequence of the original>`, then the original is
 //!   acknowledged: a node that dies between the two leaves the original to be redelivered, and
@@ -77,6 +80,8 @@ pub(super) const NAK_DELAY: Duration = Duration::from_millis(100);
 pub(super) struct Pending {
     pub queue: Arc<str>,
     pub stream_seq: u64,
+    /// JetStream's delivery count of the pull that brought it (1 for the first).
+    pub delivered: u64,
     pub acker: Arc<Acker>,
     /// Delivered when a purge removed it from the stream (`queue_purge.rs`): its ACK is sent
     /// without waiting for an answer about a message the stream no longer holds.
@@ -99,6 +104,9 @@ pub struct SharedQueueState {
     /// Queues being purged -> below which stream sequence a pulled message is purged, and
     /// until when (`queue_purge.rs`). A pull takes it shared, a purge exclusively.
     pub(super) floors: parking_lot::RwLock<HashMap<Arc<str>, super::queue_purge::Floor>>,
+    /// What give-backs left of each message's redelivery count, told by every node
+    /// (`give_backs.rs`).
+    pub(super) give_backs: parking_lot::Mutex<super::give_backs::GiveBacks>,
     /// Queues with local consumers -> their pulling task.
     pullers: parking_lot::Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
     /// The ordered store task's input (started on first use).
@@ -397,8 +405,14 @@ impl SharedQueues for ClusterQueues {
             // Not confirmed: the original comes back after the ack wait and its second dead
             // letter is dropped as a duplicate.
             let _ = tokio::time::timeout(timeout, acker.double_ack()).await;
+            super::give_backs::forget(&inner, stream_seq);
             Ok(())
         }))
+    }
+
+    fn depths(&self) -> Option<crate::broker::queues::DepthsFuture> {
+        let inner = self.inner.upgrade()?;
+        Some(Box::pin(async move { depths(&inner).await }))
     }
 
     fn purge(&self, queue: &str) -> crate::broker::queues::PurgeFuture {
@@ -431,6 +445,49 @@ impl SharedQueues for ClusterQueues {
     }
 }
 
+/// The most queues [`depths`] reads from the stream (one page of the server's answer holds
+/// some 100,000 subjects: a cluster with more queues than this lists the first ones).
+const DEPTHS_AT_MOST: usize = 10_000;
+
+/// The messages [`QUEUE_STREAM`] holds per queue (waiting, pulled, delivered and not
+/// acknowledged: work-queue retention keeps each until its acknowledgement), by queue name,
+/// from one subject-filtered stream info, within `storeTimeout`. Empty when no queue was ever
+/// used in the cluster (no stream).
+async fn depths(inner: &Arc<Inner>) -> Result<HashMap<String, u64>, DurabilityError> {
+    let read = async {
+        let stream = match inner.js.get_stream(QUEUE_STREAM).await {
+            Ok(stream) => stream,
+            Err(e) if super::queue_purge::stream_missing(&e) => return Ok(HashMap::new()),
+            Err(e) => return Err(unavailable(format!("cluster queue stream: {e}"))),
+        };
+        let mut subjects = stream
+            .info_with_subjects(format!("{QUEUE_PREFIX}.>"))
+            .await
+            .map_err(|e| unavailable(format!("cluster queue stream: {e}")))?;
+        let mut depths = HashMap::new();
+        let prefix = format!("{QUEUE_PREFIX}.");
+        while let Some(next) = subjects.next().await {
+            let (subject, count) =
+                next.map_err(|e| unavailable(format!("cluster queue stream: {e}")))?;
+            // Subjects of this prefix are written by nodes only; one that is not a queue's
+            // is skipped.
+            if let Some(name) = subject
+                .strip_prefix(prefix.as_str())
+                .and_then(super::subject::decode_topic)
+            {
+                depths.insert(name, u64::try_from(count).unwrap_or(u64::MAX));
+            }
+            if depths.len() >= DEPTHS_AT_MOST {
+                break;
+            }
+        }
+        Ok(depths)
+    };
+    tokio::time::timeout(inner.store_timeout, read)
+        .await
+        .unwrap_or_else(|_| Err(unavailable("cluster queue stream not answered in time")))
+}
+
 /// The local queue `queue` has no consumer any more: everything it waits with goes back.
 fn give_back_all(inner: &Arc<Inner>, queue: &str) {
     let Some(core) = inner.core() else { return };
@@ -442,11 +499,25 @@ fn give_back_all(inner: &Arc<Inner>, queue: &str) {
         .collect();
     let gone = core.queues.withdraw_shared(queue, &waiting);
     let mut pending = inner.queues.pending.lock();
-    for seq in gone {
+    for (seq, redeliveries) in gone {
         if let Some(p) = pending.remove(&seq) {
-            send_ack(p.acker, AckKind::Nak(Some(NAK_DELAY)));
+            give_back(inner, p, redeliveries, NAK_DELAY);
         }
     }
+}
+
+/// Entry `p`, withdrawn from its local queue with `redeliveries` (real deliveries so far),
+/// goes back to the stream after `delay`, its count told to every node first.
+fn give_back(inner: &Arc<Inner>, p: Pending, redeliveries: u32, delay: Duration) {
+    super::give_backs::give_back(
+        inner,
+        &p.queue,
+        p.stream_seq,
+        p.delivered,
+        redeliveries,
+        p.acker,
+        delay,
+    );
 }
 
 /// The committed changes: a removed entry of a shared queue acknowledges its JetStream
@@ -465,7 +536,7 @@ pub fn observe(inner: &Arc<Inner>, changes: &[Change]) -> Commit {
                 match pending.remove(seq) {
                     // The stream's purge removed it (or will): nothing to wait for.
                     Some(p) if p.purged => send_ack(p.acker, AckKind::Ack),
-                    Some(p) => ackers.push(p.acker),
+                    Some(p) => ackers.push((p.stream_seq, p.acker)),
                     None => {}
                 }
             }
@@ -475,9 +546,14 @@ pub fn observe(inner: &Arc<Inner>, changes: &[Change]) -> Commit {
         return Commit::done();
     }
     let timeout = inner.store_timeout;
+    let node = inner.clone();
     let task = tokio::spawn(async move {
-        for acker in ackers {
-            match tokio::time::timeout(timeout, acker.double_ack()).await {
+        for (stream_seq, acker) in ackers {
+            let acknowledged = tokio::time::timeout(timeout, acker.double_ack()).await;
+            if matches!(acknowledged, Ok(Ok(()))) {
+                super::give_backs::forget(&node, stream_seq);
+            }
+            match acknowledged {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     return Err(unavailable(format!(
@@ -606,7 +682,10 @@ async fn pull(inner: Arc<Inner>, name: Arc<str>) {
 /// A pulled message becomes an entry of the local queue.
 fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
     let (stream_seq, delivered) = match message.info() {
-        Ok(info) => (info.stream_sequence, info.delivered),
+        Ok(info) => (
+            info.stream_sequence,
+            u64::try_from(info.delivered).unwrap_or(1).max(1),
+        ),
         Err(e) => {
             tracing::warn!(queue = %name, "cluster queue: message without metadata: {e}");
             return;
@@ -614,6 +693,11 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
     };
     let (message, acker) = message.split();
     let acker = Arc::new(acker);
+    let redeliveries = inner
+        .queues
+        .give_backs
+        .lock()
+        .redeliveries(stream_seq, delivered);
     // Held shared until the entry is in the local queue: a purge running now either comes
     // first (the message is left to the stream's purge) or finds the entry and drops it.
     let floors = inner.queues.floors.read();
@@ -623,7 +707,15 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
     {
         drop(floors);
         // Back after the hold should the stream's purge fail; gone if it succeeds.
-        send_ack(acker, AckKind::Nak(Some(hold.max(NAK_DELAY))));
+        super::give_backs::give_back(
+            inner,
+            name,
+            stream_seq,
+            delivered,
+            redeliveries,
+            acker,
+            hold.max(NAK_DELAY),
+        );
         return;
     }
     let frame = match decode_message(message.payload) {
@@ -635,7 +727,15 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
         }
     };
     let Some(core) = inner.core() else {
-        send_ack(acker, AckKind::Nak(Some(NAK_DELAY)));
+        super::give_backs::give_back(
+            inner,
+            name,
+            stream_seq,
+            delivered,
+            redeliveries,
+            acker,
+            NAK_DELAY,
+        );
         return;
     };
     let seq = core.durability().next_seq();
@@ -644,11 +744,11 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
         Pending {
             queue: name.clone(),
             stream_seq,
+            delivered,
             acker,
             purged: false,
         },
     );
-    let redeliveries = u32::try_from(delivered.saturating_sub(1)).unwrap_or(u32::MAX);
     let message = core.memory.charge(frame.message);
     core.queues.insert_shared(name, seq, message, redeliveries);
     drop(floors);
@@ -687,7 +787,7 @@ fn start_sweeper(inner: &Arc<Inner>) {
                 let gone = core.queues.withdraw_shared(&queue, &stale);
                 {
                     let mut pending = inner.queues.pending.lock();
-                    for seq in &gone {
+                    for (seq, redeliveries) in &gone {
                         if let Some(p) = pending.remove(seq) {
                             let delay = delays
                                 .get(seq)
@@ -696,10 +796,11 @@ fn start_sweeper(inner: &Arc<Inner>) {
                                 .map(|at| at.saturating_duration_since(now))
                                 .unwrap_or_default()
                                 .max(NAK_DELAY);
-                            send_ack(p.acker, AckKind::Nak(Some(delay)));
+                            give_back(&inner, p, *redeliveries, delay);
                         }
                     }
                 }
+                let gone: HashSet<QueueSeq> = gone.into_iter().map(|(seq, _)| seq).collect();
                 seen.insert(
                     queue,
                     waiting

@@ -349,14 +349,26 @@ pub(super) async fn queues(
 ) -> Result<Json<Value>, Denied> {
     reader(&console, &headers)?;
     let queues = &console.core.queues;
+    // A cluster's queues: their depth is what the stream holds, on every node the same.
+    let stored = match queues.shared_depths() {
+        Some(depths) => Some(depths.await),
+        None => None,
+    };
     let list: Vec<Value> = queues
         .names()
         .iter()
         .filter_map(|name| queues.stats(name))
         .map(|s| {
+            let depth = match &stored {
+                Some(Ok(depths)) if !queues.is_temporary(&s.name) => {
+                    depths.get(&*s.name).copied().unwrap_or(0)
+                }
+                _ => s.depth as u64,
+            };
             json!({
                 "name": &*s.name,
-                "depth": s.depth,
+                "depth": depth,
+                "held": s.depth,
                 "consumers": s.consumers,
                 "in_flight": s.in_flight,
                 "enqueued": s.counts.enqueued,
@@ -364,7 +376,12 @@ pub(super) async fn queues(
             })
         })
         .collect();
-    Ok(Json(json!({ "queues": list })))
+    let mut answer = json!({ "queues": list });
+    if let Some(Err(e)) = stored {
+        // The depths are then this node's holdings, as `held`.
+        answer["depth_error"] = json!(e.to_string());
+    }
+    Ok(Json(answer))
 }
 
 fn not_found(what: String) -> Response {

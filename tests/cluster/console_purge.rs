@@ -163,7 +163,7 @@ async fn a_console_purges_a_queue_across_the_cluster() {
         let waiting = local_queue(nodes[0].console, "purge.me").await;
         if waiting
             .as_ref()
-            .is_some_and(|q| q["depth"].as_u64() > Some(0))
+            .is_some_and(|q| q["held"].as_u64() > Some(0))
         {
             break;
         }
@@ -211,7 +211,11 @@ async fn a_console_purges_a_queue_across_the_cluster() {
     assert_eq!(answer["nodes"]["silent"], serde_json::json!([]), "{answer}");
     // Node 0 dropped what it had pulled for its consumer.
     let left = local_queue(nodes[0].console, "purge.me").await;
-    assert!(left.as_ref().is_some_and(|q| q["depth"] == 0), "{left:?}");
+    assert!(
+        left.as_ref()
+            .is_some_and(|q| q["held"] == 0 && q["depth"] == 0),
+        "{left:?}"
+    );
 
     // Node 1's consumer keeps what it was delivered: an ACK of one is answered.
     let first = &held[0];

@@ -28,6 +28,7 @@ mod memory_limit;
 mod online;
 mod paho;
 mod qos2;
+mod queue_give_backs;
 mod quorum;
 mod refusals;
 mod reload;

@@ -47,7 +47,7 @@ pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
-pub use shared::{PurgeFuture, SharedPurge, SharedQueues};
+pub use shared::{DepthsFuture, PurgeFuture, SharedPurge, SharedQueues};
 pub use staged::QueueStaging;
 
 use crate::broker::durability::{
@@ -478,7 +478,8 @@ impl Queues {
     ) -> Result<Commit, SendError> {
         if let Some(shared) = self.shared().filter(|_| !queue.temporary) {
             // Stored for every broker; queued here only if a local consumer takes it.
-            return Ok(shared.store(&queue.name, &message));
+            let stored = shared.store(&queue.name, &message);
+            return Ok(self.count_shared_store(queue, stored));
         }
         let entry = self.new_entry(queue, message, persistent);
         let queue = queue.clone();
@@ -747,6 +748,7 @@ impl Queues {
             // Stored in the dead-letter queue for every broker, then removed from `from`;
             // back in `from` (still kept there) when that fails.
             let commit = shared.dead_letter(&from.name, original.seq, &target.name, &entry.message);
+            let commit = self.count_shared_store(&target, commit);
             let (me, from) = (self.me.clone(), from.clone());
             return self.spawned(async move {
                 match commit.wait().await {

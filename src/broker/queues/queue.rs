@@ -192,8 +192,21 @@ impl QueueState {
     /// Add a message and dispatch. A kept message arriving behind `ctx.page_after` waiting
     /// ones keeps only its envelope in memory: its payload is read back from the store when
     /// it is dispatched (as ActiveMQ's store cursor pages a long queue).
-    pub fn insert(&mut self, mut entry: Entry, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+    pub fn insert(&mut self, entry: Entry, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
         self.counts.enqueued += 1;
+        self.insert_taken(entry, now, ctx, out);
+    }
+
+    /// [`Self::insert`] of a message this queue did not receive but took from a shared store
+    /// (a cluster node's pull): not counted as enqueued, since each message may be taken
+    /// several times, by one broker or several (the send that stored it was counted).
+    pub fn insert_taken(
+        &mut self,
+        mut entry: Entry,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
         if entry.kept && !entry.paged && ctx.page_after.is_some_and(|n| self.ready.len() >= n) {
             entry.message.payload = bytes::Bytes::new();
             entry.paged = true;
@@ -515,11 +528,10 @@ impl QueueState {
 
     /// Take waiting messages `seqs` out of the queue without removing them from the store
     /// (a cluster node gives them back to the shared store for another node); returns those
-    /// that were still waiting.
-    pub fn withdraw(&mut self, seqs: &[QueueSeq]) -> Vec<QueueSeq> {
+    /// that were still waiting, each with its redelivery count (what the store keeps of it).
+    pub fn withdraw(&mut self, seqs: &[QueueSeq]) -> Vec<(QueueSeq, u32)> {
         seqs.iter()
-            .filter(|seq| self.ready.remove(seq).is_some())
-            .copied()
+            .filter_map(|seq| self.ready.remove(seq).map(|e| (*seq, e.redeliveries)))
             .collect()
     }
 

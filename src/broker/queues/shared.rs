@@ -9,7 +9,7 @@
 //! engine's commits (`Change::Removed` of a [`crate::broker::durability::QueueOwner::Queue`]
 //! entry acknowledges it there) and through [`SharedQueues`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,8 +41,20 @@ pub struct SharedPurge {
 /// The answer of [`SharedQueues::purge`].
 pub type PurgeFuture = Pin<Box<dyn Future<Output = Result<SharedPurge, DurabilityError>> + Send>>;
 
+/// The answer of [`SharedQueues::depths`]: messages held by the shared store, by queue name.
+pub type DepthsFuture =
+    Pin<Box<dyn Future<Output = Result<HashMap<String, u64>, DurabilityError>> + Send>>;
+
 /// What the shared store does for [`Queues`].
 pub trait SharedQueues: Send + Sync + 'static {
+    /// How many messages the shared store holds of each queue: waiting for a consumer, taken
+    /// by a broker, or delivered and not acknowledged (ActiveMQ's `QueueSize` over every
+    /// broker), by queue name; a queue it holds nothing of is absent. An error when the
+    /// store does not answer in time. `None`: the store cannot tell (the default).
+    fn depths(&self) -> Option<DepthsFuture> {
+        None
+    }
+
     /// Store `message` in queue `queue`: done once the shared store keeps it (report the
     /// send done, the STOMP RECEIPT, only then); it reaches a consumer on any broker.
     fn store(&self, queue: &str, message: &Message) -> Commit;
@@ -86,6 +98,11 @@ impl Queues {
 
     pub(super) fn shared(&self) -> Option<&Arc<dyn SharedQueues>> {
         self.shared.get()
+    }
+
+    /// [`SharedQueues::depths`]: `None` without a shared store, or one that cannot tell.
+    pub fn shared_depths(&self) -> Option<DepthsFuture> {
+        self.shared()?.depths()
     }
 
     /// Whether a shared store (a cluster) keeps the queues.
@@ -133,8 +150,30 @@ impl Queues {
             accepted_ms: crate::broker::durability::now_ms(),
             not_before: None,
         };
-        if let Commit::Pending(done) = self.insert(&queue, entry) {
+        let ((), out) = queue.with(|s, now, ctx, out| s.insert_taken(entry, now, ctx, out));
+        if let Commit::Pending(done) = self.settle(&queue, out) {
             let _ = self.spawned(done);
+        }
+    }
+
+    /// `commit` (a store of a message into queue `queue` of the shared store, a send or a
+    /// dead letter) counts as enqueued here once it succeeds: a broker's `enqueued` of a
+    /// shared queue is what was sent to it through this broker.
+    pub(super) fn count_shared_store(&self, queue: &Arc<super::Queue>, commit: Commit) -> Commit {
+        match commit {
+            Commit::Done(Ok(())) => {
+                queue.state.lock().counts.enqueued += 1;
+                Commit::done()
+            }
+            Commit::Done(Err(e)) => Commit::Done(Err(e)),
+            Commit::Pending(done) => {
+                let queue = queue.clone();
+                Commit::Pending(Box::pin(async move {
+                    done.await?;
+                    queue.state.lock().counts.enqueued += 1;
+                    Ok(())
+                }))
+            }
         }
     }
 
@@ -149,8 +188,9 @@ impl Queues {
     }
 
     /// Take waiting messages `seqs` out of queue `name` to give them back to the shared store;
-    /// returns those that were still waiting.
-    pub fn withdraw_shared(&self, name: &str, seqs: &[QueueSeq]) -> Vec<QueueSeq> {
+    /// returns those that were still waiting, with their redelivery counts (times delivered
+    /// to a consumer and come back: the count the store should carry on to the next taker).
+    pub fn withdraw_shared(&self, name: &str, seqs: &[QueueSeq]) -> Vec<(QueueSeq, u32)> {
         let Some(queue) = self.queues.read().get(name).cloned() else {
             return Vec::new();
         };

@@ -791,7 +791,7 @@ async fn a_shared_store_keeps_sends_and_feeds_the_local_queue_within_its_windows
         .map(|w| w.0)
         .collect();
     assert_eq!(waiting, vec![102]);
-    assert_eq!(queues.withdraw_shared("s", &[102, 999]), vec![102]);
+    assert_eq!(queues.withdraw_shared("s", &[102, 999]), vec![(102, 1)]);
     assert_eq!(queues.shared_held("s"), [100, 101].into_iter().collect());
 
     // An ACK removes the kept entry (the store acknowledges it); a NACK dead-letters it
