@@ -167,9 +167,17 @@ impl RedbStore {
     }
 }
 
+/// Largest payload carried in its queue entry. A carried body is
+/// rewritten with its entry at every change of the entry's state (sent, released): for a
+/// message of 2 MiB, a copy read, a copy encoded and a new 2 MiB page held by the store's
+/// write transaction until it commits, for each delivery. Larger messages are stored as a
+/// body and an entry that refers to it, whose state changes rewrite a few bytes.
+const CARRIED_MAX_BYTES: usize = 64 * 1024;
+
 /// The one op storing `message` when it is queued for one session and nothing else (not
-/// retained, no retained message cleared): its body goes in its queue entry
-/// ([`Op::PutQueued`]), one record instead of a body and an entry. `None` otherwise.
+/// retained, no retained message cleared) and not larger than [`CARRIED_MAX_BYTES`]: its
+/// body goes in its queue entry ([`Op::PutQueued`]), one record instead of a body and an
+/// entry. `None` otherwise.
 fn carried_in_entry(
     message: &Message,
     id: u64,
@@ -183,6 +191,9 @@ fn carried_in_entry(
         return None;
     };
     if retained != RetainedChange::Unchanged {
+        return None;
+    }
+    if message.payload.len() > CARRIED_MAX_BYTES {
         return None;
     }
     Some(Op::PutQueued {
