@@ -679,6 +679,7 @@ mod tests {
         RedbStore {
             store: Store::memory(StoreLimits::default()).expect("memory store"),
             recovered: parking_lot::Mutex::new(None),
+            memory: std::sync::OnceLock::new(),
         }
     }
 
@@ -875,6 +876,49 @@ mod tests {
             deadline_ms: Some(1_700_000_000_000),
         };
         assert_eq!(will_from_record(will_record(will.clone())), will);
+    }
+
+    #[test]
+    fn a_large_payload_is_stored_apart_from_its_entry() {
+        let c1: Arc<str> = Arc::from("c1");
+        let small = vec![b's'; CARRIED_MAX_BYTES];
+        let large = vec![b'l'; CARRIED_MAX_BYTES + 1];
+        let ops_for = |payload: &[u8]| {
+            engine().ops_of(vec![Change::Message {
+                message: Message {
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                    ..message(b"")
+                },
+                retained: RetainedChange::Unchanged,
+                queued_for: vec![copy(QueueOwner::Session(c1.clone()), 1)],
+            }])
+        };
+        assert!(
+            matches!(ops_for(&small)[..], [Op::PutQueued { .. }]),
+            "carried in its entry"
+        );
+        assert!(
+            matches!(
+                ops_for(&large)[..],
+                [Op::PutMessage { .. }, Op::Enqueue { .. }]
+            ),
+            "a body and an entry: a state change rewrites the entry only"
+        );
+    }
+
+    #[test]
+    fn pages_and_recovery_are_sized_to_memory_usage() {
+        assert_eq!(recovery_hold(32 << 20).payload_bytes, 16 << 20);
+        assert_eq!(
+            recovery_hold(0).payload_bytes,
+            DEFAULT_MEMORY_LIMIT_BYTES / 2,
+            "no limit: half of the default one"
+        );
+        let memory = MemoryGauge::new(32 << 20);
+        assert_eq!(page_bytes(Some(&memory)), 8 << 20);
+        let held = memory.hold(30 << 20);
+        assert_eq!(page_bytes(Some(&memory)), 2 << 20, "the free room");
+        drop(held);
     }
 
     #[test]
