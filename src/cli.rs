@@ -385,6 +385,7 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
+    crate::broker::allocator::map_large_blocks_apart();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

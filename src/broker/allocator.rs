@@ -15,7 +15,10 @@
 //! `malloc_trim(0)` hands whole free pages back (`madvise`) and keeps them mapped for reuse. The connection lot trims on its own right after a burst of parks
 //! (`connection/parking/trim.rs`), so that a storm's memory goes back before the next look.
 //!
-//! Other allocators (and other C libraries) return memory on their own; both calls are
+//! Large blocks (message bodies, the store's pages of large messages) are mapped apart at a
+//! fixed threshold ([`map_large_blocks_apart`]), so that freeing one returns it at once.
+//!
+//! Other allocators (and other C libraries) return memory on their own; these calls are
 //! no-ops there.
 
 use std::time::{Duration, Instant};
@@ -104,6 +107,31 @@ pub fn spawn_release(shutdown: CancellationToken) {
         }
     });
 }
+
+/// Allocations of this size or more get pages of their own, returned to the system when
+/// freed (glibc's `M_MMAP_THRESHOLD`).
+pub const OWN_PAGES_FROM: usize = 256 * 1024;
+
+/// Give large allocations (message bodies read back, store pages) pages of their own. glibc
+/// maps a block above 128 KiB on its own at first, but the first such block freed raises
+/// that threshold to its size (up to 32 MiB): from then on 2 MiB bodies come from the arena
+/// of the thread that allocates them, one per thread that reads or delivers, and a freed
+/// one stays resident until a trim. Measured on a drain of 150 queued messages of 2 MiB
+/// (memoryUsage 32 MiB): 118 MiB of heap in use at the peak, 191 MiB resident; 106 MiB with
+/// the threshold set (glibc no longer moves it). Call before the runtime's threads start.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+pub fn map_large_blocks_apart() {
+    let threshold = libc::c_int::try_from(OWN_PAGES_FROM).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `mallopt` takes two integers and only changes the allocator's parameters;
+    // M_MMAP_THRESHOLD accepts any value up to 32 MiB.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn map_large_blocks_apart() {}
 
 /// Bytes the allocator holds free (glibc's `mallinfo2().fordblks`); `None` where the
 /// allocator is not glibc's.

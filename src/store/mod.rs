@@ -87,7 +87,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::StoreError;
 pub use lock::held_by_another;
 pub(crate) use lock::LOCK_FILE_NAME;
-pub use recover::RecoveryStats;
+pub use recover::{Hold, RecoveryStats};
 pub use space::{disk_cost, reserve_for, reusable_in_db, SpaceSample};
 pub use types::{
     MessageId, Op, OwnedQueue, QueueEntry, QueueKind, QueueSeq, QueueState, Recovered,
@@ -431,7 +431,7 @@ impl Store {
     /// code run it in `spawn_blocking`). Repairs the store's invariants and reports, in
     /// [`Recovered::stats`], what it found, repaired and could not keep.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
-        self.recover_paged(usize::MAX)
+        self.recover_envelopes(Hold::ALL, None)
     }
 
     /// [`Store::recover`], reading the payloads of at most `queued_in_memory` queued (not yet
@@ -439,16 +439,23 @@ impl Store {
     /// read with [`Store::read_paged`] when needed. Message bodies are decoded one at a time
     /// and their payloads not held, so recovery's memory does not grow with the store's size.
     pub fn recover_paged(&self, queued_in_memory: usize) -> Result<Recovered, StoreError> {
-        self.recover_envelopes(queued_in_memory, None)
+        self.recover_envelopes(
+            Hold {
+                queued_per_queue: queued_in_memory,
+                payload_bytes: u64::MAX,
+            },
+            None,
+        )
     }
 
-    /// [`Store::recover_paged`], where a paged session entry keeps `envelope_properties` of
+    /// [`Store::recover_paged`] holding at most what `hold` allows (entries per queue and
+    /// bytes over all queues), where a paged session entry keeps `envelope_properties` of
     /// its message's properties (the encoded bytes; the caller knows their format and what an
     /// envelope keeps of them) and gets the rest back with its payload from
     /// [`Store::read_paged`]. An owned queue's paged entries keep all of theirs.
     pub fn recover_envelopes(
         &self,
-        queued_in_memory: usize,
+        hold: Hold,
         envelope_properties: Option<fn(&bytes::Bytes) -> bytes::Bytes>,
     ) -> Result<Recovered, StoreError> {
         let recovered = {
@@ -457,12 +464,7 @@ impl Store {
                 detail: "the store is being reopened after a failed write".into(),
                 out_of_space: false,
             })?;
-            recover::recover(
-                db,
-                self.inner.engine_repaired,
-                queued_in_memory,
-                envelope_properties,
-            )?
+            recover::recover(db, self.inner.engine_repaired, hold, envelope_properties)?
         };
         self.inner
             .counters
@@ -480,7 +482,20 @@ impl Store {
         client_id: &str,
         seqs: &[QueueSeq],
     ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
-        self.read_paged_of(PagedQueue::Session(client_id), seqs)
+        self.read_paged_of(PagedQueue::Session(client_id), seqs, u64::MAX)
+    }
+
+    /// [`Store::read_paged`] stopping once the messages read reach `max_bytes` (encoded):
+    /// the answer is then shorter than `seqs`, its first entries, and holds at least one.
+    /// A page of large messages read whole would take what the memory limit keeps out:
+    /// 256 messages of 2 MiB are half a gigabyte.
+    pub fn read_paged_within(
+        &self,
+        client_id: &str,
+        seqs: &[QueueSeq],
+        max_bytes: u64,
+    ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
+        self.read_paged_of(PagedQueue::Session(client_id), seqs, max_bytes)
     }
 
     /// [`Store::read_paged`] for entries of an owned queue (the paged entries of
@@ -490,13 +505,14 @@ impl Store {
         queue: &OwnedQueue,
         seqs: &[QueueSeq],
     ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
-        self.read_paged_of(PagedQueue::Owned(queue), seqs)
+        self.read_paged_of(PagedQueue::Owned(queue), seqs, u64::MAX)
     }
 
     fn read_paged_of(
         &self,
         queue: PagedQueue<'_>,
         seqs: &[QueueSeq],
+        max_bytes: u64,
     ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
         let db = self.inner.db.lock();
         let db = db.as_ref().ok_or_else(|| StoreError::Unavailable {
@@ -505,14 +521,14 @@ impl Store {
         })?;
         let txn = db.begin_read().map_err(storage)?;
         let messages = txn.open_table(MESSAGES).map_err(storage)?;
-        let mut entries = Vec::with_capacity(seqs.len());
+        // Entry by entry, so that a page stops at `max_bytes` before reading the rest.
         match queue {
             PagedQueue::Session(client_id) => {
                 let queues = txn.open_table(tables::QUEUES).map_err(storage)?;
-                for &seq in seqs {
+                read_entries(&messages, seqs, max_bytes, |seq| {
                     let entry = queues.get((client_id, seq)).map_err(storage)?;
-                    entries.push(entry.map(|v| bytes::Bytes::copy_from_slice(v.value())));
-                }
+                    Ok(entry.map(|v| bytes::Bytes::copy_from_slice(v.value())))
+                })
             }
             PagedQueue::Owned(queue) => {
                 // A store that never declared an owned queue may not have the table yet.
@@ -521,41 +537,17 @@ impl Store {
                     Err(redb::TableError::TableDoesNotExist(_)) => None,
                     Err(e) => return Err(storage(e)),
                 };
-                for &seq in seqs {
-                    let entry = match &owned {
-                        Some(table) => table
-                            .get((queue.kind.code(), &*queue.name, seq))
-                            .map_err(storage)?
-                            .map(|v| bytes::Bytes::copy_from_slice(v.value())),
-                        None => None,
+                read_entries(&messages, seqs, max_bytes, |seq| {
+                    let Some(table) = &owned else {
+                        return Ok(None);
                     };
-                    entries.push(entry);
-                }
+                    let entry = table
+                        .get((queue.kind.code(), &*queue.name, seq))
+                        .map_err(storage)?;
+                    Ok(entry.map(|v| bytes::Bytes::copy_from_slice(v.value())))
+                })
             }
         }
-        let mut messages_read = Vec::with_capacity(seqs.len());
-        for entry in entries {
-            let Some(entry) = entry else {
-                messages_read.push(None);
-                continue;
-            };
-            let record = codec::decode_queue_record(&entry)
-                .map_err(|e| StoreError::storage("reading a queue entry", e))?;
-            let body = match record.body {
-                Some(carried) => carried,
-                None => match messages.get(record.entry.message_id).map_err(storage)? {
-                    Some(body) => bytes::Bytes::copy_from_slice(body.value()),
-                    None => {
-                        messages_read.push(None);
-                        continue;
-                    }
-                },
-            };
-            let message = codec::decode_message(&body)
-                .map_err(|e| StoreError::storage("reading a message body", e))?;
-            messages_read.push(Some(message));
-        }
-        Ok(messages_read)
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -572,6 +564,44 @@ impl Store {
             limit_bytes: self.inner.limit_bytes,
         }
     }
+}
+
+/// The messages of queue entries `seqs` (`entry` reads one entry's record), in order, until
+/// their encoded bytes reach `max_bytes` (at least one is read).
+fn read_entries(
+    messages: &redb::ReadOnlyTable<u64, &'static [u8]>,
+    seqs: &[QueueSeq],
+    max_bytes: u64,
+    mut entry: impl FnMut(QueueSeq) -> Result<Option<bytes::Bytes>, StoreError>,
+) -> Result<Vec<Option<StoredMessage>>, StoreError> {
+    let mut messages_read = Vec::with_capacity(seqs.len());
+    let mut bytes_read = 0u64;
+    for &seq in seqs {
+        if bytes_read > 0 && bytes_read >= max_bytes {
+            break;
+        }
+        let Some(entry) = entry(seq)? else {
+            messages_read.push(None);
+            continue;
+        };
+        let record = codec::decode_queue_record(&entry)
+            .map_err(|e| StoreError::storage("reading a queue entry", e))?;
+        let body = match record.body {
+            Some(carried) => carried,
+            None => match messages.get(record.entry.message_id).map_err(storage)? {
+                Some(body) => bytes::Bytes::copy_from_slice(body.value()),
+                None => {
+                    messages_read.push(None);
+                    continue;
+                }
+            },
+        };
+        bytes_read = bytes_read.saturating_add(body.len() as u64);
+        let message = codec::decode_message(&body)
+            .map_err(|e| StoreError::storage("reading a message body", e))?;
+        messages_read.push(Some(message));
+    }
+    Ok(messages_read)
 }
 
 /// The first bytes of every redb database file (redb 4's `MAGICNUMBER`, in

@@ -109,7 +109,7 @@ impl fmt::Display for RecoveryStats {
 pub(crate) fn recover(
     db: &Database,
     engine_repaired: bool,
-    queued_in_memory: usize,
+    hold: Hold,
     envelope_properties: Option<fn(&Bytes) -> Bytes>,
 ) -> Result<Recovered, StoreError> {
     let txn = db.begin_write().map_err(storage)?;
@@ -120,7 +120,8 @@ pub(crate) fn recover(
                 engine_repaired,
                 ..RecoveryStats::default()
             },
-            queued_in_memory,
+            queued_in_memory: hold.queued_per_queue,
+            held_bytes_left: hold.payload_bytes,
             envelope_properties,
             ..Scan::default()
         };
@@ -142,6 +143,25 @@ pub(crate) fn recover(
     Ok(recovered)
 }
 
+/// How much of the queued (not yet sent) messages recovery reads into memory; the rest stay
+/// in the store, paged, to be read back when they reach the head of their queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold {
+    /// Queued entries per queue.
+    pub queued_per_queue: usize,
+    /// Encoded bytes of the held messages, over all queues: the count alone bounds nothing
+    /// when messages are large (a thousand 2 MiB messages per session).
+    pub payload_bytes: u64,
+}
+
+impl Hold {
+    /// Everything held.
+    pub const ALL: Hold = Hold {
+        queued_per_queue: usize::MAX,
+        payload_bytes: u64::MAX,
+    };
+}
+
 #[derive(Default)]
 struct Scan {
     stats: RecoveryStats,
@@ -152,6 +172,11 @@ struct Scan {
     envelope_properties: Option<fn(&Bytes) -> Bytes>,
     /// Queued entries per session whose payloads are read; the rest are paged.
     queued_in_memory: usize,
+    /// Encoded bytes of queued messages that may still be held ([`Hold::payload_bytes`]
+    /// less what was held).
+    held_bytes_left: u64,
+    /// Encoded size of each stored body (`bodies` keeps envelopes only).
+    body_len: HashMap<MessageId, u64>,
     /// Ids of stored bodies that could not be decoded: kept, never freed here.
     undecodable_bodies: BTreeSet<MessageId>,
     references: HashMap<MessageId, u64>,
@@ -178,6 +203,7 @@ impl Scan {
             self.stats.message_bytes += raw.len() as u64;
             match codec::decode_message(&raw) {
                 Ok(mut message) => {
+                    self.body_len.insert(id, raw.len() as u64);
                     // The envelope only: nothing may keep `raw` (the payload) alive, and an
                     // entry that needs the whole message reads it again (`Scan::body`).
                     message.payload = Bytes::new();
@@ -243,19 +269,32 @@ impl Scan {
     }
 
     /// Whether an entry's payload is left in the store (paged: a queued entry past the first
-    /// `queued_in_memory` of its queue, `held` counting them); otherwise `message` gets it.
-    /// A paged entry keeps its envelope's properties, all of them with `all_properties` (an
-    /// owned queue's: selectors read them before its payload is read back).
+    /// `queued_in_memory` of its queue, `held` counting them, or one that would take the held
+    /// bytes past [`Hold::payload_bytes`]); otherwise `message` gets it. Once an entry of a
+    /// queue is paged so are the queued ones after it: the paged entries of a queue are its
+    /// tail (page-in reads from the first paged one on). A paged entry keeps its envelope's
+    /// properties, all of them with `all_properties` (an owned queue's: selectors read them
+    /// before its payload is read back).
+    #[allow(clippy::too_many_arguments)]
     fn hold_or_page(
-        &self,
+        &mut self,
         t: &Tables<'_>,
         held: &mut usize,
         entry: &super::types::QueueEntry,
-        carried: bool,
+        carried: Option<&Bytes>,
         all_properties: bool,
         message: &mut StoredMessage,
     ) -> Result<bool, StoreError> {
-        let paged = entry.state == QueueState::Queued && *held >= self.queued_in_memory;
+        let encoded_len = match carried {
+            Some(body) => body.len() as u64,
+            None => self.body_len.get(&entry.message_id).copied().unwrap_or(0),
+        };
+        let queued = entry.state == QueueState::Queued;
+        if queued && *held < self.queued_in_memory && encoded_len > self.held_bytes_left {
+            *held = usize::MAX;
+        }
+        let paged = queued && *held >= self.queued_in_memory;
+        let carried = carried.is_some();
         if paged {
             // Nothing may keep the carried record alive: its payload is left in the store.
             message.payload = Bytes::new();
@@ -269,7 +308,10 @@ impl Scan {
                 (true, false) => message.properties.clone(),
             };
         } else {
-            *held += 1;
+            *held = held.saturating_add(1);
+            // In-flight entries are held whatever their size (they are re-sent at connect)
+            // and count against what queued ones may take.
+            self.held_bytes_left = self.held_bytes_left.saturating_sub(encoded_len);
             if !carried {
                 (message.payload, message.properties) = Self::body(t, entry.message_id)?;
             }
@@ -405,7 +447,7 @@ impl Scan {
             }
             let held = in_memory.entry(client_id.clone()).or_default();
             let paged =
-                self.hold_or_page(t, held, &entry, carried.is_some(), false, &mut message)?;
+                self.hold_or_page(t, held, &entry, carried.as_ref(), false, &mut message)?;
             if let Some(session) = self.sessions.get_mut(&client_id) {
                 session.queue.push(RecoveredEntry {
                     seq,
@@ -502,8 +544,7 @@ impl Scan {
             };
             self.stats.owned_entries += 1;
             let held = in_memory.entry(owner.clone()).or_default();
-            let paged =
-                self.hold_or_page(t, held, &entry, carried.is_some(), true, &mut message)?;
+            let paged = self.hold_or_page(t, held, &entry, carried.as_ref(), true, &mut message)?;
             if let Some(queue) = self.owned.get_mut(&owner) {
                 queue.queue.push(RecoveredEntry {
                     seq,

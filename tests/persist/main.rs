@@ -20,6 +20,7 @@ mod expiry;
 mod limits;
 mod mqtt5_subscriptions;
 mod paging;
+mod paging_large;
 mod paging_properties;
 mod queues;
 mod restart;

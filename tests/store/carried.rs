@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::support::store::{message, put_session, queued};
-use ferromq::store::{Op, QueueState, Store, StoreError, StoreLimits};
+use ferromq::store::{Hold, Op, QueueState, Store, StoreError, StoreLimits};
 
 fn open(dir: &std::path::Path, limit: Option<u64>) -> Store {
     Store::open(
@@ -216,4 +216,65 @@ async fn a_carried_body_is_nobody_elses_and_obeys_the_store_limit() {
         .map(|e| &e.message.payload[..])
         .collect();
     assert_eq!(payloads, vec![&b"kept"[..]]);
+}
+
+/// Recovery holds queued payloads up to a byte budget as well as a count, the held ones the
+/// head of the queue; a page read back stops at its byte budget (at least one message).
+/// Carried bodies and stored ones alike.
+#[tokio::test]
+async fn recovery_and_page_reads_stop_at_their_byte_budget() {
+    let big = [7u8; 10_000];
+    let payloads: [&[u8]; 5] = [&big, &big, &big, b"small", b"tail"];
+    for carried in [true, false] {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = open(dir.path(), None);
+        store.commit(vec![put_session("c")]).await.expect("session");
+        let seqs = queue_all(&store, &payloads, carried).await;
+        drop(store);
+
+        let store = open(dir.path(), None);
+        let recovered = store
+            .recover_envelopes(
+                Hold {
+                    queued_per_queue: 1000,
+                    payload_bytes: 25_000,
+                },
+                None,
+            )
+            .expect("recover");
+        let paged: Vec<bool> = recovered.sessions[0]
+            .queue
+            .iter()
+            .map(|e| e.paged)
+            .collect();
+        // The third passes the budget; the fourth would fit its rest but follows a paged
+        // one: paged too, so the paged entries stay the tail of the queue.
+        assert_eq!(
+            paged,
+            [false, false, true, true, true],
+            "carried: {carried}"
+        );
+
+        let lens = |read: Vec<Option<ferromq::store::StoredMessage>>| {
+            read.iter()
+                .map(|m| m.as_ref().map(|m| m.payload.len()))
+                .collect::<Vec<_>>()
+        };
+        let read = store
+            .read_paged_within("c", &seqs[2..], 10_001)
+            .expect("page in");
+        assert_eq!(
+            lens(read),
+            [Some(10_000)],
+            "stops once the budget is reached, the message reaching it included"
+        );
+        let read = store
+            .read_paged_within("c", &seqs[2..], 20_100)
+            .expect("page in");
+        assert_eq!(lens(read), [Some(10_000), Some(5), Some(4)]);
+        let read = store
+            .read_paged_within("c", &seqs[3..], 0)
+            .expect("page in");
+        assert_eq!(read.len(), 1, "at least one message");
+    }
 }

@@ -3,7 +3,12 @@
 //! expiry, small properties, the engine's `seq`: `Message::envelope`); their payloads and
 //! larger properties stay with the durability engine until they reach the head of the queue.
 //! One page of [`PAGE_IN_BATCH`] messages is read at a time, off the connection task; the
-//! page's messages are charged to `memoryUsage` while held.
+//! page's messages are charged to `memoryUsage` while held. The durability engine may read
+//! fewer (a page of large messages is sized to `memoryUsage`), and no page is read while
+//! `memoryUsage` is full and the session has deliveries in flight: they hold memory until
+//! acknowledged (the in-flight window counts messages, a hundred of 2 MiB is 200 MiB), and an
+//! acknowledgement pumps again. A session with nothing in flight always reads its next page,
+//! so a full gauge never stops delivery.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,7 +38,13 @@ impl Conn {
         if self.output.page_in.is_some() {
             return Ok(());
         }
-        let seqs = self.with_session(|s| s.pending().paged_head(PAGE_IN_BATCH))?;
+        let memory_full = self.core.memory.is_full();
+        let seqs = self.with_session(|s| {
+            if memory_full && !s.inflight().is_empty() {
+                return Vec::new();
+            }
+            s.pending().paged_head(PAGE_IN_BATCH)
+        })?;
         if seqs.is_empty() {
             return Ok(());
         }

@@ -516,7 +516,13 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Durability>> {
             Ok(Arc::new(engine))
         }
         (Persistence::Durable { directory, .. }, true) => {
-            let store = RedbStore::open(directory.clone(), config.limits.store_limit()).await?;
+            let memory_limit = config
+                .limits
+                .memory_limit_bytes
+                .unwrap_or(crate::broker::routing::memory::DEFAULT_MEMORY_LIMIT_BYTES);
+            let store =
+                RedbStore::open(directory.clone(), config.limits.store_limit(), memory_limit)
+                    .await?;
             Ok(Arc::new(store))
         }
         _ => Ok(Arc::new(MemoryOnly::default())),

@@ -14,14 +14,14 @@ use super::{
     SessionData, WillOwner,
 };
 use crate::broker::message::{Message, SampleStamp, V5Extras};
-use crate::broker::routing::memory::MemoryGauge;
+use crate::broker::routing::memory::{MemoryGauge, DEFAULT_MEMORY_LIMIT_BYTES};
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{SessionState, SubscriptionOptions};
 use crate::protocol::QoS;
 use crate::store::{
-    Op, OwnedQueue, QueueEntry, QueueKind, QueueState, Recovered, SessionRecord, Store, StoreError,
-    StoreLimits, StoredMessage, SubscriptionRecord,
+    Hold, Op, OwnedQueue, QueueEntry, QueueKind, QueueState, Recovered, SessionRecord, Store,
+    StoreError, StoreLimits, StoredMessage, SubscriptionRecord,
 };
 
 /// An open redb store as the broker's durability engine.
@@ -30,13 +30,19 @@ pub struct RedbStore {
     store: Store,
     /// Recovered once at open (reading needs the store's writer idle, so it is done there).
     recovered: parking_lot::Mutex<Option<Recovered>>,
+    /// The broker's `memoryUsage` gauge, known from [`Durability::recover`] on: a page read
+    /// back is sized to it ([`page_bytes`]).
+    memory: std::sync::OnceLock<Arc<MemoryGauge>>,
 }
 
 impl RedbStore {
-    /// Opens `directory` exclusively and reads it back. `store_limit_bytes`: `storeUsage`.
+    /// Opens `directory` exclusively and reads it back. `store_limit_bytes`: `storeUsage`;
+    /// `memory_limit_bytes`: `memoryUsage` (0: none), which bounds the queued messages read
+    /// back into memory ([`recovery_hold`]).
     pub async fn open(
         directory: PathBuf,
         store_limit_bytes: Option<u64>,
+        memory_limit_bytes: u64,
     ) -> anyhow::Result<RedbStore> {
         let limits = StoreLimits { store_limit_bytes };
         let (store, recovered) = tokio::task::spawn_blocking(move || {
@@ -45,7 +51,7 @@ impl RedbStore {
             let store = Store::open(&directory, limits)
                 .map_err(|e| anyhow::Error::new(e).context("cannot open the durable store"))?;
             let recovered = store
-                .recover_envelopes(PAGE_AFTER_RECOVERY, Some(envelope_properties))
+                .recover_envelopes(recovery_hold(memory_limit_bytes), Some(envelope_properties))
                 .map_err(|e| anyhow::Error::new(e).context("cannot recover the durable store"))?;
             Ok::<_, anyhow::Error>((store, recovered))
         })
@@ -54,6 +60,7 @@ impl RedbStore {
         Ok(RedbStore {
             store,
             recovered: parking_lot::Mutex::new(Some(recovered)),
+            memory: std::sync::OnceLock::new(),
         })
     }
 
@@ -160,9 +167,17 @@ impl RedbStore {
     }
 }
 
+/// Largest payload carried in its queue entry. A carried body is
+/// rewritten with its entry at every change of the entry's state (sent, released): for a
+/// message of 2 MiB, a copy read, a copy encoded and a new 2 MiB page held by the store's
+/// write transaction until it commits, for each delivery. Larger messages are stored as a
+/// body and an entry that refers to it, whose state changes rewrite a few bytes.
+const CARRIED_MAX_BYTES: usize = 64 * 1024;
+
 /// The one op storing `message` when it is queued for one session and nothing else (not
-/// retained, no retained message cleared): its body goes in its queue entry
-/// ([`Op::PutQueued`]), one record instead of a body and an entry. `None` otherwise.
+/// retained, no retained message cleared) and not larger than [`CARRIED_MAX_BYTES`]: its
+/// body goes in its queue entry ([`Op::PutQueued`]), one record instead of a body and an
+/// entry. `None` otherwise.
 fn carried_in_entry(
     message: &Message,
     id: u64,
@@ -176,6 +191,9 @@ fn carried_in_entry(
         return None;
     };
     if retained != RetainedChange::Unchanged {
+        return None;
+    }
+    if message.payload.len() > CARRIED_MAX_BYTES {
         return None;
     }
     Some(Op::PutQueued {
@@ -290,12 +308,15 @@ impl Durability for RedbStore {
 
     fn read_payloads(&self, client_id: &Arc<str>, seqs: Vec<QueueSeq>) -> PageFuture {
         let (store, client_id) = (self.store.clone(), client_id.clone());
+        let max_bytes = page_bytes(self.memory.get().map(|m| &**m));
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.read_paged(&client_id, &seqs))
-                .await
-                .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
-                .map(paged_bodies)
-                .map_err(error_of)
+            tokio::task::spawn_blocking(move || {
+                store.read_paged_within(&client_id, &seqs, max_bytes)
+            })
+            .await
+            .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+            .map(paged_bodies)
+            .map_err(error_of)
         })
     }
 
@@ -315,6 +336,8 @@ impl Durability for RedbStore {
     }
 
     fn recover(&self, memory: &Arc<MemoryGauge>) -> Result<Recovery, DurabilityError> {
+        // The first gauge given stays: the broker has one.
+        let _ = self.memory.set(memory.clone());
         let Some(recovered) = self.recovered.lock().take() else {
             return Ok(Recovery::default());
         };
@@ -557,6 +580,39 @@ fn queued_message(entry: crate::store::RecoveredEntry, memory: &Arc<MemoryGauge>
 /// Queued messages of a recovered session held in memory; the rest are paged out.
 const PAGE_AFTER_RECOVERY: usize = crate::broker::routing::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
 
+/// Share of `memoryUsage` that recovery fills with queued messages (all queues together);
+/// the rest is left to the traffic that starts once the broker listens.
+const RECOVERY_SHARE_OF_MEMORY: u64 = 2;
+
+/// Share of `memoryUsage` a page of paged-out messages read back may take (per connection).
+const PAGE_SHARE_OF_MEMORY: u64 = 4;
+
+/// What recovery reads back of the queued messages: [`PAGE_AFTER_RECOVERY`] per queue, and
+/// at most half of `memoryUsage` in all (without a limit, half of the default one). A count
+/// alone bounds nothing when messages are large: a thousand messages of 2 MiB per session.
+fn recovery_hold(memory_limit_bytes: u64) -> Hold {
+    let memory = match memory_limit_bytes {
+        0 => DEFAULT_MEMORY_LIMIT_BYTES,
+        limit => limit,
+    };
+    Hold {
+        queued_per_queue: PAGE_AFTER_RECOVERY,
+        payload_bytes: memory / RECOVERY_SHARE_OF_MEMORY,
+    }
+}
+
+/// Most encoded bytes one page read back may take ([`Store::read_paged_within`], which reads
+/// at least one message): a quarter of `memoryUsage`, less when less of it is free. The
+/// connection asks for up to 256 messages a page; at 2 MiB each that is half a gigabyte.
+fn page_bytes(memory: Option<&MemoryGauge>) -> u64 {
+    let Some(memory) = memory else {
+        return DEFAULT_MEMORY_LIMIT_BYTES / PAGE_SHARE_OF_MEMORY;
+    };
+    let limit = memory.limit_bytes().unwrap_or(DEFAULT_MEMORY_LIMIT_BYTES);
+    let free = limit.saturating_sub(memory.used_bytes());
+    (limit / PAGE_SHARE_OF_MEMORY).min(free)
+}
+
 /// Rebuild a session's state: queued entries become pending, sent ones in-flight (re-sent with
 /// DUP=1 on reconnect), released ones awaiting PUBCOMP (PUBREL re-sent). Every message is
 /// charged to `memory` (it is held in memory now).
@@ -623,6 +679,7 @@ mod tests {
         RedbStore {
             store: Store::memory(StoreLimits::default()).expect("memory store"),
             recovered: parking_lot::Mutex::new(None),
+            memory: std::sync::OnceLock::new(),
         }
     }
 
@@ -819,6 +876,49 @@ mod tests {
             deadline_ms: Some(1_700_000_000_000),
         };
         assert_eq!(will_from_record(will_record(will.clone())), will);
+    }
+
+    #[test]
+    fn a_large_payload_is_stored_apart_from_its_entry() {
+        let c1: Arc<str> = Arc::from("c1");
+        let small = vec![b's'; CARRIED_MAX_BYTES];
+        let large = vec![b'l'; CARRIED_MAX_BYTES + 1];
+        let ops_for = |payload: &[u8]| {
+            engine().ops_of(vec![Change::Message {
+                message: Message {
+                    payload: bytes::Bytes::copy_from_slice(payload),
+                    ..message(b"")
+                },
+                retained: RetainedChange::Unchanged,
+                queued_for: vec![copy(QueueOwner::Session(c1.clone()), 1)],
+            }])
+        };
+        assert!(
+            matches!(ops_for(&small)[..], [Op::PutQueued { .. }]),
+            "carried in its entry"
+        );
+        assert!(
+            matches!(
+                ops_for(&large)[..],
+                [Op::PutMessage { .. }, Op::Enqueue { .. }]
+            ),
+            "a body and an entry: a state change rewrites the entry only"
+        );
+    }
+
+    #[test]
+    fn pages_and_recovery_are_sized_to_memory_usage() {
+        assert_eq!(recovery_hold(32 << 20).payload_bytes, 16 << 20);
+        assert_eq!(
+            recovery_hold(0).payload_bytes,
+            DEFAULT_MEMORY_LIMIT_BYTES / 2,
+            "no limit: half of the default one"
+        );
+        let memory = MemoryGauge::new(32 << 20);
+        assert_eq!(page_bytes(Some(&memory)), 8 << 20);
+        let held = memory.hold(30 << 20);
+        assert_eq!(page_bytes(Some(&memory)), 2 << 20, "the free room");
+        drop(held);
     }
 
     #[test]
