@@ -95,6 +95,14 @@ impl MemoryGauge {
             .is_some_and(|limit| self.used_bytes() >= limit)
     }
 
+    /// Usage has reached half the limit: where kept messages start being held by the store
+    /// only (paged), so that the other half stays for what must be in memory (messages in
+    /// flight, pages read back, non-persistent messages). Never without a limit.
+    pub fn is_half_full(&self) -> bool {
+        self.limit_bytes()
+            .is_some_and(|limit| self.used_bytes() >= limit / 2)
+    }
+
     /// Whether `more` bytes on top of `held` would be over the limit (a transaction that could
     /// never be kept); never without a limit.
     pub fn exceeds_limit(&self, held: u64, more: u64) -> bool {

@@ -483,9 +483,18 @@ impl BrokerCore {
 
     /// How many messages a session queue holds in memory before kept messages are queued
     /// paged out (their payloads read back on delivery): its pending limit, when the
-    /// durability engine can read bodies back; else never.
+    /// durability engine can read bodies back; else never. Once `memoryUsage` is half full,
+    /// none: a count alone would let a few large messages per session fill `memoryUsage`
+    /// (eight of 2 MiB fill 16 MiB long before a pending limit of 1000) and pause every
+    /// publisher until an offline subscriber comes back, though the store could keep them.
     pub fn page_after(&self, pending_limit: usize) -> Option<usize> {
-        self.pages_bodies.then_some(pending_limit)
+        self.pages_bodies.then(|| {
+            if self.memory.is_half_full() {
+                0
+            } else {
+                pending_limit
+            }
+        })
     }
 
     /// Retained messages matching `filter`, copied out so no lock is held while queueing them.
