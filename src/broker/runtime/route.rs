@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::broker::durability::{Change, QueueOwner, QueueSeq, QueuedFor, RetainedChange};
 use crate::broker::message::{min_qos, Message};
+use crate::broker::queues::QueueCopies;
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
@@ -111,6 +112,10 @@ pub struct RoutePlan {
     /// Completing it sets or clears the topic's retained message (false for a delivery from
     /// the backplane: the retained index follows the shared engine's own record).
     pub(super) updates_retained: bool,
+    /// Copies for queues (virtual and composite topics), kept by the same commit and put in
+    /// their queues when the route completes, before the sessions' copies (as ActiveMQ's
+    /// interceptor sends to the queues first). Boxed: most plans have none.
+    queue_copies: Option<Box<QueueCopies>>,
 }
 
 impl RoutePlan {
@@ -288,6 +293,10 @@ impl BrokerCore {
     /// With a backplane (a cluster), nothing is routed here: the plan only updates the local
     /// retained index, and its one change hands the message to the engine, which delivers it
     /// to every broker (see [`crate::broker::durability::backplane`]).
+    ///
+    /// A topic that forwards to queues (ActiveMQ's virtual and composite topics, see
+    /// [`crate::broker::queues::QueueCopies`]) adds their copies to the plan: their entries
+    /// are kept by the same commit; a topic that does not costs one atomic load.
     pub fn plan_route_from(
         &self,
         message: Message,
@@ -296,6 +305,60 @@ impl BrokerCore {
         if self.backplane.is_some() {
             return self.plan_backplane_publish(message, publishers);
         }
+        if self.queues.has_virtual_copies() {
+            if let Some(copies) = self.queues.virtual_copies(&message) {
+                return self.plan_with_queue_copies(message, publishers, copies);
+            }
+        }
+        self.plan_topic_route(message, publishers)
+    }
+
+    /// [`Self::plan_route_from`] plus `copies`: their queue entries join the message's
+    /// `Change::Message` (the body is kept once), their queue records go first. A composite
+    /// topic with `forwardOnly` reaches no subscriber of its own and leaves its retained
+    /// message as it is.
+    #[cold]
+    fn plan_with_queue_copies(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+        copies: QueueCopies,
+    ) -> (RoutePlan, Vec<Change>) {
+        let (mut plan, mut changes) = if copies.forward_only {
+            let limit = self.pending_limits.load().limit_for(&message.topic);
+            self.finish_plan(message, SmallVec::new(), limit, RetainedChange::Unchanged)
+        } else {
+            self.plan_topic_route(message, publishers)
+        };
+        let (mut kept, queued_for) = self.queues.keep_copies(&copies);
+        if !queued_for.is_empty() {
+            let existing = changes.iter_mut().find_map(|change| match change {
+                Change::Message { queued_for, .. } => Some(queued_for),
+                _ => None,
+            });
+            match existing {
+                Some(entries) => entries.extend(queued_for),
+                None => changes.push(Change::Message {
+                    message: plan.message.clone(),
+                    retained: RetainedChange::Unchanged,
+                    queued_for,
+                }),
+            }
+        }
+        if !kept.is_empty() {
+            kept.append(&mut changes);
+            changes = kept;
+        }
+        plan.queue_copies = Some(Box::new(copies));
+        (plan, changes)
+    }
+
+    /// The route of `message` to its topic's subscribers (no queue copies).
+    fn plan_topic_route(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+    ) -> (RoutePlan, Vec<Change>) {
         let generation = self.registry.routes_generation();
         let route = match route_cache::lookup(self.route_cache_id, generation, &message.topic) {
             Some(route) => route,
@@ -420,6 +483,7 @@ impl BrokerCore {
             targets,
             limit,
             updates_retained: false,
+            queue_copies: None,
         };
         (plan, vec![change])
     }
@@ -536,6 +600,7 @@ impl BrokerCore {
                 targets,
                 limit,
                 updates_retained: true,
+                queue_copies: None,
             },
             changes,
         )
@@ -578,7 +643,11 @@ impl BrokerCore {
             targets,
             limit,
             updates_retained,
+            queue_copies,
         } = plan;
+        if let Some(copies) = queue_copies {
+            self.queues.insert_copies(*copies);
+        }
         if message.retain && updates_retained {
             if message.payload.is_empty() {
                 self.retained.write().clear(&message.topic);

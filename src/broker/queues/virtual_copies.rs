@@ -1,0 +1,225 @@
+//! Copies of a message published to a topic for queues: ActiveMQ's virtual topics
+//! (`Consumer.*.VirtualTopic.X` gets what is sent to topic `VirtualTopic.X`) and composite
+//! topics forwarding to queues (`config::virtual_destinations` has the rules).
+//!
+//! The copies are planned with the topic's route (`runtime/route.rs`): their queue entries are
+//! kept by the same commit as the route's session entries, so a QoS 1/2 publish is
+//! acknowledged only once every copy is kept, and they enter their queues when the route
+//! completes. ActiveMQ's forward is internal: only the publisher's `write` on the topic is
+//! authorized (the interceptor sits below the authorization broker).
+//!
+//! Cost for a topic that is not virtual: one relaxed atomic load while no queue is a consumer
+//! queue of a virtual topic and no composite topic is configured; otherwise one hash lookup by
+//! the topic's MQTT name. The index maps each topic to its consumer queues and is updated when
+//! a queue is created, recovered or deleted (queues that exist: a consumer's SUBSCRIBE, a
+//! SEND, `<destinations>`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::{Entry, Queue, Queues};
+use crate::broker::durability::{Change, QueueOwner, QueuedFor};
+use crate::broker::message::Message;
+use crate::config::virtual_destinations::{VirtualDestinations, VirtualTopic};
+use crate::protocol::QoS;
+use crate::security::destination::swap_chars;
+
+/// What a topic (by MQTT name) forwards to queues.
+#[derive(Default)]
+struct Targets {
+    /// Consumer queues of virtual topics, each once.
+    queues: Vec<Arc<Queue>>,
+    /// A composite topic's queues (created when first forwarded to, as ActiveMQ's send
+    /// creates them) and its `forwardOnly`.
+    composite: Option<(Vec<Arc<str>>, bool)>,
+}
+
+impl Targets {
+    fn is_empty(&self) -> bool {
+        self.queues.is_empty() && self.composite.is_none()
+    }
+}
+
+/// The virtual destinations in force and, per topic, the queues that take its messages.
+#[derive(Default)]
+pub(super) struct VirtualIndex {
+    topics: RwLock<Vec<VirtualTopic>>,
+    by_topic: RwLock<HashMap<Box<str>, Targets>>,
+    /// `by_topic` is not empty: the only check a publish pays otherwise.
+    any: AtomicBool,
+}
+
+/// A message's copies for queues, planned with its topic route.
+pub struct QueueCopies {
+    copies: Vec<(Arc<Queue>, Entry)>,
+    /// A composite topic with `forwardOnly`: the topic's own subscribers get nothing.
+    pub forward_only: bool,
+}
+
+impl std::fmt::Debug for QueueCopies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueCopies")
+            .field("queues", &self.copies.len())
+            .field("forward_only", &self.forward_only)
+            .finish()
+    }
+}
+
+impl Queues {
+    /// Apply the configuration's virtual destinations (at start; a change needs a restart)
+    /// and index the queues that exist.
+    pub fn set_virtual_destinations(&self, config: &VirtualDestinations) {
+        *self.virtual_index.topics.write() = config.topics.clone();
+        {
+            let mut by_topic = self.virtual_index.by_topic.write();
+            by_topic.clear();
+            for composite in &config.composite_topics {
+                let queues = composite
+                    .forward_to_queues
+                    .iter()
+                    .map(|q| Arc::from(q.as_str()))
+                    .collect();
+                by_topic
+                    .entry(swap_chars(&composite.name).into_boxed_str())
+                    .or_default()
+                    .composite = Some((queues, composite.forward_only));
+            }
+        }
+        let existing: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
+        for queue in &existing {
+            self.index_virtual(queue);
+        }
+        self.update_any();
+    }
+
+    fn update_any(&self) {
+        let any = !self.virtual_index.by_topic.read().is_empty();
+        self.virtual_index.any.store(any, Ordering::Release);
+    }
+
+    /// Index `queue` under the topics whose virtual topic copies onto it (a new, recovered
+    /// or declared queue; temporary queues are never consumer queues).
+    pub(super) fn index_virtual(&self, queue: &Arc<Queue>) {
+        if queue.temporary {
+            return;
+        }
+        let topics: Vec<String> = self
+            .virtual_index
+            .topics
+            .read()
+            .iter()
+            .filter_map(|t| t.topic_of_queue(&queue.name))
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        {
+            let mut by_topic = self.virtual_index.by_topic.write();
+            for topic in topics {
+                let targets = by_topic
+                    .entry(swap_chars(&topic).into_boxed_str())
+                    .or_default();
+                if !targets.queues.iter().any(|q| Arc::ptr_eq(q, queue)) {
+                    targets.queues.push(queue.clone());
+                }
+            }
+        }
+        tracing::debug!(queue = %queue.name, "queue takes copies of a virtual topic");
+        self.update_any();
+    }
+
+    /// Forget a deleted queue in the index.
+    pub(super) fn unindex_virtual(&self, queue: &Arc<Queue>) {
+        if !self.virtual_index.any.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut by_topic = self.virtual_index.by_topic.write();
+            by_topic.retain(|_, targets| {
+                targets.queues.retain(|q| !Arc::ptr_eq(q, queue));
+                !targets.is_empty()
+            });
+        }
+        self.update_any();
+    }
+
+    /// Whether any topic forwards to queues: when false, no publish needs
+    /// [`Queues::virtual_copies`]. One atomic load.
+    #[inline]
+    pub fn has_virtual_copies(&self) -> bool {
+        self.virtual_index.any.load(Ordering::Acquire)
+    }
+
+    /// The copies of `message` (published to its topic, MQTT name) for the queues that take
+    /// that topic's messages, each charged to `memoryUsage`, persistent when its QoS is 1 or
+    /// 2 (a STOMP `persistent:true` SEND); `None` when the topic forwards to no queue.
+    pub fn virtual_copies(&self, message: &Message) -> Option<QueueCopies> {
+        let (mut queues, composite) = {
+            let by_topic = self.virtual_index.by_topic.read();
+            let targets = by_topic.get(&*message.topic)?;
+            (targets.queues.clone(), targets.composite.clone())
+        };
+        let mut forward_only = false;
+        if let Some((names, only)) = composite {
+            forward_only = only;
+            for name in names {
+                let queue = self.get_or_create(&name);
+                if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                    queues.push(queue);
+                }
+            }
+        }
+        let persistent = message.qos != QoS::AtMostOnce;
+        let live = Message {
+            retain: false,
+            ..message.clone()
+        };
+        let copies = queues
+            .into_iter()
+            .map(|queue| {
+                let entry = self.new_entry(&queue, live.clone(), persistent);
+                (queue, entry)
+            })
+            .collect();
+        Some(QueueCopies {
+            copies,
+            forward_only,
+        })
+    }
+
+    /// What keeps `copies`: queue records not known to exist yet, and one queue entry per
+    /// kept copy (to be added to the published message's `Change::Message`).
+    pub fn keep_copies(&self, copies: &QueueCopies) -> (Vec<Change>, Vec<QueuedFor>) {
+        let mut declared = Vec::new();
+        let mut queued_for = Vec::new();
+        for (queue, entry) in copies.copies.iter().filter(|(_, e)| e.kept) {
+            if !queue.declared.load(Ordering::Relaxed) {
+                declared.push(Change::QueueDeclared {
+                    owner: queue.owner.clone(),
+                });
+            }
+            queued_for.push(QueuedFor {
+                owner: QueueOwner::Queue(queue.name.clone()),
+                seq: entry.seq,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_id: None,
+            });
+        }
+        (declared, queued_for)
+    }
+
+    /// Put `copies` in their queues: after what [`Queues::keep_copies`] described is kept.
+    pub fn insert_copies(&self, copies: QueueCopies) {
+        for (queue, entry) in copies.copies {
+            if entry.kept {
+                queue.declared.store(true, Ordering::Relaxed);
+            }
+            let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
+            self.settle_in_background(&queue, out);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! ActiveMQ's virtual topics and composite topics: MQTT devices publish to
+//! `VirtualTopic/orders` (topic `VirtualTopic.orders`), STOMP backends consume with load
+//! balancing from queues `Consumer.<name>.VirtualTopic.orders`. Each existing consumer queue
+//! gets every message (its consumers share them), a plain topic subscriber still gets them,
+//! `useVirtualTopics="false"` and a written `<destinationInterceptors>` turn the default off,
+//! a composite topic forwards to its queues, and a persistent copy acknowledged by PUBACK
+//! survives a SIGKILL of the broker.
+
+use std::time::Duration;
+
+use crate::client::StompClient;
+use crate::support::Client;
+
+/// A STOMP subscription to `destination` (receipt awaited, `auto` ack).
+async fn subscribed(env: &crate::Env, destination: &str) -> StompClient {
+    let mut c = env.connected(&[]).await;
+    subscribe(&mut c, destination).await;
+    c
+}
+
+async fn subscribe(c: &mut StompClient, destination: &str) {
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", destination),
+            ("id", "s"),
+            ("receipt", "sub"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(c.recv().await.header("receipt-id"), Some("sub"));
+}
+
+/// Bodies received until nothing comes for 300 ms.
+async fn drain(c: &mut StompClient) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(f) = c.recv_within(Duration::from_millis(300)).await {
+        assert_eq!(f.command, "MESSAGE", "{f:?}");
+        bodies.push(f.body_text());
+    }
+    bodies
+}
+
+async fn publish_all(env: &crate::Env, topic: &str, n: usize) {
+    let mut mqtt = Client::connect(env.mqtt(), "device").await;
+    for i in 0..n {
+        mqtt.publish(
+            topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            i.to_string().as_bytes(),
+        )
+        .await;
+    }
+    mqtt.disconnect().await;
+}
+
+#[tokio::test]
+async fn mqtt_publishes_reach_every_consumer_queue_once_and_the_topic() {
+    let env = crate::broker().await;
+    let mut a1 = subscribed(&env, "/queue/Consumer.a.VirtualTopic.orders").await;
+    let mut a2 = subscribed(&env, "/queue/Consumer.a.VirtualTopic.orders").await;
+    let mut b = subscribed(&env, "/queue/Consumer.b.VirtualTopic.orders").await;
+    let mut topic = subscribed(&env, "/topic/VirtualTopic.orders").await;
+    // Not a consumer queue: `*` is one level; nor is a queue of another topic.
+    let mut deep = subscribed(&env, "/queue/Consumer.x.y.VirtualTopic.orders").await;
+    let mut other = subscribed(&env, "/queue/Consumer.a.VirtualTopic.other").await;
+    publish_all(&env, "VirtualTopic/orders", 10).await;
+
+    let all: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    let (got1, got2) = (drain(&mut a1).await, drain(&mut a2).await);
+    assert!(!got1.is_empty() && !got2.is_empty(), "{got1:?} {got2:?}");
+    let mut shared: Vec<String> = got1.into_iter().chain(got2).collect();
+    shared.sort_by_key(|s| s.parse::<u32>().unwrap_or(u32::MAX));
+    assert_eq!(shared, all, "consumers of one queue share its messages");
+    assert_eq!(drain(&mut b).await, all);
+    assert_eq!(drain(&mut topic).await, all);
+    assert!(drain(&mut deep).await.is_empty());
+    assert!(drain(&mut other).await.is_empty());
+
+    // A STOMP SEND to the topic is copied too.
+    let mut p = env.connected(&[]).await;
+    p.send(
+        "SEND",
+        &[
+            ("destination", "/topic/VirtualTopic.orders"),
+            ("persistent", "true"),
+            ("receipt", "r"),
+        ],
+        "stomp",
+    )
+    .await;
+    assert_eq!(p.recv().await.header("receipt-id"), Some("r"));
+    assert_eq!(drain(&mut b).await, ["stomp"]);
+}
+
+#[tokio::test]
+async fn a_consumer_queue_gets_what_is_published_after_it_exists() {
+    let env = crate::broker().await;
+    publish_all(&env, "VirtualTopic/late", 2).await;
+    // Created by its first SUBSCRIBE: nothing of before, as in ActiveMQ.
+    let mut q = subscribed(&env, "/queue/Consumer.a.VirtualTopic.late").await;
+    assert!(drain(&mut q).await.is_empty());
+    publish_all(&env, "VirtualTopic/late", 1).await;
+    assert_eq!(drain(&mut q).await, ["0"]);
+    // The queue keeps copies while no consumer is there.
+    drop(q);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publish_all(&env, "VirtualTopic/late", 3).await;
+    let mut q = subscribed(&env, "/queue/Consumer.a.VirtualTopic.late").await;
+    assert_eq!(drain(&mut q).await, ["0", "1", "2"]);
+}
+
+#[tokio::test]
+async fn use_virtual_topics_false_and_a_written_interceptor_replace_the_default() {
+    for (attributes, children) in [
+        (r#"useVirtualTopics="false""#, ""),
+        (
+            "",
+            "<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>\
+             <virtualTopic name=\"Fleet.>\" prefix=\"Backend.*.\"/>\
+             </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>",
+        ),
+    ] {
+        let xml = crate::support::BrokerXml::new()
+            .name("vt")
+            .attributes(attributes)
+            .child(children)
+            .connector("mqtt", "mqtt://127.0.0.1:0")
+            .connector("stomp", "stomp://127.0.0.1:0")
+            .build();
+        let env = crate::Env {
+            broker: crate::support::TestBroker::from_xml(&xml).await,
+        };
+        let mut default = subscribed(&env, "/queue/Consumer.a.VirtualTopic.orders").await;
+        let mut custom = subscribed(&env, "/queue/Backend.a.Fleet.truck").await;
+        publish_all(&env, "VirtualTopic/orders", 1).await;
+        publish_all(&env, "Fleet/truck", 1).await;
+        assert!(drain(&mut default).await.is_empty(), "{attributes}");
+        let expected: &[&str] = if children.is_empty() { &[] } else { &["0"] };
+        assert_eq!(drain(&mut custom).await, expected, "{children}");
+    }
+}
+
+#[tokio::test]
+async fn a_composite_topic_forwards_to_its_queues() {
+    let env = crate::broker_with(
+        r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+             <compositeTopic name="MY.TOPIC"><forwardTo><queue physicalName="C"/><queue physicalName="D"/></forwardTo></compositeTopic>
+             <compositeTopic name="ALSO" forwardOnly="false"><forwardTo><queue physicalName="E"/></forwardTo></compositeTopic>
+           </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
+    )
+    .await;
+    let mut topic = subscribed(&env, "/topic/MY.TOPIC").await;
+    let mut also = subscribed(&env, "/topic/ALSO").await;
+    publish_all(&env, "MY/TOPIC", 2).await;
+    publish_all(&env, "ALSO", 1).await;
+    // forwardOnly (the default): the topic's own subscribers get nothing.
+    assert!(drain(&mut topic).await.is_empty());
+    assert_eq!(drain(&mut also).await, ["0"]);
+    let mut c = subscribed(&env, "/queue/C").await;
+    let mut d = subscribed(&env, "/queue/D").await;
+    let mut e = subscribed(&env, "/queue/E").await;
+    assert_eq!(drain(&mut c).await, ["0", "1"]);
+    assert_eq!(drain(&mut d).await, ["0", "1"]);
+    assert_eq!(drain(&mut e).await, ["0"]);
+}
+
+/// The `ferromq` binary with a store, MQTT on `mqtt` and STOMP on `stomp`, and a declared
+/// consumer queue (it exists before any consumer).
+fn spawn_durable(dir: &std::path::Path, mqtt: u16, stomp: u16) -> crate::support::ChildGuard {
+    let config = dir.join("activemq.xml");
+    let xml = crate::support::BrokerXml::new()
+        .name("vt-crash")
+        .kahadb(&dir.join("kahadb"))
+        .child(r#"<destinations><queue physicalName="Consumer.kept.VirtualTopic.orders"/></destinations>"#)
+        .connector("mqtt", &format!("mqtt://127.0.0.1:{mqtt}"))
+        .connector("stomp", &format!("stomp://127.0.0.1:{stomp}"))
+        .build();
+    std::fs::write(&config, xml).expect("write config");
+    crate::support::ChildGuard(crate::support::wire::spawn_broker(&config))
+}
+
+async fn up(port: u16) -> std::net::SocketAddr {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    addr
+}
+
+/// Every QoS 1 publish whose PUBACK came is in the consumer queue after a SIGKILL.
+#[tokio::test]
+async fn a_copy_acknowledged_by_puback_survives_a_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mqtt, stomp) = (crate::support::free_port(), crate::support::free_port());
+    let mut broker = spawn_durable(dir.path(), mqtt, stomp);
+    up(stomp).await;
+    let mut device = Client::connect(up(mqtt).await, "device").await;
+    for i in 0..20 {
+        device
+            .publish(
+                "VirtualTopic/orders",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                i.to_string().as_bytes(),
+            )
+            .await;
+    }
+    broker.kill().expect("SIGKILL");
+    broker.wait().expect("reaped");
+
+    let _broker = spawn_durable(dir.path(), mqtt, stomp);
+    let mut c = StompClient::tcp(up(stomp).await).await;
+    c.connect(&[]).await;
+    subscribe(&mut c, "/queue/Consumer.kept.VirtualTopic.orders").await;
+    let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
+    assert_eq!(drain(&mut c).await, expected);
+}
