@@ -21,8 +21,8 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::{Entry, Queue, Queues};
-use crate::broker::durability::{Change, QueueOwner, QueuedFor};
-use crate::broker::message::Message;
+use crate::broker::durability::{Change, QueueOwner, QueuedFor, RetainedChange};
+use crate::broker::message::{Message, V5Extras};
 use crate::config::virtual_destinations::{VirtualDestinations, VirtualTopic};
 use crate::protocol::QoS;
 use crate::security::destination::swap_chars;
@@ -54,6 +54,8 @@ pub(super) struct VirtualIndex {
 
 /// A message's copies for queues, planned with its topic route.
 pub struct QueueCopies {
+    /// The message every copy carries (see [`copy_of`]).
+    message: Message,
     copies: Vec<(Arc<Queue>, Entry)>,
     /// A composite topic with `forwardOnly`: the topic's own subscribers get nothing.
     pub forward_only: bool,
@@ -173,10 +175,7 @@ impl Queues {
             }
         }
         let persistent = message.qos != QoS::AtMostOnce;
-        let live = Message {
-            retain: false,
-            ..message.clone()
-        };
+        let live = copy_of(message);
         let copies = queues
             .into_iter()
             .map(|queue| {
@@ -185,19 +184,21 @@ impl Queues {
             })
             .collect();
         Some(QueueCopies {
+            message: live,
             copies,
             forward_only,
         })
     }
 
-    /// What keeps `copies`: queue records not known to exist yet, and one queue entry per
-    /// kept copy (to be added to the published message's `Change::Message`).
-    pub fn keep_copies(&self, copies: &QueueCopies) -> (Vec<Change>, Vec<QueuedFor>) {
-        let mut declared = Vec::new();
+    /// What keeps `copies`: queue records not known to exist yet, then one message with an
+    /// entry per kept copy (stored apart from the topic route's: the copies carry
+    /// `original-destination`). Empty when no copy is persistent.
+    pub fn keep_copies(&self, copies: &QueueCopies) -> Vec<Change> {
+        let mut changes = Vec::new();
         let mut queued_for = Vec::new();
         for (queue, entry) in copies.copies.iter().filter(|(_, e)| e.kept) {
             if !queue.declared.load(Ordering::Relaxed) {
-                declared.push(Change::QueueDeclared {
+                changes.push(Change::QueueDeclared {
                     owner: queue.owner.clone(),
                 });
             }
@@ -209,7 +210,14 @@ impl Queues {
                 subscription_id: None,
             });
         }
-        (declared, queued_for)
+        if !queued_for.is_empty() {
+            changes.push(Change::Message {
+                message: copies.message.clone(),
+                retained: RetainedChange::Unchanged,
+                queued_for,
+            });
+        }
+        changes
     }
 
     /// Put `copies` in their queues: after what [`Queues::keep_copies`] described is kept.
@@ -221,5 +229,26 @@ impl Queues {
             let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
             self.settle_in_background(&queue, out);
         }
+    }
+}
+
+/// A message published to a topic as its queues receive it: not retained, and with the topic
+/// as `original-destination` (ActiveMQ's `setOriginalDestination`, true by default, which STOMP
+/// shows as that header).
+fn copy_of(message: &Message) -> Message {
+    let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
+        properties: crate::protocol::Properties::default(),
+        expires_at: None,
+    });
+    let props = &mut extras.properties.user_properties;
+    props.retain(|(k, _)| k != super::dead_letter::ORIGINAL_DESTINATION);
+    props.push((
+        super::dead_letter::ORIGINAL_DESTINATION.into(),
+        format!("/topic/{}", swap_chars(&message.topic)),
+    ));
+    Message {
+        retain: false,
+        v5: Some(Arc::new(extras)),
+        ..message.clone()
     }
 }

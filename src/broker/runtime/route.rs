@@ -313,8 +313,8 @@ impl BrokerCore {
         self.plan_topic_route(message, publishers)
     }
 
-    /// [`Self::plan_route_from`] plus `copies`: their queue entries join the message's
-    /// `Change::Message` (the body is kept once), their queue records go first. A composite
+    /// [`Self::plan_route_from`] plus `copies`, kept by the same commit (their queue records
+    /// and their own message with an entry per persistent copy). A composite
     /// topic with `forwardOnly` reaches no subscriber of its own and leaves its retained
     /// message as it is.
     #[cold]
@@ -330,25 +330,7 @@ impl BrokerCore {
         } else {
             self.plan_topic_route(message, publishers)
         };
-        let (mut kept, queued_for) = self.queues.keep_copies(&copies);
-        if !queued_for.is_empty() {
-            let existing = changes.iter_mut().find_map(|change| match change {
-                Change::Message { queued_for, .. } => Some(queued_for),
-                _ => None,
-            });
-            match existing {
-                Some(entries) => entries.extend(queued_for),
-                None => changes.push(Change::Message {
-                    message: plan.message.clone(),
-                    retained: RetainedChange::Unchanged,
-                    queued_for,
-                }),
-            }
-        }
-        if !kept.is_empty() {
-            kept.append(&mut changes);
-            changes = kept;
-        }
+        changes.extend(self.queues.keep_copies(&copies));
         plan.queue_copies = Some(Box::new(copies));
         (plan, changes)
     }
