@@ -170,6 +170,18 @@ fn virtual_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<VirtualTopic> {
     for quiet in ["transactedSend", "concurrentSend", "local"] {
         ctx.bool_attr(item, quiet);
     }
+    if let Some(false) = ctx.bool_attr(item, "setOriginalDestination") {
+        if let Some(a) = item.attr("setOriginalDestination") {
+            ctx.push(
+                Diagnostic::warning(
+                    a.span.clone(),
+                    "setOriginalDestination=\"false\" is not acted on: a queue copy always \
+                     carries the topic as original-destination",
+                )
+                .with_hint("remove it"),
+            );
+        }
+    }
     if let Some(true) = ctx.bool_attr(item, "dropOnResourceLimit") {
         if let Some(a) = item.attr("dropOnResourceLimit") {
             ctx.push(
@@ -356,5 +368,34 @@ mod tests {
         assert!(has(d, "<compositeQueue> is not served"), "{d}");
         assert!(has(d, "forwarding to a <topic> is not served"), "{d}");
         assert!(has(d, "prefix `Consumer` is not whole levels"), "{d}");
+    }
+
+    #[test]
+    fn a_cluster_node_refuses_them_and_applies_no_default() {
+        let store = r#"<persistenceAdapter><ferromq:jetStream servers="nats://127.0.0.1:4222"/></persistenceAdapter>"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = super::super::tests::options();
+        let node = |inner: &str| {
+            super::super::tests::load_in(dir.path(), r#"brokerName="n1""#, inner, &opts)
+        };
+        let default = node(store);
+        assert!(!default.diagnostics.has_errors(), "{}", default.diagnostics);
+        let report = crate::config::report::text(&default);
+        assert!(
+            report.contains("a cluster node applies no virtual destinations"),
+            "{report}"
+        );
+        assert!(valid(default).virtual_destinations.is_empty());
+        let explicit = node(&format!(
+            "{store}<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>\
+             <virtualTopic name=\"VirtualTopic.>\"/></virtualDestinations>\
+             </virtualDestinationInterceptor></destinationInterceptors>"
+        ));
+        assert!(
+            has(&explicit.diagnostics, "not served on a cluster node"),
+            "{}",
+            explicit.diagnostics
+        );
+        assert!(explicit.diagnostics.has_errors());
     }
 }
