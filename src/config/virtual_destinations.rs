@@ -13,7 +13,8 @@
 //!   (`VirtualTopicInterceptor.send`); a queue copy that cannot be kept fails the send.
 //! - `<compositeTopic name="T" forwardOnly="true">` (`forwardOnly` defaults to true): a message
 //!   sent to `T` goes to each `forwardTo` destination, and to `T`'s own subscribers only when
-//!   `forwardOnly="false"`.
+//!   `forwardOnly="false"`. `<compositeQueue name="Q">` likewise for what is sent to queue `Q`
+//!   (`Q` itself keeps a copy only when `forwardOnly="false"`).
 
 use serde::Serialize;
 
@@ -23,7 +24,9 @@ pub struct VirtualDestinations {
     /// Virtual topics, in file order (ActiveMQ's default one when none is written).
     pub topics: Vec<VirtualTopic>,
     /// Composite topics (`<compositeTopic>`), in file order.
-    pub composite_topics: Vec<CompositeTopic>,
+    pub composite_topics: Vec<Composite>,
+    /// Composite queues (`<compositeQueue>`), in file order.
+    pub composite_queues: Vec<Composite>,
     /// The configuration wrote `<destinationInterceptors>` (false: ActiveMQ's default applies,
     /// or `useVirtualTopics="false"` turned it off).
     pub explicit: bool,
@@ -39,6 +42,7 @@ impl Default for VirtualDestinations {
                 postfix: String::new(),
             }],
             composite_topics: Vec::new(),
+            composite_queues: Vec::new(),
             explicit: false,
         }
     }
@@ -50,12 +54,15 @@ impl VirtualDestinations {
         VirtualDestinations {
             topics: Vec::new(),
             composite_topics: Vec::new(),
+            composite_queues: Vec::new(),
             explicit,
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.topics.is_empty() && self.composite_topics.is_empty()
+        self.topics.is_empty()
+            && self.composite_topics.is_empty()
+            && self.composite_queues.is_empty()
     }
 
     /// One line per virtual destination, for `check`.
@@ -86,6 +93,18 @@ impl VirtualDestinations {
                     " only"
                 } else {
                     " and to its own subscribers"
+                }
+            ));
+        }
+        for c in &self.composite_queues {
+            lines.push(format!(
+                "composite queue {}: forwards to queues {}{}",
+                c.name,
+                c.forward_to_queues.join(", "),
+                if c.forward_only {
+                    " only"
+                } else {
+                    " and keeps its own copy"
                 }
             ));
         }
@@ -145,12 +164,13 @@ fn pattern_levels(part: &str) -> Vec<&str> {
     }
 }
 
-/// One `<compositeTopic>` whose `forwardTo` lists queues.
+/// One `<compositeTopic>` or `<compositeQueue>` whose `forwardTo` lists queues.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CompositeTopic {
-    /// The topic (ActiveMQ name, no wildcard).
+pub struct Composite {
+    /// The topic or queue (ActiveMQ name, no wildcard).
     pub name: String,
-    /// `forwardOnly` (default true): the topic's own subscribers do not get the message.
+    /// `forwardOnly` (default true): the topic's own subscribers (the queue itself) do not
+    /// get the message.
     pub forward_only: bool,
     /// The queues it forwards to (ActiveMQ names), each once.
     pub forward_to_queues: Vec<String>,

@@ -223,3 +223,79 @@ async fn a_copy_acknowledged_by_puback_survives_a_sigkill() {
     let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
     assert_eq!(drain(&mut c).await, expected);
 }
+
+#[tokio::test]
+async fn a_composite_queue_fans_a_send_out_to_its_queues() {
+    let env = crate::broker_with(
+        r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+             <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/><queue physicalName="B"/></forwardTo></compositeQueue>
+             <compositeQueue name="KEEP" forwardOnly="false"><forwardTo><queue physicalName="K"/></forwardTo></compositeQueue>
+           </virtualDestinationInterceptor></destinationInterceptors>"#
+            .replace(
+                "</virtualDestinationInterceptor>",
+                "</virtualDestinations></virtualDestinationInterceptor>",
+            )
+            .as_str(),
+    )
+    .await;
+    let mut own = subscribed(&env, "/queue/MY.QUEUE").await;
+    let mut p = env.connected(&[]).await;
+    for (i, dest) in ["/queue/MY.QUEUE", "/queue/KEEP"].iter().enumerate() {
+        let receipt = format!("r{i}");
+        p.send(
+            "SEND",
+            &[
+                ("destination", dest),
+                ("persistent", "true"),
+                ("receipt", &receipt),
+            ],
+            "plain",
+        )
+        .await;
+        assert_eq!(p.recv().await.header("receipt-id"), Some(&*receipt));
+    }
+    // In a transaction: one staged send per target, in the queues at COMMIT.
+    for (command, headers) in [
+        ("BEGIN", vec![("transaction", "tx")]),
+        (
+            "SEND",
+            vec![("destination", "/queue/MY.QUEUE"), ("transaction", "tx")],
+        ),
+        ("COMMIT", vec![("transaction", "tx"), ("receipt", "c")]),
+    ] {
+        p.send(command, &headers, "tx").await;
+    }
+    assert_eq!(p.recv().await.header("receipt-id"), Some("c"));
+    // forwardOnly (the default): the composite queue itself gets nothing.
+    assert!(drain(&mut own).await.is_empty());
+    for (queue, expected) in [
+        ("/queue/A", &["plain", "tx"][..]),
+        ("/queue/B", &["plain", "tx"][..]),
+        ("/queue/KEEP", &["plain"][..]),
+        ("/queue/K", &["plain"][..]),
+    ] {
+        let mut c = env.connected(&[]).await;
+        c.send(
+            "SUBSCRIBE",
+            &[("destination", queue), ("id", "s"), ("receipt", "sub")],
+            "",
+        )
+        .await;
+        assert_eq!(c.recv().await.header("receipt-id"), Some("sub"));
+        let mut got = Vec::new();
+        while let Some(f) = c.recv_within(Duration::from_millis(300)).await {
+            assert_eq!(
+                f.header("original-destination"),
+                Some(if queue.contains('K') {
+                    "/queue/KEEP"
+                } else {
+                    "/queue/MY.QUEUE"
+                })
+                .filter(|_| queue != "/queue/KEEP"),
+                "{f:?}"
+            );
+            got.push(f.body_text());
+        }
+        assert_eq!(got, expected, "{queue}");
+    }
+}

@@ -433,6 +433,9 @@ impl Queues {
                 .check_room(incoming)
                 .map_err(SendError::Durability)?;
         }
+        if let Some(targets) = self.composite_targets(name) {
+            return self.send_fanned(name, targets, message, persistent);
+        }
         let queue = self.get_or_create(name);
         self.send_to(&queue, message, persistent)
     }
@@ -475,6 +478,9 @@ impl Queues {
                 .filter(|q| q.temporary)
                 .cloned()?
         } else {
+            if let Some(targets) = self.composite_targets(name) {
+                return Some(self.send_fanned(name, targets, message, persistent));
+            }
             self.get_or_create(name)
         };
         Some(self.send_to(&queue, message, persistent))

@@ -20,12 +20,15 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use super::{Entry, Queue, Queues};
-use crate::broker::durability::{Change, QueueOwner, QueuedFor, RetainedChange};
+use super::{Entry, Queue, Queues, SendError};
+use crate::broker::durability::{Change, Commit, QueueOwner, QueuedFor, RetainedChange};
 use crate::broker::message::{Message, V5Extras};
 use crate::config::virtual_destinations::{VirtualDestinations, VirtualTopic};
 use crate::protocol::QoS;
 use crate::security::destination::swap_chars;
+
+/// A composite's target queue names and its `forwardOnly`.
+type Forward = (Vec<Arc<str>>, bool);
 
 /// What a topic (by MQTT name) forwards to queues.
 #[derive(Default)]
@@ -50,6 +53,10 @@ pub(super) struct VirtualIndex {
     by_topic: RwLock<HashMap<Box<str>, Targets>>,
     /// `by_topic` is not empty: the only check a publish pays otherwise.
     any: AtomicBool,
+    /// Composite queues: name -> (the queues it forwards to, `forwardOnly`).
+    composite_queues: RwLock<HashMap<Arc<str>, Forward>>,
+    /// `composite_queues` is not empty: the only check a queue send pays otherwise.
+    any_composite_queue: AtomicBool,
 }
 
 /// A message's copies for queues, planned with its topic route.
@@ -59,6 +66,9 @@ pub struct QueueCopies {
     copies: Vec<(Arc<Queue>, Entry)>,
     /// A composite topic with `forwardOnly`: the topic's own subscribers get nothing.
     pub forward_only: bool,
+    /// The copy (an index of `copies`) that is the original itself: a composite queue's own,
+    /// without `forwardOnly`. Its entry carries the message as sent.
+    own: Option<usize>,
 }
 
 impl std::fmt::Debug for QueueCopies {
@@ -89,6 +99,24 @@ impl Queues {
                     .or_default()
                     .composite = Some((queues, composite.forward_only));
             }
+        }
+        {
+            let mut composites = self.virtual_index.composite_queues.write();
+            composites.clear();
+            for composite in &config.composite_queues {
+                let targets = composite
+                    .forward_to_queues
+                    .iter()
+                    .map(|q| Arc::from(q.as_str()))
+                    .collect();
+                composites.insert(
+                    Arc::from(composite.name.as_str()),
+                    (targets, composite.forward_only),
+                );
+            }
+            self.virtual_index
+                .any_composite_queue
+                .store(!composites.is_empty(), Ordering::Release);
         }
         let existing: Vec<Arc<Queue>> = self.queues.read().values().cloned().collect();
         for queue in &existing {
@@ -175,7 +203,7 @@ impl Queues {
             }
         }
         let persistent = message.qos != QoS::AtMostOnce;
-        let live = copy_of(message);
+        let live = copy_of(message, format!("/topic/{}", swap_chars(&message.topic)));
         let copies = queues
             .into_iter()
             .map(|queue| {
@@ -187,6 +215,7 @@ impl Queues {
             message: live,
             copies,
             forward_only,
+            own: None,
         })
     }
 
@@ -196,20 +225,34 @@ impl Queues {
     pub fn keep_copies(&self, copies: &QueueCopies) -> Vec<Change> {
         let mut changes = Vec::new();
         let mut queued_for = Vec::new();
-        for (queue, entry) in copies.copies.iter().filter(|(_, e)| e.kept) {
+        let mut own = Vec::new();
+        for (i, (queue, entry)) in copies.copies.iter().enumerate() {
+            if !entry.kept {
+                continue;
+            }
             if !queue.declared.load(Ordering::Relaxed) {
                 changes.push(Change::QueueDeclared {
                     owner: queue.owner.clone(),
                 });
             }
-            queued_for.push(QueuedFor {
+            let kept = QueuedFor {
                 owner: QueueOwner::Queue(queue.name.clone()),
                 seq: entry.seq,
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_id: None,
-            });
+            };
+            if copies.own == Some(i) {
+                own.push(Change::Message {
+                    message: entry.message.clone(),
+                    retained: RetainedChange::Unchanged,
+                    queued_for: vec![kept],
+                });
+            } else {
+                queued_for.push(kept);
+            }
         }
+        changes.extend(own);
         if !queued_for.is_empty() {
             changes.push(Change::Message {
                 message: copies.message.clone(),
@@ -232,23 +275,120 @@ impl Queues {
     }
 }
 
-/// A message published to a topic as its queues receive it: not retained, and with the topic
-/// as `original-destination` (ActiveMQ's `setOriginalDestination`, true by default, which STOMP
-/// shows as that header).
-fn copy_of(message: &Message) -> Message {
+/// A message forwarded from `origin` (`/topic/T`, `/queue/Q`) as its queues receive it: not
+/// retained, and with `origin` as `original-destination` (ActiveMQ sets the copy's original
+/// destination: `setOriginalDestination`, true by default, for a virtual topic; always for a
+/// composite), which STOMP shows as that header.
+fn copy_of(message: &Message, origin: String) -> Message {
     let mut extras = message.v5.as_deref().cloned().unwrap_or(V5Extras {
         properties: crate::protocol::Properties::default(),
         expires_at: None,
     });
     let props = &mut extras.properties.user_properties;
     props.retain(|(k, _)| k != super::dead_letter::ORIGINAL_DESTINATION);
-    props.push((
-        super::dead_letter::ORIGINAL_DESTINATION.into(),
-        format!("/topic/{}", swap_chars(&message.topic)),
-    ));
+    props.push((super::dead_letter::ORIGINAL_DESTINATION.into(), origin));
     Message {
         retain: false,
         v5: Some(Arc::new(extras)),
         ..message.clone()
+    }
+}
+
+/// Where a send to a composite queue goes: its own queue first when `own`.
+pub(super) struct CompositeTargets {
+    pub(super) queues: Vec<Arc<Queue>>,
+    pub(super) own: bool,
+}
+
+impl Queues {
+    /// The queues a send to composite queue `name` goes to (its `forwardTo` queues, and
+    /// itself unless `forwardOnly`), created if new; `None` when `name` is no composite queue.
+    pub(super) fn composite_targets(&self, name: &str) -> Option<CompositeTargets> {
+        if !self
+            .virtual_index
+            .any_composite_queue
+            .load(Ordering::Acquire)
+        {
+            return None;
+        }
+        let (names, forward_only) = self
+            .virtual_index
+            .composite_queues
+            .read()
+            .get(name)?
+            .clone();
+        let mut targets: Vec<Arc<Queue>> = Vec::with_capacity(names.len() + 1);
+        if !forward_only {
+            targets.push(self.get_or_create(name));
+        }
+        for target in names {
+            let queue = self.get_or_create(&target);
+            if !targets.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                targets.push(queue);
+            }
+        }
+        Some(CompositeTargets {
+            queues: targets,
+            own: !forward_only,
+        })
+    }
+
+    /// A send to a composite queue: one entry per target queue, all kept by one commit (the
+    /// body once), in their queues once it is kept; nothing at all when it fails. As
+    /// [`Queues::send_to`] otherwise.
+    pub(super) fn send_fanned(
+        &self,
+        name: &str,
+        targets: CompositeTargets,
+        message: Message,
+        persistent: bool,
+    ) -> Result<Commit, SendError> {
+        let copy = copy_of(&message, format!("/queue/{name}"));
+        let copies = QueueCopies {
+            copies: targets
+                .queues
+                .into_iter()
+                .enumerate()
+                .map(|(i, queue)| {
+                    let sent = if targets.own && i == 0 {
+                        message.clone()
+                    } else {
+                        copy.clone()
+                    };
+                    let entry = self.new_entry(&queue, sent, persistent);
+                    (queue, entry)
+                })
+                .collect(),
+            message: copy,
+            forward_only: true,
+            own: targets.own.then_some(0),
+        };
+        let changes = self.keep_copies(&copies);
+        if changes.is_empty() {
+            self.insert_copies(copies);
+            return Ok(Commit::done());
+        }
+        match self.durability.commit(changes) {
+            Commit::Done(Ok(())) => {
+                self.insert_copies(copies);
+                Ok(Commit::done())
+            }
+            Commit::Done(Err(e)) => Err(SendError::Durability(e)),
+            Commit::Pending(done) => {
+                let me = self.me.clone();
+                Ok(self.spawned(async move {
+                    done.await?;
+                    if let Some(queues) = me.upgrade() {
+                        queues.insert_copies(copies);
+                    }
+                    Ok(())
+                }))
+            }
+        }
+    }
+
+    /// What a composite queue's targets receive of `message` sent to `name`.
+    pub(super) fn composite_copy(&self, name: &str, message: &Message) -> Message {
+        copy_of(message, format!("/queue/{name}"))
     }
 }

@@ -1,15 +1,15 @@
 //! `<broker useVirtualTopics>` and `<destinationInterceptors><virtualDestinationInterceptor>`:
 //! virtual topics and composite topics (see `config::virtual_destinations` for the rules).
 //!
-//! What is served: `<virtualTopic>` (`name`, `prefix`, `postfix`; `selectorAware="false"`) and
-//! `<compositeTopic>` forwarding to queues. What is refused, so that nothing is advertised that
-//! the broker does not do: `selectorAware="true"`, `<compositeQueue>`, a composite forwarding to
-//! a topic or through `<filteredDestination>`, and any of them on a cluster node.
+//! What is served: `<virtualTopic>` (`name`, `prefix`, `postfix`; `selectorAware="false"`),
+//! `<compositeTopic>` and `<compositeQueue>` forwarding to queues. What is refused, so that
+//! nothing is advertised that the broker does not do: `selectorAware="true"`, a composite
+//! forwarding to a topic or through `<filteredDestination>`, and any of them on a cluster node.
 
 use super::Ctx;
 use crate::config::diagnostic::Diagnostic;
 use crate::config::tree::Element;
-use crate::config::virtual_destinations::{CompositeTopic, VirtualDestinations, VirtualTopic};
+use crate::config::virtual_destinations::{Composite, VirtualDestinations, VirtualTopic};
 
 /// The virtual destinations of `broker`. `cluster`: the node runs the cluster engine, which
 /// serves none (explicit ones are an error there; ActiveMQ's default is not applied).
@@ -73,17 +73,9 @@ pub(super) fn virtual_destinations(
                     }
                 }
                 "compositeQueue" => {
-                    ctx.mark_subtree(item);
-                    ctx.push(
-                        Diagnostic::error(
-                            item.span.clone(),
-                            "<compositeQueue> is not served by ferromq yet",
-                        )
-                        .with_hint(
-                            "send to each target queue, or publish to a <compositeTopic> that \
-                             forwards to the queues",
-                        ),
-                    );
+                    if let Some(composite) = composite_topic(ctx, item) {
+                        found.composite_queues.push(composite);
+                    }
                 }
                 _ => {} // left to the unknown-name check
             }
@@ -201,7 +193,8 @@ fn virtual_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<VirtualTopic> {
     })
 }
 
-fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<CompositeTopic> {
+/// A `<compositeTopic>` or `<compositeQueue>` (`item.name` says which).
+fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<Composite> {
     ctx.mark(item);
     let mut ok = true;
     let name = match ctx.attr(item, "name") {
@@ -220,8 +213,8 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<CompositeTopic> 
         }
         None => {
             ctx.push(
-                Diagnostic::error(item.span.clone(), "<compositeTopic> has no name")
-                    .with_hint("name the topic it forwards, e.g. name=\"orders.all\""),
+                Diagnostic::error(item.span.clone(), format!("<{}> has no name", item.name))
+                    .with_hint("name the destination it forwards, e.g. name=\"orders.all\""),
             );
             ok = false;
             String::new()
@@ -266,8 +259,8 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<CompositeTopic> 
                     Diagnostic::error(
                         target.span.clone(),
                         format!(
-                            "a composite topic forwarding to a <{}> is not served by ferromq yet",
-                            target.name
+                            "a <{}> forwarding to a <{}> is not served by ferromq yet",
+                            item.name, target.name
                         ),
                     )
                     .with_hint("forward to queues only"),
@@ -279,12 +272,15 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<CompositeTopic> 
     }
     if queues.is_empty() && ok {
         ctx.push(
-            Diagnostic::error(item.span.clone(), "<compositeTopic> forwards to no queue")
-                .with_hint("add <forwardTo><queue physicalName=\"...\"/></forwardTo>"),
+            Diagnostic::error(
+                item.span.clone(),
+                format!("<{}> forwards to no queue", item.name),
+            )
+            .with_hint("add <forwardTo><queue physicalName=\"...\"/></forwardTo>"),
         );
         ok = false;
     }
-    ok.then_some(CompositeTopic {
+    ok.then_some(Composite {
         name,
         forward_only,
         forward_to_queues: queues,
@@ -337,6 +333,7 @@ mod tests {
                  <virtualTopic name="VirtualTopic.>" prefix="Consumer.*." selectorAware="false" transactedSend="true"/>
                  <virtualTopic prefix="Copy." postfix=".in"/>
                  <compositeTopic name="MY.TOPIC" forwardOnly="false"><forwardTo><queue physicalName="C"/><queue physicalName="D"/></forwardTo></compositeTopic>
+                 <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/></forwardTo></compositeQueue>
                </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
         );
         assert!(!loaded.diagnostics.has_errors(), "{}", loaded.diagnostics);
@@ -351,6 +348,8 @@ mod tests {
         assert_eq!(v.topics[1].postfix, ".in");
         assert_eq!(v.composite_topics[0].forward_to_queues, ["C", "D"]);
         assert!(!v.composite_topics[0].forward_only);
+        assert_eq!(v.composite_queues[0].forward_to_queues, ["A"]);
+        assert!(v.composite_queues[0].forward_only);
     }
 
     #[test]
@@ -358,15 +357,21 @@ mod tests {
         let loaded = load(
             r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
                  <virtualTopic name="VirtualTopic.>" selectorAware="true"/>
-                 <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/></forwardTo></compositeQueue>
+                 <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/><topic physicalName="B"/></forwardTo></compositeQueue>
                  <compositeTopic name="T"><forwardTo><topic physicalName="B"/></forwardTo></compositeTopic>
                  <virtualTopic prefix="Consumer"/>
                </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
         );
         let d = &loaded.diagnostics;
         assert!(has(d, "selectorAware=\"true\" is not served"), "{d}");
-        assert!(has(d, "<compositeQueue> is not served"), "{d}");
-        assert!(has(d, "forwarding to a <topic> is not served"), "{d}");
+        assert!(
+            has(d, "<compositeQueue> forwarding to a <topic> is not served"),
+            "{d}"
+        );
+        assert!(
+            has(d, "<compositeTopic> forwarding to a <topic> is not served"),
+            "{d}"
+        );
         assert!(has(d, "prefix `Consumer` is not whole levels"), "{d}");
     }
 
