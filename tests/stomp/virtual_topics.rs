@@ -299,3 +299,108 @@ async fn a_composite_queue_fans_a_send_out_to_its_queues() {
         assert_eq!(got, expected, "{queue}");
     }
 }
+
+/// The composites of [`composite_differential`]: both brokers run this `<broker>`.
+fn composite_xml(mqtt: u16, stomp: u16) -> String {
+    format!(
+        r#"<beans xmlns="http://www.springframework.org/schema/beans"
+  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"
+  xsi:schemaLocation="http://www.springframework.org/schema/beans http://www.springframework.org/schema/beans/spring-beans.xsd
+    http://activemq.apache.org/schema/core http://activemq.apache.org/schema/core/activemq-core.xsd">
+  <broker xmlns="http://activemq.apache.org/schema/core" brokerName="composites" persistent="false" useJmx="false" advisorySupport="false">
+    <destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+      <compositeQueue name="CQ"><forwardTo><queue physicalName="cq.a"/><queue physicalName="cq.b"/></forwardTo></compositeQueue>
+      <compositeQueue name="CQKEEP" forwardOnly="false"><forwardTo><queue physicalName="cq.k"/></forwardTo></compositeQueue>
+      <compositeTopic name="CT"><forwardTo><queue physicalName="ct.a"/></forwardTo></compositeTopic>
+      <virtualTopic name="VirtualTopic.>" prefix="Consumer.*."/>
+    </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>
+    <transportConnectors>
+      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{mqtt}"/>
+      <transportConnector name="stomp" uri="stomp://127.0.0.1:{stomp}"/>
+    </transportConnectors>
+  </broker>
+</beans>"#
+    )
+}
+
+/// What each queue and topic subscriber receives, as `<where> <body> <original-destination>`.
+async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
+    let mut subs = Vec::new();
+    for dest in [
+        "/queue/CQ",
+        "/queue/CQKEEP",
+        "/topic/CT",
+        "/queue/Consumer.x.VirtualTopic.v",
+    ] {
+        let mut c = StompClient::tcp(stomp).await;
+        c.connect(&[]).await;
+        subscribe(&mut c, dest).await;
+        subs.push((dest, c));
+    }
+    let mut p = StompClient::tcp(stomp).await;
+    p.connect(&[]).await;
+    for (n, dest) in [
+        "/queue/CQ",
+        "/queue/CQKEEP",
+        "/topic/CT",
+        "/topic/VirtualTopic.v",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let receipt = format!("r{n}");
+        p.send(
+            "SEND",
+            &[
+                ("destination", dest),
+                ("persistent", "true"),
+                ("receipt", &receipt),
+            ],
+            dest,
+        )
+        .await;
+        assert_eq!(p.recv().await.header("receipt-id"), Some(&*receipt));
+    }
+    for q in ["/queue/cq.a", "/queue/cq.b", "/queue/cq.k", "/queue/ct.a"] {
+        let mut c = StompClient::tcp(stomp).await;
+        c.connect(&[]).await;
+        subscribe(&mut c, q).await;
+        subs.push((q, c));
+    }
+    let mut lines = Vec::new();
+    for (dest, c) in &mut subs {
+        while let Some(f) = c.recv_within(Duration::from_millis(500)).await {
+            lines.push(format!(
+                "{dest} {} {}",
+                f.body_text(),
+                f.header("original-destination").unwrap_or("-")
+            ));
+        }
+    }
+    lines
+}
+
+/// Composite queues and topics and a virtual topic: what reaches which queue, and with which
+/// `original-destination`, is what ActiveMQ 5.17 does.
+#[tokio::test]
+async fn composite_differential() {
+    if !crate::support::activemq::available("composite_differential") {
+        return;
+    }
+    let activemq = crate::support::activemq::ActiveMq::start_with_stomp(composite_xml, &[]);
+    let expected = composite_transcript(activemq.stomp.expect("stomp")).await;
+    eprintln!("ActiveMQ: {expected:#?}");
+    assert!(expected.len() >= 6, "{expected:?}");
+    let (mqtt, stomp) = (crate::support::free_port(), crate::support::free_port());
+    let xml = composite_xml(mqtt, stomp);
+    let broker = crate::support::TestBroker::from_xml(&xml).await;
+    let addr = broker
+        .handle
+        .listener_addrs()
+        .iter()
+        .find(|(n, _)| n == "stomp")
+        .map(|(_, a)| *a)
+        .expect("stomp listener");
+    let got = composite_transcript(addr).await;
+    assert_eq!(got, expected);
+}
