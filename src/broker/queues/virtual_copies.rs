@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use super::{Entry, Queue, Queues, SendError};
@@ -31,7 +32,7 @@ use crate::security::destination::swap_chars;
 type Forward = (Vec<Arc<str>>, bool);
 
 /// What a topic (by MQTT name) forwards to queues.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Targets {
     /// Consumer queues of virtual topics, each once.
     queues: Vec<Arc<Queue>>,
@@ -50,7 +51,11 @@ impl Targets {
 #[derive(Default)]
 pub(super) struct VirtualIndex {
     topics: RwLock<Vec<VirtualTopic>>,
-    by_topic: RwLock<HashMap<Box<str>, Targets>>,
+    /// Read by every publish while `any`: swapped whole on a change (a queue created or
+    /// deleted, rare), so a publish reads it without a lock word shared by all publishers.
+    by_topic: ArcSwap<HashMap<Box<str>, Targets>>,
+    /// Serializes the changes of `by_topic`.
+    changing: parking_lot::Mutex<()>,
     /// `by_topic` is not empty: the only check a publish pays otherwise.
     any: AtomicBool,
     /// Composite queues: name -> (the queues it forwards to, `forwardOnly`).
@@ -86,8 +91,8 @@ impl Queues {
     pub fn set_virtual_destinations(&self, config: &VirtualDestinations) {
         *self.virtual_index.topics.write() = config.topics.clone();
         {
-            let mut by_topic = self.virtual_index.by_topic.write();
-            by_topic.clear();
+            let _changing = self.virtual_index.changing.lock();
+            let mut by_topic = HashMap::new();
             for composite in &config.composite_topics {
                 let queues = composite
                     .forward_to_queues
@@ -96,9 +101,10 @@ impl Queues {
                     .collect();
                 by_topic
                     .entry(swap_chars(&composite.name).into_boxed_str())
-                    .or_default()
+                    .or_insert_with(Targets::default)
                     .composite = Some((queues, composite.forward_only));
             }
+            self.virtual_index.by_topic.store(Arc::new(by_topic));
         }
         {
             let mut composites = self.virtual_index.composite_queues.write();
@@ -126,7 +132,7 @@ impl Queues {
     }
 
     fn update_any(&self) {
-        let any = !self.virtual_index.by_topic.read().is_empty();
+        let any = !self.virtual_index.by_topic.load().is_empty();
         self.virtual_index.any.store(any, Ordering::Release);
     }
 
@@ -147,7 +153,8 @@ impl Queues {
             return;
         }
         {
-            let mut by_topic = self.virtual_index.by_topic.write();
+            let _changing = self.virtual_index.changing.lock();
+            let mut by_topic = HashMap::clone(&self.virtual_index.by_topic.load());
             for topic in topics {
                 let targets = by_topic
                     .entry(swap_chars(&topic).into_boxed_str())
@@ -156,6 +163,7 @@ impl Queues {
                     targets.queues.push(queue.clone());
                 }
             }
+            self.virtual_index.by_topic.store(Arc::new(by_topic));
         }
         tracing::debug!(queue = %queue.name, "queue takes copies of a virtual topic");
         self.update_any();
@@ -167,11 +175,19 @@ impl Queues {
             return;
         }
         {
-            let mut by_topic = self.virtual_index.by_topic.write();
-            by_topic.retain(|_, targets| {
-                targets.queues.retain(|q| !Arc::ptr_eq(q, queue));
-                !targets.is_empty()
-            });
+            let _changing = self.virtual_index.changing.lock();
+            let current = self.virtual_index.by_topic.load();
+            let indexed = current
+                .values()
+                .any(|t| t.queues.iter().any(|q| Arc::ptr_eq(q, queue)));
+            if indexed {
+                let mut by_topic = HashMap::clone(&current);
+                by_topic.retain(|_, targets| {
+                    targets.queues.retain(|q| !Arc::ptr_eq(q, queue));
+                    !targets.is_empty()
+                });
+                self.virtual_index.by_topic.store(Arc::new(by_topic));
+            }
         }
         self.update_any();
     }
@@ -188,7 +204,7 @@ impl Queues {
     /// 2 (a STOMP `persistent:true` SEND); `None` when the topic forwards to no queue.
     pub fn virtual_copies(&self, message: &Message) -> Option<QueueCopies> {
         let (mut queues, composite) = {
-            let by_topic = self.virtual_index.by_topic.read();
+            let by_topic = self.virtual_index.by_topic.load();
             let targets = by_topic.get(&*message.topic)?;
             (targets.queues.clone(), targets.composite.clone())
         };
