@@ -404,3 +404,72 @@ async fn composite_differential() {
     let got = composite_transcript(addr).await;
     assert_eq!(got, expected);
 }
+
+/// Only the publisher's `write` on the topic (or on the composite queue) is checked: the
+/// copies are made inside the broker, as ActiveMQ's interceptor makes them below its
+/// authorization broker. The device may not write to the consumer queues themselves.
+#[tokio::test]
+async fn only_the_publishers_write_on_the_topic_is_authorized() {
+    let env = crate::broker_with(
+        r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+             <virtualTopic name="VirtualTopic.>" prefix="Consumer.*."/>
+             <compositeQueue name="CQ"><forwardTo><queue physicalName="cq.a"/></forwardTo></compositeQueue>
+           </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>
+           <plugins>
+             <simpleAuthenticationPlugin><users>
+               <authenticationUser username="device" password="pw" groups="devices"/>
+               <authenticationUser username="backend" password="pw" groups="backends"/>
+             </users></simpleAuthenticationPlugin>
+             <authorizationPlugin><map><authorizationMap><authorizationEntries>
+               <authorizationEntry topic="VirtualTopic.>" write="devices" admin="devices"/>
+               <authorizationEntry queue="CQ" write="devices" admin="devices"/>
+               <authorizationEntry queue="Consumer.*.VirtualTopic.>" read="backends" admin="backends"/>
+               <authorizationEntry queue="cq.>" read="backends" admin="backends"/>
+             </authorizationEntries></authorizationMap></map></authorizationPlugin>
+           </plugins>"#,
+    )
+    .await;
+    let backend = [("login", "backend"), ("passcode", "pw")];
+    let mut q = env.connected(&backend).await;
+    subscribe(&mut q, "/queue/Consumer.b.VirtualTopic.orders").await;
+    let mut device = Client::login(env.mqtt(), "device", "device", "pw").await;
+    device
+        .publish(
+            "VirtualTopic/orders",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            b"m",
+        )
+        .await;
+    assert_eq!(drain(&mut q).await, ["m"]);
+
+    let mut p = env
+        .connected(&[("login", "device"), ("passcode", "pw")])
+        .await;
+    p.send(
+        "SEND",
+        &[
+            ("destination", "/queue/CQ"),
+            ("persistent", "true"),
+            ("receipt", "r"),
+        ],
+        "c",
+    )
+    .await;
+    assert_eq!(p.recv().await.header("receipt-id"), Some("r"));
+    let mut a = env.connected(&backend).await;
+    subscribe(&mut a, "/queue/cq.a").await;
+    assert_eq!(drain(&mut a).await, ["c"]);
+    // Directly, the device may not write to a consumer queue.
+    p.send(
+        "SEND",
+        &[
+            ("destination", "/queue/Consumer.b.VirtualTopic.orders"),
+            ("receipt", "d"),
+        ],
+        "direct",
+    )
+    .await;
+    assert_eq!(p.recv().await.command, "ERROR");
+    assert!(drain(&mut q).await.is_empty());
+}
