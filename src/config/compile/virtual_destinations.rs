@@ -403,4 +403,28 @@ mod tests {
         );
         assert!(explicit.diagnostics.has_errors());
     }
+
+    #[test]
+    fn a_reload_that_changes_them_needs_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = super::super::tests::options();
+        let running = valid(load(""));
+        let off = valid(super::super::tests::load_in(
+            dir.path(),
+            r#"useVirtualTopics="false""#,
+            "",
+            &opts,
+        ));
+        let diff = crate::config::diff::diff(&running, &off);
+        assert!(
+            diff.restart_needed
+                .iter()
+                .any(|r| r.name == "virtual destinations" && r.requested == "none"),
+            "{}",
+            diff.summary()
+        );
+        let mut kept = off;
+        crate::config::diff::keep_running_values(&running, &mut kept);
+        assert_eq!(kept.virtual_destinations, running.virtual_destinations);
+    }
 }
