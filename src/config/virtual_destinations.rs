@@ -40,6 +40,7 @@ impl Default for VirtualDestinations {
                 name: "VirtualTopic.>".to_owned(),
                 prefix: "Consumer.*.".to_owned(),
                 postfix: String::new(),
+                selector_aware: false,
             }],
             composite_topics: Vec::new(),
             composite_queues: Vec::new(),
@@ -72,10 +73,15 @@ impl VirtualDestinations {
             .iter()
             .map(|t| {
                 format!(
-                    "virtual topic {}: copies to existing queues {}<topic>{}{}",
+                    "virtual topic {}: copies to existing queues {}<topic>{}{}{}",
                     t.name,
                     t.prefix,
                     t.postfix,
+                    if t.selector_aware {
+                        " that have a consumer whose selector accepts the message"
+                    } else {
+                        ""
+                    },
                     if self.explicit {
                         ""
                     } else {
@@ -121,6 +127,9 @@ pub struct VirtualTopic {
     pub prefix: String,
     /// Whole levels starting with `.` (or empty); `*` is one level.
     pub postfix: String,
+    /// `selectorAware` (default false): a queue gets a copy only when one of its consumers
+    /// (their selectors) accepts the message; a queue without consumers gets none.
+    pub selector_aware: bool,
 }
 
 impl VirtualTopic {
@@ -185,6 +194,7 @@ mod tests {
             name: name.into(),
             prefix: prefix.into(),
             postfix: postfix.into(),
+            selector_aware: false,
         }
     }
 

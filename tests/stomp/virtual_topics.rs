@@ -313,6 +313,7 @@ fn composite_xml(mqtt: u16, stomp: u16) -> String {
       <compositeQueue name="CQKEEP" forwardOnly="false"><forwardTo><queue physicalName="cq.k"/></forwardTo></compositeQueue>
       <compositeTopic name="CT"><forwardTo><queue physicalName="ct.a"/></forwardTo></compositeTopic>
       <virtualTopic name="VirtualTopic.>" prefix="Consumer.*."/>
+      <virtualTopic name="Aware.>" prefix="Sel.*." selectorAware="true"/>
     </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>
     <transportConnectors>
       <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{mqtt}"/>
@@ -337,6 +338,21 @@ async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
         subscribe(&mut c, dest).await;
         subs.push((dest, c));
     }
+    let mut red = StompClient::tcp(stomp).await;
+    red.connect(&[]).await;
+    red.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/Sel.red.Aware.s"),
+            ("id", "s"),
+            ("selector", "color = 'red'"),
+            ("receipt", "sub"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(red.recv().await.header("receipt-id"), Some("sub"));
+    subs.push(("/queue/Sel.red.Aware.s (red)", red));
     let mut p = StompClient::tcp(stomp).await;
     p.connect(&[]).await;
     for (n, dest) in [
@@ -361,7 +377,26 @@ async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
         .await;
         assert_eq!(p.recv().await.header("receipt-id"), Some(&*receipt));
     }
-    for q in ["/queue/cq.a", "/queue/cq.b", "/queue/cq.k", "/queue/ct.a"] {
+    for color in ["red", "blue"] {
+        p.send(
+            "SEND",
+            &[
+                ("destination", "/topic/Aware.s"),
+                ("color", color),
+                ("receipt", color),
+            ],
+            color,
+        )
+        .await;
+        assert_eq!(p.recv().await.header("receipt-id"), Some(color));
+    }
+    for q in [
+        "/queue/cq.a",
+        "/queue/cq.b",
+        "/queue/cq.k",
+        "/queue/ct.a",
+        "/queue/Sel.red.Aware.s",
+    ] {
         let mut c = StompClient::tcp(stomp).await;
         c.connect(&[]).await;
         subscribe(&mut c, q).await;
@@ -472,4 +507,52 @@ async fn only_the_publishers_write_on_the_topic_is_authorized() {
     .await;
     assert_eq!(p.recv().await.command, "ERROR");
     assert!(drain(&mut q).await.is_empty());
+}
+
+/// `selectorAware="true"`: a consumer queue gets a copy only when one of its consumers'
+/// selectors accepts it; a queue without consumers gets none.
+#[tokio::test]
+async fn a_selector_aware_virtual_topic_copies_only_what_a_consumer_takes() {
+    let env = crate::broker_with(
+        r#"<destinations><queue physicalName="Consumer.idle.VirtualTopic.s"/></destinations>
+           <destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+             <virtualTopic name="VirtualTopic.>" prefix="Consumer.*." selectorAware="true"/>
+           </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
+    )
+    .await;
+    let mut red = env.connected(&[]).await;
+    red.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/Consumer.red.VirtualTopic.s"),
+            ("id", "s"),
+            ("selector", "color = 'red'"),
+            ("receipt", "sub"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(red.recv().await.header("receipt-id"), Some("sub"));
+    let mut all = subscribed(&env, "/queue/Consumer.all.VirtualTopic.s").await;
+    let mut p = env.connected(&[]).await;
+    for color in ["red", "blue"] {
+        p.send(
+            "SEND",
+            &[
+                ("destination", "/topic/VirtualTopic.s"),
+                ("color", color),
+                ("receipt", color),
+            ],
+            color,
+        )
+        .await;
+        assert_eq!(p.recv().await.header("receipt-id"), Some(color));
+    }
+    assert_eq!(drain(&mut red).await, ["red"]);
+    assert_eq!(drain(&mut all).await, ["red", "blue"]);
+    // The blue one was never put on the red queue, and the idle queue got nothing.
+    let mut red_any = subscribed(&env, "/queue/Consumer.red.VirtualTopic.s").await;
+    assert!(drain(&mut red_any).await.is_empty());
+    let mut idle = subscribed(&env, "/queue/Consumer.idle.VirtualTopic.s").await;
+    assert!(drain(&mut idle).await.is_empty());
 }

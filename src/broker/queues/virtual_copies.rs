@@ -34,8 +34,9 @@ type Forward = (Vec<Arc<str>>, bool);
 /// What a topic (by MQTT name) forwards to queues.
 #[derive(Default, Clone)]
 struct Targets {
-    /// Consumer queues of virtual topics, each once.
-    queues: Vec<Arc<Queue>>,
+    /// Consumer queues of virtual topics, each once, with whether only a consumer's accepting
+    /// selector lets a copy in (`selectorAware`).
+    queues: Vec<(Arc<Queue>, bool)>,
     /// A composite topic's queues (created when first forwarded to, as ActiveMQ's send
     /// creates them) and its `forwardOnly`.
     composite: Option<(Vec<Arc<str>>, bool)>,
@@ -142,12 +143,12 @@ impl Queues {
         if queue.temporary {
             return;
         }
-        let topics: Vec<String> = self
+        let topics: Vec<(String, bool)> = self
             .virtual_index
             .topics
             .read()
             .iter()
-            .filter_map(|t| t.topic_of_queue(&queue.name))
+            .filter_map(|t| Some((t.topic_of_queue(&queue.name)?, t.selector_aware)))
             .collect();
         if topics.is_empty() {
             return;
@@ -155,12 +156,19 @@ impl Queues {
         {
             let _changing = self.virtual_index.changing.lock();
             let mut by_topic = HashMap::clone(&self.virtual_index.by_topic.load());
-            for topic in topics {
+            for (topic, selector_aware) in topics {
                 let targets = by_topic
                     .entry(swap_chars(&topic).into_boxed_str())
                     .or_default();
-                if !targets.queues.iter().any(|q| Arc::ptr_eq(q, queue)) {
-                    targets.queues.push(queue.clone());
+                match targets
+                    .queues
+                    .iter_mut()
+                    .find(|(q, _)| Arc::ptr_eq(q, queue))
+                {
+                    // Two virtual topics map it to this topic: one copy, selector-aware only
+                    // when both are.
+                    Some((_, aware)) => *aware &= selector_aware,
+                    None => targets.queues.push((queue.clone(), selector_aware)),
                 }
             }
             self.virtual_index.by_topic.store(Arc::new(by_topic));
@@ -179,11 +187,11 @@ impl Queues {
             let current = self.virtual_index.by_topic.load();
             let indexed = current
                 .values()
-                .any(|t| t.queues.iter().any(|q| Arc::ptr_eq(q, queue)));
+                .any(|t| t.queues.iter().any(|(q, _)| Arc::ptr_eq(q, queue)));
             if indexed {
                 let mut by_topic = HashMap::clone(&current);
                 by_topic.retain(|_, targets| {
-                    targets.queues.retain(|q| !Arc::ptr_eq(q, queue));
+                    targets.queues.retain(|(q, _)| !Arc::ptr_eq(q, queue));
                     !targets.is_empty()
                 });
                 self.virtual_index.by_topic.store(Arc::new(by_topic));
@@ -213,20 +221,26 @@ impl Queues {
             forward_only = only;
             for name in names {
                 let queue = self.get_or_create(&name);
-                if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
-                    queues.push(queue);
+                if !queues.iter().any(|(q, _)| Arc::ptr_eq(q, &queue)) {
+                    queues.push((queue, false));
                 }
             }
         }
         let persistent = message.qos != QoS::AtMostOnce;
         let live = copy_of(message, format!("/topic/{}", swap_chars(&message.topic)));
-        let copies = queues
+        let copies: Vec<(Arc<Queue>, Entry)> = queues
             .into_iter()
-            .map(|queue| {
+            .filter_map(|(queue, selector_aware)| {
                 let entry = self.new_entry(&queue, live.clone(), persistent);
-                (queue, entry)
+                // SelectorAwareVirtualTopicInterceptor: only a queue one of whose consumers
+                // would take it (none without consumers).
+                let wanted = !selector_aware || queue.state.lock().any_consumer_accepts(&entry);
+                wanted.then_some((queue, entry))
             })
             .collect();
+        if copies.is_empty() && !forward_only {
+            return None;
+        }
         Some(QueueCopies {
             message: live,
             copies,

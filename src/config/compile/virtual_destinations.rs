@@ -1,9 +1,9 @@
 //! `<broker useVirtualTopics>` and `<destinationInterceptors><virtualDestinationInterceptor>`:
 //! virtual topics and composite topics (see `config::virtual_destinations` for the rules).
 //!
-//! What is served: `<virtualTopic>` (`name`, `prefix`, `postfix`; `selectorAware="false"`),
+//! What is served: `<virtualTopic>` (`name`, `prefix`, `postfix`, `selectorAware`),
 //! `<compositeTopic>` and `<compositeQueue>` forwarding to queues. What is refused, so that
-//! nothing is advertised that the broker does not do: `selectorAware="true"`, a composite
+//! nothing is advertised that the broker does not do: a composite
 //! forwarding to a topic or through `<filteredDestination>`, and any of them on a cluster node.
 
 use super::Ctx;
@@ -145,18 +145,7 @@ fn virtual_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<VirtualTopic> {
         }
         None => String::new(),
     };
-    if let Some(true) = ctx.bool_attr(item, "selectorAware") {
-        if let Some(a) = item.attr("selectorAware") {
-            ctx.value_error(
-                a,
-                "selectorAware=\"true\" is not served by ferromq yet: every consumer queue \
-                 would get every message",
-                "write selectorAware=\"false\" (consumers filter with their selectors), or \
-                 remove it",
-            );
-        }
-        ok = false;
-    }
+    let selector_aware = ctx.bool_attr(item, "selectorAware").unwrap_or(false);
     // Copies are kept with the publish in one commit already (transactedSend), in one pass
     // (concurrentSend), and there is no network of brokers for `local` to act on.
     for quiet in ["transactedSend", "concurrentSend", "local"] {
@@ -190,6 +179,7 @@ fn virtual_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<VirtualTopic> {
         name,
         prefix,
         postfix,
+        selector_aware,
     })
 }
 
@@ -356,14 +346,12 @@ mod tests {
     fn what_is_not_served_is_refused_at_its_place() {
         let loaded = load(
             r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
-                 <virtualTopic name="VirtualTopic.>" selectorAware="true"/>
                  <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/><topic physicalName="B"/></forwardTo></compositeQueue>
                  <compositeTopic name="T"><forwardTo><topic physicalName="B"/></forwardTo></compositeTopic>
                  <virtualTopic prefix="Consumer"/>
                </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
         );
         let d = &loaded.diagnostics;
-        assert!(has(d, "selectorAware=\"true\" is not served"), "{d}");
         assert!(
             has(d, "<compositeQueue> forwarding to a <topic> is not served"),
             "{d}"
