@@ -156,14 +156,21 @@ async fn a_composite_topic_forwards_to_its_queues() {
     let mut also = subscribed(&env, "/topic/ALSO").await;
     publish_all(&env, "MY/TOPIC", 2).await;
     publish_all(&env, "ALSO", 1).await;
-    // forwardOnly (the default): the topic's own subscribers get nothing.
+    let mut retained = Client::connect(env.mqtt(), "retainer").await;
+    retained
+        .publish("MY/TOPIC", rumqttc::QoS::AtLeastOnce, true, b"r")
+        .await;
+    // forwardOnly (the default): the topic's own subscribers get nothing, nor is it retained.
     assert!(drain(&mut topic).await.is_empty());
+    let mut late = Client::connect(env.mqtt(), "late").await;
+    late.subscribe("MY/TOPIC", rumqttc::QoS::AtLeastOnce).await;
+    late.no_publish_within(Duration::from_millis(300)).await;
     assert_eq!(drain(&mut also).await, ["0"]);
     let mut c = subscribed(&env, "/queue/C").await;
     let mut d = subscribed(&env, "/queue/D").await;
     let mut e = subscribed(&env, "/queue/E").await;
-    assert_eq!(drain(&mut c).await, ["0", "1"]);
-    assert_eq!(drain(&mut d).await, ["0", "1"]);
+    assert_eq!(drain(&mut c).await, ["0", "1", "r"]);
+    assert_eq!(drain(&mut d).await, ["0", "1", "r"]);
     assert_eq!(drain(&mut e).await, ["0"]);
 }
 

@@ -326,6 +326,11 @@ impl BrokerCore {
     ) -> (RoutePlan, Vec<Change>) {
         let (mut plan, mut changes) = if copies.forward_only {
             let limit = self.pending_limits.load().limit_for(&message.topic);
+            // Not the topic's retained message either (completing the plan would set it).
+            let message = Message {
+                retain: false,
+                ..message
+            };
             self.finish_plan(message, SmallVec::new(), limit, RetainedChange::Unchanged)
         } else {
             self.plan_topic_route(message, publishers)
