@@ -91,10 +91,17 @@ impl VirtualDestinations {
             })
             .collect();
         for c in &self.composite_topics {
+            let mut to: Vec<String> = Vec::new();
+            if !c.forward_to_queues.is_empty() {
+                to.push(format!("queues {}", c.forward_to_queues.join(", ")));
+            }
+            if !c.forward_to_topics.is_empty() {
+                to.push(format!("topics {}", c.forward_to_topics.join(", ")));
+            }
             lines.push(format!(
-                "composite topic {}: forwards to queues {}{}",
+                "composite topic {}: forwards to {}{}",
                 c.name,
-                c.forward_to_queues.join(", "),
+                to.join(" and "),
                 if c.forward_only {
                     " only"
                 } else {
@@ -183,6 +190,8 @@ pub struct Composite {
     pub forward_only: bool,
     /// The queues it forwards to (ActiveMQ names), each once.
     pub forward_to_queues: Vec<String>,
+    /// The topics it forwards to (ActiveMQ names), each once: a composite topic's only.
+    pub forward_to_topics: Vec<String>,
 }
 
 #[cfg(test)]

@@ -319,6 +319,7 @@ fn composite_xml(mqtt: u16, stomp: u16) -> String {
       <compositeQueue name="CQ"><forwardTo><queue physicalName="cq.a"/><queue physicalName="cq.b"/></forwardTo></compositeQueue>
       <compositeQueue name="CQKEEP" forwardOnly="false"><forwardTo><queue physicalName="cq.k"/></forwardTo></compositeQueue>
       <compositeTopic name="CT"><forwardTo><queue physicalName="ct.a"/></forwardTo></compositeTopic>
+      <compositeTopic name="CT2" forwardOnly="false"><forwardTo><topic physicalName="VirtualTopic.ct2"/><queue physicalName="ct2.q"/></forwardTo></compositeTopic>
       <virtualTopic name="VirtualTopic.>" prefix="Consumer.*."/>
       <virtualTopic name="Aware.>" prefix="Sel.*." selectorAware="true"/>
     </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>
@@ -339,6 +340,9 @@ async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
         "/queue/CQKEEP",
         "/topic/CT",
         "/queue/Consumer.x.VirtualTopic.v",
+        "/topic/CT2",
+        "/topic/VirtualTopic.ct2",
+        "/queue/Consumer.y.VirtualTopic.ct2",
     ] {
         let mut c = StompClient::tcp(stomp).await;
         c.connect(&[]).await;
@@ -367,6 +371,7 @@ async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
         "/queue/CQKEEP",
         "/topic/CT",
         "/topic/VirtualTopic.v",
+        "/topic/CT2",
     ]
     .iter()
     .enumerate()
@@ -403,6 +408,7 @@ async fn composite_transcript(stomp: std::net::SocketAddr) -> Vec<String> {
         "/queue/cq.k",
         "/queue/ct.a",
         "/queue/Sel.red.Aware.s",
+        "/queue/ct2.q",
     ] {
         let mut c = StompClient::tcp(stomp).await;
         c.connect(&[]).await;

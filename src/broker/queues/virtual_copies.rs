@@ -31,6 +31,9 @@ use crate::security::destination::swap_chars;
 /// A composite's target queue names and its `forwardOnly`.
 type Forward = (Vec<Arc<str>>, bool);
 
+/// A composite topic's target queue names, `forwardOnly`, and target topics (MQTT names).
+type TopicForward = (Vec<Arc<str>>, bool, Vec<Arc<str>>);
+
 /// What a topic (by MQTT name) forwards to queues.
 #[derive(Default, Clone)]
 struct Targets {
@@ -38,8 +41,8 @@ struct Targets {
     /// selector lets a copy in (`selectorAware`).
     queues: Vec<(Arc<Queue>, bool)>,
     /// A composite topic's queues (created when first forwarded to, as ActiveMQ's send
-    /// creates them) and its `forwardOnly`.
-    composite: Option<(Vec<Arc<str>>, bool)>,
+    /// creates them), its `forwardOnly`, and the topics (MQTT names) it forwards to.
+    composite: Option<TopicForward>,
 }
 
 impl Targets {
@@ -72,9 +75,19 @@ pub struct QueueCopies {
     copies: Vec<(Arc<Queue>, Entry)>,
     /// A composite topic with `forwardOnly`: the topic's own subscribers get nothing.
     pub forward_only: bool,
+    /// The topics (MQTT names) a composite topic forwards to: routed as published there.
+    pub forward_topics: Vec<Arc<str>>,
     /// The copy (an index of `copies`) that is the original itself: a composite queue's own,
     /// without `forwardOnly`. Its entry carries the message as sent.
     own: Option<usize>,
+}
+
+impl QueueCopies {
+    /// The message as forwarded: not retained, with the topic it was published to as
+    /// `original-destination` (what a composite topic's forward to another topic carries).
+    pub fn forwarded_message(&self) -> &Message {
+        &self.message
+    }
 }
 
 impl std::fmt::Debug for QueueCopies {
@@ -100,10 +113,15 @@ impl Queues {
                     .iter()
                     .map(|q| Arc::from(q.as_str()))
                     .collect();
+                let topics = composite
+                    .forward_to_topics
+                    .iter()
+                    .map(|t| Arc::from(swap_chars(t)))
+                    .collect();
                 by_topic
                     .entry(swap_chars(&composite.name).into_boxed_str())
                     .or_insert_with(Targets::default)
-                    .composite = Some((queues, composite.forward_only));
+                    .composite = Some((queues, composite.forward_only, topics));
             }
             self.virtual_index.by_topic.store(Arc::new(by_topic));
         }
@@ -217,8 +235,10 @@ impl Queues {
             (targets.queues.clone(), targets.composite.clone())
         };
         let mut forward_only = false;
-        if let Some((names, only)) = composite {
+        let mut forward_topics = Vec::new();
+        if let Some((names, only, topics)) = composite {
             forward_only = only;
+            forward_topics = topics;
             for name in names {
                 let queue = self.get_or_create(&name);
                 if !queues.iter().any(|(q, _)| Arc::ptr_eq(q, &queue)) {
@@ -238,13 +258,14 @@ impl Queues {
                 wanted.then_some((queue, entry))
             })
             .collect();
-        if copies.is_empty() && !forward_only {
+        if copies.is_empty() && !forward_only && forward_topics.is_empty() {
             return None;
         }
         Some(QueueCopies {
             message: live,
             copies,
             forward_only,
+            forward_topics,
             own: None,
         })
     }
@@ -391,6 +412,7 @@ impl Queues {
                 .collect(),
             message: copy,
             forward_only: true,
+            forward_topics: Vec::new(),
             own: targets.own.then_some(0),
         };
         let changes = self.keep_copies(&copies);

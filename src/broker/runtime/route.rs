@@ -116,6 +116,8 @@ pub struct RoutePlan {
     /// their queues when the route completes, before the sessions' copies (as ActiveMQ's
     /// interceptor sends to the queues first). Boxed: most plans have none.
     queue_copies: Option<Box<QueueCopies>>,
+    /// The plans of a composite topic's forwards to other topics, completed with this one.
+    forwarded: Vec<RoutePlan>,
 }
 
 impl RoutePlan {
@@ -336,6 +338,18 @@ impl BrokerCore {
             self.plan_topic_route(message, publishers)
         };
         changes.extend(self.queues.keep_copies(&copies));
+        let mut copies = copies;
+        for topic in std::mem::take(&mut copies.forward_topics) {
+            // As published to that topic (its subscribers, its virtual topic's queues); not
+            // its retained message. The configuration refuses chains of composites.
+            let forwarded = Message {
+                topic,
+                ..copies.forwarded_message().clone()
+            };
+            let (sub_plan, sub_changes) = self.plan_route_from(forwarded, publishers);
+            changes.extend(sub_changes);
+            plan.forwarded.push(sub_plan);
+        }
         plan.queue_copies = Some(Box::new(copies));
         (plan, changes)
     }
@@ -471,6 +485,7 @@ impl BrokerCore {
             limit,
             updates_retained: false,
             queue_copies: None,
+            forwarded: Vec::new(),
         };
         (plan, vec![change])
     }
@@ -588,6 +603,7 @@ impl BrokerCore {
                 limit,
                 updates_retained: true,
                 queue_copies: None,
+                forwarded: Vec::new(),
             },
             changes,
         )
@@ -631,9 +647,16 @@ impl BrokerCore {
             limit,
             updates_retained,
             queue_copies,
+            forwarded,
         } = plan;
         if let Some(copies) = queue_copies {
             self.queues.insert_copies(*copies);
+        }
+        let mut forwarded_routed = Routed::default();
+        for sub_plan in forwarded {
+            let sub = self.complete_route(sub_plan);
+            forwarded_routed.offered += sub.offered;
+            forwarded_routed.overfilled.extend(sub.overfilled);
         }
         if message.retain && updates_retained {
             if message.payload.is_empty() {
@@ -647,8 +670,8 @@ impl BrokerCore {
             ..message
         };
         let mut routed = Routed {
-            offered: targets.len(),
-            overfilled: Vec::new(),
+            offered: targets.len() + forwarded_routed.offered,
+            overfilled: forwarded_routed.overfilled,
         };
         for target in targets {
             let RouteTarget {

@@ -81,6 +81,36 @@ pub(super) fn virtual_destinations(
             }
         }
     }
+    // A forward to a topic that forwards again could loop; ActiveMQ follows such chains.
+    let composite_names: Vec<String> = found
+        .composite_topics
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    let mut chained = false;
+    for c in &found.composite_topics {
+        if let Some(next) = c
+            .forward_to_topics
+            .iter()
+            .find(|t| composite_names.contains(t))
+        {
+            ctx.push(
+                Diagnostic::error(
+                    written[0].span.clone(),
+                    format!(
+                        "composite topic `{}` forwards to composite topic `{next}`: chains of \
+                         composites are not served by ferromq yet",
+                        c.name
+                    ),
+                )
+                .with_hint("forward to the final destinations directly"),
+            );
+            chained = true;
+        }
+    }
+    if chained {
+        found.composite_topics.clear();
+    }
     if cluster && !found.is_empty() {
         let at = written[0].span.clone();
         ctx.push(
@@ -215,8 +245,38 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<Composite> {
     ctx.bool_attr(item, "copyMessage");
     ctx.bool_attr(item, "concurrentSend");
     let mut queues: Vec<String> = Vec::new();
+    let mut topics: Vec<String> = Vec::new();
     for target in ctx.items(item, "forwardTo") {
         match target.name.as_str() {
+            "topic" if item.name == "compositeTopic" => {
+                ctx.mark(target);
+                match ctx.attr(target, "physicalName") {
+                    Some(a) if is_concrete(&a.value) && a.value.trim() != name => {
+                        let t = a.value.trim().to_owned();
+                        if !topics.contains(&t) {
+                            topics.push(t);
+                        }
+                    }
+                    Some(a) => {
+                        ctx.value_error(
+                            a,
+                            format!(
+                                "forwarding to topic `{}`: not one concrete topic other than `{name}`",
+                                a.value
+                            ),
+                            "name one other topic, without `*`, `>` or `,`",
+                        );
+                        ok = false;
+                    }
+                    None => {
+                        ctx.push(
+                            Diagnostic::error(target.span.clone(), "<topic> has no physicalName")
+                                .with_hint("name the topic, e.g. physicalName=\"orders.eu\""),
+                        );
+                        ok = false;
+                    }
+                }
+            }
             "queue" => {
                 ctx.mark(target);
                 match ctx.attr(target, "physicalName") {
@@ -253,18 +313,22 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<Composite> {
                             item.name, target.name
                         ),
                     )
-                    .with_hint("forward to queues only"),
+                    .with_hint(if item.name == "compositeQueue" {
+                        "forward to queues only"
+                    } else {
+                        "forward to queues and topics only"
+                    }),
                 );
                 ok = false;
             }
             _ => {} // left to the unknown-name check
         }
     }
-    if queues.is_empty() && ok {
+    if queues.is_empty() && topics.is_empty() && ok {
         ctx.push(
             Diagnostic::error(
                 item.span.clone(),
-                format!("<{}> forwards to no queue", item.name),
+                format!("<{}> forwards to nothing", item.name),
             )
             .with_hint("add <forwardTo><queue physicalName=\"...\"/></forwardTo>"),
         );
@@ -274,6 +338,7 @@ fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<Composite> {
         name,
         forward_only,
         forward_to_queues: queues,
+        forward_to_topics: topics,
     })
 }
 
@@ -347,7 +412,7 @@ mod tests {
         let loaded = load(
             r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
                  <compositeQueue name="MY.QUEUE"><forwardTo><queue physicalName="A"/><topic physicalName="B"/></forwardTo></compositeQueue>
-                 <compositeTopic name="T"><forwardTo><topic physicalName="B"/></forwardTo></compositeTopic>
+                 <compositeTopic name="T"><forwardTo><filteredDestination selector="a = 1" queue="B"/></forwardTo></compositeTopic>
                  <virtualTopic prefix="Consumer"/>
                </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
         );
@@ -357,7 +422,10 @@ mod tests {
             "{d}"
         );
         assert!(
-            has(d, "<compositeTopic> forwarding to a <topic> is not served"),
+            has(
+                d,
+                "<compositeTopic> forwarding to a <filteredDestination> is not served"
+            ),
             "{d}"
         );
         assert!(has(d, "prefix `Consumer` is not whole levels"), "{d}");
@@ -414,5 +482,43 @@ mod tests {
         let mut kept = off;
         crate::config::diff::keep_running_values(&running, &mut kept);
         assert_eq!(kept.virtual_destinations, running.virtual_destinations);
+    }
+
+    #[test]
+    fn a_composite_topic_forwards_to_topics_but_not_in_chains() {
+        let loaded = load(
+            r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+                 <compositeTopic name="A"><forwardTo><topic physicalName="B"/><queue physicalName="q"/></forwardTo></compositeTopic>
+               </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
+        );
+        let report = crate::config::report::text(&loaded);
+        assert!(
+            report.contains("composite topic A: forwards to queues q and topics B only"),
+            "{report}"
+        );
+        assert_eq!(
+            valid(loaded).virtual_destinations.composite_topics[0].forward_to_topics,
+            ["B"]
+        );
+        let chained = load(
+            r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+                 <compositeTopic name="A"><forwardTo><topic physicalName="B"/></forwardTo></compositeTopic>
+                 <compositeTopic name="B"><forwardTo><topic physicalName="A"/></forwardTo></compositeTopic>
+                 <compositeTopic name="C"><forwardTo><topic physicalName="C"/></forwardTo></compositeTopic>
+               </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
+        );
+        assert!(
+            has(&chained.diagnostics, "chains of composites are not served"),
+            "{}",
+            chained.diagnostics
+        );
+        assert!(
+            has(
+                &chained.diagnostics,
+                "not one concrete topic other than `C`"
+            ),
+            "{}",
+            chained.diagnostics
+        );
     }
 }
