@@ -2,9 +2,10 @@
 //! virtual topics and composite topics (see `config::virtual_destinations` for the rules).
 //!
 //! What is served: `<virtualTopic>` (`name`, `prefix`, `postfix`, `selectorAware`),
-//! `<compositeTopic>` and `<compositeQueue>` forwarding to queues. What is refused, so that
-//! nothing is advertised that the broker does not do: a composite
-//! forwarding to a topic or through `<filteredDestination>`, and any of them on a cluster node.
+//! `<compositeTopic>` forwarding to queues and topics, `<compositeQueue>` forwarding to queues.
+//! What is refused, so that nothing is advertised that the broker does not do: a composite
+//! queue forwarding to a topic, a forward through `<filteredDestination>`, chains of composite
+//! topics, and any of them on a cluster node.
 
 use super::Ctx;
 use crate::config::diagnostic::Diagnostic;
