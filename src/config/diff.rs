@@ -184,6 +184,7 @@ pub fn diff_with_changed_files(
         shared_strategy,
         system_topics,
         destinations,
+        virtual_destinations,
         delivery,
         console,
     } = running;
@@ -251,6 +252,21 @@ pub fn diff_with_changed_files(
                     }
                 }
             }
+            if *virtual_destinations != new.virtual_destinations {
+                let lines = |v: &crate::config::virtual_destinations::VirtualDestinations| {
+                    let lines = v.lines();
+                    if lines.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        lines.join("; ")
+                    }
+                };
+                restart.push(RestartSetting {
+                    name: "virtual destinations",
+                    running: lines(virtual_destinations),
+                    requested: lines(&new.virtual_destinations),
+                });
+            }
             let (running, requested) = (show(console), show(&new.console));
             if running != requested {
                 restart.push(RestartSetting {
@@ -269,6 +285,7 @@ pub fn diff_with_changed_files(
 pub fn keep_running_values(running: &Config, new: &mut Config) {
     new.broker = running.broker.clone();
     new.persistence = running.persistence.clone();
+    new.virtual_destinations = running.virtual_destinations.clone();
     // A connector's listen queue is the one its socket was bound with.
     for now in &mut new.listeners {
         if let Some(old) = running.listeners.iter().find(|l| l.name == now.name) {

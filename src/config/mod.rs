@@ -21,6 +21,7 @@ pub mod stomp_options;
 pub mod tree;
 pub mod uri;
 pub mod values;
+pub mod virtual_destinations;
 pub mod xml;
 
 use std::collections::BTreeMap;

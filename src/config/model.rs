@@ -46,6 +46,9 @@ pub struct Config {
     /// `<destinations>`: destinations that exist from the start (creating one needs no
     /// `admin`; see `broker::routing::destinations`).
     pub destinations: DeclaredDestinations,
+    /// Virtual topics and composite topics (`<destinationInterceptors>`, `useVirtualTopics`):
+    /// which queues get a copy of a message published to a topic.
+    pub virtual_destinations: crate::config::virtual_destinations::VirtualDestinations,
     /// Dead letters, redelivery and queue prefetch (`policyEntry`'s `deadLetterStrategy` and
     /// `queuePrefetch`, `<redeliveryPlugin>`), asked per destination by the queue engine.
     pub delivery: DeliveryPolicy,

@@ -130,6 +130,8 @@ pub struct Summary {
     pub system_topics_interval_ms: u64,
     /// `<destinations>`: ActiveMQ names of the declared topics and queues.
     pub destinations: crate::config::model::DeclaredDestinations,
+    /// Virtual and composite topics, one line each (`config::virtual_destinations`).
+    pub virtual_destinations: Vec<String>,
     /// Polling period when runtime reload is on.
     pub reload_check_period_ms: Option<u64>,
     /// The web console: one line (address, realm file, number of users; never a password).
@@ -381,6 +383,12 @@ impl Summary {
             shared_strategy: config.shared_strategy,
             system_topics_interval_ms: config.system_topics.interval_ms,
             destinations: config.destinations.clone(),
+            virtual_destinations: match (&config.persistence, config.virtual_destinations.is_empty()) {
+                (crate::config::model::Persistence::JetStream(_), true) => vec![
+                    "none: a cluster node applies no virtual destinations, not even ActiveMQ's default VirtualTopic.> (docs/cluster.md)".to_owned(),
+                ],
+                _ => config.virtual_destinations.lines(),
+            },
             reload_check_period_ms: config.reload.as_ref().map(|r| r.check_period_ms),
             console: config.console.as_ref().map(console_line),
         }
@@ -903,6 +911,9 @@ fn render_summary(out: &mut String, s: &Summary) {
             list(&d.topics),
             list(&d.queues)
         );
+    }
+    for line in &s.virtual_destinations {
+        let _ = writeln!(out, "  {line}");
     }
     let _ = match s.reload_check_period_ms {
         None => writeln!(out, "  reload: off"),

@@ -185,6 +185,7 @@ async fn rebuilt_snapshots_keep_the_failure_counts() {
         shared_strategy: Default::default(),
         system_topics: Default::default(),
         destinations: Default::default(),
+        virtual_destinations: Default::default(),
         delivery: Default::default(),
         console: None,
     };

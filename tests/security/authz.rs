@@ -673,6 +673,7 @@ fn explain_looks_groups_up_in_the_authentication_plugin() {
         shared_strategy: Default::default(),
         system_topics: Default::default(),
         destinations: Default::default(),
+        virtual_destinations: Default::default(),
         delivery: Default::default(),
         console: None,
     };

@@ -93,6 +93,7 @@ fn config(authentication: Authentication, authorization: Option<AuthorizationCon
         shared_strategy: Default::default(),
         system_topics: Default::default(),
         destinations: Default::default(),
+        virtual_destinations: Default::default(),
         delivery: Default::default(),
         console: None,
     }

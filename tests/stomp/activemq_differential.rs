@@ -140,6 +140,12 @@ const KNOWN: &[Known] = &[
         why: MQTT_QOS_HEADER,
     },
     Known {
+        script: "virtual_topic",
+        activemq: "<- MESSAGE [ActiveMQ.MQTT.QoS:1, ",
+        ferromq: "<- MESSAGE [",
+        why: MQTT_QOS_HEADER,
+    },
+    Known {
         script: "nack_to_dlq",
         activemq: "original-destination:/queue/diff.nack, originalExpiration:0, ",
         ferromq: "original-destination:/queue/diff.nack, ",

@@ -29,6 +29,7 @@ mod subscribe_values;
 mod tls;
 mod topics;
 mod transactions;
+mod virtual_topics;
 
 use std::net::SocketAddr;
 

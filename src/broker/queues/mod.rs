@@ -32,6 +32,7 @@ mod queue;
 mod selector_filter;
 mod shared;
 mod staged;
+mod virtual_copies;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +50,7 @@ pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
 pub use shared::{DepthsFuture, PurgeFuture, SharedPurge, SharedQueues};
 pub use staged::QueueStaging;
+pub use virtual_copies::QueueCopies;
 
 use crate::broker::durability::{
     now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,
@@ -160,6 +162,8 @@ pub struct Queues {
     next_consumer: AtomicU64,
     /// The store shared by the brokers of a cluster keeps the (non-temporary) queues.
     shared: std::sync::OnceLock<Arc<dyn SharedQueues>>,
+    /// Which queues take copies of what is published to a topic (virtual topics).
+    virtual_index: virtual_copies::VirtualIndex,
 }
 
 impl std::fmt::Debug for Queues {
@@ -209,6 +213,7 @@ impl Queues {
             policies: Arc::new(ArcSwap::from_pointee(policies)),
             next_consumer: AtomicU64::new(1),
             shared: std::sync::OnceLock::new(),
+            virtual_index: virtual_copies::VirtualIndex::default(),
         })
     }
 
@@ -254,6 +259,7 @@ impl Queues {
         if created {
             tracing::debug!(queue = %name, "queue created");
             self.declare_in_background(&queue);
+            self.index_virtual(&queue);
         }
         queue
     }
@@ -345,6 +351,7 @@ impl Queues {
         let Some(queue) = self.queues.write().remove(name) else {
             return false;
         };
+        self.unindex_virtual(&queue);
         if let (true, Some(shared)) = (queue.temporary, self.shared()) {
             shared.temporary_deleted(name);
         }
@@ -401,7 +408,10 @@ impl Queues {
                     messages += 1;
                 }
             }
-            self.queues.write().insert(queue.name.clone(), queue);
+            self.queues
+                .write()
+                .insert(queue.name.clone(), queue.clone());
+            self.index_virtual(&queue);
             queues += 1;
         }
         (queues, messages)
@@ -422,6 +432,9 @@ impl Queues {
             self.durability
                 .check_room(incoming)
                 .map_err(SendError::Durability)?;
+        }
+        if let Some(targets) = self.composite_targets(name) {
+            return self.send_fanned(name, targets, message, persistent);
         }
         let queue = self.get_or_create(name);
         self.send_to(&queue, message, persistent)
@@ -465,6 +478,9 @@ impl Queues {
                 .filter(|q| q.temporary)
                 .cloned()?
         } else {
+            if let Some(targets) = self.composite_targets(name) {
+                return Some(self.send_fanned(name, targets, message, persistent));
+            }
             self.get_or_create(name)
         };
         Some(self.send_to(&queue, message, persistent))

@@ -153,6 +153,12 @@ pub(super) struct QueueState {
 }
 
 impl QueueState {
+    /// Whether one of the consumers' filters accepts `entry` (a consumer without a selector
+    /// accepts everything); false without consumers. A selector-aware virtual topic asks it.
+    pub(super) fn any_consumer_accepts(&self, entry: &Entry) -> bool {
+        self.consumers.iter().any(|c| c.accepts(entry))
+    }
+
     pub fn new(owner: QueueOwner) -> QueueState {
         QueueState {
             owner,

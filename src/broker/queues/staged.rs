@@ -81,6 +81,19 @@ impl Queues {
                     ))
                 })?
         } else {
+            if let Some(targets) = self.composite_targets(name) {
+                // A composite queue's send is one staged send per target queue.
+                let copy = self.composite_copy(name, &message);
+                for (i, target) in targets.queues.into_iter().enumerate() {
+                    let sent = if targets.own && i == 0 {
+                        message.clone()
+                    } else {
+                        copy.clone()
+                    };
+                    self.stage_one(staging, target, sent);
+                }
+                return Ok(());
+            }
             self.get_or_create(name)
         };
         if self.shared().is_some() && !queue.temporary {
@@ -88,6 +101,11 @@ impl Queues {
                 "a queue kept by the cluster takes no staged sends".into(),
             )));
         }
+        self.stage_one(staging, queue, message);
+        Ok(())
+    }
+
+    fn stage_one(&self, staging: &mut QueueStaging, queue: Arc<Queue>, message: Message) {
         let persistent = message.qos != QoS::AtMostOnce;
         let entry = self.new_entry(&queue, message, persistent);
         if entry.kept {
@@ -101,7 +119,6 @@ impl Queues {
             }
         }
         staging.sends.push(StagedSend { queue, entry });
-        Ok(())
     }
 
     /// The staged work's changes are kept: the messages enter their queues (and are

@@ -156,7 +156,16 @@ impl BrokerCore {
             route_cache_id: route_cache::next_broker_id(),
             retained: RwLock::new(RetainedStore::default()),
             destinations: DestinationMap::default(),
-            queues: Queues::new(durability.clone(), memory.clone(), config.delivery.clone()),
+            queues: {
+                let queues =
+                    Queues::new(durability.clone(), memory.clone(), config.delivery.clone());
+                // A cluster node serves no virtual destinations (the configuration has none
+                // there; this keeps a node built otherwise from half-serving them).
+                if durability.backplane().is_none() {
+                    queues.set_virtual_destinations(&config.virtual_destinations);
+                }
+                queues
+            },
             security: ArcSwap::from_pointee(security),
             security_generation,
             counters: Counters::default(),

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::broker::durability::{Change, QueueOwner, QueueSeq, QueuedFor, RetainedChange};
 use crate::broker::message::{min_qos, Message};
+use crate::broker::queues::QueueCopies;
 use crate::broker::routing::limits::pending_hard_cap;
 use crate::broker::session::queue::QueuedMessage;
 use crate::broker::session::{DeliverOutcome, Session, SessionId, SubscriptionOptions};
@@ -111,6 +112,12 @@ pub struct RoutePlan {
     /// Completing it sets or clears the topic's retained message (false for a delivery from
     /// the backplane: the retained index follows the shared engine's own record).
     pub(super) updates_retained: bool,
+    /// Copies for queues (virtual and composite topics), kept by the same commit and put in
+    /// their queues when the route completes, before the sessions' copies (as ActiveMQ's
+    /// interceptor sends to the queues first). Boxed: most plans have none.
+    queue_copies: Option<Box<QueueCopies>>,
+    /// The plans of a composite topic's forwards to other topics, completed with this one.
+    forwarded: Vec<RoutePlan>,
 }
 
 impl RoutePlan {
@@ -288,6 +295,10 @@ impl BrokerCore {
     /// With a backplane (a cluster), nothing is routed here: the plan only updates the local
     /// retained index, and its one change hands the message to the engine, which delivers it
     /// to every broker (see [`crate::broker::durability::backplane`]).
+    ///
+    /// A topic that forwards to queues (ActiveMQ's virtual and composite topics, see
+    /// [`crate::broker::queues::QueueCopies`]) adds their copies to the plan: their entries
+    /// are kept by the same commit; a topic that does not costs one atomic load.
     pub fn plan_route_from(
         &self,
         message: Message,
@@ -296,6 +307,59 @@ impl BrokerCore {
         if self.backplane.is_some() {
             return self.plan_backplane_publish(message, publishers);
         }
+        if self.queues.has_virtual_copies() {
+            if let Some(copies) = self.queues.virtual_copies(&message) {
+                return self.plan_with_queue_copies(message, publishers, copies);
+            }
+        }
+        self.plan_topic_route(message, publishers)
+    }
+
+    /// [`Self::plan_route_from`] plus `copies`, kept by the same commit (their queue records
+    /// and their own message with an entry per persistent copy). A composite
+    /// topic with `forwardOnly` reaches no subscriber of its own and leaves its retained
+    /// message as it is.
+    #[cold]
+    fn plan_with_queue_copies(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+        copies: QueueCopies,
+    ) -> (RoutePlan, Vec<Change>) {
+        let (mut plan, mut changes) = if copies.forward_only {
+            let limit = self.pending_limits.load().limit_for(&message.topic);
+            // Not the topic's retained message either (completing the plan would set it).
+            let message = Message {
+                retain: false,
+                ..message
+            };
+            self.finish_plan(message, SmallVec::new(), limit, RetainedChange::Unchanged)
+        } else {
+            self.plan_topic_route(message, publishers)
+        };
+        changes.extend(self.queues.keep_copies(&copies));
+        let mut copies = copies;
+        for topic in std::mem::take(&mut copies.forward_topics) {
+            // As published to that topic (its subscribers, its virtual topic's queues); not
+            // its retained message. The configuration refuses chains of composites.
+            let forwarded = Message {
+                topic,
+                ..copies.forwarded_message().clone()
+            };
+            let (sub_plan, sub_changes) = self.plan_route_from(forwarded, publishers);
+            changes.extend(sub_changes);
+            plan.forwarded.push(sub_plan);
+        }
+        plan.queue_copies = Some(Box::new(copies));
+        (plan, changes)
+    }
+
+    /// The route of `message` to its topic's subscribers (no queue copies).
+    fn plan_topic_route(
+        &self,
+        message: Message,
+        publishers: &[SessionId],
+    ) -> (RoutePlan, Vec<Change>) {
         let generation = self.registry.routes_generation();
         let route = match route_cache::lookup(self.route_cache_id, generation, &message.topic) {
             Some(route) => route,
@@ -420,6 +484,8 @@ impl BrokerCore {
             targets,
             limit,
             updates_retained: false,
+            queue_copies: None,
+            forwarded: Vec::new(),
         };
         (plan, vec![change])
     }
@@ -536,6 +602,8 @@ impl BrokerCore {
                 targets,
                 limit,
                 updates_retained: true,
+                queue_copies: None,
+                forwarded: Vec::new(),
             },
             changes,
         )
@@ -578,7 +646,18 @@ impl BrokerCore {
             targets,
             limit,
             updates_retained,
+            queue_copies,
+            forwarded,
         } = plan;
+        if let Some(copies) = queue_copies {
+            self.queues.insert_copies(*copies);
+        }
+        let mut forwarded_routed = Routed::default();
+        for sub_plan in forwarded {
+            let sub = self.complete_route(sub_plan);
+            forwarded_routed.offered += sub.offered;
+            forwarded_routed.overfilled.extend(sub.overfilled);
+        }
         if message.retain && updates_retained {
             if message.payload.is_empty() {
                 self.retained.write().clear(&message.topic);
@@ -591,8 +670,8 @@ impl BrokerCore {
             ..message
         };
         let mut routed = Routed {
-            offered: targets.len(),
-            overfilled: Vec::new(),
+            offered: targets.len() + forwarded_routed.offered,
+            overfilled: forwarded_routed.overfilled,
         };
         for target in targets {
             let RouteTarget {

@@ -24,6 +24,7 @@ mod shared_store;
 mod ssl;
 mod system_topics;
 mod usage;
+mod virtual_destinations;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -67,6 +68,11 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
     let shared_strategy = shared::strategy(ctx, broker_element);
     let system_topics = system_topics::settings(ctx, broker_element);
     let destinations = destinations::declared(ctx, broker_element);
+    let virtual_destinations = virtual_destinations::virtual_destinations(
+        ctx,
+        broker_element,
+        matches!(persistence, crate::config::model::Persistence::JetStream(_)),
+    );
     let console = console::console(ctx, &doc.root, broker_element);
     if let Some(console) = &console {
         connectors::check_console_clash(ctx, &listeners, console);
@@ -87,6 +93,7 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
         shared_strategy,
         system_topics,
         destinations,
+        virtual_destinations,
         delivery: DeliveryPolicy {
             entries: delivery_entries,
             redelivery: security.redelivery,

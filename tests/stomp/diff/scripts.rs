@@ -48,6 +48,7 @@ pub const QUEUE_SCRIPTS: &[(&str, Run)] = &[
     }),
     ("transactions", |c| Box::pin(transactions(c))),
     ("transactional_ack", |c| Box::pin(transactional_ack(c))),
+    ("virtual_topic", |c| Box::pin(virtual_topic(c))),
 ];
 
 /// Frame headers as a script writes them.
@@ -724,6 +725,53 @@ async fn transactional_ack(ctx: &Ctx) {
     subscribe(&mut again, queue, "s", "auto").await;
     again.gather(1).await;
     again.disconnect().await;
+}
+
+/// ActiveMQ's default virtual topic: what MQTT and STOMP publish to topic
+/// `VirtualTopic.diff` reaches each existing queue `Consumer.*.VirtualTopic.diff` and the
+/// topic's own subscriber; a queue of one more level is not a consumer queue.
+async fn virtual_topic(ctx: &Ctx) {
+    let mut a = ctx.admin("a", "1.2").await;
+    subscribe(&mut a, "/queue/Consumer.a.VirtualTopic.diff", "s", "auto").await;
+    let mut b = ctx.admin("b", "1.2").await;
+    subscribe(&mut b, "/queue/Consumer.b.VirtualTopic.diff", "s", "auto").await;
+    let mut t = ctx.admin("t", "1.2").await;
+    subscribe(&mut t, "/topic/VirtualTopic.diff", "s", "auto").await;
+    let mut deep = ctx.admin("deep", "1.2").await;
+    subscribe(
+        &mut deep,
+        "/queue/Consumer.x.y.VirtualTopic.diff",
+        "s",
+        "auto",
+    )
+    .await;
+    let mut m = ctx.mqtt("mqtt", "diff-virtual-topic").await;
+    m.publish("VirtualTopic/diff", QoS::AtLeastOnce, false, b"m1")
+        .await;
+    m.disconnect().await;
+    let mut p = ctx.admin("p", "1.2").await;
+    send(
+        &mut p,
+        "/topic/VirtualTopic.diff",
+        &[("persistent", "true")],
+        "s1",
+    )
+    .await;
+    p.disconnect().await;
+    for c in [&mut a, &mut b, &mut t] {
+        c.take(2).await;
+    }
+    send(
+        &mut deep,
+        "/queue/Consumer.x.y.VirtualTopic.diff",
+        &[],
+        "own",
+    )
+    .await;
+    deep.take(1).await;
+    for c in [a, b, t, deep] {
+        c.disconnect().await;
+    }
 }
 
 async fn mqtt_to_stomp(ctx: &Ctx) {
