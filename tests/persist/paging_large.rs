@@ -26,20 +26,27 @@ const MESSAGES: u32 = (5 * MEMORY_LIMIT_MB * 1024 * 1024 / PAYLOAD_BYTES as u64)
 /// Beyond `memoryUsage`: a page read back while it is full (one message), and the packet
 /// being written to the socket.
 const IN_TRANSIT_MB: u64 = 2 * (PAYLOAD_BYTES as u64 >> 20);
-/// The session's pending limit: past it, messages queued to the offline session are paged
-/// out as they arrive: four hold half of `memoryUsage` (with the default of 1000, eight of
-/// these fill it and the publisher is paused: docs/next-steps.md).
+/// A small pending limit: past it, messages queued to the offline session are paged out as
+/// they arrive (four hold half of `memoryUsage`).
 const PENDING_LIMIT: usize = 4;
 
-fn config(dir: &Path, port: u16) -> PathBuf {
+/// `pending_limit` None: ActiveMQ's default (1000), which these messages never reach; paging
+/// then starts when `memoryUsage` is half full (without that, eight of them fill it and the
+/// publisher is paused until the subscriber comes back).
+fn config(dir: &Path, port: u16, pending_limit: Option<usize>) -> PathBuf {
+    let policy = pending_limit.map_or(String::new(), |limit| {
+        format!(
+            r#"<destinationPolicy><policyMap><policyEntries>
+      <policyEntry topic=">"><pendingMessageLimitStrategy>
+        <constantPendingMessageLimitStrategy limit="{limit}"/>
+      </pendingMessageLimitStrategy></policyEntry>
+    </policyEntries></policyMap></destinationPolicy>"#
+        )
+    });
     let xml = format!(
         r#"<beans xmlns="http://www.springframework.org/schema/beans">
   <broker xmlns="http://activemq.apache.org/schema/core" brokerName="paging" persistent="true">
-    <destinationPolicy><policyMap><policyEntries>
-      <policyEntry topic=">"><pendingMessageLimitStrategy>
-        <constantPendingMessageLimitStrategy limit="{PENDING_LIMIT}"/>
-      </pendingMessageLimitStrategy></policyEntry>
-    </policyEntries></policyMap></destinationPolicy>
+    {policy}
     <persistenceAdapter><kahaDB directory="{}"/></persistenceAdapter>
     <systemUsage><systemUsage>
       <memoryUsage><memoryUsage limit="{MEMORY_LIMIT_MB} mb"/></memoryUsage>
@@ -59,9 +66,18 @@ fn config(dir: &Path, port: u16) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_messages_recovered_and_drained_stay_within_memory_usage() {
+    fill_restart_drain(Some(PENDING_LIMIT)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_are_paged_by_memory_usage_under_the_default_pending_limit() {
+    fill_restart_drain(None).await;
+}
+
+async fn fill_restart_drain(pending_limit: Option<usize>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = config(dir.path(), port);
+    let config = config(dir.path(), port, pending_limit);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let broker = std::sync::Arc::new(parking_lot::Mutex::new(spawn_broker(&config)));
     let _kill = KillOnDrop(broker.clone());
