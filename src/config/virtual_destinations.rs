@@ -159,11 +159,9 @@ impl VirtualTopic {
             return None;
         }
         let topic = middle.join(".");
-        // A wildcard level is no topic anyone publishes to.
-        if middle
-            .iter()
-            .any(|l| *l == "*" || *l == ">" || l.is_empty())
-        {
+        // A wildcard level is no topic anyone publishes to. An empty level is one (MQTT
+        // `a//b`, `a/`), and ActiveMQ copies it like any other.
+        if middle.iter().any(|l| *l == "*" || *l == ">") {
             return None;
         }
         let name = crate::security::destination::CompiledPattern::from_activemq(&self.name);
@@ -225,6 +223,20 @@ mod tests {
         assert_eq!(d.topic_of_queue("Consumer.a"), None);
         assert_eq!(d.topic_of_queue("orders"), None);
         assert_eq!(d.topic_of_queue("Other.a.VirtualTopic.orders"), None);
+        // Empty levels are levels (MQTT `VirtualTopic/e//x`, `VirtualTopic/x/`, `VirtualTopic//`).
+        for topic in [
+            "VirtualTopic.e..x",
+            "VirtualTopic.x.",
+            "VirtualTopic..",
+            "VirtualTopic.",
+        ] {
+            assert_eq!(
+                d.topic_of_queue(&format!("Consumer.e.{topic}")).as_deref(),
+                Some(topic),
+                "{topic}"
+            );
+        }
+        assert_eq!(d.topic_of_queue("Consumer.e.VirtualTopic.*"), None);
     }
 
     #[test]
