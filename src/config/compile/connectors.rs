@@ -651,7 +651,10 @@ fn virtual_topic_warning(span: Span) -> Diagnostic {
          durable subscription (clean session 0, QoS 1/2) as queue \
          `Consumer.<clientId>:<QoS>.VirtualTopic.a.b`; ferromq authorizes `a/b` as topic `a.b`, \
          as with mqtt-default-subscriptions. Write the entries for the plain names \
-         (topic=\"a.>\", not topic=\"VirtualTopic.a.>\"), or remove the option",
+         (topic=\"a.>\", not topic=\"VirtualTopic.a.>\"), or remove the option. Routing \
+         differs too: ActiveMQ puts a publish to `a/b` on topic `VirtualTopic.a.b` (so its \
+         `Consumer.*.VirtualTopic.a.b` queues get copies), ferromq on topic `a.b`; devices \
+         that publish to `VirtualTopic/a/b` get those copies from ferromq's virtual topics",
     )
 }
 

@@ -8,7 +8,7 @@
 //! topics, and any of them on a cluster node.
 
 use super::Ctx;
-use crate::config::diagnostic::Diagnostic;
+use crate::config::diagnostic::{Diagnostic, Span};
 use crate::config::tree::Element;
 use crate::config::virtual_destinations::{Composite, VirtualDestinations, VirtualTopic};
 
@@ -56,6 +56,9 @@ pub(super) fn virtual_destinations(
         );
     }
     let mut found = VirtualDestinations::none(true);
+    // Where each composite was written, for the checks across them below.
+    let mut topic_spans: Vec<Span> = Vec::new();
+    let mut queue_spans: Vec<Span> = Vec::new();
     for interceptor in ctx.items(broker, "destinationInterceptors") {
         if interceptor.name != "virtualDestinationInterceptor" {
             continue; // <mirroredQueue> and the like: left to the unknown-name check
@@ -71,11 +74,13 @@ pub(super) fn virtual_destinations(
                 "compositeTopic" => {
                     if let Some(composite) = composite_topic(ctx, item) {
                         found.composite_topics.push(composite);
+                        topic_spans.push(item.span.clone());
                     }
                 }
                 "compositeQueue" => {
                     if let Some(composite) = composite_topic(ctx, item) {
                         found.composite_queues.push(composite);
+                        queue_spans.push(item.span.clone());
                     }
                 }
                 _ => {} // left to the unknown-name check
@@ -111,6 +116,10 @@ pub(super) fn virtual_destinations(
     }
     if chained {
         found.composite_topics.clear();
+    }
+    if !composites_stand_alone(ctx, &found, &topic_spans, &queue_spans) {
+        found.composite_topics.clear();
+        found.composite_queues.clear();
     }
     if cluster && !found.is_empty() {
         let at = written[0].span.clone();
@@ -215,19 +224,125 @@ fn virtual_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<VirtualTopic> {
 }
 
 /// A `<compositeTopic>` or `<compositeQueue>` (`item.name` says which).
+/// What ActiveMQ does with composites that ferromq does not follow, refused at the composite
+/// (true when none is): two composites of one name (ActiveMQ refuses to start: the name is
+/// the bean's, "Bean name ... is already used"), a forward into a composite queue (ActiveMQ
+/// sends the copy through that composite again; to itself, until a `StackOverflowError`),
+/// and a composite queue that is a virtual topic's consumer queue (ActiveMQ forwards the
+/// virtual topic's copies). Accepting them would deliver where ActiveMQ does not.
+fn composites_stand_alone(
+    ctx: &mut Ctx<'_>,
+    found: &VirtualDestinations,
+    topic_spans: &[Span],
+    queue_spans: &[Span],
+) -> bool {
+    let all: Vec<(&str, &Composite, &Span)> = found
+        .composite_topics
+        .iter()
+        .zip(topic_spans)
+        .map(|(c, at)| ("compositeTopic", c, at))
+        .chain(
+            found
+                .composite_queues
+                .iter()
+                .zip(queue_spans)
+                .map(|(c, at)| ("compositeQueue", c, at)),
+        )
+        .collect();
+    let mut ok = true;
+    for (i, (kind, composite, at)) in all.iter().enumerate() {
+        if let Some((first_kind, _, first_at)) =
+            all[..i].iter().find(|(_, c, _)| c.name == composite.name)
+        {
+            ctx.push(
+                Diagnostic::error(
+                    (*at).clone(),
+                    format!(
+                        "a second composite named `{}` (the first, a <{first_kind}>, is at line \
+                         {}): ActiveMQ refuses to start (\"Bean name '{}' is already used\"), \
+                         and only one of them could apply",
+                        composite.name, first_at.line, composite.name
+                    ),
+                )
+                .with_hint(format!(
+                    "merge the two <{kind}> into one forwardTo list, or rename one"
+                )),
+            );
+            ok = false;
+        }
+        for target in &composite.forward_to_queues {
+            if !found.composite_queues.iter().any(|q| &q.name == target) {
+                continue;
+            }
+            let message = if *kind == "compositeQueue" && *target == composite.name {
+                format!(
+                    "composite queue `{target}` forwards to itself: ActiveMQ's send then \
+                     fails (it forwards again without end)"
+                )
+            } else {
+                format!(
+                    "<{kind}> `{}` forwards to composite queue `{target}`: chains of \
+                     composites are not served by ferromq yet",
+                    composite.name
+                )
+            };
+            ctx.push(Diagnostic::error((*at).clone(), message).with_hint(
+                if *target == composite.name {
+                    "remove the forward; forwardOnly=\"false\" keeps a copy on the queue itself"
+                        .to_owned()
+                } else {
+                    format!("forward to the destinations of `{target}` directly")
+                },
+            ));
+            ok = false;
+        }
+        if *kind != "compositeQueue" {
+            continue;
+        }
+        if let Some(topic) = found
+            .topics
+            .iter()
+            .find_map(|t| Some((t.topic_of_queue(&composite.name)?, &t.name)))
+        {
+            ctx.push(
+                Diagnostic::error(
+                    (*at).clone(),
+                    format!(
+                        "composite queue `{}` is a consumer queue of virtual topic `{}` (topic \
+                         `{}`): ferromq does not forward a virtual topic's copies yet",
+                        composite.name, topic.1, topic.0
+                    ),
+                )
+                .with_hint(format!(
+                    "forward from a <compositeTopic name=\"{}\" forwardOnly=\"false\">, or \
+                     consume from `{}`",
+                    topic.0, composite.name
+                )),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
 fn composite_topic(ctx: &mut Ctx<'_>, item: &Element) -> Option<Composite> {
     ctx.mark(item);
     let mut ok = true;
     let name = match ctx.attr(item, "name") {
         Some(a) if is_concrete(&a.value) => a.value.trim().to_owned(),
         Some(a) => {
+            let kind = if item.name == "compositeQueue" {
+                "queue"
+            } else {
+                "topic"
+            };
             ctx.value_error(
                 a,
                 format!(
-                    "composite topic name `{}` is not one concrete topic",
+                    "composite {kind} name `{}` is not one concrete {kind}",
                     a.value
                 ),
-                "name one topic, without `*`, `>` or `,`",
+                &format!("name one {kind}, without `*`, `>` or `,`"),
             );
             ok = false;
             String::new()
@@ -483,6 +598,65 @@ mod tests {
         let mut kept = off;
         crate::config::diff::keep_running_values(&running, &mut kept);
         assert_eq!(kept.virtual_destinations, running.virtual_destinations);
+    }
+
+    #[test]
+    fn composites_activemq_would_follow_or_refuse_are_refused() {
+        let cases = [
+            (
+                r#"<compositeQueue name="Q.X"><forwardTo><queue physicalName="Q.Y"/></forwardTo></compositeQueue>
+                   <compositeQueue name="Q.Y" forwardOnly="false"><forwardTo><queue physicalName="Q.Z"/></forwardTo></compositeQueue>"#,
+                "forwards to composite queue `Q.Y`: chains of composites",
+            ),
+            (
+                r#"<compositeTopic name="T.A"><forwardTo><queue physicalName="Q.C"/></forwardTo></compositeTopic>
+                   <compositeQueue name="Q.C"><forwardTo><queue physicalName="Q.OUT"/></forwardTo></compositeQueue>"#,
+                "forwards to composite queue `Q.C`",
+            ),
+            (
+                r#"<compositeQueue name="Q.LOOP" forwardOnly="false"><forwardTo><queue physicalName="Q.LOOP"/></forwardTo></compositeQueue>"#,
+                "composite queue `Q.LOOP` forwards to itself",
+            ),
+            (
+                r#"<compositeTopic name="T.A" forwardOnly="false"><forwardTo><queue physicalName="Q.B"/></forwardTo></compositeTopic>
+                   <compositeTopic name="T.A"><forwardTo><queue physicalName="Q.C"/></forwardTo></compositeTopic>"#,
+                "a second composite named `T.A`",
+            ),
+            (
+                r#"<virtualTopic name="VirtualTopic.>" prefix="Consumer.*."/>
+                   <compositeQueue name="Consumer.c.VirtualTopic.t7"><forwardTo><queue physicalName="Q.OUT"/></forwardTo></compositeQueue>"#,
+                "is a consumer queue of virtual topic `VirtualTopic.>`",
+            ),
+            (
+                r#"<compositeQueue name="Q.*"><forwardTo><queue physicalName="Q.OUT"/></forwardTo></compositeQueue>"#,
+                "composite queue name `Q.*` is not one concrete queue",
+            ),
+        ];
+        for (composites, expected) in cases {
+            let loaded = load(&format!(
+                r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+                 {composites}
+               </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#
+            ));
+            assert!(
+                has(&loaded.diagnostics, expected),
+                "{expected}: {}",
+                loaded.diagnostics
+            );
+            assert!(
+                loaded.diagnostics.has_errors(),
+                "{expected}: {}",
+                loaded.diagnostics
+            );
+        }
+        // Two composites, each forwarding to plain queues, one of them also a topic forward.
+        let apart = load(
+            r#"<destinationInterceptors><virtualDestinationInterceptor><virtualDestinations>
+                 <compositeQueue name="Q.X"><forwardTo><queue physicalName="Q.Y"/></forwardTo></compositeQueue>
+                 <compositeTopic name="T.X"><forwardTo><queue physicalName="Q.Y"/></forwardTo></compositeTopic>
+               </virtualDestinations></virtualDestinationInterceptor></destinationInterceptors>"#,
+        );
+        assert!(!apart.diagnostics.has_errors(), "{}", apart.diagnostics);
     }
 
     #[test]
