@@ -160,7 +160,9 @@ fn check_type(ctx: &mut Ctx<'_>, element: &Element, quiet: bool) {
             continue;
         }
         if !child.is_activemq() {
-            continue; // Spring beans and other namespaces: not ActiveMQ's names
+            // Spring beans and other namespaces: not ActiveMQ's names
+            ferromq_name_in_another_namespace(ctx, child);
+            continue;
         }
         if names.properties.contains(child.name.as_str()) {
             check_property(ctx, element, child, quiet);
@@ -258,8 +260,38 @@ fn check_property(ctx: &mut Ctx<'_>, parent: &Element, property: &Element, quiet
             check_type(ctx, item, quiet);
         } else if item.ns == Namespace::Ferromq && !ctx.is_used(&item.span) {
             unknown_ferromq_element(ctx, property, item);
+        } else {
+            ferromq_name_in_another_namespace(ctx, item);
         }
     }
+}
+
+/// An element named like one of ferromq's (`<x:jetStream>`) in a namespace that is not
+/// `urn:ferromq` is not read: without this error a cluster's store element with a mistyped
+/// namespace would leave the broker on a local store, silently.
+fn ferromq_name_in_another_namespace(ctx: &mut Ctx<'_>, element: &Element) {
+    let Namespace::Other(uri) = &element.ns else {
+        return;
+    };
+    let name = element.name.as_str();
+    if ctx.is_used(&element.span)
+        || !(FERROMQ_ELEMENTS.contains(&name) || FERROMQ_ADAPTERS.contains(&name))
+    {
+        return;
+    }
+    ctx.push(
+        Diagnostic::error(
+            element.span.clone(),
+            format!(
+                "<{name}> is in namespace `{uri}`, not ferromq's `{}`: it is not read",
+                crate::config::tree::NS_FERROMQ
+            ),
+        )
+        .with_hint(format!(
+            "declare the prefix as ferromq's: xmlns:ferromq=\"{}\"",
+            crate::config::tree::NS_FERROMQ
+        )),
+    );
 }
 
 /// A child of a type element that is not one of its properties: either a type element placed

@@ -572,3 +572,23 @@ fn persistence_factories_are_replaced_or_refused_like_adapters() {
     ));
     assert!(!both.diagnostics.has_errors());
 }
+
+#[test]
+fn a_ferromq_element_in_another_namespace_is_an_error_not_skipped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let xml = format!(
+        "<beans xmlns=\"http://www.springframework.org/schema/beans\" \
+         xmlns:fm=\"https://ferromq.dev/schema\">{BROKER}>\
+         <persistenceAdapter><fm:jetStream servers=\"nats://127.0.0.1:4222\"/></persistenceAdapter>\
+         <fm:sharedSubscriptions/>\
+         <fm:somethingElse/></broker></beans>"
+    );
+    let loaded = load_str(&xml, dir.path(), &options());
+    let errors: Vec<String> = messages(&loaded.diagnostics)
+        .into_iter()
+        .filter(|m| m.contains("not ferromq's `urn:ferromq`"))
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", loaded.diagnostics);
+    assert!(errors[0].starts_with("error: <jetStream>"), "{errors:?}");
+    assert!(loaded.diagnostics.has_errors());
+}
