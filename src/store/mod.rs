@@ -674,7 +674,7 @@ pub fn database_file_usable(dir: &Path) -> Result<(), String> {
 }
 
 /// Whether the redb file in `dir` is as long as its header says, as the engine judges it at
-/// open ([`redb_header_problem`]): a copy cut short after a valid header fails `run`. `Ok`
+/// open (`redb_header_problem`): a copy cut short after a valid header fails `run`. `Ok`
 /// when the file is missing, empty or not a redb file ([`database_file_usable`] says that).
 /// Read from its header and length only, without opening the store or taking its lock.
 pub fn database_file_whole(dir: &Path) -> Result<(), String> {

@@ -38,7 +38,7 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens `directory` exclusively and reads it back. `store_limit_bytes`: `storeUsage`;
     /// `memory_limit_bytes`: `memoryUsage` (0: none), which bounds the queued messages read
-    /// back into memory ([`recovery_hold`]).
+    /// back into memory (`recovery_hold`).
     pub async fn open(
         directory: PathBuf,
         store_limit_bytes: Option<u64>,
