@@ -252,7 +252,13 @@ pub fn diff_with_changed_files(
                     }
                 }
             }
-            if *virtual_destinations != new.virtual_destinations {
+            // Between a cluster node and a single broker neither of which writes them, the
+            // default's presence follows the store already reported as needing a restart.
+            let cluster = |p: &Persistence| matches!(p, Persistence::JetStream(_));
+            let follows_the_store = !virtual_destinations.explicit
+                && !new.virtual_destinations.explicit
+                && cluster(persistence) != cluster(&new.persistence);
+            if *virtual_destinations != new.virtual_destinations && !follows_the_store {
                 let lines = |v: &crate::config::virtual_destinations::VirtualDestinations| {
                     let lines = v.lines();
                     if lines.is_empty() {

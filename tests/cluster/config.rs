@@ -409,12 +409,12 @@ fn check_caps_the_stomp_max_body_on_a_cluster_node() {
         "{text}"
     );
     assert!(
-        text.contains(", max SEND 1023 KiB (destination, headers and body), "),
+        text.contains(", max SEND 1023 kb (destination, headers and body), "),
         "{text}"
     );
-    assert!(!text.contains("max body 100 MiB"), "{text}");
+    assert!(!text.contains("max body 100 mb"), "{text}");
     assert!(
-        text.contains("max SEND capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; transport.maxDataLength 100 MiB"),
+        text.contains("max SEND capped by the cluster: NATS max_payload 1 mb (nats-server's default; check --online reads the servers' value) less 1 kb of frame; transport.maxDataLength 100 mb"),
         "{text}"
     );
     let (ok, json) = check(&file, &["--format", "json"]);
@@ -431,7 +431,7 @@ fn check_caps_the_stomp_max_body_on_a_cluster_node() {
     std::fs::write(&file, xml).expect("write");
     let (ok, text) = check(&file, &[]);
     assert!(ok, "{text}");
-    assert!(text.contains("max body 100 MiB"), "{text}");
+    assert!(text.contains("max body 100 mb"), "{text}");
     assert!(!text.contains("max SEND"), "{text}");
 }
 
@@ -468,11 +468,11 @@ fn check_reports_the_cluster_node() {
     // The MQTT listener's real cap is NATS's max_payload (1 MiB unless the servers say
     // otherwise) less the frame around a message, not wireFormat.maxFrameSize.
     assert!(
-        text.contains("mqtt: mqtt://127.0.0.1:1883 (default keep-alive none, connect timeout 30000 ms, max frame 1023 KiB,"),
+        text.contains("mqtt: mqtt://127.0.0.1:1883 (default keep-alive none, connect timeout 30000 ms, max frame 1023 kb,"),
         "{text}"
     );
     assert!(
-        text.contains("max frame capped by the cluster: NATS max_payload 1 MiB (nats-server's default; check --online reads the servers' value) less 1 KiB of frame; wireFormat.maxFrameSize 256 MiB"),
+        text.contains("max frame capped by the cluster: NATS max_payload 1 mb (nats-server's default; check --online reads the servers' value) less 1 kb of frame; wireFormat.maxFrameSize 256 mb"),
         "{text}"
     );
     let (ok, json) = check(&file, &["--format", "json"]);

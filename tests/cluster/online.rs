@@ -175,9 +175,9 @@ async fn online_check_caps_the_max_frame_by_the_servers_max_payload() {
     .expect("write");
     let (ok, text) = check_off_runtime(&file, &["--online"]).await;
     assert!(ok, "{text}");
-    assert!(text.contains("max frame 2047 KiB,"), "{text}");
+    assert!(text.contains("max frame 2047 kb,"), "{text}");
     assert!(
-        text.contains("max frame capped by the cluster: NATS max_payload 2 MiB (as the server announced it) less 1 KiB of frame"),
+        text.contains("max frame capped by the cluster: NATS max_payload 2 mb (as the server announced it) less 1 kb of frame"),
         "{text}"
     );
 }

@@ -462,15 +462,16 @@ fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// `step`, tried again for up to 10 s while it fails: a bucket answers "no responders" while
+/// `step`, tried again for up to 30 s while it fails: a bucket answers "no responders" while
 /// its raft group elects a leader, which three servers just started can take seconds to do on
-/// a loaded 2-core runner. Panics with `what` and the last error after that.
+/// a loaded 2-core runner (a CI run saw a request still time out after 10 s while the
+/// cluster tests ran side by side). Panics with `what` and the last error after that.
 pub async fn while_electing<T, E, F>(what: &str, mut step: impl FnMut() -> F) -> T
 where
     E: std::fmt::Display,
     F: std::future::Future<Output = Result<T, E>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match step().await {
             Ok(value) => return value,
