@@ -57,6 +57,9 @@ pub fn parse_size_bytes(text: &str) -> Result<u64, ValueError> {
             SIZE_HINT,
         ));
     }
+    if let Some(fraction) = unit.strip_prefix(['.', ',']) {
+        return Err(fractional_size(text, digits, fraction));
+    }
     let unit = unit.trim_start_matches(is_java_space).to_ascii_lowercase();
     let multiplier: u64 = match unit.as_str() {
         "" | "b" => 1,
@@ -91,6 +94,64 @@ pub fn parse_size_bytes(text: &str) -> Result<u64, ValueError> {
                 SIZE_HINT,
             )
         })
+}
+
+/// The error for a size with a fraction (`1.5 gb`): ActiveMQ's pattern takes whole numbers
+/// only. The hint gives the same size in a smaller unit when it is whole there
+/// (`1.5 gb` -> `1536 mb`, `0.5 kb` -> `512 b`).
+fn fractional_size(text: &str, whole: &str, rest: &str) -> ValueError {
+    let fraction_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let (fraction, unit) = rest.split_at(fraction_end);
+    let unit = unit.trim_matches(is_java_space).to_ascii_lowercase();
+    let shift = match unit.as_str() {
+        "" | "b" => None,
+        "k" | "kb" | "kib" => Some((10, ["b", "b"])),
+        "m" | "mb" | "mib" => Some((20, ["kb", "b"])),
+        "g" | "gb" | "gib" => Some((30, ["mb", "kb"])),
+        _ => None,
+    };
+    let message = format!("`{text}` is not a size: ActiveMQ reads whole numbers only");
+    let instead =
+        shift.and_then(|(bits, smaller)| whole_in_smaller_unit(whole, fraction, bits, smaller));
+    match instead {
+        Some(instead) => ValueError::new(
+            message,
+            format!("write \"{instead}\", the same size as a whole number"),
+        ),
+        None => ValueError::new(message, SIZE_HINT),
+    }
+}
+
+/// `whole.fraction` units of `2^bits` bytes as a whole number of the next smaller unit
+/// (`smaller[0]`, 2^(bits-10) bytes) or the one below it (`smaller[1]`), if either is whole.
+fn whole_in_smaller_unit(
+    whole: &str,
+    fraction: &str,
+    bits: u32,
+    smaller: [&str; 2],
+) -> Option<String> {
+    if fraction.is_empty() || fraction.len() > 18 {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let numerator: u128 = fraction.parse().ok()?;
+    let denominator = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+    let scaled = whole.checked_mul(denominator)?.checked_add(numerator)?;
+    let bytes_times_denominator = scaled.checked_mul(1u128 << bits)?;
+    if bytes_times_denominator % denominator != 0 {
+        return None;
+    }
+    let bytes = bytes_times_denominator / denominator;
+    let steps = [
+        (bits - 10, smaller[0]),
+        (bits.saturating_sub(20), smaller[1]),
+    ];
+    steps
+        .into_iter()
+        .find(|&(step_bits, _)| bytes % (1u128 << step_bits) == 0)
+        .map(|(step_bits, name)| format!("{} {name}", bytes >> step_bits))
 }
 
 /// The spelling ActiveMQ accepts for `digits` followed by a unit it does not read but which
@@ -234,6 +295,44 @@ mod tests {
             assert!(err.message.contains(text), "{}", err.message);
             assert!(parse_size_bytes(instead).is_ok(), "{instead}");
         }
+    }
+
+    /// ActiveMQ reads whole numbers only: a fraction is refused, with the same size written
+    /// whole in a smaller unit when there is one.
+    #[test]
+    fn fractional_sizes_are_refused_with_a_whole_spelling() {
+        for (text, instead) in [
+            ("1.5 gb", Some("1536 mb")),
+            ("1.5gb", Some("1536 mb")),
+            ("0.5 GB", Some("512 mb")),
+            ("2.25 m", Some("2304 kb")),
+            ("0.5 kb", Some("512 b")),
+            ("1,5 mb", Some("1536 kb")),
+            ("1.0001 gb", None),
+            ("1.5", None),
+            ("1.5 b", None),
+            ("1.5 tb", None),
+            ("1. gb", None),
+        ] {
+            let err = parse_size_bytes(text).expect_err(text);
+            assert!(
+                err.message.contains("whole numbers only"),
+                "{text}: {}",
+                err.message
+            );
+            match instead {
+                Some(instead) => {
+                    assert_eq!(
+                        err.hint,
+                        format!("write \"{instead}\", the same size as a whole number"),
+                        "{text}"
+                    );
+                    assert!(parse_size_bytes(instead).is_ok(), "{instead}");
+                }
+                None => assert_eq!(err.hint, SIZE_HINT, "{text}"),
+            }
+        }
+        assert!(parse_size_bytes("99999999999999999999999.5 gb").is_err());
     }
 
     #[test]

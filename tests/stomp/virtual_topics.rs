@@ -189,27 +189,14 @@ fn spawn_durable(dir: &std::path::Path, mqtt: u16, stomp: u16) -> crate::support
     crate::support::ChildGuard(crate::support::wire::spawn_broker(&config))
 }
 
-async fn up(port: u16) -> std::net::SocketAddr {
-    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "broker did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    addr
-}
-
 /// Every QoS 1 publish whose PUBACK came is in the consumer queue after a SIGKILL.
 #[tokio::test]
 async fn a_copy_acknowledged_by_puback_survives_a_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mqtt, stomp) = (crate::support::free_port(), crate::support::free_port());
     let mut broker = spawn_durable(dir.path(), mqtt, stomp);
-    up(stomp).await;
-    let mut device = Client::connect(up(mqtt).await, "device").await;
+    crate::support::listening(stomp).await;
+    let mut device = Client::connect(crate::support::listening(mqtt).await, "device").await;
     for i in 0..20 {
         device
             .publish(
@@ -224,7 +211,7 @@ async fn a_copy_acknowledged_by_puback_survives_a_sigkill() {
     broker.wait().expect("reaped");
 
     let _broker = spawn_durable(dir.path(), mqtt, stomp);
-    let mut c = StompClient::tcp(up(stomp).await).await;
+    let mut c = StompClient::tcp(crate::support::listening(stomp).await).await;
     c.connect(&[]).await;
     subscribe(&mut c, "/queue/Consumer.kept.VirtualTopic.orders").await;
     let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();

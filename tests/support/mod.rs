@@ -79,6 +79,21 @@ pub fn free_port() -> u16 {
     ports::free_port().expect("a free loopback port")
 }
 
+/// Waits (up to 20 s) until a broker process accepts TCP connections on 127.0.0.1:`port`, and
+/// returns that address. Panics ("broker did not start") past the deadline.
+pub async fn listening(port: u16) -> std::net::SocketAddr {
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    addr
+}
+
 /// Kills the child process when dropped, so a failing test leaves no process behind.
 pub struct ChildGuard(pub std::process::Child);
 
