@@ -18,6 +18,7 @@ use futures_util::StreamExt;
 use super::codec::SessionRecord;
 use super::engine::Inner;
 use crate::broker::durability::{DurabilityError, KeptSession, KeptSessions};
+use crate::broker::session::kind::SessionKind;
 
 /// Records fetched per request.
 const PAGE: usize = 256;
@@ -131,18 +132,22 @@ pub async fn read_one(
         .filter(|kept| kept.client_id == client_id))
 }
 
-/// A record as the console shows it; `None` for one that does not decode (another version's,
-/// or damaged: nothing to act on by client id) and for a STOMP durable subscription's (its
-/// connection is what the console shows).
+/// A record as the console shows it: an MQTT session's or a STOMP durable subscription's;
+/// `None` for one that does not decode (another version's, or damaged: nothing to act on by
+/// client id) and for STOMP's other internal sessions (never kept in the cluster).
 fn kept_session(value: &[u8]) -> Option<KeptSession> {
     let record = SessionRecord::decode(value).ok()?;
-    if record.client_id.starts_with('\0') {
+    if matches!(
+        SessionKind::of(&record.client_id),
+        SessionKind::StompInternal
+    ) {
         return None;
     }
     Some(KeptSession {
         owner: (!record.owner.is_empty()).then_some(record.owner),
         connected: record.connected,
         subscriptions: record.subscriptions.len(),
+        first_filter: record.subscriptions.first().map(|(f, _)| f.clone()),
         inflight: record.inflight.len(),
         offline_since_ms: (!record.connected && record.offline_since_ms > 0)
             .then_some(record.offline_since_ms),
@@ -193,9 +198,21 @@ mod tests {
     }
 
     #[test]
-    fn stomp_durable_records_and_garbage_are_not_listed() {
-        let stomp = record("\u{0}stomp-durable:3:app:orders", "", false);
-        assert!(kept_session(&stomp.encode()).is_none());
+    fn stomp_durable_records_are_listed_with_their_destination() {
+        let mut stomp = record("\u{0}stomp-durable:3:app:orders", "", false);
+        stomp.subscriptions = vec![(
+            "orders/eu".into(),
+            crate::broker::session::SubscriptionOptions::qos(crate::protocol::QoS::AtLeastOnce),
+        )];
+        let kept = kept_session(&stomp.encode()).expect("listed");
+        assert_eq!(kept.client_id, "\u{0}stomp-durable:3:app:orders");
+        assert_eq!(kept.first_filter.as_deref(), Some("orders/eu"));
+    }
+
+    #[test]
+    fn internal_stomp_records_and_garbage_are_not_listed() {
+        let hold = record("\u{0}stomp-client:app", "", false);
+        assert!(kept_session(&hold.encode()).is_none());
         assert!(kept_session(b"not a record").is_none());
     }
 }

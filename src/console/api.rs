@@ -71,14 +71,12 @@ fn store_overview(info: &ConsoleInfo, used: impl FnOnce() -> u64) -> Value {
 /// `kind` of an `/api/sessions` entry that is a STOMP durable topic subscription.
 const STOMP_DURABLE_KIND: &str = "stomp-durable-subscription";
 
-/// How `/api/sessions` lists a session of this broker, if it does: MQTT sessions, and on a
-/// single broker STOMP durable subscriptions (a cluster node keeps theirs as records in NATS
-/// that its listing leaves out, and removes them through STOMP's own claim: not listed there
-/// at all). STOMP's other internal sessions (non-durable subscriptions, a connected client's
-/// client-id hold) are not sessions to a user: the clients page shows their connection.
-fn listed_kind<'a>(console: &Console, session_id: &'a str) -> Option<SessionKind<'a>> {
+/// How `/api/sessions` lists a session of this broker, if it does: MQTT sessions and STOMP
+/// durable subscriptions. STOMP's other internal sessions (non-durable subscriptions, a
+/// connected client's client-id hold) are not sessions to a user: the clients page shows
+/// their connection.
+fn listed_kind(session_id: &str) -> Option<SessionKind<'_>> {
     match SessionKind::of(session_id) {
-        SessionKind::StompDurable { .. } if console.core.backplane().is_some() => None,
         SessionKind::StompInternal => None,
         kind => Some(kind),
     }
@@ -177,6 +175,27 @@ pub(super) async fn clients(
     Ok(Json(json!({ "clients": clients })))
 }
 
+/// A STOMP durable subscription's `/api/sessions` entry: its readable id (the one
+/// `session list` shows and `session end` takes; the stored one starts with U+0000), kind,
+/// client-id, name and destination (`filter`, its one topic or wildcard kept as an MQTT
+/// filter). Other kinds' entries are left as they are.
+pub(super) fn describe_stomp_durable(entry: &mut Value, kind: SessionKind, filter: Option<&str>) {
+    let (SessionKind::StompDurable { client_id, name }, Value::Object(map)) = (kind, entry) else {
+        return;
+    };
+    map.insert(
+        "client_id".into(),
+        json!(stomp_readable_id(client_id, name)),
+    );
+    map.insert("kind".into(), json!(STOMP_DURABLE_KIND));
+    map.insert("stomp_client_id".into(), json!(client_id));
+    map.insert("subscription_name".into(), json!(name));
+    map.insert(
+        "destination".into(),
+        json!(filter.map(|f| format!("/topic/{}", mqtt_to_activemq(f)))),
+    );
+}
+
 /// STOMP's internal session names start with U+0000 (no MQTT client id may): shown without it.
 fn visible_client_id(id: &str) -> String {
     id.trim_start_matches('\0').to_owned()
@@ -193,7 +212,7 @@ pub(super) async fn sessions(
     let backplane = console.core.backplane();
     let mut sessions: Vec<Value> = all
         .iter()
-        .filter_map(|s| Some((s, listed_kind(&console, s.client_id())?)))
+        .filter_map(|s| Some((s, listed_kind(s.client_id())?)))
         .map(|(s, kind)| {
             let connected = s.is_attached();
             let (pending, inflight, subscriptions, filter) = s.with_state_unchecked(|st| {
@@ -219,24 +238,7 @@ pub(super) async fn sessions(
                 "last_seen_unix_ms": last_seen,
                 "expiry_secs": s.expiry_secs(),
             });
-            if let (SessionKind::StompDurable { client_id, name }, Value::Object(map)) =
-                (kind, &mut entry)
-            {
-                // The id `session list` shows and `session end` takes; the stored one starts
-                // with U+0000.
-                map.insert(
-                    "client_id".into(),
-                    json!(stomp_readable_id(client_id, name)),
-                );
-                map.insert("kind".into(), json!(STOMP_DURABLE_KIND));
-                map.insert("stomp_client_id".into(), json!(client_id));
-                map.insert("subscription_name".into(), json!(name));
-                // A durable subscription has one topic (or wildcard), kept as an MQTT filter.
-                map.insert(
-                    "destination".into(),
-                    json!(filter.map(|f| format!("/topic/{}", mqtt_to_activemq(&f)))),
-                );
-            }
+            describe_stomp_durable(&mut entry, kind, filter.as_deref());
             if let (Some(backplane), Value::Object(map)) = (backplane, &mut entry) {
                 map.insert("held_by".into(), json!(backplane.node_id()));
                 map.insert("here".into(), json!(true));
@@ -461,13 +463,35 @@ async fn end_session(console: &Console, client_id: String, user: &User, peer: Pe
     }
     // An MQTT client may be named like a STOMP durable subscription's readable id: its
     // session comes first, as `session end` takes the stored id first.
-    if console.core.backplane().is_none()
-        && client_id.starts_with(STOMP_READABLE_PREFIX)
+    if client_id.starts_with(STOMP_READABLE_PREFIX)
         && console.core.registry.by_client_id(&client_id).is_none()
     {
-        return end_stomp_durable(console, &client_id, user, peer);
+        let Some(backplane) = console.core.backplane().cloned() else {
+            return end_stomp_durable(console, &client_id, user, peer);
+        };
+        match super::kept::stomp_durable_in_cluster(console, &backplane, &client_id).await {
+            Ok(Some(stored)) => {
+                return end_by_stored_id(console, Arc::from(stored), &client_id, user, peer).await
+            }
+            // No such subscription: an MQTT client id that reads like one, held elsewhere.
+            Ok(None) => {}
+            Err(refused) => return refused,
+        }
     }
-    let client_id: Arc<str> = Arc::from(client_id);
+    let shown = client_id.clone();
+    end_by_stored_id(console, Arc::from(client_id), &shown, user, peer).await
+}
+
+/// End session `client_id` (as stored; `shown` in logs and answers: a STOMP durable
+/// subscription's readable id) of this broker, or on a cluster node wherever the cluster
+/// keeps it.
+async fn end_by_stored_id(
+    console: &Console,
+    client_id: Arc<str>,
+    shown: &str,
+    user: &User,
+    peer: Peer,
+) -> Response {
     // On a cluster node, no CONNECT of this client id claims or attaches here meanwhile: the
     // session is either this broker's (ended here) or not (ended across the cluster).
     let backplane = console.core.backplane().cloned();
@@ -481,10 +505,10 @@ async fn end_session(console: &Console, client_id: String, user: &User, peer: Pe
             tracing::info!(
                 admin = %user.name,
                 peer = %peer.0,
-                client_id = %crate::security::Bounded(&client_id),
+                client_id = %crate::security::Bounded(shown),
                 "console: offline session deleted with its queue"
             );
-            Json(json!({ "ok": true, "client_id": &*client_id })).into_response()
+            Json(json!({ "ok": true, "client_id": shown })).into_response()
         }
         Some(Err(_)) => (
             StatusCode::CONFLICT,
@@ -495,11 +519,40 @@ async fn end_session(console: &Console, client_id: String, user: &User, peer: Pe
             .into_response(),
         None => match &backplane {
             Some(backplane) => {
-                super::kept::end_elsewhere(console, backplane, &client_id, user, peer).await
+                super::kept::end_elsewhere(console, backplane, &client_id, shown, user, peer).await
             }
-            None => not_found(format!("no session {client_id}")),
+            None => not_found(format!("no session {shown}")),
         },
     }
+}
+
+/// 409: `count` STOMP durable subscriptions read `readable` (a client-id with `:`).
+pub(super) fn stomp_readable_ambiguous(readable: &str, count: usize) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({
+            "error": format!(
+                "{count} STOMP durable subscriptions read {readable} (a client-id with `:`): \
+                 remove the one meant with UNSUBSCRIBE from a STOMP client with its \
+                 client-id (header activemq.subscriptionName)"
+            )
+        })),
+    )
+        .into_response()
+}
+
+/// 409: a durable subscription's STOMP client (`client_id`) is connected to this broker.
+pub(super) fn stomp_client_connected(client_id: &str) -> Response {
+    (
+        StatusCode::CONFLICT,
+        Json(json!({
+            "error": format!(
+                "the subscription's STOMP client (client-id {client_id}) is connected: \
+                 disconnect it first"
+            )
+        })),
+    )
+        .into_response()
 }
 
 /// Delete the STOMP durable subscription whose readable id (`stomp:<client-id>:<name>`) is
@@ -523,35 +576,12 @@ fn end_stomp_durable(console: &Console, readable: &str, user: &User, peer: Peer)
             _ => None,
         })
         .collect();
-    let (client_id, name) =
-        match matching.as_slice() {
-            [] => return not_found(format!("no session {readable}")),
-            [one] => one.clone(),
-            _ => return (
-                StatusCode::CONFLICT,
-                Json(json!({
-                    "error": format!(
-                        "{} STOMP durable subscriptions read {readable} (a client-id with `:`): \
-                         remove the one meant with UNSUBSCRIBE from a STOMP client with its \
-                         client-id (header activemq.subscriptionName)",
-                        matching.len()
-                    )
-                })),
-            )
-                .into_response(),
-        };
-    let in_use = || {
-        (
-            StatusCode::CONFLICT,
-            Json(json!({
-                "error": format!(
-                    "the subscription's STOMP client (client-id {client_id}) is connected: \
-                     disconnect it first"
-                )
-            })),
-        )
-            .into_response()
+    let (client_id, name) = match matching.as_slice() {
+        [] => return not_found(format!("no session {readable}")),
+        [one] => one.clone(),
+        _ => return stomp_readable_ambiguous(readable, matching.len()),
     };
+    let in_use = || stomp_client_connected(&client_id);
     if console
         .core
         .registry

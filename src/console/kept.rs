@@ -27,6 +27,9 @@ use serde_json::{json, Value};
 use super::auth::{Peer, User};
 use super::Console;
 use crate::broker::durability::{Backplane, ClaimRequest, Claimed, KeptSession, KeptSessions};
+use crate::broker::session::kind::{
+    stomp_client_hold_id, stomp_durable_id, SessionKind, STOMP_READABLE_PREFIX,
+};
 
 /// At most this many session records are read for one listing.
 pub const LISTED_AT_MOST: usize = 1000;
@@ -116,9 +119,8 @@ pub async fn listed_elsewhere(
 }
 
 fn entry(kept: &KeptSession) -> Value {
-    json!({
+    let mut entry = json!({
         "client_id": kept.client_id,
-        // The records of STOMP durable subscriptions are left out of the listing.
         "kind": "mqtt",
         "connected": kept.connected,
         "persistent": true,
@@ -130,7 +132,60 @@ fn entry(kept: &KeptSession) -> Value {
         "expiry_secs": kept.expiry_secs,
         "held_by": kept.owner.as_deref().unwrap_or(NO_NODE),
         "here": false,
-    })
+    });
+    super::api::describe_stomp_durable(
+        &mut entry,
+        SessionKind::of(&kept.client_id),
+        kept.first_filter.as_deref(),
+    );
+    entry
+}
+
+/// The stored id of the STOMP durable subscription whose readable id is `readable`
+/// (`stomp:<client-id>:<name>`), held by this broker or kept by the cluster; `None` when
+/// there is none. Every split of `readable` at a `:` is looked up (a `:` in a client-id makes
+/// `stomp:a:b:c` either `a`'s `b:c` or `a:b`'s `c`), each by its key, so the answer does not
+/// depend on the listing's bound. `Err`: the answer to give instead (409 when two read the
+/// same or the subscription's STOMP client is connected to this node, 503 when the records
+/// cannot be read). A client connected to another node without consuming the subscription
+/// is not seen from here: the holding node refuses only while its consumer holds it.
+pub async fn stomp_durable_in_cluster(
+    console: &Console,
+    backplane: &Arc<dyn Backplane>,
+    readable: &str,
+) -> Result<Option<String>, Response> {
+    let Some(rest) = readable.strip_prefix(STOMP_READABLE_PREFIX) else {
+        return Ok(None);
+    };
+    let mut found: Vec<(&str, String)> = Vec::new();
+    for (at, _) in rest.match_indices(':') {
+        let (client_id, name) = (&rest[..at], &rest[at + 1..]);
+        let stored = stomp_durable_id(client_id, name);
+        let kept = console.core.registry.by_client_id(&stored).is_some()
+            || match backplane.kept_session(&stored).await {
+                Ok(kept) => kept.is_some(),
+                Err(e) => {
+                    return Err(answer(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({ "error": format!("the session records could not be read: {e}") }),
+                    ))
+                }
+            };
+        if kept {
+            found.push((client_id, stored));
+        }
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [(client_id, stored)] => {
+            let hold = stomp_client_hold_id(client_id);
+            if console.core.registry.by_client_id(&hold).is_some() {
+                return Err(super::api::stomp_client_connected(client_id));
+            }
+            Ok(Some(stored.clone()))
+        }
+        _ => Err(super::api::stomp_readable_ambiguous(readable, found.len())),
+    }
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -138,11 +193,13 @@ fn answer(status: StatusCode, body: Value) -> Response {
 }
 
 /// Delete `client_id`'s session, which this node's broker does not hold, across the cluster
-/// (the caller holds this node's claim gate for it).
+/// (the caller holds this node's claim gate for it). `shown`: the id the answer and the log
+/// name (a STOMP durable subscription's readable one).
 pub async fn end_elsewhere(
     console: &Console,
     backplane: &Arc<dyn Backplane>,
     client_id: &Arc<str>,
+    shown: &str,
     user: &User,
     peer: Peer,
 ) -> Response {
@@ -158,7 +215,7 @@ pub async fn end_elsewhere(
         Ok(None) => {
             return answer(
                 StatusCode::NOT_FOUND,
-                json!({ "error": format!("no session {client_id}") }),
+                json!({ "error": format!("no session {shown}") }),
             )
         }
         Err(e) => {
@@ -226,9 +283,9 @@ pub async fn end_elsewhere(
     tracing::info!(
         admin = %user.name,
         peer = %peer.0,
-        client_id = %crate::security::Bounded(client_id),
+        client_id = %crate::security::Bounded(shown),
         held_by = %held_by,
         "console: session kept by the cluster deleted with its queue"
     );
-    Json(json!({ "ok": true, "client_id": &**client_id, "held_by": held_by })).into_response()
+    Json(json!({ "ok": true, "client_id": shown, "held_by": held_by })).into_response()
 }

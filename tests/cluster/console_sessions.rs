@@ -241,8 +241,8 @@ fn released_record(client_id: &str) -> SessionRecord {
 }
 
 /// The engine's read of the session records stops at its bound, in pages, and says how many
-/// it left unread; clean sessions' will records are not read, deleted records and STOMP
-/// durable subscriptions' are read and not listed.
+/// it left unread; clean sessions' will records are not read, deleted records are read and
+/// not listed, STOMP durable subscriptions' are listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_records_are_read_in_pages_up_to_the_bound() {
     let Some(_) = nats_server_or_skip() else {
@@ -285,7 +285,8 @@ async fn the_session_records_are_read_in_pages_up_to_the_bound() {
         .expect("put");
 
     let all = engine.kept_sessions(1000).await.expect("read");
-    assert_eq!(all.sessions.len(), RECORDS, "listed");
+    assert_eq!(all.sessions.len(), RECORDS + 1, "listed");
+    assert!(all.sessions.iter().any(|s| s.client_id == stomp));
     assert_eq!(
         all.read,
         RECORDS + 2,
@@ -306,4 +307,139 @@ async fn the_session_records_are_read_in_pages_up_to_the_bound() {
     assert_eq!(one.map(|k| k.client_id), Some("many-007".to_owned()));
     assert_eq!(engine.kept_session("gone").await.expect("read"), None);
     assert_eq!(engine.kept_session("never").await.expect("read"), None);
+}
+
+/// A node with both a web console on `console` and a STOMP connector on `stomp`.
+fn console_stomp_node(
+    rig: &Rig,
+    name: &str,
+    console: SocketAddr,
+    stomp: SocketAddr,
+) -> FerromqNode {
+    let realm = rig.dir.path().join("jetty-realm.properties");
+    std::fs::write(&realm, REALM).expect("realm");
+    let element = format!(
+        r#"<console xmlns="urn:ferromq" host="127.0.0.1" port="{}" realm="{}"/>"#,
+        console.port(),
+        realm.display()
+    );
+    let file = rig.write_node(name, free_port(), &element);
+    let xml = std::fs::read_to_string(&file).expect("node config");
+    let xml = xml.replacen(
+        "    </transportConnectors>",
+        &format!(
+            "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
+        ),
+        1,
+    );
+    std::fs::write(&file, xml).expect("write node config");
+    let mut node = FerromqNode::start(&file);
+    tokio::task::block_in_place(|| node.wait_serving());
+    node
+}
+
+/// A cluster node's console lists STOMP durable subscriptions wherever the cluster keeps
+/// them (by their readable id `stomp:<client-id>:<name>`, with destination and holder) and
+/// deletes one across the cluster, as a single broker's does: a subscription made again
+/// afterwards starts empty. Refused (409) while its consumer holds it on another node, or
+/// while its STOMP client is connected to the console's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_lists_and_deletes_stomp_durable_subscriptions_across_nodes() {
+    use super::stomp_durable::{client, disconnect, messages, subscribe_durable};
+    use super::stomp_queues::send_ok;
+    let Some((_rig_guard, stomp)) = super::stomp_queues::stomp_rig(2).await else {
+        return;
+    };
+    let rig = &_rig_guard;
+    let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let own_stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let _node = console_stomp_node(rig, "node-c", console, own_stomp);
+
+    // Offline on node 0; offline on the console's node; consumed on node 1; offline on the
+    // console's node with its client connected there.
+    let mut app = client(stomp[0], "cs-app").await;
+    subscribe_durable(&mut app, "/topic/cs.orders", "orders", "auto").await;
+    disconnect(app).await;
+    let mut local = client(own_stomp, "cs-local").await;
+    subscribe_durable(&mut local, "/topic/cs.local", "mine", "auto").await;
+    disconnect(local).await;
+    let mut busy = client(stomp[1], "cs-busy").await;
+    subscribe_durable(&mut busy, "/topic/cs.busy", "b", "auto").await;
+    let mut held = client(own_stomp, "cs-held").await;
+    subscribe_durable(&mut held, "/topic/cs.held", "h", "auto").await;
+    disconnect(held).await;
+    let _held_client = client(own_stomp, "cs-held").await;
+
+    let answer = sessions_until(
+        console,
+        "every STOMP durable subscription is listed",
+        |json| {
+            [
+                "stomp:cs-app:orders",
+                "stomp:cs-local:mine",
+                "stomp:cs-busy:b",
+            ]
+            .iter()
+            .all(|id| listed(json, id).is_some())
+        },
+    )
+    .await;
+    let entry = listed(&answer, "stomp:cs-app:orders").expect("listed");
+    assert_eq!(entry["kind"], "stomp-durable-subscription", "{entry}");
+    assert_eq!(entry["stomp_client_id"], "cs-app", "{entry}");
+    assert_eq!(entry["subscription_name"], "orders", "{entry}");
+    assert_eq!(entry["destination"], "/topic/cs.orders", "{entry}");
+    assert_eq!(entry["held_by"], "node-0", "{entry}");
+    assert_eq!(entry["here"], false, "{entry}");
+    assert_eq!(entry["connected"], false, "{entry}");
+    let entry = listed(&answer, "stomp:cs-local:mine").expect("listed");
+    assert_eq!(entry["here"], true, "{entry}");
+    assert_eq!(entry["destination"], "/topic/cs.local", "{entry}");
+    let entry = listed(&answer, "stomp:cs-busy:b").expect("listed");
+    assert_eq!(entry["connected"], true, "{entry}");
+    assert_eq!(entry["held_by"], "node-1", "{entry}");
+    assert!(
+        !answer.to_string().contains("\\u0000"),
+        "no stored id is shown: {answer:#}"
+    );
+
+    // Refused while in use.
+    let refused = act(console, "/api/sessions/stomp:cs-busy:b/delete", ADMIN).await;
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert_eq!(refused.json()["held_by"], "node-1");
+    let refused = act(console, "/api/sessions/stomp:cs-held:h/delete", ADMIN).await;
+    assert_eq!(refused.status, 409, "{}", refused.text());
+    assert!(
+        refused.text().contains("client-id cs-held"),
+        "{}",
+        refused.text()
+    );
+
+    // Deleted across the cluster, and here.
+    let deleted = act(console, "/api/sessions/stomp:cs-app:orders/delete", ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["client_id"], "stomp:cs-app:orders");
+    assert_eq!(deleted.json()["held_by"], "node-0");
+    let deleted = act(console, "/api/sessions/stomp:cs-local:mine/delete", ADMIN).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    let unknown = act(console, "/api/sessions/stomp:cs-nobody:x/delete", ADMIN).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text());
+    let answer = sessions_until(console, "the deleted ones are not listed", |json| {
+        listed(json, "stomp:cs-app:orders").is_none()
+            && listed(json, "stomp:cs-local:mine").is_none()
+    })
+    .await;
+    assert!(listed(&answer, "stomp:cs-busy:b").is_some(), "{answer:#}");
+
+    // Published while it would have been offline: a subscription made again starts empty.
+    let mut producer = client(stomp[1], "cs-producer").await;
+    send_ok(&mut producer, "/topic/cs.orders", "after-delete").await;
+    let mut again = client(stomp[0], "cs-app").await;
+    subscribe_durable(&mut again, "/topic/cs.orders", "orders", "auto").await;
+    let got = messages(&mut again, 1, Duration::from_secs(2), false).await;
+    assert!(got.is_empty(), "the subscription was deleted: {got:?}");
+    // The busy one still gets what is published.
+    send_ok(&mut producer, "/topic/cs.busy", "still").await;
+    let got = messages(&mut busy, 1, Duration::from_secs(10), false).await;
+    assert_eq!(super::stomp_durable::bodies(&got), ["still"]);
 }

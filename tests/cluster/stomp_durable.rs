@@ -28,14 +28,14 @@ async fn stomp_durable_subscriptions_across_nodes() {
 }
 
 /// A connection with CONNECT `client-id`.
-async fn client(addr: SocketAddr, client_id: &str) -> StompClient {
+pub(super) async fn client(addr: SocketAddr, client_id: &str) -> StompClient {
     let mut c = StompClient::tcp(addr).await;
     c.connect(&[("client-id", client_id)]).await;
     c
 }
 
 /// A durable SUBSCRIBE (`id` "s") with a RECEIPT, expected.
-async fn subscribe_durable(c: &mut StompClient, topic: &str, name: &str, ack: &str) {
+pub(super) async fn subscribe_durable(c: &mut StompClient, topic: &str, name: &str, ack: &str) {
     subscribe(
         c,
         topic,
@@ -46,7 +46,7 @@ async fn subscribe_durable(c: &mut StompClient, topic: &str, name: &str, ack: &s
 }
 
 /// DISCONNECT with a RECEIPT, and the close.
-async fn disconnect(mut c: StompClient) {
+pub(super) async fn disconnect(mut c: StompClient) {
     c.send("DISCONNECT", &[("receipt", "bye")], "").await;
     let f = c.recv().await;
     assert_eq!(f.command, "RECEIPT", "{f:?}");
@@ -54,7 +54,7 @@ async fn disconnect(mut c: StompClient) {
 }
 
 /// MESSAGE frames within `within`, stopping once `expected` came; `acknowledge`: each ACKed.
-async fn messages(
+pub(super) async fn messages(
     c: &mut StompClient,
     expected: usize,
     within: Duration,
@@ -76,7 +76,7 @@ async fn messages(
     got
 }
 
-fn bodies(frames: &[Received]) -> Vec<String> {
+pub(super) fn bodies(frames: &[Received]) -> Vec<String> {
     frames.iter().map(Received::body_text).collect()
 }
 

@@ -84,6 +84,9 @@ pub struct KeptSession {
     /// A client is connected to it (on `owner`).
     pub connected: bool,
     pub subscriptions: usize,
+    /// Its first subscription's topic filter (MQTT syntax): a STOMP durable subscription's
+    /// one destination.
+    pub first_filter: Option<String>,
     /// Messages sent and not acknowledged.
     pub inflight: usize,
     /// When its client left, ms since the Unix epoch (`None` while connected, or unknown).
