@@ -339,7 +339,10 @@ fn markdown(runs: &Runs, meta: &[(String, String)], targets: &[Target]) -> Strin
     table_header(&mut md, "measure", runs, "ferromq / best other");
     for scenario in &runs.idle_scenarios {
         let n = match scenario.strip_prefix("storm-") {
-            Some(n) => format!("storm of {n}"),
+            Some(n) => match n.strip_suffix("-tls") {
+                Some(n) => format!("TLS storm of {n}"),
+                None => format!("storm of {n}"),
+            },
             None => scenario.trim_start_matches("idle-").to_owned(),
         };
         for (ptr, title, better) in [

@@ -105,7 +105,7 @@ impl TlsMaterial {
         let Identity { chain, key } = material::parse_identity(key_store, snapshot)?;
         warn_if_expired(&key_store.path, chain.first().map(|c| c.as_ref()));
 
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         if provider
             .key_provider
             .load_private_key(key.clone_key())

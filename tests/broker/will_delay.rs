@@ -406,3 +406,44 @@ async fn a_memory_only_shutdown_ends_the_session_so_a_delayed_will_goes_out() {
     );
     assert!(core.pending_wills.is_empty());
 }
+
+/// `offlineDurableSubscriberTimeout` caps a session that asked never to expire (0xFFFFFFFF) at
+/// the interval its CONNACK grants (MQTT 5 3.2.2.3.2: the client uses the server's value): the
+/// session ends then and its will is published then, not at the broker-wide sweep's next pass
+/// (`offlineDurableSubscriberTaskSchedule`, 300 s here). A DISCONNECT that asks for 0xFFFFFFFF
+/// is capped the same way.
+#[tokio::test(start_paused = true)]
+async fn a_never_expiring_session_ends_at_the_granted_cap_with_its_will() {
+    let xml = crate::support::BrokerXml::new()
+        .attributes(r#"offlineDurableSubscriberTimeout="20000""#)
+        .mqtt(0, &[])
+        .build();
+    let broker = TestBroker::from_xml(&xml).await;
+    let mut w = watcher(&broker).await;
+    drop(with_will(&broker, "never", Some(u32::MAX), 600).await);
+    let dropped = Instant::now();
+    assert_about(
+        will_arrival(&mut w, dropped, Duration::from_secs(60)).await,
+        Duration::from_secs(20),
+    );
+    let (_back, ack) =
+        RawClient::handshake(broker.duplex(), connect_v5("never", false, Some(u32::MAX))).await;
+    assert!(!ack.session_present, "ended at the granted 20 s");
+
+    let (mut raised, _) =
+        RawClient::handshake(broker.duplex(), connect_v5("raised", true, Some(5))).await;
+    raised
+        .send(Packet::Disconnect(Disconnect {
+            reason: 0,
+            properties: Some(Box::new(Properties {
+                session_expiry_interval: Some(u32::MAX),
+                ..Properties::default()
+            })),
+        }))
+        .await;
+    tokio::time::sleep(Duration::from_secs(21)).await;
+    let (_gone, ack) =
+        RawClient::handshake(broker.duplex(), connect_v5("raised", false, Some(5))).await;
+    assert!(!ack.session_present, "ended at the cap, not at the sweep's next pass");
+    broker.shutdown().await;
+}

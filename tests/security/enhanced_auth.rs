@@ -378,6 +378,41 @@ async fn protocol_errors_during_the_exchange_get_0x82() {
         );
         client.expect_closed().await;
     }
+    // AUTH packets that do not decode: CONNACK with their reason, then the close.
+    let mut repeated_method = vec![0xF0, 34, 0x18, 32];
+    for _ in 0..2 {
+        repeated_method.extend_from_slice(&[0x15, 0x00, 13]);
+        repeated_method.extend_from_slice(SHA256.as_bytes());
+    }
+    for (what, bytes, expected) in [
+        (
+            "data without a method",
+            vec![0xF0, 7, 0x18, 5, 0x16, 0x00, 2, b'h', b'i'],
+            ConnectReason::ProtocolError,
+        ),
+        ("a repeated method", repeated_method, ConnectReason::ProtocolError),
+        (
+            "a property cut short",
+            vec![0xF0, 3, 0x18, 5, 0x16],
+            ConnectReason::MalformedPacket,
+        ),
+    ] {
+        let scram = ScramClient::new(SHA256, "alice", "pencil");
+        let stream = TcpStream::connect(broker.addr).await.expect("connect");
+        let mut client = RawClient::over(stream);
+        client.version = ferromq::protocol::ProtocolVersion::V5;
+        client
+            .send(Packet::Connect(Box::new(scram_connect(
+                "p",
+                SHA256,
+                Some(scram.client_first()),
+            ))))
+            .await;
+        continue_data(client.recv().await, SHA256);
+        client.send_raw(&bytes).await;
+        assert_eq!(connack(client.recv().await).reason, expected, "{what}");
+        client.expect_closed().await;
+    }
     // AUTH on a connection that logged in with a password: DISCONNECT 0x82.
     let mut login = connect_v5("pw", true, None);
     login.username = Some("alice".into());

@@ -158,6 +158,24 @@ fn lifetime_of(connect: &Connect) -> SessionLifetime {
     }
 }
 
+/// The lifetime the broker keeps `connect`'s session for: the client's, or for MQTT 5 the
+/// Session Expiry Interval its CONNACK grants when `cap` (`offlineDurableSubscriberTimeout`)
+/// is shorter (0xFFFFFFFF included): the client must use the server's value (MQTT 5
+/// 3.2.2.3.2), so the session ends then, not at the broker-wide sweep's next pass.
+fn granted_lifetime(connect: &Connect, cap: Option<std::time::Duration>) -> SessionLifetime {
+    let requested = match connect.protocol {
+        ProtocolVersion::V5 => connect
+            .properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval),
+        ProtocolVersion::V31 | ProtocolVersion::V311 => return lifetime_of(connect),
+    };
+    match granted_session_expiry(requested, cap) {
+        Some(granted) => SessionLifetime::of_v5(Some(granted)),
+        None => lifetime_of(connect),
+    }
+}
+
 /// What a CONNACK tells one MQTT 5 client beyond what the broker supports.
 struct ConnAckExtras<'a> {
     /// The id we chose for a client that sent an empty one.
@@ -416,7 +434,7 @@ where
     let (attached, record_saved) = match core.attach_saving(
         &client_id,
         connect.clean_start,
-        lifetime_of(&connect),
+        granted_lifetime(&connect, core.session_expiry_cap),
         params.listener.options.allow_link_stealing,
         connect.will.as_ref().map(|will| (will, &principal)),
         version == ProtocolVersion::V5,

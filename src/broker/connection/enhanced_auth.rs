@@ -289,7 +289,19 @@ async fn read_auth<R: AsyncRead + Unpin>(
             }
             Ok(Some(_)) => return Err(protocol_error("a packet other than AUTH before CONNACK")),
             Ok(None) => {}
-            Err(e) => return Err(ExchangeEnd::Handshake(HandshakeEnd::Malformed(e))),
+            // The CONNECT was valid MQTT 5: its client reads a CONNACK with the reason
+            // (MQTT 5 4.13.1), as for an AUTH that decodes but breaks the exchange.
+            Err(e) => {
+                let reason = match e.reason_code() {
+                    0x82 => ConnectReason::ProtocolError,
+                    0x95 => ConnectReason::PacketTooLarge,
+                    _ => ConnectReason::MalformedPacket,
+                };
+                return Err(ExchangeEnd::Refuse(
+                    reason,
+                    format!("during the {mechanism} exchange: {e}"),
+                ));
+            }
         }
         match read_some(reader, read_buf).await {
             Ok(0) => return Err(ExchangeEnd::Handshake(HandshakeEnd::Closed)),
