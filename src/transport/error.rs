@@ -163,7 +163,7 @@ pub enum TlsError {
 
     #[error(
         "keyStore {}: the server's key is {key}, which ferromq cannot serve TLS with; supported \
-         keys: RSA (2048 bits or more), EC P-256, EC P-384, Ed25519",
+         keys: RSA (2048 bits or more), EC P-256, EC P-384, EC P-521, Ed25519",
         path.display()
     )]
     UnsupportedKey {

@@ -202,8 +202,9 @@ fn unsupported_key(cert_der: &[u8]) -> Option<String> {
         .map(|oid| oid.to_id_string());
     let name = match (algorithm.as_str(), curve.as_deref()) {
         ("1.2.840.113549.1.1.1", _) | ("1.3.101.112", _) => return None,
-        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7" | "1.3.132.0.34")) => return None,
-        ("1.2.840.10045.2.1", Some("1.3.132.0.35")) => "EC P-521".to_owned(),
+        ("1.2.840.10045.2.1", Some("1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35")) => {
+            return None
+        }
         ("1.2.840.10045.2.1", Some("1.3.132.0.10")) => "EC secp256k1".to_owned(),
         ("1.2.840.10045.2.1", Some(other)) => format!("EC on curve {other}"),
         ("1.2.840.10045.2.1", None) => "EC with explicit curve parameters".to_owned(),

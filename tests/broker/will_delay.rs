@@ -444,6 +444,9 @@ async fn a_never_expiring_session_ends_at_the_granted_cap_with_its_will() {
     tokio::time::sleep(Duration::from_secs(21)).await;
     let (_gone, ack) =
         RawClient::handshake(broker.duplex(), connect_v5("raised", false, Some(5))).await;
-    assert!(!ack.session_present, "ended at the cap, not at the sweep's next pass");
+    assert!(
+        !ack.session_present,
+        "ended at the cap, not at the sweep's next pass"
+    );
     broker.shutdown().await;
 }

@@ -390,7 +390,11 @@ async fn protocol_errors_during_the_exchange_get_0x82() {
             vec![0xF0, 7, 0x18, 5, 0x16, 0x00, 2, b'h', b'i'],
             ConnectReason::ProtocolError,
         ),
-        ("a repeated method", repeated_method, ConnectReason::ProtocolError),
+        (
+            "a repeated method",
+            repeated_method,
+            ConnectReason::ProtocolError,
+        ),
         (
             "a property cut short",
             vec![0xF0, 3, 0x18, 5, 0x16],

@@ -224,6 +224,76 @@ async fn jks_and_jceks_key_stores_serve_tls_mqtt_from_activemq_xml() {
     }
 }
 
+/// An EC P-521 key made by keytool (`-groupname secp521r1`, which Java serves) is served too;
+/// the client verifies its signature with a provider that knows P-521.
+#[tokio::test]
+async fn an_ec_p521_key_store_serves_tls() {
+    let Some(keytool) = crate::support::keytool::keytool() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("p521.ks");
+    let out = Command::new(&keytool)
+        .args(["-genkeypair", "-keystore"])
+        .arg(&ks)
+        .args([
+            "-storetype",
+            "JKS",
+            "-alias",
+            "broker",
+            "-dname",
+            "CN=localhost",
+        ])
+        .args([
+            "-ext",
+            "SAN=dns:localhost",
+            "-keyalg",
+            "EC",
+            "-groupname",
+            "secp521r1",
+        ])
+        .args(["-storepass", STORE_PASS, "-keypass", STORE_PASS])
+        .output()
+        .expect("run keytool");
+    assert!(out.status.success(), "{}", text(&out));
+    let exported = Command::new(&keytool)
+        .args(["-exportcert", "-keystore"])
+        .arg(&ks)
+        .args(["-alias", "broker", "-storepass", STORE_PASS])
+        .output()
+        .expect("run keytool");
+    assert!(exported.status.success(), "{}", text(&exported));
+    let server_cert = exported.stdout;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="{}" keyStorePassword="{STORE_PASS}""#,
+            ks.display()
+        ),
+        "",
+    );
+    let check = ferromq(&["check", &config.display().to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let broker = TestBroker::start(load_file(&config)).await;
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(server_cert.clone()))
+        .expect("trust anchor");
+    let client = ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tls(mqtts_addr(&broker), &TlsConnector::from(Arc::new(client)))
+        .await
+        .expect("TLS handshake with the P-521 certificate");
+    assert_eq!(presented(&stream), server_cert);
+    mqtt_round_trip(stream, "p521").await;
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn client_certificates_are_verified_by_a_java_trust_store() {
     for store_type in [StoreType::Jks, StoreType::Jceks] {
@@ -841,12 +911,8 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
         assert!(out.status.success(), "{}", text(&out));
     };
     for (name, alg_args, shown) in [
-        (
-            "p521",
-            &["-keyalg", "EC", "-groupname", "secp521r1"][..],
-            "EC P-521",
-        ),
         ("dsa", &["-keyalg", "DSA", "-keysize", "2048"][..], "DSA"),
+        ("ed448", &["-keyalg", "Ed448"][..], "Ed448"),
     ] {
         let ks = dir.path().join(format!("{name}.ks"));
         genkey(&ks, alg_args, STORE_PASS);
@@ -863,7 +929,7 @@ fn unsupported_keys_and_wrong_passwords_get_errors_and_hints_that_fit() {
             5,
             &[
                 &format!("the server's key is {shown}"),
-                "supported keys: RSA (2048 bits or more), EC P-256, EC P-384, Ed25519",
+                "supported keys: RSA (2048 bits or more), EC P-256, EC P-384, EC P-521, Ed25519",
                 "hint: make a new key",
             ],
         );

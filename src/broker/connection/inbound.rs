@@ -113,9 +113,11 @@ impl Conn {
             }
             if persistent {
                 // Capped as at CONNECT (`offlineDurableSubscriberTimeout`, 3.2.2.3.2).
-                let granted =
-                    super::connack_limits::granted_session_expiry(Some(secs), self.core.session_expiry_cap)
-                        .unwrap_or(secs);
+                let granted = super::connack_limits::granted_session_expiry(
+                    Some(secs),
+                    self.core.session_expiry_cap,
+                )
+                .unwrap_or(secs);
                 let expiry_secs = match granted {
                     u32::MAX => None,
                     secs => Some(secs),
