@@ -224,3 +224,43 @@ async fn inflight_messages_too_large_for_the_resumed_client_are_discarded_as_if_
     assert!(connack.session_present);
     assert_eq!(roomy.recv_within(QUIET).await, None);
 }
+
+// --- A CONNECT's size before login ----------------------------------------------------------
+
+/// A socket that has not logged in cannot make the broker buffer a CONNECT past 1 MiB (the
+/// default `maxFrameSize` is 256 MiB): the connection closes once the declared length is
+/// known to be larger. A CONNECT at the protocol's field limits (65,535-byte will payload and
+/// password) still logs in.
+#[tokio::test]
+async fn a_connect_larger_than_a_login_needs_is_closed_before_it_is_buffered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = TestBroker::default().await;
+    let mut socket = tokio::net::TcpStream::connect(broker.addr)
+        .await
+        .expect("connect");
+    // CONNECT, remaining length 2 MiB (variable byte integer 0x80 0x80 0x80 0x01), then
+    // 1.1 MiB of it.
+    let mut bytes = vec![0x10, 0x80, 0x80, 0x80, 0x01];
+    bytes.extend(std::iter::repeat_n(0u8, 1_100_000));
+    let _ = socket.write_all(&bytes).await;
+    let mut sink = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut sink)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the broker kept the socket open: {closed:?}"
+    );
+
+    let mut connect = connect_v5("big-login", true, None);
+    connect.username = Some("u".into());
+    connect.password = Some(bytes::Bytes::from(vec![b'p'; 65_535]));
+    connect.will = Some(ferromq::protocol::LastWill {
+        topic: "w/t".into(),
+        payload: bytes::Bytes::from(vec![b'w'; 65_535]),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: None,
+    });
+    let (_client, connack) = RawClient::connect_ok(broker.addr, connect).await;
+    assert_eq!(connack.reason, ferromq::protocol::ConnectReason::Success);
+    broker.shutdown().await;
+}

@@ -710,12 +710,23 @@ async fn claim_in_cluster(
     }
 }
 
+/// The largest CONNECT read (remaining length, bytes), below `wireFormat.maxFrameSize`: before
+/// its login a socket must not make the broker buffer up to that (256 MiB by default). Every
+/// string and binary field of a CONNECT is at most 65,535 bytes (client id, will topic and
+/// payload, user name, password, each property), so only a CONNECT with hundreds of user
+/// properties comes near 1 MiB; a larger one is closed as too large, as STOMP's CONNECT past
+/// 64 KiB is.
+pub const MAX_CONNECT_BYTES: usize = 1 << 20;
+
 async fn read_connect_bounded<R: AsyncRead + Unpin>(
     reader: &mut R,
     read_buf: &mut BytesMut,
     params: &ConnectionParams,
 ) -> Result<Box<Connect>, HandshakeEnd> {
-    let max_frame = params.listener.max_frame_size_bytes();
+    let max_frame = params
+        .listener
+        .max_frame_size_bytes()
+        .min(MAX_CONNECT_BYTES);
     let read = read_connect(reader, read_buf, max_frame);
     let timed = async {
         match params.listener.inactivity.connect_attempt_timeout {
