@@ -400,4 +400,9 @@ fn topic_filters() {
     );
     let error = decode_bytes(Some(V5), &unsubscribe(V5, b"$share/g")).expect_err("no filter");
     assert_eq!(error.reason_code(), 0x8F);
+    // A requested QoS of 3: malformed in 3.1.1 (3.8.3-4), a Protocol Error in 5.0 (3.8.3.1).
+    for (v, code) in [(V311, 0x81), (V5, 0x82)] {
+        let error = decode_bytes(Some(v), &subscribe(v, b"a/b", 3)).expect_err("QoS 3");
+        assert_eq!(error.reason_code(), code, "{v:?}: {error}");
+    }
 }

@@ -473,7 +473,7 @@ fn decode_subscribe(body: &Bytes, v5: bool) -> Result<Subscribe, DecodeError> {
                 return Err(r.malformed("reserved bits (7-2) of the requested QoS are set"));
             }
             SubscriptionOptions {
-                qos: requested_qos(&r, options)?,
+                qos: requested_qos(&r, options, false)?,
                 no_local: false,
                 retain_as_published: false,
                 retain_handling: RetainHandling::SendAtSubscribe,
@@ -491,9 +491,17 @@ fn decode_subscribe(body: &Bytes, v5: bool) -> Result<Subscribe, DecodeError> {
     })
 }
 
-fn requested_qos(r: &Reader<'_>, options: u8) -> Result<QoS, DecodeError> {
-    QoS::from_u8(options & 0b11)
-        .ok_or_else(|| r.malformed("a requested QoS is 3 (it must be 0, 1 or 2)"))
+/// The requested (MQTT 5: maximum) QoS of a subscription. QoS 3 makes the SUBSCRIBE malformed
+/// in MQTT 3.1.1 (3.8.3-4) and is a Protocol Error in MQTT 5 (3.8.3.1).
+fn requested_qos(r: &Reader<'_>, options: u8, v5: bool) -> Result<QoS, DecodeError> {
+    const WHY: &str = "a requested QoS is 3 (it must be 0, 1 or 2)";
+    QoS::from_u8(options & 0b11).ok_or_else(|| {
+        if v5 {
+            r.protocol_error(WHY)
+        } else {
+            r.malformed(WHY)
+        }
+    })
 }
 
 /// MQTT 5 subscription options byte (3.8.3.1).
@@ -516,7 +524,7 @@ fn subscription_options_v5(
         return Err(r.protocol_error("no local is set on a shared subscription"));
     }
     Ok(SubscriptionOptions {
-        qos: requested_qos(r, options)?,
+        qos: requested_qos(r, options, true)?,
         no_local,
         retain_as_published: options & 0b1000 != 0,
         retain_handling,
