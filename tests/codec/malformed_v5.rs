@@ -30,10 +30,11 @@ fn subscription_options() {
         subscribe(V5, b"a", 0x80),
         DecodeError::Malformed { .. }
     );
+    // Maximum QoS 3: a Protocol Error (3.8.3.1).
     rejects!(
         Some(V5),
         subscribe(V5, b"a", 0x03),
-        DecodeError::Malformed { .. }
+        DecodeError::ProtocolError { .. }
     );
     rejects!(
         Some(V5),
