@@ -48,17 +48,8 @@ async fn purge_rig() -> Option<(Rig, Vec<Node>)> {
             console.port(),
             realm.display()
         );
-        let file = rig.write_node(&format!("node-{i}"), free_port(), &element);
         let stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let xml = std::fs::read_to_string(&file).expect("node config");
-        let xml = xml.replacen(
-            "    </transportConnectors>",
-            &format!(
-                "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
-            ),
-            1,
-        );
-        std::fs::write(&file, xml).expect("write node config");
+        let file = rig.write_stomp_node(&format!("node-{i}"), free_port(), &element, stomp);
         started.push(FerromqNode::start(&file));
         nodes.push(Node { stomp, console });
     }

@@ -25,6 +25,16 @@ const VIEWER: (&str, &str) = ("viewer", "viewerpw");
 
 /// A node `name` over the rig's NATS cluster with its web console on `console`.
 fn console_node(rig: &Rig, name: &str, console: SocketAddr) -> FerromqNode {
+    console_node_with(rig, name, console, None)
+}
+
+/// [`console_node`] with a STOMP connector on `stomp` when given.
+fn console_node_with(
+    rig: &Rig,
+    name: &str,
+    console: SocketAddr,
+    stomp: Option<SocketAddr>,
+) -> FerromqNode {
     let realm = rig.dir.path().join("jetty-realm.properties");
     std::fs::write(&realm, REALM).expect("realm");
     let element = format!(
@@ -32,7 +42,10 @@ fn console_node(rig: &Rig, name: &str, console: SocketAddr) -> FerromqNode {
         console.port(),
         realm.display()
     );
-    let file = rig.write_node(name, free_port(), &element);
+    let file = match stomp {
+        Some(stomp) => rig.write_stomp_node(name, free_port(), &element, stomp),
+        None => rig.write_node(name, free_port(), &element),
+    };
     let mut node = FerromqNode::start(&file);
     tokio::task::block_in_place(|| node.wait_serving());
     node
@@ -309,35 +322,6 @@ async fn the_session_records_are_read_in_pages_up_to_the_bound() {
     assert_eq!(engine.kept_session("never").await.expect("read"), None);
 }
 
-/// A node with both a web console on `console` and a STOMP connector on `stomp`.
-fn console_stomp_node(
-    rig: &Rig,
-    name: &str,
-    console: SocketAddr,
-    stomp: SocketAddr,
-) -> FerromqNode {
-    let realm = rig.dir.path().join("jetty-realm.properties");
-    std::fs::write(&realm, REALM).expect("realm");
-    let element = format!(
-        r#"<console xmlns="urn:ferromq" host="127.0.0.1" port="{}" realm="{}"/>"#,
-        console.port(),
-        realm.display()
-    );
-    let file = rig.write_node(name, free_port(), &element);
-    let xml = std::fs::read_to_string(&file).expect("node config");
-    let xml = xml.replacen(
-        "    </transportConnectors>",
-        &format!(
-            "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
-        ),
-        1,
-    );
-    std::fs::write(&file, xml).expect("write node config");
-    let mut node = FerromqNode::start(&file);
-    tokio::task::block_in_place(|| node.wait_serving());
-    node
-}
-
 /// A cluster node's console lists STOMP durable subscriptions wherever the cluster keeps
 /// them (by their readable id `stomp:<client-id>:<name>`, with destination and holder) and
 /// deletes one across the cluster, as a single broker's does: a subscription made again
@@ -353,7 +337,7 @@ async fn a_console_lists_and_deletes_stomp_durable_subscriptions_across_nodes() 
     let rig = &_rig_guard;
     let console: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let own_stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let _node = console_stomp_node(rig, "node-c", console, own_stomp);
+    let _node = console_node_with(rig, "node-c", console, Some(own_stomp));
 
     // Offline on node 0; offline on the console's node; consumed on node 1; offline on the
     // console's node with its client connected there.

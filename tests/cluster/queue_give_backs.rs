@@ -61,17 +61,8 @@ fn start_node(rig: &Rig, i: usize) -> (Node, FerromqNode) {
         console.port(),
         realm.display()
     );
-    let file = rig.write_node(&format!("node-{i}"), free_port(), &children);
     let stomp: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let xml = std::fs::read_to_string(&file).expect("node config");
-    let xml = xml.replacen(
-        "    </transportConnectors>",
-        &format!(
-            "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
-        ),
-        1,
-    );
-    std::fs::write(&file, xml).expect("write node config");
+    let file = rig.write_stomp_node(&format!("node-{i}"), free_port(), &children, stomp);
     (Node { stomp, console }, FerromqNode::start(&file))
 }
 

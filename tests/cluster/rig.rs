@@ -77,6 +77,27 @@ impl Rig {
         file
     }
 
+    /// [`Self::write_node`] with a STOMP connector on `stomp` beside the MQTT one.
+    pub fn write_stomp_node(
+        &self,
+        name: &str,
+        port: u16,
+        broker_children: &str,
+        stomp: SocketAddr,
+    ) -> PathBuf {
+        let file = self.write_node(name, port, broker_children);
+        let xml = std::fs::read_to_string(&file).expect("node config");
+        let xml = xml.replacen(
+            "    </transportConnectors>",
+            &format!(
+                "      <transportConnector name=\"stomp\" uri=\"stomp://{stomp}\"/>\n    </transportConnectors>"
+            ),
+            1,
+        );
+        std::fs::write(&file, xml).expect("write node config");
+        file
+    }
+
     /// Node `i`'s MQTT address.
     pub fn addr(&self, i: usize) -> SocketAddr {
         self.nodes[i].mqtt_addr()

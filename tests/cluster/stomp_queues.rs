@@ -43,19 +43,10 @@ pub(super) async fn stomp_rig_with(
     let mut stomp = Vec::new();
     let mut started = Vec::new();
     for i in 0..nodes {
-        let file = rig.write_node(&format!("node-{i}"), free_port(), broker_children);
-        let port = free_port();
-        let xml = std::fs::read_to_string(&file).expect("node config");
-        let xml = xml.replacen(
-            "    </transportConnectors>",
-            &format!(
-                "      <transportConnector name=\"stomp\" uri=\"stomp://127.0.0.1:{port}\"/>\n    </transportConnectors>"
-            ),
-            1,
-        );
-        std::fs::write(&file, xml).expect("write node config");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let file = rig.write_stomp_node(&format!("node-{i}"), free_port(), broker_children, addr);
         started.push(FerromqNode::start(&file));
-        stomp.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        stomp.push(addr);
     }
     tokio::task::block_in_place(|| started.iter_mut().for_each(FerromqNode::wait_serving));
     rig.nodes = started;

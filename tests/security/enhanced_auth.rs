@@ -338,6 +338,23 @@ async fn a_connect_without_client_first_is_asked_for_it() {
     broker.shutdown().await;
 }
 
+/// A connection whose SCRAM-SHA-256 CONNECT was answered with AUTH 0x18 (server-first).
+async fn in_scram_exchange(addr: std::net::SocketAddr) -> RawClient {
+    let scram = ScramClient::new(SHA256, "alice", "pencil");
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let mut client = RawClient::over(stream);
+    client.version = ferromq::protocol::ProtocolVersion::V5;
+    client
+        .send(Packet::Connect(Box::new(scram_connect(
+            "p",
+            SHA256,
+            Some(scram.client_first()),
+        ))))
+        .await;
+    continue_data(client.recv().await, SHA256);
+    client
+}
+
 #[tokio::test]
 async fn protocol_errors_during_the_exchange_get_0x82() {
     let broker = simple_broker().await;
@@ -358,18 +375,7 @@ async fn protocol_errors_during_the_exchange_get_0x82() {
         ),
         ("PINGREQ", Packet::PingReq),
     ] {
-        let scram = ScramClient::new(SHA256, "alice", "pencil");
-        let stream = TcpStream::connect(broker.addr).await.expect("connect");
-        let mut client = RawClient::over(stream);
-        client.version = ferromq::protocol::ProtocolVersion::V5;
-        client
-            .send(Packet::Connect(Box::new(scram_connect(
-                "p",
-                SHA256,
-                Some(scram.client_first()),
-            ))))
-            .await;
-        continue_data(client.recv().await, SHA256);
+        let mut client = in_scram_exchange(broker.addr).await;
         client.send(packet).await;
         assert_eq!(
             connack(client.recv().await).reason,
@@ -401,18 +407,7 @@ async fn protocol_errors_during_the_exchange_get_0x82() {
             ConnectReason::MalformedPacket,
         ),
     ] {
-        let scram = ScramClient::new(SHA256, "alice", "pencil");
-        let stream = TcpStream::connect(broker.addr).await.expect("connect");
-        let mut client = RawClient::over(stream);
-        client.version = ferromq::protocol::ProtocolVersion::V5;
-        client
-            .send(Packet::Connect(Box::new(scram_connect(
-                "p",
-                SHA256,
-                Some(scram.client_first()),
-            ))))
-            .await;
-        continue_data(client.recv().await, SHA256);
+        let mut client = in_scram_exchange(broker.addr).await;
         client.send_raw(&bytes).await;
         assert_eq!(connack(client.recv().await).reason, expected, "{what}");
         client.expect_closed().await;

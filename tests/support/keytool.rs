@@ -78,8 +78,9 @@ impl Keytool {
     }
 
     /// `keytool -genkeypair`: a self-signed certificate for `localhost` / 127.0.0.1 with subject
-    /// `CN=<cn>`, key algorithm `key_alg` (`RSA`, `EC`), under `alias` in `store` (created when
-    /// missing), the key protected with `key_pass`.
+    /// `CN=<cn>`, key algorithm `key_alg` (`RSA`, `EC`, or `EC:<curve>` for keytool's
+    /// `-groupname`, e.g. `EC:secp521r1`), under `alias` in `store` (created when missing), the
+    /// key protected with `key_pass`.
     pub fn genkeypair(
         &self,
         store: &Path,
@@ -90,6 +91,10 @@ impl Keytool {
         key_pass: &str,
     ) {
         let dname = format!("CN={cn}");
+        let (key_alg, curve) = match key_alg.split_once(':') {
+            Some((alg, curve)) => (alg, Some(curve)),
+            None => (key_alg, None),
+        };
         let mut args = vec![
             "-genkeypair",
             "-keystore",
@@ -111,6 +116,9 @@ impl Keytool {
         ];
         if key_alg == "RSA" {
             args.extend(["-keysize", "2048"]);
+        }
+        if let Some(curve) = curve {
+            args.extend(["-groupname", curve]);
         }
         self.run(&args);
         self.assert_magic(store);

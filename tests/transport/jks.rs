@@ -228,42 +228,20 @@ async fn jks_and_jceks_key_stores_serve_tls_mqtt_from_activemq_xml() {
 /// the client verifies its signature with a provider that knows P-521.
 #[tokio::test]
 async fn an_ec_p521_key_store_serves_tls() {
-    let Some(keytool) = crate::support::keytool::keytool() else {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let ks = dir.path().join("p521.ks");
-    let out = Command::new(&keytool)
-        .args(["-genkeypair", "-keystore"])
-        .arg(&ks)
-        .args([
-            "-storetype",
-            "JKS",
-            "-alias",
-            "broker",
-            "-dname",
-            "CN=localhost",
-        ])
-        .args([
-            "-ext",
-            "SAN=dns:localhost",
-            "-keyalg",
-            "EC",
-            "-groupname",
-            "secp521r1",
-        ])
-        .args(["-storepass", STORE_PASS, "-keypass", STORE_PASS])
-        .output()
-        .expect("run keytool");
-    assert!(out.status.success(), "{}", text(&out));
-    let exported = Command::new(&keytool)
-        .args(["-exportcert", "-keystore"])
-        .arg(&ks)
-        .args(["-alias", "broker", "-storepass", STORE_PASS])
-        .output()
-        .expect("run keytool");
-    assert!(exported.status.success(), "{}", text(&exported));
-    let server_cert = exported.stdout;
+    keytool.genkeypair(
+        &ks,
+        "broker",
+        "localhost",
+        "EC:secp521r1",
+        STORE_PASS,
+        STORE_PASS,
+    );
+    let server_cert = keytool.export_cert(&ks, "broker", STORE_PASS);
     let config = write_config(
         dir.path(),
         &format!(
