@@ -224,6 +224,35 @@ async fn jks_and_jceks_key_stores_serve_tls_mqtt_from_activemq_xml() {
     }
 }
 
+/// `keyStore="file:.../broker.ks/"` names the file `broker.ks`, as `java.io.File` reads it in
+/// ActiveMQ (seen in a published configuration that ActiveMQ 5.17 serves TLS with).
+#[tokio::test]
+async fn a_key_store_path_with_a_trailing_slash_names_the_file() {
+    let Some(keytool) = Keytool::new(StoreType::Jks) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ks = dir.path().join("broker.ks");
+    keytool.genkeypair(&ks, "broker", "localhost", "RSA", STORE_PASS, STORE_PASS);
+    let server_cert = keytool.export_cert(&ks, "broker", STORE_PASS);
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"keyStore="file:{}/" keyStorePassword="{STORE_PASS}""#,
+            ks.display()
+        ),
+        "",
+    );
+    let check = ferromq(&["check", &config.display().to_string()]);
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check));
+    let broker = TestBroker::start(load_file(&config)).await;
+    let stream = tls(mqtts_addr(&broker), &connector(&server_cert, None))
+        .await
+        .expect("TLS handshake");
+    mqtt_round_trip(stream, "slash").await;
+    broker.shutdown().await;
+}
+
 /// An EC P-521 key made by keytool (`-groupname secp521r1`, which Java serves) is served too;
 /// the client verifies its signature with a provider that knows P-521.
 #[tokio::test]

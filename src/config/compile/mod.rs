@@ -350,13 +350,17 @@ impl<'d> Ctx<'d> {
 
     /// A resource path as ActiveMQ writes it (`file:${activemq.conf}/broker.ks`, `broker.ks`):
     /// the `file:` prefix dropped, and relative paths resolved against the configuration file's
-    /// directory (ActiveMQ finds them there through its classpath, which holds `conf/`).
+    /// directory (ActiveMQ finds them there through its classpath, which holds `conf/`). A
+    /// trailing `/` is dropped, as `java.io.File` drops it (`file:conf/broker.ks/` names the
+    /// file `conf/broker.ks` in ActiveMQ).
     pub fn resource_path(&self, value: &str) -> PathBuf {
         let stripped = value
             .strip_prefix("file://")
             .or_else(|| value.strip_prefix("file:"))
             .or_else(|| value.strip_prefix("classpath:"))
             .unwrap_or(value);
+        let trimmed = stripped.trim_end_matches('/');
+        let stripped = if trimmed.is_empty() { stripped } else { trimmed };
         let path = Path::new(stripped);
         if path.is_absolute() {
             path.to_path_buf()
