@@ -360,7 +360,11 @@ impl<'d> Ctx<'d> {
             .or_else(|| value.strip_prefix("classpath:"))
             .unwrap_or(value);
         let trimmed = stripped.trim_end_matches('/');
-        let stripped = if trimmed.is_empty() { stripped } else { trimmed };
+        let stripped = if trimmed.is_empty() {
+            stripped
+        } else {
+            trimmed
+        };
         let path = Path::new(stripped);
         if path.is_absolute() {
             path.to_path_buf()

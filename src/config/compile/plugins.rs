@@ -238,11 +238,42 @@ fn simple(ctx: &mut Ctx<'_>, plugin: &Element) -> SimpleAuth {
     }
 }
 
+/// A Spring element (`<bean>`, `<ref>`) written as the plugin's `<map>`, which ferromq does not
+/// read (ActiveMQ instantiates it, e.g. the legacy `LDAPAuthorizationMap`).
+fn map_bean(plugin: &Element) -> Option<&Element> {
+    plugin
+        .children
+        .iter()
+        .filter(|c| c.is_activemq() && c.name == "map")
+        .flat_map(|map| map.children.iter())
+        .find(|c| !c.is_activemq())
+}
+
 fn authorization(ctx: &mut Ctx<'_>, plugin: &Element) -> AuthorizationConfig {
     ctx.mark(plugin);
     let mut config = AuthorizationConfig::default();
     let maps = ctx.items(plugin, "map");
-    if maps.is_empty() {
+    if let (true, Some(bean)) = (maps.is_empty(), map_bean(plugin)) {
+        let class = bean.attr_value("class").unwrap_or("?");
+        let ldap = class.contains("LDAP");
+        ctx.push(
+            Diagnostic::error(
+                bean.span.clone(),
+                format!(
+                    "the authorization map is a Spring <{}> of class `{class}`, which ferromq \
+                     does not read: every destination would be denied",
+                    bean.name
+                ),
+            )
+            .with_hint(if ldap {
+                "for LDAP write ActiveMQ's <cachedLDAPAuthorizationMap> element, which ferromq \
+                 reads (docs/ldap.md); the legacy LDAPAuthorizationMap bean's properties differ"
+            } else {
+                "list the entries in <map><authorizationMap><authorizationEntries>...\
+                 </authorizationEntries></authorizationMap></map>"
+            }),
+        );
+    } else if maps.is_empty() {
         ctx.push(
             Diagnostic::error(plugin.span.clone(), "authorizationPlugin without a <map>: every destination would be denied")
                 .with_hint("<map><authorizationMap><authorizationEntries>...</authorizationEntries></authorizationMap></map>"),

@@ -155,6 +155,28 @@ fn two_authentication_plugins_are_an_error() {
     assert!(has(&loaded.diagnostics, "a second authentication plugin"));
 }
 
+/// An authorization map written as a Spring bean (ActiveMQ's legacy `LDAPAuthorizationMap`) is
+/// refused at the bean, naming its class and the element ferromq reads instead.
+#[test]
+fn an_authorization_map_bean_is_refused_by_its_class() {
+    let loaded = load(
+        r#"<plugins><authorizationPlugin><map>
+            <bean xmlns="http://www.springframework.org/schema/beans" id="ldap"
+                  class="org.apache.activemq.security.LDAPAuthorizationMap"/>
+        </map></authorizationPlugin></plugins>"#,
+    );
+    let shown = format!("{:?}", loaded.diagnostics);
+    assert!(
+        has(
+            &loaded.diagnostics,
+            "`org.apache.activemq.security.LDAPAuthorizationMap`"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("cachedLDAPAuthorizationMap"), "{shown}");
+    assert!(!has(&loaded.diagnostics, "without a <map>"), "{shown}");
+}
+
 const LOGIN_CONFIG: &str = r#"
 activemq {
     org.apache.activemq.jaas.PropertiesLoginModule sufficient
