@@ -508,6 +508,17 @@ impl Store {
         self.read_paged_of(PagedQueue::Owned(queue), seqs, u64::MAX)
     }
 
+    /// [`Store::read_owned_paged`] stopping once the messages read reach `max_bytes`, as
+    /// [`Store::read_paged_within`] does for a session's entries.
+    pub fn read_owned_paged_within(
+        &self,
+        queue: &OwnedQueue,
+        seqs: &[QueueSeq],
+        max_bytes: u64,
+    ) -> Result<Vec<Option<StoredMessage>>, StoreError> {
+        self.read_paged_of(PagedQueue::Owned(queue), seqs, max_bytes)
+    }
+
     fn read_paged_of(
         &self,
         queue: PagedQueue<'_>,

@@ -8,6 +8,10 @@ mod support;
 #[path = "../support/chaos/mod.rs"]
 mod chaos;
 
+#[path = "../stomp/client.rs"]
+#[allow(dead_code)]
+mod stomp_client;
+
 mod admin_session;
 mod chaos_single;
 mod crash;
@@ -21,6 +25,7 @@ mod limits;
 mod mqtt5_subscriptions;
 mod paging;
 mod paging_large;
+mod paging_large_stomp;
 mod paging_properties;
 mod queues;
 mod restart;

@@ -20,20 +20,24 @@ use super::paging::{
 use crate::support::free_port;
 use crate::support::wire::{spawn_broker, subscribe, KillOnDrop, Wire};
 
-const PAYLOAD_BYTES: usize = 2 << 20;
+pub(crate) const PAYLOAD_BYTES: usize = 2 << 20;
 /// Five times `memoryUsage`.
-const MESSAGES: u32 = (5 * MEMORY_LIMIT_MB * 1024 * 1024 / PAYLOAD_BYTES as u64) as u32;
+pub(crate) const MESSAGES: u32 = (5 * MEMORY_LIMIT_MB * 1024 * 1024 / PAYLOAD_BYTES as u64) as u32;
 /// Beyond `memoryUsage`: a page read back while it is full (one message), and the packet
 /// being written to the socket.
 const IN_TRANSIT_MB: u64 = 2 * (PAYLOAD_BYTES as u64 >> 20);
+/// What the broker may hold: `memoryUsage`, the store's cache, the process, in transit.
+pub(crate) const BOUND_MB: u64 =
+    MEMORY_LIMIT_MB + STORE_CACHE_MB + PROCESS_MARGIN_MB + IN_TRANSIT_MB;
 /// A small pending limit: past it, messages queued to the offline session are paged out as
 /// they arrive (four hold half of `memoryUsage`).
 const PENDING_LIMIT: usize = 4;
 
+/// The broker's configuration in `dir`, serving `connector` (`mqtt://127.0.0.1:PORT`).
 /// `pending_limit` None: ActiveMQ's default (1000), which these messages never reach; paging
 /// then starts when `memoryUsage` is half full (without that, eight of them fill it and the
 /// publisher is paused until the subscriber comes back).
-fn config(dir: &Path, port: u16, pending_limit: Option<usize>) -> PathBuf {
+pub(crate) fn config(dir: &Path, connector: &str, pending_limit: Option<usize>) -> PathBuf {
     let policy = pending_limit.map_or(String::new(), |limit| {
         format!(
             r#"<destinationPolicy><policyMap><policyEntries>
@@ -52,7 +56,7 @@ fn config(dir: &Path, port: u16, pending_limit: Option<usize>) -> PathBuf {
       <memoryUsage><memoryUsage limit="{MEMORY_LIMIT_MB} mb"/></memoryUsage>
     </systemUsage></systemUsage>
     <transportConnectors>
-      <transportConnector name="mqtt" uri="mqtt://127.0.0.1:{port}"/>
+      <transportConnector name="only" uri="{connector}"/>
     </transportConnectors>
   </broker>
 </beans>
@@ -77,7 +81,11 @@ async fn large_messages_are_paged_by_memory_usage_under_the_default_pending_limi
 async fn fill_restart_drain(pending_limit: Option<usize>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = config(dir.path(), port, pending_limit);
+    let config = config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{port}"),
+        pending_limit,
+    );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let broker = std::sync::Arc::new(parking_lot::Mutex::new(spawn_broker(&config)));
     let _kill = KillOnDrop(broker.clone());
@@ -111,7 +119,7 @@ async fn fill_restart_drain(pending_limit: Option<usize>) {
     }
     drop(publisher);
 
-    let bound = MEMORY_LIMIT_MB + STORE_CACHE_MB + PROCESS_MARGIN_MB + IN_TRANSIT_MB;
+    let bound = BOUND_MB;
     let pid = kill_and_restart(&broker, &config);
     let mut sub = Wire::connect(addr, "big-sub", false).await;
     let recovered = anon_rss_mb(pid);

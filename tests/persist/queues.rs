@@ -327,3 +327,61 @@ async fn an_expired_paged_out_message_reaches_the_dead_letter_queue_with_its_pay
     drop((dlq, q));
     broker.shutdown().await;
 }
+
+/// A queue filled with four times `memoryUsage` and no consumer takes every send: once
+/// `memoryUsage` is half full its waiting messages keep only their envelopes (before, sends
+/// were refused once it was full). A consumer with
+/// the default prefetch (1000, the whole backlog) then gets them all in order while what is
+/// held stays within `memoryUsage` and one message: its pages are read back by bytes, and
+/// not while `memoryUsage` is full and it holds messages not acknowledged.
+#[tokio::test]
+async fn a_backlog_of_large_messages_stays_within_memory_usage() {
+    const LIMIT: u64 = 1 << 20;
+    const SIZE: usize = 100 * 1024;
+    let total = (4 * LIMIT / SIZE as u64) as usize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = start(
+        dir.path(),
+        r#"<systemUsage><systemUsage>
+             <memoryUsage><memoryUsage limit="1 mb"/></memoryUsage>
+           </systemUsage></systemUsage>"#,
+    )
+    .await;
+    let memory = broker.handle.core().memory.clone();
+    let q = queues(&broker);
+    let body = |i: usize| format!("{i:08}{}", "b".repeat(SIZE - 8));
+    let one_message = SIZE as u64 + 1024;
+    for i in 0..total {
+        send(&q, "large", &body(i), true).await;
+        // Half, the message that crossed it, and the last one sent: the store's writer
+        // frees what a commit wrote after answering it.
+        assert!(
+            memory.used_bytes() <= LIMIT / 2 + 2 * one_message,
+            "{} bytes held after {i} sends",
+            memory.used_bytes()
+        );
+    }
+    let wake = Arc::new(Notify::new());
+    let c = consumer_woken_on(&q, "large", 1000, wake.clone());
+    let mut got = Vec::new();
+    let mut peak = 0;
+    while got.len() < total {
+        peak = peak.max(memory.used_bytes());
+        let Some(d) = c.take(1).expect("taken").pop() else {
+            tokio::time::timeout(Duration::from_secs(10), wake.notified())
+                .await
+                .expect("paged payloads read back");
+            continue;
+        };
+        c.ack(d.seq).expect("ack");
+        got.push(String::from_utf8_lossy(&d.message.payload[..8]).into_owned());
+    }
+    let expected: Vec<String> = (0..total).map(|i| format!("{i:08}")).collect();
+    assert_eq!(got, expected, "every message once, in order");
+    assert!(
+        peak <= LIMIT + one_message,
+        "{peak} bytes held while draining"
+    );
+    drop((c, q));
+    broker.shutdown().await;
+}

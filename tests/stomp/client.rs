@@ -137,6 +137,15 @@ impl StompClient {
             .await;
     }
 
+    /// A client connected (CONNECT with `headers`) once a broker that is starting listens
+    /// on `addr`.
+    pub async fn connected_when_up(addr: SocketAddr, headers: &[(&str, &str)]) -> StompClient {
+        let addr = crate::support::listening(addr.port()).await;
+        let mut c = StompClient::tcp(addr).await;
+        c.connect(headers).await;
+        c
+    }
+
     /// CONNECT (1.2 unless `headers` say otherwise) and expect CONNECTED.
     pub async fn connect(&mut self, headers: &[(&str, &str)]) -> Received {
         let mut all: Vec<(&str, &str)> = vec![("host", "localhost")];

@@ -417,10 +417,7 @@ fn spawn_durable(dir: &std::path::Path, port: u16) -> crate::support::ChildGuard
 
 /// A connected STOMP client, once the broker listens on `port`.
 async fn connect_when_up(port: u16) -> crate::client::StompClient {
-    let addr = crate::support::listening(port).await;
-    let mut c = crate::client::StompClient::tcp(addr).await;
-    c.connect(&[]).await;
-    c
+    crate::client::StompClient::connected_when_up(([127, 0, 0, 1], port).into(), &[]).await
 }
 
 /// A persistent SEND whose RECEIPT came and an ACK whose RECEIPT came are both kept through

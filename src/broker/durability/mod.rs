@@ -466,7 +466,8 @@ pub trait Durability: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// The payloads and properties of queue entries `seqs` of session `client_id`, in the
-    /// order asked (`None`: the entry is gone).
+    /// order asked (`None`: the entry is gone). An engine may answer for the first of them
+    /// only, never none: a page of large messages is sized to what `memoryUsage` has room for.
     fn read_payloads(&self, _client_id: &Arc<str>, _seqs: Vec<QueueSeq>) -> PageFuture {
         Box::pin(std::future::ready(Err(DurabilityError::Unavailable(
             "this engine keeps no message bodies".into(),

@@ -326,12 +326,15 @@ impl Durability for RedbStore {
             Ok(client_id) => return self.read_payloads(&client_id, seqs),
             Err(queue) => queue,
         };
+        let max_bytes = page_bytes(self.memory.get().map(|m| &**m));
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.read_owned_paged(&queue, &seqs))
-                .await
-                .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
-                .map(paged_bodies)
-                .map_err(error_of)
+            tokio::task::spawn_blocking(move || {
+                store.read_owned_paged_within(&queue, &seqs, max_bytes)
+            })
+            .await
+            .map_err(|e| DurabilityError::Unavailable(format!("page-in task failed: {e}")))?
+            .map(paged_bodies)
+            .map_err(error_of)
         })
     }
 

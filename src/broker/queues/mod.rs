@@ -53,15 +53,15 @@ pub use staged::QueueStaging;
 pub use virtual_copies::QueueCopies;
 
 use crate::broker::durability::{
-    now_ms, Change, Commit, Durability, DurabilityError, QueueOwner, QueueSeq, QueuedFor,
-    RetainedChange,
+    now_ms, Change, Commit, Durability, DurabilityError, PagedBody, QueueOwner, QueueSeq,
+    QueuedFor, RetainedChange,
 };
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
 use crate::broker::session::queue::QueuedMessage;
 use crate::config::delivery_policy::{DeliveryPolicy, Destination};
 use crate::protocol::QoS;
-use queue::{Ctx, Entry, Outcome, QueueState};
+use queue::{Ctx, Entry, Outcome, PageRead, QueueState};
 
 /// Why a send was refused: nothing of it was kept; the sender is told (STOMP ERROR) or
 /// paused, and may send again.
@@ -89,6 +89,8 @@ pub struct Queue {
     policies: Arc<ArcSwap<DeliveryPolicy>>,
     /// Kept messages beyond this many waiting ones are paged out (see `QueueState::insert`).
     page_after: Option<usize>,
+    /// The broker's `memoryUsage` (shared by every queue): it pages and gates page reads too.
+    memory: Arc<MemoryGauge>,
     /// A temporary queue (`/temp-queue/`): nothing of it is kept in the store, it ends with
     /// the connection that created it.
     temporary: bool,
@@ -121,6 +123,7 @@ impl Queue {
             policy: &policy,
             is_dead_letter_queue: self.dead_letter_queue.load(Ordering::Relaxed),
             page_after: self.page_after,
+            memory: &self.memory,
         };
         let mut out = Outcome::default();
         let result = f(&mut self.state.lock(), Instant::now(), &ctx, &mut out);
@@ -175,7 +178,8 @@ impl std::fmt::Debug for Queues {
 }
 
 /// Kept messages a queue holds in memory while they wait; the later ones are paged out (the
-/// store keeps them) and read back when dispatched. As a session's pending limit.
+/// store keeps them) and read back when dispatched. As a session's pending limit, and as for
+/// a session, none more once `memoryUsage` is half full (`QueueState::insert`).
 pub const PAGE_AFTER_WAITING: usize = crate::broker::routing::limits::DEFAULT_PENDING_MESSAGE_LIMIT;
 
 /// How long a queue waits before reading payloads back again after the store failed to.
@@ -280,6 +284,7 @@ impl Queues {
             state: Mutex::new(QueueState::new(QueueOwner::Queue(name.clone()))),
             policies: self.policies.clone(),
             page_after: self.durability.keeps_bodies().then_some(PAGE_AFTER_WAITING),
+            memory: self.memory.clone(),
             destination,
             name,
         }
@@ -667,8 +672,8 @@ impl Queues {
         if let Some(at) = out.retry_at {
             self.redispatch_at(queue, at);
         }
-        if !out.page_in.is_empty() {
-            self.page_in(queue, out.page_in);
+        for page in out.page_in {
+            self.page_in(queue, page);
         }
         join(waits)
     }
@@ -686,51 +691,62 @@ impl Queues {
         });
     }
 
-    /// Read back the payloads of dispatched messages that were recovered paged out (a long
-    /// queue after a restart); their consumers are woken once they are in memory.
-    fn page_in(&self, queue: &Arc<Queue>, seqs: Vec<QueueSeq>) {
+    /// Read back one page of a consumer's dispatched messages that are paged out (a long
+    /// queue, or one filled while `memoryUsage` was half full); the consumer is woken once
+    /// they are in memory, and its next page is asked for then.
+    fn page_in(&self, queue: &Arc<Queue>, page: PageRead) {
         let read = self
             .durability
-            .read_queue_payloads(&queue.owner, seqs.clone());
+            .read_queue_payloads(&queue.owner, page.seqs.clone());
         let (me, queue) = (self.me.clone(), queue.clone());
         self.spawned(async move {
             let result = read.await;
             let Some(queues) = me.upgrade() else {
                 return Ok(());
             };
-            let out = match result {
-                Ok(payloads) => {
-                    let mut state = queue.state.lock();
-                    let mut loaded = Vec::with_capacity(seqs.len());
-                    for (seq, payload) in seqs.iter().zip(payloads) {
-                        // A queue's envelope keeps its properties (selectors read them).
-                        let message = payload.and_then(|body| {
-                            let envelope = state.envelope(*seq)?;
-                            Some(queues.memory.charge(Message {
-                                payload: body.payload,
-                                ..envelope
-                            }))
-                        });
-                        if message.is_none() {
-                            tracing::warn!(queue = %queue.name, seq, "queued message gone from the store");
-                        }
-                        loaded.push((*seq, message));
-                    }
-                    let mut out = Outcome::default();
-                    state.loaded(loaded, &mut out);
-                    out
-                }
+            let ((), out) = match result {
+                Ok(payloads) => queue.with(|state, _, ctx, out| {
+                    let loaded = queues.read_back(&queue, state, &page.seqs, payloads);
+                    state.loaded(page.consumer, loaded, ctx, out);
+                }),
                 Err(e) => {
                     tracing::warn!(queue = %queue.name, "queued payloads not read back, retrying: {e}");
-                    let mut out = Outcome::default();
                     let retry = Instant::now() + PAGE_IN_RETRY;
-                    queue.state.lock().load_failed(&seqs, retry, &mut out);
-                    out
+                    queue.with(|state, _, _, out| {
+                        state.load_failed(page.consumer, &page.seqs, retry, out);
+                    })
                 }
             };
             queues.settle_in_background(&queue, out);
             Ok(())
         });
+    }
+
+    /// The messages of entries `seqs` with the payloads read back, charged to `memoryUsage`:
+    /// as many as the store read (it may stop a page short), `None` for one gone from it.
+    fn read_back(
+        &self,
+        queue: &Queue,
+        state: &QueueState,
+        seqs: &[QueueSeq],
+        payloads: Vec<Option<PagedBody>>,
+    ) -> Vec<(QueueSeq, Option<Message>)> {
+        let mut loaded = Vec::with_capacity(payloads.len());
+        for (seq, payload) in seqs.iter().zip(payloads) {
+            // A queue's envelope keeps its properties (selectors read them).
+            let message = payload.and_then(|body| {
+                let envelope = state.envelope(*seq)?;
+                Some(self.memory.charge(Message {
+                    payload: body.payload,
+                    ..envelope
+                }))
+            });
+            if message.is_none() {
+                tracing::warn!(queue = %queue.name, seq, "queued message gone from the store");
+            }
+            loaded.push((*seq, message));
+        }
+        loaded
     }
 
     /// Move a message from `from` to its dead-letter queue: for a persistent one, the removal

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use super::consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 use crate::broker::durability::{Change, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
+use crate::broker::routing::memory::MemoryGauge;
 use crate::config::delivery_policy::{DeliveryPolicy, Destination, Rejection};
 
 /// How many waiting messages one dispatch passes over (no consumer's filter accepts them, or
@@ -20,6 +21,10 @@ use crate::config::delivery_policy::{DeliveryPolicy, Destination, Rejection};
 /// of messages nobody selects. Like ActiveMQ's `maxPageSize` (200), a consumer whose selector
 /// matches none of the first this-many waiting messages waits for them to be consumed.
 pub(super) const DISPATCH_SCAN_LIMIT: usize = 1000;
+
+/// Paged-out messages of one consumer read back per page, at most (the durability engine
+/// stops a page sooner at the bytes `memoryUsage` has room for).
+pub(super) const PAGE_IN_BATCH: usize = 256;
 
 /// A message in a queue.
 #[derive(Debug, Clone)]
@@ -80,8 +85,15 @@ pub(super) struct Outcome {
     pub dead_letters: Vec<DeadLetter>,
     /// The earliest time a delayed message becomes ready: dispatch again then.
     pub retry_at: Option<Instant>,
-    /// Dispatched messages whose payload must be read back from the store first.
-    pub page_in: Vec<QueueSeq>,
+    /// Pages of dispatched messages whose payloads must be read back from the store first.
+    pub page_in: Vec<PageRead>,
+}
+
+/// One page to read back for a consumer: the first paged-out messages dispatched to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PageRead {
+    pub consumer: ConsumerId,
+    pub seqs: Vec<QueueSeq>,
 }
 
 /// A queue's counters (ActiveMQ's destination statistics).
@@ -113,6 +125,12 @@ struct Slot {
     assigned: VecDeque<Entry>,
     /// Taken, not acknowledged, in delivery order.
     delivered: VecDeque<Entry>,
+    /// A page of its paged-out messages is being read back: one at a time, so what is read
+    /// back is bounded by what the durability engine reads per page.
+    reading: bool,
+    /// `assigned` may hold paged-out messages no read asked for yet (set when one is
+    /// assigned or a page came back short; cleared when a look finds none).
+    unread: bool,
 }
 
 impl Slot {
@@ -125,6 +143,38 @@ impl Slot {
         self.filter
             .as_ref()
             .is_none_or(|f| f.accepts(&entry.message, &entry.info()))
+    }
+
+    /// The next page of paged-out messages to read back for it, if one is due. None while
+    /// `memoryUsage` is full and the consumer holds messages in memory (taken and not
+    /// acknowledged, or its next one ready to take): they are released by its progress,
+    /// which asks again. Otherwise the page is read even on a full gauge, so a consumer
+    /// whose next message is paged out always gets it.
+    fn next_page(&mut self, memory: &MemoryGauge) -> Option<PageRead> {
+        if self.reading || !self.unread {
+            return None;
+        }
+        let holds_loaded =
+            !self.delivered.is_empty() || self.assigned.front().is_some_and(|e| !e.paged);
+        if holds_loaded && memory.is_full() {
+            return None;
+        }
+        let seqs: Vec<QueueSeq> = self
+            .assigned
+            .iter()
+            .filter(|e| e.paged)
+            .take(PAGE_IN_BATCH)
+            .map(|e| e.seq)
+            .collect();
+        if seqs.is_empty() {
+            self.unread = false;
+            return None;
+        }
+        self.reading = true;
+        Some(PageRead {
+            consumer: self.id,
+            seqs,
+        })
     }
 }
 
@@ -194,10 +244,10 @@ impl QueueState {
         self.ready.insert(entry.seq, entry);
     }
 
-    /// Add a message and dispatch.
     /// Add a message and dispatch. A kept message arriving behind `ctx.page_after` waiting
-    /// ones keeps only its envelope in memory: its payload is read back from the store when
-    /// it is dispatched (as ActiveMQ's store cursor pages a long queue).
+    /// ones, or that no consumer has room for once `memoryUsage` is half full, keeps only its
+    /// envelope in memory: its payload is read back from the store when it is dispatched (as
+    /// ActiveMQ's store cursor pages a long queue).
     pub fn insert(&mut self, entry: Entry, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
         self.counts.enqueued += 1;
         self.insert_taken(entry, now, ctx, out);
@@ -213,12 +263,24 @@ impl QueueState {
         ctx: &Ctx<'_>,
         out: &mut Outcome,
     ) {
-        if entry.kept && !entry.paged && ctx.page_after.is_some_and(|n| self.ready.len() >= n) {
+        if self.pages(&entry, ctx) {
             entry.message.payload = bytes::Bytes::new();
             entry.paged = true;
         }
         self.ready.insert(entry.seq, entry);
         self.dispatch(now, ctx, out);
+    }
+
+    /// Whether a new kept message is queued paged out: behind `ctx.page_after` waiting
+    /// ones, or, once `memoryUsage` is half full, when no consumer has room for it now (it
+    /// would wait in memory; the other half stays for what is in flight and read back).
+    fn pages(&self, entry: &Entry, ctx: &Ctx<'_>) -> bool {
+        let Some(page_after) = ctx.page_after else {
+            return false;
+        };
+        entry.kept
+            && !entry.paged
+            && (self.ready.len() >= page_after || (ctx.memory.is_half_full() && self.room() == 0))
     }
 
     pub fn add_consumer(
@@ -244,6 +306,8 @@ impl QueueState {
             wake: spec.wake,
             assigned: VecDeque::new(),
             delivered: VecDeque::new(),
+            reading: false,
+            unread: false,
         });
         self.dispatch(now, ctx, out);
     }
@@ -330,10 +394,21 @@ impl QueueState {
             .map(|e| e.message.clone())
     }
 
-    /// Payloads read back from the store (`None`: the entry is gone from the store, which
-    /// only an edited file causes: the message is forgotten). The consumers whose next
-    /// message became ready are woken.
-    pub fn loaded(&mut self, payloads: Vec<(QueueSeq, Option<Message>)>, out: &mut Outcome) {
+    /// Payloads of consumer `consumer`'s page read back from the store (`None`: the entry is
+    /// gone from the store, which only an edited file causes: the message is forgotten), the
+    /// first ones of the page when the store stopped it short. The consumers whose next
+    /// message became ready are woken, and the next page is asked for.
+    pub fn loaded(
+        &mut self,
+        consumer: ConsumerId,
+        payloads: Vec<(QueueSeq, Option<Message>)>,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
+        if let Some(slot) = self.consumers.iter_mut().find(|c| c.id == consumer) {
+            slot.reading = false;
+            slot.unread = true;
+        }
         for (seq, message) in payloads {
             for slot in &mut self.consumers {
                 let Some(at) = slot.assigned.iter().position(|e| e.seq == seq) else {
@@ -358,12 +433,22 @@ impl QueueState {
                 break;
             }
         }
+        self.page_more(ctx, out);
     }
 
-    /// Payloads that could not be read back: those messages go back to the queue and are
-    /// tried again after `retry_at`.
-    pub fn load_failed(&mut self, seqs: &[QueueSeq], retry_at: Instant, out: &mut Outcome) {
+    /// Consumer `consumer`'s page that could not be read back: those messages go back to the
+    /// queue and are tried again after `retry_at`.
+    pub fn load_failed(
+        &mut self,
+        consumer: ConsumerId,
+        seqs: &[QueueSeq],
+        retry_at: Instant,
+        out: &mut Outcome,
+    ) {
         for slot in &mut self.consumers {
+            if slot.id == consumer {
+                slot.reading = false;
+            }
             let (back, kept): (VecDeque<Entry>, VecDeque<Entry>) =
                 std::mem::take(&mut slot.assigned)
                     .into_iter()
@@ -644,7 +729,22 @@ impl QueueState {
     /// Give ready messages to consumers with room: in queue order, each to the next consumer
     /// (round-robin) that has room and whose filter accepts it; with an exclusive consumer,
     /// only to the first exclusive one. A message no consumer accepts stays for later ones.
+    /// Then the consumers' next pages of paged-out messages are asked for: everything that
+    /// may release memory (an acknowledgement, a consumer leaving) dispatches.
     pub fn dispatch(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+        self.assign(now, ctx, out);
+        self.page_more(ctx, out);
+    }
+
+    /// The page of each consumer that is due (see `Slot::next_page`).
+    fn page_more(&mut self, ctx: &Ctx<'_>, out: &mut Outcome) {
+        for slot in &mut self.consumers {
+            out.page_in.extend(slot.next_page(ctx.memory));
+        }
+    }
+
+    /// The dispatch proper: ready messages into the consumers' windows.
+    fn assign(&mut self, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
         if self.ready.is_empty() {
             return;
         }
@@ -710,7 +810,7 @@ impl QueueState {
                 Some(c) => {
                     entry.not_before = None;
                     if entry.paged {
-                        out.page_in.push(entry.seq);
+                        self.consumers[c].unread = true;
                     } else {
                         woken[c] = true;
                     }
@@ -815,4 +915,7 @@ pub(super) struct Ctx<'a> {
     /// Kept messages beyond this many waiting ones are paged out (`None`: the engine keeps
     /// no bodies to read back).
     pub page_after: Option<usize>,
+    /// The broker's `memoryUsage`: half full, new waiting messages are paged out; full, no
+    /// page is read back for a consumer that holds messages in memory.
+    pub memory: &'a MemoryGauge,
 }

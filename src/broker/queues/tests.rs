@@ -881,3 +881,117 @@ async fn a_shared_purge_drops_undelivered_entries_and_delivered_ones_once_given_
         .collect();
     assert_eq!(removed, [10, 12, 16]);
 }
+
+/// A kept entry `seq` of the queue, paged out (only its envelope in memory) or not.
+fn kept_entry(seq: QueueSeq, paged: bool) -> Entry {
+    let mut message = message(&format!("m{seq}"), QoS::AtLeastOnce);
+    if paged {
+        message.payload = Bytes::new();
+    }
+    Entry {
+        seq,
+        message,
+        persistent: true,
+        kept: true,
+        paged,
+        redeliveries: 0,
+        accepted_ms: 0,
+        not_before: None,
+    }
+}
+
+#[test]
+fn a_consumer_holding_messages_reads_no_page_while_memory_usage_is_full() {
+    let memory = MemoryGauge::new(1000);
+    let (policy, destination) = (DeliveryPolicy::default(), Destination::queue("q"));
+    let ctx = Ctx {
+        name: "q",
+        destination: &destination,
+        policy: &policy,
+        is_dead_letter_queue: false,
+        page_after: Some(1000),
+        memory: &memory,
+    };
+    let (now, mut out) = (Instant::now(), Outcome::default());
+    let mut state = QueueState::new(QueueOwner::Queue(Arc::from("q")));
+    for (seq, paged) in [(1, false), (2, true), (3, true)] {
+        state.restore(kept_entry(seq, paged));
+    }
+    let _full = memory.hold(1000);
+    state.add_consumer(7, spec(10), now, &ctx, &mut out);
+    assert!(out.page_in.is_empty(), "its next message is in memory");
+
+    let taken = state.take(7, 10, now, &ctx, &mut out).expect("taken");
+    assert_eq!(taken.len(), 1, "up to the first paged-out one");
+    state.dispatch(now, &ctx, &mut out);
+    assert!(
+        out.page_in.is_empty(),
+        "it holds a delivery not acknowledged"
+    );
+
+    state.ack(7, 1, false, now, &ctx, &mut out).expect("ack");
+    let page = std::mem::take(&mut out.page_in);
+    assert_eq!(
+        page,
+        [PageRead {
+            consumer: 7,
+            seqs: vec![2, 3]
+        }],
+        "holding nothing, it reads on a full gauge"
+    );
+
+    // The store stopped the page short: the rest waits for the consumer's progress.
+    let back = message("m2", QoS::AtLeastOnce);
+    state.loaded(7, vec![(2, Some(back))], &ctx, &mut out);
+    assert!(
+        out.page_in.is_empty(),
+        "its next message is in memory again"
+    );
+    let taken = state.take(7, 10, now, &ctx, &mut out).expect("taken");
+    assert_eq!(taken.len(), 1);
+    state.ack(7, 2, false, now, &ctx, &mut out).expect("ack");
+    assert_eq!(
+        out.page_in,
+        [PageRead {
+            consumer: 7,
+            seqs: vec![3]
+        }]
+    );
+}
+
+#[test]
+fn kept_messages_nobody_has_room_for_are_paged_once_memory_usage_is_half_full() {
+    let memory = MemoryGauge::new(1000);
+    let (policy, destination) = (DeliveryPolicy::default(), Destination::queue("q"));
+    let ctx = Ctx {
+        name: "q",
+        destination: &destination,
+        policy: &policy,
+        is_dead_letter_queue: false,
+        page_after: Some(1000),
+        memory: &memory,
+    };
+    let (now, mut out) = (Instant::now(), Outcome::default());
+    let mut state = QueueState::new(QueueOwner::Queue(Arc::from("q")));
+    state.insert(kept_entry(1, false), now, &ctx, &mut out);
+    let _half = memory.hold(500);
+    state.insert(kept_entry(2, false), now, &ctx, &mut out);
+    let waiting = state.browse(10);
+    assert_eq!(waiting[0].message.payload, "m1", "below half: in memory");
+    assert!(
+        waiting[1].message.payload.is_empty(),
+        "past half: paged out"
+    );
+
+    state.add_consumer(7, spec(10), now, &ctx, &mut out);
+    out.page_in.clear();
+    state.insert(kept_entry(3, false), now, &ctx, &mut out);
+    let taken = state.take(7, 10, now, &ctx, &mut out).expect("taken");
+    assert_eq!(taken.len(), 1, "the paged-out second waits for its page");
+    let held = state.browse(10);
+    assert_eq!(
+        held.last().map(|d| d.message.payload.clone()),
+        Some(Bytes::from("m3")),
+        "a consumer had room: kept in memory"
+    );
+}

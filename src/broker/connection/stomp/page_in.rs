@@ -1,5 +1,10 @@
 //! Reading paged-out messages of a durable subscription back before delivery (as the MQTT
-//! connection's `page_in.rs` does for its session): one page at a time, off the task.
+//! connection's `page_in.rs` does for its session): one page at a time, off the task, sized
+//! by the durability engine to what `memoryUsage` has room for. No page is read while
+//! `memoryUsage` is full and the subscription has deliveries not acknowledged: they hold
+//! memory until their ACK, which pumps again (a prefetch of 1000 messages of 2 MiB would
+//! otherwise keep reading gigabytes). A subscription with nothing unacknowledged (every
+//! `ack:auto` one) always reads its next page, so a full gauge never stops delivery.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,6 +39,9 @@ impl StompConn {
         let Some(sub) = self.subs.get(index) else {
             return;
         };
+        if self.core.memory.is_full() && !sub.unacked.is_empty() {
+            return;
+        }
         let seqs = sub
             .session
             .with_state(sub.token.generation, |s| {
