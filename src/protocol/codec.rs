@@ -11,7 +11,7 @@ mod properties;
 mod reason;
 mod wire;
 
-pub use decode::{complete_packets, decode, decode_frozen, CompletePackets};
+pub use decode::{complete_packets, decode, decode_frozen, take_plain_puback, CompletePackets};
 pub use encode::{encode, encode_publish, publish_packet_len};
 pub use error::{DecodeError, EncodeError};
 

@@ -3,7 +3,7 @@
 //! the buffer itself.
 
 use bytes::{Bytes, BytesMut};
-use ferromq::protocol::codec::{complete_packets, decode_frozen};
+use ferromq::protocol::codec::{complete_packets, decode_frozen, take_plain_puback};
 use ferromq::protocol::*;
 use proptest::prelude::*;
 
@@ -114,4 +114,45 @@ fn a_bad_packet_type_is_left_to_the_decoder() {
     );
     let mut chunk = Bytes::copy_from_slice(&reserved);
     assert!(decode_frozen(&mut chunk, ProtocolVersion::V5, MAX).is_err());
+}
+
+proptest! {
+    /// The PUBACK fast path takes exactly what `decode_frozen` decodes as a PUBACK of that id
+    /// with reason Success and no properties, and leaves everything else untouched.
+    #[test]
+    fn a_plain_puback_is_taken_as_the_decoder_reads_it(
+        version in version(),
+        head in proptest::sample::select(vec![0x40u8, 0x41, 0x42, 0x50, 0x62]),
+        len in 0u8..5,
+        rest in proptest::collection::vec(any::<u8>(), 0..6),
+    ) {
+        let mut bytes = vec![head, len];
+        bytes.extend_from_slice(&rest);
+        let mut fast = Bytes::from(bytes.clone());
+        let mut slow = Bytes::from(bytes);
+        let taken = take_plain_puback(&mut fast);
+        match taken {
+            Some(id) => {
+                let decoded = decode_frozen(&mut slow, version, MAX);
+                prop_assert_eq!(decoded, Ok(Some(Packet::PubAck(Ack::new(id)))));
+                prop_assert_eq!(fast, slow);
+            }
+            None => prop_assert_eq!(fast, slow),
+        }
+    }
+}
+
+#[test]
+fn a_plain_puback_is_taken_and_others_are_left() {
+    let mut buf = Bytes::from_static(&[0x40, 0x02, 0x01, 0x02, 0x40, 0x02, 0x00, 0x00]);
+    assert_eq!(take_plain_puback(&mut buf), Some(0x0102));
+    // Packet id 0 is malformed: left to the decoder, which says so.
+    assert_eq!(take_plain_puback(&mut buf), None);
+    assert_eq!(buf.len(), 4);
+    // With a reason code (MQTT 5): left to the decoder.
+    let mut with_reason = Bytes::from_static(&[0x40, 0x03, 0x00, 0x07, 0x10]);
+    assert_eq!(take_plain_puback(&mut with_reason), None);
+    // Not complete yet.
+    let mut partial = Bytes::from_static(&[0x40, 0x02, 0x00]);
+    assert_eq!(take_plain_puback(&mut partial), None);
 }

@@ -1174,6 +1174,9 @@ impl Conn {
                     read.insert(received)
                 }
             };
+            if self.take_plain_pubacks(&mut current.bytes)? {
+                continue;
+            }
             match decode_frozen(&mut current.bytes, self.version, max_frame) {
                 // While a publish is held (or publishes wait behind one), later publishes wait
                 // in order; every other packet is handled, so the client's acknowledgements of

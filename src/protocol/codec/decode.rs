@@ -93,6 +93,21 @@ pub fn decode_frozen(
     decode_body(kind, &body, version).map(Some)
 }
 
+/// The packet id of the PUBACK at the front of `buf` when it is one that holds nothing but
+/// its packet id (in MQTT 5: reason Success, no properties), taken out of `buf`; `None`, and
+/// nothing taken, for anything else ([`decode_frozen`] decodes it). A subscriber sends little
+/// else, one per QoS 1 delivery: these four bytes are framed and decoded in one step. Valid
+/// at every protocol level, as [`decode_frozen`] would decode it.
+pub fn take_plain_puback(buf: &mut Bytes) -> Option<u16> {
+    match buf.get(..4) {
+        Some(&[0x40, 0x02, high, low]) if (high, low) != (0, 0) => {
+            buf.advance(4);
+            Some(u16::from_be_bytes([high, low]))
+        }
+        _ => None,
+    }
+}
+
 /// The kind and fixed header of the packet at the front of `buf` when all of it is there;
 /// `Ok(None)` while it is not.
 fn frame_at_front(
