@@ -63,8 +63,15 @@ pub(super) fn refuse_or_warn(ctx: &mut Ctx<'_>, adapter: &Element, directory: &P
         },
         None => false,
     };
+    // LevelDB left ActiveMQ in 5.17: its schema has no such element and ActiveMQ refuses the
+    // file, whatever ferromq does with it.
+    let removed = if adapter.name == "replicatedLevelDB" {
+        " (ActiveMQ 5.17 no longer has it either: LevelDB was removed)"
+    } else {
+        ""
+    };
     let what = format!(
-        "<{}> configures a store shared between brokers (master/slave)",
+        "<{}> configures a store shared between brokers (master/slave){removed}",
         adapter.name
     );
     if accepted_here || ctx.local_store {

@@ -17,6 +17,7 @@
 mod configurer;
 mod encryption;
 mod resolver;
+mod spel;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,19 @@ use resolver::{PlaceholderError, Resolver};
 /// unless every one of them ignores unresolvable placeholders. Spring would run them one after
 /// the other; the outcome differs only for files that rely on that sequence.
 pub(super) fn resolve(
+    root: &mut Element,
+    environment: &Environment,
+    files: &mut Vec<PathBuf>,
+    diagnostics: &mut Diagnostics,
+    from_command_line: &mut Vec<FromCommandLine>,
+) -> BTreeMap<String, String> {
+    let properties = substitute(root, environment, files, diagnostics, from_command_line);
+    evaluate_expressions(root, environment, diagnostics);
+    properties
+}
+
+/// [`resolve`]'s placeholders.
+fn substitute(
     root: &mut Element,
     environment: &Environment,
     files: &mut Vec<PathBuf>,
@@ -128,6 +142,13 @@ struct Substitution<'r, 'd> {
 impl Substitution<'_, '_> {
     fn element(&mut self, element: &mut Element, path: &mut Vec<usize>) {
         if self.skip.contains(&path.as_slice()) {
+            resolve_quietly(element, &self.environment_only);
+            return;
+        }
+        if is_camel(element) {
+            // Camel's XML (`<camelContext>`) is Camel's: `${header.x}` there is its Simple
+            // language, which Spring's configurer never sees (Camel's own placeholders are
+            // `{{name}}`). ferromq skips the element; an unresolved `${...}` in it is no error.
             resolve_quietly(element, &self.environment_only);
             return;
         }
@@ -242,6 +263,54 @@ fn is_path(name: &str, raw: &str) -> bool {
 
 /// Resolve what can be resolved and leave the rest literal (errors in a configurer's own
 /// locations are reported when its files are loaded).
+impl spel::SpelSources for Environment {
+    fn env(&self, name: &str) -> Option<String> {
+        self.env_var(name)
+    }
+
+    fn property(&self, name: &str) -> Option<String> {
+        self.overrides
+            .get(name)
+            .or_else(|| self.defaults.get(name))
+            .cloned()
+    }
+}
+
+/// Spring's `#{...}` expressions in attribute values and text, evaluated after the
+/// placeholders as Spring does (the subset in [`spel`]); Camel's elements are Camel's.
+fn evaluate_expressions(
+    element: &mut Element,
+    environment: &Environment,
+    diagnostics: &mut Diagnostics,
+) {
+    if is_camel(element) {
+        return;
+    }
+    for attr in &mut element.attrs {
+        match spel::evaluate(&attr.value, environment) {
+            Ok(value) => attr.value = value,
+            Err(err) => diagnostics.push(
+                Diagnostic::error(attr.value_span.clone(), err.to_string()).with_hint(
+                    "write the value, or a ${NAME} placeholder (environment variables and -D \
+                     values are looked up when a placeholder configurer is declared)",
+                ),
+            ),
+        }
+    }
+    match spel::evaluate(&element.text, environment) {
+        Ok(text) => element.text = text,
+        Err(err) => diagnostics.push(Diagnostic::error(element.span.clone(), err.to_string())),
+    }
+    for child in &mut element.children {
+        evaluate_expressions(child, environment, diagnostics);
+    }
+}
+
+/// An element of Apache Camel's Spring namespace (`http://camel.apache.org/schema/spring`).
+fn is_camel(element: &Element) -> bool {
+    matches!(&element.ns, crate::config::tree::Namespace::Other(uri) if uri.starts_with("http://camel.apache.org/schema/"))
+}
+
 fn resolve_quietly(element: &mut Element, resolver: &Resolver<'_>) {
     for attr in &mut element.attrs {
         if let Ok(value) = resolver.resolve(&attr.raw) {

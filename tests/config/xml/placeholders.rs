@@ -126,6 +126,28 @@ fn an_unresolved_placeholder_is_an_error_at_the_attribute_value() {
     assert_eq!(value(&broker, "brokerName"), "${no.such.key}");
 }
 
+/// `${header.x}` in a `<camelContext>` is Camel's Simple language, which Spring's configurer
+/// never resolves: no error, the text kept as written (seen in a published activemq.xml).
+#[test]
+fn camel_expressions_are_not_placeholders() {
+    let xml = with_configurer(
+        "",
+        "  <broker brokerName=\"b\"/>\n  <camelContext xmlns=\"http://camel.apache.org/schema/spring\">\n    <log message=\"Failed endpoint: ${header.CamelFailureEndpoint}\"/>\n  </camelContext>",
+    );
+    let (doc, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
+    assert!(
+        diagnostics
+            .iter()
+            .all(|d| !d.message.contains("unresolved placeholder")),
+        "{diagnostics:?}"
+    );
+    let log = find(&doc.expect("document").root, "log").clone();
+    assert_eq!(
+        value(&log, "message"),
+        "Failed endpoint: ${header.CamelFailureEndpoint}"
+    );
+}
+
 #[test]
 fn an_unclosed_placeholder_is_a_warning_at_the_attribute_value_that_hides_it() {
     let xml = with_configurer(
