@@ -137,6 +137,7 @@ fn camel_expressions_are_not_placeholders() {
     let (doc, diagnostics) = load_in(&placeholder_conf(), &xml, &no_env());
     assert!(
         diagnostics
+            .0
             .iter()
             .all(|d| !d.message.contains("unresolved placeholder")),
         "{diagnostics:?}"
