@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -16,7 +15,7 @@ use crate::broker::durability::{Change, Commit};
 use crate::broker::message::Message;
 use crate::broker::session::inflight::{InflightEntry, InflightStage};
 use crate::broker::session::queue::QueuedMessage;
-use crate::metrics::latency::{DeliveredBy, DeliveryLatency};
+use crate::metrics::latency::DeliveredBy;
 use crate::protocol::codec::{encode_publish, publish_packet_len};
 use crate::protocol::{encode, Ack, Packet, Properties, ProtocolVersion, QoS};
 use crate::security::Action;
@@ -227,14 +226,6 @@ impl Conn {
             );
             let mut head_paged = false;
             let aliases = &mut self.limits.outbound_aliases;
-            // Nothing waits ahead of this batch: its deliveries go straight into the output
-            // buffer (see `DirectWrites`) until one must wait for the store.
-            let mut direct = self.pending_acks.is_empty();
-            let mut written = DirectWrites::new(
-                &mut self.output.out,
-                version,
-                &self.core.metrics.delivery_latency,
-            );
             let (batch, pending_len): (Vec<(Header, QueuedMessage)>, usize) = self
                 .session
                 .with_state(self.token.generation, |s| {
@@ -297,61 +288,27 @@ impl Conn {
                             }
                             continue;
                         }
-                        let seq = item.seq;
-                        direct &= !(head_needs_window && is_gated(&item));
-                        let mut record_alias = |topic: &Arc<str>| {
-                            if let Some(alias) = alias {
-                                aliases.record(topic, alias);
-                            }
+                        let packet_id = if head_needs_window {
+                            s.inflight_mut().insert(&item)
+                        } else {
+                            None
                         };
-                        let packet_id = match (head_needs_window, direct) {
-                            (false, true) => {
-                                record_alias(&item.message.topic);
-                                written.write(&item.message, Header::of(&item, None, alias));
-                                None
-                            }
-                            (false, false) => {
-                                record_alias(&item.message.topic);
-                                batch.push((Header::of(&item, None, alias), item));
-                                None
-                            }
-                            (true, true) => match s.inflight_mut().push(item) {
-                                Ok(entry) => {
-                                    record_alias(&entry.message.topic);
-                                    let header = Header::of_entry(entry, alias);
-                                    written.write(&entry.message, header);
-                                    header.packet_id
-                                }
-                                Err(item) => {
-                                    // No packet id free: keep the message at the head.
-                                    s.pending_mut().push_front(item);
-                                    break;
-                                }
-                            },
-                            (true, false) => match s.inflight_mut().insert(&item) {
-                                Some(packet_id) => {
-                                    record_alias(&item.message.topic);
-                                    let header = Header::of(&item, Some(packet_id), alias);
-                                    batch.push((header, item));
-                                    Some(packet_id)
-                                }
-                                None => {
-                                    s.pending_mut().push_front(item);
-                                    break;
-                                }
-                            },
-                        };
-                        if let (Some(seq), Some(packet_id)) = (seq, packet_id) {
-                            changes.push(Change::sent(&client_id, seq, packet_id));
-                        }
-                        if written.failed.is_some() {
+                        if head_needs_window && packet_id.is_none() {
+                            // No packet id free: keep the message at the head for later.
+                            s.pending_mut().push_front(item);
                             break;
                         }
+                        if let (Some(seq), Some(packet_id)) = (item.seq, packet_id) {
+                            changes.push(Change::sent(&client_id, seq, packet_id));
+                        }
+                        if let Some(alias) = alias {
+                            aliases.record(&item.message.topic, alias);
+                        }
+                        batch.push((Header::of(&item, packet_id, alias), item));
                     }
                     (batch, s.pending().len())
                 })
                 .ok_or(CloseReason::TakenOver)?;
-            let (moved_direct, mut messages, mut bytes, failed) = written.finish();
             for _ in 0..denied {
                 self.core.counters.dropped_not_authorized();
             }
@@ -361,16 +318,13 @@ impl Conn {
             for _ in 0..expired {
                 self.core.counters.dropped_expired();
             }
-            let moved = moved_direct + batch.len();
+            let moved = batch.len();
+            let (mut messages, mut bytes) = ([0u64; 3], [0u64; 3]);
             for (header, item) in &batch {
                 messages[header.qos as usize] += 1;
                 bytes[header.qos as usize] += item.message.payload.len() as u64;
             }
-            // The changes of what was written before a failed encoding are still committed.
             self.deliver_batch(batch, changes)?;
-            if let Some(reason) = failed {
-                return Err(reason);
-            }
             self.core.counters.batch_out(messages, bytes);
             if moved > 0 {
                 self.core.queue_drained_some(pending_len);
@@ -540,18 +494,6 @@ struct Header {
 }
 
 impl Header {
-    /// The first delivery of the exchange `entry` just opened, with `alias`.
-    fn of_entry(entry: &InflightEntry, alias: Option<AliasUse>) -> Header {
-        Header {
-            qos: entry.qos,
-            retain: entry.retain,
-            subscription_id: entry.subscription_id,
-            packet_id: Some(entry.packet_id),
-            dup: false,
-            alias,
-        }
-    }
-
     /// A first delivery of `item` with `packet_id` (QoS 1/2) and `alias`.
     fn of(item: &QueuedMessage, packet_id: Option<u16>, alias: Option<AliasUse>) -> Header {
         Header {
@@ -562,68 +504,6 @@ impl Header {
             dup: false,
             alias,
         }
-    }
-}
-
-/// Whether the QoS 1/2 delivery of `item` is sent only once its delivery state is durable: a
-/// kept QoS 2 exchange (see [`Conn::deliver_batch`]).
-fn is_gated(item: &QueuedMessage) -> bool {
-    item.qos == QoS::ExactlyOnce && item.seq.is_some()
-}
-
-/// Deliveries encoded into the output buffer while the pump holds the session's lock, from the
-/// queue's item or the in-flight entry itself. Taking a message out of the queue into a batch
-/// and encoding it after the lock cost a copy of it per delivery (reference counts shared
-/// by every subscriber of the message and its publisher: one of the costliest steps of a
-/// QoS 1 fan-out) and moves of each item through the batch.
-struct DirectWrites<'a> {
-    out: &'a mut BytesMut,
-    version: ProtocolVersion,
-    latency: &'a DeliveryLatency,
-    moved: usize,
-    /// Messages and payload bytes per QoS, for the counters.
-    messages: [u64; 3],
-    bytes: [u64; 3],
-    /// An encoding failed: the connection closes.
-    failed: Option<CloseReason>,
-}
-
-impl<'a> DirectWrites<'a> {
-    fn new(out: &'a mut BytesMut, version: ProtocolVersion, latency: &'a DeliveryLatency) -> Self {
-        DirectWrites {
-            out,
-            version,
-            latency,
-            moved: 0,
-            messages: [0; 3],
-            bytes: [0; 3],
-            failed: None,
-        }
-    }
-
-    fn write(&mut self, message: &Message, header: Header) {
-        if self.out.capacity() == 0 {
-            // As in `Conn::deliver_batch`: room for many packets, only once there is one.
-            self.out.reserve(super::OUT_BATCH_START_BYTES);
-        }
-        if let Err(reason) = encode_delivery(message, header, self.version, self.out) {
-            self.failed = Some(reason);
-            return;
-        }
-        tracing::trace!(
-            target: "ferromq::delivery",
-            packet_id = ?header.packet_id,
-            "delivered"
-        );
-        self.latency.record(DeliveredBy::Mqtt, message.stamp);
-        self.moved += 1;
-        self.messages[header.qos as usize] += 1;
-        self.bytes[header.qos as usize] += message.payload.len() as u64;
-    }
-
-    /// Deliveries written, messages and bytes per QoS, and the failure that closes, if any.
-    fn finish(self) -> (usize, [u64; 3], [u64; 3], Option<CloseReason>) {
-        (self.moved, self.messages, self.bytes, self.failed)
     }
 }
 

@@ -43,27 +43,6 @@ pub struct InflightEntry {
     pub shared_group: Option<std::sync::Arc<str>>,
 }
 
-impl InflightEntry {
-    /// The exchange of `item`, sent now with `packet_id`.
-    fn sent(item: QueuedMessage, packet_id: u16) -> InflightEntry {
-        let stage = if item.qos == QoS::ExactlyOnce {
-            InflightStage::AwaitingPubRec
-        } else {
-            InflightStage::AwaitingPubAck
-        };
-        InflightEntry {
-            packet_id,
-            message: item.message,
-            qos: item.qos,
-            retain: item.retain,
-            subscription_id: item.subscription_id,
-            stage,
-            seq: item.seq,
-            shared_group: item.shared_group,
-        }
-    }
-}
-
 /// What an acknowledgement from the client did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
@@ -132,22 +111,24 @@ impl Inflight {
     /// Record a QoS 1/2 PUBLISH about to be sent; returns its packet id, or `None` when all
     /// 65535 ids are in use (the caller's window is far smaller, so this is only a guard).
     pub fn insert(&mut self, item: &QueuedMessage) -> Option<u16> {
+        let qos = item.qos;
         let packet_id = self.allocate_packet_id()?;
-        self.entries
-            .push_back(InflightEntry::sent(item.clone(), packet_id));
-        Some(packet_id)
-    }
-
-    /// As [`Inflight::insert`], taking `item` rather than a copy of it: the new entry, whose
-    /// message the PUBLISH is then encoded from, or `item` back when no packet id is free. A
-    /// copy costs an increment of the payload's and the topic's shared reference counts, on
-    /// cache lines every subscriber of the message and its publisher touch.
-    pub fn push(&mut self, item: QueuedMessage) -> Result<&InflightEntry, QueuedMessage> {
-        let Some(packet_id) = self.allocate_packet_id() else {
-            return Err(item);
+        let stage = if qos == QoS::ExactlyOnce {
+            InflightStage::AwaitingPubRec
+        } else {
+            InflightStage::AwaitingPubAck
         };
-        self.entries.push_back(InflightEntry::sent(item, packet_id));
-        Ok(&self.entries[self.entries.len() - 1])
+        self.entries.push_back(InflightEntry {
+            packet_id,
+            message: item.message.clone(),
+            qos,
+            retain: item.retain,
+            subscription_id: item.subscription_id,
+            stage,
+            seq: item.seq,
+            shared_group: item.shared_group.clone(),
+        });
+        Some(packet_id)
     }
 
     /// Put back an exchange recovered from the durable store, with its packet id and stage
