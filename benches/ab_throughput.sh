@@ -12,8 +12,8 @@
 #   ROUNDS          rounds per scenario (default 5)
 #   DURATION_SECS   publishing time of each run (default 6)
 #   SCENARIOS       subset of: fanin-q0 fanin-q1 pairs-q1 fanin-q1-store fanin-q1-store-psub
-#                   (default), and pairs-q0, fanout-q0, fanout-q1, fanin-q1-1k, pairs-q1-1k
-#                   (only when named)
+#                   (default), and pairs-q0, fanout-q0, fanout-q1, fanout-q1-1k, fanin-q1-1k,
+#                   pairs-q1-1k (only when named)
 #   OUT             JSON lines output (default benches/results/ab-<UTC date>.jsonl)
 #
 # Scenarios (64-byte payloads, MQTT 3.1.1, loadgen clients are clean sessions):
@@ -45,6 +45,7 @@ declare -A args=(
   [pairs-q0]="--mode pairs --publishers 10 --qos 0"
   [fanout-q0]="--mode fan-out --publishers 1 --subscribers 10 --qos 0"
   [fanout-q1]="--mode fan-out --publishers 1 --subscribers 10 --qos 1"
+  [fanout-q1-1k]="--mode fan-out --publishers 1 --subscribers 10 --qos 1 --payload 1024"
   [fanin-q1-1k]="--mode fan-in --publishers 10 --subscribers 1 --qos 1 --payload 1024"
   [pairs-q1-1k]="--mode pairs --publishers 10 --qos 1 --payload 1024"
   [fanin-q1-store]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"

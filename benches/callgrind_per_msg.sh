@@ -7,7 +7,7 @@
 #   A_BIN=/tmp/base/target/release/ferromq B_BIN=target/release/ferromq benches/callgrind_per_msg.sh
 #
 # Environment: A_BIN, B_BIN (required); LOADGEN (target/release/examples/loadgen);
-#   SCENARIOS (subset of fanin-q0 fanin-q1 pairs-q1 fanin-q1-store-psub; default
+#   SCENARIOS (subset of fanin-q0 fanin-q1 pairs-q1 fanin-q1-store-psub fanout-q1 fanout-q1-1k; default
 #   "fanin-q1 pairs-q1 fanin-q1-store-psub"; -store-psub = persistent="true" with a kahaDB dir and
 #   one persistent QoS 1 subscriber on lg/# (benches/mqtt_bulk.py) besides the loadgen's own);
 #   SMALL, LARGE messages per publisher (default 300 and 1500); OUT_DIR (callgrind files kept
@@ -26,6 +26,8 @@ declare -A args=(
   [fanin-q0]="--mode fan-in --publishers 10 --subscribers 1 --qos 0"
   [fanin-q1]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
   [pairs-q1]="--mode pairs --publishers 10 --qos 1"
+  [fanout-q1]="--mode fan-out --publishers 1 --subscribers 10 --qos 1"
+  [fanout-q1-1k]="--mode fan-out --publishers 1 --subscribers 10 --qos 1 --payload 1024"
   [fanin-q1-store-psub]="--mode fan-in --publishers 10 --subscribers 1 --qos 1"
 )
 pid=""
