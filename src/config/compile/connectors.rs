@@ -133,6 +133,15 @@ pub(super) fn listeners(ctx: &mut Ctx<'_>, broker: &Element) -> Vec<Listener> {
 fn bad_uri(uri_attr: &Attr, e: &uri::UriError) -> Diagnostic {
     let span = span_in_value(uri_attr, e.offset);
     let d = Diagnostic::error(span, format!("bad connector URI: {}", e.message));
+    if uri_attr.value.contains("#{") {
+        // Left as written: another kind of expression, or a variable that is not set.
+        return d.with_hint(
+            "the URI holds a Spring expression `#{...}` ferromq did not evaluate: it evaluates \
+             #{systemEnvironment['NAME']} and #{systemProperties['name']} (from --set/-D), with \
+             an optional ?: 'default', when the variable is set; set it, add a default, or \
+             write the value",
+        );
+    }
     match &e.hint {
         Some(h) => d.with_hint(h.clone()),
         None => d,

@@ -105,6 +105,19 @@ fn build(ctx: &mut Ctx<'_>, doc: &LoadedDocument, broker_element: &Element) -> C
 /// The `<broker>` element: the root itself, or a child of the Spring `<beans>` root.
 fn find_broker<'d>(ctx: &mut Ctx<'_>, root: &'d Element) -> Option<&'d Element> {
     if root.is_activemq() && root.name == "broker" {
+        // Amazon MQ's files are written so; ActiveMQ's XBean loader wants Spring's <beans>
+        // around it ("Cannot find the declaration of element 'broker'").
+        ctx.push(
+            Diagnostic::note(
+                root.span.clone(),
+                "a <broker> root element is read as written (Amazon MQ's format); ActiveMQ 5.17 \
+                 refuses it",
+            )
+            .with_hint(
+                "for a file ActiveMQ reads too, put <broker> inside \
+                 <beans xmlns=\"http://www.springframework.org/schema/beans\">",
+            ),
+        );
         return Some(root);
     }
     let brokers: Vec<&Element> = root

@@ -44,7 +44,7 @@ pub(super) fn resolve(
     from_command_line: &mut Vec<FromCommandLine>,
 ) -> BTreeMap<String, String> {
     let properties = substitute(root, environment, files, diagnostics, from_command_line);
-    evaluate_expressions(root, environment, diagnostics);
+    evaluate_expressions(root, environment);
     properties
 }
 
@@ -278,31 +278,20 @@ impl spel::SpelSources for Environment {
 
 /// Spring's `#{...}` expressions in attribute values and text, evaluated after the
 /// placeholders as Spring does (the subset in [`spel`]); Camel's elements are Camel's.
-fn evaluate_expressions(
-    element: &mut Element,
-    environment: &Environment,
-    diagnostics: &mut Diagnostics,
-) {
+fn evaluate_expressions(element: &mut Element, environment: &Environment) {
     if is_camel(element) {
         return;
     }
     for attr in &mut element.attrs {
-        match spel::evaluate(&attr.value, environment) {
-            Ok(value) => attr.value = value,
-            Err(err) => diagnostics.push(
-                Diagnostic::error(attr.value_span.clone(), err.to_string()).with_hint(
-                    "write the value, or a ${NAME} placeholder (environment variables and -D \
-                     values are looked up when a placeholder configurer is declared)",
-                ),
-            ),
+        if let Some(value) = spel::evaluate(&attr.value, environment) {
+            attr.value = value;
         }
     }
-    match spel::evaluate(&element.text, environment) {
-        Ok(text) => element.text = text,
-        Err(err) => diagnostics.push(Diagnostic::error(element.span.clone(), err.to_string())),
+    if let Some(text) = spel::evaluate(&element.text, environment) {
+        element.text = text;
     }
     for child in &mut element.children {
-        evaluate_expressions(child, environment, diagnostics);
+        evaluate_expressions(child, environment);
     }
 }
 

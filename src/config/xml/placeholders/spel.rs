@@ -3,29 +3,22 @@
 //! `#{systemProperties['name']}`, each with an optional Elvis default
 //! (`#{systemEnvironment['HOST'] ?: '0.0.0.0'}`). Spring evaluates such expressions when it
 //! creates the bean, after the placeholder configurer replaced `${...}`; so here, after
-//! placeholders. Any other expression is refused with an error (ActiveMQ would evaluate it,
-//! and a value ferromq cannot compute must not start a broker that differs), as is a variable
-//! that is not set and has no default (Spring would write nothing there).
+//! placeholders. An expression of another kind, or one whose variable is not set and has no
+//! default, is left as written, as ferromq left every expression before: ActiveMQ's own
+//! `jetty.xml` reads `#{systemProperties['jetty.host']}`, a property its `jettyPort` bean sets
+//! while the broker starts, and a bean value ferromq does not read must not stop it. Where the
+//! value matters (a connector's URI) the error about that value says what was not evaluated.
 
-/// Why a value's expression cannot be evaluated.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(in crate::config::xml) enum SpelError {
-    #[error(
-        "the Spring expression `#{{{0}}}` is not evaluated by ferromq (it reads \
-         systemEnvironment['NAME'] and systemProperties['name'], with ?: 'default')"
-    )]
+/// Why an expression is left as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SpelError {
+    /// Not one of the forms this module evaluates.
     Unsupported(String),
-    #[error(
-        "the Spring expression `#{{{expression}}}` reads {variables}['{name}'], which is not set \
-         (Spring would write nothing there)"
-    )]
+    /// Its variable is not set and it has no default.
     Unset {
-        expression: String,
         variables: &'static str,
         name: String,
     },
-    #[error("a `#{{` is never closed")]
-    Unclosed,
 }
 
 /// Where an expression's variable is looked up.
@@ -36,25 +29,34 @@ pub(in crate::config::xml) trait SpelSources {
     fn property(&self, name: &str) -> Option<String>;
 }
 
-/// `text` with each `#{...}` replaced by its value; `text` itself when it has none.
-pub(in crate::config::xml) fn evaluate(
-    text: &str,
-    sources: &dyn SpelSources,
-) -> Result<String, SpelError> {
+/// `text` with each `#{...}` this module evaluates replaced by its value (the others left as
+/// written); `None` when nothing was replaced.
+pub(in crate::config::xml) fn evaluate(text: &str, sources: &dyn SpelSources) -> Option<String> {
     if !text.contains("#{") {
-        return Ok(text.to_owned());
+        return None;
     }
     let mut out = String::with_capacity(text.len());
+    let mut replaced = false;
     let mut rest = text;
     while let Some(start) = rest.find("#{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after.find('}').ok_or(SpelError::Unclosed)?;
-        out.push_str(&expression(&after[..end], sources)?);
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        match expression(&after[..end], sources) {
+            Ok(value) => {
+                out.push_str(&value);
+                replaced = true;
+            }
+            Err(_) => out.push_str(&rest[start..start + 2 + end + 1]),
+        }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
-    Ok(out)
+    replaced.then_some(out)
 }
 
 /// One expression (the text between `#{` and `}`).
@@ -89,7 +91,6 @@ fn expression(inner: &str, sources: &dyn SpelSources) -> Result<String, SpelErro
         (Some(value), _) => Ok(value),
         (None, Some(default)) => Ok(default.to_owned()),
         (None, None) => Err(SpelError::Unset {
-            expression: inner.to_owned(),
             variables: source,
             name: name.to_owned(),
         }),
@@ -122,34 +123,37 @@ mod tests {
     fn environment_and_properties_with_defaults() {
         let eval = |text: &str| evaluate(text, &Fixed);
         assert_eq!(
-            eval("mqtt://#{systemEnvironment['HOST_IP']}:1883"),
-            Ok("mqtt://10.0.0.7:1883".to_owned())
+            eval("mqtt://#{systemEnvironment['HOST_IP']}:1883").as_deref(),
+            Some("mqtt://10.0.0.7:1883")
         );
         assert_eq!(
-            eval("#{ systemProperties[\"activemq.data\"] }/kahadb"),
-            Ok("/var/lib/amq/kahadb".to_owned())
+            eval("#{ systemProperties[\"activemq.data\"] }/kahadb").as_deref(),
+            Some("/var/lib/amq/kahadb")
         );
         assert_eq!(
-            eval("#{systemEnvironment['NOPE'] ?: '0.0.0.0'}"),
-            Ok("0.0.0.0".to_owned())
+            eval("#{systemEnvironment['NOPE'] ?: '0.0.0.0'}").as_deref(),
+            Some("0.0.0.0")
         );
-        assert_eq!(eval("no expression"), Ok("no expression".to_owned()));
+        assert_eq!(eval("no expression"), None);
     }
 
     #[test]
-    fn other_expressions_unset_variables_and_unclosed_ones_are_errors() {
+    fn other_expressions_unset_variables_and_unclosed_ones_stay_as_written() {
         let eval = |text: &str| evaluate(text, &Fixed);
+        assert_eq!(eval("#{T(java.lang.Math).random()}"), None);
+        assert_eq!(eval("#{systemProperties['jetty.host']}"), None);
+        assert_eq!(eval("#{systemEnvironment['X'"), None);
+        assert_eq!(eval("#{systemEnvironment[NOPE]}"), None);
+        assert_eq!(
+            eval("#{systemEnvironment['NOPE']}-#{systemEnvironment['HOST_IP']}").as_deref(),
+            Some("#{systemEnvironment['NOPE']}-10.0.0.7")
+        );
         assert!(matches!(
-            eval("#{T(java.lang.Math).random()}"),
-            Err(SpelError::Unsupported(_))
-        ));
-        assert!(matches!(
-            eval("#{systemEnvironment['NOPE']}"),
+            expression("systemEnvironment['NOPE']", &Fixed),
             Err(SpelError::Unset { .. })
         ));
-        assert_eq!(eval("#{systemEnvironment['X'"), Err(SpelError::Unclosed));
         assert!(matches!(
-            eval("#{systemEnvironment[NOPE]}"),
+            expression("T(java.lang.Math).random()", &Fixed),
             Err(SpelError::Unsupported(_))
         ));
     }
