@@ -128,6 +128,7 @@ mod tests {
             will: None,
             expiry_secs: None,
             mqtt5: false,
+            connected: false,
         };
         let mut t = Tracked::new(data, 1, &[0]);
         t.revision = 7;

@@ -588,6 +588,7 @@ mod tests {
             will: None,
             expiry_secs: None,
             mqtt5: false,
+            connected: false,
         }
     }
 

@@ -123,3 +123,59 @@ async fn without_a_timeout_offline_sessions_are_kept() {
     assert_eq!(reconnect(&broker, "kept").await, (true, true));
     broker.shutdown().await;
 }
+
+/// A session whose client was connected when the broker was SIGKILLed starts its offline clock
+/// at the restart: connected longer than `offlineDurableSubscriberTimeout` before the crash,
+/// it is still there after it, with what was published for it meanwhile (its record was last
+/// written at its SUBSCRIBE, long before the crash).
+#[tokio::test]
+async fn a_session_connected_at_a_crash_is_offline_from_the_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::free_port();
+    let xml = BrokerXml::new()
+        .persistent(None)
+        .attributes(
+            r#"offlineDurableSubscriberTimeout="2000" offlineDurableSubscriberTaskSchedule="100""#,
+        )
+        .child(&kahadb(&dir.path().join("store")))
+        .mqtt(port, &[])
+        .build();
+    let config = dir.path().join("activemq.xml");
+    std::fs::write(&config, xml).expect("config");
+    let mut broker = crate::support::ChildGuard(crate::support::wire::spawn_broker(&config));
+    let addr = crate::support::listening(port).await;
+    let (mut sub, _) = RawClient::connected(addr, "crashed-sub", false).await;
+    sub.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    // Connected past the timeout, then the crash.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    broker.kill().expect("SIGKILL");
+    broker.wait().expect("reaped");
+    drop(sub);
+    let mut broker = crate::support::ChildGuard(crate::support::wire::spawn_broker(&config));
+    let addr = crate::support::listening(port).await;
+    let (mut publisher, _) = RawClient::connected(addr, "publisher", true).await;
+    publisher
+        .send(publish_packet(
+            "t",
+            b"after",
+            QoS::AtLeastOnce,
+            Some(1),
+            false,
+        ))
+        .await;
+    assert!(matches!(publisher.recv().await, Packet::PubAck(_)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut back, connack) = RawClient::connected(addr, "crashed-sub", false).await;
+    assert!(
+        connack.session_present,
+        "ended at the restart: its clock ran from its SUBSCRIBE"
+    );
+    assert!(
+        matches!(
+            back.recv_within(Duration::from_secs(2)).await,
+            Some(Packet::Publish(p)) if &p.payload[..] == b"after"
+        ),
+        "the message published for it after the restart"
+    );
+    broker.kill().expect("SIGKILL");
+}

@@ -239,6 +239,8 @@ pub struct SessionData {
     pub expiry_secs: Option<u32>,
     /// Its client last spoke MQTT 5 (see [`SessionState::mqtt5`]).
     pub mqtt5: bool,
+    /// A connection held the session when this was taken (see [`SessionState::connected`]).
+    pub connected: bool,
 }
 
 impl SessionData {
@@ -253,6 +255,7 @@ impl SessionData {
             will: state.kept_will.as_deref().cloned(),
             expiry_secs: state.expiry_secs,
             mqtt5: state.mqtt5,
+            connected: state.connected,
         }
     }
 }

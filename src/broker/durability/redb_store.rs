@@ -480,6 +480,13 @@ fn will_from_record(w: crate::store::WillRecord) -> KeptWill {
     }
 }
 
+/// The `last_seen_ms` of a session saved while a connection held it: its client left at the
+/// broker's stop (a crash; a clean stop saves every session offline first), whose time is not
+/// known, so its offline clock starts at the next start (`now - u64::MAX` saturates to 0
+/// there), as does a crashed connection's will delay. Builds from before it read it the same
+/// way, and a store's expiry check never expires it (`last_seen_ms + expiry` saturates).
+const CONNECTED_AT_LAST_SAVE: u64 = u64::MAX;
+
 fn session_record(data: SessionData) -> SessionRecord {
     SessionRecord {
         subscriptions: data
@@ -493,7 +500,11 @@ fn session_record(data: SessionData) -> SessionRecord {
             .collect(),
         will: data.will.map(will_record),
         expiry_ms: data.expiry_secs.map(|secs| u64::from(secs) * 1000),
-        last_seen_ms: now_ms(),
+        last_seen_ms: if data.connected {
+            CONNECTED_AT_LAST_SAVE
+        } else {
+            now_ms()
+        },
         mqtt5: data.mqtt5,
     }
 }

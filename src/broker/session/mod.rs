@@ -67,6 +67,10 @@ pub struct SessionState {
     /// The will of the connected client, as kept with a persistent session (its kept data is
     /// written whole on SUBSCRIBE, so the will travels with the state).
     pub kept_will: Option<Box<crate::broker::durability::KeptWill>>,
+    /// A connection holds the session (set and cleared with [`Session::is_attached`], under
+    /// the same lock): a record written now says so, so that after a crash the session's
+    /// offline clock starts at the restart, not at its last save.
+    pub connected: bool,
     /// `None` until something is subscribed, queued or in flight.
     queues: Option<Box<SessionQueues>>,
 }
@@ -411,6 +415,7 @@ impl Session {
             park: ParkState::Running,
         });
         self.attached.store(true, Ordering::SeqCst);
+        inner.state.connected = true;
         inner.offline_since = None;
         inner.offline_before_restore_secs = 0;
         drop(inner);
@@ -478,6 +483,7 @@ impl Session {
             Some(a) if a.generation == generation => {
                 inner.attachment = None;
                 self.attached.store(false, Ordering::SeqCst);
+                inner.state.connected = false;
                 inner.offline_since = Some(Instant::now());
                 true
             }
@@ -514,6 +520,7 @@ impl Session {
         inner.ended = true;
         let parked = inner.attachment.take().and_then(|mut old| old.kick());
         self.attached.store(false, Ordering::SeqCst);
+        inner.state.connected = false;
         drop(inner);
         wake_parked(parked);
     }

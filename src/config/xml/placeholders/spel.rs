@@ -87,6 +87,8 @@ fn expression(inner: &str, sources: &dyn SpelSources) -> Result<String, SpelErro
         "systemEnvironment" => sources.env(name),
         _ => sources.property(name),
     };
+    // Spring's Elvis operator takes an empty string as null too.
+    let found = found.filter(|value| default.is_none() || !value.is_empty());
     match (found, default) {
         (Some(value), _) => Ok(value),
         (None, Some(default)) => Ok(default.to_owned()),
@@ -135,6 +137,20 @@ mod tests {
             Some("0.0.0.0")
         );
         assert_eq!(eval("no expression"), None);
+        struct Empty;
+        impl SpelSources for Empty {
+            fn env(&self, _: &str) -> Option<String> {
+                Some(String::new())
+            }
+            fn property(&self, _: &str) -> Option<String> {
+                None
+            }
+        }
+        assert_eq!(
+            evaluate("#{systemEnvironment['H'] ?: 'x'}", &Empty).as_deref(),
+            Some("x")
+        );
+        assert_eq!(evaluate("#{systemEnvironment['H']}", &Empty).as_deref(), Some(""));
     }
 
     #[test]
