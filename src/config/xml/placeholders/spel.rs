@@ -150,7 +150,10 @@ mod tests {
             evaluate("#{systemEnvironment['H'] ?: 'x'}", &Empty).as_deref(),
             Some("x")
         );
-        assert_eq!(evaluate("#{systemEnvironment['H']}", &Empty).as_deref(), Some(""));
+        assert_eq!(
+            evaluate("#{systemEnvironment['H']}", &Empty).as_deref(),
+            Some("")
+        );
     }
 
     #[test]
