@@ -14,7 +14,7 @@
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
-//! | STOMP queues: each message to one consumer on any node | stream `FMQ_QUEUES` (work queue), one durable consumer per queue | `queues.rs` |
+//! | STOMP queues: each message to one consumer on any node; a COMMIT's SENDs as one atomic batch | stream `FMQ_QUEUES` (work queue, `allow_atomic`), one durable consumer per queue | `queues.rs`, `queue_batch.rs` |
 //! | a STOMP queue's give-backs: every node learns a given-back message's true redelivery count before it can pull it again | core subjects `fmq.qgb`, `fmq.qgbsync` (a starting node asks for the notes) | `give_backs.rs` |
 //! | a STOMP queue's purge: every node drops its pulled copies, then the stream's purge | core subjects `fmq.qpurge.request`, `fmq.qpurge.done` | `queue_purge.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
@@ -42,6 +42,7 @@ mod node;
 pub mod probe;
 mod publish;
 mod qos2;
+mod queue_batch;
 mod queue_purge;
 mod queues;
 mod readers;

@@ -88,11 +88,18 @@ pub(super) struct Pending {
     pub purged: bool,
 }
 
-/// A store to send, in order.
+/// One message to store: its subject, its message id (the stream's duplicate window), its
+/// encoded body.
+pub(super) struct Item {
+    pub subject: String,
+    pub id: String,
+    pub payload: Bytes,
+}
+
+/// A store to send, in order: one message, or a transaction's messages as one unit
+/// (`queue_batch.rs`).
 struct Store {
-    subject: String,
-    id: String,
-    payload: Bytes,
+    items: Vec<Item>,
     done: oneshot::Sender<Result<(), DurabilityError>>,
 }
 
@@ -111,8 +118,8 @@ pub struct SharedQueueState {
     pullers: parking_lot::Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
     /// The ordered store task's input (started on first use).
     stores: std::sync::OnceLock<mpsc::UnboundedSender<Store>>,
-    /// [`QUEUE_STREAM`] exists.
-    stream: OnceCell<()>,
+    /// [`QUEUE_STREAM`] exists; `true` when it takes atomic batches (`queue_batch.rs`).
+    stream: OnceCell<bool>,
     sweeper: std::sync::OnceLock<()>,
 }
 
@@ -180,7 +187,7 @@ pub(super) fn send_ack(acker: Arc<Acker>, kind: AckKind) {
 /// [`QUEUE_STREAM`], made when missing, at the first use of a queue on this node (a cluster
 /// without STOMP queues keeps no such stream: its raft group would be one more to recover
 /// after a restart of the servers); the first SEND waits for its raft group to form.
-async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
+async fn ensure_stream(inner: &Inner) -> Result<bool, DurabilityError> {
     inner
         .queues
         .stream
@@ -194,6 +201,7 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
                 max_age: Duration::from_millis(inner.settings.max_offline_age_ms),
                 duplicate_window: duplicate_window(inner),
                 max_consumers: super::MAX_CONSUMERS_PER_STREAM,
+                allow_atomic_publish: true,
                 ..Default::default()
             };
             // Creating a stream waits for its raft group to form: a longer bound than a
@@ -206,12 +214,24 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
                     // A new stream answers stores only once its raft group has a leader.
                     Ok(mut stream) if Instant::now() < deadline => match stream.info().await {
                         Ok(info) if info.cluster.as_ref().is_none_or(|c| c.leader.is_some()) => {
+                            if info.config.allow_atomic_publish {
+                                super::raise_consumer_limit(&js, &stream).await;
+                                return Ok(true);
+                            }
                             super::raise_consumer_limit(&js, &stream).await;
-                            return Ok(());
+                            // Read again: the consumer limit may have been set just now.
+                            let config = match stream.info().await {
+                                Ok(info) => info.config.clone(),
+                                Err(_) => stream.cached_info().config.clone(),
+                            };
+                            return Ok(allow_atomic(&js, config).await);
                         }
                         _ => tokio::time::sleep(Duration::from_millis(200)).await,
                     },
-                    Ok(_) => return Ok(()),
+                    Ok(stream) => {
+                        let atomic = stream.cached_info().config.allow_atomic_publish;
+                        return Ok(atomic);
+                    }
                     Err(e) if Instant::now() < deadline => {
                         tracing::warn!("cluster queue stream: {e}; retrying");
                         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -221,27 +241,56 @@ async fn ensure_stream(inner: &Inner) -> Result<(), DurabilityError> {
             }
         })
         .await
-        .map(|_| ())
+        .copied()
+}
+
+/// Let [`QUEUE_STREAM`], made by a build that did not ask for it, take atomic batches:
+/// whether it does now. A server before 2.12 does not know the setting (its answer leaves
+/// it out): the stream then stores a transaction's messages one by one.
+async fn allow_atomic(js: &jetstream::Context, mut config: stream::Config) -> bool {
+    config.allow_atomic_publish = true;
+    match js.update_stream(config).await {
+        Ok(info) if info.config.allow_atomic_publish => true,
+        Ok(_) => {
+            tracing::warn!(
+                "cluster queue stream: this NATS server does not take atomic batches \
+                 (nats-server 2.12 or later does): a STOMP transaction's queue messages are \
+                 stored one by one"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cluster queue stream: atomic batches not enabled ({e}): a STOMP \
+                 transaction's queue messages are stored one by one"
+            );
+            false
+        }
+    }
 }
 
 /// Hand a store to the ordered store task (started on first use); the answer resolves when
 /// the stream acknowledged it, within `storeTimeout`.
 fn store(inner: &Arc<Inner>, subject: String, id: String, payload: Bytes) -> Commit {
+    store_items(
+        inner,
+        vec![Item {
+            subject,
+            id,
+            payload,
+        }],
+    )
+}
+
+/// [`store`] of several messages as one unit (`queue_batch.rs`).
+fn store_items(inner: &Arc<Inner>, items: Vec<Item>) -> Commit {
     let stores = inner.queues.stores.get_or_init(|| {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_stores(Arc::downgrade(inner), rx));
         tx
     });
     let (done, answer) = oneshot::channel();
-    if stores
-        .send(Store {
-            subject,
-            id,
-            payload,
-            done,
-        })
-        .is_err()
-    {
+    if stores.send(Store { items, done }).is_err() {
         return Commit::Done(Err(unavailable("the cluster engine stopped")));
     }
     Commit::Pending(Box::pin(async move {
@@ -259,22 +308,30 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
     // responders" (nothing received it). So the first store is awaited here and sent again
     // while that lasts; the ones after it wait (a producer's order holds).
     let mut answered_once = false;
-    while let Some(next) = rx.recv().await {
+    while let Some(Store { mut items, done }) = rx.recv().await {
         let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = ensure_stream(&inner).await {
-            let _ = next.done.send(Err(e));
-            continue;
-        }
+        let atomic = match ensure_stream(&inner).await {
+            Ok(atomic) => atomic,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                continue;
+            }
+        };
         if !inner.is_available() {
-            let _ = next.done.send(Err(unavailable(
+            let _ = done.send(Err(unavailable(
                 "the cluster store's quorum is unreachable from this node",
             )));
             continue;
         }
+        if items.len() != 1 {
+            super::queue_batch::send(&inner, items, done, atomic, &mut answered_once).await;
+            continue;
+        }
+        let Some(next) = items.pop() else { continue };
         if !answered_once {
             let result = first_store(&inner, &next).await;
             answered_once = result.is_ok();
-            let _ = next.done.send(result);
+            let _ = done.send(result);
             continue;
         }
         let publish = PublishMessage::build()
@@ -289,13 +346,11 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
                         Ok(Err(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
                         Err(_) => Err(unavailable("cluster store not acknowledged in time")),
                     };
-                    let _ = next.done.send(result);
+                    let _ = done.send(result);
                 });
             }
             Err(e) => {
-                let _ = next
-                    .done
-                    .send(Err(unavailable(format!("cluster store: {e}"))));
+                let _ = done.send(Err(unavailable(format!("cluster store: {e}"))));
             }
         }
     }
@@ -303,7 +358,7 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
 
 /// `store` sent and its acknowledgement awaited, sent again (same message id: the stream
 /// keeps one copy) while the answer is "no responders", within `storeTimeout`.
-async fn first_store(inner: &Inner, store: &Store) -> Result<(), DurabilityError> {
+async fn first_store(inner: &Inner, store: &Item) -> Result<(), DurabilityError> {
     let deadline = Instant::now() + inner.store_timeout;
     loop {
         let publish = PublishMessage::build()
@@ -334,7 +389,7 @@ async fn first_store(inner: &Inner, store: &Store) -> Result<(), DurabilityError
 }
 
 /// How long a first store answered "no responders" waits before it is sent again.
-const FIRST_STORE_RETRY: Duration = Duration::from_millis(100);
+pub(super) const FIRST_STORE_RETRY: Duration = Duration::from_millis(100);
 
 impl SharedQueues for ClusterQueues {
     fn temporary_created(&self, queue: &str) {
@@ -371,6 +426,39 @@ impl SharedQueues for ClusterQueues {
         };
         let id = format!("q.{:x}.{counter}", inner.instance);
         store(&inner, queue_subject(queue), id, payload)
+    }
+
+    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit {
+        let Some(inner) = self.inner.upgrade() else {
+            return Commit::Done(Err(unavailable("the cluster engine stopped")));
+        };
+        let mut items = Vec::with_capacity(sends.len());
+        for (queue, message) in sends {
+            let counter = inner.counter.fetch_add(1, Ordering::Relaxed);
+            let payload = match encode_message(message, inner.instance, counter, None) {
+                Ok(p) => p,
+                Err(e) => return Commit::Done(Err(unavailable(e.to_string()))),
+            };
+            items.push(Item {
+                subject: queue_subject(queue),
+                id: format!("q.{:x}.{counter}", inner.instance),
+                payload,
+            });
+        }
+        if items.is_empty() {
+            return Commit::done();
+        }
+        store_items(&inner, items)
+    }
+
+    fn stores_as_one(&self) -> usize {
+        match self.inner.upgrade() {
+            // Not known before the stream's first use: atomic unless it turns out not to be.
+            Some(inner) if inner.queues.stream.get() != Some(&false) => {
+                super::queue_batch::ATOMIC_BATCH_MAX
+            }
+            _ => 0,
+        }
     }
 
     fn dead_letter(&self, from: &str, seq: QueueSeq, to: &str, message: &Message) -> Commit {

@@ -42,6 +42,7 @@ mod start;
 mod stomp_durable;
 mod stomp_limits;
 mod stomp_queues;
+mod stomp_transactions;
 mod subscribe_order;
 mod taken_back;
 mod wills;

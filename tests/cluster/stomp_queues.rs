@@ -53,7 +53,7 @@ pub(super) async fn stomp_rig_with(
     Some((rig, stomp))
 }
 
-async fn connected(addr: SocketAddr) -> StompClient {
+pub(super) async fn connected(addr: SocketAddr) -> StompClient {
     let mut c = StompClient::tcp(addr).await;
     c.connect(&[]).await;
     c
@@ -131,7 +131,7 @@ async fn nack(c: &mut StompClient, m: &Received) {
 
 /// MESSAGE frames `clients` receive within `within` (stopping early once `expected` in all),
 /// acknowledging each when `acknowledge`; (client index, frame) in arrival order.
-async fn collect(
+pub(super) async fn collect(
     clients: &mut [&mut StompClient],
     acknowledge: bool,
     expected: usize,
@@ -493,7 +493,7 @@ async fn temporary_queues_carry_replies_across_nodes(stomp: &[SocketAddr]) {
 }
 
 /// Expect the RECEIPT `id` next on `c`.
-async fn receipt(c: &mut StompClient, id: &str) {
+pub(super) async fn receipt(c: &mut StompClient, id: &str) {
     let f = c.recv_within(Duration::from_secs(10)).await;
     assert!(
         f.as_ref()
@@ -503,9 +503,8 @@ async fn receipt(c: &mut StompClient, id: &str) {
 }
 
 /// A STOMP transaction on a cluster node: its SENDs reach another node's consumer only after
-/// COMMIT, whose RECEIPT leaves once NATS stored each of them; its ACKs are kept at COMMIT;
-/// ABORT applies nothing. (NATS takes no store of several messages and acknowledgements as
-/// one unit: a node applies a COMMIT frame by frame, docs/stomp.md "Transactions".)
+/// COMMIT, whose RECEIPT leaves once NATS stored them; its ACKs are kept at COMMIT; ABORT
+/// applies nothing. (What is kept as one unit: `stomp_transactions.rs`.)
 async fn a_transaction_is_applied_at_commit(stomp: &[SocketAddr]) {
     let q = "/queue/work.tx";
     let mut c = connected(stomp[1]).await;

@@ -59,6 +59,19 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// send done, the STOMP RECEIPT, only then); it reaches a consumer on any broker.
     fn store(&self, queue: &str, message: &Message) -> Commit;
 
+    /// Store `sends` (queue name, message), in order, as one unit: done once the shared
+    /// store keeps every one of them, and then no consumer on any broker saw one before the
+    /// others were kept; an error keeps none of them. A store that cannot take them as one
+    /// unit stores them one by one, in order (see [`SharedQueues::stores_as_one`]); the
+    /// answer then is done once every one is kept.
+    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit;
+
+    /// The most messages [`SharedQueues::store_all`] stores as one unit (0: none, it stores
+    /// them one by one).
+    fn stores_as_one(&self) -> usize {
+        0
+    }
+
     /// Move entry `seq` of `from` (taken from the shared store) to the dead-letter queue `to`
     /// as `message`: stored there under an id derived from the original (so a repeat after a
     /// failure is dropped), then the original removed from the store. Done once both are.
@@ -103,6 +116,11 @@ impl Queues {
     /// [`SharedQueues::depths`]: `None` without a shared store, or one that cannot tell.
     pub fn shared_depths(&self) -> Option<DepthsFuture> {
         self.shared()?.depths()
+    }
+
+    /// [`SharedQueues::stores_as_one`]: 0 without a shared store.
+    pub fn shared_stores_as_one(&self) -> usize {
+        self.shared().map_or(0, |s| s.stores_as_one())
     }
 
     /// Whether a shared store (a cluster) keeps the queues.

@@ -7,15 +7,17 @@
 //! [`Queues::undo_staged`] gives the acknowledged deliveries back to their queues (redelivered,
 //! as when their consumer leaves) and the messages are dropped: nothing of it happened.
 //!
-//! Not for queues kept by a shared store (a cluster): their sends and acknowledgements are
-//! stored by that store one by one (`shared.rs`).
+//! A queue kept by a shared store (a cluster) takes the transaction's sends as one
+//! [`SharedQueues::store_all`](super::SharedQueues::store_all), kept before the
+//! acknowledgements' changes are committed ([`Queues::store_staged`]); its messages reach
+//! the local queue from the shared store, as every message of such a queue does.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::queue::{AckError, Entry};
 use super::{Queue, QueueConsumer, Queues, SendError};
-use crate::broker::durability::{Change, DurabilityError, QueueSeq};
+use crate::broker::durability::{Change, Commit, DurabilityError, QueueSeq};
 use crate::broker::message::Message;
 use crate::protocol::QoS;
 
@@ -35,6 +37,8 @@ struct StagedAck {
 #[derive(Default)]
 pub struct QueueStaging {
     sends: Vec<StagedSend>,
+    /// Sends to queues a shared store keeps, for one [`Queues::store_staged`].
+    shared_sends: Vec<(Arc<Queue>, Message)>,
     acks: Vec<StagedAck>,
     changes: Vec<Change>,
 }
@@ -43,6 +47,7 @@ impl std::fmt::Debug for QueueStaging {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueStaging")
             .field("sends", &self.sends.len())
+            .field("shared_sends", &self.shared_sends.len())
             .field("acks", &self.acks.len())
             .field("changes", &self.changes.len())
             .finish()
@@ -54,6 +59,11 @@ impl QueueStaging {
     /// kept yet), removals of acknowledged ones.
     pub fn changes(&self) -> &[Change] {
         &self.changes
+    }
+
+    /// Whether it holds sends to queues a shared store keeps ([`Queues::store_staged`]).
+    pub fn has_shared_sends(&self) -> bool {
+        !self.shared_sends.is_empty()
     }
 }
 
@@ -96,16 +106,15 @@ impl Queues {
             }
             self.get_or_create(name)
         };
-        if self.shared().is_some() && !queue.temporary {
-            return Err(SendError::Durability(DurabilityError::Unavailable(
-                "a queue kept by the cluster takes no staged sends".into(),
-            )));
-        }
         self.stage_one(staging, queue, message);
         Ok(())
     }
 
     fn stage_one(&self, staging: &mut QueueStaging, queue: Arc<Queue>, message: Message) {
+        if self.shared().is_some() && !queue.temporary {
+            staging.shared_sends.push((queue, message));
+            return;
+        }
         let persistent = message.qos != QoS::AtMostOnce;
         let entry = self.new_entry(&queue, message, persistent);
         if entry.kept {
@@ -121,9 +130,29 @@ impl Queues {
         staging.sends.push(StagedSend { queue, entry });
     }
 
+    /// Store the staged sends to queues a shared store keeps, as one unit
+    /// ([`SharedQueues::store_all`](super::SharedQueues::store_all)); done at once when
+    /// there are none. Commit the staged changes (the acknowledgements) only once it is
+    /// done: a failure then leaves nothing of the transaction applied.
+    pub fn store_staged(&self, staging: &QueueStaging) -> Commit {
+        let Some(shared) = self.shared().filter(|_| staging.has_shared_sends()) else {
+            return Commit::done();
+        };
+        let sends: Vec<(Arc<str>, Message)> = staging
+            .shared_sends
+            .iter()
+            .map(|(queue, message)| (queue.name.clone(), message.clone()))
+            .collect();
+        shared.store_all(&sends)
+    }
+
     /// The staged work's changes are kept: the messages enter their queues (and are
     /// dispatched), in the order they were staged, and the acknowledgements count.
     pub fn apply_staged(&self, staging: QueueStaging) {
+        for (queue, _) in staging.shared_sends {
+            // Its consumers get it from the shared store.
+            queue.state.lock().counts.enqueued += 1;
+        }
         for StagedSend { queue, entry } in staging.sends {
             if entry.kept {
                 queue.declared.store(true, Ordering::Relaxed);

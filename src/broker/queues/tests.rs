@@ -691,6 +691,14 @@ impl SharedQueues for FakeShared {
         Commit::done()
     }
 
+    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit {
+        for (queue, message) in sends {
+            let body = String::from_utf8_lossy(&message.payload).into_owned();
+            self.stored.lock().push((format!("all:{queue}"), body));
+        }
+        Commit::done()
+    }
+
     fn dead_letter(&self, from: &str, seq: QueueSeq, to: &str, _message: &Message) -> Commit {
         self.dead.lock().push((from.to_owned(), seq, to.to_owned()));
         Commit::done()

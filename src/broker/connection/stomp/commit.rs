@@ -16,13 +16,18 @@
 //! the store has kept the transaction its messages reach their queues and subscribers even if
 //! the connection is gone by then.
 //!
-//! A cluster node is not served here: its queues, topics and acknowledgements live in NATS
-//! JetStream streams and consumers, which take no commit spanning several of them (see
-//! `frames.rs`, `apply_in_order`, and docs/cluster.md).
+//! On a cluster node a COMMIT is staged here only when it is queue work alone (SENDs to
+//! queues, ACKs of queue messages: [`StompConn::staged_on_cluster`]): its SENDs are stored in
+//! the cluster's queue stream as one atomic batch, and its ACKs are committed once that batch
+//! is kept. Any other COMMIT there is applied frame by frame (`frames.rs`,
+//! `apply_in_order`): topic messages, queue messages and consumer acknowledgements live in
+//! different NATS JetStream streams and consumers, which take no commit spanning them
+//! (docs/stomp.md, "What a COMMIT keeps, and when").
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::destination::Destination;
 use super::frames::STALE_REPLANS;
 use super::subscribe::Unacked;
 use super::{Close, Ready, StompConn};
@@ -30,7 +35,7 @@ use crate::broker::durability::{Change, Commit, DurabilityError};
 use crate::broker::queues::QueueStaging;
 use crate::broker::runtime::{BrokerCore, RoutePlan, Routed};
 use crate::broker::session::SessionId;
-use crate::protocol::stomp::Frame;
+use crate::protocol::stomp::{Command, Frame};
 
 /// What the frames of a COMMIT being applied would commit, gathered for one commit.
 #[derive(Default)]
@@ -119,25 +124,26 @@ impl StompConn {
             acked: _,
         } = staging;
         // Submitted now: the store keeps it after what this connection committed before and
-        // before what it commits next.
-        let commit = self
-            .core
-            .durability()
-            .commit(changes(&routes, &queues, &topic_removals));
+        // before what it commits next. Sends to queues a shared store keeps go first, as one
+        // unit; the rest (the acknowledgements) is committed once they are kept.
+        let stored = self.core.queues.store_staged(&queues);
+        let commit = (!queues.has_shared_sends()).then(|| {
+            self.core
+                .durability()
+                .commit(changes(&routes, &queues, &topic_removals))
+        });
         let task = tokio::spawn(keep(
             self.core.clone(),
             self.origin(),
-            commit,
+            (stored, commit),
             routes,
             queues,
             topic_removals,
         ));
         self.pending.push_back(Box::pin(async move {
-            let kept = task.await.unwrap_or_else(|e| {
-                Err(DurabilityError::Unavailable(format!(
-                    "transaction task failed: {e}"
-                )))
-            });
+            let kept = task
+                .await
+                .unwrap_or_else(|e| Err(format!("not committed: its task failed: {e}")));
             match kept {
                 Ok(routed) => Ready {
                     frames: receipt.into_iter().collect(),
@@ -148,10 +154,7 @@ impl StompConn {
                     ..Ready::default()
                 },
                 Err(e) => {
-                    let mut error = Close::error(
-                        format!("transaction {id} not committed, nothing of it applied: {e}"),
-                        None,
-                    );
+                    let mut error = Close::error(format!("transaction {id} {e}"), None);
                     let receipt_id = receipt.as_ref().and_then(|r| r.header("receipt-id"));
                     if let (Close::Error(frame), Some(r)) = (&mut error, receipt_id) {
                         frame.headers.push(("receipt-id".to_owned(), r.to_owned()));
@@ -174,6 +177,28 @@ impl StompConn {
     pub(super) fn abandon_staged(&mut self, staging: Staging) {
         self.core.queues.undo_staged(staging.queues);
         self.give_back(staging.topic_acked);
+    }
+
+    /// Whether a COMMIT of `frames` on a cluster node is staged and kept as one unit: every
+    /// SEND goes to a queue the cluster keeps (not a temporary one, which lives on its
+    /// connection's node, nor a topic), every ACK is of a queue message, and the SENDs fit in
+    /// one atomic batch of the shared store.
+    pub(super) fn staged_on_cluster(&self, frames: &[Frame]) -> bool {
+        let mut sends = 0;
+        let queue_work = frames.iter().all(|frame| match frame.command {
+            Command::Send => {
+                sends += 1;
+                frame
+                    .header("destination")
+                    .and_then(|d| Destination::parse(d).ok())
+                    .is_some_and(|d| matches!(d, Destination::Queue(_)))
+            }
+            _ => self
+                .ack_id(frame)
+                .and_then(|id| self.acked_number(id))
+                .is_some_and(|n| self.queue_unacked(n)),
+        });
+        queue_work && sends <= self.core.queues.shared_stores_as_one()
     }
 
     /// A transaction's commit is settled (see [`Committed`]).
@@ -205,7 +230,45 @@ impl StompConn {
 /// Wait for the transaction's commit (planned again, its topic SENDs, when a receiving
 /// session ended meanwhile); once it is kept, the queue SENDs enter their queues, the queue
 /// ACKs count and the topic SENDs are routed; when it is not, the queue ACKs are undone.
+/// `(stored, first)`: the sends to queues a shared store keeps, and the commit of the rest
+/// when it was submitted with them (`None`: it is submitted once `stored` is done). The
+/// error says what was kept.
 async fn keep(
+    core: Arc<BrokerCore>,
+    origin: Vec<SessionId>,
+    (stored, first): (Commit, Option<Commit>),
+    routes: Vec<(RoutePlan, Vec<Change>)>,
+    queues: QueueStaging,
+    topic_removals: Vec<Change>,
+) -> Result<Routed, String> {
+    let shared = queues.has_shared_sends();
+    if let Err(e) = stored.wait().await {
+        core.queues.undo_staged(queues);
+        return Err(format!(
+            "not committed: its queue messages were not confirmed by the cluster store \
+             ({e}); its acknowledgements were not applied"
+        ));
+    }
+    let first = first.unwrap_or_else(|| {
+        core.durability()
+            .commit(changes(&routes, &queues, &topic_removals))
+    });
+    keep_rest(core, origin, first, routes, queues, topic_removals)
+        .await
+        .map_err(|e| {
+            if shared {
+                format!(
+                    "committed in part: its queue messages are stored, its acknowledgements \
+                     were not kept ({e}): the messages it acknowledged are delivered again"
+                )
+            } else {
+                format!("not committed, nothing of it applied: {e}")
+            }
+        })
+}
+
+/// [`keep`] once the shared store kept the transaction's queue sends (or it had none).
+async fn keep_rest(
     core: Arc<BrokerCore>,
     origin: Vec<SessionId>,
     first: Commit,

@@ -692,7 +692,7 @@ impl StompConn {
         &mut self,
         transaction: AdmittedTransaction,
     ) -> Result<(), Close> {
-        if self.core.backplane().is_some() {
+        if self.core.backplane().is_some() && !self.staged_on_cluster(&transaction.frames) {
             return self.apply_in_order(transaction);
         }
         self.transactions().applying = true;
@@ -720,9 +720,11 @@ impl StompConn {
         }
     }
 
-    /// A COMMIT on a cluster node: each frame applied in order as if it came alone (each
-    /// persistent message its own store in NATS JetStream; no store takes them as one unit
-    /// there), then the RECEIPT after all of them.
+    /// A COMMIT on a cluster node that is not only queue work (`commit.rs`,
+    /// `staged_on_cluster`): each frame applied in order as if it came alone (each
+    /// persistent message its own store in NATS JetStream; no store takes topic messages,
+    /// queue messages and acknowledgements as one unit there), then the RECEIPT after all of
+    /// them.
     fn apply_in_order(&mut self, transaction: AdmittedTransaction) -> Result<(), Close> {
         self.transactions().applying = true;
         let result = transaction

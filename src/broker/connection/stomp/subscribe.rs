@@ -754,20 +754,13 @@ impl StompConn {
     /// (`TopicSubscription`: acknowledged), a durable one's goes to the dead-letter queue when
     /// persistent (`PrefetchSubscription.sendToDLQ`, see [`StompConn::dead_letter_nacked`]).
     pub(super) fn on_ack(&mut self, frame: &Frame) -> Result<(), Close> {
-        let id_header = match self.version {
-            Version::V1_2 => frame.header("id").or_else(|| frame.header("message-id")),
-            _ => frame.header("message-id").or_else(|| frame.header("id")),
-        };
-        let Some(id) = id_header else {
+        let Some(id) = self.ack_id(frame) else {
             return Err(Close::error(
                 format!("{} received without a message id", frame.command.as_str()),
                 Some(frame),
             ));
         };
-        let number = id
-            .rsplit_once(':')
-            .filter(|(prefix, _)| *prefix == &*self.session_name)
-            .and_then(|(_, n)| n.parse::<u64>().ok());
+        let number = self.acked_number(id);
         let found = number.and_then(|n| {
             self.subs.iter().enumerate().find_map(|(i, s)| {
                 s.unacked
@@ -835,6 +828,23 @@ impl StompConn {
         self.out.pump_wanted = true;
         self.receipt(frame);
         Ok(())
+    }
+}
+
+impl StompConn {
+    /// The message id an ACK or NACK names (`id` in STOMP 1.2, `message-id` before).
+    pub(super) fn ack_id<'f>(&self, frame: &'f Frame) -> Option<&'f str> {
+        match self.version {
+            Version::V1_2 => frame.header("id").or_else(|| frame.header("message-id")),
+            _ => frame.header("message-id").or_else(|| frame.header("id")),
+        }
+    }
+
+    /// The number of this connection's message `id` (`<session>:<number>`), if it is one.
+    pub(super) fn acked_number(&self, id: &str) -> Option<u64> {
+        id.rsplit_once(':')
+            .filter(|(prefix, _)| *prefix == &*self.session_name)
+            .and_then(|(_, n)| n.parse::<u64>().ok())
     }
 }
 

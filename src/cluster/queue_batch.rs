@@ -1,0 +1,187 @@
+//! A STOMP transaction's queue SENDs stored in [`super::queues::QUEUE_STREAM`] as one unit:
+//! NATS JetStream's atomic batch publish (ADR-50, nats-server 2.12 and later, a stream made
+//! with `allow_atomic`). Every message carries the batch's id and its place
+//! (`Nats-Batch-Id`, `Nats-Batch-Sequence`); the last one also `Nats-Batch-Commit`, and only
+//! it is answered: the server stores the whole batch, or none of it, and its messages become
+//! visible to the queues' consumers together. Each message keeps its own `Nats-Msg-Id`, so
+//! the stream's duplicate window still recognises them.
+//!
+//! A stream that does not take atomic batches (made by a server before 2.12, or its update
+//! refused) stores the messages one by one, in order, each acknowledged (the answer waits
+//! for all of them): the transaction is then kept whole once the answer is done, but a node
+//! that dies midway leaves a prefix stored (docs/stomp.md, "What a COMMIT keeps, and when").
+
+use std::future::IntoFuture;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::HeaderMap;
+use tokio::sync::oneshot;
+
+use super::engine::Inner;
+use super::queues::{unavailable, Item, FIRST_STORE_RETRY};
+use crate::broker::durability::DurabilityError;
+
+/// The most messages nats-server takes in one atomic batch (its `max_batch_size`).
+pub const ATOMIC_BATCH_MAX: usize = 1000;
+
+/// Send `items` in order (after everything handed to the store task before them) and answer
+/// `done` once the stream kept all of them: as one atomic batch when `atomic`, else one by
+/// one. Until this node's first store was answered (`answered_once`), the answer is awaited
+/// here and "no responders" (the server does not know the stream's subjects yet) sends the
+/// whole batch again (nothing of it was stored).
+pub(super) async fn send(
+    inner: &Arc<Inner>,
+    items: Vec<Item>,
+    done: oneshot::Sender<Result<(), DurabilityError>>,
+    atomic: bool,
+    answered_once: &mut bool,
+) {
+    let atomic = atomic && items.len() <= ATOMIC_BATCH_MAX;
+    if !*answered_once {
+        let deadline = Instant::now() + inner.store_timeout;
+        let result = loop {
+            let sent = match send_all(inner, &items, atomic).await {
+                Ok(acks) => settle(inner, acks, atomic, items.len()).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Err(Refusal::NoResponders(_)) if Instant::now() + FIRST_STORE_RETRY < deadline => {
+                    tokio::time::sleep(FIRST_STORE_RETRY).await;
+                }
+                other => break other.map_err(Refusal::into_error),
+            }
+        };
+        *answered_once = result.is_ok();
+        let _ = done.send(result);
+        return;
+    }
+    match send_all(inner, &items, atomic).await {
+        Ok(acks) => {
+            let inner = inner.clone();
+            let count = items.len();
+            tokio::spawn(async move {
+                let result = settle(&inner, acks, atomic, count).await;
+                let _ = done.send(result.map_err(Refusal::into_error));
+            });
+        }
+        Err(e) => {
+            let _ = done.send(Err(e.into_error()));
+        }
+    }
+}
+
+/// Why a batch was not kept.
+enum Refusal {
+    /// Nothing received it (see [`send`]).
+    NoResponders(String),
+    Other(DurabilityError),
+}
+
+impl Refusal {
+    fn into_error(self) -> DurabilityError {
+        match self {
+            Refusal::NoResponders(e) => unavailable(format!("cluster store refused: {e}")),
+            Refusal::Other(e) => e,
+        }
+    }
+}
+
+/// Write every message of the batch to the server, in order; the answers to wait for.
+async fn send_all(
+    inner: &Inner,
+    items: &[Item],
+    atomic: bool,
+) -> Result<Vec<PublishAckFuture>, Refusal> {
+    let failed =
+        |e: &dyn std::fmt::Display| Refusal::Other(unavailable(format!("cluster store: {e}")));
+    if !atomic {
+        let mut acks = Vec::with_capacity(items.len());
+        for item in items {
+            let publish = PublishMessage::build()
+                .payload(item.payload.clone())
+                .message_id(item.id.as_str());
+            let ack = inner
+                .js
+                .send_publish(item.subject.clone(), publish)
+                .await
+                .map_err(|e| failed(&e))?;
+            acks.push(ack);
+        }
+        return Ok(acks);
+    }
+    let batch = format!(
+        "{:x}-{}",
+        inner.instance,
+        inner.counter.fetch_add(1, Ordering::Relaxed)
+    );
+    let client = inner.js.client();
+    let Some((last, first)) = items.split_last() else {
+        return Ok(Vec::new());
+    };
+    for (i, item) in first.iter().enumerate() {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Batch-Id", batch.as_str());
+        headers.insert("Nats-Batch-Sequence", (i + 1).to_string().as_str());
+        headers.insert("Nats-Msg-Id", item.id.as_str());
+        client
+            .publish_with_headers(item.subject.clone(), headers, item.payload.clone())
+            .await
+            .map_err(|e| failed(&e))?;
+    }
+    let publish = PublishMessage::build()
+        .payload(last.payload.clone())
+        .message_id(last.id.as_str())
+        .header("Nats-Batch-Id", batch.as_str())
+        .header("Nats-Batch-Sequence", items.len().to_string().as_str())
+        .header("Nats-Batch-Commit", "1");
+    let ack = inner
+        .js
+        .send_publish(last.subject.clone(), publish)
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(vec![ack])
+}
+
+/// Wait for the answers (within `storeTimeout`): every one kept, or the batch's answer
+/// counting all of its `count` messages.
+async fn settle(
+    inner: &Inner,
+    acks: Vec<PublishAckFuture>,
+    atomic: bool,
+    count: usize,
+) -> Result<(), Refusal> {
+    let deadline = tokio::time::Instant::now() + inner.store_timeout;
+    for ack in acks {
+        let answer = match tokio::time::timeout_at(deadline, ack.into_future()).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                return Err(Refusal::Other(unavailable(
+                    "cluster store not acknowledged in time (the transaction's messages may \
+                     be kept)",
+                )))
+            }
+        };
+        let ack = match answer {
+            Ok(ack) => ack,
+            Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+                return Err(Refusal::NoResponders(e.to_string()))
+            }
+            Err(e) => {
+                return Err(Refusal::Other(unavailable(format!(
+                    "cluster store refused: {e}"
+                ))))
+            }
+        };
+        if atomic && ack.batch_size != Some(count as u64) {
+            return Err(Refusal::Other(unavailable(format!(
+                "cluster store answered {:?} messages of a batch of {count}",
+                ack.batch_size
+            ))));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! A STOMP transaction of queue work on a cluster node, with real nats-servers and ferromq
+//! processes and a raw STOMP client: its SENDs are stored in NATS as one atomic batch and its
+//! ACKs applied once that batch is kept (docs/stomp.md, "What a COMMIT keeps, and when").
+//! A batch the stream refuses keeps none of its messages and none of its acknowledgements;
+//! a node SIGKILLed while its producer commits leaves every transaction whole or absent; a
+//! queue stream made by an older node is given atomic batches.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+
+use super::stomp_queues::subscribe;
+use super::stomp_queues::{collect, connected, receipt, send_ok, stomp_client, stomp_rig};
+use stomp_client::StompClient;
+
+/// The cluster's queue stream (`src/cluster/queues.rs`).
+const QUEUE_STREAM: &str = "FMQ_QUEUES";
+
+async fn js(urls: Vec<String>) -> jetstream::Context {
+    let client = async_nats::connect(urls).await.expect("NATS client");
+    jetstream::new(client)
+}
+
+/// The queue stream as a node from before atomic batches made it.
+async fn make_old_queue_stream(js: &jetstream::Context) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let made = js
+            .create_stream(stream::Config {
+                name: QUEUE_STREAM.into(),
+                subjects: vec!["fmq.q.>".into()],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                num_replicas: 3,
+                duplicate_window: Duration::from_secs(20),
+                ..Default::default()
+            })
+            .await;
+        match made {
+            Ok(_) => return,
+            // Placing three replicas needs every server current in the meta group.
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("queue stream not made yet: {e}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("queue stream: {e}"),
+        }
+    }
+}
+
+async fn stream_config(js: &jetstream::Context) -> stream::Config {
+    let mut s = js.get_stream(QUEUE_STREAM).await.expect("queue stream");
+    s.info().await.expect("stream info").config.clone()
+}
+
+/// BEGIN `tx`, then each of `frames` (SEND bodies to `queue`, or `("ACK", id)`), in it.
+async fn in_transaction(c: &mut StompClient, tx: &str, queue: &str, frames: &[(&str, String)]) {
+    c.send("BEGIN", &[("transaction", tx)], "").await;
+    for (command, value) in frames {
+        if *command == "ACK" {
+            c.send("ACK", &[("id", value), ("transaction", tx)], "")
+                .await;
+        } else {
+            c.send(
+                "SEND",
+                &[
+                    ("destination", queue),
+                    ("persistent", "true"),
+                    ("transaction", tx),
+                ],
+                value,
+            )
+            .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
+    let Some((rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    let js = js(rig.nats.client_urls()).await;
+    make_old_queue_stream(&js).await;
+    assert!(!stream_config(&js).await.allow_atomic_publish);
+
+    // A message consumed (not acknowledged) by a client that then commits a transaction.
+    let q = "/queue/tx.whole";
+    let mut producer = connected(stomp[0]).await;
+    send_ok(&mut producer, q, "held").await;
+    assert!(
+        stream_config(&js).await.allow_atomic_publish,
+        "the node gave the older queue stream atomic batches"
+    );
+    let mut worker = connected(stomp[1]).await;
+    subscribe(&mut worker, q, "w", &[("ack", "client-individual")]).await;
+    let got = collect(&mut [&mut worker], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    let held_ack = got[0].1.header("ack").expect("an ack header").to_owned();
+
+    // Kept: three SENDs to two queues, one RECEIPT, every message delivered once.
+    let other = "/queue/tx.other";
+    let sends: Vec<(&str, String)> = (0..3).map(|n| ("SEND", format!("kept-{n}"))).collect();
+    in_transaction(&mut producer, "kept", q, &sends).await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", other),
+                ("persistent", "true"),
+                ("transaction", "kept"),
+            ],
+            "kept-other",
+        )
+        .await;
+    producer
+        .send(
+            "COMMIT",
+            &[("transaction", "kept"), ("receipt", "kept")],
+            "",
+        )
+        .await;
+    receipt(&mut producer, "kept").await;
+    let got = collect(&mut [&mut worker], true, 3, Duration::from_secs(10)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    assert_eq!(bodies, ["kept-0", "kept-1", "kept-2"]);
+    let mut reader = connected(stomp[0]).await;
+    subscribe(&mut reader, other, "o", &[]).await;
+    let got = collect(&mut [&mut reader], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.body_text(), "kept-other");
+
+    // Refused: the stream takes no message above 4 KiB, and the transaction's third SEND is
+    // 8 KiB. Frame by frame, its first two SENDs and its ACK would be applied; as one
+    // batch, none of it is: an ERROR, and a new consumer gets the acknowledged message again.
+    let mut config = stream_config(&js).await;
+    config.max_message_size = 4096;
+    js.update_stream(&config).await.expect("stream update");
+    let frames = vec![
+        ("ACK", held_ack),
+        ("SEND", "refused-0".to_owned()),
+        ("SEND", "refused-1".to_owned()),
+        ("SEND", "x".repeat(8192)),
+        ("SEND", "refused-3".to_owned()),
+    ];
+    in_transaction(&mut worker, "refused", q, &frames).await;
+    worker
+        .send(
+            "COMMIT",
+            &[("transaction", "refused"), ("receipt", "refused")],
+            "",
+        )
+        .await;
+    let answer = worker.recv_within(Duration::from_secs(10)).await;
+    let answer = answer.expect("an answer to the COMMIT");
+    assert_eq!(answer.command, "ERROR", "{answer:?}");
+    assert_eq!(answer.header("receipt-id"), Some("refused"), "{answer:?}");
+    let text = format!(
+        "{} {}",
+        answer.header("message").unwrap_or_default(),
+        answer.body_text()
+    );
+    assert!(text.contains("not committed"), "{text}");
+    worker.expect_closed_within(Duration::from_secs(5)).await;
+    config.max_message_size = -1;
+    js.update_stream(&config).await.expect("stream update");
+
+    let mut after = connected(stomp[0]).await;
+    subscribe(&mut after, q, "after", &[]).await;
+    let got = collect(&mut [&mut after], false, 5, Duration::from_secs(8)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    assert_eq!(bodies, ["held"], "only the message the refused ACK named");
+    assert_eq!(got[0].1.header("redelivered"), Some("true"));
+}
+
+/// Messages per transaction in the kill test.
+const PER_TRANSACTION: usize = 200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_or_absent() {
+    let Some((mut rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    let q = "/queue/tx.killed";
+    let mut producer = connected(stomp[0]).await;
+    send_ok(&mut producer, q, "first").await;
+    // Transactions one after another until the node is gone; the kill lands at a random
+    // point of one of them (reading, admitting, storing, or between two).
+    let committer = tokio::spawn(async move {
+        let mut receipted = Vec::new();
+        for t in 0..10_000 {
+            let tx = format!("t{t}");
+            let sends: Vec<(&str, String)> = (0..PER_TRANSACTION)
+                .map(|n| ("SEND", format!("{tx}/{n}/{}", "p".repeat(200))))
+                .collect();
+            in_transaction(&mut producer, &tx, q, &sends).await;
+            producer
+                .send("COMMIT", &[("transaction", &tx), ("receipt", &tx)], "")
+                .await;
+            match producer.recv_within(Duration::from_secs(5)).await {
+                Some(f) if f.command == "RECEIPT" => receipted.push(t),
+                _ => break,
+            }
+        }
+        receipted
+    });
+    tokio::time::sleep(Duration::from_millis(1500 + rand::random::<u64>() % 1000)).await;
+    rig.nodes[0].kill();
+    let receipted = committer.await.expect("committer");
+    assert!(receipted.len() >= 2, "too few transactions: {receipted:?}");
+
+    let mut consumer = connected(stomp[1]).await;
+    subscribe(&mut consumer, q, "c", &[("activemq.prefetchSize", "1000")]).await;
+    let mut per_tx: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(4) {
+        let Some(f) = consumer.recv_within(Duration::from_millis(200)).await else {
+            continue;
+        };
+        quiet_since = Instant::now();
+        let body = f.body_text();
+        if body == "first" {
+            continue;
+        }
+        let t: usize = body
+            .strip_prefix('t')
+            .and_then(|b| b.split('/').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected message {body:?}"));
+        *per_tx.entry(t).or_default() += 1;
+    }
+    for t in &receipted {
+        assert_eq!(
+            per_tx.get(t),
+            Some(&PER_TRANSACTION),
+            "transaction {t} had its RECEIPT: all of it"
+        );
+    }
+    let partial: Vec<(&usize, &usize)> = per_tx
+        .iter()
+        .filter(|(_, n)| **n != PER_TRANSACTION)
+        .collect();
+    assert!(partial.is_empty(), "transactions kept in part: {partial:?}");
+    eprintln!(
+        "{} transactions receipted, {} kept (the one the kill met: {})",
+        receipted.len(),
+        per_tx.len(),
+        if per_tx.len() > receipted.len() {
+            "kept whole"
+        } else {
+            "not kept"
+        }
+    );
+}
