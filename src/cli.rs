@@ -562,8 +562,8 @@ fn tell_if_embedded(options: &LoadOptions) {
 fn embedded_notice() -> String {
     format!(
         "ferromq: no {DEFAULT_CONFIG} in this directory: using the default configuration built \
-         into ferromq (as {DEFAULT_CONFIG}, data under ./data); `ferromq init` writes it out to \
-         edit"
+         into ferromq (as {DEFAULT_CONFIG}; its store under ${{activemq.data}}: ./data unless \
+         -D activemq.data or ACTIVEMQ_DATA says otherwise); `ferromq init` writes it out to edit"
     )
 }
 

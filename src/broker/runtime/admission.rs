@@ -20,12 +20,12 @@ pub enum Refusal {
 impl BrokerCore {
     /// A QoS 1/2 publish the durability engine did not take (yet): counted and logged
     /// (rate-limited). The caller does not acknowledge it.
-    pub fn publish_refused(&self, topic: &str, error: &DurabilityError) {
+    pub fn publish_refused(&self, destination: &str, error: &DurabilityError) {
         if let DurabilityError::Full(_) = error {
             let total = self.counters.refused_store_full();
             if should_log(total) {
                 tracing::warn!(
-                    %topic,
+                    %destination,
                     refused_total = total,
                     "publisher paused, publish not acknowledged yet: {error}"
                 );
@@ -34,7 +34,7 @@ impl BrokerCore {
             let total = self.counters.refused_store_unavailable();
             if should_log(total) {
                 tracing::warn!(
-                    %topic,
+                    %destination,
                     refused_total = total,
                     "publish not acknowledged yet: {error}"
                 );
@@ -64,13 +64,13 @@ impl BrokerCore {
 
     /// A QoS 1/2 publish held back for `refusal` (once per publish): counted and logged
     /// (rate-limited).
-    pub fn count_held(&self, topic: &str, refusal: &Refusal) {
+    pub fn count_held(&self, destination: &str, refusal: &Refusal) {
         match refusal {
             Refusal::MemoryFull => {
                 let total = self.counters.refused_memory_full();
                 if should_log(total) {
                     tracing::warn!(
-                        %topic,
+                        %destination,
                         limit_bytes = self.memory.limit_bytes().unwrap_or(0),
                         used_bytes = self.memory.used_bytes(),
                         total,
@@ -79,7 +79,7 @@ impl BrokerCore {
                     );
                 }
             }
-            Refusal::Durability(e) => self.publish_refused(topic, e),
+            Refusal::Durability(e) => self.publish_refused(destination, e),
         }
     }
 

@@ -232,7 +232,7 @@ impl StompConn {
         frame: &Frame,
         refusal: Refusal,
     ) {
-        self.core.count_held(&name, &refusal);
+        self.core.count_held(&format!("queue://{name}"), &refusal);
         self.held += 1;
         let receipt = Self::receipt_for(frame);
         let core = self.core.clone();
