@@ -14,7 +14,7 @@
 use std::future::IntoFuture;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
@@ -41,11 +41,16 @@ pub(super) async fn send(
     answered_once: &mut bool,
 ) {
     let atomic = atomic && items.len() <= ATOMIC_BATCH_MAX;
+    let within = if atomic {
+        answer_within(inner, &items)
+    } else {
+        inner.store_timeout
+    };
     if !*answered_once {
-        let deadline = Instant::now() + inner.store_timeout;
+        let deadline = Instant::now() + within;
         let result = loop {
             let sent = match send_all(inner, &items, atomic).await {
-                Ok(acks) => settle(inner, acks, atomic, items.len()).await,
+                Ok(acks) => settle(within, acks, atomic, items.len()).await,
                 Err(e) => Err(e),
             };
             match sent {
@@ -61,10 +66,9 @@ pub(super) async fn send(
     }
     match send_all(inner, &items, atomic).await {
         Ok(acks) => {
-            let inner = inner.clone();
             let count = items.len();
             tokio::spawn(async move {
-                let result = settle(&inner, acks, atomic, count).await;
+                let result = settle(within, acks, atomic, count).await;
                 let _ = done.send(result.map_err(Refusal::into_error));
             });
         }
@@ -138,37 +142,48 @@ async fn send_all(
         .header("Nats-Batch-Id", batch.as_str())
         .header("Nats-Batch-Sequence", items.len().to_string().as_str())
         .header("Nats-Batch-Commit", "1");
-    let ack = inner
-        .js
+    let mut js = inner.js.clone();
+    js.set_timeout(answer_within(inner, items));
+    let ack = js
         .send_publish(last.subject.clone(), publish)
         .await
         .map_err(|e| failed(&e))?;
     Ok(vec![ack])
 }
 
+/// How long a batch's answer is awaited: `storeTimeout` per MiB of it (at least one, at most
+/// 60), as long as the same messages stored one by one (each within `storeTimeout`) could
+/// take, where a large batch is replicated as one.
+fn answer_within(inner: &Inner, items: &[Item]) -> Duration {
+    let bytes: usize = items.iter().map(|i| i.payload.len()).sum();
+    let mib = u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX);
+    inner.store_timeout * mib.clamp(1, 60)
+}
+
+/// A batch whose answer did not come: the server may have stored it.
+const NOT_ANSWERED: &str = "no answer in time: its messages may be kept";
+
 /// Wait for the answers (within `storeTimeout`): every one kept, or the batch's answer
 /// counting all of its `count` messages.
 async fn settle(
-    inner: &Inner,
+    within: Duration,
     acks: Vec<PublishAckFuture>,
     atomic: bool,
     count: usize,
 ) -> Result<(), Refusal> {
-    let deadline = tokio::time::Instant::now() + inner.store_timeout;
+    let deadline = tokio::time::Instant::now() + within;
     for ack in acks {
         let answer = match tokio::time::timeout_at(deadline, ack.into_future()).await {
             Ok(answer) => answer,
-            Err(_) => {
-                return Err(Refusal::Other(unavailable(
-                    "cluster store not acknowledged in time (the transaction's messages may \
-                     be kept)",
-                )))
-            }
+            Err(_) => return Err(Refusal::Other(unavailable(NOT_ANSWERED))),
         };
         let ack = match answer {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                 return Err(Refusal::NoResponders(e.to_string()))
+            }
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => {
+                return Err(Refusal::Other(unavailable(NOT_ANSWERED)))
             }
             Err(e) => {
                 return Err(Refusal::Other(unavailable(format!(

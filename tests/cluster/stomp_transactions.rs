@@ -161,7 +161,10 @@ async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
         answer.header("message").unwrap_or_default(),
         answer.body_text()
     );
-    assert!(text.contains("not committed"), "{text}");
+    assert!(
+        text.contains("not confirmed") && text.contains("refused"),
+        "{text}"
+    );
     worker.expect_closed_within(Duration::from_secs(5)).await;
     config.max_message_size = -1;
     js.update_stream(&config).await.expect("stream update");

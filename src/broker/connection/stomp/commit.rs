@@ -245,8 +245,8 @@ async fn keep(
     if let Err(e) = stored.wait().await {
         core.queues.undo_staged(queues);
         return Err(format!(
-            "not committed: its queue messages were not confirmed by the cluster store \
-             ({e}); its acknowledgements were not applied"
+            "not confirmed: the cluster store did not confirm its queue messages ({e}); its \
+             acknowledgements were not applied"
         ));
     }
     let first = first.unwrap_or_else(|| {
