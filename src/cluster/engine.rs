@@ -627,6 +627,7 @@ impl Backplane for ClusterEngine {
             super::drain::start(&inner).await?;
             super::queue_purge::start(&inner).await?;
             super::give_backs::start(&inner).await?;
+            super::queue_redo::start(&inner);
             super::node::start(&inner);
             super::reaper::start(&inner);
             Ok(())

@@ -29,14 +29,14 @@ use crate::broker::durability::DurabilityError;
 pub const ATOMIC_BATCH_MAX: usize = 1000;
 
 /// Send `items` in order (after everything handed to the store task before them) and answer
-/// `done` once the stream kept all of them: as one atomic batch when `atomic`, else one by
+/// `done` (the last one's stream sequence) once the stream kept all of them: as one atomic batch when `atomic`, else one by
 /// one. Until this node's first store was answered (`answered_once`), the answer is awaited
 /// here and "no responders" (the server does not know the stream's subjects yet) sends the
 /// whole batch again (nothing of it was stored).
 pub(super) async fn send(
     inner: &Arc<Inner>,
     items: Vec<Item>,
-    done: oneshot::Sender<Result<(), DurabilityError>>,
+    done: oneshot::Sender<Result<u64, DurabilityError>>,
     atomic: bool,
     answered_once: &mut bool,
 ) {
@@ -163,14 +163,15 @@ fn answer_within(inner: &Inner, items: &[Item]) -> Duration {
 /// A batch whose answer did not come: the server may have stored it.
 const NOT_ANSWERED: &str = "no answer in time: its messages may be kept";
 
-/// Wait for the answers (within `storeTimeout`): every one kept, or the batch's answer
-/// counting all of its `count` messages.
+/// Wait for the answers (within `within`): every one kept, or the batch's answer counting
+/// all of its `count` messages; the stream sequence of the last message.
 async fn settle(
     within: Duration,
     acks: Vec<PublishAckFuture>,
     atomic: bool,
     count: usize,
-) -> Result<(), Refusal> {
+) -> Result<u64, Refusal> {
+    let mut last = 0;
     let deadline = tokio::time::Instant::now() + within;
     for ack in acks {
         let answer = match tokio::time::timeout_at(deadline, ack.into_future()).await {
@@ -197,6 +198,7 @@ async fn settle(
                 ack.batch_size
             ))));
         }
+        last = ack.sequence;
     }
-    Ok(())
+    Ok(last)
 }

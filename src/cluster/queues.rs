@@ -100,7 +100,8 @@ pub(super) struct Item {
 /// (`queue_batch.rs`).
 struct Store {
     items: Vec<Item>,
-    done: oneshot::Sender<Result<(), DurabilityError>>,
+    /// The stream sequence of the last message, once kept.
+    done: oneshot::Sender<Result<u64, DurabilityError>>,
 }
 
 /// This node's side of the shared queues.
@@ -284,20 +285,30 @@ fn store(inner: &Arc<Inner>, subject: String, id: String, payload: Bytes) -> Com
 
 /// [`store`] of several messages as one unit (`queue_batch.rs`).
 fn store_items(inner: &Arc<Inner>, items: Vec<Item>) -> Commit {
+    let kept = stored_at(inner, items);
+    Commit::Pending(Box::pin(async move { kept.await.map(|_| ()) }))
+}
+
+/// [`store_items`], answering the stream sequence of the last message once kept.
+fn stored_at(
+    inner: &Arc<Inner>,
+    items: Vec<Item>,
+) -> impl std::future::Future<Output = Result<u64, DurabilityError>> {
     let stores = inner.queues.stores.get_or_init(|| {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_stores(Arc::downgrade(inner), rx));
         tx
     });
     let (done, answer) = oneshot::channel();
-    if stores.send(Store { items, done }).is_err() {
-        return Commit::Done(Err(unavailable("the cluster engine stopped")));
-    }
-    Commit::Pending(Box::pin(async move {
+    let sent = stores.send(Store { items, done }).is_ok();
+    async move {
+        if !sent {
+            return Err(unavailable("the cluster engine stopped"));
+        }
         answer
             .await
             .unwrap_or_else(|_| Err(unavailable("the cluster engine stopped")))
-    }))
+    }
 }
 
 /// Sends stores in the order they were handed over (a producer's messages keep their order
@@ -342,7 +353,7 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
             Ok(ack) => {
                 tokio::spawn(async move {
                     let result = match tokio::time::timeout(timeout, ack.into_future()).await {
-                        Ok(Ok(_)) => Ok(()),
+                        Ok(Ok(ack)) => Ok(ack.sequence),
                         Ok(Err(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
                         Err(_) => Err(unavailable("cluster store not acknowledged in time")),
                     };
@@ -358,7 +369,7 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
 
 /// `store` sent and its acknowledgement awaited, sent again (same message id: the stream
 /// keeps one copy) while the answer is "no responders", within `storeTimeout`.
-async fn first_store(inner: &Inner, store: &Item) -> Result<(), DurabilityError> {
+async fn first_store(inner: &Inner, store: &Item) -> Result<u64, DurabilityError> {
     let deadline = Instant::now() + inner.store_timeout;
     loop {
         let publish = PublishMessage::build()
@@ -374,7 +385,7 @@ async fn first_store(inner: &Inner, store: &Item) -> Result<(), DurabilityError>
                 .map_err(async_nats::Error::from)
         };
         let error = match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(Ok(_)) => return Ok(()),
+            Ok(Ok(ack)) => return Ok(ack.sequence),
             Ok(Err(e)) => e,
             Err(_) => return Err(unavailable("cluster store not acknowledged in time")),
         };
@@ -428,7 +439,7 @@ impl SharedQueues for ClusterQueues {
         store(&inner, queue_subject(queue), id, payload)
     }
 
-    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit {
+    fn store_all(&self, sends: &[(Arc<str>, Message)], acked: &[QueueSeq]) -> Commit {
         let Some(inner) = self.inner.upgrade() else {
             return Commit::Done(Err(unavailable("the cluster engine stopped")));
         };
@@ -448,14 +459,30 @@ impl SharedQueues for ClusterQueues {
         if items.is_empty() {
             return Commit::done();
         }
-        store_items(&inner, items)
+        // The acknowledgements go into the batch as its last message (`queue_redo.rs`).
+        let record = (self.stores_as_one() > 0)
+            .then(|| super::queue_redo::record(&inner, acked))
+            .flatten();
+        let Some(record) = record else {
+            return store_items(&inner, items);
+        };
+        items.push(record);
+        let stored = stored_at(&inner, items);
+        let acked = acked.to_vec();
+        Commit::Pending(Box::pin(async move {
+            // The record is the batch's last message.
+            let record_seq = stored.await?;
+            super::queue_redo::acknowledge(&inner, &acked, record_seq);
+            Ok(())
+        }))
     }
 
     fn stores_as_one(&self) -> usize {
         match self.inner.upgrade() {
             // Not known before the stream's first use: atomic unless it turns out not to be.
+            // One place of a batch is kept for the redo record of its acknowledgements.
             Some(inner) if inner.queues.stream.get() != Some(&false) => {
-                super::queue_batch::ATOMIC_BATCH_MAX
+                super::queue_batch::ATOMIC_BATCH_MAX - 1
             }
             _ => 0,
         }

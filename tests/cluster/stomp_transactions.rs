@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
 
 use super::stomp_queues::subscribe;
 use super::stomp_queues::{collect, connected, receipt, send_ok, stomp_client, stomp_rig};
@@ -170,11 +171,60 @@ async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
     js.update_stream(&config).await.expect("stream update");
 
     let mut after = connected(stomp[0]).await;
-    subscribe(&mut after, q, "after", &[]).await;
+    subscribe(&mut after, q, "after", &[("ack", "client-individual")]).await;
     let got = collect(&mut [&mut after], false, 5, Duration::from_secs(8)).await;
     let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
     assert_eq!(bodies, ["held"], "only the message the refused ACK named");
     assert_eq!(got[0].1.header("redelivered"), Some("true"));
+
+    // Kept with an ACK: the acknowledged message leaves with the batch, and the redo record
+    // that carried the ACK is gone once the node applied it.
+    let held_ack = got[0].1.header("ack").expect("an ack header").to_owned();
+    let frames = vec![("ACK", held_ack), ("SEND", "with-ack".to_owned())];
+    in_transaction(&mut after, "with-ack", other, &frames).await;
+    after
+        .send(
+            "COMMIT",
+            &[("transaction", "with-ack"), ("receipt", "with-ack")],
+            "",
+        )
+        .await;
+    receipt(&mut after, "with-ack").await;
+    after.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    receipt(&mut after, "bye").await;
+    let got = collect(&mut [&mut reader], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.body_text(), "with-ack");
+    let mut last = connected(stomp[1]).await;
+    subscribe(&mut last, q, "last", &[]).await;
+    let got = collect(&mut [&mut last], false, 1, Duration::from_secs(3)).await;
+    assert!(
+        got.is_empty(),
+        "acknowledged in the committed transaction: {got:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = redo_records(&js).await;
+        if records == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{records} redo records stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redo records in the queue stream.
+async fn redo_records(js: &jetstream::Context) -> usize {
+    let stream = js.get_stream(QUEUE_STREAM).await.expect("queue stream");
+    let mut subjects = stream
+        .info_with_subjects("fmq.q.$tx.>")
+        .await
+        .expect("stream subjects");
+    let mut records = 0;
+    while let Some(next) = subjects.next().await {
+        records += next.expect("a subject").1;
+    }
+    records
 }
 
 /// Messages per transaction in the kill test.
@@ -255,4 +305,63 @@ async fn a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_
             "not kept"
         }
     );
+}
+
+/// The acknowledgements of a committed transaction travel in its batch as a redo record
+/// (`src/cluster/queue_redo.rs`); a node that dies before applying them leaves the record,
+/// and any node's sweep applies it. Played here by a record written as such a node leaves
+/// it (old, its acknowledgement not applied) for a message a consumer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_a_dead_node_left_in_a_redo_record_are_applied() {
+    let Some((rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    let js = js(rig.nats.client_urls()).await;
+    let q = "/queue/txredo";
+    let mut producer = connected(stomp[0]).await;
+    send_ok(&mut producer, q, "acknowledged-by-a-dead-node").await;
+    let mut holder = connected(stomp[1]).await;
+    subscribe(&mut holder, q, "h", &[("ack", "client-individual")]).await;
+    let got = collect(&mut [&mut holder], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 1);
+
+    let stream = js.get_stream(QUEUE_STREAM).await.expect("queue stream");
+    let seq = stream
+        .get_last_raw_message_by_subject("fmq.q.txredo")
+        .await
+        .expect("the held message")
+        .sequence;
+    // Committed long ago by a node gone since (the sweep waits for a record's grace).
+    js.publish(
+        "fmq.q.$tx.dead",
+        format!(r#"{{"at_ms":1,"acks":[{seq}]}}"#).into(),
+    )
+    .await
+    .expect("record")
+    .await
+    .expect("record stored");
+    assert!(
+        redo_records(&js).await == 1 || stream.get_raw_message(seq).await.is_err(),
+        "the record is seen until a sweep applies it"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stream.get_raw_message(seq).await.is_ok() {
+        assert!(Instant::now() < deadline, "the record was not applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream
+        .get_last_raw_message_by_subject("fmq.q.$tx.dead")
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "the record stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The holder leaves without acknowledging: the message is not delivered again.
+    drop(holder);
+    let mut after = connected(stomp[0]).await;
+    subscribe(&mut after, q, "after", &[]).await;
+    let got = collect(&mut [&mut after], false, 1, Duration::from_secs(4)).await;
+    assert!(got.is_empty(), "acknowledged by the record: {got:?}");
 }

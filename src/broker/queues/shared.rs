@@ -59,12 +59,15 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// send done, the STOMP RECEIPT, only then); it reaches a consumer on any broker.
     fn store(&self, queue: &str, message: &Message) -> Commit;
 
-    /// Store `sends` (queue name, message), in order, as one unit: done once the shared
-    /// store keeps every one of them, and then no consumer on any broker saw one before the
-    /// others were kept; an error keeps none of them. A store that cannot take them as one
-    /// unit stores them one by one, in order (see [`SharedQueues::stores_as_one`]); the
-    /// answer then is done once every one is kept.
-    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit;
+    /// Store `sends` (queue name, message), in order, as one unit with the acknowledgements
+    /// of `acked` (entries this broker took from the shared store): done once the shared
+    /// store keeps every message and has the acknowledgements recorded with them (applied at
+    /// once, or by any broker later if this one dies first: they are part of the unit); no
+    /// consumer on any broker saw one of the messages before the others were kept, and an
+    /// error keeps none of it. A store that cannot take them as one unit stores them one by
+    /// one, in order (see [`SharedQueues::stores_as_one`]), and leaves `acked` to the
+    /// caller's commit; the answer then is done once every message is kept.
+    fn store_all(&self, sends: &[(Arc<str>, Message)], acked: &[QueueSeq]) -> Commit;
 
     /// The most messages [`SharedQueues::store_all`] stores as one unit (0: none, it stores
     /// them one by one).

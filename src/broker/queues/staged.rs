@@ -130,10 +130,11 @@ impl Queues {
         staging.sends.push(StagedSend { queue, entry });
     }
 
-    /// Store the staged sends to queues a shared store keeps, as one unit
+    /// Store the staged sends to queues a shared store keeps, as one unit with the staged
+    /// acknowledgements of its entries
     /// ([`SharedQueues::store_all`](super::SharedQueues::store_all)); done at once when
-    /// there are none. Commit the staged changes (the acknowledgements) only once it is
-    /// done: a failure then leaves nothing of the transaction applied.
+    /// there are none. Commit the staged changes only once it is done: a failure then leaves
+    /// nothing of the transaction applied.
     pub fn store_staged(&self, staging: &QueueStaging) -> Commit {
         let Some(shared) = self.shared().filter(|_| staging.has_shared_sends()) else {
             return Commit::done();
@@ -143,7 +144,13 @@ impl Queues {
             .iter()
             .map(|(queue, message)| (queue.name.clone(), message.clone()))
             .collect();
-        shared.store_all(&sends)
+        let acked: Vec<QueueSeq> = staging
+            .acks
+            .iter()
+            .filter(|a| !a.queue.temporary)
+            .flat_map(|a| a.entries.iter().filter(|e| e.kept).map(|e| e.seq))
+            .collect();
+        shared.store_all(&sends, &acked)
     }
 
     /// The staged work's changes are kept: the messages enter their queues (and are

@@ -691,7 +691,7 @@ impl SharedQueues for FakeShared {
         Commit::done()
     }
 
-    fn store_all(&self, sends: &[(Arc<str>, Message)]) -> Commit {
+    fn store_all(&self, sends: &[(Arc<str>, Message)], _acked: &[QueueSeq]) -> Commit {
         for (queue, message) in sends {
             let body = String::from_utf8_lossy(&message.payload).into_owned();
             self.stored.lock().push((format!("all:{queue}"), body));

@@ -17,9 +17,9 @@
 //! the connection is gone by then.
 //!
 //! On a cluster node a COMMIT is staged here only when it is queue work alone (SENDs to
-//! queues, ACKs of queue messages: [`StompConn::staged_on_cluster`]): its SENDs are stored in
-//! the cluster's queue stream as one atomic batch, and its ACKs are committed once that batch
-//! is kept. Any other COMMIT there is applied frame by frame (`frames.rs`,
+//! queues, ACKs of queue messages: [`StompConn::staged_on_cluster`]): its SENDs, and a record
+//! of its ACKs, are stored in the cluster's queue stream as one atomic batch, and its ACKs are
+//! applied once that batch is kept (by any node, if this one dies first). Any other COMMIT there is applied frame by frame (`frames.rs`,
 //! `apply_in_order`): topic messages, queue messages and consumer acknowledgements live in
 //! different NATS JetStream streams and consumers, which take no commit spanning them
 //! (docs/stomp.md, "What a COMMIT keeps, and when").

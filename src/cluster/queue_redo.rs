@@ -1,0 +1,224 @@
+//! The acknowledgements of a STOMP transaction kept with its queue SENDs (`queue_batch.rs`).
+//!
+//! A COMMIT of queue work stores its SENDs in [`QUEUE_STREAM`] as one atomic batch; the
+//! messages it acknowledged (taken by this node from the same stream) must leave the stream
+//! with that batch, or not at all. JetStream's acknowledgements are not part of a batch, so
+//! the batch carries one more message: a redo record on [`REDO_PREFIX`]`.<node>` listing the
+//! stream sequences the transaction acknowledged. Once the batch is kept the node acknowledges
+//! them at once ([`acknowledge`]); the record is what makes them happen if it dies first.
+//!
+//! Every node sweeps the records ([`start`]): one durable consumer ([`REDO_CONSUMER`], on
+//! the record subjects only, which no queue's subject matches: a queue's subject is one
+//! encoded token, and `$` is always escaped there) hands each record to one node, which,
+//! once the record is older than [`grace`] (the committing node has done it by then, or is
+//! gone), deletes every listed message still in the stream and then acknowledges the record
+//! (a work queue: that removes it). Deleting a message a node acknowledged already finds
+//! nothing; one delivered again meanwhile (its node died, `nodeTimeout` passed) reaches that
+//! consumer once more (at least once) and then leaves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::DeleteMessageErrorKind;
+use async_nats::jetstream::ErrorCode;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::engine::Inner;
+use super::queues::{Item, QUEUE_PREFIX, QUEUE_STREAM};
+use crate::broker::durability::{now_ms, QueueSeq};
+
+/// Subject prefix of redo records (inside the queue stream's subjects).
+pub fn redo_prefix() -> String {
+    format!("{QUEUE_PREFIX}.$tx")
+}
+/// The durable consumer every node pulls redo records from.
+pub const REDO_CONSUMER: &str = "QTXREDO";
+/// How often a node looks for records.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// Records read per look.
+const SWEEP_BATCH: usize = 64;
+
+/// One transaction's acknowledgements, as stored (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+struct Redo {
+    /// When the node committed it (ms since the epoch, the node's clock).
+    at_ms: u64,
+    /// Stream sequences of the messages it acknowledged.
+    acks: Vec<u64>,
+}
+
+/// How old a record is before a sweep applies it: the committing node acknowledges within
+/// `storeTimeout` of the batch; clocks of nodes may differ by a few seconds.
+fn grace(inner: &Inner) -> Duration {
+    inner.store_timeout * 3 + Duration::from_secs(10)
+}
+
+/// The stream sequences of `acked` (entries this node took from the queue stream), and the
+/// redo record listing them, to store last in the transaction's batch. `None` when none of
+/// them is a message of the stream still held here.
+pub(super) fn record(inner: &Inner, acked: &[QueueSeq]) -> Option<Item> {
+    let acks: Vec<u64> = {
+        let pending = inner.queues.pending.lock();
+        acked
+            .iter()
+            .filter_map(|seq| pending.get(seq))
+            .filter(|p| !p.purged)
+            .map(|p| p.stream_seq)
+            .collect()
+    };
+    if acks.is_empty() {
+        return None;
+    }
+    let payload = serde_json::to_vec(&Redo {
+        at_ms: now_ms(),
+        acks,
+    })
+    .ok()?;
+    let counter = inner
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Some(Item {
+        subject: format!("{}.{:x}", redo_prefix(), inner.instance),
+        id: format!("tx.{:x}.{counter}", inner.instance),
+        payload: Bytes::from(payload),
+    })
+}
+
+/// The batch holding the record of `acked` (at stream sequence `record_seq`) is kept:
+/// acknowledge those messages now (in the background), take them out of this node's held
+/// entries so that the transaction's commit of their removal sends nothing more, and delete
+/// the record once every acknowledgement is confirmed (else a sweep applies it).
+pub(super) fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_seq: u64) {
+    let taken: Vec<_> = {
+        let mut pending = inner.queues.pending.lock();
+        acked.iter().filter_map(|seq| pending.remove(seq)).collect()
+    };
+    let node = inner.clone();
+    tokio::spawn(async move {
+        let mut confirmed = true;
+        for p in taken {
+            match tokio::time::timeout(node.store_timeout, p.acker.double_ack()).await {
+                Ok(Ok(())) => {
+                    super::give_backs::forget(&node, p.stream_seq);
+                    continue;
+                }
+                Ok(Err(e)) => tracing::debug!(
+                    stream_seq = p.stream_seq,
+                    "cluster queue: acknowledgement of a committed transaction not confirmed \
+                     ({e}); its redo record will apply it"
+                ),
+                Err(_) => tracing::debug!(
+                    stream_seq = p.stream_seq,
+                    "cluster queue: acknowledgement of a committed transaction not confirmed \
+                     in time; its redo record will apply it"
+                ),
+            }
+            confirmed = false;
+        }
+        if !confirmed {
+            return;
+        }
+        if let Ok(stream) = node.js.get_stream_no_info(QUEUE_STREAM).await {
+            if let Err(e) = stream.delete_message(record_seq).await {
+                if !is_gone(&e) {
+                    tracing::debug!("cluster queue: a redo record left to the sweep: {e}");
+                }
+            }
+        }
+    });
+}
+
+/// Sweep redo records every [`SWEEP_EVERY`] while the node runs.
+pub(super) fn start(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SWEEP_EVERY).await;
+            let Some(inner) = weak.upgrade() else { return };
+            if !inner.is_available() {
+                continue;
+            }
+            if let Err(e) = sweep(&inner).await {
+                tracing::debug!("cluster queue: redo records not swept: {e}");
+            }
+        }
+    });
+}
+
+/// Apply the records old enough (see the module documentation).
+async fn sweep(inner: &Arc<Inner>) -> Result<(), async_nats::Error> {
+    let stream = match inner.js.get_stream(QUEUE_STREAM).await {
+        Ok(stream) => stream,
+        Err(e) if super::queue_purge::stream_missing(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let consumer = stream
+        .get_or_create_consumer(
+            REDO_CONSUMER,
+            pull::Config {
+                durable_name: Some(REDO_CONSUMER.to_owned()),
+                filter_subject: format!("{}.>", redo_prefix()),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: inner.store_timeout * 10,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut records = consumer
+        .fetch()
+        .max_messages(SWEEP_BATCH)
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await?;
+    let grace = grace(inner);
+    while let Some(message) = records.next().await {
+        let message = message?;
+        let Ok(redo) = serde_json::from_slice::<Redo>(&message.payload) else {
+            tracing::warn!(
+                subject = %message.subject,
+                "cluster queue: a redo record that does not decode, dropped"
+            );
+            message.double_ack().await?;
+            continue;
+        };
+        let age = Duration::from_millis(now_ms().saturating_sub(redo.at_ms));
+        if age < grace {
+            message
+                .ack_with(AckKind::Nak(Some(grace.saturating_sub(age))))
+                .await?;
+            continue;
+        }
+        let mut applied = 0;
+        for seq in &redo.acks {
+            match stream.delete_message(*seq).await {
+                Ok(_) => {
+                    applied += 1;
+                    super::give_backs::forget(inner, *seq);
+                }
+                Err(e) if is_gone(&e) => {}
+                // The record stays (not acknowledged): the next sweep tries again.
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if applied > 0 {
+            tracing::info!(
+                applied,
+                of = redo.acks.len(),
+                "cluster queue: acknowledgements of a committed STOMP transaction applied from \
+                 its redo record (its node did not confirm them)"
+            );
+        }
+        message.double_ack().await?;
+    }
+    Ok(())
+}
+
+/// The message is not in the stream (acknowledged already, purged, past `maxOfflineAge`).
+fn is_gone(e: &async_nats::jetstream::stream::DeleteMessageError) -> bool {
+    matches!(e.kind(), DeleteMessageErrorKind::JetStream(api)
+        if api.error_code() == ErrorCode::NO_MESSAGE_FOUND)
+}
