@@ -617,6 +617,20 @@ impl Queues {
         found
     }
 
+    /// A queue browser's snapshot of queue `name` (STOMP `browser:true`, a JMS
+    /// `QueueBrowser`): its first `max` messages `filter` accepts, in queue order, without
+    /// taking them; each with whether its payload is paged out. `None`: no such queue.
+    pub fn browse_selected(
+        &self,
+        name: &str,
+        max: usize,
+        filter: Option<&dyn MessageFilter>,
+    ) -> Option<(QueueOwner, Vec<(QueueDelivery, bool)>)> {
+        let queue = self.queues.read().get(name).cloned()?;
+        let found = queue.state.lock().browse_selected(max, filter);
+        Some((queue.owner.clone(), found))
+    }
+
     /// Remove every message of queue `name` not delivered to a consumer; returns how many.
     pub fn purge(&self, name: &str) -> usize {
         let Some(queue) = self.queues.read().get(name).cloned() else {

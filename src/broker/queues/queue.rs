@@ -702,12 +702,30 @@ impl QueueState {
 
     /// Every message held, in queue order (ready, dispatched and delivered).
     pub fn browse(&self, max: usize) -> Vec<QueueDelivery> {
+        self.browse_selected(max, None)
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    /// The first `max` messages held that `filter` accepts, in queue order (ready,
+    /// dispatched and delivered), each with whether its payload is paged out (its message
+    /// is then the envelope: read the payload back from the store).
+    pub fn browse_selected(
+        &self,
+        max: usize,
+        filter: Option<&dyn MessageFilter>,
+    ) -> Vec<(QueueDelivery, bool)> {
         let mut all: Vec<&Entry> = self.ready.values().collect();
         for slot in &self.consumers {
             all.extend(slot.assigned.iter().chain(slot.delivered.iter()));
         }
         all.sort_by_key(|e| e.seq);
-        all.into_iter().take(max).map(Entry::delivery).collect()
+        all.into_iter()
+            .filter(|e| filter.is_none_or(|f| f.accepts(&e.message, &e.info())))
+            .take(max)
+            .map(|e| (e.delivery(), e.paged))
+            .collect()
     }
 
     /// Expire what expired among the ready messages and dispatch (for a periodic sweep).

@@ -49,6 +49,7 @@ pub const QUEUE_SCRIPTS: &[(&str, Run)] = &[
     ("transactions", |c| Box::pin(transactions(c))),
     ("transactional_ack", |c| Box::pin(transactional_ack(c))),
     ("virtual_topic", |c| Box::pin(virtual_topic(c))),
+    ("queue_browse", |c| Box::pin(queue_browse(c))),
 ];
 
 /// Frame headers as a script writes them.
@@ -558,6 +559,75 @@ async fn produce(ctx: &Ctx, queue: &str, bodies: &[&str]) {
         send(&mut p, queue, &[("persistent", "true")], body).await;
     }
     p.disconnect().await;
+}
+
+/// `browser:true`: the queue's messages without taking them, then `browser:end`; with a
+/// selector; an ACK of a browsed message; a NACK of one (an ERROR); a consumer still gets all.
+async fn queue_browse(ctx: &Ctx) {
+    let queue = "/queue/diff.browse";
+    let mut p = ctx.admin("p", "1.2").await;
+    for (body, color) in [("m1", "red"), ("m2", "blue"), ("m3", "red")] {
+        send(
+            &mut p,
+            queue,
+            &[("persistent", "true"), ("color", color)],
+            body,
+        )
+        .await;
+    }
+    p.disconnect().await;
+    let mut b = ctx.admin("b", "1.2").await;
+    b.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", queue),
+            ("id", "all"),
+            ("browser", "true"),
+            ("receipt", "sub-all"),
+        ],
+        b"",
+    )
+    .await;
+    b.until_receipt("sub-all").await;
+    b.take(4).await;
+    b.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", queue),
+            ("id", "red"),
+            ("browser", "true"),
+            ("ack", "client-individual"),
+            ("selector", "color = 'red'"),
+            ("receipt", "sub-red"),
+        ],
+        b"",
+    )
+    .await;
+    b.until_receipt("sub-red").await;
+    let red = b.take(3).await;
+    if let Some(first) = red.first() {
+        let id = ack_id(first, "1.2");
+        b.send("ACK", &[("id", &id), ("receipt", "acked")], b"")
+            .await;
+        b.until_receipt("acked").await;
+    }
+    b.disconnect().await;
+    let (c, _) = consume(ctx, "c", "1.2", queue, "auto", 3).await;
+    c.disconnect().await;
+    let mut n = ctx.admin("n", "1.2").await;
+    n.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/diff.browse-nack"),
+            ("id", "b"),
+            ("browser", "true"),
+            ("ack", "client"),
+        ],
+        b"",
+    )
+    .await;
+    n.take(1).await;
+    n.drop_connection();
 }
 
 async fn client_ack(ctx: &Ctx) {

@@ -14,10 +14,6 @@ const REFUSED_ON_SUBSCRIBE: &[(&str, &str)] = &[
          subscription comes from the destination policy (pendingMessageLimitStrategy)",
     ),
     (
-        "browser",
-        "browser subscriptions (queue browsing) are not supported",
-    ),
-    (
         "transformation",
         "message transformations (transformation header) are not supported",
     ),

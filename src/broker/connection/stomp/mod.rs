@@ -19,6 +19,7 @@
 //! cluster node's NATS cannot carry, refused). Bytes <-> frames:
 //! [`crate::protocol::stomp`].
 
+mod browse;
 mod cluster_limits;
 mod commit;
 #[cfg(test)]

@@ -46,6 +46,8 @@ const PUMP_BATCH: usize = 64;
 #[derive(Default)]
 pub(crate) struct QueueSubs {
     subs: Vec<QueueSub>,
+    /// Browse subscriptions (`browse.rs`).
+    browsers: Vec<super::browse::Browser>,
     /// The client's temporary queue names -> the engine's (`ID:<session>:<name>`).
     temporary: HashMap<String, Arc<str>>,
 }
@@ -79,9 +81,18 @@ impl StompConn {
 
     /// Whether a queue subscription has this `id` (ids are unique over all subscriptions).
     pub(super) fn has_queue_sub(&self, id: &str) -> bool {
-        self.queues
-            .as_ref()
-            .is_some_and(|q| q.subs.iter().any(|s| s.id == id))
+        self.queues.as_ref().is_some_and(|q| {
+            q.subs.iter().any(|s| s.id == id) || q.browsers.iter().any(|b| b.id == id)
+        })
+    }
+
+    /// This connection's browse subscriptions.
+    pub(super) fn browsers(&self) -> &[super::browse::Browser] {
+        self.queues.as_ref().map_or(&[], |q| &q.browsers)
+    }
+
+    pub(super) fn browsers_mut(&mut self) -> &mut Vec<super::browse::Browser> {
+        &mut self.queue_subs().browsers
     }
 
     /// The engine's name of this connection's temporary queue `name`, created (after the
@@ -396,6 +407,10 @@ impl StompConn {
         let Some(subs) = self.queues.as_mut() else {
             return false;
         };
+        if let Some(at) = subs.browsers.iter().position(|b| b.id == id) {
+            subs.browsers.remove(at);
+            return true;
+        }
         let Some(at) = subs.subs.iter().position(|s| s.id == id) else {
             return false;
         };
@@ -575,7 +590,7 @@ fn send_to(
 
 /// A queue name a client may send to or consume from: no wildcards (ActiveMQ composes
 /// wildcard destinations; ferromq does not).
-fn check_name(name: &str, frame: &Frame) -> Result<(), Close> {
+pub(super) fn check_name(name: &str, frame: &Frame) -> Result<(), Close> {
     if name.split('.').any(|level| level == "*" || level == ">") {
         return Err(Close::error(
             format!("wildcard queue destinations are not supported: /queue/{name}"),
@@ -586,7 +601,13 @@ fn check_name(name: &str, frame: &Frame) -> Result<(), Close> {
 }
 
 /// The ERROR of a refused queue use, in ActiveMQ's words.
-fn refused(refusal: QueueRefusal, user: &str, scheme: &str, name: &str, frame: &Frame) -> Close {
+pub(super) fn refused(
+    refusal: QueueRefusal,
+    user: &str,
+    scheme: &str,
+    name: &str,
+    frame: &Frame,
+) -> Close {
     let what = match (refusal, frame.command) {
         (QueueRefusal::NotCreated, _) => "create",
         (QueueRefusal::NotAuthorized, crate::protocol::stomp::Command::Send) => "write to",
@@ -599,7 +620,7 @@ fn refused(refusal: QueueRefusal, user: &str, scheme: &str, name: &str, frame: &
 }
 
 /// Replace the value of header `name` (it is there once: the frame was built so).
-fn set_header(frame: &mut Frame, name: &str, value: &str) {
+pub(super) fn set_header(frame: &mut Frame, name: &str, value: &str) {
     for (n, v) in &mut frame.headers {
         if n == name {
             value.clone_into(v);

@@ -151,6 +151,9 @@ impl StompConn {
             None => DEFAULT_TOPIC_PREFETCH,
             Some(n) => n.max(1),
         };
+        if super::browse::asks_to_browse(frame) {
+            return self.queue_browse(&dest, frame, id, ack);
+        }
         if dest.is_queue() {
             return self.queue_subscribe(&dest, frame, id, ack);
         }
@@ -776,6 +779,19 @@ impl StompConn {
                 }
                 if self.staging().is_some_and(|s| s.acknowledged(n)) {
                     // An earlier (cumulative) ACK of the same transaction covered it.
+                    return Ok(());
+                }
+                if self.browsed(n) {
+                    if frame.command == Command::Nack {
+                        return Err(Close::error(
+                            "Cannot Nack a message on a Queue Browser Subscription.",
+                            Some(frame),
+                        ));
+                    }
+                    // A browser takes nothing: its ACK changes nothing (ActiveMQ).
+                    if !self.applying_transaction() {
+                        self.receipt(frame);
+                    }
                     return Ok(());
                 }
             }

@@ -1,0 +1,177 @@
+//! Queue browsing: a SUBSCRIBE to a queue with `browser:true` (ActiveMQ's
+//! `StompQueueBrowserSubscription`, a JMS `QueueBrowser`) gets the messages the queue holds
+//! when it subscribes, without taking them: at most [`MAX_BROWSE`] (ActiveMQ's
+//! `maxBrowsePageSize` default), in queue order (waiting, dispatched and delivered ones),
+//! those its `selector` accepts, each as a MESSAGE of the subscription; then one MESSAGE
+//! with `browser:end`, `message-id:0` and no body, as ActiveMQ ends a browse. Nothing more
+//! comes on that subscription. The messages stay in the queue for its consumers.
+//!
+//! An ACK of a browsed message changes nothing (the browser takes nothing); a NACK is an
+//! ERROR, as in ActiveMQ ("Cannot Nack a message on a Queue Browser Subscription."). A
+//! cluster node refuses `browser:true`: the queue's messages are in NATS JetStream, and a
+//! work-queue stream takes no second reader of a queue's subject.
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::destination::Destination;
+use super::mapping::{message_frame, Delivery};
+use super::queue_route::{check_name, refused, set_header};
+use super::subscribe::AckMode;
+use super::{Close, Ready, StompConn};
+use crate::broker::durability::QueueSeq;
+use crate::broker::message::Message;
+use crate::broker::queues::SelectorFilter;
+use crate::protocol::stomp::{Command, Frame, Version};
+use crate::security::Action;
+
+/// The most messages one browse sends (ActiveMQ's `maxBrowsePageSize` default).
+pub(super) const MAX_BROWSE: usize = 400;
+
+/// A browse subscription: its `id` and the numbers of the messages it was sent.
+pub(super) struct Browser {
+    pub id: String,
+    pub numbers: RangeInclusive<u64>,
+}
+
+/// Whether a SUBSCRIBE asks to browse (`browser:true`, as ActiveMQ reads it).
+pub(super) fn asks_to_browse(frame: &Frame) -> bool {
+    frame
+        .header("browser")
+        .is_some_and(|b| b.eq_ignore_ascii_case("true"))
+}
+
+impl StompConn {
+    /// SUBSCRIBE `id` with `browser:true` to `dest` (see the module documentation).
+    pub(super) fn queue_browse(
+        &mut self,
+        dest: &Destination,
+        frame: &Frame,
+        id: String,
+        ack: AckMode,
+    ) -> Result<(), Close> {
+        let Destination::Queue(name) = dest else {
+            return Err(Close::error(
+                "browser subscriptions are served on queues (/queue/...) only",
+                Some(frame),
+            ));
+        };
+        if self.core.queues.is_shared() {
+            return Err(Close::error(
+                "queue browsing (browser:true) is not served on a cluster node: the queue's \
+                 messages are kept in NATS JetStream",
+                Some(frame),
+            ));
+        }
+        check_name(name, frame)?;
+        let security = self.core.current_security();
+        self.core
+            .queues
+            .may_use(&security, &self.principal, Action::Read, name)
+            .map_err(|r| refused(r, &self.principal.user, "queue", name, frame))?;
+        drop(security);
+        let filter =
+            super::selector::of_subscribe(frame)?.map(|s| SelectorFilter::for_queue(s, name));
+        let (owner, found) = self
+            .core
+            .queues
+            .browse_selected(name, MAX_BROWSE, filter.as_deref())
+            .map_or((None, Vec::new()), |(owner, found)| (Some(owner), found));
+        let first = self.next_message_id + 1;
+        self.next_message_id += found.len() as u64;
+        let numbers = first..=self.next_message_id;
+        self.browsers_mut().push(Browser {
+            id: id.clone(),
+            numbers,
+        });
+        self.receipt(frame);
+
+        let paged: Vec<QueueSeq> = found
+            .iter()
+            .filter(|(_, paged)| *paged)
+            .map(|(d, _)| d.seq)
+            .collect();
+        let read = match (&owner, paged.is_empty()) {
+            (Some(owner), false) => Some(
+                self.core
+                    .durability()
+                    .read_queue_payloads(owner, paged.clone()),
+            ),
+            _ => None,
+        };
+        let session: Arc<str> = Arc::from(&*self.session_name);
+        let version = self.version;
+        let destination = format!("/queue/{name}");
+        self.pending.push_back(Box::pin(async move {
+            let mut bodies = HashMap::new();
+            if let Some(read) = read {
+                match read.await {
+                    Ok(list) => bodies.extend(
+                        paged
+                            .into_iter()
+                            .zip(list)
+                            .filter_map(|(seq, body)| Some((seq, body?))),
+                    ),
+                    Err(e) => {
+                        return Ready {
+                            fail: Some(Close::error(
+                                format!("queue browse: messages not read back from the store: {e}"),
+                                None,
+                            )),
+                            ..Ready::default()
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            let mut frames = Vec::with_capacity(found.len() + 1);
+            for (number, (delivery, paged)) in (first..).zip(found) {
+                let message = if paged {
+                    // Acknowledged since the snapshot: no longer in the queue.
+                    let Some(body) = bodies.remove(&delivery.seq) else {
+                        continue;
+                    };
+                    Message::read_back(&delivery.message, body)
+                } else {
+                    delivery.message
+                };
+                let message_id = format!("{session}:{number}");
+                let ack_header = (ack != AckMode::Auto && version == Version::V1_2)
+                    .then_some(message_id.as_str());
+                let mut f = message_frame(
+                    &message,
+                    &Delivery {
+                        session: &session,
+                        subscription: &id,
+                        message_id: &message_id,
+                        ack: ack_header,
+                        qos: message.qos,
+                        redelivered: delivery.redelivered,
+                    },
+                    now,
+                );
+                set_header(&mut f, "destination", &destination);
+                frames.push(f);
+            }
+            frames.push(
+                Frame::new(Command::Message)
+                    .with_header("subscription", id.as_str())
+                    .with_header("browser", "end")
+                    .with_header("destination", destination.as_str())
+                    .with_header("message-id", "0"),
+            );
+            Ready {
+                frames,
+                ..Ready::default()
+            }
+        }));
+        Ok(())
+    }
+
+    /// Whether message number `n` was sent to one of this connection's browse subscriptions.
+    pub(super) fn browsed(&self, n: u64) -> bool {
+        self.browsers().iter().any(|b| b.numbers.contains(&n))
+    }
+}
