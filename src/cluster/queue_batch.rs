@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::ErrorCode;
 use async_nats::HeaderMap;
 use tokio::sync::oneshot;
 
@@ -29,10 +30,14 @@ use crate::broker::durability::DurabilityError;
 pub const ATOMIC_BATCH_MAX: usize = 1000;
 
 /// Send `items` in order (after everything handed to the store task before them) and answer
-/// `done` (the last one's stream sequence) once the stream kept all of them: as one atomic batch when `atomic`, else one by
-/// one. Until this node's first store was answered (`answered_once`), the answer is awaited
-/// here and "no responders" (the server does not know the stream's subjects yet) sends the
-/// whole batch again (nothing of it was stored).
+/// `done` (the last one's stream sequence, 0 when not known) once the stream kept all of
+/// them: as one atomic batch when `atomic`, else one by one. Until this node's first store
+/// was answered (`answered_once`), the answer is awaited here and "no responders" (the
+/// server does not know the stream's subjects yet) sends the whole batch again (nothing of it
+/// was stored). An atomic batch not answered in time is sent again under the same message
+/// ids ([`RESENDS`] times): the stream refuses the copy of a batch it kept ("duplicate message
+/// id"), which tells that the first was kept, so a lost answer (a leader election) does not
+/// leave the client with an unknown outcome.
 pub(super) async fn send(
     inner: &Arc<Inner>,
     items: Vec<Item>,
@@ -47,7 +52,8 @@ pub(super) async fn send(
         inner.store_timeout
     };
     if !*answered_once {
-        let deadline = Instant::now() + within;
+        let first_sent = Instant::now();
+        let deadline = first_sent + within;
         let result = loop {
             let sent = match send_all(inner, &items, atomic).await {
                 Ok(acks) => settle(within, acks, atomic, items.len()).await,
@@ -57,24 +63,74 @@ pub(super) async fn send(
                 Err(Refusal::NoResponders(_)) if Instant::now() + FIRST_STORE_RETRY < deadline => {
                     tokio::time::sleep(FIRST_STORE_RETRY).await;
                 }
-                other => break other.map_err(Refusal::into_error),
+                Err(Refusal::NotAnswered) if atomic => {
+                    break resend(inner, &items, within, first_sent).await
+                }
+                other => break kept(other),
             }
         };
         *answered_once = result.is_ok();
         let _ = done.send(result);
         return;
     }
+    let first_sent = Instant::now();
     match send_all(inner, &items, atomic).await {
         Ok(acks) => {
-            let count = items.len();
+            let inner = inner.clone();
             tokio::spawn(async move {
-                let result = settle(within, acks, atomic, count).await;
-                let _ = done.send(result.map_err(Refusal::into_error));
+                let result = match settle(within, acks, atomic, items.len()).await {
+                    Err(Refusal::NotAnswered) if atomic => {
+                        resend(&inner, &items, within, first_sent).await
+                    }
+                    other => kept(other),
+                };
+                let _ = done.send(result);
             });
         }
         Err(e) => {
-            let _ = done.send(Err(e.into_error()));
+            let _ = done.send(kept(Err(e)));
         }
+    }
+}
+
+/// Times an atomic batch not answered is sent again.
+const RESENDS: usize = 2;
+
+/// [`send`]'s second and later tries of an atomic batch whose answer did not come, first
+/// sent at `first_sent`: only while the stream's duplicate window still holds its message ids
+/// (later, a copy of a kept batch would be kept again).
+async fn resend(
+    inner: &Inner,
+    items: &[Item],
+    within: Duration,
+    first_sent: Instant,
+) -> Result<u64, DurabilityError> {
+    for _ in 0..RESENDS {
+        if first_sent.elapsed() + within >= super::queues::duplicate_window(inner) {
+            break;
+        }
+        let sent = match send_all(inner, items, true).await {
+            Ok(acks) => settle(within, acks, true, items.len()).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Err(Refusal::NotAnswered) => continue,
+            Err(Refusal::NoResponders(_)) => tokio::time::sleep(FIRST_STORE_RETRY).await,
+            other => return kept(other),
+        }
+    }
+    Err(unavailable(NOT_ANSWERED))
+}
+
+/// What a batch's answer says about it.
+fn kept(answer: Result<u64, Refusal>) -> Result<u64, DurabilityError> {
+    match answer {
+        Ok(seq) => Ok(seq),
+        // A copy of a batch the stream kept already (where it was kept: not told).
+        Err(Refusal::Duplicate) => Ok(0),
+        Err(Refusal::NotAnswered) => Err(unavailable(NOT_ANSWERED)),
+        Err(Refusal::NoResponders(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
+        Err(Refusal::Other(e)) => Err(e),
     }
 }
 
@@ -82,16 +138,11 @@ pub(super) async fn send(
 enum Refusal {
     /// Nothing received it (see [`send`]).
     NoResponders(String),
+    /// No answer in time: the stream may have kept it.
+    NotAnswered,
+    /// The stream refused it as a copy of messages it keeps (a batch sent again).
+    Duplicate,
     Other(DurabilityError),
-}
-
-impl Refusal {
-    fn into_error(self) -> DurabilityError {
-        match self {
-            Refusal::NoResponders(e) => unavailable(format!("cluster store refused: {e}")),
-            Refusal::Other(e) => e,
-        }
-    }
 }
 
 /// Write every message of the batch to the server, in order; the answers to wait for.
@@ -176,16 +227,15 @@ async fn settle(
     for ack in acks {
         let answer = match tokio::time::timeout_at(deadline, ack.into_future()).await {
             Ok(answer) => answer,
-            Err(_) => return Err(Refusal::Other(unavailable(NOT_ANSWERED))),
+            Err(_) => return Err(Refusal::NotAnswered),
         };
         let ack = match answer {
             Ok(ack) => ack,
             Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                 return Err(Refusal::NoResponders(e.to_string()))
             }
-            Err(e) if e.kind() == PublishErrorKind::TimedOut => {
-                return Err(Refusal::Other(unavailable(NOT_ANSWERED)))
-            }
+            Err(e) if e.kind() == PublishErrorKind::TimedOut => return Err(Refusal::NotAnswered),
+            Err(e) if atomic && is_duplicate(&e) => return Err(Refusal::Duplicate),
             Err(e) => {
                 return Err(Refusal::Other(unavailable(format!(
                     "cluster store refused: {e}"
@@ -201,4 +251,15 @@ async fn settle(
         last = ack.sequence;
     }
     Ok(last)
+}
+
+/// nats-server's answer to an atomic batch holding a message id it keeps already.
+const BATCH_DUPLICATE_MESSAGE_ID: ErrorCode = ErrorCode(10201);
+
+/// Whether the stream refused a batch because it keeps one of its message ids (the batch
+/// is a copy of one it kept: every id of a batch is new when it is first sent).
+fn is_duplicate(e: &async_nats::jetstream::context::PublishError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|api| api.error_code() == BATCH_DUPLICATE_MESSAGE_ID)
 }

@@ -38,7 +38,7 @@ pub fn redo_prefix() -> String {
 /// The durable consumer every node pulls redo records from.
 pub const REDO_CONSUMER: &str = "QTXREDO";
 /// How often a node looks for records.
-const SWEEP_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Records read per look.
 const SWEEP_BATCH: usize = 64;
 
@@ -51,10 +51,15 @@ struct Redo {
     acks: Vec<u64>,
 }
 
-/// How old a record is before a sweep applies it: the committing node acknowledges within
-/// `storeTimeout` of the batch; clocks of nodes may differ by a few seconds.
+/// How old a record is before a sweep applies it: long enough for its node to have done it
+/// (one `storeTimeout`), short enough to come before JetStream's ack wait (`nodeTimeout`)
+/// gives a dead node's acknowledged messages to another consumer. Applying a record early is
+/// harmless (its batch is kept: its acknowledgements are committed); it only doubles work.
 fn grace(inner: &Inner) -> Duration {
-    inner.store_timeout * 3 + Duration::from_secs(10)
+    inner
+        .store_timeout
+        .min(node_timeout(inner) / 2)
+        .max(Duration::from_millis(500))
 }
 
 /// The stream sequences of `acked` (entries this node took from the queue stream), and the
@@ -88,10 +93,13 @@ pub(super) fn record(inner: &Inner, acked: &[QueueSeq]) -> Option<Item> {
     })
 }
 
-/// The batch holding the record of `acked` (at stream sequence `record_seq`) is kept:
-/// acknowledge those messages now (in the background), take them out of this node's held
-/// entries so that the transaction's commit of their removal sends nothing more, and delete
-/// the record once every acknowledgement is confirmed (else a sweep applies it).
+/// The batch holding the record of `acked` (at stream sequence `record_seq`, 0 when not
+/// known) is kept: acknowledge those messages now (in the background), take them out of this
+/// node's held entries so that the transaction's commit of their removal sends nothing more,
+/// and delete the record once every one is gone from the stream (else a sweep applies it).
+/// An acknowledgement not confirmed (a leader election of the stream) is made a deletion of
+/// the message, tried again until `nodeTimeout`: before JetStream's ack wait would give the
+/// message to another consumer.
 pub(super) fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_seq: u64) {
     let taken: Vec<_> = {
         let mut pending = inner.queues.pending.lock();
@@ -99,37 +107,51 @@ pub(super) fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_seq: u6
     };
     let node = inner.clone();
     tokio::spawn(async move {
-        let mut confirmed = true;
+        let deadline = tokio::time::Instant::now() + node_timeout(&node);
+        let mut all_gone = true;
         for p in taken {
-            match tokio::time::timeout(node.store_timeout, p.acker.double_ack()).await {
-                Ok(Ok(())) => {
-                    super::give_backs::forget(&node, p.stream_seq);
-                    continue;
-                }
-                Ok(Err(e)) => tracing::debug!(
+            let acked = tokio::time::timeout(node.store_timeout, p.acker.double_ack()).await;
+            let gone = matches!(acked, Ok(Ok(()))) || remove(&node, p.stream_seq, deadline).await;
+            if gone {
+                super::give_backs::forget(&node, p.stream_seq);
+            } else {
+                all_gone = false;
+                tracing::warn!(
                     stream_seq = p.stream_seq,
-                    "cluster queue: acknowledgement of a committed transaction not confirmed \
-                     ({e}); its redo record will apply it"
-                ),
-                Err(_) => tracing::debug!(
-                    stream_seq = p.stream_seq,
-                    "cluster queue: acknowledgement of a committed transaction not confirmed \
-                     in time; its redo record will apply it"
-                ),
+                    "cluster queue: a message a committed STOMP transaction acknowledged is not \
+                     confirmed gone; its redo record will remove it"
+                );
             }
-            confirmed = false;
         }
-        if !confirmed {
-            return;
-        }
-        if let Ok(stream) = node.js.get_stream_no_info(QUEUE_STREAM).await {
-            if let Err(e) = stream.delete_message(record_seq).await {
-                if !is_gone(&e) {
-                    tracing::debug!("cluster queue: a redo record left to the sweep: {e}");
-                }
-            }
+        if all_gone && record_seq != 0 {
+            let _ = remove(&node, record_seq, deadline).await;
         }
     });
+}
+
+/// Delete message `seq` of the queue stream, tried again until `deadline`: whether it is gone.
+async fn remove(inner: &Inner, seq: u64, deadline: tokio::time::Instant) -> bool {
+    let Ok(stream) = inner.js.get_stream_no_info(QUEUE_STREAM).await else {
+        return false;
+    };
+    loop {
+        match stream.delete_message(seq).await {
+            Ok(_) => return true,
+            Err(e) if is_gone(&e) => return true,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::debug!(seq, "cluster queue: message not deleted: {e}");
+                return false;
+            }
+            Err(_) => tokio::time::sleep(RETRY_AFTER).await,
+        }
+    }
+}
+
+/// How long a deletion refused waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+
+fn node_timeout(inner: &Inner) -> Duration {
+    Duration::from_millis(inner.settings.node_timeout_ms.max(1000))
 }
 
 /// Sweep redo records every [`SWEEP_EVERY`] while the node runs.

@@ -169,7 +169,7 @@ fn ack_wait(inner: &Inner) -> Duration {
 
 /// The stream's duplicate window: a dead letter stored again by another node after the first
 /// node died (an ack wait later) must still be recognised.
-fn duplicate_window(inner: &Inner) -> Duration {
+pub(super) fn duplicate_window(inner: &Inner) -> Duration {
     Duration::from_millis(inner.settings.store_timeout_ms.saturating_mul(2))
         .max(ack_wait(inner) * 3)
         .max(Duration::from_secs(20))

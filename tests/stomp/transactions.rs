@@ -381,3 +381,64 @@ async fn an_open_transaction_is_charged_to_memory_and_one_larger_than_the_limit_
     assert_eq!(used(), 0, "released with the connection");
     env.broker.shutdown().await;
 }
+
+/// A COMMIT whose ACK names a message its subscription gave back meanwhile (UNSUBSCRIBE after
+/// the ACK, before the COMMIT) fails whole: the ERROR answers the COMMIT (its `receipt-id`,
+/// the transaction named), and the transaction's SEND is not delivered.
+#[tokio::test]
+async fn a_commit_failing_at_a_frame_answers_the_commit_and_applies_nothing() {
+    let env = crate::broker().await;
+    let mut p = env.connected(&[]).await;
+    p.send(
+        "SEND",
+        &[("destination", "/queue/tx.u"), ("receipt", "s")],
+        "m",
+    )
+    .await;
+    assert_eq!(p.recv().await.command, "RECEIPT");
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/tx.u"),
+            ("id", "s"),
+            ("ack", "client-individual"),
+        ],
+        "",
+    )
+    .await;
+    let m = c.recv().await;
+    let id = m.header("ack").unwrap_or_default().to_owned();
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send("ACK", &[("id", &id), ("transaction", "t")], "")
+        .await;
+    c.send(
+        "SEND",
+        &[("destination", "/queue/tx.out"), ("transaction", "t")],
+        "out",
+    )
+    .await;
+    c.send("UNSUBSCRIBE", &[("id", "s")], "").await;
+    c.send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
+        .await;
+    let error = c.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.header("receipt-id"), Some("commit"), "{error:?}");
+    let message = error.header("message").unwrap_or_default();
+    assert!(
+        message.starts_with("transaction t not committed, nothing of it applied: "),
+        "{message}"
+    );
+    let mut out = env.connected(&[]).await;
+    out.send(
+        "SUBSCRIBE",
+        &[("destination", "/queue/tx.out"), ("id", "o")],
+        "",
+    )
+    .await;
+    assert!(
+        out.recv_within(Duration::from_millis(500)).await.is_none(),
+        "nothing of the transaction"
+    );
+    env.broker.shutdown().await;
+}

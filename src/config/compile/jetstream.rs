@@ -237,9 +237,17 @@ fn login_rules(ctx: &mut Ctx<'_>, element: &Element, settings: &JetStreamSetting
 /// Heartbeats must come more often than the timeouts that judge them.
 fn timing_rules(ctx: &mut Ctx<'_>, element: &Element, settings: &JetStreamSettings) {
     let beat = settings.heartbeat_interval_ms;
-    for (name, ms) in [
-        ("nodeTimeout", settings.node_timeout_ms),
-        ("quorumLossTimeout", settings.quorum_loss_timeout_ms),
+    for (name, ms, default_ms) in [
+        (
+            "nodeTimeout",
+            settings.node_timeout_ms,
+            JetStreamSettings::DEFAULT_NODE_TIMEOUT_MS,
+        ),
+        (
+            "quorumLossTimeout",
+            settings.quorum_loss_timeout_ms,
+            JetStreamSettings::DEFAULT_QUORUM_LOSS_TIMEOUT_MS,
+        ),
     ] {
         if beat >= ms {
             let at = element
@@ -253,8 +261,8 @@ fn timing_rules(ctx: &mut Ctx<'_>, element: &Element, settings: &JetStreamSettin
                 )
                 .with_hint(format!(
                     "a node writes a heartbeat every heartbeatInterval; {name} should be several \
-                     of them (defaults: heartbeatInterval 1s, {name} {})",
-                    if name == "nodeTimeout" { "10s" } else { "5s" }
+                     of them (defaults: heartbeatInterval {} ms, {name} {default_ms} ms)",
+                    JetStreamSettings::DEFAULT_HEARTBEAT_INTERVAL_MS
                 )),
             );
         }

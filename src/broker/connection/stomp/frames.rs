@@ -695,6 +695,11 @@ impl StompConn {
         if self.core.backplane().is_some() && !self.staged_on_cluster(&transaction.frames) {
             return self.apply_in_order(transaction);
         }
+        let receipt_id = transaction
+            .receipt
+            .as_ref()
+            .and_then(|r| r.header("receipt-id"))
+            .map(str::to_owned);
         self.transactions().applying = true;
         self.transactions().staging = Some(Box::default());
         let result = transaction
@@ -707,6 +712,8 @@ impl StompConn {
         let transactions = self.transactions();
         transactions.applying = false;
         let staging = transactions.staging.take();
+        let result =
+            result.map_err(|close| answers_commit(close, &transaction.id, &receipt_id, false));
         match (result, staging) {
             (Ok(()), Some(staging)) => {
                 self.commit_staged(transaction.id, *staging, transaction.receipt);
@@ -735,7 +742,12 @@ impl StompConn {
                 _ => self.on_ack(op),
             });
         self.transactions().applying = false;
-        result?;
+        let receipt_id = transaction
+            .receipt
+            .as_ref()
+            .and_then(|r| r.header("receipt-id"))
+            .map(str::to_owned);
+        result.map_err(|close| answers_commit(close, &transaction.id, &receipt_id, true))?;
         if let Some(receipt) = transaction.receipt {
             self.send_ordered(receipt);
         }
@@ -888,4 +900,37 @@ fn qualified_name(topic: &str) -> String {
             crate::security::destination::mqtt_to_activemq(topic)
         ),
     }
+}
+
+/// An ERROR met while a COMMIT's frames are applied answers the COMMIT: it names the
+/// transaction and carries the COMMIT's `receipt-id` (not the held frame's own, answered when
+/// it arrived). `in_order`: the frames before it were applied (a cluster node's COMMIT
+/// applied frame by frame).
+fn answers_commit(
+    close: Close,
+    transaction: &str,
+    receipt_id: &Option<String>,
+    in_order: bool,
+) -> Close {
+    let Close::Error(mut frame) = close else {
+        return close;
+    };
+    frame.headers.retain(|(name, _)| name != "receipt-id");
+    if let Some(id) = receipt_id {
+        frame.headers.push(("receipt-id".to_owned(), id.clone()));
+    }
+    let prefix = if in_order {
+        format!("transaction {transaction} stopped (its frames before this one were applied): ")
+    } else {
+        format!("transaction {transaction} not committed, nothing of it applied: ")
+    };
+    for (name, value) in frame.headers.iter_mut() {
+        if name == "message" {
+            value.insert_str(0, &prefix);
+        }
+    }
+    let mut body = prefix.into_bytes();
+    body.extend_from_slice(&frame.body);
+    frame.body = body.into();
+    Close::Error(frame)
 }
