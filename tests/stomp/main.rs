@@ -9,6 +9,7 @@ mod support;
 mod acks;
 mod activemq_differential;
 mod back_pressure;
+mod browse;
 mod client;
 mod composite;
 mod crash_transactions;
