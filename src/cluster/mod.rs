@@ -44,6 +44,7 @@ pub mod probe;
 mod publish;
 mod qos2;
 mod queue_batch;
+mod queue_browse;
 mod queue_purge;
 mod queue_redo;
 mod queues;

@@ -477,6 +477,16 @@ impl SharedQueues for ClusterQueues {
         }))
     }
 
+    fn browse(
+        &self,
+        queue: &str,
+        max: usize,
+        filter: Option<Arc<dyn crate::broker::queues::MessageFilter>>,
+    ) -> Option<crate::broker::queues::BrowseFuture> {
+        let inner = self.inner.upgrade()?;
+        Some(super::queue_browse::browse(&inner, queue, max, filter))
+    }
+
     fn stores_as_one(&self) -> usize {
         match self.inner.upgrade() {
             // Not known before the stream's first use: atomic unless it turns out not to be.

@@ -39,6 +39,7 @@ mod sessions;
 mod shared;
 mod shared_chaos;
 mod start;
+mod stomp_browse;
 mod stomp_durable;
 mod stomp_limits;
 mod stomp_queues;

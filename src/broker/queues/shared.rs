@@ -41,6 +41,10 @@ pub struct SharedPurge {
 /// The answer of [`SharedQueues::purge`].
 pub type PurgeFuture = Pin<Box<dyn Future<Output = Result<SharedPurge, DurabilityError>> + Send>>;
 
+/// The answer of [`SharedQueues::browse`]: the messages, in store order.
+pub type BrowseFuture =
+    Pin<Box<dyn Future<Output = Result<Vec<super::QueueDelivery>, DurabilityError>> + Send>>;
+
 /// The answer of [`SharedQueues::depths`]: messages held by the shared store, by queue name.
 pub type DepthsFuture =
     Pin<Box<dyn Future<Output = Result<HashMap<String, u64>, DurabilityError>> + Send>>;
@@ -73,6 +77,18 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// them one by one).
     fn stores_as_one(&self) -> usize {
         0
+    }
+
+    /// A browse of queue `queue` (STOMP `browser:true`): its first `max` messages `filter`
+    /// accepts, as the shared store holds them (waiting, taken by a broker, delivered and not
+    /// acknowledged), in store order, without taking any. `None`: the store cannot browse.
+    fn browse(
+        &self,
+        _queue: &str,
+        _max: usize,
+        _filter: Option<Arc<dyn super::MessageFilter>>,
+    ) -> Option<BrowseFuture> {
+        None
     }
 
     /// Move entry `seq` of `from` (taken from the shared store) to the dead-letter queue `to`
@@ -119,6 +135,16 @@ impl Queues {
     /// [`SharedQueues::depths`]: `None` without a shared store, or one that cannot tell.
     pub fn shared_depths(&self) -> Option<DepthsFuture> {
         self.shared()?.depths()
+    }
+
+    /// [`SharedQueues::browse`]: `None` without a shared store, or one that cannot browse.
+    pub fn shared_browse(
+        &self,
+        name: &str,
+        max: usize,
+        filter: Option<Arc<dyn super::MessageFilter>>,
+    ) -> Option<BrowseFuture> {
+        self.shared()?.browse(name, max, filter)
     }
 
     /// [`SharedQueues::stores_as_one`]: 0 without a shared store.

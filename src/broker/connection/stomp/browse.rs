@@ -8,11 +8,13 @@
 //!
 //! An ACK of a browsed message changes nothing (the browser takes nothing); a NACK is an
 //! ERROR, as in ActiveMQ ("Cannot Nack a message on a Queue Browser Subscription."). A
-//! cluster node refuses `browser:true`: the queue's messages are in NATS JetStream, and a
-//! work-queue stream takes no second reader of a queue's subject.
+//! cluster node reads the queue's messages from NATS JetStream by sequence
+//! (`cluster/queue_browse.rs`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::ops::RangeInclusive;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,11 +23,14 @@ use super::mapping::{message_frame, Delivery};
 use super::queue_route::{check_name, refused, set_header};
 use super::subscribe::AckMode;
 use super::{Close, Ready, StompConn};
-use crate::broker::durability::QueueSeq;
+use crate::broker::durability::{DurabilityError, QueueSeq};
 use crate::broker::message::Message;
-use crate::broker::queues::SelectorFilter;
+use crate::broker::queues::{MessageFilter, SelectorFilter};
 use crate::protocol::stomp::{Command, Frame, Version};
 use crate::security::Action;
+
+/// A browse's messages, each with whether it was delivered before.
+type Snapshot = Pin<Box<dyn Future<Output = Result<Vec<(Message, bool)>, DurabilityError>> + Send>>;
 
 /// The most messages one browse sends (ActiveMQ's `maxBrowsePageSize` default).
 pub(super) const MAX_BROWSE: usize = 400;
@@ -58,13 +63,6 @@ impl StompConn {
                 Some(frame),
             ));
         };
-        if self.core.queues.is_shared() {
-            return Err(Close::error(
-                "queue browsing (browser:true) is not served on a cluster node: the queue's \
-                 messages are kept in NATS JetStream",
-                Some(frame),
-            ));
-        }
         check_name(name, frame)?;
         let security = self.core.current_security();
         self.core
@@ -74,69 +72,51 @@ impl StompConn {
         drop(security);
         let filter =
             super::selector::of_subscribe(frame)?.map(|s| SelectorFilter::for_queue(s, name));
-        let (owner, found) = self
-            .core
-            .queues
-            .browse_selected(name, MAX_BROWSE, filter.as_deref())
-            .map_or((None, Vec::new()), |(owner, found)| (Some(owner), found));
+        let snapshot = if self.core.queues.is_shared() {
+            let Some(read) = self.core.queues.shared_browse(name, MAX_BROWSE, filter) else {
+                return Err(Close::error(
+                    "queue browsing (browser:true) is not served by this broker's store",
+                    Some(frame),
+                ));
+            };
+            Box::pin(async move {
+                Ok(read
+                    .await?
+                    .into_iter()
+                    .map(|d| (d.message, d.redelivered))
+                    .collect())
+            })
+        } else {
+            self.local_snapshot(name, filter)
+        };
+        // Numbers for as many messages as a browse may send (those not sent stay unused).
         let first = self.next_message_id + 1;
-        self.next_message_id += found.len() as u64;
+        self.next_message_id += MAX_BROWSE as u64;
         let numbers = first..=self.next_message_id;
         self.browsers_mut().push(Browser {
             id: id.clone(),
             numbers,
         });
         self.receipt(frame);
-
-        let paged: Vec<QueueSeq> = found
-            .iter()
-            .filter(|(_, paged)| *paged)
-            .map(|(d, _)| d.seq)
-            .collect();
-        let read = match (&owner, paged.is_empty()) {
-            (Some(owner), false) => Some(
-                self.core
-                    .durability()
-                    .read_queue_payloads(owner, paged.clone()),
-            ),
-            _ => None,
-        };
         let session: Arc<str> = Arc::from(&*self.session_name);
         let version = self.version;
         let destination = format!("/queue/{name}");
         self.pending.push_back(Box::pin(async move {
-            let mut bodies = HashMap::new();
-            if let Some(read) = read {
-                match read.await {
-                    Ok(list) => bodies.extend(
-                        paged
-                            .into_iter()
-                            .zip(list)
-                            .filter_map(|(seq, body)| Some((seq, body?))),
-                    ),
-                    Err(e) => {
-                        return Ready {
-                            fail: Some(Close::error(
-                                format!("queue browse: messages not read back from the store: {e}"),
-                                None,
-                            )),
-                            ..Ready::default()
-                        }
+            let found = match snapshot.await {
+                Ok(found) => found,
+                Err(e) => {
+                    return Ready {
+                        fail: Some(Close::error(
+                            format!("queue browse: messages not read from the store: {e}"),
+                            None,
+                        )),
+                        ..Ready::default()
                     }
                 }
-            }
+            };
             let now = Instant::now();
             let mut frames = Vec::with_capacity(found.len() + 1);
-            for (number, (delivery, paged)) in (first..).zip(found) {
-                let message = if paged {
-                    // Acknowledged since the snapshot: no longer in the queue.
-                    let Some(body) = bodies.remove(&delivery.seq) else {
-                        continue;
-                    };
-                    Message::read_back(&delivery.message, body)
-                } else {
-                    delivery.message
-                };
+            for (number, (message, redelivered)) in (first..).zip(found) {
                 let message_id = format!("{session}:{number}");
                 let ack_header = (ack != AckMode::Auto && version == Version::V1_2)
                     .then_some(message_id.as_str());
@@ -148,7 +128,7 @@ impl StompConn {
                         message_id: &message_id,
                         ack: ack_header,
                         qos: message.qos,
-                        redelivered: delivery.redelivered,
+                        redelivered,
                     },
                     now,
                 );
@@ -168,6 +148,55 @@ impl StompConn {
             }
         }));
         Ok(())
+    }
+
+    /// The browse of queue `name` on this broker: its messages (with whether each was
+    /// delivered before), paged-out ones read back from the store.
+    fn local_snapshot(&self, name: &str, filter: Option<Arc<dyn MessageFilter>>) -> Snapshot {
+        let (owner, found) = self
+            .core
+            .queues
+            .browse_selected(name, MAX_BROWSE, filter.as_deref())
+            .map_or((None, Vec::new()), |(owner, found)| (Some(owner), found));
+        let paged: Vec<QueueSeq> = found
+            .iter()
+            .filter(|(_, paged)| *paged)
+            .map(|(d, _)| d.seq)
+            .collect();
+        let read = match (&owner, paged.is_empty()) {
+            (Some(owner), false) => Some(
+                self.core
+                    .durability()
+                    .read_queue_payloads(owner, paged.clone()),
+            ),
+            _ => None,
+        };
+        Box::pin(async move {
+            let mut bodies = HashMap::new();
+            if let Some(read) = read {
+                let list = read.await?;
+                bodies.extend(
+                    paged
+                        .into_iter()
+                        .zip(list)
+                        .filter_map(|(seq, body)| Some((seq, body?))),
+                );
+            }
+            Ok(found
+                .into_iter()
+                .filter_map(|(delivery, paged)| {
+                    if !paged {
+                        return Some((delivery.message, delivery.redelivered));
+                    }
+                    // Acknowledged since the snapshot: no longer in the queue.
+                    let body = bodies.remove(&delivery.seq)?;
+                    Some((
+                        Message::read_back(&delivery.message, body),
+                        delivery.redelivered,
+                    ))
+                })
+                .collect())
+        })
     }
 
     /// Whether message number `n` was sent to one of this connection's browse subscriptions.
