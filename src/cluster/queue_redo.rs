@@ -94,39 +94,40 @@ pub(super) fn record(inner: &Inner, acked: &[QueueSeq]) -> Option<Item> {
 }
 
 /// The batch holding the record of `acked` (at stream sequence `record_seq`, 0 when not
-/// known) is kept: acknowledge those messages now (in the background), take them out of this
-/// node's held entries so that the transaction's commit of their removal sends nothing more,
-/// and delete the record once every one is gone from the stream (else a sweep applies it).
-/// An acknowledgement not confirmed (a leader election of the stream) is made a deletion of
-/// the message, tried again until `nodeTimeout`: before JetStream's ack wait would give the
-/// message to another consumer.
-pub(super) fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_seq: u64) {
+/// known) is kept: acknowledge those messages (all at once), take them out of this node's
+/// held entries so that the transaction's commit of their removal sends nothing more, and
+/// then delete the record (in the background). Done once every acknowledgement is confirmed,
+/// so the transaction's RECEIPT follows them: a node that dies after it leaves nothing to
+/// redo. An acknowledgement not confirmed (a leader election of the stream) is made a
+/// deletion of the message, tried again until `nodeTimeout` (before JetStream's ack wait
+/// would give the message to another consumer); past that the record is left to a sweep.
+pub(super) async fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_seq: u64) {
     let taken: Vec<_> = {
         let mut pending = inner.queues.pending.lock();
         acked.iter().filter_map(|seq| pending.remove(seq)).collect()
     };
-    let node = inner.clone();
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + node_timeout(&node);
-        let mut all_gone = true;
-        for p in taken {
-            let acked = tokio::time::timeout(node.store_timeout, p.acker.double_ack()).await;
-            let gone = matches!(acked, Ok(Ok(()))) || remove(&node, p.stream_seq, deadline).await;
-            if gone {
-                super::give_backs::forget(&node, p.stream_seq);
-            } else {
-                all_gone = false;
-                tracing::warn!(
-                    stream_seq = p.stream_seq,
-                    "cluster queue: a message a committed STOMP transaction acknowledged is not \
-                     confirmed gone; its redo record will remove it"
-                );
-            }
+    let deadline = tokio::time::Instant::now() + node_timeout(inner);
+    let gone = futures_util::future::join_all(taken.iter().map(|p| async {
+        let acked = tokio::time::timeout(inner.store_timeout, p.acker.double_ack()).await;
+        let gone = matches!(acked, Ok(Ok(()))) || remove(inner, p.stream_seq, deadline).await;
+        if gone {
+            super::give_backs::forget(inner, p.stream_seq);
+        } else {
+            tracing::warn!(
+                stream_seq = p.stream_seq,
+                "cluster queue: a message a committed STOMP transaction acknowledged is not \
+                 confirmed gone; its redo record will remove it"
+            );
         }
-        if all_gone && record_seq != 0 {
-            let _ = remove(&node, record_seq, deadline).await;
-        }
-    });
+        gone
+    }))
+    .await;
+    if gone.iter().all(|g| *g) && record_seq != 0 {
+        let node = inner.clone();
+        tokio::spawn(async move {
+            remove(&node, record_seq, deadline).await;
+        });
+    }
 }
 
 /// Delete message `seq` of the queue stream, tried again until `deadline`: whether it is gone.
@@ -239,8 +240,12 @@ async fn sweep(inner: &Arc<Inner>) -> Result<(), async_nats::Error> {
     Ok(())
 }
 
-/// The message is not in the stream (acknowledged already, purged, past `maxOfflineAge`).
+/// The message is not in the stream (acknowledged already, purged, past `maxOfflineAge`):
+/// nats-server answers a deletion of a sequence it does not hold with 10057 "no message
+/// found" (10037 elsewhere).
 fn is_gone(e: &async_nats::jetstream::stream::DeleteMessageError) -> bool {
     matches!(e.kind(), DeleteMessageErrorKind::JetStream(api)
-        if api.error_code() == ErrorCode::NO_MESSAGE_FOUND)
+        if api.error_code() == ErrorCode::NO_MESSAGE_FOUND
+            || (api.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                && api.to_string().starts_with("no message found")))
 }

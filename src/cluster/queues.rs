@@ -472,7 +472,7 @@ impl SharedQueues for ClusterQueues {
         Commit::Pending(Box::pin(async move {
             // The record is the batch's last message.
             let record_seq = stored.await?;
-            super::queue_redo::acknowledge(&inner, &acked, record_seq);
+            super::queue_redo::acknowledge(&inner, &acked, record_seq).await;
             Ok(())
         }))
     }

@@ -319,22 +319,51 @@ async fn acknowledgements_a_dead_node_left_in_a_redo_record_are_applied() {
     let js = js(rig.nats.client_urls()).await;
     let q = "/queue/txredo";
     let mut producer = connected(stomp[0]).await;
+    // One acknowledged before the node died: gone from the stream already.
+    send_ok(&mut producer, q, "acknowledged-already").await;
+    let stream = js.get_stream(QUEUE_STREAM).await.expect("queue stream");
+    let gone = stream
+        .get_last_raw_message_by_subject("fmq.q.txredo")
+        .await
+        .expect("the first message")
+        .sequence;
+    let mut first = connected(stomp[1]).await;
+    subscribe(&mut first, q, "f", &[]).await;
+    assert_eq!(
+        collect(&mut [&mut first], false, 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    first.send("DISCONNECT", &[("receipt", "bye")], "").await;
+    receipt(&mut first, "bye").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream.get_raw_message(gone).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the first message was not acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     send_ok(&mut producer, q, "acknowledged-by-a-dead-node").await;
     let mut holder = connected(stomp[1]).await;
     subscribe(&mut holder, q, "h", &[("ack", "client-individual")]).await;
     let got = collect(&mut [&mut holder], false, 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
 
-    let stream = js.get_stream(QUEUE_STREAM).await.expect("queue stream");
     let seq = stream
         .get_last_raw_message_by_subject("fmq.q.txredo")
         .await
         .expect("the held message")
         .sequence;
     // Committed long ago by a node gone since (the sweep waits for a record's grace).
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
     js.publish(
         "fmq.q.$tx.dead",
-        format!(r#"{{"at_ms":1,"acks":[{seq}]}}"#).into(),
+        format!(r#"{{"at_ms":{at_ms},"acks":[{gone},{seq}]}}"#).into(),
     )
     .await
     .expect("record")
@@ -364,4 +393,124 @@ async fn acknowledgements_a_dead_node_left_in_a_redo_record_are_applied() {
     subscribe(&mut after, q, "after", &[]).await;
     let got = collect(&mut [&mut after], false, 1, Duration::from_secs(4)).await;
     assert!(got.is_empty(), "acknowledged by the record: {got:?}");
+}
+
+/// A mover (take a message, ACK it and SEND it on, in one transaction per batch) whose node is
+/// SIGKILLed right after a COMMIT's RECEIPT: every message it moved in a receipted transaction
+/// is in the target queue and gone from the source (the transaction's redo record applied by
+/// the other node), none in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues() {
+    let Some((mut rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    const MESSAGES: usize = 600;
+    const BATCH: usize = 200;
+    let (src, dst) = ("/queue/move.src", "/queue/move.dst");
+    let mut p = connected(stomp[1]).await;
+    for n in 0..MESSAGES {
+        let body = format!("m{n}");
+        let mut headers = vec![("destination", src), ("persistent", "true")];
+        if n == MESSAGES - 1 {
+            headers.push(("receipt", "filled"));
+        }
+        p.send("SEND", &headers, &body).await;
+    }
+    receipt(&mut p, "filled").await;
+    let mut mover = connected(stomp[0]).await;
+    subscribe(
+        &mut mover,
+        src,
+        "m",
+        &[
+            ("ack", "client-individual"),
+            ("activemq.prefetchSize", &BATCH.to_string()),
+        ],
+    )
+    .await;
+    let mut moved = Vec::new();
+    // MESSAGE frames read while waiting for a RECEIPT (the next batch's first ones).
+    let mut early = Vec::new();
+    for t in 0..2 {
+        let want = BATCH - early.len();
+        let mut got: Vec<_> = std::mem::take(&mut early);
+        got.extend(
+            collect(&mut [&mut mover], false, want, Duration::from_secs(10))
+                .await
+                .into_iter()
+                .map(|(_, m)| m),
+        );
+        assert_eq!(got.len(), BATCH);
+        let tx = format!("t{t}");
+        mover.send("BEGIN", &[("transaction", &tx)], "").await;
+        for m in &got {
+            let id = m.header("ack").expect("an ack header");
+            mover
+                .send("ACK", &[("id", id), ("transaction", &tx)], "")
+                .await;
+            mover
+                .send(
+                    "SEND",
+                    &[
+                        ("destination", dst),
+                        ("persistent", "true"),
+                        ("transaction", &tx),
+                    ],
+                    &m.body_text(),
+                )
+                .await;
+        }
+        mover
+            .send("COMMIT", &[("transaction", &tx), ("receipt", &tx)], "")
+            .await;
+        loop {
+            let f = mover
+                .recv_within(Duration::from_secs(10))
+                .await
+                .expect("the COMMIT's RECEIPT");
+            if f.command == "RECEIPT" {
+                assert_eq!(f.header("receipt-id"), Some(tx.as_str()));
+                break;
+            }
+            assert_eq!(f.command, "MESSAGE", "{f:?}");
+            early.push(f);
+        }
+        moved.extend(got.iter().map(|m| m.body_text()));
+    }
+    rig.nodes[0].kill();
+
+    let mut reader = connected(stomp[1]).await;
+    subscribe(&mut reader, src, "s", &[]).await;
+    subscribe(&mut reader, dst, "d", &[]).await;
+    let mut in_src = std::collections::BTreeSet::new();
+    let mut in_dst = std::collections::BTreeSet::new();
+    let mut quiet_since = Instant::now();
+    // Past nodeTimeout (2 s on the rig): the dead node's held messages come back by then.
+    while quiet_since.elapsed() < Duration::from_secs(6) {
+        let Some(f) = reader.recv_within(Duration::from_millis(200)).await else {
+            continue;
+        };
+        quiet_since = Instant::now();
+        if f.header("subscription") == Some("s") {
+            in_src.insert(f.body_text());
+        } else {
+            in_dst.insert(f.body_text());
+        }
+    }
+    let both: Vec<&String> = in_src.intersection(&in_dst).collect();
+    assert!(
+        both.is_empty(),
+        "{} messages in both queues: {both:?}",
+        both.len()
+    );
+    let missing: Vec<&String> = moved.iter().filter(|m| !in_dst.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "moved and not in the target: {missing:?}"
+    );
+    assert_eq!(
+        in_src.len() + in_dst.len(),
+        MESSAGES,
+        "every message in one queue"
+    );
 }

@@ -245,8 +245,9 @@ async fn keep(
     if let Err(e) = stored.wait().await {
         core.queues.undo_staged(queues);
         return Err(format!(
-            "not confirmed: the cluster store did not confirm its queue messages ({e}); its \
-             acknowledgements were not applied"
+            "not confirmed: the cluster store did not confirm its queue messages ({e}); the \
+             messages it acknowledged go with them: acknowledged if they were kept, else \
+             delivered again"
         ));
     }
     let first = first.unwrap_or_else(|| {
