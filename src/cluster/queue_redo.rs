@@ -38,7 +38,7 @@ pub fn redo_prefix() -> String {
 /// The durable consumer every node pulls redo records from.
 pub const REDO_CONSUMER: &str = "QTXREDO";
 /// How often a node looks for records.
-const SWEEP_EVERY: Duration = Duration::from_secs(2);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Records read per look.
 const SWEEP_BATCH: usize = 64;
 
@@ -51,15 +51,16 @@ struct Redo {
     acks: Vec<u64>,
 }
 
-/// How old a record is before a sweep applies it: long enough for its node to have done it
-/// (one `storeTimeout`), short enough to come before JetStream's ack wait (`nodeTimeout`)
-/// gives a dead node's acknowledged messages to another consumer. Applying a record early is
-/// harmless (its batch is kept: its acknowledgements are committed); it only doubles work.
+/// How old a record is before a sweep applies it: about the time its node takes to do it
+/// (the acknowledgements of a kept batch go out at once; at most 1 s, a quarter of
+/// `nodeTimeout`), well before JetStream's ack wait (`nodeTimeout`) gives a dead node's
+/// acknowledged messages to another consumer. Applying a record early is harmless (its
+/// batch is kept: its acknowledgements are committed); it only doubles work.
 fn grace(inner: &Inner) -> Duration {
     inner
         .store_timeout
-        .min(node_timeout(inner) / 2)
-        .max(Duration::from_millis(500))
+        .min(node_timeout(inner) / 4)
+        .clamp(Duration::from_millis(500), Duration::from_secs(1))
 }
 
 /// The stream sequences of `acked` (entries this node took from the queue stream), and the
@@ -166,7 +167,7 @@ pub(super) fn start(inner: &Arc<Inner>) {
                 continue;
             }
             if let Err(e) = sweep(&inner).await {
-                tracing::debug!("cluster queue: redo records not swept: {e}");
+                warn_sweep_failed(&format!("not swept: {e}"));
             }
         }
     });
@@ -215,29 +216,72 @@ async fn sweep(inner: &Arc<Inner>) -> Result<(), async_nats::Error> {
                 .await?;
             continue;
         }
-        let mut applied = 0;
-        for seq in &redo.acks {
-            match stream.delete_message(*seq).await {
-                Ok(_) => {
-                    applied += 1;
-                    super::give_backs::forget(inner, *seq);
+        // One record at a time, each within its bound: a record that cannot be applied now
+        // is offered again soon (not left for the consumer's ack wait) and does not hold
+        // up the others.
+        let bound = inner.store_timeout * 2 + Duration::from_millis(redo.acks.len() as u64 * 20);
+        match tokio::time::timeout(bound, apply(inner, &stream, &redo)).await {
+            Ok(Ok(applied)) => {
+                if applied > 0 {
+                    tracing::info!(
+                        applied,
+                        of = redo.acks.len(),
+                        "cluster queue: acknowledgements of a committed STOMP transaction \
+                         applied from its redo record (its node did not confirm them)"
+                    );
                 }
-                Err(e) if is_gone(&e) => {}
-                // The record stays (not acknowledged): the next sweep tries again.
-                Err(e) => return Err(e.into()),
+                message.double_ack().await?;
+            }
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "not done in time".to_owned(),
+                };
+                warn_sweep_failed(&format!("a redo record not applied yet: {why}"));
+                message.ack_with(AckKind::Nak(Some(SWEEP_EVERY))).await?;
             }
         }
-        if applied > 0 {
-            tracing::info!(
-                applied,
-                of = redo.acks.len(),
-                "cluster queue: acknowledgements of a committed STOMP transaction applied from \
-                 its redo record (its node did not confirm them)"
-            );
-        }
-        message.double_ack().await?;
     }
     Ok(())
+}
+
+/// Delete every message `redo` lists that the stream still holds: how many it deleted.
+async fn apply(
+    inner: &Arc<Inner>,
+    stream: &async_nats::jetstream::stream::Stream,
+    redo: &Redo,
+) -> Result<usize, async_nats::jetstream::stream::DeleteMessageError> {
+    let mut applied = 0;
+    for seq in &redo.acks {
+        match stream.delete_message(*seq).await {
+            Ok(_) => {
+                applied += 1;
+                super::give_backs::forget(inner, *seq);
+            }
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(applied)
+}
+
+/// A sweep that failed, logged at most once a minute (a node sweeps every second).
+fn warn_sweep_failed(why: &str) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = now_ms();
+    let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST
+            .compare_exchange(
+                last,
+                now,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        tracing::warn!("cluster queue: redo records: {why}");
+    }
 }
 
 /// The message is not in the stream (acknowledged already, purged, past `maxOfflineAge`):

@@ -404,7 +404,7 @@ async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues
     let Some((mut rig, stomp)) = stomp_rig(2).await else {
         return;
     };
-    const MESSAGES: usize = 600;
+    const MESSAGES: usize = 800;
     const BATCH: usize = 200;
     let (src, dst) = ("/queue/move.src", "/queue/move.dst");
     let mut p = connected(stomp[1]).await;
@@ -477,6 +477,41 @@ async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues
         }
         moved.extend(got.iter().map(|m| m.body_text()));
     }
+    // A third transaction in flight when its node dies: its batch may or may not be kept.
+    let want = BATCH - early.len();
+    let mut last: Vec<_> = std::mem::take(&mut early);
+    last.extend(
+        collect(&mut [&mut mover], false, want, Duration::from_secs(10))
+            .await
+            .into_iter()
+            .map(|(_, m)| m),
+    );
+    mover.send("BEGIN", &[("transaction", "t2")], "").await;
+    for m in &last {
+        let id = m.header("ack").expect("an ack header");
+        mover
+            .send("ACK", &[("id", id), ("transaction", "t2")], "")
+            .await;
+        mover
+            .send(
+                "SEND",
+                &[
+                    ("destination", dst),
+                    ("persistent", "true"),
+                    ("transaction", "t2"),
+                ],
+                &m.body_text(),
+            )
+            .await;
+    }
+    mover
+        .send("COMMIT", &[("transaction", "t2"), ("receipt", "t2")], "")
+        .await;
+    let wait: u64 = std::env::var("TX_KILL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::random::<u64>() % 80);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
     rig.nodes[0].kill();
 
     let mut reader = connected(stomp[1]).await;
@@ -497,10 +532,13 @@ async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues
             in_dst.insert(f.body_text());
         }
     }
-    let both: Vec<&String> = in_src.intersection(&in_dst).collect();
+    // Receipted: in the target, not in the source. (The transaction in flight at the kill
+    // may have some of its messages delivered once more if the sweep of its redo record
+    // comes after the rig's 2 s ack wait: at least once; printed below.)
+    let both: Vec<&String> = moved.iter().filter(|m| in_src.contains(*m)).collect();
     assert!(
         both.is_empty(),
-        "{} messages in both queues: {both:?}",
+        "{} receipted messages in both queues: {both:?}",
         both.len()
     );
     let missing: Vec<&String> = moved.iter().filter(|m| !in_dst.contains(*m)).collect();
@@ -513,4 +551,30 @@ async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues
         MESSAGES,
         "every message in one queue"
     );
+    let in_flight: Vec<String> = last.iter().map(|m| m.body_text()).collect();
+    let kept = in_flight.iter().filter(|m| in_dst.contains(*m)).count();
+    let again = in_flight
+        .iter()
+        .filter(|m| in_dst.contains(*m) && in_src.contains(*m))
+        .count();
+    eprintln!(
+        "in flight: {kept} of {} kept, {again} delivered once more",
+        in_flight.len()
+    );
+    assert!(
+        kept == 0 || kept == in_flight.len(),
+        "the transaction in flight kept in part: {kept} of {}",
+        in_flight.len()
+    );
+    // No redo record is left behind.
+    let js = js(rig.nats.client_urls()).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let records = redo_records(&js).await;
+        if records == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{records} redo records stayed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
