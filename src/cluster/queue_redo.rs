@@ -107,17 +107,39 @@ pub(super) async fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_s
         let mut pending = inner.queues.pending.lock();
         acked.iter().filter_map(|seq| pending.remove(seq)).collect()
     };
+    // Until the stream confirms them gone, a pull that brings one back (JetStream's ack
+    // wait ran out during a leader election) does not deliver it again.
+    inner
+        .queues
+        .committed_acks
+        .lock()
+        .extend(taken.iter().map(|p| p.stream_seq));
     let deadline = tokio::time::Instant::now() + node_timeout(inner);
     let gone = futures_util::future::join_all(taken.iter().map(|p| async {
         let acked = tokio::time::timeout(inner.store_timeout, p.acker.double_ack()).await;
         let gone = matches!(acked, Ok(Ok(()))) || remove(inner, p.stream_seq, deadline).await;
         if gone {
+            inner.queues.committed_acks.lock().remove(&p.stream_seq);
             super::give_backs::forget(inner, p.stream_seq);
         } else {
+            // Still not confirmed: deleted in the background (the record covers a crash).
+            let node = inner.clone();
+            let seq = p.stream_seq;
+            tokio::spawn(async move {
+                // Bounded (30 `nodeTimeout`s): past that the record's sweep does it.
+                for _ in 0..30 {
+                    let until = tokio::time::Instant::now() + node_timeout(&node);
+                    if remove(&node, seq, until).await {
+                        super::give_backs::forget(&node, seq);
+                        break;
+                    }
+                }
+                node.queues.committed_acks.lock().remove(&seq);
+            });
             tracing::warn!(
                 stream_seq = p.stream_seq,
                 "cluster queue: a message a committed STOMP transaction acknowledged is not \
-                 confirmed gone; its redo record will remove it"
+                 confirmed gone yet; deleted in the background (its redo record covers a crash)"
             );
         }
         gone
