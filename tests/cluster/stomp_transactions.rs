@@ -202,11 +202,16 @@ async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
         got.is_empty(),
         "acknowledged in the committed transaction: {got:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    no_redo_record_within(&js, Duration::from_secs(5)).await;
+}
+
+/// Wait until the queue stream holds no redo record (at most `within`).
+async fn no_redo_record_within(js: &jetstream::Context, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
-        let records = redo_records(&js).await;
+        let records = redo_records(js).await;
         if records == 0 {
-            break;
+            return;
         }
         assert!(Instant::now() < deadline, "{records} redo records stayed");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -568,13 +573,5 @@ async fn a_movers_node_killed_after_its_receipt_leaves_no_message_in_both_queues
     );
     // No redo record is left behind.
     let js = js(rig.nats.client_urls()).await;
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let records = redo_records(&js).await;
-        if records == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{records} redo records stayed");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    no_redo_record_within(&js, Duration::from_secs(15)).await;
 }
