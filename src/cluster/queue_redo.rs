@@ -17,7 +17,7 @@
 //! consumer once more (at least once) and then leaves.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::message::AckKind;
@@ -107,19 +107,18 @@ pub(super) async fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_s
         let mut pending = inner.queues.pending.lock();
         acked.iter().filter_map(|seq| pending.remove(seq)).collect()
     };
-    // Until the stream confirms them gone, a pull that brings one back (JetStream's ack
-    // wait ran out during a leader election) does not deliver it again.
-    inner
-        .queues
-        .committed_acks
-        .lock()
-        .extend(taken.iter().map(|p| p.stream_seq));
+    // For a while (past JetStream's ack wait), a pull that brings one back does not deliver
+    // it again: an acknowledgement a stream's leader confirmed and lost in its failover, or
+    // one not confirmed during a leader election, lets JetStream redeliver the message.
+    inner.queues.committed_acks.lock().add(
+        taken.iter().map(|p| p.stream_seq),
+        Instant::now() + node_timeout(inner) * 3,
+    );
     let deadline = tokio::time::Instant::now() + node_timeout(inner);
     let gone = futures_util::future::join_all(taken.iter().map(|p| async {
         let acked = tokio::time::timeout(inner.store_timeout, p.acker.double_ack()).await;
         let gone = matches!(acked, Ok(Ok(()))) || remove(inner, p.stream_seq, deadline).await;
         if gone {
-            inner.queues.committed_acks.lock().remove(&p.stream_seq);
             super::give_backs::forget(inner, p.stream_seq);
         } else {
             // Still not confirmed: deleted in the background (the record covers a crash).
@@ -134,7 +133,6 @@ pub(super) async fn acknowledge(inner: &Arc<Inner>, acked: &[QueueSeq], record_s
                         break;
                     }
                 }
-                node.queues.committed_acks.lock().remove(&seq);
             });
             tracing::warn!(
                 stream_seq = p.stream_seq,
@@ -314,4 +312,65 @@ fn is_gone(e: &async_nats::jetstream::stream::DeleteMessageError) -> bool {
         if api.error_code() == ErrorCode::NO_MESSAGE_FOUND
             || (api.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
                 && api.to_string().starts_with("no message found")))
+}
+
+/// Stream sequences this node's committed transactions acknowledged, each until its expiry
+/// (three `nodeTimeout`s: past JetStream's ack wait of a message brought back after a leader
+/// election), at most [`CommittedAcks::MAX`] (the oldest go first). Expiries are expected in
+/// the order of the additions (one duration for all).
+#[derive(Default)]
+pub struct CommittedAcks {
+    held: std::collections::HashSet<u64>,
+    by_expiry: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl CommittedAcks {
+    /// The most sequences kept (8 bytes and a set entry each).
+    const MAX: usize = 1_000_000;
+
+    /// Hold `seqs` until `until`; drop what expired.
+    pub fn add(&mut self, seqs: impl Iterator<Item = u64>, until: Instant) {
+        self.prune(Instant::now());
+        for seq in seqs {
+            if self.held.insert(seq) {
+                self.by_expiry.push_back((until, seq));
+            }
+        }
+        while self.by_expiry.len() > Self::MAX {
+            if let Some((_, seq)) = self.by_expiry.pop_front() {
+                self.held.remove(&seq);
+            }
+        }
+    }
+
+    /// Whether `seq` is held (not expired).
+    pub fn holds(&mut self, seq: u64) -> bool {
+        self.prune(Instant::now());
+        self.held.contains(&seq)
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self.by_expiry.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, seq)) = self.by_expiry.pop_front() {
+                self.held.remove(&seq);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_acks_are_held_until_they_expire() {
+        // Expiries come in the order of the additions (one duration for all).
+        let mut acks = CommittedAcks::default();
+        let now = Instant::now();
+        acks.add([3].into_iter(), now);
+        acks.add([1, 2].into_iter(), now + Duration::from_secs(60));
+        assert!(acks.holds(1) && acks.holds(2));
+        assert!(!acks.holds(3), "expired");
+        assert!(!acks.holds(4));
+    }
 }

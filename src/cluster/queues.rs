@@ -115,10 +115,10 @@ pub struct SharedQueueState {
     /// What give-backs left of each message's redelivery count, told by every node
     /// (`give_backs.rs`).
     pub(super) give_backs: parking_lot::Mutex<super::give_backs::GiveBacks>,
-    /// Stream sequences a committed STOMP transaction of this node acknowledged that the
-    /// stream has not confirmed gone yet (`queue_redo.rs`): a pull that brings one back
-    /// acknowledges it instead of delivering it.
-    pub(super) committed_acks: parking_lot::Mutex<HashSet<u64>>,
+    /// Stream sequences committed STOMP transactions of this node acknowledged lately
+    /// (`queue_redo.rs`): a pull that brings one back acknowledges it instead of delivering
+    /// it.
+    pub(super) committed_acks: parking_lot::Mutex<super::queue_redo::CommittedAcks>,
     /// Queues with local consumers -> their pulling task.
     pullers: parking_lot::Mutex<HashMap<Arc<str>, JoinHandle<()>>>,
     /// The ordered store task's input (started on first use).
@@ -822,7 +822,7 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
     };
     let (message, acker) = message.split();
     let acker = Arc::new(acker);
-    if inner.queues.committed_acks.lock().contains(&stream_seq) {
+    if inner.queues.committed_acks.lock().holds(stream_seq) {
         // A committed transaction acknowledged it, and the stream has not confirmed that yet
         // (a leader election): delivered again by JetStream, it is not delivered here.
         send_ack(acker, AckKind::Ack);
