@@ -180,13 +180,17 @@ fn node_timeout(inner: &Inner) -> Duration {
 pub(super) fn start(inner: &Arc<Inner>) {
     let weak = Arc::downgrade(inner);
     tokio::spawn(async move {
+        // The stream and the consumer, looked up once and kept while sweeps succeed (not
+        // two JetStream API requests a second on every node).
+        let mut handles = None;
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
             let Some(inner) = weak.upgrade() else { return };
             if !inner.is_available() {
                 continue;
             }
-            if let Err(e) = sweep(&inner).await {
+            if let Err(e) = sweep(&inner, &mut handles).await {
+                handles = None;
                 warn_sweep_failed(&format!("not swept: {e}"));
             }
         }
@@ -194,24 +198,36 @@ pub(super) fn start(inner: &Arc<Inner>) {
 }
 
 /// Apply the records old enough (see the module documentation).
-async fn sweep(inner: &Arc<Inner>) -> Result<(), async_nats::Error> {
-    let stream = match inner.js.get_stream(QUEUE_STREAM).await {
-        Ok(stream) => stream,
-        Err(e) if super::queue_purge::stream_missing(&e) => return Ok(()),
-        Err(e) => return Err(e.into()),
+/// The queue stream and the redo records' consumer, once looked up.
+type Handles = (
+    async_nats::jetstream::stream::Stream,
+    async_nats::jetstream::consumer::Consumer<pull::Config>,
+);
+
+async fn sweep(inner: &Arc<Inner>, handles: &mut Option<Handles>) -> Result<(), async_nats::Error> {
+    if handles.is_none() {
+        let stream = match inner.js.get_stream(QUEUE_STREAM).await {
+            Ok(stream) => stream,
+            Err(e) if super::queue_purge::stream_missing(&e) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let consumer = stream
+            .get_or_create_consumer(
+                REDO_CONSUMER,
+                pull::Config {
+                    durable_name: Some(REDO_CONSUMER.to_owned()),
+                    filter_subject: format!("{}.>", redo_prefix()),
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: inner.store_timeout * 10,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        *handles = Some((stream, consumer));
+    }
+    let Some((stream, consumer)) = handles.as_ref() else {
+        return Ok(());
     };
-    let consumer = stream
-        .get_or_create_consumer(
-            REDO_CONSUMER,
-            pull::Config {
-                durable_name: Some(REDO_CONSUMER.to_owned()),
-                filter_subject: format!("{}.>", redo_prefix()),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: inner.store_timeout * 10,
-                ..Default::default()
-            },
-        )
-        .await?;
     let mut records = consumer
         .fetch()
         .max_messages(SWEEP_BATCH)
@@ -240,7 +256,7 @@ async fn sweep(inner: &Arc<Inner>) -> Result<(), async_nats::Error> {
         // is offered again soon (not left for the consumer's ack wait) and does not hold
         // up the others.
         let bound = inner.store_timeout * 2 + Duration::from_millis(redo.acks.len() as u64 * 20);
-        match tokio::time::timeout(bound, apply(inner, &stream, &redo)).await {
+        match tokio::time::timeout(bound, apply(inner, stream, &redo)).await {
             Ok(Ok(applied)) => {
                 if applied > 0 {
                     tracing::info!(

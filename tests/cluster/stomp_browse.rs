@@ -15,19 +15,7 @@ async fn browse(c: &mut StompClient, queue: &str, id: &str, selector: Option<&st
         headers.push(("selector", selector));
     }
     c.send("SUBSCRIBE", &headers, "").await;
-    let mut bodies = Vec::new();
-    loop {
-        let f = c
-            .recv_within(Duration::from_secs(10))
-            .await
-            .expect("a MESSAGE before browser:end");
-        assert_eq!(f.command, "MESSAGE", "{f:?}");
-        if f.header("browser") == Some("end") {
-            assert_eq!(f.header("subscription"), Some(id));
-            return bodies;
-        }
-        bodies.push(f.body_text());
-    }
+    c.browsed(id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,27 +5,6 @@
 
 use std::time::Duration;
 
-use crate::client::StompClient;
-
-/// MESSAGE frames of subscription `id` until its `browser:end` (which is not returned).
-async fn browsed(c: &mut StompClient, id: &str) -> Vec<String> {
-    let mut bodies = Vec::new();
-    loop {
-        let f = c
-            .recv_within(Duration::from_secs(10))
-            .await
-            .expect("a MESSAGE before browser:end");
-        assert_eq!(f.command, "MESSAGE", "{f:?}");
-        assert_eq!(f.header("subscription"), Some(id), "{f:?}");
-        if f.header("browser") == Some("end") {
-            assert_eq!(f.header("message-id"), Some("0"));
-            assert!(f.body.is_empty());
-            return bodies;
-        }
-        bodies.push(f.body_text());
-    }
-}
-
 #[tokio::test]
 async fn a_browse_shows_the_queue_paged_out_messages_included_and_takes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -53,7 +32,7 @@ async fn a_browse_shows_the_queue_paged_out_messages_included_and_takes_nothing(
         "",
     )
     .await;
-    let all = browsed(&mut b, "all").await;
+    let all = b.browsed("all").await;
     let first: Vec<String> = (0..400).map(|n| format!("m{n}")).collect();
     assert_eq!(all, first, "the first 400, in queue order");
 
@@ -68,7 +47,7 @@ async fn a_browse_shows_the_queue_paged_out_messages_included_and_takes_nothing(
         "",
     )
     .await;
-    let tail = browsed(&mut b, "tail").await;
+    let tail = b.browsed("tail").await;
     let expected: Vec<String> = (1_050..SENT).map(|n| format!("m{n}")).collect();
     assert_eq!(tail, expected, "paged-out messages read back");
     assert!(

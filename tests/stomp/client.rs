@@ -174,6 +174,26 @@ impl StompClient {
         }
     }
 
+    /// The bodies of browse subscription `id`'s MESSAGE frames, up to its `browser:end`
+    /// (`message-id:0`, no body; not returned).
+    pub async fn browsed(&mut self, id: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        loop {
+            let f = self
+                .recv_within(Duration::from_secs(10))
+                .await
+                .expect("a MESSAGE before browser:end");
+            assert_eq!(f.command, "MESSAGE", "{f:?}");
+            assert_eq!(f.header("subscription"), Some(id), "{f:?}");
+            if f.header("browser") == Some("end") {
+                assert_eq!(f.header("message-id"), Some("0"));
+                assert!(f.body.is_empty());
+                return bodies;
+            }
+            bodies.push(f.body_text());
+        }
+    }
+
     pub async fn recv(&mut self) -> Received {
         self.recv_within(STEP).await.expect("a frame in time")
     }
