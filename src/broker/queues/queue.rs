@@ -195,6 +195,9 @@ pub(super) struct QueueState {
     consumers: Vec<Slot>,
     /// Where round-robin looks first.
     cursor: usize,
+    /// Deliveries a transaction took out of their consumers' windows
+    /// ([`Self::take_delivered`]) until it is kept or undone: still held by this queue.
+    staged: HashSet<QueueSeq>,
     /// Delivered entries a purge of the shared store (a cluster) removed there: their
     /// consumer keeps them and its ACK succeeds, but one it gives back (it leaves, or NACKs)
     /// is dropped, not delivered again, as ActiveMQ drops a purged message in flight.
@@ -215,6 +218,7 @@ impl QueueState {
             ready: BTreeMap::new(),
             consumers: Vec::new(),
             cursor: 0,
+            staged: HashSet::new(),
             purged: HashSet::new(),
             counts: QueueCounts::default(),
         }
@@ -518,6 +522,7 @@ impl QueueState {
                 taken.extend(slot.delivered.remove(at));
             }
         }
+        self.staged.extend(taken.iter().map(|e| e.seq));
         Ok(taken)
     }
 
@@ -538,11 +543,20 @@ impl QueueState {
         out: &mut Outcome,
     ) {
         for mut entry in entries {
+            self.staged.remove(&entry.seq);
             entry.redeliveries = entry.redeliveries.saturating_add(1);
             self.counts.redelivered += 1;
             self.ready.insert(entry.seq, entry);
         }
         self.dispatch(now, ctx, out);
+    }
+
+    /// Deliveries `seqs` taken out by [`Self::take_delivered`] are settled (kept or given
+    /// back): no longer held as staged.
+    pub fn unstage(&mut self, seqs: impl IntoIterator<Item = QueueSeq>) {
+        for seq in seqs {
+            self.staged.remove(&seq);
+        }
     }
 
     /// Consumer `id` refuses delivery `seq` (a poison ack: STOMP NACK): redelivered after the
@@ -674,6 +688,7 @@ impl QueueState {
     /// Every message held: waiting, dispatched or delivered.
     pub fn held(&self) -> std::collections::HashSet<QueueSeq> {
         let mut held: std::collections::HashSet<QueueSeq> = self.ready.keys().copied().collect();
+        held.extend(self.staged.iter().copied());
         for slot in &self.consumers {
             held.extend(
                 slot.assigned

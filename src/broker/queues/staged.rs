@@ -169,7 +169,11 @@ impl Queues {
         }
         for StagedAck { queue, entries } in staging.acks {
             let count = entries.len();
-            let ((), out) = queue.with(|s, now, ctx, out| s.acknowledged(count, now, ctx, out));
+            let seqs: Vec<QueueSeq> = entries.iter().map(|e| e.seq).collect();
+            let ((), out) = queue.with(|s, now, ctx, out| {
+                s.unstage(seqs);
+                s.acknowledged(count, now, ctx, out)
+            });
             drop(entries);
             self.settle_in_background(&queue, out);
         }
