@@ -208,3 +208,35 @@ async fn an_ack_of_a_message_not_held_stages_nothing() {
         .await
         .expect("kept");
 }
+
+/// What the queue holds, as a cluster node's sweeper asks before giving back what the shared
+/// store delivered to it.
+fn held(queues: &Queues, name: &str) -> std::collections::HashSet<QueueSeq> {
+    let queue = queues.queues.read().get(name).cloned().expect("queue");
+    let held = queue.state.lock().held();
+    held
+}
+
+#[tokio::test]
+async fn staged_acks_stay_held_until_applied_or_undone() {
+    let engine = Recording::new();
+    let queues = queues_on(&engine);
+    let (c, seqs) = delivered(&queues).await;
+    let mut staging = QueueStaging::default();
+    c.stage_ack(&mut staging, &seqs[..2]).expect("held");
+    // Out of the consumer's window while the commit is waited for, but still this queue's:
+    // given back meanwhile, they would be delivered again after the commit kept them.
+    assert!(seqs.iter().all(|s| held(&queues, "work").contains(s)));
+    queues.apply_staged(staging);
+    let after = held(&queues, "work");
+    assert!(!after.contains(&seqs[0]) && !after.contains(&seqs[1]));
+    assert!(after.contains(&seqs[2]));
+
+    let mut staging = QueueStaging::default();
+    c.stage_ack(&mut staging, &seqs[2..]).expect("held");
+    queues.undo_staged(staging);
+    assert!(held(&queues, "work").contains(&seqs[2]));
+    c.take(10).expect("consumer");
+    c.ack(seqs[2]).expect("held").wait().await.expect("kept");
+    assert!(held(&queues, "work").is_empty());
+}
