@@ -32,6 +32,9 @@ pub const DEFAULT_DLQ_QUEUE_PREFIX: &str = "ActiveMQ.DLQ.Queue.";
 pub const DEFAULT_DLQ_TOPIC_PREFIX: &str = "ActiveMQ.DLQ.Topic.";
 /// `ActiveMQPrefetchPolicy.DEFAULT_QUEUE_PREFETCH`: `policyEntry@queuePrefetch`'s default.
 pub const DEFAULT_QUEUE_PREFETCH: u32 = 1000;
+/// `BaseDestination.MAX_BROWSE_PAGE_SIZE`: `policyEntry@maxBrowsePageSize`'s default, the
+/// most messages one queue browse returns.
+pub const DEFAULT_MAX_BROWSE_PAGE_SIZE: u32 = 400;
 /// `RedeliveryPolicy.DEFAULT_MAXIMUM_REDELIVERIES`.
 pub const DEFAULT_MAXIMUM_REDELIVERIES: u32 = 6;
 
@@ -315,6 +318,8 @@ pub struct DeliveryEntry {
     pub dead_letter_strategy: Option<DeadLetterStrategy>,
     /// `queuePrefetch`; `None`: not set by this entry.
     pub queue_prefetch: Option<u32>,
+    /// `maxBrowsePageSize`; `None`: not set by this entry.
+    pub max_browse_page_size: Option<u32>,
     /// From `<defaultEntry>` without a destination: it applies to every destination of its
     /// kind that no other entry matches (ActiveMQ's `PolicyMap.getEntryFor`).
     pub fallback: bool,
@@ -376,6 +381,15 @@ impl DeliveryPolicy {
         self.entry_for(queue)
             .and_then(|e| e.queue_prefetch)
             .unwrap_or(DEFAULT_QUEUE_PREFETCH)
+    }
+
+    /// `maxBrowsePageSize` of the best-matching policy entry, else 400 (also when that entry
+    /// does not set it): the most messages one browse of `queue` returns (STOMP
+    /// `browser:true`, ActiveMQ's `Queue.doBrowse`).
+    pub fn max_browse_page_size_for(&self, queue: &Destination) -> u32 {
+        self.entry_for(queue)
+            .and_then(|e| e.max_browse_page_size)
+            .unwrap_or(DEFAULT_MAX_BROWSE_PAGE_SIZE)
     }
 
     /// What ActiveMQ 5.17 does with a message of `destination` that a consumer rejected

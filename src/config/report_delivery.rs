@@ -26,6 +26,9 @@ pub fn lines(delivery: &DeliveryPolicy) -> Vec<String> {
         if let Some(prefetch) = entry.queue_prefetch {
             out.push(format!("queue prefetch: {at}: {prefetch}"));
         }
+        if let Some(page) = entry.max_browse_page_size {
+            out.push(format!("queue browse page: {at}: {page}"));
+        }
     }
     // What applies where no entry (nor the default entry) sets it.
     let by_default = |set: fn(&super::delivery_policy::DeliveryEntry) -> bool| {

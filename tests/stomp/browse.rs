@@ -119,3 +119,40 @@ async fn browsing_a_topic_is_refused_and_a_nack_of_a_browsed_message_is_an_error
     );
     env.broker.shutdown().await;
 }
+
+/// `policyEntry@maxBrowsePageSize` bounds a browse (ActiveMQ's `Queue.doBrowse`): 3 here for
+/// `small.>`, 400 (the default) elsewhere.
+#[tokio::test]
+async fn a_browse_returns_at_most_the_queues_max_browse_page_size() {
+    let env = crate::broker_with(
+        r#"<destinationPolicy><policyMap><policyEntries>
+             <policyEntry queue="small.>" maxBrowsePageSize="3"/>
+           </policyEntries></policyMap></destinationPolicy>"#,
+    )
+    .await;
+    let mut p = env.connected(&[]).await;
+    for q in ["/queue/small.q", "/queue/other.q"] {
+        for n in 0..5 {
+            let receipt = format!("{q}{n}");
+            p.send(
+                "SEND",
+                &[("destination", q), ("receipt", &receipt)],
+                &format!("m{n}"),
+            )
+            .await;
+            assert_eq!(p.recv().await.command, "RECEIPT");
+        }
+    }
+    let mut b = env.connected(&[]).await;
+    for (q, id) in [("/queue/small.q", "small"), ("/queue/other.q", "other")] {
+        b.send(
+            "SUBSCRIBE",
+            &[("destination", q), ("id", id), ("browser", "true")],
+            "",
+        )
+        .await;
+    }
+    assert_eq!(b.browsed("small").await, ["m0", "m1", "m2"]);
+    assert_eq!(b.browsed("other").await, ["m0", "m1", "m2", "m3", "m4"]);
+    env.broker.shutdown().await;
+}

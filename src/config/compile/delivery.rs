@@ -20,11 +20,16 @@ const DESTINATION_ATTRS: [(&str, DestinationKind); 4] = [
     ("tempQueue", DestinationKind::TempQueue),
 ];
 
-/// `policyEntry`'s `<deadLetterStrategy>` (at most one strategy) and `queuePrefetch`.
-pub(super) fn entry_settings(
-    ctx: &mut Ctx<'_>,
-    entry: &Element,
-) -> (Option<DeadLetterStrategy>, Option<u32>) {
+/// What one `policyEntry` sets of the queue engine's delivery (`None`: not set).
+pub(super) struct EntrySettings {
+    pub dead_letter_strategy: Option<DeadLetterStrategy>,
+    pub queue_prefetch: Option<u32>,
+    pub max_browse_page_size: Option<u32>,
+}
+
+/// `policyEntry`'s `<deadLetterStrategy>` (at most one strategy), `queuePrefetch` and
+/// `maxBrowsePageSize`.
+pub(super) fn entry_settings(ctx: &mut Ctx<'_>, entry: &Element) -> EntrySettings {
     let mut strategy = None;
     for element in ctx.items(entry, "deadLetterStrategy") {
         let compiled = match element.name.as_str() {
@@ -49,21 +54,36 @@ pub(super) fn entry_settings(
             strategy = Some(compiled);
         }
     }
-    let prefetch = match ctx.int_attr(entry, "queuePrefetch") {
+    EntrySettings {
+        dead_letter_strategy: strategy,
+        queue_prefetch: count_attr(
+            ctx,
+            entry,
+            "queuePrefetch",
+            "the number of unacknowledged messages a queue consumer may hold, e.g. 1000",
+        ),
+        max_browse_page_size: count_attr(
+            ctx,
+            entry,
+            "maxBrowsePageSize",
+            "the most messages one queue browse returns, e.g. 400",
+        ),
+    }
+}
+
+/// A count attribute of `entry` (0 to `i32::MAX`, an `int` in ActiveMQ): a value error with
+/// `hint` when it is out of range.
+fn count_attr(ctx: &mut Ctx<'_>, entry: &Element, name: &str, hint: &str) -> Option<u32> {
+    match ctx.int_attr(entry, name) {
         Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Some(n as u32),
         Some(_) => {
-            if let Some(attr) = ctx.attr(entry, "queuePrefetch") {
-                ctx.value_error(
-                    attr,
-                    "queuePrefetch must be 0 or more",
-                    "the number of unacknowledged messages a queue consumer may hold, e.g. 1000",
-                );
+            if let Some(attr) = ctx.attr(entry, name) {
+                ctx.value_error(attr, format!("{name} must be 0 or more"), hint);
             }
             None
         }
         None => None,
-    };
-    (strategy, prefetch)
+    }
 }
 
 /// `processNonPersistent`, `processExpired`, `expiration` (`AbstractDeadLetterStrategy`).

@@ -102,6 +102,7 @@ fn strategies_are_chosen_by_the_best_matching_entry() {
     assert_eq!(d.after_rejection(&logs, true, 0, None), Rejection::Discard);
     assert_eq!(d.queue_prefetch_for(&logs), 1, "exact name beats `>`");
     assert_eq!(d.queue_prefetch_for(&other), 10);
+    assert_eq!(d.max_browse_page_size_for(&logs), 400, "ActiveMQ's default");
     assert_eq!(
         d.queue_prefetch_for(&Destination::topic("billing")),
         1000,
@@ -308,4 +309,25 @@ fn redelivery_plugin_warns_as_activemq_would_refuse_it_and_only_then() {
         &options(),
     );
     assert!(!has(&loaded.diagnostics, "redeliveryPlugin"));
+}
+
+#[test]
+fn max_browse_page_size_is_read_per_queue_and_checked() {
+    let d = valid(load(&policies(
+        "<policyEntry queue=\">\" maxBrowsePageSize=\"5\"/>\
+         <policyEntry queue=\"big.>\" maxBrowsePageSize=\"2000\"/>",
+    )))
+    .delivery;
+    assert_eq!(d.max_browse_page_size_for(&Destination::queue("orders")), 5);
+    assert_eq!(
+        d.max_browse_page_size_for(&Destination::queue("big.one")),
+        2000
+    );
+    let loaded = load(&policies(
+        "<policyEntry queue=\">\" maxBrowsePageSize=\"-1\"/>",
+    ));
+    assert!(has(
+        &loaded.diagnostics,
+        "maxBrowsePageSize must be 0 or more"
+    ));
 }

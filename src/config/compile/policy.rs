@@ -87,7 +87,7 @@ fn entry(
                 .and_then(|n| u32::try_from(n).ok().or((n > 0).then_some(u32::MAX)));
         }
     }
-    let (dead_letter_strategy, queue_prefetch) = delivery::entry_settings(ctx, element);
+    let settings = delivery::entry_settings(ctx, element);
     // The default entry is every destination's fallback for delivery settings, whatever
     // destination it names (ActiveMQ's `PolicyMap.getEntryFor`), not only topics'.
     let fallback = is_default;
@@ -112,8 +112,9 @@ fn entry(
         .map(|(kind, pattern)| DeliveryEntry {
             kind,
             pattern,
-            dead_letter_strategy: dead_letter_strategy.clone(),
-            queue_prefetch,
+            dead_letter_strategy: settings.dead_letter_strategy.clone(),
+            queue_prefetch: settings.queue_prefetch,
+            max_browse_page_size: settings.max_browse_page_size,
             fallback,
             span: element.span.clone(),
         })

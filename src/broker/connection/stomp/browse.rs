@@ -1,7 +1,7 @@
 //! Queue browsing: a SUBSCRIBE to a queue with `browser:true` (ActiveMQ's
 //! `StompQueueBrowserSubscription`, a JMS `QueueBrowser`) gets the messages the queue holds
-//! when it subscribes, without taking them: at most [`MAX_BROWSE`] (ActiveMQ's
-//! `maxBrowsePageSize` default), in queue order (waiting, dispatched and delivered ones),
+//! when it subscribes, without taking them: at most the queue's `maxBrowsePageSize` (its
+//! policy entry's, 400 by default, as ActiveMQ's `Queue.doBrowse`), in queue order (waiting, dispatched and delivered ones),
 //! those its `selector` accepts, each as a MESSAGE of the subscription; then one MESSAGE
 //! with `browser:end`, `message-id:0` and no body, as ActiveMQ ends a browse. Nothing more
 //! comes on that subscription. The messages stay in the queue for its consumers.
@@ -26,14 +26,12 @@ use super::{Close, Ready, StompConn};
 use crate::broker::durability::{DurabilityError, QueueSeq};
 use crate::broker::message::Message;
 use crate::broker::queues::{MessageFilter, SelectorFilter};
+use crate::config::delivery_policy::Destination as PolicyDestination;
 use crate::protocol::stomp::{Command, Frame, Version};
 use crate::security::Action;
 
 /// A browse's messages, each with whether it was delivered before.
 type Snapshot = Pin<Box<dyn Future<Output = Result<Vec<(Message, bool)>, DurabilityError>> + Send>>;
-
-/// The most messages one browse sends (ActiveMQ's `maxBrowsePageSize` default).
-pub(super) const MAX_BROWSE: usize = 400;
 
 /// A browse subscription: its `id` and the numbers of the messages it was sent.
 pub(super) struct Browser {
@@ -72,8 +70,14 @@ impl StompConn {
         drop(security);
         let filter =
             super::selector::of_subscribe(frame)?.map(|s| SelectorFilter::for_queue(s, name));
+        let page = self
+            .core
+            .queues
+            .delivery_policy()
+            .max_browse_page_size_for(&PolicyDestination::queue(name.as_str()));
+        let page = usize::try_from(page).unwrap_or(usize::MAX);
         let snapshot = if self.core.queues.is_shared() {
-            let Some(read) = self.core.queues.shared_browse(name, MAX_BROWSE, filter) else {
+            let Some(read) = self.core.queues.shared_browse(name, page, filter) else {
                 return Err(Close::error(
                     "queue browsing (browser:true) is not served by this broker's store",
                     Some(frame),
@@ -87,11 +91,11 @@ impl StompConn {
                     .collect())
             })
         } else {
-            self.local_snapshot(name, filter)
+            self.local_snapshot(name, page, filter)
         };
         // Numbers for as many messages as a browse may send (those not sent stay unused).
         let first = self.next_message_id + 1;
-        self.next_message_id += MAX_BROWSE as u64;
+        self.next_message_id += page as u64;
         let numbers = first..=self.next_message_id;
         self.browsers_mut().push(Browser {
             id: id.clone(),
@@ -152,11 +156,16 @@ impl StompConn {
 
     /// The browse of queue `name` on this broker: its messages (with whether each was
     /// delivered before), paged-out ones read back from the store.
-    fn local_snapshot(&self, name: &str, filter: Option<Arc<dyn MessageFilter>>) -> Snapshot {
+    fn local_snapshot(
+        &self,
+        name: &str,
+        page: usize,
+        filter: Option<Arc<dyn MessageFilter>>,
+    ) -> Snapshot {
         let (owner, found) = self
             .core
             .queues
-            .browse_selected(name, MAX_BROWSE, filter.as_deref())
+            .browse_selected(name, page, filter.as_deref())
             .map_or((None, Vec::new()), |(owner, found)| (Some(owner), found));
         let paged: Vec<QueueSeq> = found
             .iter()
