@@ -382,43 +382,84 @@ async fn an_open_transaction_is_charged_to_memory_and_one_larger_than_the_limit_
     env.broker.shutdown().await;
 }
 
-/// A COMMIT whose ACK names a message its subscription gave back meanwhile (UNSUBSCRIBE after
-/// the ACK, before the COMMIT) fails whole: the ERROR answers the COMMIT (its `receipt-id`,
-/// the transaction named), and the transaction's SEND is not delivered.
+/// A COMMIT whose SEND names a temporary queue deleted meanwhile (its connection closed
+/// after the SEND, before the COMMIT) fails whole: the ERROR answers the COMMIT (its
+/// `receipt-id`, the transaction named), and the transaction's other SEND is not delivered.
 #[tokio::test]
 async fn a_commit_failing_at_a_frame_answers_the_commit_and_applies_nothing() {
     let env = crate::broker().await;
-    let mut p = env.connected(&[]).await;
-    p.send(
-        "SEND",
-        &[("destination", "/queue/tx.u"), ("receipt", "s")],
-        "m",
-    )
-    .await;
-    assert_eq!(p.recv().await.command, "RECEIPT");
+    let mut requester = env.connected(&[]).await;
+    requester
+        .send(
+            "SUBSCRIBE",
+            &[
+                ("destination", "/temp-queue/replies"),
+                ("id", "r"),
+                ("receipt", "r"),
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(requester.recv().await.command, "RECEIPT");
+    requester
+        .send(
+            "SEND",
+            &[
+                ("destination", "/queue/tx.req"),
+                ("reply-to", "/temp-queue/replies"),
+                ("receipt", "s"),
+            ],
+            "request",
+        )
+        .await;
+    assert_eq!(requester.recv().await.command, "RECEIPT");
     let mut c = env.connected(&[]).await;
     c.send(
         "SUBSCRIBE",
-        &[
-            ("destination", "/queue/tx.u"),
-            ("id", "s"),
-            ("ack", "client-individual"),
-        ],
+        &[("destination", "/queue/tx.req"), ("id", "s")],
         "",
     )
     .await;
-    let m = c.recv().await;
-    let id = m.header("ack").unwrap_or_default().to_owned();
+    let request = c.recv().await;
+    let reply_to = request.header("reply-to").unwrap_or_default().to_owned();
+    assert!(reply_to.starts_with("/remote-temp-queue/"), "{request:?}");
     c.send("BEGIN", &[("transaction", "t")], "").await;
-    c.send("ACK", &[("id", &id), ("transaction", "t")], "")
-        .await;
     c.send(
         "SEND",
         &[("destination", "/queue/tx.out"), ("transaction", "t")],
         "out",
     )
     .await;
-    c.send("UNSUBSCRIBE", &[("id", "s")], "").await;
+    c.send(
+        "SEND",
+        &[("destination", &reply_to), ("transaction", "t")],
+        "reply",
+    )
+    .await;
+    requester
+        .send("DISCONNECT", &[("receipt", "bye")], "")
+        .await;
+    assert_eq!(requester.recv().await.command, "RECEIPT");
+    // Once the temporary queue is gone, a SEND to it is refused.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut probe = env.connected(&[]).await;
+        probe
+            .send(
+                "SEND",
+                &[("destination", &reply_to), ("receipt", "p")],
+                "probe",
+            )
+            .await;
+        if probe.recv().await.command == "ERROR" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the temporary queue stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
         .await;
     let error = c.recv().await;
@@ -441,4 +482,97 @@ async fn a_commit_failing_at_a_frame_answers_the_commit_and_applies_nothing() {
         "nothing of the transaction"
     );
     env.broker.shutdown().await;
+}
+
+/// Two messages delivered to a `client-individual` subscriber, the first ACKed in a
+/// transaction, then the subscription UNSUBSCRIBEd before the transaction ends (`end`:
+/// COMMIT or ABORT, with a SEND in it too): what the next consumer of the queue gets, and
+/// what reached `/queue/<queue>.out`. ActiveMQ 5.17 keeps the ACK with the transaction
+/// (`unsubscribe_in_transaction` in the differential scripts).
+async fn unsubscribe_before(end: &str, queue: &str) -> (Vec<(String, bool)>, Vec<String>) {
+    let env = crate::broker().await;
+    let dest = format!("/queue/{queue}");
+    let out_dest = format!("/queue/{queue}.out");
+    let mut p = env.connected(&[]).await;
+    for body in ["m1", "m2"] {
+        p.send(
+            "SEND",
+            &[
+                ("destination", &dest),
+                ("persistent", "true"),
+                ("receipt", body),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(p.recv().await.command, "RECEIPT");
+    }
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", &dest),
+            ("id", "s"),
+            ("ack", "client-individual"),
+        ],
+        "",
+    )
+    .await;
+    let m1 = c.recv().await;
+    assert_eq!(m1.body, b"m1");
+    assert_eq!(c.recv().await.body, b"m2");
+    let id = m1.header("ack").unwrap_or_default().to_owned();
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send("ACK", &[("id", &id), ("transaction", "t")], "")
+        .await;
+    c.send(
+        "SEND",
+        &[("destination", &out_dest), ("transaction", "t")],
+        "out",
+    )
+    .await;
+    c.send("UNSUBSCRIBE", &[("id", "s"), ("receipt", "unsub")], "")
+        .await;
+    assert_eq!(c.recv().await.command, "RECEIPT");
+    c.send(end, &[("transaction", "t"), ("receipt", "end")], "")
+        .await;
+    let answer = c.recv().await;
+    assert_eq!(answer.command, "RECEIPT", "{answer:?}");
+    let mut next = env.connected(&[]).await;
+    next.send("SUBSCRIBE", &[("destination", &dest), ("id", "n")], "")
+        .await;
+    let mut left = Vec::new();
+    while let Some(m) = next.recv_within(Duration::from_millis(500)).await {
+        let redelivered = m.header("redelivered") == Some("true");
+        left.push((String::from_utf8_lossy(&m.body).into_owned(), redelivered));
+    }
+    next.send("SUBSCRIBE", &[("destination", &out_dest), ("id", "o")], "")
+        .await;
+    let mut out = Vec::new();
+    while let Some(m) = next.recv_within(Duration::from_millis(300)).await {
+        out.push(String::from_utf8_lossy(&m.body).into_owned());
+    }
+    env.broker.shutdown().await;
+    (left, out)
+}
+
+#[tokio::test]
+async fn a_commit_after_unsubscribe_keeps_the_transacted_ack() {
+    let (left, out) = unsubscribe_before("COMMIT", "tx.unsub.commit").await;
+    assert_eq!(left, [("m2".to_owned(), true)]);
+    assert_eq!(out, ["out"]);
+}
+
+#[tokio::test]
+async fn an_abort_after_unsubscribe_gives_the_transacted_ack_back() {
+    let (left, out) = unsubscribe_before("ABORT", "tx.unsub.abort").await;
+    assert_eq!(left, [("m1".to_owned(), true), ("m2".to_owned(), true)]);
+    assert!(out.is_empty(), "{out:?}");
+}
+
+#[tokio::test]
+async fn a_disconnect_after_unsubscribe_gives_the_transacted_ack_back() {
+    let (left, out) = unsubscribe_before("DISCONNECT", "tx.unsub.gone").await;
+    assert_eq!(left, [("m1".to_owned(), true), ("m2".to_owned(), true)]);
+    assert!(out.is_empty(), "{out:?}");
 }

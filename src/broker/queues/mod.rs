@@ -49,7 +49,7 @@ pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, Queue
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
 pub use shared::{BrowseFuture, DepthsFuture, PurgeFuture, SharedPurge, SharedQueues};
-pub use staged::QueueStaging;
+pub use staged::{QueueStaging, TakenDeliveries};
 pub use virtual_copies::QueueCopies;
 
 use crate::broker::durability::{

@@ -27,10 +27,23 @@ struct StagedSend {
     entry: Entry,
 }
 
-/// Deliveries of one consumer staged as acknowledged.
-struct StagedAck {
+/// Deliveries of one consumer taken out of its window for a transaction's acknowledgement
+/// ([`QueueConsumer::take_for_transaction`]): still held by their queue (a cluster node does
+/// not give them back to the shared store) until they are staged and kept
+/// ([`QueueStaging::stage_taken`]), or given back ([`Queues::give_back_taken`]).
+#[must_use = "taken deliveries are held until staged or given back"]
+pub struct TakenDeliveries {
     queue: Arc<Queue>,
     entries: Vec<Entry>,
+}
+
+impl std::fmt::Debug for TakenDeliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakenDeliveries")
+            .field("queue", &self.queue.name)
+            .field("entries", &self.entries.len())
+            .finish()
+    }
 }
 
 /// The queue work of one transaction, in frame order (see the module documentation).
@@ -39,7 +52,8 @@ pub struct QueueStaging {
     sends: Vec<StagedSend>,
     /// Sends to queues a shared store keeps, for one [`Queues::store_staged`].
     shared_sends: Vec<(Arc<Queue>, Message)>,
-    acks: Vec<StagedAck>,
+    /// Deliveries staged as acknowledged.
+    acks: Vec<TakenDeliveries>,
     changes: Vec<Change>,
 }
 
@@ -64,6 +78,18 @@ impl QueueStaging {
     /// Whether it holds sends to queues a shared store keeps ([`Queues::store_staged`]).
     pub fn has_shared_sends(&self) -> bool {
         !self.shared_sends.is_empty()
+    }
+
+    /// Stage deliveries taken earlier as acknowledged: their removal is kept with the rest of
+    /// the transaction.
+    pub fn stage_taken(&mut self, taken: TakenDeliveries) {
+        for entry in taken.entries.iter().filter(|e| e.kept) {
+            self.changes.push(Change::Removed {
+                owner: taken.queue.owner.clone(),
+                seq: entry.seq,
+            });
+        }
+        self.acks.push(taken);
     }
 }
 
@@ -167,7 +193,7 @@ impl Queues {
             let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
             self.settle_in_background(&queue, out);
         }
-        for StagedAck { queue, entries } in staging.acks {
+        for TakenDeliveries { queue, entries } in staging.acks {
             let count = entries.len();
             let seqs: Vec<QueueSeq> = entries.iter().map(|e| e.seq).collect();
             let ((), out) = queue.with(|s, now, ctx, out| {
@@ -183,10 +209,17 @@ impl Queues {
     /// acknowledged deliveries go back to their queues, redelivered.
     pub fn undo_staged(&self, staging: QueueStaging) {
         drop(staging.sends);
-        for StagedAck { queue, entries } in staging.acks {
-            let ((), out) = queue.with(|s, now, ctx, out| s.given_back(entries, now, ctx, out));
-            self.settle_in_background(&queue, out);
+        for taken in staging.acks {
+            self.give_back_taken(taken);
         }
+    }
+
+    /// Deliveries taken for a transaction that did not keep them: back in their queue,
+    /// redelivered, as when their consumer leaves.
+    pub fn give_back_taken(&self, taken: TakenDeliveries) {
+        let TakenDeliveries { queue, entries } = taken;
+        let ((), out) = queue.with(|s, now, ctx, out| s.given_back(entries, now, ctx, out));
+        self.settle_in_background(&queue, out);
     }
 }
 
@@ -195,20 +228,21 @@ impl QueueConsumer {
     /// staged): they leave its window now, and their removal is kept with the rest of the
     /// transaction.
     pub fn stage_ack(&self, staging: &mut QueueStaging, seqs: &[QueueSeq]) -> Result<(), AckError> {
+        staging.stage_taken(self.take_for_transaction(seqs)?);
+        Ok(())
+    }
+
+    /// Take deliveries `seqs` (all held by this consumer, or none is taken) out of its window
+    /// for a transaction that acknowledged them and has not ended yet: they stay with the
+    /// transaction when this consumer leaves (ActiveMQ keeps a transacted acknowledgement of
+    /// a consumer closed before its COMMIT).
+    pub fn take_for_transaction(&self, seqs: &[QueueSeq]) -> Result<TakenDeliveries, AckError> {
         let (taken, _) = self
             .queue
             .with(|s, _, _, _| s.take_delivered(self.id, seqs));
-        let entries = taken?;
-        for entry in entries.iter().filter(|e| e.kept) {
-            staging.changes.push(Change::Removed {
-                owner: self.queue.owner.clone(),
-                seq: entry.seq,
-            });
-        }
-        staging.acks.push(StagedAck {
+        Ok(TakenDeliveries {
             queue: self.queue.clone(),
-            entries,
-        });
-        Ok(())
+            entries: taken?,
+        })
     }
 }

@@ -50,6 +50,9 @@ pub const QUEUE_SCRIPTS: &[(&str, Run)] = &[
     ("transactional_ack", |c| Box::pin(transactional_ack(c))),
     ("virtual_topic", |c| Box::pin(virtual_topic(c))),
     ("queue_browse", |c| Box::pin(queue_browse(c))),
+    ("unsubscribe_in_transaction", |c| {
+        Box::pin(unsubscribe_in_transaction(c))
+    }),
 ];
 
 /// Frame headers as a script writes them.
@@ -795,6 +798,61 @@ async fn transactional_ack(ctx: &Ctx) {
     subscribe(&mut again, queue, "s", "auto").await;
     again.gather(1).await;
     again.disconnect().await;
+}
+
+/// A transacted ACK, then the subscription's UNSUBSCRIBE, then the transaction's end: what
+/// the COMMIT (or ABORT) answers, and what is left in the queue for the next consumer.
+async fn unsubscribe_in_transaction(ctx: &Ctx) {
+    let queue = "/queue/diff.txunsub";
+    for (name, end) in [("aborts", "ABORT"), ("commits", "COMMIT")] {
+        produce(ctx, queue, &["m1", "m2"]).await;
+        let (mut c, frames) = consume(ctx, name, "1.2", queue, "client-individual", 2).await;
+        if let Some(m1) = frames.first() {
+            c.send("BEGIN", &[("transaction", "t")], b"").await;
+            c.send(
+                "ACK",
+                &[("id", &ack_id(m1, "1.2")), ("transaction", "t")],
+                b"",
+            )
+            .await;
+            c.send("UNSUBSCRIBE", &[("id", "s"), ("receipt", "unsub")], b"")
+                .await;
+            c.until_receipt("unsub").await;
+            c.send(end, &[("transaction", "t"), ("receipt", end)], b"")
+                .await;
+            c.until_receipt(end).await;
+        }
+        c.disconnect().await;
+        produce(ctx, queue, &["end"]).await;
+        let mut next = ctx.admin("next", "1.2").await;
+        subscribe(&mut next, queue, "s", "auto").await;
+        next.gather(1).await;
+        next.disconnect().await;
+    }
+    // A topic subscription's message, acknowledged in a transaction, then UNSUBSCRIBEd.
+    let topic = "/topic/diff.txunsub";
+    let mut t = ctx.admin("topic", "1.2").await;
+    subscribe(&mut t, topic, "ts", "client-individual").await;
+    let mut p = ctx.admin("p", "1.2").await;
+    send(&mut p, topic, &[], "t1").await;
+    p.disconnect().await;
+    let got = t.take(1).await;
+    if let Some(t1) = got.first() {
+        t.send("BEGIN", &[("transaction", "tt")], b"").await;
+        t.send(
+            "ACK",
+            &[("id", &ack_id(t1, "1.2")), ("transaction", "tt")],
+            b"",
+        )
+        .await;
+        t.send("UNSUBSCRIBE", &[("id", "ts"), ("receipt", "unsub")], b"")
+            .await;
+        t.until_receipt("unsub").await;
+        t.send("COMMIT", &[("transaction", "tt"), ("receipt", "tc")], b"")
+            .await;
+        t.until_receipt("tc").await;
+    }
+    t.disconnect().await;
 }
 
 /// ActiveMQ's default virtual topic: what MQTT and STOMP publish to topic

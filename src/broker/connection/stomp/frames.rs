@@ -32,6 +32,10 @@ pub(crate) struct Transactions {
     /// What the COMMIT being applied commits, gathered for one store commit (`commit.rs`);
     /// `None` on a cluster node, which applies a COMMIT frame by frame.
     pub(super) staging: Option<Box<super::commit::Staging>>,
+    /// Message numbers of topic subscriptions UNSUBSCRIBEd while an open transaction held an
+    /// ACK of them, by transaction: that ACK succeeds at COMMIT and acknowledges nothing
+    /// more (the message left with its subscription), as ActiveMQ answers such a COMMIT.
+    ended_acks: HashMap<u64, String>,
 }
 
 /// The frames of an open transaction, and their memory: charged to `memoryUsage` as they
@@ -652,6 +656,57 @@ impl StompConn {
         }
     }
 
+    /// Subscription `sub` (a topic's) is UNSUBSCRIBEd: the ACKs open transactions hold of
+    /// its messages will succeed at COMMIT (see [`Transactions`]).
+    pub(super) fn end_transacted_acks(&mut self, delivered: impl Fn(u64) -> bool) {
+        let ended: Vec<(String, u64)> = self
+            .transacted_acks()
+            .into_iter()
+            .filter(|(_, n)| delivered(*n))
+            .collect();
+        if let Some(transactions) = self.transactions.as_mut() {
+            for (id, n) in ended {
+                transactions.ended_acks.insert(n, id);
+            }
+        }
+    }
+
+    /// Whether message number `n` is one of [`Self::end_transacted_acks`]'s.
+    pub(super) fn ack_of_ended_subscription(&self, n: u64) -> bool {
+        self.transactions
+            .as_ref()
+            .is_some_and(|t| t.ended_acks.contains_key(&n))
+    }
+
+    /// Transaction `id` ended (COMMIT applied or stopped, ABORT): what it kept aside for its
+    /// ACKs of subscriptions UNSUBSCRIBEd meanwhile goes (queue deliveries back to their
+    /// queue, redelivered).
+    fn transaction_ended(&mut self, id: &str) {
+        if let Some(transactions) = self.transactions.as_mut() {
+            transactions.ended_acks.retain(|_, t| t != id);
+        }
+        self.release_parked(Some(id));
+    }
+
+    /// (transaction id, message number) of every ACK the open transactions hold, in arrival
+    /// order within each transaction.
+    pub(super) fn transacted_acks(&self) -> Vec<(String, u64)> {
+        let Some(transactions) = self.transactions.as_ref() else {
+            return Vec::new();
+        };
+        transactions
+            .open
+            .iter()
+            .flat_map(|(id, held)| {
+                held.frames
+                    .iter()
+                    .filter(|f| f.command == Command::Ack)
+                    .filter_map(|f| self.ack_id(f).and_then(|a| self.acked_number(a)))
+                    .map(move |n| (id.clone(), n))
+            })
+            .collect()
+    }
+
     /// Whether a COMMIT admitted whole is being applied now.
     pub(super) fn applying_transaction(&self) -> bool {
         self.transactions.as_ref().is_some_and(|t| t.applying)
@@ -692,6 +747,14 @@ impl StompConn {
         &mut self,
         transaction: AdmittedTransaction,
     ) -> Result<(), Close> {
+        let id = transaction.id.clone();
+        let result = self.apply_admitted(transaction);
+        // What it kept aside and its frames did not use (it stopped at a frame before them).
+        self.transaction_ended(&id);
+        result
+    }
+
+    fn apply_admitted(&mut self, transaction: AdmittedTransaction) -> Result<(), Close> {
         if self.core.backplane().is_some() && !self.staged_on_cluster(&transaction.frames) {
             return self.apply_in_order(transaction);
         }
@@ -817,6 +880,7 @@ impl StompConn {
                 Some(frame),
             ));
         }
+        self.transaction_ended(&id);
         self.receipt(frame);
         Ok(())
     }

@@ -27,7 +27,8 @@ use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError, QueueSeq};
 use crate::broker::message::{Message, SampleStamp};
 use crate::broker::queues::{
-    ConsumerSpec, QueueConsumer, QueueRefusal, Queues, SelectorFilter, SendError,
+    ConsumerSpec, QueueConsumer, QueueRefusal, QueueStaging, Queues, SelectorFilter, SendError,
+    TakenDeliveries,
 };
 use crate::broker::runtime::Refusal;
 use crate::metrics::latency::DeliveredBy;
@@ -46,6 +47,8 @@ const PUMP_BATCH: usize = 64;
 #[derive(Default)]
 pub(crate) struct QueueSubs {
     subs: Vec<QueueSub>,
+    /// Deliveries of UNSUBSCRIBEd consumers that open transactions acknowledged.
+    parked: Vec<Parked>,
     /// Browse subscriptions (`browse.rs`).
     browsers: Vec<super::browse::Browser>,
     /// The client's temporary queue names -> the engine's (`ID:<session>:<name>`).
@@ -69,6 +72,17 @@ struct QueueSub {
     consumer: QueueConsumer,
     /// (message number, queue entry) sent and not acknowledged, in delivery order.
     unacked: VecDeque<(u64, QueueSeq)>,
+}
+
+/// Deliveries an open transaction ACKed whose subscription was UNSUBSCRIBEd before the
+/// transaction ended: they stay with the transaction (acknowledged at its COMMIT, given back,
+/// redelivered, at its ABORT or when the connection closes), as ActiveMQ keeps the
+/// acknowledgement it took when the ACK arrived, whatever becomes of its consumer.
+struct Parked {
+    transaction: String,
+    /// The message numbers the ACK covered (a `client` ACK covers those before it too).
+    numbers: Vec<u64>,
+    taken: TakenDeliveries,
 }
 
 /// The prefix of another connection's temporary queue (ActiveMQ's name for it in headers).
@@ -414,8 +428,52 @@ impl StompConn {
         let Some(at) = subs.subs.iter().position(|s| s.id == id) else {
             return false;
         };
-        subs.subs.remove(at).consumer.close();
+        let mut sub = subs.subs.remove(at);
+        for (transaction, n) in self.transacted_acks() {
+            let Some(at) = sub.unacked.iter().position(|(number, _)| *number == n) else {
+                continue;
+            };
+            let done: Vec<(u64, QueueSeq)> = if sub.ack == AckMode::Client {
+                sub.unacked.drain(..=at).collect()
+            } else {
+                sub.unacked.remove(at).into_iter().collect()
+            };
+            let seqs: Vec<QueueSeq> = done.iter().map(|(_, seq)| *seq).collect();
+            match sub.consumer.take_for_transaction(&seqs) {
+                Ok(taken) => self.queue_subs().parked.push(Parked {
+                    transaction,
+                    numbers: done.into_iter().map(|(n, _)| n).collect(),
+                    taken,
+                }),
+                // No longer its consumer's (a purge): nothing to keep for the transaction.
+                Err(e) => tracing::debug!("a transacted ACK's delivery not kept: {e}"),
+            }
+        }
+        sub.consumer.close();
         true
+    }
+
+    /// What transaction `id` parked and did not use (it ended, or its COMMIT stopped before
+    /// its ACK), or every transaction's (`None`: the connection ends): given back.
+    pub(super) fn release_parked(&mut self, id: Option<&str>) {
+        let Some(subs) = self.queues.as_mut() else {
+            return;
+        };
+        let (released, kept): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut subs.parked)
+            .into_iter()
+            .partition(|p| id.is_none_or(|id| p.transaction == id));
+        subs.parked = kept;
+        for parked in released {
+            self.core.queues.give_back_taken(parked.taken);
+        }
+    }
+
+    /// The parked deliveries an ACK with message number `n` names, taken out of the parked
+    /// list.
+    fn unpark(&mut self, n: u64) -> Option<Parked> {
+        let subs = self.queues.as_mut()?;
+        let at = subs.parked.iter().position(|p| p.numbers.contains(&n))?;
+        Some(subs.parked.remove(at))
     }
 
     /// The connection ends: its queue consumers close (unacknowledged messages go back,
@@ -426,6 +484,9 @@ impl StompConn {
         };
         for sub in subs.subs {
             sub.consumer.close();
+        }
+        for parked in subs.parked {
+            self.core.queues.give_back_taken(parked.taken);
         }
         for name in subs.temporary.values() {
             self.core.queues.delete(name);
@@ -498,9 +559,10 @@ impl StompConn {
     /// Whether message number `n` was delivered to a queue subscription of this connection
     /// and is not acknowledged yet.
     pub(super) fn queue_unacked(&self, n: u64) -> bool {
-        self.queues
-            .as_ref()
-            .is_some_and(|q| q.subs.iter().any(|s| s.unacked.iter().any(|u| u.0 == n)))
+        self.queues.as_ref().is_some_and(|q| {
+            q.subs.iter().any(|s| s.unacked.iter().any(|u| u.0 == n))
+                || q.parked.iter().any(|p| p.numbers.contains(&n))
+        })
     }
 
     /// The checks of a SEND to queue `name` made when it arrives inside a transaction
@@ -527,7 +589,7 @@ impl StompConn {
                 .map(|at| (i, at))
         });
         let Some((index, at)) = found else {
-            return Ok(false);
+            return self.ack_parked(n, frame);
         };
         let sub = &mut subs.subs[index];
         let seq = sub.unacked[at].1;
@@ -564,6 +626,43 @@ impl StompConn {
         self.out.pump_wanted = true;
         self.after_commit(
             commit,
+            Self::receipt_for(frame),
+            "acknowledgement not stored",
+        );
+        Ok(true)
+    }
+}
+
+impl StompConn {
+    /// A COMMIT's ACK of deliveries parked when their subscription was UNSUBSCRIBEd: staged
+    /// with the rest of the transaction, or (a cluster node applying it frame by frame)
+    /// acknowledged now. `false` when `n` names none.
+    fn ack_parked(&mut self, n: u64, frame: &Frame) -> Result<bool, Close> {
+        if frame.command == crate::protocol::stomp::Command::Nack {
+            return Ok(false);
+        }
+        let Some(parked) = self.unpark(n) else {
+            return Ok(false);
+        };
+        if let Some(staging) = self.staging() {
+            staging.queues.stage_taken(parked.taken);
+            staging.queue_acked(parked.numbers);
+            return Ok(true);
+        }
+        let mut staging = QueueStaging::default();
+        staging.stage_taken(parked.taken);
+        let kept = self.core.durability().commit(staging.changes().to_vec());
+        let core = self.core.clone();
+        let applied = Commit::Pending(Box::pin(async move {
+            let result = kept.wait().await;
+            match &result {
+                Ok(()) => core.queues.apply_staged(staging),
+                Err(_) => core.queues.undo_staged(staging),
+            }
+            result
+        }));
+        self.after_commit(
+            applied,
             Self::receipt_for(frame),
             "acknowledgement not stored",
         );

@@ -459,6 +459,7 @@ impl StompConn {
             ));
         };
         let sub = self.subs.remove(at);
+        self.end_transacted_acks(|n| sub.unacked.iter().any(|u| u.message_id == n));
         let durable_id = match (headers::subscription_name(frame), &self.client_id) {
             (Some(name), Some(client_id)) => Some(durable_session_id(client_id, name)),
             (Some(_), None) => {
@@ -779,6 +780,10 @@ impl StompConn {
                 }
                 if self.staging().is_some_and(|s| s.acknowledged(n)) {
                     // An earlier (cumulative) ACK of the same transaction covered it.
+                    return Ok(());
+                }
+                if self.applying_transaction() && self.ack_of_ended_subscription(n) {
+                    // Its subscription was UNSUBSCRIBEd after this ACK: nothing more to do.
                     return Ok(());
                 }
                 if self.browsed(n) {
