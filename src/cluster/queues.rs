@@ -83,6 +83,9 @@ pub(super) struct Pending {
     /// JetStream's delivery count of the pull that brought it (1 for the first).
     pub delivered: u64,
     pub acker: Arc<Acker>,
+    /// The delivery's acknowledgement subject (`$JS.ACK...`), which any node may answer for
+    /// it: a committed transaction's redo record carries it (`queue_redo.rs`).
+    pub reply: Option<async_nats::Subject>,
     /// Delivered when a purge removed it from the stream (`queue_purge.rs`): its ACK is sent
     /// without waiting for an answer about a message the stream no longer holds.
     pub purged: bool,
@@ -821,6 +824,7 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
         }
     };
     let (message, acker) = message.split();
+    let reply = message.reply.clone();
     let acker = Arc::new(acker);
     if inner.queues.committed_acks.lock().holds(stream_seq) {
         // A committed transaction acknowledged it, and the stream has not confirmed that yet
@@ -881,6 +885,7 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
             stream_seq,
             delivered,
             acker,
+            reply,
             purged: false,
         },
     );
