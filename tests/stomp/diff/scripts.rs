@@ -808,19 +808,7 @@ async fn unsubscribe_in_transaction(ctx: &Ctx) {
         produce(ctx, queue, &["m1", "m2"]).await;
         let (mut c, frames) = consume(ctx, name, "1.2", queue, "client-individual", 2).await;
         if let Some(m1) = frames.first() {
-            c.send("BEGIN", &[("transaction", "t")], b"").await;
-            c.send(
-                "ACK",
-                &[("id", &ack_id(m1, "1.2")), ("transaction", "t")],
-                b"",
-            )
-            .await;
-            c.send("UNSUBSCRIBE", &[("id", "s"), ("receipt", "unsub")], b"")
-                .await;
-            c.until_receipt("unsub").await;
-            c.send(end, &[("transaction", "t"), ("receipt", end)], b"")
-                .await;
-            c.until_receipt(end).await;
+            ack_unsubscribe_end(&mut c, m1, "s", end).await;
         }
         c.disconnect().await;
         produce(ctx, queue, &["end"]).await;
@@ -838,21 +826,27 @@ async fn unsubscribe_in_transaction(ctx: &Ctx) {
     p.disconnect().await;
     let got = t.take(1).await;
     if let Some(t1) = got.first() {
-        t.send("BEGIN", &[("transaction", "tt")], b"").await;
-        t.send(
-            "ACK",
-            &[("id", &ack_id(t1, "1.2")), ("transaction", "tt")],
-            b"",
-        )
-        .await;
-        t.send("UNSUBSCRIBE", &[("id", "ts"), ("receipt", "unsub")], b"")
-            .await;
-        t.until_receipt("unsub").await;
-        t.send("COMMIT", &[("transaction", "tt"), ("receipt", "tc")], b"")
-            .await;
-        t.until_receipt("tc").await;
+        ack_unsubscribe_end(&mut t, t1, "ts", "COMMIT").await;
     }
     t.disconnect().await;
+}
+
+/// BEGIN `t`, ACK `message` in it, UNSUBSCRIBE `sub`, then `end` (COMMIT or ABORT) `t`, each
+/// answer awaited.
+async fn ack_unsubscribe_end(c: &mut Conn, message: &WireFrame, sub: &str, end: &str) {
+    c.send("BEGIN", &[("transaction", "t")], b"").await;
+    c.send(
+        "ACK",
+        &[("id", &ack_id(message, "1.2")), ("transaction", "t")],
+        b"",
+    )
+    .await;
+    c.send("UNSUBSCRIBE", &[("id", sub), ("receipt", "unsub")], b"")
+        .await;
+    c.until_receipt("unsub").await;
+    c.send(end, &[("transaction", "t"), ("receipt", end)], b"")
+        .await;
+    c.until_receipt(end).await;
 }
 
 /// ActiveMQ's default virtual topic: what MQTT and STOMP publish to topic
