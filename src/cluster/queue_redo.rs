@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
-use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::DeleteMessageErrorKind;
 use async_nats::jetstream::ErrorCode;
 use bytes::Bytes;
@@ -323,9 +323,14 @@ async fn apply(
             let reply = replies.and_then(|r| r.get(at)).cloned();
             async move {
                 if let Some(reply) = reply {
-                    let acker = Acker::new(inner.js.clone(), Some(reply.into()));
-                    let acked = tokio::time::timeout(inner.store_timeout, acker.double_ack()).await;
-                    if matches!(acked, Ok(Ok(()))) {
+                    // A request, not the acker's double ack: that takes any answer for done,
+                    // the "no responders" of a consumer gone too.
+                    let acked = tokio::time::timeout(
+                        inner.store_timeout,
+                        inner.client.request(reply, Bytes::from_static(b"+ACK")),
+                    )
+                    .await;
+                    if matches!(acked, Ok(Ok(_))) {
                         return (seq, Ok(true));
                     }
                 }

@@ -823,8 +823,9 @@ fn take(inner: &Arc<Inner>, name: &Arc<str>, message: jetstream::Message) {
             return;
         }
     };
-    let (message, acker) = message.split();
+    // Taken before `split`, which moves it into the acker.
     let reply = message.reply.clone();
+    let (message, acker) = message.split();
     let acker = Arc::new(acker);
     if inner.queues.committed_acks.lock().holds(stream_seq) {
         // A committed transaction acknowledged it, and the stream has not confirmed that yet

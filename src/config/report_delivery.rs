@@ -2,7 +2,7 @@
 
 use super::delivery_policy::{
     DeadLetterRules, DeadLetterStrategy, DeliveryPolicy, RedeliveryPolicy,
-    DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_QUEUE_PREFETCH,
+    DEFAULT_DEAD_LETTER_QUEUE, DEFAULT_MAX_BROWSE_PAGE_SIZE, DEFAULT_QUEUE_PREFETCH,
 };
 use super::model::DestinationKind;
 
@@ -26,7 +26,11 @@ pub fn lines(delivery: &DeliveryPolicy) -> Vec<String> {
         if let Some(prefetch) = entry.queue_prefetch {
             out.push(format!("queue prefetch: {at}: {prefetch}"));
         }
-        if let Some(page) = entry.max_browse_page_size {
+        let queue_kind = matches!(
+            entry.kind,
+            DestinationKind::Queue | DestinationKind::TempQueue
+        );
+        if let Some(page) = entry.max_browse_page_size.filter(|_| queue_kind) {
             out.push(format!("queue browse page: {at}: {page}"));
         }
     }
@@ -44,6 +48,11 @@ pub fn lines(delivery: &DeliveryPolicy) -> Vec<String> {
     if !by_default(|e| e.queue_prefetch.is_some()) {
         elsewhere.push(format!(
             "queue prefetch elsewhere: {DEFAULT_QUEUE_PREFETCH}"
+        ));
+    }
+    if !by_default(|e| e.max_browse_page_size.is_some()) {
+        elsewhere.push(format!(
+            "queue browse page elsewhere: {DEFAULT_MAX_BROWSE_PAGE_SIZE}"
         ));
     }
     if !elsewhere.is_empty() {
@@ -199,7 +208,7 @@ mod tests {
         assert!(
             lines.contains(
                 &"dead letters elsewhere: queue ActiveMQ.DLQ (persistent messages; expired ones \
-                  too)"
+                  too); queue browse page elsewhere: 400"
                     .to_owned()
             ),
             "{lines:?}"

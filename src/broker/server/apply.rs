@@ -81,7 +81,9 @@ impl BrokerApply {
         if diff.delivery {
             // Read at each NACK, expiry and new queue consumer from now on.
             self.core.queues.set_delivery_policy(new.delivery.clone());
-            tracing::info!("delivery policy applied: dead letters, redelivery, queue prefetch");
+            tracing::info!(
+                "delivery policy applied: dead letters, redelivery, queue prefetch, browse page"
+            );
         }
         if let Some((_, strategy)) = diff.shared_strategy {
             // Read per message: the next message routed to a shared group uses it.

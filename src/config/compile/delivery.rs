@@ -78,7 +78,11 @@ fn count_attr(ctx: &mut Ctx<'_>, entry: &Element, name: &str, hint: &str) -> Opt
         Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Some(n as u32),
         Some(_) => {
             if let Some(attr) = ctx.attr(entry, name) {
-                ctx.value_error(attr, format!("{name} must be 0 or more"), hint);
+                ctx.value_error(
+                    attr,
+                    format!("{name} must be between 0 and 2147483647 (an int in ActiveMQ)"),
+                    hint,
+                );
             }
             None
         }

@@ -213,7 +213,7 @@ fn bad_values_are_errors() {
         ),
         (
             policies("<policyEntry queue=\">\" queuePrefetch=\"-1\"/>"),
-            "queuePrefetch must be 0 or more",
+            "queuePrefetch must be between 0 and 2147483647",
         ),
         (
             policies("<policyEntry queue=\">\"><deadLetterStrategy><sharedDeadLetterStrategy/><discarding/></deadLetterStrategy></policyEntry>"),
@@ -328,6 +328,6 @@ fn max_browse_page_size_is_read_per_queue_and_checked() {
     ));
     assert!(has(
         &loaded.diagnostics,
-        "maxBrowsePageSize must be 0 or more"
+        "maxBrowsePageSize must be between 0 and 2147483647"
     ));
 }

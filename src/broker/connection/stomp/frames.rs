@@ -10,6 +10,7 @@ use super::destination::{
     is_wildcard, remote_temp_name, temp_topic_to_mqtt, topic_to_mqtt, Destination,
 };
 use super::mapping::message_of_send;
+use super::subscribe::AckMode;
 use super::{Close, Ready, StompConn};
 use crate::broker::connection::flow_control::HELD_RETRY;
 use crate::broker::durability::{Commit, DurabilityError};
@@ -91,6 +92,7 @@ impl StompConn {
                 if let Some(tx) = frame.header("transaction") {
                     return self.hold_in_transaction(tx.to_owned(), frame);
                 }
+                self.refuse_ack_held_by_a_transaction(&frame, None)?;
                 self.on_ack(&frame)
             }
             Command::Begin => self.on_begin(&frame),
@@ -566,7 +568,10 @@ impl StompConn {
                     ));
                 }
             }
-            _ => self.check_transacted_ack(&frame)?,
+            _ => {
+                self.check_transacted_ack(&frame)?;
+                self.refuse_ack_held_by_a_transaction(&frame, Some(&id))?;
+            }
         }
         let receipt = Self::receipt_for(&frame);
         frame
@@ -642,6 +647,8 @@ impl StompConn {
                 .iter()
                 .any(|s| s.unacked.iter().any(|u| u.message_id == n))
                 || self.queue_unacked(n)
+                // A browser takes nothing: its ACK changes nothing, in a transaction too.
+                || self.browsed(n)
         });
         if known {
             Ok(())
@@ -654,6 +661,39 @@ impl StompConn {
                 Some(frame),
             ))
         }
+    }
+
+    /// An ACK or NACK (outside a transaction, or in transaction `within`) of a
+    /// `client-individual` delivery that another open transaction has ACKed: refused, as
+    /// ActiveMQ refuses it (its transacted ACK takes the message out of the subscription's
+    /// dispatched list when it arrives; differential script `ack_held_by_a_transaction`).
+    /// Accepted, it would make that transaction's COMMIT fail. A `client` ACK is cumulative
+    /// and ActiveMQ takes it (its COMMIT then fails there too).
+    fn refuse_ack_held_by_a_transaction(
+        &self,
+        frame: &Frame,
+        within: Option<&str>,
+    ) -> Result<(), Close> {
+        let Some(id) = self.ack_id(frame) else {
+            return Ok(());
+        };
+        let Some(n) = self.acked_number(id) else {
+            return Ok(());
+        };
+        let held = self
+            .transacted_acks()
+            .into_iter()
+            .any(|(t, acked)| acked == n && within != Some(t.as_str()));
+        if held && self.ack_mode_of(n) == Some(AckMode::ClientIndividual) {
+            return Err(Close::error(
+                format!(
+                    "Unexpected {} received for message-id [{id}]",
+                    frame.command.as_str()
+                ),
+                Some(frame),
+            ));
+        }
+        Ok(())
     }
 
     /// Subscription `sub` (a topic's) is UNSUBSCRIBEd: the ACKs open transactions hold of

@@ -565,6 +565,16 @@ impl StompConn {
         })
     }
 
+    /// The ack mode of the queue subscription holding message number `n` unacknowledged.
+    pub(super) fn queue_ack_mode(&self, n: u64) -> Option<AckMode> {
+        self.queues.as_ref().and_then(|q| {
+            q.subs
+                .iter()
+                .find(|s| s.unacked.iter().any(|u| u.0 == n))
+                .map(|s| s.ack)
+        })
+    }
+
     /// The checks of a SEND to queue `name` made when it arrives inside a transaction
     /// (name, authorization), so that a refused one fails then, not at COMMIT.
     pub(super) fn check_queue_send(&mut self, name: &str, frame: &Frame) -> Result<(), Close> {

@@ -861,6 +861,16 @@ impl StompConn {
         }
     }
 
+    /// The ack mode of the subscription that delivered message number `n` and holds it
+    /// unacknowledged (a topic's or a queue's).
+    pub(super) fn ack_mode_of(&self, n: u64) -> Option<AckMode> {
+        self.subs
+            .iter()
+            .find(|s| s.unacked.iter().any(|u| u.message_id == n))
+            .map(|s| s.ack)
+            .or_else(|| self.queue_ack_mode(n))
+    }
+
     /// The number of this connection's message `id` (`<session>:<number>`), if it is one.
     pub(super) fn acked_number(&self, id: &str) -> Option<u64> {
         id.rsplit_once(':')
