@@ -247,10 +247,37 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             .send("UNSUBSCRIBE", &[("id", "w"), ("receipt", "unsub")], "")
             .await;
         receipt(&mut worker, "unsub").await;
+        // The batch's redo record, as it is published (the node deletes it once applied).
+        let mut records = js
+            .client()
+            .subscribe("fmq.q.$tx.>")
+            .await
+            .expect("record subscription");
         worker
             .send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
             .await;
         receipt(&mut worker, "commit").await;
+        if !with_topic {
+            let record = tokio::time::timeout(Duration::from_secs(5), records.next())
+                .await
+                .expect("the COMMIT's redo record")
+                .expect("a record");
+            let record: serde_json::Value =
+                serde_json::from_slice(&record.payload).expect("a JSON record");
+            let replies = record["replies"].as_array().cloned().unwrap_or_default();
+            assert_eq!(
+                replies.len(),
+                record["acks"].as_array().map_or(0, Vec::len),
+                "every acknowledged delivery's subject: {record}"
+            );
+            assert!(
+                !replies.is_empty()
+                    && replies
+                        .iter()
+                        .all(|r| r.as_str().is_some_and(|r| r.starts_with("$JS.ACK."))),
+                "{record}"
+            );
+        }
         // Past the ack wait (`nodeTimeout`, 2 s on the rig): m1 stays acknowledged.
         let mut next = connected(stomp[0]).await;
         subscribe(&mut next, &q, "n", &[]).await;
