@@ -576,3 +576,60 @@ async fn a_disconnect_after_unsubscribe_gives_the_transacted_ack_back() {
     assert_eq!(left, [("m1".to_owned(), true), ("m2".to_owned(), true)]);
     assert!(out.is_empty(), "{out:?}");
 }
+
+/// A message kept aside for an open transaction (ACKed in it, its subscription UNSUBSCRIBEd)
+/// is the transaction's: an ACK of it outside the transaction is ActiveMQ's `Unexpected ACK`
+/// ERROR, and the transaction, ended by the connection's close, gives it back.
+#[tokio::test]
+async fn a_message_kept_for_a_transaction_cannot_be_acked_outside_it() {
+    let env = crate::broker().await;
+    let mut p = env.connected(&[]).await;
+    p.send(
+        "SEND",
+        &[("destination", "/queue/tx.kept"), ("receipt", "s")],
+        "m1",
+    )
+    .await;
+    assert_eq!(p.recv().await.command, "RECEIPT");
+    let mut c = env.connected(&[]).await;
+    c.send(
+        "SUBSCRIBE",
+        &[
+            ("destination", "/queue/tx.kept"),
+            ("id", "s"),
+            ("ack", "client"),
+        ],
+        "",
+    )
+    .await;
+    let m1 = c.recv().await;
+    let id = m1.header("ack").unwrap_or_default().to_owned();
+    c.send("BEGIN", &[("transaction", "t")], "").await;
+    c.send("ACK", &[("id", &id), ("transaction", "t")], "")
+        .await;
+    c.send("UNSUBSCRIBE", &[("id", "s"), ("receipt", "unsub")], "")
+        .await;
+    assert_eq!(c.recv().await.command, "RECEIPT");
+    c.send("ACK", &[("id", &id), ("receipt", "plain")], "")
+        .await;
+    let error = c.recv().await;
+    assert_eq!(error.command, "ERROR", "{error:?}");
+    assert_eq!(error.header("receipt-id"), Some("plain"), "{error:?}");
+    assert!(
+        error
+            .header("message")
+            .is_some_and(|m| m.starts_with("Unexpected ACK received for message-id")),
+        "{error:?}"
+    );
+    let mut next = env.connected(&[]).await;
+    next.send(
+        "SUBSCRIBE",
+        &[("destination", "/queue/tx.kept"), ("id", "n")],
+        "",
+    )
+    .await;
+    let again = next.recv().await;
+    assert_eq!(again.body, b"m1");
+    assert_eq!(again.header("redelivered"), Some("true"));
+    env.broker.shutdown().await;
+}

@@ -668,7 +668,8 @@ impl StompConn {
     /// ActiveMQ refuses it (its transacted ACK takes the message out of the subscription's
     /// dispatched list when it arrives; differential script `ack_held_by_a_transaction`).
     /// Accepted, it would make that transaction's COMMIT fail. A `client` ACK is cumulative
-    /// and ActiveMQ takes it (its COMMIT then fails there too).
+    /// and ActiveMQ takes it (its COMMIT then fails there too). A delivery kept aside for the
+    /// transaction after its subscription's UNSUBSCRIBE is refused whatever its mode.
     fn refuse_ack_held_by_a_transaction(
         &self,
         frame: &Frame,
@@ -684,7 +685,7 @@ impl StompConn {
             .transacted_acks()
             .into_iter()
             .any(|(t, acked)| acked == n && within != Some(t.as_str()));
-        if held && self.ack_mode_of(n) == Some(AckMode::ClientIndividual) {
+        if held && (self.ack_mode_of(n) == Some(AckMode::ClientIndividual) || self.parked(n)) {
             return Err(Close::error(
                 format!(
                     "Unexpected {} received for message-id [{id}]",

@@ -565,6 +565,14 @@ impl StompConn {
         })
     }
 
+    /// Whether message number `n` is kept aside for an open transaction (its subscription
+    /// UNSUBSCRIBEd after the transaction ACKed it).
+    pub(super) fn parked(&self, n: u64) -> bool {
+        self.queues
+            .as_ref()
+            .is_some_and(|q| q.parked.iter().any(|p| p.numbers.contains(&n)))
+    }
+
     /// The ack mode of the queue subscription holding message number `n` unacknowledged.
     pub(super) fn queue_ack_mode(&self, n: u64) -> Option<AckMode> {
         self.queues.as_ref().and_then(|q| {
@@ -648,7 +656,8 @@ impl StompConn {
     /// with the rest of the transaction, or (a cluster node applying it frame by frame)
     /// acknowledged now. `false` when `n` names none.
     fn ack_parked(&mut self, n: u64, frame: &Frame) -> Result<bool, Close> {
-        if frame.command == crate::protocol::stomp::Command::Nack {
+        // Outside its COMMIT the subscription is gone: ActiveMQ's "Unexpected ACK".
+        if frame.command == crate::protocol::stomp::Command::Nack || !self.applying_transaction() {
             return Ok(false);
         }
         let Some(parked) = self.unpark(n) else {
