@@ -331,3 +331,18 @@ fn max_browse_page_size_is_read_per_queue_and_checked() {
         "maxBrowsePageSize must be between 0 and 2147483647"
     ));
 }
+
+#[test]
+fn max_browse_page_size_that_does_nothing_is_a_warning() {
+    let loaded = load(&policies(
+        "<policyEntry topic=\">\" maxBrowsePageSize=\"9\"/>\
+         <policyEntry queue=\"none.>\" maxBrowsePageSize=\"0\"/>",
+    ));
+    assert!(has(&loaded.diagnostics, "only queues are browsed"));
+    assert!(has(
+        &loaded.diagnostics,
+        "every queue browse returns no message"
+    ));
+    let d = valid(loaded).delivery;
+    assert_eq!(d.max_browse_page_size_for(&Destination::queue("none.x")), 0);
+}

@@ -88,6 +88,13 @@ fn entry(
         }
     }
     let settings = delivery::entry_settings(ctx, element);
+    browse_page_checks(
+        ctx,
+        element,
+        &destinations,
+        is_default,
+        settings.max_browse_page_size,
+    );
     // The default entry is every destination's fallback for delivery settings, whatever
     // destination it names (ActiveMQ's `PolicyMap.getEntryFor`), not only topics'.
     let fallback = is_default;
@@ -138,5 +145,42 @@ pub(super) fn destination_patterns(kind: DestinationKind, value: &str) -> Vec<St
     match kind {
         DestinationKind::TempQueue | DestinationKind::TempTopic => vec![">".to_owned()],
         DestinationKind::Queue | DestinationKind::Topic => values::parse_comma_list(value),
+    }
+}
+
+/// `maxBrowsePageSize` that cannot do what it says: on an entry for topics only (topics are
+/// not browsed), or 0 (every browse returns only its end, as in ActiveMQ).
+fn browse_page_checks(
+    ctx: &mut Ctx<'_>,
+    element: &Element,
+    destinations: &[(DestinationKind, String)],
+    is_default: bool,
+    page: Option<u32>,
+) {
+    let Some(page) = page else { return };
+    let Some(attr) = ctx.attr(element, "maxBrowsePageSize") else {
+        return;
+    };
+    let span = attr.value_span.clone();
+    let topics_only = !is_default
+        && destinations
+            .iter()
+            .all(|(kind, _)| matches!(kind, DestinationKind::Topic | DestinationKind::TempTopic));
+    if topics_only {
+        ctx.push(
+            Diagnostic::warning(
+                span,
+                "maxBrowsePageSize on a policyEntry for topics does nothing: only queues are browsed",
+            )
+            .with_hint("set it on a queue=\"...\" entry"),
+        );
+    } else if page == 0 {
+        ctx.push(
+            Diagnostic::warning(
+                span,
+                "maxBrowsePageSize=\"0\": every queue browse returns no message",
+            )
+            .with_hint("400 is ActiveMQ's default; remove the attribute to use it"),
+        );
     }
 }
