@@ -208,14 +208,19 @@ async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
 /// A message ACKed in a transaction whose subscription is UNSUBSCRIBEd before the COMMIT
 /// stays with the transaction, as on one broker (and in ActiveMQ): the COMMIT is kept, the
 /// message is not delivered again, the subscription's other message is. Played for a
-/// COMMIT of queue work (one batch) and for one with a topic SEND (applied frame by frame).
+/// COMMIT of queue work (one batch), for one with a topic SEND (applied frame by frame), and
+/// for an ABORT (the message goes back to the cluster, not only to the node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
     let Some((rig, stomp)) = stomp_rig(2).await else {
         return;
     };
     let js = js(rig.nats.client_urls()).await;
-    for (round, with_topic) in [("batch", false), ("frames", true)] {
+    for (round, with_topic, end) in [
+        ("batch", false, "COMMIT"),
+        ("frames", true, "COMMIT"),
+        ("abort", false, "ABORT"),
+    ] {
         let q = format!("/queue/txunsub.{round}");
         let out = format!("/queue/txunsub.{round}.out");
         let mut producer = connected(stomp[0]).await;
@@ -253,10 +258,29 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             .subscribe("fmq.q.$tx.>")
             .await
             .expect("record subscription");
+        if end == "ABORT" {
+            // Long enough for the node to stop pulling the queue it has no consumer of.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
         worker
-            .send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
+            .send(end, &[("transaction", "t"), ("receipt", "commit")], "")
             .await;
         receipt(&mut worker, "commit").await;
+        if end == "ABORT" {
+            // Given back, with no consumer left on the worker's node: the other node's
+            // consumer gets both (they were stranded on the worker's node before).
+            let mut next = connected(stomp[0]).await;
+            subscribe(&mut next, &q, "n", &[]).await;
+            let got = collect(&mut [&mut next], false, 2, Duration::from_secs(10)).await;
+            let mut bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+            bodies.sort();
+            assert_eq!(bodies, ["m1", "m2"], "{round}");
+            for c in [&mut worker, &mut next, &mut producer] {
+                c.send("DISCONNECT", &[("receipt", "bye")], "").await;
+                receipt(c, "bye").await;
+            }
+            continue;
+        }
         if !with_topic {
             let record = tokio::time::timeout(Duration::from_secs(5), records.next())
                 .await

@@ -218,8 +218,19 @@ impl Queues {
     /// redelivered, as when their consumer leaves.
     pub fn give_back_taken(&self, taken: TakenDeliveries) {
         let TakenDeliveries { queue, entries } = taken;
-        let ((), out) = queue.with(|s, now, ctx, out| s.given_back(entries, now, ctx, out));
+        let (consumers, out) = queue.with(|s, now, ctx, out| {
+            s.given_back(entries, now, ctx, out);
+            s.consumer_count()
+        });
         self.settle_in_background(&queue, out);
+        if consumers == 0 {
+            // Their consumer left before its transaction ended: with no consumer here, a
+            // shared store (a cluster) takes them back for the other nodes' consumers, as it
+            // does when the last consumer leaves.
+            if let Some(shared) = self.shared().filter(|_| !queue.temporary) {
+                shared.consumers(&queue.name, 0);
+            }
+        }
     }
 }
 
