@@ -252,12 +252,21 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             .send("UNSUBSCRIBE", &[("id", "w"), ("receipt", "unsub")], "")
             .await;
         receipt(&mut worker, "unsub").await;
-        // The batch's redo record, as it is published (the node deletes it once applied).
-        let mut records = js
-            .client()
-            .subscribe("fmq.q.$tx.>")
-            .await
-            .expect("record subscription");
+        // The batch's redo record, as it is published (the node deletes it once applied):
+        // watched on every server, so that the node's own server has the interest already.
+        let mut watchers = Vec::new();
+        let mut subscriptions = Vec::new();
+        for url in rig.nats.client_urls() {
+            let client = async_nats::connect(url).await.expect("NATS client");
+            let sub = client
+                .subscribe("fmq.q.$tx.>")
+                .await
+                .expect("record subscription");
+            client.flush().await.expect("flush");
+            subscriptions.push(sub);
+            watchers.push(client);
+        }
+        let mut records = futures_util::stream::select_all(subscriptions);
         if end == "ABORT" {
             // Long enough for the node to stop pulling the queue it has no consumer of.
             tokio::time::sleep(Duration::from_secs(3)).await;
