@@ -14,7 +14,7 @@
 //! | retained messages, a full index on every node | KV `FMQ_RETAIN`, watched | `retained.rs` |
 //! | node heartbeats, node id uniqueness, quorum | KV `FMQ_NODES` | `node.rs` |
 //! | shared subscription groups: QoS 0 to one node, QoS 1 to one member | core queue groups; stream `FMQ_SHARED` (sources every shard), one durable consumer per group | `groups.rs` |
-//! | STOMP queues: each message to one consumer on any node; a COMMIT's SENDs and ACKs as one atomic batch | stream `FMQ_QUEUES` (work queue, `allow_atomic`), one durable consumer per queue, redo records `fmq.q.$tx.<node>` swept by consumer `QTXREDO` | `queues.rs`, `queue_batch.rs`, `queue_redo.rs` |
+//! | STOMP queues: each message to one consumer on any node; a COMMIT's SENDs (queue and topic) and ACKs as one atomic batch | stream `FMQ_QUEUES` (work queue, `allow_atomic`), one durable consumer per queue, redo records `fmq.q.$tx.<node>` swept by consumer `QTXREDO` | `queues.rs`, `queue_batch.rs`, `queue_redo.rs`, `topic_redo.rs` |
 //! | a STOMP queue's give-backs: every node learns a given-back message's true redelivery count before it can pull it again | core subjects `fmq.qgb`, `fmq.qgbsync` (a starting node asks for the notes) | `give_backs.rs` |
 //! | a STOMP queue's purge: every node drops its pulled copies, then the stream's purge | core subjects `fmq.qpurge.request`, `fmq.qpurge.done` | `queue_purge.rs` |
 //! | wills (persistent: in the session record; clean: `w.` records), the reaper's lease | KV `FMQ_SESS`, key `reaper` in `FMQ_NODES` | `wills.rs`, `reaper.rs` |
@@ -56,6 +56,7 @@ mod sessions;
 mod store_ack;
 pub mod subject;
 mod temp_queues;
+mod topic_redo;
 mod tracker;
 mod wills;
 

@@ -41,6 +41,14 @@ pub const REDO_CONSUMER: &str = "QTXREDO";
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Records read per look.
 const SWEEP_BATCH: usize = 64;
+/// How long a record a sweep took stays its own without an answer: a node that dies with
+/// records it fetched leaves them to the others after this. Short, because a topic record
+/// waiting here is a committed message not yet delivered; a sweep marks the record it is
+/// applying as in progress (which starts this wait again), and a record applied twice (its
+/// wait ran out while another one of the same fetch was applied) changes nothing the second
+/// time: its acknowledgements and deletions find their messages gone, its topic message is a
+/// copy the shard stream drops.
+const RECORD_ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// One transaction's acknowledgements, as stored (JSON).
 #[derive(Debug, Serialize, Deserialize)]
@@ -234,18 +242,22 @@ async fn sweep(inner: &Arc<Inner>, handles: &mut Option<Handles>) -> Result<(), 
             Err(e) if super::queue_purge::stream_missing(&e) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let consumer = stream
-            .get_or_create_consumer(
-                REDO_CONSUMER,
-                pull::Config {
-                    durable_name: Some(REDO_CONSUMER.to_owned()),
-                    filter_subject: format!("{}.>", redo_prefix()),
-                    ack_policy: AckPolicy::Explicit,
-                    ack_wait: inner.store_timeout * 10,
-                    ..Default::default()
-                },
-            )
+        let config = pull::Config {
+            durable_name: Some(REDO_CONSUMER.to_owned()),
+            filter_subject: format!("{}.>", redo_prefix()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: RECORD_ACK_WAIT,
+            ..Default::default()
+        };
+        let mut consumer = stream
+            .get_or_create_consumer(REDO_CONSUMER, config.clone())
             .await?;
+        if consumer.cached_info().config.ack_wait != RECORD_ACK_WAIT {
+            // Made by a node that gave a dead sweep's records to another one later.
+            if let Ok(updated) = stream.update_consumer(config).await {
+                consumer = updated;
+            }
+        }
         *handles = Some((stream, consumer));
     }
     let Some((stream, consumer)) = handles.as_ref() else {
@@ -260,6 +272,10 @@ async fn sweep(inner: &Arc<Inner>, handles: &mut Option<Handles>) -> Result<(), 
     let grace = grace(inner);
     while let Some(message) = records.next().await {
         let message = message?;
+        if super::topic_redo::is_record_subject(&message.subject) {
+            sweep_topic_record(inner, message, grace).await?;
+            continue;
+        }
         let Ok(redo) = serde_json::from_slice::<Redo>(&message.payload) else {
             tracing::warn!(
                 subject = %message.subject,
@@ -278,6 +294,7 @@ async fn sweep(inner: &Arc<Inner>, handles: &mut Option<Handles>) -> Result<(), 
         // One record at a time, each within its bound: a record that cannot be applied now
         // is offered again soon (not left for the consumer's ack wait) and does not hold
         // up the others.
+        message.ack_with(AckKind::Progress).await?;
         let bound = inner.store_timeout * 2 + Duration::from_millis(redo.acks.len() as u64 * 20);
         match tokio::time::timeout(bound, apply(inner, stream, &redo)).await {
             Ok(Ok(applied)) => {
@@ -299,6 +316,44 @@ async fn sweep(inner: &Arc<Inner>, handles: &mut Option<Handles>) -> Result<(), 
                 warn_sweep_failed(&format!("a redo record not applied yet: {why}"));
                 message.ack_with(AckKind::Nak(Some(SWEEP_EVERY))).await?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// A topic SEND's record (`topic_redo.rs`): stored in its shard stream once older than
+/// `grace`, then acknowledged (which removes it); offered again soon when the store fails.
+/// A record of a format this node does not know is left for a node that does.
+async fn sweep_topic_record(
+    inner: &Arc<Inner>,
+    message: async_nats::jetstream::Message,
+    grace: Duration,
+) -> Result<(), async_nats::Error> {
+    let Some(record) = super::topic_redo::TopicRecord::decode(&message.payload) else {
+        warn_sweep_failed("a topic record this node cannot read (a newer node's?) left");
+        message
+            .ack_with(AckKind::Nak(Some(SWEEP_EVERY * 10)))
+            .await?;
+        return Ok(());
+    };
+    if let Some(wait) = super::topic_redo::due(&record, grace) {
+        message.ack_with(AckKind::Nak(Some(wait))).await?;
+        return Ok(());
+    }
+    message.ack_with(AckKind::Progress).await?;
+    let messages = record.entries.len();
+    match super::topic_redo::apply(inner, record).await {
+        Ok(()) => {
+            tracing::info!(
+                messages,
+                "cluster queue: topic messages of a committed STOMP transaction stored from \
+                 its record (its node had not confirmed them; a copy it stored is dropped)"
+            );
+            message.double_ack().await?;
+        }
+        Err(e) => {
+            warn_sweep_failed(&format!("a topic record not applied yet: {e}"));
+            message.ack_with(AckKind::Nak(Some(SWEEP_EVERY))).await?;
         }
     }
     Ok(())

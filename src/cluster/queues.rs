@@ -57,7 +57,7 @@ use super::engine::Inner;
 use super::subject::topic_subject;
 use crate::broker::durability::{Change, Commit, DurabilityError, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
-use crate::broker::queues::SharedQueues;
+use crate::broker::queues::{SharedQueues, TopicSend};
 
 /// The stream of every queue's messages.
 pub const QUEUE_STREAM: &str = "FMQ_QUEUES";
@@ -446,11 +446,16 @@ impl SharedQueues for ClusterQueues {
         store(&inner, queue_subject(queue), id, payload)
     }
 
-    fn store_all(&self, sends: &[(Arc<str>, Message)], acked: &[QueueSeq]) -> Commit {
+    fn store_all(
+        &self,
+        sends: &[(Arc<str>, Message)],
+        topics: &[TopicSend],
+        acked: &[QueueSeq],
+    ) -> Commit {
         let Some(inner) = self.inner.upgrade() else {
             return Commit::Done(Err(unavailable("the cluster engine stopped")));
         };
-        let mut items = Vec::with_capacity(sends.len());
+        let mut items = Vec::with_capacity(sends.len() + topics.len() + 1);
         for (queue, message) in sends {
             let counter = inner.counter.fetch_add(1, Ordering::Relaxed);
             let payload = match encode_message(message, inner.instance, counter, None) {
@@ -463,6 +468,12 @@ impl SharedQueues for ClusterQueues {
                 payload,
             });
         }
+        // The topic SENDs as records of the batch (`topic_redo.rs`), after the queue sends.
+        let records = match super::topic_redo::records(&inner, topics) {
+            Ok(records) => records,
+            Err(e) => return Commit::Done(Err(e)),
+        };
+        items.extend(records.iter().map(|r| r.item(&inner)));
         if items.is_empty() {
             return Commit::done();
         }
@@ -470,16 +481,33 @@ impl SharedQueues for ClusterQueues {
         let record = (self.stores_as_one() > 0)
             .then(|| super::queue_redo::record(&inner, acked))
             .flatten();
-        let Some(record) = record else {
+        if record.is_none() && records.is_empty() {
             return store_items(&inner, items);
-        };
-        items.push(record);
+        }
+        let after_topics = u64::from(record.is_some());
+        items.extend(record);
+        let count = items.len() as u64;
         let stored = stored_at(&inner, items);
         let acked = acked.to_vec();
         Commit::Pending(Box::pin(async move {
-            // The record is the batch's last message.
-            let record_seq = stored.await?;
-            super::queue_redo::acknowledge(&inner, &acked, record_seq).await;
+            // Every message of an atomic batch is stored at once, in order: the last one's
+            // sequence places the others.
+            let last = stored.await?;
+            let placed = last >= count && inner.queues.stream.get() == Some(&true);
+            let record_seq = if after_topics == 1 { last } else { 0 };
+            let topic_seqs = if placed {
+                let first = last + 1 - after_topics - records.len() as u64;
+                (first..first + records.len() as u64).collect()
+            } else {
+                Vec::new()
+            };
+            let topics = super::topic_redo::publish(&inner, records, topic_seqs);
+            if after_topics == 1 {
+                let acks = super::queue_redo::acknowledge(&inner, &acked, record_seq);
+                futures_util::future::join(acks, topics).await;
+            } else {
+                topics.await;
+            }
             Ok(())
         }))
     }

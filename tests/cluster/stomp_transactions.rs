@@ -208,15 +208,15 @@ async fn a_queue_transaction_is_kept_whole_or_not_at_all() {
 /// A message ACKed in a transaction whose subscription is UNSUBSCRIBEd before the COMMIT
 /// stays with the transaction, as on one broker (and in ActiveMQ): the COMMIT is kept, the
 /// message is not delivered again, the subscription's other message is. Played for a
-/// COMMIT of queue work (one batch), for one with a topic SEND (applied frame by frame), and
-/// for an ABORT (the message goes back to the cluster, not only to the node).
+/// COMMIT of queue work (one batch), for one with a SEND to a temporary topic (applied frame
+/// by frame), and for an ABORT (the message goes back to the cluster, not only to the node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
     let Some((rig, stomp)) = stomp_rig(2).await else {
         return;
     };
     let js = js(rig.nats.client_urls()).await;
-    for (round, with_topic, end) in [
+    for (round, with_temporary, end) in [
         ("batch", false, "COMMIT"),
         ("frames", true, "COMMIT"),
         ("abort", false, "ABORT"),
@@ -239,12 +239,12 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             &[("ACK", ack), ("SEND", "out".to_owned())],
         )
         .await;
-        if with_topic {
+        if with_temporary {
             worker
                 .send(
                     "SEND",
-                    &[("destination", "/topic/txunsub"), ("transaction", "t")],
-                    "to a topic",
+                    &[("destination", "/temp-topic/txunsub"), ("transaction", "t")],
+                    "to a temporary topic",
                 )
                 .await;
         }
@@ -290,7 +290,7 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             }
             continue;
         }
-        if !with_topic {
+        if !with_temporary {
             let record = tokio::time::timeout(Duration::from_secs(5), records.next())
                 .await
                 .expect("the COMMIT's redo record")
@@ -325,6 +325,260 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
         }
     }
     no_redo_record_within(&js, Duration::from_secs(5)).await;
+}
+
+/// A COMMIT of SENDs to topics and a queue on a cluster node is one unit
+/// (`src/cluster/topic_redo.rs`): nothing reaches the topic's subscriber on another node
+/// before the COMMIT, then the persistent topic messages in order, each once (also past the
+/// records' sweep), the non-persistent one and the queue message; no record is left behind.
+/// A SEND after the COMMIT comes after the transaction's messages. A transaction whose
+/// batch the stream refuses delivers none of its topic messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_sends_of_a_transaction_are_kept_with_its_queue_work() {
+    let Some((rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    let js = js(rig.nats.client_urls()).await;
+    let topic = "/topic/txtopic.unit";
+    let q = "/queue/txtopic.unit";
+    let mut subscriber = connected(stomp[1]).await;
+    subscribe(&mut subscriber, topic, "s", &[]).await;
+    let mut producer = connected(stomp[0]).await;
+    producer.send("BEGIN", &[("transaction", "t")], "").await;
+    for n in 0..3 {
+        producer
+            .send(
+                "SEND",
+                &[
+                    ("destination", topic),
+                    ("persistent", "true"),
+                    ("transaction", "t"),
+                ],
+                &format!("persistent-{n}"),
+            )
+            .await;
+    }
+    producer
+        .send(
+            "SEND",
+            &[("destination", topic), ("transaction", "t")],
+            "non-persistent",
+        )
+        .await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", q),
+                ("persistent", "true"),
+                ("transaction", "t"),
+            ],
+            "to the queue",
+        )
+        .await;
+    let early = collect(&mut [&mut subscriber], false, 1, Duration::from_secs(2)).await;
+    assert!(early.is_empty(), "delivered before the COMMIT: {early:?}");
+    // The batch's records, as they are stored (watched on every server, so that the node's
+    // own server has the interest already).
+    let mut watchers = Vec::new();
+    let mut subscriptions = Vec::new();
+    for url in rig.nats.client_urls() {
+        let client = async_nats::connect(url).await.expect("NATS client");
+        let sub = client
+            .subscribe("fmq.q.$tx.>")
+            .await
+            .expect("record subscription");
+        client.flush().await.expect("flush");
+        subscriptions.push(sub);
+        watchers.push(client);
+    }
+    let mut records = futures_util::stream::select_all(subscriptions);
+    producer
+        .send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
+        .await;
+    // Pipelined behind the COMMIT, without waiting for its RECEIPT.
+    producer
+        .send(
+            "SEND",
+            &[("destination", topic), ("persistent", "true")],
+            "after the commit",
+        )
+        .await;
+    receipt(&mut producer, "commit").await;
+    let got = collect(&mut [&mut subscriber], false, 5, Duration::from_secs(10)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    let persistent: Vec<&String> = bodies.iter().filter(|b| b.starts_with("p")).collect();
+    assert_eq!(
+        persistent,
+        ["persistent-0", "persistent-1", "persistent-2"],
+        "{bodies:?}"
+    );
+    assert!(bodies.contains(&"non-persistent".to_owned()), "{bodies:?}");
+    assert_eq!(
+        bodies.last().map(String::as_str),
+        Some("after the commit"),
+        "{bodies:?}"
+    );
+    let mut reader = connected(stomp[1]).await;
+    subscribe(&mut reader, q, "q", &[]).await;
+    let queued = collect(&mut [&mut reader], false, 1, Duration::from_secs(10)).await;
+    assert_eq!(queued.len(), 1);
+    // Each record comes once from each server.
+    let mut topic_records = std::collections::HashSet::new();
+    while let Ok(Some(record)) =
+        tokio::time::timeout(Duration::from_millis(500), records.next()).await
+    {
+        if record.subject.ends_with(".t") {
+            topic_records.insert(record.payload);
+        }
+    }
+    assert_eq!(
+        topic_records.len(),
+        1,
+        "one record of the persistent topic SENDs in the batch"
+    );
+    // Past the sweep's grace and a sweep: no second copy.
+    no_redo_record_within(&js, Duration::from_secs(5)).await;
+    let again = collect(&mut [&mut subscriber], false, 1, Duration::from_secs(3)).await;
+    assert!(again.is_empty(), "delivered twice: {again:?}");
+
+    // Refused: the queue stream takes no message above 4 KiB, and the transaction's queue
+    // SEND is 8 KiB. Frame by frame, its topic SEND before it would be stored and delivered;
+    // in the batch, nothing of it is.
+    let mut config = stream_config(&js).await;
+    config.max_message_size = 4096;
+    js.update_stream(&config).await.expect("stream update");
+    producer.send("BEGIN", &[("transaction", "r")], "").await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", topic),
+                ("persistent", "true"),
+                ("transaction", "r"),
+            ],
+            "refused with its transaction",
+        )
+        .await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", q),
+                ("persistent", "true"),
+                ("transaction", "r"),
+            ],
+            &"x".repeat(8192),
+        )
+        .await;
+    producer
+        .send("COMMIT", &[("transaction", "r"), ("receipt", "r")], "")
+        .await;
+    let answer = producer.recv_within(Duration::from_secs(10)).await;
+    let answer = answer.expect("an answer to the COMMIT");
+    assert_eq!(answer.command, "ERROR", "{answer:?}");
+    assert_eq!(answer.header("receipt-id"), Some("r"), "{answer:?}");
+    config.max_message_size = -1;
+    js.update_stream(&config).await.expect("stream update");
+    let refused = collect(&mut [&mut subscriber], false, 1, Duration::from_secs(3)).await;
+    assert!(
+        refused.is_empty(),
+        "a refused transaction's topic SEND: {refused:?}"
+    );
+}
+
+/// The records of topic SENDs a node left in a kept batch (it died before storing them in
+/// their shard streams) are stored by another node's sweep under their message ids: a copy
+/// of a message the shard stream holds is dropped there, a message it does not hold reaches
+/// the topic's subscribers once. Played by records written as such a node leaves them, with
+/// the stored form of a real message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_sends_a_dead_node_left_in_records_are_stored_once() {
+    let Some((rig, stomp)) = stomp_rig(2).await else {
+        return;
+    };
+    let js = js(rig.nats.client_urls()).await;
+    let topic = "/topic/txrecordtemplate";
+    // The stored form of a message, as a record carries it: stored before anyone subscribes.
+    let mut producer = connected(stomp[0]).await;
+    // The queue stream is made at a queue's first use.
+    send_ok(
+        &mut producer,
+        "/queue/txrecord.stream",
+        "makes the queue stream",
+    )
+    .await;
+    producer
+        .send(
+            "SEND",
+            &[
+                ("destination", topic),
+                ("persistent", "true"),
+                ("receipt", "template"),
+            ],
+            "template",
+        )
+        .await;
+    receipt(&mut producer, "template").await;
+    let mut stored = None;
+    for k in 0..2 {
+        let stream = js
+            .get_stream(format!("FMQ_MSG_{k}"))
+            .await
+            .expect("shard stream");
+        let subject = format!("fmq.m.{k}.txrecordtemplate");
+        if let Ok(raw) = stream.get_last_raw_message_by_subject(&subject).await {
+            stored = Some((subject, raw));
+        }
+    }
+    let (subject, raw) = stored.expect("the template in a shard stream");
+    let id = raw
+        .headers
+        .get("Nats-Msg-Id")
+        .map(|v| v.to_string())
+        .expect("a message id");
+    let mut subscriber = connected(stomp[1]).await;
+    subscribe(&mut subscriber, topic, "s", &[]).await;
+    // Committed long ago by a node gone since (the sweep waits for a record's grace).
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+        - 10_000;
+    // docs/cluster.md, "Transactions": a version byte, the time, then each message.
+    let record = |id: &str| {
+        let mut out = vec![1u8];
+        out.extend_from_slice(&at_ms.to_be_bytes());
+        for field in [subject.as_str(), id] {
+            out.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out.extend_from_slice(&(raw.payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(&raw.payload);
+        bytes::Bytes::from(out)
+    };
+    // The node stored this one before it died: the shard stream drops the sweep's copy.
+    js.publish("fmq.q.$tx.dead.t", record(&id))
+        .await
+        .expect("record")
+        .await
+        .expect("record stored");
+    no_redo_record_within(&js, Duration::from_secs(10)).await;
+    let copies = collect(&mut [&mut subscriber], false, 1, Duration::from_secs(2)).await;
+    assert!(
+        copies.is_empty(),
+        "a stored message stored again: {copies:?}"
+    );
+    // This one it did not store: the sweep does, once.
+    js.publish("fmq.q.$tx.dead.t", record("dead-m1"))
+        .await
+        .expect("record")
+        .await
+        .expect("record stored");
+    no_redo_record_within(&js, Duration::from_secs(10)).await;
+    let got = collect(&mut [&mut subscriber], false, 2, Duration::from_secs(4)).await;
+    let bodies: Vec<String> = got.iter().map(|(_, f)| f.body_text()).collect();
+    assert_eq!(bodies, ["template"]);
 }
 
 /// Wait until the queue stream holds no redo record (at most `within`).
@@ -364,22 +618,70 @@ const PER_TRANSACTION: usize = 200;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_or_absent() {
+    killed_while_committing(None).await;
+}
+
+/// [`a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_or_absent`] with
+/// every other SEND to a topic (persistent), whose subscriber is on the other node: the topic
+/// messages of a transaction are kept with its queue messages (`src/cluster/topic_redo.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_while_its_producer_commits_topic_sends_leaves_each_whole_or_absent() {
+    killed_while_committing(Some("/topic/tx.killed")).await;
+}
+
+/// Transactions of [`PER_TRANSACTION`] persistent SENDs to a queue (every other one to
+/// `topic` when given) committed on node 0 one after another, node 0 SIGKILLed at a random
+/// point: every transaction with a RECEIPT is delivered whole, any other whole or not at all.
+async fn killed_while_committing(topic: Option<&'static str>) {
     let Some((mut rig, stomp)) = stomp_rig(2).await else {
         return;
     };
     let q = "/queue/tx.killed";
     let mut producer = connected(stomp[0]).await;
     send_ok(&mut producer, q, "first").await;
+    // The topic's subscriber reads throughout (a full window would pause the producer).
+    let topic_reader = match topic {
+        Some(topic) => {
+            let mut subscriber = connected(stomp[1]).await;
+            subscribe(&mut subscriber, topic, "t", &[]).await;
+            Some(tokio::spawn(async move {
+                let mut bodies = Vec::new();
+                let mut quiet_since = Instant::now();
+                while quiet_since.elapsed() < Duration::from_secs(8) {
+                    if let Some(f) = subscriber.recv_within(Duration::from_millis(200)).await {
+                        quiet_since = Instant::now();
+                        bodies.push(f.body_text());
+                    }
+                }
+                bodies
+            }))
+        }
+        None => None,
+    };
     // Transactions one after another until the node is gone; the kill lands at a random
     // point of one of them (reading, admitting, storing, or between two).
     let committer = tokio::spawn(async move {
         let mut receipted = Vec::new();
         for t in 0..10_000 {
             let tx = format!("t{t}");
-            let sends: Vec<(&str, String)> = (0..PER_TRANSACTION)
-                .map(|n| ("SEND", format!("{tx}/{n}/{}", "p".repeat(200))))
-                .collect();
-            in_transaction(&mut producer, &tx, q, &sends).await;
+            producer.send("BEGIN", &[("transaction", &tx)], "").await;
+            for n in 0..PER_TRANSACTION {
+                let destination = match topic {
+                    Some(topic) if n % 2 == 1 => topic,
+                    _ => q,
+                };
+                producer
+                    .send(
+                        "SEND",
+                        &[
+                            ("destination", destination),
+                            ("persistent", "true"),
+                            ("transaction", &tx),
+                        ],
+                        &format!("{tx}/{n}/{}", "p".repeat(200)),
+                    )
+                    .await;
+            }
             producer
                 .send("COMMIT", &[("transaction", &tx), ("receipt", &tx)], "")
                 .await;
@@ -397,14 +699,20 @@ async fn a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_
 
     let mut consumer = connected(stomp[1]).await;
     subscribe(&mut consumer, q, "c", &[("activemq.prefetchSize", "1000")]).await;
-    let mut per_tx: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut bodies = Vec::new();
     let mut quiet_since = Instant::now();
     while quiet_since.elapsed() < Duration::from_secs(4) {
         let Some(f) = consumer.recv_within(Duration::from_millis(200)).await else {
             continue;
         };
         quiet_since = Instant::now();
-        let body = f.body_text();
+        bodies.push(f.body_text());
+    }
+    if let Some(reader) = topic_reader {
+        bodies.extend(reader.await.expect("topic reader"));
+    }
+    let mut per_tx: BTreeMap<usize, usize> = BTreeMap::new();
+    for body in bodies {
         if body == "first" {
             continue;
         }
@@ -419,7 +727,7 @@ async fn a_node_killed_while_its_producer_commits_leaves_each_transaction_whole_
         assert_eq!(
             per_tx.get(t),
             Some(&PER_TRANSACTION),
-            "transaction {t} had its RECEIPT: all of it"
+            "transaction {t} had its RECEIPT: all of it, each once"
         );
     }
     let partial: Vec<(&usize, &usize)> = per_tx

@@ -48,7 +48,7 @@ pub use access::QueueRefusal;
 pub use consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
 pub use queue::{AckError, QueueCounts};
 pub use selector_filter::SelectorFilter;
-pub use shared::{BrowseFuture, DepthsFuture, PurgeFuture, SharedPurge, SharedQueues};
+pub use shared::{BrowseFuture, DepthsFuture, PurgeFuture, SharedPurge, SharedQueues, TopicSend};
 pub use staged::{QueueStaging, TakenDeliveries};
 pub use virtual_copies::QueueCopies;
 

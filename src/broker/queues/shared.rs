@@ -49,6 +49,15 @@ pub type BrowseFuture =
 pub type DepthsFuture =
     Pin<Box<dyn Future<Output = Result<HashMap<String, u64>, DurabilityError>> + Send>>;
 
+/// A persistent topic publish kept in the unit of a transaction's queue work
+/// ([`SharedQueues::store_all`]): the message, and the client id of its publisher (for
+/// subscriptions that ask not to get their own messages back).
+#[derive(Debug, Clone)]
+pub struct TopicSend {
+    pub message: Message,
+    pub publisher: Option<Arc<str>>,
+}
+
 /// What the shared store does for [`Queues`].
 pub trait SharedQueues: Send + Sync + 'static {
     /// How many messages the shared store holds of each queue: waiting for a consumer, taken
@@ -63,18 +72,25 @@ pub trait SharedQueues: Send + Sync + 'static {
     /// send done, the STOMP RECEIPT, only then); it reaches a consumer on any broker.
     fn store(&self, queue: &str, message: &Message) -> Commit;
 
-    /// Store `sends` (queue name, message), in order, as one unit with the acknowledgements
-    /// of `acked` (entries this broker took from the shared store): done once the shared
-    /// store keeps every message and has the acknowledgements recorded with them (applied at
-    /// once, or by any broker later if this one dies first: they are part of the unit); no
-    /// consumer on any broker saw one of the messages before the others were kept, and an
-    /// error keeps none of it. A store that cannot take them as one unit stores them one by
-    /// one, in order (see [`SharedQueues::stores_as_one`]), and leaves `acked` to the
+    /// Store `sends` (queue name, message), in order, as one unit with the topic publishes
+    /// `topics` and the acknowledgements of `acked` (entries this broker took from the shared
+    /// store): done once the shared store keeps every message and has the topic publishes
+    /// and the acknowledgements recorded with them (applied at once, or by any broker later
+    /// if this one dies first: they are part of the unit); no consumer on any broker saw one
+    /// of the queue messages before the others were kept, a topic publish reaches its
+    /// subscribers once the unit is kept (the store publishes it: the caller does not), and
+    /// an error keeps none of it. A store that cannot take them as one unit stores them one
+    /// by one, in order (see [`SharedQueues::stores_as_one`]), and leaves `acked` to the
     /// caller's commit; the answer then is done once every message is kept.
-    fn store_all(&self, sends: &[(Arc<str>, Message)], acked: &[QueueSeq]) -> Commit;
+    fn store_all(
+        &self,
+        sends: &[(Arc<str>, Message)],
+        topics: &[TopicSend],
+        acked: &[QueueSeq],
+    ) -> Commit;
 
-    /// The most messages [`SharedQueues::store_all`] stores as one unit (0: none, it stores
-    /// them one by one).
+    /// The most messages (queue sends and topic publishes) [`SharedQueues::store_all`]
+    /// stores as one unit (0: none, it stores them one by one).
     fn stores_as_one(&self) -> usize {
         0
     }

@@ -156,13 +156,16 @@ impl Queues {
         staging.sends.push(StagedSend { queue, entry });
     }
 
-    /// Store the staged sends to queues a shared store keeps, as one unit with the staged
-    /// acknowledgements of its entries
+    /// Store the staged sends to queues a shared store keeps, as one unit with the topic
+    /// publishes `topics` and the staged acknowledgements of its entries
     /// ([`SharedQueues::store_all`](super::SharedQueues::store_all)); done at once when
-    /// there are none. Commit the staged changes only once it is done: a failure then leaves
-    /// nothing of the transaction applied.
-    pub fn store_staged(&self, staging: &QueueStaging) -> Commit {
-        let Some(shared) = self.shared().filter(|_| staging.has_shared_sends()) else {
+    /// there are neither sends nor publishes. Commit the staged changes only once it is done:
+    /// a failure then leaves nothing of the transaction applied.
+    pub fn store_staged(&self, staging: &QueueStaging, topics: &[super::TopicSend]) -> Commit {
+        let Some(shared) = self
+            .shared()
+            .filter(|_| staging.has_shared_sends() || !topics.is_empty())
+        else {
             return Commit::done();
         };
         let sends: Vec<(Arc<str>, Message)> = staging
@@ -176,7 +179,7 @@ impl Queues {
             .filter(|a| !a.queue.temporary)
             .flat_map(|a| a.entries.iter().filter(|e| e.kept).map(|e| e.seq))
             .collect();
-        shared.store_all(&sends, &acked)
+        shared.store_all(&sends, topics, &acked)
     }
 
     /// The staged work's changes are kept: the messages enter their queues (and are

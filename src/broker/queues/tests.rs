@@ -691,7 +691,18 @@ impl SharedQueues for FakeShared {
         Commit::done()
     }
 
-    fn store_all(&self, sends: &[(Arc<str>, Message)], _acked: &[QueueSeq]) -> Commit {
+    fn store_all(
+        &self,
+        sends: &[(Arc<str>, Message)],
+        topics: &[super::TopicSend],
+        _acked: &[QueueSeq],
+    ) -> Commit {
+        for send in topics {
+            let body = String::from_utf8_lossy(&send.message.payload).into_owned();
+            self.stored
+                .lock()
+                .push((format!("topic:{}", send.message.topic), body));
+        }
         for (queue, message) in sends {
             let body = String::from_utf8_lossy(&message.payload).into_owned();
             self.stored.lock().push((format!("all:{queue}"), body));

@@ -16,13 +16,15 @@
 //! the store has kept the transaction its messages reach their queues and subscribers even if
 //! the connection is gone by then.
 //!
-//! On a cluster node a COMMIT is staged here only when it is queue work alone (SENDs to
-//! queues, ACKs of queue messages: [`StompConn::staged_on_cluster`]): its SENDs, and a record
-//! of its ACKs, are stored in the cluster's queue stream as one atomic batch, and its ACKs are
-//! applied once that batch is kept (by any node, if this one dies first). Any other COMMIT there is applied frame by frame (`frames.rs`,
-//! `apply_in_order`): topic messages, queue messages and consumer acknowledgements live in
-//! different NATS JetStream streams and consumers, which take no commit spanning them
-//! (docs/stomp.md, "What a COMMIT keeps, and when").
+//! On a cluster node a COMMIT is staged here when it is SENDs to queues and topics and ACKs
+//! of queue messages ([`StompConn::staged_on_cluster`]): its queue SENDs, a record of each
+//! persistent topic SEND and a record of its ACKs are stored in the cluster's queue stream as
+//! one atomic batch; once that batch is kept its topic messages are stored in their shard
+//! streams and its ACKs applied (by any node, if this one dies first). Any other COMMIT there
+//! (with an ACK of a topic message, or a temporary destination) is applied frame by frame
+//! (`frames.rs`, `apply_in_order`): durable subscriptions' acknowledgements live in session
+//! records, which no batch of the queue stream spans (docs/stomp.md, "What a COMMIT keeps,
+//! and when").
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -31,11 +33,12 @@ use super::destination::Destination;
 use super::frames::STALE_REPLANS;
 use super::subscribe::Unacked;
 use super::{Close, Ready, StompConn};
-use crate::broker::durability::{Change, Commit, DurabilityError};
-use crate::broker::queues::QueueStaging;
+use crate::broker::durability::{Change, Commit, DurabilityError, RetainedChange};
+use crate::broker::queues::{QueueStaging, TopicSend};
 use crate::broker::runtime::{BrokerCore, RoutePlan, Routed};
 use crate::broker::session::SessionId;
 use crate::protocol::stomp::{Command, Frame};
+use crate::protocol::QoS;
 
 /// What the frames of a COMMIT being applied would commit, gathered for one commit.
 #[derive(Default)]
@@ -106,6 +109,41 @@ fn changes(
         .collect()
 }
 
+/// The persistent topic SENDs of a transaction a shared store keeps in its unit of queue
+/// work ([`split_in_unit`]).
+#[derive(Default)]
+struct InUnit {
+    sends: Vec<TopicSend>,
+    plans: Vec<RoutePlan>,
+}
+
+/// Take out of `routes` the persistent topic publishes a shared store keeps in the
+/// transaction's unit: those a backplane planned as one publish of the whole message to
+/// every broker ([`Change::Published`], no retained change). The rest (non-persistent
+/// messages) is committed, that is published, once the unit is kept.
+fn split_in_unit(routes: Vec<(RoutePlan, Vec<Change>)>) -> (Vec<(RoutePlan, Vec<Change>)>, InUnit) {
+    let mut kept = Vec::with_capacity(routes.len());
+    let mut in_unit = InUnit::default();
+    for (plan, changes) in routes {
+        match changes.as_slice() {
+            [Change::Published {
+                message,
+                retained: RetainedChange::Unchanged,
+                publisher,
+                ..
+            }] if message.qos != QoS::AtMostOnce => {
+                in_unit.sends.push(TopicSend {
+                    message: message.clone(),
+                    publisher: publisher.clone(),
+                });
+                in_unit.plans.push(plan);
+            }
+            _ => kept.push((plan, changes)),
+        }
+    }
+    (kept, in_unit)
+}
+
 impl StompConn {
     /// The COMMIT whose frames are being staged, if there is one.
     pub(super) fn staging(&mut self) -> Option<&mut Staging> {
@@ -123,22 +161,38 @@ impl StompConn {
             topic_acked,
             acked: _,
         } = staging;
+        // A shared store that keeps the queue work as one unit keeps the persistent topic
+        // SENDs in it too, and publishes them itself once it is kept.
+        let (routes, in_unit) = if self.core.queues.shared_stores_as_one() > 0 {
+            split_in_unit(routes)
+        } else {
+            (routes, InUnit::default())
+        };
         // Submitted now: the store keeps it after what this connection committed before and
         // before what it commits next. Sends to queues a shared store keeps go first, as one
         // unit; the rest (the acknowledgements) is committed once they are kept.
-        let stored = self.core.queues.store_staged(&queues);
-        let commit = (!queues.has_shared_sends()).then(|| {
+        let stored = self.core.queues.store_staged(&queues, &in_unit.sends);
+        let shared = queues.has_shared_sends() || !in_unit.sends.is_empty();
+        let commit = (!shared).then(|| {
             self.core
                 .durability()
                 .commit(changes(&routes, &queues, &topic_removals))
         });
+        // The unit's topic messages are stored once it is kept, after this point: the
+        // connection's next frames wait for that, or a SEND after the COMMIT could be stored
+        // before the transaction's.
+        let hold = !in_unit.sends.is_empty();
+        if hold {
+            self.held += 1;
+        }
         let task = tokio::spawn(keep(
             self.core.clone(),
             self.origin(),
-            (stored, commit),
+            (stored, commit, shared),
             routes,
             queues,
             topic_removals,
+            in_unit.plans,
         ));
         self.pending.push_back(Box::pin(async move {
             let kept = task
@@ -151,6 +205,7 @@ impl StompConn {
                         routed,
                         give_back: Vec::new(),
                     })),
+                    released_hold: hold,
                     ..Ready::default()
                 },
                 Err(e) => {
@@ -161,6 +216,7 @@ impl StompConn {
                     }
                     Ready {
                         fail: Some(error),
+                        released_hold: hold,
                         committed: Some(Box::new(Committed {
                             routed: Routed::default(),
                             give_back: topic_acked,
@@ -180,9 +236,9 @@ impl StompConn {
     }
 
     /// Whether a COMMIT of `frames` on a cluster node is staged and kept as one unit: every
-    /// SEND goes to a queue the cluster keeps (not a temporary one, which lives on its
-    /// connection's node, nor a topic), every ACK is of a queue message, and the SENDs fit in
-    /// one atomic batch of the shared store.
+    /// SEND goes to a queue the cluster keeps or to a topic (not a temporary destination,
+    /// which lives on its connection's node), every ACK is of a queue message, and the SENDs
+    /// fit in one atomic batch of the shared store.
     pub(super) fn staged_on_cluster(&self, frames: &[Frame]) -> bool {
         let mut sends = 0;
         let queue_work = frames.iter().all(|frame| match frame.command {
@@ -191,7 +247,7 @@ impl StompConn {
                 frame
                     .header("destination")
                     .and_then(|d| Destination::parse(d).ok())
-                    .is_some_and(|d| matches!(d, Destination::Queue(_)))
+                    .is_some_and(|d| matches!(d, Destination::Queue(_) | Destination::Topic(_)))
             }
             _ => self
                 .ack_id(frame)
@@ -230,25 +286,31 @@ impl StompConn {
 /// Wait for the transaction's commit (planned again, its topic SENDs, when a receiving
 /// session ended meanwhile); once it is kept, the queue SENDs enter their queues, the queue
 /// ACKs count and the topic SENDs are routed; when it is not, the queue ACKs are undone.
-/// `(stored, first)`: the sends to queues a shared store keeps, and the commit of the rest
-/// when it was submitted with them (`None`: it is submitted once `stored` is done). The
-/// error says what was kept.
+/// `(stored, first, shared)`: the unit a shared store keeps (sends to its queues, topic
+/// SENDs of `in_unit`), the commit of the rest when it was submitted with it (`None`: it is
+/// submitted once `stored` is done), and whether that unit holds anything. The error says
+/// what was kept.
 async fn keep(
     core: Arc<BrokerCore>,
     origin: Vec<SessionId>,
-    (stored, first): (Commit, Option<Commit>),
+    (stored, first, shared): (Commit, Option<Commit>, bool),
     routes: Vec<(RoutePlan, Vec<Change>)>,
     queues: QueueStaging,
     topic_removals: Vec<Change>,
+    in_unit: Vec<RoutePlan>,
 ) -> Result<Routed, String> {
-    let shared = queues.has_shared_sends();
     if let Err(e) = stored.wait().await {
         core.queues.undo_staged(queues);
         return Err(format!(
-            "not confirmed: the cluster store did not confirm its queue messages ({e}); the \
+            "not confirmed: the cluster store did not confirm its messages ({e}); the \
              messages it acknowledged go with them: acknowledged if they were kept, else \
              delivered again"
         ));
+    }
+    for plan in in_unit {
+        // Stored by the shared store: nothing is routed here (a persistent message reaches
+        // this broker's subscribers from the store too).
+        core.complete_route(plan);
     }
     let first = first.unwrap_or_else(|| {
         core.durability()
@@ -259,7 +321,7 @@ async fn keep(
         .map_err(|e| {
             if shared {
                 format!(
-                    "committed in part: its queue messages are stored, its acknowledgements \
+                    "committed in part: its messages are stored, its acknowledgements \
                      were not kept ({e}): the messages it acknowledged are delivered again"
                 )
             } else {
