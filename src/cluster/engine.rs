@@ -468,7 +468,7 @@ async fn create_assets(
 /// How long a stream remembers a message id: a store is sent again (same id) until
 /// `storeTimeout` after its first send, so twice that, and at least 20 s; short, because
 /// NATS keeps every id of the window in memory.
-fn duplicate_window(settings: &JetStreamSettings) -> Duration {
+pub(super) fn duplicate_window(settings: &JetStreamSettings) -> Duration {
     Duration::from_millis(settings.store_timeout_ms.saturating_mul(2)).max(Duration::from_secs(20))
 }
 

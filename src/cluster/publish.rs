@@ -240,6 +240,9 @@ struct InFlight {
     /// or, for an orphan, when it is dropped.
     expires: Instant,
     sent: Instant,
+    /// When it was first sent: the stream drops a copy under its id only within its
+    /// duplicate window from then, so it is never sent again past [`Queue::resend_until`].
+    first_sent: Option<Instant>,
     ack: AckFuture,
 }
 
@@ -262,9 +265,29 @@ impl InFlight {
         publish
     }
 
-    /// Send (again); a failure to send shows as the answer.
-    async fn send(&mut self, inner: &Inner) {
-        self.sent = Instant::now();
+    /// Whether it was first sent `resend_until` or longer ago: a copy sent now could be
+    /// stored as a second message (a node paused past the window, say).
+    fn past_window(&self, now: Instant, resend_until: Duration) -> bool {
+        self.first_sent
+            .is_some_and(|first| now.saturating_duration_since(first) >= resend_until)
+    }
+
+    /// Send (again); a failure to send shows as the answer. Not sent again once
+    /// [`InFlight::past_window`]: the answer is then that failure.
+    async fn send(&mut self, inner: &Inner, resend_until: Duration) {
+        let now = Instant::now();
+        self.sent = now;
+        if self.past_window(now, resend_until) {
+            self.ack = Box::pin(async {
+                Err(
+                    "not sent again: its first send is past the stream's duplicate window, \
+                     where a copy could be stored twice"
+                        .to_owned(),
+                )
+            });
+            return;
+        }
+        self.first_sent.get_or_insert(now);
         self.ack = match inner
             .js
             .send_publish(self.subject.clone(), self.publish())
@@ -358,6 +381,12 @@ struct Queue {
     /// Orphans are kept past their grace: set while the connection to NATS is down, when the
     /// task takes nothing from its channel, where the retries that would take them over wait.
     hold_orphans: bool,
+    /// How long after its first send a store may be sent again: the streams' duplicate
+    /// window less two attempts (a re-send may land an attempt later). A store older than
+    /// that is failed and dropped, whatever waits for it, orphans too: its first send may
+    /// have been stored, and a copy now would be a second message (a node frozen past the
+    /// window found its stores' answers late and sent them again).
+    resend_until: Duration,
 }
 
 impl Queue {
@@ -378,7 +407,8 @@ impl Queue {
         Some(next.min(expiry))
     }
 
-    /// Fail the stores taken `storeTimeout` ago or more (oldest first, so the front).
+    /// Fail the stores taken `storeTimeout` ago or more (oldest first, so the front), and
+    /// drop those first sent [`Queue::resend_until`] ago or more (see there).
     ///
     /// A publish whose connection commits it again under the same id (`kept_id`) is not
     /// dropped at once: its waiter is told, and it stays first, an orphan, for
@@ -394,14 +424,16 @@ impl Queue {
             )))
         };
         while let Some(front) = self.entries.front_mut() {
-            if front.expires > now {
+            let stale = front.past_window(now, self.resend_until);
+            if front.expires > now && !stale {
                 break;
             }
-            if front.orphan && self.hold_orphans {
+            if stale {
+                // Neither sent again nor kept for a retry (which would store it anew).
+            } else if front.orphan && self.hold_orphans {
                 front.expires = now + ORPHAN_GRACE.min(store_timeout);
                 break;
-            }
-            if front.kept_id && !front.orphan {
+            } else if front.kept_id && !front.orphan {
                 front.orphan = true;
                 front.expires = now + ORPHAN_GRACE.min(store_timeout);
                 if let Some(done) = front.done.take() {
@@ -541,11 +573,13 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let attempt = attempt_timeout(store_timeout);
     let mut connection = inner.connection.clone();
     let mut epoch = connection.borrow().epoch;
+    let resend_until = super::engine::duplicate_window(&inner.settings).saturating_sub(attempt * 2);
     let mut queues: Vec<Queue> = (0..inner.shards + 2)
         .map(|_| Queue {
             entries: VecDeque::new(),
             mode: Mode::Open,
             hold_orphans: false,
+            resend_until,
         })
         .collect();
     let mut taken = 0usize;
@@ -640,8 +674,9 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                                     continue;
                                 }
                                 queue.mode = Mode::Probe { retry: None };
+                                let until = queue.resend_until;
                                 if let Some(front) = queue.entries.front_mut() {
-                                    front.send(&inner).await;
+                                    front.send(&inner, until).await;
                                 }
                             } else {
                                 queue.mode = Mode::Probe {
@@ -694,11 +729,12 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     orphan: false,
                     expires: now + store_timeout,
                     sent: now,
+                    first_sent: None,
                     ack: Box::pin(std::future::pending()),
                 };
                 // Behind a probe or a drain a store waits (an empty queue is always open).
                 if queue.mode == Mode::Open {
-                    entry.send(&inner).await;
+                    entry.send(&inner, queue.resend_until).await;
                 }
                 queue.entries.push_back(entry);
             }
@@ -737,8 +773,9 @@ async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
                 stores = queue.entries.len(),
                 "cluster: a stream acknowledged again; sending its stores again in order"
             );
+            let until = queue.resend_until;
             for entry in queue.entries.iter_mut() {
-                entry.send(inner).await;
+                entry.send(inner, until).await;
             }
             queue.mode = Mode::Drain {
                 resent: queue.entries.len(),
@@ -758,8 +795,9 @@ async fn acknowledged(inner: &Inner, queue: &mut Queue, up: bool) {
             }
             // Every store re-sent is through: what waited behind them goes now.
             queue.forget_abandoned();
+            let until = queue.resend_until;
             for entry in queue.entries.iter_mut() {
-                entry.send(inner).await;
+                entry.send(inner, until).await;
             }
             queue.mode = Mode::Open;
         }
@@ -788,11 +826,14 @@ mod tests {
             entries: VecDeque::from(entries),
             mode,
             hold_orphans: false,
+            resend_until: RESEND_UNTIL,
         }
     }
 
     /// The tests' `storeTimeout`.
     const TIMEOUT: Duration = Duration::from_secs(5);
+    /// The tests' [`Queue::resend_until`] (a 20 s window, 1.25 s attempts).
+    const RESEND_UNTIL: Duration = Duration::from_millis(17_500);
 
     /// A store taken `age` ago; `id`: one its publisher keeps across retries.
     fn entry(
@@ -812,6 +853,7 @@ mod tests {
             orphan: false,
             expires: taken + TIMEOUT,
             sent: taken,
+            first_sent: Some(taken),
             ack: Box::pin(std::future::pending()),
         };
         (entry, rx)
@@ -902,6 +944,44 @@ mod tests {
         queue.woke(now, sent, false, attempt, TIMEOUT);
         assert!(matches!(queue.mode, Mode::Probe { retry: Some(_) }));
         assert_eq!(queue.entries.len(), 2);
+    }
+
+    #[test]
+    fn a_store_first_sent_past_the_duplicate_window_is_dropped_not_kept_for_a_retry() {
+        // A node frozen for 25 s finds its stores unanswered: one its publisher would retry
+        // and one nobody retries are both failed and dropped (a copy sent now could be
+        // stored twice), also while the connection is down; the young one stays.
+        let (kept, mut kept_rx) = entry(Duration::from_secs(25), Some("i-m1"));
+        let (plain, mut plain_rx) = entry(Duration::from_secs(25), None);
+        let (young, mut young_rx) = entry(Duration::from_secs(1), Some("i-m3"));
+        let mut queue = queue_of_entries([kept, plain, young], Mode::Open);
+        queue.hold_orphans = true;
+        queue.failed(TIMEOUT, "no answer");
+        for rx in [&mut kept_rx, &mut plain_rx] {
+            assert!(matches!(
+                rx.try_recv(),
+                Ok(Err(DurabilityError::Unavailable(_)))
+            ));
+        }
+        assert!(young_rx.try_recv().is_err(), "still waiting");
+        assert_eq!(queue.entries.len(), 1);
+        assert!(queue
+            .entries
+            .front()
+            .is_some_and(|f| !f.orphan && f.id == "i-m3"));
+        // An orphan that outlives the window while held is dropped too.
+        let (mut orphan, _orphan_rx) = entry(Duration::from_secs(10), Some("i-m4"));
+        orphan.orphan = true;
+        orphan.done = None;
+        let mut queue = queue_of_entries([orphan], Mode::Probe { retry: None });
+        queue.hold_orphans = true;
+        queue.expire(TIMEOUT, "no answer");
+        assert_eq!(queue.entries.len(), 1, "held within the window");
+        if let Some(front) = queue.entries.front_mut() {
+            front.first_sent = Some(Instant::now() - RESEND_UNTIL);
+        }
+        queue.expire(TIMEOUT, "no answer");
+        assert!(queue.entries.is_empty());
     }
 
     #[test]
