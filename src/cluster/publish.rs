@@ -53,7 +53,19 @@ pub enum Outgoing {
         /// The message id when the caller keeps it across its retries of this store (a
         /// publish's [`message_id`]); `None`: the task picks one.
         id: Option<String>,
+        /// The last instant it may be sent (first or again), when another node may store the
+        /// same message id (a transaction's topic record, which a sweep stores if this node
+        /// seems dead): past it a copy could land outside the stream's duplicate window of
+        /// the other's. Past it the store fails unsent. `None`: [`Queue::resend_until`] only.
+        send_by: Option<Instant>,
     },
+}
+
+/// How long after a store's first send it may be sent again (see [`Queue::resend_until`]);
+/// also how long after a message id another node may store is first sent by this one.
+pub(super) fn resend_until(inner: &Inner) -> Duration {
+    super::engine::duplicate_window(&inner.settings)
+        .saturating_sub(attempt_timeout(inner.store_timeout) * 2)
 }
 
 /// The message id (`Nats-Msg-Id`) of the store of the message this node numbered `counter`:
@@ -136,6 +148,7 @@ pub fn publish(
             expect: None,
             // A publish its connection may retry is stored under an id of its own.
             id: store_id.map(|_| message_id(inner.instance, counter)),
+            send_by: None,
         }) {
             return Commit::Done(Err(e));
         }
@@ -243,6 +256,8 @@ struct InFlight {
     /// When it was first sent: the stream drops a copy under its id only within its
     /// duplicate window from then, so it is never sent again past [`Queue::resend_until`].
     first_sent: Option<Instant>,
+    /// See [`Outgoing::Store`]'s `send_by`.
+    send_by: Option<Instant>,
     ack: AckFuture,
 }
 
@@ -265,11 +280,13 @@ impl InFlight {
         publish
     }
 
-    /// Whether it was first sent `resend_until` or longer ago: a copy sent now could be
-    /// stored as a second message (a node paused past the window, say).
+    /// Whether it was first sent `resend_until` or longer ago, or its `send_by` passed: a
+    /// copy sent now could be stored as a second message (a node paused past the window,
+    /// say).
     fn past_window(&self, now: Instant, resend_until: Duration) -> bool {
         self.first_sent
             .is_some_and(|first| now.saturating_duration_since(first) >= resend_until)
+            || self.send_by.is_some_and(|by| now >= by)
     }
 
     /// Send (again); a failure to send shows as the answer. Not sent again once
@@ -573,7 +590,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let attempt = attempt_timeout(store_timeout);
     let mut connection = inner.connection.clone();
     let mut epoch = connection.borrow().epoch;
-    let resend_until = super::engine::duplicate_window(&inner.settings).saturating_sub(attempt * 2);
+    let resend_until = resend_until(&inner);
     let mut queues: Vec<Queue> = (0..inner.shards + 2)
         .map(|_| Queue {
             entries: VecDeque::new(),
@@ -694,12 +711,25 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                 }
             }
             item = rx.recv(), if up && taken < MAX_IN_FLIGHT => {
-                let Some(Outgoing::Store { subject, payload, delete, done, expect, id }) = item
+                let Some(Outgoing::Store { subject, payload, delete, done, expect, id, send_by }) =
+                    item
                 else {
                     return;
                 };
                 next_id += 1;
                 let now = Instant::now();
+                if send_by.is_some_and(|by| now >= by) {
+                    // Taken too late (the node was frozen, or the channel long): another
+                    // node may have stored this id already, outside the window from now.
+                    if let Some(done) = done {
+                        let _ = done.send(Err(DurabilityError::Unavailable(
+                            "not sent: taken past the time another node's copy would be \
+                             recognised"
+                                .into(),
+                        )));
+                    }
+                    continue;
+                }
                 let (expect, id, kept_id) = match (expect, id) {
                     (Some((last, id)), _) => (Some(last), id, true),
                     (None, Some(id)) => (None, id, true),
@@ -730,6 +760,7 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
                     expires: now + store_timeout,
                     sent: now,
                     first_sent: None,
+                    send_by,
                     ack: Box::pin(std::future::pending()),
                 };
                 // Behind a probe or a drain a store waits (an empty queue is always open).
@@ -854,6 +885,7 @@ mod tests {
             expires: taken + TIMEOUT,
             sent: taken,
             first_sent: Some(taken),
+            send_by: None,
             ack: Box::pin(std::future::pending()),
         };
         (entry, rx)
@@ -982,6 +1014,19 @@ mod tests {
         }
         queue.expire(TIMEOUT, "no answer");
         assert!(queue.entries.is_empty());
+        // A store another node may store too (a transaction's topic record) is not sent
+        // once its `send_by` passed, however young: failed and dropped.
+        let (mut late, mut late_rx) = entry(Duration::from_secs(1), Some("i-m5"));
+        late.send_by = Some(Instant::now() - Duration::from_millis(1));
+        let (next, mut next_rx) = entry(Duration::from_secs(1), Some("i-m6"));
+        let mut queue = queue_of_entries([late, next], Mode::Open);
+        queue.failed(TIMEOUT, "no answer");
+        assert!(matches!(
+            late_rx.try_recv(),
+            Ok(Err(DurabilityError::Unavailable(_)))
+        ));
+        assert!(next_rx.try_recv().is_err(), "still waiting");
+        assert_eq!(queue.entries.len(), 1);
     }
 
     #[test]

@@ -804,6 +804,7 @@ fn store(
         done: Some(tx),
         expect,
         id: None,
+        send_by: None,
     });
     rx
 }

@@ -473,7 +473,7 @@ impl SharedQueues for ClusterQueues {
             Ok(records) => records,
             Err(e) => return Commit::Done(Err(e)),
         };
-        items.extend(records.iter().map(|r| r.item(&inner)));
+        items.extend(records.records.iter().map(|r| r.item(&inner)));
         if items.is_empty() {
             return Commit::done();
         }
@@ -481,23 +481,24 @@ impl SharedQueues for ClusterQueues {
         let record = (self.stores_as_one() > 0)
             .then(|| super::queue_redo::record(&inner, acked))
             .flatten();
-        if record.is_none() && records.is_empty() {
+        if record.is_none() && records.records.is_empty() {
             return store_items(&inner, items);
         }
         let after_topics = u64::from(record.is_some());
         items.extend(record);
-        let count = items.len() as u64;
+        let batch_len = items.len() as u64;
         let stored = stored_at(&inner, items);
         let acked = acked.to_vec();
         Commit::Pending(Box::pin(async move {
             // Every message of an atomic batch is stored at once, in order: the last one's
             // sequence places the others.
             let last = stored.await?;
-            let placed = last >= count && inner.queues.stream.get() == Some(&true);
+            let placed = last >= batch_len && inner.queues.stream.get() == Some(&true);
             let record_seq = if after_topics == 1 { last } else { 0 };
+            let topic_records = records.records.len() as u64;
             let topic_seqs = if placed {
-                let first = last + 1 - after_topics - records.len() as u64;
-                (first..first + records.len() as u64).collect()
+                let first = last + 1 - after_topics - topic_records;
+                (first..first + topic_records).collect()
             } else {
                 Vec::new()
             };

@@ -231,6 +231,7 @@ pub fn send_change(
         done: Some(tx),
         expect: None,
         id: None,
+        send_by: None,
     };
     if inner.outgoing.send(store).is_err() {
         return Err(DurabilityError::Unavailable(

@@ -70,6 +70,15 @@ pub(super) struct TopicRecord {
     pub entries: Vec<TopicEntry>,
 }
 
+/// Topic records, and the last instant this node may store their messages itself: a sweep
+/// may store them from the grace on (the node seems dead: frozen, or its stores held up), and
+/// a store of the node later than the shard stream's duplicate window after the sweep's
+/// would be a second message. Past it the node leaves them to the sweep.
+pub(super) struct Records {
+    pub records: Vec<TopicRecord>,
+    pub send_by: std::time::Instant,
+}
+
 /// The subject of this node's topic records (the redo records' consumer takes them).
 pub(super) fn record_subject(inner: &Inner) -> String {
     format!(
@@ -88,10 +97,8 @@ pub(super) fn is_record_subject(subject: &str) -> bool {
 /// they do not fit in one NATS message together (a message too large for one alone is a
 /// record of its own, which the batch's store then refuses). An error when a topic is too
 /// long for NATS subjects or a message does not encode.
-pub(super) fn records(
-    inner: &Inner,
-    sends: &[TopicSend],
-) -> Result<Vec<TopicRecord>, DurabilityError> {
+pub(super) fn records(inner: &Inner, sends: &[TopicSend]) -> Result<Records, DurabilityError> {
+    let send_by = std::time::Instant::now() + super::publish::resend_until(inner);
     let at_ms = now_ms();
     let limit = inner
         .client
@@ -117,7 +124,7 @@ pub(super) fn records(
             }
         }
     }
-    Ok(records)
+    Ok(Records { records, send_by })
 }
 
 fn entry(inner: &Inner, send: &TopicSend) -> Result<TopicEntry, DurabilityError> {
@@ -218,11 +225,12 @@ fn text(rest: &mut Bytes) -> Option<String> {
 }
 
 /// The batch holding `records` is kept: store their messages in their shard streams, in
-/// order, through the node's ordered store queues; once every one is confirmed, delete the
-/// records (`seqs`: their queue stream sequences, empty when not known). A store not
-/// confirmed leaves the records to the sweep (logged): the transaction is kept either way,
-/// its batch holds them.
-pub(super) async fn publish(inner: &Arc<Inner>, records: Vec<TopicRecord>, seqs: Vec<u64>) {
+/// order, through the node's ordered store queues (none after `send_by`); once every one is
+/// confirmed, delete the records (`seqs`: their queue stream sequences, empty when not
+/// known). A store not confirmed leaves the records to the sweep (logged): the transaction
+/// is kept either way, its batch holds them.
+pub(super) async fn publish(inner: &Arc<Inner>, records: Records, seqs: Vec<u64>) {
+    let Records { records, send_by } = records;
     let mut answers = Vec::new();
     for entry in records.into_iter().flat_map(|r| r.entries) {
         let (done, answer) = oneshot::channel();
@@ -233,6 +241,7 @@ pub(super) async fn publish(inner: &Arc<Inner>, records: Vec<TopicRecord>, seqs:
             done: Some(done),
             expect: None,
             id: Some(entry.id),
+            send_by: Some(send_by),
         });
         if sent.is_err() {
             return;
