@@ -31,6 +31,9 @@ pub(crate) struct Inner {
     pub settings: JetStreamSettings,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
+    /// `js` for stores whose acknowledgement the caller bounds itself, knowing a late wake
+    /// (`late_wake.rs`): its own timeout is long.
+    pub stores_js: jetstream::Context,
     pub sessions_kv: kv::Store,
     pub retained_kv: kv::Store,
     pub nodes_kv: kv::Store,
@@ -244,6 +247,11 @@ impl ClusterEngine {
             settings: settings.clone(),
             client: client.clone(),
             js: js.clone(),
+            stores_js: {
+                let mut stores_js = js.clone();
+                stores_js.set_timeout(super::late_wake::STORES_CONTEXT_TIMEOUT);
+                stores_js
+            },
             sessions_kv,
             retained_kv,
             nodes_kv,

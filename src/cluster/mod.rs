@@ -36,6 +36,7 @@ mod engine;
 mod give_backs;
 mod groups;
 mod kept;
+mod late_wake;
 mod ledger;
 mod live;
 mod lost_race;

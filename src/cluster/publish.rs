@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::codec::encode_message;
 use super::engine::Inner;
+use super::late_wake;
 use super::subject::topic_subject;
 use super::{shard_of, shard_prefix, LIVE_PREFIX};
 use crate::broker::durability::{Commit, DurabilityError, RetainedChange};
@@ -305,8 +306,10 @@ impl InFlight {
             return;
         }
         self.first_sent.get_or_insert(now);
+        // Acknowledgements without a timeout of their own: the task's deadlines, which tell
+        // a late wake (`late_wake.rs`), bound them.
         self.ack = match inner
-            .js
+            .stores_js
             .send_publish(self.subject.clone(), self.publish())
             .await
         {
@@ -434,11 +437,14 @@ impl Queue {
     /// overtaken by what its publisher sent after it, which waits behind it in this queue.
     fn expire(&mut self, store_timeout: Duration, why: &str) {
         let now = Instant::now();
-        let failure = || {
-            Err(DurabilityError::Unavailable(format!(
-                "{why} (gave up after {} ms)",
-                store_timeout.as_millis()
-            )))
+        // A store sent at least once may land later: its waiter is told so.
+        let failure = |sent: bool| {
+            let text = format!("{why} (gave up after {} ms)", store_timeout.as_millis());
+            Err(if sent {
+                DurabilityError::Unconfirmed(text)
+            } else {
+                DurabilityError::Unavailable(text)
+            })
         };
         while let Some(front) = self.entries.front_mut() {
             let stale = front.past_window(now, self.resend_until);
@@ -454,12 +460,13 @@ impl Queue {
                 front.orphan = true;
                 front.expires = now + ORPHAN_GRACE.min(store_timeout);
                 if let Some(done) = front.done.take() {
-                    let _ = done.send(failure());
+                    let _ = done.send(failure(front.first_sent.is_some()));
                 }
                 break;
             }
             if let Some(front) = self.entries.pop_front() {
-                front.finish(failure());
+                let sent = front.first_sent.is_some();
+                front.finish(failure(sent));
             }
             if let Mode::Drain { resent } = &mut self.mode {
                 *resent = resent.saturating_sub(1);
@@ -604,6 +611,8 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let retained_queue = inner.shards;
     // Retained stores taken into their queue so far (see `retained::Puts`).
     let mut retained_taken = 0u64;
+    // When a late wake last gave the NATS client time to read what arrived.
+    let mut graced_at: Option<Instant> = None;
     loop {
         let up = connection.borrow().up;
         for queue in queues.iter_mut() {
@@ -672,6 +681,15 @@ pub async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
             }
             () = wake => {
                 let now = Instant::now();
+                // Due long ago: this process did not run meanwhile. Let the NATS client
+                // read what the streams answered then before any store is judged
+                // unanswered, once per such wake (`late_wake.rs`).
+                let late = deadline.is_some_and(|due| late_wake::is_late(due, now));
+                if late && graced_at.is_none_or(|at| late_wake::is_late(at, now)) {
+                    graced_at = Some(now);
+                    tokio::time::sleep(late_wake::GRACE).await;
+                    continue;
+                }
                 for queue in queues.iter_mut() {
                     let Some((sent, expires)) =
                         queue.entries.front().map(|f| (f.sent, f.expires))
@@ -895,11 +913,18 @@ mod tests {
     fn a_failed_attempt_fails_only_what_is_past_store_timeout_and_probes_with_the_front() {
         let timeout = TIMEOUT;
         let (old, mut old_rx) = entry(Duration::from_secs(6), None);
+        let (mut unsent, mut unsent_rx) = entry(Duration::from_secs(6), None);
+        unsent.first_sent = None;
         let (young, mut young_rx) = entry(Duration::from_secs(1), None);
-        let mut queue = queue_of_entries([old, young], Mode::Open);
+        let mut queue = queue_of_entries([old, unsent, young], Mode::Open);
         queue.failed(timeout, "no answer");
+        // Sent, unanswered: it may still land. Never sent: it is not kept.
         assert!(matches!(
             old_rx.try_recv(),
+            Ok(Err(DurabilityError::Unconfirmed(_)))
+        ));
+        assert!(matches!(
+            unsent_rx.try_recv(),
             Ok(Err(DurabilityError::Unavailable(_)))
         ));
         assert!(young_rx.try_recv().is_err(), "still waiting");
@@ -950,7 +975,7 @@ mod tests {
         // Its publisher hears it failed; the re-sends behind it stay in flight.
         assert!(matches!(
             old_rx.try_recv(),
-            Ok(Err(DurabilityError::Unavailable(_)))
+            Ok(Err(DurabilityError::Unconfirmed(_)))
         ));
         assert_eq!(queue.mode, Mode::Drain { resent: 2 });
         assert!(queue.front_live());
@@ -958,7 +983,7 @@ mod tests {
         queue.woke(now, now, true, attempt, TIMEOUT);
         assert!(matches!(
             kept_rx.try_recv(),
-            Ok(Err(DurabilityError::Unavailable(_)))
+            Ok(Err(DurabilityError::Unconfirmed(_)))
         ));
         assert_eq!(queue.mode, Mode::Drain { resent: 2 });
         assert!(queue.entries.front().is_some_and(|f| f.orphan));
@@ -992,7 +1017,7 @@ mod tests {
         for rx in [&mut kept_rx, &mut plain_rx] {
             assert!(matches!(
                 rx.try_recv(),
-                Ok(Err(DurabilityError::Unavailable(_)))
+                Ok(Err(DurabilityError::Unconfirmed(_)))
             ));
         }
         assert!(young_rx.try_recv().is_err(), "still waiting");
@@ -1018,9 +1043,11 @@ mod tests {
         // once its `send_by` passed, however young: failed and dropped.
         let (mut late, mut late_rx) = entry(Duration::from_secs(1), Some("i-m5"));
         late.send_by = Some(Instant::now() - Duration::from_millis(1));
+        late.first_sent = None;
         let (next, mut next_rx) = entry(Duration::from_secs(1), Some("i-m6"));
         let mut queue = queue_of_entries([late, next], Mode::Open);
         queue.failed(TIMEOUT, "no answer");
+        // Never sent: its waiter hears it is not kept, not that it may be.
         assert!(matches!(
             late_rx.try_recv(),
             Ok(Err(DurabilityError::Unavailable(_)))
@@ -1038,7 +1065,7 @@ mod tests {
         // Its publisher hears of the failure, but the store keeps its place.
         assert!(matches!(
             old_rx.try_recv(),
-            Ok(Err(DurabilityError::Unavailable(_)))
+            Ok(Err(DurabilityError::Unconfirmed(_)))
         ));
         assert_eq!(queue.entries.len(), 2);
         assert!(queue.entries.front().is_some_and(|f| f.orphan));

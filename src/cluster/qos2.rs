@@ -358,11 +358,16 @@ async fn hold(
             RetainedChange::Clear => publish = publish.header(RETAIN_HEADER, "clear"),
             RetainedChange::Unchanged => {}
         }
-        let ack = match inner.js.send_publish(subject.to_owned(), publish).await {
+        let ack = match inner
+            .stores_js
+            .send_publish(subject.to_owned(), publish)
+            .await
+        {
             Ok(ack) => ack,
             Err(e) => return Err(unavailable(e)),
         };
-        match tokio::time::timeout(inner.store_timeout, ack.into_future()).await {
+        let answer = super::late_wake::within(inner.store_timeout, ack.into_future()).await;
+        match answer.ok_or(()) {
             // The message id was written before (by an earlier attempt, or another connection
             // of the client with the same expected sequence): what was kept may be another
             // message; the read says which.

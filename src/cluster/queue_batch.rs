@@ -119,7 +119,7 @@ async fn resend(
             other => return kept(other),
         }
     }
-    Err(unavailable(NOT_ANSWERED))
+    Err(DurabilityError::Unconfirmed(NOT_ANSWERED.into()))
 }
 
 /// What a batch's answer says about it.
@@ -128,7 +128,7 @@ fn kept(answer: Result<u64, Refusal>) -> Result<u64, DurabilityError> {
         Ok(seq) => Ok(seq),
         // A copy of a batch the stream kept already (where it was kept: not told).
         Err(Refusal::Duplicate) => Ok(0),
-        Err(Refusal::NotAnswered) => Err(unavailable(NOT_ANSWERED)),
+        Err(Refusal::NotAnswered) => Err(DurabilityError::Unconfirmed(NOT_ANSWERED.into())),
         Err(Refusal::NoResponders(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
         Err(Refusal::Other(e)) => Err(e),
     }
@@ -160,7 +160,7 @@ async fn send_all(
                 .payload(item.payload.clone())
                 .message_id(item.id.as_str());
             let ack = inner
-                .js
+                .stores_js
                 .send_publish(item.subject.clone(), publish)
                 .await
                 .map_err(|e| failed(&e))?;
@@ -193,9 +193,8 @@ async fn send_all(
         .header("Nats-Batch-Id", batch.as_str())
         .header("Nats-Batch-Sequence", items.len().to_string().as_str())
         .header("Nats-Batch-Commit", "1");
-    let mut js = inner.js.clone();
-    js.set_timeout(answer_within(inner, items));
-    let ack = js
+    let ack = inner
+        .stores_js
         .send_publish(last.subject.clone(), publish)
         .await
         .map_err(|e| failed(&e))?;
@@ -226,9 +225,9 @@ async fn settle(
     let mut last = 0;
     let deadline = tokio::time::Instant::now() + within;
     for ack in acks {
-        let answer = match tokio::time::timeout_at(deadline, ack.into_future()).await {
-            Ok(answer) => answer,
-            Err(_) => return Err(Refusal::NotAnswered),
+        let answer = match super::late_wake::by(deadline, ack.into_future()).await {
+            Some(answer) => answer,
+            None => return Err(Refusal::NotAnswered),
         };
         let ack = match answer {
             Ok(ack) => ack,

@@ -54,6 +54,7 @@ use tokio::task::JoinHandle;
 
 use super::codec::{decode_message, encode_message};
 use super::engine::Inner;
+use super::late_wake;
 use super::subject::topic_subject;
 use crate::broker::durability::{Change, Commit, DurabilityError, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
@@ -150,6 +151,11 @@ impl ClusterQueues {
 
 pub(super) fn unavailable(why: impl Into<String>) -> DurabilityError {
     DurabilityError::Unavailable(why.into())
+}
+
+/// A store sent and not answered in time: it may still be kept.
+fn unconfirmed(why: &str) -> DurabilityError {
+    DurabilityError::Unconfirmed(why.into())
 }
 
 /// The subject of queue `name`'s messages.
@@ -356,13 +362,13 @@ async fn run_stores(inner: Weak<Inner>, mut rx: mpsc::UnboundedReceiver<Store>) 
             .payload(next.payload)
             .message_id(next.id.as_str());
         let timeout = inner.store_timeout;
-        match inner.js.send_publish(next.subject, publish).await {
+        match inner.stores_js.send_publish(next.subject, publish).await {
             Ok(ack) => {
                 tokio::spawn(async move {
-                    let result = match tokio::time::timeout(timeout, ack.into_future()).await {
-                        Ok(Ok(ack)) => Ok(ack.sequence),
-                        Ok(Err(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
-                        Err(_) => Err(unavailable("cluster store not acknowledged in time")),
+                    let result = match late_wake::within(timeout, ack.into_future()).await {
+                        Some(Ok(ack)) => Ok(ack.sequence),
+                        Some(Err(e)) => Err(unavailable(format!("cluster store refused: {e}"))),
+                        None => Err(unconfirmed("cluster store not acknowledged in time")),
                     };
                     let _ = done.send(result);
                 });
@@ -384,17 +390,17 @@ async fn first_store(inner: &Inner, store: &Item) -> Result<u64, DurabilityError
             .message_id(store.id.as_str());
         let answer = async {
             inner
-                .js
+                .stores_js
                 .send_publish(store.subject.clone(), publish)
                 .await?
                 .into_future()
                 .await
                 .map_err(async_nats::Error::from)
         };
-        let error = match tokio::time::timeout_at(deadline.into(), answer).await {
-            Ok(Ok(ack)) => return Ok(ack.sequence),
-            Ok(Err(e)) => e,
-            Err(_) => return Err(unavailable("cluster store not acknowledged in time")),
+        let error = match late_wake::by(deadline.into(), answer).await {
+            Some(Ok(ack)) => return Ok(ack.sequence),
+            Some(Err(e)) => e,
+            None => return Err(unconfirmed("cluster store not acknowledged in time")),
         };
         let no_responders = error
             .downcast_ref::<jetstream::context::PublishError>()

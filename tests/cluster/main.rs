@@ -21,6 +21,7 @@ mod console_purge;
 mod console_sessions;
 mod consumer_limit;
 mod drain;
+mod frozen_node;
 mod handed_over;
 mod harness;
 mod live_interest;

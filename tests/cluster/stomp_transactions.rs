@@ -252,21 +252,8 @@ async fn a_transacted_ack_outlives_its_subscription_until_the_commit() {
             .send("UNSUBSCRIBE", &[("id", "w"), ("receipt", "unsub")], "")
             .await;
         receipt(&mut worker, "unsub").await;
-        // The batch's redo record, as it is published (the node deletes it once applied):
-        // watched on every server, so that the node's own server has the interest already.
-        let mut watchers = Vec::new();
-        let mut subscriptions = Vec::new();
-        for url in rig.nats.client_urls() {
-            let client = async_nats::connect(url).await.expect("NATS client");
-            let sub = client
-                .subscribe("fmq.q.$tx.>")
-                .await
-                .expect("record subscription");
-            client.flush().await.expect("flush");
-            subscriptions.push(sub);
-            watchers.push(client);
-        }
-        let mut records = futures_util::stream::select_all(subscriptions);
+        // The batch's redo record, as it is published (the node deletes it once applied).
+        let (_watchers, mut records) = watch_records(&rig.nats.client_urls()).await;
         if end == "ABORT" {
             // Long enough for the node to stop pulling the queue it has no consumer of.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -378,21 +365,8 @@ async fn topic_sends_of_a_transaction_are_kept_with_its_queue_work() {
         .await;
     let early = collect(&mut [&mut subscriber], false, 1, Duration::from_secs(2)).await;
     assert!(early.is_empty(), "delivered before the COMMIT: {early:?}");
-    // The batch's records, as they are stored (watched on every server, so that the node's
-    // own server has the interest already).
-    let mut watchers = Vec::new();
-    let mut subscriptions = Vec::new();
-    for url in rig.nats.client_urls() {
-        let client = async_nats::connect(url).await.expect("NATS client");
-        let sub = client
-            .subscribe("fmq.q.$tx.>")
-            .await
-            .expect("record subscription");
-        client.flush().await.expect("flush");
-        subscriptions.push(sub);
-        watchers.push(client);
-    }
-    let mut records = futures_util::stream::select_all(subscriptions);
+    // The batch's records, as they are stored.
+    let (_watchers, mut records) = watch_records(&rig.nats.client_urls()).await;
     producer
         .send("COMMIT", &[("transaction", "t"), ("receipt", "commit")], "")
         .await;
@@ -594,6 +568,32 @@ async fn no_redo_record_within(js: &jetstream::Context, within: Duration) {
         assert!(Instant::now() < deadline, "{records} redo records stayed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The redo records of COMMITs (`fmq.q.$tx.>`) as they are published, watched on every
+/// server of `urls` (so that the committing node's own server has the interest already); the
+/// clients, to keep while watching.
+async fn watch_records(
+    urls: &[String],
+) -> (
+    Vec<async_nats::Client>,
+    futures_util::stream::SelectAll<async_nats::Subscriber>,
+) {
+    let mut watchers = Vec::new();
+    let mut subscriptions = Vec::new();
+    for url in urls {
+        let client = async_nats::connect(url.as_str())
+            .await
+            .expect("NATS client");
+        let sub = client
+            .subscribe("fmq.q.$tx.>")
+            .await
+            .expect("record subscription");
+        client.flush().await.expect("flush");
+        subscriptions.push(sub);
+        watchers.push(client);
+    }
+    (watchers, futures_util::stream::select_all(subscriptions))
 }
 
 /// Redo records in the queue stream.

@@ -637,7 +637,10 @@ impl Conn {
                     // gets no PUBREC: the connection closes, promising nothing either way.
                     let outcome_unknown = inbound_qos2.is_some()
                         && qos2_change.is_none()
-                        && matches!(e, DurabilityError::Unavailable(_))
+                        && matches!(
+                            e,
+                            DurabilityError::Unavailable(_) | DurabilityError::Unconfirmed(_)
+                        )
                         && core.backplane().is_some();
                     if outcome_unknown {
                         tracing::warn!(

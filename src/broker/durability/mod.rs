@@ -17,7 +17,8 @@
 //! # What the interface is built for
 //!
 //! - A commit can be refused ([`DurabilityError::Full`]: storeUsage or disk space;
-//!   [`DurabilityError::Unavailable`]: the engine failed): the caller must not acknowledge what
+//!   [`DurabilityError::Unavailable`]: the engine failed; [`DurabilityError::Unconfirmed`]: the
+//!   engine did not answer in time and may still keep it): the caller must not acknowledge what
 //!   the commit carried.
 //! - Commits may be slow (remote engines): callers pipeline them (see
 //!   `connection/durable_acks.rs`) and only await what gates an acknowledgement.
@@ -63,8 +64,8 @@ pub use redb_store::RedbStore;
 /// changes. Unique per broker; a durable engine keeps it growing across restarts.
 pub type QueueSeq = u64;
 
-/// Why a commit did not happen. Nothing of a failed commit was kept: the caller must not
-/// acknowledge what it carried.
+/// Why a commit did not happen. The caller must not acknowledge what a failed commit carried;
+/// nothing of it was kept, except that an [`DurabilityError::Unconfirmed`] one may still be.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DurabilityError {
     /// A broker-wide limit (`storeUsage`, free disk space) does not let the engine take more.
@@ -77,6 +78,19 @@ pub enum DurabilityError {
     /// The engine failed or is closed (I/O error, fenced owner): refuse for now.
     #[error("{0}")]
     Unavailable(String),
+    /// The engine was given the changes and did not confirm them within its bound (a cluster
+    /// store's acknowledgement not seen within `storeTimeout`): they may still be kept. A
+    /// failure all the same (nothing is acknowledged), but a client told of it must not be
+    /// told the message is gone: sending it again may deliver it twice.
+    #[error("{0}")]
+    Unconfirmed(String),
+}
+
+impl DurabilityError {
+    /// Whether the changes may have been kept (see [`DurabilityError::Unconfirmed`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, DurabilityError::Unconfirmed(_))
+    }
 }
 
 type PendingCommit = Pin<Box<dyn Future<Output = Result<(), DurabilityError>> + Send>>;

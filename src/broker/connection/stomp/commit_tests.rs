@@ -1,7 +1,7 @@
 //! A STOMP transaction's COMMIT on the recording durability engine, over in-process byte
 //! streams: one store commit for all of it, nothing visible before that commit is kept, the
 //! RECEIPT after it, nothing applied when it fails, nothing at ABORT or when the connection
-//! ends with the transaction open.
+//! ends with the transaction open; and what a plain SEND whose store failed is told.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -438,4 +438,52 @@ async fn abort_and_a_connection_ending_with_an_open_transaction_apply_nothing() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!recording.changes().iter().any(is_message));
     assert_eq!(depth(&core, "q"), 0);
+}
+
+/// A persistent SEND (topic with an offline durable subscription, and queue) whose store
+/// failed: refused when the store kept nothing, "not confirmed" when it may still keep it
+/// (a cluster store that did not answer in time), so a client does not take a message that
+/// may be delivered for one that is gone.
+#[tokio::test]
+async fn a_send_whose_store_did_not_answer_is_not_confirmed_not_refused() {
+    for (error, says) in [
+        (
+            DurabilityError::Unavailable("write failed".into()),
+            &["message not stored", "refused"][..],
+        ),
+        (
+            DurabilityError::Unconfirmed("no answer in time".into()),
+            &["message not confirmed"][..],
+        ),
+    ] {
+        for destination in ["/topic/t", "/queue/q"] {
+            let recording = Recording::new();
+            let (core, listener) = broker(&recording);
+            offline_durable_subscription(&core, &listener).await;
+            let mut c = Client::connect(&core, &listener, &[]).await;
+            recording.refuse_when(is_message, Some(error.clone()));
+            c.send(
+                "SEND",
+                &[
+                    ("destination", destination),
+                    ("persistent", "true"),
+                    ("receipt", "s"),
+                ],
+                "m",
+            )
+            .await;
+            let answer = c.next().await;
+            assert_eq!(answer.command.as_str(), "ERROR", "{answer:?}");
+            let text = answer.header("message").unwrap_or_default().to_owned();
+            assert!(
+                says.iter().any(|s| text.contains(s)) && text.contains(&error.to_string()),
+                "{destination}: {text}"
+            );
+            assert_eq!(
+                text.contains("may still be kept"),
+                error.outcome_unknown(),
+                "{text}"
+            );
+        }
+    }
 }

@@ -403,7 +403,7 @@ impl StompConn {
                 Err(e) => {
                     core.publish_refused(&plan.message().topic, &e);
                     Ready {
-                        fail: Some(Close::error(format!("message not stored: {e}"), None)),
+                        fail: Some(Close::error(unkept_text("message", "not stored", &e), None)),
                         ..Ready::default()
                     }
                 }
@@ -475,7 +475,7 @@ impl StompConn {
                     ..Ready::default()
                 },
                 Err(e) => Ready {
-                    fail: Some(Close::error(format!("message not stored: {e}"), None)),
+                    fail: Some(Close::error(unkept_text("message", "not stored", &e), None)),
                     released_hold: true,
                     ..Ready::default()
                 },
@@ -997,6 +997,18 @@ fn no_space_message(
 }
 
 /// `topic://a.b` for the MQTT topic `a/b` (a temporary topic: its `temp-topic://` name).
+/// The ERROR text for a `noun` ("message", "acknowledgement") whose commit failed with `e`:
+/// `failed` ("not stored"), or, when the store may still keep it (a cluster store that did
+/// not answer within `storeTimeout`), "not confirmed": a client that sends the message
+/// again may have it delivered twice, one that does not may still have it delivered.
+pub(super) fn unkept_text(noun: &str, failed: &str, e: &DurabilityError) -> String {
+    if e.outcome_unknown() {
+        format!("{noun} not confirmed: {e}; it may still be kept")
+    } else {
+        format!("{noun} {failed}: {e}")
+    }
+}
+
 fn qualified_name(topic: &str) -> String {
     match super::destination::mqtt_temp_topic_name(topic) {
         Some(remote) => format!("temp-topic://{remote}"),

@@ -36,6 +36,7 @@ use crate::protocol::stomp::{Frame, Version};
 use crate::security::Action;
 
 use super::destination::{remote_temp_name, Destination};
+use super::frames::unkept_text;
 use super::mapping::{message_frame, message_of_send, Delivery};
 use super::subscribe::AckMode;
 use super::{Close, Ready, StompConn, OUT_HIGH_WATER_BYTES};
@@ -193,7 +194,11 @@ impl StompConn {
                     Some(&frame),
                 ));
             };
-            self.after_commit(commit, Self::receipt_for(&frame), "message not delivered");
+            self.after_commit(
+                commit,
+                Self::receipt_for(&frame),
+                ("message", "not delivered"),
+            );
             return Ok(());
         }
         if let Some(staging) = self
@@ -227,7 +232,7 @@ impl StompConn {
         };
         match sent {
             Ok(commit) => {
-                self.after_commit(commit, Self::receipt_for(&frame), "message not stored");
+                self.after_commit(commit, Self::receipt_for(&frame), ("message", "not stored"));
                 Ok(())
             }
             Err(SendError::MemoryFull) => {
@@ -239,6 +244,10 @@ impl StompConn {
                 self.hold_queue_send(name, temporary, message, &frame, refusal);
                 Ok(())
             }
+            Err(SendError::Durability(e)) if e.outcome_unknown() => Err(Close::error(
+                unkept_text("message", "not stored", &e),
+                Some(&frame),
+            )),
             Err(e) => Err(Close::error(
                 format!("message to queue://{name} refused: {e}"),
                 Some(&frame),
@@ -305,14 +314,20 @@ impl StompConn {
                     released_hold: true,
                     ..Ready::default()
                 },
-                Err(e) => fail(format!("message not stored: {e}")),
+                Err(e) => fail(unkept_text("message", "not stored", &e)),
             }
         }));
     }
 
     /// Send `receipt` (if any) once `commit` is done, in order with what waits already; a
-    /// failed commit closes the connection with an ERROR saying `what`.
-    fn after_commit(&mut self, commit: Commit, receipt: Option<Frame>, what: &'static str) {
+    /// failed commit closes the connection with an ERROR saying what was not kept (`what`:
+    /// noun and failure, see [`unkept_text`]).
+    fn after_commit(
+        &mut self,
+        commit: Commit,
+        receipt: Option<Frame>,
+        what: (&'static str, &'static str),
+    ) {
         match commit {
             Commit::Done(Ok(())) => {
                 if let Some(receipt) = receipt {
@@ -326,7 +341,7 @@ impl StompConn {
                         ..Ready::default()
                     },
                     Err(e) => Ready {
-                        fail: Some(Close::error(format!("{what}: {e}"), None)),
+                        fail: Some(Close::error(unkept_text(what.0, what.1, &e), None)),
                         ..Ready::default()
                     },
                 }
@@ -645,7 +660,7 @@ impl StompConn {
         self.after_commit(
             commit,
             Self::receipt_for(frame),
-            "acknowledgement not stored",
+            ("acknowledgement", "not stored"),
         );
         Ok(true)
     }
@@ -683,7 +698,7 @@ impl StompConn {
         self.after_commit(
             applied,
             Self::receipt_for(frame),
-            "acknowledgement not stored",
+            ("acknowledgement", "not stored"),
         );
         Ok(true)
     }

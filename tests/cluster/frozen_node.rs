@@ -1,0 +1,122 @@
+//! A node frozen (SIGSTOP) with stores in flight, longer than `storeTimeout`: the streams
+//! answered them meanwhile, and on waking the node reads those answers before it calls any
+//! store unanswered. Every receipted SEND of a producer streaming into a topic and a queue
+//! gets its RECEIPT, none an ERROR (a store failed for an answer that had come was refused
+//! though kept, or sent again).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::rig::Rig;
+use crate::support::cluster_nodes::FerromqNode;
+use crate::support::free_port;
+
+/// `storeTimeout` 3 s (an attempt 750 ms); quorum and node timeouts past the freeze, so that
+/// what the test sees is the stores' handling alone.
+const ATTRIBUTES: &str = r#"replicas="3" messageShards="2" heartbeatInterval="500ms" quorumLossTimeout="15s" nodeTimeout="15s" storeTimeout="3s""#;
+
+/// How long the node is stopped: past `storeTimeout`, within the duplicate window (20 s).
+const FROZEN: Duration = Duration::from_millis(4500);
+
+const SENDS: usize = 4000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_with_stores_in_flight_reads_their_answers_on_waking() {
+    let Some(rig) = Rig::start_with(0, ATTRIBUTES, "").await else {
+        return;
+    };
+    let stomp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let file = rig.write_stomp_node("node-0", free_port(), "", stomp);
+    let mut node = FerromqNode::start(&file);
+    tokio::task::block_in_place(|| node.wait_serving());
+
+    let mut socket = TcpStream::connect(stomp).await.expect("connect");
+    socket
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:x\n\n\0")
+        .await
+        .expect("CONNECT");
+    let (mut read, mut write) = socket.into_split();
+    let producer = tokio::spawn(async move {
+        for i in 0..SENDS {
+            let destination = if i % 2 == 0 {
+                "/topic/frozen.t"
+            } else {
+                "/queue/frozen.q"
+            };
+            let frame =
+                format!("SEND\ndestination:{destination}\npersistent:true\nreceipt:r{i}\n\nm{i}\0");
+            if write.write_all(frame.as_bytes()).await.is_err() {
+                return i;
+            }
+        }
+        SENDS
+    });
+
+    // Freeze the node once its stores stream, then wake it.
+    let mut answers = Answers::default();
+    answers
+        .read_until(&mut read, 200, Duration::from_secs(20))
+        .await;
+    assert_eq!(answers.errors, Vec::<String>::new(), "before the freeze");
+    assert!(answers.receipts >= 200, "the producer's first RECEIPTs");
+    tokio::task::block_in_place(|| node.pause());
+    tokio::time::sleep(FROZEN).await;
+    node.resume();
+
+    answers
+        .read_until(&mut read, SENDS, Duration::from_secs(60))
+        .await;
+    let written = producer.await.expect("producer");
+    assert_eq!(written, SENDS, "every SEND written");
+    assert_eq!(
+        answers.errors,
+        Vec::<String>::new(),
+        "no store failed for an answer that came while the node was stopped"
+    );
+    assert_eq!(answers.receipts, SENDS, "a RECEIPT for every SEND");
+    drop(node);
+    drop(rig);
+}
+
+/// The frames a producer's connection reads: RECEIPTs counted, ERROR texts kept.
+#[derive(Default)]
+struct Answers {
+    buf: Vec<u8>,
+    receipts: usize,
+    errors: Vec<String>,
+    connected: bool,
+}
+
+impl Answers {
+    /// Read until `receipts` RECEIPTs, an ERROR, the close or `within`.
+    async fn read_until(
+        &mut self,
+        read: &mut tokio::net::tcp::OwnedReadHalf,
+        receipts: usize,
+        within: Duration,
+    ) {
+        let deadline = Instant::now() + within;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while self.receipts < receipts && self.errors.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let n = match tokio::time::timeout(left, read.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            self.buf.extend_from_slice(&chunk[..n]);
+            while let Some(end) = self.buf.iter().position(|b| *b == 0) {
+                let frame: Vec<u8> = self.buf.drain(..=end).collect();
+                let text = String::from_utf8_lossy(&frame[..end]);
+                let text = text.trim_start_matches(['\n', '\r']);
+                match text.lines().next().unwrap_or_default() {
+                    "RECEIPT" => self.receipts += 1,
+                    "CONNECTED" => self.connected = true,
+                    _ => self.errors.push(text.to_owned()),
+                }
+            }
+        }
+    }
+}
