@@ -51,6 +51,8 @@ pub(crate) struct Inner {
     pub connection: tokio::sync::watch::Receiver<Connection>,
     pub live_out: mpsc::Sender<super::publish::Live>,
     pub tracker: parking_lot::Mutex<Tracker>,
+    /// Whether the process may have stalled long enough to lose sessions (`stalls.rs`).
+    pub stalls: super::stalls::Stalls,
     /// Per shard: the last sequence the node's reader took (before routing it).
     pub positions: Vec<AtomicU64>,
     /// Per shard: the last sequence the node's reader routed (records' floors go no further).
@@ -265,6 +267,7 @@ impl ClusterEngine {
             connection,
             live_out,
             tracker: parking_lot::Mutex::new(Tracker::default()),
+            stalls: super::stalls::Stalls::default(),
             positions: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             routed: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             ledger: Arc::new(super::ledger::Ledger::new(shards)),
@@ -637,6 +640,10 @@ impl Backplane for ClusterEngine {
             super::give_backs::start(&inner).await?;
             super::queue_redo::start(&inner);
             super::node::start(&inner);
+            // As long as the heartbeats' check of a silence waits for a record.
+            let patience = Duration::from_millis(inner.settings.node_timeout_ms)
+                .max(super::sessions::VERIFY_QUICKLY);
+            super::stalls::watch(&inner, patience);
             super::reaper::start(&inner);
             Ok(())
         })

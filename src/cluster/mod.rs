@@ -54,6 +54,7 @@ mod reaper;
 mod retained;
 mod retry_log;
 mod sessions;
+mod stalls;
 mod store_ack;
 pub mod subject;
 mod temp_queues;

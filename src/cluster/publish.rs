@@ -95,6 +95,21 @@ pub fn publish(
             message.topic.len()
         ))));
     }
+    let stored = message.qos != QoS::AtMostOnce;
+    // A publish read after this process stalled, of a session perhaps taken meanwhile: its
+    // client sends it again where the session resumed (`stalls.rs`). Tried again by its
+    // connection until the session is checked.
+    if stored
+        && publisher.is_some_and(|p| {
+            inner.stalls.uncertain(p) && inner.tracker.lock().sessions.contains_key(p)
+        })
+    {
+        return Commit::Done(Err(DurabilityError::Unavailable(
+            "this node's process did not run for a while: the publisher's session is being \
+             checked against its record"
+                .into(),
+        )));
+    }
     let counter = store_id.unwrap_or_else(|| {
         inner
             .counter
@@ -104,7 +119,6 @@ pub fn publish(
         Ok(p) => p,
         Err(e) => return Commit::Done(Err(DurabilityError::Unavailable(e.to_string()))),
     };
-    let stored = message.qos != QoS::AtMostOnce;
     // Which commit a publisher's acknowledgement came from, for a run traced message by message
     // (see `store_ack.rs`): every attempt of the commit, and how it ended.
     let traced = (stored

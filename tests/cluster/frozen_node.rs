@@ -1,8 +1,9 @@
-//! A node frozen (SIGSTOP) with stores in flight, longer than `storeTimeout`: the streams
+//! A node frozen (SIGSTOP). With stores in flight, longer than `storeTimeout`: the streams
 //! answered them meanwhile, and on waking the node reads those answers before it calls any
 //! store unanswered. Every receipted SEND of a producer streaming into a topic and a queue
 //! gets its RECEIPT, none an ERROR (a store failed for an answer that had come was refused
-//! though kept, or sent again).
+//! though kept, or sent again). With a publisher that moved to another node meanwhile: the
+//! PUBLISH it left in the frozen node's socket is not stored a second time.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -119,4 +120,50 @@ impl Answers {
             }
         }
     }
+}
+
+/// A publisher whose node froze moves to another node and sends its unacknowledged QoS 1
+/// PUBLISH again there; the frozen node, woken, finds the same PUBLISH in its socket. The
+/// session is no longer the frozen node's: it must not store that copy (a second delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_node_does_not_store_what_a_session_taken_from_it_left_in_its_socket() {
+    use super::rig::{next_publish_within, puback_of, publish, v5_ok, FAST};
+    use ferromq::protocol::{Ack, Packet, QoS};
+
+    let Some(rig) = Rig::start(2, FAST).await else {
+        return;
+    };
+    let (mut subscriber, _) = v5_ok(rig.addr(1), "zs", false, Some(300)).await;
+    subscriber.subscribe(1, &[("z/t", QoS::AtLeastOnce)]).await;
+    let (mut stale, _) = v5_ok(rig.addr(0), "zp", false, Some(300)).await;
+    stale
+        .send(publish("z/t", b"before", QoS::AtLeastOnce, Some(1)))
+        .await;
+    assert_eq!(puback_of(&mut stale, 1).await, 0);
+
+    tokio::task::block_in_place(|| rig.nodes[0].pause());
+    stale
+        .send(publish("z/t", b"again", QoS::AtLeastOnce, Some(2)))
+        .await;
+    // Its client gives up on the frozen node and resumes the session on the other one, where
+    // it sends the unacknowledged PUBLISH again.
+    let (mut moved, ack) = v5_ok(rig.addr(1), "zp", false, Some(300)).await;
+    assert!(ack.session_present, "{ack:?}");
+    let mut again = publish("z/t", b"again", QoS::AtLeastOnce, Some(2));
+    if let Packet::Publish(p) = &mut again {
+        p.dup = true;
+    }
+    moved.send(again).await;
+    assert_eq!(puback_of(&mut moved, 2).await, 0);
+    rig.nodes[0].resume();
+
+    let mut bodies = Vec::new();
+    while let Some(p) = next_publish_within(&mut subscriber, Duration::from_secs(5)).await {
+        if let Some(id) = p.packet_id {
+            subscriber.send(Packet::PubAck(Ack::new(id))).await;
+        }
+        bodies.push(String::from_utf8_lossy(&p.payload).into_owned());
+    }
+    assert_eq!(bodies, ["before", "again"], "each once");
+    drop(stale);
 }

@@ -183,7 +183,8 @@ pub async fn claim(inner: &Arc<Inner>, request: ClaimRequest) -> Result<Claimed,
             Ok(Ok(new_revision)) => {
                 tracing::debug!(
                     client_id = %client_id,
-                    from = %record.owner,
+                    // No owner: released (a clean end, a dead node's sessions cleared).
+                    from = if record.owner.is_empty() { "none" } else { record.owner.as_str() },
                     epoch = taken.epoch,
                     read_revision = revision,
                     revision = new_revision,

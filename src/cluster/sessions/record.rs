@@ -359,6 +359,7 @@ pub async fn verify_all(inner: &Arc<Inner>, patience: Duration) {
     futures_util::stream::iter(owned)
         .for_each_concurrent(64, |(client_id, epoch)| async move {
             verify(inner, &client_id, epoch, patience).await;
+            inner.stalls.verified(&client_id);
         })
         .await;
 }
