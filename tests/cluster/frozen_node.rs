@@ -122,39 +122,65 @@ impl Answers {
     }
 }
 
-/// A publisher whose node froze moves to another node and sends its unacknowledged QoS 1
-/// PUBLISH again there; the frozen node, woken, finds the same PUBLISH in its socket. The
-/// session is no longer the frozen node's: it must not store that copy (a second delivery).
+/// A publisher whose node froze moves to another node and sends its unfinished PUBLISH
+/// again there (QoS 1, and QoS 2 with its PUBREL); the frozen node, woken, finds the same
+/// PUBLISH in its socket. The session is no longer the frozen node's: that copy is not
+/// delivered a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_woken_node_does_not_store_what_a_session_taken_from_it_left_in_its_socket() {
-    use super::rig::{next_publish_within, puback_of, publish, v5_ok, FAST};
-    use ferromq::protocol::{Ack, Packet, QoS};
-
-    let Some(rig) = Rig::start(2, FAST).await else {
+    use ferromq::protocol::QoS;
+    let Some(rig) = Rig::start(2, super::rig::FAST).await else {
         return;
     };
-    let (mut subscriber, _) = v5_ok(rig.addr(1), "zs", false, Some(300)).await;
-    subscriber.subscribe(1, &[("z/t", QoS::AtLeastOnce)]).await;
-    let (mut stale, _) = v5_ok(rig.addr(0), "zp", false, Some(300)).await;
+    left_in_the_socket(&rig, QoS::AtLeastOnce, "q1").await;
+    left_in_the_socket(&rig, QoS::ExactlyOnce, "q2").await;
+}
+
+async fn left_in_the_socket(rig: &Rig, qos: ferromq::protocol::QoS, tag: &str) {
+    use super::rig::{next_publish_within, puback_of, publish, v5_ok};
+    use ferromq::protocol::{Ack, Packet, QoS};
+
+    let topic = format!("z/{tag}");
+    let (mut subscriber, _) = v5_ok(rig.addr(1), &format!("zs-{tag}"), false, Some(300)).await;
+    // Delivered at QoS 1: what is counted is the publisher's side.
+    subscriber
+        .subscribe(1, &[(topic.as_str(), QoS::AtLeastOnce)])
+        .await;
+    let publisher_id = format!("zp-{tag}");
+    let (mut stale, _) = v5_ok(rig.addr(0), &publisher_id, false, Some(300)).await;
     stale
-        .send(publish("z/t", b"before", QoS::AtLeastOnce, Some(1)))
+        .send(publish(&topic, b"before", QoS::AtLeastOnce, Some(1)))
         .await;
     assert_eq!(puback_of(&mut stale, 1).await, 0);
 
     tokio::task::block_in_place(|| rig.nodes[0].pause());
-    stale
-        .send(publish("z/t", b"again", QoS::AtLeastOnce, Some(2)))
-        .await;
+    stale.send(publish(&topic, b"again", qos, Some(2))).await;
     // Its client gives up on the frozen node and resumes the session on the other one, where
-    // it sends the unacknowledged PUBLISH again.
-    let (mut moved, ack) = v5_ok(rig.addr(1), "zp", false, Some(300)).await;
+    // it sends the unfinished PUBLISH again.
+    let (mut moved, ack) = v5_ok(rig.addr(1), &publisher_id, false, Some(300)).await;
     assert!(ack.session_present, "{ack:?}");
-    let mut again = publish("z/t", b"again", QoS::AtLeastOnce, Some(2));
+    let mut again = publish(&topic, b"again", qos, Some(2));
     if let Packet::Publish(p) = &mut again {
         p.dup = true;
     }
     moved.send(again).await;
-    assert_eq!(puback_of(&mut moved, 2).await, 0);
+    if qos == QoS::ExactlyOnce {
+        let pubrec = moved.recv_within(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&pubrec, Some(Packet::PubRec(a)) if a.packet_id == 2 && a.reason == 0),
+            "{pubrec:?}"
+        );
+        // The PUBREL the frozen node would also find, sent before the client moved.
+        stale.send(Packet::PubRel(Ack::new(2))).await;
+        moved.send(Packet::PubRel(Ack::new(2))).await;
+        let pubcomp = moved.recv_within(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&pubcomp, Some(Packet::PubComp(a)) if a.packet_id == 2),
+            "{pubcomp:?}"
+        );
+    } else {
+        assert_eq!(puback_of(&mut moved, 2).await, 0);
+    }
     rig.nodes[0].resume();
 
     let mut bodies = Vec::new();
@@ -164,6 +190,6 @@ async fn a_woken_node_does_not_store_what_a_session_taken_from_it_left_in_its_so
         }
         bodies.push(String::from_utf8_lossy(&p.payload).into_owned());
     }
-    assert_eq!(bodies, ["before", "again"], "each once");
+    assert_eq!(bodies, ["before", "again"], "{tag}: each once");
     drop(stale);
 }
