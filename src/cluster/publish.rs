@@ -551,7 +551,7 @@ impl Queue {
             self.expire(store_timeout, "the stream did not acknowledge in time");
         } else if expired || unanswered {
             let why = format!(
-                "cluster store did not acknowledge within {} ms",
+                "the stream did not acknowledge (each attempt waits {} ms)",
                 attempt.as_millis()
             );
             self.failed(store_timeout, &why);

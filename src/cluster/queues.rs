@@ -158,6 +158,13 @@ fn unconfirmed(why: &str) -> DurabilityError {
     DurabilityError::Unconfirmed(why.into())
 }
 
+/// Whether a NATS client error is its own wait for an answer running out (async-nats reports
+/// a double ack's so, as an I/O `TimedOut`).
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+}
+
 /// The subject of queue `name`'s messages.
 pub fn queue_subject(name: &str) -> String {
     topic_subject(QUEUE_PREFIX, name)
@@ -722,13 +729,19 @@ pub fn observe(inner: &Arc<Inner>, changes: &[Change]) -> Commit {
             }
             match acknowledged {
                 Ok(Ok(())) => {}
+                // Sent, its answer not seen: the stream may have taken it.
+                Ok(Err(e)) if timed_out(&*e) => {
+                    return Err(DurabilityError::Unconfirmed(format!(
+                        "cluster queue acknowledgement: {e}"
+                    )))
+                }
                 Ok(Err(e)) => {
                     return Err(unavailable(format!(
                         "cluster queue acknowledgement refused: {e}"
                     )))
                 }
                 Err(_) => {
-                    return Err(unavailable(
+                    return Err(unconfirmed(
                         "cluster queue acknowledgement not confirmed in time",
                     ))
                 }

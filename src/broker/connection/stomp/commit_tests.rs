@@ -474,6 +474,7 @@ async fn a_send_whose_store_did_not_answer_is_not_confirmed_not_refused() {
             .await;
             let answer = c.next().await;
             assert_eq!(answer.command.as_str(), "ERROR", "{answer:?}");
+            assert_eq!(answer.header("receipt-id"), Some("s"), "{answer:?}");
             let text = answer.header("message").unwrap_or_default().to_owned();
             assert!(
                 says.iter().any(|s| text.contains(s)) && text.contains(&error.to_string()),
@@ -485,5 +486,47 @@ async fn a_send_whose_store_did_not_answer_is_not_confirmed_not_refused() {
                 "{text}"
             );
         }
+    }
+}
+
+/// Answers leave in frame order: a SEND whose store failed is answered by the ERROR (with its
+/// `receipt-id`), and no frame after it gets a RECEIPT, though its own store went through (a
+/// RECEIPT after an unanswered SEND would read as covering it).
+#[tokio::test]
+async fn no_receipt_follows_a_send_whose_store_failed() {
+    // With a DISCONNECT behind the SENDs (the connection closes on it, settling them), and
+    // without (it closes on the failure).
+    for disconnect in [true, false] {
+        let recording = Recording::new();
+        let (core, listener) = broker(&recording);
+        offline_durable_subscription(&core, &listener).await;
+        let mut c = Client::connect(&core, &listener, &[]).await;
+        recording.refuse_when(
+            is_for_a_session,
+            Some(DurabilityError::Unavailable("write failed".into())),
+        );
+        let mut frames = String::new();
+        for (destination, receipt) in [("/topic/t", "a"), ("/queue/q", "b")] {
+            frames.push_str(&format!(
+                "SEND\ndestination:{destination}\npersistent:true\nreceipt:{receipt}\n\nm\0"
+            ));
+        }
+        if disconnect {
+            frames.push_str("DISCONNECT\nreceipt:bye\n\n\0");
+        }
+        // One write: both SENDs are read before the first one's store answers.
+        c.stream.write_all(frames.as_bytes()).await.expect("write");
+        let mut answers = Vec::new();
+        while let Some(f) = c.next_within(Duration::from_secs(2)).await {
+            answers.push((
+                f.command.as_str().to_owned(),
+                f.header("receipt-id").unwrap_or_default().to_owned(),
+            ));
+        }
+        assert_eq!(
+            answers,
+            [("ERROR".to_owned(), "a".to_owned())],
+            "disconnect: {disconnect}"
+        );
     }
 }

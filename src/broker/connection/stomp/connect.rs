@@ -194,6 +194,7 @@ where
         wake: Arc::new(Notify::new()),
         pending: FuturesOrdered::new(),
         held: 0,
+        answers_stopped: false,
         pause: None,
         given_up: None,
         heart_beat,

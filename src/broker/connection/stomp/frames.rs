@@ -402,8 +402,9 @@ impl StompConn {
                 },
                 Err(e) => {
                     core.publish_refused(&plan.message().topic, &e);
+                    let text = unkept_text("message", "not stored", &e);
                     Ready {
-                        fail: Some(Close::error(unkept_text("message", "not stored", &e), None)),
+                        fail: Some(Close::error_answering(text, receipt.as_ref())),
                         ..Ready::default()
                     }
                 }
@@ -432,14 +433,8 @@ impl StompConn {
                 if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
                     let text =
                         no_space_message(&core, &refusal, refuse_at_once, &producer, &message);
-                    let mut error = Close::error(text, None);
-                    // The SEND's `receipt` names the frame the ERROR answers (STOMP 1.2).
-                    let receipt_id = receipt.as_ref().and_then(|r| r.header("receipt-id"));
-                    if let (Close::Error(frame), Some(id)) = (&mut error, receipt_id) {
-                        frame.headers.push(("receipt-id".to_owned(), id.to_owned()));
-                    }
                     return Ready {
-                        fail: Some(error),
+                        fail: Some(Close::error_answering(text, receipt.as_ref())),
                         released_hold: true,
                         ..Ready::default()
                     };
@@ -475,7 +470,10 @@ impl StompConn {
                     ..Ready::default()
                 },
                 Err(e) => Ready {
-                    fail: Some(Close::error(unkept_text("message", "not stored", &e), None)),
+                    fail: Some(Close::error_answering(
+                        unkept_text("message", "not stored", &e),
+                        receipt.as_ref(),
+                    )),
                     released_hold: true,
                     ..Ready::default()
                 },

@@ -135,6 +135,17 @@ impl Close {
         f.body = Bytes::from(body);
         Close::Error(Box::new(f))
     }
+
+    /// An ERROR with `message` answering the frame whose RECEIPT `receipt` would have been:
+    /// it carries that frame's `receipt-id` (STOMP 1.2), so the client knows which failed.
+    pub(crate) fn error_answering(message: impl Into<String>, receipt: Option<&Frame>) -> Close {
+        let mut error = Close::error(message, None);
+        let receipt_id = receipt.and_then(|r| r.header("receipt-id"));
+        if let (Close::Error(frame), Some(id)) = (&mut error, receipt_id) {
+            frame.headers.push(("receipt-id".to_owned(), id.to_owned()));
+        }
+        error
+    }
 }
 
 impl std::fmt::Display for Close {
@@ -231,6 +242,8 @@ pub(crate) struct StompConn {
     pending: FuturesOrdered<PendingWork>,
     /// SENDs held by `memoryUsage`/`storeUsage` (reading stops while there are any).
     held: usize,
+    /// A frame's work failed and the connection closes on it: no later frame is answered.
+    answers_stopped: bool,
     pause: Option<Box<Pause>>,
     given_up: GivenUp,
     heart_beat: HeartBeat,
@@ -630,7 +643,10 @@ impl StompConn {
             self.finish_claim(*claimed)?;
         }
         match ready.fail {
-            Some(close) => Err(close),
+            Some(close) => {
+                self.answers_stopped = true;
+                Err(close)
+            }
             None => Ok(()),
         }
     }
@@ -704,6 +720,11 @@ impl StompConn {
             self.core.detach(&claim.session, claim.token.generation);
         }
         let socket_usable = !matches!(reason, Close::Io(_));
+        let mut reason = reason;
+        // Answers leave in frame order: once an earlier frame's work failed, that failure is
+        // the ERROR, and no frame after it is answered (a RECEIPT after an unanswered SEND
+        // would read as covering it).
+        let mut failed = self.answers_stopped;
         let deadline = Instant::now() + PENDING_DRAIN_LIMIT;
         while !self.pending.is_empty() {
             match tokio::time::timeout_at(deadline, self.pending.next()).await {
@@ -714,8 +735,18 @@ impl StompConn {
                     if let Some(done) = ready.committed {
                         self.committed_at_close(*done);
                     }
-                    for frame in &ready.frames {
-                        self.send(frame);
+                    if let (Some(fail), false) = (ready.fail, failed) {
+                        failed = true;
+                        // A DISCONNECT's RECEIPT after it would say all was kept: the ERROR
+                        // goes instead (the server's own close keeps its words).
+                        if !matches!(reason, Close::Io(_) | Close::Administrative(_)) {
+                            reason = fail;
+                        }
+                    }
+                    if !failed {
+                        for frame in &ready.frames {
+                            self.send(frame);
+                        }
                     }
                     if let Some(claimed) = ready.durable {
                         // A durable session claimed from the cluster is attached and then

@@ -277,20 +277,10 @@ impl StompConn {
             .map(|d| tokio::time::Instant::now() + d);
         self.pending.push_back(Box::pin(async move {
             // The SEND's `receipt` names the frame the ERROR answers (STOMP 1.2).
-            let receipt_id = receipt
-                .as_ref()
-                .and_then(|r| r.header("receipt-id"))
-                .map(str::to_owned);
-            let fail = |why: String| {
-                let mut error = Close::error(why, None);
-                if let (Close::Error(frame), Some(id)) = (&mut error, &receipt_id) {
-                    frame.headers.push(("receipt-id".to_owned(), id.clone()));
-                }
-                Ready {
-                    fail: Some(error),
-                    released_hold: true,
-                    ..Ready::default()
-                }
+            let fail = |why: String| Ready {
+                fail: Some(Close::error_answering(why, receipt.as_ref())),
+                released_hold: true,
+                ..Ready::default()
             };
             let commit = loop {
                 if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
@@ -341,7 +331,10 @@ impl StompConn {
                         ..Ready::default()
                     },
                     Err(e) => Ready {
-                        fail: Some(Close::error(unkept_text(what.0, what.1, &e), None)),
+                        fail: Some(Close::error_answering(
+                            unkept_text(what.0, what.1, &e),
+                            receipt.as_ref(),
+                        )),
                         ..Ready::default()
                     },
                 }
