@@ -9,7 +9,7 @@
 //! at once; the check is `sessions::verify_all`.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,9 @@ pub struct Stalls {
     origin: Instant,
     /// Milliseconds from `origin` to the last tick.
     ticked_ms: AtomicU64,
+    /// Checks running: while none runs, `unverified` is empty and is not locked at all (the
+    /// publish path asks `uncertain` for every persistent publish).
+    checking: AtomicUsize,
     unverified: parking_lot::Mutex<HashSet<Arc<str>>>,
 }
 
@@ -35,6 +38,7 @@ impl Default for Stalls {
         Stalls {
             origin: Instant::now(),
             ticked_ms: AtomicU64::new(0),
+            checking: AtomicUsize::new(0),
             unverified: parking_lot::Mutex::new(HashSet::new()),
         }
     }
@@ -52,14 +56,34 @@ impl Stalls {
         let silent = self
             .now_ms()
             .saturating_sub(self.ticked_ms.load(Ordering::Acquire));
-        silent >= stall_ms() || self.unverified.lock().contains(client_id)
+        if silent >= stall_ms() {
+            return true;
+        }
+        // `checking` is raised before the tick that ends the silence is recorded, so a
+        // reader past the silence check sees it.
+        self.checking.load(Ordering::Acquire) > 0 && self.unverified.lock().contains(client_id)
     }
 
     /// `client_id` was checked against its record (still this node's, or fenced).
     pub fn verified(&self, client_id: &str) {
+        if self.checking.load(Ordering::Acquire) > 0 {
+            self.unverified.lock().remove(client_id);
+        }
+    }
+
+    /// A stall was seen: `sessions` wait for a check, which the caller starts.
+    fn check_started(&self, sessions: Vec<Arc<str>>) {
         let mut unverified = self.unverified.lock();
-        if !unverified.is_empty() {
-            unverified.remove(client_id);
+        unverified.extend(sessions);
+        self.checking.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A check ended. Only the last running check clears what is left: a check started by a
+    /// later stall still owes its sessions a look.
+    fn check_ended(&self) {
+        let mut unverified = self.unverified.lock();
+        if self.checking.fetch_sub(1, Ordering::AcqRel) == 1 {
+            unverified.clear();
         }
     }
 }
@@ -98,16 +122,64 @@ pub fn watch(inner: &Arc<Inner>, patience: Duration) {
                      against its record"
                 );
                 // Marked before the tick is recorded: no moment where neither holds them.
-                stalls.unverified.lock().extend(sessions);
+                stalls.check_started(sessions);
                 stalls.ticked_ms.store(now, Ordering::Release);
                 let inner = inner.clone();
                 tokio::spawn(async move {
                     super::sessions::verify_all(&inner, patience).await;
-                    inner.stalls.unverified.lock().clear();
+                    inner.stalls.check_ended();
                 });
             } else {
                 stalls.ticked_ms.store(now, Ordering::Release);
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticked(stalls: &Stalls) {
+        stalls.ticked_ms.store(stalls.now_ms(), Ordering::Release);
+    }
+
+    #[test]
+    fn a_session_waits_from_the_stall_until_checked() {
+        let stalls = Stalls::default();
+        ticked(&stalls);
+        assert!(!stalls.uncertain("a"));
+        stalls.check_started(vec![Arc::from("a"), Arc::from("b")]);
+        assert!(stalls.uncertain("a") && stalls.uncertain("b"));
+        stalls.verified("a");
+        assert!(!stalls.uncertain("a") && stalls.uncertain("b"));
+        stalls.check_ended();
+        assert!(!stalls.uncertain("b"));
+    }
+
+    #[test]
+    fn the_first_check_ending_leaves_a_later_stalls_sessions_waiting() {
+        let stalls = Stalls::default();
+        ticked(&stalls);
+        stalls.check_started(vec![Arc::from("a")]);
+        stalls.check_started(vec![Arc::from("b")]);
+        stalls.check_ended();
+        assert!(
+            stalls.uncertain("b"),
+            "the second check has not looked at b yet"
+        );
+        stalls.check_ended();
+        assert!(!stalls.uncertain("b"));
+    }
+
+    #[test]
+    fn silence_past_the_stall_bound_is_uncertain_before_the_watch_runs() {
+        let stalls = Stalls::default();
+        stalls.ticked_ms.store(0, Ordering::Release);
+        let stalls = Stalls {
+            origin: Instant::now() - STALL - Duration::from_millis(10),
+            ..stalls
+        };
+        assert!(stalls.uncertain("anyone"));
+    }
 }
