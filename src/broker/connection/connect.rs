@@ -50,6 +50,10 @@ pub(super) enum HandshakeEnd {
     /// Closed by the peer, with nothing sent after its CONNECT, while the CONNECT waited for
     /// another CONNECT of the same client id (see [`claim_gate_unless_gone`]): not claimed.
     ClosedWhileQueued,
+    /// The peer had closed its socket behind the CONNECT, with nothing after it, when the
+    /// claim was about to start (a CONNECT left in the socket of a process that did not run
+    /// meanwhile; its client gave up and may be live on another node): not claimed.
+    LeftBeforeClaim,
     /// Even the smallest CONNACK is larger than the client's Maximum Packet Size: closed
     /// without CONNACK (MQTT 5 3.1.2-24; no DISCONNECT may precede CONNACK, 3.14.0-1).
     ConnAckTooLarge {
@@ -83,6 +87,10 @@ impl HandshakeEnd {
                 "closed by the peer while its CONNECT waited for another CONNECT of its client \
                  id: not claimed"
             ),
+            HandshakeEnd::LeftBeforeClaim => tracing::info!(
+                "closed by the peer before its CONNECT was claimed (the client gave up \
+                 waiting): the session is left where it is"
+            ),
             HandshakeEnd::ConnAckTooLarge { size, max } => tracing::info!(
                 "closing without CONNACK: its {size} bytes exceed the client's \
                  Maximum Packet Size of {max}"
@@ -97,9 +105,10 @@ impl HandshakeEnd {
     pub(super) fn metric_reason(&self) -> Option<Reason> {
         Some(match self {
             HandshakeEnd::Timeout => Reason::ConnectTimeout,
-            HandshakeEnd::Closed | HandshakeEnd::Io(_) | HandshakeEnd::ClosedWhileQueued => {
-                Reason::ClosedBeforeConnect
-            }
+            HandshakeEnd::Closed
+            | HandshakeEnd::Io(_)
+            | HandshakeEnd::ClosedWhileQueued
+            | HandshakeEnd::LeftBeforeClaim => Reason::ClosedBeforeConnect,
             HandshakeEnd::Malformed(_) | HandshakeEnd::FirstPacketNotConnect => {
                 Reason::ProtocolError
             }
@@ -224,6 +233,7 @@ pub(super) async fn handshake<R, W>(
     writer: &mut W,
     read_buf: &mut BytesMut,
     params: &ConnectionParams,
+    left: Option<&LeftProbe>,
 ) -> Result<Conn, HandshakeEnd>
 where
     R: AsyncRead + Unpin,
@@ -329,6 +339,10 @@ where
 
     let claim_gate = match core.backplane() {
         Some(_) => match claim_gate_unless_gone(core, &client_id, reader, read_buf).await {
+            Some(_) if read_buf.is_empty() && left.is_some_and(LeftProbe::left) => {
+                core.forget_idle_claim_gate(&client_id);
+                return Err(HandshakeEnd::LeftBeforeClaim);
+            }
             Some(gate) => Some(gate),
             None => return Err(HandshakeEnd::ClosedWhileQueued),
         },
@@ -606,6 +620,34 @@ async fn write_connack<W: AsyncWrite + Unpin>(
 /// (MQTT 5 3.1.4 lets it send packets before the CONNACK); past this, it is not read until the
 /// CONNACK.
 const SENT_WHILE_QUEUED_MAX: usize = 64 * 1024;
+
+/// A second handle on a connection's TCP socket, held during the handshake of a cluster
+/// node, to ask whether the peer closed it behind its CONNECT. The connection's own reads
+/// cannot tell: the runtime stops polling a socket after a read that did not fill the
+/// buffer until a new readiness event, and a close that arrived with the CONNECT (a node
+/// that did not run while its client gave up) raises none.
+pub struct LeftProbe(std::net::TcpStream);
+
+impl LeftProbe {
+    /// Another handle on `socket` (one more descriptor, while the handshake runs).
+    pub fn of(socket: &impl std::os::fd::AsFd) -> Option<LeftProbe> {
+        let fd = socket.as_fd().try_clone_to_owned().ok()?;
+        Some(LeftProbe(std::net::TcpStream::from(fd)))
+    }
+
+    /// The peer closed (or reset) the socket and nothing it sent is left unread. Never
+    /// waits: the descriptor shares the socket's non-blocking mode.
+    fn left(&self) -> bool {
+        match self.0.peek(&mut [0u8; 1]) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            ),
+        }
+    }
+}
 
 /// The claim gate of `client_id` (see [`BrokerCore::claim_gate`]), or `None` when the peer
 /// closes its connection while waiting, having sent nothing after its CONNECT. A client that

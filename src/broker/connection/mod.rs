@@ -517,6 +517,12 @@ pub trait ParkableStream: AsyncRead + AsyncWrite + Unpin + Send + 'static + Size
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
         Err(self)
     }
+
+    /// A probe of whether the peer closed the plain TCP socket under this stream (see
+    /// `connect::LeftProbe`); `None` for other streams.
+    fn left_probe(&self) -> Option<connect::LeftProbe> {
+        None
+    }
 }
 
 impl ParkableStream for tokio::net::TcpStream {
@@ -524,6 +530,10 @@ impl ParkableStream for tokio::net::TcpStream {
 
     fn into_tcp(self) -> Result<tokio::net::TcpStream, Self> {
         Ok(self)
+    }
+
+    fn left_probe(&self) -> Option<connect::LeftProbe> {
+        connect::LeftProbe::of(self)
     }
 }
 
@@ -591,6 +601,8 @@ async fn handshake_phase<S: ParkableStream>(
     params: ConnectionParams,
     slot: Option<ConnectionSlot>,
 ) -> Option<Handshaken<S>> {
+    // Only a cluster node's claim asks it; dropped with the handshake.
+    let left = params.core.backplane().and_then(|_| stream.left_probe());
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut read_buf = BytesMut::new();
     // The connection state is boxed and no `match` temporary holding it lives across an
@@ -600,6 +612,7 @@ async fn handshake_phase<S: ParkableStream>(
         &mut writer,
         &mut read_buf,
         &params,
+        left.as_ref(),
     ));
     let established = match handshake.await {
         Ok(conn) => Some(Box::new(conn)),
@@ -621,6 +634,7 @@ async fn handshake_phase<S: ParkableStream>(
             None
         }
     };
+    drop(left);
     let Some(conn) = established else {
         Box::pin(shut_down(&mut writer)).await;
         return None;
