@@ -194,45 +194,55 @@ async fn left_in_the_socket(rig: &Rig, qos: ferromq::protocol::QoS, tag: &str) {
     drop(stale);
 }
 
-/// A client whose CONNECT to a frozen node went unanswered closes that socket and connects
-/// to another node. The frozen node, woken, finds the CONNECT and the close behind it in the
-/// socket: it must not take the session from the node where its client is live.
+/// A client whose CONNECT to a frozen node went unanswered closes that socket (having pinged
+/// while it waited, or not) and connects to another node. The frozen node, woken, finds the
+/// CONNECT and the close behind it in the socket: it must not take the session from the node
+/// where its client is live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_woken_node_does_not_claim_for_a_connect_whose_client_already_left() {
+    let Some(rig) = Rig::start(2, super::rig::FAST).await else {
+        return;
+    };
+    left_behind_a_connect(&rig, "zc-left", false).await;
+    left_behind_a_connect(&rig, "zc-pinged", true).await;
+}
+
+async fn left_behind_a_connect(rig: &Rig, id: &str, pinged: bool) {
     use super::rig::{next_publish_within, publish, v5_ok};
     use crate::support::client::{connect_v5, RawClient};
     use ferromq::protocol::{Packet, QoS};
 
-    let Some(rig) = Rig::start(2, super::rig::FAST).await else {
-        return;
-    };
-    let id = "zc-left";
     tokio::task::block_in_place(|| rig.nodes[0].pause());
     let mut abandoned = RawClient::tcp(rig.addr(0)).await;
     abandoned.version = ferromq::protocol::ProtocolVersion::V5;
     abandoned
         .send(Packet::Connect(Box::new(connect_v5(id, false, Some(300)))))
         .await;
+    if pinged {
+        abandoned.send(Packet::PingReq).await;
+    }
     abandoned
         .stream
         .shutdown()
         .await
         .expect("close the abandoned socket");
     let (mut live, _) = v5_ok(rig.addr(1), id, false, Some(300)).await;
-    live.subscribe(1, &[("zc/t", QoS::AtMostOnce)]).await;
+    let topic = format!("{id}/t");
+    live.subscribe(1, &[(topic.as_str(), QoS::AtMostOnce)])
+        .await;
     rig.nodes[0].resume();
     // Time for the woken node to read the CONNECT and (wrongly) claim the session.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let (mut publisher, _) = v5_ok(rig.addr(1), "zc-publisher", true, None).await;
+    let (mut publisher, _) = v5_ok(rig.addr(1), &format!("{id}-publisher"), true, None).await;
     publisher
-        .send(publish("zc/t", b"still here", QoS::AtMostOnce, None))
+        .send(publish(&topic, b"still here", QoS::AtMostOnce, None))
         .await;
     let got = next_publish_within(&mut live, Duration::from_secs(5)).await;
     assert_eq!(
         got.map(|p| p.payload.to_vec()),
         Some(b"still here".to_vec()),
-        "the live connection kept its session"
+        "{id}: the live connection kept its session"
     );
     drop(abandoned);
 }

@@ -50,7 +50,7 @@ pub(super) enum HandshakeEnd {
     /// Closed by the peer, with nothing sent after its CONNECT, while the CONNECT waited for
     /// another CONNECT of the same client id (see [`claim_gate_unless_gone`]): not claimed.
     ClosedWhileQueued,
-    /// The peer had closed its socket behind the CONNECT, with nothing after it, when the
+    /// The peer had closed its socket behind the CONNECT, with nothing but PINGREQs after it, when the
     /// claim was about to start (a CONNECT left in the socket of a process that did not run
     /// meanwhile; its client gave up and may be live on another node): not claimed.
     LeftBeforeClaim,
@@ -339,7 +339,7 @@ where
 
     let claim_gate = match core.backplane() {
         Some(_) => match claim_gate_unless_gone(core, &client_id, reader, read_buf).await {
-            Some(_) if read_buf.is_empty() && left.is_some_and(LeftProbe::left) => {
+            Some(_) if only_pings(read_buf) && left.is_some_and(LeftProbe::left) => {
                 core.forget_idle_claim_gate(&client_id);
                 return Err(HandshakeEnd::LeftBeforeClaim);
             }
@@ -649,6 +649,13 @@ impl LeftProbe {
     }
 }
 
+/// Whether what a client sent after its CONNECT is nothing or only whole PINGREQs (`C0 00`,
+/// MQTT 3.12 and 5 3.12): a client that closed after these asked nothing of its session
+/// (one waiting for a CONNACK may ping before it gives up).
+fn only_pings(sent: &[u8]) -> bool {
+    sent.chunks(2).all(|packet| packet == [0xC0, 0x00])
+}
+
 /// The claim gate of `client_id` (see [`BrokerCore::claim_gate`]), or `None` when the peer
 /// closes its connection while waiting, having sent nothing after its CONNECT. A client that
 /// gives up on slow CONNACKs and connects again leaves such CONNECTs queued behind one
@@ -741,7 +748,7 @@ async fn claim_in_cluster(
         )),
         Err(e) if persistent => Err((
             ConnectReason::ServerUnavailable,
-            format!("the cluster store did not answer: {e}"),
+            format!("the cluster claim failed: {e}"),
         )),
         Err(e) => {
             // A clean session keeps nothing in the store: it is served (QoS 1 publishes
@@ -894,6 +901,18 @@ mod tests {
         assert!(
             !buffer.contains(&will.payload.as_ptr()),
             "the will keeps the connection's first read buffer"
+        );
+    }
+
+    #[test]
+    fn only_whole_pingreqs_after_a_connect_ask_nothing_of_the_session() {
+        assert!(super::only_pings(&[]));
+        assert!(super::only_pings(&[0xC0, 0x00, 0xC0, 0x00]));
+        assert!(!super::only_pings(&[0xC0]), "half a PINGREQ");
+        assert!(!super::only_pings(&[0xE0, 0x00]), "DISCONNECT");
+        assert!(
+            !super::only_pings(&[0xC0, 0x00, 0x30, 0x03, 0x00, 0x01, b'a']),
+            "PUBLISH"
         );
     }
 }
