@@ -123,6 +123,32 @@ impl Claims {
         }
     }
 
+    /// Another node's claim `kicker` (when its kick said) takes `client_id`'s session:
+    /// [`Claims::let_go`], unless this node's latest claim is newer than the kicker's (a kick
+    /// read late, by a node that did not run meanwhile, while a CONNECT read on waking
+    /// claims anew): that claim wrote the record after the kicker and restores its own copy.
+    pub fn let_go_for(&mut self, client_id: &Arc<str>, kicker: Option<ClaimStamp>) {
+        let newer_here = kicker
+            .zip(self.local.get(client_id))
+            .is_some_and(|(kicker, latest)| kicker < *latest);
+        if !newer_here {
+            self.let_go(client_id);
+        }
+    }
+
+    /// This node dropped a copy of `client_id`'s session that came from its claim
+    /// `from_claim` (a fence): [`Claims::let_go`], unless a newer claim of this node is under
+    /// way; that one wrote the record itself and restores its own copy (a node woken from a
+    /// freeze checks the copies it held while a CONNECT read on waking claims anew).
+    pub fn let_go_of_copy(&mut self, client_id: &Arc<str>, from_claim: Option<ClaimStamp>) {
+        let newer_claim = from_claim
+            .zip(self.local.get(client_id))
+            .is_some_and(|(copy, latest)| copy < *latest);
+        if !newer_claim {
+            self.let_go(client_id);
+        }
+    }
+
     /// This node's latest claim of `client_id` found no session to resume: its connection
     /// starts a new one.
     pub fn starts_here(&mut self, client_id: &Arc<str>) {
@@ -246,5 +272,49 @@ mod tests {
         let mut b = Claims::default();
         b.claimed_here(&id, 100, 9);
         assert!(b.announced(&id, stamp), "the earlier claim closes");
+    }
+
+    #[test]
+    fn a_fenced_copy_lets_go_of_its_own_claim_not_of_a_newer_one() {
+        let mut a = Claims::default();
+        let id: Arc<str> = Arc::from("c");
+        let old = a.claimed_here(&id, 100, 1);
+        let newer = a.claimed_here(&id, 200, 1);
+        assert!(old < newer);
+        a.let_go_of_copy(&id, Some(old));
+        assert_eq!(
+            a.new_session("c"),
+            NewSession::NotClaimedNew,
+            "the newer claim restores its own copy"
+        );
+        a.let_go_of_copy(&id, Some(newer));
+        assert_eq!(a.new_session("c"), NewSession::LetGo);
+        let other: Arc<str> = Arc::from("d");
+        a.claimed_here(&other, 300, 1);
+        a.let_go_of_copy(&other, None);
+        assert_eq!(
+            a.new_session("d"),
+            NewSession::LetGo,
+            "a copy of unknown origin lets go as before"
+        );
+    }
+
+    #[test]
+    fn a_kick_older_than_the_latest_claim_here_does_not_let_it_go() {
+        let mut a = Claims::default();
+        let id: Arc<str> = Arc::from("c");
+        let latest = a.claimed_here(&id, 500, 1);
+        a.let_go_for(&id, Some((400, 2)));
+        assert_eq!(a.new_session("c"), NewSession::NotClaimedNew);
+        a.let_go_for(&id, Some((latest.0 + 1, 2)));
+        assert_eq!(a.new_session("c"), NewSession::LetGo);
+        let other: Arc<str> = Arc::from("d");
+        a.claimed_here(&other, 500, 1);
+        a.let_go_for(&other, None);
+        assert_eq!(
+            a.new_session("d"),
+            NewSession::LetGo,
+            "an older node's kick"
+        );
     }
 }

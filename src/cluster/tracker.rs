@@ -98,6 +98,9 @@ pub struct Tracked {
     /// ... and how many of them a record write has made durable: a save that changes nothing
     /// the record does not already hold is not written again.
     pub data_written: u64,
+    /// This node's claim this copy came from (`claims.rs`), when remembered: a fence of
+    /// this copy lets go only of that claim, not of a newer one under way.
+    pub claim: Option<super::claims::ClaimStamp>,
 }
 
 impl Tracked {
@@ -125,6 +128,7 @@ impl Tracked {
             confirmed: None,
             data_changes: 1,
             data_written: 0,
+            claim: None,
         }
     }
 

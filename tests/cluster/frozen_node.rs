@@ -246,3 +246,46 @@ async fn left_behind_a_connect(rig: &Rig, id: &str, pinged: bool) {
     );
     drop(abandoned);
 }
+
+/// The same stale CONNECT on a socket its client left open: the woken node cannot tell, and
+/// claims the session (the client's live connection elsewhere is told "taken over"). The
+/// woken node's check of the copy it held before the freeze must not undo that newer claim:
+/// the stale connection is served, not refused with the session held nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_made_on_waking_is_not_undone_by_the_check_of_the_copy_held_before() {
+    use super::rig::v5_ok;
+    use crate::support::client::{connect_v5, RawClient};
+    use ferromq::protocol::{ConnectReason, Packet};
+
+    let Some(rig) = Rig::start(2, super::rig::FAST).await else {
+        return;
+    };
+    let id = "zc-open";
+    let (held, _) = v5_ok(rig.addr(0), id, false, Some(300)).await;
+    tokio::task::block_in_place(|| rig.nodes[0].pause());
+    let mut stale = RawClient::tcp(rig.addr(0)).await;
+    stale.version = ferromq::protocol::ProtocolVersion::V5;
+    stale
+        .send(Packet::Connect(Box::new(connect_v5(id, false, Some(300)))))
+        .await;
+    // The frozen node does not answer the kick: the other takes the session after the bound.
+    let (mut live, ack) = v5_ok(rig.addr(1), id, false, Some(300)).await;
+    assert!(ack.session_present, "{ack:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.nodes[0].resume();
+    let answer = stale.recv_within(Duration::from_secs(15)).await;
+    match &answer {
+        Some(Packet::ConnAck(ack)) => assert_eq!(
+            ack.reason,
+            ConnectReason::Success,
+            "the claim the woken node made is served: {ack:?}"
+        ),
+        other => panic!("expected a CONNACK on the stale socket, got {other:?}"),
+    }
+    let kicked = live.recv_within(Duration::from_secs(5)).await;
+    assert!(
+        matches!(&kicked, Some(Packet::Disconnect(_)) | None),
+        "the live connection lost the session to the newer claim: {kicked:?}"
+    );
+    drop((held, stale));
+}

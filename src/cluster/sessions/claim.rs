@@ -411,11 +411,14 @@ pub(in crate::cluster) async fn restore(
         // CONNECT is refused and its client connects again. (Checked under the tracker's
         // lock, which `hand_over` takes after `let_go`: a kick after this finds the whole
         // copy and hands it over with every entry.)
-        if inner.claims.lock().new_session(client_id) == NewSession::LetGo {
+        let claims = inner.claims.lock();
+        if claims.new_session(client_id) == NewSession::LetGo {
             return Err(unavailable(format!(
                 "session {client_id} was taken by another node while it was restored here"
             )));
         }
+        tracked.claim = claims.local(client_id);
+        drop(claims);
         tracker.sessions.insert(client_id.clone(), tracked);
     }
     Ok(SessionImage { state, offline_for })

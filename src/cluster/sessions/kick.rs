@@ -5,6 +5,11 @@ use super::*;
 
 /// The header of a kick that only takes an idle session (see [`ClaimRequest::take_over`]).
 pub(in crate::cluster) const KICK_IF_IDLE: &str = "Fmq-Kick-If-Idle";
+/// The header naming the kicking node's claim (`<µs>.<instance>`, its [`ClaimStamp`]): a
+/// kick read late (the owner did not run meanwhile) that is older than the owner's own claim
+/// under way hands over the copy it was about, not that newer claim. Absent (a node of an
+/// earlier version): the kick is taken as the newest.
+pub(in crate::cluster) const KICK_CLAIM: &str = "Fmq-Kick-Claim";
 /// The answer of an owner whose client holds the session (a kick with [`KICK_IF_IDLE`]).
 pub(in crate::cluster) const IN_USE: &[u8] = b"in-use";
 
@@ -29,18 +34,16 @@ pub(in crate::cluster) async fn kick_owner(
     if_idle: bool,
 ) -> KickAnswer {
     let payload = client_id.to_owned().into();
-    let request = async {
-        if if_idle {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert(KICK_IF_IDLE, "1");
-            inner
-                .client
-                .request_with_headers(kick_subject(owner), headers, payload)
-                .await
-        } else {
-            inner.client.request(kick_subject(owner), payload).await
-        }
-    };
+    let mut headers = async_nats::HeaderMap::new();
+    if if_idle {
+        headers.insert(KICK_IF_IDLE, "1");
+    }
+    if let Some((us, instance)) = inner.claims.lock().local(client_id) {
+        headers.insert(KICK_CLAIM, format!("{us}.{instance}").as_str());
+    }
+    let request = inner
+        .client
+        .request_with_headers(kick_subject(owner), headers, payload);
     match tokio::time::timeout(KICK_TIMEOUT, request).await {
         Ok(Ok(answer)) if &answer.payload[..] == IN_USE => KickAnswer::InUse,
         Ok(Ok(_)) => KickAnswer::HandedOver,
@@ -109,10 +112,15 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
                     .headers
                     .as_ref()
                     .is_some_and(|h| h.get(KICK_IF_IDLE).is_some());
+                let kicker = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(KICK_CLAIM))
+                    .and_then(|v| claim_stamp(v.as_str()));
                 let answer: &'static [u8] = if if_idle && in_use_here(&node, &client_id) {
                     IN_USE
                 } else {
-                    hand_over(&node, &client_id).await;
+                    hand_over(&node, &client_id, kicker).await;
                     b"ok"
                 };
                 if let Some(reply) = message.reply {
@@ -194,9 +202,21 @@ pub async fn start(inner: &Arc<Inner>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `<µs>.<instance>` of a [`KICK_CLAIM`] header.
+fn claim_stamp(text: &str) -> Option<crate::cluster::claims::ClaimStamp> {
+    let (us, instance) = text.split_once('.')?;
+    Some((us.parse().ok()?, instance.parse().ok()?))
+}
+
 /// Another node takes `client_id`'s session: close it here, write its last record, forget it.
-pub(in crate::cluster) async fn hand_over(inner: &Arc<Inner>, client_id: &Arc<str>) {
-    inner.claims.lock().let_go(client_id);
+/// `kicker`: the kicking node's claim, when its kick said; a kick older than this node's own
+/// latest claim lets go of the copy only, and the newer claim restores its own.
+async fn hand_over(
+    inner: &Arc<Inner>,
+    client_id: &Arc<str>,
+    kicker: Option<crate::cluster::claims::ClaimStamp>,
+) {
+    inner.claims.lock().let_go_for(client_id, kicker);
     inner.q2.forget(client_id);
     // A kick the claiming node sent again (its first answer was slow) finds the session
     // handed over already: written again, logged once.

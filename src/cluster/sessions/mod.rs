@@ -200,7 +200,8 @@ fn save(inner: &Arc<Inner>, data: SessionData, connected: bool) -> Commit {
             }
             SaveRoute::Start => {
                 // A new session: it is fed from where the node's reader is now.
-                let t = Tracked::new(data, inner.shards, &inner.routed());
+                let mut t = Tracked::new(data, inner.shards, &inner.routed());
+                t.claim = inner.claims.lock().local(&client_id);
                 let covering = t.data_changes;
                 tracker.sessions.insert(client_id.clone(), t);
                 covering

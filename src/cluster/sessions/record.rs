@@ -225,7 +225,7 @@ pub(in crate::cluster) async fn fenced(
         Err(_) => return Fence::Unknown,
     };
     let owner = current.as_ref().map(|r| (r.owner.as_str(), r.epoch));
-    {
+    let dropped = {
         let mut tracker = inner.tracker.lock();
         let own = current.as_ref().is_some_and(|r| {
             r.owner == inner.node_id && r.epoch == epoch && r.owner_instance == inner.instance
@@ -241,9 +241,13 @@ pub(in crate::cluster) async fn fenced(
         if !fences(&inner.node_id, epoch, tracked, owner) {
             return Fence::Unknown;
         }
-        tracker.sessions.remove(client_id);
+        tracker.sessions.remove(client_id)
+    };
+    // A copy already gone was let go by what removed it (a kick's hand-over, an earlier
+    // fence) or ended; a claim under way now is newer and restores its own.
+    if let Some(copy) = &dropped {
+        inner.claims.lock().let_go_of_copy(client_id, copy.claim);
     }
-    inner.claims.lock().let_go(client_id);
     tracing::warn!(
         client_id = %client_id,
         owner = current.as_ref().map(|r| r.owner.as_str()).unwrap_or("none"),
