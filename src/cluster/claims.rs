@@ -123,28 +123,16 @@ impl Claims {
         }
     }
 
-    /// Another node's claim `kicker` (when its kick said) takes `client_id`'s session:
-    /// [`Claims::let_go`], unless this node's latest claim is newer than the kicker's (a kick
-    /// read late, by a node that did not run meanwhile, while a CONNECT read on waking
-    /// claims anew): that claim wrote the record after the kicker and restores its own copy.
-    pub fn let_go_for(&mut self, client_id: &Arc<str>, kicker: Option<ClaimStamp>) {
-        let newer_here = kicker
+    /// News that `client_id`'s session left this node, about the claim `about` (a kick's
+    /// kicking claim, or the claim a fenced copy came from; `None`: not known):
+    /// [`Claims::let_go`], unless this node's latest claim is newer than `about`. That claim
+    /// (a CONNECT read by a node woken from a freeze, while a kick or a check of the copy it
+    /// held before arrives late) wrote the record itself and restores its own copy.
+    pub fn let_go_unless_newer_here(&mut self, client_id: &Arc<str>, about: Option<ClaimStamp>) {
+        let newer_here = about
             .zip(self.local.get(client_id))
-            .is_some_and(|(kicker, latest)| kicker < *latest);
+            .is_some_and(|(about, latest)| about < *latest);
         if !newer_here {
-            self.let_go(client_id);
-        }
-    }
-
-    /// This node dropped a copy of `client_id`'s session that came from its claim
-    /// `from_claim` (a fence): [`Claims::let_go`], unless a newer claim of this node is under
-    /// way; that one wrote the record itself and restores its own copy (a node woken from a
-    /// freeze checks the copies it held while a CONNECT read on waking claims anew).
-    pub fn let_go_of_copy(&mut self, client_id: &Arc<str>, from_claim: Option<ClaimStamp>) {
-        let newer_claim = from_claim
-            .zip(self.local.get(client_id))
-            .is_some_and(|(copy, latest)| copy < *latest);
-        if !newer_claim {
             self.let_go(client_id);
         }
     }
@@ -281,17 +269,17 @@ mod tests {
         let old = a.claimed_here(&id, 100, 1);
         let newer = a.claimed_here(&id, 200, 1);
         assert!(old < newer);
-        a.let_go_of_copy(&id, Some(old));
+        a.let_go_unless_newer_here(&id, Some(old));
         assert_eq!(
             a.new_session("c"),
             NewSession::NotClaimedNew,
             "the newer claim restores its own copy"
         );
-        a.let_go_of_copy(&id, Some(newer));
+        a.let_go_unless_newer_here(&id, Some(newer));
         assert_eq!(a.new_session("c"), NewSession::LetGo);
         let other: Arc<str> = Arc::from("d");
         a.claimed_here(&other, 300, 1);
-        a.let_go_of_copy(&other, None);
+        a.let_go_unless_newer_here(&other, None);
         assert_eq!(
             a.new_session("d"),
             NewSession::LetGo,
@@ -304,13 +292,13 @@ mod tests {
         let mut a = Claims::default();
         let id: Arc<str> = Arc::from("c");
         let latest = a.claimed_here(&id, 500, 1);
-        a.let_go_for(&id, Some((400, 2)));
+        a.let_go_unless_newer_here(&id, Some((400, 2)));
         assert_eq!(a.new_session("c"), NewSession::NotClaimedNew);
-        a.let_go_for(&id, Some((latest.0 + 1, 2)));
+        a.let_go_unless_newer_here(&id, Some((latest.0 + 1, 2)));
         assert_eq!(a.new_session("c"), NewSession::LetGo);
         let other: Arc<str> = Arc::from("d");
         a.claimed_here(&other, 500, 1);
-        a.let_go_for(&other, None);
+        a.let_go_unless_newer_here(&other, None);
         assert_eq!(
             a.new_session("d"),
             NewSession::LetGo,

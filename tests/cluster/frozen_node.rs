@@ -209,15 +209,9 @@ async fn a_woken_node_does_not_claim_for_a_connect_whose_client_already_left() {
 
 async fn left_behind_a_connect(rig: &Rig, id: &str, pinged: bool) {
     use super::rig::{next_publish_within, publish, v5_ok};
-    use crate::support::client::{connect_v5, RawClient};
     use ferromq::protocol::{Packet, QoS};
 
-    tokio::task::block_in_place(|| rig.nodes[0].pause());
-    let mut abandoned = RawClient::tcp(rig.addr(0)).await;
-    abandoned.version = ferromq::protocol::ProtocolVersion::V5;
-    abandoned
-        .send(Packet::Connect(Box::new(connect_v5(id, false, Some(300)))))
-        .await;
+    let mut abandoned = connect_to_frozen_node(rig, id).await;
     if pinged {
         abandoned.send(Packet::PingReq).await;
     }
@@ -254,7 +248,6 @@ async fn left_behind_a_connect(rig: &Rig, id: &str, pinged: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_made_on_waking_is_not_undone_by_the_check_of_the_copy_held_before() {
     use super::rig::v5_ok;
-    use crate::support::client::{connect_v5, RawClient};
     use ferromq::protocol::{ConnectReason, Packet};
 
     let Some(rig) = Rig::start(2, super::rig::FAST).await else {
@@ -262,12 +255,7 @@ async fn a_claim_made_on_waking_is_not_undone_by_the_check_of_the_copy_held_befo
     };
     let id = "zc-open";
     let (held, _) = v5_ok(rig.addr(0), id, false, Some(300)).await;
-    tokio::task::block_in_place(|| rig.nodes[0].pause());
-    let mut stale = RawClient::tcp(rig.addr(0)).await;
-    stale.version = ferromq::protocol::ProtocolVersion::V5;
-    stale
-        .send(Packet::Connect(Box::new(connect_v5(id, false, Some(300)))))
-        .await;
+    let mut stale = connect_to_frozen_node(&rig, id).await;
     // The frozen node does not answer the kick: the other takes the session after the bound.
     let (mut live, ack) = v5_ok(rig.addr(1), id, false, Some(300)).await;
     assert!(ack.session_present, "{ack:?}");
@@ -288,4 +276,19 @@ async fn a_claim_made_on_waking_is_not_undone_by_the_check_of_the_copy_held_befo
         "the live connection lost the session to the newer claim: {kicked:?}"
     );
     drop((held, stale));
+}
+
+/// Freeze node 0 and write a persistent MQTT 5 CONNECT of `id` to it (the kernel accepts the
+/// connection; nobody answers until the node is resumed).
+async fn connect_to_frozen_node(rig: &Rig, id: &str) -> crate::support::client::RawClient {
+    use crate::support::client::{connect_v5, RawClient};
+    use ferromq::protocol::Packet;
+
+    tokio::task::block_in_place(|| rig.nodes[0].pause());
+    let mut client = RawClient::tcp(rig.addr(0)).await;
+    client.version = ferromq::protocol::ProtocolVersion::V5;
+    client
+        .send(Packet::Connect(Box::new(connect_v5(id, false, Some(300)))))
+        .await;
+    client
 }

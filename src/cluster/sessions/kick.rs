@@ -216,7 +216,10 @@ async fn hand_over(
     client_id: &Arc<str>,
     kicker: Option<crate::cluster::claims::ClaimStamp>,
 ) {
-    inner.claims.lock().let_go_for(client_id, kicker);
+    inner
+        .claims
+        .lock()
+        .let_go_unless_newer_here(client_id, kicker);
     inner.q2.forget(client_id);
     // A kick the claiming node sent again (its first answer was slow) finds the session
     // handed over already: written again, logged once.

@@ -246,7 +246,10 @@ pub(in crate::cluster) async fn fenced(
     // A copy already gone was let go by what removed it (a kick's hand-over, an earlier
     // fence) or ended; a claim under way now is newer and restores its own.
     if let Some(copy) = &dropped {
-        inner.claims.lock().let_go_of_copy(client_id, copy.claim);
+        inner
+            .claims
+            .lock()
+            .let_go_unless_newer_here(client_id, copy.claim);
     }
     tracing::warn!(
         client_id = %client_id,
