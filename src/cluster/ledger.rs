@@ -11,7 +11,9 @@
 //!   reused). So when the leader of a shard's stream changes (its leader advisory; another
 //!   leader, or a shorter stream, at the reader's periodic look; a reconnection to NATS), every
 //!   settling store of that shard is read again from the stream's leader, [`RECHECK_AFTER`]
-//!   the change, and one no longer there is stored again.
+//!   the change, and one no longer there is stored again. Pending stores are read then too: one
+//!   taken back before the reader reached it, with nothing stored after it, would otherwise
+//!   wait for the next store of its shard to reuse its sequence.
 //!
 //! Bounds: [`LEDGER_LIMIT`] / [`LEDGER_BYTES`] pending, [`SETTLING_LIMIT`] / [`SETTLING_BYTES`]
 //! settling (past them the oldest settling stores stop being kept: under a load that fills
@@ -115,15 +117,24 @@ impl Shard {
         Some(s)
     }
 
-    /// Take the settling store `id` at `seq` out.
-    fn unsettle(&mut self, seq: u64, id: &str) -> Option<Pending> {
-        let at = self
+    /// Take the store `id` at `seq` out, settling or still pending (`None`: neither, e.g. the
+    /// reader or another recheck took it first).
+    fn take_unconfirmed(&mut self, seq: u64, id: &str) -> Option<Pending> {
+        if let Some(at) = self
             .settling
             .iter()
-            .position(|s| s.seq == seq && s.store.id == id)?;
-        let s = self.settling.remove(at)?;
-        self.settling_bytes = self.settling_bytes.saturating_sub(s.store.payload.len());
-        Some(s.store)
+            .position(|s| s.seq == seq && s.store.id == id)
+        {
+            let s = self.settling.remove(at)?;
+            self.settling_bytes = self.settling_bytes.saturating_sub(s.store.payload.len());
+            return Some(s.store);
+        }
+        if self.pending.get(&seq).is_some_and(|p| p.id == id) {
+            let p = self.pending.remove(&seq)?;
+            self.pending_bytes = self.pending_bytes.saturating_sub(p.payload.len());
+            return Some(p);
+        }
+        None
     }
 }
 
@@ -307,19 +318,20 @@ impl Ledger {
         }
     }
 
-    /// Read every settling store of shard `k` from its stream's leader; store again what is
-    /// missing. Sequences the stream does not answer for are asked again, for [`RECHECK_FOR`].
+    /// Read every settling and pending store of shard `k` from its stream's leader; store
+    /// again what is missing. Pending stores are read too: one taken back before the node's
+    /// reader reached it, with nothing stored after it, leaves no message at its sequence for
+    /// the reader to find, so only this read shows it missing. Sequences the stream does not
+    /// answer for are asked again, for [`RECHECK_FOR`].
     async fn recheck_once(self: &Arc<Self>, js: &Context, k: usize) {
         let mut ask: Vec<(u64, String)> = {
             let shards = self.shards.lock();
             let Some(shard) = shards.get(k) else {
                 return;
             };
-            shard
-                .settling
-                .iter()
-                .map(|s| (s.seq, s.store.id.clone()))
-                .collect()
+            let settling = shard.settling.iter().map(|s| (s.seq, s.store.id.clone()));
+            let pending = shard.pending.iter().map(|(seq, p)| (*seq, p.id.clone()));
+            settling.chain(pending).collect()
         };
         let started = Instant::now();
         let (mut held, mut lost) = (0usize, 0usize);
@@ -335,7 +347,7 @@ impl Ledger {
                             .shards
                             .lock()
                             .get_mut(k)
-                            .and_then(|s| s.unsettle(seq, &id));
+                            .and_then(|s| s.take_unconfirmed(seq, &id));
                         if let Some(store) = store {
                             lost += 1;
                             self.clone().restore(js.clone(), k, seq, store);
@@ -557,8 +569,27 @@ mod tests {
         assert!(shards[0].pending.is_empty());
         assert_eq!(shards[0].pending_bytes, 0);
         assert_eq!(shards[0].settling.len(), 1);
-        assert!(shards[0].unsettle(5, "other").is_none());
-        assert_eq!(shards[0].unsettle(5, "m5").map(|s| s.id), Some("m5".into()));
+        assert!(shards[0].take_unconfirmed(5, "other").is_none());
+        assert_eq!(
+            shards[0].take_unconfirmed(5, "m5").map(|s| s.id),
+            Some("m5".into())
+        );
         assert_eq!(shards[0].settling_bytes, 0);
+    }
+
+    #[test]
+    fn a_pending_store_can_be_taken_out_by_id() {
+        let mut shard = Shard::default();
+        shard.pending.insert(7, store("m7", 4));
+        shard.pending_bytes = 4;
+        assert!(shard.take_unconfirmed(7, "other").is_none());
+        assert!(shard.take_unconfirmed(8, "m7").is_none());
+        assert_eq!(
+            shard.take_unconfirmed(7, "m7").map(|p| p.id),
+            Some("m7".into())
+        );
+        assert!(shard.pending.is_empty());
+        assert_eq!(shard.pending_bytes, 0);
+        assert!(shard.take_unconfirmed(7, "m7").is_none(), "taken once");
     }
 }

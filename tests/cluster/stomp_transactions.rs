@@ -664,16 +664,23 @@ async fn killed_while_committing(topic: Option<&'static str>) {
     // point of one of them (reading, admitting, storing, or between two).
     let committer = tokio::spawn(async move {
         let mut receipted = Vec::new();
-        for t in 0..10_000 {
+        // A write the kill cuts off ends the run, as a missing RECEIPT does.
+        'transactions: for t in 0..10_000 {
             let tx = format!("t{t}");
-            producer.send("BEGIN", &[("transaction", &tx)], "").await;
+            if producer
+                .try_send("BEGIN", &[("transaction", &tx)], "")
+                .await
+                .is_err()
+            {
+                break;
+            }
             for n in 0..PER_TRANSACTION {
                 let destination = match topic {
                     Some(topic) if n % 2 == 1 => topic,
                     _ => q,
                 };
-                producer
-                    .send(
+                let sent = producer
+                    .try_send(
                         "SEND",
                         &[
                             ("destination", destination),
@@ -683,10 +690,17 @@ async fn killed_while_committing(topic: Option<&'static str>) {
                         &format!("{tx}/{n}/{}", "p".repeat(200)),
                     )
                     .await;
+                if sent.is_err() {
+                    break 'transactions;
+                }
             }
-            producer
-                .send("COMMIT", &[("transaction", &tx), ("receipt", &tx)], "")
-                .await;
+            if producer
+                .try_send("COMMIT", &[("transaction", &tx), ("receipt", &tx)], "")
+                .await
+                .is_err()
+            {
+                break;
+            }
             match producer.recv_within(Duration::from_secs(5)).await {
                 Some(f) if f.command == "RECEIPT" => receipted.push(t),
                 _ => break,

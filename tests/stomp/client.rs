@@ -117,24 +117,41 @@ impl StompClient {
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
+        self.try_send_raw(bytes).await.expect("write");
+    }
+
+    /// [`Self::send_raw`] for a test whose broker may die under it: the write's error
+    /// instead of a panic.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> Result<(), String> {
         match &mut self.transport {
-            Transport::Tcp(s) => s.write_all(bytes).await.expect("write"),
+            Transport::Tcp(s) => s.write_all(bytes).await.map_err(|e| e.to_string()),
             Transport::Tls(s) => {
-                s.write_all(bytes).await.expect("write");
-                s.flush().await.expect("flush");
+                s.write_all(bytes).await.map_err(|e| e.to_string())?;
+                s.flush().await.map_err(|e| e.to_string())
             }
             Transport::Ws(ws) => ws
                 .send(Message::Text(
                     String::from_utf8(bytes.to_vec()).expect("utf-8").into(),
                 ))
                 .await
-                .expect("ws send"),
+                .map_err(|e| e.to_string()),
         }
     }
 
     pub async fn send(&mut self, command: &str, headers: &[(&str, &str)], body: &str) {
         self.send_raw(frame(command, headers, body).as_bytes())
             .await;
+    }
+
+    /// [`Self::send`] returning the write's error (see [`Self::try_send_raw`]).
+    pub async fn try_send(
+        &mut self,
+        command: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<(), String> {
+        self.try_send_raw(frame(command, headers, body).as_bytes())
+            .await
     }
 
     /// A client connected (CONNECT with `headers`) once a broker that is starting listens
