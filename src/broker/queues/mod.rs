@@ -24,10 +24,13 @@
 //!
 //! Locks: one registry lock (name -> queue, taken briefly) and one mutex per queue, never
 //! held across an await nor two at once; store commits and wake-ups happen after release.
+//! New messages enter a queue in the order of their sends, not of the store's answers
+//! (`landing.rs`).
 
 pub mod access;
 mod consumer;
 pub(crate) mod dead_letter;
+mod landing;
 mod queue;
 mod selector_filter;
 mod shared;
@@ -505,26 +508,22 @@ impl Queues {
         let entry = self.new_entry(queue, message, persistent);
         let queue = queue.clone();
         if !entry.kept {
-            return Ok(self.insert(&queue, entry));
+            return Ok(self.land(&queue, entry));
         }
+        // Its place in the queue's order is taken now, before the store answers (`landing.rs`).
+        let place = self.reserve(&queue, entry.seq);
         let commit = self.durability.commit(self.kept(&queue, &entry));
         match commit {
             Commit::Done(Ok(())) => {
                 queue.declared.store(true, Ordering::Relaxed);
-                Ok(self.insert(&queue, entry))
+                Ok(place.fill(entry))
             }
             Commit::Done(Err(e)) => Err(SendError::Durability(e)),
-            Commit::Pending(done) => {
-                let me = self.me.clone();
-                Ok(self.spawned(async move {
-                    done.await?;
-                    queue.declared.store(true, Ordering::Relaxed);
-                    match me.upgrade() {
-                        Some(queues) => queues.insert(&queue, entry).wait().await,
-                        None => Ok(()),
-                    }
-                }))
-            }
+            Commit::Pending(done) => Ok(self.spawned(async move {
+                done.await?;
+                queue.declared.store(true, Ordering::Relaxed);
+                place.fill(entry).wait().await
+            })),
         }
     }
 

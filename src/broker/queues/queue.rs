@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use super::consumer::{ConsumerId, ConsumerSpec, MessageFilter, QueueDelivery, QueuedInfo};
+use super::landing::Landing;
 use crate::broker::durability::{Change, QueueOwner, QueueSeq};
 use crate::broker::message::Message;
 use crate::broker::routing::memory::MemoryGauge;
@@ -202,6 +203,8 @@ pub(super) struct QueueState {
     /// consumer keeps them and its ACK succeeds, but one it gives back (it leaves, or NACKs)
     /// is dropped, not delivered again, as ActiveMQ drops a purged message in flight.
     purged: HashSet<QueueSeq>,
+    /// New messages waiting for sends before them to enter (`landing.rs`).
+    landing: Landing,
     pub counts: QueueCounts,
 }
 
@@ -220,7 +223,39 @@ impl QueueState {
             cursor: 0,
             staged: HashSet::new(),
             purged: HashSet::new(),
+            landing: Landing::default(),
             counts: QueueCounts::default(),
+        }
+    }
+
+    /// The send of sequence `seq` is being kept: messages landing after it wait for it
+    /// (see `landing.rs`).
+    pub fn reserve_landing(&mut self, seq: QueueSeq) {
+        self.landing.reserve(seq);
+    }
+
+    /// A new message (kept, or never to be kept) enters the queue, after the sends reserved
+    /// before it ([`Self::insert`] once they have).
+    pub fn land(&mut self, entry: Entry, now: Instant, ctx: &Ctx<'_>, out: &mut Outcome) {
+        if self.landing.is_empty() {
+            return self.insert(entry, now, ctx, out);
+        }
+        for ready in self.landing.land(entry) {
+            self.insert(ready, now, ctx, out);
+        }
+    }
+
+    /// The reserved send of `seq` will not land (its commit failed): what waited behind it
+    /// enters.
+    pub fn cancel_landing(
+        &mut self,
+        seq: QueueSeq,
+        now: Instant,
+        ctx: &Ctx<'_>,
+        out: &mut Outcome,
+    ) {
+        for ready in self.landing.cancel(seq) {
+            self.insert(ready, now, ctx, out);
         }
     }
 

@@ -902,7 +902,7 @@ async fn a_shared_purge_drops_undelivered_entries_and_delivered_ones_once_given_
 }
 
 /// A kept entry `seq` of the queue, paged out (only its envelope in memory) or not.
-fn kept_entry(seq: QueueSeq, paged: bool) -> Entry {
+pub(super) fn kept_entry(seq: QueueSeq, paged: bool) -> Entry {
     let mut message = message(&format!("m{seq}"), QoS::AtLeastOnce);
     if paged {
         message.payload = Bytes::new();

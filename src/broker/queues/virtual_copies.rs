@@ -21,6 +21,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
+use super::landing::Reservation;
 use super::{Entry, Queue, Queues, SendError};
 use crate::broker::durability::{Change, Commit, QueueOwner, QueuedFor, RetainedChange};
 use crate::broker::message::{Message, V5Extras};
@@ -73,6 +74,9 @@ pub struct QueueCopies {
     /// The message every copy carries (see [`copy_of`]).
     message: Message,
     copies: Vec<(Arc<Queue>, Entry)>,
+    /// The places of the kept copies in their queues' order, reserved when the copies were
+    /// made (`landing.rs`): given up if the copies are dropped unkept.
+    places: Vec<Reservation>,
     /// A composite topic with `forwardOnly`: the topic's own subscribers get nothing.
     pub forward_only: bool,
     /// The topics (MQTT names) a composite topic forwards to: routed as published there.
@@ -263,6 +267,7 @@ impl Queues {
         }
         Some(QueueCopies {
             message: live,
+            places: self.reserve_kept(&copies),
             copies,
             forward_only,
             forward_topics,
@@ -315,14 +320,25 @@ impl Queues {
     }
 
     /// Put `copies` in their queues: after what [`Queues::keep_copies`] described is kept.
+    /// Each enters after the sends reserved before it in its queue (`landing.rs`).
     pub fn insert_copies(&self, copies: QueueCopies) {
         for (queue, entry) in copies.copies {
             if entry.kept {
                 queue.declared.store(true, Ordering::Relaxed);
             }
-            let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
+            let ((), out) = queue.with(|s, now, ctx, out| s.land(entry, now, ctx, out));
             self.settle_in_background(&queue, out);
         }
+        copies.places.into_iter().for_each(Reservation::landed);
+    }
+
+    /// The places of the kept entries of `copies` in their queues.
+    fn reserve_kept(&self, copies: &[(Arc<Queue>, Entry)]) -> Vec<Reservation> {
+        copies
+            .iter()
+            .filter(|(_, entry)| entry.kept)
+            .map(|(queue, entry)| self.reserve(queue, entry.seq))
+            .collect()
     }
 }
 
@@ -395,22 +411,24 @@ impl Queues {
         persistent: bool,
     ) -> Result<Commit, SendError> {
         let copy = copy_of(&message, format!("/queue/{name}"));
+        let copies: Vec<(Arc<Queue>, Entry)> = targets
+            .queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, queue)| {
+                let sent = if targets.own && i == 0 {
+                    message.clone()
+                } else {
+                    copy.clone()
+                };
+                let entry = self.new_entry(&queue, sent, persistent);
+                (queue, entry)
+            })
+            .collect();
         let copies = QueueCopies {
-            copies: targets
-                .queues
-                .into_iter()
-                .enumerate()
-                .map(|(i, queue)| {
-                    let sent = if targets.own && i == 0 {
-                        message.clone()
-                    } else {
-                        copy.clone()
-                    };
-                    let entry = self.new_entry(&queue, sent, persistent);
-                    (queue, entry)
-                })
-                .collect(),
             message: copy,
+            places: self.reserve_kept(&copies),
+            copies,
             forward_only: true,
             forward_topics: Vec::new(),
             own: targets.own.then_some(0),
