@@ -598,8 +598,12 @@ impl Conn {
                     }
                 }
                 attempts += 1;
-                let (replanned, mut changes) =
+                // Planned again under the same entry numbers: new ones would sort after
+                // this connection's later publishes kept meanwhile (`runtime/replan.rs`).
+                let previous = plan.entry_seqs();
+                let (mut replanned, mut changes) =
                     core.plan_route(plan.into_message(), Some(session.id()));
+                replanned.reuse_entry_seqs(previous, &mut changes);
                 Change::set_store_id(&mut changes, store_id);
                 changes.extend(qos2_change.clone());
                 plan = replanned;

@@ -407,6 +407,64 @@ async fn a_publish_the_engine_refuses_is_acknowledged_only_once_a_retry_is_kept(
     assert_eq!(&delivered.payload[..], b"kept");
 }
 
+/// A publish retried after the store refused it keeps the entry numbers of its first plan:
+/// the same publisher's next publish, kept meanwhile, sorts after it, as a restart recovers
+/// a session's queue in entry-number order (`runtime/replan.rs`).
+#[tokio::test]
+async fn a_publish_retried_after_a_refusal_keeps_its_place_in_the_entry_order() {
+    let recording = Recording::new();
+    let (core, listener) = core_with(recording.clone());
+    let _sub = subscriber(&core, &listener).await;
+    let mut publisher = Client::connect(&core, &listener, "pub").await;
+    recording.refuse_when(
+        |c| matches!(c, Change::Message { message, .. } if &message.payload[..] == b"first"),
+        Some(crate::broker::durability::DurabilityError::Full(
+            "test: store full".into(),
+        )),
+    );
+    for (packet_id, payload) in [(5, "first"), (6, "second")] {
+        publisher
+            .send(Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "t".into(),
+                packet_id: Some(packet_id),
+                payload: Bytes::from(payload),
+                properties: None,
+            }))
+            .await;
+    }
+    let entry_of = |payload: &[u8]| {
+        recording.changes().iter().find_map(|c| match c {
+            Change::Message {
+                message,
+                queued_for,
+                ..
+            } if &message.payload[..] == payload => queued_for.first().map(|q| q.seq),
+            _ => None,
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while entry_of(b"second").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second publish kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first is retried (planned again) a few times while the second is kept.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    recording.refuse_when(|_| false, None);
+    assert_eq!(publisher.next().await, Packet::PubAck(Ack::new(5)));
+    assert_eq!(publisher.next().await, Packet::PubAck(Ack::new(6)));
+    let (first, second) = (entry_of(b"first"), entry_of(b"second"));
+    assert!(
+        first.is_some() && first < second,
+        "entries in publish order: first {first:?}, second {second:?}"
+    );
+}
+
 /// A drain's "Use another server" is the node shutting down in the access log and the
 /// metrics; a lost quorum's is the store being unavailable. Both send DISCONNECT 0x9C.
 #[test]

@@ -35,6 +35,7 @@ mod admission;
 mod backplane;
 mod destinations;
 mod recovery;
+mod replan;
 mod route;
 mod route_cache;
 mod route_shared;

@@ -107,7 +107,7 @@ pub struct RoutePlan {
     message: Message,
     /// One copy per delivery. Inline for a few targets: most topics have few subscribers,
     /// and this is built once per publish.
-    targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
+    pub(super) targets: SmallVec<[RouteTarget; INLINE_TARGETS]>,
     limit: usize,
     /// Completing it sets or clears the topic's retained message (false for a delivery from
     /// the backplane: the retained index follows the shared engine's own record).
@@ -117,7 +117,7 @@ pub struct RoutePlan {
     /// interceptor sends to the queues first). Boxed: most plans have none.
     queue_copies: Option<Box<QueueCopies>>,
     /// The plans of a composite topic's forwards to other topics, completed with this one.
-    forwarded: Vec<RoutePlan>,
+    pub(super) forwarded: Vec<RoutePlan>,
 }
 
 impl RoutePlan {
