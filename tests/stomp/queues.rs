@@ -566,3 +566,76 @@ async fn pipelined_sends_are_consumed_in_the_order_sent() {
         &out_of_order[..out_of_order.len().min(5)]
     );
 }
+
+/// A transaction's SENDs enter the queue before the SENDs its connection makes after the
+/// COMMIT, whatever each one's persistence (docs/stomp.md: a SEND after the COMMIT is routed
+/// after the COMMIT's). Before the COMMIT reserved the transaction's places, plain SENDs kept
+/// or queued sooner overtook it (a newcomer saw 36-382 of 460 out of order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_after_a_commit_are_consumed_after_the_transaction() {
+    const ROUNDS: usize = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::support::free_port();
+    let _broker = spawn_durable(dir.path(), port);
+    for (in_tx, after) in [
+        ("true", "true"),
+        ("true", "false"),
+        ("false", "true"),
+        ("false", "false"),
+    ] {
+        let q = format!("/queue/tx-order-{in_tx}-{after}");
+        let mut consumer = connect_when_up(port).await;
+        consumer
+            .send(
+                "SUBSCRIBE",
+                &[("destination", &q), ("id", "c"), ("receipt", "sub")],
+                "",
+            )
+            .await;
+        assert_eq!(consumer.recv().await.header("receipt-id"), Some("sub"));
+        let mut producer = connect_when_up(port).await;
+        let mut frames = String::new();
+        let mut order = Vec::new();
+        for round in 0..ROUNDS {
+            let tx = format!("t{round}");
+            frames += &crate::client::frame("BEGIN", &[("transaction", &tx)], "");
+            for n in 0..3 {
+                let body = format!("{round}/tx{n}");
+                frames += &crate::client::frame(
+                    "SEND",
+                    &[
+                        ("destination", &q),
+                        ("persistent", in_tx),
+                        ("transaction", &tx),
+                    ],
+                    &body,
+                );
+                order.push(body);
+            }
+            frames += &crate::client::frame("COMMIT", &[("transaction", &tx)], "");
+            for n in 0..5 {
+                let body = format!("{round}/plain{n}");
+                frames += &crate::client::frame(
+                    "SEND",
+                    &[("destination", &q), ("persistent", after)],
+                    &body,
+                );
+                order.push(body);
+            }
+        }
+        frames += &crate::client::frame("DISCONNECT", &[("receipt", "done")], "");
+        producer.send_raw(frames.as_bytes()).await;
+        assert_eq!(producer.recv().await.header("receipt-id"), Some("done"));
+        let mut got = Vec::new();
+        while got.len() < order.len() {
+            let Some(m) = consumer.recv_within(Duration::from_secs(10)).await else {
+                break;
+            };
+            got.push(m.body_text());
+        }
+        assert_eq!(
+            got, order,
+            "transacted persistent={in_tx}, after persistent={after}: in the order sent"
+        );
+    }
+}

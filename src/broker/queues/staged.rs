@@ -15,6 +15,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::landing::Reservation;
 use super::queue::{AckError, Entry};
 use super::{Queue, QueueConsumer, Queues, SendError};
 use crate::broker::durability::{Change, Commit, DurabilityError, QueueSeq};
@@ -55,6 +56,9 @@ pub struct QueueStaging {
     /// Deliveries staged as acknowledged.
     acks: Vec<TakenDeliveries>,
     changes: Vec<Change>,
+    /// The sends' places in their queues, reserved at the COMMIT ([`Queues::reserve_staged`]):
+    /// what the connection sends after the COMMIT enters after them.
+    places: Vec<Reservation>,
 }
 
 impl std::fmt::Debug for QueueStaging {
@@ -182,6 +186,17 @@ impl Queues {
         shared.store_all(&sends, topics, &acked)
     }
 
+    /// The COMMIT was read: the staged sends take their places in their queues' order
+    /// (`landing.rs`), so that a SEND after the COMMIT, kept sooner, does not enter first.
+    pub fn reserve_staged(&self, staging: &mut QueueStaging) {
+        let places: Vec<Reservation> = staging
+            .sends
+            .iter()
+            .map(|s| self.reserve(&s.queue, s.entry.seq))
+            .collect();
+        staging.places.extend(places);
+    }
+
     /// The staged work's changes are kept: the messages enter their queues (and are
     /// dispatched), in the order they were staged, and the acknowledgements count.
     pub fn apply_staged(&self, staging: QueueStaging) {
@@ -193,9 +208,10 @@ impl Queues {
             if entry.kept {
                 queue.declared.store(true, Ordering::Relaxed);
             }
-            let ((), out) = queue.with(|s, now, ctx, out| s.insert(entry, now, ctx, out));
+            let ((), out) = queue.with(|s, now, ctx, out| s.land(entry, now, ctx, out));
             self.settle_in_background(&queue, out);
         }
+        staging.places.into_iter().for_each(Reservation::landed);
         for TakenDeliveries { queue, entries } in staging.acks {
             let count = entries.len();
             let seqs: Vec<QueueSeq> = entries.iter().map(|e| e.seq).collect();
@@ -212,6 +228,8 @@ impl Queues {
     /// acknowledged deliveries go back to their queues, redelivered.
     pub fn undo_staged(&self, staging: QueueStaging) {
         drop(staging.sends);
+        // Their places are given up: what waited behind them enters.
+        drop(staging.places);
         for taken in staging.acks {
             self.give_back_taken(taken);
         }

@@ -156,11 +156,13 @@ impl StompConn {
     pub(super) fn commit_staged(&mut self, id: String, staging: Staging, receipt: Option<Frame>) {
         let Staging {
             routes,
-            queues,
+            mut queues,
             topic_removals,
             topic_acked,
             acked: _,
         } = staging;
+        // The sends' places in their queues, before anything the connection sends next.
+        self.core.queues.reserve_staged(&mut queues);
         // A shared store that keeps the queue work as one unit keeps the persistent topic
         // SENDs in it too, and publishes them itself once it is kept.
         let (routes, in_unit) = if self.core.queues.shared_stores_as_one() > 0 {
